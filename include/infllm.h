@@ -1,0 +1,254 @@
+/*
+ * infllm.h: InfLLM-V2 dense-sparse switchable attention, public C API.
+ *
+ * Conventions (read once, they hold for every function below):
+ *  - Tensors are token-major and contiguous, packed as FlashAttention's varlen layout:
+ *      q   [total_q, Hq,  D]     k, v [total_k, Hkv, D]     out [total_q, Hq, D]
+ *    Sequence b owns query rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 and key rows
+ *    cu_seqlens_k[b] .. cu_seqlens_k[b+1]-1. Its Lq queries are the LAST Lq of its Lk
+ *    positions (bottom-right alignment): query i sits at position Lk - Lq + i. So a fresh
+ *    prefill has Lq == Lk, a decode step Lq == 1, a chunked prefill 1 < Lq < Lk.
+ *  - Query head h uses KV head h / (Hq / Hkv) (contiguous GQA groups, any group size).
+ *  - Storage dtype f32, f16 or bf16 (raw 16-bit patterns); arithmetic accumulates in f32
+ *    (f64 in the reference backend). The LSE output is fp32 natural log, [total_q, Hq].
+ *  - Pointers are host memory for the CPU and REF backends and device memory for CUDA
+ *    (cu_seqlens included). The caller allocates every input and output; the library
+ *    never keeps a pointer after a call returns, except inside an infllm_cache.
+ *  - Every function validates its arguments and returns INFLLM_OK or a specific status;
+ *    infllm_last_error() then holds a one-line message naming the problem (thread-local).
+ *    On error, outputs may be partially written; inputs are never modified. Nothing in the
+ *    library exits or aborts.
+ */
+#ifndef INFLLM_H
+#define INFLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define INFLLM_VERSION_MAJOR 0
+#define INFLLM_VERSION_MINOR 1
+#define INFLLM_VERSION_PATCH 0
+#define INFLLM_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- status ---- */
+typedef enum infllm_status {
+    INFLLM_OK = 0,
+    INFLLM_ERR_NULL_ARG = 1,      /* a required pointer is NULL */
+    INFLLM_ERR_SHAPE = 2,         /* sizes disagree (cu_seqlens, totals, heads, ...) */
+    INFLLM_ERR_GQA = 3,           /* Hq is not a positive multiple of Hkv */
+    INFLLM_ERR_DTYPE = 4,         /* unsupported storage dtype */
+    INFLLM_ERR_HEAD_DIM = 5,      /* unsupported head_dim */
+    INFLLM_ERR_PARAM = 6,         /* a sparse-attention parameter is out of range */
+    INFLLM_ERR_CAPACITY = 7,      /* decode cache capacity exceeded */
+    INFLLM_ERR_NOMEM = 8,         /* allocation failed */
+    INFLLM_ERR_UNSUPPORTED = 9,   /* backend not built / not available / op not supported */
+    INFLLM_ERR_CUDA = 10,         /* a CUDA runtime call failed */
+    INFLLM_ERR_IO = 11,           /* file I/O (tools, model loading) */
+    INFLLM_ERR_FORMAT = 12,       /* malformed file contents (tools, model loading) */
+    INFLLM_ERR_WORKSPACE = 13     /* caller-provided workspace too small */
+} infllm_status;
+
+/* Static English name of a status ("ok", "shape mismatch", ...). Never NULL. */
+const char *infllm_status_str(infllm_status s);
+/* The message of the last failed call on this thread ("" if none). Valid until the next
+ * failing call on this thread. */
+const char *infllm_last_error(void);
+
+/* ----------------------------------------------------------------- enums ---- */
+typedef enum infllm_dtype {
+    INFLLM_DTYPE_F32 = 0,
+    INFLLM_DTYPE_F16 = 1,
+    INFLLM_DTYPE_BF16 = 2
+} infllm_dtype;
+
+typedef enum infllm_backend {
+    INFLLM_BACKEND_CPU = 0,   /* the fast CPU path (SIMD + threads) */
+    INFLLM_BACKEND_REF = 1,   /* the float64 reference: slow, O(T^2) memory, the executable spec */
+    INFLLM_BACKEND_CUDA = 2   /* NVIDIA GPUs; INFLLM_ERR_UNSUPPORTED when not built or no GPU */
+} infllm_backend;
+
+typedef enum infllm_mode {
+    INFLLM_MODE_AUTO = 0,     /* per sequence: kv_len < dense_len -> dense, else sparse (SPEC A.8) */
+    INFLLM_MODE_DENSE = 1,
+    INFLLM_MODE_SPARSE = 2
+} infllm_mode;
+
+/* Size in bytes of one element of dtype (0 for an invalid dtype). */
+size_t infllm_dtype_size(infllm_dtype dt);
+const char *infllm_dtype_name(infllm_dtype dt);
+
+/* ---------------------------------------------------------------- params ---- */
+/* Every InfLLM-V2 parameter (SPEC A.4). infllm_params_default() fills the MiniCPM4.1 values. */
+typedef struct infllm_params {
+    int32_t block_size;      /* B: stage-2 block, tokens (64). Multiple of kernel_stride. */
+    int32_t kernel_size;     /* l1: c1 window (32). c2 uses 4*kernel_size. */
+    int32_t kernel_stride;   /* s1: c1 stride (16). c2 uses 4*kernel_stride. */
+    int32_t init_blocks;     /* forced leading blocks (1) */
+    int32_t local_blocks;    /* forced blocks before the current one (32) */
+    int32_t topk;            /* dynamic blocks; a query selects topk + local_blocks in all (64) */
+    int32_t dense_len;       /* AUTO mode: dense while kv_len < dense_len (8192); -1: always sparse */
+    int32_t exact_lse;       /* 1: stage-1 LSE over c1 itself (no c2 approximation) (0) */
+    float softmax_scale;     /* 0: 1/sqrt(head_dim) */
+    infllm_mode mode;        /* AUTO */
+    infllm_backend backend;  /* CPU */
+    int32_t num_threads;     /* CPU backend: 0 = all cores */
+    /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
+     * infllm_attention_workspace_size() bytes for infllm_attention (NULL: the library
+     * allocates per call, which is not allowed under CUDA graph capture). */
+    void *cuda_stream;
+    void *workspace;
+    size_t workspace_bytes;
+} infllm_params;
+
+void infllm_params_default(infllm_params *p);
+/* Total blocks a query selects: topk + local_blocks (96 by default). */
+int32_t infllm_params_topk_total(const infllm_params *p);
+
+/* ---------------------------------------------------------------- layout ---- */
+/* Shapes of one call. cu_seqlens_* may be NULL when num_seqs == 1 (one sequence of
+ * total_q queries and total_k keys). max_seqlen_* are required (> 0) for the CUDA backend
+ * when cu_seqlens are given (the device arrays cannot be read without a sync); on the host
+ * backends 0 means "compute them". */
+typedef struct infllm_layout {
+    infllm_dtype dtype;
+    int32_t num_seqs;
+    const int32_t *cu_seqlens_q;   /* [num_seqs+1] */
+    const int32_t *cu_seqlens_k;   /* [num_seqs+1] */
+    int64_t total_q;
+    int64_t total_k;
+    int32_t num_q_heads;           /* Hq */
+    int32_t num_kv_heads;          /* Hkv; Hq % Hkv == 0 */
+    int32_t head_dim;              /* D: 32, 64, 96, 128, 192 or 256 */
+    int32_t max_seqlen_q;
+    int32_t max_seqlen_k;
+} infllm_layout;
+
+/* Sizes derived from params and layout, for allocating the per-stage outputs. */
+typedef struct infllm_sizes {
+    int64_t total_n1;        /* c1 rows over all sequences */
+    int64_t total_n2;        /* c2 rows (0 in exact_lse mode is still the c2 count; c2 is just unused) */
+    int32_t max_n1;          /* stage-1 score columns: max over sequences of n1 */
+    int32_t nblocks_out;     /* block-score columns: max over sequences of ceil(Lk/B) */
+    int32_t topk_out;        /* top-k columns: min(topk_total, nblocks_out) */
+} infllm_sizes;
+
+/* Host backends only (reads cu_seqlens). */
+infllm_status infllm_get_sizes(const infllm_params *p, const infllm_layout *l, infllm_sizes *out);
+
+/* ------------------------------------------------------------ stage ops ---- */
+/* Key compression (SPEC B §4): c1 = mean of k over windows [s1*j, s1*j+l1), c2 likewise with
+ * (4*l1, 4*s1); complete windows only; f32 accumulation, stored in the layout dtype.
+ *   k      [total_k, Hkv, D]
+ *   c1     [total_n1, Hkv, D]      c2 [total_n2, Hkv, D]
+ *   cu_seqlens_c1, cu_seqlens_c2: [num_seqs+1] int32 row offsets, written (may be NULL). */
+infllm_status infllm_compress_keys(const infllm_params *p, const infllm_layout *l,
+                                   const void *k, void *c1, void *c2,
+                                   int32_t *cu_seqlens_c1, int32_t *cu_seqlens_c2);
+
+/* Stage-1 kernel scores (SPEC B §5, clean causal rule A.2): for query row t and KV head g,
+ *   scores[g][t][j] = sum over the group's query heads h of exp(s*q_h.c1_j - LSE_h),
+ * LSE_h over the visible c2 kernels (visible c1 kernels with exact_lse). A kernel is visible
+ * iff its last covered position <= the query's position. 0 for invisible j, j >= n1 of the
+ * sequence, and rows with no visible LSE kernel. Rounded to bf16 when dtype is bf16 (A.3).
+ *   q [total_q, Hq, D]; c1, c2 and their cu_seqlens as written by infllm_compress_keys
+ *   (c2 / cu_seqlens_c2 may be NULL with exact_lse)
+ *   scores [Hkv, total_q, max_n1] float32 */
+infllm_status infllm_stage1_scores(const infllm_params *p, const infllm_layout *l,
+                                   const void *q, const void *c1, const void *c2,
+                                   const int32_t *cu_seqlens_c1, const int32_t *cu_seqlens_c2,
+                                   float *scores);
+
+/* Block scores (SPEC B §6, A.4): +inf for forced blocks (b < init_blocks, or
+ * q_block - local_blocks <= b <= q_block), otherwise the max of the stage-1 scores of the c1
+ * kernels overlapping block b (clipped to [0, n1)), -inf when that range is empty.
+ *   scores [Hkv, total_q, max_n1] -> block_scores [Hkv, total_q, nblocks_out] float32 */
+infllm_status infllm_block_scores(const infllm_params *p, const infllm_layout *l,
+                                  const float *scores, float *block_scores);
+
+/* Top-k (SPEC B §7, A.3): the topk_out largest block scores of each row (score desc, then
+ * block index asc), sorted ascending, entries > q_block replaced by -1 (so -1 padding is at
+ * the end). Blocks past the row's own sequence are never selected.
+ *   block_scores [Hkv, total_q, nblocks_out] -> topk_idx [Hkv, total_q, topk_out] int32 */
+infllm_status infllm_topk_select(const infllm_params *p, const infllm_layout *l,
+                                 const float *block_scores, int32_t *topk_idx);
+
+/* Stage 2, block-sparse attention (SPEC B §9): query t, head h attends the keys j <= its
+ * position whose block j / B is a non-negative entry of topk_idx[h / G][t].
+ *   topk_idx [Hkv, total_q, topk_cols] (topk_cols >= 1; -1 entries ignored)
+ *   out [total_q, Hq, D] (layout dtype), lse [total_q, Hq] float32 or NULL.
+ * A row with no key (cannot happen with a forced current block) gets out = 0, lse = -inf. */
+infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layout *l,
+                                      const void *q, const void *k, const void *v,
+                                      const int32_t *topk_idx, int32_t topk_cols,
+                                      void *out, float *lse);
+
+/* Dense causal attention (bottom-right aligned). out [total_q, Hq, D], lse [total_q, Hq] or NULL. */
+infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout *l,
+                                     const void *q, const void *k, const void *v,
+                                     void *out, float *lse);
+
+/* The whole InfLLM-V2 attention with the dense/sparse switch (p->mode, p->dense_len, per
+ * sequence). Sparse sequences run compression, stage 1, block scores, top-k and stage 2; the
+ * CPU backend fuses stage 1 with the group sum, max-pool and top-k so working memory is
+ * linear in T. out [total_q, Hq, D], lse [total_q, Hq] or NULL. */
+infllm_status infllm_attention(const infllm_params *p, const infllm_layout *l,
+                               const void *q, const void *k, const void *v,
+                               void *out, float *lse);
+
+/* Workspace bytes infllm_attention needs on the CUDA backend for this layout (0 elsewhere).
+ * Uses max_seqlen_* and totals only (no device reads). */
+infllm_status infllm_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                              size_t *bytes);
+
+/* --------------------------------------------------------- decode cache ---- */
+/* A KV cache for ONE sequence with its c1/c2 compressed keys, updated incrementally
+ * (SPEC B §8). Storage is preallocated for `capacity` tokens at creation. The block size,
+ * kernel size/stride and backend are fixed at creation from p; the other parameters are
+ * read at each attend call. */
+typedef struct infllm_cache infllm_cache;
+
+/* Creates a cache; *out receives it (NULL on failure). Free with infllm_cache_free. */
+infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype,
+                                  int32_t num_kv_heads, int32_t head_dim, int64_t capacity,
+                                  infllm_cache **out);
+/* Frees a cache; NULL is a no-op. */
+void infllm_cache_free(infllm_cache *c);
+/* Appends n tokens: k, v [n, Hkv, D] in the cache dtype. INFLLM_ERR_CAPACITY (and nothing
+ * appended) when length + n > capacity. */
+infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v, int64_t n);
+/* Attends the n newest tokens' queries q [n, Hq, D] against the cache (they sit at positions
+ * length-n .. length-1; append their K/V first). n == 1 is a decode step, n > 1 a chunk of a
+ * chunked prefill. Dense/sparse switch as infllm_attention, with kv_len = length.
+ * out [n, Hq, D] (cache dtype), lse [n, Hq] or NULL. */
+infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p,
+                                  const void *q, int64_t n, int32_t num_q_heads,
+                                  void *out, float *lse);
+/* Drops tokens past new_length (new_length <= length): c1/c2 past it are dropped too. */
+infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length);
+int64_t infllm_cache_length(const infllm_cache *c);
+int64_t infllm_cache_capacity(const infllm_cache *c);
+/* Bytes held by the cache (K, V, c1, c2 storage and bookkeeping). */
+size_t infllm_cache_memory_bytes(const infllm_cache *c);
+/* Read-only views of the cache storage ([length, Hkv, D] for k/v, [n1, Hkv, D] for c1...).
+ * Valid until the next append/truncate/free. */
+const void *infllm_cache_keys(const infllm_cache *c);
+const void *infllm_cache_values(const infllm_cache *c);
+const void *infllm_cache_c1(const infllm_cache *c, int64_t *n1);
+const void *infllm_cache_c2(const infllm_cache *c, int64_t *n2);
+
+/* ----------------------------------------------------------------- info ---- */
+const char *infllm_version(void);          /* "0.1.0" */
+const char *infllm_build_commit(void);     /* git commit the library was built from */
+const char *infllm_cpu_simd_level(void);   /* "avx512-bf16", "avx512", "avx2", "scalar" (runtime dispatch) */
+int infllm_cpu_num_threads(void);          /* threads used when num_threads == 0 */
+int infllm_cuda_available(void);           /* 1 if built with CUDA and a device is present */
+int infllm_cuda_built(void);               /* 1 if built with CUDA */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INFLLM_H */

@@ -1,0 +1,168 @@
+/*
+ * cache.c: the decode cache of one sequence: K/V plus the c1/c2 compressed keys, updated
+ * incrementally as tokens arrive (SPEC B §8, A.7), so that a decode step or a prefill chunk
+ * costs no recompression of the prefix.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "internal.h"
+
+struct infllm_cache {
+    infllm_dtype dtype;
+    infllm_backend backend;
+    int32_t Hkv, D;
+    int32_t B, l1, s1, l2, s2;     /* fixed at creation: the stored kernels depend on them */
+    int64_t capacity;
+    int64_t length;
+    int64_t n1, n2;                /* complete kernels of the current length */
+    void *k;                       /* [capacity, Hkv, D] */
+    void *v;                       /* [capacity, Hkv, D] */
+    void *c1;                      /* [windows(capacity, l1, s1), Hkv, D] */
+    void *c2;                      /* [windows(capacity, l2, s2), Hkv, D] */
+    size_t bytes;
+};
+
+infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, int32_t num_kv_heads,
+                                  int32_t head_dim, int64_t capacity, infllm_cache **out) {
+    if (!out) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache output pointer is NULL");
+    *out = NULL;
+    if (!p) return infllm_set_error(INFLLM_ERR_NULL_ARG, "params is NULL");
+    if (capacity < 1 || capacity > INT32_MAX)
+        return infllm_set_error(INFLLM_ERR_SHAPE, "cache capacity must be in 1..2^31-1 (got %lld)",
+                                (long long)capacity);
+    /* validate everything else through the ordinary boundary (one query, capacity keys) */
+    infllm_attn_params ap;
+    infllm_seq *seqs = NULL;
+    infllm_status st = infllm_build_single_seq_params(p, dtype, num_kv_heads, num_kv_heads, head_dim, 1,
+                                                      capacity, &ap, &seqs);
+    free(seqs);
+    if (st) return st;
+    if (p->backend == INFLLM_BACKEND_CUDA)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "the decode cache lives in host memory: use the CPU or "
+                                                        "REF backend");
+    infllm_cache *c = calloc(1, sizeof *c);
+    if (!c) return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (cache)");
+    c->dtype = dtype;
+    c->backend = p->backend;
+    c->Hkv = num_kv_heads;
+    c->D = head_dim;
+    c->B = ap.B;
+    c->l1 = ap.l1;
+    c->s1 = ap.s1;
+    c->l2 = ap.l2;
+    c->s2 = ap.s2;
+    c->capacity = capacity;
+    size_t row = (size_t)num_kv_heads * (size_t)head_dim * infllm_dtype_size(dtype);
+    size_t kv_bytes = (size_t)capacity * row;
+    size_t c1_bytes = (size_t)infllm_windows(capacity, c->l1, c->s1) * row;
+    size_t c2_bytes = (size_t)infllm_windows(capacity, c->l2, c->s2) * row;
+    c->k = malloc(kv_bytes);
+    c->v = malloc(kv_bytes);
+    c->c1 = malloc(c1_bytes ? c1_bytes : 1);
+    c->c2 = malloc(c2_bytes ? c2_bytes : 1);
+    if (!c->k || !c->v || !c->c1 || !c->c2) {
+        infllm_cache_free(c);
+        return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory: cache of %lld tokens needs %zu bytes",
+                                (long long)capacity, 2 * kv_bytes + c1_bytes + c2_bytes);
+    }
+    c->bytes = sizeof *c + 2 * kv_bytes + c1_bytes + c2_bytes;
+    *out = c;
+    return INFLLM_OK;
+}
+
+void infllm_cache_free(infllm_cache *c) {
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c->c1);
+    free(c->c2);
+    free(c);
+}
+
+/* Recomputes n1/n2 for the current length, building every kernel that completed in
+ * (old_len, length]. */
+static void update_kernels(infllm_cache *c, int64_t old_len) {
+    int64_t row = (int64_t)c->Hkv * c->D;
+    int32_t n1_old = infllm_windows(old_len, c->l1, c->s1);
+    int32_t n2_old = infllm_windows(old_len, c->l2, c->s2);
+    int32_t n1_new = infllm_windows(c->length, c->l1, c->s1);
+    int32_t n2_new = infllm_windows(c->length, c->l2, c->s2);
+    for (int32_t j = n1_old; j < n1_new; j++)
+        cpu_mean_window(c->k, c->dtype, row, (int64_t)j * c->s1, c->l1, c->c1, j);
+    for (int32_t j = n2_old; j < n2_new; j++)
+        cpu_mean_window(c->k, c->dtype, row, (int64_t)j * c->s2, c->l2, c->c2, j);
+    c->n1 = n1_new;
+    c->n2 = n2_new;
+}
+
+infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v, int64_t n) {
+    if (!c) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache is NULL");
+    if (n < 0) return infllm_set_error(INFLLM_ERR_SHAPE, "cannot append %lld tokens", (long long)n);
+    if (n == 0) return INFLLM_OK;
+    if (!k || !v) return infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", k ? "v" : "k");
+    if (c->length + n > c->capacity)
+        return infllm_set_error(INFLLM_ERR_CAPACITY,
+                                "cache capacity exceeded: %lld tokens + %lld new > capacity %lld",
+                                (long long)c->length, (long long)n, (long long)c->capacity);
+    size_t row = (size_t)c->Hkv * (size_t)c->D * infllm_dtype_size(c->dtype);
+    memcpy((char *)c->k + (size_t)c->length * row, k, (size_t)n * row);
+    memcpy((char *)c->v + (size_t)c->length * row, v, (size_t)n * row);
+    int64_t old = c->length;
+    c->length += n;
+    update_kernels(c, old);
+    return INFLLM_OK;
+}
+
+infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length) {
+    if (!c) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache is NULL");
+    if (new_length < 0 || new_length > c->length)
+        return infllm_set_error(INFLLM_ERR_SHAPE, "truncate to %lld: must be in 0..%lld", (long long)new_length,
+                                (long long)c->length);
+    c->length = new_length;
+    c->n1 = infllm_windows(new_length, c->l1, c->s1);
+    c->n2 = infllm_windows(new_length, c->l2, c->s2);
+    return INFLLM_OK;
+}
+
+infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const void *q, int64_t n,
+                                  int32_t num_q_heads, void *out, float *lse) {
+    if (!c) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache is NULL");
+    if (!p) return infllm_set_error(INFLLM_ERR_NULL_ARG, "params is NULL");
+    if (n < 0 || n > c->length)
+        return infllm_set_error(INFLLM_ERR_SHAPE,
+                                "%lld queries but the cache holds %lld tokens: append the queries' K/V first",
+                                (long long)n, (long long)c->length);
+    if (n == 0) return INFLLM_OK;
+    if (!q || !out) return infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", q ? "out" : "q");
+    if (p->block_size != c->B || p->kernel_size != c->l1 || p->kernel_stride != c->s1)
+        return infllm_set_error(INFLLM_ERR_PARAM,
+                                "cache was created with block_size %d, kernel_size %d, kernel_stride %d; "
+                                "attend got %d, %d, %d",
+                                c->B, c->l1, c->s1, p->block_size, p->kernel_size, p->kernel_stride);
+    if (p->backend != c->backend)
+        return infllm_set_error(INFLLM_ERR_PARAM, "cache was created for another backend");
+    infllm_attn_params ap;
+    infllm_seq *seqs = NULL;
+    infllm_status st =
+        infllm_build_single_seq_params(p, c->dtype, num_q_heads, c->Hkv, c->D, n, c->length, &ap, &seqs);
+    if (st) return st;
+    st = infllm_attention_with_compressed(&ap, c->backend, q, c->k, c->v, c->c1, c->c2, out, lse);
+    free(seqs);
+    return st;
+}
+
+int64_t infllm_cache_length(const infllm_cache *c) { return c ? c->length : 0; }
+int64_t infllm_cache_capacity(const infllm_cache *c) { return c ? c->capacity : 0; }
+size_t infllm_cache_memory_bytes(const infllm_cache *c) { return c ? c->bytes : 0; }
+const void *infllm_cache_keys(const infllm_cache *c) { return c ? c->k : NULL; }
+const void *infllm_cache_values(const infllm_cache *c) { return c ? c->v : NULL; }
+const void *infllm_cache_c1(const infllm_cache *c, int64_t *n1) {
+    if (n1) *n1 = c ? c->n1 : 0;
+    return c ? c->c1 : NULL;
+}
+const void *infllm_cache_c2(const infllm_cache *c, int64_t *n2) {
+    if (n2) *n2 = c ? c->n2 : 0;
+    return c ? c->c2 : NULL;
+}

@@ -1,0 +1,187 @@
+/*
+ * internal.h: the seam between the public API and the backends.
+ *
+ * Data flows one way: public function -> validate + fill infllm_attn_params once
+ * (src/core/api.c) -> backend function (ref_*, cpu_*, cuda_*) -> kernels. Every backend gets
+ * the same params struct, unchanged. Backends may assume everything in it was validated.
+ */
+#ifndef INFLLM_INTERNAL_H
+#define INFLLM_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "infllm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One sequence of a varlen batch, host-side (filled for the CPU and REF backends). */
+typedef struct infllm_seq {
+    int64_t q0;       /* first query row in q/out/lse */
+    int64_t k0;       /* first key row in k/v */
+    int32_t lq;       /* query rows */
+    int32_t lk;       /* key rows; query i sits at position lk - lq + i */
+    int64_t c1_0;     /* first c1 row */
+    int64_t c2_0;     /* first c2 row */
+    int32_t n1;       /* c1 kernels: windows(lk, l1, s1) */
+    int32_t n2;       /* c2 kernels: windows(lk, l2, s2) */
+    int32_t nblocks;  /* ceil(lk / B) */
+    int32_t sparse;   /* infllm_attention: 1 = sparse path, 0 = dense (mode + dense_len) */
+} infllm_seq;
+
+typedef struct infllm_attn_params {
+    /* layout */
+    infllm_dtype dtype;
+    int32_t Hq, Hkv, G, D;          /* G = Hq / Hkv */
+    int64_t total_q, total_k;
+    int32_t num_seqs;
+    const infllm_seq *seqs;         /* [num_seqs] host array; NULL on the CUDA backend with
+                                       device cu_seqlens (use cu_q/cu_k there) */
+    const int32_t *cu_q, *cu_k;     /* as given by the caller (may be NULL for one sequence) */
+    int32_t max_lq, max_lk;
+    /* element strides of the token-major tensors (contiguous today) */
+    int64_t q_tok, q_head;          /* Hq*D, D */
+    int64_t kv_tok, kv_head;        /* Hkv*D, D */
+    int64_t o_tok, o_head;          /* Hq*D, D */
+    /* InfLLM-V2 parameters */
+    int32_t B;                      /* block size */
+    int32_t l1, s1;                 /* c1 kernel size, stride */
+    int32_t l2, s2;                 /* c2 = 4*l1, 4*s1 */
+    int32_t init_blocks, local_blocks;
+    int32_t topk_total;             /* K = topk + local_blocks */
+    int32_t dense_len;
+    int32_t exact_lse;
+    infllm_mode mode;
+    float scale;                    /* softmax scale (resolved, never 0) */
+    int32_t num_threads;            /* resolved, >= 1 */
+    /* derived sizes */
+    int64_t total_n1, total_n2;
+    int32_t max_n1;                 /* stage-1 score columns */
+    int32_t nblocks_out;            /* block-score columns */
+    int32_t topk_out;               /* min(topk_total, nblocks_out) */
+    /* CUDA */
+    void *cuda_stream;
+    void *workspace;
+    size_t workspace_bytes;
+} infllm_attn_params;
+
+/* ------------------------------------------------------------ geometry ---- */
+/* Complete windows of `size` with `stride` in a length-L sequence. */
+static inline int32_t infllm_windows(int64_t L, int32_t size, int32_t stride) {
+    return L >= size ? (int32_t)((L - size) / stride + 1) : 0;
+}
+/* Kernels (size, stride) whose last position size-1+stride*j <= pos: the visible ones. */
+static inline int32_t infllm_visible_kernels(int64_t pos, int32_t size, int32_t stride, int32_t n) {
+    int64_t c = pos + 1 >= size ? (pos + 1 - size) / stride + 1 : 0;
+    return (int32_t)(c < n ? c : n);
+}
+static inline int64_t infllm_floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+/* c1 kernels overlapping block b (SPEC A.4): [*lo, *hi) clipped to [0, n1). */
+static inline void infllm_block_kernel_range(int32_t b, int32_t B, int32_t l1, int32_t s1,
+                                             int32_t n1, int32_t *lo, int32_t *hi) {
+    int64_t first = -infllm_floor_div(-((int64_t)B * b - l1 + 1), s1); /* ceil */
+    int64_t last = infllm_floor_div((int64_t)B * b + B - 1, s1);        /* inclusive */
+    if (first < 0) first = 0;
+    if (last > n1 - 1) last = n1 - 1;
+    *lo = (int32_t)first;
+    *hi = last >= first ? (int32_t)(last + 1) : (int32_t)first;
+}
+/* Forced block? b < init_blocks or q_block - local_blocks <= b <= q_block. */
+static inline int infllm_block_forced(int32_t b, int32_t q_block, int32_t init_blocks,
+                                      int32_t local_blocks) {
+    return b < init_blocks || (b <= q_block && b >= q_block - local_blocks);
+}
+
+/* ------------------------------------------------------------- errors ---- */
+/* Records a message for infllm_last_error() and returns s. printf-style. */
+infllm_status infllm_set_error(infllm_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Shared by infllm_attention and the decode cache (which passes its own c1/c2, rows at
+ * seqs[b].c1_0 / c2_0; NULL: computed). api.c */
+infllm_status infllm_attention_with_compressed(const infllm_attn_params *ap, infllm_backend backend,
+                                               const void *q, const void *k, const void *v,
+                                               const void *c1, const void *c2, void *out, float *lse);
+/* Validated params for one sequence of lq queries (the last lq of lk positions). The caller
+ * frees *seqs_out. api.c */
+infllm_status infllm_build_single_seq_params(const infllm_params *p, infllm_dtype dtype, int32_t Hq,
+                                             int32_t Hkv, int32_t D, int64_t lq, int64_t lk,
+                                             infllm_attn_params *ap, infllm_seq **seqs_out);
+
+/* ---------------------------------------------------- float64 reference ---- */
+/* src/ref/: straight loops from SPEC; double arithmetic; outputs in double where they are
+ * attention results so that tests can measure errors against them. No shared code with the
+ * fast paths beyond this header and dtype.h. */
+infllm_status ref_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2);
+infllm_status ref_stage1(const infllm_attn_params *ap, const void *q, const void *c1,
+                         const void *c2, float *scores /* [Hkv, total_q, max_n1] */);
+infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores,
+                               float *block_scores /* [Hkv, total_q, nblocks_out] */);
+infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores,
+                       int32_t *topk_idx /* [Hkv, total_q, topk_out] */);
+infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                              const void *v, const int32_t *topk_idx, int32_t topk_cols,
+                              double *out /* [total_q, Hq, D] */, double *lse /* [total_q, Hq] or NULL */);
+infllm_status ref_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                             const void *v, double *out, double *lse);
+
+/* ------------------------------------------------------- fast CPU path ---- */
+/* src/attn/: same contracts as the public ops, outputs in the layout dtype. */
+infllm_status cpu_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2);
+infllm_status cpu_stage1(const infllm_attn_params *ap, const void *q, const void *c1,
+                         const void *c2, float *scores);
+infllm_status cpu_block_scores(const infllm_attn_params *ap, const float *scores,
+                               float *block_scores);
+infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, int32_t *topk_idx);
+infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                              const void *v, const int32_t *topk_idx, int32_t topk_cols,
+                              void *out, float *lse);
+infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                             const void *v, void *out, float *lse);
+/* Whole pipeline, per sequence dense or sparse (ap->seqs[b].sparse). c1/c2 (with rows at
+ * seqs[b].c1_0 / c2_0) may be given (decode cache) or NULL (computed here). Stage 1 is fused
+ * with the group sum, max-pool and top-k: working memory linear in T. */
+infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k,
+                            const void *v, const void *c1, const void *c2, void *out, float *lse);
+/* c[j] = mean of the `len` rows k[row0 .. row0+len) (all Hkv*D columns), f32 sum in index
+ * order, divided by len, rounded to dtype; written as row `dst_row` of dst. Shared by
+ * cpu_compress and the decode cache so both give bit-identical kernels. */
+void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len,
+                     void *dst, int64_t dst_row);
+const char *cpu_simd_level_name(void);
+int cpu_default_threads(void);
+
+/* ------------------------------------------------------------ CUDA path ---- */
+/* src/cuda/: device pointers. Only linked when INFLLM_HAVE_CUDA. */
+#ifdef INFLLM_HAVE_CUDA
+infllm_status cuda_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2,
+                            int32_t *cu_c1, int32_t *cu_c2);
+infllm_status cuda_stage1(const infllm_attn_params *ap, const void *q, const void *c1,
+                          const void *c2, const int32_t *cu_c1, const int32_t *cu_c2, float *scores);
+infllm_status cuda_block_scores(const infllm_attn_params *ap, const float *scores,
+                                const int32_t *cu_c1, float *block_scores);
+infllm_status cuda_topk(const infllm_attn_params *ap, const float *block_scores, int32_t *topk_idx);
+infllm_status cuda_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                               const void *v, const int32_t *topk_idx, int32_t topk_cols,
+                               void *out, float *lse);
+infllm_status cuda_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
+                              const void *v, void *out, float *lse);
+infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k,
+                             const void *v, void *out, float *lse);
+infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes);
+int cuda_device_available(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INFLLM_INTERNAL_H */

@@ -1,0 +1,57 @@
+/*
+ * harness.h: the tiny test harness. CHECK counts, prints a message on failure and carries on;
+ * finish() prints "NAME: N passed, N failed" and returns the exit status (non-zero on any
+ * failure). A test that cannot run here (no GPU) calls skip() which says so visibly.
+ */
+#ifndef INFLLM_TEST_HARNESS_H
+#define INFLLM_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int h_passed, h_failed;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (cond) {                                                        \
+            h_passed++;                                                    \
+        } else {                                                           \
+            h_failed++;                                                    \
+            fprintf(stderr, "FAIL %s:%d: (%s) ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fputc('\n', stderr);                                           \
+        }                                                                  \
+    } while (0)
+
+/* Checks that an infllm call returned status `want`. */
+#define CHECK_STATUS(call, want)                                                              \
+    do {                                                                                      \
+        infllm_status st_ = (call);                                                           \
+        CHECK(st_ == (want), "%s returned %s (%s), want %s", #call, infllm_status_str(st_),   \
+              infllm_last_error(), infllm_status_str(want));                                 \
+    } while (0)
+
+#define CHECK_OK(call) CHECK_STATUS(call, INFLLM_OK)
+
+static inline int finish(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, h_passed, h_failed);
+    return h_failed ? 1 : 0;
+}
+
+/* Deterministic random numbers (splitmix64 + Box-Muller). */
+static inline unsigned long long h_rng_next(unsigned long long *s) {
+    unsigned long long z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline double h_uniform(unsigned long long *s) { return (double)(h_rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static inline double h_normal(unsigned long long *s) {
+    double u1 = h_uniform(s), u2 = h_uniform(s);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+#endif
