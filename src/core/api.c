@@ -577,6 +577,7 @@ infllm_status infllm_attention_workspace_size(const infllm_params *p, const infl
 #ifdef INFLLM_HAVE_CUDA
     if (p->backend == INFLLM_BACKEND_CUDA) st = cuda_attention_workspace_size(&ap, bytes);
 #endif
+    goto done;
     END_OP()
 }
 

@@ -1,0 +1,56 @@
+/*
+ * main.c: the infllm command. Subcommands:
+ *   infllm attn ...        InfLLM-V2 attention on .npy tensors (tools/attn.c)
+ *   infllm bench ...       benchmarks: attn, peak, run (tools/bench.c)
+ *   infllm run ...         run a model (tools/run.c)
+ *   infllm --version       version, commit, SIMD level, threads, CUDA
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "infllm.h"
+
+static void print_version(void) {
+    printf("infllm %s\n", infllm_version());
+    printf("commit: %s\n", infllm_build_commit());
+    printf("simd: %s\n", infllm_cpu_simd_level());
+    printf("threads: %d\n", infllm_cpu_num_threads());
+    printf("cuda: %s\n", infllm_cuda_built() ? (infllm_cuda_available() ? "on (device found)" : "on (no device found)")
+                                             : "off (built without CUDA)");
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: infllm <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run      run a model (GGUF file or Hugging Face folder) with InfLLM-V2 attention\n"
+            "  attn     InfLLM-V2 attention on .npy tensors (q, k, v), writes .npy results\n"
+            "  bench    benchmarks: 'bench attn', 'bench peak', 'bench run'\n"
+            "  version  print version, commit, SIMD level, threads and CUDA status (also --version)\n"
+            "\n"
+            "'infllm <command> --help' describes each command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0 || strcmp(cmd, "-v") == 0) {
+        print_version();
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "attn") == 0) return cmd_attn(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
+    fprintf(stderr, "infllm: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,121 @@
+/* opts.c: see opts.h. */
+#include "opts.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr) {
+    FILE *f = to_stderr ? stderr : stdout;
+    fprintf(f, "usage: %s [options]\n%s\n\noptions:\n", prog, summary);
+    for (const opt_def *d = defs; d->name; d++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s %s", d->alias ? d->alias : "", d->alias ? ", " : "", d->name,
+                 d->kind == OPT_FLAG ? "" : (d->metavar ? d->metavar : "X"));
+        fprintf(f, "  %-28s %s\n", left, d->help);
+    }
+    fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
+}
+
+static int parse_value(const opt_def *d, const char *v, const char *prog) {
+    char *end;
+    errno = 0;
+    switch (d->kind) {
+    case OPT_INT: {
+        long long x = strtoll(v, &end, 10);
+        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX) {
+            fprintf(stderr, "%s: %s expects an integer, got '%s'\n", prog, d->name, v);
+            return -1;
+        }
+        *(int *)d->dst = (int)x;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        float x = strtof(v, &end);
+        if (errno || *end || end == v || !isfinite(x)) {
+            fprintf(stderr, "%s: %s expects a number, got '%s'\n", prog, d->name, v);
+            return -1;
+        }
+        *(float *)d->dst = x;
+        return 0;
+    }
+    case OPT_STR: *(const char **)d->dst = v; return 0;
+    case OPT_FLAG: *(int *)d->dst = 1; return 0;
+    }
+    return -1;
+}
+
+int opts_parse(const char *prog, const char *summary, const opt_def *defs, int argc, char **argv, int first,
+               const char **positional, int max_pos, int *n_pos) {
+    if (n_pos) *n_pos = 0;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            opts_usage(prog, summary, defs, 0);
+            return 1;
+        }
+        if (a[0] != '-' || a[1] == 0) {
+            if (positional && n_pos && *n_pos < max_pos) {
+                positional[(*n_pos)++] = a;
+                continue;
+            }
+            fprintf(stderr, "%s: unexpected argument '%s'\n", prog, a);
+            opts_usage(prog, summary, defs, 1);
+            return 2;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const opt_def *d = defs;
+        for (; d->name; d++)
+            if ((strlen(d->name) == nlen && strncmp(d->name, a, nlen) == 0) ||
+                (d->alias && strlen(d->alias) == nlen && strncmp(d->alias, a, nlen) == 0))
+                break;
+        if (!d->name) {
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+            opts_usage(prog, summary, defs, 1);
+            return 2;
+        }
+        if (d->kind == OPT_FLAG) {
+            if (eq) {
+                fprintf(stderr, "%s: %s takes no value\n", prog, d->name);
+                return 2;
+            }
+            *(int *)d->dst = 1;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (!v) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: %s needs a value (%s)\n", prog, d->name, d->metavar ? d->metavar : "X");
+                return 2;
+            }
+            v = argv[++i];
+        }
+        if (parse_value(d, v, prog)) return 2;
+    }
+    return 0;
+}
+
+int opts_int_list(const char *s, int64_t *out, int cap) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (errno || end == p || x <= 0 || n >= cap) return -1;
+        /* accept 32K / 64k suffixes */
+        if (*end == 'k' || *end == 'K') {
+            x *= 1024;
+            end++;
+        }
+        out[n++] = x;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return n;
+}

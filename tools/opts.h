@@ -1,0 +1,31 @@
+/*
+ * opts.h: one option table drives both parsing and --help (DESIGN practice 15).
+ * Unknown flags and bad values print a message and usage; the caller exits 2.
+ */
+#ifndef INFLLM_OPTS_H
+#define INFLLM_OPTS_H
+
+#include <stdint.h>
+
+typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR } opt_kind;
+
+typedef struct opt_def {
+    const char *name;     /* "--q" */
+    const char *alias;    /* "-m" or NULL */
+    opt_kind kind;
+    void *dst;            /* int* (FLAG, INT), float* (FLOAT), const char** (STR) */
+    const char *metavar;  /* "FILE" */
+    const char *help;
+} opt_def;
+
+/* Parses argv[first..argc) against defs (terminated by a {NULL} entry). Positional
+ * arguments are rejected unless positional != NULL, which then receives them in order
+ * (up to max_pos). Returns 0, 1 when --help/-h was given (usage printed to stdout), or 2 on
+ * error (message + usage printed to stderr). */
+int opts_parse(const char *prog, const char *summary, const opt_def *defs, int argc, char **argv, int first,
+               const char **positional, int max_pos, int *n_pos);
+void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr);
+/* Parses a comma-separated list of positive integers ("4096,16384"); returns count or -1. */
+int opts_int_list(const char *s, int64_t *out, int cap);
+
+#endif
