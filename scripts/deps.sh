@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# deps.sh: installs what building and testing infllm needs on a fresh Debian machine
+# (apt packages only when missing; pip packages for the Python-driven tests).
+set -euo pipefail
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+command -v git >/dev/null 2>&1 || missing+=(git)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+if [ "${INFLLM_SKIP_PIP:-0}" != 1 ]; then
+  py_missing=$(python3 - <<'PY'
+import importlib.util
+need = {"numpy": "numpy", "gguf": "gguf", "safetensors": "safetensors", "tokenizers": "tokenizers"}
+print(" ".join(p for m, p in need.items() if importlib.util.find_spec(m) is None))
+PY
+)
+  if [ -n "$py_missing" ]; then
+    echo "deps: pip installing $py_missing"
+    python3 -m pip install -q $py_missing || python3 -m pip install -q --break-system-packages $py_missing
+  fi
+fi

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite. Builds infllm twice (release with -Werror, and ASan + UBSan)
+# and runs every ctest test in both; a short fuzz run of the parsers when available.
+# Exits non-zero on any failure. GPU tests print SKIP when no GPU is present.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh || exit 1
+JOBS=$(nproc 2>/dev/null || echo 2)
+rc=0
+
+echo "=== release build (-Werror) ==="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DINFLLM_WERROR=ON >/dev/null || exit 1
+cmake --build build -j"$JOBS" || exit 1
+ctest --test-dir build --output-on-failure -j"$JOBS" || rc=1
+
+echo "=== sanitizer build (ASan + UBSan) ==="
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_SANITIZE=ON -DINFLLM_CUDA=OFF \
+      -DINFLLM_WERROR=ON >/dev/null || exit 1
+cmake --build build-asan -j"$JOBS" || exit 1
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$JOBS" || rc=1
+
+if [ -x scripts/fuzz.sh ] || [ -f scripts/fuzz.sh ]; then
+  echo "=== short fuzz run ==="
+  FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh || rc=1
+fi
+
+if [ "$rc" -ne 0 ]; then echo "test.sh: FAILED"; else echo "test.sh: all suites passed"; fi
+exit "$rc"
