@@ -1,0 +1,18 @@
+# Checks that the C block between <!-- quickstart:begin --> and <!-- quickstart:end --> in the
+# README is exactly examples/quickstart.c (the file ctest compiles and runs).
+file(READ ${README} readme)
+file(READ ${EXAMPLE} example)
+string(FIND "${readme}" "<!-- quickstart:begin -->" b)
+string(FIND "${readme}" "<!-- quickstart:end -->" e)
+if(b EQUAL -1 OR e EQUAL -1)
+  message(FATAL_ERROR "README.md has no quickstart markers")
+endif()
+math(EXPR start "${b} + 26")
+math(EXPR len "${e} - ${start}")
+string(SUBSTRING "${readme}" ${start} ${len} block)
+string(REGEX REPLACE "^[ \n]*```c\n" "" block "${block}")
+string(REGEX REPLACE "```[ \n]*$" "" block "${block}")
+if(NOT block STREQUAL example)
+  message(FATAL_ERROR "README.md quickstart block differs from examples/quickstart.c")
+endif()
+message(STATUS "README quickstart matches examples/quickstart.c")
