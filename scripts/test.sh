@@ -11,19 +11,25 @@ rc=0
 echo "=== release build (-Werror) ==="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DINFLLM_WERROR=ON >/dev/null || exit 1
 cmake --build build -j"$JOBS" || exit 1
-ctest --test-dir build --output-on-failure -j"$JOBS" || rc=1
+LOG=$(mktemp)
+ctest --test-dir build --output-on-failure -j"$JOBS" 2>&1 | tee "$LOG" || rc=1
 
 echo "=== sanitizer build (ASan + UBSan) ==="
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_SANITIZE=ON -DINFLLM_CUDA=OFF \
       -DINFLLM_WERROR=ON >/dev/null || exit 1
 cmake --build build-asan -j"$JOBS" || exit 1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j"$JOBS" || rc=1
+  ctest --test-dir build-asan --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
 
 if [ -x scripts/fuzz.sh ] || [ -f scripts/fuzz.sh ]; then
   echo "=== short fuzz run ==="
   FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz.sh || rc=1
 fi
 
-if [ "$rc" -ne 0 ]; then echo "test.sh: FAILED"; else echo "test.sh: all suites passed"; fi
+# one closing line over both ctest runs (ctest prints "N% tests passed, F tests failed out of T")
+read -r total failed < <(awk '/tests failed out of/ {f += $4; t += $NF} END {print t+0, f+0}' "$LOG")
+rm -f "$LOG"
+[ "$total" -gt 0 ] || rc=1
+[ "$failed" -eq 0 ] || rc=1
+echo "tests: $((total - failed)) passed, $failed failed"
 exit "$rc"
