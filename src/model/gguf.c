@@ -1,0 +1,382 @@
+/* gguf.c: GGUF reader (see gguf.h). Format: magic "GGUF", u32 version, u64 n_tensors,
+ * u64 n_kv, then n_kv {string key, u32 type, value}, then n_tensors {string name, u32 n_dims,
+ * u64 ne[n_dims], u32 type, u64 offset}, padding to general.alignment, then the data. */
+#include "gguf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mcommon.h"
+
+typedef struct rd {
+    const uint8_t *p, *end, *base;
+} rd;
+
+static int rd_need(rd *r, uint64_t n, const char *what) {
+    if ((uint64_t)(r->end - r->p) < n)
+        return mdl_fail("gguf: file truncated or corrupted while reading %s at offset %zu "
+                        "(needs %llu bytes, %zu left)",
+                        what, (size_t)(r->p - r->base), (unsigned long long)n, (size_t)(r->end - r->p));
+    return 0;
+}
+static int rd_u32(rd *r, uint32_t *v, const char *what) {
+    if (rd_need(r, 4, what)) return -1;
+    memcpy(v, r->p, 4);
+    r->p += 4;
+    return 0;
+}
+static int rd_u64(rd *r, uint64_t *v, const char *what) {
+    if (rd_need(r, 8, what)) return -1;
+    memcpy(v, r->p, 8);
+    r->p += 8;
+    return 0;
+}
+static int rd_str(rd *r, gguf_str *s, const char *what) {
+    uint64_t n;
+    if (rd_u64(r, &n, what)) return -1;
+    if (rd_need(r, n, what)) return -1;
+    s->p = (const char *)r->p;
+    s->n = n;
+    r->p += n;
+    return 0;
+}
+
+static size_t scalar_size(uint32_t t) {
+    switch (t) {
+    case GGUF_T_UINT8: case GGUF_T_INT8: case GGUF_T_BOOL: return 1;
+    case GGUF_T_UINT16: case GGUF_T_INT16: return 2;
+    case GGUF_T_UINT32: case GGUF_T_INT32: case GGUF_T_FLOAT32: return 4;
+    case GGUF_T_UINT64: case GGUF_T_INT64: case GGUF_T_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
+    uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; float f32;
+    uint64_t u64; int64_t i64; double f64;
+    switch (t) {
+    case GGUF_T_UINT8: case GGUF_T_BOOL: memcpy(&u8, p, 1); kv->u = u8; kv->i = u8; kv->f = u8; break;
+    case GGUF_T_INT8: memcpy(&i8, p, 1); kv->i = i8; kv->u = (uint64_t)i8; kv->f = i8; break;
+    case GGUF_T_UINT16: memcpy(&u16, p, 2); kv->u = u16; kv->i = u16; kv->f = u16; break;
+    case GGUF_T_INT16: memcpy(&i16, p, 2); kv->i = i16; kv->u = (uint64_t)i16; kv->f = i16; break;
+    case GGUF_T_UINT32: memcpy(&u32, p, 4); kv->u = u32; kv->i = u32; kv->f = u32; break;
+    case GGUF_T_INT32: memcpy(&i32, p, 4); kv->i = i32; kv->u = (uint64_t)i32; kv->f = i32; break;
+    case GGUF_T_FLOAT32: memcpy(&f32, p, 4); kv->f = f32; kv->i = (int64_t)f32; kv->u = (uint64_t)kv->i; break;
+    case GGUF_T_UINT64: memcpy(&u64, p, 8); kv->u = u64; kv->i = (int64_t)u64; kv->f = (double)u64; break;
+    case GGUF_T_INT64: memcpy(&i64, p, 8); kv->i = i64; kv->u = (uint64_t)i64; kv->f = (double)i64; break;
+    case GGUF_T_FLOAT64: memcpy(&f64, p, 8); kv->f = f64; kv->i = (int64_t)f64; kv->u = (uint64_t)kv->i; break;
+    default: break;
+    }
+}
+
+int ggml_block_size(uint32_t type) {
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: return 1;
+    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_Q8_1: return 32;
+    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K: return 256;
+    default: return 0;
+    }
+}
+static size_t type_block_bytes(uint32_t type) {
+    switch (type) {
+    case GGML_F32: return 4;
+    case GGML_F16: case GGML_BF16: return 2;
+    case GGML_Q4_0: return 18;
+    case GGML_Q4_1: return 20;
+    case GGML_Q5_0: return 22;
+    case GGML_Q5_1: return 24;
+    case GGML_Q8_0: return 34;
+    case GGML_Q8_1: return 36;
+    case GGML_Q2_K: return 84;
+    case GGML_Q3_K: return 110;
+    case GGML_Q4_K: return 144;
+    case GGML_Q5_K: return 176;
+    case GGML_Q6_K: return 210;
+    case GGML_Q8_K: return 292;
+    default: return 0;
+    }
+}
+const char *ggml_type_name(uint32_t type) {
+    switch (type) {
+    case GGML_F32: return "F32";
+    case GGML_F16: return "F16";
+    case GGML_BF16: return "BF16";
+    case GGML_Q4_0: return "Q4_0";
+    case GGML_Q4_1: return "Q4_1";
+    case GGML_Q5_0: return "Q5_0";
+    case GGML_Q5_1: return "Q5_1";
+    case GGML_Q8_0: return "Q8_0";
+    case GGML_Q8_1: return "Q8_1";
+    case GGML_Q2_K: return "Q2_K";
+    case GGML_Q3_K: return "Q3_K";
+    case GGML_Q4_K: return "Q4_K";
+    case GGML_Q5_K: return "Q5_K";
+    case GGML_Q6_K: return "Q6_K";
+    case GGML_Q8_K: return "Q8_K";
+    default: return "unknown";
+    }
+}
+size_t ggml_row_size(uint32_t type, int64_t n) {
+    int bs = ggml_block_size(type);
+    if (bs == 0 || n < 0 || n % bs) return 0;
+    return (size_t)(n / bs) * type_block_bytes(type);
+}
+
+int gguf_str_eq(gguf_str s, const char *c) {
+    size_t n = strlen(c);
+    return s.n == n && memcmp(s.p, c, n) == 0;
+}
+
+void gguf_close(gguf_file *g) {
+    if (!g) return;
+    if (g->kv) {
+        for (uint64_t i = 0; i < g->n_kv; i++) free((void *)g->kv[i].arr_strs);
+    }
+    free(g->kv);
+    free(g->tensors);
+    if (g->fd >= 0) {
+        if (g->map) munmap(g->map, g->size);
+        close(g->fd);
+    }
+    free(g);
+}
+
+static gguf_file *parse(gguf_file *g) {
+    rd r = {(const uint8_t *)g->map, (const uint8_t *)g->map + g->size, (const uint8_t *)g->map};
+    if (g->size < 4 || memcmp(r.p, "GGUF", 4) != 0) {
+        mdl_fail("gguf: not a GGUF file (bad magic)");
+        goto fail;
+    }
+    r.p += 4;
+    if (rd_u32(&r, &g->version, "version")) goto fail;
+    if (g->version != 2 && g->version != 3) {
+        mdl_fail("gguf: unsupported GGUF version %u (2 and 3 are supported)", g->version);
+        goto fail;
+    }
+    if (rd_u64(&r, &g->n_tensors, "tensor count") || rd_u64(&r, &g->n_kv, "metadata count")) goto fail;
+    /* each kv needs at least 8+4 bytes, each tensor info at least 8+4+4+8 */
+    uint64_t left = (uint64_t)(r.end - r.p);
+    if (g->n_kv > left / 12 || g->n_tensors > left / 24) {
+        mdl_fail("gguf: corrupted header: %llu metadata entries and %llu tensors cannot fit in %llu bytes",
+                 (unsigned long long)g->n_kv, (unsigned long long)g->n_tensors, (unsigned long long)left);
+        goto fail;
+    }
+    g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
+    g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
+    if (!g->kv || !g->tensors) {
+        mdl_fail("gguf: out of memory");
+        goto fail;
+    }
+    g->alignment = 32;
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        gguf_kv *kv = &g->kv[i];
+        if (rd_str(&r, &kv->key, "metadata key") || rd_u32(&r, &kv->type, "metadata type")) goto fail;
+        if (kv->type == GGUF_T_STRING) {
+            if (rd_str(&r, &kv->s, "metadata string")) goto fail;
+        } else if (kv->type == GGUF_T_ARRAY) {
+            if (rd_u32(&r, &kv->arr_type, "array type") || rd_u64(&r, &kv->arr_n, "array length")) goto fail;
+            kv->arr_data = r.p;
+            if (kv->arr_type == GGUF_T_STRING) {
+                if (kv->arr_n > (uint64_t)(r.end - r.p) / 8) {
+                    mdl_fail("gguf: corrupted string array '%.*s': %llu entries cannot fit", (int)kv->key.n,
+                             kv->key.p, (unsigned long long)kv->arr_n);
+                    goto fail;
+                }
+                gguf_str *ss = malloc((kv->arr_n ? kv->arr_n : 1) * sizeof *ss);
+                if (!ss) {
+                    mdl_fail("gguf: out of memory");
+                    goto fail;
+                }
+                kv->arr_strs = ss;
+                for (uint64_t j = 0; j < kv->arr_n; j++)
+                    if (rd_str(&r, &ss[j], "string array element")) goto fail;
+            } else {
+                size_t es = scalar_size(kv->arr_type);
+                if (es == 0) {
+                    mdl_fail("gguf: metadata '%.*s': unsupported array element type %u", (int)kv->key.n,
+                             kv->key.p, kv->arr_type);
+                    goto fail;
+                }
+                if (kv->arr_n > UINT64_MAX / es || rd_need(&r, kv->arr_n * es, "metadata array")) {
+                    if (kv->arr_n > UINT64_MAX / es) mdl_fail("gguf: corrupted array length");
+                    goto fail;
+                }
+                r.p += kv->arr_n * es;
+            }
+        } else {
+            size_t es = scalar_size(kv->type);
+            if (es == 0) {
+                mdl_fail("gguf: metadata '%.*s': unknown value type %u", (int)kv->key.n, kv->key.p, kv->type);
+                goto fail;
+            }
+            if (rd_need(&r, es, "metadata value")) goto fail;
+            decode_scalar(kv->type, r.p, kv);
+            r.p += es;
+        }
+        if (gguf_str_eq(kv->key, "general.alignment")) {
+            if ((kv->type != GGUF_T_UINT32 && kv->type != GGUF_T_INT32 && kv->type != GGUF_T_UINT64) ||
+                kv->u == 0 || (kv->u & (kv->u - 1)) || kv->u > 65536) {
+                mdl_fail("gguf: general.alignment must be a power of two integer <= 65536");
+                goto fail;
+            }
+            g->alignment = (size_t)kv->u;
+        }
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        gguf_tensor *t = &g->tensors[i];
+        if (rd_str(&r, &t->name, "tensor name") || rd_u32(&r, &t->n_dims, "tensor dims")) goto fail;
+        if (t->n_dims < 1 || t->n_dims > 4) {
+            mdl_fail("gguf: tensor '%.*s' has %u dimensions (1..4 supported)", (int)t->name.n, t->name.p, t->n_dims);
+            goto fail;
+        }
+        for (int d = 0; d < 4; d++) t->ne[d] = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++) {
+            uint64_t v;
+            if (rd_u64(&r, &v, "tensor shape")) goto fail;
+            if (v == 0 || v > ((uint64_t)1 << 40)) {
+                mdl_fail("gguf: tensor '%.*s' has a bad dimension %llu", (int)t->name.n, t->name.p,
+                         (unsigned long long)v);
+                goto fail;
+            }
+            t->ne[d] = (int64_t)v;
+        }
+        if (rd_u32(&r, &t->type, "tensor type") || rd_u64(&r, &t->offset, "tensor offset")) goto fail;
+    }
+    /* data section */
+    size_t hdr = (size_t)(r.p - r.base);
+    size_t data_off = (hdr + g->alignment - 1) / g->alignment * g->alignment;
+    if (data_off > g->size) {
+        if (g->n_tensors) {
+            mdl_fail("gguf: file truncated: no data section after the header");
+            goto fail;
+        }
+        data_off = g->size;
+    }
+    g->data = r.base + data_off;
+    g->data_size = g->size - data_off;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        gguf_tensor *t = &g->tensors[i];
+        int bs = ggml_block_size(t->type);
+        if (bs == 0) {
+            mdl_fail("gguf: tensor '%.*s' has unsupported type %u", (int)t->name.n, t->name.p, t->type);
+            goto fail;
+        }
+        if (t->ne[0] % bs) {
+            mdl_fail("gguf: tensor '%.*s': row length %lld is not a multiple of the %s block (%d)", (int)t->name.n,
+                     t->name.p, (long long)t->ne[0], ggml_type_name(t->type), bs);
+            goto fail;
+        }
+        /* byte count without overflow: each ne <= 2^40, every product checked */
+        uint64_t bytes = ggml_row_size(t->type, t->ne[0]);
+        int ovf = 0;
+        for (int d = 1; d < 4; d++) {
+            if (bytes > UINT64_MAX / (uint64_t)t->ne[d]) ovf = 1;
+            else bytes *= (uint64_t)t->ne[d];
+        }
+        if (ovf) {
+            mdl_fail("gguf: tensor '%.*s' is impossibly large", (int)t->name.n, t->name.p);
+            goto fail;
+        }
+        if (t->offset % g->alignment) {
+            mdl_fail("gguf: tensor '%.*s' offset %llu is not aligned to %zu", (int)t->name.n, t->name.p,
+                     (unsigned long long)t->offset, g->alignment);
+            goto fail;
+        }
+        if (bytes > (uint64_t)g->data_size || t->offset > g->data_size - (size_t)bytes) {
+            mdl_fail("gguf: file truncated or corrupted: tensor '%.*s' (%s, %llu bytes at data offset %llu) "
+                     "extends past the end of the file (data section is %zu bytes)",
+                     (int)t->name.n, t->name.p, ggml_type_name(t->type), (unsigned long long)bytes,
+                     (unsigned long long)t->offset, g->data_size);
+            goto fail;
+        }
+        t->nbytes = (size_t)bytes;
+        t->data = g->data + t->offset;
+    }
+    return g;
+fail:
+    gguf_close(g);
+    return NULL;
+}
+
+gguf_file *gguf_open(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        mdl_fail("cannot open '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        mdl_fail("'%s' is not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size < 24) {
+        mdl_fail("gguf: '%s' is too small (%lld bytes) to be a GGUF file", path, (long long)st.st_size);
+        close(fd);
+        return NULL;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+        mdl_fail("cannot mmap '%s': %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    gguf_file *g = calloc(1, sizeof *g);
+    if (!g) {
+        munmap(m, (size_t)st.st_size);
+        close(fd);
+        mdl_fail("out of memory");
+        return NULL;
+    }
+    g->fd = fd;
+    g->map = m;
+    g->size = (size_t)st.st_size;
+    return parse(g);
+}
+
+gguf_file *gguf_open_buffer(const void *buf, size_t size) {
+    gguf_file *g = calloc(1, sizeof *g);
+    if (!g) {
+        mdl_fail("out of memory");
+        return NULL;
+    }
+    g->fd = -1;
+    g->map = (void *)(uintptr_t)buf;
+    g->size = size;
+    return parse(g);
+}
+
+const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        if (gguf_str_eq(g->kv[i].key, key)) return &g->kv[i];
+    return NULL;
+}
+const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name) {
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (gguf_str_eq(g->tensors[i].name, name)) return &g->tensors[i];
+    return NULL;
+}
+int64_t gguf_get_int(const gguf_file *g, const char *key, int64_t def) {
+    const gguf_kv *kv = gguf_find(g, key);
+    if (!kv || kv->type == GGUF_T_STRING || kv->type == GGUF_T_ARRAY) return def;
+    return kv->i;
+}
+double gguf_get_float(const gguf_file *g, const char *key, double def) {
+    const gguf_kv *kv = gguf_find(g, key);
+    if (!kv || kv->type == GGUF_T_STRING || kv->type == GGUF_T_ARRAY) return def;
+    return kv->f;
+}
+int gguf_get_str(const gguf_file *g, const char *key, char *buf, size_t cap) {
+    const gguf_kv *kv = gguf_find(g, key);
+    if (!kv || kv->type != GGUF_T_STRING || cap == 0) return -1;
+    size_t n = kv->s.n < cap - 1 ? (size_t)kv->s.n : cap - 1;
+    memcpy(buf, kv->s.p, n);
+    buf[n] = 0;
+    return 0;
+}

@@ -1,0 +1,300 @@
+/* quant.c: ggml block formats, scalar kernels and the threaded matmul driver (quant.h). */
+#include "quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gguf.h"
+#include "mcommon.h"
+
+static inline float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return mdl_f16_to_f32(h);
+}
+
+int quant_supported(uint32_t type) {
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: case GGML_Q8_0: case GGML_Q4_0: case GGML_Q4_1:
+    case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return 1;
+    default: return 0;
+    }
+}
+
+static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* one block of `type` -> floats (bs values) */
+static void dequant_block(uint32_t type, const uint8_t *b, float *y) {
+    switch (type) {
+    case GGML_Q8_0: {
+        float d = h2f(b);
+        const int8_t *q = (const int8_t *)(b + 2);
+        for (int j = 0; j < 32; j++) y[j] = d * (float)q[j];
+        break;
+    }
+    case GGML_Q4_0: {
+        float d = h2f(b);
+        const uint8_t *q = b + 2;
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)((q[j] & 0xF) - 8);
+            y[j + 16] = d * (float)((q[j] >> 4) - 8);
+        }
+        break;
+    }
+    case GGML_Q4_1: {
+        float d = h2f(b), m = h2f(b + 2);
+        const uint8_t *q = b + 4;
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)(q[j] & 0xF) + m;
+            y[j + 16] = d * (float)(q[j] >> 4) + m;
+        }
+        break;
+    }
+    case GGML_Q4_K: {
+        float d = h2f(b), dmin = h2f(b + 2);
+        const uint8_t *sc = b + 4, *q = b + 16;
+        int is = 0;
+        for (int j = 0; j < 256; j += 64) {
+            uint8_t s, m;
+            scale_min_k4(is, sc, &s, &m);
+            float d1 = d * s, m1 = dmin * m;
+            scale_min_k4(is + 1, sc, &s, &m);
+            float d2 = d * s, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            q += 32;
+            is += 2;
+        }
+        break;
+    }
+    case GGML_Q5_K: {
+        float d = h2f(b), dmin = h2f(b + 2);
+        const uint8_t *sc = b + 4, *qh = b + 16, *ql = b + 48;
+        int is = 0;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < 256; j += 64) {
+            uint8_t s, m;
+            scale_min_k4(is, sc, &s, &m);
+            float d1 = d * s, m1 = dmin * m;
+            scale_min_k4(is + 1, sc, &s, &m);
+            float d2 = d * s, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            ql += 32;
+            is += 2;
+            u1 = (uint8_t)(u1 << 2);
+            u2 = (uint8_t)(u2 << 2);
+        }
+        break;
+    }
+    case GGML_Q6_K: {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        float d = h2f(b + 208);
+        for (int n = 0; n < 256; n += 128) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = d * sc[is + 0] * (float)q1;
+                y[l + 32] = d * sc[is + 2] * (float)q2;
+                y[l + 64] = d * sc[is + 4] * (float)q3;
+                y[l + 96] = d * sc[is + 6] * (float)q4;
+            }
+            y += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+void quant_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
+    const uint8_t *p = (const uint8_t *)src;
+    switch (type) {
+    case GGML_F32: memcpy(dst, src, (size_t)n * 4); return;
+    case GGML_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = h2f(p + 2 * i);
+        return;
+    case GGML_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = mdl_bf16_to_f32(h);
+        }
+        return;
+    default: {
+        int bs = ggml_block_size(type);
+        size_t bb = ggml_row_size(type, bs);
+        for (int64_t i = 0; i < n / bs; i++) dequant_block(type, p + (size_t)i * bb, dst + i * bs);
+    }
+    }
+}
+
+void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {
+    for (int64_t b = 0; b < n / QK; b++) {
+        const float *xb = x + b * QK;
+        float amax = 0.f;
+        for (int j = 0; j < QK; j++) {
+            float a = fabsf(xb[j]);
+            if (a > amax) amax = a;
+        }
+        float dd = amax / 127.f, id = dd > 0.f ? 1.f / dd : 0.f;
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            int v = (int)lrintf(xb[j] * id);
+            if (v > 127) v = 127;
+            if (v < -127) v = -127;
+            q[b * QK + j] = (int8_t)v;
+            sum += v;
+        }
+        d[b] = dd;
+        s[b] = dd * (float)sum;
+    }
+}
+
+/* scalar dots: dequantize a weight block and multiply with the dequantized activation */
+static void dot_scalar(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                       const float *const *da, int na, float *out) {
+    const uint8_t *w = (const uint8_t *)wrow;
+    for (int t = 0; t < na; t++) out[t] = 0.f;
+    if (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16) {
+        float buf[256];
+        for (int64_t i0 = 0; i0 < n; i0 += 256) {
+            int64_t m = n - i0 < 256 ? n - i0 : 256;
+            quant_dequant_row(type, w + ggml_row_size(type, i0), buf, m);
+            for (int t = 0; t < na; t++) {
+                float acc = 0.f;
+                for (int64_t j = 0; j < m; j++) acc += buf[j] * xa[t][i0 + j];
+                out[t] += acc;
+            }
+        }
+        return;
+    }
+    int bs = ggml_block_size(type);
+    size_t bb = ggml_row_size(type, bs);
+    float buf[256];
+    for (int64_t i = 0; i < n / bs; i++) {
+        dequant_block(type, w + (size_t)i * bb, buf);
+        for (int t = 0; t < na; t++) {
+            float acc = 0.f;
+            for (int s = 0; s < bs / QK; s++) {
+                int64_t blk = i * (bs / QK) + s;
+                const int8_t *q = qa[t] + blk * QK;
+                float a = 0.f;
+                for (int j = 0; j < QK; j++) a += buf[s * QK + j] * (float)q[j];
+                acc += a * da[t][blk];
+            }
+            out[t] += acc;
+        }
+    }
+}
+
+static int g_force_scalar = 0;
+void quant_force_scalar(int f) { g_force_scalar = f; }
+const char *quant_kernel_name(void) {
+    return (!g_force_scalar && quant_avx512_available()) ? "avx512-vnni" : "scalar";
+}
+
+void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                    const float *const *da, const float *const *sa, int na, float *out, int use_simd) {
+    if (use_simd && quant_avx512_available() && quant_dot_avx512(type, n, wrow, xa, qa, da, sa, na, out)) return;
+    dot_scalar(type, n, wrow, xa, qa, da, na, out);
+}
+
+/* activation scratch, grown on demand (the model calls from one thread) */
+static int8_t *g_q;
+static float *g_d, *g_s;
+static size_t g_cap_q, g_cap_d;
+
+int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok, float *y,
+                 int64_t ldy, int nthreads) {
+    if (!quant_supported(type)) return mdl_fail("tensor type %s is not supported for products", ggml_type_name(type));
+    int bs = ggml_block_size(type);
+    if (cols % bs) return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
+    int isf = (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16);
+    if (!isf && cols % QK) return mdl_fail("row length %lld is not a multiple of 32", (long long)cols);
+    int64_t nb = cols / QK;
+    if (!isf) {
+        size_t nq = (size_t)(ntok * cols), nd = (size_t)(ntok * nb);
+        if (nq > g_cap_q) {
+            int8_t *p = realloc(g_q, nq);
+            if (!p) return mdl_fail("out of memory (activation buffer)");
+            g_q = p;
+            g_cap_q = nq;
+        }
+        if (nd > g_cap_d) {
+            float *a = realloc(g_d, nd * sizeof(float)), *b;
+            if (!a) return mdl_fail("out of memory (activation buffer)");
+            g_d = a;
+            b = realloc(g_s, nd * sizeof(float));
+            if (!b) return mdl_fail("out of memory (activation buffer)");
+            g_s = b;
+            g_cap_d = nd;
+        }
+    }
+    int8_t *Q = g_q;
+    float *D = g_d, *S = g_s;
+    size_t rb = ggml_row_size(type, cols);
+    int simd = !g_force_scalar;
+    int nt = nthreads;
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+    if (rows * ntok * cols < 65536) nt = 1;
+#else
+    nt = 1;
+#endif
+#pragma omp parallel num_threads(nt)
+    {
+        if (!isf) {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < ntok; t++) quant_act_row(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+        }
+        const int64_t RC = 16; /* rows per work item: stay in L1 while the tokens stream */
+        int64_t nchunks = (rows + RC - 1) / RC;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunks; c++) {
+            int64_t r0 = c * RC, r1 = r0 + RC < rows ? r0 + RC : rows;
+            for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
+                int na = ntok - t0 < 4 ? (int)(ntok - t0) : 4;
+                const float *xa[4];
+                const int8_t *qa[4];
+                const float *da[4], *sa[4];
+                for (int k = 0; k < na; k++) {
+                    xa[k] = x + (t0 + k) * cols;
+                    if (!isf) {
+                        qa[k] = Q + (t0 + k) * cols;
+                        da[k] = D + (t0 + k) * nb;
+                        sa[k] = S + (t0 + k) * nb;
+                    } else {
+                        qa[k] = NULL;
+                        da[k] = sa[k] = NULL;
+                    }
+                }
+                for (int64_t r = r0; r < r1; r++) {
+                    float out[4];
+                    quant_dot_rows(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out, simd);
+                    for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
+                }
+            }
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* quant.h: ggml block formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) and the
+ * matrix-vector / matrix-matrix products on the quantized data. Activations are quantized
+ * per 32 values to int8 (scale amax/127) and multiplied with integer dot products (AVX512-VNNI
+ * when the CPU has it, a portable scalar path otherwise); F32/F16/BF16 weights multiply float
+ * activations. Weights are never dequantized as a whole. */
+#ifndef INFLLM_QUANT_H
+#define INFLLM_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define QK 32
+#define QKK 256
+
+/* 1 if `type` (enum ggml_type) is supported for products and dequantization. */
+int quant_supported(uint32_t type);
+/* Dequantize n values (n a multiple of the block size) of one row. */
+void quant_dequant_row(uint32_t type, const void *src, float *dst, int64_t n);
+
+/* An activation matrix quantized to int8 blocks of 32. */
+typedef struct qact {
+    int64_t n;          /* columns (multiple of 32) */
+    int64_t rows;
+    int8_t *q;          /* [rows][n] */
+    float *d;           /* [rows][n/32] block scale */
+    float *s;           /* [rows][n/32] d * sum(q) of the block */
+} qact;
+void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
+
+/* y[t * ldy + r] = W[r,:] . x[t,:] for r < rows, t < ntok. W is [rows][cols] in `type`
+ * (row stride ggml_row_size(type, cols)); x is [ntok][cols] float. Threads: OpenMP over rows
+ * (nthreads <= 0: all). Returns 0, or -1 with mdl_error() set (unsupported type, bad cols). */
+int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
+                 float *y, int64_t ldy, int nthreads);
+
+/* Which kernel set quant_matmul uses: "avx512-vnni" or "scalar". force_scalar != 0 selects
+ * the scalar path (tests). */
+const char *quant_kernel_name(void);
+void quant_force_scalar(int force_scalar);
+
+/* Low level, for tests: dots of one weight row with na (1..4) activation rows. For float
+ * weight types xa holds float rows; for quantized types qa holds quantized rows (only
+ * q/d/s pointers of each row are read). */
+void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                    const float *const *da, const float *const *sa, int na, float *out, int use_simd);
+
+/* internal: SIMD kernels (quant_avx512.c); return 0 when the type has no SIMD kernel */
+int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                     const float *const *da, const float *const *sa, int na, float *out);
+int quant_avx512_available(void);
+
+#endif

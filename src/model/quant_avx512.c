@@ -1,0 +1,202 @@
+/* quant_avx512.c: AVX512-VNNI (256-bit VL) kernels of quant.h. An activation block of 32
+ * int8 values is one ymm register; a weight block is unpacked to unsigned bytes and
+ * multiplied with vpdpbusd; scales are applied per block in float. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "mcommon.h"
+#include "quant.h"
+
+#define AI __attribute__((always_inline)) static inline
+
+int quant_avx512_available(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+            __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    }
+    return v;
+}
+
+AI float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return mdl_f16_to_f32(h);
+}
+AI float hsum256(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+
+AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++, w += 34) {
+        float d = h2f(w);
+        __m256i q = ld(w + 2);
+        __m256i aq = _mm256_abs_epi8(q);
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(aq, _mm256_sign_epi8(ld(qa[t] + b * 32), q));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+}
+
+AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                const float *const *sa, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float off[4] = {0, 0, 0, 0};
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    const size_t bb = has_min ? 20 : 18;
+    for (int64_t b = 0; b < nb; b++, w += bb) {
+        float d = h2f(w);
+        float m = has_min ? h2f(w + 2) : -8.f * d;
+        __m128i raw = _mm_loadu_si128((const __m128i *)(w + (has_min ? 4 : 2)));
+        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(u, ld(qa[t] + b * 32));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
+            off[t] += m * sa[t][b];
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + off[t];
+}
+
+AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            sc[j] = q[j] & 63;
+            mn[j] = q[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        }
+    }
+}
+
+AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                const float *const *sa, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float off[4] = {0, 0, 0, 0};
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const size_t bb = five ? 176 : 144;
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
+        float d = h2f(w), dmin = h2f(w + 2);
+        uint8_t sc[8], mn[8];
+        scales_k4(w + 4, sc, mn);
+        const uint8_t *qs = w + (five ? 48 : 16);
+        __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i q = ld(qs + 32 * j);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j)));
+                __m256i b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
+                __m256i s16 = _mm256_set1_epi8(16);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
+            }
+            int64_t a0 = sb * 8 + 2 * j;
+            float d0 = d * sc[2 * j], d1 = d * sc[2 * j + 1], m0 = dmin * mn[2 * j], m1 = dmin * mn[2 * j + 1];
+            for (int t = 0; t < NA; t++) {
+                __m256i s0 = dp(lo, ld(qa[t] + a0 * 32));
+                __m256i s1 = dp(hi, ld(qa[t] + (a0 + 1) * 32));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da[t][a0]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da[t][a0 + 1]), acc[t]);
+                off[t] -= m0 * sa[t][a0] + m1 * sa[t][a0 + 1];
+            }
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + off[t];
+}
+
+AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
+        float d = h2f(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int n = 0; n < 2; n++) {
+            __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const int8_t *s = sc + 8 * n + 2 * k;
+                __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
+                int64_t a = sb * 8 + 4 * n + k;
+                for (int t = 0; t < NA; t++) {
+                    __m256i av = ld(qa[t] + a * 32);
+                    __m256i si = _mm256_sub_epi32(dp(q[k], av), dp(c32, av));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, _mm256_set1_ps(da[t][a])),
+                                             acc[t]);
+                }
+            }
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+}
+
+AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 wv;
+        if (type == GGML_F32)
+            wv = _mm512_loadu_ps((const float *)w + i);
+        else if (type == GGML_F16)
+            wv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + 2 * i)));
+        else
+            wv = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + 2 * i))), 16));
+        for (int t = 0; t < NA; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xa[t] + i), acc[t]);
+    }
+    for (int t = 0; t < NA; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
+    for (; i < n; i++) {
+        float wf;
+        uint16_t h;
+        if (type == GGML_F32) {
+            memcpy(&wf, w + 4 * i, 4);
+        } else {
+            memcpy(&h, w + 2 * i, 2);
+            wf = type == GGML_F16 ? mdl_f16_to_f32(h) : mdl_bf16_to_f32(h);
+        }
+        for (int t = 0; t < NA; t++) out[t] += wf * xa[t][i];
+    }
+}
+
+#define DISPATCH(call) \
+    switch (na) {      \
+    case 1: { const int NA = 1; call; } break; \
+    case 2: { const int NA = 2; call; } break; \
+    case 3: { const int NA = 3; call; } break; \
+    default: { const int NA = 4; call; } break; \
+    }
+
+int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                     const float *const *da, const float *const *sa, int na, float *out) {
+    const uint8_t *w = (const uint8_t *)wrow;
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: DISPATCH(k_float(NA, type, n, w, xa, out)); return 1;
+    case GGML_Q8_0: DISPATCH(k_q8_0(NA, n / 32, w, qa, da, out)); return 1;
+    case GGML_Q4_0: DISPATCH(k_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q4_1: DISPATCH(k_q4_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
+    case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
+    default: return 0;
+    }
+}

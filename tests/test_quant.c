@@ -1,0 +1,303 @@
+/* test_quant.c: every supported ggml type's dot product (SIMD and scalar paths, 1..4
+ * activation rows, the threaded matmul) against an independent float64 dequantize
+ * reference; and the GGUF reader on a hand-built file, truncated at every length. */
+#include <stdint.h>
+
+#include "gguf.h"
+#include "harness.h"
+#include "mcommon.h"
+#include "quant.h"
+
+static double f16d(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return (double)mdl_f16_to_f32(h);
+}
+
+/* float64 reference dequantization, written from the ggml block definitions */
+static void ref_block(uint32_t type, const uint8_t *b, double *y) {
+    if (type == GGML_Q8_0) {
+        for (int j = 0; j < 32; j++) y[j] = f16d(b) * (int8_t)b[2 + j];
+    } else if (type == GGML_Q4_0) {
+        for (int j = 0; j < 16; j++) {
+            y[j] = f16d(b) * ((b[2 + j] & 15) - 8);
+            y[j + 16] = f16d(b) * ((b[2 + j] >> 4) - 8);
+        }
+    } else if (type == GGML_Q4_1) {
+        for (int j = 0; j < 16; j++) {
+            y[j] = f16d(b) * (b[4 + j] & 15) + f16d(b + 2);
+            y[j + 16] = f16d(b) * (b[4 + j] >> 4) + f16d(b + 2);
+        }
+    } else if (type == GGML_Q4_K || type == GGML_Q5_K) {
+        const uint8_t *s = b + 4;
+        for (int sub = 0; sub < 8; sub++) {
+            int sc, mn;
+            if (sub < 4) {
+                sc = s[sub] & 63;
+                mn = s[sub + 4] & 63;
+            } else {
+                sc = (s[sub + 4] & 15) | ((s[sub - 4] >> 6) << 4);
+                mn = (s[sub + 4] >> 4) | ((s[sub] >> 6) << 4);
+            }
+            for (int l = 0; l < 32; l++) {
+                int pair = sub / 2, hi = sub % 2;
+                int q;
+                if (type == GGML_Q4_K) {
+                    uint8_t byte = b[16 + 32 * pair + l];
+                    q = hi ? byte >> 4 : byte & 15;
+                } else {
+                    uint8_t byte = b[48 + 32 * pair + l];
+                    q = (hi ? byte >> 4 : byte & 15) + (((b[16 + l] >> sub) & 1) << 4);
+                }
+                y[sub * 32 + l] = f16d(b) * sc * q - f16d(b + 2) * mn;
+            }
+        }
+    } else if (type == GGML_Q6_K) {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        double d = f16d(b + 208);
+        for (int i = 0; i < 256; i++) {
+            int half = i / 128, r = i % 128, quarter = r / 32, l = r % 32;
+            const uint8_t *L = ql + 64 * half, *H = qh + 32 * half;
+            int low = quarter == 0 ? (L[l] & 15) : quarter == 1 ? (L[l + 32] & 15) : quarter == 2 ? (L[l] >> 4) : (L[l + 32] >> 4);
+            int high = (H[l] >> (2 * quarter)) & 3;
+            y[i] = d * sc[8 * half + 2 * quarter + l / 16] * ((low | (high << 4)) - 32);
+        }
+    }
+}
+
+static void ref_row(uint32_t type, const uint8_t *w, int64_t n, double *y) {
+    if (type == GGML_F32) {
+        for (int64_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, w + 4 * i, 4);
+            y[i] = f;
+        }
+        return;
+    }
+    if (type == GGML_F16 || type == GGML_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, w + 2 * i, 2);
+            y[i] = type == GGML_F16 ? mdl_f16_to_f32(h) : mdl_bf16_to_f32(h);
+        }
+        return;
+    }
+    int bs = ggml_block_size(type);
+    size_t bb = ggml_row_size(type, bs);
+    for (int64_t i = 0; i < n / bs; i++) ref_block(type, w + i * bb, y + i * bs);
+}
+
+static void put_f16(uint8_t *p, float v) {
+    uint16_t h = mdl_f32_to_f16(v);
+    memcpy(p, &h, 2);
+}
+
+/* a random row of `type` with sane scales */
+static void random_row(uint32_t type, uint8_t *w, int64_t n, unsigned long long *rng) {
+    size_t bytes = ggml_row_size(type, n);
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)h_rng_next(rng);
+    if (type == GGML_F32) {
+        for (int64_t i = 0; i < n; i++) {
+            float f = (float)h_normal(rng);
+            memcpy(w + 4 * i, &f, 4);
+        }
+        return;
+    }
+    if (type == GGML_F16 || type == GGML_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            float f = (float)h_normal(rng);
+            uint16_t h = type == GGML_F16 ? mdl_f32_to_f16(f) : mdl_f32_to_bf16(f);
+            memcpy(w + 2 * i, &h, 2);
+        }
+        return;
+    }
+    int bs = ggml_block_size(type);
+    size_t bb = ggml_row_size(type, bs);
+    for (int64_t i = 0; i < n / bs; i++) {
+        uint8_t *b = w + i * bb;
+        float d = (float)(0.002 + 0.03 * h_uniform(rng));
+        switch (type) {
+        case GGML_Q8_0: put_f16(b, d); for (int j = 0; j < 32; j++) if ((int8_t)b[2 + j] == -128) b[2 + j] = 0x81; break;
+        case GGML_Q4_0: put_f16(b, d); break;
+        case GGML_Q4_1: put_f16(b, d); put_f16(b + 2, (float)(-0.1 * h_uniform(rng))); break;
+        case GGML_Q4_K: case GGML_Q5_K: put_f16(b, d * 0.05f); put_f16(b + 2, d * 0.02f); break;
+        case GGML_Q6_K: put_f16(b + 208, d * 0.05f); break;
+        default: break;
+        }
+    }
+}
+
+static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
+    unsigned long long rng = seed;
+    enum { NT = 7, NR = 37 };
+    size_t rb = ggml_row_size(type, n);
+    uint8_t *w = malloc(rb * NR);
+    float *x = malloc(sizeof(float) * n * NT);
+    int8_t *q = malloc((size_t)n * NT);
+    float *d = malloc(sizeof(float) * (n / 32) * NT), *s = malloc(sizeof(float) * (n / 32) * NT);
+    double *wr = malloc(sizeof(double) * n);
+    float *y = malloc(sizeof(float) * NT * NR);
+    for (int r = 0; r < NR; r++) random_row(type, w + r * rb, n, &rng);
+    for (int64_t i = 0; i < n * NT; i++) x[i] = (float)h_normal(&rng);
+    for (int t = 0; t < NT; t++) quant_act_row(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32));
+    int isf = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
+    double worst_q = 0, worst_x = 0, worst_mm = 0, worst_deq = 0;
+    float *deq = malloc(sizeof(float) * n);
+    for (int r = 0; r < NR; r++) {
+        ref_row(type, w + r * rb, n, wr);
+        quant_dequant_row(type, w + r * rb, deq, n);
+        for (int64_t i = 0; i < n; i++) {
+            double e = fabs(deq[i] - wr[i]) / (fabs(wr[i]) + 1e-6);
+            if (e > worst_deq) worst_deq = e;
+        }
+        for (int na = 1; na <= 4; na++) {
+            const float *xa[4];
+            const int8_t *qa[4];
+            const float *da[4], *sa[4];
+            for (int t = 0; t < na; t++) {
+                xa[t] = x + (r % 3 + t) * n;
+                qa[t] = q + (r % 3 + t) * n;
+                da[t] = d + (r % 3 + t) * (n / 32);
+                sa[t] = s + (r % 3 + t) * (n / 32);
+            }
+            for (int simd = 0; simd <= 1; simd++) {
+                float out[4];
+                quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, na, out, simd);
+                for (int t = 0; t < na; t++) {
+                    /* exact reference with the quantized activation (what the kernels compute) */
+                    double refq = 0, refx = 0, mag = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        double a = isf ? xa[t][i] : da[t][i / 32] * qa[t][i];
+                        refq += wr[i] * a;
+                        refx += wr[i] * xa[t][i];
+                        mag += fabs(wr[i] * xa[t][i]);
+                    }
+                    double eq = fabs(out[t] - refq) / mag, ex = fabs(out[t] - refx) / mag;
+                    if (eq > worst_q) worst_q = eq;
+                    if (ex > worst_x) worst_x = ex;
+                }
+            }
+        }
+    }
+    /* threaded matmul, all token counts 1..NT */
+    for (int nt = 1; nt <= NT; nt++) {
+        CHECK(quant_matmul(type, w, NR, n, x, nt, y, NR, 0) == 0, "matmul: %s", mdl_error());
+        for (int t = 0; t < nt; t++)
+            for (int r = 0; r < NR; r++) {
+                ref_row(type, w + r * rb, n, wr);
+                double refx = 0, mag = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    refx += wr[i] * x[t * n + i];
+                    mag += fabs(wr[i] * x[t * n + i]);
+                }
+                double e = fabs(y[t * NR + r] - refx) / mag;
+                if (e > worst_mm) worst_mm = e;
+            }
+    }
+    printf("%-5s n=%-5lld dequant rel %.2e | dot vs f64(quantized act) %.2e | vs f64(float act) %.2e | matmul %.2e\n",
+           ggml_type_name(type), (long long)n, worst_deq, worst_q, worst_x, worst_mm);
+    CHECK(worst_deq < 1e-6, "%s dequant error %g", ggml_type_name(type), worst_deq);
+    CHECK(worst_q < 2e-5, "%s dot error vs exact reference %g", ggml_type_name(type), worst_q);
+    CHECK(worst_x < (isf ? 2e-5 : 1.5e-2), "%s dot error vs float activation %g", ggml_type_name(type), worst_x);
+    CHECK(worst_mm < (isf ? 2e-5 : 1.5e-2), "%s matmul error %g", ggml_type_name(type), worst_mm);
+    free(w); free(x); free(q); free(d); free(s); free(wr); free(y); free(deq);
+}
+
+/* ---------------------------------------------------------------- GGUF ---- */
+typedef struct buf { uint8_t *p; size_t n, cap; } buf;
+static void put(buf *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void put_u32(buf *b, uint32_t v) { put(b, &v, 4); }
+static void put_u64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void put_s(buf *b, const char *s) { put_u64(b, strlen(s)); put(b, s, strlen(s)); }
+
+static void test_gguf(void) {
+    buf b = {0};
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 2); /* tensors */
+    put_u64(&b, 6); /* kv */
+    put_s(&b, "general.architecture"); put_u32(&b, GGUF_T_STRING); put_s(&b, "llama");
+    put_s(&b, "general.alignment"); put_u32(&b, GGUF_T_UINT32); put_u32(&b, 64);
+    put_s(&b, "x.f64"); put_u32(&b, GGUF_T_FLOAT64); { double v = 2.5; put(&b, &v, 8); }
+    put_s(&b, "x.i16arr"); put_u32(&b, GGUF_T_ARRAY); put_u32(&b, GGUF_T_INT16); put_u64(&b, 3);
+    { int16_t v[3] = {-1, 2, -3}; put(&b, v, 6); }
+    put_s(&b, "x.strarr"); put_u32(&b, GGUF_T_ARRAY); put_u32(&b, GGUF_T_STRING); put_u64(&b, 2);
+    put_s(&b, "ab"); put_s(&b, "");
+    put_s(&b, "x.bool"); put_u32(&b, GGUF_T_BOOL); { uint8_t v = 1; put(&b, &v, 1); }
+    put_s(&b, "a"); put_u32(&b, 2); put_u64(&b, 32); put_u64(&b, 2); put_u32(&b, GGML_Q8_0); put_u64(&b, 0);
+    put_s(&b, "b"); put_u32(&b, 1); put_u64(&b, 3); put_u32(&b, GGML_F32); put_u64(&b, 128);
+    while (b.n % 64) put(&b, "\0", 1);
+    size_t data0 = b.n;
+    for (int i = 0; i < 128 + 12; i++) put(&b, "\x01", 1);
+    gguf_file *g = gguf_open_buffer(b.p, b.n);
+    CHECK(g != NULL, "gguf_open_buffer: %s", mdl_error());
+    if (g) {
+        char s[32];
+        CHECK(gguf_get_str(g, "general.architecture", s, sizeof s) == 0 && strcmp(s, "llama") == 0, "arch");
+        CHECK(g->alignment == 64, "alignment %zu", g->alignment);
+        CHECK(gguf_get_float(g, "x.f64", 0) == 2.5, "f64");
+        CHECK(gguf_get_int(g, "x.bool", 0) == 1, "bool");
+        const gguf_kv *kv = gguf_find(g, "x.strarr");
+        CHECK(kv && kv->arr_n == 2 && gguf_str_eq(kv->arr_strs[0], "ab") && kv->arr_strs[1].n == 0, "string array");
+        kv = gguf_find(g, "x.i16arr");
+        CHECK(kv && kv->arr_n == 3 && kv->arr_type == GGUF_T_INT16, "int16 array");
+        const gguf_tensor *t = gguf_find_tensor(g, "b");
+        CHECK(t && t->ne[0] == 3 && t->nbytes == 12 && (const uint8_t *)t->data == b.p + data0 + 128, "tensor b");
+        t = gguf_find_tensor(g, "a");
+        CHECK(t && t->ne[1] == 2 && t->nbytes == 68, "tensor a");
+        gguf_close(g);
+    }
+    /* every truncation must fail cleanly */
+    int bad = 0;
+    for (size_t n = 0; n < b.n; n++) {
+        uint8_t *c = malloc(n ? n : 1);
+        memcpy(c, b.p, n);
+        gguf_file *h = gguf_open_buffer(c, n);
+        if (h) {
+            bad++;
+            gguf_close(h);
+        } else if (!mdl_error()[0]) {
+            bad++;
+        }
+        free(c);
+    }
+    CHECK(bad == 0, "%d truncated files were accepted or gave no message", bad);
+    /* corrupted counts/lengths: flip every byte of the header to 0xff, must never crash */
+    int accepted = 0;
+    for (size_t i = 0; i < data0; i++) {
+        uint8_t *c = malloc(b.n);
+        memcpy(c, b.p, b.n);
+        c[i] = 0xff;
+        gguf_file *h = gguf_open_buffer(c, b.n);
+        if (h) {
+            accepted++;
+            for (uint64_t k = 0; k < h->n_tensors; k++) /* whatever was accepted must lie inside */
+                CHECK((const uint8_t *)h->tensors[k].data + h->tensors[k].nbytes <= c + b.n, "tensor outside");
+            gguf_close(h);
+        }
+        free(c);
+    }
+    printf("gguf: %zu-byte file, every truncation rejected, %d of %zu single-byte header corruptions still valid\n",
+           b.n, accepted, data0);
+    free(b.p);
+}
+
+int main(void) {
+    printf("kernels: %s\n", quant_kernel_name());
+    uint32_t types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int bs = ggml_block_size(types[i]);
+        test_type(types[i], bs == 256 ? 512 : 576, 1234 + i);
+        test_type(types[i], bs == 256 ? 256 : 32, 99 + i);
+    }
+    test_gguf();
+    return finish("test_quant");
+}
