@@ -231,11 +231,12 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
         s->lq = (int32_t)(q1 - q0);
         s->lk = (int32_t)(k1 - k0);
         if (s->lq > s->lk) {
+            int32_t lq_bad = s->lq, lk_bad = s->lk;
             free(seqs);
             return infllm_set_error(INFLLM_ERR_SHAPE,
                                     "sequence %d has more queries (%d) than keys (%d): queries are the last "
                                     "positions of their sequence",
-                                    b, s->lq, s->lk);
+                                    b, lq_bad, lk_bad);
         }
         s->n1 = infllm_windows(s->lk, ap->l1, ap->s1);
         s->n2 = infllm_windows(s->lk, ap->l2, ap->s2);

@@ -1,0 +1,376 @@
+/*
+ * test_errors.c: every error path of every public function returns its specific status and
+ * sets a non-empty infllm_last_error() message of its own; nothing crashes (run it under
+ * ASan too). Before each failing call a sentinel error is recorded, so a call that forgot
+ * to set its own message is caught.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "harness.h"
+#include "infllm.h"
+
+static const char *sentinel(void) {
+    infllm_params p;
+    infllm_cache *c;
+    infllm_params_default(&p);
+    infllm_cache_create(&p, INFLLM_DTYPE_F32, 1, 64, -777, &c); /* records a message no test expects */
+    return infllm_last_error();
+}
+
+static char g_sent[1024];
+
+#define EXPECT(call, want)                                                                                     \
+    do {                                                                                                       \
+        snprintf(g_sent, sizeof g_sent, "%s", sentinel());                                                    \
+        infllm_status st_ = (call);                                                                            \
+        const char *msg_ = infllm_last_error();                                                                \
+        CHECK(st_ == (want), "%s returned %s (%s), want %s", #call, infllm_status_str(st_), msg_,              \
+              infllm_status_str(want));                                                                        \
+        CHECK(msg_ && msg_[0] && strcmp(msg_, g_sent) != 0,                \
+              "%s: no message of its own (last error \"%s\")", #call, msg_ ? msg_ : "(null)");                 \
+    } while (0)
+
+/* buffers big enough for every call below */
+enum { TQ = 100, TK = 100, HQ = 4, HKV = 2, D = 64 };
+static float q[TQ * HQ * D], k[TK * HKV * D], v[TK * HKV * D], out[TQ * HQ * D], lse[TQ * HQ];
+static float c1[TK * HKV * D], c2[TK * HKV * D];
+static float scores[HKV * TQ * TK], bscores[HKV * TQ * TK];
+static int32_t topk[HKV * TQ * TK];
+static int32_t cu1[8], cu2[8];
+
+static infllm_layout base_layout(void) {
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = INFLLM_DTYPE_F32;
+    l.num_seqs = 1;
+    l.total_q = TQ;
+    l.total_k = TK;
+    l.num_q_heads = HQ;
+    l.num_kv_heads = HKV;
+    l.head_dim = D;
+    return l;
+}
+static infllm_params base_params(void) {
+    infllm_params p;
+    infllm_params_default(&p);
+    p.backend = INFLLM_BACKEND_REF;
+    p.topk = 2;
+    p.local_blocks = 1;
+    p.block_size = 32;
+    return p;
+}
+
+/* Runs every layout-taking public op with (p, l) and expects `want` from each. */
+static void all_ops(const char *what, const infllm_params *p, const infllm_layout *l, infllm_status want) {
+    infllm_sizes sz;
+    size_t bytes;
+    printf("  %s\n", what);
+    /* infllm_get_sizes ignores the backend (sizes never depend on it) */
+    if (!p || (p->backend != INFLLM_BACKEND_CUDA && (unsigned)p->backend <= 2u)) EXPECT(infllm_get_sizes(p, l, &sz), want);
+    EXPECT(infllm_compress_keys(p, l, k, c1, c2, cu1, cu2), want);
+    EXPECT(infllm_stage1_scores(p, l, q, c1, c2, NULL, NULL, scores), want);
+    EXPECT(infllm_block_scores(p, l, scores, bscores), want);
+    EXPECT(infllm_topk_select(p, l, bscores, topk), want);
+    EXPECT(infllm_sparse_attention(p, l, q, k, v, topk, 1, out, lse), want);
+    EXPECT(infllm_dense_attention(p, l, q, k, v, out, lse), want);
+    EXPECT(infllm_attention(p, l, q, k, v, out, lse), want);
+    EXPECT(infllm_attention_workspace_size(p, l, &bytes), want);
+}
+
+static void test_params(void) {
+    infllm_layout l = base_layout();
+    infllm_params p;
+    printf("params:\n");
+    all_ops("params NULL", NULL, &l, INFLLM_ERR_NULL_ARG);
+#define BAD_PARAM(field, value, want)              \
+    do {                                           \
+        p = base_params();                         \
+        p.field = value;                           \
+        all_ops(#field " = " #value, &p, &l, want); \
+    } while (0)
+    BAD_PARAM(block_size, 0, INFLLM_ERR_PARAM);
+    BAD_PARAM(block_size, -64, INFLLM_ERR_PARAM);
+    BAD_PARAM(kernel_size, 0, INFLLM_ERR_PARAM);
+    BAD_PARAM(kernel_size, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(kernel_stride, 0, INFLLM_ERR_PARAM);
+    BAD_PARAM(kernel_stride, -16, INFLLM_ERR_PARAM);
+    BAD_PARAM(kernel_size, 1 << 30, INFLLM_ERR_PARAM);
+    BAD_PARAM(init_blocks, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(local_blocks, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(topk, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(dense_len, -2, INFLLM_ERR_PARAM);
+    BAD_PARAM(exact_lse, 2, INFLLM_ERR_PARAM);
+    BAD_PARAM(exact_lse, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(softmax_scale, -0.5f, INFLLM_ERR_PARAM);
+    BAD_PARAM(softmax_scale, NAN, INFLLM_ERR_PARAM);
+    BAD_PARAM(softmax_scale, INFINITY, INFLLM_ERR_PARAM);
+    BAD_PARAM(mode, (infllm_mode)7, INFLLM_ERR_PARAM);
+    BAD_PARAM(backend, (infllm_backend)9, INFLLM_ERR_PARAM);
+    BAD_PARAM(num_threads, -1, INFLLM_ERR_PARAM);
+#undef BAD_PARAM
+    /* block_size not a multiple of kernel_stride */
+    p = base_params();
+    p.block_size = 40;
+    all_ops("block_size 40, stride 16", &p, &l, INFLLM_ERR_PARAM);
+    p = base_params();
+    p.kernel_stride = 24;
+    all_ops("block_size 32, stride 24", &p, &l, INFLLM_ERR_PARAM);
+    /* topk + local_blocks must be >= 1 */
+    p = base_params();
+    p.topk = 0;
+    p.local_blocks = 0;
+    all_ops("topk 0 + local 0", &p, &l, INFLLM_ERR_PARAM);
+    /* CUDA backend when not available */
+    if (!infllm_cuda_available()) {
+        p = base_params();
+        p.backend = INFLLM_BACKEND_CUDA;
+        all_ops("CUDA backend unavailable", &p, &l, INFLLM_ERR_UNSUPPORTED);
+    } else {
+        printf("SKIP CUDA-unavailable checks: a CUDA device is present\n");
+    }
+    /* valid edge values are accepted */
+    p = base_params();
+    p.block_size = 48; /* multiple of 16 */
+    p.dense_len = -1;
+    p.exact_lse = 1;
+    p.softmax_scale = 0.1f;
+    p.init_blocks = 0;
+    p.topk = 0;
+    infllm_sizes sz;
+    CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+}
+
+static void test_layout(void) {
+    infllm_params p = base_params();
+    infllm_layout l;
+    printf("layout:\n");
+    all_ops("layout NULL", &p, NULL, INFLLM_ERR_NULL_ARG);
+#define BAD_LAYOUT(field, value, want)               \
+    do {                                             \
+        l = base_layout();                           \
+        l.field = value;                             \
+        all_ops(#field " = " #value, &p, &l, want);  \
+    } while (0)
+    BAD_LAYOUT(dtype, (infllm_dtype)3, INFLLM_ERR_DTYPE);
+    BAD_LAYOUT(dtype, (infllm_dtype)-1, INFLLM_ERR_DTYPE);
+    BAD_LAYOUT(num_q_heads, 0, INFLLM_ERR_GQA);
+    BAD_LAYOUT(num_kv_heads, 0, INFLLM_ERR_GQA);
+    BAD_LAYOUT(num_q_heads, -4, INFLLM_ERR_GQA);
+    BAD_LAYOUT(num_q_heads, 5, INFLLM_ERR_GQA); /* not a multiple of Hkv = 2 */
+    BAD_LAYOUT(num_kv_heads, 3, INFLLM_ERR_GQA);
+    BAD_LAYOUT(head_dim, 0, INFLLM_ERR_HEAD_DIM);
+    BAD_LAYOUT(head_dim, -64, INFLLM_ERR_HEAD_DIM);
+    BAD_LAYOUT(head_dim, 8, INFLLM_ERR_HEAD_DIM);
+    BAD_LAYOUT(head_dim, 65, INFLLM_ERR_HEAD_DIM);
+    BAD_LAYOUT(head_dim, 272, INFLLM_ERR_HEAD_DIM);
+    BAD_LAYOUT(num_seqs, 0, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(num_seqs, -1, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(total_q, -1, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(total_k, -5, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(total_q, (int64_t)1 << 40, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(total_q, TK + 1, INFLLM_ERR_SHAPE); /* one sequence with lq > lk */
+    BAD_LAYOUT(num_seqs, 2, INFLLM_ERR_NULL_ARG);  /* cu_seqlens required */
+#undef BAD_LAYOUT
+    static const int32_t cq_ok[3] = {0, 40, 100}, ck_ok[3] = {0, 40, 100};
+    l = base_layout();
+    l.cu_seqlens_q = cq_ok;
+    all_ops("only cu_seqlens_q", &p, &l, INFLLM_ERR_NULL_ARG);
+    l = base_layout();
+    l.cu_seqlens_k = ck_ok;
+    all_ops("only cu_seqlens_k", &p, &l, INFLLM_ERR_NULL_ARG);
+
+    struct {
+        const char *what;
+        int32_t cq[3], ck[3];
+        int32_t nseq;
+    } bad[] = {
+        {"cu_seqlens_q not starting at 0", {1, 40, 100}, {0, 50, 100}, 2},
+        {"cu_seqlens_k not starting at 0", {0, 40, 100}, {2, 50, 100}, 2},
+        {"cu_seqlens_q decreasing", {0, 60, 50}, {0, 70, 100}, 2},
+        {"cu_seqlens_k decreasing", {0, 40, 100}, {0, 50, 30}, 2},
+        {"cu_seqlens_q not ending at total_q", {0, 40, 90}, {0, 50, 100}, 2},
+        {"cu_seqlens_k not ending at total_k", {0, 40, 100}, {0, 50, 99}, 2},
+        {"cu_seqlens_q beyond total_q", {0, 40, 101}, {0, 50, 100}, 2},
+        {"cu_seqlens_k beyond total_k", {0, 40, 100}, {0, 50, 120}, 2},
+        {"lq > lk in sequence 0", {0, 60, 100}, {0, 50, 100}, 2},
+        {"lq > lk in sequence 1", {0, 10, 100}, {0, 50, 100}, 2},
+        {"one sequence, lq > lk", {0, 100, 0}, {0, 90, 0}, 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        l = base_layout();
+        l.num_seqs = bad[i].nseq;
+        l.cu_seqlens_q = bad[i].cq;
+        l.cu_seqlens_k = bad[i].ck;
+        if (bad[i].nseq == 1) l.total_k = 90;
+        all_ops(bad[i].what, &p, &l, INFLLM_ERR_SHAPE);
+    }
+    /* the good batch passes validation */
+    l = base_layout();
+    l.num_seqs = 2;
+    l.cu_seqlens_q = cq_ok;
+    l.cu_seqlens_k = ck_ok;
+    infllm_sizes sz;
+    CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+}
+
+static void test_op_args(void) {
+    infllm_params p = base_params();
+    infllm_layout l = base_layout();
+    infllm_sizes sz;
+    printf("op arguments:\n");
+    EXPECT(infllm_get_sizes(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_compress_keys(&p, &l, NULL, c1, c2, NULL, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_compress_keys(&p, &l, k, NULL, c2, NULL, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_compress_keys(&p, &l, k, c1, NULL, NULL, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_stage1_scores(&p, &l, NULL, c1, c2, NULL, NULL, scores), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_stage1_scores(&p, &l, q, NULL, c2, NULL, NULL, scores), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_stage1_scores(&p, &l, q, c1, NULL, NULL, NULL, scores), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_stage1_scores(&p, &l, q, c1, c2, NULL, NULL, NULL), INFLLM_ERR_NULL_ARG);
+    /* wrong c1/c2 offsets */
+    CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+    int32_t bad_cu[2] = {0, (int32_t)sz.total_n1 + 1};
+    EXPECT(infllm_stage1_scores(&p, &l, q, c1, c2, bad_cu, NULL, scores), INFLLM_ERR_SHAPE);
+    int32_t bad_cu2[2] = {1, (int32_t)sz.total_n2};
+    EXPECT(infllm_stage1_scores(&p, &l, q, c1, c2, NULL, bad_cu2, scores), INFLLM_ERR_SHAPE);
+    /* exact_lse needs no c2 */
+    p.exact_lse = 1;
+    CHECK_OK(infllm_stage1_scores(&p, &l, q, c1, NULL, NULL, NULL, scores));
+    p.exact_lse = 0;
+    EXPECT(infllm_block_scores(&p, &l, NULL, bscores), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_block_scores(&p, &l, scores, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_topk_select(&p, &l, NULL, topk), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_topk_select(&p, &l, bscores, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, NULL, k, v, topk, 1, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, q, NULL, v, topk, 1, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, q, k, NULL, topk, 1, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, q, k, v, NULL, 1, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, q, k, v, topk, 1, NULL, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention(&p, &l, q, k, v, topk, 0, out, lse), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_sparse_attention(&p, &l, q, k, v, topk, -3, out, lse), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_dense_attention(&p, &l, NULL, k, v, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention(&p, &l, q, NULL, v, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention(&p, &l, q, k, NULL, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention(&p, &l, q, k, v, NULL, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_attention(&p, &l, NULL, k, v, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_attention(&p, &l, q, NULL, v, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_attention(&p, &l, q, k, NULL, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_attention(&p, &l, q, k, v, NULL, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_attention_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
+    size_t bytes = 123;
+    CHECK_OK(infllm_attention_workspace_size(&p, &l, &bytes));
+    CHECK(bytes == 0, "workspace bytes on a host backend: %zu", bytes);
+    /* lse NULL is allowed */
+    CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, NULL));
+}
+
+static void test_cache_errors(void) {
+    infllm_params p = base_params();
+    infllm_cache *c = (infllm_cache *)&p; /* must be overwritten with NULL on failure */
+    printf("cache:\n");
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, 64, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_create(NULL, INFLLM_DTYPE_F32, HKV, D, 64, &c), INFLLM_ERR_NULL_ARG);
+    CHECK(c == NULL, "cache_create failure leaves *out NULL");
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, 0, &c), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, -5, &c), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, (int64_t)1 << 40, &c), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_create(&p, (infllm_dtype)5, HKV, D, 64, &c), INFLLM_ERR_DTYPE);
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, 0, D, 64, &c), INFLLM_ERR_GQA);
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, 12, 64, &c), INFLLM_ERR_HEAD_DIM);
+    infllm_params bp = p;
+    bp.block_size = 40;
+    EXPECT(infllm_cache_create(&bp, INFLLM_DTYPE_F32, HKV, D, 64, &c), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.backend = INFLLM_BACKEND_CUDA;
+    EXPECT(infllm_cache_create(&bp, INFLLM_DTYPE_F32, HKV, D, 64, &c), INFLLM_ERR_UNSUPPORTED);
+    CHECK(c == NULL, "cache_create failure leaves *out NULL");
+
+    c = NULL;
+    CHECK_OK(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, 64, &c));
+    if (!c) return;
+    EXPECT(infllm_cache_append(NULL, k, v, 1), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_append(c, NULL, v, 1), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_append(c, k, NULL, 1), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_append(c, k, v, -1), INFLLM_ERR_SHAPE);
+    CHECK_OK(infllm_cache_append(c, k, v, 0));
+    CHECK_OK(infllm_cache_append(c, k, v, 40));
+    EXPECT(infllm_cache_append(c, k, v, 25), INFLLM_ERR_CAPACITY);
+    CHECK(infllm_cache_length(c) == 40, "failed append changed the length to %lld", (long long)infllm_cache_length(c));
+    EXPECT(infllm_cache_attend(NULL, &p, q, 1, HQ, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_attend(c, NULL, q, 1, HQ, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_attend(c, &p, NULL, 1, HQ, out, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_attend(c, &p, q, 1, HQ, NULL, lse), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_attend(c, &p, q, 41, HQ, out, lse), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_attend(c, &p, q, -1, HQ, out, lse), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_attend(c, &p, q, 1, 3, out, lse), INFLLM_ERR_GQA);
+    EXPECT(infllm_cache_attend(c, &p, q, 1, 0, out, lse), INFLLM_ERR_GQA);
+    bp = p;
+    bp.block_size = 64;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.kernel_size = 16;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.kernel_stride = 8;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.backend = INFLLM_BACKEND_CPU;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.topk = -1;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.softmax_scale = -1;
+    EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    CHECK_OK(infllm_cache_attend(c, &p, q, 0, HQ, out, lse)); /* n = 0: nothing to do */
+    CHECK_OK(infllm_cache_attend(c, &p, q, 2, HQ, out, lse));
+    EXPECT(infllm_cache_truncate(NULL, 0), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_cache_truncate(c, 41), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_cache_truncate(c, -1), INFLLM_ERR_SHAPE);
+    CHECK(infllm_cache_length(c) == 40, "failed truncate changed the length");
+    CHECK_OK(infllm_cache_truncate(c, 10));
+    CHECK(infllm_cache_length(c) == 10, "truncate to 10");
+    infllm_cache_free(c);
+    /* NULL-safe accessors */
+    infllm_cache_free(NULL);
+    int64_t n = 99;
+    CHECK(infllm_cache_length(NULL) == 0 && infllm_cache_capacity(NULL) == 0 && infllm_cache_memory_bytes(NULL) == 0,
+          "NULL cache getters");
+    CHECK(infllm_cache_keys(NULL) == NULL && infllm_cache_values(NULL) == NULL, "NULL cache views");
+    CHECK(infllm_cache_c1(NULL, &n) == NULL && n == 0, "NULL cache c1");
+    n = 99;
+    CHECK(infllm_cache_c2(NULL, &n) == NULL && n == 0, "NULL cache c2");
+}
+
+static void test_misc(void) {
+    printf("misc:\n");
+    for (int s = 0; s <= 13; s++) {
+        const char *str = infllm_status_str((infllm_status)s);
+        CHECK(str && str[0], "status %d has a name", s);
+    }
+    CHECK(infllm_status_str((infllm_status)99) != NULL, "unknown status has a name");
+    CHECK(strcmp(infllm_status_str(INFLLM_OK), "ok") == 0, "ok");
+    CHECK(infllm_dtype_name((infllm_dtype)9) != NULL, "invalid dtype name");
+    infllm_params_default(NULL); /* no crash */
+    CHECK(infllm_params_topk_total(NULL) == 0, "topk_total(NULL)");
+    infllm_params p;
+    infllm_params_default(&p);
+    CHECK(infllm_params_topk_total(&p) == 96, "default topk_total %d", infllm_params_topk_total(&p));
+    CHECK(p.block_size == 64 && p.kernel_size == 32 && p.kernel_stride == 16 && p.init_blocks == 1 &&
+              p.local_blocks == 32 && p.topk == 64 && p.dense_len == 8192 && p.exact_lse == 0 &&
+              p.softmax_scale == 0.0f && p.mode == INFLLM_MODE_AUTO,
+          "MiniCPM4.1 defaults");
+    CHECK(strcmp(infllm_version(), INFLLM_VERSION_STRING) == 0, "version");
+    CHECK(infllm_build_commit() != NULL, "build commit");
+    CHECK(infllm_cuda_available() == 0 || infllm_cuda_built() == 1, "cuda available implies built");
+}
+
+int main(void) {
+    test_params();
+    test_layout();
+    test_op_args();
+    test_cache_errors();
+    test_misc();
+    return finish("test_errors");
+}
