@@ -1,0 +1,874 @@
+/*
+ * cpu_attn.c: the fast CPU path of InfLLM-V2 (cpu_* in src/core/internal.h).
+ *
+ * Layout of the work (per sequence, per KV head g):
+ *  - K and V of the head are widened to f32 once, in 64-key tiles, lazily (a tile is packed the
+ *    first time any thread needs it: a decode step only touches its selected blocks):
+ *      Kp [tiles*4 groups][D][16] (16 keys per vector), Vp [keys][D].
+ *  - Attention (dense and stage 2) is tiled online softmax. A row tile is several query tokens
+ *    x the G query heads of the KV head (GQA fold): every K/V tile loaded feeds all G heads.
+ *    Dense: groups of max(1, 64/G) consecutive tokens over key tiles 0..p.
+ *    Sparse: the same groups walk the union of their selected blocks in ascending order; for a
+ *    block, only the tokens that selected it compute (their rows are contiguous runs). Every
+ *    row sees its tiles in ascending key order with the same tile boundaries whatever the
+ *    grouping, so a decode step reproduces the prefill result bit for bit.
+ *  - Stage 1 is fused with the group sum, max-pool and top-k: per token group the scores of
+ *    one token are a row of n1 floats (working memory linear in T, no T x n1 buffer); a
+ *    token whose causal block count is <= K selects all of them without stage 1.
+ *  - Top-k: 64-bit keys (score, ~index) and quickselect for the K-th largest (no sort).
+ * Threads: OpenMP over token groups (dynamic schedule, longest first), ap->num_threads.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu_kern.h"
+#include "cpu_stats.h"
+#include "dtype.h"
+#include "internal.h"
+
+/* ------------------------------------------------------------ dispatch ---- */
+
+enum { LVL_SCALAR = 0, LVL_AVX2 = 1, LVL_AVX512 = 2, LVL_AVX512BF16 = 3 };
+
+static int detect_level(void) {
+    int hw = LVL_SCALAR;
+#ifdef INFLLM_CPU_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) hw = LVL_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+        hw = LVL_AVX512;
+        if (__builtin_cpu_supports("avx512bf16")) hw = LVL_AVX512BF16;
+    }
+#endif
+    const char *env = getenv("INFLLM_SIMD");
+    if (env && *env) {
+        int want = hw;
+        if (!strcmp(env, "scalar")) want = LVL_SCALAR;
+        else if (!strcmp(env, "avx2")) want = LVL_AVX2;
+        else if (!strcmp(env, "avx512")) want = LVL_AVX512;
+        if (want < hw) hw = want; /* only ever lower */
+    }
+    return hw;
+}
+
+static int simd_level(void) {
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        v = detect_level();
+        atomic_store(&cached, v);
+    }
+    return v;
+}
+
+const char *cpu_simd_level_name(void) {
+    switch (simd_level()) {
+    case LVL_AVX512BF16: return "avx512-bf16";
+    case LVL_AVX512: return "avx512";
+    case LVL_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+const cpu_kern *cpu_kern_get(void) {
+#ifdef INFLLM_CPU_X86
+    int l = simd_level();
+    if (l >= LVL_AVX512) return &cpu_kern_avx512;
+    if (l >= LVL_AVX2) return &cpu_kern_avx2;
+#endif
+    return &cpu_kern_scalar;
+}
+
+int cpu_default_threads(void) {
+#ifdef _OPENMP
+    int n = omp_get_num_procs();
+    return n > 0 ? n : 1;
+#else
+    return 1; /* built without OpenMP: the CPU path runs on one thread */
+#endif
+}
+
+/* --------------------------------------------------------------- stats ---- */
+
+static cpu_attn_stats *g_stats;
+void cpu_attn_stats_set(cpu_attn_stats *s) { g_stats = s; }
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+/* working-memory accounting (main thread only) */
+static size_t g_ws_cur, g_ws_peak;
+static void *ws_alloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (p) {
+        g_ws_cur += n;
+        if (g_ws_cur > g_ws_peak) g_ws_peak = g_ws_cur;
+    }
+    return p;
+}
+static void ws_free(void *p, size_t n) {
+    if (!p) return;
+    free(p);
+    g_ws_cur -= n;
+}
+
+/* ------------------------------------------------------------- context ---- */
+
+typedef struct ctx {
+    const infllm_attn_params *ap;
+    const cpu_kern *kn;
+    size_t es; /* element size of the storage dtype */
+    int nth;
+} ctx;
+
+/* f32 packing of one head's keys (or compressed keys) and values, in 64-key tiles. */
+typedef struct kvpack {
+    float *K;           /* [ntile*4][D][16] */
+    float *V;           /* [ntile*64][D] or NULL */
+    atomic_int *state;  /* per tile: 0 empty, 1 packing, 2 ready */
+    int ntile, n;       /* tiles, rows */
+    const char *kb, *vb;/* row 0 of the source (head g), row stride `stride` bytes */
+    size_t stride;
+    size_t bytes;
+} kvpack;
+
+static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, int64_t row0, int n, int g) {
+    const infllm_attn_params *ap = c->ap;
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    p->ntile = (n + CPU_KT - 1) / CPU_KT;
+    size_t tile_floats = (size_t)CPU_KT * ap->D;
+    size_t nk = (size_t)p->ntile * tile_floats * sizeof(float);
+    p->bytes = nk * (v ? 2 : 1) + (size_t)(p->ntile + 1) * sizeof(atomic_int);
+    p->K = ws_alloc(nk);
+    p->V = v ? ws_alloc(nk) : NULL;
+    p->state = ws_alloc((size_t)(p->ntile + 1) * sizeof(atomic_int));
+    if (!p->K || (v && !p->V) || !p->state) return -1;
+    for (int t = 0; t < p->ntile; t++) atomic_init(&p->state[t], 0);
+    p->stride = (size_t)ap->kv_tok * c->es;
+    p->kb = (const char *)k + ((size_t)row0 * ap->kv_tok + (size_t)g * ap->D) * c->es;
+    p->vb = v ? (const char *)v + ((size_t)row0 * ap->kv_tok + (size_t)g * ap->D) * c->es : NULL;
+    return 0;
+}
+
+static void kvpack_free(kvpack *p) {
+    size_t nk = (size_t)p->ntile * CPU_KT * 0; /* sizes tracked in p->bytes */
+    (void)nk;
+    size_t kb = p->V ? (p->bytes - (size_t)(p->ntile + 1) * sizeof(atomic_int)) / 2
+                     : p->bytes - (size_t)(p->ntile + 1) * sizeof(atomic_int);
+    ws_free(p->K, kb);
+    ws_free(p->V, kb);
+    ws_free(p->state, (size_t)(p->ntile + 1) * sizeof(atomic_int));
+    memset(p, 0, sizeof *p);
+}
+
+static void pack_tile(const ctx *c, kvpack *p, int t) {
+    const int D = c->ap->D;
+    float row[256];
+    float *Kt = p->K + (size_t)t * CPU_KT * D;
+    for (int n = 0; n < CPU_KT; n++) {
+        int64_t j = (int64_t)t * CPU_KT + n;
+        float *kg = Kt + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
+        if (j < p->n) {
+            c->kn->load(row, p->kb + (size_t)j * p->stride, c->ap->dtype, D);
+            for (int d = 0; d < D; d++) kg[d * CPU_KG] = row[d];
+            if (p->V) c->kn->load(p->V + (size_t)j * D, p->vb + (size_t)j * p->stride, c->ap->dtype, D);
+        } else {
+            for (int d = 0; d < D; d++) kg[d * CPU_KG] = 0.0f;
+            if (p->V) memset(p->V + (size_t)j * D, 0, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+/* Makes tile t ready (packs it, or waits for the thread that does). */
+static void kvpack_ensure(const ctx *c, kvpack *p, int t) {
+    if (atomic_load_explicit(&p->state[t], memory_order_acquire) == 2) return;
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&p->state[t], &expect, 1)) {
+        pack_tile(c, p, t);
+        atomic_store_explicit(&p->state[t], 2, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(&p->state[t], memory_order_acquire) != 2) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+static void kvpack_all(const ctx *c, kvpack *p) {
+    int nt = p->ntile;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(c->nth)
+    for (int t = 0; t < nt; t++) kvpack_ensure(c, p, t);
+}
+
+/* ------------------------------------------------------------- scratch ---- */
+
+typedef struct scratch {
+    float *Q, *O, *S, *P;     /* [RM][D], [RM][D], [RM][64], [RM][64] */
+    float *m, *l, *alpha, *c; /* [RM] */
+    int *lo, *hi;             /* [RM] */
+    int *pos, *cur;           /* [MT] */
+    float *tok;               /* [MT][n1] stage-1 scores of the group's tokens */
+    uint64_t *keys, *tmp;     /* [nblocks] */
+} scratch;
+
+static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t nb) {
+    memset(w, 0, sizeof *w);
+    w->Q = malloc((size_t)RM * D * sizeof(float));
+    w->O = malloc((size_t)RM * D * sizeof(float));
+    w->S = malloc((size_t)RM * CPU_KT * sizeof(float));
+    w->P = malloc((size_t)RM * CPU_KT * sizeof(float));
+    w->m = malloc((size_t)RM * 4 * sizeof(float));
+    w->lo = malloc((size_t)RM * 2 * sizeof(int));
+    w->pos = malloc((size_t)MT * 2 * sizeof(int));
+    w->tok = malloc((size_t)(MT * n1 + 1) * sizeof(float));
+    w->keys = malloc((size_t)(nb + 1) * 2 * sizeof(uint64_t));
+    if (!w->Q || !w->O || !w->S || !w->P || !w->m || !w->lo || !w->pos || !w->tok || !w->keys) return -1;
+    w->l = w->m + RM;
+    w->alpha = w->m + 2 * RM;
+    w->c = w->m + 3 * RM;
+    w->hi = w->lo + RM;
+    w->cur = w->pos + MT;
+    w->tmp = w->keys + nb + 1;
+    return 0;
+}
+
+static void scratch_free(scratch *w) {
+    free(w->Q);
+    free(w->O);
+    free(w->S);
+    free(w->P);
+    free(w->m);
+    free(w->lo);
+    free(w->pos);
+    free(w->tok);
+    free(w->keys);
+}
+
+static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
+    return (size_t)RM * (2 * D + 2 * CPU_KT + 4) * sizeof(float) + (size_t)RM * 2 * sizeof(int) +
+           (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 16;
+}
+
+static int group_tokens(int G) { return G >= CPU_KT ? 1 : CPU_KT / G; }
+
+/* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g. */
+static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q) {
+    const infllm_attn_params *ap = c->ap;
+    for (int tt = 0; tt < nt; tt++)
+        for (int h = 0; h < ap->G; h++) {
+            size_t off = (size_t)(s->q0 + t0 + tt) * ap->q_tok + (size_t)(g * ap->G + h) * ap->D;
+            c->kn->load(Q + ((size_t)tt * ap->G + h) * ap->D, (const char *)q + off * c->es, ap->dtype, ap->D);
+        }
+}
+
+/* ----------------------------------------------------------- attention ---- */
+
+/* One (row range, key tile) step: rows [r0, r1), packed groups g0..g0+ng-1, valid keys [j0, j1)
+ * intersected with j <= position of the row's token. */
+static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int r0, int r1, int g0, int ng, int j0, int j1,
+                      int t_of_row0_div) {
+    (void)t_of_row0_div;
+    const int D = c->ap->D, G = c->ap->G;
+    const int base = g0 * CPU_KG;
+    for (int r = r0; r < r1; r++) {
+        int p1 = w->pos[r / G] + 1;
+        w->lo[r] = j0 - base;
+        w->hi[r] = (p1 < j1 ? p1 : j1) - base;
+    }
+    int R = r1 - r0;
+    c->kn->qk(w->Q + (size_t)r0 * D, D, R, D, kp->K + (size_t)g0 * D * CPU_KG, ng, w->S + (size_t)r0 * CPU_KT);
+    c->kn->softmax(w->S + (size_t)r0 * CPU_KT, R, ng * CPU_KG, w->lo + r0, w->hi + r0, c->ap->scale * (float)M_LOG2E,
+                   w->m + r0, w->l + r0, w->alpha + r0, w->P + (size_t)r0 * CPU_KT);
+    c->kn->pv(w->O + (size_t)r0 * D, R, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, kp->V + (size_t)base * D,
+              ng * CPU_KG);
+}
+
+/* Attention of tokens t0..t0+nt-1 of sequence s, KV head g. sel == NULL: dense causal;
+ * else token t's blocks are sel[t*selw .. +nsel[t]) (ascending, unique, <= its q_block). */
+static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
+                       const int32_t *sel, int selw, const int32_t *nsel, int t0, int nt, scratch *w) {
+    const infllm_attn_params *ap = c->ap;
+    const int D = ap->D, G = ap->G, R = nt * G;
+    load_q(c, s, g, q, t0, nt, w->Q);
+    memset(w->O, 0, (size_t)R * D * sizeof(float));
+    for (int r = 0; r < R; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+    }
+    for (int tt = 0; tt < nt; tt++) w->pos[tt] = s->lk - s->lq + t0 + tt;
+    if (!sel) {
+        int pmax = w->pos[nt - 1];
+        for (int j0 = 0; j0 <= pmax; j0 += CPU_KT) {
+            int j1 = j0 + CPU_KT;
+            if (j1 > pmax + 1) j1 = pmax + 1;
+            int ng = (j1 - j0 + CPU_KG - 1) / CPU_KG;
+            kvpack_ensure(c, kp, j0 / CPU_KT);
+            int ta = 0;
+            while (w->pos[ta] < j0) ta++;
+            tile_step(c, w, kp, ta * G, R, j0 / CPU_KG, ng, j0, j1, 0);
+        }
+    } else {
+        const int B = ap->B;
+        for (int tt = 0; tt < nt; tt++) w->cur[tt] = 0;
+        for (;;) {
+            int32_t b = INT32_MAX;
+            for (int tt = 0; tt < nt; tt++)
+                if (w->cur[tt] < nsel[t0 + tt]) {
+                    int32_t x = sel[(size_t)(t0 + tt) * selw + w->cur[tt]];
+                    if (x < b) b = x;
+                }
+            if (b == INT32_MAX) break;
+            uint64_t mask = 0;
+            for (int tt = 0; tt < nt; tt++)
+                if (w->cur[tt] < nsel[t0 + tt] && sel[(size_t)(t0 + tt) * selw + w->cur[tt]] == b) {
+                    mask |= 1ull << tt;
+                    w->cur[tt]++;
+                }
+            int64_t bs = (int64_t)B * b, be = bs + B;
+            if (be > s->lk) be = s->lk;
+            for (int64_t j0 = bs; j0 < be;) {
+                int g0 = (int)(j0 / CPU_KG);
+                int64_t j1 = (int64_t)(g0 + 4) * CPU_KG;
+                if (j1 > be) j1 = be;
+                int ng = (int)((j1 - (int64_t)g0 * CPU_KG + CPU_KG - 1) / CPU_KG);
+                kvpack_ensure(c, kp, g0 / 4);
+                if ((g0 + ng - 1) / 4 != g0 / 4) kvpack_ensure(c, kp, (g0 + ng - 1) / 4);
+                /* runs of consecutive selecting tokens that can see j0 */
+                for (int tt = 0; tt < nt;) {
+                    if (!((mask >> tt) & 1) || w->pos[tt] < j0) {
+                        tt++;
+                        continue;
+                    }
+                    int te = tt;
+                    while (te < nt && ((mask >> te) & 1)) te++;
+                    tile_step(c, w, kp, tt * G, te * G, g0, ng, (int)j0, (int)j1, 0);
+                    tt = te;
+                }
+                j0 = j1;
+            }
+        }
+    }
+    /* finalize */
+    for (int tt = 0; tt < nt; tt++)
+        for (int h = 0; h < G; h++) {
+            int r = tt * G + h;
+            size_t row = (size_t)(s->q0 + t0 + tt);
+            size_t off = row * ap->o_tok + (size_t)(g * G + h) * D;
+            void *dst = (char *)out + off * c->es;
+            if (w->l[r] > 0.0f) {
+                c->kn->store(dst, ap->dtype, w->O + (size_t)r * D, 1.0f / w->l[r], D);
+                if (lse) lse[row * ap->Hq + g * G + h] = (float)(((double)w->m[r] + log2((double)w->l[r])) * M_LN2);
+            } else {
+                memset(dst, 0, (size_t)D * c->es);
+                if (lse) lse[row * ap->Hq + g * G + h] = -INFINITY;
+            }
+        }
+}
+
+static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
+                    const int32_t *sel, int selw, const int32_t *nsel) {
+    const int G = c->ap->G, MT = group_tokens(G);
+    const int ngroups = (s->lq + MT - 1) / MT;
+    int fail = 0;
+#pragma omp parallel num_threads(c->nth) reduction(| : fail)
+    {
+        scratch w;
+        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, 0)) {
+            fail = 1;
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < ngroups; i++) {
+                int gi = ngroups - 1 - i; /* longest rows first */
+                int t0 = gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
+                attn_group(c, s, g, kp, q, out, lse, sel, selw, nsel, t0, nt, &w);
+            }
+        }
+        scratch_free(&w);
+    }
+    if (g_ws_cur + scratch_bytes(MT * G, MT, c->ap->D, 0, 0) * (size_t)c->nth > g_ws_peak)
+        g_ws_peak = g_ws_cur + scratch_bytes(MT * G, MT, c->ap->D, 0, 0) * (size_t)c->nth;
+    return fail;
+}
+
+/* ------------------------------------------------------------- stage 1 ---- */
+
+static inline uint32_t ord_f32(float f) {
+    uint32_t u = infllm_f32_to_bits(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* The k-th largest of a[0..n) (1 <= k <= n, distinct values); reorders a. */
+static uint64_t kth_largest(uint64_t *a, int n, int k) {
+    int lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        uint64_t x = a[lo], y = a[mid], z = a[hi], piv;
+        if ((x >= y) == (y >= z)) piv = y;
+        else if ((y >= x) == (x >= z)) piv = x;
+        else piv = z;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > piv) i++;
+            while (a[j] < piv) j--;
+            if (i <= j) {
+                uint64_t t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else return a[target];
+    }
+    return a[target];
+}
+
+/* Selection of one row from its block scores' keys: the k largest of keys[0..n) in ascending
+ * block order, blocks > qb dropped; returns the count written to dst. */
+static int select_from_keys(const uint64_t *keys, uint64_t *tmp, int n, int k, int qb, int32_t *dst) {
+    int cnt = 0;
+    if (k <= 0 || n <= 0) return 0;
+    if (k >= n) {
+        for (int b = 0; b < n && b <= qb; b++) dst[cnt++] = b;
+        return cnt;
+    }
+    memcpy(tmp, keys, (size_t)n * sizeof *tmp);
+    uint64_t thr = kth_largest(tmp, n, k);
+    for (int b = 0; b < n && b <= qb; b++)
+        if (keys[b] >= thr) dst[cnt++] = b;
+    return cnt;
+}
+
+static inline uint64_t block_key(float score, int b) { return ((uint64_t)ord_f32(score) << 32) | (uint32_t)(0xffffffffu - (uint32_t)b); }
+
+/* Block score of block b for a row with stage-1 scores sc[0..n1) (SPEC A.4). */
+static inline float block_score(const infllm_attn_params *ap, const float *sc, int n1, int b, int qb) {
+    if (infllm_block_forced(b, qb, ap->init_blocks, ap->local_blocks)) return INFINITY;
+    int lo, hi;
+    infllm_block_kernel_range(b, ap->B, ap->l1, ap->s1, n1, &lo, &hi);
+    if (hi <= lo) return -INFINITY;
+    float mx = sc[lo];
+    for (int j = lo + 1; j < hi; j++) mx = sc[j] > mx ? sc[j] : mx;
+    return mx;
+}
+
+/* Stage-1 scores of tokens t0..t0+nt-1 of sequence s, KV head g, into w->tok[tt*n1 ..]. */
+static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
+                         const void *q, int t0, int nt, scratch *w) {
+    const infllm_attn_params *ap = c->ap;
+    const int D = ap->D, G = ap->G, R = nt * G, n1 = s->n1;
+    const int nl = ap->exact_lse ? s->n1 : s->n2;
+    const float sl2 = ap->scale * (float)M_LOG2E;
+    int n1v[CPU_KT], nlv[CPU_KT];
+    load_q(c, s, g, q, t0, nt, w->Q);
+    for (int tt = 0; tt < nt; tt++) {
+        int64_t p = (int64_t)s->lk - s->lq + t0 + tt;
+        n1v[tt] = infllm_visible_kernels(p, ap->l1, ap->s1, n1);
+        nlv[tt] = ap->exact_lse ? n1v[tt] : infllm_visible_kernels(p, ap->l2, ap->s2, nl);
+    }
+    memset(w->tok, 0, (size_t)nt * n1 * sizeof(float));
+    for (int r = 0; r < R; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+    }
+    /* pass 1: LSE over the visible c2 (c1 with exact_lse) */
+    int nlmax = nlv[nt - 1];
+    for (int c0 = 0; c0 < nlmax; c0 += CPU_KT) {
+        int ta = 0;
+        while (nlv[ta] <= c0) ta++;
+        int cend = nlmax - c0 < CPU_KT ? nlmax : c0 + CPU_KT;
+        int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
+        for (int r = ta * G; r < R; r++) w->hi[r] = nlv[r / G] - c0;
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, R - ta * G, D, clp->K + (size_t)c0 * D, ng,
+                  w->S + (size_t)ta * G * CPU_KT);
+        c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
+                   w->l + ta * G);
+    }
+    for (int r = 0; r < R; r++) w->c[r] = w->l[r] > 0.0f ? w->m[r] + log2f(w->l[r]) : INFINITY;
+    /* pass 2: P = exp(a - LSE) over the visible c1, summed over the group's heads */
+    int n1max = n1v[nt - 1];
+    for (int c0 = 0; c0 < n1max; c0 += CPU_KT) {
+        int ta = 0;
+        while (ta < nt && (n1v[ta] <= c0 || nlv[ta] == 0)) ta++;
+        if (ta == nt) continue;
+        int cend = n1max - c0 < CPU_KT ? n1max : c0 + CPU_KT;
+        int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
+        for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, R - ta * G, D, c1p->K + (size_t)c0 * D, ng,
+                  w->S + (size_t)ta * G * CPU_KT);
+        c->kn->expsub(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->c + ta * G,
+                      w->P + (size_t)ta * G * CPU_KT);
+        int ncols = cend - c0;
+        for (int tt = ta; tt < nt; tt++) {
+            float *dst = w->tok + (size_t)tt * n1 + c0;
+            const float *p0 = w->P + (size_t)tt * G * CPU_KT;
+            for (int n = 0; n < ncols; n++) dst[n] = p0[n];
+            for (int h = 1; h < G; h++) {
+                const float *ph = p0 + (size_t)h * CPU_KT;
+                for (int n = 0; n < ncols; n++) dst[n] += ph[n];
+            }
+        }
+    }
+    if (ap->dtype == INFLLM_DTYPE_BF16)
+        for (size_t i = 0; i < (size_t)nt * n1; i++) w->tok[i] = infllm_round_to(INFLLM_DTYPE_BF16, w->tok[i]);
+}
+
+/* Fused stage 1 + block scores + top-k for sequence s, head g: sel[t*K..], nsel[t].
+ * scores_out != NULL (the explicit stage-1 op): writes the stage-1 rows instead and selects nothing. */
+static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp, const void *q,
+                      int32_t *sel, int32_t *nsel, float *scores_out, long long *s1_tokens) {
+    const infllm_attn_params *ap = c->ap;
+    const int G = ap->G, MT = group_tokens(G), K = ap->topk_total;
+    int tfirst = 0;
+    if (!scores_out) {
+        /* tokens whose causal block count <= K select all causal blocks (exactly dense) */
+        while (tfirst < s->lq) {
+            int64_t p = (int64_t)s->lk - s->lq + tfirst;
+            int qb = (int)(p / ap->B);
+            if (qb + 1 > K) break;
+            for (int b = 0; b <= qb; b++) sel[(size_t)tfirst * K + b] = b;
+            nsel[tfirst] = qb + 1;
+            tfirst++;
+        }
+    }
+    const int nneed = s->lq - tfirst;
+    if (s1_tokens) *s1_tokens += nneed;
+    if (nneed <= 0) return 0;
+    const int ngroups = (nneed + MT - 1) / MT;
+    int fail = 0;
+#pragma omp parallel num_threads(c->nth) reduction(| : fail)
+    {
+        scratch w;
+        if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks)) {
+            fail = 1;
+        } else {
+#pragma omp for schedule(dynamic, 1)
+            for (int i = 0; i < ngroups; i++) {
+                int gi = ngroups - 1 - i;
+                int t0 = tfirst + gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
+                stage1_group(c, s, g, c1p, clp, q, t0, nt, &w);
+                for (int tt = 0; tt < nt; tt++) {
+                    const float *sc = w.tok + (size_t)tt * s->n1;
+                    int t = t0 + tt;
+                    if (scores_out) {
+                        float *row = scores_out + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * ap->max_n1;
+                        memcpy(row, sc, (size_t)s->n1 * sizeof(float));
+                        for (int j = s->n1; j < ap->max_n1; j++) row[j] = 0.0f;
+                        continue;
+                    }
+                    int64_t p = (int64_t)s->lk - s->lq + t;
+                    int qb = (int)(p / ap->B);
+                    /* Only causal blocks compete: every future block scores 0 (its kernels are
+                     * invisible) or -inf, and loses the tie to a causal block of score 0 by index. */
+                    int ncand = qb + 1;
+                    for (int b = 0; b < ncand; b++) w.keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
+                    nsel[t] = select_from_keys(w.keys, w.tmp, ncand, K, qb, sel + (size_t)t * K);
+                }
+            }
+        }
+        scratch_free(&w);
+    }
+    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks) * (size_t)c->nth;
+    if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
+    return fail;
+}
+
+/* ------------------------------------------------------------ the ops ---- */
+
+static void ctx_init(ctx *c, const infllm_attn_params *ap) {
+    c->ap = ap;
+    c->kn = cpu_kern_get();
+    c->es = infllm_dtype_size(ap->dtype);
+    c->nth = ap->num_threads > 0 ? ap->num_threads : 1;
+}
+
+void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len, void *dst,
+                     int64_t dst_row) {
+    float acc[256];
+    for (int64_t c0 = 0; c0 < row_elems; c0 += 256) {
+        int64_t nc = row_elems - c0 < 256 ? row_elems - c0 : 256;
+        for (int64_t i = 0; i < nc; i++) acc[i] = 0.0f;
+        for (int32_t r = 0; r < len; r++) {
+            int64_t base = (row0 + r) * row_elems + c0;
+            switch (dt) {
+            case INFLLM_DTYPE_BF16:
+                for (int64_t i = 0; i < nc; i++) acc[i] += infllm_bf16_to_f32(((const uint16_t *)k)[base + i]);
+                break;
+            case INFLLM_DTYPE_F16:
+                for (int64_t i = 0; i < nc; i++) acc[i] += infllm_f16_to_f32(((const uint16_t *)k)[base + i]);
+                break;
+            default:
+                for (int64_t i = 0; i < nc; i++) acc[i] += ((const float *)k)[base + i];
+                break;
+            }
+        }
+        for (int64_t i = 0; i < nc; i++) infllm_store_f32(dst, dt, dst_row * row_elems + c0 + i, acc[i] / (float)len);
+    }
+}
+
+/* c1/c2 of sequence s into c1/c2 at rows c1_row0 / c2_row0. */
+static void compress_seq(const ctx *c, const infllm_seq *s, const void *k, void *c1, int64_t c1_row0, void *c2,
+                         int64_t c2_row0) {
+    const infllm_attn_params *ap = c->ap;
+    int n1 = s->n1, n2 = c2 ? s->n2 : 0;
+#pragma omp parallel for schedule(dynamic, 16) num_threads(c->nth)
+    for (int j = 0; j < n1 + n2; j++) {
+        if (j < n1)
+            cpu_mean_window(k, ap->dtype, ap->kv_tok, s->k0 + (int64_t)j * ap->s1, ap->l1, c1, c1_row0 + j);
+        else
+            cpu_mean_window(k, ap->dtype, ap->kv_tok, s->k0 + (int64_t)(j - n1) * ap->s2, ap->l2, c2,
+                            c2_row0 + (j - n1));
+    }
+}
+
+infllm_status cpu_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2) {
+    ctx c;
+    ctx_init(&c, ap);
+    for (int32_t b = 0; b < ap->num_seqs; b++) compress_seq(&c, &ap->seqs[b], k, c1, ap->seqs[b].c1_0, c2, ap->seqs[b].c2_0);
+    return INFLLM_OK;
+}
+
+infllm_status cpu_stage1(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2, float *scores) {
+    ctx c;
+    ctx_init(&c, ap);
+    infllm_status st = INFLLM_OK;
+    /* rows of empty sequences / padding: zero first */
+    memset(scores, 0, (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->max_n1 * sizeof(float));
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        if (s->lq == 0 || s->n1 == 0) continue;
+        for (int g = 0; g < ap->Hkv && !st; g++) {
+            kvpack p1, p2;
+            int e = kvpack_init(&c, &p1, c1, NULL, s->c1_0, s->n1, g);
+            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, c2, NULL, s->c2_0, s->n2, g);
+            if (e) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage-1 packing)");
+            else {
+                kvpack_all(&c, &p1);
+                if (!ap->exact_lse) kvpack_all(&c, &p2);
+                if (run_select(&c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, NULL, NULL, scores, NULL))
+                    st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage-1 scratch)");
+            }
+            kvpack_free(&p1);
+            if (!ap->exact_lse) kvpack_free(&p2);
+        }
+    }
+    return st;
+}
+
+infllm_status cpu_block_scores(const infllm_attn_params *ap, const float *scores, float *block_scores) {
+    const int nbo = ap->nblocks_out;
+    for (int32_t b = 0; b < ap->num_seqs; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        int64_t rows = (int64_t)ap->Hkv * s->lq;
+#pragma omp parallel for schedule(static) num_threads(ap->num_threads > 0 ? ap->num_threads : 1)
+        for (int64_t i = 0; i < rows; i++) {
+            int g = (int)(i / (s->lq > 0 ? s->lq : 1)), t = (int)(i % (s->lq > 0 ? s->lq : 1));
+            size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
+            const float *sc = scores + row * ap->max_n1;
+            float *out = block_scores + row * nbo;
+            int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
+            for (int blk = 0; blk < nbo; blk++) out[blk] = block_score(ap, sc, s->n1, blk, qb);
+        }
+    }
+    return INFLLM_OK;
+}
+
+infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, int32_t *topk_idx) {
+    const int nbo = ap->nblocks_out, ko = ap->topk_out;
+    int fail = 0;
+    for (int32_t b = 0; b < ap->num_seqs; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        int64_t rows = (int64_t)ap->Hkv * s->lq;
+        if (rows == 0) continue;
+#pragma omp parallel num_threads(ap->num_threads > 0 ? ap->num_threads : 1) reduction(| : fail)
+        {
+            uint64_t *keys = malloc((size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t));
+            if (!keys) fail = 1;
+            else {
+#pragma omp for schedule(static)
+                for (int64_t i = 0; i < rows; i++) {
+                    int g = (int)(i / s->lq), t = (int)(i % s->lq);
+                    size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
+                    const float *bs = block_scores + row * nbo;
+                    int32_t *dst = topk_idx + row * ko;
+                    int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
+                    int n = s->nblocks;
+                    for (int blk = 0; blk < n; blk++) keys[blk] = block_key(bs[blk], blk);
+                    int k = ko < n ? ko : n;
+                    int cnt = select_from_keys(keys, keys + s->nblocks + 1, n, k, qb, dst);
+                    for (int j = cnt; j < ko; j++) dst[j] = -1;
+                }
+            }
+            free(keys);
+        }
+    }
+    return fail ? infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (top-k)") : INFLLM_OK;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                              const int32_t *topk_idx, int32_t topk_cols, void *out, float *lse) {
+    ctx c;
+    ctx_init(&c, ap);
+    double t_start = now_ms();
+    infllm_status st = INFLLM_OK;
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        if (s->lq == 0) continue;
+        size_t selb = (size_t)s->lq * topk_cols * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
+        int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
+        for (int g = 0; g < ap->Hkv && !st; g++) {
+            kvpack kp;
+            if (!sel || !nsel || kvpack_init(&c, &kp, k, v, s->k0, s->lk, g)) {
+                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (sparse attention)");
+                if (sel && nsel) kvpack_free(&kp);
+                break;
+            }
+            for (int t = 0; t < s->lq; t++) {
+                const int32_t *src = topk_idx + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * topk_cols;
+                int32_t *dst = sel + (size_t)t * topk_cols;
+                int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B), n = 0;
+                for (int j = 0; j < topk_cols; j++)
+                    if (src[j] >= 0 && src[j] <= qb) dst[n++] = src[j];
+                qsort(dst, (size_t)n, sizeof *dst, cmp_i32);
+                int u = 0;
+                for (int j = 0; j < n; j++)
+                    if (u == 0 || dst[j] != dst[u - 1]) dst[u++] = dst[j];
+                nsel[t] = u;
+            }
+            if (run_attn(&c, s, g, &kp, q, out, lse, sel, topk_cols, nsel))
+                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (attention scratch)");
+            kvpack_free(&kp);
+        }
+        ws_free(sel, selb);
+        ws_free(nsel, nselb);
+    }
+    if (g_stats) g_stats->stage2_ms += now_ms() - t_start;
+    return st;
+}
+
+static infllm_status dense_seq(const ctx *c, const infllm_seq *s, const void *q, const void *k, const void *v,
+                               void *out, float *lse) {
+    infllm_status st = INFLLM_OK;
+    for (int g = 0; g < c->ap->Hkv && !st; g++) {
+        kvpack kp;
+        if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g)) {
+            kvpack_free(&kp);
+            return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)");
+        }
+        if (run_attn(c, s, g, &kp, q, out, lse, NULL, 0, NULL))
+            st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (attention scratch)");
+        kvpack_free(&kp);
+    }
+    return st;
+}
+
+infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v, void *out,
+                             float *lse) {
+    ctx c;
+    ctx_init(&c, ap);
+    double t0 = now_ms();
+    infllm_status st = INFLLM_OK;
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++)
+        if (ap->seqs[b].lq > 0) st = dense_seq(&c, &ap->seqs[b], q, k, v, out, lse);
+    if (g_stats) g_stats->dense_ms += now_ms() - t0;
+    return st;
+}
+
+infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                            const void *c1, const void *c2, void *out, float *lse) {
+    ctx c;
+    ctx_init(&c, ap);
+    g_ws_cur = 0;
+    g_ws_peak = 0;
+    double t_start = now_ms();
+    infllm_status st = INFLLM_OK;
+    const int K = ap->topk_total;
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        if (s->lq == 0) continue;
+        if (!s->sparse) {
+            double t0 = now_ms();
+            st = dense_seq(&c, s, q, k, v, out, lse);
+            if (g_stats) g_stats->dense_ms += now_ms() - t0;
+            continue;
+        }
+        /* compressed keys: given (decode cache) or computed for this sequence */
+        const void *sc1 = c1, *sc2 = c2;
+        int64_t r1 = s->c1_0, r2 = s->c2_0;
+        void *own1 = NULL, *own2 = NULL;
+        size_t b1 = (size_t)(s->n1 + 1) * ap->kv_tok * c.es, b2 = (size_t)(s->n2 + 1) * ap->kv_tok * c.es;
+        if (!c1) {
+            double t0 = now_ms();
+            own1 = ws_alloc(b1);
+            own2 = ws_alloc(b2);
+            if (!own1 || !own2) {
+                ws_free(own1, b1);
+                ws_free(own2, b2);
+                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (compressed keys)");
+                break;
+            }
+            compress_seq(&c, s, k, own1, 0, ap->exact_lse ? NULL : own2, 0);
+            sc1 = own1;
+            sc2 = own2;
+            r1 = r2 = 0;
+            if (g_stats) g_stats->compress_ms += now_ms() - t0;
+        }
+        size_t selb = (size_t)s->lq * K * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
+        int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
+        if (!sel || !nsel) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
+        for (int g = 0; g < ap->Hkv && !st; g++) {
+            double t0 = now_ms();
+            kvpack p1, p2, kp;
+            int e = kvpack_init(&c, &p1, sc1, NULL, r1, s->n1, g);
+            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, sc2, NULL, r2, s->n2, g);
+            if (!e) {
+                kvpack_all(&c, &p1);
+                if (!ap->exact_lse) kvpack_all(&c, &p2);
+                e = run_select(&c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, sel, nsel, NULL,
+                               g_stats ? &g_stats->stage1_tokens : NULL);
+            }
+            kvpack_free(&p1);
+            if (!ap->exact_lse) kvpack_free(&p2);
+            double t1 = now_ms();
+            if (g_stats) g_stats->stage1_ms += t1 - t0;
+            if (e) {
+                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
+                break;
+            }
+            if (kvpack_init(&c, &kp, k, v, s->k0, s->lk, g)) e = 1;
+            else e = run_attn(&c, s, g, &kp, q, out, lse, sel, K, nsel);
+            kvpack_free(&kp);
+            if (g_stats) g_stats->stage2_ms += now_ms() - t1;
+            if (e) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 2)");
+        }
+        ws_free(sel, selb);
+        ws_free(nsel, nselb);
+        ws_free(own1, b1);
+        ws_free(own2, b2);
+    }
+    if (g_stats) {
+        g_stats->total_ms += now_ms() - t_start;
+        if (g_ws_peak > g_stats->work_peak) g_stats->work_peak = g_ws_peak;
+    }
+    return st;
+}

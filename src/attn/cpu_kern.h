@@ -1,0 +1,53 @@
+/*
+ * cpu_kern.h: the inner kernels of the fast CPU path (src/attn), one table per instruction set
+ * (scalar, AVX2, AVX-512), picked at run time by cpu_kern_get(). Internal to src/attn.
+ *
+ * All arithmetic is f32. Keys are packed once per call into f32 tiles (cpu_attn.c):
+ *   Kp  [groups][D][16]  16 keys per group, transposed so that one vector holds 16 keys of one dim
+ *   Vp  [keys][D]        row-major f32
+ * S and P tiles are [R][CPU_KT] (row stride CPU_KT = 64 columns = 4 groups).
+ * Softmax state lives in the log2 domain: x = s * scale * log2(e).
+ */
+#ifndef INFLLM_CPU_KERN_H
+#define INFLLM_CPU_KERN_H
+
+#include <stdint.h>
+
+#include "infllm.h"
+
+#define CPU_KT 64 /* columns (keys / kernels) per compute tile */
+#define CPU_KG 16 /* keys per packed group */
+
+typedef struct cpu_kern {
+    const char *name;
+    /* S[r][n] = Q[r] . key n, n < 16*ng; Q rows (f32, stride ldq), Kp: ng packed groups. R >= 1. */
+    void (*qk)(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S);
+    /* Online-softmax step over one tile. Row r uses columns [lo[r], hi[r]) (none if hi <= lo).
+     * x = S * sl2; m_new = max(m, max x); alpha[r] = 2^(m - m_new) (1 if the row has no column,
+     * 0 if m was -inf); P[r][n] = 2^(x - m_new) on valid columns, 0 elsewhere (n < nk);
+     * l = l * alpha + sum P. nk is a multiple of 16. */
+    void (*softmax)(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
+                    float *l, float *alpha, float *P);
+    /* O[r][:] = O[r][:] * alpha[r] + sum_{n < nk} P[r][n] * V[n][:]; O rows stride D, V rows stride D. */
+    void (*pv)(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk);
+    /* Stage-1 pass 1: online max/sum of 2^(S*sl2) over columns n < hi[r] (m, l in log2 domain). */
+    void (*lse)(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l);
+    /* Stage-1 pass 2: P[r][n] = n < hi[r] ? 2^(S*sl2 - c[r]) : 0, n < nk. */
+    void (*expsub)(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P);
+    /* dst[i] = src[i] as f32, i < n (exact conversion). */
+    void (*load)(float *dst, const void *src, infllm_dtype dt, int64_t n);
+    /* dst[i] = round_to_dtype(src[i] * mul), i < n (round to nearest even, as dtype.h). */
+    void (*store)(void *dst, infllm_dtype dt, const float *src, float mul, int64_t n);
+} cpu_kern;
+
+extern const cpu_kern cpu_kern_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+#define INFLLM_CPU_X86 1
+extern const cpu_kern cpu_kern_avx2;
+extern const cpu_kern cpu_kern_avx512;
+#endif
+
+/* The kernel table for the running CPU (INFLLM_SIMD=scalar|avx2|avx512 forces a lower level). */
+const cpu_kern *cpu_kern_get(void);
+
+#endif

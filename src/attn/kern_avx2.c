@@ -1,0 +1,210 @@
+/* kern_avx2.c: AVX2 + FMA kernels (8 lanes; a 16-key group is two vectors). */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kern.h"
+#include "dtype.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask). */
+AI __m256 exp2v8(__m256 t) {
+    t = _mm256_max_ps(t, _mm256_set1_ps(-126.0f));
+    t = _mm256_min_ps(t, _mm256_set1_ps(128.0f));
+    __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(t, r);
+    __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.540353039338160e-04f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355814642844e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AI __m256 range_mask8(int n0, int a, int b) {
+    __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(n0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i ge = _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(a - 1));
+    __m256i lt = _mm256_cmpgt_epi32(_mm256_set1_epi32(b), idx);
+    return _mm256_castsi256_ps(_mm256_and_si256(ge, lt));
+}
+
+AI float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+AI float hsum8(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+AI void qk_blk8(const float *Q, int64_t ldq, int D, const float *Kg, float *S, const int RR) {
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        __m256 k0 = _mm256_loadu_ps(Kg + d * CPU_KG), k1 = _mm256_loadu_ps(Kg + d * CPU_KG + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            __m256 qb = _mm256_broadcast_ss(Q + r * ldq + d);
+            acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) {
+        _mm256_storeu_ps(S + r * CPU_KT, acc[r][0]);
+        _mm256_storeu_ps(S + r * CPU_KT + 8, acc[r][1]);
+    }
+}
+
+static void qk_avx2(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+    for (int g = 0; g < ng; g++) {
+        const float *Kg = Kp + (int64_t)g * D * CPU_KG;
+        int r = 0;
+        for (; r + 4 <= R; r += 4) qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 4);
+        switch (R - r) {
+        case 1: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 1); break;
+        case 2: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 2); break;
+        case 3: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 3); break;
+        default: break;
+        }
+    }
+}
+
+AI void pv_blk8(float *O, int D, const float *alpha, const float *P, const float *V, int nk, const int RR) {
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) {
+        __m256 a = _mm256_set1_ps(alpha[r]);
+        acc[r][0] = _mm256_mul_ps(_mm256_loadu_ps(O + r * D), a);
+        acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(O + r * D + 8), a);
+    }
+    for (int n = 0; n < nk; n++) {
+        __m256 v0 = _mm256_loadu_ps(V + (int64_t)n * D), v1 = _mm256_loadu_ps(V + (int64_t)n * D + 8);
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            __m256 pb = _mm256_broadcast_ss(P + r * CPU_KT + n);
+            acc[r][0] = _mm256_fmadd_ps(pb, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(pb, v1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) {
+        _mm256_storeu_ps(O + r * D, acc[r][0]);
+        _mm256_storeu_ps(O + r * D + 8, acc[r][1]);
+    }
+}
+
+static void pv_avx2(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+    for (int d0 = 0; d0 < D; d0 += 16) {
+        int r = 0;
+        for (; r + 4 <= R; r += 4) pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 4);
+        switch (R - r) {
+        case 1: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 1); break;
+        case 2: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 2); break;
+        case 3: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 3); break;
+        default: break;
+        }
+    }
+}
+
+static void softmax_avx2(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m, float *l,
+                         float *alpha, float *P) {
+    const __m256 vs = _mm256_set1_ps(sl2), ninf = _mm256_set1_ps(-INFINITY);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
+        if (b <= a) {
+            alpha[r] = 1.0f;
+            for (int n = 0; n < nk; n += 8) _mm256_storeu_ps(p + n, _mm256_setzero_ps());
+            continue;
+        }
+        __m256 mx = ninf;
+        for (int n = 0; n < nk; n += 8) {
+            __m256 k = range_mask8(n, a, b);
+            mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + n), vs), k));
+        }
+        float mn = fmaxf(m[r], hmax8(mx));
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        __m256 vm = _mm256_set1_ps(mn), sum = _mm256_setzero_ps();
+        for (int n = 0; n < nk; n += 8) {
+            __m256 k = range_mask8(n, a, b);
+            __m256 e = _mm256_and_ps(k, exp2v8(_mm256_fmsub_ps(_mm256_loadu_ps(s + n), vs, vm)));
+            _mm256_storeu_ps(p + n, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        m[r] = mn;
+        l[r] = l[r] * al + hsum8(sum);
+        alpha[r] = al;
+    }
+}
+
+static void lse_avx2(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l) {
+    const __m256 vs = _mm256_set1_ps(sl2), ninf = _mm256_set1_ps(-INFINITY);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        int b = hi[r] > nk ? nk : hi[r];
+        if (b <= 0) continue;
+        __m256 mx = ninf;
+        for (int n = 0; n < b; n += 8) {
+            __m256 k = range_mask8(n, 0, b);
+            mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + n), vs), k));
+        }
+        float mn = fmaxf(m[r], hmax8(mx));
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        __m256 vm = _mm256_set1_ps(mn), sum = _mm256_setzero_ps();
+        for (int n = 0; n < b; n += 8) {
+            __m256 k = range_mask8(n, 0, b);
+            sum = _mm256_add_ps(sum, _mm256_and_ps(k, exp2v8(_mm256_fmsub_ps(_mm256_loadu_ps(s + n), vs, vm))));
+        }
+        m[r] = mn;
+        l[r] = l[r] * al + hsum8(sum);
+    }
+}
+
+static void expsub_avx2(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
+    const __m256 vs = _mm256_set1_ps(sl2);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        __m256 vc = _mm256_set1_ps(c[r]);
+        for (int n = 0; n < nk; n += 8) {
+            __m256 k = range_mask8(n, 0, hi[r]);
+            _mm256_storeu_ps(p + n, _mm256_and_ps(k, exp2v8(_mm256_fmsub_ps(_mm256_loadu_ps(s + n), vs, vc))));
+        }
+    }
+}
+
+static void load_avx2(float *dst, const void *src, infllm_dtype dt, int64_t n) {
+    int64_t i = 0;
+    if (dt == INFLLM_DTYPE_BF16) {
+        const uint16_t *s = src;
+        for (; i + 8 <= n; i += 8) {
+            __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+        }
+    } else if (dt == INFLLM_DTYPE_F16) {
+        const uint16_t *s = src;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    } else {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+        return;
+    }
+    for (; i < n; i++) dst[i] = infllm_load_f32(src, dt, i);
+}
+
+static void store_avx2(void *dst, infllm_dtype dt, const float *src, float mul, int64_t n) {
+    for (int64_t i = 0; i < n; i++) infllm_store_f32(dst, dt, i, src[i] * mul);
+}
+
+const cpu_kern cpu_kern_avx2 = {"avx2", qk_avx2, softmax_avx2, pv_avx2, lse_avx2, expsub_avx2, load_avx2, store_avx2};

@@ -1,0 +1,240 @@
+/* kern_avx512.c: AVX-512F kernels (compiled with -mavx512*, called only when the CPU has them).
+ * f32 FMA throughout: on the development machine (Emerald Rapids) vdpbf16ps retires at half the
+ * f32 FMA rate (bench/CPU_NOTES.md), so bf16 inputs are widened once when packed instead. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kern.h"
+#include "dtype.h"
+
+#define AI static inline __attribute__((always_inline))
+
+/* 2^t, t <= 128; Taylor degree 7 on [-0.5, 0.5] (rel. err < 1e-8 before rounding), exact scaling. */
+AI __m512 exp2v(__m512 t) {
+    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, r);
+    __m512 p = _mm512_set1_ps(1.525273380405984e-05f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.540353039338160e-04f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.333355814642844e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265069591007e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471805599453e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, r);
+}
+
+/* mask of lanes n0..n0+15 inside [a, b) */
+AI __mmask16 range_mask(int n0, int a, int b) {
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(n0),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    return _mm512_cmpge_epi32_mask(idx, _mm512_set1_epi32(a)) & _mm512_cmplt_epi32_mask(idx, _mm512_set1_epi32(b));
+}
+
+/* ---------------------------------------------------------------- QK ---- */
+AI void qk_blk(const float *Q, int64_t ldq, int D, const float *Kp, float *S, const int RR, const int NG) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) acc[r][g] = _mm512_setzero_ps();
+    const int64_t gs = (int64_t)D * CPU_KG;
+    for (int d = 0; d < D; d++) {
+        __m512 kv[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) kv[g] = _mm512_loadu_ps(Kp + g * gs + d * CPU_KG);
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            __m512 qb = _mm512_set1_ps(Q[r * ldq + d]);
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) acc[r][g] = _mm512_fmadd_ps(qb, kv[g], acc[r][g]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) _mm512_storeu_ps(S + r * CPU_KT + g * CPU_KG, acc[r][g]);
+}
+
+#define QK_NG(RR)                                                       \
+    switch (ng) {                                                       \
+    case 1: qk_blk(Q, ldq, D, Kp, S, RR, 1); break;                     \
+    case 2: qk_blk(Q, ldq, D, Kp, S, RR, 2); break;                     \
+    case 3: qk_blk(Q, ldq, D, Kp, S, RR, 3); break;                     \
+    default: qk_blk(Q, ldq, D, Kp, S, RR, 4); break;                    \
+    }
+
+static void qk_avx512(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+    int r = 0;
+    for (; r + 4 <= R; r += 4, Q += 4 * ldq, S += 4 * CPU_KT) QK_NG(4)
+    switch (R - r) {
+    case 1: QK_NG(1) break;
+    case 2: QK_NG(2) break;
+    case 3: QK_NG(3) break;
+    default: break;
+    }
+}
+
+/* ---------------------------------------------------------------- PV ---- */
+AI void pv_blk(float *O, int D, const float *alpha, const float *P, const float *V, int nk, const int RR,
+               const int DV) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) {
+        __m512 a = _mm512_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < DV; v++) acc[r][v] = _mm512_mul_ps(_mm512_loadu_ps(O + r * D + v * 16), a);
+    }
+    for (int n = 0; n < nk; n++) {
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < DV; v++) vv[v] = _mm512_loadu_ps(V + (int64_t)n * D + v * 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < RR; r++) {
+            __m512 pb = _mm512_set1_ps(P[r * CPU_KT + n]);
+#pragma GCC unroll 4
+            for (int v = 0; v < DV; v++) acc[r][v] = _mm512_fmadd_ps(pb, vv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < DV; v++) _mm512_storeu_ps(O + r * D + v * 16, acc[r][v]);
+}
+
+#define PV_DV(RR)                                                                \
+    for (int d0 = 0; d0 < D; d0 += 64) {                                         \
+        switch ((D - d0) >= 64 ? 4 : (D - d0) / 16) {                            \
+        case 1: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 1); break;           \
+        case 2: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 2); break;           \
+        case 3: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 3); break;           \
+        default: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 4); break;          \
+        }                                                                        \
+    }
+
+static void pv_avx512(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+    int r = 0;
+    for (; r + 4 <= R; r += 4, O += 4 * D, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+    switch (R - r) {
+    case 1: PV_DV(1) break;
+    case 2: PV_DV(2) break;
+    case 3: PV_DV(3) break;
+    default: break;
+    }
+}
+
+/* ----------------------------------------------------------- softmax ---- */
+static void softmax_avx512(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
+                           float *l, float *alpha, float *P) {
+    const __m512 vs = _mm512_set1_ps(sl2);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
+        if (b <= a) {
+            alpha[r] = 1.0f;
+            for (int n = 0; n < nk; n += 16) _mm512_storeu_ps(p + n, _mm512_setzero_ps());
+            continue;
+        }
+        __m512 mx = ninf;
+        for (int n = 0; n < nk; n += 16) {
+            __mmask16 k = range_mask(n, a, b);
+            mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
+        }
+        float mn = fmaxf(m[r], _mm512_reduce_max_ps(mx));
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        __m512 vm = _mm512_set1_ps(mn), sum = _mm512_setzero_ps();
+        for (int n = 0; n < nk; n += 16) {
+            __mmask16 k = range_mask(n, a, b);
+            __m512 e = _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vm)));
+            _mm512_storeu_ps(p + n, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        m[r] = mn;
+        l[r] = l[r] * al + _mm512_reduce_add_ps(sum);
+        alpha[r] = al;
+    }
+}
+
+static void lse_avx512(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l) {
+    const __m512 vs = _mm512_set1_ps(sl2);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        int b = hi[r] > nk ? nk : hi[r];
+        if (b <= 0) continue;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int n = 0; n < b; n += 16) {
+            __mmask16 k = range_mask(n, 0, b);
+            mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
+        }
+        float mn = fmaxf(m[r], _mm512_reduce_max_ps(mx));
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        __m512 vm = _mm512_set1_ps(mn), sum = _mm512_setzero_ps();
+        for (int n = 0; n < b; n += 16) {
+            __mmask16 k = range_mask(n, 0, b);
+            sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vm))));
+        }
+        m[r] = mn;
+        l[r] = l[r] * al + _mm512_reduce_add_ps(sum);
+    }
+}
+
+static void expsub_avx512(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
+    const __m512 vs = _mm512_set1_ps(sl2);
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        __m512 vc = _mm512_set1_ps(c[r]);
+        for (int n = 0; n < nk; n += 16) {
+            __mmask16 k = range_mask(n, 0, hi[r]);
+            _mm512_storeu_ps(p + n, _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vc))));
+        }
+    }
+}
+
+/* ------------------------------------------------------- conversions ---- */
+static void load_avx512(float *dst, const void *src, infllm_dtype dt, int64_t n) {
+    int64_t i = 0;
+    if (dt == INFLLM_DTYPE_BF16) {
+        const uint16_t *s = src;
+        for (; i + 16 <= n; i += 16) {
+            __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(s + i)));
+            _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+        }
+    } else if (dt == INFLLM_DTYPE_F16) {
+        const uint16_t *s = src;
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + i))));
+    } else {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+        return;
+    }
+    for (; i < n; i++) dst[i] = infllm_load_f32(src, dt, i);
+}
+
+static void store_avx512(void *dst, infllm_dtype dt, const float *src, float mul, int64_t n) {
+    int64_t i = 0;
+    __m512 vm = _mm512_set1_ps(mul);
+    if (dt == INFLLM_DTYPE_BF16) {
+        uint16_t *d = dst;
+        for (; i + 16 <= n; i += 16) {
+            __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(src + i), vm));
+            __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+            __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+            __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+            __m512i rnd = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+            __m512i q = _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
+            _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(q, 16)));
+        }
+    } else if (dt == INFLLM_DTYPE_F32) {
+        float *d = dst;
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, _mm512_mul_ps(_mm512_loadu_ps(src + i), vm));
+    }
+    for (; i < n; i++) infllm_store_f32(dst, dt, i, src[i] * mul);
+}
+
+const cpu_kern cpu_kern_avx512 = {"avx512", qk_avx512, softmax_avx512, pv_avx512, lse_avx512,
+                                  expsub_avx512, load_avx512, store_avx512};

@@ -1,0 +1,98 @@
+/* kern_scalar.c: the portable f32 kernels (reference for the SIMD versions, same contracts). */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kern.h"
+#include "dtype.h"
+
+static void qk_scalar(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+    for (int r = 0; r < R; r++) {
+        const float *q = Q + r * ldq;
+        for (int g = 0; g < ng; g++) {
+            float acc[CPU_KG] = {0};
+            const float *kg = Kp + (int64_t)g * D * CPU_KG;
+            for (int d = 0; d < D; d++)
+                for (int n = 0; n < CPU_KG; n++) acc[n] += q[d] * kg[d * CPU_KG + n];
+            memcpy(S + (int64_t)r * CPU_KT + g * CPU_KG, acc, sizeof acc);
+        }
+    }
+}
+
+static void softmax_scalar(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
+                           float *l, float *alpha, float *P) {
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
+        if (b <= a) {
+            alpha[r] = 1.0f;
+            memset(p, 0, (size_t)nk * sizeof *p);
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int n = a; n < b; n++) mx = fmaxf(mx, s[n] * sl2);
+        float mn = fmaxf(m[r], mx);
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        float sum = 0.0f;
+        for (int n = 0; n < nk; n++) {
+            float e = (n >= a && n < b) ? exp2f(s[n] * sl2 - mn) : 0.0f;
+            p[n] = e;
+            sum += e;
+        }
+        m[r] = mn;
+        l[r] = l[r] * al + sum;
+        alpha[r] = al;
+    }
+}
+
+static void pv_scalar(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+    for (int r = 0; r < R; r++) {
+        float *o = O + (int64_t)r * D;
+        const float *p = P + (int64_t)r * CPU_KT;
+        for (int d = 0; d < D; d++) o[d] *= alpha[r];
+        for (int n = 0; n < nk; n++) {
+            float pn = p[n];
+            const float *vn = V + (int64_t)n * D;
+            for (int d = 0; d < D; d++) o[d] += pn * vn[d];
+        }
+    }
+}
+
+static void lse_scalar(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l) {
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        int b = hi[r] > nk ? nk : hi[r];
+        if (b <= 0) continue;
+        float mx = -INFINITY;
+        for (int n = 0; n < b; n++) mx = fmaxf(mx, s[n] * sl2);
+        float mn = fmaxf(m[r], mx);
+        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+        float sum = 0.0f;
+        for (int n = 0; n < b; n++) sum += exp2f(s[n] * sl2 - mn);
+        m[r] = mn;
+        l[r] = l[r] * al + sum;
+    }
+}
+
+static void expsub_scalar(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
+    for (int r = 0; r < R; r++) {
+        const float *s = S + (int64_t)r * CPU_KT;
+        float *p = P + (int64_t)r * CPU_KT;
+        for (int n = 0; n < nk; n++) p[n] = n < hi[r] ? exp2f(s[n] * sl2 - c[r]) : 0.0f;
+    }
+}
+
+static void load_scalar(float *dst, const void *src, infllm_dtype dt, int64_t n) {
+    if (dt == INFLLM_DTYPE_F32) {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = infllm_load_f32(src, dt, i);
+}
+
+static void store_scalar(void *dst, infllm_dtype dt, const float *src, float mul, int64_t n) {
+    for (int64_t i = 0; i < n; i++) infllm_store_f32(dst, dt, i, src[i] * mul);
+}
+
+const cpu_kern cpu_kern_scalar = {"scalar", qk_scalar, softmax_scalar, pv_scalar, lse_scalar,
+                                  expsub_scalar, load_scalar, store_scalar};
