@@ -1,0 +1,596 @@
+/* model.c: loading (GGUF / HF safetensors) and the transformer forward pass (model.h). */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gguf.h"
+#include "json.h"
+#include "mcommon.h"
+#include "quant.h"
+#include "safetensors.h"
+
+/* ------------------------------------------------------------ owned floats -- */
+typedef struct owned_buf {
+    struct owned_buf *next;
+    float data[];
+} owned_buf;
+
+static float *own_floats(mdl_model *m, size_t n) {
+    owned_buf *b = malloc(sizeof *b + n * sizeof(float));
+    if (!b) return NULL;
+    b->next = (owned_buf *)m->owned;
+    m->owned = b;
+    return b->data;
+}
+
+void mdl_free(mdl_model *m) {
+    if (!m) return;
+    owned_buf *b = (owned_buf *)m->owned;
+    while (b) {
+        owned_buf *n = b->next;
+        free(b);
+        b = n;
+    }
+    free(m->layers);
+    if (m->gguf) gguf_close(m->gguf);
+    if (m->st) st_close(m->st);
+    free(m);
+}
+
+/* ------------------------------------------------------------------ GGUF ---- */
+static int g_weight(mdl_model *m, const char *name, int64_t cols, int64_t rows, mdl_weight *w, int optional) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (optional) {
+            memset(w, 0, sizeof *w);
+            return 0;
+        }
+        return mdl_fail("model: tensor '%s' is missing", name);
+    }
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return mdl_fail("model: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", name, (long long)t->ne[0],
+                        (long long)t->ne[1], (long long)cols, (long long)rows);
+    if (!quant_supported(t->type))
+        return mdl_fail("model: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
+                        "Q4_K, Q5_K, Q6_K are)", name, ggml_type_name(t->type));
+    if (ggml_block_size(t->type) > 1 && cols % ggml_block_size(t->type))
+        return mdl_fail("model: tensor '%s' row length %lld is not a multiple of its block", name, (long long)cols);
+    w->type = t->type;
+    w->data = t->data;
+    w->cols = cols;
+    w->rows = rows;
+    m->weight_bytes += t->nbytes;
+    return 0;
+}
+
+/* a 1-D float vector of n values (converted when stored as F16/BF16) */
+static int g_vec(mdl_model *m, const char *name, int64_t n, const float **out, int optional) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    *out = NULL;
+    if (!t) return optional ? 0 : mdl_fail("model: tensor '%s' is missing", name);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return mdl_fail("model: tensor '%s' has %lld values, expected %lld", name, (long long)t->ne[0], (long long)n);
+    if (t->type == GGML_F32 && ((uintptr_t)t->data % 4) == 0) {
+        *out = (const float *)t->data;
+    } else if (t->type == GGML_F32 || t->type == GGML_F16 || t->type == GGML_BF16) {
+        float *f = own_floats(m, (size_t)n);
+        if (!f) return mdl_fail("out of memory");
+        quant_dequant_row(t->type, t->data, f, n);
+        *out = f;
+    } else {
+        return mdl_fail("model: tensor '%s' must be F32/F16/BF16 (is %s)", name, ggml_type_name(t->type));
+    }
+    m->weight_bytes += t->nbytes;
+    return 0;
+}
+
+static int load_gguf(mdl_model *m, const char *path) {
+    m->gguf = gguf_open(path);
+    if (!m->gguf) return -1;
+    gguf_file *g = m->gguf;
+    mdl_config *c = &m->cfg;
+    if (gguf_get_str(g, "general.architecture", c->arch, sizeof c->arch))
+        return mdl_fail("model: general.architecture is missing");
+    if (strcmp(c->arch, "llama") && strcmp(c->arch, "minicpm"))
+        return mdl_fail("model: architecture '%s' is not supported (llama, minicpm are)", c->arch);
+    char k[128];
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, c->arch), k)
+    c->n_layer = (int)gguf_get_int(g, KEY("block_count"), 0);
+    c->n_embd = (int)gguf_get_int(g, KEY("embedding_length"), 0);
+    c->n_ff = (int)gguf_get_int(g, KEY("feed_forward_length"), 0);
+    c->n_head = (int)gguf_get_int(g, KEY("attention.head_count"), 0);
+    c->n_head_kv = (int)gguf_get_int(g, KEY("attention.head_count_kv"), c->n_head);
+    c->ctx_train = (int)gguf_get_int(g, KEY("context_length"), 4096);
+    c->rope_theta = (float)gguf_get_float(g, KEY("rope.freq_base"), 10000.0);
+    c->rms_eps = (float)gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), 1e-5);
+    c->embed_scale = (float)gguf_get_float(g, KEY("embedding_scale"), 1.0);
+    c->residual_scale = (float)gguf_get_float(g, KEY("residual_scale"), 1.0);
+    c->logit_scale = (float)gguf_get_float(g, KEY("logit_scale"), 1.0);
+    c->rope_orig_ctx = (int)gguf_get_int(g, KEY("rope.scaling.original_context_length"), 0);
+    c->rope_attn_factor = (float)gguf_get_float(g, KEY("rope.scaling.attn_factor"), 1.0);
+    if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_embd > (1 << 20) || c->n_head < 1 ||
+        c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_ff > (1 << 22))
+        return mdl_fail("model: bad hyper-parameters (layers %d, embd %d, heads %d/%d, ff %d)", c->n_layer, c->n_embd,
+                        c->n_head, c->n_head_kv, c->n_ff);
+    c->head_dim = (int)gguf_get_int(g, KEY("attention.key_length"), c->n_embd / c->n_head);
+    int rope_dim = (int)gguf_get_int(g, KEY("rope.dimension_count"), c->head_dim);
+    if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2)
+        return mdl_fail("model: bad head_dim %d", c->head_dim);
+    if (rope_dim != c->head_dim) return mdl_fail("model: partial rotary (%d of %d) is not supported", rope_dim, c->head_dim);
+#undef KEY
+    c->rope_interleaved = 1; /* llama.cpp's LLAMA rope type for llama and minicpm */
+    const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    if (!te) return mdl_fail("model: tensor 'token_embd.weight' is missing");
+    c->n_vocab = (int)te->ne[1];
+    int64_t E = c->n_embd, Q = (int64_t)c->n_head * c->head_dim, KV = (int64_t)c->n_head_kv * c->head_dim;
+    if (g_weight(m, "token_embd.weight", E, c->n_vocab, &m->tok_embd, 0)) return -1;
+    if (g_weight(m, "output.weight", E, c->n_vocab, &m->output, 1)) return -1;
+    if (!m->output.data) m->output = m->tok_embd;
+    if (g_vec(m, "output_norm.weight", E, &m->output_norm, 0)) return -1;
+    if (g_vec(m, "rope_factors_long.weight", c->head_dim / 2, &c->rope_factors_long, 1)) return -1;
+    if (g_vec(m, "rope_factors_short.weight", c->head_dim / 2, &c->rope_factors_short, 1)) return -1;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return mdl_fail("out of memory");
+    for (int l = 0; l < c->n_layer; l++) {
+        mdl_layer *L = &m->layers[l];
+        char n[96];
+#define T(s) (snprintf(n, sizeof n, "blk.%d." s, l), n)
+        if (g_vec(m, T("attn_norm.weight"), E, &L->attn_norm, 0) || g_vec(m, T("ffn_norm.weight"), E, &L->ffn_norm, 0) ||
+            g_weight(m, T("attn_q.weight"), E, Q, &L->wq, 0) || g_weight(m, T("attn_k.weight"), E, KV, &L->wk, 0) ||
+            g_weight(m, T("attn_v.weight"), E, KV, &L->wv, 0) || g_weight(m, T("attn_output.weight"), Q, E, &L->wo, 0) ||
+            g_weight(m, T("ffn_gate.weight"), E, c->n_ff, &L->wgate, 0) ||
+            g_weight(m, T("ffn_up.weight"), E, c->n_ff, &L->wup, 0) ||
+            g_weight(m, T("ffn_down.weight"), c->n_ff, E, &L->wdown, 0) ||
+            g_vec(m, T("attn_q.bias"), Q, &L->bq, 1) || g_vec(m, T("attn_k.bias"), KV, &L->bk, 1) ||
+            g_vec(m, T("attn_v.bias"), KV, &L->bv, 1))
+            return -1;
+#undef T
+    }
+    infllm_params_default(&c->sparse);
+    m->is_gguf = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------- HF safetensors ---- */
+static uint32_t st_type(st_dtype d) { return d == ST_F32 ? GGML_F32 : d == ST_F16 ? GGML_F16 : GGML_BF16; }
+
+static int s_weight(mdl_model *m, const char *name, int64_t cols, int64_t rows, mdl_weight *w, int optional) {
+    const st_tensor *t = st_find(m->st, name);
+    if (!t) {
+        if (optional) {
+            memset(w, 0, sizeof *w);
+            return 0;
+        }
+        return mdl_fail("model: tensor '%s' is missing", name);
+    }
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return mdl_fail("model: tensor '%s' has the wrong shape (expected [%lld, %lld])", name, (long long)rows,
+                        (long long)cols);
+    w->type = st_type(t->dtype);
+    w->data = t->data;
+    w->cols = cols;
+    w->rows = rows;
+    m->weight_bytes += t->nbytes;
+    return 0;
+}
+static int s_vec(mdl_model *m, const char *name, int64_t n, const float **out, int optional) {
+    const st_tensor *t = st_find(m->st, name);
+    *out = NULL;
+    if (!t) return optional ? 0 : mdl_fail("model: tensor '%s' is missing", name);
+    if (t->numel != n) return mdl_fail("model: tensor '%s' has %lld values, expected %lld", name, (long long)t->numel, (long long)n);
+    float *f = own_floats(m, (size_t)n);
+    if (!f) return mdl_fail("out of memory");
+    st_to_f32(t, f);
+    *out = f;
+    m->weight_bytes += t->nbytes;
+    return 0;
+}
+static int json_floats(mdl_model *m, const json_value *arr, int n, const float **out) {
+    if (!arr || !json_is(arr, JSON_ARRAY) || (int)json_len(arr) != n)
+        return mdl_fail("config.json: rope_scaling factors must be an array of %d numbers", n);
+    float *f = own_floats(m, (size_t)n);
+    if (!f) return mdl_fail("out of memory");
+    for (int i = 0; i < n; i++) {
+        double v;
+        if (!json_num(json_index(arr, (size_t)i), &v)) return mdl_fail("config.json: bad rope factor");
+        f[i] = (float)v;
+    }
+    *out = f;
+    return 0;
+}
+
+static int load_hf(mdl_model *m, const char *dir) {
+    char p[1200], err[512];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_error je;
+    json_doc *doc = json_parse_file(p, NULL, &je);
+    if (!doc) return mdl_fail("%s: %s (offset %zu)", p, je.msg, je.offset);
+    const json_value *r = json_root(doc);
+    mdl_config *c = &m->cfg;
+    int rc = -1;
+    size_t sl;
+    const char *mt = json_str(json_get(r, "model_type"), &sl);
+    if (!mt || (strcmp(mt, "llama") && strcmp(mt, "minicpm"))) {
+        mdl_fail("%s: model_type '%s' is not supported (llama, minicpm are)", p, mt ? mt : "(missing)");
+        goto out;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", mt);
+    c->n_embd = (int)json_get_int(r, "hidden_size", 0);
+    c->n_layer = (int)json_get_int(r, "num_hidden_layers", 0);
+    c->n_head = (int)json_get_int(r, "num_attention_heads", 0);
+    c->n_head_kv = (int)json_get_int(r, "num_key_value_heads", c->n_head);
+    c->n_ff = (int)json_get_int(r, "intermediate_size", 0);
+    c->n_vocab = (int)json_get_int(r, "vocab_size", 0);
+    c->rms_eps = (float)json_get_num(r, "rms_norm_eps", 1e-6);
+    c->rope_theta = (float)json_get_num(r, "rope_theta", 10000.0);
+    c->ctx_train = (int)json_get_int(r, "max_position_embeddings", 4096);
+    if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
+        c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_vocab < 1) {
+        mdl_fail("%s: bad or missing hyper-parameters", p);
+        goto out;
+    }
+    c->head_dim = (int)json_get_int(r, "head_dim", c->n_embd / c->n_head);
+    c->rope_interleaved = 0; /* HF rotate_half */
+    c->embed_scale = c->residual_scale = c->logit_scale = 1.f;
+    c->rope_attn_factor = 1.f;
+    if (!strcmp(mt, "minicpm")) {
+        c->embed_scale = (float)json_get_num(r, "scale_emb", 1.0);
+        double sd = json_get_num(r, "scale_depth", 1.0);
+        c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
+        double base = json_get_num(r, "dim_model_base", (double)c->n_embd);
+        c->logit_scale = (float)((double)c->n_embd / base);
+    }
+    const json_value *rs = json_get(r, "rope_scaling");
+    if (rs && json_is(rs, JSON_OBJECT)) {
+        const char *rt = json_str(json_get(rs, "rope_type"), &sl);
+        if (!rt) rt = json_str(json_get(rs, "type"), &sl);
+        if (rt && !strcmp(rt, "longrope")) {
+            if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
+                json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
+                goto out;
+            c->rope_orig_ctx = (int)json_get_int(rs, "original_max_position_embeddings",
+                                                 json_get_int(r, "original_max_position_embeddings", c->ctx_train));
+            double M = c->ctx_train, M0 = c->rope_orig_ctx;
+            c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
+        } else if (rt && strcmp(rt, "default")) {
+            mdl_fail("%s: rope_scaling type '%s' is not supported (longrope is)", p, rt);
+            goto out;
+        }
+    }
+    infllm_params_default(&c->sparse);
+    const json_value *sc = json_get(r, "sparse_config");
+    if (sc && json_is(sc, JSON_OBJECT)) {
+        c->has_sparse_config = 1;
+        infllm_params *sp = &c->sparse;
+        sp->kernel_size = (int32_t)json_get_int(sc, "kernel_size", 32);
+        sp->kernel_stride = (int32_t)json_get_int(sc, "kernel_stride", 16);
+        sp->init_blocks = (int32_t)json_get_int(sc, "init_blocks", 1);
+        sp->block_size = (int32_t)json_get_int(sc, "block_size", 64);
+        int64_t window = json_get_int(sc, "window_size", 2048);
+        sp->local_blocks = (int32_t)(sp->block_size > 0 ? window / sp->block_size : 32);
+        sp->topk = (int32_t)json_get_int(sc, "topk", 64);
+        sp->dense_len = (int32_t)json_get_int(sc, "dense_len", 8192);
+    }
+    if (st_open(dir, &m->st, err, sizeof err)) {
+        mdl_fail("%s", err);
+        goto out;
+    }
+    int64_t E = c->n_embd, Q = (int64_t)c->n_head * c->head_dim, KV = (int64_t)c->n_head_kv * c->head_dim;
+    if (s_weight(m, "model.embed_tokens.weight", E, c->n_vocab, &m->tok_embd, 0) ||
+        s_weight(m, "lm_head.weight", E, c->n_vocab, &m->output, 1) ||
+        s_vec(m, "model.norm.weight", E, &m->output_norm, 0))
+        goto out;
+    if (!m->output.data) m->output = m->tok_embd;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        mdl_fail("out of memory");
+        goto out;
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        mdl_layer *L = &m->layers[l];
+        char n[128];
+#define T(s) (snprintf(n, sizeof n, "model.layers.%d." s, l), n)
+        if (s_vec(m, T("input_layernorm.weight"), E, &L->attn_norm, 0) ||
+            s_vec(m, T("post_attention_layernorm.weight"), E, &L->ffn_norm, 0) ||
+            s_weight(m, T("self_attn.q_proj.weight"), E, Q, &L->wq, 0) ||
+            s_weight(m, T("self_attn.k_proj.weight"), E, KV, &L->wk, 0) ||
+            s_weight(m, T("self_attn.v_proj.weight"), E, KV, &L->wv, 0) ||
+            s_weight(m, T("self_attn.o_proj.weight"), Q, E, &L->wo, 0) ||
+            s_weight(m, T("mlp.gate_proj.weight"), E, c->n_ff, &L->wgate, 0) ||
+            s_weight(m, T("mlp.up_proj.weight"), E, c->n_ff, &L->wup, 0) ||
+            s_weight(m, T("mlp.down_proj.weight"), c->n_ff, E, &L->wdown, 0) ||
+            s_vec(m, T("self_attn.q_proj.bias"), Q, &L->bq, 1) || s_vec(m, T("self_attn.k_proj.bias"), KV, &L->bk, 1) ||
+            s_vec(m, T("self_attn.v_proj.bias"), KV, &L->bv, 1))
+            goto out;
+#undef T
+    }
+    rc = 0;
+out:
+    json_free(doc);
+    return rc;
+}
+
+mdl_model *mdl_load(const char *path) {
+    mdl_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        mdl_fail("out of memory");
+        return NULL;
+    }
+    snprintf(m->path, sizeof m->path, "%s", path);
+    size_t n = strlen(path);
+    int rc = (n > 5 && !strcmp(path + n - 5, ".gguf")) ? load_gguf(m, path) : load_hf(m, path);
+    if (!rc && (m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
+    if (rc) {
+        mdl_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* --------------------------------------------------------------- session ---- */
+static size_t cache_bytes(const mdl_model *m, int64_t ctx, infllm_dtype dt) {
+    const mdl_config *c = &m->cfg;
+    size_t row = (size_t)c->n_head_kv * (size_t)c->head_dim * infllm_dtype_size(dt);
+    size_t rows = 2 * (size_t)ctx + (size_t)(ctx / 16) + (size_t)(ctx / 64);
+    return (size_t)c->n_layer * rows * row;
+}
+static size_t buf_floats(const mdl_model *m, int chunk) {
+    const mdl_config *c = &m->cfg;
+    size_t E = (size_t)c->n_embd, Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_head_kv * c->head_dim;
+    size_t big = E > Q ? E : Q;
+    return (size_t)chunk * (3 * big + 2 * Q + 2 * KV + 2 * (size_t)c->n_ff);
+}
+size_t mdl_session_bytes(const mdl_model *m, int64_t ctx, int chunk, infllm_dtype dt) {
+    return cache_bytes(m, ctx, dt) + buf_floats(m, chunk) * sizeof(float) * 2;
+}
+
+void mdl_session_free(mdl_session *s) {
+    if (!s) return;
+    if (s->caches)
+        for (int l = 0; l < s->m->cfg.n_layer; l++) infllm_cache_free(s->caches[l]);
+    free(s->caches);
+    free(s->x);
+    free(s->kvconv);
+    free(s->inv_freq);
+    free(s);
+}
+
+mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t ctx, int chunk, infllm_dtype kv,
+                             int nthreads) {
+    const mdl_config *c = &m->cfg;
+    mdl_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        mdl_fail("out of memory");
+        return NULL;
+    }
+    s->m = m;
+    s->p = *p;
+    s->p.num_threads = nthreads;
+    s->kv_dtype = kv;
+    s->ctx = ctx;
+    s->chunk = chunk < 1 ? 1 : chunk;
+    s->nthreads = nthreads;
+    size_t E = (size_t)c->n_embd, Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_head_kv * c->head_dim;
+    size_t big = E > Q ? E : Q, ch = (size_t)s->chunk;
+    s->x = malloc(buf_floats(m, s->chunk) * sizeof(float));
+    s->kvconv = malloc(ch * (2 * KV + 2 * Q) * 4);
+    s->inv_freq = malloc(sizeof(float) * (size_t)c->head_dim / 2);
+    s->caches = calloc((size_t)c->n_layer, sizeof *s->caches);
+    if (!s->x || !s->kvconv || !s->inv_freq || !s->caches) {
+        mdl_fail("out of memory (session buffers)");
+        mdl_session_free(s);
+        return NULL;
+    }
+    float *b = s->x + ch * big;
+    s->xb = b; b += ch * big;
+    s->tmp = b; b += ch * big;
+    s->q = b; b += ch * Q;
+    s->att = b; b += ch * Q;
+    s->k = b; b += ch * KV;
+    s->v = b; b += ch * KV;
+    s->hb = b; b += ch * (size_t)c->n_ff;
+    s->hb2 = b;
+    const float *fac = NULL;
+    if (c->rope_factors_long || c->rope_factors_short)
+        fac = (c->rope_orig_ctx > 0 && ctx > c->rope_orig_ctx && c->rope_factors_long) ? c->rope_factors_long
+              : c->rope_factors_short ? c->rope_factors_short : c->rope_factors_long;
+    for (int i = 0; i < c->head_dim / 2; i++) {
+        double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (fac) f /= fac[i];
+        s->inv_freq[i] = (float)f;
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        infllm_status st = infllm_cache_create(&s->p, kv, c->n_head_kv, c->head_dim, ctx, &s->caches[l]);
+        if (st) {
+            mdl_fail("attention cache (layer %d, %lld tokens): %s", l, (long long)ctx, infllm_last_error());
+            mdl_session_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+int mdl_session_truncate(mdl_session *s, int64_t n) {
+    if (n < 0 || n > s->pos) return mdl_fail("truncate: bad length");
+    for (int l = 0; l < s->m->cfg.n_layer; l++)
+        if (infllm_cache_truncate(s->caches[l], n)) return mdl_fail("truncate: %s", infllm_last_error());
+    s->pos = n;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- forward -- */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static int mm(const mdl_session *s, const mdl_weight *w, const float *x, int64_t n, float *y) {
+    return quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, s->nthreads);
+}
+
+static void rope(float *v, int nh, int D, const float *cs, const float *sn, int interleaved) {
+    int h2 = D / 2;
+    for (int h = 0; h < nh; h++) {
+        float *x = v + (size_t)h * D;
+        if (interleaved) {
+            for (int i = 0; i < h2; i++) {
+                float a = x[2 * i], b = x[2 * i + 1];
+                x[2 * i] = a * cs[i] - b * sn[i];
+                x[2 * i + 1] = a * sn[i] + b * cs[i];
+            }
+        } else {
+            for (int i = 0; i < h2; i++) {
+                float a = x[i], b = x[i + h2];
+                x[i] = a * cs[i] - b * sn[i];
+                x[i + h2] = a * sn[i] + b * cs[i];
+            }
+        }
+    }
+}
+
+static void to_dtype(infllm_dtype dt, const float *src, void *dst, size_t n) {
+    if (dt == INFLLM_DTYPE_F32) {
+        memcpy(dst, src, n * 4);
+    } else if (dt == INFLLM_DTYPE_F16) {
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++) d[i] = mdl_f32_to_f16(src[i]);
+    } else {
+        uint16_t *d = dst;
+        for (size_t i = 0; i < n; i++) d[i] = mdl_f32_to_bf16(src[i]);
+    }
+}
+static void from_dtype(infllm_dtype dt, const void *src, float *dst, size_t n) {
+    if (dt == INFLLM_DTYPE_F32) {
+        memcpy(dst, src, n * 4);
+    } else {
+        const uint16_t *d = src;
+        for (size_t i = 0; i < n; i++) dst[i] = dt == INFLLM_DTYPE_F16 ? mdl_f16_to_f32(d[i]) : mdl_bf16_to_f32(d[i]);
+    }
+}
+
+static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logits, int all_logits, int want_last) {
+    const mdl_model *m = s->m;
+    const mdl_config *c = &m->cfg;
+    const int64_t E = c->n_embd, D = c->head_dim, Q = (int64_t)c->n_head * D, KV = (int64_t)c->n_head_kv * D;
+    const int64_t F = c->n_ff;
+    float *x = s->x;
+    size_t erow = ggml_row_size(m->tok_embd.type, E);
+    for (int t = 0; t < n; t++) {
+        if (tok[t] < 0 || tok[t] >= c->n_vocab) return mdl_fail("token id %d is outside the vocabulary (0..%d)", tok[t], c->n_vocab - 1);
+        quant_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tok[t] * erow, x + t * E, E);
+        if (c->embed_scale != 1.f)
+            for (int64_t i = 0; i < E; i++) x[t * E + i] *= c->embed_scale;
+    }
+    /* cos/sin of this chunk's positions */
+    int h2 = (int)D / 2;
+    float *cs = malloc(sizeof(float) * (size_t)n * h2 * 2);
+    if (!cs) return mdl_fail("out of memory");
+    float *sn = cs + (size_t)n * h2;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < h2; i++) {
+            double a = (double)(s->pos + t) * (double)s->inv_freq[i];
+            cs[t * h2 + i] = (float)cos(a) * c->rope_attn_factor;
+            sn[t * h2 + i] = (float)sin(a) * c->rope_attn_factor;
+        }
+    const float rs = c->residual_scale;
+    int rc = 0;
+    size_t esz = infllm_dtype_size(s->kv_dtype);
+    uint8_t *kc = s->kvconv, *vc = kc + (size_t)n * KV * esz, *qc = vc + (size_t)n * KV * esz,
+            *oc = qc + (size_t)n * Q * esz;
+    for (int l = 0; l < c->n_layer && !rc; l++) {
+        const mdl_layer *L = &m->layers[l];
+        for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->attn_norm, E, c->rms_eps);
+        if (mm(s, &L->wq, s->xb, n, s->q) || mm(s, &L->wk, s->xb, n, s->k) || mm(s, &L->wv, s->xb, n, s->v)) {
+            rc = -1;
+            break;
+        }
+        for (int t = 0; t < n; t++) {
+            if (L->bq)
+                for (int64_t i = 0; i < Q; i++) s->q[t * Q + i] += L->bq[i];
+            if (L->bk)
+                for (int64_t i = 0; i < KV; i++) s->k[t * KV + i] += L->bk[i];
+            if (L->bv)
+                for (int64_t i = 0; i < KV; i++) s->v[t * KV + i] += L->bv[i];
+            rope(s->q + t * Q, c->n_head, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
+            rope(s->k + t * KV, c->n_head_kv, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
+        }
+        double t0 = mdl_now();
+        infllm_status st;
+        if (s->kv_dtype == INFLLM_DTYPE_F32) {
+            st = infllm_cache_append(s->caches[l], s->k, s->v, n);
+            if (!st) st = infllm_cache_attend(s->caches[l], &s->p, s->q, n, c->n_head, s->att, NULL);
+        } else {
+            to_dtype(s->kv_dtype, s->k, kc, (size_t)n * KV);
+            to_dtype(s->kv_dtype, s->v, vc, (size_t)n * KV);
+            to_dtype(s->kv_dtype, s->q, qc, (size_t)n * Q);
+            st = infllm_cache_append(s->caches[l], kc, vc, n);
+            if (!st) st = infllm_cache_attend(s->caches[l], &s->p, qc, n, c->n_head, oc, NULL);
+            if (!st) from_dtype(s->kv_dtype, oc, s->att, (size_t)n * Q);
+        }
+        s->t_attn += mdl_now() - t0;
+        if (st) {
+            rc = mdl_fail("attention (layer %d, position %lld): %s: %s", l, (long long)s->pos, infllm_status_str(st),
+                          infllm_last_error());
+            break;
+        }
+        if (mm(s, &L->wo, s->att, n, s->tmp)) {
+            rc = -1;
+            break;
+        }
+        for (int64_t i = 0; i < n * E; i++) x[i] += rs * s->tmp[i];
+        for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->ffn_norm, E, c->rms_eps);
+        if (mm(s, &L->wgate, s->xb, n, s->hb) || mm(s, &L->wup, s->xb, n, s->hb2)) {
+            rc = -1;
+            break;
+        }
+        for (int64_t i = 0; i < n * F; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.f + expf(-g)) * s->hb2[i];
+        }
+        if (mm(s, &L->wdown, s->hb, n, s->tmp)) {
+            rc = -1;
+            break;
+        }
+        for (int64_t i = 0; i < n * E; i++) x[i] += rs * s->tmp[i];
+    }
+    free(cs);
+    if (rc) {
+        /* keep the caches consistent with s->pos */
+        for (int l = 0; l < c->n_layer; l++)
+            if (infllm_cache_length(s->caches[l]) > s->pos) infllm_cache_truncate(s->caches[l], s->pos);
+        return -1;
+    }
+    s->pos += n;
+    if (logits && (all_logits || want_last)) {
+        int first = all_logits ? 0 : n - 1, cnt = n - first;
+        for (int t = 0; t < cnt; t++) rmsnorm(s->xb + t * E, x + (first + t) * E, m->output_norm, E, c->rms_eps);
+        if (quant_matmul(m->output.type, m->output.data, m->output.rows, m->output.cols, s->xb, cnt, logits,
+                         m->output.rows, s->nthreads))
+            return -1;
+        if (c->logit_scale != 1.f)
+            for (int64_t i = 0; i < (int64_t)cnt * c->n_vocab; i++) logits[i] /= c->logit_scale;
+    }
+    return 0;
+}
+
+int mdl_forward(mdl_session *s, const int32_t *tokens, int64_t n, float *logits, int all_logits) {
+    if (n < 1) return mdl_fail("forward: no tokens");
+    if (s->pos + n > s->ctx)
+        return mdl_fail("context full: %lld tokens in the cache + %lld new > --ctx %lld", (long long)s->pos,
+                        (long long)n, (long long)s->ctx);
+    for (int64_t i = 0; i < n; i += s->chunk) {
+        int cn = (int)(n - i < s->chunk ? n - i : s->chunk);
+        float *lg = logits ? (all_logits ? logits + i * s->m->cfg.n_vocab : logits) : NULL;
+        if (forward_chunk(s, tokens + i, cn, lg, all_logits, i + cn == n)) return -1;
+        if (s->progress) s->progress(s->progress_ud, i + cn, n);
+    }
+    return 0;
+}

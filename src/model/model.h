@@ -1,0 +1,87 @@
+/* model.h: Llama-architecture transformers (llama, minicpm) from a GGUF file or a Hugging
+ * Face safetensors folder, with attention through the InfLLM-V2 decode cache
+ * (infllm_cache_*: one cache per layer, dense/sparse switch by the caller's params). */
+#ifndef INFLLM_MODEL_H
+#define INFLLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "infllm.h"
+
+typedef struct mdl_weight {
+    uint32_t type;        /* enum ggml_type (F32/F16/BF16 for safetensors) */
+    const void *data;
+    int64_t cols, rows;   /* [rows][cols], cols contiguous */
+} mdl_weight;
+
+typedef struct mdl_layer {
+    const float *attn_norm, *ffn_norm;
+    mdl_weight wq, wk, wv, wo, wgate, wup, wdown;
+    const float *bq, *bk, *bv;  /* optional biases (qwen2-style), NULL when absent */
+} mdl_layer;
+
+typedef struct mdl_config {
+    char arch[32];             /* "llama", "minicpm" */
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int ctx_train;
+    float rope_theta, rms_eps;
+    int rope_interleaved;      /* 1: pairs (2i, 2i+1) (GGUF llama weights); 0: (i, i+d/2) (HF) */
+    float embed_scale, residual_scale, logit_scale; /* minicpm muP: x*, branch*, logits/ */
+    const float *rope_factors_long, *rope_factors_short; /* [head_dim/2] or NULL */
+    int rope_orig_ctx;         /* LongRoPE original context (0: none) */
+    float rope_attn_factor;    /* cos/sin multiplier (LongRoPE), 1 otherwise */
+    int has_sparse_config;     /* HF config carried sparse_config */
+    infllm_params sparse;      /* InfLLM-V2 params from the config (SPEC B 11.1 defaults) */
+} mdl_config;
+
+typedef struct mdl_model {
+    mdl_config cfg;
+    mdl_weight tok_embd, output;
+    const float *output_norm;
+    mdl_layer *layers;
+    /* sources */
+    struct gguf_file *gguf;
+    struct st_model *st;
+    void *owned;               /* float copies (norm vectors from 16-bit checkpoints) */
+    size_t weight_bytes;
+    char path[1024];
+    int is_gguf;
+} mdl_model;
+
+/* Loads a .gguf file or a HF folder (config.json + *.safetensors). NULL on failure
+ * (mdl_error()). */
+mdl_model *mdl_load(const char *path);
+void mdl_free(mdl_model *m);
+
+typedef struct mdl_session {
+    const mdl_model *m;
+    infllm_params p;           /* attention params (mode, dense_len, topk, ...) */
+    infllm_dtype kv_dtype;
+    int64_t ctx;               /* cache capacity in tokens */
+    int chunk;                 /* prefill chunk (tokens) */
+    int nthreads;
+    infllm_cache **caches;     /* [n_layer] */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *tmp; /* [chunk][...] */
+    void *kvconv;              /* K/V converted to the cache dtype */
+    float *inv_freq;           /* [head_dim/2] */
+    int64_t pos;               /* tokens in the caches */
+    double t_attn;             /* seconds spent in attention (stats) */
+    void (*progress)(void *ud, int64_t done, int64_t total);
+    void *progress_ud;
+} mdl_session;
+
+/* Bytes the caches and buffers of a session will take (estimate before creating it). */
+size_t mdl_session_bytes(const mdl_model *m, int64_t ctx, int chunk, infllm_dtype kv_dtype);
+/* Creates the caches (ctx tokens per layer). Returns NULL on failure (mdl_error()). */
+mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t ctx, int chunk,
+                             infllm_dtype kv_dtype, int nthreads);
+void mdl_session_free(mdl_session *s);
+/* Drops the cache back to n tokens. */
+int mdl_session_truncate(mdl_session *s, int64_t n);
+
+/* Feeds n tokens (chunked prefill when n > 1). logits: NULL, or [n_vocab] for the last token
+ * (all_logits == 0) or [n][n_vocab] (all_logits != 0). Returns 0 or -1 (mdl_error()). */
+int mdl_forward(mdl_session *s, const int32_t *tokens, int64_t n, float *logits, int all_logits);
+
+#endif

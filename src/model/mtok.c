@@ -1,0 +1,141 @@
+/* mtok.c: see mtok.h. */
+#include "mtok.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "mcommon.h"
+
+infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
+    infllm_tokenizer *tok = NULL;
+    char err[512] = "";
+    if (!m->is_gguf) {
+        if (tok_load_hf_dir(m->path, &tok, err, sizeof err)) {
+            mdl_fail("tokenizer: %s", err);
+            return NULL;
+        }
+        return tok;
+    }
+    const gguf_file *g = m->gguf;
+    char model[64] = "", pre[64] = "";
+    if (gguf_get_str(g, "tokenizer.ggml.model", model, sizeof model)) {
+        mdl_fail("tokenizer: tokenizer.ggml.model is missing from the GGUF file");
+        return NULL;
+    }
+    gguf_get_str(g, "tokenizer.ggml.pre", pre, sizeof pre);
+    const gguf_kv *kt = gguf_find(g, "tokenizer.ggml.tokens");
+    if (!kt || kt->type != GGUF_T_ARRAY || kt->arr_type != GGUF_T_STRING || kt->arr_n == 0 || kt->arr_n > (1u << 24)) {
+        mdl_fail("tokenizer: tokenizer.ggml.tokens is missing or not a string array");
+        return NULL;
+    }
+    uint32_t nv = (uint32_t)kt->arr_n;
+    const gguf_kv *km = gguf_find(g, "tokenizer.ggml.merges");
+    const gguf_kv *ks = gguf_find(g, "tokenizer.ggml.scores");
+    const gguf_kv *ky = gguf_find(g, "tokenizer.ggml.token_type");
+    uint32_t nm = (km && km->type == GGUF_T_ARRAY && km->arr_type == GGUF_T_STRING) ? (uint32_t)km->arr_n : 0;
+    const char **toks = malloc(sizeof(char *) * nv), **merges = malloc(sizeof(char *) * (nm ? nm : 1));
+    uint32_t *tl = malloc(sizeof(uint32_t) * nv), *ml = malloc(sizeof(uint32_t) * (nm ? nm : 1));
+    float *scores = NULL;
+    int32_t *types = NULL;
+    if (!toks || !merges || !tl || !ml) goto oom;
+    for (uint32_t i = 0; i < nv; i++) {
+        toks[i] = kt->arr_strs[i].p;
+        tl[i] = (uint32_t)kt->arr_strs[i].n;
+    }
+    for (uint32_t i = 0; i < nm; i++) {
+        merges[i] = km->arr_strs[i].p;
+        ml[i] = (uint32_t)km->arr_strs[i].n;
+    }
+    if (ks && ks->type == GGUF_T_ARRAY && ks->arr_type == GGUF_T_FLOAT32 && ks->arr_n == nv) {
+        scores = malloc(sizeof(float) * nv);
+        if (!scores) goto oom;
+        memcpy(scores, ks->arr_data, sizeof(float) * nv);
+    }
+    if (ky && ky->type == GGUF_T_ARRAY && ky->arr_type == GGUF_T_INT32 && ky->arr_n == nv) {
+        types = malloc(sizeof(int32_t) * nv);
+        if (!types) goto oom;
+        memcpy(types, ky->arr_data, sizeof(int32_t) * nv);
+    }
+    tok_gguf_desc d;
+    tok_gguf_desc_init(&d);
+    d.model = model;
+    d.pre = pre[0] ? pre : NULL;
+    d.n_vocab = nv;
+    d.tokens = toks;
+    d.token_lens = tl;
+    d.scores = scores;
+    d.token_types = types;
+    d.n_merges = nm;
+    d.merges = merges;
+    d.merge_lens = ml;
+    d.bos_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.bos_token_id", -1);
+    d.eos_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.eos_token_id", -1);
+    d.unk_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.unknown_token_id", -1);
+    d.pad_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.padding_token_id", -1);
+    d.eot_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.eot_token_id", -1);
+    d.add_bos = (int)gguf_get_int(g, "tokenizer.ggml.add_bos_token", -1);
+    d.add_eos = (int)gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1);
+    d.add_space_prefix = (int)gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1);
+    if (tok_load_gguf(&d, &tok, err, sizeof err)) {
+        mdl_fail("tokenizer: %s", err);
+        tok = NULL;
+    }
+    free(toks); free(merges); free(tl); free(ml); free(scores); free(types);
+    return tok;
+oom:
+    free(toks); free(merges); free(tl); free(ml); free(scores); free(types);
+    mdl_fail("out of memory (tokenizer)");
+    return NULL;
+}
+
+static char *template_text(const mdl_model *m) {
+    if (m->is_gguf) {
+        const gguf_kv *kv = gguf_find(m->gguf, "tokenizer.chat_template");
+        if (!kv || kv->type != GGUF_T_STRING) return NULL;
+        char *s = malloc(kv->s.n + 1);
+        if (!s) return NULL;
+        memcpy(s, kv->s.p, kv->s.n);
+        s[kv->s.n] = 0;
+        return s;
+    }
+    return NULL; /* HF: tokenizer_config.json is read by the tokenizer helper; assume ChatML */
+}
+
+char *mdl_chat_format(const mdl_model *m, const char *system, const char *user) {
+    char *tpl = template_text(m);
+    if (tpl && !strstr(tpl, "<|im_start|>")) {
+        free(tpl);
+        mdl_fail("chat: the model's chat template is not ChatML-style (no <|im_start|>)");
+        return NULL;
+    }
+    char *def_sys = NULL;
+    if (!system && tpl) {
+        /* SmolLM2-style default system prompt: '<|im_start|>system\n...<|im_end|>' literal */
+        const char *a = strstr(tpl, "<|im_start|>system\n");
+        if (a) {
+            a += strlen("<|im_start|>system\n");
+            const char *b = strstr(a, "<|im_end|>");
+            if (b && !memchr(a, '{', (size_t)(b - a)) && !memchr(a, '\'', (size_t)(b - a))) {
+                def_sys = malloc((size_t)(b - a) + 1);
+                if (def_sys) {
+                    memcpy(def_sys, a, (size_t)(b - a));
+                    def_sys[b - a] = 0;
+                }
+            }
+        }
+    }
+    free(tpl);
+    tok_chat_msg msgs[2];
+    int n = 0;
+    const char *sys = system ? system : def_sys;
+    if (sys && sys[0]) msgs[n++] = (tok_chat_msg){"system", sys};
+    msgs[n++] = (tok_chat_msg){"user", user};
+    long need = tok_chatml_format(msgs, n, 1, NULL, 0);
+    size_t cap = need < 0 ? (size_t)(-need) : (size_t)need + 1;
+    char *out = malloc(cap + 1);
+    if (out) tok_chatml_format(msgs, n, 1, out, cap + 1);
+    free(def_sys);
+    if (!out) mdl_fail("out of memory");
+    return out;
+}

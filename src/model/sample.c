@@ -1,0 +1,111 @@
+/* sample.c: see sample.h. */
+#include "sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "mcommon.h"
+
+int mdl_sampler_init(mdl_sampler *s, int n_vocab, float temp, int top_k, float top_p, float rp, uint64_t seed) {
+    s->temp = temp;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    s->repeat_penalty = rp;
+    s->repeat_last_n = 64;
+    s->rng = seed ? seed : 0x853c49e6748fea9bULL;
+    s->n_vocab = n_vocab;
+    s->idx = malloc(sizeof(int32_t) * (size_t)n_vocab);
+    s->prob = malloc(sizeof(float) * (size_t)n_vocab);
+    if (!s->idx || !s->prob) return mdl_fail("out of memory (sampler)");
+    return 0;
+}
+
+void mdl_sampler_free(mdl_sampler *s) {
+    free(s->idx);
+    free(s->prob);
+    s->idx = NULL;
+    s->prob = NULL;
+}
+
+static uint64_t next_u64(uint64_t *st) {
+    uint64_t z = (*st += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static const float *g_sort_logits;
+static int cmp_desc(const void *a, const void *b) {
+    float x = g_sort_logits[*(const int32_t *)a], y = g_sort_logits[*(const int32_t *)b];
+    if (x != y) return x < y ? 1 : -1;
+    return *(const int32_t *)a - *(const int32_t *)b;
+}
+
+int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_hist) {
+    int V = s->n_vocab;
+    if (s->repeat_penalty != 1.f && hist) {
+        int64_t from = n_hist > s->repeat_last_n ? n_hist - s->repeat_last_n : 0;
+        for (int64_t i = from; i < n_hist; i++) {
+            int32_t t = hist[i];
+            if (t < 0 || t >= V) continue;
+            /* apply once per distinct token: mark with NaN-free trick via idx scratch */
+            int seen = 0;
+            for (int64_t j = from; j < i; j++)
+                if (hist[j] == t) {
+                    seen = 1;
+                    break;
+                }
+            if (seen) continue;
+            lg[t] = lg[t] > 0 ? lg[t] / s->repeat_penalty : lg[t] * s->repeat_penalty;
+        }
+    }
+    if (s->temp <= 0.f) {
+        int32_t best = 0;
+        for (int i = 1; i < V; i++)
+            if (lg[i] > lg[best]) best = i;
+        return best;
+    }
+    /* candidates: top-k (partial selection by sort of all; V is ~50K-150K: fine per token) */
+    int n = V;
+    for (int i = 0; i < V; i++) s->idx[i] = i;
+    int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    if (k < V || s->top_p < 1.f) {
+        g_sort_logits = lg;
+        if (k < V) {
+            /* keep the k largest: quickselect-free approach: a threshold by partial sort */
+            qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
+        } else {
+            qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
+        }
+        n = k;
+    }
+    float mx = lg[s->idx[0]];
+    for (int i = 1; i < n; i++)
+        if (lg[s->idx[i]] > mx) mx = lg[s->idx[i]];
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((lg[s->idx[i]] - mx) / s->temp);
+        sum += s->prob[i];
+    }
+    if (s->top_p < 1.f) {
+        double acc = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            acc += s->prob[i] / sum;
+            if (acc >= s->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+        sum = 0;
+        for (int i = 0; i < n; i++) sum += s->prob[i];
+    }
+    double r = (double)(next_u64(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
+    double acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += s->prob[i];
+        if (r < acc) return s->idx[i];
+    }
+    return s->idx[n - 1];
+}

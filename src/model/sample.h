@@ -1,0 +1,26 @@
+/* sample.h: next-token sampling (greedy, temperature, top-k, top-p, repetition penalty). */
+#ifndef INFLLM_SAMPLE_H
+#define INFLLM_SAMPLE_H
+
+#include <stdint.h>
+
+typedef struct mdl_sampler {
+    float temp;           /* <= 0: greedy */
+    int top_k;            /* <= 0: all */
+    float top_p;          /* >= 1: off */
+    float repeat_penalty; /* 1: off (llama.cpp rule: logit>0 ? /p : *p) */
+    int repeat_last_n;    /* tokens looked back for the penalty */
+    uint64_t rng;
+    /* scratch */
+    int n_vocab;
+    int32_t *idx;
+    float *prob;
+} mdl_sampler;
+
+int mdl_sampler_init(mdl_sampler *s, int n_vocab, float temp, int top_k, float top_p, float repeat_penalty,
+                     uint64_t seed);
+void mdl_sampler_free(mdl_sampler *s);
+/* Picks a token from logits (modified in place by the penalty). hist: previous tokens. */
+int32_t mdl_sample(mdl_sampler *s, float *logits, const int32_t *hist, int64_t n_hist);
+
+#endif

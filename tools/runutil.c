@@ -1,0 +1,157 @@
+/* runutil.c: see runutil.h. */
+#include "runutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "gguf.h"
+#include "mcommon.h"
+#include "mtok.h"
+#include "quant.h"
+
+#define UNSET (-9)
+
+void run_opts_default(run_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->ctx_i = 4096;
+    o->attn = "auto";
+    o->kv_type = "f32";
+    o->chunk = 512;
+    o->topk = o->block_size = o->local_blocks = o->init_blocks = o->dense_len = o->kernel_size = o->kernel_stride = UNSET;
+}
+
+int run_threads(int t) {
+    if (t > 0) return t;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int run_opts_check(run_opts *o) {
+    if (strcmp(o->attn, "dense") && strcmp(o->attn, "sparse") && strcmp(o->attn, "auto")) {
+        fprintf(stderr, "--attn must be dense, sparse or auto (got '%s')\n", o->attn);
+        return 2;
+    }
+    if (strcmp(o->kv_type, "f32") && strcmp(o->kv_type, "f16") && strcmp(o->kv_type, "bf16")) {
+        fprintf(stderr, "--kv-type must be f32, f16 or bf16 (got '%s')\n", o->kv_type);
+        return 2;
+    }
+    if (o->ctx_i < 1) {
+        fprintf(stderr, "--ctx must be >= 1\n");
+        return 2;
+    }
+    if (o->chunk < 1 || o->chunk > 65536) {
+        fprintf(stderr, "--chunk must be in 1..65536\n");
+        return 2;
+    }
+    if (o->threads < 0) {
+        fprintf(stderr, "--threads must be >= 0\n");
+        return 2;
+    }
+    o->ctx = o->ctx_i;
+#ifdef _OPENMP
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+#endif
+    return 0;
+}
+
+static long long mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+int run_load(const run_opts *o, run_ctx *r, int quiet) {
+    memset(r, 0, sizeof *r);
+    double t0 = mdl_now();
+    r->m = mdl_load(o->model);
+    if (!r->m) {
+        fprintf(stderr, "infllm: cannot load model '%s': %s\n", o->model, mdl_error());
+        return -1;
+    }
+    r->tok = mdl_load_tokenizer(r->m);
+    if (!r->tok) snprintf(r->tok_err, sizeof r->tok_err, "%s", mdl_error());
+    if (!quiet) {
+        const mdl_config *c = &r->m->cfg;
+        fprintf(stderr, "model: %s (%s, %s)\n", o->model, c->arch, r->m->is_gguf ? "GGUF" : "safetensors");
+        fprintf(stderr, "  layers %d, embd %d, heads %d (kv %d, dim %d), ff %d, vocab %d, train ctx %d\n", c->n_layer,
+                c->n_embd, c->n_head, c->n_head_kv, c->head_dim, c->n_ff, c->n_vocab, c->ctx_train);
+        fprintf(stderr, "  weights %.1f MiB (mapped), tensor types: %s (layer 0 q), %s (output); kernels %s; header %.0f ms\n",
+                r->m->weight_bytes / 1048576.0, ggml_type_name(r->m->layers[0].wq.type),
+                ggml_type_name(r->m->output.type), quant_kernel_name(), 1e3 * (mdl_now() - t0));
+        if (!r->tok) fprintf(stderr, "  tokenizer: unavailable (%s)\n", r->tok_err);
+    }
+    return 0;
+}
+
+void run_unload(run_ctx *r) {
+    if (r->tok) tok_free(r->tok);
+    mdl_free(r->m);
+    memset(r, 0, sizeof *r);
+}
+
+void run_params(const run_opts *o, const mdl_model *m, infllm_params *p) {
+    *p = m->cfg.sparse; /* model config (sparse_config) or SPEC B 11.1 defaults */
+    if (o->topk != UNSET) p->topk = o->topk;
+    if (o->block_size != UNSET) p->block_size = o->block_size;
+    if (o->local_blocks != UNSET) p->local_blocks = o->local_blocks;
+    if (o->init_blocks != UNSET) p->init_blocks = o->init_blocks;
+    if (o->dense_len != UNSET) p->dense_len = o->dense_len;
+    if (o->kernel_size != UNSET) p->kernel_size = o->kernel_size;
+    if (o->kernel_stride != UNSET) p->kernel_stride = o->kernel_stride;
+    p->mode = !strcmp(o->attn, "dense") ? INFLLM_MODE_DENSE : !strcmp(o->attn, "sparse") ? INFLLM_MODE_SPARSE : INFLLM_MODE_AUTO;
+    p->backend = INFLLM_BACKEND_CPU;
+    p->num_threads = o->threads;
+}
+
+static infllm_dtype kv_dtype(const run_opts *o) {
+    return !strcmp(o->kv_type, "f16") ? INFLLM_DTYPE_F16 : !strcmp(o->kv_type, "bf16") ? INFLLM_DTYPE_BF16 : INFLLM_DTYPE_F32;
+}
+
+mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet) {
+    infllm_params p;
+    run_params(o, r->m, &p);
+    infllm_dtype dt = kv_dtype(o);
+    int chunk = (int64_t)o->chunk > o->ctx ? (int)o->ctx : o->chunk;
+    size_t sess = mdl_session_bytes(r->m, o->ctx, chunk, dt);
+    size_t logits = (size_t)r->m->cfg.n_vocab * 4 * 2;
+    size_t total = r->m->weight_bytes + sess + logits;
+    long long avail = mem_available();
+    if (!quiet)
+        fprintf(stderr, "memory: %.1f MiB estimated = weights %.1f + KV cache/buffers %.1f (ctx %lld, %s)%s%.0f MiB available\n",
+                total / 1048576.0, r->m->weight_bytes / 1048576.0, sess / 1048576.0, (long long)o->ctx,
+                infllm_dtype_name(dt), avail >= 0 ? "; " : "", avail >= 0 ? avail / 1048576.0 : 0.0);
+    if (avail >= 0 && (long long)total > avail) {
+        fprintf(stderr,
+                "infllm: not enough memory: this run needs about %.1f MiB, %.1f MiB are available (lower --ctx, or "
+                "use --kv-type f16)\n",
+                total / 1048576.0, avail / 1048576.0);
+        return NULL;
+    }
+    mdl_session *s = mdl_session_new(r->m, &p, o->ctx, chunk, dt, o->threads);
+    if (!s) {
+        fprintf(stderr, "infllm: %s\n", mdl_error());
+        return NULL;
+    }
+    if (!quiet)
+        fprintf(stderr, "attention: %s, block %d, topk %d + local %d + init %d, kernel %d/%d, dense_len %d\n",
+                o->attn, p.block_size, p.topk, p.local_blocks, p.init_blocks, p.kernel_size, p.kernel_stride,
+                p.dense_len);
+    return s;
+}
+
+const char *run_attn_desc(const run_opts *o, int64_t kv_len) {
+    (void)kv_len;
+    return o->attn;
+}
