@@ -1,0 +1,262 @@
+"""Shared helpers of the py_model_* tests: tiny random llama/minicpm checkpoints written as
+GGUF (with the `gguf` package) and as Hugging Face safetensors folders, an independent numpy
+float64 forward pass, and running `infllm run --dump-logits`."""
+import json
+import os
+import struct
+import subprocess
+import sys
+
+
+def need_modules(*names):
+    """Imports the modules or SKIPs (exit 0) when CI is not set; fails under CI=true."""
+    mods = []
+    for n in names:
+        try:
+            mods.append(__import__(n))
+        except ImportError:
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                print(f"FAIL: python module '{n}' is missing under CI")
+                print("0 passed, 1 failed")
+                sys.exit(1)
+            print(f"SKIP: python module '{n}' is missing (pip install numpy gguf safetensors)")
+            print("0 passed, 0 failed, 1 skipped")
+            sys.exit(0)
+    return mods
+
+
+np, gguf = need_modules("numpy", "gguf")
+from gguf.quants import dequantize, quantize  # noqa: E402
+
+Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32
+
+
+class Tiny:
+    """Random weights, stored the way GGUF llama stores them (Q/K rows permuted for the
+    interleaved RoPE pairing)."""
+
+    def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
+                 theta=10000.0, eps=1e-5, longrope=False):
+        r = np.random.default_rng(seed)
+        self.arch, self.E, self.H, self.KV, self.F, self.L, self.V = arch, n_embd, n_head, n_kv, n_ff, n_layer, n_vocab
+        self.D = n_embd // n_head
+        self.theta, self.eps = theta, eps
+        s = 0.08
+        self.emb = r.normal(0, 1.0, (n_vocab, n_embd)).astype(np.float32)
+        self.out = r.normal(0, s, (n_vocab, n_embd)).astype(np.float32)
+        self.out_norm = (1 + 0.1 * r.normal(size=n_embd)).astype(np.float32)
+        self.layers = []
+        for _ in range(n_layer):
+            self.layers.append(dict(
+                attn_norm=(1 + 0.1 * r.normal(size=n_embd)).astype(np.float32),
+                ffn_norm=(1 + 0.1 * r.normal(size=n_embd)).astype(np.float32),
+                q=r.normal(0, s * 2, (n_head * self.D, n_embd)).astype(np.float32),
+                k=r.normal(0, s * 2, (n_kv * self.D, n_embd)).astype(np.float32),
+                v=r.normal(0, s, (n_kv * self.D, n_embd)).astype(np.float32),
+                o=r.normal(0, s, (n_embd, n_head * self.D)).astype(np.float32),
+                gate=r.normal(0, s, (n_ff, n_embd)).astype(np.float32),
+                up=r.normal(0, s, (n_ff, n_embd)).astype(np.float32),
+                down=r.normal(0, s, (n_embd, n_ff)).astype(np.float32)))
+        self.escale, self.rscale, self.lscale = 1.0, 1.0, 1.0
+        if arch == "minicpm":
+            self.scale_emb, self.scale_depth, self.dim_model_base = 12.0, 1.4, 32
+            self.escale = self.scale_emb
+            self.rscale = self.scale_depth / np.sqrt(n_layer)
+            self.lscale = n_embd / self.dim_model_base
+        self.factors = None
+        if longrope:
+            self.factors = (1.0 + 3.0 * r.random(self.D // 2)).astype(np.float32)
+
+    # -- GGUF --------------------------------------------------------------------------
+    def write_gguf(self, path, types):
+        """types: dict name->GGMLQuantizationType for the matrices ('emb','out','q',...)."""
+        w = gguf.GGUFWriter(path, self.arch)
+        a = self.arch
+        w.add_uint32(f"{a}.block_count", self.L)
+        w.add_uint32(f"{a}.context_length", 4096)
+        w.add_uint32(f"{a}.embedding_length", self.E)
+        w.add_uint32(f"{a}.feed_forward_length", self.F)
+        w.add_uint32(f"{a}.attention.head_count", self.H)
+        w.add_uint32(f"{a}.attention.head_count_kv", self.KV)
+        w.add_float32(f"{a}.rope.freq_base", self.theta)
+        w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", self.eps)
+        w.add_uint32(f"{a}.rope.dimension_count", self.D)
+        if a == "minicpm":
+            w.add_float32("minicpm.embedding_scale", self.escale)
+            w.add_float32("minicpm.residual_scale", self.rscale)
+            w.add_float32("minicpm.logit_scale", self.lscale)
+        self.stored = {}
+
+        def add(name, key, arr):
+            t = types.get(key, F32)
+            if t == F32:
+                w.add_tensor(name, arr.astype(np.float32))
+                self.stored[name] = arr.astype(np.float32)
+            elif t == F16:
+                w.add_tensor(name, arr.astype(np.float16))
+                self.stored[name] = arr.astype(np.float16).astype(np.float32)
+            else:
+                q = quantize(arr.astype(np.float32), t)
+                w.add_tensor(name, q, raw_dtype=t)
+                self.stored[name] = dequantize(q, t).reshape(arr.shape).astype(np.float32)
+
+        add("token_embd.weight", "emb", self.emb)
+        add("output.weight", "out", self.out)
+        add("output_norm.weight", "norm", self.out_norm)
+        if self.factors is not None:
+            add("rope_factors_long.weight", "norm", self.factors)
+            add("rope_factors_short.weight", "norm", self.factors)
+        for i, l in enumerate(self.layers):
+            add(f"blk.{i}.attn_norm.weight", "norm", l["attn_norm"])
+            add(f"blk.{i}.ffn_norm.weight", "norm", l["ffn_norm"])
+            for k, g in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"), ("o", "attn_output"),
+                         ("gate", "ffn_gate"), ("up", "ffn_up"), ("down", "ffn_down")):
+                add(f"blk.{i}.{g}.weight", k, l[k])
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    # -- HF safetensors twin -------------------------------------------------------------
+    @staticmethod
+    def unpermute(wt, n_head):
+        """Inverse of llama.cpp's convert permute: GGUF (interleaved) rows -> HF rows."""
+        out, inn = wt.shape
+        return wt.reshape(n_head, out // n_head // 2, 2, inn).swapaxes(1, 2).reshape(out, inn)
+
+    def write_hf(self, folder, dtype="F32"):
+        """The same model as an HF checkpoint (rotate_half RoPE, unpermuted Q/K), from the
+        values stored in the GGUF (so both hold identical numbers)."""
+        os.makedirs(folder, exist_ok=True)
+        st = self.stored
+        tensors = {
+            "model.embed_tokens.weight": st["token_embd.weight"],
+            "lm_head.weight": st["output.weight"],
+            "model.norm.weight": st["output_norm.weight"],
+        }
+        for i in range(self.L):
+            p = f"model.layers.{i}."
+            tensors[p + "input_layernorm.weight"] = st[f"blk.{i}.attn_norm.weight"]
+            tensors[p + "post_attention_layernorm.weight"] = st[f"blk.{i}.ffn_norm.weight"]
+            tensors[p + "self_attn.q_proj.weight"] = self.unpermute(st[f"blk.{i}.attn_q.weight"], self.H)
+            tensors[p + "self_attn.k_proj.weight"] = self.unpermute(st[f"blk.{i}.attn_k.weight"], self.KV)
+            tensors[p + "self_attn.v_proj.weight"] = st[f"blk.{i}.attn_v.weight"]
+            tensors[p + "self_attn.o_proj.weight"] = st[f"blk.{i}.attn_output.weight"]
+            tensors[p + "mlp.gate_proj.weight"] = st[f"blk.{i}.ffn_gate.weight"]
+            tensors[p + "mlp.up_proj.weight"] = st[f"blk.{i}.ffn_up.weight"]
+            tensors[p + "mlp.down_proj.weight"] = st[f"blk.{i}.ffn_down.weight"]
+        write_safetensors(os.path.join(folder, "model.safetensors"), tensors, dtype)
+        cfg = {
+            "model_type": self.arch, "hidden_size": self.E, "num_hidden_layers": self.L,
+            "num_attention_heads": self.H, "num_key_value_heads": self.KV, "intermediate_size": self.F,
+            "vocab_size": self.V, "rms_norm_eps": self.eps, "rope_theta": self.theta,
+            "max_position_embeddings": 4096, "tie_word_embeddings": False,
+        }
+        if self.arch == "minicpm":
+            cfg.update(scale_emb=self.scale_emb, scale_depth=self.scale_depth, dim_model_base=self.dim_model_base)
+        if self.factors is not None:
+            f = [float(x) for x in self.factors]
+            cfg["rope_scaling"] = {"rope_type": "longrope", "long_factor": f, "short_factor": f,
+                                   "original_max_position_embeddings": 4096}
+        with open(os.path.join(folder, "config.json"), "w") as fh:
+            json.dump(cfg, fh)
+
+    # -- numpy reference ---------------------------------------------------------------
+    def forward(self, toks):
+        """float64 forward over the GGUF-stored values with llama.cpp's interleaved RoPE."""
+        st = {k: v.astype(np.float64) for k, v in self.stored.items()}
+        T, D, H, KV = len(toks), self.D, self.H, self.KV
+        x = st["token_embd.weight"][np.array(toks)] * self.escale
+        inv = self.theta ** (-2.0 * np.arange(D // 2) / D)
+        if self.factors is not None:
+            inv = inv / self.factors.astype(np.float64)
+        ang = np.arange(T)[:, None] * inv[None, :]
+        cos, sin = np.cos(ang), np.sin(ang)
+
+        def rms(v, w):
+            return v / np.sqrt((v * v).mean(-1, keepdims=True) + self.eps) * w
+
+        def rope(v):  # [T, h, D], pairs (2i, 2i+1)
+            a, b = v[..., 0::2], v[..., 1::2]
+            c, s = cos[:, None, :], sin[:, None, :]
+            out = np.empty_like(v)
+            out[..., 0::2] = a * c - b * s
+            out[..., 1::2] = a * s + b * c
+            return out
+
+        for i in range(self.L):
+            g = lambda n: st[f"blk.{i}.{n}.weight"]  # noqa: E731
+            h = rms(x, g("attn_norm"))
+            q = rope((h @ g("attn_q").T).reshape(T, H, D))
+            k = rope((h @ g("attn_k").T).reshape(T, KV, D))
+            v = (h @ g("attn_v").T).reshape(T, KV, D)
+            o = np.zeros((T, H, D))
+            mask = np.triu(np.ones((T, T), bool), 1)
+            for hh in range(H):
+                kk = hh // (H // KV)
+                sc = q[:, hh, :] @ k[:, kk, :].T / np.sqrt(D)
+                sc[mask] = -np.inf
+                p = np.exp(sc - sc.max(-1, keepdims=True))
+                p /= p.sum(-1, keepdims=True)
+                o[:, hh, :] = p @ v[:, kk, :]
+            x = x + self.rscale * (o.reshape(T, H * D) @ g("attn_output").T)
+            h = rms(x, g("ffn_norm"))
+            a = h @ g("ffn_gate").T
+            x = x + self.rscale * (((a / (1 + np.exp(-a))) * (h @ g("ffn_up").T)) @ g("ffn_down").T)
+        return rms(x, st["output_norm.weight"]) @ st["output.weight"].T / self.lscale
+
+
+def write_safetensors(path, tensors, dtype="F32"):
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name], dtype=np.float32)
+        if dtype == "F32":
+            b = a.tobytes()
+        elif dtype == "F16":
+            b = a.astype(np.float16).tobytes()
+        else:  # BF16 (round to nearest even)
+            u = a.view(np.uint32).astype(np.uint64)
+            b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def run_logits(exe, model, toks, tmp, extra=()):
+    out = os.path.join(tmp, "logits.npy")
+    if os.path.exists(out):
+        os.remove(out)
+    cmd = [exe, "run", "-m", model, "--tokens", ",".join(map(str, toks)), "-n", "0", "-q", "--ctx", "1024",
+           "--dump-logits", out, *extra]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return np.load(out).astype(np.float64)
+
+
+class Counter:
+    def __init__(self, name):
+        self.name, self.passed, self.failed = name, 0, 0
+
+    def check(self, ok, msg):
+        if ok:
+            self.passed += 1
+            print("ok  ", msg)
+        else:
+            self.failed += 1
+            print("FAIL", msg)
+
+    def finish(self):
+        print(f"{self.name}: {self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-30))
