@@ -1,0 +1,1528 @@
+/* tokenizer.c: byte-level BPE and SentencePiece-style BPE tokenizers (see tokenizer.h). */
+#include "tokenizer.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "tok_unicode.h"
+
+/* ------------------------------------------------------------------ helpers -- */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t hash_bytes(const void *p, size_t n) {
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+/* Lenient UTF-8 decode: returns the sequence length (1 for an invalid byte, cp = 0xFFFD+byte
+ * marker outside Unicode so it is never a letter/number/space). */
+static int utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    int len;
+    uint32_t v;
+    if (c >= 0xC2 && c < 0xE0) len = 2, v = c & 0x1F;
+    else if (c >= 0xE0 && c < 0xF0) len = 3, v = c & 0x0F;
+    else if (c >= 0xF0 && c < 0xF5) len = 4, v = c & 0x07;
+    else goto bad;
+    if ((size_t)len > n) goto bad;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) goto bad;
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && (v < 0x800 || (v >= 0xD800 && v < 0xE000))) || (len == 4 && (v < 0x10000 || v > 0x10FFFF)))
+        goto bad;
+    *cp = v;
+    return len;
+bad:
+    *cp = 0x110000u + c;
+    return 1;
+}
+
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+enum { CL_OTHER = 0, CL_LETTER = 1, CL_NUMBER = 2, CL_SPACE = 3 };
+
+static int is_white(uint32_t cp) {
+    return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+           cp == 0x3000;
+}
+
+static int cp_class(uint32_t cp) {
+    if (cp < 128) {
+        if ((cp | 32) >= 'a' && (cp | 32) <= 'z') return CL_LETTER;
+        if (cp >= '0' && cp <= '9') return CL_NUMBER;
+        if (is_white(cp)) return CL_SPACE;
+        return CL_OTHER;
+    }
+    if (cp >= 0x110000) return CL_OTHER;
+    if (is_white(cp)) return CL_SPACE;
+    if (in_ranges(tok_unicode_letter, tok_unicode_letter_n, cp)) return CL_LETTER;
+    if (in_ranges(tok_unicode_number, tok_unicode_number_n, cp)) return CL_NUMBER;
+    return CL_OTHER;
+}
+
+/* growable int32 vector */
+typedef struct {
+    int32_t *v;
+    size_t n, cap;
+    int oom;
+} ivec;
+
+static void ivec_push(ivec *a, int32_t x) {
+    if (a->oom) return;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 64;
+        int32_t *nv = realloc(a->v, nc * sizeof *nv);
+        if (!nv) {
+            a->oom = 1;
+            return;
+        }
+        a->v = nv;
+        a->cap = nc;
+    }
+    a->v[a->n++] = x;
+}
+
+/* --------------------------------------------------------------- hash maps -- */
+
+typedef struct {
+    int32_t *slot; /* id or -1 */
+    size_t mask;
+} strmap;
+
+typedef struct {
+    uint64_t *key; /* (a << 32 | b) + 1, 0 = empty */
+    int32_t *rank, *result;
+    size_t mask;
+} pairmap;
+
+enum { PRE_NONE = 0, PRE_GPT2 = 1, PRE_LLAMA3 = 2, PRE_QWEN2 = 3 };
+enum { SPM_PREPEND_NONE = 0, SPM_PREPEND_ALWAYS = 1, SPM_PREPEND_FIRST = 2 };
+
+typedef struct {
+    int32_t id;
+    uint8_t special; /* matched only with parse_special */
+    uint8_t lstrip, rstrip;
+} special_tok;
+
+struct infllm_tokenizer {
+    tok_kind kind;
+    int n_vocab;
+    char **text;         /* raw vocab strings */
+    uint32_t *text_len;
+    char **key;          /* bytes used for lookup and decoding (== text for SPM) */
+    uint32_t *key_len;
+    float *score;
+    uint8_t *type;
+    uint8_t *is_special; /* control / special added token (not rendered unless asked) */
+    uint8_t *eog;
+    strmap keymap;       /* key bytes -> id */
+    strmap textmap;      /* raw text -> id */
+    pairmap merges;
+    int n_merges;
+    int use_scores;      /* SPM by scores (GGUF llama) */
+    int byte_fallback, fuse_unk, ignore_merges;
+    int32_t byte_id[256];
+    /* pre-tokenization */
+    int digits;          /* 0 none, 1 individual digits, 2 digit runs */
+    int pre_regex;       /* PRE_* */
+    int add_prefix_space;
+    int spm_prepend, spm_split;
+    int spm_prepend_cond; /* HF Metaspace: prepend only when not already starting with a space */
+    int strip_decode;    /* drop the leading space of the decoded text */
+    int32_t bos, eos, eot, unk, pad;
+    int add_bos, add_eos;
+    special_tok *specials; /* sorted by first byte, then length desc */
+    int n_specials;
+    int sp_first[257];     /* specials with first byte b: [sp_first[b], sp_first[b+1]) */
+};
+
+static size_t pow2_at_least(size_t n) {
+    size_t c = 16;
+    while (c < n) c <<= 1;
+    return c;
+}
+
+static int strmap_build(strmap *m, char **strs, const uint32_t *lens, int n, int prefer_first) {
+    size_t cap = pow2_at_least((size_t)n * 2 + 1);
+    m->slot = malloc(cap * sizeof *m->slot);
+    if (!m->slot) return -1;
+    memset(m->slot, 0xFF, cap * sizeof *m->slot);
+    m->mask = cap - 1;
+    for (int i = 0; i < n; i++) {
+        if (!strs[i]) continue;
+        size_t h = (size_t)hash_bytes(strs[i], lens[i]) & m->mask;
+        while (m->slot[h] >= 0) {
+            int32_t j = m->slot[h];
+            if (lens[j] == lens[i] && memcmp(strs[j], strs[i], lens[i]) == 0) break;
+            h = (h + 1) & m->mask;
+        }
+        if (m->slot[h] < 0 || !prefer_first) m->slot[h] = i;
+    }
+    return 0;
+}
+
+static int32_t strmap_get(const strmap *m, char *const *strs, const uint32_t *lens, const void *s, size_t n) {
+    if (!m->slot) return -1;
+    size_t h = (size_t)hash_bytes(s, n) & m->mask;
+    while (m->slot[h] >= 0) {
+        int32_t j = m->slot[h];
+        if (lens[j] == n && memcmp(strs[j], s, n) == 0) return j;
+        h = (h + 1) & m->mask;
+    }
+    return -1;
+}
+
+static int pairmap_init(pairmap *m, size_t n) {
+    size_t cap = pow2_at_least(n * 2 + 1);
+    m->key = calloc(cap, sizeof *m->key);
+    m->rank = malloc(cap * sizeof *m->rank);
+    m->result = malloc(cap * sizeof *m->result);
+    m->mask = cap - 1;
+    return (m->key && m->rank && m->result) ? 0 : -1;
+}
+
+static void pairmap_put(pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t result) {
+    uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+    size_t h = (size_t)hash_bytes(&k, sizeof k) & m->mask;
+    while (m->key[h] && m->key[h] != k) h = (h + 1) & m->mask;
+    if (m->key[h] == k) return; /* keep the first (lowest) rank */
+    m->key[h] = k;
+    m->rank[h] = rank;
+    m->result[h] = result;
+}
+
+static int pairmap_get(const pairmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *result) {
+    if (!m->key) return 0;
+    uint64_t k = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+    size_t h = (size_t)hash_bytes(&k, sizeof k) & m->mask;
+    while (m->key[h]) {
+        if (m->key[h] == k) {
+            *rank = m->rank[h];
+            *result = m->result[h];
+            return 1;
+        }
+        h = (h + 1) & m->mask;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------- GPT-2 byte mapping -- */
+
+static uint32_t byte2cp[256];
+static int16_t cp2byte[324]; /* code points < 324 -> byte or -1 */
+static int bytemap_ready;
+
+static void bytemap_init(void) {
+    if (bytemap_ready) return;
+    int n = 0;
+    for (int i = 0; i < 324; i++) cp2byte[i] = -1;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        byte2cp[b] = printable ? (uint32_t)b : (uint32_t)(256 + n++);
+    }
+    for (int b = 0; b < 256; b++) cp2byte[byte2cp[b]] = (int16_t)b;
+    bytemap_ready = 1;
+}
+
+/* Decodes a byte-level token text to raw bytes; returns length or -1 when not decodable. */
+static long bytelevel_decode(const char *s, size_t n, char *out) {
+    size_t i = 0;
+    long o = 0;
+    while (i < n) {
+        uint32_t cp;
+        int k = utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (cp >= 324 || cp2byte[cp] < 0) return -1;
+        out[o++] = (char)cp2byte[cp];
+        i += (size_t)k;
+    }
+    return o;
+}
+
+/* ----------------------------------------------------------- construction -- */
+
+void tok_free(infllm_tokenizer *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n_vocab; i++) {
+        if (t->key && t->key[i] != t->text[i]) free(t->key[i]);
+        if (t->text) free(t->text[i]);
+    }
+    free(t->text);
+    free(t->text_len);
+    free(t->key);
+    free(t->key_len);
+    free(t->score);
+    free(t->type);
+    free(t->is_special);
+    free(t->eog);
+    free(t->keymap.slot);
+    free(t->textmap.slot);
+    free(t->merges.key);
+    free(t->merges.rank);
+    free(t->merges.result);
+    free(t->specials);
+    free(t);
+}
+
+static infllm_tokenizer *tok_alloc(int n) {
+    infllm_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->n_vocab = n;
+    t->text = calloc((size_t)n, sizeof *t->text);
+    t->text_len = calloc((size_t)n, sizeof *t->text_len);
+    t->key = calloc((size_t)n, sizeof *t->key);
+    t->key_len = calloc((size_t)n, sizeof *t->key_len);
+    t->score = calloc((size_t)n, sizeof *t->score);
+    t->type = calloc((size_t)n, 1);
+    t->is_special = calloc((size_t)n, 1);
+    t->eog = calloc((size_t)n, 1);
+    t->bos = t->eos = t->eot = t->unk = t->pad = -1;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    if (!t->text || !t->text_len || !t->key || !t->key_len || !t->score || !t->type || !t->is_special || !t->eog) {
+        tok_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static int set_text(infllm_tokenizer *t, int id, const char *s, size_t n) {
+    char *c = malloc(n + 1);
+    if (!c) return -1;
+    memcpy(c, s, n);
+    c[n] = 0;
+    free(t->text[id]);
+    t->text[id] = c;
+    t->text_len[id] = (uint32_t)n;
+    return 0;
+}
+
+static int is_eog_name(const char *s) {
+    static const char *names[] = {"<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
+                                  "<end_of_turn>", "<|end|>", "<|eom_id|>", NULL};
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(s, names[i])) return 1;
+    return 0;
+}
+
+static int cmp_special(const void *a, const void *b, void *ctx);
+static const infllm_tokenizer *g_sort_ctx;
+static int cmp_special_q(const void *a, const void *b) { return cmp_special(a, b, (void *)g_sort_ctx); }
+static int cmp_special(const void *a, const void *b, void *ctx) {
+    const infllm_tokenizer *t = ctx;
+    const special_tok *x = a, *y = b;
+    unsigned char fx = (unsigned char)t->text[x->id][0], fy = (unsigned char)t->text[y->id][0];
+    if (fx != fy) return fx < fy ? -1 : 1;
+    if (t->text_len[x->id] != t->text_len[y->id]) return t->text_len[x->id] > t->text_len[y->id] ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Finishes construction: keys, maps, byte ids, specials, eog. */
+static int tok_finish(infllm_tokenizer *t, char *err, size_t errlen) {
+    bytemap_init();
+    for (int i = 0; i < t->n_vocab; i++) {
+        if (!t->text[i] && set_text(t, i, "", 0)) goto oom;
+        if (t->text_len[i] > TOK_MAX_PIECE) {
+            seterr(err, errlen, "token %d is %u bytes long (at most %d)", i, t->text_len[i], TOK_MAX_PIECE);
+            return -1;
+        }
+        t->key[i] = t->text[i];
+        t->key_len[i] = t->text_len[i];
+        if (t->kind == TOK_BPE && t->text_len[i] > 0) {
+            char *buf = malloc(t->text_len[i] + 1);
+            if (!buf) goto oom;
+            long n = bytelevel_decode(t->text[i], t->text_len[i], buf);
+            if (n >= 0) {
+                buf[n] = 0;
+                t->key[i] = buf;
+                t->key_len[i] = (uint32_t)n;
+            } else {
+                free(buf);
+            }
+        }
+    }
+    if (strmap_build(&t->keymap, t->key, t->key_len, t->n_vocab, 1)) goto oom;
+    if (t->kind == TOK_BPE && strmap_build(&t->textmap, t->text, t->text_len, t->n_vocab, 1)) goto oom;
+    /* byte tokens */
+    if (t->kind == TOK_SPM) {
+        for (int i = 0; i < t->n_vocab; i++) {
+            const char *s = t->text[i];
+            unsigned v;
+            if (t->text_len[i] == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' &&
+                sscanf(s + 3, "%2x", &v) == 1 && t->byte_id[v] < 0) {
+                t->byte_id[v] = i;
+                if (t->type[i] == TOK_TYPE_NORMAL || t->type[i] == TOK_TYPE_UNDEFINED) t->type[i] = TOK_TYPE_BYTE;
+            }
+        }
+    } else {
+        for (int b = 0; b < 256; b++) {
+            char c = (char)b;
+            t->byte_id[b] = strmap_get(&t->keymap, t->key, t->key_len, &c, 1);
+        }
+    }
+    /* specials */
+    int ns = 0;
+    for (int i = 0; i < t->n_vocab; i++) {
+        int ty = t->type[i];
+        if (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_UNKNOWN) t->is_special[i] = 1;
+        if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN) && t->text_len[i] > 0)
+            ns++;
+    }
+    t->specials = calloc((size_t)ns + 1, sizeof *t->specials);
+    if (!t->specials) goto oom;
+    for (int i = 0; i < t->n_vocab; i++) {
+        int ty = t->type[i];
+        if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN) && t->text_len[i] > 0) {
+            special_tok *sp = &t->specials[t->n_specials++];
+            sp->id = i;
+            sp->special = t->is_special[i];
+        }
+    }
+    g_sort_ctx = t;
+    qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special_q);
+    {
+        int k = 0;
+        for (int b = 0; b <= 256; b++) {
+            while (k < t->n_specials && (unsigned char)t->text[t->specials[k].id][0] < b) k++;
+            t->sp_first[b] = k;
+        }
+        t->sp_first[256] = t->n_specials;
+    }
+    if (t->eot < 0) {
+        static const char *eot_names[] = {"<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", NULL};
+        for (int k = 0; eot_names[k] && t->eot < 0; k++) t->eot = tok_token_id(t, eot_names[k]);
+    }
+    for (int i = 0; i < t->n_vocab; i++)
+        if (t->is_special[i] && is_eog_name(t->text[i])) t->eog[i] = 1;
+    if (t->eos >= 0) t->eog[t->eos] = 1;
+    if (t->eot >= 0) t->eog[t->eot] = 1;
+    return 0;
+oom:
+    seterr(err, errlen, "out of memory");
+    return -1;
+}
+
+static int check_id(int32_t id, int n) { return id >= -1 && id < n; }
+
+static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errlen) {
+    if (!pre || !*pre || !strcmp(pre, "default") || !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") ||
+        !strcmp(pre, "mpt") || !strcmp(pre, "olmo") || !strcmp(pre, "jais") || !strcmp(pre, "trillion")) {
+        t->pre_regex = PRE_GPT2;
+    } else if (!strcmp(pre, "smollm") || !strcmp(pre, "starcoder") || !strcmp(pre, "refact") ||
+               !strcmp(pre, "command-r") || !strcmp(pre, "codeshell") || !strcmp(pre, "exaone") ||
+               !strcmp(pre, "minerva-7b")) {
+        t->digits = 1;
+        t->pre_regex = PRE_GPT2;
+    } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3") ||
+               !strcmp(pre, "dbrx") || !strcmp(pre, "smaug-bpe") || !strcmp(pre, "falcon3") ||
+               !strcmp(pre, "pixtral") || !strcmp(pre, "gpt-4o")) {
+        t->pre_regex = PRE_LLAMA3;
+        t->ignore_merges = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3");
+    } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "stablelm2") || !strcmp(pre, "deepseek-r1-qwen") ||
+               !strcmp(pre, "hunyuan")) {
+        t->pre_regex = PRE_QWEN2;
+    } else {
+        seterr(err, errlen, "unsupported pre-tokenizer '%s' (supported: default, gpt2, smollm, starcoder, "
+                            "llama-bpe, qwen2 and aliases)", pre);
+        return -1;
+    }
+    return 0;
+}
+
+void tok_gguf_desc_init(tok_gguf_desc *d) {
+    memset(d, 0, sizeof *d);
+    d->bos_id = d->eos_id = d->unk_id = d->pad_id = d->eot_id = -1;
+    d->add_bos = d->add_eos = d->add_space_prefix = -1;
+}
+
+static int add_merge_str(infllm_tokenizer *t, const char *m, size_t n, int rank) {
+    const char *sp = memchr(m, ' ', n);
+    if (!sp || sp == m || sp == m + n - 1) return -1;
+    size_t la = (size_t)(sp - m), lb = n - la - 1;
+    strmap *tm = t->kind == TOK_BPE ? &t->textmap : &t->keymap;
+    char **strs = t->kind == TOK_BPE ? t->text : t->key;
+    uint32_t *lens = t->kind == TOK_BPE ? t->text_len : t->key_len;
+    int32_t a = strmap_get(tm, strs, lens, m, la);
+    int32_t b = strmap_get(tm, strs, lens, sp + 1, lb);
+    if (a < 0 || b < 0) return 0; /* ignored, as HF does for merges of unknown tokens */
+    char buf[2 * TOK_MAX_PIECE + 2];
+    if (la + lb > sizeof buf) return 0;
+    memcpy(buf, m, la);
+    memcpy(buf + la, sp + 1, lb);
+    int32_t r = strmap_get(tm, strs, lens, buf, la + lb);
+    if (r < 0) return 0;
+    pairmap_put(&t->merges, a, b, rank, r);
+    return 0;
+}
+
+int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, size_t errlen) {
+    if (!out) return -1;
+    *out = NULL;
+    if (!d || !d->model || !d->tokens || d->n_vocab == 0 || d->n_vocab > (1u << 30)) {
+        seterr(err, errlen, "tokenizer: missing model name or tokens");
+        return -1;
+    }
+    tok_kind kind;
+    if (!strcmp(d->model, "gpt2")) kind = TOK_BPE;
+    else if (!strcmp(d->model, "llama")) kind = TOK_SPM;
+    else {
+        seterr(err, errlen, "tokenizer: unsupported tokenizer.ggml.model '%s' (gpt2, llama)", d->model);
+        return -1;
+    }
+    int n = (int)d->n_vocab;
+    if (!check_id(d->bos_id, n) || !check_id(d->eos_id, n) || !check_id(d->unk_id, n) || !check_id(d->pad_id, n) ||
+        !check_id(d->eot_id, n)) {
+        seterr(err, errlen, "tokenizer: special token id out of range (n_vocab %d)", n);
+        return -1;
+    }
+    if (kind == TOK_BPE && (!d->merges || d->n_merges == 0)) {
+        seterr(err, errlen, "tokenizer: gpt2 model needs tokenizer.ggml.merges");
+        return -1;
+    }
+    infllm_tokenizer *t = tok_alloc(n);
+    if (!t) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    t->kind = kind;
+    for (int i = 0; i < n; i++) {
+        const char *s = d->tokens[i];
+        if (!s) {
+            seterr(err, errlen, "tokenizer: token %d is NULL", i);
+            goto fail;
+        }
+        size_t len = d->token_lens ? d->token_lens[i] : strlen(s);
+        if (set_text(t, i, s, len)) goto oom;
+        t->score[i] = d->scores ? d->scores[i] : 0.0f;
+        int ty = d->token_types ? d->token_types[i] : TOK_TYPE_NORMAL;
+        t->type[i] = (uint8_t)((ty >= 0 && ty <= 6) ? ty : TOK_TYPE_NORMAL);
+    }
+    t->bos = d->bos_id;
+    t->eos = d->eos_id;
+    t->unk = d->unk_id;
+    t->pad = d->pad_id;
+    t->eot = d->eot_id;
+    if (kind == TOK_BPE) {
+        if (set_pre(t, d->pre, err, errlen)) goto fail;
+        t->add_bos = d->add_bos > 0;
+    } else {
+        t->use_scores = 1;
+        t->byte_fallback = 1;
+        t->spm_prepend = d->add_space_prefix == 0 ? SPM_PREPEND_NONE : SPM_PREPEND_ALWAYS;
+        t->strip_decode = t->spm_prepend != SPM_PREPEND_NONE;
+        t->add_bos = d->add_bos != 0;
+        /* llama.cpp treats the unk token as a special (UNKNOWN type) */
+        if (t->unk >= 0 && t->type[t->unk] == TOK_TYPE_NORMAL) t->type[t->unk] = TOK_TYPE_UNKNOWN;
+    }
+    t->add_eos = d->add_eos > 0;
+    if (tok_finish(t, err, errlen)) goto fail;
+    if (d->merges && d->n_merges) {
+        if (pairmap_init(&t->merges, d->n_merges)) goto oom;
+        for (uint32_t i = 0; i < d->n_merges; i++) {
+            const char *m = d->merges[i];
+            if (!m) continue;
+            size_t len = d->merge_lens ? d->merge_lens[i] : strlen(m);
+            if (add_merge_str(t, m, len, (int)i)) {
+                seterr(err, errlen, "tokenizer: merge %u is not \"a b\"", i);
+                goto fail;
+            }
+        }
+        t->n_merges = (int)d->n_merges;
+        if (kind == TOK_SPM) t->use_scores = 0;
+    }
+    *out = t;
+    return 0;
+oom:
+    seterr(err, errlen, "out of memory");
+fail:
+    tok_free(t);
+    return -1;
+}
+
+/* ---------------------------------------------------------- HF json loader -- */
+
+static const char *jstr(const json_value *v, const char *key) { return json_get_str(v, key, NULL); }
+
+typedef struct {
+    int bytelevel, metaspace, digits, regex, add_prefix_space, spm_prepend, spm_split, use_regex_set;
+} pre_cfg;
+
+static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) {
+    if (!p || json_is_null(p)) return 0;
+    const char *ty = jstr(p, "type");
+    if (!ty) {
+        seterr(err, errlen, "tokenizer.json: pre_tokenizer without type");
+        return -1;
+    }
+    if (!strcmp(ty, "Sequence")) {
+        const json_value *a = json_get(p, "pretokenizers");
+        for (size_t i = 0; i < json_len(a); i++)
+            if (parse_pre(json_index(a, i), c, err, errlen)) return -1;
+        return 0;
+    }
+    if (!strcmp(ty, "ByteLevel")) {
+        c->bytelevel = 1;
+        c->add_prefix_space = json_get_bool(p, "add_prefix_space", false);
+        if (json_get_bool(p, "use_regex", true) && !c->regex) c->regex = PRE_GPT2;
+        return 0;
+    }
+    if (!strcmp(ty, "Digits")) {
+        c->digits = json_get_bool(p, "individual_digits", false) ? 1 : 2;
+        return 0;
+    }
+    if (!strcmp(ty, "Split")) {
+        const char *re = jstr(json_get(p, "pattern"), "Regex");
+        static const char *gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+        static const char *llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+        static const char *qwen2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                                   "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+        if (re && !strcmp(re, gpt2)) c->regex = PRE_GPT2;
+        else if (re && !strcmp(re, llama3)) c->regex = PRE_LLAMA3;
+        else if (re && !strcmp(re, qwen2)) c->regex = PRE_QWEN2;
+        else {
+            seterr(err, errlen, "tokenizer.json: unsupported Split pattern %.60s", re ? re : "(non-regex)");
+            return -1;
+        }
+        c->use_regex_set = 1;
+        return 0;
+    }
+    if (!strcmp(ty, "Metaspace")) {
+        c->metaspace = 1;
+        const char *ps = jstr(p, "prepend_scheme");
+        if (ps) c->spm_prepend = !strcmp(ps, "never") ? SPM_PREPEND_NONE : !strcmp(ps, "first") ? SPM_PREPEND_FIRST
+                                                                                               : SPM_PREPEND_ALWAYS;
+        else c->spm_prepend = json_get_bool(p, "add_prefix_space", true) ? SPM_PREPEND_ALWAYS : SPM_PREPEND_NONE;
+        c->spm_split = json_get_bool(p, "split", true);
+        const char *rep = jstr(p, "replacement");
+        if (rep && strcmp(rep, "\xE2\x96\x81")) {
+            seterr(err, errlen, "tokenizer.json: Metaspace replacement must be U+2581");
+            return -1;
+        }
+        return 0;
+    }
+    seterr(err, errlen, "tokenizer.json: unsupported pre_tokenizer %s", ty);
+    return -1;
+}
+
+/* normalizer: returns via *spm = 1 for the Llama-2 style Prepend("▁") + Replace(" ", "▁"). */
+static int parse_norm(const json_value *p, int *prepend, int *replace, char *err, size_t errlen) {
+    if (!p || json_is_null(p)) return 0;
+    const char *ty = jstr(p, "type");
+    if (!ty) return 0;
+    if (!strcmp(ty, "Sequence")) {
+        const json_value *a = json_get(p, "normalizers");
+        for (size_t i = 0; i < json_len(a); i++)
+            if (parse_norm(json_index(a, i), prepend, replace, err, errlen)) return -1;
+        return 0;
+    }
+    if (!strcmp(ty, "Prepend")) {
+        const char *s = jstr(p, "prepend");
+        if (!s || strcmp(s, "\xE2\x96\x81")) goto bad;
+        *prepend = 1;
+        return 0;
+    }
+    if (!strcmp(ty, "Replace")) {
+        const char *pat = jstr(json_get(p, "pattern"), "String");
+        const char *con = jstr(p, "content");
+        if (!pat || !con || strcmp(pat, " ") || strcmp(con, "\xE2\x96\x81")) goto bad;
+        *replace = 1;
+        return 0;
+    }
+    if (!strcmp(ty, "NFC")) return 0; /* identity for composed text */
+bad:
+    seterr(err, errlen, "tokenizer.json: unsupported normalizer %s", ty);
+    return -1;
+}
+
+static int32_t special_id_from_template(const json_value *post, int first, int *present) {
+    /* TemplateProcessing: single = [ {SpecialToken:{id}} , {Sequence:{}} , ... ] */
+    *present = 0;
+    if (!post) return -1;
+    const char *ty = jstr(post, "type");
+    if (ty && !strcmp(ty, "Sequence")) {
+        const json_value *a = json_get(post, "processors");
+        for (size_t i = 0; i < json_len(a); i++) {
+            int32_t r = special_id_from_template(json_index(a, i), first, present);
+            if (*present) return r;
+        }
+        return -1;
+    }
+    if (!ty || strcmp(ty, "TemplateProcessing")) return -1;
+    const json_value *single = json_get(post, "single");
+    size_t n = json_len(single);
+    if (!n) return -1;
+    const json_value *item = json_index(single, first ? 0 : n - 1);
+    const json_value *st = json_get(item, "SpecialToken");
+    if (!st) return -1;
+    const char *name = jstr(st, "id");
+    const json_value *sp = json_get(json_get(post, "special_tokens"), name ? name : "");
+    int64_t id;
+    if (!json_int(json_index(json_get(sp, "ids"), 0), &id)) return -1;
+    *present = 1;
+    return (int32_t)id;
+}
+
+static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err, size_t errlen) {
+    const json_value *model = json_get(root, "model");
+    const char *mtype = jstr(model, "type");
+    const json_value *vocab = json_get(model, "vocab");
+    const json_value *merges = json_get(model, "merges");
+    if (!json_is(model, JSON_OBJECT) || (mtype && strcmp(mtype, "BPE")) || !json_is(vocab, JSON_OBJECT)) {
+        seterr(err, errlen, "tokenizer.json: only model.type BPE with a vocab object is supported (got %s)",
+               mtype ? mtype : "?");
+        return -1;
+    }
+    const char *csp = jstr(model, "continuing_subword_prefix");
+    const char *eows = jstr(model, "end_of_word_suffix");
+    if ((csp && *csp) || (eows && *eows)) {
+        seterr(err, errlen, "tokenizer.json: continuing_subword_prefix/end_of_word_suffix not supported");
+        return -1;
+    }
+    pre_cfg pc;
+    memset(&pc, 0, sizeof pc);
+    if (parse_pre(json_get(root, "pre_tokenizer"), &pc, err, errlen)) return -1;
+    int nprepend = 0, nreplace = 0;
+    if (parse_norm(json_get(root, "normalizer"), &nprepend, &nreplace, err, errlen)) return -1;
+    tok_kind kind;
+    if (pc.bytelevel) kind = TOK_BPE;
+    else if (pc.metaspace || nreplace) kind = TOK_SPM;
+    else {
+        const char *dt = jstr(json_get(root, "decoder"), "type");
+        if (dt && !strcmp(dt, "ByteLevel")) kind = TOK_BPE, pc.bytelevel = 1;
+        else {
+            seterr(err, errlen, "tokenizer.json: need a ByteLevel or Metaspace pre-tokenizer (or SentencePiece normalizer)");
+            return -1;
+        }
+    }
+    /* vocab size: max id over vocab and added tokens */
+    int64_t maxid = -1;
+    for (uint32_t i = 0; i < vocab->len; i++) {
+        int64_t id;
+        if (!json_int(&vocab->u.members[i].value, &id) || id < 0 || id >= (1 << 30)) {
+            seterr(err, errlen, "tokenizer.json: vocab['%s'] is not a valid id", vocab->u.members[i].key);
+            return -1;
+        }
+        if (id > maxid) maxid = id;
+    }
+    const json_value *added = json_get(root, "added_tokens");
+    for (size_t i = 0; i < json_len(added); i++) {
+        int64_t id;
+        const json_value *a = json_index(added, i);
+        if (!json_int(json_get(a, "id"), &id) || id < 0 || id >= (1 << 30) || !jstr(a, "content")) {
+            seterr(err, errlen, "tokenizer.json: added_tokens[%zu] needs an id and content", i);
+            return -1;
+        }
+        if (id > maxid) maxid = id;
+    }
+    if (maxid < 0) {
+        seterr(err, errlen, "tokenizer.json: empty vocab");
+        return -1;
+    }
+    infllm_tokenizer *t = tok_alloc((int)maxid + 1);
+    if (!t) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    t->kind = kind;
+    for (int i = 0; i < t->n_vocab; i++) t->type[i] = TOK_TYPE_UNUSED;
+    for (uint32_t i = 0; i < vocab->len; i++) {
+        const json_member *m = &vocab->u.members[i];
+        int id = (int)m->value.i;
+        if (set_text(t, id, m->key, m->key_len)) goto oom;
+        t->type[id] = TOK_TYPE_NORMAL;
+    }
+    for (size_t i = 0; i < json_len(added); i++) {
+        const json_value *a = json_index(added, i);
+        size_t len;
+        const char *c = json_str(json_get(a, "content"), &len);
+        int id = (int)json_get_int(a, "id", 0);
+        if (set_text(t, id, c, len)) goto oom;
+        t->type[id] = json_get_bool(a, "special", false) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
+    }
+    t->byte_fallback = json_get_bool(model, "byte_fallback", false);
+    t->fuse_unk = json_get_bool(model, "fuse_unk", false);
+    t->ignore_merges = json_get_bool(model, "ignore_merges", false);
+    if (kind == TOK_BPE) {
+        t->digits = pc.digits;
+        t->pre_regex = pc.regex;
+        t->add_prefix_space = pc.add_prefix_space;
+    } else {
+        t->spm_prepend = pc.metaspace ? pc.spm_prepend : (nprepend ? SPM_PREPEND_ALWAYS : SPM_PREPEND_NONE);
+        t->spm_split = pc.metaspace ? pc.spm_split : 0;
+        t->spm_prepend_cond = pc.metaspace;
+        t->strip_decode = t->spm_prepend != SPM_PREPEND_NONE;
+    }
+    const char *unk = jstr(model, "unk_token");
+    if (tok_finish(t, err, errlen)) goto fail;
+    if (unk) t->unk = tok_token_id(t, unk);
+    /* merges */
+    size_t nm = json_len(merges);
+    if (pairmap_init(&t->merges, nm ? nm : 1)) goto oom;
+    for (size_t i = 0; i < nm; i++) {
+        const json_value *m = json_index(merges, i);
+        size_t len;
+        const char *s = json_str(m, &len);
+        if (s) {
+            if (add_merge_str(t, s, len, (int)i)) {
+                seterr(err, errlen, "tokenizer.json: merges[%zu] is not \"a b\"", i);
+                goto fail;
+            }
+        } else if (json_len(m) == 2 && json_is(json_index(m, 0), JSON_STRING) && json_is(json_index(m, 1), JSON_STRING)) {
+            const json_value *x = json_index(m, 0), *y = json_index(m, 1);
+            int32_t a = tok_token_id(t, x->u.str), b = tok_token_id(t, y->u.str);
+            if (a < 0 || b < 0 || x->len + y->len > 2 * TOK_MAX_PIECE) continue;
+            char buf[2 * TOK_MAX_PIECE + 1];
+            memcpy(buf, x->u.str, x->len);
+            memcpy(buf + x->len, y->u.str, y->len);
+            buf[x->len + y->len] = 0;
+            int32_t r = tok_token_id(t, buf);
+            if (r >= 0) pairmap_put(&t->merges, a, b, (int32_t)i, r);
+        } else {
+            seterr(err, errlen, "tokenizer.json: merges[%zu] is neither \"a b\" nor [a, b]", i);
+            goto fail;
+        }
+    }
+    t->n_merges = (int)nm;
+    /* BOS/EOS */
+    int present;
+    int32_t b = special_id_from_template(json_get(root, "post_processor"), 1, &present);
+    if (present && b >= 0 && b < t->n_vocab) {
+        t->bos = b;
+        t->add_bos = 1;
+    }
+    int32_t e = special_id_from_template(json_get(root, "post_processor"), 0, &present);
+    if (present && e >= 0 && e < t->n_vocab && e != t->bos) {
+        t->eos = e;
+        t->add_eos = 1;
+    }
+    if (t->bos < 0) {
+        static const char *bn[] = {"<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>", NULL};
+        for (int k = 0; bn[k] && t->bos < 0; k++) t->bos = tok_token_id(t, bn[k]);
+    }
+    if (t->eos < 0) {
+        static const char *en[] = {"</s>", "<|end_of_text|>", "<eos>", "<|endoftext|>", NULL};
+        for (int k = 0; en[k] && t->eos < 0; k++) t->eos = tok_token_id(t, en[k]);
+    }
+    if (t->eos >= 0) t->eog[t->eos] = 1;
+    *out = t;
+    return 0;
+oom:
+    seterr(err, errlen, "out of memory");
+fail:
+    tok_free(t);
+    return -1;
+}
+
+int tok_load_hf_json_mem(const char *text, size_t len, infllm_tokenizer **out, char *err, size_t errlen) {
+    if (!out) return -1;
+    *out = NULL;
+    json_error je;
+    json_doc *doc = json_parse(text, len, NULL, &je);
+    if (!doc) {
+        seterr(err, errlen, "tokenizer.json: JSON error at byte %zu: %s", je.offset, je.msg);
+        return -1;
+    }
+    int rc = load_hf_doc(json_root(doc), out, err, errlen);
+    json_free(doc);
+    return rc;
+}
+
+int tok_load_hf_json(const char *path, infllm_tokenizer **out, char *err, size_t errlen) {
+    if (!out) return -1;
+    *out = NULL;
+    json_error je;
+    json_doc *doc = json_parse_file(path, NULL, &je);
+    if (!doc) {
+        seterr(err, errlen, "%s: JSON error at byte %zu: %s", path, je.offset, je.msg);
+        return -1;
+    }
+    int rc = load_hf_doc(json_root(doc), out, err, errlen);
+    json_free(doc);
+    return rc;
+}
+
+static const char *cfg_token(const json_value *cfg, const char *key) {
+    const json_value *v = json_get(cfg, key);
+    if (json_is(v, JSON_STRING)) return v->u.str;
+    return jstr(v, "content");
+}
+
+int tok_load_hf_dir(const char *dir, infllm_tokenizer **out, char *err, size_t errlen) {
+    if (!out || !dir) return -1;
+    size_t n = strlen(dir) + 32;
+    char *p = malloc(n);
+    if (!p) return -1;
+    snprintf(p, n, "%s/tokenizer.json", dir);
+    int rc = tok_load_hf_json(p, out, err, errlen);
+    if (rc == 0) {
+        snprintf(p, n, "%s/tokenizer_config.json", dir);
+        json_doc *cfg = json_parse_file(p, NULL, NULL);
+        if (cfg) {
+            infllm_tokenizer *t = *out;
+            const json_value *r = json_root(cfg);
+            const char *b = cfg_token(r, "bos_token"), *e = cfg_token(r, "eos_token");
+            const char *pd = cfg_token(r, "pad_token"), *u = cfg_token(r, "unk_token");
+            if (b && tok_token_id(t, b) >= 0) t->bos = tok_token_id(t, b);
+            if (e && tok_token_id(t, e) >= 0) {
+                t->eos = tok_token_id(t, e);
+                t->eog[t->eos] = 1;
+            }
+            if (pd && tok_token_id(t, pd) >= 0) t->pad = tok_token_id(t, pd);
+            if (u && tok_token_id(t, u) >= 0) t->unk = tok_token_id(t, u);
+            bool ab;
+            if (json_bool(json_get(r, "add_bos_token"), &ab)) t->add_bos = ab && t->bos >= 0;
+            json_free(cfg);
+        }
+    }
+    free(p);
+    return rc;
+}
+
+/* ------------------------------------------------------------- BPE engine -- */
+
+typedef struct {
+    float key;  /* rank (as float) or -score: smaller first */
+    int left, right;
+    uint32_t size;
+    int32_t result;
+} bigram;
+
+typedef struct {
+    int *start, *len, *prev, *next;
+    int32_t *id;
+    bigram *heap;
+    size_t nheap, capheap;
+    size_t cap;
+    int oom;
+} bpe_work;
+
+static int bg_less(const bigram *a, const bigram *b) {
+    if (a->key != b->key) return a->key < b->key;
+    return a->left < b->left;
+}
+
+static void heap_push(bpe_work *w, bigram g) {
+    if (w->oom) return;
+    if (w->nheap == w->capheap) {
+        size_t nc = w->capheap ? w->capheap * 2 : 64;
+        bigram *nh = realloc(w->heap, nc * sizeof *nh);
+        if (!nh) {
+            w->oom = 1;
+            return;
+        }
+        w->heap = nh;
+        w->capheap = nc;
+    }
+    size_t i = w->nheap++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!bg_less(&g, &w->heap[p])) break;
+        w->heap[i] = w->heap[p];
+        i = p;
+    }
+    w->heap[i] = g;
+}
+
+static bigram heap_pop(bpe_work *w) {
+    bigram top = w->heap[0];
+    bigram last = w->heap[--w->nheap];
+    size_t i = 0, n = w->nheap;
+    while (1) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && bg_less(&w->heap[c + 1], &w->heap[c])) c++;
+        if (!bg_less(&w->heap[c], &last)) break;
+        w->heap[i] = w->heap[c];
+        i = c;
+    }
+    if (n) w->heap[i] = last;
+    return top;
+}
+
+static int work_reserve(bpe_work *w, size_t n) {
+    if (n <= w->cap) return 0;
+    size_t nc = w->cap ? w->cap : 64;
+    while (nc < n) nc *= 2;
+    int *a = realloc(w->start, nc * sizeof(int));
+    if (a) w->start = a;
+    int *b = realloc(w->len, nc * sizeof(int));
+    if (b) w->len = b;
+    int *c = realloc(w->prev, nc * sizeof(int));
+    if (c) w->prev = c;
+    int *d = realloc(w->next, nc * sizeof(int));
+    if (d) w->next = d;
+    int32_t *e = realloc(w->id, nc * sizeof(int32_t));
+    if (e) w->id = e;
+    if (!a || !b || !c || !d || !e) return -1;
+    w->cap = nc;
+    return 0;
+}
+
+static void try_pair(const infllm_tokenizer *t, bpe_work *w, const char *s, int l, int r) {
+    if (l < 0 || r < 0) return;
+    bigram g;
+    g.left = l;
+    g.right = r;
+    g.size = (uint32_t)(w->len[l] + w->len[r]);
+    if (t->use_scores) {
+        int32_t id = strmap_get(&t->keymap, t->key, t->key_len, s + w->start[l], g.size);
+        if (id < 0) return;
+        g.key = -t->score[id];
+        g.result = id;
+    } else {
+        int32_t rank, res;
+        if (w->id[l] < 0 || w->id[r] < 0 || !pairmap_get(&t->merges, w->id[l], w->id[r], &rank, &res)) return;
+        g.key = (float)rank;
+        g.result = res;
+    }
+    heap_push(w, g);
+}
+
+static void emit_bytes(const infllm_tokenizer *t, const char *s, int n, ivec *out) {
+    for (int i = 0; i < n; i++) {
+        int32_t b = t->byte_id[(unsigned char)s[i]];
+        if (b >= 0) ivec_push(out, b);
+        else if (t->unk >= 0) ivec_push(out, t->unk);
+    }
+}
+
+/* BPE of one word s[0..n) (n > 0). */
+static void bpe_word(const infllm_tokenizer *t, bpe_work *w, const char *s, int n, ivec *out) {
+    if (t->ignore_merges) {
+        int32_t id = strmap_get(&t->keymap, t->key, t->key_len, s, (size_t)n);
+        if (id >= 0) {
+            ivec_push(out, id);
+            return;
+        }
+    }
+    if (work_reserve(w, (size_t)n)) {
+        out->oom = 1;
+        return;
+    }
+    int ns = 0;
+    for (int i = 0; i < n;) {
+        int k = 1;
+        if (t->kind == TOK_SPM) {
+            uint32_t cp;
+            k = utf8_next((const unsigned char *)s + i, (size_t)(n - i), &cp);
+        }
+        int32_t id = strmap_get(&t->keymap, t->key, t->key_len, s + i, (size_t)k);
+        if (id < 0 && !t->use_scores && t->byte_fallback) {
+            /* HF: byte fallback before merging */
+            int all = 1;
+            for (int j = 0; j < k; j++)
+                if (t->byte_id[(unsigned char)s[i + j]] < 0) all = 0;
+            if (all) {
+                for (int j = 0; j < k; j++) {
+                    w->start[ns] = i + j;
+                    w->len[ns] = 1;
+                    w->id[ns] = t->byte_id[(unsigned char)s[i + j]];
+                    ns++;
+                }
+                i += k;
+                continue;
+            }
+        }
+        if (id < 0 && !t->use_scores && t->unk >= 0) {
+            if (t->fuse_unk && ns > 0 && w->id[ns - 1] == t->unk && w->len[ns - 1] > 0 &&
+                strmap_get(&t->keymap, t->key, t->key_len, s + w->start[ns - 1], (size_t)w->len[ns - 1]) < 0) {
+                w->len[ns - 1] += k;
+                i += k;
+                continue;
+            }
+            id = t->unk;
+        }
+        w->start[ns] = i;
+        w->len[ns] = k;
+        w->id[ns] = id;
+        ns++;
+        i += k;
+    }
+    for (int i = 0; i < ns; i++) {
+        w->prev[i] = i - 1;
+        w->next[i] = i + 1 < ns ? i + 1 : -1;
+    }
+    w->nheap = 0;
+    for (int i = 0; i + 1 < ns; i++) try_pair(t, w, s, i, i + 1);
+    while (w->nheap > 0 && !w->oom) {
+        bigram g = heap_pop(w);
+        int l = g.left, r = g.right;
+        if (w->len[l] == 0 || w->len[r] == 0 || w->next[l] != r || (uint32_t)(w->len[l] + w->len[r]) != g.size)
+            continue;
+        w->len[l] += w->len[r];
+        w->id[l] = g.result;
+        w->len[r] = 0;
+        w->next[l] = w->next[r];
+        if (w->next[r] >= 0) w->prev[w->next[r]] = l;
+        try_pair(t, w, s, w->prev[l], l);
+        try_pair(t, w, s, l, w->next[l]);
+    }
+    if (w->oom) {
+        out->oom = 1;
+        return;
+    }
+    for (int i = 0; i >= 0 && ns > 0; i = w->next[i]) {
+        if (w->id[i] >= 0) ivec_push(out, w->id[i]);
+        else if (t->byte_fallback) emit_bytes(t, s + w->start[i], w->len[i], out);
+        else if (t->unk >= 0) ivec_push(out, t->unk);
+    }
+}
+
+/* ---------------------------------------------------------- pre-tokenizers -- */
+
+typedef struct {
+    uint32_t *cp;
+    int *off; /* byte offset of each code point; off[n] = byte length */
+    int *cls;
+    size_t cap;
+} cpbuf;
+
+static int cpbuf_fill(cpbuf *b, const char *s, int n, int *ncp) {
+    if ((size_t)n + 1 > b->cap) {
+        size_t nc = (size_t)n + 64;
+        uint32_t *a = realloc(b->cp, nc * sizeof *a);
+        if (a) b->cp = a;
+        int *o = realloc(b->off, nc * sizeof *o);
+        if (o) b->off = o;
+        int *c = realloc(b->cls, nc * sizeof *c);
+        if (c) b->cls = c;
+        if (!a || !o || !c) return -1;
+        b->cap = nc;
+    }
+    int k = 0;
+    for (int i = 0; i < n;) {
+        uint32_t cp;
+        int l = utf8_next((const unsigned char *)s + i, (size_t)(n - i), &cp);
+        b->cp[k] = cp;
+        b->off[k] = i;
+        b->cls[k] = cp_class(cp);
+        k++;
+        i += l;
+    }
+    b->off[k] = n;
+    *ncp = k;
+    return 0;
+}
+
+static uint32_t lower_ascii(uint32_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+
+/* Length (in code points) of a contraction at i ('s 't 're 've 'm 'll 'd), or 0. */
+static int contraction(const uint32_t *cp, int i, int n, int icase) {
+    if (cp[i] != '\'' || i + 1 >= n) return 0;
+    uint32_t a = icase ? lower_ascii(cp[i + 1]) : cp[i + 1];
+    uint32_t b = i + 2 < n ? (icase ? lower_ascii(cp[i + 2]) : cp[i + 2]) : 0;
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    return 0;
+}
+
+static int is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
+
+/* One regex match starting at i (code points); returns its end (> i). */
+static int regex_match(int kind, const uint32_t *cp, const int *cls, int i, int n) {
+    if (kind == PRE_GPT2) {
+        int c = contraction(cp, i, n, 0);
+        if (c) return i + c;
+        int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
+        if (cls[j] == CL_LETTER) {
+            while (j < n && cls[j] == CL_LETTER) j++;
+            return j;
+        }
+        if (cls[j] == CL_NUMBER) {
+            while (j < n && cls[j] == CL_NUMBER) j++;
+            return j;
+        }
+        if (cls[j] == CL_OTHER) {
+            while (j < n && cls[j] == CL_OTHER) j++;
+            return j;
+        }
+    } else {
+        int c = contraction(cp, i, n, 1);
+        if (c) return i + c;
+        /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        if (cls[i] == CL_LETTER || (!is_crlf(cp[i]) && cls[i] != CL_NUMBER && i + 1 < n && cls[i + 1] == CL_LETTER)) {
+            int j = i + 1;
+            while (j < n && cls[j] == CL_LETTER) j++;
+            return j;
+        }
+        if (cls[i] == CL_NUMBER) {
+            int j = i + 1, maxd = kind == PRE_LLAMA3 ? 3 : 1;
+            while (j < n && j - i < maxd && cls[j] == CL_NUMBER) j++;
+            return j;
+        }
+        /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+        int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
+        if (cls[j] == CL_OTHER) {
+            while (j < n && cls[j] == CL_OTHER) j++;
+            while (j < n && is_crlf(cp[j])) j++;
+            return j;
+        }
+        /* \s*[\r\n]+ */
+        if (cls[i] == CL_SPACE) {
+            int k = i, last_nl = -1;
+            while (k < n && cls[k] == CL_SPACE) {
+                if (is_crlf(cp[k])) last_nl = k;
+                k++;
+            }
+            if (last_nl >= 0) return last_nl + 1;
+        }
+    }
+    /* \s+(?!\S) | \s+ */
+    if (cls[i] == CL_SPACE) {
+        int k = i;
+        while (k < n && cls[k] == CL_SPACE) k++;
+        if (k == n) return k;
+        if (k - i >= 2) return k - 1;
+        return k;
+    }
+    return i + 1; /* unreachable for well-formed classes; keeps progress */
+}
+
+typedef struct {
+    const infllm_tokenizer *t;
+    bpe_work *w;
+    cpbuf *cb;
+    ivec *out;
+} enc_ctx;
+
+static void pre_regex_split(enc_ctx *e, const char *s, int n) {
+    int ncp;
+    if (cpbuf_fill(e->cb, s, n, &ncp)) {
+        e->out->oom = 1;
+        return;
+    }
+    int *off = e->cb->off;
+    for (int i = 0; i < ncp;) {
+        int j = regex_match(e->t->pre_regex, e->cb->cp, e->cb->cls, i, ncp);
+        bpe_word(e->t, e->w, s + off[i], off[j] - off[i], e->out);
+        i = j;
+    }
+}
+
+static void pre_digits_then_regex(enc_ctx *e, const char *s, int n) {
+    const infllm_tokenizer *t = e->t;
+    if (!t->digits) {
+        if (t->pre_regex) pre_regex_split(e, s, n);
+        else bpe_word(t, e->w, s, n, e->out);
+        return;
+    }
+    /* split digits first; the regex pass reuses the code point buffer, so collect pieces */
+    int i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int l = utf8_next((const unsigned char *)s + i, (size_t)(n - i), &cp);
+        int j = i;
+        if (cp_class(cp) == CL_NUMBER) {
+            j = i + l;
+            if (t->digits == 2) {
+                while (j < n) {
+                    int l2 = utf8_next((const unsigned char *)s + j, (size_t)(n - j), &cp);
+                    if (cp_class(cp) != CL_NUMBER) break;
+                    j += l2;
+                }
+            }
+            bpe_word(t, e->w, s + i, j - i, e->out);
+        } else {
+            while (j < n) {
+                int l2 = utf8_next((const unsigned char *)s + j, (size_t)(n - j), &cp);
+                if (cp_class(cp) == CL_NUMBER) break;
+                j += l2;
+            }
+            if (t->pre_regex) pre_regex_split(e, s + i, j - i);
+            else bpe_word(t, e->w, s + i, j - i, e->out);
+        }
+        i = j;
+    }
+}
+
+/* Encodes one text segment (no special tokens inside). */
+static void encode_segment(enc_ctx *e, const char *s, int n, int first_segment) {
+    const infllm_tokenizer *t = e->t;
+    if (t->kind == TOK_BPE) {
+        if (n <= 0) return;
+        if (t->add_prefix_space && s[0] != ' ') {
+            char *tmp = malloc((size_t)n + 1);
+            if (!tmp) {
+                e->out->oom = 1;
+                return;
+            }
+            tmp[0] = ' ';
+            memcpy(tmp + 1, s, (size_t)n);
+            pre_digits_then_regex(e, tmp, n + 1);
+            free(tmp);
+        } else {
+            pre_digits_then_regex(e, s, n);
+        }
+        return;
+    }
+    /* SPM: spaces -> U+2581, optional prefix */
+    int prepend = t->spm_prepend == SPM_PREPEND_ALWAYS || (t->spm_prepend == SPM_PREPEND_FIRST && first_segment);
+    if (n <= 0) return;
+    if (t->spm_prepend_cond && (s[0] == ' ' || (n >= 3 && !memcmp(s, "\xE2\x96\x81", 3)))) prepend = 0;
+    size_t spaces = 0;
+    for (int i = 0; i < n; i++) spaces += s[i] == ' ';
+    size_t m = (size_t)n + spaces * 2 + (prepend ? 3 : 0);
+    char *buf = malloc(m + 1);
+    if (!buf) {
+        e->out->oom = 1;
+        return;
+    }
+    size_t o = 0;
+    if (prepend) {
+        memcpy(buf, "\xE2\x96\x81", 3);
+        o = 3;
+    }
+    for (int i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(buf + o, "\xE2\x96\x81", 3);
+            o += 3;
+        } else {
+            buf[o++] = s[i];
+        }
+    }
+    if (t->spm_split) {
+        size_t st = 0;
+        for (size_t i = 3; i + 3 <= o; i++) {
+            if (!memcmp(buf + i, "\xE2\x96\x81", 3)) {
+                if (i > st) bpe_word(t, e->w, buf + st, (int)(i - st), e->out);
+                st = i;
+                i += 2;
+            }
+        }
+        if (o > st) bpe_word(t, e->w, buf + st, (int)(o - st), e->out);
+    } else {
+        bpe_word(t, e->w, buf, (int)o, e->out);
+    }
+    free(buf);
+}
+
+static int is_ws_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+               int32_t *ids, int cap) {
+    if (!t || (!text && len)) return INT32_MIN;
+    if (len > (size_t)1 << 30) return INT32_MIN;
+    ivec out = {0};
+    bpe_work w;
+    memset(&w, 0, sizeof w);
+    cpbuf cb;
+    memset(&cb, 0, sizeof cb);
+    enc_ctx e = {t, &w, &cb, &out};
+    if (add_bos < 0) add_bos = t->add_bos;
+    if (add_bos && t->bos >= 0) ivec_push(&out, t->bos);
+    size_t seg = 0, i = 0;
+    int first = 1;
+    while (i < len) {
+        unsigned char c = (unsigned char)text[i];
+        int found = -1;
+        for (int k = t->sp_first[c]; k < t->sp_first[c + 1]; k++) {
+            const special_tok *sp = &t->specials[k];
+            if (sp->special && !parse_special) continue;
+            uint32_t sl = t->text_len[sp->id];
+            if (sl <= len - i && memcmp(text + i, t->text[sp->id], sl) == 0) {
+                found = k;
+                break; /* sorted by length desc: longest first */
+            }
+        }
+        if (found < 0) {
+            i++;
+            continue;
+        }
+        const special_tok *sp = &t->specials[found];
+        size_t seg_end = i;
+        if (sp->lstrip)
+            while (seg_end > seg && is_ws_byte(text[seg_end - 1])) seg_end--;
+        if (seg_end > seg) encode_segment(&e, text + seg, (int)(seg_end - seg), first);
+        first = 0;
+        ivec_push(&out, sp->id);
+        i += t->text_len[sp->id];
+        if (sp->rstrip)
+            while (i < len && is_ws_byte(text[i])) i++;
+        seg = i;
+    }
+    if (len > seg) encode_segment(&e, text + seg, (int)(len - seg), first);
+    free(w.start);
+    free(w.len);
+    free(w.prev);
+    free(w.next);
+    free(w.id);
+    free(w.heap);
+    free(cb.cp);
+    free(cb.off);
+    free(cb.cls);
+    if (out.oom || out.n > (size_t)INT32_MAX) {
+        free(out.v);
+        return INT32_MIN;
+    }
+    int n = (int)out.n;
+    if (n > cap || (n > 0 && !ids)) {
+        free(out.v);
+        return -n;
+    }
+    if (n) memcpy(ids, out.v, (size_t)n * sizeof *ids);
+    free(out.v);
+    return n;
+}
+
+/* ---------------------------------------------------------------- decoding -- */
+
+int tok_decode_piece(const infllm_tokenizer *t, int32_t id, int render_special, char *buf, int cap) {
+    if (!t || id < 0 || id >= t->n_vocab) return INT32_MIN;
+    int ty = t->type[id];
+    if ((t->is_special[id] || ty == TOK_TYPE_CONTROL) && !render_special) return 0;
+    char tmp[3 * TOK_MAX_PIECE];
+    const char *src;
+    int n;
+    if (t->kind == TOK_BPE) {
+        src = t->key[id];
+        n = (int)t->key_len[id];
+    } else if (ty == TOK_TYPE_BYTE && t->text_len[id] == 6) {
+        unsigned v = 0;
+        sscanf(t->text[id] + 3, "%2x", &v);
+        tmp[0] = (char)v;
+        src = tmp;
+        n = 1;
+    } else {
+        const char *s = t->text[id];
+        uint32_t L = t->text_len[id];
+        n = 0;
+        for (uint32_t i = 0; i < L;) {
+            if (i + 3 <= L && !memcmp(s + i, "\xE2\x96\x81", 3)) {
+                tmp[n++] = ' ';
+                i += 3;
+            } else {
+                tmp[n++] = s[i++];
+            }
+        }
+        src = tmp;
+    }
+    if (n > cap || (n > 0 && !buf)) return -n;
+    if (n) memcpy(buf, src, (size_t)n);
+    return n;
+}
+
+long tok_decode(const infllm_tokenizer *t, const int32_t *ids, int n, int render_special, char *buf, size_t cap) {
+    if (!t || (n > 0 && !ids)) return -1;
+    size_t total = 0;
+    int first = 1;
+    char piece[3 * TOK_MAX_PIECE];
+    for (int i = 0; i < n; i++) {
+        int k = tok_decode_piece(t, ids[i], render_special, piece, (int)sizeof piece);
+        if (k == INT32_MIN) continue;
+        if (k < 0) k = 0;
+        if (!render_special && (t->is_special[ids[i]] || t->type[ids[i]] == TOK_TYPE_CONTROL)) continue;
+        const char *p = piece;
+        if (first && t->strip_decode && k > 0 && p[0] == ' ') {
+            p++;
+            k--;
+        }
+        first = 0;
+        if (buf && total + (size_t)k < cap) memcpy(buf + total, p, (size_t)k);
+        total += (size_t)k;
+    }
+    if (total >= cap) {
+        if (buf && cap) buf[cap - 1] = 0;
+        return -(long)(total + 1);
+    }
+    if (buf) buf[total] = 0;
+    return (long)total;
+}
+
+size_t tok_utf8_complete(const char *buf, size_t len) {
+    if (!buf || len == 0) return 0;
+    /* look back at most 3 bytes for a lead byte whose sequence is cut off */
+    size_t i = len;
+    int back = 0;
+    while (i > 0 && back < 4) {
+        unsigned char c = (unsigned char)buf[i - 1];
+        if ((c & 0xC0) != 0x80) {
+            int need = c >= 0xF0 && c < 0xF5 ? 4 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
+            if (need > back + 1) return i - 1; /* incomplete */
+            return len;
+        }
+        i--;
+        back++;
+    }
+    return len;
+}
+
+/* ---------------------------------------------------------------- queries -- */
+
+tok_kind tok_get_kind(const infllm_tokenizer *t) { return t ? t->kind : TOK_BPE; }
+int tok_n_vocab(const infllm_tokenizer *t) { return t ? t->n_vocab : 0; }
+int32_t tok_bos(const infllm_tokenizer *t) { return t ? t->bos : -1; }
+int32_t tok_eos(const infllm_tokenizer *t) { return t ? t->eos : -1; }
+int32_t tok_eot(const infllm_tokenizer *t) { return t ? t->eot : -1; }
+int32_t tok_unk(const infllm_tokenizer *t) { return t ? t->unk : -1; }
+int32_t tok_pad(const infllm_tokenizer *t) { return t ? t->pad : -1; }
+int tok_add_bos_default(const infllm_tokenizer *t) { return t ? t->add_bos : 0; }
+
+int tok_is_special(const infllm_tokenizer *t, int32_t id) {
+    return t && id >= 0 && id < t->n_vocab && (t->is_special[id] || t->type[id] == TOK_TYPE_CONTROL);
+}
+
+int tok_is_eog(const infllm_tokenizer *t, int32_t id) { return t && id >= 0 && id < t->n_vocab && t->eog[id]; }
+
+int32_t tok_token_id(const infllm_tokenizer *t, const char *text) {
+    if (!t || !text) return -1;
+    size_t n = strlen(text);
+    if (t->kind == TOK_BPE) return strmap_get(&t->textmap, t->text, t->text_len, text, n);
+    return strmap_get(&t->keymap, t->key, t->key_len, text, n);
+}
+
+const char *tok_token_text(const infllm_tokenizer *t, int32_t id) {
+    return (t && id >= 0 && id < t->n_vocab) ? t->text[id] : NULL;
+}
+
+long tok_chatml_format(const tok_chat_msg *msgs, int n, int add_generation_prompt, char *buf, size_t cap) {
+    size_t total = 0;
+#define PUT(s, l)                                                   \
+    do {                                                            \
+        size_t l_ = (l);                                            \
+        if (buf && total + l_ < cap) memcpy(buf + total, (s), l_); \
+        total += l_;                                                \
+    } while (0)
+    for (int i = 0; i < n; i++) {
+        const char *role = msgs[i].role ? msgs[i].role : "user";
+        const char *content = msgs[i].content ? msgs[i].content : "";
+        PUT("<|im_start|>", 12);
+        PUT(role, strlen(role));
+        PUT("\n", 1);
+        PUT(content, strlen(content));
+        PUT("<|im_end|>\n", 11);
+    }
+    if (add_generation_prompt) PUT("<|im_start|>assistant\n", 22);
+#undef PUT
+    if (total >= cap) {
+        if (buf && cap) buf[cap - 1] = 0;
+        return -(long)(total + 1);
+    }
+    if (buf) buf[total] = 0;
+    return (long)total;
+}
