@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The tokenizer on a real vocabulary (SmolLM2-135M's 49152-token byte-level BPE from the GGUF
+in models/) against the Hugging Face `tokenizers` library.
+
+argv[1] is the infllm binary; the C side is build/tests/test_tokenizer in its --encode tool
+mode. Ground truth: a `tokenizers` BPE built from the GGUF's tokens and merges with SmolLM2's
+pre-tokenizer (Digits(individual) + ByteLevel) and its special tokens. Both constructors are
+compared: tok_load_gguf (GGUF arrays, pre "smollm") and tok_load_hf_json (the same vocabulary
+saved as tokenizer.json). Skips (exit 0) without `tokenizers` or the GGUF, unless CI=true and
+the library is missing.
+"""
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def skip(msg):
+    print("SKIP py_tokenizer:", msg)
+    print("py_tokenizer: 0 passed, 0 failed")
+    sys.exit(0)
+
+
+try:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+except ImportError:
+    if os.environ.get("CI") == "true":
+        print("py_tokenizer: the tokenizers library is missing under CI")
+        sys.exit(1)
+    skip("`tokenizers` not installed (pip install tokenizers)")
+
+INFLLM = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "infllm")
+TOOL = os.path.join(os.path.dirname(os.path.abspath(INFLLM)), "tests", "test_tokenizer")
+if not os.path.exists(TOOL):
+    print("py_tokenizer: missing", TOOL)
+    sys.exit(1)
+
+
+# ------------------------------------------------------------ GGUF metadata reader --
+def read_gguf_kv(path):
+    import struct
+    f = open(path, "rb")
+    data = f.read(64 << 20)  # metadata is at the front; 64 MB is plenty for a 49K vocab
+    pos = 0
+
+    def rd(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def rstr():
+        nonlocal pos
+        n = rd("Q")
+        s = data[pos:pos + n]
+        pos += n
+        return s
+
+    scal = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def val(t):
+        if t == 8:
+            return rstr()
+        if t == 9:
+            at = rd("I")
+            n = rd("Q")
+            return [val(at) for _ in range(n)]
+        return rd(scal[t])
+
+    if data[:4] != b"GGUF":
+        raise ValueError("not a GGUF file")
+    pos = 4
+    rd("I")
+    rd("Q")
+    n_kv = rd("Q")
+    kv = {}
+    for _ in range(n_kv):
+        k = rstr().decode()
+        t = rd("I")
+        kv[k] = val(t)
+    return kv
+
+
+def find_gguf():
+    for p in sorted(glob.glob(os.path.join(ROOT, "models", "*.gguf"))):
+        try:
+            kv = read_gguf_kv(p)
+        except Exception:
+            continue
+        if kv.get("tokenizer.ggml.model", b"") == b"gpt2":
+            return p, kv
+    return None, None
+
+
+TEXTS = [
+    "", " ", "Hello world", "Hello, world!", "I'm here, you're there; it's fine. DON'T", "a  b   c\t\td\n\n e  ",
+    "\n\n\n", "   \n  x", "line1\r\nline2\r\n", "café naïve crème brûlée São Paulo", "Καλημέρα κόσμε",
+    "Привет, мир!", "你好，世界。", "日本語のテキスト", "한국어 문장", "😀 👍🏽 🚀 ❤️ 🇫🇷",
+    "12345 3.14159 2026-11-28 1,000,000", "0x1F ½ ² ٣ ४", "def main():\n    return foo(bar) + 42\n",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|><|im_end|><|endoftext|>", "<|im_star", "text<|endoftext|>more", "\u00a0nbsp\u2003emsp\u3000x",
+    "e\u0301 combining", "  multiple   spaces   inside  ", "mixed123abc456 a1b2c3 ...!!!???",
+]
+
+
+def random_texts(n, seed):
+    rnd = random.Random(seed)
+    pool = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t\n.,;:'\"!?()-_/\\<>|")
+    pool += list("éèüñçßøåæœ") + list("αβγδεζηθ") + list("абвгдежз") + list("你好世界中文") + ["😀", "🚀", "👍🏽"]
+    pool += ["'s", "'ll", "'RE", " ", "  ", "<|im_start|>", "<|im_end|>", "\u2581", "\u00a0", "the", " the"]
+    return ["".join(rnd.choice(pool) for _ in range(rnd.randint(1, 60))) for _ in range(n)]
+
+
+def run_tool(args, texts):
+    inp = "".join(json.dumps(t) + "\n" for t in texts)
+    t0 = time.time()
+    r = subprocess.run([TOOL, "--encode"] + args, input=inp.encode(), capture_output=True, timeout=600)
+    dt = time.time() - t0
+    if r.returncode != 0:
+        raise RuntimeError("tool failed: %s" % r.stderr.decode(errors="replace"))
+    out = []
+    for line in r.stdout.decode().split("\n")[: len(texts)]:
+        ids, _, dec = line.partition("\t")
+        out.append(([int(x) for x in ids.split()] if ids else [], bytes.fromhex(dec)))
+    return out, dt
+
+
+def main():
+    path, kv = find_gguf()
+    if not path:
+        skip("no byte-level BPE GGUF in models/ (scripts/fetch_model.sh)")
+    tokens = [t.decode("utf-8") for t in kv["tokenizer.ggml.tokens"]]
+    types = list(kv.get("tokenizer.ggml.token_type", [1] * len(tokens)))
+    merges = [m.decode("utf-8") for m in kv["tokenizer.ggml.merges"]]
+    pre = kv.get("tokenizer.ggml.pre", b"default").decode()
+    print("vocab %s: %d tokens, %d merges, pre=%s" % (os.path.basename(path), len(tokens), len(merges), pre))
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    hf = Tokenizer(models.BPE(vocab, [tuple(m.split(" ", 1)) for m in merges]))
+    pres = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if pre in ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone"):
+        pres.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    elif pre not in ("gpt2", "default"):
+        skip("pre-tokenizer %s has no ground-truth recipe here" % pre)
+    hf.pre_tokenizer = pre_tokenizers.Sequence(pres)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([t for t, ty in zip(tokens, types) if ty == 3])
+
+    long_text = " ".join(TEXTS[1:]) * 60  # about 10K tokens
+    texts = TEXTS + random_texts(300, 11) + [long_text]
+    want = []
+    t0 = time.time()
+    for t in texts:
+        ids = hf.encode(t, add_special_tokens=False).ids
+        want.append((ids, hf.decode(ids, skip_special_tokens=True).encode()))
+    t_hf = time.time() - t0
+
+    tmp = tempfile.mkdtemp(prefix="py_tok_")
+    gj = os.path.join(tmp, "gguf_vocab.json")
+    with open(gj, "w") as f:
+        json.dump({"model": "gpt2", "pre": pre, "tokens": tokens, "token_type": types, "merges": merges,
+                   "bos": kv.get("tokenizer.ggml.bos_token_id", -1), "eos": kv.get("tokenizer.ggml.eos_token_id", -1),
+                   "unk": kv.get("tokenizer.ggml.unknown_token_id", -1),
+                   "pad": kv.get("tokenizer.ggml.padding_token_id", -1)}, f)
+    hj = os.path.join(tmp, "tokenizer.json")
+    hf.save(hj)
+
+    passed = failed = 0
+    for label, args in (("gguf arrays", [gj, "--gguf-json"]), ("tokenizer.json", [hj])):
+        got, dt = run_tool(args, texts)
+        bad = 0
+        for t, (gi, gd), (wi, wd) in zip(texts, got, want):
+            if gi != wi or gd != wd:
+                bad += 1
+                if bad <= 5:
+                    print("MISMATCH [%s] %r\n  got  %s %r\n  want %s %r" % (label, t[:80], gi[:30], gd[:60], wi[:30], wd[:60]))
+        ntok = sum(len(w[0]) for w in want)
+        print("%s: %d/%d strings identical (%d tokens; C tool %.2fs incl. load, HF %.2fs)" %
+              (label, len(texts) - bad, len(texts), ntok, dt, t_hf))
+        if bad:
+            failed += 1
+        else:
+            passed += 1
+    print("py_tokenizer: %d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
