@@ -1,11 +1,546 @@
-/* bench.c: placeholder until the CPU helper lands `infllm bench`. */
+/*
+ * bench.c: `infllm bench attn` and `infllm bench peak` (CPU backend).
+ *
+ *   infllm bench peak [--threads N] [--seconds S] [--format md|csv|json]
+ *       fp32 FMA peak: every thread runs independent AVX-512 (else AVX2) FMA chains held in
+ *       registers; GFLOP/s = 2 * 16 (8) lanes * FMAs / s.
+ *   infllm bench attn [--seqlen 4096,16384] [--heads 16] [--kv-heads 1] [--head-dim 128]
+ *       [--dtype bf16] [--threads N] [--reps 3] [--modes dense,sparse] [--block-size 64]
+ *       [--topk 64] [--local-blocks 32] [--init-blocks 1] [--kernel-size 32]
+ *       [--kernel-stride 16] [--exact-lse] [--peak GFLOPS] [--format md|csv|json]
+ *       One prefill sequence of T tokens (q, k, v random N(0,1) in the dtype). dense: the dense
+ *       causal path (mode DENSE); sparse: the whole InfLLM-V2 pipeline through infllm_attention
+ *       (mode SPARSE: compression, fused stage 1 + top-k, stage 2), with per-stage times from the
+ *       CPU path's timing hook. Times are medians over --reps runs (after one warm-up run at
+ *       the first length unless --no-warmup).
+ *   FLOP formulas (multiply-add = 2):
+ *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
+ *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
+ *       stage 1 2 * D * Hq * sum_{p: stage 1 runs} (n1v(p) + n2v(p))
+ */
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
+#include "../src/attn/cpu_stats.h"
 #include "commands.h"
+#include "dtype.h"
+#include "infllm.h"
+#include "internal.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_dbl);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void cpu_model(char *buf, size_t n) {
+    snprintf(buf, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c++;
+                while (*c == ' ') c++;
+                size_t l = strlen(c);
+                while (l && (c[l - 1] == '\n' || c[l - 1] == ' ')) c[--l] = 0;
+                snprintf(buf, n, "%s", c);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static long vm_hwm_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) v = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+static double load_avg(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+/* ------------------------------------------------------------------ peak ---- */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PEAK_R(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+__attribute__((target("avx512f"))) static double peak_avx512(long iters) {
+#define P_DECL(i) __m512 a##i = _mm512_set1_ps(0.001f * (i + 1));
+    PEAK_R(P_DECL)
+    __m512 x = _mm512_set1_ps(0.99999f), y = _mm512_set1_ps(1e-7f);
+    for (long n = 0; n < iters; n++) {
+#define P_FMA(i) a##i = _mm512_fmadd_ps(a##i, x, y);
+        PEAK_R(P_FMA)
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7));
+        __asm__ volatile("" : "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11), "+v"(a12), "+v"(a13), "+v"(a14), "+v"(a15));
+    }
+#define P_SUM(i) +_mm512_reduce_add_ps(a##i)
+    return 0.0 PEAK_R(P_SUM);
+}
+__attribute__((target("avx2,fma"))) static double peak_avx2(long iters) {
+#define Q_DECL(i) __m256 a##i = _mm256_set1_ps(0.001f * (i + 1));
+    PEAK_R(Q_DECL)
+    __m256 x = _mm256_set1_ps(0.99999f), y = _mm256_set1_ps(1e-7f);
+    for (long n = 0; n < iters; n++) {
+#define Q_FMA(i) a##i = _mm256_fmadd_ps(a##i, x, y);
+        PEAK_R(Q_FMA)
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7));
+        __asm__ volatile("" : "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11), "+x"(a12), "+x"(a13), "+x"(a14), "+x"(a15));
+    }
+    float s[8];
+    _mm256_storeu_ps(s, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    return s[0];
+}
+#endif
+
+/* fp32 FMA peak of `threads` threads in GFLOP/s (median of 5 runs of ~seconds/5). */
+static double measure_peak(int threads, double seconds, int *lanes_out) {
+    int lanes = 1;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    const char *lvl = infllm_cpu_simd_level();
+    if (!strncmp(lvl, "avx512", 6)) lanes = 16;
+    else if (!strcmp(lvl, "avx2")) lanes = 8;
+#endif
+    *lanes_out = lanes;
+    if (lanes == 1) return 0.0;
+    long iters = lanes == 16 ? 2000000 : 4000000;
+    double runs[5];
+    volatile double sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = 0, t1 = 0;
+        long it = iters;
+        for (;;) { /* calibrate so that one run lasts about seconds/5 */
+            t0 = now_s();
+#pragma omp parallel num_threads(threads)
+            {
+                double s = lanes == 16 ? peak_avx512(it) : peak_avx2(it);
+#pragma omp atomic
+                sink += s;
+            }
+            t1 = now_s();
+            if (t1 - t0 > seconds / 5 * 0.5 || rep > 0) break;
+            it *= 2;
+            iters = it;
+        }
+        runs[rep] = 2.0 * lanes * 16.0 * (double)it * threads / (t1 - t0) / 1e9;
+    }
+    (void)sink;
+    return median(runs, 5);
+}
+
+/* ----------------------------------------------------------------- attn ---- */
+
+typedef struct opts {
+    int seqlens[32], nseq;
+    int heads, kv_heads, head_dim, threads, reps, warmup;
+    infllm_dtype dtype;
+    int do_dense, do_sparse;
+    infllm_params p;
+    double peak;
+    const char *format;
+    double seconds;
+} opts;
+
+static int parse_dtype(const char *s, infllm_dtype *dt) {
+    if (!strcmp(s, "bf16")) *dt = INFLLM_DTYPE_BF16;
+    else if (!strcmp(s, "f16") || !strcmp(s, "fp16")) *dt = INFLLM_DTYPE_F16;
+    else if (!strcmp(s, "f32") || !strcmp(s, "fp32")) *dt = INFLLM_DTYPE_F32;
+    else return -1;
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: infllm bench attn [--seqlen 4096,16384,...] [--heads 16] [--kv-heads 1] [--head-dim 128]\n"
+            "                         [--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]\n"
+            "                         [--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]\n"
+            "                         [--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]\n"
+            "                         [--peak GFLOPS] [--format md|csv|json]\n"
+            "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n");
+}
+
+static uint64_t rng_state = 0x1234567887654321ull;
+static double rnd_normal(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    double u1 = ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = ((double)((z * 0x2545f4914f6cdd1dull) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+static void *rand_tensor(size_t n, infllm_dtype dt) {
+    size_t es = infllm_dtype_size(dt);
+    void *p = malloc(n * es);
+    if (!p) return NULL;
+    for (size_t i = 0; i < n; i++) infllm_store_f32(p, dt, (int64_t)i, (float)rnd_normal());
+    return p;
+}
+
+typedef struct row {
+    const char *mode;
+    int seqlen;
+    double ms, compress_ms, stage1_ms, stage2_ms, gflop, gflops, frac, vs_dense;
+    double io_mb, work_mb, mem_ratio, hwm_mb;
+    long long s1_tokens;
+} row;
+
+static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2) {
+    const infllm_params *p = &o->p;
+    const int K = p->topk + p->local_blocks, B = p->block_size;
+    const int l2 = 4 * p->kernel_size, st2 = 4 * p->kernel_stride;
+    const int n1 = infllm_windows(T, p->kernel_size, p->kernel_stride), n2 = infllm_windows(T, l2, st2);
+    double d = 0, a = 0, b = 0;
+    for (int64_t pos = 0; pos < T; pos++) {
+        d += (double)(pos + 1);
+        int64_t qb = pos / B;
+        if (qb + 1 <= K) {
+            a += (double)(pos + 1);
+        } else {
+            a += (double)(K - 1) * B + (double)(pos - qb * B + 1);
+            int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
+            int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, l2, st2, n2);
+            b += (double)(v1 + v2);
+        }
+    }
+    double hd = (double)o->head_dim * o->heads;
+    *dense = 4.0 * hd * d;
+    *s2 = 4.0 * hd * a;
+    *s1 = 2.0 * hd * b;
+}
+
+static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim;
+    size_t es = infllm_dtype_size(o->dtype);
+    void *q = rand_tensor((size_t)T * Hq * D, o->dtype);
+    void *k = rand_tensor((size_t)T * Hkv * D, o->dtype);
+    void *v = rand_tensor((size_t)T * Hkv * D, o->dtype);
+    void *out = malloc((size_t)T * Hq * D * es);
+    float *lse = malloc((size_t)T * Hq * sizeof(float));
+    int rc = 0;
+    if (!q || !k || !v || !out || !lse) {
+        snprintf(err, errlen, "out of memory for T=%d", T);
+        rc = 1;
+        goto done;
+    }
+    memset(out, 0, (size_t)T * Hq * D * es);
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = o->dtype;
+    l.num_seqs = 1;
+    l.total_q = l.total_k = T;
+    l.num_q_heads = Hq;
+    l.num_kv_heads = Hkv;
+    l.head_dim = D;
+    double fd, f1, f2;
+    flops_of(o, T, &fd, &f1, &f2);
+    double io = (double)T * (2.0 * Hq + 2.0 * Hkv) * D * es + (double)T * Hq * sizeof(float);
+    int reps = o->reps < 1 ? 1 : o->reps;
+    double *tt = calloc((size_t)reps * 4, sizeof(double));
+    for (int mode = 0; mode < 2; mode++) {
+        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+        infllm_params p = o->p;
+        p.mode = mode == 0 ? INFLLM_MODE_DENSE : INFLLM_MODE_SPARSE;
+        p.num_threads = o->threads;
+        size_t work = 0;
+        long long s1tok = 0;
+        for (int r = 0; r < reps; r++) {
+            cpu_attn_stats st;
+            memset(&st, 0, sizeof st);
+            cpu_attn_stats_set(&st);
+            double t0 = now_s();
+            infllm_status s = infllm_attention(&p, &l, q, k, v, out, lse);
+            double t1 = now_s();
+            cpu_attn_stats_set(NULL);
+            if (s != INFLLM_OK) {
+                snprintf(err, errlen, "infllm_attention: %s (%s)", infllm_status_str(s), infllm_last_error());
+                rc = 1;
+                free(tt);
+                goto done;
+            }
+            tt[r] = (t1 - t0) * 1e3;
+            tt[reps + r] = st.compress_ms;
+            tt[2 * reps + r] = st.stage1_ms;
+            tt[3 * reps + r] = st.stage2_ms;
+            if (st.work_peak > work) work = st.work_peak;
+            s1tok = st.stage1_tokens;
+        }
+        row *x = mode == 0 ? rd : rs;
+        memset(x, 0, sizeof *x);
+        x->mode = mode == 0 ? "dense" : "sparse";
+        x->seqlen = T;
+        x->ms = median(tt, reps);
+        x->compress_ms = median(tt + reps, reps);
+        x->stage1_ms = median(tt + 2 * reps, reps);
+        x->stage2_ms = median(tt + 3 * reps, reps);
+        x->gflop = mode == 0 ? fd / 1e9 : (f1 + f2) / 1e9;
+        x->gflops = x->gflop / (x->ms / 1e3);
+        x->frac = o->peak > 0 ? x->gflops / o->peak : 0;
+        x->io_mb = io / 1048576.0;
+        x->work_mb = (double)work / 1048576.0;
+        x->mem_ratio = (io + (double)work) / io;
+        x->hwm_mb = (double)vm_hwm_kb() / 1024.0;
+        x->s1_tokens = s1tok;
+    }
+    free(tt);
+    if (o->do_dense && o->do_sparse) rs->vs_dense = rs->ms / rd->ms;
+done:
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(lse);
+    return rc;
+}
+
+static int is_flag(const char *a, const char *name) { return !strcmp(a, name); }
+
+static void print_header(const opts *o, const char *cpu) {
+    if (strcmp(o->format, "md")) return;
+    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n", infllm_build_commit(), cpu,
+           infllm_cpu_simd_level(), o->threads, load_avg());
+    printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
+           "reps %d (median), fp32 FMA peak %.1f GFLOP/s\n",
+           o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
+           o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
+           o->p.kernel_stride, o->p.exact_lse, o->reps, o->peak);
+    printf("\n| mode | seqlen | ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
+           "frac of peak | vs dense | io MiB | work MiB | mem ratio |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+}
+
+static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
+    double share = x->ms > 0 ? x->stage1_ms / x->ms : 0;
+    int sp = !strcmp(x->mode, "sparse");
+    if (!strcmp(o->format, "md")) {
+        printf("| %s | %d | %.1f | %s%.1f | %s%.1f | %s%.1f | %s%.3f | %.1f | %.1f | %.3f | %s%.3f | %.1f | %.1f | %.3f |\n",
+               x->mode, x->seqlen, x->ms, "", sp ? x->compress_ms : 0.0, "", sp ? x->stage1_ms : 0.0, "",
+               sp ? x->stage2_ms : 0.0, "", sp ? share : 0.0, x->gflop, x->gflops, x->frac, "",
+               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio);
+    } else if (!strcmp(o->format, "csv")) {
+        if (*first)
+            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
+                   "gflop,gflops,peak_gflops,frac_peak,vs_dense,io_mib,work_mib,mem_ratio,commit,cpu,simd\n");
+        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s\n",
+               x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
+               x->ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
+               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio, infllm_build_commit(), cpu, infllm_cpu_simd_level());
+    } else {
+        printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
+               "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %.3f, "
+               "\"compress_ms\": %.3f, \"stage1_ms\": %.3f, \"stage2_ms\": %.3f, \"stage1_share\": %.4f, "
+               "\"gflop\": %.3f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"frac_peak\": %.4f, \"vs_dense\": %.4f, "
+               "\"io_mib\": %.2f, \"work_mib\": %.2f, \"mem_ratio\": %.4f, \"stage1_tokens\": %lld, "
+               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f}",
+               *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
+               infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, x->ms,
+               x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
+               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio, x->s1_tokens, o->reps, infllm_build_commit(), cpu,
+               infllm_cpu_simd_level(), load_avg());
+    }
+    fflush(stdout);
+    *first = 0;
+}
+
+static int parse_common(opts *o, int argc, char **argv, int peak_only) {
+    memset(o, 0, sizeof *o);
+    infllm_params_default(&o->p);
+    o->p.dense_len = -1;
+    o->heads = 16;
+    o->kv_heads = 1;
+    o->head_dim = 128;
+    o->threads = infllm_cpu_num_threads();
+    o->reps = 3;
+    o->warmup = 1;
+    o->dtype = INFLLM_DTYPE_BF16;
+    o->do_dense = o->do_sparse = 1;
+    o->format = "md";
+    o->seconds = 2.0;
+    o->seqlens[0] = 4096;
+    o->seqlens[1] = 16384;
+    o->seqlens[2] = 32768;
+    o->nseq = 3;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDV()                                                   \
+    do {                                                          \
+        if (!val) {                                               \
+            fprintf(stderr, "infllm bench: %s needs a value\n", a); \
+            return 2;                                             \
+        }                                                         \
+        i++;                                                      \
+    } while (0)
+        if (is_flag(a, "--threads")) { NEEDV(); o->threads = atoi(val); }
+        else if (is_flag(a, "--format")) {
+            NEEDV();
+            o->format = val;
+            if (strcmp(val, "md") && strcmp(val, "csv") && strcmp(val, "json")) {
+                fprintf(stderr, "infllm bench: --format md|csv|json\n");
+                return 2;
+            }
+        } else if (is_flag(a, "--seconds")) { NEEDV(); o->seconds = atof(val); }
+        else if (peak_only) {
+            fprintf(stderr, "infllm bench peak: unknown option %s\n", a);
+            usage();
+            return 2;
+        } else if (is_flag(a, "--seqlen")) {
+            NEEDV();
+            o->nseq = 0;
+            char *dup = strdup(val), *save = NULL;
+            for (char *t = strtok_r(dup, ",", &save); t && o->nseq < 32; t = strtok_r(NULL, ",", &save))
+                o->seqlens[o->nseq++] = atoi(t);
+            free(dup);
+        } else if (is_flag(a, "--heads")) { NEEDV(); o->heads = atoi(val); }
+        else if (is_flag(a, "--kv-heads")) { NEEDV(); o->kv_heads = atoi(val); }
+        else if (is_flag(a, "--head-dim")) { NEEDV(); o->head_dim = atoi(val); }
+        else if (is_flag(a, "--reps")) { NEEDV(); o->reps = atoi(val); }
+        else if (is_flag(a, "--dtype")) {
+            NEEDV();
+            if (parse_dtype(val, &o->dtype)) {
+                fprintf(stderr, "infllm bench: --dtype bf16|f16|f32\n");
+                return 2;
+            }
+        } else if (is_flag(a, "--modes")) {
+            NEEDV();
+            o->do_dense = strstr(val, "dense") != NULL;
+            o->do_sparse = strstr(val, "sparse") != NULL;
+        } else if (is_flag(a, "--block-size")) { NEEDV(); o->p.block_size = atoi(val); }
+        else if (is_flag(a, "--topk")) { NEEDV(); o->p.topk = atoi(val); }
+        else if (is_flag(a, "--local-blocks")) { NEEDV(); o->p.local_blocks = atoi(val); }
+        else if (is_flag(a, "--init-blocks")) { NEEDV(); o->p.init_blocks = atoi(val); }
+        else if (is_flag(a, "--kernel-size")) { NEEDV(); o->p.kernel_size = atoi(val); }
+        else if (is_flag(a, "--kernel-stride")) { NEEDV(); o->p.kernel_stride = atoi(val); }
+        else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
+        else if (is_flag(a, "--no-warmup")) o->warmup = 0;
+        else if (is_flag(a, "--peak")) { NEEDV(); o->peak = atof(val); }
+        else {
+            fprintf(stderr, "infllm bench attn: unknown option %s\n", a);
+            usage();
+            return 2;
+        }
+#undef NEEDV
+    }
+    if (o->threads < 1) o->threads = 1;
+    return 0;
+}
+
+static int cmd_peak(int argc, char **argv) {
+    opts o;
+    int rc = parse_common(&o, argc, argv, 1);
+    if (rc) return rc;
+    char cpu[256];
+    cpu_model(cpu, sizeof cpu);
+    int lanes;
+    double g1 = measure_peak(1, o.seconds, &lanes);
+    double gn = o.threads > 1 ? measure_peak(o.threads, o.seconds, &lanes) : g1;
+    if (lanes == 1) {
+        fprintf(stderr, "infllm bench peak: no AVX2/AVX-512 on this CPU (simd %s)\n", infllm_cpu_simd_level());
+        return 1;
+    }
+    if (!strcmp(o.format, "json"))
+        printf("[{\"bench\": \"peak\", \"threads\": %d, \"gflops\": %.2f, \"gflops_1thread\": %.2f, \"lanes\": %d, "
+               "\"commit\": \"%s\", \"cpu\": \"%s\", \"load_avg\": %.2f}]\n",
+               o.threads, gn, g1, lanes, infllm_build_commit(), cpu, load_avg());
+    else if (!strcmp(o.format, "csv"))
+        printf("bench,threads,gflops,gflops_1thread,lanes,commit,cpu\npeak,%d,%.2f,%.2f,%d,%s,\"%s\"\n", o.threads, gn,
+               g1, lanes, infllm_build_commit(), cpu);
+    else
+        printf("| bench | threads | fp32 FMA GFLOP/s | 1 thread | lanes | commit | cpu |\n|---|---:|---:|---:|---:|---|---|\n"
+               "| peak | %d | %.1f | %.1f | %d | %s | %s |\n",
+               o.threads, gn, g1, lanes, infllm_build_commit(), cpu);
+    return 0;
+}
+
+static int cmd_attn_bench(int argc, char **argv) {
+    opts o;
+    int rc = parse_common(&o, argc, argv, 0);
+    if (rc) return rc;
+    char cpu[256], err[512];
+    cpu_model(cpu, sizeof cpu);
+    if (o.peak <= 0) {
+        int lanes;
+        o.peak = measure_peak(o.threads, 1.0, &lanes);
+    }
+    print_header(&o, cpu);
+    int first = 1;
+    if (o.warmup && o.nseq > 0) {
+        opts w = o;
+        w.reps = 1;
+        row a, b;
+        int T = o.seqlens[0] < 4096 ? o.seqlens[0] : 4096;
+        if (bench_one(&w, T, &a, &b, err, sizeof err)) {
+            fprintf(stderr, "infllm bench: %s\n", err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < o.nseq; i++) {
+        row rd, rs;
+        if (bench_one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
+            fprintf(stderr, "infllm bench: %s\n", err);
+            return 1;
+        }
+        if (o.do_dense) print_row(&o, &rd, cpu, &first);
+        if (o.do_sparse) print_row(&o, &rs, cpu, &first);
+    }
+    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    return 0;
+}
+
+/* `infllm bench run` belongs to the model runtime (tools/run.c); linked in when it defines it. */
+int cmd_bench_run(int argc, char **argv) __attribute__((weak));
 
 int cmd_bench(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "infllm bench: not built yet\n");
-    return 1;
+    /* argv[0] is "bench" or the first argument after it; accept both */
+    int i = 0;
+    if (argc > 0 && !strcmp(argv[0], "bench")) i = 1;
+    if (i >= argc || !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+        usage();
+        return i >= argc ? 2 : 0;
+    }
+    if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "peak")) return cmd_peak(argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "run")) {
+        if (cmd_bench_run) return cmd_bench_run(argc - i - 1, argv + i + 1);
+        fprintf(stderr, "infllm bench run: not built yet (model runtime)\n");
+        return 1;
+    }
+    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak)\n", argv[i]);
+    usage();
+    return 2;
 }
