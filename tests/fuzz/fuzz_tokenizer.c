@@ -1,0 +1,66 @@
+/* fuzz_tokenizer.c: libFuzzer target for the tokenizer.
+ * First byte: bit 7 set -> the rest is a tokenizer.json for tok_load_hf_json_mem (then a
+ * fixed text is encoded); else bit 0 picks the fixture (byte-level BPE / SentencePiece-style),
+ * bit 1 parse_special, and the rest is text: encode, decode, and for byte-level BPE check
+ * that decoding the ids (rendering specials) gives back the input bytes exactly. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer.h"
+
+#ifndef FUZZ_DATA_DIR
+#define FUZZ_DATA_DIR "tests/data"
+#endif
+
+static infllm_tokenizer *fixture[2];
+
+static void load_fixtures(void) {
+    if (fixture[0]) return;
+    char err[256];
+    if (tok_load_hf_json(FUZZ_DATA_DIR "/tok_bpe.json", &fixture[0], err, sizeof err) ||
+        tok_load_hf_json(FUZZ_DATA_DIR "/tok_spm.json", &fixture[1], err, sizeof err))
+        abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    uint8_t mode = data[0];
+    const char *text = (const char *)data + 1;
+    size_t len = size - 1;
+    static int32_t ids[1 << 16];
+    static char dec[1 << 20];
+    if (mode & 0x80) {
+        infllm_tokenizer *t = NULL;
+        char err[256];
+        if (tok_load_hf_json_mem(text, len, &t, err, sizeof err) == 0) {
+            const char *s = "Hello world <s> 12 \xE4\xBD\xA0\xE5\xA5\xBD";
+            int n = tok_encode(t, s, strlen(s), 1, 1, ids, 1 << 16);
+            if (n >= 0) {
+                for (int i = 0; i < n; i++)
+                    if (ids[i] < 0 || ids[i] >= tok_n_vocab(t)) abort();
+                tok_decode(t, ids, n, 1, dec, sizeof dec);
+            }
+            tok_free(t);
+        }
+        return 0;
+    }
+    load_fixtures();
+    const infllm_tokenizer *t = fixture[mode & 1];
+    int parse_special = (mode >> 1) & 1;
+    if (len > 30000) return 0;
+    int n = tok_encode(t, text, len, 0, parse_special, ids, 1 << 16);
+    if (n < 0) abort();
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= tok_n_vocab(t)) abort();
+    long dl = tok_decode(t, ids, n, 1, dec, sizeof dec);
+    if (dl < 0) abort();
+    if (tok_get_kind(t) == TOK_BPE && ((size_t)dl != len || memcmp(dec, text, len))) abort();
+    char piece[TOK_MAX_PIECE];
+    for (int i = 0; i < n; i++)
+        if (tok_decode_piece(t, ids[i], 1, piece, sizeof piece) < 0) abort();
+    tok_utf8_complete(dec, (size_t)dl);
+    return 0;
+}
