@@ -1,0 +1,832 @@
+/*
+ * test_diff.c: the differential grid (DESIGN practices 6-8). Every public op on the CPU
+ * backend against the float64 REF backend over a grid of shapes and parameters:
+ * T in {1, 17, 97, 1025, 1567, 4096}, GQA groups 1/3/16, head_dim 64/128, f32/f16/bf16,
+ * varlen batches, chunked and decode layouts (lq < lk), exact_lse, init/local blocks,
+ * small top-k (sparsity at small T), block 32/64/128 with kernel 32/16 and 16/8, dense_len,
+ * mode, softmax_scale, num_threads.
+ *
+ * Tolerance (practice 7): the CPU result's worst error against float64 must be at most twice
+ * the worst error of a naive same-precision implementation written here (f32 arithmetic on the
+ * dtype-rounded inputs, output rounded to the dtype), plus a tiny floor (a fraction of one
+ * dtype ulp of the largest reference value). Every output buffer carries guard bytes, and
+ * every output is scanned for NaN.
+ *
+ * Selection: block scores and top-k are pure functions of their inputs, so CPU and REF must
+ * agree bit for bit on the same inputs (checked on the REF's and on the CPU's own stage-1
+ * scores). The CPU's own end-to-end selection may differ from the REF's only on rows where the
+ * REF block scores have a near-tie at the top-k boundary.
+ * A query with at most topk_out causal blocks gets exactly (bitwise) the dense result.
+ *
+ * Environment: INFLLM_DIFF_QUICK=1 runs only the small cases; INFLLM_DIFF_VERBOSE=1 prints
+ * one line per op.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "harness.h"
+#include "infllm.h"
+#include "internal.h" /* geometry helpers only (infllm_windows, ...) */
+
+#define GUARD 64
+#define GUARD_BYTE 0xA5
+
+static int verbose;
+
+/* ------------------------------------------------------- guarded buffers ---- */
+static void *galloc(size_t bytes) {
+    unsigned char *p = malloc(bytes + GUARD);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    memset(p, 0x5A, bytes);
+    memset(p + bytes, GUARD_BYTE, GUARD);
+    return p;
+}
+static int guard_ok(const void *p, size_t bytes) {
+    const unsigned char *c = (const unsigned char *)p + bytes;
+    for (size_t i = 0; i < GUARD; i++)
+        if (c[i] != GUARD_BYTE) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------- the case ---- */
+typedef struct dcase {
+    char name[160];
+    infllm_dtype dt;
+    int32_t Hq, Hkv, D;
+    int32_t nseq;
+    int32_t lq[8], lk[8];
+    infllm_params p; /* backend set per call */
+} dcase;
+
+typedef struct seqg {
+    int64_t q0, k0, c10, c20;
+    int32_t lq, lk, n1, n2, nb;
+} seqg;
+
+typedef struct ctx {
+    const dcase *c;
+    size_t es;
+    int64_t tq, tk;
+    int32_t cuq[9], cuk[9];
+    infllm_layout l;
+    infllm_sizes sz;
+    seqg s[8];
+    float scale;
+    void *q, *k, *v;    /* dtype inputs */
+    float *qf, *kf, *vf; /* the same values as f32 */
+} ctx;
+
+static double eps_dtype(infllm_dtype dt) { /* unit roundoff */
+    return dt == INFLLM_DTYPE_BF16 ? 1.0 / 256 : dt == INFLLM_DTYPE_F16 ? 1.0 / 2048 : 1.0 / 16777216;
+}
+
+static void fill_inputs(ctx *x, unsigned long long seed) {
+    const dcase *c = x->c;
+    int64_t nq = x->tq * c->Hq * c->D, nk = x->tk * c->Hkv * c->D;
+    x->q = galloc((size_t)(nq + 1) * x->es);
+    x->k = galloc((size_t)(nk + 1) * x->es);
+    x->v = galloc((size_t)(nk + 1) * x->es);
+    x->qf = malloc((size_t)(nq + 1) * 4);
+    x->kf = malloc((size_t)(nk + 1) * 4);
+    x->vf = malloc((size_t)(nk + 1) * 4);
+    /* structure so block scores spread out: a direction u per KV head, queries lean on it,
+     * keys carry a random multiple of it per 16-token chunk */
+    double *u = malloc((size_t)c->Hkv * c->D * sizeof *u);
+    double un = pow((double)c->D, 0.25);
+    for (int64_t i = 0; i < (int64_t)c->Hkv * c->D; i++) u[i] = h_normal(&seed) / un;
+    for (int64_t t = 0; t < x->tq; t++)
+        for (int32_t h = 0; h < c->Hq; h++)
+            for (int32_t d = 0; d < c->D; d++) {
+                int64_t i = (t * c->Hq + h) * c->D + d;
+                double val = h_normal(&seed) + u[(h / (c->Hq / c->Hkv)) * c->D + d];
+                infllm_store_f32(x->q, c->dt, i, (float)val);
+                x->qf[i] = infllm_load_f32(x->q, c->dt, i);
+            }
+    double chunk = 0;
+    for (int64_t j = 0; j < x->tk; j++) {
+        if (j % 16 == 0) chunk = 1.5 * h_normal(&seed);
+        for (int32_t g = 0; g < c->Hkv; g++)
+            for (int32_t d = 0; d < c->D; d++) {
+                int64_t i = (j * c->Hkv + g) * c->D + d;
+                infllm_store_f32(x->k, c->dt, i, (float)(h_normal(&seed) + chunk * u[g * c->D + d]));
+                infllm_store_f32(x->v, c->dt, i, (float)h_normal(&seed));
+                x->kf[i] = infllm_load_f32(x->k, c->dt, i);
+                x->vf[i] = infllm_load_f32(x->v, c->dt, i);
+            }
+    }
+    free(u);
+}
+
+static int ctx_init(ctx *x, const dcase *c) {
+    memset(x, 0, sizeof *x);
+    x->c = c;
+    x->es = infllm_dtype_size(c->dt);
+    x->cuq[0] = x->cuk[0] = 0;
+    int64_t n1 = 0, n2 = 0;
+    for (int32_t b = 0; b < c->nseq; b++) {
+        seqg *s = &x->s[b];
+        s->q0 = x->cuq[b];
+        s->k0 = x->cuk[b];
+        s->lq = c->lq[b];
+        s->lk = c->lk[b];
+        s->n1 = infllm_windows(s->lk, c->p.kernel_size, c->p.kernel_stride);
+        s->n2 = infllm_windows(s->lk, 4 * c->p.kernel_size, 4 * c->p.kernel_stride);
+        s->nb = (s->lk + c->p.block_size - 1) / c->p.block_size;
+        s->c10 = n1;
+        s->c20 = n2;
+        n1 += s->n1;
+        n2 += s->n2;
+        x->cuq[b + 1] = x->cuq[b] + c->lq[b];
+        x->cuk[b + 1] = x->cuk[b] + c->lk[b];
+    }
+    x->tq = x->cuq[c->nseq];
+    x->tk = x->cuk[c->nseq];
+    memset(&x->l, 0, sizeof x->l);
+    x->l.dtype = c->dt;
+    x->l.num_seqs = c->nseq;
+    x->l.cu_seqlens_q = c->nseq > 1 ? x->cuq : NULL;
+    x->l.cu_seqlens_k = c->nseq > 1 ? x->cuk : NULL;
+    x->l.total_q = x->tq;
+    x->l.total_k = x->tk;
+    x->l.num_q_heads = c->Hq;
+    x->l.num_kv_heads = c->Hkv;
+    x->l.head_dim = c->D;
+    infllm_status st = infllm_get_sizes(&c->p, &x->l, &x->sz);
+    CHECK(st == INFLLM_OK, "[%s] get_sizes: %s", c->name, infllm_last_error());
+    if (st) return 0;
+    CHECK(x->sz.total_n1 == n1 && x->sz.total_n2 == n2, "[%s] sizes n1 %lld/%lld n2 %lld/%lld", c->name,
+          (long long)x->sz.total_n1, (long long)n1, (long long)x->sz.total_n2, (long long)n2);
+    x->scale = c->p.softmax_scale > 0 ? c->p.softmax_scale : (float)(1.0 / sqrt((double)c->D));
+    unsigned long long seed = 1000003ULL * (unsigned long long)(x->tq + 7 * x->tk) + (unsigned long long)c->Hq * 31 +
+                              (unsigned long long)c->D + (unsigned long long)c->dt;
+    fill_inputs(x, seed);
+    return 1;
+}
+
+static void ctx_free(ctx *x) {
+    free(x->q);
+    free(x->k);
+    free(x->v);
+    free(x->qf);
+    free(x->kf);
+    free(x->vf);
+}
+
+static int seq_of(const ctx *x, int64_t t) {
+    for (int32_t b = 0; b < x->c->nseq; b++)
+        if (t >= x->s[b].q0 && t < x->s[b].q0 + x->s[b].lq) return b;
+    return -1;
+}
+
+/* --------------------------------------------------- naive f32 versions ---- */
+
+static void naive_compress(const ctx *x, void *c1, void *c2) {
+    const dcase *c = x->c;
+    int64_t row = (int64_t)c->Hkv * c->D;
+    for (int32_t b = 0; b < c->nseq; b++) {
+        const seqg *s = &x->s[b];
+        for (int lvl = 1; lvl <= 2; lvl++) {
+            int32_t size = lvl == 1 ? c->p.kernel_size : 4 * c->p.kernel_size;
+            int32_t stride = lvl == 1 ? c->p.kernel_stride : 4 * c->p.kernel_stride;
+            int32_t n = lvl == 1 ? s->n1 : s->n2;
+            int64_t c0 = lvl == 1 ? s->c10 : s->c20;
+            for (int32_t j = 0; j < n; j++)
+                for (int64_t e = 0; e < row; e++) {
+                    float sum = 0;
+                    for (int32_t u = 0; u < size; u++) sum += x->kf[(s->k0 + (int64_t)stride * j + u) * row + e];
+                    infllm_store_f32(lvl == 1 ? c1 : c2, c->dt, (c0 + j) * row + e, sum / (float)size);
+                }
+        }
+    }
+}
+
+static float naive_dot(const float *a, const float *b, int32_t D) {
+    float s = 0;
+    for (int32_t d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+
+/* stage 1 in f32 from c1/c2 given in the dtype */
+static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *scores) {
+    const dcase *c = x->c;
+    int32_t G = c->Hq / c->Hkv, D = c->D, M = x->sz.max_n1;
+    int64_t row = (int64_t)c->Hkv * D;
+    float *c1f = malloc((size_t)(x->sz.total_n1 * row + 1) * 4), *c2f = malloc((size_t)(x->sz.total_n2 * row + 1) * 4);
+    for (int64_t i = 0; i < x->sz.total_n1 * row; i++) c1f[i] = infllm_load_f32(c1, c->dt, i);
+    for (int64_t i = 0; i < x->sz.total_n2 * row; i++) c2f[i] = infllm_load_f32(c2, c->dt, i);
+    float *acc = malloc((size_t)(M + 1) * 4);
+    for (int32_t b = 0; b < c->nseq; b++) {
+        const seqg *s = &x->s[b];
+        for (int32_t i = 0; i < s->lq; i++) {
+            int64_t t = s->q0 + i, pos = (int64_t)s->lk - s->lq + i;
+            int32_t nv1 = infllm_visible_kernels(pos, c->p.kernel_size, c->p.kernel_stride, s->n1);
+            int32_t nvl = c->p.exact_lse ? nv1
+                                         : infllm_visible_kernels(pos, 4 * c->p.kernel_size, 4 * c->p.kernel_stride, s->n2);
+            const float *cl = c->p.exact_lse ? c1f + s->c10 * row : c2f + s->c20 * row;
+            for (int32_t g = 0; g < c->Hkv; g++) {
+                for (int32_t j = 0; j < M; j++) acc[j] = 0;
+                for (int32_t hh = 0; hh < G && nvl > 0; hh++) {
+                    const float *qh = x->qf + (t * c->Hq + g * G + hh) * D;
+                    float m = -INFINITY, sum = 0;
+                    for (int32_t j = 0; j < nvl; j++) m = fmaxf(m, x->scale * naive_dot(qh, cl + j * row + g * D, D));
+                    for (int32_t j = 0; j < nvl; j++) sum += expf(x->scale * naive_dot(qh, cl + j * row + g * D, D) - m);
+                    float lse = m + logf(sum);
+                    for (int32_t j = 0; j < nv1; j++)
+                        acc[j] += expf(x->scale * naive_dot(qh, c1f + (s->c10 + j) * row + g * D, D) - lse);
+                }
+                for (int32_t j = 0; j < M; j++)
+                    scores[((int64_t)g * x->tq + t) * M + j] =
+                        c->dt == INFLLM_DTYPE_BF16 ? infllm_round_to(INFLLM_DTYPE_BF16, acc[j]) : acc[j];
+            }
+        }
+    }
+    free(acc);
+    free(c1f);
+    free(c2f);
+}
+
+/* attention in f32; topk NULL = dense; out in the dtype, lse f32 */
+static void naive_attn(const ctx *x, const int32_t *topk, int32_t K, void *out, float *lse) {
+    const dcase *c = x->c;
+    int32_t G = c->Hq / c->Hkv, D = c->D, B = c->p.block_size;
+    int64_t row = (int64_t)c->Hkv * D;
+    float *w = malloc((size_t)(x->tk + 1) * 4), *o = malloc((size_t)D * 4);
+    unsigned char *sel = malloc((size_t)x->sz.nblocks_out + 1);
+    for (int32_t b = 0; b < c->nseq; b++) {
+        const seqg *s = &x->s[b];
+        for (int32_t i = 0; i < s->lq; i++) {
+            int64_t t = s->q0 + i, pos = (int64_t)s->lk - s->lq + i;
+            for (int32_t h = 0; h < c->Hq; h++) {
+                int32_t g = h / G;
+                memset(sel, topk ? 0 : 1, (size_t)x->sz.nblocks_out + 1);
+                if (topk)
+                    for (int32_t cc = 0; cc < K; cc++) {
+                        int32_t bb = topk[((int64_t)g * x->tq + t) * K + cc];
+                        if (bb >= 0 && bb < s->nb) sel[bb] = 1;
+                    }
+                const float *qh = x->qf + (t * c->Hq + h) * D;
+                float m = -INFINITY, sum = 0;
+                for (int64_t j = 0; j <= pos; j++)
+                    if (sel[j / B]) {
+                        w[j] = x->scale * naive_dot(qh, x->kf + (s->k0 + j) * row + g * D, D);
+                        m = fmaxf(m, w[j]);
+                    }
+                for (int32_t d = 0; d < D; d++) o[d] = 0;
+                for (int64_t j = 0; j <= pos; j++)
+                    if (sel[j / B]) {
+                        float e = expf(w[j] - m);
+                        sum += e;
+                        const float *vj = x->vf + (s->k0 + j) * row + g * D;
+                        for (int32_t d = 0; d < D; d++) o[d] += e * vj[d];
+                    }
+                for (int32_t d = 0; d < D; d++)
+                    infllm_store_f32(out, c->dt, (t * c->Hq + h) * D + d, sum > 0 ? o[d] / sum : 0.0f);
+                if (lse) lse[t * c->Hq + h] = sum > 0 ? m + logf(sum) : -INFINITY;
+            }
+        }
+    }
+    free(w);
+    free(o);
+    free(sel);
+}
+
+/* ------------------------------------------------------------ compare ---- */
+
+typedef struct errs {
+    double max_abs;
+    int64_t worst;
+    int64_t nan;
+    double ref_max;
+} errs;
+
+/* a, ref: n elements of storage dtype da / dr (float arrays pass INFLLM_DTYPE_F32) */
+static errs err_of(const void *a, infllm_dtype da, const void *ref, infllm_dtype dr, int64_t n) {
+    errs e = {0, -1, 0, 0};
+    for (int64_t i = 0; i < n; i++) {
+        double x = infllm_load_f32(a, da, i), y = infllm_load_f32(ref, dr, i);
+        if (isnan(x)) e.nan++;
+        if (isinf(x) && isinf(y) && x == y) continue;
+        double d = fabs(x - y);
+        if (isfinite(y) && fabs(y) > e.ref_max) e.ref_max = fabs(y);
+        if (!(d <= e.max_abs)) {
+            e.max_abs = d;
+            e.worst = i;
+        }
+    }
+    return e;
+}
+
+/* CPU error <= 2 x naive error + floor (floor: `ulps` units of roundoff at the largest ref value). */
+static void check_tol(const ctx *x, const char *op, const void *cpu, infllm_dtype dc, const void *naive,
+                      const void *ref, infllm_dtype dr, int64_t n, double eps, double ulps) {
+    errs ec = err_of(cpu, dc, ref, dr, n);
+    errs en = err_of(naive, dc, ref, dr, n);
+    double floor_ = ulps * eps * (ec.ref_max > 1e-30 ? ec.ref_max : 1.0);
+    double bound = 2.0 * en.max_abs + floor_;
+    if (verbose)
+        printf("    %-22s cpu err %.3g (elem %lld)  naive err %.3g  bound %.3g\n", op, ec.max_abs, (long long)ec.worst,
+               en.max_abs, bound);
+    CHECK(ec.nan == 0, "[%s] %s: %lld NaN in the CPU output", x->c->name, op, (long long)ec.nan);
+    CHECK(ec.max_abs <= bound,
+          "[%s] %s: CPU worst error %.4g at element %lld (cpu %.8g, ref %.8g) > 2 x naive %.4g + floor %.3g",
+          x->c->name, op, ec.max_abs, (long long)ec.worst,
+          ec.worst >= 0 ? (double)infllm_load_f32(cpu, dc, ec.worst) : 0.0,
+          ec.worst >= 0 ? (double)infllm_load_f32(ref, dr, ec.worst) : 0.0, en.max_abs, floor_);
+}
+
+static int call_ok(const ctx *x, const char *what, infllm_status st) {
+    CHECK(st == INFLLM_OK, "[%s] %s: %s (%s)", x->c->name, what, infllm_status_str(st), infllm_last_error());
+    return st == INFLLM_OK;
+}
+
+/* near-tie at the top-k boundary of a REF block-score row: the blocks one selection has and
+ * the other lacks all score within `rel` of the REF boundary score */
+static int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int32_t *sb, int32_t K, double rel) {
+    unsigned char ina[65536], inb[65536];
+    if (nb > 65536) return 0;
+    memset(ina, 0, (size_t)nb);
+    memset(inb, 0, (size_t)nb);
+    for (int32_t c = 0; c < K; c++) {
+        if (sa[c] >= 0 && sa[c] < nb) ina[sa[c]] = 1;
+        if (sb[c] >= 0 && sb[c] < nb) inb[sb[c]] = 1;
+    }
+    double lo = INFINITY, hi = -INFINITY; /* over the differing blocks */
+    for (int32_t b = 0; b < nb; b++)
+        if (ina[b] != inb[b]) {
+            if (brow[b] < lo) lo = brow[b];
+            if (brow[b] > hi) hi = brow[b];
+        }
+    if (lo == INFINITY) return 1;
+    if (!isfinite(lo) || !isfinite(hi)) return 0;
+    return hi - lo <= rel * fabs(hi) + 1e-30;
+}
+
+/* ------------------------------------------------------------ one case ---- */
+
+static void run_case(const dcase *c) {
+    ctx X, *x = &X;
+    if (!ctx_init(x, c)) return;
+    printf("%s\n", c->name);
+    fflush(stdout);
+    const int32_t Hkv = c->Hkv, Hq = c->Hq, D = c->D, M = x->sz.max_n1, NB = x->sz.nblocks_out, K = x->sz.topk_out;
+    const int64_t tq = x->tq, rowkv = (int64_t)Hkv * D;
+    const double eps = eps_dtype(c->dt);
+    infllm_params pr = c->p, pc = c->p;
+    pr.backend = INFLLM_BACKEND_REF;
+    pc.backend = INFLLM_BACKEND_CPU;
+    /* REF attention results are taken in f32 on the f32 copies of the inputs: the float64
+     * result rounded once to f32 */
+    infllm_layout l32 = x->l;
+    l32.dtype = INFLLM_DTYPE_F32;
+
+    size_t b_c1 = (size_t)(x->sz.total_n1 * rowkv) * x->es, b_c2 = (size_t)(x->sz.total_n2 * rowkv) * x->es;
+    size_t b_sc = (size_t)Hkv * (size_t)tq * (size_t)M * 4, b_bs = (size_t)Hkv * (size_t)tq * (size_t)NB * 4;
+    size_t b_tk = (size_t)Hkv * (size_t)tq * (size_t)K * 4, b_out = (size_t)(tq * Hq * D) * x->es;
+    size_t b_out32 = (size_t)(tq * Hq * D) * 4, b_lse = (size_t)(tq * Hq) * 4;
+
+    /* ---- compress ---- */
+    void *c1r = galloc(b_c1), *c2r = galloc(b_c2), *c1c = galloc(b_c1), *c2c = galloc(b_c2);
+    void *c1n = galloc(b_c1), *c2n = galloc(b_c2);
+    int32_t *cu1 = galloc(4 * 9), *cu2 = galloc(4 * 9);
+    int ok_r = call_ok(x, "REF compress", infllm_compress_keys(&pr, &x->l, x->k, c1r, c2r, NULL, NULL));
+    int ok_c = call_ok(x, "CPU compress", infllm_compress_keys(&pc, &x->l, x->k, c1c, c2c, cu1, cu2));
+    naive_compress(x, c1n, c2n);
+    if (ok_c) {
+        CHECK(guard_ok(c1c, b_c1) && guard_ok(c2c, b_c2) && guard_ok(cu1, 4 * 9) && guard_ok(cu2, 4 * 9),
+              "[%s] CPU compress wrote past its outputs", c->name);
+        for (int32_t b = 0; b <= c->nseq; b++)
+            CHECK(cu1[b] == (b < c->nseq ? x->s[b].c10 : x->sz.total_n1) &&
+                      cu2[b] == (b < c->nseq ? x->s[b].c20 : x->sz.total_n2),
+                  "[%s] cu_seqlens_c1/c2[%d]", c->name, b);
+    }
+    if (ok_r && ok_c) {
+        check_tol(x, "compress c1", c1c, c->dt, c1n, c1r, c->dt, x->sz.total_n1 * rowkv, eps, 1.0);
+        check_tol(x, "compress c2", c2c, c->dt, c2n, c2r, c->dt, x->sz.total_n2 * rowkv, eps, 1.0);
+    }
+    CHECK(guard_ok(c1r, b_c1) && guard_ok(c2r, b_c2), "[%s] REF compress wrote past its outputs", c->name);
+
+    /* ---- stage 1 from the REF c1/c2 ---- */
+    float *scr = galloc(b_sc), *scc = galloc(b_sc), *scn = galloc(b_sc);
+    const void *c2arg = c->p.exact_lse ? NULL : c2r;
+    ok_r = call_ok(x, "REF stage1", infllm_stage1_scores(&pr, &x->l, x->q, c1r, c2arg, NULL, NULL, scr));
+    ok_c = call_ok(x, "CPU stage1", infllm_stage1_scores(&pc, &x->l, x->q, c1r, c2arg, NULL, NULL, scc));
+    naive_stage1(x, c1r, c2r, scn);
+    CHECK(guard_ok(scr, b_sc), "[%s] REF stage1 wrote past its output", c->name);
+    if (ok_c) CHECK(guard_ok(scc, b_sc), "[%s] CPU stage1 wrote past its output", c->name);
+    int64_t nsc = (int64_t)Hkv * tq * M;
+    if (ok_r && ok_c) {
+        /* scores are stored bf16-rounded for bf16 (one bf16 ulp apart at most), f32 otherwise */
+        double seps = c->dt == INFLLM_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 16777216;
+        check_tol(x, "stage1", scc, INFLLM_DTYPE_F32, scn, scr, INFLLM_DTYPE_F32, nsc, seps, c->dt == INFLLM_DTYPE_BF16 ? 2.0 : 64.0);
+        int64_t zero_mismatch = 0, ulp_bad = 0;
+        for (int64_t i = 0; i < nsc; i++) {
+            if ((scc[i] == 0) != (scr[i] == 0)) zero_mismatch++;
+            if (c->dt == INFLLM_DTYPE_BF16 && fabs(scc[i] - scr[i]) > fmax(fabs(scc[i]), fabs(scr[i])) / 128.0) ulp_bad++;
+        }
+        CHECK(zero_mismatch == 0, "[%s] stage1: %lld entries zero in one backend only", c->name, (long long)zero_mismatch);
+        CHECK(ulp_bad == 0, "[%s] stage1: %lld bf16 entries more than one ulp apart", c->name, (long long)ulp_bad);
+    }
+
+    /* ---- block scores and top-k: bitwise, on the REF's and on the CPU's own scores ---- */
+    float *bsr = galloc(b_bs), *bsc = galloc(b_bs);
+    int32_t *tkr = galloc(b_tk), *tkc = galloc(b_tk);
+    int64_t nbs = (int64_t)Hkv * tq * NB, ntk = (int64_t)Hkv * tq * K;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *src = pass == 0 ? scr : scc;
+        if (pass == 1 && !ok_c) break;
+        const char *srcname = pass == 0 ? "REF scores" : "CPU scores";
+        int a = call_ok(x, "REF block_scores", infllm_block_scores(&pr, &x->l, src, bsr));
+        int b = call_ok(x, "CPU block_scores", infllm_block_scores(&pc, &x->l, src, bsc));
+        CHECK(guard_ok(bsr, b_bs) && (!b || guard_ok(bsc, b_bs)), "[%s] block_scores wrote past the output", c->name);
+        if (a && b) {
+            int64_t diff = 0, first = -1;
+            for (int64_t i = 0; i < nbs; i++)
+                if (memcmp(&bsr[i], &bsc[i], 4) != 0 && !(isnan(bsr[i]) && isnan(bsc[i]))) {
+                    if (first < 0) first = i;
+                    diff++;
+                }
+            CHECK(diff == 0, "[%s] block scores (%s): %lld of %lld differ (first %lld: cpu %g ref %g)", c->name, srcname,
+                  (long long)diff, (long long)nbs, (long long)first, first >= 0 ? bsc[first] : 0.0,
+                  first >= 0 ? bsr[first] : 0.0);
+        }
+        if (!a) continue;
+        a = call_ok(x, "REF topk", infllm_topk_select(&pr, &x->l, bsr, tkr));
+        b = call_ok(x, "CPU topk", infllm_topk_select(&pc, &x->l, bsr, tkc));
+        CHECK(guard_ok(tkr, b_tk) && (!b || guard_ok(tkc, b_tk)), "[%s] topk wrote past the output", c->name);
+        if (a && b) {
+            int64_t diff = 0;
+            for (int64_t i = 0; i < ntk; i++) diff += tkr[i] != tkc[i];
+            CHECK(diff == 0, "[%s] top-k (%s): %lld of %lld entries differ", c->name, srcname, (long long)diff,
+                  (long long)ntk);
+        }
+    }
+    /* REF chain: scr -> bsr -> tkr ; CPU chain: scc -> CPU block -> CPU topk */
+    float *bs_ref = galloc(b_bs);
+    int32_t *tk_ref = galloc(b_tk), *tk_cpu = galloc(b_tk);
+    unsigned char *row_agree = calloc((size_t)tq + 1, 1);
+    if (call_ok(x, "REF block_scores", infllm_block_scores(&pr, &x->l, scr, bs_ref)) &&
+        call_ok(x, "REF topk", infllm_topk_select(&pr, &x->l, bs_ref, tk_ref))) {
+        /* sanity of the REF selection itself */
+        int64_t bad = 0;
+        for (int64_t t = 0; t < tq; t++) {
+            const seqg *s = &x->s[seq_of(x, t)];
+            int32_t qb = (int32_t)(((int64_t)s->lk - s->lq + (t - s->q0)) / c->p.block_size);
+            for (int32_t g = 0; g < Hkv; g++) {
+                const int32_t *r = tk_ref + ((int64_t)g * tq + t) * K;
+                int has_cur = 0, seen_neg = 0;
+                for (int32_t cc = 0; cc < K; cc++) {
+                    if (r[cc] == qb) has_cur = 1;
+                    if (r[cc] < 0) seen_neg = 1;
+                    else if (seen_neg || r[cc] > qb || (cc > 0 && r[cc - 1] >= r[cc])) bad++;
+                }
+                /* the current block is forced; it can only lose to other forced blocks (lower
+                 * index first) when topk < init_blocks + 1 */
+                if (!has_cur && c->p.topk >= c->p.init_blocks + 1) bad++;
+            }
+        }
+        CHECK(bad == 0, "[%s] REF selection malformed in %lld places (ascending, -1 at the end, current block kept)",
+              c->name, (long long)bad);
+        if (ok_c && call_ok(x, "CPU block_scores", infllm_block_scores(&pc, &x->l, scc, bsc)) &&
+            call_ok(x, "CPU topk", infllm_topk_select(&pc, &x->l, bsc, tk_cpu))) {
+            int64_t differ = 0, not_tie = 0;
+            double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4;
+            for (int64_t t = 0; t < tq; t++) {
+                row_agree[t] = 1;
+                for (int32_t g = 0; g < Hkv; g++) {
+                    int64_t r = (int64_t)g * tq + t;
+                    if (memcmp(tk_ref + r * K, tk_cpu + r * K, (size_t)K * 4) == 0) continue;
+                    row_agree[t] = 0;
+                    differ++;
+                    if (!near_tie(bs_ref + r * NB, NB, tk_ref + r * K, tk_cpu + r * K, K, rel)) {
+                        if (not_tie < 3)
+                            fprintf(stderr, "[%s] row %lld kv %d: CPU selection differs without a near-tie\n", c->name,
+                                    (long long)t, g);
+                        not_tie++;
+                    }
+                }
+            }
+            if (verbose || differ)
+                printf("    selection: %lld of %lld rows differ between the CPU and REF chains (all near-ties: %s)\n",
+                       (long long)differ, (long long)(Hkv * tq), not_tie ? "no" : "yes");
+            CHECK(not_tie == 0, "[%s] %lld selection rows differ without a near-tie", c->name, (long long)not_tie);
+            CHECK(differ * 10 <= Hkv * tq + 10, "[%s] %lld of %lld selection rows differ", c->name, (long long)differ,
+                  (long long)(Hkv * tq));
+        }
+    }
+
+    /* ---- stage 2 with the REF selection ---- */
+    float *outr = galloc(b_out32), *lser = galloc(b_lse), *lsec = galloc(b_lse), *lsen = galloc(b_lse);
+    void *outc = galloc(b_out), *outn = galloc(b_out);
+    if (call_ok(x, "REF sparse attention (f32)",
+                infllm_sparse_attention(&pr, &l32, x->qf, x->kf, x->vf, tk_ref, K, outr, lser)) &&
+        call_ok(x, "CPU sparse attention",
+                infllm_sparse_attention(&pc, &x->l, x->q, x->k, x->v, tk_ref, K, outc, lsec))) {
+        CHECK(guard_ok(outc, b_out) && guard_ok(lsec, b_lse), "[%s] CPU sparse attention wrote past its outputs",
+              c->name);
+        naive_attn(x, tk_ref, K, outn, lsen);
+        check_tol(x, "sparse out", outc, c->dt, outn, outr, INFLLM_DTYPE_F32, tq * Hq * D, eps, 1.0);
+        check_tol(x, "sparse lse", lsec, INFLLM_DTYPE_F32, lsen, lser, INFLLM_DTYPE_F32, tq * Hq, 1.0 / 16777216, 8.0);
+    }
+    CHECK(guard_ok(outr, b_out32) && guard_ok(lser, b_lse), "[%s] REF sparse attention wrote past its outputs", c->name);
+
+    /* ---- dense attention (skipped for the largest, to keep the float64 reference cheap) ---- */
+    float *doutr = galloc(b_out32), *dlser = galloc(b_lse);
+    int have_dense = 0;
+    int64_t pairs = 0;
+    for (int32_t b = 0; b < c->nseq; b++) pairs += (int64_t)x->s[b].lq * x->s[b].lk;
+    if (pairs * Hq * D <= (int64_t)400 * 1000 * 1000) {
+        if (call_ok(x, "REF dense attention (f32)",
+                    infllm_dense_attention(&pr, &l32, x->qf, x->kf, x->vf, doutr, dlser)) &&
+            call_ok(x, "CPU dense attention", infllm_dense_attention(&pc, &x->l, x->q, x->k, x->v, outc, lsec))) {
+            have_dense = 1;
+            CHECK(guard_ok(outc, b_out) && guard_ok(lsec, b_lse), "[%s] CPU dense attention wrote past its outputs",
+                  c->name);
+            naive_attn(x, NULL, 0, outn, lsen);
+            check_tol(x, "dense out", outc, c->dt, outn, doutr, INFLLM_DTYPE_F32, tq * Hq * D, eps, 1.0);
+            check_tol(x, "dense lse", lsec, INFLLM_DTYPE_F32, lsen, dlser, INFLLM_DTYPE_F32, tq * Hq, 1.0 / 16777216, 8.0);
+        }
+    }
+
+    /* ---- the whole attention: CPU vs the REF pieces, on rows whose selection agrees ---- */
+    int any_dense_seq = 0;
+    for (int32_t b = 0; b < c->nseq; b++) {
+        int32_t lk = x->s[b].lk;
+        int sparse = c->p.mode == INFLLM_MODE_SPARSE ||
+                     (c->p.mode == INFLLM_MODE_AUTO && (c->p.dense_len < 0 || lk >= c->p.dense_len));
+        if (!sparse) any_dense_seq = 1;
+    }
+    if (!any_dense_seq || have_dense) {
+        void *outa = galloc(b_out), *outa_r = galloc(b_out);
+        float *lsea = galloc(b_lse), *lsea_r = galloc(b_lse);
+        int a = call_ok(x, "CPU attention", infllm_attention(&pc, &x->l, x->q, x->k, x->v, outa, lsea));
+        int r = call_ok(x, "REF attention", infllm_attention(&pr, &x->l, x->q, x->k, x->v, outa_r, lsea_r));
+        if (a) CHECK(guard_ok(outa, b_out) && guard_ok(lsea, b_lse), "[%s] CPU attention wrote past its outputs", c->name);
+        if (r) CHECK(guard_ok(outa_r, b_out) && guard_ok(lsea_r, b_lse), "[%s] REF attention wrote past its outputs", c->name);
+        if (a && r) {
+            /* expected per row: the sparse REF result (sparse sequences) or the dense one */
+            float *exp_o = malloc(b_out32 + 4), *exp_l = malloc(b_lse + 4);
+            void *sub_c = galloc(b_out), *sub_n = galloc(b_out);
+            float *subl_c = malloc(b_lse + 4), *subl_n = malloc(b_lse + 4), *subl_e = malloc(b_lse + 4);
+            naive_attn(x, tk_ref, K, outn, lsen);
+            void *outn_d = galloc(b_out);
+            float *lsen_d = galloc(b_lse);
+            if (any_dense_seq) naive_attn(x, NULL, 0, outn_d, lsen_d);
+            int64_t used = 0, skipped = 0, n_e = 0, n_l = 0;
+            int64_t ref_mismatch = 0;
+            for (int64_t t = 0; t < tq; t++) {
+                const seqg *s = &x->s[seq_of(x, t)];
+                int32_t lk = s->lk;
+                int sparse = c->p.mode == INFLLM_MODE_SPARSE ||
+                             (c->p.mode == INFLLM_MODE_AUTO && (c->p.dense_len < 0 || lk >= c->p.dense_len));
+                if (sparse && !row_agree[t]) {
+                    skipped++;
+                    continue;
+                }
+                used++;
+                const float *eo = sparse ? outr : doutr;
+                const float *el = sparse ? lser : dlser;
+                const void *no = sparse ? outn : outn_d;
+                const float *nl = sparse ? lsen : lsen_d;
+                for (int64_t e = 0; e < (int64_t)Hq * D; e++) {
+                    int64_t i = t * Hq * D + e;
+                    exp_o[n_e] = eo[i];
+                    infllm_store_f32(sub_c, c->dt, n_e, infllm_load_f32(outa, c->dt, i));
+                    infllm_store_f32(sub_n, c->dt, n_e, infllm_load_f32(no, c->dt, i));
+                    /* the REF attention in the dtype is the float64 result rounded once */
+                    float rv = infllm_load_f32(outa_r, c->dt, i);
+                    if (fabs(rv - eo[i]) > eps * fabs(eo[i]) * 1.01 + 3e-8) ref_mismatch++; /* 3e-8: f16 subnormals */
+                    n_e++;
+                }
+                for (int32_t h = 0; h < Hq; h++) {
+                    exp_l[n_l] = el[t * Hq + h];
+                    subl_c[n_l] = lsea[t * Hq + h];
+                    subl_n[n_l] = nl[t * Hq + h];
+                    if (fabs(lsea_r[t * Hq + h] - el[t * Hq + h]) > 1e-6 * fabs(el[t * Hq + h]) + 1e-6) ref_mismatch++;
+                    n_l++;
+                }
+            }
+            CHECK(ref_mismatch == 0, "[%s] REF infllm_attention disagrees with the REF ops on %lld values", c->name,
+                  (long long)ref_mismatch);
+            if (verbose) printf("    attention: %lld rows compared, %lld skipped (selection differs)\n", (long long)used, (long long)skipped);
+            check_tol(x, "attention out", sub_c, c->dt, sub_n, exp_o, INFLLM_DTYPE_F32, n_e, eps, 1.0);
+            check_tol(x, "attention lse", subl_c, INFLLM_DTYPE_F32, subl_n, exp_l, INFLLM_DTYPE_F32, n_l, 1.0 / 16777216, 8.0);
+
+            /* rows with at most topk_out causal blocks: sparse == dense bitwise (CPU) */
+            infllm_params pd = pc, ps = pc;
+            pd.mode = INFLLM_MODE_DENSE;
+            ps.mode = INFLLM_MODE_SPARSE;
+            void *od = galloc(b_out), *os = galloc(b_out);
+            if (call_ok(x, "CPU attention (dense mode)", infllm_attention(&pd, &x->l, x->q, x->k, x->v, od, NULL)) &&
+                call_ok(x, "CPU attention (sparse mode)", infllm_attention(&ps, &x->l, x->q, x->k, x->v, os, NULL))) {
+                int64_t rows = 0, bad = 0;
+                for (int64_t t = 0; t < tq; t++) {
+                    const seqg *s = &x->s[seq_of(x, t)];
+                    int32_t qb = (int32_t)(((int64_t)s->lk - s->lq + (t - s->q0)) / c->p.block_size);
+                    if (qb + 1 > K) continue;
+                    rows++;
+                    if (memcmp((char *)od + (size_t)(t * Hq * D) * x->es, (char *)os + (size_t)(t * Hq * D) * x->es,
+                               (size_t)(Hq * D) * x->es) != 0)
+                        bad++;
+                }
+                if (verbose) printf("    dense-equivalent rows: %lld\n", (long long)rows);
+                CHECK(bad == 0, "[%s] %lld of %lld rows with <= %d causal blocks differ between sparse and dense mode",
+                      c->name, (long long)bad, (long long)rows, K);
+            }
+            free(od);
+            free(os);
+            free(exp_o);
+            free(exp_l);
+            free(sub_c);
+            free(sub_n);
+            free(subl_c);
+            free(subl_n);
+            free(subl_e);
+            free(outn_d);
+            free(lsen_d);
+        }
+        free(outa);
+        free(outa_r);
+        free(lsea);
+        free(lsea_r);
+    }
+
+    free(c1r);
+    free(c2r);
+    free(c1c);
+    free(c2c);
+    free(c1n);
+    free(c2n);
+    free(cu1);
+    free(cu2);
+    free(scr);
+    free(scc);
+    free(scn);
+    free(bsr);
+    free(bsc);
+    free(tkr);
+    free(tkc);
+    free(bs_ref);
+    free(tk_ref);
+    free(tk_cpu);
+    free(row_agree);
+    free(outr);
+    free(lser);
+    free(lsec);
+    free(lsen);
+    free(outc);
+    free(outn);
+    free(doutr);
+    free(dlser);
+    ctx_free(x);
+}
+
+/* ---------------------------------------------------------------- grid ---- */
+
+static const char *dtn(infllm_dtype d) { return infllm_dtype_name(d); }
+
+static dcase mk(infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t nseq, const int32_t *lq,
+                const int32_t *lk) {
+    dcase c;
+    memset(&c, 0, sizeof c);
+    c.dt = dt;
+    c.Hq = Hq;
+    c.Hkv = Hkv;
+    c.D = D;
+    c.nseq = nseq;
+    for (int32_t b = 0; b < nseq; b++) {
+        c.lq[b] = lq[b];
+        c.lk[b] = lk[b];
+    }
+    infllm_params_default(&c.p);
+    c.p.mode = INFLLM_MODE_SPARSE;
+    c.p.local_blocks = 1;
+    c.p.topk = 2;
+    return c;
+}
+
+static void name_case(dcase *c, const char *tag) {
+    char lens[64] = "";
+    for (int32_t b = 0; b < c->nseq && strlen(lens) < 40; b++)
+        snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%d/%d", b ? "," : "", c->lq[b], c->lk[b]);
+    snprintf(c->name, sizeof c->name, "%s %s Hq%d Hkv%d D%d seqs[%s] B%d k%d/%d init%d local%d topk%d exact%d "
+             "dense_len%d mode%d scale%g thr%d",
+             tag, dtn(c->dt), c->Hq, c->Hkv, c->D, lens, c->p.block_size, c->p.kernel_size, c->p.kernel_stride,
+             c->p.init_blocks, c->p.local_blocks, c->p.topk, c->p.exact_lse, c->p.dense_len, (int)c->p.mode,
+             (double)c->p.softmax_scale, c->p.num_threads);
+}
+
+int main(void) {
+    verbose = getenv("INFLLM_DIFF_VERBOSE") != NULL;
+    int quick = getenv("INFLLM_DIFF_QUICK") != NULL;
+    const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
+    int ncase = 0;
+
+    /* 1. small T: every dtype x group size x head_dim x exact_lse, cycling the other knobs */
+    const int32_t Ts[3] = {1, 17, 97};
+    const int32_t groups[3][2] = {{2, 2}, {3, 1}, {16, 1}}; /* (Hq, Hkv): G = 1, 3, 16 */
+    int v = 0;
+    for (int ti = 0; ti < 3; ti++)
+        for (int di = 0; di < 3; di++)
+            for (int gi = 0; gi < 3; gi++)
+                for (int hd = 0; hd < 2; hd++)
+                    for (int ex = 0; ex < 2; ex++, v++) {
+                        int32_t T = Ts[ti];
+                        dcase c = mk(dts[di], groups[gi][0], groups[gi][1], hd ? 128 : 64, 1, &T, &T);
+                        c.p.exact_lse = ex;
+                        /* block / kernel variants sized so that T = 97 is sparse */
+                        switch (v % 3) {
+                        case 0: c.p.block_size = 32; c.p.kernel_size = 16; c.p.kernel_stride = 8; break;
+                        case 1: c.p.block_size = 16; c.p.kernel_size = 16; c.p.kernel_stride = 8; break;
+                        default: c.p.block_size = 32; c.p.kernel_size = 32; c.p.kernel_stride = 16; break;
+                        }
+                        c.p.init_blocks = v % 2;
+                        c.p.local_blocks = (v / 2) % 2 ? 2 : 0;
+                        c.p.topk = 1 + v % 3;
+                        c.p.softmax_scale = (v / 3) % 2 ? 0.05f : 0.0f;
+                        c.p.num_threads = 1 + (v / 5) % 2;
+                        c.p.mode = (infllm_mode)(v % 3);
+                        c.p.dense_len = (v / 7) % 3 == 0 ? -1 : (v / 7) % 3 == 1 ? 0 : 50;
+                        name_case(&c, "small");
+                        run_case(&c);
+                        ncase++;
+                    }
+
+    /* 2. varlen batches, chunked prefill and decode layouts */
+    struct {
+        int32_t n, lq[4], lk[4];
+    } lay[] = {
+        {4, {1, 97, 300, 0}, {1, 97, 300, 0}},     /* prefill batch with an empty sequence */
+        {3, {1, 17, 64}, {500, 300, 64}},          /* decode, chunk, prefill */
+        {4, {1, 1, 1, 1}, {63, 64, 65, 700}},      /* decode batch around block edges */
+        {2, {0, 33}, {40, 130}},                   /* no queries in one sequence, chunk */
+    };
+    for (size_t li = 0; li < sizeof lay / sizeof lay[0]; li++)
+        for (int di = 0; di < 3; di++) {
+            dcase c = mk(dts[di], li % 2 ? 6 : 4, 2, 64, lay[li].n, lay[li].lq, lay[li].lk);
+            c.p.block_size = li % 2 ? 64 : 32;
+            c.p.kernel_size = li % 2 ? 32 : 16;
+            c.p.kernel_stride = li % 2 ? 16 : 8;
+            c.p.init_blocks = (int32_t)(li + di) % 2;
+            c.p.local_blocks = di == 1 ? 0 : 2;
+            c.p.topk = 2 + di;
+            c.p.exact_lse = di == 2;
+            c.p.num_threads = 2;
+            c.p.mode = di == 0 ? INFLLM_MODE_AUTO : INFLLM_MODE_SPARSE;
+            c.p.dense_len = di == 0 ? 100 : -1; /* AUTO: mixed dense / sparse sequences */
+            name_case(&c, "varlen");
+            run_case(&c);
+            ncase++;
+        }
+
+    if (!quick) {
+        /* 3. larger T on a few combinations (few heads: the float64 reference is O(T^2)) */
+        struct {
+            infllm_dtype dt;
+            int32_t T, Hq, Hkv, D, B, l1, s1, init, local, topk, exact, nthr;
+            infllm_mode mode;
+            int32_t dense_len;
+        } big[] = {
+            {INFLLM_DTYPE_BF16, 1025, 16, 1, 128, 64, 32, 16, 1, 2, 4, 0, 2, INFLLM_MODE_SPARSE, -1},
+            {INFLLM_DTYPE_F16, 1025, 3, 1, 64, 32, 16, 8, 0, 2, 6, 1, 1, INFLLM_MODE_AUTO, 0},
+            {INFLLM_DTYPE_F32, 1025, 2, 2, 64, 128, 32, 16, 1, 0, 3, 0, 2, INFLLM_MODE_AUTO, 1000},
+            {INFLLM_DTYPE_BF16, 1567, 3, 1, 64, 64, 32, 16, 0, 0, 5, 0, 2, INFLLM_MODE_SPARSE, -1},
+            {INFLLM_DTYPE_F32, 1567, 2, 1, 128, 64, 16, 8, 1, 2, 3, 1, 1, INFLLM_MODE_SPARSE, -1},
+            {INFLLM_DTYPE_BF16, 4096, 2, 1, 64, 64, 32, 16, 1, 2, 4, 0, 2, INFLLM_MODE_SPARSE, -1},
+            {INFLLM_DTYPE_F16, 4096, 1, 1, 64, 128, 32, 16, 0, 1, 2, 1, 2, INFLLM_MODE_AUTO, 4096},
+        };
+        for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+            dcase c = mk(big[i].dt, big[i].Hq, big[i].Hkv, big[i].D, 1, &big[i].T, &big[i].T);
+            c.p.block_size = big[i].B;
+            c.p.kernel_size = big[i].l1;
+            c.p.kernel_stride = big[i].s1;
+            c.p.init_blocks = big[i].init;
+            c.p.local_blocks = big[i].local;
+            c.p.topk = big[i].topk;
+            c.p.exact_lse = big[i].exact;
+            c.p.num_threads = big[i].nthr;
+            c.p.mode = big[i].mode;
+            c.p.dense_len = big[i].dense_len;
+            name_case(&c, "big");
+            run_case(&c);
+            ncase++;
+        }
+        /* a varlen batch with a long sequence and the default (MiniCPM4.1) block geometry */
+        int32_t lq[3] = {1, 97, 1025}, lk[3] = {1, 97, 1025};
+        dcase c = mk(INFLLM_DTYPE_BF16, 2, 1, 64, 3, lq, lk);
+        c.p.local_blocks = 2;
+        c.p.topk = 3;
+        c.p.num_threads = 2;
+        name_case(&c, "varlen-big");
+        run_case(&c);
+        ncase++;
+    }
+    printf("%d cases\n", ncase);
+    return finish("test_diff");
+}
