@@ -1,0 +1,198 @@
+/*
+ * test_fuzz_parsers.c: a deterministic mutation fuzzer over the libFuzzer targets in
+ * tests/fuzz/ (JSON, safetensors header, tokenizer, GGUF reader), for builds without clang's
+ * libFuzzer: ctest runs it under ASan/UBSan in CI (INFLLM_SANITIZE=ON). Each target gets
+ * seed inputs and a fixed number of mutated variants (bit flips, byte sets, inserts, deletes,
+ * duplications, truncations, splices) from a fixed seed, so failures reproduce exactly.
+ * A target signals a broken property with abort(); the sanitizers catch memory errors.
+ * INFLLM_FUZZ_ITERS scales the iteration counts (default 1).
+ */
+#include <stdint.h>
+
+#include "harness.h"
+
+#define FUZZ_DATA_DIR INFLLM_SOURCE_DIR "/tests/data"
+#define LLVMFuzzerTestOneInput fuzz_json_one
+#include "fuzz/fuzz_json.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_st_one
+#include "fuzz/fuzz_safetensors.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tok_one
+#include "fuzz/fuzz_tokenizer.c"
+#undef LLVMFuzzerTestOneInput
+#if __has_include("gguf.h")
+#define LLVMFuzzerTestOneInput fuzz_gguf_one
+#include "fuzz/fuzz_gguf.c"
+#undef LLVMFuzzerTestOneInput
+#define HAVE_GGUF 1
+#endif
+
+typedef int (*target_fn)(const uint8_t *, size_t);
+
+typedef struct {
+    uint8_t *p;
+    size_t n;
+} buf;
+
+static unsigned long long rng = 0x1234567ULL;
+static size_t rnd(size_t n) { return n ? (size_t)(h_rng_next(&rng) % n) : 0; }
+
+static buf mk(const void *p, size_t n) {
+    buf b = {malloc(n ? n : 1), n};
+    if (n) memcpy(b.p, p, n);
+    return b;
+}
+
+static buf mutate(const buf *seeds, int ns) {
+    const buf *s = &seeds[rnd((size_t)ns)];
+    size_t cap = s->n * 2 + 64;
+    uint8_t *p = malloc(cap);
+    size_t n = s->n;
+    memcpy(p, s->p, n);
+    int k = 1 + (int)rnd(4);
+    static const uint8_t interesting[] = {0, 1, 0x7F, 0x80, 0xFF, '"', '\\', '{', '[', ']', '}', ',', ':', '<', '>'};
+    for (int m = 0; m < k; m++) {
+        switch (rnd(8)) {
+        case 0: if (n) p[rnd(n)] ^= (uint8_t)(1u << rnd(8)); break;
+        case 1: if (n) p[rnd(n)] = (uint8_t)rnd(256); break;
+        case 2: if (n) p[rnd(n)] = interesting[rnd(sizeof interesting)]; break;
+        case 3: { /* insert */
+            size_t at = rnd(n + 1), len = 1 + rnd(8);
+            if (n + len > cap) break;
+            memmove(p + at + len, p + at, n - at);
+            for (size_t i = 0; i < len; i++) p[at + i] = (uint8_t)rnd(256);
+            n += len;
+            break;
+        }
+        case 4: { /* delete */
+            if (!n) break;
+            size_t at = rnd(n), len = 1 + rnd(n - at < 16 ? n - at : 16);
+            memmove(p + at, p + at + len, n - at - len);
+            n -= len;
+            break;
+        }
+        case 5: { /* duplicate a range */
+            if (!n) break;
+            size_t at = rnd(n), len = 1 + rnd(n - at < 32 ? n - at : 32);
+            if (n + len > cap) break;
+            size_t to = rnd(n + 1);
+            uint8_t tmp[32];
+            memcpy(tmp, p + at, len);
+            memmove(p + to + len, p + to, n - to);
+            memcpy(p + to, tmp, len);
+            n += len;
+            break;
+        }
+        case 6: n = rnd(n + 1); break; /* truncate */
+        default: { /* 8-byte little-endian integer overwrite (lengths, counts, offsets) */
+            if (n < 8) break;
+            size_t at = rnd(n - 7);
+            uint64_t v = rnd(2) ? rnd(1u << 20) : ~(uint64_t)rnd(16);
+            memcpy(p + at, &v, rnd(2) ? 8 : 4);
+        }
+        }
+    }
+    buf r = {p, n};
+    return r;
+}
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)sz + 1);
+    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) sz = 0;
+    fclose(f);
+    *n = (size_t)sz;
+    return b;
+}
+
+static void run(const char *name, target_fn fn, buf *seeds, int ns, int iters) {
+    const char *e = getenv("INFLLM_FUZZ_ITERS");
+    if (e && atoi(e) > 0) iters *= atoi(e);
+    for (int i = 0; i < ns; i++) fn(seeds[i].p, seeds[i].n);
+    for (int i = 0; i < iters; i++) {
+        buf b = mutate(seeds, ns);
+        fn(b.p, b.n);
+        free(b.p);
+    }
+    printf("%s: %d seeds + %d mutated inputs, no crash\n", name, ns, iters);
+    CHECK(1, "%s", name);
+    for (int i = 0; i < ns; i++) free(seeds[i].p);
+}
+
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+int main(void) {
+    size_t n1, n2;
+    char *bpe = slurp(FUZZ_DATA_DIR "/tok_bpe.json", &n1);
+    char *spm = slurp(FUZZ_DATA_DIR "/tok_spm.json", &n2);
+    CHECK(bpe && spm, "fixtures");
+    if (!bpe || !spm) return finish("test_fuzz_parsers");
+
+    /* JSON */
+    {
+        const char *s1 = "{\"a\":[1,2.5e-3,\"\\ud83d\\ude00\",null,true,false,{}],\"b\":{\"c\":\"d\"}}";
+        const char *s2 = "[[[[\"x\\n\\u00e9\"]]], -0.0, 1E+9]";
+        buf seeds[3] = {mk(s1, strlen(s1)), mk(s2, strlen(s2)), mk(bpe, 2000)};
+        run("json", fuzz_json_one, seeds, 3, 20000);
+    }
+    /* safetensors */
+    {
+        const char *h = "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],"
+                        "\"data_offsets\":[0,16]},\"b\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[16,22]}}";
+        uint8_t img[512];
+        size_t hl = strlen(h);
+        put64(img, hl);
+        memcpy(img + 8, h, hl);
+        for (int i = 0; i < 22; i++) img[8 + hl + (size_t)i] = (uint8_t)i;
+        buf seeds[1] = {mk(img, 8 + hl + 22)};
+        run("safetensors", fuzz_st_one, seeds, 1, 20000);
+    }
+    /* tokenizer: texts for both fixtures, and tokenizer.json documents */
+    {
+        static const char t1[] = "\0Hello world, I'm here!  12345 caf\xC3\xA9 \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80";
+        const char *t2 = "\3<|im_start|>user\nhi<|im_end|>\n  x\t\n";
+        const char *t3 = "\1 hello  world\t\n<s></s> \xE2\x96\x81x";
+        buf seeds[3] = {mk(t1, sizeof t1 - 1), mk(t2, strlen(t2)), mk(t3, strlen(t3))};
+        run("tokenizer text", fuzz_tok_one, seeds, 3, 20000);
+        uint8_t *j1 = malloc(n1 + 1), *j2 = malloc(n2 + 1);
+        j1[0] = j2[0] = 0x80;
+        memcpy(j1 + 1, bpe, n1);
+        memcpy(j2 + 1, spm, n2);
+        buf jseeds[2] = {{j1, n1 + 1}, {j2, n2 + 1}};
+        run("tokenizer json", fuzz_tok_one, jseeds, 2, 300);
+    }
+#ifdef HAVE_GGUF
+    {
+        /* GGUF v3: 3 KVs (string, uint32, string array) and one F32 tensor [4,2] */
+        uint8_t g[512];
+        size_t o = 0;
+#define PUT(p, n) (memcpy(g + o, (p), (n)), o += (n))
+#define U32(v) do { uint32_t v_ = (v); PUT(&v_, 4); } while (0)
+#define U64(v) do { uint64_t v_ = (v); PUT(&v_, 8); } while (0)
+#define STR(s) do { U64(strlen(s)); PUT((s), strlen(s)); } while (0)
+        PUT("GGUF", 4);
+        U32(3);
+        U64(1);
+        U64(3);
+        STR("general.architecture"); U32(8); STR("llama");
+        STR("general.alignment"); U32(4); U32(32);
+        STR("tokenizer.ggml.tokens"); U32(9); U32(8); U64(2); STR("a"); STR("b");
+        STR("w"); U32(2); U64(4); U64(2); U32(0); U64(0);
+        while (o % 32) g[o++] = 0;
+        memset(g + o, 0, 32);
+        o += 32;
+        buf seeds[1] = {mk(g, o)};
+        run("gguf", fuzz_gguf_one, seeds, 1, 20000);
+    }
+#endif
+    if (fixture[0]) tok_free(fixture[0]);
+    if (fixture[1]) tok_free(fixture[1]);
+    free(bpe);
+    free(spm);
+    return finish("test_fuzz_parsers");
+}
