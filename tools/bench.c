@@ -37,6 +37,12 @@
 #include "infllm.h"
 #include "internal.h"
 
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -215,7 +221,7 @@ static void *rand_tensor(size_t n, infllm_dtype dt) {
 typedef struct row {
     const char *mode;
     int seqlen;
-    double ms, compress_ms, stage1_ms, stage2_ms, gflop, gflops, frac, vs_dense;
+    double ms, cpu_ms, compress_ms, stage1_ms, stage2_ms, gflop, gflops, frac, vs_dense, vs_dense_cpu;
     double io_mb, work_mb, mem_ratio, hwm_mb;
     long long s1_tokens;
 } row;
@@ -271,7 +277,7 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
     flops_of(o, T, &fd, &f1, &f2);
     double io = (double)T * (2.0 * Hq + 2.0 * Hkv) * D * es + (double)T * Hq * sizeof(float);
     int reps = o->reps < 1 ? 1 : o->reps;
-    double *tt = calloc((size_t)reps * 4, sizeof(double));
+    double *tt = calloc((size_t)reps * 5, sizeof(double));
     for (int mode = 0; mode < 2; mode++) {
         if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
         infllm_params p = o->p;
@@ -283,9 +289,10 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
             cpu_attn_stats st;
             memset(&st, 0, sizeof st);
             cpu_attn_stats_set(&st);
-            double t0 = now_s();
+            double c0 = cpu_s(), t0 = now_s();
             infllm_status s = infllm_attention(&p, &l, q, k, v, out, lse);
-            double t1 = now_s();
+            double t1 = now_s(), c1 = cpu_s();
+            tt[4 * reps + r] = (c1 - c0) * 1e3;
             cpu_attn_stats_set(NULL);
             if (s != INFLLM_OK) {
                 snprintf(err, errlen, "infllm_attention: %s (%s)", infllm_status_str(s), infllm_last_error());
@@ -305,6 +312,7 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
         x->mode = mode == 0 ? "dense" : "sparse";
         x->seqlen = T;
         x->ms = median(tt, reps);
+        x->cpu_ms = median(tt + 4 * reps, reps);
         x->compress_ms = median(tt + reps, reps);
         x->stage1_ms = median(tt + 2 * reps, reps);
         x->stage2_ms = median(tt + 3 * reps, reps);
@@ -318,7 +326,10 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
         x->s1_tokens = s1tok;
     }
     free(tt);
-    if (o->do_dense && o->do_sparse) rs->vs_dense = rs->ms / rd->ms;
+    if (o->do_dense && o->do_sparse) {
+        rs->vs_dense = rs->ms / rd->ms;
+        rs->vs_dense_cpu = rs->cpu_ms / rd->cpu_ms;
+    }
 done:
     free(q);
     free(k);
@@ -339,38 +350,39 @@ static void print_header(const opts *o, const char *cpu) {
            o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
            o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
            o->p.kernel_stride, o->p.exact_lse, o->reps, o->peak);
-    printf("\n| mode | seqlen | ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
-           "frac of peak | vs dense | io MiB | work MiB | mem ratio |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    printf("\n| mode | seqlen | ms | cpu ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
+           "frac of peak | vs dense | vs dense (cpu time) | io MiB | work MiB | mem ratio |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
 static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
     double share = x->ms > 0 ? x->stage1_ms / x->ms : 0;
     int sp = !strcmp(x->mode, "sparse");
     if (!strcmp(o->format, "md")) {
-        printf("| %s | %d | %.1f | %s%.1f | %s%.1f | %s%.1f | %s%.3f | %.1f | %.1f | %.3f | %s%.3f | %.1f | %.1f | %.3f |\n",
-               x->mode, x->seqlen, x->ms, "", sp ? x->compress_ms : 0.0, "", sp ? x->stage1_ms : 0.0, "",
-               sp ? x->stage2_ms : 0.0, "", sp ? share : 0.0, x->gflop, x->gflops, x->frac, "",
-               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio);
+        printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %.1f | %.1f | %.3f | %.3f | %.3f | %.1f | %.1f | %.3f |\n",
+               x->mode, x->seqlen, x->ms, x->cpu_ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0,
+               sp ? x->stage2_ms : 0.0, sp ? share : 0.0, x->gflop, x->gflops, x->frac, x->vs_dense,
+               x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio);
     } else if (!strcmp(o->format, "csv")) {
         if (*first)
-            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
-                   "gflop,gflops,peak_gflops,frac_peak,vs_dense,io_mib,work_mib,mem_ratio,commit,cpu,simd\n");
-        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s\n",
+            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
+                   "gflop,gflops,peak_gflops,frac_peak,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd\n");
+        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s\n",
                x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
-               x->ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
-               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio, infllm_build_commit(), cpu, infllm_cpu_simd_level());
+               x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak,
+               x->frac, x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, infllm_build_commit(), cpu,
+               infllm_cpu_simd_level());
     } else {
         printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
-               "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %.3f, "
+               "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
                "\"compress_ms\": %.3f, \"stage1_ms\": %.3f, \"stage2_ms\": %.3f, \"stage1_share\": %.4f, "
-               "\"gflop\": %.3f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"frac_peak\": %.4f, \"vs_dense\": %.4f, "
+               "\"gflop\": %.3f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"frac_peak\": %.4f, \"vs_dense\": %.4f, \"vs_dense_cpu\": %.4f, "
                "\"io_mib\": %.2f, \"work_mib\": %.2f, \"mem_ratio\": %.4f, \"stage1_tokens\": %lld, "
                "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f}",
                *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
                infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, x->ms,
-               x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
-               x->vs_dense, x->io_mb, x->work_mb, x->mem_ratio, x->s1_tokens, o->reps, infllm_build_commit(), cpu,
+               x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
+               x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, x->s1_tokens, o->reps, infllm_build_commit(), cpu,
                infllm_cpu_simd_level(), load_avg());
     }
     fflush(stdout);
