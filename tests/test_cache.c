@@ -1,0 +1,347 @@
+/*
+ * test_cache.c: the decode cache (SPEC B §8, A.7) on the REF and CPU backends.
+ *  - decode: appending tokens one by one and attending each (n = 1) gives exactly (bitwise)
+ *    infllm_attention on the decode layout (lq = 1, lk = t + 1), and the same result as row t
+ *    of a one-shot prefill (REF: bitwise; CPU: within one dtype ulp, f32 near bitwise);
+ *  - chunked prefill (chunks of odd sizes) equals the one-shot prefill;
+ *  - the AUTO dense/sparse switch (dense_len) mid-generation;
+ *  - c1/c2 of the cache equal infllm_compress_keys bit for bit (CPU; REF within one ulp);
+ *  - capacity exceeded -> INFLLM_ERR_CAPACITY with nothing appended; truncate then append
+ *    rebuilds c1/c2; the K/V views hold what was appended; memory_bytes is plausible;
+ *    cache_free(NULL) is a no-op.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "harness.h"
+#include "infllm.h"
+
+typedef struct cfg {
+    const char *name;
+    infllm_dtype dt;
+    int32_t Hq, Hkv, D, L;
+    int32_t B, l1, s1, init, local, topk, exact;
+} cfg;
+
+typedef struct data {
+    const cfg *c;
+    size_t es;
+    int64_t rq, rk; /* elements per token row of q / of k, v */
+    void *q, *k, *v;
+} data;
+
+static const char *bname(infllm_backend b) { return b == INFLLM_BACKEND_REF ? "REF" : "CPU"; }
+
+static void make_data(data *d, const cfg *c, unsigned long long seed) {
+    d->c = c;
+    d->es = infllm_dtype_size(c->dt);
+    d->rq = (int64_t)c->Hq * c->D;
+    d->rk = (int64_t)c->Hkv * c->D;
+    d->q = malloc((size_t)(c->L * d->rq) * d->es);
+    d->k = malloc((size_t)(c->L * d->rk) * d->es);
+    d->v = malloc((size_t)(c->L * d->rk) * d->es);
+    double drift = 0;
+    for (int64_t i = 0; i < c->L * d->rq; i++) infllm_store_f32(d->q, c->dt, i, (float)(h_normal(&seed) + 0.5));
+    for (int64_t t = 0; t < c->L; t++) {
+        if (t % 16 == 0) drift = h_normal(&seed);
+        for (int64_t e = 0; e < d->rk; e++) {
+            infllm_store_f32(d->k, c->dt, t * d->rk + e, (float)(h_normal(&seed) + drift));
+            infllm_store_f32(d->v, c->dt, t * d->rk + e, (float)h_normal(&seed));
+        }
+    }
+}
+static void free_data(data *d) {
+    free(d->q);
+    free(d->k);
+    free(d->v);
+}
+
+static infllm_params params_of(const cfg *c, infllm_backend be) {
+    infllm_params p;
+    infllm_params_default(&p);
+    p.backend = be;
+    p.block_size = c->B;
+    p.kernel_size = c->l1;
+    p.kernel_stride = c->s1;
+    p.init_blocks = c->init;
+    p.local_blocks = c->local;
+    p.topk = c->topk;
+    p.exact_lse = c->exact;
+    p.mode = INFLLM_MODE_SPARSE;
+    p.num_threads = 2;
+    return p;
+}
+
+static infllm_layout layout_of(const cfg *c, int64_t lq, int64_t lk) {
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = c->dt;
+    l.num_seqs = 1;
+    l.total_q = lq;
+    l.total_k = lk;
+    l.num_q_heads = c->Hq;
+    l.num_kv_heads = c->Hkv;
+    l.head_dim = c->D;
+    return l;
+}
+
+static double rel_tol(infllm_dtype dt) {
+    return dt == INFLLM_DTYPE_BF16 ? 1.0 / 128 : dt == INFLLM_DTYPE_F16 ? 1.0 / 1024 : 1e-5;
+}
+
+/* n elements of a vs b (dtype): bitwise when exact, else within one dtype ulp (f32: 1e-5) */
+static int64_t count_diff(const void *a, const void *b, infllm_dtype dt, int64_t n, int exact, double *worst) {
+    int64_t bad = 0;
+    double amax = 0;
+    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(infllm_load_f32(b, dt, i)));
+    *worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float x = infllm_load_f32(a, dt, i), y = infllm_load_f32(b, dt, i);
+        double dd = fabs((double)x - y);
+        if (dd > *worst || isnan(x)) *worst = isnan(x) ? INFINITY : dd;
+        if (exact) {
+            if (memcmp((const char *)a + (size_t)i * infllm_dtype_size(dt), (const char *)b + (size_t)i * infllm_dtype_size(dt),
+                       infllm_dtype_size(dt)) != 0)
+                bad++;
+        } else if (!(dd <= rel_tol(dt) * fmax(fabs(x), fabs(y)) + 1e-6 * amax)) {
+            bad++;
+        }
+    }
+    return bad;
+}
+static int64_t count_diff_f(const float *a, const float *b, int64_t n, int exact, double *worst) {
+    int64_t bad = 0;
+    *worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double dd = fabs((double)a[i] - b[i]);
+        if (a[i] == b[i]) dd = 0;
+        if (!(dd <= *worst)) *worst = dd;
+        if (exact ? memcmp(&a[i], &b[i], 4) != 0 : !(dd <= 1e-5 * fabs(b[i]) + 1e-5)) bad++;
+    }
+    return bad;
+}
+
+/* c1/c2 of the cache vs infllm_compress_keys on the first `len` keys */
+static void check_kernels(const cfg *c, infllm_backend be, infllm_cache *cache, const void *k, int64_t len,
+                          const char *when) {
+    infllm_params p = params_of(c, be);
+    infllm_layout l = layout_of(c, len, len);
+    infllm_sizes sz;
+    if (len == 0) return;
+    if (infllm_get_sizes(&p, &l, &sz) != INFLLM_OK) return;
+    size_t es = infllm_dtype_size(c->dt);
+    int64_t rk = (int64_t)c->Hkv * c->D;
+    void *c1 = malloc((size_t)(sz.total_n1 * rk + 1) * es), *c2 = malloc((size_t)(sz.total_n2 * rk + 1) * es);
+    infllm_status st = infllm_compress_keys(&p, &l, k, c1, c2, NULL, NULL);
+    CHECK(st == INFLLM_OK, "[%s/%s] compress: %s", c->name, bname(be), infllm_last_error());
+    if (st == INFLLM_OK) {
+        int64_t n1 = -1, n2 = -1;
+        const void *cc1 = infllm_cache_c1(cache, &n1), *cc2 = infllm_cache_c2(cache, &n2);
+        CHECK(n1 == sz.total_n1 && n2 == sz.total_n2, "[%s/%s] %s: cache holds %lld/%lld kernels, want %lld/%lld",
+              c->name, bname(be), when, (long long)n1, (long long)n2, (long long)sz.total_n1, (long long)sz.total_n2);
+        if (n1 == sz.total_n1 && n2 == sz.total_n2) {
+            /* the cache pools like the CPU path (f32 sum in index order): bitwise vs the CPU; the
+             * REF's float64 mean may differ by one ulp */
+            double w;
+            int exact = be == INFLLM_BACKEND_CPU;
+            int64_t b1 = n1 ? count_diff(cc1, c1, c->dt, n1 * rk, exact, &w) : 0;
+            int64_t b2 = n2 ? count_diff(cc2, c2, c->dt, n2 * rk, exact, &w) : 0;
+            CHECK(b1 == 0 && b2 == 0, "[%s/%s] %s: cache c1/c2 differ from compress_keys in %lld/%lld elements",
+                  c->name, bname(be), when, (long long)b1, (long long)b2);
+        }
+    }
+    free(c1);
+    free(c2);
+}
+
+static void test_decode(const cfg *c, infllm_backend be, const data *d, int dense_len) {
+    infllm_params p = params_of(c, be);
+    if (dense_len) {
+        p.mode = INFLLM_MODE_AUTO;
+        p.dense_len = dense_len;
+    }
+    int64_t L = c->L, rq = d->rq, rk = d->rk;
+    size_t es = d->es;
+    infllm_cache *cache = NULL;
+    infllm_status st = infllm_cache_create(&p, c->dt, c->Hkv, c->D, L, &cache);
+    CHECK(st == INFLLM_OK && cache, "[%s/%s] cache_create: %s", c->name, bname(be), infllm_last_error());
+    if (!cache) return;
+    CHECK(infllm_cache_length(cache) == 0 && infllm_cache_capacity(cache) == L, "[%s] fresh cache", c->name);
+    size_t minb = 2 * (size_t)L * (size_t)rk * es;
+    size_t mem = infllm_cache_memory_bytes(cache);
+    CHECK(mem >= minb && mem <= minb * 2 + 65536, "[%s] memory_bytes %zu for %zu bytes of K/V", c->name, mem, minb);
+
+    void *out_dec = malloc((size_t)(L * rq) * es), *o1 = malloc((size_t)rq * es);
+    float *lse_dec = malloc((size_t)(L * c->Hq) * 4), *l1 = malloc((size_t)c->Hq * 4);
+    int64_t bad_layout = 0, failed = 0;
+    for (int64_t t = 0; t < L; t++) {
+        st = infllm_cache_append(cache, (const char *)d->k + (size_t)(t * rk) * es, (const char *)d->v + (size_t)(t * rk) * es, 1);
+        if (st == INFLLM_OK)
+            st = infllm_cache_attend(cache, &p, (const char *)d->q + (size_t)(t * rq) * es, 1, c->Hq,
+                                     (char *)out_dec + (size_t)(t * rq) * es, lse_dec + t * c->Hq);
+        if (st != INFLLM_OK) {
+            CHECK(0, "[%s/%s] decode step %lld: %s", c->name, bname(be), (long long)t, infllm_last_error());
+            failed = 1;
+            break;
+        }
+        /* the same step through infllm_attention: one query over the prefix of t + 1 keys */
+        infllm_layout l = layout_of(c, 1, t + 1);
+        st = infllm_attention(&p, &l, (const char *)d->q + (size_t)(t * rq) * es, d->k, d->v, o1, l1);
+        if (st != INFLLM_OK) {
+            CHECK(0, "[%s/%s] attention at %lld: %s", c->name, bname(be), (long long)t, infllm_last_error());
+            failed = 1;
+            break;
+        }
+        if (memcmp(o1, (char *)out_dec + (size_t)(t * rq) * es, (size_t)rq * es) != 0 ||
+            memcmp(l1, lse_dec + t * c->Hq, (size_t)c->Hq * 4) != 0)
+            bad_layout++;
+        if (t == 40 || t == L / 2 || t == L - 1) check_kernels(c, be, cache, d->k, t + 1, "decode");
+    }
+    if (!failed) {
+        CHECK(bad_layout == 0, "[%s/%s%s] %lld decode steps differ (bitwise) from infllm_attention on the same prefix",
+              c->name, bname(be), dense_len ? " auto" : "", (long long)bad_layout);
+        /* the K/V views hold what was appended */
+        CHECK(memcmp(infllm_cache_keys(cache), d->k, (size_t)(L * rk) * es) == 0 &&
+                  memcmp(infllm_cache_values(cache), d->v, (size_t)(L * rk) * es) == 0,
+              "[%s] cache K/V views", c->name);
+        /* decode == rows of the one-shot prefill (sparse mode: same selection by construction) */
+        if (!dense_len) {
+            void *out_pre = malloc((size_t)(L * rq) * es);
+            float *lse_pre = malloc((size_t)(L * c->Hq) * 4);
+            infllm_layout l = layout_of(c, L, L);
+            st = infllm_attention(&p, &l, d->q, d->k, d->v, out_pre, lse_pre);
+            CHECK(st == INFLLM_OK, "[%s/%s] prefill: %s", c->name, bname(be), infllm_last_error());
+            if (st == INFLLM_OK) {
+                double w1, w2;
+                int exact = be == INFLLM_BACKEND_REF;
+                int64_t b1 = count_diff(out_dec, out_pre, c->dt, L * rq, exact, &w1);
+                int64_t b2 = count_diff_f(lse_dec, lse_pre, L * c->Hq, exact, &w2);
+                printf("[%s/%s] decode vs one-shot prefill: worst out diff %.3g, lse diff %.3g\n", c->name, bname(be),
+                       w1, w2);
+                CHECK(b1 == 0 && b2 == 0, "[%s/%s] decode vs prefill: %lld output and %lld lse elements differ", c->name,
+                      bname(be), (long long)b1, (long long)b2);
+            }
+            free(out_pre);
+            free(lse_pre);
+        }
+    }
+
+    /* capacity: nothing appended on failure */
+    int64_t n1a, n1b;
+    infllm_cache_c1(cache, &n1a);
+    st = infllm_cache_append(cache, d->k, d->v, 1);
+    CHECK(st == INFLLM_ERR_CAPACITY, "[%s] append past capacity: %s", c->name, infllm_status_str(st));
+    CHECK(strlen(infllm_last_error()) > 0, "capacity message");
+    infllm_cache_c1(cache, &n1b);
+    CHECK(infllm_cache_length(cache) == L && n1a == n1b, "[%s] failed append changed the cache", c->name);
+
+    /* truncate, then append other keys: c1/c2 rebuilt from the new keys */
+    int64_t cut = L / 2 + 3;
+    CHECK_OK(infllm_cache_truncate(cache, cut));
+    CHECK(infllm_cache_length(cache) == cut, "[%s] length after truncate", c->name);
+    check_kernels(c, be, cache, d->k, cut, "after truncate");
+    void *k2 = malloc((size_t)(L * rk) * es), *v2 = malloc((size_t)(L * rk) * es);
+    memcpy(k2, d->k, (size_t)(cut * rk) * es);
+    memcpy(v2, d->v, (size_t)(cut * rk) * es);
+    for (int64_t i = cut * rk; i < L * rk; i++) { /* the tail reversed: different keys */
+        memcpy((char *)k2 + (size_t)i * es, (const char *)d->k + (size_t)(L * rk - 1 - (i - cut * rk)) * es, es);
+        memcpy((char *)v2 + (size_t)i * es, (const char *)d->v + (size_t)(L * rk - 1 - (i - cut * rk)) * es, es);
+    }
+    st = infllm_cache_append(cache, (char *)k2 + (size_t)(cut * rk) * es, (char *)v2 + (size_t)(cut * rk) * es, L - cut);
+    CHECK(st == INFLLM_OK, "[%s] append after truncate: %s", c->name, infllm_last_error());
+    check_kernels(c, be, cache, k2, L, "truncate + append");
+    /* attending the last token equals a fresh computation on the new keys */
+    st = infllm_cache_attend(cache, &p, (const char *)d->q + (size_t)((L - 1) * rq) * es, 1, c->Hq, o1, l1);
+    infllm_layout l = layout_of(c, 1, L);
+    void *o2 = malloc((size_t)rq * es);
+    infllm_status st2 = infllm_attention(&p, &l, (const char *)d->q + (size_t)((L - 1) * rq) * es, k2, v2, o2, NULL);
+    CHECK(st == INFLLM_OK && st2 == INFLLM_OK && memcmp(o1, o2, (size_t)rq * es) == 0,
+          "[%s/%s] attend after truncate + append differs from a fresh computation", c->name, bname(be));
+    CHECK_OK(infllm_cache_truncate(cache, 0));
+    int64_t n1z = -1, n2z = -1;
+    infllm_cache_c1(cache, &n1z);
+    infllm_cache_c2(cache, &n2z);
+    CHECK(infllm_cache_length(cache) == 0 && n1z == 0 && n2z == 0, "[%s] truncate to 0", c->name);
+    free(o2);
+    free(k2);
+    free(v2);
+    free(out_dec);
+    free(o1);
+    free(lse_dec);
+    free(l1);
+    infllm_cache_free(cache);
+}
+
+static void test_chunked(const cfg *c, infllm_backend be, const data *d) {
+    infllm_params p = params_of(c, be);
+    int64_t L = c->L, rq = d->rq, rk = d->rk;
+    size_t es = d->es;
+    void *out_pre = malloc((size_t)(L * rq) * es), *out_ch = malloc((size_t)(L * rq) * es);
+    float *lse_pre = malloc((size_t)(L * c->Hq) * 4), *lse_ch = malloc((size_t)(L * c->Hq) * 4);
+    infllm_layout l = layout_of(c, L, L);
+    infllm_status st = infllm_attention(&p, &l, d->q, d->k, d->v, out_pre, lse_pre);
+    CHECK(st == INFLLM_OK, "[%s/%s] prefill: %s", c->name, bname(be), infllm_last_error());
+    infllm_cache *cache = NULL;
+    if (st == INFLLM_OK) st = infllm_cache_create(&p, c->dt, c->Hkv, c->D, L + 5, &cache);
+    if (st == INFLLM_OK) {
+        static const int64_t chunks[] = {37, 64, 1, 100, 15, 16, 1000};
+        int64_t pos = 0;
+        for (size_t i = 0; pos < L && st == INFLLM_OK; i++) {
+            int64_t n = chunks[i % 7];
+            if (n > L - pos) n = L - pos;
+            st = infllm_cache_append(cache, (const char *)d->k + (size_t)(pos * rk) * es,
+                                     (const char *)d->v + (size_t)(pos * rk) * es, n);
+            if (st == INFLLM_OK)
+                st = infllm_cache_attend(cache, &p, (const char *)d->q + (size_t)(pos * rq) * es, n, c->Hq,
+                                         (char *)out_ch + (size_t)(pos * rq) * es, lse_ch + pos * c->Hq);
+            pos += n;
+        }
+        CHECK(st == INFLLM_OK, "[%s/%s] chunked prefill: %s", c->name, bname(be), infllm_last_error());
+        if (st == INFLLM_OK) {
+            check_kernels(c, be, cache, d->k, L, "chunked");
+            double w1, w2;
+            int exact = be == INFLLM_BACKEND_REF;
+            int64_t b1 = count_diff(out_ch, out_pre, c->dt, L * rq, exact, &w1);
+            int64_t b2 = count_diff_f(lse_ch, lse_pre, L * c->Hq, exact, &w2);
+            printf("[%s/%s] chunked vs one-shot prefill: worst out diff %.3g, lse diff %.3g\n", c->name, bname(be), w1,
+                   w2);
+            CHECK(b1 == 0 && b2 == 0, "[%s/%s] chunked vs one-shot: %lld output and %lld lse elements differ", c->name,
+                  bname(be), (long long)b1, (long long)b2);
+        }
+    } else {
+        CHECK(0, "[%s/%s] setup: %s", c->name, bname(be), infllm_last_error());
+    }
+    infllm_cache_free(cache);
+    free(out_pre);
+    free(out_ch);
+    free(lse_pre);
+    free(lse_ch);
+}
+
+int main(void) {
+    static const cfg cfgs[] = {
+        /* name      dtype              Hq Hkv  D    L    B  l1 s1 init local topk exact */
+        {"f32-b32", INFLLM_DTYPE_F32, 4, 2, 64, 300, 32, 16, 8, 1, 1, 2, 0},
+        {"bf16-b64", INFLLM_DTYPE_BF16, 6, 2, 64, 333, 64, 32, 16, 1, 1, 1, 0},
+        {"f16-exact", INFLLM_DTYPE_F16, 3, 1, 128, 200, 32, 32, 16, 0, 2, 1, 1},
+    };
+    infllm_cache_free(NULL); /* no-op */
+    CHECK(infllm_cache_length(NULL) == 0, "length(NULL)");
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+        data d;
+        make_data(&d, &cfgs[i], 77 + i);
+        for (int b = 0; b < 2; b++) {
+            infllm_backend be = b == 0 ? INFLLM_BACKEND_REF : INFLLM_BACKEND_CPU;
+            test_decode(&cfgs[i], be, &d, 0);
+            test_chunked(&cfgs[i], be, &d);
+        }
+        /* the AUTO switch mid-generation: dense below dense_len, sparse from it on */
+        test_decode(&cfgs[i], INFLLM_BACKEND_CPU, &d, cfgs[i].L / 2);
+        free_data(&d);
+    }
+    return finish("test_cache");
+}
