@@ -6,7 +6,8 @@ argv[1] is the infllm binary; the C side is build/tests/test_tokenizer in its --
 mode. Ground truth: a `tokenizers` BPE built from the GGUF's tokens and merges with SmolLM2's
 pre-tokenizer (Digits(individual) + ByteLevel) and its special tokens. Both constructors are
 compared: tok_load_gguf (GGUF arrays, pre "smollm") and tok_load_hf_json (the same vocabulary
-saved as tokenizer.json). Skips (exit 0) without `tokenizers` or the GGUF, unless CI=true and
+saved as tokenizer.json); then the Llama-3 and Qwen2 split regexes on the same vocabulary
+(Split + ByteLevel, through tokenizer.json). Skips (exit 0) without `tokenizers` or the GGUF, unless CI=true and
 the library is missing.
 """
 import glob
@@ -29,7 +30,7 @@ def skip(msg):
 
 
 try:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 except ImportError:
     if os.environ.get("CI") == "true":
         print("py_tokenizer: the tokenizers library is missing under CI")
@@ -173,8 +174,26 @@ def main():
     hj = os.path.join(tmp, "tokenizer.json")
     hf.save(hj)
 
+    # the Llama-3 and Qwen2 split regexes (Split + ByteLevel without its own regex) on the same vocab
+    LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
+    QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
+    variants = []
+    for name, rx in (("llama3 regex", LLAMA3), ("qwen2 regex", QWEN2)):
+        v = Tokenizer.from_str(hf.to_str())
+        v.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(rx), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        p = os.path.join(tmp, name.split()[0] + ".json")
+        v.save(p)
+        w = []
+        for t in texts:
+            ids = v.encode(t, add_special_tokens=False).ids
+            w.append((ids, v.decode(ids, skip_special_tokens=True).encode()))
+        variants.append((name, [p], w))
+
     passed = failed = 0
-    for label, args in (("gguf arrays", [gj, "--gguf-json"]), ("tokenizer.json", [hj])):
+    for label, args, want in [("gguf arrays", [gj, "--gguf-json"], want), ("tokenizer.json", [hj], want)] + variants:
         got, dt = run_tool(args, texts)
         bad = 0
         for t, (gi, gd), (wi, wd) in zip(texts, got, want):

@@ -127,6 +127,8 @@ enum { SPM_PREPEND_NONE = 0, SPM_PREPEND_ALWAYS = 1, SPM_PREPEND_FIRST = 2 };
 
 typedef struct {
     int32_t id;
+    uint32_t len;
+    uint8_t first;   /* first byte of the text */
     uint8_t special; /* matched only with parse_special */
     uint8_t lstrip, rstrip;
 } special_tok;
@@ -158,6 +160,7 @@ struct infllm_tokenizer {
     int strip_decode;    /* drop the leading space of the decoded text */
     int32_t bos, eos, eot, unk, pad;
     int add_bos, add_eos;
+    uint8_t *strip_flags;  /* HF added tokens: bit 0 lstrip, bit 1 rstrip (NULL if none) */
     special_tok *specials; /* sorted by first byte, then length desc */
     int n_specials;
     int sp_first[257];     /* specials with first byte b: [sp_first[b], sp_first[b+1]) */
@@ -235,20 +238,17 @@ static int pairmap_get(const pairmap *m, int32_t a, int32_t b, int32_t *rank, in
 
 /* ----------------------------------------------------- GPT-2 byte mapping -- */
 
-static uint32_t byte2cp[256];
-static int16_t cp2byte[324]; /* code points < 324 -> byte or -1 */
-static int bytemap_ready;
-
-static void bytemap_init(void) {
-    if (bytemap_ready) return;
-    int n = 0;
-    for (int i = 0; i < 324; i++) cp2byte[i] = -1;
-    for (int b = 0; b < 256; b++) {
-        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        byte2cp[b] = printable ? (uint32_t)b : (uint32_t)(256 + n++);
+/* bytes_to_unicode: printable bytes map to themselves, the other 68 (0x00-0x20, 0x7F-0xA0,
+ * 0xAD) to U+0100.. in byte order. Computed, so no shared mutable state. */
+static int cp2byte(uint32_t cp) {
+    if (cp < 256) {
+        int printable = (cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF);
+        return printable ? (int)cp : -1;
     }
-    for (int b = 0; b < 256; b++) cp2byte[byte2cp[b]] = (int16_t)b;
-    bytemap_ready = 1;
+    if (cp < 256 + 33) return (int)(cp - 256);
+    if (cp < 256 + 67) return (int)(0x7F + (cp - 289));
+    if (cp == 323) return 0xAD;
+    return -1;
 }
 
 /* Decodes a byte-level token text to raw bytes; returns length or -1 when not decodable. */
@@ -258,8 +258,9 @@ static long bytelevel_decode(const char *s, size_t n, char *out) {
     while (i < n) {
         uint32_t cp;
         int k = utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (cp >= 324 || cp2byte[cp] < 0) return -1;
-        out[o++] = (char)cp2byte[cp];
+        int b = cp2byte(cp);
+        if (b < 0) return -1;
+        out[o++] = (char)b;
         i += (size_t)k;
     }
     return o;
@@ -287,6 +288,7 @@ void tok_free(infllm_tokenizer *t) {
     free(t->merges.rank);
     free(t->merges.result);
     free(t->specials);
+    free(t->strip_flags);
     free(t);
 }
 
@@ -330,21 +332,15 @@ static int is_eog_name(const char *s) {
     return 0;
 }
 
-static int cmp_special(const void *a, const void *b, void *ctx);
-static const infllm_tokenizer *g_sort_ctx;
-static int cmp_special_q(const void *a, const void *b) { return cmp_special(a, b, (void *)g_sort_ctx); }
-static int cmp_special(const void *a, const void *b, void *ctx) {
-    const infllm_tokenizer *t = ctx;
+static int cmp_special(const void *a, const void *b) {
     const special_tok *x = a, *y = b;
-    unsigned char fx = (unsigned char)t->text[x->id][0], fy = (unsigned char)t->text[y->id][0];
-    if (fx != fy) return fx < fy ? -1 : 1;
-    if (t->text_len[x->id] != t->text_len[y->id]) return t->text_len[x->id] > t->text_len[y->id] ? -1 : 1;
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
 /* Finishes construction: keys, maps, byte ids, specials, eog. */
 static int tok_finish(infllm_tokenizer *t, char *err, size_t errlen) {
-    bytemap_init();
     for (int i = 0; i < t->n_vocab; i++) {
         if (!t->text[i] && set_text(t, i, "", 0)) goto oom;
         if (t->text_len[i] > TOK_MAX_PIECE) {
@@ -400,15 +396,20 @@ static int tok_finish(infllm_tokenizer *t, char *err, size_t errlen) {
         if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN) && t->text_len[i] > 0) {
             special_tok *sp = &t->specials[t->n_specials++];
             sp->id = i;
+            sp->len = t->text_len[i];
+            sp->first = (uint8_t)t->text[i][0];
             sp->special = t->is_special[i];
+            if (t->strip_flags) {
+                sp->lstrip = t->strip_flags[i] & 1;
+                sp->rstrip = (t->strip_flags[i] >> 1) & 1;
+            }
         }
     }
-    g_sort_ctx = t;
-    qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special_q);
+    qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special);
     {
         int k = 0;
         for (int b = 0; b <= 256; b++) {
-            while (k < t->n_specials && (unsigned char)t->text[t->specials[k].id][0] < b) k++;
+            while (k < t->n_specials && t->specials[k].first < b) k++;
             t->sp_first[b] = k;
         }
         t->sp_first[256] = t->n_specials;
@@ -764,6 +765,9 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
         int id = (int)json_get_int(a, "id", 0);
         if (set_text(t, id, c, len)) goto oom;
         t->type[id] = json_get_bool(a, "special", false) ? TOK_TYPE_CONTROL : TOK_TYPE_USER_DEFINED;
+        uint8_t fl = (uint8_t)(json_get_bool(a, "lstrip", false) | (json_get_bool(a, "rstrip", false) << 1));
+        if (fl && !t->strip_flags && !(t->strip_flags = calloc((size_t)t->n_vocab, 1))) goto oom;
+        if (fl) t->strip_flags[id] = fl;
     }
     t->byte_fallback = json_get_bool(model, "byte_fallback", false);
     t->fuse_unk = json_get_bool(model, "fuse_unk", false);
@@ -1344,7 +1348,7 @@ int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_
         for (int k = t->sp_first[c]; k < t->sp_first[c + 1]; k++) {
             const special_tok *sp = &t->specials[k];
             if (sp->special && !parse_special) continue;
-            uint32_t sl = t->text_len[sp->id];
+            uint32_t sl = sp->len;
             if (sl <= len - i && memcmp(text + i, t->text[sp->id], sl) == 0) {
                 found = k;
                 break; /* sorted by length desc: longest first */

@@ -9,7 +9,7 @@ import os
 import random
 import sys
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,6 +45,9 @@ def build_bpe():
     tr = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIALS_BPE,
                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus_lines(), tr)
+    # an added token that absorbs the whitespace around it, and a non-special added word
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=True, special=True)])
+    tok.add_tokens([AddedToken("foobar", special=False)])
     return tok
 
 
@@ -83,7 +86,7 @@ FIXED = [
     "def main():\n    return foo(bar) + 42", "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start|><|im_end|><|endoftext|>", "<|im_star", "text<|endoftext|>more", "<s>hello</s> <unk>",
     "Ω≈ç√∫˜µ≤≥÷ åß∂ƒ©˙∆˚¬…æ", "ʻOkina ʼapostrophe", "mixed123abc456", "a1b2c3", "...!!!???",
-    "  multiple   spaces   inside  ", "\u00a0nbsp\u2003emsp\u3000ideographic", "e\u0301 combining",
+    "  multiple   spaces   inside  ", "a <mask> b", "x<mask>y", "  <mask>\n\nz", "foobar foobarx", "\u00a0nbsp\u2003emsp\u3000ideographic", "e\u0301 combining",
 ]
 
 
@@ -91,7 +94,7 @@ def random_strings(n, seed):
     rnd = random.Random(seed)
     pool = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t\n.,;:'\"!?()-_/\\")
     pool += list("éèüñçßøåæœ") + list("αβγδεζηθ") + list("абвгдежз") + list("你好世界中文") + ["😀", "🚀", "👍🏽"]
-    pool += ["'s", "'ll", " ", "  ", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "\u2581", "\u00a0"]
+    pool += ["<mask>", "foobar", "'s", "'ll", " ", "  ", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "\u2581", "\u00a0"]
     return ["".join(rnd.choice(pool) for _ in range(rnd.randint(1, 40))) for _ in range(n)]
 
 
