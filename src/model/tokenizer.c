@@ -911,7 +911,7 @@ int tok_load_hf_dir(const char *dir, infllm_tokenizer **out, char *err, size_t e
 /* ------------------------------------------------------------- BPE engine -- */
 
 typedef struct {
-    float key;  /* rank (as float) or -score: smaller first */
+    double key; /* rank or -score: smaller first */
     int left, right;
     uint32_t size;
     int32_t result;
@@ -1002,7 +1002,7 @@ static void try_pair(const infllm_tokenizer *t, bpe_work *w, const char *s, int 
     } else {
         int32_t rank, res;
         if (w->id[l] < 0 || w->id[r] < 0 || !pairmap_get(&t->merges, w->id[l], w->id[r], &rank, &res)) return;
-        g.key = (float)rank;
+        g.key = (double)rank;
         g.result = res;
     }
     heap_push(w, g);
