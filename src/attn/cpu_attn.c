@@ -339,6 +339,27 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                 }
             int64_t bs = (int64_t)B * b, be = bs + B;
             if (be > s->lk) be = s->lk;
+            {   /* prefetch the next block of the union into L2 while this one computes */
+                int32_t nb = INT32_MAX;
+                for (int tt = 0; tt < nt; tt++)
+                    if (w->cur[tt] < nsel[t0 + tt]) {
+                        int32_t x = sel[(size_t)(t0 + tt) * selw + w->cur[tt]];
+                        if (x < nb) nb = x;
+                    }
+                if (nb != INT32_MAX) {
+                    int64_t ns = (int64_t)B * nb, ne = ns + B;
+                    if (ne > s->lk) ne = s->lk;
+                    int64_t ps = (ns / CPU_KT) * CPU_KT, pe = ne;
+                    if (ps / CPU_KT < kp->ntile && atomic_load_explicit(&kp->state[ps / CPU_KT], memory_order_relaxed) == 2) {
+                        const char *ka = (const char *)(kp->K + (size_t)ps * D), *va = (const char *)(kp->V + (size_t)ps * D);
+                        size_t nbytes = (size_t)(pe - ps) * D * sizeof(float);
+                        for (size_t o = 0; o < nbytes; o += 64) {
+                            __builtin_prefetch(ka + o, 0, 2);
+                            __builtin_prefetch(va + o, 0, 2);
+                        }
+                    }
+                }
+            }
             for (int64_t j0 = bs; j0 < be;) {
                 int g0 = (int)(j0 / CPU_KG);
                 int64_t j1 = (int64_t)(g0 + 4) * CPU_KG;
@@ -469,7 +490,7 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
 
 /* Stage-1 scores of tokens t0..t0+nt-1 of sequence s, KV head g, into w->tok[tt*n1 ..]. */
 static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
-                         const void *q, int t0, int nt, scratch *w) {
+                         const void *q, int t0, int nt, int fused, scratch *w) {
     const infllm_attn_params *ap = c->ap;
     const int D = ap->D, G = ap->G, R = nt * G, n1 = s->n1;
     const int nl = ap->exact_lse ? s->n1 : s->n2;
@@ -480,6 +501,13 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int64_t p = (int64_t)s->lk - s->lq + t0 + tt;
         n1v[tt] = infllm_visible_kernels(p, ap->l1, ap->s1, n1);
         nlv[tt] = ap->exact_lse ? n1v[tt] : infllm_visible_kernels(p, ap->l2, ap->s2, nl);
+        if (fused) {
+            /* only kernels of non-forced blocks (b <= q_block - local - 1) reach the selection:
+             * the last of them is floor((B*b + B - 1) / s1) of that block */
+            int64_t blast = p / ap->B - ap->local_blocks - 1;
+            int64_t jneed = blast < 0 ? 0 : ((int64_t)ap->B * blast + ap->B - 1) / ap->s1 + 1;
+            if (jneed < n1v[tt]) n1v[tt] = (int)jneed;
+        }
     }
     memset(w->tok, 0, (size_t)nt * n1 * sizeof(float));
     for (int r = 0; r < R; r++) {
@@ -561,7 +589,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
             for (int i = 0; i < ngroups; i++) {
                 int gi = ngroups - 1 - i;
                 int t0 = tfirst + gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
-                stage1_group(c, s, g, c1p, clp, q, t0, nt, &w);
+                stage1_group(c, s, g, c1p, clp, q, t0, nt, scores_out == NULL, &w);
                 for (int tt = 0; tt < nt; tt++) {
                     const float *sc = w.tok + (size_t)tt * s->n1;
                     int t = t0 + tt;

@@ -140,6 +140,25 @@ static void softmax_avx512(const float *S, int R, int nk, const int *lo, const i
             continue;
         }
         __m512 mx = ninf;
+        if (a == 0 && b == nk && nk == 64) { /* full tile: no masks */
+            __m512 x0 = _mm512_mul_ps(_mm512_loadu_ps(s), vs), x1 = _mm512_mul_ps(_mm512_loadu_ps(s + 16), vs);
+            __m512 x2 = _mm512_mul_ps(_mm512_loadu_ps(s + 32), vs), x3 = _mm512_mul_ps(_mm512_loadu_ps(s + 48), vs);
+            float mn = fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3))));
+            float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+            __m512 vm = _mm512_set1_ps(mn);
+            x0 = exp2v(_mm512_sub_ps(x0, vm));
+            x1 = exp2v(_mm512_sub_ps(x1, vm));
+            x2 = exp2v(_mm512_sub_ps(x2, vm));
+            x3 = exp2v(_mm512_sub_ps(x3, vm));
+            _mm512_storeu_ps(p, x0);
+            _mm512_storeu_ps(p + 16, x1);
+            _mm512_storeu_ps(p + 32, x2);
+            _mm512_storeu_ps(p + 48, x3);
+            m[r] = mn;
+            l[r] = l[r] * al + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)));
+            alpha[r] = al;
+            continue;
+        }
         for (int n = 0; n < nk; n += 16) {
             __mmask16 k = range_mask(n, a, b);
             mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
