@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fuzz.sh: builds the libFuzzer targets in tests/fuzz/ with clang -fsanitize=fuzzer,address,
 # undefined and runs each for N seconds (default 20).
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: json safetensors tokenizer gguf (default all)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: json safetensors tokenizer tokenizer_json gguf
+#                                            (default all)
 # Environment: FUZZ_BUILD (build folder, default build-fuzz), CC (default clang),
 # FUZZ_JOBS (parallel fuzz processes per target, default 1).
 # Exit status: 0 when every target ran without a crash, 1 on a crash (the reproducer is in
@@ -11,7 +12,7 @@ set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SECS="${1:-20}"
 shift || true
-TARGETS="${*:-json safetensors tokenizer gguf}"
+TARGETS="${*:-json safetensors tokenizer tokenizer_json gguf}"
 B="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 CC="${CC:-clang}"
 mkdir -p "$B/artifacts" "$B/corpus"
@@ -28,7 +29,7 @@ srcs() {
   case "$1" in
     json) echo "$M/json.c" ;;
     safetensors) echo "$M/safetensors.c $M/json.c" ;;
-    tokenizer) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c" ;;
+    tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c" ;;
     gguf) echo "$M/gguf.c $M/mcommon.c" ;;
   esac
 }
@@ -45,9 +46,9 @@ seed() {
     tokenizer)
       printf '\000Hello world, I'"'"'m here!  12345 caf\303\251 \344\275\240\345\245\275 \360\237\230\200' > "$d/s1"
       printf '\003<|im_start|>user\nhi<|im_end|>\n' > "$d/s2"
-      printf '\001 hello  world\t\n<s></s>' > "$d/s3"
-      { printf '\200'; cat "$ROOT/tests/data/tok_spm.json"; } > "$d/s4"
-      { printf '\200'; cat "$ROOT/tests/data/tok_bpe.json"; } > "$d/s5" ;;
+      printf '\001 hello  world\t\n<s></s>' > "$d/s3" ;;
+    tokenizer_json)
+      cp "$ROOT"/tests/data/tok_*.json "$d/" 2>/dev/null ;;
     safetensors|gguf)
       python3 - "$t" "$d" <<'PY' || true
 import struct, sys, json

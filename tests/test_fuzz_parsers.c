@@ -21,6 +21,9 @@
 #define LLVMFuzzerTestOneInput fuzz_tok_one
 #include "fuzz/fuzz_tokenizer.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tokjson_one
+#include "fuzz/fuzz_tokenizer_json.c"
+#undef LLVMFuzzerTestOneInput
 #if __has_include("gguf.h")
 #define LLVMFuzzerTestOneInput fuzz_gguf_one
 #include "fuzz/fuzz_gguf.c"
@@ -159,12 +162,8 @@ int main(void) {
         const char *t3 = "\1 hello  world\t\n<s></s> \xE2\x96\x81x";
         buf seeds[3] = {mk(t1, sizeof t1 - 1), mk(t2, strlen(t2)), mk(t3, strlen(t3))};
         run("tokenizer text", fuzz_tok_one, seeds, 3, 20000);
-        uint8_t *j1 = malloc(n1 + 1), *j2 = malloc(n2 + 1);
-        j1[0] = j2[0] = 0x80;
-        memcpy(j1 + 1, bpe, n1);
-        memcpy(j2 + 1, spm, n2);
-        buf jseeds[2] = {{j1, n1 + 1}, {j2, n2 + 1}};
-        run("tokenizer json", fuzz_tok_one, jseeds, 2, 300);
+        buf jseeds[2] = {mk(bpe, n1), mk(spm, n2)};
+        run("tokenizer json", fuzz_tokjson_one, jseeds, 2, 300);
     }
 #ifdef HAVE_GGUF
     {

@@ -25,6 +25,7 @@ typedef struct {
     json_error *err;
     int max_depth;
     size_t max_nodes, nodes;
+    size_t first_chunk; /* size of the first arena chunk (scaled to the input) */
     json_member *stack; /* scratch for children of open containers */
     size_t sp, scap;
     int failed;
@@ -34,8 +35,8 @@ static void *arena_alloc(parser *p, size_t size) {
     size = (size + 15) & ~(size_t)15;
     chunk *c = p->doc->chunks;
     if (!c || c->cap - c->used < size) {
-        size_t cap = (size_t)1 << 16;
-        if (c && c->cap < ((size_t)1 << 24)) cap = c->cap * 2;
+        size_t cap = p->first_chunk;
+        if (c) cap = c->cap < ((size_t)1 << 24) ? c->cap * 2 : c->cap;
         if (cap < size) cap = size;
         chunk *nc = malloc(sizeof(chunk) + cap);
         if (!nc) return NULL;
@@ -403,6 +404,7 @@ json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_
     p.n = len;
     p.err = err;
     p.max_depth = (lim && lim->max_depth > 0) ? lim->max_depth : 256;
+    p.first_chunk = len < 512 ? 1024 : len < 32768 ? len * 2 : (size_t)1 << 16;
     p.max_nodes = (lim && lim->max_nodes) ? lim->max_nodes : ((size_t)64 << 20);
     size_t max_in = (lim && lim->max_input) ? lim->max_input : ((size_t)1 << 30);
     if (err) {

@@ -745,6 +745,11 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
         seterr(err, errlen, "tokenizer.json: empty vocab");
         return -1;
     }
+    if (maxid >= (int64_t)vocab->len + (int64_t)json_len(added) + 65536) {
+        seterr(err, errlen, "tokenizer.json: ids are too sparse (max id %lld for %u entries)", (long long)maxid,
+               vocab->len + (uint32_t)json_len(added));
+        return -1;
+    }
     infllm_tokenizer *t = tok_alloc((int)maxid + 1);
     if (!t) {
         seterr(err, errlen, "out of memory");

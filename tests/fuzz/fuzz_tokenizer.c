@@ -1,8 +1,8 @@
-/* fuzz_tokenizer.c: libFuzzer target for the tokenizer.
- * First byte: bit 7 set -> the rest is a tokenizer.json for tok_load_hf_json_mem (then a
- * fixed text is encoded); else bit 0 picks the fixture (byte-level BPE / SentencePiece-style),
- * bit 1 parse_special, and the rest is text: encode, decode, and for byte-level BPE check
- * that decoding the ids (rendering specials) gives back the input bytes exactly. */
+/* fuzz_tokenizer.c: libFuzzer target for encoding/decoding with the fixture tokenizers
+ * (tests/data). First byte: bit 0 picks the fixture (byte-level BPE / SentencePiece-style),
+ * bit 1 parse_special; the rest is text: encode, decode, and for byte-level BPE check that
+ * decoding the ids (rendering specials) gives back the input bytes exactly. The loader has
+ * its own target, fuzz_tokenizer_json.c. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,21 +32,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t len = size - 1;
     static int32_t ids[1 << 16];
     static char dec[1 << 20];
-    if (mode & 0x80) {
-        infllm_tokenizer *t = NULL;
-        char err[256];
-        if (tok_load_hf_json_mem(text, len, &t, err, sizeof err) == 0) {
-            const char *s = "Hello world <s> 12 \xE4\xBD\xA0\xE5\xA5\xBD";
-            int n = tok_encode(t, s, strlen(s), 1, 1, ids, 1 << 16);
-            if (n >= 0) {
-                for (int i = 0; i < n; i++)
-                    if (ids[i] < 0 || ids[i] >= tok_n_vocab(t)) abort();
-                tok_decode(t, ids, n, 1, dec, sizeof dec);
-            }
-            tok_free(t);
-        }
-        return 0;
-    }
     load_fixtures();
     const infllm_tokenizer *t = fixture[mode & 1];
     int parse_special = (mode >> 1) & 1;
