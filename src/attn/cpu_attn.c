@@ -218,7 +218,8 @@ static void kvpack_all(const ctx *c, kvpack *p) {
 typedef struct scratch {
     float *Q, *O, *S, *P;     /* [RM][D], [RM][D], [RM][64], [RM][64] */
     float *m, *l, *alpha, *c; /* [RM] */
-    int *lo, *hi;             /* [RM] */
+    float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
+    int *lo, *hi, *ridx;      /* [RM] */
     int *pos, *cur;           /* [MT] */
     float *tok;               /* [MT][n1] stage-1 scores of the group's tokens */
     uint64_t *keys, *tmp;     /* [nblocks] */
@@ -230,8 +231,8 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
     w->O = malloc((size_t)RM * D * sizeof(float));
     w->S = malloc((size_t)RM * CPU_KT * sizeof(float));
     w->P = malloc((size_t)RM * CPU_KT * sizeof(float));
-    w->m = malloc((size_t)RM * 4 * sizeof(float));
-    w->lo = malloc((size_t)RM * 2 * sizeof(int));
+    w->m = malloc((size_t)RM * 6 * sizeof(float));
+    w->lo = malloc((size_t)RM * 3 * sizeof(int));
     w->pos = malloc((size_t)MT * 2 * sizeof(int));
     w->tok = malloc((size_t)(MT * n1 + 1) * sizeof(float));
     w->keys = malloc((size_t)(nb + 1) * 2 * sizeof(uint64_t));
@@ -239,7 +240,10 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
     w->l = w->m + RM;
     w->alpha = w->m + 2 * RM;
     w->c = w->m + 3 * RM;
+    w->sm = w->m + 4 * RM;
+    w->sl = w->m + 5 * RM;
     w->hi = w->lo + RM;
+    w->ridx = w->lo + 2 * RM;
     w->cur = w->pos + MT;
     w->tmp = w->keys + nb + 1;
     return 0;
@@ -258,11 +262,14 @@ static void scratch_free(scratch *w) {
 }
 
 static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
-    return (size_t)RM * (2 * D + 2 * CPU_KT + 4) * sizeof(float) + (size_t)RM * 2 * sizeof(int) +
+    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) + (size_t)RM * 3 * sizeof(int) +
            (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 16;
 }
 
 static int group_tokens(int G) { return G >= CPU_KT ? 1 : CPU_KT / G; }
+/* stage 2 groups more tokens (up to 256 rows, 64 tokens) so that a selected block fetched once
+ * serves every token of the group that selected it */
+static int group_tokens_sparse(int G) { return G >= 256 ? 1 : (256 / G > 64 ? 64 : 256 / G); }
 
 /* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g. */
 static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q) {
@@ -276,24 +283,26 @@ static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int 
 
 /* ----------------------------------------------------------- attention ---- */
 
-/* One (row range, key tile) step: rows [r0, r1), packed groups g0..g0+ng-1, valid keys [j0, j1)
- * intersected with j <= position of the row's token. */
-static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int r0, int r1, int g0, int ng, int j0, int j1,
-                      int t_of_row0_div) {
-    (void)t_of_row0_div;
+/* One key-tile step for R rows (w->ridx[0..R) index the group's rows): packed groups g0..g0+ng-1,
+ * valid keys [j0, j1) intersected with j <= position of the row's token. */
+static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int g0, int ng, int j0, int j1) {
     const int D = c->ap->D, G = c->ap->G;
     const int base = g0 * CPU_KG;
-    for (int r = r0; r < r1; r++) {
+    for (int i = 0; i < R; i++) {
+        int r = w->ridx[i];
         int p1 = w->pos[r / G] + 1;
-        w->lo[r] = j0 - base;
-        w->hi[r] = (p1 < j1 ? p1 : j1) - base;
+        w->lo[i] = j0 - base;
+        w->hi[i] = (p1 < j1 ? p1 : j1) - base;
+        w->sm[i] = w->m[r];
+        w->sl[i] = w->l[r];
     }
-    int R = r1 - r0;
-    c->kn->qk(w->Q + (size_t)r0 * D, D, R, D, kp->K + (size_t)g0 * D * CPU_KG, ng, w->S + (size_t)r0 * CPU_KT);
-    c->kn->softmax(w->S + (size_t)r0 * CPU_KT, R, ng * CPU_KG, w->lo + r0, w->hi + r0, c->ap->scale * (float)M_LOG2E,
-                   w->m + r0, w->l + r0, w->alpha + r0, w->P + (size_t)r0 * CPU_KT);
-    c->kn->pv(w->O + (size_t)r0 * D, R, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, kp->V + (size_t)base * D,
-              ng * CPU_KG);
+    c->kn->qk(w->Q, D, w->ridx, R, D, kp->K + (size_t)g0 * D * CPU_KG, ng, w->S);
+    c->kn->softmax(w->S, R, ng * CPU_KG, w->lo, w->hi, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
+    for (int i = 0; i < R; i++) {
+        w->m[w->ridx[i]] = w->sm[i];
+        w->l[w->ridx[i]] = w->sl[i];
+    }
+    c->kn->pv(w->O, w->ridx, R, D, w->alpha, w->P, kp->V + (size_t)base * D, ng * CPU_KG);
 }
 
 /* Attention of tokens t0..t0+nt-1 of sequence s, KV head g. sel == NULL: dense causal;
@@ -318,7 +327,8 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             kvpack_ensure(c, kp, j0 / CPU_KT);
             int ta = 0;
             while (w->pos[ta] < j0) ta++;
-            tile_step(c, w, kp, ta * G, R, j0 / CPU_KG, ng, j0, j1, 0);
+            for (int r = ta * G; r < R; r++) w->ridx[r - ta * G] = r;
+            tile_step(c, w, kp, R - ta * G, j0 / CPU_KG, ng, j0, j1);
         }
     } else {
         const int B = ap->B;
@@ -367,17 +377,12 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                 int ng = (int)((j1 - (int64_t)g0 * CPU_KG + CPU_KG - 1) / CPU_KG);
                 kvpack_ensure(c, kp, g0 / 4);
                 if ((g0 + ng - 1) / 4 != g0 / 4) kvpack_ensure(c, kp, (g0 + ng - 1) / 4);
-                /* runs of consecutive selecting tokens that can see j0 */
-                for (int tt = 0; tt < nt;) {
-                    if (!((mask >> tt) & 1) || w->pos[tt] < j0) {
-                        tt++;
-                        continue;
-                    }
-                    int te = tt;
-                    while (te < nt && ((mask >> te) & 1)) te++;
-                    tile_step(c, w, kp, tt * G, te * G, g0, ng, (int)j0, (int)j1, 0);
-                    tt = te;
-                }
+                /* the rows of every selecting token that can see j0, in one call */
+                int R2 = 0;
+                for (int tt = 0; tt < nt; tt++)
+                    if (((mask >> tt) & 1) && w->pos[tt] >= j0)
+                        for (int h = 0; h < G; h++) w->ridx[R2++] = tt * G + h;
+                if (R2) tile_step(c, w, kp, R2, g0, ng, (int)j0, (int)j1);
                 j0 = j1;
             }
         }
@@ -401,7 +406,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
 
 static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                     const int32_t *sel, int selw, const int32_t *nsel) {
-    const int G = c->ap->G, MT = group_tokens(G);
+    const int G = c->ap->G, MT = sel ? group_tokens_sparse(G) : group_tokens(G);
     const int ngroups = (s->lq + MT - 1) / MT;
     int fail = 0;
 #pragma omp parallel num_threads(c->nth) reduction(| : fail)
@@ -522,7 +527,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = nlmax - c0 < CPU_KT ? nlmax : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = nlv[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, R - ta * G, D, clp->K + (size_t)c0 * D, ng,
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, clp->K + (size_t)c0 * D, ng,
                   w->S + (size_t)ta * G * CPU_KT);
         c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
                    w->l + ta * G);
@@ -537,7 +542,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = n1max - c0 < CPU_KT ? n1max : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, R - ta * G, D, c1p->K + (size_t)c0 * D, ng,
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, c1p->K + (size_t)c0 * D, ng,
                   w->S + (size_t)ta * G * CPU_KT);
         c->kn->expsub(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->c + ta * G,
                       w->P + (size_t)ta * G * CPU_KT);

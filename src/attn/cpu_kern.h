@@ -20,16 +20,18 @@
 
 typedef struct cpu_kern {
     const char *name;
-    /* S[r][n] = Q[r] . key n, n < 16*ng; Q rows (f32, stride ldq), Kp: ng packed groups. R >= 1. */
-    void (*qk)(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S);
+    /* S[r][n] = Q[row r] . key n, n < 16*ng; row r of Q is Q + (rows ? rows[r] : r) * ldq (f32);
+     * Kp: ng packed groups. R >= 1. */
+    void (*qk)(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S);
     /* Online-softmax step over one tile. Row r uses columns [lo[r], hi[r]) (none if hi <= lo).
      * x = S * sl2; m_new = max(m, max x); alpha[r] = 2^(m - m_new) (1 if the row has no column,
      * 0 if m was -inf); P[r][n] = 2^(x - m_new) on valid columns, 0 elsewhere (n < nk);
      * l = l * alpha + sum P. nk is a multiple of 16. */
     void (*softmax)(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
                     float *l, float *alpha, float *P);
-    /* O[r][:] = O[r][:] * alpha[r] + sum_{n < nk} P[r][n] * V[n][:]; O rows stride D, V rows stride D. */
-    void (*pv)(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk);
+    /* O[row r][:] = O[row r][:] * alpha[r] + sum_{n < nk} P[r][n] * V[n][:]; row r of O is
+     * O + (rows ? rows[r] : r) * D; V rows stride D. */
+    void (*pv)(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V, int nk);
     /* Stage-1 pass 1: online max/sum of 2^(S*sl2) over columns n < hi[r] (m, l in log2 domain). */
     void (*lse)(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l);
     /* Stage-1 pass 2: P[r][n] = n < hi[r] ? 2^(S*sl2 - c[r]) : 0, n < nk. */

@@ -46,15 +46,18 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(x);
 }
 
-AI void qk_blk8(const float *Q, int64_t ldq, int D, const float *Kg, float *S, const int RR) {
+AI void qk_blk8(const float *Q, int64_t ldq, const int *rows, int D, const float *Kg, float *S, const int RR) {
     __m256 acc[4][2];
+    const float *qr[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) qr[r] = Q + (rows ? rows[r] : r) * ldq;
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int d = 0; d < D; d++) {
         __m256 k0 = _mm256_loadu_ps(Kg + d * CPU_KG), k1 = _mm256_loadu_ps(Kg + d * CPU_KG + 8);
 #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
-            __m256 qb = _mm256_broadcast_ss(Q + r * ldq + d);
+            __m256 qb = _mm256_broadcast_ss(qr[r] + d);
             acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
         }
@@ -66,27 +69,31 @@ AI void qk_blk8(const float *Q, int64_t ldq, int D, const float *Kg, float *S, c
     }
 }
 
-static void qk_avx2(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+static void qk_avx2(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
     for (int g = 0; g < ng; g++) {
         const float *Kg = Kp + (int64_t)g * D * CPU_KG;
         int r = 0;
-        for (; r + 4 <= R; r += 4) qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 4);
+#define QB(RR) qk_blk8(rows ? Q : Q + r * ldq, ldq, rows ? rows + r : NULL, D, Kg, S + r * CPU_KT + g * CPU_KG, RR)
+        for (; r + 4 <= R; r += 4) QB(4);
         switch (R - r) {
-        case 1: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 1); break;
-        case 2: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 2); break;
-        case 3: qk_blk8(Q + r * ldq, ldq, D, Kg, S + r * CPU_KT + g * CPU_KG, 3); break;
+        case 1: QB(1); break;
+        case 2: QB(2); break;
+        case 3: QB(3); break;
         default: break;
         }
     }
 }
 
-AI void pv_blk8(float *O, int D, const float *alpha, const float *P, const float *V, int nk, const int RR) {
+AI void pv_blk8(float *O, const int *rows, int D, const float *alpha, const float *P, const float *V, int nk,
+                const int RR) {
     __m256 acc[4][2];
+    float *orow[4];
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
+        orow[r] = O + (rows ? rows[r] : r) * D;
         __m256 a = _mm256_set1_ps(alpha[r]);
-        acc[r][0] = _mm256_mul_ps(_mm256_loadu_ps(O + r * D), a);
-        acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(O + r * D + 8), a);
+        acc[r][0] = _mm256_mul_ps(_mm256_loadu_ps(orow[r]), a);
+        acc[r][1] = _mm256_mul_ps(_mm256_loadu_ps(orow[r] + 8), a);
     }
     for (int n = 0; n < nk; n++) {
         __m256 v0 = _mm256_loadu_ps(V + (int64_t)n * D), v1 = _mm256_loadu_ps(V + (int64_t)n * D + 8);
@@ -99,19 +106,21 @@ AI void pv_blk8(float *O, int D, const float *alpha, const float *P, const float
     }
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
-        _mm256_storeu_ps(O + r * D, acc[r][0]);
-        _mm256_storeu_ps(O + r * D + 8, acc[r][1]);
+        _mm256_storeu_ps(orow[r], acc[r][0]);
+        _mm256_storeu_ps(orow[r] + 8, acc[r][1]);
     }
 }
 
-static void pv_avx2(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+static void pv_avx2(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V,
+                    int nk) {
     for (int d0 = 0; d0 < D; d0 += 16) {
         int r = 0;
-        for (; r + 4 <= R; r += 4) pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 4);
+#define PB(RR) pv_blk8(rows ? O + d0 : O + r * D + d0, rows ? rows + r : NULL, D, alpha + r, P + r * CPU_KT, V + d0, nk, RR)
+        for (; r + 4 <= R; r += 4) PB(4);
         switch (R - r) {
-        case 1: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 1); break;
-        case 2: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 2); break;
-        case 3: pv_blk8(O + r * D + d0, D, alpha + r, P + r * CPU_KT, V + d0, nk, 3); break;
+        case 1: PB(1); break;
+        case 2: PB(2); break;
+        case 3: PB(3); break;
         default: break;
         }
     }

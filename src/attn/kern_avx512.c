@@ -34,8 +34,12 @@ AI __mmask16 range_mask(int n0, int a, int b) {
 }
 
 /* ---------------------------------------------------------------- QK ---- */
-AI void qk_blk(const float *Q, int64_t ldq, int D, const float *Kp, float *S, const int RR, const int NG) {
+AI void qk_blk(const float *Q, int64_t ldq, const int *rows, int D, const float *Kp, float *S, const int RR,
+            const int NG) {
     __m512 acc[4][4];
+    const float *qr[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < RR; r++) qr[r] = Q + (rows ? rows[r] : r) * ldq;
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
@@ -47,7 +51,7 @@ AI void qk_blk(const float *Q, int64_t ldq, int D, const float *Kp, float *S, co
         for (int g = 0; g < NG; g++) kv[g] = _mm512_loadu_ps(Kp + g * gs + d * CPU_KG);
 #pragma GCC unroll 4
         for (int r = 0; r < RR; r++) {
-            __m512 qb = _mm512_set1_ps(Q[r * ldq + d]);
+            __m512 qb = _mm512_set1_ps(qr[r][d]);
 #pragma GCC unroll 4
             for (int g = 0; g < NG; g++) acc[r][g] = _mm512_fmadd_ps(qb, kv[g], acc[r][g]);
         }
@@ -60,15 +64,19 @@ AI void qk_blk(const float *Q, int64_t ldq, int D, const float *Kp, float *S, co
 
 #define QK_NG(RR)                                                       \
     switch (ng) {                                                       \
-    case 1: qk_blk(Q, ldq, D, Kp, S, RR, 1); break;                     \
-    case 2: qk_blk(Q, ldq, D, Kp, S, RR, 2); break;                     \
-    case 3: qk_blk(Q, ldq, D, Kp, S, RR, 3); break;                     \
-    default: qk_blk(Q, ldq, D, Kp, S, RR, 4); break;                    \
+    case 1: qk_blk(Q, ldq, rows, D, Kp, S, RR, 1); break;               \
+    case 2: qk_blk(Q, ldq, rows, D, Kp, S, RR, 2); break;               \
+    case 3: qk_blk(Q, ldq, rows, D, Kp, S, RR, 3); break;               \
+    default: qk_blk(Q, ldq, rows, D, Kp, S, RR, 4); break;              \
     }
 
-static void qk_avx512(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+static void qk_avx512(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
     int r = 0;
-    for (; r + 4 <= R; r += 4, Q += 4 * ldq, S += 4 * CPU_KT) QK_NG(4)
+    if (!rows) {
+        for (; r + 4 <= R; r += 4, Q += 4 * ldq, S += 4 * CPU_KT) QK_NG(4)
+    } else {
+        for (; r + 4 <= R; r += 4, rows += 4, S += 4 * CPU_KT) QK_NG(4)
+    }
     switch (R - r) {
     case 1: QK_NG(1) break;
     case 2: QK_NG(2) break;
@@ -78,14 +86,16 @@ static void qk_avx512(const float *Q, int64_t ldq, int R, int D, const float *Kp
 }
 
 /* ---------------------------------------------------------------- PV ---- */
-AI void pv_blk(float *O, int D, const float *alpha, const float *P, const float *V, int nk, const int RR,
-               const int DV) {
+AI void pv_blk(float *O, const int *rows, int D, const float *alpha, const float *P, const float *V, int nk,
+               const int RR, const int DV) {
     __m512 acc[4][4];
+    float *orow[4];
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
+        orow[r] = O + (rows ? rows[r] : r) * D;
         __m512 a = _mm512_set1_ps(alpha[r]);
 #pragma GCC unroll 4
-        for (int v = 0; v < DV; v++) acc[r][v] = _mm512_mul_ps(_mm512_loadu_ps(O + r * D + v * 16), a);
+        for (int v = 0; v < DV; v++) acc[r][v] = _mm512_mul_ps(_mm512_loadu_ps(orow[r] + v * 16), a);
     }
     for (int n = 0; n < nk; n++) {
         __m512 vv[4];
@@ -101,22 +111,27 @@ AI void pv_blk(float *O, int D, const float *alpha, const float *P, const float 
 #pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
-        for (int v = 0; v < DV; v++) _mm512_storeu_ps(O + r * D + v * 16, acc[r][v]);
+        for (int v = 0; v < DV; v++) _mm512_storeu_ps(orow[r] + v * 16, acc[r][v]);
 }
 
 #define PV_DV(RR)                                                                \
     for (int d0 = 0; d0 < D; d0 += 64) {                                         \
         switch ((D - d0) >= 64 ? 4 : (D - d0) / 16) {                            \
-        case 1: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 1); break;           \
-        case 2: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 2); break;           \
-        case 3: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 3); break;           \
-        default: pv_blk(O + d0, D, alpha, P, V + d0, nk, RR, 4); break;          \
+        case 1: pv_blk(O + d0, rows, D, alpha, P, V + d0, nk, RR, 1); break;     \
+        case 2: pv_blk(O + d0, rows, D, alpha, P, V + d0, nk, RR, 2); break;     \
+        case 3: pv_blk(O + d0, rows, D, alpha, P, V + d0, nk, RR, 3); break;     \
+        default: pv_blk(O + d0, rows, D, alpha, P, V + d0, nk, RR, 4); break;    \
         }                                                                        \
     }
 
-static void pv_avx512(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+static void pv_avx512(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V,
+                      int nk) {
     int r = 0;
-    for (; r + 4 <= R; r += 4, O += 4 * D, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+    if (!rows) {
+        for (; r + 4 <= R; r += 4, O += 4 * D, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+    } else {
+        for (; r + 4 <= R; r += 4, rows += 4, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+    }
     switch (R - r) {
     case 1: PV_DV(1) break;
     case 2: PV_DV(2) break;

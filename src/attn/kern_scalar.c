@@ -5,9 +5,9 @@
 #include "cpu_kern.h"
 #include "dtype.h"
 
-static void qk_scalar(const float *Q, int64_t ldq, int R, int D, const float *Kp, int ng, float *S) {
+static void qk_scalar(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
     for (int r = 0; r < R; r++) {
-        const float *q = Q + r * ldq;
+        const float *q = Q + (rows ? rows[r] : r) * ldq;
         for (int g = 0; g < ng; g++) {
             float acc[CPU_KG] = {0};
             const float *kg = Kp + (int64_t)g * D * CPU_KG;
@@ -45,9 +45,10 @@ static void softmax_scalar(const float *S, int R, int nk, const int *lo, const i
     }
 }
 
-static void pv_scalar(float *O, int R, int D, const float *alpha, const float *P, const float *V, int nk) {
+static void pv_scalar(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V,
+                      int nk) {
     for (int r = 0; r < R; r++) {
-        float *o = O + (int64_t)r * D;
+        float *o = O + (int64_t)(rows ? rows[r] : r) * D;
         const float *p = P + (int64_t)r * CPU_KT;
         for (int d = 0; d < D; d++) o[d] *= alpha[r];
         for (int n = 0; n < nk; n++) {
