@@ -598,6 +598,12 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
     }
     if (!strcmp(ty, "Split")) {
         const char *re = jstr(json_get(p, "pattern"), "Regex");
+        const char *beh = jstr(p, "behavior");
+        if ((beh && strcmp(beh, "Isolated")) || json_get_bool(p, "invert", false)) {
+            seterr(err, errlen, "tokenizer.json: Split behavior %s (invert %d) not supported (Isolated only)",
+                   beh ? beh : "?", (int)json_get_bool(p, "invert", false));
+            return -1;
+        }
         static const char *gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
         static const char *llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
                                     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
