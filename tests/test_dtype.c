@@ -19,6 +19,10 @@
 #include "harness.h"
 #include "infllm.h"
 
+#ifdef __FLT16_MAX__
+__extension__ typedef _Float16 hw_f16; /* the compiler's binary16 (hardware or libgcc) */
+#endif
+
 /* ---------------------------------------------------- independent model ---- */
 
 /* Value of a binary16-like pattern: 1 sign bit, `eb` exponent bits, `mb` mantissa bits. */
@@ -79,7 +83,7 @@ static void test_decode_all(void) {
         if (!same_value(got, want)) n_bad_dec_f16++;
         if (isnan(got) && (signbit(got) != 0) != ((h & 0x8000u) != 0)) n_bad_dec_f16++;
 #ifdef __FLT16_MAX__
-        _Float16 hv;
+        hw_f16 hv;
         uint16_t hb = (uint16_t)h;
         memcpy(&hv, &hb, 2);
         if (!same_value((float)hv, got)) n_bad_hw_dec++;
@@ -124,7 +128,7 @@ static void check_encode(uint32_t u) {
         enc_bad_f16++;
     }
 #ifdef __FLT16_MAX__
-    _Float16 hv = (_Float16)x;
+    hw_f16 hv = (hw_f16)x;
     uint16_t hb;
     memcpy(&hb, &hv, 2);
     int same = isnan(x) ? isnan(gf) : (hb == infllm_f32_to_f16(x));
