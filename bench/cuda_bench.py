@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""cuda_bench.py: times the infllm CUDA backend (through libinfllm.so and ctypes, on PyTorch's
+stream) against PyTorch SDPA (cuDNN and flash backends) and FlexAttention in the same process.
+
+Shapes: batch 1, 32 query heads, 2 KV heads, head_dim 128, bf16, 96 blocks of 64 (MiniCPM4.1
+defaults: init 1, local 32, topk 64). Every number is the median of CUDA-event timings after a
+warm-up. FLOP formulas: dense causal 4 * Hq * D * T^2 / 2; sparse stage 2 4 * Hq * D * (keys per
+query), keys per query counted from the selection.
+
+    python3 bench/cuda_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,32768,65536,131072]
+"""
+import argparse
+import ctypes as C
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+class Params(C.Structure):
+    _fields_ = [("block_size", C.c_int32), ("kernel_size", C.c_int32), ("kernel_stride", C.c_int32),
+                ("init_blocks", C.c_int32), ("local_blocks", C.c_int32), ("topk", C.c_int32),
+                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("softmax_scale", C.c_float),
+                ("mode", C.c_int), ("backend", C.c_int), ("num_threads", C.c_int32),
+                ("cuda_stream", C.c_void_p), ("workspace", C.c_void_p), ("workspace_bytes", C.c_size_t)]
+
+
+class Layout(C.Structure):
+    _fields_ = [("dtype", C.c_int), ("num_seqs", C.c_int32), ("cu_seqlens_q", C.c_void_p),
+                ("cu_seqlens_k", C.c_void_p), ("total_q", C.c_int64), ("total_k", C.c_int64),
+                ("num_q_heads", C.c_int32), ("num_kv_heads", C.c_int32), ("head_dim", C.c_int32),
+                ("max_seqlen_q", C.c_int32), ("max_seqlen_k", C.c_int32)]
+
+
+BF16, CUDA, DENSE, SPARSE = 2, 2, 1, 2
+HQ, HKV, D = 32, 2, 128
+
+
+def load_lib(path):
+    lib = C.CDLL(path)
+    lib.infllm_last_error.restype = C.c_char_p
+    lib.infllm_build_commit.restype = C.c_char_p
+    return lib
+
+
+def check(lib, st, what):
+    if st != 0:
+        raise RuntimeError(f"{what}: status {st}: {lib.infllm_last_error().decode()}")
+
+
+def timeit(fn, warmup=3, reps=10):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def make_inputs(T, Tk=None, structured=True, seed=0):
+    """q, k, v token-major [T, H, D] bf16. structured: tokens of one 256-token segment share a
+    component, so that neighbouring queries select similar blocks, as in real text."""
+    Tk = Tk or T
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(T, HQ, D, device="cuda", generator=g)
+    k = torch.randn(Tk, HKV, D, device="cuda", generator=g)
+    v = torch.randn(Tk, HKV, D, device="cuda", generator=g)
+    if structured:
+        segq = torch.randn((Tk + 255) // 256, HQ, D, device="cuda", generator=g)
+        segk = torch.randn((Tk + 255) // 256, HKV, D, device="cuda", generator=g)
+        pos_q = torch.arange(Tk - T, Tk, device="cuda") // 256
+        pos_k = torch.arange(Tk, device="cuda") // 256
+        q = 0.6 * q + 0.8 * segq[pos_q]
+        k = 0.6 * k + 0.8 * segk[pos_k]
+    return q.bfloat16().contiguous(), k.bfloat16().contiguous(), v.bfloat16().contiguous()
+
+
+def params(lib, mode=SPARSE):
+    p = Params()
+    lib.infllm_params_default(C.byref(p))
+    p.backend = CUDA
+    p.mode = mode
+    p.cuda_stream = torch.cuda.current_stream().cuda_stream
+    return p
+
+
+def layout(T, Tk):
+    l = Layout()
+    l.dtype = BF16
+    l.num_seqs = 1
+    l.total_q, l.total_k = T, Tk
+    l.num_q_heads, l.num_kv_heads, l.head_dim = HQ, HKV, D
+    l.max_seqlen_q, l.max_seqlen_k = T, Tk
+    return l
+
+
+def sdpa_fn(q, k, v, backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    qq = q.transpose(0, 1).unsqueeze(0)
+    kk = k.transpose(0, 1).unsqueeze(0)
+    vv = v.transpose(0, 1).unsqueeze(0)
+    be = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend]
+    try:
+        with sdpa_kernel(be):
+            F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
+
+        def run():
+            with sdpa_kernel(be):
+                F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
+        return run
+    except Exception:
+        kx = kk.repeat_interleave(HQ // HKV, dim=1)
+        vx = vv.repeat_interleave(HQ // HKV, dim=1)
+
+        def run2():
+            with sdpa_kernel(be):
+                F.scaled_dot_product_attention(qq, kx, vx, is_causal=True)
+        return run2
+
+
+def flex_fn(q, k, v, topk, T):
+    """FlexAttention over the same blocks, one selection per 64-token query block (the last token's
+    selection of the block, per KV head), 16 query heads folded per KV head via enable_gqa."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    nqb = T // 64
+    sel = topk[:, 63::64, :][:, :nqb, :]  # [Hkv, nqb, 96]
+    valid = sel >= 0
+    num = valid.sum(-1).to(torch.int32)  # [Hkv, nqb]
+    idx = torch.where(valid, sel, torch.full_like(sel, 0)).to(torch.int32)
+    nkb = (T + 63) // 64
+    kv_indices = torch.zeros(1, HKV, nqb, nkb, dtype=torch.int32, device="cuda")
+    kv_indices[0, :, :, :idx.shape[-1]] = idx
+    kv_num = num.unsqueeze(0).contiguous()
+    kv_indices = kv_indices.repeat_interleave(HQ // HKV, dim=1)
+    kv_num = kv_num.repeat_interleave(HQ // HKV, dim=1)
+
+    def causal(b, h, qi, ki):
+        return qi >= ki
+    bm = BlockMask.from_kv_blocks(kv_num, kv_indices, BLOCK_SIZE=(64, 64), mask_mod=causal, seq_lengths=(T, T))
+    fa = torch.compile(flex_attention, dynamic=False)
+    qq = q.transpose(0, 1).unsqueeze(0)
+    kk = k.transpose(0, 1).unsqueeze(0)
+    vv = v.transpose(0, 1).unsqueeze(0)
+    fa(qq, kk, vv, block_mask=bm, enable_gqa=True)
+
+    def run():
+        fa(qq, kk, vv, block_mask=bm, enable_gqa=True)
+    keys = 0
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default="build-gpu/libinfllm.so")
+    ap.add_argument("--sizes", default="8192,16384,32768,65536,131072")
+    ap.add_argument("--dense-sizes", default="8192,16384,32768")
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
+    ap.add_argument("--reps", type=int, default=10)
+    a = ap.parse_args()
+    lib = load_lib(a.lib)
+    dbg = lib.cuda_debug_fused_topk
+    dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
+                    C.c_void_p, C.c_void_p]
+    name = torch.cuda.get_device_name()
+    drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    print(f"# infllm CUDA bench: {name}, driver {drv}, torch {torch.__version__}, "
+          f"commit {lib.infllm_build_commit().decode()}, inputs {'random' if a.random else 'structured'}")
+    rows = []
+
+    # ---------------- sparse pipeline per size ----------------
+    for T in [int(x) for x in a.sizes.split(",") if x]:
+        q, k, v = make_inputs(T, structured=not a.random)
+        out = torch.empty_like(q)
+        lse = torch.empty(T, HQ, device="cuda", dtype=torch.float32)
+        p = params(lib, SPARSE)
+        l = layout(T, T)
+        wsb = C.c_size_t(0)
+        check(lib, lib.infllm_attention_workspace_size(C.byref(p), C.byref(l), C.byref(wsb)), "ws")
+        ws = torch.empty(wsb.value, dtype=torch.uint8, device="cuda")
+        p.workspace, p.workspace_bytes = ws.data_ptr(), wsb.value
+        K = min(96, (T + 63) // 64)
+        topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
+        n1, n2 = T // 16 - 1, T // 64 - 1
+        c1 = torch.empty(max(n1, 1), HKV, D, dtype=torch.bfloat16, device="cuda")
+        c2 = torch.empty(max(n2, 1), HKV, D, dtype=torch.bfloat16, device="cuda")
+
+        def pipe():
+            check(lib, lib.infllm_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()), C.c_void_p(k.data_ptr()),
+                                            C.c_void_p(v.data_ptr()), C.c_void_p(out.data_ptr()),
+                                            C.c_void_p(lse.data_ptr())), "attention")
+
+        def comp():
+            check(lib, lib.infllm_compress_keys(C.byref(p), C.byref(l), C.c_void_p(k.data_ptr()),
+                                                C.c_void_p(c1.data_ptr()), C.c_void_p(c2.data_ptr()), None, None),
+                  "compress")
+
+        def sel():  # compress + fused stage 1 + top-k
+            check(lib, dbg(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
+
+        def st2():
+            check(lib, lib.infllm_sparse_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                                   C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                                   C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()),
+                                                   C.c_void_p(lse.data_ptr())), "sparse")
+        t_pipe = timeit(pipe, reps=a.reps)
+        t_comp = timeit(comp, reps=a.reps)
+        t_sel = timeit(sel, reps=a.reps) - t_comp
+        t_st2 = timeit(st2, reps=a.reps)
+        # keys per query and union per 4-token tile from the selection
+        tk = topk.long()
+        nvalid = (tk >= 0).sum(-1).float()  # blocks per (g, t)
+        keys_per_q = (nvalid.mean().item()) * 64
+        fl2 = 4.0 * HQ * D * keys_per_q * T
+        samp = torch.arange(0, T - 4, max(1, T // 512), device="cuda")
+        uni = []
+        for g in range(HKV):
+            blocks = tk[g][samp.unsqueeze(1) + torch.arange(4, device="cuda")].reshape(len(samp), -1)
+            onehot = torch.zeros(len(samp), (T + 63) // 64 + 1, device="cuda")
+            onehot.scatter_(1, (blocks + 1).clamp(min=0), 1.0)
+            uni.append((onehot[:, 1:].sum(1)).mean().item())
+        union = sum(uni) / len(uni)
+        t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
+        try:
+            t_flash = timeit(sdpa_fn(q, k, v, "flash"), reps=a.reps)
+        except Exception as e:  # noqa
+            t_flash = float("nan")
+        t_flex = float("nan")
+        if not a.no_flex:
+            try:
+                sel()
+                t_flex = timeit(flex_fn(q, k, v, topk, T), reps=a.reps)
+            except Exception as e:  # noqa
+                print(f"# flex at {T}: {type(e).__name__}: {str(e)[:200]}")
+        rows.append((T, t_pipe, t_comp, t_sel, t_st2, fl2 / t_st2 / 1e9, union, t_cudnn, t_flash, t_flex))
+        print(f"T={T}: pipeline {t_pipe:.3f} ms, compress {t_comp:.3f}, select {t_sel:.3f}, stage2 {t_st2:.3f} "
+              f"({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, union {union:.0f} blocks/4 tokens), cuDNN dense "
+              f"{t_cudnn:.3f}, flash dense {t_flash:.3f}, flex sparse {t_flex:.3f}", flush=True)
+        del ws, q, k, v, out, lse, topk, c1, c2
+        torch.cuda.empty_cache()
+
+    # ---------------- dense causal ----------------
+    drows = []
+    for T in [int(x) for x in a.dense_sizes.split(",") if x]:
+        q, k, v = make_inputs(T, structured=False)
+        out = torch.empty_like(q)
+        p = params(lib, DENSE)
+        l = layout(T, T)
+
+        def dense():
+            check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                                  C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                                  C.c_void_p(out.data_ptr()), None), "dense")
+        t_ours = timeit(dense, reps=a.reps)
+        t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
+        fl = 4.0 * HQ * D * T * T / 2
+        drows.append((T, t_ours, t_cudnn, fl / t_ours / 1e9, fl / t_cudnn / 1e9))
+        print(f"dense T={T}: ours {t_ours:.3f} ms ({fl / t_ours / 1e9:.0f} TFLOP/s), cuDNN {t_cudnn:.3f} ms "
+              f"({fl / t_cudnn / 1e9:.0f} TFLOP/s), ratio {t_cudnn / t_ours:.2f}x", flush=True)
+        del q, k, v, out
+        torch.cuda.empty_cache()
+
+    # ---------------- decode: 1 token, 128K cache, graph replay ----------------
+    dec = None
+    try:
+        Tk = 131072
+        q, k, v = make_inputs(1, Tk, structured=not a.random)
+        out = torch.empty_like(q)
+        lse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            p = params(lib, SPARSE)
+            l = layout(1, Tk)
+            wsb = C.c_size_t(0)
+            check(lib, lib.infllm_attention_workspace_size(C.byref(p), C.byref(l), C.byref(wsb)), "ws")
+            ws = torch.empty(max(wsb.value, 1), dtype=torch.uint8, device="cuda")
+            p.workspace, p.workspace_bytes = ws.data_ptr(), wsb.value
+
+            def step():
+                check(lib, lib.infllm_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                                C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                                C.c_void_p(out.data_ptr()), C.c_void_p(lse.data_ptr())), "decode")
+            step()
+            step()
+        torch.cuda.synchronize()
+        t_eager = timeit(step, reps=50)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s):
+            p.cuda_stream = torch.cuda.current_stream().cuda_stream
+            step()
+        t_graph = timeit(g.replay, warmup=5, reps=200)
+        dec = (t_eager * 1000, t_graph * 1000)
+        print(f"decode 1 x 128K: eager {t_eager * 1000:.1f} us, graph replay {t_graph * 1000:.1f} us "
+              f"(includes recompressing the 128K keys: infllm_attention has no device cache)", flush=True)
+    except Exception as e:  # noqa
+        print(f"# decode: {type(e).__name__}: {e}")
+
+    # ---------------- table ----------------
+    print()
+    print("| T | pipeline ms | compress | select (stage 1 + top-k) | stage 2 | stage-2 TFLOP/s | union blocks / 4 tok"
+          " | cuDNN dense ms | flash dense ms | flex sparse ms | pipeline vs cuDNN | select share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (T, tp, tc, ts, t2, tf, un, tcu, tfl, tfx) in rows:
+        print(f"| {T // 1024}K | {tp:.2f} | {tc:.2f} | {ts:.2f} | {t2:.2f} | {tf:.0f} | {un:.0f} | {tcu:.2f} | "
+              f"{tfl:.2f} | {tfx:.2f} | {tcu / tp:.2f}x | {100 * ts / tp:.0f}% |")
+    print()
+    print("| T | dense ours ms | cuDNN ms | ours TFLOP/s | cuDNN TFLOP/s | ours / cuDNN speed |")
+    print("|---|---|---|---|---|---|")
+    for (T, to, tcu, fo, fc) in drows:
+        print(f"| {T // 1024}K | {to:.2f} | {tcu:.2f} | {fo:.0f} | {fc:.0f} | {tcu / to:.2f}x |")
+    if dec:
+        print(f"\ndecode (1 token, 128K cache): eager {dec[0]:.1f} us, CUDA graph replay {dec[1]:.1f} us")
+
+
+if __name__ == "__main__":
+    main()

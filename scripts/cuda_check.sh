@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# cuda_check.sh: builds infllm with CUDA (cmake) on a GPU machine and runs tests/test_cuda.c,
+# the differential grid of the CUDA backend vs the float64 REF backend and the golden data.
+# Prints one "CUDA SUMMARY" line; exit status non-zero on any failure. Without a GPU the test
+# prints SKIP and passes.
+#   BUILD=build-gpu  INFLLM_CUDA_ARCHS=90  INFLLM_GOLDEN_DIR=<dir holding pub1/>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+ARCHS=${INFLLM_CUDA_ARCHS:-90}
+if [ -z "${INFLLM_GOLDEN_DIR:-}" ]; then
+  for d in .devcarry/golden ../shared/golden shared/golden; do
+    if [ -d "$d/pub1" ]; then export INFLLM_GOLDEN_DIR=$(cd "$d" && pwd); break; fi
+  done
+fi
+cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
+  { cat "$BUILD.configure.log"; exit 1; }
+grep "infllm: CUDA" "$BUILD.configure.log" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda infllm_shared 2>&1 | grep -E "error|warning" || true
+test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+"$BUILD/tests/test_cuda"

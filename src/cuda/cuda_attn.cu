@@ -1,0 +1,494 @@
+/*
+ * cuda_attn.cu: dense causal and block-sparse attention (stage 2, SPEC B §9) on tensor cores
+ * (mma.sync m16n8k16, bf16/f16 in, f32 accumulate), FlashAttention-2 style online softmax.
+ *
+ * One CTA = one KV head g x TT consecutive query tokens of one sequence; its M = 16*NW rows are
+ * (token, query head of the group) pairs: row r -> token r / Gt, head g*G + hc*Gt + r % Gt with
+ * Gt = min(G, M) (hc chunks the heads when G > M). So one K/V tile load feeds all the heads of
+ * a group (16 rows per token for MiniCPM4), which is what keeps the tensor cores busy.
+ * Keys come in chunks of 64. Sparse: the CTA walks the union of the chunks that its tokens'
+ * selected blocks cover, in ascending order, and masks per row (block selected by the row's
+ * token, and key position <= the row's position); dense: all chunks up to the last position.
+ * Split-KV (few CTAs, e.g. decode): the chunk list is cut into nsplit ranges, partial results are
+ * merged by k_combine.
+ */
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "cuda_internal.cuh"
+
+struct FlashParams {
+    const void *q, *k, *v;
+    void *out;
+    float *lse;
+    SeqDesc sd;
+    int Hq, Hkv, G, Gt, TT, hchunks;
+    float scale_log2;
+    const int32_t *topk;
+    int topk_cols;
+    int B;
+    int filter, mode, dense_len;
+    int nsplit;
+    float *part_o;   /* [cta][nsplit][M][D] */
+    float *part_lse; /* [cta][nsplit][M] (log2 domain) */
+    int nbw;         /* words of one token's block bitmap */
+    int ncw;         /* words of the chunk bitmap */
+};
+
+__device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
+    int w = from >> 5;
+    if (w >= nwords) return -1;
+    uint32_t m = bits[w] & (0xffffffffu << (from & 31));
+    while (!m) {
+        if (++w >= nwords) return -1;
+        m = bits[w];
+    }
+    return w * 32 + __ffs(m) - 1;
+}
+
+template <typename T, int D, int NW, bool SPARSE>
+__global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
+    constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint16_t *sQ = (uint16_t *)smem;
+    uint16_t *sK = sQ + M * D;          /* [2][64][D] */
+    uint16_t *sV = sK + 2 * 64 * D;     /* [2][64][D] */
+    uint32_t *sTok = (uint32_t *)(sV + 2 * 64 * D);
+    uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
+
+    const int b = blockIdx.y;
+    int z = blockIdx.z;
+    const int split = z % p.nsplit;
+    const int zz = z / p.nsplit;
+    const int hc = zz % p.hchunks, g = zz / p.hchunks;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = blockIdx.x * p.TT;
+    if (tok0 >= lq) return;
+    if (p.filter) {
+        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
+        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
+    }
+    const int ntok = min(p.TT, lq - tok0);
+    const int64_t pos0 = (int64_t)lk - lq + tok0;
+    const int64_t pos_last = pos0 + ntok - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int G = p.G, Gt = p.Gt;
+
+    bool rvalid[2];
+    int rtt[2], rhh[2];
+    int64_t rpos[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        int r = warp * 16 + gid + 8 * ri;
+        int tt = r / Gt, hh = hc * Gt + r % Gt;
+        rvalid[ri] = r < p.TT * Gt && tt < ntok && hh < G;
+        rtt[ri] = rvalid[ri] ? tt : 0;
+        rhh[ri] = hh;
+        rpos[ri] = rvalid[ri] ? pos0 + tt : -1;
+    }
+
+    /* Q rows -> sQ */
+    {
+        const uint16_t *qg = (const uint16_t *)p.q;
+        for (int i = tid; i < M * CH; i += NT) {
+            int r = i / CH, c = i % CH;
+            int tt = r / Gt, hh = hc * Gt + r % Gt;
+            bool ok = r < p.TT * Gt && tt < ntok && hh < G;
+            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+            cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
+        }
+    }
+    const int nchunks_seq = (lk + 63) / 64;
+    if (SPARSE) {
+        for (int i = tid; i < p.TT * p.nbw + p.ncw; i += NT) sTok[i] = 0u;
+        __syncthreads();
+        const int32_t nb_seq = (lk + p.B - 1) / p.B;
+        for (int i = tid; i < ntok * p.topk_cols; i += NT) {
+            int tt = i / p.topk_cols, kk = i % p.topk_cols;
+            int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_cols + kk];
+            int64_t pos = pos0 + tt;
+            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+            atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
+            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            if (kend > pos) kend = pos;
+            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+                atomicOr(&sChunk[c >> 5], 1u << (c & 31));
+        }
+        __syncthreads();
+    }
+    const int last_chunk = (int)(pos_last >> 6);
+    /* this split's range of the chunk list, by rank */
+    int first = SPARSE ? chunk_next(sChunk, p.ncw, 0) : 0;
+    int count;
+    if (p.nsplit > 1) {
+        int U;
+        if (SPARSE) {
+            U = 0;
+            for (int w = 0; w < p.ncw; w++) U += __popc(sChunk[w]);
+        } else {
+            U = last_chunk + 1;
+        }
+        int r0 = (int)((int64_t)U * split / p.nsplit), r1 = (int)((int64_t)U * (split + 1) / p.nsplit);
+        count = r1 - r0;
+        for (int i = 0; i < r0 && first >= 0; i++) first = SPARSE ? chunk_next(sChunk, p.ncw, first + 1) : first + 1;
+    } else {
+        count = 1 << 30;
+    }
+    if (first < 0 || first > last_chunk) count = 0;
+
+    const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
+    const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
+    const int64_t kvs = (int64_t)p.Hkv * D;
+    int c = count > 0 ? first : -1;
+    if (c >= 0) {
+        load_tile_async<D, 64, NT>(sK, kg + (int64_t)c * 64 * kvs, kvs, lk - c * 64);
+        load_tile_async<D, 64, NT>(sV, vg + (int64_t)c * 64 * kvs, kvs, lk - c * 64);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
+    }
+    float o[DT_][4];
+#pragma unroll
+    for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int stage = 0;
+    const bool b64 = (p.B & 63) == 0;
+    (void)nchunks_seq;
+
+    while (c >= 0 && count > 0) {
+        int cn = -1;
+        if (count > 1) {
+            cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
+            if (cn > last_chunk) cn = -1;
+        }
+        if (cn >= 0) {
+            load_tile_async<D, 64, NT>(sK + (stage ^ 1) * 64 * D, kg + (int64_t)cn * 64 * kvs, kvs, lk - cn * 64);
+            load_tile_async<D, 64, NT>(sV + (stage ^ 1) * 64 * D, vg + (int64_t)cn * 64 * kvs, kvs, lk - cn * 64);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const uint16_t *sk = sK + stage * 64 * D;
+        const uint16_t *sv = sV + stage * 64 * D;
+
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk += 2) {
+                uint32_t r[4];
+                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                mma16816<T>(s[j], qf[kk], r[0], r[1]);
+                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+            }
+        }
+        /* mask + online softmax */
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            bool rowsel = true;
+            const uint32_t *bits = sTok + rtt[ri] * p.nbw;
+            if (SPARSE && b64) {
+                int blk = (int)(((int64_t)c * 64) / p.B);
+                rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
+            }
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int64_t kp = (int64_t)c * 64 + 8 * j + 2 * tig + e;
+                    bool ok = kp <= rpos[ri] && rowsel;
+                    if (SPARSE && !b64 && ok) {
+                        int blk = (int)(kp / p.B);
+                        ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                    }
+                    float v = ok ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                    s[j][2 * ri + e] = v;
+                    mx = fmaxf(mx, v);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[ri], mx);
+            float mu = mn == -INFINITY ? 0.f : mn;
+            float alpha = exp2f(m[ri] - mu);
+            m[ri] = mn;
+            float acc = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float pe = exp2f(s[j][2 * ri + e] - mu);
+                    s[j][2 * ri + e] = pe;
+                    acc += pe;
+                }
+            l[ri] = l[ri] * alpha + acc;
+#pragma unroll
+            for (int j = 0; j < DT_; j++) {
+                o[j][2 * ri] *= alpha;
+                o[j][2 * ri + 1] *= alpha;
+            }
+        }
+        /* O += P V */
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            uint32_t a[4];
+            a[0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+            a[1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+            a[2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+            a[3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < DT_ / 2; dp++) {
+                uint32_t r[4];
+                ldsm_x4_t(r, sv + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dp + (lane >> 4) * 8));
+                mma16816<T>(o[2 * dp], a, r[0], r[1]);
+                mma16816<T>(o[2 * dp + 1], a, r[2], r[3]);
+            }
+        }
+        __syncthreads();
+        stage ^= 1;
+        c = cn;
+        count--;
+    }
+    cp_async_wait<0>();
+
+    /* epilogue */
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        float inv = lt > 0.f ? 1.f / lt : 0.f;
+        float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
+        int r = warp * 16 + gid + 8 * ri;
+        if (p.nsplit > 1) {
+            int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * (gridDim.z / p.nsplit) + zz;
+            int64_t base = (cta * p.nsplit + split) * M + r;
+#pragma unroll
+            for (int j = 0; j < DT_; j++) {
+                float2 w = make_float2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
+                *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
+            }
+            if (tig == 0) p.part_lse[base] = lse2;
+            continue;
+        }
+        if (!rvalid[ri]) continue;
+        int64_t trow = q0 + tok0 + rtt[ri];
+        int64_t h = (int64_t)g * G + rhh[ri];
+        T *orow = (T *)p.out + (trow * p.Hq + h) * D;
+#pragma unroll
+        for (int j = 0; j < DT_; j++) {
+            uint32_t w = DT<T>::pack2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
+            *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tig) = w;
+        }
+        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = lt > 0.f ? lse2 * LN2_F : -INFINITY;
+    }
+}
+
+/* merges the nsplit partial results of each row; grid = the flash grid without the split factor */
+template <typename T, int D, int M>
+__global__ void k_combine(FlashParams p) {
+    const int b = blockIdx.y, zz = blockIdx.z;
+    const int hc = zz % p.hchunks, g = zz / p.hchunks;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = blockIdx.x * p.TT;
+    if (tok0 >= lq) return;
+    if (p.filter) {
+        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
+        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
+    }
+    const int ntok = min(p.TT, lq - tok0);
+    int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * gridDim.z + zz;
+    for (int r = threadIdx.y; r < M; r += blockDim.y) {
+        int tt = r / p.Gt, hh = hc * p.Gt + r % p.Gt;
+        if (!(r < p.TT * p.Gt && tt < ntok && hh < p.G)) continue;
+        float mx = -INFINITY;
+        for (int s = 0; s < p.nsplit; s++) mx = fmaxf(mx, p.part_lse[(cta * p.nsplit + s) * M + r]);
+        float mu = mx == -INFINITY ? 0.f : mx;
+        float tot = 0.f;
+        for (int s = 0; s < p.nsplit; s++) tot += exp2f(p.part_lse[(cta * p.nsplit + s) * M + r] - mu);
+        int64_t trow = q0 + tok0 + tt;
+        int64_t h = (int64_t)g * p.G + hh;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            float acc = 0.f;
+            for (int s = 0; s < p.nsplit; s++) {
+                float w = exp2f(p.part_lse[(cta * p.nsplit + s) * M + r] - mu);
+                acc += w * p.part_o[((cta * p.nsplit + s) * M + r) * D + d];
+            }
+            ((T *)p.out)[(trow * p.Hq + h) * D + d] = DT<T>::from_f(tot > 0.f ? acc / tot : 0.f);
+        }
+        if (p.lse && threadIdx.x == 0)
+            p.lse[trow * p.Hq + h] = tot > 0.f ? (mu + __log2f(tot)) * LN2_F : -INFINITY;
+    }
+}
+
+/* ------------------------------------------------------------ host side ---- */
+
+int cuda_num_sms(void) {
+    static int v = 0;
+    if (!v) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 100;
+    }
+    return v;
+}
+
+struct FlashCfg {
+    int NW, Gt, TT, hchunks, nsplit;
+    int64_t gx;
+    size_t smem;
+};
+
+static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split) {
+    FlashCfg c;
+    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : 4;
+    int M = 16 * c.NW;
+    c.Gt = ap->G < M ? ap->G : M;
+    c.TT = M / c.Gt;
+    c.hchunks = (ap->G + c.Gt - 1) / c.Gt;
+    c.gx = (ap->max_lq + c.TT - 1) / c.TT;
+    int nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
+    int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    c.smem = (size_t)M * ap->D * 2 + 4 * 64 * (size_t)ap->D * 2;
+    if (sparse) c.smem += ((size_t)c.TT * nbw + ncw) * 4;
+    int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
+    int sms = cuda_num_sms();
+    c.nsplit = 1;
+    if (allow_split && ctas < sms) {
+        int64_t chunks = sparse ? (int64_t)topk_cols * ((ap->B + 63) / 64 + 1) : (ap->max_lk + 63) / 64;
+        int64_t ns = (2 * sms + ctas - 1) / ctas;
+        if (ns > chunks / 2) ns = chunks / 2;
+        if (ns > 32) ns = 32;
+        if (ns > 1) c.nsplit = (int)ns;
+    }
+    (void)topk_cols;
+    return c;
+}
+
+size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols) {
+    FlashCfg c = flash_cfg(ap, sparse, topk_cols, 1);
+    if (c.nsplit <= 1) return 0;
+    int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
+    return (size_t)ctas * c.nsplit * 16 * c.NW * (ap->D + 1) * sizeof(float) + 256;
+}
+
+template <typename T, int D, int NW, bool SP>
+static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStream_t st) {
+    static size_t configured = 0;
+    if (c.smem > 48 * 1024 && c.smem > configured) {
+        CU_CHECK(cudaFuncSetAttribute(k_flash<T, D, NW, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)c.smem));
+        configured = c.smem;
+    }
+    dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
+    k_flash<T, D, NW, SP><<<grid, NW * 32, c.smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_flash");
+    if (c.nsplit > 1) {
+        dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks));
+        k_combine<T, D, 16 * NW><<<g2, dim3(32, 4), 0, st>>>(p);
+        CU_LAUNCH_CHECK("k_combine");
+    }
+    return INFLLM_OK;
+}
+
+template <typename T, int D>
+static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, cudaStream_t st) {
+    if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
+    return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
+}
+
+infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
+                                void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
+    infllm_status s = cuda_check_supported(ap, topk ? "sparse attention" : "dense attention");
+    if (s) return s;
+    if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
+    bool sparse = topk != NULL;
+    FlashCfg c = flash_cfg(ap, sparse, topk_cols, split_ws != NULL);
+    if (c.nsplit > 1 && cuda_flash_split_bytes(ap, sparse, topk_cols) > split_ws_bytes) c.nsplit = 1;
+    static int limit = 0;
+    if (!limit) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            limit = 48 * 1024;
+    }
+    if (c.smem > (size_t)limit)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA sparse attention: %d tokens per tile x %lld blocks do not fit in shared memory",
+                                c.TT, (long long)((ap->max_lk + ap->B - 1) / ap->B));
+    FlashParams p;
+    memset(&p, 0, sizeof p);
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.out = out;
+    p.lse = lse;
+    p.sd = seq_desc(ap);
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.Gt = c.Gt;
+    p.TT = c.TT;
+    p.hchunks = c.hchunks;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.topk = topk;
+    p.topk_cols = topk_cols;
+    p.B = ap->B;
+    p.filter = filter;
+    p.mode = ap->mode;
+    p.dense_len = ap->dense_len;
+    p.nsplit = c.nsplit;
+    if (c.nsplit > 1) {
+        int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
+        p.part_o = (float *)split_ws;
+        p.part_lse = p.part_o + (size_t)ctas * c.nsplit * 16 * c.NW * ap->D;
+    }
+    p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
+    p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    if (ap->dtype == INFLLM_DTYPE_BF16)
+        return ap->D == 128 ? flash_dispatch<__nv_bfloat16, 128>(p, c, sparse, st)
+                            : flash_dispatch<__nv_bfloat16, 64>(p, c, sparse, st);
+    return ap->D == 128 ? flash_dispatch<__half, 128>(p, c, sparse, st) : flash_dispatch<__half, 64>(p, c, sparse, st);
+}
+
+/* ------------------------------------------------------- public-op seams ---- */
+
+static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                              const int32_t *topk, int32_t cols, void *out, float *lse) {
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    size_t ws = cuda_flash_split_bytes(ap, topk != NULL, cols);
+    void *buf = NULL;
+    if (ws) {
+        if (cudaMallocAsync(&buf, ws, st) != cudaSuccess) {
+            (void)cudaGetLastError();
+            buf = NULL;
+            ws = 0;
+        }
+    }
+    infllm_status s = cuda_flash_launch(ap, q, k, v, topk, cols, out, lse, 0, buf, ws, st);
+    if (buf) cudaFreeAsync(buf, st);
+    return s;
+}
+
+extern "C" infllm_status cuda_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                          const int32_t *topk_idx, int32_t topk_cols, void *out, float *lse) {
+    return flash_op(ap, q, k, v, topk_idx, topk_cols, out, lse);
+}
+
+extern "C" infllm_status cuda_dense_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                         void *out, float *lse) {
+    return flash_op(ap, q, k, v, NULL, 0, out, lse);
+}

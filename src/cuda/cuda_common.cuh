@@ -1,0 +1,230 @@
+/*
+ * cuda_common.cuh: shared helpers of the CUDA backend (src/cuda/*.cu).
+ *
+ * Conventions: every kernel takes device pointers; sequences are resolved on the device from
+ * cu_q / cu_k (NULL = one sequence of total_q queries and total_k keys), never from host seqs.
+ * Query i of a sequence sits at position lk - lq + i.
+ */
+#ifndef INFLLM_CUDA_COMMON_CUH
+#define INFLLM_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define CU_CHECK(call)                                                                              \
+    do {                                                                                            \
+        cudaError_t e_ = (call);                                                                    \
+        if (e_ != cudaSuccess)                                                                      \
+            return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: %s failed: %s (%s:%d)", #call,          \
+                                    cudaGetErrorString(e_), __FILE__, __LINE__);                    \
+    } while (0)
+
+#define CU_LAUNCH_CHECK(what)                                                                       \
+    do {                                                                                            \
+        cudaError_t e_ = cudaGetLastError();                                                        \
+        if (e_ != cudaSuccess)                                                                      \
+            return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: launch of %s failed: %s", what,         \
+                                    cudaGetErrorString(e_));                                        \
+    } while (0)
+
+#define LOG2E_F 1.4426950408889634f
+#define LN2_F 0.6931471805599453f
+
+/* ---------------------------------------------------------------- sequences ---- */
+struct SeqDesc {
+    const int32_t *cu_q, *cu_k; /* device, or NULL for one sequence */
+    int32_t num_seqs;
+    int64_t total_q, total_k;
+};
+
+static inline SeqDesc seq_desc(const infllm_attn_params *ap) {
+    SeqDesc s;
+    s.cu_q = ap->cu_q;
+    s.cu_k = ap->cu_k;
+    s.num_seqs = ap->num_seqs;
+    s.total_q = ap->total_q;
+    s.total_k = ap->total_k;
+    return s;
+}
+
+__device__ __forceinline__ void seq_get(const SeqDesc &s, int b, int64_t &q0, int32_t &lq, int64_t &k0,
+                                        int32_t &lk) {
+    if (s.cu_q) {
+        int32_t a = s.cu_q[b], a1 = s.cu_q[b + 1], c = s.cu_k[b], c1 = s.cu_k[b + 1];
+        q0 = a;
+        lq = a1 - a;
+        k0 = c;
+        lk = c1 - c;
+    } else {
+        q0 = 0;
+        lq = (int32_t)s.total_q;
+        k0 = 0;
+        lk = (int32_t)s.total_k;
+    }
+}
+
+/* the sequence that owns query row t (binary search over cu_q) */
+__device__ __forceinline__ int seq_of_row(const SeqDesc &s, int64_t t) {
+    if (!s.cu_q) return 0;
+    int lo = 0, hi = s.num_seqs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) >> 1;
+        if (s.cu_q[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+__host__ __device__ __forceinline__ int32_t d_windows(int64_t L, int32_t size, int32_t stride) {
+    return L >= size ? (int32_t)((L - size) / stride + 1) : 0;
+}
+__host__ __device__ __forceinline__ int32_t d_visible(int64_t pos, int32_t size, int32_t stride, int32_t n) {
+    int64_t c = pos + 1 >= size ? (pos + 1 - size) / stride + 1 : 0;
+    return (int32_t)(c < n ? c : n);
+}
+/* per-sequence dense/sparse switch (SPEC A.8) */
+__host__ __device__ __forceinline__ int d_seq_sparse(int mode, int32_t dense_len, int32_t lk) {
+    if (mode == INFLLM_MODE_DENSE) return 0;
+    if (mode == INFLLM_MODE_SPARSE) return 1;
+    return dense_len < 0 || lk >= dense_len;
+}
+
+/* ---------------------------------------------------------------- dtypes ---- */
+template <typename T> struct DT;
+template <> struct DT<__nv_bfloat16> {
+    static __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+    static __device__ __forceinline__ __nv_bfloat16 from_f(float x) { return __float2bfloat16_rn(x); }
+    static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+template <> struct DT<__half> {
+    static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+    static __device__ __forceinline__ __half from_f(float x) { return __float2half_rn(x); }
+    static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+        __half2 h = __floats2half2_rn(a, b);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+/* m16n8k16 with f32 accumulate; A row-major, B "col" (k-major per column) */
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                        uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *smem) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void *smem) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* 16-byte async copy global -> shared; src_bytes 0 zero-fills (src must still be a valid address) */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Swizzled tile of ROWS x D 16-bit elements: 16-byte chunk c of row r lives at chunk c ^ (r & 7). */
+template <int D> __device__ __forceinline__ int swz(int row, int col /* element, multiple of 8 */) {
+    return row * D + ((((col >> 3) ^ (row & 7))) << 3);
+}
+
+/* Loads ROWS rows (row0 + r, r < ROWS) of a token-major tensor into a swizzled smem tile;
+ * rows with r >= nvalid are zero-filled. stride in elements between rows. */
+template <int D, int ROWS, int NT>
+__device__ __forceinline__ void load_tile_async(uint16_t *s, const uint16_t *g, int64_t stride, int nvalid) {
+    constexpr int CH = D / 8; /* chunks per row */
+    for (int i = threadIdx.x; i < ROWS * CH; i += NT) {
+        int r = i / CH, c = i % CH;
+        bool ok = r < nvalid;
+        const uint16_t *src = g + (ok ? (int64_t)r * stride : 0) + c * 8;
+        cp_async16(s + swz<D>(r, c * 8), src, ok ? 16 : 0);
+    }
+}
+
+/* float <-> order-preserving uint32 key (larger float -> larger key; NaN treated by bits) */
+__device__ __forceinline__ uint32_t f2key(float f) {
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* Warp-cooperative top-k over vals[0..n): picks the k largest (value desc, index asc), writes
+ * the chosen indices ascending to out[0..k), then -1 up to out[ncols); indices > qmax become -1
+ * (they are at the end since the list is ascending). All 32 lanes must call it. */
+__device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols) {
+    const int lane = threadIdx.x & 31;
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0;
+    if (k > 0 && k < n) {
+        /* largest thr with count(key >= thr) >= k: the k-th largest key */
+        for (int bit = 31; bit >= 0; bit--) {
+            uint32_t cand = thr | (1u << bit);
+            int cnt = 0;
+            for (int i = lane; i < n; i += 32) cnt += f2key(vals[i]) >= cand;
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
+            if (cnt >= k) thr = cand;
+        }
+    }
+    int need_eq = k;
+    if (k > 0 && k < n) {
+        int gt = 0;
+        for (int i = lane; i < n; i += 32) gt += f2key(vals[i]) > thr;
+#pragma unroll
+        for (int o = 16; o; o >>= 1) gt += __shfl_xor_sync(0xffffffffu, gt, o);
+        need_eq = k - gt;
+    }
+    /* scan in index order: take key > thr, and key == thr while ties remain */
+    int written = 0, eq_used = 0;
+    for (int base = 0; base < n && written < k; base += 32) {
+        int i = base + lane;
+        uint32_t key = i < n ? f2key(vals[i]) : 0;
+        bool gtb = i < n && (k >= n || key > thr);
+        bool eqb = i < n && k < n && key == thr;
+        unsigned eqm = __ballot_sync(0xffffffffu, eqb);
+        int eq_rank = __popc(eqm & ((1u << lane) - 1u));
+        bool take = gtb || (eqb && eq_used + eq_rank < need_eq);
+        unsigned tm = __ballot_sync(0xffffffffu, take);
+        int pos = written + __popc(tm & ((1u << lane) - 1u));
+        if (take && pos < k) out[pos] = i > qmax ? -1 : i;
+        written += __popc(tm);
+        eq_used += __popc(eqm);
+        if (eq_used > need_eq) eq_used = need_eq;
+    }
+    for (int c = k + lane; c < ncols; c += 32) out[c] = -1;
+}
+
+#endif

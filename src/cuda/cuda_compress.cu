@@ -1,0 +1,126 @@
+/*
+ * cuda_compress.cu: key compression (SPEC B §4) on the GPU, the device-side c1/c2 row offsets,
+ * and device detection.
+ *
+ *   c1[c1_0(b) + j][g][:] = (sum_{u<l1} k[k0(b) + s1*j + u][g][:]) / l1   (f32, index order)
+ *   c2 likewise with (l2, s2) = (4*l1, 4*s1)
+ * The f32 sum runs in index order and is divided (IEEE, not by a reciprocal) before rounding, like
+ * cpu_mean_window, so c1/c2 are bit-identical to the CPU path.
+ */
+#include "cuda_common.cuh"
+#include "cuda_internal.cuh"
+
+extern "C" int cuda_device_available(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        int n = 0;
+        cudaError_t e = cudaGetDeviceCount(&n);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            n = 0;
+        }
+        cached = n > 0;
+    }
+    return cached;
+}
+
+/* cu_c1[b] = sum_{b'<b} n1(lk_b'), likewise cu_c2; one thread (num_seqs is small) */
+__global__ void k_offsets(SeqDesc sd, int32_t l1, int32_t s1, int32_t l2, int32_t s2, int32_t *cu_c1,
+                          int32_t *cu_c2) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    int32_t a1 = 0, a2 = 0;
+    for (int b = 0; b < sd.num_seqs; b++) {
+        int64_t q0, k0;
+        int32_t lq, lk;
+        seq_get(sd, b, q0, lq, k0, lk);
+        cu_c1[b] = a1;
+        cu_c2[b] = a2;
+        a1 += d_windows(lk, l1, s1);
+        a2 += d_windows(lk, l2, s2);
+    }
+    cu_c1[sd.num_seqs] = a1;
+    cu_c2[sd.num_seqs] = a2;
+}
+
+/* grid (ceil(max_n / RPB), num_seqs, 2 levels); each thread owns a column of Hkv*D and RPB rows */
+template <typename T>
+__global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ c1, T *__restrict__ c2,
+                           const int32_t *__restrict__ cu_c1, const int32_t *__restrict__ cu_c2, int64_t cols,
+                           int32_t l1, int32_t s1, int rows_per_block) {
+    int level = blockIdx.z;
+    int b = blockIdx.y;
+    if (level == 1 && !c2) return;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(sd, b, q0, lq, k0, lk);
+    int32_t size = level ? 4 * l1 : l1, stride = level ? 4 * s1 : s1;
+    int32_t n = d_windows(lk, size, stride);
+    int64_t base = level ? cu_c2[b] : cu_c1[b];
+    T *dst = level ? c2 : c1;
+    int j0 = blockIdx.x * rows_per_block;
+    for (int jj = 0; jj < rows_per_block; jj++) {
+        int j = j0 + jj;
+        if (j >= n) return;
+        for (int64_t col = threadIdx.x; col < cols; col += blockDim.x) {
+            const T *src = k + (k0 + (int64_t)stride * j) * cols + col;
+            float s = 0.f;
+            for (int u = 0; u < size; u++) s += DT<T>::to_f(src[(int64_t)u * cols]);
+            dst[(base + j) * cols + col] = DT<T>::from_f(__fdiv_rn(s, (float)size));
+        }
+    }
+}
+
+infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op) {
+    if (ap->dtype != INFLLM_DTYPE_BF16 && ap->dtype != INFLLM_DTYPE_F16)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend (%s): dtype %s is not supported, use bf16 or f16 storage", op,
+                                infllm_dtype_name(ap->dtype));
+    if (ap->D != 64 && ap->D != 128)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend (%s): head_dim %d is not supported, use 64 or 128", op, ap->D);
+    return INFLLM_OK;
+}
+
+infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, int32_t *cu_c2, cudaStream_t st) {
+    k_offsets<<<1, 32, 0, st>>>(seq_desc(ap), ap->l1, ap->s1, ap->l2, ap->s2, cu_c1, cu_c2);
+    CU_LAUNCH_CHECK("k_offsets");
+    return INFLLM_OK;
+}
+
+infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,
+                                 int32_t *cu_c2, cudaStream_t st) {
+    SeqDesc sd = seq_desc(ap);
+    infllm_status s0 = cuda_offsets_launch(ap, cu_c1, cu_c2, st);
+    if (s0) return s0;
+    int32_t max_n = d_windows(ap->max_lk, ap->l1, ap->s1);
+    if (max_n <= 0 || ap->total_k == 0) return INFLLM_OK;
+    int64_t cols = (int64_t)ap->Hkv * ap->D;
+    int threads = cols >= 256 ? 256 : (int)((cols + 31) / 32 * 32);
+    int rpb = 4;
+    dim3 grid((unsigned)((max_n + rpb - 1) / rpb), (unsigned)ap->num_seqs, 2);
+    if (ap->dtype == INFLLM_DTYPE_BF16)
+        k_compress<__nv_bfloat16><<<grid, threads, 0, st>>>(sd, (const __nv_bfloat16 *)k, (__nv_bfloat16 *)c1,
+                                                            (__nv_bfloat16 *)c2, cu_c1, cu_c2, cols, ap->l1,
+                                                            ap->s1, rpb);
+    else
+        k_compress<__half><<<grid, threads, 0, st>>>(sd, (const __half *)k, (__half *)c1, (__half *)c2, cu_c1,
+                                                     cu_c2, cols, ap->l1, ap->s1, rpb);
+    CU_LAUNCH_CHECK("k_compress");
+    return INFLLM_OK;
+}
+
+extern "C" infllm_status cuda_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2,
+                                       int32_t *cu_c1, int32_t *cu_c2) {
+    infllm_status s = cuda_check_supported(ap, "compress_keys");
+    if (s) return s;
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    int32_t *tmp = NULL;
+    if (!cu_c1 || !cu_c2) {
+        CU_CHECK(cudaMallocAsync((void **)&tmp, sizeof(int32_t) * 2 * (ap->num_seqs + 1), st));
+        if (!cu_c1) cu_c1 = tmp;
+        if (!cu_c2) cu_c2 = tmp + ap->num_seqs + 1;
+    }
+    s = cuda_compress_impl(ap, k, c1, c2, cu_c1, cu_c2, st);
+    if (tmp) cudaFreeAsync(tmp, st);
+    return s;
+}

@@ -1,0 +1,40 @@
+/*
+ * cuda_internal.cuh: C++-linkage seams between the src/cuda/*.cu files.
+ */
+#ifndef INFLLM_CUDA_INTERNAL_CUH
+#define INFLLM_CUDA_INTERNAL_CUH
+
+#include <cuda_runtime.h>
+
+#include "internal.h"
+
+/* bf16/f16 storage and head_dim 64/128, else INFLLM_ERR_UNSUPPORTED with a message naming op */
+infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
+
+/* c1/c2 + device offsets cu_c1/cu_c2 ([num_seqs+1], required here) */
+infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,
+                                 int32_t *cu_c2, cudaStream_t st);
+
+/* device cu_c1/cu_c2 offsets only */
+infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, int32_t *cu_c2, cudaStream_t st);
+
+/* Stage 1 on tensor cores. scores != NULL: writes the [Hkv, total_q, max_n1] score matrix (zeroed
+ * here first). topk != NULL: fused path, writes topk_idx [Hkv, total_q, topk_out] for the sparse
+ * sequences only (filter_sparse) with the LSE approximation, group sum, max-pool, forced blocks
+ * and top-k done on chip. */
+infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                 const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
+                                 int filter_sparse, cudaStream_t st);
+
+/* Flash attention on tensor cores: dense causal (topk == NULL) or block-sparse. filter: 0 all
+ * sequences, 1 only sparse ones, 2 only dense ones (per-sequence switch). split_ws: scratch for
+ * the split-KV path (may be NULL: no split); split_ws_bytes its size. */
+infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
+                                void *split_ws, size_t split_ws_bytes, cudaStream_t st);
+/* bytes of split scratch cuda_flash_launch may use for this layout */
+size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols);
+
+int cuda_num_sms(void);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * cuda_pipeline.cu: the whole InfLLM-V2 attention on the GPU (cuda_attention) with the
+ * per-sequence dense/sparse switch, and its workspace.
+ *
+ * Launches, all on ap->cuda_stream, no host synchronisation:
+ *   sparse sequences: k_offsets + k_compress (c1, c2, device cu_c1/cu_c2) -> k_select (fused
+ *   stage 1 + LSE approximation + group sum + max-pool + forced blocks + top-k; the score matrix
+ *   stays on chip) -> k_flash<sparse> (filter: sparse sequences);
+ *   dense sequences: k_flash<dense> (filter: dense sequences).
+ * Workspace (256-byte aligned pieces): cu_c1/cu_c2, c1, c2, topk_idx [Hkv, total_q, topk_out],
+ * split-KV scratch. Linear in T.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "cuda_internal.cuh"
+
+struct WsLayout {
+    size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, total;
+    int any_sparse, any_dense;
+};
+
+static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+static WsLayout ws_layout(const infllm_attn_params *ap) {
+    WsLayout w;
+    memset(&w, 0, sizeof w);
+    if (ap->seqs) {
+        for (int32_t b = 0; b < ap->num_seqs; b++) {
+            if (ap->seqs[b].sparse)
+                w.any_sparse = 1;
+            else
+                w.any_dense = 1;
+        }
+    } else {
+        w.any_sparse = d_seq_sparse(ap->mode, ap->dense_len, ap->max_lk);
+        w.any_dense = ap->mode == INFLLM_MODE_DENSE || (ap->mode == INFLLM_MODE_AUTO && ap->dense_len >= 0);
+    }
+    size_t es = 2, row = (size_t)ap->Hkv * ap->D * es;
+    int64_t n1 = ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs;
+    int64_t n2 = ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs;
+    size_t off = 0;
+    w.off_cu = off;
+    off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
+    if (w.any_sparse) {
+        w.off_c1 = off;
+        off += al256((size_t)(n1 > 0 ? n1 : 1) * row);
+        w.off_c2 = off;
+        off += al256((size_t)(n2 > 0 ? n2 : 1) * row);
+        w.off_topk = off;
+        off += al256((size_t)ap->Hkv * ap->total_q * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
+    }
+    size_t sb = 0;
+    if (w.any_sparse) sb = cuda_flash_split_bytes(ap, 1, ap->topk_out);
+    if (w.any_dense) {
+        size_t d = cuda_flash_split_bytes(ap, 0, 0);
+        if (d > sb) sb = d;
+    }
+    w.off_split = off;
+    w.split_bytes = sb;
+    off += al256(sb);
+    w.total = off;
+    return w;
+}
+
+extern "C" infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
+    infllm_status s = cuda_check_supported(ap, "attention");
+    if (s) return s;
+    *bytes = ws_layout(ap).total;
+    return INFLLM_OK;
+}
+
+extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                        void *out, float *lse) {
+    infllm_status s = cuda_check_supported(ap, "attention");
+    if (s) return s;
+    if (ap->total_q == 0) return INFLLM_OK;
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    WsLayout w = ws_layout(ap);
+    unsigned char *ws = NULL;
+    int owned = 0;
+    if (ap->workspace) {
+        if (ap->workspace_bytes < w.total)
+            return infllm_set_error(INFLLM_ERR_WORKSPACE,
+                                    "CUDA attention: workspace of %zu bytes is too small, %zu needed "
+                                    "(infllm_attention_workspace_size)",
+                                    ap->workspace_bytes, w.total);
+        ws = (unsigned char *)ap->workspace;
+    } else {
+        cudaError_t e = cudaMallocAsync((void **)&ws, w.total, st);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return infllm_set_error(INFLLM_ERR_NOMEM, "CUDA attention: cannot allocate %zu bytes of workspace: %s",
+                                    w.total, cudaGetErrorString(e));
+        }
+        owned = 1;
+    }
+    int32_t *cu_c1 = (int32_t *)(ws + w.off_cu);
+    int32_t *cu_c2 = cu_c1 + ap->num_seqs + 1;
+    void *split = w.split_bytes ? ws + w.off_split : NULL;
+    if (w.any_sparse) {
+        void *c1 = ws + w.off_c1, *c2 = ws + w.off_c2;
+        int32_t *topk = (int32_t *)(ws + w.off_topk);
+        s = cuda_compress_impl(ap, k, c1, c2, cu_c1, cu_c2, st);
+        if (!s) s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, cu_c1, ap->exact_lse ? cu_c1 : cu_c2, NULL,
+                                       topk, 1, st);
+        if (!s && ap->topk_out > 0)
+            s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
+    }
+    if (!s && w.any_dense) s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 2, split, w.split_bytes, st);
+    if (owned) cudaFreeAsync(ws, st);
+    return s;
+}
+
+/* Test hook (tests/test_cuda.c declares it): the fused selection of one sequence of lq queries
+ * (the last lq of lk positions), every row, into topk [Hkv, lq, topk_out] (device). */
+extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv,
+                                               int32_t D, int64_t lq, int64_t lk, const void *q, const void *k,
+                                               int32_t *topk) {
+    infllm_attn_params ap;
+    infllm_seq *seqs = NULL;
+    infllm_status s = infllm_build_single_seq_params(p, dtype, Hq, Hkv, D, lq, lk, &ap, &seqs);
+    if (s) return s;
+    s = cuda_check_supported(&ap, "debug_fused_topk");
+    cudaStream_t st = (cudaStream_t)ap.cuda_stream;
+    unsigned char *ws = NULL;
+    size_t row = (size_t)ap.Hkv * ap.D * 2;
+    size_t b1 = al256((size_t)(ap.total_n1 + 1) * row), b2 = al256((size_t)(ap.total_n2 + 1) * row);
+    if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2, st) != cudaSuccess) {
+        (void)cudaGetLastError();
+        s = infllm_set_error(INFLLM_ERR_NOMEM, "debug_fused_topk: no memory");
+    }
+    if (!s) {
+        int32_t *cu = (int32_t *)ws;
+        void *c1 = ws + 256, *c2 = ws + 256 + b1;
+        s = cuda_compress_impl(&ap, k, c1, c2, cu, cu + 2, st);
+        if (!s)
+            s = cuda_select_launch(&ap, q, c1, ap.exact_lse ? c1 : c2, cu, ap.exact_lse ? cu : cu + 2, NULL, topk, 0,
+                                   st);
+    }
+    if (ws) cudaFreeAsync(ws, st);
+    free(seqs);
+    return s;
+}

@@ -1,0 +1,520 @@
+/*
+ * cuda_select.cu: stage 1 (SPEC B §5, A.2, A.3, A.6), block scores (B §6, A.4) and top-k (B §7)
+ * on the GPU.
+ *
+ * k_select: one CTA = one KV head g x TT consecutive query tokens of one sequence; its M = 16*NW
+ * rows are (token, query head of the group) pairs, row r -> token r / G, head g*G + r % G.
+ *   pass 1: rows . cL^T on tensor cores over the visible LSE-level kernels (c2, or c1 with
+ *           exact_lse), online max/sum -> log2-domain LSE per row;
+ *   pass 2: rows . c1^T, P = exp2(S - LSE), zero for invisible kernels, summed over the G heads of
+ *           each token (warp shuffles when G divides 16, shared memory otherwise), rounded to bf16
+ *           for bf16 storage, then either written out (standalone scores) or max-pooled into the
+ *           token's causal block scores kept in shared memory (fused path);
+ *   top-k:  forced blocks +inf, one warp per token picks K blocks (score desc, index asc) and
+ *           writes them ascending. The T x n1 score matrix never reaches device memory.
+ * Tokens whose causal block count <= K take all causal blocks and skip stage 1; a CTA whose
+ * tokens all do so exits before loading anything.
+ */
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "cuda_internal.cuh"
+
+struct SelParams {
+    const void *q, *c1, *c2;
+    const int32_t *cu_c1, *cu_c2;
+    SeqDesc sd;
+    int Hq, Hkv, G, TT;
+    float scale_log2;
+    int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out;
+    int exact, round_bf16;
+    float *scores; /* standalone: [Hkv, total_q, max_n1] */
+    int max_n1;
+    int32_t *topk; /* fused: [Hkv, total_q, topk_out] */
+    int filter_sparse, mode, dense_len;
+    int nbmax; /* block-score slots per token (fused) */
+};
+
+__device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+template <typename T, int D, int NW>
+__global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
+    constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint16_t *sQ = (uint16_t *)smem;
+    uint16_t *sC = sQ + M * D;                   /* [2][64][D] */
+    float *sBS = (float *)(sC + 2 * 64 * D);     /* [TT][nbmax] (fused) */
+    float *sP = sBS + (p.topk ? p.TT * p.nbmax : 0); /* [M][65] (generic G) */
+
+    const int b = blockIdx.y, g = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = blockIdx.x * p.TT;
+    if (tok0 >= lq) return;
+    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return;
+    const int ntok = min(p.TT, lq - tok0);
+    const int64_t pos0 = (int64_t)lk - lq + tok0;
+    const int64_t pos_last = pos0 + ntok - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int G = p.G;
+
+    if (p.topk) {
+        /* tokens with <= K causal blocks take them all */
+        for (int tt = 0; tt < ntok; tt++) {
+            int64_t qb = (pos0 + tt) / p.B;
+            if (qb + 1 <= p.K) {
+                int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+                for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
+            }
+        }
+        if (pos_last / p.B + 1 <= p.K) return;
+    }
+
+    const int32_t n1 = d_windows(lk, p.l1, p.s1);
+    const int32_t n2 = d_windows(lk, p.l2, p.s2);
+    const int64_t c1_0 = p.cu_c1 ? p.cu_c1[b] : 0;
+    const int64_t c2_0 = p.cu_c2 ? p.cu_c2[b] : 0;
+    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
+    const int64_t cL0 = p.exact ? c1_0 : c2_0;
+    const int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    const int64_t kvstride = (int64_t)p.Hkv * D;
+
+    /* rows of this thread */
+    bool rvalid[2];
+    int rtt[2], visL[2], vis1[2];
+    for (int ri = 0; ri < 2; ri++) {
+        int r = warp * 16 + gid + 8 * ri;
+        int tt = r / G;
+        rvalid[ri] = r < p.TT * G && tt < ntok;
+        rtt[ri] = rvalid[ri] ? tt : 0;
+        int64_t pos = pos0 + rtt[ri];
+        visL[ri] = rvalid[ri] ? d_visible(pos, lL, sL, nL) : 0;
+        vis1[ri] = rvalid[ri] ? d_visible(pos, p.l1, p.s1, n1) : 0;
+    }
+    const int maxvisL = d_visible(pos_last, lL, sL, nL);
+    const int maxvis1 = d_visible(pos_last, p.l1, p.s1, n1);
+
+    /* Q rows -> sQ */
+    {
+        const uint16_t *qg = (const uint16_t *)p.q;
+        for (int i = tid; i < M * CH; i += NT) {
+            int r = i / CH, c = i % CH;
+            int tt = r / G, hh = r % G;
+            bool ok = r < p.TT * G && tt < ntok;
+            const uint16_t *src =
+                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+            cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
+        }
+    }
+    if (p.topk) {
+        for (int i = tid; i < p.TT * p.nbmax; i += NT) sBS[i] = 0.f;
+    }
+    int ntL = (maxvisL + 63) / 64, nt1 = (maxvis1 + 63) / 64;
+    if (ntL > 0) load_tile_async<D, 64, NT>(sC, cL + (cL0 * p.Hkv + g) * D, kvstride, maxvisL);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
+    }
+
+    /* ---- pass 1: LSE over the visible level-L kernels ---- */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int stage = 0;
+    for (int t = 0; t < ntL; t++) {
+        if (t + 1 < ntL)
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D, cL + ((cL0 + 64 * (t + 1)) * p.Hkv + g) * D,
+                                       kvstride, maxvisL - 64 * (t + 1));
+        else if (nt1 > 0) /* prefetch the first c1 tile */
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
+                                       (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride, maxvis1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const uint16_t *sk = sC + stage * 64 * D;
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk += 2) {
+                uint32_t r[4];
+                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                mma16816<T>(s[j], qf[kk], r[0], r[1]);
+                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+            }
+        }
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int col = 64 * t + 8 * j + 2 * tig + e;
+                    float v = col < visL[ri] ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                    s[j][2 * ri + e] = v;
+                    mx = fmaxf(mx, v);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[ri], mx);
+            float mu = mn == -INFINITY ? 0.f : mn;
+            float acc = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+            l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
+            m[ri] = mn;
+        }
+        __syncthreads();
+        stage ^= 1;
+    }
+    if (ntL == 0 && nt1 > 0) {
+        load_tile_async<D, 64, NT>(sC + stage * 64 * D, (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride,
+                                   maxvis1);
+        cp_async_commit();
+    }
+    float lse2[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lse2[ri] = lt > 0.f ? m[ri] + __log2f(lt) : INFINITY; /* no visible kernel: P = 0 */
+    }
+
+    /* ---- pass 2: probabilities over c1, group sum, round, emit ---- */
+    const bool shfl_path = (16 % G) == 0;
+    const int Kb = p.K;
+    for (int t = 0; t < nt1; t++) {
+        if (t + 1 < nt1)
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
+                                       (const uint16_t *)p.c1 + ((c1_0 + 64 * (t + 1)) * p.Hkv + g) * D, kvstride,
+                                       maxvis1 - 64 * (t + 1));
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const uint16_t *sk = sC + stage * 64 * D;
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk += 2) {
+                uint32_t r[4];
+                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                mma16816<T>(s[j], qf[kk], r[0], r[1]);
+                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int ri = e >> 1;
+                int col = 64 * t + 8 * j + 2 * tig + (e & 1);
+                s[j][e] = col < vis1[ri] ? exp2f(s[j][e] * p.scale_log2 - lse2[ri]) : 0.f;
+            }
+        /* group sums -> emit(tt, col, val) */
+        auto emit = [&](int tt, int col, float val) {
+            if (tt >= ntok || col >= n1) return;
+            if (p.round_bf16) val = __bfloat162float(__float2bfloat16_rn(val));
+            int64_t trow = q0 + tok0 + tt;
+            if (p.scores) {
+                p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val;
+            } else {
+                int64_t qb = (pos0 + tt) / p.B;
+                if (qb + 1 <= Kb) return;
+                int64_t blo = ((int64_t)p.s1 * col) / p.B, bhi = ((int64_t)p.s1 * col + p.l1 - 1) / p.B;
+                if (bhi > qb) bhi = qb;
+                for (int64_t bb = blo; bb <= bhi; bb++)
+                    atomicMax((int *)&sBS[tt * p.nbmax + bb], __float_as_int(val));
+            }
+        };
+        if (shfl_path) {
+            if (G == 16) {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = s[j][e] + s[j][2 + e];
+                        v += __shfl_xor_sync(0xffffffffu, v, 4);
+                        v += __shfl_xor_sync(0xffffffffu, v, 8);
+                        v += __shfl_xor_sync(0xffffffffu, v, 16);
+                        if (gid == 0) emit(warp, 64 * t + 8 * j + 2 * tig + e, v);
+                    }
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float v = s[j][e];
+                        for (int off = 4; off < 4 * G; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                        int r = warp * 16 + gid + 8 * (e >> 1);
+                        if (gid % G == 0) emit(r / G, 64 * t + 8 * j + 2 * tig + (e & 1), v);
+                    }
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = warp * 16 + gid + 8 * (e >> 1);
+                    sP[r * 65 + 8 * j + 2 * tig + (e & 1)] = s[j][e];
+                }
+            __syncthreads();
+            for (int i = tid; i < p.TT * 64; i += NT) {
+                int tt = i / 64, col = i % 64;
+                float v = 0.f;
+                for (int hh = 0; hh < G; hh++) v += sP[(tt * G + hh) * 65 + col];
+                emit(tt, 64 * t + col, v);
+            }
+        }
+        __syncthreads();
+        stage ^= 1;
+    }
+    cp_async_wait<0>();
+    if (!p.topk) return;
+    __syncthreads();
+
+    /* ---- finalize block scores + top-k, one warp per token ---- */
+    for (int tt = warp; tt < ntok; tt += NW) {
+        int64_t qb = (pos0 + tt) / p.B;
+        if (qb + 1 <= Kb) continue;
+        float *bs = sBS + tt * p.nbmax;
+        for (int bb = lane; bb <= qb; bb += 32) {
+            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+                bs[bb] = INFINITY;
+            } else {
+                int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
+                int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
+                if (first < 0) first = 0;
+                if (last > n1 - 1) last = n1 - 1;
+                if (last < first) bs[bb] = -INFINITY;
+            }
+        }
+        __syncwarp();
+        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+        warp_topk(bs, (int)qb + 1, Kb, (int)qb, row, p.topk_out);
+    }
+}
+
+/* ------------------------------------------------------------ host side ---- */
+
+static size_t sel_smem(int D, int NW, int TT, int nbmax, int fused, int generic) {
+    size_t M = 16 * NW;
+    size_t s = M * D * 2 + 2 * 64 * (size_t)D * 2;
+    if (fused) s += (size_t)TT * nbmax * 4;
+    if (generic) s += M * 65 * 4;
+    return s;
+}
+
+template <typename T, int D, int NW>
+static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
+    static size_t configured = 0;
+    if (smem > 48 * 1024 && smem > configured) {
+        CU_CHECK(cudaFuncSetAttribute(k_select<T, D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = smem;
+    }
+    dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
+    k_select<T, D, NW><<<grid, NW * 32, smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_select");
+    return INFLLM_OK;
+}
+
+template <typename T, int D>
+static infllm_status sel_dispatch_nw(int NW, const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
+    if (NW == 8) return sel_run<T, D, 8>(p, smem, gx, st);
+    return sel_run<T, D, 1>(p, smem, gx, st);
+}
+
+static int max_smem_optin(void) {
+    static int v = 0;
+    if (!v) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || v <= 0)
+            v = 48 * 1024;
+    }
+    return v;
+}
+
+infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                 const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
+                                 int filter_sparse, cudaStream_t st) {
+    infllm_status s = cuda_check_supported(ap, "stage 1");
+    if (s) return s;
+    if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
+    SelParams p;
+    memset(&p, 0, sizeof p);
+    p.q = q;
+    p.c1 = c1;
+    p.c2 = c2;
+    p.cu_c1 = cu_c1;
+    p.cu_c2 = cu_c2;
+    p.sd = seq_desc(ap);
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.l1 = ap->l1;
+    p.s1 = ap->s1;
+    p.l2 = ap->l2;
+    p.s2 = ap->s2;
+    p.B = ap->B;
+    p.init_blocks = ap->init_blocks;
+    p.local_blocks = ap->local_blocks;
+    p.K = ap->topk_total;
+    p.topk_out = ap->topk_out;
+    p.exact = ap->exact_lse;
+    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+    p.scores = scores;
+    p.max_n1 = ap->max_n1;
+    p.topk = topk;
+    p.filter_sparse = filter_sparse;
+    p.mode = ap->mode;
+    p.dense_len = ap->dense_len;
+    p.nbmax = topk ? (int)((ap->max_lk + ap->B - 1) / ap->B) : 0;
+    if (p.nbmax & 1) p.nbmax++;
+    int generic = (16 % ap->G) != 0;
+    int limit = max_smem_optin();
+    int NW = 0;
+    int cands[2] = {8, 1};
+    if (ap->max_lq * (int64_t)ap->G <= 16) { /* decode-like: one warp */
+        cands[0] = 1;
+        cands[1] = 8;
+    }
+    for (int i = 0; i < 2 && !NW; i++) {
+        int nw = cands[i];
+        if (ap->G > 16 * nw) continue;
+        int TT = 16 * nw / ap->G;
+        if (sel_smem(ap->D, nw, TT, p.nbmax, topk != NULL, generic) <= (size_t)limit) NW = nw;
+    }
+    if (!NW)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA stage 1: group size %d with %d blocks per sequence does not fit in shared "
+                                "memory (max group 128; blocks x tokens-per-tile x 4 bytes must fit)",
+                                ap->G, p.nbmax);
+    p.TT = 16 * NW / ap->G;
+    size_t smem = sel_smem(ap->D, NW, p.TT, p.nbmax, topk != NULL, generic);
+    int64_t gx = (ap->max_lq + p.TT - 1) / p.TT;
+    if (scores) {
+        size_t bytes = (size_t)ap->Hkv * ap->total_q * ap->max_n1 * sizeof(float);
+        if (bytes) CU_CHECK(cudaMemsetAsync(scores, 0, bytes, st));
+        if (ap->max_n1 == 0) return INFLLM_OK;
+    }
+    if (ap->dtype == INFLLM_DTYPE_BF16) {
+        if (ap->D == 128) return sel_dispatch_nw<__nv_bfloat16, 128>(NW, p, smem, gx, st);
+        return sel_dispatch_nw<__nv_bfloat16, 64>(NW, p, smem, gx, st);
+    }
+    if (ap->D == 128) return sel_dispatch_nw<__half, 128>(NW, p, smem, gx, st);
+    return sel_dispatch_nw<__half, 64>(NW, p, smem, gx, st);
+}
+
+/* ------------------------------------------------------- standalone ops ---- */
+
+extern "C" infllm_status cuda_stage1(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                     const int32_t *cu_c1, const int32_t *cu_c2, float *scores) {
+    infllm_status s = cuda_check_supported(ap, "stage1_scores");
+    if (s) return s;
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    if (ap->exact_lse && !c2) c2 = c1;
+    int32_t *tmp = NULL;
+    if ((!cu_c1 || (!cu_c2 && !ap->exact_lse)) && ap->num_seqs > 1) {
+        CU_CHECK(cudaMallocAsync((void **)&tmp, sizeof(int32_t) * 2 * (ap->num_seqs + 1), st));
+        s = cuda_offsets_launch(ap, tmp, tmp + ap->num_seqs + 1, st);
+        if (s) {
+            cudaFreeAsync(tmp, st);
+            return s;
+        }
+        if (!cu_c1) cu_c1 = tmp;
+        if (!cu_c2) cu_c2 = tmp + ap->num_seqs + 1;
+    }
+    s = cuda_select_launch(ap, q, c1, c2, cu_c1, cu_c2, scores, NULL, 0, st);
+    if (tmp) cudaFreeAsync(tmp, st);
+    return s;
+}
+
+/* one thread per (g, t, b) */
+__global__ void k_block_scores(SeqDesc sd, const float *__restrict__ scores, float *__restrict__ bs, int Hkv,
+                               int max_n1, int nbo, int B, int l1, int s1, int init_blocks, int local_blocks) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t n = (int64_t)Hkv * sd.total_q * nbo;
+    if (i >= n) return;
+    int bb = (int)(i % nbo);
+    int64_t t = (i / nbo) % sd.total_q;
+    int g = (int)(i / nbo / sd.total_q);
+    int sb = seq_of_row(sd, t);
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(sd, sb, q0, lq, k0, lk);
+    int32_t nblocks = (lk + B - 1) / B;
+    int32_t n1 = d_windows(lk, l1, s1);
+    int64_t pos = (int64_t)lk - lq + (t - q0);
+    int64_t qb = pos / B;
+    float v;
+    if (bb >= nblocks) {
+        v = -INFINITY;
+    } else if (bb < init_blocks || (bb <= qb && bb >= qb - local_blocks)) {
+        v = INFINITY;
+    } else {
+        int64_t first = -fdiv64(-((int64_t)B * bb - l1 + 1), s1);
+        int64_t last = fdiv64((int64_t)B * bb + B - 1, s1);
+        if (first < 0) first = 0;
+        if (last > n1 - 1) last = n1 - 1;
+        v = -INFINITY;
+        const float *row = scores + ((int64_t)g * sd.total_q + t) * max_n1;
+        for (int64_t j = first; j <= last; j++) v = fmaxf(v, row[j]);
+    }
+    bs[i] = v;
+}
+
+extern "C" infllm_status cuda_block_scores(const infllm_attn_params *ap, const float *scores, const int32_t *cu_c1,
+                                           float *block_scores) {
+    (void)cu_c1;
+    int64_t n = (int64_t)ap->Hkv * ap->total_q * ap->nblocks_out;
+    if (n == 0) return INFLLM_OK;
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    k_block_scores<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(seq_desc(ap), scores, block_scores, ap->Hkv,
+                                                                ap->max_n1, ap->nblocks_out, ap->B, ap->l1, ap->s1,
+                                                                ap->init_blocks, ap->local_blocks);
+    CU_LAUNCH_CHECK("k_block_scores");
+    return INFLLM_OK;
+}
+
+/* one warp per (g, t): candidates are the row's own blocks [0, nblocks of its sequence) */
+__global__ void k_topk(SeqDesc sd, const float *__restrict__ bs, int32_t *__restrict__ out, int Hkv, int nbo, int K,
+                       int B) {
+    int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (w >= (int64_t)Hkv * sd.total_q) return;
+    int64_t t = w % sd.total_q;
+    int sb = seq_of_row(sd, t);
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(sd, sb, q0, lq, k0, lk);
+    int32_t nblocks = (lk + B - 1) / B;
+    if (nblocks > nbo) nblocks = nbo;
+    int64_t pos = (int64_t)lk - lq + (t - q0);
+    int qb = (int)(pos / B);
+    warp_topk(bs + w * nbo, nblocks, K, qb, out + w * K, K);
+}
+
+extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *block_scores, int32_t *topk_idx) {
+    int64_t rows = (int64_t)ap->Hkv * ap->total_q;
+    if (rows == 0 || ap->topk_out <= 0) return INFLLM_OK;
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    k_topk<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, st>>>(seq_desc(ap), block_scores, topk_idx, ap->Hkv,
+                                                                ap->nblocks_out, ap->topk_out, ap->B);
+    CU_LAUNCH_CHECK("k_topk");
+    return INFLLM_OK;
+}
