@@ -36,11 +36,11 @@ AI __mmask16 range_mask(int n0, int a, int b) {
 /* ---------------------------------------------------------------- QK ---- */
 AI void qk_blk(const float *Q, int64_t ldq, const int *rows, int D, const float *Kp, float *S, const int RR,
             const int NG) {
-    __m512 acc[4][4];
-    const float *qr[4];
-#pragma GCC unroll 4
+    __m512 acc[6][4];
+    const float *qr[6];
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) qr[r] = Q + (rows ? rows[r] : r) * ldq;
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) acc[r][g] = _mm512_setzero_ps();
@@ -49,14 +49,14 @@ AI void qk_blk(const float *Q, int64_t ldq, const int *rows, int D, const float 
         __m512 kv[4];
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) kv[g] = _mm512_loadu_ps(Kp + g * gs + d * CPU_KG);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < RR; r++) {
             __m512 qb = _mm512_set1_ps(qr[r][d]);
 #pragma GCC unroll 4
             for (int g = 0; g < NG; g++) acc[r][g] = _mm512_fmadd_ps(qb, kv[g], acc[r][g]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
         for (int g = 0; g < NG; g++) _mm512_storeu_ps(S + r * CPU_KT + g * CPU_KG, acc[r][g]);
@@ -73,14 +73,16 @@ AI void qk_blk(const float *Q, int64_t ldq, const int *rows, int D, const float 
 static void qk_avx512(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
     int r = 0;
     if (!rows) {
-        for (; r + 4 <= R; r += 4, Q += 4 * ldq, S += 4 * CPU_KT) QK_NG(4)
+        for (; r + 6 <= R; r += 6, Q += 6 * ldq, S += 6 * CPU_KT) QK_NG(6)
     } else {
-        for (; r + 4 <= R; r += 4, rows += 4, S += 4 * CPU_KT) QK_NG(4)
+        for (; r + 6 <= R; r += 6, rows += 6, S += 6 * CPU_KT) QK_NG(6)
     }
     switch (R - r) {
     case 1: QK_NG(1) break;
     case 2: QK_NG(2) break;
     case 3: QK_NG(3) break;
+    case 4: QK_NG(4) break;
+    case 5: QK_NG(5) break;
     default: break;
     }
 }
@@ -88,9 +90,9 @@ static void qk_avx512(const float *Q, int64_t ldq, const int *rows, int R, int D
 /* ---------------------------------------------------------------- PV ---- */
 AI void pv_blk(float *O, const int *rows, int D, const float *alpha, const float *P, const float *V, int nk,
                const int RR, const int DV) {
-    __m512 acc[4][4];
-    float *orow[4];
-#pragma GCC unroll 4
+    __m512 acc[6][4];
+    float *orow[6];
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) {
         orow[r] = O + (rows ? rows[r] : r) * D;
         __m512 a = _mm512_set1_ps(alpha[r]);
@@ -101,14 +103,14 @@ AI void pv_blk(float *O, const int *rows, int D, const float *alpha, const float
         __m512 vv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < DV; v++) vv[v] = _mm512_loadu_ps(V + (int64_t)n * D + v * 16);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < RR; r++) {
             __m512 pb = _mm512_set1_ps(P[r * CPU_KT + n]);
 #pragma GCC unroll 4
             for (int v = 0; v < DV; v++) acc[r][v] = _mm512_fmadd_ps(pb, vv[v], acc[r][v]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++)
 #pragma GCC unroll 4
         for (int v = 0; v < DV; v++) _mm512_storeu_ps(orow[r] + v * 16, acc[r][v]);
@@ -128,14 +130,16 @@ static void pv_avx512(float *O, const int *rows, int R, int D, const float *alph
                       int nk) {
     int r = 0;
     if (!rows) {
-        for (; r + 4 <= R; r += 4, O += 4 * D, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+        for (; r + 6 <= R; r += 6, O += 6 * D, P += 6 * CPU_KT, alpha += 6) PV_DV(6)
     } else {
-        for (; r + 4 <= R; r += 4, rows += 4, P += 4 * CPU_KT, alpha += 4) PV_DV(4)
+        for (; r + 6 <= R; r += 6, rows += 6, P += 6 * CPU_KT, alpha += 6) PV_DV(6)
     }
     switch (R - r) {
     case 1: PV_DV(1) break;
     case 2: PV_DV(2) break;
     case 3: PV_DV(3) break;
+    case 4: PV_DV(4) break;
+    case 5: PV_DV(5) break;
     default: break;
     }
 }
@@ -159,7 +163,7 @@ static void softmax_avx512(const float *S, int R, int nk, const int *lo, const i
             __m512 x0 = _mm512_mul_ps(_mm512_loadu_ps(s), vs), x1 = _mm512_mul_ps(_mm512_loadu_ps(s + 16), vs);
             __m512 x2 = _mm512_mul_ps(_mm512_loadu_ps(s + 32), vs), x3 = _mm512_mul_ps(_mm512_loadu_ps(s + 48), vs);
             float mn = fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3))));
-            float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
+            float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
             __m512 vm = _mm512_set1_ps(mn);
             x0 = exp2v(_mm512_sub_ps(x0, vm));
             x1 = exp2v(_mm512_sub_ps(x1, vm));
