@@ -419,6 +419,16 @@ int main(int argc, char **argv) {
     CHECK(tok_load_hf_json_mem(bad_json, strlen(bad_json), &bt2, err, sizeof err) == -1 && bt2 == NULL &&
               strstr(err, "BPE"), "WordPiece rejected: %s", err);
     CHECK(tok_load_hf_json_mem("{", 1, &bt2, err, sizeof err) == -1 && strstr(err, "byte"), "bad json: %s", err);
+    /* fuzzer finding: "<0x-E>" must not be taken for a byte token */
+    const char *bt_json = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"<0x-E>\":0,\"<0xZZ>\":1,\"a\":2},"
+                          "\"merges\":[],\"byte_fallback\":true},\"pre_tokenizer\":{\"type\":\"Metaspace\"}}";
+    CHECK(tok_load_hf_json_mem(bt_json, strlen(bt_json), &bt2, err, sizeof err) == 0, "odd byte tokens: %s", err);
+    if (bt2) {
+        n = tok_encode(bt2, "a\xE2\x82\xAC", 4, 0, 1, ids, 64);
+        CHECK(n == 1 && ids[0] == 2, "unknown chars without byte tokens or unk are dropped (n=%d)", n);
+        tok_free(bt2);
+        bt2 = NULL;
+    }
     tok_gguf_desc d;
     tok_gguf_desc_init(&d);
     d.model = "bert";

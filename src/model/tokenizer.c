@@ -324,6 +324,19 @@ static int set_text(infllm_tokenizer *t, int id, const char *s, size_t n) {
     return 0;
 }
 
+/* "<0xNN>" (exactly two hex digits) -> NN, else -1 */
+static int byte_token_value(const char *s, uint32_t len) {
+    if (len != 6 || s[0] != '<' || s[1] != '0' || s[2] != 'x' || s[5] != '>') return -1;
+    int v = 0;
+    for (int k = 3; k < 5; k++) {
+        char c = s[k];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 static int is_eog_name(const char *s) {
     static const char *names[] = {"<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "</s>",
                                   "<end_of_turn>", "<|end|>", "<|eom_id|>", NULL};
@@ -367,10 +380,8 @@ static int tok_finish(infllm_tokenizer *t, char *err, size_t errlen) {
     /* byte tokens */
     if (t->kind == TOK_SPM) {
         for (int i = 0; i < t->n_vocab; i++) {
-            const char *s = t->text[i];
-            unsigned v;
-            if (t->text_len[i] == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>' &&
-                sscanf(s + 3, "%2x", &v) == 1 && t->byte_id[v] < 0) {
+            int v = byte_token_value(t->text[i], t->text_len[i]);
+            if (v >= 0 && t->byte_id[v] < 0) {
                 t->byte_id[v] = i;
                 if (t->type[i] == TOK_TYPE_NORMAL || t->type[i] == TOK_TYPE_UNDEFINED) t->type[i] = TOK_TYPE_BYTE;
             }
@@ -1417,10 +1428,8 @@ int tok_decode_piece(const infllm_tokenizer *t, int32_t id, int render_special, 
     if (t->kind == TOK_BPE) {
         src = t->key[id];
         n = (int)t->key_len[id];
-    } else if (ty == TOK_TYPE_BYTE && t->text_len[id] == 6) {
-        unsigned v = 0;
-        sscanf(t->text[id] + 3, "%2x", &v);
-        tmp[0] = (char)v;
+    } else if (ty == TOK_TYPE_BYTE && byte_token_value(t->text[id], t->text_len[id]) >= 0) {
+        tmp[0] = (char)byte_token_value(t->text[id], t->text_len[id]);
         src = tmp;
         n = 1;
     } else {
