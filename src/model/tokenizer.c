@@ -11,6 +11,9 @@
 
 /* ------------------------------------------------------------------ helpers -- */
 
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
