@@ -188,7 +188,10 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
             failed = 1;
             break;
         }
-        /* the same step through infllm_attention: one query over the prefix of t + 1 keys */
+        if (t == 40 || t == L / 2 || t == L - 1) check_kernels(c, be, cache, d->k, t + 1, "decode");
+        /* the same step through infllm_attention: one query over the prefix of t + 1 keys
+         * (every step early on, then every 5th and the last: keeps the ASan run short) */
+        if (t > 80 && t % 5 != 0 && t != L - 1) continue;
         infllm_layout l = layout_of(c, 1, t + 1);
         st = infllm_attention(&p, &l, (const char *)d->q + (size_t)(t * rq) * es, d->k, d->v, o1, l1);
         if (st != INFLLM_OK) {
@@ -199,7 +202,6 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
         if (memcmp(o1, (char *)out_dec + (size_t)(t * rq) * es, (size_t)rq * es) != 0 ||
             memcmp(l1, lse_dec + t * c->Hq, (size_t)c->Hq * 4) != 0)
             bad_layout++;
-        if (t == 40 || t == L / 2 || t == L - 1) check_kernels(c, be, cache, d->k, t + 1, "decode");
     }
     if (!failed) {
         CHECK(bad_layout == 0, "[%s/%s%s] %lld decode steps differ (bitwise) from infllm_attention on the same prefix",
@@ -325,8 +327,8 @@ static void test_chunked(const cfg *c, infllm_backend be, const data *d) {
 int main(void) {
     static const cfg cfgs[] = {
         /* name      dtype              Hq Hkv  D    L    B  l1 s1 init local topk exact */
-        {"f32-b32", INFLLM_DTYPE_F32, 4, 2, 64, 300, 32, 16, 8, 1, 1, 2, 0},
-        {"bf16-b64", INFLLM_DTYPE_BF16, 6, 2, 64, 333, 64, 32, 16, 1, 1, 1, 0},
+        {"f32-b32", INFLLM_DTYPE_F32, 4, 2, 64, 260, 32, 16, 8, 1, 1, 2, 0},
+        {"bf16-b64", INFLLM_DTYPE_BF16, 6, 2, 64, 290, 64, 32, 16, 1, 1, 1, 0},
         {"f16-exact", INFLLM_DTYPE_F16, 3, 1, 128, 200, 32, 32, 16, 0, 2, 1, 1},
     };
     infllm_cache_free(NULL); /* no-op */
