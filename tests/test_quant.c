@@ -297,6 +297,7 @@ int main(void) {
         int bs = ggml_block_size(types[i]);
         test_type(types[i], bs == 256 ? 512 : 576, 1234 + i);
         test_type(types[i], bs == 256 ? 256 : 32, 99 + i);
+        if (bs != 256) test_type(types[i], 96, 7 + i); /* odd block count: the 2-block kernels' tail */
     }
     test_gguf();
     return finish("test_quant");

@@ -66,6 +66,7 @@ int cmd_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
     const char *prompt = NULL, *prompt_file = NULL, *dump_logits = NULL, *tokens_arg = NULL, *system = NULL;
+    const char *answer_prefix = NULL;
     int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0;
     float temp = 0.8f, top_p = 0.95f, rpen = 1.0f;
     opt_def defs[] = {
@@ -75,6 +76,7 @@ int cmd_run(int argc, char **argv) {
         {"--n-predict", "-n", OPT_INT, &n_predict, "N", "tokens to generate (128; 0: prefill only)"},
         {"--chat", NULL, OPT_FLAG, &chat, NULL, "wrap the prompt in the model's ChatML chat template"},
         {"--system", NULL, OPT_STR, &system, "TEXT", "system prompt for --chat (default: the template's)"},
+        {"--answer-prefix", NULL, OPT_STR, &answer_prefix, "TEXT", "with --chat: start the assistant's answer with TEXT"},
         {"--temp", NULL, OPT_FLOAT, &temp, "T", "temperature (0.8; 0: greedy)"},
         {"--top-k", NULL, OPT_INT, &top_k, "K", "top-k sampling (40; 0: off)"},
         {"--top-p", NULL, OPT_FLOAT, &top_p, "P", "top-p sampling (0.95; 1: off)"},
@@ -148,6 +150,13 @@ int cmd_run(int argc, char **argv) {
             if (!chat_text) {
                 fprintf(stderr, "infllm run: %s\n", mdl_error());
                 goto done;
+            }
+            if (answer_prefix) {
+                size_t a = strlen(chat_text), b = strlen(answer_prefix);
+                char *t2 = realloc(chat_text, a + b + 1);
+                if (!t2) goto done;
+                memcpy(t2 + a, answer_prefix, b + 1);
+                chat_text = t2;
             }
             in = chat_text;
             len = strlen(chat_text);

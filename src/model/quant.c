@@ -175,7 +175,7 @@ static void dot_scalar(uint32_t type, int64_t n, const void *wrow, const float *
                        const float *const *da, int na, float *out) {
     const uint8_t *w = (const uint8_t *)wrow;
     for (int t = 0; t < na; t++) out[t] = 0.f;
-    if (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16) {
+    if (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16 || !qa || !qa[0]) {
         float buf[256];
         for (int64_t i0 = 0; i0 < n; i0 += 256) {
             int64_t m = n - i0 < 256 ? n - i0 : 256;
@@ -208,7 +208,15 @@ static void dot_scalar(uint32_t type, int64_t n, const void *wrow, const float *
 }
 
 static int g_force_scalar = 0;
+static int g_float_act = -1;
 void quant_force_scalar(int f) { g_force_scalar = f; }
+static int float_act(void) {
+    if (g_float_act < 0) {
+        const char *e = getenv("INFLLM_FLOAT_ACT");
+        g_float_act = e && e[0] == '1';
+    }
+    return g_float_act;
+}
 const char *quant_kernel_name(void) {
     return (!g_force_scalar && quant_avx512_available()) ? "avx512-vnni" : "scalar";
 }
@@ -230,6 +238,8 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     int bs = ggml_block_size(type);
     if (cols % bs) return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
     int isf = (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16);
+    int fa = !isf && float_act(); /* debugging: float activations, weights dequantized per block */
+    if (fa) isf = 1;
     if (!isf && cols % QK) return mdl_fail("row length %lld is not a multiple of 32", (long long)cols);
     int64_t nb = cols / QK;
     if (!isf) {
@@ -290,7 +300,7 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
                 }
                 for (int64_t r = r0; r < r1; r++) {
                     float out[4];
-                    quant_dot_rows(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out, simd);
+                    quant_dot_rows(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out, simd && !fa);
                     for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
                 }
             }

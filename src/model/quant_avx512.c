@@ -24,7 +24,7 @@ int quant_avx512_available(void) {
 AI float h2f(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return mdl_f16_to_f32(h);
+    return _cvtsh_ss(h);
 }
 AI float hsum256(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -178,6 +178,96 @@ AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float 
     }
 }
 
+
+/* 512-bit variants: two consecutive 32-value blocks per vpdpbusd (Q4_0, Q4_1, Q8_0) */
+static const int32_t perm_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+
+AI __m512 pair_scale(__m128 dd, const float *da) {
+    __m128 dap = _mm_castpd_ps(_mm_load_sd((const double *)da));
+    return _mm512_permutexvar_ps(_mm512_loadu_si512(perm_pair), _mm512_castps128_ps512(_mm_mul_ps(dd, dap)));
+}
+
+AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                 const float *const *sa, float *out) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m128 offv[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    const size_t bb = has_min ? 20 : 18, qo = has_min ? 4 : 2;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * bb) {
+        __m128i r0 = _mm_loadu_si128((const __m128i *)(w + qo)), r1 = _mm_loadu_si128((const __m128i *)(w + bb + qo));
+        __m256i u0 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(r0, 4), m4), _mm_and_si128(r0, m4));
+        __m256i u1 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(r1, 4), m4), _mm_and_si128(r1, m4));
+        __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
+        __m128 dd, mm;
+        if (has_min) {
+            uint32_t a0, a1;
+            memcpy(&a0, w, 4);
+            memcpy(&a1, w + bb, 4);
+            __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)a1, (int)a0)); /* d0 m0 d1 m1 */
+            dd = _mm_shuffle_ps(dm, dm, _MM_SHUFFLE(3, 1, 2, 0));             /* d0 d1 m0 m1 */
+            mm = _mm_movehl_ps(dd, dd);                                       /* m0 m1 */
+        } else {
+            uint16_t a0, a1;
+            memcpy(&a0, w, 2);
+            memcpy(&a1, w + bb, 2);
+            dd = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)a1, (short)a0));
+            mm = _mm_mul_ps(dd, _mm_set1_ps(-8.f));
+        }
+        for (int t = 0; t < NA; t++) {
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(qa[t] + b * 32));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(dd, da[t] + b), acc[t]);
+            offv[t] = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)(sa[t] + b))), offv[t]);
+        }
+    }
+    float tail[4] = {0, 0, 0, 0};
+    if (b < nb) {
+        const int8_t *q2[4];
+        const float *d2[4], *s2[4];
+        for (int t = 0; t < NA; t++) {
+            q2[t] = qa[t] + b * 32;
+            d2[t] = da[t] + b;
+            s2[t] = sa[t] + b;
+        }
+        k_q4_01(NA, has_min, 1, w, q2, d2, s2, tail);
+    }
+    for (int t = 0; t < NA; t++) {
+        __m128 o = offv[t];
+        out[t] = _mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(o) + _mm_cvtss_f32(_mm_shuffle_ps(o, o, 1)) + tail[t];
+    }
+}
+
+AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2, w += 68) {
+        __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(ld(w + 2)), ld(w + 36), 1);
+        __m512i aq = _mm512_abs_epi8(q);
+        __mmask64 neg = _mm512_movepi8_mask(q);
+        uint16_t a0, a1;
+        memcpy(&a0, w, 2);
+        memcpy(&a1, w + 34, 2);
+        __m128 dd = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)a1, (short)a0));
+        for (int t = 0; t < NA; t++) {
+            __m512i a = _mm512_loadu_si512(qa[t] + b * 32);
+            a = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, a);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(dd, da[t] + b), acc[t]);
+        }
+    }
+    float tail[4] = {0, 0, 0, 0};
+    if (b < nb) {
+        const int8_t *q2[4];
+        const float *d2[4];
+        for (int t = 0; t < NA; t++) {
+            q2[t] = qa[t] + b * 32;
+            d2[t] = da[t] + b;
+        }
+        k_q8_0(NA, 1, w, q2, d2, tail);
+    }
+    for (int t = 0; t < NA; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + tail[t];
+}
+
 #define DISPATCH(call) \
     switch (na) {      \
     case 1: { const int NA = 1; call; } break; \
@@ -191,9 +281,9 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     const uint8_t *w = (const uint8_t *)wrow;
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: DISPATCH(k_float(NA, type, n, w, xa, out)); return 1;
-    case GGML_Q8_0: DISPATCH(k_q8_0(NA, n / 32, w, qa, da, out)); return 1;
-    case GGML_Q4_0: DISPATCH(k_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q4_1: DISPATCH(k_q4_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q8_0: DISPATCH(k2_q8_0(NA, n / 32, w, qa, da, out)); return 1;
+    case GGML_Q4_0: DISPATCH(k2_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q4_1: DISPATCH(k2_q4_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# passkey_demo.sh: plants a passkey in a ~6K-token haystack of real text (the Debian
+# 'anarchism' package's FAQ, tags stripped) and asks SmolLM2-135M-Instruct for it, once with
+# dense attention and once with InfLLM-V2 sparse attention (block 64, top-k 12 + 4 local +
+# 1 init blocks, i.e. ~17 of ~95 blocks per query), printing both answers and the timings.
+#   usage: scripts/passkey_demo.sh [MODEL.gguf] [INFLLM_BINARY]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+model="${1:-$here/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+bin="${2:-}"
+passkey="${PASSKEY:-68317}"
+target_chars="${HAYSTACK_CHARS:-23000}"
+if [ ! -f "$model" ]; then "$here/scripts/fetch_model.sh"; fi
+if [ -z "$bin" ]; then
+  bin="$here/build/infllm"
+  if [ ! -x "$bin" ]; then
+    cmake -S "$here" -B "$here/build" -DINFLLM_CUDA=OFF >/dev/null
+    cmake --build "$here/build" -j"$(nproc)" --target infllm >/dev/null
+  fi
+fi
+doc=/usr/share/doc/anarchism/html
+if [ ! -d "$doc" ]; then
+  echo "installing the 'anarchism' package for the haystack text..." >&2
+  (apt-get install -y -qq anarchism || (apt-get update -qq && apt-get install -y -qq anarchism)) >/dev/null
+fi
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+python3 - "$doc" "$passkey" "$target_chars" > "$tmp/prompt.txt" <<'PY'
+import html, os, re, sys
+doc, key, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+text = []
+for name in ["secA1.html", "secA2.html", "secA3.html", "secA4.html", "secA5.html", "secB1.html", "secB2.html"]:
+    p = os.path.join(doc, name)
+    if not os.path.exists(p):
+        continue
+    s = open(p, encoding="utf-8", errors="replace").read()
+    s = re.sub(r"(?is)<(script|style|head).*?</\1>", " ", s)
+    s = re.sub(r"(?s)<[^>]+>", " ", s)
+    s = html.unescape(s)
+    s = re.sub(r"[ \t\r\f\v]+", " ", s)
+    s = re.sub(r"\s*\n\s*", "\n", s)
+    text.append(s.strip())
+hay = "\n".join(text)
+hay = hay[:target]
+hay = hay[: hay.rfind(". ") + 1]
+needle = f" The pass key is {key}. Remember it. {key} is the pass key. "
+mid = hay.find(". ", len(hay) // 2) + 1
+hay = hay[:mid] + needle + hay[mid:]
+print("There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
+      "I will quiz you about the pass key.\n\n" + hay +
+      f"\n\nWhat is the pass key? The pass key is", end="")
+PY
+common=(-m "$model" -f "$tmp/prompt.txt" --chat --ctx 8192 -n 16 --temp 0)
+ok=0
+for mode in dense sparse; do
+  if [ "$mode" = dense ]; then extra=(--attn dense); else
+    extra=(--attn sparse --block-size 64 --topk 12 --local-blocks 4 --init-blocks 1 --dense-len -1); fi
+  echo "=== $mode attention ==="
+  "$bin" run "${common[@]}" "${extra[@]}" > "$tmp/$mode.out" 2> "$tmp/$mode.err"
+  answer="$(cat "$tmp/$mode.out")"
+  echo "answer: $answer"
+  grep -E "^(prompt|first|decode|attention:)" "$tmp/$mode.err" || true
+  if grep -q "$passkey" "$tmp/$mode.out"; then echo "CORRECT ($passkey)"; ok=$((ok + 1)); else echo "WRONG (expected $passkey)"; fi
+done
+echo "passkey demo: $ok of 2 answers correct"
+[ "$ok" = 2 ]

@@ -1,0 +1,171 @@
+/* bench_run.c: `infllm bench run`: model prefill and decode speed at several context
+ * lengths, dense vs InfLLM-V2 sparse attention; markdown, csv or json. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infllm.h"
+#include "mcommon.h"
+#include "model.h"
+#include "opts.h"
+#include "quant.h"
+#include "runutil.h"
+
+typedef struct row {
+    int64_t len;
+    const char *mode;
+    double prefill_s, decode_s;
+    int gen;
+    double attn_s;
+} row;
+
+int cmd_bench_run(int argc, char **argv) {
+    run_opts o;
+    run_opts_default(&o);
+    const char *lengths = "512,2048,8192", *modes = "dense,sparse", *format = "md";
+    int gen = 32, reps = 1;
+    opt_def defs[] = {
+        RUN_MODEL_OPTS(o),
+        {"--lengths", NULL, OPT_STR, &lengths, "LIST", "prompt lengths in tokens (512,2048,8192; 8k suffix ok)"},
+        {"--modes", NULL, OPT_STR, &modes, "LIST", "attention modes to compare (dense,sparse)"},
+        {"--gen", NULL, OPT_INT, &gen, "N", "decode steps timed after each prefill (32)"},
+        {"--reps", NULL, OPT_INT, &reps, "N", "repetitions; the fastest is reported (1)"},
+        {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
+        {NULL, NULL, 0, NULL, NULL, NULL}};
+    /* bench defaults for the sparse runs: block 64, 12 top-k + 4 local (+1 init) blocks */
+    o.block_size = 64;
+    o.topk = 12;
+    o.local_blocks = 4;
+    o.init_blocks = 1;
+    int rc = opts_parse("infllm bench run",
+                        "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse", defs,
+                        argc, argv, 0, NULL, 0, NULL); /* tools/bench.c passes the arguments after "run" */
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    if (!o.model) {
+        fprintf(stderr, "infllm bench run: -m MODEL is required\n");
+        return 2;
+    }
+    int64_t lens[32];
+    int nl = opts_int_list(lengths, lens, 32);
+    if (nl < 1) {
+        fprintf(stderr, "infllm bench run: bad --lengths '%s'\n", lengths);
+        return 2;
+    }
+    if (gen < 1 || reps < 1 || (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json"))) {
+        fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1, --format md|csv|json\n");
+        return 2;
+    }
+    const char *mode_names[3];
+    int nm = 0;
+    if (strstr(modes, "dense")) mode_names[nm++] = "dense";
+    if (strstr(modes, "sparse")) mode_names[nm++] = "sparse";
+    if (strstr(modes, "auto")) mode_names[nm++] = "auto";
+    if (!nm) {
+        fprintf(stderr, "infllm bench run: --modes must name dense, sparse and/or auto\n");
+        return 2;
+    }
+    o.attn = "dense";
+    if (run_opts_check(&o)) return 2;
+    run_ctx R;
+    if (run_load(&o, &R, 1)) return 1;
+    int64_t maxlen = 0;
+    for (int i = 0; i < nl; i++)
+        if (lens[i] > maxlen) maxlen = lens[i];
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(maxlen + gen + 1));
+    float *logits = malloc(sizeof(float) * (size_t)R.m->cfg.n_vocab);
+    row *rows = calloc((size_t)(nl * nm), sizeof *rows);
+    int nrows = 0, ret = 1;
+    if (!toks || !logits || !rows) {
+        fprintf(stderr, "infllm bench run: out of memory\n");
+        goto done;
+    }
+    /* deterministic pseudo-random token ids from the ordinary part of the vocabulary */
+    uint64_t st = 12345;
+    int V = R.m->cfg.n_vocab, lo = V > 1000 ? 256 : 0;
+    for (int64_t i = 0; i < maxlen + gen; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        toks[i] = lo + (int32_t)((st >> 33) % (uint64_t)(V - lo));
+    }
+    fprintf(stderr, "bench run: %s, %d threads, kernels %s, attention simd %s\n", o.model, run_threads(o.threads),
+            quant_kernel_name(), infllm_cpu_simd_level());
+    for (int i = 0; i < nl; i++) {
+        for (int j = 0; j < nm; j++) {
+            run_opts oo = o;
+            oo.attn = mode_names[j];
+            if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+            oo.ctx = lens[i] + gen;
+            row *r = &rows[nrows];
+            r->len = lens[i];
+            r->mode = mode_names[j];
+            r->gen = gen;
+            r->prefill_s = r->decode_s = 1e30;
+            for (int rep = 0; rep < reps; rep++) {
+                mdl_session *s = run_session(&oo, &R, 1);
+                if (!s) goto done;
+                double t0 = mdl_now();
+                if (mdl_forward(s, toks, lens[i], logits, 0)) {
+                    fprintf(stderr, "infllm bench run: %s\n", mdl_error());
+                    mdl_session_free(s);
+                    goto done;
+                }
+                double t1 = mdl_now();
+                for (int g = 0; g < gen; g++) {
+                    int32_t best = 0;
+                    for (int v = 1; v < V; v++)
+                        if (logits[v] > logits[best]) best = v;
+                    (void)best;
+                    if (mdl_forward(s, &toks[lens[i] + g], 1, logits, 0)) {
+                        fprintf(stderr, "infllm bench run: %s\n", mdl_error());
+                        mdl_session_free(s);
+                        goto done;
+                    }
+                }
+                double t2 = mdl_now();
+                if (t1 - t0 < r->prefill_s) r->prefill_s = t1 - t0;
+                if (t2 - t1 < r->decode_s) r->decode_s = t2 - t1;
+                r->attn_s = s->t_attn;
+                mdl_session_free(s);
+            }
+            fprintf(stderr, "  %6lld tokens %-6s prefill %8.1f tok/s  decode %7.2f tok/s\n", (long long)r->len, r->mode,
+                    r->len / r->prefill_s, gen / r->decode_s);
+            nrows++;
+        }
+    }
+    if (!strcmp(format, "md")) {
+        printf("| context | attention | prefill tok/s | decode tok/s | prefill s | decode ms/token |\n");
+        printf("| ---: | --- | ---: | ---: | ---: | ---: |\n");
+        for (int i = 0; i < nrows; i++)
+            printf("| %lld | %s | %.1f | %.2f | %.2f | %.1f |\n", (long long)rows[i].len, rows[i].mode,
+                   rows[i].len / rows[i].prefill_s, rows[i].gen / rows[i].decode_s, rows[i].prefill_s,
+                   1e3 * rows[i].decode_s / rows[i].gen);
+        /* sparse speed-up over dense at each length */
+        for (int i = 0; i < nrows; i++)
+            for (int j = 0; j < nrows; j++)
+                if (rows[i].len == rows[j].len && !strcmp(rows[i].mode, "sparse") && !strcmp(rows[j].mode, "dense"))
+                    printf("\nsparse/dense at %lld: prefill %.2fx, decode %.2fx", (long long)rows[i].len,
+                           rows[j].prefill_s / rows[i].prefill_s, rows[j].decode_s / rows[i].decode_s);
+        printf("\n");
+    } else if (!strcmp(format, "csv")) {
+        printf("context,attention,prefill_tok_s,decode_tok_s,prefill_s,decode_ms_per_token\n");
+        for (int i = 0; i < nrows; i++)
+            printf("%lld,%s,%.3f,%.3f,%.4f,%.3f\n", (long long)rows[i].len, rows[i].mode, rows[i].len / rows[i].prefill_s,
+                   rows[i].gen / rows[i].decode_s, rows[i].prefill_s, 1e3 * rows[i].decode_s / rows[i].gen);
+    } else {
+        printf("[\n");
+        for (int i = 0; i < nrows; i++)
+            printf("  {\"context\": %lld, \"attention\": \"%s\", \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
+                   "\"prefill_s\": %.4f, \"decode_ms_per_token\": %.3f}%s\n",
+                   (long long)rows[i].len, rows[i].mode, rows[i].len / rows[i].prefill_s,
+                   rows[i].gen / rows[i].decode_s, rows[i].prefill_s, 1e3 * rows[i].decode_s / rows[i].gen,
+                   i + 1 < nrows ? "," : "");
+        printf("]\n");
+    }
+    ret = 0;
+done:
+    free(toks);
+    free(logits);
+    free(rows);
+    run_unload(&R);
+    return ret;
+}
