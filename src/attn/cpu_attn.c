@@ -220,6 +220,8 @@ typedef struct scratch {
     float *m, *l, *alpha, *c; /* [RM] */
     float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
     int *lo, *hi, *ridx;      /* [RM] */
+    uint64_t *kmask;          /* [RM] key mask of each slot in the current tile */
+    uint64_t *tiles;          /* [ntile] per key tile: which tokens of the group use it */
     int *pos, *cur;           /* [MT] */
     float *tok;               /* [MT][n1] stage-1 scores of the group's tokens */
     uint64_t *keys, *tmp;     /* [nblocks] */
@@ -236,7 +238,11 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
     w->pos = malloc((size_t)MT * 2 * sizeof(int));
     w->tok = malloc((size_t)(MT * n1 + 1) * sizeof(float));
     w->keys = malloc((size_t)(nb + 1) * 2 * sizeof(uint64_t));
-    if (!w->Q || !w->O || !w->S || !w->P || !w->m || !w->lo || !w->pos || !w->tok || !w->keys) return -1;
+    w->kmask = malloc((size_t)RM * sizeof(uint64_t));
+    w->tiles = calloc((size_t)(nb + 1), sizeof(uint64_t));
+    if (!w->Q || !w->O || !w->S || !w->P || !w->m || !w->lo || !w->pos || !w->tok || !w->keys || !w->kmask ||
+        !w->tiles)
+        return -1;
     w->l = w->m + RM;
     w->alpha = w->m + 2 * RM;
     w->c = w->m + 3 * RM;
@@ -259,11 +265,14 @@ static void scratch_free(scratch *w) {
     free(w->pos);
     free(w->tok);
     free(w->keys);
+    free(w->kmask);
+    free(w->tiles);
 }
 
 static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
     return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) + (size_t)RM * 3 * sizeof(int) +
-           (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 16;
+           (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 24 +
+           (size_t)RM * 8;
 }
 
 static int group_tokens(int G) { return G >= CPU_KT ? 1 : CPU_KT / G; }
@@ -283,30 +292,40 @@ static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int 
 
 /* ----------------------------------------------------------- attention ---- */
 
-/* One key-tile step for R rows (w->ridx[0..R) index the group's rows): packed groups g0..g0+ng-1,
- * valid keys [j0, j1) intersected with j <= position of the row's token. */
-static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int g0, int ng, int j0, int j1) {
-    const int D = c->ap->D, G = c->ap->G;
-    const int base = g0 * CPU_KG;
+/* bits a..b-1 of a 64-bit mask (0 <= a <= b <= 64) */
+static inline uint64_t bit_range(int a, int b) {
+    if (b <= a) return 0;
+    uint64_t hi = b >= 64 ? ~0ull : ((1ull << b) - 1);
+    return hi & ~((1ull << a) - 1);
+}
+
+/* One step over key tile t (keys 64t .. 64t+63) for R slots: w->ridx[i] is the group row,
+ * w->kmask[i] its valid keys in the tile. */
+static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t) {
+    const int D = c->ap->D;
+    uint64_t any = 0;
     for (int i = 0; i < R; i++) {
         int r = w->ridx[i];
-        int p1 = w->pos[r / G] + 1;
-        w->lo[i] = j0 - base;
-        w->hi[i] = (p1 < j1 ? p1 : j1) - base;
+        any |= w->kmask[i];
         w->sm[i] = w->m[r];
         w->sl[i] = w->l[r];
     }
-    c->kn->qk(w->Q, D, w->ridx, R, D, kp->K + (size_t)g0 * D * CPU_KG, ng, w->S);
-    c->kn->softmax(w->S, R, ng * CPU_KG, w->lo, w->hi, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
+    int top = 64 - __builtin_clzll(any); /* highest valid column + 1 */
+    int ng = (top + CPU_KG - 1) / CPU_KG;
+    const size_t base = (size_t)t * CPU_KT;
+    c->kn->qk(w->Q, D, w->ridx, R, D, kp->K + base * D, ng, w->S);
+    c->kn->softmax(w->S, R, ng * CPU_KG, w->kmask, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
     for (int i = 0; i < R; i++) {
         w->m[w->ridx[i]] = w->sm[i];
         w->l[w->ridx[i]] = w->sl[i];
     }
-    c->kn->pv(w->O, w->ridx, R, D, w->alpha, w->P, kp->V + (size_t)base * D, ng * CPU_KG);
+    c->kn->pv(w->O, w->ridx, R, D, w->alpha, w->P, kp->V + base * D, ng * CPU_KG);
 }
 
 /* Attention of tokens t0..t0+nt-1 of sequence s, KV head g. sel == NULL: dense causal;
- * else token t's blocks are sel[t*selw .. +nsel[t]) (ascending, unique, <= its q_block). */
+ * else token t's blocks are sel[t*selw .. +nsel[t]) (ascending, unique, <= its q_block).
+ * Both walk the same 64-key tiles in ascending order with per-row key masks, so a row whose
+ * selection holds every causal block gets exactly the dense result. */
 static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                        const int32_t *sel, int selw, const int32_t *nsel, int t0, int nt, scratch *w) {
     const infllm_attn_params *ap = c->ap;
@@ -320,71 +339,76 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
     for (int tt = 0; tt < nt; tt++) w->pos[tt] = s->lk - s->lq + t0 + tt;
     if (!sel) {
         int pmax = w->pos[nt - 1];
-        for (int j0 = 0; j0 <= pmax; j0 += CPU_KT) {
-            int j1 = j0 + CPU_KT;
-            if (j1 > pmax + 1) j1 = pmax + 1;
-            int ng = (j1 - j0 + CPU_KG - 1) / CPU_KG;
-            kvpack_ensure(c, kp, j0 / CPU_KT);
-            int ta = 0;
-            while (w->pos[ta] < j0) ta++;
-            for (int r = ta * G; r < R; r++) w->ridx[r - ta * G] = r;
-            tile_step(c, w, kp, R - ta * G, j0 / CPU_KG, ng, j0, j1);
+        for (int t = 0; t * CPU_KT <= pmax; t++) {
+            int j0 = t * CPU_KT;
+            kvpack_ensure(c, kp, t);
+            int R2 = 0;
+            for (int tt = 0; tt < nt; tt++) {
+                if (w->pos[tt] < j0) continue;
+                uint64_t km = bit_range(0, w->pos[tt] + 1 - j0);
+                for (int h = 0; h < G; h++) {
+                    w->ridx[R2] = tt * G + h;
+                    w->kmask[R2++] = km;
+                }
+            }
+            tile_step(c, w, kp, R2, t);
         }
     } else {
         const int B = ap->B;
-        for (int tt = 0; tt < nt; tt++) w->cur[tt] = 0;
-        for (;;) {
-            int32_t b = INT32_MAX;
-            for (int tt = 0; tt < nt; tt++)
-                if (w->cur[tt] < nsel[t0 + tt]) {
-                    int32_t x = sel[(size_t)(t0 + tt) * selw + w->cur[tt]];
-                    if (x < b) b = x;
-                }
-            if (b == INT32_MAX) break;
-            uint64_t mask = 0;
-            for (int tt = 0; tt < nt; tt++)
-                if (w->cur[tt] < nsel[t0 + tt] && sel[(size_t)(t0 + tt) * selw + w->cur[tt]] == b) {
-                    mask |= 1ull << tt;
-                    w->cur[tt]++;
-                }
-            int64_t bs = (int64_t)B * b, be = bs + B;
-            if (be > s->lk) be = s->lk;
-            {   /* prefetch the next block of the union into L2 while this one computes */
-                int32_t nb = INT32_MAX;
-                for (int tt = 0; tt < nt; tt++)
-                    if (w->cur[tt] < nsel[t0 + tt]) {
-                        int32_t x = sel[(size_t)(t0 + tt) * selw + w->cur[tt]];
-                        if (x < nb) nb = x;
-                    }
-                if (nb != INT32_MAX) {
-                    int64_t ns = (int64_t)B * nb, ne = ns + B;
-                    if (ne > s->lk) ne = s->lk;
-                    int64_t ps = (ns / CPU_KT) * CPU_KT, pe = ne;
-                    if (ps / CPU_KT < kp->ntile && atomic_load_explicit(&kp->state[ps / CPU_KT], memory_order_relaxed) == 2) {
-                        const char *ka = (const char *)(kp->K + (size_t)ps * D), *va = (const char *)(kp->V + (size_t)ps * D);
-                        size_t nbytes = (size_t)(pe - ps) * D * sizeof(float);
-                        for (size_t o = 0; o < nbytes; o += 64) {
+        int tmin = INT32_MAX, tmax = -1;
+        for (int tt = 0; tt < nt; tt++) {
+            const int32_t *sl = sel + (size_t)(t0 + tt) * selw;
+            for (int i = 0; i < nsel[t0 + tt]; i++) {
+                int64_t bs = (int64_t)B * sl[i], be = bs + B;
+                if (be > s->lk) be = s->lk;
+                if (be <= bs) continue;
+                int ta = (int)(bs / CPU_KT), tb = (int)((be - 1) / CPU_KT);
+                for (int t = ta; t <= tb; t++) w->tiles[t] |= 1ull << tt;
+                if (ta < tmin) tmin = ta;
+                if (tb > tmax) tmax = tb;
+            }
+            w->cur[tt] = 0;
+        }
+        for (int t = tmin; t <= tmax; t++) {
+            uint64_t tm = w->tiles[t];
+            if (!tm) continue;
+            w->tiles[t] = 0;
+            /* prefetch the next used tile into L2 while this one computes */
+            for (int tn = t + 1; tn <= tmax; tn++)
+                if (w->tiles[tn]) {
+                    if (atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
+                        const char *ka = (const char *)(kp->K + (size_t)tn * CPU_KT * D);
+                        const char *va = (const char *)(kp->V + (size_t)tn * CPU_KT * D);
+                        for (size_t o = 0; o < (size_t)CPU_KT * D * sizeof(float); o += 64) {
                             __builtin_prefetch(ka + o, 0, 2);
                             __builtin_prefetch(va + o, 0, 2);
                         }
                     }
+                    break;
+                }
+            kvpack_ensure(c, kp, t);
+            const int64_t ts = (int64_t)t * CPU_KT, te = ts + CPU_KT;
+            int R2 = 0;
+            for (int tt = 0; tt < nt; tt++) {
+                if (!((tm >> tt) & 1)) continue;
+                const int32_t *sl = sel + (size_t)(t0 + tt) * selw;
+                int n = nsel[t0 + tt], cidx = w->cur[tt];
+                while (cidx < n && (int64_t)B * sl[cidx] + B <= ts) cidx++;
+                w->cur[tt] = cidx;
+                uint64_t km = 0;
+                for (int i = cidx; i < n && (int64_t)B * sl[i] < te; i++) {
+                    int64_t bs = (int64_t)B * sl[i], be = bs + B;
+                    km |= bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
+                }
+                int64_t lim = (int64_t)w->pos[tt] + 1 - ts; /* keys <= position (and < lk) */
+                if (lim < 64) km &= bit_range(0, lim < 0 ? 0 : (int)lim);
+                if (!km) continue;
+                for (int h = 0; h < G; h++) {
+                    w->ridx[R2] = tt * G + h;
+                    w->kmask[R2++] = km;
                 }
             }
-            for (int64_t j0 = bs; j0 < be;) {
-                int g0 = (int)(j0 / CPU_KG);
-                int64_t j1 = (int64_t)(g0 + 4) * CPU_KG;
-                if (j1 > be) j1 = be;
-                int ng = (int)((j1 - (int64_t)g0 * CPU_KG + CPU_KG - 1) / CPU_KG);
-                kvpack_ensure(c, kp, g0 / 4);
-                if ((g0 + ng - 1) / 4 != g0 / 4) kvpack_ensure(c, kp, (g0 + ng - 1) / 4);
-                /* the rows of every selecting token that can see j0, in one call */
-                int R2 = 0;
-                for (int tt = 0; tt < nt; tt++)
-                    if (((mask >> tt) & 1) && w->pos[tt] >= j0)
-                        for (int h = 0; h < G; h++) w->ridx[R2++] = tt * G + h;
-                if (R2) tile_step(c, w, kp, R2, g0, ng, (int)j0, (int)j1);
-                j0 = j1;
-            }
+            if (R2) tile_step(c, w, kp, R2, t);
         }
     }
     /* finalize */
@@ -412,7 +436,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
 #pragma omp parallel num_threads(c->nth) reduction(| : fail)
     {
         scratch w;
-        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, 0)) {
+        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile)) {
             fail = 1;
         } else {
 #pragma omp for schedule(dynamic, 1)
@@ -424,8 +448,8 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
         }
         scratch_free(&w);
     }
-    if (g_ws_cur + scratch_bytes(MT * G, MT, c->ap->D, 0, 0) * (size_t)c->nth > g_ws_peak)
-        g_ws_peak = g_ws_cur + scratch_bytes(MT * G, MT, c->ap->D, 0, 0) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, c->ap->D, 0, kp->ntile) * (size_t)c->nth;
+    if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
 

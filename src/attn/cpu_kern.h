@@ -23,12 +23,15 @@ typedef struct cpu_kern {
     /* S[r][n] = Q[row r] . key n, n < 16*ng; row r of Q is Q + (rows ? rows[r] : r) * ldq (f32);
      * Kp: ng packed groups. R >= 1. */
     void (*qk)(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S);
-    /* Online-softmax step over one tile. Row r uses columns [lo[r], hi[r]) (none if hi <= lo).
-     * x = S * sl2; m_new = max(m, max x); alpha[r] = 2^(m - m_new) (1 if the row has no column,
-     * 0 if m was -inf); P[r][n] = 2^(x - m_new) on valid columns, 0 elsewhere (n < nk);
-     * l = l * alpha + sum P. nk is a multiple of 16. */
-    void (*softmax)(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
-                    float *l, float *alpha, float *P);
+    /* Online-softmax step over one 64-column tile. Row r uses the columns whose bit is set in
+     * kmask[r] (none if 0); columns >= nk are never set. x = S * sl2; m_new = max(m, max x);
+     * alpha[r] = 2^(m - m_new) (1 if the row has no column, 0 if m was -inf);
+     * P[r][n] = 2^(x - m_new) on valid columns, 0 elsewhere (all 64 columns written);
+     * l = l * alpha + sum P. The arithmetic (max and sum trees over the four 16-column
+     * vectors) does not depend on nk or on which columns are masked, so the result of a row
+     * depends only on its own columns: sparse and dense paths agree bit for bit. */
+    void (*softmax)(const float *S, int R, int nk, const uint64_t *kmask, float sl2, float *m, float *l,
+                    float *alpha, float *P);
     /* O[row r][:] = O[row r][:] * alpha[r] + sum_{n < nk} P[r][n] * V[n][:]; row r of O is
      * O + (rows ? rows[r] : r) * D; V rows stride D. */
     void (*pv)(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V, int nk);

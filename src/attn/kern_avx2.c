@@ -126,32 +126,44 @@ static void pv_avx2(float *O, const int *rows, int R, int D, const float *alpha,
     }
 }
 
-static void softmax_avx2(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m, float *l,
+/* lanes of an 8-bit mask as a vector mask */
+AI __m256 bits8(unsigned m) {
+    __m256i b = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256i v = _mm256_and_si256(_mm256_set1_epi32((int)m), b);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, b));
+}
+
+static void softmax_avx2(const float *S, int R, int nk, const uint64_t *kmask, float sl2, float *m, float *l,
                          float *alpha, float *P) {
+    (void)nk;
     const __m256 vs = _mm256_set1_ps(sl2), ninf = _mm256_set1_ps(-INFINITY);
     for (int r = 0; r < R; r++) {
         const float *s = S + (int64_t)r * CPU_KT;
         float *p = P + (int64_t)r * CPU_KT;
-        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
-        if (b <= a) {
+        uint64_t km = kmask[r];
+        if (!km) {
             alpha[r] = 1.0f;
-            for (int n = 0; n < nk; n += 8) _mm256_storeu_ps(p + n, _mm256_setzero_ps());
+            for (int n = 0; n < CPU_KT; n += 8) _mm256_storeu_ps(p + n, _mm256_setzero_ps());
             continue;
         }
-        __m256 mx = ninf;
-        for (int n = 0; n < nk; n += 8) {
-            __m256 k = range_mask8(n, a, b);
-            mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + n), vs), k));
+        __m256 x[8], k[8];
+        for (int v = 0; v < 8; v++) {
+            k[v] = bits8((unsigned)(km >> (8 * v)) & 0xffu);
+            x[v] = _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), vs);
         }
+        __m256 y[8];
+        for (int v = 0; v < 8; v++) y[v] = _mm256_blendv_ps(ninf, x[v], k[v]);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(y[0], y[1]), _mm256_max_ps(y[2], y[3])),
+                                  _mm256_max_ps(_mm256_max_ps(y[4], y[5]), _mm256_max_ps(y[6], y[7])));
         float mn = fmaxf(m[r], hmax8(mx));
-        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
-        __m256 vm = _mm256_set1_ps(mn), sum = _mm256_setzero_ps();
-        for (int n = 0; n < nk; n += 8) {
-            __m256 k = range_mask8(n, a, b);
-            __m256 e = _mm256_and_ps(k, exp2v8(_mm256_fmsub_ps(_mm256_loadu_ps(s + n), vs, vm)));
-            _mm256_storeu_ps(p + n, e);
-            sum = _mm256_add_ps(sum, e);
+        float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
+        __m256 vm = _mm256_set1_ps(mn);
+        for (int v = 0; v < 8; v++) {
+            x[v] = _mm256_and_ps(k[v], exp2v8(_mm256_sub_ps(x[v], vm)));
+            _mm256_storeu_ps(p + 8 * v, x[v]);
         }
+        __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x[0], x[1]), _mm256_add_ps(x[2], x[3])),
+                                   _mm256_add_ps(_mm256_add_ps(x[4], x[5]), _mm256_add_ps(x[6], x[7])));
         m[r] = mn;
         l[r] = l[r] * al + hsum8(sum);
         alpha[r] = al;

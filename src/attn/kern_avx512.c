@@ -145,54 +145,39 @@ static void pv_avx512(float *O, const int *rows, int R, int D, const float *alph
 }
 
 /* ----------------------------------------------------------- softmax ---- */
-static void softmax_avx512(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
-                           float *l, float *alpha, float *P) {
+static void softmax_avx512(const float *S, int R, int nk, const uint64_t *kmask, float sl2, float *m, float *l,
+                           float *alpha, float *P) {
+    (void)nk;
     const __m512 vs = _mm512_set1_ps(sl2);
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
     for (int r = 0; r < R; r++) {
         const float *s = S + (int64_t)r * CPU_KT;
         float *p = P + (int64_t)r * CPU_KT;
-        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
-        if (b <= a) {
+        uint64_t km = kmask[r];
+        if (!km) {
             alpha[r] = 1.0f;
-            for (int n = 0; n < nk; n += 16) _mm512_storeu_ps(p + n, _mm512_setzero_ps());
+            for (int n = 0; n < CPU_KT; n += 16) _mm512_storeu_ps(p + n, _mm512_setzero_ps());
             continue;
         }
-        __m512 mx = ninf;
-        if (a == 0 && b == nk && nk == 64) { /* full tile: no masks */
-            __m512 x0 = _mm512_mul_ps(_mm512_loadu_ps(s), vs), x1 = _mm512_mul_ps(_mm512_loadu_ps(s + 16), vs);
-            __m512 x2 = _mm512_mul_ps(_mm512_loadu_ps(s + 32), vs), x3 = _mm512_mul_ps(_mm512_loadu_ps(s + 48), vs);
-            float mn = fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(x0, x1), _mm512_max_ps(x2, x3))));
-            float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
-            __m512 vm = _mm512_set1_ps(mn);
-            x0 = exp2v(_mm512_sub_ps(x0, vm));
-            x1 = exp2v(_mm512_sub_ps(x1, vm));
-            x2 = exp2v(_mm512_sub_ps(x2, vm));
-            x3 = exp2v(_mm512_sub_ps(x3, vm));
-            _mm512_storeu_ps(p, x0);
-            _mm512_storeu_ps(p + 16, x1);
-            _mm512_storeu_ps(p + 32, x2);
-            _mm512_storeu_ps(p + 48, x3);
-            m[r] = mn;
-            l[r] = l[r] * al + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)));
-            alpha[r] = al;
-            continue;
-        }
-        for (int n = 0; n < nk; n += 16) {
-            __mmask16 k = range_mask(n, a, b);
-            mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
-        }
-        float mn = fmaxf(m[r], _mm512_reduce_max_ps(mx));
-        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
-        __m512 vm = _mm512_set1_ps(mn), sum = _mm512_setzero_ps();
-        for (int n = 0; n < nk; n += 16) {
-            __mmask16 k = range_mask(n, a, b);
-            __m512 e = _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vm)));
-            _mm512_storeu_ps(p + n, e);
-            sum = _mm512_add_ps(sum, e);
-        }
+        __mmask16 k0 = (__mmask16)km, k1 = (__mmask16)(km >> 16), k2 = (__mmask16)(km >> 32),
+                  k3 = (__mmask16)(km >> 48);
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        __m512 x0 = _mm512_mul_ps(_mm512_loadu_ps(s), vs), x1 = _mm512_mul_ps(_mm512_loadu_ps(s + 16), vs);
+        __m512 x2 = _mm512_mul_ps(_mm512_loadu_ps(s + 32), vs), x3 = _mm512_mul_ps(_mm512_loadu_ps(s + 48), vs);
+        __m512 y0 = _mm512_mask_mov_ps(ninf, k0, x0), y1 = _mm512_mask_mov_ps(ninf, k1, x1);
+        __m512 y2 = _mm512_mask_mov_ps(ninf, k2, x2), y3 = _mm512_mask_mov_ps(ninf, k3, x3);
+        float mn = fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(y0, y1), _mm512_max_ps(y2, y3))));
+        float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
+        __m512 vm = _mm512_set1_ps(mn);
+        x0 = _mm512_maskz_mov_ps(k0, exp2v(_mm512_sub_ps(x0, vm)));
+        x1 = _mm512_maskz_mov_ps(k1, exp2v(_mm512_sub_ps(x1, vm)));
+        x2 = _mm512_maskz_mov_ps(k2, exp2v(_mm512_sub_ps(x2, vm)));
+        x3 = _mm512_maskz_mov_ps(k3, exp2v(_mm512_sub_ps(x3, vm)));
+        _mm512_storeu_ps(p, x0);
+        _mm512_storeu_ps(p + 16, x1);
+        _mm512_storeu_ps(p + 32, x2);
+        _mm512_storeu_ps(p + 48, x3);
         m[r] = mn;
-        l[r] = l[r] * al + _mm512_reduce_add_ps(sum);
+        l[r] = l[r] * al + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)));
         alpha[r] = al;
     }
 }

@@ -18,24 +18,26 @@ static void qk_scalar(const float *Q, int64_t ldq, const int *rows, int R, int D
     }
 }
 
-static void softmax_scalar(const float *S, int R, int nk, const int *lo, const int *hi, float sl2, float *m,
-                           float *l, float *alpha, float *P) {
+static void softmax_scalar(const float *S, int R, int nk, const uint64_t *kmask, float sl2, float *m, float *l,
+                           float *alpha, float *P) {
+    (void)nk;
     for (int r = 0; r < R; r++) {
         const float *s = S + (int64_t)r * CPU_KT;
         float *p = P + (int64_t)r * CPU_KT;
-        int a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > nk ? nk : hi[r];
-        if (b <= a) {
+        uint64_t km = kmask[r];
+        if (!km) {
             alpha[r] = 1.0f;
-            memset(p, 0, (size_t)nk * sizeof *p);
+            memset(p, 0, CPU_KT * sizeof *p);
             continue;
         }
         float mx = -INFINITY;
-        for (int n = a; n < b; n++) mx = fmaxf(mx, s[n] * sl2);
+        for (int n = 0; n < CPU_KT; n++)
+            if ((km >> n) & 1) mx = fmaxf(mx, s[n] * sl2);
         float mn = fmaxf(m[r], mx);
         float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
         float sum = 0.0f;
-        for (int n = 0; n < nk; n++) {
-            float e = (n >= a && n < b) ? exp2f(s[n] * sl2 - mn) : 0.0f;
+        for (int n = 0; n < CPU_KT; n++) { /* index order: the sum does not depend on nk */
+            float e = ((km >> n) & 1) ? exp2f(s[n] * sl2 - mn) : 0.0f;
             p[n] = e;
             sum += e;
         }
