@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from py_model_common import F16, F32, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
+from model_testlib import F16, F32, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
 
 exe = sys.argv[1]
 c = Counter("py_model_llama")

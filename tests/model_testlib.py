@@ -1,4 +1,4 @@
-"""Shared helpers of the py_model_* tests: tiny random llama/minicpm checkpoints written as
+"""Shared helpers of the py_model_* tests (not a test itself): tiny random llama/minicpm checkpoints written as
 GGUF (with the `gguf` package) and as Hugging Face safetensors folders, an independent numpy
 float64 forward pass, and running `infllm run --dump-logits`."""
 import json
