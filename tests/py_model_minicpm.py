@@ -28,6 +28,21 @@ with tempfile.TemporaryDirectory() as tmp:
         e = rel_err(got_hf, got)
         tol = 1e-5 if dt == "F32" else 3e-2
         c.check(e < tol, f"MiniCPM HF safetensors twin ({dt}) vs GGUF: rel err {e:.2e}")
+    # sparse_config in config.json drives the InfLLM-V2 parameters (window_size / block_size = local blocks)
+    import json
+    hf = os.path.join(tmp, "hf_F32")
+    cfg_path = os.path.join(hf, "config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["sparse_config"] = {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 16,
+                            "window_size": 16, "topk": 2, "use_nope": False, "dense_len": 64}
+    json.dump(cfg, open(cfg_path, "w"))
+    dense = run_logits(exe, hf, toks, tmp, ["--attn", "dense"])
+    auto = run_logits(exe, hf, toks, tmp, ["--attn", "auto"])
+    flags = run_logits(exe, hf, toks, tmp, ["--attn", "sparse", "--block-size", "16", "--topk", "2", "--local-blocks",
+                                            "1", "--init-blocks", "1", "--dense-len", "64"])
+    e1, e2 = rel_err(auto, flags), rel_err(auto, dense)
+    c.check(e1 < 1e-6 and e2 > 1e-3, f"sparse_config (block 16, topk 2, window 16, dense_len 64) is applied: "
+            f"auto == explicit flags ({e1:.1e}), differs from dense ({e2:.1e})")
     # no muP (plain llama numbers) must give different logits: the scales are really applied
     m.escale, m.rscale, m.lscale = 1.0, 1.0, 1.0
     e = rel_err(m.forward(toks), got)
