@@ -10,7 +10,7 @@ def bf16(x):
     u = (u + 0x7fff + ((u >> 16) & 1)) >> 16
     return u.astype(np.uint16)
 def f32(b): return (b.astype(np.uint32) << 16).view(np.float32)
-def mk(name, mode, qlens, klens, Hkv=2, G=16, D=128, init=1, local=2, topk_total=8, seed=3):
+def mk(name, mode, qlens, klens, Hkv=2, G=16, D=128, init=1, local=2, topk_total=8, seed=3, kernel_rule=False):
     rng = np.random.default_rng(seed)
     Hq = Hkv * G; B, l1, s1, l2, s2 = 64, 32, 16, 128, 64
     tq, tk = sum(qlens), sum(klens)
@@ -37,6 +37,11 @@ def mk(name, mode, qlens, klens, Hkv=2, G=16, D=128, init=1, local=2, topk_total
         for i in range(qlens[b]):
             t = cuq[b] + i; p = klens[b] - qlens[b] + i; qb = p // B
             nv1 = sum(1 for j in range(n1s[b]) if s1 * j + l1 - 1 <= p); nv2 = sum(1 for j in range(n2s[b]) if s2 * j + l2 - 1 <= p)
+            if kernel_rule and mode == 'prefill':  # the official kernel's offset formula (SPEC B 5.3)
+                def lim(n, st):
+                    off = n - (qlens[b] - st + 1) // st
+                    return min(n, max(0, (i + 1) // st - 1 + off))
+                nv1, nv2 = lim(n1s[b], s1), lim(n2s[b], s2)
             for g in range(Hkv):
                 acc = np.zeros(n1max)
                 if nv2 > 0:
@@ -66,14 +71,16 @@ def mk(name, mode, qlens, klens, Hkv=2, G=16, D=128, init=1, local=2, topk_total
                   ('c1.bf16', c1), ('c2.bf16', c2), ('stage1_scores', S), ('block_scores', BS), ('topk_idx', TK), ('out.bf16', outb),
                   ('stage2_lse_ref', lse.astype(np.float32)), ('ref_rows', rows), ('dense_ref', dense.astype(np.float32)), ('stage2_ref', out.astype(np.float32))]:
         np.save(os.path.join(d, fn + '.npy'), a)
+    offs = lambda n, st, lq: (n - (lq - st + 1) // st) if (kernel_rule and mode == 'prefill') else 0
     js = {"name": name, "mode": mode, "params": {"head_dim": D, "num_q_heads": Hq, "num_kv_heads": Hkv, "c1_kernel_size": 32, "c1_kernel_stride": 16,
           "c2_kernel_size": 128, "c2_kernel_stride": 64, "block_size": 64, "init_blocks": init, "local_blocks": local, "topk_total": topk_total,
           "softmax_scale": s}, "sequences": [{"q_len": a, "kv_len": b2, "cache_len": b2 - a} for a, b2 in zip(qlens, klens)],
           "totals": {"total_q": int(tq), "total_k": int(tk), "total_n1": int(cu1[-1]), "total_n2": int(cu2[-1]), "n1max": int(n1max), "nblocks_out": int(nbo)},
-          "checks": {"stage1": {"kernel_causal_offsets_per_sequence": [{"c1_offset": 0, "c2_offset": 0} for _ in qlens], "official_differs_from_clean_rule": False},
+          "checks": {"stage1": {"kernel_causal_offsets_per_sequence": [{"c1_offset": offs(n1s[b2], 16, qlens[b2]), "c2_offset": offs(n2s[b2], 64, qlens[b2])} for b2 in range(len(qlens))], "official_differs_from_clean_rule": bool(kernel_rule)},
                      "stage2_official_vs_float64_ref": {"rel_err_fro": float(rel) * 1.5}}}
     json.dump(js, open(os.path.join(d, 'case.json'), 'w'), indent=1)
     print(name, 'rel', rel)
 if len(sys.argv) != 2: sys.exit('usage: golden_synth.py OUTDIR')
 mk('dec1', 'decode', [1, 1, 1, 1], [700, 1000, 129, 64])
 mk('var1', 'prefill', [300, 1, 200], [300, 1, 200], Hkv=1, seed=5)
+mk('off1', 'prefill', [1023, 250], [1023, 250], Hkv=1, seed=7, kernel_rule=True)
