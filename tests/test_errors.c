@@ -296,6 +296,8 @@ static void test_cache_errors(void) {
     CHECK_OK(infllm_cache_append(c, k, v, 0));
     CHECK_OK(infllm_cache_append(c, k, v, 40));
     EXPECT(infllm_cache_append(c, k, v, 25), INFLLM_ERR_CAPACITY);
+    EXPECT(infllm_cache_append(c, k, v, INT64_MAX), INFLLM_ERR_CAPACITY); /* no overflow */
+    EXPECT(infllm_cache_attend(c, &p, q, INT64_MAX, HQ, out, lse), INFLLM_ERR_SHAPE);
     CHECK(infllm_cache_length(c) == 40, "failed append changed the length to %lld", (long long)infllm_cache_length(c));
     EXPECT(infllm_cache_attend(NULL, &p, q, 1, HQ, out, lse), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_cache_attend(c, NULL, q, 1, HQ, out, lse), INFLLM_ERR_NULL_ARG);

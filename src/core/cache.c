@@ -102,7 +102,7 @@ infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v,
     if (n < 0) return infllm_set_error(INFLLM_ERR_SHAPE, "cannot append %lld tokens", (long long)n);
     if (n == 0) return INFLLM_OK;
     if (!k || !v) return infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", k ? "v" : "k");
-    if (c->length + n > c->capacity)
+    if (n > c->capacity - c->length) /* no overflow for huge n */
         return infllm_set_error(INFLLM_ERR_CAPACITY,
                                 "cache capacity exceeded: %lld tokens + %lld new > capacity %lld",
                                 (long long)c->length, (long long)n, (long long)c->capacity);
