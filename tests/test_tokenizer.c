@@ -270,16 +270,18 @@ int main(int argc, char **argv) {
     char err[256] = "";
     const char *dir = INFLLM_SOURCE_DIR "/tests/data";
     char path[1024];
-    infllm_tokenizer *bpe = NULL, *spm = NULL;
+    infllm_tokenizer *bpe = NULL, *spm = NULL, *lla = NULL;
     snprintf(path, sizeof path, "%s/tok_bpe.json", dir);
     CHECK(tok_load_hf_json(path, &bpe, err, sizeof err) == 0, "load %s: %s", path, err);
     snprintf(path, sizeof path, "%s/tok_spm.json", dir);
     CHECK(tok_load_hf_json(path, &spm, err, sizeof err) == 0, "load %s: %s", path, err);
+    snprintf(path, sizeof path, "%s/tok_llama.json", dir);
+    CHECK(tok_load_hf_json(path, &lla, err, sizeof err) == 0, "load %s: %s", path, err);
     snprintf(path, sizeof path, "%s/tok_expected.jsonl", dir);
     size_t elen = 0;
     char *exp = read_all(path, &elen);
     CHECK(exp != NULL, "read %s", path);
-    if (!bpe || !spm || !exp) return finish("test_tokenizer");
+    if (!bpe || !spm || !lla || !exp) return finish("test_tokenizer");
 
     /* expected cases: wrap the JSON lines into one array */
     size_t nl = 0;
@@ -306,6 +308,9 @@ int main(int argc, char **argv) {
     CHECK(bad == 0, "byte-level BPE (tokenizer.json): %d mismatches vs HF tokenizers", bad);
     bad = check_expected(spm, "spm", cv, nc, 1, 0);
     CHECK(bad == 0, "SentencePiece-style BPE (tokenizer.json): %d mismatches vs HF tokenizers", bad);
+    bad = check_expected(lla, "llama", cv, nc, 1, 0);
+    CHECK(bad == 0, "Llama-2 style tokenizer.json (Prepend/Replace normalizer): %d mismatches vs HF", bad);
+    CHECK(tok_get_kind(lla) == TOK_SPM, "llama-style is SPM");
 
     /* the same vocabularies through the GGUF-array constructor */
     snprintf(path, sizeof path, "%s/tok_bpe.json", dir);
@@ -324,7 +329,10 @@ int main(int argc, char **argv) {
     g = gguf_from_hf(json_root(sj), "llama", "default", 0);
     CHECK(g != NULL, "gguf llama (scores) from arrays");
     if (g) {
-        /* scores-based SentencePiece BPE vs rank-based HF: same pieces for this vocabulary */
+        /* scores-based SentencePiece BPE (llama.cpp rules) vs HF rank-based BPE: the same
+         * pieces for this vocabulary, against both HF pre-processing styles */
+        bad = check_expected(g, "llama", cv, nc, 1, 0);
+        CHECK(bad == 0, "SPM by scores (GGUF arrays) vs HF Llama-2 style: %d mismatches", bad);
         bad = check_expected(g, "spm", cv, nc, 1, 2);
         CHECK(bad == 0, "SPM by scores (GGUF arrays): %d mismatches", bad);
         int32_t ids[64];
@@ -444,5 +452,6 @@ int main(int argc, char **argv) {
     free(exp);
     tok_free(bpe);
     tok_free(spm);
+    tok_free(lla);
     return finish("test_tokenizer");
 }

@@ -2,6 +2,9 @@
 """Generates the tokenizer test fixtures with the Hugging Face `tokenizers` library:
   tok_bpe.json  byte-level BPE (Digits + ByteLevel, like SmolLM2) with ChatML specials
   tok_spm.json  SentencePiece-style BPE (Metaspace, byte_fallback, <0xNN> byte tokens)
+  tok_llama.json  the same vocabulary in the Llama-2 tokenizer.json style (normalizer
+                Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer, Replace/ByteFallback/Fuse/Strip
+                decoder): the prefix is added unconditionally, as llama.cpp does for GGUF "llama"
   tok_expected.jsonl  one JSON array a line: [fixture, parse_special, text, [ids], decode(skip_special)]
 Run from anywhere: python3 tests/data/gen_tok_fixtures.py (pip install tokenizers==0.23.*)."""
 import json
@@ -9,7 +12,7 @@ import os
 import random
 import sys
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -101,11 +104,17 @@ def random_strings(n, seed):
 def main():
     bpe = build_bpe()
     spm = build_spm()
+    llama = Tokenizer.from_str(spm.to_str())
+    llama.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    llama.pre_tokenizer = None
+    llama.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                       decoders.Strip(" ", 1, 0)])
     bpe.save(os.path.join(HERE, "tok_bpe.json"), pretty=False)
     spm.save(os.path.join(HERE, "tok_spm.json"), pretty=False)
-    texts = FIXED + random_strings(60, 7)
+    llama.save(os.path.join(HERE, "tok_llama.json"), pretty=False)
+    texts = FIXED + random_strings(40, 7)
     out = []
-    for name, tok in (("bpe", bpe), ("spm", spm)):
+    for name, tok in (("bpe", bpe), ("spm", spm), ("llama", llama)):
         for parse_special in (1, 0):
             tok.encode_special_tokens = not parse_special
             for t in texts:
