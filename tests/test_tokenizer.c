@@ -12,6 +12,7 @@
  * decoded text as a JSON string... (decoded bytes hex-encoded).
  */
 #include <stdint.h>
+#include <time.h>
 
 #include "harness.h"
 #include "json.h"
@@ -416,8 +417,17 @@ int main(int argc, char **argv) {
     n = tok_encode(bpe, bt, big, 0, 1, bids, (int)big);
     CHECK(n > 0, "long text encodes (%d)", n);
     memset(bt, 'a', big); /* one 200 KB "word" */
+    clock_t t0 = clock();
     n = tok_encode(spm, bt, big, 0, 1, bids, (int)big + 8);
-    CHECK(n > 0, "one huge word encodes (%d)", n);
+    CHECK(n > 0, "one huge word encodes (SPM, %d)", n);
+    n = tok_encode(bpe, bt, big, 0, 1, bids, (int)big + 8);
+    CHECK(n > 0, "one huge word encodes (byte-level, %d)", n);
+    for (size_t i = 0; i < big; i++) bt[i] = "ab"[(i * 7 / 3) % 2];
+    n = tok_encode(bpe, bt, big, 0, 1, bids, (int)big + 8);
+    CHECK(n > 0, "one huge mixed word encodes (%d)", n);
+    double sec = (double)(clock() - t0) / CLOCKS_PER_SEC;
+    printf("three 200 KB single-word encodes: %.3f s\n", sec);
+    CHECK(sec < 5.0, "huge words are not quadratic (%.2f s)", sec);
     free(bt);
     free(bids);
 
