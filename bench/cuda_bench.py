@@ -166,6 +166,7 @@ def main():
     ap.add_argument("--sizes", default="8192,16384,32768,65536,131072")
     ap.add_argument("--dense-sizes", default="8192,16384,32768")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args()
@@ -219,6 +220,7 @@ def main():
         t_comp = timeit(comp, reps=a.reps)
         t_sel = timeit(sel, reps=a.reps) - t_comp
         t_st2 = timeit(st2, reps=a.reps)
+        print(f"# T={T}: stage2 with INFLLM_CUDA_SPARSE_NW={os.environ.get('INFLLM_CUDA_SPARSE_NW', '4')}: {t_st2:.3f} ms")
         # keys per query and union per 4-token tile from the selection
         tk = topk.long()
         nvalid = (tk >= 0).sum(-1).float()  # blocks per (g, t)
@@ -238,7 +240,7 @@ def main():
         except Exception as e:  # noqa
             t_flash = float("nan")
         t_flex = float("nan")
-        if not a.no_flex:
+        if not a.no_flex and str(T) in a.flex_sizes.split(","):
             try:
                 sel()
                 t_flex = timeit(flex_fn(q, k, v, topk, T), reps=a.reps)
@@ -295,12 +297,24 @@ def main():
             step()
             step()
         torch.cuda.synchronize()
-        t_eager = timeit(step, reps=50)
+        with torch.cuda.stream(s):
+            t_eager = timeit(step, reps=50)
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g, stream=s):
             p.cuda_stream = torch.cuda.current_stream().cuda_stream
             step()
-        t_graph = timeit(g.replay, warmup=5, reps=200)
+        with torch.cuda.stream(s):
+            t_graph = timeit(g.replay, warmup=5, reps=200)
+        # the parts: compress of the 128K keys, and the rest (selection + stage 2) on given c1/c2
+        c1d = torch.empty(Tk // 16, HKV, D, dtype=torch.bfloat16, device="cuda")
+        c2d = torch.empty(Tk // 64, HKV, D, dtype=torch.bfloat16, device="cuda")
+        with torch.cuda.stream(s):
+            def comp_dec():
+                check(lib, lib.infllm_compress_keys(C.byref(p), C.byref(l), C.c_void_p(k.data_ptr()),
+                                                    C.c_void_p(c1d.data_ptr()), C.c_void_p(c2d.data_ptr()), None,
+                                                    None), "compress")
+            t_comp_dec = timeit(comp_dec, reps=50)
+        print(f"decode parts: compress of 128K keys {t_comp_dec * 1000:.1f} us")
         dec = (t_eager * 1000, t_graph * 1000)
         print(f"decode 1 x 128K: eager {t_eager * 1000:.1f} us, graph replay {t_graph * 1000:.1f} us "
               f"(includes recompressing the 128K keys: infllm_attention has no device cache)", flush=True)

@@ -20,3 +20,7 @@ cmake --build "$BUILD" -j"$(nproc)" --target test_cuda infllm_shared 2>&1 | grep
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$BUILD/tests/test_cuda"
+if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
+  echo "--- again with the alternative kernel configurations (fused decode selection, 8-warp sparse, 4-warp dense)"
+  INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=4 "$BUILD/tests/test_cuda"
+fi

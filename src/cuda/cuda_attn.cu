@@ -12,6 +12,7 @@
  * Split-KV (few CTAs, e.g. decode): the chunk list is cut into nsplit ranges, partial results are
  * merged by k_combine.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -353,7 +354,14 @@ struct FlashCfg {
 
 static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split) {
     FlashCfg c;
-    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : 4;
+    static int env_dense = -1, env_sparse = -1;
+    if (env_dense < 0) {
+        const char *e = getenv("INFLLM_CUDA_DENSE_NW");
+        env_dense = e && atoi(e) == 4 ? 4 : 8;
+        e = getenv("INFLLM_CUDA_SPARSE_NW");
+        env_sparse = e && atoi(e) == 8 ? 8 : 4;
+    }
+    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (sparse ? env_sparse : env_dense);
     int M = 16 * c.NW;
     c.Gt = ap->G < M ? ap->G : M;
     c.TT = M / c.Gt;
@@ -406,6 +414,7 @@ static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStre
 template <typename T, int D>
 static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, cudaStream_t st) {
     if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
+    if (c.NW == 8) return sparse ? flash_run<T, D, 8, true>(p, c, st) : flash_run<T, D, 8, false>(p, c, st);
     return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
 }
 

@@ -26,6 +26,13 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
                                  const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
                                  int filter_sparse, cudaStream_t st);
 
+/* Small-batch (decode) selection: split over kernel tiles, for total_q <= 64 and 16 % G == 0.
+ * cuda_dec_select_bytes: scratch bytes, 0 when the path does not apply (or INFLLM_CUDA_NO_DEC=1). */
+size_t cuda_dec_select_bytes(const infllm_attn_params *ap);
+infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                     const int32_t *cu_c1, const int32_t *cu_c2, int32_t *topk, void *ws,
+                                     cudaStream_t st);
+
 /* Flash attention on tensor cores: dense causal (topk == NULL) or block-sparse. filter: 0 all
  * sequences, 1 only sparse ones, 2 only dense ones (per-sequence switch). split_ws: scratch for
  * the split-KV path (may be NULL: no split); split_ws_bytes its size. */

@@ -17,7 +17,7 @@
 #include "cuda_internal.cuh"
 
 struct WsLayout {
-    size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, total;
+    size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, total;
     int any_sparse, any_dense;
 };
 
@@ -52,7 +52,12 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         off += al256((size_t)ap->Hkv * ap->total_q * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
     }
     size_t sb = 0;
-    if (w.any_sparse) sb = cuda_flash_split_bytes(ap, 1, ap->topk_out);
+    if (w.any_sparse) {
+        w.dec_bytes = cuda_dec_select_bytes(ap);
+        w.off_dec = off;
+        off += al256(w.dec_bytes);
+        sb = cuda_flash_split_bytes(ap, 1, ap->topk_out);
+    }
     if (w.any_dense) {
         size_t d = cuda_flash_split_bytes(ap, 0, 0);
         if (d > sb) sb = d;
@@ -103,8 +108,11 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
         void *c1 = ws + w.off_c1, *c2 = ws + w.off_c2;
         int32_t *topk = (int32_t *)(ws + w.off_topk);
         s = cuda_compress_impl(ap, k, c1, c2, cu_c1, cu_c2, st);
-        if (!s) s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, cu_c1, ap->exact_lse ? cu_c1 : cu_c2, NULL,
-                                       topk, 1, st);
+        if (!s && w.dec_bytes)
+            s = cuda_dec_select_launch(ap, q, c1, c2, cu_c1, cu_c2, topk, ws + w.off_dec, st);
+        else if (!s)
+            s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, cu_c1, ap->exact_lse ? cu_c1 : cu_c2, NULL, topk,
+                                   1, st);
         if (!s && ap->topk_out > 0)
             s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
     }
@@ -127,7 +135,8 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
     unsigned char *ws = NULL;
     size_t row = (size_t)ap.Hkv * ap.D * 2;
     size_t b1 = al256((size_t)(ap.total_n1 + 1) * row), b2 = al256((size_t)(ap.total_n2 + 1) * row);
-    if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2, st) != cudaSuccess) {
+    size_t bd = s ? 0 : cuda_dec_select_bytes(&ap);
+    if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2 + al256(bd), st) != cudaSuccess) {
         (void)cudaGetLastError();
         s = infllm_set_error(INFLLM_ERR_NOMEM, "debug_fused_topk: no memory");
     }
@@ -135,9 +144,13 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
         int32_t *cu = (int32_t *)ws;
         void *c1 = ws + 256, *c2 = ws + 256 + b1;
         s = cuda_compress_impl(&ap, k, c1, c2, cu, cu + 2, st);
-        if (!s)
+        if (!s && bd) {
+            ap.mode = INFLLM_MODE_SPARSE; /* every row */
+            s = cuda_dec_select_launch(&ap, q, c1, c2, cu, cu + 2, topk, ws + 256 + b1 + b2, st);
+        } else if (!s) {
             s = cuda_select_launch(&ap, q, c1, ap.exact_lse ? c1 : c2, cu, ap.exact_lse ? cu : cu + 2, NULL, topk, 0,
                                    st);
+        }
     }
     if (ws) cudaFreeAsync(ws, st);
     free(seqs);

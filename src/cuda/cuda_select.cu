@@ -15,6 +15,7 @@
  * Tokens whose causal block count <= K take all causal blocks and skip stage 1; a CTA whose
  * tokens all do so exits before loading anything.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
@@ -195,6 +196,7 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
 
     /* ---- pass 2: probabilities over c1, group sum, round, emit ---- */
     const bool shfl_path = (16 % G) == 0;
+    const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
     const int Kb = p.K;
     for (int t = 0; t < nt1; t++) {
         if (t + 1 < nt1)
@@ -229,20 +231,30 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
         auto emit = [&](int tt, int col, float val) {
             if (tt >= ntok || col >= n1) return;
             if (p.round_bf16) val = __bfloat162float(__float2bfloat16_rn(val));
-            int64_t trow = q0 + tok0 + tt;
             if (p.scores) {
+                int64_t trow = q0 + tok0 + tt;
                 p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val;
             } else {
-                int64_t qb = (pos0 + tt) / p.B;
+                int qb = (int)((pos0 + tt) / p.B);
                 if (qb + 1 <= Kb) return;
-                int64_t blo = ((int64_t)p.s1 * col) / p.B, bhi = ((int64_t)p.s1 * col + p.l1 - 1) / p.B;
+                int blo, bhi;
+                if (dflt) {
+                    blo = col >> 2;
+                    bhi = (col + 1) >> 2;
+                } else {
+                    blo = (p.s1 * col) / p.B;
+                    bhi = (p.s1 * col + p.l1 - 1) / p.B;
+                }
                 if (bhi > qb) bhi = qb;
-                for (int64_t bb = blo; bb <= bhi; bb++)
-                    atomicMax((int *)&sBS[tt * p.nbmax + bb], __float_as_int(val));
+                int *dst = (int *)&sBS[tt * p.nbmax];
+                atomicMax(dst + blo, __float_as_int(val));
+                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(val));
             }
         };
         if (shfl_path) {
             if (G == 16) {
+                /* after the xor-reduction every lane holds the sums; lane (gid, tig) emits n-tile gid */
+                float mine[2] = {0.f, 0.f};
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -251,8 +263,10 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
                         v += __shfl_xor_sync(0xffffffffu, v, 4);
                         v += __shfl_xor_sync(0xffffffffu, v, 8);
                         v += __shfl_xor_sync(0xffffffffu, v, 16);
-                        if (gid == 0) emit(warp, 64 * t + 8 * j + 2 * tig + e, v);
+                        if (j == gid) mine[e] = v;
                     }
+                emit(warp, 64 * t + 8 * gid + 2 * tig, mine[0]);
+                emit(warp, 64 * t + 8 * gid + 2 * tig + 1, mine[1]);
             } else {
 #pragma unroll
                 for (int j = 0; j < 8; j++)
@@ -261,7 +275,7 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
                         float v = s[j][e];
                         for (int off = 4; off < 4 * G; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
                         int r = warp * 16 + gid + 8 * (e >> 1);
-                        if (gid % G == 0) emit(r / G, 64 * t + 8 * j + 2 * tig + (e & 1), v);
+                        if ((j % G) == (gid % G)) emit(r / G, 64 * t + 8 * j + 2 * tig + (e & 1), v);
                     }
             }
         } else {
@@ -516,5 +530,298 @@ extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *bl
     k_topk<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, st>>>(seq_desc(ap), block_scores, topk_idx, ap->Hkv,
                                                                 ap->nblocks_out, ap->topk_out, ap->B);
     CU_LAUNCH_CHECK("k_topk");
+    return INFLLM_OK;
+}
+
+/* ------------------------------------------------ small-batch (decode) selection ---- */
+/* For a handful of query rows (decode) the fused kernel would leave the GPU idle: one CTA per
+ * (token, KV head) walks every kernel. Here each warp takes one 64-kernel tile instead:
+ *   k_dec_lse:   per LSE-level tile, per row partial (max, sum)          -> part [Hkv][T][nt][16][2]
+ *   k_dec_score: per c1 tile, merge the partials, P, group sum, round,
+ *                global atomicMax into the block scores                  -> bsg  [Hkv][T][nbmax]
+ *   k_dec_topk:  one warp per (KV head, row): forced blocks, top-k.
+ * Needs 16 % G == 0 (one token's heads in one m16 tile). */
+struct DecParams {
+    const void *q, *c1, *c2;
+    const int32_t *cu_c1, *cu_c2;
+    SeqDesc sd;
+    int Hq, Hkv, G, max_lq;
+    float scale_log2;
+    int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
+    int filter_sparse, mode, dense_len;
+    int ntL;      /* LSE-level tiles (max over sequences) */
+    float *part;  /* [Hkv][total_q][ntL][16][2] */
+    float *bsg;   /* [Hkv][total_q][nbmax], zeroed */
+    int nbmax;
+    int32_t *topk;
+};
+
+template <int D> struct DecSmem {
+    uint16_t q[16 * D];
+    uint16_t c[64 * D];
+};
+
+/* the row's token: grid.y = seq * max_lq + i */
+__device__ __forceinline__ bool dec_row(const DecParams &p, int64_t &q0, int32_t &lq, int64_t &k0, int32_t &lk,
+                                        int &i, int &b) {
+    b = blockIdx.y / p.max_lq;
+    i = blockIdx.y % p.max_lq;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    if (i >= lq) return false;
+    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return false;
+    return true;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &sm, int64_t q0, int i, int g,
+                                                const uint16_t *cbase, int nvalid, float (&s)[8][4]) {
+    constexpr int CH = D / 8, KS = D / 16;
+    const int lane = threadIdx.x;
+    const uint16_t *qg = (const uint16_t *)p.q;
+    for (int x = lane; x < 16 * CH; x += 32) {
+        int r = x / CH, c = x % CH;
+        bool ok = r < p.G;
+        const uint16_t *src = qg + (ok ? ((q0 + i) * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
+        cp_async16(sm.q + swz<D>(r, c * 8), src, ok ? 16 : 0);
+    }
+    load_tile_async<D, 64, 32>(sm.c, cbase, (int64_t)p.Hkv * D, nvalid);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk += 2) {
+        uint32_t a0[4], a1[4];
+        ldsm_x4(a0, sm.q + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
+        ldsm_x4(a1, sm.q + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + 1) + (lane >> 4) * 8));
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t r[4];
+            ldsm_x4(r, sm.c + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+            mma16816<T>(s[j], a0, r[0], r[1]);
+            mma16816<T>(s[j], a1, r[2], r[3]);
+        }
+    }
+}
+
+template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(DecParams p) {
+    __shared__ __align__(16) DecSmem<D> sm;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    int i, b;
+    if (!dec_row(p, q0, lq, k0, lk, i, b)) return;
+    const int g = blockIdx.z, t = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    int64_t pos = (int64_t)lk - lq + i;
+    if (pos / p.B + 1 <= p.K) return;
+    int32_t n1 = d_windows(lk, p.l1, p.s1), n2 = d_windows(lk, p.l2, p.s2);
+    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    int vis = d_visible(pos, lL, sL, nL);
+    float *part = p.part + (((int64_t)g * p.sd.total_q + q0 + i) * p.ntL + t) * 32;
+    if (64 * t >= vis) {
+        if (lane < 16) {
+            part[2 * lane] = -INFINITY;
+            part[2 * lane + 1] = 0.f;
+        }
+        return;
+    }
+    int64_t cL0 = p.exact ? (p.cu_c1 ? p.cu_c1[b] : 0) : (p.cu_c2 ? p.cu_c2[b] : 0);
+    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
+    float s[8][4];
+    dec_tile_scores<T, D>(p, sm, q0, i, g, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis - 64 * t, s);
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int col = 64 * t + 8 * j + 2 * tig + e;
+                float v = col < vis ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                s[j][2 * ri + e] = v;
+                mx = fmaxf(mx, v);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float mu = mx == -INFINITY ? 0.f : mx, acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        if (tig == 0) {
+            int r = gid + 8 * ri;
+            part[2 * r] = mx;
+            part[2 * r + 1] = acc;
+        }
+    }
+}
+
+template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(DecParams p) {
+    __shared__ __align__(16) DecSmem<D> sm;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    int i, b;
+    if (!dec_row(p, q0, lq, k0, lk, i, b)) return;
+    const int g = blockIdx.z, t = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    int64_t pos = (int64_t)lk - lq + i;
+    int qb = (int)(pos / p.B);
+    if (qb + 1 <= p.K) return;
+    int32_t n1 = d_windows(lk, p.l1, p.s1), n2 = d_windows(lk, p.l2, p.s2);
+    int vis1 = d_visible(pos, p.l1, p.s1, n1);
+    if (64 * t >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
+    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
+    const float *part = p.part + ((int64_t)g * p.sd.total_q + q0 + i) * p.ntL * 32;
+    float lse2[2];
+    for (int ri = 0; ri < 2; ri++) {
+        int r = gid + 8 * ri;
+        float m = -INFINITY, l = 0.f;
+        for (int x = 0; x < ntl; x++) m = fmaxf(m, part[x * 32 + 2 * r]);
+        for (int x = 0; x < ntl; x++) l += part[x * 32 + 2 * r + 1] * exp2f(part[x * 32 + 2 * r] - m);
+        lse2[ri] = (l > 0.f && r < p.G) ? m + __log2f(l) : INFINITY;
+    }
+    int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
+    float s[8][4];
+    dec_tile_scores<T, D>(p, sm, q0, i, g, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D, vis1 - 64 * t,
+                          s);
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = 64 * t + 8 * j + 2 * tig + (e & 1);
+            s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
+        }
+    /* head sum over the G rows of the token (rows >= G are zero) */
+    int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = s[j][e] + s[j][2 + e];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            int col = 64 * t + 8 * j + 2 * tig + e;
+            if (gid == j && col < n1) {
+                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+                int blo = (p.s1 * col) / p.B, bhi = (p.s1 * col + p.l1 - 1) / p.B;
+                if (bhi > qb) bhi = qb;
+                for (int bb = blo; bb <= bhi; bb++) atomicMax(bs + bb, __float_as_int(v));
+            }
+        }
+}
+
+__global__ void k_dec_topk(DecParams p) {
+    int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (w >= (int64_t)p.Hkv * p.sd.total_q) return;
+    int64_t t = w % p.sd.total_q;
+    int sb = seq_of_row(p.sd, t);
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, sb, q0, lq, k0, lk);
+    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return;
+    int64_t pos = (int64_t)lk - lq + (t - q0);
+    int qb = (int)(pos / p.B);
+    int32_t *row = p.topk + w * p.topk_out;
+    if (qb + 1 <= p.K) {
+        for (int c = lane; c < p.topk_out; c += 32) row[c] = c <= qb ? c : -1;
+        return;
+    }
+    int32_t n1 = d_windows(lk, p.l1, p.s1);
+    float *bs = p.bsg + w * p.nbmax;
+    for (int bb = lane; bb <= qb; bb += 32) {
+        if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+            bs[bb] = INFINITY;
+        } else {
+            int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
+            int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
+            if (first < 0) first = 0;
+            if (last > n1 - 1) last = n1 - 1;
+            if (last < first) bs[bb] = -INFINITY;
+        }
+    }
+    __syncwarp();
+    warp_topk(bs, qb + 1, p.K, qb, row, p.topk_out);
+}
+
+size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("INFLLM_CUDA_NO_DEC");
+        off = e && atoi(e) == 1;
+    }
+    if (off || ap->total_q > 64 || 16 % ap->G != 0) return 0;
+    int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
+    int64_t ntL = (nL + 63) / 64;
+    int64_t nbmax = (ap->max_lk + ap->B - 1) / ap->B;
+    return (size_t)ap->Hkv * ap->total_q * ((ntL > 0 ? ntL : 1) * 32 + nbmax) * sizeof(float) + 512;
+}
+
+infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                     const int32_t *cu_c1, const int32_t *cu_c2, int32_t *topk, void *ws,
+                                     cudaStream_t st) {
+    DecParams p;
+    memset(&p, 0, sizeof p);
+    p.q = q;
+    p.c1 = c1;
+    p.c2 = c2;
+    p.cu_c1 = cu_c1;
+    p.cu_c2 = cu_c2;
+    p.sd = seq_desc(ap);
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.max_lq = ap->max_lq;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.l1 = ap->l1;
+    p.s1 = ap->s1;
+    p.l2 = ap->l2;
+    p.s2 = ap->s2;
+    p.B = ap->B;
+    p.init_blocks = ap->init_blocks;
+    p.local_blocks = ap->local_blocks;
+    p.K = ap->topk_total;
+    p.topk_out = ap->topk_out;
+    p.exact = ap->exact_lse;
+    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+    p.filter_sparse = 1;
+    p.mode = ap->mode;
+    p.dense_len = ap->dense_len;
+    int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
+    p.ntL = (int)((nL + 63) / 64);
+    if (p.ntL < 1) p.ntL = 1;
+    p.nbmax = (int)((ap->max_lk + ap->B - 1) / ap->B);
+    p.part = (float *)ws;
+    p.bsg = p.part + (size_t)ap->Hkv * ap->total_q * p.ntL * 32;
+    p.topk = topk;
+    CU_CHECK(cudaMemsetAsync(p.bsg, 0, (size_t)ap->Hkv * ap->total_q * p.nbmax * sizeof(float), st));
+    int nt1 = (d_windows(ap->max_lk, ap->l1, ap->s1) + 63) / 64;
+    dim3 g1((unsigned)p.ntL, (unsigned)(ap->num_seqs * ap->max_lq), (unsigned)ap->Hkv);
+    dim3 g2((unsigned)(nt1 > 0 ? nt1 : 1), (unsigned)(ap->num_seqs * ap->max_lq), (unsigned)ap->Hkv);
+    bool bf = ap->dtype == INFLLM_DTYPE_BF16;
+    if (ap->D == 128) {
+        if (bf) {
+            k_dec_lse<__nv_bfloat16, 128><<<g1, 32, 0, st>>>(p);
+            k_dec_score<__nv_bfloat16, 128><<<g2, 32, 0, st>>>(p);
+        } else {
+            k_dec_lse<__half, 128><<<g1, 32, 0, st>>>(p);
+            k_dec_score<__half, 128><<<g2, 32, 0, st>>>(p);
+        }
+    } else {
+        if (bf) {
+            k_dec_lse<__nv_bfloat16, 64><<<g1, 32, 0, st>>>(p);
+            k_dec_score<__nv_bfloat16, 64><<<g2, 32, 0, st>>>(p);
+        } else {
+            k_dec_lse<__half, 64><<<g1, 32, 0, st>>>(p);
+            k_dec_score<__half, 64><<<g2, 32, 0, st>>>(p);
+        }
+    }
+    CU_LAUNCH_CHECK("k_dec_lse/k_dec_score");
+    int64_t rows = (int64_t)ap->Hkv * ap->total_q;
+    k_dec_topk<<<(unsigned)((rows * 32 + 127) / 128), 128, 0, st>>>(p);
+    CU_LAUNCH_CHECK("k_dec_topk");
     return INFLLM_OK;
 }
