@@ -276,9 +276,22 @@ static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
 }
 
 static int group_tokens(int G) { return G >= CPU_KT ? 1 : CPU_KT / G; }
-/* stage 2 groups more tokens (up to 256 rows, 64 tokens) so that a selected block fetched once
+/* attention groups up to 1024 rows (64 tokens) so that a selected block fetched once
  * serves every token of the group that selected it */
-static int group_tokens_sparse(int G) { return G >= 256 ? 1 : (256 / G > 64 ? 64 : 256 / G); }
+static int group_rows(void) {
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        const char *e = getenv("INFLLM_CPU_GROUP_ROWS"); /* tuning knob for experiments */
+        v = e && atoi(e) > 0 ? atoi(e) : 1024;
+        atomic_store(&cached, v);
+    }
+    return v;
+}
+static int group_tokens_sparse(int G) {
+    int rows = group_rows();
+    return G >= rows ? 1 : (rows / G > 64 ? 64 : rows / G);
+}
 
 /* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g. */
 static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q) {
