@@ -19,14 +19,12 @@ static void ref_attend_row(const infllm_attn_params *ap, const infllm_seq *s, co
     int32_t g = h / ap->G;
     double m = -INFINITY;
     int64_t cnt = 0;
+    for (int32_t d = 0; d < ap->D; d++) out[d] = (double)infllm_load_f32(q, ap->dtype, t * ap->q_tok + h * ap->q_head + d);
     for (int64_t j = 0; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
         double dot = 0.0;
-        for (int32_t d = 0; d < ap->D; d++) {
-            double a = (double)infllm_load_f32(q, ap->dtype, t * ap->q_tok + h * ap->q_head + d);
-            double b = (double)infllm_load_f32(k, ap->dtype, (s->k0 + j) * ap->kv_tok + g * ap->kv_head + d);
-            dot += a * b;
-        }
+        for (int32_t d = 0; d < ap->D; d++) /* out[] holds the query row until the weights are known */
+            dot += out[d] * (double)infllm_load_f32(k, ap->dtype, (s->k0 + j) * ap->kv_tok + g * ap->kv_head + d);
         w[j] = (double)ap->scale * dot;
         if (w[j] > m) m = w[j];
         cnt++;

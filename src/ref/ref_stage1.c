@@ -15,15 +15,11 @@
 #include "dtype.h"
 #include "internal.h"
 
-/* s * q_h . c_j in double: q row t head h [Hq, D], c row (c0 + j) head g [Hkv, D]. */
-static double ref_logit(const infllm_attn_params *ap, const void *q, int64_t t, int32_t h, const void *c, int64_t crow,
-                        int32_t g) {
+/* s * q_h . c_j in double: qh the query row [D] in double, c row crow head g [Hkv, D]. */
+static double ref_logit(const infllm_attn_params *ap, const double *qh, const void *c, int64_t crow, int32_t g) {
     double dot = 0.0;
-    for (int32_t d = 0; d < ap->D; d++) {
-        double a = (double)infllm_load_f32(q, ap->dtype, t * ap->q_tok + h * ap->q_head + d);
-        double b = (double)infllm_load_f32(c, ap->dtype, crow * ap->kv_tok + g * ap->kv_head + d);
-        dot += a * b;
-    }
+    for (int32_t d = 0; d < ap->D; d++)
+        dot += qh[d] * (double)infllm_load_f32(c, ap->dtype, crow * ap->kv_tok + g * ap->kv_head + d);
     return (double)ap->scale * dot;
 }
 
@@ -47,9 +43,11 @@ infllm_status ref_stage1(const infllm_attn_params *ap, const void *q, const void
     int64_t ncol = ap->max_n1;
     double *acc = malloc((size_t)(ncol > 0 ? ncol : 1) * sizeof *acc);       /* [max_n1] head sum */
     double *lvl = malloc((size_t)(ap->max_lk + 1) * sizeof *lvl);            /* LSE-level logits */
-    if (!acc || !lvl) {
+    double *qh = malloc((size_t)ap->D * sizeof *qh);                         /* [D] one query row */
+    if (!acc || !lvl || !qh) {
         free(acc);
         free(lvl);
+        free(qh);
         return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (reference stage 1)");
     }
     for (int32_t b = 0; b < ap->num_seqs; b++) {
@@ -75,15 +73,17 @@ infllm_status ref_stage1(const infllm_attn_params *ap, const void *q, const void
                 if (nvl > 0) {
                     for (int32_t hh = 0; hh < ap->G; hh++) {
                         int32_t h = g * ap->G + hh;
+                        for (int32_t d = 0; d < ap->D; d++)
+                            qh[d] = (double)infllm_load_f32(q, ap->dtype, t * ap->q_tok + h * ap->q_head + d);
                         double m = -INFINITY;
                         for (int32_t j = 0; j < nvl; j++) {
-                            lvl[j] = ref_logit(ap, q, t, h, cl, cl0 + j, g);
+                            lvl[j] = ref_logit(ap, qh, cl, cl0 + j, g);
                             if (lvl[j] > m) m = lvl[j];
                         }
                         double sum = 0.0;
                         for (int32_t j = 0; j < nvl; j++) sum += exp(lvl[j] - m);
                         double lse = m + log(sum);
-                        for (int32_t j = 0; j < nv1; j++) acc[j] += exp(ref_logit(ap, q, t, h, c1, s->c1_0 + j, g) - lse);
+                        for (int32_t j = 0; j < nv1; j++) acc[j] += exp(ref_logit(ap, qh, c1, s->c1_0 + j, g) - lse);
                     }
                 }
                 float *row = scores + ((int64_t)g * ap->total_q + t) * ncol;
@@ -95,5 +95,6 @@ infllm_status ref_stage1(const infllm_attn_params *ap, const void *q, const void
     }
     free(acc);
     free(lvl);
+    free(qh);
     return INFLLM_OK;
 }
