@@ -65,20 +65,17 @@ int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_his
             if (lg[i] > lg[best]) best = i;
         return best;
     }
-    /* candidates: top-k (partial selection by sort of all; V is ~50K-150K: fine per token) */
-    int n = V;
-    for (int i = 0; i < V; i++) s->idx[i] = i;
-    int k = s->top_k > 0 && s->top_k < V ? s->top_k : V;
-    if (k < V || s->top_p < 1.f) {
-        g_sort_logits = lg;
-        if (k < V) {
-            /* keep the k largest: quickselect-free approach: a threshold by partial sort */
-            qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
-        } else {
-            qsort(s->idx, (size_t)V, sizeof(int32_t), cmp_desc);
-        }
-        n = k;
-    }
+    /* candidates: tokens within exp(-30) of the best (the rest cannot matter), then top-k */
+    float best = lg[0];
+    for (int i = 1; i < V; i++)
+        if (lg[i] > best) best = lg[i];
+    float cut = best - 30.f * s->temp;
+    int n = 0;
+    for (int i = 0; i < V; i++)
+        if (lg[i] >= cut) s->idx[n++] = i;
+    g_sort_logits = lg;
+    qsort(s->idx, (size_t)n, sizeof(int32_t), cmp_desc);
+    if (s->top_k > 0 && s->top_k < n) n = s->top_k;
     float mx = lg[s->idx[0]];
     for (int i = 1; i < n; i++)
         if (lg[s->idx[i]] > mx) mx = lg[s->idx[i]];
