@@ -4,17 +4,28 @@
  *
  * Two kinds:
  *   TOK_BPE (GGUF tokenizer.ggml.model = "gpt2"; HF BPE + ByteLevel): text -> special-token
- *     split -> pre-tokenizer regex (chosen by the pre name: "gpt2", "smollm", "llama-bpe",
- *     "qwen2", "default", ...) -> bytes mapped through GPT-2 bytes_to_unicode -> BPE merges by
- *     rank (priority queue, O(n log n) per word).
+ *     split -> pre-tokenizer (hand-written matchers of llama.cpp's regexes, chosen by the pre
+ *     name: "default"/"gpt2"/"mpt"/"olmo" = GPT-2 regex; "smollm"/"starcoder"/"refact"/
+ *     "command-r"/"codeshell"/"exaone" = \p{N} split then GPT-2 regex; "llama-bpe"/"llama3"/
+ *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral"/"gpt-4o" = Llama-3 regex (llama-bpe also
+ *     ignore_merges); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; other names are
+ *     rejected. Note: llama.cpp's "default" regex differs slightly from GPT-2's) -> bytes
+ *     mapped through GPT-2 bytes_to_unicode -> BPE merges by rank (priority queue, O(n log n)
+ *     per word). \p{L} / \p{N} / \s follow Unicode 14 (tok_unicode.c, generated).
  *   TOK_SPM (GGUF "llama"; HF BPE + Metaspace or Prepend/Replace normalizer + byte_fallback):
- *     spaces -> U+2581, optional "▁" prefix, BPE by merges (HF) or by piece scores (GGUF,
+ *     spaces -> U+2581, optional "▁" prefix (GGUF and the HF Prepend normalizer: always, as
+ *     llama.cpp; HF Metaspace: only when the text does not already start with a space, and
+ *     with prepend_scheme "first" only before the first special token), BPE by merges (HF
+ *     or GGUF merges when present) or by piece scores (GGUF,
  *     SentencePiece rule: repeatedly merge the adjacent pair whose concatenation is in the
  *     vocab with the highest score), unknown bytes -> <0xNN> byte tokens (else unk).
  *
- * Special tokens (GGUF token_type CONTROL/USER_DEFINED, HF added_tokens) are matched in the
- * text first (longest match at each position) when parse_special is set; otherwise they are
- * ordinary text.
+ * Special tokens (GGUF token_type CONTROL/UNKNOWN, HF added_tokens with special=true) are
+ * matched in the text first (longest match at each position) when parse_special is set;
+ * otherwise they are ordinary text. User-defined tokens (GGUF USER_DEFINED, HF added_tokens
+ * with special=false) are always matched. HF lstrip/rstrip drop the whitespace beside them.
+ * Verified token-for-token against the HF `tokenizers` library: tests/test_tokenizer.c
+ * (fixtures in tests/data) and tests/py_tokenizer.py (SmolLM2's 49K vocabulary).
  *
  * Return convention for constructors: 0 on success, -1 with a message in err (err may be NULL).
  * A built tokenizer is immutable; encode/decode may run concurrently from several threads.
@@ -69,8 +80,12 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
  * (known regexes) / Sequence of those, Metaspace; normalizer null / Prepend / Replace / NFC
  * (NFC: accepted, treated as identity for already-composed text) / Sequence; decoder
  * ByteLevel / Metaspace / Sequence[Replace, ByteFallback, Fuse, Strip]; byte_fallback;
- * added_tokens. BOS/EOS: from the TemplateProcessing post_processor when present, else
- * looked up by conventional names (<|endoftext|>, <s>, </s>, <|im_end|>, ...).
+ * added_tokens (lstrip/rstrip; single_word and normalized are ignored); model options
+ * byte_fallback, fuse_unk, ignore_merges, unk_token; merges as "a b" or ["a", "b"].
+ * Unsupported configurations (WordPiece/Unigram, other Split regexes, ...) fail with a
+ * message. BOS/EOS: from the TemplateProcessing post_processor when present (which also
+ * sets add_bos), else looked up by conventional names (<s>, <|begin_of_text|>, </s>,
+ * <|endoftext|>, ...); end of turn: <|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>.
  * tok_load_hf_dir additionally reads tokenizer_config.json next to it (bos/eos/add_bos). */
 int tok_load_hf_json(const char *path, infllm_tokenizer **out, char *err, size_t errlen);
 int tok_load_hf_json_mem(const char *text, size_t len, infllm_tokenizer **out, char *err,
