@@ -443,7 +443,9 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
 
 static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                     const int32_t *sel, int selw, const int32_t *nsel) {
-    const int G = c->ap->G, MT = group_tokens_sparse(G);
+    const int G = c->ap->G;
+    int MT = group_tokens_sparse(G);
+    if (MT > s->lq) MT = s->lq; /* decode / short chunks: no oversized scratch */
     const int ngroups = (s->lq + MT - 1) / MT;
     int fail = 0;
 #pragma omp parallel num_threads(c->nth) reduction(| : fail)
