@@ -152,10 +152,11 @@ def flex_fn(q, k, v, topk, T):
     qq = q.transpose(0, 1).unsqueeze(0)
     kk = k.transpose(0, 1).unsqueeze(0)
     vv = v.transpose(0, 1).unsqueeze(0)
-    fa(qq, kk, vv, block_mask=bm, enable_gqa=True)
+    ko = {"BLOCK_M": 64, "BLOCK_N": 64}
+    fa(qq, kk, vv, block_mask=bm, enable_gqa=True, kernel_options=ko)
 
     def run():
-        fa(qq, kk, vv, block_mask=bm, enable_gqa=True)
+        fa(qq, kk, vv, block_mask=bm, enable_gqa=True, kernel_options=ko)
     keys = 0
     return run
 

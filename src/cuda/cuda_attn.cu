@@ -181,6 +181,24 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         const uint16_t *sk = sK + stage * 64 * D;
         const uint16_t *sv = sV + stage * 64 * D;
 
+        /* a warp whose rows did not select this chunk (and block = chunk granularity) or whose
+         * rows all sit before it skips the tensor-core work: the union of the tile's selections
+         * then costs loads, not math */
+        bool warp_needed;
+        {
+            bool need = false;
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri];
+                if (SPARSE && b64 && sel) {
+                    int blk = (int)(((int64_t)c * 64) / p.B);
+                    sel = (sTok[rtt[ri] * p.nbw + (blk >> 5)] >> (blk & 31)) & 1u;
+                }
+                need = need || sel;
+            }
+            warp_needed = __any_sync(0xffffffffu, need);
+        }
+        if (warp_needed) {
         float s[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
@@ -255,6 +273,7 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
                 mma16816<T>(o[2 * dp + 1], a, r[2], r[3]);
             }
         }
+        } /* warp_needed */
         __syncthreads();
         stage ^= 1;
         c = cn;

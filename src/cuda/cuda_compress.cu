@@ -65,12 +65,12 @@ __global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ 
             const T *src = k + (k0 + (int64_t)stride * j) * cols + col;
             float s = 0.f;
             int u = 0;
-            for (; u + 8 <= size; u += 8) { /* 8 loads in flight, sum still in index order */
-                float x[8];
+            for (; u + 16 <= size; u += 16) { /* 16 loads in flight, sum still in index order */
+                float x[16];
 #pragma unroll
-                for (int i = 0; i < 8; i++) x[i] = DT<T>::to_f(src[(int64_t)(u + i) * cols]);
+                for (int i = 0; i < 16; i++) x[i] = DT<T>::to_f(src[(int64_t)(u + i) * cols]);
 #pragma unroll
-                for (int i = 0; i < 8; i++) s += x[i];
+                for (int i = 0; i < 16; i++) s += x[i];
             }
             for (; u < size; u++) s += DT<T>::to_f(src[(int64_t)u * cols]);
             dst[(base + j) * cols + col] = DT<T>::from_f(__fdiv_rn(s, (float)size));
@@ -104,7 +104,7 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
     if (max_n <= 0 || ap->total_k == 0) return INFLLM_OK;
     int64_t cols = (int64_t)ap->Hkv * ap->D;
     int threads = cols >= 256 ? 256 : (int)((cols + 31) / 32 * 32);
-    int rpb = 4;
+    int rpb = 1;
     dim3 grid((unsigned)((max_n + rpb - 1) / rpb), (unsigned)ap->num_seqs, 2);
     if (ap->dtype == INFLLM_DTYPE_BF16)
         k_compress<__nv_bfloat16><<<grid, threads, 0, st>>>(sd, (const __nv_bfloat16 *)k, (__nv_bfloat16 *)c1,
