@@ -241,8 +241,8 @@ static int parse_image(st_model *m, int shard, const char *label, const unsigned
     /* overlap check among this shard's tensors */
     {
         size_t cnt = m->n_tensors - first;
-        st_tensor *ts = m->tensors + first;
-        qsort(ts, cnt, sizeof *ts, cmp_begin);
+        st_tensor *ts = cnt ? m->tensors + first : NULL;
+        if (cnt > 1) qsort(ts, cnt, sizeof *ts, cmp_begin);
         const st_tensor *prev = NULL;
         for (size_t i = 0; i < cnt; i++) {
             if (ts[i].nbytes == 0) continue;
@@ -263,7 +263,7 @@ out:
 }
 
 static int finalize(st_model *m, char *err, size_t errlen) {
-    qsort(m->tensors, m->n_tensors, sizeof *m->tensors, cmp_name);
+    if (m->n_tensors > 1) qsort(m->tensors, m->n_tensors, sizeof *m->tensors, cmp_name);
     for (size_t i = 1; i < m->n_tensors; i++)
         if (!strcmp(m->tensors[i - 1].name, m->tensors[i].name)) {
             seterr(err, errlen, "tensor '%s' appears twice", m->tensors[i].name);
