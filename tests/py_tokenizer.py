@@ -106,6 +106,11 @@ TEXTS = [
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
     "<|im_start|><|im_end|><|endoftext|>", "<|im_star", "text<|endoftext|>more", "\u00a0nbsp\u2003emsp\u3000x",
     "e\u0301 combining", "  multiple   spaces   inside  ", "mixed123abc456 a1b2c3 ...!!!???",
+    # \s / \p{L} / \p{N} edges: C0 separators, NEL, line/paragraph separators, zero-width and
+    # BOM (not spaces), marks, Nl/No numbers, modifier letters, math alphanumerics
+    "a\x1cb c", "a\x1d\x1e\x1fb", "x\x85y  \x85z", "p\u2028q\u2029r", "zero\u200bwidth", "bom\ufeffx",
+    "e\u0301\u0302 q", "\u216b \u00b2 \u0663 \u2153 \u2460 \u3251", "\u3000\u3000a", "\x0b\x0cv",
+    "\u01c5 \u02b0 \u02c6 \u309b \u3005 \u3006", "\U0001d518\U0001d52b \U0001d7d8\U0001d7d9", "\u00df \u1e9e \ufb01",
 ]
 
 
