@@ -162,6 +162,7 @@ struct infllm_tokenizer {
     int spm_prepend_cond; /* HF Metaspace: prepend only when not already starting with a space */
     int strip_decode;    /* drop the leading space of the decoded text */
     int32_t bos, eos, eot, unk, pad;
+    int32_t unk_fill;    /* emitted for text the vocabulary cannot represent, or -1 to drop it */
     int add_bos, add_eos;
     uint8_t *strip_flags;  /* HF added tokens: bit 0 lstrip, bit 1 rstrip (NULL if none) */
     special_tok *specials; /* sorted by first byte, then length desc */
@@ -307,7 +308,7 @@ static infllm_tokenizer *tok_alloc(int n) {
     t->type = calloc((size_t)n, 1);
     t->is_special = calloc((size_t)n, 1);
     t->eog = calloc((size_t)n, 1);
-    t->bos = t->eos = t->eot = t->unk = t->pad = -1;
+    t->bos = t->eos = t->eot = t->unk = t->pad = t->unk_fill = -1;
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     if (!t->text || !t->text_len || !t->key || !t->key_len || !t->score || !t->type || !t->is_special || !t->eog) {
         tok_free(t);
@@ -555,6 +556,10 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
         if (t->unk >= 0 && t->type[t->unk] == TOK_TYPE_NORMAL) t->type[t->unk] = TOK_TYPE_UNKNOWN;
     }
     t->add_eos = d->add_eos > 0;
+    /* text the vocabulary cannot represent (byte-level vocabularies missing a byte, e.g.
+     * SmolLM2 has no 0x1D): SentencePiece emits unk as llama.cpp does; byte-level BPE drops it
+     * as HF does (its tokenizer.json has unk_token null even when GGUF names an unk id) */
+    t->unk_fill = kind == TOK_SPM ? t->unk : -1;
     if (tok_finish(t, err, errlen)) goto fail;
     if (d->merges && d->n_merges) {
         if (pairmap_init(&t->merges, d->n_merges)) goto oom;
@@ -810,6 +815,7 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
     const char *unk = jstr(model, "unk_token");
     if (tok_finish(t, err, errlen)) goto fail;
     if (unk) t->unk = tok_token_id(t, unk);
+    t->unk_fill = t->unk;
     /* merges */
     size_t nm = json_len(merges);
     if (pairmap_init(&t->merges, nm ? nm : 1)) goto oom;
@@ -1037,7 +1043,7 @@ static void emit_bytes(const infllm_tokenizer *t, const char *s, int n, ivec *ou
     for (int i = 0; i < n; i++) {
         int32_t b = t->byte_id[(unsigned char)s[i]];
         if (b >= 0) ivec_push(out, b);
-        else if (t->unk >= 0) ivec_push(out, t->unk);
+        else if (t->unk_fill >= 0) ivec_push(out, t->unk_fill);
     }
 }
 
@@ -1078,14 +1084,14 @@ static void bpe_word(const infllm_tokenizer *t, bpe_work *w, const char *s, int 
                 continue;
             }
         }
-        if (id < 0 && !t->use_scores && t->unk >= 0) {
-            if (t->fuse_unk && ns > 0 && w->id[ns - 1] == t->unk && w->len[ns - 1] > 0 &&
+        if (id < 0 && !t->use_scores && t->unk_fill >= 0) {
+            if (t->fuse_unk && ns > 0 && w->id[ns - 1] == t->unk_fill && w->len[ns - 1] > 0 &&
                 strmap_get(&t->keymap, t->key, t->key_len, s + w->start[ns - 1], (size_t)w->len[ns - 1]) < 0) {
                 w->len[ns - 1] += k;
                 i += k;
                 continue;
             }
-            id = t->unk;
+            id = t->unk_fill;
         }
         w->start[ns] = i;
         w->len[ns] = k;
@@ -1119,7 +1125,7 @@ static void bpe_word(const infllm_tokenizer *t, bpe_work *w, const char *s, int 
     for (int i = 0; i >= 0 && ns > 0; i = w->next[i]) {
         if (w->id[i] >= 0) ivec_push(out, w->id[i]);
         else if (t->byte_fallback) emit_bytes(t, s + w->start[i], w->len[i], out);
-        else if (t->unk >= 0) ivec_push(out, t->unk);
+        else if (t->unk_fill >= 0) ivec_push(out, t->unk_fill);
     }
 }
 

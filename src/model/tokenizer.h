@@ -98,7 +98,10 @@ void tok_free(infllm_tokenizer *tok); /* NULL is fine */
  * (-1 = the tokenizer's default add_bos; 0/1 force). parse_special: match special tokens.
  * Returns the number of ids written when it fits in cap, or -(needed) when cap is too small
  * (nothing useful in ids then: call again with cap >= needed). Returns INT32_MIN on out of
- * memory. ids may be NULL with cap 0 to size the output. */
+ * memory. ids may be NULL with cap 0 to size the output. Text the vocabulary cannot
+ * represent: SentencePiece kinds use <0xNN> byte tokens, else unk; byte-level BPE drops bytes
+ * missing from the vocabulary (SmolLM2 lacks a few control bytes, e.g. 0x1D) unless the
+ * tokenizer.json model names an unk_token, as the HF library does. */
 int tok_encode(const infllm_tokenizer *tok, const char *text, size_t len, int add_bos,
                int parse_special, int32_t *ids, int cap);
 
