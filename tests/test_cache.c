@@ -60,7 +60,9 @@ static void free_data(data *d) {
     free(d->v);
 }
 
-static infllm_params params_of(const cfg *c, infllm_backend be) {
+/* threads: 1 for the per-token calls (a parallel region per decode step is slow on a busy
+ * machine), 2 for the chunked prefill so the threaded path is covered too */
+static infllm_params params_of(const cfg *c, infllm_backend be, int threads) {
     infllm_params p;
     infllm_params_default(&p);
     p.backend = be;
@@ -72,7 +74,7 @@ static infllm_params params_of(const cfg *c, infllm_backend be) {
     p.topk = c->topk;
     p.exact_lse = c->exact;
     p.mode = INFLLM_MODE_SPARSE;
-    p.num_threads = 2;
+    p.num_threads = threads;
     return p;
 }
 
@@ -128,7 +130,7 @@ static int64_t count_diff_f(const float *a, const float *b, int64_t n, int exact
 /* c1/c2 of the cache vs infllm_compress_keys on the first `len` keys */
 static void check_kernels(const cfg *c, infllm_backend be, infllm_cache *cache, const void *k, int64_t len,
                           const char *when) {
-    infllm_params p = params_of(c, be);
+    infllm_params p = params_of(c, be, 1);
     infllm_layout l = layout_of(c, len, len);
     infllm_sizes sz;
     if (len == 0) return;
@@ -159,7 +161,7 @@ static void check_kernels(const cfg *c, infllm_backend be, infllm_cache *cache, 
 }
 
 static void test_decode(const cfg *c, infllm_backend be, const data *d, int dense_len) {
-    infllm_params p = params_of(c, be);
+    infllm_params p = params_of(c, be, 1);
     if (dense_len) {
         p.mode = INFLLM_MODE_AUTO;
         p.dense_len = dense_len;
@@ -279,7 +281,7 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
 }
 
 static void test_chunked(const cfg *c, infllm_backend be, const data *d) {
-    infllm_params p = params_of(c, be);
+    infllm_params p = params_of(c, be, 2);
     int64_t L = c->L, rq = d->rq, rk = d->rk;
     size_t es = d->es;
     void *out_pre = malloc((size_t)(L * rq) * es), *out_ch = malloc((size_t)(L * rq) * es);
