@@ -456,6 +456,27 @@ int main(int argc, char **argv) {
     CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == -1 && strstr(err, "bert"), "unsupported model: %s", err);
     d.model = "gpt2";
     CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == -1 && strstr(err, "merges"), "gpt2 without merges: %s", err);
+    /* a tiny byte-level vocabulary without 'c': the byte is dropped even with an unk id (HF) */
+    const char *tiny[] = {"<unk>", "a", "b", "ab", "\xC4\xA0", "\xC4\xA0" "ab"}; /* "Ġ" = space */
+    const char *tiny_merges[] = {"a b", "\xC4\xA0 ab"};
+    int32_t tiny_types[] = {TOK_TYPE_CONTROL, 1, 1, 1, 1, 1};
+    d.tokens = tiny;
+    d.n_vocab = 6;
+    d.merges = tiny_merges;
+    d.n_merges = 2;
+    d.token_types = tiny_types;
+    d.unk_id = 0;
+    d.pre = "gpt2";
+    CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == 0, "tiny gpt2: %s", err);
+    if (bt2) {
+        n = tok_encode(bt2, "acb ab", 6, 0, 1, ids, 64);
+        CHECK(n == 3 && ids[0] == 1 && ids[1] == 2 && ids[2] == 5, "missing byte dropped, merges applied (n=%d)", n);
+        CHECK(tok_unk(bt2) == 0, "unk id kept for the API");
+        tok_free(bt2);
+        bt2 = NULL;
+    }
+    d.pre = "no-such-pre";
+    CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == -1 && strstr(err, "no-such-pre"), "unknown pre: %s", err);
 
     json_free(cases);
     free(arr);
