@@ -87,9 +87,12 @@ for t in $TARGETS; do
   fi
   seed "$t"
   log="$B/fuzz_$t.log"
-  nice "$B/fuzz_$t" "$B/corpus/$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
-    -max_len=65536 -print_final_stats=1 -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" \
-    -artifact_prefix="$B/artifacts/${t}_" >"$log" 2>&1
+  par=""
+  if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then par="-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS"; fi
+  # libFuzzer writes fuzz-N.log files into the current folder when running jobs: run in $B
+  # shellcheck disable=SC2086
+  (cd "$B" && nice "$B/fuzz_$t" "$B/corpus/$t" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
+    -max_len=65536 -print_final_stats=1 $par -artifact_prefix="$B/artifacts/${t}_") >"$log" 2>&1
   rc=$?
   execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{s+=$2} END {print s+0}')
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')
