@@ -744,7 +744,7 @@ int main(void) {
 #else
     const int sanitized = 0;
 #endif
-    if (sanitized) printf("sanitizer build: the two largest cases are skipped\n");
+    if (sanitized) printf("sanitizer build: of the large cases only T = 1567 and T = 4096 (bf16) run\n");
     const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
     int ncase = 0;
 
@@ -822,8 +822,8 @@ int main(void) {
             {INFLLM_DTYPE_F16, 4096, 1, 1, 64, 128, 32, 16, 0, 1, 2, 1, 2, INFLLM_MODE_AUTO, 4096},
         };
         for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
-            /* under the sanitizers (about 5x slower) the two most expensive cases are left out */
-            if (sanitized && (i == 0 || i == 6)) continue;
+            /* under the sanitizers (about 5x slower) only T = 1567 (L mod 16 == 15) and T = 4096 run */
+            if (sanitized && i != 3 && i != 5) continue;
             dcase c = mk(big[i].dt, big[i].Hq, big[i].Hkv, big[i].D, 1, &big[i].T, &big[i].T);
             c.p.block_size = big[i].B;
             c.p.kernel_size = big[i].l1;
