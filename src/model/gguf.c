@@ -57,6 +57,14 @@ static size_t scalar_size(uint32_t t) {
     }
 }
 
+/* float -> int64 without undefined behaviour: NaN gives 0, out-of-range values saturate. */
+static int64_t f64_to_i64_sat(double f) {
+    if (!(f == f)) return 0;
+    if (f >= 9223372036854775807.0) return INT64_MAX;
+    if (f <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)f;
+}
+
 static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
     uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; float f32;
     uint64_t u64; int64_t i64; double f64;
@@ -67,10 +75,10 @@ static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
     case GGUF_T_INT16: memcpy(&i16, p, 2); kv->i = i16; kv->u = (uint64_t)i16; kv->f = i16; break;
     case GGUF_T_UINT32: memcpy(&u32, p, 4); kv->u = u32; kv->i = u32; kv->f = u32; break;
     case GGUF_T_INT32: memcpy(&i32, p, 4); kv->i = i32; kv->u = (uint64_t)i32; kv->f = i32; break;
-    case GGUF_T_FLOAT32: memcpy(&f32, p, 4); kv->f = f32; kv->i = (int64_t)f32; kv->u = (uint64_t)kv->i; break;
+    case GGUF_T_FLOAT32: memcpy(&f32, p, 4); kv->f = f32; kv->i = f64_to_i64_sat(f32); kv->u = (uint64_t)kv->i; break;
     case GGUF_T_UINT64: memcpy(&u64, p, 8); kv->u = u64; kv->i = (int64_t)u64; kv->f = (double)u64; break;
     case GGUF_T_INT64: memcpy(&i64, p, 8); kv->i = i64; kv->u = (uint64_t)i64; kv->f = (double)i64; break;
-    case GGUF_T_FLOAT64: memcpy(&f64, p, 8); kv->f = f64; kv->i = (int64_t)f64; kv->u = (uint64_t)kv->i; break;
+    case GGUF_T_FLOAT64: memcpy(&f64, p, 8); kv->f = f64; kv->i = f64_to_i64_sat(f64); kv->u = (uint64_t)kv->i; break;
     default: break;
     }
 }
