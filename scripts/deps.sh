@@ -10,6 +10,11 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# the test command's short fuzz run needs clang with libFuzzer
+if [ "${INFLLM_WITH_FUZZ:-0}" = 1 ]; then
+  command -v clang >/dev/null 2>&1 || missing+=(clang)
+  ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing+=(libclang-rt-14-dev)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
