@@ -3,13 +3,16 @@
 # 'anarchism' package's FAQ, tags stripped) and asks SmolLM2-135M-Instruct for it, once with
 # dense attention and once with InfLLM-V2 sparse attention (block 64, top-k 12 + 4 local +
 # 1 init blocks, i.e. ~17 of ~95 blocks per query), printing both answers and the timings.
+# The needle sits at DEPTH (0.8: 80% into the haystack; SmolLM2-135M stops finding it in the
+# middle of contexts beyond ~3K tokens even with dense attention).
 #   usage: scripts/passkey_demo.sh [MODEL.gguf] [INFLLM_BINARY]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 model="${1:-$here/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 bin="${2:-}"
 passkey="${PASSKEY:-68317}"
-target_chars="${HAYSTACK_CHARS:-23000}"
+target_chars="${HAYSTACK_CHARS:-26000}"
+depth="${DEPTH:-0.8}"
 if [ ! -f "$model" ]; then "$here/scripts/fetch_model.sh"; fi
 if [ -z "$bin" ]; then
   bin="$here/build/infllm"
@@ -25,9 +28,9 @@ if [ ! -d "$doc" ]; then
 fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-python3 - "$doc" "$passkey" "$target_chars" > "$tmp/prompt.txt" <<'PY'
+python3 - "$doc" "$passkey" "$target_chars" "$depth" > "$tmp/prompt.txt" <<'PY'
 import html, os, re, sys
-doc, key, target = sys.argv[1], sys.argv[2], int(sys.argv[3])
+doc, key, target, depth = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 text = []
 for name in ["secA1.html", "secA2.html", "secA3.html", "secA4.html", "secA5.html", "secB1.html", "secB2.html"]:
     p = os.path.join(doc, name)
@@ -43,12 +46,12 @@ for name in ["secA1.html", "secA2.html", "secA3.html", "secA4.html", "secA5.html
 hay = "\n".join(text)
 hay = hay[:target]
 hay = hay[: hay.rfind(". ") + 1]
-needle = f" The pass key is {key}. Remember it. {key} is the pass key. "
-mid = hay.find(". ", len(hay) // 2) + 1
+needle = f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n"
+mid = hay.find(". ", int(len(hay) * depth)) + 1
 hay = hay[:mid] + needle + hay[mid:]
 print("There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it. "
       "I will quiz you about the pass key.\n\n" + hay +
-      f"\n\nWhat is the pass key? The pass key is", end="")
+      "\n\nWhat is the pass key?", end="")
 PY
 common=(-m "$model" -f "$tmp/prompt.txt" --chat --ctx 8192 -n 16 --temp 0)
 ok=0

@@ -130,7 +130,7 @@ static void random_row(uint32_t type, uint8_t *w, int64_t n, unsigned long long 
 
 static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     unsigned long long rng = seed;
-    enum { NT = 7, NR = 37 };
+    enum { NT = 19, NR = 37 };
     size_t rb = ggml_row_size(type, n);
     uint8_t *w = malloc(rb * NR);
     float *x = malloc(sizeof(float) * n * NT);
@@ -151,18 +151,19 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
             double e = fabs(deq[i] - wr[i]) / (fabs(wr[i]) + 1e-6);
             if (e > worst_deq) worst_deq = e;
         }
-        for (int na = 1; na <= 4; na++) {
-            const float *xa[4];
-            const int8_t *qa[4];
-            const float *da[4], *sa[4];
+        for (int na = 1; na <= QUANT_MAX_NA; na++) {
+            const float *xa[QUANT_MAX_NA];
+            const int8_t *qa[QUANT_MAX_NA];
+            const float *da[QUANT_MAX_NA], *sa[QUANT_MAX_NA];
             for (int t = 0; t < na; t++) {
-                xa[t] = x + (r % 3 + t) * n;
-                qa[t] = q + (r % 3 + t) * n;
-                da[t] = d + (r % 3 + t) * (n / 32);
-                sa[t] = s + (r % 3 + t) * (n / 32);
+                int row = (r + t) % NT;
+                xa[t] = x + row * n;
+                qa[t] = q + row * n;
+                da[t] = d + row * (n / 32);
+                sa[t] = s + row * (n / 32);
             }
             for (int simd = 0; simd <= 1; simd++) {
-                float out[4];
+                float out[QUANT_MAX_NA];
                 quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, na, out, simd);
                 for (int t = 0; t < na; t++) {
                     /* exact reference with the quantized activation (what the kernels compute) */
@@ -181,7 +182,7 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
         }
     }
     /* threaded matmul, all token counts 1..NT */
-    for (int nt = 1; nt <= NT; nt++) {
+    for (int nt = 1; nt <= NT; nt += (nt < 9 ? 1 : 5)) {
         CHECK(quant_matmul(type, w, NR, n, x, nt, y, NR, 0) == 0, "matmul: %s", mdl_error());
         for (int t = 0; t < nt; t++)
             for (int r = 0; r < NR; r++) {

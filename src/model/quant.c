@@ -282,11 +282,11 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t r0 = c * RC, r1 = r0 + RC < rows ? r0 + RC : rows;
-            for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
-                int na = ntok - t0 < 4 ? (int)(ntok - t0) : 4;
-                const float *xa[4];
-                const int8_t *qa[4];
-                const float *da[4], *sa[4];
+            for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
+                int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
+                const float *xa[QUANT_MAX_NA];
+                const int8_t *qa[QUANT_MAX_NA];
+                const float *da[QUANT_MAX_NA], *sa[QUANT_MAX_NA];
                 for (int k = 0; k < na; k++) {
                     xa[k] = x + (t0 + k) * cols;
                     if (!isf) {
@@ -299,7 +299,7 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
                     }
                 }
                 for (int64_t r = r0; r < r1; r++) {
-                    float out[4];
+                    float out[QUANT_MAX_NA];
                     quant_dot_rows(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out, simd && !fa);
                     for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
                 }

@@ -11,6 +11,7 @@
 
 #define QK 32
 #define QKK 256
+#define QUANT_MAX_NA 8 /* activation rows per kernel call */
 
 /* 1 if `type` (enum ggml_type) is supported for products and dequantization. */
 int quant_supported(uint32_t type);
@@ -38,7 +39,7 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
 const char *quant_kernel_name(void);
 void quant_force_scalar(int force_scalar);
 
-/* Low level, for tests: dots of one weight row with na (1..4) activation rows. For float
+/* Low level, for tests: dots of one weight row with na (1..QUANT_MAX_NA) activation rows. For float
  * weight types xa holds float rows; for quantized types qa holds quantized rows (only
  * q/d/s pointers of each row are read). */
 void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,

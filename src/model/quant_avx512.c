@@ -36,7 +36,8 @@ AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
 AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, w += 34) {
         float d = h2f(w);
         __m256i q = ld(w + 2);
@@ -51,8 +52,9 @@ AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, co
 
 AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float off[4] = {0, 0, 0, 0};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const __m128i m4 = _mm_set1_epi8(0xF);
     const size_t bb = has_min ? 20 : 18;
     for (int64_t b = 0; b < nb; b++, w += bb) {
@@ -83,8 +85,9 @@ AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
 
 AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float off[4] = {0, 0, 0, 0};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const size_t bb = five ? 176 : 144;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
@@ -119,7 +122,8 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
 }
 
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         float d = h2f(w + 208);
@@ -151,7 +155,8 @@ AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, c
 }
 
 AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 wv;
@@ -189,8 +194,10 @@ AI __m512 pair_scale(__m128 dd, const float *da) {
 
 AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                  const float *const *sa, float *out) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m128 offv[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    __m512 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm512_setzero_ps();
+    __m128 offv[8];
+    for (int t = 0; t < 8; t++) offv[t] = _mm_setzero_ps();
     const __m128i m4 = _mm_set1_epi8(0xF);
     const size_t bb = has_min ? 20 : 18, qo = has_min ? 4 : 2;
     int64_t b = 0;
@@ -220,10 +227,10 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
             offv[t] = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)(sa[t] + b))), offv[t]);
         }
     }
-    float tail[4] = {0, 0, 0, 0};
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (b < nb) {
-        const int8_t *q2[4];
-        const float *d2[4], *s2[4];
+        const int8_t *q2[8];
+        const float *d2[8], *s2[8];
         for (int t = 0; t < NA; t++) {
             q2[t] = qa[t] + b * 32;
             d2[t] = da[t] + b;
@@ -238,7 +245,8 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
 }
 
 AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2, w += 68) {
         __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(ld(w + 2)), ld(w + 36), 1);
@@ -255,10 +263,10 @@ AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(dd, da[t] + b), acc[t]);
         }
     }
-    float tail[4] = {0, 0, 0, 0};
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (b < nb) {
-        const int8_t *q2[4];
-        const float *d2[4];
+        const int8_t *q2[8];
+        const float *d2[8];
         for (int t = 0; t < NA; t++) {
             q2[t] = qa[t] + b * 32;
             d2[t] = da[t] + b;
@@ -273,7 +281,11 @@ AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     case 1: { const int NA = 1; call; } break; \
     case 2: { const int NA = 2; call; } break; \
     case 3: { const int NA = 3; call; } break; \
-    default: { const int NA = 4; call; } break; \
+    case 4: { const int NA = 4; call; } break; \
+    case 5: { const int NA = 5; call; } break; \
+    case 6: { const int NA = 6; call; } break; \
+    case 7: { const int NA = 7; call; } break; \
+    default: { const int NA = 8; call; } break; \
     }
 
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
