@@ -51,10 +51,10 @@ template <typename T, int D, int NW, bool SPARSE>
 __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    uint16_t *sQ = (uint16_t *)smem;
-    uint16_t *sK = sQ + M * D;          /* [2][64][D] */
-    uint16_t *sV = sK + 2 * 64 * D;     /* [2][64][D] */
-    uint32_t *sTok = (uint32_t *)(sV + 2 * 64 * D);
+    /* 3 stages of [K 64 x D][V 64 x D]; the Q tile (M <= 128 rows) is staged in stage 2 first */
+    uint16_t *sKV = (uint16_t *)smem;
+    uint16_t *sQ = sKV + 2 * 2 * 64 * D;
+    uint32_t *sTok = (uint32_t *)(sKV + 3 * 2 * 64 * D);
     uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
 
     const int b = blockIdx.y;
@@ -142,11 +142,13 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
     const int64_t kvs = (int64_t)p.Hkv * D;
+    auto load_chunk = [&](int cc, int st) {
+        uint16_t *base = sKV + st * 2 * 64 * D;
+        load_tile_async<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+        load_tile_async<D, 64, NT>(base + 64 * D, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+    };
     int c = count > 0 ? first : -1;
-    if (c >= 0) {
-        load_tile_async<D, 64, NT>(sK, kg + (int64_t)c * 64 * kvs, kvs, lk - c * 64);
-        load_tile_async<D, 64, NT>(sV, vg + (int64_t)c * 64 * kvs, kvs, lk - c * 64);
-    }
+    if (c >= 0) load_chunk(c, 0);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -157,6 +159,14 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
     }
+    __syncthreads(); /* stage 2 is free for K/V now */
+    int cn = -1;
+    if (c >= 0 && count > 1) {
+        cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
+        if (cn > last_chunk) cn = -1;
+    }
+    if (cn >= 0) load_chunk(cn, 1);
+    cp_async_commit();
     float o[DT_][4];
 #pragma unroll
     for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
@@ -166,20 +176,17 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
     (void)nchunks_seq;
 
     while (c >= 0 && count > 0) {
-        int cn = -1;
-        if (count > 1) {
-            cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
-            if (cn > last_chunk) cn = -1;
+        int cnn = -1;
+        if (cn >= 0 && count > 2) {
+            cnn = SPARSE ? chunk_next(sChunk, p.ncw, cn + 1) : cn + 1;
+            if (cnn > last_chunk) cnn = -1;
         }
-        if (cn >= 0) {
-            load_tile_async<D, 64, NT>(sK + (stage ^ 1) * 64 * D, kg + (int64_t)cn * 64 * kvs, kvs, lk - cn * 64);
-            load_tile_async<D, 64, NT>(sV + (stage ^ 1) * 64 * D, vg + (int64_t)cn * 64 * kvs, kvs, lk - cn * 64);
-        }
+        if (cnn >= 0) load_chunk(cnn, stage == 0 ? 2 : stage - 1);
         cp_async_commit();
-        cp_async_wait<1>();
+        cp_async_wait<2>();
         __syncthreads();
-        const uint16_t *sk = sK + stage * 64 * D;
-        const uint16_t *sv = sV + stage * 64 * D;
+        const uint16_t *sk = sKV + stage * 2 * 64 * D;
+        const uint16_t *sv = sk + 64 * D;
 
         /* a warp whose rows did not select this chunk (and block = chunk granularity) or whose
          * rows all sit before it skips the tensor-core work: the union of the tile's selections
@@ -275,8 +282,9 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         }
         } /* warp_needed */
         __syncthreads();
-        stage ^= 1;
+        stage = stage == 2 ? 0 : stage + 1;
         c = cn;
+        cn = cnn;
         count--;
     }
     cp_async_wait<0>();
@@ -388,7 +396,8 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     c.gx = (ap->max_lq + c.TT - 1) / c.TT;
     int nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
-    c.smem = (size_t)M * ap->D * 2 + 4 * 64 * (size_t)ap->D * 2;
+    c.smem = 3 * 2 * 64 * (size_t)ap->D * 2; /* Q is staged inside the third stage */
+    (void)M;
     if (sparse) c.smem += ((size_t)c.TT * nbw + ncw) * 4;
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
     int sms = cuda_num_sms();
