@@ -1,4 +1,4 @@
-/* test_quant.c: every supported ggml type's dot product (SIMD and scalar paths, 1..4
+/* test_quant.c: every supported ggml type's dot product (SIMD and scalar paths, 1..8
  * activation rows, the threaded matmul) against an independent float64 dequantize
  * reference; and the GGUF reader on a hand-built file, truncated at every length. */
 #include <stdint.h>
