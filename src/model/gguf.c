@@ -65,9 +65,6 @@ static int64_t f64_to_i64_sat(double f) {
     return (int64_t)f;
 }
 
-/* float -> int64 without undefined behaviour (NaN and out-of-range values give 0) */
-static int64_t f2i(double f) { return (f == f && f > -9.2e18 && f < 9.2e18) ? (int64_t)f : 0; }
-
 static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
     uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; float f32;
     uint64_t u64; int64_t i64; double f64;
