@@ -275,7 +275,8 @@ static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
            (size_t)RM * 8;
 }
 
-static int group_tokens(int G) { return G >= CPU_KT ? 1 : CPU_KT / G; }
+/* stage 1: 256 rows per group (each c1/c2 tile feeds 256 rows) */
+static int group_tokens_s1(int G) { return G >= 256 ? 1 : (256 / G > CPU_KT ? CPU_KT : 256 / G); }
 /* attention groups up to 1024 rows (64 tokens) so that a selected block fetched once
  * serves every token of the group that selected it */
 static int group_rows(void) {
@@ -605,7 +606,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
 static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp, const void *q,
                       int32_t *sel, int32_t *nsel, float *scores_out, long long *s1_tokens) {
     const infllm_attn_params *ap = c->ap;
-    const int G = ap->G, MT = group_tokens(G), K = ap->topk_total;
+    const int G = ap->G, MT = group_tokens_s1(G), K = ap->topk_total;
     int tfirst = 0;
     if (!scores_out) {
         /* tokens whose causal block count <= K select all causal blocks (exactly dense) */
