@@ -208,14 +208,20 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         if (warp_needed) {
         float s[8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < KS; kk += 2) {
-                uint32_t r[4];
-                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-                mma16816<T>(s[j], qf[kk], r[0], r[1]);
-                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+        for (int kk = 0; kk < KS; kk += 2) {
+#pragma unroll
+            for (int jg = 0; jg < 8; jg += 4) { /* 4 fragment loads in flight, then 8 MMAs */
+                uint32_t r[4][4];
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    ldsm_x4(r[x], sk + swz<D>(8 * (jg + x) + (lane & 7), 16 * kk + (lane >> 3) * 8));
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    mma16816<T>(s[jg + x], qf[kk], r[x][0], r[x][1]);
+                    mma16816<T>(s[jg + x], qf[kk + 1], r[x][2], r[x][3]);
+                }
             }
         }
         /* mask + online softmax */
@@ -273,11 +279,17 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
             a[2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
             a[3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
 #pragma unroll
-            for (int dp = 0; dp < DT_ / 2; dp++) {
-                uint32_t r[4];
-                ldsm_x4_t(r, sv + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dp + (lane >> 4) * 8));
-                mma16816<T>(o[2 * dp], a, r[0], r[1]);
-                mma16816<T>(o[2 * dp + 1], a, r[2], r[3]);
+            for (int dg = 0; dg < DT_ / 2; dg += 4) {
+                uint32_t r[4][4];
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    ldsm_x4_t(r[x], sv + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                16 * (dg + x) + (lane >> 4) * 8));
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    mma16816<T>(o[2 * (dg + x)], a, r[x][0], r[x][1]);
+                    mma16816<T>(o[2 * (dg + x) + 1], a, r[x][2], r[x][3]);
+                }
             }
         }
         } /* warp_needed */
