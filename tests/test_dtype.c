@@ -223,7 +223,35 @@ static void test_load_store(void) {
     CHECK(infllm_dtype_size((infllm_dtype)7) == 0, "invalid dtype has size 0");
 }
 
+/* infllm_store_f64 rounds a double once: just above / below / at the midpoint between two
+ * neighbouring 16-bit values, a double must go up / down / to even, where a naive
+ * double->float->16-bit conversion rounds twice and gets "just above" wrong. */
+static void test_store_f64_single_rounding(void) {
+    const infllm_dtype dts[2] = {INFLLM_DTYPE_BF16, INFLLM_DTYPE_F16};
+    for (int di = 0; di < 2; di++) {
+        infllm_dtype dt = dts[di];
+        long bad = 0, n = 0;
+        for (uint32_t h = 0; h < 0x10000u; h++) {
+            uint16_t lo = (uint16_t)h, hi = (uint16_t)(h + 1);
+            if ((lo & 0x7fffu) >= (dt == INFLLM_DTYPE_BF16 ? 0x7f7fu : 0x7bffu)) continue; /* next is inf/NaN */
+            double a = dt == INFLLM_DTYPE_BF16 ? infllm_bf16_to_f32(lo) : infllm_f16_to_f32(lo);
+            double b = dt == INFLLM_DTYPE_BF16 ? infllm_bf16_to_f32(hi) : infllm_f16_to_f32(hi);
+            double m = 0.5 * (a + b);
+            double eps = fabs(m) * 0x1p-40 + 0x1p-1070;
+            uint16_t out[8]; /* sized for f32 too: the store function has an f32 branch */
+            infllm_store_f64(out, dt, 0, m + (b > a ? eps : -eps));
+            infllm_store_f64(out, dt, 1, m - (b > a ? eps : -eps));
+            infllm_store_f64(out, dt, 2, m);
+            uint16_t even = (lo & 1u) ? hi : lo;
+            if (out[0] != hi || out[1] != lo || out[2] != even) bad++;
+            n++;
+        }
+        CHECK(bad == 0, "store_f64 %s: %ld of %ld midpoint neighbourhoods rounded twice", infllm_dtype_name(dt), bad, n);
+    }
+}
+
 int main(void) {
+    test_store_f64_single_rounding();
 #ifndef __FLT16_MAX__
     printf("note: no _Float16 in this compiler: hardware cross-check skipped, formula checks still run\n");
 #endif

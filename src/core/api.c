@@ -318,7 +318,7 @@ static void store_ref_out(const infllm_attn_params *ap, const double *out64, con
         r0 = only_seq->q0;
         r1 = only_seq->q0 + only_seq->lq;
     }
-    for (int64_t i = r0 * ap->o_tok; i < r1 * ap->o_tok; i++) infllm_store_f32(out, ap->dtype, i, (float)out64[i]);
+    for (int64_t i = r0 * ap->o_tok; i < r1 * ap->o_tok; i++) infllm_store_f64(out, ap->dtype, i, out64[i]);
     if (lse)
         for (int64_t i = r0 * ap->Hq; i < r1 * ap->Hq; i++) lse[i] = (float)lse64[i];
 }

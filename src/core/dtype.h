@@ -94,6 +94,28 @@ static inline void infllm_store_f32(void *p, infllm_dtype dt, int64_t i, float x
     default: ((float *)p)[i] = x; break;
     }
 }
+/* Double to float rounded to odd: narrowing that again to bf16/f16 with round-to-nearest-even
+ * then equals rounding the double directly (no double rounding), since f32 keeps more than
+ * two extra bits over either 16-bit format. */
+static inline float infllm_f64_to_f32_odd(double x) {
+    float f = (float)x;
+    if ((double)f == x || f != f) return f;
+    uint32_t u = infllm_f32_to_bits(f);
+    if ((u & 0x7fffffffu) == 0x7f800000u) return f; /* overflowed to inf: stays inf */
+    if (u & 1u) return f;
+    /* f is even and inexact: the odd neighbour on x's side brackets x with f */
+    int toward_larger_magnitude = (x > (double)f) == (f > 0.0f || (f == 0.0f && x > 0.0));
+    if (f == 0.0f) return infllm_bits_to_f32((x > 0.0 ? 0u : 0x80000000u) | 1u);
+    return infllm_bits_to_f32(toward_larger_magnitude ? u + 1u : u - 1u);
+}
+/* Stores double x as element i of a tensor of dtype dt, rounded once to nearest even. */
+static inline void infllm_store_f64(void *p, infllm_dtype dt, int64_t i, double x) {
+    if (dt == INFLLM_DTYPE_F32)
+        ((float *)p)[i] = (float)x;
+    else
+        infllm_store_f32(p, dt, i, infllm_f64_to_f32_odd(x));
+}
+
 /* x rounded to what dtype dt can hold, returned as f32. */
 static inline float infllm_round_to(infllm_dtype dt, float x) {
     switch (dt) {
