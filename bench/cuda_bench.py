@@ -170,8 +170,31 @@ def main():
     ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--profile", type=int, default=0,
+                    help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu)")
     a = ap.parse_args()
     lib = load_lib(a.lib)
+    if a.profile:
+        T = a.profile
+        q, k, v = make_inputs(T, structured=not a.random)
+        out = torch.empty_like(q)
+        p = params(lib, SPARSE)
+        l = layout(T, T)
+        K = min(96, (T + 63) // 64)
+        topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
+        f = lib.cuda_debug_fused_topk
+        f.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
+                      C.c_void_p, C.c_void_p]
+        check(lib, f(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
+        check(lib, lib.infllm_sparse_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                               C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()), None),
+              "sparse")
+        check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                              C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                              C.c_void_p(out.data_ptr()), None), "dense")
+        torch.cuda.synchronize()
+        return
     dbg = lib.cuda_debug_fused_topk
     dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
                     C.c_void_p, C.c_void_p]
