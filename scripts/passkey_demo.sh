@@ -8,18 +8,21 @@
 # The needle sits at DEPTH (0.9: 90% into the haystack, ~590 tokens before the question, beyond
 # the local window; SmolLM2-135M stops finding a needle in the middle of contexts beyond ~3K
 # tokens even with dense attention). THREADS=N sets -t (0: all cores).
-#   usage: scripts/passkey_demo.sh [MODEL.gguf] [INFLLM_BINARY]
+#   usage: scripts/passkey_demo.sh [MODEL.gguf] [INFLLM_BINARY]   (either order; both optional)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-model="${1:-$here/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-bin="${2:-}"
+model="$here/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+bin=""
+for a in "$@"; do
+  if [ -f "$a" ] && [ -x "$a" ] && [ "${a%.gguf}" = "$a" ]; then bin="$a"; else model="$a"; fi
+done
 passkey="${PASSKEY:-68317}"
 target_chars="${HAYSTACK_CHARS:-26000}"
 depth="${DEPTH:-0.9}"
 threads="${THREADS:-0}"
 topk="${TOPK:-40}"
 local_blocks="${LOCAL:-8}"
-if [ ! -f "$model" ]; then "$here/scripts/fetch_model.sh"; fi
+if [ ! -e "$model" ]; then "$here/scripts/fetch_model.sh"; fi
 if [ -z "$bin" ]; then
   bin="$here/build/infllm"
   if [ ! -x "$bin" ]; then
