@@ -337,7 +337,8 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
         x->gflop = mode == 0 ? fd / 1e9 : (f1 + f2) / 1e9;
         x->gflops = x->gflop / (x->ms / 1e3);
         x->frac = o->peak > 0 ? x->gflops / o->peak : 0;
-        x->frac_cpu = o->peak_cpu > 0 ? (x->gflop / (x->cpu_ms / 1e3)) / o->peak_cpu : 0;
+        /* FLOPs per CPU second is a per-core rate: compare with the per-thread peak */
+        x->frac_cpu = o->peak_cpu > 0 ? (x->gflop / (x->cpu_ms / 1e3)) / (o->peak_cpu / o->threads) : 0;
         x->io_mb = io / 1048576.0;
         x->work_mb = (double)work / 1048576.0;
         x->mem_ratio = (io + (double)work) / io;
