@@ -21,6 +21,6 @@ test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$BUILD/tests/test_cuda"
 if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
-  echo "--- again with the alternative kernel configurations (fused decode selection, 8-warp sparse, 4-warp dense)"
-  INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=4 "$BUILD/tests/test_cuda"
+  echo "--- again with the alternative kernel configurations (fused decode selection, 8-warp sparse and dense tiles)"
+  INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 "$BUILD/tests/test_cuda"
 fi

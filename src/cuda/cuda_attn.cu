@@ -48,13 +48,17 @@ __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int 
 }
 
 template <typename T, int D, int NW, bool SPARSE>
-__global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
+__global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
+    /* 4-warp tiles: 2 stages and <= 168 registers so that 3 CTAs (12 warps) share an SM;
+     * 1- and 8-warp tiles: 3 stages */
+    constexpr int STAGES = NW == 4 ? 2 : 3;
     extern __shared__ __align__(16) unsigned char smem[];
-    /* 3 stages of [K 64 x D][V 64 x D]; the Q tile (M <= 128 rows) is staged in stage 2 first */
+    /* STAGES stages of [K 64 x D][V 64 x D]; the Q tile (M <= 128 rows) is staged in the last
+     * stage first */
     uint16_t *sKV = (uint16_t *)smem;
-    uint16_t *sQ = sKV + 2 * 2 * 64 * D;
-    uint32_t *sTok = (uint32_t *)(sKV + 3 * 2 * 64 * D);
+    uint16_t *sQ = sKV + (STAGES - 1) * 2 * 64 * D;
+    uint32_t *sTok = (uint32_t *)(sKV + STAGES * 2 * 64 * D);
     uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
 
     const int b = blockIdx.y;
@@ -159,9 +163,9 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
     }
-    __syncthreads(); /* stage 2 is free for K/V now */
+    __syncthreads(); /* the last stage is free for K/V now */
     int cn = -1;
-    if (c >= 0 && count > 1) {
+    if (STAGES == 3 && c >= 0 && count > 1) {
         cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
         if (cn > last_chunk) cn = -1;
     }
@@ -177,13 +181,23 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
 
     while (c >= 0 && count > 0) {
         int cnn = -1;
-        if (cn >= 0 && count > 2) {
-            cnn = SPARSE ? chunk_next(sChunk, p.ncw, cn + 1) : cn + 1;
-            if (cnn > last_chunk) cnn = -1;
+        if (STAGES == 3) {
+            if (cn >= 0 && count > 2) {
+                cnn = SPARSE ? chunk_next(sChunk, p.ncw, cn + 1) : cn + 1;
+                if (cnn > last_chunk) cnn = -1;
+            }
+            if (cnn >= 0) load_chunk(cnn, stage == 0 ? 2 : stage - 1);
+            cp_async_commit();
+            cp_async_wait<2>();
+        } else {
+            if (count > 1) {
+                cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
+                if (cn > last_chunk) cn = -1;
+            }
+            if (cn >= 0) load_chunk(cn, stage ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
         }
-        if (cnn >= 0) load_chunk(cnn, stage == 0 ? 2 : stage - 1);
-        cp_async_commit();
-        cp_async_wait<2>();
         __syncthreads();
         const uint16_t *sk = sKV + stage * 2 * 64 * D;
         const uint16_t *sv = sk + 64 * D;
@@ -294,9 +308,9 @@ __global__ void __launch_bounds__(NW * 32) k_flash(FlashParams p) {
         }
         } /* warp_needed */
         __syncthreads();
-        stage = stage == 2 ? 0 : stage + 1;
+        stage = stage == STAGES - 1 ? 0 : stage + 1;
         c = cn;
-        cn = cnn;
+        cn = cnn; /* STAGES == 2: recomputed from c next iteration */
         count--;
     }
     cp_async_wait<0>();
@@ -396,7 +410,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     static int env_dense = -1, env_sparse = -1;
     if (env_dense < 0) {
         const char *e = getenv("INFLLM_CUDA_DENSE_NW");
-        env_dense = e && atoi(e) == 4 ? 4 : 8;
+        env_dense = e && atoi(e) == 8 ? 8 : 4;
         e = getenv("INFLLM_CUDA_SPARSE_NW");
         env_sparse = e && atoi(e) == 8 ? 8 : 4;
     }
@@ -408,7 +422,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     c.gx = (ap->max_lq + c.TT - 1) / c.TT;
     int nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
-    c.smem = 3 * 2 * 64 * (size_t)ap->D * 2; /* Q is staged inside the third stage */
+    c.smem = (c.NW == 4 ? 2 : 3) * 2 * 64 * (size_t)ap->D * 2; /* Q is staged inside the last stage */
     (void)M;
     if (sparse) c.smem += ((size_t)c.TT * nbw + ncw) * 4;
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
