@@ -300,6 +300,19 @@ int main(void) {
         test_type(types[i], bs == 256 ? 256 : 32, 99 + i);
         if (bs != 256) test_type(types[i], 96, 7 + i); /* odd block count: the 2-block kernels' tail */
     }
+    /* the SIMD activation quantizer gives the same bytes and scales as the scalar one */
+    if (quant_avx512_available()) {
+        unsigned long long rng = 5;
+        enum { N = 4096 };
+        static float x[N], d0[N / 32], s0[N / 32], d1[N / 32], s1[N / 32];
+        static int8_t q0[N], q1[N];
+        for (int i = 0; i < N; i++) x[i] = (float)(h_normal(&rng) * (i % 97 == 0 ? 50 : 1));
+        for (int i = 0; i < 32; i++) x[i] = 0.f; /* an all-zero block */
+        quant_act_row(x, N, q0, d0, s0);
+        quant_act_row_avx512(x, N, q1, d1, s1);
+        CHECK(memcmp(q0, q1, N) == 0 && memcmp(d0, d1, sizeof d0) == 0 && memcmp(s0, s1, sizeof s0) == 0,
+              "SIMD activation quantization differs from the scalar one");
+    }
     test_gguf();
     return finish("test_quant");
 }

@@ -502,16 +502,21 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         }
     const float rs = c->residual_scale;
     int rc = 0;
+#ifdef _OPENMP
+    const int NT = s->nthreads > 0 ? s->nthreads : omp_get_max_threads();
+#endif
     size_t esz = infllm_dtype_size(s->kv_dtype);
     uint8_t *kc = s->kvconv, *vc = kc + (size_t)n * KV * esz, *qc = vc + (size_t)n * KV * esz,
             *oc = qc + (size_t)n * Q * esz;
     for (int l = 0; l < c->n_layer && !rc; l++) {
         const mdl_layer *L = &m->layers[l];
+#pragma omp parallel for num_threads(NT) if (n > 8)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->attn_norm, E, c->rms_eps);
         if (mm(s, &L->wq, s->xb, n, s->q) || mm(s, &L->wk, s->xb, n, s->k) || mm(s, &L->wv, s->xb, n, s->v)) {
             rc = -1;
             break;
         }
+#pragma omp parallel for num_threads(NT) if (n > 8)
         for (int t = 0; t < n; t++) {
             if (L->bq)
                 for (int64_t i = 0; i < Q; i++) s->q[t * Q + i] += L->bq[i];
@@ -546,11 +551,13 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
             break;
         }
         for (int64_t i = 0; i < n * E; i++) x[i] += rs * s->tmp[i];
+#pragma omp parallel for num_threads(NT) if (n > 8)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->ffn_norm, E, c->rms_eps);
         if (mm(s, &L->wgate, s->xb, n, s->hb) || mm(s, &L->wup, s->xb, n, s->hb2)) {
             rc = -1;
             break;
         }
+#pragma omp parallel for num_threads(NT) if (n > 8)
         for (int64_t i = 0; i < n * F; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.f + expf(-g)) * s->hb2[i];

@@ -275,7 +275,12 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     {
         if (!isf) {
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < ntok; t++) quant_act_row(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+            for (int64_t t = 0; t < ntok; t++) {
+                if (simd && quant_avx512_available())
+                    quant_act_row_avx512(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+                else
+                    quant_act_row(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+            }
         }
         const int64_t RC = 16; /* rows per work item: stay in L1 while the tokens stream */
         int64_t nchunks = (rows + RC - 1) / RC;

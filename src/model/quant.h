@@ -49,5 +49,6 @@ void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *con
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                      const float *const *da, const float *const *sa, int na, float *out);
 int quant_avx512_available(void);
+void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s);
 
 #endif

@@ -302,3 +302,24 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     default: return 0;
     }
 }
+
+/* activation quantization of one row (n a multiple of 32): same rounding as quant_act_row
+ * (round to nearest even via cvtps; lrintf in the default mode) */
+void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        __m512 ax = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
+        float amax = _mm512_reduce_max_ps(ax);
+        float dd = amax / 127.f, id = dd > 0.f ? 1.f / dd : 0.f;
+        __m512 iv = _mm512_set1_ps(id);
+        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, iv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, iv));
+        __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+        i0 = _mm512_min_epi32(_mm512_max_epi32(i0, lo), hi);
+        i1 = _mm512_min_epi32(_mm512_max_epi32(i1, lo), hi);
+        _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+        d[b] = dd;
+        s[b] = dd * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    }
+}
