@@ -42,12 +42,14 @@ __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
 }
 
 template <typename T, int D, int NW>
-__global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
+__global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
     extern __shared__ __align__(16) unsigned char smem[];
-    uint16_t *sQ = (uint16_t *)smem;
-    uint16_t *sC = sQ + M * D;                   /* [2][64][D] */
-    float *sBS = (float *)(sC + 2 * 64 * D);     /* [TT][nbmax] (fused) */
+    /* M <= 64: the Q tile is staged in the second c-tile buffer (free until the first prefetch) */
+    constexpr bool QALIAS = M <= 64;
+    uint16_t *sC = (uint16_t *)smem + (QALIAS ? 0 : M * D); /* [2][64][D] */
+    uint16_t *sQ = QALIAS ? sC + 64 * D : (uint16_t *)smem;
+    float *sBS = (float *)(sC + 2 * 64 * D);                /* [TT][nbmax] (fused) */
     float *sP = sBS + (p.topk ? p.TT * p.nbmax : 0); /* [M][65] (generic G) */
 
     const int b = blockIdx.y, g = blockIdx.z;
@@ -126,6 +128,7 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
         int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
         ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
     }
+    __syncthreads(); /* sQ may alias the second c-tile buffer */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -327,7 +330,7 @@ __global__ void __launch_bounds__(NW * 32) k_select(SelParams p) {
 
 static size_t sel_smem(int D, int NW, int TT, int nbmax, int fused, int generic) {
     size_t M = 16 * NW;
-    size_t s = M * D * 2 + 2 * 64 * (size_t)D * 2;
+    size_t s = (M <= 64 ? 0 : M * D * 2) + 2 * 64 * (size_t)D * 2;
     if (fused) s += (size_t)TT * nbmax * 4;
     if (generic) s += M * 65 * 4;
     return s;
@@ -349,6 +352,7 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
 template <typename T, int D>
 static infllm_status sel_dispatch_nw(int NW, const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
     if (NW == 8) return sel_run<T, D, 8>(p, smem, gx, st);
+    if (NW == 4) return sel_run<T, D, 4>(p, smem, gx, st);
     return sel_run<T, D, 1>(p, smem, gx, st);
 }
 
@@ -403,12 +407,14 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
     int NW = 0;
-    int cands[2] = {8, 1};
-    if (ap->max_lq * (int64_t)ap->G <= 16) { /* decode-like: one warp */
+    /* 4 warps (3 CTAs per SM) first; 8 warps for groups > 64; 1 warp for decode-like shapes */
+    int cands[3] = {4, 8, 1};
+    if (ap->max_lq * (int64_t)ap->G <= 16) {
         cands[0] = 1;
-        cands[1] = 8;
+        cands[1] = 4;
+        cands[2] = 8;
     }
-    for (int i = 0; i < 2 && !NW; i++) {
+    for (int i = 0; i < 3 && !NW; i++) {
         int nw = cands[i];
         if (ap->G > 16 * nw) continue;
         int TT = 16 * nw / ap->G;
