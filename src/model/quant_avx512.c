@@ -198,14 +198,15 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
     for (int t = 0; t < 8; t++) acc[t] = _mm512_setzero_ps();
     __m128 offv[8];
     for (int t = 0; t < 8; t++) offv[t] = _mm_setzero_ps();
-    const __m128i m4 = _mm_set1_epi8(0xF);
+    const __m256i m4v = _mm256_set1_epi8(0xF);
+    const __m512i perm_lh = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11); /* lo0 hi0 lo1 hi1 */
     const size_t bb = has_min ? 20 : 18, qo = has_min ? 4 : 2;
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2, w += 2 * bb) {
-        __m128i r0 = _mm_loadu_si128((const __m128i *)(w + qo)), r1 = _mm_loadu_si128((const __m128i *)(w + bb + qo));
-        __m256i u0 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(r0, 4), m4), _mm_and_si128(r0, m4));
-        __m256i u1 = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(r1, 4), m4), _mm_and_si128(r1, m4));
-        __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);
+        __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w + qo))),
+                                            _mm_loadu_si128((const __m128i *)(w + bb + qo)), 1); /* qs0 | qs1 */
+        __m256i lo = _mm256_and_si256(v, m4v), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4v);
+        __m512i u = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), perm_lh, _mm512_castsi256_si512(hi));
         __m128 dd, mm;
         if (has_min) {
             uint32_t a0, a1;
