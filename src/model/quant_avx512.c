@@ -184,11 +184,14 @@ AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float 
 }
 
 
+/* two floats from an address aligned to 4 only (no double-typed load: UBSan alignment) */
+#define LD2(p) _mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)(const void *)(p)))
+
 /* 512-bit variants: two consecutive 32-value blocks per vpdpbusd (Q4_0, Q4_1, Q8_0) */
 static const int32_t perm_pair[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
 
 AI __m512 pair_scale(__m128 dd, const float *da) {
-    __m128 dap = _mm_castpd_ps(_mm_load_sd((const double *)da));
+    __m128 dap = LD2(da);
     return _mm512_permutexvar_ps(_mm512_loadu_si512(perm_pair), _mm512_castps128_ps512(_mm_mul_ps(dd, dap)));
 }
 
@@ -225,7 +228,7 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
         for (int t = 0; t < NA; t++) {
             __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(qa[t] + b * 32));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(dd, da[t] + b), acc[t]);
-            offv[t] = _mm_fmadd_ps(mm, _mm_castpd_ps(_mm_load_sd((const double *)(sa[t] + b))), offv[t]);
+            offv[t] = _mm_fmadd_ps(mm, LD2((sa[t] + b)), offv[t]);
         }
     }
     float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
