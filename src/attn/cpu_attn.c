@@ -448,8 +448,9 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
     int MT = group_tokens_sparse(G);
     if (MT > s->lq) MT = s->lq; /* decode / short chunks: no oversized scratch */
     const int ngroups = (s->lq + MT - 1) / MT;
+    const int nth = c->nth < ngroups ? c->nth : ngroups; /* decode: no idle threads to wake */
     int fail = 0;
-#pragma omp parallel num_threads(c->nth) reduction(| : fail)
+#pragma omp parallel num_threads(nth) reduction(| : fail)
     {
         scratch w;
         if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile)) {
@@ -623,8 +624,9 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     if (s1_tokens) *s1_tokens += nneed;
     if (nneed <= 0) return 0;
     const int ngroups = (nneed + MT - 1) / MT;
+    const int nth = c->nth < ngroups ? c->nth : ngroups;
     int fail = 0;
-#pragma omp parallel num_threads(c->nth) reduction(| : fail)
+#pragma omp parallel num_threads(nth) reduction(| : fail)
     {
         scratch w;
         if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks)) {

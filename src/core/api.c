@@ -8,9 +8,7 @@
 #include "dtype.h"
 #include "internal.h"
 
-#ifndef INFLLM_COMMIT
-#define INFLLM_COMMIT "unknown"
-#endif
+#include "infllm_commit.h" /* generated at every build: INFLLM_COMMIT */
 
 void infllm_params_default(infllm_params *p) {
     if (!p) return;
