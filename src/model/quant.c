@@ -267,7 +267,10 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     int nt = nthreads;
 #ifdef _OPENMP
     if (nt <= 0) nt = omp_get_max_threads();
-    if (rows * ntok * cols < 65536) nt = 1;
+    /* small products (one decode token through a layer) run on one thread: a parallel region
+     * per matmul costs more than it saves, and on a shared machine every barrier waits for a
+     * descheduled thread */
+    if (rows * ntok * cols < (1 << 21)) nt = 1;
 #else
     nt = 1;
 #endif
