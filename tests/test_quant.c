@@ -205,6 +205,33 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     free(w); free(x); free(q); free(d); free(s); free(wr); free(y); free(deq);
 }
 
+/* the OpenMP path (products over 2M MACs) gives what the one-row kernel gives */
+static void test_threaded(uint32_t type, int64_t n) {
+    unsigned long long rng = 77;
+    enum { R = 1031, T = 11 };
+    size_t rb = ggml_row_size(type, n);
+    uint8_t *w = malloc(rb * R);
+    float *x = malloc(sizeof(float) * n * T), *y = malloc(sizeof(float) * R * T);
+    int8_t *q = malloc((size_t)n * T);
+    float *d = malloc(sizeof(float) * (n / 32) * T), *s = malloc(sizeof(float) * (n / 32) * T);
+    for (int r = 0; r < R; r++) random_row(type, w + r * rb, n, &rng);
+    for (int64_t i = 0; i < n * T; i++) x[i] = (float)h_normal(&rng);
+    for (int t = 0; t < T; t++) quant_act_row(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32));
+    int bad = 0;
+    CHECK(quant_matmul(type, w, R, n, x, T, y, R, 2) == 0, "threaded matmul: %s", mdl_error());
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const float *xa[1] = {x + t * n};
+            const int8_t *qa[1] = {q + t * n};
+            const float *da[1] = {d + t * (n / 32)}, *sa[1] = {s + t * (n / 32)};
+            float o;
+            quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, 1, &o, 1);
+            if (fabsf(o - y[t * R + r]) > 1e-4f * (fabsf(o) + 1.f)) bad++;
+        }
+    CHECK(bad == 0, "%s: %d threaded matmul outputs differ from the one-row kernel", ggml_type_name(type), bad);
+    free(w); free(x); free(y); free(q); free(d); free(s);
+}
+
 /* ---------------------------------------------------------------- GGUF ---- */
 typedef struct buf { uint8_t *p; size_t n, cap; } buf;
 static void put(buf *b, const void *d, size_t n) {
@@ -313,6 +340,10 @@ int main(void) {
         CHECK(memcmp(q0, q1, N) == 0 && memcmp(d0, d1, sizeof d0) == 0 && memcmp(s0, s1, sizeof s0) == 0,
               "SIMD activation quantization differs from the scalar one");
     }
+    test_threaded(GGML_Q4_1, 576);
+    test_threaded(GGML_Q8_0, 576);
+    test_threaded(GGML_Q6_K, 512);
+    test_threaded(GGML_F16, 576);
     test_gguf();
     return finish("test_quant");
 }
