@@ -18,6 +18,7 @@
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
  *       stage 1 2 * D * Hq * sum_{p: stage 1 runs} (n1v(p) + n2v(p))
  */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@
 #include "dtype.h"
 #include "infllm.h"
 #include "internal.h"
+#include "opts.h"
 
 static double cpu_s(void) {
     struct timespec t;
@@ -198,6 +200,30 @@ typedef struct opts {
     const char *format;
     double seconds;
 } opts;
+
+/* Strict numeric flag values: a clear message instead of atoi's silent 0. */
+static int int_arg(const char *flag, const char *val, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(val, &end, 10);
+    if (errno || end == val || *end || x < INT32_MIN || x > INT32_MAX) {
+        fprintf(stderr, "infllm bench: %s expects an integer, got '%s'\n", flag, val);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+static int num_arg(const char *flag, const char *val, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(val, &end);
+    if (errno || end == val || *end || !isfinite(x)) {
+        fprintf(stderr, "infllm bench: %s expects a number, got '%s'\n", flag, val);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
 
 static int parse_dtype(const char *s, infllm_dtype *dt) {
     if (!strcmp(s, "bf16")) *dt = INFLLM_DTYPE_BF16;
@@ -430,6 +456,10 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage();
+            return 1;
+        }
 #define NEEDV()                                                   \
     do {                                                          \
         if (!val) {                                               \
@@ -438,7 +468,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         }                                                         \
         i++;                                                      \
     } while (0)
-        if (is_flag(a, "--threads")) { NEEDV(); o->threads = atoi(val); }
+        if (is_flag(a, "--threads")) { NEEDV(); if (int_arg(a, val, &o->threads)) return 2; }
         else if (is_flag(a, "--format")) {
             NEEDV();
             o->format = val;
@@ -446,22 +476,31 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
                 fprintf(stderr, "infllm bench: --format md|csv|json\n");
                 return 2;
             }
-        } else if (is_flag(a, "--seconds")) { NEEDV(); o->seconds = atof(val); }
+        } else if (is_flag(a, "--seconds")) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
         else if (peak_only) {
             fprintf(stderr, "infllm bench peak: unknown option %s\n", a);
             usage();
             return 2;
         } else if (is_flag(a, "--seqlen")) {
             NEEDV();
+            int64_t lens[32];
+            int n = opts_int_list(val, lens, 32);
+            if (n <= 0) {
+                fprintf(stderr, "infllm bench: --seqlen wants a comma list of positive lengths (e.g. 4096,32K), got '%s'\n", val);
+                return 2;
+            }
             o->nseq = 0;
-            char *dup = strdup(val), *save = NULL;
-            for (char *t = strtok_r(dup, ",", &save); t && o->nseq < 32; t = strtok_r(NULL, ",", &save))
-                o->seqlens[o->nseq++] = atoi(t);
-            free(dup);
-        } else if (is_flag(a, "--heads")) { NEEDV(); o->heads = atoi(val); }
-        else if (is_flag(a, "--kv-heads")) { NEEDV(); o->kv_heads = atoi(val); }
-        else if (is_flag(a, "--head-dim")) { NEEDV(); o->head_dim = atoi(val); }
-        else if (is_flag(a, "--reps")) { NEEDV(); o->reps = atoi(val); }
+            for (int j = 0; j < n; j++) {
+                if (lens[j] > INT32_MAX) {
+                    fprintf(stderr, "infllm bench: --seqlen %lld is too long\n", (long long)lens[j]);
+                    return 2;
+                }
+                o->seqlens[o->nseq++] = (int)lens[j];
+            }
+        } else if (is_flag(a, "--heads")) { NEEDV(); if (int_arg(a, val, &o->heads)) return 2; }
+        else if (is_flag(a, "--kv-heads")) { NEEDV(); if (int_arg(a, val, &o->kv_heads)) return 2; }
+        else if (is_flag(a, "--head-dim")) { NEEDV(); if (int_arg(a, val, &o->head_dim)) return 2; }
+        else if (is_flag(a, "--reps")) { NEEDV(); if (int_arg(a, val, &o->reps)) return 2; }
         else if (is_flag(a, "--dtype")) {
             NEEDV();
             if (parse_dtype(val, &o->dtype)) {
@@ -472,15 +511,15 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
             NEEDV();
             o->do_dense = strstr(val, "dense") != NULL;
             o->do_sparse = strstr(val, "sparse") != NULL;
-        } else if (is_flag(a, "--block-size")) { NEEDV(); o->p.block_size = atoi(val); }
-        else if (is_flag(a, "--topk")) { NEEDV(); o->p.topk = atoi(val); }
-        else if (is_flag(a, "--local-blocks")) { NEEDV(); o->p.local_blocks = atoi(val); }
-        else if (is_flag(a, "--init-blocks")) { NEEDV(); o->p.init_blocks = atoi(val); }
-        else if (is_flag(a, "--kernel-size")) { NEEDV(); o->p.kernel_size = atoi(val); }
-        else if (is_flag(a, "--kernel-stride")) { NEEDV(); o->p.kernel_stride = atoi(val); }
+        } else if (is_flag(a, "--block-size")) { NEEDV(); if (int_arg(a, val, &o->p.block_size)) return 2; }
+        else if (is_flag(a, "--topk")) { NEEDV(); if (int_arg(a, val, &o->p.topk)) return 2; }
+        else if (is_flag(a, "--local-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.local_blocks)) return 2; }
+        else if (is_flag(a, "--init-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.init_blocks)) return 2; }
+        else if (is_flag(a, "--kernel-size")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_size)) return 2; }
+        else if (is_flag(a, "--kernel-stride")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_stride)) return 2; }
         else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
         else if (is_flag(a, "--no-warmup")) o->warmup = 0;
-        else if (is_flag(a, "--peak")) { NEEDV(); o->peak = atof(val); }
+        else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
             fprintf(stderr, "infllm bench attn: unknown option %s\n", a);
             usage();
@@ -495,7 +534,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
 static int cmd_peak(int argc, char **argv) {
     opts o;
     int rc = parse_common(&o, argc, argv, 1);
-    if (rc) return rc;
+    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
     int lanes;
@@ -527,7 +566,7 @@ static int cmd_peak(int argc, char **argv) {
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_common(&o, argc, argv, 0);
-    if (rc) return rc;
+    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     char cpu[256], err[512];
     cpu_model(cpu, sizeof cpu);
     if (o.peak <= 0) {
@@ -562,8 +601,6 @@ static int cmd_attn_bench(int argc, char **argv) {
     return 0;
 }
 
-/* `infllm bench run` belongs to the model runtime (tools/run.c); linked in when it defines it. */
-int cmd_bench_run(int argc, char **argv) __attribute__((weak));
 
 int cmd_bench(int argc, char **argv) {
     /* argv[0] is "bench" or the first argument after it; accept both */
@@ -576,11 +613,9 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "peak")) return cmd_peak(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "run")) {
-        if (cmd_bench_run) return cmd_bench_run(argc - i - 1, argv + i + 1);
-        fprintf(stderr, "infllm bench run: not built yet (model runtime)\n");
-        return 1;
+        return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
-    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak)\n", argv[i]);
+    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run)\n", argv[i]);
     usage();
     return 2;
 }
