@@ -130,6 +130,7 @@ typedef struct ctx {
     const cpu_kern *kn;
     size_t es; /* element size of the storage dtype */
     int nth;
+    const cpu_kv_tiles *kvt; /* the decode cache's packed K/V (NULL: pack per call) */
 } ctx;
 
 /* f32 packing of one head's keys (or compressed keys) and values, in 64-key tiles. */
@@ -138,6 +139,7 @@ typedef struct kvpack {
     float *V;           /* [ntile*64][D] or NULL */
     atomic_int *state;  /* per tile: 0 empty, 1 packing, 2 ready */
     int ntile, n;       /* tiles, rows */
+    int borrowed;       /* K/V point into a cpu_kv_tiles (all tiles ready, not freed here) */
     const char *kb, *vb;/* row 0 of the source (head g), row stride `stride` bytes */
     size_t stride;
     size_t bytes;
@@ -148,6 +150,12 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     memset(p, 0, sizeof *p);
     p->n = n;
     p->ntile = (n + CPU_KT - 1) / CPU_KT;
+    if (v && c->kvt && row0 == 0 && n <= c->kvt->rows) { /* decode cache: packed as tokens arrived */
+        p->K = c->kvt->K + (size_t)g * c->kvt->head_floats;
+        p->V = c->kvt->V + (size_t)g * c->kvt->head_floats;
+        p->borrowed = 1;
+        return 0;
+    }
     size_t tile_floats = (size_t)CPU_KT * ap->D;
     size_t nk = (size_t)p->ntile * tile_floats * sizeof(float);
     p->bytes = nk * (v ? 2 : 1) + (size_t)(p->ntile + 1) * sizeof(atomic_int);
@@ -163,6 +171,10 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
 }
 
 static void kvpack_free(kvpack *p) {
+    if (p->borrowed) {
+        memset(p, 0, sizeof *p);
+        return;
+    }
     size_t nk = (size_t)p->ntile * CPU_KT * 0; /* sizes tracked in p->bytes */
     (void)nk;
     size_t kb = p->V ? (p->bytes - (size_t)(p->ntile + 1) * sizeof(atomic_int)) / 2
@@ -173,26 +185,74 @@ static void kvpack_free(kvpack *p) {
     memset(p, 0, sizeof *p);
 }
 
-static void pack_tile(const ctx *c, kvpack *p, int t) {
-    const int D = c->ap->D;
+/* Row j of a packed K [tiles*4][D][16] / V [rows][D] pair: from storage (ksrc/vsrc, vsrc may be
+ * NULL with V NULL), or zeros when ksrc is NULL. The one definition of the tile layout. */
+static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
+                     const void *vsrc) {
     float row[256];
-    float *Kt = p->K + (size_t)t * CPU_KT * D;
+    int n = (int)(j % CPU_KT);
+    float *kg = K + (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
+    if (ksrc) {
+        kn->load(row, ksrc, dt, D);
+        for (int d = 0; d < D; d++) kg[d * CPU_KG] = row[d];
+        if (V) kn->load(V + (size_t)j * D, vsrc, dt, D);
+    } else {
+        for (int d = 0; d < D; d++) kg[d * CPU_KG] = 0.0f;
+        if (V) memset(V + (size_t)j * D, 0, (size_t)D * sizeof(float));
+    }
+}
+
+static void pack_tile(const ctx *c, kvpack *p, int t) {
     for (int n = 0; n < CPU_KT; n++) {
         int64_t j = (int64_t)t * CPU_KT + n;
-        float *kg = Kt + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
-        if (j < p->n) {
-            c->kn->load(row, p->kb + (size_t)j * p->stride, c->ap->dtype, D);
-            for (int d = 0; d < D; d++) kg[d * CPU_KG] = row[d];
-            if (p->V) c->kn->load(p->V + (size_t)j * D, p->vb + (size_t)j * p->stride, c->ap->dtype, D);
-        } else {
-            for (int d = 0; d < D; d++) kg[d * CPU_KG] = 0.0f;
-            if (p->V) memset(p->V + (size_t)j * D, 0, (size_t)D * sizeof(float));
-        }
+        int in = j < p->n;
+        pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, in ? p->kb + (size_t)j * p->stride : NULL,
+                 in && p->V ? p->vb + (size_t)j * p->stride : NULL);
     }
+}
+
+/* ------------------------------------------------- decode-cache tiles ---- */
+
+infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity) {
+    memset(t, 0, sizeof *t);
+    int64_t cap_rows = (capacity + CPU_KT - 1) / CPU_KT * CPU_KT;
+    t->Hkv = Hkv;
+    t->D = D;
+    t->head_floats = (size_t)cap_rows * (size_t)D;
+    t->bytes = 2 * (size_t)Hkv * t->head_floats * sizeof(float);
+    t->K = calloc((size_t)Hkv * t->head_floats, sizeof(float)); /* zero rows past the length: the */
+    t->V = calloc((size_t)Hkv * t->head_floats, sizeof(float)); /* padding pack_tile would write */
+    if (!t->K || !t->V) {
+        cpu_kv_tiles_free(t);
+        return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory: packed K/V tiles need %zu bytes", t->bytes);
+    }
+    return INFLLM_OK;
+}
+
+void cpu_kv_tiles_free(cpu_kv_tiles *t) {
+    if (!t) return;
+    free(t->K);
+    free(t->V);
+    memset(t, 0, sizeof *t);
+}
+
+void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, infllm_dtype dt, int64_t rows) {
+    const cpu_kern *kn = cpu_kern_get();
+    size_t es = infllm_dtype_size(dt), tok = (size_t)t->Hkv * (size_t)t->D * es;
+    for (int g = 0; g < t->Hkv; g++) {
+        float *K = t->K + (size_t)g * t->head_floats, *V = t->V + (size_t)g * t->head_floats;
+        for (int64_t j = t->rows; j < rows; j++) /* appended rows */
+            pack_row(kn, dt, t->D, K, V, j, (const char *)k + (size_t)j * tok + (size_t)g * t->D * es,
+                     (const char *)v + (size_t)j * tok + (size_t)g * t->D * es);
+        for (int64_t j = rows; j < t->rows; j++) /* truncated rows back to zero padding */
+            pack_row(kn, dt, t->D, K, V, j, NULL, NULL);
+    }
+    t->rows = rows;
 }
 
 /* Makes tile t ready (packs it, or waits for the thread that does). */
 static void kvpack_ensure(const ctx *c, kvpack *p, int t) {
+    if (p->borrowed) return;
     if (atomic_load_explicit(&p->state[t], memory_order_acquire) == 2) return;
     int expect = 0;
     if (atomic_compare_exchange_strong(&p->state[t], &expect, 1)) {
@@ -390,7 +450,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             /* prefetch the next used tile into L2 while this one computes */
             for (int tn = t + 1; tn <= tmax; tn++)
                 if (w->tiles[tn]) {
-                    if (atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
+                    if (kp->borrowed || atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
                         const char *ka = (const char *)(kp->K + (size_t)tn * CPU_KT * D);
                         const char *va = (const char *)(kp->V + (size_t)tn * CPU_KT * D);
                         for (size_t o = 0; o < (size_t)CPU_KT * D * sizeof(float); o += 64) {
@@ -670,6 +730,7 @@ static void ctx_init(ctx *c, const infllm_attn_params *ap) {
     c->kn = cpu_kern_get();
     c->es = infllm_dtype_size(ap->dtype);
     c->nth = ap->num_threads > 0 ? ap->num_threads : 1;
+    c->kvt = NULL;
 }
 
 void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len, void *dst,
@@ -870,9 +931,10 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
 }
 
 infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
-                            const void *c1, const void *c2, void *out, float *lse) {
+                            const void *c1, const void *c2, const cpu_kv_tiles *kvt, void *out, float *lse) {
     ctx c;
     ctx_init(&c, ap);
+    c.kvt = kvt && ap->num_seqs == 1 && kvt->Hkv == ap->Hkv && kvt->D == ap->D ? kvt : NULL;
     g_ws_cur = 0;
     g_ws_peak = 0;
     double t_start = now_ms();

@@ -546,10 +546,10 @@ done:
 
 infllm_status infllm_attention_with_compressed(const infllm_attn_params *ap, infllm_backend backend, const void *q,
                                                const void *k, const void *v, const void *c1, const void *c2,
-                                               void *out, float *lse) {
+                                               const cpu_kv_tiles *kvt, void *out, float *lse) {
     switch (backend) {
     case INFLLM_BACKEND_REF: return ref_pipeline(ap, q, k, v, c1, c2, out, lse);
-    case INFLLM_BACKEND_CPU: return cpu_attention(ap, q, k, v, c1, c2, out, lse);
+    case INFLLM_BACKEND_CPU: return cpu_attention(ap, q, k, v, c1, c2, kvt, out, lse);
     case INFLLM_BACKEND_CUDA:
 #ifdef INFLLM_HAVE_CUDA
         if (c1 || c2) return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA attention with a host cache");
@@ -565,7 +565,7 @@ infllm_status infllm_attention(const infllm_params *p, const infllm_layout *l, c
                                const void *v, void *out, float *lse) {
     BEGIN_OP(p, l)
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(v, "v")) || (st = need(out, "out"))) goto done;
-    st = infllm_attention_with_compressed(&ap, p->backend, q, k, v, NULL, NULL, out, lse);
+    st = infllm_attention_with_compressed(&ap, p->backend, q, k, v, NULL, NULL, NULL, out, lse);
     END_OP()
 }
 

@@ -21,6 +21,8 @@ struct infllm_cache {
     void *v;                       /* [capacity, Hkv, D] */
     void *c1;                      /* [windows(capacity, l1, s1), Hkv, D] */
     void *c2;                      /* [windows(capacity, l2, s2), Hkv, D] */
+    cpu_kv_tiles tiles;            /* CPU backend: K/V packed for the kernels as tokens arrive */
+    int has_tiles;
     size_t bytes;
 };
 
@@ -68,6 +70,14 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
                                 (long long)capacity, 2 * kv_bytes + c1_bytes + c2_bytes);
     }
     c->bytes = sizeof *c + 2 * kv_bytes + c1_bytes + c2_bytes;
+    if (c->backend == INFLLM_BACKEND_CPU) {
+        if ((st = cpu_kv_tiles_init(&c->tiles, num_kv_heads, head_dim, capacity))) {
+            infllm_cache_free(c);
+            return st;
+        }
+        c->has_tiles = 1;
+        c->bytes += c->tiles.bytes;
+    }
     *out = c;
     return INFLLM_OK;
 }
@@ -78,6 +88,7 @@ void infllm_cache_free(infllm_cache *c) {
     free(c->v);
     free(c->c1);
     free(c->c2);
+    cpu_kv_tiles_free(&c->tiles);
     free(c);
 }
 
@@ -112,6 +123,7 @@ infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v,
     int64_t old = c->length;
     c->length += n;
     update_kernels(c, old);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->dtype, c->length);
     return INFLLM_OK;
 }
 
@@ -123,6 +135,7 @@ infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length) {
     c->length = new_length;
     c->n1 = infllm_windows(new_length, c->l1, c->s1);
     c->n2 = infllm_windows(new_length, c->l2, c->s2);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->dtype, c->length);
     return INFLLM_OK;
 }
 
@@ -148,7 +161,8 @@ infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const
     infllm_status st =
         infllm_build_single_seq_params(p, c->dtype, num_q_heads, c->Hkv, c->D, n, c->length, &ap, &seqs);
     if (st) return st;
-    st = infllm_attention_with_compressed(&ap, c->backend, q, c->k, c->v, c->c1, c->c2, out, lse);
+    st = infllm_attention_with_compressed(&ap, c->backend, q, c->k, c->v, c->c1, c->c2,
+                                         c->has_tiles ? &c->tiles : NULL, out, lse);
     free(seqs);
     return st;
 }

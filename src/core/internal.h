@@ -108,9 +108,11 @@ infllm_status infllm_set_error(infllm_status s, const char *fmt, ...)
 
 /* Shared by infllm_attention and the decode cache (which passes its own c1/c2, rows at
  * seqs[b].c1_0 / c2_0; NULL: computed). api.c */
+struct cpu_kv_tiles;
 infllm_status infllm_attention_with_compressed(const infllm_attn_params *ap, infllm_backend backend,
                                                const void *q, const void *k, const void *v,
-                                               const void *c1, const void *c2, void *out, float *lse);
+                                               const void *c1, const void *c2,
+                                               const struct cpu_kv_tiles *kvt, void *out, float *lse);
 /* Validated params for one sequence of lq queries (the last lq of lk positions). The caller
  * frees *seqs_out. api.c */
 infllm_status infllm_build_single_seq_params(const infllm_params *p, infllm_dtype dtype, int32_t Hq,
@@ -147,11 +149,29 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
                               void *out, float *lse);
 infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
                              const void *v, void *out, float *lse);
+/* The decode cache's K/V already in the CPU kernels' f32 tile layout, packed once as tokens
+ * arrive, so a decode step or a prefill chunk does not repack the whole prefix (the same tiles
+ * and arithmetic as packing per call: results are bitwise identical). */
+typedef struct cpu_kv_tiles {
+    float *K, *V;          /* per KV head g: K + g*head_floats, V + g*head_floats */
+    int32_t Hkv, D;
+    size_t head_floats;    /* capacity rounded up to whole tiles, times D */
+    int64_t rows;          /* rows packed (the cache length) */
+    size_t bytes;
+} cpu_kv_tiles;
+infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity);
+void cpu_kv_tiles_free(cpu_kv_tiles *t);
+/* Makes the packed rows match k/v [rows, Hkv, D]: packs rows appended since the last call,
+ * zeroes rows dropped by a truncation. */
+void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, infllm_dtype dt, int64_t rows);
+
 /* Whole pipeline, per sequence dense or sparse (ap->seqs[b].sparse). c1/c2 (with rows at
- * seqs[b].c1_0 / c2_0) may be given (decode cache) or NULL (computed here). Stage 1 is fused
- * with the group sum, max-pool and top-k: working memory linear in T. */
+ * seqs[b].c1_0 / c2_0) may be given (decode cache) or NULL (computed here); kvt (one sequence
+ * only) may hold the packed K/V or be NULL. Stage 1 is fused with the group sum, max-pool and
+ * top-k: working memory linear in T. */
 infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k,
-                            const void *v, const void *c1, const void *c2, void *out, float *lse);
+                            const void *v, const void *c1, const void *c2,
+                            const cpu_kv_tiles *kvt, void *out, float *lse);
 /* c[j] = mean of the `len` rows k[row0 .. row0+len) (all Hkv*D columns), f32 sum in index
  * order, divided by len, rounded to dtype; written as row `dst_row` of dst. Shared by
  * cpu_compress and the decode cache so both give bit-identical kernels. */

@@ -338,7 +338,9 @@ static size_t cache_bytes(const mdl_model *m, int64_t ctx, infllm_dtype dt) {
     const mdl_config *c = &m->cfg;
     size_t row = (size_t)c->n_head_kv * (size_t)c->head_dim * infllm_dtype_size(dt);
     size_t rows = 2 * (size_t)ctx + (size_t)(ctx / 16) + (size_t)(ctx / 64);
-    return (size_t)c->n_layer * rows * row;
+    /* the CPU attention also keeps each layer's K/V as f32 tiles of 64 rows */
+    size_t tiles = 2 * (size_t)((ctx + 63) / 64 * 64) * (size_t)c->n_head_kv * (size_t)c->head_dim * sizeof(float);
+    return (size_t)c->n_layer * (rows * row + tiles);
 }
 static size_t buf_floats(const mdl_model *m, int chunk) {
     const mdl_config *c = &m->cfg;
