@@ -275,6 +275,9 @@ static void test_cache_errors(void) {
     EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, 0, &c), INFLLM_ERR_SHAPE);
     EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, -5, &c), INFLLM_ERR_SHAPE);
     EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, D, (int64_t)1 << 40, &c), INFLLM_ERR_SHAPE);
+    /* byte counts that would overflow size_t: refused before any allocation */
+    EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_BF16, 2000000000, 256, 2000000000, &c), INFLLM_ERR_NOMEM);
+    CHECK(c == NULL, "oversized cache_create leaves *out NULL");
     EXPECT(infllm_cache_create(&p, (infllm_dtype)5, HKV, D, 64, &c), INFLLM_ERR_DTYPE);
     EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, 0, D, 64, &c), INFLLM_ERR_GQA);
     EXPECT(infllm_cache_create(&p, INFLLM_DTYPE_F32, HKV, 12, 64, &c), INFLLM_ERR_HEAD_DIM);

@@ -44,6 +44,11 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     if (p->backend == INFLLM_BACKEND_CUDA)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "the decode cache lives in host memory: use the CPU or "
                                                         "REF backend");
+    /* K, V and their f32 tiles: refuse sizes whose byte counts would not fit a size_t */
+    double need = (double)capacity * (double)num_kv_heads * (double)head_dim * (2.0 * 4.0 + 2.0 * 4.0);
+    if (need > (double)(SIZE_MAX / 4))
+        return infllm_set_error(INFLLM_ERR_NOMEM, "cache of %lld tokens x %d KV heads x %d dims is too large",
+                                (long long)capacity, num_kv_heads, head_dim);
     infllm_cache *c = calloc(1, sizeof *c);
     if (!c) return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (cache)");
     c->dtype = dtype;
