@@ -142,7 +142,7 @@ typedef struct kvpack {
     int borrowed;       /* K/V point into a cpu_kv_tiles (all tiles ready, not freed here) */
     const char *kb, *vb;/* row 0 of the source (head g), row stride `stride` bytes */
     size_t stride;
-    size_t bytes;
+    size_t k_bytes;     /* bytes of K (and of V when present) */
 } kvpack;
 
 static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, int64_t row0, int n, int g) {
@@ -158,7 +158,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     }
     size_t tile_floats = (size_t)CPU_KT * ap->D;
     size_t nk = (size_t)p->ntile * tile_floats * sizeof(float);
-    p->bytes = nk * (v ? 2 : 1) + (size_t)(p->ntile + 1) * sizeof(atomic_int);
+    p->k_bytes = nk;
     p->K = ws_alloc(nk);
     p->V = v ? ws_alloc(nk) : NULL;
     p->state = ws_alloc((size_t)(p->ntile + 1) * sizeof(atomic_int));
@@ -175,12 +175,8 @@ static void kvpack_free(kvpack *p) {
         memset(p, 0, sizeof *p);
         return;
     }
-    size_t nk = (size_t)p->ntile * CPU_KT * 0; /* sizes tracked in p->bytes */
-    (void)nk;
-    size_t kb = p->V ? (p->bytes - (size_t)(p->ntile + 1) * sizeof(atomic_int)) / 2
-                     : p->bytes - (size_t)(p->ntile + 1) * sizeof(atomic_int);
-    ws_free(p->K, kb);
-    ws_free(p->V, kb);
+    ws_free(p->K, p->k_bytes);
+    ws_free(p->V, p->k_bytes);
     ws_free(p->state, (size_t)(p->ntile + 1) * sizeof(atomic_int));
     memset(p, 0, sizeof *p);
 }
