@@ -34,6 +34,7 @@ struct FlashParams {
     float *part_lse; /* [cta][nsplit][M] (log2 domain) */
     int nbw;         /* words of one token's block bitmap */
     int ncw;         /* words of the chunk bitmap */
+    int vswap;       /* debug: INFLLM_CUDA_WG_VSWAP=1 swaps V's descriptor strides */
 };
 
 __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
@@ -348,6 +349,378 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     }
 }
 
+
+/* ============================================================ sm_90a: wgmma ==== *
+ * k_flash90: the same tiling and masking as k_flash with M = 128 rows = 2 warpgroups, on
+ * Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only). S = Q K^T takes Q and K from shared
+ * memory (descriptors, 128-byte swizzle), O += P V takes P from registers (the S accumulator
+ * layout is the A-fragment layout) and V from shared memory (MN-major, transposed by the
+ * instruction). A warpgroup (64 rows) skips a chunk none of its rows selected. Compiled only in
+ * the sm_90a pass (__CUDA_ARCH_FEAT_SM90_ALL); the host picks it only when the build has sm_90a
+ * (INFLLM_CUDA_SM90A) and the device is compute capability 9.0, else k_flash runs. */
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define INFLLM_WGMMA_DEVICE 1
+#endif
+
+/* tile of ROWS x D 16-bit elements in 128-byte-swizzle wgmma layout: [D/64][ROWS][64], 16-byte
+ * chunk c of a 128-byte row r at c ^ (r & 7); tiles must be 1024-byte aligned */
+template <int ROWS> __device__ __forceinline__ int swz90(int row, int col /* multiple of 8 */) {
+    return (col >> 6) * ROWS * 64 + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3);
+}
+
+/* shared-memory matrix descriptor, 128-byte swizzle; lbo/sbo in bytes */
+__device__ __forceinline__ uint64_t gmma_desc(const void *smem, uint32_t lbo, uint32_t sbo) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    uint64_t d = (uint64_t)((a & 0x3FFFF) >> 4);
+    d |= (uint64_t)((lbo >> 4) & 0x3FFF) << 16;
+    d |= (uint64_t)((sbo >> 4) & 0x3FFF) << 32;
+    d |= (uint64_t)1 << 62;
+    return d;
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int scale_d);
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t db, int scale_d);
+#ifdef INFLLM_WGMMA_DEVICE
+template <> __device__ __forceinline__ void wgmma_ss<__nv_bfloat16, 64>(float (&d)[8][4], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "l"(da), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 64>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__nv_bfloat16, 128>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_ss<__half, 64>(float (&d)[8][4], uint64_t da, uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "l"(da), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__half, 64>(float (&d)[8][4], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+template <> __device__ __forceinline__ void wgmma_rs<__half, 128>(float (&d)[16][4], const uint32_t (&a)[4], uint64_t db, int scale_d) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d));
+}
+#endif
+
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait0() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+/* keeps the compiler from moving accumulator reads/writes across the asynchronous MMA */
+template <int J> __device__ __forceinline__ void reg_fence(float (&d)[J][4]) {
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+template <int D, int ROWS, int NT>
+__device__ __forceinline__ void load_tile90(uint16_t *s, const uint16_t *g, int64_t stride, int nvalid) {
+    constexpr int CH = D / 8;
+    for (int i = threadIdx.x; i < ROWS * CH; i += NT) {
+        int r = i / CH, c = i % CH;
+        bool ok = r < nvalid;
+        const uint16_t *src = g + (ok ? (int64_t)r * stride : 0) + c * 8;
+        cp_async16(s + swz90<ROWS>(r, c * 8), src, ok ? 16 : 0);
+    }
+}
+
+template <typename T, int D, bool SPARSE>
+__global__ void __launch_bounds__(256, 2) k_flash90(FlashParams p) {
+#ifdef INFLLM_WGMMA_DEVICE
+    constexpr int NWG = 2, M = 64 * NWG, NT = 128 * NWG, CH = D / 8, KS = D / 16, DT_ = D / 8;
+    constexpr int KVB = 64 * D; /* elements of one K or V chunk tile */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    /* wgmma's 128-byte swizzle needs 1024-byte aligned tiles (the host adds 1024 bytes) */
+    unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
+    /* [stage 0: K V][stage 1: K V][Q M x D][token bitmaps][chunk bitmap][per-warpgroup chunk bitmaps] */
+    uint16_t *sKV = (uint16_t *)smem;
+    uint16_t *sQ = sKV + 2 * 2 * KVB;
+    uint32_t *sTok = (uint32_t *)(sQ + M * D);
+    uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
+    uint32_t *sChunkW = sChunk + (SPARSE ? p.ncw : 0);
+
+    const int b = blockIdx.y;
+    int z = blockIdx.z;
+    const int split = z % p.nsplit;
+    const int zz = z / p.nsplit;
+    const int hc = zz % p.hchunks, g = zz / p.hchunks;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = blockIdx.x * p.TT;
+    if (tok0 >= lq) return;
+    if (p.filter) {
+        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
+        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
+    }
+    const int ntok = min(p.TT, lq - tok0);
+    const int64_t pos0 = (int64_t)lk - lq + tok0;
+    const int64_t pos_last = pos0 + ntok - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int wg = warp >> 2;
+    const int G = p.G, Gt = p.Gt;
+
+    /* per row of this thread: offset of its token's block bitmap, position (-1: invalid row);
+     * 32-bit positions (lk < 2^31) keep the register count at the 2-CTA cap */
+    int rbo[2], rpos[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        int r = warp * 16 + gid + 8 * ri;
+        int tt = r / Gt, hh = hc * Gt + r % Gt;
+        bool ok = r < p.TT * Gt && tt < ntok && hh < G;
+        rbo[ri] = ok ? tt * p.nbw : 0;
+        rpos[ri] = ok ? (int)(pos0 + tt) : -1;
+    }
+    /* this warpgroup's tokens: [wt0, wt1] (wt1 < wt0: no valid rows) */
+    const int wt0 = (wg * 64) / Gt;
+    const int wt1 = min(min((wg * 64 + 63) / Gt, ntok - 1), (p.TT * Gt - 1) / Gt);
+    const int wg_last_pos = wt1 >= wt0 ? (int)(pos0 + wt1) : -1;
+
+    {
+        const uint16_t *qg = (const uint16_t *)p.q;
+        for (int i = tid; i < M * CH; i += NT) {
+            int r = i / CH, c = i % CH;
+            int tt = r / Gt, hh = hc * Gt + r % Gt;
+            bool ok = r < p.TT * Gt && tt < ntok && hh < G;
+            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+            cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
+        }
+    }
+    if (SPARSE) {
+        for (int i = tid; i < p.TT * p.nbw + (1 + NWG) * p.ncw; i += NT) sTok[i] = 0u;
+        __syncthreads();
+        const int32_t nb_seq = (lk + p.B - 1) / p.B;
+        for (int i = tid; i < ntok * p.topk_cols; i += NT) {
+            int tt = i / p.topk_cols, kk = i % p.topk_cols;
+            int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_cols + kk];
+            int64_t pos = pos0 + tt;
+            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+            atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
+            int w0 = (tt * Gt) / 64, w1 = min((tt * Gt + Gt - 1) / 64, NWG - 1);
+            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            if (kend > pos) kend = pos;
+            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++) {
+                atomicOr(&sChunk[c >> 5], 1u << (c & 31));
+                for (int w = w0; w <= w1; w++) atomicOr(&sChunkW[w * p.ncw + (c >> 5)], 1u << (c & 31));
+            }
+        }
+        __syncthreads();
+    }
+    const int last_chunk = (int)(pos_last >> 6);
+    int first = SPARSE ? chunk_next(sChunk, p.ncw, 0) : 0;
+    int count;
+    if (p.nsplit > 1) {
+        int U;
+        if (SPARSE) {
+            U = 0;
+            for (int w = 0; w < p.ncw; w++) U += __popc(sChunk[w]);
+        } else {
+            U = last_chunk + 1;
+        }
+        int r0 = (int)((int64_t)U * split / p.nsplit), r1 = (int)((int64_t)U * (split + 1) / p.nsplit);
+        count = r1 - r0;
+        for (int i = 0; i < r0 && first >= 0; i++) first = SPARSE ? chunk_next(sChunk, p.ncw, first + 1) : first + 1;
+    } else {
+        count = 1 << 30;
+    }
+    if (first < 0 || first > last_chunk) count = 0;
+
+    const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
+    const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
+    const int64_t kvs = (int64_t)p.Hkv * D;
+    auto load_chunk = [&](int cc, int st) {
+        uint16_t *base = sKV + st * 2 * KVB;
+        load_tile90<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+        load_tile90<D, 64, NT>(base + KVB, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+    };
+    int c = count > 0 ? first : -1;
+    if (c >= 0) load_chunk(c, 0);
+    cp_async_commit();
+
+    float o[DT_][4];
+#pragma unroll
+    for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int stage = 0;
+    const bool b64 = (p.B & 63) == 0;
+    /* descriptors: Q rows of this warpgroup, K/V of stage 0 (stage 1 = + 2*KVB*2 bytes) */
+    const uint64_t dq = gmma_desc(sQ + wg * 64 * 64, 16, 1024);
+    const uint64_t dk0 = gmma_desc(sKV, 16, 1024);
+    const uint64_t dv0 = p.vswap ? gmma_desc(sKV + KVB, 1024, 64 * 128) : gmma_desc(sKV + KVB, 64 * 128, 1024);
+    int cn = -1;
+
+    while (c >= 0 && count > 0) {
+        if (count > 1) {
+            cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
+            if (cn > last_chunk) cn = -1;
+        } else {
+            cn = -1;
+        }
+        if (cn >= 0) load_chunk(cn, stage ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        fence_proxy_async();
+        __syncthreads();
+
+        bool wg_needed = c * 64 <= wg_last_pos;
+        if (SPARSE) wg_needed = wg_needed && ((sChunkW[wg * p.ncw + (c >> 5)] >> (c & 31)) & 1u);
+        if (wg_needed) {
+            const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
+            float s[8][4];
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
+                uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+                wgmma_ss<T, 64>(s, dq + qo, dk0 + soff + ko, kk > 0);
+            }
+            wgmma_commit();
+            wgmma_wait0();
+            reg_fence<8>(s);
+
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                bool rowsel = true;
+                const uint32_t *bits = sTok + rbo[ri];
+                if (SPARSE && b64) {
+                    int blk = (c * 64) / p.B;
+                    rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                }
+                const int lim = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1; /* key j8+e visible iff <= lim */
+                float mx = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        bool ok = 8 * j + e <= lim;
+                        if (SPARSE && !b64 && ok) {
+                            int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
+                            ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                        }
+                        float v = ok ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                        s[j][2 * ri + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mn = fmaxf(m[ri], mx);
+                float mu = mn == -INFINITY ? 0.f : mn;
+                float alpha = exp2f(m[ri] - mu);
+                m[ri] = mn;
+                float acc = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float pe = exp2f(s[j][2 * ri + e] - mu);
+                        s[j][2 * ri + e] = pe;
+                        acc += pe;
+                    }
+                l[ri] = l[ri] * alpha + acc;
+#pragma unroll
+                for (int j = 0; j < DT_; j++) {
+                    o[j][2 * ri] *= alpha;
+                    o[j][2 * ri + 1] *= alpha;
+                }
+            }
+            uint32_t a[4][4];
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                a[ks][0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                a[ks][1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                a[ks][2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                a[ks][3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+            }
+            reg_fence<DT_>(o);
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                uint32_t vo = (uint32_t)(ks * 16 * 64 * 2) >> 4;
+                wgmma_rs<T, D>(o, a[ks], dv0 + soff + vo, 1);
+            }
+            wgmma_commit();
+            wgmma_wait0();
+            reg_fence<DT_>(o);
+        }
+        __syncthreads();
+        stage ^= 1;
+        c = cn;
+        count--;
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        float inv = lt > 0.f ? 1.f / lt : 0.f;
+        float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
+        int r = warp * 16 + gid + 8 * ri;
+        if (p.nsplit > 1) {
+            int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * (gridDim.z / p.nsplit) + zz;
+            int64_t base = (cta * p.nsplit + split) * M + r;
+#pragma unroll
+            for (int j = 0; j < DT_; j++) {
+                float2 w = make_float2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
+                *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
+            }
+            if (tig == 0) p.part_lse[base] = lse2;
+            continue;
+        }
+        int tt = r / Gt, hh = hc * Gt + r % Gt;
+        if (!(r < p.TT * Gt && tt < ntok && hh < G)) continue;
+        int64_t trow = q0 + tok0 + tt;
+        int64_t h = (int64_t)g * G + hh;
+        T *orow = (T *)p.out + (trow * p.Hq + h) * D;
+#pragma unroll
+        for (int j = 0; j < DT_; j++) {
+            uint32_t w = DT<T>::pack2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
+            *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tig) = w;
+        }
+        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = lt > 0.f ? lse2 * LN2_F : -INFINITY;
+    }
+#else
+    __trap(); /* not built for sm_90a: the host never launches this */
+#endif
+}
+
 /* merges the nsplit partial results of each row; grid = the flash grid without the split factor */
 template <typename T, int D, int M>
 __global__ void k_combine(FlashParams p) {
@@ -399,8 +772,27 @@ int cuda_num_sms(void) {
     return v;
 }
 
+/* wgmma path usable: built with sm_90a (INFLLM_CUDA_SM90A), device of compute capability 9.0,
+ * and not switched off by INFLLM_CUDA_NO_WGMMA=1 */
+static int flash_use_wgmma(void) {
+    static int v = -1;
+    if (v < 0) {
+        v = 0;
+#ifdef INFLLM_CUDA_SM90A
+        int dev = 0, major = 0, minor = 0;
+        const char *e = getenv("INFLLM_CUDA_NO_WGMMA");
+        if (!(e && atoi(e) == 1) && cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess)
+            v = major == 9 && minor == 0;
+#endif
+    }
+    return v;
+}
+
 struct FlashCfg {
     int NW, Gt, TT, hchunks, nsplit;
+    bool wg; /* k_flash90 (NW = 8: two warpgroups, M = 128) */
     int64_t gx;
     size_t smem;
 };
@@ -415,6 +807,8 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         env_sparse = e && atoi(e) == 8 ? 8 : 4;
     }
     c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (sparse ? env_sparse : env_dense);
+    c.wg = c.NW != 1 && flash_use_wgmma();
+    if (c.wg) c.NW = 8;
     int M = 16 * c.NW;
     c.Gt = ap->G < M ? ap->G : M;
     c.TT = M / c.Gt;
@@ -424,6 +818,8 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
     c.smem = (c.NW == 4 ? 2 : 3) * 2 * 64 * (size_t)ap->D * 2; /* Q is staged inside the last stage */
     (void)M;
+    if (c.wg) /* 2 stages of K/V, a separate Q tile, 1024 bytes of alignment slack, per-warpgroup chunk bitmaps */
+        c.smem = 2 * 2 * 64 * (size_t)ap->D * 2 + (size_t)M * ap->D * 2 + 1024 + (sparse ? 2 * (size_t)ncw * 4 : 0);
     if (sparse) c.smem += ((size_t)c.TT * nbw + ncw) * 4;
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
     int sms = cuda_num_sms();
@@ -465,8 +861,27 @@ static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStre
     return INFLLM_OK;
 }
 
+template <typename T, int D, bool SP>
+static infllm_status flash_run90(const FlashParams &p, const FlashCfg &c, cudaStream_t st) {
+    static size_t configured = 0;
+    if (c.smem > 48 * 1024 && c.smem > configured) {
+        CU_CHECK(cudaFuncSetAttribute(k_flash90<T, D, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.smem));
+        configured = c.smem;
+    }
+    dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
+    k_flash90<T, D, SP><<<grid, 256, c.smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_flash90");
+    if (c.nsplit > 1) {
+        dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks));
+        k_combine<T, D, 128><<<g2, dim3(32, 4), 0, st>>>(p);
+        CU_LAUNCH_CHECK("k_combine");
+    }
+    return INFLLM_OK;
+}
+
 template <typename T, int D>
 static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, cudaStream_t st) {
+    if (c.wg) return sparse ? flash_run90<T, D, true>(p, c, st) : flash_run90<T, D, false>(p, c, st);
     if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
     if (c.NW == 8) return sparse ? flash_run<T, D, 8, true>(p, c, st) : flash_run<T, D, 8, false>(p, c, st);
     return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
@@ -518,6 +933,10 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
         int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
         p.part_o = (float *)split_ws;
         p.part_lse = p.part_o + (size_t)ctas * c.nsplit * 16 * c.NW * ap->D;
+    }
+    {
+        const char *e = getenv("INFLLM_CUDA_WG_VSWAP");
+        p.vswap = e && atoi(e) == 1;
     }
     p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
