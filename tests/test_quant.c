@@ -142,7 +142,7 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     for (int64_t i = 0; i < n * NT; i++) x[i] = (float)h_normal(&rng);
     for (int t = 0; t < NT; t++) quant_act_row(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32));
     int isf = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
-    double worst_q = 0, worst_x = 0, worst_mm = 0, worst_deq = 0;
+    double worst_q = 0, worst_x = 0, worst_mm = 0, worst_mmq = 0, worst_deq = 0;
     float *deq = malloc(sizeof(float) * n);
     for (int r = 0; r < NR; r++) {
         ref_row(type, w + r * rb, n, wr);
@@ -196,12 +196,35 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
                 if (e > worst_mm) worst_mm = e;
             }
     }
-    printf("%-5s n=%-5lld dequant rel %.2e | dot vs f64(quantized act) %.2e | vs f64(float act) %.2e | matmul %.2e\n",
-           ggml_type_name(type), (long long)n, worst_deq, worst_q, worst_x, worst_mm);
+    /* the prefill tile kernel (rows x tokens, used by quant_matmul for >= 4 tokens) on the same
+     * quantized activations: exactly the f64 product of the dequantized operands, for every tile
+     * edge (37 rows, 1..19 tokens, odd block counts) */
+    if (!isf && quant_avx512_available()) {
+        for (int nt = 1; nt <= NT; nt++) {
+            for (int i = 0; i < NT * NR; i++) y[i] = NAN;
+            int done = quant_gemm_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR);
+            if (!done) break; /* a type without a tile kernel */
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < NR; r++) {
+                    ref_row(type, w + r * rb, n, wr);
+                    double refq = 0, mag = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        refq += wr[i] * d[t * (n / 32) + i / 32] * q[t * n + i];
+                        mag += fabs(wr[i] * x[t * n + i]);
+                    }
+                    double e = fabs(y[t * NR + r] - refq) / mag;
+                    if (!(e <= worst_mmq)) worst_mmq = isnan(e) ? INFINITY : e;
+                }
+        }
+    }
+    printf("%-5s n=%-5lld dequant rel %.2e | dot vs f64(quantized act) %.2e | vs f64(float act) %.2e | matmul %.2e"
+           " | tile kernel %.2e\n",
+           ggml_type_name(type), (long long)n, worst_deq, worst_q, worst_x, worst_mm, worst_mmq);
     CHECK(worst_deq < 1e-6, "%s dequant error %g", ggml_type_name(type), worst_deq);
     CHECK(worst_q < 2e-5, "%s dot error vs exact reference %g", ggml_type_name(type), worst_q);
     CHECK(worst_x < (isf ? 2e-5 : 1.5e-2), "%s dot error vs float activation %g", ggml_type_name(type), worst_x);
     CHECK(worst_mm < (isf ? 2e-5 : 1.5e-2), "%s matmul error %g", ggml_type_name(type), worst_mm);
+    CHECK(worst_mmq < 2e-5, "%s tile kernel error vs exact reference %g", ggml_type_name(type), worst_mmq);
     free(w); free(x); free(q); free(d); free(s); free(wr); free(y); free(deq);
 }
 

@@ -290,6 +290,10 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t r0 = c * RC, r1 = r0 + RC < rows ? r0 + RC : rows;
+            /* prefill: register-blocked tiles of rows x tokens (Q4_1, Q8_0), same bits as below */
+            if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
+                quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                continue;
             for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
                 int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
                 const float *xa[QUANT_MAX_NA];

@@ -50,5 +50,11 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
                      const float *const *da, const float *const *sa, int na, float *out);
 int quant_avx512_available(void);
 void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s);
+/* internal: register-blocked product of weight rows r0..r1-1 (Q4_1, Q8_0; else returns 0) with
+ * ntok quantized activation rows (q [ntok][cols], d and s [ntok][cols/32]) into y[t * ldy + r]
+ * (qgemm_avx512.c), bitwise equal to quant_dot_avx512. Returns 0 (nothing written) when it does
+ * not apply or is out of memory. */
+int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 
 #endif
