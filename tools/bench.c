@@ -12,7 +12,8 @@
  *       causal path (mode DENSE); sparse: the whole InfLLM-V2 pipeline through infllm_attention
  *       (mode SPARSE: compression, fused stage 1 + top-k, stage 2), with per-stage times from the
  *       CPU path's timing hook. Times are medians over --reps runs (after one warm-up run at
- *       the first length unless --no-warmup).
+ *       the first length unless --no-warmup); the runs alternate dense, sparse, dense, ... and
+ *       "vs dense" is the median of the per-pair ratios (both see the same machine load).
  *   FLOP formulas (multiply-add = 2):
  *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
@@ -321,61 +322,84 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
     flops_of(o, T, &fd, &f1, &f2);
     double io = (double)T * (2.0 * Hq + 2.0 * Hkv) * D * es + (double)T * Hq * sizeof(float);
     int reps = o->reps < 1 ? 1 : o->reps;
-    double *tt = calloc((size_t)reps * 5, sizeof(double));
-    for (int mode = 0; mode < 2; mode++) {
-        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
-        infllm_params p = o->p;
-        p.mode = mode == 0 ? INFLLM_MODE_DENSE : INFLLM_MODE_SPARSE;
-        p.num_threads = o->threads;
-        size_t work = 0;
-        long long s1tok = 0;
-        for (int r = 0; r < reps; r++) {
+    /* Dense and sparse runs alternate (dense, sparse, dense, sparse, ...) so that both modes see
+     * the same machine load, and vs_dense is the median of the per-pair ratios: on a shared
+     * machine that ratio is far steadier than a ratio of two medians taken minutes apart. */
+    double *tt = calloc((size_t)reps * 5 * 2, sizeof(double)); /* [mode][5][reps] */
+    double *pair = calloc((size_t)reps * 2, sizeof(double));   /* [wall|cpu][reps] */
+    size_t work[2] = {0, 0};
+    long long s1tok[2] = {0, 0};
+    if (!tt || !pair) {
+        snprintf(err, errlen, "out of memory for T=%d", T);
+        rc = 1;
+        free(tt);
+        free(pair);
+        goto done;
+    }
+    for (int r = 0; r < reps; r++) {
+        for (int mode = 0; mode < 2; mode++) {
+            if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+            double *m = tt + (size_t)mode * 5 * reps;
+            infllm_params p = o->p;
+            p.mode = mode == 0 ? INFLLM_MODE_DENSE : INFLLM_MODE_SPARSE;
+            p.num_threads = o->threads;
             cpu_attn_stats st;
             memset(&st, 0, sizeof st);
             cpu_attn_stats_set(&st);
             double c0 = cpu_s(), t0 = now_s();
             infllm_status s = infllm_attention(&p, &l, q, k, v, out, lse);
             double t1 = now_s(), c1 = cpu_s();
-            tt[4 * reps + r] = (c1 - c0) * 1e3;
             cpu_attn_stats_set(NULL);
             if (s != INFLLM_OK) {
                 snprintf(err, errlen, "infllm_attention: %s (%s)", infllm_status_str(s), infllm_last_error());
                 rc = 1;
                 free(tt);
+                free(pair);
                 goto done;
             }
-            tt[r] = (t1 - t0) * 1e3;
-            tt[reps + r] = st.compress_ms;
-            tt[2 * reps + r] = st.stage1_ms;
-            tt[3 * reps + r] = st.stage2_ms;
-            if (st.work_peak > work) work = st.work_peak;
-            s1tok = st.stage1_tokens;
+            m[r] = (t1 - t0) * 1e3;
+            m[reps + r] = st.compress_ms;
+            m[2 * reps + r] = st.stage1_ms;
+            m[3 * reps + r] = st.stage2_ms;
+            m[4 * reps + r] = (c1 - c0) * 1e3;
+            if (st.work_peak > work[mode]) work[mode] = st.work_peak;
+            s1tok[mode] = st.stage1_tokens;
         }
+        if (o->do_dense && o->do_sparse) {
+            const double *d = tt, *sp = tt + 5 * reps;
+            pair[r] = sp[r] / d[r];
+            pair[reps + r] = sp[4 * reps + r] / d[4 * reps + r];
+        }
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+        double *m = tt + (size_t)mode * 5 * reps;
         row *x = mode == 0 ? rd : rs;
         memset(x, 0, sizeof *x);
         x->mode = mode == 0 ? "dense" : "sparse";
         x->seqlen = T;
-        x->ms = median(tt, reps);
-        x->cpu_ms = median(tt + 4 * reps, reps);
-        x->compress_ms = median(tt + reps, reps);
-        x->stage1_ms = median(tt + 2 * reps, reps);
-        x->stage2_ms = median(tt + 3 * reps, reps);
+        x->ms = median(m, reps);
+        x->cpu_ms = median(m + 4 * reps, reps);
+        x->compress_ms = median(m + reps, reps);
+        x->stage1_ms = median(m + 2 * reps, reps);
+        x->stage2_ms = median(m + 3 * reps, reps);
         x->gflop = mode == 0 ? fd / 1e9 : (f1 + f2) / 1e9;
         x->gflops = x->gflop / (x->ms / 1e3);
         x->frac = o->peak > 0 ? x->gflops / o->peak : 0;
         /* FLOPs per CPU second is a per-core rate: compare with the per-thread peak */
         x->frac_cpu = o->peak_cpu > 0 ? (x->gflop / (x->cpu_ms / 1e3)) / (o->peak_cpu / o->threads) : 0;
         x->io_mb = io / 1048576.0;
-        x->work_mb = (double)work / 1048576.0;
-        x->mem_ratio = (io + (double)work) / io;
+        x->work_mb = (double)work[mode] / 1048576.0;
+        x->mem_ratio = (io + (double)work[mode]) / io;
         x->hwm_mb = (double)vm_hwm_kb() / 1024.0;
-        x->s1_tokens = s1tok;
+        x->s1_tokens = s1tok[mode];
+    }
+    if (o->do_dense && o->do_sparse) {
+        rs->vs_dense = median(pair, reps);
+        rs->vs_dense_cpu = median(pair + reps, reps);
     }
     free(tt);
-    if (o->do_dense && o->do_sparse) {
-        rs->vs_dense = rs->ms / rd->ms;
-        rs->vs_dense_cpu = rs->cpu_ms / rd->cpu_ms;
-    }
+    free(pair);
 done:
     free(q);
     free(k);
