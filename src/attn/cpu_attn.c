@@ -945,6 +945,15 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
             if (g_stats) g_stats->dense_ms += now_ms() - t0;
             continue;
         }
+        if ((s->lk - 1) / ap->B + 1 <= K) {
+            /* every query has at most K causal blocks, so each selects all of them: the sparse
+             * result is bitwise the dense one (same tiles, same order); skip compression and
+             * selection */
+            double t0 = now_ms();
+            st = dense_seq(&c, s, q, k, v, out, lse);
+            if (g_stats) g_stats->stage2_ms += now_ms() - t0;
+            continue;
+        }
         /* compressed keys: given (decode cache) or computed for this sequence */
         const void *sc1 = c1, *sc2 = c2;
         int64_t r1 = s->c1_0, r2 = s->c2_0;
