@@ -11,6 +11,7 @@ from model_testlib import F16, F32, Q8, Counter, Tiny, np, rel_err, run_logits  
 
 exe = sys.argv[1]
 c = Counter("py_model_llama")
+KV32 = ["--kv-type", "f32"]  # float-exact comparisons: f32 cache through the attention library
 rng = np.random.default_rng(7)
 with tempfile.TemporaryDirectory() as tmp:
     # 1. float weights: exact comparison, GGUF vs numpy vs HF twin (f32 and bf16)
@@ -19,12 +20,12 @@ with tempfile.TemporaryDirectory() as tmp:
     g = os.path.join(tmp, "f.gguf")
     m.write_gguf(g, {"emb": F16, "out": F32, "q": F16, "k": F32, "v": F16, "o": F32, "gate": F16, "up": F32, "down": F16})
     ref = m.forward(toks)
-    got = run_logits(exe, g, toks, tmp, ["--attn", "dense"])
+    got = run_logits(exe, g, toks, tmp, ["--attn", "dense", *KV32])
     e = rel_err(got, ref)
     c.check(got.shape == ref.shape and e < 1e-4, f"F16/F32 GGUF vs numpy float64: rel err {e:.2e}")
     hf = os.path.join(tmp, "hf")
     m.write_hf(hf)
-    got_hf = run_logits(exe, hf, toks, tmp, ["--attn", "dense"])
+    got_hf = run_logits(exe, hf, toks, tmp, ["--attn", "dense", *KV32])
     e = rel_err(got_hf, got)
     c.check(e < 1e-5, f"HF safetensors twin (rotate_half) vs GGUF (interleaved): rel err {e:.2e}")
     argmax_same = float((got_hf.argmax(-1) == got.argmax(-1)).mean())
@@ -34,25 +35,33 @@ with tempfile.TemporaryDirectory() as tmp:
     g2 = os.path.join(tmp, "q.gguf")
     m2.write_gguf(g2, {"emb": Q8, "out": Q8, "q": Q8, "k": Q8, "v": Q8, "o": Q8, "gate": Q8, "up": Q8, "down": Q8})
     ref2 = m2.forward(toks)
-    got2 = run_logits(exe, g2, toks, tmp, ["--attn", "dense"])
+    got2 = run_logits(exe, g2, toks, tmp, ["--attn", "dense", *KV32])
     e = rel_err(got2, ref2)
     agree = float((got2.argmax(-1) == ref2.argmax(-1)).mean())
     c.check(e < 4e-2 and agree >= 0.9,
             f"Q8_0 GGUF vs numpy float64 (dequantized weights; int8 activations inside): rel err {e:.2e}, "
             f"argmax agrees at {agree * 100:.0f}%")
     # 3. sparse with every block selected == dense; chunked prefill == one chunk
-    got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse"])
+    got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
     e = rel_err(got_s, got)
     c.check(e < 1e-5, f"sparse (all blocks selected at 150 tokens) vs dense: rel err {e:.2e}")
-    got_c = run_logits(exe, g, toks, tmp, ["--attn", "dense", "--chunk", "37"])
+    got_c = run_logits(exe, g, toks, tmp, ["--attn", "dense", "--chunk", "37", *KV32])
     e = rel_err(got_c, got)
     c.check(e < 1e-5, f"chunked prefill (37-token chunks) vs one chunk: rel err {e:.2e}")
+    # f16 cache (the default): dense attention with llama.cpp's numerics (f16 Q and probabilities)
     got_f16 = run_logits(exe, g, toks, tmp, ["--attn", "dense", "--kv-type", "f16"])
-    e = rel_err(got_f16, got)
-    c.check(e < 5e-3, f"f16 KV cache vs f32: rel err {e:.2e}")
+    e, e64 = rel_err(got_f16, got), rel_err(got_f16, ref)
+    c.check(0 < e < 5e-3 and e64 < 5e-3, f"f16 KV cache (llama.cpp-order attention) vs f32 cache: rel err {e:.2e}, "
+            f"vs numpy float64 {e64:.2e}")
+    got_f16c = run_logits(exe, g, toks, tmp, ["--attn", "dense", "--kv-type", "f16", "--chunk", "37"])
+    e = rel_err(got_f16c, got_f16)
+    c.check(e == 0, f"f16 dense, 37-token chunks vs one chunk: rel err {e:.2e} (bitwise)")
+    got_f16s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", "--kv-type", "f16"])
+    e = rel_err(got_f16s, got_f16)
+    c.check(e < 5e-3, f"f16 sparse (library, all blocks) vs f16 dense (llama.cpp order): rel err {e:.2e}")
     # 4. genuinely sparse: block 16, K = topk 2 + local 1 = 3 blocks (init, local, current forced)
     got_sp = run_logits(exe, g, toks, tmp, ["--attn", "sparse", "--block-size", "16", "--topk", "2",
-                                             "--local-blocks", "1", "--init-blocks", "1"])
+                                             "--local-blocks", "1", "--init-blocks", "1", *KV32])
     e = rel_err(got_sp, got)
     early = rel_err(got_sp[:48], got[:48])
     c.check(np.isfinite(got_sp).all() and early < 1e-5 and e > 1e-3,

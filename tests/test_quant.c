@@ -3,6 +3,7 @@
  * reference; and the GGUF reader on a hand-built file, truncated at every length. */
 #include <stdint.h>
 
+#include "ggmlc.h"
 #include "gguf.h"
 #include "harness.h"
 #include "mcommon.h"
@@ -239,7 +240,9 @@ static void test_threaded(uint32_t type, int64_t n) {
     float *d = malloc(sizeof(float) * (n / 32) * T), *s = malloc(sizeof(float) * (n / 32) * T);
     for (int r = 0; r < R; r++) random_row(type, w + r * rb, n, &rng);
     for (int64_t i = 0; i < n * T; i++) x[i] = (float)h_normal(&rng);
-    for (int t = 0; t < T; t++) quant_act_row(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32));
+    /* the activation scheme quant_matmul uses for this type */
+    for (int t = 0; t < T; t++)
+        quant_act_row_mode(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32), quant_act_mode(type));
     int bad = 0;
     CHECK(quant_matmul(type, w, R, n, x, T, y, R, 2) == 0, "threaded matmul: %s", mdl_error());
     for (int r = 0; r < R; r++)
@@ -249,7 +252,7 @@ static void test_threaded(uint32_t type, int64_t n) {
             const float *da[1] = {d + t * (n / 32)}, *sa[1] = {s + t * (n / 32)};
             float o;
             quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, 1, &o, 1);
-            if (fabsf(o - y[t * R + r]) > 1e-4f * (fabsf(o) + 1.f)) bad++;
+            if (o != y[t * R + r]) bad++; /* bitwise: prefill tiles and decode rows agree */
         }
     CHECK(bad == 0, "%s: %d threaded matmul outputs differ from the one-row kernel", ggml_type_name(type), bad);
     free(w); free(x); free(y); free(q); free(d); free(s);
@@ -341,8 +344,118 @@ static void test_gguf(void) {
     free(b.p);
 }
 
+/* llama.cpp's quantize_row_q8_1 / q8_0, written from ggml-quants.c: id = 127 / amax, values
+ * rounded to nearest even, scale stored as f16, q8_1's s = f16(d * sum) with the f32 d */
+static void test_act_modes(void) {
+    unsigned long long rng = 11;
+    enum { N = 2048 };
+    static float x[N], d[N / 32], s[N / 32], d1[N / 32], s1[N / 32];
+    static int8_t q[N], q1[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(h_normal(&rng) * (i % 61 == 0 ? 30 : 1) * (i < 1024 ? 1 : 1e-3));
+    for (int i = 64; i < 96; i++) x[i] = 0.f;
+    for (int i = 96; i < 128; i++) x[i] = (float)(i - 112) * 0.5f; /* exact halves: ties to even */
+    for (int mode = QACT_Q8_1; mode <= QACT_Q8_0; mode++) {
+        quant_act_row_mode(x, N, q, d, s, mode);
+        int bad = 0;
+        for (int b = 0; b < N / 32; b++) {
+            float amax = 0.f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            float dd = amax / 127.f, id = amax != 0.f ? 127.f / amax : 0.f;
+            int sum = 0;
+            for (int j = 0; j < 32; j++) {
+                float v = nearbyintf(x[b * 32 + j] * id);
+                bad += q[b * 32 + j] != (int8_t)v;
+                sum += (int)v;
+            }
+            float d16 = mdl_f16_to_f32(mdl_f32_to_f16(dd));
+            float sref = mode == QACT_Q8_1 ? mdl_f16_to_f32(mdl_f32_to_f16(dd * (float)sum)) : d16 * (float)sum;
+            bad += d[b] != d16 || s[b] != sref;
+        }
+        CHECK(bad == 0, "activation mode %d: %d values differ from llama.cpp's quantize_row_q8_%d", mode, bad,
+              mode == QACT_Q8_1 ? 1 : 0);
+        CHECK(q[96] == -127 && q[97] == -119 && q[99] == -103, "ties to even (got %d %d %d)", q[96], q[97], q[99]);
+        if (quant_avx512_available()) {
+            quant_act_row_mode_avx512(x, N, q1, d1, s1, mode);
+            CHECK(memcmp(q, q1, N) == 0 && memcmp(d, d1, sizeof d) == 0 && memcmp(s, s1, sizeof s) == 0,
+                  "SIMD activation mode %d differs from the scalar one", mode);
+        }
+    }
+    CHECK(quant_act_mode(GGML_Q4_1) == QACT_Q8_1 && quant_act_mode(GGML_Q8_0) == QACT_Q8_0 &&
+              quant_act_mode(GGML_Q4_K) == QACT_F32, "activation mode per weight type");
+}
+
+/* ggmlc: llama.cpp-order attention and SwiGLU: scalar == AVX-512 bitwise, close to float64 */
+static void test_ggmlc(void) {
+    unsigned long long rng = 21;
+    const int Hq = 6, Hkv = 2, D = 64;
+    const int64_t nkv = 301;
+    uint16_t *K = malloc(2 * (size_t)nkv * Hkv * D), *V = malloc(2 * (size_t)nkv * Hkv * D);
+    float *q = malloc(4 * 7 * (size_t)Hq * D), *o0 = malloc(4 * 7 * (size_t)Hq * D), *o1 = malloc(4 * 7 * (size_t)Hq * D);
+    for (int64_t i = 0; i < nkv * Hkv * D; i++) {
+        K[i] = mdl_f32_to_f16((float)h_normal(&rng));
+        V[i] = mdl_f32_to_f16((float)h_normal(&rng));
+    }
+    for (int i = 0; i < 7 * Hq * D; i++) q[i] = (float)h_normal(&rng) * 2.f;
+    for (int n = 1; n <= 7; n += 6) {
+        ggmlc_force_scalar(1);
+        CHECK(ggmlc_attn_f16(K, V, nkv, q, n, Hq, Hkv, D, 0.125f, o0, 2) == 0, "ggmlc attention (scalar)");
+        ggmlc_force_scalar(0);
+        CHECK(ggmlc_attn_f16(K, V, nkv, q, n, Hq, Hkv, D, 0.125f, o1, 2) == 0, "ggmlc attention");
+        CHECK(memcmp(o0, o1, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention, %d queries: SIMD != scalar bitwise", n);
+        double worst = 0;
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < Hq; h++) {
+                int64_t L = nkv - n + t + 1;
+                int g = h / (Hq / Hkv);
+                double *sc = malloc(sizeof(double) * (size_t)L), mx = -1e300, sum = 0;
+                for (int64_t j = 0; j < L; j++) {
+                    double a = 0;
+                    for (int dd = 0; dd < D; dd++)
+                        a += (double)q[(t * Hq + h) * D + dd] * mdl_f16_to_f32(K[(j * Hkv + g) * D + dd]);
+                    sc[j] = a * 0.125;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int64_t j = 0; j < L; j++) sum += (sc[j] = exp(sc[j] - mx));
+                for (int dd = 0; dd < D; dd++) {
+                    double r = 0;
+                    for (int64_t j = 0; j < L; j++) r += sc[j] / sum * mdl_f16_to_f32(V[(j * Hkv + g) * D + dd]);
+                    double e = fabs(r - o1[(t * Hq + h) * D + dd]);
+                    worst = e > worst ? e : worst;
+                }
+                free(sc);
+            }
+        CHECK(worst < 2e-3, "ggmlc attention (%d queries) vs float64: max abs err %g", n, worst);
+    }
+    /* a one-token batch takes another order than the same query inside a batch: both close */
+    ggmlc_attn_f16(K, V, nkv, q + 6 * Hq * D, 1, Hq, Hkv, D, 0.125f, o0, 1);
+    double dmax = 0;
+    for (int i = 0; i < Hq * D; i++) dmax = fmax(dmax, fabs(o0[i] - o1[6 * Hq * D + i]));
+    CHECK(dmax < 1e-5, "one-token vs batch order: %g", dmax);
+    enum { F = 1541 };
+    static float g0[F], g1[F], u[F];
+    for (int i = 0; i < F; i++) {
+        g0[i] = g1[i] = (float)(h_normal(&rng) * (i < 20 ? 60 : 4));
+        u[i] = (float)h_normal(&rng);
+    }
+    g0[0] = g1[0] = -200.f; /* exp underflow path */
+    ggmlc_force_scalar(1);
+    ggmlc_swiglu(g0, u, F);
+    ggmlc_force_scalar(0);
+    double ws = 0;
+    for (int i = 0; i < F; i++) {
+        double xg = g1[i], ref = xg / (1 + exp(-xg)) * u[i];
+        ws = fmax(ws, fabs(ref - g0[i]) / (fabs(ref) + 1e-3));
+    }
+    ggmlc_swiglu(g1, u, F);
+    CHECK(memcmp(g0, g1, sizeof g0) == 0, "ggmlc SwiGLU: SIMD != scalar bitwise");
+    CHECK(ws < 1e-5, "ggmlc SwiGLU vs float64: rel err %g", ws);
+    free(K); free(V); free(q); free(o0); free(o1);
+}
+
 int main(void) {
     printf("kernels: %s\n", quant_kernel_name());
+    test_act_modes();
+    test_ggmlc();
     uint32_t types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         int bs = ggml_block_size(types[i]);

@@ -19,7 +19,7 @@ void run_opts_default(run_opts *o) {
     memset(o, 0, sizeof *o);
     o->ctx_i = 4096;
     o->attn = "auto";
-    o->kv_type = "f32";
+    o->kv_type = "f16"; /* llama.cpp's default; dense attention over it reproduces llama.cpp bitwise */
     o->chunk = 512;
     o->topk = o->block_size = o->local_blocks = o->init_blocks = o->dense_len = o->kernel_size = o->kernel_stride = UNSET;
 }
@@ -135,7 +135,7 @@ mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet) {
     if (avail >= 0 && (long long)total > avail) {
         fprintf(stderr,
                 "infllm: not enough memory: this run needs about %.1f MiB, %.1f MiB are available (lower --ctx, or "
-                "use --kv-type f16)\n",
+                "use --kv-type f16 rather than f32)\n",
                 total / 1048576.0, avail / 1048576.0);
         return NULL;
     }

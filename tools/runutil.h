@@ -32,7 +32,7 @@ typedef struct run_opts {
     {"--dense-len", NULL, OPT_INT, &(o).dense_len, "N", "auto mode: dense while kv_len < N (8192; -1: always sparse)"}, \
     {"--kernel-size", NULL, OPT_INT, &(o).kernel_size, "N", "InfLLM-V2 c1 kernel size (32)"},                \
     {"--kernel-stride", NULL, OPT_INT, &(o).kernel_stride, "N", "InfLLM-V2 c1 kernel stride (16)"},          \
-    {"--kv-type", NULL, OPT_STR, &(o).kv_type, "T", "KV cache storage: f32 | f16 | bf16 (f32)"},             \
+    {"--kv-type", NULL, OPT_STR, &(o).kv_type, "T", "KV cache storage: f16 | f32 | bf16 (f16, as llama.cpp)"},  \
     {"--chunk", NULL, OPT_INT, &(o).chunk, "N", "prefill chunk in tokens (512)"}
 
 typedef struct run_ctx {

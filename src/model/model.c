@@ -9,6 +9,7 @@
 #include <omp.h>
 #endif
 
+#include "ggmlc.h"
 #include "gguf.h"
 #include "json.h"
 #include "mcommon.h"
@@ -359,7 +360,7 @@ void mdl_session_free(mdl_session *s) {
     free(s->caches);
     free(s->x);
     free(s->kvconv);
-    free(s->inv_freq);
+    free(s->rope_ff);
     free(s);
 }
 
@@ -382,9 +383,9 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
     size_t big = E > Q ? E : Q, ch = (size_t)s->chunk;
     s->x = malloc(buf_floats(m, s->chunk) * sizeof(float));
     s->kvconv = malloc(ch * (2 * KV + 2 * Q) * 4);
-    s->inv_freq = malloc(sizeof(float) * (size_t)c->head_dim / 2);
+    s->rope_ff = malloc(sizeof(float) * (size_t)c->head_dim / 2);
     s->caches = calloc((size_t)c->n_layer, sizeof *s->caches);
-    if (!s->x || !s->kvconv || !s->inv_freq || !s->caches) {
+    if (!s->x || !s->kvconv || !s->rope_ff || !s->caches) {
         mdl_fail("out of memory (session buffers)");
         mdl_session_free(s);
         return NULL;
@@ -402,11 +403,7 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
     if (c->rope_factors_long || c->rope_factors_short)
         fac = (c->rope_orig_ctx > 0 && ctx > c->rope_orig_ctx && c->rope_factors_long) ? c->rope_factors_long
               : c->rope_factors_short ? c->rope_factors_short : c->rope_factors_long;
-    for (int i = 0; i < c->head_dim / 2; i++) {
-        double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
-        if (fac) f /= fac[i];
-        s->inv_freq[i] = (float)f;
-    }
+    for (int i = 0; i < c->head_dim / 2; i++) s->rope_ff[i] = fac ? fac[i] : 1.f;
     for (int l = 0; l < c->n_layer; l++) {
         infllm_status st = infllm_cache_create(&s->p, kv, c->n_head_kv, c->head_dim, ctx, &s->caches[l]);
         if (st) {
@@ -427,10 +424,13 @@ int mdl_session_truncate(mdl_session *s, int64_t n) {
 }
 
 /* ----------------------------------------------------------------- forward -- */
+/* ggml_compute_forward_rms_norm_f32 then ggml_mul: the squares in f32 summed in double, the mean
+ * and 1/sqrt in f32 (llama.cpp's numerics) */
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float r = (float)(1.0 / sqrt(ss / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / (double)n);
+    float r = 1.0f / sqrtf(mean + eps);
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
@@ -438,22 +438,18 @@ static int mm(const mdl_session *s, const mdl_weight *w, const float *x, int64_t
     return quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, s->nthreads);
 }
 
+/* ggml's rotate_pairs as llama.cpp's build computes it (the C++ compiler fuses one product of
+ * each expression): x0' = fma(x0, cos, -(x1 sin)), x1' = fma(x0, sin, x1 cos) */
 static void rope(float *v, int nh, int D, const float *cs, const float *sn, int interleaved) {
     int h2 = D / 2;
     for (int h = 0; h < nh; h++) {
         float *x = v + (size_t)h * D;
-        if (interleaved) {
-            for (int i = 0; i < h2; i++) {
-                float a = x[2 * i], b = x[2 * i + 1];
-                x[2 * i] = a * cs[i] - b * sn[i];
-                x[2 * i + 1] = a * sn[i] + b * cs[i];
-            }
-        } else {
-            for (int i = 0; i < h2; i++) {
-                float a = x[i], b = x[i + h2];
-                x[i] = a * cs[i] - b * sn[i];
-                x[i + h2] = a * sn[i] + b * cs[i];
-            }
+        int o = interleaved ? 1 : h2, st = interleaved ? 2 : 1;
+        for (int i = 0; i < h2; i++) {
+            float *p = x + (size_t)i * st;
+            float a = p[0], b = p[o];
+            p[0] = fmaf(a, cs[i], -(b * sn[i]));
+            p[o] = fmaf(a, sn[i], b * cs[i]);
         }
     }
 }
@@ -496,12 +492,18 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
     float *cs = malloc(sizeof(float) * (size_t)n * h2 * 2);
     if (!cs) return mdl_fail("out of memory");
     float *sn = cs + (size_t)n * h2;
-    for (int t = 0; t < n; t++)
+    /* ggml_rope_cache_init: theta starts at the position and is multiplied by
+     * powf(base, -2/D) per pair in f32, divided by the frequency factor, cosf/sinf */
+    const float theta_scale = powf(c->rope_theta, -2.0f / (float)D);
+    for (int t = 0; t < n; t++) {
+        float theta = (float)(s->pos + t);
         for (int i = 0; i < h2; i++) {
-            double a = (double)(s->pos + t) * (double)s->inv_freq[i];
-            cs[t * h2 + i] = (float)cos(a) * c->rope_attn_factor;
-            sn[t * h2 + i] = (float)sin(a) * c->rope_attn_factor;
+            float th = theta / s->rope_ff[i];
+            cs[t * h2 + i] = cosf(th) * c->rope_attn_factor;
+            sn[t * h2 + i] = sinf(th) * c->rope_attn_factor;
+            theta *= theta_scale;
         }
+    }
     const float rs = c->residual_scale;
     int rc = 0;
 #ifdef _OPENMP
@@ -531,7 +533,21 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         }
         double t0 = mdl_now();
         infllm_status st;
-        if (s->kv_dtype == INFLLM_DTYPE_F32) {
+        if (s->kv_dtype == INFLLM_DTYPE_F16 && s->p.mode == INFLLM_MODE_DENSE && D % 16 == 0 && D <= 512 &&
+            c->n_head % c->n_head_kv == 0) {
+            /* llama.cpp's dense attention over the f16 cache (ggmlc.h): bitwise its results */
+            to_dtype(s->kv_dtype, s->k, kc, (size_t)n * KV);
+            to_dtype(s->kv_dtype, s->v, vc, (size_t)n * KV);
+            st = infllm_cache_append(s->caches[l], kc, vc, n);
+            if (!st && ggmlc_attn_f16(infllm_cache_keys(s->caches[l]), infllm_cache_values(s->caches[l]),
+                                      infllm_cache_length(s->caches[l]), s->q, n, c->n_head, c->n_head_kv, (int)D,
+                                      s->p.softmax_scale > 0.f ? s->p.softmax_scale : 1.0f / sqrtf((float)D), s->att,
+                                      s->nthreads)) {
+                s->t_attn += mdl_now() - t0;
+                rc = mdl_fail("attention (layer %d): out of memory", l);
+                break;
+            }
+        } else if (s->kv_dtype == INFLLM_DTYPE_F32) {
             st = infllm_cache_append(s->caches[l], s->k, s->v, n);
             if (!st) st = infllm_cache_attend(s->caches[l], &s->p, s->q, n, c->n_head, s->att, NULL);
         } else {
@@ -560,10 +576,7 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
             break;
         }
 #pragma omp parallel for num_threads(NT) if (n > 8)
-        for (int64_t i = 0; i < n * F; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.f + expf(-g)) * s->hb2[i];
-        }
+        for (int t = 0; t < n; t++) ggmlc_swiglu(s->hb + t * F, s->hb2 + t * F, F);
         if (mm(s, &L->wdown, s->hb, n, s->tmp)) {
             rc = -1;
             break;

@@ -64,7 +64,7 @@ typedef struct mdl_session {
     infllm_cache **caches;     /* [n_layer] */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *tmp; /* [chunk][...] */
     void *kvconv;              /* K/V converted to the cache dtype */
-    float *inv_freq;           /* [head_dim/2] */
+    float *rope_ff;            /* [head_dim/2] LongRoPE frequency factors (1 when absent) */
     int64_t pos;               /* tokens in the caches */
     double t_attn;             /* seconds spent in attention (stats) */
     void (*progress)(void *ud, int64_t done, int64_t total);

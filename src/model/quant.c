@@ -148,7 +148,17 @@ void quant_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
     }
 }
 
+static float f16r(float v) { return mdl_f16_to_f32(mdl_f32_to_f16(v)); }
+
+int quant_act_mode(uint32_t type) {
+    return type == GGML_Q4_1 ? QACT_Q8_1 : (type == GGML_Q4_0 || type == GGML_Q8_0) ? QACT_Q8_0 : QACT_F32;
+}
+
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {
+    quant_act_row_mode(x, n, q, d, s, QACT_F32);
+}
+
+void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
     for (int64_t b = 0; b < n / QK; b++) {
         const float *xb = x + b * QK;
         float amax = 0.f;
@@ -156,7 +166,11 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {
             float a = fabsf(xb[j]);
             if (a > amax) amax = a;
         }
-        float dd = amax / 127.f, id = dd > 0.f ? 1.f / dd : 0.f;
+        float dd = amax / 127.f, id;
+        if (mode == QACT_F32)
+            id = dd > 0.f ? 1.f / dd : 0.f;
+        else
+            id = amax != 0.f ? 127.f / amax : 0.f;
         int sum = 0;
         for (int j = 0; j < QK; j++) {
             int v = (int)lrintf(xb[j] * id);
@@ -165,8 +179,16 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {
             q[b * QK + j] = (int8_t)v;
             sum += v;
         }
-        d[b] = dd;
-        s[b] = dd * (float)sum;
+        if (mode == QACT_F32) {
+            d[b] = dd;
+            s[b] = dd * (float)sum;
+        } else if (mode == QACT_Q8_1) {
+            d[b] = f16r(dd);
+            s[b] = f16r(dd * (float)sum);
+        } else {
+            d[b] = f16r(dd);
+            s[b] = d[b] * (float)sum;
+        }
     }
 }
 
@@ -264,6 +286,7 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     float *D = g_d, *S = g_s;
     size_t rb = ggml_row_size(type, cols);
     int simd = !g_force_scalar;
+    const int amode = quant_act_mode(type);
     int nt = nthreads;
 #ifdef _OPENMP
     if (nt <= 0) nt = omp_get_max_threads();
@@ -280,9 +303,9 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < ntok; t++) {
                 if (simd && quant_avx512_available())
-                    quant_act_row_avx512(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+                    quant_act_row_mode_avx512(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
                 else
-                    quant_act_row(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb);
+                    quant_act_row_mode(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
             }
         }
         const int64_t RC = 16; /* rows per work item: stay in L1 while the tokens stream */

@@ -27,6 +27,13 @@ typedef struct qact {
     float *s;           /* [rows][n/32] d * sum(q) of the block */
 } qact;
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
+/* Activation quantization schemes: QACT_F32 (scale amax/127 in f32; K-quants), QACT_Q8_1 and
+ * QACT_Q8_0 (llama.cpp's quantize_row_q8_1 / q8_0: values x * (127/amax) rounded to nearest even,
+ * the scale rounded to f16, Q8_1's s = f16(d * sum)). quant_matmul picks the one llama.cpp uses
+ * for the weight type (Q4_1: Q8_1; Q4_0, Q8_0: Q8_0; K-quants: F32). */
+enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2 };
+void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
+int quant_act_mode(uint32_t type);
 
 /* y[t * ldy + r] = W[r,:] . x[t,:] for r < rows, t < ntok. W is [rows][cols] in `type`
  * (row stride ggml_row_size(type, cols)); x is [ntok][cols] float. Threads: OpenMP over rows
@@ -50,6 +57,7 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
                      const float *const *da, const float *const *sa, int na, float *out);
 int quant_avx512_available(void);
 void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s);
+void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
 /* internal: register-blocked product of weight rows r0..r1-1 (Q4_1, Q8_0; else returns 0) with
  * ntok quantized activation rows (q [ntok][cols], d and s [ntok][cols/32]) into y[t * ldy + r]
  * (qgemm_avx512.c), bitwise equal to quant_dot_avx512. Returns 0 (nothing written) when it does

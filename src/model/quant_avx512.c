@@ -280,6 +280,50 @@ AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     for (int t = 0; t < NA; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + tail[t];
 }
 
+
+/* llama.cpp's order (ggml_vec_dot_q4_1_q8_1 / ggml_vec_dot_q8_0_q8_0, AVX2 + VNNI): per block,
+ * 8 int32 lanes (lane k = the products of values 4k..4k+3) -> f32, acc = fma(d_w * d_a, lanes, acc);
+ * at the end hsum (lanes k + k+4, then 0+2 / 1+3, then the two) plus, for Q4_1, the scalar
+ * sum over blocks of m_w * s_a (rounded product, rounded add, in block order). Bitwise the
+ * same results as llama.cpp's CPU backend for the same quantized activations. */
+AI void kx_q4_1(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                const float *const *sa, float *out) {
+    __m256 acc[8];
+    float summs[8];
+    for (int t = 0; t < 8; t++) {
+        acc[t] = _mm256_setzero_ps();
+        summs[t] = 0.f;
+    }
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    for (int64_t b = 0; b < nb; b++, w += 20) {
+        float d = h2f(w), m = h2f(w + 2);
+        __m128i raw = _mm_loadu_si128((const __m128i *)(w + 4));
+        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(u, ld(qa[t] + b * 32));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
+            float ms = m * sa[t][b];
+            summs[t] = summs[t] + ms;
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + summs[t];
+}
+
+AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, w += 34) {
+        float d = h2f(w);
+        __m256i q = ld(w + 2);
+        __m256i aq = _mm256_abs_epi8(q);
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(aq, _mm256_sign_epi8(ld(qa[t] + b * 32), q));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+}
+
 #define DISPATCH(call) \
     switch (na) {      \
     case 1: { const int NA = 1; call; } break; \
@@ -297,9 +341,9 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     const uint8_t *w = (const uint8_t *)wrow;
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: DISPATCH(k_float(NA, type, n, w, xa, out)); return 1;
-    case GGML_Q8_0: DISPATCH(k2_q8_0(NA, n / 32, w, qa, da, out)); return 1;
+    case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;
     case GGML_Q4_0: DISPATCH(k2_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q4_1: DISPATCH(k2_q4_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
@@ -310,12 +354,25 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
 /* activation quantization of one row (n a multiple of 32): same rounding as quant_act_row
  * (round to nearest even via cvtps; lrintf in the default mode) */
 void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s) {
+    quant_act_row_mode_avx512(x, n, q, d, s, QACT_F32);
+}
+
+AI float f16r(float v) { return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
+
+/* mode QACT_F32: scale amax/127 kept in f32, values x * (1 / scale); QACT_Q8_1 / QACT_Q8_0:
+ * llama.cpp's quantize_row_q8_1 / q8_0 (values x * (127 / amax); the scale rounded to f16; Q8_1's
+ * s = f16(d * sum) from the f32 scale, Q8_0's s = f16 scale * sum) */
+void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (int64_t b = 0; b < n / 32; b++) {
         __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
         __m512 ax = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
         float amax = _mm512_reduce_max_ps(ax);
-        float dd = amax / 127.f, id = dd > 0.f ? 1.f / dd : 0.f;
+        float dd = amax / 127.f, id;
+        if (mode == QACT_F32)
+            id = dd > 0.f ? 1.f / dd : 0.f;
+        else
+            id = amax != 0.f ? 127.f / amax : 0.f;
         __m512 iv = _mm512_set1_ps(id);
         __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, iv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, iv));
         __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
@@ -323,7 +380,16 @@ void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float 
         i1 = _mm512_min_epi32(_mm512_max_epi32(i1, lo), hi);
         _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
-        d[b] = dd;
-        s[b] = dd * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        if (mode == QACT_F32) {
+            d[b] = dd;
+            s[b] = dd * (float)sum;
+        } else if (mode == QACT_Q8_1) {
+            d[b] = f16r(dd);
+            s[b] = f16r(dd * (float)sum);
+        } else {
+            d[b] = f16r(dd);
+            s[b] = d[b] * (float)sum;
+        }
     }
 }

@@ -1,0 +1,150 @@
+/* ggmlc.c: llama.cpp-compatible numerics, scalar path and dispatch (ggmlc.h). */
+#include "ggmlc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "mcommon.h"
+#include "quant.h"
+
+static int g_scalar = 0;
+void ggmlc_force_scalar(int on) { g_scalar = on; }
+static int use_simd(void) { return !g_scalar && quant_avx512_available(); }
+
+static float f16r(float v) { return mdl_f16_to_f32(mdl_f32_to_f16(v)); }
+
+/* ggml_v_expf (vec.h, AVX-512 variant) one lane at a time: fmaf is the fused operation the
+ * intrinsics use, ldexpf the exact scaling of _mm512_scalef_ps */
+static float v_expf1(float x) {
+    const float r = 0x1.8p23f;
+    float z = fmaf(x, 0x1.715476p+0f, r);
+    float nn = z - r;
+    float b = fmaf(-nn, 0x1.7f7d1cp-20f, fmaf(-nn, 0x1.62e4p-1f, x));
+    float u = b * b;
+    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                   fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(nn) > 192.f) return nn <= 0.f ? 0.f : INFINITY;
+    return ldexpf(j, (int)nn);
+}
+
+float ggmlc_silu1(float x) { return x / (1.0f + v_expf1(0.0f - x)); }
+
+void ggmlc_swiglu(float *g, const float *u, int64_t n) {
+    int64_t i = 0, n16 = n / 16 * 16;
+    if (use_simd()) {
+        ggmlc_swiglu_avx512(g, u, n16);
+        i = n16;
+    } else {
+        for (; i < n16; i++) g[i] = ggmlc_silu1(g[i]) * u[i];
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i]; /* ggml_silu_f32 tail */
+}
+
+/* _mm512_reduce_add_ps's order */
+static float red16(const float *a) {
+    float a8[8], a4[4];
+    for (int l = 0; l < 8; l++) a8[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++) a4[l] = a8[l] + a8[l + 4];
+    return (a4[0] + a4[2]) + (a4[1] + a4[3]);
+}
+
+/* ggml_vec_dot_f16 (AVX-512: 4 accumulators of 16 lanes over steps of 64, then (0+2) + (1+3),
+ * the 16 lanes, the leftover products added in double): llama.cpp's f16 products of one token.
+ * acc64[c] is the chain of elements c, c+64, ... (c < 64); returns the f32 result. */
+static float vecdot_finish(const float *acc64, double tail) {
+    float x[16];
+    for (int l = 0; l < 16; l++) x[l] = (acc64[l] + acc64[32 + l]) + (acc64[16 + l] + acc64[48 + l]);
+    return (float)((double)red16(x) + tail);
+}
+
+/* one query row against keys 0..L-1 (scalar). vecdot: the one-token path of llama.cpp
+ * (ggml_vec_dot_f16 order), else the batch path (tinyBLAS: 16 lanes, one chain each). */
+static void attn_row_scalar(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
+                            float scale, float *out, float *sbuf, float *acc, int vecdot) {
+    float qh[512];
+    for (int d = 0; d < D; d++) qh[d] = f16r(q[d]);
+    float mx = -INFINITY;
+    const int np = D / 64 * 64;
+    for (int64_t j = 0; j < L; j++) {
+        const uint16_t *k = K + j * ld;
+        float s;
+        if (vecdot) {
+            float a64[64] = {0};
+            double tail = 0;
+            for (int i = 0; i < np; i++) a64[i & 63] = fmaf(qh[i], mdl_f16_to_f32(k[i]), a64[i & 63]);
+            for (int i = np; i < D; i++) tail += (double)(qh[i] * mdl_f16_to_f32(k[i]));
+            s = vecdot_finish(a64, tail);
+        } else {
+            float lanes[16];
+            for (int l = 0; l < 16; l++) {
+                float a = qh[l] * mdl_f16_to_f32(k[l]);
+                for (int i = 16 + l; i < D; i += 16) a = fmaf(qh[i], mdl_f16_to_f32(k[i]), a);
+                lanes[l] = a;
+            }
+            s = red16(lanes);
+        }
+        s = s * scale;
+        sbuf[j] = s;
+        if (s > mx) mx = s;
+    }
+    double sum = 0;
+    for (int64_t c = 0; c < L; c += 16) {
+        float e[16];
+        for (int l = 0; l < 16; l++) e[l] = c + l < L ? v_expf1(sbuf[c + l] - mx) : 0.f;
+        for (int l = 0; l < 16 && c + l < L; l++) sbuf[c + l] = e[l];
+        sum += (double)red16(e);
+    }
+    float sc = (float)(1.0 / sum);
+    /* the keys run over llama.cpp's padded cache (a multiple of 256): zero products past L */
+    const int nl = vecdot ? 64 : 16;
+    for (int l = 0; l < nl * D; l++) acc[l] = 0.f;
+    for (int64_t j = 0; j < L; j++) {
+        float p = f16r(sbuf[j] * sc);
+        const uint16_t *v = V + j * ld;
+        float *a = acc + (j % nl) * D;
+        for (int d = 0; d < D; d++) a[d] = fmaf(p, mdl_f16_to_f32(v[d]), a[d]);
+    }
+    for (int d = 0; d < D; d++) {
+        float col[64];
+        for (int l = 0; l < nl; l++) col[l] = acc[l * D + d];
+        out[d] = vecdot ? vecdot_finish(col, 0.0) : red16(col);
+    }
+}
+
+int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const float *q, int64_t n, int Hq, int Hkv,
+                   int D, float scale, float *out, int nthreads) {
+    if (D % 16 || D > 512 || Hq % Hkv || n > nkv) return -1;
+    const int simd = use_simd();
+    const int64_t ld = (int64_t)Hkv * D, rows = n * Hq, gq = Hq / Hkv;
+    int nt = 1;
+#ifdef _OPENMP
+    nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+    if (rows < 2) nt = 1;
+#endif
+    size_t per = (size_t)(nkv + 16) + 64 * (size_t)D;
+    const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
+    float *work = malloc(sizeof(float) * per * (size_t)nt);
+    if (!work) return -1;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t r = 0; r < rows; r++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *sbuf = work + per * (size_t)tid, *acc = sbuf + nkv + 16;
+        int64_t t = r / Hq;
+        int h = (int)(r % Hq), g = (int)(h / gq);
+        int64_t L = nkv - n + t + 1;
+        const float *qr = q + r * D;
+        float *o = out + r * D;
+        if (simd && (!vecdot || D % 64 == 0))
+            ggmlc_attn_row_avx512(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr, D, scale, o, sbuf, acc, vecdot);
+        else
+            attn_row_scalar(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr, D, scale, o, sbuf, acc, vecdot);
+    }
+    free(work);
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* ggmlc.h: llama.cpp-compatible numerics for the model runtime (ggml CPU backend semantics):
+ * SwiGLU with ggml's vectorized expf, and dense causal attention over an f16 K/V cache computed
+ * the way ggml's non-flash path does (Q rounded to f16, scores as tinyBLAS f16 dot products of
+ * 16 lanes, softmax with ggml's expf and per-16 partial sums, probabilities rounded to f16, P.V
+ * as 16-lane dot products over the keys; a one-token batch takes ggml_vec_dot_f16's order
+ * instead, as llama.cpp does). Bitwise equal to llama.cpp's results for the same
+ * inputs; scalar and AVX-512 paths give the same bits. */
+#ifndef INFLLM_GGMLC_H
+#define INFLLM_GGMLC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* g[i] = silu(g[i]) * u[i] (ggml_vec_swiglu_f32) */
+void ggmlc_swiglu(float *g, const float *u, int64_t n);
+
+/* Dense causal attention: K, V [nkv][Hkv][D] f16 (cache positions 0..nkv-1), q [n][Hq][D] f32 for
+ * the n newest positions (nkv-n .. nkv-1), out [n][Hq][D] f32. D % 16 == 0, Hq % Hkv == 0.
+ * nthreads <= 0: all. Returns 0, or -1 (out of memory). */
+int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const float *q, int64_t n, int Hq, int Hkv,
+                   int D, float scale, float *out, int nthreads);
+
+/* for tests: force the scalar path (1) or let the CPU decide (0) */
+void ggmlc_force_scalar(int on);
+
+/* internal: AVX-512 kernels (ggmlc_avx512.c) */
+void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n);
+void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
+                           float scale, float *out, float *sbuf, float *accbuf, int vecdot);
+float ggmlc_silu1(float x);
+#endif
