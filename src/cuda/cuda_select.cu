@@ -367,14 +367,10 @@ static int max_smem_optin(void) {
     return v;
 }
 
-infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
-                                 const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
-                                 int filter_sparse, cudaStream_t st) {
-    infllm_status s = cuda_check_supported(ap, "stage 1");
-    if (s) return s;
-    if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
-    SelParams p;
-    memset(&p, 0, sizeof p);
+/* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
+template <typename P>
+static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                            const int32_t *cu_c1, const int32_t *cu_c2) {
     p.q = q;
     p.c1 = c1;
     p.c2 = c2;
@@ -396,6 +392,17 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     p.topk_out = ap->topk_out;
     p.exact = ap->exact_lse;
     p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+}
+
+infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
+                                 const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
+                                 int filter_sparse, cudaStream_t st) {
+    infllm_status s = cuda_check_supported(ap, "stage 1");
+    if (s) return s;
+    if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
+    SelParams p;
+    memset(&p, 0, sizeof p);
+    sel_fill_common(p, ap, q, c1, c2, cu_c1, cu_c2);
     p.scores = scores;
     p.max_n1 = ap->max_n1;
     p.topk = topk;
@@ -771,28 +778,8 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
                                      cudaStream_t st) {
     DecParams p;
     memset(&p, 0, sizeof p);
-    p.q = q;
-    p.c1 = c1;
-    p.c2 = c2;
-    p.cu_c1 = cu_c1;
-    p.cu_c2 = cu_c2;
-    p.sd = seq_desc(ap);
-    p.Hq = ap->Hq;
-    p.Hkv = ap->Hkv;
-    p.G = ap->G;
+    sel_fill_common(p, ap, q, c1, c2, cu_c1, cu_c2);
     p.max_lq = ap->max_lq;
-    p.scale_log2 = ap->scale * LOG2E_F;
-    p.l1 = ap->l1;
-    p.s1 = ap->s1;
-    p.l2 = ap->l2;
-    p.s2 = ap->s2;
-    p.B = ap->B;
-    p.init_blocks = ap->init_blocks;
-    p.local_blocks = ap->local_blocks;
-    p.K = ap->topk_total;
-    p.topk_out = ap->topk_out;
-    p.exact = ap->exact_lse;
-    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
     p.filter_sparse = 1;
     p.mode = ap->mode;
     p.dense_len = ap->dense_len;
