@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # llamacpp_check.sh (opt-in, not in CI): compares infllm with llama.cpp (llama-cpp-python) on
-# SmolLM2-135M-Instruct Q4_1 in dense mode: prompt logits, the first 32 greedy tokens, and
-# prefill/decode speed at a 2K context. Prints a markdown block; with --record appends it to
-# BENCHMARKS.md ("Model runtime" section).
+# SmolLM2-135M-Instruct Q4_1 in dense mode on four fixed prompts (two through the chat template):
+# tokenization, prompt logits, and the first 32 greedy tokens (identical count per prompt; exits 1
+# when any prompt has fewer than 32 identical), plus prefill/decode speed at a 2K context. Prints a
+# markdown block; with --record appends it to BENCHMARKS.md ("Model runtime" section).
 #   usage: scripts/llamacpp_check.sh [--record] [INFLLM_BINARY]
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,17 +26,20 @@ import numpy as np
 from llama_cpp import Llama, __version__ as lcpp_version
 
 exe, model, tmp, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-prompt = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-          "<|im_start|>user\nWrite a short story about a robot who learns to paint.<|im_end|>\n<|im_start|>assistant\n")
+NGEN = 32
+SYS = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+def chat(user):
+    return SYS + f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+# (name, text, chat user message or None): two chat-template prompts and two plain ones
+PROMPTS = [
+    ("chat: robot story", chat("Write a short story about a robot who learns to paint."),
+     "Write a short story about a robot who learns to paint."),
+    ("chat: photosynthesis", chat("Explain photosynthesis to a ten-year-old in three sentences."),
+     "Explain photosynthesis to a ten-year-old in three sentences."),
+    ("plain: Roman history", "The history of the Roman Empire begins with", None),
+    ("plain: code", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", None),
+]
 llm = Llama(model_path=model, n_ctx=4096, n_batch=512, logits_all=True, n_threads=threads, verbose=False)
-toks = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-llm.eval(toks)
-ref = np.array(llm.scores[: len(toks)], dtype=np.float64)
-gen_ref = []
-for _ in range(32):
-    t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-    gen_ref.append(t)
-    llm.eval([t])
 
 def run(args):
     p = subprocess.run([exe, "run", "-m", model, "--attn", "dense", "-t", str(threads), *args],
@@ -44,21 +48,34 @@ def run(args):
         sys.exit(f"infllm failed: {p.stderr}")
     return p
 
-lp = os.path.join(tmp, "l.npy")
-run(["--tokens", ",".join(map(str, toks)), "-n", "0", "-q", "--dump-logits", lp])
-got = np.load(lp).astype(np.float64)
-p = run(["--tokens", ",".join(map(str, toks)), "-n", "32", "--temp", "0", "--ignore-eos", "--print-ids", "-q"])
-gen = [int(x) for x in p.stderr.split("generated ids:")[1].split()]
-p2 = run(["-p", prompt, "-n", "0", "-q", "--print-ids", "--chat"] if False else
-         ["-p", "Write a short story about a robot who learns to paint.", "--chat", "-n", "0", "-q", "--print-ids"])
-our_toks = [int(x) for x in p2.stderr.split("prompt ids:")[1].split("\n")[0].split()]
-rel = float(np.abs(got - ref).max() / np.abs(ref).max())
-agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
-same = 0
-for a, b in zip(gen, gen_ref):
-    if a != b:
-        break
-    same += 1
+rows, worst = [], NGEN
+for name, text, user in PROMPTS:
+    toks = llm.tokenize(text.encode(), add_bos=False, special=True)
+    llm.reset()
+    llm.eval(toks)
+    ref = np.array(llm.scores[: len(toks)], dtype=np.float64)
+    gen_ref = []
+    for _ in range(NGEN):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        gen_ref.append(t)
+        llm.eval([t])
+    lp = os.path.join(tmp, "l.npy")
+    ids = ",".join(map(str, toks))
+    run(["--tokens", ids, "-n", "0", "-q", "--dump-logits", lp])
+    got = np.load(lp).astype(np.float64)
+    p = run(["--tokens", ids, "-n", str(NGEN), "--temp", "0", "--ignore-eos", "--print-ids", "-q"])
+    gen = [int(x) for x in p.stderr.split("generated ids:")[1].split()]
+    p2 = run(["-p", user, "--chat", "-n", "0", "-q", "--print-ids"] if user else ["-p", text, "-n", "0", "-q", "--print-ids"])
+    our_toks = [int(x) for x in p2.stderr.split("prompt ids:")[1].split("\n")[0].split()]
+    rel = float(np.abs(got - ref).max() / np.abs(ref).max())
+    agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    same = 0
+    for a, b in zip(gen, gen_ref):
+        if a != b:
+            break
+        same += 1
+    worst = min(worst, same)
+    rows.append((name, len(toks), our_toks == list(toks), rel, agree, same, gen_ref, gen))
 
 # speed at 2K: prefill 2048 tokens, then 32 decode steps
 rng = np.random.default_rng(0)
@@ -75,18 +92,25 @@ row = b.stdout.strip().splitlines()[-1].split(",")
 our_pf, our_dec = float(row[2]), float(row[3])
 print(f"### llama.cpp check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, llama-cpp-python {lcpp_version}, "
       f"{threads} threads)\n")
-print(f"SmolLM2-135M-Instruct Q4_1, chat prompt of {len(toks)} tokens, infllm --attn dense:\n")
-print(f"- prompt tokenization identical to llama.cpp: {'yes' if our_toks == list(toks) else 'NO'}")
-print(f"- prompt logits: max |diff| / max |logit| = {rel:.3e}; argmax agrees at {agree * 100:.1f}% of positions")
-print(f"- first 32 greedy tokens: {same} of 32 identical before the first difference")
-print(f"  - llama.cpp: {gen_ref}\n  - infllm:    {gen}")
+print(f"SmolLM2-135M-Instruct Q4_1, infllm --attn dense (f16 KV cache, as llama.cpp), greedy, {NGEN} tokens:\n")
+print("| prompt | tokens | tokenization identical | prompt logits max abs diff / max abs logit | argmax agrees | identical greedy tokens |")
+print("| --- | ---: | --- | ---: | ---: | ---: |")
+for name, n, tok_ok, rel, agree, same, _, _ in rows:
+    print(f"| {name} | {n} | {'yes' if tok_ok else 'NO'} | {rel:.3e} | {agree * 100:.1f}% | {same} of {NGEN} |")
+for name, _, _, _, _, same, gr, g in rows:
+    if same < NGEN:
+        print(f"\n{name}: first difference at token {same}\n  - llama.cpp: {gr}\n  - infllm:    {g}")
 print(f"\n| 2K context, dense | prefill tok/s | decode tok/s |\n| --- | ---: | ---: |")
 print(f"| llama.cpp | {lc_pf:.1f} | {lc_dec:.1f} |\n| infllm | {our_pf:.1f} | {our_dec:.1f} |")
+print(f"\nresult: {'PASS' if worst >= NGEN else 'FAIL'} (fewest identical greedy tokens: {worst} of {NGEN})")
 PY
 cat "$out/report.md"
+status=0
+grep -q "^result: PASS" "$out/report.md" || status=1
 if [ "$record" = 1 ]; then
   f="$here/BENCHMARKS.md"
   grep -q "^## Model runtime" "$f" 2>/dev/null || printf '\n## Model runtime\n' >> "$f"
   { echo; cat "$out/report.md"; } >> "$f"
   echo "appended to $f"
 fi
+exit $status

@@ -118,28 +118,51 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const floa
                    int D, float scale, float *out, int nthreads) {
     if (D % 16 || D > 512 || Hq % Hkv || n > nkv) return -1;
     const int simd = use_simd();
-    const int64_t ld = (int64_t)Hkv * D, rows = n * Hq, gq = Hq / Hkv;
+    const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
+    const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
+    /* blocks of rows sharing each K/V row: the gq heads of a group x tb tokens */
+    const int blocked = simd && D <= 128 && gq <= GGMLC_RB && (!vecdot || D % 64 == 0);
+    const int64_t tb = blocked ? GGMLC_RB / gq : 1;
+    const int64_t ntb = (n + tb - 1) / tb, tasks = blocked ? ntb * Hkv : n * Hq;
     int nt = 1;
 #ifdef _OPENMP
     nt = nthreads > 0 ? nthreads : omp_get_max_threads();
-    if (rows < 2) nt = 1;
+    if (tasks < 2) nt = 1;
 #endif
-    size_t per = (size_t)(nkv + 16) + 64 * (size_t)D;
-    const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
+    const int64_t ls = (nkv + 15) / 16 * 16 + 16;
+    size_t per = blocked ? (size_t)GGMLC_RB * ((size_t)D + 256 + (size_t)ls + 64 * (size_t)D) + (size_t)ls
+                         : (size_t)ls + 64 * (size_t)D;
     float *work = malloc(sizeof(float) * per * (size_t)nt);
     if (!work) return -1;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t task = 0; task < tasks; task++) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *sbuf = work + per * (size_t)tid, *acc = sbuf + nkv + 16;
-        int64_t t = r / Hq;
-        int h = (int)(r % Hq), g = (int)(h / gq);
+        float *wk = work + per * (size_t)tid;
+        if (blocked) {
+            int64_t b = task / Hkv, t0 = b * tb, t1 = t0 + tb < n ? t0 + tb : n;
+            int g = (int)(task % Hkv), R = 0;
+            int64_t L[GGMLC_RB];
+            const float *qr[GGMLC_RB];
+            float *orow[GGMLC_RB];
+            for (int64_t t = t0; t < t1; t++)
+                for (int64_t hh = 0; hh < gq; hh++, R++) {
+                    int64_t h = g * gq + hh;
+                    L[R] = nkv - n + t + 1;
+                    qr[R] = q + (t * Hq + h) * D;
+                    orow[R] = out + (t * Hq + h) * D;
+                }
+            ggmlc_attn_block_avx512(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, R, qr, D, scale, orow, wk, vecdot);
+            continue;
+        }
+        float *sbuf = wk, *acc = sbuf + ls;
+        int64_t t = task / Hq;
+        int h = (int)(task % Hq), g = (int)(h / gq);
         int64_t L = nkv - n + t + 1;
-        const float *qr = q + r * D;
-        float *o = out + r * D;
+        const float *qr = q + task * D;
+        float *o = out + task * D;
         if (simd && (!vecdot || D % 64 == 0))
             ggmlc_attn_row_avx512(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr, D, scale, o, sbuf, acc, vecdot);
         else

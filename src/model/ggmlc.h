@@ -28,4 +28,8 @@ void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n);
 void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
                            float scale, float *out, float *sbuf, float *accbuf, int vecdot);
 float ggmlc_silu1(float x);
+#define GGMLC_RB 12 /* query rows per block kernel call */
+void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
+                             const float *const *qrows, int D, float scale, float *const *orows, float *work,
+                             int vecdot);
 #endif

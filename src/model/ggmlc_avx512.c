@@ -126,3 +126,142 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
         _mm512_storeu_ps(out + 16 * i, _mm512_add_ps(_mm512_add_ps(a4[0], a4[2]), _mm512_add_ps(a4[1], a4[3])));
     }
 }
+
+/* R query rows (rows[r], all heads of one KV group, tokens of one block) against keys 0..L[r]-1;
+ * each K/V row is loaded and converted once for all R rows. Same operations per row as
+ * ggmlc_attn_row_avx512. D % 16 == 0, D <= 128, R <= GGMLC_RB. work: R * (D + 256 + ls + 64 D) + ls
+ * floats, ls = the keys rounded up to 16, plus 16. */
+AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
+                   const float *const *qrows, float scale, float *const *orows, float *work, int vecdot) {
+    const int D = nd * 16;
+    int64_t Lmax = 0;
+    for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
+    const int64_t L16 = (Lmax + 15) / 16 * 16, ls = L16 + 16;
+    float *qh = work;                       /* [R][D] f16-rounded queries */
+    float *A = qh + (size_t)R * D;          /* [R][16][16] per-key lanes of one key block */
+    float *sb = A + (size_t)R * 256;        /* [R][ls] scores -> probabilities */
+    float *acc = sb + (size_t)R * ls;       /* [R][64][D] P.V chains */
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 8
+        for (int i = 0; i < nd; i++)
+            _mm512_storeu_ps(qh + r * D + 16 * i,
+                             _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(qrows[r] + 16 * i),
+                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+        for (int k = 0; k < 16; k++) {
+            int64_t j = j0 + k < Lmax ? j0 + k : Lmax - 1; /* past Lmax: any key, masked below */
+            const uint16_t *kr = K + j * ld;
+            __m512 kv[8] = {0};
+            #pragma GCC unroll 8
+            for (int i = 0; i < nd; i++) kv[i] = ldh(kr + 16 * i);
+            for (int r = 0; r < R; r++) {
+                const float *q = qh + r * D;
+                __m512 a;
+                if (vecdot) {
+                    __m512 c[4];
+                    #pragma GCC unroll 4
+                    for (int i = 0; i < 4; i++) c[i] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * i), kv[i]);
+                    #pragma GCC unroll 8
+                    for (int i = 4; i < nd; i++) c[i & 3] = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * i), kv[i], c[i & 3]);
+                    a = _mm512_add_ps(_mm512_add_ps(c[0], c[2]), _mm512_add_ps(c[1], c[3]));
+                } else {
+                    a = _mm512_mul_ps(_mm512_loadu_ps(q), kv[0]);
+                    #pragma GCC unroll 8
+                    for (int i = 1; i < nd; i++) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + 16 * i), kv[i], a);
+                }
+                _mm512_storeu_ps(A + (r * 16 + k) * 16, a);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            __m512 Ar[16];
+            for (int k = 0; k < 16; k++) Ar[k] = _mm512_loadu_ps(A + (r * 16 + k) * 16);
+            __m512 sv = _mm512_mul_ps(reduce16x16(Ar), vs);
+            int64_t rem = L[r] - j0;
+            __mmask16 m = rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1);
+            _mm512_storeu_ps(sb + r * ls + j0, _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), sv));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float *srow = sb + r * ls;
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(srow + j0));
+        const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        double sum = 0;
+        for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+            __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(srow + j0), mx));
+            _mm512_storeu_ps(srow + j0, e);
+            sum += (double)_mm512_reduce_add_ps(e);
+        }
+        const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
+        for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+            __m512 pv = _mm512_mul_ps(_mm512_loadu_ps(srow + j0), sc);
+            pv = _mm512_cvtph_ps(_mm512_cvtps_ph(pv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            _mm512_storeu_ps(srow + j0, pv); /* 0 past L[r]: no-op products below */
+        }
+    }
+    /* P.V: chains of keys j = c mod nl, nl = 16 (tinyBLAS) or 64 (ggml_vec_dot_f16); RP rows at a
+     * time with a constant count (missing rows read zero probabilities) so the accumulators stay
+     * in registers */
+    const int nl = vecdot ? 64 : 16;
+    enum { RPMAX = 6 };
+    const int RP = nd <= 4 ? 6 : 3;
+    float *zrow = acc + (size_t)R * 64 * D; /* [ls] zeros */
+    for (int64_t j = 0; j < L16; j++) zrow[j] = 0.f;
+    for (int r0 = 0; r0 < R; r0 += RP) {
+        const float *pr[RPMAX];
+        for (int r = 0; r < RPMAX; r++) pr[r] = r0 + r < R ? sb + (size_t)(r0 + r) * ls : zrow;
+        for (int c = 0; c < nl; c++) {
+            __m512 a[RPMAX][8];
+            #pragma GCC unroll 6
+            for (int r = 0; r < RP; r++)
+                #pragma GCC unroll 8
+                for (int i = 0; i < nd; i++) a[r][i] = _mm512_setzero_ps();
+            for (int64_t j = c; j < Lmax; j += nl) {
+                const uint16_t *vr = V + j * ld;
+                __m512 vv[8] = {0};
+                #pragma GCC unroll 8
+                for (int i = 0; i < nd; i++) vv[i] = ldh(vr + 16 * i);
+                #pragma GCC unroll 6
+                for (int r = 0; r < RP; r++) {
+                    __m512 p = _mm512_set1_ps(pr[r][j]);
+                    #pragma GCC unroll 8
+                    for (int i = 0; i < nd; i++) a[r][i] = _mm512_fmadd_ps(p, vv[i], a[r][i]);
+                }
+            }
+            for (int r = 0; r < RP && r0 + r < R; r++)
+                #pragma GCC unroll 8
+                for (int i = 0; i < nd; i++) _mm512_storeu_ps(acc + ((size_t)(r0 + r) * 64 + c) * D + 16 * i, a[r][i]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float *ac = acc + (size_t)r * 64 * D;
+        #pragma GCC unroll 8
+        for (int i = 0; i < nd; i++) {
+            if (vecdot)
+                for (int l = 0; l < 16; l++) {
+                    const float *cc = ac + 16 * i;
+                    __m512 x = _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(cc + l * D), _mm512_loadu_ps(cc + (32 + l) * D)),
+                                             _mm512_add_ps(_mm512_loadu_ps(cc + (16 + l) * D), _mm512_loadu_ps(cc + (48 + l) * D)));
+                    _mm512_storeu_ps(ac + l * D + 16 * i, x);
+                }
+            __m512 a8[8], a4[4];
+            for (int l = 0; l < 8; l++)
+                a8[l] = _mm512_add_ps(_mm512_loadu_ps(ac + l * D + 16 * i), _mm512_loadu_ps(ac + (l + 8) * D + 16 * i));
+            for (int l = 0; l < 4; l++) a4[l] = _mm512_add_ps(a8[l], a8[l + 4]);
+            _mm512_storeu_ps(orows[r] + 16 * i, _mm512_add_ps(_mm512_add_ps(a4[0], a4[2]), _mm512_add_ps(a4[1], a4[3])));
+        }
+    }
+}
+
+void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
+                             const float *const *qrows, int D, float scale, float *const *orows, float *work,
+                             int vecdot) {
+    /* constant head sizes keep the per-key rows and accumulators in registers */
+    if (D == 64)
+        attn_block(4, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+    else if (D == 128)
+        attn_block(8, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+    else
+        attn_block(D / 16, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+}
