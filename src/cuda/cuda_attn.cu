@@ -34,7 +34,6 @@ struct FlashParams {
     float *part_lse; /* [cta][nsplit][M] (log2 domain) */
     int nbw;         /* words of one token's block bitmap */
     int ncw;         /* words of the chunk bitmap */
-    int vswap;       /* debug: INFLLM_CUDA_WG_VSWAP=1 swaps V's descriptor strides */
 };
 
 __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
@@ -582,7 +581,7 @@ __global__ void __launch_bounds__(256, 2) k_flash90(FlashParams p) {
     /* descriptors: Q rows of this warpgroup, K/V of stage 0 (stage 1 = + 2*KVB*2 bytes) */
     const uint64_t dq = gmma_desc(sQ + wg * 64 * 64, 16, 1024);
     const uint64_t dk0 = gmma_desc(sKV, 16, 1024);
-    const uint64_t dv0 = p.vswap ? gmma_desc(sKV + KVB, 1024, 64 * 128) : gmma_desc(sKV + KVB, 64 * 128, 1024);
+    const uint64_t dv0 = gmma_desc(sKV + KVB, 64 * 128, 1024);
     int cn = -1;
 
     while (c >= 0 && count > 0) {
@@ -933,10 +932,6 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
         int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
         p.part_o = (float *)split_ws;
         p.part_lse = p.part_o + (size_t)ctas * c.nsplit * 16 * c.NW * ap->D;
-    }
-    {
-        const char *e = getenv("INFLLM_CUDA_WG_VSWAP");
-        p.vswap = e && atoi(e) == 1;
     }
     p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
