@@ -208,33 +208,51 @@ infllm_status infllm_attention_workspace_size(const infllm_params *p, const infl
 /* A KV cache for ONE sequence with its c1/c2 compressed keys, updated incrementally
  * (SPEC B §8). Storage is preallocated for `capacity` tokens at creation. The block size,
  * kernel size/stride and backend are fixed at creation from p; the other parameters are
- * read at each attend call. */
+ * read at each attend call.
+ * CUDA backend (bf16/f16, head_dim 64/128): the K, V, c1, c2 storage is device memory, and so are
+ * the k, v, q, out and lse pointers below and the views returned by infllm_cache_keys/values/c1/c2.
+ * The lengths are kept on the host, so no cache call synchronises with the device: an append is
+ * one kernel (copy + the c1/c2 kernels that complete with the new tokens) on the stream given at
+ * creation (p->cuda_stream); an attend runs on its own p->cuda_stream (use the same stream, or
+ * order them yourself). A decode step (append + attend) with caller workspace (p->workspace, at
+ * least infllm_cache_workspace_size bytes) allocates nothing and can be captured into a CUDA graph.
+ * A captured graph replays the captured step as it was (same position and length: the host-side
+ * length is not advanced by a replay). */
 typedef struct infllm_cache infllm_cache;
 
 /* Creates a cache; *out receives it (NULL on failure). Free with infllm_cache_free. */
 infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype,
                                   int32_t num_kv_heads, int32_t head_dim, int64_t capacity,
                                   infllm_cache **out);
-/* Frees a cache; NULL is a no-op. */
+/* Frees a cache; NULL is a no-op. CUDA: device memory is freed with cudaFree (which waits for
+ * the device). */
 void infllm_cache_free(infllm_cache *c);
 /* Appends n tokens: k, v [n, Hkv, D] in the cache dtype. INFLLM_ERR_CAPACITY (and nothing
- * appended) when length + n > capacity. */
+ * appended) when length + n > capacity. CUDA: k, v are device pointers read by the append
+ * kernel, so they must stay valid until that kernel has run on the cache's stream. */
 infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v, int64_t n);
 /* Attends the n newest tokens' queries q [n, Hq, D] against the cache (they sit at positions
  * length-n .. length-1; append their K/V first). n == 1 is a decode step, n > 1 a chunk of a
  * chunked prefill. Dense/sparse switch as infllm_attention, with kv_len = length.
- * out [n, Hq, D] (cache dtype), lse [n, Hq] or NULL. */
+ * out [n, Hq, D] (cache dtype), lse [n, Hq] or NULL. CUDA: workspace from p->workspace (size
+ * checked: INFLLM_ERR_WORKSPACE) or, when NULL, allocated per call (stream-ordered). */
 infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p,
                                   const void *q, int64_t n, int32_t num_q_heads,
                                   void *out, float *lse);
+/* Workspace bytes infllm_cache_attend needs for up to n queries of num_q_heads heads with params
+ * p, at any length up to the capacity (so one buffer serves the cache's whole life: size it for
+ * the largest chunk, decode steps fit too). 0 on the host backends. No device access. */
+infllm_status infllm_cache_workspace_size(const infllm_cache *c, const infllm_params *p, int64_t n,
+                                          int32_t num_q_heads, size_t *bytes);
 /* Drops tokens past new_length (new_length <= length): c1/c2 past it are dropped too. */
 infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length);
 int64_t infllm_cache_length(const infllm_cache *c);
 int64_t infllm_cache_capacity(const infllm_cache *c);
-/* Bytes held by the cache (K, V, c1, c2 storage and bookkeeping). */
+/* Bytes held by the cache (K, V, c1, c2 storage and bookkeeping; CUDA: device storage plus the
+ * host-side struct). */
 size_t infllm_cache_memory_bytes(const infllm_cache *c);
 /* Read-only views of the cache storage ([length, Hkv, D] for k/v, [n1, Hkv, D] for c1...).
- * Valid until the next append/truncate/free. */
+ * Valid until the next append/truncate/free. CUDA: device pointers. */
 const void *infllm_cache_keys(const infllm_cache *c);
 const void *infllm_cache_values(const infllm_cache *c);
 const void *infllm_cache_c1(const infllm_cache *c, int64_t *n1);

@@ -28,3 +28,4 @@ if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   echo "--- again with the alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles)"
   INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 "$BUILD/tests/test_cuda"
 fi
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_cache 2>&1 | grep -E "error|warning" || true; "$BUILD/tests/test_cuda_cache" && INFLLM_CUDA_NO_PDL=1 "$BUILD/tests/test_cuda_cache"

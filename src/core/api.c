@@ -552,7 +552,8 @@ infllm_status infllm_attention_with_compressed(const infllm_attn_params *ap, inf
     case INFLLM_BACKEND_CPU: return cpu_attention(ap, q, k, v, c1, c2, kvt, out, lse);
     case INFLLM_BACKEND_CUDA:
 #ifdef INFLLM_HAVE_CUDA
-        if (c1 || c2) return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA attention with a host cache");
+        /* the decode cache's device c1/c2 (one sequence): no recompression */
+        if (c1 || c2) return cuda_cache_attend(ap, q, k, v, c1, c2, out, lse);
         return cuda_attention(ap, q, k, v, out, lse);
 #else
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "built without CUDA");

@@ -2,6 +2,11 @@
  * cache.c: the decode cache of one sequence: K/V plus the c1/c2 compressed keys, updated
  * incrementally as tokens arrive (SPEC B §8, A.7), so that a decode step or a prefill chunk
  * costs no recompression of the prefix.
+ *
+ * CUDA backend: the same bookkeeping on the host (length, n1, n2: no call reads device memory back)
+ * and the storage on the device (src/cuda/cuda_cache.cu): an append is one kernel on the stream
+ * given at creation (copy + the kernels that complete), an attend runs the selection on the stored
+ * c1/c2 and stage 2, so a decode step needs no host synchronisation and can be graph-captured.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +22,11 @@ struct infllm_cache {
     int64_t capacity;
     int64_t length;
     int64_t n1, n2;                /* complete kernels of the current length */
-    void *k;                       /* [capacity, Hkv, D] */
-    void *v;                       /* [capacity, Hkv, D] */
-    void *c1;                      /* [windows(capacity, l1, s1), Hkv, D] */
-    void *c2;                      /* [windows(capacity, l2, s2), Hkv, D] */
+    void *k;                       /* [capacity, Hkv, D]; device memory on the CUDA backend */
+    void *v;                       /* [capacity, Hkv, D]; likewise */
+    void *c1;                      /* [windows(capacity, l1, s1), Hkv, D]; likewise */
+    void *c2;                      /* [windows(capacity, l2, s2), Hkv, D]; likewise */
+    void *stream;                  /* CUDA: the stream appends run on (p->cuda_stream at creation) */
     cpu_kv_tiles tiles;            /* CPU backend: K/V packed for the kernels as tokens arrive */
     int has_tiles;
     size_t bytes;
@@ -41,9 +47,13 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
                                                       capacity, &ap, &seqs);
     free(seqs);
     if (st) return st;
-    if (p->backend == INFLLM_BACKEND_CUDA)
-        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "the decode cache lives in host memory: use the CPU or "
-                                                        "REF backend");
+    if (p->backend == INFLLM_BACKEND_CUDA) {
+#ifdef INFLLM_HAVE_CUDA
+        if ((st = cuda_cache_check(dtype, head_dim))) return st;
+#else
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: infllm was built without CUDA");
+#endif
+    }
     /* K, V and their f32 tiles: refuse sizes whose byte counts would not fit a size_t */
     double need = (double)capacity * (double)num_kv_heads * (double)head_dim * (2.0 * 4.0 + 2.0 * 4.0);
     if (need > (double)(SIZE_MAX / 4))
@@ -61,10 +71,23 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     c->l2 = ap.l2;
     c->s2 = ap.s2;
     c->capacity = capacity;
+    c->stream = p->cuda_stream;
     size_t row = (size_t)num_kv_heads * (size_t)head_dim * infllm_dtype_size(dtype);
     size_t kv_bytes = (size_t)capacity * row;
     size_t c1_bytes = (size_t)infllm_windows(capacity, c->l1, c->s1) * row;
     size_t c2_bytes = (size_t)infllm_windows(capacity, c->l2, c->s2) * row;
+    if (c->backend == INFLLM_BACKEND_CUDA) {
+#ifdef INFLLM_HAVE_CUDA
+        if ((st = cuda_cache_malloc(&c->k, kv_bytes)) || (st = cuda_cache_malloc(&c->v, kv_bytes)) ||
+            (st = cuda_cache_malloc(&c->c1, c1_bytes)) || (st = cuda_cache_malloc(&c->c2, c2_bytes))) {
+            infllm_cache_free(c);
+            return st;
+        }
+        c->bytes = sizeof *c + 2 * kv_bytes + c1_bytes + c2_bytes;
+        *out = c;
+        return INFLLM_OK;
+#endif
+    }
     c->k = malloc(kv_bytes);
     c->v = malloc(kv_bytes);
     c->c1 = malloc(c1_bytes ? c1_bytes : 1);
@@ -89,6 +112,16 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
 
 void infllm_cache_free(infllm_cache *c) {
     if (!c) return;
+#ifdef INFLLM_HAVE_CUDA
+    if (c->backend == INFLLM_BACKEND_CUDA) {
+        cuda_cache_mfree(c->k);
+        cuda_cache_mfree(c->v);
+        cuda_cache_mfree(c->c1);
+        cuda_cache_mfree(c->c2);
+        free(c);
+        return;
+    }
+#endif
     free(c->k);
     free(c->v);
     free(c->c1);
@@ -122,6 +155,17 @@ infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v,
         return infllm_set_error(INFLLM_ERR_CAPACITY,
                                 "cache capacity exceeded: %lld tokens + %lld new > capacity %lld",
                                 (long long)c->length, (long long)n, (long long)c->capacity);
+#ifdef INFLLM_HAVE_CUDA
+    if (c->backend == INFLLM_BACKEND_CUDA) {
+        infllm_status st = cuda_cache_append(c->dtype, c->Hkv, c->D, c->l1, c->s1, c->k, c->v, c->c1, c->c2, k, v,
+                                             c->length, n, c->stream);
+        if (st) return st;
+        c->length += n;
+        c->n1 = infllm_windows(c->length, c->l1, c->s1);
+        c->n2 = infllm_windows(c->length, c->l2, c->s2);
+        return INFLLM_OK;
+    }
+#endif
     size_t row = (size_t)c->Hkv * (size_t)c->D * infllm_dtype_size(c->dtype);
     memcpy((char *)c->k + (size_t)c->length * row, k, (size_t)n * row);
     memcpy((char *)c->v + (size_t)c->length * row, v, (size_t)n * row);
@@ -170,6 +214,30 @@ infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const
                                          c->has_tiles ? &c->tiles : NULL, out, lse);
     free(seqs);
     return st;
+}
+
+infllm_status infllm_cache_workspace_size(const infllm_cache *c, const infllm_params *p, int64_t n,
+                                          int32_t num_q_heads, size_t *bytes) {
+    if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
+    *bytes = 0;
+    if (!c) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache is NULL");
+    if (!p) return infllm_set_error(INFLLM_ERR_NULL_ARG, "params is NULL");
+    if (n < 1 || n > c->capacity)
+        return infllm_set_error(INFLLM_ERR_SHAPE, "%lld queries: must be in 1..capacity (%lld)", (long long)n,
+                                (long long)c->capacity);
+    if (p->backend != c->backend)
+        return infllm_set_error(INFLLM_ERR_PARAM, "cache was created for another backend");
+    infllm_attn_params ap;
+    infllm_seq *seqs = NULL;
+    /* at full capacity: the size then serves every length the cache can reach */
+    infllm_status st =
+        infllm_build_single_seq_params(p, c->dtype, num_q_heads, c->Hkv, c->D, n, c->capacity, &ap, &seqs);
+    free(seqs);
+    if (st) return st;
+#ifdef INFLLM_HAVE_CUDA
+    if (c->backend == INFLLM_BACKEND_CUDA) return cuda_cache_workspace_size(&ap, bytes);
+#endif
+    return INFLLM_OK;
 }
 
 int64_t infllm_cache_length(const infllm_cache *c) { return c ? c->length : 0; }

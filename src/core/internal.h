@@ -201,6 +201,31 @@ infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t
 int cuda_device_available(void);
 #endif
 
+
+/* ------------------------------------------------ CUDA decode cache ---- */
+/* src/cuda/cuda_cache.cu: the device side of infllm_cache for the CUDA backend (cache.c owns the
+ * bookkeeping; lengths live on the host, so no call below synchronises with the device). */
+#ifdef INFLLM_HAVE_CUDA
+/* The CUDA backend's dtype / head_dim rule (cuda_check_supported), for cache creation. */
+infllm_status cuda_cache_check(infllm_dtype dtype, int32_t head_dim);
+/* cudaMalloc / cudaFree of the cache storage (NOMEM with a message on failure). */
+infllm_status cuda_cache_malloc(void **p, size_t bytes);
+void cuda_cache_mfree(void *p);
+/* One kernel on `stream`: copies k, v [n, Hkv, D] (device) to rows old_len.. of kc/vc and builds
+ * the c1/c2 kernels that complete in (old_len, old_len + n] (windows (l1, s1) and (4*l1, 4*s1)),
+ * bit-identical to cuda_compress / cpu_mean_window. */
+infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t D, int32_t l1, int32_t s1, void *kc, void *vc,
+                                void *c1, void *c2, const void *k, const void *v, int64_t old_len, int64_t n,
+                                void *stream);
+/* Attention of ap->total_q queries (the last of ap->total_k cached positions, one sequence) against
+ * the cache's device K/V and c1/c2: selection on the stored kernels (no compression), stage 2 or
+ * dense. Workspace: ap->workspace (>= cuda_cache_workspace_size) or stream-ordered allocation. */
+infllm_status cuda_cache_attend(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const void *c1, const void *c2, void *out, float *lse);
+/* Workspace bytes of cuda_cache_attend for ap (an upper bound over every length <= ap->total_k). */
+infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

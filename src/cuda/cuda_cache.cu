@@ -1,0 +1,1032 @@
+/*
+ * cuda_cache.cu: the device side of the decode cache (infllm_cache_* on the CUDA backend, SPEC B §8,
+ * A.7). cache.c keeps the bookkeeping on the host (length, n1, n2); the storage lives on the device:
+ *   K, V [capacity, Hkv, D]   c1 [windows(capacity, l1, s1), Hkv, D]   c2 [windows(capacity, 4 l1, 4 s1), ...]
+ *
+ * Append (k_cache_append, one launch): copies the n new K/V rows and computes the c1/c2 kernels
+ * that complete with them, and only those: window j of a level is complete once the length reaches
+ * s*j + l, so an append of n tokens at length L builds j in [windows(L), windows(L + n)). A window
+ * reads its rows from the cache (row < L) or from the caller's new rows (row >= L), so the copy and
+ * the compression need no ordering inside the launch. The mean is the f32 sum in index order divided
+ * by the window length (IEEE division), like k_compress and cpu_mean_window: the kernels are
+ * bit-identical to a full compression. A decode step is 1 copy block, plus 32 blocks (8 columns
+ * each at Hkv*D = 256) for each kernel that completes: a c1 every s1 tokens, a c2 every 4*s1.
+ *
+ * Attend: the existing kernels on the stored c1/c2 (no compression): small batches (decode, <= 64
+ * query rows) cuda_dec_select_launch, else the fused cuda_select_launch; then cuda_flash_launch
+ * (sparse with split-KV, or dense below dense_len). Nothing reads device memory on the host and
+ * nothing allocates when the caller passes workspace, so append + attend can be captured into a
+ * CUDA graph.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.cuh"
+#include "cuda_internal.cuh"
+
+/* ------------------------------------------------------------ storage ---- */
+
+extern "C" infllm_status cuda_cache_check(infllm_dtype dtype, int32_t head_dim) {
+    infllm_attn_params ap;
+    memset(&ap, 0, sizeof ap);
+    ap.dtype = dtype;
+    ap.D = head_dim;
+    return cuda_check_supported(&ap, "decode cache");
+}
+
+extern "C" infllm_status cuda_cache_malloc(void **p, size_t bytes) {
+    *p = NULL;
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = NULL;
+        return infllm_set_error(INFLLM_ERR_NOMEM, "CUDA cache: cannot allocate %zu bytes of device memory: %s", bytes,
+                                cudaGetErrorString(e));
+    }
+    return INFLLM_OK;
+}
+
+extern "C" void cuda_cache_mfree(void *p) {
+    if (p) cudaFree(p);
+}
+
+/* ------------------------------------------------------------- append ---- */
+
+struct AppendParams {
+    const uint16_t *k_new, *v_new; /* [n, cols] */
+    uint16_t *kc, *vc;             /* [capacity, cols] */
+    uint16_t *c1, *c2;
+    int64_t old_len, n, cols;
+    int32_t l1, s1;
+    int32_t j1_0, nj1, j2_0, nj2; /* new kernels: c1 rows j1_0 .. j1_0+nj1-1, likewise c2 */
+    int32_t copy_blocks;
+    int32_t col_groups; /* cols / 8 */
+    int32_t vec;        /* 1: every row start is 16-byte aligned (uint4 loads and copies) */
+};
+
+#define APPEND_THREADS 128
+
+/* Blocks [0, copy_blocks) copy the new K/V rows. The others compute one new kernel each for 8
+ * columns (one 16-byte vector of a row): APPEND_THREADS rows of the window are loaded at once, one
+ * per thread, into shared memory as f32; then 8 threads sum their column over those rows in index
+ * order (the running sum carries over to the next rows), so a 128-row c2 window costs one round
+ * trip to memory instead of 128 dependent loads. */
+template <typename T> __global__ void __launch_bounds__(APPEND_THREADS) k_cache_append(AppendParams p) {
+    const int64_t bx = blockIdx.x;
+    const int tid = threadIdx.x;
+    if (bx < p.copy_blocks) {
+        if (p.vec) {
+            const int64_t nvec = p.n * p.cols / 8;
+            const uint4 *ks = (const uint4 *)p.k_new, *vs = (const uint4 *)p.v_new;
+            uint4 *kd = (uint4 *)(p.kc + p.old_len * p.cols), *vd = (uint4 *)(p.vc + p.old_len * p.cols);
+            for (int64_t i = bx * APPEND_THREADS + tid; i < nvec; i += (int64_t)p.copy_blocks * APPEND_THREADS) {
+                kd[i] = ks[i];
+                vd[i] = vs[i];
+            }
+        } else {
+            const int64_t ne = p.n * p.cols;
+            uint16_t *kd = p.kc + p.old_len * p.cols, *vd = p.vc + p.old_len * p.cols;
+            for (int64_t i = bx * APPEND_THREADS + tid; i < ne; i += (int64_t)p.copy_blocks * APPEND_THREADS) {
+                kd[i] = p.k_new[i];
+                vd[i] = p.v_new[i];
+            }
+        }
+        return;
+    }
+    __shared__ float rows[APPEND_THREADS][9];
+    const int64_t w = (bx - p.copy_blocks) / p.col_groups;
+    const int64_t col0 = ((bx - p.copy_blocks) % p.col_groups) * 8;
+    const int level = w >= p.nj1;
+    const int32_t j = level ? p.j2_0 + (int32_t)(w - p.nj1) : p.j1_0 + (int32_t)w;
+    const int32_t size = level ? 4 * p.l1 : p.l1, stride = level ? 4 * p.s1 : p.s1;
+    const int64_t r0 = (int64_t)stride * j;
+    float s = 0.f;
+    for (int32_t u0 = 0; u0 < size; u0 += APPEND_THREADS) {
+        int32_t nr = size - u0 < APPEND_THREADS ? size - u0 : APPEND_THREADS;
+        if (tid < nr) {
+            int64_t r = r0 + u0 + tid;
+            const uint16_t *src = r < p.old_len ? p.kc + r * p.cols + col0 : p.k_new + (r - p.old_len) * p.cols + col0;
+            uint16_t e[8];
+            if (p.vec) {
+                *reinterpret_cast<uint4 *>(e) = *reinterpret_cast<const uint4 *>(src);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 8; i++) e[i] = src[i];
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                T x;
+                memcpy(&x, &e[i], 2);
+                rows[tid][i] = DT<T>::to_f(x);
+            }
+        }
+        __syncthreads();
+        if (tid < 8)
+            for (int32_t r = 0; r < nr; r++) s += rows[r][tid];
+        __syncthreads();
+    }
+    if (tid < 8) {
+        T *dst = (T *)(level ? p.c2 : p.c1);
+        dst[(int64_t)j * p.cols + col0 + tid] = DT<T>::from_f(__fdiv_rn(s, (float)size));
+    }
+}
+
+extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t D, int32_t l1, int32_t s1, void *kc,
+                                           void *vc, void *c1, void *c2, const void *k, const void *v, int64_t old_len,
+                                           int64_t n, void *stream) {
+    if (n <= 0) return INFLLM_OK;
+    if (dt != INFLLM_DTYPE_BF16 && dt != INFLLM_DTYPE_F16)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache: dtype %s is not supported, use bf16 or f16",
+                                infllm_dtype_name(dt));
+    AppendParams p;
+    memset(&p, 0, sizeof p);
+    p.k_new = (const uint16_t *)k;
+    p.v_new = (const uint16_t *)v;
+    p.kc = (uint16_t *)kc;
+    p.vc = (uint16_t *)vc;
+    p.c1 = (uint16_t *)c1;
+    p.c2 = (uint16_t *)c2;
+    p.old_len = old_len;
+    p.n = n;
+    p.cols = (int64_t)Hkv * D; /* D % 16 == 0: whole 8-column groups */
+    p.col_groups = (int32_t)(p.cols / 8);
+    p.l1 = l1;
+    p.s1 = s1;
+    p.vec = (((uintptr_t)k | (uintptr_t)v | (uintptr_t)kc | (uintptr_t)vc) & 15) == 0;
+    int64_t new_len = old_len + n;
+    p.j1_0 = d_windows(old_len, l1, s1);
+    p.nj1 = d_windows(new_len, l1, s1) - p.j1_0;
+    p.j2_0 = d_windows(old_len, 4 * l1, 4 * s1);
+    p.nj2 = d_windows(new_len, 4 * l1, 4 * s1) - p.j2_0;
+    int64_t units = p.vec ? n * p.cols / 8 : n * p.cols;
+    int64_t cb = (units + APPEND_THREADS - 1) / APPEND_THREADS;
+    p.copy_blocks = (int32_t)(cb < 8192 ? cb : 8192);
+    int64_t blocks = (int64_t)p.copy_blocks + ((int64_t)p.nj1 + p.nj2) * p.col_groups;
+    if (blocks > INT32_MAX)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache: append of %lld tokens is too large for one launch",
+                                (long long)n);
+    cudaStream_t st = (cudaStream_t)stream;
+    if (dt == INFLLM_DTYPE_BF16)
+        k_cache_append<__nv_bfloat16><<<(unsigned)blocks, APPEND_THREADS, 0, st>>>(p);
+    else
+        k_cache_append<__half><<<(unsigned)blocks, APPEND_THREADS, 0, st>>>(p);
+    CU_LAUNCH_CHECK("k_cache_append");
+    return INFLLM_OK;
+}
+
+/* ------------------------------------------------- fast decode step ---- */
+/* Few query tokens (n <= 16, G <= 16: one m16 tile per (KV head, token), rows = the G query heads)
+ * against the cache: five launches after the append, all grids sized on the host:
+ *   k_cd_lse    grid (LSE-level tiles, n, Hkv), 1 warp: per 64-kernel tile of c2 (c1 with
+ *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels;
+ *               also zeroes the block scores
+ *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: merges the partials into the row LSE, P =
+ *               exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree), bf16 rounding,
+ *               max-pool into the tile's blocks in shared memory, then one global atomicMax a block
+ *   k_cd_topk   grid (n * Hkv), 256 threads: forced (+inf) / empty (-inf) blocks, the K-th largest
+ *               key by a 4-pass radix select, then an index-ordered scan (ties to the lower index):
+ *               topk [Hkv, n, topk_out] ascending, -1 padded (the SPEC rule, like warp_topk)
+ *   k_cd_attn   grid (splits, n, Hkv), 4 warps: each warp attends its share of the selected blocks
+ *               (64-key chunks, online softmax in base 2, P from registers), the CTA merges its
+ *               warps and writes one partial (o unnormalised, max, sum)
+ *   k_cd_combine grid (G, n, Hkv), D threads: one output row from the partials of every split
+ * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
+ * The arithmetic of the selection mirrors k_dec_lse / k_dec_score (same MMA order, same partial
+ * merge order, same head-sum tree), so the blocks equal the pipeline's.
+ * On sm_90 the kernels after the first are launched with programmatic stream serialization
+ * (PDL): each starts while its predecessor drains and waits (griddepcontrol.wait) before it reads
+ * what that one wrote, which hides most of the launch gap between these short kernels. */
+#define CD_MAX_ROWS 16
+#define CD_ATTN_WARPS 4
+#define CD_TOPK_THREADS 256
+#define CD_MAX_BLOCKS 12288 /* block scores of one row in shared memory (48 KB) */
+
+struct CdParams {
+    const uint16_t *q, *k, *v, *c1, *c2;
+    void *out;
+    float *lse;
+    float *part;     /* [Hkv][n][16][ntL][2] LSE partials */
+    float *bs;       /* [Hkv][n][nbmax] block scores */
+    int32_t *topk;   /* [Hkv][n][topk_out] */
+    float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
+    float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
+    int Hq, Hkv, G, n;
+    int64_t L;
+    float scale_log2;
+    int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
+    int ntL, nbmax, nbt; /* LSE-level tiles, block-score slots, blocks touched by one c1 tile */
+    int sparse, nsplit, eps; /* attention: entries of the block list per split (a multiple of 4) */
+};
+
+__device__ __forceinline__ int64_t cd_fdiv(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* PDL: let the next kernel launch now, and wait until the previous one has finished (no-ops
+ * before sm_90 and when launched without the attribute) */
+__device__ __forceinline__ void cd_pdl_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cd_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* 64 rows of a token-major tensor into a swizzled [64][D] tile, by one warp (rows >= nvalid zero) */
+template <int D>
+__device__ __forceinline__ void cd_load64(uint16_t *s, const uint16_t *g, int64_t stride, int nvalid, int lane) {
+    constexpr int CH = D / 8;
+    for (int i = lane; i < 64 * CH; i += 32) {
+        int r = i / CH, c = i % CH;
+        bool ok = r < nvalid;
+        cp_async16(s + swz<D>(r, c * 8), g + (ok ? (int64_t)r * stride : 0) + c * 8, ok ? 16 : 0);
+    }
+}
+
+/* 16 rows (the G heads of token t; rows >= G zero) x 64 kernels of one tile -> s (C fragments):
+ * cd_tile_issue starts the copies (one commit group), cd_tile_mma waits for them and multiplies */
+template <int D>
+__device__ __forceinline__ void cd_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g,
+                                              const uint16_t *cbase, int nvalid) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31;
+    for (int x = lane; x < 16 * CH; x += 32) {
+        int r = x / CH, c = x % CH;
+        bool ok = r < p.G;
+        const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
+        cp_async16(sq + swz<D>(r, c * 8), src, ok ? 16 : 0);
+    }
+    cd_load64<D>(sc, cbase, (int64_t)p.Hkv * D, nvalid, lane);
+    cp_async_commit();
+}
+template <typename T, int D>
+__device__ __forceinline__ void cd_tile_mma(const uint16_t *sq, const uint16_t *sc, float (&s)[8][4]) {
+    constexpr int KS = D / 16;
+    const int lane = threadIdx.x & 31;
+    cp_async_wait<0>();
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk += 2) {
+        uint32_t a0[4], a1[4];
+        ldsm_x4(a0, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
+        ldsm_x4(a1, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + 1) + (lane >> 4) * 8));
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t r[4];
+            ldsm_x4(r, sc + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+            mma16816<T>(s[j], a0, r[0], r[1]);
+            mma16816<T>(s[j], a1, r[2], r[3]);
+        }
+    }
+}
+
+template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdParams p) {
+    __shared__ __align__(16) uint16_t sq[16 * D];
+    __shared__ __align__(16) uint16_t sc[64 * D];
+    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    cd_pdl_wait(); /* c1/c2 from the append */
+    cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
+    { /* zero the block scores of this (head, token) row: k_cd_score max-pools into them */
+        float *row = p.bs + ((int64_t)g * p.n + t) * p.nbmax;
+        for (int i = tile * 32 + lane; i < p.nbmax; i += gridDim.x * 32) row[i] = 0.f;
+    }
+    const int64_t pos = p.L - p.n + t;
+    if (pos / p.B + 1 <= p.K) return; /* every causal block is taken: no scores needed */
+    int32_t n1 = d_windows(p.L, p.l1, p.s1), n2 = d_windows(p.L, p.l2, p.s2);
+    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    int vis = d_visible(pos, lL, sL, nL);
+    if (64 * tile >= vis) return; /* k_cd_score reads tiles below ceil(vis / 64) only */
+    float *part = p.part + ((int64_t)g * p.n + t) * 16 * p.ntL * 2;
+    float s[8][4];
+    cd_tile_issue<D>(p, sq, sc, t, g, (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D, vis - 64 * tile);
+    cd_tile_mma<T, D>(sq, sc, s);
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int col = 64 * tile + 8 * j + 2 * tig + e;
+                float v = col < vis ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                s[j][2 * ri + e] = v;
+                mx = fmaxf(mx, v);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float mu = mx == -INFINITY ? 0.f : mx, acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        if (tig == 0) {
+            int r = gid + 8 * ri;
+            part[((int64_t)r * p.ntL + tile) * 2] = mx;
+            part[((int64_t)r * p.ntL + tile) * 2 + 1] = acc;
+        }
+    }
+}
+
+template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(CdParams p) {
+    __shared__ __align__(16) uint16_t sq[16 * D];
+    __shared__ __align__(16) uint16_t sc[64 * D];
+    __shared__ float slse[16];
+    extern __shared__ __align__(16) int sbm[]; /* [nbt] the tile's block maxima (float bits, scores >= 0), then the
+                                    row partials [16][ntl][2] */
+    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    const int64_t pos = p.L - p.n + t;
+    const int qb = (int)(pos / p.B);
+    if (qb + 1 <= p.K) return;
+    int32_t n1 = d_windows(p.L, p.l1, p.s1), n2 = d_windows(p.L, p.l2, p.s2);
+    int vis1 = d_visible(pos, p.l1, p.s1, n1);
+    if (64 * tile >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
+    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
+    /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait): their
+     * copies start before this kernel waits for k_cd_lse */
+    cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
+    cd_pdl_wait(); /* the LSE partials and the zeroed block scores */
+    cd_pdl_start();
+    /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
+     * order (the order k_dec_score uses) */
+    {
+        float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [16][ntL][2] as float4 */
+        const float4 *part = (const float4 *)(p.part + ((int64_t)g * p.n + t) * 16 * p.ntL * 2);
+        const int n4 = 16 * p.ntL * 2 / 4;
+        for (int base = 0; base < n4; base += 32 * 8) {
+            float4 v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = base + u * 32 + lane;
+                if (i < n4) v[u] = __ldcg(part + i);
+            }
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = base + u * 32 + lane;
+                if (i < n4) sp[i] = v[u];
+            }
+        }
+        __syncwarp();
+        if (lane < 16) {
+            const float *pr = (const float *)sp + 2 * lane * p.ntL;
+            float m = -INFINITY, l = 0.f;
+            for (int x = 0; x < ntl; x++) m = fmaxf(m, pr[2 * x]);
+            for (int x = 0; x < ntl; x++) l += pr[2 * x + 1] * exp2f(pr[2 * x] - m);
+            slse[lane] = (l > 0.f && lane < p.G) ? m + __log2f(l) : INFINITY;
+        }
+    }
+    const int blo0 = (int)(((int64_t)p.s1 * 64 * tile) / p.B);
+    for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
+    float s[8][4];
+    cd_tile_mma<T, D>(sq, sc, s);
+    float lse2[2] = {slse[gid], slse[gid + 8]};
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = 64 * tile + 8 * j + 2 * tig + (e & 1);
+            s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
+        }
+    /* head sum over the 16 rows (rows >= G are zero), then max-pool into the tile's blocks */
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = s[j][e] + s[j][2 + e];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            int col = 64 * tile + 8 * j + 2 * tig + e;
+            if (gid == j && col < n1) {
+                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+                int blo = (int)(((int64_t)p.s1 * col) / p.B), bhi = (int)(((int64_t)p.s1 * col + p.l1 - 1) / p.B);
+                if (bhi > qb) bhi = qb;
+                for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
+            }
+        }
+    __syncwarp();
+    int *bs = (int *)p.bs + ((int64_t)g * p.n + t) * p.nbmax;
+    for (int i = lane; i < p.nbt; i += 32) {
+        int bb = blo0 + i;
+        if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
+    }
+}
+
+/* one CTA per (head g, token t): the topk row */
+__global__ void __launch_bounds__(CD_TOPK_THREADS) k_cd_topk(CdParams p) {
+    extern __shared__ uint32_t skey[]; /* [qb + 1] */
+    __shared__ int hist[256];
+    __shared__ int wcnt[2][CD_TOPK_THREADS / 32];
+    __shared__ uint32_t sh_prefix;
+    __shared__ int sh_k;
+    const int row = blockIdx.x, t = row % p.n, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t pos = p.L - p.n + t;
+    const int qb = (int)(pos / p.B);
+    int32_t *out = p.topk + (int64_t)row * p.topk_out;
+    cd_pdl_wait(); /* the block scores */
+    cd_pdl_start();
+    const int n = qb + 1;
+    if (n <= p.K) {
+        for (int c = tid; c < p.topk_out; c += CD_TOPK_THREADS) out[c] = c <= qb ? c : -1;
+        return;
+    }
+    const float *bs = p.bs + (int64_t)row * p.nbmax;
+    int32_t n1 = d_windows(p.L, p.l1, p.s1);
+    /* the scores come in with all loads in flight (a dependent load per block costs a round trip
+     * each), then forced blocks +inf, blocks without kernels -inf */
+    for (int base = 0; base < n; base += CD_TOPK_THREADS * 8) {
+        float v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int bb = base + u * CD_TOPK_THREADS + tid;
+            v[u] = bb < n ? __ldcg(bs + bb) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int bb = base + u * CD_TOPK_THREADS + tid;
+            if (bb < n) skey[bb] = __float_as_uint(v[u]);
+        }
+    }
+    for (int bb = tid; bb < n; bb += CD_TOPK_THREADS) {
+        float v = __uint_as_float(skey[bb]);
+        if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+            v = INFINITY;
+        } else {
+            int64_t first = -cd_fdiv(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
+            int64_t last = cd_fdiv((int64_t)p.B * bb + p.B - 1, p.s1);
+            if (first < 0) first = 0;
+            if (last > n1 - 1) last = n1 - 1;
+            if (last < first) v = -INFINITY;
+        }
+        skey[bb] = f2key(v);
+    }
+    /* radix select: prefix = the K-th largest key, k_left = how many keys equal to it to take */
+    uint32_t prefix = 0;
+    int kleft = p.K;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += CD_TOPK_THREADS) hist[i] = 0;
+        __syncthreads();
+        for (int i0 = 0; i0 < n; i0 += CD_TOPK_THREADS) { /* warp-aggregated: the bins repeat a lot */
+            int i = i0 + tid;
+            uint32_t key = i < n ? skey[i] : 0;
+            bool in = i < n && (shift == 24 || ((key ^ prefix) >> (shift + 8)) == 0);
+            int bin = in ? (int)((key >> shift) & 255) : -1;
+            unsigned same = __match_any_sync(0xffffffffu, bin);
+            if (in && (same & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[bin], __popc(same));
+        }
+        __syncthreads();
+        if (warp == 0) {
+            /* lane owns bins 255 - 8*lane - 7 .. 255 - 8*lane (descending); suffix counts from the top */
+            int c[8], tot = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                c[i] = hist[255 - 8 * lane - i];
+                tot += c[i];
+            }
+            int incl = tot;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                int y = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += y;
+            }
+            int above = incl - tot; /* keys in higher bins than this lane's */
+            int found = -1, above_d = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                if (found < 0 && above + c[i] >= kleft) {
+                    found = 255 - 8 * lane - i;
+                    above_d = above;
+                }
+                above += c[i];
+            }
+            unsigned m = __ballot_sync(0xffffffffu, found >= 0);
+            int src = __ffs(m) - 1; /* the first lane (highest bins) that reaches kleft */
+            int d = __shfl_sync(0xffffffffu, found, src);
+            int ab = __shfl_sync(0xffffffffu, above_d, src);
+            if (lane == 0) {
+                sh_prefix = prefix | ((uint32_t)d << shift);
+                sh_k = kleft - ab;
+            }
+        }
+        __syncthreads();
+        prefix = sh_prefix;
+        kleft = sh_k;
+    }
+    /* scan in index order: key > thr, and key == thr while kleft remain; written ascending */
+    const uint32_t thr = prefix;
+    int written = 0, eq_before = 0;
+    for (int base = 0; base < n; base += CD_TOPK_THREADS) {
+        int i = base + tid;
+        uint32_t key = i < n ? skey[i] : 0;
+        bool gt = i < n && key > thr, eq = i < n && key == thr;
+        unsigned beq = __ballot_sync(0xffffffffu, eq);
+        if (lane == 0) wcnt[0][warp] = __popc(beq);
+        __syncthreads();
+        int eq_off = eq_before, eq_tot = 0;
+        for (int w = 0; w < CD_TOPK_THREADS / 32; w++) {
+            if (w < warp) eq_off += wcnt[0][w];
+            eq_tot += wcnt[0][w];
+        }
+        int eq_rank = eq_off + __popc(beq & ((1u << lane) - 1u));
+        bool take = gt || (eq && eq_rank < kleft);
+        unsigned bt = __ballot_sync(0xffffffffu, take);
+        if (lane == 0) wcnt[1][warp] = __popc(bt);
+        __syncthreads();
+        int t_off = written, t_tot = 0;
+        for (int w = 0; w < CD_TOPK_THREADS / 32; w++) {
+            if (w < warp) t_off += wcnt[1][w];
+            t_tot += wcnt[1][w];
+        }
+        if (take) {
+            int at = t_off + __popc(bt & ((1u << lane) - 1u));
+            if (at < p.K) out[at] = i;
+        }
+        written += t_tot;
+        eq_before += eq_tot;
+        __syncthreads();
+        if (written >= p.K) break;
+    }
+    for (int c = p.K + tid; c < p.topk_out; c += CD_TOPK_THREADS) out[c] = -1;
+}
+
+/* attention of the G heads of token t (KV head g) over its block list, split over CTAs */
+template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
+    constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    uint16_t *sQ = (uint16_t *)smem;                           /* [16][D] */
+    uint16_t *sK = sQ + 16 * D + warp * 2 * 64 * D, *sV = sK + 64 * D; /* per warp [64][D] each */
+    const int64_t pos = p.L - p.n + t;
+    const int qb = (int)(pos / p.B);
+    const int64_t rowid = (int64_t)g * p.n + t;
+    for (int x = tid; x < 16 * CH; x += CD_ATTN_WARPS * 32) {
+        int r = x / CH, c = x % CH;
+        bool ok = r < p.G;
+        const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
+        cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++)
+        ldsm_x4(qf[kk], sQ + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
+    cd_pdl_wait(); /* the block lists (and, transitively, K/V from the append) */
+    cd_pdl_start();
+    float o[DT_][4];
+#pragma unroll
+    for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const int list_len = p.sparse ? p.topk_out : qb + 1;
+    const int e_end = min(list_len, (split + 1) * p.eps);
+    const int64_t kvs = (int64_t)p.Hkv * D;
+    const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
+    for (int e = split * p.eps + warp; e < e_end; e += CD_ATTN_WARPS) {
+        int blk = p.sparse ? p.topk[rowid * p.topk_out + e] : e;
+        if (blk < 0 || blk > qb) continue;
+        int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
+        for (int64_t c0 = k_lo; c0 < k_hi; c0 += 64) {
+            int nvalid = (int)min((int64_t)64, k_hi - c0);
+            __syncwarp();
+            cd_load64<D>(sK, kg + c0 * kvs, kvs, nvalid, lane);
+            cd_load64<D>(sV, vg + c0 * kvs, kvs, nvalid, lane);
+            cp_async_commit();
+            cp_async_wait<0>();
+            __syncwarp();
+            float s[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk += 2) {
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    uint32_t r[4];
+                    ldsm_x4(r, sK + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                    mma16816<T>(s[j], qf[kk], r[0], r[1]);
+                    mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+                }
+            }
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e2 = 0; e2 < 2; e2++) {
+                        int kc = 8 * j + 2 * tig + e2;
+                        float v = kc < nvalid ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
+                        s[j][2 * ri + e2] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mn = fmaxf(m[ri], mx);
+                float mu = mn == -INFINITY ? 0.f : mn;
+                float alpha = exp2f(m[ri] - mu);
+                m[ri] = mn;
+                float acc = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e2 = 0; e2 < 2; e2++) {
+                        float pe = exp2f(s[j][2 * ri + e2] - mu);
+                        s[j][2 * ri + e2] = pe;
+                        acc += pe;
+                    }
+                l[ri] = l[ri] * alpha + acc;
+#pragma unroll
+                for (int j = 0; j < DT_; j++) {
+                    o[j][2 * ri] *= alpha;
+                    o[j][2 * ri + 1] *= alpha;
+                }
+            }
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                uint32_t a[4];
+                a[0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                a[1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                a[2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                a[3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+#pragma unroll
+                for (int dg = 0; dg < DT_ / 2; dg++) {
+                    uint32_t r[4];
+                    ldsm_x4_t(r, sV + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dg + (lane >> 4) * 8));
+                    mma16816<T>(o[2 * dg], a, r[0], r[1]);
+                    mma16816<T>(o[2 * dg + 1], a, r[2], r[3]);
+                }
+            }
+        }
+    }
+    /* merge the CTA's warps: (m, l, o) per row through shared memory (the K/V tiles are free) */
+    __syncthreads();
+    float *wm = (float *)(sQ + 16 * D);          /* [warps][16] max */
+    float *wl = wm + CD_ATTN_WARPS * 16;         /* [warps][16] sum */
+    float *wo = wl + CD_ATTN_WARPS * 16;         /* [warps][16][D] unnormalised o */
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        int r = gid + 8 * ri;
+        if (tig == 0) {
+            wm[warp * 16 + r] = m[ri];
+            wl[warp * 16 + r] = lt;
+        }
+#pragma unroll
+        for (int j = 0; j < DT_; j++) {
+            wo[((int64_t)warp * 16 + r) * D + 8 * j + 2 * tig] = o[j][2 * ri];
+            wo[((int64_t)warp * 16 + r) * D + 8 * j + 2 * tig + 1] = o[j][2 * ri + 1];
+        }
+    }
+    __syncthreads();
+    const int nthreads = CD_ATTN_WARPS * 32;
+    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
+    float *pml = p.aml + (rowid * p.nsplit + split) * 16 * 2;
+    for (int x = tid; x < 16 * D; x += nthreads) {
+        int r = x / D, d = x % D;
+        float M = -INFINITY;
+        for (int w = 0; w < CD_ATTN_WARPS; w++) M = fmaxf(M, wm[w * 16 + r]);
+        float mu = M == -INFINITY ? 0.f : M, acc = 0.f, lsum = 0.f;
+        for (int w = 0; w < CD_ATTN_WARPS; w++) {
+            float f = exp2f(wm[w * 16 + r] - mu);
+            acc += wo[((int64_t)w * 16 + r) * D + d] * f;
+            lsum += wl[w * 16 + r] * f;
+        }
+        po[x] = acc;
+        if (d == 0) {
+            pml[2 * r] = M;
+            pml[2 * r + 1] = lsum;
+        }
+    }
+}
+
+/* out / lse of one row (token t, head g*G + r) from the partials of every split; D threads */
+template <typename T, int D> __global__ void __launch_bounds__(D) k_cd_combine(CdParams p) {
+    __shared__ float sw[1024]; /* exp2(m_s - M) of each split (nsplit <= 1024, host) */
+    __shared__ float sred[2];
+    const int r = blockIdx.x, t = blockIdx.y, g = blockIdx.z, d = threadIdx.x, lane = d & 31;
+    const int64_t rowid = (int64_t)g * p.n + t;
+    cd_pdl_wait(); /* the partials */
+    const float *ml = p.aml + rowid * p.nsplit * 16 * 2;
+    if (d < 32) {
+        float M = -INFINITY;
+        for (int sp = lane; sp < p.nsplit; sp += 32) M = fmaxf(M, __ldcg(ml + (sp * 16 + r) * 2));
+#pragma unroll
+        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        float mu = M == -INFINITY ? 0.f : M, lsum = 0.f;
+        for (int sp = lane; sp < p.nsplit; sp += 32) {
+            float e = exp2f(__ldcg(ml + (sp * 16 + r) * 2) - mu);
+            sw[sp] = e;
+            lsum += __ldcg(ml + (sp * 16 + r) * 2 + 1) * e;
+        }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) lsum += __shfl_xor_sync(0xffffffffu, lsum, o);
+        if (lane == 0) {
+            sred[0] = mu;
+            sred[1] = lsum;
+        }
+    }
+    __syncthreads();
+    const float lsum = sred[1];
+    const float *po = p.apart + (rowid * p.nsplit * 16 + r) * D + d;
+    float acc = 0.f;
+    int sp = 0;
+    for (; sp + 8 <= p.nsplit; sp += 8) {
+        float v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) v[u] = __ldcg(po + (int64_t)(sp + u) * 16 * D);
+#pragma unroll
+        for (int u = 0; u < 8; u++) acc += v[u] * sw[sp + u];
+    }
+    for (; sp < p.nsplit; sp++) acc += __ldcg(po + (int64_t)sp * 16 * D) * sw[sp];
+    int64_t h = (int64_t)g * p.G + r;
+    ((T *)p.out)[((int64_t)t * p.Hq + h) * D + d] = DT<T>::from_f(lsum > 0.f ? acc / lsum : 0.f);
+    if (d == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lsum > 0.f ? (sred[0] + __log2f(lsum)) * LN2_F : -INFINITY;
+}
+
+struct CdPlan {
+    int use;            /* the fast path applies */
+    int ntL, nt1, nbmax, nbt, list_max, eps, nsplit;
+    size_t off_part, off_bs, off_topk, off_apart, off_aml, total;
+};
+
+static size_t cd_al(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Sizes from the host-known shape (one sequence of total_q queries, total_k keys). sizing: an upper
+ * bound for every length <= total_k (block scores clamped to what the path accepts, the most
+ * splits), for the workspace query. */
+static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
+    CdPlan c;
+    memset(&c, 0, sizeof c);
+    const int64_t L = ap->total_k, n = ap->total_q;
+    c.nbmax = (int)((L + ap->B - 1) / ap->B);
+    c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
+    c.use = ap->num_seqs == 1 && n >= 1 && n <= 16 && ap->G <= CD_MAX_ROWS && c.nbt <= 1024 &&
+            (sizing || c.nbmax <= CD_MAX_BLOCKS);
+    if (!c.use) return c;
+    int list_max = c.nbmax > ap->topk_out ? c.nbmax : ap->topk_out;
+    if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
+    int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
+    c.ntL = (int)((nL + 63) / 64);
+    if (c.ntL < 1) c.ntL = 1;
+    c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
+    /* the longest block list: topk_out (sparse) or every block (dense); counted for both */
+    c.list_max = list_max;
+    int rows = (int)(ap->Hkv * n);
+    int target = (2 * cuda_num_sms() + rows - 1) / rows; /* CTAs per (head, token) */
+    if (target < 1) target = 1;
+    if (target > 1024) target = 1024; /* k_cd_combine's weights */
+    int eps = (c.list_max + target - 1) / target;
+    eps = (eps + CD_ATTN_WARPS - 1) / CD_ATTN_WARPS * CD_ATTN_WARPS;
+    c.eps = eps;
+    c.nsplit = (c.list_max + eps - 1) / eps; /* <= target */
+    if (sizing) c.nsplit = target;
+    size_t off = 0;
+    c.off_part = off;
+    off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
+    c.off_bs = off;
+    off += cd_al((size_t)ap->Hkv * n * c.nbmax * sizeof(float));
+    c.off_topk = off;
+    off += cd_al((size_t)ap->Hkv * n * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
+    c.off_apart = off;
+    off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * ap->D * sizeof(float));
+    c.off_aml = off;
+    off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * 2 * sizeof(float));
+    c.total = off;
+    return c;
+}
+
+/* launch with programmatic stream serialization on sm_90 (the kernels wait on the device) */
+template <typename... Args>
+static infllm_status cd_go(void (*kern)(Args...), dim3 grid, unsigned threads, size_t smem, cudaStream_t st, int pdl,
+                           const char *what, CdParams p) {
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, p);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: launch of %s failed: %s", what, cudaGetErrorString(e));
+    }
+    return INFLLM_OK;
+}
+
+/* PDL on compute capability >= 9.0, unless INFLLM_CUDA_NO_PDL=1 (diagnosis: profilers then see each
+ * kernel's own time, not the time it spent waiting for its predecessor) */
+static int cd_pdl_ok(void) {
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0, major = 0;
+        cudaGetDevice(&dev);
+        const char *e = getenv("INFLLM_CUDA_NO_PDL");
+        v = !(e && atoi(e) == 1) &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+    }
+    return v;
+}
+
+template <typename T, int D>
+static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, int need_select, cudaStream_t st) {
+    infllm_status s = INFLLM_OK;
+    /* the first kernel is launched plainly (it must not overlap the caller's earlier work); the
+     * later ones with PDL on sm_90 */
+    const int pdl_ok = cd_pdl_ok();
+    int pdl = 0;
+    if (sparse && need_select) {
+        s = cd_go(k_cd_lse<T, D>, dim3((unsigned)c.ntL, (unsigned)p.n, (unsigned)p.Hkv), 32, 0, st, pdl, "k_cd_lse", p);
+        pdl = pdl_ok;
+        if (!s)
+            s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
+                      (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
+                      "k_cd_score", p);
+    }
+    if (!s && sparse) {
+        s = cd_go(k_cd_topk, dim3((unsigned)(p.Hkv * p.n)), CD_TOPK_THREADS, (size_t)c.nbmax * sizeof(uint32_t), st, pdl,
+                  "k_cd_topk", p);
+        pdl = pdl_ok;
+    }
+    size_t smem = (size_t)16 * D * 2 + (size_t)CD_ATTN_WARPS * 2 * 64 * D * 2;
+    size_t merge = (size_t)16 * D * 2 + (size_t)CD_ATTN_WARPS * 16 * (D + 2) * sizeof(float);
+    if (merge > smem) smem = merge;
+    static size_t configured = 0;
+    if (!s && smem > 48 * 1024 && smem > configured) {
+        CU_CHECK(cudaFuncSetAttribute(k_cd_attn<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = smem;
+    }
+    if (!s)
+        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32, smem,
+                  st, pdl, "k_cd_attn", p);
+    pdl = pdl_ok;
+    if (!s)
+        s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)p.n, (unsigned)p.Hkv), D, 0, st, pdl,
+                  "k_cd_combine", p);
+    return s;
+}
+
+static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const void *q, const void *k,
+                            const void *v, const void *c1, const void *c2, void *out, float *lse, unsigned char *ws,
+                            cudaStream_t st) {
+    CdParams p;
+    memset(&p, 0, sizeof p);
+    p.q = (const uint16_t *)q;
+    p.k = (const uint16_t *)k;
+    p.v = (const uint16_t *)v;
+    p.c1 = (const uint16_t *)c1;
+    p.c2 = (const uint16_t *)c2;
+    p.out = out;
+    p.lse = lse;
+    p.part = (float *)(ws + c.off_part);
+    p.bs = (float *)(ws + c.off_bs);
+    p.topk = (int32_t *)(ws + c.off_topk);
+    p.apart = (float *)(ws + c.off_apart);
+    p.aml = (float *)(ws + c.off_aml);
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.n = (int)ap->total_q;
+    p.L = ap->total_k;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.l1 = ap->l1;
+    p.s1 = ap->s1;
+    p.l2 = ap->l2;
+    p.s2 = ap->s2;
+    p.B = ap->B;
+    p.init_blocks = ap->init_blocks;
+    p.local_blocks = ap->local_blocks;
+    p.K = ap->topk_total;
+    p.topk_out = ap->topk_out;
+    p.exact = ap->exact_lse;
+    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+    p.ntL = c.ntL;
+    p.nbmax = c.nbmax;
+    p.nbt = c.nbt;
+    p.sparse = ap->seqs[0].sparse;
+    p.eps = c.eps;
+    /* the splits this call needs (<= the planned ones) */
+    int list_len = p.sparse ? p.topk_out : (int)((p.L - 1) / p.B + 1);
+    p.nsplit = (list_len + c.eps - 1) / c.eps;
+    if (p.nsplit < 1) p.nsplit = 1;
+    /* every query's causal blocks all taken (the last query has the most): no stage 1 */
+    int need_select = (p.L - 1) / p.B + 1 > p.K;
+    if (ap->dtype == INFLLM_DTYPE_BF16)
+        return ap->D == 128 ? cd_launch<__nv_bfloat16, 128>(p, c, p.sparse, need_select, st)
+                            : cd_launch<__nv_bfloat16, 64>(p, c, p.sparse, need_select, st);
+    return ap->D == 128 ? cd_launch<__half, 128>(p, c, p.sparse, need_select, st)
+                        : cd_launch<__half, 64>(p, c, p.sparse, need_select, st);
+}
+
+/* ------------------------------------------------------------- attend ---- */
+
+struct CacheWs {
+    size_t off_topk, off_dec, dec_bytes, off_split, split_bytes, total;
+};
+
+static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* The pieces for ap as it stands (one sequence, total_q queries, total_k keys). Both the sparse and
+ * the dense needs are counted whatever the mode, so that one size serves every length. */
+static CacheWs cache_ws(const infllm_attn_params *ap) {
+    CacheWs w;
+    memset(&w, 0, sizeof w);
+    size_t off = 0;
+    w.off_topk = off;
+    off += al256((size_t)ap->Hkv * (size_t)ap->total_q * (size_t)(ap->topk_out > 0 ? ap->topk_out : 1) *
+                 sizeof(int32_t));
+    w.dec_bytes = cuda_dec_select_bytes(ap);
+    w.off_dec = off;
+    off += al256(w.dec_bytes);
+    size_t sb = cuda_flash_split_bytes(ap, 1, ap->topk_out > 0 ? ap->topk_out : 1);
+    size_t sd = cuda_flash_split_bytes(ap, 0, 0);
+    w.split_bytes = sb > sd ? sb : sd;
+    w.off_split = off;
+    off += al256(w.split_bytes);
+    w.total = off;
+    return w;
+}
+
+/* The most any call of 1..total_q queries needs: the paths change with the query count (the cache's
+ * decode kernels up to 16, the small-batch selection up to 64, the fused one above), so each
+ * regime's largest count is sized. */
+extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
+    infllm_status s = cuda_check_supported(ap, "cache attend");
+    if (s) return s;
+    int64_t cand[4] = {ap->total_q, ap->total_q < 64 ? ap->total_q : 64, ap->total_q < 16 ? ap->total_q : 16, 1};
+    size_t best = 0;
+    for (int i = 0; i < 4; i++) {
+        infllm_attn_params a = *ap;
+        a.total_q = cand[i];
+        a.max_lq = (int32_t)cand[i];
+        size_t x = cache_ws(&a).total, y = cd_plan(&a, 1).total;
+        if (x > best) best = x;
+        if (y > best) best = y;
+    }
+    *bytes = best;
+    return INFLLM_OK;
+}
+
+extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                           const void *c1, const void *c2, void *out, float *lse) {
+    infllm_status s = cuda_check_supported(ap, "cache attend");
+    if (s) return s;
+    if (ap->total_q == 0) return INFLLM_OK;
+    if (ap->num_seqs != 1 || !ap->seqs)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache attend: one sequence with host lengths expected");
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    const int sparse = ap->seqs[0].sparse;
+    CdPlan cd = cd_plan(ap, 0);
+    CacheWs w = cache_ws(ap);
+    if (cd.use) w.total = cd.total;
+    unsigned char *ws = NULL;
+    int owned = 0;
+    if (ap->workspace) {
+        if (ap->workspace_bytes < w.total)
+            return infllm_set_error(INFLLM_ERR_WORKSPACE,
+                                    "CUDA cache attend: workspace of %zu bytes is too small, %zu needed "
+                                    "(infllm_cache_workspace_size)",
+                                    ap->workspace_bytes, w.total);
+        ws = (unsigned char *)ap->workspace;
+    } else {
+        cudaError_t e = cudaMallocAsync((void **)&ws, w.total, st);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return infllm_set_error(INFLLM_ERR_NOMEM, "CUDA cache attend: cannot allocate %zu bytes of workspace: %s",
+                                    w.total, cudaGetErrorString(e));
+        }
+        owned = 1;
+    }
+    void *split = w.split_bytes ? ws + w.off_split : NULL;
+    if (cd.use) {
+        s = cd_run(ap, cd, q, k, v, c1, c2, out, lse, ws, st);
+    } else if (sparse) {
+        int32_t *topk = (int32_t *)(ws + w.off_topk);
+        /* the stored kernels: one sequence, rows from 0 (cu_c1 / cu_c2 NULL) */
+        if (w.dec_bytes)
+            s = cuda_dec_select_launch(ap, q, c1, c2, NULL, NULL, topk, ws + w.off_dec, st);
+        else
+            s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, NULL, NULL, NULL, topk, 1, st);
+        if (!s && ap->topk_out > 0)
+            s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
+    } else {
+        s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 2, split, w.split_bytes, st);
+    }
+    if (owned) cudaFreeAsync(ws, st);
+    return s;
+}

@@ -1,0 +1,504 @@
+/*
+ * test_cuda_cache.c: the decode cache (infllm_cache_*) on the CUDA backend.
+ *
+ * Per case, a sequence of (append n_app tokens, attend the last n_att queries) steps on a device
+ * cache, each checked against recomputing the whole prefix from scratch:
+ *   c1/c2      after every append, bit-identical (every element) to a full compression of the
+ *              prefix by the CPU backend, and the row counts agree
+ *   attend     against the float64 REF backend on the prefix (REF selection in the storage dtype,
+ *              attention on f32 copies of the same values): over the case's rows, rows whose error
+ *              exceeds 4x the naive bf16/f16 error <= 1% and the Frobenius error over the others
+ *              <= 2x naive (test_cuda's pipeline rule); LSE within 2e-2
+ *   recompute  against CUDA infllm_attention on the whole prefix (which recompresses it): relative
+ *              error <= 1x naive (rounding noise, not another function); the number of differing
+ *              elements is printed (0 where both take the same kernels; the cache's decode kernels
+ *              select the same blocks but sum stage 2 in another order: last-bit differences)
+ * plus chunked appends and attends (1..16 query tokens with G <= 16: the cache's own decode kernels;
+ * 63 and > 64 query rows: the shared selection and flash kernels), dense mode, the
+ * dense/sparse switch crossing dense_len during decode, exact LSE, G = 1 / 3 / 4 / 16, truncate +
+ * re-append, capacity exceeded, workspace size query and too-small workspace, unsupported dtype /
+ * head_dim, and a decode step (append + attend) captured into a CUDA graph whose replay matches
+ * the eager step bitwise. No GPU (or built without CUDA): exit 77 (skipped).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "harness.h"
+#include "infllm.h"
+
+#ifdef INFLLM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+static void *dup_dev(const void *h, size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
+        exit(2);
+    }
+    if (bytes) cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
+    return d;
+}
+static void *dev_alloc(size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
+        exit(2);
+    }
+    cudaMemset(d, 0xff, bytes ? bytes : 4); /* poison */
+    return d;
+}
+static void *to_host(const void *d, size_t bytes) {
+    void *h = malloc(bytes ? bytes : 4);
+    cudaError_t e = cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
+        exit(2);
+    }
+    return h;
+}
+
+static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
+
+/* naive low-precision attention of one (row t, head h) over keys in `keys` (n of them) */
+static void naive_row(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
+                      int D, int64_t t, int h, const int64_t *keys, int n, float scale, float *s, float *out) {
+    int g = h / (Hq / Hkv);
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float dot = 0.f;
+        for (int d = 0; d < D; d++) dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, (keys[j] * Hkv + g) * D + d);
+        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
+        if (s[j] > mx) mx = s[j];
+    }
+    float sum = 0.f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
+    for (int d = 0; d < D; d++) {
+        float a = 0.f;
+        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, (keys[j] * Hkv + g) * D + d);
+        out[d] = infllm_round_to(dt, a);
+    }
+}
+
+typedef struct ccase {
+    const char *name;
+    infllm_dtype dt;
+    int D, Hq, Hkv;
+    int B, l1, s1, init_blocks, local_blocks, topk, exact, dense_len;
+    infllm_mode mode;
+    int64_t capacity;
+    int nsteps;
+    int app[12], att[12], rep[12]; /* step i: rep[i] times (append app[i], attend the last att[i]) */
+    int graph;                     /* also capture a decode step into a CUDA graph */
+} ccase;
+
+static int g_cases;
+static double g_worst_ratio;
+
+typedef struct rowerr {
+    double e2, r2;
+    int sparse;
+} rowerr;
+
+static void run_case(const ccase *c, unsigned long long seed) {
+    g_cases++;
+    infllm_params p;
+    infllm_params_default(&p);
+    if (c->B) p.block_size = c->B;
+    if (c->l1) p.kernel_size = c->l1;
+    if (c->s1) p.kernel_stride = c->s1;
+    p.init_blocks = c->init_blocks;
+    p.local_blocks = c->local_blocks;
+    p.topk = c->topk;
+    p.exact_lse = c->exact;
+    p.dense_len = c->dense_len;
+    p.mode = c->mode;
+    const int D = c->D, Hq = c->Hq, Hkv = c->Hkv;
+    const infllm_dtype dt = c->dt;
+    const int64_t cap = c->capacity, cols = (int64_t)Hkv * D, qcols = (int64_t)Hq * D;
+    size_t nk = (size_t)(cap * cols), nq = (size_t)(cap * qcols);
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+    unsigned long long rs = seed;
+    for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
+    for (size_t i = 0; i < nk; i++) {
+        infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
+        infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
+    }
+    void *dq = dup_dev(q, nq * 2), *dk = dup_dev(k, nk * 2), *dv = dup_dev(v, nk * 2);
+    cudaStream_t stream;
+    CHECK(cudaStreamCreate(&stream) == cudaSuccess, "cudaStreamCreate");
+    p.backend = INFLLM_BACKEND_CUDA;
+    p.cuda_stream = stream;
+    infllm_cache *cc = NULL;
+    CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, cap, &cc));
+    if (!cc) return;
+    CHECK(infllm_cache_memory_bytes(cc) >= 2 * nk * 2, "%s: memory bytes %zu", c->name, infllm_cache_memory_bytes(cc));
+    int maxatt = 1;
+    for (int i = 0; i < c->nsteps; i++)
+        if (c->att[i] > maxatt) maxatt = c->att[i];
+    size_t wsb = 0;
+    CHECK_OK(infllm_cache_workspace_size(cc, &p, maxatt, Hq, &wsb));
+    CHECK(wsb > 0, "%s: workspace bytes 0", c->name);
+    void *dws = dev_alloc(wsb);
+    void *dout = dev_alloc((size_t)maxatt * qcols * 2), *dout2 = dev_alloc((size_t)maxatt * qcols * 2);
+    float *dlse = dev_alloc((size_t)maxatt * Hq * 4), *dlse2 = dev_alloc((size_t)maxatt * Hq * 4);
+
+    /* host buffers sized for the capacity */
+    int64_t n1cap = cap / (p.kernel_stride > 0 ? p.kernel_stride : 1) + 1;
+    uint16_t *hc1 = malloc((size_t)(n1cap * cols) * 2 + 2), *hc2 = malloc((size_t)(n1cap * cols) * 2 + 2);
+    float *q32 = malloc((size_t)maxatt * qcols * 4), *k32 = malloc(nk * 4), *v32 = malloc(nk * 4);
+    for (size_t i = 0; i < nk; i++) {
+        k32[i] = ld(k, dt, (int64_t)i);
+        v32[i] = ld(v, dt, (int64_t)i);
+    }
+    float *ro = malloc((size_t)maxatt * qcols * 4), *rl = malloc((size_t)maxatt * Hq * 4);
+    int64_t *keys = malloc(sizeof(int64_t) * (size_t)(cap + 1));
+    float *sbuf = malloc(sizeof(float) * (size_t)(cap + 1)), *ob = malloc(sizeof(float) * (size_t)D);
+    size_t rcap = 4096, nrows = 0;
+    rowerr *rows = malloc(rcap * sizeof *rows);
+    double nn[2] = {0, 0}, nd[2] = {0, 0}, lsemax = 0, recomp_worst = 0;
+    size_t cmis_total = 0, recomp_diff = 0, steps = 0;
+
+    int64_t L = 0;
+    for (int si = 0; si < c->nsteps; si++) {
+        for (int r = 0; r < (c->rep[si] ? c->rep[si] : 1); r++) {
+            int64_t na = c->app[si], n = c->att[si];
+            CHECK_OK(infllm_cache_append(cc, (char *)dk + L * cols * 2, (char *)dv + L * cols * 2, na));
+            L += na;
+            steps++;
+            CHECK(infllm_cache_length(cc) == L, "%s: length %lld, want %lld", c->name,
+                  (long long)infllm_cache_length(cc), (long long)L);
+            /* c1/c2 vs a full compression of the prefix (CPU backend, storage dtype) */
+            infllm_params hp = p;
+            hp.backend = INFLLM_BACKEND_CPU;
+            hp.cuda_stream = NULL;
+            infllm_layout hl;
+            memset(&hl, 0, sizeof hl);
+            hl.dtype = dt;
+            hl.num_seqs = 1;
+            hl.total_q = n;
+            hl.total_k = L;
+            hl.num_q_heads = Hq;
+            hl.num_kv_heads = Hkv;
+            hl.head_dim = D;
+            infllm_sizes sz;
+            CHECK_OK(infllm_get_sizes(&hp, &hl, &sz));
+            CHECK_OK(infllm_compress_keys(&hp, &hl, k, hc1, hc2, NULL, NULL));
+            int64_t n1 = -1, n2 = -1;
+            const void *dc1 = infllm_cache_c1(cc, &n1), *dc2 = infllm_cache_c2(cc, &n2);
+            CHECK(n1 == sz.total_n1 && n2 == sz.total_n2, "%s: L=%lld: n1 %lld n2 %lld, want %lld %lld", c->name,
+                  (long long)L, (long long)n1, (long long)n2, (long long)sz.total_n1, (long long)sz.total_n2);
+            CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "%s: CUDA error %s", c->name,
+                  cudaGetErrorString(cudaGetLastError()));
+            size_t cm = 0;
+            if (n1 > 0) {
+                uint16_t *g1 = to_host(dc1, (size_t)(n1 * cols) * 2);
+                for (int64_t i = 0; i < n1 * cols; i++) cm += g1[i] != hc1[i];
+                free(g1);
+            }
+            if (n2 > 0) {
+                uint16_t *g2 = to_host(dc2, (size_t)(n2 * cols) * 2);
+                for (int64_t i = 0; i < n2 * cols; i++) cm += g2[i] != hc2[i];
+                free(g2);
+            }
+            cmis_total += cm;
+            CHECK(cm == 0, "%s: L=%lld: %zu c1/c2 elements differ from a full compression", c->name, (long long)L, cm);
+            if (n == 0) continue;
+
+            /* attend through the cache (caller workspace) */
+            infllm_params ap = p;
+            ap.workspace = dws;
+            ap.workspace_bytes = wsb;
+            const void *qn = (const char *)dq + (L - n) * qcols * 2;
+            CHECK_OK(infllm_cache_attend(cc, &ap, qn, n, Hq, dout, dlse));
+            /* the whole prefix recomputed on the GPU (recompression included) */
+            infllm_layout dl = hl;
+            dl.max_seqlen_q = (int32_t)n;
+            dl.max_seqlen_k = (int32_t)L;
+            CHECK_OK(infllm_attention(&p, &dl, qn, dk, dv, dout2, dlse2));
+            CHECK(cudaStreamSynchronize(stream) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess,
+                  "%s: CUDA error %s", c->name, cudaGetErrorString(cudaGetLastError()));
+            uint16_t *co = to_host(dout, (size_t)(n * qcols) * 2), *co2 = to_host(dout2, (size_t)(n * qcols) * 2);
+            float *cl = to_host(dlse, (size_t)(n * Hq) * 4);
+
+            /* REF: selection in the storage dtype, attention on f32 copies (float64 math) */
+            hp.backend = INFLLM_BACKEND_REF;
+            int sparse = c->mode == INFLLM_MODE_SPARSE ||
+                         (c->mode == INFLLM_MODE_AUTO && (c->dense_len < 0 || L >= c->dense_len));
+            int K = sz.topk_out;
+            int32_t *rtk = NULL;
+            const uint16_t *qh = q + (L - n) * qcols;
+            for (int64_t i = 0; i < n * qcols; i++) q32[i] = ld(qh, dt, i);
+            infllm_layout hl32 = hl;
+            hl32.dtype = INFLLM_DTYPE_F32;
+            if (sparse) {
+                uint16_t *rc1 = malloc((size_t)(sz.total_n1 * cols) * 2 + 2),
+                         *rc2 = malloc((size_t)(sz.total_n2 * cols) * 2 + 2);
+                float *rsc = malloc((size_t)(Hkv * n * sz.max_n1) * 4 + 4),
+                      *rbs = malloc((size_t)(Hkv * n * sz.nblocks_out) * 4 + 4);
+                rtk = malloc((size_t)(Hkv * n * K) * 4 + 4);
+                CHECK_OK(infllm_compress_keys(&hp, &hl, k, rc1, rc2, NULL, NULL));
+                CHECK_OK(infllm_stage1_scores(&hp, &hl, qh, rc1, rc2, NULL, NULL, rsc));
+                CHECK_OK(infllm_block_scores(&hp, &hl, rsc, rbs));
+                CHECK_OK(infllm_topk_select(&hp, &hl, rbs, rtk));
+                CHECK_OK(infllm_sparse_attention(&hp, &hl32, q32, k32, v32, rtk, K, ro, rl));
+                free(rc1), free(rc2), free(rsc), free(rbs);
+            } else {
+                CHECK_OK(infllm_dense_attention(&hp, &hl32, q32, k32, v32, ro, rl));
+            }
+            /* naive error on a subset of rows, cache and recompute errors on every row */
+            for (int64_t t = 0; t < n; t++) {
+                int64_t pos = L - n + t;
+                for (int h = 0; h < Hq; h++) {
+                    int g = h / (Hq / Hkv);
+                    if (t % 7 == 0 && h % (Hq > 4 ? 3 : 1) == 0) {
+                        int cnt = 0;
+                        for (int64_t j = 0; j <= pos; j++) {
+                            int ok = 1;
+                            if (sparse) {
+                                ok = 0;
+                                for (int kk = 0; kk < K; kk++)
+                                    if (rtk[((int64_t)g * n + t) * K + kk] == (int32_t)(j / p.block_size)) ok = 1;
+                            }
+                            if (ok) keys[cnt++] = j;
+                        }
+                        naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, keys, cnt, 1.0f / sqrtf((float)D), sbuf, ob);
+                        for (int d = 0; d < D; d++) {
+                            double e = (double)ob[d] - ro[(t * Hq + h) * D + d];
+                            nn[sparse] += e * e;
+                            nd[sparse] += (double)ro[(t * Hq + h) * D + d] * ro[(t * Hq + h) * D + d];
+                        }
+                    }
+                    double e2 = 0, r2 = 0;
+                    for (int d = 0; d < D; d++) {
+                        int64_t i = (t * Hq + h) * D + d;
+                        double a = ld(co, dt, i) - ro[i];
+                        e2 += a * a;
+                        r2 += (double)ro[i] * ro[i];
+                        recomp_diff += co[i] != co2[i];
+                    }
+                    if (nrows == rcap) {
+                        rcap *= 2;
+                        rows = realloc(rows, rcap * sizeof *rows);
+                    }
+                    rows[nrows].e2 = e2;
+                    rows[nrows].r2 = r2;
+                    rows[nrows].sparse = sparse;
+                    nrows++;
+                    lsemax = fmax(lsemax, fabs((double)cl[t * Hq + h] - rl[t * Hq + h]));
+                }
+            }
+            double ce = 0, cr = 0;
+            for (int64_t i = 0; i < n * qcols; i++) {
+                double a = (double)ld(co, dt, i) - ld(co2, dt, i);
+                ce += a * a;
+                cr += (double)ld(co2, dt, i) * ld(co2, dt, i);
+            }
+            recomp_worst = fmax(recomp_worst, sqrt(ce / (cr + 1e-300)));
+            free(co), free(co2), free(cl), free(rtk);
+        }
+    }
+    double naive[2] = {sqrt(nn[0] / (nd[0] + 1e-300)), sqrt(nn[1] / (nd[1] + 1e-300))};
+    size_t bad = 0;
+    double ep = 0, rp = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        double nv = naive[rows[i].sparse];
+        if (sqrt(rows[i].e2 / (rows[i].r2 + 1e-300)) > 4 * nv + 1e-6) {
+            bad++;
+        } else {
+            ep += rows[i].e2;
+            rp += rows[i].r2;
+        }
+    }
+    double nvmax = fmax(nd[0] > 0 ? naive[0] : 0, nd[1] > 0 ? naive[1] : 0);
+    double err = sqrt(ep / (rp + 1e-300));
+    CHECK(bad * 100 <= nrows, "%s: %zu of %zu rows off by > 4x naive", c->name, bad, nrows);
+    CHECK(err <= 2 * nvmax, "%s: cache attend error %.3e > 2 x naive %.3e", c->name, err, nvmax);
+    CHECK(lsemax <= 2e-2, "%s: LSE max abs diff %.3e", c->name, lsemax);
+    CHECK(recomp_worst <= nvmax, "%s: cache vs full recompute on the GPU: rel error %.3e > naive %.3e", c->name,
+          recomp_worst, nvmax);
+    if (nvmax > 0 && err / nvmax > g_worst_ratio) g_worst_ratio = err / nvmax;
+
+    /* truncate, then re-append other tokens: c1/c2 must follow the new contents */
+    if (L > 40) {
+        int64_t L2 = L - 37;
+        CHECK_OK(infllm_cache_truncate(cc, L2));
+        for (int64_t i = L2 * cols; i < L * cols; i++) infllm_store_f32(k, dt, i, (float)h_normal(&rs));
+        cudaMemcpy((char *)dk + L2 * cols * 2, k + L2 * cols, (size_t)((L - L2) * cols) * 2, cudaMemcpyHostToDevice);
+        CHECK_OK(infllm_cache_append(cc, (char *)dk + L2 * cols * 2, (char *)dv + L2 * cols * 2, 20));
+        CHECK_OK(infllm_cache_append(cc, (char *)dk + (L2 + 20) * cols * 2, (char *)dv + (L2 + 20) * cols * 2, 17));
+        infllm_params hp = p;
+        hp.backend = INFLLM_BACKEND_CPU;
+        infllm_layout hl;
+        memset(&hl, 0, sizeof hl);
+        hl.dtype = dt;
+        hl.num_seqs = 1;
+        hl.total_q = 1;
+        hl.total_k = L;
+        hl.num_q_heads = Hq;
+        hl.num_kv_heads = Hkv;
+        hl.head_dim = D;
+        CHECK_OK(infllm_compress_keys(&hp, &hl, k, hc1, hc2, NULL, NULL));
+        int64_t n1 = 0, n2 = 0;
+        const void *dc1 = infllm_cache_c1(cc, &n1), *dc2 = infllm_cache_c2(cc, &n2);
+        cudaStreamSynchronize(stream);
+        uint16_t *g1 = to_host(dc1, (size_t)(n1 * cols) * 2), *g2 = to_host(dc2, (size_t)(n2 * cols) * 2);
+        uint16_t *gk = to_host(infllm_cache_keys(cc), (size_t)(L * cols) * 2);
+        size_t cm = 0;
+        for (int64_t i = 0; i < n1 * cols; i++) cm += g1[i] != hc1[i];
+        for (int64_t i = 0; i < n2 * cols; i++) cm += g2[i] != hc2[i];
+        CHECK(cm == 0, "%s: after truncate + re-append %zu c1/c2 elements differ", c->name, cm);
+        CHECK(memcmp(gk, k, (size_t)(L * cols) * 2) == 0, "%s: cache keys differ from the appended keys", c->name);
+        free(g1), free(g2), free(gk);
+    }
+
+    /* capacity: nothing appended past it, the length unchanged */
+    {
+        int64_t room = cap - L;
+        CHECK_STATUS(infllm_cache_append(cc, dk, dv, room + 1), INFLLM_ERR_CAPACITY);
+        CHECK(infllm_cache_length(cc) == L, "%s: failed append changed the length", c->name);
+        infllm_params ap = p;
+        ap.workspace = dws;
+        ap.workspace_bytes = 16;
+        CHECK_STATUS(infllm_cache_attend(cc, &ap, dq, 1, Hq, dout, dlse), INFLLM_ERR_WORKSPACE);
+    }
+
+    /* a decode step (append 1 + attend 1) captured into a CUDA graph: replays equal the eager step */
+    if (c->graph && L + 1 <= cap) {
+        infllm_params ap = p;
+        ap.workspace = dws;
+        ap.workspace_bytes = wsb;
+        const void *kn = (char *)dk + L * cols * 2, *vn = (char *)dv + L * cols * 2;
+        const void *qn = (char *)dq + L * qcols * 2;
+        CHECK_OK(infllm_cache_append(cc, kn, vn, 1));
+        CHECK_OK(infllm_cache_attend(cc, &ap, qn, 1, Hq, dout, dlse));
+        cudaStreamSynchronize(stream);
+        uint16_t *eo = to_host(dout, (size_t)qcols * 2);
+        float *el = to_host(dlse, (size_t)Hq * 4);
+        CHECK_OK(infllm_cache_truncate(cc, L));
+        cudaMemset(dout, 0xff, (size_t)qcols * 2);
+        cudaGraph_t graph = NULL;
+        cudaGraphExec_t exec = NULL;
+        cudaError_t e = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+        CHECK(e == cudaSuccess, "%s: begin capture: %s", c->name, cudaGetErrorString(e));
+        CHECK_OK(infllm_cache_append(cc, kn, vn, 1));
+        CHECK_OK(infllm_cache_attend(cc, &ap, qn, 1, Hq, dout, dlse));
+        e = cudaStreamEndCapture(stream, &graph);
+        CHECK(e == cudaSuccess, "%s: end capture: %s", c->name, cudaGetErrorString(e));
+        if (e == cudaSuccess) {
+            e = cudaGraphInstantiate(&exec, graph, 0);
+            CHECK(e == cudaSuccess, "%s: instantiate: %s", c->name, cudaGetErrorString(e));
+            size_t nodes = 0;
+            cudaGraphGetNodes(graph, NULL, &nodes);
+            for (int rep = 0; rep < 3 && e == cudaSuccess; rep++) {
+                e = cudaGraphLaunch(exec, stream);
+                CHECK(e == cudaSuccess, "%s: graph launch: %s", c->name, cudaGetErrorString(e));
+                cudaStreamSynchronize(stream);
+                uint16_t *go = to_host(dout, (size_t)qcols * 2);
+                float *gl = to_host(dlse, (size_t)Hq * 4);
+                CHECK(memcmp(go, eo, (size_t)qcols * 2) == 0 && memcmp(gl, el, (size_t)Hq * 4) == 0,
+                      "%s: graph replay %d differs from the eager decode step", c->name, rep);
+                free(go), free(gl);
+            }
+            printf("  %-22s graph: decode step captured (%zu nodes), 3 replays equal the eager step\n", c->name,
+                   nodes);
+            if (exec) cudaGraphExecDestroy(exec);
+            cudaGraphDestroy(graph);
+        }
+        free(eo), free(el);
+        CHECK(infllm_cache_length(cc) == L + 1, "%s: length after the captured step", c->name);
+    }
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", c->name, cudaGetErrorString(cudaGetLastError()));
+    printf("  %-22s %3zu steps to L=%-5lld rows %-5zu err %.2e (naive sparse %.2e dense %.2e) bad %zu  "
+           "c-mis %zu  vs GPU recompute: %zu elements differ (rel %.1e)\n",
+           c->name, steps, (long long)L, nrows, err, naive[1], naive[0], bad, cmis_total, recomp_diff, recomp_worst);
+
+    infllm_cache_free(cc);
+    cudaStreamDestroy(stream);
+    free(q), free(k), free(v), free(hc1), free(hc2), free(q32), free(k32), free(v32), free(ro), free(rl);
+    free(keys), free(sbuf), free(ob), free(rows);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dws), cudaFree(dout), cudaFree(dout2), cudaFree(dlse);
+    cudaFree(dlse2);
+}
+
+static void error_checks(void) {
+    infllm_params p;
+    infllm_params_default(&p);
+    p.backend = INFLLM_BACKEND_CUDA;
+    infllm_cache *c = (infllm_cache *)&p;
+    CHECK_STATUS(infllm_cache_create(&p, INFLLM_DTYPE_F32, 2, 128, 64, &c), INFLLM_ERR_UNSUPPORTED);
+    CHECK(c == NULL, "failed create leaves *out NULL");
+    CHECK_STATUS(infllm_cache_create(&p, INFLLM_DTYPE_BF16, 2, 96, 64, &c), INFLLM_ERR_UNSUPPORTED);
+    CHECK_OK(infllm_cache_create(&p, INFLLM_DTYPE_BF16, 2, 128, 64, &c));
+    if (!c) return;
+    size_t b = 0;
+    CHECK_STATUS(infllm_cache_workspace_size(c, &p, 1, 32, NULL), INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_cache_workspace_size(NULL, &p, 1, 32, &b), INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_cache_workspace_size(c, NULL, 1, 32, &b), INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_cache_workspace_size(c, &p, 0, 32, &b), INFLLM_ERR_SHAPE);
+    CHECK_STATUS(infllm_cache_workspace_size(c, &p, 65, 32, &b), INFLLM_ERR_SHAPE);
+    CHECK_STATUS(infllm_cache_workspace_size(c, &p, 1, 3, &b), INFLLM_ERR_GQA);
+    infllm_params hp = p;
+    hp.backend = INFLLM_BACKEND_CPU;
+    CHECK_STATUS(infllm_cache_workspace_size(c, &hp, 1, 32, &b), INFLLM_ERR_PARAM);
+    CHECK_OK(infllm_cache_workspace_size(c, &p, 64, 32, &b));
+    CHECK(b > 0, "workspace size 0");
+    void *d = dev_alloc(65 * 2 * 128 * 2);
+    CHECK_STATUS(infllm_cache_append(c, d, d, 65), INFLLM_ERR_CAPACITY);
+    CHECK_STATUS(infllm_cache_append(c, NULL, d, 1), INFLLM_ERR_NULL_ARG);
+    CHECK_OK(infllm_cache_append(c, d, d, 0));
+    CHECK(infllm_cache_length(c) == 0, "length after refused appends");
+    /* a misaligned source (not 16-byte aligned) takes the element-wise path */
+    uint16_t h[3 * 2 * 128];
+    for (int i = 0; i < 3 * 2 * 128; i++) h[i] = infllm_f32_to_bf16((float)(i % 97) * 0.01f);
+    cudaMemcpy((char *)d + 2, h, sizeof h, cudaMemcpyHostToDevice);
+    CHECK_OK(infllm_cache_append(c, (char *)d + 2, (char *)d + 2, 3));
+    cudaDeviceSynchronize();
+    uint16_t *gk = to_host(infllm_cache_keys(c), sizeof h), *gv = to_host(infllm_cache_values(c), sizeof h);
+    CHECK(memcmp(gk, h, sizeof h) == 0 && memcmp(gv, h, sizeof h) == 0, "misaligned append copied wrong data");
+    free(gk), free(gv);
+    infllm_cache_free(c);
+    cudaFree(d);
+}
+#endif
+
+int main(void) {
+#ifndef INFLLM_HAVE_CUDA
+    printf("test_cuda_cache: SKIP (built without CUDA)\n");
+    return 77;
+#else
+    if (!infllm_cuda_available()) {
+        printf("test_cuda_cache: SKIP (no CUDA device): run scripts/cuda_check.sh on a GPU machine\n");
+        return 77;
+    }
+    const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
+    const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
+    /* name, dtype, D, Hq, Hkv, B, l1, s1, init, local, topk, exact, dense_len, mode, capacity, nsteps,
+     * app[], att[], rep[], graph */
+    const ccase cases[] = {
+        {"decode-g16-bf16", BF, 128, 32, 2, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 3000, 3,
+         {2500, 1, 4}, {1, 1, 4}, {1, 70, 2}, 1},
+        {"dense-mode-g8-d64", BF, 64, 16, 2, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 5000, 3,
+         {4000, 1, 3}, {1, 1, 3}, {1, 5, 1}, 1},
+        {"chunked-f16-d64-g4", F16, 64, 8, 2, 32, 0, 0, 2, 2, 6, 0, 8192, SP, 2200, 7,
+         {300, 1, 63, 200, 1, 1000, 5}, {300, 1, 63, 200, 1, 1, 5}, {1, 3, 1, 1, 20, 1, 2}, 1},
+        {"auto-switch-g3-exact", BF, 128, 6, 2, 64, 16, 8, 1, 2, 6, 1, 1000, AU, 1200, 2,
+         {990, 1}, {1, 1}, {1, 20}, 1},
+        {"g1-f16-s1-8", F16, 128, 2, 2, 64, 16, 8, 1, 2, 5, 0, -1, AU, 1500, 3,
+         {1100, 1, 77}, {64, 1, 77}, {1, 9, 1}, 1},
+    };
+    printf("test_cuda_cache: CUDA decode cache vs a full recompute (CPU compression, REF attention)\n");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 777 + i);
+    error_checks();
+    printf("CUDA CACHE SUMMARY: %d cases, worst error / naive error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
+           h_failed);
+    return finish("test_cuda_cache");
+#endif
+}
