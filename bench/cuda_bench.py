@@ -44,6 +44,16 @@ def load_lib(path):
     lib = C.CDLL(path)
     lib.infllm_last_error.restype = C.c_char_p
     lib.infllm_build_commit.restype = C.c_char_p
+    vp = C.c_void_p
+    lib.infllm_cache_create.argtypes = [vp, C.c_int, C.c_int32, C.c_int32, C.c_int64, vp]
+    lib.infllm_cache_append.argtypes = [vp, vp, vp, C.c_int64]
+    lib.infllm_cache_attend.argtypes = [vp, vp, vp, C.c_int64, C.c_int32, vp, vp]
+    lib.infllm_cache_truncate.argtypes = [vp, C.c_int64]
+    lib.infllm_cache_workspace_size.argtypes = [vp, vp, C.c_int64, C.c_int32, vp]
+    lib.infllm_cache_memory_bytes.argtypes = [vp]
+    lib.infllm_cache_memory_bytes.restype = C.c_size_t
+    lib.infllm_cache_free.argtypes = [vp]
+    lib.infllm_cache_free.restype = None
     return lib
 
 
@@ -170,6 +180,8 @@ def main():
     ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--decode-profile", action="store_true",
+                    help="per-kernel device times of the cache decode step (torch.profiler over graph replays)")
     ap.add_argument("--profile", type=int, default=0,
                     help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu)")
     a = ap.parse_args()
@@ -299,6 +311,9 @@ def main():
         torch.cuda.empty_cache()
 
     # ---------------- decode: 1 token, 128K cache, graph replay ----------------
+    # old: infllm_attention on the whole 128K prefix (recompresses it every call);
+    # new: the device decode cache, one step = append 1 token (K/V copy + the c1/c2 kernels that
+    # complete) + attend 1 query, captured into a CUDA graph with caller workspace.
     dec = None
     try:
         Tk = 131072
@@ -339,9 +354,84 @@ def main():
                                                     None), "compress")
             t_comp_dec = timeit(comp_dec, reps=50)
         print(f"decode parts: compress of 128K keys {t_comp_dec * 1000:.1f} us")
-        dec = (t_eager * 1000, t_graph * 1000)
-        print(f"decode 1 x 128K: eager {t_eager * 1000:.1f} us, graph replay {t_graph * 1000:.1f} us "
-              f"(includes recompressing the 128K keys: infllm_attention has no device cache)", flush=True)
+        print(f"decode 1 x 128K, old path (infllm_attention, recompresses the 128K keys): eager {t_eager * 1000:.1f} us, "
+              f"graph replay {t_graph * 1000:.1f} us", flush=True)
+        ref_out = out.clone()
+
+        # ---- the device decode cache ----
+        s2 = torch.cuda.Stream()
+        pc = params(lib, SPARSE)
+        pc.cuda_stream = s2.cuda_stream
+        cache = C.c_void_p()
+        check(lib, lib.infllm_cache_create(C.byref(pc), BF16, HKV, D, Tk, C.byref(cache)), "cache_create")
+        cws = C.c_size_t(0)
+        check(lib, lib.infllm_cache_workspace_size(cache, C.byref(pc), 1, HQ, C.byref(cws)), "cache ws")
+        cwsb = torch.empty(max(cws.value, 1), dtype=torch.uint8, device="cuda")
+        pc.workspace, pc.workspace_bytes = cwsb.data_ptr(), cws.value
+        cout = torch.empty_like(q)
+        clse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
+        rowb = HKV * D * 2
+        kl, vl = k.data_ptr() + (Tk - 1) * rowb, v.data_ptr() + (Tk - 1) * rowb
+        with torch.cuda.stream(s2):
+            t0 = torch.cuda.Event(enable_timing=True)
+            t1 = torch.cuda.Event(enable_timing=True)
+            t0.record()
+            check(lib, lib.infllm_cache_append(cache, k.data_ptr(), v.data_ptr(), Tk - 1), "prefix append")
+            t1.record()
+            torch.cuda.synchronize()
+            t_prefix = t0.elapsed_time(t1)
+
+            def c_append():
+                check(lib, lib.infllm_cache_append(cache, kl, vl, 1), "cache append")
+
+            def c_attend():
+                check(lib, lib.infllm_cache_attend(cache, C.byref(pc), q.data_ptr(), 1, HQ, cout.data_ptr(),
+                                                   clse.data_ptr()), "cache attend")
+
+            def c_step():  # back to Tk - 1 tokens (host bookkeeping only), then one decode step
+                check(lib, lib.infllm_cache_truncate(cache, Tk - 1), "truncate")
+                c_append()
+                c_attend()
+            c_step()
+            c_step()
+        torch.cuda.synchronize()
+        same = torch.equal(cout, ref_out)
+        maxdiff = (cout.float() - ref_out.float()).abs().max().item()
+        with torch.cuda.stream(s2):
+            t_c_eager = timeit(c_step, reps=50)
+        # captured graphs replay the captured step as it was (same position: the host-side length
+        # does not move on replay), so every replay is the step from Tk - 1 to Tk tokens
+        graphs = {}
+        for name, body, start in (("step", (c_append, c_attend), Tk - 1), ("append", (c_append,), Tk - 1),
+                                  ("attend", (c_attend,), Tk)):
+            check(lib, lib.infllm_cache_truncate(cache, start), "truncate")
+            gg = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(gg, stream=s2):
+                for f in body:
+                    f()
+            graphs[name] = gg
+        with torch.cuda.stream(s2):
+            t_c = {name: timeit(gg.replay, warmup=10, reps=300) for name, gg in graphs.items()}
+        torch.cuda.synchronize()
+        graphs["step"].replay()
+        torch.cuda.synchronize()
+        same_g = torch.equal(cout, ref_out)
+        mem = lib.infllm_cache_memory_bytes(cache)
+        print(f"decode cache: prefix append of {Tk - 1} tokens {t_prefix * 1000:.0f} us; step output "
+              f"{'bitwise equal to' if same and same_g else f'max abs diff {maxdiff:.3g} vs'} the old path; "
+              f"cache {mem / 2**20:.1f} MiB, workspace {cws.value} bytes")
+        print(f"decode 1 x 128K, device cache (append 1 + attend): eager {t_c_eager * 1000:.1f} us, graph replay "
+              f"{t_c['step'] * 1000:.1f} us (append alone {t_c['append'] * 1000:.1f}, attend alone "
+              f"{t_c['attend'] * 1000:.1f})", flush=True)
+        if a.decode_profile:
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    graphs["step"].replay()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+        dec = (t_eager * 1000, t_graph * 1000, t_c_eager * 1000, t_c["step"] * 1000)
+        lib.infllm_cache_free(cache)
     except Exception as e:  # noqa
         print(f"# decode: {type(e).__name__}: {e}")
 
@@ -359,7 +449,10 @@ def main():
     for (T, to, tcu, fo, fc) in drows:
         print(f"| {T // 1024}K | {to:.2f} | {tcu:.2f} | {fo:.0f} | {fc:.0f} | {tcu / to:.2f}x |")
     if dec:
-        print(f"\ndecode (1 token, 128K cache): eager {dec[0]:.1f} us, CUDA graph replay {dec[1]:.1f} us")
+        print("\n| decode, 1 token, 128K cache | eager us | CUDA graph replay us |")
+        print("|---|---|---|")
+        print(f"| old: infllm_attention (recompresses the prefix) | {dec[0]:.1f} | {dec[1]:.1f} |")
+        print(f"| device cache: append 1 + attend | {dec[2]:.1f} | {dec[3]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # cuda_bench.sh: builds libinfllm with CUDA and runs bench/cuda_bench.py (our pipeline and each
-# stage vs PyTorch SDPA cuDNN/flash and FlexAttention, 8K..128K, dense causal, decode with graph
-# replay). Extra arguments go to the Python driver (e.g. --no-flex, --sizes 32768).
+# stage vs PyTorch SDPA cuDNN/flash and FlexAttention, 8K..128K, dense causal, and decode at 128K
+# with CUDA graph replay: the old path (infllm_attention, recompresses the prefix) and the device
+# decode cache (append 1 token + attend)). Extra arguments go to the Python driver (e.g. --no-flex,
+# --sizes 32768, --decode-profile). DECODE_ONLY=1: the decode rows only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
 ARCHS=${INFLLM_CUDA_ARCHS:-90}
-if [ ! -f "$BUILD/libinfllm.so" ]; then
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1
-  cmake --build "$BUILD" -j"$(nproc)" --target infllm_shared 2>&1 | grep -E "error|warning" || true
 fi
-PYTHONUNBUFFERED=1 python3 bench/cuda_bench.py --lib "$BUILD/libinfllm.so" "$@"
+# incremental: a library left by an earlier build is rebuilt when the sources changed
+cmake --build "$BUILD" -j"$(nproc)" --target infllm_shared 2>&1 | grep -E "error|warning" || true
+EXTRA=()
+if [ "${DECODE_ONLY:-0}" = 1 ]; then EXTRA=(--sizes "" --dense-sizes "" --no-flex); fi
+PYTHONUNBUFFERED=1 python3 bench/cuda_bench.py --lib "$BUILD/libinfllm.so" "${EXTRA[@]}" "$@"
