@@ -12,8 +12,9 @@
  * bit-identical to a full compression. A decode step is 1 copy block, plus 32 blocks (8 columns
  * each at Hkv*D = 256) for each kernel that completes: a c1 every s1 tokens, a c2 every 4*s1.
  *
- * Attend: the existing kernels on the stored c1/c2 (no compression): small batches (decode, <= 64
- * query rows) cuda_dec_select_launch, else the fused cuda_select_launch; then cuda_flash_launch
+ * Attend, on the stored c1/c2 (no compression): up to 16 query tokens with G <= 16 (decode) take
+ * this file's k_cd_* kernels ("fast decode step" below); other shapes the shared kernels: up to 64
+ * query rows cuda_dec_select_launch, else the fused cuda_select_launch, then cuda_flash_launch
  * (sparse with split-KV, or dense below dense_len). Nothing reads device memory on the host and
  * nothing allocates when the caller passes workspace, so append + attend can be captured into a
  * CUDA graph.
