@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
-ARCHS=${INFLLM_CUDA_ARCHS:-90}
+ARCHS=${INFLLM_CUDA_ARCHS:-90a} # 90a: the wgmma kernels (as scripts/cuda_check.sh)
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1
 fi
