@@ -396,12 +396,22 @@ static void test_ggmlc(void) {
         V[i] = mdl_f32_to_f16((float)h_normal(&rng));
     }
     for (int i = 0; i < 7 * Hq * D; i++) q[i] = (float)h_normal(&rng) * 2.f;
+    /* V transposed, [Hkv][D][vcap], finite garbage past nkv (must not matter) */
+    const int64_t vcap = 320;
+    uint16_t *VT = malloc(2 * (size_t)vcap * Hkv * D);
+    for (int64_t i = 0; i < vcap * Hkv * D; i++) VT[i] = mdl_f32_to_f16(1000.f);
+    for (int64_t j = 0; j < nkv; j++)
+        for (int i = 0; i < Hkv * D; i++) VT[i * vcap + j] = V[j * Hkv * D + i];
+    float *o2 = malloc(4 * 7 * (size_t)Hq * D);
+    CHECK(ggmlc_attn_f16(K, V, VT, 300, nkv, q, 1, Hq, Hkv, D, 0.125f, o2, 1) != 0, "VT capacity not a multiple of 64");
     for (int n = 1; n <= 7; n += 6) {
         ggmlc_force_scalar(1);
-        CHECK(ggmlc_attn_f16(K, V, nkv, q, n, Hq, Hkv, D, 0.125f, o0, 2) == 0, "ggmlc attention (scalar)");
+        CHECK(ggmlc_attn_f16(K, V, NULL, 0, nkv, q, n, Hq, Hkv, D, 0.125f, o0, 2) == 0, "ggmlc attention (scalar)");
         ggmlc_force_scalar(0);
-        CHECK(ggmlc_attn_f16(K, V, nkv, q, n, Hq, Hkv, D, 0.125f, o1, 2) == 0, "ggmlc attention");
+        CHECK(ggmlc_attn_f16(K, V, NULL, 0, nkv, q, n, Hq, Hkv, D, 0.125f, o1, 2) == 0, "ggmlc attention");
         CHECK(memcmp(o0, o1, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention, %d queries: SIMD != scalar bitwise", n);
+        CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, n, Hq, Hkv, D, 0.125f, o2, 2) == 0, "ggmlc attention (VT)");
+        CHECK(memcmp(o0, o2, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention, %d queries: transposed V != scalar", n);
         double worst = 0;
         for (int t = 0; t < n; t++)
             for (int h = 0; h < Hq; h++) {
@@ -427,7 +437,7 @@ static void test_ggmlc(void) {
         CHECK(worst < 2e-3, "ggmlc attention (%d queries) vs float64: max abs err %g", n, worst);
     }
     /* a one-token batch takes another order than the same query inside a batch: both close */
-    ggmlc_attn_f16(K, V, nkv, q + 6 * Hq * D, 1, Hq, Hkv, D, 0.125f, o0, 1);
+    ggmlc_attn_f16(K, V, NULL, 0, nkv, q + 6 * Hq * D, 1, Hq, Hkv, D, 0.125f, o0, 1);
     double dmax = 0;
     for (int i = 0; i < Hq * D; i++) dmax = fmax(dmax, fabs(o0[i] - o1[6 * Hq * D + i]));
     CHECK(dmax < 1e-5, "one-token vs batch order: %g", dmax);
@@ -449,7 +459,7 @@ static void test_ggmlc(void) {
     ggmlc_swiglu(g1, u, F);
     CHECK(memcmp(g0, g1, sizeof g0) == 0, "ggmlc SwiGLU: SIMD != scalar bitwise");
     CHECK(ws < 1e-5, "ggmlc SwiGLU vs float64: rel err %g", ws);
-    free(K); free(V); free(q); free(o0); free(o1);
+    free(K); free(V); free(VT); free(q); free(o0); free(o1); free(o2);
 }
 
 int main(void) {

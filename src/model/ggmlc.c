@@ -114,9 +114,9 @@ static void attn_row_scalar(const uint16_t *K, const uint16_t *V, int64_t ld, in
     }
 }
 
-int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const float *q, int64_t n, int Hq, int Hkv,
-                   int D, float scale, float *out, int nthreads) {
-    if (D % 16 || D > 512 || Hq % Hkv || n > nkv) return -1;
+int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vcap, int64_t nkv,
+                   const float *q, int64_t n, int Hq, int Hkv, int D, float scale, float *out, int nthreads) {
+    if (D % 16 || D > 512 || Hq % Hkv || n > nkv || (VT && (vcap % 64 || vcap < nkv))) return -1;
     const int simd = use_simd();
     const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
     const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
@@ -129,7 +129,7 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const floa
     nt = nthreads > 0 ? nthreads : omp_get_max_threads();
     if (tasks < 2) nt = 1;
 #endif
-    const int64_t ls = (nkv + 15) / 16 * 16 + 16;
+    const int64_t ls = (nkv + 63) / 64 * 64 + 16;
     size_t per = blocked ? (size_t)GGMLC_RB * ((size_t)D + 256 + (size_t)ls + 64 * (size_t)D) + (size_t)ls
                          : (size_t)ls + 64 * (size_t)D;
     float *work = malloc(sizeof(float) * per * (size_t)nt);
@@ -154,7 +154,10 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const floa
                     qr[R] = q + (t * Hq + h) * D;
                     orow[R] = out + (t * Hq + h) * D;
                 }
-            ggmlc_attn_block_avx512(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, R, qr, D, scale, orow, wk, vecdot);
+            /* transposed V for decode (sequential instead of 64-row strides); batches read V rows */
+            ggmlc_attn_block_avx512(K + (int64_t)g * D, V + (int64_t)g * D,
+                                    VT && vecdot ? VT + (int64_t)g * D * vcap : NULL, vcap,
+                                    ld, L, R, qr, D, scale, orow, wk, vecdot);
             continue;
         }
         float *sbuf = wk, *acc = sbuf + ls;

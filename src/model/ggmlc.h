@@ -16,9 +16,11 @@ void ggmlc_swiglu(float *g, const float *u, int64_t n);
 
 /* Dense causal attention: K, V [nkv][Hkv][D] f16 (cache positions 0..nkv-1), q [n][Hq][D] f32 for
  * the n newest positions (nkv-n .. nkv-1), out [n][Hq][D] f32. D % 16 == 0, Hq % Hkv == 0.
- * nthreads <= 0: all. Returns 0, or -1 (out of memory). */
-int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, int64_t nkv, const float *q, int64_t n, int Hq, int Hkv,
-                   int D, float scale, float *out, int nthreads);
+ * VT (optional, NULL: read V): the same values transposed, [Hkv][D][vcap] with vcap a multiple of
+ * 64 >= nkv and zeros (or any finite values) past nkv: streamed in order by the P.V products.
+ * nthreads <= 0: all. Returns 0, or -1 (bad sizes, out of memory). */
+int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vcap, int64_t nkv,
+                   const float *q, int64_t n, int Hq, int Hkv, int D, float scale, float *out, int nthreads);
 
 /* for tests: force the scalar path (1) or let the CPU decide (0) */
 void ggmlc_force_scalar(int on);
@@ -29,7 +31,7 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
                            float scale, float *out, float *sbuf, float *accbuf, int vecdot);
 float ggmlc_silu1(float x);
 #define GGMLC_RB 12 /* query rows per block kernel call */
-void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
-                             const float *const *qrows, int D, float scale, float *const *orows, float *work,
-                             int vecdot);
+void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                             const int64_t *L, int R, const float *const *qrows, int D, float scale,
+                             float *const *orows, float *work, int vecdot);
 #endif

@@ -131,12 +131,73 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
  * each K/V row is loaded and converted once for all R rows. Same operations per row as
  * ggmlc_attn_row_avx512. D % 16 == 0, D <= 128, R <= GGMLC_RB. work: R * (D + 256 + ls + 64 D) + ls
  * floats, ls = the keys rounded up to 16, plus 16. */
-AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
-                   const float *const *qrows, float scale, float *const *orows, float *work, int vecdot) {
+/* P.V from V transposed (VT: row d at VT + d * vld, keys along the row; zeros or finite values past
+ * the keys): out lanes run along the keys as in tinyBLAS (16 lanes, one chain each) or
+ * ggml_vec_dot_f16 (4 x 16 lanes over steps of 64), rows streamed in order. RPV rows at a time
+ * (missing rows read zero probabilities), the per-(row, d) 16 lanes then reduced 16 at a time. */
+AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64_t vld, int D, int R,
+              const float *sb, int64_t ls, int64_t LP, const float *zrow, float *acc16, float *const *orows) {
+    for (int r0 = 0; r0 < R; r0 += RPV) {
+        const float *pr[GGMLC_RB];
+        for (int r = 0; r < GGMLC_RB; r++) pr[r] = r0 + r < R ? sb + (size_t)(r0 + r) * ls : zrow;
+        for (int d0 = 0; d0 < D; d0 += DB) {
+            __m512 a[GGMLC_RB][4];
+#pragma GCC unroll 12
+            for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) a[r][k] = _mm512_setzero_ps();
+            if (vecdot) { /* DB == 1: chains k = (j mod 64) / 16 */
+                const uint16_t *vr = VT + (size_t)d0 * vld;
+                for (int64_t j0 = 0; j0 < LP; j0 += 64) {
+                    __m512 vv[4];
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) vv[k] = ldh(vr + j0 + 16 * k);
+#pragma GCC unroll 12
+                    for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
+                        for (int k = 0; k < 4; k++)
+                            a[r][k] = _mm512_fmadd_ps(_mm512_loadu_ps(pr[r] + j0 + 16 * k), vv[k], a[r][k]);
+                }
+#pragma GCC unroll 12
+                for (int r = 0; r < RPV; r++)
+                    if (r0 + r < R)
+                        _mm512_storeu_ps(acc16 + ((size_t)(r0 + r) * D + d0) * 16,
+                                         _mm512_add_ps(_mm512_add_ps(a[r][0], a[r][2]), _mm512_add_ps(a[r][1], a[r][3])));
+            } else { /* DB dims at a time, one chain per lane */
+                for (int64_t j0 = 0; j0 < LP; j0 += 16) {
+                    __m512 vv[4];
+#pragma GCC unroll 4
+                    for (int k = 0; k < DB; k++) vv[k] = ldh(VT + (size_t)(d0 + k) * vld + j0);
+#pragma GCC unroll 12
+                    for (int r = 0; r < RPV; r++) {
+                        __m512 p = _mm512_loadu_ps(pr[r] + j0);
+#pragma GCC unroll 4
+                        for (int k = 0; k < DB; k++) a[r][k] = _mm512_fmadd_ps(p, vv[k], a[r][k]);
+                    }
+                }
+#pragma GCC unroll 12
+                for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
+                    for (int k = 0; k < DB; k++)
+                        if (r0 + r < R) _mm512_storeu_ps(acc16 + ((size_t)(r0 + r) * D + d0 + k) * 16, a[r][k]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            __m512 A[16];
+            for (int k = 0; k < 16; k++) A[k] = _mm512_loadu_ps(acc16 + ((size_t)r * D + d0 + k) * 16);
+            _mm512_storeu_ps(orows[r] + d0, reduce16x16(A));
+        }
+}
+
+AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                   const int64_t *L, int R, const float *const *qrows, float scale, float *const *orows, float *work,
+                   int vecdot) {
     const int D = nd * 16;
     int64_t Lmax = 0;
     for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
-    const int64_t L16 = (Lmax + 15) / 16 * 16, ls = L16 + 16;
+    const int64_t L16 = (Lmax + 15) / 16 * 16, LP = vecdot ? (Lmax + 63) / 64 * 64 : L16, ls = LP + 16;
     float *qh = work;                       /* [R][D] f16-rounded queries */
     float *A = qh + (size_t)R * D;          /* [R][16][16] per-key lanes of one key block */
     float *sb = A + (size_t)R * 256;        /* [R][ls] scores -> probabilities */
@@ -152,6 +213,10 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t l
         for (int k = 0; k < 16; k++) {
             int64_t j = j0 + k < Lmax ? j0 + k : Lmax - 1; /* past Lmax: any key, masked below */
             const uint16_t *kr = K + j * ld;
+            if (j + 16 < Lmax) { /* rows of one group are 2 of every 6 lines: help the prefetcher */
+                _mm_prefetch((const char *)(kr + 16 * ld), _MM_HINT_T0);
+                _mm_prefetch((const char *)(kr + 16 * ld) + 64 * (nd > 2), _MM_HINT_T0);
+            }
             __m512 kv[8] = {0};
             #pragma GCC unroll 8
             for (int i = 0; i < nd; i++) kv[i] = ldh(kr + 16 * i);
@@ -199,6 +264,16 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t l
             pv = _mm512_cvtph_ps(_mm512_cvtps_ph(pv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             _mm512_storeu_ps(srow + j0, pv); /* 0 past L[r]: no-op products below */
         }
+        for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
+    }
+    if (VT) {
+        float *zrow = acc + (size_t)R * 64 * D; /* [ls] zeros */
+        for (int64_t j = 0; j < ls; j++) zrow[j] = 0.f;
+        if (vecdot)
+            pv_vt(6, 1, 1, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+        else
+            pv_vt(12, 2, 0, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+        return;
     }
     /* P.V: chains of keys j = c mod nl, nl = 16 (tinyBLAS) or 64 (ggml_vec_dot_f16); RP rows at a
      * time with a constant count (missing rows read zero probabilities) so the accumulators stay
@@ -219,6 +294,10 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t l
                 for (int i = 0; i < nd; i++) a[r][i] = _mm512_setzero_ps();
             for (int64_t j = c; j < Lmax; j += nl) {
                 const uint16_t *vr = V + j * ld;
+                if (j + 4 * nl < Lmax) { /* strided rows: prefetch 4 steps ahead */
+                    _mm_prefetch((const char *)(vr + 4 * nl * ld), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(vr + 4 * nl * ld) + 64 * (nd > 2), _MM_HINT_T0);
+                }
                 __m512 vv[8] = {0};
                 #pragma GCC unroll 8
                 for (int i = 0; i < nd; i++) vv[i] = ldh(vr + 16 * i);
@@ -254,14 +333,14 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, int64_t l
     }
 }
 
-void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, const int64_t *L, int R,
-                             const float *const *qrows, int D, float scale, float *const *orows, float *work,
-                             int vecdot) {
+void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                             const int64_t *L, int R, const float *const *qrows, int D, float scale,
+                             float *const *orows, float *work, int vecdot) {
     /* constant head sizes keep the per-key rows and accumulators in registers */
     if (D == 64)
-        attn_block(4, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+        attn_block(4, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
     else if (D == 128)
-        attn_block(8, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+        attn_block(8, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
     else
-        attn_block(D / 16, K, V, ld, L, R, qrows, scale, orows, work, vecdot);
+        attn_block(D / 16, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
 }

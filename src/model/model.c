@@ -338,6 +338,8 @@ mdl_model *mdl_load(const char *path) {
 static size_t cache_bytes(const mdl_model *m, int64_t ctx, infllm_dtype dt) {
     const mdl_config *c = &m->cfg;
     size_t row = (size_t)c->n_head_kv * (size_t)c->head_dim * infllm_dtype_size(dt);
+    if (dt == INFLLM_DTYPE_F16) /* dense sessions also keep V transposed (ggmlc attention) */
+        row += (size_t)c->n_head_kv * (size_t)c->head_dim;
     size_t rows = 2 * (size_t)ctx + (size_t)(ctx / 16) + (size_t)(ctx / 64);
     /* the CPU attention also keeps each layer's K/V as f32 tiles of 64 rows */
     size_t tiles = 2 * (size_t)((ctx + 63) / 64 * 64) * (size_t)c->n_head_kv * (size_t)c->head_dim * sizeof(float);
@@ -358,6 +360,9 @@ void mdl_session_free(mdl_session *s) {
     if (s->caches)
         for (int l = 0; l < s->m->cfg.n_layer; l++) infllm_cache_free(s->caches[l]);
     free(s->caches);
+    if (s->vt)
+        for (int l = 0; l < s->m->cfg.n_layer; l++) free(s->vt[l]);
+    free(s->vt);
     free(s->x);
     free(s->kvconv);
     free(s->rope_ff);
@@ -404,6 +409,23 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
         fac = (c->rope_orig_ctx > 0 && ctx > c->rope_orig_ctx && c->rope_factors_long) ? c->rope_factors_long
               : c->rope_factors_short ? c->rope_factors_short : c->rope_factors_long;
     for (int i = 0; i < c->head_dim / 2; i++) s->rope_ff[i] = fac ? fac[i] : 1.f;
+    if (kv == INFLLM_DTYPE_F16 && s->p.mode == INFLLM_MODE_DENSE) {
+        s->vt_cap = (ctx + 63) / 64 * 64;
+        s->vt = calloc((size_t)c->n_layer, sizeof *s->vt);
+        for (int l = 0; s->vt && l < c->n_layer; l++) {
+            s->vt[l] = calloc((size_t)s->vt_cap * (size_t)c->n_head_kv * (size_t)c->head_dim, sizeof(uint16_t));
+            if (!s->vt[l]) {
+                mdl_fail("out of memory (transposed V, layer %d)", l);
+                mdl_session_free(s);
+                return NULL;
+            }
+        }
+        if (!s->vt) {
+            mdl_fail("out of memory");
+            mdl_session_free(s);
+            return NULL;
+        }
+    }
     for (int l = 0; l < c->n_layer; l++) {
         infllm_status st = infllm_cache_create(&s->p, kv, c->n_head_kv, c->head_dim, ctx, &s->caches[l]);
         if (st) {
@@ -539,8 +561,15 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
             to_dtype(s->kv_dtype, s->k, kc, (size_t)n * KV);
             to_dtype(s->kv_dtype, s->v, vc, (size_t)n * KV);
             st = infllm_cache_append(s->caches[l], kc, vc, n);
-            if (!st && ggmlc_attn_f16(infllm_cache_keys(s->caches[l]), infllm_cache_values(s->caches[l]),
-                                      infllm_cache_length(s->caches[l]), s->q, n, c->n_head, c->n_head_kv, (int)D,
+            uint16_t *vt = s->vt ? s->vt[l] : NULL;
+            if (!st && vt) {
+                const uint16_t *v16 = (const uint16_t *)(const void *)vc;
+                for (int t = 0; t < n; t++)
+                    for (int64_t i = 0; i < KV; i++) vt[i * s->vt_cap + s->pos + t] = v16[t * KV + i];
+            }
+            if (!st && ggmlc_attn_f16(infllm_cache_keys(s->caches[l]), infllm_cache_values(s->caches[l]), vt,
+                                      s->vt_cap, infllm_cache_length(s->caches[l]), s->q, n, c->n_head,
+                                      c->n_head_kv, (int)D,
                                       s->p.softmax_scale > 0.f ? s->p.softmax_scale : 1.0f / sqrtf((float)D), s->att,
                                       s->nthreads)) {
                 s->t_attn += mdl_now() - t0;

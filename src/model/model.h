@@ -64,6 +64,9 @@ typedef struct mdl_session {
     infllm_cache **caches;     /* [n_layer] */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *tmp; /* [chunk][...] */
     void *kvconv;              /* K/V converted to the cache dtype */
+    uint16_t **vt;             /* dense f16 sessions: per layer V transposed [Hkv][D][vt_cap] (llama.cpp's
+                                  layout; zero-initialised), for the ggmlc attention's P.V */
+    int64_t vt_cap;
     float *rope_ff;            /* [head_dim/2] LongRoPE frequency factors (1 when absent) */
     int64_t pos;               /* tokens in the caches */
     double t_attn;             /* seconds spent in attention (stats) */
