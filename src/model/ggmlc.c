@@ -30,6 +30,21 @@ static float v_expf1(float x) {
     return ldexpf(j, (int)nn);
 }
 
+void ggmlc_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
+    if (use_simd()) {
+        ggmlc_f32_to_f16_avx512(src, dst, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = mdl_f32_to_f16(src[i]);
+}
+void ggmlc_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
+    if (use_simd()) {
+        ggmlc_f16_to_f32_avx512(src, dst, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = mdl_f16_to_f32(src[i]);
+}
+
 float ggmlc_silu1(float x) { return x / (1.0f + v_expf1(0.0f - x)); }
 
 void ggmlc_swiglu(float *g, const float *u, int64_t n) {

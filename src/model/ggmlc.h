@@ -22,6 +22,10 @@ void ggmlc_swiglu(float *g, const float *u, int64_t n);
 int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vcap, int64_t nkv,
                    const float *q, int64_t n, int Hq, int Hkv, int D, float scale, float *out, int nthreads);
 
+/* f32 <-> f16 rows (round to nearest even), F16C when available */
+void ggmlc_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void ggmlc_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+
 /* for tests: force the scalar path (1) or let the CPU decide (0) */
 void ggmlc_force_scalar(int on);
 
@@ -30,6 +34,8 @@ void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n);
 void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
                            float scale, float *out, float *sbuf, float *accbuf, int vecdot);
 float ggmlc_silu1(float x);
+void ggmlc_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n);
+void ggmlc_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
 #define GGMLC_RB 12 /* query rows per block kernel call */
 void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
                              const int64_t *L, int R, const float *const *qrows, int D, float scale,

@@ -344,3 +344,17 @@ void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_
     else
         attn_block(D / 16, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
 }
+
+/* f32 <-> f16 rows with F16C (round to nearest even, as ggml's GGML_CPU_FP32_TO_FP16) */
+void ggmlc_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+void ggmlc_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ldh(src + i));
+    for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
+}

@@ -480,8 +480,7 @@ static void to_dtype(infllm_dtype dt, const float *src, void *dst, size_t n) {
     if (dt == INFLLM_DTYPE_F32) {
         memcpy(dst, src, n * 4);
     } else if (dt == INFLLM_DTYPE_F16) {
-        uint16_t *d = dst;
-        for (size_t i = 0; i < n; i++) d[i] = mdl_f32_to_f16(src[i]);
+        ggmlc_f32_to_f16(src, dst, n);
     } else {
         uint16_t *d = dst;
         for (size_t i = 0; i < n; i++) d[i] = mdl_f32_to_bf16(src[i]);
@@ -490,6 +489,8 @@ static void to_dtype(infllm_dtype dt, const float *src, void *dst, size_t n) {
 static void from_dtype(infllm_dtype dt, const void *src, float *dst, size_t n) {
     if (dt == INFLLM_DTYPE_F32) {
         memcpy(dst, src, n * 4);
+    } else if (dt == INFLLM_DTYPE_F16) {
+        ggmlc_f16_to_f32(src, dst, n);
     } else {
         const uint16_t *d = src;
         for (size_t i = 0; i < n; i++) dst[i] = dt == INFLLM_DTYPE_F16 ? mdl_f16_to_f32(d[i]) : mdl_bf16_to_f32(d[i]);

@@ -308,7 +308,10 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
                     quant_act_row_mode(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
             }
         }
-        const int64_t RC = 16; /* rows per work item: stay in L1 while the tokens stream */
+        /* rows per work item: 16 stay in L1 while the tokens stream; the prefill tiles
+         * (quant_gemm_avx512) pay a per-call setup (the tokens' s transposed, the rows' m), so
+         * they take 32 (ffn_down rows of 1536 still fit L1) */
+        const int64_t RC = (!isf && simd && ntok >= 4 && (type == GGML_Q4_1 || type == GGML_Q8_0)) ? 32 : 16;
         int64_t nchunks = (rows + RC - 1) / RC;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
