@@ -1,6 +1,7 @@
 """`infllm run` and `infllm bench run` end to end on a tiny random GGUF: greedy generation is
 deterministic and equals the argmax of the dumped logits, seeded sampling is reproducible,
---ctx overflow and bad flags give clear errors, bench run writes md/csv/json."""
+--ctx overflow and bad flags give clear errors, bench run writes md/csv/json and adds llama.cpp's
+row when llama-cpp-python is installed."""
 import json
 import os
 import subprocess
@@ -51,7 +52,7 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", bad, "--tokens", toks)
     c.check(p.returncode == 1 and "truncated" in p.stderr, f"truncated GGUF: '{p.stderr.strip()[:120]}'")
     for fmt in ("md", "csv", "json"):
-        p = run("bench", "run", "-m", g, "--lengths", "64,128", "--gen", "2", "--format", fmt)
+        p = run("bench", "run", "-m", g, "--lengths", "64,128", "--gen", "2", "--format", fmt, "--llamacpp", "off")
         ok = p.returncode == 0
         if ok and fmt == "json":
             rows = json.loads(p.stdout)
@@ -61,4 +62,25 @@ with tempfile.TemporaryDirectory() as tmp:
         elif ok:
             ok = "| 128 | sparse |" in p.stdout
         c.check(ok, f"bench run --format {fmt}")
+    p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "sometimes")
+    c.check(p.returncode == 2 and "--llamacpp" in p.stderr, "bad --llamacpp: exit 2")
+    # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip
+    # (auto) or an error (on)
+    try:
+        import llama_cpp  # noqa: F401
+        have_lcpp = True
+    except Exception:
+        have_lcpp = False
+    p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--format", "json", "--llamacpp", "auto")
+    ok = p.returncode == 0
+    if ok:
+        rows = json.loads(p.stdout)
+        lc = [r for r in rows if r["attention"] == "llama.cpp"]
+        ok = (len(rows) == 3 and len(lc) == 1 and lc[0]["prefill_tok_s"] > 0) or (
+            len(rows) == 2 and "llama.cpp comparison skipped" in p.stderr)
+        ok = ok and (have_lcpp or "not installed" in p.stderr)
+    c.check(ok, f"bench run --llamacpp auto: llama.cpp row or a skip message ({p.stderr.strip()[-160:]})")
+    if not have_lcpp:
+        p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "on")
+        c.check(p.returncode == 1 and "not installed" in p.stderr, "--llamacpp on without llama-cpp-python: exit 1")
 c.finish()

@@ -1,8 +1,12 @@
 /* bench_run.c: `infllm bench run`: model prefill and decode speed at several context
- * lengths, dense vs InfLLM-V2 sparse attention; markdown, csv or json. */
+ * lengths, dense vs InfLLM-V2 sparse attention; markdown, csv or json. With a .gguf model and
+ * llama-cpp-python installed (`--llamacpp auto`, the default) the same token ids are also timed
+ * with llama.cpp in the same run (dense, its default f16 KV cache, the same thread count). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "infllm.h"
 #include "mcommon.h"
@@ -19,10 +23,109 @@ typedef struct row {
     double attn_s;
 } row;
 
+/* llama.cpp's timing, run by python3 with llama-cpp-python: argv model tokens_file threads gen
+ * lengths; prints "length prefill_s decode_s" per length; exit 3 when llama_cpp is missing. */
+static const char *LLAMACPP_PY =
+    "import sys, time\n"
+    "try:\n"
+    "    from llama_cpp import Llama\n"
+    "except Exception:\n"
+    "    sys.exit(3)\n"
+    "model, tokf, threads, gen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])\n"
+    "lens = [int(x) for x in sys.argv[5].split(',')]\n"
+    "ids = [int(x) for x in open(tokf).read().split()]\n"
+    "llm = Llama(model_path=model, n_ctx=max(lens) + gen + 1, n_batch=512, n_threads=threads,\n"
+    "            n_threads_batch=threads, logits_all=False, verbose=False)\n"
+    "for L in lens:\n"
+    "    llm.reset()\n"
+    "    t0 = time.perf_counter(); llm.eval(ids[:L]); t1 = time.perf_counter()\n"
+    "    for g in range(gen):\n"
+    "        llm.eval([ids[L + g]])\n"
+    "    t2 = time.perf_counter()\n"
+    "    print(L, t1 - t0, t2 - t1, flush=True)\n";
+
+/* Times llama.cpp on the same tokens; fills pf[i], dec[i] (seconds) for lens[i]. Returns 0 on
+ * success, 3 when llama-cpp-python is not installed, else 1 (message on stderr). */
+static int llamacpp_times(const char *model, const int32_t *toks, int64_t ntok, int threads, int gen,
+                          const int64_t *lens, int nl, double *pf, double *dec) {
+    char dir[] = "/tmp/infllm-bench-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("infllm bench run: mkdtemp");
+        return 1;
+    }
+    char py[64], tk[64], outp[64], cmd[8192], lensbuf[1024] = "";
+    snprintf(py, sizeof py, "%s/t.py", dir);
+    snprintf(tk, sizeof tk, "%s/tokens", dir);
+    snprintf(outp, sizeof outp, "%s/out", dir);
+    int rc = 1;
+    FILE *f = fopen(py, "w"), *g = fopen(tk, "w");
+    if (f) fputs(LLAMACPP_PY, f);
+    if (g)
+        for (int64_t i = 0; i < ntok; i++) fprintf(g, "%d\n", (int)toks[i]);
+    int wok = f && g;
+    if (f && fclose(f)) wok = 0;
+    if (g && fclose(g)) wok = 0;
+    if (!wok) {
+        fprintf(stderr, "infllm bench run: cannot write the llama.cpp driver in %s\n", dir);
+        goto out;
+    }
+    for (int i = 0; i < nl; i++) {
+        size_t n = strlen(lensbuf);
+        snprintf(lensbuf + n, sizeof lensbuf - n, "%s%lld", i ? "," : "", (long long)lens[i]);
+    }
+    /* the model path is single-quoted for the shell ('\'' for quotes inside) */
+    size_t k = 0;
+    k += (size_t)snprintf(cmd + k, sizeof cmd - k, "python3 %s '", py);
+    for (const char *c = model; *c && k + 8 < sizeof cmd; c++) {
+        if (*c == '\'') k += (size_t)snprintf(cmd + k, sizeof cmd - k, "'\\''");
+        else cmd[k++] = *c;
+    }
+    if (k + 200 + strlen(lensbuf) >= sizeof cmd) {
+        fprintf(stderr, "infllm bench run: model path too long for the llama.cpp run\n");
+        goto out;
+    }
+    snprintf(cmd + k, sizeof cmd - k, "' %s %d %d %s > %s", tk, threads, gen, lensbuf, outp);
+    int st = system(cmd);
+    if (st == -1 || !WIFEXITED(st)) {
+        fprintf(stderr, "infllm bench run: could not run python3 for the llama.cpp comparison\n");
+        goto out;
+    }
+    if (WEXITSTATUS(st) == 3) {
+        rc = 3;
+        goto out;
+    }
+    if (WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "infllm bench run: the llama.cpp run failed (exit %d)\n", WEXITSTATUS(st));
+        goto out;
+    }
+    FILE *r = fopen(outp, "r");
+    int got = 0;
+    if (r) {
+        long long L;
+        double a, b;
+        while (fscanf(r, "%lld %lf %lf", &L, &a, &b) == 3)
+            for (int i = 0; i < nl; i++)
+                if (lens[i] == L) {
+                    pf[i] = a;
+                    dec[i] = b;
+                    got++;
+                }
+        fclose(r);
+    }
+    if (got != nl) fprintf(stderr, "infllm bench run: the llama.cpp run gave %d of %d lengths\n", got, nl);
+    else rc = 0;
+out:
+    unlink(py);
+    unlink(tk);
+    unlink(outp);
+    rmdir(dir);
+    return rc;
+}
+
 int cmd_bench_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
-    const char *lengths = "512,2048,8192", *modes = "dense,sparse", *format = "md";
+    const char *lengths = "512,2048,8192", *modes = "dense,sparse", *format = "md", *llamacpp = "auto";
     int gen = 32, reps = 1;
     opt_def defs[] = {
         RUN_MODEL_OPTS(o),
@@ -31,6 +134,8 @@ int cmd_bench_run(int argc, char **argv) {
         {"--gen", NULL, OPT_INT, &gen, "N", "decode steps timed after each prefill (32)"},
         {"--reps", NULL, OPT_INT, &reps, "N", "repetitions; the fastest is reported (1)"},
         {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
+        {"--llamacpp", NULL, OPT_STR, &llamacpp, "WHEN",
+         "auto | on | off: also time llama.cpp (llama-cpp-python) on the same .gguf and tokens (auto)"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
     /* bench defaults for the sparse runs: block 64, 12 top-k + 4 local (+1 init) blocks */
     o.block_size = 64;
@@ -56,6 +161,10 @@ int cmd_bench_run(int argc, char **argv) {
         fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1, --format md|csv|json\n");
         return 2;
     }
+    if (strcmp(llamacpp, "auto") && strcmp(llamacpp, "on") && strcmp(llamacpp, "off")) {
+        fprintf(stderr, "infllm bench run: --llamacpp must be auto, on or off\n");
+        return 2;
+    }
     const char *mode_names[3];
     int nm = 0;
     if (strstr(modes, "dense")) mode_names[nm++] = "dense";
@@ -74,7 +183,7 @@ int cmd_bench_run(int argc, char **argv) {
         if (lens[i] > maxlen) maxlen = lens[i];
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)(maxlen + gen + 1));
     float *logits = malloc(sizeof(float) * (size_t)R.m->cfg.n_vocab);
-    row *rows = calloc((size_t)(nl * nm), sizeof *rows);
+    row *rows = calloc((size_t)(nl * (nm + 1)), sizeof *rows); /* + a llama.cpp row per length */
     int nrows = 0, ret = 1;
     if (!toks || !logits || !rows) {
         fprintf(stderr, "infllm bench run: out of memory\n");
@@ -132,6 +241,38 @@ int cmd_bench_run(int argc, char **argv) {
             nrows++;
         }
     }
+    if (strcmp(llamacpp, "off")) {
+        size_t ml = strlen(o.model);
+        int is_gguf = ml >= 5 && !strcmp(o.model + ml - 5, ".gguf");
+        double *pf = calloc((size_t)nl, sizeof *pf), *dc = calloc((size_t)nl, sizeof *dc);
+        int lrc = !pf || !dc ? 1 : !is_gguf ? 4
+                                            : llamacpp_times(o.model, toks, maxlen + gen, run_threads(o.threads), gen,
+                                                             lens, nl, pf, dc);
+        if (lrc == 0) {
+            for (int i = 0; i < nl; i++) {
+                row *r = &rows[nrows++];
+                r->len = lens[i];
+                r->mode = "llama.cpp";
+                r->gen = gen;
+                r->prefill_s = pf[i];
+                r->decode_s = dc[i];
+                fprintf(stderr, "  %6lld tokens llama.cpp prefill %8.1f tok/s  decode %7.2f tok/s\n",
+                        (long long)r->len, r->len / r->prefill_s, gen / r->decode_s);
+            }
+        } else {
+            const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
+                              : lrc == 4 ? "the model is not a .gguf file"
+                                         : "its run failed";
+            fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
+            if (!strcmp(llamacpp, "on")) {
+                free(pf);
+                free(dc);
+                goto done;
+            }
+        }
+        free(pf);
+        free(dc);
+    }
     if (!strcmp(format, "md")) {
         printf("| context | attention | prefill tok/s | decode tok/s | prefill s | decode ms/token |\n");
         printf("| ---: | --- | ---: | ---: | ---: | ---: |\n");
@@ -144,6 +285,12 @@ int cmd_bench_run(int argc, char **argv) {
             for (int j = 0; j < nrows; j++)
                 if (rows[i].len == rows[j].len && !strcmp(rows[i].mode, "sparse") && !strcmp(rows[j].mode, "dense"))
                     printf("\nsparse/dense at %lld: prefill %.2fx, decode %.2fx", (long long)rows[i].len,
+                           rows[j].prefill_s / rows[i].prefill_s, rows[j].decode_s / rows[i].decode_s);
+        /* ours against llama.cpp (same tokens, same threads) */
+        for (int i = 0; i < nrows; i++)
+            for (int j = 0; j < nrows; j++)
+                if (rows[i].len == rows[j].len && strcmp(rows[i].mode, "llama.cpp") && !strcmp(rows[j].mode, "llama.cpp"))
+                    printf("\n%s/llama.cpp at %lld: prefill %.2fx, decode %.2fx", rows[i].mode, (long long)rows[i].len,
                            rows[j].prefill_s / rows[i].prefill_s, rows[j].decode_s / rows[i].decode_s);
         printf("\n");
     } else if (!strcmp(format, "csv")) {
