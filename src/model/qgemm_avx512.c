@@ -20,25 +20,12 @@
 
 #include "gguf.h"
 #include "quant.h"
+#include "quant_x86.h"
 
 #define AI __attribute__((always_inline)) static inline
 
 #define QG_NR 4 /* weight rows per tile */
 #define QG_NP 4 /* token pairs per tile (8 tokens): 16 accumulators + 4 unpacked rows in 32 zmm */
-
-AI float qg_h2f(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-/* the same horizontal sum as quant_avx512.c's hsum256 (llama.cpp's hsum_float_8) */
-AI float qg_hsum256(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
 
 /* One block b of an NRR x NPP tile. w: the tile's first row; qa/da: 2 * NPP token rows. */
 AI void qg_block(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t b, const int8_t *const *qa,
@@ -50,7 +37,7 @@ AI void qg_block(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t b, co
 #pragma GCC unroll 4
     for (int r = 0; r < NRR; r++) {
         const uint8_t *wb = w + (size_t)r * rb + (size_t)b * (TYPE == GGML_Q8_0 ? 34 : 20);
-        dw[r] = qg_h2f(wb);
+        dw[r] = qx_h2f(wb);
         if (TYPE == GGML_Q8_0) {
             __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(wb + 2)));
             u[r] = _mm512_abs_epi8(q);
@@ -101,8 +88,8 @@ AI void qg_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
         float sm[8];
         _mm256_storeu_ps(sm, summs);
         for (int p = 0; p < NPP; p++) {
-            float lo = qg_hsum256(_mm512_castps512_ps256(acc[r][p])) + sm[2 * p];
-            float hi = qg_hsum256(_mm512_extractf32x8_ps(acc[r][p], 1)) + sm[2 * p + 1];
+            float lo = qx_hsum256(_mm512_castps512_ps256(acc[r][p])) + sm[2 * p];
+            float hi = qx_hsum256(_mm512_extractf32x8_ps(acc[r][p], 1)) + sm[2 * p + 1];
             if (2 * p < ntv) y[(2 * p) * ldy + r] = lo;
             if (2 * p + 1 < ntv) y[(2 * p + 1) * ldy + r] = hi;
         }
@@ -144,7 +131,7 @@ int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int6
         }
         for (int64_t r = 0; r < nrows; r++)
             for (int64_t b = 0; b < nb; b++)
-                mo[r * nb + b] = qg_h2f((const uint8_t *)w + (size_t)(r0 + r) * rb + (size_t)b * 20 + 2);
+                mo[r * nb + b] = qx_h2f((const uint8_t *)w + (size_t)(r0 + r) * rb + (size_t)b * 20 + 2);
     }
     for (int64_t t0 = 0; t0 < ntok; t0 += TT) {
         int ntv = ntok - t0 < TT ? (int)(ntok - t0) : TT;

@@ -7,6 +7,7 @@
 #include "gguf.h"
 #include "mcommon.h"
 #include "quant.h"
+#include "quant_x86.h"
 
 #define AI __attribute__((always_inline)) static inline
 
@@ -21,17 +22,6 @@ int quant_avx512_available(void) {
     return v;
 }
 
-AI float h2f(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-AI float hsum256(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
 AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
@@ -39,7 +29,7 @@ AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, co
     __m256 acc[8];
     for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, w += 34) {
-        float d = h2f(w);
+        float d = qx_h2f(w);
         __m256i q = ld(w + 2);
         __m256i aq = _mm256_abs_epi8(q);
         for (int t = 0; t < NA; t++) {
@@ -47,7 +37,7 @@ AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, co
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
 AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
@@ -58,8 +48,8 @@ AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t 
     const __m128i m4 = _mm_set1_epi8(0xF);
     const size_t bb = has_min ? 20 : 18;
     for (int64_t b = 0; b < nb; b++, w += bb) {
-        float d = h2f(w);
-        float m = has_min ? h2f(w + 2) : -8.f * d;
+        float d = qx_h2f(w);
+        float m = has_min ? qx_h2f(w + 2) : -8.f * d;
         __m128i raw = _mm_loadu_si128((const __m128i *)(w + (has_min ? 4 : 2)));
         __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
         for (int t = 0; t < NA; t++) {
@@ -68,7 +58,7 @@ AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t 
             off[t] += m * sa[t][b];
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + off[t];
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
 }
 
 AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
@@ -91,7 +81,7 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
     const __m256i m4 = _mm256_set1_epi8(0xF);
     const size_t bb = five ? 176 : 144;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        float d = h2f(w), dmin = h2f(w + 2);
+        float d = qx_h2f(w), dmin = qx_h2f(w + 2);
         uint8_t sc[8], mn[8];
         scales_k4(w + 4, sc, mn);
         const uint8_t *qs = w + (five ? 48 : 16);
@@ -118,7 +108,7 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
             }
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + off[t];
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
 }
 
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
@@ -126,7 +116,7 @@ AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, c
     for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
-        float d = h2f(w + 208);
+        float d = qx_h2f(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int n = 0; n < 2; n++) {
             __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
@@ -151,7 +141,7 @@ AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, c
             }
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
 AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
@@ -296,7 +286,7 @@ AI void kx_q4_1(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     }
     const __m128i m4 = _mm_set1_epi8(0xF);
     for (int64_t b = 0; b < nb; b++, w += 20) {
-        float d = h2f(w), m = h2f(w + 2);
+        float d = qx_h2f(w), m = qx_h2f(w + 2);
         __m128i raw = _mm_loadu_si128((const __m128i *)(w + 4));
         __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
         for (int t = 0; t < NA; t++) {
@@ -306,14 +296,14 @@ AI void kx_q4_1(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
             summs[t] = summs[t] + ms;
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]) + summs[t];
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + summs[t];
 }
 
 AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++, w += 34) {
-        float d = h2f(w);
+        float d = qx_h2f(w);
         __m256i q = ld(w + 2);
         __m256i aq = _mm256_abs_epi8(q);
         for (int t = 0; t < NA; t++) {
@@ -321,7 +311,7 @@ AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = hsum256(acc[t]);
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
 #define DISPATCH(call) \
