@@ -39,7 +39,7 @@ PROMPTS = [
     ("plain: Roman history", "The history of the Roman Empire begins with", None),
     ("plain: code", "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", None),
 ]
-llm = Llama(model_path=model, n_ctx=4096, n_batch=512, logits_all=True, n_threads=threads, verbose=False)
+llm = Llama(model_path=model, n_ctx=4096, n_batch=512, logits_all=True, n_threads=threads, n_threads_batch=threads, verbose=False)
 
 def run(args):
     p = subprocess.run([exe, "run", "-m", model, "--attn", "dense", "-t", str(threads), *args],
@@ -80,14 +80,14 @@ for name, text, user in PROMPTS:
 # speed at 2K: prefill 2048 tokens, then 32 decode steps
 rng = np.random.default_rng(0)
 ids = [int(x) for x in rng.integers(256, 49152, 2048 + 32)]
-llm2 = Llama(model_path=model, n_ctx=4096, n_batch=512, logits_all=False, n_threads=threads, verbose=False)
+llm2 = Llama(model_path=model, n_ctx=4096, n_batch=512, logits_all=False, n_threads=threads, n_threads_batch=threads, verbose=False)
 t0 = time.perf_counter(); llm2.eval(ids[:2048]); t1 = time.perf_counter()
 for t in ids[2048:]:
     llm2.eval([t])
 t2 = time.perf_counter()
 lc_pf, lc_dec = 2048 / (t1 - t0), 32 / (t2 - t1)
 b = subprocess.run([exe, "bench", "run", "-m", model, "--lengths", "2048", "--gen", "32", "--modes", "dense",
-                    "--format", "csv", "-t", str(threads)], capture_output=True, text=True)
+                    "--format", "csv", "-t", str(threads), "--llamacpp", "off"], capture_output=True, text=True)
 row = b.stdout.strip().splitlines()[-1].split(",")
 our_pf, our_dec = float(row[2]), float(row[3])
 print(f"### llama.cpp check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, llama-cpp-python {lcpp_version}, "
