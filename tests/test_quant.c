@@ -243,18 +243,25 @@ static void test_threaded(uint32_t type, int64_t n) {
     /* the activation scheme quant_matmul uses for this type */
     for (int t = 0; t < T; t++)
         quant_act_row_mode(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32), quant_act_mode(type));
-    int bad = 0;
-    CHECK(quant_matmul(type, w, R, n, x, T, y, R, 2) == 0, "threaded matmul: %s", mdl_error());
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) {
-            const float *xa[1] = {x + t * n};
-            const int8_t *qa[1] = {q + t * n};
-            const float *da[1] = {d + t * (n / 32)}, *sa[1] = {s + t * (n / 32)};
-            float o;
-            quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, 1, &o, 1);
-            if (o != y[t * R + r]) bad++; /* bitwise: prefill tiles and decode rows agree */
-        }
-    CHECK(bad == 0, "%s: %d threaded matmul outputs differ from the one-row kernel", ggml_type_name(type), bad);
+    /* T tokens (prefill tiles) and 1..3 tokens (decode: two rows per register), each bitwise
+     * equal to the one-row kernel; R = 1031 rows leaves odd tiles at the end */
+    const int ntoks[4] = {T, 1, 2, 3};
+    for (int k = 0; k < 4; k++) {
+        const int nt = ntoks[k];
+        int bad = 0;
+        CHECK(quant_matmul(type, w, R, n, x, nt, y, R, 2) == 0, "threaded matmul: %s", mdl_error());
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < nt; t++) {
+                const float *xa[1] = {x + t * n};
+                const int8_t *qa[1] = {q + t * n};
+                const float *da[1] = {d + t * (n / 32)}, *sa[1] = {s + t * (n / 32)};
+                float o;
+                quant_dot_rows(type, n, w + r * rb, xa, qa, da, sa, 1, &o, 1);
+                if (o != y[t * R + r]) bad++; /* bitwise: prefill tiles, decode tiles and rows agree */
+            }
+        CHECK(bad == 0, "%s, %d tokens: %d threaded matmul outputs differ from the one-row kernel",
+              ggml_type_name(type), nt, bad);
+    }
     free(w); free(x); free(y); free(q); free(d); free(s);
 }
 

@@ -321,6 +321,10 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
             if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
                 quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
+            /* decode: two rows per register (Q4_1, Q8_0), same bits as below */
+            if (!isf && simd && ntok < 4 && quant_avx512_available() &&
+                quant_gemv_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                continue;
             for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
                 int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
                 const float *xa[QUANT_MAX_NA];
