@@ -1,5 +1,6 @@
-/* qgemm_avx512.c: register-blocked matrix-matrix product for Q4_1 and Q8_0 weights with int8
- * activations, used by quant_matmul for prefill (>= 4 tokens per weight row).
+/* qgemm_avx512.c: register-blocked products of Q4_1 and Q8_0 weights with int8 activations,
+ * used by quant_matmul: quant_gemm_avx512 for prefill (>= 4 tokens), quant_gemv_avx512 for
+ * decode (1-3 tokens: two weight rows per zmm, see the decode section below).
  *
  * The one-row kernels of quant_avx512.c (kx_q4_1, kx_q8_0) reproduce llama.cpp's arithmetic:
  * per 32-value block, 8 int32 lanes of vpdpbusd sums -> f32, acc = fma(d_w * d_a, lanes, acc),
