@@ -30,6 +30,8 @@
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda_testlib.h"
+
 infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv, int32_t D,
                                     int64_t lq, int64_t lk, const void *q, const void *k, int32_t *topk);
 
@@ -40,33 +42,6 @@ infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dtype dtype, 
 static double g_worst_ratio = 0.0; /* max over cases of err / naive */
 static int g_cases = 0;
 
-static void *dup_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
-        exit(2);
-    }
-    if (bytes) cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-    return d;
-}
-static void *dev_alloc(size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
-        exit(2);
-    }
-    cudaMemset(d, 0xff, bytes ? bytes : 4); /* poison */
-    return d;
-}
-static void *to_host(const void *d, size_t bytes) {
-    void *h = malloc(bytes ? bytes : 4);
-    cudaError_t e = cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
-        exit(2);
-    }
-    return h;
-}
 
 typedef struct tcase {
     const char *name;

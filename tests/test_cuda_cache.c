@@ -33,33 +33,8 @@
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime.h>
 
-static void *dup_dev(const void *h, size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
-        exit(2);
-    }
-    if (bytes) cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice);
-    return d;
-}
-static void *dev_alloc(size_t bytes) {
-    void *d = NULL;
-    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
-        exit(2);
-    }
-    cudaMemset(d, 0xff, bytes ? bytes : 4); /* poison */
-    return d;
-}
-static void *to_host(const void *d, size_t bytes) {
-    void *h = malloc(bytes ? bytes : 4);
-    cudaError_t e = cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e));
-        exit(2);
-    }
-    return h;
-}
+#include "cuda_testlib.h"
+
 
 static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
 
