@@ -38,6 +38,25 @@ void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n) {
 AI __m512 ldh(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p)); }
 
 /* 16 vectors -> their 16 _mm512_reduce_add_ps sums (same pairing per vector), in order */
+/* ggml_soft_max over s[0..L16) (scores, -inf past the row), given the lanes' running max vmax:
+ * exp(s - max) with ggml's expf, their sum in double (16-lane partials in order), then the
+ * probabilities scaled and rounded to f16 in place, as llama.cpp's f16 P.V reads them */
+AI void softmax_f16(float *s, int64_t L16, __m512 vmax) {
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    double sum = 0;
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+        __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(s + j0), mx));
+        _mm512_storeu_ps(s + j0, e);
+        sum += (double)_mm512_reduce_add_ps(e);
+    }
+    const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+        __m512 p = _mm512_mul_ps(_mm512_loadu_ps(s + j0), sc);
+        p = _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm512_storeu_ps(s + j0, p);
+    }
+}
+
 AI __m512 reduce16x16(__m512 *A) {
     __m512 B[8], C[4], Dv[2];
     for (int k = 0; k < 8; k++)
@@ -84,19 +103,7 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
         _mm512_storeu_ps(sbuf + j0, s);
         vmax = _mm512_max_ps(vmax, s);
     }
-    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-    double sum = 0;
-    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
-        __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(sbuf + j0), mx));
-        _mm512_storeu_ps(sbuf + j0, e);
-        sum += (double)_mm512_reduce_add_ps(e);
-    }
-    const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
-    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
-        __m512 p = _mm512_mul_ps(_mm512_loadu_ps(sbuf + j0), sc);
-        p = _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        _mm512_storeu_ps(sbuf + j0, p);
-    }
+    softmax_f16(sbuf, L16, vmax);
     /* P.V: lane l accumulates the keys j = l mod 16 in order; then the 16 lanes per output in
      * _mm512_reduce_add_ps's pairing */
     const int nl = vecdot ? 64 : 16;
@@ -251,19 +258,7 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uin
         float *srow = sb + r * ls;
         __m512 vmax = _mm512_set1_ps(-INFINITY);
         for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(srow + j0));
-        const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
-        double sum = 0;
-        for (int64_t j0 = 0; j0 < L16; j0 += 16) {
-            __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(srow + j0), mx));
-            _mm512_storeu_ps(srow + j0, e);
-            sum += (double)_mm512_reduce_add_ps(e);
-        }
-        const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
-        for (int64_t j0 = 0; j0 < L16; j0 += 16) {
-            __m512 pv = _mm512_mul_ps(_mm512_loadu_ps(srow + j0), sc);
-            pv = _mm512_cvtph_ps(_mm512_cvtps_ph(pv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            _mm512_storeu_ps(srow + j0, pv); /* 0 past L[r]: no-op products below */
-        }
+        softmax_f16(srow, L16, vmax); /* 0 past L[r]: no-op products below */
         for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
     }
     if (VT) {

@@ -34,7 +34,6 @@ AI void qg_block(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t b, co
     __m512i u[QG_NR];
     __mmask64 neg[QG_NR];
     float dw[QG_NR];
-    const __m128i m4 = _mm_set1_epi8(0xF);
 #pragma GCC unroll 4
     for (int r = 0; r < NRR; r++) {
         const uint8_t *wb = w + (size_t)r * rb + (size_t)b * (TYPE == GGML_Q8_0 ? 34 : 20);
@@ -44,9 +43,7 @@ AI void qg_block(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t b, co
             u[r] = _mm512_abs_epi8(q);
             neg[r] = _mm512_movepi8_mask(q);
         } else {
-            __m128i raw = _mm_loadu_si128((const __m128i *)(wb + 4));
-            __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-            u[r] = _mm512_broadcast_i64x4(v);
+            u[r] = _mm512_broadcast_i64x4(qx_q4_unpack(wb + 4));
             neg[r] = 0;
         }
     }
@@ -187,13 +184,7 @@ AI void qg_gemv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t n
                 u = _mm512_abs_epi8(q);
                 at = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(q), _mm512_setzero_si512(), a);
             } else {
-                __m256i r0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w0 + 4))),
-                                                     _mm_loadu_si128((const __m128i *)(w1 + 4)), 1);
-                /* per row: low nibbles (values 0-15) then high nibbles (16-31) */
-                __m256i lo = _mm256_and_si256(r0, _mm256_set1_epi8(0xF));
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(r0, 4), _mm256_set1_epi8(0xF));
-                u = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
-                                              _mm512_castsi256_si512(hi));
+                u = _mm512_inserti64x4(_mm512_castsi256_si512(qx_q4_unpack(w0 + 4)), qx_q4_unpack(w1 + 4), 1);
             }
             __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, at);
             acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dav), _mm512_cvtepi32_ps(s), acc[p]);

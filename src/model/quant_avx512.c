@@ -45,13 +45,11 @@ AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t 
     __m256 acc[8];
     for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const __m128i m4 = _mm_set1_epi8(0xF);
     const size_t bb = has_min ? 20 : 18;
     for (int64_t b = 0; b < nb; b++, w += bb) {
         float d = qx_h2f(w);
         float m = has_min ? qx_h2f(w + 2) : -8.f * d;
-        __m128i raw = _mm_loadu_si128((const __m128i *)(w + (has_min ? 4 : 2)));
-        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+        __m256i u = qx_q4_unpack(w + (has_min ? 4 : 2));
         for (int t = 0; t < NA; t++) {
             __m256i s = dp(u, ld(qa[t] + b * 32));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
@@ -284,11 +282,9 @@ AI void kx_q4_1(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
         acc[t] = _mm256_setzero_ps();
         summs[t] = 0.f;
     }
-    const __m128i m4 = _mm_set1_epi8(0xF);
     for (int64_t b = 0; b < nb; b++, w += 20) {
         float d = qx_h2f(w), m = qx_h2f(w + 2);
-        __m128i raw = _mm_loadu_si128((const __m128i *)(w + 4));
-        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+        __m256i u = qx_q4_unpack(w + 4);
         for (int t = 0; t < NA; t++) {
             __m256i s = dp(u, ld(qa[t] + b * 32));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
