@@ -150,6 +150,19 @@ void quant_dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
 
 static float f16r(float v) { return mdl_f16_to_f32(mdl_f32_to_f16(v)); }
 
+void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
+    if (mode == QACT_F32) {
+        *d = dd;
+        *s = dd * (float)sum;
+    } else if (mode == QACT_Q8_1) {
+        *d = f16r(dd);
+        *s = f16r(dd * (float)sum);
+    } else {
+        *d = f16r(dd);
+        *s = *d * (float)sum;
+    }
+}
+
 int quant_act_mode(uint32_t type) {
     return type == GGML_Q4_1 ? QACT_Q8_1 : (type == GGML_Q4_0 || type == GGML_Q8_0) ? QACT_Q8_0 : QACT_F32;
 }
@@ -179,16 +192,7 @@ void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s
             q[b * QK + j] = (int8_t)v;
             sum += v;
         }
-        if (mode == QACT_F32) {
-            d[b] = dd;
-            s[b] = dd * (float)sum;
-        } else if (mode == QACT_Q8_1) {
-            d[b] = f16r(dd);
-            s[b] = f16r(dd * (float)sum);
-        } else {
-            d[b] = f16r(dd);
-            s[b] = d[b] * (float)sum;
-        }
+        quant_act_scales(mode, dd, sum, &d[b], &s[b]);
     }
 }
 

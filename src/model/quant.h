@@ -33,6 +33,9 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
  * for the weight type (Q4_1: Q8_1; Q4_0, Q8_0: Q8_0; K-quants: F32). */
 enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2 };
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
+/* a block's stored scale d and s = d * sum(q) for the scheme, from the f32 scale dd = amax / 127
+ * (both the scalar and the AVX-512 quantizer finish a block with this) */
+void quant_act_scales(int mode, float dd, int sum, float *d, float *s);
 int quant_act_mode(uint32_t type);
 
 /* y[t * ldy + r] = W[r,:] . x[t,:] for r < rows, t < ntok. W is [rows][cols] in `type`

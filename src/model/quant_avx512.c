@@ -25,21 +25,6 @@ int quant_avx512_available(void) {
 AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
-AI void k_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, w += 34) {
-        float d = qx_h2f(w);
-        __m256i q = ld(w + 2);
-        __m256i aq = _mm256_abs_epi8(q);
-        for (int t = 0; t < NA; t++) {
-            __m256i s = dp(aq, _mm256_sign_epi8(ld(qa[t] + b * 32), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
-
 AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
     __m256 acc[8];
@@ -236,39 +221,6 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
     }
 }
 
-AI void k2_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m512 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2, w += 68) {
-        __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(ld(w + 2)), ld(w + 36), 1);
-        __m512i aq = _mm512_abs_epi8(q);
-        __mmask64 neg = _mm512_movepi8_mask(q);
-        uint16_t a0, a1;
-        memcpy(&a0, w, 2);
-        memcpy(&a1, w + 34, 2);
-        __m128 dd = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, (short)a1, (short)a0));
-        for (int t = 0; t < NA; t++) {
-            __m512i a = _mm512_loadu_si512(qa[t] + b * 32);
-            a = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, a);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_scale(dd, da[t] + b), acc[t]);
-        }
-    }
-    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (b < nb) {
-        const int8_t *q2[8];
-        const float *d2[8];
-        for (int t = 0; t < NA; t++) {
-            q2[t] = qa[t] + b * 32;
-            d2[t] = da[t] + b;
-        }
-        k_q8_0(NA, 1, w, q2, d2, tail);
-    }
-    for (int t = 0; t < NA; t++) out[t] = _mm512_reduce_add_ps(acc[t]) + tail[t];
-}
-
-
 /* llama.cpp's order (ggml_vec_dot_q4_1_q8_1 / ggml_vec_dot_q8_0_q8_0, AVX2 + VNNI): per block,
  * 8 int32 lanes (lane k = the products of values 4k..4k+3) -> f32, acc = fma(d_w * d_a, lanes, acc);
  * at the end hsum (lanes k + k+4, then 0+2 / 1+3, then the two) plus, for Q4_1, the scalar
@@ -343,8 +295,6 @@ void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float 
     quant_act_row_mode_avx512(x, n, q, d, s, QACT_F32);
 }
 
-AI float f16r(float v) { return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
-
 /* mode QACT_F32: scale amax/127 kept in f32, values x * (1 / scale); QACT_Q8_1 / QACT_Q8_0:
  * llama.cpp's quantize_row_q8_1 / q8_0 (values x * (127 / amax); the scale rounded to f16; Q8_1's
  * s = f16(d * sum) from the f32 scale, Q8_0's s = f16 scale * sum) */
@@ -367,15 +317,6 @@ void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, f
         _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
         int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-        if (mode == QACT_F32) {
-            d[b] = dd;
-            s[b] = dd * (float)sum;
-        } else if (mode == QACT_Q8_1) {
-            d[b] = f16r(dd);
-            s[b] = f16r(dd * (float)sum);
-        } else {
-            d[b] = f16r(dd);
-            s[b] = d[b] * (float)sum;
-        }
+        quant_act_scales(mode, dd, sum, &d[b], &s[b]);
     }
 }
