@@ -369,9 +369,19 @@ static inline uint64_t bit_range(int a, int b) {
     return hi & ~((1ull << a) - 1);
 }
 
+/* prefetch lines [a, b) of the 64-byte lines at p into L2 */
+static inline void prefetch_lines(const char *p, size_t a, size_t b) {
+    for (size_t i = a; i < b; i++) __builtin_prefetch(p + i * 64, 0, 2);
+}
+
 /* One step over key tile t (keys 64t .. 64t+63) for R slots: w->ridx[i] is the group row,
- * w->kmask[i] its valid keys in the tile. */
-static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t) {
+ * w->kmask[i] its valid keys in the tile. next_k / next_v (or NULL): the next tile's packed K and
+ * V, fetched into L2 a slice at a time between row chunks of the products, so that the loads
+ * overlap this tile's arithmetic instead of stalling on a burst of prefetches. Rows are
+ * independent, so chunking leaves every result bitwise the same. */
+static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, const float *next_k,
+                      const float *next_v) {
+    enum { CHUNK_ROWS = 48 }; /* a multiple of the kernels' 6-row register tiles */
     const int D = c->ap->D;
     uint64_t any = 0;
     for (int i = 0; i < R; i++) {
@@ -383,13 +393,23 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t) 
     int top = 64 - __builtin_clzll(any); /* highest valid column + 1 */
     int ng = (top + CPU_KG - 1) / CPU_KG;
     const size_t base = (size_t)t * CPU_KT;
-    c->kn->qk(w->Q, D, w->ridx, R, D, kp->K + base * D, ng, w->S);
+    const size_t lines = (size_t)CPU_KT * D * sizeof(float) / 64; /* per packed K (or V) tile */
+    for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
+        int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
+        c->kn->qk(w->Q, D, w->ridx + r0, rn, D, kp->K + base * D, ng, w->S + (size_t)r0 * CPU_KT);
+        if (next_k) prefetch_lines((const char *)next_k, lines * r0 / R, lines * (r0 + rn) / R);
+    }
     c->kn->softmax(w->S, R, ng * CPU_KG, w->kmask, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
     for (int i = 0; i < R; i++) {
         w->m[w->ridx[i]] = w->sm[i];
         w->l[w->ridx[i]] = w->sl[i];
     }
-    c->kn->pv(w->O, w->ridx, R, D, w->alpha, w->P, kp->V + base * D, ng * CPU_KG);
+    for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
+        int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
+        c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, kp->V + base * D,
+                  ng * CPU_KG);
+        if (next_v) prefetch_lines((const char *)next_v, lines * r0 / R, lines * (r0 + rn) / R);
+    }
 }
 
 /* Attention of tokens t0..t0+nt-1 of sequence s, KV head g. sel == NULL: dense causal;
@@ -421,7 +441,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                     w->kmask[R2++] = km;
                 }
             }
-            tile_step(c, w, kp, R2, t);
+            tile_step(c, w, kp, R2, t, NULL, NULL);
         }
     } else {
         const int B = ap->B;
@@ -443,16 +463,13 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             uint64_t tm = w->tiles[t];
             if (!tm) continue;
             w->tiles[t] = 0;
-            /* prefetch the next used tile into L2 while this one computes */
+            /* the next used tile, fetched into L2 while this one computes (when already packed) */
+            const float *next_k = NULL, *next_v = NULL;
             for (int tn = t + 1; tn <= tmax; tn++)
                 if (w->tiles[tn]) {
                     if (kp->borrowed || atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
-                        const char *ka = (const char *)(kp->K + (size_t)tn * CPU_KT * D);
-                        const char *va = (const char *)(kp->V + (size_t)tn * CPU_KT * D);
-                        for (size_t o = 0; o < (size_t)CPU_KT * D * sizeof(float); o += 64) {
-                            __builtin_prefetch(ka + o, 0, 2);
-                            __builtin_prefetch(va + o, 0, 2);
-                        }
+                        next_k = kp->K + (size_t)tn * CPU_KT * D;
+                        next_v = kp->V + (size_t)tn * CPU_KT * D;
                     }
                     break;
                 }
@@ -478,7 +495,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                     w->kmask[R2++] = km;
                 }
             }
-            if (R2) tile_step(c, w, kp, R2, t);
+            if (R2) tile_step(c, w, kp, R2, t, next_k, next_v);
         }
     }
     /* finalize */
@@ -641,21 +658,11 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
         c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, c1p->K + (size_t)c0 * D, ng,
                   w->S + (size_t)ta * G * CPU_KT);
-        c->kn->expsub(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->c + ta * G,
-                      w->P + (size_t)ta * G * CPU_KT);
-        int ncols = cend - c0;
-        for (int tt = ta; tt < nt; tt++) {
-            float *dst = w->tok + (size_t)tt * n1 + c0;
-            const float *p0 = w->P + (size_t)tt * G * CPU_KT;
-            for (int n = 0; n < ncols; n++) dst[n] = p0[n];
-            for (int h = 1; h < G; h++) {
-                const float *ph = p0 + (size_t)h * CPU_KT;
-                for (int n = 0; n < ncols; n++) dst[n] += ph[n];
-            }
-        }
+        /* P = exp(a - LSE), summed over the group's heads in head order into the tokens' rows
+         * (rounded to bf16 for bf16 storage, as the reference) */
+        c->kn->expsum(w->S + (size_t)ta * G * CPU_KT, nt - ta, G, w->hi + ta * G, sl2, w->c + ta * G,
+                      w->tok + (size_t)ta * n1 + c0, n1, cend - c0, ap->dtype == INFLLM_DTYPE_BF16);
     }
-    if (ap->dtype == INFLLM_DTYPE_BF16)
-        for (size_t i = 0; i < (size_t)nt * n1; i++) w->tok[i] = infllm_round_to(INFLLM_DTYPE_BF16, w->tok[i]);
 }
 
 /* Fused stage 1 + block scores + top-k for sequence s, head g: sel[t*K..], nsel[t].

@@ -37,8 +37,13 @@ typedef struct cpu_kern {
     void (*pv)(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V, int nk);
     /* Stage-1 pass 1: online max/sum of 2^(S*sl2) over columns n < hi[r] (m, l in log2 domain). */
     void (*lse)(const float *S, int R, int nk, const int *hi, float sl2, float *m, float *l);
-    /* Stage-1 pass 2: P[r][n] = n < hi[r] ? 2^(S*sl2 - c[r]) : 0, n < nk. */
-    void (*expsub)(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P);
+    /* Stage-1 pass 2 with the group's head sum. Token t < nt owns rows t*G .. t*G+G-1 of S;
+     * P[r][n] = n < hi[r] ? 2^(S[r][n]*sl2 - c[r]) : 0, and for n < ncols (<= 64)
+     * dst[t*ldd + n] = P[t*G][n] + P[t*G+1][n] + ... + P[t*G+G-1][n], added in head order
+     * (the reference's order), then rounded to bf16 (kept as f32) when round_bf16 is set.
+     * Columns >= ncols of dst are not written. */
+    void (*expsum)(const float *S, int nt, int G, const int *hi, float sl2, const float *c, float *dst,
+                   int64_t ldd, int ncols, int round_bf16);
     /* dst[i] = src[i] as f32, i < n (exact conversion). */
     void (*load)(float *dst, const void *src, infllm_dtype dt, int64_t n);
     /* dst[i] = round_to_dtype(src[i] * mul), i < n (round to nearest even, as dtype.h). */

@@ -193,15 +193,23 @@ static void lse_avx2(const float *S, int R, int nk, const int *hi, float sl2, fl
     }
 }
 
-static void expsub_avx2(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
+static void expsum_avx2(const float *S, int nt, int G, const int *hi, float sl2, const float *c, float *dst,
+                       int64_t ldd, int ncols, int round_bf16) {
     const __m256 vs = _mm256_set1_ps(sl2);
-    for (int r = 0; r < R; r++) {
-        const float *s = S + (int64_t)r * CPU_KT;
-        float *p = P + (int64_t)r * CPU_KT;
-        __m256 vc = _mm256_set1_ps(c[r]);
-        for (int n = 0; n < nk; n += 8) {
-            __m256 k = range_mask8(n, 0, hi[r]);
-            _mm256_storeu_ps(p + n, _mm256_and_ps(k, exp2v8(_mm256_fmsub_ps(_mm256_loadu_ps(s + n), vs, vc))));
+    float buf[8];
+    for (int t = 0; t < nt; t++) {
+        float *d = dst + (int64_t)t * ldd;
+        for (int n = 0; n < ncols; n += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int h = 0; h < G; h++) {
+                int r = t * G + h;
+                __m256 x = _mm256_fmsub_ps(_mm256_loadu_ps(S + (int64_t)r * CPU_KT + n), vs, _mm256_set1_ps(c[r]));
+                __m256 p = _mm256_and_ps(range_mask8(n, 0, hi[r]), exp2v8(x));
+                acc = h == 0 ? p : _mm256_add_ps(acc, p);
+            }
+            _mm256_storeu_ps(buf, acc);
+            int m = ncols - n < 8 ? ncols - n : 8;
+            for (int i = 0; i < m; i++) d[n + i] = round_bf16 ? infllm_round_to(INFLLM_DTYPE_BF16, buf[i]) : buf[i];
         }
     }
 }
@@ -228,4 +236,4 @@ static void store_avx2(void *dst, infllm_dtype dt, const float *src, float mul, 
     for (int64_t i = 0; i < n; i++) infllm_store_f32(dst, dt, i, src[i] * mul);
 }
 
-const cpu_kern cpu_kern_avx2 = {"avx2", qk_avx2, softmax_avx2, pv_avx2, lse_avx2, expsub_avx2, load_avx2, store_avx2};
+const cpu_kern cpu_kern_avx2 = {"avx2", qk_avx2, softmax_avx2, pv_avx2, lse_avx2, expsum_avx2, load_avx2, store_avx2};

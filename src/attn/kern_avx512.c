@@ -205,15 +205,34 @@ static void lse_avx512(const float *S, int R, int nk, const int *hi, float sl2, 
     }
 }
 
-static void expsub_avx512(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
+/* x rounded to bf16 (nearest even, quiet NaN), as infllm_round_to, kept as f32 */
+AI __m512 round_bf16v(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i rnd = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    __m512i q = _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
+    return _mm512_castsi512_ps(_mm512_and_si512(q, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+static void expsum_avx512(const float *S, int nt, int G, const int *hi, float sl2, const float *c, float *dst,
+                          int64_t ldd, int ncols, int round_bf16) {
     const __m512 vs = _mm512_set1_ps(sl2);
-    for (int r = 0; r < R; r++) {
-        const float *s = S + (int64_t)r * CPU_KT;
-        float *p = P + (int64_t)r * CPU_KT;
-        __m512 vc = _mm512_set1_ps(c[r]);
-        for (int n = 0; n < nk; n += 16) {
-            __mmask16 k = range_mask(n, 0, hi[r]);
-            _mm512_storeu_ps(p + n, _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vc))));
+    for (int t = 0; t < nt; t++) {
+        float *d = dst + (int64_t)t * ldd;
+        const float *s0 = S + (int64_t)t * G * CPU_KT;
+        const int *h0 = hi + t * G;
+        const float *c0 = c + t * G;
+        for (int n = 0; n < ncols; n += 16) {
+            __m512 acc = _mm512_maskz_mov_ps(range_mask(n, 0, h0[0]),
+                                             exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s0 + n), vs, _mm512_set1_ps(c0[0]))));
+            for (int h = 1; h < G; h++) {
+                __m512 x = _mm512_fmsub_ps(_mm512_loadu_ps(s0 + (int64_t)h * CPU_KT + n), vs, _mm512_set1_ps(c0[h]));
+                acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(range_mask(n, 0, h0[h]), exp2v(x)));
+            }
+            if (round_bf16) acc = round_bf16v(acc);
+            _mm512_mask_storeu_ps(d + n, range_mask(n, 0, ncols), acc);
         }
     }
 }
@@ -260,4 +279,4 @@ static void store_avx512(void *dst, infllm_dtype dt, const float *src, float mul
 }
 
 const cpu_kern cpu_kern_avx512 = {"avx512", qk_avx512, softmax_avx512, pv_avx512, lse_avx512,
-                                  expsub_avx512, load_avx512, store_avx512};
+                                  expsum_avx512, load_avx512, store_avx512};

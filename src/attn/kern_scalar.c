@@ -77,12 +77,18 @@ static void lse_scalar(const float *S, int R, int nk, const int *hi, float sl2, 
     }
 }
 
-static void expsub_scalar(const float *S, int R, int nk, const int *hi, float sl2, const float *c, float *P) {
-    for (int r = 0; r < R; r++) {
-        const float *s = S + (int64_t)r * CPU_KT;
-        float *p = P + (int64_t)r * CPU_KT;
-        for (int n = 0; n < nk; n++) p[n] = n < hi[r] ? exp2f(s[n] * sl2 - c[r]) : 0.0f;
-    }
+static void expsum_scalar(const float *S, int nt, int G, const int *hi, float sl2, const float *c, float *dst,
+                         int64_t ldd, int ncols, int round_bf16) {
+    for (int t = 0; t < nt; t++)
+        for (int n = 0; n < ncols; n++) {
+            float sum = 0.0f;
+            for (int h = 0; h < G; h++) {
+                int r = t * G + h;
+                float p = n < hi[r] ? exp2f(S[(int64_t)r * CPU_KT + n] * sl2 - c[r]) : 0.0f;
+                sum = h == 0 ? p : sum + p;
+            }
+            dst[(int64_t)t * ldd + n] = round_bf16 ? infllm_round_to(INFLLM_DTYPE_BF16, sum) : sum;
+        }
 }
 
 static void load_scalar(float *dst, const void *src, infllm_dtype dt, int64_t n) {
@@ -98,4 +104,4 @@ static void store_scalar(void *dst, infllm_dtype dt, const float *src, float mul
 }
 
 const cpu_kern cpu_kern_scalar = {"scalar", qk_scalar, softmax_scalar, pv_scalar, lse_scalar,
-                                  expsub_scalar, load_scalar, store_scalar};
+                                  expsum_scalar, load_scalar, store_scalar};
