@@ -171,12 +171,141 @@ def flex_fn(q, k, v, topk, T):
     return run
 
 
+def decode_rows(a, lib):
+    """eager and graph-replay times of one decode step (old path and device cache); None on failure"""
+    # old: infllm_attention on the whole 128K prefix (recompresses it every call);
+    # new: the device decode cache, one step = append 1 token (K/V copy + the c1/c2 kernels that
+    # complete) + attend 1 query, captured into a CUDA graph with caller workspace.
+    dec = None
+    try:
+        Tk = 131072
+        q, k, v = make_inputs(1, Tk, structured=not a.random)
+        out = torch.empty_like(q)
+        lse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            p = params(lib, SPARSE)
+            l = layout(1, Tk)
+            wsb = C.c_size_t(0)
+            check(lib, lib.infllm_attention_workspace_size(C.byref(p), C.byref(l), C.byref(wsb)), "ws")
+            ws = torch.empty(max(wsb.value, 1), dtype=torch.uint8, device="cuda")
+            p.workspace, p.workspace_bytes = ws.data_ptr(), wsb.value
+
+            def step():
+                check(lib, lib.infllm_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                                C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                                C.c_void_p(out.data_ptr()), C.c_void_p(lse.data_ptr())), "decode")
+            step()
+            step()
+        torch.cuda.synchronize()
+        with torch.cuda.stream(s):
+            t_eager = timeit(step, reps=50)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s):
+            p.cuda_stream = torch.cuda.current_stream().cuda_stream
+            step()
+        with torch.cuda.stream(s):
+            t_graph = timeit(g.replay, warmup=5, reps=200)
+        # the parts: compress of the 128K keys, and the rest (selection + stage 2) on given c1/c2
+        c1d = torch.empty(Tk // 16, HKV, D, dtype=torch.bfloat16, device="cuda")
+        c2d = torch.empty(Tk // 64, HKV, D, dtype=torch.bfloat16, device="cuda")
+        with torch.cuda.stream(s):
+            def comp_dec():
+                check(lib, lib.infllm_compress_keys(C.byref(p), C.byref(l), C.c_void_p(k.data_ptr()),
+                                                    C.c_void_p(c1d.data_ptr()), C.c_void_p(c2d.data_ptr()), None,
+                                                    None), "compress")
+            t_comp_dec = timeit(comp_dec, reps=50)
+        print(f"decode parts: compress of 128K keys {t_comp_dec * 1000:.1f} us")
+        print(f"decode 1 x 128K, old path (infllm_attention, recompresses the 128K keys): eager {t_eager * 1000:.1f} us, "
+              f"graph replay {t_graph * 1000:.1f} us", flush=True)
+        ref_out = out.clone()
+
+        # ---- the device decode cache ----
+        s2 = torch.cuda.Stream()
+        pc = params(lib, SPARSE)
+        pc.cuda_stream = s2.cuda_stream
+        cache = C.c_void_p()
+        check(lib, lib.infllm_cache_create(C.byref(pc), BF16, HKV, D, Tk, C.byref(cache)), "cache_create")
+        cws = C.c_size_t(0)
+        check(lib, lib.infllm_cache_workspace_size(cache, C.byref(pc), 1, HQ, C.byref(cws)), "cache ws")
+        cwsb = torch.empty(max(cws.value, 1), dtype=torch.uint8, device="cuda")
+        pc.workspace, pc.workspace_bytes = cwsb.data_ptr(), cws.value
+        cout = torch.empty_like(q)
+        clse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
+        rowb = HKV * D * 2
+        kl, vl = k.data_ptr() + (Tk - 1) * rowb, v.data_ptr() + (Tk - 1) * rowb
+        with torch.cuda.stream(s2):
+            t0 = torch.cuda.Event(enable_timing=True)
+            t1 = torch.cuda.Event(enable_timing=True)
+            t0.record()
+            check(lib, lib.infllm_cache_append(cache, k.data_ptr(), v.data_ptr(), Tk - 1), "prefix append")
+            t1.record()
+            torch.cuda.synchronize()
+            t_prefix = t0.elapsed_time(t1)
+
+            def c_append():
+                check(lib, lib.infllm_cache_append(cache, kl, vl, 1), "cache append")
+
+            def c_attend():
+                check(lib, lib.infllm_cache_attend(cache, C.byref(pc), q.data_ptr(), 1, HQ, cout.data_ptr(),
+                                                   clse.data_ptr()), "cache attend")
+
+            def c_step():  # back to Tk - 1 tokens (host bookkeeping only), then one decode step
+                check(lib, lib.infllm_cache_truncate(cache, Tk - 1), "truncate")
+                c_append()
+                c_attend()
+            c_step()
+            c_step()
+        torch.cuda.synchronize()
+        same = torch.equal(cout, ref_out)
+        maxdiff = (cout.float() - ref_out.float()).abs().max().item()
+        with torch.cuda.stream(s2):
+            t_c_eager = timeit(c_step, reps=50)
+        # captured graphs replay the captured step as it was (same position: the host-side length
+        # does not move on replay), so every replay is the step from Tk - 1 to Tk tokens
+        graphs = {}
+        for name, body, start in (("step", (c_append, c_attend), Tk - 1), ("append", (c_append,), Tk - 1),
+                                  ("attend", (c_attend,), Tk)):
+            check(lib, lib.infllm_cache_truncate(cache, start), "truncate")
+            gg = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(gg, stream=s2):
+                for f in body:
+                    f()
+            graphs[name] = gg
+        with torch.cuda.stream(s2):
+            t_c = {name: timeit(gg.replay, warmup=10, reps=300) for name, gg in graphs.items()}
+        torch.cuda.synchronize()
+        graphs["step"].replay()
+        torch.cuda.synchronize()
+        same_g = torch.equal(cout, ref_out)
+        mem = lib.infllm_cache_memory_bytes(cache)
+        print(f"decode cache: prefix append of {Tk - 1} tokens {t_prefix * 1000:.0f} us; step output "
+              f"{'bitwise equal to' if same and same_g else f'max abs diff {maxdiff:.3g} vs'} the old path; "
+              f"cache {mem / 2**20:.1f} MiB, workspace {cws.value} bytes")
+        print(f"decode 1 x 128K, device cache (append 1 + attend): eager {t_c_eager * 1000:.1f} us, graph replay "
+              f"{t_c['step'] * 1000:.1f} us (append alone {t_c['append'] * 1000:.1f}, attend alone "
+              f"{t_c['attend'] * 1000:.1f})", flush=True)
+        if a.decode_profile:
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    graphs["step"].replay()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+        dec = (t_eager * 1000, t_graph * 1000, t_c_eager * 1000, t_c["step"] * 1000)
+        lib.infllm_cache_free(cache)
+    except Exception as e:  # noqa
+        print(f"# decode: {type(e).__name__}: {e}")
+    return dec
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build-gpu/libinfllm.so")
     ap.add_argument("--sizes", default="8192,16384,32768,65536,131072")
     ap.add_argument("--dense-sizes", default="8192,16384,32768")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--no-decode", action="store_true", help="skip the decode rows")
     ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
@@ -310,130 +439,7 @@ def main():
         del q, k, v, out
         torch.cuda.empty_cache()
 
-    # ---------------- decode: 1 token, 128K cache, graph replay ----------------
-    # old: infllm_attention on the whole 128K prefix (recompresses it every call);
-    # new: the device decode cache, one step = append 1 token (K/V copy + the c1/c2 kernels that
-    # complete) + attend 1 query, captured into a CUDA graph with caller workspace.
-    dec = None
-    try:
-        Tk = 131072
-        q, k, v = make_inputs(1, Tk, structured=not a.random)
-        out = torch.empty_like(q)
-        lse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
-        s = torch.cuda.Stream()
-        with torch.cuda.stream(s):
-            p = params(lib, SPARSE)
-            l = layout(1, Tk)
-            wsb = C.c_size_t(0)
-            check(lib, lib.infllm_attention_workspace_size(C.byref(p), C.byref(l), C.byref(wsb)), "ws")
-            ws = torch.empty(max(wsb.value, 1), dtype=torch.uint8, device="cuda")
-            p.workspace, p.workspace_bytes = ws.data_ptr(), wsb.value
-
-            def step():
-                check(lib, lib.infllm_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
-                                                C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
-                                                C.c_void_p(out.data_ptr()), C.c_void_p(lse.data_ptr())), "decode")
-            step()
-            step()
-        torch.cuda.synchronize()
-        with torch.cuda.stream(s):
-            t_eager = timeit(step, reps=50)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=s):
-            p.cuda_stream = torch.cuda.current_stream().cuda_stream
-            step()
-        with torch.cuda.stream(s):
-            t_graph = timeit(g.replay, warmup=5, reps=200)
-        # the parts: compress of the 128K keys, and the rest (selection + stage 2) on given c1/c2
-        c1d = torch.empty(Tk // 16, HKV, D, dtype=torch.bfloat16, device="cuda")
-        c2d = torch.empty(Tk // 64, HKV, D, dtype=torch.bfloat16, device="cuda")
-        with torch.cuda.stream(s):
-            def comp_dec():
-                check(lib, lib.infllm_compress_keys(C.byref(p), C.byref(l), C.c_void_p(k.data_ptr()),
-                                                    C.c_void_p(c1d.data_ptr()), C.c_void_p(c2d.data_ptr()), None,
-                                                    None), "compress")
-            t_comp_dec = timeit(comp_dec, reps=50)
-        print(f"decode parts: compress of 128K keys {t_comp_dec * 1000:.1f} us")
-        print(f"decode 1 x 128K, old path (infllm_attention, recompresses the 128K keys): eager {t_eager * 1000:.1f} us, "
-              f"graph replay {t_graph * 1000:.1f} us", flush=True)
-        ref_out = out.clone()
-
-        # ---- the device decode cache ----
-        s2 = torch.cuda.Stream()
-        pc = params(lib, SPARSE)
-        pc.cuda_stream = s2.cuda_stream
-        cache = C.c_void_p()
-        check(lib, lib.infllm_cache_create(C.byref(pc), BF16, HKV, D, Tk, C.byref(cache)), "cache_create")
-        cws = C.c_size_t(0)
-        check(lib, lib.infllm_cache_workspace_size(cache, C.byref(pc), 1, HQ, C.byref(cws)), "cache ws")
-        cwsb = torch.empty(max(cws.value, 1), dtype=torch.uint8, device="cuda")
-        pc.workspace, pc.workspace_bytes = cwsb.data_ptr(), cws.value
-        cout = torch.empty_like(q)
-        clse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
-        rowb = HKV * D * 2
-        kl, vl = k.data_ptr() + (Tk - 1) * rowb, v.data_ptr() + (Tk - 1) * rowb
-        with torch.cuda.stream(s2):
-            t0 = torch.cuda.Event(enable_timing=True)
-            t1 = torch.cuda.Event(enable_timing=True)
-            t0.record()
-            check(lib, lib.infllm_cache_append(cache, k.data_ptr(), v.data_ptr(), Tk - 1), "prefix append")
-            t1.record()
-            torch.cuda.synchronize()
-            t_prefix = t0.elapsed_time(t1)
-
-            def c_append():
-                check(lib, lib.infllm_cache_append(cache, kl, vl, 1), "cache append")
-
-            def c_attend():
-                check(lib, lib.infllm_cache_attend(cache, C.byref(pc), q.data_ptr(), 1, HQ, cout.data_ptr(),
-                                                   clse.data_ptr()), "cache attend")
-
-            def c_step():  # back to Tk - 1 tokens (host bookkeeping only), then one decode step
-                check(lib, lib.infllm_cache_truncate(cache, Tk - 1), "truncate")
-                c_append()
-                c_attend()
-            c_step()
-            c_step()
-        torch.cuda.synchronize()
-        same = torch.equal(cout, ref_out)
-        maxdiff = (cout.float() - ref_out.float()).abs().max().item()
-        with torch.cuda.stream(s2):
-            t_c_eager = timeit(c_step, reps=50)
-        # captured graphs replay the captured step as it was (same position: the host-side length
-        # does not move on replay), so every replay is the step from Tk - 1 to Tk tokens
-        graphs = {}
-        for name, body, start in (("step", (c_append, c_attend), Tk - 1), ("append", (c_append,), Tk - 1),
-                                  ("attend", (c_attend,), Tk)):
-            check(lib, lib.infllm_cache_truncate(cache, start), "truncate")
-            gg = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(gg, stream=s2):
-                for f in body:
-                    f()
-            graphs[name] = gg
-        with torch.cuda.stream(s2):
-            t_c = {name: timeit(gg.replay, warmup=10, reps=300) for name, gg in graphs.items()}
-        torch.cuda.synchronize()
-        graphs["step"].replay()
-        torch.cuda.synchronize()
-        same_g = torch.equal(cout, ref_out)
-        mem = lib.infllm_cache_memory_bytes(cache)
-        print(f"decode cache: prefix append of {Tk - 1} tokens {t_prefix * 1000:.0f} us; step output "
-              f"{'bitwise equal to' if same and same_g else f'max abs diff {maxdiff:.3g} vs'} the old path; "
-              f"cache {mem / 2**20:.1f} MiB, workspace {cws.value} bytes")
-        print(f"decode 1 x 128K, device cache (append 1 + attend): eager {t_c_eager * 1000:.1f} us, graph replay "
-              f"{t_c['step'] * 1000:.1f} us (append alone {t_c['append'] * 1000:.1f}, attend alone "
-              f"{t_c['attend'] * 1000:.1f})", flush=True)
-        if a.decode_profile:
-            from torch.profiler import ProfilerActivity, profile
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(20):
-                    graphs["step"].replay()
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
-        dec = (t_eager * 1000, t_graph * 1000, t_c_eager * 1000, t_c["step"] * 1000)
-        lib.infllm_cache_free(cache)
-    except Exception as e:  # noqa
-        print(f"# decode: {type(e).__name__}: {e}")
+    dec = None if a.no_decode else decode_rows(a, lib)
 
     # ---------------- table ----------------
     print()

@@ -6,6 +6,9 @@
 #   BUILD=build-gpu  INFLLM_CUDA_ARCHS=90a  INFLLM_GOLDEN_DIR=<dir holding pub1/>
 # With 90a (the default) the grid runs on the wgmma kernels, then on the mma.sync kernels that
 # sm_80 / plain sm_90 builds use (INFLLM_CUDA_NO_WGMMA=1) in both tile configurations.
+# The runs are independent processes whose time is the single-threaded float64 reference, so
+# they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
+# in order once all have finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -18,14 +21,36 @@ fi
 cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log"; exit 1; }
 grep "infllm: CUDA" "$BUILD.configure.log" || true
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda infllm_shared 2>&1 | grep -E "error|warning" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache infllm_shared 2>&1 | grep -E "error|warning" || true
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
+test -x "$BUILD/tests/test_cuda_cache" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-"$BUILD/tests/test_cuda"
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+RUNS=("test_cuda: wgmma kernels (default)|$BUILD/tests/test_cuda")
 if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
-  echo "--- again on the mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1), default 4-warp tiles"
-  INFLLM_CUDA_NO_WGMMA=1 "$BUILD/tests/test_cuda"
-  echo "--- again with the alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles)"
-  INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 "$BUILD/tests/test_cuda"
+  RUNS+=("test_cuda: mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1), default 4-warp tiles|env INFLLM_CUDA_NO_WGMMA=1 $BUILD/tests/test_cuda")
+  RUNS+=("test_cuda: alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 $BUILD/tests/test_cuda")
 fi
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_cache 2>&1 | grep -E "error|warning" || true; "$BUILD/tests/test_cuda_cache" && INFLLM_CUDA_NO_PDL=1 "$BUILD/tests/test_cuda_cache"
+RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
+RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
+pids=()
+for i in "${!RUNS[@]}"; do
+  cmd=${RUNS[$i]#*|}
+  if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
+    $cmd >"$LOGS/$i" 2>&1 && echo 0 >"$LOGS/$i.rc" || echo $? >"$LOGS/$i.rc"
+  else
+    ( $cmd >"$LOGS/$i" 2>&1 && echo 0 >"$LOGS/$i.rc" || echo $? >"$LOGS/$i.rc" ) &
+    pids+=($!)
+  fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+fail=0
+for i in "${!RUNS[@]}"; do
+  rc=$(cat "$LOGS/$i.rc")
+  echo "--- ${RUNS[$i]%%|*}: exit $rc"
+  cat "$LOGS/$i"
+  [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
+done
+if [ $fail = 0 ]; then echo "cuda_check: all passed"; else echo "cuda_check: FAILED"; fi
+exit $fail

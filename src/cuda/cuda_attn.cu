@@ -15,6 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda.h> /* CUtensorMap */
+#if defined(INFLLM_CUDA_SM90A)
+#include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
+#endif
+
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 
@@ -34,6 +39,7 @@ struct FlashParams {
     float *part_lse; /* [cta][nsplit][M] (log2 domain) */
     int nbw;         /* words of one token's block bitmap */
     int ncw;         /* words of the chunk bitmap */
+    int tma;         /* k_flash90: K/V chunks inside the sequence come by TMA (tensor maps valid) */
 };
 
 __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
@@ -448,6 +454,40 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
+/* mbarrier + TMA (cp.async.bulk.tensor): a stage's K and V tiles arrive as one transaction */
+__device__ __forceinline__ void mbar_init(uint64_t *bar) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar)));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                     (uint32_t)__cvta_generic_to_shared(bar)),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("{\n.reg .pred P1;\nLAB_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar)),
+                 "r"(parity)
+                 : "memory");
+#endif
+}
+/* box {64 columns, 1 head, 64 tokens} at (col, head, token) into a 128-byte-swizzled [64][64] tile */
+__device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, uint64_t *bar, int col, int head, int tok) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+                 "%4}], [%5];\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"((uint64_t)map), "r"(col), "r"(head), "r"(tok), "r"((uint32_t)__cvta_generic_to_shared(bar))
+                 : "memory");
+#endif
+}
+
 template <int D, int ROWS, int NT>
 __device__ __forceinline__ void load_tile90(uint16_t *s, const uint16_t *g, int64_t stride, int nvalid) {
     constexpr int CH = D / 8;
@@ -460,7 +500,8 @@ __device__ __forceinline__ void load_tile90(uint16_t *s, const uint16_t *g, int6
 }
 
 template <typename T, int D, bool SPARSE>
-__global__ void __launch_bounds__(256, 2) k_flash90(FlashParams p) {
+__global__ void __launch_bounds__(256, 2)
+    k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
 #ifdef INFLLM_WGMMA_DEVICE
     constexpr int NWG = 2, M = 64 * NWG, NT = 128 * NWG, CH = D / 8, KS = D / 16, DT_ = D / 8;
     constexpr int KVB = 64 * D; /* elements of one K or V chunk tile */
@@ -563,11 +604,33 @@ __global__ void __launch_bounds__(256, 2) k_flash90(FlashParams p) {
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
     const int64_t kvs = (int64_t)p.Hkv * D;
+    /* a chunk wholly inside the sequence comes by TMA (thread 0 issues, everyone waits on the
+     * stage's mbarrier); a partial last chunk by cp.async with zero fill */
+    __shared__ __align__(8) uint64_t sBar[2];
+    if (p.tma && tid == 0) {
+        mbar_init(&sBar[0]);
+        mbar_init(&sBar[1]);
+    }
+    __syncthreads();
+    auto by_tma = [&](int cc) { return p.tma && cc * 64 + 64 <= lk; };
     auto load_chunk = [&](int cc, int st) {
         uint16_t *base = sKV + st * 2 * KVB;
-        load_tile90<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
-        load_tile90<D, 64, NT>(base + KVB, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+        if (by_tma(cc)) {
+            if (tid == 0) {
+                mbar_expect_tx(&sBar[st], 2 * KVB * 2);
+                const int tok = (int)(k0 + cc * 64);
+#pragma unroll
+                for (int h = 0; h < D / 64; h++) {
+                    tma_load(base + h * 64 * 64, &tmk, &sBar[st], h * 64, g, tok);
+                    tma_load(base + KVB + h * 64 * 64, &tmv, &sBar[st], h * 64, g, tok);
+                }
+            }
+        } else {
+            load_tile90<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+            load_tile90<D, 64, NT>(base + KVB, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+        }
     };
+    uint32_t phase = 0; /* bit st: parity of stage st's next mbarrier phase */
     int c = count > 0 ? first : -1;
     if (c >= 0) load_chunk(c, 0);
     cp_async_commit();
@@ -594,6 +657,10 @@ __global__ void __launch_bounds__(256, 2) k_flash90(FlashParams p) {
         if (cn >= 0) load_chunk(cn, stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
+        if (by_tma(c)) {
+            mbar_wait(&sBar[stage], (phase >> stage) & 1u);
+            phase ^= 1u << stage;
+        }
         fence_proxy_async();
         __syncthreads();
 
@@ -860,15 +927,54 @@ static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStre
     return INFLLM_OK;
 }
 
+#if defined(INFLLM_CUDA_SM90A)
+/* TMA map of a token-major [total_k, Hkv, D] 16-bit tensor: boxes of 64 columns x 1 head x 64
+ * tokens, 128-byte swizzle (k_flash90's tile layout). false: no driver entry point, misaligned
+ * base or too many tokens (the kernel then loads every chunk by cp.async). */
+static bool flash_tma_map(CUtensorMap *m, const void *base, int Hkv, int D, int64_t total_k) {
+    static PFN_cuTensorMapEncodeTiled_v12000 enc = NULL;
+    static int tried = 0;
+    if (!tried) {
+        tried = 1;
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+#else
+        cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q);
+#endif
+        if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) enc = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+        else (void)cudaGetLastError();
+    }
+    if (!enc || ((uintptr_t)base & 15) || total_k < 64 || total_k > INT32_MAX) return false;
+    cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)Hkv, (cuuint64_t)total_k};
+    cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)Hkv * D * 2}; /* bytes, dims 1 and 2 */
+    cuuint32_t box[3] = {64, 1, 64}, estr[3] = {1, 1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, (void *)base, dims, strides, box, estr,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+#endif
+
 template <typename T, int D, bool SP>
-static infllm_status flash_run90(const FlashParams &p, const FlashCfg &c, cudaStream_t st) {
+static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaStream_t st, int64_t total_k) {
+    FlashParams p = p0;
+    CUtensorMap tmk, tmv;
+    memset(&tmk, 0, sizeof tmk);
+    memset(&tmv, 0, sizeof tmv);
+#if defined(INFLLM_CUDA_SM90A)
+    p.tma = flash_tma_map(&tmk, p.k, p.Hkv, D, total_k) && flash_tma_map(&tmv, p.v, p.Hkv, D, total_k);
+#else
+    (void)total_k;
+    p.tma = 0;
+#endif
     static size_t configured = 0;
     if (c.smem > 48 * 1024 && c.smem > configured) {
         CU_CHECK(cudaFuncSetAttribute(k_flash90<T, D, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.smem));
         configured = c.smem;
     }
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
-    k_flash90<T, D, SP><<<grid, 256, c.smem, st>>>(p);
+    k_flash90<T, D, SP><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
     CU_LAUNCH_CHECK("k_flash90");
     if (c.nsplit > 1) {
         dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks));
@@ -879,8 +985,9 @@ static infllm_status flash_run90(const FlashParams &p, const FlashCfg &c, cudaSt
 }
 
 template <typename T, int D>
-static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, cudaStream_t st) {
-    if (c.wg) return sparse ? flash_run90<T, D, true>(p, c, st) : flash_run90<T, D, false>(p, c, st);
+static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, int64_t total_k,
+                                    cudaStream_t st) {
+    if (c.wg) return sparse ? flash_run90<T, D, true>(p, c, st, total_k) : flash_run90<T, D, false>(p, c, st, total_k);
     if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
     if (c.NW == 8) return sparse ? flash_run<T, D, 8, true>(p, c, st) : flash_run<T, D, 8, false>(p, c, st);
     return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
@@ -936,9 +1043,10 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
     if (ap->dtype == INFLLM_DTYPE_BF16)
-        return ap->D == 128 ? flash_dispatch<__nv_bfloat16, 128>(p, c, sparse, st)
-                            : flash_dispatch<__nv_bfloat16, 64>(p, c, sparse, st);
-    return ap->D == 128 ? flash_dispatch<__half, 128>(p, c, sparse, st) : flash_dispatch<__half, 64>(p, c, sparse, st);
+        return ap->D == 128 ? flash_dispatch<__nv_bfloat16, 128>(p, c, sparse, ap->total_k, st)
+                            : flash_dispatch<__nv_bfloat16, 64>(p, c, sparse, ap->total_k, st);
+    return ap->D == 128 ? flash_dispatch<__half, 128>(p, c, sparse, ap->total_k, st)
+                        : flash_dispatch<__half, 64>(p, c, sparse, ap->total_k, st);
 }
 
 /* ------------------------------------------------------- public-op seams ---- */
