@@ -53,6 +53,19 @@ extern "C" void cuda_cache_mfree(void *p) {
 
 /* ------------------------------------------------------------- append ---- */
 
+/* PDL: let the next kernel launch now, and wait until the previous one has finished (no-ops
+ * before sm_90 and when launched without the attribute) */
+__device__ __forceinline__ void cd_pdl_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cd_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 struct AppendParams {
     const uint16_t *k_new, *v_new; /* [n, cols] */
     uint16_t *kc, *vc;             /* [capacity, cols] */
@@ -75,6 +88,7 @@ struct AppendParams {
 template <typename T> __global__ void __launch_bounds__(APPEND_THREADS) k_cache_append(AppendParams p) {
     const int64_t bx = blockIdx.x;
     const int tid = threadIdx.x;
+    cd_pdl_start(); /* an attend's first kernel may launch now: it waits for this one before reading */
     if (bx < p.copy_blocks) {
         if (p.vec) {
             const int64_t nvec = p.n * p.cols / 8;
@@ -95,8 +109,8 @@ template <typename T> __global__ void __launch_bounds__(APPEND_THREADS) k_cache_
         return;
     }
     __shared__ float rows[APPEND_THREADS][9];
-    const int64_t w = (bx - p.copy_blocks) / p.col_groups;
-    const int64_t col0 = ((bx - p.copy_blocks) % p.col_groups) * 8;
+    const int wb = (int)(bx - p.copy_blocks); /* < 2^31: the host checks the grid */
+    const int w = wb / p.col_groups, col0 = wb % p.col_groups * 8;
     const int level = w >= p.nj1;
     const int32_t j = level ? p.j2_0 + (int32_t)(w - p.nj1) : p.j1_0 + (int32_t)w;
     const int32_t size = level ? 4 * p.l1 : p.l1, stride = level ? 4 * p.s1 : p.s1;
@@ -184,58 +198,48 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: merges the partials into the row LSE, P =
  *               exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree), bf16 rounding,
  *               max-pool into the tile's blocks in shared memory, then one global atomicMax a block
- *   k_cd_topk   grid (n * Hkv), 256 threads: forced (+inf) / empty (-inf) blocks, the K-th largest
- *               key by a 4-pass radix select, then an index-ordered scan (ties to the lower index):
- *               topk [Hkv, n, topk_out] ascending, -1 padded (the SPEC rule, like warp_topk)
- *   k_cd_attn   grid (splits, n, Hkv), 4 warps: each warp attends its share of the selected blocks
- *               (64-key chunks, online softmax in base 2, P from registers), the CTA merges its
- *               warps and writes one partial (o unnormalised, max, sum)
- *   k_cd_combine grid (G, n, Hkv), D threads: one output row from the partials of every split
+ *   k_cd_topk   grid (n * Hkv), 1024 threads, keys in registers: forced (+inf) / empty (-inf) blocks,
+ *               the K-th largest key by a 2-bits-a-step search of block-wide counts, then one
+ *               index-ordered scan (ties to the lower index): topk [Hkv, n, topk_out] ascending, -1
+ *               padded (the SPEC rule, like warp_topk)
+ *   k_cd_attn   grid (splits, n, Hkv), 1 warp: attends its eps entries of the block list (64-key
+ *               chunks, online softmax in base 2, P from registers) and writes one partial (o
+ *               unnormalised, max, sum); one entry a CTA at decode, ~4 CTAs per SM
+ *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
+ *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
  * The arithmetic of the selection mirrors k_dec_lse / k_dec_score (same MMA order, same partial
  * merge order, same head-sum tree), so the blocks equal the pipeline's.
- * On sm_90 the kernels after the first are launched with programmatic stream serialization
- * (PDL): each starts while its predecessor drains and waits (griddepcontrol.wait) before it reads
- * what that one wrote, which hides most of the launch gap between these short kernels. */
+ * On sm_90 the kernels are launched with programmatic stream serialization (PDL; the first one
+ * too where it reads nothing before its wait, see cd_launch): each starts while its predecessor
+ * drains and waits (griddepcontrol.wait) before it reads what that one wrote, which hides most of
+ * the launch gap between these short kernels. Per-token positions, blocks and visible kernel
+ * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #define CD_MAX_ROWS 16
-#define CD_ATTN_WARPS 4
-#define CD_TOPK_THREADS 256
-#define CD_MAX_BLOCKS 12288 /* block scores of one row in shared memory (48 KB) */
+#define CD_MAX_TOKENS 16
+#define CD_TOPK_THREADS 1024
+#define CD_MAX_BLOCKS 12288 /* blocks of one row: 12 keys per k_cd_topk thread, in registers */
 
 struct CdParams {
     const uint16_t *q, *k, *v, *c1, *c2;
     void *out;
     float *lse;
-    float *part;     /* [Hkv][n][16][ntL][2] LSE partials */
+    float *part;     /* [Hkv][n][ntL][16][2] LSE partials (max, sum) */
     float *bs;       /* [Hkv][n][nbmax] block scores */
     int32_t *topk;   /* [Hkv][n][topk_out] */
     float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
     float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
     int Hq, Hkv, G, n;
-    int64_t L;
+    int L; /* < 2^31 (cd_plan) */
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
     int ntL, nbmax, nbt; /* LSE-level tiles, block-score slots, blocks touched by one c1 tile */
-    int sparse, nsplit, eps; /* attention: entries of the block list per split (a multiple of 4) */
+    int sparse, nsplit, eps; /* attention: entries of the block list per split (one-warp CTA) */
+    /* from the host, so that no kernel divides: kernel counts at length L, and per token t the
+     * position, its block, and the c1 / LSE-level kernels it sees */
+    int n1, nL;
+    int pos[CD_MAX_TOKENS], qb[CD_MAX_TOKENS], vis1[CD_MAX_TOKENS], visL[CD_MAX_TOKENS];
 };
-
-__device__ __forceinline__ int64_t cd_fdiv(int64_t a, int64_t b) {
-    int64_t q = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-/* PDL: let the next kernel launch now, and wait until the previous one has finished (no-ops
- * before sm_90 and when launched without the attribute) */
-__device__ __forceinline__ void cd_pdl_start() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cd_pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
 
 /* 64 rows of a token-major tensor into a swizzled [64][D] tile, by one warp (rows >= nvalid zero) */
 template <int D>
@@ -297,13 +301,10 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
         float *row = p.bs + ((int64_t)g * p.n + t) * p.nbmax;
         for (int i = tile * 32 + lane; i < p.nbmax; i += gridDim.x * 32) row[i] = 0.f;
     }
-    const int64_t pos = p.L - p.n + t;
-    if (pos / p.B + 1 <= p.K) return; /* every causal block is taken: no scores needed */
-    int32_t n1 = d_windows(p.L, p.l1, p.s1), n2 = d_windows(p.L, p.l2, p.s2);
-    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
-    int vis = d_visible(pos, lL, sL, nL);
+    if (p.qb[t] + 1 <= p.K) return; /* every causal block is taken: no scores needed */
+    const int vis = p.visL[t];
     if (64 * tile >= vis) return; /* k_cd_score reads tiles below ceil(vis / 64) only */
-    float *part = p.part + ((int64_t)g * p.n + t) * 16 * p.ntL * 2;
+    float *part = p.part + (((int64_t)g * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
     float s[8][4];
     cd_tile_issue<D>(p, sq, sc, t, g, (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D, vis - 64 * tile);
     cd_tile_mma<T, D>(sq, sc, s);
@@ -328,11 +329,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
             for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-        if (tig == 0) {
-            int r = gid + 8 * ri;
-            part[((int64_t)r * p.ntL + tile) * 2] = mx;
-            part[((int64_t)r * p.ntL + tile) * 2 + 1] = acc;
-        }
+        if (tig == 0) *reinterpret_cast<float2 *>(part + 2 * (gid + 8 * ri)) = make_float2(mx, acc);
     }
 }
 
@@ -341,16 +338,12 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     __shared__ __align__(16) uint16_t sc[64 * D];
     __shared__ float slse[16];
     extern __shared__ __align__(16) int sbm[]; /* [nbt] the tile's block maxima (float bits, scores >= 0), then the
-                                    row partials [16][ntl][2] */
+                                    row partials [ntl][16][2] */
     const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
-    const int64_t pos = p.L - p.n + t;
-    const int qb = (int)(pos / p.B);
+    const int qb = p.qb[t], vis1 = p.vis1[t];
     if (qb + 1 <= p.K) return;
-    int32_t n1 = d_windows(p.L, p.l1, p.s1), n2 = d_windows(p.L, p.l2, p.s2);
-    int vis1 = d_visible(pos, p.l1, p.s1, n1);
     if (64 * tile >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
-    int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
-    int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
+    const int ntl = (p.visL[t] + 63) / 64;
     /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait): their
      * copies start before this kernel waits for k_cd_lse */
     cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
@@ -359,9 +352,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
      * order (the order k_dec_score uses) */
     {
-        float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [16][ntL][2] as float4 */
-        const float4 *part = (const float4 *)(p.part + ((int64_t)g * p.n + t) * 16 * p.ntL * 2);
-        const int n4 = 16 * p.ntL * 2 / 4;
+        float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [ntl][16][2] as float4 */
+        const float4 *part = (const float4 *)(p.part + ((int64_t)g * p.n + t) * p.ntL * 16 * 2);
+        const int n4 = ntl * 16 * 2 / 4;
         for (int base = 0; base < n4; base += 32 * 8) {
             float4 v[8];
 #pragma unroll
@@ -376,15 +369,20 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             }
         }
         __syncwarp();
-        if (lane < 16) {
-            const float *pr = (const float *)sp + 2 * lane * p.ntL;
+        if (lane < 16) { /* row `lane`: (max, sum) pairs 32 floats apart, so the 16 lanes hit distinct banks */
+            const float2 *pr = (const float2 *)sp + lane;
             float m = -INFINITY, l = 0.f;
-            for (int x = 0; x < ntl; x++) m = fmaxf(m, pr[2 * x]);
-            for (int x = 0; x < ntl; x++) l += pr[2 * x + 1] * exp2f(pr[2 * x] - m);
+#pragma unroll 8
+            for (int x = 0; x < ntl; x++) m = fmaxf(m, pr[16 * x].x);
+#pragma unroll 8
+            for (int x = 0; x < ntl; x++) {
+                float2 ml = pr[16 * x];
+                l += ml.y * exp2f(ml.x - m);
+            }
             slse[lane] = (l > 0.f && lane < p.G) ? m + __log2f(l) : INFINITY;
         }
     }
-    const int blo0 = (int)(((int64_t)p.s1 * 64 * tile) / p.B);
+    const int blo0 = p.s1 * 64 * tile / p.B;
     for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
     float s[8][4];
     cd_tile_mma<T, D>(sq, sc, s);
@@ -396,7 +394,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             int col = 64 * tile + 8 * j + 2 * tig + (e & 1);
             s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
         }
-    /* head sum over the 16 rows (rows >= G are zero), then max-pool into the tile's blocks */
+    /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
+     * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
+    float keep[2] = {0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -405,14 +405,18 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             v += __shfl_xor_sync(0xffffffffu, v, 4);
             v += __shfl_xor_sync(0xffffffffu, v, 8);
             v += __shfl_xor_sync(0xffffffffu, v, 16);
-            int col = 64 * tile + 8 * j + 2 * tig + e;
-            if (gid == j && col < n1) {
-                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-                int blo = (int)(((int64_t)p.s1 * col) / p.B), bhi = (int)(((int64_t)p.s1 * col + p.l1 - 1) / p.B);
-                if (bhi > qb) bhi = qb;
-                for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
-            }
+            if (gid == j) keep[e] = v;
         }
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        const int col = 64 * tile + 8 * gid + 2 * tig + e;
+        if (col < p.n1) {
+            float v = keep[e];
+            if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+            const int blo = p.s1 * col / p.B, bhi = min((p.s1 * col + p.l1 - 1) / p.B, qb);
+            for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
+        }
+    }
     __syncwarp();
     int *bs = (int *)p.bs + ((int64_t)g * p.n + t) * p.nbmax;
     for (int i = lane; i < p.nbt; i += 32) {
@@ -421,16 +425,21 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     }
 }
 
-/* one CTA per (head g, token t): the topk row */
-__global__ void __launch_bounds__(CD_TOPK_THREADS) k_cd_topk(CdParams p) {
-    extern __shared__ uint32_t skey[]; /* [qb + 1] */
-    __shared__ int hist[256];
-    __shared__ int wcnt[2][CD_TOPK_THREADS / 32];
-    __shared__ uint32_t sh_prefix;
-    __shared__ int sh_k;
+/* one CTA per (head g, token t): the topk row. Thread i holds the keys of blocks KPT*i ..
+ * KPT*i + KPT-1 in registers (KPT * CD_TOPK_THREADS >= qb + 1). The K-th largest key is found two
+ * bits a step (16 steps): each thread counts its keys >= the three candidates, warp sums
+ * (redux), then warp 0 sums the 32 warp counts and picks the bits, two barriers a step. The list is
+ * one block-wide exclusive scan of (keys > thr, keys == thr) in index order: a block above the
+ * threshold goes to position (above before it) + min(equal before it, kleft), an equal one to
+ * (above before) + (equal before) while that is < kleft: ties to the lower index, ascending, as
+ * warp_topk and the SPEC rule. */
+#define CD_TOPK_WARPS (CD_TOPK_THREADS / 32)
+static_assert(CD_TOPK_WARPS == 32, "k_cd_topk: warp 0 sums one warp count per lane");
+template <int KPT> __global__ void __launch_bounds__(CD_TOPK_THREADS) k_cd_topk(CdParams p) {
+    __shared__ int2 scnt[CD_TOPK_WARPS]; /* per warp (count >= c1 | count >= c2 << 16, count >= c3) */
+    __shared__ uint32_t sthr, sscan[CD_TOPK_WARPS], stotal;
     const int row = blockIdx.x, t = row % p.n, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t pos = p.L - p.n + t;
-    const int qb = (int)(pos / p.B);
+    const int qb = p.qb[t];
     int32_t *out = p.topk + (int64_t)row * p.topk_out;
     cd_pdl_wait(); /* the block scores */
     cd_pdl_start();
@@ -440,136 +449,110 @@ __global__ void __launch_bounds__(CD_TOPK_THREADS) k_cd_topk(CdParams p) {
         return;
     }
     const float *bs = p.bs + (int64_t)row * p.nbmax;
-    int32_t n1 = d_windows(p.L, p.l1, p.s1);
-    /* the scores come in with all loads in flight (a dependent load per block costs a round trip
-     * each), then forced blocks +inf, blocks without kernels -inf */
-    for (int base = 0; base < n; base += CD_TOPK_THREADS * 8) {
-        float v[8];
+    const int i0 = tid * KPT;
+    float v[KPT];
 #pragma unroll
-        for (int u = 0; u < 8; u++) {
-            int bb = base + u * CD_TOPK_THREADS + tid;
-            v[u] = bb < n ? __ldcg(bs + bb) : 0.f;
-        }
+    for (int u = 0; u < KPT; u++) v[u] = i0 + u < n ? __ldcg(bs + i0 + u) : 0.f;
+    /* forced blocks +inf, blocks without a c1 kernel -inf (kernel c covers keys [s1*c, s1*c + l1));
+     * slots past the row key 0, below every real key (f2key(-inf) > 0) and never counted */
+    uint32_t key[KPT];
 #pragma unroll
-        for (int u = 0; u < 8; u++) {
-            int bb = base + u * CD_TOPK_THREADS + tid;
-            if (bb < n) skey[bb] = __float_as_uint(v[u]);
-        }
-    }
-    for (int bb = tid; bb < n; bb += CD_TOPK_THREADS) {
-        float v = __uint_as_float(skey[bb]);
+    for (int u = 0; u < KPT; u++) {
+        const int bb = i0 + u;
+        float x = v[u];
         if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-            v = INFINITY;
+            x = INFINITY;
         } else {
-            int64_t first = -cd_fdiv(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
-            int64_t last = cd_fdiv((int64_t)p.B * bb + p.B - 1, p.s1);
-            if (first < 0) first = 0;
-            if (last > n1 - 1) last = n1 - 1;
-            if (last < first) v = -INFINITY;
+            const int a = p.B * bb - p.l1 + 1; /* first kernel: ceil(a / s1), last: floor((B*bb + B-1) / s1) */
+            const int first = a <= 0 ? 0 : (a + p.s1 - 1) / p.s1;
+            const int last = min((p.B * bb + p.B - 1) / p.s1, p.n1 - 1);
+            if (last < first) x = -INFINITY;
         }
-        skey[bb] = f2key(v);
+        key[u] = bb < n ? f2key(x) : 0u;
     }
-    /* radix select: prefix = the K-th largest key, k_left = how many keys equal to it to take */
-    uint32_t prefix = 0;
-    int kleft = p.K;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = tid; i < 256; i += CD_TOPK_THREADS) hist[i] = 0;
-        __syncthreads();
-        for (int i0 = 0; i0 < n; i0 += CD_TOPK_THREADS) { /* warp-aggregated: the bins repeat a lot */
-            int i = i0 + tid;
-            uint32_t key = i < n ? skey[i] : 0;
-            bool in = i < n && (shift == 24 || ((key ^ prefix) >> (shift + 8)) == 0);
-            int bin = in ? (int)((key >> shift) & 255) : -1;
-            unsigned same = __match_any_sync(0xffffffffu, bin);
-            if (in && (same & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[bin], __popc(same));
+    /* thr = the largest key with at least K keys >= it, two bits a step */
+    uint32_t thr = 0;
+#pragma unroll 1
+    for (int b = 30; b >= 0; b -= 2) {
+        const uint32_t c1 = thr | (1u << b), c2 = thr | (2u << b), c3 = thr | (3u << b);
+        int a12 = 0, a3 = 0; /* counts <= 12288: two fit in one int */
+#pragma unroll
+        for (int u = 0; u < KPT; u++) {
+            a12 += (int)(key[u] >= c1) + ((int)(key[u] >= c2) << 16);
+            a3 += (int)(key[u] >= c3);
         }
+        a12 = __reduce_add_sync(0xffffffffu, a12);
+        a3 = __reduce_add_sync(0xffffffffu, a3);
+        if (lane == 0) scnt[warp] = make_int2(a12, a3);
         __syncthreads();
         if (warp == 0) {
-            /* lane owns bins 255 - 8*lane - 7 .. 255 - 8*lane (descending); suffix counts from the top */
-            int c[8], tot = 0;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                c[i] = hist[255 - 8 * lane - i];
-                tot += c[i];
-            }
-            int incl = tot;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                int y = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += y;
-            }
-            int above = incl - tot; /* keys in higher bins than this lane's */
-            int found = -1, above_d = 0;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                if (found < 0 && above + c[i] >= kleft) {
-                    found = 255 - 8 * lane - i;
-                    above_d = above;
-                }
-                above += c[i];
-            }
-            unsigned m = __ballot_sync(0xffffffffu, found >= 0);
-            int src = __ffs(m) - 1; /* the first lane (highest bins) that reaches kleft */
-            int d = __shfl_sync(0xffffffffu, found, src);
-            int ab = __shfl_sync(0xffffffffu, above_d, src);
-            if (lane == 0) {
-                sh_prefix = prefix | ((uint32_t)d << shift);
-                sh_k = kleft - ab;
-            }
+            const int2 c = scnt[lane];
+            const int s12 = __reduce_add_sync(0xffffffffu, c.x), s3 = __reduce_add_sync(0xffffffffu, c.y);
+            if (lane == 0) sthr = s3 >= p.K ? c3 : (s12 >> 16) >= p.K ? c2 : (s12 & 0xffff) >= p.K ? c1 : thr;
         }
-        __syncthreads();
-        prefix = sh_prefix;
-        kleft = sh_k;
+        __syncthreads(); /* scnt is written again, and sthr read, only after this barrier */
+        thr = sthr;
     }
-    /* scan in index order: key > thr, and key == thr while kleft remain; written ascending */
-    const uint32_t thr = prefix;
-    int written = 0, eq_before = 0;
-    for (int base = 0; base < n; base += CD_TOPK_THREADS) {
-        int i = base + tid;
-        uint32_t key = i < n ? skey[i] : 0;
-        bool gt = i < n && key > thr, eq = i < n && key == thr;
-        unsigned beq = __ballot_sync(0xffffffffu, eq);
-        if (lane == 0) wcnt[0][warp] = __popc(beq);
-        __syncthreads();
-        int eq_off = eq_before, eq_tot = 0;
-        for (int w = 0; w < CD_TOPK_THREADS / 32; w++) {
-            if (w < warp) eq_off += wcnt[0][w];
-            eq_tot += wcnt[0][w];
+    /* the list: exclusive scan of (above, equal) counts, packed as above << 16 | equal */
+    int gt = 0, eq = 0;
+#pragma unroll
+    for (int u = 0; u < KPT; u++) {
+        gt += (int)(key[u] > thr);
+        eq += (int)(key[u] == thr);
+    }
+    const uint32_t x = ((uint32_t)gt << 16) | (uint32_t)eq;
+    uint32_t incl = x;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) sscan[warp] = incl;
+    __syncthreads();
+    if (warp == 0) { /* exclusive prefix of the warp totals */
+        const uint32_t w = sscan[lane];
+        uint32_t wi = w;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
+            if (lane >= o) wi += y;
         }
-        int eq_rank = eq_off + __popc(beq & ((1u << lane) - 1u));
-        bool take = gt || (eq && eq_rank < kleft);
-        unsigned bt = __ballot_sync(0xffffffffu, take);
-        if (lane == 0) wcnt[1][warp] = __popc(bt);
-        __syncthreads();
-        int t_off = written, t_tot = 0;
-        for (int w = 0; w < CD_TOPK_THREADS / 32; w++) {
-            if (w < warp) t_off += wcnt[1][w];
-            t_tot += wcnt[1][w];
+        __syncwarp();
+        sscan[lane] = wi - w;
+        if (lane == 31) stotal = wi;
+    }
+    __syncthreads();
+    const uint32_t before = sscan[warp] + incl - x;
+    const int kleft = p.K - (int)(stotal >> 16); /* equal keys to take, lowest indices first */
+    int gb = (int)(before >> 16), eb = (int)(before & 0xffffu);
+#pragma unroll
+    for (int u = 0; u < KPT; u++) {
+        if (key[u] > thr) {
+            out[gb + min(eb, kleft)] = i0 + u;
+            gb++;
+        } else if (key[u] == thr) {
+            if (eb < kleft) out[gb + eb] = i0 + u;
+            eb++;
         }
-        if (take) {
-            int at = t_off + __popc(bt & ((1u << lane) - 1u));
-            if (at < p.K) out[at] = i;
-        }
-        written += t_tot;
-        eq_before += eq_tot;
-        __syncthreads();
-        if (written >= p.K) break;
     }
     for (int c = p.K + tid; c < p.topk_out; c += CD_TOPK_THREADS) out[c] = -1;
 }
 
-/* attention of the G heads of token t (KV head g) over its block list, split over CTAs */
-template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
+/* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
+ * its block list, one warp a CTA (a CTA per list entry at decode, so the K/V bytes spread over all
+ * SMs: the load time of an SM is its bytes over its share of the L2 bandwidth): writes one partial,
+ * o unnormalised [16][D] and (max, sum) per row. K and V are two copy groups, so S = Q K^T starts
+ * while V is still in flight. */
+template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdParams p) {
     constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    uint16_t *sQ = (uint16_t *)smem;                           /* [16][D] */
-    uint16_t *sK = sQ + 16 * D + warp * 2 * 64 * D, *sV = sK + 64 * D; /* per warp [64][D] each */
-    const int64_t pos = p.L - p.n + t;
-    const int qb = (int)(pos / p.B);
+    const int lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    uint16_t *sQ = (uint16_t *)smem, *sK = sQ + 16 * D, *sV = sK + 64 * D; /* [16][D], [64][D], [64][D] */
+    const int64_t pos = p.pos[t];
+    const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t;
-    for (int x = tid; x < 16 * CH; x += CD_ATTN_WARPS * 32) {
+    for (int x = lane; x < 16 * CH; x += 32) {
         int r = x / CH, c = x % CH;
         bool ok = r < p.G;
         const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
@@ -577,7 +560,7 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
     }
     cp_async_commit();
     cp_async_wait<0>();
-    __syncthreads();
+    __syncwarp();
     uint32_t qf[KS][4];
 #pragma unroll
     for (int kk = 0; kk < KS; kk++)
@@ -592,7 +575,7 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
     const int e_end = min(list_len, (split + 1) * p.eps);
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
-    for (int e = split * p.eps + warp; e < e_end; e += CD_ATTN_WARPS) {
+    for (int e = split * p.eps; e < e_end; e++) {
         int blk = p.sparse ? p.topk[rowid * p.topk_out + e] : e;
         if (blk < 0 || blk > qb) continue;
         int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
@@ -600,9 +583,10 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
             int nvalid = (int)min((int64_t)64, k_hi - c0);
             __syncwarp();
             cd_load64<D>(sK, kg + c0 * kvs, kvs, nvalid, lane);
+            cp_async_commit();
             cd_load64<D>(sV, vg + c0 * kvs, kvs, nvalid, lane);
             cp_async_commit();
-            cp_async_wait<0>();
+            cp_async_wait<1>(); /* K */
             __syncwarp();
             float s[8][4];
 #pragma unroll
@@ -651,6 +635,8 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
                     o[j][2 * ri + 1] *= alpha;
                 }
             }
+            cp_async_wait<0>(); /* V */
+            __syncwarp();
 #pragma unroll
             for (int ks = 0; ks < 4; ks++) {
                 uint32_t a[4];
@@ -668,96 +654,85 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
             }
         }
     }
-    /* merge the CTA's warps: (m, l, o) per row through shared memory (the K/V tiles are free) */
-    __syncthreads();
-    float *wm = (float *)(sQ + 16 * D);          /* [warps][16] max */
-    float *wl = wm + CD_ATTN_WARPS * 16;         /* [warps][16] sum */
-    float *wo = wl + CD_ATTN_WARPS * 16;         /* [warps][16][D] unnormalised o */
+    /* the partial: row r = gid + 8 ri, columns 8 j + 2 tig (+1) */
+    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
+    float *pml = p.aml + (rowid * p.nsplit + split) * 16 * 2;
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
         lt += __shfl_xor_sync(0xffffffffu, lt, 1);
         lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        int r = gid + 8 * ri;
-        if (tig == 0) {
-            wm[warp * 16 + r] = m[ri];
-            wl[warp * 16 + r] = lt;
-        }
+        const int r = gid + 8 * ri;
+        if (tig == 0) *reinterpret_cast<float2 *>(pml + 2 * r) = make_float2(m[ri], lt);
 #pragma unroll
-        for (int j = 0; j < DT_; j++) {
-            wo[((int64_t)warp * 16 + r) * D + 8 * j + 2 * tig] = o[j][2 * ri];
-            wo[((int64_t)warp * 16 + r) * D + 8 * j + 2 * tig + 1] = o[j][2 * ri + 1];
-        }
-    }
-    __syncthreads();
-    const int nthreads = CD_ATTN_WARPS * 32;
-    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
-    float *pml = p.aml + (rowid * p.nsplit + split) * 16 * 2;
-    for (int x = tid; x < 16 * D; x += nthreads) {
-        int r = x / D, d = x % D;
-        float M = -INFINITY;
-        for (int w = 0; w < CD_ATTN_WARPS; w++) M = fmaxf(M, wm[w * 16 + r]);
-        float mu = M == -INFINITY ? 0.f : M, acc = 0.f, lsum = 0.f;
-        for (int w = 0; w < CD_ATTN_WARPS; w++) {
-            float f = exp2f(wm[w * 16 + r] - mu);
-            acc += wo[((int64_t)w * 16 + r) * D + d] * f;
-            lsum += wl[w * 16 + r] * f;
-        }
-        po[x] = acc;
-        if (d == 0) {
-            pml[2 * r] = M;
-            pml[2 * r + 1] = lsum;
-        }
+        for (int j = 0; j < DT_; j++)
+            *reinterpret_cast<float2 *>(po + r * D + 8 * j + 2 * tig) = make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
     }
 }
 
-/* out / lse of one row (token t, head g*G + r) from the partials of every split; D threads */
-template <typename T, int D> __global__ void __launch_bounds__(D) k_cd_combine(CdParams p) {
-    __shared__ float sw[1024]; /* exp2(m_s - M) of each split (nsplit <= 1024, host) */
-    __shared__ float sred[2];
-    const int r = blockIdx.x, t = blockIdx.y, g = blockIdx.z, d = threadIdx.x, lane = d & 31;
+/* out / lse of 32 columns of one row (token t, head g*G + r) from the partials of every split.
+ * 8 warps, warp w takes splits w, w + 8, ...: all its loads (16 splits a pass) are in flight at once,
+ * merged with the warp's own max; then the 8 warps are merged through shared memory. */
+#define CD_COMB_WARPS 8
+#define CD_COMB_PASS 16
+template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 32) k_cd_combine(CdParams p) {
+    __shared__ float sm_[CD_COMB_WARPS], sl[CD_COMB_WARPS], sacc[CD_COMB_WARPS][32];
+    const int r = blockIdx.x, t = blockIdx.y / (D / 32), dc = blockIdx.y % (D / 32), g = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, d = 32 * dc + lane;
     const int64_t rowid = (int64_t)g * p.n + t;
     cd_pdl_wait(); /* the partials */
-    const float *ml = p.aml + rowid * p.nsplit * 16 * 2;
-    if (d < 32) {
-        float M = -INFINITY;
-        for (int sp = lane; sp < p.nsplit; sp += 32) M = fmaxf(M, __ldcg(ml + (sp * 16 + r) * 2));
+    const float2 *ml = reinterpret_cast<const float2 *>(p.aml) + rowid * p.nsplit * 16 + r; /* split stride 16 */
+    const float *po = p.apart + (rowid * p.nsplit * 16 + r) * D + d;                        /* split stride 16 D */
+    float M = -INFINITY, acc = 0.f, lsum = 0.f;
+    for (int sp0 = warp; sp0 < p.nsplit; sp0 += CD_COMB_WARPS * CD_COMB_PASS) {
+        float2 mlv[CD_COMB_PASS];
+        float ov[CD_COMB_PASS];
 #pragma unroll
-        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-        float mu = M == -INFINITY ? 0.f : M, lsum = 0.f;
-        for (int sp = lane; sp < p.nsplit; sp += 32) {
-            float e = exp2f(__ldcg(ml + (sp * 16 + r) * 2) - mu);
-            sw[sp] = e;
-            lsum += __ldcg(ml + (sp * 16 + r) * 2 + 1) * e;
+        for (int u = 0; u < CD_COMB_PASS; u++) {
+            const int sp = sp0 + CD_COMB_WARPS * u;
+            mlv[u] = sp < p.nsplit ? __ldcg(ml + (int64_t)sp * 16) : make_float2(-INFINITY, 0.f);
+            ov[u] = sp < p.nsplit ? __ldcg(po + (int64_t)sp * 16 * D) : 0.f;
         }
+        float mx = M;
 #pragma unroll
-        for (int o = 16; o; o >>= 1) lsum += __shfl_xor_sync(0xffffffffu, lsum, o);
-        if (lane == 0) {
-            sred[0] = mu;
-            sred[1] = lsum;
+        for (int u = 0; u < CD_COMB_PASS; u++) mx = fmaxf(mx, mlv[u].x);
+        const float mu = mx == -INFINITY ? 0.f : mx, a = exp2f(M - mu);
+        acc *= a;
+        lsum *= a;
+#pragma unroll
+        for (int u = 0; u < CD_COMB_PASS; u++) {
+            const float f = exp2f(mlv[u].x - mu);
+            acc += ov[u] * f;
+            lsum += mlv[u].y * f;
         }
+        M = mx;
+    }
+    sacc[warp][lane] = acc;
+    if (lane == 0) {
+        sm_[warp] = M;
+        sl[warp] = lsum;
     }
     __syncthreads();
-    const float lsum = sred[1];
-    const float *po = p.apart + (rowid * p.nsplit * 16 + r) * D + d;
-    float acc = 0.f;
-    int sp = 0;
-    for (; sp + 8 <= p.nsplit; sp += 8) {
-        float v[8];
+    if (warp) return;
+    float Mt = -INFINITY;
 #pragma unroll
-        for (int u = 0; u < 8; u++) v[u] = __ldcg(po + (int64_t)(sp + u) * 16 * D);
+    for (int w = 0; w < CD_COMB_WARPS; w++) Mt = fmaxf(Mt, sm_[w]);
+    const float mu = Mt == -INFINITY ? 0.f : Mt;
+    float at = 0.f, lt = 0.f;
 #pragma unroll
-        for (int u = 0; u < 8; u++) acc += v[u] * sw[sp + u];
+    for (int w = 0; w < CD_COMB_WARPS; w++) {
+        const float f = exp2f(sm_[w] - mu);
+        at += sacc[w][lane] * f;
+        lt += sl[w] * f;
     }
-    for (; sp < p.nsplit; sp++) acc += __ldcg(po + (int64_t)sp * 16 * D) * sw[sp];
-    int64_t h = (int64_t)g * p.G + r;
-    ((T *)p.out)[((int64_t)t * p.Hq + h) * D + d] = DT<T>::from_f(lsum > 0.f ? acc / lsum : 0.f);
-    if (d == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lsum > 0.f ? (sred[0] + __log2f(lsum)) * LN2_F : -INFINITY;
+    const int64_t h = (int64_t)g * p.G + r;
+    ((T *)p.out)[((int64_t)t * p.Hq + h) * D + d] = DT<T>::from_f(lt > 0.f ? at / lt : 0.f);
+    if (dc == 0 && lane == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lt > 0.f ? (mu + __log2f(lt)) * LN2_F : -INFINITY;
 }
 
 struct CdPlan {
     int use;            /* the fast path applies */
-    int ntL, nt1, nbmax, nbt, list_max, eps, nsplit;
+    int ntL, nt1, nbmax, nbt, target, nsplit;
     size_t off_part, off_bs, off_topk, off_apart, off_aml, total;
 };
 
@@ -772,26 +747,20 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     const int64_t L = ap->total_k, n = ap->total_q;
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
-    c.use = ap->num_seqs == 1 && n >= 1 && n <= 16 && ap->G <= CD_MAX_ROWS && c.nbt <= 1024 &&
-            (sizing || c.nbmax <= CD_MAX_BLOCKS);
+    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && ap->G <= CD_MAX_ROWS && c.nbt <= 1024 &&
+            (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
-    int list_max = c.nbmax > ap->topk_out ? c.nbmax : ap->topk_out;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
     int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
     c.ntL = (int)((nL + 63) / 64);
     if (c.ntL < 1) c.ntL = 1;
     c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
-    /* the longest block list: topk_out (sparse) or every block (dense); counted for both */
-    c.list_max = list_max;
     int rows = (int)(ap->Hkv * n);
-    int target = (2 * cuda_num_sms() + rows - 1) / rows; /* CTAs per (head, token) */
+    int target = (4 * cuda_num_sms() + rows - 1) / rows; /* one-warp CTAs per (head, token) */
     if (target < 1) target = 1;
-    if (target > 1024) target = 1024; /* k_cd_combine's weights */
-    int eps = (c.list_max + target - 1) / target;
-    eps = (eps + CD_ATTN_WARPS - 1) / CD_ATTN_WARPS * CD_ATTN_WARPS;
-    c.eps = eps;
-    c.nsplit = (c.list_max + eps - 1) / eps; /* <= target */
-    if (sizing) c.nsplit = target;
+    if (target > 1024) target = 1024;
+    c.target = target;
+    c.nsplit = target; /* any list: eps = ceil(len / target) entries a split gives <= target splits */
     size_t off = 0;
     c.off_part = off;
     off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
@@ -847,38 +816,36 @@ static int cd_pdl_ok(void) {
 template <typename T, int D>
 static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, int need_select, cudaStream_t st) {
     infllm_status s = INFLLM_OK;
-    /* the first kernel is launched plainly (it must not overlap the caller's earlier work); the
-     * later ones with PDL on sm_90 */
+    /* with PDL on sm_90: every kernel reads what an earlier one wrote only after its wait. k_cd_lse
+     * and k_cd_topk read nothing before it, so as the first kernel they may overlap the append
+     * (which triggers at its start) or the caller's last kernel; k_cd_attn reads q before its wait,
+     * so as the first kernel (dense steps) it is launched plainly */
     const int pdl_ok = cd_pdl_ok();
-    int pdl = 0;
+    int pdl = pdl_ok;
     if (sparse && need_select) {
         s = cd_go(k_cd_lse<T, D>, dim3((unsigned)c.ntL, (unsigned)p.n, (unsigned)p.Hkv), 32, 0, st, pdl, "k_cd_lse", p);
-        pdl = pdl_ok;
         if (!s)
             s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
                       (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
                       "k_cd_score", p);
     }
     if (!s && sparse) {
-        s = cd_go(k_cd_topk, dim3((unsigned)(p.Hkv * p.n)), CD_TOPK_THREADS, (size_t)c.nbmax * sizeof(uint32_t), st, pdl,
-                  "k_cd_topk", p);
-        pdl = pdl_ok;
+        void (*topk)(CdParams) = c.nbmax <= 2 * CD_TOPK_THREADS   ? k_cd_topk<2>
+                                 : c.nbmax <= 4 * CD_TOPK_THREADS ? k_cd_topk<4>
+                                 : c.nbmax <= 8 * CD_TOPK_THREADS ? k_cd_topk<8>
+                                                                  : k_cd_topk<CD_MAX_BLOCKS / CD_TOPK_THREADS>;
+        s = cd_go(topk, dim3((unsigned)(p.Hkv * p.n)), CD_TOPK_THREADS, 0, st, pdl, "k_cd_topk", p);
+    } else {
+        pdl = 0;
     }
-    size_t smem = (size_t)16 * D * 2 + (size_t)CD_ATTN_WARPS * 2 * 64 * D * 2;
-    size_t merge = (size_t)16 * D * 2 + (size_t)CD_ATTN_WARPS * 16 * (D + 2) * sizeof(float);
-    if (merge > smem) smem = merge;
-    static size_t configured = 0;
-    if (!s && smem > 48 * 1024 && smem > configured) {
-        CU_CHECK(cudaFuncSetAttribute(k_cd_attn<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = smem;
-    }
+    const size_t smem = (size_t)(16 + 2 * 64) * D * 2; /* Q, K, V tiles: 36 KB at D 128 */
     if (!s)
-        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32, smem,
-                  st, pdl, "k_cd_attn", p);
+        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), 32, smem, st, pdl,
+                  "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
-        s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)p.n, (unsigned)p.Hkv), D, 0, st, pdl,
-                  "k_cd_combine", p);
+        s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)(p.n * (D / 32)), (unsigned)p.Hkv),
+                  CD_COMB_WARPS * 32, 0, st, pdl, "k_cd_combine", p);
     return s;
 }
 
@@ -903,7 +870,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.Hkv = ap->Hkv;
     p.G = ap->G;
     p.n = (int)ap->total_q;
-    p.L = ap->total_k;
+    p.L = (int)ap->total_k;
     p.scale_log2 = ap->scale * LOG2E_F;
     p.l1 = ap->l1;
     p.s1 = ap->s1;
@@ -920,11 +887,21 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.nbmax = c.nbmax;
     p.nbt = c.nbt;
     p.sparse = ap->seqs[0].sparse;
-    p.eps = c.eps;
-    /* the splits this call needs (<= the planned ones) */
-    int list_len = p.sparse ? p.topk_out : (int)((p.L - 1) / p.B + 1);
-    p.nsplit = (list_len + c.eps - 1) / c.eps;
+    /* the splits this call needs (<= the planned ones): its list over at most target CTAs */
+    const int list_len = p.sparse ? p.topk_out : (p.L - 1) / p.B + 1;
+    p.eps = (list_len + c.target - 1) / c.target;
+    if (p.eps < 1) p.eps = 1;
+    p.nsplit = (list_len + p.eps - 1) / p.eps;
     if (p.nsplit < 1) p.nsplit = 1;
+    p.n1 = d_windows(p.L, p.l1, p.s1);
+    p.nL = p.exact ? p.n1 : d_windows(p.L, p.l2, p.s2);
+    for (int t = 0; t < p.n; t++) {
+        const int pos = p.L - p.n + t;
+        p.pos[t] = pos;
+        p.qb[t] = pos / p.B;
+        p.vis1[t] = d_visible(pos, p.l1, p.s1, p.n1);
+        p.visL[t] = p.exact ? p.vis1[t] : d_visible(pos, p.l2, p.s2, p.nL);
+    }
     /* every query's causal blocks all taken (the last query has the most): no stage 1 */
     int need_select = (p.L - 1) / p.B + 1 > p.K;
     if (ap->dtype == INFLLM_DTYPE_BF16)
