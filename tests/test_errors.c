@@ -328,6 +328,26 @@ static void test_cache_errors(void) {
     bp = p;
     bp.softmax_scale = -1;
     EXPECT(infllm_cache_attend(c, &bp, q, 1, HQ, out, lse), INFLLM_ERR_PARAM);
+    {   /* the workspace query validates like the attend: it must not size another geometry */
+        size_t wb = 1;
+        EXPECT(infllm_cache_workspace_size(c, &p, 1, HQ, NULL), INFLLM_ERR_NULL_ARG);
+        EXPECT(infllm_cache_workspace_size(NULL, &p, 1, HQ, &wb), INFLLM_ERR_NULL_ARG);
+        EXPECT(infllm_cache_workspace_size(c, NULL, 1, HQ, &wb), INFLLM_ERR_NULL_ARG);
+        EXPECT(infllm_cache_workspace_size(c, &p, 0, HQ, &wb), INFLLM_ERR_SHAPE);
+        EXPECT(infllm_cache_workspace_size(c, &p, 65, HQ, &wb), INFLLM_ERR_SHAPE);
+        EXPECT(infllm_cache_workspace_size(c, &p, 1, 3, &wb), INFLLM_ERR_GQA);
+        bp = p;
+        bp.block_size = 64;
+        EXPECT(infllm_cache_workspace_size(c, &bp, 1, HQ, &wb), INFLLM_ERR_PARAM);
+        bp = p;
+        bp.kernel_stride = 8;
+        EXPECT(infllm_cache_workspace_size(c, &bp, 1, HQ, &wb), INFLLM_ERR_PARAM);
+        bp = p;
+        bp.backend = INFLLM_BACKEND_CPU;
+        EXPECT(infllm_cache_workspace_size(c, &bp, 1, HQ, &wb), INFLLM_ERR_PARAM);
+        CHECK_OK(infllm_cache_workspace_size(c, &p, 1, HQ, &wb));
+        CHECK(wb == 0, "CPU cache attend needs no caller workspace, got %zu bytes", wb);
+    }
     CHECK_OK(infllm_cache_attend(c, &p, q, 0, HQ, out, lse)); /* n = 0: nothing to do */
     CHECK_OK(infllm_cache_attend(c, &p, q, 2, HQ, out, lse));
     EXPECT(infllm_cache_truncate(NULL, 0), INFLLM_ERR_NULL_ARG);

@@ -188,6 +188,18 @@ infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length) {
     return INFLLM_OK;
 }
 
+/* The stored c1/c2 were built with the cache's block and kernel geometry and live on its backend:
+ * an attend (or its workspace query) with other values cannot use them. */
+static infllm_status check_params_match(const infllm_cache *c, const infllm_params *p, const char *what) {
+    if (p->block_size != c->B || p->kernel_size != c->l1 || p->kernel_stride != c->s1)
+        return infllm_set_error(INFLLM_ERR_PARAM,
+                                "cache was created with block_size %d, kernel_size %d, kernel_stride %d; "
+                                "%s got %d, %d, %d",
+                                c->B, c->l1, c->s1, what, p->block_size, p->kernel_size, p->kernel_stride);
+    if (p->backend != c->backend) return infllm_set_error(INFLLM_ERR_PARAM, "cache was created for another backend");
+    return INFLLM_OK;
+}
+
 infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const void *q, int64_t n,
                                   int32_t num_q_heads, void *out, float *lse) {
     if (!c) return infllm_set_error(INFLLM_ERR_NULL_ARG, "cache is NULL");
@@ -198,13 +210,8 @@ infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const
                                 (long long)n, (long long)c->length);
     if (n == 0) return INFLLM_OK;
     if (!q || !out) return infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", q ? "out" : "q");
-    if (p->block_size != c->B || p->kernel_size != c->l1 || p->kernel_stride != c->s1)
-        return infllm_set_error(INFLLM_ERR_PARAM,
-                                "cache was created with block_size %d, kernel_size %d, kernel_stride %d; "
-                                "attend got %d, %d, %d",
-                                c->B, c->l1, c->s1, p->block_size, p->kernel_size, p->kernel_stride);
-    if (p->backend != c->backend)
-        return infllm_set_error(INFLLM_ERR_PARAM, "cache was created for another backend");
+    infllm_status pst = check_params_match(c, p, "attend");
+    if (pst) return pst;
     infllm_attn_params ap;
     infllm_seq *seqs = NULL;
     infllm_status st =
@@ -225,8 +232,8 @@ infllm_status infllm_cache_workspace_size(const infllm_cache *c, const infllm_pa
     if (n < 1 || n > c->capacity)
         return infllm_set_error(INFLLM_ERR_SHAPE, "%lld queries: must be in 1..capacity (%lld)", (long long)n,
                                 (long long)c->capacity);
-    if (p->backend != c->backend)
-        return infllm_set_error(INFLLM_ERR_PARAM, "cache was created for another backend");
+    infllm_status pst = check_params_match(c, p, "workspace_size");
+    if (pst) return pst;
     infllm_attn_params ap;
     infllm_seq *seqs = NULL;
     /* at full capacity: the size then serves every length the cache can reach */
