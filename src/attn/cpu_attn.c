@@ -2,9 +2,13 @@
  * cpu_attn.c: the fast CPU path of InfLLM-V2 (cpu_* in src/core/internal.h).
  *
  * Layout of the work (per sequence, per KV head g):
- *  - K and V of the head are widened to f32 once, in 64-key tiles, lazily (a tile is packed the
- *    first time any thread needs it: a decode step only touches its selected blocks):
+ *  - K and V of the head are packed once, in 64-key tiles, lazily (a tile is packed the first
+ *    time any thread needs it: a decode step only touches its selected blocks):
  *      Kp [tiles*4 groups][D][16] (16 keys per vector), Vp [keys][D].
+ *    Dense packs f32. Stage 2 keeps 16-bit storage as 16-bit in the same layout and widens a
+ *    tile into per-thread f32 scratch at each tile step (exact, so results are the same bits):
+ *    its dynamically selected tiles come from far memory for a few tokens each, and half the
+ *    bytes is what such a tile costs.
  *  - Attention (dense and stage 2) is tiled online softmax. A row tile is several query tokens
  *    x the G query heads of the KV head (GQA fold): every K/V tile loaded feeds all G heads.
  *    Dense: groups of max(1, 64/G) consecutive tokens over key tiles 0..p.
@@ -133,10 +137,14 @@ typedef struct ctx {
     const cpu_kv_tiles *kvt; /* the decode cache's packed K/V (NULL: pack per call) */
 } ctx;
 
-/* f32 packing of one head's keys (or compressed keys) and values, in 64-key tiles. */
+/* Packing of one head's keys (or compressed keys) and values, in 64-key tiles. Elements are f32,
+ * or (half: attention K/V of 16-bit storage) the storage's own 16-bit values in the same layout,
+ * widened to f32 (exactly) into per-thread scratch when a tile step uses them: half the bytes of
+ * a tile to fetch, which is what a dynamically selected (cold) tile costs. */
 typedef struct kvpack {
-    float *K;           /* [ntile*4][D][16] */
-    float *V;           /* [ntile*64][D] or NULL */
+    void *K;            /* [ntile*4][D][16] */
+    void *V;            /* [ntile*64][D] or NULL */
+    int half;           /* elements are 16-bit storage values (else f32) */
     atomic_int *state;  /* per tile: 0 empty, 1 packing, 2 ready */
     int ntile, n;       /* tiles, rows */
     int borrowed;       /* K/V point into a cpu_kv_tiles (all tiles ready, not freed here) */
@@ -145,7 +153,10 @@ typedef struct kvpack {
     size_t k_bytes;     /* bytes of K (and of V when present) */
 } kvpack;
 
-static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, int64_t row0, int n, int g) {
+/* half16: keep 16-bit K/V as 16-bit (stage 2, where most tiles are fetched cold for a few tokens;
+ * dense keeps f32 tiles: it reuses each tile for up to 1024 rows and would only pay the widening) */
+static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, int64_t row0, int n, int g,
+                       int half16) {
     const infllm_attn_params *ap = c->ap;
     memset(p, 0, sizeof *p);
     p->n = n;
@@ -156,8 +167,9 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
         p->borrowed = 1;
         return 0;
     }
-    size_t tile_floats = (size_t)CPU_KT * ap->D;
-    size_t nk = (size_t)p->ntile * tile_floats * sizeof(float);
+    p->half = half16 && v && c->es == 2;
+    size_t tile_elems = (size_t)CPU_KT * ap->D;
+    size_t nk = (size_t)p->ntile * tile_elems * (p->half ? 2 : sizeof(float));
     p->k_bytes = nk;
     p->K = ws_alloc(nk);
     p->V = v ? ws_alloc(nk) : NULL;
@@ -198,12 +210,24 @@ static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float
     }
 }
 
+/* pack_row for 16-bit storage kept as is (kvpack.half): the same layout, 16-bit elements */
+static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_t *ksrc, const uint16_t *vsrc) {
+    int n = (int)(j % CPU_KT);
+    uint16_t *kg = K + (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
+    for (int d = 0; d < D; d++) kg[d * CPU_KG] = ksrc ? ksrc[d] : 0;
+    if (ksrc) memcpy(V + (size_t)j * D, vsrc, (size_t)D * sizeof(uint16_t));
+    else memset(V + (size_t)j * D, 0, (size_t)D * sizeof(uint16_t));
+}
+
 static void pack_tile(const ctx *c, kvpack *p, int t) {
     for (int n = 0; n < CPU_KT; n++) {
         int64_t j = (int64_t)t * CPU_KT + n;
         int in = j < p->n;
-        pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, in ? p->kb + (size_t)j * p->stride : NULL,
-                 in && p->V ? p->vb + (size_t)j * p->stride : NULL);
+        const char *ks = in ? p->kb + (size_t)j * p->stride : NULL, *vs = in && p->V ? p->vb + (size_t)j * p->stride : NULL;
+        if (p->half)
+            pack_row16(c->ap->D, p->K, p->V, j, (const uint16_t *)ks, (const uint16_t *)vs);
+        else
+            pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, ks, vs);
     }
 }
 
@@ -273,6 +297,7 @@ static void kvpack_all(const ctx *c, kvpack *p) {
 
 typedef struct scratch {
     float *Q, *O, *S, *P;     /* [RM][D], [RM][D], [RM][64], [RM][64] */
+    float *Kw, *Vw;           /* [64*D] one tile of a 16-bit pack widened to f32 (attention only) */
     float *m, *l, *alpha, *c; /* [RM] */
     float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
     int *lo, *hi, *ridx;      /* [RM] */
@@ -283,8 +308,13 @@ typedef struct scratch {
     uint64_t *keys, *tmp;     /* [nblocks] */
 } scratch;
 
-static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t nb) {
+static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
     memset(w, 0, sizeof *w);
+    if (widen) {
+        w->Kw = malloc((size_t)CPU_KT * D * sizeof(float));
+        w->Vw = malloc((size_t)CPU_KT * D * sizeof(float));
+        if (!w->Kw || !w->Vw) return -1;
+    }
     w->Q = malloc((size_t)RM * D * sizeof(float));
     w->O = malloc((size_t)RM * D * sizeof(float));
     w->S = malloc((size_t)RM * CPU_KT * sizeof(float));
@@ -312,6 +342,8 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
 }
 
 static void scratch_free(scratch *w) {
+    free(w->Kw);
+    free(w->Vw);
     free(w->Q);
     free(w->O);
     free(w->S);
@@ -325,8 +357,8 @@ static void scratch_free(scratch *w) {
     free(w->tiles);
 }
 
-static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb) {
-    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) + (size_t)RM * 3 * sizeof(int) +
+static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
+    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) + (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
            (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 24 +
            (size_t)RM * 8;
 }
@@ -381,8 +413,8 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
  * V, fetched into L2 a slice at a time between row chunks of the products, so that the loads
  * overlap this tile's arithmetic instead of stalling on a burst of prefetches. Rows are
  * independent, so chunking leaves every result bitwise the same. */
-static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, const float *next_k,
-                      const float *next_v) {
+static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, const void *next_k,
+                      const void *next_v) {
     enum { CHUNK_ROWS = 48 }; /* a multiple of the kernels' 6-row register tiles */
     const int D = c->ap->D;
     uint64_t any = 0;
@@ -394,11 +426,21 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     }
     int top = 64 - __builtin_clzll(any); /* highest valid column + 1 */
     int ng = (top + CPU_KG - 1) / CPU_KG;
-    const size_t base = (size_t)t * CPU_KT;
-    const size_t lines = (size_t)CPU_KT * D * sizeof(float) / 64; /* per packed K (or V) tile */
+    const size_t tile = (size_t)t * CPU_KT * D; /* first element of the tile */
+    const float *Kt, *Vt;
+    if (kp->half) { /* exact widening, once per tile step */
+        c->kn->load(w->Kw, (const uint16_t *)kp->K + tile, c->ap->dtype, (int64_t)CPU_KT * D);
+        c->kn->load(w->Vw, (const uint16_t *)kp->V + tile, c->ap->dtype, (int64_t)CPU_KT * D);
+        Kt = w->Kw;
+        Vt = w->Vw;
+    } else {
+        Kt = (const float *)kp->K + tile;
+        Vt = (const float *)kp->V + tile;
+    }
+    const size_t lines = (size_t)CPU_KT * D * (kp->half ? 2 : sizeof(float)) / 64; /* per packed K (or V) tile */
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
-        c->kn->qk(w->Q, D, w->ridx + r0, rn, D, kp->K + base * D, ng, w->S + (size_t)r0 * CPU_KT);
+        c->kn->qk(w->Q, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
         if (next_k) prefetch_lines((const char *)next_k, lines * r0 / R, lines * (r0 + rn) / R);
     }
     c->kn->softmax(w->S, R, ng * CPU_KG, w->kmask, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
@@ -408,8 +450,7 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     }
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
-        c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, kp->V + base * D,
-                  ng * CPU_KG);
+        c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, Vt, ng * CPU_KG);
         if (next_v) prefetch_lines((const char *)next_v, lines * r0 / R, lines * (r0 + rn) / R);
     }
 }
@@ -466,12 +507,13 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             if (!tm) continue;
             w->tiles[t] = 0;
             /* the next used tile, fetched into L2 while this one computes (when already packed) */
-            const float *next_k = NULL, *next_v = NULL;
+            const void *next_k = NULL, *next_v = NULL;
             for (int tn = t + 1; tn <= tmax; tn++)
                 if (w->tiles[tn]) {
                     if (kp->borrowed || atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
-                        next_k = kp->K + (size_t)tn * CPU_KT * D;
-                        next_v = kp->V + (size_t)tn * CPU_KT * D;
+                        size_t off = (size_t)tn * CPU_KT * D * (kp->half ? 2 : sizeof(float));
+                        next_k = (const char *)kp->K + off;
+                        next_v = (const char *)kp->V + off;
                     }
                     break;
                 }
@@ -528,7 +570,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
 #pragma omp parallel num_threads(nth) reduction(| : fail)
     {
         scratch w;
-        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile)) {
+        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half)) {
             fail = 1;
         } else {
 #pragma omp for schedule(dynamic, 1)
@@ -540,7 +582,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
         }
         scratch_free(&w);
     }
-    size_t sb = scratch_bytes(MT * G, MT, c->ap->D, 0, kp->ntile) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, c->ap->D, 0, kp->ntile, kp->half) * (size_t)c->nth;
     if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
@@ -643,7 +685,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = nlmax - c0 < CPU_KT ? nlmax : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = nlv[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, clp->K + (size_t)c0 * D, ng,
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, (const float *)clp->K + (size_t)c0 * D, ng,
                   w->S + (size_t)ta * G * CPU_KT);
         c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
                    w->l + ta * G);
@@ -658,7 +700,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = n1max - c0 < CPU_KT ? n1max : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, c1p->K + (size_t)c0 * D, ng,
+        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, (const float *)c1p->K + (size_t)c0 * D, ng,
                   w->S + (size_t)ta * G * CPU_KT);
         /* P = exp(a - LSE), summed over the group's heads in head order into the tokens' rows
          * (rounded to bf16 for bf16 storage, as the reference) */
@@ -694,7 +736,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
 #pragma omp parallel num_threads(nth) reduction(| : fail)
     {
         scratch w;
-        if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks)) {
+        if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0)) {
             fail = 1;
         } else {
 #pragma omp for schedule(dynamic, 1)
@@ -723,7 +765,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         }
         scratch_free(&w);
     }
-    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks, 0) * (size_t)c->nth;
     if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
@@ -795,8 +837,8 @@ infllm_status cpu_stage1(const infllm_attn_params *ap, const void *q, const void
         if (s->lq == 0 || s->n1 == 0) continue;
         for (int g = 0; g < ap->Hkv && !st; g++) {
             kvpack p1, p2;
-            int e = kvpack_init(&c, &p1, c1, NULL, s->c1_0, s->n1, g);
-            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, c2, NULL, s->c2_0, s->n2, g);
+            int e = kvpack_init(&c, &p1, c1, NULL, s->c1_0, s->n1, g, 0);
+            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, c2, NULL, s->c2_0, s->n2, g, 0);
             if (e) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage-1 packing)");
             else {
                 kvpack_all(&c, &p1);
@@ -879,7 +921,7 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         for (int g = 0; g < ap->Hkv && !st; g++) {
             kvpack kp;
-            if (!sel || !nsel || kvpack_init(&c, &kp, k, v, s->k0, s->lk, g)) {
+            if (!sel || !nsel || kvpack_init(&c, &kp, k, v, s->k0, s->lk, g, 1)) {
                 st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (sparse attention)");
                 if (sel && nsel) kvpack_free(&kp);
                 break;
@@ -912,7 +954,7 @@ static infllm_status dense_seq(const ctx *c, const infllm_seq *s, const void *q,
     infllm_status st = INFLLM_OK;
     for (int g = 0; g < c->ap->Hkv && !st; g++) {
         kvpack kp;
-        if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g)) {
+        if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 0)) {
             kvpack_free(&kp);
             return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)");
         }
@@ -990,8 +1032,8 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
         for (int g = 0; g < ap->Hkv && !st; g++) {
             double t0 = now_ms();
             kvpack p1, p2, kp;
-            int e = kvpack_init(&c, &p1, sc1, NULL, r1, s->n1, g);
-            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, sc2, NULL, r2, s->n2, g);
+            int e = kvpack_init(&c, &p1, sc1, NULL, r1, s->n1, g, 0);
+            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, sc2, NULL, r2, s->n2, g, 0);
             if (!e) {
                 kvpack_all(&c, &p1);
                 if (!ap->exact_lse) kvpack_all(&c, &p2);
@@ -1006,7 +1048,7 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
                 st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
                 break;
             }
-            if (kvpack_init(&c, &kp, k, v, s->k0, s->lk, g)) e = 1;
+            if (kvpack_init(&c, &kp, k, v, s->k0, s->lk, g, 1)) e = 1;
             else e = run_attn(&c, s, g, &kp, q, out, lse, sel, K, nsel);
             kvpack_free(&kp);
             if (g_stats) g_stats->stage2_ms += now_ms() - t1;
