@@ -62,7 +62,10 @@ def check(lib, st, what):
         raise RuntimeError(f"{what}: status {st}: {lib.infllm_last_error().decode()}")
 
 
-def timeit(fn, warmup=3, reps=10):
+def timeit(fn, warmup=3, reps=10, calls=1):
+    """median over reps of the per-call time of `calls` calls enqueued back to back between two
+    events; calls > 1 gives the device time of a step when the host runs ahead (no launch latency
+    per measurement)"""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -71,29 +74,11 @@ def timeit(fn, warmup=3, reps=10):
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
-
-
-def timeit_b2b(fn, n=200, reps=5, warmup=10):
-    """per-call time of n calls enqueued back to back between two events (median of reps): the
-    device time of a step when the host runs ahead, without one launch latency per measurement"""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a = torch.cuda.Event(enable_timing=True)
-        b = torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(n):
+        for _ in range(calls):
             fn()
         b.record()
         b.synchronize()
-        ts.append(a.elapsed_time(b) / n)
+        ts.append(a.elapsed_time(b) / calls)
     return statistics.median(ts)
 
 
@@ -293,7 +278,7 @@ def decode_rows(a, lib):
             graphs[name] = gg
         with torch.cuda.stream(s2):
             t_c = {name: timeit(gg.replay, warmup=10, reps=300) for name, gg in graphs.items()}
-            t_b2b = {name: timeit_b2b(gg.replay) for name, gg in graphs.items()}
+            t_b2b = {name: timeit(gg.replay, warmup=10, reps=5, calls=200) for name, gg in graphs.items()}
             # the floor of that measure: a graph of one trivial kernel
             tiny = torch.zeros(1, device="cuda")
             g0 = torch.cuda.CUDAGraph()

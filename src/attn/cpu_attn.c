@@ -153,6 +153,9 @@ typedef struct kvpack {
     size_t k_bytes;     /* bytes of K (and of V when present) */
 } kvpack;
 
+/* bytes of one packed element */
+static inline size_t kvpack_elem_bytes(const kvpack *p) { return p->half ? sizeof(uint16_t) : sizeof(float); }
+
 /* half16: keep 16-bit K/V as 16-bit (stage 2, where most tiles are fetched cold for a few tokens;
  * dense keeps f32 tiles: it reuses each tile for up to 1024 rows and would only pay the widening) */
 static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, int64_t row0, int n, int g,
@@ -169,7 +172,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     }
     p->half = half16 && v && c->es == 2;
     size_t tile_elems = (size_t)CPU_KT * ap->D;
-    size_t nk = (size_t)p->ntile * tile_elems * (p->half ? 2 : sizeof(float));
+    size_t nk = (size_t)p->ntile * tile_elems * kvpack_elem_bytes(p);
     p->k_bytes = nk;
     p->K = ws_alloc(nk);
     p->V = v ? ws_alloc(nk) : NULL;
@@ -193,13 +196,19 @@ static void kvpack_free(kvpack *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* Row j of a packed K [tiles*4][D][16] / V [rows][D] pair: from storage (ksrc/vsrc, vsrc may be
- * NULL with V NULL), or zeros when ksrc is NULL. The one definition of the tile layout. */
+/* The one definition of the tile layout: element (key j, dim 0) of a packed K [tiles*4][D][16]
+ * is at this index; dim d is d * CPU_KG further. V is [rows][D]. */
+static inline size_t kpack_index(int D, int64_t j) {
+    int n = (int)(j % CPU_KT);
+    return (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + (size_t)(n % CPU_KG);
+}
+
+/* Row j of a packed f32 K / V pair: from storage (ksrc/vsrc, vsrc may be NULL with V NULL), or
+ * zeros when ksrc is NULL. */
 static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
                      const void *vsrc) {
     float row[256];
-    int n = (int)(j % CPU_KT);
-    float *kg = K + (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
+    float *kg = K + kpack_index(D, j);
     if (ksrc) {
         kn->load(row, ksrc, dt, D);
         for (int d = 0; d < D; d++) kg[d * CPU_KG] = row[d];
@@ -212,8 +221,7 @@ static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float
 
 /* pack_row for 16-bit storage kept as is (kvpack.half): the same layout, 16-bit elements */
 static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_t *ksrc, const uint16_t *vsrc) {
-    int n = (int)(j % CPU_KT);
-    uint16_t *kg = K + (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + (n % CPU_KG);
+    uint16_t *kg = K + kpack_index(D, j);
     for (int d = 0; d < D; d++) kg[d * CPU_KG] = ksrc ? ksrc[d] : 0;
     if (ksrc) memcpy(V + (size_t)j * D, vsrc, (size_t)D * sizeof(uint16_t));
     else memset(V + (size_t)j * D, 0, (size_t)D * sizeof(uint16_t));
@@ -223,7 +231,8 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
     for (int n = 0; n < CPU_KT; n++) {
         int64_t j = (int64_t)t * CPU_KT + n;
         int in = j < p->n;
-        const char *ks = in ? p->kb + (size_t)j * p->stride : NULL, *vs = in && p->V ? p->vb + (size_t)j * p->stride : NULL;
+        const char *ks = in ? p->kb + (size_t)j * p->stride : NULL;
+        const char *vs = in && p->V ? p->vb + (size_t)j * p->stride : NULL;
         if (p->half)
             pack_row16(c->ap->D, p->K, p->V, j, (const uint16_t *)ks, (const uint16_t *)vs);
         else
@@ -358,7 +367,8 @@ static void scratch_free(scratch *w) {
 }
 
 static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
-    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) + (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
+    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) +
+           (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
            (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 24 +
            (size_t)RM * 8;
 }
@@ -437,7 +447,7 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
         Kt = (const float *)kp->K + tile;
         Vt = (const float *)kp->V + tile;
     }
-    const size_t lines = (size_t)CPU_KT * D * (kp->half ? 2 : sizeof(float)) / 64; /* per packed K (or V) tile */
+    const size_t lines = (size_t)CPU_KT * D * kvpack_elem_bytes(kp) / 64; /* per packed K (or V) tile */
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
         c->kn->qk(w->Q, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
@@ -511,7 +521,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             for (int tn = t + 1; tn <= tmax; tn++)
                 if (w->tiles[tn]) {
                     if (kp->borrowed || atomic_load_explicit(&kp->state[tn], memory_order_relaxed) == 2) {
-                        size_t off = (size_t)tn * CPU_KT * D * (kp->half ? 2 : sizeof(float));
+                        size_t off = (size_t)tn * CPU_KT * D * kvpack_elem_bytes(kp);
                         next_k = (const char *)kp->K + off;
                         next_v = (const char *)kp->V + off;
                     }

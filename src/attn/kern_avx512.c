@@ -205,15 +205,20 @@ static void lse_avx512(const float *S, int R, int nk, const int *hi, float sl2, 
     }
 }
 
-/* x rounded to bf16 (nearest even, quiet NaN), as infllm_round_to, kept as f32 */
-AI __m512 round_bf16v(__m512 x) {
+/* f32 -> bf16 as infllm_f32_to_bf16 (nearest even, quiet NaN): the bf16 bits are the high
+ * 16 bits of each lane of the result */
+AI __m512i bf16_round_hi(__m512 x) {
     __m512i u = _mm512_castps_si512(x);
     __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
     __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i rnd = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-    __m512i q = _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
-    return _mm512_castsi512_ps(_mm512_and_si512(q, _mm512_set1_epi32((int)0xffff0000u)));
+    return _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
+}
+
+/* x rounded to bf16, kept as f32 (infllm_round_to) */
+AI __m512 round_bf16v(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_and_si512(bf16_round_hi(x), _mm512_set1_epi32((int)0xffff0000u)));
 }
 
 static void expsum_avx512(const float *S, int nt, int G, const int *hi, float sl2, const float *c, float *dst,
@@ -263,12 +268,7 @@ static void store_avx512(void *dst, infllm_dtype dt, const float *src, float mul
     if (dt == INFLLM_DTYPE_BF16) {
         uint16_t *d = dst;
         for (; i + 16 <= n; i += 16) {
-            __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(src + i), vm));
-            __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-            __mmask16 nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f800000));
-            __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-            __m512i rnd = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-            __m512i q = _mm512_mask_or_epi32(rnd, nan, u, _mm512_set1_epi32(0x00400000));
+            __m512i q = bf16_round_hi(_mm512_mul_ps(_mm512_loadu_ps(src + i), vm));
             _mm256_storeu_si256((__m256i *)(d + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(q, 16)));
         }
     } else if (dt == INFLLM_DTYPE_F32) {
