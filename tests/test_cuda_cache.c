@@ -9,6 +9,7 @@
  *              attention on f32 copies of the same values): over the case's rows, rows whose error
  *              exceeds 4x the naive bf16/f16 error <= 1% and the Frobenius error over the others
  *              <= 2x naive (test_cuda's pipeline rule); LSE within 2e-2
+ *   scratch    the caller's workspace is filled with 0xff bytes before every attend
  *   recompute  against CUDA infllm_attention on the whole prefix (which recompresses it): relative
  *              error <= 1x naive (rounding noise, not another function); the number of differing
  *              elements is printed (0 where both take the same kernels; the cache's decode kernels
@@ -192,6 +193,9 @@ static void run_case(const ccase *c, unsigned long long seed) {
             ap.workspace = dws;
             ap.workspace_bytes = wsb;
             const void *qn = (const char *)dq + (L - n) * qcols * 2;
+            /* the workspace is scratch: poisoned before every attend (all-ones bytes: NaN scores,
+             * counters at UINT32_MAX), so whatever the attend reads it must have written itself */
+            CHECK(cudaMemsetAsync(dws, 0xff, wsb, stream) == cudaSuccess, "%s: cudaMemsetAsync", c->name);
             CHECK_OK(infllm_cache_attend(cc, &ap, qn, n, Hq, dout, dlse));
             /* the whole prefix recomputed on the GPU (recompression included) */
             infllm_layout dl = hl;

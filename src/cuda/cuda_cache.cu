@@ -191,20 +191,24 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
 
 /* ------------------------------------------------- fast decode step ---- */
 /* Few query tokens (n <= 16, G <= 16: one m16 tile per (KV head, token), rows = the G query heads)
- * against the cache: five launches after the append, all grids sized on the host:
+ * against the cache: four launches after the append, all grids sized on the host:
  *   k_cd_lse    grid (LSE-level tiles, n, Hkv), 1 warp: per 64-kernel tile of c2 (c1 with
  *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels;
- *               also zeroes the block scores
- *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: merges the partials into the row LSE, P =
- *               exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree), bf16 rounding,
- *               max-pool into the tile's blocks in shared memory, then one global atomicMax a block
- *   k_cd_topk   grid (n * Hkv), 1024 threads, keys in registers: forced (+inf) / empty (-inf) blocks,
- *               the K-th largest key by a 2-bits-a-step search of block-wide counts, then one
- *               index-ordered scan (ties to the lower index): topk [Hkv, n, topk_out] ascending, -1
- *               padded (the SPEC rule, like warp_topk)
+ *               also zeroes the block scores and the per-row arrival counters of k_cd_score
+ *   k_cd_score  grid (c1 tiles, n, Hkv), 8 warps: warp 0 scores the CTA's c1 tile (S = Q c1^T before
+ *               the wait, then the row LSE from the partials, P = exp2(S - LSE) on visible c1
+ *               kernels, the head sum (shuffle tree), bf16 rounding, max-pool into the tile's blocks
+ *               in shared memory, one global atomicMax a block); every CTA of a row then takes a
+ *               ticket, and the row's last CTA selects with its 256 threads, keys in registers:
+ *               forced (+inf) / empty (-inf) blocks, the K-th largest finite key by a 2-bits-a-step
+ *               search over the bits in which the finite keys differ, then one index-ordered scan
+ *               (ties to the lower index): topk [Hkv, n, topk_out] ascending, -1 padded (the SPEC
+ *               rule, like warp_topk)
  *   k_cd_attn   grid (splits, n, Hkv), 1 warp: attends its eps entries of the block list (64-key
  *               chunks, online softmax in base 2, P from registers) and writes one partial (o
- *               unnormalised, max, sum); one entry a CTA at decode, ~4 CTAs per SM
+ *               unnormalised, max, sum); one entry a CTA at decode, ~4 CTAs per SM. Rows whose
+ *               causal blocks are all taken (qb + 1 <= K) use the list 0..qb, -1 padded, without
+ *               a selection
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
@@ -217,15 +221,17 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #define CD_MAX_ROWS 16
 #define CD_MAX_TOKENS 16
-#define CD_TOPK_THREADS 1024
-#define CD_MAX_BLOCKS 12288 /* blocks of one row: 12 keys per k_cd_topk thread, in registers */
+#define CD_SCORE_WARPS 8
+#define CD_SCORE_THREADS (CD_SCORE_WARPS * 32)
+#define CD_MAX_BLOCKS 12288 /* blocks of one row: 48 keys per thread of the selecting CTA, in registers */
 
 struct CdParams {
     const uint16_t *q, *k, *v, *c1, *c2;
     void *out;
     float *lse;
     float *part;     /* [Hkv][n][ntL][16][2] LSE partials (max, sum) */
-    float *bs;       /* [Hkv][n][nbmax] block scores */
+    float *bs;       /* [Hkv][n][nbmax] block scores (nbmax % 4 == 0) */
+    uint32_t *ctr;   /* [Hkv][n] k_cd_score CTAs of the row that have finished their tile */
     int32_t *topk;   /* [Hkv][n][topk_out] */
     float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
     float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
@@ -297,9 +303,11 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
     cd_pdl_wait(); /* c1/c2 from the append */
     cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
-    { /* zero the block scores of this (head, token) row: k_cd_score max-pools into them */
+    { /* zero the block scores of this (head, token) row (k_cd_score max-pools into them) and its
+       * arrival counter */
         float *row = p.bs + ((int64_t)g * p.n + t) * p.nbmax;
         for (int i = tile * 32 + lane; i < p.nbmax; i += gridDim.x * 32) row[i] = 0.f;
+        if (tile == 0 && lane == 0) p.ctr[(int64_t)g * p.n + t] = 0u;
     }
     if (p.qb[t] + 1 <= p.K) return; /* every causal block is taken: no scores needed */
     const int vis = p.visL[t];
@@ -333,27 +341,183 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     }
 }
 
-template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(CdParams p) {
+/* The block list of one (head g, token t) row from its block scores, by the CD_SCORE_THREADS threads of
+ * the row's last k_cd_score CTA (qb + 1 > K). Thread i holds the keys of blocks KPT*i .. KPT*i + KPT-1
+ * in registers (KPT * CD_SCORE_THREADS >= nbmax). Forced blocks are +inf, blocks without a c1 kernel
+ * -inf; when the K-th largest key is finite (fewer than K forced blocks, enough finite ones), it is
+ * found among the finite keys two bits a step over only the bits in which they differ (they all
+ * share the others: the AND of the keys holds them), each step a block-wide count of the keys >= three
+ * candidates (warp redux, one barrier, every thread sums the warp counts). The list is one block-wide
+ * exclusive scan of (keys > thr, keys == thr) in index order: a block above the threshold goes to
+ * position (above before it) + min(equal before it, kleft), an equal one to (above before) + (equal
+ * before) while that is < kleft: ties to the lower index, ascending, as warp_topk and the SPEC rule. */
+template <int KPT> __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb) {
+    constexpr int NW = CD_SCORE_WARPS;
+    constexpr uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
+    __shared__ uint4 sred[NW];     /* per warp (+inf keys, -inf keys, OR, AND of the finite keys) */
+    __shared__ int2 scnt[2][NW];   /* per warp (count >= c1 | count >= c2 << 16, count >= c3), two buffers */
+    __shared__ uint32_t sscan[NW]; /* per warp (above << 16 | equal) totals */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n = qb + 1, K = p.K;
+    int32_t *out = p.topk + row * p.topk_out;
+    const float *bs = p.bs + row * p.nbmax;
+    const int i0 = tid * KPT;
+    uint32_t key[KPT], fk[KPT]; /* key: every block of the row (0 past it); fk: finite keys, else 0 */
+    int nf = 0, ne = 0;
+    uint32_t kor = 0u, kand = 0xffffffffu;
+#pragma unroll
+    for (int u = 0; u < KPT; u += 4) {
+        /* i0 + u and nbmax are multiples of 4: a vector that starts in the row ends in it */
+        const float4 x4 = i0 + u < n ? __ldcg(reinterpret_cast<const float4 *>(bs + i0 + u)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float xs[4] = {x4.x, x4.y, x4.z, x4.w};
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            const int bb = i0 + u + w;
+            float x = xs[w];
+            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+                x = INFINITY;
+            } else {
+                const int a = p.B * bb - p.l1 + 1; /* first kernel: ceil(a / s1), last: floor((B*bb + B-1) / s1) */
+                const int first = a <= 0 ? 0 : (a + p.s1 - 1) / p.s1;
+                const int last = min((p.B * bb + p.B - 1) / p.s1, p.n1 - 1);
+                if (last < first) x = -INFINITY;
+            }
+            const uint32_t k = bb < n ? f2key(x) : 0u;
+            const bool fin = bb < n && k != KINF && k != KNINF;
+            key[u + w] = k;
+            fk[u + w] = fin ? k : 0u;
+            nf += (int)(bb < n && k == KINF);
+            ne += (int)(bb < n && k == KNINF);
+            if (fin) {
+                kor |= k;
+                kand &= k;
+            }
+        }
+    }
+    nf = __reduce_add_sync(0xffffffffu, nf);
+    ne = __reduce_add_sync(0xffffffffu, ne);
+    kor = __reduce_or_sync(0xffffffffu, kor);
+    kand = __reduce_and_sync(0xffffffffu, kand);
+    if (lane == 0) sred[warp] = make_uint4((uint32_t)nf, (uint32_t)ne, kor, kand);
+    __syncthreads();
+    int NF = 0, NE = 0;
+    uint32_t OR = 0u, AND = 0xffffffffu;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const uint4 r = sred[w];
+        NF += (int)r.x;
+        NE += (int)r.y;
+        OR |= r.z;
+        AND &= r.w;
+    }
+    uint32_t thr; /* the K-th largest key */
+    if (NF >= K) {
+        thr = KINF;
+    } else if (n - NE < K) {
+        thr = KNINF;
+    } else { /* the (K - NF)-th largest finite key: the finite keys are AND | (bits of OR ^ AND) */
+        const int Kf = K - NF;
+        thr = AND;
+        uint32_t rem = OR ^ AND;
+        int buf = 0;
+#pragma unroll 1
+        while (rem) {
+            const uint32_t hi = 0x80000000u >> __clz(rem);
+            rem ^= hi;
+            const uint32_t lo = rem ? 0x80000000u >> __clz(rem) : 0u;
+            rem ^= lo;
+            const uint32_t c1 = thr | lo, c2 = thr | hi, c3 = thr | hi | lo; /* c1 = thr when lo = 0: never taken */
+            int a12 = 0, a3 = 0; /* counts <= 12288: two fit in one int */
+#pragma unroll
+            for (int u = 0; u < KPT; u++) {
+                a12 += (int)(fk[u] >= c1) + ((int)(fk[u] >= c2) << 16);
+                a3 += (int)(fk[u] >= c3);
+            }
+            a12 = __reduce_add_sync(0xffffffffu, a12);
+            a3 = __reduce_add_sync(0xffffffffu, a3);
+            if (lane == 0) scnt[buf][warp] = make_int2(a12, a3);
+            __syncthreads(); /* buffer buf is written again two steps on, after every thread passed the next barrier */
+            int s12 = 0, s3 = 0;
+#pragma unroll
+            for (int w = 0; w < NW; w++) {
+                const int2 c = scnt[buf][w];
+                s12 += c.x;
+                s3 += c.y;
+            }
+            thr = s3 >= Kf ? c3 : (s12 >> 16) >= Kf ? c2 : (s12 & 0xffff) >= Kf ? c1 : thr;
+            buf ^= 1;
+        }
+    }
+    /* the list: exclusive scan of (above, equal) counts, packed as above << 16 | equal */
+    int gt = 0, eq = 0;
+#pragma unroll
+    for (int u = 0; u < KPT; u++) {
+        gt += (int)(key[u] > thr);
+        eq += (int)(key[u] == thr);
+    }
+    const uint32_t x = ((uint32_t)gt << 16) | (uint32_t)eq;
+    uint32_t incl = x;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) sscan[warp] = incl;
+    __syncthreads();
+    uint32_t wbefore = 0u, total = 0u;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const uint32_t y = sscan[w];
+        wbefore += w < warp ? y : 0u;
+        total += y;
+    }
+    const uint32_t before = wbefore + incl - x;
+    const int kleft = K - (int)(total >> 16); /* equal keys to take, lowest indices first */
+    int gb = (int)(before >> 16), eb = (int)(before & 0xffffu);
+#pragma unroll
+    for (int u = 0; u < KPT; u++) {
+        if (key[u] > thr) {
+            out[gb + min(eb, kleft)] = i0 + u;
+            gb++;
+        } else if (key[u] == thr) {
+            if (eb < kleft) out[gb + eb] = i0 + u;
+            eb++;
+        }
+    }
+    for (int c = K + tid; c < p.topk_out; c += CD_SCORE_THREADS) out[c] = -1;
+}
+
+template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SCORE_THREADS) k_cd_score(CdParams p) {
     __shared__ __align__(16) uint16_t sq[16 * D];
     __shared__ __align__(16) uint16_t sc[64 * D];
     __shared__ float slse[16];
+    __shared__ int slast;
     extern __shared__ __align__(16) int sbm[]; /* [nbt] the tile's block maxima (float bits, scores >= 0), then the
                                     row partials [ntl][16][2] */
-    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+    const int gid = lane >> 2, tig = lane & 3;
     const int qb = p.qb[t], vis1 = p.vis1[t];
-    if (qb + 1 <= p.K) return;
-    if (64 * tile >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
-    const int ntl = (p.visL[t] + 63) / 64;
-    /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait): their
-     * copies start before this kernel waits for k_cd_lse */
-    cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
-    cd_pdl_wait(); /* the LSE partials and the zeroed block scores */
+    if (qb + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses 0..qb, no list */
+    const int64_t row = (int64_t)g * p.n + t;
+    /* warp 0 scores the tile when it holds visible kernels (invisible ones score 0 = the zeroed block
+     * scores); the other warps only join the selection */
+    const bool scorer = tid < 32 && 64 * tile < vis1;
+    float s[8][4];
+    if (scorer) {
+        /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
+         * S = Q c1^T is computed before this kernel waits for k_cd_lse */
+        cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
+        for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
+        cd_tile_mma<T, D>(sq, sc, s);
+    }
+    cd_pdl_wait(); /* the LSE partials, the zeroed block scores and arrival counter */
     cd_pdl_start();
-    /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
-     * order (the order k_dec_score uses) */
-    {
+    if (scorer) {
+        const int ntl = (p.visL[t] + 63) / 64;
+        /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
+         * order (the order k_dec_score uses) */
         float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [ntl][16][2] as float4 */
-        const float4 *part = (const float4 *)(p.part + ((int64_t)g * p.n + t) * p.ntL * 16 * 2);
+        const float4 *part = (const float4 *)(p.part + row * p.ntL * 16 * 2);
         const int n4 = ntl * 16 * 2 / 4;
         for (int base = 0; base < n4; base += 32 * 8) {
             float4 v[8];
@@ -381,161 +545,54 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             }
             slse[lane] = (l > 0.f && lane < p.G) ? m + __log2f(l) : INFINITY;
         }
-    }
-    const int blo0 = p.s1 * 64 * tile / p.B;
-    for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
-    float s[8][4];
-    cd_tile_mma<T, D>(sq, sc, s);
-    float lse2[2] = {slse[gid], slse[gid + 8]};
+        __syncwarp();
+        const int blo0 = p.s1 * 64 * tile / p.B;
+        float lse2[2] = {slse[gid], slse[gid + 8]};
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int col = 64 * tile + 8 * j + 2 * tig + (e & 1);
-            s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
-        }
-    /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
-     * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
-    float keep[2] = {0.f, 0.f};
+            for (int e = 0; e < 4; e++) {
+                int col = 64 * tile + 8 * j + 2 * tig + (e & 1);
+                s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
+            }
+        /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
+         * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
+        float keep[2] = {0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < 8; j++)
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float v = s[j][e] + s[j][2 + e];
+                v += __shfl_xor_sync(0xffffffffu, v, 4);
+                v += __shfl_xor_sync(0xffffffffu, v, 8);
+                v += __shfl_xor_sync(0xffffffffu, v, 16);
+                if (gid == j) keep[e] = v;
+            }
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            float v = s[j][e] + s[j][2 + e];
-            v += __shfl_xor_sync(0xffffffffu, v, 4);
-            v += __shfl_xor_sync(0xffffffffu, v, 8);
-            v += __shfl_xor_sync(0xffffffffu, v, 16);
-            if (gid == j) keep[e] = v;
-        }
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-        const int col = 64 * tile + 8 * gid + 2 * tig + e;
-        if (col < p.n1) {
-            float v = keep[e];
-            if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-            const int blo = p.s1 * col / p.B, bhi = min((p.s1 * col + p.l1 - 1) / p.B, qb);
-            for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
-        }
-    }
-    __syncwarp();
-    int *bs = (int *)p.bs + ((int64_t)g * p.n + t) * p.nbmax;
-    for (int i = lane; i < p.nbt; i += 32) {
-        int bb = blo0 + i;
-        if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
-    }
-}
-
-/* one CTA per (head g, token t): the topk row. Thread i holds the keys of blocks KPT*i ..
- * KPT*i + KPT-1 in registers (KPT * CD_TOPK_THREADS >= qb + 1). The K-th largest key is found two
- * bits a step (16 steps): each thread counts its keys >= the three candidates, warp sums
- * (redux), then warp 0 sums the 32 warp counts and picks the bits, two barriers a step. The list is
- * one block-wide exclusive scan of (keys > thr, keys == thr) in index order: a block above the
- * threshold goes to position (above before it) + min(equal before it, kleft), an equal one to
- * (above before) + (equal before) while that is < kleft: ties to the lower index, ascending, as
- * warp_topk and the SPEC rule. */
-#define CD_TOPK_WARPS (CD_TOPK_THREADS / 32)
-static_assert(CD_TOPK_WARPS == 32, "k_cd_topk: warp 0 sums one warp count per lane");
-template <int KPT> __global__ void __launch_bounds__(CD_TOPK_THREADS) k_cd_topk(CdParams p) {
-    __shared__ int2 scnt[CD_TOPK_WARPS]; /* per warp (count >= c1 | count >= c2 << 16, count >= c3) */
-    __shared__ uint32_t sthr, sscan[CD_TOPK_WARPS], stotal;
-    const int row = blockIdx.x, t = row % p.n, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int qb = p.qb[t];
-    int32_t *out = p.topk + (int64_t)row * p.topk_out;
-    cd_pdl_wait(); /* the block scores */
-    cd_pdl_start();
-    const int n = qb + 1;
-    if (n <= p.K) {
-        for (int c = tid; c < p.topk_out; c += CD_TOPK_THREADS) out[c] = c <= qb ? c : -1;
-        return;
-    }
-    const float *bs = p.bs + (int64_t)row * p.nbmax;
-    const int i0 = tid * KPT;
-    float v[KPT];
-#pragma unroll
-    for (int u = 0; u < KPT; u++) v[u] = i0 + u < n ? __ldcg(bs + i0 + u) : 0.f;
-    /* forced blocks +inf, blocks without a c1 kernel -inf (kernel c covers keys [s1*c, s1*c + l1));
-     * slots past the row key 0, below every real key (f2key(-inf) > 0) and never counted */
-    uint32_t key[KPT];
-#pragma unroll
-    for (int u = 0; u < KPT; u++) {
-        const int bb = i0 + u;
-        float x = v[u];
-        if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-            x = INFINITY;
-        } else {
-            const int a = p.B * bb - p.l1 + 1; /* first kernel: ceil(a / s1), last: floor((B*bb + B-1) / s1) */
-            const int first = a <= 0 ? 0 : (a + p.s1 - 1) / p.s1;
-            const int last = min((p.B * bb + p.B - 1) / p.s1, p.n1 - 1);
-            if (last < first) x = -INFINITY;
-        }
-        key[u] = bb < n ? f2key(x) : 0u;
-    }
-    /* thr = the largest key with at least K keys >= it, two bits a step */
-    uint32_t thr = 0;
-#pragma unroll 1
-    for (int b = 30; b >= 0; b -= 2) {
-        const uint32_t c1 = thr | (1u << b), c2 = thr | (2u << b), c3 = thr | (3u << b);
-        int a12 = 0, a3 = 0; /* counts <= 12288: two fit in one int */
-#pragma unroll
-        for (int u = 0; u < KPT; u++) {
-            a12 += (int)(key[u] >= c1) + ((int)(key[u] >= c2) << 16);
-            a3 += (int)(key[u] >= c3);
-        }
-        a12 = __reduce_add_sync(0xffffffffu, a12);
-        a3 = __reduce_add_sync(0xffffffffu, a3);
-        if (lane == 0) scnt[warp] = make_int2(a12, a3);
-        __syncthreads();
-        if (warp == 0) {
-            const int2 c = scnt[lane];
-            const int s12 = __reduce_add_sync(0xffffffffu, c.x), s3 = __reduce_add_sync(0xffffffffu, c.y);
-            if (lane == 0) sthr = s3 >= p.K ? c3 : (s12 >> 16) >= p.K ? c2 : (s12 & 0xffff) >= p.K ? c1 : thr;
-        }
-        __syncthreads(); /* scnt is written again, and sthr read, only after this barrier */
-        thr = sthr;
-    }
-    /* the list: exclusive scan of (above, equal) counts, packed as above << 16 | equal */
-    int gt = 0, eq = 0;
-#pragma unroll
-    for (int u = 0; u < KPT; u++) {
-        gt += (int)(key[u] > thr);
-        eq += (int)(key[u] == thr);
-    }
-    const uint32_t x = ((uint32_t)gt << 16) | (uint32_t)eq;
-    uint32_t incl = x;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) sscan[warp] = incl;
-    __syncthreads();
-    if (warp == 0) { /* exclusive prefix of the warp totals */
-        const uint32_t w = sscan[lane];
-        uint32_t wi = w;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const uint32_t y = __shfl_up_sync(0xffffffffu, wi, o);
-            if (lane >= o) wi += y;
+            const int col = 64 * tile + 8 * gid + 2 * tig + e;
+            if (col < p.n1) {
+                float v = keep[e];
+                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+                const int blo = p.s1 * col / p.B, bhi = min((p.s1 * col + p.l1 - 1) / p.B, qb);
+                for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
+            }
         }
         __syncwarp();
-        sscan[lane] = wi - w;
-        if (lane == 31) stotal = wi;
-    }
-    __syncthreads();
-    const uint32_t before = sscan[warp] + incl - x;
-    const int kleft = p.K - (int)(stotal >> 16); /* equal keys to take, lowest indices first */
-    int gb = (int)(before >> 16), eb = (int)(before & 0xffffu);
-#pragma unroll
-    for (int u = 0; u < KPT; u++) {
-        if (key[u] > thr) {
-            out[gb + min(eb, kleft)] = i0 + u;
-            gb++;
-        } else if (key[u] == thr) {
-            if (eb < kleft) out[gb + eb] = i0 + u;
-            eb++;
+        int *bs = (int *)p.bs + row * p.nbmax;
+        for (int i = lane; i < p.nbt; i += 32) {
+            int bb = blo0 + i;
+            if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
         }
+        __threadfence(); /* the block maxima are in place before this CTA's ticket */
     }
-    for (int c = p.K + tid; c < p.topk_out; c += CD_TOPK_THREADS) out[c] = -1;
+    /* the last CTA of the row to finish (the classic last-block pattern) selects */
+    __syncthreads();
+    if (tid == 0) slast = atomicAdd(p.ctr + row, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!slast) return;
+    __threadfence();
+    cd_select<KPT>(p, row, qb);
 }
 
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
@@ -576,7 +633,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
     for (int e = split * p.eps; e < e_end; e++) {
-        int blk = p.sparse ? p.topk[rowid * p.topk_out + e] : e;
+        /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
+         * taken (no selection ran for the row) */
+        int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : p.topk[rowid * p.topk_out + e];
         if (blk < 0 || blk > qb) continue;
         int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
         for (int64_t c0 = k_lo; c0 < k_hi; c0 += 64) {
@@ -733,7 +792,7 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
 struct CdPlan {
     int use;            /* the fast path applies */
     int ntL, nt1, nbmax, nbt, target, nsplit;
-    size_t off_part, off_bs, off_topk, off_apart, off_aml, total;
+    size_t off_part, off_bs, off_ctr, off_topk, off_apart, off_aml, total;
 };
 
 static size_t cd_al(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -751,6 +810,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
             (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
+    c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads them as float4 */
     int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
     c.ntL = (int)((nL + 63) / 64);
     if (c.ntL < 1) c.ntL = 1;
@@ -766,6 +826,8 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
     c.off_bs = off;
     off += cd_al((size_t)ap->Hkv * n * c.nbmax * sizeof(float));
+    c.off_ctr = off;
+    off += cd_al((size_t)ap->Hkv * n * sizeof(uint32_t));
     c.off_topk = off;
     off += cd_al((size_t)ap->Hkv * n * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
     c.off_apart = off;
@@ -817,24 +879,21 @@ template <typename T, int D>
 static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, int need_select, cudaStream_t st) {
     infllm_status s = INFLLM_OK;
     /* with PDL on sm_90: every kernel reads what an earlier one wrote only after its wait. k_cd_lse
-     * and k_cd_topk read nothing before it, so as the first kernel they may overlap the append
-     * (which triggers at its start) or the caller's last kernel; k_cd_attn reads q before its wait,
-     * so as the first kernel (dense steps) it is launched plainly */
+     * reads nothing before it, so as the first kernel it may overlap the append (which triggers at
+     * its start) or the caller's last kernel; k_cd_attn reads q before its wait, so as the first
+     * kernel (dense steps, and sparse steps that take every causal block) it is launched plainly */
     const int pdl_ok = cd_pdl_ok();
     int pdl = pdl_ok;
     if (sparse && need_select) {
         s = cd_go(k_cd_lse<T, D>, dim3((unsigned)c.ntL, (unsigned)p.n, (unsigned)p.Hkv), 32, 0, st, pdl, "k_cd_lse", p);
+        void (*score)(CdParams) = c.nbmax <= 8 * CD_SCORE_THREADS    ? k_cd_score<T, D, 8>
+                                  : c.nbmax <= 16 * CD_SCORE_THREADS ? k_cd_score<T, D, 16>
+                                  : c.nbmax <= 32 * CD_SCORE_THREADS ? k_cd_score<T, D, 32>
+                                                                     : k_cd_score<T, D, CD_MAX_BLOCKS / CD_SCORE_THREADS>;
         if (!s)
-            s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
+            s = cd_go(score, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), CD_SCORE_THREADS,
                       (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
                       "k_cd_score", p);
-    }
-    if (!s && sparse) {
-        void (*topk)(CdParams) = c.nbmax <= 2 * CD_TOPK_THREADS   ? k_cd_topk<2>
-                                 : c.nbmax <= 4 * CD_TOPK_THREADS ? k_cd_topk<4>
-                                 : c.nbmax <= 8 * CD_TOPK_THREADS ? k_cd_topk<8>
-                                                                  : k_cd_topk<CD_MAX_BLOCKS / CD_TOPK_THREADS>;
-        s = cd_go(topk, dim3((unsigned)(p.Hkv * p.n)), CD_TOPK_THREADS, 0, st, pdl, "k_cd_topk", p);
     } else {
         pdl = 0;
     }
@@ -863,6 +922,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.lse = lse;
     p.part = (float *)(ws + c.off_part);
     p.bs = (float *)(ws + c.off_bs);
+    p.ctr = (uint32_t *)(ws + c.off_ctr);
     p.topk = (int32_t *)(ws + c.off_topk);
     p.apart = (float *)(ws + c.off_apart);
     p.aml = (float *)(ws + c.off_aml);
