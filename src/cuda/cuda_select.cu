@@ -20,6 +20,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
+#include "cuda_sm90.cuh"
 
 struct SelParams {
     const void *q, *c1, *c2;
@@ -326,6 +327,309 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     }
 }
 
+/* ------------------------------------------------------ sm_90a: k_select90 ---- */
+/* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
+ * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
+ * 2 warpgroups, 1 CTA per SM. c2/c1 come in tiles of 128 kernels x D (cp.async, 3 stages,
+ * 128-byte swizzle = the wgmma layout: [D/64][128][64]); Q stays in shared memory all along.
+ *   pass 1 (rows x kernels): warpgroup w takes rows 64w.. (tokens 4w..4w+3) against the whole
+ *           tile, S = Q_w c^T as two m64n64 products; online max/sum per row as in k_select,
+ *           each 64-column half one step (the second half's MMA runs while the first is reduced).
+ *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels 64w.., S^T = c_w Q^T
+ *           as two m64n64 products (tokens 0-3, tokens 4-7). A thread then holds, per row (kernel),
+ *           4 heads of each of 4 tokens: P = exp2(S - LSE) (LSE per column, negated, from shared
+ *           memory once), the head sum is 3 local adds + a 3-shuffle reduce-scatter over the 4
+ *           lanes of a quad that leaves lane tig with token tig's sum (0.19 shuffles per score;
+ *           k_select's row layout needs 1.5), rounded to bf16 for bf16 storage, then max-pooled
+ *           by shared-memory atomicMax into the token's block scores as in k_select.
+ * Then the forced blocks and the top-k (one warp per token) are k_select's. CTAs are launched
+ * heaviest (last tokens) first. */
+__device__ __forceinline__ void wgmma_wait1() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
+}
+
+enum { SEL90_TT = 8, SEL90_CT = 128, SEL90_NS = 3 }; /* tokens per CTA, kernels per tile, stages */
+
+template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
+#ifdef INFLLM_WGMMA_DEVICE
+    constexpr int TT = SEL90_TT, M = 16 * TT, NT = 256, CH = D / 8, KS = D / 16, CT = SEL90_CT, NS = SEL90_NS;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    /* 128-byte swizzled tiles need 1024-byte alignment (the host adds 1024 bytes) */
+    unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
+    uint16_t *sQ = (uint16_t *)smem;            /* [D/64][M][64] rows (token, head) */
+    uint16_t *sC = sQ + M * D;                  /* [NS][D/64][CT][64] kernel tiles */
+    float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbmax] block scores */
+    float *sNL = sBS + TT * p.nbmax;            /* [M] -LSE (log2) per row */
+    int *sVis = (int *)(sNL + M);               /* [TT] visible c1 kernels per token */
+
+    const int b = blockIdx.y, g = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = (int)(gridDim.x - 1 - blockIdx.x) * TT; /* heaviest CTAs first */
+    if (tok0 >= lq) return;
+    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return;
+    const int ntok = min(TT, lq - tok0);
+    const int64_t pos0 = (int64_t)lk - lq + tok0;
+    const int64_t pos_last = pos0 + ntok - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int wg = warp >> 2, wq = warp & 3;
+    const int Kb = p.K;
+
+    /* tokens with <= K causal blocks take them all */
+    for (int tt = 0; tt < ntok; tt++) {
+        int64_t qb = (pos0 + tt) / p.B;
+        if (qb + 1 <= Kb) {
+            int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+            for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
+        }
+    }
+    if (pos_last / p.B + 1 <= Kb) return;
+
+    const int32_t n1 = d_windows(lk, p.l1, p.s1);
+    const int32_t n2 = d_windows(lk, p.l2, p.s2);
+    const int64_t c1_0 = p.cu_c1 ? p.cu_c1[b] : 0;
+    const int64_t c2_0 = p.cu_c2 ? p.cu_c2[b] : 0;
+    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
+    const uint16_t *c1 = (const uint16_t *)p.c1;
+    const int64_t cL0 = p.exact ? c1_0 : c2_0;
+    const int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    const int64_t kvstride = (int64_t)p.Hkv * D;
+    const int maxvisL = d_visible(pos_last, lL, sL, nL);
+    const int maxvis1 = d_visible(pos_last, p.l1, p.s1, n1);
+    const int minvis1 = d_visible(pos0, p.l1, p.s1, n1);
+    /* pass 1: this warp's rows are token 4 wg + wq, heads gid and gid + 8 */
+    const int ptok = 4 * wg + wq;
+    const int visLw = ptok < ntok ? d_visible(pos0 + ptok, lL, sL, nL) : 0;
+    /* pass 2: this lane emits token 4 h + tig of product half h */
+    bool eok[2];
+    int eqb[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int tt = 4 * h + tig;
+        int64_t qb = (pos0 + tt) / p.B;
+        eok[h] = tt < ntok && qb + 1 > Kb;
+        eqb[h] = (int)qb;
+    }
+
+    {
+        const uint16_t *qg = (const uint16_t *)p.q;
+        for (int i = tid; i < M * CH; i += NT) {
+            int r = i / CH, c = i % CH;
+            int tt = r >> 4, hh = r & 15;
+            bool ok = tt < ntok;
+            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * 16 + hh) * D : 0) + c * 8;
+            cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
+        }
+    }
+    for (int i = tid; i < TT * p.nbmax; i += NT) sBS[i] = 0.f;
+    if (tid < TT) sVis[tid] = tid < ntok ? d_visible(pos0 + tid, p.l1, p.s1, n1) : 0;
+
+    /* one stream of tiles: ntL level-L tiles (pass 1), then nt1 c1 tiles (pass 2) */
+    const int ntL = (maxvisL + CT - 1) / CT, nt1 = (maxvis1 + CT - 1) / CT, ntot = ntL + nt1;
+    auto load = [&](int i) {
+        if (i >= ntot) return;
+        uint16_t *dst = sC + (i % NS) * CT * D;
+        if (i < ntL)
+            load_tile90<D, CT, NT>(dst, cL + ((cL0 + (int64_t)CT * i) * p.Hkv + g) * D, kvstride, maxvisL - CT * i);
+        else
+            load_tile90<D, CT, NT>(dst, c1 + ((c1_0 + (int64_t)CT * (i - ntL)) * p.Hkv + g) * D, kvstride,
+                                   maxvis1 - CT * (i - ntL));
+    };
+#pragma unroll
+    for (int s = 0; s < NS - 1; s++) {
+        load(s);
+        cp_async_commit();
+    }
+    /* tile i is in its stage, and the stage of tile i - 1 is free: load tile i + NS - 1 there */
+    auto next_tile = [&](int i) {
+        cp_async_wait<NS - 2>();
+        fence_proxy_async();
+        __syncthreads();
+        load(i + NS - 1);
+        cp_async_commit();
+    };
+    /* descriptors in 16-byte units; k-step kk of a [D/64][R][64] tile is at
+     * (kk / 4) R 64 + (kk % 4) 16 elements */
+    const uint64_t dQ = gmma_desc(sQ, 16, 1024), dC = gmma_desc(sC, 16, 1024);
+    auto du = [](int elems) { return (uint64_t)((uint32_t)(elems * 2) >> 4); };
+
+    /* ---- pass 1: LSE over the visible level-L kernels ---- */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    auto lse_step = [&](float (&s)[8][4], int col0) {
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int col = col0 + 8 * j + 2 * tig + e;
+                    float v = col < visLw ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
+                    s[j][2 * ri + e] = v;
+                    mx = fmaxf(mx, v);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mn = fmaxf(m[ri], mx);
+            float mu = mn == -INFINITY ? 0.f : mn;
+            float acc = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+            l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
+            m[ri] = mn;
+        }
+    };
+    int i = 0;
+    for (; i < ntL; i++) {
+        next_tile(i);
+        const int so = (i % NS) * CT * D;
+        float s0[8][4], s1[8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+            wgmma_ss<T, 64>(s0, dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
+                            dC + du(so + (kk >> 2) * CT * 64 + (kk & 3) * 16), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+            wgmma_ss<T, 64>(s1, dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
+                            dC + du(so + (kk >> 2) * CT * 64 + 64 * 64 + (kk & 3) * 16), kk > 0);
+        wgmma_commit();
+        wgmma_wait1();
+        reg_fence<8>(s0);
+        lse_step(s0, CT * i);
+        wgmma_wait0();
+        reg_fence<8>(s1);
+        lse_step(s1, CT * i + 64);
+    }
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        /* no visible kernel: P = 0 */
+        if (tig == 0) sNL[64 * wg + 16 * wq + gid + 8 * ri] = lt > 0.f ? -(m[ri] + __log2f(lt)) : -INFINITY;
+    }
+    __syncthreads();
+    float nl[2][8][2]; /* [half][j][e]: -LSE of row 64 half + 8 j + 2 tig + e */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float2 v = *reinterpret_cast<const float2 *>(&sNL[64 * h + 8 * j + 2 * tig]);
+            nl[h][j][0] = v.x;
+            nl[h][j][1] = v.y;
+        }
+
+    /* ---- pass 2: probabilities over c1, head sum, round, max-pool ---- */
+    const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
+    /* kernel k's sum for token 4 h + tig -> the token's block scores */
+    auto emit = [&](int h, int k, float v) {
+        if (!eok[h] || !(v > 0.f)) return; /* 0: invisible or underflow, the initial value */
+        if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+        int blo, bhi;
+        if (dflt) {
+            blo = k >> 2;
+            bhi = (k + 1) >> 2;
+        } else {
+            blo = (p.s1 * k) / p.B;
+            bhi = (p.s1 * k + p.l1 - 1) / p.B;
+        }
+        if (bhi > eqb[h]) bhi = eqb[h];
+        int *dst = (int *)&sBS[(4 * h + tig) * p.nbmax];
+        atomicMax(dst + blo, __float_as_int(v));
+        for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v));
+    };
+    auto score_step = [&](float (&a)[8][4], int h, int kb, bool full) {
+        if (full) {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) a[j][e] = exp2f(fmaf(a[j][e], p.scale_log2, nl[h][j][e & 1]));
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int vis = sVis[4 * h + (j >> 1)];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = fmaf(a[j][e], p.scale_log2, nl[h][j][e & 1]);
+                    a[j][e] = kb + 8 * (e >> 1) < vis ? exp2f(x) : 0.f;
+                }
+            }
+        }
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            float ps[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                ps[u] = (a[2 * u][2 * ri] + a[2 * u][2 * ri + 1]) + (a[2 * u + 1][2 * ri] + a[2 * u + 1][2 * ri + 1]);
+            /* reduce-scatter over the quad: lane tig ends with token tig's sum */
+            const bool hi = tig & 2, odd = tig & 1;
+            float k0 = hi ? ps[2] : ps[0], k1 = hi ? ps[3] : ps[1];
+            k0 += __shfl_xor_sync(0xffffffffu, hi ? ps[0] : ps[2], 2);
+            k1 += __shfl_xor_sync(0xffffffffu, hi ? ps[1] : ps[3], 2);
+            float v = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
+            emit(h, kb + 8 * ri, v);
+        }
+    };
+    for (; i < ntot; i++) {
+        next_tile(i);
+        const int t = i - ntL;
+        const int so = (i % NS) * CT * D;
+        float a0[8][4], a1[8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+            wgmma_ss<T, 64>(a0, dC + du(so + (kk >> 2) * CT * 64 + wg * 64 * 64 + (kk & 3) * 16),
+                            dQ + du((kk >> 2) * M * 64 + (kk & 3) * 16), kk > 0);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+            wgmma_ss<T, 64>(a1, dC + du(so + (kk >> 2) * CT * 64 + wg * 64 * 64 + (kk & 3) * 16),
+                            dQ + du((kk >> 2) * M * 64 + 64 * 64 + (kk & 3) * 16), kk > 0);
+        wgmma_commit();
+        const int kb = CT * t + 64 * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */
+        const bool full = CT * t + CT <= minvis1;       /* the whole tile is visible to every token */
+        wgmma_wait1();
+        reg_fence<8>(a0);
+        score_step(a0, 0, kb, full);
+        wgmma_wait0();
+        reg_fence<8>(a1);
+        score_step(a1, 1, kb, full);
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    /* ---- finalize block scores + top-k, one warp per token ---- */
+    for (int tt = warp; tt < ntok; tt += NT / 32) {
+        int64_t qb = (pos0 + tt) / p.B;
+        if (qb + 1 <= Kb) continue;
+        float *bs = sBS + tt * p.nbmax;
+        for (int bb = lane; bb <= qb; bb += 32) {
+            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+                bs[bb] = INFINITY;
+            } else {
+                int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
+                int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
+                if (first < 0) first = 0;
+                if (last > n1 - 1) last = n1 - 1;
+                if (last < first) bs[bb] = -INFINITY;
+            }
+        }
+        __syncwarp();
+        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+        warp_topk(bs, (int)qb + 1, Kb, (int)qb, row, p.topk_out);
+    }
+#else
+    __trap(); /* not built for sm_90a: the host never launches this */
+#endif
+}
+
 /* ------------------------------------------------------------ host side ---- */
 
 static size_t sel_smem(int D, int NW, int TT, int nbmax, int fused, int generic) {
@@ -348,6 +652,43 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
     CU_LAUNCH_CHECK("k_select");
     return INFLLM_OK;
 }
+
+#ifdef INFLLM_CUDA_SM90A
+/* k_select90 usable: built with sm_90a (INFLLM_CUDA_SM90A), device of compute capability 9.0, and
+ * not switched off by INFLLM_CUDA_NO_WGMMA=1 (the same rule as the flash kernels) */
+static int sel_use_wgmma(void) {
+    static int v = -1;
+    if (v < 0) {
+        v = 0;
+        int dev = 0, major = 0, minor = 0;
+        const char *e = getenv("INFLLM_CUDA_NO_WGMMA");
+        if (!(e && atoi(e) == 1) && cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess)
+            v = major == 9 && minor == 0;
+    }
+    return v;
+}
+
+/* alignment slack, Q, the tile stages, block scores, -LSE per row, visible kernels per token */
+static size_t sel90_smem(int D, int nbmax) {
+    const size_t M = 16 * SEL90_TT;
+    return 1024 + (M + SEL90_NS * SEL90_CT) * (size_t)D * 2 + (size_t)SEL90_TT * nbmax * 4 + M * 4 + SEL90_TT * 4;
+}
+
+template <typename T, int D>
+static infllm_status sel90_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
+    static size_t configured = 0;
+    if (smem > configured) {
+        CU_CHECK(cudaFuncSetAttribute(k_select90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = smem;
+    }
+    dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
+    k_select90<T, D><<<grid, 256, smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_select90");
+    return INFLLM_OK;
+}
+#endif
 
 template <typename T, int D>
 static infllm_status sel_dispatch_nw(int NW, const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
@@ -413,6 +754,20 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     if (p.nbmax & 1) p.nbmax++;
     int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
+#ifdef INFLLM_CUDA_SM90A
+    /* groups of 16 on sm_90a: k_select90 (8 tokens per CTA) when its block scores fit (to ~200K
+     * tokens at d 128); decode-like shapes (one token) keep the 1-warp tiles */
+    if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && sel_use_wgmma() &&
+        sel90_smem(ap->D, p.nbmax) <= (size_t)limit) {
+        p.TT = SEL90_TT;
+        size_t smem = sel90_smem(ap->D, p.nbmax);
+        int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
+        if (ap->dtype == INFLLM_DTYPE_BF16)
+            return ap->D == 128 ? sel90_run<__nv_bfloat16, 128>(p, smem, gx, st)
+                                : sel90_run<__nv_bfloat16, 64>(p, smem, gx, st);
+        return ap->D == 128 ? sel90_run<__half, 128>(p, smem, gx, st) : sel90_run<__half, 64>(p, smem, gx, st);
+    }
+#endif
     int NW = 0;
     /* 4 warps (3 CTAs per SM) first; 8 warps for groups > 64; 1 warp for decode-like shapes */
     int cands[3] = {4, 8, 1};
