@@ -66,6 +66,14 @@ __device__ __forceinline__ void cd_pdl_wait() {
 #endif
 }
 
+/* gpu-scope acquire-release fence (a release before a ticket, an acquire after it): orders like
+ * __threadfence (fence.sc) for the last-block pattern without a sequentially consistent fence */
+__device__ __forceinline__ void cd_fence_acq_rel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#endif
+}
+
 struct AppendParams {
     const uint16_t *k_new, *v_new; /* [n, cols] */
     uint16_t *kc, *vc;             /* [capacity, cols] */
@@ -584,32 +592,43 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SCORE
             int bb = blo0 + i;
             if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
         }
-        __threadfence(); /* the block maxima are in place before this CTA's ticket */
+        cd_fence_acq_rel(); /* release: the block maxima are in place before this CTA's ticket */
     }
-    /* the last CTA of the row to finish (the classic last-block pattern) selects */
+    /* the last CTA of the row to finish (the last-block pattern) selects */
     __syncthreads();
-    if (tid == 0) slast = atomicAdd(p.ctr + row, 1u) == gridDim.x - 1;
+    if (tid == 0) {
+        slast = atomicAdd(p.ctr + row, 1u) == gridDim.x - 1;
+        if (slast) cd_fence_acq_rel(); /* acquire: every CTA's block maxima before the reads below */
+    }
     __syncthreads();
     if (!slast) return;
-    __threadfence();
     cd_select<KPT>(p, row, qb);
 }
 
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
- * its block list, one warp a CTA (a CTA per list entry at decode, so the K/V bytes spread over all
- * SMs: the load time of an SM is its bytes over its share of the L2 bandwidth): writes one partial,
- * o unnormalised [16][D] and (max, sum) per row. K and V are two copy groups, so S = Q K^T starts
- * while V is still in flight. */
-template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdParams p) {
-    constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8;
+ * its block list (a CTA per list entry at decode, so the K/V bytes spread over all SMs). 4 warps:
+ * warp w takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in shared memory, its
+ * own online softmax: 16 MMAs for S and 16 for P V a chunk instead of 64 and 64 on one warp), then the
+ * four states merge through shared memory into one partial, o unnormalised [16][D] and (max, sum)
+ * per row. K and V are two copy groups, so S = Q K^T starts while V is still in flight. */
+#define CD_ATTN_WARPS 4
+static_assert(CD_ATTN_WARPS * 32 == 16 * 8, "k_cd_attn: the merge maps 128 threads to 16 rows x 8 column groups");
+template <int D> constexpr size_t cd_attn_smem() {
+    /* Q, K, V tiles during the chunks; the merge tile [4][16][D + 8] f32 and (max, sum) [4][16] after */
+    return (size_t)(16 + 2 * 64) * D * 2 > (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4
+               ? (size_t)(16 + 2 * 64) * D * 2
+               : (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4;
+}
+template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
+    constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8, OS = D + 8; /* OS: padded merge-tile row */
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
-    const int lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
     uint16_t *sQ = (uint16_t *)smem, *sK = sQ + 16 * D, *sV = sK + 64 * D; /* [16][D], [64][D], [64][D] */
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t;
-    for (int x = lane; x < 16 * CH; x += 32) {
+    for (int x = tid; x < 16 * CH; x += CD_ATTN_WARPS * 32) {
         int r = x / CH, c = x % CH;
         bool ok = r < p.G;
         const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
@@ -617,7 +636,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
     }
     cp_async_commit();
     cp_async_wait<0>();
-    __syncwarp();
+    __syncthreads();
     uint32_t qf[KS][4];
 #pragma unroll
     for (int kk = 0; kk < KS; kk++)
@@ -632,6 +651,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
     const int e_end = min(list_len, (split + 1) * p.eps);
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
+    const int r0 = 16 * warp; /* this warp's rows of the K/V tiles */
     for (int e = split * p.eps; e < e_end; e++) {
         /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
          * taken (no selection ran for the row) */
@@ -639,23 +659,34 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
         if (blk < 0 || blk > qb) continue;
         int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
         for (int64_t c0 = k_lo; c0 < k_hi; c0 += 64) {
-            int nvalid = (int)min((int64_t)64, k_hi - c0);
+            const int nv = (int)min((int64_t)16, k_hi - c0 - r0); /* this warp's keys of the chunk */
+            if (nv <= 0) continue;
             __syncwarp();
-            cd_load64<D>(sK, kg + c0 * kvs, kvs, nvalid, lane);
+#pragma unroll
+            for (int i = lane; i < 16 * CH; i += 32) {
+                const int r = i / CH, c = i % CH;
+                const bool ok = r < nv;
+                cp_async16(sK + swz<D>(r0 + r, c * 8), kg + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
+            }
             cp_async_commit();
-            cd_load64<D>(sV, vg + c0 * kvs, kvs, nvalid, lane);
+#pragma unroll
+            for (int i = lane; i < 16 * CH; i += 32) {
+                const int r = i / CH, c = i % CH;
+                const bool ok = r < nv;
+                cp_async16(sV + swz<D>(r0 + r, c * 8), vg + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
+            }
             cp_async_commit();
             cp_async_wait<1>(); /* K */
             __syncwarp();
-            float s[8][4];
+            float s[2][4];
 #pragma unroll
-            for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            for (int j = 0; j < 2; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < KS; kk += 2) {
 #pragma unroll
-                for (int j = 0; j < 8; j++) {
+                for (int j = 0; j < 2; j++) {
                     uint32_t r[4];
-                    ldsm_x4(r, sK + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                    ldsm_x4(r, sK + swz<D>(r0 + 8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
                     mma16816<T>(s[j], qf[kk], r[0], r[1]);
                     mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
                 }
@@ -664,11 +695,11 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
             for (int ri = 0; ri < 2; ri++) {
                 float mx = -INFINITY;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < 2; j++)
 #pragma unroll
                     for (int e2 = 0; e2 < 2; e2++) {
                         int kc = 8 * j + 2 * tig + e2;
-                        float v = kc < nvalid ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
+                        float v = kc < nv ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
                         s[j][2 * ri + e2] = v;
                         mx = fmaxf(mx, v);
                     }
@@ -680,7 +711,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
                 m[ri] = mn;
                 float acc = 0.f;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                for (int j = 0; j < 2; j++)
 #pragma unroll
                     for (int e2 = 0; e2 < 2; e2++) {
                         float pe = exp2f(s[j][2 * ri + e2] - mu);
@@ -696,36 +727,69 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_attn(CdP
             }
             cp_async_wait<0>(); /* V */
             __syncwarp();
+            uint32_t a[4];
+            a[0] = DT<T>::pack2(s[0][0], s[0][1]);
+            a[1] = DT<T>::pack2(s[0][2], s[0][3]);
+            a[2] = DT<T>::pack2(s[1][0], s[1][1]);
+            a[3] = DT<T>::pack2(s[1][2], s[1][3]);
 #pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                uint32_t a[4];
-                a[0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
-                a[1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
-                a[2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                a[3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-#pragma unroll
-                for (int dg = 0; dg < DT_ / 2; dg++) {
-                    uint32_t r[4];
-                    ldsm_x4_t(r, sV + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dg + (lane >> 4) * 8));
-                    mma16816<T>(o[2 * dg], a, r[0], r[1]);
-                    mma16816<T>(o[2 * dg + 1], a, r[2], r[3]);
-                }
+            for (int dg = 0; dg < DT_ / 2; dg++) {
+                uint32_t r[4];
+                ldsm_x4_t(r, sV + swz<D>(r0 + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dg + (lane >> 4) * 8));
+                mma16816<T>(o[2 * dg], a, r[0], r[1]);
+                mma16816<T>(o[2 * dg + 1], a, r[2], r[3]);
             }
         }
     }
-    /* the partial: row r = gid + 8 ri, columns 8 j + 2 tig (+1) */
-    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
-    float *pml = p.aml + (rowid * p.nsplit + split) * 16 * 2;
+    /* merge the 4 warps: row r = gid + 8 ri of warp w holds columns 8 j + 2 tig (+1) */
+    __syncthreads(); /* every warp is done with the Q/K/V tiles: the merge tile reuses them */
+    float *so = (float *)smem;                  /* [4][16][OS] */
+    float2 *sml = (float2 *)(so + 4 * 16 * OS); /* [4][16] (max, sum) */
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
         lt += __shfl_xor_sync(0xffffffffu, lt, 1);
         lt += __shfl_xor_sync(0xffffffffu, lt, 2);
         const int r = gid + 8 * ri;
-        if (tig == 0) *reinterpret_cast<float2 *>(pml + 2 * r) = make_float2(m[ri], lt);
+        if (tig == 0) sml[warp * 16 + r] = make_float2(m[ri], lt);
 #pragma unroll
         for (int j = 0; j < DT_; j++)
-            *reinterpret_cast<float2 *>(po + r * D + 8 * j + 2 * tig) = make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
+            *reinterpret_cast<float2 *>(so + (warp * 16 + r) * OS + 8 * j + 2 * tig) =
+                make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
+    }
+    __syncthreads();
+    {
+        const int r = tid >> 3, cg = tid & 7; /* row r, columns 4 cg + 32 i */
+        float2 mw[CD_ATTN_WARPS];
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < CD_ATTN_WARPS; w++) {
+            mw[w] = sml[w * 16 + r];
+            M = fmaxf(M, mw[w].x);
+        }
+        const float mu = M == -INFINITY ? 0.f : M;
+        float f[CD_ATTN_WARPS], L = 0.f;
+#pragma unroll
+        for (int w = 0; w < CD_ATTN_WARPS; w++) {
+            f[w] = exp2f(mw[w].x - mu);
+            L += mw[w].y * f[w];
+        }
+        float *po = p.apart + ((rowid * p.nsplit + split) * 16 + r) * D;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) {
+            const int c = 4 * cg + 32 * i;
+            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int w = 0; w < CD_ATTN_WARPS; w++) {
+                const float4 x = *reinterpret_cast<const float4 *>(so + (w * 16 + r) * OS + c);
+                acc.x += f[w] * x.x;
+                acc.y += f[w] * x.y;
+                acc.z += f[w] * x.z;
+                acc.w += f[w] * x.w;
+            }
+            *reinterpret_cast<float4 *>(po + c) = acc;
+        }
+        if (cg == 0) reinterpret_cast<float2 *>(p.aml)[(rowid * p.nsplit + split) * 16 + r] = make_float2(M, L);
     }
 }
 
@@ -897,10 +961,9 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
     } else {
         pdl = 0;
     }
-    const size_t smem = (size_t)(16 + 2 * 64) * D * 2; /* Q, K, V tiles: 36 KB at D 128 */
     if (!s)
-        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), 32, smem, st, pdl,
-                  "k_cd_attn", p);
+        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32,
+                  cd_attn_smem<D>(), st, pdl, "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
         s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)(p.n * (D / 32)), (unsigned)p.Hkv),
