@@ -328,6 +328,9 @@ def main():
                     help="per-kernel device times of the cache decode step (torch.profiler over graph replays)")
     ap.add_argument("--profile", type=int, default=0,
                     help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu)")
+    ap.add_argument("--dump", default="",
+                    help="with --profile: save the sparse and dense outputs to this file (torch.save), to compare "
+                         "two builds or kernel switches on the same inputs")
     a = ap.parse_args()
     lib = load_lib(a.lib)
     if a.profile:
@@ -346,10 +349,13 @@ def main():
                                                C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
                                                C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()), None),
               "sparse")
+        out_dense = torch.empty_like(q)
         check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
-                                              C.c_void_p(out.data_ptr()), None), "dense")
+                                              C.c_void_p(out_dense.data_ptr()), None), "dense")
         torch.cuda.synchronize()
+        if a.dump:
+            torch.save({"sparse": out.cpu(), "dense": out_dense.cpu()}, a.dump)
         return
     dbg = lib.cuda_debug_fused_topk
     dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
