@@ -351,6 +351,9 @@ __device__ __forceinline__ void wgmma_wait1() {
 }
 
 enum { SEL90_TT = 8, SEL90_CT = 128, SEL90_NS = 3 }; /* tokens per CTA, kernels per tile, stages */
+/* per-token row of block scores: >= nbmax and = 8 (mod 32), so that the atomics of one instruction
+ * (4 tokens x 2 blocks) fall in distinct banks */
+__host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
 
 template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
 #ifdef INFLLM_WGMMA_DEVICE
@@ -360,8 +363,9 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
     uint16_t *sQ = (uint16_t *)smem;            /* [D/64][M][64] rows (token, head) */
     uint16_t *sC = sQ + M * D;                  /* [NS][D/64][CT][64] kernel tiles */
-    float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbmax] block scores */
-    float *sNL = sBS + TT * p.nbmax;            /* [M] -LSE (log2) per row */
+    const int nbs = sel90_nbs(p.nbmax);
+    float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbs] block scores */
+    float *sNL = sBS + TT * nbs;                /* [M] -LSE (log2) per row */
     int *sVis = (int *)(sNL + M);               /* [TT] visible c1 kernels per token */
 
     const int b = blockIdx.y, g = blockIdx.z;
@@ -378,15 +382,15 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
     const int wg = warp >> 2, wq = warp & 3;
     const int Kb = p.K;
 
-    /* tokens with <= K causal blocks take them all */
+    /* tokens with <= K causal blocks take them all (positions < 2^31: 32-bit block math) */
     for (int tt = 0; tt < ntok; tt++) {
-        int64_t qb = (pos0 + tt) / p.B;
+        int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) {
             int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
             for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
         }
     }
-    if (pos_last / p.B + 1 <= Kb) return;
+    if ((int)pos_last / p.B + 1 <= Kb) return;
 
     const int32_t n1 = d_windows(lk, p.l1, p.s1);
     const int32_t n2 = d_windows(lk, p.l2, p.s2);
@@ -409,9 +413,9 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         int tt = 4 * h + tig;
-        int64_t qb = (pos0 + tt) / p.B;
+        int qb = (int)(pos0 + tt) / p.B;
         eok[h] = tt < ntok && qb + 1 > Kb;
-        eqb[h] = (int)qb;
+        eqb[h] = qb;
     }
 
     {
@@ -424,19 +428,31 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
             cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
         }
     }
-    for (int i = tid; i < TT * p.nbmax; i += NT) sBS[i] = 0.f;
+    for (int i = tid; i < TT * nbs; i += NT) sBS[i] = 0.f;
     if (tid < TT) sVis[tid] = tid < ntok ? d_visible(pos0 + tid, p.l1, p.s1, n1) : 0;
 
     /* one stream of tiles: ntL level-L tiles (pass 1), then nt1 c1 tiles (pass 2) */
     const int ntL = (maxvisL + CT - 1) / CT, nt1 = (maxvis1 + CT - 1) / CT, ntot = ntL + nt1;
+    /* this thread copies rows lr0 + RP k (k < CT / RP), 16-byte chunk lc, of every tile: the
+     * swizzle of a row depends on row % 8 only, so the k-th copy lands at ldst0 + RP k 64 */
+    constexpr int RP = NT / CH;
+    const int lr0 = tid / CH, lc = tid % CH, ldst0 = swz90<CT>(lr0, lc * 8);
+    const int64_t kvRP = (int64_t)RP * kvstride;
     auto load = [&](int i) {
         if (i >= ntot) return;
-        uint16_t *dst = sC + (i % NS) * CT * D;
-        if (i < ntL)
-            load_tile90<D, CT, NT>(dst, cL + ((cL0 + (int64_t)CT * i) * p.Hkv + g) * D, kvstride, maxvisL - CT * i);
-        else
-            load_tile90<D, CT, NT>(dst, c1 + ((c1_0 + (int64_t)CT * (i - ntL)) * p.Hkv + g) * D, kvstride,
-                                   maxvis1 - CT * (i - ntL));
+        const bool pl = i < ntL;
+        const int t = pl ? i : i - ntL;
+        /* chunk lc of the tile's first row (always a valid row), and of this thread's first row */
+        const uint16_t *s0 = (pl ? cL + ((cL0 + (int64_t)CT * t) * p.Hkv + g) * D
+                                 : c1 + ((c1_0 + (int64_t)CT * t) * p.Hkv + g) * D) + lc * 8;
+        const uint16_t *src = s0 + lr0 * kvstride;
+        const int nv = (pl ? maxvisL : maxvis1) - CT * t - lr0; /* row lr0 + RP k is loaded iff RP k < nv */
+        uint16_t *dst = sC + (i % NS) * CT * D + ldst0;
+#pragma unroll
+        for (int k = 0; k < CT / RP; k++) {
+            const bool ok = RP * k < nv;
+            cp_async16(dst + RP * k * 64, ok ? src + k * kvRP : s0, ok ? 16 : 0);
+        }
     };
 #pragma unroll
     for (int s = 0; s < NS - 1; s++) {
@@ -528,20 +544,28 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
 
     /* ---- pass 2: probabilities over c1, head sum, round, max-pool ---- */
     const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
-    /* kernel k's sum for token 4 h + tig -> the token's block scores */
+    /* kernel k's sum v for token 4 h + tig -> the token's block scores. Default geometry: kernel k
+     * overlaps blocks k / 4 and (k + 1) / 4, so the lanes of the 4 kernels 4c..4c+3 (gid % 4 =
+     * 0..3, k % 4 = gid % 4: kb is gid + a multiple of 8) first take their max by 2 shuffles, then
+     * the k % 4 = 3 lane adds that max to block c and its own value to block c + 1: 2 atomics per
+     * 4 kernels, 8 lanes per instruction on distinct banks (sel90_nbs). Else one lane per kernel
+     * and block, as k_select. Scores are >= 0, so float bits compare as ints; 0 is the initial
+     * value (invisible kernels, underflow) and needs no atomic. */
     auto emit = [&](int h, int k, float v) {
-        if (!eok[h] || !(v > 0.f)) return; /* 0: invisible or underflow, the initial value */
         if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-        int blo, bhi;
+        int *dst = (int *)&sBS[(4 * h + tig) * nbs];
         if (dflt) {
-            blo = k >> 2;
-            bhi = (k + 1) >> 2;
-        } else {
-            blo = (p.s1 * k) / p.B;
-            bhi = (p.s1 * k + p.l1 - 1) / p.B;
+            float gm = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+            gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, 8));
+            if (!eok[h] || (gid & 3) != 3) return;
+            const int c = k >> 2;
+            if (gm > 0.f) atomicMax(dst + c, __float_as_int(gm));
+            if (v > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v));
+            return;
         }
+        if (!eok[h] || !(v > 0.f)) return;
+        int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
         if (bhi > eqb[h]) bhi = eqb[h];
-        int *dst = (int *)&sBS[(4 * h + tig) * p.nbmax];
         atomicMax(dst + blo, __float_as_int(v));
         for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v));
     };
@@ -607,23 +631,25 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
 
     /* ---- finalize block scores + top-k, one warp per token ---- */
     for (int tt = warp; tt < ntok; tt += NT / 32) {
-        int64_t qb = (pos0 + tt) / p.B;
+        const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        float *bs = sBS + tt * p.nbmax;
+        float *bs = sBS + tt * nbs;
         for (int bb = lane; bb <= qb; bb += 32) {
             if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
                 bs[bb] = INFINITY;
             } else {
-                int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
-                int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
-                if (first < 0) first = 0;
+                /* kernels [first, last] overlap block bb; B bb <= position < 2^31, so the
+                 * non-negative numerators fit 32 bits unsigned */
+                const int64_t x = (int64_t)p.B * bb - p.l1 + 1;
+                const int64_t first = x > 0 ? ((uint32_t)x + (uint32_t)p.s1 - 1u) / (uint32_t)p.s1 : 0;
+                int64_t last = ((uint32_t)(p.B * bb) + (uint32_t)(p.B - 1)) / (uint32_t)p.s1;
                 if (last > n1 - 1) last = n1 - 1;
                 if (last < first) bs[bb] = -INFINITY;
             }
         }
         __syncwarp();
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        warp_topk(bs, (int)qb + 1, Kb, (int)qb, row, p.topk_out);
+        warp_topk(bs, qb + 1, Kb, qb, row, p.topk_out);
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
@@ -673,7 +699,8 @@ static int sel_use_wgmma(void) {
 /* alignment slack, Q, the tile stages, block scores, -LSE per row, visible kernels per token */
 static size_t sel90_smem(int D, int nbmax) {
     const size_t M = 16 * SEL90_TT;
-    return 1024 + (M + SEL90_NS * SEL90_CT) * (size_t)D * 2 + (size_t)SEL90_TT * nbmax * 4 + M * 4 + SEL90_TT * 4;
+    return 1024 + (M + SEL90_NS * SEL90_CT) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + M * 4 +
+           SEL90_TT * 4;
 }
 
 template <typename T, int D>
