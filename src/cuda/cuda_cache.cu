@@ -66,14 +66,6 @@ __device__ __forceinline__ void cd_pdl_wait() {
 #endif
 }
 
-/* gpu-scope acquire-release fence (a release before a ticket, an acquire after it): orders like
- * __threadfence (fence.sc) for the last-block pattern without a sequentially consistent fence */
-__device__ __forceinline__ void cd_fence_acq_rel() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#endif
-}
-
 struct AppendParams {
     const uint16_t *k_new, *v_new; /* [n, cols] */
     uint16_t *kc, *vc;             /* [capacity, cols] */
@@ -199,24 +191,24 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
 
 /* ------------------------------------------------- fast decode step ---- */
 /* Few query tokens (n <= 16, G <= 16: one m16 tile per (KV head, token), rows = the G query heads)
- * against the cache: four launches after the append, all grids sized on the host:
+ * against the cache: four launches after the append (two without a selection), all grids sized on
+ * the host:
  *   k_cd_lse    grid (LSE-level tiles, n, Hkv), 1 warp: per 64-kernel tile of c2 (c1 with
  *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels;
- *               also zeroes the block scores and the per-row arrival counters of k_cd_score
- *   k_cd_score  grid (c1 tiles, n, Hkv), 8 warps: warp 0 scores the CTA's c1 tile (S = Q c1^T before
- *               the wait, then the row LSE from the partials, P = exp2(S - LSE) on visible c1
- *               kernels, the head sum (shuffle tree), bf16 rounding, max-pool into the tile's blocks
- *               in shared memory, one global atomicMax a block); every CTA of a row then takes a
- *               ticket, and the row's last CTA selects with its 256 threads, keys in registers:
- *               forced (+inf) / empty (-inf) blocks, the K-th largest finite key by a 2-bits-a-step
- *               search over the bits in which the finite keys differ, then one index-ordered scan
- *               (ties to the lower index): topk [Hkv, n, topk_out] ascending, -1 padded (the SPEC
- *               rule, like warp_topk)
- *   k_cd_attn   grid (splits, n, Hkv), 1 warp: attends its eps entries of the block list (64-key
- *               chunks, online softmax in base 2, P from registers) and writes one partial (o
- *               unnormalised, max, sum); one entry a CTA at decode, ~4 CTAs per SM. Rows whose
- *               causal blocks are all taken (qb + 1 <= K) use the list 0..qb, -1 padded, without
- *               a selection
+ *               also zeroes the block scores
+ *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: S = Q c1^T (before the PDL wait), the row LSE from
+ *               the partials, P = exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree),
+ *               bf16 rounding, max-pool into the tile's blocks in shared memory, then one global
+ *               atomicMax a block
+ *   k_cd_attn   grid (splits, n, Hkv), 4 warps: every CTA of a selecting row first selects the row's
+ *               list itself from the block scores (cd_select, into shared memory): forced (+inf) /
+ *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the
+ *               finite keys differ, one index-ordered scan (ties to the lower index): ascending, -1
+ *               padded (the SPEC rule, like warp_topk); rows whose causal blocks are all taken
+ *               (qb + 1 <= K) use 0..qb. Then it attends its eps entries of the list (64-key chunks,
+ *               16 keys a warp, online softmax in base 2, P from registers, the warps merged in
+ *               shared memory) and writes one partial (o unnormalised, max, sum); one entry a CTA at
+ *               decode
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
@@ -229,9 +221,7 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #define CD_MAX_ROWS 16
 #define CD_MAX_TOKENS 16
-#define CD_SCORE_WARPS 8
-#define CD_SCORE_THREADS (CD_SCORE_WARPS * 32)
-#define CD_MAX_BLOCKS 12288 /* blocks of one row: 48 keys per thread of the selecting CTA, in registers */
+#define CD_MAX_BLOCKS 12288 /* blocks of one row: 96 keys per thread of a selecting k_cd_attn CTA, in registers */
 
 struct CdParams {
     const uint16_t *q, *k, *v, *c1, *c2;
@@ -239,8 +229,6 @@ struct CdParams {
     float *lse;
     float *part;     /* [Hkv][n][ntL][16][2] LSE partials (max, sum) */
     float *bs;       /* [Hkv][n][nbmax] block scores (nbmax % 4 == 0) */
-    uint32_t *ctr;   /* [Hkv][n] k_cd_score CTAs of the row that have finished their tile */
-    int32_t *topk;   /* [Hkv][n][topk_out] */
     float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
     float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
     int Hq, Hkv, G, n;
@@ -311,11 +299,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
     cd_pdl_wait(); /* c1/c2 from the append */
     cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
-    { /* zero the block scores of this (head, token) row (k_cd_score max-pools into them) and its
-       * arrival counter */
+    { /* zero the block scores of this (head, token) row: k_cd_score max-pools into them */
         float *row = p.bs + ((int64_t)g * p.n + t) * p.nbmax;
         for (int i = tile * 32 + lane; i < p.nbmax; i += gridDim.x * 32) row[i] = 0.f;
-        if (tile == 0 && lane == 0) p.ctr[(int64_t)g * p.n + t] = 0u;
     }
     if (p.qb[t] + 1 <= p.K) return; /* every causal block is taken: no scores needed */
     const int vis = p.visL[t];
@@ -349,58 +335,60 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     }
 }
 
-/* The block list of one (head g, token t) row from its block scores, by the CD_SCORE_THREADS threads of
- * the row's last k_cd_score CTA (qb + 1 > K). Thread i holds the keys of blocks KPT*i .. KPT*i + KPT-1
- * in registers (KPT * CD_SCORE_THREADS >= nbmax). Forced blocks are +inf, blocks without a c1 kernel
- * -inf; when the K-th largest key is finite (fewer than K forced blocks, enough finite ones), it is
- * found among the finite keys two bits a step over only the bits in which they differ (they all
- * share the others: the AND of the keys holds them), each step a block-wide count of the keys >= three
- * candidates (warp redux, one barrier, every thread sums the warp counts). The list is one block-wide
- * exclusive scan of (keys > thr, keys == thr) in index order: a block above the threshold goes to
- * position (above before it) + min(equal before it, kleft), an equal one to (above before) + (equal
- * before) while that is < kleft: ties to the lower index, ascending, as warp_topk and the SPEC rule. */
-template <int KPT> __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb) {
-    constexpr int NW = CD_SCORE_WARPS;
+/* The block list of one (head g, token t) row from its block scores, by the NW warps of a CTA
+ * (qb + 1 > K); out: the row's topk_out entries (global or shared memory). Thread i holds the keys of
+ * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are all
+ * issued before any key is classified. Forced blocks are +inf, blocks without a c1 kernel -inf
+ * (division-free unless a block's kernel range is shorter than the stride). The K-th largest key:
+ * +inf when K blocks are forced, -inf when fewer than K are finite or forced, else a finite key,
+ * found two bits a step over only the bits in which the finite keys differ (they all share the
+ * others: the AND of the keys holds them; every candidate then lies strictly between the -inf and
+ * the +inf key, so the +inf keys count and the -inf keys never do), each step a block-wide count of
+ * the keys >= three candidates (warp redux, one barrier, every thread sums the warp counts); keys
+ * outside that range (no real score is) fall back to the search over all 32 bits. The list is one
+ * block-wide exclusive scan of (keys > thr, keys == thr) in index order: a block above the threshold
+ * goes to position (above before it) + min(equal before it, kleft), an equal one to (above before) +
+ * (equal before) while that is < kleft: ties to the lower index, ascending, as warp_topk and the
+ * SPEC rule. */
+template <int KPT, int NW>
+__device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb, int32_t *out) {
     constexpr uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
     __shared__ uint4 sred[NW];     /* per warp (+inf keys, -inf keys, OR, AND of the finite keys) */
     __shared__ int2 scnt[2][NW];   /* per warp (count >= c1 | count >= c2 << 16, count >= c3), two buffers */
     __shared__ uint32_t sscan[NW]; /* per warp (above << 16 | equal) totals */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int n = qb + 1, K = p.K;
-    int32_t *out = p.topk + row * p.topk_out;
     const float *bs = p.bs + row * p.nbmax;
     const int i0 = tid * KPT;
-    uint32_t key[KPT], fk[KPT]; /* key: every block of the row (0 past it); fk: finite keys, else 0 */
-    int nf = 0, ne = 0;
-    uint32_t kor = 0u, kand = 0xffffffffu;
+    float v[KPT];
 #pragma unroll
     for (int u = 0; u < KPT; u += 4) {
         /* i0 + u and nbmax are multiples of 4: a vector that starts in the row ends in it */
         const float4 x4 = i0 + u < n ? __ldcg(reinterpret_cast<const float4 *>(bs + i0 + u)) : make_float4(0.f, 0.f, 0.f, 0.f);
-        const float xs[4] = {x4.x, x4.y, x4.z, x4.w};
+        v[u] = x4.x;
+        v[u + 1] = x4.y;
+        v[u + 2] = x4.z;
+        v[u + 3] = x4.w;
+    }
+    const int s1n1 = p.s1 * (p.n1 - 1); /* the last kernel's first key */
+    uint32_t key[KPT];                  /* every block of the row; 0 past it */
+    int nf = 0, ne = 0;
+    uint32_t kor = 0u, kand = 0xffffffffu;
 #pragma unroll
-        for (int w = 0; w < 4; w++) {
-            const int bb = i0 + u + w;
-            float x = xs[w];
-            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-                x = INFINITY;
-            } else {
-                const int a = p.B * bb - p.l1 + 1; /* first kernel: ceil(a / s1), last: floor((B*bb + B-1) / s1) */
-                const int first = a <= 0 ? 0 : (a + p.s1 - 1) / p.s1;
-                const int last = min((p.B * bb + p.B - 1) / p.s1, p.n1 - 1);
-                if (last < first) x = -INFINITY;
-            }
-            const uint32_t k = bb < n ? f2key(x) : 0u;
-            const bool fin = bb < n && k != KINF && k != KNINF;
-            key[u + w] = k;
-            fk[u + w] = fin ? k : 0u;
-            nf += (int)(bb < n && k == KINF);
-            ne += (int)(bb < n && k == KNINF);
-            if (fin) {
-                kor |= k;
-                kand &= k;
-            }
-        }
+    for (int u = 0; u < KPT; u++) {
+        const int bb = i0 + u;
+        /* kernel c covers keys [s1*c, s1*c + l1): the block has one iff a multiple of s1 lies in [lo, hi] */
+        const int lo = max(0, p.B * bb - p.l1 + 1), hi = min(p.B * bb + p.B - 1, s1n1);
+        bool empty = lo > hi;
+        if (!empty && hi - lo + 1 < p.s1) empty = (lo + p.s1 - 1) / p.s1 > hi / p.s1;
+        const bool forced = bb < p.init_blocks || bb >= qb - p.local_blocks;
+        const uint32_t k = bb < n ? f2key(forced ? INFINITY : empty ? -INFINITY : v[u]) : 0u;
+        key[u] = k;
+        const bool fin = bb < n && k != KINF && k != KNINF;
+        nf += (int)(bb < n && k == KINF);
+        ne += (int)(bb < n && k == KNINF);
+        kor |= fin ? k : 0u;
+        kand &= fin ? k : 0xffffffffu;
     }
     nf = __reduce_add_sync(0xffffffffu, nf);
     ne = __reduce_add_sync(0xffffffffu, ne);
@@ -418,43 +406,43 @@ template <int KPT> __device__ __forceinline__ void cd_select(const CdParams &p, 
         OR |= r.z;
         AND &= r.w;
     }
-    uint32_t thr; /* the K-th largest key */
+    uint32_t thr, rem; /* thr: the K-th largest key once the bits of rem are decided */
     if (NF >= K) {
-        thr = KINF;
+        thr = KINF, rem = 0u;
     } else if (n - NE < K) {
-        thr = KNINF;
-    } else { /* the (K - NF)-th largest finite key: the finite keys are AND | (bits of OR ^ AND) */
-        const int Kf = K - NF;
-        thr = AND;
-        uint32_t rem = OR ^ AND;
-        int buf = 0;
+        thr = KNINF, rem = 0u;
+    } else if (AND > KNINF && OR < KINF) { /* a finite key: AND | (bits of OR ^ AND) */
+        thr = AND, rem = OR ^ AND;
+    } else {
+        thr = 0u, rem = 0xffffffffu;
+    }
+    int buf = 0;
 #pragma unroll 1
-        while (rem) {
-            const uint32_t hi = 0x80000000u >> __clz(rem);
-            rem ^= hi;
-            const uint32_t lo = rem ? 0x80000000u >> __clz(rem) : 0u;
-            rem ^= lo;
-            const uint32_t c1 = thr | lo, c2 = thr | hi, c3 = thr | hi | lo; /* c1 = thr when lo = 0: never taken */
-            int a12 = 0, a3 = 0; /* counts <= 12288: two fit in one int */
+    while (rem) {
+        const uint32_t hi = 0x80000000u >> __clz(rem);
+        rem ^= hi;
+        const uint32_t lo = rem ? 0x80000000u >> __clz(rem) : 0u;
+        rem ^= lo;
+        const uint32_t c1 = thr | lo, c2 = thr | hi, c3 = thr | hi | lo; /* c1 = thr when lo = 0: never taken */
+        int a12 = 0, a3 = 0; /* counts <= 12288: two fit in one int */
 #pragma unroll
-            for (int u = 0; u < KPT; u++) {
-                a12 += (int)(fk[u] >= c1) + ((int)(fk[u] >= c2) << 16);
-                a3 += (int)(fk[u] >= c3);
-            }
-            a12 = __reduce_add_sync(0xffffffffu, a12);
-            a3 = __reduce_add_sync(0xffffffffu, a3);
-            if (lane == 0) scnt[buf][warp] = make_int2(a12, a3);
-            __syncthreads(); /* buffer buf is written again two steps on, after every thread passed the next barrier */
-            int s12 = 0, s3 = 0;
-#pragma unroll
-            for (int w = 0; w < NW; w++) {
-                const int2 c = scnt[buf][w];
-                s12 += c.x;
-                s3 += c.y;
-            }
-            thr = s3 >= Kf ? c3 : (s12 >> 16) >= Kf ? c2 : (s12 & 0xffff) >= Kf ? c1 : thr;
-            buf ^= 1;
+        for (int u = 0; u < KPT; u++) {
+            a12 += (int)(key[u] >= c1) + ((int)(key[u] >= c2) << 16);
+            a3 += (int)(key[u] >= c3);
         }
+        a12 = __reduce_add_sync(0xffffffffu, a12);
+        a3 = __reduce_add_sync(0xffffffffu, a3);
+        if (lane == 0) scnt[buf][warp] = make_int2(a12, a3);
+        __syncthreads(); /* buffer buf is written again two steps on, after every thread passed the next barrier */
+        int s12 = 0, s3 = 0;
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const int2 c = scnt[buf][w];
+            s12 += c.x;
+            s3 += c.y;
+        }
+        thr = s3 >= K ? c3 : (s12 >> 16) >= K ? c2 : (s12 & 0xffff) >= K ? c1 : thr;
+        buf ^= 1;
     }
     /* the list: exclusive scan of (above, equal) counts, packed as above << 16 | equal */
     int gt = 0, eq = 0;
@@ -492,35 +480,30 @@ template <int KPT> __device__ __forceinline__ void cd_select(const CdParams &p, 
             eb++;
         }
     }
-    for (int c = K + tid; c < p.topk_out; c += CD_SCORE_THREADS) out[c] = -1;
+    for (int c = K + tid; c < p.topk_out; c += NW * 32) out[c] = -1;
 }
 
-template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SCORE_THREADS) k_cd_score(CdParams p) {
+template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(CdParams p) {
     __shared__ __align__(16) uint16_t sq[16 * D];
     __shared__ __align__(16) uint16_t sc[64 * D];
     __shared__ float slse[16];
-    __shared__ int slast;
     extern __shared__ __align__(16) int sbm[]; /* [nbt] the tile's block maxima (float bits, scores >= 0), then the
                                     row partials [ntl][16][2] */
-    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x;
     const int gid = lane >> 2, tig = lane & 3;
     const int qb = p.qb[t], vis1 = p.vis1[t];
     if (qb + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses 0..qb, no list */
+    if (64 * tile >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
     const int64_t row = (int64_t)g * p.n + t;
-    /* warp 0 scores the tile when it holds visible kernels (invisible ones score 0 = the zeroed block
-     * scores); the other warps only join the selection */
-    const bool scorer = tid < 32 && 64 * tile < vis1;
     float s[8][4];
-    if (scorer) {
-        /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
-         * S = Q c1^T is computed before this kernel waits for k_cd_lse */
-        cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
-        for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
-        cd_tile_mma<T, D>(sq, sc, s);
-    }
-    cd_pdl_wait(); /* the LSE partials, the zeroed block scores and arrival counter */
+    /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
+     * S = Q c1^T is computed before this kernel waits for k_cd_lse */
+    cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
+    for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
+    cd_tile_mma<T, D>(sq, sc, s);
+    cd_pdl_wait(); /* the LSE partials and the zeroed block scores */
     cd_pdl_start();
-    if (scorer) {
+    {
         const int ntl = (p.visL[t] + 63) / 64;
         /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
          * order (the order k_dec_score uses) */
@@ -592,34 +575,28 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SCORE
             int bb = blo0 + i;
             if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
         }
-        cd_fence_acq_rel(); /* release: the block maxima are in place before this CTA's ticket */
     }
-    /* the last CTA of the row to finish (the last-block pattern) selects */
-    __syncthreads();
-    if (tid == 0) {
-        slast = atomicAdd(p.ctr + row, 1u) == gridDim.x - 1;
-        if (slast) cd_fence_acq_rel(); /* acquire: every CTA's block maxima before the reads below */
-    }
-    __syncthreads();
-    if (!slast) return;
-    cd_select<KPT>(p, row, qb);
 }
 
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
- * its block list (a CTA per list entry at decode, so the K/V bytes spread over all SMs). 4 warps:
+ * its block list (a CTA per list entry at decode, so the K/V bytes spread over all SMs). KPT > 0
+ * (sparse steps after k_cd_score): every CTA of a selecting row (qb + 1 > K) first selects the row's
+ * list from the block scores itself (cd_select with its 128 threads, KPT keys each, into shared
+ * memory), so no single CTA's selection and no list in device memory sit between the two kernels;
+ * rows that take every causal block use 0..qb. 4 warps:
  * warp w takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in shared memory, its
  * own online softmax: 16 MMAs for S and 16 for P V a chunk instead of 64 and 64 on one warp), then the
  * four states merge through shared memory into one partial, o unnormalised [16][D] and (max, sum)
  * per row. K and V are two copy groups, so S = Q K^T starts while V is still in flight. */
 #define CD_ATTN_WARPS 4
 static_assert(CD_ATTN_WARPS * 32 == 16 * 8, "k_cd_attn: the merge maps 128 threads to 16 rows x 8 column groups");
-template <int D> constexpr size_t cd_attn_smem() {
+template <int D> __host__ __device__ constexpr size_t cd_attn_smem() {
     /* Q, K, V tiles during the chunks; the merge tile [4][16][D + 8] f32 and (max, sum) [4][16] after */
     return (size_t)(16 + 2 * 64) * D * 2 > (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4
                ? (size_t)(16 + 2 * 64) * D * 2
                : (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4;
 }
-template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
+template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
     constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8, OS = D + 8; /* OS: padded merge-tile row */
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
@@ -641,8 +618,13 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
 #pragma unroll
     for (int kk = 0; kk < KS; kk++)
         ldsm_x4(qf[kk], sQ + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
-    cd_pdl_wait(); /* the block lists (and, transitively, K/V from the append) */
+    cd_pdl_wait(); /* the block scores (and, transitively, K/V from the append) */
     cd_pdl_start();
+    int32_t *slist = (int32_t *)(smem + cd_attn_smem<D>()); /* [topk_out] the row's selection */
+    if (KPT > 0 && p.sparse && qb + 1 > p.K) {
+        cd_select<(KPT > 0 ? KPT : 4), CD_ATTN_WARPS>(p, rowid, qb, slist);
+        __syncthreads();
+    }
     float o[DT_][4];
 #pragma unroll
     for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
@@ -654,8 +636,8 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_ATTN_WARPS * 3
     const int r0 = 16 * warp; /* this warp's rows of the K/V tiles */
     for (int e = split * p.eps; e < e_end; e++) {
         /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
-         * taken (no selection ran for the row) */
-        int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : p.topk[rowid * p.topk_out + e];
+         * taken (no selection for the row) */
+        int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
         if (blk < 0 || blk > qb) continue;
         int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
         for (int64_t c0 = k_lo; c0 < k_hi; c0 += 64) {
@@ -856,7 +838,7 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
 struct CdPlan {
     int use;            /* the fast path applies */
     int ntL, nt1, nbmax, nbt, target, nsplit;
-    size_t off_part, off_bs, off_ctr, off_topk, off_apart, off_aml, total;
+    size_t off_part, off_bs, off_apart, off_aml, total;
 };
 
 static size_t cd_al(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -890,10 +872,6 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
     c.off_bs = off;
     off += cd_al((size_t)ap->Hkv * n * c.nbmax * sizeof(float));
-    c.off_ctr = off;
-    off += cd_al((size_t)ap->Hkv * n * sizeof(uint32_t));
-    c.off_topk = off;
-    off += cd_al((size_t)ap->Hkv * n * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
     c.off_apart = off;
     off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * ap->D * sizeof(float));
     c.off_aml = off;
@@ -948,22 +926,33 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
      * kernel (dense steps, and sparse steps that take every causal block) it is launched plainly */
     const int pdl_ok = cd_pdl_ok();
     int pdl = pdl_ok;
+    void (*attn)(CdParams) = k_cd_attn<T, D, 0>;
     if (sparse && need_select) {
         s = cd_go(k_cd_lse<T, D>, dim3((unsigned)c.ntL, (unsigned)p.n, (unsigned)p.Hkv), 32, 0, st, pdl, "k_cd_lse", p);
-        void (*score)(CdParams) = c.nbmax <= 8 * CD_SCORE_THREADS    ? k_cd_score<T, D, 8>
-                                  : c.nbmax <= 16 * CD_SCORE_THREADS ? k_cd_score<T, D, 16>
-                                  : c.nbmax <= 32 * CD_SCORE_THREADS ? k_cd_score<T, D, 32>
-                                                                     : k_cd_score<T, D, CD_MAX_BLOCKS / CD_SCORE_THREADS>;
         if (!s)
-            s = cd_go(score, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), CD_SCORE_THREADS,
+            s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
                       (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
                       "k_cd_score", p);
+        constexpr int TH = CD_ATTN_WARPS * 32;
+        attn = c.nbmax <= 16 * TH   ? k_cd_attn<T, D, 16>
+               : c.nbmax <= 32 * TH ? k_cd_attn<T, D, 32>
+               : c.nbmax <= 64 * TH ? k_cd_attn<T, D, 64>
+                                    : k_cd_attn<T, D, CD_MAX_BLOCKS / TH>;
     } else {
         pdl = 0;
     }
+    const size_t smem = cd_attn_smem<D>() + (size_t)(p.topk_out > 0 ? p.topk_out : 1) * sizeof(int32_t);
+    if (!s && smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            s = infllm_set_error(INFLLM_ERR_CUDA, "CUDA: k_cd_attn with %zu bytes of shared memory: %s", smem,
+                                 cudaGetErrorString(e));
+        }
+    }
     if (!s)
-        s = cd_go(k_cd_attn<T, D>, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32,
-                  cd_attn_smem<D>(), st, pdl, "k_cd_attn", p);
+        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32, smem, st, pdl,
+                  "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
         s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)(p.n * (D / 32)), (unsigned)p.Hkv),
@@ -985,8 +974,6 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.lse = lse;
     p.part = (float *)(ws + c.off_part);
     p.bs = (float *)(ws + c.off_bs);
-    p.ctr = (uint32_t *)(ws + c.off_ctr);
-    p.topk = (int32_t *)(ws + c.off_topk);
     p.apart = (float *)(ws + c.off_apart);
     p.aml = (float *)(ws + c.off_aml);
     p.Hq = ap->Hq;
