@@ -337,8 +337,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
 
 /* The block list of one (head g, token t) row from its block scores, by the NW warps of a CTA
  * (qb + 1 > K); out: the row's topk_out entries (global or shared memory). Thread i holds the keys of
- * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are all
- * issued before any key is classified. Forced blocks are +inf, blocks without a c1 kernel -inf
+ * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are written
+ * ahead of the classification, but ptxas still issues each just before its keys (one L2 round trip
+ * after the other: docs/CUDA_NOTES.md, "Decode cache"). Forced blocks are +inf, blocks without a c1 kernel -inf
  * (division-free unless a block's kernel range is shorter than the stride). The K-th largest key:
  * +inf when K blocks are forced, -inf when fewer than K are finite or forced, else a finite key,
  * found two bits a step over only the bits in which the finite keys differ (they all share the
