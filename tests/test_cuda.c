@@ -481,6 +481,10 @@ int main(void) {
         {"varlen-decode", BF, 128, 32, 2, 3, {1, 2, 1}, {3000, 2500, 700}, 0, 0, 0, 1, 4, 8, 0, 1000, AU},
         {"g4-f16-d64-decode", F16, 64, 8, 2, 1, {3}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
         {"dense-mode-g12", BF, 128, 12, 1, 1, {520}, {600}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE},
+        /* group 16 at d 64 and in f16: the sm_90a selection kernel's other instantiations */
+        {"g16-d64-L1300", BF, 64, 32, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
+        {"g16-f16-L1100", F16, 128, 16, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP},
+        {"g16-f16-d64-chunk", F16, 64, 16, 1, 1, {400}, {1500}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
     };
     printf("test_cuda: CUDA backend vs REF (float64) and golden\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1234 + i);

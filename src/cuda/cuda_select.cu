@@ -344,6 +344,83 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
  *           by shared-memory atomicMax into the token's block scores as in k_select.
  * Then the forced blocks and the top-k (one warp per token) are k_select's. CTAs are launched
  * heaviest (last tokens) first. */
+/* warp_topk's selection (the k largest keys of vals[0..n), ties to the lower index, indices written
+ * ascending, > qmax -> -1, then -1 up to ncols) in fewer passes. warp_topk finds the k-th largest
+ * key bit by bit from the top, one counting pass per bit. When that key is neither +inf (forced
+ * blocks) nor -inf (empty ones), it lies in S = the other keys, so a bit on which all of S agree
+ * is its bit: only the bits where S differs take a pass (the thresholds counted against are
+ * warp_topk's, so the result is the same). bf16-rounded scores share their 16 low bits and most
+ * of the exponent: ~10-15 passes instead of 32, each summed by one redux instead of 5 dependent
+ * shuffles. */
+__device__ __forceinline__ void sel90_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols) {
+    const int lane = threadIdx.x & 31;
+    const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0;
+    if (k > 0 && k < n) {
+        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+        for (int i = lane; i < n; i += 32) {
+            const uint32_t key = f2key(vals[i]);
+            ge_inf += key >= KINF;
+            gt_inf += key > KINF;
+            ge_ninf += key >= KNINF;
+            gt_ninf += key > KNINF;
+            if (key != KINF && key != KNINF) {
+                kand &= key;
+                kor |= key;
+            }
+        }
+        ge_inf = __reduce_add_sync(0xffffffffu, ge_inf);
+        gt_inf = __reduce_add_sync(0xffffffffu, gt_inf);
+        ge_ninf = __reduce_add_sync(0xffffffffu, ge_ninf);
+        gt_ninf = __reduce_add_sync(0xffffffffu, gt_ninf);
+        kand = __reduce_and_sync(0xffffffffu, kand);
+        kor = __reduce_or_sync(0xffffffffu, kor);
+        const uint32_t uk = (uint32_t)k;
+        if (ge_inf >= uk && gt_inf < uk) {
+            thr = KINF;
+        } else if (ge_ninf >= uk && gt_ninf < uk) {
+            thr = KNINF;
+        } else {
+            for (uint32_t diff = kand ^ kor; diff;) {
+                const uint32_t bit = 0x80000000u >> __clz(diff);
+                thr |= kand & ~(bit * 2u - 1u); /* the shared 1 bits above this one */
+                const uint32_t cand = thr | bit;
+                uint32_t cnt = 0;
+                for (int i = lane; i < n; i += 32) cnt += f2key(vals[i]) >= cand;
+                if (__reduce_add_sync(0xffffffffu, cnt) >= uk) thr = cand;
+                diff &= ~bit;
+            }
+            thr |= kand;
+        }
+    }
+    int need_eq = k;
+    if (k > 0 && k < n) {
+        uint32_t gt = 0;
+        for (int i = lane; i < n; i += 32) gt += f2key(vals[i]) > thr;
+        need_eq = k - (int)__reduce_add_sync(0xffffffffu, gt);
+    }
+    /* scan in index order: take key > thr, and key == thr while ties remain */
+    int written = 0, eq_used = 0;
+    for (int base = 0; base < n && written < k; base += 32) {
+        const int i = base + lane;
+        const uint32_t key = i < n ? f2key(vals[i]) : 0;
+        const bool gtb = i < n && (k >= n || key > thr);
+        const bool eqb = i < n && k < n && key == thr;
+        const unsigned eqm = __ballot_sync(0xffffffffu, eqb);
+        const int eq_rank = __popc(eqm & ((1u << lane) - 1u));
+        const bool take = gtb || (eqb && eq_used + eq_rank < need_eq);
+        const unsigned tm = __ballot_sync(0xffffffffu, take);
+        const int pos = written + __popc(tm & ((1u << lane) - 1u));
+        if (take && pos < k) out[pos] = i > qmax ? -1 : i;
+        written += __popc(tm);
+        eq_used += __popc(eqm);
+        if (eq_used > need_eq) eq_used = need_eq;
+    }
+    for (int c = k + lane; c < ncols; c += 32) out[c] = -1;
+}
+
 __device__ __forceinline__ void wgmma_wait1() {
 #ifdef INFLLM_WGMMA_DEVICE
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
@@ -649,7 +726,7 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
         }
         __syncwarp();
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        warp_topk(bs, qb + 1, Kb, qb, row, p.topk_out);
+        sel90_topk(bs, qb + 1, Kb, qb, row, p.topk_out);
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
