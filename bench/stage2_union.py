@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""stage2_union.py: how much K/V a stage-2 tile walks, for tile shapes and token groupings.
+
+The CUDA stage 2 (k_flash90) gives a warpgroup 4 tokens x 16 heads and a CTA 8 tokens; the CTA
+walks the union of its tokens' selected blocks, so its work is proportional to the union, not to
+the 96 blocks a token needs. This script computes the selections with the CPU backend (the same
+rule as the GPU: top-k identical on >= 99% of rows) on the inputs bench/cuda_bench.py times
+(`make_inputs`: N(0,1) plus a per-256-token segment component, or plain N(0,1) with --random;
+numpy's generator, so the values differ but the statistics are the same), and prints, per group
+size, the mean union in blocks for
+
+  consecutive  tokens 4c..4c+3 (what the kernels do now)
+  greedy W     tokens grouped inside windows of W consecutive tokens: a group starts at the
+               lowest unassigned token and adds, one at a time, the token that grows the union
+               least (a permutation the kernel could take from a table)
+
+and, in parentheses, union / K (K = the blocks one token selects, 96 by default): a warpgroup
+computes every chunk of the union for all its rows, so that is the MMA work per useful MMA, and
+union / tokens is the chunk loads per token.
+
+    python3 bench/stage2_union.py --lib build-cpu/libinfllm.so [--T 32768] [--random] [--csv]
+"""
+import argparse
+import ctypes as C
+import sys
+
+import numpy as np
+
+
+class Params(C.Structure):
+    _fields_ = [("block_size", C.c_int32), ("kernel_size", C.c_int32), ("kernel_stride", C.c_int32),
+                ("init_blocks", C.c_int32), ("local_blocks", C.c_int32), ("topk", C.c_int32),
+                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("softmax_scale", C.c_float),
+                ("mode", C.c_int), ("backend", C.c_int), ("num_threads", C.c_int32),
+                ("cuda_stream", C.c_void_p), ("workspace", C.c_void_p), ("workspace_bytes", C.c_size_t)]
+
+
+class Layout(C.Structure):
+    _fields_ = [("dtype", C.c_int), ("num_seqs", C.c_int32), ("cu_seqlens_q", C.c_void_p),
+                ("cu_seqlens_k", C.c_void_p), ("total_q", C.c_int64), ("total_k", C.c_int64),
+                ("num_q_heads", C.c_int32), ("num_kv_heads", C.c_int32), ("head_dim", C.c_int32),
+                ("max_seqlen_q", C.c_int32), ("max_seqlen_k", C.c_int32)]
+
+
+class Sizes(C.Structure):
+    _fields_ = [("total_n1", C.c_int64), ("total_n2", C.c_int64), ("max_n1", C.c_int32),
+                ("nblocks_out", C.c_int32), ("topk_out", C.c_int32)]
+
+
+BF16, CPU = 2, 0
+HQ, HKV, D = 32, 2, 128
+
+
+def bf16_bits(x):
+    """float32 array -> bf16 bit patterns (uint16), round to nearest even"""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def make_inputs(T, structured, seed):
+    """q [T, HQ, D], k [T, HKV, D] as bf16 bits, as bench/cuda_bench.py's make_inputs"""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((T, HQ, D), dtype=np.float32)
+    k = rng.standard_normal((T, HKV, D), dtype=np.float32)
+    if structured:
+        nseg = (T + 255) // 256
+        segq = rng.standard_normal((nseg, HQ, D), dtype=np.float32)
+        segk = rng.standard_normal((nseg, HKV, D), dtype=np.float32)
+        pos = np.arange(T) // 256
+        q = 0.6 * q + 0.8 * segq[pos]
+        k = 0.6 * k + 0.8 * segk[pos]
+    return bf16_bits(q), bf16_bits(k)
+
+
+def ok(lib, st, what):
+    if st != 0:
+        sys.exit(f"stage2_union: {what}: status {st}: {lib.infllm_last_error().decode()}")
+
+
+def selections(lib, T, structured, seed, threads):
+    """topk [HKV, T, K] int32 (-1 padded) from the CPU backend's stage ops"""
+    q, k = make_inputs(T, structured, seed)
+    p = Params()
+    lib.infllm_params_default(C.byref(p))
+    p.backend = CPU
+    p.num_threads = threads
+    lay = Layout()
+    lay.dtype = BF16
+    lay.num_seqs = 1
+    lay.total_q = lay.total_k = T
+    lay.num_q_heads, lay.num_kv_heads, lay.head_dim = HQ, HKV, D
+    lay.max_seqlen_q = lay.max_seqlen_k = T
+    sz = Sizes()
+    ok(lib, lib.infllm_get_sizes(C.byref(p), C.byref(lay), C.byref(sz)), "get_sizes")
+    c1 = np.zeros((sz.total_n1 + 1, HKV, D), np.uint16)
+    c2 = np.zeros((sz.total_n2 + 1, HKV, D), np.uint16)
+    cu1 = np.zeros(2, np.int32)
+    cu2 = np.zeros(2, np.int32)
+    vp = lambda a: a.ctypes.data_as(C.c_void_p)
+    ok(lib, lib.infllm_compress_keys(C.byref(p), C.byref(lay), vp(k), vp(c1), vp(c2), vp(cu1), vp(cu2)), "compress")
+    scores = np.zeros((HKV, T, sz.max_n1), np.float32)
+    ok(lib, lib.infllm_stage1_scores(C.byref(p), C.byref(lay), vp(q), vp(c1), vp(c2), vp(cu1), vp(cu2),
+                                     vp(scores)), "stage1")
+    del q, c1, c2
+    bs = np.zeros((HKV, T, sz.nblocks_out), np.float32)
+    ok(lib, lib.infllm_block_scores(C.byref(p), C.byref(lay), vp(scores), vp(bs)), "block_scores")
+    del scores
+    topk = np.zeros((HKV, T, sz.topk_out), np.int32)
+    ok(lib, lib.infllm_topk_select(C.byref(p), C.byref(lay), vp(bs), vp(topk)), "topk")
+    return topk, sz.nblocks_out
+
+
+def masks(topk, nb):
+    """[HKV, T, nb] bool: block b selected by token t of head g"""
+    G, T, K = topk.shape
+    m = np.zeros((G, T, nb + 1), bool)
+    idx = np.where(topk >= 0, topk, nb)
+    np.put_along_axis(m, idx, True, axis=2)
+    return m[:, :, :nb]
+
+
+def union_consecutive(m, gs):
+    G, T, nb = m.shape
+    n = T // gs
+    u = m[:, :n * gs].reshape(G, n, gs, nb).any(axis=2).sum(axis=2)
+    return u.mean()
+
+
+def union_greedy(m, gs, W):
+    """mean union of groups of gs tokens formed greedily inside windows of W tokens"""
+    G, T, nb = m.shape
+    tot, cnt = 0, 0
+    for g in range(G):
+        for w0 in range(0, T - W + 1, W):
+            win = m[g, w0:w0 + W]
+            free = np.ones(W, bool)
+            for _ in range(W // gs):
+                seed = int(np.argmax(free))
+                free[seed] = False
+                u = win[seed].copy()
+                for _ in range(gs - 1):
+                    cand = np.flatnonzero(free)
+                    grow = (win[cand] & ~u).sum(axis=1)
+                    j = int(cand[np.argmin(grow)])
+                    free[j] = False
+                    u |= win[j]
+                tot += int(u.sum())
+                cnt += 1
+    return tot / cnt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", default="build-cpu/libinfllm.so")
+    ap.add_argument("--T", type=int, default=32768)
+    ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--windows", default="16,64,256")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--csv", action="store_true")
+    a = ap.parse_args()
+    lib = C.CDLL(a.lib)
+    lib.infllm_last_error.restype = C.c_char_p
+    topk, nb = selections(lib, a.T, not a.random, a.seed, a.threads)
+    K = int((topk >= 0).sum(axis=2).mean())
+    m = masks(topk, nb)
+    wins = [int(x) for x in a.windows.split(",") if x]
+    cols = ["consecutive"] + [f"greedy W={w}" for w in wins]
+    rows = []
+    for gs in (1, 2, 4, 8, 16):
+        r = [union_consecutive(m, gs)] + [union_greedy(m, gs, w) if w >= gs else float("nan") for w in wins]
+        rows.append((gs, r))
+    inp = "random" if a.random else "structured"
+    print(f"# stage-2 unions: T={a.T}, {inp} inputs, {nb} blocks of 64, {K} selected per token (mean), "
+          f"Hq {HQ}, Hkv {HKV}")
+    if a.csv:
+        print("tokens," + ",".join(cols))
+        for gs, r in rows:
+            print(f"{gs}," + ",".join(f"{x:.1f}" for x in r))
+        return
+    print("| tokens per group | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for gs, r in rows:
+        cells = [f"{x:.1f} ({x / K:.2f})" for x in r]
+        print(f"| {gs} | " + " | ".join(cells) + " |")
+    print(f"(mean union in blocks; in parentheses union / {K}: MMA work per useful MMA when a group's rows share one walk)")
+
+
+if __name__ == "__main__":
+    main()
