@@ -14,7 +14,7 @@ size, the mean union in blocks for
                lowest unassigned token and adds, one at a time, the token that grows the union
                least (a permutation the kernel could take from a table)
 
-and, in parentheses, union / K (K = the blocks one token selects, 96 by default): a warpgroup
+(tokens past the last whole group or window are left out), and, in parentheses, union / K (K = the blocks one token selects, 96 by default): a warpgroup
 computes every chunk of the union for all its rows, so that is the MMA work per useful MMA, and
 union / tokens is the chunk loads per token.
 
@@ -159,15 +159,24 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--csv", action="store_true")
     a = ap.parse_args()
-    lib = C.CDLL(a.lib)
+    wins = [int(x) for x in a.windows.split(",") if x]
+    if a.T < 64 or a.T > 262144:
+        sys.exit("stage2_union: --T must be in [64, 262144] (the scores of all T x T/16 pairs are held in memory)")
+    if any(w < 1 or w > a.T for w in wins):
+        sys.exit("stage2_union: every --windows entry must be in [1, T]")
+    try:
+        lib = C.CDLL(a.lib)
+    except OSError as e:
+        sys.exit(f"stage2_union: cannot load {a.lib}: {e} (build it: cmake -S . -B build-cpu -DINFLLM_CUDA=OFF)")
     lib.infllm_last_error.restype = C.c_char_p
     topk, nb = selections(lib, a.T, not a.random, a.seed, a.threads)
     K = int((topk >= 0).sum(axis=2).mean())
     m = masks(topk, nb)
-    wins = [int(x) for x in a.windows.split(",") if x]
     cols = ["consecutive"] + [f"greedy W={w}" for w in wins]
     rows = []
     for gs in (1, 2, 4, 8, 16):
+        if gs > a.T:
+            break
         r = [union_consecutive(m, gs)] + [union_greedy(m, gs, w) if w >= gs else float("nan") for w in wins]
         rows.append((gs, r))
     inp = "random" if a.random else "structured"
