@@ -14,9 +14,10 @@ size, the mean union in blocks for
                lowest unassigned token and adds, one at a time, the token that grows the union
                least (a permutation the kernel could take from a table)
 
-(tokens past the last whole group or window are left out), and, in parentheses, union / K (K = the blocks one token selects, 96 by default): a warpgroup
-computes every chunk of the union for all its rows, so that is the MMA work per useful MMA, and
-union / tokens is the chunk loads per token.
+(tokens past the last whole group or window are left out), and, in parentheses, union / K
+(K = the blocks one token selects, 96 by default): a warpgroup computes every chunk of the union
+for all its rows, so that is the MMA work per useful MMA, and union / tokens is the chunk loads
+per token.
 
     python3 bench/stage2_union.py --lib build-cpu/libinfllm.so [--T 32768] [--random] [--csv]
 """
