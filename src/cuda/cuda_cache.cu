@@ -312,23 +312,8 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     cd_tile_mma<T, D>(sq, sc, s);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int col = 64 * tile + 8 * j + 2 * tig + e;
-                float v = col < vis ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                s[j][2 * ri + e] = v;
-                mx = fmaxf(mx, v);
-            }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float mu = mx == -INFINITY ? 0.f : mx, acc = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+        float mx = tile_row_scale_max(s, ri, 64 * tile, tig, vis, p.scale_log2);
+        float mu = mx == -INFINITY ? 0.f : mx, acc = tile_row_exp2_sum(s, ri, mu);
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         if (tig == 0) *reinterpret_cast<float2 *>(part + 2 * (gid + 8 * ri)) = make_float2(mx, acc);
@@ -549,17 +534,8 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             }
         /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
          * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
-        float keep[2] = {0.f, 0.f};
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float v = s[j][e] + s[j][2 + e];
-                v += __shfl_xor_sync(0xffffffffu, v, 4);
-                v += __shfl_xor_sync(0xffffffffu, v, 8);
-                v += __shfl_xor_sync(0xffffffffu, v, 16);
-                if (gid == j) keep[e] = v;
-            }
+        float keep[2];
+        tile_head_sum16(s, gid, keep);
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const int col = 64 * tile + 8 * gid + 2 * tig + e;
@@ -645,20 +621,18 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
             const int nv = (int)min((int64_t)16, k_hi - c0 - r0); /* this warp's keys of the chunk */
             if (nv <= 0) continue;
             __syncwarp();
+            /* this warp's 16 rows of the chunk (zero past nv), K and V as two copy groups */
+            auto copy_rows = [&](uint16_t *dst, const uint16_t *src) {
 #pragma unroll
-            for (int i = lane; i < 16 * CH; i += 32) {
-                const int r = i / CH, c = i % CH;
-                const bool ok = r < nv;
-                cp_async16(sK + swz<D>(r0 + r, c * 8), kg + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
-            }
-            cp_async_commit();
-#pragma unroll
-            for (int i = lane; i < 16 * CH; i += 32) {
-                const int r = i / CH, c = i % CH;
-                const bool ok = r < nv;
-                cp_async16(sV + swz<D>(r0 + r, c * 8), vg + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
-            }
-            cp_async_commit();
+                for (int i = lane; i < 16 * CH; i += 32) {
+                    const int r = i / CH, c = i % CH;
+                    const bool ok = r < nv;
+                    cp_async16(dst + swz<D>(r0 + r, c * 8), src + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
+                }
+                cp_async_commit();
+            };
+            copy_rows(sK, kg);
+            copy_rows(sV, vg);
             cp_async_wait<1>(); /* K */
             __syncwarp();
             float s[2][4];

@@ -174,6 +174,58 @@ __device__ __forceinline__ void load_tile_async(uint16_t *s, const uint16_t *g, 
     }
 }
 
+/* Stage-1 helpers on an m16 x 64 score tile s in the mma.sync m16n8 accumulator layout (a wgmma
+ * m64 accumulator gives each warp the same layout): lane (gid, tig) holds, of row ri (row gid for
+ * ri = 0, gid + 8 for ri = 1), the columns 8 j + 2 tig + e as s[j][2 ri + e]. The pipeline's and
+ * the decode path's selections call the same helpers, so their arithmetic (and so their block
+ * choices) stays identical. */
+
+/* row ri's logits to base 2 in place (times scale_log2), -inf at columns col0 + c >= vis; returns
+ * the row's max (over the 4 lanes of the quad) */
+__device__ __forceinline__ float tile_row_scale_max(float (&s)[8][4], int ri, int col0, int tig, int vis,
+                                                    float scale_log2) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            int col = col0 + 8 * j + 2 * tig + e;
+            float v = col < vis ? s[j][2 * ri + e] * scale_log2 : -INFINITY;
+            s[j][2 * ri + e] = v;
+            mx = fmaxf(mx, v);
+        }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    return mx;
+}
+
+/* this lane's sum of exp2(s - mu) over its 16 values of row ri (not summed over the quad) */
+__device__ __forceinline__ float tile_row_exp2_sum(const float (&s)[8][4], int ri, float mu) {
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+    return acc;
+}
+
+/* head sum of a tile whose 16 rows are the 16 query heads of one token (rows >= G are zero): lane
+ * (gid, tig) gets the sums of columns 8 gid + 2 tig + e in keep[e] (one xor tree for every
+ * caller) */
+__device__ __forceinline__ void tile_head_sum16(const float (&s)[8][4], int gid, float (&keep)[2]) {
+    keep[0] = keep[1] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = s[j][e] + s[j][2 + e];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (gid == j) keep[e] = v;
+        }
+}
+
 /* float <-> order-preserving uint32 key (larger float -> larger key; NaN treated by bits) */
 __device__ __forceinline__ uint32_t f2key(float f) {
     uint32_t u = __float_as_uint(f);

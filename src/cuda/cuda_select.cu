@@ -42,6 +42,22 @@ __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
+/* pass 1 of the fused selection: the online (max, sum) in base 2 of rows gid (ri 0) and gid + 8
+ * (ri 1) over one more 64-column score tile starting at column col0; vis0 / vis1: the rows'
+ * visible kernels (columns at or past them count as -inf) */
+__device__ __forceinline__ void lse_tile_update(float (&s)[8][4], float (&m)[2], float (&l)[2], int col0, int tig,
+                                                int vis0, int vis1, float scale_log2) {
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float mx = tile_row_scale_max(s, ri, col0, tig, ri ? vis1 : vis0, scale_log2);
+        float mn = fmaxf(m[ri], mx);
+        float mu = mn == -INFINITY ? 0.f : mn;
+        float acc = tile_row_exp2_sum(s, ri, mu);
+        l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
+        m[ri] = mn;
+    }
+}
+
 template <typename T, int D, int NW>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
@@ -157,30 +173,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
                 mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
             }
         }
-#pragma unroll
-        for (int ri = 0; ri < 2; ri++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int col = 64 * t + 8 * j + 2 * tig + e;
-                    float v = col < visL[ri] ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                    s[j][2 * ri + e] = v;
-                    mx = fmaxf(mx, v);
-                }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[ri], mx);
-            float mu = mn == -INFINITY ? 0.f : mn;
-            float acc = 0.f;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
-            l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
-            m[ri] = mn;
-        }
+        lse_tile_update(s, m, l, 64 * t, tig, visL[0], visL[1], p.scale_log2);
         __syncthreads();
         stage ^= 1;
     }
@@ -257,18 +250,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         };
         if (shfl_path) {
             if (G == 16) {
-                /* after the xor-reduction every lane holds the sums; lane (gid, tig) emits n-tile gid */
-                float mine[2] = {0.f, 0.f};
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float v = s[j][e] + s[j][2 + e];
-                        v += __shfl_xor_sync(0xffffffffu, v, 4);
-                        v += __shfl_xor_sync(0xffffffffu, v, 8);
-                        v += __shfl_xor_sync(0xffffffffu, v, 16);
-                        if (j == gid) mine[e] = v;
-                    }
+                /* lane (gid, tig) emits n-tile gid */
+                float mine[2];
+                tile_head_sum16(s, gid, mine);
                 emit(warp, 64 * t + 8 * gid + 2 * tig, mine[0]);
                 emit(warp, 64 * t + 8 * gid + 2 * tig + 1, mine[1]);
             } else {
@@ -551,32 +535,6 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    auto lse_step = [&](float (&s)[8][4], int col0) {
-#pragma unroll
-        for (int ri = 0; ri < 2; ri++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int col = col0 + 8 * j + 2 * tig + e;
-                    float v = col < visLw ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                    s[j][2 * ri + e] = v;
-                    mx = fmaxf(mx, v);
-                }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[ri], mx);
-            float mu = mn == -INFINITY ? 0.f : mn;
-            float acc = 0.f;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
-            l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
-            m[ri] = mn;
-        }
-    };
     int i = 0;
     for (; i < ntL; i++) {
         next_tile(i);
@@ -595,10 +553,10 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
         wgmma_commit();
         wgmma_wait1();
         reg_fence<8>(s0);
-        lse_step(s0, CT * i);
+        lse_tile_update(s0, m, l, CT * i, tig, visLw, visLw, p.scale_log2);
         wgmma_wait0();
         reg_fence<8>(s1);
-        lse_step(s1, CT * i + 64);
+        lse_tile_update(s1, m, l, CT * i + 64, tig, visLw, visLw, p.scale_log2);
     }
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
@@ -1103,23 +1061,8 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(Dec
     dec_tile_scores<T, D>(p, sm, q0, i, g, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis - 64 * t, s);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                int col = 64 * t + 8 * j + 2 * tig + e;
-                float v = col < vis ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                s[j][2 * ri + e] = v;
-                mx = fmaxf(mx, v);
-            }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float mu = mx == -INFINITY ? 0.f : mx, acc = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) acc += exp2f(s[j][2 * ri + e] - mu);
+        float mx = tile_row_scale_max(s, ri, 64 * t, tig, vis, p.scale_log2);
+        float mu = mx == -INFINITY ? 0.f : mx, acc = tile_row_exp2_sum(s, ri, mu);
         acc += __shfl_xor_sync(0xffffffffu, acc, 1);
         acc += __shfl_xor_sync(0xffffffffu, acc, 2);
         if (tig == 0) {
@@ -1165,24 +1108,22 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
             int col = 64 * t + 8 * j + 2 * tig + (e & 1);
             s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
         }
-    /* head sum over the G rows of the token (rows >= G are zero) */
+    /* head sum over the G rows of the token (rows >= G are zero): lane (gid, tig) max-pools the sums
+     * of its columns 8 gid + 2 tig (+1) */
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
+    float keep[2];
+    tile_head_sum16(s, gid, keep);
 #pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            float v = s[j][e] + s[j][2 + e];
-            v += __shfl_xor_sync(0xffffffffu, v, 4);
-            v += __shfl_xor_sync(0xffffffffu, v, 8);
-            v += __shfl_xor_sync(0xffffffffu, v, 16);
-            int col = 64 * t + 8 * j + 2 * tig + e;
-            if (gid == j && col < n1) {
-                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-                int blo = (p.s1 * col) / p.B, bhi = (p.s1 * col + p.l1 - 1) / p.B;
-                if (bhi > qb) bhi = qb;
-                for (int bb = blo; bb <= bhi; bb++) atomicMax(bs + bb, __float_as_int(v));
-            }
+    for (int e = 0; e < 2; e++) {
+        int col = 64 * t + 8 * gid + 2 * tig + e;
+        if (col < n1) {
+            float v = keep[e];
+            if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+            int blo = (p.s1 * col) / p.B, bhi = (p.s1 * col + p.l1 - 1) / p.B;
+            if (bhi > qb) bhi = qb;
+            for (int bb = blo; bb <= bhi; bb++) atomicMax(bs + bb, __float_as_int(v));
         }
+    }
 }
 
 __global__ void k_dec_topk(DecParams p) {
