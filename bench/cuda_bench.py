@@ -21,22 +21,8 @@ import torch
 import torch.nn.functional as F
 
 
-class Params(C.Structure):
-    _fields_ = [("block_size", C.c_int32), ("kernel_size", C.c_int32), ("kernel_stride", C.c_int32),
-                ("init_blocks", C.c_int32), ("local_blocks", C.c_int32), ("topk", C.c_int32),
-                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("softmax_scale", C.c_float),
-                ("mode", C.c_int), ("backend", C.c_int), ("num_threads", C.c_int32),
-                ("cuda_stream", C.c_void_p), ("workspace", C.c_void_p), ("workspace_bytes", C.c_size_t)]
+from infllm_ctypes import BF16, CUDA, DENSE, SPARSE, Layout, Params
 
-
-class Layout(C.Structure):
-    _fields_ = [("dtype", C.c_int), ("num_seqs", C.c_int32), ("cu_seqlens_q", C.c_void_p),
-                ("cu_seqlens_k", C.c_void_p), ("total_q", C.c_int64), ("total_k", C.c_int64),
-                ("num_q_heads", C.c_int32), ("num_kv_heads", C.c_int32), ("head_dim", C.c_int32),
-                ("max_seqlen_q", C.c_int32), ("max_seqlen_k", C.c_int32)]
-
-
-BF16, CUDA, DENSE, SPARSE = 2, 2, 1, 2
 HQ, HKV, D = 32, 2, 128
 
 

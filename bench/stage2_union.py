@@ -28,27 +28,8 @@ import sys
 import numpy as np
 
 
-class Params(C.Structure):
-    _fields_ = [("block_size", C.c_int32), ("kernel_size", C.c_int32), ("kernel_stride", C.c_int32),
-                ("init_blocks", C.c_int32), ("local_blocks", C.c_int32), ("topk", C.c_int32),
-                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("softmax_scale", C.c_float),
-                ("mode", C.c_int), ("backend", C.c_int), ("num_threads", C.c_int32),
-                ("cuda_stream", C.c_void_p), ("workspace", C.c_void_p), ("workspace_bytes", C.c_size_t)]
+from infllm_ctypes import BF16, CPU, Layout, Params, Sizes
 
-
-class Layout(C.Structure):
-    _fields_ = [("dtype", C.c_int), ("num_seqs", C.c_int32), ("cu_seqlens_q", C.c_void_p),
-                ("cu_seqlens_k", C.c_void_p), ("total_q", C.c_int64), ("total_k", C.c_int64),
-                ("num_q_heads", C.c_int32), ("num_kv_heads", C.c_int32), ("head_dim", C.c_int32),
-                ("max_seqlen_q", C.c_int32), ("max_seqlen_k", C.c_int32)]
-
-
-class Sizes(C.Structure):
-    _fields_ = [("total_n1", C.c_int64), ("total_n2", C.c_int64), ("max_n1", C.c_int32),
-                ("nblocks_out", C.c_int32), ("topk_out", C.c_int32)]
-
-
-BF16, CPU = 2, 0
 HQ, HKV, D = 32, 2, 128
 
 
