@@ -707,7 +707,7 @@ int cuda_num_sms(void) {
 
 /* wgmma path usable: built with sm_90a (INFLLM_CUDA_SM90A), device of compute capability 9.0,
  * and not switched off by INFLLM_CUDA_NO_WGMMA=1 */
-static int flash_use_wgmma(void) {
+int cuda_use_wgmma(void) {
     static int v = -1;
     if (v < 0) {
         v = 0;
@@ -740,7 +740,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         env_sparse = e && atoi(e) == 8 ? 8 : 4;
     }
     c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (sparse ? env_sparse : env_dense);
-    c.wg = c.NW != 1 && flash_use_wgmma();
+    c.wg = c.NW != 1 && cuda_use_wgmma();
     if (c.wg) c.NW = 8;
     int M = 16 * c.NW;
     c.Gt = ap->G < M ? ap->G : M;

@@ -44,4 +44,8 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
 
 int cuda_num_sms(void);
 
+/* 1 when the sm_90a (wgmma) kernels run: built with sm_90a (INFLLM_CUDA_SM90A), the current
+ * device has compute capability 9.0, and INFLLM_CUDA_NO_WGMMA=1 is not set; decided once */
+int cuda_use_wgmma(void);
+
 #endif

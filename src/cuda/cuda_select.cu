@@ -715,22 +715,6 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
 }
 
 #ifdef INFLLM_CUDA_SM90A
-/* k_select90 usable: built with sm_90a (INFLLM_CUDA_SM90A), device of compute capability 9.0, and
- * not switched off by INFLLM_CUDA_NO_WGMMA=1 (the same rule as the flash kernels) */
-static int sel_use_wgmma(void) {
-    static int v = -1;
-    if (v < 0) {
-        v = 0;
-        int dev = 0, major = 0, minor = 0;
-        const char *e = getenv("INFLLM_CUDA_NO_WGMMA");
-        if (!(e && atoi(e) == 1) && cudaGetDevice(&dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess)
-            v = major == 9 && minor == 0;
-    }
-    return v;
-}
-
 /* alignment slack, Q, the tile stages, block scores, -LSE per row, visible kernels per token */
 static size_t sel90_smem(int D, int nbmax) {
     const size_t M = 16 * SEL90_TT;
@@ -819,7 +803,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
 #ifdef INFLLM_CUDA_SM90A
     /* groups of 16 on sm_90a: k_select90 (8 tokens per CTA) when its block scores fit (to ~200K
      * tokens at d 128); decode-like shapes (one token) keep the 1-warp tiles */
-    if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && sel_use_wgmma() &&
+    if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
         sel90_smem(ap->D, p.nbmax) <= (size_t)limit) {
         p.TT = SEL90_TT;
         size_t smem = sel90_smem(ap->D, p.nbmax);
