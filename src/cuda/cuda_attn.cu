@@ -54,6 +54,25 @@ __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int 
     return w * 32 + __ffs(m) - 1;
 }
 
+/* This CTA's query tile, sequence and z (KV head x head chunk x split). A one-split grid runs its
+ * query tiles heaviest first: the hardware hands out CTAs in linear order (x fastest), and under
+ * the causal mask the last tiles of a sequence see the most keys, so the linear index counts the
+ * tile down, with (sequence, z) fastest; the light tiles then fill the tail of the launch instead
+ * of the heaviest. A split grid keeps blockIdx: its partials are indexed by it, as k_combine reads
+ * them. */
+__device__ __forceinline__ void flash_cta(int nsplit, int &tile, int &b, int &z) {
+    if (nsplit > 1) {
+        tile = blockIdx.x, b = blockIdx.y, z = blockIdx.z;
+        return;
+    }
+    const uint64_t per = (uint64_t)gridDim.y * gridDim.z;
+    const uint64_t lin = blockIdx.x + (uint64_t)gridDim.x * (blockIdx.y + (uint64_t)gridDim.y * blockIdx.z);
+    tile = (int)(gridDim.x - 1 - lin / per);
+    const uint64_t r = lin % per;
+    b = (int)(r % gridDim.y);
+    z = (int)(r / gridDim.y);
+}
+
 template <typename T, int D, int NW, bool SPARSE>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
@@ -68,15 +87,15 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     uint32_t *sTok = (uint32_t *)(sKV + STAGES * 2 * 64 * D);
     uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
 
-    const int b = blockIdx.y;
-    int z = blockIdx.z;
+    int tile, b, z;
+    flash_cta(p.nsplit, tile, b, z);
     const int split = z % p.nsplit;
     const int zz = z / p.nsplit;
     const int hc = zz % p.hchunks, g = zz / p.hchunks;
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
-    const int tok0 = blockIdx.x * p.TT;
+    const int tok0 = tile * p.TT;
     if (tok0 >= lq) return;
     if (p.filter) {
         int sp = d_seq_sparse(p.mode, p.dense_len, lk);
@@ -382,15 +401,15 @@ __global__ void __launch_bounds__(256, 2)
     uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
     uint32_t *sChunkW = sChunk + (SPARSE ? p.ncw : 0);
 
-    const int b = blockIdx.y;
-    int z = blockIdx.z;
+    int tile, b, z;
+    flash_cta(p.nsplit, tile, b, z);
     const int split = z % p.nsplit;
     const int zz = z / p.nsplit;
     const int hc = zz % p.hchunks, g = zz / p.hchunks;
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
-    const int tok0 = blockIdx.x * p.TT;
+    const int tok0 = tile * p.TT;
     if (tok0 >= lq) return;
     if (p.filter) {
         int sp = d_seq_sparse(p.mode, p.dense_len, lk);
@@ -524,12 +543,19 @@ __global__ void __launch_bounds__(256, 2)
         if (cn >= 0) load_chunk(cn, stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
-        if (by_tma(c)) {
+        /* a TMA chunk is visible to each thread that saw its mbarrier phase complete, and TMA
+         * writes through the async proxy that wgmma reads: no CTA barrier is needed for it. A
+         * cp.async chunk (and the Q tile, which came with the first chunk) needs the proxy fence
+         * and the barrier. The stage reuse is ordered by the barrier at the end of the loop. */
+        const bool tma_chunk = by_tma(c);
+        if (tma_chunk) {
             mbar_wait(&sBar[stage], (phase >> stage) & 1u);
             phase ^= 1u << stage;
         }
-        fence_proxy_async();
-        __syncthreads();
+        if (!tma_chunk || c == first) {
+            fence_proxy_async();
+            __syncthreads();
+        }
 
         bool wg_needed = c * 64 <= wg_last_pos;
         if (SPARSE) wg_needed = wg_needed && ((sChunkW[wg * p.ncw + (c >> 5)] >> (c & 31)) & 1u);
