@@ -573,6 +573,12 @@ __global__ void __launch_bounds__(256, 2)
             wgmma_wait0();
             reg_fence<8>(s);
 
+            /* softmax in base 2 on the raw scores: the row max is taken before scaling (the scale is
+             * > 0, so max(s) * scale is the max of the scaled scores) and the scale goes into the
+             * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
+             * unselected block, block sizes below 64) masks; O is rescaled only when some row of
+             * the warp has a new max (alpha == 1 otherwise, which would leave O unchanged) */
+            float alpha[2];
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
@@ -582,40 +588,46 @@ __global__ void __launch_bounds__(256, 2)
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
                 }
                 const int lim = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1; /* key j8+e visible iff <= lim */
+                if (lim < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            bool ok = 8 * j + e <= lim;
+                            if (SPARSE && !b64 && ok) {
+                                int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
+                                ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                            }
+                            if (!ok) s[j][2 * ri + e] = -INFINITY;
+                        }
+                }
                 float mx = -INFINITY;
 #pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        bool ok = 8 * j + e <= lim;
-                        if (SPARSE && !b64 && ok) {
-                            int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
-                            ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                        }
-                        float v = ok ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                        s[j][2 * ri + e] = v;
-                        mx = fmaxf(mx, v);
-                    }
+                for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float mn = fmaxf(m[ri], mx);
+                float mn = fmaxf(m[ri], mx * p.scale_log2);
                 float mu = mn == -INFINITY ? 0.f : mn;
-                float alpha = exp2f(m[ri] - mu);
+                alpha[ri] = exp2f(m[ri] - mu);
                 m[ri] = mn;
                 float acc = 0.f;
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        float pe = exp2f(s[j][2 * ri + e] - mu);
+                        float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
                         s[j][2 * ri + e] = pe;
                         acc += pe;
                     }
-                l[ri] = l[ri] * alpha + acc;
+                l[ri] = l[ri] * alpha[ri] + acc;
+            }
+            {
 #pragma unroll
                 for (int j = 0; j < DT_; j++) {
-                    o[j][2 * ri] *= alpha;
-                    o[j][2 * ri + 1] *= alpha;
+                    o[j][0] *= alpha[0];
+                    o[j][1] *= alpha[0];
+                    o[j][2] *= alpha[1];
+                    o[j][3] *= alpha[1];
                 }
             }
             uint32_t a[4][4];
