@@ -473,10 +473,15 @@ int main(void) {
         {"g1-f16-s1-8", F16, 128, 2, 2, 64, 16, 8, 1, 2, 5, 0, -1, AU, 1500, 3,
          {1100, 1, 77}, {64, 1, 77}, {1, 9, 1}, 1},
         /* rows of more than 2048 blocks (69K tokens at block 32: 2157 blocks), so the decode
-         * selection runs its 32-keys-per-thread instance, which the cases above (<= 2048 blocks)
+         * selection runs its 16-keys-per-thread instance, which the cases above (<= 2048 blocks)
          * never reach; 1-token attends only, so the float64 reference stays cheap */
         {"long-2157-blocks-B32", BF, 128, 32, 2, 32, 0, 0, 1, 4, 8, 0, 8192, SP, 69100, 2,
          {69000, 1}, {1, 1}, {1, 3}, 0},
+        /* the 32- and 48-keys-per-thread instances (rows of more than 4096 and 8192 blocks) */
+        {"long-5001-blocks-B16", BF, 128, 32, 2, 16, 0, 0, 1, 4, 8, 0, 8192, SP, 80100, 2,
+         {80000, 1}, {1, 1}, {1, 2}, 0},
+        {"long-9001-blocks-B16-f16-d64", F16, 64, 16, 2, 16, 0, 0, 2, 3, 9, 0, 8192, SP, 144100, 2,
+         {144000, 1}, {1, 1}, {1, 2}, 0},
     };
     printf("test_cuda_cache: CUDA decode cache vs a full recompute (CPU compression, REF attention)\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 777 + i);

@@ -200,12 +200,12 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  *               the partials, P = exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree),
  *               bf16 rounding, max-pool into the tile's blocks in shared memory, then one global
  *               atomicMax a block
- *   k_cd_attn   grid (splits, n, Hkv), 4 warps: every CTA of a selecting row first selects the row's
+ *   k_cd_attn   grid (splits, n, Hkv), 8 warps: every CTA of a selecting row first selects the row's
  *               list itself from the block scores (cd_select, into shared memory): forced (+inf) /
  *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the
  *               finite keys differ, one index-ordered scan (ties to the lower index): ascending, -1
  *               padded (the SPEC rule, like warp_topk); rows whose causal blocks are all taken
- *               (qb + 1 <= K) use 0..qb. Then it attends its eps entries of the list (64-key chunks,
+ *               (qb + 1 <= K) use 0..qb. Then warps 0-3 attend its eps entries of the list (64-key chunks,
  *               16 keys a warp, online softmax in base 2, P from registers, the warps merged in
  *               shared memory) and writes one partial (o unnormalised, max, sum); one entry a CTA at
  *               decode
@@ -221,7 +221,7 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #define CD_MAX_ROWS 16
 #define CD_MAX_TOKENS 16
-#define CD_MAX_BLOCKS 12288 /* blocks of one row: 96 keys per thread of a selecting k_cd_attn CTA, in registers */
+#define CD_MAX_BLOCKS 12288 /* blocks of one row: 48 keys per thread of a selecting k_cd_attn CTA, in registers */
 
 struct CdParams {
     const uint16_t *q, *k, *v, *c1, *c2;
@@ -240,6 +240,7 @@ struct CdParams {
     /* from the host, so that no kernel divides: kernel counts at length L, and per token t the
      * position, its block, and the c1 / LSE-level kernels it sees */
     int n1, nL;
+    int e_lo;  /* the first block with no c1 kernel: every block from it on has none, every one before has one */
     int pos[CD_MAX_TOKENS], qb[CD_MAX_TOKENS], vis1[CD_MAX_TOKENS], visL[CD_MAX_TOKENS];
 };
 
@@ -322,10 +323,10 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
 
 /* The block list of one (head g, token t) row from its block scores, by the NW warps of a CTA
  * (qb + 1 > K); out: the row's topk_out entries (global or shared memory). Thread i holds the keys of
- * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are written
- * ahead of the classification, but ptxas still issues each just before its keys (one L2 round trip
- * after the other: docs/CUDA_NOTES.md, "Decode cache"). Forced blocks are +inf, blocks without a c1 kernel -inf
- * (division-free unless a block's kernel range is shorter than the stride). The K-th largest key:
+ * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are
+ * unconditional (clamped into the row) and written ahead of the classification. Forced blocks are
+ * +inf, blocks without a c1 kernel -inf: those are the blocks from e_lo on (host-computed). The
+ * K-th largest key:
  * +inf when K blocks are forced, -inf when fewer than K are finite or forced, else a finite key,
  * found two bits a step over only the bits in which the finite keys differ (they all share the
  * others: the AND of the keys holds them; every candidate then lies strictly between the -inf and
@@ -349,26 +350,23 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
     float v[KPT];
 #pragma unroll
     for (int u = 0; u < KPT; u += 4) {
-        /* i0 + u and nbmax are multiples of 4: a vector that starts in the row ends in it */
-        const float4 x4 = i0 + u < n ? __ldcg(reinterpret_cast<const float4 *>(bs + i0 + u)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        /* i0 + u and nbmax are multiples of 4, and every block of the row (< n <= nbmax) lies in
+         * [0, nbmax - 4]: the clamp only moves the vectors wholly past the row, whose keys are
+         * ignored */
+        const float4 x4 = __ldcg(reinterpret_cast<const float4 *>(bs + min(i0 + u, p.nbmax - 4)));
         v[u] = x4.x;
         v[u + 1] = x4.y;
         v[u + 2] = x4.z;
         v[u + 3] = x4.w;
     }
-    const int s1n1 = p.s1 * (p.n1 - 1); /* the last kernel's first key */
     uint32_t key[KPT];                  /* every block of the row; 0 past it */
     int nf = 0, ne = 0;
     uint32_t kor = 0u, kand = 0xffffffffu;
 #pragma unroll
     for (int u = 0; u < KPT; u++) {
         const int bb = i0 + u;
-        /* kernel c covers keys [s1*c, s1*c + l1): the block has one iff a multiple of s1 lies in [lo, hi] */
-        const int lo = max(0, p.B * bb - p.l1 + 1), hi = min(p.B * bb + p.B - 1, s1n1);
-        bool empty = lo > hi;
-        if (!empty && hi - lo + 1 < p.s1) empty = (lo + p.s1 - 1) / p.s1 > hi / p.s1;
         const bool forced = bb < p.init_blocks || bb >= qb - p.local_blocks;
-        const uint32_t k = bb < n ? f2key(forced ? INFINITY : empty ? -INFINITY : v[u]) : 0u;
+        const uint32_t k = bb < n ? f2key(forced ? INFINITY : bb >= p.e_lo ? -INFINITY : v[u]) : 0u;
         key[u] = k;
         const bool fin = bb < n && k != KINF && k != KNINF;
         nf += (int)(bb < n && k == KINF);
@@ -558,22 +556,24 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
  * its block list (a CTA per list entry at decode, so the K/V bytes spread over all SMs). KPT > 0
  * (sparse steps after k_cd_score): every CTA of a selecting row (qb + 1 > K) first selects the row's
- * list from the block scores itself (cd_select with its 128 threads, KPT keys each, into shared
+ * list from the block scores itself (cd_select with all 256 threads, KPT keys each, into shared
  * memory), so no single CTA's selection and no list in device memory sit between the two kernels;
- * rows that take every causal block use 0..qb. 4 warps:
- * warp w takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in shared memory, its
+ * rows that take every causal block use 0..qb. Then 4 of the 8 warps attend (the selection, a chain
+ * of dependent steps, runs on twice the threads with half the keys each): warp w takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in shared memory, its
  * own online softmax: 16 MMAs for S and 16 for P V a chunk instead of 64 and 64 on one warp), then the
  * four states merge through shared memory into one partial, o unnormalised [16][D] and (max, sum)
  * per row. K and V are two copy groups, so S = Q K^T starts while V is still in flight. */
 #define CD_ATTN_WARPS 4
-static_assert(CD_ATTN_WARPS * 32 == 16 * 8, "k_cd_attn: the merge maps 128 threads to 16 rows x 8 column groups");
+#define CD_SEL_WARPS 8 /* the CTA: all 8 warps select (KPT keys a thread), warps 0-3 attend */
+static_assert(CD_ATTN_WARPS * 16 == 64, "k_cd_attn: the attention warps take 16 keys each of a 64-key chunk");
+static_assert(CD_SEL_WARPS >= CD_ATTN_WARPS, "k_cd_attn: the attention warps are a subset of the CTA");
 template <int D> __host__ __device__ constexpr size_t cd_attn_smem() {
     /* Q, K, V tiles during the chunks; the merge tile [4][16][D + 8] f32 and (max, sum) [4][16] after */
     return (size_t)(16 + 2 * 64) * D * 2 > (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4
                ? (size_t)(16 + 2 * 64) * D * 2
                : (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4;
 }
-template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_WARPS * 32) k_cd_attn(CdParams p) {
+template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_WARPS * 32, 2) k_cd_attn(CdParams p) {
     constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8, OS = D + 8; /* OS: padded merge-tile row */
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
@@ -582,7 +582,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t;
-    for (int x = tid; x < 16 * CH; x += CD_ATTN_WARPS * 32) {
+    for (int x = tid; x < 16 * CH; x += CD_SEL_WARPS * 32) {
         int r = x / CH, c = x % CH;
         bool ok = r < p.G;
         const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
@@ -591,15 +591,11 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    uint32_t qf[KS][4];
-#pragma unroll
-    for (int kk = 0; kk < KS; kk++)
-        ldsm_x4(qf[kk], sQ + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
     cd_pdl_wait(); /* the block scores (and, transitively, K/V from the append) */
     cd_pdl_start();
     int32_t *slist = (int32_t *)(smem + cd_attn_smem<D>()); /* [topk_out] the row's selection */
     if (KPT > 0 && p.sparse && qb + 1 > p.K) {
-        cd_select<(KPT > 0 ? KPT : 4), CD_ATTN_WARPS>(p, rowid, qb, slist);
+        cd_select<(KPT > 0 ? KPT : 4), CD_SEL_WARPS>(p, rowid, qb, slist);
         __syncthreads();
     }
     float o[DT_][4];
@@ -611,7 +607,8 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
     const int r0 = 16 * warp; /* this warp's rows of the K/V tiles */
-    for (int e = split * p.eps; e < e_end; e++) {
+    /* warps CD_ATTN_WARPS.. only select */
+    for (int e = split * p.eps; e < (warp < CD_ATTN_WARPS ? e_end : 0); e++) {
         /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
          * taken (no selection for the row) */
         int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
@@ -640,12 +637,18 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
             for (int j = 0; j < 2; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < KS; kk += 2) {
+                /* Q fragments from shared memory at each use: 32 registers fewer at d 128, so that
+                 * two 256-thread CTAs share an SM */
+                uint32_t qa[2][4];
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    ldsm_x4(qa[h], sQ + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + h) + (lane >> 4) * 8));
 #pragma unroll
                 for (int j = 0; j < 2; j++) {
                     uint32_t r[4];
                     ldsm_x4(r, sK + swz<D>(r0 + 8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-                    mma16816<T>(s[j], qf[kk], r[0], r[1]);
-                    mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+                    mma16816<T>(s[j], qa[0], r[0], r[1]);
+                    mma16816<T>(s[j], qa[1], r[2], r[3]);
                 }
             }
 #pragma unroll
@@ -702,21 +705,26 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
     __syncthreads(); /* every warp is done with the Q/K/V tiles: the merge tile reuses them */
     float *so = (float *)smem;                  /* [4][16][OS] */
     float2 *sml = (float2 *)(so + 4 * 16 * OS); /* [4][16] (max, sum) */
+    if (warp < CD_ATTN_WARPS) {
 #pragma unroll
-    for (int ri = 0; ri < 2; ri++) {
-        float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        const int r = gid + 8 * ri;
-        if (tig == 0) sml[warp * 16 + r] = make_float2(m[ri], lt);
+        for (int ri = 0; ri < 2; ri++) {
+            float lt = l[ri];
+            lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+            const int r = gid + 8 * ri;
+            if (tig == 0) sml[warp * 16 + r] = make_float2(m[ri], lt);
 #pragma unroll
-        for (int j = 0; j < DT_; j++)
-            *reinterpret_cast<float2 *>(so + (warp * 16 + r) * OS + 8 * j + 2 * tig) =
-                make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
+            for (int j = 0; j < DT_; j++)
+                *reinterpret_cast<float2 *>(so + (warp * 16 + r) * OS + 8 * j + 2 * tig) =
+                    make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
+        }
     }
     __syncthreads();
     {
-        const int r = tid >> 3, cg = tid & 7; /* row r, columns 4 cg + 32 i */
+        /* every thread of the CTA: row r, columns 4 cg + 4 CG i */
+        constexpr int CG = CD_SEL_WARPS * 32 / 16;
+        static_assert(D % (4 * CG) == 0, "k_cd_attn: the merge's column groups tile D");
+        const int r = tid / CG, cg = tid % CG;
         float2 mw[CD_ATTN_WARPS];
         float M = -INFINITY;
 #pragma unroll
@@ -733,8 +741,8 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_ATTN_
         }
         float *po = p.apart + ((rowid * p.nsplit + split) * 16 + r) * D;
 #pragma unroll
-        for (int i = 0; i < D / 32; i++) {
-            const int c = 4 * cg + 32 * i;
+        for (int i = 0; i < D / (4 * CG); i++) {
+            const int c = 4 * cg + 4 * CG * i;
             float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
             for (int w = 0; w < CD_ATTN_WARPS; w++) {
@@ -908,10 +916,11 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
             s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
                       (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
                       "k_cd_score", p);
-        constexpr int TH = CD_ATTN_WARPS * 32;
-        attn = c.nbmax <= 16 * TH   ? k_cd_attn<T, D, 16>
+        constexpr int TH = CD_SEL_WARPS * 32;
+        static_assert(CD_MAX_BLOCKS % (4 * TH) == 0 && CD_MAX_BLOCKS / TH > 32, "k_cd_attn: KPT instances");
+        attn = c.nbmax <= 8 * TH    ? k_cd_attn<T, D, 8>
+               : c.nbmax <= 16 * TH ? k_cd_attn<T, D, 16>
                : c.nbmax <= 32 * TH ? k_cd_attn<T, D, 32>
-               : c.nbmax <= 64 * TH ? k_cd_attn<T, D, 64>
                                     : k_cd_attn<T, D, CD_MAX_BLOCKS / TH>;
     } else {
         pdl = 0;
@@ -926,7 +935,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
         }
     }
     if (!s)
-        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_ATTN_WARPS * 32, smem, st, pdl,
+        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_SEL_WARPS * 32, smem, st, pdl,
                   "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
@@ -980,6 +989,14 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     if (p.nsplit < 1) p.nsplit = 1;
     p.n1 = d_windows(p.L, p.l1, p.s1);
     p.nL = p.exact ? p.n1 : d_windows(p.L, p.l2, p.s2);
+    {
+        /* block bb meets a c1 kernel iff a kernel start (a multiple of s1 in [0, s1 (n1 - 1)]) lies
+         * in [B bb - l1 + 1, B bb + B - 1]. None does past (s1 (n1 - 1) + l1 - 1) / B; before it,
+         * a block's range is non-empty and either starts at 0, ends at the last start, or is
+         * B + l1 - 1 >= s1 keys long (B is a multiple of s1: checked by the API), so it holds one */
+        const int64_t s1n1 = (int64_t)p.s1 * (p.n1 - 1);
+        p.e_lo = s1n1 < 0 ? 0 : (int)((s1n1 + p.l1 - 1) / p.B + 1);
+    }
     for (int t = 0; t < p.n; t++) {
         const int pos = p.L - p.n + t;
         p.pos[t] = pos;
