@@ -264,7 +264,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
                 }
             }
         }
-        /* mask + online softmax */
+        /* mask + online softmax, as k_flash90: max on the raw scores, the scale in the exponent's
+         * FFMA, the mask only where this thread's keys are not all visible */
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             bool rowsel = true;
@@ -273,24 +274,27 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
                 int blk = (int)(((int64_t)c * 64) / p.B);
                 rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
             }
+            /* key 8 j + e of this thread visible iff 8 j + e <= lim (clamped: 57 is its last key) */
+            const int lim = rowsel ? (int)max(min(rpos[ri] - (int64_t)c * 64 - 2 * tig, (int64_t)64), (int64_t)-1) : -1;
+            if (lim < 57 || (SPARSE && !b64)) {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        bool ok = 8 * j + e <= lim;
+                        if (SPARSE && !b64 && ok) {
+                            int blk = (int)(((int64_t)c * 64 + 8 * j + 2 * tig + e) / p.B);
+                            ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                        }
+                        if (!ok) s[j][2 * ri + e] = -INFINITY;
+                    }
+            }
             float mx = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int64_t kp = (int64_t)c * 64 + 8 * j + 2 * tig + e;
-                    bool ok = kp <= rpos[ri] && rowsel;
-                    if (SPARSE && !b64 && ok) {
-                        int blk = (int)(kp / p.B);
-                        ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                    }
-                    float v = ok ? s[j][2 * ri + e] * p.scale_log2 : -INFINITY;
-                    s[j][2 * ri + e] = v;
-                    mx = fmaxf(mx, v);
-                }
+            for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[ri], mx);
+            float mn = fmaxf(m[ri], mx * p.scale_log2);
             float mu = mn == -INFINITY ? 0.f : mn;
             float alpha = exp2f(m[ri] - mu);
             m[ri] = mn;
@@ -299,7 +303,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             for (int j = 0; j < 8; j++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    float pe = exp2f(s[j][2 * ri + e] - mu);
+                    float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
                     s[j][2 * ri + e] = pe;
                     acc += pe;
                 }
