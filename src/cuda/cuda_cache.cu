@@ -205,10 +205,10 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the
  *               finite keys differ, one index-ordered scan (ties to the lower index): ascending, -1
  *               padded (the SPEC rule, like warp_topk); rows whose causal blocks are all taken
- *               (qb + 1 <= K) use 0..qb. Then warps 0-3 attend its eps entries of the list (64-key chunks,
- *               16 keys a warp, online softmax in base 2, P from registers, the warps merged in
- *               shared memory) and writes one partial (o unnormalised, max, sum); one entry a CTA at
- *               decode
+ *               (qb + 1 <= K) use 0..qb. Then its two groups of 4 warps attend its eps entries of
+ *               the list side by side (64-key chunks, 16 keys a warp, online softmax in base 2, P
+ *               from registers, the 8 warps merged in shared memory) and it writes one partial (o
+ *               unnormalised, max, sum); two entries a CTA at decode
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
@@ -236,7 +236,7 @@ struct CdParams {
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
     int ntL, nbmax, nbt; /* LSE-level tiles, block-score slots, blocks touched by one c1 tile */
-    int sparse, nsplit, eps; /* attention: entries of the block list per split (one-warp CTA) */
+    int sparse, nsplit, eps; /* attention: entries of the block list per split (one k_cd_attn CTA) */
     /* from the host, so that no kernel divides: kernel counts at length L, and per token t the
      * position, its block, and the c1 / LSE-level kernels it sees */
     int n1, nL;
@@ -558,31 +558,36 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
  * (sparse steps after k_cd_score): every CTA of a selecting row (qb + 1 > K) first selects the row's
  * list from the block scores itself (cd_select with all 256 threads, KPT keys each, into shared
  * memory), so no single CTA's selection and no list in device memory sit between the two kernels;
- * rows that take every causal block use 0..qb. Then 4 of the 8 warps attend (the selection, a chain
- * of dependent steps, runs on twice the threads with half the keys each): warp w takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in shared memory, its
- * own online softmax: 16 MMAs for S and 16 for P V a chunk instead of 64 and 64 on one warp), then the
- * four states merge through shared memory into one partial, o unnormalised [16][D] and (max, sum)
- * per row. K and V are two copy groups, so S = Q K^T starts while V is still in flight. */
-#define CD_ATTN_WARPS 4
-#define CD_SEL_WARPS 8 /* the CTA: all 8 warps select (KPT keys a thread), warps 0-3 attend */
-static_assert(CD_ATTN_WARPS * 16 == 64, "k_cd_attn: the attention warps take 16 keys each of a 64-key chunk");
-static_assert(CD_SEL_WARPS >= CD_ATTN_WARPS, "k_cd_attn: the attention warps are a subset of the CTA");
+ * rows that take every causal block use 0..qb. Then the 8 warps attend as 2 groups of 4, group q
+ * taking entries q, q + 2, ... of the CTA's share (two blocks at once at decode): warp w of a group
+ * takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in the group's tiles, its own
+ * online softmax: 16 MMAs for S and 16 for P V a chunk), then the eight states merge through shared
+ * memory into one partial, o unnormalised [16][D] and (max, sum) per row. K and V are two copy
+ * groups, so S = Q K^T starts while V is still in flight. */
+#define CD_WARPS 8        /* the CTA: all warps select (KPT keys a thread) and attend */
+#define CD_GROUP_WARPS 4  /* a group attends one list entry at a time, 16 keys of a 64-key chunk a warp */
+#define CD_GROUPS (CD_WARPS / CD_GROUP_WARPS)
+static_assert(CD_GROUP_WARPS * 16 == 64, "k_cd_attn: a group's warps take 16 keys each of a 64-key chunk");
+static_assert(CD_WARPS % CD_GROUP_WARPS == 0, "k_cd_attn: whole groups");
 template <int D> __host__ __device__ constexpr size_t cd_attn_smem() {
-    /* Q, K, V tiles during the chunks; the merge tile [4][16][D + 8] f32 and (max, sum) [4][16] after */
-    return (size_t)(16 + 2 * 64) * D * 2 > (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4
-               ? (size_t)(16 + 2 * 64) * D * 2
-               : (size_t)(4 * 16 * (D + 8) + 4 * 16 * 2) * 4;
+    /* Q and each group's K, V tiles during the chunks; the merge tile [8][16][D + 8] f32 and
+     * (max, sum) [8][16] after */
+    return (size_t)(16 + CD_GROUPS * 2 * 64) * D * 2 > (size_t)(CD_WARPS * 16 * (D + 8) + CD_WARPS * 16 * 2) * 4
+               ? (size_t)(16 + CD_GROUPS * 2 * 64) * D * 2
+               : (size_t)(CD_WARPS * 16 * (D + 8) + CD_WARPS * 16 * 2) * 4;
 }
-template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_WARPS * 32, 2) k_cd_attn(CdParams p) {
+template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS * 32, 2) k_cd_attn(CdParams p) {
     constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8, OS = D + 8; /* OS: padded merge-tile row */
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
-    uint16_t *sQ = (uint16_t *)smem, *sK = sQ + 16 * D, *sV = sK + 64 * D; /* [16][D], [64][D], [64][D] */
+    const int grp = warp / CD_GROUP_WARPS, wq = warp % CD_GROUP_WARPS;
+    /* [16][D]; this group's [64][D] K and V tiles */
+    uint16_t *sQ = (uint16_t *)smem, *sK = sQ + 16 * D + grp * 2 * 64 * D, *sV = sK + 64 * D;
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t;
-    for (int x = tid; x < 16 * CH; x += CD_SEL_WARPS * 32) {
+    for (int x = tid; x < 16 * CH; x += CD_WARPS * 32) {
         int r = x / CH, c = x % CH;
         bool ok = r < p.G;
         const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
@@ -595,7 +600,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_W
     cd_pdl_start();
     int32_t *slist = (int32_t *)(smem + cd_attn_smem<D>()); /* [topk_out] the row's selection */
     if (KPT > 0 && p.sparse && qb + 1 > p.K) {
-        cd_select<(KPT > 0 ? KPT : 4), CD_SEL_WARPS>(p, rowid, qb, slist);
+        cd_select<(KPT > 0 ? KPT : 4), CD_WARPS>(p, rowid, qb, slist);
         __syncthreads();
     }
     float o[DT_][4];
@@ -606,9 +611,8 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_W
     const int e_end = min(list_len, (split + 1) * p.eps);
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
-    const int r0 = 16 * warp; /* this warp's rows of the K/V tiles */
-    /* warps CD_ATTN_WARPS.. only select */
-    for (int e = split * p.eps; e < (warp < CD_ATTN_WARPS ? e_end : 0); e++) {
+    const int r0 = 16 * wq; /* this warp's rows of its group's K/V tiles */
+    for (int e = split * p.eps + grp; e < e_end; e += CD_GROUPS) {
         /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
          * taken (no selection for the row) */
         int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
@@ -701,11 +705,11 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_W
             }
         }
     }
-    /* merge the 4 warps: row r = gid + 8 ri of warp w holds columns 8 j + 2 tig (+1) */
+    /* merge the 8 warps: row r = gid + 8 ri of warp w holds columns 8 j + 2 tig (+1) */
     __syncthreads(); /* every warp is done with the Q/K/V tiles: the merge tile reuses them */
-    float *so = (float *)smem;                  /* [4][16][OS] */
-    float2 *sml = (float2 *)(so + 4 * 16 * OS); /* [4][16] (max, sum) */
-    if (warp < CD_ATTN_WARPS) {
+    float *so = (float *)smem;                         /* [8][16][OS] */
+    float2 *sml = (float2 *)(so + CD_WARPS * 16 * OS); /* [8][16] (max, sum) */
+    {
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             float lt = l[ri];
@@ -722,20 +726,20 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_W
     __syncthreads();
     {
         /* every thread of the CTA: row r, columns 4 cg + 4 CG i */
-        constexpr int CG = CD_SEL_WARPS * 32 / 16;
+        constexpr int CG = CD_WARPS * 32 / 16;
         static_assert(D % (4 * CG) == 0, "k_cd_attn: the merge's column groups tile D");
         const int r = tid / CG, cg = tid % CG;
-        float2 mw[CD_ATTN_WARPS];
+        float2 mw[CD_WARPS];
         float M = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < CD_ATTN_WARPS; w++) {
+        for (int w = 0; w < CD_WARPS; w++) {
             mw[w] = sml[w * 16 + r];
             M = fmaxf(M, mw[w].x);
         }
         const float mu = M == -INFINITY ? 0.f : M;
-        float f[CD_ATTN_WARPS], L = 0.f;
+        float f[CD_WARPS], L = 0.f;
 #pragma unroll
-        for (int w = 0; w < CD_ATTN_WARPS; w++) {
+        for (int w = 0; w < CD_WARPS; w++) {
             f[w] = exp2f(mw[w].x - mu);
             L += mw[w].y * f[w];
         }
@@ -745,7 +749,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_SEL_W
             const int c = 4 * cg + 4 * CG * i;
             float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-            for (int w = 0; w < CD_ATTN_WARPS; w++) {
+            for (int w = 0; w < CD_WARPS; w++) {
                 const float4 x = *reinterpret_cast<const float4 *>(so + (w * 16 + r) * OS + c);
                 acc.x += f[w] * x.x;
                 acc.y += f[w] * x.y;
@@ -845,11 +849,13 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     if (c.ntL < 1) c.ntL = 1;
     c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
     int rows = (int)(ap->Hkv * n);
-    int target = (4 * cuda_num_sms() + rows - 1) / rows; /* one-warp CTAs per (head, token) */
+    /* attention CTAs per (head, token) row: two per SM over all rows (a sparse decode list of 96
+     * blocks takes 48 of them, one per SM, each attending two blocks at once with its two groups) */
+    int target = (2 * cuda_num_sms() + rows - 1) / rows;
     if (target < 1) target = 1;
     if (target > 1024) target = 1024;
     c.target = target;
-    c.nsplit = target; /* any list: eps = ceil(len / target) entries a split gives <= target splits */
+    c.nsplit = target; /* any list: eps >= len / target entries a split gives <= target splits */
     size_t off = 0;
     c.off_part = off;
     off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
@@ -916,7 +922,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
             s = cd_go(k_cd_score<T, D>, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), (unsigned)p.n, (unsigned)p.Hkv), 32,
                       (size_t)((c.nbt + 3) & ~3) * sizeof(int) + (size_t)32 * c.ntL * sizeof(float), st, pdl,
                       "k_cd_score", p);
-        constexpr int TH = CD_SEL_WARPS * 32;
+        constexpr int TH = CD_WARPS * 32;
         static_assert(CD_MAX_BLOCKS % (4 * TH) == 0 && CD_MAX_BLOCKS / TH > 32, "k_cd_attn: KPT instances");
         attn = c.nbmax <= 8 * TH    ? k_cd_attn<T, D, 8>
                : c.nbmax <= 16 * TH ? k_cd_attn<T, D, 16>
@@ -935,7 +941,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
         }
     }
     if (!s)
-        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_SEL_WARPS * 32, smem, st, pdl,
+        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_WARPS * 32, smem, st, pdl,
                   "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
@@ -981,10 +987,11 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.nbmax = c.nbmax;
     p.nbt = c.nbt;
     p.sparse = ap->seqs[0].sparse;
-    /* the splits this call needs (<= the planned ones): its list over at most target CTAs */
+    /* the splits this call needs (<= the planned ones): its list over at most target CTAs, a
+     * multiple of the CTA's CD_GROUPS entries each (the groups attend side by side) */
     const int list_len = p.sparse ? p.topk_out : (p.L - 1) / p.B + 1;
-    p.eps = (list_len + c.target - 1) / c.target;
-    if (p.eps < 1) p.eps = 1;
+    p.eps = CD_GROUPS * ((list_len + CD_GROUPS * c.target - 1) / (CD_GROUPS * c.target));
+    if (p.eps < CD_GROUPS) p.eps = CD_GROUPS;
     p.nsplit = (list_len + p.eps - 1) / p.eps;
     if (p.nsplit < 1) p.nsplit = 1;
     p.n1 = d_windows(p.L, p.l1, p.s1);
