@@ -12,6 +12,7 @@
  * Split-KV (few CTAs, e.g. decode): the chunk list is cut into nsplit ranges, partial results are
  * merged by k_combine.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,9 @@ struct FlashParams {
     int nbw;         /* words of one token's block bitmap */
     int ncw;         /* words of the chunk bitmap */
     int tma;         /* k_flash90: K/V chunks inside the sequence come by TMA (tensor maps valid) */
+    /* k_flash90 sparse, one split: [Hkv][total_q] the sequence-relative query token in each tile
+     * slot (tile i = slots TT i .. TT i + TT - 1; k_group_tokens), or NULL: token = slot */
+    const int32_t *perm;
 };
 
 __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
@@ -420,11 +424,22 @@ __global__ void __launch_bounds__(256, 2)
         if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
     }
     const int ntok = min(p.TT, lq - tok0);
-    const int64_t pos0 = (int64_t)lk - lq + tok0;
-    const int64_t pos_last = pos0 + ntok - 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int wg = warp >> 2;
     const int G = p.G, Gt = p.Gt;
+    /* the tile's tokens (sequence-relative): slot tt holds token sTix[tt] (tok0 + tt without a
+     * grouping table); position = lk - lq + token */
+    __shared__ int sTix[M];
+    const bool grouped = SPARSE && p.perm != nullptr;
+    if (tid < ntok) sTix[tid] = grouped ? p.perm[(int64_t)g * p.sd.total_q + q0 + tok0 + tid] : tok0 + tid;
+    __syncthreads();
+    const int64_t pos_base = (int64_t)lk - lq;
+    int tok_last = tok0 + ntok - 1; /* the tile's last token */
+    if (grouped) {
+        tok_last = sTix[0];
+        for (int i = 1; i < ntok; i++) tok_last = max(tok_last, sTix[i]);
+    }
+    const int64_t pos_last = pos_base + tok_last;
 
     /* per row of this thread: offset of its token's block bitmap, position (-1: invalid row);
      * 32-bit positions (lk < 2^31) keep the register count at the 2-CTA cap */
@@ -435,12 +450,13 @@ __global__ void __launch_bounds__(256, 2)
         int tt = r / Gt, hh = hc * Gt + r % Gt;
         bool ok = r < p.TT * Gt && tt < ntok && hh < G;
         rbo[ri] = ok ? tt * p.nbw : 0;
-        rpos[ri] = ok ? (int)(pos0 + tt) : -1;
+        rpos[ri] = ok ? (int)(pos_base + sTix[tt]) : -1;
     }
-    /* this warpgroup's tokens: [wt0, wt1] (wt1 < wt0: no valid rows) */
+    /* this warpgroup's tokens: slots [wt0, wt1] (wt1 < wt0: no valid rows) */
     const int wt0 = (wg * 64) / Gt;
     const int wt1 = min(min((wg * 64 + 63) / Gt, ntok - 1), (p.TT * Gt - 1) / Gt);
-    const int wg_last_pos = wt1 >= wt0 ? (int)(pos0 + wt1) : -1;
+    int wg_last_pos = -1;
+    for (int i = wt0; i <= wt1; i++) wg_last_pos = max(wg_last_pos, (int)(pos_base + sTix[i]));
 
     {
         const uint16_t *qg = (const uint16_t *)p.q;
@@ -448,7 +464,7 @@ __global__ void __launch_bounds__(256, 2)
             int r = i / CH, c = i % CH;
             int tt = r / Gt, hh = hc * Gt + r % Gt;
             bool ok = r < p.TT * Gt && tt < ntok && hh < G;
-            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+            const uint16_t *src = qg + (ok ? ((q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
             cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
         }
     }
@@ -458,8 +474,8 @@ __global__ void __launch_bounds__(256, 2)
         const int32_t nb_seq = (lk + p.B - 1) / p.B;
         for (int i = tid; i < ntok * p.topk_cols; i += NT) {
             int tt = i / p.topk_cols, kk = i % p.topk_cols;
-            int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_cols + kk];
-            int64_t pos = pos0 + tt;
+            int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + sTix[tt]) * p.topk_cols + kk];
+            int64_t pos = pos_base + sTix[tt];
             if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
             atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
             int w0 = (tt * Gt) / 64, w1 = min((tt * Gt + Gt - 1) / 64, NWG - 1);
@@ -681,7 +697,7 @@ __global__ void __launch_bounds__(256, 2)
         }
         int tt = r / Gt, hh = hc * Gt + r % Gt;
         if (!(r < p.TT * Gt && tt < ntok && hh < G)) continue;
-        int64_t trow = q0 + tok0 + tt;
+        int64_t trow = q0 + sTix[tt];
         int64_t h = (int64_t)g * G + hh;
         T *orow = (T *)p.out + (trow * p.Hq + h) * D;
 #pragma unroll
@@ -694,6 +710,106 @@ __global__ void __launch_bounds__(256, 2)
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
 #endif
+}
+
+/* Stage-2 token grouping for k_flash90 (sparse, one split). A tile walks the union of the 64-key
+ * chunks its TT tokens selected, and per-token selections of neighbouring tokens overlap little, so
+ * which tokens share a tile sets the work. Inside each window of GROUP_TILES * TT consecutive query
+ * tokens of a sequence (per KV head), tiles are formed greedily: a tile starts at the lowest free
+ * token and adds, one at a time, the free token that adds the fewest chunks to its union (the
+ * lowest on ties). Rows are masked per token, so the grouping changes only which rows share a
+ * tile, never a row's result. perm[g][q0 + w0 + slot] = the token (sequence-relative) of that
+ * slot. grid (windows, num_seqs, Hkv), 256 threads; dynamic shared memory group_smem(). */
+#define GROUP_TILES 8
+static size_t group_smem(int TT, int ncw) {
+    const size_t W = (size_t)GROUP_TILES * TT;
+    return (W * ncw + ncw) * sizeof(uint32_t) + 2 * W * sizeof(int);
+}
+
+__global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm) {
+    extern __shared__ uint32_t gsm[];
+    const int W = GROUP_TILES * p.TT, ncw = p.ncw;
+    const int b = blockIdx.y, g = blockIdx.z, w0 = blockIdx.x * W;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    if (w0 >= lq) return;
+    if (p.filter) {
+        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
+        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
+    }
+    const int nw = min(W, lq - w0);
+    uint32_t *bm = gsm;                     /* [W][ncw] chunk bitmaps of the window's tokens */
+    uint32_t *u = bm + (size_t)W * ncw;     /* [ncw] the open tile's union */
+    int *grow = (int *)(u + ncw);           /* [W] chunks a free token would add; INT_MAX: taken */
+    int *order = grow + W;                  /* [W] slot -> token of the window */
+    __shared__ int sbest;
+    for (int i = tid; i < nw * ncw; i += 256) bm[i] = 0u;
+    for (int i = tid; i < W; i += 256) grow[i] = i < nw ? 0 : INT_MAX;
+    __syncthreads();
+    const int32_t nb_seq = (lk + p.B - 1) / p.B;
+    for (int i = tid; i < nw * p.topk_cols; i += 256) {
+        const int tt = i / p.topk_cols, kk = i % p.topk_cols;
+        const int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + w0 + tt) * p.topk_cols + kk];
+        const int64_t pos = (int64_t)lk - lq + w0 + tt;
+        if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+        const int64_t kend = min((int64_t)blk * p.B + p.B - 1, pos);
+        for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+            atomicOr(&bm[tt * ncw + (c >> 5)], 1u << (c & 31));
+    }
+    __syncthreads();
+    for (int slot = 0; slot < nw; slot++) {
+        if (slot % p.TT == 0) { /* a new tile: the lowest free token, and its chunks as the union */
+            if (warp == 0) {
+                int best = -1;
+                for (int base = 0; base < nw && best < 0; base += 32) {
+                    const uint32_t m = __ballot_sync(0xffffffffu, base + lane < nw && grow[base + lane] != INT_MAX);
+                    if (m) best = base + __ffs(m) - 1;
+                }
+                if (lane == 0) sbest = best;
+            }
+            __syncthreads();
+            const int best = sbest;
+            for (int w = tid; w < ncw; w += 256) u[w] = bm[best * ncw + w];
+            if (tid == 0) {
+                order[slot] = best;
+                grow[best] = INT_MAX;
+            }
+            __syncthreads();
+            continue;
+        }
+        /* every free token's growth of the union: a warp a token, lanes over the words */
+        for (int t = warp; t < nw; t += 8) {
+            if (grow[t] == INT_MAX) continue;
+            int cnt = 0;
+            for (int w = lane; w < ncw; w += 32) cnt += __popc(bm[t * ncw + w] & ~u[w]);
+#pragma unroll
+            for (int o = 16; o; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
+            if (lane == 0) grow[t] = cnt;
+        }
+        __syncthreads();
+        if (warp == 0) { /* argmin, lowest token on ties */
+            int bv = INT_MAX, bi = W;
+            for (int t = lane; t < nw; t += 32)
+                if (grow[t] < bv) bv = grow[t], bi = t;
+#pragma unroll
+            for (int o = 16; o; o >>= 1) {
+                const int ov = __shfl_xor_sync(0xffffffffu, bv, o), oi = __shfl_xor_sync(0xffffffffu, bi, o);
+                if (ov < bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+            }
+            if (lane == 0) sbest = bi;
+        }
+        __syncthreads();
+        const int best = sbest;
+        for (int w = tid; w < ncw; w += 256) u[w] |= bm[best * ncw + w];
+        if (tid == 0) {
+            order[slot] = best;
+            grow[best] = INT_MAX;
+        }
+        __syncthreads();
+    }
+    for (int i = tid; i < nw; i += 256) perm[(int64_t)g * p.sd.total_q + q0 + w0 + i] = w0 + order[i];
 }
 
 /* merges the nsplit partial results of each row; grid = the flash grid without the split factor */
@@ -810,9 +926,25 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     return c;
 }
 
+/* bytes of the token grouping table (k_group_tokens) when a one-split sparse k_flash90 launch takes
+ * one: tiles of 2..16 tokens (groups of 8 to 128 heads), the window's chunk bitmaps within the
+ * default 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 */
+static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("INFLLM_CUDA_NO_GROUP");
+        off = e && atoi(e) == 1;
+    }
+    const int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    if (off || !sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16 || group_smem(c.TT, ncw) > 48 * 1024)
+        return 0;
+    return (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256;
+}
+
+/* scratch of a flash launch: split-KV partials, or (one split) the token grouping table */
 size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols) {
     FlashCfg c = flash_cfg(ap, sparse, topk_cols, 1);
-    if (c.nsplit <= 1) return 0;
+    if (c.nsplit <= 1) return flash_group_bytes(ap, c, sparse);
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
     return (size_t)ctas * c.nsplit * 16 * c.NW * (ap->D + 1) * sizeof(float) + 256;
 }
@@ -951,6 +1083,15 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     }
     p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    const size_t gbytes = flash_group_bytes(ap, c, sparse);
+    if (gbytes && split_ws && split_ws_bytes >= gbytes) {
+        /* tiles of similar selections; the table lives where split partials would */
+        const int W = GROUP_TILES * c.TT;
+        dim3 gg((unsigned)((ap->max_lq + W - 1) / W), (unsigned)ap->num_seqs, (unsigned)ap->Hkv);
+        k_group_tokens<<<gg, 256, group_smem(c.TT, p.ncw), st>>>(p, (int32_t *)split_ws);
+        CU_LAUNCH_CHECK("k_group_tokens");
+        p.perm = (const int32_t *)split_ws;
+    }
     if (ap->dtype == INFLLM_DTYPE_BF16)
         return ap->D == 128 ? flash_dispatch<__nv_bfloat16, 128>(p, c, sparse, ap->total_k, st)
                             : flash_dispatch<__nv_bfloat16, 64>(p, c, sparse, ap->total_k, st);
