@@ -714,21 +714,21 @@ __global__ void __launch_bounds__(256, 2)
 
 /* Stage-2 token grouping for k_flash90 (sparse, one split). A tile walks the union of the 64-key
  * chunks its TT tokens selected, and per-token selections of neighbouring tokens overlap little, so
- * which tokens share a tile sets the work. Inside each window of GROUP_TILES * TT consecutive query
+ * which tokens share a tile sets the work. Inside each window of `tiles` * TT consecutive query
  * tokens of a sequence (per KV head), tiles are formed greedily: a tile starts at the lowest free
  * token and adds, one at a time, the free token that adds the fewest chunks to its union (the
  * lowest on ties). Rows are masked per token, so the grouping changes only which rows share a
  * tile, never a row's result. perm[g][q0 + w0 + slot] = the token (sequence-relative) of that
- * slot. grid (windows, num_seqs, Hkv), 256 threads; dynamic shared memory group_smem(). */
-#define GROUP_TILES 8
-static size_t group_smem(int TT, int ncw) {
-    const size_t W = (size_t)GROUP_TILES * TT;
+ * slot. grid (windows, num_seqs, Hkv), 256 threads; dynamic shared memory group_smem(). Windows of
+ * 8 tiles (INFLLM_CUDA_GROUP_TILES=16: 16 tiles where the bitmaps fit). */
+static size_t group_smem(int tiles, int TT, int ncw) {
+    const size_t W = (size_t)tiles * TT;
     return (W * ncw + ncw) * sizeof(uint32_t) + 2 * W * sizeof(int);
 }
 
-__global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm) {
+__global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm, int tiles) {
     extern __shared__ uint32_t gsm[];
-    const int W = GROUP_TILES * p.TT, ncw = p.ncw;
+    const int W = tiles * p.TT, ncw = p.ncw;
     const int b = blockIdx.y, g = blockIdx.z, w0 = blockIdx.x * W;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     int64_t q0, k0;
@@ -927,18 +927,24 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
 }
 
 /* bytes of the token grouping table (k_group_tokens) when a one-split sparse k_flash90 launch takes
- * one: tiles of 2..16 tokens (groups of 8 to 128 heads), the window's chunk bitmaps within the
+ * one: tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the
  * default 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 */
-static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
-    static int off = -1;
+static int flash_group_tiles(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
+    static int off = -1, want = 8;
     if (off < 0) {
         const char *e = getenv("INFLLM_CUDA_NO_GROUP");
         off = e && atoi(e) == 1;
+        e = getenv("INFLLM_CUDA_GROUP_TILES");
+        want = e && atoi(e) == 16 ? 16 : 8;
     }
     const int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
-    if (off || !sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16 || group_smem(c.TT, ncw) > 48 * 1024)
-        return 0;
-    return (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256;
+    if (off || !sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16) return 0;
+    for (int tiles = want; tiles >= 8; tiles /= 2)
+        if (group_smem(tiles, c.TT, ncw) <= 48 * 1024) return tiles;
+    return 0;
+}
+static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
+    return flash_group_tiles(ap, c, sparse) ? (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256 : 0;
 }
 
 /* scratch of a flash launch: split-KV partials, or (one split) the token grouping table */
@@ -1083,12 +1089,12 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     }
     p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
-    const size_t gbytes = flash_group_bytes(ap, c, sparse);
-    if (gbytes && split_ws && split_ws_bytes >= gbytes) {
+    const int gtiles = flash_group_tiles(ap, c, sparse);
+    if (gtiles && split_ws && split_ws_bytes >= flash_group_bytes(ap, c, sparse)) {
         /* tiles of similar selections; the table lives where split partials would */
-        const int W = GROUP_TILES * c.TT;
+        const int W = gtiles * c.TT;
         dim3 gg((unsigned)((ap->max_lq + W - 1) / W), (unsigned)ap->num_seqs, (unsigned)ap->Hkv);
-        k_group_tokens<<<gg, 256, group_smem(c.TT, p.ncw), st>>>(p, (int32_t *)split_ws);
+        k_group_tokens<<<gg, 256, group_smem(gtiles, c.TT, p.ncw), st>>>(p, (int32_t *)split_ws, gtiles);
         CU_LAUNCH_CHECK("k_group_tokens");
         p.perm = (const int32_t *)split_ws;
     }
