@@ -596,8 +596,8 @@ __global__ void __launch_bounds__(256, 2)
             /* softmax in base 2 on the raw scores: the row max is taken before scaling (the scale is
              * > 0, so max(s) * scale is the max of the scaled scores) and the scale goes into the
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
-             * unselected block, block sizes below 64) masks; O is rescaled only when some row of
-             * the warp has a new max (alpha == 1 otherwise, which would leave O unchanged) */
+             * unselected block, block sizes below 64) masks. (Skipping the O rescale when no row
+             * max of the warp moved makes ptxas serialize the wgmma at this register cap: C7512.) */
             float alpha[2];
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
@@ -641,14 +641,12 @@ __global__ void __launch_bounds__(256, 2)
                     }
                 l[ri] = l[ri] * alpha[ri] + acc;
             }
-            {
 #pragma unroll
-                for (int j = 0; j < DT_; j++) {
-                    o[j][0] *= alpha[0];
-                    o[j][1] *= alpha[0];
-                    o[j][2] *= alpha[1];
-                    o[j][3] *= alpha[1];
-                }
+            for (int j = 0; j < DT_; j++) {
+                o[j][0] *= alpha[0];
+                o[j][1] *= alpha[0];
+                o[j][2] *= alpha[1];
+                o[j][3] *= alpha[1];
             }
             uint32_t a[4][4];
 #pragma unroll
