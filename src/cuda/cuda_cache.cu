@@ -554,7 +554,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
 }
 
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
- * its block list (a CTA per list entry at decode, so the K/V bytes spread over all SMs). KPT > 0
+ * its block list (two entries a CTA at decode, so the K/V bytes spread over all SMs). KPT > 0
  * (sparse steps after k_cd_score): every CTA of a selecting row (qb + 1 > K) first selects the row's
  * list from the block scores itself (cd_select with all 256 threads, KPT keys each, into shared
  * memory), so no single CTA's selection and no list in device memory sit between the two kernels;
