@@ -9,10 +9,12 @@ rule as the GPU: top-k identical on >= 99% of rows) on the inputs bench/cuda_ben
 numpy's generator, so the values differ but the statistics are the same), and prints, per group
 size, the mean union in blocks for
 
-  consecutive  tokens 4c..4c+3 (what the kernels do now)
+  consecutive  tokens 4c..4c+3 (what the kernels did before k_group_tokens)
   greedy W     tokens grouped inside windows of W consecutive tokens: a group starts at the
                lowest unassigned token and adds, one at a time, the token that grows the union
-               least (a permutation the kernel could take from a table)
+               least (what k_group_tokens does, with W = 8 tiles' tokens: 64 at group 16)
+  +swaps W     (--refine) greedy W, then swaps of two tokens between groups of a window while
+               one lowers the window's total union (not built; on a --sample of the windows)
 
 (tokens past the last whole group or window are left out), and, in parentheses, union / K
 (K = the blocks one token selects, 96 by default): a warpgroup computes every chunk of the union
@@ -20,6 +22,7 @@ for all its rows, so that is the MMA work per useful MMA, and union / tokens is 
 per token.
 
     python3 bench/stage2_union.py --lib build-cpu/libinfllm.so [--T 32768] [--random] [--csv]
+                                  [--refine --sample 0.15]
 """
 import argparse
 import ctypes as C
@@ -131,6 +134,57 @@ def union_greedy(m, gs, W):
     return tot / cnt
 
 
+def greedy_groups(win, gs):
+    """the greedy grouping of one window's masks [W, nb] into groups of gs (lists of rows)"""
+    W = win.shape[0]
+    free = np.ones(W, bool)
+    groups = []
+    for _ in range(W // gs):
+        seed = int(np.argmax(free))
+        free[seed] = False
+        u = win[seed].copy()
+        grp = [seed]
+        for _ in range(gs - 1):
+            cand = np.flatnonzero(free)
+            j = int(cand[np.argmin((win[cand] & ~u).sum(axis=1))])
+            free[j] = False
+            u |= win[j]
+            grp.append(j)
+        groups.append(grp)
+    return groups
+
+
+def union_refined(m, gs, W, sample, seed):
+    """(greedy, greedy + swaps) mean unions over a random sample of the windows"""
+    G, T, nb = m.shape
+    rng = np.random.default_rng(seed)
+    greedy_tot, refined_tot, cnt = 0, 0, 0
+    for g in range(G):
+        for w0 in range(0, T - W + 1, W):
+            if rng.random() >= sample:
+                continue
+            win = m[g, w0:w0 + W]
+            groups = greedy_groups(win, gs)
+            unions = [win[grp].any(axis=0) for grp in groups]
+            greedy_tot += sum(int(u.sum()) for u in unions)
+            improved = True
+            while improved:
+                improved = False
+                for a in range(len(groups)):
+                    for b in range(a + 1, len(groups)):
+                        for i in range(gs):
+                            for j in range(gs):
+                                ga, gb = groups[a][:], groups[b][:]
+                                ga[i], gb[j] = gb[j], ga[i]
+                                ua, ub = win[ga].any(axis=0), win[gb].any(axis=0)
+                                if int(ua.sum()) + int(ub.sum()) < int(unions[a].sum()) + int(unions[b].sum()):
+                                    groups[a], groups[b], unions[a], unions[b] = ga, gb, ua, ub
+                                    improved = True
+            refined_tot += sum(int(u.sum()) for u in unions)
+            cnt += len(groups)
+    return greedy_tot / max(cnt, 1), refined_tot / max(cnt, 1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default="build-cpu/libinfllm.so")
@@ -140,12 +194,17 @@ def main():
     ap.add_argument("--windows", default="16,64,256")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--csv", action="store_true")
+    ap.add_argument("--refine", action="store_true",
+                    help="also greedy + pairwise swaps (8-token groups, the first window size; slow)")
+    ap.add_argument("--sample", type=float, default=0.15, help="fraction of the windows --refine visits")
     a = ap.parse_args()
     wins = [int(x) for x in a.windows.split(",") if x]
     if a.T < 64 or a.T > 262144:
         sys.exit("stage2_union: --T must be in [64, 262144] (the scores of all T x T/16 pairs are held in memory)")
     if any(w < 1 or w > a.T for w in wins):
         sys.exit("stage2_union: every --windows entry must be in [1, T]")
+    if a.refine and (not wins or wins[0] < 8 or not 0.0 < a.sample <= 1.0):
+        sys.exit("stage2_union: --refine needs a first --windows entry >= 8 and --sample in (0, 1]")
     try:
         lib = C.CDLL(a.lib)
     except OSError as e:
@@ -164,10 +223,14 @@ def main():
     inp = "random" if a.random else "structured"
     print(f"# stage-2 unions: T={a.T}, {inp} inputs, {nb} blocks of 64, {K} selected per token (mean), "
           f"Hq {HQ}, Hkv {HKV}")
+    refined = union_refined(m, 8, wins[0], a.sample, a.seed) if a.refine else None
     if a.csv:
         print("tokens," + ",".join(cols))
         for gs, r in rows:
             print(f"{gs}," + ",".join(f"{x:.1f}" for x in r))
+        if refined:
+            print(f"# 8-token groups, windows of {wins[0]}, {a.sample:.0%} of the windows: greedy,greedy+swaps\n"
+                  f"8,{refined[0]:.1f},{refined[1]:.1f}")
         return
     print("| tokens per group | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -175,6 +238,10 @@ def main():
         cells = [f"{x:.1f} ({x / K:.2f})" for x in r]
         print(f"| {gs} | " + " | ".join(cells) + " |")
     print(f"(mean union in blocks; in parentheses union / {K}: MMA work per useful MMA when a group's rows share one walk)")
+    if refined:
+        gr, rf = refined
+        print(f"8-token groups, windows of {wins[0]}, {a.sample:.0%} of the windows: greedy {gr:.1f}, "
+              f"greedy + swaps {rf:.1f} ({(1 - rf / gr) * 100:.1f}% less)")
 
 
 if __name__ == "__main__":
