@@ -1,4 +1,4 @@
-// docs/wip-dec-steps-emu.cpp: g++ -O2 -o sel docs/wip-dec-steps-emu.cpp && ./sel (about a minute)
+// docs/wip-dec-steps-emu.cpp: g++ -O2 -o sel docs/wip-dec-steps-emu.cpp && ./sel [rows, 200000 by default: about a minute]
 // host emulation of cd_select's threshold search: 2-bit steps (as in main) vs 4-bit steps (wip),
 // against a sort; keys as cd_select builds them (bf16-like finite scores, forced +inf, empty -inf)
 #include <cstdio>
@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <random>
 #include <cmath>
+#include <cstdlib>
 static uint32_t f2key(float f) { uint32_t u; memcpy(&u, &f, 4); return (u & 0x80000000u) ? ~u : (u | 0x80000000u); }
 static int clz(uint32_t x) { return x ? __builtin_clz(x) : 32; }
 static const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu;
-// returns thr (the K-th largest key)
-static uint32_t search2(const std::vector<uint32_t>& key, int n, int K) {
+// the search's start, as cd_select: +inf / -inf thresholds from the counts, else the bits in
+// which the finite keys differ (rem) above their common bits (thr)
+static void search_start(const std::vector<uint32_t>& key, int n, int K, uint32_t& thr, uint32_t& rem) {
     int NF = 0, NE = 0; uint32_t OR = 0, AND = 0xffffffffu;
     for (int i = 0; i < (int)key.size(); i++) {
         bool in = i < n; uint32_t k = key[i];
@@ -20,9 +22,13 @@ static uint32_t search2(const std::vector<uint32_t>& key, int n, int K) {
         NF += in && k == KINF; NE += in && k == KNINF;
         if (fin) { OR |= k; AND &= k; }
     }
-    uint32_t thr, rem;
     if (NF >= K) thr = KINF, rem = 0; else if (n - NE < K) thr = KNINF, rem = 0;
     else if (AND > KNINF && OR < KINF) thr = AND, rem = OR ^ AND; else thr = 0, rem = 0xffffffffu;
+}
+// returns thr (the K-th largest key)
+static uint32_t search2(const std::vector<uint32_t>& key, int n, int K) {
+    uint32_t thr, rem;
+    search_start(key, n, K, thr, rem);
     while (rem) {
         uint32_t hi = 0x80000000u >> clz(rem); rem ^= hi;
         uint32_t lo = rem ? 0x80000000u >> clz(rem) : 0u; rem ^= lo;
@@ -34,16 +40,8 @@ static uint32_t search2(const std::vector<uint32_t>& key, int n, int K) {
     return thr;
 }
 static uint32_t search4(const std::vector<uint32_t>& key, int n, int K, int nthreads, int kpt) {
-    int NF = 0, NE = 0; uint32_t OR = 0, AND = 0xffffffffu;
-    for (int i = 0; i < (int)key.size(); i++) {
-        bool in = i < n; uint32_t k = key[i];
-        bool fin = in && k != KINF && k != KNINF;
-        NF += in && k == KINF; NE += in && k == KNINF;
-        if (fin) { OR |= k; AND &= k; }
-    }
     uint32_t thr, rem;
-    if (NF >= K) thr = KINF, rem = 0; else if (n - NE < K) thr = KNINF, rem = 0;
-    else if (AND > KNINF && OR < KINF) thr = AND, rem = OR ^ AND; else thr = 0, rem = 0xffffffffu;
+    search_start(key, n, K, thr, rem);
     while (rem) {
         uint32_t bq[4];
         for (int q = 0; q < 4; q++) { bq[q] = rem ? 0x80000000u >> clz(rem) : 0u; rem ^= bq[q]; }
@@ -73,11 +71,12 @@ static uint32_t search4(const std::vector<uint32_t>& key, int n, int K, int nthr
     }
     return thr;
 }
-int main() {
+int main(int argc, char **argv) {
+    const int NROWS = argc > 1 ? atoi(argv[1]) : 200000;
     std::mt19937 rng(1);
     const int NT = 256;
     long bad2 = 0, bad4 = 0, rows = 0;
-    for (int it = 0; it < 200000; it++) {
+    for (int it = 0; it < NROWS; it++) {
         int kpt = (int[]){8, 16, 32, 48}[rng() % 4];
         int nb = 4 + rng() % (kpt * NT - 4);
         int n = 1 + rng() % nb;
