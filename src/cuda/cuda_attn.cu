@@ -881,6 +881,7 @@ int cuda_use_wgmma(void) {
 
 struct FlashCfg {
     int NW, Gt, TT, hchunks, nsplit;
+    int nbw, ncw; /* words of a token's block bitmap and of the chunk bitmap (FlashParams) */
     bool wg; /* k_flash90 (NW = 8: two warpgroups, M = 128) */
     int64_t gx;
     size_t smem;
@@ -903,8 +904,8 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     c.TT = M / c.Gt;
     c.hchunks = (ap->G + c.Gt - 1) / c.Gt;
     c.gx = (ap->max_lq + c.TT - 1) / c.TT;
-    int nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
-    int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    const int nbw = c.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
+    const int ncw = c.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
     c.smem = (c.NW == 4 ? 2 : 3) * 2 * 64 * (size_t)ap->D * 2; /* Q is staged inside the last stage */
     (void)M;
     if (c.wg) /* 2 stages of K/V, a separate Q tile, 1024 bytes of alignment slack, per-warpgroup chunk bitmaps */
@@ -935,14 +936,16 @@ static int flash_group_tiles(const infllm_attn_params *ap, const FlashCfg &c, in
         e = getenv("INFLLM_CUDA_GROUP_TILES");
         want = e && atoi(e) == 16 ? 16 : 8;
     }
-    const int ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
     if (off || !sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16) return 0;
     for (int tiles = want; tiles >= 8; tiles /= 2)
-        if (group_smem(tiles, c.TT, ncw) <= 48 * 1024) return tiles;
+        if (group_smem(tiles, c.TT, c.ncw) <= 48 * 1024) return tiles;
     return 0;
 }
+static size_t group_table_bytes(const infllm_attn_params *ap) {
+    return (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256;
+}
 static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
-    return flash_group_tiles(ap, c, sparse) ? (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256 : 0;
+    return flash_group_tiles(ap, c, sparse) ? group_table_bytes(ap) : 0;
 }
 
 /* scratch of a flash launch: split-KV partials, or (one split) the token grouping table */
@@ -1085,10 +1088,10 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
         p.part_o = (float *)split_ws;
         p.part_lse = p.part_o + (size_t)ctas * c.nsplit * 16 * c.NW * ap->D;
     }
-    p.nbw = (int)((((int64_t)ap->max_lk + ap->B - 1) / ap->B + 31) / 32);
-    p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    p.nbw = c.nbw;
+    p.ncw = c.ncw;
     const int gtiles = flash_group_tiles(ap, c, sparse);
-    if (gtiles && split_ws && split_ws_bytes >= flash_group_bytes(ap, c, sparse)) {
+    if (gtiles && split_ws && split_ws_bytes >= group_table_bytes(ap)) {
         /* tiles of similar selections; the table lives where split partials would */
         const int W = gtiles * c.TT;
         dim3 gg((unsigned)((ap->max_lq + W - 1) / W), (unsigned)ap->num_seqs, (unsigned)ap->Hkv);
