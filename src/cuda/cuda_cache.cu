@@ -194,12 +194,12 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * against the cache: four launches after the append (two without a selection), all grids sized on
  * the host:
  *   k_cd_lse    grid (LSE-level tiles, n, Hkv), 1 warp: per 64-kernel tile of c2 (c1 with
- *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels;
- *               also zeroes the block scores
+ *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels
  *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: S = Q c1^T (before the PDL wait), the row LSE from
  *               the partials, P = exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree),
- *               bf16 rounding, max-pool into the tile's blocks in shared memory, then one global
- *               atomicMax a block
+ *               bf16 rounding, max-pool into the tile's blocks in shared memory, then plain stores
+ *               of the tile's block maxima into one of two planes (cd_store_blocks: no zeroed row,
+ *               no global atomics)
  *   k_cd_attn   grid (splits, n, Hkv), 8 warps: every CTA of a selecting row first selects the row's
  *               list itself from the block scores (cd_select, into shared memory): forced (+inf) /
  *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the
@@ -228,7 +228,7 @@ struct CdParams {
     void *out;
     float *lse;
     float *part;     /* [Hkv][n][ntL][16][2] LSE partials (max, sum) */
-    float *bs;       /* [Hkv][n][nbmax] block scores (nbmax % 4 == 0) */
+    float *bs;       /* [Hkv][n][2][nbmax] block scores in two planes (nbmax % 4 == 0): see cd_store_blocks */
     float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
     float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
     int Hq, Hkv, G, n;
@@ -300,10 +300,6 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
     cd_pdl_wait(); /* c1/c2 from the append */
     cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
-    { /* zero the block scores of this (head, token) row: k_cd_score max-pools into them */
-        float *row = p.bs + ((int64_t)g * p.n + t) * p.nbmax;
-        for (int i = tile * 32 + lane; i < p.nbmax; i += gridDim.x * 32) row[i] = 0.f;
-    }
     if (p.qb[t] + 1 <= p.K) return; /* every causal block is taken: no scores needed */
     const int vis = p.visL[t];
     if (64 * tile >= vis) return; /* k_cd_score reads tiles below ceil(vis / 64) only */
@@ -345,19 +341,21 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
     __shared__ uint32_t sscan[NW]; /* per warp (above << 16 | equal) totals */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int n = qb + 1, K = p.K;
-    const float *bs = p.bs + row * p.nbmax;
+    const int *bs0 = (const int *)p.bs + row * 2 * p.nbmax, *bs1 = bs0 + p.nbmax; /* the two planes */
     const int i0 = tid * KPT;
     float v[KPT];
 #pragma unroll
     for (int u = 0; u < KPT; u += 4) {
         /* i0 + u and nbmax are multiples of 4, and every block of the row (< n <= nbmax) lies in
          * [0, nbmax - 4]: the clamp only moves the vectors wholly past the row, whose keys are
-         * ignored */
-        const float4 x4 = __ldcg(reinterpret_cast<const float4 *>(bs + min(i0 + u, p.nbmax - 4)));
-        v[u] = x4.x;
-        v[u + 1] = x4.y;
-        v[u + 2] = x4.z;
-        v[u + 3] = x4.w;
+         * ignored. A block's score is the larger plane (float bits of scores >= 0) */
+        const int o = min(i0 + u, p.nbmax - 4);
+        const int4 x4 = __ldcg(reinterpret_cast<const int4 *>(bs0 + o));
+        const int4 y4 = __ldcg(reinterpret_cast<const int4 *>(bs1 + o));
+        v[u] = __int_as_float(max(x4.x, y4.x));
+        v[u + 1] = __int_as_float(max(x4.y, y4.y));
+        v[u + 2] = __int_as_float(max(x4.z, y4.z));
+        v[u + 3] = __int_as_float(max(x4.w, y4.w));
     }
     uint32_t key[KPT];                  /* every block of the row; 0 past it */
     int nf = 0, ne = 0;
@@ -467,6 +465,26 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
     for (int c = K + tid; c < p.topk_out; c += NW * 32) out[c] = -1;
 }
 
+/* The block maxima of c1 tile `tile` (sbm[b - bA], float bits; NULL: all 0) into plane tile & 1 of
+ * the row's two block-score planes, for every block bA..bB that a full tile's kernels touch. A block
+ * is touched by at most two consecutive tiles (cd_plan checks l1 + B <= 65 s1 + 1), which write
+ * different planes; a block that neither neighbour touches gets 0 in the other plane too. So every
+ * block with a c1 kernel has both planes written by this launch, by plain stores (no zeroed row, no
+ * global atomics, no ordering between the CTAs), and its score is the larger of the two: the same
+ * max as an atomicMax over all its kernels. */
+__device__ __forceinline__ void cd_store_blocks(const CdParams &p, int64_t row, int tile, const int *sbm, int lane) {
+    const int bA = p.s1 * 64 * tile / p.B;
+    const int bB = min((p.s1 * (64 * tile + 63) + p.l1 - 1) / p.B, p.nbmax - 1);
+    const int prev_hi = tile > 0 ? (p.s1 * (64 * tile - 1) + p.l1 - 1) / p.B : -1; /* tile - 1 touches <= it */
+    const int next_lo = tile + 1 < (int)gridDim.x ? p.s1 * 64 * (tile + 1) / p.B : INT_MAX; /* tile + 1: >= it */
+    int *mine = (int *)p.bs + (row * 2 + (tile & 1)) * p.nbmax;
+    int *other = (int *)p.bs + (row * 2 + ((tile & 1) ^ 1)) * p.nbmax;
+    for (int bb = bA + lane; bb <= bB; bb += 32) {
+        mine[bb] = sbm ? sbm[bb - bA] : 0;
+        if (bb > prev_hi && bb < next_lo) other[bb] = 0;
+    }
+}
+
 template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(CdParams p) {
     __shared__ __align__(16) uint16_t sq[16 * D];
     __shared__ __align__(16) uint16_t sc[64 * D];
@@ -477,15 +495,18 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     const int gid = lane >> 2, tig = lane & 3;
     const int qb = p.qb[t], vis1 = p.vis1[t];
     if (qb + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses 0..qb, no list */
-    if (64 * tile >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
     const int64_t row = (int64_t)g * p.n + t;
+    if (64 * tile >= vis1) { /* invisible kernels score 0 */
+        cd_store_blocks(p, row, tile, NULL, lane);
+        return;
+    }
     float s[8][4];
     /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
      * S = Q c1^T is computed before this kernel waits for k_cd_lse */
     cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
     for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
     cd_tile_mma<T, D>(sq, sc, s);
-    cd_pdl_wait(); /* the LSE partials and the zeroed block scores */
+    cd_pdl_wait(); /* the LSE partials */
     cd_pdl_start();
     {
         const int ntl = (p.visL[t] + 63) / 64;
@@ -545,11 +566,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             }
         }
         __syncwarp();
-        int *bs = (int *)p.bs + row * p.nbmax;
-        for (int i = lane; i < p.nbt; i += 32) {
-            int bb = blo0 + i;
-            if (bb <= qb && sbm[i] != 0) atomicMax(bs + bb, sbm[i]);
-        }
+        cd_store_blocks(p, row, tile, sbm, lane);
     }
 }
 
@@ -839,8 +856,9 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     const int64_t L = ap->total_k, n = ap->total_q;
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
+    /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks) */
     c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && ap->G <= CD_MAX_ROWS && c.nbt <= 1024 &&
-            (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
+            (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
     c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads them as float4 */
@@ -860,7 +878,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.off_part = off;
     off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
     c.off_bs = off;
-    off += cd_al((size_t)ap->Hkv * n * c.nbmax * sizeof(float));
+    off += cd_al((size_t)ap->Hkv * n * 2 * c.nbmax * sizeof(float));
     c.off_apart = off;
     off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * ap->D * sizeof(float));
     c.off_aml = off;
