@@ -576,31 +576,38 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
  * list from the block scores itself (cd_select with all 256 threads, KPT keys each, into shared
  * memory), so no single CTA's selection and no list in device memory sit between the two kernels;
  * rows that take every causal block use 0..qb. Then the 8 warps attend as 2 groups of 4, group q
- * taking entries q, q + 2, ... of the CTA's share (two blocks at once at decode): warp w of a group
- * takes keys [16 w, 16 w + 16) of every 64-key chunk (its own K/V rows in the group's tiles, its own
- * online softmax: 16 MMAs for S and 16 for P V a chunk), then the eight states merge through shared
- * memory into one partial, o unnormalised [16][D] and (max, sum) per row. K and V are two copy
- * groups, so S = Q K^T starts while V is still in flight. */
+ * taking entries q, q + 2, ... of the CTA's share (two blocks at once at decode), in rounds of one
+ * 64-key chunk a group: warp w of a group computes S for keys [16 w, 16 w + 16) of its group's chunk
+ * (its own K/V rows in the group's tiles; K and V are two copy groups, so S = Q K^T starts while V
+ * is in flight), the CTA takes the round's row max over all 8 warps (shared memory), every warp
+ * writes its P = exp2(S - max) to a shared [16][128] tile, and then each warp multiplies the whole
+ * P by V for its own D / 8 output columns: an online softmax over the CTA's keys with no merge of
+ * per-warp states at the end. The CTA writes one partial, o unnormalised [16][D] and (max, sum)
+ * per row. */
 #define CD_WARPS 8        /* the CTA: all warps select (KPT keys a thread) and attend */
 #define CD_GROUP_WARPS 4  /* a group attends one list entry at a time, 16 keys of a 64-key chunk a warp */
 #define CD_GROUPS (CD_WARPS / CD_GROUP_WARPS)
 static_assert(CD_GROUP_WARPS * 16 == 64, "k_cd_attn: a group's warps take 16 keys each of a 64-key chunk");
 static_assert(CD_WARPS % CD_GROUP_WARPS == 0, "k_cd_attn: whole groups");
+#define CD_PS (CD_GROUPS * 64 + 8) /* the P tile's padded row: 272 bytes, conflict-free ldmatrix */
 template <int D> __host__ __device__ constexpr size_t cd_attn_smem() {
-    /* Q and each group's K, V tiles during the chunks; the merge tile [8][16][D + 8] f32 and
-     * (max, sum) [8][16] after */
-    return (size_t)(16 + CD_GROUPS * 2 * 64) * D * 2 > (size_t)(CD_WARPS * 16 * (D + 8) + CD_WARPS * 16 * 2) * 4
-               ? (size_t)(16 + CD_GROUPS * 2 * 64) * D * 2
-               : (size_t)(CD_WARPS * 16 * (D + 8) + CD_WARPS * 16 * 2) * 4;
+    /* Q [16][D] and each group's K, V tiles [64][D] (16-bit), P [16][CD_PS] (16-bit), the row
+     * maxima and sums of each warp [8][16] (f32), two group flags */
+    return (size_t)(16 + CD_GROUPS * 2 * 64) * D * 2 + (size_t)16 * CD_PS * 2 + (size_t)2 * CD_WARPS * 16 * 4 + 16;
 }
 template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS * 32, 2) k_cd_attn(CdParams p) {
-    constexpr int CH = D / 8, KS = D / 16, DT_ = D / 8, OS = D + 8; /* OS: padded merge-tile row */
+    constexpr int CH = D / 8, KS = D / 16, PS = CD_PS;
+    constexpr int NT = D / (8 * CD_WARPS); /* n8 output tiles a warp: 2 at d 128, 1 at d 64 */
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
     const int grp = warp / CD_GROUP_WARPS, wq = warp % CD_GROUP_WARPS;
     /* [16][D]; this group's [64][D] K and V tiles */
     uint16_t *sQ = (uint16_t *)smem, *sK = sQ + 16 * D + grp * 2 * 64 * D, *sV = sK + 64 * D;
+    uint16_t *sP = sQ + (16 + CD_GROUPS * 2 * 64) * D; /* [16][PS] */
+    float *smax = (float *)(sP + 16 * PS), *ssum = smax + CD_WARPS * 16; /* [8][16] each */
+    int *shas = (int *)(ssum + CD_WARPS * 16);                            /* [CD_GROUPS] */
+    const int VC = NT == 2 ? 16 * warp : 16 * (warp >> 1); /* the 16 V columns this warp's ldmatrix reads */
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t;
@@ -620,26 +627,44 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
         cd_select<(KPT > 0 ? KPT : 4), CD_WARPS>(p, rowid, qb, slist);
         __syncthreads();
     }
-    float o[DT_][4];
-#pragma unroll
-    for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    /* the CTA's chunks: group q walks entries split * eps + q, + CD_GROUPS, ... and each entry's
+     * block in 64-key chunks; both groups step together (one chunk each per round, or none) */
     const int list_len = p.sparse ? p.topk_out : qb + 1;
     const int e_end = min(list_len, (split + 1) * p.eps);
+    int e = split * p.eps + grp - CD_GROUPS;
+    int64_t c0 = 0, k_hi = 0; /* the group's current chunk starts at c0 of the block ending at k_hi */
+    auto advance = [&]() {     /* to the group's next chunk: c0 += 64, else the next valid entry */
+        c0 += 64;
+        while (c0 >= k_hi) {
+            e += CD_GROUPS;
+            if (e >= e_end) return;
+            /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal
+             * block is taken (no selection for the row) */
+            const int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
+            if (blk < 0 || blk > qb) continue;
+            c0 = (int64_t)blk * p.B;
+            k_hi = min((int64_t)blk * p.B + p.B, pos + 1);
+        }
+    };
+    advance();
+    float o[NT][4]; /* this warp's output columns [NT * 8 * warp, + NT * 8) of the 16 rows */
+#pragma unroll
+    for (int j = 0; j < NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}; /* rows gid, gid + 8: the same in every warp */
     const int64_t kvs = (int64_t)p.Hkv * D;
     const uint16_t *kg = p.k + (int64_t)g * D, *vg = p.v + (int64_t)g * D;
     const int r0 = 16 * wq; /* this warp's rows of its group's K/V tiles */
-    for (int e = split * p.eps + grp; e < e_end; e += CD_GROUPS) {
-        /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal block is
-         * taken (no selection for the row) */
-        int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
-        if (blk < 0 || blk > qb) continue;
-        int64_t k_lo = (int64_t)blk * p.B, k_hi = min((int64_t)blk * p.B + p.B, pos + 1); /* [k_lo, k_hi) */
-        for (int64_t c0 = k_lo; c0 < k_hi; c0 += 64) {
-            const int nv = (int)min((int64_t)16, k_hi - c0 - r0); /* this warp's keys of the chunk */
-            if (nv <= 0) continue;
-            __syncwarp();
-            /* this warp's 16 rows of the chunk (zero past nv), K and V as two copy groups */
+#pragma unroll 1
+    for (;;) {
+        const bool has = e < e_end;
+        /* also the barrier after the last round's reads of the K/V tiles, sP, smax and ssum */
+        if (!__syncthreads_or(has)) break;
+        float s[2][4];
+        float mx[2] = {-INFINITY, -INFINITY};
+        if (has) {
+            /* this warp's 16 keys of the chunk (zero rows past nv, also when nv <= 0, so that P V
+             * reads zeros there), K and V as two copy groups */
+            const int nv = (int)min((int64_t)16, k_hi - c0 - r0);
             auto copy_rows = [&](uint16_t *dst, const uint16_t *src) {
 #pragma unroll
                 for (int i = lane; i < 16 * CH; i += 32) {
@@ -653,13 +678,10 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
             copy_rows(sV, vg);
             cp_async_wait<1>(); /* K */
             __syncwarp();
-            float s[2][4];
 #pragma unroll
             for (int j = 0; j < 2; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < KS; kk += 2) {
-                /* Q fragments from shared memory at each use: 32 registers fewer at d 128, so that
-                 * two 256-thread CTAs share an SM */
                 uint32_t qa[2][4];
 #pragma unroll
                 for (int h = 0; h < 2; h++)
@@ -674,108 +696,101 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
             }
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
-                float mx = -INFINITY;
 #pragma unroll
                 for (int j = 0; j < 2; j++)
 #pragma unroll
                     for (int e2 = 0; e2 < 2; e2++) {
-                        int kc = 8 * j + 2 * tig + e2;
-                        float v = kc < nv ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
+                        const int kc = 8 * j + 2 * tig + e2;
+                        const float v = kc < nv ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
                         s[j][2 * ri + e2] = v;
-                        mx = fmaxf(mx, v);
+                        mx[ri] = fmaxf(mx[ri], v);
                     }
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float mn = fmaxf(m[ri], mx);
-                float mu = mn == -INFINITY ? 0.f : mn;
-                float alpha = exp2f(m[ri] - mu);
-                m[ri] = mn;
-                float acc = 0.f;
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-#pragma unroll
-                    for (int e2 = 0; e2 < 2; e2++) {
-                        float pe = exp2f(s[j][2 * ri + e2] - mu);
-                        s[j][2 * ri + e2] = pe;
-                        acc += pe;
-                    }
-                l[ri] = l[ri] * alpha + acc;
-#pragma unroll
-                for (int j = 0; j < DT_; j++) {
-                    o[j][2 * ri] *= alpha;
-                    o[j][2 * ri + 1] *= alpha;
-                }
-            }
-            cp_async_wait<0>(); /* V */
-            __syncwarp();
-            uint32_t a[4];
-            a[0] = DT<T>::pack2(s[0][0], s[0][1]);
-            a[1] = DT<T>::pack2(s[0][2], s[0][3]);
-            a[2] = DT<T>::pack2(s[1][0], s[1][1]);
-            a[3] = DT<T>::pack2(s[1][2], s[1][3]);
-#pragma unroll
-            for (int dg = 0; dg < DT_ / 2; dg++) {
-                uint32_t r[4];
-                ldsm_x4_t(r, sV + swz<D>(r0 + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * dg + (lane >> 4) * 8));
-                mma16816<T>(o[2 * dg], a, r[0], r[1]);
-                mma16816<T>(o[2 * dg + 1], a, r[2], r[3]);
+                mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
+                mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
             }
         }
-    }
-    /* merge the 8 warps: row r = gid + 8 ri of warp w holds columns 8 j + 2 tig (+1) */
-    __syncthreads(); /* every warp is done with the Q/K/V tiles: the merge tile reuses them */
-    float *so = (float *)smem;                         /* [8][16][OS] */
-    float2 *sml = (float2 *)(so + CD_WARPS * 16 * OS); /* [8][16] (max, sum) */
-    {
+        if (tig == 0) {
+            smax[warp * 16 + gid] = mx[0];
+            smax[warp * 16 + gid + 8] = mx[1];
+        }
+        if (wq == 0 && lane == 0) shas[grp] = has ? 1 : 0;
+        __syncthreads();
+        /* the round's row max over all 8 warps; P = exp2(S - max) into sP (bf16 / f16, keys 64 q +
+         * 16 w + column of group q's warp w), its row sums per warp into ssum */
+        float alpha[2];
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
-            float lt = l[ri];
-            lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-            lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-            const int r = gid + 8 * ri;
-            if (tig == 0) sml[warp * 16 + r] = make_float2(m[ri], lt);
+            float cm = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < DT_; j++)
-                *reinterpret_cast<float2 *>(so + (warp * 16 + r) * OS + 8 * j + 2 * tig) =
-                    make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
-        }
-    }
-    __syncthreads();
-    {
-        /* every thread of the CTA: row r, columns 4 cg + 4 CG i */
-        constexpr int CG = CD_WARPS * 32 / 16;
-        static_assert(D % (4 * CG) == 0, "k_cd_attn: the merge's column groups tile D");
-        const int r = tid / CG, cg = tid % CG;
-        float2 mw[CD_WARPS];
-        float M = -INFINITY;
+            for (int w = 0; w < CD_WARPS; w++) cm = fmaxf(cm, smax[w * 16 + gid + 8 * ri]);
+            const float mn = fmaxf(m[ri], cm);
+            const float mu = mn == -INFINITY ? 0.f : mn;
+            alpha[ri] = exp2f(m[ri] - mu);
+            m[ri] = mn;
+            if (has) {
+                float acc = 0.f;
 #pragma unroll
-        for (int w = 0; w < CD_WARPS; w++) {
-            mw[w] = sml[w * 16 + r];
-            M = fmaxf(M, mw[w].x);
-        }
-        const float mu = M == -INFINITY ? 0.f : M;
-        float f[CD_WARPS], L = 0.f;
-#pragma unroll
-        for (int w = 0; w < CD_WARPS; w++) {
-            f[w] = exp2f(mw[w].x - mu);
-            L += mw[w].y * f[w];
-        }
-        float *po = p.apart + ((rowid * p.nsplit + split) * 16 + r) * D;
-#pragma unroll
-        for (int i = 0; i < D / (4 * CG); i++) {
-            const int c = 4 * cg + 4 * CG * i;
-            float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-            for (int w = 0; w < CD_WARPS; w++) {
-                const float4 x = *reinterpret_cast<const float4 *>(so + (w * 16 + r) * OS + c);
-                acc.x += f[w] * x.x;
-                acc.y += f[w] * x.y;
-                acc.z += f[w] * x.z;
-                acc.w += f[w] * x.w;
+                for (int j = 0; j < 2; j++) {
+                    const float p0 = exp2f(s[j][2 * ri] - mu), p1 = exp2f(s[j][2 * ri + 1] - mu);
+                    acc += p0 + p1;
+                    *reinterpret_cast<uint32_t *>(sP + (gid + 8 * ri) * PS + 64 * grp + r0 + 8 * j + 2 * tig) =
+                        DT<T>::pack2(p0, p1);
+                }
+                acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+                acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+                if (tig == 0) ssum[warp * 16 + gid + 8 * ri] = acc;
             }
-            *reinterpret_cast<float4 *>(po + c) = acc;
         }
-        if (cg == 0) reinterpret_cast<float2 *>(p.aml)[(rowid * p.nsplit + split) * 16 + r] = make_float2(M, L);
+        cp_async_wait<0>(); /* V */
+        __syncthreads();
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            float acc = 0.f;
+#pragma unroll
+            for (int q = 0; q < CD_GROUPS; q++)
+                if (shas[q])
+#pragma unroll
+                    for (int w = 0; w < CD_GROUP_WARPS; w++) acc += ssum[(q * CD_GROUP_WARPS + w) * 16 + gid + 8 * ri];
+            l[ri] = l[ri] * alpha[ri] + acc;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                o[j][2 * ri] *= alpha[ri];
+                o[j][2 * ri + 1] *= alpha[ri];
+            }
+        }
+        /* O[:, this warp's columns] += P V over the keys of every group that had a chunk */
+#pragma unroll
+        for (int q = 0; q < CD_GROUPS; q++) {
+            if (!shas[q]) continue;
+            const uint16_t *sVq = sQ + 16 * D + q * 2 * 64 * D + 64 * D;
+#pragma unroll
+            for (int kb = 0; kb < 4; kb++) {
+                uint32_t a[4], r[4];
+                ldsm_x4(a, sP + ((lane & 7) + ((lane >> 3) & 1) * 8) * PS + 64 * q + 16 * kb + (lane >> 4) * 8);
+                ldsm_x4_t(r, sVq + swz<D>(16 * kb + (lane & 7) + ((lane >> 3) & 1) * 8, VC + (lane >> 4) * 8));
+                if (NT == 2) {
+                    mma16816<T>(o[0], a, r[0], r[1]);
+                    mma16816<T>(o[NT - 1], a, r[2], r[3]);
+                } else if (warp & 1) {
+                    mma16816<T>(o[0], a, r[2], r[3]);
+                } else {
+                    mma16816<T>(o[0], a, r[0], r[1]);
+                }
+            }
+        }
+        if (has) advance();
+    }
+    /* the partial: this warp's columns of o (unnormalised), and (max, sum) per row from warp 0 */
+    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        const int r = gid + 8 * ri;
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+            *reinterpret_cast<float2 *>(po + r * D + 8 * NT * warp + 8 * j + 2 * tig) =
+                make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
+        if (warp == 0 && tig == 0)
+            reinterpret_cast<float2 *>(p.aml)[(rowid * p.nsplit + split) * 16 + r] = make_float2(m[ri], l[ri]);
     }
 }
 
@@ -950,14 +965,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
         pdl = 0;
     }
     const size_t smem = cd_attn_smem<D>() + (size_t)(p.topk_out > 0 ? p.topk_out : 1) * sizeof(int32_t);
-    if (!s && smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            s = infllm_set_error(INFLLM_ERR_CUDA, "CUDA: k_cd_attn with %zu bytes of shared memory: %s", smem,
-                                 cudaGetErrorString(e));
-        }
-    }
+    if (!s) s = cuda_func_smem((const void *)attn, smem, "k_cd_attn");
     if (!s)
         s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_WARPS * 32, smem, st, pdl,
                   "k_cd_attn", p);
