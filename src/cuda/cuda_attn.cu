@@ -13,6 +13,7 @@
  * merged by k_combine.
  */
 #include <limits.h>
+#include <mutex>
 #include <stdlib.h>
 #include <string.h>
 
@@ -851,6 +852,38 @@ __global__ void k_combine(FlashParams p) {
 
 /* ------------------------------------------------------------ host side ---- */
 
+infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
+    if (smem <= 48 * 1024) return INFLLM_OK;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        dev = -1;
+    }
+    /* (kernel, device) -> the size set; a full table falls back to setting the attribute every call */
+    struct Entry {
+        const void *func;
+        int dev;
+        size_t smem;
+    };
+    static Entry table[128];
+    static int used = 0;
+    static std::mutex lock;
+    std::lock_guard<std::mutex> guard(lock);
+    Entry *e = NULL;
+    for (int i = 0; i < used; i++)
+        if (table[i].func == func && table[i].dev == dev) e = &table[i];
+    if (e && e->smem >= smem) return INFLLM_OK;
+    cudaError_t err = cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: %s with %zu bytes of shared memory: %s", what, smem,
+                                cudaGetErrorString(err));
+    }
+    if (!e && used < (int)(sizeof table / sizeof table[0])) e = &table[used++];
+    if (e) *e = Entry{func, dev, smem};
+    return INFLLM_OK;
+}
+
 int cuda_num_sms(void) {
     static int v = 0;
     if (!v) {
@@ -958,12 +991,8 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
 
 template <typename T, int D, int NW, bool SP>
 static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStream_t st) {
-    static size_t configured = 0;
-    if (c.smem > 48 * 1024 && c.smem > configured) {
-        CU_CHECK(cudaFuncSetAttribute(k_flash<T, D, NW, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)c.smem));
-        configured = c.smem;
-    }
+    infllm_status s = cuda_func_smem((const void *)k_flash<T, D, NW, SP>, c.smem, "k_flash");
+    if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
     k_flash<T, D, NW, SP><<<grid, NW * 32, c.smem, st>>>(p);
     CU_LAUNCH_CHECK("k_flash");
@@ -1016,11 +1045,8 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
     (void)total_k;
     p.tma = 0;
 #endif
-    static size_t configured = 0;
-    if (c.smem > 48 * 1024 && c.smem > configured) {
-        CU_CHECK(cudaFuncSetAttribute(k_flash90<T, D, SP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c.smem));
-        configured = c.smem;
-    }
+    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP>, c.smem, "k_flash90");
+    if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
     k_flash90<T, D, SP><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
     CU_LAUNCH_CHECK("k_flash90");

@@ -44,6 +44,12 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
 
 int cuda_num_sms(void);
 
+/* Lets `func` (a kernel) launch with `smem` bytes of dynamic shared memory on the current device
+ * (cudaFuncAttributeMaxDynamicSharedMemorySize; nothing to do up to 48 KB). The attribute is set
+ * once per (kernel, device) for the largest size asked so far; thread-safe. INFLLM_ERR_CUDA with a
+ * message naming `what` when the device refuses. */
+infllm_status cuda_func_smem(const void *func, size_t smem, const char *what);
+
 /* 1 when the sm_90a (wgmma) kernels run: built with sm_90a (INFLLM_CUDA_SM90A), the current
  * device has compute capability 9.0, and INFLLM_CUDA_NO_WGMMA=1 is not set; decided once */
 int cuda_use_wgmma(void);

@@ -703,11 +703,8 @@ static size_t sel_smem(int D, int NW, int TT, int nbmax, int fused, int generic)
 
 template <typename T, int D, int NW>
 static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
-    static size_t configured = 0;
-    if (smem > 48 * 1024 && smem > configured) {
-        CU_CHECK(cudaFuncSetAttribute(k_select<T, D, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = smem;
-    }
+    infllm_status s = cuda_func_smem((const void *)k_select<T, D, NW>, smem, "k_select");
+    if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
     k_select<T, D, NW><<<grid, NW * 32, smem, st>>>(p);
     CU_LAUNCH_CHECK("k_select");
@@ -724,11 +721,8 @@ static size_t sel90_smem(int D, int nbmax) {
 
 template <typename T, int D>
 static infllm_status sel90_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
-    static size_t configured = 0;
-    if (smem > configured) {
-        CU_CHECK(cudaFuncSetAttribute(k_select90<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        configured = smem;
-    }
+    infllm_status s = cuda_func_smem((const void *)k_select90<T, D>, smem, "k_select90");
+    if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
     k_select90<T, D><<<grid, 256, smem, st>>>(p);
     CU_LAUNCH_CHECK("k_select90");
