@@ -206,9 +206,10 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  *               finite keys differ, one index-ordered scan (ties to the lower index): ascending, -1
  *               padded (the SPEC rule, like warp_topk); rows whose causal blocks are all taken
  *               (qb + 1 <= K) use 0..qb. Then its two groups of 4 warps attend its eps entries of
- *               the list side by side (64-key chunks, 16 keys a warp, online softmax in base 2, P
- *               from registers, the 8 warps merged in shared memory) and it writes one partial (o
- *               unnormalised, max, sum); two entries a CTA at decode
+ *               the list side by side, in rounds of one 64-key chunk a group (16 keys a warp for
+ *               S; one online softmax in base 2 for the CTA, the round's row max and P through
+ *               shared memory; each warp then P V for its own D / 8 output columns) and it writes
+ *               one partial (o unnormalised, max, sum); two entries a CTA at decode
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
