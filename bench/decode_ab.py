@@ -24,22 +24,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_bench import HKV, HQ, D, check, load_lib, make_inputs, params  # noqa: E402
+from cuda_bench import HKV, HQ, D, check, load_lib, make_inputs, params, timeit  # noqa: E402
 from infllm_ctypes import BF16, SPARSE  # noqa: E402
 
 
-def b2b(fn, calls, warmup=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    a = torch.cuda.Event(enable_timing=True)
-    b = torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(calls):
-        fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / calls
+def b2b(fn, calls):
+    """ms per call of `calls` calls back to back between two events (one round)"""
+    return timeit(fn, warmup=10, reps=1, calls=calls)
 
 
 class Config:

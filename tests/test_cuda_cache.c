@@ -482,6 +482,10 @@ int main(void) {
          {80000, 1}, {1, 1}, {1, 2}, 0},
         {"long-9001-blocks-B16-f16-d64", F16, 64, 16, 2, 16, 0, 0, 2, 3, 9, 0, 8192, SP, 144100, 2,
          {144000, 1}, {1, 1}, {1, 2}, 0},
+        /* kernels of 520 at stride 8 with blocks of 64: a block meets three c1 tiles (l1 + B > 65 s1 + 1),
+         * so the decode kernels' two-plane block scores do not apply and the shared selection runs */
+        {"wide-kernel-l1-520-fallback", BF, 64, 8, 2, 64, 520, 8, 1, 2, 6, 0, -1, SP, 3000, 2,
+         {2700, 1}, {1, 1}, {1, 10}, 0},
     };
     printf("test_cuda_cache: CUDA decode cache vs a full recompute (CPU compression, REF attention)\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 777 + i);

@@ -993,23 +993,9 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.bs = (float *)(ws + c.off_bs);
     p.apart = (float *)(ws + c.off_apart);
     p.aml = (float *)(ws + c.off_aml);
-    p.Hq = ap->Hq;
-    p.Hkv = ap->Hkv;
-    p.G = ap->G;
+    sel_fill_params(p, ap);
     p.n = (int)ap->total_q;
     p.L = (int)ap->total_k;
-    p.scale_log2 = ap->scale * LOG2E_F;
-    p.l1 = ap->l1;
-    p.s1 = ap->s1;
-    p.l2 = ap->l2;
-    p.s2 = ap->s2;
-    p.B = ap->B;
-    p.init_blocks = ap->init_blocks;
-    p.local_blocks = ap->local_blocks;
-    p.K = ap->topk_total;
-    p.topk_out = ap->topk_out;
-    p.exact = ap->exact_lse;
-    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
     p.ntL = c.ntL;
     p.nbmax = c.nbmax;
     p.nbt = c.nbt;
@@ -1110,22 +1096,8 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     if (cd.use) w.total = cd.total;
     unsigned char *ws = NULL;
     int owned = 0;
-    if (ap->workspace) {
-        if (ap->workspace_bytes < w.total)
-            return infllm_set_error(INFLLM_ERR_WORKSPACE,
-                                    "CUDA cache attend: workspace of %zu bytes is too small, %zu needed "
-                                    "(infllm_cache_workspace_size)",
-                                    ap->workspace_bytes, w.total);
-        ws = (unsigned char *)ap->workspace;
-    } else {
-        cudaError_t e = cudaMallocAsync((void **)&ws, w.total, st);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return infllm_set_error(INFLLM_ERR_NOMEM, "CUDA cache attend: cannot allocate %zu bytes of workspace: %s",
-                                    w.total, cudaGetErrorString(e));
-        }
-        owned = 1;
-    }
+    s = cuda_workspace_acquire(ap, w.total, "CUDA cache attend", "infllm_cache_workspace_size", st, &ws, &owned);
+    if (s) return s;
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {
         s = cd_run(ap, cd, q, k, v, c1, c2, out, lse, ws, st);

@@ -51,6 +51,26 @@ static inline SeqDesc seq_desc(const infllm_attn_params *ap) {
     return s;
 }
 
+/* The selection parameters that every stage-1 parameter struct carries (SelParams, DecParams,
+ * CdParams: the same field names), from ap */
+template <typename P> static inline void sel_fill_params(P &p, const infllm_attn_params *ap) {
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.l1 = ap->l1;
+    p.s1 = ap->s1;
+    p.l2 = ap->l2;
+    p.s2 = ap->s2;
+    p.B = ap->B;
+    p.init_blocks = ap->init_blocks;
+    p.local_blocks = ap->local_blocks;
+    p.K = ap->topk_total;
+    p.topk_out = ap->topk_out;
+    p.exact = ap->exact_lse;
+    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+}
+
 __device__ __forceinline__ void seq_get(const SeqDesc &s, int b, int64_t &q0, int32_t &lq, int64_t &k0,
                                         int32_t &lk) {
     if (s.cu_q) {

@@ -44,6 +44,12 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
 
 int cuda_num_sms(void);
 
+/* The call's workspace: ap->workspace when it holds `need` bytes (else INFLLM_ERR_WORKSPACE naming
+ * `what` and `size_fn`, the call that sizes it), or a stream-ordered allocation on st (*owned = 1:
+ * the caller cudaFreeAsync's it on st). */
+infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, const char *what,
+                                     const char *size_fn, cudaStream_t st, unsigned char **ws, int *owned);
+
 /* Lets `func` (a kernel) launch with `smem` bytes of dynamic shared memory on the current device
  * (cudaFuncAttributeMaxDynamicSharedMemorySize; nothing to do up to 48 KB). The attribute is set
  * once per (kernel, device) for the largest size asked so far; thread-safe. INFLLM_ERR_CUDA with a

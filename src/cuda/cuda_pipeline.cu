@@ -76,6 +76,28 @@ extern "C" infllm_status cuda_attention_workspace_size(const infllm_attn_params 
     return INFLLM_OK;
 }
 
+infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, const char *what,
+                                     const char *size_fn, cudaStream_t st, unsigned char **ws, int *owned) {
+    *ws = NULL;
+    *owned = 0;
+    if (ap->workspace) {
+        if (ap->workspace_bytes < need)
+            return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace of %zu bytes is too small, %zu needed (%s)",
+                                    what, ap->workspace_bytes, need, size_fn);
+        *ws = (unsigned char *)ap->workspace;
+        return INFLLM_OK;
+    }
+    cudaError_t e = cudaMallocAsync((void **)ws, need, st);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        *ws = NULL;
+        return infllm_set_error(INFLLM_ERR_NOMEM, "%s: cannot allocate %zu bytes of workspace: %s", what, need,
+                                cudaGetErrorString(e));
+    }
+    *owned = 1;
+    return INFLLM_OK;
+}
+
 extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                         void *out, float *lse) {
     infllm_status s = cuda_check_supported(ap, "attention");
@@ -85,22 +107,8 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
     WsLayout w = ws_layout(ap);
     unsigned char *ws = NULL;
     int owned = 0;
-    if (ap->workspace) {
-        if (ap->workspace_bytes < w.total)
-            return infllm_set_error(INFLLM_ERR_WORKSPACE,
-                                    "CUDA attention: workspace of %zu bytes is too small, %zu needed "
-                                    "(infllm_attention_workspace_size)",
-                                    ap->workspace_bytes, w.total);
-        ws = (unsigned char *)ap->workspace;
-    } else {
-        cudaError_t e = cudaMallocAsync((void **)&ws, w.total, st);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return infllm_set_error(INFLLM_ERR_NOMEM, "CUDA attention: cannot allocate %zu bytes of workspace: %s",
-                                    w.total, cudaGetErrorString(e));
-        }
-        owned = 1;
-    }
+    s = cuda_workspace_acquire(ap, w.total, "CUDA attention", "infllm_attention_workspace_size", st, &ws, &owned);
+    if (s) return s;
     int32_t *cu_c1 = (int32_t *)(ws + w.off_cu);
     int32_t *cu_c2 = cu_c1 + ap->num_seqs + 1;
     void *split = w.split_bytes ? ws + w.off_split : NULL;

@@ -758,21 +758,7 @@ static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, c
     p.cu_c1 = cu_c1;
     p.cu_c2 = cu_c2;
     p.sd = seq_desc(ap);
-    p.Hq = ap->Hq;
-    p.Hkv = ap->Hkv;
-    p.G = ap->G;
-    p.scale_log2 = ap->scale * LOG2E_F;
-    p.l1 = ap->l1;
-    p.s1 = ap->s1;
-    p.l2 = ap->l2;
-    p.s2 = ap->s2;
-    p.B = ap->B;
-    p.init_blocks = ap->init_blocks;
-    p.local_blocks = ap->local_blocks;
-    p.K = ap->topk_total;
-    p.topk_out = ap->topk_out;
-    p.exact = ap->exact_lse;
-    p.round_bf16 = ap->dtype == INFLLM_DTYPE_BF16;
+    sel_fill_params(p, ap);
 }
 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
