@@ -599,6 +599,7 @@ template <int D> __host__ __device__ constexpr size_t cd_attn_smem() {
 template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS * 32, 2) k_cd_attn(CdParams p) {
     constexpr int CH = D / 8, KS = D / 16, PS = CD_PS;
     constexpr int NT = D / (8 * CD_WARPS); /* n8 output tiles a warp: 2 at d 128, 1 at d 64 */
+    static_assert(NT * 8 * CD_WARPS == D && (NT == 1 || NT == 2), "k_cd_attn: the warps' output columns tile D");
     extern __shared__ __align__(16) unsigned char smem[];
     const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
