@@ -48,6 +48,16 @@ struct FlashParams {
     const int32_t *perm;
 };
 
+/* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
+ * all sequences, 1 only sparse ones, 2 only dense ones. A macro, not a function: an inline helper
+ * changed ptxas's register allocation in k_flash (more spill loads), the macro's SASS is the
+ * hand-written check's. */
+#define FLASH_RETURN_IF_FILTERED(p, lk)                                                                     \
+    if ((p).filter) {                                                                                        \
+        const int sp_ = d_seq_sparse((p).mode, (p).dense_len, (lk));                                         \
+        if (((p).filter == 1 && !sp_) || ((p).filter == 2 && sp_)) return;                                   \
+    }
+
 __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int from) {
     int w = from >> 5;
     if (w >= nwords) return -1;
@@ -102,10 +112,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     seq_get(p.sd, b, q0, lq, k0, lk);
     const int tok0 = tile * p.TT;
     if (tok0 >= lq) return;
-    if (p.filter) {
-        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
-        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
-    }
+    FLASH_RETURN_IF_FILTERED(p, lk)
     const int ntok = min(p.TT, lq - tok0);
     const int64_t pos0 = (int64_t)lk - lq + tok0;
     const int64_t pos_last = pos0 + ntok - 1;
@@ -420,10 +427,7 @@ __global__ void __launch_bounds__(256, 2)
     seq_get(p.sd, b, q0, lq, k0, lk);
     const int tok0 = tile * p.TT;
     if (tok0 >= lq) return;
-    if (p.filter) {
-        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
-        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
-    }
+    FLASH_RETURN_IF_FILTERED(p, lk)
     const int ntok = min(p.TT, lq - tok0);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int wg = warp >> 2;
@@ -734,10 +738,7 @@ __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *pe
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
     if (w0 >= lq) return;
-    if (p.filter) {
-        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
-        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
-    }
+    FLASH_RETURN_IF_FILTERED(p, lk)
     const int nw = min(W, lq - w0);
     uint32_t *bm = gsm;                     /* [W][ncw] chunk bitmaps of the window's tokens */
     uint32_t *u = bm + (size_t)W * ncw;     /* [ncw] the open tile's union */
@@ -821,10 +822,7 @@ __global__ void k_combine(FlashParams p) {
     seq_get(p.sd, b, q0, lq, k0, lk);
     const int tok0 = blockIdx.x * p.TT;
     if (tok0 >= lq) return;
-    if (p.filter) {
-        int sp = d_seq_sparse(p.mode, p.dense_len, lk);
-        if ((p.filter == 1 && !sp) || (p.filter == 2 && sp)) return;
-    }
+    FLASH_RETURN_IF_FILTERED(p, lk)
     const int ntok = min(p.TT, lq - tok0);
     int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * gridDim.z + zz;
     for (int r = threadIdx.y; r < M; r += blockDim.y) {
