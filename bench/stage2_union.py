@@ -118,18 +118,8 @@ def union_greedy(m, gs, W):
     for g in range(G):
         for w0 in range(0, T - W + 1, W):
             win = m[g, w0:w0 + W]
-            free = np.ones(W, bool)
-            for _ in range(W // gs):
-                seed = int(np.argmax(free))
-                free[seed] = False
-                u = win[seed].copy()
-                for _ in range(gs - 1):
-                    cand = np.flatnonzero(free)
-                    grow = (win[cand] & ~u).sum(axis=1)
-                    j = int(cand[np.argmin(grow)])
-                    free[j] = False
-                    u |= win[j]
-                tot += int(u.sum())
+            for grp in greedy_groups(win, gs):
+                tot += int(win[grp].any(axis=0).sum())
                 cnt += 1
     return tot / cnt
 
