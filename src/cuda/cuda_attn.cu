@@ -956,10 +956,10 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     return c;
 }
 
-/* bytes of the token grouping table (k_group_tokens) when a one-split sparse k_flash90 launch takes
- * one: tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the
- * default 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 */
-static int flash_group_tiles(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
+/* the tiles of one k_group_tokens window when a one-split sparse k_flash90 launch groups its tokens:
+ * tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the default
+ * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping) */
+static int flash_group_tiles(const FlashCfg &c, int sparse) {
     static int off = -1, want = 8;
     if (off < 0) {
         const char *e = getenv("INFLLM_CUDA_NO_GROUP");
@@ -976,7 +976,7 @@ static size_t group_table_bytes(const infllm_attn_params *ap) {
     return (size_t)ap->Hkv * ap->total_q * sizeof(int32_t) + 256;
 }
 static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c, int sparse) {
-    return flash_group_tiles(ap, c, sparse) ? group_table_bytes(ap) : 0;
+    return flash_group_tiles(c, sparse) ? group_table_bytes(ap) : 0;
 }
 
 /* scratch of a flash launch: split-KV partials, or (one split) the token grouping table */
@@ -1114,7 +1114,7 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     }
     p.nbw = c.nbw;
     p.ncw = c.ncw;
-    const int gtiles = flash_group_tiles(ap, c, sparse);
+    const int gtiles = flash_group_tiles(c, sparse);
     if (gtiles && split_ws && split_ws_bytes >= group_table_bytes(ap)) {
         /* tiles of similar selections; the table lives where split partials would */
         const int W = gtiles * c.TT;

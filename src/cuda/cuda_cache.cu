@@ -878,7 +878,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
-    c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads them as float4 */
+    c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads each plane 4 blocks at a time */
     int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
     c.ntL = (int)((nL + 63) / 64);
     if (c.ntL < 1) c.ntL = 1;
