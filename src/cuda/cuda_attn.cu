@@ -13,6 +13,7 @@
  * merged by k_combine.
  */
 #include <limits.h>
+#include <atomic>
 #include <mutex>
 #include <stdlib.h>
 #include <string.h>
@@ -882,32 +883,21 @@ infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
     return INFLLM_OK;
 }
 
-int cuda_num_sms(void) {
-    static int v = 0;
-    if (!v) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) v = 100;
-    }
-    return v;
-}
-
 /* wgmma path usable: built with sm_90a (INFLLM_CUDA_SM90A), device of compute capability 9.0,
  * and not switched off by INFLLM_CUDA_NO_WGMMA=1 */
 int cuda_use_wgmma(void) {
-    static int v = -1;
-    if (v < 0) {
-        v = 0;
 #ifdef INFLLM_CUDA_SM90A
-        int dev = 0, major = 0, minor = 0;
+    static std::atomic<int> env_off{-1};
+    if (env_off.load(std::memory_order_relaxed) < 0) {
         const char *e = getenv("INFLLM_CUDA_NO_WGMMA");
-        if (!(e && atoi(e) == 1) && cudaGetDevice(&dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess)
-            v = major == 9 && minor == 0;
-#endif
+        env_off.store(e && atoi(e) == 1, std::memory_order_relaxed);
     }
-    return v;
+    if (env_off.load(std::memory_order_relaxed)) return 0;
+    const CudaDevProps d = cuda_dev_props();
+    return d.cc_major == 9 && d.cc_minor == 0;
+#else
+    return 0;
+#endif
 }
 
 struct FlashCfg {
@@ -1074,13 +1064,7 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     bool sparse = topk != NULL;
     FlashCfg c = flash_cfg(ap, sparse, topk_cols, split_ws != NULL);
     if (c.nsplit > 1 && cuda_flash_split_bytes(ap, sparse, topk_cols) > split_ws_bytes) c.nsplit = 1;
-    static int limit = 0;
-    if (!limit) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        if (cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-            limit = 48 * 1024;
-    }
+    const int limit = cuda_dev_props().smem_optin;
     if (c.smem > (size_t)limit)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                 "CUDA sparse attention: %d tokens per tile x %lld blocks do not fit in shared memory",

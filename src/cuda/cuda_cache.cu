@@ -19,6 +19,7 @@
  * nothing allocates when the caller passes workspace, so append + attend can be captured into a
  * CUDA graph.
  */
+#include <atomic>
 #include <stdlib.h>
 #include <string.h>
 
@@ -512,7 +513,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     {
         const int ntl = (p.visL[t] + 63) / 64;
         /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
-         * order (the order k_dec_score uses) */
+         * order (row_lse2, as k_dec_score) */
         float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [ntl][16][2] as float4 */
         const float4 *part = (const float4 *)(p.part + row * p.ntL * 16 * 2);
         const int n4 = ntl * 16 * 2 / 4;
@@ -530,42 +531,17 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
             }
         }
         __syncwarp();
-        if (lane < 16) { /* row `lane`: (max, sum) pairs 32 floats apart, so the 16 lanes hit distinct banks */
-            const float2 *pr = (const float2 *)sp + lane;
-            float m = -INFINITY, l = 0.f;
-#pragma unroll 8
-            for (int x = 0; x < ntl; x++) m = fmaxf(m, pr[16 * x].x);
-#pragma unroll 8
-            for (int x = 0; x < ntl; x++) {
-                float2 ml = pr[16 * x];
-                l += ml.y * exp2f(ml.x - m);
-            }
-            slse[lane] = (l > 0.f && lane < p.G) ? m + __log2f(l) : INFINITY;
-        }
+        /* lane r < 16: row r's (max, sum) pairs are 32 floats apart, so the 16 lanes hit distinct banks */
+        if (lane < 16) slse[lane] = row_lse2((const float2 *)sp + lane, ntl, lane < p.G);
         __syncwarp();
         const int blo0 = p.s1 * 64 * tile / p.B;
-        float lse2[2] = {slse[gid], slse[gid + 8]};
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int col = 64 * tile + 8 * j + 2 * tig + (e & 1);
-                s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
-            }
+        const float lse2[2] = {slse[gid], slse[gid + 8]};
+        tile_probs(s, 64 * tile, tig, vis1, p.scale_log2, lse2);
         /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
          * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
         float keep[2];
         tile_head_sum16(s, gid, keep);
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int col = 64 * tile + 8 * gid + 2 * tig + e;
-            if (col < p.n1) {
-                float v = keep[e];
-                if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-                const int blo = p.s1 * col / p.B, bhi = min((p.s1 * col + p.l1 - 1) / p.B, qb);
-                for (int bb = blo; bb <= bhi; bb++) atomicMax(&sbm[bb - blo0], __float_as_int(v));
-            }
-        }
+        pool_kernels(keep, 64 * tile, gid, tig, p.n1, p.s1, p.l1, p.B, qb, p.round_bf16, sbm, blo0);
         __syncwarp();
         cd_store_blocks(p, row, tile, sbm, lane);
     }
@@ -930,15 +906,12 @@ static infllm_status cd_go(void (*kern)(Args...), dim3 grid, unsigned threads, s
 /* PDL on compute capability >= 9.0, unless INFLLM_CUDA_NO_PDL=1 (diagnosis: profilers then see each
  * kernel's own time, not the time it spent waiting for its predecessor) */
 static int cd_pdl_ok(void) {
-    static int v = -1;
-    if (v < 0) {
-        int dev = 0, major = 0;
-        cudaGetDevice(&dev);
+    static std::atomic<int> env_off{-1};
+    if (env_off.load(std::memory_order_relaxed) < 0) {
         const char *e = getenv("INFLLM_CUDA_NO_PDL");
-        v = !(e && atoi(e) == 1) &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+        env_off.store(e && atoi(e) == 1, std::memory_order_relaxed);
     }
-    return v;
+    return !env_off.load(std::memory_order_relaxed) && cuda_dev_props().cc_major >= 9;
 }
 
 template <typename T, int D>

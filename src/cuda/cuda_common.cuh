@@ -246,6 +246,54 @@ __device__ __forceinline__ void tile_head_sum16(const float (&s)[8][4], int gid,
         }
 }
 
+/* The small-batch selection's per-row steps, shared by k_dec_score (pipeline) and k_cd_score (decode
+ * cache) so that both give bit-identical block scores.
+ *
+ * row_lse2: the log2 LSE of one row from its per-tile partials (max, sum) in tile order, pr[16 * x]
+ * for tile x (the [tile][16][2] layout), shared or global memory; +inf when the row has no mass or is
+ * not a head of the group (valid false), so that its P is 0. */
+__device__ __forceinline__ float row_lse2(const float2 *pr, int ntl, bool valid) {
+    float m = -INFINITY, l = 0.f;
+#pragma unroll 8
+    for (int x = 0; x < ntl; x++) m = fmaxf(m, pr[16 * x].x);
+#pragma unroll 8
+    for (int x = 0; x < ntl; x++) {
+        const float2 ml = pr[16 * x];
+        l += ml.y * exp2f(ml.x - m);
+    }
+    return (l > 0.f && valid) ? m + __log2f(l) : INFINITY;
+}
+
+/* S (C fragments of 16 rows x 64 kernels from column col0) -> P = exp2(S * scale_log2 - lse2[row]),
+ * 0 for kernels >= vis */
+__device__ __forceinline__ void tile_probs(float (&s)[8][4], int col0, int tig, int vis, float scale_log2,
+                                           const float (&lse2)[2]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int col = col0 + 8 * j + 2 * tig + (e & 1);
+            s[j][e] = col < vis ? exp2f(s[j][e] * scale_log2 - lse2[e >> 1]) : 0.f;
+        }
+}
+
+/* The group sums of this lane's two columns col0 + 8 gid + 2 tig (+1) (tile_head_sum16's keep),
+ * rounded to bf16 when round_bf16, max-pooled into every block bb <= qb their kernel's keys touch:
+ * atomicMax on pool[bb - b0] (float bits: scores are >= 0). Kernels >= n1 do not exist. */
+__device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, int gid, int tig, int n1, int s1,
+                                             int l1, int B, int qb, int round_bf16, int *pool, int b0) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        const int col = col0 + 8 * gid + 2 * tig + e;
+        if (col < n1) {
+            float v = keep[e];
+            if (round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+            const int blo = s1 * col / B, bhi = min((s1 * col + l1 - 1) / B, qb);
+            for (int bb = blo; bb <= bhi; bb++) atomicMax(pool + (bb - b0), __float_as_int(v));
+        }
+    }
+}
+
 /* float <-> order-preserving uint32 key (larger float -> larger key; NaN treated by bits) */
 __device__ __forceinline__ uint32_t f2key(float f) {
     uint32_t u = __float_as_uint(f);

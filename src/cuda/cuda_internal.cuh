@@ -42,6 +42,15 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
 /* bytes of split scratch cuda_flash_launch may use for this layout */
 size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols);
 
+/* Properties of the current device (cudaGetDevice), read from the driver once per device and kept in
+ * a table (thread-safe; no device call after the first): SM count, compute capability, the opt-in
+ * shared memory limit of one block. A device whose attributes cannot be read gets 100 SMs, cc 0.0
+ * and 48 KB, so every capability check fails closed. */
+struct CudaDevProps {
+    int sms, cc_major, cc_minor, smem_optin;
+};
+CudaDevProps cuda_dev_props(void);
+/* cuda_dev_props().sms */
 int cuda_num_sms(void);
 
 /* The call's workspace: ap->workspace when it holds `need` bytes (else INFLLM_ERR_WORKSPACE naming
@@ -57,7 +66,7 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
 infllm_status cuda_func_smem(const void *func, size_t smem, const char *what);
 
 /* 1 when the sm_90a (wgmma) kernels run: built with sm_90a (INFLLM_CUDA_SM90A), the current
- * device has compute capability 9.0, and INFLLM_CUDA_NO_WGMMA=1 is not set; decided once */
+ * device has compute capability 9.0, and INFLLM_CUDA_NO_WGMMA=1 is not set (read once) */
 int cuda_use_wgmma(void);
 
 #endif

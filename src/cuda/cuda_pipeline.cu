@@ -10,11 +10,44 @@
  * Workspace (256-byte aligned pieces): cu_c1/cu_c2, c1, c2, topk_idx [Hkv, total_q, topk_out],
  * split-KV scratch. Linear in T.
  */
+#include <atomic>
+#include <mutex>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
+
+CudaDevProps cuda_dev_props(void) {
+    enum { MAX_DEV = 64 }; /* devices past it are read every call */
+    static CudaDevProps props[MAX_DEV];
+    static std::atomic<int> ready[MAX_DEV];
+    static std::mutex lock;
+    CudaDevProps p = {100, 0, 0, 48 * 1024};
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return p;
+    }
+    const bool cached = dev >= 0 && dev < MAX_DEV;
+    if (cached && ready[dev].load(std::memory_order_acquire)) return props[dev];
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0) p.sms = v;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess) p.cc_major = v;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess) p.cc_minor = v;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess && v > 0)
+        p.smem_optin = v;
+    (void)cudaGetLastError();
+    if (cached) {
+        std::lock_guard<std::mutex> guard(lock);
+        if (!ready[dev].load(std::memory_order_relaxed)) {
+            props[dev] = p;
+            ready[dev].store(1, std::memory_order_release);
+        }
+    }
+    return p;
+}
+
+int cuda_num_sms(void) { return cuda_dev_props().sms; }
 
 struct WsLayout {
     size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, total;

@@ -737,16 +737,7 @@ static infllm_status sel_dispatch_nw(int NW, const SelParams &p, size_t smem, in
     return sel_run<T, D, 1>(p, smem, gx, st);
 }
 
-static int max_smem_optin(void) {
-    static int v = 0;
-    if (!v) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || v <= 0)
-            v = 48 * 1024;
-    }
-    return v;
-}
+static int max_smem_optin(void) { return cuda_dev_props().smem_optin; }
 
 /* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 template <typename P>
@@ -1052,42 +1043,19 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     if (64 * t >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
     int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
     int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
-    const float *part = p.part + ((int64_t)g * p.sd.total_q + q0 + i) * p.ntL * 32;
-    float lse2[2];
-    for (int ri = 0; ri < 2; ri++) {
-        int r = gid + 8 * ri;
-        float m = -INFINITY, l = 0.f;
-        for (int x = 0; x < ntl; x++) m = fmaxf(m, part[x * 32 + 2 * r]);
-        for (int x = 0; x < ntl; x++) l += part[x * 32 + 2 * r + 1] * exp2f(part[x * 32 + 2 * r] - m);
-        lse2[ri] = (l > 0.f && r < p.G) ? m + __log2f(l) : INFINITY;
-    }
+    const float2 *part = (const float2 *)p.part + ((int64_t)g * p.sd.total_q + q0 + i) * p.ntL * 16;
+    const float lse2[2] = {row_lse2(part + gid, ntl, gid < p.G), row_lse2(part + gid + 8, ntl, gid + 8 < p.G)};
     int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
     float s[8][4];
     dec_tile_scores<T, D>(p, sm, q0, i, g, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D, vis1 - 64 * t,
                           s);
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int col = 64 * t + 8 * j + 2 * tig + (e & 1);
-            s[j][e] = col < vis1 ? exp2f(s[j][e] * p.scale_log2 - lse2[e >> 1]) : 0.f;
-        }
+    tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
     /* head sum over the G rows of the token (rows >= G are zero): lane (gid, tig) max-pools the sums
      * of its columns 8 gid + 2 tig (+1) */
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
     float keep[2];
     tile_head_sum16(s, gid, keep);
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-        int col = 64 * t + 8 * gid + 2 * tig + e;
-        if (col < n1) {
-            float v = keep[e];
-            if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
-            int blo = (p.s1 * col) / p.B, bhi = (p.s1 * col + p.l1 - 1) / p.B;
-            if (bhi > qb) bhi = qb;
-            for (int bb = blo; bb <= bhi; bb++) atomicMax(bs + bb, __float_as_int(v));
-        }
-    }
+    pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
 }
 
 __global__ void k_dec_topk(DecParams p) {
