@@ -246,54 +246,13 @@ struct CdParams {
     int pos[CD_MAX_TOKENS], qb[CD_MAX_TOKENS], vis1[CD_MAX_TOKENS], visL[CD_MAX_TOKENS];
 };
 
-/* 64 rows of a token-major tensor into a swizzled [64][D] tile, by one warp (rows >= nvalid zero) */
-template <int D>
-__device__ __forceinline__ void cd_load64(uint16_t *s, const uint16_t *g, int64_t stride, int nvalid, int lane) {
-    constexpr int CH = D / 8;
-    for (int i = lane; i < 64 * CH; i += 32) {
-        int r = i / CH, c = i % CH;
-        bool ok = r < nvalid;
-        cp_async16(s + swz<D>(r, c * 8), g + (ok ? (int64_t)r * stride : 0) + c * 8, ok ? 16 : 0);
-    }
-}
-
-/* 16 rows (the G heads of token t; rows >= G zero) x 64 kernels of one tile -> s (C fragments):
- * cd_tile_issue starts the copies (one commit group), cd_tile_mma waits for them and multiplies */
+/* 16 rows (the G heads of token t; rows >= G zero) x 64 kernels of one tile: the copies (one commit
+ * group; warp_q16_mma waits for them and multiplies) */
 template <int D>
 __device__ __forceinline__ void cd_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g,
                                               const uint16_t *cbase, int nvalid) {
-    constexpr int CH = D / 8;
-    const int lane = threadIdx.x & 31;
-    for (int x = lane; x < 16 * CH; x += 32) {
-        int r = x / CH, c = x % CH;
-        bool ok = r < p.G;
-        const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
-        cp_async16(sq + swz<D>(r, c * 8), src, ok ? 16 : 0);
-    }
-    cd_load64<D>(sc, cbase, (int64_t)p.Hkv * D, nvalid, lane);
-    cp_async_commit();
-}
-template <typename T, int D>
-__device__ __forceinline__ void cd_tile_mma(const uint16_t *sq, const uint16_t *sc, float (&s)[8][4]) {
-    constexpr int KS = D / 16;
-    const int lane = threadIdx.x & 31;
-    cp_async_wait<0>();
-    __syncwarp();
-#pragma unroll
-    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KS; kk += 2) {
-        uint32_t a0[4], a1[4];
-        ldsm_x4(a0, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
-        ldsm_x4(a1, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + 1) + (lane >> 4) * 8));
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            uint32_t r[4];
-            ldsm_x4(r, sc + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-            mma16816<T>(s[j], a0, r[0], r[1]);
-            mma16816<T>(s[j], a1, r[2], r[3]);
-        }
-    }
+    warp_q16_issue<D>(sq, sc, p.q + ((int64_t)t * p.Hq + (int64_t)g * p.G) * D, p.G, cbase, (int64_t)p.Hkv * D,
+                      nvalid);
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdParams p) {
@@ -308,7 +267,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     float *part = p.part + (((int64_t)g * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
     float s[8][4];
     cd_tile_issue<D>(p, sq, sc, t, g, (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D, vis - 64 * tile);
-    cd_tile_mma<T, D>(sq, sc, s);
+    warp_q16_mma<T, D>(sq, sc, s);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float mx = tile_row_scale_max(s, ri, 64 * tile, tig, vis, p.scale_log2);
@@ -507,7 +466,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
      * S = Q c1^T is computed before this kernel waits for k_cd_lse */
     cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
     for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
-    cd_tile_mma<T, D>(sq, sc, s);
+    warp_q16_mma<T, D>(sq, sc, s);
     cd_pdl_wait(); /* the LSE partials */
     cd_pdl_start();
     {

@@ -194,6 +194,50 @@ __device__ __forceinline__ void load_tile_async(uint16_t *s, const uint16_t *g, 
     }
 }
 
+/* One warp's 16 x 64 score tile of the small-batch selection (k_dec_*, k_cd_*; CTAs of one warp):
+ * warp_q16_issue copies the G query heads of one token (qtok: its head g*G, rows >= G zero) and 64
+ * compressed keys (rows >= nvalid zero) into swizzled tiles (cp.async, one commit group);
+ * warp_q16_mma waits for them and computes S = Q C^T into C fragments (s[j] = columns 8 j..8 j+7). */
+template <int D>
+__device__ __forceinline__ void warp_q16_issue(uint16_t *sq, uint16_t *sc, const uint16_t *qtok, int G,
+                                               const uint16_t *cbase, int64_t cstride, int nvalid) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31;
+    for (int x = lane; x < 16 * CH; x += 32) {
+        const int r = x / CH, c = x % CH;
+        const bool ok = r < G;
+        cp_async16(sq + swz<D>(r, c * 8), qtok + (ok ? (int64_t)r * D : 0) + c * 8, ok ? 16 : 0);
+    }
+    for (int x = lane; x < 64 * CH; x += 32) {
+        const int r = x / CH, c = x % CH;
+        const bool ok = r < nvalid;
+        cp_async16(sc + swz<D>(r, c * 8), cbase + (ok ? (int64_t)r * cstride : 0) + c * 8, ok ? 16 : 0);
+    }
+    cp_async_commit();
+}
+template <typename T, int D>
+__device__ __forceinline__ void warp_q16_mma(const uint16_t *sq, const uint16_t *sc, float (&s)[8][4]) {
+    constexpr int KS = D / 16;
+    const int lane = threadIdx.x & 31;
+    cp_async_wait<0>();
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk += 2) {
+        uint32_t a0[4], a1[4];
+        ldsm_x4(a0, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
+        ldsm_x4(a1, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + 1) + (lane >> 4) * 8));
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t r[4];
+            ldsm_x4(r, sc + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+            mma16816<T>(s[j], a0, r[0], r[1]);
+            mma16816<T>(s[j], a1, r[2], r[3]);
+        }
+    }
+}
+
 /* Stage-1 helpers on an m16 x 64 score tile s in the mma.sync m16n8 accumulator layout (a wgmma
  * m64 accumulator gives each warp the same layout): lane (gid, tig) holds, of row ri (row gid for
  * ri = 0, gid + 8 for ri = 1), the columns 8 j + 2 tig + e as s[j][2 ri + e]. The pipeline's and

@@ -960,34 +960,9 @@ __device__ __forceinline__ bool dec_row(const DecParams &p, int64_t &q0, int32_t
 template <typename T, int D>
 __device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &sm, int64_t q0, int i, int g,
                                                 const uint16_t *cbase, int nvalid, float (&s)[8][4]) {
-    constexpr int CH = D / 8, KS = D / 16;
-    const int lane = threadIdx.x;
-    const uint16_t *qg = (const uint16_t *)p.q;
-    for (int x = lane; x < 16 * CH; x += 32) {
-        int r = x / CH, c = x % CH;
-        bool ok = r < p.G;
-        const uint16_t *src = qg + (ok ? ((q0 + i) * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
-        cp_async16(sm.q + swz<D>(r, c * 8), src, ok ? 16 : 0);
-    }
-    load_tile_async<D, 64, 32>(sm.c, cbase, (int64_t)p.Hkv * D, nvalid);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncwarp();
-#pragma unroll
-    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KS; kk += 2) {
-        uint32_t a0[4], a1[4];
-        ldsm_x4(a0, sm.q + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * kk + (lane >> 4) * 8));
-        ldsm_x4(a1, sm.q + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 16 * (kk + 1) + (lane >> 4) * 8));
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            uint32_t r[4];
-            ldsm_x4(r, sm.c + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-            mma16816<T>(s[j], a0, r[0], r[1]);
-            mma16816<T>(s[j], a1, r[2], r[3]);
-        }
-    }
+    warp_q16_issue<D>(sm.q, sm.c, (const uint16_t *)p.q + ((q0 + i) * p.Hq + (int64_t)g * p.G) * D, p.G, cbase,
+                      (int64_t)p.Hkv * D, nvalid);
+    warp_q16_mma<T, D>(sm.q, sm.c, s);
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(DecParams p) {
