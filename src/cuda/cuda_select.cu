@@ -58,6 +58,25 @@ __device__ __forceinline__ void lse_tile_update(float (&s)[8][4], float (&m)[2],
     }
 }
 
+/* S = Q C^T of one warp's 16 rows (Q as A fragments qf[KS], loaded once) and a swizzled [64][D] tile
+ * sk of compressed keys, in C fragments (s[j] = columns 8 j..8 j+7); both passes of k_select */
+template <typename T, int D>
+__device__ __forceinline__ void tile_qf_mma(const uint32_t (&qf)[D / 16][4], const uint16_t *sk, float (&s)[8][4]) {
+    constexpr int KS = D / 16;
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk += 2) {
+            uint32_t r[4];
+            ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+            mma16816<T>(s[j], qf[kk], r[0], r[1]);
+            mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
+        }
+    }
+}
+
 template <typename T, int D, int NW>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
@@ -160,19 +179,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const uint16_t *sk = sC + stage * 64 * D;
         float s[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk += 2) {
-                uint32_t r[4];
-                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-                mma16816<T>(s[j], qf[kk], r[0], r[1]);
-                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
-            }
-        }
+        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
         lse_tile_update(s, m, l, 64 * t, tig, visL[0], visL[1], p.scale_log2);
         __syncthreads();
         stage ^= 1;
@@ -203,19 +211,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const uint16_t *sk = sC + stage * 64 * D;
         float s[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk += 2) {
-                uint32_t r[4];
-                ldsm_x4(r, sk + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
-                mma16816<T>(s[j], qf[kk], r[0], r[1]);
-                mma16816<T>(s[j], qf[kk + 1], r[2], r[3]);
-            }
-        }
+        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
