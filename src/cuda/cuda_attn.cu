@@ -197,11 +197,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     __syncthreads();
 
     uint32_t qf[KS][4];
-#pragma unroll
-    for (int kk = 0; kk < KS; kk++) {
-        int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
-    }
+    load_qf<D>(qf, sQ, warp);
     __syncthreads(); /* the last stage is free for K/V now */
     int cn = -1;
     if (STAGES == 3 && c >= 0 && count > 1) {

@@ -194,6 +194,17 @@ __device__ __forceinline__ void load_tile_async(uint16_t *s, const uint16_t *g, 
     }
 }
 
+/* The A fragments of warp w's 16 rows [16 w, 16 w + 16) of a swizzled [rows][D] Q tile, all of D */
+template <int D>
+__device__ __forceinline__ void load_qf(uint32_t (&qf)[D / 16][4], const uint16_t *sQ, int warp) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
+    }
+}
+
 /* One warp's 16 x 64 score tile of the small-batch selection (k_dec_*, k_cd_*; CTAs of one warp):
  * warp_q16_issue copies the G query heads of one token (qtok: its head g*G, rows >= G zero) and 64
  * compressed keys (rows >= nvalid zero) into swizzled tiles (cp.async, one commit group);

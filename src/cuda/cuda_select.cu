@@ -42,6 +42,27 @@ __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
+/* Before a warp's top-k over the block scores bs[0..qb] of one token: the forced blocks (the first
+ * init_blocks and the local_blocks before block qb, and qb itself) become +inf, blocks that no c1
+ * kernel of the n1 touches -inf; the others keep their max-pooled score. One warp. (I: the caller's
+ * type for qb, so that its loop compiles as it did inline.) */
+template <typename I>
+__device__ __forceinline__ void warp_force_blocks(float *bs, I qb, int init_blocks, int local_blocks, int B,
+                                                  int l1, int s1, int32_t n1) {
+    const int lane = threadIdx.x & 31;
+    for (int bb = lane; bb <= qb; bb += 32) {
+        if (bb < init_blocks || bb >= qb - local_blocks) {
+            bs[bb] = INFINITY;
+        } else {
+            int64_t first = -fdiv64(-((int64_t)B * bb - l1 + 1), s1);
+            int64_t last = fdiv64((int64_t)B * bb + B - 1, s1);
+            if (first < 0) first = 0;
+            if (last > n1 - 1) last = n1 - 1;
+            if (last < first) bs[bb] = -INFINITY;
+        }
+    }
+}
+
 /* pass 1 of the fused selection: the online (max, sum) in base 2 of rows gid (ri 0) and gid + 8
  * (ri 1) over one more 64-column score tile starting at column col0; vis0 / vis1: the rows'
  * visible kernels (columns at or past them count as -inf) */
@@ -159,11 +180,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     __syncthreads();
 
     uint32_t qf[KS][4];
-#pragma unroll
-    for (int kk = 0; kk < KS; kk++) {
-        int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
-    }
+    load_qf<D>(qf, sQ, warp);
     __syncthreads(); /* sQ may alias the second c-tile buffer */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
@@ -291,17 +308,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         int64_t qb = (pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
         float *bs = sBS + tt * p.nbmax;
-        for (int bb = lane; bb <= qb; bb += 32) {
-            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-                bs[bb] = INFINITY;
-            } else {
-                int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
-                int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
-                if (first < 0) first = 0;
-                if (last > n1 - 1) last = n1 - 1;
-                if (last < first) bs[bb] = -INFINITY;
-            }
-        }
+        warp_force_blocks(bs, qb, p.init_blocks, p.local_blocks, p.B, p.l1, p.s1, n1);
         __syncwarp();
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         warp_topk(bs, (int)qb + 1, Kb, (int)qb, row, p.topk_out);
@@ -1049,17 +1056,7 @@ __global__ void k_dec_topk(DecParams p) {
     }
     int32_t n1 = d_windows(lk, p.l1, p.s1);
     float *bs = p.bsg + w * p.nbmax;
-    for (int bb = lane; bb <= qb; bb += 32) {
-        if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-            bs[bb] = INFINITY;
-        } else {
-            int64_t first = -fdiv64(-((int64_t)p.B * bb - p.l1 + 1), p.s1);
-            int64_t last = fdiv64((int64_t)p.B * bb + p.B - 1, p.s1);
-            if (first < 0) first = 0;
-            if (last > n1 - 1) last = n1 - 1;
-            if (last < first) bs[bb] = -INFINITY;
-        }
-    }
+    warp_force_blocks(bs, qb, p.init_blocks, p.local_blocks, p.B, p.l1, p.s1, n1);
     __syncwarp();
     warp_topk(bs, qb + 1, p.K, qb, row, p.topk_out);
 }
