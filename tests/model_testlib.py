@@ -162,8 +162,9 @@ class Tiny:
             json.dump(cfg, fh)
 
     # -- numpy reference ---------------------------------------------------------------
-    def forward(self, toks):
-        """float64 forward over the GGUF-stored values with llama.cpp's interleaved RoPE."""
+    def forward(self, toks, collect=None):
+        """float64 forward over the GGUF-stored values with llama.cpp's interleaved RoPE;
+        collect (a dict) receives each layer's post-RoPE (q, k, v), [T, heads, D] each."""
         st = {k: v.astype(np.float64) for k, v in self.stored.items()}
         T, D, H, KV = len(toks), self.D, self.H, self.KV
         x = st["token_embd.weight"][np.array(toks)] * self.escale
@@ -190,6 +191,8 @@ class Tiny:
             q = rope((h @ g("attn_q").T).reshape(T, H, D))
             k = rope((h @ g("attn_k").T).reshape(T, KV, D))
             v = (h @ g("attn_v").T).reshape(T, KV, D)
+            if collect is not None:
+                collect[i] = (q, k, v)
             o = np.zeros((T, H, D))
             mask = np.triu(np.ones((T, T), bool), 1)
             for hh in range(H):

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -52,6 +53,161 @@ static char *read_file(const char *path, size_t *len) {
     return b;
 }
 
+/* --dump-qkv: the prompt's attention inputs of the chosen layers, collected through the
+ * session's qkv_hook and written as .npy files after the prefill */
+typedef struct qkv_dump {
+    const char *dir;
+    int n_layer;
+    int *slot;        /* [n_layer]: index into buf, or -1 when the layer is not dumped */
+    float **buf;      /* [nsel * 3]: q [T][Q], k [T][KV], v [T][KV] of each dumped layer */
+    int *layers;      /* [nsel] */
+    int nsel;
+    int64_t T, pos0, Q, KV;
+} qkv_dump;
+
+static int qkv_collect(void *ud, int layer, int64_t pos, int n, const float *q, const float *k, const float *v) {
+    qkv_dump *d = ud;
+    if (layer < 0 || layer >= d->n_layer || d->slot[layer] < 0) return 0;
+    int64_t r = pos - d->pos0;
+    if (r < 0 || n < 0 || r + n > d->T) return -1;
+    float **b = d->buf + (size_t)d->slot[layer] * 3;
+    memcpy(b[0] + r * d->Q, q, sizeof(float) * (size_t)n * (size_t)d->Q);
+    memcpy(b[1] + r * d->KV, k, sizeof(float) * (size_t)n * (size_t)d->KV);
+    memcpy(b[2] + r * d->KV, v, sizeof(float) * (size_t)n * (size_t)d->KV);
+    return 0;
+}
+
+static void qkv_dump_free(qkv_dump *d) {
+    if (d->buf)
+        for (int i = 0; i < d->nsel * 3; i++) free(d->buf[i]);
+    free(d->buf);
+    free(d->slot);
+    free(d->layers);
+    memset(d, 0, sizeof *d);
+}
+
+/* "0,10,20" or "all" -> layers (count, or -1 with a message); ranges are checked later */
+static int parse_layers(const char *s, int **out) {
+    *out = NULL;
+    if (strcmp(s, "all") == 0) return 0;
+    int n = 0, cap = 8;
+    int *a = malloc(sizeof(int) * (size_t)cap);
+    const char *p = s;
+    while (a) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > 1000000 || (*end && *end != ',')) {
+            fprintf(stderr, "infllm run: --dump-layers expects 'all' or comma-separated layers >= 0, got '%s'\n", s);
+            free(a);
+            return -1;
+        }
+        if (n == cap) {
+            int *na = realloc(a, sizeof(int) * (size_t)(cap *= 2));
+            if (!na) break;
+            a = na;
+        }
+        a[n++] = (int)x;
+        if (!*end) {
+            *out = a;
+            return n;
+        }
+        p = end + 1;
+    }
+    free(a);
+    fprintf(stderr, "infllm run: out of memory\n");
+    return -1;
+}
+
+/* creates the directory when missing and checks that a file can be written in it */
+static int dump_dir_ok(const char *dir) {
+    struct stat sb;
+    if (stat(dir, &sb) != 0 && mkdir(dir, 0777) != 0) {
+        fprintf(stderr, "infllm run: cannot create --dump-qkv directory '%s': %s\n", dir, strerror(errno));
+        return -1;
+    }
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "infllm run: --dump-qkv '%s' is not a directory\n", dir);
+        return -1;
+    }
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.infllm-probe.tmp.%ld", dir, (long)getpid());
+    FILE *f = fopen(probe, "wb");
+    if (!f) {
+        fprintf(stderr, "infllm run: cannot write in the --dump-qkv directory '%s': %s\n", dir, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    remove(probe);
+    return 0;
+}
+
+/* selects the layers (NULL list: all), allocates [T] rows for each; prints the problem */
+static int qkv_dump_init(qkv_dump *d, const mdl_model *m, const int *list, int nlist, int64_t T, int64_t pos0,
+                         int quiet) {
+    const mdl_config *c = &m->cfg;
+    d->n_layer = c->n_layer;
+    d->T = T;
+    d->pos0 = pos0;
+    d->Q = (int64_t)c->n_head * c->head_dim;
+    d->KV = (int64_t)c->n_head_kv * c->head_dim;
+    d->slot = malloc(sizeof(int) * (size_t)c->n_layer);
+    d->layers = malloc(sizeof(int) * (size_t)c->n_layer);
+    if (!d->slot || !d->layers) {
+        fprintf(stderr, "infllm run: out of memory\n");
+        return 1;
+    }
+    for (int l = 0; l < c->n_layer; l++) d->slot[l] = list ? -1 : l;
+    for (int i = 0; list && i < nlist; i++) {
+        if (list[i] >= c->n_layer) return 2; /* checked after loading */
+        d->slot[list[i]] = 0;
+    }
+    for (int l = 0; l < c->n_layer; l++)
+        if (d->slot[l] >= 0) {
+            d->slot[l] = d->nsel;
+            d->layers[d->nsel++] = l;
+        }
+    size_t bytes = (size_t)d->nsel * (size_t)T * (size_t)(d->Q + 2 * d->KV) * sizeof(float);
+    if (!quiet)
+        fprintf(stderr, "dump: q/k/v of %d layer(s) x %lld tokens (%.1f MiB) into %s\n", d->nsel, (long long)T,
+                (double)bytes / (1 << 20), d->dir);
+    d->buf = calloc((size_t)d->nsel * 3, sizeof(float *));
+    for (int i = 0; d->buf && i < d->nsel * 3; i++) {
+        d->buf[i] = malloc(sizeof(float) * (size_t)T * (size_t)(i % 3 == 0 ? d->Q : d->KV));
+        if (!d->buf[i]) break;
+    }
+    if (!d->buf || (d->nsel && !d->buf[d->nsel * 3 - 1])) {
+        fprintf(stderr, "infllm run: out of memory for --dump-qkv (%zu bytes)\n", bytes);
+        return 1;
+    }
+    return 0;
+}
+
+static int qkv_dump_write(const qkv_dump *d, const mdl_model *m, const int32_t *ids, int quiet) {
+    const mdl_config *c = &m->cfg;
+    char path[4096], err[512];
+    int64_t tshape[1] = {d->T};
+    snprintf(path, sizeof path, "%s/tokens.npy", d->dir);
+    if (npy_write(path, "<i4", 1, tshape, ids, err, sizeof err)) {
+        fprintf(stderr, "infllm run: %s\n", err);
+        return -1;
+    }
+    for (int i = 0; i < d->nsel; i++) {
+        static const char *const names[3] = {"q", "k", "v"};
+        for (int j = 0; j < 3; j++) {
+            int64_t shape[3] = {d->T, j == 0 ? c->n_head : c->n_head_kv, c->head_dim};
+            snprintf(path, sizeof path, "%s/%s_layer%d.npy", d->dir, names[j], d->layers[i]);
+            if (npy_write(path, "<f4", 3, shape, d->buf[(size_t)i * 3 + (size_t)j], err, sizeof err)) {
+                fprintf(stderr, "infllm run: %s\n", err);
+                return -1;
+            }
+        }
+    }
+    if (!quiet)
+        fprintf(stderr, "dump: wrote tokens.npy and {q,k,v}_layer<L>.npy for %d layer(s) in %s\n", d->nsel, d->dir);
+    return 0;
+}
+
 static void progress_bar(void *ud, int64_t done, int64_t total) {
     double t0 = *(double *)ud, el = mdl_now() - t0;
     int w = 30, f = (int)(w * done / (total ? total : 1));
@@ -66,7 +222,7 @@ int cmd_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
     const char *prompt = NULL, *prompt_file = NULL, *dump_logits = NULL, *tokens_arg = NULL, *system = NULL;
-    const char *answer_prefix = NULL;
+    const char *answer_prefix = NULL, *dump_qkv = NULL, *dump_layers = NULL;
     int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0;
     float temp = 0.8f, top_p = 0.95f, rpen = 1.0f;
     opt_def defs[] = {
@@ -85,6 +241,9 @@ int cmd_run(int argc, char **argv) {
         {"--ignore-eos", NULL, OPT_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
         {"--tokens", NULL, OPT_STR, &tokens_arg, "IDS", "prompt as comma-separated token ids (no tokenizer)"},
         {"--dump-logits", NULL, OPT_STR, &dump_logits, "FILE", "write the logits of every prompt position (.npy f32)"},
+        {"--dump-qkv", NULL, OPT_STR, &dump_qkv, "DIR",
+         "write the prompt's post-RoPE q, k, v (f32 [T, heads, head_dim]) as DIR/{q,k,v}_layer<L>.npy"},
+        {"--dump-layers", NULL, OPT_STR, &dump_layers, "LIST", "layers for --dump-qkv: '0,10,20' or 'all' (all)"},
         {"--print-ids", NULL, OPT_FLAG, &print_ids, NULL, "print prompt and generated token ids to stderr"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or timings on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
@@ -105,16 +264,40 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     if (run_opts_check(&o)) return 2;
+    if (dump_layers && !dump_qkv) {
+        fprintf(stderr, "infllm run: --dump-layers needs --dump-qkv DIR\n");
+        return 2;
+    }
+    int *dump_list = NULL, n_dump_list = 0;
+    if (dump_qkv) {
+        if (dump_layers && (n_dump_list = parse_layers(dump_layers, &dump_list)) < 0) return 2;
+        if (dump_dir_ok(dump_qkv)) {
+            free(dump_list);
+            return 1;
+        }
+    }
 
     run_ctx R;
-    if (run_load(&o, &R, quiet)) return 1;
+    if (run_load(&o, &R, quiet)) {
+        free(dump_list);
+        return 1;
+    }
     int ret = 1;
+    qkv_dump dump = {0};
+    dump.dir = dump_qkv;
     char *text = NULL, *chat_text = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     mdl_sampler smp = {0};
     mdl_session *s = NULL;
     int64_t n_prompt = 0;
+    for (int i = 0; dump_list && i < n_dump_list; i++)
+        if (dump_list[i] >= R.m->cfg.n_layer) {
+            fprintf(stderr, "infllm run: --dump-layers: layer %d is out of range (the model has layers 0..%d)\n",
+                    dump_list[i], R.m->cfg.n_layer - 1);
+            ret = 2;
+            goto done;
+        }
     if (tokens_arg) {
         size_t cap = strlen(tokens_arg) / 2 + 2;
         ids = malloc(sizeof(int32_t) * (cap + (size_t)n_predict + 1));
@@ -216,6 +399,15 @@ int cmd_run(int argc, char **argv) {
         for (int64_t i = 0; i < n_prompt; i++) fprintf(stderr, " %d", ids[i]);
         fputc('\n', stderr);
     }
+    if (dump_qkv) {
+        int drc = qkv_dump_init(&dump, R.m, dump_list, dump_list ? n_dump_list : 0, n_prompt, s->pos, quiet);
+        if (drc) {
+            ret = drc;
+            goto done;
+        }
+        s->qkv_hook = qkv_collect;
+        s->qkv_ud = &dump;
+    }
     double t0 = mdl_now();
     if (!quiet && isatty(2) && n_prompt > s->chunk) {
         s->progress = progress_bar;
@@ -227,6 +419,8 @@ int cmd_run(int argc, char **argv) {
     }
     double t_prefill = mdl_now() - t0;
     s->progress = NULL;
+    s->qkv_hook = NULL;
+    if (dump_qkv && qkv_dump_write(&dump, R.m, ids, quiet)) goto done;
     if (dump_logits) {
         int64_t shape[2] = {n_prompt, V};
         char err[256];
@@ -296,6 +490,8 @@ int cmd_run(int argc, char **argv) {
     }
     ret = 0;
 done:
+    qkv_dump_free(&dump);
+    free(dump_list);
     mdl_sampler_free(&smp);
     free(logits);
     mdl_session_free(s);

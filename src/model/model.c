@@ -554,6 +554,11 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
             rope(s->q + t * Q, c->n_head, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
             rope(s->k + t * KV, c->n_head_kv, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
         }
+        if (s->qkv_hook && s->qkv_hook(s->qkv_ud, l, s->pos, n, s->q, s->k, s->v)) {
+            rc = mdl_fail("layer %d, positions %lld..%lld: the q/k/v observer failed", l, (long long)s->pos,
+                          (long long)(s->pos + n - 1));
+            break;
+        }
         double t0 = mdl_now();
         infllm_status st;
         if (s->kv_dtype == INFLLM_DTYPE_F16 && s->p.mode == INFLLM_MODE_DENSE && D % 16 == 0 && D <= 512 &&

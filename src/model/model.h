@@ -72,6 +72,14 @@ typedef struct mdl_session {
     double t_attn;             /* seconds spent in attention (stats) */
     void (*progress)(void *ud, int64_t done, int64_t total);
     void *progress_ud;
+    /* Optional observer of the attention inputs (NULL: none): called for every layer of every
+     * chunk, after the biases and RoPE and before attention, with the chunk's n rows at
+     * positions pos..pos+n-1 as f32: q [n][n_head][head_dim], k and v [n][n_head_kv][head_dim]
+     * (q unscaled; the values the KV cache receives, before any conversion to its dtype). A
+     * non-zero return stops the forward pass, which then fails with the layer in its message
+     * and leaves the caches at the length they had before the chunk. */
+    int (*qkv_hook)(void *ud, int layer, int64_t pos, int n, const float *q, const float *k, const float *v);
+    void *qkv_ud;
 } mdl_session;
 
 /* Bytes the caches and buffers of a session will take (estimate before creating it). */
