@@ -42,15 +42,15 @@ def bf16_bits(x):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def make_inputs(T, structured, seed):
-    """q [T, HQ, D], k [T, HKV, D] as bf16 bits, as bench/cuda_bench.py's make_inputs"""
+def make_inputs(T, structured, seed, hq=HQ, hkv=HKV, d=D):
+    """q [T, hq, d], k [T, hkv, d] as bf16 bits, as bench/cuda_bench.py's make_inputs"""
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal((T, HQ, D), dtype=np.float32)
-    k = rng.standard_normal((T, HKV, D), dtype=np.float32)
+    q = rng.standard_normal((T, hq, d), dtype=np.float32)
+    k = rng.standard_normal((T, hkv, d), dtype=np.float32)
     if structured:
         nseg = (T + 255) // 256
-        segq = rng.standard_normal((nseg, HQ, D), dtype=np.float32)
-        segk = rng.standard_normal((nseg, HKV, D), dtype=np.float32)
+        segq = rng.standard_normal((nseg, hq, d), dtype=np.float32)
+        segk = rng.standard_normal((nseg, hkv, d), dtype=np.float32)
         pos = np.arange(T) // 256
         q = 0.6 * q + 0.8 * segq[pos]
         k = 0.6 * k + 0.8 * segk[pos]
@@ -62,9 +62,32 @@ def ok(lib, st, what):
         sys.exit(f"stage2_union: {what}: status {st}: {lib.infllm_last_error().decode()}")
 
 
+def load_lib(path, prog="stage2_union"):
+    """libinfllm.so through ctypes (exits with a message when it cannot be loaded)"""
+    try:
+        lib = C.CDLL(path)
+    except OSError as e:
+        sys.exit(f"{prog}: cannot load {path}: {e} (build it: cmake -S . -B build-cpu -DINFLLM_CUDA=OFF)")
+    lib.infllm_last_error.restype = C.c_char_p
+    return lib
+
+
 def selections(lib, T, structured, seed, threads):
     """topk [HKV, T, K] int32 (-1 padded) from the CPU backend's stage ops"""
     q, k = make_inputs(T, structured, seed)
+    return select_blocks(lib, q, k, threads)
+
+
+def select_blocks(lib, q, k, threads):
+    """(topk [Hkv, T, K] int32 (-1 padded), number of blocks) of one sequence with the MiniCPM4.1
+    defaults (infllm_params_default), from the CPU backend's stage ops; q [T, Hq, D] and
+    k [T, Hkv, D] as bf16 bits (uint16)"""
+    T, hq, d = q.shape
+    hkv = k.shape[1]
+    if k.shape != (T, hkv, d) or q.dtype != np.uint16 or k.dtype != np.uint16 or hq % hkv:
+        raise ValueError(f"select_blocks: q {q.shape} {q.dtype} and k {k.shape} {k.dtype}: expected bf16 bits "
+                         "[T, Hq, D] and [T, Hkv, D] with Hkv dividing Hq")
+    q, k = np.ascontiguousarray(q), np.ascontiguousarray(k)
     p = Params()
     lib.infllm_params_default(C.byref(p))
     p.backend = CPU
@@ -73,24 +96,24 @@ def selections(lib, T, structured, seed, threads):
     lay.dtype = BF16
     lay.num_seqs = 1
     lay.total_q = lay.total_k = T
-    lay.num_q_heads, lay.num_kv_heads, lay.head_dim = HQ, HKV, D
+    lay.num_q_heads, lay.num_kv_heads, lay.head_dim = hq, hkv, d
     lay.max_seqlen_q = lay.max_seqlen_k = T
     sz = Sizes()
     ok(lib, lib.infllm_get_sizes(C.byref(p), C.byref(lay), C.byref(sz)), "get_sizes")
-    c1 = np.zeros((sz.total_n1 + 1, HKV, D), np.uint16)
-    c2 = np.zeros((sz.total_n2 + 1, HKV, D), np.uint16)
+    c1 = np.zeros((sz.total_n1 + 1, hkv, d), np.uint16)
+    c2 = np.zeros((sz.total_n2 + 1, hkv, d), np.uint16)
     cu1 = np.zeros(2, np.int32)
     cu2 = np.zeros(2, np.int32)
     vp = lambda a: a.ctypes.data_as(C.c_void_p)
     ok(lib, lib.infllm_compress_keys(C.byref(p), C.byref(lay), vp(k), vp(c1), vp(c2), vp(cu1), vp(cu2)), "compress")
-    scores = np.zeros((HKV, T, sz.max_n1), np.float32)
+    scores = np.zeros((hkv, T, sz.max_n1), np.float32)
     ok(lib, lib.infllm_stage1_scores(C.byref(p), C.byref(lay), vp(q), vp(c1), vp(c2), vp(cu1), vp(cu2),
                                      vp(scores)), "stage1")
     del q, c1, c2
-    bs = np.zeros((HKV, T, sz.nblocks_out), np.float32)
+    bs = np.zeros((hkv, T, sz.nblocks_out), np.float32)
     ok(lib, lib.infllm_block_scores(C.byref(p), C.byref(lay), vp(scores), vp(bs)), "block_scores")
     del scores
-    topk = np.zeros((HKV, T, sz.topk_out), np.int32)
+    topk = np.zeros((hkv, T, sz.topk_out), np.int32)
     ok(lib, lib.infllm_topk_select(C.byref(p), C.byref(lay), vp(bs), vp(topk)), "topk")
     return topk, sz.nblocks_out
 
@@ -195,11 +218,7 @@ def main():
         sys.exit("stage2_union: every --windows entry must be in [1, T]")
     if a.refine and (not wins or wins[0] < 8 or not 0.0 < a.sample <= 1.0):
         sys.exit("stage2_union: --refine needs a first --windows entry >= 8 and --sample in (0, 1]")
-    try:
-        lib = C.CDLL(a.lib)
-    except OSError as e:
-        sys.exit(f"stage2_union: cannot load {a.lib}: {e} (build it: cmake -S . -B build-cpu -DINFLLM_CUDA=OFF)")
-    lib.infllm_last_error.restype = C.c_char_p
+    lib = load_lib(a.lib)
     topk, nb = selections(lib, a.T, not a.random, a.seed, a.threads)
     K = int((topk >= 0).sum(axis=2).mean())
     m = masks(topk, nb)
