@@ -600,48 +600,59 @@ __global__ void __launch_bounds__(256, 2)
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
              * unselected block, block sizes below 64) masks. (Skipping the O rescale when no row
              * max of the warp moved makes ptxas serialize the wgmma at this register cap: C7512.) */
-            float alpha[2];
+            int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
-                const uint32_t *bits = sTok + rbo[ri];
                 if (SPARSE && b64) {
+                    const uint32_t *bits = sTok + rbo[ri];
                     int blk = (c * 64) / p.B;
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
                 }
-                const int lim = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1; /* key j8+e visible iff <= lim */
-                if (lim < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
+                lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
+            }
+            /* sparse: a warp none of whose rows sees a key of the chunk (at G 16 a warp's 16 rows are one
+             * token, and ~half the chunks its warpgroup walks are another token's) skips the softmax:
+             * P = 0, alpha = 1, m and l unchanged, which is bitwise what the full path computes there */
+            const bool skip = SPARSE && b64 && __all_sync(0xffffffffu, lim[0] < 0 && lim[1] < 0);
+            float alpha[2] = {1.f, 1.f};
+            if (!skip) {
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) {
+                    const uint32_t *bits = sTok + rbo[ri];
+                    if (lim[ri] < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
+#pragma unroll
+                        for (int j = 0; j < 8; j++)
+#pragma unroll
+                            for (int e = 0; e < 2; e++) {
+                                bool ok = 8 * j + e <= lim[ri];
+                                if (SPARSE && !b64 && ok) {
+                                    int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
+                                    ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                                }
+                                if (!ok) s[j][2 * ri + e] = -INFINITY;
+                            }
+                    }
+                    float mx = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    float mn = fmaxf(m[ri], mx * p.scale_log2);
+                    float mu = mn == -INFINITY ? 0.f : mn;
+                    alpha[ri] = exp2f(m[ri] - mu);
+                    m[ri] = mn;
+                    float acc = 0.f;
 #pragma unroll
                     for (int j = 0; j < 8; j++)
 #pragma unroll
                         for (int e = 0; e < 2; e++) {
-                            bool ok = 8 * j + e <= lim;
-                            if (SPARSE && !b64 && ok) {
-                                int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
-                                ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                            }
-                            if (!ok) s[j][2 * ri + e] = -INFINITY;
+                            float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
+                            s[j][2 * ri + e] = pe;
+                            acc += pe;
                         }
+                    l[ri] = l[ri] * alpha[ri] + acc;
                 }
-                float mx = -INFINITY;
-#pragma unroll
-                for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float mn = fmaxf(m[ri], mx * p.scale_log2);
-                float mu = mn == -INFINITY ? 0.f : mn;
-                alpha[ri] = exp2f(m[ri] - mu);
-                m[ri] = mn;
-                float acc = 0.f;
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
-                        s[j][2 * ri + e] = pe;
-                        acc += pe;
-                    }
-                l[ri] = l[ri] * alpha[ri] + acc;
             }
 #pragma unroll
             for (int j = 0; j < DT_; j++) {
@@ -653,10 +664,10 @@ __global__ void __launch_bounds__(256, 2)
             uint32_t a[4][4];
 #pragma unroll
             for (int ks = 0; ks < 4; ks++) {
-                a[ks][0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
-                a[ks][1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
-                a[ks][2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                a[ks][3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+                a[ks][0] = skip ? 0u : DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                a[ks][1] = skip ? 0u : DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                a[ks][2] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                a[ks][3] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
             }
             reg_fence<DT_>(o);
             wgmma_fence();
