@@ -129,6 +129,49 @@ def sdpa_fn(q, k, v, backend):
         return run2
 
 
+def stage2_fn(lib, p, l, q, k, v, topk, K, out, lse):
+    """one infllm_sparse_attention call (stage 2 on the given selection [HKV, T, K]); lse may be None"""
+    def run():
+        check(lib, lib.infllm_sparse_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
+                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
+                                               C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()),
+                                               C.c_void_p(lse.data_ptr()) if lse is not None else None), "sparse")
+    return run
+
+
+def union_per_tile(topk, T, tokens=4):
+    """mean union in blocks of the selections of `tokens` consecutive tokens (a sample of tiles)"""
+    tk = topk.long()
+    samp = torch.arange(0, T - tokens, max(1, T // 512), device="cuda")
+    uni = []
+    for g in range(tk.shape[0]):
+        blocks = tk[g][samp.unsqueeze(1) + torch.arange(tokens, device="cuda")].reshape(len(samp), -1)
+        onehot = torch.zeros(len(samp), (T + 63) // 64 + 1, device="cuda")
+        onehot.scatter_(1, (blocks + 1).clamp(min=0), 1.0)
+        uni.append((onehot[:, 1:].sum(1)).mean().item())
+    return sum(uni) / len(uni)
+
+
+def load_selection(path):
+    """a block selection saved as an integer .npy, or .npz with key topk, [heads, T, K] (-1 padded,
+    causal; bench/real_union.py --save-topk writes them from a real model's activations) ->
+    [HKV, T, K] int32 on the GPU: KV head g takes the file's head g % heads"""
+    import numpy as np
+    sel = np.load(path)
+    if path.endswith(".npz"):
+        if "topk" not in sel:
+            raise ValueError(f"{path}: no array named topk")
+        sel = sel["topk"]
+    if sel.ndim != 3 or sel.dtype.kind not in "iu":
+        raise ValueError(f"{path}: expected an integer array [heads, T, K], got {sel.dtype} {sel.shape}")
+    h, T, K = sel.shape
+    blocks = np.arange(T) // 64
+    if (sel >= 0).any() and (sel > blocks[None, :, None]).any():
+        raise ValueError(f"{path}: a selected block lies after its token (not causal, or not blocks of 64)")
+    t = torch.from_numpy(sel.astype(np.int32))
+    return t[[g % h for g in range(HKV)]].contiguous().cuda(), T, K
+
+
 def flex_fn(q, k, v, topk, T):
     """FlexAttention over the same blocks, one selection per 64-token query block (the last token's
     selection of the block, per KV head), 16 query heads folded per KV head via enable_gqa."""
@@ -310,6 +353,10 @@ def main():
     ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--topk-npy", default="",
+                    help="comma-separated .npy / .npz selections [heads, T, K] (e.g. from a real model, "
+                         "bench/real_union.py --save-topk): stage 2 and FlexAttention timed on each, "
+                         "on this script's synthetic q/k/v of the same T")
     ap.add_argument("--decode-profile", action="store_true",
                     help="per-kernel device times of the cache decode step (torch.profiler over graph replays)")
     ap.add_argument("--profile", type=int, default=0,
@@ -383,11 +430,7 @@ def main():
         def sel():  # compress + fused stage 1 + top-k
             check(lib, dbg(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
 
-        def st2():
-            check(lib, lib.infllm_sparse_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
-                                                   C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
-                                                   C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()),
-                                                   C.c_void_p(lse.data_ptr())), "sparse")
+        st2 = stage2_fn(lib, p, l, q, k, v, topk, K, out, lse)
         t_pipe = timeit(pipe, reps=a.reps)
         t_comp = timeit(comp, reps=a.reps)
         t_sel = timeit(sel, reps=a.reps) - t_comp
@@ -398,14 +441,7 @@ def main():
         nvalid = (tk >= 0).sum(-1).float()  # blocks per (g, t)
         keys_per_q = (nvalid.mean().item()) * 64
         fl2 = 4.0 * HQ * D * keys_per_q * T
-        samp = torch.arange(0, T - 4, max(1, T // 512), device="cuda")
-        uni = []
-        for g in range(HKV):
-            blocks = tk[g][samp.unsqueeze(1) + torch.arange(4, device="cuda")].reshape(len(samp), -1)
-            onehot = torch.zeros(len(samp), (T + 63) // 64 + 1, device="cuda")
-            onehot.scatter_(1, (blocks + 1).clamp(min=0), 1.0)
-            uni.append((onehot[:, 1:].sum(1)).mean().item())
-        union = sum(uni) / len(uni)
+        union = union_per_tile(topk, T)
         t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
         try:
             t_flash = timeit(sdpa_fn(q, k, v, "flash"), reps=a.reps)
@@ -446,6 +482,31 @@ def main():
         del q, k, v, out
         torch.cuda.empty_cache()
 
+    # ---------------- stage 2 on a given selection (e.g. from a real model) ----------------
+    srows = []
+    for path in [x for x in a.topk_npy.split(",") if x]:
+        topk, T, K = load_selection(path)
+        q, k, v = make_inputs(T, structured=not a.random)
+        out = torch.empty_like(q)
+        p = params(lib, SPARSE)
+        l = layout(T, T)
+
+        t_st2 = timeit(stage2_fn(lib, p, l, q, k, v, topk, K, out, None), reps=a.reps)
+        keys_per_q = (topk >= 0).sum(-1).float().mean().item() * 64
+        fl2 = 4.0 * HQ * D * keys_per_q * T
+        t_flex = float("nan")
+        if not a.no_flex:
+            try:
+                t_flex = timeit(flex_fn(q, k, v, topk, T), reps=a.reps)
+            except Exception as e:  # noqa
+                print(f"# flex on {path}: {type(e).__name__}: {str(e)[:200]}")
+        un4, un8 = union_per_tile(topk, T, 4), union_per_tile(topk, T, 8)
+        srows.append((os.path.basename(path), T, K, t_st2, fl2 / t_st2 / 1e9, un4, un8, t_flex))
+        print(f"given selection {path}: T={T} K={K}: stage2 {t_st2:.3f} ms ({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, "
+              f"union {un4:.0f} blocks / 4 tokens, {un8:.0f} / 8), flex sparse {t_flex:.3f}", flush=True)
+        del q, k, v, out, topk
+        torch.cuda.empty_cache()
+
     dec = None if a.no_decode else decode_rows(a, lib)
 
     # ---------------- table ----------------
@@ -461,6 +522,14 @@ def main():
     print("|---|---|---|---|---|---|")
     for (T, to, tcu, fo, fc) in drows:
         print(f"| {T // 1024}K | {to:.2f} | {tcu:.2f} | {fo:.0f} | {fc:.0f} | {tcu / to:.2f}x |")
+    if srows:
+        print()
+        print("| given selection | T | K | stage 2 ms | stage-2 TFLOP/s | union blocks / 4 tok | union / 8 tok "
+              "| flex sparse ms | flex / ours |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for (name, T, K, t2, tf, u4, u8, tfx) in srows:
+            print(f"| {name} | {T // 1024}K | {K} | {t2:.2f} | {tf:.0f} | {u4:.0f} | {u8:.0f} | {tfx:.2f} | "
+                  f"{tfx / t2:.2f}x |")
     if dec:
         print("\n| decode, 1 token, 128K cache | eager us | CUDA graph replay us | graph replays back to back, us per step |")
         print("|---|---|---|---|")

@@ -21,7 +21,7 @@ dump of its first T tokens.
 
     python3 bench/real_union.py --lib build-cpu/libinfllm.so --dump DIR [--layers 0,15,29]
                                 [--T 8192,16384,32768] [--groups 4,8,16] [--window 64]
-                                [--no-synthetic] [--seed 0] [--threads N] [--csv]
+                                [--no-synthetic] [--seed 0] [--threads N] [--csv] [--save-topk DIR]
 
 Measured (SmolLM2-135M-Instruct Q4_1, dense prefill of 32878 tokens of the Python docs'
 prose from scripts/real_text.sh, layers 0, 2, 8, 15, 22, 29; union / K of 4 consecutive
@@ -56,9 +56,12 @@ def union_greedy_all(m, sizes, W):
     return {g: tot[g] / max(cnt[g], 1) for g in sizes}
 
 
-def stats(lib, q, k, sizes, W, threads):
-    """(K, {('consecutive', G): union}, {('greedy', G): union}) of one input"""
+def stats(lib, q, k, sizes, W, threads, save=None):
+    """(K, {('consecutive', G): union}, {('greedy', G): union}) of one input; save: a path to write
+    the selection to (compressed .npz, key topk: int16 or int32 [Hkv, T, K], -1 padded)"""
     topk, nb = select_blocks(lib, q, k, threads)
+    if save:
+        np.savez_compressed(save, topk=topk.astype(np.int16 if nb < 32768 else np.int32))
     K = float((topk >= 0).sum(axis=2).mean())
     m = masks(topk, nb)
     del topk
@@ -100,6 +103,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--csv", action="store_true")
+    ap.add_argument("--save-topk", default="", metavar="DIR",
+                    help="also write each real row's selection to DIR/topk_T<T>_layer<L>.npz (for "
+                         "bench/cuda_bench.py --topk-npy: stage 2 timed on real selection patterns)")
     a = ap.parse_args()
     if not os.path.isdir(a.dump):
         sys.exit(f"real_union: --dump {a.dump} is not a directory")
@@ -130,6 +136,11 @@ def main():
     bad = [t for t in Ts if t < 64 or t > Tmax]
     if bad:
         sys.exit(f"real_union: --T {bad}: must be in [64, {Tmax}] (the dump's length)")
+    if a.save_topk:
+        try:
+            os.makedirs(a.save_topk, exist_ok=True)
+        except OSError as e:
+            sys.exit(f"real_union: --save-topk {a.save_topk}: {e}")
     lib = load_lib(a.lib, "real_union")
     sizes_w = [g for g in sizes if g <= a.window]
     cols = [("consecutive", g) for g in sizes] + [("greedy", g) for g in sizes_w]
@@ -154,7 +165,8 @@ def main():
         for layer in layers:
             q = np.load(os.path.join(a.dump, f"q_layer{layer}.npy"), mmap_mode="r")[:T]
             k = np.load(os.path.join(a.dump, f"k_layer{layer}.npy"), mmap_mode="r")[:T]
-            K, nb, r = stats(lib, bf16_bits(q), bf16_bits(k), sizes, a.window, a.threads)
+            save = os.path.join(a.save_topk, f"topk_T{T}_layer{layer}.npz") if a.save_topk else None
+            K, nb, r = stats(lib, bf16_bits(q), bf16_bits(k), sizes, a.window, a.threads, save)
             emit(T, "real", layer, K, nb, r)
         if not a.no_synthetic:
             for inp, structured in (("synthetic", True), ("random", False)):

@@ -654,12 +654,17 @@ __global__ void __launch_bounds__(256, 2)
                     l[ri] = l[ri] * alpha[ri] + acc;
                 }
             }
+            /* O *= alpha; sparse: not when every alpha of the warp is 1 (no row max moved, or a skipped
+             * chunk), the same bits without the multiplies (in the dense instances the branch makes
+             * ptxas serialize the wgmma at this register cap: C7512) */
+            if (!SPARSE || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-            for (int j = 0; j < DT_; j++) {
-                o[j][0] *= alpha[0];
-                o[j][1] *= alpha[0];
-                o[j][2] *= alpha[1];
-                o[j][3] *= alpha[1];
+                for (int j = 0; j < DT_; j++) {
+                    o[j][0] *= alpha[0];
+                    o[j][1] *= alpha[0];
+                    o[j][2] *= alpha[1];
+                    o[j][3] *= alpha[1];
+                }
             }
             uint32_t a[4][4];
 #pragma unroll
