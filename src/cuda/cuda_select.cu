@@ -63,6 +63,21 @@ __device__ __forceinline__ void warp_force_blocks(float *bs, I qb, int init_bloc
     }
 }
 
+/* The c1 kernels pass 2 of a fused selection (top-k, not the score matrix) must score for a tile
+ * whose last token is at pos_last: kernel j touches blocks s1 j / B .. (s1 j + l1 - 1) / B, and from
+ * block qb_last - local_blocks on every block is forced for every token of the tile (a token's
+ * forced local blocks start at its qb - local_blocks, and qb <= qb_last), so finalize overwrites
+ * those blocks' scores with +inf whatever they are: pass 2 stops at the first kernel whose first
+ * block is there (about the last tile's worth of kernels fewer). k_select90 only: in k_select's
+ * 4-warp instances the shorter loop made ptxas spill 40 bytes at its 168-register cap. */
+__device__ __forceinline__ int sel_pass2_kernels(int maxvis1, int64_t pos_last, int B, int s1, int local_blocks) {
+    /* positions < 2^31 (sequence lengths are int32): 32-bit unsigned math */
+    const int fb = (int)((uint32_t)pos_last / (uint32_t)B) - local_blocks;
+    if (fb <= 0) return maxvis1;
+    const uint32_t j = ((uint32_t)fb * (uint32_t)B + (uint32_t)s1 - 1u) / (uint32_t)s1;
+    return j < (uint32_t)maxvis1 ? (int)j : maxvis1;
+}
+
 /* pass 1 of the fused selection: the online (max, sum) in base 2 of rows gid (ri 0) and gid + 8
  * (ri 1) over one more 64-column score tile starting at column col0; vis0 / vis1: the rows'
  * visible kernels (columns at or past them count as -inf) */
@@ -497,7 +512,9 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
     if (tid < TT) sVis[tid] = tid < ntok ? d_visible(pos0 + tid, p.l1, p.s1, n1) : 0;
 
     /* one stream of tiles: ntL level-L tiles (pass 1), then nt1 c1 tiles (pass 2) */
-    const int ntL = (maxvisL + CT - 1) / CT, nt1 = (maxvis1 + CT - 1) / CT, ntot = ntL + nt1;
+    const int ntL = (maxvisL + CT - 1) / CT;
+    const int nt1 = (sel_pass2_kernels(maxvis1, pos_last, p.B, p.s1, p.local_blocks) + CT - 1) / CT;
+    const int ntot = ntL + nt1;
     /* this thread copies rows lr0 + RP k (k < CT / RP), 16-byte chunk lc, of every tile: the
      * swizzle of a row depends on row % 8 only, so the k-th copy lands at ldst0 + RP k 64 */
     constexpr int RP = NT / CH;
