@@ -598,8 +598,7 @@ __global__ void __launch_bounds__(256, 2)
             /* softmax in base 2 on the raw scores: the row max is taken before scaling (the scale is
              * > 0, so max(s) * scale is the max of the scaled scores) and the scale goes into the
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
-             * unselected block, block sizes below 64) masks. (Skipping the O rescale when no row
-             * max of the warp moved makes ptxas serialize the wgmma at this register cap: C7512.) */
+             * unselected block, block sizes below 64) masks. */
             int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
