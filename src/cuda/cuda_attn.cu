@@ -70,6 +70,30 @@ __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int 
     return w * 32 + __ffs(m) - 1;
 }
 
+/* This split's range of a tile's chunk list (the union bitmap sChunk when SPARSE, else chunks
+ * 0..last_chunk), by rank: first = its first chunk, count = its number of chunks (1 << 30: all, one
+ * split; 0: none). A macro like FLASH_RETURN_IF_FILTERED, so that k_flash and k_flash90 keep the
+ * SASS of their hand-written copies (an inline function changed k_flash's register allocation). */
+#define FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)                                  \
+    first = (SPARSE) ? chunk_next((sChunk), (p).ncw, 0) : 0;                                                 \
+    if ((p).nsplit > 1) {                                                                                    \
+        int U_;                                                                                              \
+        if (SPARSE) {                                                                                        \
+            U_ = 0;                                                                                          \
+            for (int w_ = 0; w_ < (p).ncw; w_++) U_ += __popc((sChunk)[w_]);                                 \
+        } else {                                                                                             \
+            U_ = (last_chunk) + 1;                                                                           \
+        }                                                                                                    \
+        const int r0_ = (int)((int64_t)U_ * (split) / (p).nsplit);                                           \
+        const int r1_ = (int)((int64_t)U_ * ((split) + 1) / (p).nsplit);                                     \
+        count = r1_ - r0_;                                                                                   \
+        for (int i_ = 0; i_ < r0_ && first >= 0; i_++)                                                       \
+            first = (SPARSE) ? chunk_next((sChunk), (p).ncw, first + 1) : first + 1;                         \
+    } else {                                                                                                 \
+        count = 1 << 30;                                                                                     \
+    }                                                                                                        \
+    if (first < 0 || first > (last_chunk)) count = 0;
+
 /* This CTA's query tile, sequence and z (KV head x head chunk x split). A one-split grid runs its
  * query tiles heaviest first: the hardware hands out CTAs in linear order (x fastest), and under
  * the causal mask the last tiles of a sequence see the most keys, so the linear index counts the
@@ -163,24 +187,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
         __syncthreads();
     }
     const int last_chunk = (int)(pos_last >> 6);
-    /* this split's range of the chunk list, by rank */
-    int first = SPARSE ? chunk_next(sChunk, p.ncw, 0) : 0;
-    int count;
-    if (p.nsplit > 1) {
-        int U;
-        if (SPARSE) {
-            U = 0;
-            for (int w = 0; w < p.ncw; w++) U += __popc(sChunk[w]);
-        } else {
-            U = last_chunk + 1;
-        }
-        int r0 = (int)((int64_t)U * split / p.nsplit), r1 = (int)((int64_t)U * (split + 1) / p.nsplit);
-        count = r1 - r0;
-        for (int i = 0; i < r0 && first >= 0; i++) first = SPARSE ? chunk_next(sChunk, p.ncw, first + 1) : first + 1;
-    } else {
-        count = 1 << 30;
-    }
-    if (first < 0 || first > last_chunk) count = 0;
+    int first, count;
+    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)
 
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
@@ -491,23 +499,8 @@ __global__ void __launch_bounds__(256, 2)
         __syncthreads();
     }
     const int last_chunk = (int)(pos_last >> 6);
-    int first = SPARSE ? chunk_next(sChunk, p.ncw, 0) : 0;
-    int count;
-    if (p.nsplit > 1) {
-        int U;
-        if (SPARSE) {
-            U = 0;
-            for (int w = 0; w < p.ncw; w++) U += __popc(sChunk[w]);
-        } else {
-            U = last_chunk + 1;
-        }
-        int r0 = (int)((int64_t)U * split / p.nsplit), r1 = (int)((int64_t)U * (split + 1) / p.nsplit);
-        count = r1 - r0;
-        for (int i = 0; i < r0 && first >= 0; i++) first = SPARSE ? chunk_next(sChunk, p.ncw, first + 1) : first + 1;
-    } else {
-        count = 1 << 30;
-    }
-    if (first < 0 || first > last_chunk) count = 0;
+    int first, count;
+    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)
 
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
