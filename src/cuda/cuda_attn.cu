@@ -94,6 +94,21 @@ __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int 
     }                                                                                                        \
     if (first < 0 || first > (last_chunk)) count = 0;
 
+/* A split CTA's result for row r (this thread's columns of o, row ri of its fragments): o / l and the
+ * row's log2 LSE, in the partial buffers k_combine merges ([cta][split][M][D] and [cta][split][M]) */
+template <int D, int M, int DT_>
+__device__ __forceinline__ void flash_store_partial(const FlashParams &p, int zz, int split, int r,
+                                                    const float (&o)[DT_][4], int ri, float inv, float lse2, int tig) {
+    const int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * (gridDim.z / p.nsplit) + zz;
+    const int64_t base = (cta * p.nsplit + split) * M + r;
+#pragma unroll
+    for (int j = 0; j < DT_; j++) {
+        const float2 w = make_float2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
+        *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
+    }
+    if (tig == 0) p.part_lse[base] = lse2;
+}
+
 /* This CTA's query tile, sequence and z (KV head x head chunk x split). A one-split grid runs its
  * query tiles heaviest first: the hardware hands out CTAs in linear order (x fastest), and under
  * the causal mask the last tiles of a sequence see the most keys, so the linear index counts the
@@ -372,14 +387,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
         float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;
         if (p.nsplit > 1) {
-            int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * (gridDim.z / p.nsplit) + zz;
-            int64_t base = (cta * p.nsplit + split) * M + r;
-#pragma unroll
-            for (int j = 0; j < DT_; j++) {
-                float2 w = make_float2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
-                *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
-            }
-            if (tig == 0) p.part_lse[base] = lse2;
+            flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
             continue;
         }
         if (!rvalid[ri]) continue;
@@ -693,14 +701,7 @@ __global__ void __launch_bounds__(256, 2)
         float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;
         if (p.nsplit > 1) {
-            int64_t cta = ((int64_t)blockIdx.y * gridDim.x + blockIdx.x) * (gridDim.z / p.nsplit) + zz;
-            int64_t base = (cta * p.nsplit + split) * M + r;
-#pragma unroll
-            for (int j = 0; j < DT_; j++) {
-                float2 w = make_float2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
-                *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
-            }
-            if (tig == 0) p.part_lse[base] = lse2;
+            flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
             continue;
         }
         int tt = r / Gt, hh = hc * Gt + r % Gt;
