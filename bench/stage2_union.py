@@ -22,7 +22,7 @@ for all its rows, so that is the MMA work per useful MMA, and union / tokens is 
 per token.
 
     python3 bench/stage2_union.py --lib build-cpu/libinfllm.so [--T 32768] [--random] [--csv]
-                                  [--refine --sample 0.15]
+                                  [--refine --sample 0.15] [--tiles]
 """
 import argparse
 import ctypes as C
@@ -167,6 +167,54 @@ def greedy_groups(win, gs):
     return groups
 
 
+def pair_groups(win, groups):
+    """groups (lists of rows of win) paired greedily: the lowest unpaired group takes the partner
+    whose union grows its own least; an odd one out stays alone"""
+    free = list(range(len(groups)))
+    pairs = []
+    while free:
+        a = free.pop(0)
+        if not free:
+            pairs.append((groups[a], []))
+            break
+        ua = win[groups[a]].any(axis=0)
+        grow = [int((win[groups[b]].any(axis=0) & ~ua).sum()) for b in free]
+        b = free.pop(int(np.argmin(grow)))
+        pairs.append((groups[a], groups[b]))
+    return pairs
+
+
+def tile_work(m, W):
+    """k_flash90's work per 8-token tile of two 4-token warpgroups, for three tilings: (CTA
+    iterations = the 8 tokens' union, warpgroup chunks = the two 4-token unions summed), means over
+    the tiles. Since a3011a5 a warp (one token at G 16) skips the softmax of every chunk its token
+    did not select, so the softmax work (the chunks the tokens selected) is the same in every tiling;
+    what a tiling changes is the iterations and the warpgroup MMAs.
+      consecutive   tokens 8c..8c+7, warpgroups 8c..8c+3 and 8c+4..8c+7
+      greedy 8      k_group_tokens: greedy 8-token groups inside windows of W tokens, warpgroup 0 =
+                    the first four picked, warpgroup 1 = the last four
+      greedy 4+4    greedy 4-token groups inside the windows, then paired greedily (not built)"""
+    G, T, nb = m.shape
+    out = {"consecutive": [0, 0, 0], "greedy 8": [0, 0, 0], "greedy 4+4": [0, 0, 0]}
+
+    def add(key, win, wa, wb):
+        ua, ub = win[wa].any(axis=0), win[wb].any(axis=0) if wb else np.zeros(nb, bool)
+        out[key][0] += int((ua | ub).sum())
+        out[key][1] += int(ua.sum()) + int(ub.sum())
+        out[key][2] += 1
+
+    for g in range(G):
+        for w0 in range(0, T - W + 1, W):
+            win = m[g, w0:w0 + W]
+            for c in range(0, W - 7, 8):
+                add("consecutive", win, list(range(c, c + 4)), list(range(c + 4, c + 8)))
+            for grp in greedy_groups(win, 8):
+                add("greedy 8", win, grp[:4], grp[4:])
+            for a, b in pair_groups(win, greedy_groups(win, 4)):
+                add("greedy 4+4", win, a, b)
+    return {k: (v[0] / max(v[2], 1), v[1] / max(v[2], 1)) for k, v in out.items()}
+
+
 def union_refined(m, gs, W, sample, seed):
     """(greedy, greedy + swaps) mean unions over a random sample of the windows"""
     G, T, nb = m.shape
@@ -210,12 +258,17 @@ def main():
     ap.add_argument("--refine", action="store_true",
                     help="also greedy + pairwise swaps (8-token groups, the first window size; slow)")
     ap.add_argument("--sample", type=float, default=0.15, help="fraction of the windows --refine visits")
+    ap.add_argument("--tiles", action="store_true",
+                    help="also k_flash90's work per 8-token tile (CTA iterations, warpgroup chunks) for three "
+                         "tilings, in windows of the first --windows entry (>= 8)")
     a = ap.parse_args()
     wins = [int(x) for x in a.windows.split(",") if x]
     if a.T < 64 or a.T > 262144:
         sys.exit("stage2_union: --T must be in [64, 262144] (the scores of all T x T/16 pairs are held in memory)")
     if any(w < 1 or w > a.T for w in wins):
         sys.exit("stage2_union: every --windows entry must be in [1, T]")
+    if a.tiles and (not wins or wins[0] < 8):
+        sys.exit("stage2_union: --tiles needs a first --windows entry >= 8")
     if a.refine and (not wins or wins[0] < 8 or not 0.0 < a.sample <= 1.0):
         sys.exit("stage2_union: --refine needs a first --windows entry >= 8 and --sample in (0, 1]")
     lib = load_lib(a.lib)
@@ -233,6 +286,7 @@ def main():
     print(f"# stage-2 unions: T={a.T}, {inp} inputs, {nb} blocks of 64, {K} selected per token (mean), "
           f"Hq {HQ}, Hkv {HKV}")
     refined = union_refined(m, 8, wins[0], a.sample, a.seed) if a.refine else None
+    tiles = tile_work(m, wins[0]) if a.tiles else None
     if a.csv:
         print("tokens," + ",".join(cols))
         for gs, r in rows:
@@ -240,6 +294,10 @@ def main():
         if refined:
             print(f"# 8-token groups, windows of {wins[0]}, {a.sample:.0%} of the windows: greedy,greedy+swaps\n"
                   f"8,{refined[0]:.1f},{refined[1]:.1f}")
+        if tiles:
+            print(f"# 8-token tiles of two 4-token warpgroups, windows of {wins[0]}: tiling,cta_iterations,warpgroup_chunks")
+            for k, (it, wgc) in tiles.items():
+                print(f"{k},{it:.1f},{wgc:.1f}")
         return
     print("| tokens per group | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -251,6 +309,12 @@ def main():
         gr, rf = refined
         print(f"8-token groups, windows of {wins[0]}, {a.sample:.0%} of the windows: greedy {gr:.1f}, "
               f"greedy + swaps {rf:.1f} ({(1 - rf / gr) * 100:.1f}% less)")
+    if tiles:
+        print(f"\nk_flash90's work per 8-token tile (two warpgroups of 4 tokens), windows of {wins[0]} tokens:")
+        print("| tiling | CTA iterations (8-token union) | warpgroup chunks (two 4-token unions) |")
+        print("|---|---|---|")
+        for k, (it, wgc) in tiles.items():
+            print(f"| {k} | {it:.1f} | {wgc:.1f} |")
 
 
 if __name__ == "__main__":
