@@ -8,6 +8,7 @@ warm-up. FLOP formulas: dense causal 4 * Hq * D * T^2 / 2; sparse stage 2 4 * Hq
 query), keys per query counted from the selection.
 
     python3 bench/cuda_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,32768,65536,131072]
+                                [--topk-npy SEL.npz,...] [--json FILE] [--no-flex] [--no-decode]
 """
 import argparse
 import ctypes as C
@@ -137,6 +138,33 @@ def stage2_fn(lib, p, l, q, k, v, topk, K, out, lse):
                                                C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()),
                                                C.c_void_p(lse.data_ptr()) if lse is not None else None), "sparse")
     return run
+
+
+def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
+    """every row of the run, times in ms (decode in us), NaN (not measured) as null"""
+    import json
+
+    def num(x):
+        return None if x != x else x
+    doc = {
+        "gpu": gpu, "driver": drv, "torch": torch.__version__, "commit": lib.infllm_build_commit().decode(),
+        "inputs": "random" if a.random else "structured", "reps": a.reps,
+        "pipeline": [dict(zip(("T", "pipeline_ms", "compress_ms", "select_ms", "stage2_ms", "stage2_tflops",
+                               "union_blocks_4tok", "cudnn_dense_ms", "flash_dense_ms", "flex_sparse_ms"),
+                              map(num, r))) for r in rows],
+        "dense": [dict(zip(("T", "ours_ms", "cudnn_ms", "ours_tflops", "cudnn_tflops"), map(num, r))) for r in drows],
+        "given_selection": [dict(zip(("file", "T", "K", "stage2_ms", "stage2_tflops", "union_blocks_4tok",
+                                      "union_blocks_8tok", "flex_sparse_ms"), map(num, r))) for r in srows],
+        "decode_us": None if not dec else dict(zip(("old_eager", "old_graph", "cache_eager", "cache_graph",
+                                                     "cache_graph_back_to_back"), map(num, dec))),
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def ratio(a, b):
+    """a / b as '1.23x', '-' when either is missing (nan)"""
+    return "-" if a != a or b != b or b == 0 else f"{a / b:.2f}x"
 
 
 def union_per_tile(topk, T, tokens=4):
@@ -353,6 +381,8 @@ def main():
     ap.add_argument("--flex-sizes", default="32768,131072")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--json", default="", metavar="FILE",
+                    help="also write every row (pipeline, dense, given selections, decode) to FILE as JSON")
     ap.add_argument("--topk-npy", default="",
                     help="comma-separated .npy / .npz selections [heads, T, K] (e.g. from a real model, "
                          "bench/real_union.py --save-topk): stage 2 and FlexAttention timed on each, "
@@ -512,11 +542,11 @@ def main():
     # ---------------- table ----------------
     print()
     print("| T | pipeline ms | compress | select (stage 1 + top-k) | stage 2 | stage-2 TFLOP/s | union blocks / 4 tok"
-          " | cuDNN dense ms | flash dense ms | flex sparse ms | pipeline vs cuDNN | select share |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          " | cuDNN dense ms | flash dense ms | flex sparse ms | pipeline vs cuDNN | stage 2 vs flex | select share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (T, tp, tc, ts, t2, tf, un, tcu, tfl, tfx) in rows:
         print(f"| {T // 1024}K | {tp:.2f} | {tc:.2f} | {ts:.2f} | {t2:.2f} | {tf:.0f} | {un:.0f} | {tcu:.2f} | "
-              f"{tfl:.2f} | {tfx:.2f} | {tcu / tp:.2f}x | {100 * ts / tp:.0f}% |")
+              f"{tfl:.2f} | {tfx:.2f} | {tcu / tp:.2f}x | {ratio(tfx, t2)} | {100 * ts / tp:.1f}% |")
     print()
     print("| T | dense ours ms | cuDNN ms | ours TFLOP/s | cuDNN TFLOP/s | ours / cuDNN speed |")
     print("|---|---|---|---|---|---|")
@@ -535,6 +565,8 @@ def main():
         print("|---|---|---|---|")
         print(f"| old: infllm_attention (recompresses the prefix) | {dec[0]:.1f} | {dec[1]:.1f} | |")
         print(f"| device cache: append 1 + attend | {dec[2]:.1f} | {dec[3]:.1f} | {dec[4]:.1f} |")
+    if a.json:
+        write_json(a.json, lib, name, drv, a, rows, drows, srows, dec)
 
 
 if __name__ == "__main__":
