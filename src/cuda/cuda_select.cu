@@ -68,8 +68,9 @@ __device__ __forceinline__ void warp_force_blocks(float *bs, I qb, int init_bloc
  * block qb_last - local_blocks on every block is forced for every token of the tile (a token's
  * forced local blocks start at its qb - local_blocks, and qb <= qb_last), so finalize overwrites
  * those blocks' scores with +inf whatever they are: pass 2 stops at the first kernel whose first
- * block is there (about the last tile's worth of kernels fewer). k_select90 only: in k_select's
- * 4-warp instances the shorter loop made ptxas spill 40 bytes at its 168-register cap. */
+ * block is there (about the last tile's worth of kernels fewer). k_select90 only so far: capping
+ * k_select's loop the same way made ptxas spill 40 bytes in its 4-warp instances; capping its
+ * maxvis1 instead does not (docs/wip-select-pass2.patch, compile-checked, not yet run on a GPU). */
 __device__ __forceinline__ int sel_pass2_kernels(int maxvis1, int64_t pos_last, int B, int s1, int local_blocks) {
     /* positions < 2^31 (sequence lengths are int32): 32-bit unsigned math */
     const int fb = (int)((uint32_t)pos_last / (uint32_t)B) - local_blocks;
