@@ -167,6 +167,13 @@ def ratio(a, b):
     return "-" if a != a or b != b or b == 0 else f"{a / b:.2f}x"
 
 
+def stage2_flop(topk, T):
+    """useful stage-2 FLOP of a selection [HKV, T, K]: 4 Hq D (keys per query) T, keys per query
+    counted from the selected blocks (64 keys each)"""
+    keys_per_q = (topk >= 0).sum(-1).float().mean().item() * 64
+    return 4.0 * HQ * D * keys_per_q * T
+
+
 def union_per_tile(topk, T, tokens=4):
     """mean union in blocks of the selections of `tokens` consecutive tokens (a sample of tiles)"""
     tk = topk.long()
@@ -467,10 +474,7 @@ def main():
         t_st2 = timeit(st2, reps=a.reps)
         print(f"# T={T}: stage2 with INFLLM_CUDA_SPARSE_NW={os.environ.get('INFLLM_CUDA_SPARSE_NW', '4')}: {t_st2:.3f} ms")
         # keys per query and union per 4-token tile from the selection
-        tk = topk.long()
-        nvalid = (tk >= 0).sum(-1).float()  # blocks per (g, t)
-        keys_per_q = (nvalid.mean().item()) * 64
-        fl2 = 4.0 * HQ * D * keys_per_q * T
+        fl2 = stage2_flop(topk, T)
         union = union_per_tile(topk, T)
         t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
         try:
@@ -522,8 +526,7 @@ def main():
         l = layout(T, T)
 
         t_st2 = timeit(stage2_fn(lib, p, l, q, k, v, topk, K, out, None), reps=a.reps)
-        keys_per_q = (topk >= 0).sum(-1).float().mean().item() * 64
-        fl2 = 4.0 * HQ * D * keys_per_q * T
+        fl2 = stage2_flop(topk, T)
         t_flex = float("nan")
         if not a.no_flex:
             try:
@@ -557,9 +560,9 @@ def main():
         print("| given selection | T | K | stage 2 ms | stage-2 TFLOP/s | union blocks / 4 tok | union / 8 tok "
               "| flex sparse ms | flex / ours |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for (name, T, K, t2, tf, u4, u8, tfx) in srows:
-            print(f"| {name} | {T // 1024}K | {K} | {t2:.2f} | {tf:.0f} | {u4:.0f} | {u8:.0f} | {tfx:.2f} | "
-                  f"{tfx / t2:.2f}x |")
+        for (fname, T, K, t2, tf, u4, u8, tfx) in srows:
+            print(f"| {fname} | {T // 1024}K | {K} | {t2:.2f} | {tf:.0f} | {u4:.0f} | {u8:.0f} | {tfx:.2f} | "
+                  f"{ratio(tfx, t2)} |")
     if dec:
         print("\n| decode, 1 token, 128K cache | eager us | CUDA graph replay us | graph replays back to back, us per step |")
         print("|---|---|---|---|")
