@@ -37,23 +37,7 @@ import sys
 
 import numpy as np
 
-from stage2_union import bf16_bits, greedy_groups, load_lib, make_inputs, masks, select_blocks, union_consecutive
-
-
-def union_greedy_all(m, sizes, W):
-    """{G: mean union of the greedy groups of G inside windows of W tokens} for every G in sizes
-    (stage2_union.union_greedy for several group sizes in one pass over the windows)"""
-    G_, T, nb = m.shape
-    tot = {g: 0 for g in sizes}
-    cnt = {g: 0 for g in sizes}
-    for h in range(G_):
-        for w0 in range(0, T - W + 1, W):
-            win = m[h, w0:w0 + W]
-            for gs in sizes:
-                for grp in greedy_groups(win, gs):
-                    tot[gs] += int(win[grp].any(axis=0).sum())
-                    cnt[gs] += 1
-    return {g: tot[g] / max(cnt[g], 1) for g in sizes}
+from stage2_union import bf16_bits, load_lib, make_inputs, masks, select_blocks, union_consecutive, union_greedy_all
 
 
 def stats(lib, q, k, sizes, W, threads, save=None):

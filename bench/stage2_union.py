@@ -136,15 +136,23 @@ def union_consecutive(m, gs):
 
 def union_greedy(m, gs, W):
     """mean union of groups of gs tokens formed greedily inside windows of W tokens"""
-    G, T, nb = m.shape
-    tot, cnt = 0, 0
-    for g in range(G):
+    return union_greedy_all(m, [gs], W)[gs]
+
+
+def union_greedy_all(m, sizes, W):
+    """{G: mean union of the greedy groups of G inside windows of W tokens} for every G in sizes,
+    in one pass over the windows"""
+    G_, T, nb = m.shape
+    tot = {g: 0 for g in sizes}
+    cnt = {g: 0 for g in sizes}
+    for h in range(G_):
         for w0 in range(0, T - W + 1, W):
-            win = m[g, w0:w0 + W]
-            for grp in greedy_groups(win, gs):
-                tot += int(win[grp].any(axis=0).sum())
-                cnt += 1
-    return tot / cnt
+            win = m[h, w0:w0 + W]
+            for gs in sizes:
+                for grp in greedy_groups(win, gs):
+                    tot[gs] += int(win[grp].any(axis=0).sum())
+                    cnt[gs] += 1
+    return {g: tot[g] / max(cnt[g], 1) for g in sizes}
 
 
 def greedy_groups(win, gs):
