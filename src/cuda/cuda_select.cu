@@ -172,7 +172,11 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         vis1[ri] = rvalid[ri] ? d_visible(pos, p.l1, p.s1, n1) : 0;
     }
     const int maxvisL = d_visible(pos_last, lL, sL, nL);
-    const int maxvis1 = d_visible(pos_last, p.l1, p.s1, n1);
+    /* fused top-k: the kernels past sel_pass2_kernels touch only blocks every token forces, so pass 2
+     * stops there (the last tile's rows past it load as zeros: their scores go to forced blocks only) */
+    const int maxvis1 = p.topk ? sel_pass2_kernels(d_visible(pos_last, p.l1, p.s1, n1), pos_last, p.B, p.s1,
+                                                   p.local_blocks)
+                               : d_visible(pos_last, p.l1, p.s1, n1);
 
     /* Q rows -> sQ */
     {
@@ -608,23 +612,40 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
      * 4 kernels, 8 lanes per instruction on distinct banks (sel90_nbs). Else one lane per kernel
      * and block, as k_select. Scores are >= 0, so float bits compare as ints; 0 is the initial
      * value (invisible kernels, underflow) and needs no atomic. */
-    auto emit = [&](int h, int k, float v) {
-        if (p.round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+    /* Both rows of a thread (kernels kb and kb + 8) are reduced before either is stored, with no
+     * branch in between, so that their shuffle chains (3 + 2 dependent shuffles each) overlap: the
+     * loop is latency-bound at 2 warps a scheduler, and a branch around each row's atomics made the
+     * two chains run one after the other. */
+    auto emit2 = [&](int h, int kb, float (&v)[2]) {
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++)
+            if (p.round_bf16) v[ri] = __bfloat162float(__float2bfloat16_rn(v[ri]));
         int *dst = (int *)&sBS[(4 * h + tig) * nbs];
         if (dflt) {
-            float gm = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
-            gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, 8));
+            float gm[2];
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) gm[ri] = fmaxf(v[ri], __shfl_xor_sync(0xffffffffu, v[ri], 4));
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) gm[ri] = fmaxf(gm[ri], __shfl_xor_sync(0xffffffffu, gm[ri], 8));
             if (!eok[h] || (gid & 3) != 3) return;
-            const int c = k >> 2;
-            if (gm > 0.f) atomicMax(dst + c, __float_as_int(gm));
-            if (v > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v));
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                const int c = (kb + 8 * ri) >> 2;
+                if (gm[ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[ri]));
+                if (v[ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[ri]));
+            }
             return;
         }
-        if (!eok[h] || !(v > 0.f)) return;
-        int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
-        if (bhi > eqb[h]) bhi = eqb[h];
-        atomicMax(dst + blo, __float_as_int(v));
-        for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v));
+        if (!eok[h]) return;
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            if (!(v[ri] > 0.f)) continue;
+            const int k = kb + 8 * ri;
+            int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
+            if (bhi > eqb[h]) bhi = eqb[h];
+            atomicMax(dst + blo, __float_as_int(v[ri]));
+            for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[ri]));
+        }
     };
     auto score_step = [&](float (&a)[8][4], int h, int kb, bool full) {
         if (full) {
@@ -643,6 +664,7 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
                 }
             }
         }
+        float v[2];
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             float ps[4];
@@ -654,9 +676,9 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
             float k0 = hi ? ps[2] : ps[0], k1 = hi ? ps[3] : ps[1];
             k0 += __shfl_xor_sync(0xffffffffu, hi ? ps[0] : ps[2], 2);
             k1 += __shfl_xor_sync(0xffffffffu, hi ? ps[1] : ps[3], 2);
-            float v = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
-            emit(h, kb + 8 * ri, v);
+            v[ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
         }
+        emit2(h, kb, v);
     };
     for (; i < ntot; i++) {
         next_tile(i);
