@@ -414,6 +414,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
  * (INFLLM_CUDA_SM90A) and the device is compute capability 9.0, else k_flash runs. The wgmma,
  * mbarrier and TMA helpers are in cuda_sm90.cuh. */
 
+#define FLASH_RESCALE_LOG2 8.f
 template <typename T, int D, bool SPARSE>
 __global__ void __launch_bounds__(256, 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
@@ -638,7 +639,11 @@ __global__ void __launch_bounds__(256, 2)
                     for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
                     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    float mn = fmaxf(m[ri], mx * p.scale_log2);
+                    /* sparse: the running max moves only when the chunk's max passes it by more than
+                     * FLASH_RESCALE_LOG2 (P <= 2^that otherwise, exact in bf16/f16 and f32), so that most
+                     * chunks leave every alpha of the warp at 1 and skip O *= alpha */
+                    const float mxs = mx * p.scale_log2;
+                    float mn = !SPARSE || mxs > m[ri] + FLASH_RESCALE_LOG2 ? fmaxf(m[ri], mxs) : m[ri];
                     float mu = mn == -INFINITY ? 0.f : mn;
                     alpha[ri] = exp2f(m[ri] - mu);
                     m[ri] = mn;
