@@ -399,7 +399,7 @@ def main():
     ap.add_argument("--profile", type=int, default=0,
                     help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu)")
     ap.add_argument("--dump", default="",
-                    help="with --profile: save the sparse and dense outputs to this file (torch.save), to compare "
+                    help="with --profile: save the sparse and dense outputs and the top-k to this file (torch.save), to compare "
                          "two builds or kernel switches on the same inputs")
     a = ap.parse_args()
     lib = load_lib(a.lib)
@@ -425,7 +425,7 @@ def main():
                                               C.c_void_p(out_dense.data_ptr()), None), "dense")
         torch.cuda.synchronize()
         if a.dump:
-            torch.save({"sparse": out.cpu(), "dense": out_dense.cpu()}, a.dump)
+            torch.save({"sparse": out.cpu(), "dense": out_dense.cpu(), "topk": topk.cpu()}, a.dump)
         return
     dbg = lib.cuda_debug_fused_topk
     dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
