@@ -128,6 +128,50 @@ __device__ __forceinline__ void flash_cta(int nsplit, int &tile, int &b, int &z)
     z = (int)(r / gridDim.y);
 }
 
+/* sparse k_flash90: a row's running max moves only when a chunk's max passes it by more than this
+ * (log2 units); P <= 2^8 otherwise, exact in bf16/f16 and f32, and most chunks keep every alpha at 1 */
+#define FLASH_RESCALE_LOG2 8.f
+/* The online softmax (base 2) of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores s,
+ * masked (-inf) already: max on the raw scores (scale > 0, so max(s) * scale is the max of the scaled
+ * scores), the scale inside the exponent's FFMA; P replaces s, alpha[ri] rescales the row's O. Both
+ * rows go through with no branch in between, so that their dependency chains (max tree, 2 shuffles,
+ * 16 exp2, sum) overlap. LAZY: the running max moves only by more than FLASH_RESCALE_LOG2. */
+template <bool LAZY>
+__device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                              float scale_log2) {
+    float mx[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float t[4]; /* a max tree (exact in any order) instead of a 16-deep chain */
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            t[j] = fmaxf(fmaxf(s[2 * j][2 * ri], s[2 * j][2 * ri + 1]), fmaxf(s[2 * j + 1][2 * ri], s[2 * j + 1][2 * ri + 1]));
+        mx[ri] = fmaxf(fmaxf(t[0], t[1]), fmaxf(t[2], t[3]));
+    }
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        const float mxs = mx[ri] * scale_log2;
+        const float mn = !LAZY || mxs > m[ri] + FLASH_RESCALE_LOG2 ? fmaxf(m[ri], mxs) : m[ri];
+        const float mu = mn == -INFINITY ? 0.f : mn;
+        alpha[ri] = exp2f(m[ri] - mu);
+        m[ri] = mn;
+        float acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float pe = exp2f(fmaf(s[j][2 * ri + e], scale_log2, -mu));
+                s[j][2 * ri + e] = pe;
+                acc += pe;
+            }
+        l[ri] = l[ri] * alpha[ri] + acc;
+    }
+}
+
 template <typename T, int D, int NW, bool SPARSE>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
@@ -296,8 +340,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
                 }
             }
         }
-        /* mask + online softmax, as k_flash90: max on the raw scores, the scale in the exponent's
-         * FFMA, the mask only where this thread's keys are not all visible */
+        /* mask (only where this thread's keys are not all visible), then the online softmax of both
+         * rows (softmax_rows2) */
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             bool rowsel = true;
@@ -321,30 +365,15 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
                         if (!ok) s[j][2 * ri + e] = -INFINITY;
                     }
             }
-            float mx = -INFINITY;
+        }
+        float alpha[2];
+        softmax_rows2<false>(s, m, l, alpha, p.scale_log2);
 #pragma unroll
-            for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float mn = fmaxf(m[ri], mx * p.scale_log2);
-            float mu = mn == -INFINITY ? 0.f : mn;
-            float alpha = exp2f(m[ri] - mu);
-            m[ri] = mn;
-            float acc = 0.f;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
-                    s[j][2 * ri + e] = pe;
-                    acc += pe;
-                }
-            l[ri] = l[ri] * alpha + acc;
-#pragma unroll
-            for (int j = 0; j < DT_; j++) {
-                o[j][2 * ri] *= alpha;
-                o[j][2 * ri + 1] *= alpha;
-            }
+        for (int j = 0; j < DT_; j++) {
+            o[j][0] *= alpha[0];
+            o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1];
+            o[j][3] *= alpha[1];
         }
         /* O += P V */
 #pragma unroll
@@ -414,7 +443,6 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
  * (INFLLM_CUDA_SM90A) and the device is compute capability 9.0, else k_flash runs. The wgmma,
  * mbarrier and TMA helpers are in cuda_sm90.cuh. */
 
-#define FLASH_RESCALE_LOG2 8.f
 template <typename T, int D, bool SPARSE>
 __global__ void __launch_bounds__(256, 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
@@ -618,6 +646,7 @@ __global__ void __launch_bounds__(256, 2)
             const bool skip = SPARSE && b64 && __all_sync(0xffffffffu, lim[0] < 0 && lim[1] < 0);
             float alpha[2] = {1.f, 1.f};
             if (!skip) {
+                /* masks first (a branch per row), then both rows' softmax with no branch in between */
 #pragma unroll
                 for (int ri = 0; ri < 2; ri++) {
                     const uint32_t *bits = sTok + rbo[ri];
@@ -634,30 +663,8 @@ __global__ void __launch_bounds__(256, 2)
                                 if (!ok) s[j][2 * ri + e] = -INFINITY;
                             }
                     }
-                    float mx = -INFINITY;
-#pragma unroll
-                    for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    /* sparse: the running max moves only when the chunk's max passes it by more than
-                     * FLASH_RESCALE_LOG2 (P <= 2^that otherwise, exact in bf16/f16 and f32), so that most
-                     * chunks leave every alpha of the warp at 1 and skip O *= alpha */
-                    const float mxs = mx * p.scale_log2;
-                    float mn = !SPARSE || mxs > m[ri] + FLASH_RESCALE_LOG2 ? fmaxf(m[ri], mxs) : m[ri];
-                    float mu = mn == -INFINITY ? 0.f : mn;
-                    alpha[ri] = exp2f(m[ri] - mu);
-                    m[ri] = mn;
-                    float acc = 0.f;
-#pragma unroll
-                    for (int j = 0; j < 8; j++)
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            float pe = exp2f(fmaf(s[j][2 * ri + e], p.scale_log2, -mu));
-                            s[j][2 * ri + e] = pe;
-                            acc += pe;
-                        }
-                    l[ri] = l[ri] * alpha[ri] + acc;
                 }
+                softmax_rows2<SPARSE>(s, m, l, alpha, p.scale_log2);
             }
             /* O *= alpha; sparse: not when every alpha of the warp is 1 (no row max moved, or a skipped
              * chunk), the same bits without the multiplies (in the dense instances the branch makes

@@ -612,42 +612,13 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
      * 4 kernels, 8 lanes per instruction on distinct banks (sel90_nbs). Else one lane per kernel
      * and block, as k_select. Scores are >= 0, so float bits compare as ints; 0 is the initial
      * value (invisible kernels, underflow) and needs no atomic. */
-    /* Both rows of a thread (kernels kb and kb + 8) are reduced before either is stored, with no
-     * branch in between, so that their shuffle chains (3 + 2 dependent shuffles each) overlap: the
-     * loop is latency-bound at 2 warps a scheduler, and a branch around each row's atomics made the
-     * two chains run one after the other. */
-    auto emit2 = [&](int h, int kb, float (&v)[2]) {
-#pragma unroll
-        for (int ri = 0; ri < 2; ri++)
-            if (p.round_bf16) v[ri] = __bfloat162float(__float2bfloat16_rn(v[ri]));
-        int *dst = (int *)&sBS[(4 * h + tig) * nbs];
-        if (dflt) {
-            float gm[2];
-#pragma unroll
-            for (int ri = 0; ri < 2; ri++) gm[ri] = fmaxf(v[ri], __shfl_xor_sync(0xffffffffu, v[ri], 4));
-#pragma unroll
-            for (int ri = 0; ri < 2; ri++) gm[ri] = fmaxf(gm[ri], __shfl_xor_sync(0xffffffffu, gm[ri], 8));
-            if (!eok[h] || (gid & 3) != 3) return;
-#pragma unroll
-            for (int ri = 0; ri < 2; ri++) {
-                const int c = (kb + 8 * ri) >> 2;
-                if (gm[ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[ri]));
-                if (v[ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[ri]));
-            }
-            return;
-        }
-        if (!eok[h]) return;
-#pragma unroll
-        for (int ri = 0; ri < 2; ri++) {
-            if (!(v[ri] > 0.f)) continue;
-            const int k = kb + 8 * ri;
-            int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
-            if (bhi > eqb[h]) bhi = eqb[h];
-            atomicMax(dst + blo, __float_as_int(v[ri]));
-            for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[ri]));
-        }
-    };
-    auto score_step = [&](float (&a)[8][4], int h, int kb, bool full) {
+    /* A tile's two halves are exponentiated first (half 1's MMA runs under half 0's exps), each
+     * thread keeping its 4 local head sums per row; then the 4 (half, row) pairs are reduced over the
+     * quad, rounded and max-pooled together, with no branch before the atomics, so that their
+     * shuffle chains (3 + 2 dependent shuffles each) overlap: the loop is latency-bound at 2 warps
+     * a scheduler, and one chain per row behind a branch around its atomics made 4 chains a tile run
+     * one after the other. */
+    auto exp_step = [&](float (&a)[8][4], int h, int kb, bool full, float (&ps)[2][4]) {
         if (full) {
 #pragma unroll
             for (int j = 0; j < 8; j++)
@@ -664,21 +635,66 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
                 }
             }
         }
-        float v[2];
+        /* row ri (kernel kb + 8 ri), token 4 h + u of this thread's 4 heads: 3 local adds */
 #pragma unroll
-        for (int ri = 0; ri < 2; ri++) {
-            float ps[4];
+        for (int ri = 0; ri < 2; ri++)
 #pragma unroll
             for (int u = 0; u < 4; u++)
-                ps[u] = (a[2 * u][2 * ri] + a[2 * u][2 * ri + 1]) + (a[2 * u + 1][2 * ri] + a[2 * u + 1][2 * ri + 1]);
-            /* reduce-scatter over the quad: lane tig ends with token tig's sum */
-            const bool hi = tig & 2, odd = tig & 1;
-            float k0 = hi ? ps[2] : ps[0], k1 = hi ? ps[3] : ps[1];
-            k0 += __shfl_xor_sync(0xffffffffu, hi ? ps[0] : ps[2], 2);
-            k1 += __shfl_xor_sync(0xffffffffu, hi ? ps[1] : ps[3], 2);
-            v[ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
+                ps[ri][u] = (a[2 * u][2 * ri] + a[2 * u][2 * ri + 1]) + (a[2 * u + 1][2 * ri] + a[2 * u + 1][2 * ri + 1]);
+    };
+    auto pool_step = [&](float (&ps)[2][2][4], int kb) { /* [half][row][token of the half] */
+        float v[2][2];
+        const bool hi = tig & 2, odd = tig & 1;
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                /* reduce-scatter over the quad: lane tig ends with token 4 h + tig's sum */
+                const float(&q)[4] = ps[h][ri];
+                float k0 = hi ? q[2] : q[0], k1 = hi ? q[3] : q[1];
+                k0 += __shfl_xor_sync(0xffffffffu, hi ? q[0] : q[2], 2);
+                k1 += __shfl_xor_sync(0xffffffffu, hi ? q[1] : q[3], 2);
+                v[h][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
+                if (p.round_bf16) v[h][ri] = __bfloat162float(__float2bfloat16_rn(v[h][ri]));
+            }
+        if (dflt) {
+            float gm[2][2];
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) gm[h][ri] = fmaxf(v[h][ri], __shfl_xor_sync(0xffffffffu, v[h][ri], 4));
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) gm[h][ri] = fmaxf(gm[h][ri], __shfl_xor_sync(0xffffffffu, gm[h][ri], 8));
+            if ((gid & 3) != 3) return;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                if (!eok[h]) continue;
+                int *dst = (int *)&sBS[(4 * h + tig) * nbs];
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) {
+                    const int c = (kb + 8 * ri) >> 2;
+                    if (gm[h][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[h][ri]));
+                    if (v[h][ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[h][ri]));
+                }
+            }
+            return;
         }
-        emit2(h, kb, v);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (!eok[h]) continue;
+            int *dst = (int *)&sBS[(4 * h + tig) * nbs];
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                if (!(v[h][ri] > 0.f)) continue;
+                const int k = kb + 8 * ri;
+                int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
+                if (bhi > eqb[h]) bhi = eqb[h];
+                atomicMax(dst + blo, __float_as_int(v[h][ri]));
+                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[h][ri]));
+            }
+        }
     };
     for (; i < ntot; i++) {
         next_tile(i);
@@ -698,12 +714,14 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
         wgmma_commit();
         const int kb = CT * t + 64 * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */
         const bool full = CT * t + CT <= minvis1;       /* the whole tile is visible to every token */
+        float ps[2][2][4];
         wgmma_wait1();
         reg_fence<8>(a0);
-        score_step(a0, 0, kb, full);
+        exp_step(a0, 0, kb, full, ps[0]);
         wgmma_wait0();
         reg_fence<8>(a1);
-        score_step(a1, 1, kb, full);
+        exp_step(a1, 1, kb, full, ps[1]);
+        pool_step(ps, kb);
     }
     cp_async_wait<0>();
     __syncthreads();
