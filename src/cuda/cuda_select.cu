@@ -68,9 +68,9 @@ __device__ __forceinline__ void warp_force_blocks(float *bs, I qb, int init_bloc
  * block qb_last - local_blocks on every block is forced for every token of the tile (a token's
  * forced local blocks start at its qb - local_blocks, and qb <= qb_last), so finalize overwrites
  * those blocks' scores with +inf whatever they are: pass 2 stops at the first kernel whose first
- * block is there (about the last tile's worth of kernels fewer). k_select90 only so far: capping
- * k_select's loop the same way made ptxas spill 40 bytes in its 4-warp instances; capping its
- * maxvis1 instead does not (docs/wip-select-pass2.patch, compile-checked, not yet run on a GPU). */
+ * block is there (about the last tile's worth of kernels fewer). k_select90 caps its tile count;
+ * k_select caps its maxvis1 instead (capping its loop made ptxas spill 40 bytes in the 4-warp
+ * instances). */
 __device__ __forceinline__ int sel_pass2_kernels(int maxvis1, int64_t pos_last, int B, int s1, int local_blocks) {
     /* positions < 2^31 (sequence lengths are int32): 32-bit unsigned math */
     const int fb = (int)((uint32_t)pos_last / (uint32_t)B) - local_blocks;
@@ -338,13 +338,15 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
 /* ------------------------------------------------------ sm_90a: k_select90 ---- */
 /* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
  * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
- * 2 warpgroups, 1 CTA per SM. c2/c1 come in tiles of 128 kernels x D (cp.async, 3 stages,
- * 128-byte swizzle = the wgmma layout: [D/64][128][64]); Q stays in shared memory all along.
+ * 2 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
+ * x D (cp.async, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q stays in shared memory
+ * all along. Each warpgroup issues CT / 64 m64n64 products a tile, each its own group, and
+ * processes product p while the later ones multiply.
  *   pass 1 (rows x kernels): warpgroup w takes rows 64w.. (tokens 4w..4w+3) against the whole
- *           tile, S = Q_w c^T as two m64n64 products; online max/sum per row as in k_select,
- *           each 64-column half one step (the second half's MMA runs while the first is reduced).
- *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels 64w.., S^T = c_w Q^T
- *           as two m64n64 products (tokens 0-3, tokens 4-7). A thread then holds, per row (kernel),
+ *           tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row as in k_select,
+ *           each 64-column product one step, in column order.
+ *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels CT/2 w.., S^T = c_w Q^T,
+ *           per 64 kernels two products (tokens 0-3, tokens 4-7). A thread then holds, per row (kernel),
  *           4 heads of each of 4 tokens: P = exp2(S - LSE) (LSE per column, negated, from shared
  *           memory once), the head sum is 3 local adds + a 3-shuffle reduce-scatter over the 4
  *           lanes of a quad that leaves lane tig with token tig's sum (0.19 shuffles per score;
@@ -429,20 +431,37 @@ __device__ __forceinline__ void sel90_topk(const float *vals, int n, int k, int 
     for (int c = k + lane; c < ncols; c += 32) out[c] = -1;
 }
 
-__device__ __forceinline__ void wgmma_wait1() {
+template <int N> __device__ __forceinline__ void wgmma_wait_n() {
 #ifdef INFLLM_WGMMA_DEVICE
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
+/* wait until at most n product groups are pending; n is a constant once the caller's loop is unrolled */
+__device__ __forceinline__ void wgmma_wait_le(int n) {
+    if (n <= 0)
+        wgmma_wait_n<0>();
+    else if (n == 1)
+        wgmma_wait_n<1>();
+    else if (n == 2)
+        wgmma_wait_n<2>();
+    else
+        wgmma_wait_n<3>();
+}
 
-enum { SEL90_TT = 8, SEL90_CT = 128, SEL90_NS = 3 }; /* tokens per CTA, kernels per tile, stages */
+/* tokens per CTA; the two tile shapes (kernels per tile, stages): 256 x 2 (fits to ~130K tokens at
+ * d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
+enum { SEL90_TT = 8, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
 /* per-token row of block scores: >= nbmax and = 8 (mod 32), so that the atomics of one instruction
  * (4 tokens x 2 blocks) fall in distinct banks */
 __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
 
-template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
+template <typename T, int D, int CT, int NS>
+__global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
 #ifdef INFLLM_WGMMA_DEVICE
-    constexpr int TT = SEL90_TT, M = 16 * TT, NT = 256, CH = D / 8, KS = D / 16, CT = SEL90_CT, NS = SEL90_NS;
+    constexpr int TT = SEL90_TT, M = 16 * TT, NT = 256, CH = D / 8, KS = D / 16;
+    /* products a warpgroup issues per tile (64 x 64 each), and pass 2's kernel groups per warpgroup */
+    constexpr int NP = CT / 64, NKG = CT / 128;
+    static_assert(CT % 128 == 0 && NP <= 4, "k_select90: tiles of 128 or 256 kernels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* 128-byte swizzled tiles need 1024-byte alignment (the host adds 1024 bytes) */
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
@@ -565,24 +584,24 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
     for (; i < ntL; i++) {
         next_tile(i);
         const int so = (i % NS) * CT * D;
-        float s0[8][4], s1[8][4];
+        /* product pp: this warpgroup's 64 rows x the tile's kernels 64 pp.., each its own group, so that
+         * the (max, sum) update of one runs while the next ones multiply */
+        float acc[NP][8][4];
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-            wgmma_ss<T, 64>(s0, dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
-                            dC + du(so + (kk >> 2) * CT * 64 + (kk & 3) * 16), kk > 0);
-        wgmma_commit();
+        for (int pp = 0; pp < NP; pp++) {
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-            wgmma_ss<T, 64>(s1, dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
-                            dC + du(so + (kk >> 2) * CT * 64 + 64 * 64 + (kk & 3) * 16), kk > 0);
-        wgmma_commit();
-        wgmma_wait1();
-        reg_fence<8>(s0);
-        lse_tile_update(s0, m, l, CT * i, tig, visLw, visLw, p.scale_log2);
-        wgmma_wait0();
-        reg_fence<8>(s1);
-        lse_tile_update(s1, m, l, CT * i + 64, tig, visLw, visLw, p.scale_log2);
+            for (int kk = 0; kk < KS; kk++)
+                wgmma_ss<T, 64>(acc[pp], dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
+                                dC + du(so + (kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16), kk > 0);
+            wgmma_commit();
+        }
+#pragma unroll
+        for (int pp = 0; pp < NP; pp++) {
+            wgmma_wait_le(NP - 1 - pp);
+            reg_fence<8>(acc[pp]);
+            lse_tile_update(acc[pp], m, l, CT * i + 64 * pp, tig, visLw, visLw, p.scale_log2);
+        }
     }
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
@@ -642,57 +661,62 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
             for (int u = 0; u < 4; u++)
                 ps[ri][u] = (a[2 * u][2 * ri] + a[2 * u][2 * ri + 1]) + (a[2 * u + 1][2 * ri] + a[2 * u + 1][2 * ri + 1]);
     };
-    auto pool_step = [&](float (&ps)[2][2][4], int kb) { /* [half][row][token of the half] */
-        float v[2][2];
+    /* ps[kg][h][ri][u]: kernel group kg (kernels kb + 64 kg, + 8 ri), token 4 h + u; the pairs
+     * (kg, h, ri) are flattened as h2 = 2 kg + h */
+    auto pool_step = [&](float (&ps)[NKG][2][2][4], int kb) {
+        float v[2 * NKG][2];
         const bool hi = tig & 2, odd = tig & 1;
 #pragma unroll
-        for (int h = 0; h < 2; h++)
+        for (int h2 = 0; h2 < 2 * NKG; h2++)
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
+                const int h = h2 & 1;
                 /* reduce-scatter over the quad: lane tig ends with token 4 h + tig's sum */
-                const float(&q)[4] = ps[h][ri];
+                const float(&q)[4] = ps[h2 >> 1][h][ri];
                 float k0 = hi ? q[2] : q[0], k1 = hi ? q[3] : q[1];
                 k0 += __shfl_xor_sync(0xffffffffu, hi ? q[0] : q[2], 2);
                 k1 += __shfl_xor_sync(0xffffffffu, hi ? q[1] : q[3], 2);
-                v[h][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
-                if (p.round_bf16) v[h][ri] = __bfloat162float(__float2bfloat16_rn(v[h][ri]));
+                v[h2][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
+                if (p.round_bf16) v[h2][ri] = __bfloat162float(__float2bfloat16_rn(v[h2][ri]));
             }
         if (dflt) {
-            float gm[2][2];
+            float gm[2 * NKG][2];
 #pragma unroll
-            for (int h = 0; h < 2; h++)
+            for (int h2 = 0; h2 < 2 * NKG; h2++)
 #pragma unroll
-                for (int ri = 0; ri < 2; ri++) gm[h][ri] = fmaxf(v[h][ri], __shfl_xor_sync(0xffffffffu, v[h][ri], 4));
+                for (int ri = 0; ri < 2; ri++) gm[h2][ri] = fmaxf(v[h2][ri], __shfl_xor_sync(0xffffffffu, v[h2][ri], 4));
 #pragma unroll
-            for (int h = 0; h < 2; h++)
+            for (int h2 = 0; h2 < 2 * NKG; h2++)
 #pragma unroll
-                for (int ri = 0; ri < 2; ri++) gm[h][ri] = fmaxf(gm[h][ri], __shfl_xor_sync(0xffffffffu, gm[h][ri], 8));
+                for (int ri = 0; ri < 2; ri++) gm[h2][ri] = fmaxf(gm[h2][ri], __shfl_xor_sync(0xffffffffu, gm[h2][ri], 8));
             if ((gid & 3) != 3) return;
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
+            for (int h2 = 0; h2 < 2 * NKG; h2++) {
+                const int h = h2 & 1;
                 if (!eok[h]) continue;
                 int *dst = (int *)&sBS[(4 * h + tig) * nbs];
 #pragma unroll
                 for (int ri = 0; ri < 2; ri++) {
-                    const int c = (kb + 8 * ri) >> 2;
-                    if (gm[h][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[h][ri]));
-                    if (v[h][ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[h][ri]));
+                    const int c = (kb + 64 * (h2 >> 1) + 8 * ri) >> 2;
+                    if (gm[h2][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[h2][ri]));
+                    if (v[h2][ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[h2][ri]));
                 }
             }
             return;
         }
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h2 = 0; h2 < 2 * NKG; h2++) {
+            const int h = h2 & 1;
             if (!eok[h]) continue;
             int *dst = (int *)&sBS[(4 * h + tig) * nbs];
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
-                if (!(v[h][ri] > 0.f)) continue;
-                const int k = kb + 8 * ri;
+                if (!(v[h2][ri] > 0.f)) continue;
+                const int k = kb + 64 * (h2 >> 1) + 8 * ri;
                 int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
                 if (bhi > eqb[h]) bhi = eqb[h];
-                atomicMax(dst + blo, __float_as_int(v[h][ri]));
-                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[h][ri]));
+                atomicMax(dst + blo, __float_as_int(v[h2][ri]));
+                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[h2][ri]));
             }
         }
     };
@@ -700,27 +724,28 @@ template <typename T, int D> __global__ void __launch_bounds__(256, 1) k_select9
         next_tile(i);
         const int t = i - ntL;
         const int so = (i % NS) * CT * D;
-        float a0[8][4], a1[8][4];
+        /* product pp = 2 kg + h: this warpgroup's kernels CT / 2 wg + 64 kg.. x the rows of tokens
+         * 4 h..4 h + 3, each its own group, so that the exps of one run while the next ones multiply */
+        float acc[NP][8][4];
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-            wgmma_ss<T, 64>(a0, dC + du(so + (kk >> 2) * CT * 64 + wg * 64 * 64 + (kk & 3) * 16),
-                            dQ + du((kk >> 2) * M * 64 + (kk & 3) * 16), kk > 0);
-        wgmma_commit();
+        for (int pp = 0; pp < NP; pp++) {
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++)
-            wgmma_ss<T, 64>(a1, dC + du(so + (kk >> 2) * CT * 64 + wg * 64 * 64 + (kk & 3) * 16),
-                            dQ + du((kk >> 2) * M * 64 + 64 * 64 + (kk & 3) * 16), kk > 0);
-        wgmma_commit();
-        const int kb = CT * t + 64 * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */
-        const bool full = CT * t + CT <= minvis1;       /* the whole tile is visible to every token */
-        float ps[2][2][4];
-        wgmma_wait1();
-        reg_fence<8>(a0);
-        exp_step(a0, 0, kb, full, ps[0]);
-        wgmma_wait0();
-        reg_fence<8>(a1);
-        exp_step(a1, 1, kb, full, ps[1]);
+            for (int kk = 0; kk < KS; kk++)
+                wgmma_ss<T, 64>(acc[pp],
+                                dC + du(so + (kk >> 2) * CT * 64 + ((CT / 2) * wg + 64 * (pp >> 1)) * 64 + (kk & 3) * 16),
+                                dQ + du((kk >> 2) * M * 64 + (pp & 1) * 64 * 64 + (kk & 3) * 16), kk > 0);
+            wgmma_commit();
+        }
+        const int kb = CT * t + (CT / 2) * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */
+        const bool full = CT * t + CT <= minvis1;             /* the whole tile is visible to every token */
+        float ps[NKG][2][2][4];
+#pragma unroll
+        for (int pp = 0; pp < NP; pp++) {
+            wgmma_wait_le(NP - 1 - pp);
+            reg_fence<8>(acc[pp]);
+            exp_step(acc[pp], pp & 1, kb + 64 * (pp >> 1), full, ps[pp >> 1][pp & 1]);
+        }
         pool_step(ps, kb);
     }
     cp_async_wait<0>();
@@ -774,21 +799,43 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
 }
 
 #ifdef INFLLM_CUDA_SM90A
-/* alignment slack, Q, the tile stages, block scores, -LSE per row, visible kernels per token */
-static size_t sel90_smem(int D, int nbmax) {
+/* alignment slack, Q, the tile stages (ct kernels x ns), block scores, -LSE per row, visible kernels
+ * per token */
+static size_t sel90_smem(int D, int nbmax, int ct, int ns) {
     const size_t M = 16 * SEL90_TT;
-    return 1024 + (M + SEL90_NS * SEL90_CT) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + M * 4 +
+    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + M * 4 +
            SEL90_TT * 4;
 }
 
-template <typename T, int D>
+template <typename T, int D, int CT, int NS>
 static infllm_status sel90_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
-    infllm_status s = cuda_func_smem((const void *)k_select90<T, D>, smem, "k_select90");
+    infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS>, smem, "k_select90");
     if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
-    k_select90<T, D><<<grid, 256, smem, st>>>(p);
+    k_select90<T, D, CT, NS><<<grid, 256, smem, st>>>(p);
     CU_LAUNCH_CHECK("k_select90");
     return INFLLM_OK;
+}
+template <typename T, int D>
+static infllm_status sel90_dispatch(const SelParams &p, int wide, int64_t gx, cudaStream_t st) {
+    if (wide)
+        return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE>(p, sel90_smem(D, p.nbmax, SEL90_CT_WIDE, SEL90_NS_WIDE),
+                                                           gx, st);
+    return sel90_run<T, D, SEL90_CT, SEL90_NS>(p, sel90_smem(D, p.nbmax, SEL90_CT, SEL90_NS), gx, st);
+}
+/* k_select90's 256-kernel tiles (4 products in flight a tile, one barrier, copy setup and set of
+ * descriptors per 256 kernels) against the 128-kernel ones (a partial last tile half as large in each
+ * pass): on the H200 the wide tiles were 2.7% faster at 128K tokens and 0.9% / 2.9% slower at 64K /
+ * 32K, so they are used from 96K tokens on, where they fit. INFLLM_CUDA_SEL90_TILES=128 or 256
+ * forces one shape (256 still only where it fits); read once. */
+static int sel90_wide(const infllm_attn_params *ap, int nbmax, int limit) {
+    static int force = -1;
+    if (force < 0) {
+        const char *e = getenv("INFLLM_CUDA_SEL90_TILES");
+        force = e && atoi(e) == 128 ? 128 : e && atoi(e) == 256 ? 256 : 0;
+    }
+    if (sel90_smem(ap->D, nbmax, SEL90_CT_WIDE, SEL90_NS_WIDE) > (size_t)limit) return 0;
+    return force ? force == 256 : ap->max_lk >= 96 * 1024;
 }
 #endif
 
@@ -837,14 +884,14 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     /* groups of 16 on sm_90a: k_select90 (8 tokens per CTA) when its block scores fit (to ~200K
      * tokens at d 128); decode-like shapes (one token) keep the 1-warp tiles */
     if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
-        sel90_smem(ap->D, p.nbmax) <= (size_t)limit) {
+        sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
-        size_t smem = sel90_smem(ap->D, p.nbmax);
+        const int wide = sel90_wide(ap, p.nbmax, limit);
         int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
         if (ap->dtype == INFLLM_DTYPE_BF16)
-            return ap->D == 128 ? sel90_run<__nv_bfloat16, 128>(p, smem, gx, st)
-                                : sel90_run<__nv_bfloat16, 64>(p, smem, gx, st);
-        return ap->D == 128 ? sel90_run<__half, 128>(p, smem, gx, st) : sel90_run<__half, 64>(p, smem, gx, st);
+            return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, gx, st)
+                                : sel90_dispatch<__nv_bfloat16, 64>(p, wide, gx, st);
+        return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, gx, st) : sel90_dispatch<__half, 64>(p, wide, gx, st);
     }
 #endif
     int NW = 0;
