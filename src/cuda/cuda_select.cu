@@ -543,21 +543,24 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
      * swizzle of a row depends on row % 8 only, so the k-th copy lands at ldst0 + RP k 64 */
     constexpr int RP = NT / CH;
     const int lr0 = tid / CH, lc = tid % CH, ldst0 = swz90<CT>(lr0, lc * 8);
-    const int64_t kvRP = (int64_t)RP * kvstride;
+    /* chunk lc of each pass's first row (tile t's first row is t CT rows further; always a valid
+     * row, the source of the zero-filled copies), and the offsets of this thread's rows from it,
+     * fixed for every tile, in bytes (32 bits: a tile spans CT Hkv D elements) */
+    const char *const baseL = (const char *)(cL + (cL0 * p.Hkv + g) * D + lc * 8);
+    const char *const base1 = (const char *)(c1 + (c1_0 * p.Hkv + g) * D + lc * 8);
+    const int64_t tstride = (int64_t)CT * kvstride * 2; /* bytes */
+    const uint32_t roff0 = (uint32_t)(lr0 * kvstride * 2), roffRP = (uint32_t)(RP * kvstride * 2);
     auto load = [&](int i) {
         if (i >= ntot) return;
         const bool pl = i < ntL;
         const int t = pl ? i : i - ntL;
-        /* chunk lc of the tile's first row (always a valid row), and of this thread's first row */
-        const uint16_t *s0 = (pl ? cL + ((cL0 + (int64_t)CT * t) * p.Hkv + g) * D
-                                 : c1 + ((c1_0 + (int64_t)CT * t) * p.Hkv + g) * D) + lc * 8;
-        const uint16_t *src = s0 + lr0 * kvstride;
+        const char *s0 = (pl ? baseL : base1) + t * tstride;
         const int nv = (pl ? maxvisL : maxvis1) - CT * t - lr0; /* row lr0 + RP k is loaded iff RP k < nv */
         uint16_t *dst = sC + (i % NS) * CT * D + ldst0;
 #pragma unroll
         for (int k = 0; k < CT / RP; k++) {
             const bool ok = RP * k < nv;
-            cp_async16(dst + RP * k * 64, ok ? src + k * kvRP : s0, ok ? 16 : 0);
+            cp_async16(dst + RP * k * 64, s0 + (ok ? roff0 + k * roffRP : 0u), ok ? 16 : 0);
         }
     };
 #pragma unroll
@@ -576,7 +579,8 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
     /* descriptors in 16-byte units; k-step kk of a [D/64][R][64] tile is at
      * (kk / 4) R 64 + (kk % 4) 16 elements */
     const uint64_t dQ = gmma_desc(sQ, 16, 1024), dC = gmma_desc(sC, 16, 1024);
-    auto du = [](int elems) { return (uint64_t)((uint32_t)(elems * 2) >> 4); };
+    auto du = [](int elems) { return (uint32_t)(elems * 2) >> 4; };
+    const uint64_t dQw = gdesc_add(dQ, du(wg * 64 * 64)); /* pass 1: this warpgroup's rows */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -587,13 +591,14 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
         /* product pp: this warpgroup's 64 rows x the tile's kernels 64 pp.., each its own group, so that
          * the (max, sum) update of one runs while the next ones multiply */
         float acc[NP][8][4];
+        const uint64_t dCt = gdesc_add(dC, du(so)); /* this tile's stage */
         wgmma_fence();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
-                wgmma_ss<T, 64>(acc[pp], dQ + du((kk >> 2) * M * 64 + wg * 64 * 64 + (kk & 3) * 16),
-                                dC + du(so + (kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16), kk > 0);
+                wgmma_ss<T, 64>(acc[pp], gdesc_add(dQw, du((kk >> 2) * M * 64 + (kk & 3) * 16)),
+                                gdesc_add(dCt, du((kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
 #pragma unroll
@@ -727,14 +732,14 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
         /* product pp = 2 kg + h: this warpgroup's kernels CT / 2 wg + 64 kg.. x the rows of tokens
          * 4 h..4 h + 3, each its own group, so that the exps of one run while the next ones multiply */
         float acc[NP][8][4];
+        const uint64_t dCtw = gdesc_add(dC, du(so + (CT / 2) * wg * 64)); /* this warpgroup's kernels of the tile */
         wgmma_fence();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
-                wgmma_ss<T, 64>(acc[pp],
-                                dC + du(so + (kk >> 2) * CT * 64 + ((CT / 2) * wg + 64 * (pp >> 1)) * 64 + (kk & 3) * 16),
-                                dQ + du((kk >> 2) * M * 64 + (pp & 1) * 64 * 64 + (kk & 3) * 16), kk > 0);
+                wgmma_ss<T, 64>(acc[pp], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * (pp >> 1) * 64 + (kk & 3) * 16)),
+                                gdesc_add(dQ, du((kk >> 2) * M * 64 + (pp & 1) * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
         const int kb = CT * t + (CT / 2) * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */

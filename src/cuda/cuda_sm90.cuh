@@ -32,6 +32,12 @@ __device__ __forceinline__ uint64_t gmma_desc(const void *smem, uint32_t lbo, ui
     return d;
 }
 
+/* descriptor d advanced by u 16-byte units: the start-address field (bits 0-13, a shared-memory
+ * address >> 4, below 256 KB) never carries into the high word, so a 32-bit add does it */
+__device__ __forceinline__ uint64_t gdesc_add(uint64_t d, uint32_t u) {
+    return (d & 0xffffffff00000000ull) | (uint32_t)((uint32_t)d + u);
+}
+
 template <typename T, int N>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int scale_d);
 template <typename T, int N>
