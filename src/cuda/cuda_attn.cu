@@ -904,12 +904,8 @@ infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
  * and not switched off by INFLLM_CUDA_NO_WGMMA=1 */
 int cuda_use_wgmma(void) {
 #ifdef INFLLM_CUDA_SM90A
-    static std::atomic<int> env_off{-1};
-    if (env_off.load(std::memory_order_relaxed) < 0) {
-        const char *e = getenv("INFLLM_CUDA_NO_WGMMA");
-        env_off.store(e && atoi(e) == 1, std::memory_order_relaxed);
-    }
-    if (env_off.load(std::memory_order_relaxed)) return 0;
+    static std::atomic<int> no_wgmma{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_NO_WGMMA", &no_wgmma) == 1) return 0;
     const CudaDevProps d = cuda_dev_props();
     return d.cc_major == 9 && d.cc_minor == 0;
 #else
@@ -927,14 +923,10 @@ struct FlashCfg {
 
 static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split) {
     FlashCfg c;
-    static int env_dense = -1, env_sparse = -1;
-    if (env_dense < 0) {
-        const char *e = getenv("INFLLM_CUDA_DENSE_NW");
-        env_dense = e && atoi(e) == 8 ? 8 : 4;
-        e = getenv("INFLLM_CUDA_SPARSE_NW");
-        env_sparse = e && atoi(e) == 8 ? 8 : 4;
-    }
-    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (sparse ? env_sparse : env_dense);
+    static std::atomic<int> dense_nw{CUDA_ENV_UNREAD}, sparse_nw{CUDA_ENV_UNREAD};
+    const int nw_env = sparse ? cuda_env_int("INFLLM_CUDA_SPARSE_NW", &sparse_nw)
+                              : cuda_env_int("INFLLM_CUDA_DENSE_NW", &dense_nw);
+    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (nw_env == 8 ? 8 : 4);
     c.wg = c.NW != 1 && cuda_use_wgmma();
     if (c.wg) c.NW = 8;
     int M = 16 * c.NW;
@@ -967,14 +959,10 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
  * tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the default
  * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping) */
 static int flash_group_tiles(const FlashCfg &c, int sparse) {
-    static int off = -1, want = 8;
-    if (off < 0) {
-        const char *e = getenv("INFLLM_CUDA_NO_GROUP");
-        off = e && atoi(e) == 1;
-        e = getenv("INFLLM_CUDA_GROUP_TILES");
-        want = e && atoi(e) == 16 ? 16 : 8;
-    }
-    if (off || !sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16) return 0;
+    static std::atomic<int> no_group{CUDA_ENV_UNREAD}, group_tiles{CUDA_ENV_UNREAD};
+    const int want = cuda_env_int("INFLLM_CUDA_GROUP_TILES", &group_tiles) == 16 ? 16 : 8;
+    if (cuda_env_int("INFLLM_CUDA_NO_GROUP", &no_group) == 1) return 0;
+    if (!sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16) return 0;
     for (int tiles = want; tiles >= 8; tiles /= 2)
         if (group_smem(tiles, c.TT, c.ncw) <= 48 * 1024) return tiles;
     return 0;

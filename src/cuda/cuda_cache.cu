@@ -865,12 +865,8 @@ static infllm_status cd_go(void (*kern)(Args...), dim3 grid, unsigned threads, s
 /* PDL on compute capability >= 9.0, unless INFLLM_CUDA_NO_PDL=1 (diagnosis: profilers then see each
  * kernel's own time, not the time it spent waiting for its predecessor) */
 static int cd_pdl_ok(void) {
-    static std::atomic<int> env_off{-1};
-    if (env_off.load(std::memory_order_relaxed) < 0) {
-        const char *e = getenv("INFLLM_CUDA_NO_PDL");
-        env_off.store(e && atoi(e) == 1, std::memory_order_relaxed);
-    }
-    return !env_off.load(std::memory_order_relaxed) && cuda_dev_props().cc_major >= 9;
+    static std::atomic<int> no_pdl{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_NO_PDL", &no_pdl) != 1 && cuda_dev_props().cc_major >= 9;
 }
 
 template <typename T, int D>

@@ -4,6 +4,8 @@
 #ifndef INFLLM_CUDA_INTERNAL_CUH
 #define INFLLM_CUDA_INTERNAL_CUH
 
+#include <atomic>
+#include <climits>
 #include <cuda_runtime.h>
 
 #include "internal.h"
@@ -52,6 +54,12 @@ struct CudaDevProps {
 CudaDevProps cuda_dev_props(void);
 /* cuda_dev_props().sms */
 int cuda_num_sms(void);
+
+/* The environment variable `name` as atoi reads it (0 when unset), read on the first call for `slot`
+ * and kept there: the tuning switches are read once per process. Thread-safe (two first calls read
+ * the same value). Each switch owns one slot: `static std::atomic<int> slot{CUDA_ENV_UNREAD};` */
+#define CUDA_ENV_UNREAD INT_MIN
+int cuda_env_int(const char *name, std::atomic<int> *slot);
 
 /* The call's workspace: ap->workspace when it holds `need` bytes (else INFLLM_ERR_WORKSPACE naming
  * `what` and `size_fn`, the call that sizes it), or a stream-ordered allocation on st (*owned = 1:

@@ -49,6 +49,16 @@ CudaDevProps cuda_dev_props(void) {
 
 int cuda_num_sms(void) { return cuda_dev_props().sms; }
 
+int cuda_env_int(const char *name, std::atomic<int> *slot) {
+    int v = slot->load(std::memory_order_relaxed);
+    if (v == CUDA_ENV_UNREAD) {
+        const char *e = getenv(name);
+        v = e ? atoi(e) : 0;
+        slot->store(v, std::memory_order_relaxed);
+    }
+    return v;
+}
+
 struct WsLayout {
     size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, total;
     int any_sparse, any_dense;

@@ -834,13 +834,10 @@ static infllm_status sel90_dispatch(const SelParams &p, int wide, int64_t gx, cu
  * 32K, so they are used from 96K tokens on, where they fit. INFLLM_CUDA_SEL90_TILES=128 or 256
  * forces one shape (256 still only where it fits); read once. */
 static int sel90_wide(const infllm_attn_params *ap, int nbmax, int limit) {
-    static int force = -1;
-    if (force < 0) {
-        const char *e = getenv("INFLLM_CUDA_SEL90_TILES");
-        force = e && atoi(e) == 128 ? 128 : e && atoi(e) == 256 ? 256 : 0;
-    }
+    static std::atomic<int> tiles{CUDA_ENV_UNREAD};
+    const int force = cuda_env_int("INFLLM_CUDA_SEL90_TILES", &tiles);
     if (sel90_smem(ap->D, nbmax, SEL90_CT_WIDE, SEL90_NS_WIDE) > (size_t)limit) return 0;
-    return force ? force == 256 : ap->max_lk >= 96 * 1024;
+    return force == 128 || force == 256 ? force == 256 : ap->max_lk >= 96 * 1024;
 }
 #endif
 
@@ -1172,12 +1169,8 @@ __global__ void k_dec_topk(DecParams p) {
 }
 
 size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
-    static int off = -1;
-    if (off < 0) {
-        const char *e = getenv("INFLLM_CUDA_NO_DEC");
-        off = e && atoi(e) == 1;
-    }
-    if (off || ap->total_q > 64 || 16 % ap->G != 0) return 0;
+    static std::atomic<int> no_dec{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || 16 % ap->G != 0) return 0;
     int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
     int64_t ntL = (nL + 63) / 64;
     int64_t nbmax = (ap->max_lk + ap->B - 1) / ap->B;
