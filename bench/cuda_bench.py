@@ -403,6 +403,9 @@ def main():
                          "two builds or kernel switches on the same inputs")
     a = ap.parse_args()
     lib = load_lib(a.lib)
+    dbg = lib.cuda_debug_fused_topk  # compress + fused stage 1 + top-k into a [HKV, T, K] selection
+    dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
+                    C.c_void_p, C.c_void_p]
     if a.profile:
         T = a.profile
         q, k, v = make_inputs(T, structured=not a.random)
@@ -411,14 +414,8 @@ def main():
         l = layout(T, T)
         K = min(96, (T + 63) // 64)
         topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
-        f = lib.cuda_debug_fused_topk
-        f.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
-                      C.c_void_p, C.c_void_p]
-        check(lib, f(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
-        check(lib, lib.infllm_sparse_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
-                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
-                                               C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()), None),
-              "sparse")
+        check(lib, dbg(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
+        stage2_fn(lib, p, l, q, k, v, topk, K, out, None)()
         out_dense = torch.empty_like(q)
         check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
@@ -427,9 +424,6 @@ def main():
         if a.dump:
             torch.save({"sparse": out.cpu(), "dense": out_dense.cpu(), "topk": topk.cpu()}, a.dump)
         return
-    dbg = lib.cuda_debug_fused_topk
-    dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
-                    C.c_void_p, C.c_void_p]
     name = torch.cuda.get_device_name()
     drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
@@ -549,12 +543,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (T, tp, tc, ts, t2, tf, un, tcu, tfl, tfx) in rows:
         print(f"| {T // 1024}K | {tp:.2f} | {tc:.2f} | {ts:.2f} | {t2:.2f} | {tf:.0f} | {un:.0f} | {tcu:.2f} | "
-              f"{tfl:.2f} | {tfx:.2f} | {tcu / tp:.2f}x | {ratio(tfx, t2)} | {100 * ts / tp:.1f}% |")
+              f"{tfl:.2f} | {tfx:.2f} | {ratio(tcu, tp)} | {ratio(tfx, t2)} | {100 * ts / tp:.1f}% |")
     print()
     print("| T | dense ours ms | cuDNN ms | ours TFLOP/s | cuDNN TFLOP/s | ours / cuDNN speed |")
     print("|---|---|---|---|---|---|")
     for (T, to, tcu, fo, fc) in drows:
-        print(f"| {T // 1024}K | {to:.2f} | {tcu:.2f} | {fo:.0f} | {fc:.0f} | {tcu / to:.2f}x |")
+        print(f"| {T // 1024}K | {to:.2f} | {tcu:.2f} | {fo:.0f} | {fc:.0f} | {ratio(tcu, to)} |")
     if srows:
         print()
         print("| given selection | T | K | stage 2 ms | stage-2 TFLOP/s | union blocks / 4 tok | union / 8 tok "
