@@ -1033,7 +1033,10 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
     memset(&tmk, 0, sizeof tmk);
     memset(&tmv, 0, sizeof tmv);
 #if defined(INFLLM_CUDA_SM90A)
-    p.tma = flash_tma_map(&tmk, p.k, p.Hkv, D, total_k) && flash_tma_map(&tmv, p.v, p.Hkv, D, total_k);
+    /* INFLLM_CUDA_NO_TMA=1 (tests): every chunk by cp.async, the path of misaligned or tiny K/V */
+    static std::atomic<int> no_tma{CUDA_ENV_UNREAD};
+    p.tma = cuda_env_int("INFLLM_CUDA_NO_TMA", &no_tma) != 1 && flash_tma_map(&tmk, p.k, p.Hkv, D, total_k) &&
+            flash_tma_map(&tmv, p.v, p.Hkv, D, total_k);
 #else
     (void)total_k;
     p.tma = 0;
