@@ -998,28 +998,25 @@ static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStre
 }
 
 #if defined(INFLLM_CUDA_SM90A)
-/* TMA map of a token-major [total_k, Hkv, D] 16-bit tensor: boxes of 64 columns x 1 head x 64
- * tokens, 128-byte swizzle (k_flash90's tile layout). false: no driver entry point, misaligned
- * base or too many tokens (the kernel then loads every chunk by cp.async). */
-static bool flash_tma_map(CUtensorMap *m, const void *base, int Hkv, int D, int64_t total_k) {
-    static PFN_cuTensorMapEncodeTiled_v12000 enc = NULL;
-    static int tried = 0;
-    if (!tried) {
-        tried = 1;
-        void *fn = NULL;
-        cudaDriverEntryPointQueryResult q;
+static PFN_cuTensorMapEncodeTiled_v12000 tma_encode_fn(void) {
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
 #if CUDART_VERSION >= 12050
-        cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
 #else
-        cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q);
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q);
 #endif
-        if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) enc = (PFN_cuTensorMapEncodeTiled_v12000)fn;
-        else (void)cudaGetLastError();
-    }
-    if (!enc || ((uintptr_t)base & 15) || total_k < 64 || total_k > INT32_MAX) return false;
-    cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)Hkv, (cuuint64_t)total_k};
+    if (e == cudaSuccess && q == cudaDriverEntryPointSuccess) return (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    (void)cudaGetLastError();
+    return NULL;
+}
+
+bool cuda_tma_map_rows(CUtensorMap *m, const void *base, int Hkv, int D, int64_t rows, int box_rows) {
+    static const PFN_cuTensorMapEncodeTiled_v12000 enc = tma_encode_fn(); /* looked up once, thread-safe */
+    if (!enc || ((uintptr_t)base & 15) || rows < box_rows || rows > INT32_MAX) return false;
+    cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)Hkv, (cuuint64_t)rows};
     cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)Hkv * D * 2}; /* bytes, dims 1 and 2 */
-    cuuint32_t box[3] = {64, 1, 64}, estr[3] = {1, 1, 1};
+    cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows}, estr[3] = {1, 1, 1};
     return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT16, 3, (void *)base, dims, strides, box, estr,
                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
@@ -1035,8 +1032,8 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
 #if defined(INFLLM_CUDA_SM90A)
     /* INFLLM_CUDA_NO_TMA=1 (tests): every chunk by cp.async, the path of misaligned or tiny K/V */
     static std::atomic<int> no_tma{CUDA_ENV_UNREAD};
-    p.tma = cuda_env_int("INFLLM_CUDA_NO_TMA", &no_tma) != 1 && flash_tma_map(&tmk, p.k, p.Hkv, D, total_k) &&
-            flash_tma_map(&tmv, p.v, p.Hkv, D, total_k);
+    p.tma = cuda_env_int("INFLLM_CUDA_NO_TMA", &no_tma) != 1 && cuda_tma_map_rows(&tmk, p.k, p.Hkv, D, total_k, 64) &&
+            cuda_tma_map_rows(&tmv, p.v, p.Hkv, D, total_k, 64);
 #else
     (void)total_k;
     p.tma = 0;

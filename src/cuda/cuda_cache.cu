@@ -1036,7 +1036,8 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
         if (w.dec_bytes)
             s = cuda_dec_select_launch(ap, q, c1, c2, NULL, NULL, topk, ws + w.off_dec, st);
         else
-            s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, NULL, NULL, NULL, topk, 1, st);
+            s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, NULL, NULL, NULL, topk, 1, ap->total_n1,
+                                   ap->exact_lse ? ap->total_n1 : ap->total_n2, st);
         if (!s && ap->topk_out > 0)
             s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
     } else {

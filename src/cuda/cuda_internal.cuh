@@ -23,10 +23,12 @@ infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, 
 /* Stage 1 on tensor cores. scores != NULL: writes the [Hkv, total_q, max_n1] score matrix (zeroed
  * here first). topk != NULL: fused path, writes topk_idx [Hkv, total_q, topk_out] for the sparse
  * sequences only (filter_sparse) with the LSE approximation, group sum, max-pool, forced blocks
- * and top-k done on chip. */
+ * and top-k done on chip. c1_rows / c2_rows: the rows the c1 / c2 buffers hold (c2: of the buffer passed
+ * as c2), 0 when unknown (device cu_seqlens); the sm_90a kernel, which loads its tiles by TMA, needs
+ * them (its maps must not reach past the buffers), else the mma.sync kernel runs. */
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                                  const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
-                                 int filter_sparse, cudaStream_t st);
+                                 int filter_sparse, int64_t c1_rows, int64_t c2_rows, cudaStream_t st);
 
 /* Small-batch (decode) selection: split over kernel tiles, for total_q <= 64 and 16 % G == 0.
  * cuda_dec_select_bytes: scratch bytes, 0 when the path does not apply (or INFLLM_CUDA_NO_DEC=1). */
@@ -72,6 +74,15 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
  * once per (kernel, device) for the largest size asked so far; thread-safe. INFLLM_ERR_CUDA with a
  * message naming `what` when the device refuses. */
 infllm_status cuda_func_smem(const void *func, size_t smem, const char *what);
+
+#ifdef INFLLM_CUDA_SM90A
+#include <cuda.h> /* CUtensorMap */
+/* TMA map of a row-major [rows, Hkv, D] 16-bit tensor (K, V, c1, c2): boxes of 64 columns x 1 head x
+ * box_rows rows (<= 256), 128-byte swizzle (the wgmma tile layout [D/64][box_rows][64]); reads past
+ * `rows` are zero-filled, so `rows` must not exceed the buffer's. false: no driver entry point (looked
+ * up once), base not 16-byte aligned, fewer than box_rows or more than 2^31 - 1 rows. */
+bool cuda_tma_map_rows(CUtensorMap *m, const void *base, int Hkv, int D, int64_t rows, int box_rows);
+#endif
 
 /* 1 when the sm_90a (wgmma) kernels run: built with sm_90a (INFLLM_CUDA_SM90A), the current
  * device has compute capability 9.0, and INFLLM_CUDA_NO_WGMMA=1 is not set (read once) */

@@ -61,6 +61,7 @@ int cuda_env_int(const char *name, std::atomic<int> *slot) {
 
 struct WsLayout {
     size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, total;
+    int64_t rows_c1, rows_c2; /* rows of the c1 / c2 regions */
     int any_sparse, any_dense;
 };
 
@@ -81,16 +82,19 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_dense = ap->mode == INFLLM_MODE_DENSE || (ap->mode == INFLLM_MODE_AUTO && ap->dense_len >= 0);
     }
     size_t es = 2, row = (size_t)ap->Hkv * ap->D * es;
-    int64_t n1 = ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs;
-    int64_t n2 = ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs;
+    /* c1 / c2 rows: exact with host sequences, else a bound (a window of s tokens per s, + 1 a sequence) */
+    const int64_t n1 = ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs;
+    const int64_t n2 = ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs;
+    w.rows_c1 = n1 > 0 ? n1 : 1;
+    w.rows_c2 = n2 > 0 ? n2 : 1;
     size_t off = 0;
     w.off_cu = off;
     off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
     if (w.any_sparse) {
         w.off_c1 = off;
-        off += al256((size_t)(n1 > 0 ? n1 : 1) * row);
+        off += al256((size_t)w.rows_c1 * row);
         w.off_c2 = off;
-        off += al256((size_t)(n2 > 0 ? n2 : 1) * row);
+        off += al256((size_t)w.rows_c2 * row);
         w.off_topk = off;
         off += al256((size_t)ap->Hkv * ap->total_q * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
     }
@@ -163,7 +167,7 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
             s = cuda_dec_select_launch(ap, q, c1, c2, cu_c1, cu_c2, topk, ws + w.off_dec, st);
         else if (!s)
             s = cuda_select_launch(ap, q, c1, ap->exact_lse ? c1 : c2, cu_c1, ap->exact_lse ? cu_c1 : cu_c2, NULL, topk,
-                                   1, st);
+                                   1, w.rows_c1, ap->exact_lse ? w.rows_c1 : w.rows_c2, st);
         if (!s && ap->topk_out > 0)
             s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
     }
@@ -200,7 +204,7 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
             s = cuda_dec_select_launch(&ap, q, c1, c2, cu, cu + 2, topk, ws + 256 + b1 + b2, st);
         } else if (!s) {
             s = cuda_select_launch(&ap, q, c1, ap.exact_lse ? c1 : c2, cu, ap.exact_lse ? cu : cu + 2, NULL, topk, 0,
-                                   st);
+                                   ap.total_n1 + 1, (ap.exact_lse ? ap.total_n1 : ap.total_n2) + 1, st);
         }
     }
     if (ws) cudaFreeAsync(ws, st);

@@ -456,7 +456,8 @@ enum { SEL90_TT = 8, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL
 __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
 
 template <typename T, int D, int CT, int NS>
-__global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
+__global__ void __launch_bounds__(256, 1)
+    k_select90(SelParams p, const __grid_constant__ CUtensorMap tmL, const __grid_constant__ CUtensorMap tm1) {
 #ifdef INFLLM_WGMMA_DEVICE
     constexpr int TT = SEL90_TT, M = 16 * TT, NT = 256, CH = D / 8, KS = D / 16;
     /* products a warpgroup issues per tile (64 x 64 each), and pass 2's kernel groups per warpgroup */
@@ -498,13 +499,10 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
 
     const int32_t n1 = d_windows(lk, p.l1, p.s1);
     const int32_t n2 = d_windows(lk, p.l2, p.s2);
-    const int64_t c1_0 = p.cu_c1 ? p.cu_c1[b] : 0;
-    const int64_t c2_0 = p.cu_c2 ? p.cu_c2[b] : 0;
-    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
-    const uint16_t *c1 = (const uint16_t *)p.c1;
-    const int64_t cL0 = p.exact ? c1_0 : c2_0;
+    /* this sequence's first c1 / level-L row (the maps' rows < 2^31) */
+    const int row10 = p.cu_c1 ? p.cu_c1[b] : 0;
+    const int rowL0 = p.exact ? row10 : (p.cu_c2 ? p.cu_c2[b] : 0);
     const int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
-    const int64_t kvstride = (int64_t)p.Hkv * D;
     const int maxvisL = d_visible(pos_last, lL, sL, nL);
     const int maxvis1 = d_visible(pos_last, p.l1, p.s1, n1);
     const int minvis1 = d_visible(pos0, p.l1, p.s1, n1);
@@ -534,47 +532,44 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
     }
     for (int i = tid; i < TT * nbs; i += NT) sBS[i] = 0.f;
     if (tid < TT) sVis[tid] = tid < ntok ? d_visible(pos0 + tid, p.l1, p.s1, n1) : 0;
+    __shared__ __align__(8) uint64_t sBar[NS]; /* tile stage s's TMA arrival */
+    if (tid == 0)
+        for (int s = 0; s < NS; s++) mbar_init(&sBar[s]);
+    cp_async_commit();
+    cp_async_wait<0>(); /* the Q tile */
+    fence_proxy_async();
+    __syncthreads();
 
     /* one stream of tiles: ntL level-L tiles (pass 1), then nt1 c1 tiles (pass 2) */
     const int ntL = (maxvisL + CT - 1) / CT;
     const int nt1 = (sel_pass2_kernels(maxvis1, pos_last, p.B, p.s1, p.local_blocks) + CT - 1) / CT;
     const int ntot = ntL + nt1;
-    /* this thread copies rows lr0 + RP k (k < CT / RP), 16-byte chunk lc, of every tile: the
-     * swizzle of a row depends on row % 8 only, so the k-th copy lands at ldst0 + RP k 64 */
-    constexpr int RP = NT / CH;
-    const int lr0 = tid / CH, lc = tid % CH, ldst0 = swz90<CT>(lr0, lc * 8);
-    /* chunk lc of each pass's first row (tile t's first row is t CT rows further; always a valid
-     * row, the source of the zero-filled copies), and the offsets of this thread's rows from it,
-     * fixed for every tile, in bytes (32 bits: a tile spans CT Hkv D elements) */
-    const char *const baseL = (const char *)(cL + (cL0 * p.Hkv + g) * D + lc * 8);
-    const char *const base1 = (const char *)(c1 + (c1_0 * p.Hkv + g) * D + lc * 8);
-    const int64_t tstride = (int64_t)CT * kvstride * 2; /* bytes */
-    const uint32_t roff0 = (uint32_t)(lr0 * kvstride * 2), roffRP = (uint32_t)(RP * kvstride * 2);
-    auto load = [&](int i) {
+    /* tile i (level-L tiles first, then c1 tiles) goes to stage i % NS by TMA: thread 0 issues D / 64
+     * boxes of {64 columns, head g, CT rows} from the pass's first row of this sequence. Rows past the
+     * visible kernels are masked (by selects) in both passes, so they may hold anything; rows past the
+     * map's extent (the buffer's rows) come as zeros. */
+    auto load = [&](int i) { /* thread 0 */
         if (i >= ntot) return;
         const bool pl = i < ntL;
-        const int t = pl ? i : i - ntL;
-        const char *s0 = (pl ? baseL : base1) + t * tstride;
-        const int nv = (pl ? maxvisL : maxvis1) - CT * t - lr0; /* row lr0 + RP k is loaded iff RP k < nv */
-        uint16_t *dst = sC + (i % NS) * CT * D + ldst0;
+        const int row = pl ? rowL0 + CT * i : row10 + CT * (i - ntL);
+        const int st = i % NS;
+        uint16_t *dst = sC + st * CT * D;
+        mbar_expect_tx(&sBar[st], CT * D * 2);
 #pragma unroll
-        for (int k = 0; k < CT / RP; k++) {
-            const bool ok = RP * k < nv;
-            cp_async16(dst + RP * k * 64, s0 + (ok ? roff0 + k * roffRP : 0u), ok ? 16 : 0);
-        }
+        for (int h = 0; h < D / 64; h++) tma_load(dst + h * CT * 64, pl ? &tmL : &tm1, &sBar[st], h * 64, g, row);
     };
+    if (tid == 0)
 #pragma unroll
-    for (int s = 0; s < NS - 1; s++) {
-        load(s);
-        cp_async_commit();
-    }
-    /* tile i is in its stage, and the stage of tile i - 1 is free: load tile i + NS - 1 there */
+        for (int s = 0; s < NS - 1; s++) load(s);
+    /* tile i is in its stage (parity of its phase: bit st of phase), and the stage of tile i - 1 is
+     * free (every warp is past its products, the barrier says): load tile i + NS - 1 there */
+    uint32_t phase = 0;
     auto next_tile = [&](int i) {
-        cp_async_wait<NS - 2>();
-        fence_proxy_async();
         __syncthreads();
-        load(i + NS - 1);
-        cp_async_commit();
+        if (tid == 0) load(i + NS - 1);
+        const int st = i % NS;
+        mbar_wait(&sBar[st], (phase >> st) & 1u);
+        phase ^= 1u << st;
     };
     /* descriptors in 16-byte units; k-step kk of a [D/64][R][64] tile is at
      * (kk / 4) R 64 + (kk % 4) 16 elements */
@@ -753,7 +748,6 @@ __global__ void __launch_bounds__(256, 1) k_select90(SelParams p) {
         }
         pool_step(ps, kb);
     }
-    cp_async_wait<0>();
     __syncthreads();
 
     /* ---- finalize block scores + top-k, one warp per token ---- */
@@ -812,21 +806,32 @@ static size_t sel90_smem(int D, int nbmax, int ct, int ns) {
            SEL90_TT * 4;
 }
 
+/* the two tile maps (level L = c2, or c1 with exact LSE; and c1) of k_select90 with CT-row boxes;
+ * false when either cannot be built (the caller then runs k_select) */
+static bool sel90_maps(CUtensorMap *tmL, CUtensorMap *tm1, const SelParams &p, int D, int CT, int64_t c1_rows,
+                       int64_t c2_rows) {
+    memset(tmL, 0, sizeof *tmL);
+    memset(tm1, 0, sizeof *tm1);
+    return cuda_tma_map_rows(tm1, p.c1, p.Hkv, D, c1_rows, CT) &&
+           cuda_tma_map_rows(tmL, p.exact ? p.c1 : p.c2, p.Hkv, D, p.exact ? c1_rows : c2_rows, CT);
+}
+
 template <typename T, int D, int CT, int NS>
-static infllm_status sel90_run(const SelParams &p, size_t smem, int64_t gx, cudaStream_t st) {
+static infllm_status sel90_run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
+                               cudaStream_t st) {
+    const size_t smem = sel90_smem(D, p.nbmax, CT, NS);
     infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS>, smem, "k_select90");
     if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
-    k_select90<T, D, CT, NS><<<grid, 256, smem, st>>>(p);
+    k_select90<T, D, CT, NS><<<grid, 256, smem, st>>>(p, tmL, tm1);
     CU_LAUNCH_CHECK("k_select90");
     return INFLLM_OK;
 }
 template <typename T, int D>
-static infllm_status sel90_dispatch(const SelParams &p, int wide, int64_t gx, cudaStream_t st) {
-    if (wide)
-        return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE>(p, sel90_smem(D, p.nbmax, SEL90_CT_WIDE, SEL90_NS_WIDE),
-                                                           gx, st);
-    return sel90_run<T, D, SEL90_CT, SEL90_NS>(p, sel90_smem(D, p.nbmax, SEL90_CT, SEL90_NS), gx, st);
+static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensorMap &tmL, const CUtensorMap &tm1,
+                                    int64_t gx, cudaStream_t st) {
+    if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE>(p, tmL, tm1, gx, st);
+    return sel90_run<T, D, SEL90_CT, SEL90_NS>(p, tmL, tm1, gx, st);
 }
 /* k_select90's 256-kernel tiles (4 products in flight a tile, one barrier, copy setup and set of
  * descriptors per 256 kernels) against the 128-kernel ones (a partial last tile half as large in each
@@ -865,7 +870,7 @@ static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, c
 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                                  const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
-                                 int filter_sparse, cudaStream_t st) {
+                                 int filter_sparse, int64_t c1_rows, int64_t c2_rows, cudaStream_t st) {
     infllm_status s = cuda_check_supported(ap, "stage 1");
     if (s) return s;
     if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
@@ -884,16 +889,21 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
     /* groups of 16 on sm_90a: k_select90 (8 tokens per CTA) when its block scores fit (to ~200K
-     * tokens at d 128); decode-like shapes (one token) keep the 1-warp tiles */
+     * tokens at d 128) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
+     * not reach past the buffers); decode-like shapes (one token) keep the 1-warp tiles */
+    CUtensorMap tmL, tm1;
     if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
         sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
         const int wide = sel90_wide(ap, p.nbmax, limit);
-        int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
-        if (ap->dtype == INFLLM_DTYPE_BF16)
-            return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, gx, st)
-                                : sel90_dispatch<__nv_bfloat16, 64>(p, wide, gx, st);
-        return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, gx, st) : sel90_dispatch<__half, 64>(p, wide, gx, st);
+        if (sel90_maps(&tmL, &tm1, p, ap->D, wide ? SEL90_CT_WIDE : SEL90_CT, c1_rows, c2_rows)) {
+            int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
+            if (ap->dtype == INFLLM_DTYPE_BF16)
+                return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, tmL, tm1, gx, st)
+                                    : sel90_dispatch<__nv_bfloat16, 64>(p, wide, tmL, tm1, gx, st);
+            return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, tmL, tm1, gx, st)
+                                : sel90_dispatch<__half, 64>(p, wide, tmL, tm1, gx, st);
+        }
     }
 #endif
     int NW = 0;
@@ -950,7 +960,7 @@ extern "C" infllm_status cuda_stage1(const infllm_attn_params *ap, const void *q
         if (!cu_c1) cu_c1 = tmp;
         if (!cu_c2) cu_c2 = tmp + ap->num_seqs + 1;
     }
-    s = cuda_select_launch(ap, q, c1, c2, cu_c1, cu_c2, scores, NULL, 0, st);
+    s = cuda_select_launch(ap, q, c1, c2, cu_c1, cu_c2, scores, NULL, 0, 0, 0, st);
     if (tmp) cudaFreeAsync(tmp, st);
     return s;
 }
