@@ -37,6 +37,7 @@ struct FlashParams {
     const int32_t *topk;
     int topk_cols;
     int B;
+    int chunk_blk_shift; /* B = 64 << shift (block of chunk c: c >> shift), or -1 (B not 64 x a power of 2) */
     int filter, mode, dense_len;
     int nsplit;
     float *part_o;   /* [cta][nsplit][M][D] */
@@ -308,13 +309,15 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
          * rows all sit before it skips the tensor-core work: the union of the tile's selections
          * then costs loads, not math */
         bool warp_needed;
+        /* the chunk's block (B % 64 == 0; positions < 2^31): a shift when B / 64 is a power of 2 */
+        int blk = 0;
+        if (SPARSE && b64) blk = p.chunk_blk_shift >= 0 ? c >> p.chunk_blk_shift : (c * 64) / p.B;
         {
             bool need = false;
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri];
                 if (SPARSE && b64 && sel) {
-                    int blk = (int)(((int64_t)c * 64) / p.B);
                     sel = (sTok[rtt[ri] * p.nbw + (blk >> 5)] >> (blk & 31)) & 1u;
                 }
                 need = need || sel;
@@ -346,10 +349,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
         for (int ri = 0; ri < 2; ri++) {
             bool rowsel = true;
             const uint32_t *bits = sTok + rtt[ri] * p.nbw;
-            if (SPARSE && b64) {
-                int blk = (int)(((int64_t)c * 64) / p.B);
-                rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
-            }
+            if (SPARSE && b64) rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
             /* key 8 j + e of this thread visible iff 8 j + e <= lim (clamped: 57 is its last key) */
             const int lim = rowsel ? (int)max(min(rpos[ri] - (int64_t)c * 64 - 2 * tig, (int64_t)64), (int64_t)-1) : -1;
             if (lim < 57 || (SPARSE && !b64)) {
@@ -619,7 +619,7 @@ __global__ void __launch_bounds__(256, 2)
             for (int kk = 0; kk < KS; kk++) {
                 uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
                 uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                wgmma_ss<T, 64>(s, dq + qo, dk0 + soff + ko, kk > 0);
+                wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
             }
             wgmma_commit();
             wgmma_wait0();
@@ -630,12 +630,15 @@ __global__ void __launch_bounds__(256, 2)
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
              * unselected block, block sizes below 64) masks. */
             int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
+            /* the chunk's block (B % 64 == 0): a shift when B / 64 is a power of 2 (B = 64: the chunk
+             * itself), once per chunk for both rows */
+            int blk = 0;
+            if (SPARSE && b64) blk = p.chunk_blk_shift >= 0 ? c >> p.chunk_blk_shift : (c * 64) / p.B;
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
                 if (SPARSE && b64) {
                     const uint32_t *bits = sTok + rbo[ri];
-                    int blk = (c * 64) / p.B;
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
                 }
                 lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
@@ -691,7 +694,7 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
             for (int ks = 0; ks < 4; ks++) {
                 uint32_t vo = (uint32_t)(ks * 16 * 64 * 2) >> 4;
-                wgmma_rs<T, D>(o, a[ks], dv0 + soff + vo, 1);
+                wgmma_rs<T, D>(o, a[ks], gdesc_add(dv0, soff + vo), 1);
             }
             wgmma_commit();
             wgmma_wait0();
@@ -1092,6 +1095,9 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     p.topk = topk;
     p.topk_cols = topk_cols;
     p.B = ap->B;
+    p.chunk_blk_shift = -1;
+    for (int sh = 0; sh < 24; sh++)
+        if (ap->B == (64 << sh)) p.chunk_blk_shift = sh;
     p.filter = filter;
     p.mode = ap->mode;
     p.dense_len = ap->dense_len;
