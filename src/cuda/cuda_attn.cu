@@ -472,7 +472,9 @@ __global__ void __launch_bounds__(256, 2)
     FLASH_RETURN_IF_FILTERED(p, lk)
     const int ntok = min(p.TT, lq - tok0);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int wg = warp >> 2;
+    /* the warpgroup, broadcast from lane 0 so that ptxas can keep what derives from it (the Q
+     * descriptors, the warpgroup's chunk-bitmap row) in uniform registers */
+    const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0);
     const int G = p.G, Gt = p.Gt;
     /* the tile's tokens (sequence-relative): slot tt holds token sTix[tt] (tok0 + tt without a
      * grouping table); position = lk - lq + token */
