@@ -12,11 +12,9 @@ query), keys per query counted from the selection.
 """
 import argparse
 import ctypes as C
-import math
 import os
 import statistics
 import subprocess
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -235,7 +233,6 @@ def flex_fn(q, k, v, topk, T):
 
     def run():
         fa(qq, kk, vv, block_mask=bm, enable_gqa=True, kernel_options=ko)
-    keys = 0
     return run
 
 
