@@ -340,8 +340,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
  * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
  * 2 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
  * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
- * cp.async) stays in shared memory all along. Each warpgroup issues CT / 64 m64n64 products a tile, each its own group, and
- * processes product p while the later ones multiply.
+ * cp.async) stays in shared memory all along. Each warpgroup issues CT / 64 m64n64 products a
+ * tile, each its own group, and processes product p while the later ones multiply.
  *   pass 1 (rows x kernels): warpgroup w takes rows 64w.. (tokens 4w..4w+3) against the whole
  *           tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row as in k_select,
  *           each 64-column product one step, in column order.
