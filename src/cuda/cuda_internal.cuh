@@ -29,6 +29,9 @@ infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                                  const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
                                  int filter_sparse, int64_t c1_rows, int64_t c2_rows, cudaStream_t st);
+/* Rows a c1 / c2 buffer should hold at least so that the sm_90a selection can map it (its largest
+ * tile; the rows past the data are never read as data) */
+#define CUDA_SELECT_MIN_ROWS 256
 
 /* Small-batch (decode) selection: split over kernel tiles, for total_q <= 64 and 16 % G == 0.
  * cuda_dec_select_bytes: scratch bytes, 0 when the path does not apply (or INFLLM_CUDA_NO_DEC=1). */

@@ -82,11 +82,12 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_dense = ap->mode == INFLLM_MODE_DENSE || (ap->mode == INFLLM_MODE_AUTO && ap->dense_len >= 0);
     }
     size_t es = 2, row = (size_t)ap->Hkv * ap->D * es;
-    /* c1 / c2 rows: exact with host sequences, else a bound (a window of s tokens per s, + 1 a sequence) */
+    /* c1 / c2 rows: exact with host sequences, else a bound (a window of s tokens per s, + 1 a
+     * sequence); at least CUDA_SELECT_MIN_ROWS, so that short inputs get the sm_90a selection too */
     const int64_t n1 = ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs;
     const int64_t n2 = ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs;
-    w.rows_c1 = n1 > 0 ? n1 : 1;
-    w.rows_c2 = n2 > 0 ? n2 : 1;
+    w.rows_c1 = n1 > CUDA_SELECT_MIN_ROWS ? n1 : CUDA_SELECT_MIN_ROWS;
+    w.rows_c2 = n2 > CUDA_SELECT_MIN_ROWS ? n2 : CUDA_SELECT_MIN_ROWS;
     size_t off = 0;
     w.off_cu = off;
     off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
@@ -189,7 +190,9 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
     cudaStream_t st = (cudaStream_t)ap.cuda_stream;
     unsigned char *ws = NULL;
     size_t row = (size_t)ap.Hkv * ap.D * 2;
-    size_t b1 = al256((size_t)(ap.total_n1 + 1) * row), b2 = al256((size_t)(ap.total_n2 + 1) * row);
+    const int64_t r1 = ap.total_n1 + 1 > CUDA_SELECT_MIN_ROWS ? ap.total_n1 + 1 : CUDA_SELECT_MIN_ROWS;
+    const int64_t r2 = ap.total_n2 + 1 > CUDA_SELECT_MIN_ROWS ? ap.total_n2 + 1 : CUDA_SELECT_MIN_ROWS;
+    size_t b1 = al256((size_t)r1 * row), b2 = al256((size_t)r2 * row);
     size_t bd = s ? 0 : cuda_dec_select_bytes(&ap);
     if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2 + al256(bd), st) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -204,7 +207,7 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
             s = cuda_dec_select_launch(&ap, q, c1, c2, cu, cu + 2, topk, ws + 256 + b1 + b2, st);
         } else if (!s) {
             s = cuda_select_launch(&ap, q, c1, ap.exact_lse ? c1 : c2, cu, ap.exact_lse ? cu : cu + 2, NULL, topk, 0,
-                                   ap.total_n1 + 1, (ap.exact_lse ? ap.total_n1 : ap.total_n2) + 1, st);
+                                   r1, ap.exact_lse ? r1 : r2, st);
         }
     }
     if (ws) cudaFreeAsync(ws, st);

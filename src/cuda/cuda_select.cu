@@ -451,6 +451,8 @@ __device__ __forceinline__ void wgmma_wait_le(int n) {
 /* tokens per CTA; the two tile shapes (kernels per tile, stages): 256 x 2 (fits to ~130K tokens at
  * d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
 enum { SEL90_TT = 8, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
+static_assert(SEL90_CT_WIDE <= CUDA_SELECT_MIN_ROWS && SEL90_CT <= CUDA_SELECT_MIN_ROWS,
+              "a c1/c2 buffer of CUDA_SELECT_MIN_ROWS rows must hold one k_select90 tile");
 /* per-token row of block scores: >= nbmax and = 8 (mod 32), so that the atomics of one instruction
  * (4 tokens x 2 blocks) fall in distinct banks */
 __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
