@@ -24,8 +24,8 @@ infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, 
  * here first). topk != NULL: fused path, writes topk_idx [Hkv, total_q, topk_out] for the sparse
  * sequences only (filter_sparse) with the LSE approximation, group sum, max-pool, forced blocks
  * and top-k done on chip. c1_rows / c2_rows: the rows the c1 / c2 buffers hold (c2: of the buffer passed
- * as c2), 0 when unknown (device cu_seqlens); the sm_90a kernel, which loads its tiles by TMA, needs
- * them (its maps must not reach past the buffers), else the mma.sync kernel runs. */
+ * as c2), 0 when unknown; the sm_90a kernel, which loads its tiles by TMA, needs them (its maps must
+ * not reach past the buffers) and at least one tile of rows, else the mma.sync kernel runs. */
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                                  const int32_t *cu_c1, const int32_t *cu_c2, float *scores, int32_t *topk,
                                  int filter_sparse, int64_t c1_rows, int64_t c2_rows, cudaStream_t st);

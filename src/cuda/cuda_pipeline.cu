@@ -66,6 +66,9 @@ struct WsLayout {
 };
 
 static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
+/* rows to allocate for a c1 / c2 buffer of n rows of data: at least CUDA_SELECT_MIN_ROWS, so that
+ * short inputs get the sm_90a selection too */
+static int64_t sel_buffer_rows(int64_t n) { return n > CUDA_SELECT_MIN_ROWS ? n : CUDA_SELECT_MIN_ROWS; }
 
 static WsLayout ws_layout(const infllm_attn_params *ap) {
     WsLayout w;
@@ -83,11 +86,9 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
     }
     size_t es = 2, row = (size_t)ap->Hkv * ap->D * es;
     /* c1 / c2 rows: exact with host sequences, else a bound (a window of s tokens per s, + 1 a
-     * sequence); at least CUDA_SELECT_MIN_ROWS, so that short inputs get the sm_90a selection too */
-    const int64_t n1 = ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs;
-    const int64_t n2 = ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs;
-    w.rows_c1 = n1 > CUDA_SELECT_MIN_ROWS ? n1 : CUDA_SELECT_MIN_ROWS;
-    w.rows_c2 = n2 > CUDA_SELECT_MIN_ROWS ? n2 : CUDA_SELECT_MIN_ROWS;
+     * sequence) */
+    w.rows_c1 = sel_buffer_rows(ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs);
+    w.rows_c2 = sel_buffer_rows(ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs);
     size_t off = 0;
     w.off_cu = off;
     off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
@@ -190,8 +191,7 @@ extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dt
     cudaStream_t st = (cudaStream_t)ap.cuda_stream;
     unsigned char *ws = NULL;
     size_t row = (size_t)ap.Hkv * ap.D * 2;
-    const int64_t r1 = ap.total_n1 + 1 > CUDA_SELECT_MIN_ROWS ? ap.total_n1 + 1 : CUDA_SELECT_MIN_ROWS;
-    const int64_t r2 = ap.total_n2 + 1 > CUDA_SELECT_MIN_ROWS ? ap.total_n2 + 1 : CUDA_SELECT_MIN_ROWS;
+    const int64_t r1 = sel_buffer_rows(ap.total_n1 + 1), r2 = sel_buffer_rows(ap.total_n2 + 1);
     size_t b1 = al256((size_t)r1 * row), b2 = al256((size_t)r2 * row);
     size_t bd = s ? 0 : cuda_dec_select_bytes(&ap);
     if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2 + al256(bd), st) != cudaSuccess) {
