@@ -110,6 +110,11 @@ __device__ __forceinline__ void flash_store_partial(const FlashParams &p, int zz
     if (tig == 0) p.part_lse[base] = lse2;
 }
 
+/* the block of 64-key chunk c when B % 64 == 0 (positions < 2^31): a shift when B is 64 x a power of 2 */
+__device__ __forceinline__ int chunk_block(const FlashParams &p, int c) {
+    return p.chunk_blk_shift >= 0 ? c >> p.chunk_blk_shift : (c * 64) / p.B;
+}
+
 /* This CTA's query tile, sequence and z (KV head x head chunk x split). A one-split grid runs its
  * query tiles heaviest first: the hardware hands out CTAs in linear order (x fastest), and under
  * the causal mask the last tiles of a sequence see the most keys, so the linear index counts the
@@ -309,9 +314,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
          * rows all sit before it skips the tensor-core work: the union of the tile's selections
          * then costs loads, not math */
         bool warp_needed;
-        /* the chunk's block (B % 64 == 0; positions < 2^31): a shift when B / 64 is a power of 2 */
-        int blk = 0;
-        if (SPARSE && b64) blk = p.chunk_blk_shift >= 0 ? c >> p.chunk_blk_shift : (c * 64) / p.B;
+        const int blk = SPARSE && b64 ? chunk_block(p, c) : 0; /* once per chunk */
         {
             bool need = false;
 #pragma unroll
@@ -632,10 +635,7 @@ __global__ void __launch_bounds__(256, 2)
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
              * unselected block, block sizes below 64) masks. */
             int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
-            /* the chunk's block (B % 64 == 0): a shift when B / 64 is a power of 2 (B = 64: the chunk
-             * itself), once per chunk for both rows */
-            int blk = 0;
-            if (SPARSE && b64) blk = p.chunk_blk_shift >= 0 ? c >> p.chunk_blk_shift : (c * 64) / p.B;
+            const int blk = SPARSE && b64 ? chunk_block(p, c) : 0; /* once per chunk, for both rows */
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
