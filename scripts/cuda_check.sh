@@ -7,7 +7,7 @@
 # With 90a (the default) the grid runs on the wgmma kernels, then on the mma.sync kernels that
 # sm_80 / plain sm_90 builds use (INFLLM_CUDA_NO_WGMMA=1) in both tile configurations, then on the
 # wgmma kernels with K/V chunks by cp.async only, and on their other tile shapes (k_select90's
-# 256-kernel tiles, ungrouped stage-2 tiles).
+# 256-kernel tiles, its unordered warpgroups, ungrouped stage-2 tiles).
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished.
@@ -35,6 +35,7 @@ if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   RUNS+=("test_cuda: alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with every K/V chunk by cp.async (INFLLM_CUDA_NO_TMA=1, the path of misaligned or tiny K/V)|env INFLLM_CUDA_NO_TMA=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's 256-kernel tiles and stage-2 tiles of consecutive tokens (INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1)|env INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 $BUILD/tests/test_cuda")
+  RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups issuing unordered (INFLLM_CUDA_SEL90_NO_ORDER=1)|env INFLLM_CUDA_SEL90_NO_ORDER=1 $BUILD/tests/test_cuda")
 fi
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")

@@ -35,6 +35,7 @@ struct SelParams {
     int32_t *topk; /* fused: [Hkv, total_q, topk_out] */
     int filter_sparse, mode, dense_len;
     int nbmax; /* block-score slots per token (fused) */
+    int wg_order; /* k_select90: warpgroups issue each tile's products one after the other */
 };
 
 __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
@@ -338,22 +339,27 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
 /* ------------------------------------------------------ sm_90a: k_select90 ---- */
 /* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
  * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
- * 2 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
+ * 4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
  * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
- * cp.async) stays in shared memory all along. Each warpgroup issues CT / 64 m64n64 products a
- * tile, each its own group, and processes product p while the later ones multiply.
- *   pass 1 (rows x kernels): warpgroup w takes rows 64w.. (tokens 4w..4w+3) against the whole
- *           tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row as in k_select,
- *           each 64-column product one step, in column order.
- *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels CT/2 w.., S^T = c_w Q^T,
- *           per 64 kernels two products (tokens 0-3, tokens 4-7). A thread then holds, per row (kernel),
- *           4 heads of each of 4 tokens: P = exp2(S - LSE) (LSE per column, negated, from shared
- *           memory once), the head sum is 3 local adds + a 3-shuffle reduce-scatter over the 4
- *           lanes of a quad that leaves lane tig with token tig's sum (0.19 shuffles per score;
- *           k_select's row layout needs 1.5), rounded to bf16 for bf16 storage, then max-pooled
- *           by shared-memory atomicMax into the token's block scores as in k_select.
+ * cp.async) stays in shared memory all along. Each warpgroup issues CT / 128 m64n64 products a
+ * tile, each its own group, and processes product p while the later one multiplies; the
+ * warpgroups issue in turn (named barriers), so that their products complete one warpgroup after
+ * the other and one's exps run under the next ones' products.
+ *   pass 1 (rows x kernels): warpgroup w takes rows 64 (w % 2).. (tokens 4 (w % 2)..) against column
+ *           half w / 2 of the tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row
+ *           as in k_select, each 64-column product one step, in column order; at the end the two
+ *           column halves' (max, sum) are merged through shared memory.
+ *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels CT/2 (w % 2).. against
+ *           the rows of token half w / 2 (tokens 4 (w / 2)..), S^T = c_w Q_h^T, one product per 64
+ *           kernels. A thread then holds, per row (kernel), 4 heads of each of 4 tokens:
+ *           P = exp2(S - LSE) (LSE per column, negated, from shared memory once), the head sum is 3
+ *           local adds + a 3-shuffle reduce-scatter over the 4 lanes of a quad that leaves lane tig
+ *           with token tig's sum (0.19 shuffles per score; k_select's row layout needs 1.5), rounded
+ *           to bf16 for bf16 storage, then max-pooled by shared-memory atomicMax into the token's
+ *           block scores as in k_select.
  * Then the forced blocks and the top-k (one warp per token) are k_select's. CTAs are launched
- * heaviest (last tokens) first. */
+ * heaviest (last tokens) first. (Session 10: 4 warpgroups instead of 2 alone changed nothing;
+ * with the ordered issue, select -5% at 128K; 2 warpgroups with the ordered issue were 1.6x slower.) */
 /* warp_topk's selection (the k largest keys of vals[0..n), ties to the lower index, indices written
  * ascending, > qmax -> -1, then -1 up to ncols) in fewer passes. warp_topk finds the k-th largest
  * key bit by bit from the top, one counting pass per bit. When that key is neither +inf (forced
@@ -448,9 +454,9 @@ __device__ __forceinline__ void wgmma_wait_le(int n) {
         wgmma_wait_n<3>();
 }
 
-/* tokens per CTA; the two tile shapes (kernels per tile, stages): 256 x 2 (fits to ~130K tokens at
- * d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
-enum { SEL90_TT = 8, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
+/* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
+ * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
+enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
 static_assert(SEL90_CT_WIDE <= CUDA_SELECT_MIN_ROWS && SEL90_CT <= CUDA_SELECT_MIN_ROWS,
               "a c1/c2 buffer of CUDA_SELECT_MIN_ROWS rows must hold one k_select90 tile");
 /* per-token row of block scores: >= nbmax and = 8 (mod 32), so that the atomics of one instruction
@@ -458,13 +464,15 @@ static_assert(SEL90_CT_WIDE <= CUDA_SELECT_MIN_ROWS && SEL90_CT <= CUDA_SELECT_M
 __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
 
 template <typename T, int D, int CT, int NS>
-__global__ void __launch_bounds__(256, 1)
+__global__ void __launch_bounds__(SEL90_NT, 1)
     k_select90(SelParams p, const __grid_constant__ CUtensorMap tmL, const __grid_constant__ CUtensorMap tm1) {
 #ifdef INFLLM_WGMMA_DEVICE
-    constexpr int TT = SEL90_TT, M = 16 * TT, NT = 256, CH = D / 8, KS = D / 16;
-    /* products a warpgroup issues per tile (64 x 64 each), and pass 2's kernel groups per warpgroup */
-    constexpr int NP = CT / 64, NKG = CT / 128;
-    static_assert(CT % 128 == 0 && NP <= 4, "k_select90: tiles of 128 or 256 kernels");
+    constexpr int TT = SEL90_TT, M = 16 * TT, NT = SEL90_NT, CH = D / 8, KS = D / 16;
+    /* 4 warpgroups. Pass 1: warpgroup w takes the rows of tokens 4 (w % 2).. against column half w / 2
+     * of each tile (CT / 2 kernels: NP products of 64 x 64). Pass 2: kernel half w % 2 (NP groups of
+     * 64) x the rows of token half w / 2: NP products. */
+    constexpr int NP = CT / 128;
+    static_assert(NT == 512 && (CT == 128 || CT == 256), "k_select90: 4 warpgroups, tiles of 128 or 256 kernels");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* 128-byte swizzled tiles need 1024-byte alignment (the host adds 1024 bytes) */
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
@@ -473,7 +481,8 @@ __global__ void __launch_bounds__(256, 1)
     const int nbs = sel90_nbs(p.nbmax);
     float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbs] block scores */
     float *sNL = sBS + TT * nbs;                /* [M] -LSE (log2) per row */
-    int *sVis = (int *)(sNL + M);               /* [TT] visible c1 kernels per token */
+    float *sPM = sNL + M, *sPL = sPM + M;       /* [M] each: pass 1's (max, sum) over column half 1 */
+    int *sVis = (int *)(sPL + M);               /* [TT] visible c1 kernels per token */
 
     const int b = blockIdx.y, g = blockIdx.z;
     int64_t q0, k0;
@@ -487,6 +496,8 @@ __global__ void __launch_bounds__(256, 1)
     const int64_t pos_last = pos0 + ntok - 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int wg = warp >> 2, wq = warp & 3;
+    /* pass 1: row group (tokens 4 rg..) and column half; pass 2: kernel half and token half */
+    const int rg = wg & 1, chalf = wg >> 1, khalf = wg & 1, th = wg >> 1;
     const int Kb = p.K;
 
     /* tokens with <= K causal blocks take them all (positions < 2^31: 32-bit block math) */
@@ -508,19 +519,12 @@ __global__ void __launch_bounds__(256, 1)
     const int maxvisL = d_visible(pos_last, lL, sL, nL);
     const int maxvis1 = d_visible(pos_last, p.l1, p.s1, n1);
     const int minvis1 = d_visible(pos0, p.l1, p.s1, n1);
-    /* pass 1: this warp's rows are token 4 wg + wq, heads gid and gid + 8 */
-    const int ptok = 4 * wg + wq;
+    /* pass 1: this warp's rows are token 4 rg + wq, heads gid and gid + 8 */
+    const int ptok = 4 * rg + wq;
     const int visLw = ptok < ntok ? d_visible(pos0 + ptok, lL, sL, nL) : 0;
-    /* pass 2: this lane emits token 4 h + tig of product half h */
-    bool eok[2];
-    int eqb[2];
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int tt = 4 * h + tig;
-        int qb = (int)(pos0 + tt) / p.B;
-        eok[h] = tt < ntok && qb + 1 > Kb;
-        eqb[h] = qb;
-    }
+    /* pass 2: this lane emits token 4 th + tig (selecting, and its last causal block) */
+    const int etok = 4 * th + tig, eqb = (int)(pos0 + etok) / p.B;
+    const bool eok = etok < ntok && eqb + 1 > Kb;
 
     {
         const uint16_t *qg = (const uint16_t *)p.q;
@@ -573,11 +577,30 @@ __global__ void __launch_bounds__(256, 1)
         mbar_wait(&sBar[st], (phase >> st) & 1u);
         phase ^= 1u << st;
     };
+    /* With p.wg_order, the warpgroups issue a tile's products in turn (warpgroup w waits on named barrier
+     * w until w - 1 has issued its own), so that the tensor cores finish them in that order and
+     * warpgroup w's exps run under the later warpgroups' products instead of every warpgroup's
+     * products completing together. Every warpgroup runs every tile (the tile count is the CTA's),
+     * and the tile barrier keeps one tile's arrivals from meeting the next tile's. */
+    const bool ordered = p.wg_order != 0;
+    auto issue_turn = [&]() {
+        if (!ordered) return;
+        if (wg == 1) named_bar_sync<1, 256>();
+        if (wg == 2) named_bar_sync<2, 256>();
+        if (wg == 3) named_bar_sync<3, 256>();
+    };
+    auto issue_done = [&]() {
+        if (!ordered) return;
+        if (wg == 0) named_bar_arrive<1, 256>();
+        if (wg == 1) named_bar_arrive<2, 256>();
+        if (wg == 2) named_bar_arrive<3, 256>();
+    };
     /* descriptors in 16-byte units; k-step kk of a [D/64][R][64] tile is at
      * (kk / 4) R 64 + (kk % 4) 16 elements */
     const uint64_t dQ = gmma_desc(sQ, 16, 1024), dC = gmma_desc(sC, 16, 1024);
     auto du = [](int elems) { return (uint32_t)(elems * 2) >> 4; };
-    const uint64_t dQw = gdesc_add(dQ, du(wg * 64 * 64)); /* pass 1: this warpgroup's rows */
+    const uint64_t dQw = gdesc_add(dQ, du(rg * 64 * 64));    /* pass 1: this warpgroup's rows */
+    const uint64_t dQh = gdesc_add(dQ, du(th * 64 * 64));    /* pass 2: its token half's rows */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -585,10 +608,11 @@ __global__ void __launch_bounds__(256, 1)
     for (; i < ntL; i++) {
         next_tile(i);
         const int so = (i % NS) * CT * D;
-        /* product pp: this warpgroup's 64 rows x the tile's kernels 64 pp.., each its own group, so that
-         * the (max, sum) update of one runs while the next ones multiply */
+        /* product pp: this warpgroup's 64 rows x its column half's kernels 64 pp.., each its own
+         * group, so that the (max, sum) update of one runs while the next one multiplies */
         float acc[NP][8][4];
-        const uint64_t dCt = gdesc_add(dC, du(so)); /* this tile's stage */
+        const uint64_t dCt = gdesc_add(dC, du(so + (CT / 2) * chalf * 64)); /* this tile's stage, column half */
+        issue_turn();
         wgmma_fence();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
@@ -598,31 +622,51 @@ __global__ void __launch_bounds__(256, 1)
                                 gdesc_add(dCt, du((kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
+        issue_done();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
             wgmma_wait_le(NP - 1 - pp);
             reg_fence<8>(acc[pp]);
-            lse_tile_update(acc[pp], m, l, CT * i + 64 * pp, tig, visLw, visLw, p.scale_log2);
+            lse_tile_update(acc[pp], m, l, CT * i + (CT / 2) * chalf + 64 * pp, tig, visLw, visLw, p.scale_log2);
         }
     }
+    /* the row's (max, sum): column half 1 hands its own to half 0 through shared memory, which merges
+     * them as one more online step */
+    float lrow[2];
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
         lt += __shfl_xor_sync(0xffffffffu, lt, 1);
         lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        /* no visible kernel: P = 0 */
-        if (tig == 0) sNL[64 * wg + 16 * wq + gid + 8 * ri] = lt > 0.f ? -(m[ri] + __log2f(lt)) : -INFINITY;
+        lrow[ri] = lt;
     }
-    __syncthreads();
-    float nl[2][8][2]; /* [half][j][e]: -LSE of row 64 half + 8 j + 2 tig + e */
+    const int prow = 64 * rg + 16 * wq + gid; /* this thread's first pass-1 row; the second is + 8 */
+    if (chalf == 1 && tig == 0)
 #pragma unroll
-    for (int h = 0; h < 2; h++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float2 v = *reinterpret_cast<const float2 *>(&sNL[64 * h + 8 * j + 2 * tig]);
-            nl[h][j][0] = v.x;
-            nl[h][j][1] = v.y;
+        for (int ri = 0; ri < 2; ri++) {
+            sPM[prow + 8 * ri] = m[ri];
+            sPL[prow + 8 * ri] = lrow[ri];
         }
+    __syncthreads();
+    if (chalf == 0 && tig == 0)
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            const float m1 = sPM[prow + 8 * ri], mn = fmaxf(m[ri], m1), mu = mn == -INFINITY ? 0.f : mn;
+            lrow[ri] = lrow[ri] * exp2f(m[ri] - mu) + sPL[prow + 8 * ri] * exp2f(m1 - mu);
+            m[ri] = mn;
+        }
+    if (chalf == 0 && tig == 0)
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) /* no visible kernel: P = 0 */
+            sNL[prow + 8 * ri] = lrow[ri] > 0.f ? -(m[ri] + __log2f(lrow[ri])) : -INFINITY;
+    __syncthreads();
+    float nl[8][2]; /* [j][e]: -LSE of row 64 th + 8 j + 2 tig + e */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        float2 v = *reinterpret_cast<const float2 *>(&sNL[64 * th + 8 * j + 2 * tig]);
+        nl[j][0] = v.x;
+        nl[j][1] = v.y;
+    }
 
     /* ---- pass 2: probabilities over c1, head sum, round, max-pool ---- */
     const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
@@ -633,25 +677,24 @@ __global__ void __launch_bounds__(256, 1)
      * 4 kernels, 8 lanes per instruction on distinct banks (sel90_nbs). Else one lane per kernel
      * and block, as k_select. Scores are >= 0, so float bits compare as ints; 0 is the initial
      * value (invisible kernels, underflow) and needs no atomic. */
-    /* A tile's two halves are exponentiated first (half 1's MMA runs under half 0's exps), each
-     * thread keeping its 4 local head sums per row; then the 4 (half, row) pairs are reduced over the
-     * quad, rounded and max-pooled together, with no branch before the atomics, so that their
-     * shuffle chains (3 + 2 dependent shuffles each) overlap: the loop is latency-bound at 2 warps
-     * a scheduler, and one chain per row behind a branch around its atomics made 4 chains a tile run
-     * one after the other. */
-    auto exp_step = [&](float (&a)[8][4], int h, int kb, bool full, float (&ps)[2][4]) {
+    /* A tile's products are exponentiated first (the second's MMA runs under the first's exps), each
+     * thread keeping its 4 local head sums per row; then the (product, row) pairs are reduced over
+     * the quad, rounded and max-pooled together, with no branch before the atomics, so that their
+     * shuffle chains (3 + 2 dependent shuffles each) overlap (session 8, at 2 warps a scheduler: one
+     * chain per row behind a branch around its atomics made a tile's chains run one after the other). */
+    auto exp_step = [&](float (&a)[8][4], int kb, bool full, float (&ps)[2][4]) {
         if (full) {
 #pragma unroll
             for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) a[j][e] = exp2f(fmaf(a[j][e], p.scale_log2, nl[h][j][e & 1]));
+                for (int e = 0; e < 4; e++) a[j][e] = exp2f(fmaf(a[j][e], p.scale_log2, nl[j][e & 1]));
         } else {
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                const int vis = sVis[4 * h + (j >> 1)];
+                const int vis = sVis[4 * th + (j >> 1)];
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    float x = fmaf(a[j][e], p.scale_log2, nl[h][j][e & 1]);
+                    float x = fmaf(a[j][e], p.scale_log2, nl[j][e & 1]);
                     a[j][e] = kb + 8 * (e >> 1) < vis ? exp2f(x) : 0.f;
                 }
             }
@@ -663,90 +706,84 @@ __global__ void __launch_bounds__(256, 1)
             for (int u = 0; u < 4; u++)
                 ps[ri][u] = (a[2 * u][2 * ri] + a[2 * u][2 * ri + 1]) + (a[2 * u + 1][2 * ri] + a[2 * u + 1][2 * ri + 1]);
     };
-    /* ps[kg][h][ri][u]: kernel group kg (kernels kb + 64 kg, + 8 ri), token 4 h + u; the pairs
-     * (kg, h, ri) are flattened as h2 = 2 kg + h */
-    auto pool_step = [&](float (&ps)[NKG][2][2][4], int kb) {
-        float v[2 * NKG][2];
+    /* ps[kg][ri][u]: kernel group kg (kernels kb + 64 kg, + 8 ri), token 4 th + u */
+    auto pool_step = [&](float (&ps)[NP][2][4], int kb) {
+        float v[NP][2];
         const bool hi = tig & 2, odd = tig & 1;
 #pragma unroll
-        for (int h2 = 0; h2 < 2 * NKG; h2++)
+        for (int kg = 0; kg < NP; kg++)
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
-                const int h = h2 & 1;
-                /* reduce-scatter over the quad: lane tig ends with token 4 h + tig's sum */
-                const float(&q)[4] = ps[h2 >> 1][h][ri];
+                /* reduce-scatter over the quad: lane tig ends with token 4 th + tig's sum */
+                const float(&q)[4] = ps[kg][ri];
                 float k0 = hi ? q[2] : q[0], k1 = hi ? q[3] : q[1];
                 k0 += __shfl_xor_sync(0xffffffffu, hi ? q[0] : q[2], 2);
                 k1 += __shfl_xor_sync(0xffffffffu, hi ? q[1] : q[3], 2);
-                v[h2][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
-                if (p.round_bf16) v[h2][ri] = __bfloat162float(__float2bfloat16_rn(v[h2][ri]));
+                v[kg][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
+                if (p.round_bf16) v[kg][ri] = __bfloat162float(__float2bfloat16_rn(v[kg][ri]));
             }
+        int *dst = (int *)&sBS[etok * nbs];
         if (dflt) {
-            float gm[2 * NKG][2];
+            float gm[NP][2];
 #pragma unroll
-            for (int h2 = 0; h2 < 2 * NKG; h2++)
+            for (int kg = 0; kg < NP; kg++)
 #pragma unroll
-                for (int ri = 0; ri < 2; ri++) gm[h2][ri] = fmaxf(v[h2][ri], __shfl_xor_sync(0xffffffffu, v[h2][ri], 4));
+                for (int ri = 0; ri < 2; ri++) gm[kg][ri] = fmaxf(v[kg][ri], __shfl_xor_sync(0xffffffffu, v[kg][ri], 4));
 #pragma unroll
-            for (int h2 = 0; h2 < 2 * NKG; h2++)
+            for (int kg = 0; kg < NP; kg++)
 #pragma unroll
-                for (int ri = 0; ri < 2; ri++) gm[h2][ri] = fmaxf(gm[h2][ri], __shfl_xor_sync(0xffffffffu, gm[h2][ri], 8));
-            if ((gid & 3) != 3) return;
+                for (int ri = 0; ri < 2; ri++) gm[kg][ri] = fmaxf(gm[kg][ri], __shfl_xor_sync(0xffffffffu, gm[kg][ri], 8));
+            if ((gid & 3) != 3 || !eok) return;
 #pragma unroll
-            for (int h2 = 0; h2 < 2 * NKG; h2++) {
-                const int h = h2 & 1;
-                if (!eok[h]) continue;
-                int *dst = (int *)&sBS[(4 * h + tig) * nbs];
+            for (int kg = 0; kg < NP; kg++)
 #pragma unroll
                 for (int ri = 0; ri < 2; ri++) {
-                    const int c = (kb + 64 * (h2 >> 1) + 8 * ri) >> 2;
-                    if (gm[h2][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[h2][ri]));
-                    if (v[h2][ri] > 0.f && c + 1 <= eqb[h]) atomicMax(dst + c + 1, __float_as_int(v[h2][ri]));
+                    const int c = (kb + 64 * kg + 8 * ri) >> 2;
+                    if (gm[kg][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[kg][ri]));
+                    if (v[kg][ri] > 0.f && c + 1 <= eqb) atomicMax(dst + c + 1, __float_as_int(v[kg][ri]));
                 }
-            }
             return;
         }
+        if (!eok) return;
 #pragma unroll
-        for (int h2 = 0; h2 < 2 * NKG; h2++) {
-            const int h = h2 & 1;
-            if (!eok[h]) continue;
-            int *dst = (int *)&sBS[(4 * h + tig) * nbs];
+        for (int kg = 0; kg < NP; kg++)
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
-                if (!(v[h2][ri] > 0.f)) continue;
-                const int k = kb + 64 * (h2 >> 1) + 8 * ri;
+                if (!(v[kg][ri] > 0.f)) continue;
+                const int k = kb + 64 * kg + 8 * ri;
                 int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
-                if (bhi > eqb[h]) bhi = eqb[h];
-                atomicMax(dst + blo, __float_as_int(v[h2][ri]));
-                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[h2][ri]));
+                if (bhi > eqb) bhi = eqb;
+                atomicMax(dst + blo, __float_as_int(v[kg][ri]));
+                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[kg][ri]));
             }
-        }
     };
     for (; i < ntot; i++) {
         next_tile(i);
         const int t = i - ntL;
         const int so = (i % NS) * CT * D;
-        /* product pp = 2 kg + h: this warpgroup's kernels CT / 2 wg + 64 kg.. x the rows of tokens
-         * 4 h..4 h + 3, each its own group, so that the exps of one run while the next ones multiply */
+        /* product kg: this warpgroup's kernels CT / 2 khalf + 64 kg.. x the rows of tokens 4 th..4 th + 3,
+         * each its own group, so that the exps of one run while the next ones multiply */
         float acc[NP][8][4];
-        const uint64_t dCtw = gdesc_add(dC, du(so + (CT / 2) * wg * 64)); /* this warpgroup's kernels of the tile */
+        const uint64_t dCtw = gdesc_add(dC, du(so + (CT / 2) * khalf * 64)); /* this warpgroup's kernels of the tile */
+        issue_turn();
         wgmma_fence();
 #pragma unroll
-        for (int pp = 0; pp < NP; pp++) {
+        for (int kg = 0; kg < NP; kg++) {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
-                wgmma_ss<T, 64>(acc[pp], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * (pp >> 1) * 64 + (kk & 3) * 16)),
-                                gdesc_add(dQ, du((kk >> 2) * M * 64 + (pp & 1) * 64 * 64 + (kk & 3) * 16)), kk > 0);
+                wgmma_ss<T, 64>(acc[kg], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * kg * 64 + (kk & 3) * 16)),
+                                gdesc_add(dQh, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
-        const int kb = CT * t + (CT / 2) * wg + 16 * wq + gid; /* c1 kernel of this thread's first row */
-        const bool full = CT * t + CT <= minvis1;             /* the whole tile is visible to every token */
-        float ps[NKG][2][2][4];
+        issue_done();
+        const int kb = CT * t + (CT / 2) * khalf + 16 * wq + gid; /* c1 kernel of this thread's first row */
+        const bool full = CT * t + CT <= minvis1;                /* the whole tile is visible to every token */
+        float ps[NP][2][4];
 #pragma unroll
-        for (int pp = 0; pp < NP; pp++) {
-            wgmma_wait_le(NP - 1 - pp);
-            reg_fence<8>(acc[pp]);
-            exp_step(acc[pp], pp & 1, kb + 64 * (pp >> 1), full, ps[pp >> 1][pp & 1]);
+        for (int kg = 0; kg < NP; kg++) {
+            wgmma_wait_le(NP - 1 - kg);
+            reg_fence<8>(acc[kg]);
+            exp_step(acc[kg], kb + 64 * kg, full, ps[kg]);
         }
         pool_step(ps, kb);
     }
@@ -800,11 +837,11 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
 }
 
 #ifdef INFLLM_CUDA_SM90A
-/* alignment slack, Q, the tile stages (ct kernels x ns), block scores, -LSE per row, visible kernels
- * per token */
+/* alignment slack, Q, the tile stages (ct kernels x ns), block scores, -LSE per row, pass 1's (max,
+ * sum) over column half 1 per row, visible kernels per token */
 static size_t sel90_smem(int D, int nbmax, int ct, int ns) {
     const size_t M = 16 * SEL90_TT;
-    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + M * 4 +
+    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + 3 * M * 4 +
            SEL90_TT * 4;
 }
 
@@ -825,9 +862,15 @@ static infllm_status sel90_run(const SelParams &p, const CUtensorMap &tmL, const
     infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS>, smem, "k_select90");
     if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
-    k_select90<T, D, CT, NS><<<grid, 256, smem, st>>>(p, tmL, tm1);
+    k_select90<T, D, CT, NS><<<grid, SEL90_NT, smem, st>>>(p, tmL, tm1);
     CU_LAUNCH_CHECK("k_select90");
     return INFLLM_OK;
+}
+/* k_select90's warpgroups issue each tile's products in turn (SelParams.wg_order) unless
+ * INFLLM_CUDA_SEL90_NO_ORDER=1 (same results; select 3.6% slower at 128K); read once */
+static int sel90_ordered(void) {
+    static std::atomic<int> no_order{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL90_NO_ORDER", &no_order) != 1;
 }
 template <typename T, int D>
 static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensorMap &tmL, const CUtensorMap &tm1,
@@ -835,16 +878,17 @@ static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensor
     if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE>(p, tmL, tm1, gx, st);
     return sel90_run<T, D, SEL90_CT, SEL90_NS>(p, tmL, tm1, gx, st);
 }
-/* k_select90's 256-kernel tiles (4 products in flight a tile, one barrier, copy setup and set of
- * descriptors per 256 kernels) against the 128-kernel ones (a partial last tile half as large in each
- * pass): on the H200 the wide tiles were 2.7% faster at 128K tokens and 0.9% / 2.9% slower at 64K /
- * 32K, so they are used from 96K tokens on, where they fit. INFLLM_CUDA_SEL90_TILES=128 or 256
- * forces one shape (256 still only where it fits); read once. */
+/* k_select90's 256-kernel tiles (2 products a warpgroup, one barrier, one TMA round and set of
+ * descriptors per 256 kernels) against the 128-kernel ones (1 product a warpgroup, a partial last
+ * tile half as large in each pass): on the H200 with 4 ordered warpgroups (session 10) the wide tiles
+ * were 8% faster at 128K tokens, 6% at 64K and even at 32K, so they are used from 48K tokens on,
+ * where they fit. INFLLM_CUDA_SEL90_TILES=128 or 256 forces one shape (256 still only where it
+ * fits); read once. */
 static int sel90_wide(const infllm_attn_params *ap, int nbmax, int limit) {
     static std::atomic<int> tiles{CUDA_ENV_UNREAD};
     const int force = cuda_env_int("INFLLM_CUDA_SEL90_TILES", &tiles);
     if (sel90_smem(ap->D, nbmax, SEL90_CT_WIDE, SEL90_NS_WIDE) > (size_t)limit) return 0;
-    return force == 128 || force == 256 ? force == 256 : ap->max_lk >= 96 * 1024;
+    return force == 128 || force == 256 ? force == 256 : ap->max_lk >= 48 * 1024;
 }
 #endif
 
@@ -897,6 +941,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
         sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
+        p.wg_order = sel90_ordered();
         const int wide = sel90_wide(ap, p.nbmax, limit);
         if (sel90_maps(&tmL, &tm1, p, ap->D, wide ? SEL90_CT_WIDE : SEL90_CT, c1_rows, c2_rows)) {
             int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;

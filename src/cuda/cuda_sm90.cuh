@@ -105,6 +105,15 @@ template <int J> __device__ __forceinline__ void reg_fence(float (&d)[J][4]) {
 #pragma unroll
         for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
 }
+/* named barrier ID (1..15; 0 is __syncthreads') over N threads (a multiple of 32): named_bar_arrive
+ * signals without waiting, named_bar_sync waits until N threads have arrived or synced (FA3's ordering
+ * of warpgroups' MMA issue) */
+template <int ID, int N> __device__ __forceinline__ void named_bar_sync() {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "n"(N) : "memory");
+}
+template <int ID, int N> __device__ __forceinline__ void named_bar_arrive() {
+    asm volatile("bar.arrive %0, %1;\n" ::"n"(ID), "n"(N) : "memory");
+}
 __device__ __forceinline__ void fence_proxy_async() {
 #ifdef INFLLM_WGMMA_DEVICE
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
