@@ -1,0 +1,192 @@
+// Host emulation for docs/wip-topk-keys.patch (session 10): build with `g++ -O2 -o emu docs/wip-topk-keys-emu.cpp && ./emu`;
+// exit status 0 when the two routines agree on every row.
+// Host emulation of k_select90's top-k: session 9's sel90_topk (floats, f2key per pass, 32-key scan
+// steps) against sel90_topk_keys (keys in place, zero padding, 4 keys a lane, 128-key scan steps).
+// Both written as 32-lane loops with the warp collectives as sums / ballots over the lanes.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cmath>
+#include <random>
+#include <vector>
+static uint32_t f2key(float f) { uint32_t u; memcpy(&u, &f, 4); return (u & 0x80000000u) ? ~u : (u | 0x80000000u); }
+static int popc(uint32_t x) { return __builtin_popcount(x); }
+static int clz(uint32_t x) { return __builtin_clz(x); }
+static const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu;
+
+// ---- old: sel90_topk(vals, n, k, qmax, out, ncols), out has ncols slots
+static void old_topk(const std::vector<float> &vals, int n, int k, int qmax, std::vector<int> &out, int ncols) {
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0;
+    if (k > 0 && k < n) {
+        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t key = f2key(vals[i]);
+            ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
+            if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
+        }
+        uint32_t uk = k;
+        if (ge_inf >= uk && gt_inf < uk) thr = KINF;
+        else if (ge_ninf >= uk && gt_ninf < uk) thr = KNINF;
+        else {
+            for (uint32_t diff = kand ^ kor; diff;) {
+                uint32_t bit = 0x80000000u >> clz(diff);
+                thr |= kand & ~(bit * 2u - 1u);
+                uint32_t cand = thr | bit, cnt = 0;
+                for (int i = 0; i < n; i++) cnt += f2key(vals[i]) >= cand;
+                if (cnt >= uk) thr = cand;
+                diff &= ~bit;
+            }
+            thr |= kand;
+        }
+    }
+    int need_eq = k;
+    if (k > 0 && k < n) { uint32_t gt = 0; for (int i = 0; i < n; i++) gt += f2key(vals[i]) > thr; need_eq = k - (int)gt; }
+    int written = 0, eq_used = 0;
+    for (int base = 0; base < n && written < k; base += 32) {
+        bool gtb[32], eqb[32], take[32]; uint32_t eqm = 0, tm = 0;
+        for (int l = 0; l < 32; l++) {
+            int i = base + l; uint32_t key = i < n ? f2key(vals[i]) : 0;
+            gtb[l] = i < n && (k >= n || key > thr); eqb[l] = i < n && k < n && key == thr;
+            if (eqb[l]) eqm |= 1u << l;
+        }
+        for (int l = 0; l < 32; l++) {
+            int eq_rank = popc(eqm & ((1u << l) - 1u));
+            take[l] = gtb[l] || (eqb[l] && eq_used + eq_rank < need_eq);
+            if (take[l]) tm |= 1u << l;
+        }
+        for (int l = 0; l < 32; l++) {
+            int i = base + l; int pos = written + popc(tm & ((1u << l) - 1u));
+            if (take[l] && pos < k) out[pos] = i > qmax ? -1 : i;
+        }
+        written += popc(tm); eq_used += popc(eqm); if (eq_used > need_eq) eq_used = need_eq;
+    }
+    for (int c = k; c < ncols; c++) out[c] = -1;
+}
+
+// ---- new: sel90_topk_keys(keys, n, k, qmax, out, ncols); keys has (n+3)&~3 entries, pads 0
+static void new_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int ncols) {
+    const int n4 = (n + 3) >> 2;
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0;
+    if (k > 0 && k < n) {
+        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+        for (int gi = 0; gi < n4; gi++)
+            for (int e = 0; e < 4; e++) {
+                if (4 * gi + e >= n) continue;
+                uint32_t key = keys[4 * gi + e];
+                ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
+                if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
+            }
+        uint32_t uk = k;
+        if (ge_inf >= uk && gt_inf < uk) thr = KINF;
+        else if (ge_ninf >= uk && gt_ninf < uk) thr = KNINF;
+        else {
+            for (uint32_t diff = kand ^ kor; diff;) {
+                uint32_t bit = 0x80000000u >> clz(diff);
+                thr |= kand & ~(bit * 2u - 1u);
+                uint32_t cand = thr | bit, cnt = 0;
+                for (int gi = 0; gi < n4; gi++)
+                    for (int e = 0; e < 4; e++) cnt += keys[4 * gi + e] >= cand;  // pads included, as on the GPU
+                if (cnt >= uk) thr = cand;
+                diff &= ~bit;
+            }
+            thr |= kand;
+        }
+    }
+    int need_eq = k;
+    if (k > 0 && k < n) {
+        uint32_t gt = 0;
+        for (int gi = 0; gi < n4; gi++) for (int e = 0; e < 4; e++) gt += keys[4 * gi + e] > thr;
+        need_eq = k - (int)gt;
+    }
+    int written = 0, eq_used = 0;
+    for (int g0 = 0; g0 < n4 && written < k; g0 += 32) {
+        uint32_t v[32][4]; bool gtb[32][4], eqb[32][4], take[32][4]; uint32_t eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
+        for (int l = 0; l < 32; l++) {
+            int gi = g0 + l;
+            for (int e = 0; e < 4; e++) v[l][e] = gi < n4 ? keys[4 * gi + e] : 0u;
+            for (int e = 0; e < 4; e++) {
+                int i = 4 * gi + e;
+                gtb[l][e] = i < n && (k >= n || v[l][e] > thr);
+                eqb[l][e] = i < n && k < n && v[l][e] == thr;
+                if (eqb[l][e]) eqm[e] |= 1u << l;
+            }
+        }
+        for (int l = 0; l < 32; l++) {
+            uint32_t lower = (1u << l) - 1u;
+            int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
+            for (int e = 0; e < 4; e++) {
+                take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
+                eq_rank += eqb[l][e];
+                if (take[l][e]) tm[e] |= 1u << l;
+            }
+        }
+        for (int l = 0; l < 32; l++) {
+            uint32_t lower = (1u << l) - 1u; int gi = g0 + l;
+            int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
+            for (int e = 0; e < 4; e++) {
+                int i = 4 * gi + e;
+                if (take[l][e]) { if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
+            }
+        }
+        written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
+        eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
+        if (eq_used > need_eq) eq_used = need_eq;
+    }
+    for (int c = k; c < ncols; c++) out[c] = -1;
+}
+
+static float bf16r(float x) { uint32_t u; memcpy(&u, &x, 4); u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u; memcpy(&x, &u, 4); return x; }
+
+int main() {
+    std::mt19937_64 rng(12345);
+    long rows = 0, bad = 0;
+    for (int it = 0; it < 300000; it++) {
+        int n = 1 + (int)(rng() % (it % 10 == 0 ? 3400 : 300));
+        int k = (int)(rng() % (n + 3)) - 1;             // k in [-1, n+1]
+        if (rng() % 4 == 0) k = 96 < n ? 96 : k;
+        int qmax = n - 1 - (int)(rng() % 3);            // sometimes < n - 1
+        int ncols = k > 0 ? k + (int)(rng() % 5) : (int)(rng() % 5);
+        int mode = (int)(rng() % 6);
+        std::vector<float> vals(n);
+        std::uniform_real_distribution<float> U(0.f, 1.f);
+        for (int i = 0; i < n; i++) {
+            float x;
+            switch (mode) {
+            case 0: x = bf16r(U(rng)); break;                                  // bf16 scores
+            case 1: x = bf16r((float)(rng() % 8) / 8.f); break;                // many ties
+            case 2: x = U(rng); break;                                         // full f32
+            case 3: x = (rng() % 3 == 0) ? 0.f : bf16r(U(rng) * 1e-3f); break; // zeros (underflow)
+            case 4: { uint32_t u = (uint32_t)rng(); memcpy(&x, &u, 4); break; } // any bits, NaN too
+            default: x = bf16r(U(rng) * 4.f);
+            }
+            vals[i] = x;
+        }
+        // forced and empty blocks as the finalize sets them
+        int init = (int)(rng() % 3), local = (int)(rng() % 4), empty_from = n - (int)(rng() % 3);
+        for (int i = 0; i < n; i++) {
+            if (i < init || i >= n - 1 - local) vals[i] = INFINITY;
+            else if (i >= empty_from) vals[i] = -INFINITY;
+        }
+        std::vector<uint32_t> keys((n + 3) & ~3, 0u);
+        for (int i = 0; i < n; i++) keys[i] = f2key(vals[i]);
+        int cols = ncols > 0 ? ncols : 1;
+        std::vector<int> a(cols + 8, -7), b(cols + 8, -7);
+        old_topk(vals, n, k, qmax, a, ncols);
+        new_topk(keys, n, k, qmax, b, ncols);
+        rows++;
+        if (a != b) {
+            if (bad < 5) {
+                printf("MISMATCH n=%d k=%d qmax=%d ncols=%d mode=%d\n", n, k, qmax, ncols, mode);
+                for (int c = 0; c < ncols && c < 12; c++) printf(" %d/%d", a[c], b[c]);
+                printf("\n");
+            }
+            bad++;
+        }
+    }
+    printf("emulated rows: %ld, mismatches: %ld\n", rows, bad);
+    return bad != 0;
+}
