@@ -2,7 +2,10 @@
 // exit status 0 when the two routines agree on every row.
 // Host emulation of k_select90's top-k: session 9's sel90_topk (floats, f2key per pass, 32-key scan
 // steps) against sel90_topk_keys (keys in place, zero padding, 4 keys a lane, 128-key scan steps).
-// Both written as 32-lane loops with the warp collectives as sums / ballots over the lanes.
+// Both written as 32-lane loops with the warp collectives as sums / ballots over the lanes. Also
+// the step after the patch, a radix select of the threshold (radix_thr), against the same.
+// Scores: bf16, many ties, f32, zeros, arbitrary bits, and +NaN / -NaN payloads next to +inf / -inf
+// (the cases where the radix select's skip of common bits needs its guard).
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -139,18 +142,84 @@ static void new_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, 
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
+
+// ---- next step after the patch (CUDA_NOTES): the k-th largest key by radix select. The bit search
+// needs ~12 counting passes for bf16 scores; this needs the AND/OR pass plus one histogram pass per
+// 8-bit window of the bits in which the candidates differ (~2 for bf16), and gives need_eq without
+// the "> thr" pass. Sequential here (a warp would build each histogram with shared atomics).
+// Returns thr; *need_eq = how many keys equal to thr to take; *hpasses = histogram passes.
+static uint32_t radix_thr(const std::vector<uint32_t> &keys, int n, int k, int *need_eq, int *hpasses) {
+    uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t key = keys[i];
+        ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
+        if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
+    }
+    *hpasses = 0;
+    const uint32_t uk = k;
+    if (ge_inf >= uk && gt_inf < uk) { *need_eq = k - (int)gt_inf; return KINF; }
+    if (ge_ninf >= uk && gt_ninf < uk) { *need_eq = k - (int)gt_ninf; return KNINF; }
+    // the k-th largest key lies in S (keys other than +-inf), whose keys share every bit above `top`
+    const uint32_t diff = kand ^ kor;
+    const int top = diff ? 31 - clz(diff) : -1;
+    uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u); // top = -1: all bits
+    uint32_t prefix = kand & pmask;
+    // candidates: keys with the same bits under pmask; keys above them rank first
+    int above = 0; bool nonS = false;
+    for (int i = 0; i < n; i++) {
+        uint32_t m = keys[i] & pmask;
+        above += m > prefix;
+        if (m == prefix && (keys[i] == KINF || keys[i] == KNINF)) nonS = true;
+    }
+    int kk = k - above;
+    for (int hi = top; hi >= 0; hi -= 8) {
+        const int lo = hi >= 7 ? hi - 7 : 0;
+        const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+        if (!nonS && (diff & wmask) == 0) { prefix |= kand & wmask; pmask |= wmask; continue; } // common bits
+        int hist[256] = {0};
+        for (int i = 0; i < n; i++)
+            if ((keys[i] & pmask) == prefix) hist[(keys[i] & wmask) >> lo]++;
+        ++*hpasses;
+        int cum = 0, d = 255;
+        for (; d > 0; d--) { if (cum + hist[d] >= kk) break; cum += hist[d]; }
+        kk -= cum;
+        prefix |= (uint32_t)d << lo;
+        pmask |= wmask;
+    }
+    *need_eq = kk; // the candidates left are the keys equal to prefix
+    return prefix;
+}
+
+// sel90_topk_keys with radix_thr for the threshold (the same scan)
+static void radix_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int ncols,
+                       int *hpasses) {
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0; int need_eq = k;
+    *hpasses = 0;
+    if (k > 0 && k < n) thr = radix_thr(keys, n, k, &need_eq, hpasses);
+    int written = 0, eq_used = 0;
+    for (int i = 0; i < n && written < k; i++) {  // index order, as both scans
+        uint32_t key = keys[i];
+        bool take = (k >= n || key > thr) || (k < n && key == thr && eq_used < need_eq);
+        if (k < n && key == thr) eq_used++;
+        if (take) { out[written] = i > qmax ? -1 : i; written++; }
+    }
+    for (int c = k; c < ncols; c++) out[c] = -1;
+}
+
 static float bf16r(float x) { uint32_t u; memcpy(&u, &x, 4); u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u; memcpy(&x, &u, 4); return x; }
 
 int main() {
     std::mt19937_64 rng(12345);
-    long rows = 0, bad = 0;
+    long rows = 0, bad = 0, rbad = 0, hsum = 0, hrows = 0;
     for (int it = 0; it < 300000; it++) {
         int n = 1 + (int)(rng() % (it % 10 == 0 ? 3400 : 300));
         int k = (int)(rng() % (n + 3)) - 1;             // k in [-1, n+1]
         if (rng() % 4 == 0) k = 96 < n ? 96 : k;
         int qmax = n - 1 - (int)(rng() % 3);            // sometimes < n - 1
         int ncols = k > 0 ? k + (int)(rng() % 5) : (int)(rng() % 5);
-        int mode = (int)(rng() % 6);
+        int mode = (int)(rng() % 8);
         std::vector<float> vals(n);
         std::uniform_real_distribution<float> U(0.f, 1.f);
         for (int i = 0; i < n; i++) {
@@ -161,6 +230,14 @@ int main() {
             case 2: x = U(rng); break;                                         // full f32
             case 3: x = (rng() % 3 == 0) ? 0.f : bf16r(U(rng) * 1e-3f); break; // zeros (underflow)
             case 4: { uint32_t u = (uint32_t)rng(); memcpy(&x, &u, 4); break; } // any bits, NaN too
+            case 5: { /* +inf and NaNs next to it that share middle bits (the radix skip's guard) */
+                static const uint32_t pat[4] = {0x000101u, 0x010100u, 0x010001u, 0x000100u};
+                uint32_t u = 0x7f800000u | (rng() % 5 ? pat[rng() % 4] : 0u);
+                memcpy(&x, &u, 4); break; }
+            case 6: { /* -inf and negative NaNs next to it (keys just under f2key(-inf)) */
+                static const uint32_t pat[4] = {0x000101u, 0x010100u, 0x010001u, 0x000100u};
+                uint32_t u = 0xff800000u | (rng() % 5 ? pat[rng() % 4] : 0u);
+                memcpy(&x, &u, 4); break; }
             default: x = bf16r(U(rng) * 4.f);
             }
             vals[i] = x;
@@ -177,6 +254,14 @@ int main() {
         std::vector<int> a(cols + 8, -7), b(cols + 8, -7);
         old_topk(vals, n, k, qmax, a, ncols);
         new_topk(keys, n, k, qmax, b, ncols);
+        std::vector<int> c(cols + 8, -7);
+        int hp = 0;
+        radix_topk(keys, n, k, qmax, c, ncols, &hp);
+        if (a != c) {
+            if (rbad < 5) printf("RADIX MISMATCH n=%d k=%d mode=%d\n", n, k, mode);
+            rbad++;
+        }
+        if (mode == 0 && k > 0 && k < n && n >= 1024) { hsum += hp; hrows++; }
         rows++;
         if (a != b) {
             if (bad < 5) {
@@ -188,5 +273,7 @@ int main() {
         }
     }
     printf("emulated rows: %ld, mismatches: %ld\n", rows, bad);
-    return bad != 0;
+    printf("radix select (next step): mismatches with the bit search: %ld; histogram passes per bf16 row of >= 1024 blocks: %.2f\n",
+           rbad, hrows ? (double)hsum / hrows : 0.0);
+    return bad != 0 || rbad != 0;
 }
