@@ -652,13 +652,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             const float m1 = sPM[prow + 8 * ri], mn = fmaxf(m[ri], m1), mu = mn == -INFINITY ? 0.f : mn;
-            lrow[ri] = lrow[ri] * exp2f(m[ri] - mu) + sPL[prow + 8 * ri] * exp2f(m1 - mu);
-            m[ri] = mn;
+            const float lt = lrow[ri] * exp2f(m[ri] - mu) + sPL[prow + 8 * ri] * exp2f(m1 - mu);
+            sNL[prow + 8 * ri] = lt > 0.f ? -(mn + __log2f(lt)) : -INFINITY; /* no visible kernel: P = 0 */
         }
-    if (chalf == 0 && tig == 0)
-#pragma unroll
-        for (int ri = 0; ri < 2; ri++) /* no visible kernel: P = 0 */
-            sNL[prow + 8 * ri] = lrow[ri] > 0.f ? -(m[ri] + __log2f(lrow[ri])) : -INFINITY;
     __syncthreads();
     float nl[8][2]; /* [j][e]: -LSE of row 64 th + 8 j + 2 tig + e */
 #pragma unroll
