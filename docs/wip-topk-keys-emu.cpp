@@ -17,23 +17,33 @@ static int popc(uint32_t x) { return __builtin_popcount(x); }
 static int clz(uint32_t x) { return __builtin_clz(x); }
 static const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu;
 
+// The first pass, the same in every routine below (and on the device in both versions): the keys
+// >= / > f2key(+inf) and f2key(-inf), and the AND / OR of the keys other than those two.
+struct KeyStats {
+    uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+    void add(uint32_t key) {
+        ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
+        if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
+    }
+    // the k-th largest key when it is f2key(+inf) or f2key(-inf); false when it lies in the others
+    bool inf_thr(uint32_t uk, uint32_t *thr) const {
+        if (ge_inf >= uk && gt_inf < uk) { *thr = KINF; return true; }
+        if (ge_ninf >= uk && gt_ninf < uk) { *thr = KNINF; return true; }
+        return false;
+    }
+};
+
 // ---- old: sel90_topk(vals, n, k, qmax, out, ncols), out has ncols slots
 static void old_topk(const std::vector<float> &vals, int n, int k, int qmax, std::vector<int> &out, int ncols) {
     if (k > n) k = n;
     if (k < 0) k = 0;
     uint32_t thr = 0;
     if (k > 0 && k < n) {
-        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-        for (int i = 0; i < n; i++) {
-            uint32_t key = f2key(vals[i]);
-            ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
-            if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
-        }
-        uint32_t uk = k;
-        if (ge_inf >= uk && gt_inf < uk) thr = KINF;
-        else if (ge_ninf >= uk && gt_ninf < uk) thr = KNINF;
-        else {
-            for (uint32_t diff = kand ^ kor; diff;) {
+        KeyStats st;
+        for (int i = 0; i < n; i++) st.add(f2key(vals[i]));
+        const uint32_t uk = k, kand = st.kand;
+        if (!st.inf_thr(uk, &thr)) {
+            for (uint32_t diff = kand ^ st.kor; diff;) {
                 uint32_t bit = 0x80000000u >> clz(diff);
                 thr |= kand & ~(bit * 2u - 1u);
                 uint32_t cand = thr | bit, cnt = 0;
@@ -75,19 +85,11 @@ static void new_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, 
     if (k < 0) k = 0;
     uint32_t thr = 0;
     if (k > 0 && k < n) {
-        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-        for (int gi = 0; gi < n4; gi++)
-            for (int e = 0; e < 4; e++) {
-                if (4 * gi + e >= n) continue;
-                uint32_t key = keys[4 * gi + e];
-                ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
-                if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
-            }
-        uint32_t uk = k;
-        if (ge_inf >= uk && gt_inf < uk) thr = KINF;
-        else if (ge_ninf >= uk && gt_ninf < uk) thr = KNINF;
-        else {
-            for (uint32_t diff = kand ^ kor; diff;) {
+        KeyStats st;
+        for (int i = 0; i < n; i++) st.add(keys[i]); // the device checks i < n inside its 4-key groups
+        const uint32_t uk = k, kand = st.kand;
+        if (!st.inf_thr(uk, &thr)) {
+            for (uint32_t diff = kand ^ st.kor; diff;) {
                 uint32_t bit = 0x80000000u >> clz(diff);
                 thr |= kand & ~(bit * 2u - 1u);
                 uint32_t cand = thr | bit, cnt = 0;
@@ -149,18 +151,16 @@ static void new_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, 
 // the "> thr" pass. Sequential here (a warp would build each histogram with shared atomics).
 // Returns thr; *need_eq = how many keys equal to thr to take; *hpasses = histogram passes.
 static uint32_t radix_thr(const std::vector<uint32_t> &keys, int n, int k, int *need_eq, int *hpasses) {
-    uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-    for (int i = 0; i < n; i++) {
-        uint32_t key = keys[i];
-        ge_inf += key >= KINF; gt_inf += key > KINF; ge_ninf += key >= KNINF; gt_ninf += key > KNINF;
-        if (key != KINF && key != KNINF) { kand &= key; kor |= key; }
-    }
+    KeyStats st;
+    for (int i = 0; i < n; i++) st.add(keys[i]);
     *hpasses = 0;
-    const uint32_t uk = k;
-    if (ge_inf >= uk && gt_inf < uk) { *need_eq = k - (int)gt_inf; return KINF; }
-    if (ge_ninf >= uk && gt_ninf < uk) { *need_eq = k - (int)gt_ninf; return KNINF; }
+    uint32_t thr;
+    if (st.inf_thr((uint32_t)k, &thr)) {
+        *need_eq = k - (int)(thr == KINF ? st.gt_inf : st.gt_ninf);
+        return thr;
+    }
     // the k-th largest key lies in S (keys other than +-inf), whose keys share every bit above `top`
-    const uint32_t diff = kand ^ kor;
+    const uint32_t kand = st.kand, diff = kand ^ st.kor;
     const int top = diff ? 31 - clz(diff) : -1;
     uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u); // top = -1: all bits
     uint32_t prefix = kand & pmask;
