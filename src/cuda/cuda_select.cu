@@ -360,31 +360,52 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
  * Then the forced blocks and the top-k (one warp per token) are k_select's. CTAs are launched
  * heaviest (last tokens) first. (Session 10: 4 warpgroups instead of 2 alone changed nothing;
  * with the ordered issue, select -5% at 128K; 2 warpgroups with the ordered issue were 1.6x slower.) */
-/* warp_topk's selection (the k largest keys of vals[0..n), ties to the lower index, indices written
- * ascending, > qmax -> -1, then -1 up to ncols) in fewer passes. warp_topk finds the k-th largest
- * key bit by bit from the top, one counting pass per bit. When that key is neither +inf (forced
- * blocks) nor -inf (empty ones), it lies in S = the other keys, so a bit on which all of S agree
- * is its bit: only the bits where S differs take a pass (the thresholds counted against are
- * warp_topk's, so the result is the same). bf16-rounded scores share their 16 low bits and most
- * of the exponent: ~10-15 passes instead of 32, each summed by one redux instead of 5 dependent
- * shuffles. */
-__device__ __forceinline__ void sel90_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols) {
+/* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
+ * ascending, > qmax -> -1, then -1 up to ncols) in fewer passes, over keys the caller has already
+ * converted in place: f2key of the score, f2key(+inf) for forced blocks, f2key(-inf) for empty
+ * ones, then zeros up to a multiple of 4 (keys 16-byte aligned). warp_topk finds the k-th largest
+ * key bit by bit from the top, one counting pass per bit. When that key is neither +inf nor -inf,
+ * it lies in S = the other keys, so a bit on which all of S agree is its bit: only the bits where S
+ * differs take a pass (the thresholds counted against are warp_topk's, so the result is the same).
+ * bf16-rounded scores share their 16 low bits and most of the exponent: ~10-15 passes instead of
+ * 32, each summed by one redux. Each pass reads 4 keys a lane with one 16-byte load and converts
+ * nothing (session 9's version called f2key on every element of every pass), and the ascending
+ * scan takes 128 keys a step (lane l holds keys 4 l..4 l + 3; index order is (lane, key)). The zero
+ * padding never counts: every counting threshold is >= 1 and "> thr" is false for 0; the AND/OR
+ * pass and the scan check i < n. */
+__device__ __forceinline__ void sel90_topk_keys(const uint32_t *keys, int n, int k, int qmax, int32_t *out,
+                                                int ncols) {
     const int lane = threadIdx.x & 31;
     const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
+    const uint4 *k4 = reinterpret_cast<const uint4 *>(keys);
+    const int n4 = (n + 3) >> 2;
+    auto ld = [&](int gi, uint32_t (&v)[4]) {
+        const uint4 x = k4[gi];
+        v[0] = x.x;
+        v[1] = x.y;
+        v[2] = x.z;
+        v[3] = x.w;
+    };
     if (k > n) k = n;
     if (k < 0) k = 0;
     uint32_t thr = 0;
     if (k > 0 && k < n) {
         uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-        for (int i = lane; i < n; i += 32) {
-            const uint32_t key = f2key(vals[i]);
-            ge_inf += key >= KINF;
-            gt_inf += key > KINF;
-            ge_ninf += key >= KNINF;
-            gt_ninf += key > KNINF;
-            if (key != KINF && key != KNINF) {
-                kand &= key;
-                kor |= key;
+        for (int gi = lane; gi < n4; gi += 32) {
+            uint32_t v[4];
+            ld(gi, v);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (4 * gi + e >= n) continue;
+                const uint32_t key = v[e];
+                ge_inf += key >= KINF;
+                gt_inf += key > KINF;
+                ge_ninf += key >= KNINF;
+                gt_ninf += key > KNINF;
+                if (key != KINF && key != KNINF) {
+                    kand &= key;
+                    kor |= key;
+                }
             }
         }
         ge_inf = __reduce_add_sync(0xffffffffu, ge_inf);
@@ -402,9 +423,14 @@ __device__ __forceinline__ void sel90_topk(const float *vals, int n, int k, int 
             for (uint32_t diff = kand ^ kor; diff;) {
                 const uint32_t bit = 0x80000000u >> __clz(diff);
                 thr |= kand & ~(bit * 2u - 1u); /* the shared 1 bits above this one */
-                const uint32_t cand = thr | bit;
+                const uint32_t cand = thr | bit; /* >= 1: the zero padding never counts */
                 uint32_t cnt = 0;
-                for (int i = lane; i < n; i += 32) cnt += f2key(vals[i]) >= cand;
+                for (int gi = lane; gi < n4; gi += 32) {
+                    uint32_t v[4];
+                    ld(gi, v);
+                    cnt += (uint32_t)(v[0] >= cand) + (uint32_t)(v[1] >= cand) + (uint32_t)(v[2] >= cand) +
+                           (uint32_t)(v[3] >= cand);
+                }
                 if (__reduce_add_sync(0xffffffffu, cnt) >= uk) thr = cand;
                 diff &= ~bit;
             }
@@ -414,24 +440,47 @@ __device__ __forceinline__ void sel90_topk(const float *vals, int n, int k, int 
     int need_eq = k;
     if (k > 0 && k < n) {
         uint32_t gt = 0;
-        for (int i = lane; i < n; i += 32) gt += f2key(vals[i]) > thr;
+        for (int gi = lane; gi < n4; gi += 32) {
+            uint32_t v[4];
+            ld(gi, v);
+            gt += (uint32_t)(v[0] > thr) + (uint32_t)(v[1] > thr) + (uint32_t)(v[2] > thr) + (uint32_t)(v[3] > thr);
+        }
         need_eq = k - (int)__reduce_add_sync(0xffffffffu, gt);
     }
-    /* scan in index order: take key > thr, and key == thr while ties remain */
+    /* scan in index order, 128 keys a step: take key > thr, and key == thr while ties remain */
+    const unsigned lower = (1u << lane) - 1u;
     int written = 0, eq_used = 0;
-    for (int base = 0; base < n && written < k; base += 32) {
-        const int i = base + lane;
-        const uint32_t key = i < n ? f2key(vals[i]) : 0;
-        const bool gtb = i < n && (k >= n || key > thr);
-        const bool eqb = i < n && k < n && key == thr;
-        const unsigned eqm = __ballot_sync(0xffffffffu, eqb);
-        const int eq_rank = __popc(eqm & ((1u << lane) - 1u));
-        const bool take = gtb || (eqb && eq_used + eq_rank < need_eq);
-        const unsigned tm = __ballot_sync(0xffffffffu, take);
-        const int pos = written + __popc(tm & ((1u << lane) - 1u));
-        if (take && pos < k) out[pos] = i > qmax ? -1 : i;
-        written += __popc(tm);
-        eq_used += __popc(eqm);
+    for (int g0 = 0; g0 < n4 && written < k; g0 += 32) {
+        const int gi = g0 + lane;
+        uint32_t v[4] = {0u, 0u, 0u, 0u};
+        if (gi < n4) ld(gi, v);
+        bool gtb[4], eqb[4], take[4];
+        unsigned eqm[4], tm[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * gi + e;
+            gtb[e] = i < n && (k >= n || v[e] > thr);
+            eqb[e] = i < n && k < n && v[e] == thr;
+            eqm[e] = __ballot_sync(0xffffffffu, eqb[e]);
+        }
+        int eq_rank = __popc(eqm[0] & lower) + __popc(eqm[1] & lower) + __popc(eqm[2] & lower) + __popc(eqm[3] & lower);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            take[e] = gtb[e] || (eqb[e] && eq_used + eq_rank < need_eq);
+            eq_rank += eqb[e];
+            tm[e] = __ballot_sync(0xffffffffu, take[e]);
+        }
+        int pos = written + __popc(tm[0] & lower) + __popc(tm[1] & lower) + __popc(tm[2] & lower) + __popc(tm[3] & lower);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * gi + e;
+            if (take[e]) {
+                if (pos < k) out[pos] = i > qmax ? -1 : i;
+                pos++;
+            }
+        }
+        written += __popc(tm[0]) + __popc(tm[1]) + __popc(tm[2]) + __popc(tm[3]);
+        eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
         if (eq_used > need_eq) eq_used = need_eq;
     }
     for (int c = k + lane; c < ncols; c += 32) out[c] = -1;
@@ -785,14 +834,28 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     }
     __syncthreads();
 
-    /* ---- finalize block scores + top-k, one warp per token ---- */
+    /* ---- finalize: the rows' keys in place + top-k, one warp per token ---- */
+    /* each row's keys (f2key of the score; +inf for forced blocks, -inf for blocks no c1 kernel
+     * touches), zeros up to a multiple of 4 (the row has nbs >= qb + 9 slots), then sel90_topk_keys.
+     * When l1 >= s1 the kernels' windows cover [0, s1 (n1 - 1) + l1 - 1] without gaps, so exactly
+     * the blocks from e_lo on touch none (checked against the per-block test for every B < 40 and
+     * 48..256, s1 <= 32, l1 < s1 + 40, n1 < 40, block < 60); else the per-block test */
+    const bool contig = p.l1 >= p.s1;
+    const int e_lo = n1 > 0 ? (int)(((int64_t)p.s1 * (n1 - 1) + p.l1 - 1) / p.B) + 1 : 0;
     for (int tt = warp; tt < ntok; tt += NT / 32) {
         const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
         float *bs = sBS + tt * nbs;
-        for (int bb = lane; bb <= qb; bb += 32) {
-            if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-                bs[bb] = INFINITY;
+        uint32_t *keys = reinterpret_cast<uint32_t *>(bs);
+        const int npad = (qb + 4) & ~3;
+        for (int bb = lane; bb < npad; bb += 32) {
+            uint32_t key;
+            if (bb > qb) {
+                key = 0u;
+            } else if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
+                key = 0xff800000u; /* f2key(+inf) */
+            } else if (contig) {
+                key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(bs[bb]);
             } else {
                 /* kernels [first, last] overlap block bb; B bb <= position < 2^31, so the
                  * non-negative numerators fit 32 bits unsigned */
@@ -800,12 +863,13 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 const int64_t first = x > 0 ? ((uint32_t)x + (uint32_t)p.s1 - 1u) / (uint32_t)p.s1 : 0;
                 int64_t last = ((uint32_t)(p.B * bb) + (uint32_t)(p.B - 1)) / (uint32_t)p.s1;
                 if (last > n1 - 1) last = n1 - 1;
-                if (last < first) bs[bb] = -INFINITY;
+                key = last < first ? 0x007fffffu /* f2key(-inf) */ : f2key(bs[bb]);
             }
+            keys[bb] = key;
         }
         __syncwarp();
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk(bs, qb + 1, Kb, qb, row, p.topk_out);
+        sel90_topk_keys(keys, qb + 1, Kb, qb, row, p.topk_out);
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
