@@ -6,6 +6,7 @@
 // the step after the patch, a radix select of the threshold (radix_thr), against the same.
 // Scores: bf16, many ties, f32, zeros, arbitrary bits, and +NaN / -NaN payloads next to +inf / -inf
 // (the cases where the radix select's skip of common bits needs its guard).
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -208,11 +209,128 @@ static void radix_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
+// sel90_topk_radix<TW> as on the device (session 11: the radix select by a team of TW warps, the
+// digit found from per-lane bins 8 l..8 l + 7 by a suffix scan + ballot, warp 1 scanning the second
+// half of the row from warp 0's counts), emulated phase by phase: each phase between two team
+// barriers runs warp 0's 32 lanes, then warp 1's, on the same "shared memory".
+template <int TW>
+static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int ncols) {
+    const int NTH = 32 * TW, n4 = (n + 3) >> 2;
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    uint32_t thr = 0, hist[4][256] = {}, xch[32] = {};
+    int need_eq = k;
+    auto key = [&](int i) { return keys[i]; }; // keys has n4 * 4 entries, zero padded
+    if (k > 0 && k < n) {
+        for (int tw = 0; tw < TW; tw++) { // stats, reduced over the warp, exchanged
+            KeyStats w;
+            for (int lane = 0; lane < 32; lane++)
+                for (int gi = tw * 32 + lane; gi < n4; gi += NTH)
+                    for (int e = 0; e < 4; e++) if (4 * gi + e < n) w.add(key(4 * gi + e));
+            uint32_t *x = xch + 6 * tw;
+            x[0] = w.ge_inf, x[1] = w.gt_inf, x[2] = w.ge_ninf, x[3] = w.gt_ninf, x[4] = w.kand, x[5] = w.kor;
+        }
+        uint32_t ge_inf = xch[0], gt_inf = xch[1], ge_ninf = xch[2], gt_ninf = xch[3], kand = xch[4], kor = xch[5];
+        if (TW > 1) ge_inf += xch[6], gt_inf += xch[7], ge_ninf += xch[8], gt_ninf += xch[9], kand &= xch[10], kor |= xch[11];
+        const uint32_t uk = (uint32_t)k;
+        if (ge_inf >= uk && gt_inf < uk) { thr = KINF; need_eq = k - (int)gt_inf; }
+        else if (ge_ninf >= uk && gt_ninf < uk) { thr = KNINF; need_eq = k - (int)gt_ninf; }
+        else {
+            const uint32_t diff = kand ^ kor;
+            const int top = diff ? 31 - clz(diff) : -1;
+            uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u);
+            uint32_t prefix = kand & pmask, above = 0, nons = 0;
+            for (int gi = 0; gi < n4; gi++) // every thread's share, summed
+                for (int e = 0; e < 4; e++) {
+                    uint32_t v = key(4 * gi + e), m = v & pmask;
+                    above += m > prefix;
+                    nons |= (uint32_t)(m == prefix && (v == KINF || v == KNINF));
+                }
+            uint32_t kk = uk - above;
+            int pass = 0;
+            for (int hi = top; hi >= 0; hi -= 8) {
+                const int lo = hi >= 7 ? hi - 7 : 0;
+                const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+                if (!nons && (diff & wmask) == 0) { prefix |= kand & wmask; pmask |= wmask; continue; }
+                uint32_t *h = hist[pass++];
+                for (int gi = 0; gi < n4; gi++)
+                    for (int e = 0; e < 4; e++) { uint32_t v = key(4 * gi + e); if ((v & pmask) == prefix) h[(v & wmask) >> lo]++; }
+                uint32_t s[32], incl[32], c[32], cd[32]; int dj[32]; unsigned hit = 0;
+                for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) s[l] += h[8 * l + j]; }
+                for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
+                for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
+                const int L = hit ? 31 - clz(hit) : 0;
+                for (int l = 0; l < 32; l++) {
+                    c[l] = incl[l] - s[l]; cd[l] = 0; dj[l] = -1;
+                    for (int j = 7; j >= 0; j--) {
+                        if (dj[l] < 0 && (c[l] + h[8 * l + j] >= kk || (l == 0 && j == 0))) { dj[l] = j; cd[l] = c[l]; }
+                        c[l] += h[8 * l + j];
+                    }
+                }
+                const int d = 8 * L + dj[L];
+                kk -= cd[L];
+                prefix |= (uint32_t)d << lo;
+                pmask |= wmask;
+            }
+            thr = prefix;
+            need_eq = (int)kk;
+        }
+    }
+    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    if (TW > 1) { // warp 0's counts of its half
+        uint32_t gt = 0, eq = 0;
+        for (int gi = 0; gi < hsplit; gi++)
+            for (int e = 0; e < 4; e++) {
+                const bool in = 4 * gi + e < n; const uint32_t v = key(4 * gi + e);
+                gt += in && (k >= n || v > thr); eq += in && k < n && v == thr;
+            }
+        xch[16] = gt, xch[17] = eq;
+    }
+    for (int tw = 0; tw < TW; tw++) {
+        const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
+        int written = 0, eq_used = 0;
+        if (TW > 1 && tw == 1) { eq_used = std::min((int)xch[17], need_eq); written = (int)xch[16] + eq_used; }
+        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
+            bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
+            uint32_t v[32][4];
+            for (int l = 0; l < 32; l++) {
+                const int gi = g0 + l;
+                for (int e = 0; e < 4; e++) {
+                    v[l][e] = gi < g_hi ? key(4 * gi + e) : 0u;
+                    const int i = 4 * gi + e;
+                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v[l][e] > thr);
+                    eqb[l][e] = gi < g_hi && i < n && k < n && v[l][e] == thr;
+                    if (eqb[l][e]) eqm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
+                for (int e = 0; e < 4; e++) {
+                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
+                    eq_rank += eqb[l][e];
+                    if (take[l][e]) tm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
+                for (int e = 0; e < 4; e++)
+                    if (take[l][e]) { const int i = 4 * (g0 + l) + e; if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
+            }
+            written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
+            eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
+            if (eq_used > need_eq) eq_used = need_eq;
+        }
+    }
+    for (int c = k; c < ncols; c++) out[c] = -1;
+}
+
 static float bf16r(float x) { uint32_t u; memcpy(&u, &x, 4); u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u; memcpy(&x, &u, 4); return x; }
 
 int main() {
     std::mt19937_64 rng(12345);
-    long rows = 0, bad = 0, rbad = 0, hsum = 0, hrows = 0;
+    long rows = 0, bad = 0, rbad = 0, tbad = 0, hsum = 0, hrows = 0;
     for (int it = 0; it < 300000; it++) {
         int n = 1 + (int)(rng() % (it % 10 == 0 ? 3400 : 300));
         int k = (int)(rng() % (n + 3)) - 1;             // k in [-1, n+1]
@@ -261,6 +379,14 @@ int main() {
             if (rbad < 5) printf("RADIX MISMATCH n=%d k=%d mode=%d\n", n, k, mode);
             rbad++;
         }
+        std::vector<int> t1(cols + 8, -7), t2(cols + 8, -7);
+        team_topk<1>(keys, n, k, qmax, t1, ncols);
+        team_topk<2>(keys, n, k, qmax, t2, ncols);
+        if (a != t1 || a != t2) {
+            if (tbad < 5) printf("TEAM MISMATCH n=%d k=%d qmax=%d mode=%d (1 warp %s, 2 warps %s)\n", n, k, qmax, mode,
+                                 a == t1 ? "ok" : "differs", a == t2 ? "ok" : "differs");
+            tbad++;
+        }
         if (mode == 0 && k > 0 && k < n && n >= 1024) { hsum += hp; hrows++; }
         rows++;
         if (a != b) {
@@ -275,5 +401,6 @@ int main() {
     printf("emulated rows: %ld, mismatches: %ld\n", rows, bad);
     printf("radix select (next step): mismatches with the bit search: %ld; histogram passes per bf16 row of >= 1024 blocks: %.2f\n",
            rbad, hrows ? (double)hsum / hrows : 0.0);
-    return bad != 0 || rbad != 0;
+    printf("sel90_topk_radix (1 and 2 warps, as on the device): mismatches with the bit search: %ld\n", tbad);
+    return bad != 0 || rbad != 0 || tbad != 0;
 }

@@ -357,27 +357,62 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
  *           with token tig's sum (0.19 shuffles per score; k_select's row layout needs 1.5), rounded
  *           to bf16 for bf16 storage, then max-pooled by shared-memory atomicMax into the token's
  *           block scores as in k_select.
- * Then the forced blocks and the top-k (one warp per token) are k_select's. CTAs are launched
+ * Then the forced blocks and the top-k (k_select's selection; a radix select by two warps per token). CTAs are launched
  * heaviest (last tokens) first. (Session 10: 4 warpgroups instead of 2 alone changed nothing;
  * with the ordered issue, select -5% at 128K; 2 warpgroups with the ordered issue were 1.6x slower.) */
+/* A team of TW warps (1 or 2) that finalizes one row: team_bar syncs the team. Pairs use named
+ * barriers 4..11 (1..3 order the main loop's issue); each case's ID is a compile-time constant (a
+ * runtime ID makes ptxas reserve all 16 barriers and grow the registers, session 10). */
+template <int TW> __device__ __forceinline__ void team_bar(int team) {
+    if (TW == 1) {
+        __syncwarp();
+        return;
+    }
+    switch (team) {
+    case 0: named_bar_sync<4, 64>(); break;
+    case 1: named_bar_sync<5, 64>(); break;
+    case 2: named_bar_sync<6, 64>(); break;
+    case 3: named_bar_sync<7, 64>(); break;
+    case 4: named_bar_sync<8, 64>(); break;
+    case 5: named_bar_sync<9, 64>(); break;
+    case 6: named_bar_sync<10, 64>(); break;
+    default: named_bar_sync<11, 64>(); break;
+    }
+}
+/* shared memory of one team: 4 histograms of 256 bins (one per radix pass) + 32 exchange words */
+enum { SEL90_TOPK_HIST = 4 * 256, SEL90_TOPK_TEAM_WORDS = SEL90_TOPK_HIST + 32 };
+
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
- * ascending, > qmax -> -1, then -1 up to ncols) in fewer passes, over keys the caller has already
- * converted in place: f2key of the score, f2key(+inf) for forced blocks, f2key(-inf) for empty
- * ones, then zeros up to a multiple of 4 (keys 16-byte aligned). warp_topk finds the k-th largest
- * key bit by bit from the top, one counting pass per bit. When that key is neither +inf nor -inf,
- * it lies in S = the other keys, so a bit on which all of S agree is its bit: only the bits where S
- * differs take a pass (the thresholds counted against are warp_topk's, so the result is the same).
- * bf16-rounded scores share their 16 low bits and most of the exponent: ~10-15 passes instead of
- * 32, each summed by one redux. Each pass reads 4 keys a lane with one 16-byte load and converts
- * nothing (session 9's version called f2key on every element of every pass), and the ascending
- * scan takes 128 keys a step (lane l holds keys 4 l..4 l + 3; index order is (lane, key)). The zero
- * padding never counts: every counting threshold is >= 1 and "> thr" is false for 0; the AND/OR
- * pass and the scan check i < n. */
-__device__ __forceinline__ void sel90_topk_keys(const uint32_t *keys, int n, int k, int qmax, int32_t *out,
-                                                int ncols) {
-    const int lane = threadIdx.x & 31;
+ * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (thread tw * 32 + lane), over
+ * keys the caller has converted in place: f2key of the score, f2key(+inf) for forced blocks,
+ * f2key(-inf) for empty ones, then zeros up to a multiple of 4 (keys 16-byte aligned). Every pass
+ * reads 4 keys a thread with one 16-byte load and converts nothing.
+ *   The k-th largest key thr (and how many keys equal to it are taken, need_eq) is found by a radix
+ * select. One pass counts the keys >= / > f2key(+-inf) and ANDs / ORs the others (S); when thr is
+ * +inf or -inf that settles it. Otherwise thr lies in S, whose keys share every bit above the
+ * highest bit where they differ (top); a second pass counts the keys above that prefix (and notes
+ * whether a +-inf key shares it). Then 8-bit digits from top down: a digit window in which S's keys
+ * agree (and no +-inf key is a candidate) is taken as is; otherwise the candidates (keys with the
+ * prefix so far) are histogrammed by shared-memory atomics and the digit is the highest whose
+ * count from the top reaches the rank left. bf16-rounded scores take 2 histogram passes: 4 passes in
+ * all where the bit-by-bit search of session 10 took ~12-16 (host emulation against that search:
+ * docs/wip-topk-keys-emu.cpp radix_thr, 300,000 rows incl. NaN payloads next to +-inf). The zero
+ * padding can only land in bin 0 of a candidate histogram, which the digit search never needs (it
+ * stops at digit 0), and is never above a prefix or +-inf.
+ *   The scan in index order takes 128 keys a warp step (lane l holds keys 4 l..4 l + 3): key > thr,
+ * and key == thr while ties remain. With 2 warps, warp 0 scans the first half of the row and warp
+ * 1 the second, starting from warp 0's counts of keys > thr and == thr (one pass over the first
+ * half). `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must
+ * call with the same arguments. */
+template <int TW>
+__device__ __forceinline__ void sel90_topk_radix(const uint32_t *keys, int n, int k, int qmax, int32_t *out,
+                                                 int ncols, uint32_t *team_mem, int tw, int team) {
+    constexpr int NTH = 32 * TW;
+    const unsigned FULL = 0xffffffffu;
+    const int lane = threadIdx.x & 31, tl = tw * 32 + lane;
     const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
     const uint4 *k4 = reinterpret_cast<const uint4 *>(keys);
+    uint32_t *hist = team_mem, *xch = team_mem + SEL90_TOPK_HIST;
     const int n4 = (n + 3) >> 2;
     auto ld = [&](int gi, uint32_t (&v)[4]) {
         const uint4 x = k4[gi];
@@ -389,9 +424,11 @@ __device__ __forceinline__ void sel90_topk_keys(const uint32_t *keys, int n, int
     if (k > n) k = n;
     if (k < 0) k = 0;
     uint32_t thr = 0;
+    int need_eq = k;
     if (k > 0 && k < n) {
+        for (int i = tl; i < SEL90_TOPK_HIST / 4; i += NTH) reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
         uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-        for (int gi = lane; gi < n4; gi += 32) {
+        for (int gi = tl; gi < n4; gi += NTH) {
             uint32_t v[4];
             ld(gi, v);
 #pragma unroll
@@ -408,67 +445,156 @@ __device__ __forceinline__ void sel90_topk_keys(const uint32_t *keys, int n, int
                 }
             }
         }
-        ge_inf = __reduce_add_sync(0xffffffffu, ge_inf);
-        gt_inf = __reduce_add_sync(0xffffffffu, gt_inf);
-        ge_ninf = __reduce_add_sync(0xffffffffu, ge_ninf);
-        gt_ninf = __reduce_add_sync(0xffffffffu, gt_ninf);
-        kand = __reduce_and_sync(0xffffffffu, kand);
-        kor = __reduce_or_sync(0xffffffffu, kor);
+        ge_inf = __reduce_add_sync(FULL, ge_inf);
+        gt_inf = __reduce_add_sync(FULL, gt_inf);
+        ge_ninf = __reduce_add_sync(FULL, ge_ninf);
+        gt_ninf = __reduce_add_sync(FULL, gt_ninf);
+        kand = __reduce_and_sync(FULL, kand);
+        kor = __reduce_or_sync(FULL, kor);
+        if (TW > 1) {
+            if (lane == 0) {
+                uint32_t *x = xch + 6 * tw;
+                x[0] = ge_inf, x[1] = gt_inf, x[2] = ge_ninf, x[3] = gt_ninf, x[4] = kand, x[5] = kor;
+            }
+            team_bar<TW>(team); /* also orders the histograms' zeroing before their atomics */
+            ge_inf = xch[0] + xch[6], gt_inf = xch[1] + xch[7], ge_ninf = xch[2] + xch[8];
+            gt_ninf = xch[3] + xch[9], kand = xch[4] & xch[10], kor = xch[5] | xch[11];
+        } else {
+            __syncwarp();
+        }
         const uint32_t uk = (uint32_t)k;
         if (ge_inf >= uk && gt_inf < uk) {
             thr = KINF;
+            need_eq = k - (int)gt_inf;
         } else if (ge_ninf >= uk && gt_ninf < uk) {
             thr = KNINF;
+            need_eq = k - (int)gt_ninf;
         } else {
-            for (uint32_t diff = kand ^ kor; diff;) {
-                const uint32_t bit = 0x80000000u >> __clz(diff);
-                thr |= kand & ~(bit * 2u - 1u); /* the shared 1 bits above this one */
-                const uint32_t cand = thr | bit; /* >= 1: the zero padding never counts */
-                uint32_t cnt = 0;
-                for (int gi = lane; gi < n4; gi += 32) {
+            const uint32_t diff = kand ^ kor;
+            const int top = diff ? 31 - __clz(diff) : -1;
+            uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u); /* the bits above top */
+            uint32_t prefix = kand & pmask;
+            uint32_t above = 0, nons = 0; /* keys above the prefix; a +-inf key with it */
+            for (int gi = tl; gi < n4; gi += NTH) {
+                uint32_t v[4];
+                ld(gi, v);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const uint32_t m = v[e] & pmask;
+                    above += m > prefix;
+                    nons |= (uint32_t)(m == prefix && (v[e] == KINF || v[e] == KNINF));
+                }
+            }
+            above = __reduce_add_sync(FULL, above);
+            nons = __reduce_or_sync(FULL, nons);
+            if (TW > 1) {
+                if (lane == 0) xch[12 + 2 * tw] = above, xch[13 + 2 * tw] = nons;
+                team_bar<TW>(team);
+                above = xch[12] + xch[14];
+                nons = xch[13] | xch[15];
+            }
+            uint32_t kk = uk - above; /* rank of thr among the candidates, >= 1 */
+            int pass = 0;
+            for (int hi = top; hi >= 0; hi -= 8) {
+                const int lo = hi >= 7 ? hi - 7 : 0;
+                const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+                if (!nons && (diff & wmask) == 0) { /* S agrees on these bits */
+                    prefix |= kand & wmask;
+                    pmask |= wmask;
+                    continue;
+                }
+                uint32_t *h = hist + 256 * pass++;
+                for (int gi = tl; gi < n4; gi += NTH) {
                     uint32_t v[4];
                     ld(gi, v);
-                    cnt += (uint32_t)(v[0] >= cand) + (uint32_t)(v[1] >= cand) + (uint32_t)(v[2] >= cand) +
-                           (uint32_t)(v[3] >= cand);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if ((v[e] & pmask) == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
                 }
-                if (__reduce_add_sync(0xffffffffu, cnt) >= uk) thr = cand;
-                diff &= ~bit;
+                team_bar<TW>(team);
+                /* lane l holds bins 8 l..8 l + 7; incl = the count of bins >= 8 l */
+                const uint4 b0 = reinterpret_cast<const uint4 *>(h)[2 * lane];
+                const uint4 b1 = reinterpret_cast<const uint4 *>(h)[2 * lane + 1];
+                const uint32_t bins[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+                uint32_t s = 0;
+#pragma unroll
+                for (int j = 0; j < 8; j++) s += bins[j];
+                uint32_t incl = s;
+#pragma unroll
+                for (int off = 1; off < 32; off <<= 1) {
+                    const uint32_t t = __shfl_down_sync(FULL, incl, off);
+                    if (lane + off < 32) incl += t;
+                }
+                /* the digit: the highest bin whose count from the top reaches kk, else 0 */
+                const unsigned hit = __ballot_sync(FULL, incl >= kk);
+                const int L = hit ? 31 - __clz(hit) : 0;
+                uint32_t c = incl - s, cd = 0;
+                int dj = -1;
+#pragma unroll
+                for (int j = 7; j >= 0; j--) {
+                    if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
+                        dj = j;
+                        cd = c;
+                    }
+                    c += bins[j];
+                }
+                const int d = __shfl_sync(FULL, 8 * lane + dj, L);
+                kk -= __shfl_sync(FULL, cd, L);
+                prefix |= (uint32_t)d << lo;
+                pmask |= wmask;
             }
-            thr |= kand;
+            thr = prefix;
+            need_eq = (int)kk; /* the candidates left are the keys equal to thr */
         }
     }
-    int need_eq = k;
-    if (k > 0 && k < n) {
-        uint32_t gt = 0;
-        for (int gi = lane; gi < n4; gi += 32) {
-            uint32_t v[4];
-            ld(gi, v);
-            gt += (uint32_t)(v[0] > thr) + (uint32_t)(v[1] > thr) + (uint32_t)(v[2] > thr) + (uint32_t)(v[3] > thr);
-        }
-        need_eq = k - (int)__reduce_add_sync(0xffffffffu, gt);
-    }
-    /* scan in index order, 128 keys a step: take key > thr, and key == thr while ties remain */
-    const unsigned lower = (1u << lane) - 1u;
+    /* scan in index order, 128 keys a warp step: take key > thr, and key == thr while ties remain;
+     * warp tw scans groups [g_lo, g_hi) */
+    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
     int written = 0, eq_used = 0;
-    for (int g0 = 0; g0 < n4 && written < k; g0 += 32) {
+    if (TW > 1) {
+        if (tw == 0) { /* warp 0's counts for warp 1's start */
+            uint32_t gt = 0, eq = 0;
+            for (int gi = lane; gi < hsplit; gi += 32) {
+                uint32_t v[4];
+                ld(gi, v);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const bool in = 4 * gi + e < n;
+                    gt += in && (k >= n || v[e] > thr);
+                    eq += in && k < n && v[e] == thr;
+                }
+            }
+            gt = __reduce_add_sync(FULL, gt);
+            eq = __reduce_add_sync(FULL, eq);
+            if (lane == 0) xch[16] = gt, xch[17] = eq;
+        }
+        team_bar<TW>(team);
+        if (tw == 1) {
+            eq_used = min((int)xch[17], need_eq);
+            written = (int)xch[16] + eq_used;
+        }
+    }
+    const unsigned lower = (1u << lane) - 1u;
+    for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
         const int gi = g0 + lane;
         uint32_t v[4] = {0u, 0u, 0u, 0u};
-        if (gi < n4) ld(gi, v);
+        if (gi < g_hi) ld(gi, v);
         bool gtb[4], eqb[4], take[4];
         unsigned eqm[4], tm[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int i = 4 * gi + e;
-            gtb[e] = i < n && (k >= n || v[e] > thr);
-            eqb[e] = i < n && k < n && v[e] == thr;
-            eqm[e] = __ballot_sync(0xffffffffu, eqb[e]);
+            gtb[e] = gi < g_hi && i < n && (k >= n || v[e] > thr);
+            eqb[e] = gi < g_hi && i < n && k < n && v[e] == thr;
+            eqm[e] = __ballot_sync(FULL, eqb[e]);
         }
         int eq_rank = __popc(eqm[0] & lower) + __popc(eqm[1] & lower) + __popc(eqm[2] & lower) + __popc(eqm[3] & lower);
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             take[e] = gtb[e] || (eqb[e] && eq_used + eq_rank < need_eq);
             eq_rank += eqb[e];
-            tm[e] = __ballot_sync(0xffffffffu, take[e]);
+            tm[e] = __ballot_sync(FULL, take[e]);
         }
         int pos = written + __popc(tm[0] & lower) + __popc(tm[1] & lower) + __popc(tm[2] & lower) + __popc(tm[3] & lower);
 #pragma unroll
@@ -483,7 +609,7 @@ __device__ __forceinline__ void sel90_topk_keys(const uint32_t *keys, int n, int
         eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
         if (eq_used > need_eq) eq_used = need_eq;
     }
-    for (int c = k + lane; c < ncols; c += 32) out[c] = -1;
+    for (int c = k + tl; c < ncols; c += NTH) out[c] = -1;
 }
 
 template <int N> __device__ __forceinline__ void wgmma_wait_n() {
@@ -506,6 +632,13 @@ __device__ __forceinline__ void wgmma_wait_le(int n) {
 /* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
  * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
 enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
+/* warps per token in the finalize (1 or 2: with 2 all 16 warps of the CTA work on its 8 tokens) */
+enum { SEL90_TOPK_TW = 2 };
+static_assert(SEL90_TOPK_TW == 1 || SEL90_TOPK_TW == 2, "sel90_topk_radix: teams of 1 or 2 warps");
+static_assert(SEL90_NT / 32 / SEL90_TOPK_TW >= SEL90_TT && SEL90_TT <= 8, "k_select90: a team per token, 8 teams");
+static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= SEL90_NS * SEL90_CT * 64 * 2 &&
+                  SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= SEL90_NS_WIDE * SEL90_CT_WIDE * 64 * 2,
+              "k_select90: the finalize's histograms must fit in the tile stages (d 64)");
 static_assert(SEL90_CT_WIDE <= CUDA_SELECT_MIN_ROWS && SEL90_CT <= CUDA_SELECT_MIN_ROWS,
               "a c1/c2 buffer of CUDA_SELECT_MIN_ROWS rows must hold one k_select90 tile");
 /* per-token row of block scores: >= nbmax and = 8 (mod 32), so that the atomics of one instruction
@@ -834,21 +967,24 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     }
     __syncthreads();
 
-    /* ---- finalize: the rows' keys in place + top-k, one warp per token ---- */
+    /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
     /* each row's keys (f2key of the score; +inf for forced blocks, -inf for blocks no c1 kernel
-     * touches), zeros up to a multiple of 4 (the row has nbs >= qb + 9 slots), then sel90_topk_keys.
+     * touches), zeros up to a multiple of 4 (the row has nbs >= qb + 9 slots), then sel90_topk_radix
+     * with the team's histograms in the (now idle) tile stages.
      * When l1 >= s1 the kernels' windows cover [0, s1 (n1 - 1) + l1 - 1] without gaps, so exactly
      * the blocks from e_lo on touch none (checked against the per-block test for every B < 40 and
      * 48..256, s1 <= 32, l1 < s1 + 40, n1 < 40, block < 60); else the per-block test */
     const bool contig = p.l1 >= p.s1;
     const int e_lo = n1 > 0 ? (int)(((int64_t)p.s1 * (n1 - 1) + p.l1 - 1) / p.B) + 1 : 0;
-    for (int tt = warp; tt < ntok; tt += NT / 32) {
+    constexpr int TW = SEL90_TOPK_TW;
+    const int team = warp / TW, tw = warp % TW;
+    for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
         const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
         float *bs = sBS + tt * nbs;
         uint32_t *keys = reinterpret_cast<uint32_t *>(bs);
         const int npad = (qb + 4) & ~3;
-        for (int bb = lane; bb < npad; bb += 32) {
+        for (int bb = tw * 32 + lane; bb < npad; bb += 32 * TW) {
             uint32_t key;
             if (bb > qb) {
                 key = 0u;
@@ -867,9 +1003,10 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             }
             keys[bb] = key;
         }
-        __syncwarp();
+        team_bar<TW>(team);
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk_keys(keys, qb + 1, Kb, qb, row, p.topk_out);
+        sel90_topk_radix<TW>(keys, qb + 1, Kb, qb, row, p.topk_out,
+                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team);
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
