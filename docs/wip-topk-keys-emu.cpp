@@ -209,97 +209,104 @@ static void radix_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
-// sel90_topk_radix<TW> as on the device (session 11: the radix select by a team of TW warps, the
-// digit found from per-lane bins 8 l..8 l + 7 by a suffix scan + ballot, warp 1 scanning the second
-// half of the row from warp 0's counts), emulated phase by phase: each phase between two team
-// barriers runs warp 0's 32 lanes, then warp 1's, on the same "shared memory".
+// sel90_topk_radix<TW> as on the device (session 11): the radix select by a team of TW warps, warp
+// tw owning a contiguous half of the row's 4-key groups in every pass, one histogram per warp
+// (summed when read), the keys above the first prefix counted in the first histogram pass, the
+// digit found from per-lane bins 8 l..8 l + 7 by a suffix scan + ballot, and warp 1's scan started
+// from warp 0's counts of keys > thr / == thr taken from its histograms (no extra pass). Emulated
+// phase by phase on the same "shared memory" (between two team barriers each warp touches only its
+// own half and its own histogram).
 template <int TW>
 static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int ncols) {
-    const int NTH = 32 * TW, n4 = (n + 3) >> 2;
+    const int n4 = (n + 3) >> 2, hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    auto lo_of = [&](int tw) { return tw == 0 ? 0 : hsplit; };
+    auto hi_of = [&](int tw) { return tw == 0 ? hsplit : n4; };
     if (k > n) k = n;
     if (k < 0) k = 0;
-    uint32_t thr = 0, hist[4][256] = {}, xch[32] = {};
+    const bool search = k > 0 && k < n;
+    auto key = [&](int i) { return keys[i]; }; // n4 * 4 entries, zero padded
+    KeyStats w[2];
+    for (int tw = 0; tw < TW; tw++)
+        for (int gi = lo_of(tw); gi < hi_of(tw); gi++)
+            for (int e = 0; e < 4; e++) if (4 * gi + e < n) w[tw].add(key(4 * gi + e));
+    uint32_t thr = 0, gt0 = 0, eq0 = 0;
     int need_eq = k;
-    auto key = [&](int i) { return keys[i]; }; // keys has n4 * 4 entries, zero padded
-    if (k > 0 && k < n) {
-        for (int tw = 0; tw < TW; tw++) { // stats, reduced over the warp, exchanged
-            KeyStats w;
-            for (int lane = 0; lane < 32; lane++)
-                for (int gi = tw * 32 + lane; gi < n4; gi += NTH)
-                    for (int e = 0; e < 4; e++) if (4 * gi + e < n) w.add(key(4 * gi + e));
-            uint32_t *x = xch + 6 * tw;
-            x[0] = w.ge_inf, x[1] = w.gt_inf, x[2] = w.ge_ninf, x[3] = w.gt_ninf, x[4] = w.kand, x[5] = w.kor;
+    if (search) {
+        KeyStats t = w[0];
+        if (TW > 1) {
+            t.ge_inf += w[1].ge_inf, t.gt_inf += w[1].gt_inf, t.ge_ninf += w[1].ge_ninf, t.gt_ninf += w[1].gt_ninf;
+            t.kand &= w[1].kand, t.kor |= w[1].kor;
         }
-        uint32_t ge_inf = xch[0], gt_inf = xch[1], ge_ninf = xch[2], gt_ninf = xch[3], kand = xch[4], kor = xch[5];
-        if (TW > 1) ge_inf += xch[6], gt_inf += xch[7], ge_ninf += xch[8], gt_ninf += xch[9], kand &= xch[10], kor |= xch[11];
-        const uint32_t uk = (uint32_t)k;
-        if (ge_inf >= uk && gt_inf < uk) { thr = KINF; need_eq = k - (int)gt_inf; }
-        else if (ge_ninf >= uk && gt_ninf < uk) { thr = KNINF; need_eq = k - (int)gt_ninf; }
-        else {
-            const uint32_t diff = kand ^ kor;
-            const int top = diff ? 31 - clz(diff) : -1;
-            uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u);
-            uint32_t prefix = kand & pmask, above = 0, nons = 0;
-            for (int gi = 0; gi < n4; gi++) // every thread's share, summed
-                for (int e = 0; e < 4; e++) {
-                    uint32_t v = key(4 * gi + e), m = v & pmask;
-                    above += m > prefix;
-                    nons |= (uint32_t)(m == prefix && (v == KINF || v == KNINF));
-                }
-            uint32_t kk = uk - above;
-            int pass = 0;
-            for (int hi = top; hi >= 0; hi -= 8) {
-                const int lo = hi >= 7 ? hi - 7 : 0;
-                const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
-                if (!nons && (diff & wmask) == 0) { prefix |= kand & wmask; pmask |= wmask; continue; }
-                uint32_t *h = hist[pass++];
-                for (int gi = 0; gi < n4; gi++)
-                    for (int e = 0; e < 4; e++) { uint32_t v = key(4 * gi + e); if ((v & pmask) == prefix) h[(v & wmask) >> lo]++; }
-                uint32_t s[32], incl[32], c[32], cd[32]; int dj[32]; unsigned hit = 0;
-                for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) s[l] += h[8 * l + j]; }
-                for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
-                for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
-                const int L = hit ? 31 - clz(hit) : 0;
-                for (int l = 0; l < 32; l++) {
-                    c[l] = incl[l] - s[l]; cd[l] = 0; dj[l] = -1;
+        const uint32_t uk = (uint32_t)k, kand = t.kand;
+        if (t.ge_inf >= uk && t.gt_inf < uk) {
+            thr = KINF; need_eq = k - (int)t.gt_inf; gt0 = w[0].gt_inf; eq0 = w[0].ge_inf - w[0].gt_inf;
+        } else if (t.ge_ninf >= uk && t.gt_ninf < uk) {
+            thr = KNINF; need_eq = k - (int)t.gt_ninf; gt0 = w[0].gt_ninf; eq0 = w[0].ge_ninf - w[0].gt_ninf;
+        } else {
+            const uint32_t diff = kand ^ t.kor;
+            if (diff == 0) {
+                thr = kand;
+                const uint32_t n_inf = t.ge_inf - t.gt_inf, n_ninf = t.ge_ninf - t.gt_ninf;
+                need_eq = k - (int)((KINF > thr ? n_inf : 0u) + (KNINF > thr ? n_ninf : 0u));
+                const uint32_t i0 = w[0].ge_inf - w[0].gt_inf, ni0 = w[0].ge_ninf - w[0].gt_ninf;
+                gt0 = (KINF > thr ? i0 : 0u) + (KNINF > thr ? ni0 : 0u);
+                eq0 = (uint32_t)std::min(4 * hsplit, n) - i0 - ni0;
+            } else {
+                const int top = 31 - clz(diff);
+                uint32_t pmask = top == 31 ? 0u : ~((2u << top) - 1u), prefix = kand & pmask, kk = 0, nons = 0;
+                int pass = 0;
+                for (int hi = top; hi >= 0; hi -= 8) {
+                    const int lo = hi >= 7 ? hi - 7 : 0;
+                    const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+                    if (pass > 0 && !nons && (diff & wmask) == 0) { prefix |= kand & wmask; pmask |= wmask; continue; }
+                    uint32_t h[2][256] = {}, above[2] = {0, 0};
+                    for (int tw = 0; tw < TW; tw++)
+                        for (int gi = lo_of(tw); gi < hi_of(tw); gi++)
+                            for (int e = 0; e < 4; e++) {
+                                const uint32_t v = key(4 * gi + e), m = v & pmask;
+                                if (m == prefix) h[tw][(v & wmask) >> lo]++;
+                                if (pass == 0) { above[tw] += m > prefix; nons |= (uint32_t)(m == prefix && (v == KINF || v == KNINF)); }
+                            }
+                    if (pass == 0) { kk = uk - above[0] - above[1]; gt0 = above[0]; }
+                    uint32_t bins[32][8], s[32], incl[32];
+                    for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) { bins[l][j] = h[0][8 * l + j] + h[1][8 * l + j]; s[l] += bins[l][j]; } }
+                    for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
+                    unsigned hit = 0;
+                    for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
+                    const int L = hit ? 31 - clz(hit) : 0;
+                    uint32_t c = incl[L] - s[L], cd = 0; int dj = -1;
                     for (int j = 7; j >= 0; j--) {
-                        if (dj[l] < 0 && (c[l] + h[8 * l + j] >= kk || (l == 0 && j == 0))) { dj[l] = j; cd[l] = c[l]; }
-                        c[l] += h[8 * l + j];
+                        if (dj < 0 && (c + bins[L][j] >= kk || (L == 0 && j == 0))) { dj = j; cd = c; }
+                        c += bins[L][j];
                     }
+                    const int d = 8 * L + dj;
+                    kk -= cd;
+                    for (int b = d + 1; b < 256; b++) gt0 += h[0][b];
+                    eq0 = h[0][d];
+                    prefix |= (uint32_t)d << lo;
+                    pmask |= wmask;
+                    pass++;
                 }
-                const int d = 8 * L + dj[L];
-                kk -= cd[L];
-                prefix |= (uint32_t)d << lo;
-                pmask |= wmask;
+                thr = prefix;
+                need_eq = (int)kk;
             }
-            thr = prefix;
-            need_eq = (int)kk;
         }
-    }
-    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
-    if (TW > 1) { // warp 0's counts of its half
-        uint32_t gt = 0, eq = 0;
-        for (int gi = 0; gi < hsplit; gi++)
-            for (int e = 0; e < 4; e++) {
-                const bool in = 4 * gi + e < n; const uint32_t v = key(4 * gi + e);
-                gt += in && (k >= n || v > thr); eq += in && k < n && v == thr;
-            }
-        xch[16] = gt, xch[17] = eq;
+    } else if (k >= n && k > 0) {
+        gt0 = (uint32_t)std::min(4 * hsplit, n);
     }
     for (int tw = 0; tw < TW; tw++) {
-        const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
+        const int g_lo = lo_of(tw), g_hi = hi_of(tw);
         int written = 0, eq_used = 0;
-        if (TW > 1 && tw == 1) { eq_used = std::min((int)xch[17], need_eq); written = (int)xch[16] + eq_used; }
+        if (tw == 1) { eq_used = std::min((int)eq0, need_eq); written = (int)gt0 + eq_used; }
         for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
             bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
-            uint32_t v[32][4];
             for (int l = 0; l < 32; l++) {
                 const int gi = g0 + l;
                 for (int e = 0; e < 4; e++) {
-                    v[l][e] = gi < g_hi ? key(4 * gi + e) : 0u;
+                    const uint32_t v = gi < g_hi ? key(4 * gi + e) : 0u;
                     const int i = 4 * gi + e;
-                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v[l][e] > thr);
-                    eqb[l][e] = gi < g_hi && i < n && k < n && v[l][e] == thr;
+                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v > thr);
+                    eqb[l][e] = gi < g_hi && i < n && k < n && v == thr;
                     if (eqb[l][e]) eqm[e] |= 1u << l;
                 }
             }

@@ -380,40 +380,48 @@ template <int TW> __device__ __forceinline__ void team_bar(int team) {
     }
 }
 /* shared memory of one team: 4 histograms of 256 bins (one per radix pass) + 32 exchange words */
-enum { SEL90_TOPK_HIST = 4 * 256, SEL90_TOPK_TEAM_WORDS = SEL90_TOPK_HIST + 32 };
+/* shared memory of one team: per warp 2 histograms of 256 bins (radix passes alternate between
+ * them) + 32 exchange words */
+enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 32 };
 
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
- * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (thread tw * 32 + lane), over
- * keys the caller has converted in place: f2key of the score, f2key(+inf) for forced blocks,
- * f2key(-inf) for empty ones, then zeros up to a multiple of 4 (keys 16-byte aligned). Every pass
- * reads 4 keys a thread with one 16-byte load and converts nothing.
- *   The k-th largest key thr (and how many keys equal to it are taken, need_eq) is found by a radix
- * select. One pass counts the keys >= / > f2key(+-inf) and ANDs / ORs the others (S); when thr is
- * +inf or -inf that settles it. Otherwise thr lies in S, whose keys share every bit above the
- * highest bit where they differ (top); a second pass counts the keys above that prefix (and notes
- * whether a +-inf key shares it). Then 8-bit digits from top down: a digit window in which S's keys
- * agree (and no +-inf key is a candidate) is taken as is; otherwise the candidates (keys with the
- * prefix so far) are histogrammed by shared-memory atomics and the digit is the highest whose
- * count from the top reaches the rank left. bf16-rounded scores take 2 histogram passes: 4 passes in
- * all where the bit-by-bit search of session 10 took ~12-16 (host emulation against that search:
- * docs/wip-topk-keys-emu.cpp radix_thr, 300,000 rows incl. NaN payloads next to +-inf). The zero
- * padding can only land in bin 0 of a candidate histogram, which the digit search never needs (it
- * stops at digit 0), and is never above a prefix or +-inf.
+ * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
+ * lane). `row` holds the n float scores on entry (16-byte aligned, >= n rounded up to 4 slots);
+ * each score becomes its key in place: key_of(i, score) (f2key of the score, or f2key(+inf) for a
+ * forced block, f2key(-inf) for an empty one), zeros up to a multiple of 4. Warp tw owns a
+ * contiguous half of the row's 4-key groups ([0, hsplit) and [hsplit, n4)) in every pass, reading
+ * 4 keys a lane with one 16-byte load, so the two warps meet only at the exchanges.
+ *   Pass 1 writes the keys and counts the keys >= / > f2key(+-inf) and ANDs / ORs the others (S).
+ * When the k-th largest key thr is +inf or -inf that settles it. Otherwise thr lies in S, whose
+ * keys share every bit above the highest bit where they differ (top), and a radix select takes
+ * 8-bit digits from top down: the candidates (keys with the prefix so far) are histogrammed by
+ * shared-memory atomics (one histogram per warp, summed when read) and the digit is the highest
+ * whose count from the top reaches the rank left; a later window in which S's keys agree (and no
+ * +-inf key is a candidate) is taken as is. The first histogram pass also counts the keys above
+ * the prefix and notes whether a +-inf key shares it. bf16-rounded scores take 2 histogram
+ * passes: 3 passes before the scan where session 10's bit-by-bit search took ~14 (host emulation
+ * of this routine against that search: docs/wip-topk-keys-emu.cpp, 300,000 rows incl. NaN payloads
+ * next to +-inf). The zero padding (in the last group) can only land in bin 0 of a candidate
+ * histogram, which the digit search never needs (it stops at digit 0), and is never above a prefix
+ * or +-inf.
  *   The scan in index order takes 128 keys a warp step (lane l holds keys 4 l..4 l + 3): key > thr,
- * and key == thr while ties remain. With 2 warps, warp 0 scans the first half of the row and warp
- * 1 the second, starting from warp 0's counts of keys > thr and == thr (one pass over the first
- * half). `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must
- * call with the same arguments. */
-template <int TW>
-__device__ __forceinline__ void sel90_topk_radix(const uint32_t *keys, int n, int k, int qmax, int32_t *out,
-                                                 int ncols, uint32_t *team_mem, int tw, int team) {
-    constexpr int NTH = 32 * TW;
+ * and key == thr while ties remain. Warp 1 starts from warp 0's counts of keys > thr and == thr in
+ * the first half, which the passes give (warp 0's histograms and counts): no extra pass.
+ * `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must call
+ * with the same arguments. */
+template <int TW, typename KeyOf>
+__device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int qmax, int32_t *out, int ncols,
+                                                 uint32_t *team_mem, int tw, int team, KeyOf key_of) {
     const unsigned FULL = 0xffffffffu;
-    const int lane = threadIdx.x & 31, tl = tw * 32 + lane;
+    const int lane = threadIdx.x & 31;
     const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
-    const uint4 *k4 = reinterpret_cast<const uint4 *>(keys);
-    uint32_t *hist = team_mem, *xch = team_mem + SEL90_TOPK_HIST;
+    uint4 *k4 = reinterpret_cast<uint4 *>(row);
+    uint32_t *hist = team_mem + tw * SEL90_TOPK_HIST;      /* this warp's 2 histograms */
+    const uint32_t *hist0 = team_mem;                       /* warp 0's (the first half's) */
+    uint32_t *xch = team_mem + TW * SEL90_TOPK_HIST;
     const int n4 = (n + 3) >> 2;
+    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
     auto ld = [&](int gi, uint32_t (&v)[4]) {
         const uint4 x = k4[gi];
         v[0] = x.x;
@@ -423,17 +431,21 @@ __device__ __forceinline__ void sel90_topk_radix(const uint32_t *keys, int n, in
     };
     if (k > n) k = n;
     if (k < 0) k = 0;
-    uint32_t thr = 0;
-    int need_eq = k;
-    if (k > 0 && k < n) {
-        for (int i = tl; i < SEL90_TOPK_HIST / 4; i += NTH) reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
-        uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
-        for (int gi = tl; gi < n4; gi += NTH) {
-            uint32_t v[4];
-            ld(gi, v);
+    const bool search = k > 0 && k < n;
+    if (search)
+        for (int i = lane; i < SEL90_TOPK_HIST / 4; i += 32) reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
+
+    /* pass 1: keys in place + their counts */
+    uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+    for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
+        const float4 f = reinterpret_cast<const float4 *>(row)[gi];
+        const float fs[4] = {f.x, f.y, f.z, f.w};
+        uint32_t v[4];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (4 * gi + e >= n) continue;
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * gi + e;
+            v[e] = i < n ? key_of(i, fs[e]) : 0u;
+            if (i < n) {
                 const uint32_t key = v[e];
                 ge_inf += key >= KINF;
                 gt_inf += key > KINF;
@@ -445,135 +457,172 @@ __device__ __forceinline__ void sel90_topk_radix(const uint32_t *keys, int n, in
                 }
             }
         }
+        k4[gi] = make_uint4(v[0], v[1], v[2], v[3]);
+    }
+    __syncwarp();
+    uint32_t thr = 0;
+    int need_eq = k;
+    uint32_t gt0 = 0, eq0 = 0; /* the first half's keys > thr and == thr (warp 1's start) */
+    if (search) {
         ge_inf = __reduce_add_sync(FULL, ge_inf);
         gt_inf = __reduce_add_sync(FULL, gt_inf);
         ge_ninf = __reduce_add_sync(FULL, ge_ninf);
         gt_ninf = __reduce_add_sync(FULL, gt_ninf);
         kand = __reduce_and_sync(FULL, kand);
         kor = __reduce_or_sync(FULL, kor);
+        uint32_t w0[4] = {ge_inf, gt_inf, ge_ninf, gt_ninf}; /* warp 0's counts */
         if (TW > 1) {
             if (lane == 0) {
-                uint32_t *x = xch + 6 * tw;
+                uint32_t *x = xch + 8 * tw;
                 x[0] = ge_inf, x[1] = gt_inf, x[2] = ge_ninf, x[3] = gt_ninf, x[4] = kand, x[5] = kor;
             }
-            team_bar<TW>(team); /* also orders the histograms' zeroing before their atomics */
-            ge_inf = xch[0] + xch[6], gt_inf = xch[1] + xch[7], ge_ninf = xch[2] + xch[8];
-            gt_ninf = xch[3] + xch[9], kand = xch[4] & xch[10], kor = xch[5] | xch[11];
-        } else {
-            __syncwarp();
+            team_bar<TW>(team);
+            w0[0] = xch[0], w0[1] = xch[1], w0[2] = xch[2], w0[3] = xch[3];
+            ge_inf = xch[0] + xch[8], gt_inf = xch[1] + xch[9], ge_ninf = xch[2] + xch[10];
+            gt_ninf = xch[3] + xch[11], kand = xch[4] & xch[12], kor = xch[5] | xch[13];
         }
         const uint32_t uk = (uint32_t)k;
         if (ge_inf >= uk && gt_inf < uk) {
             thr = KINF;
             need_eq = k - (int)gt_inf;
+            gt0 = w0[1], eq0 = w0[0] - w0[1];
         } else if (ge_ninf >= uk && gt_ninf < uk) {
             thr = KNINF;
             need_eq = k - (int)gt_ninf;
+            gt0 = w0[3], eq0 = w0[2] - w0[3];
         } else {
             const uint32_t diff = kand ^ kor;
-            const int top = diff ? 31 - __clz(diff) : -1;
-            uint32_t pmask = top < 0 ? ~0u : top == 31 ? 0u : ~((2u << top) - 1u); /* the bits above top */
-            uint32_t prefix = kand & pmask;
-            uint32_t above = 0, nons = 0; /* keys above the prefix; a +-inf key with it */
-            for (int gi = tl; gi < n4; gi += NTH) {
-                uint32_t v[4];
-                ld(gi, v);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const uint32_t m = v[e] & pmask;
-                    above += m > prefix;
-                    nons |= (uint32_t)(m == prefix && (v[e] == KINF || v[e] == KNINF));
-                }
-            }
-            above = __reduce_add_sync(FULL, above);
-            nons = __reduce_or_sync(FULL, nons);
-            if (TW > 1) {
-                if (lane == 0) xch[12 + 2 * tw] = above, xch[13 + 2 * tw] = nons;
-                team_bar<TW>(team);
-                above = xch[12] + xch[14];
-                nons = xch[13] | xch[15];
-            }
-            uint32_t kk = uk - above; /* rank of thr among the candidates, >= 1 */
-            int pass = 0;
-            for (int hi = top; hi >= 0; hi -= 8) {
-                const int lo = hi >= 7 ? hi - 7 : 0;
-                const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
-                if (!nons && (diff & wmask) == 0) { /* S agrees on these bits */
-                    prefix |= kand & wmask;
-                    pmask |= wmask;
-                    continue;
-                }
-                uint32_t *h = hist + 256 * pass++;
-                for (int gi = tl; gi < n4; gi += NTH) {
-                    uint32_t v[4];
-                    ld(gi, v);
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if ((v[e] & pmask) == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
-                }
-                team_bar<TW>(team);
-                /* lane l holds bins 8 l..8 l + 7; incl = the count of bins >= 8 l */
-                const uint4 b0 = reinterpret_cast<const uint4 *>(h)[2 * lane];
-                const uint4 b1 = reinterpret_cast<const uint4 *>(h)[2 * lane + 1];
-                const uint32_t bins[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
-                uint32_t s = 0;
-#pragma unroll
-                for (int j = 0; j < 8; j++) s += bins[j];
-                uint32_t incl = s;
-#pragma unroll
-                for (int off = 1; off < 32; off <<= 1) {
-                    const uint32_t t = __shfl_down_sync(FULL, incl, off);
-                    if (lane + off < 32) incl += t;
-                }
-                /* the digit: the highest bin whose count from the top reaches kk, else 0 */
-                const unsigned hit = __ballot_sync(FULL, incl >= kk);
-                const int L = hit ? 31 - __clz(hit) : 0;
-                uint32_t c = incl - s, cd = 0;
-                int dj = -1;
-#pragma unroll
-                for (int j = 7; j >= 0; j--) {
-                    if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
-                        dj = j;
-                        cd = c;
+            if (diff == 0) {
+                /* S's keys are all kand; the others are +-inf: the keys above it are the +-inf
+                 * keys above it */
+                thr = kand;
+                const uint32_t n_inf = ge_inf - gt_inf, n_ninf = ge_ninf - gt_ninf;
+                const uint32_t above = (KINF > thr ? n_inf : 0u) + (KNINF > thr ? n_ninf : 0u);
+                need_eq = k - (int)above;
+                gt0 = (KINF > thr ? w0[0] - w0[1] : 0u) + (KNINF > thr ? w0[2] - w0[3] : 0u);
+                /* warp 0's keys == thr: the S keys (all but its +-inf keys) of its valid keys */
+                const uint32_t valid0 = (uint32_t)min(4 * hsplit, n);
+                eq0 = valid0 - (w0[0] - w0[1]) - (w0[2] - w0[3]);
+            } else {
+                const int top = 31 - __clz(diff);
+                uint32_t pmask = top == 31 ? 0u : ~((2u << top) - 1u); /* the bits above top */
+                uint32_t prefix = kand & pmask;
+                uint32_t kk = 0, nons = 0;
+                int pass = 0;
+                for (int hi = top; hi >= 0; hi -= 8) {
+                    const int lo = hi >= 7 ? hi - 7 : 0;
+                    const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+                    if (pass > 0 && !nons && (diff & wmask) == 0) { /* S agrees on these bits */
+                        prefix |= kand & wmask;
+                        pmask |= wmask;
+                        continue;
                     }
-                    c += bins[j];
+                    const int buf = pass & 1;
+                    uint32_t *h = hist + 256 * buf;
+                    if (pass >= 2) { /* the other warp read this buffer before the last barrier */
+                        for (int i = lane; i < 64; i += 32) reinterpret_cast<uint4 *>(h)[i] = make_uint4(0, 0, 0, 0);
+                        __syncwarp();
+                    }
+                    uint32_t above = 0;
+                    for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
+                        uint32_t v[4];
+                        ld(gi, v);
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const uint32_t m = v[e] & pmask;
+                            if (m == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
+                            if (pass == 0) {
+                                above += m > prefix;
+                                nons |= (uint32_t)(m == prefix && (v[e] == KINF || v[e] == KNINF));
+                            }
+                        }
+                    }
+                    if (pass == 0) {
+                        above = __reduce_add_sync(FULL, above);
+                        nons = __reduce_or_sync(FULL, nons);
+                        if (TW > 1 && lane == 0) xch[16 + 2 * tw] = above, xch[17 + 2 * tw] = nons;
+                    }
+                    team_bar<TW>(team);
+                    if (pass == 0) {
+                        uint32_t above0 = above;
+                        if (TW > 1) {
+                            above0 = xch[16];
+                            above = xch[16] + xch[18];
+                            nons = xch[17] | xch[19];
+                        }
+                        kk = uk - above; /* rank of thr among the candidates, >= 1 */
+                        gt0 = above0;
+                    }
+                    /* lane l holds bins 8 l..8 l + 7 of both warps' histograms (bins) and of warp 0's
+                     * (b0); incl = the count of bins >= 8 l */
+                    uint32_t bins[8], b0[8];
+                    {
+                        const uint4 *h4 = reinterpret_cast<const uint4 *>(hist0 + 256 * buf);
+                        const uint4 x0 = h4[2 * lane], x1 = h4[2 * lane + 1];
+                        b0[0] = x0.x, b0[1] = x0.y, b0[2] = x0.z, b0[3] = x0.w;
+                        b0[4] = x1.x, b0[5] = x1.y, b0[6] = x1.z, b0[7] = x1.w;
+#pragma unroll
+                        for (int j = 0; j < 8; j++) bins[j] = b0[j];
+                        if (TW > 1) {
+                            const uint4 *g4 = reinterpret_cast<const uint4 *>(hist0 + SEL90_TOPK_HIST + 256 * buf);
+                            const uint4 y0 = g4[2 * lane], y1 = g4[2 * lane + 1];
+                            bins[0] += y0.x, bins[1] += y0.y, bins[2] += y0.z, bins[3] += y0.w;
+                            bins[4] += y1.x, bins[5] += y1.y, bins[6] += y1.z, bins[7] += y1.w;
+                        }
+                    }
+                    uint32_t s = 0;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) s += bins[j];
+                    uint32_t incl = s;
+#pragma unroll
+                    for (int off = 1; off < 32; off <<= 1) {
+                        const uint32_t t = __shfl_down_sync(FULL, incl, off);
+                        if (lane + off < 32) incl += t;
+                    }
+                    /* the digit: the highest bin whose count from the top reaches kk, else 0 */
+                    const unsigned hit = __ballot_sync(FULL, incl >= kk);
+                    const int L = hit ? 31 - __clz(hit) : 0;
+                    uint32_t c = incl - s, cd = 0;
+                    int dj = -1;
+#pragma unroll
+                    for (int j = 7; j >= 0; j--) {
+                        if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
+                            dj = j;
+                            cd = c;
+                        }
+                        c += bins[j];
+                    }
+                    const int d = __shfl_sync(FULL, 8 * lane + dj, L);
+                    kk -= __shfl_sync(FULL, cd, L);
+                    /* the first half's candidates above the digit are > thr; those at it, == thr if
+                     * this is the last digit */
+                    uint32_t g_above = 0, g_at = 0;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        g_above += 8 * lane + j > d ? b0[j] : 0u;
+                        g_at += 8 * lane + j == d ? b0[j] : 0u;
+                    }
+                    gt0 += __reduce_add_sync(FULL, g_above);
+                    eq0 = __reduce_add_sync(FULL, g_at);
+                    prefix |= (uint32_t)d << lo;
+                    pmask |= wmask;
+                    pass++;
                 }
-                const int d = __shfl_sync(FULL, 8 * lane + dj, L);
-                kk -= __shfl_sync(FULL, cd, L);
-                prefix |= (uint32_t)d << lo;
-                pmask |= wmask;
+                /* the candidates left are the keys equal to thr (S agrees on any bits skipped after
+                 * the last histogram, and no +-inf key is among them) */
+                thr = prefix;
+                need_eq = (int)kk;
             }
-            thr = prefix;
-            need_eq = (int)kk; /* the candidates left are the keys equal to thr */
         }
+    } else if (k >= n && k > 0) {
+        gt0 = (uint32_t)min(4 * hsplit, n); /* every key is taken */
     }
     /* scan in index order, 128 keys a warp step: take key > thr, and key == thr while ties remain;
      * warp tw scans groups [g_lo, g_hi) */
-    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
-    const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
     int written = 0, eq_used = 0;
-    if (TW > 1) {
-        if (tw == 0) { /* warp 0's counts for warp 1's start */
-            uint32_t gt = 0, eq = 0;
-            for (int gi = lane; gi < hsplit; gi += 32) {
-                uint32_t v[4];
-                ld(gi, v);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const bool in = 4 * gi + e < n;
-                    gt += in && (k >= n || v[e] > thr);
-                    eq += in && k < n && v[e] == thr;
-                }
-            }
-            gt = __reduce_add_sync(FULL, gt);
-            eq = __reduce_add_sync(FULL, eq);
-            if (lane == 0) xch[16] = gt, xch[17] = eq;
-        }
-        team_bar<TW>(team);
-        if (tw == 1) {
-            eq_used = min((int)xch[17], need_eq);
-            written = (int)xch[16] + eq_used;
-        }
+    if (tw == 1) {
+        eq_used = min((int)eq0, need_eq);
+        written = (int)gt0 + eq_used;
     }
     const unsigned lower = (1u << lane) - 1u;
     for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
@@ -609,7 +658,7 @@ __device__ __forceinline__ void sel90_topk_radix(const uint32_t *keys, int n, in
         eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
         if (eq_used > need_eq) eq_used = need_eq;
     }
-    for (int c = k + tl; c < ncols; c += NTH) out[c] = -1;
+    for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
 }
 
 template <int N> __device__ __forceinline__ void wgmma_wait_n() {
@@ -968,9 +1017,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     __syncthreads();
 
     /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
-    /* each row's keys (f2key of the score; +inf for forced blocks, -inf for blocks no c1 kernel
-     * touches), zeros up to a multiple of 4 (the row has nbs >= qb + 9 slots), then sel90_topk_radix
-     * with the team's histograms in the (now idle) tile stages.
+    /* sel90_topk_radix turns each row into keys (f2key of the score; +inf for forced blocks, -inf for
+     * blocks no c1 kernel touches; zeros up to a multiple of 4: the row has nbs >= qb + 9 slots) and
+     * selects, with the team's histograms in the (now idle) tile stages.
      * When l1 >= s1 the kernels' windows cover [0, s1 (n1 - 1) + l1 - 1] without gaps, so exactly
      * the blocks from e_lo on touch none (checked against the per-block test for every B < 40 and
      * 48..256, s1 <= 32, l1 < s1 + 40, n1 < 40, block < 60); else the per-block test */
@@ -981,32 +1030,21 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
         const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        float *bs = sBS + tt * nbs;
-        uint32_t *keys = reinterpret_cast<uint32_t *>(bs);
-        const int npad = (qb + 4) & ~3;
-        for (int bb = tw * 32 + lane; bb < npad; bb += 32 * TW) {
-            uint32_t key;
-            if (bb > qb) {
-                key = 0u;
-            } else if (bb < p.init_blocks || bb >= qb - p.local_blocks) {
-                key = 0xff800000u; /* f2key(+inf) */
-            } else if (contig) {
-                key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(bs[bb]);
-            } else {
-                /* kernels [first, last] overlap block bb; B bb <= position < 2^31, so the
-                 * non-negative numerators fit 32 bits unsigned */
-                const int64_t x = (int64_t)p.B * bb - p.l1 + 1;
-                const int64_t first = x > 0 ? ((uint32_t)x + (uint32_t)p.s1 - 1u) / (uint32_t)p.s1 : 0;
-                int64_t last = ((uint32_t)(p.B * bb) + (uint32_t)(p.B - 1)) / (uint32_t)p.s1;
-                if (last > n1 - 1) last = n1 - 1;
-                key = last < first ? 0x007fffffu /* f2key(-inf) */ : f2key(bs[bb]);
-            }
-            keys[bb] = key;
-        }
-        team_bar<TW>(team);
+        /* block bb's key from its score (bb <= qb) */
+        auto key_of = [&](int bb, float score) -> uint32_t {
+            if (bb < p.init_blocks || bb >= qb - p.local_blocks) return 0xff800000u; /* f2key(+inf) */
+            if (contig) return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+            /* kernels [first, last] overlap block bb; B bb <= position < 2^31, so the non-negative
+             * numerators fit 32 bits unsigned */
+            const int64_t x = (int64_t)p.B * bb - p.l1 + 1;
+            const int64_t first = x > 0 ? ((uint32_t)x + (uint32_t)p.s1 - 1u) / (uint32_t)p.s1 : 0;
+            int64_t last = ((uint32_t)(p.B * bb) + (uint32_t)(p.B - 1)) / (uint32_t)p.s1;
+            if (last > n1 - 1) last = n1 - 1;
+            return last < first ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        };
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk_radix<TW>(keys, qb + 1, Kb, qb, row, p.topk_out,
-                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team);
+        sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
+                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
