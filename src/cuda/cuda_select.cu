@@ -400,7 +400,7 @@ enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 
  * +-inf key is a candidate) is taken as is. The first histogram pass also counts the keys above
  * the prefix and notes whether a +-inf key shares it. bf16-rounded scores take 2 histogram
  * passes: 3 passes before the scan where session 10's bit-by-bit search took ~14 (host emulation
- * of this routine against that search: docs/wip-topk-keys-emu.cpp, 300,000 rows incl. NaN payloads
+ * of this routine against that search: docs/topk-emu.cpp, 300,000 rows incl. NaN payloads
  * next to +-inf). The zero padding (in the last group) can only land in bin 0 of a candidate
  * histogram, which the digit search never needs (it stops at digit 0), and is never above a prefix
  * or +-inf.

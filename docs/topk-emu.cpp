@@ -1,9 +1,12 @@
-// Host emulation for docs/wip-topk-keys.patch (session 10): build with `g++ -O2 -o emu docs/wip-topk-keys-emu.cpp && ./emu`;
-// exit status 0 when the two routines agree on every row.
-// Host emulation of k_select90's top-k: session 9's sel90_topk (floats, f2key per pass, 32-key scan
-// steps) against sel90_topk_keys (keys in place, zero padding, 4 keys a lane, 128-key scan steps).
-// Both written as 32-lane loops with the warp collectives as sums / ballots over the lanes. Also
-// the step after the patch, a radix select of the threshold (radix_thr), against the same.
+// Host emulation of k_select90's top-k (src/cuda/cuda_select.cu): build with
+// `g++ -O2 -o emu docs/topk-emu.cpp && ./emu`; exit status 0 when every routine agrees with the
+// reference on every row. The reference is session 9's sel90_topk (floats, f2key per pass, a
+// bit-by-bit search of the k-th key, 32-key scan steps). Against it: session 10's sel90_topk_keys
+// (keys in place, zero padding, 4 keys a lane, 128-key scan steps; on the device 26e6a37-d732329),
+// radix_thr (the radix select of the threshold alone), and team_topk<1> / <2>, the device's
+// sel90_topk_radix as of session 11 (7530a82) for teams of 1 and 2 warps, phase by phase. All
+// written as 32-lane loops with the warp collectives as sums / ballots over the lanes. Keep
+// team_topk in step with the device routine when that changes.
 // Scores: bf16, many ties, f32, zeros, arbitrary bits, and +NaN / -NaN payloads next to +inf / -inf
 // (the cases where the radix select's skip of common bits needs its guard).
 #include <algorithm>
