@@ -50,6 +50,7 @@ typedef struct tcase {
     int lq[4], lk[4];
     int B, l1, s1, init_blocks, local_blocks, topk, exact, dense_len;
     infllm_mode mode;
+    int key_period; /* > 0: token t's keys repeat token (t % key_period)'s (tied block scores) */
 } tcase;
 
 static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
@@ -123,6 +124,13 @@ static void run_case(const tcase *c, unsigned long long seed) {
         k32[i] = ld(k, dt, (int64_t)i);
         infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
         v32[i] = ld(v, dt, (int64_t)i);
+    }
+    if (c->key_period > 0) { /* periodic keys: equal compressed kernels, so block scores tie exactly */
+        const size_t row = (size_t)Hkv * D;
+        for (size_t i = row * (size_t)c->key_period; i < nk; i++) {
+            k[i] = k[i - row * (size_t)c->key_period];
+            k32[i] = k32[i - row * (size_t)c->key_period];
+        }
     }
     /* host layouts */
     infllm_layout hl;
@@ -466,29 +474,32 @@ int main(void) {
     }
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
-    /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode */
+    /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode, key_period */
     const tcase cases[] = {
-        {"g16-d128-L1536", BF, 128, 16, 1, 1, {1536}, {1536}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
-        {"g3-d64-L1000", BF, 64, 6, 2, 1, {1000}, {1000}, 0, 0, 0, 1, 2, 5, 0, 8192, SP},
-        {"g1-f16-L1023", F16, 128, 4, 4, 1, {1023}, {1023}, 0, 0, 0, 1, 1, 4, 0, 8192, SP},
-        {"g8-exact-L777", BF, 128, 8, 1, 1, {777}, {777}, 0, 0, 0, 1, 2, 4, 1, 8192, SP},
-        {"g2-B32-L900", BF, 128, 4, 2, 1, {900}, {900}, 32, 0, 0, 1, 2, 8, 0, 8192, SP},
-        {"g16-B128-L1200", BF, 128, 16, 1, 1, {1200}, {1200}, 128, 0, 0, 1, 1, 3, 0, 8192, SP},
+        {"g16-d128-L1536", BF, 128, 16, 1, 1, {1536}, {1536}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g3-d64-L1000", BF, 64, 6, 2, 1, {1000}, {1000}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
+        {"g1-f16-L1023", F16, 128, 4, 4, 1, {1023}, {1023}, 0, 0, 0, 1, 1, 4, 0, 8192, SP, 0},
+        {"g8-exact-L777", BF, 128, 8, 1, 1, {777}, {777}, 0, 0, 0, 1, 2, 4, 1, 8192, SP, 0},
+        {"g2-B32-L900", BF, 128, 4, 2, 1, {900}, {900}, 32, 0, 0, 1, 2, 8, 0, 8192, SP, 0},
+        {"g16-B128-L1200", BF, 128, 16, 1, 1, {1200}, {1200}, 128, 0, 0, 1, 1, 3, 0, 8192, SP, 0},
         /* B = 192 (a multiple of 64, not 64 x a power of 2): stage 2's chunk -> block division path */
-        {"g16-B192-L1700", BF, 128, 16, 1, 1, {1700}, {1700}, 192, 0, 0, 1, 1, 3, 0, 8192, SP},
+        {"g16-B192-L1700", BF, 128, 16, 1, 1, {1700}, {1700}, 192, 0, 0, 1, 1, 3, 0, 8192, SP, 0},
         /* exact LSE at group 16: k_select90's pass 1 over c1 (its level-L tile map is then c1's) */
-        {"g16-exact-L1300", BF, 128, 16, 1, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP},
-        {"g4-f16-d64-chunk", F16, 64, 8, 2, 1, {300}, {1300}, 0, 0, 0, 2, 2, 5, 0, 8192, SP},
-        {"g16-decode-L3000", BF, 128, 32, 2, 1, {1}, {3000}, 0, 0, 0, 1, 4, 8, 0, 8192, SP},
-        {"varlen-auto", BF, 128, 32, 2, 3, {700, 1, 300}, {700, 900, 1100}, 0, 0, 0, 1, 2, 6, 0, 800, AU},
-        {"g16-s1-8-L1100", BF, 128, 16, 2, 1, {1100}, {1100}, 64, 16, 8, 1, 2, 6, 0, 8192, SP},
-        {"varlen-decode", BF, 128, 32, 2, 3, {1, 2, 1}, {3000, 2500, 700}, 0, 0, 0, 1, 4, 8, 0, 1000, AU},
-        {"g4-f16-d64-decode", F16, 64, 8, 2, 1, {3}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
-        {"dense-mode-g12", BF, 128, 12, 1, 1, {520}, {600}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE},
+        {"g16-exact-L1300", BF, 128, 16, 1, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 0},
+        {"g4-f16-d64-chunk", F16, 64, 8, 2, 1, {300}, {1300}, 0, 0, 0, 2, 2, 5, 0, 8192, SP, 0},
+        {"g16-decode-L3000", BF, 128, 32, 2, 1, {1}, {3000}, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 0},
+        {"varlen-auto", BF, 128, 32, 2, 3, {700, 1, 300}, {700, 900, 1100}, 0, 0, 0, 1, 2, 6, 0, 800, AU, 0},
+        {"g16-s1-8-L1100", BF, 128, 16, 2, 1, {1100}, {1100}, 64, 16, 8, 1, 2, 6, 0, 8192, SP, 0},
+        {"varlen-decode", BF, 128, 32, 2, 3, {1, 2, 1}, {3000, 2500, 700}, 0, 0, 0, 1, 4, 8, 0, 1000, AU, 0},
+        {"g4-f16-d64-decode", F16, 64, 8, 2, 1, {3}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"dense-mode-g12", BF, 128, 12, 1, 1, {520}, {600}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 0},
         /* group 16 at d 64 and in f16: the sm_90a selection kernel's other instantiations */
-        {"g16-d64-L1300", BF, 64, 32, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
-        {"g16-f16-L1100", F16, 128, 16, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP},
-        {"g16-f16-d64-chunk", F16, 64, 16, 1, 1, {400}, {1500}, 0, 0, 0, 1, 2, 6, 0, 8192, SP},
+        {"g16-d64-L1300", BF, 64, 32, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g16-f16-L1100", F16, 128, 16, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
+        {"g16-f16-d64-chunk", F16, 64, 16, 1, 1, {400}, {1500}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        /* keys that repeat every block: every interior block's score ties, so the top-k is decided
+         * by the lower index (k_select90's radix select against REF's sort, exactly) */
+        {"g16-ties-L2100", BF, 128, 32, 2, 1, {2100}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 64},
     };
     printf("test_cuda: CUDA backend vs REF (float64) and golden\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1234 + i);
