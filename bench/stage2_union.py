@@ -22,7 +22,7 @@ for all its rows, so that is the MMA work per useful MMA, and union / tokens is 
 per token.
 
     python3 bench/stage2_union.py --lib build-cpu/libinfllm.so [--T 32768] [--random] [--csv]
-                                  [--refine --sample 0.15] [--tiles]
+                                  [--refine --sample 0.15] [--tiles] [--counts]
 """
 import argparse
 import ctypes as C
@@ -223,6 +223,23 @@ def tile_work(m, W):
     return {k: (v[0] / max(v[2], 1), v[1] / max(v[2], 1)) for k, v in out.items()}
 
 
+def chunk_counts(m, W):
+    """share of a warpgroup's chunks (the union of its 4 tokens) that 1, 2, 3 and 4 of its tokens
+    selected, for consecutive warpgroups (tokens 4c..4c+3) and for k_group_tokens' (greedy 8-token
+    groups inside windows of W tokens, warpgroups = the first and last four picked). A chunk that
+    one token selected costs k_flash90 a full M = 64 product pair for 16 useful rows."""
+    G, T, nb = m.shape
+    out = {"consecutive": np.zeros(5), "greedy 8": np.zeros(5)}
+    for g in range(G):
+        for w0 in range(0, T - W + 1, W):
+            win = m[g, w0:w0 + W]
+            groups = [list(range(c, c + 4)) for c in range(0, W - 3, 4)]
+            out["consecutive"] += np.bincount(win[groups].sum(axis=1).ravel(), minlength=5)[:5]
+            gg = [h for grp in greedy_groups(win, 8) for h in (grp[:4], grp[4:])]
+            out["greedy 8"] += np.bincount(win[gg].sum(axis=1).ravel(), minlength=5)[:5]
+    return {k: v[1:] / max(v[1:].sum(), 1) for k, v in out.items()}
+
+
 def union_refined(m, gs, W, sample, seed):
     """(greedy, greedy + swaps) mean unions over a random sample of the windows"""
     G, T, nb = m.shape
@@ -269,14 +286,17 @@ def main():
     ap.add_argument("--tiles", action="store_true",
                     help="also k_flash90's work per 8-token tile (CTA iterations, warpgroup chunks) for three "
                          "tilings, in windows of the first --windows entry (>= 8)")
+    ap.add_argument("--counts", action="store_true",
+                    help="also how many of a warpgroup's 4 tokens selected each chunk of its union (windows of the "
+                         "first --windows entry, >= 8)")
     a = ap.parse_args()
     wins = [int(x) for x in a.windows.split(",") if x]
     if a.T < 64 or a.T > 262144:
         sys.exit("stage2_union: --T must be in [64, 262144] (the scores of all T x T/16 pairs are held in memory)")
     if any(w < 1 or w > a.T for w in wins):
         sys.exit("stage2_union: every --windows entry must be in [1, T]")
-    if a.tiles and (not wins or wins[0] < 8):
-        sys.exit("stage2_union: --tiles needs a first --windows entry >= 8")
+    if (a.tiles or a.counts) and (not wins or wins[0] < 8):
+        sys.exit("stage2_union: --tiles and --counts need a first --windows entry >= 8")
     if a.refine and (not wins or wins[0] < 8 or not 0.0 < a.sample <= 1.0):
         sys.exit("stage2_union: --refine needs a first --windows entry >= 8 and --sample in (0, 1]")
     lib = load_lib(a.lib)
@@ -295,6 +315,7 @@ def main():
           f"Hq {HQ}, Hkv {HKV}")
     refined = union_refined(m, 8, wins[0], a.sample, a.seed) if a.refine else None
     tiles = tile_work(m, wins[0]) if a.tiles else None
+    counts = chunk_counts(m, wins[0]) if a.counts else None
     if a.csv:
         print("tokens," + ",".join(cols))
         for gs, r in rows:
@@ -306,6 +327,10 @@ def main():
             print(f"# 8-token tiles of two 4-token warpgroups, windows of {wins[0]}: tiling,cta_iterations,warpgroup_chunks")
             for k, (it, wgc) in tiles.items():
                 print(f"{k},{it:.1f},{wgc:.1f}")
+        if counts:
+            print(f"# warpgroup chunks by how many of its 4 tokens selected them, windows of {wins[0]}: tiling,1,2,3,4")
+            for k, v in counts.items():
+                print(f"{k}," + ",".join(f"{x:.4f}" for x in v))
         return
     print("| tokens per group | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -323,6 +348,12 @@ def main():
         print("|---|---|---|")
         for k, (it, wgc) in tiles.items():
             print(f"| {k} | {it:.1f} | {wgc:.1f} |")
+    if counts:
+        print(f"\nwarpgroup chunks (4 tokens) by how many of the tokens selected them, windows of {wins[0]} tokens:")
+        print("| tiling | 1 | 2 | 3 | 4 | token-chunks per union chunk |")
+        print("|---|---|---|---|---|---|")
+        for k, v in counts.items():
+            print(f"| {k} | " + " | ".join(f"{100 * x:.1f}%" for x in v) + f" | {float((v * np.arange(1, 5)).sum()):.2f} |")
 
 
 if __name__ == "__main__":
