@@ -357,9 +357,10 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
  *           with token tig's sum (0.19 shuffles per score; k_select's row layout needs 1.5), rounded
  *           to bf16 for bf16 storage, then max-pooled by shared-memory atomicMax into the token's
  *           block scores as in k_select.
- * Then the forced blocks and the top-k (k_select's selection; a radix select by two warps per token). CTAs are launched
- * heaviest (last tokens) first. (Session 10: 4 warpgroups instead of 2 alone changed nothing;
- * with the ordered issue, select -5% at 128K; 2 warpgroups with the ordered issue were 1.6x slower.) */
+ * Then the forced blocks and the top-k (k_select's selection, by a radix select with two warps per
+ * token: sel90_topk_radix). CTAs are launched heaviest (last tokens) first. (Session 10: 4
+ * warpgroups instead of 2 alone changed nothing; with the ordered issue, select -5% at 128K; 2
+ * warpgroups with the ordered issue were 1.6x slower.) */
 /* A team of TW warps (1 or 2) that finalizes one row: team_bar syncs the team. Pairs use named
  * barriers 4..11 (1..3 order the main loop's issue); each case's ID is a compile-time constant (a
  * runtime ID makes ptxas reserve all 16 barriers and grow the registers, session 10). */
@@ -379,7 +380,6 @@ template <int TW> __device__ __forceinline__ void team_bar(int team) {
     default: named_bar_sync<11, 64>(); break;
     }
 }
-/* shared memory of one team: 4 histograms of 256 bins (one per radix pass) + 32 exchange words */
 /* shared memory of one team: per warp 2 histograms of 256 bins (radix passes alternate between
  * them) + 32 exchange words */
 enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 32 };
