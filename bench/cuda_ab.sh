@@ -17,6 +17,8 @@
 #   -d SIZES      dense causal lengths, "" for none (default "")
 #   --dump T      compare top-k / sparse / dense outputs with the baseline's at T (default 32768; 0: off)
 #   --no-check    skip scripts/cuda_check.sh
+#   --check NAMES run scripts/cuda_check.sh only on the trees of these configurations (comma list;
+#                 default: every tree other than the baseline's)
 #   --table NAME  also the full table (every baseline, FlexAttention, decode) of configuration NAME
 #   --out DIR     logs and JSON (default /tmp/cuda_ab; the summary goes to stdout, so that a device
 #                 call's output tail has it even when the call returns only a few files)
@@ -27,7 +29,7 @@
 # checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 TABLE="" DRY=0
+ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" DRY=0
 OUTDIR=/tmp/cuda_ab
 CONFIGS=()
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
   -d) DSIZES=${2?}; shift 2 ;;
   --dump) DUMP=${2:?}; shift 2 ;;
   --no-check) CHECK=0; shift ;;
+  --check) CHECK_NAMES=${2:?}; shift 2 ;;
   --table) TABLE=${2:?}; shift 2 ;;
   --out) OUTDIR=${2:?}; shift 2 ;;
   --dry-run) DRY=1; shift ;;
@@ -64,6 +67,14 @@ for c in "${CONFIGS[@]}"; do
   [ -f "$tree/CMakeLists.txt" ] || { echo "cuda_ab: $tree (configuration $name) is not a source tree" >&2; exit 2; }
   NAMES+=("$name") TREES+=("$(cd "$tree" && pwd)") ENVS+=("${envs//,/ }")
 done
+CHECK_TREES=() # trees to check when --check names them
+if [ -n "$CHECK_NAMES" ]; then
+  for cn in ${CHECK_NAMES//,/ }; do
+    found=0
+    for i in "${!NAMES[@]}"; do [ "${NAMES[$i]}" = "$cn" ] && { found=1; CHECK_TREES+=("${TREES[$i]}"); }; done
+    [ $found = 1 ] || { echo "cuda_ab: --check $cn names no configuration" >&2; exit 2; }
+  done
+fi
 if [ -n "$TABLE" ]; then
   found=0
   for n in "${NAMES[@]}"; do [ "$n" = "$TABLE" ] && found=1; done
@@ -115,7 +126,13 @@ echo "# built $(stamp)"
 # ---- correctness: cuda_check on every tree other than the baseline's, run from inside that tree
 if [ $CHECK = 1 ]; then
   for t in "${UTREES[@]}"; do
-    [ "$t" = "${TREES[0]}" ] && continue
+    if [ ${#CHECK_TREES[@]} -gt 0 ]; then
+      want=0
+      for ct in "${CHECK_TREES[@]}"; do [ "$ct" = "$t" ] && want=1; done
+      [ $want = 1 ] || continue
+    else
+      [ "$t" = "${TREES[0]}" ] && continue
+    fi
     i=$(tree_index "$t")
     if [ $DRY = 1 ]; then echo "+ (cd $t && BUILD=$(build_of "$t") scripts/cuda_check.sh)"; continue; fi
     ( cd "$t" && BUILD=$(build_of "$t") scripts/cuda_check.sh ) >"$OUTDIR/check-$i.log" 2>&1
