@@ -39,6 +39,9 @@ def load_lib(path):
     lib.infllm_cache_memory_bytes.restype = C.c_size_t
     lib.infllm_cache_free.argtypes = [vp]
     lib.infllm_cache_free.restype = None
+    if hasattr(lib, "cuda_debug_fused_topk"):  # CUDA builds: compress + fused stage 1 + top-k (test hook)
+        lib.cuda_debug_fused_topk.argtypes = [vp, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, vp,
+                                              vp, vp]
     return lib
 
 
@@ -402,9 +405,7 @@ def main():
                          "two builds or kernel switches on the same inputs")
     a = ap.parse_args()
     lib = load_lib(a.lib)
-    dbg = lib.cuda_debug_fused_topk  # compress + fused stage 1 + top-k into a [HKV, T, K] selection
-    dbg.argtypes = [C.c_void_p, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, C.c_void_p,
-                    C.c_void_p, C.c_void_p]
+    dbg = lib.cuda_debug_fused_topk  # compress + fused stage 1 + top-k into a [HKV, T, K] selection (argtypes: load_lib)
     if a.profile:
         T = a.profile
         q, k, v = make_inputs(T, structured=not a.random)
