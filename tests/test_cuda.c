@@ -500,8 +500,8 @@ int main(void) {
         /* keys that repeat every block: every interior block's score ties, so the top-k is decided
          * by the lower index (k_select90's radix select against REF's sort, exactly) */
         {"g16-ties-L2100", BF, 128, 32, 2, 1, {2100}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 64},
-        /* kernels shorter than their stride (l1 8 < s1 16): k_select90's per-block "touched by a c1
-         * kernel" division test instead of the first-empty-block compare */
+        /* kernels shorter than their stride (l1 8 < s1 16): the first-untouched-block rule
+         * (d_first_untouched_block) against REF's per-block test where the kernels leave gaps */
         {"g16-gaps-L1500", BF, 128, 16, 1, 1, {1500}, {1500}, 64, 8, 16, 1, 2, 6, 0, 8192, SP, 0},
     };
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks

@@ -938,14 +938,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     if (p.nsplit < 1) p.nsplit = 1;
     p.n1 = d_windows(p.L, p.l1, p.s1);
     p.nL = p.exact ? p.n1 : d_windows(p.L, p.l2, p.s2);
-    {
-        /* block bb meets a c1 kernel iff a kernel start (a multiple of s1 in [0, s1 (n1 - 1)]) lies
-         * in [B bb - l1 + 1, B bb + B - 1]. None does past (s1 (n1 - 1) + l1 - 1) / B; before it,
-         * a block's range is non-empty and either starts at 0, ends at the last start, or is
-         * B + l1 - 1 >= s1 keys long (B is a multiple of s1: checked by the API), so it holds one */
-        const int64_t s1n1 = (int64_t)p.s1 * (p.n1 - 1);
-        p.e_lo = s1n1 < 0 ? 0 : (int)((s1n1 + p.l1 - 1) / p.B + 1);
-    }
+    p.e_lo = d_first_untouched_block(p.B, p.l1, p.s1, p.n1);
     for (int t = 0; t < p.n; t++) {
         const int pos = p.L - p.n + t;
         p.pos[t] = pos;

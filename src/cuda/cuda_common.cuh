@@ -108,6 +108,16 @@ __host__ __device__ __forceinline__ int32_t d_visible(int64_t pos, int32_t size,
     int64_t c = pos + 1 >= size ? (pos + 1 - size) / stride + 1 : 0;
     return (int32_t)(c < n ? c : n);
 }
+/* The first block (of B keys) that none of the n1 c1 kernels (size l1, stride s1) touches: every
+ * block from it on has none, every one before has one. Block bb meets a kernel iff a kernel start (a
+ * multiple of s1 in [0, s1 (n1 - 1)]) lies in [B bb - l1 + 1, B bb + B - 1]. None does past
+ * (s1 (n1 - 1) + l1 - 1) / B; before it, a block's range is non-empty and either starts at 0, ends
+ * at the last start, or is B + l1 - 1 >= s1 keys long (B is a multiple of s1: checked by the API), so
+ * it holds one. This holds for any l1 >= 1, also below s1 (checked against the per-block division
+ * test for every s1 <= 32, B <= 256, l1 <= s1 + 64, n1 <= 40, block < 80: 242M cases). */
+__host__ __device__ __forceinline__ int32_t d_first_untouched_block(int32_t B, int32_t l1, int32_t s1, int32_t n1) {
+    return n1 > 0 ? (int32_t)(((int64_t)s1 * (n1 - 1) + l1 - 1) / B + 1) : 0;
+}
 /* per-sequence dense/sparse switch (SPEC A.8) */
 __host__ __device__ __forceinline__ int d_seq_sparse(int mode, int32_t dense_len, int32_t lk) {
     if (mode == INFLLM_MODE_DENSE) return 0;

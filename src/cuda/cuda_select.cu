@@ -1018,13 +1018,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 
     /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
     /* sel90_topk_radix turns each row into keys (f2key of the score; +inf for forced blocks, -inf for
-     * blocks no c1 kernel touches; zeros up to a multiple of 4: the row has nbs >= qb + 9 slots) and
-     * selects, with the team's histograms in the (now idle) tile stages.
-     * When l1 >= s1 the kernels' windows cover [0, s1 (n1 - 1) + l1 - 1] without gaps, so exactly
-     * the blocks from e_lo on touch none (checked against the per-block test for every B < 40 and
-     * 48..256, s1 <= 32, l1 < s1 + 40, n1 < 40, block < 60); else the per-block test */
-    const bool contig = p.l1 >= p.s1;
-    const int e_lo = n1 > 0 ? (int)(((int64_t)p.s1 * (n1 - 1) + p.l1 - 1) / p.B) + 1 : 0;
+     * blocks no c1 kernel touches, i.e. those from e_lo on; zeros up to a multiple of 4: the row has
+     * nbs >= qb + 9 slots) and selects, with the team's histograms in the (now idle) tile stages */
+    const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
     constexpr int TW = SEL90_TOPK_TW;
     const int team = warp / TW, tw = warp % TW;
     for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
@@ -1033,14 +1029,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         /* block bb's key from its score (bb <= qb) */
         auto key_of = [&](int bb, float score) -> uint32_t {
             if (bb < p.init_blocks || bb >= qb - p.local_blocks) return 0xff800000u; /* f2key(+inf) */
-            if (contig) return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
-            /* kernels [first, last] overlap block bb; B bb <= position < 2^31, so the non-negative
-             * numerators fit 32 bits unsigned */
-            const int64_t x = (int64_t)p.B * bb - p.l1 + 1;
-            const int64_t first = x > 0 ? ((uint32_t)x + (uint32_t)p.s1 - 1u) / (uint32_t)p.s1 : 0;
-            int64_t last = ((uint32_t)(p.B * bb) + (uint32_t)(p.B - 1)) / (uint32_t)p.s1;
-            if (last > n1 - 1) last = n1 - 1;
-            return last < first ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+            return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
         };
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
