@@ -115,252 +115,6 @@ __device__ __forceinline__ void tile_qf_mma(const uint32_t (&qf)[D / 16][4], con
     }
 }
 
-template <typename T, int D, int NW>
-__global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p) {
-    constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
-    extern __shared__ __align__(16) unsigned char smem[];
-    /* M <= 64: the Q tile is staged in the second c-tile buffer (free until the first prefetch) */
-    constexpr bool QALIAS = M <= 64;
-    uint16_t *sC = (uint16_t *)smem + (QALIAS ? 0 : M * D); /* [2][64][D] */
-    uint16_t *sQ = QALIAS ? sC + 64 * D : (uint16_t *)smem;
-    float *sBS = (float *)(sC + 2 * 64 * D);                /* [TT][nbmax] (fused) */
-    float *sP = sBS + (p.topk ? p.TT * p.nbmax : 0); /* [M][65] (generic G) */
-
-    const int b = blockIdx.y, g = blockIdx.z;
-    int64_t q0, k0;
-    int32_t lq, lk;
-    seq_get(p.sd, b, q0, lq, k0, lk);
-    const int tok0 = blockIdx.x * p.TT;
-    if (tok0 >= lq) return;
-    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return;
-    const int ntok = min(p.TT, lq - tok0);
-    const int64_t pos0 = (int64_t)lk - lq + tok0;
-    const int64_t pos_last = pos0 + ntok - 1;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int G = p.G;
-
-    if (p.topk) {
-        /* tokens with <= K causal blocks take them all */
-        for (int tt = 0; tt < ntok; tt++) {
-            int64_t qb = (pos0 + tt) / p.B;
-            if (qb + 1 <= p.K) {
-                int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-                for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
-            }
-        }
-        if (pos_last / p.B + 1 <= p.K) return;
-    }
-
-    const int32_t n1 = d_windows(lk, p.l1, p.s1);
-    const int32_t n2 = d_windows(lk, p.l2, p.s2);
-    const int64_t c1_0 = p.cu_c1 ? p.cu_c1[b] : 0;
-    const int64_t c2_0 = p.cu_c2 ? p.cu_c2[b] : 0;
-    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
-    const int64_t cL0 = p.exact ? c1_0 : c2_0;
-    const int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
-    const int64_t kvstride = (int64_t)p.Hkv * D;
-
-    /* rows of this thread */
-    bool rvalid[2];
-    int rtt[2], visL[2], vis1[2];
-    for (int ri = 0; ri < 2; ri++) {
-        int r = warp * 16 + gid + 8 * ri;
-        int tt = r / G;
-        rvalid[ri] = r < p.TT * G && tt < ntok;
-        rtt[ri] = rvalid[ri] ? tt : 0;
-        int64_t pos = pos0 + rtt[ri];
-        visL[ri] = rvalid[ri] ? d_visible(pos, lL, sL, nL) : 0;
-        vis1[ri] = rvalid[ri] ? d_visible(pos, p.l1, p.s1, n1) : 0;
-    }
-    const int maxvisL = d_visible(pos_last, lL, sL, nL);
-    /* fused top-k: the kernels past sel_pass2_kernels touch only blocks every token forces, so pass 2
-     * stops there (the last tile's rows past it load as zeros: their scores go to forced blocks only) */
-    const int maxvis1 = p.topk ? sel_pass2_kernels(d_visible(pos_last, p.l1, p.s1, n1), pos_last, p.B, p.s1,
-                                                   p.local_blocks)
-                               : d_visible(pos_last, p.l1, p.s1, n1);
-
-    /* Q rows -> sQ */
-    {
-        const uint16_t *qg = (const uint16_t *)p.q;
-        for (int i = tid; i < M * CH; i += NT) {
-            int r = i / CH, c = i % CH;
-            int tt = r / G, hh = r % G;
-            bool ok = r < p.TT * G && tt < ntok;
-            const uint16_t *src =
-                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
-            cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
-        }
-    }
-    if (p.topk) {
-        for (int i = tid; i < p.TT * p.nbmax; i += NT) sBS[i] = 0.f;
-    }
-    int ntL = (maxvisL + 63) / 64, nt1 = (maxvis1 + 63) / 64;
-    if (ntL > 0) load_tile_async<D, 64, NT>(sC, cL + (cL0 * p.Hkv + g) * D, kvstride, maxvisL);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-
-    uint32_t qf[KS][4];
-    load_qf<D>(qf, sQ, warp);
-    __syncthreads(); /* sQ may alias the second c-tile buffer */
-
-    /* ---- pass 1: LSE over the visible level-L kernels ---- */
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    int stage = 0;
-    for (int t = 0; t < ntL; t++) {
-        if (t + 1 < ntL)
-            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D, cL + ((cL0 + 64 * (t + 1)) * p.Hkv + g) * D,
-                                       kvstride, maxvisL - 64 * (t + 1));
-        else if (nt1 > 0) /* prefetch the first c1 tile */
-            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
-                                       (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride, maxvis1);
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        float s[8][4];
-        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
-        lse_tile_update(s, m, l, 64 * t, tig, visL[0], visL[1], p.scale_log2);
-        __syncthreads();
-        stage ^= 1;
-    }
-    if (ntL == 0 && nt1 > 0) {
-        load_tile_async<D, 64, NT>(sC + stage * 64 * D, (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride,
-                                   maxvis1);
-        cp_async_commit();
-    }
-    float lse2[2];
-#pragma unroll
-    for (int ri = 0; ri < 2; ri++) {
-        float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-        lse2[ri] = lt > 0.f ? m[ri] + __log2f(lt) : INFINITY; /* no visible kernel: P = 0 */
-    }
-
-    /* ---- pass 2: probabilities over c1, group sum, round, emit ---- */
-    const bool shfl_path = (16 % G) == 0;
-    const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
-    const int Kb = p.K;
-    for (int t = 0; t < nt1; t++) {
-        if (t + 1 < nt1)
-            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
-                                       (const uint16_t *)p.c1 + ((c1_0 + 64 * (t + 1)) * p.Hkv + g) * D, kvstride,
-                                       maxvis1 - 64 * (t + 1));
-        cp_async_commit();
-        cp_async_wait<1>();
-        __syncthreads();
-        float s[8][4];
-        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int ri = e >> 1;
-                int col = 64 * t + 8 * j + 2 * tig + (e & 1);
-                s[j][e] = col < vis1[ri] ? exp2f(s[j][e] * p.scale_log2 - lse2[ri]) : 0.f;
-            }
-        /* group sums -> emit(tt, col, val) */
-        auto emit = [&](int tt, int col, float val) {
-            if (tt >= ntok || col >= n1) return;
-            if (p.round_bf16) val = __bfloat162float(__float2bfloat16_rn(val));
-            if (p.scores) {
-                int64_t trow = q0 + tok0 + tt;
-                p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val;
-            } else {
-                int qb = (int)((pos0 + tt) / p.B);
-                if (qb + 1 <= Kb) return;
-                int blo, bhi;
-                if (dflt) {
-                    blo = col >> 2;
-                    bhi = (col + 1) >> 2;
-                } else {
-                    blo = (p.s1 * col) / p.B;
-                    bhi = (p.s1 * col + p.l1 - 1) / p.B;
-                }
-                if (bhi > qb) bhi = qb;
-                int *dst = (int *)&sBS[tt * p.nbmax];
-                atomicMax(dst + blo, __float_as_int(val));
-                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(val));
-            }
-        };
-        if (shfl_path) {
-            if (G == 16) {
-                /* lane (gid, tig) emits n-tile gid */
-                float mine[2];
-                tile_head_sum16(s, gid, mine);
-                emit(warp, 64 * t + 8 * gid + 2 * tig, mine[0]);
-                emit(warp, 64 * t + 8 * gid + 2 * tig + 1, mine[1]);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float v = s[j][e];
-                        for (int off = 4; off < 4 * G; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-                        int r = warp * 16 + gid + 8 * (e >> 1);
-                        if ((j % G) == (gid % G)) emit(r / G, 64 * t + 8 * j + 2 * tig + (e & 1), v);
-                    }
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = warp * 16 + gid + 8 * (e >> 1);
-                    sP[r * 65 + 8 * j + 2 * tig + (e & 1)] = s[j][e];
-                }
-            __syncthreads();
-            for (int i = tid; i < p.TT * 64; i += NT) {
-                int tt = i / 64, col = i % 64;
-                float v = 0.f;
-                for (int hh = 0; hh < G; hh++) v += sP[(tt * G + hh) * 65 + col];
-                emit(tt, 64 * t + col, v);
-            }
-        }
-        __syncthreads();
-        stage ^= 1;
-    }
-    cp_async_wait<0>();
-    if (!p.topk) return;
-    __syncthreads();
-
-    /* ---- finalize block scores + top-k, one warp per token ---- */
-    for (int tt = warp; tt < ntok; tt += NW) {
-        int64_t qb = (pos0 + tt) / p.B;
-        if (qb + 1 <= Kb) continue;
-        float *bs = sBS + tt * p.nbmax;
-        warp_force_blocks(bs, qb, p.init_blocks, p.local_blocks, p.B, p.l1, p.s1, n1);
-        __syncwarp();
-        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        warp_topk(bs, (int)qb + 1, Kb, (int)qb, row, p.topk_out);
-    }
-}
-
-/* ------------------------------------------------------ sm_90a: k_select90 ---- */
-/* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
- * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
- * 4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
- * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
- * cp.async) stays in shared memory all along. Each warpgroup issues CT / 128 m64n64 products a
- * tile, each its own group, and processes product p while the later one multiplies; the
- * warpgroups issue in turn (named barriers), so that their products complete one warpgroup after
- * the other and one's exps run under the next ones' products.
- *   pass 1 (rows x kernels): warpgroup w takes rows 64 (w % 2).. (tokens 4 (w % 2)..) against column
- *           half w / 2 of the tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row
- *           as in k_select, each 64-column product one step, in column order; at the end the two
- *           column halves' (max, sum) are merged through shared memory.
- *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels CT/2 (w % 2).. against
- *           the rows of token half w / 2 (tokens 4 (w / 2)..), S^T = c_w Q_h^T, one product per 64
- *           kernels. A thread then holds, per row (kernel), 4 heads of each of 4 tokens:
- *           P = exp2(S - LSE) (LSE per column, negated, from shared memory once), the head sum is 3
- *           local adds + a 3-shuffle reduce-scatter over the 4 lanes of a quad that leaves lane tig
- *           with token tig's sum (0.19 shuffles per score; k_select's row layout needs 1.5), rounded
- *           to bf16 for bf16 storage, then max-pooled by shared-memory atomicMax into the token's
- *           block scores as in k_select.
- * Then the forced blocks and the top-k (k_select's selection, by a radix select with two warps per
- * token: sel90_topk_radix). CTAs are launched heaviest (last tokens) first. (Session 10: 4
- * warpgroups instead of 2 alone changed nothing; with the ordered issue, select -5% at 128K; 2
- * warpgroups with the ordered issue were 1.6x slower.) */
 /* A team of TW warps (1 or 2) that finalizes one row: team_bar syncs the team. Pairs use named
  * barriers 4..11 (1..3 order the main loop's issue); each case's ID is a compile-time constant (a
  * runtime ID makes ptxas reserve all 16 barriers and grow the registers, session 10). */
@@ -383,6 +137,12 @@ template <int TW> __device__ __forceinline__ void team_bar(int team) {
 /* shared memory of one team: per warp 2 histograms of 256 bins (radix passes alternate between
  * them) + 32 exchange words */
 enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 32 };
+/* the same for a team of one warp (k_select): its 2 histograms + the exchange words */
+enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
+/* k_select's finalize puts NW x SEL_TOPK1_WORDS words at the start of its shared memory, which holds
+ * at least the two c tiles (2 x 64 x D x 2 bytes, D >= 64) and, for M > 64, the Q tile before them */
+static_assert(8 * SEL_TOPK1_WORDS * 4 <= 2 * 64 * 64 * 2 + 128 * 64 * 2 && 4 * SEL_TOPK1_WORDS * 4 <= 2 * 64 * 64 * 2,
+              "k_select: the finalize's histograms must fit in the idle Q / c tiles");
 
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
  * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
@@ -661,6 +421,259 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
     for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
 }
 
+template <typename T, int D, int NW>
+__global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p) {
+    constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16;
+    extern __shared__ __align__(16) unsigned char smem[];
+    /* M <= 64: the Q tile is staged in the second c-tile buffer (free until the first prefetch) */
+    constexpr bool QALIAS = M <= 64;
+    uint16_t *sC = (uint16_t *)smem + (QALIAS ? 0 : M * D); /* [2][64][D] */
+    uint16_t *sQ = QALIAS ? sC + 64 * D : (uint16_t *)smem;
+    float *sBS = (float *)(sC + 2 * 64 * D);                /* [TT][nbmax] (fused) */
+    float *sP = sBS + (p.topk ? p.TT * p.nbmax : 0); /* [M][65] (generic G) */
+
+    const int b = blockIdx.y, g = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int tok0 = blockIdx.x * p.TT;
+    if (tok0 >= lq) return;
+    if (p.filter_sparse && !d_seq_sparse(p.mode, p.dense_len, lk)) return;
+    const int ntok = min(p.TT, lq - tok0);
+    const int64_t pos0 = (int64_t)lk - lq + tok0;
+    const int64_t pos_last = pos0 + ntok - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int G = p.G;
+
+    if (p.topk) {
+        /* tokens with <= K causal blocks take them all */
+        for (int tt = 0; tt < ntok; tt++) {
+            int64_t qb = (pos0 + tt) / p.B;
+            if (qb + 1 <= p.K) {
+                int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+                for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
+            }
+        }
+        if (pos_last / p.B + 1 <= p.K) return;
+    }
+
+    const int32_t n1 = d_windows(lk, p.l1, p.s1);
+    const int32_t n2 = d_windows(lk, p.l2, p.s2);
+    const int64_t c1_0 = p.cu_c1 ? p.cu_c1[b] : 0;
+    const int64_t c2_0 = p.cu_c2 ? p.cu_c2[b] : 0;
+    const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
+    const int64_t cL0 = p.exact ? c1_0 : c2_0;
+    const int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
+    const int64_t kvstride = (int64_t)p.Hkv * D;
+
+    /* rows of this thread */
+    bool rvalid[2];
+    int rtt[2], visL[2], vis1[2];
+    for (int ri = 0; ri < 2; ri++) {
+        int r = warp * 16 + gid + 8 * ri;
+        int tt = r / G;
+        rvalid[ri] = r < p.TT * G && tt < ntok;
+        rtt[ri] = rvalid[ri] ? tt : 0;
+        int64_t pos = pos0 + rtt[ri];
+        visL[ri] = rvalid[ri] ? d_visible(pos, lL, sL, nL) : 0;
+        vis1[ri] = rvalid[ri] ? d_visible(pos, p.l1, p.s1, n1) : 0;
+    }
+    const int maxvisL = d_visible(pos_last, lL, sL, nL);
+    /* fused top-k: the kernels past sel_pass2_kernels touch only blocks every token forces, so pass 2
+     * stops there (the last tile's rows past it load as zeros: their scores go to forced blocks only) */
+    const int maxvis1 = p.topk ? sel_pass2_kernels(d_visible(pos_last, p.l1, p.s1, n1), pos_last, p.B, p.s1,
+                                                   p.local_blocks)
+                               : d_visible(pos_last, p.l1, p.s1, n1);
+
+    /* Q rows -> sQ */
+    {
+        const uint16_t *qg = (const uint16_t *)p.q;
+        for (int i = tid; i < M * CH; i += NT) {
+            int r = i / CH, c = i % CH;
+            int tt = r / G, hh = r % G;
+            bool ok = r < p.TT * G && tt < ntok;
+            const uint16_t *src =
+                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+            cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
+        }
+    }
+    if (p.topk) {
+        for (int i = tid; i < p.TT * p.nbmax; i += NT) sBS[i] = 0.f;
+    }
+    int ntL = (maxvisL + 63) / 64, nt1 = (maxvis1 + 63) / 64;
+    if (ntL > 0) load_tile_async<D, 64, NT>(sC, cL + (cL0 * p.Hkv + g) * D, kvstride, maxvisL);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    uint32_t qf[KS][4];
+    load_qf<D>(qf, sQ, warp);
+    __syncthreads(); /* sQ may alias the second c-tile buffer */
+
+    /* ---- pass 1: LSE over the visible level-L kernels ---- */
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int stage = 0;
+    for (int t = 0; t < ntL; t++) {
+        if (t + 1 < ntL)
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D, cL + ((cL0 + 64 * (t + 1)) * p.Hkv + g) * D,
+                                       kvstride, maxvisL - 64 * (t + 1));
+        else if (nt1 > 0) /* prefetch the first c1 tile */
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
+                                       (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride, maxvis1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        float s[8][4];
+        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
+        lse_tile_update(s, m, l, 64 * t, tig, visL[0], visL[1], p.scale_log2);
+        __syncthreads();
+        stage ^= 1;
+    }
+    if (ntL == 0 && nt1 > 0) {
+        load_tile_async<D, 64, NT>(sC + stage * 64 * D, (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride,
+                                   maxvis1);
+        cp_async_commit();
+    }
+    float lse2[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float lt = l[ri];
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lse2[ri] = lt > 0.f ? m[ri] + __log2f(lt) : INFINITY; /* no visible kernel: P = 0 */
+    }
+
+    /* ---- pass 2: probabilities over c1, group sum, round, emit ---- */
+    const bool shfl_path = (16 % G) == 0;
+    const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
+    const int Kb = p.K;
+    for (int t = 0; t < nt1; t++) {
+        if (t + 1 < nt1)
+            load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
+                                       (const uint16_t *)p.c1 + ((c1_0 + 64 * (t + 1)) * p.Hkv + g) * D, kvstride,
+                                       maxvis1 - 64 * (t + 1));
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        float s[8][4];
+        tile_qf_mma<T, D>(qf, sC + stage * 64 * D, s);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int ri = e >> 1;
+                int col = 64 * t + 8 * j + 2 * tig + (e & 1);
+                s[j][e] = col < vis1[ri] ? exp2f(s[j][e] * p.scale_log2 - lse2[ri]) : 0.f;
+            }
+        /* group sums -> emit(tt, col, val) */
+        auto emit = [&](int tt, int col, float val) {
+            if (tt >= ntok || col >= n1) return;
+            if (p.round_bf16) val = __bfloat162float(__float2bfloat16_rn(val));
+            if (p.scores) {
+                int64_t trow = q0 + tok0 + tt;
+                p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val;
+            } else {
+                int qb = (int)((pos0 + tt) / p.B);
+                if (qb + 1 <= Kb) return;
+                int blo, bhi;
+                if (dflt) {
+                    blo = col >> 2;
+                    bhi = (col + 1) >> 2;
+                } else {
+                    blo = (p.s1 * col) / p.B;
+                    bhi = (p.s1 * col + p.l1 - 1) / p.B;
+                }
+                if (bhi > qb) bhi = qb;
+                int *dst = (int *)&sBS[tt * p.nbmax];
+                atomicMax(dst + blo, __float_as_int(val));
+                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(val));
+            }
+        };
+        if (shfl_path) {
+            if (G == 16) {
+                /* lane (gid, tig) emits n-tile gid */
+                float mine[2];
+                tile_head_sum16(s, gid, mine);
+                emit(warp, 64 * t + 8 * gid + 2 * tig, mine[0]);
+                emit(warp, 64 * t + 8 * gid + 2 * tig + 1, mine[1]);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float v = s[j][e];
+                        for (int off = 4; off < 4 * G; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+                        int r = warp * 16 + gid + 8 * (e >> 1);
+                        if ((j % G) == (gid % G)) emit(r / G, 64 * t + 8 * j + 2 * tig + (e & 1), v);
+                    }
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = warp * 16 + gid + 8 * (e >> 1);
+                    sP[r * 65 + 8 * j + 2 * tig + (e & 1)] = s[j][e];
+                }
+            __syncthreads();
+            for (int i = tid; i < p.TT * 64; i += NT) {
+                int tt = i / 64, col = i % 64;
+                float v = 0.f;
+                for (int hh = 0; hh < G; hh++) v += sP[(tt * G + hh) * 65 + col];
+                emit(tt, 64 * t + col, v);
+            }
+        }
+        __syncthreads();
+        stage ^= 1;
+    }
+    cp_async_wait<0>();
+    if (!p.topk) return;
+    __syncthreads();
+
+    /* ---- finalize block scores + top-k, one warp per token: sel90_topk_radix<1> (k_select90's
+     * routine with a team of one warp) over keys it writes in place, its histograms in the idle Q /
+     * c tiles at the start of shared memory (NW x SEL_TOPK1_WORDS words; static_assert below). Block
+     * bb's key: +inf forced, -inf when no c1 kernel touches it (the blocks from e_lo on), else f2key
+     * of its score. Rows hold nbmax slots, a multiple of 4. */
+    const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
+    for (int tt = warp; tt < ntok; tt += NW) {
+        const int64_t qb = (pos0 + tt) / p.B;
+        if (qb + 1 <= Kb) continue;
+        auto key_of = [&](int bb, float score) -> uint32_t {
+            if (bb < p.init_blocks || bb >= qb - p.local_blocks) return 0xff800000u; /* f2key(+inf) */
+            return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        };
+        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+        sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, Kb, (int)qb, row, p.topk_out,
+                            reinterpret_cast<uint32_t *>(smem) + warp * SEL_TOPK1_WORDS, 0, 0, key_of);
+    }
+}
+
+/* ------------------------------------------------------ sm_90a: k_select90 ---- */
+/* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
+ * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
+ * 4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
+ * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
+ * cp.async) stays in shared memory all along. Each warpgroup issues CT / 128 m64n64 products a
+ * tile, each its own group, and processes product p while the later one multiplies; the
+ * warpgroups issue in turn (named barriers), so that their products complete one warpgroup after
+ * the other and one's exps run under the next ones' products.
+ *   pass 1 (rows x kernels): warpgroup w takes rows 64 (w % 2).. (tokens 4 (w % 2)..) against column
+ *           half w / 2 of the tile, S = Q_w c^T, one product per 64 kernels; online max/sum per row
+ *           as in k_select, each 64-column product one step, in column order; at the end the two
+ *           column halves' (max, sum) are merged through shared memory.
+ *   pass 2 (kernels x rows, transposed): warpgroup w takes the tile's kernels CT/2 (w % 2).. against
+ *           the rows of token half w / 2 (tokens 4 (w / 2)..), S^T = c_w Q_h^T, one product per 64
+ *           kernels. A thread then holds, per row (kernel), 4 heads of each of 4 tokens:
+ *           P = exp2(S - LSE) (LSE per column, negated, from shared memory once), the head sum is 3
+ *           local adds + a 3-shuffle reduce-scatter over the 4 lanes of a quad that leaves lane tig
+ *           with token tig's sum (0.19 shuffles per score; k_select's row layout needs 1.5), rounded
+ *           to bf16 for bf16 storage, then max-pooled by shared-memory atomicMax into the token's
+ *           block scores as in k_select.
+ * Then the forced blocks and the top-k (k_select's selection, by a radix select with two warps per
+ * token: sel90_topk_radix). CTAs are launched heaviest (last tokens) first. (Session 10: 4
+ * warpgroups instead of 2 alone changed nothing; with the ordered issue, select -5% at 128K; 2
+ * warpgroups with the ordered issue were 1.6x slower.) */
 template <int N> __device__ __forceinline__ void wgmma_wait_n() {
 #ifdef INFLLM_WGMMA_DEVICE
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
@@ -1154,7 +1167,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     p.mode = ap->mode;
     p.dense_len = ap->dense_len;
     p.nbmax = topk ? (int)((ap->max_lk + ap->B - 1) / ap->B) : 0;
-    if (p.nbmax & 1) p.nbmax++;
+    p.nbmax = (p.nbmax + 3) & ~3; /* rows of 16 bytes: k_select's finalize reads and writes 4 keys at a time */
     int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
