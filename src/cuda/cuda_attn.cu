@@ -589,13 +589,28 @@ __global__ void __launch_bounds__(256, 2)
     const uint64_t dk0 = gmma_desc(sKV, 16, 1024);
     const uint64_t dv0 = gmma_desc(sKV + KVB, 64 * 128, 1024);
     int cn = -1;
+    /* sparse: the chunk after c and whether this warpgroup computes c are known one iteration ahead
+     * (worked out while the previous chunk's S = Q K^T ran), so that a chunk's serial head is the
+     * next chunk's load, the wait for this one and the product (ncu, session 12: the bitmap scan
+     * and the warpgroup bitmap's test before the product were ~13% of a warp's cycles) */
+    auto wg_needs = [&](int cc) {
+        return cc * 64 <= wg_last_pos && ((sChunkW[wg * p.ncw + (cc >> 5)] >> (cc & 31)) & 1u);
+    };
+    bool need = false;
+    if (SPARSE && c >= 0) {
+        cn = count > 1 ? chunk_next(sChunk, p.ncw, c + 1) : -1;
+        if (cn > last_chunk) cn = -1;
+        need = wg_needs(c);
+    }
 
     while (c >= 0 && count > 0) {
-        if (count > 1) {
-            cn = SPARSE ? chunk_next(sChunk, p.ncw, c + 1) : c + 1;
-            if (cn > last_chunk) cn = -1;
-        } else {
-            cn = -1;
+        if (!SPARSE) {
+            if (count > 1) {
+                cn = c + 1;
+                if (cn > last_chunk) cn = -1;
+            } else {
+                cn = -1;
+            }
         }
         if (cn >= 0) load_chunk(cn, stage ^ 1);
         cp_async_commit();
@@ -614,8 +629,19 @@ __global__ void __launch_bounds__(256, 2)
             __syncthreads();
         }
 
-        bool wg_needed = c * 64 <= wg_last_pos;
-        if (SPARSE) wg_needed = wg_needed && ((sChunkW[wg * p.ncw + (c >> 5)] >> (c & 31)) & 1u);
+        const bool wg_needed = SPARSE ? need : c * 64 <= wg_last_pos;
+        /* sparse: the chunk after cn and whether this warpgroup computes cn, worked out under the
+         * product when this warpgroup computes c */
+        int cnn = -1;
+        bool need_n = false;
+        auto look_ahead = [&]() {
+            if (SPARSE && cn >= 0) {
+                cnn = count > 2 ? chunk_next(sChunk, p.ncw, cn + 1) : -1;
+                if (cnn > last_chunk) cnn = -1;
+                need_n = wg_needs(cn);
+            }
+        };
+        if (!wg_needed) look_ahead();
         if (wg_needed) {
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
             float s[8][4];
@@ -627,13 +653,12 @@ __global__ void __launch_bounds__(256, 2)
                 wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
             }
             wgmma_commit();
-            wgmma_wait0();
-            reg_fence<8>(s);
-
+            look_ahead();
             /* softmax in base 2 on the raw scores: the row max is taken before scaling (the scale is
              * > 0, so max(s) * scale is the max of the scaled scores) and the scale goes into the
              * exponent's FFMA; only a thread whose keys are not all visible (the diagonal chunk, an
-             * unselected block, block sizes below 64) masks. */
+             * unselected block, block sizes below 64) masks. The rows' block bits are read before
+             * the wait, under the product. */
             int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
             const int blk = SPARSE && b64 ? chunk_block(p, c) : 0; /* once per chunk, for both rows */
 #pragma unroll
@@ -645,6 +670,8 @@ __global__ void __launch_bounds__(256, 2)
                 }
                 lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
             }
+            wgmma_wait0();
+            reg_fence<8>(s);
             /* sparse: a warp none of whose rows sees a key of the chunk (at G 16 a warp's 16 rows are one
              * token, and ~half the chunks its warpgroup walks are another token's) skips the softmax:
              * P = 0, alpha = 1, m and l unchanged, which is bitwise what the full path computes there */
@@ -706,6 +733,10 @@ __global__ void __launch_bounds__(256, 2)
         stage ^= 1;
         c = cn;
         count--;
+        if (SPARSE) {
+            cn = cnn;
+            need = need_n;
+        }
     }
     cp_async_wait<0>();
 
