@@ -597,6 +597,17 @@ __global__ void __launch_bounds__(256, 2)
         return cc * 64 <= wg_last_pos && ((sChunkW[wg * p.ncw + (cc >> 5)] >> (cc & 31)) & 1u);
     };
     bool need = false;
+    /* sparse: when the next load is by TMA, the stage it fills is released by named-barrier arrivals
+     * instead of a CTA barrier at the end of every chunk: warps 1-7 arrive on barrier 1 + stage after
+     * their last read of the stage (the P V product's wait), and warp 0 syncs on it in the next
+     * iteration, under its S product, before thread 0 issues the load. A warpgroup may then run a
+     * chunk ahead of the other, never two: chunk i + 1 is loaded only after every warp released chunk
+     * i - 1. So a barrier ID is never arrived on for a later use before warp 0 synced on it, with
+     * the IDs alternating by stage. cp.async loads (every thread copies) keep the CTA barrier.
+     * (ncu at 128K, session 12: the end-of-chunk barrier held ~21% of a warp's sampled cycles;
+     * stage 2 1.02x on the H200, call 4.) released: the load of this iteration goes that way. */
+    bool released = false;
+    const int warp_u = SPARSE ? __shfl_sync(0xffffffffu, warp, 0) : warp; /* warp, known uniform (as wg) */
     if (SPARSE && c >= 0) {
         cn = count > 1 ? chunk_next(sChunk, p.ncw, c + 1) : -1;
         if (cn > last_chunk) cn = -1;
@@ -612,13 +623,14 @@ __global__ void __launch_bounds__(256, 2)
                 cn = -1;
             }
         }
-        if (cn >= 0) load_chunk(cn, stage ^ 1);
+        if (cn >= 0 && !released) load_chunk(cn, stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
         /* a TMA chunk is visible to each thread that saw its mbarrier phase complete, and TMA
          * writes through the async proxy that wgmma reads: no CTA barrier is needed for it. A
          * cp.async chunk (and the Q tile, which came with the first chunk) needs the proxy fence
-         * and the barrier. The stage reuse is ordered by the barrier at the end of the loop. */
+         * and the barrier. The stage reuse is ordered by the barrier at the end of the loop (sparse,
+         * TMA loads: by the named barriers of `released`). */
         const bool tma_chunk = by_tma(c);
         if (tma_chunk) {
             mbar_wait(&sBar[stage], (phase >> stage) & 1u);
@@ -641,7 +653,21 @@ __global__ void __launch_bounds__(256, 2)
                 need_n = wg_needs(cn);
             }
         };
-        if (!wg_needed) look_ahead();
+        /* stage ^ 1 (chunk c - 1) released by every warp: warp 0 syncs on barrier 1 + (stage ^ 1),
+         * on which warps 1-7 arrived, then thread 0 loads cn into it */
+        auto load_released = [&]() {
+            if (SPARSE && released && warp_u == 0) {
+                if (stage)
+                    named_bar_sync<1, 256>();
+                else
+                    named_bar_sync<2, 256>();
+                if (tid == 0) load_chunk(cn, stage ^ 1);
+            }
+        };
+        if (!wg_needed) {
+            load_released();
+            look_ahead();
+        }
         if (wg_needed) {
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
             float s[8][4];
@@ -653,6 +679,7 @@ __global__ void __launch_bounds__(256, 2)
                 wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
             }
             wgmma_commit();
+            load_released();
             look_ahead();
             /* softmax in base 2 on the raw scores: the row max is taken before scaling (the scale is
              * > 0, so max(s) * scale is the max of the scaled scores) and the scale goes into the
@@ -729,7 +756,21 @@ __global__ void __launch_bounds__(256, 2)
             wgmma_wait0();
             reg_fence<DT_>(o);
         }
-        __syncthreads();
+        if (SPARSE) {
+            /* the next load into this stage is cnn's: by TMA, this stage is released by arrivals on
+             * barrier 1 + stage (warp 0 syncs on it next iteration); else by the CTA barrier */
+            released = cnn >= 0 && by_tma(cnn);
+            if (!released)
+                __syncthreads();
+            else if (warp_u != 0) {
+                if (stage)
+                    named_bar_arrive<2, 256>();
+                else
+                    named_bar_arrive<1, 256>();
+            }
+        } else {
+            __syncthreads();
+        }
         stage ^= 1;
         c = cn;
         count--;
