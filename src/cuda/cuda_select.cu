@@ -144,6 +144,17 @@ enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
 static_assert(8 * SEL_TOPK1_WORDS * 4 <= 2 * 64 * 64 * 2 + 128 * 64 * 2 && 4 * SEL_TOPK1_WORDS * 4 <= 2 * 64 * 64 * 2,
               "k_select: the finalize's histograms must fit in the idle Q / c tiles");
 
+/* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
+ * f2key(+inf) for a forced block (one of the first init_blocks, or of the local_blocks before qb),
+ * f2key(-inf) for a block no c1 kernel touches (from e_lo = d_first_untouched_block on), else
+ * f2key of the score. k_select's and k_select90's finalize (their key_of). */
+template <typename I>
+__device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int init_blocks, int local_blocks,
+                                                  int e_lo) {
+    if (bb < init_blocks || bb >= qb - local_blocks) return 0xff800000u; /* f2key(+inf) */
+    return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+}
+
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
  * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
  * lane). `row` holds the n float scores on entry (16-byte aligned, >= n rounded up to 4 slots);
@@ -633,15 +644,13 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     /* ---- finalize block scores + top-k, one warp per token: sel90_topk_radix<1> (k_select90's
      * routine with a team of one warp) over keys it writes in place, its histograms in the idle Q /
      * c tiles at the start of shared memory (NW x SEL_TOPK1_WORDS words; static_assert below). Block
-     * bb's key: +inf forced, -inf when no c1 kernel touches it (the blocks from e_lo on), else f2key
-     * of its score. Rows hold nbmax slots, a multiple of 4. */
+     * keys: sel_block_key. Rows hold nbmax slots, a multiple of 4. */
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
     for (int tt = warp; tt < ntok; tt += NW) {
         const int64_t qb = (pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        auto key_of = [&](int bb, float score) -> uint32_t {
-            if (bb < p.init_blocks || bb >= qb - p.local_blocks) return 0xff800000u; /* f2key(+inf) */
-            return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        auto key_of = [&](int bb, float score) {
+            return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
         };
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, Kb, (int)qb, row, p.topk_out,
@@ -1030,19 +1039,16 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     __syncthreads();
 
     /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
-    /* sel90_topk_radix turns each row into keys (f2key of the score; +inf for forced blocks, -inf for
-     * blocks no c1 kernel touches, i.e. those from e_lo on; zeros up to a multiple of 4: the row has
-     * nbs >= qb + 9 slots) and selects, with the team's histograms in the (now idle) tile stages */
+    /* sel90_topk_radix turns each row into keys (sel_block_key; zeros up to a multiple of 4: the row
+     * has nbs >= qb + 9 slots) and selects, with the team's histograms in the (now idle) tile stages */
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
     constexpr int TW = SEL90_TOPK_TW;
     const int team = warp / TW, tw = warp % TW;
     for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
         const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        /* block bb's key from its score (bb <= qb) */
-        auto key_of = [&](int bb, float score) -> uint32_t {
-            if (bb < p.init_blocks || bb >= qb - p.local_blocks) return 0xff800000u; /* f2key(+inf) */
-            return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        auto key_of = [&](int bb, float score) {
+            return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
         };
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
