@@ -26,6 +26,7 @@ def need_modules(*names):
 
 
 np, gguf = need_modules("numpy", "gguf")
+from check_counter import Counter  # noqa: E402,F401  (the py_model_* tests import it from here)
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32
@@ -242,23 +243,6 @@ def run_logits(exe, model, toks, tmp, extra=()):
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
     return np.load(out).astype(np.float64)
-
-
-class Counter:
-    def __init__(self, name):
-        self.name, self.passed, self.failed = name, 0, 0
-
-    def check(self, ok, msg):
-        if ok:
-            self.passed += 1
-            print("ok  ", msg)
-        else:
-            self.failed += 1
-            print("FAIL", msg)
-
-    def finish(self):
-        print(f"{self.name}: {self.passed} passed, {self.failed} failed")
-        sys.exit(1 if self.failed else 0)
 
 
 def rel_err(a, b):

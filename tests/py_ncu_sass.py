@@ -11,17 +11,11 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOOL = os.path.join(HERE, "..", "bench", "ncu_sass.py")
-passed = failed = 0
+sys.path.insert(0, HERE)
+from check_counter import Counter  # noqa: E402
 
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {what}")
-
+c = Counter("py_ncu_sass")
+check = c.check
 
 HEADER = ["Address", "Source", "Warp Stall Sampling (All Samples)", "Warp Stall Sampling (Not-issued Samples)",
           "# Samples", "Instructions Executed", "stall_barrier", "stall_wait", "stall_short_sb",
@@ -112,5 +106,4 @@ with tempfile.TemporaryDirectory() as tmp:
     bad([good, "--range", "20:10"], "LO <= HI", "reversed range")
     bad([good, "--range", "10"], "want LO:HI", "range without colon")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+c.finish()
