@@ -43,27 +43,6 @@ __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-/* Before a warp's top-k over the block scores bs[0..qb] of one token: the forced blocks (the first
- * init_blocks and the local_blocks before block qb, and qb itself) become +inf, blocks that no c1
- * kernel of the n1 touches -inf; the others keep their max-pooled score. One warp. (I: the caller's
- * type for qb, so that its loop compiles as it did inline.) */
-template <typename I>
-__device__ __forceinline__ void warp_force_blocks(float *bs, I qb, int init_blocks, int local_blocks, int B,
-                                                  int l1, int s1, int32_t n1) {
-    const int lane = threadIdx.x & 31;
-    for (int bb = lane; bb <= qb; bb += 32) {
-        if (bb < init_blocks || bb >= qb - local_blocks) {
-            bs[bb] = INFINITY;
-        } else {
-            int64_t first = -fdiv64(-((int64_t)B * bb - l1 + 1), s1);
-            int64_t last = fdiv64((int64_t)B * bb + B - 1, s1);
-            if (first < 0) first = 0;
-            if (last > n1 - 1) last = n1 - 1;
-            if (last < first) bs[bb] = -INFINITY;
-        }
-    }
-}
-
 /* The c1 kernels pass 2 of a fused selection (top-k, not the score matrix) must score for a tile
  * whose last token is at pos_last: kernel j touches blocks s1 j / B .. (s1 j + l1 - 1) / B, and from
  * block qb_last - local_blocks on every block is forced for every token of the tile (a token's
@@ -1444,9 +1423,15 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
 }
 
-__global__ void k_dec_topk(DecParams p) {
+enum { DEC_TOPK_WARPS = 4 }; /* k_dec_topk: warps (rows) a CTA */
+/* one warp per (KV head, row): the row's keys in place (sel_block_key) and its top-k by
+ * sel90_topk_radix<1> (the selection kernels' routine, a team of one warp), histograms in shared
+ * memory. Rows hold nbmax slots, a multiple of 4. (Was warp_topk's 32-bit search: 33 passes over
+ * the row, ~61 us at 128K for the one-token row.) */
+__global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
+    __shared__ __align__(16) uint32_t sHist[DEC_TOPK_WARPS * SEL_TOPK1_WORDS];
     int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (w >= (int64_t)p.Hkv * p.sd.total_q) return;
     int64_t t = w % p.sd.total_q;
     int sb = seq_of_row(p.sd, t);
@@ -1461,11 +1446,18 @@ __global__ void k_dec_topk(DecParams p) {
         for (int c = lane; c < p.topk_out; c += 32) row[c] = c <= qb ? c : -1;
         return;
     }
-    int32_t n1 = d_windows(lk, p.l1, p.s1);
-    float *bs = p.bsg + w * p.nbmax;
-    warp_force_blocks(bs, qb, p.init_blocks, p.local_blocks, p.B, p.l1, p.s1, n1);
-    __syncwarp();
-    warp_topk(bs, qb + 1, p.K, qb, row, p.topk_out);
+    const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, d_windows(lk, p.l1, p.s1));
+    auto key_of = [&](int bb, float score) {
+        return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
+    };
+    sel90_topk_radix<1>(p.bsg + w * p.nbmax, qb + 1, p.K, qb, row, p.topk_out, sHist + warp * SEL_TOPK1_WORDS, 0, 0,
+                        key_of);
+}
+
+/* block-score slots of a row: all blocks of the longest sequence, rounded up to 4 (sel90_topk_radix
+ * reads 4 keys a lane and zero-pads the row to a multiple of 4) */
+static int64_t dec_nbmax(const infllm_attn_params *ap) {
+    return ((ap->max_lk + ap->B - 1) / ap->B + 3) & ~(int64_t)3;
 }
 
 size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
@@ -1473,7 +1465,7 @@ size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
     if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || 16 % ap->G != 0) return 0;
     int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
     int64_t ntL = (nL + 63) / 64;
-    int64_t nbmax = (ap->max_lk + ap->B - 1) / ap->B;
+    int64_t nbmax = dec_nbmax(ap);
     return (size_t)ap->Hkv * ap->total_q * ((ntL > 0 ? ntL : 1) * 32 + nbmax) * sizeof(float) + 512;
 }
 
@@ -1490,7 +1482,7 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
     int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
     p.ntL = (int)((nL + 63) / 64);
     if (p.ntL < 1) p.ntL = 1;
-    p.nbmax = (int)((ap->max_lk + ap->B - 1) / ap->B);
+    p.nbmax = (int)dec_nbmax(ap);
     p.part = (float *)ws;
     p.bsg = p.part + (size_t)ap->Hkv * ap->total_q * p.ntL * 32;
     p.topk = topk;
@@ -1518,7 +1510,7 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
     }
     CU_LAUNCH_CHECK("k_dec_lse/k_dec_score");
     int64_t rows = (int64_t)ap->Hkv * ap->total_q;
-    k_dec_topk<<<(unsigned)((rows * 32 + 127) / 128), 128, 0, st>>>(p);
+    k_dec_topk<<<(unsigned)((rows + DEC_TOPK_WARPS - 1) / DEC_TOPK_WARPS), DEC_TOPK_WARPS * 32, 0, st>>>(p);
     CU_LAUNCH_CHECK("k_dec_topk");
     return INFLLM_OK;
 }
