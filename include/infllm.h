@@ -49,7 +49,7 @@ typedef enum infllm_status {
     INFLLM_ERR_CUDA = 10,         /* a CUDA runtime call failed */
     INFLLM_ERR_IO = 11,           /* file I/O (tools, model loading) */
     INFLLM_ERR_FORMAT = 12,       /* malformed file contents (tools, model loading) */
-    INFLLM_ERR_WORKSPACE = 13     /* caller-provided workspace too small */
+    INFLLM_ERR_WORKSPACE = 13     /* caller-provided workspace too small or not 16-byte aligned */
 } infllm_status;
 
 /* Static English name of a status ("ok", "shape mismatch", ...). Never NULL. */
@@ -97,8 +97,9 @@ typedef struct infllm_params {
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
-     * infllm_attention_workspace_size() bytes for infllm_attention (NULL: the library
-     * allocates per call, which is not allowed under CUDA graph capture). */
+     * infllm_attention_workspace_size() bytes for infllm_attention, 16-byte aligned (as
+     * cudaMalloc's and PyTorch's allocations are; NULL: the library allocates per call, which is
+     * not allowed under CUDA graph capture). */
     void *cuda_stream;
     void *workspace;
     size_t workspace_bytes;

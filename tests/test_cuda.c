@@ -459,6 +459,20 @@ static void errors_checks(void) {
     p.workspace_bytes = 1;
     p.mode = INFLLM_MODE_SPARSE;
     CHECK_STATUS(infllm_attention(&p, &l, d, d, d, d, NULL), INFLLM_ERR_WORKSPACE);
+    /* large enough but misaligned: refused before any kernel runs */
+    size_t need = 0;
+    CHECK_OK(infllm_attention_workspace_size(&p, &l, &need));
+    void *big = dev_alloc(need + 16);
+    p.workspace = (char *)big + 4;
+    p.workspace_bytes = need;
+    CHECK_STATUS(infllm_attention(&p, &l, d, d, d, d, NULL), INFLLM_ERR_WORKSPACE);
+    CHECK(strstr(infllm_last_error(), "aligned") != NULL, "misaligned workspace: message '%s'", infllm_last_error());
+    p.workspace = (char *)big + 16;
+    void *q = dev_alloc(16 * 2 * 128 * 2), *kv = dev_alloc(16 * 128 * 2), *o = dev_alloc(16 * 2 * 128 * 2);
+    cudaMemset(q, 0, 16 * 2 * 128 * 2), cudaMemset(kv, 0, 16 * 128 * 2);
+    CHECK_OK(infllm_attention(&p, &l, q, kv, kv, o, NULL));
+    cudaFree(q), cudaFree(kv), cudaFree(o);
+    cudaFree(big);
     cudaFree(d);
 }
 #endif

@@ -347,6 +347,9 @@ static void run_case(const ccase *c, unsigned long long seed) {
         ap.workspace = dws;
         ap.workspace_bytes = 16;
         CHECK_STATUS(infllm_cache_attend(cc, &ap, dq, 1, Hq, dout, dlse), INFLLM_ERR_WORKSPACE);
+        ap.workspace = (char *)dws + 8; /* misaligned: refused for that (checked before the size) */
+        ap.workspace_bytes = wsb - 8;
+        CHECK_STATUS(infllm_cache_attend(cc, &ap, dq, 1, Hq, dout, dlse), INFLLM_ERR_WORKSPACE);
     }
 
     /* a decode step (append 1 + attend 1) captured into a CUDA graph: replays equal the eager step */

@@ -21,7 +21,7 @@ const char *infllm_status_str(infllm_status s) {
     case INFLLM_ERR_CUDA: return "CUDA error";
     case INFLLM_ERR_IO: return "I/O error";
     case INFLLM_ERR_FORMAT: return "malformed input";
-    case INFLLM_ERR_WORKSPACE: return "workspace too small";
+    case INFLLM_ERR_WORKSPACE: return "workspace too small or misaligned";
     }
     return "unknown status";
 }

@@ -130,6 +130,11 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
     *ws = NULL;
     *owned = 0;
     if (ap->workspace) {
+        /* the kernels read their workspace pieces (256-byte aligned offsets) with 16-byte vector
+         * loads and TMA, which need a 16-byte aligned base */
+        if ((uintptr_t)ap->workspace & 15)
+            return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace at %p is not 16-byte aligned", what,
+                                    ap->workspace);
         if (ap->workspace_bytes < need)
             return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace of %zu bytes is too small, %zu needed (%s)",
                                     what, ap->workspace_bytes, need, size_fn);
