@@ -14,6 +14,10 @@
  *  - Pointers are host memory for the CPU and REF backends and device memory for CUDA
  *    (cu_seqlens included). The caller allocates every input and output; the library
  *    never keeps a pointer after a call returns, except inside an infllm_cache.
+ *    CUDA: 16-bit tensors (q, k, v, out, c1, c2 of the attention and stage-1 calls) must be
+ *    16-byte aligned and float / int32 arrays 4-byte aligned (cudaMalloc's and PyTorch's
+ *    allocations and their row offsets are), else INFLLM_ERR_UNSUPPORTED naming the argument;
+ *    infllm_compress_keys and infllm_cache_append take any 2-byte aligned k / v.
  *  - Every function validates its arguments and returns INFLLM_OK or a specific status;
  *    infllm_last_error() then holds a one-line message naming the problem (thread-local).
  *    On error, outputs may be partially written; inputs are never modified. Nothing in the

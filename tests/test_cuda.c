@@ -471,6 +471,14 @@ static void errors_checks(void) {
     void *q = dev_alloc(16 * 2 * 128 * 2), *kv = dev_alloc(16 * 128 * 2), *o = dev_alloc(16 * 2 * 128 * 2);
     cudaMemset(q, 0, 16 * 2 * 128 * 2), cudaMemset(kv, 0, 16 * 128 * 2);
     CHECK_OK(infllm_attention(&p, &l, q, kv, kv, o, NULL));
+    /* a 16-bit tensor not 16-byte aligned (the kernels read them as 16-byte vectors): refused with a
+     * message naming it, before any kernel runs */
+    CHECK_STATUS(infllm_attention(&p, &l, (char *)q + 2, kv, kv, o, NULL), INFLLM_ERR_UNSUPPORTED);
+    CHECK(strstr(infllm_last_error(), "q at") != NULL, "misaligned q: message '%s'", infllm_last_error());
+    CHECK_STATUS(infllm_dense_attention(&p, &l, q, kv, kv, (char *)o + 8, NULL), INFLLM_ERR_UNSUPPORTED);
+    CHECK(strstr(infllm_last_error(), "out at") != NULL, "misaligned out: message '%s'", infllm_last_error());
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
+          cudaGetErrorString(cudaGetLastError()));
     cudaFree(q), cudaFree(kv), cudaFree(o);
     cudaFree(big);
     cudaFree(d);

@@ -1168,7 +1168,11 @@ static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, boo
 infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
-    infllm_status s = cuda_check_supported(ap, topk ? "sparse attention" : "dense attention");
+    const char *op = topk ? "sparse attention" : "dense attention";
+    infllm_status s = cuda_check_supported(ap, op);
+    if (!s)
+        s = cuda_check_aligned(op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
+                                    {topk, "topk_idx", 4}, {lse, "lse", 4}});
     if (s) return s;
     if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
     bool sparse = topk != NULL;

@@ -1007,6 +1007,7 @@ extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap,
 extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                            const void *c1, const void *c2, void *out, float *lse) {
     infllm_status s = cuda_check_supported(ap, "cache attend");
+    if (!s) s = cuda_check_aligned("cache attend", {{q, "q", 16}, {out, "out", 16}, {lse, "lse", 4}});
     if (s) return s;
     if (ap->total_q == 0) return INFLLM_OK;
     if (ap->num_seqs != 1 || !ap->seqs)

@@ -78,6 +78,14 @@ __global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ 
     }
 }
 
+infllm_status cuda_check_aligned(const char *op, std::initializer_list<CudaArg> args) {
+    for (const CudaArg &a : args)
+        if (a.ptr && ((uintptr_t)a.ptr & (a.align - 1)))
+            return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend (%s): %s at %p is not %u-byte aligned", op,
+                                    a.name, a.ptr, a.align);
+    return INFLLM_OK;
+}
+
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op) {
     if (ap->dtype != INFLLM_DTYPE_BF16 && ap->dtype != INFLLM_DTYPE_F16)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,

@@ -6,12 +6,24 @@
 
 #include <atomic>
 #include <climits>
+#include <initializer_list>
 #include <cuda_runtime.h>
 
 #include "internal.h"
 
 /* bf16/f16 storage and head_dim 64/128, else INFLLM_ERR_UNSUPPORTED with a message naming op */
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
+
+/* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
+ * written as 16-byte vectors, by cp.async and TMA), 4 for a float / int32 array. */
+struct CudaArg {
+    const void *ptr;
+    const char *name;
+    unsigned align;
+};
+/* INFLLM_ERR_UNSUPPORTED naming op and the first misaligned argument (NULL ones pass), before any
+ * kernel runs: a misaligned access would fail asynchronously and poison the CUDA context */
+infllm_status cuda_check_aligned(const char *op, std::initializer_list<CudaArg> args);
 
 /* c1/c2 + device offsets cu_c1/cu_c2 ([num_seqs+1], required here) */
 infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,

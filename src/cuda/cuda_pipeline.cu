@@ -155,6 +155,8 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
 extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                         void *out, float *lse) {
     infllm_status s = cuda_check_supported(ap, "attention");
+    if (!s) s = cuda_check_aligned("attention", {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
+                                                 {lse, "lse", 4}});
     if (s) return s;
     if (ap->total_q == 0) return INFLLM_OK;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
