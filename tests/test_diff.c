@@ -849,6 +849,45 @@ int main(void) {
         run_case(&c);
         ncase++;
     }
+    /* 4. random cases: every knob drawn from a seeded generator, so that combinations the grid above
+     * does not name get checked too. INFLLM_DIFF_RANDOM=N (default 12; 0 off) cases from
+     * INFLLM_DIFF_SEED (default 1); a failure prints the case's parameters in its name. */
+    const char *rn = getenv("INFLLM_DIFF_RANDOM"), *rs = getenv("INFLLM_DIFF_SEED");
+    const int nrand = rn ? atoi(rn) : 12;
+    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = 0; i < nrand; i++) {
+        const int32_t Ds[6] = {16, 32, 64, 80, 128, 256};
+        const int32_t Gs[7] = {1, 2, 3, 4, 5, 8, 16};
+        const int32_t Bs[5] = {16, 32, 48, 64, 128};
+        const int32_t G = Gs[h_rng_next(&rng) % 7], Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
+        const int32_t D = Ds[h_rng_next(&rng) % (sanitized ? 4 : 6)];
+        const int32_t nseq = 1 + (int32_t)(h_rng_next(&rng) % 3);
+        int32_t lq[3], lk[3];
+        for (int32_t b = 0; b < nseq; b++) {
+            lk[b] = (int32_t)(h_rng_next(&rng) % (sanitized ? 300 : 700));
+            const int kind = (int)(h_rng_next(&rng) % 3); /* prefill, decode, chunk */
+            lq[b] = kind == 0 ? lk[b] : kind == 1 ? (lk[b] > 0) : (int32_t)(h_rng_next(&rng) % (lk[b] + 1));
+        }
+        dcase c = mk(dts[h_rng_next(&rng) % 3], G * Hkv, Hkv, D, nseq, lq, lk);
+        c.p.block_size = Bs[h_rng_next(&rng) % 5];
+        /* a stride dividing the block; any kernel size (also shorter than the stride) */
+        const int32_t strides[4] = {c.p.block_size, c.p.block_size / 2, c.p.block_size / 4, c.p.block_size / 8};
+        c.p.kernel_stride = strides[h_rng_next(&rng) % 4];
+        if (c.p.block_size % c.p.kernel_stride) c.p.kernel_stride = c.p.block_size;
+        c.p.kernel_size = 1 + (int32_t)(h_rng_next(&rng) % (3 * c.p.kernel_stride));
+        c.p.init_blocks = (int32_t)(h_rng_next(&rng) % 3);
+        c.p.local_blocks = (int32_t)(h_rng_next(&rng) % 4);
+        c.p.topk = (int32_t)(h_rng_next(&rng) % 6);
+        if (c.p.topk + c.p.local_blocks == 0) c.p.topk = 1;
+        c.p.exact_lse = (int32_t)(h_rng_next(&rng) % 2);
+        c.p.mode = (infllm_mode)(h_rng_next(&rng) % 3);
+        c.p.dense_len = (int32_t)(h_rng_next(&rng) % 4) == 0 ? -1 : (int32_t)(h_rng_next(&rng) % 700);
+        c.p.softmax_scale = h_rng_next(&rng) % 2 ? 0.0f : (float)(0.02 + 0.2 * h_uniform(&rng));
+        c.p.num_threads = 1 + (int32_t)(h_rng_next(&rng) % 2);
+        name_case(&c, "random");
+        run_case(&c);
+        ncase++;
+    }
     printf("%d cases\n", ncase);
     return finish("test_diff");
 }
