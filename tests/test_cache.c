@@ -350,5 +350,40 @@ int main(void) {
         test_decode(&cfgs[i], INFLLM_BACKEND_CPU, &d, cfgs[i].L / 2);
         free_data(&d);
     }
+    /* random configurations (INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1) on the CPU
+     * backend: every knob drawn, so that combinations the table above does not name get checked */
+    const char *rn = getenv("INFLLM_CACHE_RANDOM"), *rs = getenv("INFLLM_CACHE_SEED");
+    const int nrand = rn ? atoi(rn) : 2;
+    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = 0; i < nrand; i++) {
+        static const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
+        static const int32_t Gs[5] = {1, 2, 3, 5, 16}, Ds[4] = {16, 64, 80, 128}, Bs[4] = {16, 32, 48, 64};
+        char name[96];
+        cfg c;
+        c.dt = dts[h_rng_next(&rng) % 3];
+        c.Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
+        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 5];
+        c.D = Ds[h_rng_next(&rng) % 4];
+        c.L = 40 + (int32_t)(h_rng_next(&rng) % 260);
+        c.B = Bs[h_rng_next(&rng) % 4];
+        const int32_t strides[3] = {c.B, c.B / 2, c.B / 4};
+        c.s1 = strides[h_rng_next(&rng) % 3];
+        c.l1 = 1 + (int32_t)(h_rng_next(&rng) % (3 * c.s1));
+        c.init = (int32_t)(h_rng_next(&rng) % 3);
+        c.local = (int32_t)(h_rng_next(&rng) % 3);
+        c.topk = (int32_t)(h_rng_next(&rng) % 4);
+        if (c.topk + c.local == 0) c.topk = 1;
+        c.exact = (int32_t)(h_rng_next(&rng) % 2);
+        snprintf(name, sizeof name, "random%d-%s-Hq%d-Hkv%d-D%d-L%d-B%d-k%d/%d-i%d-l%d-t%d-e%d", i,
+                 infllm_dtype_name(c.dt), c.Hq, c.Hkv, c.D, c.L, c.B, c.l1, c.s1, c.init, c.local, c.topk, c.exact);
+        c.name = name;
+        printf("%s\n", name);
+        data d;
+        make_data(&d, &c, 1000 + (unsigned long long)i);
+        test_decode(&c, INFLLM_BACKEND_CPU, &d, 0);
+        test_chunked(&c, INFLLM_BACKEND_CPU, &d);
+        test_decode(&c, INFLLM_BACKEND_CPU, &d, c.L / 2);
+        free_data(&d);
+    }
     return finish("test_cache");
 }
