@@ -534,6 +534,48 @@ int main(void) {
            only ? only : "");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (!only || strstr(cases[i].name, only)) run_case(&cases[i], 1234 + i);
+    /* random cases (INFLLM_CUDA_RANDOM, default 4; INFLLM_CUDA_SEED, default 1): every knob drawn, so
+     * that shapes the grid above does not name get checked (group sizes, block / kernel geometries,
+     * layouts, the few-query path's splits); a failure names the case's parameters */
+    const char *rn = getenv("INFLLM_CUDA_RANDOM"), *rs = getenv("INFLLM_CUDA_SEED");
+    const int nrand = only ? 0 : rn ? atoi(rn) : 4;
+    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = 0; i < nrand; i++) {
+        static const int Gs[7] = {1, 2, 3, 4, 5, 8, 16}, Bs[6] = {0, 32, 48, 64, 128, 192};
+        static char names[64][160];
+        tcase c;
+        memset(&c, 0, sizeof c);
+        c.dt = h_rng_next(&rng) % 2 ? BF : F16;
+        c.D = h_rng_next(&rng) % 2 ? 128 : 64;
+        c.Hkv = 1 + (int)(h_rng_next(&rng) % 2);
+        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 7];
+        c.nseq = 1 + (int)(h_rng_next(&rng) % 2); /* 2 at most: the float64 reference is O(L^2) */
+        for (int b = 0; b < c.nseq; b++) {
+            c.lk[b] = 1 + (int)(h_rng_next(&rng) % 1500);
+            const int kind = (int)(h_rng_next(&rng) % 3); /* prefill, decode (1-3 queries), chunk */
+            c.lq[b] = kind == 0 ? c.lk[b] : kind == 1 ? 1 + (int)(h_rng_next(&rng) % 3) : (int)(h_rng_next(&rng) % (c.lk[b] + 1));
+            if (c.lq[b] > c.lk[b]) c.lq[b] = c.lk[b];
+        }
+        c.B = Bs[h_rng_next(&rng) % 6];
+        const int Bv = c.B ? c.B : 64;
+        const int strides[3] = {16, Bv / 2, Bv / 4}; /* 16: the default (divides every B above) */
+        c.s1 = strides[h_rng_next(&rng) % 3];
+        c.l1 = 1 + (int)(h_rng_next(&rng) % (3 * c.s1));
+        c.init_blocks = (int)(h_rng_next(&rng) % 3);
+        c.local_blocks = (int)(h_rng_next(&rng) % 4);
+        c.topk = 1 + (int)(h_rng_next(&rng) % 8);
+        c.exact = (int)(h_rng_next(&rng) % 2);
+        c.mode = (infllm_mode)(h_rng_next(&rng) % 3);
+        c.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % 1500);
+        c.key_period = h_rng_next(&rng) % 5 == 0 ? 64 : 0;
+        char *nm = names[i % 64];
+        snprintf(nm, sizeof names[0], "random%d-%s-d%d-Hq%d-Hkv%d-seqs%d:%d/%d,%d/%d,%d/%d-B%d-k%d/%d-i%d-l%d-t%d-e%d-m%d-dl%d-kp%d", i,
+                 c.dt == BF ? "bf16" : "f16", c.D, c.Hq, c.Hkv, c.nseq, c.lq[0], c.lk[0], c.lq[1], c.lk[1], c.lq[2],
+                 c.lk[2], Bv, c.l1, c.s1, c.init_blocks, c.local_blocks, c.topk, c.exact, (int)c.mode, c.dense_len,
+                 c.key_period);
+        c.name = nm;
+        run_case(&c, 5000 + (unsigned long long)i);
+    }
     if (!only) {
         golden_pub1();
         errors_checks();
