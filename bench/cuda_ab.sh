@@ -20,6 +20,8 @@
 #   --check NAMES run scripts/cuda_check.sh only on the trees of these configurations (comma list;
 #                 default: every tree other than the baseline's)
 #   --table NAME  also the full table (every baseline, FlexAttention, decode) of configuration NAME
+#   --smallq LQS  also bench/smallq_ab.py --kernels over every configuration: infllm_attention of a
+#                 few queries (comma list, e.g. 1,16,64) against 128K keys, the total_q <= 64 path
 #   --out DIR     logs and JSON (default /tmp/cuda_ab; the summary goes to stdout, so that a device
 #                 call's output tail has it even when the call returns only a few files)
 #   --dry-run     print the commands instead of running them
@@ -29,7 +31,7 @@
 # checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" DRY=0
+ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0
 OUTDIR=/tmp/cuda_ab
 CONFIGS=()
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
   --no-check) CHECK=0; shift ;;
   --check) CHECK_NAMES=${2:?}; shift 2 ;;
   --table) TABLE=${2:?}; shift 2 ;;
+  --smallq) SMALLQ=${2:?}; shift 2 ;;
   --out) OUTDIR=${2:?}; shift 2 ;;
   --dry-run) DRY=1; shift ;;
   -h | --help) usage 0 ;;
@@ -224,6 +227,18 @@ for k in ("select_ms", "stage2_ms", "pipeline_ms", "dense_ms"):
             cells.append(f"{m:.3f}{ratio} [" + ", ".join(f"{x:.3f}" for x in v) + "]")
         print(f"| {n} | " + " | ".join(cells) + " |")
 PY
+fi
+
+# ---- the few-query path, every configuration in one process (switches: its own copy of the .so)
+if [ -n "$SMALLQ" ]; then
+  echo "# smallq_ab $(stamp)"
+  args=()
+  for i in "${!NAMES[@]}"; do
+    lib="$(build_of "${TREES[$i]}")/libinfllm.so"
+    e=${ENVS[$i]}
+    if [ -z "$e" ]; then args+=(--lib "${NAMES[$i]}=$lib"); else args+=(--lib "${NAMES[$i]}=$lib:${e// /,}"); fi
+  done
+  run "python3 '$ROOT/bench/smallq_ab.py' --lq '$SMALLQ' --kernels $(printf "'%s' " "${args[@]}") 2>&1 | grep -v -e UserWarning -e _warn_once || { echo 'cuda_ab: smallq_ab failed'; fail=1; }"
 fi
 
 # ---- the full table of one configuration

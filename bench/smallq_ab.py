@@ -8,7 +8,10 @@ the ratio to the first configuration, the per-kernel device times (torch.profile
 and whether outputs and LSE are bitwise equal to the first configuration's.
 
     python3 bench/smallq_ab.py --lib base=build-a/libinfllm.so --lib new=build-b/libinfllm.so
-    python3 bench/smallq_ab.py --lib x=build/libinfllm.so --env x_fused=build/libinfllm.so:INFLLM_CUDA_NO_DEC=1
+    python3 bench/smallq_ab.py --lib x=build/libinfllm.so --lib x_fused=build/libinfllm.so:INFLLM_CUDA_NO_DEC=1
+
+The first configuration is the baseline. A configuration with switches (VAR=VALUE after a colon)
+gets its own copy of the library, loaded while they are set (the library reads each switch once).
 
 Shapes: Hq 32 / Hkv 2 / d 128, bf16, MiniCPM4.1 defaults, the bench's structured inputs; the
 queries are the last --lq tokens of a --tk token sequence. Needs an NVIDIA GPU and PyTorch.
@@ -29,19 +32,14 @@ from infllm_ctypes import SPARSE  # noqa: E402
 def parse_configs(a):
     cfgs = []
     for spec in a.lib:
-        name, _, path = spec.partition("=")
-        if not name or not path:
-            sys.exit(f"smallq_ab: --lib wants NAME=PATH, got {spec!r}")
-        cfgs.append((name, path, {}))
-    for spec in a.env:
         name, _, rest = spec.partition("=")
         path, _, envs = rest.partition(":")
-        if not name or not path or not envs:
-            sys.exit(f"smallq_ab: --env wants NAME=LIB:VAR=VALUE[,VAR=VALUE], got {spec!r}")
+        if not name or not path:
+            sys.exit(f"smallq_ab: --lib wants NAME=PATH[:VAR=VALUE,...], got {spec!r}")
         env = {}
-        for kv in envs.split(","):
-            k, _, v = kv.partition("=")
-            if not k:
+        for kv in envs.split(",") if envs else []:
+            k, eq, v = kv.partition("=")
+            if not k or not eq:
                 sys.exit(f"smallq_ab: bad VAR=VALUE {kv!r} in {spec!r}")
             env[k] = v
         cfgs.append((name, path, env))
@@ -109,8 +107,8 @@ def kernel_times(fn, reps=20):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lib", action="append", default=[], help="NAME=PATH of a libinfllm.so")
-    ap.add_argument("--env", action="append", default=[], help="NAME=LIB:VAR=VALUE[,VAR=VALUE]")
+    ap.add_argument("--lib", action="append", default=[],
+                    help="NAME=PATH[:VAR=VALUE,...]: a libinfllm.so, with switches (repeat; the first is the baseline)")
     ap.add_argument("--tk", type=int, default=131072, help="keys (prefix + queries), default 131072")
     ap.add_argument("--lq", default="1,16,64", help="query counts (comma list, each <= 64), default 1,16,64")
     ap.add_argument("--rounds", type=int, default=5, help="rounds (each times every configuration once)")
