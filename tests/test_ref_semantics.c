@@ -277,6 +277,22 @@ static void test_select(void) {
     CHECK(memcmp(tk + 4, want1, sizeof want1) == 0, "top-k row 1: %d %d %d %d", tk[4], tk[5], tk[6], tk[7]);
     int32_t want2[4] = {0, 1, -1, -1}; /* two blocks exist; the rest are padding -> -1 */
     CHECK(memcmp(tk + 8, want2, sizeof want2) == 0, "top-k row 2: %d %d %d %d", tk[8], tk[9], tk[10], tk[11]);
+
+    /* init_blocks 3: row 2's padding column 2 (its sequence has 2 blocks) is below init_blocks, so
+     * forced (+inf) as in every column (SPEC B 6, golden README); columns 3..12 stay -inf; the
+     * selection is unchanged (entries past the sequence's blocks become -1) */
+    p.init_blocks = 3;
+    CHECK_OK(infllm_block_scores(&p, &l, sc, bs));
+    bad = bs[26] != INFINITY || bs[27] != INFINITY || bs[28] != INFINITY;
+    for (int b = 3; b < 13; b++) bad += bs[26 + b] != -INFINITY;
+    CHECK(bad == 0, "init 3: row 2's block scores %g %g %g %g (want inf inf inf -inf)", bs[26], bs[27], bs[28], bs[29]);
+    CHECK_OK(infllm_topk_select(&p, &l, bs, tk));
+    CHECK(memcmp(tk + 8, want2, sizeof want2) == 0, "init 3: top-k row 2: %d %d %d %d", tk[8], tk[9], tk[10], tk[11]);
+    infllm_params pc = p;
+    pc.backend = INFLLM_BACKEND_CPU;
+    float bsc[3 * 13];
+    CHECK_OK(infllm_block_scores(&pc, &l, sc, bsc));
+    CHECK(memcmp(bs, bsc, sizeof bs) == 0, "init 3: CPU block scores differ from REF");
 }
 
 int main(void) {

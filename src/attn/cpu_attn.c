@@ -875,10 +875,9 @@ infllm_status cpu_block_scores(const infllm_attn_params *ap, const float *scores
             const float *sc = scores + row * ap->max_n1;
             float *out = block_scores + row * nbo;
             int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
-            /* columns past the sequence's own blocks are padding (-inf), forced or not: a short
-             * sequence of a varlen batch with init_blocks > its nblocks */
-            for (int blk = 0; blk < nbo; blk++)
-                out[blk] = blk >= s->nblocks ? -INFINITY : block_score(ap, sc, s->n1, blk, qb);
+            /* every column, padding ones too (SPEC B 6): forced -> +inf, else the max-pool over the
+             * sequence's own kernels (-inf past its last block) */
+            for (int blk = 0; blk < nbo; blk++) out[blk] = block_score(ap, sc, s->n1, blk, qb);
         }
     }
     return INFLLM_OK;

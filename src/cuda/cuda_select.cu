@@ -1253,10 +1253,11 @@ __global__ void k_block_scores(SeqDesc sd, const float *__restrict__ scores, flo
     int64_t pos = (int64_t)lk - lq + (t - q0);
     int64_t qb = pos / B;
     float v;
-    if (bb >= nblocks) {
-        v = -INFINITY;
-    } else if (bb < init_blocks || (bb <= qb && bb >= qb - local_blocks)) {
+    /* forced first, padding columns too (SPEC B 6: init blocks are +inf in every column) */
+    if (bb < init_blocks || (bb <= qb && bb >= qb - local_blocks)) {
         v = INFINITY;
+    } else if (bb >= nblocks) {
+        v = -INFINITY;
     } else {
         int64_t first = -fdiv64(-((int64_t)B * bb - l1 + 1), s1);
         int64_t last = fdiv64((int64_t)B * bb + B - 1, s1);

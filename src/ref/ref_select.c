@@ -6,10 +6,11 @@
 
 #include "internal.h"
 
-/* block_scores[g][t][b]:
- *   -inf  if b >= nblocks of the row's sequence (padding column)
+/* block_scores[g][t][b], every column b < nblocks_out (SPEC B 6, the golden README):
  *   +inf  if forced: b < init_blocks or q_block - local_blocks <= b <= q_block, q_block = p / B
- *   else  max of scores[g][t][lo..hi) over the c1 kernels overlapping b, -inf if empty. */
+ *         (also a padding column, b >= nblocks of the row's sequence, below init_blocks)
+ *   else  max of scores[g][t][lo..hi) over the c1 kernels overlapping b, -inf if empty (so every
+ *         other padding column is -inf: no kernel of the sequence reaches past its last block). */
 infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores /* [Hkv, total_q, max_n1] */,
                                float *block_scores /* [Hkv, total_q, nblocks_out] */) {
     for (int32_t sb = 0; sb < ap->num_seqs; sb++) {
@@ -22,10 +23,10 @@ infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores
                 const float *srow = scores + ((int64_t)g * ap->total_q + t) * ap->max_n1;
                 float *brow = block_scores + ((int64_t)g * ap->total_q + t) * ap->nblocks_out;
                 for (int32_t b = 0; b < ap->nblocks_out; b++) {
-                    if (b >= s->nblocks) {
-                        brow[b] = -INFINITY;
-                    } else if (infllm_block_forced(b, q_block, ap->init_blocks, ap->local_blocks)) {
+                    if (infllm_block_forced(b, q_block, ap->init_blocks, ap->local_blocks)) {
                         brow[b] = INFINITY;
+                    } else if (b >= s->nblocks) {
+                        brow[b] = -INFINITY; /* what the kernel range gives, stated */
                     } else {
                         int32_t lo, hi;
                         infllm_block_kernel_range(b, ap->B, ap->l1, ap->s1, s->n1, &lo, &hi);
