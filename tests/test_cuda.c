@@ -199,6 +199,19 @@ static void run_case(const tcase *c, unsigned long long seed) {
         if (!(fabs(a - r) <= ulp * fmax(fabs(a), fabs(r)) + 1e-6)) smis++;
     }
     CHECK(smis <= nsc / 100, "%s: stage 1: %zu of %zu scores differ from REF by > 1 ulp", c->name, smis, nsc);
+    /* block scores: the forced (+inf) / empty or padding (-inf) / finite pattern is a rule, exactly REF's
+     * (the finite values carry stage 1's last-ulp differences) */
+    {
+        float *cbs = to_host(dbs, nbs * 4);
+        size_t bmis = 0;
+        for (size_t i = 0; i < nbs; i++) {
+            const int a = isinf(cbs[i]) ? (cbs[i] > 0 ? 1 : -1) : 0, r = isinf(rbs[i]) ? (rbs[i] > 0 ? 1 : -1) : 0;
+            bmis += a != r;
+        }
+        CHECK(bmis == 0, "%s: block scores: %zu of %zu entries differ from REF in +inf / -inf / finite", c->name, bmis,
+              nbs);
+        free(cbs);
+    }
     size_t rows = (size_t)Hkv * TQ, tk_same = 0, tkf_same = 0;
     for (size_t r = 0; r < rows; r++) tk_same += memcmp(ctk + r * K, rtk + r * K, (size_t)K * 4) == 0;
     CHECK(tk_same * 100 >= rows * 99, "%s: standalone top-k: %zu of %zu rows identical to REF", c->name, tk_same, rows);
