@@ -11,6 +11,7 @@ query), keys per query counted from the selection.
                                 [--topk-npy SEL.npz,...] [--json FILE] [--no-flex] [--no-decode]
 """
 import argparse
+import contextlib
 import ctypes as C
 import os
 import statistics
@@ -43,6 +44,22 @@ def load_lib(path):
         lib.cuda_debug_fused_topk.argtypes = [vp, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, vp,
                                               vp, vp]
     return lib
+
+
+@contextlib.contextmanager
+def env_switches(env):
+    """the environment variables of env (a dict) set while the block runs, the old values back after
+    it (the library reads an INFLLM_CUDA_* switch at its first use)"""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check(lib, st, what):

@@ -24,7 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_bench import HKV, HQ, D, check, load_lib, make_inputs, params, timeit  # noqa: E402
+from cuda_bench import HKV, HQ, D, check, env_switches, load_lib, make_inputs, params, timeit  # noqa: E402
 from infllm_ctypes import BF16, SPARSE  # noqa: E402
 
 
@@ -51,9 +51,7 @@ class Config:
         pc.workspace, pc.workspace_bytes = self.ws.data_ptr(), ws.value
         self.out = torch.empty_like(q)
         self.lse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
-        old = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        try:
+        with env_switches(env):
             with torch.cuda.stream(self.stream):
                 check(lib, lib.infllm_cache_append(cache, k.data_ptr(), v.data_ptr(), tk), "prefix append")
                 self.attend()
@@ -65,12 +63,6 @@ class Config:
                     for _ in range(layers):
                         self.attend()
             torch.cuda.synchronize()
-        finally:
-            for key, val in old.items():
-                if val is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = val
         self.t1, self.tl = [], []
 
     def attend(self):

@@ -25,7 +25,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_bench import HQ, check, layout, load_lib, make_inputs, params, timeit  # noqa: E402
+from cuda_bench import HQ, check, env_switches, layout, load_lib, make_inputs, params, timeit  # noqa: E402
 from infllm_ctypes import SPARSE  # noqa: E402
 
 
@@ -72,19 +72,6 @@ class Call:
                                                   C.c_void_p(self.lse.data_ptr())), "infllm_attention")
 
 
-def with_env(env, fn):
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return fn()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def kernel_times(fn, reps=20):
     """device us per call of each CUDA kernel that fn launches (torch.profiler)"""
     from torch.profiler import ProfilerActivity, profile
@@ -125,8 +112,8 @@ def main():
     if not torch.cuda.is_available():
         print("smallq_ab: SKIP (no CUDA device)")
         return 0
-    # the library reads each INFLLM_CUDA_* switch once per process: a configuration with switches
-    # gets its own copy of the .so (its own statics), loaded while its switches are set
+    # the library reads each INFLLM_CUDA_* switch once per process, at its first use: a configuration
+    # with switches gets its own copy of the .so (its own statics), every call of which runs under them
     import shutil
     import tempfile
     tmp = tempfile.mkdtemp(prefix="smallq_ab.")
@@ -142,18 +129,20 @@ def main():
     q_all, k, v = make_inputs(a.tk)
     print(f"# smallq_ab: {torch.cuda.get_device_name()}, tk {a.tk}, rounds {a.rounds} x {a.reps} calls; "
           f"ms per infllm_attention call (median), ratio = first / this")
-    status = 0
     for lq in lqs:
         q = q_all[a.tk - lq:].contiguous()
-        calls = [(name, with_env(env, lambda: Call(libs[path], env, q, k, v, lq, a.tk)))
-                 for name, path, env in cfgs]
-        for name, c in calls:
-            with_env(c.env, c)
+        calls = []
+        for name, path, env in cfgs:
+            with env_switches(env):
+                c = Call(libs[path], env, q, k, v, lq, a.tk)
+                c()
+            calls.append((name, c))
         torch.cuda.synchronize()
         ts = {name: [] for name, _ in calls}
         for _ in range(a.rounds):
             for name, c in calls:
-                ts[name].append(with_env(c.env, lambda: timeit(c, warmup=2, reps=1, calls=a.reps)))
+                with env_switches(c.env):
+                    ts[name].append(timeit(c, warmup=2, reps=1, calls=a.reps))
         ref = calls[0][1]
         t0 = statistics.median(ts[calls[0][0]])
         print(f"\n| lq {lq} | ms | ratio | output vs {calls[0][0]} |")
@@ -166,10 +155,11 @@ def main():
             print(f"| {name} | {t:.4f} | {t0 / t:.3f}x | {diff} |")
         if a.kernels:
             for name, c in calls:
-                kt = with_env(c.env, lambda: kernel_times(c))
+                with env_switches(c.env):
+                    kt = kernel_times(c)
                 print(f"# kernels of {name}, lq {lq} (us per call): " +
                       ", ".join(f"{k_} {v_:.1f}" for k_, v_ in sorted(kt.items(), key=lambda x: -x[1])))
-    return status
+    return 0
 
 
 if __name__ == "__main__":
