@@ -1168,11 +1168,7 @@ static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, boo
 infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
-    const char *op = topk ? "sparse attention" : "dense attention";
-    infllm_status s = cuda_check_supported(ap, op);
-    if (!s)
-        s = cuda_check_aligned(op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
-                                    {topk, "topk_idx", 4}, {lse, "lse", 4}});
+    infllm_status s = cuda_check_supported(ap, topk ? "sparse attention" : "dense attention");
     if (s) return s;
     if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
     bool sparse = topk != NULL;
@@ -1235,6 +1231,14 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
 
 static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                               const int32_t *topk, int32_t cols, void *out, float *lse) {
+    /* the caller's pointers are checked here, at the API's entry, as cuda_attention and
+     * cuda_cache_attend check theirs: cuda_flash_launch, which all three reach, takes them checked */
+    const char *op = topk ? "sparse attention" : "dense attention";
+    infllm_status s = cuda_check_supported(ap, op);
+    if (!s)
+        s = cuda_check_aligned(op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
+                                    {topk, "topk_idx", 4}, {lse, "lse", 4}});
+    if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     size_t ws = cuda_flash_split_bytes(ap, topk != NULL, cols);
     void *buf = NULL;
@@ -1245,7 +1249,7 @@ static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const
             ws = 0;
         }
     }
-    infllm_status s = cuda_flash_launch(ap, q, k, v, topk, cols, out, lse, 0, buf, ws, st);
+    s = cuda_flash_launch(ap, q, k, v, topk, cols, out, lse, 0, buf, ws, st);
     if (buf) cudaFreeAsync(buf, st);
     return s;
 }
