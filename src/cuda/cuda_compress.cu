@@ -86,6 +86,57 @@ infllm_status cuda_check_aligned(const char *op, std::initializer_list<CudaArg> 
     return INFLLM_OK;
 }
 
+/* The same windows, one warp a window: lane l sums columns [8 l, 8 l + 8) (+ 256 a step) from 16-byte
+ * loads, CMP_ROWS rows in flight, each column's f32 sum in index order as above (bitwise the same
+ * c1 / c2), one 16-byte store. Needs k, c1, c2 16-byte aligned and cols a multiple of 8 (the host
+ * checks; else k_compress). grid (ceil(max_n / warps a CTA), num_seqs, 2 levels). */
+enum { CMP_ROWS = 8 };
+template <typename T>
+__global__ void k_compress16(SeqDesc sd, const T *__restrict__ k, T *__restrict__ c1, T *__restrict__ c2,
+                             const int32_t *__restrict__ cu_c1, const int32_t *__restrict__ cu_c2, int64_t cols,
+                             int32_t l1, int32_t s1) {
+    const int level = blockIdx.z, b = blockIdx.y, lane = threadIdx.x & 31;
+    if (level == 1 && !c2) return;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(sd, b, q0, lq, k0, lk);
+    const int32_t size = level ? 4 * l1 : l1, stride = level ? 4 * s1 : s1;
+    const int32_t n = d_windows(lk, size, stride);
+    const int j = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (j >= n) return;
+    T *dst = (level ? c2 : c1) + ((level ? cu_c2[b] : cu_c1[b]) + (int64_t)j) * cols;
+    for (int64_t col = 8 * lane; col < cols; col += 256) {
+        const T *src = k + (k0 + (int64_t)stride * j) * cols + col;
+        float sum[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) sum[e] = 0.f;
+        int u = 0;
+        for (; u + CMP_ROWS <= size; u += CMP_ROWS) {
+            uint4 x[CMP_ROWS];
+#pragma unroll
+            for (int i = 0; i < CMP_ROWS; i++) x[i] = *reinterpret_cast<const uint4 *>(src + (int64_t)(u + i) * cols);
+#pragma unroll
+            for (int i = 0; i < CMP_ROWS; i++) {
+                const T *v = reinterpret_cast<const T *>(&x[i]);
+#pragma unroll
+                for (int e = 0; e < 8; e++) sum[e] += DT<T>::to_f(v[e]);
+            }
+        }
+        for (; u < size; u++) {
+            const uint4 x = *reinterpret_cast<const uint4 *>(src + (int64_t)u * cols);
+            const T *v = reinterpret_cast<const T *>(&x);
+#pragma unroll
+            for (int e = 0; e < 8; e++) sum[e] += DT<T>::to_f(v[e]);
+        }
+        uint4 w;
+        uint32_t *wp = reinterpret_cast<uint32_t *>(&w);
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            wp[e] = DT<T>::pack2(__fdiv_rn(sum[2 * e], (float)size), __fdiv_rn(sum[2 * e + 1], (float)size));
+        *reinterpret_cast<uint4 *>(dst + col) = w;
+    }
+}
+
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op) {
     if (ap->dtype != INFLLM_DTYPE_BF16 && ap->dtype != INFLLM_DTYPE_F16)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
@@ -111,6 +162,22 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
     int32_t max_n = d_windows(ap->max_lk, ap->l1, ap->s1);
     if (max_n <= 0 || ap->total_k == 0) return INFLLM_OK;
     int64_t cols = (int64_t)ap->Hkv * ap->D;
+    /* INFLLM_CUDA_NO_COMPRESS16=1: the thread-a-column kernel (A/B, tests) */
+    static std::atomic<int> no_c16{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_NO_COMPRESS16", &no_c16) != 1 && cols % 8 == 0 &&
+        (((uintptr_t)k | (uintptr_t)c1 | (uintptr_t)c2) & 15) == 0) {
+        const int warps = 8;
+        dim3 g16((unsigned)((max_n + warps - 1) / warps), (unsigned)ap->num_seqs, 2);
+        if (ap->dtype == INFLLM_DTYPE_BF16)
+            k_compress16<__nv_bfloat16><<<g16, warps * 32, 0, st>>>(sd, (const __nv_bfloat16 *)k,
+                                                                   (__nv_bfloat16 *)c1, (__nv_bfloat16 *)c2,
+                                                                   cu_c1, cu_c2, cols, ap->l1, ap->s1);
+        else
+            k_compress16<__half><<<g16, warps * 32, 0, st>>>(sd, (const __half *)k, (__half *)c1, (__half *)c2,
+                                                            cu_c1, cu_c2, cols, ap->l1, ap->s1);
+        CU_LAUNCH_CHECK("k_compress16");
+        return INFLLM_OK;
+    }
     int threads = cols >= 256 ? 256 : (int)((cols + 31) / 32 * 32);
     int rpb = 1;
     dim3 grid((unsigned)((max_n + rpb - 1) / rpb), (unsigned)ap->num_seqs, 2);
