@@ -1316,7 +1316,7 @@ extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *bl
  *   k_dec_lse:   per LSE-level tile, per row partial (max, sum)          -> part [Hkv][T][nt][16][2]
  *   k_dec_score: per c1 tile, merge the partials, P, group sum, round,
  *                global atomicMax into the block scores                  -> bsg  [Hkv][T][nbmax]
- *   k_dec_topk:  one warp per (KV head, row): forced blocks, top-k.
+ *   k_dec_topk:  a team of DEC_TOPK_TW warps per (KV head, row): forced blocks, top-k.
  * Needs 16 % G == 0 (one token's heads in one m16 tile). */
 struct DecParams {
     const void *q, *c1, *c2;
@@ -1425,15 +1425,19 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
 }
 
-enum { DEC_TOPK_WARPS = 4 }; /* k_dec_topk: warps (rows) a CTA */
-/* one warp per (KV head, row): the row's keys in place (sel_block_key) and its top-k by
- * sel90_topk_radix<1> (the selection kernels' routine, a team of one warp), histograms in shared
- * memory. Rows hold nbmax slots, a multiple of 4. (Was warp_topk's 32-bit search: 33 passes over
- * the row, ~61 us at 128K for the one-token row.) */
+/* k_dec_topk: warps a CTA, and warps a row (a team: 1 or 2, sel90_topk_radix's; teams of 2 sync on
+ * named barriers 4 + team) */
+enum { DEC_TOPK_WARPS = 4, DEC_TOPK_TW = 2, DEC_TOPK_TEAMS = DEC_TOPK_WARPS / DEC_TOPK_TW };
+enum { DEC_TOPK_TEAM_WORDS = DEC_TOPK_TW == 1 ? (int)SEL_TOPK1_WORDS : (int)SEL90_TOPK_TEAM_WORDS };
+/* a team per (KV head, row): the row's keys in place (sel_block_key) and its top-k by
+ * sel90_topk_radix<DEC_TOPK_TW> (the selection kernels' routine), histograms in shared memory. Rows
+ * hold nbmax slots, a multiple of 4. (Was warp_topk's 32-bit search: 33 passes over the row, 61 us
+ * at 1 x 128K on the H200; one warp a row on the radix routine, session 13: 23 us.) */
 __global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
-    __shared__ __align__(16) uint32_t sHist[DEC_TOPK_WARPS * SEL_TOPK1_WORDS];
-    int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    __shared__ __align__(16) uint32_t sHist[DEC_TOPK_TEAMS * DEC_TOPK_TEAM_WORDS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int team = warp / DEC_TOPK_TW, tw = warp % DEC_TOPK_TW;
+    const int64_t w = (int64_t)blockIdx.x * DEC_TOPK_TEAMS + team; /* the row; the team returns as one */
     if (w >= (int64_t)p.Hkv * p.sd.total_q) return;
     int64_t t = w % p.sd.total_q;
     int sb = seq_of_row(p.sd, t);
@@ -1445,15 +1449,15 @@ __global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
     int qb = (int)(pos / p.B);
     int32_t *row = p.topk + w * p.topk_out;
     if (qb + 1 <= p.K) {
-        for (int c = lane; c < p.topk_out; c += 32) row[c] = c <= qb ? c : -1;
+        for (int c = tw * 32 + lane; c < p.topk_out; c += DEC_TOPK_TW * 32) row[c] = c <= qb ? c : -1;
         return;
     }
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, d_windows(lk, p.l1, p.s1));
     auto key_of = [&](int bb, float score) {
         return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
     };
-    sel90_topk_radix<1>(p.bsg + w * p.nbmax, qb + 1, p.K, qb, row, p.topk_out, sHist + warp * SEL_TOPK1_WORDS, 0, 0,
-                        key_of);
+    sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, p.K, qb, row, p.topk_out,
+                                  sHist + team * DEC_TOPK_TEAM_WORDS, tw, team, key_of);
 }
 
 /* block-score slots of a row: all blocks of the longest sequence, rounded up to 4 (sel90_topk_radix
@@ -1512,7 +1516,7 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
     }
     CU_LAUNCH_CHECK("k_dec_lse/k_dec_score");
     int64_t rows = (int64_t)ap->Hkv * ap->total_q;
-    k_dec_topk<<<(unsigned)((rows + DEC_TOPK_WARPS - 1) / DEC_TOPK_WARPS), DEC_TOPK_WARPS * 32, 0, st>>>(p);
+    k_dec_topk<<<(unsigned)((rows + DEC_TOPK_TEAMS - 1) / DEC_TOPK_TEAMS), DEC_TOPK_WARPS * 32, 0, st>>>(p);
     CU_LAUNCH_CHECK("k_dec_topk");
     return INFLLM_OK;
 }
