@@ -95,7 +95,10 @@ template <typename T>
 __global__ void k_compress16(SeqDesc sd, const T *__restrict__ k, T *__restrict__ c1, T *__restrict__ c2,
                              const int32_t *__restrict__ cu_c1, const int32_t *__restrict__ cu_c2, int64_t cols,
                              int32_t l1, int32_t s1) {
-    const int level = blockIdx.z, b = blockIdx.y, lane = threadIdx.x & 31;
+    /* c2 (z 0) before c1 (z 1): CTAs start in grid order, and a c2 window is 4 c1 windows' rows, so
+     * its long chains start first and c1's short ones fill in behind them instead of the c2 CTAs
+     * running last, alone */
+    const int level = 1 - (int)blockIdx.z, b = blockIdx.y, lane = threadIdx.x & 31;
     if (level == 1 && !c2) return;
     int64_t q0, k0;
     int32_t lq, lk;
