@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""smallq_ab.py: infllm_attention (sparse, no cache) with a few query tokens against a long prefix,
-for several builds of libinfllm (or settings of one), in one process, interleaved round by round.
-This is the path of total_q <= 64 (k_dec_lse / k_dec_score / k_dec_topk selection, then split
+"""smallq_ab.py: infllm_attention (sparse, or --mode dense; no cache) with a few query tokens
+against a long prefix, for several builds of libinfllm (or settings of one), in one process,
+interleaved round by round. This is the path of total_q <= 64 (one sequence of <= 16 queries: the
+decode cache's k_cd_* kernels; else k_dec_lse / k_dec_score / k_dec_topk selection, then split
 stage 2): decode or speculative verification through the stateless API, which recompresses the
 prefix on every call. Prints, per configuration and query count, the median time per call and
 the ratio to the first configuration, the per-kernel device times (torch.profiler, --kernels),
@@ -26,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cuda_bench import HQ, check, env_switches, layout, load_lib, make_inputs, params, timeit  # noqa: E402
-from infllm_ctypes import SPARSE  # noqa: E402
+from infllm_ctypes import DENSE, SPARSE  # noqa: E402
 
 
 def parse_configs(a):
@@ -52,12 +53,12 @@ def parse_configs(a):
 class Call:
     """one configuration's infllm_attention of lq queries against tk keys, with its own workspace"""
 
-    def __init__(self, lib, env, q, k, v, lq, tk):
+    def __init__(self, lib, env, q, k, v, lq, tk, mode=SPARSE):
         self.lib, self.env = lib, env
         self.q, self.k, self.v = q, k, v
         self.out = torch.empty_like(q)
         self.lse = torch.empty(lq, HQ, device="cuda", dtype=torch.float32)
-        self.p = params(lib, SPARSE)
+        self.p = params(lib, mode)
         self.l = layout(lq, tk)
         wsb = C.c_size_t(0)
         check(lib, lib.infllm_attention_workspace_size(C.byref(self.p), C.byref(self.l), C.byref(wsb)), "ws size")
@@ -101,6 +102,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="rounds (each times every configuration once)")
     ap.add_argument("--reps", type=int, default=20, help="calls per timing (back to back between two events)")
     ap.add_argument("--kernels", action="store_true", help="also the per-kernel device times")
+    ap.add_argument("--mode", choices=("sparse", "dense"), default="sparse",
+                    help="attention mode of the calls (default sparse, the MiniCPM4.1 path past dense_len)")
     a = ap.parse_args()
     cfgs = parse_configs(a)
     try:
@@ -127,14 +130,14 @@ def main():
         if path not in libs:
             libs[path] = load_lib(path)
     q_all, k, v = make_inputs(a.tk)
-    print(f"# smallq_ab: {torch.cuda.get_device_name()}, tk {a.tk}, rounds {a.rounds} x {a.reps} calls; "
+    print(f"# smallq_ab: {torch.cuda.get_device_name()}, {a.mode}, tk {a.tk}, rounds {a.rounds} x {a.reps} calls; "
           f"ms per infllm_attention call (median), ratio = first / this")
     for lq in lqs:
         q = q_all[a.tk - lq:].contiguous()
         calls = []
         for name, path, env in cfgs:
             with env_switches(env):
-                c = Call(libs[path], env, q, k, v, lq, a.tk)
+                c = Call(libs[path], env, q, k, v, lq, a.tk, SPARSE if a.mode == "sparse" else DENSE)
                 c()
             calls.append((name, c))
         torch.cuda.synchronize()

@@ -15,7 +15,9 @@
  * Attend, on the stored c1/c2 (no compression): up to 16 query tokens with G <= 16 (decode) take
  * this file's k_cd_* kernels ("fast decode step" below); other shapes the shared kernels: up to 64
  * query rows cuda_dec_select_launch, else the fused cuda_select_launch, then cuda_flash_launch
- * (sparse with split-KV, or dense below dense_len). Nothing reads device memory on the host and
+ * (sparse with split-KV, or dense below dense_len). The stateless cuda_attention of one sequence with
+ * few queries also runs the k_cd_* kernels, on the c1 / c2 it has just compressed (cuda_fewq_cd_*
+ * below). Nothing reads device memory on the host and
  * nothing allocates when the caller passes workspace, so append + attend can be captured into a
  * CUDA graph.
  */
@@ -953,6 +955,34 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
                             : cd_launch<__nv_bfloat16, 64>(p, c, p.sparse, need_select, st);
     return ap->D == 128 ? cd_launch<__half, 128>(p, c, p.sparse, need_select, st)
                         : cd_launch<__half, 64>(p, c, p.sparse, need_select, st);
+}
+
+/* The stateless few-query call (cuda_attention of one sequence with host lengths, total_q <= 16,
+ * G <= 16) on these kernels, over the c1 / c2 that the call has just compressed (rows from 0, as the
+ * cache stores them): k_cd_lse + k_cd_score + k_cd_attn (which selects) + k_cd_combine take the place
+ * of k_dec_lse / k_dec_score / k_dec_topk, the split stage 2 and k_combine. The selection's arithmetic
+ * is the same (see "fast decode step"), so the blocks are too; the output is a different split of
+ * the same sums. A dense sequence takes it up to CD_FEWQ_DENSE_MAX queries only: k_cd_attn walks every
+ * causal block of each token's row in its own CTAs, so its time grows with the queries, while the
+ * split k_flash90 shares each chunk among them (H200, 128K keys, bench/smallq_ab.py --mode dense:
+ * 1 / 2 / 4 / 8 queries 4.6x / 1.40x / 0.78x / 0.31x the shared kernels' speed; sparse 1-16 queries
+ * 1.2-2.3x at 8K-128K). INFLLM_CUDA_NO_FEWQ_CD=1 keeps the shared kernels (cuda_check runs both).
+ * cuda_fewq_cd_bytes: the workspace it needs, 0 when it does not apply. */
+#define CD_FEWQ_DENSE_MAX 2
+size_t cuda_fewq_cd_bytes(const infllm_attn_params *ap) {
+    static std::atomic<int> no_fewq{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_NO_FEWQ_CD", &no_fewq) == 1 || !ap->seqs || ap->num_seqs != 1) return 0;
+    if (!ap->seqs[0].sparse && ap->total_q > CD_FEWQ_DENSE_MAX) return 0;
+    CdPlan c = cd_plan(ap, 0);
+    return c.use ? c.total : 0;
+}
+
+infllm_status cuda_fewq_cd_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                  const void *c1, const void *c2, void *out, float *lse, void *ws, cudaStream_t st) {
+    CdPlan c = cd_plan(ap, 0);
+    if (!c.use || !ap->seqs || ap->num_seqs != 1)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA few-query attention: the decode kernels do not apply");
+    return cd_run(ap, c, q, k, v, c1, c2, out, lse, (unsigned char *)ws, st);
 }
 
 /* ------------------------------------------------------------- attend ---- */

@@ -52,6 +52,14 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
                                      const int32_t *cu_c1, const int32_t *cu_c2, int32_t *topk, void *ws,
                                      cudaStream_t st);
 
+/* The stateless call of one sequence (host lengths) with total_q <= 16 and G <= 16 on the decode
+ * cache's kernels (cuda_cache.cu), over c1 / c2 compressed into rows from 0 (c1, c2 unused when the
+ * sequence is dense). cuda_fewq_cd_bytes: its workspace, 0 when it does not apply (or
+ * INFLLM_CUDA_NO_FEWQ_CD=1); ws: that many bytes, 256-byte aligned. */
+size_t cuda_fewq_cd_bytes(const infllm_attn_params *ap);
+infllm_status cuda_fewq_cd_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                  const void *c1, const void *c2, void *out, float *lse, void *ws, cudaStream_t st);
+
 /* Flash attention on tensor cores: dense causal (topk == NULL) or block-sparse. filter: 0 all
  * sequences, 1 only sparse ones, 2 only dense ones (per-sequence switch). split_ws: scratch for
  * the split-KV path (may be NULL: no split); split_ws_bytes its size. */

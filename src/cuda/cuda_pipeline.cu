@@ -6,9 +6,12 @@
  *   sparse sequences: k_offsets + k_compress (c1, c2, device cu_c1/cu_c2) -> k_select (fused
  *   stage 1 + LSE approximation + group sum + max-pool + forced blocks + top-k; the score matrix
  *   stays on chip) -> k_flash<sparse> (filter: sparse sequences);
- *   dense sequences: k_flash<dense> (filter: dense sequences).
+ *   dense sequences: k_flash<dense> (filter: dense sequences);
+ *   one sequence (host lengths) of <= 16 queries with G <= 16 (dense: <= 2): (k_offsets + k_compress
+ *   when sparse, then) the decode cache's kernels, k_cd_lse / k_cd_score / k_cd_attn / k_cd_combine, over the
+ *   freshly compressed c1 / c2 (cuda_cache.cu; INFLLM_CUDA_NO_FEWQ_CD=1: the kernels above).
  * Workspace (256-byte aligned pieces): cu_c1/cu_c2, c1, c2, topk_idx [Hkv, total_q, topk_out],
- * split-KV scratch. Linear in T.
+ * split-KV scratch (few queries: cu_c1/cu_c2, c1, c2, the decode kernels' scratch). Linear in T.
  */
 #include <atomic>
 #include <mutex>
@@ -60,7 +63,7 @@ int cuda_env_int(const char *name, std::atomic<int> *slot) {
 }
 
 struct WsLayout {
-    size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, total;
+    size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, off_fewq, fewq_bytes, total;
     int64_t rows_c1, rows_c2; /* rows of the c1 / c2 regions */
     int any_sparse, any_dense;
 };
@@ -97,6 +100,17 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         off += al256((size_t)w.rows_c1 * row);
         w.off_c2 = off;
         off += al256((size_t)w.rows_c2 * row);
+    }
+    /* one sequence of <= 16 queries: the decode cache's kernels do the rest (no top-k, split or
+     * selection scratch of the shared kernels) */
+    w.fewq_bytes = cuda_fewq_cd_bytes(ap);
+    if (w.fewq_bytes) {
+        w.off_fewq = off;
+        off += al256(w.fewq_bytes);
+        w.total = off;
+        return w;
+    }
+    if (w.any_sparse) {
         w.off_topk = off;
         off += al256((size_t)ap->Hkv * ap->total_q * (ap->topk_out > 0 ? ap->topk_out : 1) * sizeof(int32_t));
     }
@@ -168,7 +182,11 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
     int32_t *cu_c1 = (int32_t *)(ws + w.off_cu);
     int32_t *cu_c2 = cu_c1 + ap->num_seqs + 1;
     void *split = w.split_bytes ? ws + w.off_split : NULL;
-    if (w.any_sparse) {
+    if (w.fewq_bytes) {
+        void *c1 = w.any_sparse ? ws + w.off_c1 : NULL, *c2 = w.any_sparse ? ws + w.off_c2 : NULL;
+        if (w.any_sparse) s = cuda_compress_impl(ap, k, c1, c2, cu_c1, cu_c2, st);
+        if (!s) s = cuda_fewq_cd_launch(ap, q, k, v, c1, c2, out, lse, ws + w.off_fewq, st);
+    } else if (w.any_sparse) {
         void *c1 = ws + w.off_c1, *c2 = ws + w.off_c2;
         int32_t *topk = (int32_t *)(ws + w.off_topk);
         s = cuda_compress_impl(ap, k, c1, c2, cu_c1, cu_c2, st);
@@ -180,7 +198,8 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
         if (!s && ap->topk_out > 0)
             s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
     }
-    if (!s && w.any_dense) s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 2, split, w.split_bytes, st);
+    if (!s && w.any_dense && !w.fewq_bytes)
+        s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 2, split, w.split_bytes, st);
     if (owned) cudaFreeAsync(ws, st);
     return s;
 }
