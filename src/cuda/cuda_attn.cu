@@ -154,6 +154,7 @@ __device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], f
             t[j] = fmaxf(fmaxf(s[2 * j][2 * ri], s[2 * j][2 * ri + 1]), fmaxf(s[2 * j + 1][2 * ri], s[2 * j + 1][2 * ri + 1]));
         mx[ri] = fmaxf(fmaxf(t[0], t[1]), fmaxf(t[2], t[3]));
     }
+    /* quad_max of both rows with their shuffles interleaved (quad_max per row changes the SASS) */
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
 #pragma unroll
@@ -413,8 +414,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lt = quad_sum(lt);
         float inv = lt > 0.f ? 1.f / lt : 0.f;
         float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;
@@ -784,8 +784,7 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lt = quad_sum(lt);
         float inv = lt > 0.f ? 1.f / lt : 0.f;
         float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;

@@ -274,8 +274,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
     for (int ri = 0; ri < 2; ri++) {
         float mx = tile_row_scale_max(s, ri, 64 * tile, tig, vis, p.scale_log2);
         float mu = mx == -INFINITY ? 0.f : mx, acc = tile_row_exp2_sum(s, ri, mu);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        acc = quad_sum(acc);
         if (tig == 0) *reinterpret_cast<float2 *>(part + 2 * (gid + 8 * ri)) = make_float2(mx, acc);
     }
 }
@@ -644,8 +643,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
                         s[j][2 * ri + e2] = v;
                         mx[ri] = fmaxf(mx[ri], v);
                     }
-                mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
-                mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+                mx[ri] = quad_max(mx[ri]);
             }
         }
         if (tig == 0) {
@@ -675,8 +673,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
                     *reinterpret_cast<uint32_t *>(sP + (gid + 8 * ri) * PS + 64 * grp + r0 + 8 * j + 2 * tig) =
                         DT<T>::pack2(p0, p1);
                 }
-                acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-                acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+                acc = quad_sum(acc);
                 if (tig == 0) ssum[warp * 16 + gid + 8 * ri] = acc;
             }
         }

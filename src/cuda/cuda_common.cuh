@@ -163,6 +163,16 @@ __device__ __forceinline__ void mma16816<__half>(float (&c)[4], const uint32_t (
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* The sum / max of v over the 4 lanes of a quad (lanes 4 r .. 4 r + 3, the threads that hold one row
+ * of an mma.sync or wgmma accumulator), in every lane of it: lanes 1 apart, then 2 apart */
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *smem) {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -279,9 +289,7 @@ __device__ __forceinline__ float tile_row_scale_max(float (&s)[8][4], int ri, in
             s[j][2 * ri + e] = v;
             mx = fmaxf(mx, v);
         }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    return mx;
+    return quad_max(mx);
 }
 
 /* this lane's sum of exp2(s - mu) over its 16 values of row ri (not summed over the quad) */

@@ -528,8 +528,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lt = quad_sum(lt);
         lse2[ri] = lt > 0.f ? m[ri] + __log2f(lt) : INFINITY; /* no visible kernel: P = 0 */
     }
 
@@ -868,8 +867,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
-        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
-        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        lt = quad_sum(lt);
         lrow[ri] = lt;
     }
     const int prow = 64 * rg + 16 * wq + gid; /* this thread's first pass-1 row; the second is + 8 */
@@ -1385,8 +1383,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(Dec
     for (int ri = 0; ri < 2; ri++) {
         float mx = tile_row_scale_max(s, ri, 64 * t, tig, vis, p.scale_log2);
         float mu = mx == -INFINITY ? 0.f : mx, acc = tile_row_exp2_sum(s, ri, mu);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-        acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+        acc = quad_sum(acc);
         if (tig == 0) {
             int r = gid + 8 * ri;
             part[2 * r] = mx;
