@@ -30,6 +30,28 @@ from check_counter import Counter  # noqa: E402,F401  (the py_model_* tests impo
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32
+Q5_0, Q5_1 = gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q5_1
+Q2K, Q3K = gguf.GGMLQuantizationType.Q2_K, gguf.GGMLQuantizationType.Q3_K
+
+
+def random_kquant(arr, t, rng):
+    """Raw Q2_K / Q3_K rows for a [rows, cols] matrix (cols a multiple of 256; the gguf package
+    dequantizes these types but cannot quantize to them): random codes and scales, the f16 block
+    scale d (and Q2_K's dmin) sized so that the values spread like arr's."""
+    rows, cols = arr.shape
+    nb, bs = cols // 256, (84 if t == Q2K else 110)
+    raw = rng.integers(0, 256, (rows, nb, bs), dtype=np.uint8)
+    sd = float(arr.std())
+
+    def f16(v):
+        return np.frombuffer(np.float16(v).tobytes(), np.uint8)
+
+    if t == Q2K:  # d * (sc & 15) * q - dmin * (sc >> 4), q in 0..3: mean 11.25 d - 7.5 dmin = 0
+        raw[:, :, 80:82] = f16(sd / 8)
+        raw[:, :, 82:84] = f16(sd * 3 / 16)
+    else:  # d * (sc6 - 32) * (q3 - 4)
+        raw[:, :, 108:110] = f16(sd / 32)
+    return raw.reshape(rows, nb * bs)
 
 
 class Tiny:
@@ -87,6 +109,7 @@ class Tiny:
             w.add_float32("minicpm.residual_scale", self.rscale)
             w.add_float32("minicpm.logit_scale", self.lscale)
         self.stored = {}
+        self.qrng = np.random.default_rng(12345)  # raw K-quant codes (random_kquant)
 
         def add(name, key, arr):
             t = types.get(key, F32)
@@ -96,6 +119,10 @@ class Tiny:
             elif t == F16:
                 w.add_tensor(name, arr.astype(np.float16))
                 self.stored[name] = arr.astype(np.float16).astype(np.float32)
+            elif t in (Q2K, Q3K):
+                q = random_kquant(arr, t, self.qrng)
+                w.add_tensor(name, q, raw_dtype=t)
+                self.stored[name] = dequantize(q, t).reshape(arr.shape).astype(np.float32)
             else:
                 q = quantize(arr.astype(np.float32), t)
                 w.add_tensor(name, q, raw_dtype=t)
@@ -233,13 +260,14 @@ def write_safetensors(path, tensors, dtype="F32"):
             f.write(b)
 
 
-def run_logits(exe, model, toks, tmp, extra=()):
+def run_logits(exe, model, toks, tmp, extra=(), env=None):
+    """the logits of `infllm run` over toks; env: extra environment variables for the run"""
     out = os.path.join(tmp, "logits.npy")
     if os.path.exists(out):
         os.remove(out)
     cmd = [exe, "run", "-m", model, "--tokens", ",".join(map(str, toks)), "-n", "0", "-q", "--ctx", "1024",
            "--dump-logits", out, *extra]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
     return np.load(out).astype(np.float64)

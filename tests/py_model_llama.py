@@ -1,4 +1,4 @@
-"""Tiny random llama GGUF (Q8_0/F16/F32 tensors) written with the gguf package: infllm's
+"""Tiny random llama GGUF (Q8_0/Q5_0/Q5_1/Q2_K/Q3_K/F16/F32 tensors) written with the gguf package: infllm's
 logits agree with an independent numpy float64 forward pass; its safetensors twin (HF
 rotate_half RoPE, unpermuted Q/K) gives the same logits; sparse mode where every block is
 selected equals dense; a genuinely sparse run stays close."""
@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import F16, F32, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
+from model_testlib import F16, F32, Q2K, Q3K, Q5_0, Q5_1, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
 
 exe = sys.argv[1]
 c = Counter("py_model_llama")
@@ -41,6 +41,27 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(e < 4e-2 and agree >= 0.9,
             f"Q8_0 GGUF vs numpy float64 (dequantized weights; int8 activations inside): rel err {e:.2e}, "
             f"argmax agrees at {agree * 100:.0f}%")
+    # 2b. Q5_0 / Q5_1 (quantized by the gguf package) and Q2_K / Q3_K (random codes) vs numpy on the
+    # values the gguf package dequantizes (every row length a multiple of 256 for the K-quants). With
+    # float activations (INFLLM_FLOAT_ACT=1: weights dequantized per block) the bit layouts must agree
+    # to rounding. With int8 activations the error is the activation quantization's, amplified by this
+    # wider model (Q8_0 weights: 7.1e-2 here, Q4_1 8.2e-2, Q5_1 0.15, 2-3 bit codes 0.17-0.28, while
+    # every float-activation error is ~1e-5), so that run is a sanity check; tests/test_quant.c holds
+    # the SIMD kernels to 2e-5 of the exact product of the same quantized operands.
+    m3 = Tiny("llama", seed=3, n_embd=256, n_ff=512)
+    g3 = os.path.join(tmp, "q5k23.gguf")
+    m3.write_gguf(g3, {"emb": Q5_0, "out": Q5_1, "q": Q3K, "k": Q2K, "v": Q3K, "o": Q2K, "gate": Q5_0, "up": Q5_1,
+                       "down": Q3K})
+    ref3 = m3.forward(toks)
+    got3f = run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"})
+    e = rel_err(got3f, ref3)
+    c.check(e < 1e-4, f"Q5_0 / Q5_1 / Q2_K / Q3_K GGUF, float activations, vs numpy float64 over the gguf "
+            f"package's dequantization: rel err {e:.2e}")
+    got3 = run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32])
+    e = rel_err(got3, ref3)
+    agree = float((got3.argmax(-1) == ref3.argmax(-1)).mean())
+    c.check(e < 0.5 and agree >= 0.85,
+            f"the same with int8 activations (the SIMD kernels): rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
     # 3. sparse with every block selected == dense; chunked prefill == one chunk
     got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
     e = rel_err(got_s, got)

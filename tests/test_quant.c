@@ -29,6 +29,32 @@ static void ref_block(uint32_t type, const uint8_t *b, double *y) {
             y[j] = f16d(b) * (b[4 + j] & 15) + f16d(b + 2);
             y[j + 16] = f16d(b) * (b[4 + j] >> 4) + f16d(b + 2);
         }
+    } else if (type == GGML_Q5_0 || type == GGML_Q5_1) {
+        /* value i: low nibble of byte i % 16 (high nibble for i >= 16), fifth bit = bit i of qh */
+        const int m1 = type == GGML_Q5_1;
+        const uint8_t *qh = b + (m1 ? 4 : 2), *qs = b + (m1 ? 8 : 6);
+        for (int i = 0; i < 32; i++) {
+            int nib = i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
+            int q = nib | (((qh[i / 8] >> (i % 8)) & 1) << 4);
+            y[i] = m1 ? f16d(b) * q + f16d(b + 2) : f16d(b) * (q - 16);
+        }
+    } else if (type == GGML_Q2_K || type == GGML_Q3_K) {
+        /* value i: half i / 128, 2-bit plane (i % 128) / 32, byte 32 half + i % 32 of qs; sub-block
+         * of 16 values 8 half + 2 plane + (i % 32) / 16 */
+        const int three = type == GGML_Q3_K;
+        const uint8_t *qs = b + (three ? 32 : 16);
+        for (int i = 0; i < 256; i++) {
+            int half = i / 128, plane = (i % 128) / 32, l = i % 32, sub = 8 * half + 2 * plane + l / 16;
+            int q2 = (qs[32 * half + l] >> (2 * plane)) & 3;
+            if (three) {
+                const uint8_t *s12 = b + 96;
+                int sc6 = (sub < 8 ? s12[sub] & 15 : s12[sub - 8] >> 4) | (((s12[8 + sub % 4] >> (2 * (sub / 4))) & 3) << 4);
+                int hbit = (b[l] >> (4 * half + plane)) & 1;
+                y[i] = f16d(b + 108) * (sc6 - 32) * (q2 - (hbit ? 0 : 4));
+            } else {
+                y[i] = f16d(b + 80) * (b[sub] & 15) * q2 - f16d(b + 82) * (b[sub] >> 4);
+            }
+        }
     } else if (type == GGML_Q4_K || type == GGML_Q5_K) {
         const uint8_t *s = b + 4;
         for (int sub = 0; sub < 8; sub++) {
@@ -122,6 +148,10 @@ static void random_row(uint32_t type, uint8_t *w, int64_t n, unsigned long long 
         case GGML_Q8_0: put_f16(b, d); for (int j = 0; j < 32; j++) if ((int8_t)b[2 + j] == -128) b[2 + j] = 0x81; break;
         case GGML_Q4_0: put_f16(b, d); break;
         case GGML_Q4_1: put_f16(b, d); put_f16(b + 2, (float)(-0.1 * h_uniform(rng))); break;
+        case GGML_Q5_0: put_f16(b, d * 0.5f); break;
+        case GGML_Q5_1: put_f16(b, d * 0.5f); put_f16(b + 2, (float)(-0.1 * h_uniform(rng))); break;
+        case GGML_Q2_K: put_f16(b + 80, d * 0.5f); put_f16(b + 82, d * 0.3f); break;
+        case GGML_Q3_K: put_f16(b + 108, d * 0.05f); break;
         case GGML_Q4_K: case GGML_Q5_K: put_f16(b, d * 0.05f); put_f16(b + 2, d * 0.02f); break;
         case GGML_Q6_K: put_f16(b + 208, d * 0.05f); break;
         default: break;
@@ -473,7 +503,8 @@ int main(void) {
     printf("kernels: %s\n", quant_kernel_name());
     test_act_modes();
     test_ggmlc();
-    uint32_t types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    uint32_t types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0,
+                        GGML_Q5_1, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         int bs = ggml_block_size(types[i]);
         test_type(types[i], bs == 256 ? 512 : 576, 1234 + i);
@@ -496,6 +527,8 @@ int main(void) {
     test_threaded(GGML_Q4_1, 576);
     test_threaded(GGML_Q8_0, 576);
     test_threaded(GGML_Q6_K, 512);
+    test_threaded(GGML_Q5_0, 576);
+    test_threaded(GGML_Q3_K, 512);
     test_threaded(GGML_F16, 576);
     test_gguf();
     return finish("test_quant");

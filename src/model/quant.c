@@ -20,7 +20,8 @@ static inline float h2f(const uint8_t *p) {
 int quant_supported(uint32_t type) {
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: case GGML_Q8_0: case GGML_Q4_0: case GGML_Q4_1:
-    case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: return 1;
+    case GGML_Q5_0: case GGML_Q5_1: case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+        return 1;
     default: return 0;
     }
 }
@@ -59,6 +60,69 @@ static void dequant_block(uint32_t type, const uint8_t *b, float *y) {
         for (int j = 0; j < 16; j++) {
             y[j] = d * (float)(q[j] & 0xF) + m;
             y[j + 16] = d * (float)(q[j] >> 4) + m;
+        }
+        break;
+    }
+    case GGML_Q5_0:
+    case GGML_Q5_1: {
+        /* d [, m], qh (bit j: the fifth bit of value j), qs (values j and j + 16 in byte j) */
+        const int has_min = type == GGML_Q5_1;
+        float d = h2f(b), m = has_min ? h2f(b + 2) : 0.f;
+        uint32_t qh;
+        memcpy(&qh, b + (has_min ? 4 : 2), 4);
+        const uint8_t *q = b + (has_min ? 8 : 6);
+        const int off = has_min ? 0 : 16;
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)((q[j] & 0xF) | (((qh >> j) & 1u) << 4)) - off;
+            int x1 = (int)((q[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - off;
+            y[j] = d * (float)x0 + m;
+            y[j + 16] = d * (float)x1 + m;
+        }
+        break;
+    }
+    case GGML_Q2_K: {
+        /* scales[16] (low nibble: scale, high: min, a sub-block of 16 values), qs[64] (2 bits a
+         * value), d, dmin */
+        const uint8_t *sc = b, *q = b + 16;
+        float d = h2f(b + 80), dmin = h2f(b + 82);
+        int is = 0;
+        for (int n = 0; n < 256; n += 128) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int h = 0; h < 2; h++) {
+                    uint8_t s = sc[is++];
+                    float dl = d * (float)(s & 0xF), ml = dmin * (float)(s >> 4);
+                    for (int l = 0; l < 16; l++) *y++ = dl * (float)((q[16 * h + l] >> shift) & 3) - ml;
+                }
+            }
+            q += 32;
+        }
+        break;
+    }
+    case GGML_Q3_K: {
+        /* hmask[32] (the third bit: set +0, clear -4), qs[64] (2 bits a value), scales[12] (16
+         * 6-bit scales, minus 32), d */
+        const uint8_t *hm = b, *q = b + 32, *s12 = b + 96;
+        float d = h2f(b + 108);
+        int sc[16];
+        for (int j = 0; j < 16; j++) {
+            int lo = j < 8 ? s12[j] & 0xF : s12[j - 8] >> 4;
+            int hi = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+            sc[j] = (lo | (hi << 4)) - 32;
+        }
+        int is = 0;
+        uint8_t m = 1;
+        for (int n = 0; n < 256; n += 128) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int h = 0; h < 2; h++) {
+                    float dl = d * (float)sc[is++];
+                    for (int l = 0; l < 16; l++) {
+                        int v = (int)((q[16 * h + l] >> shift) & 3) - ((hm[16 * h + l] & m) ? 0 : 4);
+                        *y++ = dl * (float)v;
+                    }
+                }
+                m = (uint8_t)(m << 1);
+            }
+            q += 32;
         }
         break;
     }
@@ -164,7 +228,9 @@ void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
 }
 
 int quant_act_mode(uint32_t type) {
-    return type == GGML_Q4_1 ? QACT_Q8_1 : (type == GGML_Q4_0 || type == GGML_Q8_0) ? QACT_Q8_0 : QACT_F32;
+    if (type == GGML_Q4_1 || type == GGML_Q5_1) return QACT_Q8_1;
+    if (type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q8_0) return QACT_Q8_0;
+    return QACT_F32;
 }
 
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {

@@ -44,6 +44,86 @@ AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t 
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
 }
 
+/* Q5_0 / Q5_1: the Q4 nibbles plus the fifth bit of value j = bit j of qh (vpmovm2b), values 0..31
+ * unsigned; Q5_0's -16 offset (like Q4_0's -8) goes through the activation sums: m = -16 d */
+AI void k_q5_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                const float *const *sa, float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const size_t bb = has_min ? 24 : 22;
+    const __m256i b16 = _mm256_set1_epi8(16);
+    for (int64_t b = 0; b < nb; b++, w += bb) {
+        float d = qx_h2f(w);
+        float m = has_min ? qx_h2f(w + 2) : -16.f * d;
+        uint32_t qh;
+        memcpy(&qh, w + (has_min ? 4 : 2), 4);
+        __m256i u = _mm256_or_si256(qx_q4_unpack(w + (has_min ? 8 : 6)),
+                                    _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), b16));
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(u, ld(qa[t] + b * 32));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
+            off[t] += m * sa[t][b];
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
+}
+
+/* Q2_K / Q3_K: a 32-value activation block is two 16-value sub-blocks with their own scales, which
+ * vpdpbusd's lanes keep apart (lanes 0-3: values 0-15, lanes 4-7: 16-31). The 2-bit values (plus
+ * Q3_K's third bit, as +4) are unsigned; Q2_K's mins and Q3_K's -4 offset multiply the lanes'
+ * activation sums (vpdpbusd with ones / fours). */
+AI void k_q23_k(int NA, int three, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+                float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+    const size_t bb = three ? 110 : 84;
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
+        const uint8_t *qs = w + (three ? 32 : 16);
+        float d = qx_h2f(w + (three ? 108 : 80)), dmin = three ? 0.f : qx_h2f(w + 82);
+        float dsc[16], msc[16];
+        if (three) {
+            const uint8_t *s12 = w + 96;
+            for (int j = 0; j < 16; j++) {
+                int lo = j < 8 ? s12[j] & 0xF : s12[j - 8] >> 4;
+                int hi = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+                dsc[j] = d * (float)((lo | (hi << 4)) - 32);
+            }
+        } else {
+            for (int j = 0; j < 16; j++) {
+                dsc[j] = d * (float)(w[j] & 0xF);
+                msc[j] = dmin * (float)(w[j] >> 4);
+            }
+        }
+        const __m256i hm = three ? ld(w) : _mm256_setzero_si256();
+        for (int n = 0; n < 2; n++) {
+            const __m256i Q = ld(qs + 32 * n);
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
+                if (three) /* the third bit of plane 4 n + j: set +4 (u = q + 4 h, value = u - 4) */
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2));
+                const int is = 8 * n + 2 * j;
+                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(dsc[is]), _mm_set1_ps(dsc[is + 1]));
+                const __m256 mv = three ? _mm256_setzero_ps() : _mm256_setr_m128(_mm_set1_ps(msc[is]), _mm_set1_ps(msc[is + 1]));
+                const int64_t a = sb * 8 + 4 * n + j;
+                for (int t = 0; t < NA; t++) {
+                    const __m256i av = ld(qa[t] + a * 32);
+                    const __m256 dav = _mm256_set1_ps(da[t][a]);
+                    if (three) {
+                        __m256i si = _mm256_sub_epi32(dp(u, av), dp(four, av));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, dav), acc[t]);
+                    } else {
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp(u, av)), _mm256_mul_ps(sv, dav), acc[t]);
+                        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(dp(one, av)), _mm256_mul_ps(mv, dav), acc[t]);
+                    }
+                }
+            }
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+}
+
 AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     for (int j = 0; j < 8; j++) {
         if (j < 4) {
@@ -282,6 +362,10 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;
     case GGML_Q4_0: DISPATCH(k2_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_0: DISPATCH(k_q5_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_1: DISPATCH(k_q5_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;
+    case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
