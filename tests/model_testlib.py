@@ -32,14 +32,17 @@ from gguf.quants import dequantize, quantize  # noqa: E402
 Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32
 Q5_0, Q5_1 = gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q5_1
 Q2K, Q3K = gguf.GGMLQuantizationType.Q2_K, gguf.GGMLQuantizationType.Q3_K
+IQ4NL, IQ4XS = gguf.GGMLQuantizationType.IQ4_NL, gguf.GGMLQuantizationType.IQ4_XS
+RANDOM_CODE_TYPES = (Q2K, Q3K, IQ4NL, IQ4XS)
 
 
-def random_kquant(arr, t, rng):
-    """Raw Q2_K / Q3_K rows for a [rows, cols] matrix (cols a multiple of 256; the gguf package
-    dequantizes these types but cannot quantize to them): random codes and scales, the f16 block
-    scale d (and Q2_K's dmin) sized so that the values spread like arr's."""
+def random_codes(arr, t, rng):
+    """Raw rows of a type in RANDOM_CODE_TYPES for a [rows, cols] matrix (cols a multiple of the
+    block; the gguf package dequantizes these types but cannot quantize to them): random codes and
+    scales, the f16 block scale d (and Q2_K's dmin) sized so that the values spread like arr's."""
     rows, cols = arr.shape
-    nb, bs = cols // 256, (84 if t == Q2K else 110)
+    qk, bs = gguf.GGML_QUANT_SIZES[t]
+    nb = cols // qk
     raw = rng.integers(0, 256, (rows, nb, bs), dtype=np.uint8)
     sd = float(arr.std())
 
@@ -49,8 +52,12 @@ def random_kquant(arr, t, rng):
     if t == Q2K:  # d * (sc & 15) * q - dmin * (sc >> 4), q in 0..3: mean 11.25 d - 7.5 dmin = 0
         raw[:, :, 80:82] = f16(sd / 8)
         raw[:, :, 82:84] = f16(sd * 3 / 16)
-    else:  # d * (sc6 - 32) * (q3 - 4)
+    elif t == Q3K:  # d * (sc6 - 32) * (q3 - 4)
         raw[:, :, 108:110] = f16(sd / 32)
+    elif t == IQ4NL:  # d * table[code], |table| ~ 60
+        raw[:, :, 0:2] = f16(sd / 60)
+    else:  # IQ4_XS: d * (sc6 - 32) * table[code]
+        raw[:, :, 0:2] = f16(sd / 960)
     return raw.reshape(rows, nb * bs)
 
 
@@ -108,19 +115,20 @@ class Tiny:
             w.add_float32("minicpm.embedding_scale", self.escale)
             w.add_float32("minicpm.residual_scale", self.rscale)
             w.add_float32("minicpm.logit_scale", self.lscale)
-        self.stored = {}
-        self.qrng = np.random.default_rng(12345)  # raw K-quant codes (random_kquant)
+        self.stored, self.types = {}, {}
+        self.qrng = np.random.default_rng(12345)  # raw codes (random_codes)
 
         def add(name, key, arr):
             t = types.get(key, F32)
+            self.types[name] = t
             if t == F32:
                 w.add_tensor(name, arr.astype(np.float32))
                 self.stored[name] = arr.astype(np.float32)
             elif t == F16:
                 w.add_tensor(name, arr.astype(np.float16))
                 self.stored[name] = arr.astype(np.float16).astype(np.float32)
-            elif t in (Q2K, Q3K):
-                q = random_kquant(arr, t, self.qrng)
+            elif t in RANDOM_CODE_TYPES:
+                q = random_codes(arr, t, self.qrng)
                 w.add_tensor(name, q, raw_dtype=t)
                 self.stored[name] = dequantize(q, t).reshape(arr.shape).astype(np.float32)
             else:
@@ -190,10 +198,19 @@ class Tiny:
             json.dump(cfg, fh)
 
     # -- numpy reference ---------------------------------------------------------------
-    def forward(self, toks, collect=None):
+    def forward(self, toks, collect=None, int8_act=False):
         """float64 forward over the GGUF-stored values with llama.cpp's interleaved RoPE;
-        collect (a dict) receives each layer's post-RoPE (q, k, v), [T, heads, D] each."""
+        collect (a dict) receives each layer's post-RoPE (q, k, v), [T, heads, D] each. int8_act:
+        the input of every product with a quantized weight is first quantized the way infllm does
+        (quantize_act, the scheme of the weight's type), so that what remains is rounding."""
         st = {k: v.astype(np.float64) for k, v in self.stored.items()}
+
+        def mm(v, name):
+            t = self.types.get(name, F32)
+            if int8_act and t not in (F32, F16):
+                v = quantize_act(v, act_mode(t))
+            return v @ st[name].T
+
         T, D, H, KV = len(toks), self.D, self.H, self.KV
         x = st["token_embd.weight"][np.array(toks)] * self.escale
         inv = self.theta ** (-2.0 * np.arange(D // 2) / D)
@@ -216,9 +233,9 @@ class Tiny:
         for i in range(self.L):
             g = lambda n: st[f"blk.{i}.{n}.weight"]  # noqa: E731
             h = rms(x, g("attn_norm"))
-            q = rope((h @ g("attn_q").T).reshape(T, H, D))
-            k = rope((h @ g("attn_k").T).reshape(T, KV, D))
-            v = (h @ g("attn_v").T).reshape(T, KV, D)
+            q = rope(mm(h, f"blk.{i}.attn_q.weight").reshape(T, H, D))
+            k = rope(mm(h, f"blk.{i}.attn_k.weight").reshape(T, KV, D))
+            v = mm(h, f"blk.{i}.attn_v.weight").reshape(T, KV, D)
             if collect is not None:
                 collect[i] = (q, k, v)
             o = np.zeros((T, H, D))
@@ -230,11 +247,38 @@ class Tiny:
                 p = np.exp(sc - sc.max(-1, keepdims=True))
                 p /= p.sum(-1, keepdims=True)
                 o[:, hh, :] = p @ v[:, kk, :]
-            x = x + self.rscale * (o.reshape(T, H * D) @ g("attn_output").T)
+            x = x + self.rscale * mm(o.reshape(T, H * D), f"blk.{i}.attn_output.weight")
             h = rms(x, g("ffn_norm"))
-            a = h @ g("ffn_gate").T
-            x = x + self.rscale * (((a / (1 + np.exp(-a))) * (h @ g("ffn_up").T)) @ g("ffn_down").T)
-        return rms(x, st["output_norm.weight"]) @ st["output.weight"].T / self.lscale
+            a = mm(h, f"blk.{i}.ffn_gate.weight")
+            x = x + self.rscale * mm((a / (1 + np.exp(-a))) * mm(h, f"blk.{i}.ffn_up.weight"), f"blk.{i}.ffn_down.weight")
+        return mm(rms(x, st["output_norm.weight"]), "output.weight") / self.lscale
+
+
+def act_mode(t):
+    """infllm's activation scheme for weights of type t (quant_act_mode): 'q8_1', 'q8_0' or 'f32'"""
+    if t in (gguf.GGMLQuantizationType.Q4_1, Q5_1):
+        return "q8_1"
+    if t in (gguf.GGMLQuantizationType.Q4_0, Q5_0, Q8, IQ4NL):
+        return "q8_0"
+    return "f32"
+
+
+def quantize_act(v, mode):
+    """[T, n] activations through infllm's int8 quantization (quant_act_row_mode) and back, in
+    float32 like the C code: per 32 values, amax / 127 the scale (f16-rounded in the q8 modes),
+    values rint(x * id), id = 1 / scale (f32 mode) or 127 / amax, clamped to +-127. (The q8_1 mode's
+    f16 sum term is not modelled: Q4_1 / Q5_1 products differ by its rounding.)"""
+    x = np.asarray(v, np.float32).reshape(v.shape[0], -1, 32)
+    amax = np.abs(x).max(-1)
+    dd = amax / np.float32(127)
+    with np.errstate(divide="ignore"):
+        if mode == "f32":
+            inv = np.where(dd > 0, np.float32(1) / dd, np.float32(0)).astype(np.float32)
+        else:
+            inv = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = np.clip(np.rint(x * inv[..., None]), -127, 127)
+    d = dd if mode == "f32" else dd.astype(np.float16).astype(np.float32)
+    return (q.astype(np.float64) * d[..., None].astype(np.float64)).reshape(v.shape)
 
 
 def write_safetensors(path, tensors, dtype="F32"):

@@ -1,4 +1,4 @@
-"""Tiny random llama GGUF (Q8_0/Q5_0/Q5_1/Q2_K/Q3_K/F16/F32 tensors) written with the gguf package: infllm's
+"""Tiny random llama GGUF (Q8_0/Q5_0/Q5_1/Q2_K/Q3_K/IQ4_NL/IQ4_XS/F16/F32 tensors) written with the gguf package: infllm's
 logits agree with an independent numpy float64 forward pass; its safetensors twin (HF
 rotate_half RoPE, unpermuted Q/K) gives the same logits; sparse mode where every block is
 selected equals dense; a genuinely sparse run stays close."""
@@ -7,7 +7,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import F16, F32, Q2K, Q3K, Q5_0, Q5_1, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
+from model_testlib import (F16, F32, IQ4NL, IQ4XS, Q2K, Q3K, Q5_0, Q5_1, Q8, Counter, Tiny, np,  # noqa: E402
+                           rel_err, run_logits)
 
 exe = sys.argv[1]
 c = Counter("py_model_llama")
@@ -41,27 +42,31 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(e < 4e-2 and agree >= 0.9,
             f"Q8_0 GGUF vs numpy float64 (dequantized weights; int8 activations inside): rel err {e:.2e}, "
             f"argmax agrees at {agree * 100:.0f}%")
-    # 2b. Q5_0 / Q5_1 (quantized by the gguf package) and Q2_K / Q3_K (random codes) vs numpy on the
-    # values the gguf package dequantizes (every row length a multiple of 256 for the K-quants). With
-    # float activations (INFLLM_FLOAT_ACT=1: weights dequantized per block) the bit layouts must agree
-    # to rounding. With int8 activations the error is the activation quantization's, amplified by this
-    # wider model (Q8_0 weights: 7.1e-2 here, Q4_1 8.2e-2, Q5_1 0.15, 2-3 bit codes 0.17-0.28, while
-    # every float-activation error is ~1e-5), so that run is a sanity check; tests/test_quant.c holds
-    # the SIMD kernels to 2e-5 of the exact product of the same quantized operands.
+    # 2b. Q5_0 / Q5_1 (quantized by the gguf package), Q2_K / Q3_K / IQ4_NL / IQ4_XS (random codes)
+    # vs numpy on the values the gguf package dequantizes (row lengths multiples of 256 for the
+    # K-quants). With float activations (INFLLM_FLOAT_ACT=1: weights dequantized per block) the bit
+    # layouts must agree to rounding. With int8 activations this wider model amplifies the activation
+    # rounding (Q8_0 weights: 7.1e-2, these types 0.35), so the reference quantizes each product's
+    # input the same way (Tiny.forward(int8_act=True)); what is left is rounding-flip noise (Q8_0
+    # weights: 5.1e-3, these types without Q5_1: 1.3e-2; Q5_1's f16 sum term is not modelled, so it
+    # sits out of that run: tests/test_quant.c holds its kernel to 2e-5 of the exact product).
+    mix = {"emb": Q5_0, "out": Q5_1, "q": Q3K, "k": Q2K, "v": IQ4NL, "o": Q2K, "gate": IQ4XS, "up": Q5_1, "down": Q3K}
     m3 = Tiny("llama", seed=3, n_embd=256, n_ff=512)
     g3 = os.path.join(tmp, "q5k23.gguf")
-    m3.write_gguf(g3, {"emb": Q5_0, "out": Q5_1, "q": Q3K, "k": Q2K, "v": Q3K, "o": Q2K, "gate": Q5_0, "up": Q5_1,
-                       "down": Q3K})
-    ref3 = m3.forward(toks)
+    m3.write_gguf(g3, mix)
     got3f = run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"})
-    e = rel_err(got3f, ref3)
-    c.check(e < 1e-4, f"Q5_0 / Q5_1 / Q2_K / Q3_K GGUF, float activations, vs numpy float64 over the gguf "
-            f"package's dequantization: rel err {e:.2e}")
-    got3 = run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32])
-    e = rel_err(got3, ref3)
-    agree = float((got3.argmax(-1) == ref3.argmax(-1)).mean())
-    c.check(e < 0.5 and agree >= 0.85,
-            f"the same with int8 activations (the SIMD kernels): rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
+    e = rel_err(got3f, m3.forward(toks))
+    c.check(e < 1e-4, f"Q5_0 / Q5_1 / Q2_K / Q3_K / IQ4_NL / IQ4_XS GGUF, float activations, vs numpy float64 over "
+            f"the gguf package's dequantization: rel err {e:.2e}")
+    m4 = Tiny("llama", seed=3, n_embd=256, n_ff=512)
+    g4 = os.path.join(tmp, "q5k23i8.gguf")
+    m4.write_gguf(g4, {**mix, "out": Q5_0, "up": Q5_0})
+    got4 = run_logits(exe, g4, toks, tmp, ["--attn", "dense", *KV32])
+    ref4 = m4.forward(toks, int8_act=True)
+    e = rel_err(got4, ref4)
+    agree = float((got4.argmax(-1) == ref4.argmax(-1)).mean())
+    c.check(e < 4e-2 and agree >= 0.9, f"the same but Q5_1 with int8 activations (the SIMD kernels) vs numpy with the same "
+            f"activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
     # 3. sparse with every block selected == dense; chunked prefill == one chunk
     got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
     e = rel_err(got_s, got)

@@ -55,6 +55,21 @@ static void ref_block(uint32_t type, const uint8_t *b, double *y) {
                 y[i] = f16d(b + 80) * (b[sub] & 15) * q2 - f16d(b + 82) * (b[sub] >> 4);
             }
         }
+    } else if (type == GGML_IQ4_NL || type == GGML_IQ4_XS) {
+        /* value i of a 32-value group g: table[nibble], low nibbles of the group's 16 bytes first;
+         * IQ4_XS groups scaled by (6-bit scale - 32), the scale's low 4 bits in nibble g of
+         * scales_l, its high 2 bits at bit 2 g of scales_h */
+        static const int kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+        const int xs = type == GGML_IQ4_XS, ng = xs ? 8 : 1;
+        for (int g = 0; g < ng; g++) {
+            double sc = 1.0;
+            if (xs) {
+                int hi = ((b[2] | (b[3] << 8)) >> (2 * g)) & 3, lo = (b[4 + g / 2] >> (4 * (g % 2))) & 15;
+                sc = (lo | (hi << 4)) - 32;
+            }
+            const uint8_t *qs = b + (xs ? 8 + 16 * g : 2);
+            for (int i = 0; i < 32; i++) y[32 * g + i] = f16d(b) * sc * kv[i < 16 ? qs[i] & 15 : qs[i - 16] >> 4];
+        }
     } else if (type == GGML_Q4_K || type == GGML_Q5_K) {
         const uint8_t *s = b + 4;
         for (int sub = 0; sub < 8; sub++) {
@@ -152,6 +167,8 @@ static void random_row(uint32_t type, uint8_t *w, int64_t n, unsigned long long 
         case GGML_Q5_1: put_f16(b, d * 0.5f); put_f16(b + 2, (float)(-0.1 * h_uniform(rng))); break;
         case GGML_Q2_K: put_f16(b + 80, d * 0.5f); put_f16(b + 82, d * 0.3f); break;
         case GGML_Q3_K: put_f16(b + 108, d * 0.05f); break;
+        case GGML_IQ4_NL: put_f16(b, d * 0.1f); break;
+        case GGML_IQ4_XS: put_f16(b, d * 0.005f); break;
         case GGML_Q4_K: case GGML_Q5_K: put_f16(b, d * 0.05f); put_f16(b + 2, d * 0.02f); break;
         case GGML_Q6_K: put_f16(b + 208, d * 0.05f); break;
         default: break;
@@ -504,7 +521,8 @@ int main(void) {
     test_act_modes();
     test_ggmlc();
     uint32_t types[] = {GGML_F32,  GGML_F16,  GGML_BF16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0,
-                        GGML_Q5_1, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+                        GGML_Q5_1, GGML_Q2_K, GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K, GGML_IQ4_NL,
+                        GGML_IQ4_XS};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         int bs = ggml_block_size(types[i]);
         test_type(types[i], bs == 256 ? 512 : 576, 1234 + i);
@@ -529,6 +547,7 @@ int main(void) {
     test_threaded(GGML_Q6_K, 512);
     test_threaded(GGML_Q5_0, 576);
     test_threaded(GGML_Q3_K, 512);
+    test_threaded(GGML_IQ4_XS, 512);
     test_threaded(GGML_F16, 576);
     test_gguf();
     return finish("test_quant");

@@ -86,8 +86,10 @@ static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
 int ggml_block_size(uint32_t type) {
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: return 1;
-    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_Q8_1: return 32;
-    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K: return 256;
+    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_Q8_1:
+    case GGML_IQ4_NL: return 32;
+    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K:
+    case GGML_IQ4_XS: return 256;
     default: return 0;
     }
 }
@@ -107,6 +109,8 @@ static size_t type_block_bytes(uint32_t type) {
     case GGML_Q5_K: return 176;
     case GGML_Q6_K: return 210;
     case GGML_Q8_K: return 292;
+    case GGML_IQ4_NL: return 18;
+    case GGML_IQ4_XS: return 136;
     default: return 0;
     }
 }
@@ -127,6 +131,8 @@ const char *ggml_type_name(uint32_t type) {
     case GGML_Q5_K: return "Q5_K";
     case GGML_Q6_K: return "Q6_K";
     case GGML_Q8_K: return "Q8_K";
+    case GGML_IQ4_NL: return "IQ4_NL";
+    case GGML_IQ4_XS: return "IQ4_XS";
     default: return "unknown";
     }
 }

@@ -59,7 +59,7 @@ static int g_weight(mdl_model *m, const char *name, int64_t cols, int64_t rows, 
                         (long long)t->ne[1], (long long)cols, (long long)rows);
     if (!quant_supported(t->type))
         return mdl_fail("model: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
-                        "Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are)", name, ggml_type_name(t->type));
+                        "Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS are)", name, ggml_type_name(t->type));
     if (ggml_block_size(t->type) > 1 && cols % ggml_block_size(t->type))
         return mdl_fail("model: tensor '%s' row length %lld is not a multiple of its block", name, (long long)cols);
     w->type = t->type;

@@ -21,10 +21,14 @@ int quant_supported(uint32_t type) {
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: case GGML_Q8_0: case GGML_Q4_0: case GGML_Q4_1:
     case GGML_Q5_0: case GGML_Q5_1: case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K:
+    case GGML_IQ4_NL: case GGML_IQ4_XS:
         return 1;
     default: return 0;
     }
 }
+
+/* IQ4_NL / IQ4_XS: a 4-bit index into this non-linear table (ggml's kvalues_iq4nl) */
+const int8_t quant_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
     if (j < 4) {
@@ -123,6 +127,32 @@ static void dequant_block(uint32_t type, const uint8_t *b, float *y) {
                 m = (uint8_t)(m << 1);
             }
             q += 32;
+        }
+        break;
+    }
+    case GGML_IQ4_NL: {
+        /* d, qs[16] (values j and j + 16 in byte j) */
+        float d = h2f(b);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)quant_iq4nl_values[b[2 + j] & 0xF];
+            y[j + 16] = d * (float)quant_iq4nl_values[b[2 + j] >> 4];
+        }
+        break;
+    }
+    case GGML_IQ4_XS: {
+        /* d, scales_h (2 high bits of each sub-block's 6-bit scale), scales_l[4] (low nibbles), qs[128]
+         * (8 sub-blocks of 32 values laid out like IQ4_NL's); scale minus 32 */
+        float d = h2f(b);
+        uint16_t sh;
+        memcpy(&sh, b + 2, 2);
+        const uint8_t *sl = b + 4, *q = b + 8;
+        for (int ib = 0; ib < 8; ib++, q += 16, y += 32) {
+            int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+            float dl = d * (float)(ls - 32);
+            for (int j = 0; j < 16; j++) {
+                y[j] = dl * (float)quant_iq4nl_values[q[j] & 0xF];
+                y[j + 16] = dl * (float)quant_iq4nl_values[q[j] >> 4];
+            }
         }
         break;
     }
@@ -229,7 +259,7 @@ void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
 
 int quant_act_mode(uint32_t type) {
     if (type == GGML_Q4_1 || type == GGML_Q5_1) return QACT_Q8_1;
-    if (type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q8_0) return QACT_Q8_0;
+    if (type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q8_0 || type == GGML_IQ4_NL) return QACT_Q8_0;
     return QACT_F32;
 }
 

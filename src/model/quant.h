@@ -1,5 +1,5 @@
 /* quant.h: ggml block formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K,
- * Q6_K) and the
+ * Q6_K, IQ4_NL, IQ4_XS) and the
  * matrix-vector / matrix-matrix products on the quantized data. Activations are quantized
  * per 32 values to int8 (scale amax/127) and multiplied with integer dot products (AVX512-VNNI
  * when the CPU has it, a portable scalar path otherwise); F32/F16/BF16 weights multiply float
@@ -13,6 +13,9 @@
 #define QK 32
 #define QKK 256
 #define QUANT_MAX_NA 8 /* activation rows per kernel call */
+
+/* IQ4_NL / IQ4_XS: the values of the 16 4-bit codes (ggml's kvalues_iq4nl) */
+extern const int8_t quant_iq4nl_values[16];
 
 /* 1 if `type` (enum ggml_type) is supported for products and dequantization. */
 int quant_supported(uint32_t type);
@@ -31,7 +34,7 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
 /* Activation quantization schemes: QACT_F32 (scale amax/127 in f32; K-quants), QACT_Q8_1 and
  * QACT_Q8_0 (llama.cpp's quantize_row_q8_1 / q8_0: values x * (127/amax) rounded to nearest even,
  * the scale rounded to f16, Q8_1's s = f16(d * sum)). quant_matmul picks the one llama.cpp uses
- * for the weight type (Q4_1, Q5_1: Q8_1; Q4_0, Q5_0, Q8_0: Q8_0; K-quants: F32). */
+ * for the weight type (Q4_1, Q5_1: Q8_1; Q4_0, Q5_0, Q8_0, IQ4_NL: Q8_0; K-quants, IQ4_XS: F32). */
 enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2 };
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
 /* a block's stored scale d and s = d * sum(q) for the scheme, from the f32 scale dd = amax / 127

@@ -124,6 +124,33 @@ AI void k_q23_k(int NA, int three, int64_t nsb, const uint8_t *w, const int8_t *
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
+/* IQ4_NL / IQ4_XS: the codes' signed values by vpshufb from the table, multiplied like Q8_0's
+ * (|w| x the activation with w's sign); IQ4_XS: 8 sub-blocks of 32 values, 6-bit scales minus 32 */
+AI void k_iq4(int NA, int xs, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+              float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
+    const int64_t nsub = xs ? 8 : 1; /* 32-value sub-blocks a block */
+    for (int64_t b = 0; b < nb; b++, w += xs ? 136 : 18) {
+        const float d = qx_h2f(w);
+        uint16_t sh = 0;
+        if (xs) memcpy(&sh, w + 2, 2);
+        for (int64_t ib = 0; ib < nsub; ib++) {
+            float dl = d;
+            if (xs) dl = d * (float)((((w[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) - 32);
+            const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + (xs ? 8 + 16 * ib : 2)));
+            const __m256i av = _mm256_abs_epi8(v);
+            const int64_t a = b * nsub + ib;
+            for (int t = 0; t < NA; t++) {
+                __m256i s = dp(av, _mm256_sign_epi8(ld(qa[t] + a * 32), v));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dl * da[t][a]), acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+}
+
 AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     for (int j = 0; j < 8; j++) {
         if (j < 4) {
@@ -366,6 +393,8 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     case GGML_Q5_1: DISPATCH(k_q5_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;
     case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;
+    case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;
+    case GGML_IQ4_XS: DISPATCH(k_iq4(NA, 1, n / 256, w, qa, da, out)); return 1;
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
