@@ -66,10 +66,14 @@ class Tiny:
     interleaved RoPE pairing)."""
 
     def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
-                 theta=10000.0, eps=1e-5, longrope=False):
+                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False):
         r = np.random.default_rng(seed)
         self.arch, self.E, self.H, self.KV, self.F, self.L, self.V = arch, n_embd, n_head, n_kv, n_ff, n_layer, n_vocab
-        self.D = n_embd // n_head
+        self.D = head_dim or n_embd // n_head
+        # qwen2 / qwen3: llama.cpp's NEOX rope (pairs i, i + D/2), Q/K rows as in the HF checkpoint;
+        # qwen2 has q/k/v biases, qwen3 a per-head RMSNorm of q and k before RoPE
+        self.neox = arch in ("qwen2", "qwen3")
+        self.tied = tied  # no output.weight: the logits use token_embd
         self.theta, self.eps = theta, eps
         s = 0.08
         self.emb = r.normal(0, 1.0, (n_vocab, n_embd)).astype(np.float32)
@@ -77,7 +81,15 @@ class Tiny:
         self.out_norm = (1 + 0.1 * r.normal(size=n_embd)).astype(np.float32)
         self.layers = []
         for _ in range(n_layer):
-            self.layers.append(dict(
+            extra = {}
+            if arch == "qwen2":
+                extra = dict(bq=r.normal(0, 0.1, n_head * self.D).astype(np.float32),
+                             bk=r.normal(0, 0.1, n_kv * self.D).astype(np.float32),
+                             bv=r.normal(0, 0.1, n_kv * self.D).astype(np.float32))
+            elif arch == "qwen3":
+                extra = dict(q_norm=(1 + 0.1 * r.normal(size=self.D)).astype(np.float32),
+                             k_norm=(1 + 0.1 * r.normal(size=self.D)).astype(np.float32))
+            self.layers.append(dict(**extra,
                 attn_norm=(1 + 0.1 * r.normal(size=n_embd)).astype(np.float32),
                 ffn_norm=(1 + 0.1 * r.normal(size=n_embd)).astype(np.float32),
                 q=r.normal(0, s * 2, (n_head * self.D, n_embd)).astype(np.float32),
@@ -111,6 +123,9 @@ class Tiny:
         w.add_float32(f"{a}.rope.freq_base", self.theta)
         w.add_float32(f"{a}.attention.layer_norm_rms_epsilon", self.eps)
         w.add_uint32(f"{a}.rope.dimension_count", self.D)
+        if self.D != self.E // self.H:
+            w.add_uint32(f"{a}.attention.key_length", self.D)
+            w.add_uint32(f"{a}.attention.value_length", self.D)
         if a == "minicpm":
             w.add_float32("minicpm.embedding_scale", self.escale)
             w.add_float32("minicpm.residual_scale", self.rscale)
@@ -137,7 +152,11 @@ class Tiny:
                 self.stored[name] = dequantize(q, t).reshape(arr.shape).astype(np.float32)
 
         add("token_embd.weight", "emb", self.emb)
-        add("output.weight", "out", self.out)
+        if self.tied:
+            self.stored["output.weight"] = self.stored["token_embd.weight"]
+            self.types["output.weight"] = self.types["token_embd.weight"]
+        else:
+            add("output.weight", "out", self.out)
         add("output_norm.weight", "norm", self.out_norm)
         if self.factors is not None:
             add("rope_factors_long.weight", "norm", self.factors)
@@ -145,6 +164,10 @@ class Tiny:
         for i, l in enumerate(self.layers):
             add(f"blk.{i}.attn_norm.weight", "norm", l["attn_norm"])
             add(f"blk.{i}.ffn_norm.weight", "norm", l["ffn_norm"])
+            for k, g in (("bq", "attn_q.bias"), ("bk", "attn_k.bias"), ("bv", "attn_v.bias"),
+                         ("q_norm", "attn_q_norm.weight"), ("k_norm", "attn_k_norm.weight")):
+                if k in l:
+                    add(f"blk.{i}.{g}", "norm", l[k])
             for k, g in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"), ("o", "attn_output"),
                          ("gate", "ffn_gate"), ("up", "ffn_up"), ("down", "ffn_down")):
                 add(f"blk.{i}.{g}.weight", k, l[k])
@@ -167,15 +190,22 @@ class Tiny:
         st = self.stored
         tensors = {
             "model.embed_tokens.weight": st["token_embd.weight"],
-            "lm_head.weight": st["output.weight"],
             "model.norm.weight": st["output_norm.weight"],
         }
+        if not self.tied:
+            tensors["lm_head.weight"] = st["output.weight"]
+        qk = (lambda w, nh: w) if self.neox else self.unpermute
         for i in range(self.L):
             p = f"model.layers.{i}."
             tensors[p + "input_layernorm.weight"] = st[f"blk.{i}.attn_norm.weight"]
             tensors[p + "post_attention_layernorm.weight"] = st[f"blk.{i}.ffn_norm.weight"]
-            tensors[p + "self_attn.q_proj.weight"] = self.unpermute(st[f"blk.{i}.attn_q.weight"], self.H)
-            tensors[p + "self_attn.k_proj.weight"] = self.unpermute(st[f"blk.{i}.attn_k.weight"], self.KV)
+            tensors[p + "self_attn.q_proj.weight"] = qk(st[f"blk.{i}.attn_q.weight"], self.H)
+            tensors[p + "self_attn.k_proj.weight"] = qk(st[f"blk.{i}.attn_k.weight"], self.KV)
+            for g, h in (("attn_q.bias", "self_attn.q_proj.bias"), ("attn_k.bias", "self_attn.k_proj.bias"),
+                         ("attn_v.bias", "self_attn.v_proj.bias"), ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+                         ("attn_k_norm.weight", "self_attn.k_norm.weight")):
+                if f"blk.{i}.{g}" in st:
+                    tensors[p + h] = st[f"blk.{i}.{g}"]
             tensors[p + "self_attn.v_proj.weight"] = st[f"blk.{i}.attn_v.weight"]
             tensors[p + "self_attn.o_proj.weight"] = st[f"blk.{i}.attn_output.weight"]
             tensors[p + "mlp.gate_proj.weight"] = st[f"blk.{i}.ffn_gate.weight"]
@@ -186,7 +216,7 @@ class Tiny:
             "model_type": self.arch, "hidden_size": self.E, "num_hidden_layers": self.L,
             "num_attention_heads": self.H, "num_key_value_heads": self.KV, "intermediate_size": self.F,
             "vocab_size": self.V, "rms_norm_eps": self.eps, "rope_theta": self.theta,
-            "max_position_embeddings": 4096, "tie_word_embeddings": False,
+            "max_position_embeddings": 4096, "tie_word_embeddings": self.tied, "head_dim": self.D,
         }
         if self.arch == "minicpm":
             cfg.update(scale_emb=self.scale_emb, scale_depth=self.scale_depth, dim_model_base=self.dim_model_base)
@@ -222,20 +252,37 @@ class Tiny:
         def rms(v, w):
             return v / np.sqrt((v * v).mean(-1, keepdims=True) + self.eps) * w
 
-        def rope(v):  # [T, h, D], pairs (2i, 2i+1)
-            a, b = v[..., 0::2], v[..., 1::2]
+        def rope(v):  # [T, h, D], pairs (2i, 2i+1), or (i, i + D/2) for NEOX
+            lo, hi = (slice(0, D // 2), slice(D // 2, D)) if self.neox else (slice(0, None, 2), slice(1, None, 2))
+            a, b = v[..., lo], v[..., hi]
             c, s = cos[:, None, :], sin[:, None, :]
             out = np.empty_like(v)
-            out[..., 0::2] = a * c - b * s
-            out[..., 1::2] = a * s + b * c
+            out[..., lo] = a * c - b * s
+            out[..., hi] = a * s + b * c
             return out
+
+        def opt(name):
+            return st.get(name)
+
+        def qk_prep(v, i, which, nh):  # bias, then qwen3's per-head norm, then RoPE
+            b = opt(f"blk.{i}.attn_{which}.bias")
+            if b is not None:
+                v = v + b
+            v = v.reshape(T, nh, D)
+            w = opt(f"blk.{i}.attn_{which}_norm.weight")
+            if w is not None:
+                v = rms(v, w)
+            return rope(v)
 
         for i in range(self.L):
             g = lambda n: st[f"blk.{i}.{n}.weight"]  # noqa: E731
             h = rms(x, g("attn_norm"))
-            q = rope(mm(h, f"blk.{i}.attn_q.weight").reshape(T, H, D))
-            k = rope(mm(h, f"blk.{i}.attn_k.weight").reshape(T, KV, D))
-            v = mm(h, f"blk.{i}.attn_v.weight").reshape(T, KV, D)
+            q = qk_prep(mm(h, f"blk.{i}.attn_q.weight"), i, "q", H)
+            k = qk_prep(mm(h, f"blk.{i}.attn_k.weight"), i, "k", KV)
+            v = mm(h, f"blk.{i}.attn_v.weight")
+            if opt(f"blk.{i}.attn_v.bias") is not None:
+                v = v + st[f"blk.{i}.attn_v.bias"]
+            v = v.reshape(T, KV, D)
             if collect is not None:
                 collect[i] = (q, k, v)
             o = np.zeros((T, H, D))

@@ -91,6 +91,10 @@ static int g_vec(mdl_model *m, const char *name, int64_t n, const float **out, i
     return 0;
 }
 
+/* the architectures this runtime builds (GGUF general.architecture / HF model_type) */
+static int arch_is_qwen(const char *a) { return !strcmp(a, "qwen2") || !strcmp(a, "qwen3"); }
+static int arch_supported(const char *a) { return !strcmp(a, "llama") || !strcmp(a, "minicpm") || arch_is_qwen(a); }
+
 static int load_gguf(mdl_model *m, const char *path) {
     m->gguf = gguf_open(path);
     if (!m->gguf) return -1;
@@ -98,8 +102,8 @@ static int load_gguf(mdl_model *m, const char *path) {
     mdl_config *c = &m->cfg;
     if (gguf_get_str(g, "general.architecture", c->arch, sizeof c->arch))
         return mdl_fail("model: general.architecture is missing");
-    if (strcmp(c->arch, "llama") && strcmp(c->arch, "minicpm"))
-        return mdl_fail("model: architecture '%s' is not supported (llama, minicpm are)", c->arch);
+    if (!arch_supported(c->arch))
+        return mdl_fail("model: architecture '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", c->arch);
     char k[128];
 #define KEY(s) (snprintf(k, sizeof k, "%s." s, c->arch), k)
     c->n_layer = (int)gguf_get_int(g, KEY("block_count"), 0);
@@ -125,7 +129,9 @@ static int load_gguf(mdl_model *m, const char *path) {
         return mdl_fail("model: bad head_dim %d", c->head_dim);
     if (rope_dim != c->head_dim) return mdl_fail("model: partial rotary (%d of %d) is not supported", rope_dim, c->head_dim);
 #undef KEY
-    c->rope_interleaved = 1; /* llama.cpp's LLAMA rope type for llama and minicpm */
+    /* llama.cpp's rope types: LLAMA (pairs 2i, 2i+1; its converter permutes Q/K rows) for llama and
+     * minicpm, NEOX (i, i + d/2; rows as in the checkpoint) for qwen2 and qwen3 */
+    c->rope_interleaved = !arch_is_qwen(c->arch);
     const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
     if (!te) return mdl_fail("model: tensor 'token_embd.weight' is missing");
     c->n_vocab = (int)te->ne[1];
@@ -149,7 +155,9 @@ static int load_gguf(mdl_model *m, const char *path) {
             g_weight(m, T("ffn_up.weight"), E, c->n_ff, &L->wup, 0) ||
             g_weight(m, T("ffn_down.weight"), c->n_ff, E, &L->wdown, 0) ||
             g_vec(m, T("attn_q.bias"), Q, &L->bq, 1) || g_vec(m, T("attn_k.bias"), KV, &L->bk, 1) ||
-            g_vec(m, T("attn_v.bias"), KV, &L->bv, 1))
+            g_vec(m, T("attn_v.bias"), KV, &L->bv, 1) ||
+            g_vec(m, T("attn_q_norm.weight"), c->head_dim, &L->q_norm, strcmp(c->arch, "qwen3") != 0) ||
+            g_vec(m, T("attn_k_norm.weight"), c->head_dim, &L->k_norm, strcmp(c->arch, "qwen3") != 0))
             return -1;
 #undef T
     }
@@ -217,8 +225,8 @@ static int load_hf(mdl_model *m, const char *dir) {
     int rc = -1;
     size_t sl;
     const char *mt = json_str(json_get(r, "model_type"), &sl);
-    if (!mt || (strcmp(mt, "llama") && strcmp(mt, "minicpm"))) {
-        mdl_fail("%s: model_type '%s' is not supported (llama, minicpm are)", p, mt ? mt : "(missing)");
+    if (!mt || !arch_supported(mt)) {
+        mdl_fail("%s: model_type '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", p, mt ? mt : "(missing)");
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", mt);
@@ -307,7 +315,9 @@ static int load_hf(mdl_model *m, const char *dir) {
             s_weight(m, T("mlp.up_proj.weight"), E, c->n_ff, &L->wup, 0) ||
             s_weight(m, T("mlp.down_proj.weight"), c->n_ff, E, &L->wdown, 0) ||
             s_vec(m, T("self_attn.q_proj.bias"), Q, &L->bq, 1) || s_vec(m, T("self_attn.k_proj.bias"), KV, &L->bk, 1) ||
-            s_vec(m, T("self_attn.v_proj.bias"), KV, &L->bv, 1))
+            s_vec(m, T("self_attn.v_proj.bias"), KV, &L->bv, 1) ||
+            s_vec(m, T("self_attn.q_norm.weight"), c->head_dim, &L->q_norm, strcmp(mt, "qwen3") != 0) ||
+            s_vec(m, T("self_attn.k_norm.weight"), c->head_dim, &L->k_norm, strcmp(mt, "qwen3") != 0))
             goto out;
 #undef T
     }
@@ -551,6 +561,12 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
                 for (int64_t i = 0; i < KV; i++) s->k[t * KV + i] += L->bk[i];
             if (L->bv)
                 for (int64_t i = 0; i < KV; i++) s->v[t * KV + i] += L->bv[i];
+            if (L->q_norm) /* qwen3: each head's q and k RMS-normalised before RoPE */
+                for (int h = 0; h < c->n_head; h++)
+                    rmsnorm(s->q + t * Q + h * D, s->q + t * Q + h * D, L->q_norm, D, c->rms_eps);
+            if (L->k_norm)
+                for (int h = 0; h < c->n_head_kv; h++)
+                    rmsnorm(s->k + t * KV + h * D, s->k + t * KV + h * D, L->k_norm, D, c->rms_eps);
             rope(s->q + t * Q, c->n_head, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
             rope(s->k + t * KV, c->n_head_kv, (int)D, cs + t * h2, sn + t * h2, c->rope_interleaved);
         }

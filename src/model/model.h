@@ -1,4 +1,4 @@
-/* model.h: Llama-architecture transformers (llama, minicpm) from a GGUF file or a Hugging
+/* model.h: Llama-architecture transformers (llama, minicpm, qwen2, qwen3) from a GGUF file or a Hugging
  * Face safetensors folder, with attention through the InfLLM-V2 decode cache
  * (infllm_cache_*: one cache per layer, dense/sparse switch by the caller's params). */
 #ifndef INFLLM_MODEL_H
@@ -19,10 +19,11 @@ typedef struct mdl_layer {
     const float *attn_norm, *ffn_norm;
     mdl_weight wq, wk, wv, wo, wgate, wup, wdown;
     const float *bq, *bk, *bv;  /* optional biases (qwen2-style), NULL when absent */
+    const float *q_norm, *k_norm; /* per-head RMSNorm of q / k before RoPE, [head_dim] (qwen3), or NULL */
 } mdl_layer;
 
 typedef struct mdl_config {
-    char arch[32];             /* "llama", "minicpm" */
+    char arch[32];             /* "llama", "minicpm", "qwen2", "qwen3" */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int ctx_train;
     float rope_theta, rms_eps;

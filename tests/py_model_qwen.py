@@ -1,0 +1,54 @@
+"""Tiny random qwen2 / qwen3 models (GGUF written with the gguf package, and their safetensors
+twins): infllm's logits agree with an independent numpy float64 forward pass. qwen2: q/k/v biases,
+llama.cpp's NEOX RoPE (pairs i, i + d/2, Q/K rows unpermuted), tied output embedding; qwen3: a
+per-head RMSNorm of q and k before RoPE and a head_dim other than n_embd / n_head. Sparse attention
+with every block selected equals dense on both."""
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model_testlib import F16, F32, Q8, Counter, Tiny, np, rel_err, run_logits  # noqa: E402
+
+exe = sys.argv[1]
+c = Counter("py_model_qwen")
+KV32 = ["--kv-type", "f32"]
+rng = np.random.default_rng(11)
+FLOAT = {"emb": F16, "out": F32, "q": F16, "k": F32, "v": F16, "o": F32, "gate": F16, "up": F32, "down": F16}
+with tempfile.TemporaryDirectory() as tmp:
+    for arch, kw in (("qwen2", dict(tied=True)), ("qwen3", dict(head_dim=64))):
+        m = Tiny(arch, seed=5, **kw)
+        toks = [int(t) for t in rng.integers(0, m.V, 140)]
+        g = os.path.join(tmp, f"{arch}.gguf")
+        m.write_gguf(g, FLOAT)
+        ref = m.forward(toks)
+        got = run_logits(exe, g, toks, tmp, ["--attn", "dense", *KV32])
+        e = rel_err(got, ref)
+        c.check(got.shape == ref.shape and e < 1e-4, f"{arch} GGUF (F16/F32) vs numpy float64: rel err {e:.2e}")
+        hf = os.path.join(tmp, f"{arch}-hf")
+        m.write_hf(hf)
+        got_hf = run_logits(exe, hf, toks, tmp, ["--attn", "dense", *KV32])
+        e = rel_err(got_hf, got)
+        c.check(e < 1e-5, f"{arch} safetensors twin vs GGUF: rel err {e:.2e}")
+        got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
+        e = rel_err(got_s, got)
+        c.check(e < 1e-5, f"{arch} sparse (all blocks selected at 140 tokens) vs dense: rel err {e:.2e}")
+        # quantized weights, int8 activations: numpy with the same activation quantization
+        mq = Tiny(arch, seed=6, **kw)
+        gq = os.path.join(tmp, f"{arch}-q8.gguf")
+        mq.write_gguf(gq, {k: Q8 for k in FLOAT})
+        gotq, refq = run_logits(exe, gq, toks, tmp, ["--attn", "dense", *KV32]), mq.forward(toks, int8_act=True)
+        e = rel_err(gotq, refq)
+        c.check(e < 4e-2, f"{arch} Q8_0 GGUF vs numpy with the same activation quantization: rel err {e:.2e}")
+    # a qwen3 file without its q/k norms is refused with a message naming the tensor
+    m = Tiny("qwen3", seed=7)
+    for l in m.layers:
+        del l["q_norm"]
+    g = os.path.join(tmp, "bad-qwen3.gguf")
+    m.write_gguf(g, FLOAT)
+    try:
+        run_logits(exe, g, [1, 2, 3], tmp, ["--attn", "dense"])
+        c.check(False, "qwen3 GGUF without attn_q_norm: refused")
+    except RuntimeError as err:
+        c.check("attn_q_norm" in str(err), f"qwen3 GGUF without attn_q_norm: refused ({str(err).splitlines()[-1][-90:]})")
+c.finish()
