@@ -28,6 +28,7 @@ static void usage(FILE *f) {
             "  run      run a model (GGUF file or Hugging Face folder) with InfLLM-V2 attention\n"
             "  attn     InfLLM-V2 attention on .npy tensors (q, k, v), writes .npy results\n"
             "  bench    benchmarks: 'bench attn', 'bench peak', 'bench run'\n"
+            "  eval     quality: 'eval ppl', the perplexity of a text, dense vs InfLLM-V2 sparse\n"
             "  version  print version, commit, SIMD level, threads and CUDA status (also --version)\n"
             "\n"
             "'infllm <command> --help' describes each command's options.\n");
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "attn") == 0) return cmd_attn(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "infllm: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -22,37 +22,6 @@
 #include "sample.h"
 #include "tokenizer.h"
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "infllm run: cannot open '%s': %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap + 1);
-    while (b) {
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (n < cap) break;
-        cap *= 2;
-        char *nb = realloc(b, cap + 1);
-        if (!nb) {
-            free(b);
-            b = NULL;
-        } else {
-            b = nb;
-        }
-    }
-    fclose(f);
-    if (!b) {
-        fprintf(stderr, "infllm run: out of memory reading '%s'\n", path);
-        return NULL;
-    }
-    b[n] = 0;
-    *len = n;
-    return b;
-}
-
 /* --dump-qkv: the prompt's attention inputs of the chosen layers, collected through the
  * session's qkv_hook and written as .npy files after the prefill */
 typedef struct qkv_dump {
@@ -316,7 +285,7 @@ int cmd_run(int argc, char **argv) {
     } else {
         size_t len = 0;
         if (prompt_file) {
-            text = read_file(prompt_file, &len);
+            text = run_read_file("infllm run", prompt_file, &len);
             if (!text) goto done;
         } else {
             text = strdup(prompt);

@@ -1,6 +1,7 @@
 /* runutil.c: see runutil.h. */
 #include "runutil.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,4 +155,41 @@ mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet) {
 const char *run_attn_desc(const run_opts *o, int64_t kv_len) {
     (void)kv_len;
     return o->attn;
+}
+
+char *run_read_file(const char *prog, const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open '%s': %s\n", prog, path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap + 1);
+    while (b) {
+        size_t r = fread(b + n, 1, cap - n, f);
+        n += r;
+        if (n < cap) break;
+        cap *= 2;
+        char *nb = realloc(b, cap + 1);
+        if (!nb) {
+            free(b);
+            b = NULL;
+        } else {
+            b = nb;
+        }
+    }
+    const int bad = ferror(f);
+    fclose(f);
+    if (!b) {
+        fprintf(stderr, "%s: out of memory reading '%s'\n", prog, path);
+        return NULL;
+    }
+    if (bad) {
+        fprintf(stderr, "%s: read error on '%s'\n", prog, path);
+        free(b);
+        return NULL;
+    }
+    b[n] = 0;
+    *len = n;
+    return b;
 }

@@ -53,6 +53,10 @@ void run_params(const run_opts *o, const mdl_model *m, infllm_params *p);
 mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet);
 const char *run_attn_desc(const run_opts *o, int64_t kv_len);
 
+/* The whole file, NUL-terminated (*len without the NUL); NULL with a message naming prog on stderr
+ * (cannot open, read error, out of memory). */
+char *run_read_file(const char *prog, const char *path, size_t *len);
+
 /* `infllm bench run` (tools/bench_run.c), dispatched by tools/bench.c */
 int cmd_bench_run(int argc, char **argv);
 

@@ -1,0 +1,103 @@
+"""`infllm eval ppl` end to end on a tiny random llama GGUF (no tokenizer: --tokens): its dense mean
+NLL equals an independent numpy float64 forward over the same windows and scored positions;
+sparse with every block selected equals dense exactly; genuinely sparse selection changes the NLL;
+md / csv / json agree; bad arguments give exit status 2 with a message, a missing file 1."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model_testlib import F16, F32, Counter, Tiny, np  # noqa: E402
+
+exe = sys.argv[1]
+c = Counter("py_eval")
+
+
+def run(*args):
+    p = subprocess.run([exe, "eval", "ppl", *args], capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def csv_rows(out):
+    lines = out.strip().splitlines()
+    head = lines[0].split(",")
+    return {r.split(",")[0]: dict(zip(head, r.split(","))) for r in lines[1:]}
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    m = Tiny("llama", seed=4)
+    g = os.path.join(tmp, "m.gguf")
+    m.write_gguf(g, {"emb": F16, "out": F32, "q": F16, "k": F32, "v": F16, "o": F32, "gate": F16, "up": F32, "down": F16})
+    rng = np.random.default_rng(3)
+    toks = [int(t) for t in rng.integers(0, m.V, 300)]
+    ids = ",".join(map(str, toks))
+    W, S = 96, 20
+    base = ["-m", g, "--tokens", ids, "--kv-type", "f32", "-q", "--window", str(W), "--score-from", str(S)]
+    # numpy: windows [w W, (w+1) W), positions S..W-2 predict the next token of the window
+    nll = []
+    for w in range(len(toks) // W):
+        win = toks[w * W:(w + 1) * W]
+        lg = m.forward(win)
+        for p in range(S, W - 1):
+            row = lg[p]
+            mx = row.max()
+            nll.append(mx + np.log(np.exp(row - mx).sum()) - row[win[p + 1]])
+    ref = float(np.mean(nll))
+    rc, out, err = run(*base, "--format", "csv", "--modes", "dense,sparse")
+    c.check(rc == 0, f"eval ppl runs (exit {rc}) {err.strip()[-200:]}")
+    rows = csv_rows(out) if rc == 0 else {}
+    if rows:
+        d, s = rows["dense"], rows["sparse"]
+        got = float(d["mean_nll"])
+        c.check(abs(got - ref) < 1e-5 * abs(ref) and int(d["scored_tokens"]) == len(nll) and d["windows"] == "3",
+                f"dense mean NLL {got:.6f} vs numpy float64 {ref:.6f} over {len(nll)} scored tokens in {d['windows']} "
+                f"windows")
+        c.check(abs(float(d["ppl"]) - np.exp(got)) < 1e-4 * np.exp(got), f"PPL = exp(mean NLL): {d['ppl']}")
+        # the window's 96 tokens are 2 blocks of 64: every block selected, sparse == dense
+        c.check(s["mean_nll"] == d["mean_nll"] and float(s["top1_same_as_dense"]) == 1.0,
+                f"sparse with every block selected: mean NLL {s['mean_nll']} == dense, top-1 agreement "
+                f"{s['top1_same_as_dense']}")
+    # genuinely sparse: blocks of 16, 1 top-k + 1 local + 1 init of up to 6 blocks
+    sp = ["--block-size", "16", "--topk", "1", "--local-blocks", "1", "--init-blocks", "1"]
+    rc, out, err = run(*base, *sp, "--format", "json", "--modes", "sparse,dense")
+    js = json.loads(out) if rc == 0 else []
+    c.check(rc == 0 and [r["attention"] for r in js] == ["dense", "sparse"], "json, dense listed first")
+    if rc == 0:
+        d, s = js
+        c.check(abs(d["mean_nll"] - ref) < 1e-5 * abs(ref), "the block size does not change dense")
+        c.check(np.isfinite(s["mean_nll"]) and abs(s["mean_nll"] - d["mean_nll"]) > 1e-4 and
+                0 < s["top1_same_as_dense"] < 1,
+                f"sparse (3 of up to 6 blocks): mean NLL {s['mean_nll']:.5f} vs dense {d['mean_nll']:.5f}, top-1 "
+                f"agreement {s['top1_same_as_dense']:.3f}")
+    rc, out, err = run(*base, *sp)
+    c.check(rc == 0 and "| sparse |" in out and "sparse/dense: PPL" in out, "markdown table and the ratio line")
+    rc, out, err = run(*base, "--max-windows", "1", "--format", "csv", "--modes", "dense")
+    c.check(rc == 0 and csv_rows(out)["dense"]["windows"] == "1", "--max-windows 1")
+    # bad input: usage errors exit 2 with a message, a missing file 1
+    bad = [
+        (["-m", g, "-q"], 2, "-f FILE"),
+        (["-m", g, "--tokens", ids, "-f", "x.txt"], 2, "one of them"),
+        (["-m", g, "--tokens", ids, "--window", "1"], 2, "--window"),
+        (["-m", g, "--tokens", ids, "--window", "10", "--score-from", "9"], 2, "--score-from"),
+        (["-m", g, "--tokens", "1,2,3", "--window", "64"], 2, "fewer than one window"),
+        (["-m", g, "--tokens", ids, "--modes", "dense,bogus"], 2, "--modes"),
+        (["-m", g, "--tokens", ids, "--modes", "dense,dense"], 2, "--modes"),
+        (["-m", g, "--tokens", ids, "--attn", "sparse"], 2, "--modes"),
+        (["-m", g, "--tokens", f"{m.V},1,2", "--window", "2"], 2, "outside the vocabulary"),
+        (["-m", g, "--tokens", "1,x", "--window", "2"], 2, "bad token id"),
+        (["-m", g, "--tokens", ids, "--window", "96", "--bos", "on"], 2, "BOS"),
+        (["-m", g, "--tokens", ids, "--format", "xml"], 2, "--format"),
+        (["-m", g, "-f", os.path.join(tmp, "missing.txt")], 1, "cannot open"),
+    ]
+    for args, want, msg in bad:
+        rc, out, err = run(*args)
+        c.check(rc == want and msg in err, f"{' '.join(a if len(a) < 30 else a[:12] + '...' for a in args[2:])}: "
+                f"exit {rc} (want {want}), message has '{msg}'")
+    p = subprocess.run([exe, "eval"], capture_output=True, text=True)
+    c.check(p.returncode == 2 and "usage" in p.stderr, "'infllm eval' alone: usage, exit 2")
+    rc, out, err = run("-m", g, "--tokens", ids, "-c", "128", "--format", "csv", "-q")
+    c.check(rc == 0 and csv_rows(out)["dense"]["windows"] == "2" and csv_rows(out)["dense"]["scored_tokens"] == "126",
+            "the window defaults to --ctx (128: 2 windows of the 300 tokens), scoring from its middle (2 x 63)")
+c.finish()
