@@ -340,7 +340,9 @@ static void test_gguf(void) {
     put_s(&b, "x.strarr"); put_u32(&b, GGUF_T_ARRAY); put_u32(&b, GGUF_T_STRING); put_u64(&b, 2);
     put_s(&b, "ab"); put_s(&b, "");
     put_s(&b, "x.bool"); put_u32(&b, GGUF_T_BOOL); { uint8_t v = 1; put(&b, &v, 1); }
-    put_s(&b, "a"); put_u32(&b, 2); put_u64(&b, 32); put_u64(&b, 2); put_u32(&b, GGML_Q8_0); put_u64(&b, 0);
+    put_s(&b, "a"); put_u32(&b, 2); put_u64(&b, 32); put_u64(&b, 2);
+    const size_t a_type_off = b.n;
+    put_u32(&b, GGML_Q8_0); put_u64(&b, 0);
     put_s(&b, "b"); put_u32(&b, 1); put_u64(&b, 3); put_u32(&b, GGML_F32); put_u64(&b, 128);
     while (b.n % 64) put(&b, "\0", 1);
     size_t data0 = b.n;
@@ -362,6 +364,21 @@ static void test_gguf(void) {
         t = gguf_find_tensor(g, "a");
         CHECK(t && t->ne[1] == 2 && t->nbytes == 68, "tensor a");
         gguf_close(g);
+    }
+    /* a type the reader does not take is refused by name (IQ2_XXS = 16; 5: a removed type id) */
+    {
+        const uint32_t types[2] = {16, 5};
+        const char *want[2] = {"IQ2_XXS", "unknown (5)"};
+        for (int k = 0; k < 2; k++) {
+            uint8_t *c = malloc(b.n);
+            memcpy(c, b.p, b.n);
+            memcpy(c + a_type_off, &types[k], 4);
+            gguf_file *h = gguf_open_buffer(c, b.n);
+            CHECK(!h && strstr(mdl_error(), want[k]) && strstr(mdl_error(), "'a'"),
+                  "tensor of type %u: refused naming '%s' (got: %s)", types[k], want[k], h ? "accepted" : mdl_error());
+            if (h) gguf_close(h);
+            free(c);
+        }
     }
     /* every truncation must fail cleanly */
     int bad = 0;

@@ -133,6 +133,22 @@ const char *ggml_type_name(uint32_t type) {
     case GGML_Q8_K: return "Q8_K";
     case GGML_IQ4_NL: return "IQ4_NL";
     case GGML_IQ4_XS: return "IQ4_XS";
+    /* ggml types this reader does not take, named for the messages */
+    case 16: return "IQ2_XXS";
+    case 17: return "IQ2_XS";
+    case 18: return "IQ3_XXS";
+    case 19: return "IQ1_S";
+    case 21: return "IQ3_S";
+    case 22: return "IQ2_S";
+    case 24: return "I8";
+    case 25: return "I16";
+    case 26: return "I32";
+    case 27: return "I64";
+    case 28: return "F64";
+    case 29: return "IQ1_M";
+    case 34: return "TQ1_0";
+    case 35: return "TQ2_0";
+    case 39: return "MXFP4";
     default: return "unknown";
     }
 }
@@ -278,7 +294,8 @@ static gguf_file *parse(gguf_file *g) {
         gguf_tensor *t = &g->tensors[i];
         int bs = ggml_block_size(t->type);
         if (bs == 0) {
-            mdl_fail("gguf: tensor '%.*s' has unsupported type %u", (int)t->name.n, t->name.p, t->type);
+            mdl_fail("gguf: tensor '%.*s' has type %s (%u), which infllm does not read", (int)t->name.n, t->name.p,
+                     ggml_type_name(t->type), t->type);
             goto fail;
         }
         if (t->ne[0] % bs) {
