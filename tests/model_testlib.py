@@ -110,9 +110,12 @@ class Tiny:
             self.factors = (1.0 + 3.0 * r.random(self.D // 2)).astype(np.float32)
 
     # -- GGUF --------------------------------------------------------------------------
-    def write_gguf(self, path, types):
-        """types: dict name->GGMLQuantizationType for the matrices ('emb','out','q',...)."""
+    def write_gguf(self, path, types, tokenizer=False):
+        """types: dict name->GGMLQuantizationType for the matrices ('emb','out','q',...).
+        tokenizer: also a byte-level gpt2 tokenizer (byte_tokenizer; needs n_vocab >= 262)."""
         w = gguf.GGUFWriter(path, self.arch)
+        if tokenizer:
+            byte_tokenizer(w, self.V, chat=tokenizer == "chat")
         a = self.arch
         w.add_uint32(f"{a}.block_count", self.L)
         w.add_uint32(f"{a}.context_length", 4096)
@@ -299,6 +302,37 @@ class Tiny:
             a = mm(h, f"blk.{i}.ffn_gate.weight")
             x = x + self.rscale * mm((a / (1 + np.exp(-a))) * mm(h, f"blk.{i}.ffn_up.weight"), f"blk.{i}.ffn_down.weight")
         return mm(rms(x, st["output_norm.weight"]), "output.weight") / self.lscale
+
+
+def byte_tokenizer(w, n_vocab, chat=False):
+    """A gpt2 (byte-level BPE) tokenizer in the GGUF metadata: the 256 byte tokens (GPT-2's
+    bytes_to_unicode spelling), one merge ("T" "h"), <|endoftext|> (EOS), <|im_start|>, <|im_end|>,
+    then unused control tokens up to n_vocab; chat: a ChatML chat template."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs, k = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + k)
+            k += 1
+    byte_tok = {b: chr(c) for b, c in zip(bs, cs)}
+    toks = [byte_tok[b] for b in range(256)] + ["Th", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    types = [1] * 257 + [3, 3, 3]
+    while len(toks) < n_vocab:
+        toks.append(f"<|unused{len(toks)}|>")
+        types.append(3)
+    assert len(toks) == n_vocab, "byte_tokenizer: n_vocab must be >= 260"
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_types(types)
+    w.add_token_merges(["T h"])
+    w.add_eos_token_id(257)
+    if chat:
+        w.add_chat_template("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+                            "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+                            "{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def act_mode(t):

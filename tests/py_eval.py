@@ -1,7 +1,10 @@
 """`infllm eval ppl` end to end on a tiny random llama GGUF (no tokenizer: --tokens): its dense mean
 NLL equals an independent numpy float64 forward over the same windows and scored positions;
 sparse with every block selected equals dense exactly; genuinely sparse selection changes the NLL;
-md / csv / json agree; bad arguments give exit status 2 with a message, a missing file 1."""
+md / csv / json agree; bad arguments give exit status 2 with a message, a missing file 1.
+`infllm eval passkey` on a tiny model with a byte-level tokenizer: the grid of cells, prompt
+lengths near the targets, ChatML and plain prompts, and its bad arguments. (A random model never
+finds the key; finding it is shown on SmolLM2 in BENCHMARKS.)"""
 import json
 import os
 import subprocess
@@ -100,4 +103,39 @@ with tempfile.TemporaryDirectory() as tmp:
     rc, out, err = run("-m", g, "--tokens", ids, "-c", "128", "--format", "csv", "-q")
     c.check(rc == 0 and csv_rows(out)["dense"]["windows"] == "2" and csv_rows(out)["dense"]["scored_tokens"] == "126",
             "the window defaults to --ctx (128: 2 windows of the 300 tokens), scoring from its middle (2 x 63)")
+    # eval passkey: a byte-level tokenizer (one token a byte) with ChatML markers and template
+    mt = Tiny("llama", seed=8, n_vocab=300)
+    gt = os.path.join(tmp, "tok.gguf")
+    mt.write_gguf(gt, {}, tokenizer="chat")
+    pk = [exe, "eval", "passkey", "-m", gt, "-q", "--block-size", "16", "--topk", "2", "--local-blocks", "1"]
+
+    def pk_run(*args):
+        p = subprocess.run([*pk, *args], capture_output=True, text=True, errors="replace")
+        return p.returncode, p.stdout, p.stderr
+
+    rc, out, err = pk_run("--lengths", "700,1300", "--depths", "0.1,0.9", "--trials", "2", "--format", "json")
+    cells = json.loads(out) if rc == 0 else []
+    c.check(rc == 0 and len(cells) == 8 and all(x["trials"] == 2 and 0 <= x["found"] <= 2 for x in cells) and
+            [x["attention"] for x in cells[:4]] == ["dense"] * 4,
+            f"passkey: 2 modes x 2 lengths x 2 depths, 2 trials each (exit {rc}) {err.strip()[-160:]}")
+    c.check(all(abs(x["tokens_mean"] - x["length"]) <= 60 for x in cells),
+            "passkey prompts within half a filler sentence (46 tokens here) of the target length: " +
+            ", ".join(f"{x['tokens_mean']:.0f}/{x['length']}" for x in cells[:4]))
+    rc2, out2, _ = pk_run("--lengths", "700", "--depths", "0.5", "--chat", "off", "--modes", "dense", "--format", "csv")
+    rc3, out3, _ = pk_run("--lengths", "700", "--depths", "0.5", "--chat", "on", "--modes", "dense", "--format", "csv")
+    c.check(rc2 == 0 and rc3 == 0 and len(out2.strip().splitlines()) == 2 and len(out3.strip().splitlines()) == 2,
+            "passkey --chat off / on, csv")
+    rc, out, err = pk_run("--lengths", "700", "--depths", "0.5")
+    c.check(rc == 0 and "| dense | 700 |" in out and "dense: 0 of 1 found" in out, "passkey markdown and summary")
+    for args, want, msg in [
+        (["--depths", "1.5"], 2, "--depths"),
+        (["--lengths", "100"], 2, "too short"),
+        (["--gen", "0"], 2, "--gen"),
+        (["--attn", "dense"], 2, "--modes"),
+        (["--chat", "maybe"], 2, "--chat"),
+    ]:
+        rc, out, err = pk_run(*args)
+        c.check(rc == want and msg in err, f"passkey {' '.join(args)}: exit {rc} (want {want}), message has '{msg}'")
+    p = subprocess.run([exe, "eval", "passkey", "-m", g, "-q", "--lengths", "700"], capture_output=True, text=True)
+    c.check(p.returncode == 1 and "tokenizer" in p.stderr, f"passkey on a model without a tokenizer: exit {p.returncode}")
 c.finish()

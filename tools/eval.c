@@ -8,7 +8,10 @@
  * does (it scores the second half of each window; with --bos auto the first token of each window
  * becomes BOS when the tokenizer adds one, also as llama.cpp does). The same windows go through
  * every mode; each mode's row gives the mean NLL, PPL = exp(mean NLL) with one standard error,
- * and how often its top-1 token equals dense's at the scored positions. */
+ * and how often its top-1 token equals dense's at the scored positions.
+ *
+ * `infllm eval passkey`: the pass key retrieval test (below) at several lengths and depths, per
+ * mode on the same prompts. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 #include "commands.h"
 #include "mcommon.h"
 #include "model.h"
+#include "mtok.h"
 #include "opts.h"
 #include "runutil.h"
 #include "tokenizer.h"
@@ -64,11 +68,41 @@ static double row_lse(const float *l, int V, int *argmax) {
     return mx + log(s);
 }
 
+static int eval_passkey(int argc, char **argv);
+
+/* an exact comma list of distinct mode names (dense, sparse, auto) into names[3]; dense moved first
+ * (the other modes compare with it); returns the count, 0 with a message on a bad list */
+static int parse_modes(const char *prog, const char *modes, const char *names[3]) {
+    char buf[64];
+    int nm = 0;
+    if (strlen(modes) >= sizeof buf) modes = "?";
+    snprintf(buf, sizeof buf, "%s", modes);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+        const char *k = !strcmp(t, "dense") ? "dense" : !strcmp(t, "sparse") ? "sparse" : !strcmp(t, "auto") ? "auto" : NULL;
+        int dup = 0;
+        for (int i = 0; i < nm; i++) dup |= k && !strcmp(names[i], k);
+        if (!k || dup || nm == 3) {
+            fprintf(stderr, "%s: --modes is a comma list of distinct dense, sparse, auto (got '%s')\n", prog, modes);
+            return 0;
+        }
+        names[nm++] = k;
+    }
+    if (!nm) fprintf(stderr, "%s: --modes is empty\n", prog);
+    for (int j = 1; j < nm; j++)
+        if (!strcmp(names[j], "dense")) {
+            names[j] = names[0];
+            names[0] = "dense";
+        }
+    return nm;
+}
+
 int cmd_eval(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "passkey")) return eval_passkey(argc, argv);
     if (argc < 2 || strcmp(argv[1], "ppl")) {
         fprintf(stderr,
-                "usage: infllm eval ppl [options]   (perplexity of a text, dense vs InfLLM-V2 sparse)\n"
-                "'infllm eval ppl --help' lists the options.\n");
+                "usage: infllm eval ppl [options]       perplexity of a text, dense vs InfLLM-V2 sparse\n"
+                "       infllm eval passkey [options]   retrieval of a pass key hidden in filler text\n"
+                "'infllm eval ppl --help' and 'infllm eval passkey --help' list the options.\n");
         return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
     }
     run_opts o;
@@ -124,27 +158,8 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
     const char *mode_names[3];
-    int nm = 0;
-    {
-        /* an exact comma list of distinct known names */
-        char buf[64];
-        if (strlen(modes) >= sizeof buf) modes = "?";
-        snprintf(buf, sizeof buf, "%s", modes);
-        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-            const char *k = !strcmp(t, "dense") ? "dense" : !strcmp(t, "sparse") ? "sparse" : !strcmp(t, "auto") ? "auto" : NULL;
-            int dup = 0;
-            for (int i = 0; i < nm; i++) dup |= k && !strcmp(mode_names[i], k);
-            if (!k || dup || nm == 3) {
-                fprintf(stderr, "%s: --modes is a comma list of distinct dense, sparse, auto (got '%s')\n", PROG, modes);
-                return 2;
-            }
-            mode_names[nm++] = k;
-        }
-        if (!nm) {
-            fprintf(stderr, "%s: --modes is empty\n", PROG);
-            return 2;
-        }
-    }
+    const int nm = parse_modes(PROG, modes, mode_names);
+    if (!nm) return 2;
     o.ctx_i = window; /* every session holds one window */
     o.attn = "dense";
     if (run_opts_check(&o)) return 2;
@@ -219,15 +234,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "%s: out of memory (logits of %d positions x %d)\n", PROG, chunk, V);
         goto done;
     }
-    int have_dense = 0;
-    for (int j = 0; j < nm; j++) have_dense |= !strcmp(mode_names[j], "dense");
-    /* dense first, so that the other modes can compare their top-1 with it */
-    for (int j = 0; j < nm; j++)
-        if (!strcmp(mode_names[j], "dense") && j) {
-            const char *t = mode_names[0];
-            mode_names[0] = mode_names[j];
-            mode_names[j] = t;
-        }
+    const int have_dense = !strcmp(mode_names[0], "dense");
     if (!quiet)
         fprintf(stderr, "eval ppl: %lld tokens, %lld windows of %d, scoring positions %d..%d of each (%lld tokens)%s\n",
                 (long long)n, (long long)nwin, window, score_from, window - 2, (long long)(nwin * per_win),
@@ -331,6 +338,322 @@ done:
     free(win);
     free(logits);
     free(text);
+    run_unload(&R);
+    return ret;
+}
+
+/* ------------------------------------------------------------------ passkey ---- */
+
+/* The classic pass key test (Landmark Attention, LongLoRA): an instruction, filler sentences with
+ * one sentence holding a random 5-digit key at a relative depth, the question; the model's greedy
+ * continuation must contain the key. */
+static const char *PK_PROG = "infllm eval passkey";
+static const char *PK_INTRO = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                              "I will quiz you about the important information there.\n";
+static const char *PK_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
+static const char *PK_QUESTION = "What is the pass key?";
+static const char *PK_ANSWER = " The pass key is";
+
+/* the prompt of n filler sentences with the needle after round(depth n) of them; malloc'ed */
+static char *pk_text(int64_t n, double depth, int key, int chat_user_only) {
+    char needle[128];
+    snprintf(needle, sizeof needle, "The pass key is %05d. Remember it. %05d is the pass key. ", key, key);
+    const size_t fl = strlen(PK_FILLER);
+    const size_t cap = strlen(PK_INTRO) + (size_t)n * fl + strlen(needle) + strlen(PK_QUESTION) + strlen(PK_ANSWER) + 8;
+    char *t = malloc(cap);
+    if (!t) return NULL;
+    size_t o = 0;
+    const int64_t at = (int64_t)(depth * (double)n + 0.5);
+    memcpy(t + o, PK_INTRO, strlen(PK_INTRO));
+    o += strlen(PK_INTRO);
+    for (int64_t i = 0; i <= n; i++) {
+        if (i == at) {
+            memcpy(t + o, needle, strlen(needle));
+            o += strlen(needle);
+        }
+        if (i < n) {
+            memcpy(t + o, PK_FILLER, fl);
+            o += fl;
+        }
+    }
+    t[o++] = '\n';
+    memcpy(t + o, PK_QUESTION, strlen(PK_QUESTION));
+    o += strlen(PK_QUESTION);
+    if (!chat_user_only) {
+        memcpy(t + o, PK_ANSWER, strlen(PK_ANSWER));
+        o += strlen(PK_ANSWER);
+    }
+    t[o] = 0;
+    return t;
+}
+
+/* parses "0.1,0.5,0.9" (each in [0, 1]); count or -1 */
+static int parse_depths(const char *s, double *out, int cap) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v >= 0 && v <= 1) || n == cap) return -1;
+        out[n++] = v;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        p = end;
+    }
+    return n;
+}
+
+/* tokens of the prompt (chat: the model's template around the question, the answer's start
+ * appended); *n their count; NULL with a message */
+static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double depth, int key, int64_t *n) {
+    char *user = pk_text(nfill, depth, key, chat);
+    if (!user) return NULL;
+    char *text = user;
+    int special = 0, add_bos = -1;
+    if (chat) {
+        char *c = mdl_chat_format(R->m, NULL, user);
+        free(user);
+        if (!c) {
+            fprintf(stderr, "%s: %s\n", PK_PROG, mdl_error());
+            return NULL;
+        }
+        size_t a = strlen(c), b = strlen(PK_ANSWER + 1);
+        text = realloc(c, a + b + 1);
+        if (!text) {
+            free(c);
+            return NULL;
+        }
+        memcpy(text + a, PK_ANSWER + 1, b + 1); /* "The pass key is", no leading space after the template */
+        special = 1;
+        int32_t bos = tok_bos(R->tok);
+        const char *bt = bos >= 0 ? tok_token_text(R->tok, bos) : NULL;
+        if (bt && !strncmp(text, bt, strlen(bt))) add_bos = 0;
+    }
+    const size_t len = strlen(text);
+    int need = tok_encode(R->tok, text, len, add_bos, special, NULL, 0);
+    int cnt = need < 0 ? -need : need;
+    int32_t *ids = need == INT32_MIN ? NULL : malloc(sizeof(int32_t) * ((size_t)cnt + 1));
+    if (ids) *n = tok_encode(R->tok, text, len, add_bos, special, ids, cnt + 1);
+    else fprintf(stderr, "%s: out of memory (tokenizer)\n", PK_PROG);
+    free(text);
+    return ids;
+}
+
+/* the answer made safe to print: control bytes become spaces, and any byte of an invalid or
+ * incomplete UTF-8 sequence '?' (a model's first tokens can be arbitrary bytes) */
+static void pk_printable(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        int len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        int ok = len > 0;
+        for (int i = 1; ok && i < len; i++) ok = (p[i] & 0xC0) == 0x80;
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        if (len == 1 && (*p < 0x20 || *p == 0x7f)) *p = ' ';
+        p += len;
+    }
+}
+
+typedef struct pk_cell {
+    const char *mode;
+    int64_t target, tokens_sum;
+    double depth;
+    int trials, found;
+    double seconds;
+} pk_cell;
+
+static int eval_passkey(int argc, char **argv) {
+    run_opts o;
+    run_opts_default(&o);
+    o.attn = NULL;
+    const char *lengths = "1024,2048,4096", *depths_s = "0.1,0.5,0.9", *modes = "dense,sparse", *format = "md";
+    const char *chat_s = "auto";
+    int trials = 1, seed = 1, gen = 8, quiet = 0;
+    opt_def defs[] = {
+        RUN_MODEL_OPTS(o),
+        {"--lengths", NULL, OPT_STR, &lengths, "LIST", "prompt lengths in tokens (1024,2048,4096; 8k suffix ok)"},
+        {"--depths", NULL, OPT_STR, &depths_s, "LIST", "where the key sits, 0 (start) .. 1 (end) (0.1,0.5,0.9)"},
+        {"--trials", NULL, OPT_INT, &trials, "N", "keys per (length, depth) (1)"},
+        {"--seed", NULL, OPT_INT, &seed, "N", "seed of the keys (1)"},
+        {"--gen", NULL, OPT_INT, &gen, "N", "greedy tokens generated for the answer (8)"},
+        {"--modes", NULL, OPT_STR, &modes, "LIST", "attention modes, each on the same prompts (dense,sparse)"},
+        {"--chat", NULL, OPT_STR, &chat_s, "WHEN", "auto | on | off: the question in the model's ChatML chat "
+                                                  "template (auto: when its vocabulary has <|im_start|>)"},
+        {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
+        {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
+        {NULL, NULL, 0, NULL, NULL, NULL}};
+    int rc = opts_parse(PK_PROG, "pass key retrieval: a 5-digit key hidden in filler text at several lengths and depths",
+                        defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 1) return 0;
+    if (rc) return 2;
+    if (!o.model) {
+        fprintf(stderr, "%s: -m MODEL is required\n", PK_PROG);
+        return 2;
+    }
+    if (o.attn) {
+        fprintf(stderr, "%s: --attn does not apply here: --modes lists the attention modes\n", PK_PROG);
+        return 2;
+    }
+    int64_t lens[32];
+    double depths[32];
+    const int nl = opts_int_list(lengths, lens, 32), nd = parse_depths(depths_s, depths, 32);
+    if (nl < 1 || nd < 1 || trials < 1 || trials > 1000 || gen < 1 || gen > 64) {
+        fprintf(stderr, "%s: need --lengths (positive integers), --depths (numbers in [0, 1]), 1 <= --trials <= 1000 "
+                        "and 1 <= --gen <= 64\n", PK_PROG);
+        return 2;
+    }
+    if (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json")) {
+        fprintf(stderr, "%s: --format must be md, csv or json\n", PK_PROG);
+        return 2;
+    }
+    if (strcmp(chat_s, "auto") && strcmp(chat_s, "on") && strcmp(chat_s, "off")) {
+        fprintf(stderr, "%s: --chat must be auto, on or off\n", PK_PROG);
+        return 2;
+    }
+    const char *mode_names[3];
+    const int nm = parse_modes(PK_PROG, modes, mode_names);
+    if (!nm) return 2;
+    int64_t maxlen = 0;
+    for (int i = 0; i < nl; i++) maxlen = lens[i] > maxlen ? lens[i] : maxlen;
+    o.ctx_i = (int)(maxlen + maxlen / 8 + 256 + gen); /* room for the prompt's overshoot */
+    o.attn = "dense";
+    if (run_opts_check(&o)) return 2;
+    run_ctx R;
+    if (run_load(&o, &R, quiet)) return 1;
+    int ret = 1;
+    pk_cell *cells = calloc((size_t)nm * nl * nd, sizeof *cells);
+    float *logits = malloc(sizeof(float) * (size_t)R.m->cfg.n_vocab);
+    if (!cells || !logits) {
+        fprintf(stderr, "%s: out of memory\n", PK_PROG);
+        goto done;
+    }
+    if (!R.tok) {
+        fprintf(stderr, "%s: the model has no usable tokenizer: %s\n", PK_PROG, R.tok_err);
+        goto done;
+    }
+    int chat = !strcmp(chat_s, "on");
+    if (!strcmp(chat_s, "auto")) { /* the vocabulary has ChatML's markers and the template (if any) is ChatML */
+        char *probe = tok_token_id(R.tok, "<|im_start|>") >= 0 ? mdl_chat_format(R.m, NULL, "x") : NULL;
+        chat = probe != NULL;
+        free(probe);
+    }
+    /* tokens a filler sentence adds, and what the rest of the prompt takes */
+    int64_t t0n = 0, t1n = 0;
+    int32_t *p0 = pk_encode(&R, chat, 0, 0.5, 12345, &t0n), *p1 = pk_encode(&R, chat, 64, 0.5, 12345, &t1n);
+    const int probed = p0 && p1;
+    free(p0);
+    free(p1);
+    if (!probed) goto done;
+    const double per_filler = (double)(t1n - t0n) / 64.0;
+    const int V = R.m->cfg.n_vocab;
+    uint64_t rs = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (int li = 0; li < nl; li++) {
+        const int64_t nfill = per_filler > 0 ? (int64_t)((double)(lens[li] - t0n) / per_filler + 0.5) : 0;
+        if (nfill < 1) {
+            fprintf(stderr, "%s: length %lld is too short for the prompt (%lld tokens without filler)\n", PK_PROG,
+                    (long long)lens[li], (long long)t0n);
+            ret = 2;
+            goto done;
+        }
+        for (int di = 0; di < nd; di++)
+            for (int t = 0; t < trials; t++) {
+                rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
+                const int key = 10000 + (int)((rs >> 33) % 90000);
+                char want[16];
+                snprintf(want, sizeof want, "%d", key);
+                int64_t n = 0;
+                int32_t *ids = pk_encode(&R, chat, nfill, depths[di], key, &n);
+                if (!ids) goto done;
+                for (int j = 0; j < nm; j++) {
+                    pk_cell *c = &cells[((size_t)j * nl + li) * nd + di];
+                    c->mode = mode_names[j];
+                    c->target = lens[li];
+                    c->depth = depths[di];
+                    run_opts oo = o;
+                    oo.attn = mode_names[j];
+                    if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+                    mdl_session *s = run_session(&oo, &R, 1);
+                    if (!s) {
+                        free(ids);
+                        goto done;
+                    }
+                    const double ts = mdl_now();
+                    char out[512] = "";
+                    size_t no = 0;
+                    int ok = !mdl_forward(s, ids, n, logits, 0);
+                    for (int g = 0; ok && g < gen; g++) {
+                        int32_t best = 0;
+                        for (int v = 1; v < V; v++)
+                            if (logits[v] > logits[best]) best = v;
+                        if (tok_is_eog(R.tok, best)) break;
+                        char piece[TOK_MAX_PIECE];
+                        int k = tok_decode_piece(R.tok, best, 0, piece, (int)sizeof piece);
+                        if (k > 0 && no + (size_t)k < sizeof out) {
+                            memcpy(out + no, piece, (size_t)k);
+                            no += (size_t)k;
+                            out[no] = 0;
+                        }
+                        if (g + 1 < gen) ok = !mdl_forward(s, &best, 1, logits, 0);
+                    }
+                    c->seconds += mdl_now() - ts;
+                    mdl_session_free(s);
+                    if (!ok) {
+                        fprintf(stderr, "%s: %s\n", PK_PROG, mdl_error());
+                        free(ids);
+                        goto done;
+                    }
+                    const int hit = strstr(out, want) != NULL;
+                    c->trials++;
+                    c->found += hit;
+                    c->tokens_sum += n;
+                    if (!quiet) {
+                        pk_printable(out);
+                        fprintf(stderr, "  %-6s %6lld tokens, depth %.2f, key %s: %s \"%s\"\n", c->mode, (long long)n,
+                                depths[di], want, hit ? "found" : "missed", out);
+                    }
+                }
+                free(ids);
+            }
+    }
+    const int ncell = nm * nl * nd;
+    if (!strcmp(format, "md")) {
+        printf("| attention | length | tokens (mean) | depth | found | accuracy |\n");
+        printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for (int i = 0; i < ncell; i++)
+            printf("| %s | %lld | %.0f | %.2f | %d/%d | %.0f%% |\n", cells[i].mode, (long long)cells[i].target,
+                   (double)cells[i].tokens_sum / cells[i].trials, cells[i].depth, cells[i].found, cells[i].trials,
+                   100.0 * cells[i].found / cells[i].trials);
+        for (int j = 0; j < nm; j++) {
+            int f = 0, tr = 0;
+            for (int i = 0; i < nl * nd; i++) {
+                f += cells[(size_t)j * nl * nd + i].found;
+                tr += cells[(size_t)j * nl * nd + i].trials;
+            }
+            printf("%s%s: %d of %d found (%.0f%%)", j ? "; " : "\n", mode_names[j], f, tr, 100.0 * f / tr);
+        }
+        printf("\n");
+    } else if (!strcmp(format, "csv")) {
+        printf("attention,length,tokens_mean,depth,trials,found,accuracy,seconds\n");
+        for (int i = 0; i < ncell; i++)
+            printf("%s,%lld,%.1f,%.4f,%d,%d,%.6f,%.4f\n", cells[i].mode, (long long)cells[i].target,
+                   (double)cells[i].tokens_sum / cells[i].trials, cells[i].depth, cells[i].trials, cells[i].found,
+                   (double)cells[i].found / cells[i].trials, cells[i].seconds);
+    } else {
+        printf("[\n");
+        for (int i = 0; i < ncell; i++)
+            printf("  {\"attention\": \"%s\", \"length\": %lld, \"tokens_mean\": %.1f, \"depth\": %.4f, \"trials\": %d, "
+                   "\"found\": %d, \"accuracy\": %.6f, \"seconds\": %.4f}%s\n",
+                   cells[i].mode, (long long)cells[i].target, (double)cells[i].tokens_sum / cells[i].trials,
+                   cells[i].depth, cells[i].trials, cells[i].found, (double)cells[i].found / cells[i].trials,
+                   cells[i].seconds, i + 1 < ncell ? "," : "");
+        printf("]\n");
+    }
+    ret = 0;
+done:
+    free(cells);
+    free(logits);
     run_unload(&R);
     return ret;
 }
