@@ -62,8 +62,8 @@ def random_codes(arr, t, rng):
 
 
 class Tiny:
-    """Random weights, stored the way GGUF llama stores them (Q/K rows permuted for the
-    interleaved RoPE pairing)."""
+    """Random weights, stored the way GGUF stores them: for llama / minicpm Q/K rows permuted for the
+    interleaved RoPE pairing, for qwen2 / qwen3 (NEOX RoPE) as in the HF checkpoint."""
 
     def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
                  theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False):
@@ -112,7 +112,8 @@ class Tiny:
     # -- GGUF --------------------------------------------------------------------------
     def write_gguf(self, path, types, tokenizer=False):
         """types: dict name->GGMLQuantizationType for the matrices ('emb','out','q',...).
-        tokenizer: also a byte-level gpt2 tokenizer (byte_tokenizer; needs n_vocab >= 262)."""
+        tokenizer: also a byte-level gpt2 tokenizer (byte_tokenizer; needs n_vocab >= 260; "chat":
+        with a ChatML template)."""
         w = gguf.GGUFWriter(path, self.arch)
         if tokenizer:
             byte_tokenizer(w, self.V, chat=tokenizer == "chat")
@@ -232,7 +233,7 @@ class Tiny:
 
     # -- numpy reference ---------------------------------------------------------------
     def forward(self, toks, collect=None, int8_act=False):
-        """float64 forward over the GGUF-stored values with llama.cpp's interleaved RoPE;
+        """float64 forward over the GGUF-stored values with llama.cpp's RoPE (interleaved; NEOX for qwen);
         collect (a dict) receives each layer's post-RoPE (q, k, v), [T, heads, D] each. int8_act:
         the input of every product with a quantized weight is first quantized the way infllm does
         (quantize_act, the scheme of the weight's type), so that what remains is rounding."""
