@@ -28,7 +28,7 @@ static void usage(FILE *f) {
             "  run      run a model (GGUF file or Hugging Face folder) with InfLLM-V2 attention\n"
             "  attn     InfLLM-V2 attention on .npy tensors (q, k, v), writes .npy results\n"
             "  bench    benchmarks: 'bench attn', 'bench peak', 'bench run'\n"
-            "  eval     quality: 'eval ppl', the perplexity of a text, dense vs InfLLM-V2 sparse\n"
+            "  eval     quality, dense vs InfLLM-V2 sparse: 'eval ppl' (perplexity), 'eval passkey' (retrieval)\n"
             "  version  print version, commit, SIMD level, threads and CUDA status (also --version)\n"
             "\n"
             "'infllm <command> --help' describes each command's options.\n");
