@@ -59,9 +59,10 @@ with tempfile.TemporaryDirectory() as tmp:
                 f"windows")
         c.check(abs(float(d["ppl"]) - np.exp(got)) < 1e-4 * np.exp(got), f"PPL = exp(mean NLL): {d['ppl']}")
         # the window's 96 tokens are 2 blocks of 64: every block selected, sparse == dense
-        c.check(s["mean_nll"] == d["mean_nll"] and float(s["top1_same_as_dense"]) == 1.0,
+        c.check(s["mean_nll"] == d["mean_nll"] and float(s["top1_same_as_dense"]) == 1.0 and
+                float(s["kl_vs_dense"]) == 0.0,
                 f"sparse with every block selected: mean NLL {s['mean_nll']} == dense, top-1 agreement "
-                f"{s['top1_same_as_dense']}")
+                f"{s['top1_same_as_dense']}, KL {s['kl_vs_dense']}")
     # genuinely sparse: blocks of 16, 1 top-k + 1 local + 1 init of up to 6 blocks
     sp = ["--block-size", "16", "--topk", "1", "--local-blocks", "1", "--init-blocks", "1"]
     rc, out, err = run(*base, *sp, "--format", "json", "--modes", "sparse,dense")
@@ -71,9 +72,26 @@ with tempfile.TemporaryDirectory() as tmp:
         d, s = js
         c.check(abs(d["mean_nll"] - ref) < 1e-5 * abs(ref), "the block size does not change dense")
         c.check(np.isfinite(s["mean_nll"]) and abs(s["mean_nll"] - d["mean_nll"]) > 1e-4 and
-                0 < s["top1_same_as_dense"] < 1,
+                0 < s["top1_same_as_dense"] < 1 and s["kl_vs_dense"] > 1e-4 and d["kl_vs_dense"] == 0,
                 f"sparse (3 of up to 6 blocks): mean NLL {s['mean_nll']:.5f} vs dense {d['mean_nll']:.5f}, top-1 "
-                f"agreement {s['top1_same_as_dense']:.3f}")
+                f"agreement {s['top1_same_as_dense']:.3f}, KL(dense || sparse) {s['kl_vs_dense']:.5f} nats/token")
+        # the KL against numpy: the dense logits are numpy's (checked above), so KL(numpy dense || infllm
+        # sparse) recomputed from infllm's own sparse logits (run --dump-logits) must match
+        kls = []
+        for w in range(len(toks) // W):
+            win = toks[w * W:(w + 1) * W]
+            ld = m.forward(win)[S:W - 1]
+            out_np = os.path.join(tmp, "sp.npy")
+            subprocess.run([exe, "run", "-m", g, "--tokens", ",".join(map(str, win[:W - 1])), "-n", "0", "-q",
+                            "--ctx", str(W), "--kv-type", "f32", "--attn", "sparse", "--dense-len", "-1", *sp,
+                            "--dump-logits", out_np], check=True, capture_output=True)
+            ls = np.load(out_np).astype(np.float64)[S:W - 1]
+            lpd = ld - (ld.max(-1, keepdims=True) + np.log(np.exp(ld - ld.max(-1, keepdims=True)).sum(-1, keepdims=True)))
+            lps = ls - (ls.max(-1, keepdims=True) + np.log(np.exp(ls - ls.max(-1, keepdims=True)).sum(-1, keepdims=True)))
+            kls.extend((np.exp(lpd) * (lpd - lps)).sum(-1))
+        kl_ref = float(np.mean(kls))
+        c.check(abs(s["kl_vs_dense"] - kl_ref) < 1e-3 * kl_ref + 1e-7,
+                f"KL(dense || sparse) {s['kl_vs_dense']:.6f} vs numpy over infllm run's sparse logits {kl_ref:.6f}")
     rc, out, err = run(*base, *sp)
     c.check(rc == 0 and "| sparse |" in out and "sparse/dense: PPL" in out, "markdown table and the ratio line")
     rc, out, err = run(*base, "--max-windows", "1", "--format", "csv", "--modes", "dense")

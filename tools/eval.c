@@ -7,8 +7,10 @@
  * every scored token sees at least --score-from tokens of context, as llama.cpp's perplexity tool
  * does (it scores the second half of each window; with --bos auto the first token of each window
  * becomes BOS when the tokenizer adds one, also as llama.cpp does). The same windows go through
- * every mode; each mode's row gives the mean NLL, PPL = exp(mean NLL) with one standard error,
- * and how often its top-1 token equals dense's at the scored positions.
+ * every mode, in lockstep; each mode's row gives the mean NLL, PPL = exp(mean NLL) with one
+ * standard error, how often its top-1 token equals dense's at the scored positions, and the mean
+ * KL divergence of its next-token distribution from dense's (nats a token: llama.cpp's
+ * --kl-divergence measure for a quantized model, here for the sparse attention).
  *
  * `infllm eval passkey`: the pass key retrieval test (below) at several lengths and depths, per
  * mode on the same prompts. */
@@ -30,6 +32,7 @@ typedef struct eval_row {
     int64_t windows, scored;
     double nll_sum, nll_sq, seconds;
     int64_t same_top1; /* scored positions whose argmax equals dense's (dense row: all) */
+    double kl_sum;     /* sum over scored positions of KL(dense || this mode), nats */
 } eval_row;
 
 static const char *PROG = "infllm eval ppl";
@@ -166,8 +169,9 @@ int cmd_eval(int argc, char **argv) {
     run_ctx R;
     if (run_load(&o, &R, quiet)) return 1;
     int ret = 1;
-    int32_t *ids = NULL, *dense_top = NULL, *win = NULL;
-    float *logits = NULL;
+    int32_t *ids = NULL, *win = NULL;
+    float *logits_m[3] = {NULL, NULL, NULL};
+    mdl_session *sess[3] = {NULL, NULL, NULL};
     char *text = NULL;
     eval_row rows[3];
     memset(rows, 0, sizeof rows);
@@ -225,66 +229,92 @@ int cmd_eval(int argc, char **argv) {
         }
         use_bos = 0;
     }
-    const int chunk = o.chunk > 0 ? o.chunk : 512;
+    /* the modes run in lockstep, a step of positions at a time, so that each step's dense logits are
+     * at hand for the KL divergence of the others; a step is at most 128 positions (memory: modes x
+     * step x vocabulary floats) */
+    const int step = o.chunk > 0 && o.chunk < 128 ? o.chunk : 128;
     const int64_t per_win = window - 1 - score_from;
-    logits = malloc(sizeof(float) * (size_t)chunk * (size_t)V);
-    dense_top = malloc(sizeof(int32_t) * (size_t)(nwin * per_win));
+    const int have_dense = !strcmp(mode_names[0], "dense");
+    for (int j = 0; j < nm; j++) {
+        logits_m[j] = malloc(sizeof(float) * (size_t)step * (size_t)V);
+        if (!logits_m[j]) {
+            fprintf(stderr, "%s: out of memory (logits of %d positions x %d)\n", PROG, step, V);
+            goto done;
+        }
+        run_opts oo = o;
+        oo.attn = mode_names[j];
+        if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+        rows[j].mode = mode_names[j];
+        sess[j] = run_session(&oo, &R, 1);
+        if (!sess[j]) goto done;
+    }
     win = malloc(sizeof(int32_t) * (size_t)window);
-    if (!logits || !dense_top || !win) {
-        fprintf(stderr, "%s: out of memory (logits of %d positions x %d)\n", PROG, chunk, V);
+    if (!win) {
+        fprintf(stderr, "%s: out of memory\n", PROG);
         goto done;
     }
-    const int have_dense = !strcmp(mode_names[0], "dense");
     if (!quiet)
         fprintf(stderr, "eval ppl: %lld tokens, %lld windows of %d, scoring positions %d..%d of each (%lld tokens)%s\n",
                 (long long)n, (long long)nwin, window, score_from, window - 2, (long long)(nwin * per_win),
                 use_bos ? ", BOS first" : "");
-    for (int j = 0; j < nm; j++) {
-        run_opts oo = o;
-        oo.attn = mode_names[j];
-        if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
-        eval_row *r = &rows[j];
-        r->mode = mode_names[j];
-        mdl_session *s = run_session(&oo, &R, 1);
-        if (!s) goto done;
-        double t0 = mdl_now();
-        for (int64_t w = 0; w < nwin; w++) {
-            memcpy(win, ids + w * window, sizeof(int32_t) * (size_t)window);
-            if (use_bos) win[0] = bos_id;
-            if (mdl_session_truncate(s, 0)) {
+    for (int64_t w = 0; w < nwin; w++) {
+        memcpy(win, ids + w * window, sizeof(int32_t) * (size_t)window);
+        if (use_bos) win[0] = bos_id;
+        for (int j = 0; j < nm; j++)
+            if (mdl_session_truncate(sess[j], 0)) {
                 fprintf(stderr, "%s: %s\n", PROG, mdl_error());
-                mdl_session_free(s);
                 goto done;
             }
-            /* positions 0..window-2 have a target; the last one's logits are not needed */
-            for (int p0 = 0; p0 < window - 1; p0 += chunk) {
-                const int m = window - 1 - p0 < chunk ? window - 1 - p0 : chunk;
-                if (mdl_forward(s, win + p0, m, logits, 1)) {
-                    fprintf(stderr, "%s: %s\n", PROG, mdl_error());
-                    mdl_session_free(s);
+        /* positions 0..window-2 have a target; the last one's logits are not needed */
+        for (int p0 = 0; p0 < window - 1; p0 += step) {
+            const int m = window - 1 - p0 < step ? window - 1 - p0 : step;
+            for (int j = 0; j < nm; j++) {
+                const double t0 = mdl_now();
+                if (mdl_forward(sess[j], win + p0, m, logits_m[j], 1)) {
+                    fprintf(stderr, "%s: %s (%s)\n", PROG, mdl_error(), mode_names[j]);
                     goto done;
                 }
-                for (int i = 0; i < m; i++) {
-                    const int pos = p0 + i;
-                    if (pos < score_from) continue;
+                rows[j].seconds += mdl_now() - t0;
+            }
+            for (int i = 0; i < m; i++) {
+                const int pos = p0 + i;
+                if (pos < score_from) continue;
+                int top0 = -1;
+                double lse0 = 0;
+                for (int j = 0; j < nm; j++) {
+                    eval_row *r = &rows[j];
                     int top;
-                    const float *l = logits + (size_t)i * V;
-                    const double nll = row_lse(l, V, &top) - (double)l[win[pos + 1]];
+                    const float *l = logits_m[j] + (size_t)i * V;
+                    const double lse = row_lse(l, V, &top);
+                    const double nll = lse - (double)l[win[pos + 1]];
                     r->nll_sum += nll;
                     r->nll_sq += nll * nll;
                     r->scored++;
-                    const int64_t k = w * per_win + (pos - score_from);
-                    if (j == 0 && have_dense) dense_top[k] = top;
-                    if (have_dense) r->same_top1 += dense_top[k] == top;
+                    if (!have_dense) continue;
+                    if (j == 0) {
+                        top0 = top;
+                        lse0 = lse;
+                    }
+                    r->same_top1 += top == top0;
+                    if (j > 0) { /* KL(dense || this mode) = sum p_d (log p_d - log p_j) */
+                        const float *l0 = logits_m[0] + (size_t)i * V;
+                        double kl = 0;
+                        for (int v = 0; v < V; v++) {
+                            const double lp0 = (double)l0[v] - lse0;
+                            kl += exp(lp0) * (lp0 - ((double)l[v] - lse));
+                        }
+                        r->kl_sum += kl > 0 ? kl : 0; /* >= 0 up to rounding */
+                    }
                 }
             }
-            r->windows++;
-            if (!quiet)
-                fprintf(stderr, "  %-6s window %lld/%lld: PPL so far %.4f\n", r->mode, (long long)(w + 1), (long long)nwin,
-                        exp(r->nll_sum / (double)r->scored));
         }
-        r->seconds = mdl_now() - t0;
-        mdl_session_free(s);
+        for (int j = 0; j < nm; j++) rows[j].windows++;
+        if (!quiet) {
+            fprintf(stderr, "  window %lld/%lld: PPL so far", (long long)(w + 1), (long long)nwin);
+            for (int j = 0; j < nm; j++)
+                fprintf(stderr, " %s %.4f", rows[j].mode, exp(rows[j].nll_sum / (double)rows[j].scored));
+            fputc('\n', stderr);
+        }
     }
     /* mean NLL, its standard error, PPL and PPL's one-s.e. band (exp of mean +- s.e.) */
     double mean[3], se[3];
@@ -295,27 +325,34 @@ int cmd_eval(int argc, char **argv) {
         se[j] = sqrt(var > 0 ? var / k : 0);
     }
     if (!strcmp(format, "md")) {
-        printf("| attention | windows | scored tokens | mean NLL | PPL | PPL (1 s.e.) | top-1 = dense | seconds | tok/s |\n");
-        printf("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n");
+        printf("| attention | windows | scored tokens | mean NLL | PPL | PPL (1 s.e.) | top-1 = dense | KL(dense \\|\\| "
+               "this), nats/token | seconds | tok/s |\n");
+        printf("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
         for (int j = 0; j < nm; j++) {
             const eval_row *r = &rows[j];
-            char agree[32] = "-";
-            if (have_dense) snprintf(agree, sizeof agree, "%.2f%%", 100.0 * (double)r->same_top1 / (double)r->scored);
-            printf("| %s | %lld | %lld | %.5f | %.4f | %.4f-%.4f | %s | %.2f | %.1f |\n", r->mode, (long long)r->windows,
-                   (long long)r->scored, mean[j], exp(mean[j]), exp(mean[j] - se[j]), exp(mean[j] + se[j]), agree,
-                   r->seconds, (double)(r->windows * window) / r->seconds);
+            char agree[32] = "-", kl[32] = "-";
+            if (have_dense) {
+                snprintf(agree, sizeof agree, "%.2f%%", 100.0 * (double)r->same_top1 / (double)r->scored);
+                snprintf(kl, sizeof kl, "%.6f", r->kl_sum / (double)r->scored);
+            }
+            printf("| %s | %lld | %lld | %.5f | %.4f | %.4f-%.4f | %s | %s | %.2f | %.1f |\n", r->mode,
+                   (long long)r->windows, (long long)r->scored, mean[j], exp(mean[j]), exp(mean[j] - se[j]),
+                   exp(mean[j] + se[j]), agree, kl, r->seconds, (double)(r->windows * (window - 1)) / r->seconds);
         }
         if (have_dense)
             for (int j = 1; j < nm; j++)
                 printf("\n%s/dense: PPL %.4fx, mean NLL %+.5f", rows[j].mode, exp(mean[j] - mean[0]), mean[j] - mean[0]);
         printf("\n");
     } else if (!strcmp(format, "csv")) {
-        printf("attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,seconds\n");
+        printf("attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,kl_vs_dense,seconds\n");
         for (int j = 0; j < nm; j++) {
-            char agree[32] = "";
-            if (have_dense) snprintf(agree, sizeof agree, "%.6f", (double)rows[j].same_top1 / (double)rows[j].scored);
-            printf("%s,%lld,%lld,%.6f,%.6f,%.6f,%s,%.4f\n", rows[j].mode, (long long)rows[j].windows,
-                   (long long)rows[j].scored, mean[j], exp(mean[j]), se[j], agree, rows[j].seconds);
+            char agree[32] = "", kl[32] = "";
+            if (have_dense) {
+                snprintf(agree, sizeof agree, "%.6f", (double)rows[j].same_top1 / (double)rows[j].scored);
+                snprintf(kl, sizeof kl, "%.8f", rows[j].kl_sum / (double)rows[j].scored);
+            }
+            printf("%s,%lld,%lld,%.6f,%.6f,%.6f,%s,%s,%.4f\n", rows[j].mode, (long long)rows[j].windows,
+                   (long long)rows[j].scored, mean[j], exp(mean[j]), se[j], agree, kl, rows[j].seconds);
         }
     } else {
         printf("[\n");
@@ -324,19 +361,22 @@ int cmd_eval(int argc, char **argv) {
                    "\"ppl\": %.6f, \"nll_se\": %.6f, ",
                    rows[j].mode, (long long)rows[j].windows, (long long)rows[j].scored, mean[j], exp(mean[j]), se[j]);
             if (have_dense)
-                printf("\"top1_same_as_dense\": %.6f, ", (double)rows[j].same_top1 / (double)rows[j].scored);
+                printf("\"top1_same_as_dense\": %.6f, \"kl_vs_dense\": %.8f, ",
+                       (double)rows[j].same_top1 / (double)rows[j].scored, rows[j].kl_sum / (double)rows[j].scored);
             else
-                printf("\"top1_same_as_dense\": null, ");
+                printf("\"top1_same_as_dense\": null, \"kl_vs_dense\": null, ");
             printf("\"seconds\": %.4f}%s\n", rows[j].seconds, j + 1 < nm ? "," : "");
         }
         printf("]\n");
     }
     ret = 0;
 done:
+    for (int j = 0; j < 3; j++) {
+        mdl_session_free(sess[j]);
+        free(logits_m[j]);
+    }
     free(ids);
-    free(dense_top);
     free(win);
-    free(logits);
     free(text);
     run_unload(&R);
     return ret;
