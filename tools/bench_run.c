@@ -200,9 +200,7 @@ int cmd_bench_run(int argc, char **argv) {
             quant_kernel_name(), infllm_cpu_simd_level());
     for (int i = 0; i < nl; i++) {
         for (int j = 0; j < nm; j++) {
-            run_opts oo = o;
-            oo.attn = mode_names[j];
-            if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+            run_opts oo = run_opts_mode(&o, mode_names[j]);
             oo.ctx = lens[i] + gen;
             row *r = &rows[nrows];
             r->len = lens[i];

@@ -73,6 +73,13 @@ static double row_lse(const float *l, int V, int *argmax) {
 
 static int eval_passkey(int argc, char **argv);
 
+/* 1 when value is one of the choices ("a|b|c"), else a message "prog: flag must be a, b or c" and 0 */
+static int one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c) {
+    if (!strcmp(value, a) || !strcmp(value, b) || !strcmp(value, c)) return 1;
+    fprintf(stderr, "%s: %s must be %s, %s or %s\n", prog, flag, a, b, c);
+    return 0;
+}
+
 /* an exact comma list of distinct mode names (dense, sparse, auto) into names[3]; dense moved first
  * (the other modes compare with it); returns the count, 0 with a message on a bad list */
 static int parse_modes(const char *prog, const char *modes, const char *names[3]) {
@@ -152,14 +159,8 @@ int cmd_eval(int argc, char **argv) {
                         "score-from %d)\n", PROG, window, score_from);
         return 2;
     }
-    if (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json")) {
-        fprintf(stderr, "%s: --format must be md, csv or json\n", PROG);
+    if (!one_of(PROG, "--format", format, "md", "csv", "json") || !one_of(PROG, "--bos", bos, "auto", "on", "off"))
         return 2;
-    }
-    if (strcmp(bos, "auto") && strcmp(bos, "on") && strcmp(bos, "off")) {
-        fprintf(stderr, "%s: --bos must be auto, on or off\n", PROG);
-        return 2;
-    }
     const char *mode_names[3];
     const int nm = parse_modes(PROG, modes, mode_names);
     if (!nm) return 2;
@@ -190,18 +191,8 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "%s: no tokenizer: %s\n", PROG, R.tok_err);
             goto done;
         }
-        int need = tok_encode(R.tok, text, len, 0, 0, NULL, 0);
-        if (need == INT32_MIN) {
-            fprintf(stderr, "%s: out of memory (tokenizer)\n", PROG);
-            goto done;
-        }
-        int cnt = need < 0 ? -need : need;
-        ids = malloc(sizeof(int32_t) * ((size_t)cnt + 1));
-        if (!ids) {
-            fprintf(stderr, "%s: out of memory\n", PROG);
-            goto done;
-        }
-        n = tok_encode(R.tok, text, len, 0, 0, ids, cnt + 1);
+        ids = run_tokenize(PROG, R.tok, text, len, 0, 0, 0, &n);
+        if (!ids) goto done;
     }
     const int V = R.m->cfg.n_vocab;
     for (int64_t i = 0; i < n; i++)
@@ -241,9 +232,7 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "%s: out of memory (logits of %d positions x %d)\n", PROG, step, V);
             goto done;
         }
-        run_opts oo = o;
-        oo.attn = mode_names[j];
-        if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+        run_opts oo = run_opts_mode(&o, mode_names[j]);
         rows[j].mode = mode_names[j];
         sess[j] = run_session(&oo, &R, 1);
         if (!sess[j]) goto done;
@@ -465,16 +454,9 @@ static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double dept
         }
         memcpy(text + a, PK_ANSWER + 1, b + 1); /* "The pass key is", no leading space after the template */
         special = 1;
-        int32_t bos = tok_bos(R->tok);
-        const char *bt = bos >= 0 ? tok_token_text(R->tok, bos) : NULL;
-        if (bt && !strncmp(text, bt, strlen(bt))) add_bos = 0;
+        add_bos = run_chat_add_bos(R->tok, text);
     }
-    const size_t len = strlen(text);
-    int need = tok_encode(R->tok, text, len, add_bos, special, NULL, 0);
-    int cnt = need < 0 ? -need : need;
-    int32_t *ids = need == INT32_MIN ? NULL : malloc(sizeof(int32_t) * ((size_t)cnt + 1));
-    if (ids) *n = tok_encode(R->tok, text, len, add_bos, special, ids, cnt + 1);
-    else fprintf(stderr, "%s: out of memory (tokenizer)\n", PK_PROG);
+    int32_t *ids = run_tokenize(PK_PROG, R->tok, text, strlen(text), add_bos, special, 0, n);
     free(text);
     return ids;
 }
@@ -544,14 +526,9 @@ static int eval_passkey(int argc, char **argv) {
                         "and 1 <= --gen <= 64\n", PK_PROG);
         return 2;
     }
-    if (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json")) {
-        fprintf(stderr, "%s: --format must be md, csv or json\n", PK_PROG);
+    if (!one_of(PK_PROG, "--format", format, "md", "csv", "json") ||
+        !one_of(PK_PROG, "--chat", chat_s, "auto", "on", "off"))
         return 2;
-    }
-    if (strcmp(chat_s, "auto") && strcmp(chat_s, "on") && strcmp(chat_s, "off")) {
-        fprintf(stderr, "%s: --chat must be auto, on or off\n", PK_PROG);
-        return 2;
-    }
     const char *mode_names[3];
     const int nm = parse_modes(PK_PROG, modes, mode_names);
     if (!nm) return 2;
@@ -611,9 +588,7 @@ static int eval_passkey(int argc, char **argv) {
                     c->mode = mode_names[j];
                     c->target = lens[li];
                     c->depth = depths[di];
-                    run_opts oo = o;
-                    oo.attn = mode_names[j];
-                    if (!strcmp(oo.attn, "sparse")) oo.dense_len = -1;
+                    run_opts oo = run_opts_mode(&o, mode_names[j]);
                     mdl_session *s = run_session(&oo, &R, 1);
                     if (!s) {
                         free(ids);

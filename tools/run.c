@@ -313,22 +313,10 @@ int cmd_run(int argc, char **argv) {
             in = chat_text;
             len = strlen(chat_text);
             special = 1;
-            int32_t bos = tok_bos(R.tok);
-            const char *bt = bos >= 0 ? tok_token_text(R.tok, bos) : NULL;
-            if (bt && strncmp(in, bt, strlen(bt)) == 0) add_bos = 0; /* template starts with it */
+            add_bos = run_chat_add_bos(R.tok, in); /* 0 when the template starts with BOS */
         }
-        int need = tok_encode(R.tok, in, len, add_bos, special, NULL, 0);
-        if (need == INT32_MIN) {
-            fprintf(stderr, "infllm run: out of memory (tokenizer)\n");
-            goto done;
-        }
-        int cnt = need < 0 ? -need : need;
-        ids = malloc(sizeof(int32_t) * ((size_t)cnt + (size_t)n_predict + 1));
-        if (!ids) {
-            fprintf(stderr, "infllm run: out of memory\n");
-            goto done;
-        }
-        n_prompt = tok_encode(R.tok, in, len, add_bos, special, ids, cnt + 1);
+        ids = run_tokenize("infllm run", R.tok, in, len, add_bos, special, (size_t)n_predict, &n_prompt);
+        if (!ids) goto done;
     }
     if (n_prompt < 1) {
         fprintf(stderr, "infllm run: the prompt is empty\n");

@@ -193,3 +193,33 @@ char *run_read_file(const char *prog, const char *path, size_t *len) {
     *len = n;
     return b;
 }
+
+run_opts run_opts_mode(const run_opts *o, const char *mode) {
+    run_opts r = *o;
+    r.attn = mode;
+    if (!strcmp(mode, "sparse")) r.dense_len = -1;
+    return r;
+}
+
+int run_chat_add_bos(const infllm_tokenizer *tok, const char *text) {
+    const int32_t bos = tok_bos(tok);
+    const char *bt = bos >= 0 ? tok_token_text(tok, bos) : NULL;
+    return bt && strncmp(text, bt, strlen(bt)) == 0 ? 0 : -1;
+}
+
+int32_t *run_tokenize(const char *prog, const infllm_tokenizer *tok, const char *text, size_t len, int add_bos,
+                      int special, size_t extra, int64_t *n) {
+    const int need = tok_encode(tok, text, len, add_bos, special, NULL, 0);
+    if (need == INT32_MIN) {
+        fprintf(stderr, "%s: out of memory (tokenizer)\n", prog);
+        return NULL;
+    }
+    const int cnt = need < 0 ? -need : need;
+    int32_t *ids = malloc(sizeof(int32_t) * ((size_t)cnt + extra + 1));
+    if (!ids) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return NULL;
+    }
+    *n = tok_encode(tok, text, len, add_bos, special, ids, cnt + 1);
+    return ids;
+}

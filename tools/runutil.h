@@ -53,6 +53,17 @@ void run_params(const run_opts *o, const mdl_model *m, infllm_params *p);
 mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet);
 const char *run_attn_desc(const run_opts *o, int64_t kv_len);
 
+/* o for one attention mode of a comparison: --attn set to mode ("dense", "sparse", "auto"), and
+ * sparse made sparse at every length (dense_len -1) */
+run_opts run_opts_mode(const run_opts *o, const char *mode);
+/* 0 when a chat-formatted text already starts with the tokenizer's BOS text (encode it without
+ * adding one), else -1 (the tokenizer's default) */
+int run_chat_add_bos(const infllm_tokenizer *tok, const char *text);
+/* text[0..len) as token ids in a malloc'ed array with room for `extra` more; *n the count. NULL
+ * with "prog: out of memory ..." on stderr. */
+int32_t *run_tokenize(const char *prog, const infllm_tokenizer *tok, const char *text, size_t len, int add_bos,
+                      int special, size_t extra, int64_t *n);
+
 /* The whole file, NUL-terminated (*len without the NUL); NULL with a message naming prog on stderr
  * (cannot open, read error, out of memory). */
 char *run_read_file(const char *prog, const char *path, size_t *len);
