@@ -25,41 +25,25 @@ int quant_avx512_available(void) {
 AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
-AI void k_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                const float *const *sa, float *out) {
+/* Q4_0 / Q4_1 and (five) Q5_0 / Q5_1: blocks of d [, m] [, qh] and 16 bytes of nibbles. The values
+ * are unsigned: the nibbles, plus for Q5 the fifth bit of value j = bit j of qh (vpmovm2b); Q4_0's
+ * -8 and Q5_0's -16 offsets go through the activation sums (m = -8 d, -16 d) as Q4_1's / Q5_1's min. */
+AI void k_q45_01(int NA, int five, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa,
+                 const float *const *da, const float *const *sa, float *out) {
     __m256 acc[8];
     for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
     float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const size_t bb = has_min ? 20 : 18;
-    for (int64_t b = 0; b < nb; b++, w += bb) {
-        float d = qx_h2f(w);
-        float m = has_min ? qx_h2f(w + 2) : -8.f * d;
-        __m256i u = qx_q4_unpack(w + (has_min ? 4 : 2));
-        for (int t = 0; t < NA; t++) {
-            __m256i s = dp(u, ld(qa[t] + b * 32));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
-            off[t] += m * sa[t][b];
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
-}
-
-/* Q5_0 / Q5_1: the Q4 nibbles plus the fifth bit of value j = bit j of qh (vpmovm2b), values 0..31
- * unsigned; Q5_0's -16 offset (like Q4_0's -8) goes through the activation sums: m = -16 d */
-AI void k_q5_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                const float *const *sa, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const size_t bb = has_min ? 24 : 22;
+    const size_t hdr = has_min ? 4 : 2, bb = hdr + (five ? 4 : 0) + 16;
     const __m256i b16 = _mm256_set1_epi8(16);
     for (int64_t b = 0; b < nb; b++, w += bb) {
         float d = qx_h2f(w);
-        float m = has_min ? qx_h2f(w + 2) : -16.f * d;
-        uint32_t qh;
-        memcpy(&qh, w + (has_min ? 4 : 2), 4);
-        __m256i u = _mm256_or_si256(qx_q4_unpack(w + (has_min ? 8 : 6)),
-                                    _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), b16));
+        float m = has_min ? qx_h2f(w + 2) : (five ? -16.f : -8.f) * d;
+        __m256i u = qx_q4_unpack(w + hdr + (five ? 4 : 0));
+        if (five) {
+            uint32_t qh;
+            memcpy(&qh, w + hdr, 4);
+            u = _mm256_or_si256(u, _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), b16));
+        }
         for (int t = 0; t < NA; t++) {
             __m256i s = dp(u, ld(qa[t] + b * 32));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
@@ -320,7 +304,7 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
             d2[t] = da[t] + b;
             s2[t] = sa[t] + b;
         }
-        k_q4_01(NA, has_min, 1, w, q2, d2, s2, tail);
+        k_q45_01(NA, 0, has_min, 1, w, q2, d2, s2, tail);
     }
     for (int t = 0; t < NA; t++) {
         __m128 o = offv[t];
@@ -389,8 +373,8 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;
     case GGML_Q4_0: DISPATCH(k2_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q5_0: DISPATCH(k_q5_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q5_1: DISPATCH(k_q5_01(NA, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_0: DISPATCH(k_q45_01(NA, 1, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;
     case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;
     case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;
     case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;
