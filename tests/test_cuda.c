@@ -538,6 +538,16 @@ int main(void) {
         /* kernels shorter than their stride (l1 8 < s1 16): the first-untouched-block rule
          * (d_first_untouched_block) against REF's per-block test where the kernels leave gaps */
         {"g16-gaps-L1500", BF, 128, 16, 1, 1, {1500}, {1500}, 64, 8, 16, 1, 2, 6, 0, 8192, SP, 0},
+        /* groups above 16 (the API takes up to 128): a tile row chunk of the group's heads (hchunks),
+         * k_select's 8-warp tiles and its generic (16 % G != 0) path, multi-query attention (Hkv 1) */
+        {"g32-L1300", BF, 128, 64, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g48-f16-d64-L900", F16, 64, 48, 1, 1, {900}, {900}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
+        {"g24-varlen-decode", BF, 128, 48, 2, 3, {1, 3, 200}, {1700, 1200, 900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g71-mqa-d64-L700", BF, 64, 71, 1, 1, {700}, {700}, 32, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        /* few-query calls whose selection kernels take 4 tokens a CTA: 13 queries of one sequence (the
+         * decode kernels, k_cd_*; the last CTA holds one token) and 31 of three (k_dec_*) */
+        {"g16-fewq-13-L2900", BF, 128, 32, 2, 1, {13}, {2900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g8-f16-fewq-varlen-31", F16, 128, 16, 2, 3, {5, 17, 9}, {2500, 1900, 3100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
     };
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
      * (a quick device run of one case; cuda_check.sh never sets it) */
@@ -556,14 +566,14 @@ int main(void) {
     const int nrand = rn ? atoi(rn) : only ? 0 : 4;
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = 0; i < nrand; i++) {
-        static const int Gs[7] = {1, 2, 3, 4, 5, 8, 16}, Bs[6] = {0, 32, 48, 64, 128, 192};
+        static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[6] = {0, 32, 48, 64, 128, 192};
         static char names[64][160];
         tcase c;
         memset(&c, 0, sizeof c);
         c.dt = h_rng_next(&rng) % 2 ? BF : F16;
         c.D = h_rng_next(&rng) % 2 ? 128 : 64;
         c.Hkv = 1 + (int)(h_rng_next(&rng) % 2);
-        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 7];
+        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 10];
         c.nseq = 1 + (int)(h_rng_next(&rng) % 2); /* 2 at most: the float64 reference is O(L^2) */
         for (int b = 0; b < c.nseq; b++) {
             c.lk[b] = 1 + (int)(h_rng_next(&rng) % 1500);
