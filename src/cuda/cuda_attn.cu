@@ -972,18 +972,21 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
 
 /* ------------------------------------------------------------ host side ---- */
 
+/* Dynamic shared memory of `smem` bytes for kernel func: static + dynamic above the default 48 KB
+ * needs the kernel's MaxDynamicSharedMemorySize raised first (a launch without it fails with "invalid
+ * argument"), so the kernel's static bytes count too; both are cached per (kernel, device). */
 infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
-    if (smem <= 48 * 1024) return INFLLM_OK;
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
         dev = -1;
     }
-    /* (kernel, device) -> the size set; a full table falls back to setting the attribute every call */
+    /* (kernel, device) -> its static bytes and the dynamic size set; a full table falls back to asking
+     * and setting every call */
     struct Entry {
         const void *func;
         int dev;
-        size_t smem;
+        size_t stat, smem;
     };
     static Entry table[128];
     static int used = 0;
@@ -992,15 +995,30 @@ infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
     Entry *e = NULL;
     for (int i = 0; i < used; i++)
         if (table[i].func == func && table[i].dev == dev) e = &table[i];
-    if (e && e->smem >= smem) return INFLLM_OK;
+    if (!e) {
+        cudaFuncAttributes fa;
+        if (cudaFuncGetAttributes(&fa, func) != cudaSuccess) {
+            cudaError_t err = cudaGetLastError();
+            return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: attributes of %s: %s", what, cudaGetErrorString(err));
+        }
+        Entry fresh = Entry{func, dev, fa.sharedSizeBytes, 0};
+        if (used < (int)(sizeof table / sizeof table[0])) {
+            e = &table[used++];
+            *e = fresh;
+        } else {
+            static thread_local Entry spare;
+            spare = fresh;
+            e = &spare;
+        }
+    }
+    if (e->stat + smem <= 48 * 1024 || e->smem >= smem) return INFLLM_OK;
     cudaError_t err = cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
-        return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: %s with %zu bytes of shared memory: %s", what, smem,
-                                cudaGetErrorString(err));
+        return infllm_set_error(INFLLM_ERR_CUDA, "CUDA: %s with %zu + %zu bytes of shared memory: %s", what, e->stat,
+                                smem, cudaGetErrorString(err));
     }
-    if (!e && used < (int)(sizeof table / sizeof table[0])) e = &table[used++];
-    if (e) *e = Entry{func, dev, smem};
+    e->smem = smem;
     return INFLLM_OK;
 }
 
