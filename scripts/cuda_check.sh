@@ -34,7 +34,7 @@ RUNS=("test_cuda: wgmma kernels (default)|$BUILD/tests/test_cuda")
 if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   RUNS+=("test_cuda: mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1), default 4-warp tiles, few-query calls on the shared kernels (INFLLM_CUDA_NO_FEWQ_CD=1)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_FEWQ_CD=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles, few-query calls on the shared kernels)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 $BUILD/tests/test_cuda")
-  RUNS+=("test_cuda: wgmma kernels, few-query calls on the shared kernels (INFLLM_CUDA_NO_FEWQ_CD=1)|env INFLLM_CUDA_NO_FEWQ_CD=1 $BUILD/tests/test_cuda")
+  RUNS+=("test_cuda: wgmma kernels, few-query calls on the shared kernels, compression a warp a window (INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1)|env INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with every K/V chunk by cp.async and the thread-a-column compression (INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1, the paths of misaligned or tiny K/V)|env INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's 256-kernel tiles and stage-2 tiles of consecutive tokens (INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1)|env INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups issuing unordered (INFLLM_CUDA_SEL90_NO_ORDER=1)|env INFLLM_CUDA_SEL90_NO_ORDER=1 $BUILD/tests/test_cuda")

@@ -157,6 +157,109 @@ infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, 
     return INFLLM_OK;
 }
 
+/* The default geometry (l1 32, s1 16, so c2 128 / 64), a warp a c2 window: warp jg reads the 128 rows
+ * of c2 window jg, [64 jg, 64 jg + 128), once, and sums from them c2 window jg and the c1 windows
+ * 4 jg .. 4 jg + 3 (rows [64 jg + 16 a, + 32), inside the c2 window's), each column's f32 sum in
+ * index order and divided as above (bitwise k_compress). A row is read by the 2 warps whose c2
+ * windows hold it, where k_compress16's window warps read it 4 times (two c1, two c2 windows): half
+ * the L2 traffic, and every warp runs the same chain of 8 batches of 16 rows (k_compress16's c2
+ * warps ran 16 batches of 8 behind which the c1 warps queued: 43.5 us at 1 x 128K, Hkv 2, d 128).
+ * Batch bt (rows [16 bt, 16 bt + 16), loaded as two halves of 8, each half's loads in flight while
+ * the half before it is summed) adds to the c2 sum, to c1 window bt ("hi", while bt < na)
+ * and to c1 window bt - 1 ("lo", 1 <= bt <= na), which is then complete. A group past the
+ * sequence's last c2 window (its tail c1 windows) reads only its c1 windows' rows. Lane l: columns
+ * [8 l, 8 l + 8) (+ 256 a step), 16-byte loads and stores (the host checks alignment and cols % 8).
+ * grid (ceil(groups / 8), num_seqs), 8 warps (2 CTAs an SM: every warp of a 128K call is resident).
+ * H200, 1 x 128K: 34.5 us where k_compress16 took 43.7 (the same bits); its floor, 64 MB once from
+ * HBM, is ~15 us, and single batches of 16 rows measured the same 34.9 us, so what bounds it is not
+ * yet known (ncu next). Other geometries take k_compress16. */
+enum { CMPG_S1 = 16, CMPG_L1 = 32 };
+
+template <typename T, bool LO, bool HI>
+__device__ __forceinline__ void cmpg_add(const uint4 (&x)[CMPG_S1 / 2], float (&a2)[8], float (&lo)[8],
+                                         float (&hi)[8]) {
+#pragma unroll
+    for (int i = 0; i < CMPG_S1 / 2; i++) {
+        const T *v = reinterpret_cast<const T *>(&x[i]);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const float f = DT<T>::to_f(v[e]);
+            a2[e] += f;
+            if (LO) lo[e] += f;
+            if (HI) hi[e] += f;
+        }
+    }
+}
+template <typename T>
+__device__ __forceinline__ void cmpg_add_flags(const uint4 (&x)[CMPG_S1 / 2], float (&a2)[8], float (&lo)[8],
+                                               float (&hi)[8], bool use_lo, bool use_hi) {
+    if (use_lo && use_hi)
+        cmpg_add<T, true, true>(x, a2, lo, hi);
+    else if (use_lo)
+        cmpg_add<T, true, false>(x, a2, lo, hi);
+    else if (use_hi)
+        cmpg_add<T, false, true>(x, a2, lo, hi);
+    else
+        cmpg_add<T, false, false>(x, a2, lo, hi);
+}
+template <typename T>
+__device__ __forceinline__ void cmpg_load(uint4 (&x)[CMPG_S1 / 2], const T *src, int64_t cols) {
+#pragma unroll
+    for (int i = 0; i < CMPG_S1 / 2; i++) x[i] = *reinterpret_cast<const uint4 *>(src + (int64_t)i * cols);
+}
+
+template <typename T>
+__device__ __forceinline__ void cmpg_store(T *dst, const float (&sum)[8], float size) {
+    uint4 w;
+    uint32_t *wp = reinterpret_cast<uint32_t *>(&w);
+#pragma unroll
+    for (int e = 0; e < 4; e++) wp[e] = DT<T>::pack2(__fdiv_rn(sum[2 * e], size), __fdiv_rn(sum[2 * e + 1], size));
+    *reinterpret_cast<uint4 *>(dst) = w;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 2)
+    k_compress_group(SeqDesc sd, const T *__restrict__ k, T *__restrict__ c1, T *__restrict__ c2,
+                     const int32_t *__restrict__ cu_c1, const int32_t *__restrict__ cu_c2, int64_t cols) {
+    constexpr int S1 = CMPG_S1, L1 = CMPG_L1, S2 = 4 * S1, L2 = 4 * L1;
+    static_assert(L1 == 2 * S1, "k_compress_group: a c1 window spans batches bt and bt + 1");
+    const int b = blockIdx.y, lane = threadIdx.x & 31;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(sd, b, q0, lq, k0, lk);
+    const int32_t n1 = d_windows(lk, L1, S1), n2 = c2 ? d_windows(lk, L2, S2) : 0;
+    const int jg = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (4 * jg >= n1) return;
+    const bool has2 = jg < n2;                  /* then all 4 c1 windows exist (they end by row 80 of 128) */
+    const int na = n1 - 4 * jg < 4 ? n1 - 4 * jg : 4; /* c1 windows of this group */
+    const int nb = has2 ? L2 / S1 : na + 1;      /* batches of S1 rows */
+    T *d1 = c1 + ((int64_t)cu_c1[b] + 4 * (int64_t)jg) * cols;
+    T *d2 = has2 ? c2 + ((int64_t)cu_c2[b] + jg) * cols : nullptr;
+    for (int64_t col = 8 * lane; col < cols; col += 256) {
+        const T *src = k + (k0 + (int64_t)S2 * jg) * cols + col;
+        float a2[8], lo[8], hi[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) a2[e] = lo[e] = hi[e] = 0.f;
+        /* half batches of 8 rows, the next one's loads in flight while the current one is summed */
+        uint4 xa[S1 / 2], xb[S1 / 2];
+        cmpg_load<T>(xa, src, cols);
+        for (int bt = 0; bt < nb; bt++) {
+            const bool use_hi = bt < na, use_lo = bt >= 1 && bt <= na;
+            cmpg_load<T>(xb, src + (int64_t)(S1 * bt + S1 / 2) * cols, cols);
+            cmpg_add_flags<T>(xa, a2, lo, hi, use_lo, use_hi);
+            if (bt + 1 < nb) cmpg_load<T>(xa, src + (int64_t)(S1 * (bt + 1)) * cols, cols);
+            cmpg_add_flags<T>(xb, a2, lo, hi, use_lo, use_hi);
+            if (use_lo) cmpg_store<T>(d1 + (int64_t)(bt - 1) * cols + col, lo, (float)L1);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                lo[e] = hi[e];
+                hi[e] = 0.f;
+            }
+        }
+        if (has2) cmpg_store<T>(d2 + col, a2, (float)L2);
+    }
+}
+
 infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,
                                  int32_t *cu_c2, cudaStream_t st) {
     SeqDesc sd = seq_desc(ap);
@@ -165,10 +268,26 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
     int32_t max_n = d_windows(ap->max_lk, ap->l1, ap->s1);
     if (max_n <= 0 || ap->total_k == 0) return INFLLM_OK;
     int64_t cols = (int64_t)ap->Hkv * ap->D;
-    /* INFLLM_CUDA_NO_COMPRESS16=1: the thread-a-column kernel (A/B, tests) */
-    static std::atomic<int> no_c16{CUDA_ENV_UNREAD};
-    if (cuda_env_int("INFLLM_CUDA_NO_COMPRESS16", &no_c16) != 1 && cols % 8 == 0 &&
-        (((uintptr_t)k | (uintptr_t)c1 | (uintptr_t)c2) & 15) == 0) {
+    /* INFLLM_CUDA_NO_COMPRESS16=1: the thread-a-column kernel (A/B, tests); INFLLM_CUDA_NO_COMPRESS_GROUP=1:
+     * k_compress16 for the default geometry too */
+    static std::atomic<int> no_c16{CUDA_ENV_UNREAD}, no_group{CUDA_ENV_UNREAD};
+    const bool vec16 = cuda_env_int("INFLLM_CUDA_NO_COMPRESS16", &no_c16) != 1 && cols % 8 == 0 &&
+                       (((uintptr_t)k | (uintptr_t)c1 | (uintptr_t)c2) & 15) == 0;
+    if (vec16 && ap->l1 == CMPG_L1 && ap->s1 == CMPG_S1 &&
+        cuda_env_int("INFLLM_CUDA_NO_COMPRESS_GROUP", &no_group) != 1) {
+        const int warps = 8, groups = (max_n + 3) / 4;
+        dim3 gg((unsigned)((groups + warps - 1) / warps), (unsigned)ap->num_seqs);
+        if (ap->dtype == INFLLM_DTYPE_BF16)
+            k_compress_group<__nv_bfloat16><<<gg, warps * 32, 0, st>>>(sd, (const __nv_bfloat16 *)k,
+                                                                      (__nv_bfloat16 *)c1, (__nv_bfloat16 *)c2,
+                                                                      cu_c1, cu_c2, cols);
+        else
+            k_compress_group<__half><<<gg, warps * 32, 0, st>>>(sd, (const __half *)k, (__half *)c1, (__half *)c2,
+                                                               cu_c1, cu_c2, cols);
+        CU_LAUNCH_CHECK("k_compress_group");
+        return INFLLM_OK;
+    }
+    if (vec16) {
         const int warps = 8;
         dim3 g16((unsigned)((max_n + warps - 1) / warps), (unsigned)ap->num_seqs, 2);
         if (ap->dtype == INFLLM_DTYPE_BF16)
