@@ -489,6 +489,16 @@ int main(void) {
          * so the decode kernels' two-plane block scores do not apply and the shared selection runs */
         {"wide-kernel-l1-520-fallback", BF, 64, 8, 2, 64, 520, 8, 1, 2, 6, 0, -1, SP, 3000, 2,
          {2700, 1}, {1, 1}, {1, 10}, 0},
+        /* 5 tokens at 131K (d 128): k_cd_score's 4-token CTAs then hold 33 KB of static and 16.5 KB of
+         * dynamic shared memory, past the default 48 KB (its launch once failed there) */
+        {"long-5tok-d128", BF, 128, 32, 2, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 131100, 2,
+         {131000, 5}, {1, 5}, {1, 1}, 0},
+        /* groups above 16: the cache's own kernels take G <= 16, so these attends run the shared
+         * selection and split stage 2 on the stored c1 / c2 */
+        {"g32-bf16", BF, 128, 64, 2, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 2600, 3,
+         {2000, 1, 5}, {1, 1, 5}, {1, 6, 2}, 1},
+        {"g48-mqa-f16-d64", F16, 64, 48, 1, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 1500, 2,
+         {1200, 1}, {1, 1}, {1, 4}, 1},
     };
     printf("test_cuda_cache: CUDA decode cache vs a full recompute (CPU compression, REF attention)\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 777 + i);

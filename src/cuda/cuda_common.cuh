@@ -246,6 +246,30 @@ __device__ __forceinline__ void warp_q16_issue(uint16_t *sq, uint16_t *sc, const
     }
     cp_async_commit();
 }
+
+/* The 4-token CTAs (k_dec_lse4 / k_dec_score4, k_cd_lse4 / k_cd_score4) share the compressed-key tile:
+ * cta_q16_issue copies this warp's token's G query heads (qtok NULL: all zero) and, by every thread of
+ * the CTA (NTHREADS), the 64 compressed keys; the caller waits and syncs the CTA before warp_q16_mma. */
+template <int D, int NTHREADS>
+__device__ __forceinline__ void cta_q16_issue(uint16_t *sq, uint16_t *sc, const uint16_t *qtok, int G,
+                                              const uint16_t *cbase, int64_t cstride, int nvalid) {
+    constexpr int CH = D / 8;
+    static_assert((64 * CH) % NTHREADS == 0 && NTHREADS % 32 == 0, "cta_q16_issue: whole copy rounds");
+    const int lane = threadIdx.x & 31, tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < 16 * CH / 32; i++) {
+        const int x = lane + 32 * i, r = x / CH, c = x % CH;
+        const bool ok = qtok && r < G;
+        cp_async16(sq + swz<D>(r, c * 8), ok ? qtok + (int64_t)r * D + c * 8 : cbase, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int i = 0; i < 64 * CH / NTHREADS; i++) {
+        const int x = tid + NTHREADS * i, r = x / CH, c = x % CH;
+        const bool ok = r < nvalid;
+        cp_async16(sc + swz<D>(r, c * 8), cbase + (ok ? (int64_t)r * cstride : 0) + c * 8, ok ? 16 : 0);
+    }
+    cp_async_commit();
+}
 template <typename T, int D>
 __device__ __forceinline__ void warp_q16_mma(const uint16_t *sq, const uint16_t *sc, float (&s)[8][4]) {
     constexpr int KS = D / 16;
