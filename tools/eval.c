@@ -82,6 +82,20 @@ static int one_of(const char *prog, const char *flag, const char *value, const c
 
 /* an exact comma list of distinct mode names (dense, sparse, auto) into names[3]; dense moved first
  * (the other modes compare with it); returns the count, 0 with a message on a bad list */
+/* both eval commands: -m is required and --attn is refused (--modes lists what modes_what says);
+ * nonzero after printing why */
+static int eval_model_opts_bad(const char *prog, const run_opts *o, const char *modes_what) {
+    if (!o->model) {
+        fprintf(stderr, "%s: -m MODEL is required\n", prog);
+        return 1;
+    }
+    if (o->attn) {
+        fprintf(stderr, "%s: --attn does not apply here: --modes lists %s\n", prog, modes_what);
+        return 1;
+    }
+    return 0;
+}
+
 static int parse_modes(const char *prog, const char *modes, const char *names[3]) {
     char buf[64];
     int nm = 0;
@@ -140,14 +154,7 @@ int cmd_eval(int argc, char **argv) {
                         defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
-    if (!o.model) {
-        fprintf(stderr, "%s: -m MODEL is required\n", PROG);
-        return 2;
-    }
-    if (o.attn) {
-        fprintf(stderr, "%s: --attn does not apply here: --modes lists the attention modes to score\n", PROG);
-        return 2;
-    }
+    if (eval_model_opts_bad(PROG, &o, "the attention modes to score")) return 2;
     if (!file == !tokens) {
         fprintf(stderr, "%s: give the text with -f FILE or the ids with --tokens (one of them)\n", PROG);
         return 2;
@@ -510,14 +517,7 @@ static int eval_passkey(int argc, char **argv) {
                         defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
-    if (!o.model) {
-        fprintf(stderr, "%s: -m MODEL is required\n", PK_PROG);
-        return 2;
-    }
-    if (o.attn) {
-        fprintf(stderr, "%s: --attn does not apply here: --modes lists the attention modes\n", PK_PROG);
-        return 2;
-    }
+    if (eval_model_opts_bad(PK_PROG, &o, "the attention modes")) return 2;
     int64_t lens[32];
     double depths[32];
     const int nl = opts_int_list(lengths, lens, 32), nd = parse_depths(depths_s, depths, 32);
