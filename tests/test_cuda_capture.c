@@ -153,20 +153,23 @@ int main(void) {
     float *dlse = dev_alloc((size_t)T * HQ * 4);
     cudaStream_t st;
     cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
-    void *ws[4] = {NULL, NULL, NULL, NULL};
-
-    call c1 = make_call("sparse prefill, 1500 tokens", INFLLM_MODE_SPARSE, 1500, 1500, dq, dk, dv, dout, dlse, st,
-                        &ws[0]);
-    capture_then_eager(&c1, st);
-    call c2 = make_call("dense prefill, 1000 tokens", INFLLM_MODE_DENSE, 1000, 1000, dq, dk, dv, dout, dlse, st,
-                        &ws[1]);
-    capture_then_eager(&c2, st);
-    call c3 = make_call("5 queries x 2900 keys, sparse", INFLLM_MODE_SPARSE, 5, 2900, dq, dk, dv, dout, dlse, st,
-                        &ws[2]);
-    capture_then_eager(&c3, st);
-    call c4 = make_call("40 queries x 2900 keys, sparse", INFLLM_MODE_SPARSE, 40, 2900, dq, dk, dv, dout, dlse, st,
-                        &ws[3]);
-    capture_then_eager(&c4, st);
+    /* the stateless calls, each the first of its kind: the last lq of lk tokens of the buffers above */
+    static const struct {
+        const char *name;
+        infllm_mode mode;
+        int64_t lq, lk;
+    } calls[] = {
+        {"sparse prefill, 1500 tokens", INFLLM_MODE_SPARSE, 1500, 1500},
+        {"dense prefill, 1000 tokens", INFLLM_MODE_DENSE, 1000, 1000},
+        {"5 queries x 2900 keys, sparse", INFLLM_MODE_SPARSE, 5, 2900},
+        {"40 queries x 2900 keys, sparse", INFLLM_MODE_SPARSE, 40, 2900},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        void *ws = NULL;
+        call c = make_call(calls[i].name, calls[i].mode, calls[i].lq, calls[i].lk, dq, dk, dv, dout, dlse, st, &ws);
+        capture_then_eager(&c, st);
+        cudaFree(ws);
+    }
 
     /* a decode cache of 2500 tokens (appended eagerly), then its first attend under capture */
     {
@@ -200,7 +203,6 @@ int main(void) {
         }
     }
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "CUDA error at the end: %s", cudaGetErrorString(cudaGetLastError()));
-    for (int i = 0; i < 4; i++) cudaFree(ws[i]);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse);
     cudaStreamDestroy(st);
     free(hq), free(hk), free(hv);
