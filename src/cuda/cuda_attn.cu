@@ -48,6 +48,12 @@ struct FlashParams {
     /* k_flash90 sparse, one split: [Hkv][total_q] the sequence-relative query token in each tile
      * slot (tile i = slots TT i .. TT i + TT - 1; k_group_tokens), or NULL: token = slot */
     const int32_t *perm;
+    /* a one-split grid's order: 0, (sequence, z) fastest under the tile count-down; 1, z slowest: every
+     * tile of KV head 0 before KV head 1's, so the CTAs running at a time read one head's K / V, half
+     * the L2 working set. Sparse launches take 1 (stage 2 at 128K 49.5 -> 47.8 ms on the H200, 64K
+     * 1.02x, 32K unchanged: its K / V fit the L2 anyway; INFLLM_CUDA_NO_ZMAJOR=1: 0), dense ones 0
+     * (not measured). */
+    int zmajor;
 };
 
 /* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
@@ -119,15 +125,22 @@ __device__ __forceinline__ int chunk_block(const FlashParams &p, int c) {
  * query tiles heaviest first: the hardware hands out CTAs in linear order (x fastest), and under
  * the causal mask the last tiles of a sequence see the most keys, so the linear index counts the
  * tile down, with (sequence, z) fastest; the light tiles then fill the tail of the launch instead
- * of the heaviest. A split grid keeps blockIdx: its partials are indexed by it, as k_combine reads
- * them. */
-__device__ __forceinline__ void flash_cta(int nsplit, int &tile, int &b, int &z) {
+ * of the heaviest; with zmajor, z is the slowest index instead (FlashParams::zmajor). A split grid
+ * keeps blockIdx: its partials are indexed by it, as k_combine reads them. */
+__device__ __forceinline__ void flash_cta(int nsplit, int zmajor, int &tile, int &b, int &z) {
     if (nsplit > 1) {
         tile = blockIdx.x, b = blockIdx.y, z = blockIdx.z;
         return;
     }
-    const uint64_t per = (uint64_t)gridDim.y * gridDim.z;
     const uint64_t lin = blockIdx.x + (uint64_t)gridDim.x * (blockIdx.y + (uint64_t)gridDim.y * blockIdx.z);
+    if (zmajor) {
+        const uint64_t per_z = (uint64_t)gridDim.x * gridDim.y, r = lin % per_z;
+        z = (int)(lin / per_z);
+        tile = (int)(gridDim.x - 1 - r / gridDim.y);
+        b = (int)(r % gridDim.y);
+        return;
+    }
+    const uint64_t per = (uint64_t)gridDim.y * gridDim.z;
     tile = (int)(gridDim.x - 1 - lin / per);
     const uint64_t r = lin % per;
     b = (int)(r % gridDim.y);
@@ -194,7 +207,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
 
     int tile, b, z;
-    flash_cta(p.nsplit, tile, b, z);
+    flash_cta(p.nsplit, p.zmajor, tile, b, z);
     const int split = z % p.nsplit;
     const int zz = z / p.nsplit;
     const int hc = zz % p.hchunks, g = zz / p.hchunks;
@@ -463,7 +476,7 @@ __global__ void __launch_bounds__(256, 2)
     uint32_t *sChunkW = sChunk + (SPARSE ? p.ncw : 0);
 
     int tile, b, z;
-    flash_cta(p.nsplit, tile, b, z);
+    flash_cta(p.nsplit, p.zmajor, tile, b, z);
     const int split = z % p.nsplit;
     const int zz = z / p.nsplit;
     const int hc = zz % p.hchunks, g = zz / p.hchunks;
@@ -1068,7 +1081,9 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     c.nsplit = 1;
     if (allow_split && ctas < sms) {
         int64_t chunks = sparse ? (int64_t)topk_cols * ((ap->B + 63) / 64 + 1) : (ap->max_lk + 63) / 64;
-        int64_t ns = (2 * sms + ctas - 1) / ctas;
+        /* floor, not ceil: the splits fill the SMs' 2 CTA slots at most once (64 queries x 128K at
+         * G 16: 16 tiles x ceil(264 / 16) = 17 splits = 272 CTAs for 264 slots, a second wave of 8) */
+        int64_t ns = (2 * sms) / ctas;
         if (ns > chunks / 2) ns = chunks / 2;
         if (ns > 32) ns = 32;
         if (ns > 1) c.nsplit = (int)ns;
@@ -1221,6 +1236,8 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     p.mode = ap->mode;
     p.dense_len = ap->dense_len;
     p.nsplit = c.nsplit;
+    static std::atomic<int> no_zmajor{CUDA_ENV_UNREAD};
+    p.zmajor = sparse && cuda_env_int("INFLLM_CUDA_NO_ZMAJOR", &no_zmajor) != 1;
     if (c.nsplit > 1) {
         int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
         p.part_o = (float *)split_ws;

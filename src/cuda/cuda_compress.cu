@@ -203,12 +203,6 @@ __device__ __forceinline__ void cmpg_add_flags(const uint4 (&x)[CMPG_S1 / 2], fl
         cmpg_add<T, false, false>(x, a2, lo, hi);
 }
 template <typename T>
-__device__ __forceinline__ void cmpg_load(uint4 (&x)[CMPG_S1 / 2], const T *src, int64_t cols) {
-#pragma unroll
-    for (int i = 0; i < CMPG_S1 / 2; i++) x[i] = *reinterpret_cast<const uint4 *>(src + (int64_t)i * cols);
-}
-
-template <typename T>
 __device__ __forceinline__ void cmpg_store(T *dst, const float (&sum)[8], float size) {
     uint4 w;
     uint32_t *wp = reinterpret_cast<uint32_t *>(&w);
@@ -217,13 +211,24 @@ __device__ __forceinline__ void cmpg_store(T *dst, const float (&sum)[8], float 
     *reinterpret_cast<uint4 *>(dst) = w;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(256, 2)
+/* the ring: NST stages of a half batch (8 rows x 32 lanes x 16 bytes) a warp, in dynamic shared
+ * memory; a lane copies and reads back only its own 16 bytes of each row (cp.async, then its own
+ * wait_group), so no barrier is needed */
+enum { CMPG_WARPS = 8 };
+/* NST stages a warp: 6 (one 192 KB CTA of 8 warps an SM: 5 half batches in flight a warp, 8 warps an
+ * SM, 2048 warps in ~1.9 waves at 128K; Hopper) or 3 (two 96 KB CTAs an SM, 2 in flight a warp, 16
+ * warps an SM, one wave; devices with less shared memory, or INFLLM_CUDA_COMPRESS_RING=3) */
+static constexpr size_t cmpg_smem(int nst) { return (size_t)CMPG_WARPS * nst * (CMPG_S1 / 2) * 32 * 16; }
+
+template <typename T, int NST>
+__global__ void __launch_bounds__(CMPG_WARPS * 32, NST == 3 ? 2 : 1)
     k_compress_group(SeqDesc sd, const T *__restrict__ k, T *__restrict__ c1, T *__restrict__ c2,
                      const int32_t *__restrict__ cu_c1, const int32_t *__restrict__ cu_c2, int64_t cols) {
     constexpr int S1 = CMPG_S1, L1 = CMPG_L1, S2 = 4 * S1, L2 = 4 * L1;
     static_assert(L1 == 2 * S1, "k_compress_group: a c1 window spans batches bt and bt + 1");
+    extern __shared__ __align__(16) uint4 cmpg_ring[]; /* [warp][stage][row][lane] */
     const int b = blockIdx.y, lane = threadIdx.x & 31;
+    uint4 *ring = cmpg_ring + (threadIdx.x >> 5) * NST * (S1 / 2) * 32;
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(sd, b, q0, lq, k0, lk);
@@ -240,24 +245,51 @@ __global__ void __launch_bounds__(256, 2)
         float a2[8], lo[8], hi[8];
 #pragma unroll
         for (int e = 0; e < 8; e++) a2[e] = lo[e] = hi[e] = 0.f;
-        /* half batches of 8 rows, the next one's loads in flight while the current one is summed */
-        uint4 xa[S1 / 2], xb[S1 / 2];
-        cmpg_load<T>(xa, src, cols);
-        for (int bt = 0; bt < nb; bt++) {
-            const bool use_hi = bt < na, use_lo = bt >= 1 && bt <= na;
-            cmpg_load<T>(xb, src + (int64_t)(S1 * bt + S1 / 2) * cols, cols);
-            cmpg_add_flags<T>(xa, a2, lo, hi, use_lo, use_hi);
-            if (bt + 1 < nb) cmpg_load<T>(xa, src + (int64_t)(S1 * (bt + 1)) * cols, cols);
-            cmpg_add_flags<T>(xb, a2, lo, hi, use_lo, use_hi);
-            if (use_lo) cmpg_store<T>(d1 + (int64_t)(bt - 1) * cols + col, lo, (float)L1);
+        /* half batches of 8 rows through the ring, NST - 1 of them in flight while one is summed
+         * (the register-buffered version, one half ahead, ran at 34.5 us at 1 x 128K: ~64 KB in flight
+         * an SM, latency-bound; the ring holds ~160 KB in flight an SM) */
+        const int nh = 2 * nb;
+        auto issue = [&](int h) {
+            uint4 *st = ring + (h % NST) * (S1 / 2) * 32 + lane;
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
-                lo[e] = hi[e];
-                hi[e] = 0.f;
+            for (int r = 0; r < S1 / 2; r++) cp_async16(st + 32 * r, src + (int64_t)(8 * h + r) * cols, 16);
+        };
+#pragma unroll
+        for (int h = 0; h < NST - 1; h++) {
+            if (h < nh) issue(h);
+            cp_async_commit();
+        }
+        for (int h = 0; h < nh; h++) {
+            if (h + NST - 1 < nh) issue(h + NST - 1); /* the stage read in iteration h - 1 */
+            cp_async_commit();
+            cp_async_wait<NST - 1>(); /* half h has landed (this lane's own copies) */
+            uint4 x[S1 / 2];
+            const uint4 *st = ring + (h % NST) * (S1 / 2) * 32 + lane;
+#pragma unroll
+            for (int r = 0; r < S1 / 2; r++) x[r] = st[32 * r];
+            const int bt = h >> 1;
+            const bool use_hi = bt < na, use_lo = bt >= 1 && bt <= na;
+            cmpg_add_flags<T>(x, a2, lo, hi, use_lo, use_hi);
+            if (h & 1) {
+                if (use_lo) cmpg_store<T>(d1 + (int64_t)(bt - 1) * cols + col, lo, (float)L1);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    lo[e] = hi[e];
+                    hi[e] = 0.f;
+                }
             }
         }
         if (has2) cmpg_store<T>(d2 + col, a2, (float)L2);
     }
+}
+
+template <typename T, int NST>
+static infllm_status cmpg_launch(SeqDesc sd, const void *k, void *c1, void *c2, int32_t *cu_c1, int32_t *cu_c2,
+                                 int64_t cols, dim3 grid, size_t smem, cudaStream_t st) {
+    infllm_status s = cuda_func_smem((const void *)k_compress_group<T, NST>, smem, "k_compress_group");
+    if (s) return s;
+    k_compress_group<T, NST><<<grid, CMPG_WARPS * 32, smem, st>>>(sd, (const T *)k, (T *)c1, (T *)c2, cu_c1, cu_c2, cols);
+    return INFLLM_OK;
 }
 
 infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,
@@ -273,17 +305,26 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
     static std::atomic<int> no_c16{CUDA_ENV_UNREAD}, no_group{CUDA_ENV_UNREAD};
     const bool vec16 = cuda_env_int("INFLLM_CUDA_NO_COMPRESS16", &no_c16) != 1 && cols % 8 == 0 &&
                        (((uintptr_t)k | (uintptr_t)c1 | (uintptr_t)c2) & 15) == 0;
-    if (vec16 && ap->l1 == CMPG_L1 && ap->s1 == CMPG_S1 &&
+    /* the 6-stage ring (192 KB) fits an H100 / H200 (227 KB of opt-in shared memory a CTA); an A100
+     * (163 KB) takes the 3-stage one (96 KB). INFLLM_CUDA_COMPRESS_RING=3 forces the 3-stage ring, so
+     * the A100's path is tested on a Hopper (scripts/cuda_check.sh). Measured at 1 x 128K on the H200
+     * (session 16): k_compress_group 35.4 us (register-buffered) -> 29.7 (6 stages) / 35.7 (3 stages). */
+    static std::atomic<int> ring{CUDA_ENV_UNREAD};
+    const size_t optin = (size_t)cuda_dev_props().smem_optin;
+    const int nst = cuda_env_int("INFLLM_CUDA_COMPRESS_RING", &ring) != 3 && cmpg_smem(6) <= optin ? 6 : 3;
+    if (vec16 && ap->l1 == CMPG_L1 && ap->s1 == CMPG_S1 && cmpg_smem(nst) <= optin &&
         cuda_env_int("INFLLM_CUDA_NO_COMPRESS_GROUP", &no_group) != 1) {
-        const int warps = 8, groups = (max_n + 3) / 4;
-        dim3 gg((unsigned)((groups + warps - 1) / warps), (unsigned)ap->num_seqs);
+        const int groups = (max_n + 3) / 4;
+        dim3 gg((unsigned)((groups + CMPG_WARPS - 1) / CMPG_WARPS), (unsigned)ap->num_seqs);
+        const size_t smem = cmpg_smem(nst);
+        infllm_status s1 = INFLLM_OK;
         if (ap->dtype == INFLLM_DTYPE_BF16)
-            k_compress_group<__nv_bfloat16><<<gg, warps * 32, 0, st>>>(sd, (const __nv_bfloat16 *)k,
-                                                                      (__nv_bfloat16 *)c1, (__nv_bfloat16 *)c2,
-                                                                      cu_c1, cu_c2, cols);
+            s1 = nst == 3 ? cmpg_launch<__nv_bfloat16, 3>(sd, k, c1, c2, cu_c1, cu_c2, cols, gg, smem, st)
+                         : cmpg_launch<__nv_bfloat16, 6>(sd, k, c1, c2, cu_c1, cu_c2, cols, gg, smem, st);
         else
-            k_compress_group<__half><<<gg, warps * 32, 0, st>>>(sd, (const __half *)k, (__half *)c1, (__half *)c2,
-                                                               cu_c1, cu_c2, cols);
+            s1 = nst == 3 ? cmpg_launch<__half, 3>(sd, k, c1, c2, cu_c1, cu_c2, cols, gg, smem, st)
+                         : cmpg_launch<__half, 6>(sd, k, c1, c2, cu_c1, cu_c2, cols, gg, smem, st);
+        if (s1) return s1;
         CU_LAUNCH_CHECK("k_compress_group");
         return INFLLM_OK;
     }
