@@ -196,6 +196,40 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
                                      const void *q, const void *k, const void *v,
                                      void *out, float *lse);
 
+/* The blocks the sparse path selects, for every query (SPEC B §4-7: compression, stage 1, block
+ * scores and top-k, fused on the CPU backend so that working memory stays linear in T; p->mode and
+ * dense_len are not applied: each sequence is treated as sparse). A query with at most topk_out
+ * causal blocks selects all of them. With the same inputs these are the blocks infllm_attention's
+ * sparse path attends, so infllm_sparse_attention on them gives its result (and its lse) and
+ * infllm_sparse_attention_backward its gradients: a training step's forward and backward.
+ *   topk_idx [Hkv, total_q, topk_out] int32 (infllm_get_sizes), ascending, -1 padded.
+ * Host backends only: CUDA returns INFLLM_ERR_UNSUPPORTED. */
+infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *l,
+                                   const void *q, const void *k, int32_t *topk_idx);
+
+/* Backward of stage 2 (SPEC B §9.3, A.1): the gradients of the block-sparse attention with the
+ * selection held fixed (no gradient flows through selection or compression). Given the forward's
+ * inputs, its topk_idx and its lse (natural log, as infllm_sparse_attention / infllm_attention
+ * write it), and dout = dLoss/dout:
+ *   dout [total_q, Hq, D] (layout dtype), lse [total_q, Hq] float32 (required)
+ *   dq [total_q, Hq, D], dk / dv [total_k, Hkv, D] (layout dtype), written, not accumulated; keys
+ *   no query attends get 0.
+ * The CPU backend recomputes the softmax from q, k and lse in f32 and takes D = rowsum(P * dP)
+ * from the recomputation (not from a rounded forward output, which the call does not need); the
+ * REF backend computes the exact gradient in float64 from q, k, v alone (lse must still be given).
+ * Host backends only: CUDA returns INFLLM_ERR_UNSUPPORTED. */
+infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l,
+                                               const void *q, const void *k, const void *v,
+                                               const int32_t *topk_idx, int32_t topk_cols,
+                                               const float *lse, const void *dout,
+                                               void *dq, void *dk, void *dv);
+
+/* Backward of dense causal attention (bottom-right aligned), as above with every causal key. */
+infllm_status infllm_dense_attention_backward(const infllm_params *p, const infllm_layout *l,
+                                              const void *q, const void *k, const void *v,
+                                              const float *lse, const void *dout,
+                                              void *dq, void *dk, void *dv);
+
 /* The whole InfLLM-V2 attention with the dense/sparse switch (p->mode, p->dense_len, per
  * sequence). Sparse sequences run compression, stage 1, block scores, top-k and stage 2; the
  * CPU backend fuses stage 1 with the group sum, max-pool and top-k so working memory is

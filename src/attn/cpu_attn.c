@@ -1077,3 +1077,65 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
     }
     return st;
 }
+
+/* The fused selection of cpu_attention's sparse sequences for every sequence (mode and dense_len
+ * aside): topk_idx [Hkv, total_q, topk_out], ascending, -1 padded. */
+infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx) {
+    ctx c;
+    ctx_init(&c, ap);
+    const int K = ap->topk_total, KO = ap->topk_out;
+    infllm_status st = INFLLM_OK;
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        if (s->lq == 0) continue;
+        size_t selb = (size_t)s->lq * K * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
+        int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
+        void *own1 = NULL, *own2 = NULL;
+        size_t b1 = (size_t)(s->n1 + 1) * ap->kv_tok * c.es, b2 = (size_t)(s->n2 + 1) * ap->kv_tok * c.es;
+        const int all_causal = (s->lk - 1) / ap->B + 1 <= K; /* every query selects all its causal blocks */
+        if (!all_causal) {
+            own1 = ws_alloc(b1);
+            own2 = ws_alloc(b2);
+        }
+        if (!sel || !nsel || (!all_causal && (!own1 || !own2))) {
+            st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
+        } else if (!all_causal) {
+            compress_seq(&c, s, k, own1, 0, ap->exact_lse ? NULL : own2, 0);
+        }
+        for (int g = 0; g < ap->Hkv && !st; g++) {
+            if (all_causal) {
+                for (int t = 0; t < s->lq; t++) {
+                    const int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
+                    for (int e = 0; e <= qb; e++) sel[(size_t)t * K + e] = e;
+                    nsel[t] = qb + 1;
+                }
+            } else {
+                kvpack p1, p2;
+                int e = kvpack_init(&c, &p1, own1, NULL, 0, s->n1, g, 0);
+                if (!ap->exact_lse) e |= kvpack_init(&c, &p2, own2, NULL, 0, s->n2, g, 0);
+                if (!e) {
+                    kvpack_all(&c, &p1);
+                    if (!ap->exact_lse) kvpack_all(&c, &p2);
+                    e = run_select(&c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, sel, nsel, NULL, NULL);
+                }
+                kvpack_free(&p1);
+                if (!ap->exact_lse) kvpack_free(&p2);
+                if (e) {
+                    st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
+                    break;
+                }
+            }
+            for (int t = 0; t < s->lq; t++) {
+                int32_t *row = topk_idx + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * KO;
+                int e = 0;
+                for (; e < nsel[t] && e < KO; e++) row[e] = sel[(size_t)t * K + e];
+                for (; e < KO; e++) row[e] = -1;
+            }
+        }
+        ws_free(sel, selb);
+        ws_free(nsel, nselb);
+        ws_free(own1, b1);
+        ws_free(own2, b2);
+    }
+    return st;
+}

@@ -483,6 +483,109 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
     END_OP()
 }
 
+/* The reference selection: compression, stage 1, block scores and top-k, each materialised. */
+static infllm_status ref_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx) {
+    const size_t es = infllm_dtype_size(ap->dtype);
+    const size_t n_sc = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->max_n1 + 1;
+    const size_t n_bs = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->nblocks_out + 1;
+    void *c1 = malloc((size_t)(ap->total_n1 * ap->kv_tok + 1) * es);
+    void *c2 = malloc((size_t)(ap->total_n2 * ap->kv_tok + 1) * es);
+    float *scores = malloc(n_sc * sizeof(float)), *bscores = malloc(n_bs * sizeof(float));
+    infllm_status st;
+    if (!c1 || !c2 || !scores || !bscores)
+        st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (reference selection)");
+    else if (!(st = ref_compress(ap, k, c1, c2)) && !(st = ref_stage1(ap, q, c1, c2, scores)) &&
+             !(st = ref_block_scores(ap, scores, bscores)))
+        st = ref_topk(ap, bscores, topk_idx);
+    free(c1);
+    free(c2);
+    free(scores);
+    free(bscores);
+    return st;
+}
+
+infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *l, const void *q, const void *k,
+                                   int32_t *topk_idx) {
+    BEGIN_OP(p, l)
+    if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(topk_idx, "topk_idx"))) goto done;
+    if (ap.topk_out < 1 || ap.total_q == 0) goto done; /* no key block, or no query: nothing to select */
+    switch (p->backend) {
+    case INFLLM_BACKEND_REF: st = ref_select_blocks(&ap, q, k, topk_idx); break;
+    case INFLLM_BACKEND_CPU: st = cpu_select_blocks(&ap, q, k, topk_idx); break;
+    case INFLLM_BACKEND_CUDA:
+        st = infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                              "infllm_select_blocks runs on the host backends only (INFLLM_BACKEND_CPU or _REF)");
+        break;
+    }
+    END_OP()
+}
+
+/* The backward ops (topk_idx NULL: dense). REF runs in float64 and rounds the gradients once. */
+static infllm_status attn_backward(const infllm_params *p, const infllm_attn_params *ap, const void *q,
+                                   const void *k, const void *v, const int32_t *topk_idx, int32_t topk_cols,
+                                   const float *lse, const void *dout, void *dq, void *dk, void *dv) {
+    infllm_status st;
+    switch (p->backend) {
+    case INFLLM_BACKEND_REF: {
+        const size_t nq = (size_t)(ap->total_q * ap->q_tok), nk = (size_t)(ap->total_k * ap->kv_tok);
+        double *dq64 = malloc((nq + 1) * sizeof *dq64), *dk64 = malloc((nk + 1) * sizeof *dk64),
+               *dv64 = malloc((nk + 1) * sizeof *dv64);
+        if (!dq64 || !dk64 || !dv64) {
+            st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (reference attention backward)");
+        } else {
+            st = ref_attn_backward(ap, q, k, v, topk_idx, topk_cols, dout, dq64, dk64, dv64);
+            if (st == INFLLM_OK) {
+                for (size_t i = 0; i < nq; i++) infllm_store_f64(dq, ap->dtype, (int64_t)i, dq64[i]);
+                for (size_t i = 0; i < nk; i++) {
+                    infllm_store_f64(dk, ap->dtype, (int64_t)i, dk64[i]);
+                    infllm_store_f64(dv, ap->dtype, (int64_t)i, dv64[i]);
+                }
+            }
+        }
+        free(dq64);
+        free(dk64);
+        free(dv64);
+        return st;
+    }
+    case INFLLM_BACKEND_CPU: return cpu_attn_backward(ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
+    case INFLLM_BACKEND_CUDA: break;
+    }
+    return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                            "attention backward runs on the host backends only (INFLLM_BACKEND_CPU or _REF)");
+}
+
+static infllm_status need_backward(const void *q, const void *k, const void *v, const float *lse, const void *dout,
+                                   const void *dq, const void *dk, const void *dv) {
+    infllm_status st;
+    if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(v, "v")) || (st = need(lse, "lse")) ||
+        (st = need(dout, "dout")) || (st = need(dq, "dq")) || (st = need(dk, "dk")) || (st = need(dv, "dv")))
+        return st;
+    return INFLLM_OK;
+}
+
+infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l, const void *q,
+                                               const void *k, const void *v, const int32_t *topk_idx,
+                                               int32_t topk_cols, const float *lse, const void *dout, void *dq,
+                                               void *dk, void *dv) {
+    BEGIN_OP(p, l)
+    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
+    if (topk_cols < 1) {
+        st = infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
+        goto done;
+    }
+    st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
+    END_OP()
+}
+
+infllm_status infllm_dense_attention_backward(const infllm_params *p, const infllm_layout *l, const void *q,
+                                              const void *k, const void *v, const float *lse, const void *dout,
+                                              void *dq, void *dk, void *dv) {
+    BEGIN_OP(p, l)
+    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv))) goto done;
+    st = attn_backward(p, &ap, q, k, v, NULL, 0, lse, dout, dq, dk, dv);
+    END_OP()
+}
+
 /* The reference pipeline: every stage materialised (O(T^2) memory: it is the spec, not a path
  * for long inputs). Sparse sequences take the sparse result, dense ones the dense result. */
 static infllm_status ref_pipeline(const infllm_attn_params *ap, const void *q, const void *k, const void *v,

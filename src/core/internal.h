@@ -138,6 +138,15 @@ infllm_status ref_dense_attn(const infllm_attn_params *ap, const void *q, const 
 
 /* ------------------------------------------------------- fast CPU path ---- */
 /* src/attn/: same contracts as the public ops, outputs in the layout dtype. */
+/* Backward of stage 2 / dense attention (topk_idx NULL: every causal key); see ref_backward.c and
+ * cpu_backward.c. ref: float64 gradients [total_q, Hq, D] / [total_k, Hkv, D]; cpu: layout dtype. */
+infllm_status ref_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk_idx, int32_t topk_cols, const void *dout, double *dq,
+                                double *dk, double *dv);
+infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx);
+infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk_idx, int32_t topk_cols, const float *lse, const void *dout,
+                                void *dq, void *dk, void *dv);
 infllm_status cpu_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2);
 infllm_status cpu_stage1(const infllm_attn_params *ap, const void *q, const void *c1,
                          const void *c2, float *scores);

@@ -1,0 +1,463 @@
+/*
+ * cpu_backward.c: the fast CPU path of the backward of stage 2 (block-sparse attention) and of
+ * dense causal attention (topk_idx NULL), f32 arithmetic on the SIMD kernels of cpu_kern.h,
+ * OpenMP. The math is ref_backward.c's (SPEC B §9.3): with P_j = exp(s_j - lse) recomputed from
+ * q, k and the forward's lse,
+ *   dP_j = dO . v_j,  Delta = sum_j P_j dP_j,  dS_j = P_j (dP_j - Delta),
+ *   dq = scale sum_j dS_j k_j,  dk_j = scale sum_rows dS_j q,  dv_j = sum_rows P_j dO.
+ * Delta comes from the recomputed P and dP, not from dO . out with a rounded forward output, so
+ * bf16 / f16 outputs add no error of their own to the gradients.
+ *
+ * The K / V of the (sequence, KV head) in hand are packed once into f32 64-key tiles (K and V as
+ * the qk kernel wants them, K also row-major for dq's product), then two passes run over them,
+ * each without atomics (S = Q K^T and dP = dO V^T by qk, P by the softmax kernel with the row max
+ * set to the row's lse, the dq / dk / dv products by pv):
+ *   A. a task per query token (and chunk of up to 64 of its G heads): over the tiles holding its
+ *      allowed keys (a key mask per tile: selected blocks, causal limit), a first sweep sums
+ *      Delta and keeps P and dP of every tile (recomputed instead when they would pass
+ *      BW_CACHE_BYTES), a second forms dS and accumulates dq. Delta is kept for pass B.
+ *   B. a task per 64-key tile: the tokens that attend any of its keys (merged from a CSR table
+ *      of the blocks' tokens built from topk_idx; dense: every token at or after the tile), up to
+ *      64 (token, head) rows at a time, each row with its own key mask; P and dS are transposed,
+ *      so that dv = P^T dO and dk = scale dS^T Q are pv products over the tile's keys, stored
+ *      once. Keys no token attends get 0.
+ * Each gradient element is written by one task, and the sums inside a task run in a fixed order,
+ * so the result does not depend on the thread count. FLOPs: 14 D per (row, allowed key) against
+ * the forward's 4 D.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kern.h"
+#include "internal.h"
+
+#define BW_CACHE_BYTES ((size_t)8 << 20) /* pass A's P / dP cache per thread, at most */
+#define BW_LOG2E 1.4426950408889634f
+
+/* the packed K / V of one (sequence, KV head): tile tau holds keys [64 tau, 64 tau + 64) */
+typedef struct bw_head {
+    float *kp, *vp; /* [ntile][4][D][16] (zero past the sequence's keys) */
+    float *kr;      /* [ntile * 64][D] K row-major */
+    int32_t ntile;
+} bw_head;
+
+typedef struct bw_ctx {
+    const infllm_attn_params *ap;
+    const cpu_kern *kern;
+    const void *q, *k, *v, *dout;
+    const int32_t *topk;
+    int32_t cols;
+    const float *lse;
+    float *delta; /* [total_q, Hq] */
+    void *dq, *dk, *dv;
+    size_t es; /* bytes of one element */
+    bw_head hd;
+} bw_ctx;
+
+/* per-thread scratch; R <= CPU_KT rows at a time */
+typedef struct bw_scratch {
+    float *qf, *df;                            /* [CPU_KT][D] rows of q / dout */
+    float *acc, *dkt, *dvt;                    /* [CPU_KT][D] accumulators */
+    float *s, *dp, *p, *ds;                    /* [CPU_KT][CPU_KT] */
+    float *pt, *dst;                           /* [CPU_KT][CPU_KT] transposed P / dS */
+    float *m, *l, *alpha, *ones, *lse, *delta; /* [CPU_KT] */
+    uint64_t *kmask;                           /* [CPU_KT] */
+    unsigned char *sel;                        /* [nblocks_out + 1] */
+    float *cache;                              /* pass A: P and dP of a token's tiles */
+    size_t cache_floats;
+} bw_scratch;
+
+static int bw_scratch_init(bw_scratch *w, const infllm_attn_params *ap) {
+    const size_t td = (size_t)CPU_KT * ap->D, tt = (size_t)CPU_KT * CPU_KT;
+    memset(w, 0, sizeof *w);
+    float **td_bufs[] = {&w->qf, &w->df, &w->acc, &w->dkt, &w->dvt};
+    float **tt_bufs[] = {&w->s, &w->dp, &w->p, &w->ds, &w->pt, &w->dst};
+    float **row_bufs[] = {&w->m, &w->l, &w->alpha, &w->ones, &w->lse, &w->delta};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof td_bufs / sizeof td_bufs[0]; i++) ok &= (*td_bufs[i] = malloc(td * 4)) != NULL;
+    for (size_t i = 0; i < sizeof tt_bufs / sizeof tt_bufs[0]; i++) ok &= (*tt_bufs[i] = malloc(tt * 4)) != NULL;
+    for (size_t i = 0; i < sizeof row_bufs / sizeof row_bufs[0]; i++) ok &= (*row_bufs[i] = malloc(CPU_KT * 4)) != NULL;
+    ok &= (w->kmask = malloc(CPU_KT * sizeof(uint64_t))) != NULL;
+    ok &= (w->sel = malloc((size_t)ap->nblocks_out + 1)) != NULL;
+    if (ok)
+        for (int r = 0; r < CPU_KT; r++) w->ones[r] = 1.0f;
+    return ok;
+}
+
+static void bw_scratch_free(bw_scratch *w) {
+    float *bufs[] = {w->qf, w->df, w->acc, w->dkt, w->dvt, w->s, w->dp, w->p, w->ds, w->pt,
+                     w->dst, w->m, w->l, w->alpha, w->ones, w->lse, w->delta, w->cache};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(w->kmask);
+    free(w->sel);
+}
+
+static float *bw_tile_kp(const bw_ctx *c, int64_t tau) { return c->hd.kp + (size_t)tau * CPU_KT * c->ap->D; }
+static float *bw_tile_vp(const bw_ctx *c, int64_t tau) { return c->hd.vp + (size_t)tau * CPU_KT * c->ap->D; }
+static float *bw_tile_kr(const bw_ctx *c, int64_t tau) { return c->hd.kr + (size_t)tau * CPU_KT * c->ap->D; }
+
+/* tile tau of KV head g of sequence s into c->hd (row: a [D] scratch row) */
+static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_t tau, float *row) {
+    const infllm_attn_params *ap = c->ap;
+    const int32_t D = ap->D;
+    float *kp = bw_tile_kp(c, tau), *vp = bw_tile_vp(c, tau), *kr = bw_tile_kr(c, tau);
+    for (int32_t j = 0; j < CPU_KT; j++) {
+        const int64_t key = tau * CPU_KT + j;
+        float *kg = kp + (size_t)(j / CPU_KG) * D * CPU_KG + (j % CPU_KG);
+        float *vg = vp + (size_t)(j / CPU_KG) * D * CPU_KG + (j % CPU_KG);
+        float *krow = kr + (size_t)j * D;
+        if (key < s->lk) {
+            const size_t src = (size_t)((s->k0 + key) * ap->kv_tok + g * ap->kv_head) * c->es;
+            c->kern->load(krow, (const char *)c->k + src, ap->dtype, D);
+            c->kern->load(row, (const char *)c->v + src, ap->dtype, D);
+            for (int32_t d = 0; d < D; d++) {
+                kg[(size_t)d * CPU_KG] = krow[d];
+                vg[(size_t)d * CPU_KG] = row[d];
+            }
+        } else {
+            memset(krow, 0, (size_t)D * sizeof(float));
+            for (int32_t d = 0; d < D; d++) kg[(size_t)d * CPU_KG] = vg[(size_t)d * CPU_KG] = 0.0f;
+        }
+    }
+}
+
+/* heads [h0, h0 + nh) of token t into rows r0.. of the q / dout scratch, with their lse (and Delta) */
+static void bw_load_rows(const bw_ctx *c, bw_scratch *w, int64_t t, int32_t h0, int32_t nh, int32_t r0,
+                         int with_delta) {
+    const infllm_attn_params *ap = c->ap;
+    const int32_t D = ap->D;
+    c->kern->load(w->qf + (size_t)r0 * D, (const char *)c->q + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es,
+                  ap->dtype, (int64_t)nh * D);
+    c->kern->load(w->df + (size_t)r0 * D, (const char *)c->dout + (size_t)(t * ap->o_tok + h0 * ap->o_head) * c->es,
+                  ap->dtype, (int64_t)nh * D);
+    for (int32_t i = 0; i < nh; i++) {
+        w->lse[r0 + i] = c->lse[t * ap->Hq + h0 + i];
+        if (with_delta) w->delta[r0 + i] = c->delta[t * ap->Hq + h0 + i];
+    }
+}
+
+/* S, dP and P of rows [0, R) against tile tau; row r sees the keys of kmask[r] */
+static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
+    const infllm_attn_params *ap = c->ap;
+    c->kern->qk(w->qf, ap->D, NULL, R, ap->D, bw_tile_kp(c, tau), CPU_KT / CPU_KG, w->s);
+    c->kern->qk(w->df, ap->D, NULL, R, ap->D, bw_tile_vp(c, tau), CPU_KT / CPU_KG, w->dp);
+    /* P = 2^(s sl2 - lse log2 e) = exp(scale s - lse): the softmax kernel with the row max set to
+     * the lse (>= every score of the row, up to rounding: a row whose max passes it gets alpha < 1,
+     * undone below) */
+    for (int32_t r = 0; r < R; r++) {
+        const int fin = isfinite(w->lse[r]);
+        w->m[r] = fin ? w->lse[r] * BW_LOG2E : -INFINITY;
+        w->l[r] = 0.0f;
+        if (!fin) w->kmask[r] = 0; /* a row without keys: P = 0 */
+    }
+    c->kern->softmax(w->s, R, CPU_KT, w->kmask, ap->scale * BW_LOG2E, w->m, w->l, w->alpha, w->p);
+    for (int32_t r = 0; r < R; r++)
+        if (w->kmask[r] && w->alpha[r] != 1.0f) {
+            const float undo = 1.0f / w->alpha[r];
+            for (int n = 0; n < CPU_KT; n++) w->p[(size_t)r * CPU_KT + n] *= undo;
+        }
+}
+
+/* the keys of tile tau a token at position pos attends, given its selected blocks (sel; NULL:
+ * dense): bit j for key 64 tau + j */
+static uint64_t bw_tile_mask(const bw_ctx *c, const unsigned char *sel, int64_t tau, int64_t pos) {
+    const int64_t key0 = tau * CPU_KT;
+    if (pos < key0) return 0;
+    const int64_t n = pos - key0 + 1 < CPU_KT ? pos - key0 + 1 : CPU_KT;
+    uint64_t m = n >= 64 ? ~0ull : (1ull << n) - 1;
+    if (!sel) return m;
+    const int32_t B = c->ap->B;
+    uint64_t keep = 0;
+    for (int64_t b = key0 / B; b * B < key0 + n; b++) {
+        if (!sel[b]) continue;
+        const int64_t lo = b * B > key0 ? b * B - key0 : 0, hi = (b + 1) * B - key0 < 64 ? (b + 1) * B - key0 : 64;
+        keep |= (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+    }
+    return m & keep;
+}
+
+/* Pass A for token i of sequence s and heads [h0, h0 + R) (KV head g): Delta, then dq. */
+static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t i, int32_t g, int32_t h0,
+                    int32_t R) {
+    const infllm_attn_params *ap = c->ap;
+    const int32_t D = ap->D;
+    const int64_t t = s->q0 + i, pos = (int64_t)s->lk - s->lq + i;
+    const size_t tile_floats = (size_t)2 * R * CPU_KT;
+    const unsigned char *sel = NULL;
+    if (c->topk) {
+        memset(w->sel, 0, (size_t)s->nblocks);
+        const int32_t *row = c->topk + ((int64_t)g * ap->total_q + t) * c->cols;
+        for (int32_t e = 0; e < c->cols; e++)
+            if (row[e] >= 0 && row[e] < s->nblocks) w->sel[row[e]] = 1;
+        sel = w->sel;
+    }
+    bw_load_rows(c, w, t, h0, R, 0, 0);
+    float delta[CPU_KT];
+    for (int32_t r = 0; r < R; r++) delta[r] = 0.0f;
+    memset(w->acc, 0, (size_t)R * D * sizeof(float));
+    const int64_t last_tile = pos / CPU_KT;
+    /* sweep 1: Delta, and P / dP of each tile into the cache while it fits */
+    int32_t ntile = 0, cached = 0;
+    for (int64_t tau = 0; tau <= last_tile; tau++) {
+        const uint64_t km = bw_tile_mask(c, sel, tau, pos);
+        if (!km) continue;
+        for (int32_t r = 0; r < R; r++) w->kmask[r] = km;
+        bw_scores(c, w, R, tau);
+        for (int32_t r = 0; r < R; r++) {
+            const float *pr = w->p + (size_t)r * CPU_KT, *dr = w->dp + (size_t)r * CPU_KT;
+            float acc = 0.0f;
+            for (int32_t j = 0; j < CPU_KT; j++) acc += pr[j] * dr[j];
+            delta[r] += acc;
+        }
+        const size_t need = (size_t)(ntile + 1) * tile_floats;
+        if (cached == ntile && need * sizeof(float) <= BW_CACHE_BYTES) {
+            if (need > w->cache_floats) {
+                float *grown = realloc(w->cache, (need + need / 2) * sizeof(float));
+                if (grown) {
+                    w->cache = grown;
+                    w->cache_floats = need + need / 2;
+                }
+            }
+            if (need <= w->cache_floats) {
+                float *dst = w->cache + (size_t)ntile * tile_floats;
+                memcpy(dst, w->p, (size_t)R * CPU_KT * sizeof(float));
+                memcpy(dst + (size_t)R * CPU_KT, w->dp, (size_t)R * CPU_KT * sizeof(float));
+                cached++;
+            }
+        }
+        ntile++;
+    }
+    /* sweep 2: dS = scale P (dP - Delta), dq += dS K */
+    const float scale = ap->scale;
+    int32_t tile = 0;
+    for (int64_t tau = 0; tau <= last_tile; tau++) {
+        const uint64_t km = bw_tile_mask(c, sel, tau, pos);
+        if (!km) continue;
+        const float *p = w->p, *dp = w->dp;
+        if (tile < cached) {
+            p = w->cache + (size_t)tile * tile_floats;
+            dp = p + (size_t)R * CPU_KT;
+        } else {
+            for (int32_t r = 0; r < R; r++) w->kmask[r] = km;
+            bw_scores(c, w, R, tau);
+        }
+        tile++;
+        for (int32_t r = 0; r < R; r++)
+            for (int32_t j = 0; j < CPU_KT; j++) {
+                const size_t e = (size_t)r * CPU_KT + j;
+                w->ds[e] = p[e] == 0.0f ? 0.0f : scale * p[e] * (dp[e] - delta[r]);
+            }
+        c->kern->pv(w->acc, NULL, R, D, w->ones, w->ds, bw_tile_kr(c, tau), CPU_KT);
+    }
+    for (int32_t r = 0; r < R; r++) c->delta[t * ap->Hq + h0 + r] = delta[r];
+    c->kern->store((char *)c->dq + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es, ap->dtype, w->acc, 1.0f,
+                   (int64_t)R * D);
+}
+
+/* The CSR table of pass B for one (sequence, KV head): for block b, the sequence's tokens that
+ * selected it (each once, ascending) and see at least its first key: tok[off[b] .. off[b + 1]). */
+typedef struct bw_csr {
+    int64_t *off;  /* [nb + 1] */
+    int32_t *tok;  /* [off[nb]] */
+} bw_csr;
+
+static int bw_csr_build(const bw_ctx *c, const infllm_seq *s, int32_t g, bw_csr *x) {
+    const infllm_attn_params *ap = c->ap;
+    const int32_t nb = s->nblocks;
+    x->off = calloc((size_t)nb + 2, sizeof *x->off);
+    int32_t *last = malloc(((size_t)nb + 1) * sizeof *last);
+    int64_t *fill = malloc(((size_t)nb + 1) * sizeof *fill);
+    x->tok = NULL;
+    int ok = x->off && last && fill;
+    for (int pass = 0; pass < 2 && ok; pass++) {
+        if (pass == 1) { /* offsets from the counts */
+            for (int32_t b = 0; b < nb; b++) x->off[b + 1] += x->off[b];
+            x->tok = malloc(((size_t)x->off[nb] + 1) * sizeof *x->tok);
+            if (!x->tok) {
+                ok = 0;
+                break;
+            }
+            memcpy(fill, x->off, (size_t)nb * sizeof *fill);
+        }
+        for (int32_t b = 0; b < nb; b++) last[b] = -1;
+        for (int32_t i = 0; i < s->lq; i++) {
+            const int64_t pos = (int64_t)s->lk - s->lq + i;
+            const int32_t *row = c->topk + ((int64_t)g * ap->total_q + s->q0 + i) * c->cols;
+            for (int32_t e = 0; e < c->cols; e++) {
+                const int32_t b = row[e];
+                if (b < 0 || b >= nb || (int64_t)b * ap->B > pos || last[b] == i) continue;
+                last[b] = i;
+                if (pass == 0)
+                    x->off[b + 1]++;
+                else
+                    x->tok[fill[b]++] = i;
+            }
+        }
+    }
+    free(last);
+    free(fill);
+    return ok;
+}
+
+static void bw_csr_free(bw_csr *x) {
+    free(x->off);
+    free(x->tok);
+}
+
+/* transposes rows [0, R) x columns [0, CPU_KT) of a into at (at[j][r], row stride CPU_KT) */
+static void bw_transpose(const float *a, int32_t R, float *at) {
+    for (int32_t r = 0; r < R; r++)
+        for (int32_t j = 0; j < CPU_KT; j++) at[(size_t)j * CPU_KT + r] = a[(size_t)r * CPU_KT + j];
+}
+
+/* dk / dv of tile tau's keys from rows [0, R) (their q / dout / lse / Delta and kmask loaded) */
+static void bw_tile_rows(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
+    const infllm_attn_params *ap = c->ap;
+    const float scale = ap->scale;
+    bw_scores(c, w, R, tau);
+    for (int32_t r = 0; r < R; r++)
+        for (int32_t j = 0; j < CPU_KT; j++) {
+            const size_t e = (size_t)r * CPU_KT + j;
+            w->ds[e] = w->p[e] == 0.0f ? 0.0f : scale * w->p[e] * (w->dp[e] - w->delta[r]);
+        }
+    bw_transpose(w->p, R, w->pt);
+    bw_transpose(w->ds, R, w->dst);
+    c->kern->pv(w->dvt, NULL, CPU_KT, ap->D, w->ones, w->pt, w->df, R);
+    c->kern->pv(w->dkt, NULL, CPU_KT, ap->D, w->ones, w->dst, w->qf, R);
+}
+
+/* Pass B for tile tau of KV head g of sequence s: dk / dv of its keys from the tokens that attend
+ * any of them (csr NULL: dense). The tokens come in ascending order, merged from the lists of the
+ * blocks that overlap the tile, each with its mask of the tile's keys. */
+static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const bw_csr *csr, int32_t g, int64_t tau) {
+    const infllm_attn_params *ap = c->ap;
+    const int32_t G = ap->G, D = ap->D, B = ap->B;
+    const int64_t key0 = tau * CPU_KT, n = s->lk - key0 < CPU_KT ? s->lk - key0 : CPU_KT;
+    memset(w->dkt, 0, (size_t)CPU_KT * D * sizeof(float));
+    memset(w->dvt, 0, (size_t)CPU_KT * D * sizeof(float));
+    const int32_t hchunk = G < CPU_KT ? G : CPU_KT;
+    /* the blocks overlapping the tile (at most 65: B >= 1) and a cursor into each one's token list */
+    int64_t cur[CPU_KT + 1], end[CPU_KT + 1];
+    const int32_t b0 = (int32_t)(key0 / B), b1 = (int32_t)((key0 + n - 1) / B);
+    const int32_t nbt = b1 - b0 + 1;
+    if (csr)
+        for (int32_t k = 0; k < nbt; k++) {
+            cur[k] = csr->off[b0 + k];
+            end[k] = csr->off[b0 + k + 1];
+        }
+    int64_t next_dense = (int64_t)key0 - ((int64_t)s->lk - s->lq); /* dense: the first token reaching key0 */
+    if (next_dense < 0) next_dense = 0;
+    int32_t R = 0;
+    for (;;) {
+        int32_t i;
+        uint64_t km;
+        if (csr) { /* the smallest token at the head of any list, and the blocks it selected */
+            i = INT32_MAX;
+            for (int32_t k = 0; k < nbt; k++)
+                if (cur[k] < end[k] && csr->tok[cur[k]] < i) i = csr->tok[cur[k]];
+            if (i == INT32_MAX) break;
+            uint64_t keep = 0;
+            for (int32_t k = 0; k < nbt; k++)
+                if (cur[k] < end[k] && csr->tok[cur[k]] == i) {
+                    cur[k]++;
+                    const int64_t bl = (int64_t)(b0 + k) * B;
+                    const int64_t lo = bl > key0 ? bl - key0 : 0, hi = bl + B - key0 < 64 ? bl + B - key0 : 64;
+                    keep |= (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+                }
+            const int64_t pos = (int64_t)s->lk - s->lq + i;
+            km = keep & bw_tile_mask(c, NULL, tau, pos);
+        } else {
+            if (next_dense >= s->lq) break;
+            i = (int32_t)next_dense++;
+            km = bw_tile_mask(c, NULL, tau, (int64_t)s->lk - s->lq + i);
+        }
+        if (!km) continue;
+        const int64_t t = s->q0 + i;
+        for (int32_t h = 0; h < G; h += hchunk) {
+            const int32_t nh = G - h < hchunk ? G - h : hchunk;
+            if (R + nh > CPU_KT) {
+                bw_tile_rows(c, w, R, tau);
+                R = 0;
+            }
+            bw_load_rows(c, w, t, g * G + h, nh, R, 1);
+            for (int32_t r = 0; r < nh; r++) w->kmask[R + r] = km;
+            R += nh;
+        }
+    }
+    if (R) bw_tile_rows(c, w, R, tau);
+    for (int64_t j = 0; j < n; j++) {
+        const size_t row = (size_t)((s->k0 + key0 + j) * ap->kv_tok + g * ap->kv_head);
+        c->kern->store((char *)c->dk + row * c->es, ap->dtype, w->dkt + (size_t)j * D, 1.0f, D);
+        c->kern->store((char *)c->dv + row * c->es, ap->dtype, w->dvt + (size_t)j * D, 1.0f, D);
+    }
+}
+
+infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk_idx /* [Hkv, total_q, topk_cols] or NULL: dense */,
+                                int32_t topk_cols, const float *lse /* [total_q, Hq] */, const void *dout,
+                                void *dq, void *dk, void *dv) {
+    bw_ctx c;
+    memset(&c, 0, sizeof c);
+    c.ap = ap;
+    c.kern = cpu_kern_get();
+    c.q = q, c.k = k, c.v = v, c.dout = dout;
+    c.topk = topk_idx, c.cols = topk_cols, c.lse = lse;
+    c.dq = dq, c.dk = dk, c.dv = dv;
+    c.es = infllm_dtype_size(ap->dtype);
+    const int nth = ap->num_threads > 0 ? ap->num_threads : 1;
+    if (ap->B < 1) return infllm_set_error(INFLLM_ERR_PARAM, "attention backward: block size %d", ap->B);
+    /* the packed K / V of the largest sequence (one KV head at a time) and Delta */
+    const int64_t max_tiles = ((int64_t)ap->max_lk + CPU_KT - 1) / CPU_KT;
+    const size_t tile_floats = (size_t)CPU_KT * ap->D;
+    c.hd.kp = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
+    c.hd.vp = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
+    c.hd.kr = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
+    c.delta = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
+    int fail = !c.hd.kp || !c.hd.vp || !c.hd.kr || !c.delta;
+    /* pass A's row batches: a token's G heads in chunks of at most CPU_KT */
+    const int32_t hchunk = ap->G < CPU_KT ? ap->G : CPU_KT, nhc = (ap->G + hchunk - 1) / hchunk;
+    for (int32_t sb = 0; sb < ap->num_seqs && !fail; sb++) {
+        const infllm_seq *s = &ap->seqs[sb];
+        const int64_t ntile = ((int64_t)s->lk + CPU_KT - 1) / CPU_KT, ntask_a = (int64_t)s->lq * nhc;
+        for (int32_t g = 0; g < ap->Hkv && !fail; g++) {
+            bw_csr csr = {NULL, NULL};
+            if (topk_idx && !bw_csr_build(&c, s, g, &csr)) {
+                bw_csr_free(&csr);
+                fail = 1;
+                break;
+            }
+#pragma omp parallel num_threads(nth) reduction(| : fail)
+            {
+                bw_scratch w;
+                const int ok = bw_scratch_init(&w, ap);
+                if (!ok) fail = 1;
+                /* pack the head's tiles, pass A (dq, Delta), pass B (dk, dv), each loop's barrier
+                 * between them; every thread meets every loop (a thread without scratch skips its
+                 * share of the tasks) */
+#pragma omp for schedule(static)
+                for (int64_t tau = 0; tau < ntile; tau++)
+                    if (ok) bw_pack_tile(&c, s, g, tau, w.qf);
+#pragma omp for schedule(dynamic, 4)
+                for (int64_t task = 0; task < ntask_a; task++)
+                    if (ok) {
+                        const int32_t hc = (int32_t)(task % nhc);
+                        const int32_t R = ap->G - hc * hchunk < hchunk ? ap->G - hc * hchunk : hchunk;
+                        bw_rows(&c, &w, s, (int32_t)(task / nhc), g, g * ap->G + hc * hchunk, R);
+                    }
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t tau = 0; tau < ntile; tau++)
+                    if (ok) bw_tile(&c, &w, s, topk_idx ? &csr : NULL, g, tau);
+                bw_scratch_free(&w);
+            }
+            bw_csr_free(&csr);
+        }
+    }
+    free(c.hd.kp);
+    free(c.hd.vp);
+    free(c.hd.kr);
+    free(c.delta);
+    if (fail) return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (CPU attention backward)");
+    return INFLLM_OK;
+}

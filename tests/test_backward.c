@@ -1,0 +1,543 @@
+/*
+ * test_backward.c: infllm_sparse_attention_backward / infllm_dense_attention_backward.
+ *
+ * 1. The float64 REF backward against central finite differences of the REF forward (f32
+ *    storage, loss = sum dout * out), on sampled elements of q, k and v, sparse and dense: the
+ *    analytic gradient is the derivative of the forward the library computes.
+ * 2. The CPU backward against the REF backward over a grid (GQA groups 1 / 3 / 16, head_dim 32 /
+ *    64 / 128, f32 / f16 / bf16, block 16 / 64 / 128, varlen batches with chunked layouts (lq <
+ *    lk), dense and sparse, random selections with -1 padding, duplicates and entries past the
+ *    query's block). Tolerance (DESIGN practice 7): the CPU's worst error against float64 is at
+ *    most twice that of a naive same-precision backward written here (f32 arithmetic on the
+ *    dtype-rounded inputs, a max-subtracted softmax per row, gradients rounded to the dtype),
+ *    plus a floor of a few dtype ulps of the largest value. The lse the CPU backward reads is the
+ *    CPU forward's.
+ * 3. Exact properties of the CPU path: keys that no query attends get exactly 0; the result does
+ *    not depend on the thread count (bitwise); the dense backward equals the sparse one with
+ *    every block selected (bitwise).
+ * 4. infllm_select_blocks: the CPU's fused selection equals its staged ops (and REF's its own),
+ *    infllm_sparse_attention on it gives infllm_attention's sparse output and lse bit for bit, and
+ *    the backward on it passes check 2: one training step end to end.
+ * 5. Bad input: NULL arguments, topk_cols < 1, the CUDA backend (unsupported): clear errors.
+ * INFLLM_TEST_VERBOSE=1 prints each gradient's errors.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "harness.h"
+#include "infllm.h"
+
+typedef struct bcase {
+    const char *name;
+    infllm_dtype dt;
+    int32_t Hq, Hkv, D, B, nseq;
+    int32_t lq[3], lk[3];
+    int32_t topk_cols; /* 0: dense */
+} bcase;
+
+typedef struct bdata {
+    const bcase *c;
+    infllm_layout l;
+    int32_t cu_q[4], cu_k[4];
+    int64_t tq, tk;
+    void *q, *k, *v, *dout;
+    float *qf, *kf, *vf, *df; /* the dtype-rounded inputs as f32 */
+    int32_t *topk;            /* [Hkv, tq, cols] */
+} bdata;
+
+static void *alloc_dt(infllm_dtype dt, int64_t n) { return calloc((size_t)(n > 0 ? n : 1), infllm_dtype_size(dt)); }
+
+static void fill(void *x, float *xf, infllm_dtype dt, int64_t n, unsigned long long *rs, double sd) {
+    for (int64_t i = 0; i < n; i++) {
+        infllm_store_f32(x, dt, i, (float)(sd * h_normal(rs)));
+        xf[i] = infllm_load_f32(x, dt, i);
+    }
+}
+
+static void bdata_init(bdata *x, const bcase *c, unsigned long long seed) {
+    memset(x, 0, sizeof *x);
+    x->c = c;
+    x->cu_q[0] = x->cu_k[0] = 0;
+    for (int32_t b = 0; b < c->nseq; b++) {
+        x->cu_q[b + 1] = x->cu_q[b] + c->lq[b];
+        x->cu_k[b + 1] = x->cu_k[b] + c->lk[b];
+    }
+    x->tq = x->cu_q[c->nseq];
+    x->tk = x->cu_k[c->nseq];
+    infllm_layout *l = &x->l;
+    l->dtype = c->dt;
+    l->num_seqs = c->nseq;
+    l->cu_seqlens_q = x->cu_q;
+    l->cu_seqlens_k = x->cu_k;
+    l->total_q = x->tq;
+    l->total_k = x->tk;
+    l->num_q_heads = c->Hq;
+    l->num_kv_heads = c->Hkv;
+    l->head_dim = c->D;
+    const int64_t nq = x->tq * c->Hq * c->D, nk = x->tk * c->Hkv * c->D;
+    x->q = alloc_dt(c->dt, nq);
+    x->dout = alloc_dt(c->dt, nq);
+    x->k = alloc_dt(c->dt, nk);
+    x->v = alloc_dt(c->dt, nk);
+    x->qf = malloc((size_t)(nq + 1) * 4);
+    x->df = malloc((size_t)(nq + 1) * 4);
+    x->kf = malloc((size_t)(nk + 1) * 4);
+    x->vf = malloc((size_t)(nk + 1) * 4);
+    unsigned long long rs = seed;
+    fill(x->q, x->qf, c->dt, nq, &rs, 1.5); /* peaked softmaxes as well as flat ones */
+    fill(x->k, x->kf, c->dt, nk, &rs, 1.0);
+    fill(x->v, x->vf, c->dt, nk, &rs, 1.0);
+    fill(x->dout, x->df, c->dt, nq, &rs, 1.0);
+    if (c->topk_cols > 0) {
+        const int32_t K = c->topk_cols;
+        x->topk = malloc((size_t)c->Hkv * (size_t)x->tq * (size_t)K * sizeof(int32_t));
+        for (int32_t b = 0; b < c->nseq; b++)
+            for (int32_t i = 0; i < c->lq[b]; i++) {
+                const int64_t t = x->cu_q[b] + i, pos = (int64_t)c->lk[b] - c->lq[b] + i;
+                const int32_t qb = (int32_t)(pos / c->B), nb = (c->lk[b] + c->B - 1) / c->B;
+                for (int32_t g = 0; g < c->Hkv; g++) {
+                    int32_t *row = x->topk + ((int64_t)g * x->tq + t) * K;
+                    for (int32_t e = 0; e < K; e++) {
+                        const double u = h_uniform(&rs);
+                        if (e == 0)
+                            row[e] = qb; /* the forced current block */
+                        else if (u < 0.1)
+                            row[e] = -1; /* padding */
+                        else if (u < 0.15)
+                            row[e] = row[e - 1]; /* a duplicate */
+                        else if (u < 0.2)
+                            row[e] = qb + 1 + (int32_t)(h_uniform(&rs) * 3); /* future / past the end */
+                        else
+                            row[e] = (int32_t)(h_uniform(&rs) * (qb + 1)); /* causal, maybe repeated */
+                        if (row[e] >= nb + 2) row[e] = nb + 2;
+                    }
+                }
+            }
+    }
+}
+
+static void bdata_free(bdata *x) {
+    free(x->q);
+    free(x->k);
+    free(x->v);
+    free(x->dout);
+    free(x->qf);
+    free(x->kf);
+    free(x->vf);
+    free(x->df);
+    free(x->topk);
+}
+
+static infllm_params params_for(const bcase *c, infllm_backend be, int threads) {
+    infllm_params p;
+    infllm_params_default(&p);
+    p.block_size = c->B;
+    p.backend = be;
+    p.num_threads = threads;
+    return p;
+}
+
+static infllm_status run_forward(const bdata *x, const infllm_params *p, void *out, float *lse) {
+    return x->c->topk_cols ? infllm_sparse_attention(p, &x->l, x->q, x->k, x->v, x->topk, x->c->topk_cols, out, lse)
+                           : infllm_dense_attention(p, &x->l, x->q, x->k, x->v, out, lse);
+}
+
+static infllm_status run_backward(const bdata *x, const infllm_params *p, const float *lse, void *dq, void *dk,
+                                  void *dv) {
+    return x->c->topk_cols ? infllm_sparse_attention_backward(p, &x->l, x->q, x->k, x->v, x->topk, x->c->topk_cols,
+                                                              lse, x->dout, dq, dk, dv)
+                           : infllm_dense_attention_backward(p, &x->l, x->q, x->k, x->v, lse, x->dout, dq, dk, dv);
+}
+
+/* ---------------------------------------------------- naive f32 backward ---- */
+/* the allowed keys of (t, g): sel[b] per block, causal limit pos */
+static void naive_backward(const bdata *x, void *dq, void *dk, void *dv) {
+    const bcase *c = x->c;
+    const int32_t G = c->Hq / c->Hkv, D = c->D, B = c->B;
+    const float scale = 1.0f / sqrtf((float)D);
+    const int64_t nk = x->tk * c->Hkv * D;
+    float *dkf = calloc((size_t)nk + 1, 4), *dvf = calloc((size_t)nk + 1, 4);
+    float *w = malloc(((size_t)x->tk + 1) * 4), *dp = malloc(((size_t)x->tk + 1) * 4), *acc = malloc((size_t)D * 4);
+    unsigned char *sel = malloc((size_t)x->tk / (size_t)B + 4);
+    for (int32_t b = 0; b < c->nseq; b++) {
+        const int32_t nb = (c->lk[b] + B - 1) / B;
+        for (int32_t i = 0; i < c->lq[b]; i++) {
+            const int64_t t = x->cu_q[b] + i, pos = (int64_t)c->lk[b] - c->lq[b] + i, k0 = x->cu_k[b];
+            for (int32_t h = 0; h < c->Hq; h++) {
+                const int32_t g = h / G;
+                memset(sel, c->topk_cols ? 0 : 1, (size_t)nb + 1);
+                for (int32_t e = 0; e < c->topk_cols; e++) {
+                    const int32_t bb = x->topk[((int64_t)g * x->tq + t) * c->topk_cols + e];
+                    if (bb >= 0 && bb < nb) sel[bb] = 1;
+                }
+                const float *qh = x->qf + (t * c->Hq + h) * D, *dh = x->df + (t * c->Hq + h) * D;
+                float m = -INFINITY, sum = 0.f, delta = 0.f;
+                for (int64_t j = 0; j <= pos; j++) {
+                    if (!sel[j / B]) continue;
+                    const float *kj = x->kf + ((k0 + j) * c->Hkv + g) * D, *vj = x->vf + ((k0 + j) * c->Hkv + g) * D;
+                    float s = 0.f, d2 = 0.f;
+                    for (int32_t d = 0; d < D; d++) {
+                        s += qh[d] * kj[d];
+                        d2 += dh[d] * vj[d];
+                    }
+                    w[j] = scale * s;
+                    dp[j] = d2;
+                    m = fmaxf(m, w[j]);
+                }
+                for (int32_t d = 0; d < D; d++) acc[d] = 0.f;
+                if (m != -INFINITY) {
+                    for (int64_t j = 0; j <= pos; j++)
+                        if (sel[j / B]) sum += expf(w[j] - m);
+                    for (int64_t j = 0; j <= pos; j++)
+                        if (sel[j / B]) {
+                            w[j] = expf(w[j] - m) / sum;
+                            delta += w[j] * dp[j];
+                        }
+                    for (int64_t j = 0; j <= pos; j++) {
+                        if (!sel[j / B]) continue;
+                        const int64_t kr = ((k0 + j) * c->Hkv + g) * D;
+                        const float ds = scale * w[j] * (dp[j] - delta);
+                        for (int32_t d = 0; d < D; d++) {
+                            acc[d] += ds * x->kf[kr + d];
+                            dkf[kr + d] += ds * qh[d];
+                            dvf[kr + d] += w[j] * dh[d];
+                        }
+                    }
+                }
+                for (int32_t d = 0; d < D; d++) infllm_store_f32(dq, c->dt, (t * c->Hq + h) * D + d, acc[d]);
+            }
+        }
+    }
+    for (int64_t i = 0; i < nk; i++) {
+        infllm_store_f32(dk, c->dt, i, dkf[i]);
+        infllm_store_f32(dv, c->dt, i, dvf[i]);
+    }
+    free(dkf);
+    free(dvf);
+    free(w);
+    free(dp);
+    free(acc);
+    free(sel);
+}
+
+/* ------------------------------------------------------------ compare ---- */
+typedef struct errs {
+    double max_abs, ref_max;
+    int64_t worst, nan;
+} errs;
+
+static errs err_of(const void *a, const void *ref, infllm_dtype dt, int64_t n) {
+    errs e = {0, 0, -1, 0};
+    for (int64_t i = 0; i < n; i++) {
+        const double x = infllm_load_f32(a, dt, i), y = infllm_load_f32(ref, dt, i);
+        if (isnan(x)) e.nan++;
+        if (fabs(y) > e.ref_max) e.ref_max = fabs(y);
+        const double d = fabs(x - y);
+        if (!(d <= e.max_abs)) {
+            e.max_abs = d;
+            e.worst = i;
+        }
+    }
+    return e;
+}
+
+static double dtype_eps(infllm_dtype dt) {
+    return dt == INFLLM_DTYPE_BF16 ? 0x1p-8 : dt == INFLLM_DTYPE_F16 ? 0x1p-11 : 0x1p-24;
+}
+
+static double g_worst_ratio;
+
+static void check_grad(const bcase *c, const char *what, const void *cpu, const void *naive, const void *ref,
+                       int64_t n) {
+    const errs ec = err_of(cpu, ref, c->dt, n), en = err_of(naive, ref, c->dt, n);
+    const double floor_ = 4.0 * dtype_eps(c->dt) * (ec.ref_max > 1e-30 ? ec.ref_max : 1.0);
+    const double bound = 2.0 * en.max_abs + floor_;
+    if (ec.max_abs / bound > g_worst_ratio) g_worst_ratio = ec.max_abs / bound;
+    if (getenv("INFLLM_TEST_VERBOSE"))
+        printf("    %-28s %s: cpu error %.3g, naive %.3g, floor %.3g, largest value %.3g\n", c->name, what, ec.max_abs,
+               en.max_abs, floor_, ec.ref_max);
+    CHECK(ec.nan == 0, "[%s] %s: %lld NaN", c->name, what, (long long)ec.nan);
+    CHECK(ec.max_abs <= bound, "[%s] %s: CPU worst error %.4g at %lld (cpu %.8g, ref %.8g) > 2 x naive %.4g + %.3g",
+          c->name, what, ec.max_abs, (long long)ec.worst,
+          ec.worst >= 0 ? (double)infllm_load_f32(cpu, c->dt, ec.worst) : 0.0,
+          ec.worst >= 0 ? (double)infllm_load_f32(ref, c->dt, ec.worst) : 0.0, en.max_abs, floor_);
+}
+
+/* ------------------------------------------------------------ the grid ---- */
+static void run_case(const bcase *c, unsigned long long seed) {
+    bdata x;
+    bdata_init(&x, c, seed);
+    const int64_t nq = x.tq * c->Hq * c->D, nk = x.tk * c->Hkv * c->D;
+    void *out = alloc_dt(c->dt, nq);
+    float *lse = malloc((size_t)(x.tq * c->Hq + 1) * 4);
+    void *rq = alloc_dt(c->dt, nq), *rk = alloc_dt(c->dt, nk), *rv = alloc_dt(c->dt, nk);
+    void *cq = alloc_dt(c->dt, nq), *ck = alloc_dt(c->dt, nk), *cv = alloc_dt(c->dt, nk);
+    void *nq_ = alloc_dt(c->dt, nq), *nk_ = alloc_dt(c->dt, nk), *nv_ = alloc_dt(c->dt, nk);
+    void *tq1 = alloc_dt(c->dt, nq), *tk1 = alloc_dt(c->dt, nk), *tv1 = alloc_dt(c->dt, nk);
+    const infllm_params cpu = params_for(c, INFLLM_BACKEND_CPU, 2), cpu1 = params_for(c, INFLLM_BACKEND_CPU, 1),
+                        ref = params_for(c, INFLLM_BACKEND_REF, 1);
+    CHECK_OK(run_forward(&x, &cpu, out, lse));
+    /* poison the outputs: the backward must write every element */
+    memset(cq, 0x7f, (size_t)nq * infllm_dtype_size(c->dt));
+    memset(ck, 0x7f, (size_t)nk * infllm_dtype_size(c->dt));
+    memset(cv, 0x7f, (size_t)nk * infllm_dtype_size(c->dt));
+    CHECK_OK(run_backward(&x, &cpu, lse, cq, ck, cv));
+    CHECK_OK(run_backward(&x, &ref, lse, rq, rk, rv));
+    naive_backward(&x, nq_, nk_, nv_);
+    check_grad(c, "dq", cq, nq_, rq, nq);
+    check_grad(c, "dk", ck, nk_, rk, nk);
+    check_grad(c, "dv", cv, nv_, rv, nk);
+    /* keys no query attends: exactly 0, as in the reference */
+    int64_t bad_zero = 0, zeros = 0;
+    for (int64_t i = 0; i < nk; i++)
+        if (infllm_load_f32(rv, c->dt, i) == 0.0f && infllm_load_f32(rk, c->dt, i) == 0.0f) {
+            zeros++;
+            if (infllm_load_f32(cv, c->dt, i) != 0.0f || infllm_load_f32(ck, c->dt, i) != 0.0f) bad_zero++;
+        }
+    CHECK(bad_zero == 0, "[%s] %lld of %lld unattended key elements not 0", c->name, (long long)bad_zero,
+          (long long)zeros);
+    /* one thread: the same bits */
+    CHECK_OK(run_backward(&x, &cpu1, lse, tq1, tk1, tv1));
+    const size_t es = infllm_dtype_size(c->dt);
+    CHECK(!memcmp(tq1, cq, (size_t)nq * es) && !memcmp(tk1, ck, (size_t)nk * es) && !memcmp(tv1, cv, (size_t)nk * es),
+          "[%s] 1 and 2 threads differ", c->name);
+    printf("  %-28s tq %5lld tk %5lld  dq/dk/dv ok, %lld unattended key elements\n", c->name, (long long)x.tq,
+           (long long)x.tk, (long long)zeros);
+    void *bufs[] = {out, rq, rk, rv, cq, ck, cv, nq_, nk_, nv_, tq1, tk1, tv1};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(lse);
+    bdata_free(&x);
+}
+
+/* the dense backward equals the sparse one with every block selected, bit for bit */
+static void dense_vs_all_blocks(void) {
+    bcase c = {"dense-vs-all-blocks", INFLLM_DTYPE_BF16, 6, 2, 64, 32, 2, {70, 33}, {200, 33}, 0};
+    bdata x;
+    bdata_init(&x, &c, 99);
+    const int32_t nbmax = (200 + 31) / 32;
+    int32_t *all = malloc((size_t)2 * (size_t)x.tq * (size_t)nbmax * sizeof(int32_t));
+    for (int64_t r = 0; r < 2 * x.tq; r++)
+        for (int32_t e = 0; e < nbmax; e++) all[r * nbmax + e] = e;
+    const int64_t nq = x.tq * 6 * 64, nk = x.tk * 2 * 64;
+    void *out = alloc_dt(c.dt, nq);
+    float *lse = malloc((size_t)(x.tq * 6) * 4);
+    void *a[3] = {alloc_dt(c.dt, nq), alloc_dt(c.dt, nk), alloc_dt(c.dt, nk)};
+    void *b[3] = {alloc_dt(c.dt, nq), alloc_dt(c.dt, nk), alloc_dt(c.dt, nk)};
+    const infllm_params p = params_for(&c, INFLLM_BACKEND_CPU, 2);
+    CHECK_OK(infllm_dense_attention(&p, &x.l, x.q, x.k, x.v, out, lse));
+    CHECK_OK(infllm_dense_attention_backward(&p, &x.l, x.q, x.k, x.v, lse, x.dout, a[0], a[1], a[2]));
+    CHECK_OK(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, all, nbmax, lse, x.dout, b[0], b[1], b[2]));
+    const size_t es = infllm_dtype_size(c.dt);
+    CHECK(!memcmp(a[0], b[0], (size_t)nq * es) && !memcmp(a[1], b[1], (size_t)nk * es) &&
+              !memcmp(a[2], b[2], (size_t)nk * es),
+          "dense backward != sparse backward with every block");
+    for (int i = 0; i < 3; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+    free(out);
+    free(lse);
+    free(all);
+    bdata_free(&x);
+}
+
+/* ------------------------------------------------ finite differences ---- */
+/* loss = sum dout * out of the REF forward (f32 storage, summed in double) */
+static double ref_loss(const bdata *x, void *out) {
+    const infllm_params ref = params_for(x->c, INFLLM_BACKEND_REF, 1);
+    infllm_status st = run_forward(x, &ref, out, NULL);
+    if (st != INFLLM_OK) return NAN;
+    double L = 0.0;
+    const int64_t n = x->tq * x->c->Hq * x->c->D;
+    for (int64_t i = 0; i < n; i++) L += (double)x->df[i] * (double)((const float *)out)[i];
+    return L;
+}
+
+static void finite_differences(const bcase *c) {
+    bdata x;
+    bdata_init(&x, c, 4242);
+    const int64_t nq = x.tq * c->Hq * c->D, nk = x.tk * c->Hkv * c->D;
+    float *out = malloc((size_t)nq * 4), *lse = malloc((size_t)(x.tq * c->Hq) * 4);
+    float *g[3] = {malloc((size_t)nq * 4), malloc((size_t)nk * 4), malloc((size_t)nk * 4)};
+    const infllm_params ref = params_for(c, INFLLM_BACKEND_REF, 1);
+    CHECK_OK(run_forward(&x, &ref, out, lse));
+    CHECK_OK(run_backward(&x, &ref, lse, g[0], g[1], g[2]));
+    /* the loss's rounding noise: each f32 output is rounded (<= 2^-24 relative) in both runs, so the
+     * difference of two losses carries about sqrt(sum (dout out)^2) 2^-24 of noise (rows the
+     * perturbation does not touch cancel exactly); 4x that, over the step, is the absolute slack,
+     * and 1e-3 relative covers the O(h^2) truncation of the central difference */
+    double sumsq = 0.0;
+    for (int64_t i = 0; i < nq; i++) sumsq += (double)x.df[i] * out[i] * ((double)x.df[i] * out[i]);
+    const double noise = 4.0 * sqrt(sumsq) * 0x1p-24;
+    float *in[3] = {x.q, x.k, x.v};
+    const int64_t n[3] = {nq, nk, nk};
+    const char *names[3] = {"q", "k", "v"};
+    unsigned long long rs = 7;
+    double worst = 0.0;
+    for (int a = 0; a < 3; a++)
+        for (int s = 0; s < 40; s++) {
+            const int64_t i = (int64_t)(h_uniform(&rs) * (double)n[a]);
+            const float x0 = in[a][i], xp = x0 + 1e-2f, xm = x0 - 1e-2f;
+            in[a][i] = xp;
+            const double lp = ref_loss(&x, out);
+            in[a][i] = xm;
+            const double lm = ref_loss(&x, out);
+            in[a][i] = x0;
+            const double fd = (lp - lm) / ((double)xp - (double)xm), an = g[a][i];
+            const double tol = 1e-3 * fabs(an) + noise / ((double)xp - (double)xm);
+            if (fabs(fd - an) / tol > worst) worst = fabs(fd - an) / tol;
+            CHECK(fabs(fd - an) <= tol, "[%s] d%s[%lld]: analytic %.8g, finite difference %.8g (tolerance %.3g)",
+                  c->name, names[a], (long long)i, an, fd, tol);
+        }
+    printf("  %-28s finite differences on 120 elements: worst error / tolerance %.2f\n", c->name, worst);
+    free(out);
+    free(lse);
+    for (int a = 0; a < 3; a++) free(g[a]);
+    bdata_free(&x);
+}
+
+/* ------------------------------------------------------ the selection ---- */
+/* infllm_select_blocks: CPU (fused) against the CPU's staged ops and REF against REF's (the same
+ * blocks, bit for bit), then the training step: infllm_sparse_attention on the selection gives
+ * infllm_attention's sparse output and lse, and its backward matches the REF backward. */
+static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t B,
+                           int32_t topk, int32_t local, int32_t exact, int32_t lq, int32_t lk) {
+    bcase c = {name, dt, Hq, Hkv, D, B, 1, {lq}, {lk}, 0};
+    bdata x;
+    bdata_init(&x, &c, 31337);
+    infllm_params cpu = params_for(&c, INFLLM_BACKEND_CPU, 2), ref = params_for(&c, INFLLM_BACKEND_REF, 1);
+    cpu.topk = ref.topk = topk;
+    cpu.local_blocks = ref.local_blocks = local;
+    cpu.exact_lse = ref.exact_lse = exact;
+    cpu.mode = ref.mode = INFLLM_MODE_SPARSE;
+    infllm_sizes sz;
+    CHECK_OK(infllm_get_sizes(&cpu, &x.l, &sz));
+    const int32_t KO = sz.topk_out;
+    const size_t ntk = (size_t)Hkv * (size_t)x.tq * (size_t)KO;
+    int32_t *sel_cpu = malloc(ntk * 4), *sel_ref = malloc(ntk * 4), *staged = malloc(ntk * 4);
+    void *c1 = alloc_dt(dt, sz.total_n1 * Hkv * D), *c2 = alloc_dt(dt, sz.total_n2 * Hkv * D);
+    float *sc = malloc((size_t)Hkv * (size_t)x.tq * (size_t)sz.max_n1 * 4 + 4);
+    float *bs = malloc((size_t)Hkv * (size_t)x.tq * (size_t)sz.nblocks_out * 4 + 4);
+    CHECK_OK(infllm_select_blocks(&cpu, &x.l, x.q, x.k, sel_cpu));
+    CHECK_OK(infllm_select_blocks(&ref, &x.l, x.q, x.k, sel_ref));
+    for (int be = 0; be < 2; be++) {
+        const infllm_params *pp = be ? &ref : &cpu;
+        CHECK_OK(infllm_compress_keys(pp, &x.l, x.k, c1, c2, NULL, NULL));
+        CHECK_OK(infllm_stage1_scores(pp, &x.l, x.q, c1, c2, NULL, NULL, sc));
+        CHECK_OK(infllm_block_scores(pp, &x.l, sc, bs));
+        CHECK_OK(infllm_topk_select(pp, &x.l, bs, staged));
+        CHECK(!memcmp(staged, be ? sel_ref : sel_cpu, ntk * 4), "[%s] %s: infllm_select_blocks != the staged ops", name,
+              be ? "REF" : "CPU");
+    }
+    /* forward: the selection + stage 2 is infllm_attention's sparse path */
+    const int64_t nq = x.tq * Hq * D, nk = x.tk * Hkv * D;
+    void *o1 = alloc_dt(dt, nq), *o2 = alloc_dt(dt, nq);
+    float *l1 = malloc((size_t)x.tq * Hq * 4), *l2 = malloc((size_t)x.tq * Hq * 4);
+    CHECK_OK(infllm_attention(&cpu, &x.l, x.q, x.k, x.v, o1, l1));
+    CHECK_OK(infllm_sparse_attention(&cpu, &x.l, x.q, x.k, x.v, sel_cpu, KO, o2, l2));
+    CHECK(!memcmp(o1, o2, (size_t)nq * infllm_dtype_size(dt)) && !memcmp(l1, l2, (size_t)x.tq * Hq * 4),
+          "[%s] infllm_sparse_attention on infllm_select_blocks != infllm_attention", name);
+    /* backward on that selection */
+    bcase cs = c;
+    cs.topk_cols = KO;
+    x.c = &cs;
+    x.topk = sel_cpu;
+    void *cq = alloc_dt(dt, nq), *ck = alloc_dt(dt, nk), *cv = alloc_dt(dt, nk);
+    void *rq = alloc_dt(dt, nq), *rk = alloc_dt(dt, nk), *rv = alloc_dt(dt, nk);
+    void *nq_ = alloc_dt(dt, nq), *nk_ = alloc_dt(dt, nk), *nv_ = alloc_dt(dt, nk);
+    CHECK_OK(run_backward(&x, &cpu, l2, cq, ck, cv));
+    CHECK_OK(run_backward(&x, &ref, l2, rq, rk, rv));
+    naive_backward(&x, nq_, nk_, nv_);
+    check_grad(&cs, "dq", cq, nq_, rq, nq);
+    check_grad(&cs, "dk", ck, nk_, rk, nk);
+    check_grad(&cs, "dv", cv, nv_, rv, nk);
+    int32_t nsel_min = KO;
+    for (size_t i = 0; i < ntk; i += (size_t)KO) {
+        int32_t n = 0;
+        while (n < KO && sel_cpu[i + (size_t)n] >= 0) n++;
+        if (n < nsel_min) nsel_min = n;
+    }
+    printf("  %-28s T %d, %d blocks of %d a query (at least %d selected): selection, forward, backward ok\n", name, lk,
+           KO, B, nsel_min);
+    x.topk = NULL;
+    void *bufs[] = {sel_cpu, sel_ref, staged, c1, c2, sc, bs, o1, o2, l1, l2, cq, ck, cv, rq, rk, rv, nq_, nk_, nv_};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    bdata_free(&x);
+}
+
+/* ------------------------------------------------------------ errors ---- */
+static void error_checks(void) {
+    bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2};
+    bdata x;
+    bdata_init(&x, &c, 5);
+    const int64_t nq = x.tq * 4 * 64, nk = x.tk * 2 * 64;
+    void *dq = alloc_dt(c.dt, nq), *dk = alloc_dt(c.dt, nk), *dv = alloc_dt(c.dt, nk);
+    float *lse = calloc((size_t)x.tq * 4, 4);
+    const infllm_params p = params_for(&c, INFLLM_BACKEND_CPU, 1);
+    CHECK_STATUS(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, x.topk, 2, NULL, x.dout, dq, dk, dv),
+                 INFLLM_ERR_NULL_ARG);
+    CHECK(strstr(infllm_last_error(), "lse") != NULL, "the message names lse: %s", infllm_last_error());
+    CHECK_STATUS(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, x.topk, 2, lse, NULL, dq, dk, dv),
+                 INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, NULL, 2, lse, x.dout, dq, dk, dv),
+                 INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, x.topk, 0, lse, x.dout, dq, dk, dv),
+                 INFLLM_ERR_SHAPE);
+    CHECK_STATUS(infllm_dense_attention_backward(&p, &x.l, x.q, x.k, x.v, lse, x.dout, dq, NULL, dv),
+                 INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_dense_attention_backward(&p, NULL, x.q, x.k, x.v, lse, x.dout, dq, dk, dv),
+                 INFLLM_ERR_NULL_ARG);
+    infllm_layout bad = x.l;
+    bad.head_dim = 100;
+    CHECK(infllm_dense_attention_backward(&p, &bad, x.q, x.k, x.v, lse, x.dout, dq, dk, dv) != INFLLM_OK,
+          "head_dim 100 accepted");
+    CHECK_STATUS(infllm_select_blocks(&p, &x.l, x.q, NULL, x.topk), INFLLM_ERR_NULL_ARG);
+    CHECK_STATUS(infllm_select_blocks(&p, &x.l, x.q, x.k, NULL), INFLLM_ERR_NULL_ARG);
+    const infllm_params cu = params_for(&c, INFLLM_BACKEND_CUDA, 1);
+    CHECK(infllm_select_blocks(&cu, &x.l, x.q, x.k, x.topk) != INFLLM_OK, "CUDA selection accepted");
+    CHECK(infllm_dense_attention_backward(&cu, &x.l, x.q, x.k, x.v, lse, x.dout, dq, dk, dv) != INFLLM_OK,
+          "CUDA backward accepted");
+    free(dq);
+    free(dk);
+    free(dv);
+    free(lse);
+    bdata_free(&x);
+}
+
+int main(void) {
+    const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16, F32 = INFLLM_DTYPE_F32;
+    printf("test_backward: attention backward (REF vs finite differences, CPU vs REF)\n");
+    /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], topk_cols (0: dense) */
+    const bcase fd_cases[] = {
+        {"fd-sparse-g2-f32", F32, 4, 2, 32, 16, 1, {40}, {64}, 3},
+        {"fd-dense-g3-f32", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0},
+    };
+    for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++) finite_differences(&fd_cases[i]);
+    const bcase cases[] = {
+        {"sparse-g16-bf16-d128", BF, 32, 2, 128, 64, 1, {300}, {300}, 4},
+        {"sparse-g3-f16-d64-varlen", F16, 6, 2, 64, 32, 3, {50, 1, 97}, {130, 40, 97}, 5},
+        {"sparse-g1-f32-d32-B16", F32, 3, 3, 32, 16, 2, {64, 17}, {64, 200}, 6},
+        {"sparse-g4-bf16-B128-chunk", BF, 8, 2, 64, 128, 1, {140}, {600}, 3},
+        /* a group above 64 heads (row batches of 64 + 16), blocks of 80 (tiles that straddle two
+         * blocks), a one-token decode sequence beside a chunk */
+        {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3},
+        /* only the forced current block: the keys before the first query's block are never attended */
+        {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1},
+        {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0},
+        {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
+    dense_vs_all_blocks();
+    /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */
+    selection_case("select-g16-bf16", BF, 16, 1, 64, 16, 6, 2, 0, 700, 700);
+    selection_case("select-g3-f16-exact-chunk", F16, 6, 2, 64, 32, 4, 1, 1, 200, 900);
+    error_checks();
+    printf("BACKWARD SUMMARY: %zu grid cases + 2 selection cases, worst CPU error / its bound (2 x naive + floor) = "
+           "%.2f\n",
+           sizeof cases / sizeof cases[0], g_worst_ratio);
+    return finish("test_backward");
+}
