@@ -39,6 +39,7 @@ static float c1[TK * HKV * D], c2[TK * HKV * D];
 static float scores[HKV * TQ * TK], bscores[HKV * TQ * TK];
 static int32_t topk[HKV * TQ * TK];
 static int32_t cu1[8], cu2[8];
+static float dout[TQ * HQ * D], dq[TQ * HQ * D], dk[TK * HKV * D], dv[TK * HKV * D];
 
 static infllm_layout base_layout(void) {
     infllm_layout l;
@@ -77,6 +78,9 @@ static void all_ops(const char *what, const infllm_params *p, const infllm_layou
     EXPECT(infllm_dense_attention(p, l, q, k, v, out, lse), want);
     EXPECT(infllm_attention(p, l, q, k, v, out, lse), want);
     EXPECT(infllm_attention_workspace_size(p, l, &bytes), want);
+    EXPECT(infllm_select_blocks(p, l, q, k, topk), want);
+    EXPECT(infllm_sparse_attention_backward(p, l, q, k, v, topk, 1, lse, dout, dq, dk, dv), want);
+    EXPECT(infllm_dense_attention_backward(p, l, q, k, v, lse, dout, dq, dk, dv), want);
 }
 
 static void test_params(void) {
@@ -258,6 +262,34 @@ static void test_op_args(void) {
     EXPECT(infllm_attention(&p, &l, q, k, NULL, out, lse), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_attention(&p, &l, q, k, v, NULL, lse), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_attention_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_select_blocks(&p, &l, NULL, k, topk), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_select_blocks(&p, &l, q, NULL, topk), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_select_blocks(&p, &l, q, k, NULL), INFLLM_ERR_NULL_ARG);
+    {
+        const void *in[5] = {q, k, v, lse, dout};
+        void *outs[3] = {dq, dk, dv};
+        const char *names[8] = {"q", "k", "v", "lse", "dout", "dq", "dk", "dv"};
+        for (int i = 0; i < 8; i++) { /* each argument of the backward ops NULL in turn */
+            const void *a[8] = {in[0], in[1], in[2], in[3], in[4], outs[0], outs[1], outs[2]};
+            a[i] = NULL;
+            printf("  backward with %s NULL\n", names[i]);
+            EXPECT(infllm_sparse_attention_backward(&p, &l, a[0], a[1], a[2], topk, 1, (const float *)a[3], a[4],
+                                                    (void *)a[5], (void *)a[6], (void *)a[7]),
+                   INFLLM_ERR_NULL_ARG);
+            EXPECT(infllm_dense_attention_backward(&p, &l, a[0], a[1], a[2], (const float *)a[3], a[4], (void *)a[5],
+                                                   (void *)a[6], (void *)a[7]),
+                   INFLLM_ERR_NULL_ARG);
+        }
+    }
+    EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, NULL, 1, lse, dout, dq, dk, dv), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, 0, lse, dout, dq, dk, dv), INFLLM_ERR_SHAPE);
+    /* the CUDA backend has no backward or separate selection (built with or without CUDA) */
+    {
+        infllm_params pc = p;
+        pc.backend = INFLLM_BACKEND_CUDA;
+        EXPECT(infllm_dense_attention_backward(&pc, &l, q, k, v, lse, dout, dq, dk, dv), INFLLM_ERR_UNSUPPORTED);
+        EXPECT(infllm_select_blocks(&pc, &l, q, k, topk), INFLLM_ERR_UNSUPPORTED);
+    }
     size_t bytes = 123;
     CHECK_OK(infllm_attention_workspace_size(&p, &l, &bytes));
     CHECK(bytes == 0, "workspace bytes on a host backend: %zu", bytes);

@@ -14,6 +14,13 @@
  *       CPU path's timing hook. Times are medians over --reps runs (after one warm-up run at
  *       the first length unless --no-warmup); the runs alternate dense, sparse, dense, ... and
  *       "vs dense" is the median of the per-pair ratios (both see the same machine load).
+ *   infllm bench backward [the options of bench attn]
+ *       A training step's attention on the CPU backend: dense (infllm_dense_attention, then
+ *       infllm_dense_attention_backward) and sparse (infllm_select_blocks, infllm_sparse_attention
+ *       on its blocks, infllm_sparse_attention_backward), the forward and backward calls
+ *       alternating; medians over --reps, "bwd / fwd" the median of the per-pair ratios. FLOPs
+ *       count the attended keys exactly (from the selection): forward 4 D per (row, key),
+ *       backward 14 D (S, dP, dq in pass A; S, dP, dk, dv in pass B; cpu_backward.c).
  *   FLOP formulas (multiply-add = 2):
  *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
@@ -241,7 +248,8 @@ static void usage(void) {
             "                         [--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]\n"
             "                         [--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]\n"
             "                         [--peak GFLOPS] [--format md|csv|json]\n"
-            "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n");
+            "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n"
+            "       infllm bench backward [the options of bench attn but --peak]\n");
 }
 
 static uint64_t rng_state = 0x1234567887654321ull;
@@ -545,7 +553,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         else if (is_flag(a, "--no-warmup")) o->warmup = 0;
         else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
-            fprintf(stderr, "infllm bench attn: unknown option %s\n", a);
+            fprintf(stderr, "infllm bench: unknown option %s\n", a);
             usage();
             return 2;
         }
@@ -625,6 +633,176 @@ static int cmd_attn_bench(int argc, char **argv) {
     return 0;
 }
 
+/* attended (row, key) pairs of one sequence of T tokens: every causal key (topk NULL) or the keys
+ * of each token's selected blocks, times the G query heads of each KV head */
+static double attended_pairs(const opts *o, int T, const int32_t *topk, int32_t cols) {
+    const int B = o->p.block_size, G = o->heads / o->kv_heads;
+    double n = 0.0;
+    if (!topk) return (double)o->heads * ((double)T * (T + 1) / 2.0);
+    unsigned char *seen = calloc((size_t)T / (size_t)B + 2, 1);
+    if (!seen) return 0.0;
+    for (int64_t r = 0; r < (int64_t)o->kv_heads * T; r++) {
+        const int64_t pos = r % T;
+        const int32_t *sel_row = topk + r * cols;
+        for (int32_t e = 0; e < cols; e++) {
+            const int32_t b = sel_row[e];
+            if (b < 0 || (int64_t)b * B > pos || seen[b]) continue;
+            seen[b] = 1;
+            const int64_t end = (int64_t)(b + 1) * B < pos + 1 ? (int64_t)(b + 1) * B : pos + 1;
+            n += (double)(end - (int64_t)b * B) * G;
+        }
+        for (int32_t e = 0; e < cols; e++)
+            if (sel_row[e] >= 0 && (int64_t)sel_row[e] * B <= pos) seen[sel_row[e]] = 0;
+    }
+    free(seen);
+    return n;
+}
+
+typedef struct brow {
+    const char *mode;
+    int seqlen;
+    double select_ms, fwd_ms, bwd_ms, ratio, fwd_gflops, bwd_gflops, pairs;
+} brow;
+
+static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
+    const size_t es = infllm_dtype_size(o->dtype), nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    void *q = rand_tensor(nq, o->dtype), *k = rand_tensor(nk, o->dtype), *v = rand_tensor(nk, o->dtype);
+    void *dout = rand_tensor(nq, o->dtype), *out = malloc(nq * es), *dq = malloc(nq * es);
+    void *dk = malloc(nk * es), *dv = malloc(nk * es);
+    float *lse = malloc((size_t)T * Hq * sizeof(float));
+    double *t = calloc((size_t)reps * 3, sizeof(double)); /* forward, backward, ratio */
+    int32_t *topk = NULL;
+    int rc = 1;
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = o->dtype;
+    l.num_seqs = 1;
+    l.total_q = l.total_k = T;
+    l.num_q_heads = Hq;
+    l.num_kv_heads = Hkv;
+    l.head_dim = D;
+    infllm_params p = o->p;
+    p.num_threads = o->threads;
+    p.mode = sparse ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+    infllm_sizes sz;
+    infllm_status st = INFLLM_OK;
+    memset(x, 0, sizeof *x);
+    if (!q || !k || !v || !dout || !out || !dq || !dk || !dv || !lse || !t) {
+        snprintf(err, errlen, "out of memory for T=%d", T);
+        goto done;
+    }
+    if ((st = infllm_get_sizes(&p, &l, &sz))) goto fail;
+    if (sparse) {
+        topk = malloc((size_t)Hkv * T * (size_t)(sz.topk_out > 0 ? sz.topk_out : 1) * sizeof(int32_t));
+        if (!topk) {
+            snprintf(err, errlen, "out of memory for T=%d", T);
+            goto done;
+        }
+        const double t0 = now_s();
+        if ((st = infllm_select_blocks(&p, &l, q, k, topk))) goto fail;
+        x->select_ms = (now_s() - t0) * 1e3;
+    }
+    for (int r = 0; r < reps; r++) {
+        const double t0 = now_s();
+        st = sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, sz.topk_out, out, lse)
+                    : infllm_dense_attention(&p, &l, q, k, v, out, lse);
+        if (st) goto fail;
+        const double t1 = now_s();
+        st = sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, sz.topk_out, lse, dout, dq, dk, dv)
+                    : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dv);
+        if (st) goto fail;
+        const double t2 = now_s();
+        t[r] = (t1 - t0) * 1e3;
+        t[reps + r] = (t2 - t1) * 1e3;
+        t[2 * reps + r] = (t2 - t1) / (t1 - t0);
+    }
+    x->mode = sparse ? "sparse" : "dense";
+    x->seqlen = T;
+    x->fwd_ms = median(t, reps);
+    x->bwd_ms = median(t + reps, reps);
+    x->ratio = median(t + 2 * reps, reps);
+    x->pairs = attended_pairs(o, T, topk, sparse ? sz.topk_out : 0);
+    x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
+    x->bwd_gflops = 14.0 * D * x->pairs / (x->bwd_ms * 1e6);
+    rc = 0;
+    goto done;
+fail:
+    snprintf(err, errlen, "T=%d: %s (%s)", T, infllm_status_str(st), infllm_last_error());
+done:
+    free(q), free(k), free(v), free(dout), free(out), free(dq), free(dk), free(dv), free(lse), free(t), free(topk);
+    return rc;
+}
+
+static void print_brow(const opts *o, const brow *x, const char *cpu, int *first) {
+    if (!strcmp(o->format, "md")) {
+        if (*first)
+            printf("| mode | seqlen | select ms | forward ms | backward ms | bwd / fwd | forward GFLOP/s | backward GFLOP/s "
+                   "| attended (row, key) pairs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        printf("| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
+               x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
+    } else if (!strcmp(o->format, "csv")) {
+        if (*first)
+            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
+                   "forward_gflops,backward_gflops,pairs,commit,cpu,simd\n");
+        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.4f,%.2f,%.2f,%.0f,%s,\"%s\",%s\n", x->mode, x->seqlen, o->heads,
+               o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms, x->bwd_ms,
+               x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs, infllm_build_commit(), cpu, infllm_cpu_simd_level());
+    } else {
+        printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
+               "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %.3f, \"forward_ms\": %.3f, \"backward_ms\": %.3f, "
+               "\"bwd_over_fwd\": %.4f, \"forward_gflops\": %.2f, \"backward_gflops\": %.2f, \"pairs\": %.0f, "
+               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f}",
+               *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
+               infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops,
+               x->bwd_gflops, x->pairs, o->reps, infllm_build_commit(), cpu, infllm_cpu_simd_level(), load_avg());
+    }
+    fflush(stdout);
+    *first = 0;
+}
+
+static int cmd_backward_bench(int argc, char **argv) {
+    opts o;
+    int rc = parse_common(&o, argc, argv, 0);
+    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (o.peak > 0) {
+        fprintf(stderr, "infllm bench backward: --peak does not apply\n");
+        return 2;
+    }
+    if (o.kv_heads < 1 || o.heads % o.kv_heads) {
+        fprintf(stderr, "infllm bench backward: --heads must be a multiple of --kv-heads\n");
+        return 2;
+    }
+    char cpu[256], err[512];
+    cpu_model(cpu, sizeof cpu);
+    if (!strcmp(o.format, "md"))
+        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n"
+               "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
+               infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, load_avg(), o.heads, o.kv_heads,
+               o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks, o.reps);
+    int first = 1;
+    if (o.warmup && o.nseq > 0) {
+        opts w = o;
+        w.reps = 1;
+        brow b;
+        if (bench_backward_one(&w, o.seqlens[0] < 1024 ? o.seqlens[0] : 1024, o.do_sparse, &b, err, sizeof err)) {
+            fprintf(stderr, "infllm bench backward: %s\n", err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < o.nseq; i++)
+        for (int sparse = 0; sparse < 2; sparse++) {
+            if ((sparse && !o.do_sparse) || (!sparse && !o.do_dense)) continue;
+            brow b;
+            if (bench_backward_one(&o, o.seqlens[i], sparse, &b, err, sizeof err)) {
+                fprintf(stderr, "infllm bench backward: %s\n", err);
+                return 1;
+            }
+            print_brow(&o, &b, cpu, &first);
+        }
+    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    return 0;
+}
 
 int cmd_bench(int argc, char **argv) {
     /* argv[0] is "bench" or the first argument after it; accept both */
@@ -636,10 +814,11 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "peak")) return cmd_peak(argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "backward")) return cmd_backward_bench(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "run")) {
         return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
-    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run)\n", argv[i]);
+    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run, backward)\n", argv[i]);
     usage();
     return 2;
 }

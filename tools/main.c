@@ -1,7 +1,7 @@
 /*
  * main.c: the infllm command. Subcommands:
  *   infllm attn ...        InfLLM-V2 attention on .npy tensors (tools/attn.c)
- *   infllm bench ...       benchmarks: attn, peak, run (tools/bench.c)
+ *   infllm bench ...       benchmarks: attn, peak, run, backward (tools/bench.c)
  *   infllm run ...         run a model (tools/run.c)
  *   infllm --version       version, commit, SIMD level, threads, CUDA
  */
@@ -27,7 +27,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  run      run a model (GGUF file or Hugging Face folder) with InfLLM-V2 attention\n"
             "  attn     InfLLM-V2 attention on .npy tensors (q, k, v), writes .npy results\n"
-            "  bench    benchmarks: 'bench attn', 'bench peak', 'bench run'\n"
+            "  bench    benchmarks: 'bench attn', 'bench peak', 'bench run', 'bench backward'\n"
             "  eval     quality, dense vs InfLLM-V2 sparse: 'eval ppl' (perplexity), 'eval passkey' (retrieval)\n"
             "  version  print version, commit, SIMD level, threads and CUDA status (also --version)\n"
             "\n"

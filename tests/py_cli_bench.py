@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `infllm bench attn` and `infllm bench backward` (the CPU benchmarks) on
+small shapes: each output format parses and holds the rows asked for with sane values, and bad
+flags give a clear message and exit status 2.
+
+argv[1] is the infllm binary.
+"""
+import csv
+import io
+import json
+import subprocess
+import sys
+
+INFLLM = sys.argv[1]
+SMALL = ["--seqlen", "256,384", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--reps", "1",
+         "--threads", "2", "--block-size", "16", "--topk", "4", "--local-blocks", "2", "--no-warmup"]
+
+passed = 0
+failed = 0
+
+
+def check(cond, msg):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {msg}")
+
+
+def run(*args):
+    return subprocess.run([INFLLM, *args], capture_output=True, text=True, timeout=600)
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and x > 0
+
+
+# bench backward: json, csv and md rows for dense and sparse at both lengths
+p = run("bench", "backward", *SMALL, "--format", "json")
+check(p.returncode == 0, f"bench backward --format json: exit {p.returncode}: {p.stderr[-300:]}")
+try:
+    rows = json.loads(p.stdout)
+except json.JSONDecodeError as e:
+    rows = []
+    check(False, f"bench backward json does not parse: {e}: {p.stdout[:300]}")
+check([(r["mode"], r["seqlen"]) for r in rows] == [("dense", 256), ("sparse", 256), ("dense", 384), ("sparse", 384)],
+      f"bench backward rows: {[(r.get('mode'), r.get('seqlen')) for r in rows]}")
+for r in rows:
+    ok = all(positive(r[k]) for k in ("forward_ms", "backward_ms", "bwd_over_fwd", "forward_gflops", "backward_gflops",
+                                      "pairs"))
+    check(ok, f"bench backward row values: {r}")
+    # at 256 / 384 tokens with 4 + 2 blocks of 16 the sparse rows attend fewer keys than the dense ones
+dense = {r["seqlen"]: r["pairs"] for r in rows if r["mode"] == "dense"}
+sparse = {r["seqlen"]: r["pairs"] for r in rows if r["mode"] == "sparse"}
+check(all(sparse[t] < dense[t] for t in dense), f"sparse attends fewer (row, key) pairs: {dense} vs {sparse}")
+# dense pairs are exact: Hq * T (T + 1) / 2
+check(all(dense[t] == 4 * t * (t + 1) // 2 for t in dense), f"dense pairs = Hq T (T + 1) / 2: {dense}")
+
+p = run("bench", "backward", *SMALL, "--format", "csv", "--modes", "sparse")
+check(p.returncode == 0, f"bench backward --format csv: exit {p.returncode}")
+recs = list(csv.DictReader(io.StringIO(p.stdout)))
+check(len(recs) == 2 and all(r["mode"] == "sparse" for r in recs), f"bench backward csv rows: {p.stdout[:300]}")
+
+p = run("bench", "backward", *SMALL)
+check(p.returncode == 0 and p.stdout.count("\n| dense |") + p.stdout.count("\n| sparse |") == 4,
+      f"bench backward md table: {p.stdout[-400:]}")
+
+# bench attn (the forward pipeline), json
+p = run("bench", "attn", *SMALL, "--format", "json", "--peak", "100")
+check(p.returncode == 0, f"bench attn --format json: exit {p.returncode}: {p.stderr[-300:]}")
+try:
+    rows = json.loads(p.stdout)
+    check(len(rows) == 4 and all(positive(r["ms"]) for r in rows), f"bench attn rows: {p.stdout[:300]}")
+except json.JSONDecodeError as e:
+    check(False, f"bench attn json does not parse: {e}")
+
+# bad input: a clear message, exit 2, nothing on stdout
+for args, what in (
+    (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
+    (["bench", "backward", "--reps", "x"], "--reps"),
+    (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
+    (["bench", "backward", "--peak", "5"], "--peak"),
+    (["bench", "backward", "--frobnicate"], "--frobnicate"),
+    (["bench", "nosuch"], "nosuch"),
+):
+    p = run(*args)
+    check(p.returncode == 2 and what in p.stderr and p.stdout == "",
+          f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
+
+print(f"py_cli_bench: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
