@@ -303,6 +303,19 @@ static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2
     *s1 = 2.0 * hd * b;
 }
 
+/* the benches' layout: one prefill sequence of T tokens */
+static infllm_layout one_seq_layout(const opts *o, int T) {
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = o->dtype;
+    l.num_seqs = 1;
+    l.total_q = l.total_k = T;
+    l.num_q_heads = o->heads;
+    l.num_kv_heads = o->kv_heads;
+    l.head_dim = o->head_dim;
+    return l;
+}
+
 static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
     const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim;
     size_t es = infllm_dtype_size(o->dtype);
@@ -318,14 +331,7 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
         goto done;
     }
     memset(out, 0, (size_t)T * Hq * D * es);
-    infllm_layout l;
-    memset(&l, 0, sizeof l);
-    l.dtype = o->dtype;
-    l.num_seqs = 1;
-    l.total_q = l.total_k = T;
-    l.num_q_heads = Hq;
-    l.num_kv_heads = Hkv;
-    l.head_dim = D;
+    const infllm_layout l = one_seq_layout(o, T);
     double fd, f1, f2;
     flops_of(o, T, &fd, &f1, &f2);
     double io = (double)T * (2.0 * Hq + 2.0 * Hkv) * D * es + (double)T * Hq * sizeof(float);
@@ -674,14 +680,7 @@ static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *e
     double *t = calloc((size_t)reps * 3, sizeof(double)); /* forward, backward, ratio */
     int32_t *topk = NULL;
     int rc = 1;
-    infllm_layout l;
-    memset(&l, 0, sizeof l);
-    l.dtype = o->dtype;
-    l.num_seqs = 1;
-    l.total_q = l.total_k = T;
-    l.num_q_heads = Hq;
-    l.num_kv_heads = Hkv;
-    l.head_dim = D;
+    const infllm_layout l = one_seq_layout(o, T);
     infllm_params p = o->p;
     p.num_threads = o->threads;
     p.mode = sparse ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;

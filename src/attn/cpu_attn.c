@@ -989,6 +989,24 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
     return st;
 }
 
+/* The selection of sequence s, KV head g (sel / nsel, K a row) from its compressed keys (c1 / c2 with
+ * the sequence's first rows at r1 / r2): packs them, then run_select. Non-zero: out of memory. */
+static int select_head(const ctx *c, const infllm_seq *s, int g, const void *c1, int64_t r1, const void *c2,
+                       int64_t r2, const void *q, int32_t *sel, int32_t *nsel, long long *s1_tokens) {
+    const infllm_attn_params *ap = c->ap;
+    kvpack p1, p2;
+    int e = kvpack_init(c, &p1, c1, NULL, r1, s->n1, g, 0);
+    if (!ap->exact_lse) e |= kvpack_init(c, &p2, c2, NULL, r2, s->n2, g, 0);
+    if (!e) {
+        kvpack_all(c, &p1);
+        if (!ap->exact_lse) kvpack_all(c, &p2);
+        e = run_select(c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, sel, nsel, NULL, s1_tokens);
+    }
+    kvpack_free(&p1);
+    if (!ap->exact_lse) kvpack_free(&p2);
+    return e;
+}
+
 infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                             const void *c1, const void *c2, const cpu_kv_tiles *kvt, void *out, float *lse) {
     ctx c;
@@ -1043,17 +1061,8 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
         if (!sel || !nsel) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
         for (int g = 0; g < ap->Hkv && !st; g++) {
             double t0 = now_ms();
-            kvpack p1, p2, kp;
-            int e = kvpack_init(&c, &p1, sc1, NULL, r1, s->n1, g, 0);
-            if (!ap->exact_lse) e |= kvpack_init(&c, &p2, sc2, NULL, r2, s->n2, g, 0);
-            if (!e) {
-                kvpack_all(&c, &p1);
-                if (!ap->exact_lse) kvpack_all(&c, &p2);
-                e = run_select(&c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, sel, nsel, NULL,
-                               g_stats ? &g_stats->stage1_tokens : NULL);
-            }
-            kvpack_free(&p1);
-            if (!ap->exact_lse) kvpack_free(&p2);
+            kvpack kp;
+            int e = select_head(&c, s, g, sc1, r1, sc2, r2, q, sel, nsel, g_stats ? &g_stats->stage1_tokens : NULL);
             double t1 = now_ms();
             if (g_stats) g_stats->stage1_ms += t1 - t0;
             if (e) {
@@ -1110,16 +1119,7 @@ infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, con
                     nsel[t] = qb + 1;
                 }
             } else {
-                kvpack p1, p2;
-                int e = kvpack_init(&c, &p1, own1, NULL, 0, s->n1, g, 0);
-                if (!ap->exact_lse) e |= kvpack_init(&c, &p2, own2, NULL, 0, s->n2, g, 0);
-                if (!e) {
-                    kvpack_all(&c, &p1);
-                    if (!ap->exact_lse) kvpack_all(&c, &p2);
-                    e = run_select(&c, s, g, &p1, ap->exact_lse ? &p1 : &p2, q, sel, nsel, NULL, NULL);
-                }
-                kvpack_free(&p1);
-                if (!ap->exact_lse) kvpack_free(&p2);
+                const int e = select_head(&c, s, g, own1, 0, own2, 0, q, sel, nsel, NULL);
                 if (e) {
                     st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
                     break;
