@@ -525,6 +525,8 @@ int main(void) {
         /* a group above 64 heads (row batches of 64 + 16), blocks of 80 (tiles that straddle two
          * blocks), a one-token decode sequence beside a chunk */
         {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3},
+        /* head_dim 16, a sequence without queries (its keys get 0), one-token sequences */
+        {"sparse-d16-tiny-seqs", F32, 2, 1, 16, 16, 3, {0, 5, 1}, {40, 5, 1}, 2},
         /* only the forced current block: the keys before the first query's block are never attended */
         {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1},
         {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0},
