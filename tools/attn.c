@@ -1,6 +1,7 @@
 /*
  * attn.c: `infllm attn`: InfLLM-V2 attention on tensors read from .npy files, results written
- * as .npy in the layout of shared/golden (see its README).
+ * as .npy in the layout of shared/golden (see its README). With --dout (dLoss/dout) it also
+ * writes dq, dk and dv (the backward on the host backends, the selection held fixed).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@
 #endif
 
 typedef struct attn_opts {
-    const char *q, *k, *v, *cu_seqlens, *cu_seqlens_q, *out, *dump, *mode, *device;
+    const char *q, *k, *v, *cu_seqlens, *cu_seqlens_q, *out, *dump, *mode, *device, *dout, *grad_dir;
     int cache_len;
     int block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse, threads;
     float scale;
@@ -195,6 +196,9 @@ int cmd_attn(int argc, char **argv) {
         {"--out", NULL, OPT_STR, &o.out, "FILE", "write the attention output [T_q, Hq, D] here (input dtype)"},
         {"--dump", NULL, OPT_STR, &o.dump, "DIR",
          "write c1, c2, stage1_scores, block_scores, topk_idx, out and lse .npy files here"},
+        {"--dout", NULL, OPT_STR, &o.dout, "FILE",
+         "dLoss/dout [T_q, Hq, D] (inputs' dtype): also compute dq, dk, dv (--device cpu or ref)"},
+        {"--grad-dir", NULL, OPT_STR, &o.grad_dir, "DIR", "where --dout's gradients go: dq, dk, dv .npy (inputs' dtype)"},
         {"--quiet", NULL, OPT_FLAG, &o.quiet, NULL, "print nothing on success"},
         {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
     int rc = opts_parse("infllm attn", "InfLLM-V2 attention on .npy tensors (shared/golden layout).", defs, argc,
@@ -203,6 +207,10 @@ int cmd_attn(int argc, char **argv) {
     if (rc) return 2;
     if (!o.q || !o.k || !o.v) {
         fprintf(stderr, "infllm attn: --q, --k and --v are required (see --help)\n");
+        return 2;
+    }
+    if (!o.dout != !o.grad_dir) {
+        fprintf(stderr, "infllm attn: --dout and --grad-dir go together (the gradients need both)\n");
         return 2;
     }
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
@@ -216,6 +224,10 @@ int cmd_attn(int argc, char **argv) {
     if (strcmp(o.device, "cpu") == 0) p.backend = INFLLM_BACKEND_CPU;
     else if (strcmp(o.device, "ref") == 0) p.backend = INFLLM_BACKEND_REF;
     else if (strcmp(o.device, "cuda") == 0) {
+        if (o.dout) {
+            fprintf(stderr, "infllm attn: --dout: the backward runs on --device cpu or ref, not cuda\n");
+            return 2;
+        }
         p.backend = INFLLM_BACKEND_CUDA;
         dev.cuda = 1;
         if (!infllm_cuda_available()) {
@@ -238,7 +250,9 @@ int cmd_attn(int argc, char **argv) {
     p.softmax_scale = o.scale;
     p.num_threads = o.threads;
 
-    npy_array q = {0}, k = {0}, v = {0}, cuk = {0}, cuq = {0};
+    npy_array q = {0}, k = {0}, v = {0}, cuk = {0}, cuq = {0}, gout = {0};
+    void *gq = NULL, *gk = NULL, *gv = NULL;
+    int32_t *gtopk = NULL;
     int32_t *cu_q_own = NULL;
     void *q_gather = NULL;
     void *bufs[16] = {0};
@@ -375,6 +389,36 @@ int cmd_attn(int argc, char **argv) {
         fprintf(stderr, "infllm attn: %s: %s\n", infllm_status_str(st), infllm_last_error());
         goto done;
     }
+    int n_sparse = 0; /* sequences the switch sends to the sparse path */
+    for (int32_t b = 0; b < num_seqs; b++) {
+        int32_t lk = cu_k ? cu_k[b + 1] - cu_k[b] : (int32_t)total_k;
+        n_sparse += p.mode == INFLLM_MODE_SPARSE || (p.mode == INFLLM_MODE_AUTO && (p.dense_len < 0 || lk >= p.dense_len));
+    }
+    if (o.dout) {
+        infllm_dtype gt;
+        if (npy_read(o.dout, &gout, err, sizeof err)) {
+            fprintf(stderr, "infllm attn: %s\n", err);
+            goto done;
+        }
+        if (dtype_of(&gout, o.dout, &gt)) goto done;
+        if (gt != dq_t || gout.ndim != 3 || gout.shape[0] != total_q || gout.shape[1] != Hq || gout.shape[2] != D) {
+            fprintf(stderr, "infllm attn: %s must be %s [%lld, %d, %d] like the output (got %s, %d dims [%lld, %lld, %lld])\n",
+                    o.dout, infllm_dtype_name(dq_t), (long long)total_q, Hq, D, infllm_dtype_name(gt), gout.ndim,
+                    (long long)gout.shape[0], gout.ndim > 1 ? (long long)gout.shape[1] : 0LL,
+                    gout.ndim > 2 ? (long long)gout.shape[2] : 0LL);
+            goto done;
+        }
+        if (n_sparse != 0 && n_sparse != num_seqs) {
+            fprintf(stderr, "infllm attn: --dout: %d of the %d sequences are sparse and the others dense; the backward "
+                            "takes one mode a call (give --mode dense or --mode sparse)\n", n_sparse, num_seqs);
+            goto done;
+        }
+        struct stat gsb;
+        if (stat(o.grad_dir, &gsb) != 0 && mkdir(o.grad_dir, 0777) != 0) {
+            fprintf(stderr, "infllm attn: cannot create --grad-dir directory %s\n", o.grad_dir);
+            goto done;
+        }
+    }
 
     /* tensors on the device (identity on the CPU) */
     size_t qbytes = (size_t)total_q * (size_t)Hq * (size_t)D * es;
@@ -491,17 +535,51 @@ int cmd_attn(int argc, char **argv) {
             write_npy(o.dump, "lse.npy", "<f4", 2, lshape, hlse))
             goto done;
     }
-    if (!o.quiet) {
-        int n_sparse = 0;
-        for (int32_t b = 0; b < num_seqs; b++) {
-            int32_t lk = cu_k ? cu_k[b + 1] - cu_k[b] : (int32_t)total_k;
-            n_sparse += p.mode == INFLLM_MODE_SPARSE ||
-                        (p.mode == INFLLM_MODE_AUTO && (p.dense_len < 0 || lk >= p.dense_len));
+    double tb = 0.0;
+    if (o.dout) { /* the backward on the forward's lse, with the blocks the forward attended */
+        const size_t tkb = (size_t)Hkv * (size_t)total_q * (size_t)(sz.topk_out > 0 ? sz.topk_out : 1) * sizeof(int32_t);
+        gq = malloc(qbytes ? qbytes : 1);
+        gk = malloc(kvbytes ? kvbytes : 1);
+        gv = malloc(kvbytes ? kvbytes : 1);
+        gtopk = n_sparse ? malloc(tkb) : NULL;
+        if (!gq || !gk || !gv || (n_sparse && !gtopk)) {
+            fprintf(stderr, "infllm attn: out of memory for the gradients\n");
+            goto done;
         }
+        const double tb0 = now_s();
+        if (n_sparse && sz.topk_out > 0) {
+            st = infllm_select_blocks(&p, &l, dq, dk, gtopk);
+            if (!st)
+                st = infllm_sparse_attention_backward(&p, &l, dq, dk, dv, gtopk, sz.topk_out, hlse, gout.data, gq, gk,
+                                                      gv);
+        } else {
+            st = infllm_dense_attention_backward(&p, &l, dq, dk, dv, hlse, gout.data, gq, gk, gv);
+        }
+        tb = now_s() - tb0;
+        if (st) {
+            fprintf(stderr, "infllm attn: backward: %s: %s\n", infllm_status_str(st), infllm_last_error());
+            goto done;
+        }
+        int64_t kshape[3] = {total_k, Hkv, D};
+        const struct {
+            const char *name;
+            const void *data;
+            const int64_t *shape;
+        } grads[] = {{"dq", gq, oshape}, {"dk", gk, kshape}, {"dv", gv, kshape}};
+        for (int i = 0; i < 3; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", grads[i].name, suffix_for(dq_t));
+            if (write_npy(o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, grads[i].data)) goto done;
+        }
+    }
+    if (!o.quiet) {
         printf("infllm attn: %d sequence(s), %lld queries, %lld keys, Hq %d, Hkv %d, D %d, %s, %s: %d sparse, %d dense; "
                "%.3f ms on %s\n",
                num_seqs, (long long)total_q, (long long)total_k, Hq, Hkv, D, infllm_dtype_name(dq_t), o.mode, n_sparse,
                num_seqs - n_sparse, (t1 - t0) * 1e3, o.device);
+        if (o.dout)
+            printf("infllm attn: dq, dk, dv in %s (%s backward, %.3f ms)\n", o.grad_dir, n_sparse ? "sparse" : "dense",
+                   tb * 1e3);
     }
     status = 0;
 done:
@@ -518,6 +596,11 @@ done:
     npy_free(&v);
     npy_free(&cuk);
     npy_free(&cuq);
+    npy_free(&gout);
+    free(gq);
+    free(gk);
+    free(gv);
+    free(gtopk);
     free(cu_q_own);
     free(q_gather);
     return status;

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""`infllm attn --dout ... --grad-dir DIR`: the attention backward from the command line, against a
+float64 numpy backward of the same attention (dense causal, and sparse with the blocks the command's
+own --dump reports), on the CPU and REF devices, f32 and bf16; then its error paths.
+
+argv[1] is the infllm binary.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+except ImportError:
+    if os.environ.get("CI") == "true":
+        print("py_cli_grad: numpy missing under CI")
+        sys.exit(1)
+    print("SKIP py_cli_grad: numpy not installed")
+    print("0 passed, 0 failed")
+    sys.exit(0)
+
+INFLLM = sys.argv[1]
+passed = 0
+failed = 0
+
+
+def check(cond, msg):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {msg}")
+
+
+def run(*args):
+    return subprocess.run([INFLLM, "attn", *args], capture_output=True, text=True, timeout=600)
+
+
+def bf16_bits(x):
+    """float32 -> bf16 bits (round to nearest even), as uint16"""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return u.astype(np.uint16)
+
+
+def bf16_float(b):
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def reference(q, k, v, dout, allowed):
+    """float64 forward and backward of one sequence: q [T, Hq, D], k / v [T, Hkv, D], allowed [Hkv, T, T]
+    (query, key); returns dq, dk, dv"""
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    G = Hq // Hkv
+    scale = 1.0 / np.sqrt(D)
+    dq = np.zeros_like(q)
+    dk = np.zeros_like(k)
+    dv = np.zeros_like(v)
+    for h in range(Hq):
+        g = h // G
+        s = scale * q[:, h, :] @ k[:, g, :].T
+        s = np.where(allowed[g], s, -np.inf)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        o = p @ v[:, g, :]
+        dp = dout[:, h, :] @ v[:, g, :].T
+        delta = (dout[:, h, :] * o).sum(axis=1, keepdims=True)
+        ds = p * (dp - delta)
+        dq[:, h, :] = scale * ds @ k[:, g, :]
+        dk[:, g, :] += scale * ds.T @ q[:, h, :]
+        dv[:, g, :] += p.T @ dout[:, h, :]
+    return dq, dk, dv
+
+
+def rel_err(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+rng = np.random.default_rng(5)
+T, Hq, Hkv, D = 96, 4, 2, 32
+q = rng.standard_normal((T, Hq, D)).astype(np.float32)
+k = rng.standard_normal((T, Hkv, D)).astype(np.float32)
+v = rng.standard_normal((T, Hkv, D)).astype(np.float32)
+dout = rng.standard_normal((T, Hq, D)).astype(np.float32)
+causal = np.tril(np.ones((T, T), dtype=bool))
+SPARSE = ["--mode", "sparse", "--block-size", "16", "--topk", "2", "--local-blocks", "1"]
+
+with tempfile.TemporaryDirectory() as tmp:
+    f = {n: os.path.join(tmp, n + ".npy") for n in ("q", "k", "v", "dout")}
+    for n, a in (("q", q), ("k", k), ("v", v), ("dout", dout)):
+        np.save(f[n], a)
+    base = ["--q", f["q"], "--k", f["k"], "--v", f["v"], "--dout", f["dout"]]
+
+    # dense, f32, cpu and ref
+    want = reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), dout.astype(np.float64),
+                     np.broadcast_to(causal, (Hkv, T, T)))
+    for dev, tol in (("cpu", 2e-5), ("ref", 1e-6)):
+        g = os.path.join(tmp, "dense-" + dev)
+        p = run(*base, "--mode", "dense", "--device", dev, "--grad-dir", g)
+        check(p.returncode == 0, f"dense --device {dev}: exit {p.returncode}: {p.stderr[-300:]}")
+        check("dense backward" in p.stdout, f"dense --device {dev}: the summary names the backward: {p.stdout!r}")
+        for name, w in zip(("dq", "dk", "dv"), want):
+            path = os.path.join(g, name + ".npy")
+            if not os.path.exists(path):
+                check(False, f"dense --device {dev}: {path} missing")
+                continue
+            got = np.load(path)
+            check(got.dtype == np.float32 and got.shape == w.shape, f"dense {dev} {name}: {got.dtype} {got.shape}")
+            e = rel_err(got.astype(np.float64), w)
+            check(e < tol, f"dense --device {dev} {name}: relative error {e:.3g} >= {tol}")
+
+    # sparse, f32: the mask from the blocks the command reports (--dump DIR/topk_idx.npy)
+    for dev, tol in (("cpu", 2e-5), ("ref", 1e-6)):
+        g = os.path.join(tmp, "sparse-" + dev)
+        dump = os.path.join(tmp, "dump-" + dev)
+        p = run(*base, *SPARSE, "--device", dev, "--grad-dir", g, "--dump", dump)
+        check(p.returncode == 0, f"sparse --device {dev}: exit {p.returncode}: {p.stderr[-300:]}")
+        topk = np.load(os.path.join(dump, "topk_idx.npy"))  # [Hkv, T, K]
+        allowed = np.zeros((Hkv, T, T), dtype=bool)
+        for gh in range(Hkv):
+            for i in range(T):
+                for b in topk[gh, i]:
+                    if b >= 0:
+                        allowed[gh, i, 16 * b:16 * b + 16] = True
+        allowed &= causal
+        check(allowed.sum() < Hkv * causal.sum(), "the sparse case attends fewer keys than dense")
+        want = reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), dout.astype(np.float64),
+                         allowed)
+        check("sparse backward" in p.stdout, f"sparse --device {dev}: the summary names the backward: {p.stdout!r}")
+        for name, w in zip(("dq", "dk", "dv"), want):
+            got = np.load(os.path.join(g, name + ".npy"))
+            e = rel_err(got.astype(np.float64), w)
+            check(e < tol, f"sparse --device {dev} {name}: relative error {e:.3g} >= {tol}")
+
+    # bf16 (raw bits in <u2 .bf16.npy files): gradients rounded to bf16, within a few bf16 ulps
+    fb = {n: os.path.join(tmp, n + ".bf16.npy") for n in ("q", "k", "v", "dout")}
+    arrs = {n: bf16_bits(a) for n, a in (("q", q), ("k", k), ("v", v), ("dout", dout))}
+    for n in fb:
+        np.save(fb[n], arrs[n])
+    g = os.path.join(tmp, "bf16")
+    p = run("--q", fb["q"], "--k", fb["k"], "--v", fb["v"], "--dout", fb["dout"], "--mode", "dense", "--grad-dir", g)
+    check(p.returncode == 0, f"bf16: exit {p.returncode}: {p.stderr[-300:]}")
+    want = reference(*(bf16_float(arrs[n]).astype(np.float64) for n in ("q", "k", "v", "dout")),
+                     np.broadcast_to(causal, (Hkv, T, T)))
+    for name, w in zip(("dq", "dk", "dv"), want):
+        path = os.path.join(g, name + ".bf16.npy")
+        got = np.load(path) if os.path.exists(path) else None
+        check(got is not None and got.dtype == np.uint16, f"bf16 {name}: {path} as uint16")
+        if got is not None:
+            e = rel_err(bf16_float(got).astype(np.float64), w)
+            check(e < 2 ** -7, f"bf16 {name}: relative error {e:.3g}")
+
+    # error paths: a message naming the problem, a non-zero exit, no gradient files
+    bad = os.path.join(tmp, "bad")
+    np.save(os.path.join(tmp, "short.npy"), dout[:10])
+    np.save(os.path.join(tmp, "f64.npy"), dout.astype(np.float64))
+    for args, code, what in (
+        ([*base], 2, "--grad-dir"),
+        (["--q", f["q"], "--k", f["k"], "--v", f["v"], "--grad-dir", bad], 2, "--dout"),
+        ([*base, "--grad-dir", bad, "--device", "cuda"], 2, "cpu or ref"),
+        (["--q", f["q"], "--k", f["k"], "--v", f["v"], "--dout", os.path.join(tmp, "short.npy"), "--grad-dir", bad],
+         1, "like the output"),
+        (["--q", f["q"], "--k", f["k"], "--v", f["v"], "--dout", os.path.join(tmp, "f64.npy"), "--grad-dir", bad],
+         1, "dtype"),
+        (["--q", f["q"], "--k", f["k"], "--v", f["v"], "--dout", os.path.join(tmp, "nosuch.npy"), "--grad-dir", bad],
+         1, "nosuch.npy"),
+    ):
+        p = run(*args)
+        check(p.returncode == code and what in p.stderr,
+              f"{args[-4:]}: exit {p.returncode} (want {code}), stderr {p.stderr[-200:]!r} (want '{what}')")
+        check(not os.path.exists(os.path.join(bad, "dq.npy")), f"{args[-4:]}: no dq.npy after an error")
+    # a batch with one dense and one sparse sequence under --mode auto: one mode a call
+    cu = os.path.join(tmp, "cu.npy")
+    np.save(cu, np.array([0, 40, 96], dtype=np.int32))
+    p = run(*base, "--cu-seqlens", cu, "--dense-len", "50", "--grad-dir", bad)
+    check(p.returncode != 0 and "one mode" in p.stderr, f"mixed batch: exit {p.returncode}, {p.stderr[-200:]!r}")
+    # the same batch with --mode sparse works (two sequences, varlen)
+    p = run(*base, "--cu-seqlens", cu, *SPARSE, "--grad-dir", os.path.join(tmp, "varlen"))
+    check(p.returncode == 0 and os.path.exists(os.path.join(tmp, "varlen", "dk.npy")),
+          f"varlen sparse: exit {p.returncode}: {p.stderr[-200:]}")
+
+print(f"py_cli_grad: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
