@@ -19,6 +19,7 @@
  *    infllm_sparse_attention on it gives infllm_attention's sparse output and lse bit for bit, and
  *    the backward on it passes check 2: one training step end to end.
  * 5. Bad input: NULL arguments, topk_cols < 1, the CUDA backend (unsupported): clear errors.
+ * INFLLM_BACKWARD_RANDOM=N (default 6) / INFLLM_BACKWARD_SEED=S add seeded random cases to check 2.
  * INFLLM_TEST_VERBOSE=1 prints each gradient's errors.
  */
 #include <math.h>
@@ -260,6 +261,10 @@ static void check_grad(const bcase *c, const char *what, const void *cpu, const 
     if (getenv("INFLLM_TEST_VERBOSE"))
         printf("    %-28s %s: cpu error %.3g, naive %.3g, floor %.3g, largest value %.3g\n", c->name, what, ec.max_abs,
                en.max_abs, floor_, ec.ref_max);
+    if (getenv("INFLLM_TEST_VERBOSE") && ec.worst >= 0)
+        printf("      worst %s element %lld: cpu %.9g, naive %.9g, ref %.9g\n", what, (long long)ec.worst,
+               (double)infllm_load_f32(cpu, c->dt, ec.worst), (double)infllm_load_f32(naive, c->dt, ec.worst),
+               (double)infllm_load_f32(ref, c->dt, ec.worst));
     CHECK(ec.nan == 0, "[%s] %s: %lld NaN", c->name, what, (long long)ec.nan);
     CHECK(ec.max_abs <= bound, "[%s] %s: CPU worst error %.4g at %lld (cpu %.8g, ref %.8g) > 2 x naive %.4g + %.3g",
           c->name, what, ec.max_abs, (long long)ec.worst,
@@ -533,13 +538,43 @@ int main(void) {
         {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
+    /* seeded random cases (INFLLM_BACKWARD_RANDOM, default 6, from INFLLM_BACKWARD_SEED, default 1):
+     * dtype, G, D, block size, 1-3 sequences of prefill / chunk / decode layouts, dense or sparse
+     * with 1-8 selection columns; the name carries every parameter, so a failure can be rerun */
+    const char *rn = getenv("INFLLM_BACKWARD_RANDOM"), *rsd = getenv("INFLLM_BACKWARD_SEED");
+    const int nrand = rn ? atoi(rn) : 6;
+    unsigned long long rs = rsd ? strtoull(rsd, NULL, 10) : 1;
+    static char names[64][160];
+    for (int i = 0; i < nrand && i < 64; i++) {
+        static const infllm_dtype dts[3] = {INFLLM_DTYPE_BF16, INFLLM_DTYPE_F16, INFLLM_DTYPE_F32};
+        static const int32_t Gs[7] = {1, 2, 3, 4, 8, 16, 24}, Ds[4] = {16, 32, 64, 128}, Bs[6] = {16, 32, 48, 64, 80, 128};
+        bcase c;
+        memset(&c, 0, sizeof c);
+        c.dt = dts[h_rng_next(&rs) % 3];
+        const int32_t G = Gs[h_rng_next(&rs) % 7];
+        c.Hkv = 1 + (int32_t)(h_rng_next(&rs) % 2);
+        c.Hq = G * c.Hkv;
+        c.D = Ds[h_rng_next(&rs) % 4];
+        c.B = Bs[h_rng_next(&rs) % 6];
+        c.nseq = 1 + (int32_t)(h_rng_next(&rs) % 3);
+        for (int32_t b = 0; b < c.nseq; b++) {
+            c.lk[b] = 1 + (int32_t)(h_rng_next(&rs) % 260);
+            const int layout = (int)(h_rng_next(&rs) % 3); /* prefill, chunk, decode */
+            c.lq[b] = layout == 0 ? c.lk[b] : layout == 1 ? 1 + (int32_t)(h_rng_next(&rs) % (uint64_t)c.lk[b]) : 1;
+        }
+        c.topk_cols = h_rng_next(&rs) % 4 == 0 ? 0 : 1 + (int32_t)(h_rng_next(&rs) % 8);
+        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s%d-seqs%d", i, infllm_dtype_name(c.dt), G,
+                 c.Hkv, c.D, c.B, c.topk_cols ? "sparse" : "dense", c.topk_cols, c.nseq);
+        c.name = names[i];
+        run_case(&c, 5000 + (unsigned long long)i + 1000 * rs);
+    }
     dense_vs_all_blocks();
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */
     selection_case("select-g16-bf16", BF, 16, 1, 64, 16, 6, 2, 0, 700, 700);
     selection_case("select-g3-f16-exact-chunk", F16, 6, 2, 64, 32, 4, 1, 1, 200, 900);
     error_checks();
-    printf("BACKWARD SUMMARY: %zu grid cases + 2 selection cases, worst CPU error / its bound (2 x naive + floor) = "
-           "%.2f\n",
-           sizeof cases / sizeof cases[0], g_worst_ratio);
+    printf("BACKWARD SUMMARY: %zu grid + %d random + 2 selection cases, worst CPU error / its bound (2 x naive + "
+           "floor) = %.2f\n",
+           sizeof cases / sizeof cases[0], nrand < 64 ? nrand : 64, g_worst_ratio);
     return finish("test_backward");
 }

@@ -6,7 +6,12 @@
  *   dP_j = dO . v_j,  Delta = sum_j P_j dP_j,  dS_j = P_j (dP_j - Delta),
  *   dq = scale sum_j dS_j k_j,  dk_j = scale sum_rows dS_j q,  dv_j = sum_rows P_j dO.
  * Delta comes from the recomputed P and dP, not from dO . out with a rounded forward output, so
- * bf16 / f16 outputs add no error of their own to the gradients.
+ * bf16 / f16 outputs add no error of their own to the gradients. dS = P (dP - Delta) cancels
+ * where dP_j is close to Delta, so an error of Delta or of P's scale moves dq by about its own size
+ * times scale Delta sum_j P_j k_j. Hence Delta and the row's sum of P are accumulated in double
+ * (in f32 that error alone gave 3x a naive f32 backward's worst dq error in random tests), and each
+ * row's P is normalised by that recomputed sum (pass A's first sweep; it is 1 up to the lse's
+ * rounding: an f32 lse of magnitude 8-16 is only good to ~1e-6).
  *
  * The K / V of the (sequence, KV head) in hand are packed once into f32 64-key tiles (K and V as
  * the qk kernel wants them, K also row-major for dq's product), then two passes run over them,
@@ -51,6 +56,7 @@ typedef struct bw_ctx {
     int32_t cols;
     const float *lse;
     float *delta; /* [total_q, Hq] */
+    float *pnorm; /* [total_q, Hq]: 1 / sum_j exp(s_j - lse), the row's normalisation */
     void *dq, *dk, *dv;
     size_t es; /* bytes of one element */
     bw_head hd;
@@ -63,6 +69,7 @@ typedef struct bw_scratch {
     float *s, *dp, *p, *ds;                    /* [CPU_KT][CPU_KT] */
     float *pt, *dst;                           /* [CPU_KT][CPU_KT] transposed P / dS */
     float *m, *l, *alpha, *ones, *lse, *delta; /* [CPU_KT] */
+    float *pscale;                             /* [CPU_KT] what P rows are multiplied by (pnorm) */
     uint64_t *kmask;                           /* [CPU_KT] */
     unsigned char *sel;                        /* [nblocks_out + 1] */
     float *cache;                              /* pass A: P and dP of a token's tiles */
@@ -74,7 +81,7 @@ static int bw_scratch_init(bw_scratch *w, const infllm_attn_params *ap) {
     memset(w, 0, sizeof *w);
     float **td_bufs[] = {&w->qf, &w->df, &w->acc, &w->dkt, &w->dvt};
     float **tt_bufs[] = {&w->s, &w->dp, &w->p, &w->ds, &w->pt, &w->dst};
-    float **row_bufs[] = {&w->m, &w->l, &w->alpha, &w->ones, &w->lse, &w->delta};
+    float **row_bufs[] = {&w->m, &w->l, &w->alpha, &w->ones, &w->lse, &w->delta, &w->pscale};
     int ok = 1;
     for (size_t i = 0; i < sizeof td_bufs / sizeof td_bufs[0]; i++) ok &= (*td_bufs[i] = malloc(td * 4)) != NULL;
     for (size_t i = 0; i < sizeof tt_bufs / sizeof tt_bufs[0]; i++) ok &= (*tt_bufs[i] = malloc(tt * 4)) != NULL;
@@ -88,7 +95,7 @@ static int bw_scratch_init(bw_scratch *w, const infllm_attn_params *ap) {
 
 static void bw_scratch_free(bw_scratch *w) {
     float *bufs[] = {w->qf, w->df, w->acc, w->dkt, w->dvt, w->s, w->dp, w->p, w->ds, w->pt,
-                     w->dst, w->m, w->l, w->alpha, w->ones, w->lse, w->delta, w->cache};
+                     w->dst, w->m, w->l, w->alpha, w->ones, w->lse, w->delta, w->pscale, w->cache};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->kmask);
     free(w->sel);
@@ -123,7 +130,8 @@ static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_
     }
 }
 
-/* heads [h0, h0 + nh) of token t into rows r0.. of the q / dout scratch, with their lse (and Delta) */
+/* heads [h0, h0 + nh) of token t into rows r0.. of the q / dout scratch, with their lse (and Delta and
+ * the normalisation; else a normalisation of 1) */
 static void bw_load_rows(const bw_ctx *c, bw_scratch *w, int64_t t, int32_t h0, int32_t nh, int32_t r0,
                          int with_delta) {
     const infllm_attn_params *ap = c->ap;
@@ -134,30 +142,37 @@ static void bw_load_rows(const bw_ctx *c, bw_scratch *w, int64_t t, int32_t h0, 
                   ap->dtype, (int64_t)nh * D);
     for (int32_t i = 0; i < nh; i++) {
         w->lse[r0 + i] = c->lse[t * ap->Hq + h0 + i];
-        if (with_delta) w->delta[r0 + i] = c->delta[t * ap->Hq + h0 + i];
+        w->delta[r0 + i] = with_delta ? c->delta[t * ap->Hq + h0 + i] : 0.0f;
+        w->pscale[r0 + i] = with_delta ? c->pnorm[t * ap->Hq + h0 + i] : 1.0f;
     }
 }
 
-/* S, dP and P of rows [0, R) against tile tau; row r sees the keys of kmask[r] */
+/* S, dP and P of rows [0, R) against tile tau; row r sees the keys of kmask[r]; P row r is multiplied
+ * by pscale[r] */
 static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
     const infllm_attn_params *ap = c->ap;
     c->kern->qk(w->qf, ap->D, NULL, R, ap->D, bw_tile_kp(c, tau), CPU_KT / CPU_KG, w->s);
     c->kern->qk(w->df, ap->D, NULL, R, ap->D, bw_tile_vp(c, tau), CPU_KT / CPU_KG, w->dp);
-    /* P = 2^(s sl2 - lse log2 e) = exp(scale s - lse): the softmax kernel with the row max set to
-     * the lse (>= every score of the row, up to rounding: a row whose max passes it gets alpha < 1,
-     * undone below) */
+    /* P = exp(scale s - lse) = 2^((s - lse / scale) sl2): the row's lse / scale is subtracted from
+     * S first (one rounding, of a value near 0 for the keys that matter; the rounding of lse / scale
+     * is the same for the whole row, which the normalisation removes), then the softmax kernel runs
+     * with the row max set to 0 (>= every shifted score up to rounding: a row whose max passes it
+     * gets alpha < 1, undone below) */
     for (int32_t r = 0; r < R; r++) {
         const int fin = isfinite(w->lse[r]);
-        w->m[r] = fin ? w->lse[r] * BW_LOG2E : -INFINITY;
+        const float shift = fin ? w->lse[r] / ap->scale : 0.0f;
+        float *sr = w->s + (size_t)r * CPU_KT;
+        for (int n = 0; n < CPU_KT; n++) sr[n] -= shift;
+        w->m[r] = fin ? 0.0f : -INFINITY;
         w->l[r] = 0.0f;
         if (!fin) w->kmask[r] = 0; /* a row without keys: P = 0 */
     }
     c->kern->softmax(w->s, R, CPU_KT, w->kmask, ap->scale * BW_LOG2E, w->m, w->l, w->alpha, w->p);
-    for (int32_t r = 0; r < R; r++)
-        if (w->kmask[r] && w->alpha[r] != 1.0f) {
-            const float undo = 1.0f / w->alpha[r];
-            for (int n = 0; n < CPU_KT; n++) w->p[(size_t)r * CPU_KT + n] *= undo;
-        }
+    for (int32_t r = 0; r < R; r++) {
+        const float mul = w->kmask[r] && w->alpha[r] != 1.0f ? w->pscale[r] / w->alpha[r] : w->pscale[r];
+        if (w->kmask[r] && mul != 1.0f)
+            for (int n = 0; n < CPU_KT; n++) w->p[(size_t)r * CPU_KT + n] *= mul;
+    }
 }
 
 /* the keys of tile tau a token at position pos attends, given its selected blocks (sel; NULL:
@@ -193,12 +208,12 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
             if (row[e] >= 0 && row[e] < s->nblocks) w->sel[row[e]] = 1;
         sel = w->sel;
     }
-    bw_load_rows(c, w, t, h0, R, 0, 0);
-    float delta[CPU_KT];
-    for (int32_t r = 0; r < R; r++) delta[r] = 0.0f;
+    bw_load_rows(c, w, t, h0, R, 0, 0); /* pscale 1 for the first sweep */
+    double delta[CPU_KT], psum[CPU_KT];
+    for (int32_t r = 0; r < R; r++) delta[r] = psum[r] = 0.0f;
     memset(w->acc, 0, (size_t)R * D * sizeof(float));
     const int64_t last_tile = pos / CPU_KT;
-    /* sweep 1: Delta, and P / dP of each tile into the cache while it fits */
+    /* sweep 1: sum P dP and sum P (P unnormalised), and P / dP of each tile into the cache while it fits */
     int32_t ntile = 0, cached = 0;
     for (int64_t tau = 0; tau <= last_tile; tau++) {
         const uint64_t km = bw_tile_mask(c, sel, tau, pos);
@@ -207,9 +222,13 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
         bw_scores(c, w, R, tau);
         for (int32_t r = 0; r < R; r++) {
             const float *pr = w->p + (size_t)r * CPU_KT, *dr = w->dp + (size_t)r * CPU_KT;
-            float acc = 0.0f;
-            for (int32_t j = 0; j < CPU_KT; j++) acc += pr[j] * dr[j];
+            double acc = 0.0, sum = 0.0;
+            for (int32_t j = 0; j < CPU_KT; j++) {
+                acc += (double)pr[j] * dr[j];
+                sum += pr[j];
+            }
             delta[r] += acc;
+            psum[r] += sum;
         }
         const size_t need = (size_t)(ntile + 1) * tile_floats;
         if (cached == ntile && need * sizeof(float) <= BW_CACHE_BYTES) {
@@ -229,29 +248,43 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
         }
         ntile++;
     }
-    /* sweep 2: dS = scale P (dP - Delta), dq += dS K */
+    /* the row's normalisation: Delta = sum P dP / sum P, and P / sum P from here on */
+    float deltaf[CPU_KT];
+    for (int32_t r = 0; r < R; r++) {
+        w->pscale[r] = psum[r] > 0.0 ? (float)(1.0 / psum[r]) : 0.0f;
+        deltaf[r] = psum[r] > 0.0 ? (float)(delta[r] / psum[r]) : 0.0f;
+    }
+    /* sweep 2: dS = scale P (dP - Delta) with P normalised, dq += dS K */
     const float scale = ap->scale;
     int32_t tile = 0;
     for (int64_t tau = 0; tau <= last_tile; tau++) {
         const uint64_t km = bw_tile_mask(c, sel, tau, pos);
         if (!km) continue;
         const float *p = w->p, *dp = w->dp;
+        float pmul[CPU_KT]; /* the normalisation still to apply to this tile's P (cached: unnormalised) */
         if (tile < cached) {
             p = w->cache + (size_t)tile * tile_floats;
             dp = p + (size_t)R * CPU_KT;
+            for (int32_t r = 0; r < R; r++) pmul[r] = w->pscale[r];
         } else {
-            for (int32_t r = 0; r < R; r++) w->kmask[r] = km;
-            bw_scores(c, w, R, tau);
+            for (int32_t r = 0; r < R; r++) {
+                w->kmask[r] = km;
+                pmul[r] = 1.0f;
+            }
+            bw_scores(c, w, R, tau); /* normalised by pscale */
         }
         tile++;
         for (int32_t r = 0; r < R; r++)
             for (int32_t j = 0; j < CPU_KT; j++) {
                 const size_t e = (size_t)r * CPU_KT + j;
-                w->ds[e] = p[e] == 0.0f ? 0.0f : scale * p[e] * (dp[e] - delta[r]);
+                w->ds[e] = p[e] == 0.0f ? 0.0f : scale * (p[e] * pmul[r]) * (dp[e] - deltaf[r]);
             }
         c->kern->pv(w->acc, NULL, R, D, w->ones, w->ds, bw_tile_kr(c, tau), CPU_KT);
     }
-    for (int32_t r = 0; r < R; r++) c->delta[t * ap->Hq + h0 + r] = delta[r];
+    for (int32_t r = 0; r < R; r++) {
+        c->delta[t * ap->Hq + h0 + r] = deltaf[r];
+        c->pnorm[t * ap->Hq + h0 + r] = w->pscale[r];
+    }
     c->kern->store((char *)c->dq + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es, ap->dtype, w->acc, 1.0f,
                    (int64_t)R * D);
 }
@@ -415,7 +448,8 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     c.hd.vp = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
     c.hd.kr = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
     c.delta = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
-    int fail = !c.hd.kp || !c.hd.vp || !c.hd.kr || !c.delta;
+    c.pnorm = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
+    int fail = !c.hd.kp || !c.hd.vp || !c.hd.kr || !c.delta || !c.pnorm;
     /* pass A's row batches: a token's G heads in chunks of at most CPU_KT */
     const int32_t hchunk = ap->G < CPU_KT ? ap->G : CPU_KT, nhc = (ap->G + hchunk - 1) / hchunk;
     for (int32_t sb = 0; sb < ap->num_seqs && !fail; sb++) {
@@ -458,6 +492,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     free(c.hd.vp);
     free(c.hd.kr);
     free(c.delta);
+    free(c.pnorm);
     if (fail) return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (CPU attention backward)");
     return INFLLM_OK;
 }
