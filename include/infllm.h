@@ -214,9 +214,11 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
  *   dout [total_q, Hq, D] (layout dtype), lse [total_q, Hq] float32 (required)
  *   dq [total_q, Hq, D], dk / dv [total_k, Hkv, D] (layout dtype), written, not accumulated; keys
  *   no query attends get 0.
- * The CPU backend recomputes the softmax from q, k and lse in f32 and takes D = rowsum(P * dP)
- * from the recomputation (not from a rounded forward output, which the call does not need); the
- * REF backend computes the exact gradient in float64 from q, k, v alone (lse must still be given).
+ * The CPU backend recomputes the softmax in f32 from q, k and lse, normalising each row by its
+ * recomputed sum (so lse only has to keep the exponent in range: an lse rounded to f32, or taken from
+ * another backend's forward, costs no accuracy), and Delta = rowsum(P * dP) from the recomputation
+ * (not from a rounded forward output, which the call does not need). The REF backend computes the
+ * exact gradient in float64 from q, k, v alone (lse must still be given).
  * Host backends only: CUDA returns INFLLM_ERR_UNSUPPORTED. */
 infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l,
                                                const void *q, const void *k, const void *v,

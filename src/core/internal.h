@@ -136,13 +136,16 @@ infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const
 infllm_status ref_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
                              const void *v, double *out, double *lse);
 
-/* ------------------------------------------------------- fast CPU path ---- */
-/* src/attn/: same contracts as the public ops, outputs in the layout dtype. */
-/* Backward of stage 2 / dense attention (topk_idx NULL: every causal key); see ref_backward.c and
- * cpu_backward.c. ref: float64 gradients [total_q, Hq, D] / [total_k, Hkv, D]; cpu: layout dtype. */
+/* Backward of stage 2 / dense attention (topk_idx NULL: every causal key; ref_backward.c): float64
+ * gradients dq [total_q, Hq, D], dk / dv [total_k, Hkv, D]. */
 infllm_status ref_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk_idx, int32_t topk_cols, const void *dout, double *dq,
                                 double *dk, double *dv);
+
+/* ------------------------------------------------------- fast CPU path ---- */
+/* src/attn/: same contracts as the public ops, outputs in the layout dtype. */
+/* The fused selection of every sequence (infllm_select_blocks) and the backward of stage 2 / dense
+ * attention (topk_idx NULL: every causal key; cpu_backward.c). */
 infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx);
 infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk_idx, int32_t topk_cols, const float *lse, const void *dout,
