@@ -15,8 +15,8 @@
  *
  * The K / V of the (sequence, KV head) in hand are packed once into f32 64-key tiles (K and V as
  * the qk kernel wants them, K also row-major for dq's product), then two passes run over them,
- * each without atomics (S = Q K^T and dP = dO V^T by qk, P by the softmax kernel with the row max
- * set to the row's lse, the dq / dk / dv products by pv):
+ * each without atomics (S = Q K^T and dP = dO V^T by qk, P by the softmax kernel on S - lse / scale
+ * with the row max set to 0, the dq / dk / dv products by pv):
  *   A. a task per query token (and chunk of up to 64 of its G heads): over the tiles holding its
  *      allowed keys (a key mask per tile: selected blocks, causal limit), a first sweep sums
  *      Delta and keeps P and dP of every tile (recomputed instead when they would pass
@@ -38,7 +38,9 @@
 #include "cpu_kern.h"
 #include "internal.h"
 
-#define BW_CACHE_BYTES ((size_t)8 << 20) /* pass A's P / dP cache per thread, at most */
+/* pass A's P / dP cache per thread, at most (INFLLM_CPU_BW_CACHE_BYTES overrides it: tests run the
+ * recomputing sweep with 0) */
+#define BW_CACHE_BYTES ((size_t)8 << 20)
 #define BW_LOG2E 1.4426950408889634f
 
 /* the packed K / V of one (sequence, KV head): tile tau holds keys [64 tau, 64 tau + 64) */
@@ -59,6 +61,7 @@ typedef struct bw_ctx {
     float *pnorm; /* [total_q, Hq]: 1 / sum_j exp(s_j - lse), the row's normalisation */
     void *dq, *dk, *dv;
     size_t es; /* bytes of one element */
+    size_t cache_bytes; /* pass A's P / dP cache per thread, at most */
     bw_head hd;
 } bw_ctx;
 
@@ -231,7 +234,7 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
             psum[r] += sum;
         }
         const size_t need = (size_t)(ntile + 1) * tile_floats;
-        if (cached == ntile && need * sizeof(float) <= BW_CACHE_BYTES) {
+        if (cached == ntile && need * sizeof(float) <= c->cache_bytes) {
             if (need > w->cache_floats) {
                 float *grown = realloc(w->cache, (need + need / 2) * sizeof(float));
                 if (grown) {
@@ -439,6 +442,8 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     c.topk = topk_idx, c.cols = topk_cols, c.lse = lse;
     c.dq = dq, c.dk = dk, c.dv = dv;
     c.es = infllm_dtype_size(ap->dtype);
+    const char *cache_env = getenv("INFLLM_CPU_BW_CACHE_BYTES");
+    c.cache_bytes = cache_env ? (size_t)strtoull(cache_env, NULL, 10) : BW_CACHE_BYTES;
     const int nth = ap->num_threads > 0 ? ap->num_threads : 1;
     if (ap->B < 1) return infllm_set_error(INFLLM_ERR_PARAM, "attention backward: block size %d", ap->B);
     /* the packed K / V of the largest sequence (one KV head at a time) and Delta */
