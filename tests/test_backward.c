@@ -563,14 +563,14 @@ int main(void) {
     static char names[64][160];
     for (int i = 0; i < nrand && i < 64; i++) {
         static const infllm_dtype dts[3] = {INFLLM_DTYPE_BF16, INFLLM_DTYPE_F16, INFLLM_DTYPE_F32};
-        static const int32_t Gs[7] = {1, 2, 3, 4, 8, 16, 24}, Ds[4] = {16, 32, 64, 128}, Bs[6] = {16, 32, 48, 64, 80, 128};
+        static const int32_t Gs[7] = {1, 2, 3, 4, 8, 16, 24}, Ds[7] = {16, 32, 64, 96, 128, 192, 256}, Bs[6] = {16, 32, 48, 64, 80, 128};
         bcase c;
         memset(&c, 0, sizeof c);
         c.dt = dts[h_rng_next(&rs) % 3];
         const int32_t G = Gs[h_rng_next(&rs) % 7];
         c.Hkv = 1 + (int32_t)(h_rng_next(&rs) % 2);
         c.Hq = G * c.Hkv;
-        c.D = Ds[h_rng_next(&rs) % 4];
+        c.D = Ds[h_rng_next(&rs) % 7];
         c.B = Bs[h_rng_next(&rs) % 6];
         c.nseq = 1 + (int32_t)(h_rng_next(&rs) % 3);
         for (int32_t b = 0; b < c.nseq; b++) {
