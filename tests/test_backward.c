@@ -425,15 +425,20 @@ static void finite_differences(const bcase *c) {
 /* infllm_select_blocks: CPU (fused) against the CPU's staged ops and REF against REF's (the same
  * blocks, bit for bit), then the training step: infllm_sparse_attention on the selection gives
  * infllm_attention's sparse output and lse, and its backward matches the REF backward. */
+/* one sequence (lq2 0) or two; kernel l1 / s1 (0: the defaults), init_blocks */
 static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t B,
-                           int32_t topk, int32_t local, int32_t exact, int32_t lq, int32_t lk) {
-    bcase c = {name, dt, Hq, Hkv, D, B, 1, {lq}, {lk}, 0};
+                           int32_t topk, int32_t local, int32_t exact, int32_t lq, int32_t lk, int32_t lq2, int32_t lk2,
+                           int32_t l1, int32_t s1, int32_t init) {
+    bcase c = {name, dt, Hq, Hkv, D, B, lq2 ? 2 : 1, {lq, lq2}, {lk, lk2}, 0};
     bdata x;
     bdata_init(&x, &c, 31337);
     infllm_params cpu = params_for(&c, INFLLM_BACKEND_CPU, 2), ref = params_for(&c, INFLLM_BACKEND_REF, 1);
     cpu.topk = ref.topk = topk;
     cpu.local_blocks = ref.local_blocks = local;
     cpu.exact_lse = ref.exact_lse = exact;
+    cpu.init_blocks = ref.init_blocks = init;
+    if (l1) cpu.kernel_size = ref.kernel_size = l1;
+    if (s1) cpu.kernel_stride = ref.kernel_stride = s1;
     cpu.mode = ref.mode = INFLLM_MODE_SPARSE;
     infllm_sizes sz;
     CHECK_OK(infllm_get_sizes(&cpu, &x.l, &sz));
@@ -457,10 +462,10 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
     /* forward: the selection + stage 2 is infllm_attention's sparse path */
     const int64_t nq = x.tq * Hq * D, nk = x.tk * Hkv * D;
     void *o1 = alloc_dt(dt, nq), *o2 = alloc_dt(dt, nq);
-    float *l1 = malloc((size_t)x.tq * Hq * 4), *l2 = malloc((size_t)x.tq * Hq * 4);
-    CHECK_OK(infllm_attention(&cpu, &x.l, x.q, x.k, x.v, o1, l1));
-    CHECK_OK(infllm_sparse_attention(&cpu, &x.l, x.q, x.k, x.v, sel_cpu, KO, o2, l2));
-    CHECK(!memcmp(o1, o2, (size_t)nq * infllm_dtype_size(dt)) && !memcmp(l1, l2, (size_t)x.tq * Hq * 4),
+    float *lse1 = malloc((size_t)x.tq * Hq * 4), *lse2 = malloc((size_t)x.tq * Hq * 4);
+    CHECK_OK(infllm_attention(&cpu, &x.l, x.q, x.k, x.v, o1, lse1));
+    CHECK_OK(infllm_sparse_attention(&cpu, &x.l, x.q, x.k, x.v, sel_cpu, KO, o2, lse2));
+    CHECK(!memcmp(o1, o2, (size_t)nq * infllm_dtype_size(dt)) && !memcmp(lse1, lse2, (size_t)x.tq * Hq * 4),
           "[%s] infllm_sparse_attention on infllm_select_blocks != infllm_attention", name);
     /* backward on that selection */
     bcase cs = c;
@@ -470,8 +475,8 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
     void *cq = alloc_dt(dt, nq), *ck = alloc_dt(dt, nk), *cv = alloc_dt(dt, nk);
     void *rq = alloc_dt(dt, nq), *rk = alloc_dt(dt, nk), *rv = alloc_dt(dt, nk);
     void *nq_ = alloc_dt(dt, nq), *nk_ = alloc_dt(dt, nk), *nv_ = alloc_dt(dt, nk);
-    CHECK_OK(run_backward(&x, &cpu, l2, cq, ck, cv));
-    CHECK_OK(run_backward(&x, &ref, l2, rq, rk, rv));
+    CHECK_OK(run_backward(&x, &cpu, lse2, cq, ck, cv));
+    CHECK_OK(run_backward(&x, &ref, lse2, rq, rk, rv));
     naive_backward(&x, nq_, nk_, nv_);
     check_grad(&cs, "dq", cq, nq_, rq, nq);
     check_grad(&cs, "dk", ck, nk_, rk, nk);
@@ -482,10 +487,10 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
         while (n < KO && sel_cpu[i + (size_t)n] >= 0) n++;
         if (n < nsel_min) nsel_min = n;
     }
-    printf("  %-28s T %d, %d blocks of %d a query (at least %d selected): selection, forward, backward ok\n", name, lk,
-           KO, B, nsel_min);
+    printf("  %-28s %d sequence(s), %lld keys, %d blocks of %d a query (at least %d selected): selection, forward, "
+           "backward ok\n", name, c.nseq, (long long)x.tk, KO, B, nsel_min);
     x.topk = NULL;
-    void *bufs[] = {sel_cpu, sel_ref, staged, c1, c2, sc, bs, o1, o2, l1, l2, cq, ck, cv, rq, rk, rv, nq_, nk_, nv_};
+    void *bufs[] = {sel_cpu, sel_ref, staged, c1, c2, sc, bs, o1, o2, lse1, lse2, cq, ck, cv, rq, rk, rv, nq_, nk_, nv_};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bdata_free(&x);
 }
@@ -586,10 +591,14 @@ int main(void) {
     }
     dense_vs_all_blocks();
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */
-    selection_case("select-g16-bf16", BF, 16, 1, 64, 16, 6, 2, 0, 700, 700);
-    selection_case("select-g3-f16-exact-chunk", F16, 6, 2, 64, 32, 4, 1, 1, 200, 900);
+    /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk, lq2, lk2, l1, s1, init_blocks */
+    selection_case("select-g16-bf16", BF, 16, 1, 64, 16, 6, 2, 0, 700, 700, 0, 0, 0, 0, 1);
+    selection_case("select-g3-f16-exact-chunk", F16, 6, 2, 64, 32, 4, 1, 1, 200, 900, 0, 0, 0, 0, 1);
+    /* a varlen batch (a chunk and a short prefill whose queries all select every causal block), kernels
+     * 16 / 8, two init blocks, f32 */
+    selection_case("select-varlen-k16s8-init2", F32, 4, 2, 32, 32, 3, 1, 0, 150, 620, 90, 90, 16, 8, 2);
     error_checks();
-    printf("BACKWARD SUMMARY: %zu grid + %d random + 2 selection cases, worst CPU error / its bound (2 x naive + "
+    printf("BACKWARD SUMMARY: %zu grid + %d random + 3 selection cases, worst CPU error / its bound (2 x naive + "
            "floor) = %.2f\n",
            sizeof cases / sizeof cases[0], nrand < 64 ? nrand : 64, g_worst_ratio);
     return finish("test_backward");
