@@ -17,8 +17,9 @@
  * the qk kernel wants them, K also row-major for dq's product), then two passes run over them,
  * each without atomics (S = Q K^T and dP = dO V^T by qk, P by the softmax kernel on S - lse / scale
  * with the row max set to 0, the dq / dk / dv products by pv):
- *   A. a task per query token (and chunk of up to 64 of its G heads): over the tiles holding its
- *      allowed keys (a key mask per tile: selected blocks, causal limit), a first sweep sums
+ *   A. a task per query token (and chunk of up to 64 of its G heads; without a selection, 64 / G
+ *      consecutive tokens share a task): over the tiles holding its allowed keys (a key mask per
+ *      tile and row: selected blocks, causal limit), a first sweep sums
  *      Delta and keeps P and dP of every tile (recomputed instead when they would pass
  *      BW_CACHE_BYTES), a second forms dS and accumulates dq. Delta is kept for pass B.
  *   B. a task per 64-key tile: the tokens that attend any of its keys (merged from a CSR table
@@ -196,32 +197,47 @@ static uint64_t bw_tile_mask(const bw_ctx *c, const unsigned char *sel, int64_t 
     return m & keep;
 }
 
-/* Pass A for token i of sequence s and heads [h0, h0 + R) (KV head g): Delta, then dq. */
-static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t i, int32_t g, int32_t h0,
-                    int32_t R) {
+/* the key masks of tile tau for tokens at positions pos0 .. pos0 + ntok - 1 into kms; returns their OR
+ * (0: no token attends the tile) */
+static uint64_t bw_token_masks(const bw_ctx *c, const unsigned char *sel, int64_t tau, int64_t pos0, int32_t ntok,
+                               uint64_t *kms) {
+    uint64_t any = 0;
+    for (int32_t tt = 0; tt < ntok; tt++) {
+        kms[tt] = bw_tile_mask(c, sel, tau, pos0 + tt);
+        any |= kms[tt];
+    }
+    return any;
+}
+
+/* Pass A for tokens [i0, i0 + ntok) of sequence s and heads [h0, h0 + nh) of each (KV head g), row
+ * tt nh + hh: Delta, then dq. Several tokens only without a selection (dense: they share every tile
+ * but the diagonal one, which each row masks for itself). */
+static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t i0, int32_t ntok, int32_t g,
+                    int32_t h0, int32_t nh) {
     const infllm_attn_params *ap = c->ap;
-    const int32_t D = ap->D;
-    const int64_t t = s->q0 + i, pos = (int64_t)s->lk - s->lq + i;
+    const int32_t D = ap->D, R = ntok * nh;
+    const int64_t pos0 = (int64_t)s->lk - s->lq + i0, pos_last = pos0 + ntok - 1;
     const size_t tile_floats = (size_t)2 * R * CPU_KT;
     const unsigned char *sel = NULL;
-    if (c->topk) {
+    if (c->topk) { /* one token */
         memset(w->sel, 0, (size_t)s->nblocks);
-        const int32_t *row = c->topk + ((int64_t)g * ap->total_q + t) * c->cols;
+        const int32_t *row = c->topk + ((int64_t)g * ap->total_q + s->q0 + i0) * c->cols;
         for (int32_t e = 0; e < c->cols; e++)
             if (row[e] >= 0 && row[e] < s->nblocks) w->sel[row[e]] = 1;
         sel = w->sel;
     }
-    bw_load_rows(c, w, t, h0, R, 0, 0); /* pscale 1 for the first sweep */
+    for (int32_t tt = 0; tt < ntok; tt++)
+        bw_load_rows(c, w, s->q0 + i0 + tt, h0, nh, tt * nh, 0); /* pscale 1 for the first sweep */
     double delta[CPU_KT], psum[CPU_KT];
-    for (int32_t r = 0; r < R; r++) delta[r] = psum[r] = 0.0f;
+    for (int32_t r = 0; r < R; r++) delta[r] = psum[r] = 0.0;
     memset(w->acc, 0, (size_t)R * D * sizeof(float));
-    const int64_t last_tile = pos / CPU_KT;
+    const int64_t last_tile = pos_last / CPU_KT;
+    uint64_t kms[CPU_KT]; /* the tokens' key masks of the tile in hand (token tt's for its nh rows) */
     /* sweep 1: sum P dP and sum P (P unnormalised), and P / dP of each tile into the cache while it fits */
     int32_t ntile = 0, cached = 0;
     for (int64_t tau = 0; tau <= last_tile; tau++) {
-        const uint64_t km = bw_tile_mask(c, sel, tau, pos);
-        if (!km) continue;
-        for (int32_t r = 0; r < R; r++) w->kmask[r] = km;
+        if (!bw_token_masks(c, sel, tau, pos0, ntok, kms)) continue;
+        for (int32_t r = 0; r < R; r++) w->kmask[r] = kms[r / nh];
         bw_scores(c, w, R, tau);
         for (int32_t r = 0; r < R; r++) {
             const float *pr = w->p + (size_t)r * CPU_KT, *dr = w->dp + (size_t)r * CPU_KT;
@@ -261,8 +277,7 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
     const float scale = ap->scale;
     int32_t tile = 0;
     for (int64_t tau = 0; tau <= last_tile; tau++) {
-        const uint64_t km = bw_tile_mask(c, sel, tau, pos);
-        if (!km) continue;
+        if (!bw_token_masks(c, sel, tau, pos0, ntok, kms)) continue;
         const float *p = w->p, *dp = w->dp;
         float pmul[CPU_KT]; /* the normalisation still to apply to this tile's P (cached: unnormalised) */
         if (tile < cached) {
@@ -271,7 +286,7 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
             for (int32_t r = 0; r < R; r++) pmul[r] = w->pscale[r];
         } else {
             for (int32_t r = 0; r < R; r++) {
-                w->kmask[r] = km;
+                w->kmask[r] = kms[r / nh];
                 pmul[r] = 1.0f;
             }
             bw_scores(c, w, R, tau); /* normalised by pscale */
@@ -284,12 +299,15 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
             }
         c->kern->pv(w->acc, NULL, R, D, w->ones, w->ds, bw_tile_kr(c, tau), CPU_KT);
     }
-    for (int32_t r = 0; r < R; r++) {
-        c->delta[t * ap->Hq + h0 + r] = deltaf[r];
-        c->pnorm[t * ap->Hq + h0 + r] = w->pscale[r];
+    for (int32_t tt = 0; tt < ntok; tt++) {
+        const int64_t t = s->q0 + i0 + tt;
+        for (int32_t hh = 0; hh < nh; hh++) {
+            c->delta[t * ap->Hq + h0 + hh] = deltaf[tt * nh + hh];
+            c->pnorm[t * ap->Hq + h0 + hh] = w->pscale[tt * nh + hh];
+        }
+        c->kern->store((char *)c->dq + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es, ap->dtype,
+                       w->acc + (size_t)tt * nh * D, 1.0f, (int64_t)nh * D);
     }
-    c->kern->store((char *)c->dq + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es, ap->dtype, w->acc, 1.0f,
-                   (int64_t)R * D);
 }
 
 /* The CSR table of pass B for one (sequence, KV head): for block b, the sequence's tokens that
@@ -455,11 +473,14 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     c.delta = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
     c.pnorm = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
     int fail = !c.hd.kp || !c.hd.vp || !c.hd.kr || !c.delta || !c.pnorm;
-    /* pass A's row batches: a token's G heads in chunks of at most CPU_KT */
+    /* pass A's row batches: a token's G heads in chunks of at most CPU_KT; without a selection (dense)
+     * CPU_KT / G consecutive tokens share a batch (their tiles are the same but the diagonal one) */
     const int32_t hchunk = ap->G < CPU_KT ? ap->G : CPU_KT, nhc = (ap->G + hchunk - 1) / hchunk;
+    const int32_t tok_batch = topk_idx ? 1 : CPU_KT / hchunk;
     for (int32_t sb = 0; sb < ap->num_seqs && !fail; sb++) {
         const infllm_seq *s = &ap->seqs[sb];
-        const int64_t ntile = ((int64_t)s->lk + CPU_KT - 1) / CPU_KT, ntask_a = (int64_t)s->lq * nhc;
+        const int64_t ntile = ((int64_t)s->lk + CPU_KT - 1) / CPU_KT;
+        const int64_t ntask_a = ((int64_t)s->lq + tok_batch - 1) / tok_batch * nhc;
         for (int32_t g = 0; g < ap->Hkv && !fail; g++) {
             bw_csr csr = {NULL, NULL};
             if (topk_idx && !bw_csr_build(&c, s, g, &csr)) {
@@ -482,8 +503,10 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                 for (int64_t task = 0; task < ntask_a; task++)
                     if (ok) {
                         const int32_t hc = (int32_t)(task % nhc);
-                        const int32_t R = ap->G - hc * hchunk < hchunk ? ap->G - hc * hchunk : hchunk;
-                        bw_rows(&c, &w, s, (int32_t)(task / nhc), g, g * ap->G + hc * hchunk, R);
+                        const int32_t nh = ap->G - hc * hchunk < hchunk ? ap->G - hc * hchunk : hchunk;
+                        const int32_t i0 = (int32_t)(task / nhc) * tok_batch;
+                        const int32_t ntok = s->lq - i0 < tok_batch ? s->lq - i0 : tok_batch;
+                        bw_rows(&c, &w, s, i0, ntok, g, g * ap->G + hc * hchunk, nh);
                     }
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t tau = 0; tau < ntile; tau++)
