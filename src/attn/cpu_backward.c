@@ -48,7 +48,6 @@
 typedef struct bw_head {
     float *kp, *vp; /* [ntile][4][D][16] (zero past the sequence's keys) */
     float *kr;      /* [ntile * 64][D] K row-major */
-    int32_t ntile;
 } bw_head;
 
 typedef struct bw_ctx {
