@@ -8,24 +8,19 @@ argv[1] is the infllm binary.
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import Counter  # noqa: E402
 
 INFLLM = sys.argv[1]
 SMALL = ["--seqlen", "256,384", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--reps", "1",
          "--threads", "2", "--block-size", "16", "--topk", "4", "--local-blocks", "2", "--no-warmup"]
 
-passed = 0
-failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {msg}")
+c = Counter("py_cli_bench")
+check = c.check
 
 
 def run(*args):
@@ -88,5 +83,4 @@ for args, what in (
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
           f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
 
-print(f"py_cli_bench: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+c.finish()

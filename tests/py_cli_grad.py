@@ -10,6 +10,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import Counter  # noqa: E402
+
 try:
     import numpy as np
 except ImportError:
@@ -21,17 +24,8 @@ except ImportError:
     sys.exit(0)
 
 INFLLM = sys.argv[1]
-passed = 0
-failed = 0
-
-
-def check(cond, msg):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {msg}")
+c = Counter("py_cli_grad")
+check = c.check
 
 
 def run(*args):
@@ -182,5 +176,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check(p.returncode == 0 and os.path.exists(os.path.join(tmp, "varlen", "dk.npy")),
           f"varlen sparse: exit {p.returncode}: {p.stderr[-200:]}")
 
-print(f"py_cli_grad: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+c.finish()
