@@ -204,9 +204,9 @@ static inline size_t kpack_index(int D, int64_t j) {
 }
 
 /* Row j of a packed f32 K / V pair: from storage (ksrc/vsrc, vsrc may be NULL with V NULL), or
- * zeros when ksrc is NULL. */
-static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
-                     const void *vsrc) {
+ * zeros when ksrc is NULL (cpu_kern.h; the backward packs its tiles with it too). */
+void cpu_pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
+                  const void *vsrc) {
     float row[256];
     float *kg = K + kpack_index(D, j);
     if (ksrc) {
@@ -219,7 +219,7 @@ static void pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float
     }
 }
 
-/* pack_row for 16-bit storage kept as is (kvpack.half): the same layout, 16-bit elements */
+/* cpu_pack_row for 16-bit storage kept as is (kvpack.half): the same layout, 16-bit elements */
 static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_t *ksrc, const uint16_t *vsrc) {
     uint16_t *kg = K + kpack_index(D, j);
     for (int d = 0; d < D; d++) kg[d * CPU_KG] = ksrc ? ksrc[d] : 0;
@@ -236,7 +236,7 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
         if (p->half)
             pack_row16(c->ap->D, p->K, p->V, j, (const uint16_t *)ks, (const uint16_t *)vs);
         else
-            pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, ks, vs);
+            cpu_pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, ks, vs);
     }
 }
 
@@ -271,10 +271,10 @@ void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, infllm
     for (int g = 0; g < t->Hkv; g++) {
         float *K = t->K + (size_t)g * t->head_floats, *V = t->V + (size_t)g * t->head_floats;
         for (int64_t j = t->rows; j < rows; j++) /* appended rows */
-            pack_row(kn, dt, t->D, K, V, j, (const char *)k + (size_t)j * tok + (size_t)g * t->D * es,
+            cpu_pack_row(kn, dt, t->D, K, V, j, (const char *)k + (size_t)j * tok + (size_t)g * t->D * es,
                      (const char *)v + (size_t)j * tok + (size_t)g * t->D * es);
         for (int64_t j = rows; j < t->rows; j++) /* truncated rows back to zero padding */
-            pack_row(kn, dt, t->D, K, V, j, NULL, NULL);
+            cpu_pack_row(kn, dt, t->D, K, V, j, NULL, NULL);
     }
     t->rows = rows;
 }

@@ -108,28 +108,19 @@ static float *bw_tile_kp(const bw_ctx *c, int64_t tau) { return c->hd.kp + (size
 static float *bw_tile_vp(const bw_ctx *c, int64_t tau) { return c->hd.vp + (size_t)tau * CPU_KT * c->ap->D; }
 static float *bw_tile_kr(const bw_ctx *c, int64_t tau) { return c->hd.kr + (size_t)tau * CPU_KT * c->ap->D; }
 
-/* tile tau of KV head g of sequence s into c->hd (row: a [D] scratch row) */
-static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_t tau, float *row) {
+/* tile tau of KV head g of sequence s into c->hd: K packed and row-major, V packed (zeros past the
+ * sequence's keys) */
+static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_t tau) {
     const infllm_attn_params *ap = c->ap;
-    const int32_t D = ap->D;
-    float *kp = bw_tile_kp(c, tau), *vp = bw_tile_vp(c, tau), *kr = bw_tile_kr(c, tau);
-    for (int32_t j = 0; j < CPU_KT; j++) {
-        const int64_t key = tau * CPU_KT + j;
-        float *kg = kp + (size_t)(j / CPU_KG) * D * CPU_KG + (j % CPU_KG);
-        float *vg = vp + (size_t)(j / CPU_KG) * D * CPU_KG + (j % CPU_KG);
-        float *krow = kr + (size_t)j * D;
+    for (int64_t key = tau * CPU_KT; key < (tau + 1) * CPU_KT; key++) {
+        const char *ks = NULL, *vs = NULL;
         if (key < s->lk) {
             const size_t src = (size_t)((s->k0 + key) * ap->kv_tok + g * ap->kv_head) * c->es;
-            c->kern->load(krow, (const char *)c->k + src, ap->dtype, D);
-            c->kern->load(row, (const char *)c->v + src, ap->dtype, D);
-            for (int32_t d = 0; d < D; d++) {
-                kg[(size_t)d * CPU_KG] = krow[d];
-                vg[(size_t)d * CPU_KG] = row[d];
-            }
-        } else {
-            memset(krow, 0, (size_t)D * sizeof(float));
-            for (int32_t d = 0; d < D; d++) kg[(size_t)d * CPU_KG] = vg[(size_t)d * CPU_KG] = 0.0f;
+            ks = (const char *)c->k + src;
+            vs = (const char *)c->v + src;
         }
+        cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.kp, c->hd.kr, key, ks, ks);
+        cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.vp, NULL, key, vs, NULL);
     }
 }
 
@@ -497,7 +488,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                  * share of the tasks) */
 #pragma omp for schedule(static)
                 for (int64_t tau = 0; tau < ntile; tau++)
-                    if (ok) bw_pack_tile(&c, s, g, tau, w.qf);
+                    if (ok) bw_pack_tile(&c, s, g, tau);
 #pragma omp for schedule(dynamic, 4)
                 for (int64_t task = 0; task < ntask_a; task++)
                     if (ok) {

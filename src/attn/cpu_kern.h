@@ -57,6 +57,12 @@ extern const cpu_kern cpu_kern_avx2;
 extern const cpu_kern cpu_kern_avx512;
 #endif
 
+/* Row j of a packed f32 K ([tiles*4][D][16], the qk kernel's layout) and of a row-major V ([rows][D],
+ * V may be NULL): from storage ksrc / vsrc of dtype dt (D <= 256), or zeros when ksrc is NULL.
+ * The one packing routine of src/attn (cpu_attn.c). */
+void cpu_pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
+                  const void *vsrc);
+
 /* The kernel table for the running CPU (INFLLM_SIMD=scalar|avx2|avx512 forces a lower level). */
 const cpu_kern *cpu_kern_get(void);
 
