@@ -169,21 +169,28 @@ static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
     }
 }
 
+/* bits [lo, hi) of a tile's 64 keys (lo / hi relative to its first key, clipped to [0, 64)) */
+static uint64_t bw_key_bits(int64_t lo, int64_t hi) {
+    if (lo < 0) lo = 0;
+    if (hi > CPU_KT) hi = CPU_KT;
+    if (hi <= lo) return 0;
+    return (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+}
+
+/* the keys of block b in the tile whose first key is key0 */
+static uint64_t bw_block_bits(const bw_ctx *c, int64_t b, int64_t key0) {
+    return bw_key_bits(b * c->ap->B - key0, (b + 1) * c->ap->B - key0);
+}
+
 /* the keys of tile tau a token at position pos attends, given its selected blocks (sel; NULL:
  * dense): bit j for key 64 tau + j */
 static uint64_t bw_tile_mask(const bw_ctx *c, const unsigned char *sel, int64_t tau, int64_t pos) {
     const int64_t key0 = tau * CPU_KT;
-    if (pos < key0) return 0;
-    const int64_t n = pos - key0 + 1 < CPU_KT ? pos - key0 + 1 : CPU_KT;
-    uint64_t m = n >= 64 ? ~0ull : (1ull << n) - 1;
-    if (!sel) return m;
-    const int32_t B = c->ap->B;
+    const uint64_t m = bw_key_bits(0, pos - key0 + 1); /* causal */
+    if (!m || !sel) return m;
     uint64_t keep = 0;
-    for (int64_t b = key0 / B; b * B < key0 + n; b++) {
-        if (!sel[b]) continue;
-        const int64_t lo = b * B > key0 ? b * B - key0 : 0, hi = (b + 1) * B - key0 < 64 ? (b + 1) * B - key0 : 64;
-        keep |= (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
-    }
+    for (int64_t b = key0 / c->ap->B; b * c->ap->B <= pos && b * c->ap->B < key0 + CPU_KT; b++)
+        if (sel[b]) keep |= bw_block_bits(c, b, key0);
     return m & keep;
 }
 
@@ -406,9 +413,7 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
             for (int32_t k = 0; k < nbt; k++)
                 if (cur[k] < end[k] && csr->tok[cur[k]] == i) {
                     cur[k]++;
-                    const int64_t bl = (int64_t)(b0 + k) * B;
-                    const int64_t lo = bl > key0 ? bl - key0 : 0, hi = bl + B - key0 < 64 ? bl + B - key0 : 64;
-                    keep |= (hi >= 64 ? ~0ull : (1ull << hi) - 1) & ~((1ull << lo) - 1);
+                    keep |= bw_block_bits(c, b0 + k, key0);
                 }
             const int64_t pos = (int64_t)s->lk - s->lq + i;
             km = keep & bw_tile_mask(c, NULL, tau, pos);
