@@ -483,19 +483,22 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
     END_OP()
 }
 
-/* The reference selection: compression, stage 1, block scores and top-k, each materialised. */
-static infllm_status ref_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx) {
+/* The reference selection: compression (unless c1_in / c2_in are given: the decode cache's), stage 1,
+ * block scores and top-k, each materialised. */
+static infllm_status ref_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, const void *c1_in,
+                                       const void *c2_in, int32_t *topk_idx) {
     const size_t es = infllm_dtype_size(ap->dtype);
     const size_t n_sc = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->max_n1 + 1;
     const size_t n_bs = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->nblocks_out + 1;
-    void *c1 = malloc((size_t)(ap->total_n1 * ap->kv_tok + 1) * es);
-    void *c2 = malloc((size_t)(ap->total_n2 * ap->kv_tok + 1) * es);
+    void *c1 = c1_in ? NULL : malloc((size_t)(ap->total_n1 * ap->kv_tok + 1) * es);
+    void *c2 = c1_in ? NULL : malloc((size_t)(ap->total_n2 * ap->kv_tok + 1) * es);
     float *scores = malloc(n_sc * sizeof(float)), *bscores = malloc(n_bs * sizeof(float));
-    infllm_status st;
-    if (!c1 || !c2 || !scores || !bscores)
+    infllm_status st = INFLLM_OK;
+    if ((!c1_in && (!c1 || !c2)) || !scores || !bscores)
         st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (reference selection)");
-    else if (!(st = ref_compress(ap, k, c1, c2)) && !(st = ref_stage1(ap, q, c1, c2, scores)) &&
-             !(st = ref_block_scores(ap, scores, bscores)))
+    else if (!c1_in && !(st = ref_compress(ap, k, c1, c2)))
+        c1_in = c1, c2_in = c2;
+    if (!st && !(st = ref_stage1(ap, q, c1_in, c2_in, scores)) && !(st = ref_block_scores(ap, scores, bscores)))
         st = ref_topk(ap, bscores, topk_idx);
     free(c1);
     free(c2);
@@ -510,7 +513,7 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(topk_idx, "topk_idx"))) goto done;
     if (ap.topk_out < 1 || ap.total_q == 0) goto done; /* no key block, or no query: nothing to select */
     switch (p->backend) {
-    case INFLLM_BACKEND_REF: st = ref_select_blocks(&ap, q, k, topk_idx); break;
+    case INFLLM_BACKEND_REF: st = ref_select_blocks(&ap, q, k, NULL, NULL, topk_idx); break;
     case INFLLM_BACKEND_CPU: st = cpu_select_blocks(&ap, q, k, topk_idx); break;
     case INFLLM_BACKEND_CUDA:
         st = infllm_set_error(INFLLM_ERR_UNSUPPORTED,
@@ -590,15 +593,9 @@ infllm_status infllm_dense_attention_backward(const infllm_params *p, const infl
  * for long inputs). Sparse sequences take the sparse result, dense ones the dense result. */
 static infllm_status ref_pipeline(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                   const void *c1_in, const void *c2_in, void *out, float *lse) {
-    size_t es = infllm_dtype_size(ap->dtype);
     size_t n_out = (size_t)(ap->total_q * ap->o_tok) + 1;
     size_t n_lse = (size_t)(ap->total_q * ap->Hq) + 1;
-    size_t n_sc = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->max_n1 + 1;
-    size_t n_bs = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)ap->nblocks_out + 1;
     size_t n_tk = (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)(ap->topk_out > 0 ? ap->topk_out : 1) + 1;
-    void *c1 = NULL, *c2 = NULL;
-    float *scores = malloc(n_sc * sizeof(float));
-    float *bscores = malloc(n_bs * sizeof(float));
     int32_t *topk = malloc(n_tk * sizeof(int32_t));
     double *out64 = malloc(n_out * sizeof(double));
     double *lse64 = malloc(n_lse * sizeof(double));
@@ -610,11 +607,7 @@ static infllm_status ref_pipeline(const infllm_attn_params *ap, const void *q, c
         else
             any_dense = 1;
     }
-    if (!c1_in) {
-        c1 = malloc((size_t)(ap->total_n1 * ap->kv_tok + 1) * es);
-        c2 = malloc((size_t)(ap->total_n2 * ap->kv_tok + 1) * es);
-    }
-    if (!scores || !bscores || !topk || !out64 || !lse64 || (!c1_in && (!c1 || !c2))) {
+    if (!topk || !out64 || !lse64) {
         st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (reference pipeline)");
         goto done;
     }
@@ -624,23 +617,12 @@ static infllm_status ref_pipeline(const infllm_attn_params *ap, const void *q, c
             if (!ap->seqs[b].sparse) store_ref_out(ap, out64, lse64, out, lse, &ap->seqs[b]);
     }
     if (any_sparse && ap->total_q > 0) {
-        if (!c1_in) {
-            if ((st = ref_compress(ap, k, c1, c2))) goto done;
-            c1_in = c1;
-            c2_in = c2;
-        }
-        if ((st = ref_stage1(ap, q, c1_in, c2_in, scores))) goto done;
-        if ((st = ref_block_scores(ap, scores, bscores))) goto done;
-        if ((st = ref_topk(ap, bscores, topk))) goto done;
+        if ((st = ref_select_blocks(ap, q, k, c1_in, c2_in, topk))) goto done;
         if ((st = ref_sparse_attn(ap, q, k, v, topk, ap->topk_out, out64, lse64))) goto done;
         for (int32_t b = 0; b < ap->num_seqs; b++)
             if (ap->seqs[b].sparse) store_ref_out(ap, out64, lse64, out, lse, &ap->seqs[b]);
     }
 done:
-    free(c1);
-    free(c2);
-    free(scores);
-    free(bscores);
     free(topk);
     free(out64);
     free(lse64);
