@@ -150,15 +150,22 @@ __device__ __forceinline__ void flash_cta(int nsplit, int zmajor, int &tile, int
 /* sparse k_flash90: a row's running max moves only when a chunk's max passes it by more than this
  * (log2 units); P <= 2^8 otherwise, exact in bf16/f16 and f32, and most chunks keep every alpha at 1 */
 #define FLASH_RESCALE_LOG2 8.f
+/* dense k_flash90: P V of a chunk in this many key ranges (1, 2 or 4), each issued as soon as its P
+ * is ready (session 17, H200: 1.02-1.04x at 8K-32K with 2, 4 no better). The sparse instances keep
+ * one: 0.98-0.99x there with 2 or 4, and their SASS is sensitive to any change of the softmax's order. */
+#ifndef FLASH90_PV_PARTS_DENSE
+#define FLASH90_PV_PARTS_DENSE 2
+#endif
+static_assert(FLASH90_PV_PARTS_DENSE == 1 || FLASH90_PV_PARTS_DENSE == 2 || FLASH90_PV_PARTS_DENSE == 4,
+              "FLASH90_PV_PARTS_DENSE: 1, 2 or 4");
 /* The online softmax (base 2) of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores s,
  * masked (-inf) already: max on the raw scores (scale > 0, so max(s) * scale is the max of the scaled
  * scores), the scale inside the exponent's FFMA; P replaces s, alpha[ri] rescales the row's O. Both
  * rows go through with no branch in between, so that their dependency chains (max tree, 2 shuffles,
  * 16 exp2, sum) overlap. LAZY: the running max moves only by more than FLASH_RESCALE_LOG2. */
-template <bool LAZY>
-__device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], float (&l)[2], float (&alpha)[2],
-                                              float scale_log2) {
-    float mx[2];
+/* the max of each of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores, over the
+ * row's quad (the 4 lanes that hold it) */
+__device__ __forceinline__ void rows2_max(const float (&s)[8][4], float (&mx)[2]) {
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float t[4]; /* a max tree (exact in any order) instead of a 16-deep chain */
@@ -172,6 +179,17 @@ __device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], f
     for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+}
+/* The online softmax (base 2) of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores s,
+ * masked (-inf) already: max on the raw scores (scale > 0, so max(s) * scale is the max of the scaled
+ * scores), the scale inside the exponent's FFMA; P replaces s, alpha[ri] rescales the row's O. Both
+ * rows go through with no branch in between, so that their dependency chains (max tree, 2 shuffles,
+ * 16 exp2, sum) overlap. LAZY: the running max moves only by more than FLASH_RESCALE_LOG2. */
+template <bool LAZY>
+__device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                              float scale_log2) {
+    float mx[2];
+    rows2_max(s, mx);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         const float mxs = mx[ri] * scale_log2;
@@ -190,6 +208,37 @@ __device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], f
             }
         l[ri] = l[ri] * alpha[ri] + acc;
     }
+}
+/* softmax_rows2 in steps, for a chunk whose P V is issued in key ranges (dense k_flash90): the max,
+ * alpha and the new running max first (not lazy: dense), then softmax_exp2 per key range, then
+ * l = l * alpha + acc. The same arithmetic as softmax_rows2<false>, in the same order per row. */
+__device__ __forceinline__ void softmax_max2(const float (&s)[8][4], float (&m)[2], float (&alpha)[2], float (&mu)[2],
+                                             float scale_log2) {
+    float mx[2];
+    rows2_max(s, mx);
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        const float mn = fmaxf(m[ri], mx[ri] * scale_log2);
+        mu[ri] = mn == -INFINITY ? 0.f : mn;
+        alpha[ri] = exp2f(m[ri] - mu[ri]);
+        m[ri] = mn;
+    }
+}
+/* P = exp2(s * scale - mu) of the keys in columns [8 j0, 8 j1) of both rows, added to the rows' sums
+ * acc in column order (so that any split of [0, 8) sums in the same order as one pass) */
+__device__ __forceinline__ void softmax_exp2(float (&s)[8][4], const float (&mu)[2], float (&acc)[2], float scale_log2,
+                                             int j0, int j1) {
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                if (j < j0 || j >= j1) continue; /* j0, j1 are constants where this is unrolled */
+                const float pe = exp2f(fmaf(s[j][2 * ri + e], scale_log2, -mu[ri]));
+                s[j][2 * ri + e] = pe;
+                acc[ri] += pe;
+            }
 }
 
 template <typename T, int D, int NW, bool SPARSE>
@@ -716,7 +765,12 @@ __global__ void __launch_bounds__(256, 2)
              * token, and ~half the chunks its warpgroup walks are another token's) skips the softmax:
              * P = 0, alpha = 1, m and l unchanged, which is bitwise what the full path computes there */
             const bool skip = SPARSE && b64 && __all_sync(0xffffffffu, lim[0] < 0 && lim[1] < 0);
-            float alpha[2] = {1.f, 1.f};
+            /* P and O += P V in PARTS key ranges of 64 / PARTS keys (dense): the exps of a range run while
+             * the tensor cores take the previous range's P V, so the chunk's serial chain is shorter by a
+             * range's exps for each range after the first. Each row's sum adds its keys in column order
+             * and the products accumulate in k-step order, as in one pass: the same bits. */
+            constexpr int PARTS = SPARSE ? 1 : FLASH90_PV_PARTS_DENSE, JP = 8 / PARTS, KP = 4 / PARTS;
+            float alpha[2] = {1.f, 1.f}, mu[2] = {0.f, 0.f}, acc[2] = {0.f, 0.f};
             if (!skip) {
                 /* masks first (a branch per row), then both rows' softmax with no branch in between */
 #pragma unroll
@@ -736,7 +790,10 @@ __global__ void __launch_bounds__(256, 2)
                             }
                     }
                 }
-                softmax_rows2<SPARSE>(s, m, l, alpha, p.scale_log2);
+                if (PARTS == 1)
+                    softmax_rows2<SPARSE>(s, m, l, alpha, p.scale_log2);
+                else
+                    softmax_max2(s, m, alpha, mu, p.scale_log2);
             }
             /* O *= alpha; sparse: not when every alpha of the warp is 1 (no row max moved, or a skipped
              * chunk), the same bits without the multiplies (in the dense instances the branch makes
@@ -752,22 +809,31 @@ __global__ void __launch_bounds__(256, 2)
             }
             uint32_t a[4][4];
 #pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                a[ks][0] = skip ? 0u : DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
-                a[ks][1] = skip ? 0u : DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
-                a[ks][2] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                a[ks][3] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-            }
-            reg_fence<DT_>(o);
-            wgmma_fence();
+            for (int part = 0; part < PARTS; part++) {
+                if (PARTS > 1 && !skip) softmax_exp2(s, mu, acc, p.scale_log2, part * JP, part * JP + JP);
 #pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                uint32_t vo = (uint32_t)(ks * 16 * 64 * 2) >> 4;
-                wgmma_rs<T, D>(o, a[ks], gdesc_add(dv0, soff + vo), 1);
+                for (int ks = part * KP; ks < part * KP + KP; ks++) {
+                    a[ks][0] = skip ? 0u : DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                    a[ks][1] = skip ? 0u : DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                    a[ks][2] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                    a[ks][3] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+                }
+                if (part == 0) reg_fence<DT_>(o);
+                wgmma_fence();
+#pragma unroll
+                for (int ks = part * KP; ks < part * KP + KP; ks++) {
+                    uint32_t vo = (uint32_t)(ks * 16 * 64 * 2) >> 4;
+                    wgmma_rs<T, D>(o, a[ks], gdesc_add(dv0, soff + vo), 1);
+                }
+                wgmma_commit();
             }
-            wgmma_commit();
+            if (PARTS > 1 && !skip) {
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) l[ri] = l[ri] * alpha[ri] + acc[ri];
+            }
             wgmma_wait0();
             reg_fence<DT_>(o);
+            if (PARTS > 1) reg_fence_u32<4>(a); /* P stays in its registers until the products that read it are done */
         }
         if (SPARSE) {
             /* the next load into this stage is cnn's: by TMA, this stage is released by arrivals on

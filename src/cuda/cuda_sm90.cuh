@@ -105,6 +105,13 @@ template <int J> __device__ __forceinline__ void reg_fence(float (&d)[J][4]) {
 #pragma unroll
         for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
 }
+/* the same for 32-bit registers (wgmma A fragments, which the MMA reads asynchronously) */
+template <int J> __device__ __forceinline__ void reg_fence_u32(uint32_t (&d)[J][4]) {
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+r"(d[j][e])::"memory");
+}
 /* named barrier ID (1..15; 0 is __syncthreads') over N threads (a multiple of 32): named_bar_arrive
  * signals without waiting, named_bar_sync waits until N threads have arrived or synced (FA3's ordering
  * of warpgroups' MMA issue) */
