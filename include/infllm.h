@@ -260,6 +260,8 @@ infllm_status infllm_attention_workspace_size(const infllm_params *p, const infl
  * A captured graph replays the captured step as it was (same position and length: the host-side
  * length is not advanced by a replay). */
 typedef struct infllm_cache infllm_cache;
+/* Thread safety: the other functions of this header may be called from several threads at once on
+ * separate buffers; calls on one infllm_cache must not overlap (it is not locked). */
 
 /* Creates a cache; *out receives it (NULL on failure). Free with infllm_cache_free. */
 infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite. Builds infllm twice (release with -Werror, and ASan + UBSan)
-# and runs every ctest test in both; a short fuzz run of the parsers when available.
+# and runs every ctest test in both, then test_threads under ThreadSanitizer; a short fuzz run of
+# the parsers when available.
 # Exits non-zero on any failure. GPU tests print SKIP when no GPU is present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,19 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_SANITIZE=ON 
 cmake --build build-asan -j"$JOBS" || exit 1
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
+
+echo "=== thread sanitizer build (test_threads) ==="
+# the public API from several host threads at once; OpenMP teams of 1 (TSan does not understand
+# libgomp's barriers); without address-space randomisation where setarch can, which some kernels'
+# randomisation ranges need for TSan's fixed memory layout
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_CUDA=OFF -DINFLLM_WERROR=ON \
+      -DCMAKE_C_FLAGS=-fsanitize=thread -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+      -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null || exit 1
+cmake --build build-tsan -j"$JOBS" --target test_threads || exit 1
+NORAND=()
+setarch "$(uname -m)" -R true 2>/dev/null && NORAND=(setarch "$(uname -m)" -R)
+TSAN_OPTIONS=halt_on_error=1 INFLLM_THREADS_TEST_OMP=1 INFLLM_THREADS_TEST_REPS=1 \
+  "${NORAND[@]}" ctest --test-dir build-tsan --output-on-failure -R '^test_threads$' 2>&1 | tee -a "$LOG" || rc=1
 
 if [ -x scripts/fuzz.sh ] || [ -f scripts/fuzz.sh ]; then
   echo "=== short fuzz run ==="

@@ -231,7 +231,7 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     }
     /* threaded matmul, all token counts 1..NT */
     for (int nt = 1; nt <= NT; nt += (nt < 9 ? 1 : 5)) {
-        CHECK(quant_matmul(type, w, NR, n, x, nt, y, NR, 0) == 0, "matmul: %s", mdl_error());
+        CHECK(quant_matmul(type, w, NR, n, x, nt, y, NR, 0, NULL) == 0, "matmul: %s", mdl_error());
         for (int t = 0; t < nt; t++)
             for (int r = 0; r < NR; r++) {
                 ref_row(type, w + r * rb, n, wr);
@@ -296,7 +296,7 @@ static void test_threaded(uint32_t type, int64_t n) {
     for (int k = 0; k < 4; k++) {
         const int nt = ntoks[k];
         int bad = 0;
-        CHECK(quant_matmul(type, w, R, n, x, nt, y, R, 2) == 0, "threaded matmul: %s", mdl_error());
+        CHECK(quant_matmul(type, w, R, n, x, nt, y, R, 2, NULL) == 0, "threaded matmul: %s", mdl_error());
         for (int r = 0; r < R; r++)
             for (int t = 0; t < nt; t++) {
                 const float *xa[1] = {x + t * n};

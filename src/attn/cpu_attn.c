@@ -111,8 +111,9 @@ static double now_ms(void) {
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }
 
-/* working-memory accounting (main thread only) */
-static size_t g_ws_cur, g_ws_peak;
+/* working-memory accounting of the calling thread (each call's allocations are made by the thread
+ * that called it, not by its OpenMP team), so that calls from several threads do not race */
+static _Thread_local size_t g_ws_cur, g_ws_peak;
 static void *ws_alloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (p) {

@@ -11,17 +11,19 @@
 #include "cuda_internal.cuh"
 
 extern "C" int cuda_device_available(void) {
-    static int cached = -1;
-    if (cached < 0) {
+    static std::atomic<int> cached{-1}; /* threads racing here all store the same answer */
+    int c = cached.load(std::memory_order_relaxed);
+    if (c < 0) {
         int n = 0;
         cudaError_t e = cudaGetDeviceCount(&n);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             n = 0;
         }
-        cached = n > 0;
+        c = n > 0;
+        cached.store(c, std::memory_order_relaxed);
     }
-    return cached;
+    return c;
 }
 
 /* cu_c1[b] = sum_{b'<b} n1(lk_b'), likewise cu_c2; one thread (num_seqs is small) */

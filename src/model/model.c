@@ -376,6 +376,7 @@ void mdl_session_free(mdl_session *s) {
     free(s->x);
     free(s->kvconv);
     free(s->rope_ff);
+    quant_scratch_free(&s->qs);
     free(s);
 }
 
@@ -466,8 +467,8 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-static int mm(const mdl_session *s, const mdl_weight *w, const float *x, int64_t n, float *y) {
-    return quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, s->nthreads);
+static int mm(mdl_session *s, const mdl_weight *w, const float *x, int64_t n, float *y) {
+    return quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, s->nthreads, &s->qs);
 }
 
 /* ggml's rotate_pairs as llama.cpp's build computes it (the C++ compiler fuses one product of
@@ -646,7 +647,7 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         int first = all_logits ? 0 : n - 1, cnt = n - first;
         for (int t = 0; t < cnt; t++) rmsnorm(s->xb + t * E, x + (first + t) * E, m->output_norm, E, c->rms_eps);
         if (quant_matmul(m->output.type, m->output.data, m->output.rows, m->output.cols, s->xb, cnt, logits,
-                         m->output.rows, s->nthreads))
+                         m->output.rows, s->nthreads, &s->qs))
             return -1;
         if (c->logit_scale != 1.f)
             for (int64_t i = 0; i < (int64_t)cnt * c->n_vocab; i++) logits[i] /= c->logit_scale;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "infllm.h"
+#include "quant.h"
 
 typedef struct mdl_weight {
     uint32_t type;        /* enum ggml_type (F32/F16/BF16 for safetensors) */
@@ -71,6 +72,8 @@ typedef struct mdl_session {
     float *rope_ff;            /* [head_dim/2] LongRoPE frequency factors (1 when absent) */
     int64_t pos;               /* tokens in the caches */
     double t_attn;             /* seconds spent in attention (stats) */
+    quant_scratch qs;          /* quantized activations of the weight products (per session, so that
+                                  sessions may run on different threads) */
     void (*progress)(void *ud, int64_t done, int64_t total);
     void *progress_ud;
     /* Optional observer of the attention inputs (NULL: none): called for every layer of every

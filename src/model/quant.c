@@ -349,13 +349,28 @@ void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *con
     dot_scalar(type, n, wrow, xa, qa, da, na, out);
 }
 
-/* activation scratch, grown on demand (the model calls from one thread) */
-static int8_t *g_q;
-static float *g_d, *g_s;
-static size_t g_cap_q, g_cap_d;
+void quant_scratch_free(quant_scratch *qs) {
+    if (!qs) return;
+    free(qs->q);
+    free(qs->d);
+    free(qs->s);
+    memset(qs, 0, sizeof *qs);
+}
+
+static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
+                             float *y, int64_t ldy, int nthreads, quant_scratch *qs);
 
 int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok, float *y,
-                 int64_t ldy, int nthreads) {
+                 int64_t ldy, int nthreads, quant_scratch *qs) {
+    if (qs) return quant_matmul_with(type, w, rows, cols, x, ntok, y, ldy, nthreads, qs);
+    quant_scratch own = {0};
+    int r = quant_matmul_with(type, w, rows, cols, x, ntok, y, ldy, nthreads, &own);
+    quant_scratch_free(&own);
+    return r;
+}
+
+static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
+                             float *y, int64_t ldy, int nthreads, quant_scratch *qs) {
     if (!quant_supported(type)) return mdl_fail("tensor type %s is not supported for products", ggml_type_name(type));
     int bs = ggml_block_size(type);
     if (cols % bs) return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
@@ -366,24 +381,25 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     int64_t nb = cols / QK;
     if (!isf) {
         size_t nq = (size_t)(ntok * cols), nd = (size_t)(ntok * nb);
-        if (nq > g_cap_q) {
-            int8_t *p = realloc(g_q, nq);
+        if (nq > qs->cap_q) {
+            int8_t *p = realloc(qs->q, nq);
             if (!p) return mdl_fail("out of memory (activation buffer)");
-            g_q = p;
-            g_cap_q = nq;
+            qs->q = p;
+            qs->cap_q = nq;
         }
-        if (nd > g_cap_d) {
-            float *a = realloc(g_d, nd * sizeof(float)), *b;
+        if (nd > qs->cap_d) {
+            /* both grown before cap_d moves, so that a failure leaves the old capacity valid */
+            float *a = realloc(qs->d, nd * sizeof(float));
             if (!a) return mdl_fail("out of memory (activation buffer)");
-            g_d = a;
-            b = realloc(g_s, nd * sizeof(float));
+            qs->d = a;
+            float *b = realloc(qs->s, nd * sizeof(float));
             if (!b) return mdl_fail("out of memory (activation buffer)");
-            g_s = b;
-            g_cap_d = nd;
+            qs->s = b;
+            qs->cap_d = nd;
         }
     }
-    int8_t *Q = g_q;
-    float *D = g_d, *S = g_s;
+    int8_t *Q = qs->q;
+    float *D = qs->d, *S = qs->s;
     size_t rb = ggml_row_size(type, cols);
     int simd = !g_force_scalar;
     const int amode = quant_act_mode(type);

@@ -42,11 +42,23 @@ void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s
 void quant_act_scales(int mode, float dd, int sum, float *d, float *s);
 int quant_act_mode(uint32_t type);
 
+/* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32]
+ * scales d and s), grown on demand and kept between calls. One per caller that may run in
+ * parallel with another (a model session owns one); zero-initialise, release with
+ * quant_scratch_free. */
+typedef struct quant_scratch {
+    int8_t *q;
+    float *d, *s;
+    size_t cap_q, cap_d; /* elements */
+} quant_scratch;
+void quant_scratch_free(quant_scratch *qs);
+
 /* y[t * ldy + r] = W[r,:] . x[t,:] for r < rows, t < ntok. W is [rows][cols] in `type`
  * (row stride ggml_row_size(type, cols)); x is [ntok][cols] float. Threads: OpenMP over rows
- * (nthreads <= 0: all). Returns 0, or -1 with mdl_error() set (unsupported type, bad cols). */
+ * (nthreads <= 0: all). qs: the caller's activation scratch (NULL: allocated and freed in the
+ * call). Returns 0, or -1 with mdl_error() set (unsupported type, bad cols, out of memory). */
 int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
-                 float *y, int64_t ldy, int nthreads);
+                 float *y, int64_t ldy, int nthreads, quant_scratch *qs);
 
 /* Which kernel set quant_matmul uses: "avx512-vnni" or "scalar". force_scalar != 0 selects
  * the scalar path (tests). */
