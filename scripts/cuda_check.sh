@@ -25,10 +25,11 @@ fi
 cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log"; exit 1; }
 grep "infllm: CUDA" "$BUILD.configure.log" || true
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture infllm_shared 2>&1 | grep -E "error|warning" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads infllm_shared 2>&1 | grep -E "error|warning" || true
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_cache" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_capture" || { echo "cuda_check: build failed"; exit 1; }
+test -x "$BUILD/tests/test_cuda_threads" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -44,6 +45,7 @@ fi
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")
+RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
 pids=()
 for i in "${!RUNS[@]}"; do
   cmd=${RUNS[$i]#*|}
