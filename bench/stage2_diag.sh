@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# stage2_diag.sh: one device call's decomposition of the sparse stage 2 (k_flash90), the way session 17
+# took it apart at 128K (docs/CUDA_NOTES.md "Session 17"): the same grid and union walk with one part
+# removed at a time, timed round-robin against the unmodified tree by bench/cuda_ab.sh.
+#
+#   bench/stage2_diag.sh [-r ROUNDS] [-s SIZES] [--out DIR] [--dry-run] [TREE]
+#
+#   walk    no warpgroup computes (S, softmax and P V skipped): the union walk, its TMA loads, barriers
+#   noload  the sparse TMA copies are not issued (each stage's mbarrier completes on thread 0's arrive):
+#           the math and the coupling between the warpgroups, no bytes
+#   free    noload, and no stage release or barrier between the two warpgroups: each one's own chain
+#   hot     every sparse chunk read from the first 128 chunks of K / V (L2-resident): no L2 misses
+#
+# TREE is a source tree (default: this repository). The variants are copies of it under DIR/trees with
+# one-line edits of src/cuda/cuda_attn.cu; if the code they anchor on has changed, the script stops and
+# names the anchor (update the edits below with the kernel). The variants' outputs are meaningless, so
+# no dump comparison and no cuda_check run. Defaults: -r 2, -s 131072, --out /tmp/stage2_diag.
+# --dry-run makes the trees and prints cuda_ab's commands without running them (a local check of the
+# edits). Needs
+# the device machine (nvcc, PyTorch); exit status non-zero if an edit, a build or a timing failed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=2 SIZES=131072 OUTDIR=/tmp/stage2_diag TREE=$ROOT DRY=()
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+  -r) ROUNDS=${2:?}; shift 2 ;;
+  -s) SIZES=${2:?}; shift 2 ;;
+  --out) OUTDIR=${2:?}; shift 2 ;;
+  --dry-run) DRY=(--dry-run); shift ;;
+  -h | --help) usage 0 ;;
+  -*) echo "stage2_diag: unknown option $1" >&2; usage ;;
+  *) TREE=$1; shift ;;
+  esac
+done
+[ -f "$TREE/src/cuda/cuda_attn.cu" ] || { echo "stage2_diag: no src/cuda/cuda_attn.cu under $TREE" >&2; exit 2; }
+TREE=$(cd "$TREE" && pwd)
+mkdir -p "$OUTDIR/trees" || exit 1
+for v in walk noload free hot; do
+  rm -rf "${OUTDIR:?}/trees/$v"
+  mkdir -p "$OUTDIR/trees/$v"
+  if git -C "$TREE" rev-parse --is-inside-work-tree >/dev/null 2>&1; then # tracked and new files, not ignored ones
+    (cd "$TREE" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) |
+      tar -xf - -C "$OUTDIR/trees/$v" || exit 1
+  else
+    (cd "$TREE" && tar --exclude='./build*' --exclude=./.devcarry --exclude=./models -cf - .) | tar -xf - -C "$OUTDIR/trees/$v" || exit 1
+  fi
+done
+python3 - "$OUTDIR/trees" <<'PY' || exit 1
+import sys
+root = sys.argv[1]
+F = "src/cuda/cuda_attn.cu"
+EDITS = {
+    "walk": [("const bool wg_needed = SPARSE ? need : c * 64 <= wg_last_pos;",
+              "const bool wg_needed = SPARSE ? false : c * 64 <= wg_last_pos; /* DIAG walk */")],
+    "noload": [("mbar_expect_tx(&sBar[st], 2 * KVB * 2);",
+                "mbar_expect_tx(&sBar[st], SPARSE ? 0 : 2 * KVB * 2); /* DIAG noload */"),
+               ("for (int h = 0; h < D / 64; h++) {\n                    tma_load(",
+                "for (int h = 0; h < (SPARSE ? 0 : D / 64); h++) { /* DIAG noload */\n                    tma_load(")],
+    "free": [("        if (by_tma(cc)) {\n            if (tid == 0) {",
+              "        if (by_tma(cc)) {\n            if (!SPARSE && tid == 0) { /* DIAG free */"),
+             ("        if (tma_chunk) {\n            mbar_wait(",
+              "        if (tma_chunk && !SPARSE) { /* DIAG free */\n            mbar_wait("),
+             ("            released = cnn >= 0 && by_tma(cnn);\n            if (!released)",
+              "            released = false; /* DIAG free */\n            if (!(cnn >= 0 && by_tma(cnn)))")],
+    "hot": [("const int tok = (int)(k0 + cc * 64);",
+             "const int tok = (int)(k0 + (SPARSE ? (cc & 127) : cc) * 64); /* DIAG hot */")],
+}
+for v, edits in EDITS.items():
+    p = f"{root}/{v}/{F}"
+    s = open(p).read()
+    for a, b in edits:
+        if s.count(a) != 1:
+            print(f"stage2_diag: {v}: the anchor {a.splitlines()[0].strip()!r} occurs {s.count(a)} times in {F} "
+                  f"(want 1): update bench/stage2_diag.sh with the kernel")
+            sys.exit(1)
+        s = s.replace(a, b)
+    open(p, "w").write(s)
+    print(f"# {v}: {len(edits)} edit(s) of {F}")
+PY
+T=$OUTDIR/trees
+"$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
+  base="$TREE" walk="$T/walk" noload="$T/noload" free="$T/free" hot="$T/hot"
