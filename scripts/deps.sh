@@ -10,6 +10,11 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# the test command's ThreadSanitizer build needs gcc's TSan runtime (libtsan2 on Debian 12; gcc prints
+# a bare name when the library is missing)
+if command -v gcc >/dev/null 2>&1 && [ "$(gcc -print-file-name=libtsan.so)" = libtsan.so ]; then
+  missing+=(libtsan2)
+fi
 # the test command's short fuzz run needs clang with libFuzzer
 if [ "${INFLLM_WITH_FUZZ:-0}" = 1 ]; then
   command -v clang >/dev/null 2>&1 || missing+=(clang)

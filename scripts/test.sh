@@ -32,8 +32,19 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_CUDA=OFF -DI
 cmake --build build-tsan -j"$JOBS" --target test_threads || exit 1
 NORAND=()
 setarch "$(uname -m)" -R true 2>/dev/null && NORAND=(setarch "$(uname -m)" -R)
+TLOG=$(mktemp)
 TSAN_OPTIONS=halt_on_error=1 INFLLM_THREADS_TEST_OMP=1 INFLLM_THREADS_TEST_REPS=1 \
-  "${NORAND[@]}" ctest --test-dir build-tsan --output-on-failure -R '^test_threads$' 2>&1 | tee -a "$LOG" || rc=1
+  "${NORAND[@]}" ctest --test-dir build-tsan --output-on-failure -R '^test_threads$' >"$TLOG" 2>&1; trc=$?
+cat "$TLOG"
+if [ $trc -ne 0 ] && grep -q "FATAL: ThreadSanitizer: unexpected memory mapping" "$TLOG"; then
+  # TSan's fixed shadow layout does not fit this kernel's address-space randomisation (and setarch
+  # could not turn it off): the runtime cannot start, which says nothing about the library
+  echo "SKIP: ThreadSanitizer cannot run on this kernel (unexpected memory mapping); test_threads ran in the other builds"
+else
+  cat "$TLOG" >>"$LOG"
+  [ $trc -eq 0 ] || rc=1
+fi
+rm -f "$TLOG"
 
 if [ -x scripts/fuzz.sh ] || [ -f scripts/fuzz.sh ]; then
   echo "=== short fuzz run ==="
