@@ -2,6 +2,7 @@
 #include "quant.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -329,15 +330,17 @@ static void dot_scalar(uint32_t type, int64_t n, const void *wrow, const float *
     }
 }
 
-static int g_force_scalar = 0;
-static int g_float_act = -1;
+static int g_force_scalar = 0; /* tests set it before any product */
+static atomic_int g_float_act = -1; /* read once; sessions on several threads may race to store it */
 void quant_force_scalar(int f) { g_force_scalar = f; }
 static int float_act(void) {
-    if (g_float_act < 0) {
+    int v = atomic_load_explicit(&g_float_act, memory_order_relaxed);
+    if (v < 0) {
         const char *e = getenv("INFLLM_FLOAT_ACT");
-        g_float_act = e && e[0] == '1';
+        v = e && e[0] == '1';
+        atomic_store_explicit(&g_float_act, v, memory_order_relaxed);
     }
-    return g_float_act;
+    return v;
 }
 const char *quant_kernel_name(void) {
     return (!g_force_scalar && quant_avx512_available()) ? "avx512-vnni" : "scalar";

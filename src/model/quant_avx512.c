@@ -1,6 +1,7 @@
 /* quant_avx512.c: AVX512-VNNI (256-bit VL) kernels of quant.h. An activation block of 32
  * int8 values is one ymm register; a weight block is unpacked to unsigned bytes and
  * multiplied with vpdpbusd; scales are applied per block in float. */
+#include <stdatomic.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -12,12 +13,14 @@
 #define AI __attribute__((always_inline)) static inline
 
 int quant_avx512_available(void) {
-    static int v = -1;
+    static atomic_int cached = -1; /* threads racing here all store the same answer */
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
     if (v < 0) {
         __builtin_cpu_init();
         v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
             __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;
 }
