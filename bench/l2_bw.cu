@@ -9,7 +9,7 @@
  *
  * Not part of the build (sm_90 only, no library code):
  *
- *   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -o l2_bw bench/l2_bw.cu && ./l2_bw
+ *   nvcc -O3 -gencode arch=compute_90a,code=sm_90a -Isrc/cuda -Isrc/core -Iinclude -o l2_bw bench/l2_bw.cu && ./l2_bw
  *
  * Prints one row a (buffer size, CTAs an SM, stages) with TB/s. A buffer well inside the L2 (50 MB
  * on the H200, split in two partitions) gives the L2 -> SM rate; 64 MB is one KV head's K and V at
@@ -19,45 +19,15 @@
 #include <cstdio>
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                                                  \
-    do {                                                                                                       \
-        cudaError_t e_ = (x);                                                                                  \
-        if (e_ != cudaSuccess) {                                                                               \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));                      \
-            return 1;                                                                                          \
-        }                                                                                                      \
-    } while (0)
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define BW_DEVICE 1
-#endif
+#include "bench_cuda.h"
+#include "cuda_sm90.cuh"
 
 constexpr int CHUNK = 32768, HALF = CHUNK / 2;
 
-__device__ __forceinline__ void bar_init(uint64_t *b) {
-#ifdef BW_DEVICE
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(b)));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void bar_expect(uint64_t *b, uint32_t bytes) {
-#ifdef BW_DEVICE
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(b)),
-                 "r"(bytes)
-                 : "memory");
-#endif
-}
-__device__ __forceinline__ void bar_wait(uint64_t *b, uint32_t parity) {
-#ifdef BW_DEVICE
-    asm volatile("{\n.reg .pred P1;\nW:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-                 "@P1 bra D;\nbra W;\nD:\n}\n" ::"r"((uint32_t)__cvta_generic_to_shared(b)),
-                 "r"(parity)
-                 : "memory");
-#endif
-}
+/* the library's mbarrier helpers (mbar_init / mbar_expect_tx / mbar_wait), as k_flash90 uses them;
+ * the plain (non-tensor) bulk copy below is the only one this file adds */
 __device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *b) {
-#ifdef BW_DEVICE
+#ifdef INFLLM_WGMMA_DEVICE
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
                      (uint32_t)__cvta_generic_to_shared(dst)),
                  "l"(src), "r"(bytes), "r"((uint32_t)__cvta_generic_to_shared(b))
@@ -79,7 +49,7 @@ __global__ void __launch_bounds__(256) k_pull(const unsigned char *buf, uint64_t
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ __align__(8) uint64_t bar[8];
     if (threadIdx.x == 0) {
-        for (int s = 0; s < nst; s++) bar_init(&bar[s]);
+        for (int s = 0; s < nst; s++) mbar_init(&bar[s]);
     }
     __syncthreads();
     if (threadIdx.x != 0) return;
@@ -88,20 +58,20 @@ __global__ void __launch_bounds__(256) k_pull(const unsigned char *buf, uint64_t
     const uint64_t half_off = nchunks * HALF; /* "V" lives in the buffer's second half */
     for (int s = 0; s < nst && s < iters; s++) {
         const uint64_t ch = pick(c, s, nchunks);
-        bar_expect(&bar[s], CHUNK);
+        mbar_expect_tx(&bar[s], CHUNK);
         bulk_copy(smem + s * CHUNK, buf + ch * HALF, HALF, &bar[s]);
         bulk_copy(smem + s * CHUNK + HALF, buf + half_off + ch * HALF, HALF, &bar[s]);
     }
     unsigned long long acc = 0;
     for (int i = 0; i < iters; i++) {
         const int s = i % nst;
-        bar_wait(&bar[s], (phase >> s) & 1u);
+        mbar_wait(&bar[s], (phase >> s) & 1u);
         phase ^= 1u << s;
         acc += smem[s * CHUNK + (i & 1023)];
         const int nx = i + nst;
         if (nx < iters) {
             const uint64_t ch = pick(c, nx, nchunks);
-            bar_expect(&bar[s], CHUNK);
+            mbar_expect_tx(&bar[s], CHUNK);
             bulk_copy(smem + s * CHUNK, buf + ch * HALF, HALF, &bar[s]);
             bulk_copy(smem + s * CHUNK + HALF, buf + half_off + ch * HALF, HALF, &bar[s]);
         }
