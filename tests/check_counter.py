@@ -1,7 +1,25 @@
-"""The py_* tests' pass/fail counter (not a test itself; no third-party imports, so that tests
-without numpy can use it): check() prints each result, finish() prints "NAME: N passed, N failed"
-and exits non-zero on any failure."""
+"""What the py_* tests share (not a test itself; no third-party imports at load, so that tests
+without numpy can use it): the pass/fail counter (check() prints each result, finish() prints
+"NAME: N passed, N failed" and exits non-zero on any failure) and need_modules()."""
+import os
 import sys
+
+
+def need_modules(*names):
+    """Imports the modules or SKIPs (exit 0) when CI is not set; fails under CI=true."""
+    mods = []
+    for n in names:
+        try:
+            mods.append(__import__(n))
+        except ImportError:
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                print(f"FAIL: python module '{n}' is missing under CI")
+                print("0 passed, 1 failed")
+                sys.exit(1)
+            print(f"SKIP: python module '{n}' is missing (pip install numpy gguf safetensors)")
+            print("0 passed, 0 failed, 1 skipped")
+            sys.exit(0)
+    return mods
 
 
 class Counter:

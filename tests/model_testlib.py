@@ -7,26 +7,9 @@ import struct
 import subprocess
 import sys
 
-
-def need_modules(*names):
-    """Imports the modules or SKIPs (exit 0) when CI is not set; fails under CI=true."""
-    mods = []
-    for n in names:
-        try:
-            mods.append(__import__(n))
-        except ImportError:
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                print(f"FAIL: python module '{n}' is missing under CI")
-                print("0 passed, 1 failed")
-                sys.exit(1)
-            print(f"SKIP: python module '{n}' is missing (pip install numpy gguf safetensors)")
-            print("0 passed, 0 failed, 1 skipped")
-            sys.exit(0)
-    return mods
-
+from check_counter import Counter, need_modules  # noqa: E402,F401  (the py_model_* tests import them from here)
 
 np, gguf = need_modules("numpy", "gguf")
-from check_counter import Counter  # noqa: E402,F401  (the py_model_* tests import it from here)
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32

@@ -14,15 +14,10 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import numpy as np
-except ImportError:
-    if os.environ.get("CI") == "true":
-        print("py_cli_attn: numpy missing under CI")
-        sys.exit(1)
-    print("SKIP py_cli_attn: numpy not installed")
-    print("0 passed, 0 failed")
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import need_modules  # noqa: E402
+
+(np,) = need_modules("numpy")
 
 INFLLM = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))

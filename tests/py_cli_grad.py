@@ -11,17 +11,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_counter import Counter  # noqa: E402
+from check_counter import Counter, need_modules  # noqa: E402
 
-try:
-    import numpy as np
-except ImportError:
-    if os.environ.get("CI") == "true":
-        print("py_cli_grad: numpy missing under CI")
-        sys.exit(1)
-    print("SKIP py_cli_grad: numpy not installed")
-    print("0 passed, 0 failed")
-    sys.exit(0)
+(np,) = need_modules("numpy")
 
 INFLLM = sys.argv[1]
 c = Counter("py_cli_grad")
