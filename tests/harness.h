@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infllm.h"
+
 static int h_passed, h_failed;
 
 #define CHECK(cond, ...)                                                   \
@@ -38,6 +40,24 @@ static int h_passed, h_failed;
 static inline int finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, h_passed, h_failed);
     return h_failed ? 1 : 0;
+}
+
+/* The layout of one sequence (no cu_seqlens) of lq queries, the last of lk keys; max_seqlen_q/k set
+ * too (the host backends compute them anyway, the CUDA backend reads them). */
+static inline infllm_layout h_layout1(infllm_dtype dtype, int64_t lq, int64_t lk, int32_t hq, int32_t hkv,
+                                      int32_t head_dim) {
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = dtype;
+    l.num_seqs = 1;
+    l.total_q = lq;
+    l.total_k = lk;
+    l.num_q_heads = hq;
+    l.num_kv_heads = hkv;
+    l.head_dim = head_dim;
+    l.max_seqlen_q = (int32_t)lq;
+    l.max_seqlen_k = (int32_t)lk;
+    return l;
 }
 
 /* Deterministic random numbers (splitmix64 + Box-Muller). */

@@ -105,15 +105,7 @@ static call make_call(const char *name, infllm_mode mode, int64_t lq, int64_t lk
     c.p.backend = INFLLM_BACKEND_CUDA;
     c.p.mode = mode;
     c.p.cuda_stream = st;
-    c.l.dtype = INFLLM_DTYPE_BF16;
-    c.l.num_seqs = 1;
-    c.l.total_q = lq;
-    c.l.total_k = lk;
-    c.l.num_q_heads = HQ;
-    c.l.num_kv_heads = HKV;
-    c.l.head_dim = D;
-    c.l.max_seqlen_q = (int32_t)lq;
-    c.l.max_seqlen_k = (int32_t)lk;
+    c.l = h_layout1(INFLLM_DTYPE_BF16, lq, lk, HQ, HKV, D);
     c.q = dq + (lk - lq) * HQ * D;
     c.k = dk;
     c.v = dv;

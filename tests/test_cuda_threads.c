@@ -78,18 +78,7 @@ static void base_params(infllm_params *p, infllm_mode mode, const worker *w) {
     p->local_blocks = 8;
 }
 
-static void base_layout(infllm_layout *l, int64_t lq, int64_t lk) {
-    memset(l, 0, sizeof *l);
-    l->dtype = INFLLM_DTYPE_BF16;
-    l->num_seqs = 1;
-    l->total_q = lq;
-    l->total_k = lk;
-    l->num_q_heads = HQ;
-    l->num_kv_heads = HKV;
-    l->head_dim = D;
-    l->max_seqlen_q = (int32_t)lq;
-    l->max_seqlen_k = (int32_t)lk;
-}
+static void base_layout(infllm_layout *l, int64_t lq, int64_t lk) { *l = h_layout1(INFLLM_DTYPE_BF16, lq, lk, HQ, HKV, D); }
 
 /* the stateless call of the last lq of lk tokens into job slot j */
 static void attention_job(worker *w, int j, infllm_mode mode, int64_t lq, int64_t lk) {

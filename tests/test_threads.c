@@ -68,16 +68,8 @@ static void params_of(infllm_params *p) {
     p->num_threads = g_omp_threads;
 }
 
-static void layout_of(infllm_layout *l, int64_t nq, int64_t nk) {
-    memset(l, 0, sizeof *l);
-    l->dtype = INFLLM_DTYPE_BF16;
-    l->num_seqs = 1;
-    l->total_q = nq;
-    l->total_k = nk;
-    l->num_q_heads = HQ;
-    l->num_kv_heads = HKV;
-    l->head_dim = D;
-}
+/* one sequence of nq queries, the last of nk keys */
+static void layout_of(infllm_layout *l, int64_t nq, int64_t nk) { *l = h_layout1(INFLLM_DTYPE_BF16, nq, nk, HQ, HKV, D); }
 
 static int alloc_out(job_out *o) {
     const size_t qn = (size_t)T * HQ * D, kn = (size_t)T * HKV * D;
