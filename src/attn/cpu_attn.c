@@ -990,6 +990,12 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
     return st;
 }
 
+/* Whether every query of sparse sequence s has at most topk_total causal blocks, and so selects all of
+ * them (sparse attention is then bitwise dense, and no selection is computed) */
+static int selects_every_block(const infllm_attn_params *ap, const infllm_seq *s) {
+    return (s->lk - 1) / ap->B + 1 <= ap->topk_total;
+}
+
 /* The selection of sequence s, KV head g (sel / nsel, K a row) from its compressed keys (c1 / c2 with
  * the sequence's first rows at r1 / r2): packs them, then run_select. Non-zero: out of memory. */
 static int select_head(const ctx *c, const infllm_seq *s, int g, const void *c1, int64_t r1, const void *c2,
@@ -1027,10 +1033,9 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
             if (g_stats) g_stats->dense_ms += now_ms() - t0;
             continue;
         }
-        if ((s->lk - 1) / ap->B + 1 <= K) {
-            /* every query has at most K causal blocks, so each selects all of them: the sparse
-             * result is bitwise the dense one (same tiles, same order); skip compression and
-             * selection */
+        if (selects_every_block(ap, s)) {
+            /* the sparse result is bitwise the dense one (same tiles, same order); skip compression
+             * and selection */
             double t0 = now_ms();
             st = dense_seq(&c, s, q, k, v, out, lse);
             if (g_stats) g_stats->stage2_ms += now_ms() - t0;
@@ -1102,7 +1107,7 @@ infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, con
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         void *own1 = NULL, *own2 = NULL;
         size_t b1 = (size_t)(s->n1 + 1) * ap->kv_tok * c.es, b2 = (size_t)(s->n2 + 1) * ap->kv_tok * c.es;
-        const int all_causal = (s->lk - 1) / ap->B + 1 <= K; /* every query selects all its causal blocks */
+        const int all_causal = selects_every_block(ap, s);
         if (!all_causal) {
             own1 = ws_alloc(b1);
             own2 = ws_alloc(b2);
@@ -1111,15 +1116,15 @@ infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, con
             st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
         } else if (!all_causal) {
             compress_seq(&c, s, k, own1, 0, ap->exact_lse ? NULL : own2, 0);
+        } else { /* blocks 0 .. q_block of each query, the same for every KV head */
+            for (int t = 0; t < s->lq; t++) {
+                const int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
+                for (int e = 0; e <= qb; e++) sel[(size_t)t * K + e] = e;
+                nsel[t] = qb + 1;
+            }
         }
         for (int g = 0; g < ap->Hkv && !st; g++) {
-            if (all_causal) {
-                for (int t = 0; t < s->lq; t++) {
-                    const int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
-                    for (int e = 0; e <= qb; e++) sel[(size_t)t * K + e] = e;
-                    nsel[t] = qb + 1;
-                }
-            } else {
+            if (!all_causal) {
                 const int e = select_head(&c, s, g, own1, 0, own2, 0, q, sel, nsel, NULL);
                 if (e) {
                     st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
