@@ -130,6 +130,10 @@ infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores
                                float *block_scores /* [Hkv, total_q, nblocks_out] */);
 infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores,
                        int32_t *topk_idx /* [Hkv, total_q, topk_out] */);
+/* The keys j <= p of sequence s that query row `row` of topk_idx (topk_cols entries; -1 and blocks past
+ * the sequence ignored) attends: allowed[j] = its block is selected. sel: [nblocks_out + 1] scratch. */
+void ref_allowed_keys(const infllm_attn_params *ap, const infllm_seq *s, const int32_t *row, int32_t topk_cols,
+                      int64_t p, unsigned char *sel, unsigned char *allowed);
 infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k,
                               const void *v, const int32_t *topk_idx, int32_t topk_cols,
                               double *out /* [total_q, Hq, D] */, double *lse /* [total_q, Hq] or NULL */);

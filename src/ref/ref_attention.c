@@ -46,6 +46,14 @@ static void ref_attend_row(const infllm_attn_params *ap, const infllm_seq *s, co
     if (lse) *lse = m + log(sum);
 }
 
+void ref_allowed_keys(const infllm_attn_params *ap, const infllm_seq *s, const int32_t *row, int32_t topk_cols,
+                      int64_t p, unsigned char *sel, unsigned char *allowed) {
+    memset(sel, 0, (size_t)ap->nblocks_out + 1);
+    for (int32_t c = 0; c < topk_cols; c++)
+        if (row[c] >= 0 && row[c] < s->nblocks) sel[row[c]] = 1;
+    for (int64_t j = 0; j <= p; j++) allowed[j] = sel[j / ap->B];
+}
+
 infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                               const int32_t *topk_idx /* [Hkv, total_q, topk_cols] */, int32_t topk_cols,
                               double *out /* [total_q, Hq, D] */, double *lse /* [total_q, Hq] or NULL */) {
@@ -65,11 +73,8 @@ infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const
             int64_t t = s->q0 + i;
             int64_t p = (int64_t)s->lk - s->lq + i;
             for (int32_t g = 0; g < ap->Hkv; g++) {
-                const int32_t *row = topk_idx + ((int64_t)g * ap->total_q + t) * topk_cols;
-                memset(sel, 0, (size_t)ap->nblocks_out + 1);
-                for (int32_t c = 0; c < topk_cols; c++)
-                    if (row[c] >= 0 && row[c] < s->nblocks) sel[row[c]] = 1;
-                for (int64_t j = 0; j <= p; j++) allowed[j] = sel[j / ap->B];
+                ref_allowed_keys(ap, s, topk_idx + ((int64_t)g * ap->total_q + t) * topk_cols, topk_cols, p, sel,
+                                 allowed);
                 for (int32_t hh = 0; hh < ap->G; hh++) {
                     int32_t h = g * ap->G + hh;
                     ref_attend_row(ap, s, q, k, v, t, h, p + 1, allowed, w, out + t * ap->o_tok + h * ap->o_head,

@@ -83,13 +83,9 @@ infllm_status ref_attn_backward(const infllm_attn_params *ap, const void *q, con
         for (int32_t i = 0; i < s->lq; i++) {
             const int64_t t = s->q0 + i, p = (int64_t)s->lk - s->lq + i;
             for (int32_t g = 0; g < ap->Hkv; g++) {
-                if (topk_idx) {
-                    const int32_t *row = topk_idx + ((int64_t)g * ap->total_q + t) * topk_cols;
-                    memset(sel, 0, (size_t)ap->nblocks_out + 1);
-                    for (int32_t c = 0; c < topk_cols; c++)
-                        if (row[c] >= 0 && row[c] < s->nblocks) sel[row[c]] = 1;
-                    for (int64_t j = 0; j <= p; j++) allowed[j] = sel[j / ap->B];
-                }
+                if (topk_idx)
+                    ref_allowed_keys(ap, s, topk_idx + ((int64_t)g * ap->total_q + t) * topk_cols, topk_cols, p,
+                                     sel, allowed);
                 for (int32_t hh = 0; hh < ap->G; hh++)
                     ref_backward_row(ap, s, q, k, v, dout, t, g * ap->G + hh, p + 1, allowed, w, dp, dq, dk, dv);
             }
