@@ -80,8 +80,6 @@ static int one_of(const char *prog, const char *flag, const char *value, const c
     return 0;
 }
 
-/* an exact comma list of distinct mode names (dense, sparse, auto) into names[3]; dense moved first
- * (the other modes compare with it); returns the count, 0 with a message on a bad list */
 /* both eval commands: -m is required and --attn is refused (--modes lists what modes_what says);
  * nonzero after printing why */
 static int eval_model_opts_bad(const char *prog, const run_opts *o, const char *modes_what) {
@@ -96,6 +94,8 @@ static int eval_model_opts_bad(const char *prog, const run_opts *o, const char *
     return 0;
 }
 
+/* an exact comma list of distinct mode names (dense, sparse, auto) into names[3]; dense moved first
+ * (the other modes compare with it); returns the count, 0 with a message on a bad list */
 static int parse_modes(const char *prog, const char *modes, const char *names[3]) {
     char buf[64];
     int nm = 0;
