@@ -156,15 +156,7 @@ static void run_case(const ccase *c, unsigned long long seed) {
             infllm_params hp = p;
             hp.backend = INFLLM_BACKEND_CPU;
             hp.cuda_stream = NULL;
-            infllm_layout hl;
-            memset(&hl, 0, sizeof hl);
-            hl.dtype = dt;
-            hl.num_seqs = 1;
-            hl.total_q = n;
-            hl.total_k = L;
-            hl.num_q_heads = Hq;
-            hl.num_kv_heads = Hkv;
-            hl.head_dim = D;
+            const infllm_layout hl = h_layout1(dt, n, L, Hq, Hkv, D); /* max_seqlen for the GPU call below */
             infllm_sizes sz;
             CHECK_OK(infllm_get_sizes(&hp, &hl, &sz));
             CHECK_OK(infllm_compress_keys(&hp, &hl, k, hc1, hc2, NULL, NULL));
@@ -199,10 +191,7 @@ static void run_case(const ccase *c, unsigned long long seed) {
             CHECK(cudaMemsetAsync(dws, 0xff, wsb, stream) == cudaSuccess, "%s: cudaMemsetAsync", c->name);
             CHECK_OK(infllm_cache_attend(cc, &ap, qn, n, Hq, dout, dlse));
             /* the whole prefix recomputed on the GPU (recompression included) */
-            infllm_layout dl = hl;
-            dl.max_seqlen_q = (int32_t)n;
-            dl.max_seqlen_k = (int32_t)L;
-            CHECK_OK(infllm_attention(&p, &dl, qn, dk, dv, dout2, dlse2));
+            CHECK_OK(infllm_attention(&p, &hl, qn, dk, dv, dout2, dlse2));
             CHECK(cudaStreamSynchronize(stream) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess,
                   "%s: CUDA error %s", c->name, cudaGetErrorString(cudaGetLastError()));
             uint16_t *co = to_host(dout, (size_t)(n * qcols) * 2), *co2 = to_host(dout2, (size_t)(n * qcols) * 2);
