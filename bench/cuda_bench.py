@@ -40,10 +40,24 @@ def load_lib(path):
     lib.infllm_cache_memory_bytes.restype = C.c_size_t
     lib.infllm_cache_free.argtypes = [vp]
     lib.infllm_cache_free.restype = None
-    if hasattr(lib, "cuda_debug_fused_topk"):  # CUDA builds: compress + fused stage 1 + top-k (test hook)
+    if hasattr(lib, "cuda_debug_fused_topk"):  # libraries before session 18: the selection's test hook
         lib.cuda_debug_fused_topk.argtypes = [vp, C.c_int, C.c_int32, C.c_int32, C.c_int32, C.c_int64, C.c_int64, vp,
                                               vp, vp]
     return lib
+
+
+def select_fn(lib, p, l, q, k, topk, T):
+    """compress + fused stage 1 + top-k of one T-token sequence into topk [HKV, T, K]: infllm_select_blocks
+    (CUDA since session 18), or the test hook of older libraries (cuda_ab.sh runs this script on old trees).
+    Both allocate their workspace per call (cudaMallocAsync), so the select column compares like with like."""
+    if hasattr(lib, "infllm_select_blocks_workspace_size"):
+        ps = Params.from_buffer_copy(p)
+        ps.workspace, ps.workspace_bytes = None, 0
+        return lambda: check(lib, lib.infllm_select_blocks(C.byref(ps), C.byref(l), C.c_void_p(q.data_ptr()),
+                                                           C.c_void_p(k.data_ptr()), C.c_void_p(topk.data_ptr())),
+                             "select")
+    return lambda: check(lib, lib.cuda_debug_fused_topk(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(),
+                                                        topk.data_ptr()), "select")
 
 
 @contextlib.contextmanager
@@ -422,7 +436,6 @@ def main():
                          "two builds or kernel switches on the same inputs")
     a = ap.parse_args()
     lib = load_lib(a.lib)
-    dbg = lib.cuda_debug_fused_topk  # compress + fused stage 1 + top-k into a [HKV, T, K] selection (argtypes: load_lib)
     if a.profile:
         T = a.profile
         q, k, v = make_inputs(T, structured=not a.random)
@@ -431,7 +444,7 @@ def main():
         l = layout(T, T)
         K = min(96, (T + 63) // 64)
         topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
-        check(lib, dbg(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
+        select_fn(lib, p, l, q, k, topk, T)()
         stage2_fn(lib, p, l, q, k, v, topk, K, out, None)()
         out_dense = torch.empty_like(q)
         check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
@@ -475,8 +488,7 @@ def main():
                                                 C.c_void_p(c1.data_ptr()), C.c_void_p(c2.data_ptr()), None, None),
                   "compress")
 
-        def sel():  # compress + fused stage 1 + top-k
-            check(lib, dbg(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(), topk.data_ptr()), "select")
+        sel = select_fn(lib, p, l, q, k, topk, T)  # compress + fused stage 1 + top-k
 
         st2 = stage2_fn(lib, p, l, q, k, v, topk, K, out, lse)
         t_pipe = timeit(pipe, reps=a.reps)

@@ -5,8 +5,10 @@
  * Per case:
  *   compress   c1/c2 bit-identical to REF on >= 99.9% of elements (summation order may differ)
  *   stage 1    CUDA scores within 1 bf16/f16 ulp (+1e-6) of REF on >= 99% of entries
- *   top-k      CUDA stage1 -> block_scores -> topk, and the fused pipeline selection (single
- *              sequence), identical to REF's sets on >= 99% of (token, kv head) rows
+ *   top-k      CUDA stage1 -> block_scores -> topk, and infllm_select_blocks (the pipeline's fused
+ *              selection; every layout, in its own workspace and, captured into a graph, in the
+ *              caller's, which must give the same rows), identical to
+ *              REF's sets on >= 99% of (token, kv head) rows
  *   stage 2    sparse_attention with REF's selection, and dense_attention: relative Frobenius
  *              error vs REF in f32 storage (float64 math) <= 2x the error of a naive bf16/f16
  *              implementation (scores, probabilities and output rounded to the storage type);
@@ -32,8 +34,6 @@
 
 #include "cuda_testlib.h"
 
-infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv, int32_t D,
-                                    int64_t lq, int64_t lk, const void *q, const void *k, int32_t *topk);
 
 #ifndef INFLLM_GOLDEN_DIR
 #define INFLLM_GOLDEN_DIR "../shared/golden"
@@ -215,15 +215,57 @@ static void run_case(const tcase *c, unsigned long long seed) {
     size_t rows = (size_t)Hkv * TQ, tk_same = 0, tkf_same = 0;
     for (size_t r = 0; r < rows; r++) tk_same += memcmp(ctk + r * K, rtk + r * K, (size_t)K * 4) == 0;
     CHECK(tk_same * 100 >= rows * 99, "%s: standalone top-k: %zu of %zu rows identical to REF", c->name, tk_same, rows);
-    if (c->nseq == 1) {
-        CHECK_OK(cuda_debug_fused_topk(&p, dt, Hq, Hkv, D, TQ, TK, dq, dk, dtkf));
-        int32_t *ctkf = to_host(dtkf, ntk * 4);
+    /* infllm_select_blocks: the fused selection (the pipeline's kernels), every sequence selecting; once
+     * allocating its own workspace, once in the caller's (exactly the size asked for), which must give
+     * the same rows; a workspace one 256-byte piece short is refused */
+    {
+        CHECK_OK(infllm_select_blocks(&p, &dl, dq, dk, dtkf));
+        size_t swb = 0;
+        CHECK_OK(infllm_select_blocks_workspace_size(&p, &dl, &swb));
+        CHECK(swb > 0, "%s: select_blocks workspace size 0", c->name);
+        int32_t *dtkw = dev_alloc(ntk * 4);
+        void *dsw = dev_alloc(swb);
+        infllm_params pw = p;
+        pw.workspace = dsw;
+        pw.workspace_bytes = swb;
+        /* in the caller's workspace the call allocates nothing and never synchronises: captured into a
+         * graph (global mode), replayed */
+        cudaStream_t cst;
+        cudaGraph_t gr = NULL;
+        cudaGraphExec_t ge = NULL;
+        CHECK(cudaStreamCreateWithFlags(&cst, cudaStreamNonBlocking) == cudaSuccess, "%s: stream", c->name);
+        pw.cuda_stream = cst;
+        cudaMemset(dtkw, 0xff, ntk * 4);
+        cudaDeviceSynchronize();
+        CHECK(cudaStreamBeginCapture(cst, cudaStreamCaptureModeGlobal) == cudaSuccess, "%s: begin capture", c->name);
+        const infllm_status cs = infllm_select_blocks(&pw, &dl, dq, dk, dtkw);
+        CHECK(cudaStreamEndCapture(cst, &gr) == cudaSuccess && cs == INFLLM_OK, "%s: select_blocks under capture: %s",
+              c->name, cs ? infllm_last_error() : "end capture failed");
+        if (gr && cudaGraphInstantiate(&ge, gr, 0) == cudaSuccess) {
+            CHECK(cudaGraphLaunch(ge, cst) == cudaSuccess && cudaStreamSynchronize(cst) == cudaSuccess,
+                  "%s: select_blocks graph replay", c->name);
+            cudaGraphExecDestroy(ge);
+        } else {
+            CHECK(0, "%s: select_blocks graph: instantiate failed", c->name);
+        }
+        if (gr) cudaGraphDestroy(gr);
+        cudaStreamDestroy(cst);
+        pw.cuda_stream = p.cuda_stream;
+        pw.workspace_bytes = swb - 256;
+        CHECK(infllm_select_blocks(&pw, &dl, dq, dk, dtkw) == INFLLM_ERR_WORKSPACE,
+              "%s: select_blocks accepted a workspace of %zu bytes (%zu needed)", c->name, swb - 256, swb);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", c->name,
+              cudaGetErrorString(cudaGetLastError()));
+        int32_t *ctkf = to_host(dtkf, ntk * 4), *ctkw = to_host(dtkw, ntk * 4);
         for (size_t r = 0; r < rows; r++) tkf_same += memcmp(ctkf + r * K, rtk + r * K, (size_t)K * 4) == 0;
-        CHECK(tkf_same * 100 >= rows * 99, "%s: fused top-k: %zu of %zu rows identical to REF", c->name, tkf_same,
+        CHECK(tkf_same * 100 >= rows * 99, "%s: select_blocks: %zu of %zu rows identical to REF", c->name, tkf_same,
               rows);
+        CHECK(!memcmp(ctkf, ctkw, ntk * 4), "%s: select_blocks in the caller's workspace (a graph replay) != in its own",
+              c->name);
         free(ctkf);
-    } else {
-        tkf_same = rows;
+        free(ctkw);
+        cudaFree(dtkw);
+        cudaFree(dsw);
     }
 
     /* ---- references in f32 storage (float64 math) ---- */
@@ -411,7 +453,7 @@ static void golden_pub1(void) {
     void *dout = dev_alloc(q.count * 2);
     float *dlse = dev_alloc((size_t)T * Hq * 4);
     CHECK_OK(infllm_compress_keys(&p, &l, dk, dc1, dc2, NULL, NULL));
-    CHECK_OK(cuda_debug_fused_topk(&p, INFLLM_DTYPE_BF16, Hq, Hkv, D, T, k.shape[0], dq, dk, dtk));
+    CHECK_OK(infllm_select_blocks(&p, &l, dq, dk, dtk));
     CHECK_OK(infllm_attention(&p, &l, dq, dk, dv, dout, dlse));
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "golden: CUDA error");
     uint16_t *hc1 = to_host(dc1, c1.count * 2), *hc2 = to_host(dc2, c2.count * 2), *hout = to_host(dout, q.count * 2);
@@ -490,9 +532,26 @@ static void errors_checks(void) {
     CHECK(strstr(infllm_last_error(), "q at") != NULL, "misaligned q: message '%s'", infllm_last_error());
     CHECK_STATUS(infllm_dense_attention(&p, &l, q, kv, kv, (char *)o + 8, NULL), INFLLM_ERR_UNSUPPORTED);
     CHECK(strstr(infllm_last_error(), "out at") != NULL, "misaligned out: message '%s'", infllm_last_error());
+    /* infllm_select_blocks: the same rules (dtype, alignment, workspace) */
+    int32_t *tk = dev_alloc(16 * 96 * 4);
+    CHECK_STATUS(infllm_select_blocks(&p, &l, q, (char *)kv + 2, tk), INFLLM_ERR_UNSUPPORTED);
+    CHECK(strstr(infllm_last_error(), "k at") != NULL, "select_blocks, misaligned k: message '%s'",
+          infllm_last_error());
+    size_t sneed = 0;
+    CHECK_OK(infllm_select_blocks_workspace_size(&p, &l, &sneed));
+    void *sw = dev_alloc(sneed);
+    p.workspace = sw;
+    p.workspace_bytes = sneed - 1;
+    CHECK_STATUS(infllm_select_blocks(&p, &l, q, kv, tk), INFLLM_ERR_WORKSPACE);
+    p.workspace_bytes = sneed;
+    CHECK_OK(infllm_select_blocks(&p, &l, q, kv, tk));
+    l.dtype = INFLLM_DTYPE_F32;
+    CHECK_STATUS(infllm_select_blocks(&p, &l, q, kv, tk), INFLLM_ERR_UNSUPPORTED);
+    CHECK_STATUS(infllm_select_blocks_workspace_size(&p, &l, &sneed), INFLLM_ERR_UNSUPPORTED);
+    l.dtype = INFLLM_DTYPE_BF16;
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
           cudaGetErrorString(cudaGetLastError()));
-    cudaFree(q), cudaFree(kv), cudaFree(o);
+    cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(tk), cudaFree(sw);
     cudaFree(big);
     cudaFree(d);
 }

@@ -283,7 +283,8 @@ static void test_op_args(void) {
     }
     EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, NULL, 1, lse, dout, dq, dk, dv), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, 0, lse, dout, dq, dk, dv), INFLLM_ERR_SHAPE);
-    /* the CUDA backend has no backward or separate selection (built with or without CUDA) */
+    /* the CUDA backend has no backward, and its selection takes bf16 / f16 only (built with or without
+     * CUDA; test_cuda checks the selection's other refusals on a GPU) */
     {
         infllm_params pc = p;
         pc.backend = INFLLM_BACKEND_CUDA;

@@ -516,10 +516,24 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
     case INFLLM_BACKEND_REF: st = ref_select_blocks(&ap, q, k, NULL, NULL, topk_idx); break;
     case INFLLM_BACKEND_CPU: st = cpu_select_blocks(&ap, q, k, topk_idx); break;
     case INFLLM_BACKEND_CUDA:
-        st = infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                              "infllm_select_blocks runs on the host backends only (INFLLM_BACKEND_CPU or _REF)");
+#ifdef INFLLM_HAVE_CUDA
+        st = cuda_select_blocks(&ap, q, k, topk_idx);
+#else
+        st = infllm_set_error(INFLLM_ERR_UNSUPPORTED, "built without CUDA");
+#endif
         break;
     }
+    END_OP()
+}
+
+infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
+    if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
+    *bytes = 0;
+    BEGIN_OP(p, l)
+#ifdef INFLLM_HAVE_CUDA
+    if (p->backend == INFLLM_BACKEND_CUDA) st = cuda_select_blocks_workspace_size(&ap, bytes);
+#endif
+    goto done;
     END_OP()
 }
 

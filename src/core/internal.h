@@ -214,6 +214,9 @@ infllm_status cuda_dense_attn(const infllm_attn_params *ap, const void *q, const
 infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k,
                              const void *v, void *out, float *lse);
 infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes);
+/* infllm_select_blocks: compression + the fused selection of every sequence into topk_idx (device) */
+infllm_status cuda_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx);
+infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes);
 int cuda_device_available(void);
 #endif
 

@@ -12,6 +12,7 @@
  *   freshly compressed c1 / c2 (cuda_cache.cu; INFLLM_CUDA_NO_FEWQ_CD=1: the kernels above).
  * Workspace (256-byte aligned pieces): cu_c1/cu_c2, c1, c2, topk_idx [Hkv, total_q, topk_out],
  * split-KV scratch (few queries: cu_c1/cu_c2, c1, c2, the decode kernels' scratch). Linear in T.
+ * Also infllm_select_blocks (cuda_select_blocks): compression + the fused selection alone.
  */
 #include <atomic>
 #include <mutex>
@@ -73,6 +74,26 @@ static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
  * short inputs get the sm_90a selection too */
 static int64_t sel_buffer_rows(int64_t n) { return n > CUDA_SELECT_MIN_ROWS ? n : CUDA_SELECT_MIN_ROWS; }
 
+/* The first pieces of a workspace: cu_c1 / cu_c2, then (with_c) the c1 and c2 buffers, whose rows are
+ * exact with host sequences, else a bound (a window of s tokens per s, + 1 a sequence). Returns the
+ * offset past them. */
+static size_t ws_compressed(const infllm_attn_params *ap, int with_c, size_t &off_cu, size_t &off_c1, size_t &off_c2,
+                            int64_t &rows_c1, int64_t &rows_c2) {
+    const size_t row = (size_t)ap->Hkv * ap->D * 2; /* bf16 / f16 */
+    rows_c1 = sel_buffer_rows(ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs);
+    rows_c2 = sel_buffer_rows(ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs);
+    size_t off = 0;
+    off_cu = off;
+    off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
+    if (with_c) {
+        off_c1 = off;
+        off += al256((size_t)rows_c1 * row);
+        off_c2 = off;
+        off += al256((size_t)rows_c2 * row);
+    }
+    return off;
+}
+
 static WsLayout ws_layout(const infllm_attn_params *ap) {
     WsLayout w;
     memset(&w, 0, sizeof w);
@@ -87,20 +108,7 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_sparse = d_seq_sparse(ap->mode, ap->dense_len, ap->max_lk);
         w.any_dense = ap->mode == INFLLM_MODE_DENSE || (ap->mode == INFLLM_MODE_AUTO && ap->dense_len >= 0);
     }
-    size_t es = 2, row = (size_t)ap->Hkv * ap->D * es;
-    /* c1 / c2 rows: exact with host sequences, else a bound (a window of s tokens per s, + 1 a
-     * sequence) */
-    w.rows_c1 = sel_buffer_rows(ap->seqs ? ap->total_n1 : ap->total_k / ap->s1 + ap->num_seqs);
-    w.rows_c2 = sel_buffer_rows(ap->seqs ? ap->total_n2 : ap->total_k / ap->s2 + ap->num_seqs);
-    size_t off = 0;
-    w.off_cu = off;
-    off += al256(sizeof(int32_t) * 2 * (ap->num_seqs + 1));
-    if (w.any_sparse) {
-        w.off_c1 = off;
-        off += al256((size_t)w.rows_c1 * row);
-        w.off_c2 = off;
-        off += al256((size_t)w.rows_c2 * row);
-    }
+    size_t off = ws_compressed(ap, w.any_sparse, w.off_cu, w.off_c1, w.off_c2, w.rows_c1, w.rows_c2);
     /* one sequence of <= 16 queries: the decode cache's kernels do the rest (no top-k, split or
      * selection scratch of the shared kernels) */
     w.fewq_bytes = cuda_fewq_cd_bytes(ap);
@@ -204,39 +212,62 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
     return s;
 }
 
-/* Test hook (tests/test_cuda.c declares it): the fused selection of one sequence of lq queries
- * (the last lq of lk positions), every row, into topk [Hkv, lq, topk_out] (device). */
-extern "C" infllm_status cuda_debug_fused_topk(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv,
-                                               int32_t D, int64_t lq, int64_t lk, const void *q, const void *k,
-                                               int32_t *topk) {
-    infllm_attn_params ap;
-    infllm_seq *seqs = NULL;
-    infllm_status s = infllm_build_single_seq_params(p, dtype, Hq, Hkv, D, lq, lk, &ap, &seqs);
+/* infllm_select_blocks on the GPU: compression, then the fused selection of every sequence (the API's
+ * rule: p->mode and dense_len are not applied), straight into the caller's topk_idx. Workspace (256-byte
+ * aligned pieces): cu_c1 / cu_c2, c1, c2 and, for <= 64 queries, the decode selection's scratch. */
+struct SelWsLayout {
+    size_t off_cu, off_c1, off_c2, off_dec, dec_bytes, total;
+    int64_t rows_c1, rows_c2;
+};
+
+static infllm_attn_params select_params(const infllm_attn_params *ap) {
+    infllm_attn_params a = *ap;
+    a.mode = INFLLM_MODE_SPARSE; /* the decode selection filters by mode: every sequence selects */
+    return a;
+}
+
+static SelWsLayout sel_ws_layout(const infllm_attn_params *ap) {
+    SelWsLayout w;
+    memset(&w, 0, sizeof w);
+    size_t off = ws_compressed(ap, 1, w.off_cu, w.off_c1, w.off_c2, w.rows_c1, w.rows_c2);
+    w.dec_bytes = cuda_dec_select_bytes(ap);
+    w.off_dec = off;
+    off += al256(w.dec_bytes);
+    w.total = off;
+    return w;
+}
+
+extern "C" infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
+    infllm_status s = cuda_check_supported(ap, "select_blocks");
     if (s) return s;
-    s = cuda_check_supported(&ap, "debug_fused_topk");
-    cudaStream_t st = (cudaStream_t)ap.cuda_stream;
+    const infllm_attn_params a = select_params(ap);
+    *bytes = sel_ws_layout(&a).total;
+    return INFLLM_OK;
+}
+
+extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const void *q, const void *k,
+                                            int32_t *topk_idx) {
+    infllm_status s = cuda_check_supported(ap, "select_blocks");
+    if (!s) s = cuda_check_aligned("select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
+    if (s) return s;
+    if (ap->total_q == 0 || ap->topk_out < 1) return INFLLM_OK;
+    const infllm_attn_params a = select_params(ap);
+    cudaStream_t st = (cudaStream_t)a.cuda_stream;
+    const SelWsLayout w = sel_ws_layout(&a);
     unsigned char *ws = NULL;
-    size_t row = (size_t)ap.Hkv * ap.D * 2;
-    const int64_t r1 = sel_buffer_rows(ap.total_n1 + 1), r2 = sel_buffer_rows(ap.total_n2 + 1);
-    size_t b1 = al256((size_t)r1 * row), b2 = al256((size_t)r2 * row);
-    size_t bd = s ? 0 : cuda_dec_select_bytes(&ap);
-    if (!s && cudaMallocAsync((void **)&ws, 256 + b1 + b2 + al256(bd), st) != cudaSuccess) {
-        (void)cudaGetLastError();
-        s = infllm_set_error(INFLLM_ERR_NOMEM, "debug_fused_topk: no memory");
-    }
-    if (!s) {
-        int32_t *cu = (int32_t *)ws;
-        void *c1 = ws + 256, *c2 = ws + 256 + b1;
-        s = cuda_compress_impl(&ap, k, c1, c2, cu, cu + 2, st);
-        if (!s && bd) {
-            ap.mode = INFLLM_MODE_SPARSE; /* every row */
-            s = cuda_dec_select_launch(&ap, q, c1, c2, cu, cu + 2, topk, ws + 256 + b1 + b2, st);
-        } else if (!s) {
-            s = cuda_select_launch(&ap, q, c1, ap.exact_lse ? c1 : c2, cu, ap.exact_lse ? cu : cu + 2, NULL, topk, 0,
-                                   r1, ap.exact_lse ? r1 : r2, st);
-        }
-    }
-    if (ws) cudaFreeAsync(ws, st);
-    free(seqs);
+    int owned = 0;
+    s = cuda_workspace_acquire(&a, w.total, "CUDA select_blocks", "infllm_select_blocks_workspace_size", st, &ws,
+                               &owned);
+    if (s) return s;
+    int32_t *cu_c1 = (int32_t *)(ws + w.off_cu);
+    int32_t *cu_c2 = cu_c1 + a.num_seqs + 1;
+    void *c1 = ws + w.off_c1, *c2 = ws + w.off_c2;
+    s = cuda_compress_impl(&a, k, c1, c2, cu_c1, cu_c2, st);
+    if (!s && w.dec_bytes)
+        s = cuda_dec_select_launch(&a, q, c1, c2, cu_c1, cu_c2, topk_idx, ws + w.off_dec, st);
+    else if (!s)
+        s = cuda_select_launch(&a, q, c1, a.exact_lse ? c1 : c2, cu_c1, a.exact_lse ? cu_c1 : cu_c2, NULL, topk_idx, 0,
+                               w.rows_c1, a.exact_lse ? w.rows_c1 : w.rows_c2, st);
+    if (owned) cudaFreeAsync(ws, st);
     return s;
 }
