@@ -694,7 +694,16 @@ static_assert(SEL90_CT_WIDE <= CUDA_SELECT_MIN_ROWS && SEL90_CT <= CUDA_SELECT_M
  * (4 tokens x 2 blocks) fall in distinct banks */
 __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 31) / 32 * 32 + 8; }
 
-template <typename T, int D, int CT, int NS>
+/* DEC (decoupled warpgroups, session 18): no CTA barrier between tiles. A warpgroup takes tile i as soon
+ * as its TMA has landed and releases the stage (an "empty" mbarrier of 4 arrivals, one a warpgroup) when
+ * its own products of the tile have completed; thread 0 of warpgroup 3, the last to issue, waits for the
+ * release and loads tile i + NS into the stage. So a warpgroup's exps and max-pool of tile i overlap the
+ * other warpgroups' products of tiles i and i + 1 instead of every warpgroup meeting at a barrier after
+ * the slowest one's exps. The ordered issue alternates two sets of named barriers by tile parity, so an
+ * early warpgroup's arrival for tile i + 1 cannot complete its successor's barrier of tile i (it cannot get
+ * two tiles ahead: tile i + 2 loads only after every warpgroup's products of tile i). !DEC: one
+ * __syncthreads a tile, as through session 17. */
+template <typename T, int D, int CT, int NS, bool DEC>
 __global__ void __launch_bounds__(SEL90_NT, 1)
     k_select90(SelParams p, const __grid_constant__ CUtensorMap tmL, const __grid_constant__ CUtensorMap tm1) {
 #ifdef INFLLM_WGMMA_DEVICE
@@ -770,8 +779,12 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (int i = tid; i < TT * nbs; i += NT) sBS[i] = 0.f;
     if (tid < TT) sVis[tid] = tid < ntok ? d_visible(pos0 + tid, p.l1, p.s1, n1) : 0;
     __shared__ __align__(8) uint64_t sBar[NS]; /* tile stage s's TMA arrival */
+    __shared__ __align__(8) uint64_t sEmpty[DEC ? NS : 1]; /* DEC: stage s released by the 4 warpgroups */
     if (tid == 0)
-        for (int s = 0; s < NS; s++) mbar_init(&sBar[s]);
+        for (int s = 0; s < NS; s++) {
+            mbar_init(&sBar[s]);
+            if (DEC) mbar_init_count(&sEmpty[s], 4);
+        }
     cp_async_commit();
     cp_async_wait<0>(); /* the Q tile */
     fence_proxy_async();
@@ -797,16 +810,33 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     };
     if (tid == 0)
 #pragma unroll
-        for (int s = 0; s < NS - 1; s++) load(s);
+        for (int s = 0; s < (DEC ? NS : NS - 1); s++) load(s);
     /* tile i is in its stage (parity of its phase: bit st of phase), and the stage of tile i - 1 is
-     * free (every warp is past its products, the barrier says): load tile i + NS - 1 there */
-    uint32_t phase = 0;
+     * free (every warp is past its products, the barrier says): load tile i + NS - 1 there. DEC: no
+     * barrier; the stage of tile i is reloaded by release_tile */
+    uint32_t phase = 0, ephase = 0;
     auto next_tile = [&](int i) {
-        __syncthreads();
-        if (tid == 0) load(i + NS - 1);
+        if (!DEC) {
+            __syncthreads();
+            if (tid == 0) load(i + NS - 1);
+        }
         const int st = i % NS;
         mbar_wait(&sBar[st], (phase >> st) & 1u);
         phase ^= 1u << st;
+    };
+    /* DEC: this warpgroup's products of tile i have completed (its last wgmma wait): release the stage;
+     * warpgroup 3's thread 0 waits for all four releases and loads tile i + NS into it */
+    auto release_tile = [&](int i) {
+        if (!DEC) return;
+        const int st = i % NS;
+        if ((tid & 127) == 0) mbar_arrive(&sEmpty[st]);
+        if (tid == 384) {
+            if (i + NS < ntot) {
+                mbar_wait(&sEmpty[st], (ephase >> st) & 1u);
+                load(i + NS);
+            }
+            ephase ^= 1u << st;
+        }
     };
     /* With p.wg_order, the warpgroups issue a tile's products in turn (warpgroup w waits on named barrier
      * w until w - 1 has issued its own), so that the tensor cores finish them in that order and
@@ -814,14 +844,26 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * products completing together. Every warpgroup runs every tile (the tile count is the CTA's),
      * and the tile barrier keeps one tile's arrivals from meeting the next tile's. */
     const bool ordered = p.wg_order != 0;
-    auto issue_turn = [&]() {
+    auto issue_turn = [&](int i) {
         if (!ordered) return;
+        if (DEC && (i & 1)) {
+            if (wg == 1) named_bar_sync<4, 256>();
+            if (wg == 2) named_bar_sync<5, 256>();
+            if (wg == 3) named_bar_sync<6, 256>();
+            return;
+        }
         if (wg == 1) named_bar_sync<1, 256>();
         if (wg == 2) named_bar_sync<2, 256>();
         if (wg == 3) named_bar_sync<3, 256>();
     };
-    auto issue_done = [&]() {
+    auto issue_done = [&](int i) {
         if (!ordered) return;
+        if (DEC && (i & 1)) {
+            if (wg == 0) named_bar_arrive<4, 256>();
+            if (wg == 1) named_bar_arrive<5, 256>();
+            if (wg == 2) named_bar_arrive<6, 256>();
+            return;
+        }
         if (wg == 0) named_bar_arrive<1, 256>();
         if (wg == 1) named_bar_arrive<2, 256>();
         if (wg == 2) named_bar_arrive<3, 256>();
@@ -843,7 +885,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
          * group, so that the (max, sum) update of one runs while the next one multiplies */
         float acc[NP][8][4];
         const uint64_t dCt = gdesc_add(dC, du(so + (CT / 2) * chalf * 64)); /* this tile's stage, column half */
-        issue_turn();
+        issue_turn(i);
         wgmma_fence();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
@@ -853,11 +895,12 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                                 gdesc_add(dCt, du((kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
-        issue_done();
+        issue_done(i);
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
             wgmma_wait_le(NP - 1 - pp);
             reg_fence<8>(acc[pp]);
+            if (pp == NP - 1) release_tile(i);
             lse_tile_update(acc[pp], m, l, CT * i + (CT / 2) * chalf + 64 * pp, tig, visLw, visLw, p.scale_log2);
         }
     }
@@ -991,7 +1034,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
          * each its own group, so that the exps of one run while the next ones multiply */
         float acc[NP][8][4];
         const uint64_t dCtw = gdesc_add(dC, du(so + (CT / 2) * khalf * 64)); /* this warpgroup's kernels of the tile */
-        issue_turn();
+        issue_turn(i);
         wgmma_fence();
 #pragma unroll
         for (int kg = 0; kg < NP; kg++) {
@@ -1001,7 +1044,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                                 gdesc_add(dQh, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
-        issue_done();
+        issue_done(i);
         const int kb = CT * t + (CT / 2) * khalf + 16 * wq + gid; /* c1 kernel of this thread's first row */
         const bool full = CT * t + CT <= minvis1;                /* the whole tile is visible to every token */
         float ps[NP][2][4];
@@ -1009,6 +1052,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         for (int kg = 0; kg < NP; kg++) {
             wgmma_wait_le(NP - 1 - kg);
             reg_fence<8>(acc[kg]);
+            if (kg == NP - 1) release_tile(i);
             exp_step(acc[kg], kb + 64 * kg, full, ps[kg]);
         }
         pool_step(ps, kb);
@@ -1075,14 +1119,14 @@ static bool sel90_maps(CUtensorMap *tmL, CUtensorMap *tm1, const SelParams &p, i
            cuda_tma_map_rows(tmL, p.exact ? p.c1 : p.c2, p.Hkv, D, p.exact ? c1_rows : c2_rows, CT);
 }
 
-template <typename T, int D, int CT, int NS>
+template <typename T, int D, int CT, int NS, bool DEC>
 static infllm_status sel90_run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
                                cudaStream_t st) {
     const size_t smem = sel90_smem(D, p.nbmax, CT, NS);
-    infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS>, smem, "k_select90");
+    infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS, DEC>, smem, "k_select90");
     if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
-    k_select90<T, D, CT, NS><<<grid, SEL90_NT, smem, st>>>(p, tmL, tm1);
+    k_select90<T, D, CT, NS, DEC><<<grid, SEL90_NT, smem, st>>>(p, tmL, tm1);
     CU_LAUNCH_CHECK("k_select90");
     return INFLLM_OK;
 }
@@ -1092,11 +1136,21 @@ static int sel90_ordered(void) {
     static std::atomic<int> no_order{CUDA_ENV_UNREAD};
     return cuda_env_int("INFLLM_CUDA_SEL90_NO_ORDER", &no_order) != 1;
 }
+/* k_select90's decoupled warpgroups (DEC) with INFLLM_CUDA_SEL90_DECOUPLE=1 (session 18's experiment;
+ * same results bit for bit), else the tile barrier of sessions 4-17; read once */
+static int sel90_decoupled(void) {
+    static std::atomic<int> dec{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL90_DECOUPLE", &dec) == 1;
+}
 template <typename T, int D>
 static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensorMap &tmL, const CUtensorMap &tm1,
                                     int64_t gx, cudaStream_t st) {
-    if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE>(p, tmL, tm1, gx, st);
-    return sel90_run<T, D, SEL90_CT, SEL90_NS>(p, tmL, tm1, gx, st);
+    if (sel90_decoupled()) {
+        if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, true>(p, tmL, tm1, gx, st);
+        return sel90_run<T, D, SEL90_CT, SEL90_NS, true>(p, tmL, tm1, gx, st);
+    }
+    if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, false>(p, tmL, tm1, gx, st);
+    return sel90_run<T, D, SEL90_CT, SEL90_NS, false>(p, tmL, tm1, gx, st);
 }
 /* k_select90's 256-kernel tiles (2 products a warpgroup, one barrier, one TMA round and set of
  * descriptors per 256 kernels) against the 128-kernel ones (1 product a warpgroup, a partial last

@@ -134,6 +134,21 @@ __device__ __forceinline__ void mbar_init(uint64_t *bar) {
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 #endif
 }
+/* an mbarrier that completes a phase when `count` threads have arrived (mbar_arrive), for a stage's
+ * release by its consumers */
+__device__ __forceinline__ void mbar_init_count(uint64_t *bar, uint32_t count) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar)),
+                 "r"(count));
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"((uint32_t)__cvta_generic_to_shared(bar))
+                 : "memory");
+#endif
+}
 __device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
 #ifdef INFLLM_WGMMA_DEVICE
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
