@@ -699,10 +699,8 @@ __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 3
  * its own products of the tile have completed; thread 0 of warpgroup 3, the last to issue, waits for the
  * release and loads tile i + NS into the stage. So a warpgroup's exps and max-pool of tile i overlap the
  * other warpgroups' products of tiles i and i + 1 instead of every warpgroup meeting at a barrier after
- * the slowest one's exps. The ordered issue alternates two sets of named barriers by tile parity, so an
- * early warpgroup's arrival for tile i + 1 cannot complete its successor's barrier of tile i (it cannot get
- * two tiles ahead: tile i + 2 loads only after every warpgroup's products of tile i). !DEC: one
- * __syncthreads a tile, as through session 17. */
+ * the slowest one's exps. The ordered issue takes a set of named barriers per stage (issue_turn). !DEC:
+ * one __syncthreads a tile, as through session 17. */
 template <typename T, int D, int CT, int NS, bool DEC>
 __global__ void __launch_bounds__(SEL90_NT, 1)
     k_select90(SelParams p, const __grid_constant__ CUtensorMap tmL, const __grid_constant__ CUtensorMap tm1) {
@@ -844,29 +842,46 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * products completing together. Every warpgroup runs every tile (the tile count is the CTA's),
      * and the tile barrier keeps one tile's arrivals from meeting the next tile's. */
     const bool ordered = p.wg_order != 0;
-    auto issue_turn = [&](int i) {
-        if (!ordered) return;
-        if (DEC && (i & 1)) {
+    /* DEC: tile i's turns on barrier set i % NS (IDs 1-3, 4-6, 7-9). Warpgroup w - 1 reaches tile i + NS
+     * only once tile i's stage has been released, which warpgroup w does after its turn of tile i, so an
+     * early arrival can never complete the set's barrier of an earlier tile (one set for all tiles, or two
+     * by parity with 3 stages, would let it: that hung). */
+    auto turn_sync = [&](int set) {
+        if (set == 0) {
+            if (wg == 1) named_bar_sync<1, 256>();
+            if (wg == 2) named_bar_sync<2, 256>();
+            if (wg == 3) named_bar_sync<3, 256>();
+        } else if (set == 1) {
             if (wg == 1) named_bar_sync<4, 256>();
             if (wg == 2) named_bar_sync<5, 256>();
             if (wg == 3) named_bar_sync<6, 256>();
-            return;
+        } else {
+            if (wg == 1) named_bar_sync<7, 256>();
+            if (wg == 2) named_bar_sync<8, 256>();
+            if (wg == 3) named_bar_sync<9, 256>();
         }
-        if (wg == 1) named_bar_sync<1, 256>();
-        if (wg == 2) named_bar_sync<2, 256>();
-        if (wg == 3) named_bar_sync<3, 256>();
     };
-    auto issue_done = [&](int i) {
-        if (!ordered) return;
-        if (DEC && (i & 1)) {
+    auto turn_arrive = [&](int set) {
+        if (set == 0) {
+            if (wg == 0) named_bar_arrive<1, 256>();
+            if (wg == 1) named_bar_arrive<2, 256>();
+            if (wg == 2) named_bar_arrive<3, 256>();
+        } else if (set == 1) {
             if (wg == 0) named_bar_arrive<4, 256>();
             if (wg == 1) named_bar_arrive<5, 256>();
             if (wg == 2) named_bar_arrive<6, 256>();
-            return;
+        } else {
+            if (wg == 0) named_bar_arrive<7, 256>();
+            if (wg == 1) named_bar_arrive<8, 256>();
+            if (wg == 2) named_bar_arrive<9, 256>();
         }
-        if (wg == 0) named_bar_arrive<1, 256>();
-        if (wg == 1) named_bar_arrive<2, 256>();
-        if (wg == 2) named_bar_arrive<3, 256>();
+    };
+    static_assert(NS <= 3, "k_select90: three barrier sets for the ordered issue");
+    auto issue_turn = [&](int i) {
+        if (ordered) turn_sync(DEC ? i % NS : 0);
+    };
+    auto issue_done = [&](int i) {
+        if (ordered) turn_arrive(DEC ? i % NS : 0);
     };
     /* descriptors in 16-byte units; k-step kk of a [D/64][R][64] tile is at
      * (kk / 4) R 64 + (kk % 4) 16 elements */
