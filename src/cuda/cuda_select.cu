@@ -1152,11 +1152,11 @@ static int sel90_ordered(void) {
     return cuda_env_int("INFLLM_CUDA_SEL90_NO_ORDER", &no_order) != 1;
 }
 /* k_select90's decoupled warpgroups (DEC; session 18: select 1.08x at 128K, 1.06x at 64K, even at 32K,
- * bitwise the same top-k) unless INFLLM_CUDA_SEL90_DECOUPLE=0 (the tile barrier of sessions 4-17); read
+ * bitwise the same top-k) unless INFLLM_CUDA_SEL90_COUPLED=1 (the tile barrier of sessions 4-17); read
  * once */
 static int sel90_decoupled(void) {
-    static std::atomic<int> dec{CUDA_ENV_UNREAD};
-    return cuda_env_int("INFLLM_CUDA_SEL90_DECOUPLE", &dec) != 0;
+    static std::atomic<int> coupled{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL90_COUPLED", &coupled) != 1;
 }
 template <typename T, int D>
 static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensorMap &tmL, const CUtensorMap &tm1,
