@@ -40,7 +40,7 @@ if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   RUNS+=("test_cuda: wgmma kernels, few-query calls on the shared kernels, compression a warp a window (INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1)|env INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with every K/V chunk by cp.async and the thread-a-column compression (INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1, the paths of misaligned or tiny K/V)|env INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's 256-kernel tiles and stage-2 tiles of consecutive tokens (INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1)|env INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 $BUILD/tests/test_cuda")
-  RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups issuing unordered and the 3-stage compression ring of devices with less shared memory (INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3)|env INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 $BUILD/tests/test_cuda")
+  RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups coupled by a tile barrier and issuing unordered, and the 3-stage compression ring of devices with less shared memory (INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3)|env INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 $BUILD/tests/test_cuda")
 fi
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
