@@ -526,15 +526,24 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
     END_OP()
 }
 
-infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
+/* The CUDA workspace of infllm_attention (select 0) or infllm_select_blocks (select 1); 0 on the host
+ * backends, after the same validation as the op's */
+static infllm_status workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes, int select) {
     if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
     *bytes = 0;
     BEGIN_OP(p, l)
 #ifdef INFLLM_HAVE_CUDA
-    if (p->backend == INFLLM_BACKEND_CUDA) st = cuda_select_blocks_workspace_size(&ap, bytes);
+    if (p->backend == INFLLM_BACKEND_CUDA)
+        st = select ? cuda_select_blocks_workspace_size(&ap, bytes) : cuda_attention_workspace_size(&ap, bytes);
+#else
+    (void)select;
 #endif
     goto done;
     END_OP()
+}
+
+infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
+    return workspace_size(p, l, bytes, 1);
 }
 
 /* The backward ops (topk_idx NULL: dense). REF runs in float64 and rounds the gradients once. */
@@ -670,14 +679,7 @@ infllm_status infllm_attention(const infllm_params *p, const infllm_layout *l, c
 }
 
 infllm_status infllm_attention_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
-    if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
-    *bytes = 0;
-    BEGIN_OP(p, l)
-#ifdef INFLLM_HAVE_CUDA
-    if (p->backend == INFLLM_BACKEND_CUDA) st = cuda_attention_workspace_size(&ap, bytes);
-#endif
-    goto done;
-    END_OP()
+    return workspace_size(p, l, bytes, 0);
 }
 
 infllm_status infllm_build_single_seq_params(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv,
