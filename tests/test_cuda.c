@@ -7,8 +7,8 @@
  *   stage 1    CUDA scores within 1 bf16/f16 ulp (+1e-6) of REF on >= 99% of entries
  *   top-k      CUDA stage1 -> block_scores -> topk, and infllm_select_blocks (the pipeline's fused
  *              selection; every layout, in its own workspace and, captured into a graph, in the
- *              caller's, which must give the same rows), identical to
- *              REF's sets on >= 99% of (token, kv head) rows
+ *              caller's, which must give the same rows): REF's sets on >= 99% of (token, kv head)
+ *              rows
  *   stage 2    sparse_attention with REF's selection, and dense_attention: relative Frobenius
  *              error vs REF in f32 storage (float64 math) <= 2x the error of a naive bf16/f16
  *              implementation (scores, probabilities and output rounded to the storage type);
@@ -33,7 +33,6 @@
 #include <cuda_runtime.h>
 
 #include "cuda_testlib.h"
-
 
 #ifndef INFLLM_GOLDEN_DIR
 #define INFLLM_GOLDEN_DIR "../shared/golden"
@@ -216,8 +215,9 @@ static void run_case(const tcase *c, unsigned long long seed) {
     for (size_t r = 0; r < rows; r++) tk_same += memcmp(ctk + r * K, rtk + r * K, (size_t)K * 4) == 0;
     CHECK(tk_same * 100 >= rows * 99, "%s: standalone top-k: %zu of %zu rows identical to REF", c->name, tk_same, rows);
     /* infllm_select_blocks: the fused selection (the pipeline's kernels), every sequence selecting; once
-     * allocating its own workspace, once in the caller's (exactly the size asked for), which must give
-     * the same rows; a workspace one 256-byte piece short is refused */
+     * allocating its own workspace, once in the caller's (exactly the size asked for, the call captured
+     * into a graph and replayed), which must give the same rows; a workspace one 256-byte piece short is
+     * refused */
     {
         CHECK_OK(infllm_select_blocks(&p, &dl, dq, dk, dtkf));
         size_t swb = 0;
