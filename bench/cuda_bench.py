@@ -253,6 +253,8 @@ def flex_fn(q, k, v, topk, T, folded=True):
     timing, in Flex's favour).
     folded=False: head-major, [1, Hq, T, D] with enable_gqa (this script's baseline through session 17)."""
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    if T % 64:
+        raise ValueError(f"flex_fn: T = {T} is not a multiple of 64 (the per-64-token block lists)")
     nqb = T // 64
     nkb = (T + 63) // 64
     G = HQ // HKV
