@@ -309,6 +309,8 @@ def flex_fn(q, k, v, topk, T, folded=True):
             best, best_t = ko, t
     if best is None:
         raise RuntimeError("no Flex tile shape ran")
+    print(f"# flex {'folded' if folded else 'head-major'} at {T}: BLOCK_M {best['BLOCK_M']} BLOCK_N {best['BLOCK_N']} "
+          f"({best_t:.3f} ms in the pick)", flush=True)
 
     def run():
         return fa(qq, kk, vv, block_mask=bm, kernel_options=best, **kw)
