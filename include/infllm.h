@@ -206,7 +206,8 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
  *   topk_idx [Hkv, total_q, topk_out] int32 (infllm_get_sizes), ascending, -1 padded.
  * CUDA (bf16 / f16, head_dim 64 / 128): device pointers, on p->cuda_stream, no host synchronisation;
  * the same sets as the CPU backend's but for near-ties that another summation order rounds the other
- * way (the tests require >= 99% identical rows; measured at 128K: 1 to 16 rows in 262,144). Workspace as
+ * way (the tests require >= 99% of rows identical to REF's; at 128K the two GPU selection kernels
+ * disagree on 1 to 16 rows in 262,144). Workspace as
  * for infllm_attention: p->workspace of infllm_select_blocks_workspace_size bytes, or NULL to let
  * the call allocate (not under graph capture). */
 infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *l,
