@@ -75,6 +75,29 @@ __device__ __forceinline__ void lse_tile_update(float (&s)[8][4], float (&m)[2],
     }
 }
 
+/* lse_tile_update for a tile whose 64 columns are all visible to both rows: no masking, the max on
+ * the raw scores (scale_log2 > 0, so max(s) scale_log2 is the max of the scaled scores) and the
+ * scale inside the exponent's FFMA (k_flash90's softmax does the same); ~7 instructions a score
+ * become ~4 */
+__device__ __forceinline__ void lse_tile_update_full(float (&s)[8][4], float (&m)[2], float (&l)[2], float scale_log2) {
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
+        mx = quad_max(mx) * scale_log2;
+        const float mn = fmaxf(m[ri], mx);
+        const float mu = mn == -INFINITY ? 0.f : mn;
+        float acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) acc += exp2f(fmaf(s[j][2 * ri + e], scale_log2, -mu));
+        l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
+        m[ri] = mn;
+    }
+}
+
 /* S = Q C^T of one warp's 16 rows (Q as A fragments qf[KS], loaded once) and a swizzled [64][D] tile
  * sk of compressed keys, in C fragments (s[j] = columns 8 j..8 j+7); both passes of k_select */
 template <typename T, int D>
@@ -678,6 +701,14 @@ __device__ __forceinline__ void wgmma_wait_le(int n) {
         wgmma_wait_n<3>();
 }
 
+/* atomicMax(shared int at addr, v) where pred holds, the address given as a shared-window offset (ptxas
+ * still branches around the ATOMS, but the caller's addresses become immediate offsets of one register) */
+__device__ __forceinline__ void smem_max_if(uint32_t addr, int v, bool pred) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p red.shared.max.s32 [%0], %1;\n}\n" ::"r"(addr), "r"(v),
+                 "r"((int)pred)
+                 : "memory");
+}
+
 /* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
  * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
 enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
@@ -733,20 +764,23 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     const int64_t pos0 = (int64_t)lk - lq + tok0;
     const int64_t pos_last = pos0 + ntok - 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int wg = warp >> 2, wq = warp & 3;
+    /* the warpgroup index broadcast from lane 0, so that the compiler knows it uniform and keeps the
+     * tile descriptors that derive from it in uniform registers (as k_flash90; before, every product's
+     * two descriptors were built in vector registers and moved over by 4 R2UR) */
+    const int wg = __shfl_sync(0xffffffffu, warp >> 2, 0), wq = warp & 3;
     /* pass 1: row group (tokens 4 rg..) and column half; pass 2: kernel half and token half */
     const int rg = wg & 1, chalf = wg >> 1, khalf = wg & 1, th = wg >> 1;
     const int Kb = p.K;
 
-    /* tokens with <= K causal blocks take them all (positions < 2^31: 32-bit block math) */
-    for (int tt = 0; tt < ntok; tt++) {
-        int qb = (int)(pos0 + tt) / p.B;
-        if (qb + 1 <= Kb) {
-            int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-            for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
-        }
+    /* tokens with <= K causal blocks (qb + 1 <= K, i.e. positions below K B) take them all (positions
+     * < 2^31: 32-bit block math); no division for the tokens past them, which are nearly all */
+    const int64_t few_end = (int64_t)Kb * p.B;
+    for (int tt = 0; tt < ntok && pos0 + tt < few_end; tt++) {
+        const int qb = (int)(pos0 + tt) / p.B;
+        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+        for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
     }
-    if ((int)pos_last / p.B + 1 <= Kb) return;
+    if (pos_last < few_end) return;
 
     const int32_t n1 = d_windows(lk, p.l1, p.s1);
     const int32_t n2 = d_windows(lk, p.l2, p.s2);
@@ -887,7 +921,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * (kk / 4) R 64 + (kk % 4) 16 elements */
     const uint64_t dQ = gmma_desc(sQ, 16, 1024), dC = gmma_desc(sC, 16, 1024);
     auto du = [](int elems) { return (uint32_t)(elems * 2) >> 4; };
-    const uint64_t dQw = gdesc_add(dQ, du(rg * 64 * 64));    /* pass 1: this warpgroup's rows */
+    const uint64_t dQw = gdesc_uniform(gdesc_add(dQ, du(rg * 64 * 64)));    /* pass 1: this warpgroup's rows */
     const uint64_t dQh = gdesc_add(dQ, du(th * 64 * 64));    /* pass 2: its token half's rows */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
@@ -899,7 +933,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         /* product pp: this warpgroup's 64 rows x its column half's kernels 64 pp.., each its own
          * group, so that the (max, sum) update of one runs while the next one multiplies */
         float acc[NP][8][4];
-        const uint64_t dCt = gdesc_add(dC, du(so + (CT / 2) * chalf * 64)); /* this tile's stage, column half */
+        const uint64_t dCt = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * chalf * 64))); /* this tile's stage, column half */
         issue_turn(i);
         wgmma_fence();
 #pragma unroll
@@ -916,7 +950,11 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             wgmma_wait_le(NP - 1 - pp);
             reg_fence<8>(acc[pp]);
             if (pp == NP - 1) release_tile(i);
-            lse_tile_update(acc[pp], m, l, CT * i + (CT / 2) * chalf + 64 * pp, tig, visLw, visLw, p.scale_log2);
+            const int col0 = CT * i + (CT / 2) * chalf + 64 * pp;
+            if (col0 + 64 <= visLw) /* warp-uniform: a warp's rows are one token's heads */
+                lse_tile_update_full(acc[pp], m, l, p.scale_log2);
+            else
+                lse_tile_update(acc[pp], m, l, col0, tig, visLw, visLw, p.scale_log2);
         }
     }
     /* the row's (max, sum): column half 1 hands its own to half 0 through shared memory, which merges
@@ -1018,13 +1056,17 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
                 for (int ri = 0; ri < 2; ri++) gm[kg][ri] = fmaxf(gm[kg][ri], __shfl_xor_sync(0xffffffffu, gm[kg][ri], 8));
             if ((gid & 3) != 3 || !eok) return;
+            /* the 8 atomics at immediate offsets from one address (kb >= 0, so (kb + 8 m) >> 2 = (kb >> 2) +
+             * 2 m); atomicMax(dst + c) had two IMADs of address arithmetic each */
+            const uint32_t dsts = (uint32_t)__cvta_generic_to_shared(dst) + 4u * (uint32_t)(kb >> 2);
 #pragma unroll
             for (int kg = 0; kg < NP; kg++)
 #pragma unroll
                 for (int ri = 0; ri < 2; ri++) {
-                    const int c = (kb + 64 * kg + 8 * ri) >> 2;
-                    if (gm[kg][ri] > 0.f) atomicMax(dst + c, __float_as_int(gm[kg][ri]));
-                    if (v[kg][ri] > 0.f && c + 1 <= eqb) atomicMax(dst + c + 1, __float_as_int(v[kg][ri]));
+                    const int c = (kb >> 2) + 16 * kg + 2 * ri;
+                    const uint32_t a = dsts + 4u * (16 * kg + 2 * ri);
+                    smem_max_if(a, __float_as_int(gm[kg][ri]), gm[kg][ri] > 0.f);
+                    smem_max_if(a + 4u, __float_as_int(v[kg][ri]), v[kg][ri] > 0.f && c + 1 <= eqb);
                 }
             return;
         }
@@ -1048,7 +1090,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         /* product kg: this warpgroup's kernels CT / 2 khalf + 64 kg.. x the rows of tokens 4 th..4 th + 3,
          * each its own group, so that the exps of one run while the next ones multiply */
         float acc[NP][8][4];
-        const uint64_t dCtw = gdesc_add(dC, du(so + (CT / 2) * khalf * 64)); /* this warpgroup's kernels of the tile */
+        const uint64_t dCtw = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * khalf * 64))); /* this warpgroup's kernels of the tile */
+        const uint64_t dQt = gdesc_uniform(dQh); /* in the loop: hoisted, ptxas kept the 8 Q descriptors in
+                                                  * vector registers and moved each over by R2UR */
         issue_turn(i);
         wgmma_fence();
 #pragma unroll
@@ -1056,7 +1100,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
                 wgmma_ss<T, 64>(acc[kg], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * kg * 64 + (kk & 3) * 16)),
-                                gdesc_add(dQh, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
+                                gdesc_add(dQt, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
         issue_done(i);

@@ -38,6 +38,14 @@ __device__ __forceinline__ uint64_t gdesc_add(uint64_t d, uint32_t u) {
     return (d & 0xffffffff00000000ull) | (uint32_t)((uint32_t)d + u);
 }
 
+/* descriptor d as lane 0 of the warp holds it: the same value in every lane, and a shuffle's result is
+ * one the compiler knows warp-uniform, so the descriptors built from it (gdesc_add) stay in uniform
+ * registers instead of being built in vector registers and moved over by 2 R2UR each */
+__device__ __forceinline__ uint64_t gdesc_uniform(uint64_t d) {
+    const uint32_t lo = __shfl_sync(0xffffffffu, (uint32_t)d, 0), hi = __shfl_sync(0xffffffffu, (uint32_t)(d >> 32), 0);
+    return ((uint64_t)hi << 32) | lo;
+}
+
 template <typename T, int N>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int scale_d);
 template <typename T, int N>
