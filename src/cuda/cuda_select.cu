@@ -921,7 +921,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * (kk / 4) R 64 + (kk % 4) 16 elements */
     const uint64_t dQ = gmma_desc(sQ, 16, 1024), dC = gmma_desc(sC, 16, 1024);
     auto du = [](int elems) { return (uint32_t)(elems * 2) >> 4; };
-    const uint64_t dQw = gdesc_uniform(gdesc_add(dQ, du(rg * 64 * 64)));    /* pass 1: this warpgroup's rows */
+    const uint64_t dQw = gdesc_add(dQ, du(rg * 64 * 64));    /* pass 1: this warpgroup's rows */
     const uint64_t dQh = gdesc_add(dQ, du(th * 64 * 64));    /* pass 2: its token half's rows */
 
     /* ---- pass 1: LSE over the visible level-L kernels ---- */
@@ -934,13 +934,14 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
          * group, so that the (max, sum) update of one runs while the next one multiplies */
         float acc[NP][8][4];
         const uint64_t dCt = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * chalf * 64))); /* this tile's stage, column half */
+        const uint64_t dQt = gdesc_uniform(dQw); /* in the loop, as pass 2's */
         issue_turn(i);
         wgmma_fence();
 #pragma unroll
         for (int pp = 0; pp < NP; pp++) {
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
-                wgmma_ss<T, 64>(acc[pp], gdesc_add(dQw, du((kk >> 2) * M * 64 + (kk & 3) * 16)),
+                wgmma_ss<T, 64>(acc[pp], gdesc_add(dQt, du((kk >> 2) * M * 64 + (kk & 3) * 16)),
                                 gdesc_add(dCt, du((kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
