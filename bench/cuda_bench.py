@@ -187,7 +187,8 @@ def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
                               map(num, r))) for r in rows],
         "dense": [dict(zip(("T", "ours_ms", "cudnn_ms", "ours_tflops", "cudnn_tflops"), map(num, r))) for r in drows],
         "given_selection": [dict(zip(("file", "T", "K", "stage2_ms", "stage2_tflops", "union_blocks_4tok",
-                                      "union_blocks_8tok", "flex_folded_ms"), map(num, r))) for r in srows],
+                                      "union_blocks_8tok", "flex_folded_ms", "compress_select_ms",
+                                      "select_plus_stage2_ms"), map(num, r))) for r in srows],
         "decode_us": None if not dec else dict(zip(("old_eager", "old_graph", "cache_eager", "cache_graph",
                                                      "cache_graph_back_to_back"), map(num, dec))),
     }
@@ -628,10 +629,21 @@ def main():
                 t_flex = timeit(flex_fn(q, k, v, topk, T, True), reps=a.reps)
             except Exception as e:  # noqa
                 print(f"# flex (folded) on {path}: {type(e).__name__}: {str(e)[:200]}")
+        # compress + select on this T's synthetic q / k (their time depends on the shapes, not on which blocks
+        # win, up to the top-k's few passes), so that select + this selection's stage 2 estimates the whole
+        # pipeline on such inputs in one run; infllm_attention itself always selects from its own q / k
+        t_sel = float("nan")
+        try:
+            topk_s = torch.empty(HKV, T, min(96, (T + 63) // 64), dtype=torch.int32, device="cuda")
+            t_sel = timeit(select_fn(lib, p, l, q, k, topk_s, T), reps=a.reps)
+            del topk_s
+        except Exception as e:  # noqa
+            print(f"# select at {T} for {path}: {type(e).__name__}: {str(e)[:200]}")
         un4, un8 = union_per_tile(topk, T, 4), union_per_tile(topk, T, 8)
-        srows.append((os.path.basename(path), T, K, t_st2, fl2 / t_st2 / 1e9, un4, un8, t_flex))
+        srows.append((os.path.basename(path), T, K, t_st2, fl2 / t_st2 / 1e9, un4, un8, t_flex, t_sel, t_sel + t_st2))
         print(f"given selection {path}: T={T} K={K}: stage2 {t_st2:.3f} ms ({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, "
-              f"union {un4:.0f} blocks / 4 tokens, {un8:.0f} / 8), flex sparse folded {t_flex:.3f}", flush=True)
+              f"union {un4:.0f} blocks / 4 tokens, {un8:.0f} / 8), flex sparse folded {t_flex:.3f}, compress + "
+              f"select {t_sel:.3f} (synthetic q / k), + stage 2 = {t_sel + t_st2:.3f}", flush=True)
         del q, k, v, out, topk
         torch.cuda.empty_cache()
 
@@ -654,11 +666,12 @@ def main():
     if srows:
         print()
         print("| given selection | T | K | stage 2 ms | stage-2 TFLOP/s | union blocks / 4 tok | union / 8 tok "
-              "| flex sparse ms (folded) | flex / ours |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for (fname, T, K, t2, tf, u4, u8, tfx) in srows:
+              "| flex sparse ms (folded) | flex / ours | compress + select ms (synthetic q / k) "
+              "| + stage 2 = pipeline estimate |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for (fname, T, K, t2, tf, u4, u8, tfx, tsl, tpe) in srows:
             print(f"| {fname} | {T // 1024}K | {K} | {t2:.2f} | {tf:.0f} | {u4:.0f} | {u8:.0f} | {tfx:.2f} | "
-                  f"{ratio(tfx, t2)} |")
+                  f"{ratio(tfx, t2)} | {tsl:.2f} | {tpe:.2f} |")
     if dec:
         print("\n| decode, 1 token, 128K cache | eager us | CUDA graph replay us | graph replays back to back, us per step |")
         print("|---|---|---|---|")
