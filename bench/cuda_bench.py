@@ -16,6 +16,7 @@ import ctypes as C
 import os
 import statistics
 import subprocess
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -485,7 +486,8 @@ def main():
     ap.add_argument("--decode-profile", action="store_true",
                     help="per-kernel device times of the cache decode step (torch.profiler over graph replays)")
     ap.add_argument("--profile", type=int, default=0,
-                    help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu)")
+                    help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu); "
+                         "with --topk-npy, stage 2 takes the first file's selection (of T tokens) instead")
     ap.add_argument("--dump", default="",
                     help="with --profile: save the sparse and dense outputs and the top-k to this file (torch.save), to compare "
                          "two builds or kernel switches on the same inputs")
@@ -500,6 +502,11 @@ def main():
         K = min(96, (T + 63) // 64)
         topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
         select_fn(lib, p, l, q, k, topk, T)()
+        if a.topk_npy:  # stage 2 on a given selection instead (the launches stay in the same order for ncu)
+            path = a.topk_npy.split(",")[0]
+            topk, Tsel, K = load_selection(path)
+            if Tsel != T:
+                sys.exit(f"cuda_bench: --profile {T} with --topk-npy {path}, a selection of {Tsel} tokens")
         stage2_fn(lib, p, l, q, k, v, topk, K, out, None)()
         out_dense = torch.empty_like(q)
         check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),

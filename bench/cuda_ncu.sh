@@ -16,12 +16,14 @@
 #   --out DIR    reports and CSVs (default /tmp/cuda_ncu; a device call returns at most 8 files of
 #                its $OUT, so copy there the few you want, e.g. the .sass.csv files, ~1.6 MB each)
 #   --top N      instructions in each stall summary (default 25)
+#   --topk FILE  stage 2 (the sparse kernel) on this selection of LENGTH tokens (.npy / .npz, e.g. a real
+#                model's from bench/real_union.py --save-topk) instead of the synthetic one
 # ncu runs with --clock-control none (METHOD.md: leave the clocks alone); each kernel costs ~30-60 s
 # at 128K (38 replay passes). Needs the device machine (ncu, PyTorch, nvcc). Exit status non-zero
 # if the build or a profile failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-T=131072 KERNELS=sparse,select LIB="" BUILD=build-ncu OUTDIR=/tmp/cuda_ncu TOP=25
+T=131072 KERNELS=sparse,select LIB="" BUILD=build-ncu OUTDIR=/tmp/cuda_ncu TOP=25 TOPK=""
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,12 +33,14 @@ while [ $# -gt 0 ]; do
   --build) BUILD=${2:?}; shift 2 ;;
   --out) OUTDIR=${2:?}; shift 2 ;;
   --top) TOP=${2:?}; shift 2 ;;
+  --topk) TOPK=${2:?}; shift 2 ;;
   -h | --help) usage 0 ;;
   *) echo "cuda_ncu: unknown argument $1" >&2; usage ;;
   esac
 done
 case "$T" in '' | *[!0-9]*) echo "cuda_ncu: -T wants a length, got '$T'" >&2; exit 2 ;; esac
 case "$TOP" in '' | *[!0-9]*) echo "cuda_ncu: --top wants a number, got '$TOP'" >&2; exit 2 ;; esac
+[ -z "$TOPK" ] || [ -f "$TOPK" ] || { echo "cuda_ncu: --topk: no file $TOPK" >&2; exit 2; }
 command -v ncu >/dev/null || { echo "cuda_ncu: ncu not found (run this on the GPU machine)" >&2; exit 1; }
 mkdir -p "$OUTDIR" || exit 1
 if [ -z "$LIB" ]; then
@@ -46,7 +50,7 @@ if [ -z "$LIB" ]; then
   LIB=$ROOT/$BUILD/libinfllm.so
 fi
 [ -f "$LIB" ] || { echo "cuda_ncu: no library at $LIB" >&2; exit 1; }
-echo "# cuda_ncu $(date -u +%T): T=$T, kernels $KERNELS, lib $LIB, reports in $OUTDIR"
+echo "# cuda_ncu $(date -u +%T): T=$T, kernels $KERNELS, lib $LIB, reports in $OUTDIR${TOPK:+, stage 2 on $TOPK}"
 ncu --version | tail -1
 fail=0
 for kn in ${KERNELS//,/ }; do
@@ -60,7 +64,7 @@ for kn in ${KERNELS//,/ }; do
   rep=$OUTDIR/$kn
   echo "## $kn"
   if ! ncu --clock-control none "${filt[@]}" --set full -f -o "$rep" \
-    python3 "$ROOT/bench/cuda_bench.py" --lib "$LIB" --profile "$T" >"$OUTDIR/$kn.ncu.log" 2>&1 ||
+    python3 "$ROOT/bench/cuda_bench.py" --lib "$LIB" --profile "$T" ${TOPK:+--topk-npy "$TOPK"} >"$OUTDIR/$kn.ncu.log" 2>&1 ||
     [ ! -f "$rep.ncu-rep" ]; then
     tail -15 "$OUTDIR/$kn.ncu.log"
     echo "cuda_ncu: profile of $kn failed"
