@@ -165,11 +165,6 @@ static_assert(FLASH90_PV_PARTS_DENSE == 1 || FLASH90_PV_PARTS_DENSE == 2 || FLAS
 #define FLASH90_PV_PARTS_SPARSE 1
 #endif
 static_assert(FLASH90_PV_PARTS_SPARSE == 1 || FLASH90_PV_PARTS_SPARSE == 2, "FLASH90_PV_PARTS_SPARSE: 1 or 2");
-/* The online softmax (base 2) of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores s,
- * masked (-inf) already: max on the raw scores (scale > 0, so max(s) * scale is the max of the scaled
- * scores), the scale inside the exponent's FFMA; P replaces s, alpha[ri] rescales the row's O. Both
- * rows go through with no branch in between, so that their dependency chains (max tree, 2 shuffles,
- * 16 exp2, sum) overlap. LAZY: the running max moves only by more than FLASH_RESCALE_LOG2. */
 /* the max of each of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores, over the
  * row's quad (the 4 lanes that hold it) */
 __device__ __forceinline__ void rows2_max(const float (&s)[8][4], float (&mx)[2]) {
@@ -187,6 +182,12 @@ __device__ __forceinline__ void rows2_max(const float (&s)[8][4], float (&mx)[2]
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
 }
+/* a row's new running max m, given the chunk's raw max mx; LAZY: it moves only when the scaled max
+ * passes it by more than FLASH_RESCALE_LOG2 (softmax_rows2 and softmax_max2 share this rule) */
+template <bool LAZY> __device__ __forceinline__ float running_max(float m, float mx, float scale_log2) {
+    const float mxs = mx * scale_log2;
+    return !LAZY || mxs > m + FLASH_RESCALE_LOG2 ? fmaxf(m, mxs) : m;
+}
 /* The online softmax (base 2) of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores s,
  * masked (-inf) already: max on the raw scores (scale > 0, so max(s) * scale is the max of the scaled
  * scores), the scale inside the exponent's FFMA; P replaces s, alpha[ri] rescales the row's O. Both
@@ -199,8 +200,7 @@ __device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], f
     rows2_max(s, mx);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
-        const float mxs = mx[ri] * scale_log2;
-        const float mn = !LAZY || mxs > m[ri] + FLASH_RESCALE_LOG2 ? fmaxf(m[ri], mxs) : m[ri];
+        const float mn = running_max<LAZY>(m[ri], mx[ri], scale_log2);
         const float mu = mn == -INFINITY ? 0.f : mn;
         alpha[ri] = exp2f(m[ri] - mu);
         m[ri] = mn;
@@ -226,8 +226,7 @@ __device__ __forceinline__ void softmax_max2(const float (&s)[8][4], float (&m)[
     rows2_max(s, mx);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
-        const float mxs = mx[ri] * scale_log2;
-        const float mn = !LAZY || mxs > m[ri] + FLASH_RESCALE_LOG2 ? fmaxf(m[ri], mxs) : m[ri];
+        const float mn = running_max<LAZY>(m[ri], mx[ri], scale_log2);
         mu[ri] = mn == -INFINITY ? 0.f : mn;
         alpha[ri] = exp2f(m[ri] - mu[ri]);
         m[ri] = mn;
