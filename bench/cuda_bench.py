@@ -274,6 +274,13 @@ def flex_fn(q, k, v, topk, T, folded=True):
 
     num_p, ind_p = pack(valid & (sel == qblk))  # the diagonal block: causal inside
     num_f, ind_f = pack(valid & (sel < qblk))   # earlier blocks: every key visible
+    # every (T, layout, tile shape, selection) is its own compiled graph: past dynamo's default limit of
+    # 8 recompiles (a full table with --flex-sizes 32K,64K,128K and --topk-npy files reaches it) flex_attention
+    # silently falls back to its unfused form, which materializes the T x T scores (2 TB at 128K: OOM)
+    import torch._dynamo as dynamo  # (as a plain `import torch._dynamo` it would make torch local to this function)
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(dynamo.config, knob):
+            setattr(dynamo.config, knob, max(getattr(dynamo.config, knob), 256))
     fa = torch.compile(flex_attention, dynamic=False)
     if folded:
         def causal(b, h, qi, ki):
