@@ -172,9 +172,12 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
 
     if (p->backend == INFLLM_BACKEND_CUDA && l->cu_seqlens_q) {
         /* device arrays: trust the caller's maxima (the kernels bound-check against them) */
-        if (l->max_seqlen_q <= 0 || l->max_seqlen_k <= 0)
+        /* 0 is the true maximum of a batch without queries (or keys), and nothing then reads past it */
+        if (l->max_seqlen_q < 0 || l->max_seqlen_k < 0 || (l->max_seqlen_q == 0 && l->total_q > 0) ||
+            (l->max_seqlen_k == 0 && l->total_k > 0))
             return infllm_set_error(INFLLM_ERR_SHAPE,
-                                    "CUDA backend with cu_seqlens needs max_seqlen_q and max_seqlen_k > 0");
+                                    "CUDA backend with cu_seqlens needs max_seqlen_q and max_seqlen_k > 0 (0 only "
+                                    "when total_q / total_k is 0)");
         if (l->max_seqlen_q > l->total_q || l->max_seqlen_k > l->total_k)
             return infllm_set_error(INFLLM_ERR_SHAPE, "max_seqlen_q/k exceed total_q/k");
         ap->max_lq = l->max_seqlen_q;
@@ -511,7 +514,8 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
                                    int32_t *topk_idx) {
     BEGIN_OP(p, l)
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(topk_idx, "topk_idx"))) goto done;
-    if (ap.topk_out < 1 || ap.total_q == 0) goto done; /* no key block, or no query: nothing to select */
+    /* no key block, or no query: nothing to select (the CUDA backend still checks the caller's workspace) */
+    if ((ap.topk_out < 1 || ap.total_q == 0) && p->backend != INFLLM_BACKEND_CUDA) goto done;
     switch (p->backend) {
     case INFLLM_BACKEND_REF: st = ref_select_blocks(&ap, q, k, NULL, NULL, topk_idx); break;
     case INFLLM_BACKEND_CPU: st = cpu_select_blocks(&ap, q, k, topk_idx); break;

@@ -1153,7 +1153,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
     int sms = cuda_num_sms();
     c.nsplit = 1;
-    if (allow_split && ctas < sms) {
+    if (allow_split && ctas > 0 && ctas < sms) { /* no CTA (no query: the workspace query of an empty call) */
         int64_t chunks = sparse ? (int64_t)topk_cols * ((ap->B + 63) / 64 + 1) : (ap->max_lk + 63) / 64;
         /* floor, not ceil: the splits fill the SMs' 2 CTA slots at most once (64 queries x 128K at
          * G 16: 16 tiles x ceil(264 / 16) = 17 splits = 272 CTAs for 264 slots, a second wave of 8) */

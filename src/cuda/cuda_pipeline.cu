@@ -147,19 +147,30 @@ extern "C" infllm_status cuda_attention_workspace_size(const infllm_attn_params 
     return INFLLM_OK;
 }
 
+/* the caller's workspace (if any) against what the call needs: aligned, large enough. Checked also by calls
+ * with nothing to do (no query), so that a workspace smaller than the size function's answer is refused
+ * whatever the batch holds, not first when a batch happens to have queries. */
+static infllm_status cuda_workspace_check(const infllm_attn_params *ap, size_t need, const char *what,
+                                          const char *size_fn) {
+    if (!ap->workspace) return INFLLM_OK;
+    /* the kernels read their workspace pieces (256-byte aligned offsets) with 16-byte vector loads and TMA,
+     * which need a 16-byte aligned base */
+    if ((uintptr_t)ap->workspace & 15)
+        return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace at %p is not 16-byte aligned", what,
+                                ap->workspace);
+    if (ap->workspace_bytes < need)
+        return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace of %zu bytes is too small, %zu needed (%s)", what,
+                                ap->workspace_bytes, need, size_fn);
+    return INFLLM_OK;
+}
+
 infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, const char *what,
                                      const char *size_fn, cudaStream_t st, unsigned char **ws, int *owned) {
     *ws = NULL;
     *owned = 0;
     if (ap->workspace) {
-        /* the kernels read their workspace pieces (256-byte aligned offsets) with 16-byte vector
-         * loads and TMA, which need a 16-byte aligned base */
-        if ((uintptr_t)ap->workspace & 15)
-            return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace at %p is not 16-byte aligned", what,
-                                    ap->workspace);
-        if (ap->workspace_bytes < need)
-            return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace of %zu bytes is too small, %zu needed (%s)",
-                                    what, ap->workspace_bytes, need, size_fn);
+        infllm_status s = cuda_workspace_check(ap, need, what, size_fn);
+        if (s) return s;
         *ws = (unsigned char *)ap->workspace;
         return INFLLM_OK;
     }
@@ -180,9 +191,9 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
     if (!s) s = cuda_check_aligned("attention", {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
                                                  {lse, "lse", 4}});
     if (s) return s;
-    if (ap->total_q == 0) return INFLLM_OK;
-    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     WsLayout w = ws_layout(ap);
+    if (ap->total_q == 0) return cuda_workspace_check(ap, w.total, "CUDA attention", "infllm_attention_workspace_size");
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     unsigned char *ws = NULL;
     int owned = 0;
     s = cuda_workspace_acquire(ap, w.total, "CUDA attention", "infllm_attention_workspace_size", st, &ws, &owned);
@@ -250,10 +261,11 @@ extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const 
     infllm_status s = cuda_check_supported(ap, "select_blocks");
     if (!s) s = cuda_check_aligned("select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
-    if (ap->total_q == 0 || ap->topk_out < 1) return INFLLM_OK;
     const infllm_attn_params a = select_params(ap);
-    cudaStream_t st = (cudaStream_t)a.cuda_stream;
     const SelWsLayout w = sel_ws_layout(&a);
+    if (ap->total_q == 0 || ap->topk_out < 1)
+        return cuda_workspace_check(&a, w.total, "CUDA select_blocks", "infllm_select_blocks_workspace_size");
+    cudaStream_t st = (cudaStream_t)a.cuda_stream;
     unsigned char *ws = NULL;
     int owned = 0;
     s = cuda_workspace_acquire(&a, w.total, "CUDA select_blocks", "infllm_select_blocks_workspace_size", st, &ws,
