@@ -116,9 +116,9 @@ int32_t infllm_params_topk_total(const infllm_params *p);
 
 /* ---------------------------------------------------------------- layout ---- */
 /* Shapes of one call. cu_seqlens_* may be NULL when num_seqs == 1 (one sequence of
- * total_q queries and total_k keys). max_seqlen_* are required (> 0) for the CUDA backend
- * when cu_seqlens are given (the device arrays cannot be read without a sync); on the host
- * backends 0 means "compute them". */
+ * total_q queries and total_k keys). max_seqlen_* are required (> 0, or 0 when total_q /
+ * total_k is 0) for the CUDA backend when cu_seqlens are given (the device arrays cannot be
+ * read without a sync); on the host backends 0 means "compute them". */
 typedef struct infllm_layout {
     infllm_dtype dtype;
     int32_t num_seqs;
