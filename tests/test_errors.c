@@ -304,6 +304,47 @@ static void test_op_args(void) {
     CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, NULL));
 }
 
+/* Calls without a query (total_q 0: one sequence of 0 queries, and a batch of three) do nothing and
+ * succeed on the host backends, every op and both workspace queries, in every mode (the CUDA backend
+ * once divided by its empty grid there: test_cuda's noq cases) */
+static void test_empty_calls(void) {
+    printf("calls without a query:\n");
+    static const int32_t cuq[4] = {0, 0, 0, 0}, cuk[4] = {0, 30, 70, TK};
+    for (int be = 0; be < 2; be++)
+        for (int nseq = 1; nseq <= 3; nseq += 2)
+            for (int mode = 0; mode < 3; mode++) {
+                infllm_params p = base_params();
+                p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+                p.mode = (infllm_mode)mode;
+                p.dense_len = 50;
+                infllm_layout l = base_layout();
+                l.total_q = 0;
+                if (nseq > 1) {
+                    l.num_seqs = nseq;
+                    l.cu_seqlens_q = cuq;
+                    l.cu_seqlens_k = cuk;
+                }
+                infllm_sizes sz;
+                size_t bytes = 1;
+                printf("  %s, %d sequence(s), mode %d\n", be ? "cpu" : "ref", nseq, mode);
+                CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+                CHECK(sz.topk_out >= 0, "topk_out %d", (int)sz.topk_out);
+                CHECK_OK(infllm_compress_keys(&p, &l, k, c1, c2, cu1, cu2));
+                CHECK_OK(infllm_stage1_scores(&p, &l, q, c1, c2, NULL, NULL, scores));
+                CHECK_OK(infllm_block_scores(&p, &l, scores, bscores));
+                CHECK_OK(infllm_topk_select(&p, &l, bscores, topk));
+                CHECK_OK(infllm_sparse_attention(&p, &l, q, k, v, topk, 1, out, lse));
+                CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, lse));
+                CHECK_OK(infllm_attention(&p, &l, q, k, v, out, lse));
+                CHECK_OK(infllm_attention_workspace_size(&p, &l, &bytes));
+                CHECK(bytes == 0, "workspace bytes on a host backend: %zu", bytes);
+                CHECK_OK(infllm_select_blocks_workspace_size(&p, &l, &bytes));
+                CHECK_OK(infllm_select_blocks(&p, &l, q, k, topk));
+                CHECK_OK(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, 1, lse, dout, dq, dk, dv));
+                CHECK_OK(infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dv));
+            }
+}
+
 static void test_cache_errors(void) {
     infllm_params p = base_params();
     infllm_cache *c = (infllm_cache *)&p; /* must be overwritten with NULL on failure */
@@ -434,6 +475,7 @@ int main(void) {
     test_params();
     test_layout();
     test_op_args();
+    test_empty_calls();
     test_cache_errors();
     test_misc();
     return finish("test_errors");
