@@ -20,7 +20,10 @@
  * re-append, capacity exceeded, workspace size query and too-small workspace, unsupported dtype /
  * head_dim, and a decode step (append + attend) captured into a CUDA graph whose replay matches
  * the eager step bitwise. No GPU (or built without CUDA): exit 77 (skipped).
- * INFLLM_TEST_ONLY=SUBSTRING runs only the cases whose names contain it (no error checks).
+ * Plus seeded random cases (INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED): every knob
+ * and the append / attend schedule drawn.
+ * INFLLM_TEST_ONLY=SUBSTRING runs only the cases whose names contain it (no error checks, no random
+ * cases unless INFLLM_CUDA_CACHE_RANDOM asks).
  */
 #include <math.h>
 #include <stdint.h>
@@ -497,8 +500,66 @@ int main(void) {
     };
     printf("test_cuda_cache: CUDA decode cache vs a full recompute (CPU compression, REF attention)\n");
     const char *only = getenv("INFLLM_TEST_ONLY");
+    if (only && !*only) only = NULL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (!only || strstr(cases[i].name, only)) run_case(&cases[i], 777 + i);
+    /* random cases (INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED, default 1): every knob
+     * drawn as test_cuda's random cases draw them (group size, dtype, head_dim, block / kernel geometry,
+     * forced blocks, top-k, exact LSE, mode and dense_len) plus a random schedule of appends and
+     * attends (up to 64 queries, the cache's limit) and capacity slack, so that shapes the list above
+     * does not name get checked; a failure names the case's parameters. With INFLLM_TEST_ONLY, only when
+     * INFLLM_CUDA_CACHE_RANDOM asks (a seed sweep: INFLLM_TEST_ONLY=none INFLLM_CUDA_CACHE_RANDOM=20
+     * INFLLM_CUDA_CACHE_SEED=7) */
+    const char *rn = getenv("INFLLM_CUDA_CACHE_RANDOM"), *rs = getenv("INFLLM_CUDA_CACHE_SEED");
+    const int nrand = rn ? atoi(rn) : only ? 0 : 3;
+    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = 0; i < nrand; i++) {
+        static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[6] = {0, 16, 32, 48, 64, 128};
+        static char name[200];
+        ccase c;
+        memset(&c, 0, sizeof c);
+        c.dt = h_rng_next(&rng) % 2 ? BF : F16;
+        c.D = h_rng_next(&rng) % 2 ? 128 : 64;
+        c.Hkv = 1 + (int)(h_rng_next(&rng) % 2);
+        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 10];
+        c.B = Bs[h_rng_next(&rng) % 6];
+        const int Bv = c.B ? c.B : 64;
+        const int strides[3] = {Bv >= 16 && Bv % 16 == 0 ? 16 : Bv, Bv / 2, Bv / 4}; /* each divides B */
+        c.s1 = strides[h_rng_next(&rng) % 3];
+        c.l1 = 1 + (int)(h_rng_next(&rng) % (3 * c.s1));
+        c.init_blocks = (int)(h_rng_next(&rng) % 3);
+        c.local_blocks = (int)(h_rng_next(&rng) % 4);
+        c.topk = 1 + (int)(h_rng_next(&rng) % 8);
+        c.exact = (int)(h_rng_next(&rng) % 2);
+        c.mode = (infllm_mode)(h_rng_next(&rng) % 3);
+        /* steps: a prefill, then a few (append, attend) runs: single tokens, small chunks, the odd
+         * larger chunk; attends of 0..64 queries, never more than the cache holds */
+        c.nsteps = 2 + (int)(h_rng_next(&rng) % 4);
+        int64_t L = 0;
+        for (int si = 0; si < c.nsteps; si++) {
+            const int kind = si == 0 ? 3 : (int)(h_rng_next(&rng) % 4);
+            c.app[si] = kind == 0 ? 1 : kind == 1 ? 1 + (int)(h_rng_next(&rng) % 16)
+                        : kind == 2 ? 1 + (int)(h_rng_next(&rng) % 200) : 1 + (int)(h_rng_next(&rng) % 2000);
+            c.rep[si] = kind <= 1 ? 1 + (int)(h_rng_next(&rng) % 6) : 1;
+            L += (int64_t)c.app[si] * c.rep[si];
+            const int64_t amax = L < 64 ? L : 64;
+            const int pick = (int)(h_rng_next(&rng) % 4); /* 1, a few, up to the limit, none */
+            c.att[si] = pick == 0 ? 1 : pick == 1 ? 1 + (int)(h_rng_next(&rng) % 16) : pick == 2 ? (int)(1 + h_rng_next(&rng) % amax) : 0;
+            if (c.att[si] > amax) c.att[si] = (int)amax;
+        }
+        c.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (L + 1));
+        c.capacity = L + 1 + (int64_t)(h_rng_next(&rng) % 100);
+        c.graph = (int)(h_rng_next(&rng) % 2);
+        snprintf(name, sizeof name,
+                 "random%d-%s-d%d-Hq%d-Hkv%d-B%d-k%d/%d-i%d-l%d-t%d-e%d-m%d-dl%d-cap%lld-L%lld", i,
+                 c.dt == BF ? "bf16" : "f16", c.D, c.Hq, c.Hkv, Bv, c.l1, c.s1, c.init_blocks, c.local_blocks, c.topk,
+                 c.exact, (int)c.mode, c.dense_len, (long long)c.capacity, (long long)L);
+        c.name = name;
+        printf("  %s: steps", name);
+        for (int si = 0; si < c.nsteps; si++) printf(" %dx(+%d, attend %d)", c.rep[si], c.app[si], c.att[si]);
+        printf("\n");
+        run_case(&c, 9000 + (unsigned long long)i);
+    }
     if (!only) error_checks();
     printf("CUDA CACHE SUMMARY: %d cases, worst error / naive error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);
