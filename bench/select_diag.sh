@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# select_diag.sh: one device call's decomposition of the fused selection (k_select90), the way session 21
+# found that its top-k finalize is a fifth of select (docs/CUDA_NOTES.md "Session 21"): the same grid with
+# one part removed at a time, timed round-robin against the unmodified tree by bench/cuda_ab.sh. The
+# "select" column is the one to read (stage 2 runs on whatever the variant selected).
+#
+#   bench/select_diag.sh [-r ROUNDS] [-s SIZES] [--out DIR] [--dry-run] [TREE]
+#
+#   nofin    no top-k: each finalize team writes blocks 0..K-1 (a valid selection, so that the bench's
+#            stage 2 still runs) instead of sel90_topk_radix: what the keys, the radix passes and the scan cost
+#   nopass1  no pass-1 tiles (the tile stream starts at pass 2's) and -LSE = 0 for every row, so pass 2
+#            runs its full exps and max-pool: what the LSE pass over c2 and its merge cost
+#
+# TREE is a source tree (default: this repository). The variants are copies of it under DIR/trees with
+# one-line edits of src/cuda/cuda_select.cu; if the code they anchor on has changed, the script stops and
+# names the anchor (update the edits below with the kernel). The variants' selections are meaningless,
+# so no dump comparison and no cuda_check run. Defaults: -r 2, -s 65536,131072, --out /tmp/select_diag.
+# --dry-run makes the trees and prints cuda_ab's commands without running them (a local check of the
+# edits). Needs the device machine (nvcc, PyTorch); exit status non-zero if an edit, a build or a timing
+# failed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=2 SIZES=65536,131072 OUTDIR=/tmp/select_diag TREE=$ROOT DRY=()
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+  -r) ROUNDS=${2:?}; shift 2 ;;
+  -s) SIZES=${2:?}; shift 2 ;;
+  --out) OUTDIR=${2:?}; shift 2 ;;
+  --dry-run) DRY=(--dry-run); shift ;;
+  -h | --help) usage 0 ;;
+  -*) echo "select_diag: unknown option $1" >&2; usage ;;
+  *) TREE=$1; shift ;;
+  esac
+done
+[ -f "$TREE/src/cuda/cuda_select.cu" ] || { echo "select_diag: no src/cuda/cuda_select.cu under $TREE" >&2; exit 2; }
+TREE=$(cd "$TREE" && pwd)
+mkdir -p "$OUTDIR/trees" || exit 1
+for v in nofin nopass1; do
+  rm -rf "${OUTDIR:?}/trees/$v"
+  mkdir -p "$OUTDIR/trees/$v"
+  if git -C "$TREE" rev-parse --is-inside-work-tree >/dev/null 2>&1; then # tracked and new files, not ignored ones
+    (cd "$TREE" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) |
+      tar -xf - -C "$OUTDIR/trees/$v" || exit 1
+  else
+    (cd "$TREE" && tar --exclude='./build*' --exclude=./.devcarry --exclude=./models -cf - .) | tar -xf - -C "$OUTDIR/trees/$v" || exit 1
+  fi
+done
+python3 - "$OUTDIR/trees" <<'PY' || exit 1
+import sys
+root = sys.argv[1]
+F = "src/cuda/cuda_select.cu"
+EDITS = {
+    "nofin": [("        sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,\n"
+               "                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);",
+               "        (void)key_of; /* DIAG nofin: blocks 0..K-1 (qb + 1 > K), -1 after */\n"
+               "        for (int c = tw * 32 + lane; c < p.topk_out; c += 32 * TW) row[c] = c < Kb ? c : -1;")],
+    "nopass1": [("    const int ntL = (maxvisL + CT - 1) / CT;",
+                 "    const int ntL = 0 * ((maxvisL + CT - 1) / CT); /* DIAG nopass1 */"),
+                ("            sNL[prow + 8 * ri] = lt > 0.f ? -(mn + __log2f(lt)) : -INFINITY;",
+                 "            sNL[prow + 8 * ri] = 0.f * lt; /* DIAG nopass1 */")],
+}
+for v, edits in EDITS.items():
+    p = f"{root}/{v}/{F}"
+    s = open(p).read()
+    for a, b in edits:
+        if s.count(a) != 1:
+            print(f"select_diag: {v}: the anchor {a.splitlines()[0].strip()!r} occurs {s.count(a)} times in {F} "
+                  f"(want 1): update bench/select_diag.sh with the kernel")
+            sys.exit(1)
+        s = s.replace(a, b)
+    open(p, "w").write(s)
+    print(f"# {v}: {len(edits)} edit(s) of {F}")
+PY
+T=$OUTDIR/trees
+"$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
+  base="$TREE" nofin="$T/nofin" nopass1="$T/nopass1"
