@@ -42,4 +42,40 @@ static void *to_host(const void *d, size_t bytes) {
     return h;
 }
 
+/* The knobs the random cases of test_cuda (one-shot calls) and test_cuda_cache (the decode cache) draw,
+ * in one place so that both cover the same space: storage dtype, head_dim 64 / 128, 1-2 KV heads, a group
+ * of 1-32, the default block (64) or 16-192 with a kernel stride that divides it (16, B / 2, B / 4), any
+ * kernel size up to three strides, 0-2 initial and 0-3 local forced blocks, top-k 1-8, exact LSE, and the
+ * mode. B = 0: the library default. Needs harness.h's h_rng_next and infllm.h. */
+typedef struct rand_knobs {
+    infllm_dtype dt;
+    int D, Hq, Hkv, B, l1, s1, init_blocks, local_blocks, topk, exact;
+    infllm_mode mode;
+} rand_knobs;
+
+static inline rand_knobs draw_knobs(unsigned long long *rng) {
+    static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[7] = {0, 16, 32, 48, 64, 128, 192};
+    rand_knobs k;
+    k.dt = h_rng_next(rng) % 2 ? INFLLM_DTYPE_BF16 : INFLLM_DTYPE_F16;
+    k.D = h_rng_next(rng) % 2 ? 128 : 64;
+    k.Hkv = 1 + (int)(h_rng_next(rng) % 2);
+    k.Hq = k.Hkv * Gs[h_rng_next(rng) % 10];
+    k.B = Bs[h_rng_next(rng) % 7];
+    const int Bv = k.B ? k.B : 64;
+    const int strides[3] = {16, Bv / 2, Bv / 4}; /* each divides every B above */
+    k.s1 = strides[h_rng_next(rng) % 3];
+    k.l1 = 1 + (int)(h_rng_next(rng) % (3 * k.s1));
+    k.init_blocks = (int)(h_rng_next(rng) % 3);
+    k.local_blocks = (int)(h_rng_next(rng) % 4);
+    k.topk = 1 + (int)(h_rng_next(rng) % 8);
+    k.exact = (int)(h_rng_next(rng) % 2);
+    k.mode = (infllm_mode)(h_rng_next(rng) % 3);
+    return k;
+}
+/* the knobs into a test's case struct, whose fields share their names */
+#define APPLY_KNOBS(c, k)                                                                                         \
+    ((c).dt = (k).dt, (c).D = (k).D, (c).Hq = (k).Hq, (c).Hkv = (k).Hkv, (c).B = (k).B, (c).l1 = (k).l1,            \
+     (c).s1 = (k).s1, (c).init_blocks = (k).init_blocks, (c).local_blocks = (k).local_blocks, (c).topk = (k).topk, \
+     (c).exact = (k).exact, (c).mode = (k).mode)
+
 #endif

@@ -630,14 +630,12 @@ int main(void) {
     const int nrand = rn ? atoi(rn) : only ? 0 : 4;
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = 0; i < nrand; i++) {
-        static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[6] = {0, 32, 48, 64, 128, 192};
         static char names[64][160];
         tcase c;
         memset(&c, 0, sizeof c);
-        c.dt = h_rng_next(&rng) % 2 ? BF : F16;
-        c.D = h_rng_next(&rng) % 2 ? 128 : 64;
-        c.Hkv = 1 + (int)(h_rng_next(&rng) % 2);
-        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 10];
+        const rand_knobs kn = draw_knobs(&rng); /* cuda_testlib.h: shared with test_cuda_cache */
+        APPLY_KNOBS(c, kn);
+        const int Bv = c.B ? c.B : 64;
         /* up to 4 sequences; 3 or 4 shorter ones, as the float64 reference is O(L^2) */
         c.nseq = 1 + (int)(h_rng_next(&rng) % 4);
         const int lkmax = c.nseq <= 2 ? 1500 : 600;
@@ -647,16 +645,6 @@ int main(void) {
             c.lq[b] = kind == 0 ? c.lk[b] : kind == 1 ? 1 + (int)(h_rng_next(&rng) % 3) : (int)(h_rng_next(&rng) % (c.lk[b] + 1));
             if (c.lq[b] > c.lk[b]) c.lq[b] = c.lk[b];
         }
-        c.B = Bs[h_rng_next(&rng) % 6];
-        const int Bv = c.B ? c.B : 64;
-        const int strides[3] = {16, Bv / 2, Bv / 4}; /* 16: the default (divides every B above) */
-        c.s1 = strides[h_rng_next(&rng) % 3];
-        c.l1 = 1 + (int)(h_rng_next(&rng) % (3 * c.s1));
-        c.init_blocks = (int)(h_rng_next(&rng) % 3);
-        c.local_blocks = (int)(h_rng_next(&rng) % 4);
-        c.topk = 1 + (int)(h_rng_next(&rng) % 8);
-        c.exact = (int)(h_rng_next(&rng) % 2);
-        c.mode = (infllm_mode)(h_rng_next(&rng) % 3);
         c.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % 1500);
         c.key_period = h_rng_next(&rng) % 5 == 0 ? 64 : 0;
         char *nm = names[i % 64];

@@ -514,24 +514,12 @@ int main(void) {
     const int nrand = rn ? atoi(rn) : only ? 0 : 3;
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = 0; i < nrand; i++) {
-        static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[6] = {0, 16, 32, 48, 64, 128};
         static char name[200];
         ccase c;
         memset(&c, 0, sizeof c);
-        c.dt = h_rng_next(&rng) % 2 ? BF : F16;
-        c.D = h_rng_next(&rng) % 2 ? 128 : 64;
-        c.Hkv = 1 + (int)(h_rng_next(&rng) % 2);
-        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 10];
-        c.B = Bs[h_rng_next(&rng) % 6];
+        const rand_knobs kn = draw_knobs(&rng); /* cuda_testlib.h: shared with test_cuda */
+        APPLY_KNOBS(c, kn);
         const int Bv = c.B ? c.B : 64;
-        const int strides[3] = {Bv >= 16 && Bv % 16 == 0 ? 16 : Bv, Bv / 2, Bv / 4}; /* each divides B */
-        c.s1 = strides[h_rng_next(&rng) % 3];
-        c.l1 = 1 + (int)(h_rng_next(&rng) % (3 * c.s1));
-        c.init_blocks = (int)(h_rng_next(&rng) % 3);
-        c.local_blocks = (int)(h_rng_next(&rng) % 4);
-        c.topk = 1 + (int)(h_rng_next(&rng) % 8);
-        c.exact = (int)(h_rng_next(&rng) % 2);
-        c.mode = (infllm_mode)(h_rng_next(&rng) % 3);
         /* steps: a prefill, then a few (append, attend) runs: single tokens, small chunks, the odd
          * larger chunk; attends of 0..64 queries, never more than the cache holds */
         c.nsteps = 2 + (int)(h_rng_next(&rng) % 4);
