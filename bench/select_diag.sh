@@ -36,21 +36,8 @@ done
 [ -f "$TREE/src/cuda/cuda_select.cu" ] || { echo "select_diag: no src/cuda/cuda_select.cu under $TREE" >&2; exit 2; }
 TREE=$(cd "$TREE" && pwd)
 mkdir -p "$OUTDIR/trees" || exit 1
-for v in nofin nopass1; do
-  rm -rf "${OUTDIR:?}/trees/$v"
-  mkdir -p "$OUTDIR/trees/$v"
-  if git -C "$TREE" rev-parse --is-inside-work-tree >/dev/null 2>&1; then # tracked and new files, not ignored ones
-    (cd "$TREE" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) |
-      tar -xf - -C "$OUTDIR/trees/$v" || exit 1
-  else
-    (cd "$TREE" && tar --exclude='./build*' --exclude=./.devcarry --exclude=./models -cf - .) | tar -xf - -C "$OUTDIR/trees/$v" || exit 1
-  fi
-done
-python3 - "$OUTDIR/trees" <<'PY' || exit 1
-import sys
-root = sys.argv[1]
-F = "src/cuda/cuda_select.cu"
-EDITS = {
+python3 "$ROOT/bench/diag_trees.py" select_diag "$TREE" "$OUTDIR/trees" src/cuda/cuda_select.cu <<'EDITS' || exit 1
+{
     "nofin": [("        sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,\n"
                "                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);",
                "        (void)key_of; /* DIAG nofin: blocks 0..K-1 (qb + 1 > K), -1 after */\n"
@@ -60,18 +47,7 @@ EDITS = {
                 ("            sNL[prow + 8 * ri] = lt > 0.f ? -(mn + __log2f(lt)) : -INFINITY;",
                  "            sNL[prow + 8 * ri] = 0.f * lt; /* DIAG nopass1 */")],
 }
-for v, edits in EDITS.items():
-    p = f"{root}/{v}/{F}"
-    s = open(p).read()
-    for a, b in edits:
-        if s.count(a) != 1:
-            print(f"select_diag: {v}: the anchor {a.splitlines()[0].strip()!r} occurs {s.count(a)} times in {F} "
-                  f"(want 1): update bench/select_diag.sh with the kernel")
-            sys.exit(1)
-        s = s.replace(a, b)
-    open(p, "w").write(s)
-    print(f"# {v}: {len(edits)} edit(s) of {F}")
-PY
+EDITS
 T=$OUTDIR/trees
 "$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
   base="$TREE" nofin="$T/nofin" nopass1="$T/nopass1"

@@ -36,21 +36,8 @@ done
 [ -f "$TREE/src/cuda/cuda_attn.cu" ] || { echo "stage2_diag: no src/cuda/cuda_attn.cu under $TREE" >&2; exit 2; }
 TREE=$(cd "$TREE" && pwd)
 mkdir -p "$OUTDIR/trees" || exit 1
-for v in walk noload free hot; do
-  rm -rf "${OUTDIR:?}/trees/$v"
-  mkdir -p "$OUTDIR/trees/$v"
-  if git -C "$TREE" rev-parse --is-inside-work-tree >/dev/null 2>&1; then # tracked and new files, not ignored ones
-    (cd "$TREE" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) |
-      tar -xf - -C "$OUTDIR/trees/$v" || exit 1
-  else
-    (cd "$TREE" && tar --exclude='./build*' --exclude=./.devcarry --exclude=./models -cf - .) | tar -xf - -C "$OUTDIR/trees/$v" || exit 1
-  fi
-done
-python3 - "$OUTDIR/trees" <<'PY' || exit 1
-import sys
-root = sys.argv[1]
-F = "src/cuda/cuda_attn.cu"
-EDITS = {
+python3 "$ROOT/bench/diag_trees.py" stage2_diag "$TREE" "$OUTDIR/trees" src/cuda/cuda_attn.cu <<'EDITS' || exit 1
+{
     "walk": [("const bool wg_needed = SPARSE ? need : c * 64 <= wg_last_pos;",
               "const bool wg_needed = SPARSE ? false : c * 64 <= wg_last_pos; /* DIAG walk */")],
     "noload": [("mbar_expect_tx(&sBar[st], 2 * KVB * 2);",
@@ -66,18 +53,7 @@ EDITS = {
     "hot": [("const int tok = (int)(k0 + cc * 64);",
              "const int tok = (int)(k0 + (SPARSE ? (cc & 127) : cc) * 64); /* DIAG hot */")],
 }
-for v, edits in EDITS.items():
-    p = f"{root}/{v}/{F}"
-    s = open(p).read()
-    for a, b in edits:
-        if s.count(a) != 1:
-            print(f"stage2_diag: {v}: the anchor {a.splitlines()[0].strip()!r} occurs {s.count(a)} times in {F} "
-                  f"(want 1): update bench/stage2_diag.sh with the kernel")
-            sys.exit(1)
-        s = s.replace(a, b)
-    open(p, "w").write(s)
-    print(f"# {v}: {len(edits)} edit(s) of {F}")
-PY
+EDITS
 T=$OUTDIR/trees
 "$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
   base="$TREE" walk="$T/walk" noload="$T/noload" free="$T/free" hot="$T/hot"
