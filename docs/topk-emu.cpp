@@ -6,7 +6,8 @@
 // radix_thr (the radix select of the threshold alone), and team_topk<1> / <2>, the device's
 // sel90_topk_radix as of session 11 (7530a82) for teams of 1 and 2 warps, phase by phase. All
 // written as 32-lane loops with the warp collectives as sums / ballots over the lanes. Keep
-// team_topk in step with the device routine when that changes.
+// team_topk in step with the device routine when that changes. team_topk_b<1> / <2> (session 21) is
+// docs/wip-topk-bytes.patch's byte radix over all keys (the top-byte histogram built in the key pass).
 // Scores: bf16, many ties, f32, zeros, arbitrary bits, and +NaN / -NaN payloads next to +inf / -inf
 // (the cases where the radix select's skip of common bits needs its guard).
 #include <algorithm>
@@ -336,11 +337,121 @@ static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax,
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
+// sel90_topk_radix<TW> as of session 21 (docs/wip-topk-bytes.patch): a byte radix over ALL keys. The key pass
+// also builds each warp's histogram of the keys' top byte (no +-inf counts, no S), and the AND / OR of the
+// valid keys; the digit search picks the top byte of the k-th largest key; then the windows 23..16, 15..8, 7..0
+// among the candidates, each skipped when every valid key agrees on its bits (bf16-rounded scores and
+// f2key(+inf) agree on the low 16: two windows in all). Emulated like team_topk.
+template <int TW>
+static void team_topk_b(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int ncols,
+                        int *hpasses) {
+    const int n4 = (n + 3) >> 2, hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    auto lo_of = [&](int tw) { return tw == 0 ? 0 : hsplit; };
+    auto hi_of = [&](int tw) { return tw == 0 ? hsplit : n4; };
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    const bool search = k > 0 && k < n;
+    auto key = [&](int i) { return keys[i]; };
+    uint32_t thr = 0, gt0 = 0, eq0 = 0;
+    int need_eq = k;
+    *hpasses = 0;
+    if (search) {
+        // pass A: top-byte histogram per warp, AND / OR of the valid keys
+        uint32_t h[2][256] = {}, kand = ~0u, kor = 0u;
+        for (int tw = 0; tw < TW; tw++)
+            for (int gi = lo_of(tw); gi < hi_of(tw); gi++)
+                for (int e = 0; e < 4; e++) {
+                    const int i = 4 * gi + e;
+                    if (i >= n) continue;
+                    const uint32_t v = key(i);
+                    h[tw][v >> 24]++;
+                    kand &= v;
+                    kor |= v;
+                }
+        const uint32_t diff = kand ^ kor, uk = (uint32_t)k;
+        uint32_t kk = uk, pmask = 0u, prefix = 0u;
+        for (int hi = 31; hi >= 0; hi -= 8) {
+            const int lo = hi - 7;
+            const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+            if (hi < 31) {
+                if ((diff & wmask) == 0) { prefix |= kand & wmask; pmask |= wmask; continue; } // every key agrees
+                for (int tw = 0; tw < 2; tw++) for (int b = 0; b < 256; b++) h[tw][b] = 0;
+                for (int tw = 0; tw < TW; tw++)
+                    for (int gi = lo_of(tw); gi < hi_of(tw); gi++)
+                        for (int e = 0; e < 4; e++) {
+                            const int i = 4 * gi + e;
+                            const uint32_t v = key(i); // zero pads: only ever in bin 0 of a prefix-0 window
+                            if (i < n && (v & pmask) == prefix) h[tw][(v & wmask) >> lo]++;
+                        }
+                ++*hpasses;
+            }
+            uint32_t bins[32][8], s[32], incl[32];
+            for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) { bins[l][j] = h[0][8 * l + j] + h[1][8 * l + j]; s[l] += bins[l][j]; } }
+            for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
+            unsigned hit = 0;
+            for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
+            const int L = hit ? 31 - clz(hit) : 0;
+            uint32_t c = incl[L] - s[L], cd = 0; int dj = -1;
+            for (int j = 7; j >= 0; j--) {
+                if (dj < 0 && (c + bins[L][j] >= kk || (L == 0 && j == 0))) { dj = j; cd = c; }
+                c += bins[L][j];
+            }
+            const int d = 8 * L + dj;
+            kk -= cd;
+            for (int b = d + 1; b < 256; b++) gt0 += h[0][b];
+            eq0 = h[0][d];
+            prefix |= (uint32_t)d << lo;
+            pmask |= wmask;
+        }
+        thr = prefix;
+        need_eq = (int)kk;
+    } else if (k >= n && k > 0) {
+        gt0 = (uint32_t)std::min(4 * hsplit, n);
+    }
+    for (int tw = 0; tw < TW; tw++) {
+        const int g_lo = lo_of(tw), g_hi = hi_of(tw);
+        int written = 0, eq_used = 0;
+        if (tw == 1) { eq_used = std::min((int)eq0, need_eq); written = (int)gt0 + eq_used; }
+        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
+            bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
+            for (int l = 0; l < 32; l++) {
+                const int gi = g0 + l;
+                for (int e = 0; e < 4; e++) {
+                    const uint32_t v = gi < g_hi ? key(4 * gi + e) : 0u;
+                    const int i = 4 * gi + e;
+                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v > thr);
+                    eqb[l][e] = gi < g_hi && i < n && k < n && v == thr;
+                    if (eqb[l][e]) eqm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
+                for (int e = 0; e < 4; e++) {
+                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
+                    eq_rank += eqb[l][e];
+                    if (take[l][e]) tm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
+                for (int e = 0; e < 4; e++)
+                    if (take[l][e]) { const int i = 4 * (g0 + l) + e; if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
+            }
+            written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
+            eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
+            if (eq_used > need_eq) eq_used = need_eq;
+        }
+    }
+    for (int c = k; c < ncols; c++) out[c] = -1;
+}
+
 static float bf16r(float x) { uint32_t u; memcpy(&u, &x, 4); u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u; memcpy(&x, &u, 4); return x; }
 
 int main() {
     std::mt19937_64 rng(12345);
-    long rows = 0, bad = 0, rbad = 0, tbad = 0, hsum = 0, hrows = 0;
+    long rows = 0, bad = 0, rbad = 0, tbad = 0, hsum = 0, hrows = 0, bbad = 0, bsum0 = 0, brows0 = 0, bsumo = 0, browso = 0;
     for (int it = 0; it < 300000; it++) {
         int n = 1 + (int)(rng() % (it % 10 == 0 ? 3400 : 300));
         int k = (int)(rng() % (n + 3)) - 1;             // k in [-1, n+1]
@@ -392,6 +503,16 @@ int main() {
         std::vector<int> t1(cols + 8, -7), t2(cols + 8, -7);
         team_topk<1>(keys, n, k, qmax, t1, ncols);
         team_topk<2>(keys, n, k, qmax, t2, ncols);
+        std::vector<int> b1(cols + 8, -7), b2(cols + 8, -7);
+        int bp1 = 0, bp2 = 0;
+        team_topk_b<1>(keys, n, k, qmax, b1, ncols, &bp1);
+        team_topk_b<2>(keys, n, k, qmax, b2, ncols, &bp2);
+        if (a != b1 || a != b2) {
+            if (bbad < 5) printf("BYTE RADIX MISMATCH n=%d k=%d qmax=%d mode=%d (1 warp %s, 2 warps %s)\n", n, k, qmax, mode,
+                                 a == b1 ? "ok" : "differs", a == b2 ? "ok" : "differs");
+            bbad++;
+        }
+        if (k > 0 && k < n && n >= 1024) { (mode == 0 ? bsum0 : bsumo) += bp2; (mode == 0 ? brows0 : browso)++; }
         if (a != t1 || a != t2) {
             if (tbad < 5) printf("TEAM MISMATCH n=%d k=%d qmax=%d mode=%d (1 warp %s, 2 warps %s)\n", n, k, qmax, mode,
                                  a == t1 ? "ok" : "differs", a == t2 ? "ok" : "differs");
@@ -412,5 +533,8 @@ int main() {
     printf("radix select (next step): mismatches with the bit search: %ld; histogram passes per bf16 row of >= 1024 blocks: %.2f\n",
            rbad, hrows ? (double)hsum / hrows : 0.0);
     printf("sel90_topk_radix (1 and 2 warps, as on the device): mismatches with the bit search: %ld\n", tbad);
-    return bad != 0 || rbad != 0 || tbad != 0;
+    printf("byte radix (1 and 2 warps, docs/wip-topk-bytes.patch): mismatches with the bit search: %ld; histogram passes after the "
+           "key pass per row of >= 1024 blocks: %.2f (bf16 scores), %.2f (other modes)\n",
+           bbad, brows0 ? (double)bsum0 / brows0 : 0.0, browso ? (double)bsumo / browso : 0.0);
+    return bad != 0 || rbad != 0 || tbad != 0 || bbad != 0;
 }
