@@ -25,6 +25,8 @@
 #   --out DIR     logs and JSON (default /tmp/cuda_ab; the summary goes to stdout, so that a device
 #                 call's output tail has it even when the call returns only a few files)
 #   --dry-run     print the commands instead of running them
+# The cuda_check exit lines and the output comparison are printed again after the timing tables ("# recap"),
+# so that a device call's output tail holds them.
 # Builds go to build-ab-<tree index> under this repository's root (kept between calls: cmake
 # rebuilds only what changed). cuda_check runs on each tree other than the baseline's (the
 # baseline is taken as checked; configurations that differ from it by switches only are not
@@ -94,6 +96,7 @@ run() { # echo or run a command line
   if [ $DRY = 1 ]; then echo "+ $*"; else eval "$@"; fi
 }
 mkdir -p "$OUTDIR"
+rm -f "$OUTDIR/recap.txt"
 BENCH="$ROOT/bench/cuda_bench.py"
 fail=0
 stamp() { date -u +%T; }
@@ -140,7 +143,7 @@ if [ $CHECK = 1 ]; then
     if [ $DRY = 1 ]; then echo "+ (cd $t && BUILD=$(build_of "$t") scripts/cuda_check.sh)"; continue; fi
     ( cd "$t" && BUILD=$(build_of "$t") scripts/cuda_check.sh ) >"$OUTDIR/check-$i.log" 2>&1
     rc=$?
-    echo "# cuda_check of $t: exit $rc ($(stamp))"
+    echo "# cuda_check of $t: exit $rc ($(stamp))" | tee -a "$OUTDIR/recap.txt"
     grep -E "SUMMARY|passed, |FAIL|cuda_check:" "$OUTDIR/check-$i.log" | sed 's/^/#   /'
     [ $rc = 0 ] || fail=1
   done
@@ -152,7 +155,7 @@ if [ "$DUMP" != 0 ]; then
     run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' --profile $DUMP --dump '$OUTDIR/dump-${NAMES[$i]}.pt' >'$OUTDIR/dump-${NAMES[$i]}.log' 2>&1 || { echo 'cuda_ab: dump of ${NAMES[$i]} failed (log: $OUTDIR/dump-${NAMES[$i]}.log)'; fail=1; }"
   done
   if [ $DRY = 0 ]; then
-    python3 - "$OUTDIR" "${NAMES[@]}" <<'PY'
+    ( python3 - "$OUTDIR" "${NAMES[@]}" <<'PY'
 import os, sys
 try:
     import torch
@@ -180,6 +183,7 @@ for n in names[1:]:
             parts.append(f"{k} max abs diff {float((a.float() - b.float()).abs().max()):.3g}")
     print(f"# outputs {n} vs {names[0]}: " + "; ".join(parts))
 PY
+    ) | tee -a "$OUTDIR/recap.txt"
     rm -f "$OUTDIR"/dump-*.pt
   fi
 fi
@@ -249,6 +253,11 @@ if [ -n "$TABLE" ]; then
     run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' --json '$OUTDIR/table-$TABLE.json' >'$OUTDIR/table-$TABLE.log' 2>&1 || { echo 'cuda_ab: the full table failed (log: $OUTDIR/table-$TABLE.log)'; fail=1; }"
     [ $DRY = 1 ] || sed -n '/^| T | pipeline/,$p' "$OUTDIR/table-$TABLE.log"
   done
+fi
+# the checks' and the output comparison's lines again, after the tables (a call's output tail keeps them)
+if [ $DRY = 0 ] && [ -s "$OUTDIR/recap.txt" ]; then
+  echo "# recap"
+  cat "$OUTDIR/recap.txt"
 fi
 echo "# done $(stamp)"
 exit $fail
