@@ -50,6 +50,9 @@ typedef struct tcase {
     int B, l1, s1, init_blocks, local_blocks, topk, exact, dense_len;
     infllm_mode mode;
     int key_period; /* > 0: token t's keys repeat token (t % key_period)'s (tied block scores) */
+    int key_spike;  /* > 0: the keys of 128 tokens from 2/3 of each sequence are key_spike x one fixed N(0, 1)
+                     * vector a KV head: compressed keys whose stage-1 scores lie far (100+ in log2 units)
+                     * above the first kernels', the path where k_select90's pass 1 redoes a tile with its max */
 } tcase;
 
 static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
@@ -130,6 +133,20 @@ static void run_case(const tcase *c, unsigned long long seed) {
             k[i] = k[i - row * (size_t)c->key_period];
             k32[i] = k32[i - row * (size_t)c->key_period];
         }
+    }
+    if (c->key_spike > 0) {
+        const size_t row = (size_t)Hkv * D;
+        float *dir = malloc(row * sizeof *dir);
+        for (size_t j = 0; j < row; j++) dir[j] = (float)c->key_spike * (float)h_normal(&rs);
+        for (int b = 0; b < c->nseq; b++) {
+            const int64_t t0 = cuk[b] + (int64_t)c->lk[b] * 2 / 3, t1 = t0 + 128 < cuk[b + 1] ? t0 + 128 : cuk[b + 1];
+            for (int64_t t = t0; t < t1; t++)
+                for (size_t j = 0; j < row; j++) {
+                    infllm_store_f32(k, dt, (int64_t)(t * row + j), dir[j]);
+                    k32[t * row + j] = ld(k, dt, (int64_t)(t * row + j));
+                }
+        }
+        free(dir);
     }
     /* host layouts */
     infllm_layout hl;
@@ -568,50 +585,54 @@ int main(void) {
     }
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
-    /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode, key_period */
+    /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode, key_period,
+     * key_spike */
     const tcase cases[] = {
-        {"g16-d128-L1536", BF, 128, 16, 1, 1, {1536}, {1536}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"g3-d64-L1000", BF, 64, 6, 2, 1, {1000}, {1000}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
-        {"g1-f16-L1023", F16, 128, 4, 4, 1, {1023}, {1023}, 0, 0, 0, 1, 1, 4, 0, 8192, SP, 0},
-        {"g8-exact-L777", BF, 128, 8, 1, 1, {777}, {777}, 0, 0, 0, 1, 2, 4, 1, 8192, SP, 0},
-        {"g2-B32-L900", BF, 128, 4, 2, 1, {900}, {900}, 32, 0, 0, 1, 2, 8, 0, 8192, SP, 0},
-        {"g16-B128-L1200", BF, 128, 16, 1, 1, {1200}, {1200}, 128, 0, 0, 1, 1, 3, 0, 8192, SP, 0},
+        {"g16-d128-L1536", BF, 128, 16, 1, 1, {1536}, {1536}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g3-d64-L1000", BF, 64, 6, 2, 1, {1000}, {1000}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0, 0},
+        {"g1-f16-L1023", F16, 128, 4, 4, 1, {1023}, {1023}, 0, 0, 0, 1, 1, 4, 0, 8192, SP, 0, 0},
+        {"g8-exact-L777", BF, 128, 8, 1, 1, {777}, {777}, 0, 0, 0, 1, 2, 4, 1, 8192, SP, 0, 0},
+        {"g2-B32-L900", BF, 128, 4, 2, 1, {900}, {900}, 32, 0, 0, 1, 2, 8, 0, 8192, SP, 0, 0},
+        {"g16-B128-L1200", BF, 128, 16, 1, 1, {1200}, {1200}, 128, 0, 0, 1, 1, 3, 0, 8192, SP, 0, 0},
         /* B = 192 (a multiple of 64, not 64 x a power of 2): stage 2's chunk -> block division path */
-        {"g16-B192-L1700", BF, 128, 16, 1, 1, {1700}, {1700}, 192, 0, 0, 1, 1, 3, 0, 8192, SP, 0},
+        {"g16-B192-L1700", BF, 128, 16, 1, 1, {1700}, {1700}, 192, 0, 0, 1, 1, 3, 0, 8192, SP, 0, 0},
         /* exact LSE at group 16: k_select90's pass 1 over c1 (its level-L tile map is then c1's) */
-        {"g16-exact-L1300", BF, 128, 16, 1, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 0},
-        {"g4-f16-d64-chunk", F16, 64, 8, 2, 1, {300}, {1300}, 0, 0, 0, 2, 2, 5, 0, 8192, SP, 0},
-        {"g16-decode-L3000", BF, 128, 32, 2, 1, {1}, {3000}, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 0},
-        {"varlen-auto", BF, 128, 32, 2, 3, {700, 1, 300}, {700, 900, 1100}, 0, 0, 0, 1, 2, 6, 0, 800, AU, 0},
-        {"g16-s1-8-L1100", BF, 128, 16, 2, 1, {1100}, {1100}, 64, 16, 8, 1, 2, 6, 0, 8192, SP, 0},
-        {"varlen-decode", BF, 128, 32, 2, 3, {1, 2, 1}, {3000, 2500, 700}, 0, 0, 0, 1, 4, 8, 0, 1000, AU, 0},
-        {"g4-f16-d64-decode", F16, 64, 8, 2, 1, {3}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"dense-mode-g12", BF, 128, 12, 1, 1, {520}, {600}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 0},
+        {"g16-exact-L1300", BF, 128, 16, 1, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 0, 0},
+        /* a block of huge aligned keys at 2/3 of 3300 (c1 kernels ~137-145): the queries past ~3090 see two
+         * full 64-kernel pass-1 chunks in k_select90's column half 0, the second far above the first's max */
+        {"g16-spike-exact-chunk", BF, 128, 16, 1, 1, {256}, {3300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 0, 60},
+        {"g4-f16-d64-chunk", F16, 64, 8, 2, 1, {300}, {1300}, 0, 0, 0, 2, 2, 5, 0, 8192, SP, 0, 0},
+        {"g16-decode-L3000", BF, 128, 32, 2, 1, {1}, {3000}, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 0, 0},
+        {"varlen-auto", BF, 128, 32, 2, 3, {700, 1, 300}, {700, 900, 1100}, 0, 0, 0, 1, 2, 6, 0, 800, AU, 0, 0},
+        {"g16-s1-8-L1100", BF, 128, 16, 2, 1, {1100}, {1100}, 64, 16, 8, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"varlen-decode", BF, 128, 32, 2, 3, {1, 2, 1}, {3000, 2500, 700}, 0, 0, 0, 1, 4, 8, 0, 1000, AU, 0, 0},
+        {"g4-f16-d64-decode", F16, 64, 8, 2, 1, {3}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"dense-mode-g12", BF, 128, 12, 1, 1, {520}, {600}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 0, 0},
         /* group 16 at d 64 and in f16: the sm_90a selection kernel's other instantiations */
-        {"g16-d64-L1300", BF, 64, 32, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"g16-f16-L1100", F16, 128, 16, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
-        {"g16-f16-d64-chunk", F16, 64, 16, 1, 1, {400}, {1500}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g16-d64-L1300", BF, 64, 32, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g16-f16-L1100", F16, 128, 16, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0, 0},
+        {"g16-f16-d64-chunk", F16, 64, 16, 1, 1, {400}, {1500}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         /* keys that repeat every block: every interior block's score ties, so the top-k is decided
          * by the lower index (k_select90's radix select against REF's sort, exactly) */
-        {"g16-ties-L2100", BF, 128, 32, 2, 1, {2100}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 64},
+        {"g16-ties-L2100", BF, 128, 32, 2, 1, {2100}, {2100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 64, 0},
         /* kernels shorter than their stride (l1 8 < s1 16): the first-untouched-block rule
          * (d_first_untouched_block) against REF's per-block test where the kernels leave gaps */
-        {"g16-gaps-L1500", BF, 128, 16, 1, 1, {1500}, {1500}, 64, 8, 16, 1, 2, 6, 0, 8192, SP, 0},
+        {"g16-gaps-L1500", BF, 128, 16, 1, 1, {1500}, {1500}, 64, 8, 16, 1, 2, 6, 0, 8192, SP, 0, 0},
         /* groups above 16 (the API takes up to 128): a tile row chunk of the group's heads (hchunks),
          * k_select's 8-warp tiles and its generic (16 % G != 0) path, multi-query attention (Hkv 1) */
-        {"g32-L1300", BF, 128, 64, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"g48-f16-d64-L900", F16, 64, 48, 1, 1, {900}, {900}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0},
-        {"g24-varlen-decode", BF, 128, 48, 2, 3, {1, 3, 200}, {1700, 1200, 900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"g71-mqa-d64-L700", BF, 64, 71, 1, 1, {700}, {700}, 32, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g32-L1300", BF, 128, 64, 2, 1, {1300}, {1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g48-f16-d64-L900", F16, 64, 48, 1, 1, {900}, {900}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0, 0},
+        {"g24-varlen-decode", BF, 128, 48, 2, 3, {1, 3, 200}, {1700, 1200, 900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g71-mqa-d64-L700", BF, 64, 71, 1, 1, {700}, {700}, 32, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         /* calls without a query (total_q 0): the workspace queries and the calls must neither divide by the
          * empty grid (flash_cfg's split count did: SIGFPE, found by a random seed in session 20) nor accept a
          * workspace smaller than the size function's answer */
-        {"noq-dense-f16-d64-B48", F16, 64, 16, 2, 1, {0}, {350}, 48, 24, 16, 1, 3, 1, 0, 650, INFLLM_MODE_DENSE, 0},
-        {"noq-varlen-sparse", BF, 128, 32, 2, 2, {0, 0}, {350, 1200}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"noq-dense-f16-d64-B48", F16, 64, 16, 2, 1, {0}, {350}, 48, 24, 16, 1, 3, 1, 0, 650, INFLLM_MODE_DENSE, 0, 0},
+        {"noq-varlen-sparse", BF, 128, 32, 2, 2, {0, 0}, {350, 1200}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         /* few-query calls whose selection kernels take 4 tokens a CTA: 13 queries of one sequence (the
          * decode kernels, k_cd_*; the last CTA holds one token) and 31 of three (k_dec_*) */
-        {"g16-fewq-13-L2900", BF, 128, 32, 2, 1, {13}, {2900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
-        {"g8-f16-fewq-varlen-31", F16, 128, 16, 2, 3, {5, 17, 9}, {2500, 1900, 3100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0},
+        {"g16-fewq-13-L2900", BF, 128, 32, 2, 1, {13}, {2900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g8-f16-fewq-varlen-31", F16, 128, 16, 2, 3, {5, 17, 9}, {2500, 1900, 3100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
     };
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
      * (a quick device run of one case; cuda_check.sh never sets it) */
