@@ -213,6 +213,77 @@ static void radix_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
+// the digit search of a radix window, as the device's (lane l holds bins 8 l..8 l + 7 of the two warps'
+// histograms summed; a suffix scan + ballot finds the lane, then the bin): the highest bin whose count from
+// the top reaches kk (else 0). kk drops by the count above it; gt0 gains warp 0's count above it, eq0 is
+// warp 0's count in it. Returns the digit.
+static int pick_digit(const uint32_t (&h)[2][256], uint32_t &kk, uint32_t &gt0, uint32_t &eq0) {
+    uint32_t bins[32][8], s[32], incl[32];
+    for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) { bins[l][j] = h[0][8 * l + j] + h[1][8 * l + j]; s[l] += bins[l][j]; } }
+    for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
+    unsigned hit = 0;
+    for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
+    const int L = hit ? 31 - clz(hit) : 0;
+    uint32_t c = incl[L] - s[L], cd = 0; int dj = -1;
+    for (int j = 7; j >= 0; j--) {
+        if (dj < 0 && (c + bins[L][j] >= kk || (L == 0 && j == 0))) { dj = j; cd = c; }
+        c += bins[L][j];
+    }
+    const int d = 8 * L + dj;
+    kk -= cd;
+    for (int b = d + 1; b < 256; b++) gt0 += h[0][b];
+    eq0 = h[0][d];
+    return d;
+}
+
+// the device's scan in index order by a team of TW warps, warp tw over its half of the 4-key groups, 128 keys
+// a step: key > thr, and key == thr while ties remain (need_eq); warp 1 starts from warp 0's counts gt0 /
+// eq0. (The caller fills the slots past k with -1.)
+template <int TW>
+static void team_scan(const std::vector<uint32_t> &keys, int n, int k, int qmax, std::vector<int> &out, int hsplit,
+                      uint32_t thr, int need_eq, uint32_t gt0, uint32_t eq0) {
+    const int n4 = (n + 3) >> 2;
+    auto lo_of = [&](int tw) { return tw == 0 ? 0 : hsplit; };
+    auto hi_of = [&](int tw) { return tw == 0 ? hsplit : n4; };
+    auto key = [&](int i) { return keys[i]; };
+    for (int tw = 0; tw < TW; tw++) {
+        const int g_lo = lo_of(tw), g_hi = hi_of(tw);
+        int written = 0, eq_used = 0;
+        if (tw == 1) { eq_used = std::min((int)eq0, need_eq); written = (int)gt0 + eq_used; }
+        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
+            bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
+            for (int l = 0; l < 32; l++) {
+                const int gi = g0 + l;
+                for (int e = 0; e < 4; e++) {
+                    const uint32_t v = gi < g_hi ? key(4 * gi + e) : 0u;
+                    const int i = 4 * gi + e;
+                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v > thr);
+                    eqb[l][e] = gi < g_hi && i < n && k < n && v == thr;
+                    if (eqb[l][e]) eqm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
+                for (int e = 0; e < 4; e++) {
+                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
+                    eq_rank += eqb[l][e];
+                    if (take[l][e]) tm[e] |= 1u << l;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                const unsigned lower = (1u << l) - 1u;
+                int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
+                for (int e = 0; e < 4; e++)
+                    if (take[l][e]) { const int i = 4 * (g0 + l) + e; if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
+            }
+            written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
+            eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
+            if (eq_used > need_eq) eq_used = need_eq;
+        }
+    }
+}
+
 // sel90_topk_radix<TW> as on the device (session 11): the radix select by a team of TW warps, warp
 // tw owning a contiguous half of the row's 4-key groups in every pass, one histogram per warp
 // (summed when read), the keys above the first prefix counted in the first histogram pass, the
@@ -272,21 +343,7 @@ static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax,
                                 if (pass == 0) { above[tw] += m > prefix; nons |= (uint32_t)(m == prefix && (v == KINF || v == KNINF)); }
                             }
                     if (pass == 0) { kk = uk - above[0] - above[1]; gt0 = above[0]; }
-                    uint32_t bins[32][8], s[32], incl[32];
-                    for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) { bins[l][j] = h[0][8 * l + j] + h[1][8 * l + j]; s[l] += bins[l][j]; } }
-                    for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
-                    unsigned hit = 0;
-                    for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
-                    const int L = hit ? 31 - clz(hit) : 0;
-                    uint32_t c = incl[L] - s[L], cd = 0; int dj = -1;
-                    for (int j = 7; j >= 0; j--) {
-                        if (dj < 0 && (c + bins[L][j] >= kk || (L == 0 && j == 0))) { dj = j; cd = c; }
-                        c += bins[L][j];
-                    }
-                    const int d = 8 * L + dj;
-                    kk -= cd;
-                    for (int b = d + 1; b < 256; b++) gt0 += h[0][b];
-                    eq0 = h[0][d];
+                    const int d = pick_digit(h, kk, gt0, eq0);
                     prefix |= (uint32_t)d << lo;
                     pmask |= wmask;
                     pass++;
@@ -298,42 +355,7 @@ static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax,
     } else if (k >= n && k > 0) {
         gt0 = (uint32_t)std::min(4 * hsplit, n);
     }
-    for (int tw = 0; tw < TW; tw++) {
-        const int g_lo = lo_of(tw), g_hi = hi_of(tw);
-        int written = 0, eq_used = 0;
-        if (tw == 1) { eq_used = std::min((int)eq0, need_eq); written = (int)gt0 + eq_used; }
-        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
-            bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
-            for (int l = 0; l < 32; l++) {
-                const int gi = g0 + l;
-                for (int e = 0; e < 4; e++) {
-                    const uint32_t v = gi < g_hi ? key(4 * gi + e) : 0u;
-                    const int i = 4 * gi + e;
-                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v > thr);
-                    eqb[l][e] = gi < g_hi && i < n && k < n && v == thr;
-                    if (eqb[l][e]) eqm[e] |= 1u << l;
-                }
-            }
-            for (int l = 0; l < 32; l++) {
-                const unsigned lower = (1u << l) - 1u;
-                int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
-                for (int e = 0; e < 4; e++) {
-                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
-                    eq_rank += eqb[l][e];
-                    if (take[l][e]) tm[e] |= 1u << l;
-                }
-            }
-            for (int l = 0; l < 32; l++) {
-                const unsigned lower = (1u << l) - 1u;
-                int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
-                for (int e = 0; e < 4; e++)
-                    if (take[l][e]) { const int i = 4 * (g0 + l) + e; if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
-            }
-            written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
-            eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
-            if (eq_used > need_eq) eq_used = need_eq;
-        }
-    }
+    team_scan<TW>(keys, n, k, qmax, out, hsplit, thr, need_eq, gt0, eq0);
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
@@ -385,21 +407,7 @@ static void team_topk_b(const std::vector<uint32_t> &keys, int n, int k, int qma
                         }
                 ++*hpasses;
             }
-            uint32_t bins[32][8], s[32], incl[32];
-            for (int l = 0; l < 32; l++) { s[l] = 0; for (int j = 0; j < 8; j++) { bins[l][j] = h[0][8 * l + j] + h[1][8 * l + j]; s[l] += bins[l][j]; } }
-            for (int l = 31; l >= 0; l--) incl[l] = s[l] + (l < 31 ? incl[l + 1] : 0);
-            unsigned hit = 0;
-            for (int l = 0; l < 32; l++) if (incl[l] >= kk) hit |= 1u << l;
-            const int L = hit ? 31 - clz(hit) : 0;
-            uint32_t c = incl[L] - s[L], cd = 0; int dj = -1;
-            for (int j = 7; j >= 0; j--) {
-                if (dj < 0 && (c + bins[L][j] >= kk || (L == 0 && j == 0))) { dj = j; cd = c; }
-                c += bins[L][j];
-            }
-            const int d = 8 * L + dj;
-            kk -= cd;
-            for (int b = d + 1; b < 256; b++) gt0 += h[0][b];
-            eq0 = h[0][d];
+            const int d = pick_digit(h, kk, gt0, eq0);
             prefix |= (uint32_t)d << lo;
             pmask |= wmask;
         }
@@ -408,42 +416,7 @@ static void team_topk_b(const std::vector<uint32_t> &keys, int n, int k, int qma
     } else if (k >= n && k > 0) {
         gt0 = (uint32_t)std::min(4 * hsplit, n);
     }
-    for (int tw = 0; tw < TW; tw++) {
-        const int g_lo = lo_of(tw), g_hi = hi_of(tw);
-        int written = 0, eq_used = 0;
-        if (tw == 1) { eq_used = std::min((int)eq0, need_eq); written = (int)gt0 + eq_used; }
-        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
-            bool gtb[32][4], eqb[32][4], take[32][4]; unsigned eqm[4] = {0, 0, 0, 0}, tm[4] = {0, 0, 0, 0};
-            for (int l = 0; l < 32; l++) {
-                const int gi = g0 + l;
-                for (int e = 0; e < 4; e++) {
-                    const uint32_t v = gi < g_hi ? key(4 * gi + e) : 0u;
-                    const int i = 4 * gi + e;
-                    gtb[l][e] = gi < g_hi && i < n && (k >= n || v > thr);
-                    eqb[l][e] = gi < g_hi && i < n && k < n && v == thr;
-                    if (eqb[l][e]) eqm[e] |= 1u << l;
-                }
-            }
-            for (int l = 0; l < 32; l++) {
-                const unsigned lower = (1u << l) - 1u;
-                int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
-                for (int e = 0; e < 4; e++) {
-                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
-                    eq_rank += eqb[l][e];
-                    if (take[l][e]) tm[e] |= 1u << l;
-                }
-            }
-            for (int l = 0; l < 32; l++) {
-                const unsigned lower = (1u << l) - 1u;
-                int pos = written + popc(tm[0] & lower) + popc(tm[1] & lower) + popc(tm[2] & lower) + popc(tm[3] & lower);
-                for (int e = 0; e < 4; e++)
-                    if (take[l][e]) { const int i = 4 * (g0 + l) + e; if (pos < k) out[pos] = i > qmax ? -1 : i; pos++; }
-            }
-            written += popc(tm[0]) + popc(tm[1]) + popc(tm[2]) + popc(tm[3]);
-            eq_used += popc(eqm[0]) + popc(eqm[1]) + popc(eqm[2]) + popc(eqm[3]);
-            if (eq_used > need_eq) eq_used = need_eq;
-        }
-    }
+    team_scan<TW>(keys, n, k, qmax, out, hsplit, thr, need_eq, gt0, eq0);
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
