@@ -158,13 +158,6 @@ __device__ __forceinline__ void flash_cta(int nsplit, int zmajor, int &tile, int
 #endif
 static_assert(FLASH90_PV_PARTS_DENSE == 1 || FLASH90_PV_PARTS_DENSE == 2 || FLASH90_PV_PARTS_DENSE == 4,
               "FLASH90_PV_PARTS_DENSE: 1, 2 or 4");
-/* the sparse instances' key ranges, 1 (the default) or 2: a build-time experiment
- * (-DCMAKE_CUDA_FLAGS=-DFLASH90_PV_PARTS_SPARSE=2), for real selections, where few warps skip their
- * softmax, unlike the synthetic inputs of session 17's 0.98-0.99x; the running max stays lazy */
-#ifndef FLASH90_PV_PARTS_SPARSE
-#define FLASH90_PV_PARTS_SPARSE 1
-#endif
-static_assert(FLASH90_PV_PARTS_SPARSE == 1 || FLASH90_PV_PARTS_SPARSE == 2, "FLASH90_PV_PARTS_SPARSE: 1 or 2");
 /* the max of each of a thread's two rows (ri 0, 1) over one 64-key chunk of raw scores, over the
  * row's quad (the 4 lanes that hold it) */
 __device__ __forceinline__ void rows2_max(const float (&s)[8][4], float (&mx)[2]) {
@@ -216,17 +209,17 @@ __device__ __forceinline__ void softmax_rows2(float (&s)[8][4], float (&m)[2], f
         l[ri] = l[ri] * alpha[ri] + acc;
     }
 }
-/* softmax_rows2 in steps, for a chunk whose P V is issued in key ranges (k_flash90): the max, alpha
- * and the new running max first, then softmax_exp2 per key range, then l = l * alpha + acc. The same
- * arithmetic as softmax_rows2<LAZY>, in the same order per row. */
-template <bool LAZY>
+/* softmax_rows2 in steps, for a chunk whose P V is issued in key ranges (dense k_flash90): the max,
+ * alpha and the new running max first (not lazy: dense), then softmax_exp2 per key range, then
+ * l = l * alpha + acc. The same arithmetic as softmax_rows2<false>, in the same order per row. (The sparse
+ * instances issue P V in one range: two ranges were 0.98-1.01x on real selections, session 20.) */
 __device__ __forceinline__ void softmax_max2(const float (&s)[8][4], float (&m)[2], float (&alpha)[2], float (&mu)[2],
                                              float scale_log2) {
     float mx[2];
     rows2_max(s, mx);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
-        const float mn = running_max<LAZY>(m[ri], mx[ri], scale_log2);
+        const float mn = running_max<false>(m[ri], mx[ri], scale_log2);
         mu[ri] = mn == -INFINITY ? 0.f : mn;
         alpha[ri] = exp2f(m[ri] - mu[ri]);
         m[ri] = mn;
@@ -777,7 +770,7 @@ __global__ void __launch_bounds__(256, 2)
              * the tensor cores take the previous range's P V, so the chunk's serial chain is shorter by a
              * range's exps for each range after the first. Each row's sum adds its keys in column order
              * and the products accumulate in k-step order, as in one pass: the same bits. */
-            constexpr int PARTS = SPARSE ? FLASH90_PV_PARTS_SPARSE : FLASH90_PV_PARTS_DENSE, JP = 8 / PARTS, KP = 4 / PARTS;
+            constexpr int PARTS = SPARSE ? 1 : FLASH90_PV_PARTS_DENSE, JP = 8 / PARTS, KP = 4 / PARTS;
             float alpha[2] = {1.f, 1.f}, mu[2] = {0.f, 0.f}, acc[2] = {0.f, 0.f};
             if (!skip) {
                 /* masks first (a branch per row), then both rows' softmax with no branch in between */
@@ -801,7 +794,7 @@ __global__ void __launch_bounds__(256, 2)
                 if (PARTS == 1)
                     softmax_rows2<SPARSE>(s, m, l, alpha, p.scale_log2);
                 else
-                    softmax_max2<SPARSE>(s, m, alpha, mu, p.scale_log2);
+                    softmax_max2(s, m, alpha, mu, p.scale_log2);
             }
             /* O *= alpha; sparse: not when every alpha of the warp is 1 (no row max moved, or a skipped
              * chunk), the same bits without the multiplies (in the dense instances the branch makes
