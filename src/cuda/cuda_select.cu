@@ -100,13 +100,13 @@ __device__ __forceinline__ void lse_tile_update_full(float (&s)[8][4], float (&m
 
 /* lse_tile_update_full's sum without its max: a tile whose 64 columns every row sees, summed against
  * the row's running reference m (the max of the rows' first full tile, quad-uniform), not a running max:
- * l += sum exp2(s scale - m), one FFMA, MUFU and FADD a score, no max and no shuffles. A later score may
- * exceed m; the sum stays exact in f32 up to ~2^127 x exp2(m). Returns false, updating nothing, when a row's
- * new sum would not be finite (a score ~127 above m, or a NaN): the caller then redoes the tile with
- * lse_tile_update_full, which moves m to the max. m must be finite. */
-__device__ __forceinline__ bool lse_tile_add_ref(const float (&s)[8][4], const float (&m)[2], float (&l)[2],
-                                                 float scale_log2) {
-    float nl[2];
+ * nl = l + sum exp2(s scale - m), one FFMA, MUFU and FADD a score, no max and no shuffles. A later score may
+ * exceed m; the sum stays exact in f32 up to ~2^127 x exp2(m). Returns false when a row's new sum would not
+ * be finite (a score ~127 above m, or a NaN). It commits nothing: the caller votes over the warp and either
+ * takes nl in every lane or redoes the tile with lse_tile_update_full in every lane, which moves m to the
+ * max (a lane that took its own nl before a vote that failed would add the tile twice). m must be finite. */
+__device__ __forceinline__ bool lse_tile_sum_ref(const float (&s)[8][4], const float (&m)[2], const float (&l)[2],
+                                                 float (&nl)[2], float scale_log2) {
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float acc = 0.f;
@@ -116,9 +116,7 @@ __device__ __forceinline__ bool lse_tile_add_ref(const float (&s)[8][4], const f
             for (int e = 0; e < 2; e++) acc += exp2f(fmaf(s[j][2 * ri + e], scale_log2, -m[ri]));
         nl[ri] = l[ri] + acc;
     }
-    const bool ok = nl[0] < INFINITY && nl[1] < INFINITY; /* false for +inf and NaN */
-    if (ok) l[0] = nl[0], l[1] = nl[1];
-    return ok;
+    return nl[0] < INFINITY && nl[1] < INFINITY; /* false for +inf and NaN */
 }
 
 /* S = Q C^T of one warp's 16 rows (Q as A fragments qf[KS], loaded once) and a swizzled [64][D] tile
@@ -977,11 +975,19 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             if (pp == NP - 1) release_tile(i);
             const int col0 = CT * i + (CT / 2) * chalf + 64 * pp;
             if (col0 + 64 <= visLw) { /* warp-uniform: a warp's rows are one token's heads */
-                /* after the rows' first full tile, the sum against its max (lse_tile_add_ref), the
-                 * tile redone with a max when any row of the warp would overflow (warp-uniform, so
-                 * that no branch around the products in flight diverges: C7518) */
-                if (!have_ref || !__all_sync(0xffffffffu, lse_tile_add_ref(acc[pp], m, l, p.scale_log2)))
-                    lse_tile_update_full(acc[pp], m, l, p.scale_log2);
+                /* after the rows' first full tile, the sum against its max (lse_tile_sum_ref), the
+                 * tile redone with a max when any row of the warp would overflow; the vote is
+                 * warp-uniform (so that no branch around the products in flight diverges: C7518)
+                 * and decides for every lane (no lane keeps its own sum of a redone tile) */
+                bool summed = false;
+                if (have_ref) {
+                    float nl[2];
+                    if (__all_sync(0xffffffffu, lse_tile_sum_ref(acc[pp], m, l, nl, p.scale_log2))) {
+                        l[0] = nl[0], l[1] = nl[1];
+                        summed = true;
+                    }
+                }
+                if (!summed) lse_tile_update_full(acc[pp], m, l, p.scale_log2);
                 have_ref = true;
             } else {
                 lse_tile_update(acc[pp], m, l, col0, tig, visLw, visLw, p.scale_log2);
