@@ -174,8 +174,10 @@ static_assert(8 * SEL_TOPK1_WORDS * 4 <= 2 * 64 * 64 * 2 + 128 * 64 * 2 && 4 * S
 template <typename I>
 __device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int init_blocks, int local_blocks,
                                                   int e_lo) {
-    if (bb < init_blocks || bb >= qb - local_blocks) return 0xff800000u; /* f2key(+inf) */
-    return bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+    /* selects, not branches: the finalize's key pass runs this for every key of the row */
+    const bool forced = bb < init_blocks || bb >= qb - local_blocks;
+    const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+    return forced ? 0xff800000u /* f2key(+inf) */ : key;
 }
 
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
@@ -185,19 +187,16 @@ __device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int
  * forced block, f2key(-inf) for an empty one), zeros up to a multiple of 4. Warp tw owns a
  * contiguous half of the row's 4-key groups ([0, hsplit) and [hsplit, n4)) in every pass, reading
  * 4 keys a lane with one 16-byte load, so the two warps meet only at the exchanges.
- *   Pass 1 writes the keys and counts the keys >= / > f2key(+-inf) and ANDs / ORs the others (S).
- * When the k-th largest key thr is +inf or -inf that settles it. Otherwise thr lies in S, whose
- * keys share every bit above the highest bit where they differ (top), and a radix select takes
- * 8-bit digits from top down: the candidates (keys with the prefix so far) are histogrammed by
- * shared-memory atomics (one histogram per warp, summed when read) and the digit is the highest
- * whose count from the top reaches the rank left; a later window in which S's keys agree (and no
- * +-inf key is a candidate) is taken as is. The first histogram pass also counts the keys above
- * the prefix and notes whether a +-inf key shares it. bf16-rounded scores take 2 histogram
- * passes: 3 passes before the scan where session 10's bit-by-bit search took ~14 (host emulation
- * of this routine against that search: docs/topk-emu.cpp, 300,000 rows incl. NaN payloads
- * next to +-inf). The zero padding (in the last group) can only land in bin 0 of a candidate
- * histogram, which the digit search never needs (it stops at digit 0), and is never above a prefix
- * or +-inf.
+ *   A byte radix select of the k-th largest key over all the keys. Pass A writes the keys, builds
+ * each warp's histogram of their top byte (shared-memory atomics, one histogram per warp, summed when
+ * read) and ANDs / ORs them; the digit is the highest bin whose count from the top reaches the rank
+ * left. Then the windows 23..16, 15..8 and 7..0 among the candidates (the keys with the prefix so
+ * far), each skipped when every key agrees on its bits: bf16-rounded scores and f2key(+inf) have the
+ * low 16 bits 0, so a row of them takes one histogram pass after pass A (session 21: 1.15 on
+ * average over the emulated rows, f2key(-inf) of empty blocks adding the others; before, a pass of
+ * +-inf counts and two histogram passes). Padding keys (0, past n) are kept out of every histogram.
+ * Host emulation against session 9's bit-by-bit search: docs/topk-emu.cpp (300,000 rows incl. NaN
+ * payloads next to +-inf; team_topk_b).
  *   The scan in index order takes 128 keys a warp step (lane l holds keys 4 l..4 l + 3): key > thr,
  * and key == thr while ties remain. Warp 1 starts from warp 0's counts of keys > thr and == thr in
  * the first half, which the passes give (warp 0's histograms and counts): no extra pass.
@@ -208,7 +207,6 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
                                                  uint32_t *team_mem, int tw, int team, KeyOf key_of) {
     const unsigned FULL = 0xffffffffu;
     const int lane = threadIdx.x & 31;
-    const uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
     uint4 *k4 = reinterpret_cast<uint4 *>(row);
     uint32_t *hist = team_mem + tw * SEL90_TOPK_HIST;      /* this warp's 2 histograms */
     const uint32_t *hist0 = team_mem;                       /* warp 0's (the first half's) */
@@ -229,27 +227,22 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
     if (search)
         for (int i = lane; i < SEL90_TOPK_HIST / 4; i += 32) reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
 
-    /* pass 1: keys in place + their counts */
-    uint32_t kand = ~0u, kor = 0u, ge_inf = 0, gt_inf = 0, ge_ninf = 0, gt_ninf = 0;
+    if (search) __syncwarp(); /* the zeroed histograms before any lane's increments */
+
+    /* pass A: the keys in place, this warp's histogram of their top byte (buffer 0), the AND / OR of the
+     * valid keys (padding keys, 0, stay out of both) */
+    uint32_t kand = ~0u, kor = 0u;
     for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
         const float4 f = reinterpret_cast<const float4 *>(row)[gi];
         const float fs[4] = {f.x, f.y, f.z, f.w};
         uint32_t v[4];
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            const int i = 4 * gi + e;
-            v[e] = i < n ? key_of(i, fs[e]) : 0u;
-            if (i < n) {
-                const uint32_t key = v[e];
-                ge_inf += key >= KINF;
-                gt_inf += key > KINF;
-                ge_ninf += key >= KNINF;
-                gt_ninf += key > KNINF;
-                if (key != KINF && key != KNINF) {
-                    kand &= key;
-                    kor |= key;
-                }
-            }
+            const bool valid = 4 * gi + e < n;
+            v[e] = valid ? key_of(4 * gi + e, fs[e]) : 0u;
+            if (search && valid) atomicAdd(&hist[v[e] >> 24], 1u);
+            kand &= valid ? v[e] : ~0u;
+            kor |= v[e];
         }
         k4[gi] = make_uint4(v[0], v[1], v[2], v[3]);
     }
@@ -258,156 +251,96 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
     int need_eq = k;
     uint32_t gt0 = 0, eq0 = 0; /* the first half's keys > thr and == thr (warp 1's start) */
     if (search) {
-        ge_inf = __reduce_add_sync(FULL, ge_inf);
-        gt_inf = __reduce_add_sync(FULL, gt_inf);
-        ge_ninf = __reduce_add_sync(FULL, ge_ninf);
-        gt_ninf = __reduce_add_sync(FULL, gt_ninf);
         kand = __reduce_and_sync(FULL, kand);
         kor = __reduce_or_sync(FULL, kor);
-        uint32_t w0[4] = {ge_inf, gt_inf, ge_ninf, gt_ninf}; /* warp 0's counts */
-        if (TW > 1) {
-            if (lane == 0) {
-                uint32_t *x = xch + 8 * tw;
-                x[0] = ge_inf, x[1] = gt_inf, x[2] = ge_ninf, x[3] = gt_ninf, x[4] = kand, x[5] = kor;
-            }
-            team_bar<TW>(team);
-            w0[0] = xch[0], w0[1] = xch[1], w0[2] = xch[2], w0[3] = xch[3];
-            ge_inf = xch[0] + xch[8], gt_inf = xch[1] + xch[9], ge_ninf = xch[2] + xch[10];
-            gt_ninf = xch[3] + xch[11], kand = xch[4] & xch[12], kor = xch[5] | xch[13];
-        }
-        const uint32_t uk = (uint32_t)k;
-        if (ge_inf >= uk && gt_inf < uk) {
-            thr = KINF;
-            need_eq = k - (int)gt_inf;
-            gt0 = w0[1], eq0 = w0[0] - w0[1];
-        } else if (ge_ninf >= uk && gt_ninf < uk) {
-            thr = KNINF;
-            need_eq = k - (int)gt_ninf;
-            gt0 = w0[3], eq0 = w0[2] - w0[3];
-        } else {
-            const uint32_t diff = kand ^ kor;
-            if (diff == 0) {
-                /* S's keys are all kand; the others are +-inf: the keys above it are the +-inf
-                 * keys above it */
-                thr = kand;
-                const uint32_t n_inf = ge_inf - gt_inf, n_ninf = ge_ninf - gt_ninf;
-                const uint32_t above = (KINF > thr ? n_inf : 0u) + (KNINF > thr ? n_ninf : 0u);
-                need_eq = k - (int)above;
-                gt0 = (KINF > thr ? w0[0] - w0[1] : 0u) + (KNINF > thr ? w0[2] - w0[3] : 0u);
-                /* warp 0's keys == thr: the S keys (all but its +-inf keys) of its valid keys */
-                const uint32_t valid0 = (uint32_t)min(4 * hsplit, n);
-                eq0 = valid0 - (w0[0] - w0[1]) - (w0[2] - w0[3]);
-            } else {
-                const int top = 31 - __clz(diff);
-                uint32_t pmask = top == 31 ? 0u : ~((2u << top) - 1u); /* the bits above top */
-                uint32_t prefix = kand & pmask;
-                uint32_t kk = 0, nons = 0;
-                int pass = 0;
-                for (int hi = top; hi >= 0; hi -= 8) {
-                    const int lo = hi >= 7 ? hi - 7 : 0;
-                    const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
-                    if (pass > 0 && !nons && (diff & wmask) == 0) { /* S agrees on these bits */
-                        prefix |= kand & wmask;
-                        pmask |= wmask;
-                        continue;
-                    }
-                    const int buf = pass & 1;
-                    uint32_t *h = hist + 256 * buf;
-                    if (pass >= 2) { /* the other warp read this buffer before the last barrier */
-                        for (int i = lane; i < 64; i += 32) reinterpret_cast<uint4 *>(h)[i] = make_uint4(0, 0, 0, 0);
-                        __syncwarp();
-                    }
-                    uint32_t above = 0;
-                    for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
-                        uint32_t v[4];
-                        ld(gi, v);
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const uint32_t m = v[e] & pmask;
-                            if (m == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
-                            if (pass == 0) {
-                                above += m > prefix;
-                                nons |= (uint32_t)(m == prefix && (v[e] == KINF || v[e] == KNINF));
-                            }
-                        }
-                    }
-                    if (pass == 0) {
-                        above = __reduce_add_sync(FULL, above);
-                        nons = __reduce_or_sync(FULL, nons);
-                        if (TW > 1 && lane == 0) xch[16 + 2 * tw] = above, xch[17 + 2 * tw] = nons;
-                    }
-                    team_bar<TW>(team);
-                    if (pass == 0) {
-                        uint32_t above0 = above;
-                        if (TW > 1) {
-                            above0 = xch[16];
-                            above = xch[16] + xch[18];
-                            nons = xch[17] | xch[19];
-                        }
-                        kk = uk - above; /* rank of thr among the candidates, >= 1 */
-                        gt0 = above0;
-                    }
-                    /* lane l holds bins 8 l..8 l + 7 of both warps' histograms (bins) and of warp 0's
-                     * (b0); incl = the count of bins >= 8 l */
-                    uint32_t bins[8], b0[8];
-                    {
-                        const uint4 *h4 = reinterpret_cast<const uint4 *>(hist0 + 256 * buf);
-                        const uint4 x0 = h4[2 * lane], x1 = h4[2 * lane + 1];
-                        b0[0] = x0.x, b0[1] = x0.y, b0[2] = x0.z, b0[3] = x0.w;
-                        b0[4] = x1.x, b0[5] = x1.y, b0[6] = x1.z, b0[7] = x1.w;
-#pragma unroll
-                        for (int j = 0; j < 8; j++) bins[j] = b0[j];
-                        if (TW > 1) {
-                            const uint4 *g4 = reinterpret_cast<const uint4 *>(hist0 + SEL90_TOPK_HIST + 256 * buf);
-                            const uint4 y0 = g4[2 * lane], y1 = g4[2 * lane + 1];
-                            bins[0] += y0.x, bins[1] += y0.y, bins[2] += y0.z, bins[3] += y0.w;
-                            bins[4] += y1.x, bins[5] += y1.y, bins[6] += y1.z, bins[7] += y1.w;
-                        }
-                    }
-                    uint32_t s = 0;
-#pragma unroll
-                    for (int j = 0; j < 8; j++) s += bins[j];
-                    uint32_t incl = s;
-#pragma unroll
-                    for (int off = 1; off < 32; off <<= 1) {
-                        const uint32_t t = __shfl_down_sync(FULL, incl, off);
-                        if (lane + off < 32) incl += t;
-                    }
-                    /* the digit: the highest bin whose count from the top reaches kk, else 0 */
-                    const unsigned hit = __ballot_sync(FULL, incl >= kk);
-                    const int L = hit ? 31 - __clz(hit) : 0;
-                    uint32_t c = incl - s, cd = 0;
-                    int dj = -1;
-#pragma unroll
-                    for (int j = 7; j >= 0; j--) {
-                        if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
-                            dj = j;
-                            cd = c;
-                        }
-                        c += bins[j];
-                    }
-                    const int d = __shfl_sync(FULL, 8 * lane + dj, L);
-                    kk -= __shfl_sync(FULL, cd, L);
-                    /* the first half's candidates above the digit are > thr; those at it, == thr if
-                     * this is the last digit */
-                    uint32_t g_above = 0, g_at = 0;
-#pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        g_above += 8 * lane + j > d ? b0[j] : 0u;
-                        g_at += 8 * lane + j == d ? b0[j] : 0u;
-                    }
-                    gt0 += __reduce_add_sync(FULL, g_above);
-                    eq0 = __reduce_add_sync(FULL, g_at);
-                    prefix |= (uint32_t)d << lo;
+        if (TW > 1 && lane == 0) xch[8 * tw] = kand, xch[8 * tw + 1] = kor;
+        team_bar<TW>(team); /* also: both warps' top-byte histograms are complete */
+        if (TW > 1) kand = xch[0] & xch[8], kor = xch[1] | xch[9];
+        const uint32_t diff = kand ^ kor; /* the bits in which the valid keys differ */
+        uint32_t kk = (uint32_t)k;        /* rank of thr among the candidates, >= 1 */
+        uint32_t pmask = 0u, prefix = 0u;
+        int pass = 0;
+        for (int hi = 31; hi >= 0; hi -= 8) {
+            const int lo = hi - 7;
+            const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+            if (hi < 31) {
+                if ((diff & wmask) == 0u) { /* every key agrees on these bits */
+                    prefix |= kand & wmask;
                     pmask |= wmask;
-                    pass++;
+                    continue;
                 }
-                /* the candidates left are the keys equal to thr (S agrees on any bits skipped after
-                 * the last histogram, and no +-inf key is among them) */
-                thr = prefix;
-                need_eq = (int)kk;
+                pass++;
+                uint32_t *h = hist + 256 * (pass & 1);
+                if (pass >= 2) { /* the other warp read this buffer before the last barrier */
+                    for (int i = lane; i < 64; i += 32) reinterpret_cast<uint4 *>(h)[i] = make_uint4(0, 0, 0, 0);
+                    __syncwarp();
+                }
+                for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
+                    uint32_t v[4];
+                    ld(gi, v);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (4 * gi + e < n && (v[e] & pmask) == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
+                }
+                team_bar<TW>(team);
             }
+            const int buf = pass & 1;
+            /* lane l holds bins 8 l..8 l + 7 of both warps' histograms (bins) and of warp 0's
+             * (b0); incl = the count of bins >= 8 l */
+            uint32_t bins[8], b0[8];
+            {
+                const uint4 *h4 = reinterpret_cast<const uint4 *>(hist0 + 256 * buf);
+                const uint4 x0 = h4[2 * lane], x1 = h4[2 * lane + 1];
+                b0[0] = x0.x, b0[1] = x0.y, b0[2] = x0.z, b0[3] = x0.w;
+                b0[4] = x1.x, b0[5] = x1.y, b0[6] = x1.z, b0[7] = x1.w;
+#pragma unroll
+                for (int j = 0; j < 8; j++) bins[j] = b0[j];
+                if (TW > 1) {
+                    const uint4 *g4 = reinterpret_cast<const uint4 *>(hist0 + SEL90_TOPK_HIST + 256 * buf);
+                    const uint4 y0 = g4[2 * lane], y1 = g4[2 * lane + 1];
+                    bins[0] += y0.x, bins[1] += y0.y, bins[2] += y0.z, bins[3] += y0.w;
+                    bins[4] += y1.x, bins[5] += y1.y, bins[6] += y1.z, bins[7] += y1.w;
+                }
+            }
+            uint32_t s = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += bins[j];
+            uint32_t incl = s;
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) {
+                const uint32_t t = __shfl_down_sync(FULL, incl, off);
+                if (lane + off < 32) incl += t;
+            }
+            /* the digit: the highest bin whose count from the top reaches kk, else 0 */
+            const unsigned hit = __ballot_sync(FULL, incl >= kk);
+            const int L = hit ? 31 - __clz(hit) : 0;
+            uint32_t c = incl - s, cd = 0;
+            int dj = -1;
+#pragma unroll
+            for (int j = 7; j >= 0; j--) {
+                if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
+                    dj = j;
+                    cd = c;
+                }
+                c += bins[j];
+            }
+            const int d = __shfl_sync(FULL, 8 * lane + dj, L);
+            kk -= __shfl_sync(FULL, cd, L);
+            /* the first half's candidates above the digit are > thr; those at it, == thr if
+             * this is the last digit */
+            uint32_t g_above = 0, g_at = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                g_above += 8 * lane + j > d ? b0[j] : 0u;
+                g_at += 8 * lane + j == d ? b0[j] : 0u;
+            }
+            gt0 += __reduce_add_sync(FULL, g_above);
+            eq0 = __reduce_add_sync(FULL, g_at);
+            prefix |= (uint32_t)d << lo;
+            pmask |= wmask;
         }
+        thr = prefix;
+        need_eq = (int)kk;
     } else if (k >= n && k > 0) {
         gt0 = (uint32_t)min(4 * hsplit, n); /* every key is taken */
     }
