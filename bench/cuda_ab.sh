@@ -28,9 +28,9 @@
 # The cuda_check exit lines and the output comparison are printed again after the timing tables ("# recap"),
 # so that a device call's output tail holds them.
 # Builds go to build-ab-<tree index> under this repository's root (kept between calls: cmake
-# rebuilds only what changed). cuda_check runs on each tree other than the baseline's (the
-# baseline is taken as checked; configurations that differ from it by switches only are not
-# checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
+# rebuilds only what changed; one configured for another tree is removed first). cuda_check runs
+# on each tree other than the baseline's (the baseline is taken as checked; configurations that
+# differ from it by switches only are not checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0
@@ -111,6 +111,11 @@ for t in "${UTREES[@]}"; do
   b=$(build_of "$t") i=$(tree_index "$t")
   targets=infllm_shared
   [ $CHECK = 1 ] && targets="infllm_shared test_cuda test_cuda_cache"
+  # a build directory kept from an earlier call for another tree: cmake refuses it, so start it afresh
+  src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$b/CMakeCache.txt" 2>/dev/null)
+  if [ -n "$src" ] && [ "$(cd "$src" 2>/dev/null && pwd -P)" != "$(cd "$t" && pwd -P)" ]; then
+    if [ $DRY = 1 ]; then echo "+ rm -rf $b  # configured for $src"; else echo "# $b was configured for $src: removed"; rm -rf "$b"; fi
+  fi
   if [ $DRY = 1 ]; then
     echo "+ cmake -S $t -B $b -DINFLLM_CUDA_ARCHS=90a -DCMAKE_BUILD_TYPE=Release && cmake --build $b -j$jobs --target $targets"
   else

@@ -7,7 +7,8 @@
 // sel90_topk_radix as of session 11 (7530a82) for teams of 1 and 2 warps, phase by phase. All
 // written as 32-lane loops with the warp collectives as sums / ballots over the lanes. Keep
 // team_topk in step with the device routine when that changes. team_topk_b<1> / <2> (session 21) is
-// docs/wip-topk-bytes.patch's byte radix over all keys (the top-byte histogram built in the key pass).
+// the byte radix over all keys (the top-byte histogram built in the key pass) that the device's
+// sel90_topk_radix is since session 22; team_topk stays as the routine it replaced.
 // Scores: bf16, many ties, f32, zeros, arbitrary bits, and +NaN / -NaN payloads next to +inf / -inf
 // (the cases where the radix select's skip of common bits needs its guard).
 #include <algorithm>
@@ -359,7 +360,7 @@ static void team_topk(const std::vector<uint32_t> &keys, int n, int k, int qmax,
     for (int c = k; c < ncols; c++) out[c] = -1;
 }
 
-// sel90_topk_radix<TW> as of session 21 (docs/wip-topk-bytes.patch): a byte radix over ALL keys. The key pass
+// sel90_topk_radix<TW> since session 22 (written in session 21): a byte radix over ALL keys. The key pass
 // also builds each warp's histogram of the keys' top byte (no +-inf counts, no S), and the AND / OR of the
 // valid keys; the digit search picks the top byte of the k-th largest key; then the windows 23..16, 15..8, 7..0
 // among the candidates, each skipped when every valid key agrees on its bits (bf16-rounded scores and
@@ -505,8 +506,8 @@ int main() {
     printf("emulated rows: %ld, mismatches: %ld\n", rows, bad);
     printf("radix select (next step): mismatches with the bit search: %ld; histogram passes per bf16 row of >= 1024 blocks: %.2f\n",
            rbad, hrows ? (double)hsum / hrows : 0.0);
-    printf("sel90_topk_radix (1 and 2 warps, as on the device): mismatches with the bit search: %ld\n", tbad);
-    printf("byte radix (1 and 2 warps, docs/wip-topk-bytes.patch): mismatches with the bit search: %ld; histogram passes after the "
+    printf("sel90_topk_radix of sessions 11-21 (1 and 2 warps): mismatches with the bit search: %ld\n", tbad);
+    printf("byte radix (1 and 2 warps, the device routine since session 22): mismatches with the bit search: %ld; histogram passes after the "
            "key pass per row of >= 1024 blocks: %.2f (bf16 scores), %.2f (other modes)\n",
            bbad, brows0 ? (double)bsum0 / brows0 : 0.0, browso ? (double)bsumo / browso : 0.0);
     return bad != 0 || rbad != 0 || tbad != 0 || bbad != 0;
