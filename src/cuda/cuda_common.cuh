@@ -391,11 +391,7 @@ __device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, i
     }
 }
 
-/* float <-> order-preserving uint32 key (larger float -> larger key; NaN treated by bits) */
-__device__ __forceinline__ uint32_t f2key(float f) {
-    uint32_t u = __float_as_uint(f);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
+#include "f2key.cuh"
 
 /* Warp-cooperative top-k over vals[0..n): picks the k largest (value desc, index asc), writes
  * the chosen indices ascending to out[0..k), then -1 up to out[ncols); indices > qmax become -1

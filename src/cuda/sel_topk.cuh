@@ -1,0 +1,256 @@
+/*
+ * sel_topk.cuh: the selection's top-k finalize, sel90_topk_radix (a row's k largest block scores by a
+ * byte radix select, by a team of 1 or 2 warps), and the block keys it selects on. Shared by k_select,
+ * k_select90 and k_dec_topk (cuda_select.cu), and compiled on the host by tests/test_topk_host.cpp
+ * (one ucontext a lane, tests/simt_host.h) against a plain sort, so that CI, which has no GPU, runs
+ * the device routine's own source. Needs f2key (f2key.cuh), named_bar_sync (cuda_sm90.cuh, or the
+ * host shim) and the warp intrinsics.
+ */
+#pragma once
+#include <stdint.h>
+
+/* A team of TW warps (1 or 2) that finalizes one row: team_bar syncs the team. Pairs use named
+ * barriers 4..11 (1..3 order the main loop's issue); each case's ID is a compile-time constant (a
+ * runtime ID makes ptxas reserve all 16 barriers and grow the registers, session 10). */
+template <int TW> __device__ __forceinline__ void team_bar(int team) {
+    if (TW == 1) {
+        __syncwarp();
+        return;
+    }
+    switch (team) {
+    case 0: named_bar_sync<4, 64>(); break;
+    case 1: named_bar_sync<5, 64>(); break;
+    case 2: named_bar_sync<6, 64>(); break;
+    case 3: named_bar_sync<7, 64>(); break;
+    case 4: named_bar_sync<8, 64>(); break;
+    case 5: named_bar_sync<9, 64>(); break;
+    case 6: named_bar_sync<10, 64>(); break;
+    default: named_bar_sync<11, 64>(); break;
+    }
+}
+/* shared memory of one team: per warp 2 histograms of 256 bins (radix passes alternate between
+ * them) + 32 exchange words */
+enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 32 };
+/* the same for a team of one warp (k_select): its 2 histograms + the exchange words */
+enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
+
+/* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
+ * f2key(+inf) for a forced block (one of the first init_blocks, or of the local_blocks before qb),
+ * f2key(-inf) for a block no c1 kernel touches (from e_lo = d_first_untouched_block on), else
+ * f2key of the score. k_select's and k_select90's finalize (their key_of). */
+template <typename I>
+__device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int init_blocks, int local_blocks,
+                                                  int e_lo) {
+    /* selects, not branches: the finalize's key pass runs this for every key of the row */
+    const bool forced = bb < init_blocks || bb >= qb - local_blocks;
+    const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+    return forced ? 0xff800000u /* f2key(+inf) */ : key;
+}
+
+/* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
+ * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
+ * lane). `row` holds the n float scores on entry (16-byte aligned, >= n rounded up to 4 slots);
+ * each score becomes its key in place: key_of(i, score) (f2key of the score, or f2key(+inf) for a
+ * forced block, f2key(-inf) for an empty one), zeros up to a multiple of 4. Warp tw owns a
+ * contiguous half of the row's 4-key groups ([0, hsplit) and [hsplit, n4)) in every pass, reading
+ * 4 keys a lane with one 16-byte load, so the two warps meet only at the exchanges.
+ *   A byte radix select of the k-th largest key over all the keys. Pass A writes the keys, builds
+ * each warp's histogram of their top byte (shared-memory atomics, one histogram per warp, summed when
+ * read) and ANDs / ORs them; the digit is the highest bin whose count from the top reaches the rank
+ * left. Then the windows 23..16, 15..8 and 7..0 among the candidates (the keys with the prefix so
+ * far), each skipped when every key agrees on its bits: bf16-rounded scores and f2key(+inf) have the
+ * low 16 bits 0, so a row of them takes one histogram pass after pass A (session 21: 1.15 on
+ * average over the emulated rows, f2key(-inf) of empty blocks adding the others; before, a pass of
+ * +-inf counts and two histogram passes). Padding keys (0, past n) are kept out of every histogram.
+ * Host emulation against session 9's bit-by-bit search: docs/topk-emu.cpp (300,000 rows incl. NaN
+ * payloads next to +-inf; team_topk_b).
+ *   The scan in index order takes 128 keys a warp step (lane l holds keys 4 l..4 l + 3): key > thr,
+ * and key == thr while ties remain. Warp 1 starts from warp 0's counts of keys > thr and == thr in
+ * the first half, which the passes give (warp 0's histograms and counts): no extra pass.
+ * `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must call
+ * with the same arguments. */
+template <int TW, typename KeyOf>
+__device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int qmax, int32_t *out, int ncols,
+                                                 uint32_t *team_mem, int tw, int team, KeyOf key_of) {
+    const unsigned FULL = 0xffffffffu;
+    const int lane = threadIdx.x & 31;
+    uint4 *k4 = reinterpret_cast<uint4 *>(row);
+    uint32_t *hist = team_mem + tw * SEL90_TOPK_HIST;      /* this warp's 2 histograms */
+    const uint32_t *hist0 = team_mem;                       /* warp 0's (the first half's) */
+    uint32_t *xch = team_mem + TW * SEL90_TOPK_HIST;
+    const int n4 = (n + 3) >> 2;
+    const int hsplit = TW > 1 ? (n4 + 1) >> 1 : n4;
+    const int g_lo = tw == 0 ? 0 : hsplit, g_hi = tw == 0 ? hsplit : n4;
+    auto ld = [&](int gi, uint32_t (&v)[4]) {
+        const uint4 x = k4[gi];
+        v[0] = x.x;
+        v[1] = x.y;
+        v[2] = x.z;
+        v[3] = x.w;
+    };
+    if (k > n) k = n;
+    if (k < 0) k = 0;
+    const bool search = k > 0 && k < n;
+    if (search)
+        for (int i = lane; i < SEL90_TOPK_HIST / 4; i += 32) reinterpret_cast<uint4 *>(hist)[i] = make_uint4(0, 0, 0, 0);
+
+    if (search) __syncwarp(); /* the zeroed histograms before any lane's increments */
+
+    /* pass A: the keys in place, this warp's histogram of their top byte (buffer 0), the AND / OR of the
+     * valid keys (padding keys, 0, stay out of both) */
+    uint32_t kand = ~0u, kor = 0u;
+    for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
+        const float4 f = reinterpret_cast<const float4 *>(row)[gi];
+        const float fs[4] = {f.x, f.y, f.z, f.w};
+        uint32_t v[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const bool valid = 4 * gi + e < n;
+            v[e] = valid ? key_of(4 * gi + e, fs[e]) : 0u;
+            if (search && valid) atomicAdd(&hist[v[e] >> 24], 1u);
+            kand &= valid ? v[e] : ~0u;
+            kor |= v[e];
+        }
+        k4[gi] = make_uint4(v[0], v[1], v[2], v[3]);
+    }
+    __syncwarp();
+    uint32_t thr = 0;
+    int need_eq = k;
+    uint32_t gt0 = 0, eq0 = 0; /* the first half's keys > thr and == thr (warp 1's start) */
+    if (search) {
+        kand = __reduce_and_sync(FULL, kand);
+        kor = __reduce_or_sync(FULL, kor);
+        if (TW > 1 && lane == 0) xch[8 * tw] = kand, xch[8 * tw + 1] = kor;
+        team_bar<TW>(team); /* also: both warps' top-byte histograms are complete */
+        if (TW > 1) kand = xch[0] & xch[8], kor = xch[1] | xch[9];
+        const uint32_t diff = kand ^ kor; /* the bits in which the valid keys differ */
+        uint32_t kk = (uint32_t)k;        /* rank of thr among the candidates, >= 1 */
+        uint32_t pmask = 0u, prefix = 0u;
+        int pass = 0;
+        for (int hi = 31; hi >= 0; hi -= 8) {
+            const int lo = hi - 7;
+            const uint32_t wmask = (hi == 31 ? ~0u : (2u << hi) - 1u) & ~((1u << lo) - 1u);
+            if (hi < 31) {
+                if ((diff & wmask) == 0u) { /* every key agrees on these bits */
+                    prefix |= kand & wmask;
+                    pmask |= wmask;
+                    continue;
+                }
+                pass++;
+                uint32_t *h = hist + 256 * (pass & 1);
+                if (pass >= 2) { /* the other warp read this buffer before the last barrier */
+                    for (int i = lane; i < 64; i += 32) reinterpret_cast<uint4 *>(h)[i] = make_uint4(0, 0, 0, 0);
+                    __syncwarp();
+                }
+                for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
+                    uint32_t v[4];
+                    ld(gi, v);
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (4 * gi + e < n && (v[e] & pmask) == prefix) atomicAdd(&h[(v[e] & wmask) >> lo], 1u);
+                }
+                team_bar<TW>(team);
+            }
+            const int buf = pass & 1;
+            /* lane l holds bins 8 l..8 l + 7 of both warps' histograms (bins) and of warp 0's
+             * (b0); incl = the count of bins >= 8 l */
+            uint32_t bins[8], b0[8];
+            {
+                const uint4 *h4 = reinterpret_cast<const uint4 *>(hist0 + 256 * buf);
+                const uint4 x0 = h4[2 * lane], x1 = h4[2 * lane + 1];
+                b0[0] = x0.x, b0[1] = x0.y, b0[2] = x0.z, b0[3] = x0.w;
+                b0[4] = x1.x, b0[5] = x1.y, b0[6] = x1.z, b0[7] = x1.w;
+#pragma unroll
+                for (int j = 0; j < 8; j++) bins[j] = b0[j];
+                if (TW > 1) {
+                    const uint4 *g4 = reinterpret_cast<const uint4 *>(hist0 + SEL90_TOPK_HIST + 256 * buf);
+                    const uint4 y0 = g4[2 * lane], y1 = g4[2 * lane + 1];
+                    bins[0] += y0.x, bins[1] += y0.y, bins[2] += y0.z, bins[3] += y0.w;
+                    bins[4] += y1.x, bins[5] += y1.y, bins[6] += y1.z, bins[7] += y1.w;
+                }
+            }
+            uint32_t s = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += bins[j];
+            uint32_t incl = s;
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) {
+                const uint32_t t = __shfl_down_sync(FULL, incl, off);
+                if (lane + off < 32) incl += t;
+            }
+            /* the digit: the highest bin whose count from the top reaches kk, else 0 */
+            const unsigned hit = __ballot_sync(FULL, incl >= kk);
+            const int L = hit ? 31 - __clz(hit) : 0;
+            uint32_t c = incl - s, cd = 0;
+            int dj = -1;
+#pragma unroll
+            for (int j = 7; j >= 0; j--) {
+                if (dj < 0 && (c + bins[j] >= kk || (lane == 0 && j == 0))) {
+                    dj = j;
+                    cd = c;
+                }
+                c += bins[j];
+            }
+            const int d = __shfl_sync(FULL, 8 * lane + dj, L);
+            kk -= __shfl_sync(FULL, cd, L);
+            /* the first half's candidates above the digit are > thr; those at it, == thr if
+             * this is the last digit */
+            uint32_t g_above = 0, g_at = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                g_above += 8 * lane + j > d ? b0[j] : 0u;
+                g_at += 8 * lane + j == d ? b0[j] : 0u;
+            }
+            gt0 += __reduce_add_sync(FULL, g_above);
+            eq0 = __reduce_add_sync(FULL, g_at);
+            prefix |= (uint32_t)d << lo;
+            pmask |= wmask;
+        }
+        thr = prefix;
+        need_eq = (int)kk;
+    } else if (k >= n && k > 0) {
+        gt0 = (uint32_t)min(4 * hsplit, n); /* every key is taken */
+    }
+    /* scan in index order, 128 keys a warp step: take key > thr, and key == thr while ties remain;
+     * warp tw scans groups [g_lo, g_hi) */
+    int written = 0, eq_used = 0;
+    if (tw == 1) {
+        eq_used = min((int)eq0, need_eq);
+        written = (int)gt0 + eq_used;
+    }
+    const unsigned lower = (1u << lane) - 1u;
+    for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
+        const int gi = g0 + lane;
+        uint32_t v[4] = {0u, 0u, 0u, 0u};
+        if (gi < g_hi) ld(gi, v);
+        bool gtb[4], eqb[4], take[4];
+        unsigned eqm[4], tm[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * gi + e;
+            gtb[e] = gi < g_hi && i < n && (k >= n || v[e] > thr);
+            eqb[e] = gi < g_hi && i < n && k < n && v[e] == thr;
+            eqm[e] = __ballot_sync(FULL, eqb[e]);
+        }
+        int eq_rank = __popc(eqm[0] & lower) + __popc(eqm[1] & lower) + __popc(eqm[2] & lower) + __popc(eqm[3] & lower);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            take[e] = gtb[e] || (eqb[e] && eq_used + eq_rank < need_eq);
+            eq_rank += eqb[e];
+            tm[e] = __ballot_sync(FULL, take[e]);
+        }
+        int pos = written + __popc(tm[0] & lower) + __popc(tm[1] & lower) + __popc(tm[2] & lower) + __popc(tm[3] & lower);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = 4 * gi + e;
+            if (take[e]) {
+                if (pos < k) out[pos] = i > qmax ? -1 : i;
+                pos++;
+            }
+        }
+        written += __popc(tm[0]) + __popc(tm[1]) + __popc(tm[2]) + __popc(tm[3]);
+        eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
+        if (eq_used > need_eq) eq_used = need_eq;
+    }
+    for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
+}
