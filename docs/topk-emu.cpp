@@ -1,4 +1,5 @@
-// Host emulation of k_select90's top-k (src/cuda/cuda_select.cu): build with
+// Host emulation of k_select90's top-k (src/cuda/sel_topk.cuh; since session 22 its own source also runs on the
+// host in CI: tests/test_topk_host.cpp): build with
 // `g++ -O2 -o emu docs/topk-emu.cpp && ./emu`; exit status 0 when every routine agrees with the
 // reference on every row. The reference is session 9's sel90_topk (floats, f2key per pass, a
 // bit-by-bit search of the k-th key, 32-key scan steps). Against it: session 10's sel90_topk_keys
@@ -263,11 +264,14 @@ static void team_scan(const std::vector<uint32_t> &keys, int n, int k, int qmax,
                     if (eqb[l][e]) eqm[e] |= 1u << l;
                 }
             }
+            // the device takes keys == thr (by their ranks from 4 more ballots) only in the steps that hold
+            // one (a warp-uniform vote); elsewhere take = gt
+            const bool any_eq = (eqm[0] | eqm[1] | eqm[2] | eqm[3]) != 0u;
             for (int l = 0; l < 32; l++) {
                 const unsigned lower = (1u << l) - 1u;
                 int eq_rank = popc(eqm[0] & lower) + popc(eqm[1] & lower) + popc(eqm[2] & lower) + popc(eqm[3] & lower);
                 for (int e = 0; e < 4; e++) {
-                    take[l][e] = gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq);
+                    take[l][e] = any_eq ? gtb[l][e] || (eqb[l][e] && eq_used + eq_rank < need_eq) : gtb[l][e];
                     eq_rank += eqb[l][e];
                     if (take[l][e]) tm[e] |= 1u << l;
                 }

@@ -146,9 +146,7 @@ template <int TW> static bool run_device(const RowCase &c, std::vector<int32_t> 
     const int guard = 8;
     out.assign(c.ncols + guard, 0x7eadbeef);
     const int qb = c.n - 1;
-    auto key_of = [&](int bb, float score) {
-        return sel_block_key(bb, score, qb, c.init_blocks, c.local_blocks, c.e_lo);
-    };
+    const SelBlockKey key_of{qb, c.init_blocks, c.local_blocks, c.e_lo};
     const bool ok = team.run([&](int t) {
         sel90_topk_radix<TW>(row, c.n, c.k, c.qmax, out.data(), c.ncols, team_mem, t / 32, 0, key_of);
     });

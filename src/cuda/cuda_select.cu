@@ -355,14 +355,12 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     /* ---- finalize block scores + top-k, one warp per token: sel90_topk_radix<1> (k_select90's
      * routine with a team of one warp) over keys it writes in place, its histograms in the idle Q /
      * c tiles at the start of shared memory (NW x SEL_TOPK1_WORDS words; static_assert below). Block
-     * keys: sel_block_key. Rows hold nbmax slots, a multiple of 4. */
+     * keys: SelBlockKey. Rows hold nbmax slots, a multiple of 4. */
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
     for (int tt = warp; tt < ntok; tt += NW) {
         const int64_t qb = (pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        auto key_of = [&](int bb, float score) {
-            return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
-        };
+        const SelBlockKey key_of{(int)qb, p.init_blocks, p.local_blocks, e_lo};
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, Kb, (int)qb, row, p.topk_out,
                             reinterpret_cast<uint32_t *>(smem) + warp * SEL_TOPK1_WORDS, 0, 0, key_of);
@@ -845,7 +843,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     __syncthreads();
 
     /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
-    /* sel90_topk_radix turns each row into keys (sel_block_key; zeros up to a multiple of 4: the row
+    /* sel90_topk_radix turns each row into keys (SelBlockKey; zeros up to a multiple of 4: the row
      * has nbs >= qb + 9 slots) and selects, with the team's histograms in the (now idle) tile stages */
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
     constexpr int TW = SEL90_TOPK_TW;
@@ -853,9 +851,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
         const int qb = (int)(pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        auto key_of = [&](int bb, float score) {
-            return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
-        };
+        const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
         sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
                              reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
@@ -1390,7 +1386,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
  * named barriers 4 + team) */
 enum { DEC_TOPK_WARPS = 4, DEC_TOPK_TW = 2, DEC_TOPK_TEAMS = DEC_TOPK_WARPS / DEC_TOPK_TW };
 enum { DEC_TOPK_TEAM_WORDS = DEC_TOPK_TW == 1 ? (int)SEL_TOPK1_WORDS : (int)SEL90_TOPK_TEAM_WORDS };
-/* a team per (KV head, row): the row's keys in place (sel_block_key) and its top-k by
+/* a team per (KV head, row): the row's keys in place (SelBlockKey) and its top-k by
  * sel90_topk_radix<DEC_TOPK_TW> (the selection kernels' routine), histograms in shared memory. Rows
  * hold nbmax slots, a multiple of 4. (Was warp_topk's 32-bit search: 33 passes over the row, 61 us
  * at 1 x 128K on the H200; one warp a row on the radix routine, session 13: 23 us.) */
@@ -1414,9 +1410,7 @@ __global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
         return;
     }
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, d_windows(lk, p.l1, p.s1));
-    auto key_of = [&](int bb, float score) {
-        return sel_block_key(bb, score, qb, p.init_blocks, p.local_blocks, e_lo);
-    };
+    const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
     sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, p.K, qb, row, p.topk_out,
                                   sHist + team * DEC_TOPK_TEAM_WORDS, tw, team, key_of);
 }

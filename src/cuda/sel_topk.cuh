@@ -37,21 +37,28 @@ enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
 /* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
  * f2key(+inf) for a forced block (one of the first init_blocks, or of the local_blocks before qb),
  * f2key(-inf) for a block no c1 kernel touches (from e_lo = d_first_untouched_block on), else
- * f2key of the score. k_select's and k_select90's finalize (their key_of). */
-template <typename I>
-__device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int init_blocks, int local_blocks,
-                                                  int e_lo) {
-    /* selects, not branches: the finalize's key pass runs this for every key of the row */
-    const bool forced = bb < init_blocks || bb >= qb - local_blocks;
-    const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
-    return forced ? 0xff800000u /* f2key(+inf) */ : key;
-}
+ * f2key of the score. k_select's, k_select90's and k_dec_topk's finalize (sel90_topk_radix's key_of). */
+struct SelBlockKey {
+    int qb, init_blocks, local_blocks, e_lo;
+    __device__ __forceinline__ uint32_t operator()(int bb, float score) const {
+        /* selects, not branches: the finalize's key pass runs this for the keys of groups with a forced
+         * or an empty block */
+        const bool forced = bb < init_blocks || bb >= qb - local_blocks;
+        const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        return forced ? 0xff800000u /* f2key(+inf) */ : key;
+    }
+    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is f2key(score) */
+    __device__ __forceinline__ int plain_lo() const { return init_blocks; }
+    __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
+};
 
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
  * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
  * lane). `row` holds the n float scores on entry (16-byte aligned, >= n rounded up to 4 slots);
- * each score becomes its key in place: key_of(i, score) (f2key of the score, or f2key(+inf) for a
- * forced block, f2key(-inf) for an empty one), zeros up to a multiple of 4. Warp tw owns a
+ * when 0 < k < n each score becomes its key in place: key_of(i, score) (f2key of the score, or
+ * f2key(+inf) for a forced block, f2key(-inf) for an empty one), zeros up to a multiple of 4 (a warp
+ * step whose groups are all plain blocks, key_of's [plain_lo, plain_hi), takes f2key alone; session
+ * 22); otherwise the row is left as it is and the output written from k alone. Warp tw owns a
  * contiguous half of the row's 4-key groups ([0, hsplit) and [hsplit, n4)) in every pass, reading
  * 4 keys a lane with one 16-byte load, so the two warps meet only at the exchanges.
  *   A byte radix select of the k-th largest key over all the keys. Pass A writes the keys, builds
@@ -65,13 +72,14 @@ __device__ __forceinline__ uint32_t sel_block_key(int bb, float score, I qb, int
  * Host emulation against session 9's bit-by-bit search: docs/topk-emu.cpp (300,000 rows incl. NaN
  * payloads next to +-inf; team_topk_b).
  *   The scan in index order takes 128 keys a warp step (lane l holds keys 4 l..4 l + 3): key > thr,
- * and key == thr while ties remain. Warp 1 starts from warp 0's counts of keys > thr and == thr in
+ * and key == thr while ties remain (ranked by 4 more ballots only in the steps that hold a key ==
+ * thr; session 22). Warp 1 starts from warp 0's counts of keys > thr and == thr in
  * the first half, which the passes give (warp 0's histograms and counts): no extra pass.
  * `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must call
  * with the same arguments. */
-template <int TW, typename KeyOf>
+template <int TW>
 __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int qmax, int32_t *out, int ncols,
-                                                 uint32_t *team_mem, int tw, int team, KeyOf key_of) {
+                                                 uint32_t *team_mem, int tw, int team, const SelBlockKey &key_of) {
     const unsigned FULL = 0xffffffffu;
     const int lane = threadIdx.x & 31;
     uint4 *k4 = reinterpret_cast<uint4 *>(row);
@@ -97,21 +105,46 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
     if (search) __syncwarp(); /* the zeroed histograms before any lane's increments */
 
     /* pass A: the keys in place, this warp's histogram of their top byte (buffer 0), the AND / OR of the
-     * valid keys (padding keys, 0, stay out of both) */
+     * valid keys (padding keys, 0, stay out of both: their increments go to an exchange word nobody
+     * reads, so that no key's atomic sits behind a branch). A row whose keys are all taken or none
+     * (no search) needs no keys: the scan below writes it without reading them. */
     uint32_t kand = ~0u, kor = 0u;
-    for (int gi = g_lo + lane; gi < g_hi; gi += 32) {
-        const float4 f = reinterpret_cast<const float4 *>(row)[gi];
-        const float fs[4] = {f.x, f.y, f.z, f.w};
-        uint32_t v[4];
+    if (search) {
+        uint32_t *const trash = xch + 8 * tw + 7;
+        /* groups [pl_lo, pl_hi) hold 4 valid keys of plain blocks (key f2key(score)): a warp step of
+         * those alone takes 4 f2keys, no masks; the others (a forced, empty or padding slot; ~1 step
+         * a warp) take key_of and the selects */
+        const int pl_lo = (key_of.plain_lo() + 3) >> 2, pl_hi = min(key_of.plain_hi(), n) >> 2;
+        for (int g0 = g_lo; g0 < g_hi; g0 += 32) {
+            const int gi = g0 + lane;
+            const bool act = gi < g_hi;
+            float fs[4] = {0.f, 0.f, 0.f, 0.f};
+            if (act) {
+                const float4 f = reinterpret_cast<const float4 *>(row)[gi];
+                fs[0] = f.x, fs[1] = f.y, fs[2] = f.z, fs[3] = f.w;
+            }
+            uint32_t v[4];
+            if (__all_sync(FULL, !act || (gi >= pl_lo && gi < pl_hi))) { /* warp-uniform */
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const bool valid = 4 * gi + e < n;
-            v[e] = valid ? key_of(4 * gi + e, fs[e]) : 0u;
-            if (search && valid) atomicAdd(&hist[v[e] >> 24], 1u);
-            kand &= valid ? v[e] : ~0u;
-            kor |= v[e];
+                for (int e = 0; e < 4; e++) {
+                    v[e] = f2key(fs[e]);
+                    atomicAdd(act ? &hist[v[e] >> 24] : trash, 1u);
+                    kand &= act ? v[e] : ~0u;
+                    kor |= act ? v[e] : 0u;
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const bool valid = act && 4 * gi + e < n;
+                    const uint32_t kv = key_of(4 * gi + e, fs[e]); /* for every slot: a select, not a branch */
+                    v[e] = valid ? kv : 0u;
+                    atomicAdd(valid ? &hist[v[e] >> 24] : trash, 1u);
+                    kand &= valid ? v[e] : ~0u;
+                    kor |= v[e];
+                }
+            }
+            if (act) k4[gi] = make_uint4(v[0], v[1], v[2], v[3]);
         }
-        k4[gi] = make_uint4(v[0], v[1], v[2], v[3]);
     }
     __syncwarp();
     uint32_t thr = 0;
@@ -208,49 +241,64 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
         }
         thr = prefix;
         need_eq = (int)kk;
-    } else if (k >= n && k > 0) {
-        gt0 = (uint32_t)min(4 * hsplit, n); /* every key is taken */
     }
     /* scan in index order, 128 keys a warp step: take key > thr, and key == thr while ties remain;
-     * warp tw scans groups [g_lo, g_hi) */
-    int written = 0, eq_used = 0;
-    if (tw == 1) {
-        eq_used = min((int)eq0, need_eq);
-        written = (int)gt0 + eq_used;
-    }
-    const unsigned lower = (1u << lane) - 1u;
-    for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
-        const int gi = g0 + lane;
-        uint32_t v[4] = {0u, 0u, 0u, 0u};
-        if (gi < g_hi) ld(gi, v);
-        bool gtb[4], eqb[4], take[4];
-        unsigned eqm[4], tm[4];
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int i = 4 * gi + e;
-            gtb[e] = gi < g_hi && i < n && (k >= n || v[e] > thr);
-            eqb[e] = gi < g_hi && i < n && k < n && v[e] == thr;
-            eqm[e] = __ballot_sync(FULL, eqb[e]);
+     * warp tw scans groups [g_lo, g_hi). A row whose keys are all taken (k == n) needs no keys. */
+    if (!search) {
+        for (int i = g_lo * 4 + lane; i < min(4 * g_hi, k); i += 32) out[i] = i > qmax ? -1 : i;
+    } else {
+        int written = 0, eq_used = 0;
+        if (tw == 1) {
+            eq_used = min((int)eq0, need_eq);
+            written = (int)gt0 + eq_used;
         }
-        int eq_rank = __popc(eqm[0] & lower) + __popc(eqm[1] & lower) + __popc(eqm[2] & lower) + __popc(eqm[3] & lower);
+        const unsigned lower = (1u << lane) - 1u;
+        for (int g0 = g_lo; g0 < g_hi && written < k; g0 += 32) {
+            const int gi = g0 + lane;
+            uint32_t v[4] = {0u, 0u, 0u, 0u};
+            if (gi < g_hi) ld(gi, v);
+            /* padding keys and the lanes past g_hi hold 0, never > thr: no validity test for > thr */
+            bool take[4];
+            bool lane_eq = false;
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            take[e] = gtb[e] || (eqb[e] && eq_used + eq_rank < need_eq);
-            eq_rank += eqb[e];
-            tm[e] = __ballot_sync(FULL, take[e]);
-        }
-        int pos = written + __popc(tm[0] & lower) + __popc(tm[1] & lower) + __popc(tm[2] & lower) + __popc(tm[3] & lower);
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int i = 4 * gi + e;
-            if (take[e]) {
-                if (pos < k) out[pos] = i > qmax ? -1 : i;
-                pos++;
+            for (int e = 0; e < 4; e++) {
+                take[e] = v[e] > thr;
+                lane_eq |= v[e] == thr;
             }
+            /* keys == thr are taken in index order while ties remain: their ranks need 4 more ballots,
+             * so only in the (warp-uniform) steps that hold one; most steps hold none. A 0 of the
+             * padding matches only a threshold of 0 (a valid key can be 0: f2key of an all-ones -NaN),
+             * and is kept out here. */
+            if (__any_sync(FULL, lane_eq)) {
+                const int nv = gi < g_hi ? n - 4 * gi : 0; /* this lane's valid keys: min(4, nv) */
+                bool eqb[4];
+                unsigned eqm[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    eqb[e] = e < nv && v[e] == thr;
+                    eqm[e] = __ballot_sync(FULL, eqb[e]);
+                }
+                int eq_rank = __popc(eqm[0] & lower) + __popc(eqm[1] & lower) + __popc(eqm[2] & lower) + __popc(eqm[3] & lower);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    take[e] = take[e] || (eqb[e] && eq_used + eq_rank < need_eq);
+                    eq_rank += eqb[e];
+                }
+                eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
+                if (eq_used > need_eq) eq_used = need_eq;
+            }
+            unsigned tm[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) tm[e] = __ballot_sync(FULL, take[e]);
+            int pos = written + __popc(tm[0] & lower) + __popc(tm[1] & lower) + __popc(tm[2] & lower) + __popc(tm[3] & lower);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = 4 * gi + e;
+                if (take[e] && pos < k) out[pos] = i > qmax ? -1 : i;
+                pos += take[e] ? 1 : 0;
+            }
+            written += __popc(tm[0]) + __popc(tm[1]) + __popc(tm[2]) + __popc(tm[3]);
         }
-        written += __popc(tm[0]) + __popc(tm[1]) + __popc(tm[2]) + __popc(tm[3]);
-        eq_used += __popc(eqm[0]) + __popc(eqm[1]) + __popc(eqm[2]) + __popc(eqm[3]);
-        if (eq_used > need_eq) eq_used = need_eq;
     }
     for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
 }
