@@ -16,7 +16,6 @@
  */
 #include "simt_host.h"
 
-#include "f2key.cuh"
 #include "sel_topk.cuh"
 
 #include <algorithm>

@@ -3,11 +3,13 @@
  * byte radix select, by a team of 1 or 2 warps), and the block keys it selects on. Shared by k_select,
  * k_select90 and k_dec_topk (cuda_select.cu), and compiled on the host by tests/test_topk_host.cpp
  * (one ucontext a lane, tests/simt_host.h) against a plain sort, so that CI, which has no GPU, runs
- * the device routine's own source. Needs f2key (f2key.cuh), named_bar_sync (cuda_sm90.cuh, or the
- * host shim) and the warp intrinsics.
+ * the device routine's own source. Needs named_bar_sync (cuda_sm90.cuh, or the host shim) and the
+ * warp intrinsics.
  */
 #pragma once
 #include <stdint.h>
+
+#include "f2key.cuh"
 
 /* A team of TW warps (1 or 2) that finalizes one row: team_bar syncs the team. Pairs use named
  * barriers 4..11 (1..3 order the main loop's issue); each case's ID is a compile-time constant (a
