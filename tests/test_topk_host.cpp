@@ -12,11 +12,13 @@
  * ascending, an index > qmax as -1, then -1 up to ncols. f2key orders NaNs by their bits.
  *
  * Knobs: INFLLM_TOPK_HOST_ROWS (default 1500 rows a team size), INFLLM_TOPK_HOST_SEED.
- * Ends with "test_topk_host: N passed, N failed"; exit 1 on any failure.
+ * Ends with "test_topk_host: N passed, N failed" (tests/harness.h); exit 1 on any failure.
  */
 #include "simt_host.h"
 
 #include "sel_topk.cuh"
+
+#include "harness.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -24,21 +26,6 @@
 #include <cstdlib>
 #include <numeric>
 #include <random>
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (cond) {                                                                                                    \
-            g_pass++;                                                                                                  \
-        } else {                                                                                                       \
-            g_fail++;                                                                                                  \
-            if (g_fail <= 20) {                                                                                        \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                            \
-                printf(__VA_ARGS__);                                                                                   \
-                printf("\n");                                                                                          \
-            }                                                                                                          \
-        }                                                                                                              \
-    } while (0)
 
 static uint32_t key_ref(float f) { /* independent of f2key.cuh */
     uint32_t u;
@@ -215,6 +202,5 @@ int main() {
 
     run_cases<1>(rows, seed);
     run_cases<2>(rows, seed + 1);
-    printf("test_topk_host: %d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return finish("test_topk_host");
 }
