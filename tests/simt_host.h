@@ -77,16 +77,7 @@ class Team {
         body_ = [](void *f, int t) { (*static_cast<F *>(f))(t); };
         body_arg_ = &body;
         error_.clear();
-        for (int i = 0; i < nlanes_; i++) {
-            Lane &l = lanes_[i];
-            l.done = l.waiting = false;
-            l.kind = NONE;
-            getcontext(&l.ctx);
-            l.ctx.uc_stack.ss_sp = l.stack.data();
-            l.ctx.uc_stack.ss_size = l.stack.size();
-            l.ctx.uc_link = &sched_;
-            makecontext(&l.ctx, trampoline, 0);
-        }
+        for (int i = 0; i < nlanes_; i++) prepare(i);
         Team *prev = g_team;
         g_team = this;
         for (;;) {
@@ -94,9 +85,7 @@ class Team {
             for (int i = 0; i < nlanes_ && error_.empty(); i++) {
                 Lane &l = lanes_[i];
                 if (l.done || l.waiting) continue;
-                cur_ = i;
-                threadIdx.x = (unsigned)i;
-                swapcontext(&sched_, &l.ctx);
+                resume(i);
                 progress = true;
                 if (l.waiting) try_release(i);
                 else if (!l.done) fail("lane %d returned to the scheduler without waiting or finishing", i);
@@ -117,19 +106,37 @@ class Team {
 
     /* called by a lane: wait at a collective of `kind` with this lane's value; returns the 32 values
      * of its warp (for NAMED_BAR: nothing useful) */
-    const uint32_t *collective(int kind, uint32_t mask, uint32_t val, int arg) {
-        Lane &l = lanes_[cur_];
-        l.waiting = true;
-        l.kind = kind;
-        l.mask = mask;
-        l.val = val;
-        l.arg = arg;
-        swapcontext(&l.ctx, &sched_);
-        return l.vals;
+    __attribute__((noinline)) const uint32_t *collective(int kind, uint32_t mask, uint32_t val, int arg) {
+        Lane *const l = &lanes_[cur_];
+        l->waiting = true;
+        l->kind = kind;
+        l->mask = mask;
+        l->val = val;
+        l->arg = arg;
+        swapcontext(&l->ctx, &sched_);
+        return lanes_[cur_].vals; /* cur_ is this lane again when the scheduler resumes it */
     }
     int nlanes() const { return nlanes_; }
 
   private:
+    /* lane i's context at the start of the body; getcontext and swapcontext return twice, so they sit
+     * in functions of their own and no local of run() lives across them (-Wclobbered) */
+    __attribute__((noinline)) void prepare(int i) {
+        Lane &l = lanes_[i];
+        l.done = l.waiting = false;
+        l.kind = NONE;
+        getcontext(&l.ctx);
+        l.ctx.uc_stack.ss_sp = l.stack.data();
+        l.ctx.uc_stack.ss_size = l.stack.size();
+        l.ctx.uc_link = &sched_;
+        makecontext(&l.ctx, trampoline, 0);
+    }
+    /* runs lane i until it waits or finishes */
+    __attribute__((noinline)) void resume(int i) {
+        cur_ = i;
+        threadIdx.x = (unsigned)i;
+        swapcontext(&sched_, &lanes_[i].ctx);
+    }
     static void trampoline() {
         Team *t = g_team;
         const int i = t->cur_;
