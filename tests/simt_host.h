@@ -236,8 +236,18 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     for (int j = 0; j < 32; j++) r |= v[j] << j;
     return r;
 }
-inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
-inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == 0xffffffffu; }
+inline int __any_sync(unsigned mask, int pred) {
+    const uint32_t *v = simt::g_team->collective(simt::ANY, mask, pred != 0, 0);
+    int r = 0;
+    for (int j = 0; j < 32; j++) r |= (int)v[j];
+    return r;
+}
+inline int __all_sync(unsigned mask, int pred) {
+    const uint32_t *v = simt::g_team->collective(simt::ALL, mask, pred != 0, 0);
+    int r = 1;
+    for (int j = 0; j < 32; j++) r &= (int)v[j];
+    return r;
+}
 inline unsigned __reduce_add_sync(unsigned mask, unsigned x) {
     const uint32_t *v = simt::g_team->collective(simt::RED_ADD, mask, x, 0);
     unsigned r = 0;
