@@ -1,12 +1,14 @@
 /*
- * simt_host.h: runs CUDA device code written for one team of 1 or 2 warps on the host, so that CI,
- * which has no GPU, tests the device routine's own source (tests/test_topk_host.cpp runs
- * sel90_topk_radix from src/cuda/sel_topk.cuh).
+ * simt_host.h: runs CUDA device code written for a team of warps (a CTA) on the host, so that CI,
+ * which has no GPU, tests the device routines' own source (tests/test_topk_host.cpp runs
+ * sel90_topk_radix from src/cuda/sel_topk.cuh and cd_select from src/cuda/cd_select.cuh).
  *
  * Each lane is a ucontext with its own stack; one host thread runs them one at a time. A lane runs
  * until it reaches a warp collective (__syncwarp, __ballot_sync, __any_sync, __all_sync, the
- * __reduce_*_sync, __shfl_sync, __shfl_down_sync) or a named barrier, and waits there until every
- * lane of its warp (of the team, for a named barrier) has arrived at the same kind of collective;
+ * __reduce_*_sync, __shfl_sync, __shfl_down_sync, __shfl_up_sync) or a named barrier or
+ * __syncthreads (the team is the CTA; __shared__ arrays are statics, one CTA running at a time), and
+ * waits there until every lane of its warp (of the team, for the barriers) has arrived at the same
+ * kind of collective;
  * then all of them get its result. So the lanes' memory effects between two collectives happen in
  * lane order, and a lane sees its warp's writes from before a collective after it, as on the GPU.
  * What it checks beyond the results: every collective is reached by all 32 lanes of its warp with
@@ -28,6 +30,8 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+/* one CTA runs at a time, so a function's static is its CTA's shared array */
+#define __shared__ static
 
 struct uint4 {
     uint32_t x, y, z, w;
@@ -35,7 +39,14 @@ struct uint4 {
 struct float4 {
     float x, y, z, w;
 };
+struct int4 {
+    int x, y, z, w;
+};
+struct int2 {
+    int x, y;
+};
 inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return int2{x, y}; }
 struct SimtThreadIdx {
     unsigned x;
 };
@@ -46,11 +57,11 @@ using std::min;
 
 namespace simt {
 
-enum Kind { NONE, SYNCWARP, BALLOT, ANY, ALL, RED_ADD, RED_AND, RED_OR, SHFL, SHFL_DOWN, NAMED_BAR };
+enum Kind { NONE, SYNCWARP, BALLOT, ANY, ALL, RED_ADD, RED_AND, RED_OR, SHFL, SHFL_DOWN, SHFL_UP, NAMED_BAR, SYNCTHREADS };
 inline const char *kind_name(int k) {
     static const char *names[] = {"none", "__syncwarp", "__ballot_sync", "__any_sync", "__all_sync",
                                   "__reduce_add_sync", "__reduce_and_sync", "__reduce_or_sync", "__shfl_sync",
-                                  "__shfl_down_sync", "named_bar_sync"};
+                                  "__shfl_down_sync", "__shfl_up_sync", "named_bar_sync", "__syncthreads"};
     return names[k];
 }
 
@@ -154,7 +165,7 @@ class Team {
         for (int j = 0; j < nlanes_; j++) {
             const Lane &o = lanes_[j];
             if (!o.waiting) continue;
-            if (j / 32 == w || o.kind == NAMED_BAR) {
+            if (j / 32 == w || o.kind == NAMED_BAR || o.kind == SYNCTHREADS) {
                 fail("lane %d finished while lane %d waits at a collective", i, j);
                 return;
             }
@@ -171,7 +182,7 @@ class Team {
     }
     void try_release(int i) {
         const Lane &me = lanes_[i];
-        const bool team_wide = me.kind == NAMED_BAR;
+        const bool team_wide = me.kind == NAMED_BAR || me.kind == SYNCTHREADS;
         const int lo = team_wide ? 0 : i / 32 * 32, hi = team_wide ? nlanes_ : lo + 32;
         for (int j = lo; j < hi; j++) {
             const Lane &o = lanes_[j];
@@ -275,6 +286,13 @@ template <typename T> inline T __shfl_down_sync(unsigned mask, T x, unsigned del
     const int src = simt::lane() + (int)delta;
     return src < 32 ? simt::from_bits<T>(v[src]) : x;
 }
+template <typename T> inline T __shfl_up_sync(unsigned mask, T x, unsigned delta) {
+    const uint32_t *v = simt::g_team->collective(simt::SHFL_UP, mask, simt::bits(x), (int)delta);
+    const int src = simt::lane() - (int)delta;
+    return src >= 0 ? simt::from_bits<T>(v[src]) : x;
+}
+/* the team is the CTA */
+inline void __syncthreads() { simt::g_team->collective(simt::SYNCTHREADS, 0xffffffffu, 0, simt::g_team->nlanes()); }
 template <int ID, int N> inline void named_bar_sync() {
     static_assert(ID > 0 && ID < 16 && N % 32 == 0, "named barrier ID 1..15 over whole warps");
     simt::g_team->collective(simt::NAMED_BAR, 0xffffffffu, 0, N);
@@ -287,3 +305,5 @@ inline unsigned atomicAdd(unsigned *p, unsigned v) { /* lanes run one at a time:
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
 inline unsigned __float_as_uint(float f) { return simt::bits(f); }
+inline float __int_as_float(int i) { return simt::from_bits<float>((uint32_t)i); }
+template <typename T> inline T __ldcg(const T *p) { return *p; }

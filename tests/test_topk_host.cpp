@@ -1,7 +1,8 @@
 /*
  * test_topk_host: the selection's device top-k, sel90_topk_radix (src/cuda/sel_topk.cuh: the finalize of
  * k_select, k_select90 and k_dec_topk), compiled for the host and run lane by lane on tests/simt_host.h,
- * for teams of 1 and 2 warps, against a plain sort. CI has no GPU; this runs the routine's own source
+ * for teams of 1 and 2 warps, against a plain sort; and the decode cache's selection, cd_select
+ * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way. CI has no GPU; this runs the routine's own source
  * there, on rows the GPU grid rarely makes: every length from 1 block up, k of 0, 1, n - 1, n and
  * above, forced and empty blocks at both ends, heavy ties, +-inf, +-0, subnormals and NaN payloads of
  * both signs, garbage past the row and in the team's shared memory.
@@ -11,11 +12,18 @@
  * it), else f2key(score); the k = min(max(k, 0), n) largest keys, ties to the lower index, written
  * ascending, an index > qmax as -1, then -1 up to ncols. f2key orders NaNs by their bits.
  *
- * Knobs: INFLLM_TOPK_HOST_ROWS (default 1500 rows a team size), INFLLM_TOPK_HOST_SEED.
+ * cd_select's rows (its caller's precondition: n > K) hold the larger of two planes of non-negative block
+ * scores (float bits compared as ints), with garbage past the row; +inf and NaN scores now and then
+ * (its search over all 32 bits), ties, forced and empty blocks; keys per thread 4, 8 and 48 (the CTA's
+ * 1,024, 2,048 and 12,288 blocks).
+ *
+ * Knobs: INFLLM_TOPK_HOST_ROWS (default 1500 rows a team size; cd_select a fifth of it),
+ * INFLLM_TOPK_HOST_SEED.
  * Ends with "test_topk_host: N passed, N failed" (tests/harness.h); exit 1 on any failure.
  */
 #include "simt_host.h"
 
+#include "cd_select.cuh"
 #include "sel_topk.cuh"
 
 #include "harness.h"
@@ -170,6 +178,123 @@ template <int TW> static void run_cases(int rows, uint64_t seed) {
     printf("  team of %d warp%s: %d rows, %d wrong\n", TW, TW > 1 ? "s" : "", rows, bad);
 }
 
+/* ---- cd_select ---- */
+struct CdCase {
+    int n, K, topk_out, init_blocks, local_blocks, e_lo;
+    std::vector<float> score; /* n values >= 0 (or +inf / +NaN) */
+    const char *mode;
+};
+
+static std::vector<int32_t> cd_reference(const CdCase &c) {
+    const int qb = c.n - 1;
+    std::vector<uint32_t> key(c.n);
+    for (int b = 0; b < c.n; b++) {
+        const bool forced = b < c.init_blocks || b >= qb - c.local_blocks;
+        key[b] = forced ? 0xff800000u : b >= c.e_lo ? 0x007fffffu : key_ref(c.score[b]);
+        /* cd_select's one deviation from ordering by bits: the all-ones -NaN's key 0 counts as 1 (so
+         * that it never ties with the padding); its scores are the larger of two planes, so it needs
+         * both planes all-ones */
+        key[b] = key[b] ? key[b] : 1u;
+    }
+    std::vector<int> idx(c.n);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return key[a] > key[b]; });
+    idx.resize(c.K);
+    std::sort(idx.begin(), idx.end());
+    std::vector<int32_t> out(c.topk_out, -1);
+    for (int j = 0; j < c.K; j++) out[j] = idx[j];
+    return out;
+}
+
+static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
+    auto uni = [&](int lo, int hi) { return (int)std::uniform_int_distribution<int>(lo, hi)(rng); };
+    std::normal_distribution<float> nd(0.f, 1.f);
+    CdCase c;
+    c.n = uni(0, 3) ? uni(2, std::min(nmax, 300)) : uni(2, nmax);
+    const int kk = uni(0, 5);
+    c.K = kk == 0 ? 1 : kk == 1 ? c.n - 1 : uni(1, std::max(1, std::min(c.n - 1, 160)));
+    c.topk_out = c.K + uni(0, 9);
+    c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 40);
+    c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 60);
+    c.e_lo = uni(0, 2) ? c.n + uni(0, 5) : uni(0, c.n);
+    const int mode = uni(0, 4);
+    static const char *names[] = {"bf16 probabilities", "few values", "all equal", "mostly zeros", "with +inf / NaN"};
+    c.mode = names[mode];
+    const float levels[4] = {0.f, 0.25f, 0.5f, 2.f};
+    c.score.resize(c.n);
+    for (int b = 0; b < c.n; b++) {
+        float v = bf16_round(std::fabs(nd(rng)) * 0.05f * (float)uni(1, 16));
+        if (mode == 1) v = levels[uni(0, 3)];
+        if (mode == 2) v = 0.75f;
+        if (mode == 3) v = uni(0, 15) ? 0.f : v;
+        if (mode == 4 && uni(0, 20) == 0) {
+            const uint32_t u = uni(0, 1) ? 0x7f800000u : 0x7fc00000u | ((uint32_t)rng() & 0x3fffffu);
+            memcpy(&v, &u, 4);
+        }
+        c.score[b] = v;
+    }
+    return c;
+}
+
+/* cd_select<KPT, 8> on the case (a CTA of 8 warps); false if the CTA's collectives did not match */
+template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out, std::string &err) {
+    static simt::Team cta(8);
+    const int nbmax = (c.n + 3) / 4 * 4;
+    static_assert(KPT * 256 <= 12288, "one row of at most CD_MAX_BLOCKS blocks");
+    alignas(16) static float bs[2 * 12288]; /* row 0: plane 0 at [0, nbmax), plane 1 at [nbmax, 2 nbmax) */
+    std::mt19937_64 prng((uint64_t)c.n * 7919u + (uint64_t)c.K);
+    for (int b = 0; b < nbmax; b++) {
+        /* the score in one plane, a smaller non-negative value (or 0) in the other */
+        const float sc = b < c.n ? c.score[b] : 0.f;
+        const float lo = sc == sc && sc > 0.f && sc < INFINITY ? sc * (float)(prng() % 4) * 0.25f : 0.f;
+        const int side = (int)(prng() & 1);
+        bs[side * nbmax + b] = sc;
+        bs[(side ^ 1) * nbmax + b] = lo;
+        if (b >= c.n) { /* past the row: garbage the routine must ignore */
+            const uint32_t g = 0x7fc0beefu;
+            memcpy(&bs[b], &g, 4);
+            memcpy(&bs[nbmax + b], &g, 4);
+        }
+    }
+    CdParams p{};
+    p.bs = bs;
+    p.nbmax = nbmax;
+    p.K = c.K;
+    p.topk_out = c.topk_out;
+    p.init_blocks = c.init_blocks;
+    p.local_blocks = c.local_blocks;
+    p.e_lo = c.e_lo;
+    out.assign(c.topk_out + 8, 0x7eadbeef);
+    const bool ok = cta.run([&](int) { cd_select<KPT, 8>(p, 0, c.n - 1, out.data()); });
+    if (!ok) err = cta.error();
+    return ok;
+}
+
+template <int KPT> static void cd_cases(int rows, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    int bad = 0;
+    for (int r = 0; r < rows; r++) {
+        const CdCase c = cd_draw(rng, KPT * 256);
+        std::vector<int32_t> got;
+        std::string err;
+        const bool ran = cd_run<KPT>(c, got, err);
+        CHECK(ran, "cd_select<%d> row %d (n %d K %d): %s", KPT, r, c.n, c.K, err.c_str());
+        if (!ran) continue;
+        const std::vector<int32_t> want = cd_reference(c);
+        int first = -1;
+        for (int j = 0; j < c.topk_out && first < 0; j++)
+            if (got[j] != want[j]) first = j;
+        bool guard_ok = true;
+        for (size_t j = c.topk_out; j < got.size(); j++) guard_ok = guard_ok && got[j] == 0x7eadbeef;
+        CHECK(first < 0, "cd_select<%d> row %d (%s, n %d K %d topk_out %d init %d local %d e_lo %d): slot %d is %d, want %d",
+              KPT, r, c.mode, c.n, c.K, c.topk_out, c.init_blocks, c.local_blocks, c.e_lo, first,
+              first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
+        CHECK(guard_ok, "cd_select<%d> row %d: wrote past topk_out %d", KPT, r, c.topk_out);
+        bad += first >= 0 || !guard_ok;
+    }
+    printf("  cd_select, %d keys a thread: %d rows, %d wrong\n", KPT, rows, bad);
+}
+
 int main() {
     const char *er = getenv("INFLLM_TOPK_HOST_ROWS"), *es = getenv("INFLLM_TOPK_HOST_SEED");
     const int rows = er ? atoi(er) : 1500;
@@ -202,5 +327,8 @@ int main() {
 
     run_cases<1>(rows, seed);
     run_cases<2>(rows, seed + 1);
+    cd_cases<4>(rows / 5, seed + 2);
+    cd_cases<8>(rows / 10, seed + 3);
+    cd_cases<48>(rows / 100 + 1, seed + 4);
     return finish("test_topk_host");
 }

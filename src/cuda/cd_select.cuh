@@ -108,14 +108,21 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
         AND &= r.w;
     }
     uint32_t thr, rem; /* thr: the K-th largest key once the bits of rem are decided */
-    if (NF >= K) {
+    if (!(AND > KNINF && OR < KINF)) {
+        /* a key outside [f2key(-inf), f2key(+inf)] (a NaN score; no real one is): the search over all
+         * 32 bits, first, since a NaN key above f2key(+inf) breaks the +inf shortcut below (its scan
+         * then counted more than K keys above thr and wrote before `out`; session 22, found by
+         * tests/test_topk_host.cpp). A row key of 0 (the all-ones -NaN) becomes 1 here, so that the
+         * padding keys (0) never tie with the threshold. Block-uniform: AND / OR are the CTA's. */
+        thr = 0u, rem = 0xffffffffu;
+#pragma unroll
+        for (int u = 0; u < KPT; u++) key[u] = i0 + u < n && key[u] == 0u ? 1u : key[u];
+    } else if (NF >= K) {
         thr = KINF, rem = 0u;
     } else if (n - NE < K) {
         thr = KNINF, rem = 0u;
-    } else if (AND > KNINF && OR < KINF) { /* a finite key: AND | (bits of OR ^ AND) */
+    } else { /* a finite key: AND | (bits of OR ^ AND) */
         thr = AND, rem = OR ^ AND;
-    } else {
-        thr = 0u, rem = 0xffffffffu;
     }
     int buf = 0;
 #pragma unroll 1
