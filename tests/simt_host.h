@@ -10,13 +10,14 @@
  * waits there until every lane of its warp (of the team, for the barriers) has arrived at the same
  * kind of collective;
  * then all of them get its result. So the lanes' memory effects between two collectives happen in
- * lane order, and a lane sees its warp's writes from before a collective after it, as on the GPU.
+ * lane order (or, with shuffle_lanes, in a pseudo-random order of the lanes each round), and a lane
+ * sees its warp's writes from before a collective after it, as on the GPU.
  * What it checks beyond the results: every collective is reached by all 32 lanes of its warp with
  * the full mask (the GPU's requirement for the *_sync intrinsics), a named barrier by every lane of
  * the team with the team's thread count, and no lane finishes while others of its warp wait. A
  * mismatch is reported (simt::Team::error) instead of hanging.
- * Not modelled: memory races within a warp between collectives (the lanes run in order), and
- * anything beyond the intrinsics below.
+ * Not modelled: the device memory model beyond that (a race shows only if the lane order it needs
+ * comes up), and anything beyond the intrinsics below.
  */
 #pragma once
 #include <ucontext.h>
@@ -25,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #define __device__
@@ -80,8 +82,16 @@ inline Team *g_team = nullptr; /* the team being run (one at a time) */
 
 class Team {
   public:
-    explicit Team(int warps) : nlanes_(32 * warps), lanes_(32 * warps) {
+    explicit Team(int warps) : nlanes_(32 * warps), lanes_(32 * warps), order_(32 * warps) {
         for (auto &l : lanes_) l.stack.resize(64 * 1024);
+        for (int i = 0; i < nlanes_; i++) order_[i] = i;
+    }
+    /* lanes run in a pseudo-random order (from seed) between collectives instead of in lane order, so
+     * that code which reads another lane's shared-memory write without a collective in between (a
+     * missing __syncwarp / barrier) sees it or not depending on the order, as on the GPU */
+    void shuffle_lanes(uint64_t seed) {
+        shuffle_ = true;
+        rand_ = seed * 0x9e3779b97f4a7c15ull + 1;
     }
     /* runs body(thread index) in every lane to its end; false (and error()) on a collective mismatch */
     template <typename F> bool run(F &&body) {
@@ -93,7 +103,10 @@ class Team {
         g_team = this;
         for (;;) {
             bool progress = false;
-            for (int i = 0; i < nlanes_ && error_.empty(); i++) {
+            if (shuffle_) /* a new order of the lanes for every round (a shuffle of the identity) */
+                for (int j = nlanes_ - 1; j > 0; j--) std::swap(order_[j], order_[(size_t)(next_rand() % (uint64_t)(j + 1))]);
+            for (int oi = 0; oi < nlanes_ && error_.empty(); oi++) {
+                const int i = order_[oi];
                 Lane &l = lanes_[i];
                 if (l.done || l.waiting) continue;
                 resume(i);
@@ -216,8 +229,18 @@ class Team {
         }
     }
 
+    uint64_t next_rand() { /* splitmix64 */
+        uint64_t z = (rand_ += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+
     int nlanes_, cur_ = 0;
     std::vector<Lane> lanes_;
+    std::vector<int> order_; /* the order the scheduler runs the lanes in */
+    bool shuffle_ = false;
+    uint64_t rand_ = 0;
     ucontext_t sched_;
     void (*body_)(void *, int) = nullptr;
     void *body_arg_ = nullptr;

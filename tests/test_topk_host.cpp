@@ -17,6 +17,9 @@
  * (its search over all 32 bits), ties, forced and empty blocks; keys per thread 4, 8 and 48 (the CTA's
  * 1,024, 2,048 and 12,288 blocks).
  *
+ * Every odd row runs with the lanes in a shuffled order between collectives (simt_host.h's
+ * shuffle_lanes), so that a read of another lane's write without a collective in between would show.
+ *
  * Knobs: INFLLM_TOPK_HOST_ROWS (default 1500 rows a team size; cd_select a fifth of it),
  * INFLLM_TOPK_HOST_SEED.
  * Ends with "test_topk_host: N passed, N failed" (tests/harness.h); exit 1 on any failure.
@@ -126,8 +129,12 @@ static RowCase draw(std::mt19937_64 &rng) {
 }
 
 /* runs sel90_topk_radix<TW> on the case; false if the team's collectives did not match */
-template <int TW> static bool run_device(const RowCase &c, std::vector<int32_t> &out, std::string &err) {
-    static simt::Team team(TW);
+template <int TW>
+static bool run_device(const RowCase &c, std::vector<int32_t> &out, std::string &err, bool shuffled) {
+    static simt::Team in_order(TW), shuffled_team(TW);
+    static const bool seeded = (shuffled_team.shuffle_lanes(1000 + TW), true);
+    (void)seeded;
+    simt::Team &team = shuffled ? shuffled_team : in_order;
     const int slots = (c.n + 3) / 4 * 4 + 4;
     alignas(16) static float row[2204 + 8];
     alignas(16) static uint32_t team_mem[SEL90_TOPK_TEAM_WORDS];
@@ -155,7 +162,7 @@ template <int TW> static void run_cases(int rows, uint64_t seed) {
         const RowCase c = draw(rng);
         std::vector<int32_t> got;
         std::string err;
-        const bool ran = run_device<TW>(c, got, err);
+        const bool ran = run_device<TW>(c, got, err, r & 1); /* odd rows: lanes in a shuffled order */
         CHECK(ran, "TW %d row %d (n %d k %d): %s", TW, r, c.n, c.k, err.c_str());
         if (!ran) continue;
         const std::vector<int32_t> want = reference(c);
@@ -237,8 +244,11 @@ static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
 }
 
 /* cd_select<KPT, 8> on the case (a CTA of 8 warps); false if the CTA's collectives did not match */
-template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out, std::string &err) {
-    static simt::Team cta(8);
+template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out, std::string &err, bool shuffled) {
+    static simt::Team in_order(8), shuffled_cta(8);
+    static const bool seeded = (shuffled_cta.shuffle_lanes(2000 + KPT), true);
+    (void)seeded;
+    simt::Team &cta = shuffled ? shuffled_cta : in_order;
     const int nbmax = (c.n + 3) / 4 * 4;
     static_assert(KPT * 256 <= 12288, "one row of at most CD_MAX_BLOCKS blocks");
     alignas(16) static float bs[2 * 12288]; /* row 0: plane 0 at [0, nbmax), plane 1 at [nbmax, 2 nbmax) */
@@ -277,7 +287,7 @@ template <int KPT> static void cd_cases(int rows, uint64_t seed) {
         const CdCase c = cd_draw(rng, KPT * 256);
         std::vector<int32_t> got;
         std::string err;
-        const bool ran = cd_run<KPT>(c, got, err);
+        const bool ran = cd_run<KPT>(c, got, err, r & 1);
         CHECK(ran, "cd_select<%d> row %d (n %d K %d): %s", KPT, r, c.n, c.K, err.c_str());
         if (!ran) continue;
         const std::vector<int32_t> want = cd_reference(c);
@@ -323,6 +333,21 @@ int main() {
                          __reduce_add_sync(0xffffffffu, (unsigned)t) == 496u;
         });
         CHECK(ok3 && ballot_ok, "simt shim: ballot / shuffle / reduce results");
+        /* shuffled lanes: a read of another lane's write with no collective in between sees it in some
+         * runs and not in others (in lane order, lane 0 never sees lane 31's) */
+        simt::Team mixed(1);
+        mixed.shuffle_lanes(7);
+        int seen = 0, runs = 40;
+        for (int r = 0; r < runs; r++) {
+            int flag = 0, got = -1;
+            mixed.run([&](int t) {
+                if (t == 31) flag = 1;
+                if (t == 0) got = flag;
+                __syncwarp();
+            });
+            seen += got == 1;
+        }
+        CHECK(seen > 0 && seen < runs, "simt shim: shuffled lanes saw a racy write in %d of %d runs", seen, runs);
     }
 
     run_cases<1>(rows, seed);
