@@ -50,22 +50,49 @@ struct RowCase {
     const char *mode;
 };
 
-static std::vector<int32_t> reference(const RowCase &c) {
-    const int qb = c.n - 1; /* the callers' row: blocks 0..qb of a query in block qb */
-    const int k = std::min(std::max(c.k, 0), c.n);
-    std::vector<uint32_t> key(c.n);
-    for (int b = 0; b < c.n; b++) {
-        const bool forced = b < c.init_blocks || b >= qb - c.local_blocks;
-        key[b] = forced ? 0xff800000u : b >= c.e_lo ? 0x007fffffu : key_ref(c.score[b]);
+/* the reference's keys of blocks 0..n-1 of a row whose query sits in block n - 1 */
+static std::vector<uint32_t> ref_block_keys(int n, int init_blocks, int local_blocks, int e_lo,
+                                            const std::vector<float> &score) {
+    const int qb = n - 1; /* the callers' row: blocks 0..qb of a query in block qb */
+    std::vector<uint32_t> key(n);
+    for (int b = 0; b < n; b++) {
+        const bool forced = b < init_blocks || b >= qb - local_blocks;
+        key[b] = forced ? 0xff800000u : b >= e_lo ? 0x007fffffu : key_ref(score[b]);
     }
-    std::vector<int> idx(c.n);
+    return key;
+}
+
+/* the k largest keys (ties to the lower index), their indices ascending, an index > qmax as -1, then -1
+ * up to ncols */
+static std::vector<int32_t> ref_topk(const std::vector<uint32_t> &key, int k, int qmax, int ncols) {
+    std::vector<int> idx(key.size());
     std::iota(idx.begin(), idx.end(), 0);
     std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return key[a] > key[b]; });
     idx.resize(k);
     std::sort(idx.begin(), idx.end());
-    std::vector<int32_t> out(c.ncols, -1);
-    for (int j = 0; j < k && j < c.ncols; j++) out[j] = idx[j] > c.qmax ? -1 : idx[j];
+    std::vector<int32_t> out(ncols, -1);
+    for (int j = 0; j < k && j < ncols; j++) out[j] = idx[j] > qmax ? -1 : idx[j];
     return out;
+}
+
+static std::vector<int32_t> reference(const RowCase &c) {
+    return ref_topk(ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score),
+                    std::min(std::max(c.k, 0), c.n), c.qmax, c.ncols);
+}
+
+/* the device writes its output into a vector of ncols + kGuardSlots words filled with kGuard */
+static const int32_t kGuard = 0x7eadbeef;
+static const int kGuardSlots = 8;
+/* the first of the ncols slots where got differs from want (-1: none) */
+static int first_mismatch(const std::vector<int32_t> &got, const std::vector<int32_t> &want, int ncols) {
+    for (int j = 0; j < ncols; j++)
+        if (got[j] != want[j]) return j;
+    return -1;
+}
+static bool guard_intact(const std::vector<int32_t> &got, int ncols) {
+    for (size_t j = (size_t)ncols; j < got.size(); j++)
+        if (got[j] != kGuard) return false;
+    return true;
 }
 
 static float bf16_round(float f) {
@@ -144,8 +171,7 @@ static bool run_device(const RowCase &c, std::vector<int32_t> &out, std::string 
         else memcpy(&row[i], &garbage, 4);
     }
     for (auto &w : team_mem) w = 0xa5a5a5a5u;
-    const int guard = 8;
-    out.assign(c.ncols + guard, 0x7eadbeef);
+    out.assign(c.ncols + kGuardSlots, kGuard);
     const int qb = c.n - 1;
     const SelBlockKey key_of{qb, c.init_blocks, c.local_blocks, c.e_lo};
     const bool ok = team.run([&](int t) {
@@ -166,16 +192,8 @@ template <int TW> static void run_cases(int rows, uint64_t seed) {
         CHECK(ran, "TW %d row %d (n %d k %d): %s", TW, r, c.n, c.k, err.c_str());
         if (!ran) continue;
         const std::vector<int32_t> want = reference(c);
-        bool same = true;
-        int first = -1;
-        for (int j = 0; j < c.ncols; j++)
-            if (got[j] != want[j]) {
-                same = false;
-                first = j;
-                break;
-            }
-        bool guard_ok = true;
-        for (size_t j = c.ncols; j < got.size(); j++) guard_ok = guard_ok && got[j] == 0x7eadbeef;
+        const int first = first_mismatch(got, want, c.ncols);
+        const bool same = first < 0, guard_ok = guard_intact(got, c.ncols);
         CHECK(same, "TW %d row %d (%s, n %d k %d qmax %d ncols %d init %d local %d e_lo %d): slot %d is %d, want %d",
               TW, r, c.mode, c.n, c.k, c.qmax, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, first,
               first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
@@ -193,24 +211,12 @@ struct CdCase {
 };
 
 static std::vector<int32_t> cd_reference(const CdCase &c) {
-    const int qb = c.n - 1;
-    std::vector<uint32_t> key(c.n);
-    for (int b = 0; b < c.n; b++) {
-        const bool forced = b < c.init_blocks || b >= qb - c.local_blocks;
-        key[b] = forced ? 0xff800000u : b >= c.e_lo ? 0x007fffffu : key_ref(c.score[b]);
-        /* cd_select's one deviation from ordering by bits: the all-ones -NaN's key 0 counts as 1 (so
-         * that it never ties with the padding); its scores are the larger of two planes, so it needs
-         * both planes all-ones */
-        key[b] = key[b] ? key[b] : 1u;
-    }
-    std::vector<int> idx(c.n);
-    std::iota(idx.begin(), idx.end(), 0);
-    std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return key[a] > key[b]; });
-    idx.resize(c.K);
-    std::sort(idx.begin(), idx.end());
-    std::vector<int32_t> out(c.topk_out, -1);
-    for (int j = 0; j < c.K; j++) out[j] = idx[j];
-    return out;
+    std::vector<uint32_t> key = ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score);
+    /* cd_select's one deviation from ordering by bits: the all-ones -NaN's key 0 counts as 1 (so that it
+     * never ties with the padding); its scores are the larger of two planes, so it needs both planes
+     * all-ones */
+    for (auto &k : key) k = k ? k : 1u;
+    return ref_topk(key, c.K, c.n - 1, c.topk_out);
 }
 
 static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
@@ -274,7 +280,7 @@ template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out
     p.init_blocks = c.init_blocks;
     p.local_blocks = c.local_blocks;
     p.e_lo = c.e_lo;
-    out.assign(c.topk_out + 8, 0x7eadbeef);
+    out.assign(c.topk_out + kGuardSlots, kGuard);
     const bool ok = cta.run([&](int) { cd_select<KPT, 8>(p, 0, c.n - 1, out.data()); });
     if (!ok) err = cta.error();
     return ok;
@@ -291,11 +297,8 @@ template <int KPT> static void cd_cases(int rows, uint64_t seed) {
         CHECK(ran, "cd_select<%d> row %d (n %d K %d): %s", KPT, r, c.n, c.K, err.c_str());
         if (!ran) continue;
         const std::vector<int32_t> want = cd_reference(c);
-        int first = -1;
-        for (int j = 0; j < c.topk_out && first < 0; j++)
-            if (got[j] != want[j]) first = j;
-        bool guard_ok = true;
-        for (size_t j = c.topk_out; j < got.size(); j++) guard_ok = guard_ok && got[j] == 0x7eadbeef;
+        const int first = first_mismatch(got, want, c.topk_out);
+        const bool guard_ok = guard_intact(got, c.topk_out);
         CHECK(first < 0, "cd_select<%d> row %d (%s, n %d K %d topk_out %d init %d local %d e_lo %d): slot %d is %d, want %d",
               KPT, r, c.mode, c.n, c.K, c.topk_out, c.init_blocks, c.local_blocks, c.e_lo, first,
               first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
