@@ -76,6 +76,17 @@ __device__ __forceinline__ void lse_tile_update(float (&s)[8][4], float (&m)[2],
     }
 }
 
+/* sum over row ri's 16 scores of a thread of exp2(s scale_log2 - m), the scale inside the FFMA: the sum of
+ * lse_tile_update_full and of lse_tile_sum_ref */
+__device__ __forceinline__ float tile_row_exp2_sum_scaled(const float (&s)[8][4], int ri, float scale_log2, float m) {
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) acc += exp2f(fmaf(s[j][2 * ri + e], scale_log2, -m));
+    return acc;
+}
+
 /* lse_tile_update for a tile whose 64 columns are all visible to both rows: no masking, the max on
  * the raw scores (scale_log2 > 0, so max(s) scale_log2 is the max of the scaled scores) and the
  * scale inside the exponent's FFMA (k_flash90's softmax does the same); ~7 instructions a score
@@ -89,11 +100,7 @@ __device__ __forceinline__ void lse_tile_update_full(float (&s)[8][4], float (&m
         mx = quad_max(mx) * scale_log2;
         const float mn = fmaxf(m[ri], mx);
         const float mu = mn == -INFINITY ? 0.f : mn;
-        float acc = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) acc += exp2f(fmaf(s[j][2 * ri + e], scale_log2, -mu));
+        const float acc = tile_row_exp2_sum_scaled(s, ri, scale_log2, mu);
         l[ri] = l[ri] * exp2f(m[ri] - mu) + acc;
         m[ri] = mn;
     }
@@ -109,14 +116,7 @@ __device__ __forceinline__ void lse_tile_update_full(float (&s)[8][4], float (&m
 __device__ __forceinline__ bool lse_tile_sum_ref(const float (&s)[8][4], const float (&m)[2], const float (&l)[2],
                                                  float (&nl)[2], float scale_log2) {
 #pragma unroll
-    for (int ri = 0; ri < 2; ri++) {
-        float acc = 0.f;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) acc += exp2f(fmaf(s[j][2 * ri + e], scale_log2, -m[ri]));
-        nl[ri] = l[ri] + acc;
-    }
+    for (int ri = 0; ri < 2; ri++) nl[ri] = l[ri] + tile_row_exp2_sum_scaled(s, ri, scale_log2, m[ri]);
     return nl[0] < INFINITY && nl[1] < INFINITY; /* false for +inf and NaN */
 }
 
