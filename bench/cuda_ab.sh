@@ -22,6 +22,9 @@
 #   --table NAME  also the full table (every baseline, FlexAttention, decode) of configuration NAME
 #   --smallq LQS  also bench/smallq_ab.py --kernels over every configuration: infllm_attention of a
 #                 few queries (comma list, e.g. 1,16,64) against 128K keys, the total_q <= 64 path
+#   --bench-args ARGS
+#                 more options for every bench/cuda_bench.py run (dump, timing, table), e.g. another layout:
+#                 --bench-args "--shape 32,8,128 --dtype f16"
 #   --out DIR     logs and JSON (default /tmp/cuda_ab; the summary goes to stdout, so that a device
 #                 call's output tail has it even when the call returns only a few files)
 #   --dry-run     print the commands instead of running them
@@ -33,7 +36,7 @@
 # differ from it by switches only are not checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0
+ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0 BARGS=""
 OUTDIR=/tmp/cuda_ab
 CONFIGS=()
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
   --table) TABLE=${2:?}; shift 2 ;;
   --smallq) SMALLQ=${2:?}; shift 2 ;;
   --out) OUTDIR=${2:?}; shift 2 ;;
+  --bench-args) BARGS=${2?}; shift 2 ;;
   --dry-run) DRY=1; shift ;;
   -h | --help) usage 0 ;;
   -*) echo "cuda_ab: unknown option $1" >&2; usage ;;
@@ -157,7 +161,7 @@ fi
 # ---- outputs against the baseline's
 if [ "$DUMP" != 0 ]; then
   for i in "${!NAMES[@]}"; do
-    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' --profile $DUMP --dump '$OUTDIR/dump-${NAMES[$i]}.pt' >'$OUTDIR/dump-${NAMES[$i]}.log' 2>&1 || { echo 'cuda_ab: dump of ${NAMES[$i]} failed (log: $OUTDIR/dump-${NAMES[$i]}.log)'; fail=1; }"
+    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' $BARGS --profile $DUMP --dump '$OUTDIR/dump-${NAMES[$i]}.pt' >'$OUTDIR/dump-${NAMES[$i]}.log' 2>&1 || { echo 'cuda_ab: dump of ${NAMES[$i]} failed (log: $OUTDIR/dump-${NAMES[$i]}.log)'; fail=1; }"
   done
   if [ $DRY = 0 ]; then
     ( python3 - "$OUTDIR" "${NAMES[@]}" <<'PY'
@@ -198,7 +202,7 @@ echo "# timing $(stamp)"
 for r in $(seq 1 "$ROUNDS"); do
   for i in "${!NAMES[@]}"; do
     n=${NAMES[$i]}
-    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' --no-decode --no-flex --no-dense-baselines --sizes '$SIZES' --dense-sizes '$DSIZES' --json '$OUTDIR/t-$n-$r.json' >'$OUTDIR/t-$n-$r.log' 2>&1 || { echo 'cuda_ab: timing of $n (round $r) failed (log: $OUTDIR/t-$n-$r.log)'; fail=1; }"
+    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' $BARGS --no-decode --no-flex --no-dense-baselines --sizes '$SIZES' --dense-sizes '$DSIZES' --json '$OUTDIR/t-$n-$r.json' >'$OUTDIR/t-$n-$r.log' 2>&1 || { echo 'cuda_ab: timing of $n (round $r) failed (log: $OUTDIR/t-$n-$r.log)'; fail=1; }"
   done
 done
 if [ $DRY = 0 ]; then
@@ -255,7 +259,7 @@ if [ -n "$TABLE" ]; then
   for i in "${!NAMES[@]}"; do
     [ "${NAMES[$i]}" = "$TABLE" ] || continue
     echo "# full table of $TABLE $(stamp)"
-    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' --json '$OUTDIR/table-$TABLE.json' >'$OUTDIR/table-$TABLE.log' 2>&1 || { echo 'cuda_ab: the full table failed (log: $OUTDIR/table-$TABLE.log)'; fail=1; }"
+    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' $BARGS --json '$OUTDIR/table-$TABLE.json' >'$OUTDIR/table-$TABLE.log' 2>&1 || { echo 'cuda_ab: the full table failed (log: $OUTDIR/table-$TABLE.log)'; fail=1; }"
     [ $DRY = 1 ] || sed -n '/^| T | pipeline/,$p' "$OUTDIR/table-$TABLE.log"
   done
 fi

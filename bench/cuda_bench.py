@@ -3,12 +3,14 @@
 stream) against PyTorch SDPA (cuDNN and flash backends) and FlexAttention in the same process.
 
 Shapes: batch 1, 32 query heads, 2 KV heads, head_dim 128, bf16, 96 blocks of 64 (MiniCPM4.1
-defaults: init 1, local 32, topk 64). Every number is the median of CUDA-event timings after a
+defaults: init 1, local 32, topk 64); --shape HQ,HKV,D and --dtype f16 time other layouts the API takes
+(any group size HQ / HKV, head_dim 64 or 128). Every number is the median of CUDA-event timings after a
 warm-up. FLOP formulas: dense causal 4 * Hq * D * T^2 / 2; sparse stage 2 4 * Hq * D * (keys per
 query), keys per query counted from the selection.
 
     python3 bench/cuda_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,32768,65536,131072]
                                 [--topk-npy SEL.npz,...] [--json FILE] [--no-flex] [--no-decode]
+                                [--shape 32,2,128] [--dtype bf16|f16]
 """
 import argparse
 import contextlib
@@ -22,9 +24,25 @@ import torch
 import torch.nn.functional as F
 
 
-from infllm_ctypes import BF16, CUDA, DENSE, SPARSE, Layout, Params
+from infllm_ctypes import BF16, CUDA, DENSE, F16, SPARSE, Layout, Params
 
-HQ, HKV, D = 32, 2, 128
+HQ, HKV, D = 32, 2, 128                      # --shape
+DT, TDT, DT_NAME = BF16, torch.bfloat16, "bf16"  # --dtype: the API's dtype, torch's, and its name
+
+
+def set_shape(shape, dtype):
+    """the module's shape and dtype from --shape "HQ,HKV,D" and --dtype (bf16 or f16)"""
+    global HQ, HKV, D, DT, TDT, DT_NAME
+    try:
+        hq, hkv, d = (int(x) for x in shape.split(","))
+    except ValueError:
+        sys.exit(f"cuda_bench: --shape {shape!r}: expected HQ,HKV,D (e.g. 32,2,128)")
+    if hq < 1 or hkv < 1 or hq % hkv or d not in (64, 128):
+        sys.exit(f"cuda_bench: --shape {shape!r}: needs HQ a multiple of HKV and D 64 or 128")
+    if dtype not in ("bf16", "f16"):
+        sys.exit(f"cuda_bench: --dtype {dtype!r}: bf16 or f16")
+    HQ, HKV, D = hq, hkv, d
+    DT, TDT, DT_NAME = (BF16, torch.bfloat16, "bf16") if dtype == "bf16" else (F16, torch.float16, "f16")
 
 
 def load_lib(path):
@@ -57,7 +75,7 @@ def select_fn(lib, p, l, q, k, topk, T):
         return lambda: check(lib, lib.infllm_select_blocks(C.byref(ps), C.byref(l), C.c_void_p(q.data_ptr()),
                                                            C.c_void_p(k.data_ptr()), C.c_void_p(topk.data_ptr())),
                              "select")
-    return lambda: check(lib, lib.cuda_debug_fused_topk(C.byref(p), BF16, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(),
+    return lambda: check(lib, lib.cuda_debug_fused_topk(C.byref(p), DT, HQ, HKV, D, T, T, q.data_ptr(), k.data_ptr(),
                                                         topk.data_ptr()), "select")
 
 
@@ -103,7 +121,7 @@ def timeit(fn, warmup=3, reps=10, calls=1):
 
 
 def make_inputs(T, Tk=None, structured=True, seed=0):
-    """q, k, v token-major [T, H, D] bf16. structured: tokens of one 256-token segment share a
+    """q, k, v token-major [T, H, D] in --dtype. structured: tokens of one 256-token segment share a
     component, so that neighbouring queries select similar blocks, as in real text."""
     Tk = Tk or T
     g = torch.Generator(device="cuda").manual_seed(seed)
@@ -117,7 +135,7 @@ def make_inputs(T, Tk=None, structured=True, seed=0):
         pos_k = torch.arange(Tk, device="cuda") // 256
         q = 0.6 * q + 0.8 * segq[pos_q]
         k = 0.6 * k + 0.8 * segk[pos_k]
-    return q.bfloat16().contiguous(), k.bfloat16().contiguous(), v.bfloat16().contiguous()
+    return q.to(TDT).contiguous(), k.to(TDT).contiguous(), v.to(TDT).contiguous()
 
 
 def params(lib, mode=SPARSE):
@@ -131,7 +149,7 @@ def params(lib, mode=SPARSE):
 
 def layout(T, Tk):
     l = Layout()
-    l.dtype = BF16
+    l.dtype = DT
     l.num_seqs = 1
     l.total_q, l.total_k = T, Tk
     l.num_q_heads, l.num_kv_heads, l.head_dim = HQ, HKV, D
@@ -182,6 +200,7 @@ def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
     doc = {
         "gpu": gpu, "driver": drv, "torch": torch.__version__, "commit": lib.infllm_build_commit().decode(),
         "inputs": "random" if a.random else "structured", "reps": a.reps,
+        "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "dtype": DT_NAME},
         "pipeline": [dict(zip(("T", "pipeline_ms", "compress_ms", "select_ms", "stage2_ms", "stage2_tflops",
                                "union_blocks_4tok", "cudnn_dense_ms", "flash_dense_ms", "flex_sparse_ms",
                                "flex_folded_ms"),
@@ -369,8 +388,8 @@ def decode_rows(a, lib):
         with torch.cuda.stream(s):
             t_graph = timeit(g.replay, warmup=5, reps=200)
         # the parts: compress of the 128K keys, and the rest (selection + stage 2) on given c1/c2
-        c1d = torch.empty(Tk // 16, HKV, D, dtype=torch.bfloat16, device="cuda")
-        c2d = torch.empty(Tk // 64, HKV, D, dtype=torch.bfloat16, device="cuda")
+        c1d = torch.empty(Tk // 16, HKV, D, dtype=TDT, device="cuda")
+        c2d = torch.empty(Tk // 64, HKV, D, dtype=TDT, device="cuda")
         with torch.cuda.stream(s):
             def comp_dec():
                 check(lib, lib.infllm_compress_keys(C.byref(p), C.byref(l), C.c_void_p(k.data_ptr()),
@@ -387,14 +406,14 @@ def decode_rows(a, lib):
         pc = params(lib, SPARSE)
         pc.cuda_stream = s2.cuda_stream
         cache = C.c_void_p()
-        check(lib, lib.infllm_cache_create(C.byref(pc), BF16, HKV, D, Tk, C.byref(cache)), "cache_create")
+        check(lib, lib.infllm_cache_create(C.byref(pc), DT, HKV, D, Tk, C.byref(cache)), "cache_create")
         cws = C.c_size_t(0)
         check(lib, lib.infllm_cache_workspace_size(cache, C.byref(pc), 1, HQ, C.byref(cws)), "cache ws")
         cwsb = torch.empty(max(cws.value, 1), dtype=torch.uint8, device="cuda")
         pc.workspace, pc.workspace_bytes = cwsb.data_ptr(), cws.value
         cout = torch.empty_like(q)
         clse = torch.empty(1, HQ, device="cuda", dtype=torch.float32)
-        rowb = HKV * D * 2
+        rowb = HKV * D * 2  # 16-bit elements
         kl, vl = k.data_ptr() + (Tk - 1) * rowb, v.data_ptr() + (Tk - 1) * rowb
         with torch.cuda.stream(s2):
             t0 = torch.cuda.Event(enable_timing=True)
@@ -484,6 +503,9 @@ def main():
     ap.add_argument("--flex-sizes", default="8192,16384,32768,65536,131072",
                     help="the --sizes at which FlexAttention runs (issue 3 asks for 8K to 128K; each size compiles "
                          "its own Flex kernels, ~10-20 s)")
+    ap.add_argument("--no-flex-head-major", action="store_true",
+                    help="time FlexAttention in the folded form only (the baseline; the head-major form compiles its own "
+                         "kernels, ~10-20 s a size)")
     ap.add_argument("--random", action="store_true", help="plain N(0,1) inputs (no segment structure)")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--json", default="", metavar="FILE",
@@ -500,7 +522,11 @@ def main():
     ap.add_argument("--dump", default="",
                     help="with --profile: save the sparse and dense outputs and the top-k to this file (torch.save), to compare "
                          "two builds or kernel switches on the same inputs")
+    ap.add_argument("--shape", default="32,2,128", metavar="HQ,HKV,D",
+                    help="query heads, KV heads, head_dim (default: issue 3's 32,2,128)")
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "f16"))
     a = ap.parse_args()
+    set_shape(a.shape, a.dtype)
     lib = load_lib(a.lib)
     if a.profile:
         T = a.profile
@@ -529,7 +555,8 @@ def main():
     drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
     print(f"# infllm CUDA bench: {name}, driver {drv}, torch {torch.__version__}, "
-          f"commit {lib.infllm_build_commit().decode()}, inputs {'random' if a.random else 'structured'}")
+          f"commit {lib.infllm_build_commit().decode()}, inputs {'random' if a.random else 'structured'}, "
+          f"Hq {HQ} / Hkv {HKV} / d {D}, {DT_NAME}")
     rows = []
 
     # ---------------- sparse pipeline per size ----------------
@@ -546,8 +573,8 @@ def main():
         K = min(96, (T + 63) // 64)
         topk = torch.empty(HKV, T, K, dtype=torch.int32, device="cuda")
         n1, n2 = T // 16 - 1, T // 64 - 1
-        c1 = torch.empty(max(n1, 1), HKV, D, dtype=torch.bfloat16, device="cuda")
-        c2 = torch.empty(max(n2, 1), HKV, D, dtype=torch.bfloat16, device="cuda")
+        c1 = torch.empty(max(n1, 1), HKV, D, dtype=TDT, device="cuda")
+        c2 = torch.empty(max(n2, 1), HKV, D, dtype=TDT, device="cuda")
 
         def pipe():
             check(lib, lib.infllm_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()), C.c_void_p(k.data_ptr()),
@@ -581,7 +608,7 @@ def main():
         if not a.no_flex and str(T) in a.flex_sizes.split(","):
             sel()
             outs = {}
-            for folded in (True, False):
+            for folded in (True,) if a.no_flex_head_major else (True, False):
                 try:
                     fn = flex_fn(q, k, v, topk, T, folded)
                     t = timeit(fn, reps=a.reps)

@@ -24,6 +24,6 @@ class Sizes(C.Structure):  # infllm_sizes
                 ("nblocks_out", C.c_int32), ("topk_out", C.c_int32)]
 
 
-BF16 = 2                 # INFLLM_DTYPE_BF16
+F16, BF16 = 1, 2          # INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16
 CPU, CUDA = 0, 2         # INFLLM_BACKEND_CPU, INFLLM_BACKEND_CUDA
 DENSE, SPARSE = 1, 2     # INFLLM_MODE_DENSE, INFLLM_MODE_SPARSE
