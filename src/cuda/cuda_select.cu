@@ -369,8 +369,17 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
 
 /* ------------------------------------------------------ sm_90a: k_select90 ---- */
 /* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
- * 16 heads (MiniCPM4): one CTA = one KV head g x 8 consecutive tokens = 128 rows (token, head),
- * 4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
+ * 16 heads (MiniCPM4) and of any G that divides 16: one CTA = one KV head g x 8 consecutive tokens
+ * = 128 rows (token, head). A group of G < 16 heads fills its token's 16 rows with each head 16 / G
+ * times (row head hh is head hh % G). Each add of pass 2's head-sum tree (3 local adds, then 2
+ * shuffle adds over the quad; below) either adds two different heads' partial sums, the same in
+ * every copy, or two equal copies (x + x = 2x, exact), so a token's sum is exactly 16 / G times a
+ * sum of its G heads' probabilities in a fixed order; bf16 rounding commutes
+ * with that power-of-two scale (no subnormals: the exps flush them), so the block scores keep the
+ * order of the G-head sums and the top-k is theirs. It costs 16 / G times the tensor work of the
+ * group's rows but runs this kernel: at 128K tokens and G = 4 the mma.sync k_select fits one CTA of
+ * 4 warps an SM (its block scores of 16 tokens) and took 441 ms on the H200 (session 23).
+ *   4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
  * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
  * cp.async) stays in shared memory all along. Each warpgroup issues CT / 128 m64n64 products a
  * tile, each its own group, and processes product p while the later one multiplies; the
@@ -507,12 +516,16 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     const bool eok = etok < ntok && eqb + 1 > Kb;
 
     {
+        /* row r = (token r / 16, head r % 16); a group of G < 16 heads (G divides 16) fills its token's 16
+         * rows with each head 16 / G times (row head hh reads head hh % G), see the kernel's comment */
         const uint16_t *qg = (const uint16_t *)p.q;
+        const int hmask = p.G - 1;
         for (int i = tid; i < M * CH; i += NT) {
             int r = i / CH, c = i % CH;
             int tt = r >> 4, hh = r & 15;
             bool ok = tt < ntok;
-            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * 16 + hh) * D : 0) + c * 8;
+            const uint16_t *src =
+                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * p.G + (hh & hmask)) * D : 0) + c * 8;
             cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
         }
     }
@@ -990,11 +1003,12 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
-    /* groups of 16 on sm_90a: k_select90 (8 tokens per CTA) when its block scores fit (to ~200K
-     * tokens at d 128) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
-     * not reach past the buffers); decode-like shapes (one token) keep the 1-warp tiles */
+    /* groups of 16 on sm_90a, and groups that divide 16 (their heads repeated to 16 rows a token):
+     * k_select90 (8 tokens per CTA) when its block scores fit (to ~200K tokens at d 128) and the row
+     * counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
+     * decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
-    if (topk && !scores && ap->G == 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
+    if (topk && !scores && ap->G <= 16 && 16 % ap->G == 0 && ap->max_lq > 1 && cuda_use_wgmma() &&
         sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
