@@ -369,16 +369,14 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
 
 /* ------------------------------------------------------ sm_90a: k_select90 ---- */
 /* The fused selection on Hopper's asynchronous warpgroup MMA (wgmma, sm_90a only), for groups of
- * 16 heads (MiniCPM4) and of any G that divides 16: one CTA = one KV head g x 8 consecutive tokens
- * = 128 rows (token, head). A group of G < 16 heads fills its token's 16 rows with each head 16 / G
- * times (row head hh is head hh % G). Each add of pass 2's head-sum tree (3 local adds, then 2
- * shuffle adds over the quad; below) either adds two different heads' partial sums, the same in
- * every copy, or two equal copies (x + x = 2x, exact), so a token's sum is exactly 16 / G times a
- * sum of its G heads' probabilities in a fixed order; bf16 rounding commutes
- * with that power-of-two scale (no subnormals: the exps flush them), so the block scores keep the
- * order of the G-head sums and the top-k is theirs. It costs 16 / G times the tensor work of the
- * group's rows but runs this kernel: at 128K tokens and G = 4 the mma.sync k_select fits one CTA of
- * 4 warps an SM (its block scores of 16 tokens) and took 441 ms on the H200 (session 23).
+ * 16 heads (MiniCPM4) and of any smaller G: one CTA = one KV head g x 8 consecutive tokens = 128
+ * rows (token, head). A group of G < 16 heads takes its token's rows 0..G-1; rows G..15 hold zeros
+ * and a -LSE of -inf, so their P is exactly 0 and pass 2's head-sum tree (adds only) gives a sum of
+ * the G heads (x + 0 = x; a K holding inf or NaN makes a zero row's P NaN, as it makes the real
+ * rows' attention NaN). It costs 16 / G times the tensor work of the group's rows but runs this
+ * kernel: at 128K tokens and G = 4 the mma.sync k_select fits one CTA of 4 warps an SM (the block
+ * scores of its 16 tokens) and took 444 ms on the H200, this 58 (session 23, with the heads repeated
+ * 16 / G times instead of zero rows: the same block order, every sum x 16 / G).
  *   4 warpgroups, 1 CTA per SM. c2/c1 come in tiles of CT = 128 (3 stages) or 256 (2 stages) kernels
  * x D (TMA, one mbarrier per stage, 128-byte swizzle = the wgmma layout: [D/64][CT][64]); Q (by
  * cp.async) stays in shared memory all along. Each warpgroup issues CT / 128 m64n64 products a
@@ -516,16 +514,14 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     const bool eok = etok < ntok && eqb + 1 > Kb;
 
     {
-        /* row r = (token r / 16, head r % 16); a group of G < 16 heads (G divides 16) fills its token's 16
-         * rows with each head 16 / G times (row head hh reads head hh % G), see the kernel's comment */
+        /* row r = (token r / 16, head r % 16); a group of G < 16 heads leaves rows G..15 of its token zero
+         * (masked out of pass 2 by their -LSE, see the kernel's comment) */
         const uint16_t *qg = (const uint16_t *)p.q;
-        const int hmask = p.G - 1;
         for (int i = tid; i < M * CH; i += NT) {
             int r = i / CH, c = i % CH;
             int tt = r >> 4, hh = r & 15;
-            bool ok = tt < ntok;
-            const uint16_t *src =
-                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * p.G + (hh & hmask)) * D : 0) + c * 8;
+            bool ok = tt < ntok && hh < p.G;
+            const uint16_t *src = qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * p.G + hh) * D : 0) + c * 8;
             cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
         }
     }
@@ -716,7 +712,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         for (int ri = 0; ri < 2; ri++) {
             const float m1 = sPM[prow + 8 * ri], mn = fmaxf(m[ri], m1), mu = mn == -INFINITY ? 0.f : mn;
             const float lt = lrow[ri] * exp2f(m[ri] - mu) + sPL[prow + 8 * ri] * exp2f(m1 - mu);
-            sNL[prow + 8 * ri] = lt > 0.f ? -(mn + __log2f(lt)) : -INFINITY; /* no visible kernel: P = 0 */
+            /* no visible kernel, or a row past the group's heads (gid + 8 ri = its head): P = 0 */
+            sNL[prow + 8 * ri] = lt > 0.f && gid + 8 * ri < p.G ? -(mn + __log2f(lt)) : -INFINITY;
         }
     __syncthreads();
     float nl[8][2]; /* [j][e]: -LSE of row 64 th + 8 j + 2 tig + e */
@@ -1003,12 +1000,12 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
-    /* groups of 16 on sm_90a, and groups that divide 16 (their heads repeated to 16 rows a token):
-     * k_select90 (8 tokens per CTA) when its block scores fit (to ~200K tokens at d 128) and the row
+    /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
+     * CTA) when its block scores fit (to ~200K tokens at d 128) and the row
      * counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
      * decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
-    if (topk && !scores && ap->G <= 16 && 16 % ap->G == 0 && ap->max_lq > 1 && cuda_use_wgmma() &&
+    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
         sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
