@@ -597,6 +597,9 @@ def main():
         # keys per query and union per 4-token tile from the selection
         fl2 = stage2_flop(topk, T)
         union = union_per_tile(topk, T)
+        # a wgmma warpgroup's 64 rows hold 64 / G tokens (4 at G 16): the union it computes
+        wg_tok = max(1, 64 // (HQ // HKV))
+        union_wg = union if wg_tok == 4 else union_per_tile(topk, T, wg_tok)
         t_cudnn = t_flash = float("nan")
         if not a.no_dense_baselines:
             t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
@@ -628,7 +631,8 @@ def main():
             del outs
         rows.append((T, t_pipe, t_comp, t_sel, t_st2, fl2 / t_st2 / 1e9, union, t_cudnn, t_flash, t_flex_h, t_flex))
         print(f"T={T}: pipeline {t_pipe:.3f} ms, compress {t_comp:.3f}, select {t_sel:.3f}, stage2 {t_st2:.3f} "
-              f"({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, union {union:.0f} blocks/4 tokens), cuDNN dense "
+              f"({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, union {union:.0f} blocks/4 tokens, {union_wg:.0f} / {wg_tok} "
+              f"consecutive tokens = a warpgroup's at this G), cuDNN dense "
               f"{t_cudnn:.3f}, flash dense {t_flash:.3f}, flex sparse folded {t_flex:.3f} "
               f"({fl2 / t_flex / 1e9:.0f} TFLOP/s), head-major {t_flex_h:.3f}", flush=True)
         del ws, q, k, v, out, lse, topk, c1, c2
