@@ -44,8 +44,8 @@ python3 "$ROOT/bench/diag_trees.py" select_diag "$TREE" "$OUTDIR/trees" src/cuda
                "        for (int c = tw * 32 + lane; c < p.topk_out; c += 32 * TW) row[c] = c < Kb ? c : -1;")],
     "nopass1": [("    const int ntL = (maxvisL + CT - 1) / CT;",
                  "    const int ntL = 0 * ((maxvisL + CT - 1) / CT); /* DIAG nopass1 */"),
-                ("            sNL[prow + 8 * ri] = lt > 0.f ? -(mn + __log2f(lt)) : -INFINITY;",
-                 "            sNL[prow + 8 * ri] = 0.f * lt; /* DIAG nopass1 */")],
+                ("            sNL[prow + 8 * ri] = lt > 0.f && gid + 8 * ri < p.G ? -(mn + __log2f(lt)) : -INFINITY;",
+                 "            sNL[prow + 8 * ri] = gid + 8 * ri < p.G ? 0.f * lt : -INFINITY; /* DIAG nopass1 */")],
 }
 EDITS
 T=$OUTDIR/trees
