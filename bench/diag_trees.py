@@ -3,7 +3,8 @@
 
     diag_trees.py TOOL TREE TREES_DIR FILE < EDITS
 
-EDITS (stdin) is a Python literal {variant: [(anchor, replacement), ...], ...}. For each variant, TREES_DIR/variant
+EDITS (stdin) is a Python literal {variant: [(anchor, replacement), ...], ...}. TREES_DIR/variants lists the
+variants, one a line, in the literal's order (bench/diag_ab.sh times them in it). For each variant, TREES_DIR/variant
 becomes a copy of TREE (tracked and untracked, not ignored, files when TREE is a git checkout; else everything but
 build*, .devcarry and models) in which every anchor of FILE, which must occur exactly once, is replaced. Exit status
 1 (with TOOL's name and the anchor) when an anchor does not occur exactly once: the kernel changed, so the edits in
@@ -57,6 +58,8 @@ def main():
             text = text.replace(anchor, replacement)
         open(path, "w").write(text)
         print(f"# {variant}: {len(subs)} edit(s) of {rel}")
+    with open(os.path.join(trees_dir, "variants"), "w") as f:
+        f.write("".join(f"{v}\n" for v in edits))
 
 
 if __name__ == "__main__":

@@ -18,25 +18,7 @@
 # --dry-run makes the trees and prints cuda_ab's commands without running them (a local check of the
 # edits). Needs the device machine (nvcc, PyTorch); exit status non-zero if an edit, a build or a timing
 # failed.
-set -uo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=65536,131072 OUTDIR=/tmp/select_diag TREE=$ROOT DRY=()
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-  -r) ROUNDS=${2:?}; shift 2 ;;
-  -s) SIZES=${2:?}; shift 2 ;;
-  --out) OUTDIR=${2:?}; shift 2 ;;
-  --dry-run) DRY=(--dry-run); shift ;;
-  -h | --help) usage 0 ;;
-  -*) echo "select_diag: unknown option $1" >&2; usage ;;
-  *) TREE=$1; shift ;;
-  esac
-done
-[ -f "$TREE/src/cuda/cuda_select.cu" ] || { echo "select_diag: no src/cuda/cuda_select.cu under $TREE" >&2; exit 2; }
-TREE=$(cd "$TREE" && pwd)
-mkdir -p "$OUTDIR/trees" || exit 1
-python3 "$ROOT/bench/diag_trees.py" select_diag "$TREE" "$OUTDIR/trees" src/cuda/cuda_select.cu <<'EDITS' || exit 1
+exec bash "$(dirname "$0")/diag_ab.sh" "$0" src/cuda/cuda_select.cu 65536,131072 "$@" <<'EDITS'
 {
     "nofin": [("        sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,\n"
                "                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);",
@@ -48,6 +30,3 @@ python3 "$ROOT/bench/diag_trees.py" select_diag "$TREE" "$OUTDIR/trees" src/cuda
                  "            sNL[prow + 8 * ri] = gid + 8 * ri < p.G ? 0.f * lt : -INFINITY; /* DIAG nopass1 */")],
 }
 EDITS
-T=$OUTDIR/trees
-"$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
-  base="$TREE" nofin="$T/nofin" nopass1="$T/nopass1"

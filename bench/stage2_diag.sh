@@ -18,25 +18,7 @@
 # --dry-run makes the trees and prints cuda_ab's commands without running them (a local check of the
 # edits). Needs
 # the device machine (nvcc, PyTorch); exit status non-zero if an edit, a build or a timing failed.
-set -uo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=131072 OUTDIR=/tmp/stage2_diag TREE=$ROOT DRY=()
-usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-  -r) ROUNDS=${2:?}; shift 2 ;;
-  -s) SIZES=${2:?}; shift 2 ;;
-  --out) OUTDIR=${2:?}; shift 2 ;;
-  --dry-run) DRY=(--dry-run); shift ;;
-  -h | --help) usage 0 ;;
-  -*) echo "stage2_diag: unknown option $1" >&2; usage ;;
-  *) TREE=$1; shift ;;
-  esac
-done
-[ -f "$TREE/src/cuda/cuda_attn.cu" ] || { echo "stage2_diag: no src/cuda/cuda_attn.cu under $TREE" >&2; exit 2; }
-TREE=$(cd "$TREE" && pwd)
-mkdir -p "$OUTDIR/trees" || exit 1
-python3 "$ROOT/bench/diag_trees.py" stage2_diag "$TREE" "$OUTDIR/trees" src/cuda/cuda_attn.cu <<'EDITS' || exit 1
+exec bash "$(dirname "$0")/diag_ab.sh" "$0" src/cuda/cuda_attn.cu 131072 "$@" <<'EDITS'
 {
     "walk": [("const bool wg_needed = SPARSE ? need : c * 64 <= wg_last_pos;",
               "const bool wg_needed = SPARSE ? false : c * 64 <= wg_last_pos; /* DIAG walk */")],
@@ -54,6 +36,3 @@ python3 "$ROOT/bench/diag_trees.py" stage2_diag "$TREE" "$OUTDIR/trees" src/cuda
              "const int tok = (int)(k0 + (SPARSE ? (cc & 127) : cc) * 64); /* DIAG hot */")],
 }
 EDITS
-T=$OUTDIR/trees
-"$ROOT/bench/cuda_ab.sh" "${DRY[@]}" -r "$ROUNDS" --no-check --dump 0 -s "$SIZES" -d "" --out "$OUTDIR/ab" \
-  base="$TREE" walk="$T/walk" noload="$T/noload" free="$T/free" hot="$T/hot"
