@@ -637,6 +637,11 @@ int main(void) {
          * decode kernels, k_cd_*; the last CTA holds one token) and 31 of three (k_dec_*) */
         {"g16-fewq-13-L2900", BF, 128, 32, 2, 1, {13}, {2900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         {"g8-f16-fewq-varlen-31", F16, 128, 16, 2, 3, {5, 17, 9}, {2500, 1900, 3100}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        /* few-query calls of groups above 16 on the decode kernels (a group as ceil(G / 16) head tiles): G 32 at
+         * decode, G 71 (5 tiles, the last of 7 heads) with 9 queries (4-token CTAs), G 20 dense with 2 */
+        {"g32-fewq-decode-L2300", BF, 128, 32, 1, 1, {1}, {2300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g71-fewq-9-d64-B32", BF, 64, 71, 1, 1, {9}, {1500}, 32, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g20-f16-fewq-dense-2", F16, 128, 40, 2, 1, {2}, {1800}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 0, 0},
     };
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
      * (a quick device run of one case; cuda_check.sh never sets it) */

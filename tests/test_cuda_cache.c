@@ -14,9 +14,10 @@
  *              error <= 1x naive (rounding noise, not another function); the number of differing
  *              elements is printed (0 where both take the same kernels; the cache's decode kernels
  *              select the same blocks but sum stage 2 in another order: last-bit differences)
- * plus chunked appends and attends (1..16 query tokens with G <= 16: the cache's own decode kernels;
+ * plus chunked appends and attends (1..16 query tokens: the cache's own decode kernels, G > 16 as several
+ * 16-head tiles;
  * 63 and > 64 query rows: the shared selection and flash kernels), dense mode, the
- * dense/sparse switch crossing dense_len during decode, exact LSE, G = 1 / 3 / 4 / 16, truncate +
+ * dense/sparse switch crossing dense_len during decode, exact LSE, G = 1 / 3 / 4 / 16 / 20 / 24 / 32 / 48, truncate +
  * re-append, capacity exceeded, workspace size query and too-small workspace, unsupported dtype /
  * head_dim, and a decode step (append + attend) captured into a CUDA graph whose replay matches
  * the eager step bitwise. No GPU (or built without CUDA): exit 77 (skipped).
@@ -486,12 +487,17 @@ int main(void) {
          * dynamic shared memory, past the default 48 KB (its launch once failed there) */
         {"long-5tok-d128", BF, 128, 32, 2, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 131100, 2,
          {131000, 5}, {1, 5}, {1, 1}, 0},
-        /* groups above 16: the cache's own kernels take G <= 16, so these attends run the shared
-         * selection and split stage 2 on the stored c1 / c2 */
+        /* groups above 16: the cache's own kernels take the group as ceil(G / 16) head tiles of 16 rows
+         * (k_cd_score adds the tiles' head sums; k_cd_attn a CTA a tile); G 20 leaves 4 rows in its
+         * second tile; 5-token attends run the 4-token selection CTAs; G 24 dense */
         {"g32-bf16", BF, 128, 64, 2, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 2600, 3,
          {2000, 1, 5}, {1, 1, 5}, {1, 6, 2}, 1},
         {"g48-mqa-f16-d64", F16, 64, 48, 1, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 1500, 2,
          {1200, 1}, {1, 1}, {1, 4}, 1},
+        {"g20-d64-exact", BF, 64, 40, 2, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 2300, 3,
+         {1900, 1, 6}, {1, 1, 6}, {1, 5, 2}, 1},
+        {"dense-mode-g24", BF, 128, 24, 1, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 2600, 2,
+         {2500, 1}, {1, 1}, {1, 3}, 0},
         /* exact LSE past ~220K tokens at d 128: the 1-token k_cd_score's LSE partials (128 bytes a tile
          * of 64 c1 kernels: ~29 KB dynamic at 240K) plus its ~20.5 KB static pass 48 KB, so its launch
          * needs the raised limit (cuda_func_smem); G 1 keeps the host q small */

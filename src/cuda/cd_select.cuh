@@ -11,7 +11,8 @@
 
 #include "f2key.cuh"
 
-#define CD_MAX_ROWS 16
+#define CD_MAX_ROWS 16       /* query heads of one m16 head tile */
+#define CD_MAX_HEAD_TILES 8 /* head tiles of a group: G <= 128, the API's largest group */
 #define CD_MAX_TOKENS 16
 #define CD_MAX_BLOCKS 12288 /* blocks of one row: 48 keys per thread of a selecting k_cd_attn CTA, in registers */
 
@@ -19,11 +20,14 @@ struct CdParams {
     const uint16_t *q, *k, *v, *c1, *c2;
     void *out;
     float *lse;
-    float *part;     /* [Hkv][n][ntL][16][2] LSE partials (max, sum) */
+    /* a group's G query heads are R = ceil(G / 16) head tiles of 16 rows (rows past G zero); a sub-row
+     * (g, h, t) = KV head g, head tile h, token t, index (g R + h) n + t */
+    float *part;     /* [Hkv][R][n][ntL][16][2] LSE partials (max, sum) */
     float *bs;       /* [Hkv][n][2][nbmax] block scores in two planes (nbmax % 4 == 0): see cd_store_blocks */
-    float *apart;    /* [Hkv][n][nsplit][16][D]: attention partials, o unnormalised */
-    float *aml;      /* [Hkv][n][nsplit][16][2]: their (max, sum) in base 2 */
+    float *apart;    /* [Hkv][R][n][nsplit][16][D]: attention partials, o unnormalised */
+    float *aml;      /* [Hkv][R][n][nsplit][16][2]: their (max, sum) in base 2 */
     int Hq, Hkv, G, n;
+    int R; /* head tiles of a group, ceil(G / 16) */
     int L; /* < 2^31 (cd_plan) */
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;

@@ -12,7 +12,7 @@
  * bit-identical to a full compression. A decode step is 1 copy block, plus 32 blocks (8 columns
  * each at Hkv*D = 256) for each kernel that completes: a c1 every s1 tokens, a c2 every 4*s1.
  *
- * Attend, on the stored c1/c2 (no compression): up to 16 query tokens with G <= 16 (decode) take
+ * Attend, on the stored c1/c2 (no compression): up to 16 query tokens (decode; any G) take
  * this file's k_cd_* kernels ("fast decode step" below); other shapes the shared kernels: up to 64
  * query rows cuda_dec_select_launch, else the fused cuda_select_launch, then cuda_flash_launch
  * (sparse with split-KV, or dense below dense_len). The stateless cuda_attention of one sequence with
@@ -193,31 +193,31 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
 }
 
 /* ------------------------------------------------- fast decode step ---- */
-/* Few query tokens (n <= 16, G <= 16: one m16 tile per (KV head, token), rows = the G query heads)
- * against the cache: four launches after the append (two without a selection), all grids sized on
- * the host:
- *   k_cd_lse    grid (LSE-level tiles, n, Hkv), 1 warp: per 64-kernel tile of c2 (c1 with
- *               exact_lse) the row partials (max, sum) of exp2 logits over the visible kernels
- *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: S = Q c1^T (before the PDL wait), the row LSE from
- *               the partials, P = exp2(S - LSE) on visible c1 kernels, the head sum (shuffle tree),
- *               bf16 rounding, max-pool into the tile's blocks in shared memory, then plain stores
- *               of the tile's block maxima into one of two planes (cd_store_blocks: no zeroed row,
- *               no global atomics)
- *   k_cd_attn   grid (splits, n, Hkv), 8 warps: every CTA of a selecting row first selects the row's
- *               list itself from the block scores (cd_select, into shared memory): forced (+inf) /
- *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the
- *               finite keys differ, one index-ordered scan (ties to the lower index): ascending, -1
- *               padded (the SPEC rule, like warp_topk); rows whose causal blocks are all taken
- *               (qb + 1 <= K) use 0..qb. Then its two groups of 4 warps attend its eps entries of
- *               the list side by side, in rounds of one 64-key chunk a group (16 keys a warp for
- *               S; one online softmax in base 2 for the CTA, the round's row max and P through
- *               shared memory; each warp then P V for its own D / 8 output columns) and it writes
- *               one partial (o unnormalised, max, sum); two entries a CTA at decode
+/* Few query tokens (n <= 16) against the cache. A group's G query heads are R = ceil(G / 16) m16 head
+ * tiles (rows past G zero; G <= 16: one tile, rows = the G heads); four launches after the append (two
+ * without a selection), all grids sized on the host:
+ *   k_cd_lse    grid (LSE-level tiles, n, Hkv R), 1 warp: per 64-kernel tile of c2 (c1 with
+ *               exact_lse) and head tile the row partials (max, sum) of exp2 logits over the visible
+ *               kernels
+ *   k_cd_score  grid (c1 tiles, n, Hkv), 1 warp: per head tile S = Q c1^T (tile 0 before the PDL
+ *               wait), the row LSE from the partials, P = exp2(S - LSE) on visible c1 kernels, the
+ *               head sum (shuffle tree; head tiles added in order), bf16 rounding, max-pool into
+ *               the tile's blocks in shared memory, then plain stores of the tile's block maxima
+ *               into one of two planes (cd_store_blocks: no zeroed row, no global atomics)
+ *   k_cd_attn   grid (splits, n, Hkv R), 8 warps, 16 query rows (one head tile): every CTA of a selecting row first
+ *               selects the row's list itself from the block scores (cd_select, into shared memory): forced (+inf) /
+ *               empty (-inf) blocks, the K-th largest key 2 bits a step over the bits in which the finite keys
+ *               differ, one index-ordered scan (ties to the lower index): ascending, -1 padded (the SPEC rule, like
+ *               warp_topk); rows whose causal blocks are all taken (qb + 1 <= K) use 0..qb. Then its two groups of 4
+ *               warps attend its eps entries of the list side by side, in rounds of one 64-key chunk a group (16
+ *               keys a warp for S; one online softmax in base 2 for the CTA, the round's row max and P through
+ *               shared memory; each warp then P V for its own D / 8 output columns) and it writes one partial (o
+ *               unnormalised, max, sum); two entries a CTA at decode
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
  * The arithmetic of the selection mirrors k_dec_lse / k_dec_score (same MMA order, same partial
- * merge order, same head-sum tree), so the blocks equal the pipeline's.
+ * merge order, same head-sum tree), so the blocks equal the pipeline's at G <= 16.
  * On sm_90 the kernels are launched with programmatic stream serialization (PDL; the first one
  * too where it reads nothing before its wait, see cd_launch): each starts while its predecessor
  * drains and waits (griddepcontrol.wait) before it reads what that one wrote, which hides most of
@@ -225,27 +225,36 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #include "cd_select.cuh"
 
-/* 16 rows (the G heads of token t; rows >= G zero) x 64 kernels of one tile: the copies (one commit
- * group; warp_q16_mma waits for them and multiplies) */
-template <int D>
-__device__ __forceinline__ void cd_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g,
-                                              const uint16_t *cbase, int nvalid) {
-    warp_q16_issue<D>(sq, sc, p.q + ((int64_t)t * p.Hq + (int64_t)g * p.G) * D, p.G, cbase, (int64_t)p.Hkv * D,
-                      nvalid);
+/* the first query row of head tile h of token t, KV head g (query head g G + 16 h); the tile holds
+ * p.G - 16 h of the group's heads (more than 16: its first 16) */
+template <int D> __device__ __forceinline__ const uint16_t *cd_q_tile(const CdParams &p, int t, int g, int h) {
+    return p.q + ((int64_t)t * p.Hq + (int64_t)g * p.G + 16 * h) * D;
 }
 
+/* 16 rows (head tile h of token t: heads g G + 16 h + r, rows past the group zero) x 64 kernels of one
+ * tile: the copies (one commit group; warp_q16_mma waits for them and multiplies) */
+template <int D>
+__device__ __forceinline__ void cd_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g, int h,
+                                              const uint16_t *cbase, int nvalid) {
+    warp_q16_issue<D>(sq, sc, cd_q_tile<D>(p, t, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
+}
+
+/* k_cd_lse / k_cd_lse4 take one head tile each: grid.z = Hkv R, z = g R + h; their partials are sub-row
+ * z n + t's */
 template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdParams p) {
     __shared__ __align__(16) uint16_t sq[16 * D];
     __shared__ __align__(16) uint16_t sc[64 * D];
-    const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    const int t = blockIdx.y, z = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    const int g = z / p.R, h = z - g * p.R;
     cd_pdl_wait(); /* c1/c2 from the append */
     cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
     if (p.qb[t] + 1 <= p.K) return; /* every causal block is taken: no scores needed */
     const int vis = p.visL[t];
     if (64 * tile >= vis) return; /* k_cd_score reads tiles below ceil(vis / 64) only */
-    float *part = p.part + (((int64_t)g * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
+    float *part = p.part + (((int64_t)z * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
     float s[8][4];
-    cd_tile_issue<D>(p, sq, sc, t, g, (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D, vis - 64 * tile);
+    cd_tile_issue<D>(p, sq, sc, t, g, h, (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D,
+                     vis - 64 * tile);
     warp_q16_mma<T, D>(sq, sc, s);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
@@ -264,13 +273,13 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
  * Decode (1 token) keeps the 1-warp kernels: the same code as a TPC = 1 instance measured 1.1-1.3 us
  * slower a decode attend (the CTA-wide copy, its barrier and the per-CTA bounds). */
 #define CD_SEL_TOKENS 4
-/* 16 rows (the G heads of token t; rows >= G zero; need false: all zero) x 64 kernels of one tile, the
- * tile copied by all NTHREADS of the CTA (one commit group); cd_tile_wait then waits for the copies
- * and the CTA */
+/* 16 rows (head tile h of token t; rows past the group zero; need false: all zero) x 64 kernels of one
+ * tile, the tile copied by all NTHREADS of the CTA (one commit group); cd_tile_wait then waits for the
+ * copies and the CTA */
 template <int D, int NTHREADS>
-__device__ __forceinline__ void cd_cta_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g,
+__device__ __forceinline__ void cd_cta_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g, int h,
                                                   bool need, const uint16_t *cbase, int nvalid) {
-    cta_q16_issue<D, NTHREADS>(sq, sc, need ? p.q + ((int64_t)t * p.Hq + (int64_t)g * p.G) * D : NULL, p.G, cbase,
+    cta_q16_issue<D, NTHREADS>(sq, sc, need ? cd_q_tile<D>(p, t, g, h) : NULL, p.G - 16 * h, cbase,
                                (int64_t)p.Hkv * D, nvalid);
 }
 __device__ __forceinline__ void cd_tile_wait() {
@@ -283,7 +292,8 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * CD_SEL_TOKEN
     __shared__ __align__(16) uint16_t sq[TPC][16 * D];
     __shared__ __align__(16) uint16_t sc[64 * D];
     const int warp = threadIdx.x >> 5, t0 = blockIdx.y * TPC, t = t0 + warp, t_last = min(t0 + TPC, p.n) - 1;
-    const int g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+    const int z = blockIdx.z, g = z / p.R, h = z - g * p.R, tile = blockIdx.x, lane = threadIdx.x & 31;
+    const int gid = lane >> 2, tig = lane & 3;
     cd_pdl_wait(); /* c1/c2 from the append */
     cd_pdl_start(); /* after the wait: the next kernel may read the append's output before its own wait */
     if (p.qb[t_last] + 1 <= p.K) return; /* every causal block is taken (by every token of the CTA): no scores */
@@ -291,12 +301,12 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * CD_SEL_TOKEN
     const bool tok = t < p.n && p.qb[t] + 1 > p.K;
     const int vis = tok ? p.visL[t] : 0;
     const bool need = tok && 64 * tile < vis;
-    cd_cta_tile_issue<D, 32 * TPC>(p, sq[warp], sc, t, g, need,
+    cd_cta_tile_issue<D, 32 * TPC>(p, sq[warp], sc, t, g, h, need,
                                    (p.exact ? p.c1 : p.c2) + ((int64_t)64 * tile * p.Hkv + g) * D,
                                    p.visL[t_last] - 64 * tile);
     cd_tile_wait();
     if (!need) return;
-    float *part = p.part + (((int64_t)g * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
+    float *part = p.part + (((int64_t)z * p.n + t) * p.ntL + tile) * 16 * 2; /* [16][2] of this tile */
     float s[8][4];
     warp_q16_mma<T, D>(sq[warp], sc, s);
 #pragma unroll
@@ -329,16 +339,17 @@ __device__ __forceinline__ void cd_store_blocks(const CdParams &p, int64_t row, 
     }
 }
 
-/* k_cd_score's and k_cd_score4's per-warp finish, after the PDL wait: the row LSEs from the partials, P
- * of the tile, the head sum, the max-pool into the tile's blocks and their store (cd_store_blocks) */
-__device__ __forceinline__ void cd_score_finish(const CdParams &p, float (&s)[8][4], int64_t row, int t, int tile,
-                                                int qb, int vis1, int *sbm, float *slse, int lane) {
+/* one head tile of cd_score_finish: the row LSEs of sub-row srow (head tile h) from its partials, P of
+ * the tile in s, and its head sum over the 16 rows (rows past the group have an LSE of +inf, so P 0):
+ * lane (gid, tig) gets the sums of columns 8 gid + 2 tig (+1) in kh */
+__device__ __forceinline__ void cd_tile_head_probs(const CdParams &p, float (&s)[8][4], int64_t srow, int h, int ntl,
+                                                   int tile, int vis1, int *sbm, float *slse, int lane,
+                                                   float (&kh)[2]) {
     const int gid = lane >> 2, tig = lane & 3;
-    const int ntl = (p.visL[t] + 63) / 64;
     /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
      * order (row_lse2, as k_dec_score) */
     float4 *sp = (float4 *)(sbm + ((p.nbt + 3) & ~3)); /* [ntl][16][2] as float4 */
-    const float4 *part = (const float4 *)(p.part + row * p.ntL * 16 * 2);
+    const float4 *part = (const float4 *)(p.part + srow * p.ntL * 16 * 2);
     const int n4 = ntl * 16 * 2 / 4;
     for (int base = 0; base < n4; base += 32 * 8) {
         float4 v[8];
@@ -355,18 +366,42 @@ __device__ __forceinline__ void cd_score_finish(const CdParams &p, float (&s)[8]
     }
     __syncwarp();
     /* lane r < 16: row r's (max, sum) pairs are 32 floats apart, so the 16 lanes hit distinct banks */
-    if (lane < 16) slse[lane] = row_lse2((const float2 *)sp + lane, ntl, lane < p.G);
+    if (lane < 16) slse[lane] = row_lse2((const float2 *)sp + lane, ntl, 16 * h + lane < p.G);
     __syncwarp();
-    const int blo0 = p.s1 * 64 * tile / p.B;
     const float lse2[2] = {slse[gid], slse[gid + 8]};
     tile_probs(s, 64 * tile, tig, vis1, p.scale_log2, lse2);
-    /* head sum over the 16 rows (rows >= G are zero): lane (gid, tig) keeps the sums of columns
-     * 8 gid + 2 tig (+1), then max-pools them into the tile's blocks */
-    float keep[2];
-    tile_head_sum16(s, gid, keep);
+    tile_head_sum16(s, gid, kh);
+    __syncwarp(); /* every lane's reads of sp and slse are done before the next head tile's writes */
+}
+
+/* k_cd_score's and k_cd_score4's per-warp finish, after the PDL wait, for each head tile h of the group
+ * (s holds tile 0's S on entry; sq / sc: the warp's query tile and the c1 tile, which stays): the row
+ * LSEs from sub-row (g R + h) n + t's partials, P of the tile, the head sum over its 16 rows, added
+ * over the head tiles in order (G <= 16: the one tile's sum), then the max-pool into the tile's blocks
+ * and their store (cd_store_blocks) into block-score row g n + t */
+template <typename T, int D>
+__device__ __forceinline__ void cd_score_finish(const CdParams &p, float (&s)[8][4], uint16_t *sq, const uint16_t *sc,
+                                                int g, int t, int tile, int qb, int vis1, int *sbm, float *slse,
+                                                int lane) {
+    const int gid = lane >> 2, tig = lane & 3;
+    const int ntl = (p.visL[t] + 63) / 64;
+    float keep[2] = {0.f, 0.f};
+    for (int h = 0; h < p.R; h++) {
+        if (h > 0) { /* head tile h's queries against the same c1 tile (every lane's reads of sq are done) */
+            __syncwarp();
+            warp_q16_issue_q<D>(sq, cd_q_tile<D>(p, t, g, h), p.G - 16 * h);
+            cp_async_commit();
+            warp_q16_mma<T, D>(sq, sc, s);
+        }
+        float kh[2];
+        cd_tile_head_probs(p, s, ((int64_t)g * p.R + h) * p.n + t, h, ntl, tile, vis1, sbm, slse, lane, kh);
+        keep[0] += kh[0];
+        keep[1] += kh[1];
+    }
+    const int blo0 = p.s1 * 64 * tile / p.B;
     pool_kernels(keep, 64 * tile, gid, tig, p.n1, p.s1, p.l1, p.B, qb, p.round_bf16, sbm, blo0);
     __syncwarp();
-    cd_store_blocks(p, row, tile, sbm, lane);
+    cd_store_blocks(p, (int64_t)g * p.n + t, tile, sbm, lane);
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(CdParams p) {
@@ -386,12 +421,12 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
     float s[8][4];
     /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
      * S = Q c1^T is computed before this kernel waits for k_cd_lse */
-    cd_tile_issue<D>(p, sq, sc, t, g, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
+    cd_tile_issue<D>(p, sq, sc, t, g, 0, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D, vis1 - 64 * tile);
     for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
     warp_q16_mma<T, D>(sq, sc, s);
     cd_pdl_wait(); /* the LSE partials */
     cd_pdl_start();
-    cd_score_finish(p, s, row, t, tile, qb, vis1, sbm, slse, lane);
+    cd_score_finish<T, D>(p, s, sq, sc, g, t, tile, qb, vis1, sbm, slse, lane);
 }
 
 /* dynamic shared memory of k_cd_score, per warp: the tile's block maxima [nbt] (rounded to 4), then
@@ -420,7 +455,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * CD_SEL_TOKEN
     float *slse = slse_all[warp];
     /* q and the c1 tile were final when k_cd_lse let this kernel start (after its own wait), so
      * S = Q c1^T is computed before this kernel waits for k_cd_lse */
-    cd_cta_tile_issue<D, 32 * TPC>(p, sq[warp], sc, t, g, need, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D,
+    cd_cta_tile_issue<D, 32 * TPC>(p, sq[warp], sc, t, g, 0, need, p.c1 + ((int64_t)64 * tile * p.Hkv + g) * D,
                                    p.vis1[t_last] - 64 * tile);
     if (need)
         for (int i = lane; i < p.nbt; i += 32) sbm[i] = 0;
@@ -430,7 +465,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * CD_SEL_TOKEN
     warp_q16_mma<T, D>(sq[warp], sc, s);
     cd_pdl_wait(); /* the LSE partials */
     cd_pdl_start();
-    cd_score_finish(p, s, row, t, tile, qb, vis1, sbm, slse, lane);
+    cd_score_finish<T, D>(p, s, sq[warp], sc, g, t, tile, qb, vis1, sbm, slse, lane);
 }
 
 /* attention of the G heads of token t (KV head g) over entries [split * eps, (split + 1) * eps) of
@@ -463,7 +498,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
     constexpr int NT = D / (8 * CD_WARPS); /* n8 output tiles a warp: 2 at d 128, 1 at d 64 */
     static_assert(NT * 8 * CD_WARPS == D && (NT == 1 || NT == 2), "k_cd_attn: the warps' output columns tile D");
     extern __shared__ __align__(16) unsigned char smem[];
-    const int split = blockIdx.x, t = blockIdx.y, g = blockIdx.z;
+    const int split = blockIdx.x, t = blockIdx.y, z = blockIdx.z, g = z / p.R, h = z - g * p.R;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gid = lane >> 2, tig = lane & 3;
     const int grp = warp / CD_GROUP_WARPS, wq = warp % CD_GROUP_WARPS;
     /* [16][D]; this group's [64][D] K and V tiles */
@@ -474,11 +509,12 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
     const int VC = NT == 2 ? 16 * warp : 16 * (warp >> 1); /* the 16 V columns this warp's ldmatrix reads */
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
-    const int64_t rowid = (int64_t)g * p.n + t;
+    const int64_t rowid = (int64_t)g * p.n + t, srow = (int64_t)z * p.n + t; /* block scores; partials */
+    const uint16_t *qt = cd_q_tile<D>(p, t, g, h);
     for (int x = tid; x < 16 * CH; x += CD_WARPS * 32) {
         int r = x / CH, c = x % CH;
-        bool ok = r < p.G;
-        const uint16_t *src = p.q + (ok ? ((int64_t)t * p.Hq + (int64_t)g * p.G + r) * D : 0) + c * 8;
+        bool ok = 16 * h + r < p.G;
+        const uint16_t *src = qt + (ok ? (int64_t)r * D : 0) + c * 8;
         cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
     }
     cp_async_commit();
@@ -643,7 +679,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
         if (has) advance();
     }
     /* the partial: this warp's columns of o (unnormalised), and (max, sum) per row from warp 0 */
-    float *po = p.apart + (rowid * p.nsplit + split) * 16 * D;
+    float *po = p.apart + (srow * p.nsplit + split) * 16 * D;
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         const int r = gid + 8 * ri;
@@ -652,11 +688,12 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
             *reinterpret_cast<float2 *>(po + r * D + 8 * NT * warp + 8 * j + 2 * tig) =
                 make_float2(o[j][2 * ri], o[j][2 * ri + 1]);
         if (warp == 0 && tig == 0)
-            reinterpret_cast<float2 *>(p.aml)[(rowid * p.nsplit + split) * 16 + r] = make_float2(m[ri], l[ri]);
+            reinterpret_cast<float2 *>(p.aml)[(srow * p.nsplit + split) * 16 + r] = make_float2(m[ri], l[ri]);
     }
 }
 
-/* out / lse of 32 columns of one row (token t, head g*G + r) from the partials of every split.
+/* out / lse of 32 columns of one row (token t, head g*G + r: row r % 16 of head tile r / 16) from the
+ * partials of every split.
  * 8 warps, warp w takes splits w, w + 8, ...: all its loads (16 splits a pass) are in flight at once,
  * merged with the warp's own max; then the 8 warps are merged through shared memory. */
 #define CD_COMB_WARPS 8
@@ -665,10 +702,11 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
     __shared__ float sm_[CD_COMB_WARPS], sl[CD_COMB_WARPS], sacc[CD_COMB_WARPS][32];
     const int r = blockIdx.x, t = blockIdx.y / (D / 32), dc = blockIdx.y % (D / 32), g = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, d = 32 * dc + lane;
-    const int64_t rowid = (int64_t)g * p.n + t;
+    const int64_t srow = ((int64_t)g * p.R + (r >> 4)) * p.n + t;
     cd_pdl_wait(); /* the partials */
-    const float2 *ml = reinterpret_cast<const float2 *>(p.aml) + rowid * p.nsplit * 16 + r; /* split stride 16 */
-    const float *po = p.apart + (rowid * p.nsplit * 16 + r) * D + d;                        /* split stride 16 D */
+    /* split strides 16 and 16 D */
+    const float2 *ml = reinterpret_cast<const float2 *>(p.aml) + srow * p.nsplit * 16 + (r & 15);
+    const float *po = p.apart + (srow * p.nsplit * 16 + (r & 15)) * D + d;
     float M = -INFINITY, acc = 0.f, lsum = 0.f;
     for (int sp0 = warp; sp0 < p.nsplit; sp0 += CD_COMB_WARPS * CD_COMB_PASS) {
         float2 mlv[CD_COMB_PASS];
@@ -734,7 +772,8 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
     /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks) */
-    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && ap->G <= CD_MAX_ROWS && c.nbt <= 1024 &&
+    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && ap->G <= CD_MAX_ROWS * CD_MAX_HEAD_TILES &&
+            c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
@@ -743,9 +782,11 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.ntL = (int)((nL + 63) / 64);
     if (c.ntL < 1) c.ntL = 1;
     c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
-    int rows = (int)(ap->Hkv * n);
-    /* attention CTAs per (head, token) row: two per SM over all rows (a sparse decode list of 96
-     * blocks takes 48 of them, one per SM, each attending two blocks at once with its two groups) */
+    const int64_t R = (ap->G + CD_MAX_ROWS - 1) / CD_MAX_ROWS; /* head tiles of a group */
+    int rows = (int)(ap->Hkv * n * R);
+    /* attention CTAs per (head, head tile, token) sub-row: two per SM over all of them (a sparse decode
+     * list of 96 blocks takes 48 of them, one per SM, each attending two blocks at once with its two
+     * groups) */
     int target = (2 * cuda_num_sms() + rows - 1) / rows;
     if (target < 1) target = 1;
     if (target > 1024) target = 1024;
@@ -753,13 +794,13 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.nsplit = target; /* any list: eps >= len / target entries a split gives <= target splits */
     size_t off = 0;
     c.off_part = off;
-    off += cd_al((size_t)ap->Hkv * n * 16 * c.ntL * 2 * sizeof(float));
+    off += cd_al((size_t)ap->Hkv * R * n * 16 * c.ntL * 2 * sizeof(float));
     c.off_bs = off;
     off += cd_al((size_t)ap->Hkv * n * 2 * c.nbmax * sizeof(float));
     c.off_apart = off;
-    off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * ap->D * sizeof(float));
+    off += cd_al((size_t)ap->Hkv * R * n * c.nsplit * 16 * ap->D * sizeof(float));
     c.off_aml = off;
-    off += cd_al((size_t)ap->Hkv * n * c.nsplit * 16 * 2 * sizeof(float));
+    off += cd_al((size_t)ap->Hkv * R * n * c.nsplit * 16 * 2 * sizeof(float));
     c.total = off;
     return c;
 }
@@ -811,7 +852,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
         const size_t ssm = cd_score_warp_smem(c.nbt, c.ntL) * (four ? 4 : 1);
         void (*lse)(CdParams) = four ? k_cd_lse4<T, D> : k_cd_lse<T, D>;
         void (*score)(CdParams) = four ? k_cd_score4<T, D> : k_cd_score<T, D>;
-        s = cd_go(lse, dim3((unsigned)c.ntL, ny, (unsigned)p.Hkv), four ? 128 : 32, 0, st, pdl, "k_cd_lse", p);
+        s = cd_go(lse, dim3((unsigned)c.ntL, ny, (unsigned)(p.Hkv * p.R)), four ? 128 : 32, 0, st, pdl, "k_cd_lse", p);
         if (!s) s = cuda_func_smem((const void *)score, ssm, "k_cd_score");
         if (!s)
             s = cd_go(score, dim3((unsigned)(c.nt1 > 0 ? c.nt1 : 1), ny, (unsigned)p.Hkv), four ? 128 : 32, ssm, st,
@@ -828,8 +869,8 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
     const size_t smem = cd_attn_smem<D>() + (size_t)(p.topk_out > 0 ? p.topk_out : 1) * sizeof(int32_t);
     if (!s) s = cuda_func_smem((const void *)attn, smem, "k_cd_attn");
     if (!s)
-        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)p.Hkv), CD_WARPS * 32, smem, st, pdl,
-                  "k_cd_attn", p);
+        s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)(p.Hkv * p.R)), CD_WARPS * 32, smem, st,
+                  pdl, "k_cd_attn", p);
     pdl = pdl_ok;
     if (!s)
         s = cd_go(k_cd_combine<T, D>, dim3((unsigned)p.G, (unsigned)(p.n * (D / 32)), (unsigned)p.Hkv),
@@ -855,6 +896,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.aml = (float *)(ws + c.off_aml);
     sel_fill_params(p, ap);
     p.n = (int)ap->total_q;
+    p.R = (p.G + CD_MAX_ROWS - 1) / CD_MAX_ROWS;
     p.L = (int)ap->total_k;
     p.ntL = c.ntL;
     p.nbmax = c.nbmax;
@@ -887,7 +929,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
 }
 
 /* The stateless few-query call (cuda_attention of one sequence with host lengths, total_q <= 16,
- * G <= 16) on these kernels, over the c1 / c2 that the call has just compressed (rows from 0, as the
+ * any G) on these kernels, over the c1 / c2 that the call has just compressed (rows from 0, as the
  * cache stores them): k_cd_lse + k_cd_score + k_cd_attn (which selects) + k_cd_combine take the place
  * of k_dec_lse / k_dec_score / k_dec_topk, the split stage 2 and k_combine. The selection's arithmetic
  * is the same (see "fast decode step"), so the blocks are too; the output is a different split of

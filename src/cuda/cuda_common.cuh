@@ -229,9 +229,8 @@ __device__ __forceinline__ void load_qf(uint32_t (&qf)[D / 16][4], const uint16_
  * warp_q16_issue copies the G query heads of one token (qtok: its head g*G, rows >= G zero) and 64
  * compressed keys (rows >= nvalid zero) into swizzled tiles (cp.async, one commit group);
  * warp_q16_mma waits for them and computes S = Q C^T into C fragments (s[j] = columns 8 j..8 j+7). */
-template <int D>
-__device__ __forceinline__ void warp_q16_issue(uint16_t *sq, uint16_t *sc, const uint16_t *qtok, int G,
-                                               const uint16_t *cbase, int64_t cstride, int nvalid) {
+/* the query part alone (no commit): rows >= G (G may exceed 16: rows 0..15 are copied) zero */
+template <int D> __device__ __forceinline__ void warp_q16_issue_q(uint16_t *sq, const uint16_t *qtok, int G) {
     constexpr int CH = D / 8;
     const int lane = threadIdx.x & 31;
     for (int x = lane; x < 16 * CH; x += 32) {
@@ -239,6 +238,13 @@ __device__ __forceinline__ void warp_q16_issue(uint16_t *sq, uint16_t *sc, const
         const bool ok = r < G;
         cp_async16(sq + swz<D>(r, c * 8), qtok + (ok ? (int64_t)r * D : 0) + c * 8, ok ? 16 : 0);
     }
+}
+template <int D>
+__device__ __forceinline__ void warp_q16_issue(uint16_t *sq, uint16_t *sc, const uint16_t *qtok, int G,
+                                               const uint16_t *cbase, int64_t cstride, int nvalid) {
+    constexpr int CH = D / 8;
+    const int lane = threadIdx.x & 31;
+    warp_q16_issue_q<D>(sq, qtok, G);
     for (int x = lane; x < 64 * CH; x += 32) {
         const int r = x / CH, c = x % CH;
         const bool ok = r < nvalid;

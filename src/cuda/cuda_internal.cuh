@@ -52,7 +52,7 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
                                      const int32_t *cu_c1, const int32_t *cu_c2, int32_t *topk, void *ws,
                                      cudaStream_t st);
 
-/* The stateless call of one sequence (host lengths) with total_q <= 16 and G <= 16 on the decode
+/* The stateless call of one sequence (host lengths) with total_q <= 16 (any G) on the decode
  * cache's kernels (cuda_cache.cu), over c1 / c2 compressed into rows from 0 (c1, c2 unused when the
  * sequence is dense). cuda_fewq_cd_bytes: its workspace, 0 when it does not apply (or
  * INFLLM_CUDA_NO_FEWQ_CD=1); ws: that many bytes, 256-byte aligned. */

@@ -7,7 +7,7 @@
  *   stage 1 + LSE approximation + group sum + max-pool + forced blocks + top-k; the score matrix
  *   stays on chip) -> k_flash<sparse> (filter: sparse sequences);
  *   dense sequences: k_flash<dense> (filter: dense sequences);
- *   one sequence (host lengths) of <= 16 queries with G <= 16 (dense: <= 2): (k_offsets + k_compress
+ *   one sequence (host lengths) of <= 16 queries, any G (dense: <= 2): (k_offsets + k_compress
  *   when sparse, then) the decode cache's kernels, k_cd_lse / k_cd_score / k_cd_attn / k_cd_combine, over the
  *   freshly compressed c1 / c2 (cuda_cache.cu; INFLLM_CUDA_NO_FEWQ_CD=1: the kernels above).
  * Workspace (256-byte aligned pieces): cu_c1/cu_c2, c1, c2, topk_idx [Hkv, total_q, topk_out],
