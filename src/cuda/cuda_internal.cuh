@@ -71,10 +71,10 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
 
 /* Properties of the current device (cudaGetDevice), read from the driver once per device and kept in
  * a table (thread-safe; no device call after the first): SM count, compute capability, the opt-in
- * shared memory limit of one block. A device whose attributes cannot be read gets 100 SMs, cc 0.0
- * and 48 KB, so every capability check fails closed. */
+ * shared memory limit of one block, the shared memory of one SM. A device whose attributes cannot be
+ * read gets 100 SMs, cc 0.0 and 48 KB, so every capability check fails closed. */
 struct CudaDevProps {
-    int sms, cc_major, cc_minor, smem_optin;
+    int sms, cc_major, cc_minor, smem_optin, smem_per_sm;
 };
 CudaDevProps cuda_dev_props(void);
 /* cuda_dev_props().sms */

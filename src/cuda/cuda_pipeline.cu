@@ -27,7 +27,7 @@ CudaDevProps cuda_dev_props(void) {
     static CudaDevProps props[MAX_DEV];
     static std::atomic<int> ready[MAX_DEV];
     static std::mutex lock;
-    CudaDevProps p = {100, 0, 0, 48 * 1024};
+    CudaDevProps p = {100, 0, 0, 48 * 1024, 48 * 1024};
     int dev = 0, v = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -40,6 +40,8 @@ CudaDevProps cuda_dev_props(void) {
     if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess) p.cc_minor = v;
     if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess && v > 0)
         p.smem_optin = v;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess && v > 0)
+        p.smem_per_sm = v;
     (void)cudaGetLastError();
     if (cached) {
         std::lock_guard<std::mutex> guard(lock);

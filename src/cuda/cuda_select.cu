@@ -37,6 +37,7 @@ struct SelParams {
     int filter_sparse, mode, dense_len;
     int nbmax; /* block-score slots per token (fused) */
     int wg_order; /* k_select90: warpgroups issue each tile's products one after the other */
+    int gpad;     /* k_select: a token's rows padded to 16 (heads G..15 zero, masked), as k_select90 */
 };
 
 __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
@@ -166,7 +167,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     const int64_t pos0 = (int64_t)lk - lq + tok0;
     const int64_t pos_last = pos0 + ntok - 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
-    const int G = p.G;
+    /* rows a token: the group's G heads, or 16 with gpad (heads Gr..15: zero rows that see no kernel,
+     * so their P is 0, the head sums are the Gr heads' and a CTA holds as many tokens as at G = 16) */
+    const int Gr = p.G, G = p.gpad ? 16 : Gr;
 
     if (p.topk) {
         /* tokens with <= K causal blocks take them all */
@@ -198,8 +201,10 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         rvalid[ri] = r < p.TT * G && tt < ntok;
         rtt[ri] = rvalid[ri] ? tt : 0;
         int64_t pos = pos0 + rtt[ri];
-        visL[ri] = rvalid[ri] ? d_visible(pos, lL, sL, nL) : 0;
-        vis1[ri] = rvalid[ri] ? d_visible(pos, p.l1, p.s1, n1) : 0;
+        /* a padding row (gpad: head r % G >= Gr) sees no kernel, so its LSE is +inf and its P 0 */
+        const bool sees = rvalid[ri] && r - tt * G < Gr;
+        visL[ri] = sees ? d_visible(pos, lL, sL, nL) : 0;
+        vis1[ri] = sees ? d_visible(pos, p.l1, p.s1, n1) : 0;
     }
     const int maxvisL = d_visible(pos_last, lL, sL, nL);
     /* fused top-k: the kernels past sel_pass2_kernels touch only blocks every token forces, so pass 2
@@ -214,9 +219,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         for (int i = tid; i < M * CH; i += NT) {
             int r = i / CH, c = i % CH;
             int tt = r / G, hh = r % G;
-            bool ok = r < p.TT * G && tt < ntok;
+            bool ok = r < p.TT * G && tt < ntok && hh < Gr;
             const uint16_t *src =
-                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
+                qg + (ok ? ((q0 + tok0 + tt) * p.Hq + (int64_t)g * Gr + hh) * D : 0) + c * 8;
             cp_async16(sQ + swz<D>(r, c * 8), src, ok ? 16 : 0);
         }
     }
@@ -967,6 +972,31 @@ static infllm_status sel_dispatch_nw(int NW, const SelParams &p, size_t smem, in
 
 static int max_smem_optin(void) { return cuda_dev_props().smem_optin; }
 
+/* k_select for a group of G < 16 heads pads a token's rows to 16 (gpad: heads G..15 zero and masked):
+ * unpadded, a CTA holds the block scores of 64 / G tokens (at 128K and G 4, 128 KB: one CTA of 4 warps
+ * an SM), padded those of 4 tokens as at G 16, for 16 / G times the products. The rule follows session
+ * 24's A/B of the select time (H200, INFLLM_CUDA_NO_WGMMA=1, padded / unpadded speed):
+ *   G 4 (d 128)       1.04x / 1.27x / 3.58x at 8K / 32K / 128K: pad
+ *   G 8 (d 64)        2.79x / 3.26x / 5.16x at 8K / 32K / 128K: pad
+ *   G 2 (d 128)       0.71x / 0.90x at 8K / 32K (8x the products): never pad below G 4
+ *   G 7 (d 128)       0.84x at 32K (3 CTAs an SM either way), 1.90x at 128K (3 against 1): pad where
+ *                     more 4-warp CTAs fit an SM (by shared memory, 1 KB a CTA reserved by the driver)
+ * INFLLM_CUDA_SEL_PAD16=1 forces the padding, INFLLM_CUDA_NO_SEL_PAD16=1 forbids it (A/B switches; read
+ * once). */
+static int sel_pad16(const infllm_attn_params *ap, int nbmax) {
+    static std::atomic<int> pad{CUDA_ENV_UNREAD}, nopad{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_NO_SEL_PAD16", &nopad) == 1) return 0;
+    if (cuda_env_int("INFLLM_CUDA_SEL_PAD16", &pad) == 1) return 1;
+    if (ap->G < 4) return 0;
+    if (16 % ap->G == 0) return 1;
+    const size_t per_sm = (size_t)cuda_dev_props().smem_per_sm;
+    /* k_select<4>'s CTAs an SM by shared memory, at most its 3 */
+    auto ctas = [&](size_t smem) { return (int)min((size_t)3, per_sm / (smem + 1024)); };
+    const size_t plain = sel_smem(ap->D, 4, 64 / ap->G, nbmax, 1, (16 % ap->G) != 0);
+    const size_t padded = sel_smem(ap->D, 4, 4, nbmax, 1, 0);
+    return ctas(padded) > ctas(plain);
+}
+
 /* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 template <typename P>
 static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -997,8 +1027,12 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     p.dense_len = ap->dense_len;
     p.nbmax = topk ? (int)((ap->max_lk + ap->B - 1) / ap->B) : 0;
     p.nbmax = (p.nbmax + 3) & ~3; /* rows of 16 bytes: k_select's finalize reads and writes 4 keys at a time */
-    int generic = (16 % ap->G) != 0;
     int limit = max_smem_optin();
+    /* k_select with a token's rows padded to 16 (sel_pad16) for a fused selection of groups below 16
+     * where that keeps more warps an SM */
+    const int gpad = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16 && sel_pad16(ap, p.nbmax);
+    const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
+    int generic = (16 % Gk) != 0;
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
      * CTA) when its block scores fit (to ~200K tokens at d 128) and the row
@@ -1030,8 +1064,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     }
     for (int i = 0; i < 3 && !NW; i++) {
         int nw = cands[i];
-        if (ap->G > 16 * nw) continue;
-        int TT = 16 * nw / ap->G;
+        if (Gk > 16 * nw) continue;
+        int TT = 16 * nw / Gk;
         if (sel_smem(ap->D, nw, TT, p.nbmax, topk != NULL, generic) <= (size_t)limit) NW = nw;
     }
     if (!NW)
@@ -1039,7 +1073,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
                                 "CUDA stage 1: group size %d with %d blocks per sequence does not fit in shared "
                                 "memory (max group 128; blocks x tokens-per-tile x 4 bytes must fit)",
                                 ap->G, p.nbmax);
-    p.TT = 16 * NW / ap->G;
+    p.TT = 16 * NW / Gk;
+    p.gpad = gpad;
     size_t smem = sel_smem(ap->D, NW, p.TT, p.nbmax, topk != NULL, generic);
     int64_t gx = (ap->max_lq + p.TT - 1) / p.TT;
     if (scores) {
