@@ -14,8 +14,9 @@ and whether outputs and LSE are bitwise equal to the first configuration's.
 The first configuration is the baseline. A configuration with switches (VAR=VALUE after a colon)
 gets its own copy of the library, loaded while they are set (the library reads each switch once).
 
-Shapes: Hq 32 / Hkv 2 / d 128, bf16, MiniCPM4.1 defaults, the bench's structured inputs; the
-queries are the last --lq tokens of a --tk token sequence. Needs an NVIDIA GPU and PyTorch.
+Shapes: Hq 32 / Hkv 2 / d 128, bf16 (--shape HQ,HKV,D and --dtype f16 as in cuda_bench.py), MiniCPM4.1
+defaults, the bench's structured inputs; the queries are the last --lq tokens of a --tk token sequence.
+Needs an NVIDIA GPU and PyTorch.
 """
 import argparse
 import ctypes as C
@@ -26,7 +27,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cuda_bench import HQ, check, env_switches, layout, load_lib, make_inputs, params, timeit  # noqa: E402
+import cuda_bench  # noqa: E402  (its shape globals: set_shape)
+from cuda_bench import check, env_switches, layout, load_lib, make_inputs, params, timeit  # noqa: E402
 from infllm_ctypes import DENSE, SPARSE  # noqa: E402
 
 
@@ -57,7 +59,7 @@ class Call:
         self.lib, self.env = lib, env
         self.q, self.k, self.v = q, k, v
         self.out = torch.empty_like(q)
-        self.lse = torch.empty(lq, HQ, device="cuda", dtype=torch.float32)
+        self.lse = torch.empty(lq, cuda_bench.HQ, device="cuda", dtype=torch.float32)
         self.p = params(lib, mode)
         self.l = layout(lq, tk)
         wsb = C.c_size_t(0)
@@ -104,7 +106,11 @@ def main():
     ap.add_argument("--kernels", action="store_true", help="also the per-kernel device times")
     ap.add_argument("--mode", choices=("sparse", "dense"), default="sparse",
                     help="attention mode of the calls (default sparse, the MiniCPM4.1 path past dense_len)")
+    ap.add_argument("--shape", default="32,2,128", metavar="HQ,HKV,D",
+                    help="query heads, KV heads, head_dim (default 32,2,128: MiniCPM4's)")
+    ap.add_argument("--dtype", default="bf16", choices=("bf16", "f16"))
     a = ap.parse_args()
+    cuda_bench.set_shape(a.shape, a.dtype)
     cfgs = parse_configs(a)
     try:
         lqs = [int(x) for x in a.lq.split(",") if x]
@@ -130,7 +136,7 @@ def main():
         if path not in libs:
             libs[path] = load_lib(path)
     q_all, k, v = make_inputs(a.tk)
-    print(f"# smallq_ab: {torch.cuda.get_device_name()}, {a.mode}, tk {a.tk}, rounds {a.rounds} x {a.reps} calls; "
+    print(f"# smallq_ab: {torch.cuda.get_device_name()}, {a.mode}, shape {a.shape} {a.dtype}, tk {a.tk}, rounds {a.rounds} x {a.reps} calls; "
           f"ms per infllm_attention call (median), ratio = first / this")
     for lq in lqs:
         q = q_all[a.tk - lq:].contiguous()

@@ -642,6 +642,12 @@ int main(void) {
         {"g32-fewq-decode-L2300", BF, 128, 32, 1, 1, {1}, {2300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         {"g71-fewq-9-d64-B32", BF, 64, 71, 1, 1, {9}, {1500}, 32, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         {"g20-f16-fewq-dense-2", F16, 128, 40, 2, 1, {2}, {1800}, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 0, 0},
+        /* few-query calls of several sequences (<= 64 rows: the small-batch selection, k_dec_*) with groups that
+         * do not divide 16 or exceed it (head tiles since session 24): G 7 with 4-token CTAs, G 32 at decode
+         * (1-warp CTAs), G 40 (3 tiles, the last of 8 heads) in f16 / d 64 */
+        {"g7-fewq-varlen-23", BF, 128, 14, 2, 3, {1, 15, 7}, {2400, 1900, 1300}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g32-fewq-varlen-decode", BF, 128, 32, 1, 3, {1, 1, 1}, {2100, 1500, 900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
+        {"g40-f16-d64-fewq-varlen-40", F16, 64, 40, 1, 2, {30, 10}, {1800, 1200}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
     };
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
      * (a quick device run of one case; cuda_check.sh never sets it) */

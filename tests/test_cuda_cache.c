@@ -489,13 +489,14 @@ int main(void) {
          {131000, 5}, {1, 5}, {1, 1}, 0},
         /* groups above 16: the cache's own kernels take the group as ceil(G / 16) head tiles of 16 rows
          * (k_cd_score adds the tiles' head sums; k_cd_attn a CTA a tile); G 20 leaves 4 rows in its
-         * second tile; 5-token attends run the 4-token selection CTAs; G 24 dense */
+         * second tile; 5- and 6-token attends run the 4-token selection CTAs, its 40-token attend the
+         * small-batch selection (k_dec_*, head tiles too); G 24 dense */
         {"g32-bf16", BF, 128, 64, 2, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 2600, 3,
          {2000, 1, 5}, {1, 1, 5}, {1, 6, 2}, 1},
         {"g48-mqa-f16-d64", F16, 64, 48, 1, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 1500, 2,
          {1200, 1}, {1, 1}, {1, 4}, 1},
-        {"g20-d64-exact", BF, 64, 40, 2, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 2300, 3,
-         {1900, 1, 6}, {1, 1, 6}, {1, 5, 2}, 1},
+        {"g20-d64-exact", BF, 64, 40, 2, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 2300, 4,
+         {1900, 1, 6, 40}, {1, 1, 6, 40}, {1, 5, 2, 1}, 1},
         {"dense-mode-g24", BF, 128, 24, 1, 0, 0, 0, 1, 2, 6, 0, 8192, INFLLM_MODE_DENSE, 2600, 2,
          {2500, 1}, {1, 1}, {1, 3}, 0},
         /* exact LSE past ~220K tokens at d 128: the 1-token k_cd_score's LSE partials (128 bytes a tile

@@ -1193,11 +1193,12 @@ extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *bl
 /* ------------------------------------------------ small-batch (decode) selection ---- */
 /* For a handful of query rows (decode) the fused kernel would leave the GPU idle: one CTA per
  * (token, KV head) walks every kernel. Here each warp takes one 64-kernel tile instead:
- *   k_dec_lse:   per LSE-level tile, per row partial (max, sum)          -> part [Hkv][T][nt][16][2]
- *   k_dec_score: per c1 tile, merge the partials, P, group sum, round,
- *                global atomicMax into the block scores                  -> bsg  [Hkv][T][nbmax]
+ *   k_dec_lse:   per LSE-level tile and head tile, per row partial (max, sum) -> part [Hkv][R][T][nt][16][2]
+ *   k_dec_score: per c1 tile, for each head tile merge the partials, P, head sum; the head tiles'
+ *                sums added in order, round, global atomicMax into the block scores -> bsg [Hkv][T][nbmax]
  *   k_dec_topk:  a team of DEC_TOPK_TW warps per (KV head, row): forced blocks, top-k.
- * Needs 16 % G == 0 (one token's heads in one m16 tile). */
+ * A token's G heads are R = ceil(G / 16) m16 head tiles (rows past G zero; G <= 16: one tile, and the
+ * arithmetic is the k_cd_* kernels' of the decode cache). Before session 24: 16 % G == 0 only. */
 struct DecParams {
     const void *q, *c1, *c2;
     const int32_t *cu_c1, *cu_c2;
@@ -1207,7 +1208,8 @@ struct DecParams {
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
     int filter_sparse, mode, dense_len;
     int ntL;      /* LSE-level tiles (max over sequences) */
-    float *part;  /* [Hkv][total_q][ntL][16][2] */
+    int R;        /* head tiles of a group, ceil(G / 16) */
+    float *part;  /* [Hkv][R][total_q][ntL][16][2] */
     float *bsg;   /* [Hkv][total_q][nbmax], zeroed */
     int nbmax;
     int32_t *topk;
@@ -1229,12 +1231,39 @@ __device__ __forceinline__ bool dec_row(const DecParams &p, int64_t &q0, int32_t
     return true;
 }
 
+/* the first query row of head tile h of token q0 + i, KV head g (p.G - 16 h heads of the group from it) */
+template <int D>
+__device__ __forceinline__ const uint16_t *dec_q_tile(const DecParams &p, int64_t q0, int i, int g, int h) {
+    return (const uint16_t *)p.q + ((q0 + i) * p.Hq + (int64_t)g * p.G + 16 * h) * D;
+}
+
 template <typename T, int D>
-__device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &sm, int64_t q0, int i, int g,
+__device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &sm, int64_t q0, int i, int g, int h,
                                                 const uint16_t *cbase, int nvalid, float (&s)[8][4]) {
-    warp_q16_issue<D>(sm.q, sm.c, (const uint16_t *)p.q + ((q0 + i) * p.Hq + (int64_t)g * p.G) * D, p.G, cbase,
-                      (int64_t)p.Hkv * D, nvalid);
+    warp_q16_issue<D>(sm.q, sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
     warp_q16_mma<T, D>(sm.q, sm.c, s);
+}
+
+/* head tile h (> 0) of the same token against the c1 tile already in shared memory (sc): its query
+ * rows replace the previous tile's in sq (every lane's reads of sq are done), then S */
+template <typename T, int D>
+__device__ __forceinline__ void dec_next_head_tile(const DecParams &p, uint16_t *sq, const uint16_t *sc, int64_t q0,
+                                                   int i, int g, int h, float (&s)[8][4]) {
+    __syncwarp();
+    warp_q16_issue_q<D>(sq, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h);
+    cp_async_commit();
+    warp_q16_mma<T, D>(sq, sc, s);
+}
+
+/* P of head tile h in s (its sub-row's LSE partials: part, [ntl][16] (max, sum) pairs), then its 16-row
+ * head sum added to keep (lane (gid, tig): columns 8 gid + 2 tig (+1)) */
+__device__ __forceinline__ void dec_tile_head_sum(const DecParams &p, float (&s)[8][4], const float (&lse2)[2], int t,
+                                                  int tig, int gid, int vis1, float (&keep)[2]) {
+    tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
+    float kh[2];
+    tile_head_sum16(s, gid, kh);
+    keep[0] += kh[0];
+    keep[1] += kh[1];
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(DecParams p) {
@@ -1243,13 +1272,15 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(Dec
     int32_t lq, lk;
     int i, b;
     if (!dec_row(p, q0, lq, k0, lk, i, b)) return;
-    const int g = blockIdx.z, t = blockIdx.x, lane = threadIdx.x, gid = lane >> 2, tig = lane & 3;
+    /* grid.z = Hkv R: a head tile each, z = g R + h */
+    const int z = blockIdx.z, g = z / p.R, h = z - g * p.R, t = blockIdx.x, lane = threadIdx.x, gid = lane >> 2,
+              tig = lane & 3;
     int64_t pos = (int64_t)lk - lq + i;
     if (pos / p.B + 1 <= p.K) return;
     int32_t n1 = d_windows(lk, p.l1, p.s1), n2 = d_windows(lk, p.l2, p.s2);
     int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
     int vis = d_visible(pos, lL, sL, nL);
-    float *part = p.part + (((int64_t)g * p.sd.total_q + q0 + i) * p.ntL + t) * 32;
+    float *part = p.part + (((int64_t)z * p.sd.total_q + q0 + i) * p.ntL + t) * 32;
     if (64 * t >= vis) {
         if (lane < 16) {
             part[2 * lane] = -INFINITY;
@@ -1260,7 +1291,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(Dec
     int64_t cL0 = p.exact ? (p.cu_c1 ? p.cu_c1[b] : 0) : (p.cu_c2 ? p.cu_c2[b] : 0);
     const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
     float s[8][4];
-    dec_tile_scores<T, D>(p, sm, q0, i, g, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis - 64 * t, s);
+    dec_tile_scores<T, D>(p, sm, q0, i, g, h, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis - 64 * t, s);
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         float mx = tile_row_scale_max(s, ri, 64 * t, tig, vis, p.scale_log2);
@@ -1289,18 +1320,23 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     if (64 * t >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
     int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
     int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
-    const float2 *part = (const float2 *)p.part + ((int64_t)g * p.sd.total_q + q0 + i) * p.ntL * 16;
-    const float lse2[2] = {row_lse2(part + gid, ntl, gid < p.G), row_lse2(part + gid + 8, ntl, gid + 8 < p.G)};
     int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
     float s[8][4];
-    dec_tile_scores<T, D>(p, sm, q0, i, g, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D, vis1 - 64 * t,
-                          s);
-    tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
-    /* head sum over the G rows of the token (rows >= G are zero): lane (gid, tig) max-pools the sums
-     * of its columns 8 gid + 2 tig (+1) */
+    /* head sums over the G rows of the token, head tile by head tile (rows past G are zero): lane
+     * (gid, tig) max-pools the sums of its columns 8 gid + 2 tig (+1) */
+    float keep[2] = {0.f, 0.f};
+    for (int h = 0; h < p.R; h++) {
+        const float2 *part = (const float2 *)p.part + (((int64_t)g * p.R + h) * p.sd.total_q + q0 + i) * p.ntL * 16;
+        const float lse2[2] = {row_lse2(part + gid, ntl, 16 * h + gid < p.G),
+                               row_lse2(part + gid + 8, ntl, 16 * h + gid + 8 < p.G)};
+        if (h == 0)
+            dec_tile_scores<T, D>(p, sm, q0, i, g, 0, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D,
+                                  vis1 - 64 * t, s);
+        else
+            dec_next_head_tile<T, D>(p, sm.q, sm.c, q0, i, g, h, s);
+        dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+    }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
-    float keep[2];
-    tile_head_sum16(s, gid, keep);
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
 }
 
@@ -1333,11 +1369,10 @@ __device__ __forceinline__ bool dec_cta(const DecParams &p, int64_t &q0, int32_t
  * position) and this warp's token's Q (need false: zeros); the caller waits and syncs the CTA */
 template <int D, int TPC>
 __device__ __forceinline__ void dec_tile_load(const DecParams &p, DecSmem4<D, TPC> &sm, int64_t q0, int i, int g,
-                                              bool need, const uint16_t *cbase, int nvalid) {
+                                              int h, bool need, const uint16_t *cbase, int nvalid) {
     const int warp = threadIdx.x >> 5;
-    cta_q16_issue<D, 32 * TPC>(sm.q[warp], sm.c,
-                               need ? (const uint16_t *)p.q + ((q0 + i) * p.Hq + (int64_t)g * p.G) * D : NULL, p.G,
-                               cbase, (int64_t)p.Hkv * D, nvalid);
+    cta_q16_issue<D, 32 * TPC>(sm.q[warp], sm.c, need ? dec_q_tile<D>(p, q0, i, g, h) : NULL, p.G - 16 * h, cbase,
+                               (int64_t)p.Hkv * D, nvalid);
 }
 
 template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKENS) k_dec_lse4(DecParams p) {
@@ -1347,8 +1382,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     int32_t lq, lk;
     int i0, b;
     if (!dec_cta<TPC>(p, q0, lq, k0, lk, i0, b)) return;
-    const int g = blockIdx.z, t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2,
-              tig = lane & 3;
+    /* grid.z = Hkv R: a head tile each, z = g R + h */
+    const int z = blockIdx.z, g = z / p.R, h = z - g * p.R, t = blockIdx.x, warp = threadIdx.x >> 5,
+              lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
     const int i_last = min(i0 + TPC, lq) - 1, i = i0 + warp;
     const int64_t pos_last = (int64_t)lk - lq + i_last, pos = (int64_t)lk - lq + i;
     if (pos_last / p.B + 1 <= p.K) return; /* no token of the CTA selects (the first ones never do before it) */
@@ -1357,7 +1393,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     const bool tok = i < lq && pos / p.B + 1 > p.K;
     const int vis = tok ? d_visible(pos, lL, sL, nL) : 0, vis_last = d_visible(pos_last, lL, sL, nL);
     const bool need = tok && 64 * t < vis;
-    float *part = p.part + (((int64_t)g * p.sd.total_q + q0 + i) * p.ntL + t) * 32;
+    float *part = p.part + (((int64_t)z * p.sd.total_q + q0 + i) * p.ntL + t) * 32;
     if (tok && !need && lane < 16) {
         part[2 * lane] = -INFINITY;
         part[2 * lane + 1] = 0.f;
@@ -1365,7 +1401,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     if (64 * t >= vis_last) return; /* no warp of the CTA sees a kernel of this tile */
     int64_t cL0 = p.exact ? (p.cu_c1 ? p.cu_c1[b] : 0) : (p.cu_c2 ? p.cu_c2[b] : 0);
     const uint16_t *cL = (const uint16_t *)(p.exact ? p.c1 : p.c2);
-    dec_tile_load<D, TPC>(p, sm, q0, i, g, need, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis_last - 64 * t);
+    dec_tile_load<D, TPC>(p, sm, q0, i, g, h, need, cL + ((cL0 + 64 * t) * p.Hkv + g) * D, vis_last - 64 * t);
     cp_async_wait<0>();
     __syncthreads();
     if (!need) return;
@@ -1404,27 +1440,35 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     const int vis1 = tok ? d_visible(pos, p.l1, p.s1, n1) : 0;
     const bool need = tok && 64 * t < vis1;
     int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
-    dec_tile_load<D, TPC>(p, sm, q0, i, g, need, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D,
+    dec_tile_load<D, TPC>(p, sm, q0, i, g, 0, need, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D,
                           vis1_last - 64 * t);
+    int ntl = 0;
     float lse2[2] = {0.f, 0.f};
-    if (need) { /* the row LSEs from the partials, while the tile is in flight */
+    auto row_lses = [&](int h) { /* head tile h's row LSEs from its sub-row's partials */
+        const float2 *part = (const float2 *)p.part + (((int64_t)g * p.R + h) * p.sd.total_q + q0 + i) * p.ntL * 16;
+        lse2[0] = row_lse2(part + gid, ntl, 16 * h + gid < p.G);
+        lse2[1] = row_lse2(part + gid + 8, ntl, 16 * h + gid + 8 < p.G);
+    };
+    if (need) { /* head tile 0's row LSEs, while the tile is in flight */
         int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
-        int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
-        const float2 *part = (const float2 *)p.part + ((int64_t)g * p.sd.total_q + q0 + i) * p.ntL * 16;
-        lse2[0] = row_lse2(part + gid, ntl, gid < p.G);
-        lse2[1] = row_lse2(part + gid + 8, ntl, gid + 8 < p.G);
+        ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
+        row_lses(0);
     }
     cp_async_wait<0>();
     __syncthreads();
     if (!need) return;
     float s[8][4];
     warp_q16_mma<T, D>(sm.q[warp], sm.c, s);
-    tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
-    /* head sum over the G rows of the token (rows >= G are zero): lane (gid, tig) max-pools the sums
-     * of its columns 8 gid + 2 tig (+1) */
+    /* head sums over the G rows of the token, head tile by head tile (rows past G are zero): lane
+     * (gid, tig) max-pools the sums of its columns 8 gid + 2 tig (+1) */
+    float keep[2] = {0.f, 0.f};
+    dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+    for (int h = 1; h < p.R; h++) {
+        row_lses(h);
+        dec_next_head_tile<T, D>(p, sm.q[warp], sm.c, q0, i, g, h, s);
+        dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+    }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
-    float keep[2];
-    tile_head_sum16(s, gid, keep);
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
 }
 
@@ -1472,6 +1516,8 @@ static void dec_select_kernels(const DecParams &p, dim3 g1, dim3 g2, cudaStream_
     }
 }
 
+#define DEC_MAX_HEAD_TILES 8 /* G <= 128, the API's largest group */
+
 /* block-score slots of a row: all blocks of the longest sequence, rounded up to 4 (sel90_topk_radix
  * reads 4 keys a lane and zero-pads the row to a multiple of 4) */
 static int64_t dec_nbmax(const infllm_attn_params *ap) {
@@ -1480,11 +1526,19 @@ static int64_t dec_nbmax(const infllm_attn_params *ap) {
 
 size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
     static std::atomic<int> no_dec{CUDA_ENV_UNREAD};
-    if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || 16 % ap->G != 0) return 0;
+    if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || ap->G > 16 * DEC_MAX_HEAD_TILES)
+        return 0;
+    /* groups that divide 16 and groups above 16 take it up to 64 queries (G 32, Hkv 1, 128K keys on the H200:
+     * 17 / 64 queries 2.85x / 2.05x the fused k_select's speed, session 24); the other groups below 16 fill
+     * a tile with fewer than 16 heads and only up to 128 (KV head, query) rows (G 7, Hkv 4: 17 queries
+     * 1.24x, 64 queries 0.88x: the fused k_select's few CTAs cost about the same at any count, these
+     * kernels grow with the rows) */
+    if (ap->G < 16 && 16 % ap->G != 0 && (int64_t)ap->Hkv * ap->total_q > 128) return 0;
     int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
     int64_t ntL = (nL + 63) / 64;
     int64_t nbmax = dec_nbmax(ap);
-    return (size_t)ap->Hkv * ap->total_q * ((ntL > 0 ? ntL : 1) * 32 + nbmax) * sizeof(float) + 512;
+    const int64_t R = (ap->G + 15) / 16;
+    return (size_t)ap->Hkv * ap->total_q * (R * (ntL > 0 ? ntL : 1) * 32 + nbmax) * sizeof(float) + 512;
 }
 
 infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1501,15 +1555,16 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
     p.ntL = (int)((nL + 63) / 64);
     if (p.ntL < 1) p.ntL = 1;
     p.nbmax = (int)dec_nbmax(ap);
+    p.R = (ap->G + 15) / 16;
     p.part = (float *)ws;
-    p.bsg = p.part + (size_t)ap->Hkv * ap->total_q * p.ntL * 32;
+    p.bsg = p.part + (size_t)ap->Hkv * p.R * ap->total_q * p.ntL * 32;
     p.topk = topk;
     CU_CHECK(cudaMemsetAsync(p.bsg, 0, (size_t)ap->Hkv * ap->total_q * p.nbmax * sizeof(float), st));
     int nt1 = (d_windows(ap->max_lk, ap->l1, ap->s1) + 63) / 64;
     /* a CTA of 4 tokens (warps) sharing each compressed-key tile, or 1 for decode-like calls */
     const int tpc = ap->max_lq >= DEC_SEL_TOKENS ? DEC_SEL_TOKENS : 1;
     const unsigned ny = (unsigned)(ap->num_seqs * ((ap->max_lq + tpc - 1) / tpc));
-    dim3 g1((unsigned)p.ntL, ny, (unsigned)ap->Hkv);
+    dim3 g1((unsigned)p.ntL, ny, (unsigned)(ap->Hkv * p.R));
     dim3 g2((unsigned)(nt1 > 0 ? nt1 : 1), ny, (unsigned)ap->Hkv);
     bool bf = ap->dtype == INFLLM_DTYPE_BF16;
     if (tpc == DEC_SEL_TOKENS) {
