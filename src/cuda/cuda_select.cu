@@ -1028,8 +1028,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     p.nbmax = topk ? (int)((ap->max_lk + ap->B - 1) / ap->B) : 0;
     p.nbmax = (p.nbmax + 3) & ~3; /* rows of 16 bytes: k_select's finalize reads and writes 4 keys at a time */
     int limit = max_smem_optin();
-    /* k_select with a token's rows padded to 16 (sel_pad16) for a fused selection of groups below 16
-     * where that keeps more warps an SM */
+    /* k_select with a token's rows padded to 16 for a fused selection of groups below 16, by sel_pad16's
+     * measured rule (k_select90, below on sm_90a, pads every group <= 16 itself) */
     const int gpad = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16 && sel_pad16(ap, p.nbmax);
     const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
     int generic = (16 % Gk) != 0;
@@ -1255,8 +1255,8 @@ __device__ __forceinline__ void dec_next_head_tile(const DecParams &p, uint16_t 
     warp_q16_mma<T, D>(sq, sc, s);
 }
 
-/* P of head tile h in s (its sub-row's LSE partials: part, [ntl][16] (max, sum) pairs), then its 16-row
- * head sum added to keep (lane (gid, tig): columns 8 gid + 2 tig (+1)) */
+/* P of a head tile's S in s (its rows' log2 LSEs in lse2), then its 16-row head sum added to keep (lane
+ * (gid, tig): columns 8 gid + 2 tig (+1)) */
 __device__ __forceinline__ void dec_tile_head_sum(const DecParams &p, float (&s)[8][4], const float (&lse2)[2], int t,
                                                   int tig, int gid, int vis1, float (&keep)[2]) {
     tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
