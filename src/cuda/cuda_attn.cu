@@ -1161,13 +1161,20 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
 
 /* the tiles of one k_group_tokens window when a one-split sparse k_flash90 launch groups its tokens:
  * tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the default
- * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping) */
+ * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping).
+ * INFLLM_CUDA_GROUP_WIDE=1 (an experiment of session 24, not yet timed on a GPU): tiles of 17..32 tokens
+ * too (groups of 4 to 7 heads), in windows of 8 tiles or, where those do not fit, 4 (G 4 at 128K: 128
+ * tokens). Counted on the CPU, greedy 16-token groups (a warpgroup's at G 4) inside 128-token windows
+ * have 0.91x the union of consecutive ones on the bench's inputs at 32K (bench/stage2_union.py
+ * --windows 128), 0.87x / 0.68x on SmolLM2's real selections at 128K (layers 15 / 29) */
 static int flash_group_tiles(const FlashCfg &c, int sparse) {
-    static std::atomic<int> no_group{CUDA_ENV_UNREAD}, group_tiles{CUDA_ENV_UNREAD};
+    static std::atomic<int> no_group{CUDA_ENV_UNREAD}, group_tiles{CUDA_ENV_UNREAD}, group_wide{CUDA_ENV_UNREAD};
     const int want = cuda_env_int("INFLLM_CUDA_GROUP_TILES", &group_tiles) == 16 ? 16 : 8;
     if (cuda_env_int("INFLLM_CUDA_NO_GROUP", &no_group) == 1) return 0;
-    if (!sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > 16) return 0;
-    for (int tiles = want; tiles >= 8; tiles /= 2)
+    const int max_tt = cuda_env_int("INFLLM_CUDA_GROUP_WIDE", &group_wide) == 1 ? 32 : 16;
+    if (!sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > max_tt) return 0;
+    const int min_tiles = c.TT > 16 ? 4 : 8;
+    for (int tiles = want; tiles >= min_tiles; tiles /= 2)
         if (group_smem(tiles, c.TT, c.ncw) <= 48 * 1024) return tiles;
     return 0;
 }
