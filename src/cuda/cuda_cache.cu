@@ -340,11 +340,11 @@ __device__ __forceinline__ void cd_store_blocks(const CdParams &p, int64_t row, 
 }
 
 /* one head tile of cd_score_finish: the row LSEs of sub-row srow (head tile h) from its partials, P of
- * the tile in s, and its head sum over the 16 rows (rows past the group have an LSE of +inf, so P 0):
- * lane (gid, tig) gets the sums of columns 8 gid + 2 tig (+1) in kh */
-__device__ __forceinline__ void cd_tile_head_probs(const CdParams &p, float (&s)[8][4], int64_t srow, int h, int ntl,
-                                                   int tile, int vis1, int *sbm, float *slse, int lane,
-                                                   float (&kh)[2]) {
+ * the tile in s, and its head sum over the 16 rows (rows past the group have an LSE of +inf, so P 0)
+ * added to keep: lane (gid, tig) holds the sums of columns 8 gid + 2 tig (+1) */
+__device__ __forceinline__ void cd_tile_head_sum(const CdParams &p, float (&s)[8][4], int64_t srow, int h, int ntl,
+                                                 int tile, int vis1, int *sbm, float *slse, int lane,
+                                                 float (&keep)[2]) {
     const int gid = lane >> 2, tig = lane & 3;
     /* the row LSEs: the partials come in with wide loads, then lane r < 16 merges row r's in tile
      * order (row_lse2, as k_dec_score) */
@@ -369,8 +369,7 @@ __device__ __forceinline__ void cd_tile_head_probs(const CdParams &p, float (&s)
     if (lane < 16) slse[lane] = row_lse2((const float2 *)sp + lane, ntl, 16 * h + lane < p.G);
     __syncwarp();
     const float lse2[2] = {slse[gid], slse[gid + 8]};
-    tile_probs(s, 64 * tile, tig, vis1, p.scale_log2, lse2);
-    tile_head_sum16(s, gid, kh);
+    tile_head_sum_add(s, 64 * tile, tig, gid, vis1, p.scale_log2, lse2, keep);
     __syncwarp(); /* every lane's reads of sp and slse are done before the next head tile's writes */
 }
 
@@ -387,16 +386,9 @@ __device__ __forceinline__ void cd_score_finish(const CdParams &p, float (&s)[8]
     const int ntl = (p.visL[t] + 63) / 64;
     float keep[2] = {0.f, 0.f};
     for (int h = 0; h < p.R; h++) {
-        if (h > 0) { /* head tile h's queries against the same c1 tile (every lane's reads of sq are done) */
-            __syncwarp();
-            warp_q16_issue_q<D>(sq, cd_q_tile<D>(p, t, g, h), p.G - 16 * h);
-            cp_async_commit();
-            warp_q16_mma<T, D>(sq, sc, s);
-        }
-        float kh[2];
-        cd_tile_head_probs(p, s, ((int64_t)g * p.R + h) * p.n + t, h, ntl, tile, vis1, sbm, slse, lane, kh);
-        keep[0] += kh[0];
-        keep[1] += kh[1];
+        if (h > 0) /* head tile h's queries against the same c1 tile */
+            warp_q16_next_tile<T, D>(sq, sc, cd_q_tile<D>(p, t, g, h), p.G - 16 * h, s);
+        cd_tile_head_sum(p, s, ((int64_t)g * p.R + h) * p.n + t, h, ntl, tile, vis1, sbm, slse, lane, keep);
     }
     const int blo0 = p.s1 * 64 * tile / p.B;
     pool_kernels(keep, 64 * tile, gid, tig, p.n1, p.s1, p.l1, p.B, qb, p.round_bf16, sbm, blo0);

@@ -299,6 +299,18 @@ __device__ __forceinline__ void warp_q16_mma(const uint16_t *sq, const uint16_t 
     }
 }
 
+/* The next head tile of a token whose group spans several (G > 16: the decode cache's k_cd_score and the
+ * small-batch k_dec_score): its query rows (qtok, rows >= G zero) replace the previous tile's in sq once
+ * every lane's reads of sq are done, then S = Q C^T against the compressed-key tile still in sc */
+template <typename T, int D>
+__device__ __forceinline__ void warp_q16_next_tile(uint16_t *sq, const uint16_t *sc, const uint16_t *qtok, int G,
+                                                   float (&s)[8][4]) {
+    __syncwarp();
+    warp_q16_issue_q<D>(sq, qtok, G);
+    cp_async_commit();
+    warp_q16_mma<T, D>(sq, sc, s);
+}
+
 /* Stage-1 helpers on an m16 x 64 score tile s in the mma.sync m16n8 accumulator layout (a wgmma
  * m64 accumulator gives each warp the same layout): lane (gid, tig) holds, of row ri (row gid for
  * ri = 0, gid + 8 for ri = 1), the columns 8 j + 2 tig + e as s[j][2 ri + e]. The pipeline's and
@@ -378,6 +390,17 @@ __device__ __forceinline__ void tile_probs(float (&s)[8][4], int col0, int tig, 
             const int col = col0 + 8 * j + 2 * tig + (e & 1);
             s[j][e] = col < vis ? exp2f(s[j][e] * scale_log2 - lse2[e >> 1]) : 0.f;
         }
+}
+
+/* P of one head tile's S in s (tile_probs with its rows' log2 LSEs), then its 16-row head sum added to
+ * keep: the group's sums over its head tiles in order (one tile: 0 + the tile's sum, exactly) */
+__device__ __forceinline__ void tile_head_sum_add(float (&s)[8][4], int col0, int tig, int gid, int vis,
+                                                  float scale_log2, const float (&lse2)[2], float (&keep)[2]) {
+    tile_probs(s, col0, tig, vis, scale_log2, lse2);
+    float kh[2];
+    tile_head_sum16(s, gid, kh);
+    keep[0] += kh[0];
+    keep[1] += kh[1];
 }
 
 /* The group sums of this lane's two columns col0 + 8 gid + 2 tig (+1) (tile_head_sum16's keep),

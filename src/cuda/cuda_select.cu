@@ -1244,28 +1244,6 @@ __device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &
     warp_q16_mma<T, D>(sm.q, sm.c, s);
 }
 
-/* head tile h (> 0) of the same token against the c1 tile already in shared memory (sc): its query
- * rows replace the previous tile's in sq (every lane's reads of sq are done), then S */
-template <typename T, int D>
-__device__ __forceinline__ void dec_next_head_tile(const DecParams &p, uint16_t *sq, const uint16_t *sc, int64_t q0,
-                                                   int i, int g, int h, float (&s)[8][4]) {
-    __syncwarp();
-    warp_q16_issue_q<D>(sq, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h);
-    cp_async_commit();
-    warp_q16_mma<T, D>(sq, sc, s);
-}
-
-/* P of a head tile's S in s (its rows' log2 LSEs in lse2), then its 16-row head sum added to keep (lane
- * (gid, tig): columns 8 gid + 2 tig (+1)) */
-__device__ __forceinline__ void dec_tile_head_sum(const DecParams &p, float (&s)[8][4], const float (&lse2)[2], int t,
-                                                  int tig, int gid, int vis1, float (&keep)[2]) {
-    tile_probs(s, 64 * t, tig, vis1, p.scale_log2, lse2);
-    float kh[2];
-    tile_head_sum16(s, gid, kh);
-    keep[0] += kh[0];
-    keep[1] += kh[1];
-}
-
 template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_lse(DecParams p) {
     __shared__ __align__(16) DecSmem<D> sm;
     int64_t q0, k0;
@@ -1333,8 +1311,8 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
             dec_tile_scores<T, D>(p, sm, q0, i, g, 0, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D,
                                   vis1 - 64 * t, s);
         else
-            dec_next_head_tile<T, D>(p, sm.q, sm.c, q0, i, g, h, s);
-        dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+            warp_q16_next_tile<T, D>(sm.q, sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, s);
+        tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
@@ -1462,11 +1440,11 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     /* head sums over the G rows of the token, head tile by head tile (rows past G are zero): lane
      * (gid, tig) max-pools the sums of its columns 8 gid + 2 tig (+1) */
     float keep[2] = {0.f, 0.f};
-    dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+    tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     for (int h = 1; h < p.R; h++) {
         row_lses(h);
-        dec_next_head_tile<T, D>(p, sm.q[warp], sm.c, q0, i, g, h, s);
-        dec_tile_head_sum(p, s, lse2, t, tig, gid, vis1, keep);
+        warp_q16_next_tile<T, D>(sm.q[warp], sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, s);
+        tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
     pool_kernels(keep, 64 * t, gid, tig, n1, p.s1, p.l1, p.B, qb, p.round_bf16, bs, 0);
