@@ -54,12 +54,13 @@ typedef struct rand_knobs {
 } rand_knobs;
 
 static inline rand_knobs draw_knobs(unsigned long long *rng) {
-    static const int Gs[10] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 32}, Bs[7] = {0, 16, 32, 48, 64, 128, 192};
+    /* group sizes: divisors of 16 and not, and above 16 (20: two head tiles, the second of 4 rows) */
+    static const int Gs[11] = {1, 2, 3, 4, 5, 7, 8, 12, 16, 20, 32}, Bs[7] = {0, 16, 32, 48, 64, 128, 192};
     rand_knobs k;
     k.dt = h_rng_next(rng) % 2 ? INFLLM_DTYPE_BF16 : INFLLM_DTYPE_F16;
     k.D = h_rng_next(rng) % 2 ? 128 : 64;
     k.Hkv = 1 + (int)(h_rng_next(rng) % 2);
-    k.Hq = k.Hkv * Gs[h_rng_next(rng) % 10];
+    k.Hq = k.Hkv * Gs[h_rng_next(rng) % 11];
     k.B = Bs[h_rng_next(rng) % 7];
     const int Bv = k.B ? k.B : 64;
     const int strides[3] = {16, Bv / 2, Bv / 4}; /* each divides every B above */

@@ -357,12 +357,12 @@ int main(void) {
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = 0; i < nrand; i++) {
         static const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
-        static const int32_t Gs[5] = {1, 2, 3, 5, 16}, Ds[4] = {16, 64, 80, 128}, Bs[4] = {16, 32, 48, 64};
+        static const int32_t Gs[6] = {1, 2, 3, 5, 16, 20}, Ds[4] = {16, 64, 80, 128}, Bs[4] = {16, 32, 48, 64};
         char name[96];
         cfg c;
         c.dt = dts[h_rng_next(&rng) % 3];
         c.Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
-        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 5];
+        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 6];
         c.D = Ds[h_rng_next(&rng) % 4];
         c.L = 40 + (int32_t)(h_rng_next(&rng) % 260);
         c.B = Bs[h_rng_next(&rng) % 4];

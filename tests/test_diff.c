@@ -1,7 +1,7 @@
 /*
  * test_diff.c: the differential grid (DESIGN practices 6-8). Every public op on the CPU
  * backend against the float64 REF backend over a grid of shapes and parameters:
- * T in {1, 17, 97, 1025, 1567, 4096}, GQA groups 1/3/16, head_dim 64/128, f32/f16/bf16,
+ * T in {1, 17, 97, 1025, 1567, 4096}, GQA groups 1/3/16 (random cases also 2/4/5/8/24), head_dim 64/128, f32/f16/bf16,
  * varlen batches, chunked and decode layouts (lq < lk), exact_lse, init/local blocks,
  * small top-k (sparsity at small T), block 32/64/128 with kernel 32/16 and 16/8, dense_len,
  * mode, softmax_scale, num_threads.
@@ -857,9 +857,9 @@ int main(void) {
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = 0; i < nrand; i++) {
         const int32_t Ds[6] = {16, 32, 64, 80, 128, 256};
-        const int32_t Gs[7] = {1, 2, 3, 4, 5, 8, 16};
+        const int32_t Gs[8] = {1, 2, 3, 4, 5, 8, 16, 24}; /* 24: a group above 16 (the fixed grid stops at 16) */
         const int32_t Bs[5] = {16, 32, 48, 64, 128};
-        const int32_t G = Gs[h_rng_next(&rng) % 7], Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
+        const int32_t G = Gs[h_rng_next(&rng) % 8], Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
         const int32_t D = Ds[h_rng_next(&rng) % (sanitized ? 4 : 6)];
         const int32_t nseq = 1 + (int32_t)(h_rng_next(&rng) % 3);
         int32_t lq[3], lk[3];
