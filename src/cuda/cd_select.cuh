@@ -11,8 +11,6 @@
 
 #include "f2key.cuh"
 
-#define CD_MAX_ROWS 16       /* query heads of one m16 head tile */
-#define CD_MAX_HEAD_TILES 8 /* head tiles of a group: G <= 128, the API's largest group */
 #define CD_MAX_TOKENS 16
 #define CD_MAX_BLOCKS 12288 /* blocks of one row: 48 keys per thread of a selecting k_cd_attn CTA, in registers */
 

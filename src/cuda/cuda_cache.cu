@@ -764,7 +764,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
     /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks) */
-    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && ap->G <= CD_MAX_ROWS * CD_MAX_HEAD_TILES &&
+    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
@@ -774,7 +774,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.ntL = (int)((nL + 63) / 64);
     if (c.ntL < 1) c.ntL = 1;
     c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
-    const int64_t R = (ap->G + CD_MAX_ROWS - 1) / CD_MAX_ROWS; /* head tiles of a group */
+    const int64_t R = head_tiles(ap->G);
     int rows = (int)(ap->Hkv * n * R);
     /* attention CTAs per (head, head tile, token) sub-row: two per SM over all of them (a sparse decode
      * list of 96 blocks takes 48 of them, one per SM, each attending two blocks at once with its two
@@ -888,7 +888,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.aml = (float *)(ws + c.off_aml);
     sel_fill_params(p, ap);
     p.n = (int)ap->total_q;
-    p.R = (p.G + CD_MAX_ROWS - 1) / CD_MAX_ROWS;
+    p.R = head_tiles(p.G);
     p.L = (int)ap->total_k;
     p.ntL = c.ntL;
     p.nbmax = c.nbmax;

@@ -299,6 +299,11 @@ __device__ __forceinline__ void warp_q16_mma(const uint16_t *sq, const uint16_t 
     }
 }
 
+/* A group of G query heads as m16 head tiles, in the small-batch and the decode-cache selections (k_dec_*,
+ * k_cd_*): ceil(G / 16) tiles, rows past G zero; at most HEAD_TILES_MAX (G <= 128, the API's largest group) */
+#define HEAD_TILES_MAX 8
+static inline int head_tiles(int G) { return (G + 15) / 16; }
+
 /* The next head tile of a token whose group spans several (G > 16: the decode cache's k_cd_score and the
  * small-batch k_dec_score): its query rows (qtok, rows >= G zero) replace the previous tile's in sq once
  * every lane's reads of sq are done, then S = Q C^T against the compressed-key tile still in sc */

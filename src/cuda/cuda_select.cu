@@ -1028,11 +1028,6 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     p.nbmax = topk ? (int)((ap->max_lk + ap->B - 1) / ap->B) : 0;
     p.nbmax = (p.nbmax + 3) & ~3; /* rows of 16 bytes: k_select's finalize reads and writes 4 keys at a time */
     int limit = max_smem_optin();
-    /* k_select with a token's rows padded to 16 for a fused selection of groups below 16, by sel_pad16's
-     * measured rule (k_select90, below on sm_90a, pads every group <= 16 itself) */
-    const int gpad = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16 && sel_pad16(ap, p.nbmax);
-    const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
-    int generic = (16 % Gk) != 0;
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
      * CTA) when its block scores fit (to ~200K tokens at d 128) and the row
@@ -1054,6 +1049,11 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
         }
     }
 #endif
+    /* k_select with a token's rows padded to 16 for a fused selection of groups below 16, by sel_pad16's
+     * measured rule (k_select90 above pads every group <= 16 itself) */
+    const int gpad = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16 && sel_pad16(ap, p.nbmax);
+    const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
+    const int generic = (16 % Gk) != 0;
     int NW = 0;
     /* 4 warps (3 CTAs per SM) first; 8 warps for groups > 64; 1 warp for decode-like shapes */
     int cands[3] = {4, 8, 1};
@@ -1494,8 +1494,6 @@ static void dec_select_kernels(const DecParams &p, dim3 g1, dim3 g2, cudaStream_
     }
 }
 
-#define DEC_MAX_HEAD_TILES 8 /* G <= 128, the API's largest group */
-
 /* block-score slots of a row: all blocks of the longest sequence, rounded up to 4 (sel90_topk_radix
  * reads 4 keys a lane and zero-pads the row to a multiple of 4) */
 static int64_t dec_nbmax(const infllm_attn_params *ap) {
@@ -1504,7 +1502,7 @@ static int64_t dec_nbmax(const infllm_attn_params *ap) {
 
 size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
     static std::atomic<int> no_dec{CUDA_ENV_UNREAD};
-    if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || ap->G > 16 * DEC_MAX_HEAD_TILES)
+    if (cuda_env_int("INFLLM_CUDA_NO_DEC", &no_dec) == 1 || ap->total_q > 64 || head_tiles(ap->G) > HEAD_TILES_MAX)
         return 0;
     /* groups that divide 16 and groups above 16 take it up to 64 queries (G 32, Hkv 1, 128K keys on the H200:
      * 17 / 64 queries 2.85x / 2.05x the fused k_select's speed, session 24); the other groups below 16 fill
@@ -1515,7 +1513,7 @@ size_t cuda_dec_select_bytes(const infllm_attn_params *ap) {
     int64_t nL = ap->exact_lse ? d_windows(ap->max_lk, ap->l1, ap->s1) : d_windows(ap->max_lk, ap->l2, ap->s2);
     int64_t ntL = (nL + 63) / 64;
     int64_t nbmax = dec_nbmax(ap);
-    const int64_t R = (ap->G + 15) / 16;
+    const int64_t R = head_tiles(ap->G);
     return (size_t)ap->Hkv * ap->total_q * (R * (ntL > 0 ? ntL : 1) * 32 + nbmax) * sizeof(float) + 512;
 }
 
@@ -1533,7 +1531,7 @@ infllm_status cuda_dec_select_launch(const infllm_attn_params *ap, const void *q
     p.ntL = (int)((nL + 63) / 64);
     if (p.ntL < 1) p.ntL = 1;
     p.nbmax = (int)dec_nbmax(ap);
-    p.R = (ap->G + 15) / 16;
+    p.R = head_tiles(ap->G);
     p.part = (float *)ws;
     p.bsg = p.part + (size_t)ap->Hkv * p.R * ap->total_q * p.ntL * 32;
     p.topk = topk;
