@@ -225,18 +225,12 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #include "cd_select.cuh"
 
-/* the first query row of head tile h of token t, KV head g (query head g G + 16 h); the tile holds
- * p.G - 16 h of the group's heads (more than 16: its first 16) */
-template <int D> __device__ __forceinline__ const uint16_t *cd_q_tile(const CdParams &p, int t, int g, int h) {
-    return p.q + ((int64_t)t * p.Hq + (int64_t)g * p.G + 16 * h) * D;
-}
-
 /* 16 rows (head tile h of token t: heads g G + 16 h + r, rows past the group zero) x 64 kernels of one
  * tile: the copies (one commit group; warp_q16_mma waits for them and multiplies) */
 template <int D>
 __device__ __forceinline__ void cd_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g, int h,
                                               const uint16_t *cbase, int nvalid) {
-    warp_q16_issue<D>(sq, sc, cd_q_tile<D>(p, t, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
+    warp_q16_issue<D>(sq, sc, q_head_tile<D>(p, t, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
 }
 
 /* k_cd_lse / k_cd_lse4 take one head tile each: grid.z = Hkv R, z = g R + h; their partials are sub-row
@@ -279,7 +273,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_lse(CdPa
 template <int D, int NTHREADS>
 __device__ __forceinline__ void cd_cta_tile_issue(const CdParams &p, uint16_t *sq, uint16_t *sc, int t, int g, int h,
                                                   bool need, const uint16_t *cbase, int nvalid) {
-    cta_q16_issue<D, NTHREADS>(sq, sc, need ? cd_q_tile<D>(p, t, g, h) : NULL, p.G - 16 * h, cbase,
+    cta_q16_issue<D, NTHREADS>(sq, sc, need ? q_head_tile<D>(p, t, g, h) : NULL, p.G - 16 * h, cbase,
                                (int64_t)p.Hkv * D, nvalid);
 }
 __device__ __forceinline__ void cd_tile_wait() {
@@ -387,7 +381,7 @@ __device__ __forceinline__ void cd_score_finish(const CdParams &p, float (&s)[8]
     float keep[2] = {0.f, 0.f};
     for (int h = 0; h < p.R; h++) {
         if (h > 0) /* head tile h's queries against the same c1 tile */
-            warp_q16_next_tile<T, D>(sq, sc, cd_q_tile<D>(p, t, g, h), p.G - 16 * h, s);
+            warp_q16_next_tile<T, D>(sq, sc, q_head_tile<D>(p, t, g, h), p.G - 16 * h, s);
         cd_tile_head_sum(p, s, ((int64_t)g * p.R + h) * p.n + t, h, ntl, tile, vis1, sbm, slse, lane, keep);
     }
     const int blo0 = p.s1 * 64 * tile / p.B;
@@ -502,7 +496,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
     const int64_t pos = p.pos[t];
     const int qb = p.qb[t];
     const int64_t rowid = (int64_t)g * p.n + t, srow = (int64_t)z * p.n + t; /* block scores; partials */
-    const uint16_t *qt = cd_q_tile<D>(p, t, g, h);
+    const uint16_t *qt = q_head_tile<D>(p, t, g, h);
     for (int x = tid; x < 16 * CH; x += CD_WARPS * 32) {
         int r = x / CH, c = x % CH;
         bool ok = 16 * h + r < p.G;

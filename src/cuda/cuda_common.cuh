@@ -303,6 +303,12 @@ __device__ __forceinline__ void warp_q16_mma(const uint16_t *sq, const uint16_t 
  * k_cd_*): ceil(G / 16) tiles, rows past G zero; at most HEAD_TILES_MAX (G <= 128, the API's largest group) */
 #define HEAD_TILES_MAX 8
 static inline int head_tiles(int G) { return (G + 15) / 16; }
+/* the first query row of head tile h of token tok (sequence-absolute), KV head g: query head g G + 16 h; the
+ * tile holds G - 16 h of the group's heads (more than 16: its first 16). P: CdParams or DecParams */
+template <int D, typename P>
+__device__ __forceinline__ const uint16_t *q_head_tile(const P &p, int64_t tok, int g, int h) {
+    return (const uint16_t *)p.q + (tok * p.Hq + (int64_t)g * p.G + 16 * h) * D;
+}
 
 /* The next head tile of a token whose group spans several (G > 16: the decode cache's k_cd_score and the
  * small-batch k_dec_score): its query rows (qtok, rows >= G zero) replace the previous tile's in sq once

@@ -1231,16 +1231,10 @@ __device__ __forceinline__ bool dec_row(const DecParams &p, int64_t &q0, int32_t
     return true;
 }
 
-/* the first query row of head tile h of token q0 + i, KV head g (p.G - 16 h heads of the group from it) */
-template <int D>
-__device__ __forceinline__ const uint16_t *dec_q_tile(const DecParams &p, int64_t q0, int i, int g, int h) {
-    return (const uint16_t *)p.q + ((q0 + i) * p.Hq + (int64_t)g * p.G + 16 * h) * D;
-}
-
 template <typename T, int D>
 __device__ __forceinline__ void dec_tile_scores(const DecParams &p, DecSmem<D> &sm, int64_t q0, int i, int g, int h,
                                                 const uint16_t *cbase, int nvalid, float (&s)[8][4]) {
-    warp_q16_issue<D>(sm.q, sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
+    warp_q16_issue<D>(sm.q, sm.c, q_head_tile<D>(p, q0 + i, g, h), p.G - 16 * h, cbase, (int64_t)p.Hkv * D, nvalid);
     warp_q16_mma<T, D>(sm.q, sm.c, s);
 }
 
@@ -1311,7 +1305,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
             dec_tile_scores<T, D>(p, sm, q0, i, g, 0, (const uint16_t *)p.c1 + ((c10 + 64 * t) * p.Hkv + g) * D,
                                   vis1 - 64 * t, s);
         else
-            warp_q16_next_tile<T, D>(sm.q, sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, s);
+            warp_q16_next_tile<T, D>(sm.q, sm.c, q_head_tile<D>(p, q0 + i, g, h), p.G - 16 * h, s);
         tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
@@ -1349,7 +1343,7 @@ template <int D, int TPC>
 __device__ __forceinline__ void dec_tile_load(const DecParams &p, DecSmem4<D, TPC> &sm, int64_t q0, int i, int g,
                                               int h, bool need, const uint16_t *cbase, int nvalid) {
     const int warp = threadIdx.x >> 5;
-    cta_q16_issue<D, 32 * TPC>(sm.q[warp], sm.c, need ? dec_q_tile<D>(p, q0, i, g, h) : NULL, p.G - 16 * h, cbase,
+    cta_q16_issue<D, 32 * TPC>(sm.q[warp], sm.c, need ? q_head_tile<D>(p, q0 + i, g, h) : NULL, p.G - 16 * h, cbase,
                                (int64_t)p.Hkv * D, nvalid);
 }
 
@@ -1443,7 +1437,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     for (int h = 1; h < p.R; h++) {
         row_lses(h);
-        warp_q16_next_tile<T, D>(sm.q[warp], sm.c, dec_q_tile<D>(p, q0, i, g, h), p.G - 16 * h, s);
+        warp_q16_next_tile<T, D>(sm.q[warp], sm.c, q_head_tile<D>(p, q0 + i, g, h), p.G - 16 * h, s);
         tile_head_sum_add(s, 64 * t, tig, gid, vis1, p.scale_log2, lse2, keep);
     }
     int *bs = (int *)p.bsg + ((int64_t)g * p.sd.total_q + q0 + i) * p.nbmax;
