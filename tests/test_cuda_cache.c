@@ -404,6 +404,83 @@ static void run_case(const ccase *c, unsigned long long seed) {
     cudaFree(dlse2);
 }
 
+/* The workspace contract: infllm_cache_workspace_size(n) serves an attend of every count 1..n at every
+ * length. The sizes do not grow monotonically with the count (the decode kernels' splits, the small-batch
+ * selection's row limit, the flash splits), and an attend of 8 queries once needed more than the size for 9
+ * (G 8, 2 KV heads, d 64, 132 SMs). So each layout here attends 1..nmax queries, at the full capacity, with
+ * exactly the bytes the query for nmax gave; every call must succeed with a finite LSE. */
+static void workspace_every_count(void) {
+    typedef struct {
+        const char *name;
+        infllm_dtype dt;
+        int D, Hq, Hkv, B, l1, s1, topk, exact, nmax;
+        int64_t cap;
+    } wcase;
+    const wcase cases[] = {
+        {"ws-g8-d64-b32", INFLLM_DTYPE_BF16, 64, 16, 2, 32, 8, 8, 3, 1, 80, 1189},
+        {"ws-g7", INFLLM_DTYPE_BF16, 128, 28, 4, 0, 0, 0, 8, 0, 70, 3000},
+        {"ws-g1-f16", INFLLM_DTYPE_F16, 128, 4, 4, 0, 0, 0, 8, 0, 300, 3000},
+        {"ws-g16", INFLLM_DTYPE_BF16, 128, 32, 2, 0, 0, 0, 8, 0, 140, 5000},
+        {"ws-g20-d64", INFLLM_DTYPE_F16, 64, 20, 1, 0, 0, 0, 6, 0, 70, 2000},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const wcase *w = &cases[ci];
+        g_cases++;
+        infllm_params p;
+        infllm_params_default(&p);
+        if (w->B) p.block_size = w->B;
+        if (w->l1) p.kernel_size = w->l1;
+        if (w->s1) p.kernel_stride = w->s1;
+        p.topk = w->topk;
+        p.exact_lse = w->exact;
+        p.mode = INFLLM_MODE_SPARSE;
+        p.backend = INFLLM_BACKEND_CUDA;
+        const int64_t cols = (int64_t)w->Hkv * w->D, qcols = (int64_t)w->Hq * w->D;
+        const size_t nk = (size_t)(w->cap * cols), nq = (size_t)(w->nmax * qcols);
+        uint16_t *hk = malloc(nk * 2), *hq = malloc(nq * 2);
+        unsigned long long rs = 4242 + ci;
+        for (size_t i = 0; i < nk; i++) infllm_store_f32(hk, w->dt, (int64_t)i, (float)h_normal(&rs));
+        for (size_t i = 0; i < nq; i++) infllm_store_f32(hq, w->dt, (int64_t)i, (float)h_normal(&rs));
+        void *dk = dup_dev(hk, nk * 2), *dq = dup_dev(hq, nq * 2);
+        void *dout = dev_alloc(nq * 2);
+        float *dlse = dev_alloc((size_t)w->nmax * w->Hq * 4);
+        infllm_cache *cc = NULL;
+        CHECK_OK(infllm_cache_create(&p, w->dt, w->Hkv, w->D, w->cap, &cc));
+        size_t wsb = 0;
+        if (cc) CHECK_OK(infllm_cache_workspace_size(cc, &p, w->nmax, w->Hq, &wsb));
+        if (cc && wsb) {
+            void *dws = dev_alloc(wsb);
+            CHECK_OK(infllm_cache_append(cc, dk, dk, w->cap)); /* values = keys: only the status matters */
+            int failed = 0;
+            float *hl = malloc((size_t)w->nmax * w->Hq * 4);
+            for (int n = 1; n <= w->nmax && failed < 3; n++) {
+                infllm_params ap = p;
+                ap.workspace = dws;
+                ap.workspace_bytes = wsb;
+                infllm_status st = infllm_cache_attend(cc, &ap, dq, n, w->Hq, dout, dlse);
+                CHECK(st == INFLLM_OK, "%s: attend of %d queries with the workspace for %d (%zu bytes): %s", w->name, n,
+                      w->nmax, wsb, infllm_last_error());
+                if (st != INFLLM_OK) {
+                    failed++;
+                    continue;
+                }
+                cudaMemcpy(hl, dlse, (size_t)n * w->Hq * 4, cudaMemcpyDeviceToHost);
+                int finite = 1;
+                for (int64_t i = 0; i < (int64_t)n * w->Hq; i++) finite &= isfinite(hl[i]) != 0;
+                CHECK(finite, "%s: attend of %d queries: non-finite LSE", w->name, n);
+                failed += !finite;
+            }
+            printf("  %-22s attends of 1..%d queries at L=%lld in the workspace for %d (%zu bytes)%s\n", w->name,
+                   w->nmax, (long long)w->cap, w->nmax, wsb, failed ? ": FAILED" : "");
+            free(hl);
+            cudaFree(dws);
+        }
+        infllm_cache_free(cc);
+        free(hk), free(hq);
+        cudaFree(dk), cudaFree(dq), cudaFree(dout), cudaFree(dlse);
+    }
+}
+
 static void error_checks(void) {
     infllm_params p;
     infllm_params_default(&p);
@@ -555,6 +632,7 @@ int main(void) {
         printf("\n");
         run_case(&c, 9000 + (unsigned long long)i);
     }
+    if (!only) workspace_every_count();
     if (!only) error_checks();
     printf("CUDA CACHE SUMMARY: %d cases, worst error / naive error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);

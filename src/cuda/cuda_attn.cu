@@ -1185,6 +1185,8 @@ static size_t flash_group_bytes(const infllm_attn_params *ap, const FlashCfg &c,
     return flash_group_tiles(c, sparse) ? group_table_bytes(ap) : 0;
 }
 
+int cuda_flash_tile_tokens(const infllm_attn_params *ap, int sparse) { return flash_cfg(ap, sparse, 1, 0).TT; }
+
 /* scratch of a flash launch: split-KV partials, or (one split) the token grouping table */
 size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols) {
     FlashCfg c = flash_cfg(ap, sparse, topk_cols, 1);

@@ -971,21 +971,39 @@ static CacheWs cache_ws(const infllm_attn_params *ap) {
     return w;
 }
 
-/* The most any call of 1..total_q queries needs: the paths change with the query count (the cache's
- * decode kernels up to 16, the small-batch selection up to 64, the fused one above), so each
- * regime's largest count is sized. */
+/* The most any call of 1..total_q queries needs (at total_k keys, the cache's capacity: every size grows with
+ * the keys). The sizes do not grow monotonically with the query count, so the largest is not always at the
+ * most queries: the decode kernels (up to 16 queries) split each (KV head, head tile, query) row over
+ * ceil(2 SMs / rows) CTAs, n x ceil(264 / (2 n)) partials on an H200 (8 queries: 136, 9 queries: 135); the
+ * small-batch selection (up to 64) stops at 128 rows for groups below 16 that do not divide it; the flash
+ * launch splits its tiles while they number fewer than the SMs (about 2 SMs' CTAs in all, whatever the
+ * tile count). So every count up to 64 is sized, and above that the last count of each flash tile count
+ * (its sizes are constant within one, the top-k and grouping tables grow with the queries) while the
+ * tiles may still split, and total_q itself. */
+static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
+    infllm_attn_params a = *ap;
+    a.total_q = n;
+    a.max_lq = (int32_t)n;
+    size_t x = cache_ws(&a).total, y = cd_plan(&a, 1).total;
+    return x > y ? x : y;
+}
+
 extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "cache attend");
     if (s) return s;
-    int64_t cand[4] = {ap->total_q, ap->total_q < 64 ? ap->total_q : 64, ap->total_q < 16 ? ap->total_q : 16, 1};
-    size_t best = 0;
-    for (int i = 0; i < 4; i++) {
-        infllm_attn_params a = *ap;
-        a.total_q = cand[i];
-        a.max_lq = (int32_t)cand[i];
-        size_t x = cache_ws(&a).total, y = cd_plan(&a, 1).total;
+    const int64_t nq = ap->total_q;
+    size_t best = cache_ws_for(ap, nq);
+    for (int64_t n = 1; n <= nq && n <= 64; n++) {
+        size_t x = cache_ws_for(ap, n);
         if (x > best) best = x;
-        if (y > best) best = y;
+    }
+    const int sms = cuda_num_sms();
+    for (int sparse = 0; sparse < 2 && nq > 64; sparse++) {
+        const int64_t tt = cuda_flash_tile_tokens(ap, sparse); /* the same for every count above 16 / G */
+        for (int64_t tiles = 64 / tt + 1; tiles <= sms && tiles * tt < nq; tiles++) {
+            size_t x = cache_ws_for(ap, tiles * tt);
+            if (x > best) best = x;
+        }
     }
     *bytes = best;
     return INFLLM_OK;

@@ -68,6 +68,9 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st);
 /* bytes of split scratch cuda_flash_launch may use for this layout */
 size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols);
+/* the query tokens of one cuda_flash_launch tile (with max_lq queries a sequence): the launch's tiles, and so
+ * its split scratch, stay the same for every query count from (k - 1) * TT + 1 to k * TT */
+int cuda_flash_tile_tokens(const infllm_attn_params *ap, int sparse);
 
 /* Properties of the current device (cudaGetDevice), read from the driver once per device and kept in
  * a table (thread-safe; no device call after the first): SM count, compute capability, the opt-in
