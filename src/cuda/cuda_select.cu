@@ -997,6 +997,22 @@ static int sel_pad16(const infllm_attn_params *ap, int nbmax) {
     return ctas(padded) > ctas(plain);
 }
 
+/* Groups of 1-3 heads over short sequences take the mma.sync k_select even on sm_90a: k_select90 pads a
+ * token's rows to 16, so it runs 16 / G times the products, while k_select's tiles hold 16 * 4 / G tokens of
+ * G rows. Measured on the H200 (session 25, bench/cuda_ab.sh, k_select's select speed against k_select90's,
+ * 32 query heads, d 128): 8K 2.16x / 1.34x / 1.60x (G 1 / 2 / 3), 16K 1.51x / 1.12x / 1.40x, 20K 1.46x /
+ * 1.10x / 1.39x, 24K 0.81x / 0.79x / 0.99x. The default path at G 1: pipeline 2.93 -> 2.32 ms at 8K, 11.59 ->
+ * 9.55 ms at 16K. INFLLM_CUDA_SEL_SHORT=1 takes k_select at every length for these groups,
+ * INFLLM_CUDA_NO_SEL_SHORT=1 never (k_select90, the rule before). */
+#ifdef INFLLM_CUDA_SM90A
+#define SEL_SHORT_MAX_KEYS 20480
+static int sel_short_small_group(const infllm_attn_params *ap) {
+    static std::atomic<int> always{CUDA_ENV_UNREAD}, never{CUDA_ENV_UNREAD};
+    if (ap->G > 3 || cuda_env_int("INFLLM_CUDA_NO_SEL_SHORT", &never) == 1) return 0;
+    return cuda_env_int("INFLLM_CUDA_SEL_SHORT", &always) == 1 || ap->max_lk <= SEL_SHORT_MAX_KEYS;
+}
+#endif
+
 /* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 template <typename P>
 static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1034,7 +1050,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
      * counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
      * decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
-    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
+    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
         sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
