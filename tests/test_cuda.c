@@ -594,7 +594,7 @@ int main(void) {
          * G 12 (f16, d 64) */
         {"g7-L1400", BF, 128, 14, 2, 1, {1400}, {1400}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         /* G 4 long enough for a one-split stage 2 (69 tiles of 32 tokens x 4 KV heads >= the SMs), so that
-         * cuda_check's INFLLM_CUDA_GROUP_WIDE=1 run groups 32-token tiles (k_group_tokens) */
+         * its 32-token tiles are grouped (k_group_tokens, by default since session 25) */
         {"g4-L2200", BF, 128, 16, 4, 1, {2200}, {2200}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         {"g12-f16-d64-L1100", F16, 64, 12, 1, 1, {1100}, {1100}, 0, 0, 0, 1, 2, 5, 0, 8192, SP, 0, 0},
         {"g1-f16-L1023", F16, 128, 4, 4, 1, {1023}, {1023}, 0, 0, 0, 1, 1, 4, 0, 8192, SP, 0, 0},

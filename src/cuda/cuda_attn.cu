@@ -1160,20 +1160,28 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
 }
 
 /* the tiles of one k_group_tokens window when a one-split sparse k_flash90 launch groups its tokens:
- * tiles of 2..16 tokens (groups of 8 to 64 heads), the window's chunk bitmaps within the default
- * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping).
- * INFLLM_CUDA_GROUP_WIDE=1 (an experiment of session 24, not yet timed on a GPU): tiles of 17..32 tokens
- * too (groups of 4 to 7 heads), in windows of 8 tiles or, where those do not fit, 4 (G 4 at 128K: 128
- * tokens). Counted on the CPU, greedy 16-token groups (a warpgroup's at G 4) inside 128-token windows
- * have 0.91x the union of consecutive ones on the bench's inputs at 32K (bench/stage2_union.py
- * --windows 128), 0.87x / 0.68x on SmolLM2's real selections at 128K (layers 15 / 29) */
+ * tiles of 2..32 tokens (groups of 4 to 64 heads), the window's chunk bitmaps within the default
+ * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping). Windows of 8 tiles up to
+ * 16 tokens a tile (INFLLM_CUDA_GROUP_TILES=16: 16 where the bitmaps fit), of 4 tiles (128 tokens) above
+ * (GROUP_TILES=8 / 16: the most up to that which fit). Tiles of 17..32 tokens (G 4-7) have grouped since
+ * session 25 (INFLLM_CUDA_NO_GROUP_WIDE=1: consecutive, as before). H200, stage 2 ms, consecutive ->
+ * grouped in 4-tile windows (in 8-tile ones), bench/cuda_bench.py --topk-npy on SmolLM2's real selections:
+ *   G 4 (32 / 8 / 128): 128K layer 15 40.50 -> 42.25, layer 29 68.43 -> 53.48, 32K layer 15 8.62 -> 9.88 (11.28);
+ *                       synthetic 32K 14.95 -> 15.32 (16.54)
+ *   G 7 (28 / 4 / 128): 128K layer 15 35.34 -> 33.18, layer 29 56.45 -> 41.76, 32K layer 15 7.60 -> 7.88 (8.30);
+ *                       synthetic 32K 12.62 -> 12.45 (12.52)
+ * The three real selections together: 0.90x (G 4) and 0.83x (G 7) the time. The loss is on layer 15,
+ * whose neighbouring tokens select nearly the same blocks (the 4-token union 113 of 96 selected): the
+ * consecutive tiles are already tight there, and grouping only spreads a tile's tokens over more
+ * diagonal chunks (and costs its kernel). */
 static int flash_group_tiles(const FlashCfg &c, int sparse) {
-    static std::atomic<int> no_group{CUDA_ENV_UNREAD}, group_tiles{CUDA_ENV_UNREAD}, group_wide{CUDA_ENV_UNREAD};
-    const int want = cuda_env_int("INFLLM_CUDA_GROUP_TILES", &group_tiles) == 16 ? 16 : 8;
+    static std::atomic<int> no_group{CUDA_ENV_UNREAD}, group_tiles{CUDA_ENV_UNREAD}, no_wide{CUDA_ENV_UNREAD};
+    const int env_tiles = cuda_env_int("INFLLM_CUDA_GROUP_TILES", &group_tiles);
     if (cuda_env_int("INFLLM_CUDA_NO_GROUP", &no_group) == 1) return 0;
-    const int max_tt = cuda_env_int("INFLLM_CUDA_GROUP_WIDE", &group_wide) == 1 ? 32 : 16;
+    const int max_tt = cuda_env_int("INFLLM_CUDA_NO_GROUP_WIDE", &no_wide) == 1 ? 16 : 32;
     if (!sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > max_tt) return 0;
     const int min_tiles = c.TT > 16 ? 4 : 8;
+    const int want = env_tiles == 16 || env_tiles == 8 ? env_tiles : min_tiles;
     for (int tiles = want; tiles >= min_tiles; tiles /= 2)
         if (group_smem(tiles, c.TT, c.ncw) <= 48 * 1024) return tiles;
     return 0;
