@@ -11,6 +11,7 @@
 # 256-kernel tiles, its unordered warpgroups, ungrouped stage-2 tiles, the 3-stage compression
 # ring of devices with less shared memory, token grouping in 16-tile windows), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
+# test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished.
@@ -26,11 +27,12 @@ fi
 cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log"; exit 1; }
 grep "infllm: CUDA" "$BUILD.configure.log" || true
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads infllm_shared 2>&1 | grep -E "error|warning" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads test_cuda_ws infllm_shared 2>&1 | grep -E "error|warning" || true
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_cache" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_capture" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_threads" || { echo "cuda_check: build failed"; exit 1; }
+test -x "$BUILD/tests/test_cuda_ws" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -47,6 +49,7 @@ RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")
 RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
+RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
 pids=()
 for i in "${!RUNS[@]}"; do
   cmd=${RUNS[$i]#*|}

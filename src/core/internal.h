@@ -243,6 +243,11 @@ infllm_status cuda_cache_attend(const infllm_attn_params *ap, const void *q, con
                                 const void *c1, const void *c2, void *out, float *lse);
 /* Workspace bytes of cuda_cache_attend for ap (an upper bound over every length <= ap->total_k). */
 infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes);
+/* The bytes cuda_cache_attend needs for exactly ap (its query count and length); tests/test_cuda_ws.c holds
+ * cuda_cache_workspace_size to it for every smaller count and length. */
+size_t cuda_cache_attend_bytes(const infllm_attn_params *ap);
+/* The SM count the CUDA sizing and launch rules use (the current device's; 100 without one). */
+int cuda_sm_count(void);
 #endif
 
 #ifdef __cplusplus

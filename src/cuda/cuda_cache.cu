@@ -971,6 +971,12 @@ static CacheWs cache_ws(const infllm_attn_params *ap) {
     return w;
 }
 
+/* the bytes cuda_cache_attend needs for ap as it stands (total_q queries, total_k keys) */
+extern "C" size_t cuda_cache_attend_bytes(const infllm_attn_params *ap) {
+    CdPlan cd = cd_plan(ap, 0);
+    return cd.use ? cd.total : cache_ws(ap).total;
+}
+
 /* The most any call of 1..total_q queries needs (at total_k keys, the cache's capacity: every size grows with
  * the keys). The sizes do not grow monotonically with the query count, so the largest is not always at the
  * most queries: the decode kernels (up to 16 queries) split each (KV head, head tile, query) row over
@@ -984,8 +990,11 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
     infllm_attn_params a = *ap;
     a.total_q = n;
     a.max_lq = (int32_t)n;
-    size_t x = cache_ws(&a).total, y = cd_plan(&a, 1).total;
-    return x > y ? x : y;
+    const size_t cd = cd_plan(&a, 1).total;
+    /* the decode kernels at the full length: at every shorter one too (their limits are on the length) */
+    if (cd_plan(&a, 0).use) return cd;
+    const size_t other = cache_ws(&a).total;
+    return other > cd ? other : cd;
 }
 
 extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
@@ -1021,10 +1030,9 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     const int sparse = ap->seqs[0].sparse;
     CdPlan cd = cd_plan(ap, 0);
     CacheWs w = cache_ws(ap);
-    if (cd.use) w.total = cd.total;
     unsigned char *ws = NULL;
     int owned = 0;
-    s = cuda_workspace_acquire(ap, w.total, "CUDA cache attend", "infllm_cache_workspace_size", st, &ws, &owned);
+    s = cuda_workspace_acquire(ap, cuda_cache_attend_bytes(ap), "CUDA cache attend", "infllm_cache_workspace_size", st, &ws, &owned);
     if (s) return s;
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {

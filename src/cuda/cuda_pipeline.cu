@@ -54,6 +54,7 @@ CudaDevProps cuda_dev_props(void) {
 }
 
 int cuda_num_sms(void) { return cuda_dev_props().sms; }
+extern "C" int cuda_sm_count(void) { return cuda_num_sms(); }
 
 int cuda_env_int(const char *name, std::atomic<int> *slot) {
     int v = slot->load(std::memory_order_relaxed);
