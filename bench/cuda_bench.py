@@ -10,7 +10,10 @@ query), keys per query counted from the selection.
 
     python3 bench/cuda_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,32768,65536,131072]
                                 [--topk-npy SEL.npz,...] [--json FILE] [--no-flex] [--no-decode]
-                                [--shape 32,2,128] [--dtype bf16|f16]
+                                [--shape 32,2,128] [--dtype bf16|f16] [--stage2-profile]
+
+--stage2-profile prints, under each --topk-npy row, the device time of each kernel of that stage-2 call
+(torch.profiler): k_group_tokens' share of a grouped stage 2, for one.
 """
 import argparse
 import contextlib
@@ -189,6 +192,27 @@ def stage2_fn(lib, p, l, q, k, v, topk, K, out, lse):
                                                C.c_void_p(topk.data_ptr()), K, C.c_void_p(out.data_ptr()),
                                                C.c_void_p(lse.data_ptr()) if lse is not None else None), "sparse")
     return run
+
+
+def kernel_times(fn, calls=5):
+    """{kernel name (up to its template arguments): device ms per call} over `calls` calls of fn
+    (torch.profiler, CUDA activity), e.g. how much of a stage-2 call k_group_tokens takes"""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    per = {}
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None)
+        if us is None:
+            us = getattr(e, "cuda_time_total", 0)
+        name = e.key.split("<")[0].split("(")[0].replace("void ", "").strip()
+        if us > 0 and not name.startswith("Memcpy") and not name.startswith("Memset"):
+            per[name] = per.get(name, 0.0) + us / 1000.0 / calls
+    return per
 
 
 def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
@@ -516,6 +540,8 @@ def main():
                          "on this script's synthetic q/k/v of the same T")
     ap.add_argument("--decode-profile", action="store_true",
                     help="per-kernel device times of the cache decode step (torch.profiler over graph replays)")
+    ap.add_argument("--stage2-profile", action="store_true",
+                    help="per-kernel device times of stage 2 on each --topk-npy selection (torch.profiler)")
     ap.add_argument("--profile", type=int, default=0,
                     help="one selection, one sparse stage-2 and one dense call at this T, then exit (for ncu); "
                          "with --topk-npy, stage 2 takes the first file's selection (of T tokens) instead")
@@ -695,6 +721,13 @@ def main():
         print(f"given selection {path}: T={T} K={K}: stage2 {t_st2:.3f} ms ({fl2 / t_st2 / 1e9:.0f} TFLOP/s useful, "
               f"union {un4:.0f} blocks / 4 tokens, {un8:.0f} / 8), flex sparse folded {t_flex:.3f}, compress + "
               f"select {t_sel:.3f} (synthetic q / k), + stage 2 = {t_sel + t_st2:.3f}", flush=True)
+        if a.stage2_profile:
+            try:
+                per = kernel_times(stage2_fn(lib, p, l, q, k, v, topk, K, out, None))
+                print("  stage 2 kernels, ms a call: " + ", ".join(f"{n} {t:.3f}" for n, t in
+                                                               sorted(per.items(), key=lambda x: -x[1])), flush=True)
+            except Exception as e:  # noqa
+                print(f"# stage-2 profile on {path}: {type(e).__name__}: {str(e)[:200]}")
         del q, k, v, out, topk
         torch.cuda.empty_cache()
 
