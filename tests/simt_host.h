@@ -5,7 +5,7 @@
  *
  * Each lane is a ucontext with its own stack; one host thread runs them one at a time. A lane runs
  * until it reaches a warp collective (__syncwarp, __ballot_sync, __any_sync, __all_sync, the
- * __reduce_*_sync, __shfl_sync, __shfl_down_sync, __shfl_up_sync) or a named barrier or
+ * __reduce_*_sync, __shfl_sync, __shfl_down_sync, __shfl_up_sync, __shfl_xor_sync) or a named barrier or
  * __syncthreads (the team is the CTA; __shared__ arrays are statics, one CTA running at a time), and
  * waits there until every lane of its warp (of the team, for the barriers) has arrived at the same
  * kind of collective;
@@ -59,11 +59,11 @@ using std::min;
 
 namespace simt {
 
-enum Kind { NONE, SYNCWARP, BALLOT, ANY, ALL, RED_ADD, RED_AND, RED_OR, SHFL, SHFL_DOWN, SHFL_UP, NAMED_BAR, SYNCTHREADS };
+enum Kind { NONE, SYNCWARP, BALLOT, ANY, ALL, RED_ADD, RED_AND, RED_OR, SHFL, SHFL_DOWN, SHFL_UP, SHFL_XOR, NAMED_BAR, SYNCTHREADS };
 inline const char *kind_name(int k) {
     static const char *names[] = {"none", "__syncwarp", "__ballot_sync", "__any_sync", "__all_sync",
                                   "__reduce_add_sync", "__reduce_and_sync", "__reduce_or_sync", "__shfl_sync",
-                                  "__shfl_down_sync", "__shfl_up_sync", "named_bar_sync", "__syncthreads"};
+                                  "__shfl_down_sync", "__shfl_up_sync", "__shfl_xor_sync", "named_bar_sync", "__syncthreads"};
     return names[k];
 }
 
@@ -314,6 +314,10 @@ template <typename T> inline T __shfl_up_sync(unsigned mask, T x, unsigned delta
     const int src = simt::lane() - (int)delta;
     return src >= 0 ? simt::from_bits<T>(v[src]) : x;
 }
+template <typename T> inline T __shfl_xor_sync(unsigned mask, T x, int lane_mask) {
+    const uint32_t *v = simt::g_team->collective(simt::SHFL_XOR, mask, simt::bits(x), lane_mask);
+    return simt::from_bits<T>(v[(simt::lane() ^ lane_mask) & 31]);
+}
 /* the team is the CTA */
 inline void __syncthreads() { simt::g_team->collective(simt::SYNCTHREADS, 0xffffffffu, 0, simt::g_team->nlanes()); }
 template <int ID, int N> inline void named_bar_sync() {
@@ -327,6 +331,7 @@ inline unsigned atomicAdd(unsigned *p, unsigned v) { /* lanes run one at a time:
 }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 inline unsigned __float_as_uint(float f) { return simt::bits(f); }
 inline float __int_as_float(int i) { return simt::from_bits<float>((uint32_t)i); }
 template <typename T> inline T __ldcg(const T *p) { return *p; }

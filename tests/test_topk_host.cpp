@@ -27,6 +27,7 @@
 #include "simt_host.h"
 
 #include "cd_select.cuh"
+#include "group_tokens.cuh"
 #include "sel_topk.cuh"
 
 #include "harness.h"
@@ -308,6 +309,95 @@ template <int KPT> static void cd_cases(int rows, uint64_t seed) {
     printf("  cd_select, %d keys a thread: %d rows, %d wrong\n", KPT, rows, bad);
 }
 
+/* ---- group_window (the stage-2 token grouping, group_tokens.cuh) ---- */
+
+/* the rule, plainly: tiles of TT, each from the lowest free token, then the free token whose bitmap adds
+ * the fewest bits to the tile's union, the lowest on ties (bench/stage2_union.py's greedy_groups) */
+static std::vector<int> group_reference(const std::vector<uint32_t> &bm, int ncw, int nw, int TT) {
+    std::vector<int> order;
+    std::vector<char> taken(nw, 0);
+    std::vector<uint32_t> u(ncw);
+    for (int slot = 0; slot < nw; slot++) {
+        int best = -1;
+        if (slot % TT == 0) {
+            for (int t = 0; t < nw && best < 0; t++)
+                if (!taken[t]) best = t;
+            std::fill(u.begin(), u.end(), 0u);
+        } else {
+            int bv = INT_MAX;
+            for (int t = 0; t < nw; t++) {
+                if (taken[t]) continue;
+                int c = 0;
+                for (int w = 0; w < ncw; w++) c += __builtin_popcount(bm[(size_t)t * ncw + w] & ~u[w]);
+                if (c < bv) bv = c, best = t;
+            }
+        }
+        taken[best] = 1;
+        for (int w = 0; w < ncw; w++) u[w] |= bm[(size_t)best * ncw + w];
+        order.push_back(best);
+    }
+    return order;
+}
+
+/* group_window<256> (a CTA of 8 warps, as k_group_tokens launches it) on random windows: W up to 512
+ * tokens (more than the threads: each thread then holds two), partial windows, 1-80 bitmap words (an odd
+ * and an even stride), tiles of 2-32 tokens, bitmaps dense, sparse, empty, identical, and "coherent" (each
+ * token its neighbour's chunks with a few changed, as a real layer's selections), against the reference */
+static void group_cases(int windows, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    static simt::Team in_order(8), shuffled(8);
+    static const bool seeded = (shuffled.shuffle_lanes(seed ^ 0x5eed), true);
+    (void)seeded;
+    int bad = 0;
+    for (int r = 0; r < windows; r++) {
+        static const int TTs[] = {2, 4, 8, 16, 18, 25, 32}, Ws[] = {16, 64, 128, 256, 512};
+        const int TT = TTs[rng() % 7];
+        int W = Ws[rng() % 5];
+        if (W < TT) W = TT;
+        const int nw = rng() % 3 ? W : 1 + (int)(rng() % W);
+        const int ncw = rng() % 4 == 0 ? 1 + (int)(rng() % 80) : (int)(1u << (rng() % 7)); /* 1..64 or any to 80 */
+        const int kind = (int)(rng() % 5);
+        const int stride = group_stride(ncw);
+        std::vector<uint32_t> dense((size_t)nw * ncw);
+        for (int t = 0; t < nw; t++)
+            for (int w = 0; w < ncw; w++) {
+                uint32_t x;
+                switch (kind) {
+                case 0: x = (uint32_t)rng(); break;                                    /* dense */
+                case 1: x = (uint32_t)(rng() & rng() & rng() & rng()); break;          /* sparse */
+                case 2: x = 0u; break;                                                 /* empty: all ties */
+                case 3: x = (uint32_t)(seed * 2654435761u + (uint64_t)w * 40503u); break; /* identical */
+                default: /* coherent: the previous token's word with a bit or two moved */
+                    x = t ? dense[(size_t)(t - 1) * ncw + w] : (uint32_t)(rng() & rng());
+                    if (rng() % 4 == 0) x ^= 1u << (rng() % 32);
+                    if (rng() % 8 == 0) x ^= 1u << (rng() % 32);
+                }
+                dense[(size_t)t * ncw + w] = x;
+            }
+        /* the routine's shared memory, laid out as k_group_tokens lays it out, garbage past the rows */
+        std::vector<uint32_t> smem(group_window_smem(W, ncw) / 4, 0xdeadbeefu);
+        uint32_t *bm = smem.data(), *u = bm + (size_t)W * stride, *dval = u + ncw;
+        int *nzw = (int *)(dval + ncw), *grow = nzw + ncw, *order = grow + W, *sh = order + W;
+        for (int t = 0; t < nw; t++)
+            for (int w = 0; w < ncw; w++) bm[(size_t)t * stride + w] = dense[(size_t)t * ncw + w];
+        simt::Team &cta = r & 1 ? shuffled : in_order;
+        const bool ok = cta.run([&](int) { group_window<256>(bm, stride, ncw, nw, TT, u, dval, nzw, grow, order, sh); });
+        CHECK(ok, "group_window window %d (W %d nw %d TT %d ncw %d): %s", r, W, nw, TT, ncw, cta.error().c_str());
+        if (!ok) {
+            bad++;
+            continue;
+        }
+        const std::vector<int> want = group_reference(dense, ncw, nw, TT);
+        int first = -1;
+        for (int i = 0; i < nw && first < 0; i++)
+            if (order[i] != want[i]) first = i;
+        CHECK(first < 0, "group_window window %d (W %d nw %d TT %d ncw %d kind %d): slot %d holds token %d, want %d", r,
+              W, nw, TT, ncw, kind, first, first >= 0 ? order[first] : 0, first >= 0 ? want[first] : 0);
+        bad += first >= 0;
+    }
+    printf("  group_window: %d windows, %d wrong\n", windows, bad);
+}
+
 int main() {
     const char *er = getenv("INFLLM_TOPK_HOST_ROWS"), *es = getenv("INFLLM_TOPK_HOST_SEED");
     const int rows = er ? atoi(er) : 1500;
@@ -358,5 +448,6 @@ int main() {
     cd_cases<4>(rows / 5, seed + 2);
     cd_cases<8>(rows / 10, seed + 3);
     cd_cases<48>(rows / 100 + 1, seed + 4);
+    group_cases(rows / 10, seed + 5);
     return finish("test_topk_host");
 }

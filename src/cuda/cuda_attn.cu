@@ -26,6 +26,7 @@
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 #include "cuda_sm90.cuh"
+#include "group_tokens.cuh"
 
 struct FlashParams {
     const void *q, *k, *v;
@@ -892,35 +893,33 @@ __global__ void __launch_bounds__(256, 2)
 /* Stage-2 token grouping for k_flash90 (sparse, one split). A tile walks the union of the 64-key
  * chunks its TT tokens selected, and per-token selections of neighbouring tokens overlap little, so
  * which tokens share a tile sets the work. Inside each window of `tiles` * TT consecutive query
- * tokens of a sequence (per KV head), tiles are formed greedily: a tile starts at the lowest free
- * token and adds, one at a time, the free token that adds the fewest chunks to its union (the
- * lowest on ties). Rows are masked per token, so the grouping changes only which rows share a
- * tile, never a row's result. perm[g][q0 + w0 + slot] = the token (sequence-relative) of that
- * slot. grid (windows, num_seqs, Hkv), 256 threads; dynamic shared memory group_smem(). Windows of
- * 8 tiles (INFLLM_CUDA_GROUP_TILES=16: 16 tiles where the bitmaps fit). */
-static size_t group_smem(int tiles, int TT, int ncw) {
-    const size_t W = (size_t)tiles * TT;
-    return (W * ncw + ncw) * sizeof(uint32_t) + 2 * W * sizeof(int);
-}
+ * tokens of a sequence (per KV head), tiles are formed greedily (group_window, group_tokens.cuh: a
+ * tile starts at the lowest free token and adds, one at a time, the free token that adds the fewest
+ * chunks to its union, the lowest on ties). Rows are masked per token, so the grouping changes only
+ * which rows share a tile, never a row's result. perm[g][q0 + w0 + slot] = the token
+ * (sequence-relative) of that slot. grid (windows, num_seqs, Hkv), 256 threads; dynamic shared memory
+ * group_smem(). */
+static size_t group_smem(int tiles, int TT, int ncw) { return group_window_smem(tiles * TT, ncw); }
 
 __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm, int tiles) {
     extern __shared__ uint32_t gsm[];
-    const int W = tiles * p.TT, ncw = p.ncw;
+    const int W = tiles * p.TT, ncw = p.ncw, stride = group_stride(ncw);
     const int b = blockIdx.y, g = blockIdx.z, w0 = blockIdx.x * W;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int tid = threadIdx.x;
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
     if (w0 >= lq) return;
     FLASH_RETURN_IF_FILTERED(p, lk)
     const int nw = min(W, lq - w0);
-    uint32_t *bm = gsm;                     /* [W][ncw] chunk bitmaps of the window's tokens */
-    uint32_t *u = bm + (size_t)W * ncw;     /* [ncw] the open tile's union */
-    int *grow = (int *)(u + ncw);           /* [W] chunks a free token would add; INT_MAX: taken */
-    int *order = grow + W;                  /* [W] slot -> token of the window */
-    __shared__ int sbest;
-    for (int i = tid; i < nw * ncw; i += 256) bm[i] = 0u;
-    for (int i = tid; i < W; i += 256) grow[i] = i < nw ? 0 : INT_MAX;
+    uint32_t *bm = gsm;                         /* [W][stride] chunk bitmaps of the window's tokens */
+    uint32_t *u = bm + (size_t)W * stride;      /* [ncw] the open tile's union */
+    uint32_t *dval = u + ncw;                   /* [ncw] the union's new bits, by changed word */
+    int *nzw = (int *)(dval + ncw);             /* [ncw] the changed words */
+    int *grow = nzw + ncw;                      /* [W] chunks a free token would add; INT_MAX: taken */
+    int *order = grow + W;                      /* [W] slot -> token of the window */
+    int *sh = order + W;                        /* [2] */
+    for (int i = tid; i < nw * stride; i += 256) bm[i] = 0u;
     __syncthreads();
     const int32_t nb_seq = (lk + p.B - 1) / p.B;
     for (int i = tid; i < nw * p.topk_cols; i += 256) {
@@ -930,59 +929,10 @@ __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *pe
         if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
         const int64_t kend = min((int64_t)blk * p.B + p.B - 1, pos);
         for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
-            atomicOr(&bm[tt * ncw + (c >> 5)], 1u << (c & 31));
+            atomicOr(&bm[tt * stride + (c >> 5)], 1u << (c & 31));
     }
     __syncthreads();
-    for (int slot = 0; slot < nw; slot++) {
-        if (slot % p.TT == 0) { /* a new tile: the lowest free token, and its chunks as the union */
-            if (warp == 0) {
-                int best = -1;
-                for (int base = 0; base < nw && best < 0; base += 32) {
-                    const uint32_t m = __ballot_sync(0xffffffffu, base + lane < nw && grow[base + lane] != INT_MAX);
-                    if (m) best = base + __ffs(m) - 1;
-                }
-                if (lane == 0) sbest = best;
-            }
-            __syncthreads();
-            const int best = sbest;
-            for (int w = tid; w < ncw; w += 256) u[w] = bm[best * ncw + w];
-            if (tid == 0) {
-                order[slot] = best;
-                grow[best] = INT_MAX;
-            }
-            __syncthreads();
-            continue;
-        }
-        /* every free token's growth of the union: a warp a token, lanes over the words */
-        for (int t = warp; t < nw; t += 8) {
-            if (grow[t] == INT_MAX) continue;
-            int cnt = 0;
-            for (int w = lane; w < ncw; w += 32) cnt += __popc(bm[t * ncw + w] & ~u[w]);
-#pragma unroll
-            for (int o = 16; o; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
-            if (lane == 0) grow[t] = cnt;
-        }
-        __syncthreads();
-        if (warp == 0) { /* argmin, lowest token on ties */
-            int bv = INT_MAX, bi = W;
-            for (int t = lane; t < nw; t += 32)
-                if (grow[t] < bv) bv = grow[t], bi = t;
-#pragma unroll
-            for (int o = 16; o; o >>= 1) {
-                const int ov = __shfl_xor_sync(0xffffffffu, bv, o), oi = __shfl_xor_sync(0xffffffffu, bi, o);
-                if (ov < bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
-            }
-            if (lane == 0) sbest = bi;
-        }
-        __syncthreads();
-        const int best = sbest;
-        for (int w = tid; w < ncw; w += 256) u[w] |= bm[best * ncw + w];
-        if (tid == 0) {
-            order[slot] = best;
-            grow[best] = INT_MAX;
-        }
-        __syncthreads();
-    }
+    group_window<256>(bm, stride, ncw, nw, p.TT, u, dval, nzw, grow, order, sh);
     for (int i = tid; i < nw; i += 256) perm[(int64_t)g * p.sd.total_q + q0 + w0 + i] = w0 + order[i];
 }
 
