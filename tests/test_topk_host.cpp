@@ -2,7 +2,9 @@
  * test_topk_host: the selection's device top-k, sel90_topk_radix (src/cuda/sel_topk.cuh: the finalize of
  * k_select, k_select90 and k_dec_topk), compiled for the host and run lane by lane on tests/simt_host.h,
  * for teams of 1 and 2 warps, against a plain sort; and the decode cache's selection, cd_select
- * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way. CI has no GPU; this runs the routine's own source
+ * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way; and the stage-2 token grouping,
+ * group_window (src/cuda/group_tokens.cuh, a k_group_tokens CTA of 8 warps), against a plain greedy (its
+ * result never shows in the attention output, only in the speed). CI has no GPU; this runs the routine's own source
  * there, on rows the GPU grid rarely makes: every length from 1 block up, k of 0, 1, n - 1, n and
  * above, forced and empty blocks at both ends, heavy ties, +-inf, +-0, subnormals and NaN payloads of
  * both signs, garbage past the row and in the team's shared memory.
