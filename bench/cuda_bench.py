@@ -194,25 +194,25 @@ def stage2_fn(lib, p, l, q, k, v, topk, K, out, lse):
     return run
 
 
-def kernel_times(fn, calls=5):
-    """{kernel name (up to its template arguments): device ms per call} over `calls` calls of fn
-    (torch.profiler, CUDA activity), e.g. how much of a stage-2 call k_group_tokens takes"""
+def kernel_times(fn, reps=20):
+    """device us per call of each CUDA kernel that fn launches (torch.profiler; bench/smallq_ab.py --kernels,
+    and --stage2-profile here)"""
     from torch.profiler import ProfilerActivity, profile
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
+        for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    per = {}
+    acc = {}
     for e in prof.key_averages():
-        us = getattr(e, "device_time_total", None)
-        if us is None:
-            us = getattr(e, "cuda_time_total", 0)
-        name = e.key.split("<")[0].split("(")[0].replace("void ", "").strip()
-        if us > 0 and not name.startswith("Memcpy") and not name.startswith("Memset"):
-            per[name] = per.get(name, 0.0) + us / 1000.0 / calls
-    return per
+        if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0:
+            t = getattr(e, "self_device_time_total", None)
+            if t is None:
+                t = e.self_cuda_time_total
+            if t > 0:
+                acc[e.key.split("<")[0].split("(")[0]] = t / reps
+    return acc
 
 
 def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
@@ -723,8 +723,8 @@ def main():
               f"select {t_sel:.3f} (synthetic q / k), + stage 2 = {t_sel + t_st2:.3f}", flush=True)
         if a.stage2_profile:
             try:
-                per = kernel_times(stage2_fn(lib, p, l, q, k, v, topk, K, out, None))
-                print("  stage 2 kernels, ms a call: " + ", ".join(f"{n} {t:.3f}" for n, t in
+                per = kernel_times(stage2_fn(lib, p, l, q, k, v, topk, K, out, None), reps=5)
+                print("  stage 2 kernels, ms a call: " + ", ".join(f"{n.replace('void ', '')} {t / 1000:.3f}" for n, t in
                                                                sorted(per.items(), key=lambda x: -x[1])), flush=True)
             except Exception as e:  # noqa
                 print(f"# stage-2 profile on {path}: {type(e).__name__}: {str(e)[:200]}")

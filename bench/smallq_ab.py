@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cuda_bench  # noqa: E402  (its shape globals: set_shape)
-from cuda_bench import check, env_switches, layout, load_lib, make_inputs, params, timeit  # noqa: E402
+from cuda_bench import check, env_switches, kernel_times, layout, load_lib, make_inputs, params, timeit  # noqa: E402
 from infllm_ctypes import DENSE, SPARSE  # noqa: E402
 
 
@@ -73,26 +73,6 @@ class Call:
                                                   C.c_void_p(self.k.data_ptr()), C.c_void_p(self.v.data_ptr()),
                                                   C.c_void_p(self.out.data_ptr()),
                                                   C.c_void_p(self.lse.data_ptr())), "infllm_attention")
-
-
-def kernel_times(fn, reps=20):
-    """device us per call of each CUDA kernel that fn launches (torch.profiler)"""
-    from torch.profiler import ProfilerActivity, profile
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    acc = {}
-    for e in prof.key_averages():
-        if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0:
-            t = getattr(e, "self_device_time_total", None)
-            if t is None:
-                t = e.self_cuda_time_total
-            if t > 0:
-                acc[e.key.split("<")[0].split("(")[0]] = t / reps
-    return acc
 
 
 def main():
