@@ -106,7 +106,8 @@ int main(void) {
         free(seqs);
         if (st != INFLLM_OK) continue;
         /* lengths: the capacity, the shortest that holds nmax queries, and two between */
-        const int64_t Ls[4] = {cap, nmax, nmax + (cap - nmax) / 3, nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax))};
+        const int64_t Ls[4] = {cap, nmax, nmax + (cap - nmax) / 3,
+                               nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax))};
         size_t most = 0;
         int short_n = 0;
         int64_t first_short = -1, first_L = -1;
@@ -125,7 +126,8 @@ int main(void) {
         }
         CHECK(short_n == 0, "%s: workspace %zu bytes, but %d (count, length) pairs need more, first %lld queries at "
               "L %lld: %zu", name, ws, short_n, (long long)first_short, (long long)first_L, first_need);
-        CHECK(2 * ws <= 3 * most + 8192, "%s: workspace %zu bytes, more than 1.5x the largest need %zu", name, ws, most);
+        CHECK(2 * ws <= 3 * most + 8192, "%s: workspace %zu bytes, more than 1.5x the largest need %zu", name, ws,
+              most);
         if (most && (double)ws / (double)most > worst_slack) worst_slack = (double)ws / (double)most;
     }
     printf("test_cuda_ws: %d layouts, %lld (count, length) pairs; the query's largest size / largest need = %.3f\n",

@@ -1032,7 +1032,8 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     CacheWs w = cache_ws(ap);
     unsigned char *ws = NULL;
     int owned = 0;
-    s = cuda_workspace_acquire(ap, cuda_cache_attend_bytes(ap), "CUDA cache attend", "infllm_cache_workspace_size", st, &ws, &owned);
+    s = cuda_workspace_acquire(ap, cuda_cache_attend_bytes(ap), "CUDA cache attend", "infllm_cache_workspace_size", st,
+                               &ws, &owned);
     if (s) return s;
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {
