@@ -315,7 +315,7 @@ template <int KPT> static void cd_cases(int rows, uint64_t seed) {
 
 /* the rule, plainly: tiles of TT, each from the lowest free token, then the free token whose bitmap adds
  * the fewest bits to the tile's union, the lowest on ties (bench/stage2_union.py's greedy_groups) */
-static std::vector<int> group_reference(const std::vector<uint32_t> &bm, int ncw, int nw, int TT) {
+static std::vector<int> group_reference(const std::vector<uint32_t> &bm, int ncw, int nw, int TT, int min_gain) {
     std::vector<int> order;
     std::vector<char> taken(nw, 0);
     std::vector<uint32_t> u(ncw);
@@ -338,19 +338,35 @@ static std::vector<int> group_reference(const std::vector<uint32_t> &bm, int ncw
         for (int w = 0; w < ncw; w++) u[w] |= bm[(size_t)best * ncw + w];
         order.push_back(best);
     }
+    if (min_gain > 0) { /* keep the consecutive tiles unless the greedy ones' unions are min_gain% smaller */
+        auto unions = [&](const std::vector<int> &ord) {
+            long total = 0;
+            for (int t0 = 0; t0 < nw; t0 += TT)
+                for (int w = 0; w < ncw; w++) {
+                    uint32_t x = 0u;
+                    for (int t = t0; t < std::min(t0 + TT, nw); t++) x |= bm[(size_t)ord[t] * ncw + w];
+                    total += __builtin_popcount(x);
+                }
+            return total;
+        };
+        std::vector<int> ident(nw);
+        std::iota(ident.begin(), ident.end(), 0);
+        if (unions(order) * 100 > unions(ident) * (100 - min_gain)) order = ident;
+    }
     return order;
 }
 
 /* group_window<256> (a CTA of 8 warps, as k_group_tokens launches it) on random windows: W up to 512
  * tokens (more than the threads: each thread then holds two), partial windows, 1-80 bitmap words (an odd
- * and an even stride), tiles of 2-32 tokens, bitmaps dense, sparse, empty, identical, and "coherent" (each
- * token its neighbour's chunks with a few changed, as a real layer's selections), against the reference */
+ * and an even stride), tiles of 2-32 tokens, bitmaps dense, sparse, empty, identical, "coherent" (each
+ * token its neighbour's chunks with a few changed, as a real layer's selections) and interleaved clusters
+ * (where grouping gains most), with and without a minimum gain, against the reference */
 static void group_cases(int windows, uint64_t seed) {
     std::mt19937_64 rng(seed);
     static simt::Team in_order(8), shuffled(8);
     static const bool seeded = (shuffled.shuffle_lanes(seed ^ 0x5eed), true);
     (void)seeded;
-    int bad = 0;
+    int bad = 0, gained = 0, kept = 0;
     for (int r = 0; r < windows; r++) {
         static const int TTs[] = {2, 4, 8, 16, 18, 25, 32}, Ws[] = {16, 64, 128, 256, 512};
         const int TT = TTs[rng() % 7];
@@ -358,7 +374,10 @@ static void group_cases(int windows, uint64_t seed) {
         if (W < TT) W = TT;
         const int nw = rng() % 3 ? W : 1 + (int)(rng() % W);
         const int ncw = rng() % 4 == 0 ? 1 + (int)(rng() % 80) : (int)(1u << (rng() % 7)); /* 1..64 or any to 80 */
-        const int kind = (int)(rng() % 5);
+        const int kind = (int)(rng() % 6);
+        const int nclus = 2 + (int)(rng() % 3);
+        static const int gains[] = {0, 0, 5, 10, 15, 30, 99};
+        const int min_gain = gains[rng() % 7];
         const int stride = group_stride(ncw);
         std::vector<uint32_t> dense((size_t)nw * ncw);
         for (int t = 0; t < nw; t++)
@@ -369,6 +388,10 @@ static void group_cases(int windows, uint64_t seed) {
                 case 1: x = (uint32_t)(rng() & rng() & rng() & rng()); break;          /* sparse */
                 case 2: x = 0u; break;                                                 /* empty: all ties */
                 case 3: x = (uint32_t)(seed * 2654435761u + (uint64_t)w * 40503u); break; /* identical */
+                case 5: /* interleaved clusters: token t is like token t - nclus (grouping gains much) */
+                    x = t >= nclus ? dense[(size_t)(t - nclus) * ncw + w] : (uint32_t)rng();
+                    if (rng() % 8 == 0) x ^= 1u << (rng() % 32);
+                    break;
                 default: /* coherent: the previous token's word with a bit or two moved */
                     x = t ? dense[(size_t)(t - 1) * ncw + w] : (uint32_t)(rng() & rng());
                     if (rng() % 4 == 0) x ^= 1u << (rng() % 32);
@@ -383,21 +406,29 @@ static void group_cases(int windows, uint64_t seed) {
         for (int t = 0; t < nw; t++)
             for (int w = 0; w < ncw; w++) bm[(size_t)t * stride + w] = dense[(size_t)t * ncw + w];
         simt::Team &cta = r & 1 ? shuffled : in_order;
-        const bool ok = cta.run([&](int) { group_window<256>(bm, stride, ncw, nw, TT, u, dval, nzw, grow, order, sh); });
-        CHECK(ok, "group_window window %d (W %d nw %d TT %d ncw %d): %s", r, W, nw, TT, ncw, cta.error().c_str());
+        const bool ok = cta.run(
+            [&](int) { group_window<256>(bm, stride, ncw, nw, TT, u, dval, nzw, grow, order, sh, min_gain); });
+        CHECK(ok, "group_window window %d (W %d nw %d TT %d ncw %d min_gain %d): %s", r, W, nw, TT, ncw, min_gain,
+              cta.error().c_str());
         if (!ok) {
             bad++;
             continue;
         }
-        const std::vector<int> want = group_reference(dense, ncw, nw, TT);
+        const std::vector<int> want = group_reference(dense, ncw, nw, TT, min_gain);
+        kept += min_gain > 0 && want[nw - 1] == nw - 1 && std::is_sorted(want.begin(), want.end());
+        gained += min_gain > 0;
         int first = -1;
         for (int i = 0; i < nw && first < 0; i++)
             if (order[i] != want[i]) first = i;
-        CHECK(first < 0, "group_window window %d (W %d nw %d TT %d ncw %d kind %d): slot %d holds token %d, want %d", r,
-              W, nw, TT, ncw, kind, first, first >= 0 ? order[first] : 0, first >= 0 ? want[first] : 0);
+        CHECK(first < 0,
+              "group_window window %d (W %d nw %d TT %d ncw %d kind %d min_gain %d): slot %d holds token %d, want %d",
+              r, W, nw, TT, ncw, kind, min_gain, first, first >= 0 ? order[first] : 0, first >= 0 ? want[first] : 0);
         bad += first >= 0;
     }
-    printf("  group_window: %d windows, %d wrong\n", windows, bad);
+    printf("  group_window: %d windows, %d wrong (%d with a minimum gain, %d of them kept consecutive)\n", windows,
+           bad, gained, kept);
+    CHECK(kept > 0 && kept < gained, "group_window: the minimum gain kept %d of %d windows consecutive: both outcomes "
+          "must come up", kept, gained);
 }
 
 int main() {

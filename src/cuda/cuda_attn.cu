@@ -901,7 +901,7 @@ __global__ void __launch_bounds__(256, 2)
  * group_smem(). */
 static size_t group_smem(int tiles, int TT, int ncw) { return group_window_smem(tiles * TT, ncw); }
 
-__global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm, int tiles) {
+__global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *perm, int tiles, int min_gain) {
     extern __shared__ uint32_t gsm[];
     const int W = tiles * p.TT, ncw = p.ncw, stride = group_stride(ncw);
     const int b = blockIdx.y, g = blockIdx.z, w0 = blockIdx.x * W;
@@ -932,7 +932,7 @@ __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *pe
             atomicOr(&bm[tt * stride + (c >> 5)], 1u << (c & 31));
     }
     __syncthreads();
-    group_window<256>(bm, stride, ncw, nw, p.TT, u, dval, nzw, grow, order, sh);
+    group_window<256>(bm, stride, ncw, nw, p.TT, u, dval, nzw, grow, order, sh, min_gain);
     for (int i = tid; i < nw; i += 256) perm[(int64_t)g * p.sd.total_q + q0 + w0 + i] = w0 + order[i];
 }
 
@@ -1284,7 +1284,12 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
         /* tiles of similar selections; the table lives where split partials would */
         const int W = gtiles * c.TT;
         dim3 gg((unsigned)((ap->max_lq + W - 1) / W), (unsigned)ap->num_seqs, (unsigned)ap->Hkv);
-        k_group_tokens<<<gg, 256, group_smem(gtiles, c.TT, p.ncw), st>>>(p, (int32_t *)split_ws, gtiles);
+        /* INFLLM_CUDA_GROUP_MIN_GAIN=P (an experiment of session 25, default off): a window keeps its
+         * consecutive tiles unless grouping shrinks their unions by P% (group_window) */
+        static std::atomic<int> min_gain{CUDA_ENV_UNREAD};
+        const int mg = cuda_env_int("INFLLM_CUDA_GROUP_MIN_GAIN", &min_gain);
+        k_group_tokens<<<gg, 256, group_smem(gtiles, c.TT, p.ncw), st>>>(p, (int32_t *)split_ws, gtiles,
+                                                                          mg > 0 && mg < 100 ? mg : 0);
         CU_LAUNCH_CHECK("k_group_tokens");
         p.perm = (const int32_t *)split_ws;
     }
