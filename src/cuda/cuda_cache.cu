@@ -971,10 +971,10 @@ static CacheWs cache_ws(const infllm_attn_params *ap) {
     return w;
 }
 
-/* the bytes cuda_cache_attend needs for ap as it stands (total_q queries, total_k keys) */
+/* the bytes cuda_cache_attend needs for ap as it stands (total_q queries, total_k keys), from its plans */
+static size_t attend_bytes(const CdPlan &cd, const CacheWs &w) { return cd.use ? cd.total : w.total; }
 extern "C" size_t cuda_cache_attend_bytes(const infllm_attn_params *ap) {
-    CdPlan cd = cd_plan(ap, 0);
-    return cd.use ? cd.total : cache_ws(ap).total;
+    return attend_bytes(cd_plan(ap, 0), cache_ws(ap));
 }
 
 /* The most any call of 1..total_q queries needs (at total_k keys, the cache's capacity: every size grows with
@@ -1032,8 +1032,8 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     CacheWs w = cache_ws(ap);
     unsigned char *ws = NULL;
     int owned = 0;
-    s = cuda_workspace_acquire(ap, cuda_cache_attend_bytes(ap), "CUDA cache attend", "infllm_cache_workspace_size", st,
-                               &ws, &owned);
+    s = cuda_workspace_acquire(ap, attend_bytes(cd, w), "CUDA cache attend", "infllm_cache_workspace_size", st, &ws,
+                               &owned);
     if (s) return s;
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {
