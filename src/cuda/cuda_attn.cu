@@ -918,7 +918,7 @@ __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *pe
     int *nzw = (int *)(dval + ncw);             /* [ncw] the changed words */
     int *grow = nzw + ncw;                      /* [W] chunks a free token would add; INT_MAX: taken */
     int *order = grow + W;                      /* [W] slot -> token of the window */
-    int *sh = order + W;                        /* [2] */
+    int *sh = order + W;                        /* [1] */
     for (int i = tid; i < nw * stride; i += 256) bm[i] = 0u;
     __syncthreads();
     const int32_t nb_seq = (lk + p.B - 1) / p.B;

@@ -24,15 +24,22 @@
 __host__ __device__ inline int group_stride(int ncw) { return ncw | 1; }
 
 /* shared memory of one window of W tokens with ncw bitmap words each (group_window's arrays, in the order
- * k_group_tokens lays them out): bm [W][stride], u, dval, nzw [ncw], grow, order [W], two ints */
+ * k_group_tokens lays them out): bm [W][stride], u, dval, nzw [ncw], grow, order [W], one int */
 __host__ __device__ inline size_t group_window_smem(int W, int ncw) {
-    return ((size_t)W * group_stride(ncw) + 3 * (size_t)ncw + 2 * (size_t)W + 2) * sizeof(uint32_t);
+    return ((size_t)W * group_stride(ncw) + 3 * (size_t)ncw + 2 * (size_t)W + 1) * sizeof(uint32_t);
+}
+
+/* the sum of x over the 32 lanes of a warp, in every lane */
+__device__ inline int group_warp_sum(int x) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
 }
 
 /* Groups the nw (<= W) tokens of a window whose chunk bitmaps are bm[t * stride .. + ncw) into tiles of
  * TT: order[slot] = the token placed at that slot (tile slot / TT). Every thread of the CTA (NT of them,
  * a multiple of 32) calls it; the arrays are shared memory: u, dval, nzw of ncw entries, grow and order
- * of nw, sh of 2. Two barriers a slot; warp 0 alone picks the token and lists the union's changed words,
+ * of nw, sh of 1. Two barriers a slot; warp 0 alone picks the token and lists the union's changed words,
  * then every thread updates the growth of its tokens.
  * min_gain (percent, 0: off): keep the consecutive tiles (order[slot] = slot) unless the greedy tiles'
  * unions add up to at most (100 - min_gain)% of the consecutive tiles' (an experiment of session 25: on a
@@ -43,7 +50,8 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
                                     uint32_t *dval, int *nzw, int *grow, int *order, int *sh, int min_gain = 0) {
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     for (int t = tid; t < nw; t += NT) grow[t] = 0; /* free (INT_MAX: taken) */
-    if (tid == 0) sh[1] = 0;                        /* the greedy tiles' unions, summed (min_gain) */
+    /* warp 0, per lane: the bits the union took over all slots, so the greedy tiles' unions summed (min_gain) */
+    int greedy_bits = 0;
     __syncthreads();
     for (int slot = 0; slot < nw; slot++) {
         const bool first = slot % TT == 0;
@@ -74,6 +82,7 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
                     const uint32_t b = bm[(size_t)best * stride + w], old = first ? 0u : u[w];
                     d = b & ~old;
                     u[w] = old | b;
+                    greedy_bits += __popc(d);
                 }
                 const unsigned m = __ballot_sync(0xffffffffu, d != 0u);
                 if (d) {
@@ -82,13 +91,6 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
                     dval[at] = d;
                 }
                 nnz += __popc(m);
-            }
-            if (min_gain > 0 && (slot % TT == TT - 1 || slot == nw - 1)) { /* a tile closes: its union */
-                int c = 0;
-                for (int w = lane; w < ncw; w += 32) c += __popc(u[w]);
-#pragma unroll
-                for (int o = 16; o; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
-                if (lane == 0) sh[1] += c;
             }
             if (lane == 0) {
                 sh[0] = nnz;
@@ -119,7 +121,6 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
     }
     if (min_gain > 0) { /* the consecutive tiles' unions: a warp a tile, lanes over the words */
         const int tiles = (nw + TT - 1) / TT;
-        int cons = 0; /* warp 0's sum */
         for (int ti = warp; ti < tiles; ti += NT / 32) {
             int c = 0;
             for (int w = lane; w < ncw; w += 32) {
@@ -127,18 +128,18 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
                 for (int t = ti * TT; t < min(ti * TT + TT, nw); t++) x |= bm[(size_t)t * stride + w];
                 c += __popc(x);
             }
-#pragma unroll
-            for (int o = 16; o; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+            c = group_warp_sum(c);
             if (lane == 0) grow[ti] = c; /* grow is free now: the tiles' unions */
         }
         __syncthreads();
         if (warp == 0) {
+            int cons = 0;
             for (int ti = lane; ti < tiles; ti += 32) cons += grow[ti];
-#pragma unroll
-            for (int o = 16; o; o >>= 1) cons += __shfl_xor_sync(0xffffffffu, cons, o);
+            cons = group_warp_sum(cons);
+            const int greedy = group_warp_sum(greedy_bits);
+            /* greedy * 100 > cons * (100 - min_gain): not worth it, consecutive (warp 0 decides, all follow) */
+            if (lane == 0) sh[0] = (int64_t)greedy * 100 > (int64_t)cons * (100 - min_gain);
         }
-        /* greedy * 100 > cons * (100 - min_gain): not worth it, consecutive (warp 0 decides, all follow) */
-        if (tid == 0) sh[0] = (int64_t)sh[1] * 100 > (int64_t)cons * (100 - min_gain);
         __syncthreads();
         if (sh[0])
             for (int t = tid; t < nw; t += NT) order[t] = t;
