@@ -88,8 +88,8 @@ typedef struct rowerr {
     int sparse;
 } rowerr;
 
-static void run_case(const ccase *c, unsigned long long seed) {
-    g_cases++;
+/* the case's params on the library defaults (B, l1, s1 of 0: the default), host backend */
+static infllm_params case_params(const ccase *c) {
     infllm_params p;
     infllm_params_default(&p);
     if (c->B) p.block_size = c->B;
@@ -101,6 +101,12 @@ static void run_case(const ccase *c, unsigned long long seed) {
     p.exact_lse = c->exact;
     p.dense_len = c->dense_len;
     p.mode = c->mode;
+    return p;
+}
+
+static void run_case(const ccase *c, unsigned long long seed) {
+    g_cases++;
+    infllm_params p = case_params(c);
     const int D = c->D, Hq = c->Hq, Hkv = c->Hkv;
     const infllm_dtype dt = c->dt;
     const int64_t cap = c->capacity, cols = (int64_t)Hkv * D, qcols = (int64_t)Hq * D;
@@ -410,56 +416,48 @@ static void run_case(const ccase *c, unsigned long long seed) {
  * (G 8, 2 KV heads, d 64, 132 SMs). So each layout here attends 1..nmax queries, at the full capacity, with
  * exactly the bytes the query for nmax gave; every call must succeed with a finite LSE. */
 static void workspace_every_count(void) {
-    typedef struct {
-        const char *name;
-        infllm_dtype dt;
-        int D, Hq, Hkv, B, l1, s1, topk, exact, nmax;
-        int64_t cap;
-    } wcase;
-    const wcase cases[] = {
-        {"ws-g8-d64-b32", INFLLM_DTYPE_BF16, 64, 16, 2, 32, 8, 8, 3, 1, 80, 1189},
-        {"ws-g7", INFLLM_DTYPE_BF16, 128, 28, 4, 0, 0, 0, 8, 0, 70, 3000},
-        {"ws-g1-f16", INFLLM_DTYPE_F16, 128, 4, 4, 0, 0, 0, 8, 0, 300, 3000},
-        {"ws-g16", INFLLM_DTYPE_BF16, 128, 32, 2, 0, 0, 0, 8, 0, 140, 5000},
-        {"ws-g20-d64", INFLLM_DTYPE_F16, 64, 20, 1, 0, 0, 0, 6, 0, 70, 2000},
+    const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
+    const infllm_mode SP = INFLLM_MODE_SPARSE;
+    /* as the cases in main; capacity = the keys appended, att[0] = the most queries (nmax) */
+    const ccase cases[] = {
+        {"ws-g8-d64-b32", BF, 64, 16, 2, 32, 8, 8, 1, 32, 3, 1, 8192, SP, 1189, 1, {1189}, {80}, {1}, 0},
+        {"ws-g7", BF, 128, 28, 4, 0, 0, 0, 1, 32, 8, 0, 8192, SP, 3000, 1, {3000}, {70}, {1}, 0},
+        {"ws-g1-f16", F16, 128, 4, 4, 0, 0, 0, 1, 32, 8, 0, 8192, SP, 3000, 1, {3000}, {300}, {1}, 0},
+        {"ws-g16", BF, 128, 32, 2, 0, 0, 0, 1, 32, 8, 0, 8192, SP, 5000, 1, {5000}, {140}, {1}, 0},
+        {"ws-g20-d64", F16, 64, 20, 1, 0, 0, 0, 1, 32, 6, 0, 8192, SP, 2000, 1, {2000}, {70}, {1}, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        const wcase *w = &cases[ci];
+        const ccase *w = &cases[ci];
+        const int nmax = w->att[0];
+        const int64_t cap = w->capacity;
         g_cases++;
-        infllm_params p;
-        infllm_params_default(&p);
-        if (w->B) p.block_size = w->B;
-        if (w->l1) p.kernel_size = w->l1;
-        if (w->s1) p.kernel_stride = w->s1;
-        p.topk = w->topk;
-        p.exact_lse = w->exact;
-        p.mode = INFLLM_MODE_SPARSE;
+        infllm_params p = case_params(w);
         p.backend = INFLLM_BACKEND_CUDA;
         const int64_t cols = (int64_t)w->Hkv * w->D, qcols = (int64_t)w->Hq * w->D;
-        const size_t nk = (size_t)(w->cap * cols), nq = (size_t)(w->nmax * qcols);
+        const size_t nk = (size_t)(cap * cols), nq = (size_t)(nmax * qcols);
         uint16_t *hk = malloc(nk * 2), *hq = malloc(nq * 2);
         unsigned long long rs = 4242 + ci;
         for (size_t i = 0; i < nk; i++) infllm_store_f32(hk, w->dt, (int64_t)i, (float)h_normal(&rs));
         for (size_t i = 0; i < nq; i++) infllm_store_f32(hq, w->dt, (int64_t)i, (float)h_normal(&rs));
         void *dk = dup_dev(hk, nk * 2), *dq = dup_dev(hq, nq * 2);
         void *dout = dev_alloc(nq * 2);
-        float *dlse = dev_alloc((size_t)w->nmax * w->Hq * 4);
+        float *dlse = dev_alloc((size_t)nmax * w->Hq * 4);
         infllm_cache *cc = NULL;
-        CHECK_OK(infllm_cache_create(&p, w->dt, w->Hkv, w->D, w->cap, &cc));
+        CHECK_OK(infllm_cache_create(&p, w->dt, w->Hkv, w->D, cap, &cc));
         size_t wsb = 0;
-        if (cc) CHECK_OK(infllm_cache_workspace_size(cc, &p, w->nmax, w->Hq, &wsb));
+        if (cc) CHECK_OK(infllm_cache_workspace_size(cc, &p, nmax, w->Hq, &wsb));
         if (cc && wsb) {
             void *dws = dev_alloc(wsb);
-            CHECK_OK(infllm_cache_append(cc, dk, dk, w->cap)); /* values = keys: only the status matters */
+            CHECK_OK(infllm_cache_append(cc, dk, dk, cap)); /* values = keys: only the status matters */
             int failed = 0;
-            float *hl = malloc((size_t)w->nmax * w->Hq * 4);
-            for (int n = 1; n <= w->nmax && failed < 3; n++) {
+            float *hl = malloc((size_t)nmax * w->Hq * 4);
+            for (int n = 1; n <= nmax && failed < 3; n++) {
                 infllm_params ap = p;
                 ap.workspace = dws;
                 ap.workspace_bytes = wsb;
                 infllm_status st = infllm_cache_attend(cc, &ap, dq, n, w->Hq, dout, dlse);
                 CHECK(st == INFLLM_OK, "%s: attend of %d queries with the workspace for %d (%zu bytes): %s", w->name, n,
-                      w->nmax, wsb, infllm_last_error());
+                      nmax, wsb, infllm_last_error());
                 if (st != INFLLM_OK) {
                     failed++;
                     continue;
@@ -471,7 +469,7 @@ static void workspace_every_count(void) {
                 failed += !finite;
             }
             printf("  %-22s attends of 1..%d queries at L=%lld in the workspace for %d (%zu bytes)%s\n", w->name,
-                   w->nmax, (long long)w->cap, w->nmax, wsb, failed ? ": FAILED" : "");
+                   nmax, (long long)cap, nmax, wsb, failed ? ": FAILED" : "");
             free(hl);
             cudaFree(dws);
         }
