@@ -1110,8 +1110,11 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
 }
 
 /* the tiles of one k_group_tokens window when a one-split sparse k_flash90 launch groups its tokens:
- * tiles of 2..32 tokens (groups of 4 to 64 heads), the window's chunk bitmaps within the default
- * 48 KB of shared memory, not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping). Windows of 8 tiles up to
+ * tiles of 2..32 tokens (groups of 4 to 64 heads), the window's chunk bitmaps within the block's opt-in
+ * shared memory (227 KB on the H100 / H200: ~0.9M tokens at G 4-7's 128-token windows, ~1.8M at G 16's 64;
+ * until session 26 the default 48 KB, which ended grouping at ~186K / ~380K tokens; H200, stage 2 grouped
+ * against INFLLM_CUDA_NO_GROUP=1, outputs bitwise equal: G 4 (32 / 8 / 128) at 256K 484.7 vs 521.7 ms, G 16
+ * at 512K 250.3-252.9 vs 257.9-260.6), not INFLLM_CUDA_NO_GROUP=1; else 0 (no grouping). Windows of 8 tiles up to
  * 16 tokens a tile (INFLLM_CUDA_GROUP_TILES=16: 16 where the bitmaps fit), of 4 tiles (128 tokens) above
  * (GROUP_TILES=8 / 16: the most up to that which fit). Tiles of 17..32 tokens (G 4-7) have grouped since
  * session 25 (INFLLM_CUDA_NO_GROUP_WIDE=1: consecutive, as before). H200, stage 2 ms, consecutive ->
@@ -1132,8 +1135,10 @@ static int flash_group_tiles(const FlashCfg &c, int sparse) {
     if (!sparse || !c.wg || c.nsplit > 1 || c.TT < 2 || c.TT > max_tt) return 0;
     const int min_tiles = c.TT > 16 ? 4 : 8;
     const int want = env_tiles == 16 || env_tiles == 8 ? env_tiles : min_tiles;
+    const int optin = cuda_dev_props().smem_optin;
+    const size_t limit = (size_t)(optin > 48 * 1024 ? optin : 48 * 1024);
     for (int tiles = want; tiles >= min_tiles; tiles /= 2)
-        if (group_smem(tiles, c.TT, c.ncw) <= 48 * 1024) return tiles;
+        if (group_smem(tiles, c.TT, c.ncw) <= limit) return tiles;
     return 0;
 }
 static size_t group_table_bytes(const infllm_attn_params *ap) {
@@ -1288,8 +1293,10 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
          * consecutive tiles unless grouping shrinks their unions by P% (group_window) */
         static std::atomic<int> min_gain{CUDA_ENV_UNREAD};
         const int mg = cuda_env_int("INFLLM_CUDA_GROUP_MIN_GAIN", &min_gain);
-        k_group_tokens<<<gg, 256, group_smem(gtiles, c.TT, p.ncw), st>>>(p, (int32_t *)split_ws, gtiles,
-                                                                          mg > 0 && mg < 100 ? mg : 0);
+        const size_t gsmem = group_smem(gtiles, c.TT, p.ncw);
+        s = cuda_func_smem((const void *)k_group_tokens, gsmem, "k_group_tokens");
+        if (s) return s;
+        k_group_tokens<<<gg, 256, gsmem, st>>>(p, (int32_t *)split_ws, gtiles, mg > 0 && mg < 100 ? mg : 0);
         CU_LAUNCH_CHECK("k_group_tokens");
         p.perm = (const int32_t *)split_ws;
     }
