@@ -1002,14 +1002,22 @@ static int sel_pad16(const infllm_attn_params *ap, int nbmax) {
  * G rows. Measured on the H200 (session 25, bench/cuda_ab.sh, k_select's select speed against k_select90's,
  * 32 query heads, d 128): 8K 2.16x / 1.34x / 1.60x (G 1 / 2 / 3), 16K 1.51x / 1.12x / 1.40x, 20K 1.46x /
  * 1.10x / 1.39x, 24K 0.81x / 0.79x / 0.99x. The default path at G 1: pipeline 2.93 -> 2.32 ms at 8K, 11.59 ->
- * 9.55 ms at 16K. INFLLM_CUDA_SEL_SHORT=1 takes k_select at every length for these groups,
- * INFLLM_CUDA_NO_SEL_SHORT=1 never (k_select90, the rule before). */
+ * 9.55 ms at 16K. At d 64 (session 26; 16 query heads for G 1 / 2, 12 for G 3) k_select's tiles are half
+ * as large and it wins longer: G 1 1.96x / 1.44x / 1.35x / 1.33x at 8K / 16K / 20K / 24K, 0.73x at 28K;
+ * G 2 1.20x at 8K, 1.00x / 0.97x at 16K (two calls), 0.97x / 0.96x at 20K / 24K; G 3 1.36x at 8K, 1.29x at
+ * 24K, 1.18x at 32K, 0.84x at 40K. Hence the per-(G, d) limits below (G 2's between its measured points);
+ * the default against NO_SEL_SHORT, same call: G 1 d 64 24K pipeline 9.74 vs 11.07 ms, G 3 32K 7.99 vs
+ * 8.40. INFLLM_CUDA_SEL_SHORT=1 takes k_select at every length for these groups, INFLLM_CUDA_NO_SEL_SHORT=1
+ * never (k_select90, the rule before). */
 #ifdef INFLLM_CUDA_SM90A
-#define SEL_SHORT_MAX_KEYS 20480
+static int64_t sel_short_max_keys(int G, int D) {
+    if (D != 64) return 20480;
+    return G == 1 ? 24576 : G == 2 ? 12288 : 32768;
+}
 static int sel_short_small_group(const infllm_attn_params *ap) {
     static std::atomic<int> always{CUDA_ENV_UNREAD}, never{CUDA_ENV_UNREAD};
     if (ap->G > 3 || cuda_env_int("INFLLM_CUDA_NO_SEL_SHORT", &never) == 1) return 0;
-    return cuda_env_int("INFLLM_CUDA_SEL_SHORT", &always) == 1 || ap->max_lk <= SEL_SHORT_MAX_KEYS;
+    return cuda_env_int("INFLLM_CUDA_SEL_SHORT", &always) == 1 || ap->max_lk <= sel_short_max_keys(ap->G, ap->D);
 }
 #endif
 
