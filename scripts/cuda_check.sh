@@ -8,7 +8,7 @@
 # sm_80 / plain sm_90 builds use (INFLLM_CUDA_NO_WGMMA=1) in both tile configurations (k_select's
 # rows of groups below 16 unpadded in one, padded to 16 in the other), then on the
 # wgmma kernels with K/V chunks by cp.async only, and on their other tile shapes (k_select90's
-# 256-kernel tiles, its unordered warpgroups, ungrouped stage-2 tiles, the 3-stage compression
+# 256-kernel tiles, its 2-stage ring of 128-kernel tiles, its unordered warpgroups, ungrouped stage-2 tiles, the 3-stage compression
 # ring of devices with less shared memory, token grouping in 16-tile windows, kept consecutive where it gains little), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
@@ -40,7 +40,7 @@ RUNS=("test_cuda: wgmma kernels (default)|$BUILD/tests/test_cuda")
 if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   RUNS+=("test_cuda: mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1), default 4-warp tiles, few-query calls on the shared kernels (INFLLM_CUDA_NO_FEWQ_CD=1), k_select's rows never padded (INFLLM_CUDA_NO_SEL_PAD16=1)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_SEL_PAD16=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: alternative kernel configurations (mma.sync, fused decode selection, 8-warp sparse and dense tiles, few-query calls on the shared kernels, k_select's rows padded to 16 for groups below 16)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 INFLLM_CUDA_SEL_PAD16=1 $BUILD/tests/test_cuda")
-  RUNS+=("test_cuda: wgmma kernels, few-query calls on the shared kernels, compression a warp a window (INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1)|env INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1 $BUILD/tests/test_cuda")
+  RUNS+=("test_cuda: wgmma kernels, few-query calls on the shared kernels, compression a warp a window, k_select90's 2-stage ring of 128-kernel tiles at d 128 (INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1 INFLLM_CUDA_SEL90_RING2=2)|env INFLLM_CUDA_NO_FEWQ_CD=1 INFLLM_CUDA_NO_COMPRESS_GROUP=1 INFLLM_CUDA_SEL90_RING2=2 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with every K/V chunk by cp.async and the thread-a-column compression (INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1, the paths of misaligned or tiny K/V)|env INFLLM_CUDA_NO_TMA=1 INFLLM_CUDA_NO_COMPRESS16=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's 256-kernel tiles and stage-2 tiles of consecutive tokens (INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1)|env INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups coupled by a tile barrier and issuing unordered, the 3-stage compression ring of devices with less shared memory, and stage-2 token grouping in the largest windows that fit, kept consecutive where it gains under 10% (INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 INFLLM_CUDA_GROUP_TILES=16 INFLLM_CUDA_GROUP_MIN_GAIN=10)|env INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 INFLLM_CUDA_GROUP_TILES=16 INFLLM_CUDA_GROUP_MIN_GAIN=10 $BUILD/tests/test_cuda")

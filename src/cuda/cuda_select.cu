@@ -430,7 +430,8 @@ __device__ __forceinline__ void smem_max_if(uint32_t addr, int v, bool pred) {
 }
 
 /* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
- * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice */
+ * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice (and
+ * sel90_ring2_mode for a third, 128 x 2, to 256K at d 128: off by default until run on a device) */
 enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
 /* warps per token in the finalize (1 or 2: with 2 all 16 warps of the CTA work on its 8 tokens) */
 enum { SEL90_TOPK_TW = 2 };
@@ -939,11 +940,45 @@ static int sel90_decoupled(void) {
     static std::atomic<int> coupled{CUDA_ENV_UNREAD};
     return cuda_env_int("INFLLM_CUDA_SEL90_COUPLED", &coupled) != 1;
 }
+/* k_select90 with a 2-stage ring of 128-kernel tiles (RING2): 98 KB of tiles at d 128 instead of the 3-stage
+ * ring's 131 KB, so 8 tokens' block scores fit to 4,104 blocks (256K tokens) instead of ~3,080 (~197K), past
+ * which the selection falls back to the mma.sync k_select (session 26: select 590 ms at G 4 / 256K against
+ * 57.6 at 128K). d 128 only (at d 64 a 2-stage ring of 128 kernels is too small for the finalize's
+ * histograms, and the 3-stage ring already fits to ~330K tokens); decoupled warpgroups only.
+ * INFLLM_CUDA_SEL90_RING2: 0 (default, until a device run has checked and timed it: session 26 wrote it
+ * with no device time left), 1 where the 3-stage ring does not fit (the intended default), 2 instead of the
+ * 3-stage ring wherever that would run (a test switch: the grid's small sizes then run it); read once. */
+static int sel90_ring2_mode(void) {
+    static std::atomic<int> ring2{CUDA_ENV_UNREAD};
+    const int v = cuda_env_int("INFLLM_CUDA_SEL90_RING2", &ring2);
+    return v == 1 || v == 2 ? v : 0;
+}
+static size_t sel90_smem_ring2(int D, int nbmax) { return sel90_smem(D, nbmax, SEL90_CT, 2); }
+static int sel90_ring2_usable(const infllm_attn_params *ap) { return ap->D == 128 && sel90_decoupled(); }
+
+/* the RING2 launch: d 128 only (sel90_ring2_usable); other head sizes keep the 3-stage ring, so that their
+ * 2-stage kernels are never built */
+template <typename T, int D> struct Sel90Ring2 {
+    static infllm_status run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
+                             cudaStream_t st) {
+        return sel90_run<T, D, SEL90_CT, SEL90_NS, true>(p, tmL, tm1, gx, st);
+    }
+};
+template <typename T> struct Sel90Ring2<T, 128> {
+    static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
+                  "k_select90: the finalize's histograms must fit in the 2 tile stages (d 128)");
+    static infllm_status run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
+                             cudaStream_t st) {
+        return sel90_run<T, 128, SEL90_CT, 2, true>(p, tmL, tm1, gx, st);
+    }
+};
+
 template <typename T, int D>
-static infllm_status sel90_dispatch(const SelParams &p, int wide, const CUtensorMap &tmL, const CUtensorMap &tm1,
-                                    int64_t gx, cudaStream_t st) {
+static infllm_status sel90_dispatch(const SelParams &p, int wide, int ring2, const CUtensorMap &tmL,
+                                    const CUtensorMap &tm1, int64_t gx, cudaStream_t st) {
     if (sel90_decoupled()) {
         if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, true>(p, tmL, tm1, gx, st);
+        if (ring2) return Sel90Ring2<T, D>::run(p, tmL, tm1, gx, st);
         return sel90_run<T, D, SEL90_CT, SEL90_NS, true>(p, tmL, tm1, gx, st);
     }
     if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, false>(p, tmL, tm1, gx, st);
@@ -1058,18 +1093,22 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
      * counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
      * decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
+    const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
+    const int ring2_mode = sel90_ring2_usable(ap) ? sel90_ring2_mode() : 0;
+    const int ring2_fits = ring2_mode && sel90_smem_ring2(ap->D, p.nbmax) <= (size_t)limit;
     if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
-        sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit) {
+        (ring3_fits || ring2_fits)) {
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
         const int wide = sel90_wide(ap, p.nbmax, limit);
+        const int ring2 = !wide && ring2_fits && (ring2_mode == 2 || !ring3_fits);
         if (sel90_maps(&tmL, &tm1, p, ap->D, wide ? SEL90_CT_WIDE : SEL90_CT, c1_rows, c2_rows)) {
             int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
             if (ap->dtype == INFLLM_DTYPE_BF16)
-                return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, tmL, tm1, gx, st)
-                                    : sel90_dispatch<__nv_bfloat16, 64>(p, wide, tmL, tm1, gx, st);
-            return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, tmL, tm1, gx, st)
-                                : sel90_dispatch<__half, 64>(p, wide, tmL, tm1, gx, st);
+                return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, ring2, tmL, tm1, gx, st)
+                                    : sel90_dispatch<__nv_bfloat16, 64>(p, wide, ring2, tmL, tm1, gx, st);
+            return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, ring2, tmL, tm1, gx, st)
+                                : sel90_dispatch<__half, 64>(p, wide, ring2, tmL, tm1, gx, st);
         }
     }
 #endif
