@@ -29,13 +29,6 @@ __host__ __device__ inline size_t group_window_smem(int W, int ncw) {
     return ((size_t)W * group_stride(ncw) + 3 * (size_t)ncw + 2 * (size_t)W + 1) * sizeof(uint32_t);
 }
 
-/* the sum of x over the 32 lanes of a warp, in every lane */
-__device__ inline int group_warp_sum(int x) {
-#pragma unroll
-    for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-
 /* Groups the nw (<= W) tokens of a window whose chunk bitmaps are bm[t * stride .. + ncw) into tiles of
  * TT: order[slot] = the token placed at that slot (tile slot / TT). Every thread of the CTA (NT of them,
  * a multiple of 32) calls it; the arrays are shared memory: u, dval, nzw of ncw entries, grow and order
@@ -128,15 +121,15 @@ __device__ inline void group_window(const uint32_t *bm, int stride, int ncw, int
                 for (int t = ti * TT; t < min(ti * TT + TT, nw); t++) x |= bm[(size_t)t * stride + w];
                 c += __popc(x);
             }
-            c = group_warp_sum(c);
+            c = __reduce_add_sync(0xffffffffu, c);
             if (lane == 0) grow[ti] = c; /* grow is free now: the tiles' unions */
         }
         __syncthreads();
         if (warp == 0) {
             int cons = 0;
             for (int ti = lane; ti < tiles; ti += 32) cons += grow[ti];
-            cons = group_warp_sum(cons);
-            const int greedy = group_warp_sum(greedy_bits);
+            cons = __reduce_add_sync(0xffffffffu, cons);
+            const int greedy = __reduce_add_sync(0xffffffffu, greedy_bits);
             /* greedy * 100 > cons * (100 - min_gain): not worth it, consecutive (warp 0 decides, all follow) */
             if (lane == 0) sh[0] = (int64_t)greedy * 100 > (int64_t)cons * (100 - min_gain);
         }
