@@ -18,6 +18,7 @@ query), keys per query counted from the selection.
 import argparse
 import contextlib
 import ctypes as C
+import hashlib
 import os
 import statistics
 import subprocess
@@ -548,6 +549,9 @@ def main():
     ap.add_argument("--dump", default="",
                     help="with --profile: save the sparse and dense outputs and the top-k to this file (torch.save), to compare "
                          "two builds or kernel switches on the same inputs")
+    ap.add_argument("--digest", action="store_true",
+                    help="with --profile: print SHA-256 digests of the top-k and the sparse output instead of "
+                         "running dense (outputs of GBs at 256K tokens: two builds or switches compare by digest)")
     ap.add_argument("--shape", default="32,2,128", metavar="HQ,HKV,D",
                     help="query heads, KV heads, head_dim (default: issue 3's 32,2,128)")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "f16"))
@@ -569,6 +573,12 @@ def main():
             if Tsel != T:
                 sys.exit(f"cuda_bench: --profile {T} with --topk-npy {path}, a selection of {Tsel} tokens")
         stage2_fn(lib, p, l, q, k, v, topk, K, out, None)()
+        if a.digest:
+            torch.cuda.synchronize()
+            dig = [hashlib.sha256(t.contiguous().view(torch.uint8).cpu().numpy().tobytes()).hexdigest()[:16]
+                   for t in (topk, out)]
+            print(f"digest T={T} shape={a.shape}: topk {dig[0]} sparse {dig[1]}")
+            return
         out_dense = torch.empty_like(q)
         check(lib, lib.infllm_dense_attention(C.byref(p), C.byref(l), C.c_void_p(q.data_ptr()),
                                               C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),

@@ -55,6 +55,7 @@ struct FlashParams {
      * 1.02x, 32K unchanged: its K / V fit the L2 anyway; INFLLM_CUDA_NO_ZMAJOR=1: 0), dense ones 0
      * (not measured). */
     int zmajor;
+    int list_w; /* k_flash90 LIST: 16-bit entries of one token's sorted block list (topk_cols + 1), or 0 */
 };
 
 /* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
@@ -510,20 +511,31 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
  * (INFLLM_CUDA_SM90A) and the device is compute capability 9.0, else k_flash runs. The wgmma,
  * mbarrier and TMA helpers are in cuda_sm90.cuh. */
 
-template <typename T, int D, bool SPARSE>
+/* LIST (sparse, B a multiple of 64, fewer than 65,535 blocks; flash_cfg decides): a token's selection is
+ * held as its sorted block list (16-bit, topk_cols entries and an end mark 0xffff) instead of a bitmap of
+ * every block of the sequence, and each row keeps a cursor into its list. The union's chunks are walked in
+ * increasing order, so a row's cursor only moves forward: at chunk c of block b the row advances past its
+ * blocks below b and selected c iff the entry it stops at is b. The list's size does not grow with the
+ * sequence: at G 4 (32 tokens a tile) the bitmaps pass the 2-CTA shared-memory budget at ~231K tokens
+ * (stage 2 then runs one CTA an SM, 2x slower), at G 1 (128 tokens) at ~61K, and past the opt-in limit
+ * (~500K at G 1) the bitmaps do not fit at all. */
+template <typename T, int D, bool SPARSE, bool LIST = false>
 __global__ void __launch_bounds__(256, 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
 #ifdef INFLLM_WGMMA_DEVICE
+    static_assert(SPARSE || !LIST, "k_flash90: block lists are a sparse layout");
     constexpr int NWG = 2, M = 64 * NWG, NT = 128 * NWG, CH = D / 8, KS = D / 16, DT_ = D / 8;
     constexpr int KVB = 64 * D; /* elements of one K or V chunk tile */
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* wgmma's 128-byte swizzle needs 1024-byte aligned tiles (the host adds 1024 bytes) */
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
-    /* [stage 0: K V][stage 1: K V][Q M x D][token bitmaps][chunk bitmap][per-warpgroup chunk bitmaps] */
+    /* [stage 0: K V][stage 1: K V][Q M x D][token bitmaps, or LIST: token block lists [TT][list_w] 16-bit]
+     * [chunk bitmap][per-warpgroup chunk bitmaps] */
     uint16_t *sKV = (uint16_t *)smem;
     uint16_t *sQ = sKV + 2 * 2 * KVB;
     uint32_t *sTok = (uint32_t *)(sQ + M * D);
-    uint32_t *sChunk = sTok + (SPARSE ? p.TT * p.nbw : 0);
+    const uint16_t *sList = reinterpret_cast<const uint16_t *>(sTok);
+    uint32_t *sChunk = sTok + (SPARSE ? (LIST ? (p.TT * p.list_w + 1) / 2 : p.TT * p.nbw) : 0);
     uint32_t *sChunkW = sChunk + (SPARSE ? p.ncw : 0);
 
     int tile, b, z;
@@ -557,15 +569,16 @@ __global__ void __launch_bounds__(256, 2)
     }
     const int64_t pos_last = pos_base + tok_last;
 
-    /* per row of this thread: offset of its token's block bitmap, position (-1: invalid row);
-     * 32-bit positions (lk < 2^31) keep the register count at the 2-CTA cap */
+    /* per row of this thread: offset of its token's block bitmap (LIST: the row's cursor into its
+     * token's block list, from the list's start), position (-1: invalid row); 32-bit positions (lk <
+     * 2^31) keep the register count at the 2-CTA cap */
     int rbo[2], rpos[2];
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         int r = warp * 16 + gid + 8 * ri;
         int tt = r / Gt, hh = hc * Gt + r % Gt;
         bool ok = r < p.TT * Gt && tt < ntok && hh < G;
-        rbo[ri] = ok ? tt * p.nbw : 0;
+        rbo[ri] = ok ? tt * (LIST ? p.list_w : p.nbw) : 0;
         rpos[ri] = ok ? (int)(pos_base + sTix[tt]) : -1;
     }
     /* this warpgroup's tokens: slots [wt0, wt1] (wt1 < wt0: no valid rows) */
@@ -585,15 +598,23 @@ __global__ void __launch_bounds__(256, 2)
         }
     }
     if (SPARSE) {
-        for (int i = tid; i < p.TT * p.nbw + (1 + NWG) * p.ncw; i += NT) sTok[i] = 0u;
+        if (LIST)
+            for (int i = tid; i < (1 + NWG) * p.ncw; i += NT) sChunk[i] = 0u;
+        else
+            for (int i = tid; i < p.TT * p.nbw + (1 + NWG) * p.ncw; i += NT) sTok[i] = 0u;
         __syncthreads();
         const int32_t nb_seq = (lk + p.B - 1) / p.B;
+        /* LIST: the tokens' selections unsorted ([ntok][topk_cols], unusable blocks as 0xffff) in the K/V
+         * stages, free until the first chunk's load (flash_cfg checks that they fit) */
+        uint16_t *sUns = sKV;
         for (int i = tid; i < ntok * p.topk_cols; i += NT) {
             int tt = i / p.topk_cols, kk = i % p.topk_cols;
             int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + sTix[tt]) * p.topk_cols + kk];
             int64_t pos = pos_base + sTix[tt];
-            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
-            atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
+            const bool usable = !(blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos);
+            if (LIST) sUns[i] = usable ? (uint16_t)blk : (uint16_t)0xffffu;
+            if (!usable) continue;
+            if (!LIST) atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
             int w0 = (tt * Gt) / 64, w1 = min((tt * Gt + Gt - 1) / 64, NWG - 1);
             int64_t kend = (int64_t)blk * p.B + p.B - 1;
             if (kend > pos) kend = pos;
@@ -603,6 +624,28 @@ __global__ void __launch_bounds__(256, 2)
             }
         }
         __syncthreads();
+        if (LIST) {
+            /* each token's list sorted by rank (the entries below it, ties by column: a permutation), then
+             * its end mark; O(topk_cols) shared reads an entry, all lanes of a warp mostly on one token's
+             * row (broadcasts) */
+            uint16_t *list = reinterpret_cast<uint16_t *>(sTok);
+            const int K = p.topk_cols;
+            for (int i = tid; i < ntok * K; i += NT) {
+                const int tt = i / K, kk = i % K;
+                const uint16_t *row = sUns + tt * K;
+                const uint32_t v = row[kk];
+                int rank = 0;
+                for (int k2 = 0; k2 < K; k2++) {
+                    const uint32_t u = row[k2];
+                    rank += u < v || (u == v && k2 < kk);
+                }
+                list[tt * p.list_w + rank] = (uint16_t)v;
+            }
+            if (tid < ntok) list[tid * p.list_w + K] = (uint16_t)0xffffu;
+            /* the first chunk's TMA (async proxy) overwrites the stage these generic reads used */
+            fence_proxy_async();
+            __syncthreads();
+        }
     }
     const int last_chunk = (int)(pos_last >> 6);
     int first, count;
@@ -647,7 +690,7 @@ __global__ void __launch_bounds__(256, 2)
     for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     int stage = 0;
-    const bool b64 = (p.B & 63) == 0;
+    const bool b64 = LIST || (p.B & 63) == 0; /* LIST: flash_cfg takes it only when B % 64 == 0 */
     /* descriptors: Q rows of this warpgroup, K/V of stage 0 (stage 1 = + 2*KVB*2 bytes) */
     const uint64_t dq = gmma_desc(sQ + wg * 64 * 64, 16, 1024);
     const uint64_t dk0 = gmma_desc(sKV, 16, 1024);
@@ -755,7 +798,14 @@ __global__ void __launch_bounds__(256, 2)
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
-                if (SPARSE && b64) {
+                if constexpr (LIST) {
+                    /* 0xffff ends every list and blk < 65535: the loop stops */
+                    int cur = rbo[ri];
+                    uint32_t e = sList[cur];
+                    while (e < (uint32_t)blk) e = sList[++cur];
+                    rbo[ri] = cur;
+                    rowsel = e == (uint32_t)blk;
+                } else if (SPARSE && b64) {
                     const uint32_t *bits = sTok + rbo[ri];
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
                 }
@@ -1068,6 +1118,7 @@ int cuda_use_wgmma(void) {
 struct FlashCfg {
     int NW, Gt, TT, hchunks, nsplit;
     int nbw, ncw; /* words of a token's block bitmap and of the chunk bitmap (FlashParams) */
+    int list_w;   /* > 0: k_flash90 holds each token's selection as a sorted block list of list_w entries */
     bool wg; /* k_flash90 (NW = 8: two warpgroups, M = 128) */
     int64_t gx;
     size_t smem;
@@ -1092,7 +1143,32 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     (void)M;
     if (c.wg) /* 2 stages of K/V, a separate Q tile, 1024 bytes of alignment slack, per-warpgroup chunk bitmaps */
         c.smem = 2 * 2 * 64 * (size_t)ap->D * 2 + (size_t)M * ap->D * 2 + 1024 + (sparse ? 2 * (size_t)ncw * 4 : 0);
-    if (sparse) c.smem += ((size_t)c.TT * nbw + ncw) * 4;
+    c.list_w = 0;
+    if (sparse && c.wg) {
+        /* the token bitmaps, or LIST's block lists where the bitmaps would cost the second CTA an SM (or not
+         * fit at all) and the lists would not: B a multiple of 64 and fewer than 65,535 blocks (16-bit
+         * entries below the end mark), the unsorted lists within the two K/V stages (k_flash90 sorts from
+         * there). OFF by default until timed (session 27 checked it on the H200: the test_cuda grid passed
+         * with =2, and the default 128K paths keep their bitmaps and their code; it was not timed):
+         * INFLLM_CUDA_FLASH_LIST=1 takes the lists by that rule, =2 wherever they can be used (a test
+         * switch). */
+        static std::atomic<int> list_env{CUDA_ENV_UNREAD};
+        const int list_mode = cuda_env_int("INFLLM_CUDA_FLASH_LIST", &list_env);
+        const size_t bitmaps = ((size_t)c.TT * nbw + ncw) * 4;
+        const int lw = topk_cols + 1;
+        const size_t lists = (((size_t)c.TT * lw + 1) / 2 + ncw) * 4;
+        const int64_t nblocks = ((int64_t)ap->max_lk + ap->B - 1) / ap->B;
+        const bool usable = (list_mode == 1 || list_mode == 2) && ap->B % 64 == 0 && nblocks < 65535 &&
+                            topk_cols > 0 && (size_t)c.TT * topk_cols * 2 <= 2 * 2 * 64 * (size_t)ap->D * 2;
+        const CudaDevProps d = cuda_dev_props();
+        /* static shared memory (sTix, sBar: 528 bytes) and the 1 KB the device reserves a CTA */
+        const size_t two_cta = d.smem_per_sm / 2 > 2048 ? (size_t)d.smem_per_sm / 2 - 1024 - 528 : 0;
+        const bool want = list_mode == 2 || (c.smem + bitmaps > two_cta && lists < bitmaps);
+        if (usable && want) c.list_w = lw;
+        c.smem += c.list_w ? lists : bitmaps;
+    } else if (sparse) {
+        c.smem += ((size_t)c.TT * nbw + ncw) * 4;
+    }
     int64_t ctas = c.gx * ap->num_seqs * ap->Hkv * c.hchunks;
     int sms = cuda_num_sms();
     c.nsplit = 1;
@@ -1199,7 +1275,7 @@ bool cuda_tma_map_rows(CUtensorMap *m, const void *base, int Hkv, int D, int64_t
 }
 #endif
 
-template <typename T, int D, bool SP>
+template <typename T, int D, bool SP, bool LIST>
 static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaStream_t st, int64_t total_k) {
     FlashParams p = p0;
     CUtensorMap tmk, tmv;
@@ -1214,10 +1290,10 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
     (void)total_k;
     p.tma = 0;
 #endif
-    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP>, c.smem, "k_flash90");
+    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP, LIST>, c.smem, "k_flash90");
     if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
-    k_flash90<T, D, SP><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
+    k_flash90<T, D, SP, LIST><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
     CU_LAUNCH_CHECK("k_flash90");
     if (c.nsplit > 1) {
         dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * (128) / COMBINE_WARPS));
@@ -1230,7 +1306,10 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
 template <typename T, int D>
 static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, int64_t total_k,
                                     cudaStream_t st) {
-    if (c.wg) return sparse ? flash_run90<T, D, true>(p, c, st, total_k) : flash_run90<T, D, false>(p, c, st, total_k);
+    if (c.wg) {
+        if (!sparse) return flash_run90<T, D, false, false>(p, c, st, total_k);
+        return c.list_w ? flash_run90<T, D, true, true>(p, c, st, total_k) : flash_run90<T, D, true, false>(p, c, st, total_k);
+    }
     if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
     if (c.NW == 8) return sparse ? flash_run<T, D, 8, true>(p, c, st) : flash_run<T, D, 8, false>(p, c, st);
     return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
@@ -1283,6 +1362,7 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
         p.part_lse = p.part_o + (size_t)ctas * c.nsplit * 16 * c.NW * ap->D;
     }
     p.nbw = c.nbw;
+    p.list_w = c.list_w;
     p.ncw = c.ncw;
     const int gtiles = flash_group_tiles(c, sparse);
     if (gtiles && split_ws && split_ws_bytes >= group_table_bytes(ap)) {

@@ -431,7 +431,7 @@ __device__ __forceinline__ void smem_max_if(uint32_t addr, int v, bool pred) {
 
 /* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
  * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice (and
- * sel90_ring2_mode for a third, 128 x 2, to 256K at d 128: off by default until run on a device) */
+ * sel90_ring2_mode for a third, 128 x 2, to 256K at d 128, where 128 x 3 does not fit) */
 enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
 /* warps per token in the finalize (1 or 2: with 2 all 16 warps of the CTA work on its 8 tokens) */
 enum { SEL90_TOPK_TW = 2 };
@@ -942,16 +942,17 @@ static int sel90_decoupled(void) {
 }
 /* k_select90 with a 2-stage ring of 128-kernel tiles (RING2): 98 KB of tiles at d 128 instead of the 3-stage
  * ring's 131 KB, so 8 tokens' block scores fit to 4,104 blocks (256K tokens) instead of ~3,080 (~197K), past
- * which the selection falls back to the mma.sync k_select (session 26: select 590 ms at G 4 / 256K against
- * 57.6 at 128K). d 128 only (at d 64 a 2-stage ring of 128 kernels is too small for the finalize's
- * histograms, and the 3-stage ring already fits to ~330K tokens); decoupled warpgroups only.
- * INFLLM_CUDA_SEL90_RING2: 0 (default, until a device run has checked and timed it: session 26 wrote it
- * with no device time left), 1 where the 3-stage ring does not fit (the intended default), 2 instead of the
- * 3-stage ring wherever that would run (a test switch: the grid's small sizes then run it); read once. */
+ * which the selection falls back to the mma.sync k_select. Session 27 (H200): select 2.4-2.6x faster at 200K /
+ * 224K / 256K than that fallback (G 16: 147.3 -> 57.1 ms at 256K; G 4: 589.9 -> 222.7), top-k and output
+ * bitwise equal to the 3-stage ring's at 180K. d 128 only (at d 64 a 2-stage ring of 128 kernels is too small
+ * for the finalize's histograms, and the 3-stage ring already fits to ~330K tokens); decoupled warpgroups
+ * only. Returns 1 (default: where the 3-stage ring does not fit), 0 with INFLLM_CUDA_SEL90_NO_RING2=1 (the
+ * fallback, for comparisons), 2 with INFLLM_CUDA_SEL90_RING2=2 (instead of the 3-stage ring wherever that
+ * would run: a test switch, so that the grid's small sizes run it); read once. */
 static int sel90_ring2_mode(void) {
-    static std::atomic<int> ring2{CUDA_ENV_UNREAD};
-    const int v = cuda_env_int("INFLLM_CUDA_SEL90_RING2", &ring2);
-    return v == 1 || v == 2 ? v : 0;
+    static std::atomic<int> ring2{CUDA_ENV_UNREAD}, no_ring2{CUDA_ENV_UNREAD};
+    if (cuda_env_int("INFLLM_CUDA_SEL90_NO_RING2", &no_ring2) == 1) return 0;
+    return cuda_env_int("INFLLM_CUDA_SEL90_RING2", &ring2) == 2 ? 2 : 1;
 }
 static size_t sel90_smem_ring2(int D, int nbmax) { return sel90_smem(D, nbmax, SEL90_CT, 2); }
 static int sel90_ring2_usable(const infllm_attn_params *ap) { return ap->D == 128 && sel90_decoupled(); }
@@ -1089,8 +1090,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
-     * CTA) when its block scores fit (to ~200K tokens at d 128) and the row
-     * counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
+     * CTA) when its block scores fit (to 256K tokens at d 128, by the 2-stage ring past ~197K; ~330K
+     * at d 64) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
      * decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
