@@ -4,7 +4,8 @@
  * for teams of 1 and 2 warps, against a plain sort; and the decode cache's selection, cd_select
  * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way; and the stage-2 token grouping,
  * group_window (src/cuda/group_tokens.cuh, a k_group_tokens CTA of 8 warps), against a plain greedy (its
- * result never shows in the attention output, only in the speed). CI has no GPU; this runs the routine's own source
+ * result never shows in the attention output, only in the speed); and k_flash90's block lists (src/cuda/flash_list.cuh:
+ * the per-token sort and a row's cursor) against sets. CI has no GPU; this runs the routine's own source
  * there, on rows the GPU grid rarely makes: every length from 1 block up, k of 0, 1, n - 1, n and
  * above, forced and empty blocks at both ends, heavy ties, +-inf, +-0, subnormals and NaN payloads of
  * both signs, garbage past the row and in the team's shared memory.
@@ -29,6 +30,7 @@
 #include "simt_host.h"
 
 #include "cd_select.cuh"
+#include "flash_list.cuh"
 #include "group_tokens.cuh"
 #include "sel_topk.cuh"
 
@@ -431,6 +433,87 @@ static void group_cases(int windows, uint64_t seed) {
           "must come up", kept, gained);
 }
 
+/* ---- k_flash90's block lists (flash_list.cuh) ---- */
+
+/* flash_list_sort<256> on random tiles (1-128 tokens, 1-200 columns within the K/V stages' 16K entries, block
+ * indices anywhere below 0xffff, unusable entries, duplicates, rows wider than topk_cols + 1, garbage in
+ * the list memory), every thread's share run in turn (the routine has no collective: each thread writes
+ * its own entries); then rows walk the tile's union from a random start (a split's first chunk), 1-3 chunks
+ * a block (B = 64 .. 192), skipping chunks at random (a warpgroup none of whose rows selected them), each
+ * query of flash_list_selects against the token's set */
+static void list_cases(int tiles, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    int bad = 0;
+    long queries = 0, hits = 0;
+    for (int r = 0; r < tiles; r++) {
+        const int ntok = 1 + (int)(rng() % 128);
+        int K = 1 + (int)(rng() % 200);
+        if (ntok * K > 16384) K = 16384 / ntok;
+        const int list_w = K + 1 + (rng() % 4 == 0 ? (int)(rng() % 5) : 0);
+        const uint32_t nblocks = rng() % 4 == 0 ? 65534u : 1u + (uint32_t)(rng() % (rng() % 2 ? 64 : 8192));
+        std::vector<uint16_t> uns((size_t)ntok * K);
+        for (auto &x : uns) {
+            const int kind = (int)(rng() % 16);
+            x = kind == 0 ? (uint16_t)0xffffu : (uint16_t)(rng() % nblocks);
+        }
+        for (int i = 0; i < (int)uns.size() / 8; i++) /* duplicates inside a row */
+            if (K > 1) {
+                const int tt = (int)(rng() % ntok), a = (int)(rng() % K), b = (int)(rng() % K);
+                uns[(size_t)tt * K + a] = uns[(size_t)tt * K + b];
+            }
+        std::vector<uint16_t> list((size_t)ntok * list_w + 16, (uint16_t)0xbeefu);
+        for (int tid = 0; tid < 256; tid++) flash_list_sort<256>(uns.data(), list.data(), ntok, K, list_w, tid);
+        int first_bad = -1;
+        for (int tt = 0; tt < ntok && first_bad < 0; tt++) {
+            std::vector<uint16_t> want(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);
+            std::sort(want.begin(), want.end());
+            want.push_back((uint16_t)0xffffu);
+            if (!std::equal(want.begin(), want.end(), list.begin() + (size_t)tt * list_w)) first_bad = tt;
+        }
+        CHECK(first_bad < 0, "flash_list_sort tile %d (ntok %d K %d list_w %d): token %d's row is not its sorted "
+              "selection and end mark", r, ntok, K, list_w, first_bad);
+        if (first_bad >= 0) {
+            bad++;
+            continue;
+        }
+        /* the union's blocks (every usable selection plus a few no token holds), increasing */
+        std::vector<uint32_t> blocks;
+        for (uint16_t x : uns)
+            if (x != 0xffffu) blocks.push_back(x);
+        for (int i = 0; i < 8; i++) blocks.push_back((uint32_t)(rng() % nblocks));
+        std::sort(blocks.begin(), blocks.end());
+        blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+        const int cpb = 1 + (int)(rng() % 3);
+        const size_t start = rng() % 3 == 0 ? rng() % blocks.size() : 0;
+        int wrong = 0;
+        for (int row = 0; row < 6 && !wrong; row++) { /* rows of random tokens, two of them the first */
+            const int tt = row < 2 ? 0 : (int)(rng() % ntok);
+            std::vector<uint16_t> sel(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);
+            int cur = tt * list_w;
+            const int skip_pct = (int)(rng() % 70);
+            for (size_t bi = start; bi < blocks.size() && !wrong; bi++)
+                for (int ch = 0; ch < cpb; ch++) {
+                    if ((int)(rng() % 100) < skip_pct) continue;
+                    const uint32_t b = blocks[bi];
+                    const bool want = std::find(sel.begin(), sel.end(), (uint16_t)b) != sel.end();
+                    const bool got = flash_list_selects(list.data(), &cur, b);
+                    queries++;
+                    hits += got;
+                    if (got != want || cur < tt * list_w || cur > tt * list_w + K) {
+                        CHECK(false, "flash_list_selects tile %d (ntok %d K %d list_w %d, %d chunks a block, start %zu): "
+                              "token %d block %u: got %d want %d, cursor at %d of its row",
+                              r, ntok, K, list_w, cpb, start, tt, b, (int)got, (int)want, cur - tt * list_w);
+                        wrong = 1;
+                        break;
+                    }
+                }
+        }
+        bad += wrong;
+    }
+    printf("  flash_list: %d tiles, %ld cursor queries (%ld selected), %d wrong\n", tiles, queries, hits, bad);
+    CHECK(hits > 0 && hits < queries, "flash_list: the queries must both hit and miss (%ld of %ld hit)", hits, queries);
+}
+
 int main() {
     const char *er = getenv("INFLLM_TOPK_HOST_ROWS"), *es = getenv("INFLLM_TOPK_HOST_SEED");
     const int rows = er ? atoi(er) : 1500;
@@ -482,5 +565,6 @@ int main() {
     cd_cases<8>(rows / 10, seed + 3);
     cd_cases<48>(rows / 100 + 1, seed + 4);
     group_cases(rows / 10, seed + 5);
+    list_cases(rows / 5, seed + 6);
     return finish("test_topk_host");
 }

@@ -27,6 +27,7 @@
 #include "cuda_internal.cuh"
 #include "cuda_sm90.cuh"
 #include "group_tokens.cuh"
+#include "flash_list.cuh"
 
 struct FlashParams {
     const void *q, *k, *v;
@@ -625,23 +626,8 @@ __global__ void __launch_bounds__(256, 2)
         }
         __syncthreads();
         if (LIST) {
-            /* each token's list sorted by rank (the entries below it, ties by column: a permutation), then
-             * its end mark; O(topk_cols) shared reads an entry, all lanes of a warp mostly on one token's
-             * row (broadcasts) */
-            uint16_t *list = reinterpret_cast<uint16_t *>(sTok);
-            const int K = p.topk_cols;
-            for (int i = tid; i < ntok * K; i += NT) {
-                const int tt = i / K, kk = i % K;
-                const uint16_t *row = sUns + tt * K;
-                const uint32_t v = row[kk];
-                int rank = 0;
-                for (int k2 = 0; k2 < K; k2++) {
-                    const uint32_t u = row[k2];
-                    rank += u < v || (u == v && k2 < kk);
-                }
-                list[tt * p.list_w + rank] = (uint16_t)v;
-            }
-            if (tid < ntok) list[tid * p.list_w + K] = (uint16_t)0xffffu;
+            /* each token's list sorted, then its end mark (flash_list.cuh) */
+            flash_list_sort<NT>(sUns, reinterpret_cast<uint16_t *>(sTok), ntok, p.topk_cols, p.list_w, tid);
             /* the first chunk's TMA (async proxy) overwrites the stage these generic reads used */
             fence_proxy_async();
             __syncthreads();
@@ -799,12 +785,7 @@ __global__ void __launch_bounds__(256, 2)
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
                 if constexpr (LIST) {
-                    /* 0xffff ends every list and blk < 65535: the loop stops */
-                    int cur = rbo[ri];
-                    uint32_t e = sList[cur];
-                    while (e < (uint32_t)blk) e = sList[++cur];
-                    rbo[ri] = cur;
-                    rowsel = e == (uint32_t)blk;
+                    rowsel = flash_list_selects(sList, &rbo[ri], (uint32_t)blk);
                 } else if (SPARSE && b64) {
                     const uint32_t *bits = sTok + rbo[ri];
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
