@@ -14,7 +14,9 @@
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
-# in order once all have finished.
+# in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
+# ~3.5 minutes alone, ~5.5 side by side): a kernel that hangs fails its run (exit 124, "timed out")
+# instead of holding the device call to its limit with nothing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
@@ -51,8 +53,9 @@ RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD
 RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
 RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
 pids=()
+TMO=${CUDA_CHECK_TIMEOUT:-480}
 for i in "${!RUNS[@]}"; do
-  cmd=${RUNS[$i]#*|}
+  cmd="timeout -k 10 $TMO ${RUNS[$i]#*|}"
   if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
     $cmd >"$LOGS/$i" 2>&1 && echo 0 >"$LOGS/$i.rc" || echo $? >"$LOGS/$i.rc"
   else
@@ -64,7 +67,9 @@ for p in "${pids[@]}"; do wait "$p"; done
 fail=0
 for i in "${!RUNS[@]}"; do
   rc=$(cat "$LOGS/$i.rc")
-  echo "--- ${RUNS[$i]%%|*}: exit $rc"
+  tmo=""
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then tmo=" (timed out after ${TMO} s: a hung kernel, or raise CUDA_CHECK_TIMEOUT)"; fi
+  echo "--- ${RUNS[$i]%%|*}: exit $rc$tmo"
   cat "$LOGS/$i"
   [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
 done
