@@ -16,6 +16,9 @@
 #   -s SIZES      sequence lengths of the sparse rows (default 32768,65536,131072)
 #   -d SIZES      dense causal lengths, "" for none (default "")
 #   --dump T      compare top-k / sparse / dense outputs with the baseline's at T (default 32768; 0: off)
+#   --digest      compare at --dump's T by SHA-256 digests of the top-k and the sparse output (cuda_bench.py
+#                 --digest: no dense call, no dump files; bitwise equal or not, no distances): for lengths
+#                 whose outputs take GBs (256K tokens)
 #   --no-check    skip scripts/cuda_check.sh
 #   --check NAMES run scripts/cuda_check.sh only on the trees of these configurations (comma list;
 #                 default: every tree other than the baseline's)
@@ -36,7 +39,7 @@
 # differ from it by switches only are not checked again). Exit status: non-zero if a build, a check, a dump or a timing run failed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0 BARGS=""
+ROUNDS=2 SIZES=32768,65536,131072 DSIZES="" DUMP=32768 CHECK=1 CHECK_NAMES="" TABLE="" SMALLQ="" DRY=0 BARGS="" DIGEST=0
 OUTDIR=/tmp/cuda_ab
 CONFIGS=()
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit "${1:-2}"; }
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
   -s) SIZES=${2?}; shift 2 ;;
   -d) DSIZES=${2?}; shift 2 ;;
   --dump) DUMP=${2:?}; shift 2 ;;
+  --digest) DIGEST=1; shift ;;
   --no-check) CHECK=0; shift ;;
   --check) CHECK_NAMES=${2:?}; shift 2 ;;
   --table) TABLE=${2:?}; shift 2 ;;
@@ -159,7 +163,26 @@ if [ $CHECK = 1 ]; then
 fi
 
 # ---- outputs against the baseline's
-if [ "$DUMP" != 0 ]; then
+if [ "$DUMP" != 0 ] && [ $DIGEST = 1 ]; then
+  for i in "${!NAMES[@]}"; do
+    run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' $BARGS --profile $DUMP --digest >'$OUTDIR/digest-${NAMES[$i]}.log' 2>&1 || { echo 'cuda_ab: digest of ${NAMES[$i]} failed (log: $OUTDIR/digest-${NAMES[$i]}.log)'; fail=1; }"
+  done
+  if [ $DRY = 0 ]; then
+    base=$(grep -o "topk [0-9a-f]* sparse [0-9a-f]*" "$OUTDIR/digest-${NAMES[0]}.log" 2>/dev/null)
+    for i in "${!NAMES[@]}"; do
+      [ "$i" = 0 ] && continue
+      d=$(grep -o "topk [0-9a-f]* sparse [0-9a-f]*" "$OUTDIR/digest-${NAMES[$i]}.log" 2>/dev/null)
+      if [ -z "$base" ] || [ -z "$d" ]; then
+        echo "# outputs ${NAMES[$i]} vs ${NAMES[0]} at $DUMP: no digest"
+      else
+        r=""
+        [ "${d%% sparse*}" = "${base%% sparse*}" ] && r="topk bitwise equal" || r="topk DIFFERS"
+        [ "${d##*sparse }" = "${base##*sparse }" ] && r="$r; sparse bitwise equal" || r="$r; sparse DIFFERS"
+        echo "# outputs ${NAMES[$i]} vs ${NAMES[0]} at $DUMP (SHA-256 digests): $r"
+      fi
+    done | tee -a "$OUTDIR/recap.txt"
+  fi
+elif [ "$DUMP" != 0 ]; then
   for i in "${!NAMES[@]}"; do
     run "env ${ENVS[$i]} python3 '$BENCH' --lib '$(build_of "${TREES[$i]}")/libinfllm.so' $BARGS --profile $DUMP --dump '$OUTDIR/dump-${NAMES[$i]}.pt' >'$OUTDIR/dump-${NAMES[$i]}.log' 2>&1 || { echo 'cuda_ab: dump of ${NAMES[$i]} failed (log: $OUTDIR/dump-${NAMES[$i]}.log)'; fail=1; }"
   done

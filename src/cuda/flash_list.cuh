@@ -1,8 +1,8 @@
 /*
  * flash_list.cuh: k_flash90's block lists (cuda_attn.cu, LIST): a tile's per-token selections as sorted
  * 16-bit block lists, each row of the tile walking its token's list with a cursor. In their own header so
- * that tests/test_topk_host.cpp also runs them on the host (tests/simt_host.h) against a bitmap: on the GPU
- * a wrong membership shows in the attention output only where the row's chunk would have mattered.
+ * that tests/test_topk_host.cpp also runs them on the host, against sets (CI has no GPU; on the GPU
+ * a wrong membership shows in the attention output only where the row's chunk would have mattered).
  *
  * A list row is the token's topk_cols selected blocks in increasing order (0xffff for unusable entries,
  * which sort last), then an end mark 0xffff at column topk_cols: list_w >= topk_cols + 1 entries a row.
