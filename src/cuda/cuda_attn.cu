@@ -1129,22 +1129,24 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         /* the token bitmaps, or LIST's block lists where the bitmaps would cost the second CTA an SM (or not
          * fit at all) and the lists would not: B a multiple of 64 and fewer than 65,535 blocks (16-bit
          * entries below the end mark), the unsorted lists within the two K/V stages (k_flash90 sorts from
-         * there). OFF by default until timed (session 27 checked it on the H200: the test_cuda grid passed
-         * with =2, and the default 128K paths keep their bitmaps and their code; it was not timed):
-         * INFLLM_CUDA_FLASH_LIST=1 takes the lists by that rule, =2 wherever they can be used (a test
-         * switch). */
+         * there). By default only where the bitmaps exceed the block's opt-in limit (the call would be
+         * refused otherwise: G 1 past ~500K tokens): elsewhere off until timed (session 27 checked the lists
+         * on the H200: the test_cuda grid passed with =2; the default paths below that limit keep their
+         * bitmaps and their code). INFLLM_CUDA_FLASH_LIST=1 takes the lists where the bitmaps would cost the
+         * second CTA, =2 wherever they can be used (a test switch). */
         static std::atomic<int> list_env{CUDA_ENV_UNREAD};
         const int list_mode = cuda_env_int("INFLLM_CUDA_FLASH_LIST", &list_env);
         const size_t bitmaps = ((size_t)c.TT * nbw + ncw) * 4;
         const int lw = topk_cols + 1;
         const size_t lists = (((size_t)c.TT * lw + 1) / 2 + ncw) * 4;
         const int64_t nblocks = ((int64_t)ap->max_lk + ap->B - 1) / ap->B;
-        const bool usable = (list_mode == 1 || list_mode == 2) && ap->B % 64 == 0 && nblocks < 65535 &&
-                            topk_cols > 0 && (size_t)c.TT * topk_cols * 2 <= 2 * 2 * 64 * (size_t)ap->D * 2;
+        const bool usable = ap->B % 64 == 0 && nblocks < 65535 && topk_cols > 0 &&
+                            (size_t)c.TT * topk_cols * 2 <= 2 * 2 * 64 * (size_t)ap->D * 2;
         const CudaDevProps d = cuda_dev_props();
         /* static shared memory (sTix, sBar: 528 bytes) and the 1 KB the device reserves a CTA */
         const size_t two_cta = d.smem_per_sm / 2 > 2048 ? (size_t)d.smem_per_sm / 2 - 1024 - 528 : 0;
-        const bool want = list_mode == 2 || (c.smem + bitmaps > two_cta && lists < bitmaps);
+        const bool want = list_mode == 2 || (list_mode == 1 && c.smem + bitmaps > two_cta && lists < bitmaps) ||
+                          (c.smem + bitmaps > (size_t)d.smem_optin && lists < bitmaps);
         if (usable && want) c.list_w = lw;
         c.smem += c.list_w ? lists : bitmaps;
     } else if (sparse) {
