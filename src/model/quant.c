@@ -343,12 +343,29 @@ static int float_act(void) {
     return v;
 }
 const char *quant_kernel_name(void) {
-    return (!g_force_scalar && quant_avx512_available()) ? "avx512-vnni" : "scalar";
+    if (g_force_scalar) return "scalar";
+    return quant_avx512_available() ? "avx512-vnni" : quant_avx2_available() ? "avx2" : "scalar";
+}
+
+int quant_simd_allowed(int level) {
+    static atomic_int cap = -1; /* the highest level allowed, read once */
+    int v = atomic_load_explicit(&cap, memory_order_relaxed);
+    if (v < 0) {
+        const char *e = getenv("INFLLM_SIMD");
+        v = 2;
+        if (e && !strcmp(e, "avx2")) v = 1;
+        if (e && !strcmp(e, "scalar")) v = 0;
+        atomic_store_explicit(&cap, v, memory_order_relaxed);
+    }
+    return level <= v;
 }
 
 void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                     const float *const *da, const float *const *sa, int na, float *out, int use_simd) {
     if (use_simd && quant_avx512_available() && quant_dot_avx512(type, n, wrow, xa, qa, da, sa, na, out)) return;
+    if (use_simd && !quant_avx512_available() && quant_avx2_available() &&
+        quant_dot_avx2(type, n, wrow, xa, qa, da, sa, na, out))
+        return;
     dot_scalar(type, n, wrow, xa, qa, da, na, out);
 }
 

@@ -60,8 +60,9 @@ void quant_scratch_free(quant_scratch *qs);
 int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
                  float *y, int64_t ldy, int nthreads, quant_scratch *qs);
 
-/* Which kernel set quant_matmul uses: "avx512-vnni" or "scalar". force_scalar != 0 selects
- * the scalar path (tests). */
+/* Which kernel set quant_matmul uses: "avx512-vnni", "avx2" or "scalar". force_scalar != 0 selects
+ * the scalar path (tests). INFLLM_SIMD=avx2 / scalar (read once, as the attention kernels read it)
+ * keeps the model's kernels at that level or below. */
 const char *quant_kernel_name(void);
 void quant_force_scalar(int force_scalar);
 
@@ -71,6 +72,12 @@ void quant_force_scalar(int force_scalar);
 void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                     const float *const *da, const float *const *sa, int na, float *out, int use_simd);
 
+/* internal: whether INFLLM_SIMD allows the model's kernels of this level (1: AVX2, 2: AVX-512) */
+int quant_simd_allowed(int level);
+/* internal: AVX2 + FMA kernels (quant_avx2.c), for CPUs without AVX512-VNNI; 0 when the type has none */
+int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                   const float *const *da, const float *const *sa, int na, float *out);
+int quant_avx2_available(void);
 /* internal: SIMD kernels (quant_avx512.c); return 0 when the type has no SIMD kernel */
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                      const float *const *da, const float *const *sa, int na, float *out);

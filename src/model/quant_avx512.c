@@ -1,6 +1,5 @@
-/* quant_avx512.c: AVX512-VNNI (256-bit VL) kernels of quant.h. An activation block of 32
- * int8 values is one ymm register; a weight block is unpacked to unsigned bytes and
- * multiplied with vpdpbusd; scales are applied per block in float. */
+/* quant_avx512.c: AVX512-VNNI kernels of quant.h: the 256-bit kernels of quant_x86_kern.h with vpdpbusd
+ * (VL), and 512-bit ones for float weights and Q4_0 (two blocks a vpdpbusd). */
 #include <stdatomic.h>
 #include <immintrin.h>
 #include <string.h>
@@ -19,7 +18,7 @@ int quant_avx512_available(void) {
         __builtin_cpu_init();
         v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-            __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+            __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma") && quant_simd_allowed(2);
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;
@@ -27,199 +26,10 @@ int quant_avx512_available(void) {
 
 AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+AI __m256i qx_bits_bytes(uint32_t qh) { return _mm256_movm_epi8((__mmask32)qh); }
 
-/* Q4_0 / Q4_1 and (five) Q5_0 / Q5_1: blocks of d [, m] [, qh] and 16 bytes of nibbles. The values
- * are unsigned: the nibbles, plus for Q5 the fifth bit of value j = bit j of qh (vpmovm2b); Q4_0's
- * -8 and Q5_0's -16 offsets go through the activation sums (m = -8 d, -16 d) as Q4_1's / Q5_1's min. */
-AI void k_q45_01(int NA, int five, int has_min, int64_t nb, const uint8_t *w, const int8_t *const *qa,
-                 const float *const *da, const float *const *sa, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const size_t hdr = has_min ? 4 : 2, bb = hdr + (five ? 4 : 0) + 16;
-    const __m256i b16 = _mm256_set1_epi8(16);
-    for (int64_t b = 0; b < nb; b++, w += bb) {
-        float d = qx_h2f(w);
-        float m = has_min ? qx_h2f(w + 2) : (five ? -16.f : -8.f) * d;
-        __m256i u = qx_q4_unpack(w + hdr + (five ? 4 : 0));
-        if (five) {
-            uint32_t qh;
-            memcpy(&qh, w + hdr, 4);
-            u = _mm256_or_si256(u, _mm256_and_si256(_mm256_movm_epi8((__mmask32)qh), b16));
-        }
-        for (int t = 0; t < NA; t++) {
-            __m256i s = dp(u, ld(qa[t] + b * 32));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
-            off[t] += m * sa[t][b];
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
-}
+#include "quant_x86_kern.h"
 
-/* Q2_K / Q3_K: a 32-value activation block is two 16-value sub-blocks with their own scales, which
- * vpdpbusd's lanes keep apart (lanes 0-3: values 0-15, lanes 4-7: 16-31). The 2-bit values (plus
- * Q3_K's third bit, as +4) are unsigned; Q2_K's mins and Q3_K's -4 offset multiply the lanes'
- * activation sums (vpdpbusd with ones / fours). */
-AI void k_q23_k(int NA, int three, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
-    const size_t bb = three ? 110 : 84;
-    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        const uint8_t *qs = w + (three ? 32 : 16);
-        float d = qx_h2f(w + (three ? 108 : 80)), dmin = three ? 0.f : qx_h2f(w + 82);
-        float dsc[16], msc[16];
-        if (three) {
-            const uint8_t *s12 = w + 96;
-            for (int j = 0; j < 16; j++) {
-                int lo = j < 8 ? s12[j] & 0xF : s12[j - 8] >> 4;
-                int hi = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
-                dsc[j] = d * (float)((lo | (hi << 4)) - 32);
-            }
-        } else {
-            for (int j = 0; j < 16; j++) {
-                dsc[j] = d * (float)(w[j] & 0xF);
-                msc[j] = dmin * (float)(w[j] >> 4);
-            }
-        }
-        const __m256i hm = three ? ld(w) : _mm256_setzero_si256();
-        for (int n = 0; n < 2; n++) {
-            const __m256i Q = ld(qs + 32 * n);
-            for (int j = 0; j < 4; j++) {
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
-                if (three) /* the third bit of plane 4 n + j: set +4 (u = q + 4 h, value = u - 4) */
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2));
-                const int is = 8 * n + 2 * j;
-                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(dsc[is]), _mm_set1_ps(dsc[is + 1]));
-                const __m256 mv = three ? _mm256_setzero_ps() : _mm256_setr_m128(_mm_set1_ps(msc[is]), _mm_set1_ps(msc[is + 1]));
-                const int64_t a = sb * 8 + 4 * n + j;
-                for (int t = 0; t < NA; t++) {
-                    const __m256i av = ld(qa[t] + a * 32);
-                    const __m256 dav = _mm256_set1_ps(da[t][a]);
-                    if (three) {
-                        __m256i si = _mm256_sub_epi32(dp(u, av), dp(four, av));
-                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, dav), acc[t]);
-                    } else {
-                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp(u, av)), _mm256_mul_ps(sv, dav), acc[t]);
-                        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(dp(one, av)), _mm256_mul_ps(mv, dav), acc[t]);
-                    }
-                }
-            }
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
-
-/* IQ4_NL / IQ4_XS: the codes' signed values by vpshufb from the table, multiplied like Q8_0's
- * (|w| x the activation with w's sign); IQ4_XS: 8 sub-blocks of 32 values, 6-bit scales minus 32 */
-AI void k_iq4(int NA, int xs, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-              float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
-    const int64_t nsub = xs ? 8 : 1; /* 32-value sub-blocks a block */
-    for (int64_t b = 0; b < nb; b++, w += xs ? 136 : 18) {
-        const float d = qx_h2f(w);
-        uint16_t sh = 0;
-        if (xs) memcpy(&sh, w + 2, 2);
-        for (int64_t ib = 0; ib < nsub; ib++) {
-            float dl = d;
-            if (xs) dl = d * (float)((((w[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) - 32);
-            const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + (xs ? 8 + 16 * ib : 2)));
-            const __m256i av = _mm256_abs_epi8(v);
-            const int64_t a = b * nsub + ib;
-            for (int t = 0; t < NA; t++) {
-                __m256i s = dp(av, _mm256_sign_epi8(ld(qa[t] + a * 32), v));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dl * da[t][a]), acc[t]);
-            }
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
-
-AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            sc[j] = q[j] & 63;
-            mn[j] = q[j + 4] & 63;
-        } else {
-            sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-        }
-    }
-}
-
-AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                const float *const *sa, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    float off[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const size_t bb = five ? 176 : 144;
-    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        float d = qx_h2f(w), dmin = qx_h2f(w + 2);
-        uint8_t sc[8], mn[8];
-        scales_k4(w + 4, sc, mn);
-        const uint8_t *qs = w + (five ? 48 : 16);
-        __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            __m256i q = ld(qs + 32 * j);
-            __m256i lo = _mm256_and_si256(q, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j)));
-                __m256i b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
-                __m256i s16 = _mm256_set1_epi8(16);
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
-            }
-            int64_t a0 = sb * 8 + 2 * j;
-            float d0 = d * sc[2 * j], d1 = d * sc[2 * j + 1], m0 = dmin * mn[2 * j], m1 = dmin * mn[2 * j + 1];
-            for (int t = 0; t < NA; t++) {
-                __m256i s0 = dp(lo, ld(qa[t] + a0 * 32));
-                __m256i s1 = dp(hi, ld(qa[t] + (a0 + 1) * 32));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da[t][a0]), acc[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da[t][a0 + 1]), acc[t]);
-                off[t] -= m0 * sa[t][a0] + m1 * sa[t][a0 + 1];
-            }
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
-}
-
-AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
-    for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
-        float d = qx_h2f(w + 208);
-        const int8_t *sc = (const int8_t *)(w + 192);
-        for (int n = 0; n < 2; n++) {
-            __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
-            for (int k = 0; k < 4; k++) {
-                const int8_t *s = sc + 8 * n + 2 * k;
-                __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
-                int64_t a = sb * 8 + 4 * n + k;
-                for (int t = 0; t < NA; t++) {
-                    __m256i av = ld(qa[t] + a * 32);
-                    __m256i si = _mm256_sub_epi32(dp(q[k], av), dp(c32, av));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, _mm256_set1_ps(da[t][a])),
-                                             acc[t]);
-                }
-            }
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
 
 AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
     __m512 acc[8];
@@ -315,58 +125,6 @@ AI void k2_q4_01(int NA, int has_min, int64_t nb, const uint8_t *w, const int8_t
     }
 }
 
-/* llama.cpp's order (ggml_vec_dot_q4_1_q8_1 / ggml_vec_dot_q8_0_q8_0, AVX2 + VNNI): per block,
- * 8 int32 lanes (lane k = the products of values 4k..4k+3) -> f32, acc = fma(d_w * d_a, lanes, acc);
- * at the end hsum (lanes k + k+4, then 0+2 / 1+3, then the two) plus, for Q4_1, the scalar
- * sum over blocks of m_w * s_a (rounded product, rounded add, in block order). Bitwise the
- * same results as llama.cpp's CPU backend for the same quantized activations. */
-AI void kx_q4_1(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                const float *const *sa, float *out) {
-    __m256 acc[8];
-    float summs[8];
-    for (int t = 0; t < 8; t++) {
-        acc[t] = _mm256_setzero_ps();
-        summs[t] = 0.f;
-    }
-    for (int64_t b = 0; b < nb; b++, w += 20) {
-        float d = qx_h2f(w), m = qx_h2f(w + 2);
-        __m256i u = qx_q4_unpack(w + 4);
-        for (int t = 0; t < NA; t++) {
-            __m256i s = dp(u, ld(qa[t] + b * 32));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
-            float ms = m * sa[t][b];
-            summs[t] = summs[t] + ms;
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + summs[t];
-}
-
-AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++, w += 34) {
-        float d = qx_h2f(w);
-        __m256i q = ld(w + 2);
-        __m256i aq = _mm256_abs_epi8(q);
-        for (int t = 0; t < NA; t++) {
-            __m256i s = dp(aq, _mm256_sign_epi8(ld(qa[t] + b * 32), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * da[t][b]), _mm256_cvtepi32_ps(s), acc[t]);
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
-
-#define DISPATCH(call) \
-    switch (na) {      \
-    case 1: { const int NA = 1; call; } break; \
-    case 2: { const int NA = 2; call; } break; \
-    case 3: { const int NA = 3; call; } break; \
-    case 4: { const int NA = 4; call; } break; \
-    case 5: { const int NA = 5; call; } break; \
-    case 6: { const int NA = 6; call; } break; \
-    case 7: { const int NA = 7; call; } break; \
-    default: { const int NA = 8; call; } break; \
-    }
 
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                      const float *const *da, const float *const *sa, int na, float *out) {

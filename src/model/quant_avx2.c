@@ -1,0 +1,95 @@
+/* quant_avx2.c: AVX2 + FMA kernels of quant.h, for x86 CPUs without AVX512-VNNI (before them every product
+ * there ran quant.c's scalar dot, which dequantizes each block to float: the model ran ~10x slower on an
+ * AVX2-only machine than the kernels allow). The quantized types take quant_x86_kern.h's 256-bit kernels
+ * with dp(u, s) = vpmaddubsw + vpmaddwd, whose int32 lanes equal vpdpbusd's, so Q8_0, Q4_1, Q5_0, Q5_1 and
+ * the K / IQ4 types give bitwise the AVX-512 path's results (and llama.cpp's AVX2 kernels' order for Q4_1
+ * and Q8_0); Q4_0 takes the one-block kernel (the AVX-512 path pairs blocks in 512-bit registers) and the
+ * float weights a 256-bit product, both within rounding of the AVX-512 results. */
+#include <stdatomic.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "mcommon.h"
+#include "quant.h"
+#include "quant_x86.h"
+
+#define AI __attribute__((always_inline)) static inline
+
+int quant_avx2_available(void) {
+    static atomic_int cached = -1; /* threads racing here all store the same answer */
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+            quant_simd_allowed(1);
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+/* 8 int32 lanes, lane k = sum of u[j] * s[j] over bytes j = 4k..4k+3 (u unsigned, s signed), as vpdpbusd:
+ * vpmaddubsw's int16 pairs saturate only past 32767, which no kernel here reaches (quant_x86_kern.h) */
+AI __m256i dp(__m256i u, __m256i s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
+/* byte j = 0xff where bit j of qh is set (ggml's bytes_from_bits_32) */
+AI __m256i qx_bits_bytes(uint32_t qh) {
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+    const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe); /* every bit but bit j % 8 of byte j */
+    return _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1));
+}
+
+#include "quant_x86_kern.h"
+
+/* F32 / F16 / BF16 weights against float activations, 8 lanes a step */
+AI void k_float8(int NA, uint32_t type, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv;
+        if (type == GGML_F32)
+            wv = _mm256_loadu_ps((const float *)(const void *)w + i);
+        else if (type == GGML_F16)
+            wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * i)));
+        else
+            wv = _mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * i))), 16));
+        for (int t = 0; t < NA; t++) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xa[t] + i), acc[t]);
+    }
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+    for (; i < n; i++) {
+        float wf;
+        uint16_t h;
+        if (type == GGML_F32) {
+            memcpy(&wf, w + 4 * i, 4);
+        } else {
+            memcpy(&h, w + 2 * i, 2);
+            wf = type == GGML_F16 ? mdl_f16_to_f32(h) : mdl_bf16_to_f32(h);
+        }
+        for (int t = 0; t < NA; t++) out[t] += wf * xa[t][i];
+    }
+}
+
+int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                   const float *const *da, const float *const *sa, int na, float *out) {
+    const uint8_t *w = (const uint8_t *)wrow;
+    switch (type) {
+    case GGML_F32: case GGML_F16: case GGML_BF16: DISPATCH(k_float8(NA, type, n, w, xa, out)); return 1;
+    case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;
+    case GGML_Q4_0: DISPATCH(k_q45_01(NA, 0, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_0: DISPATCH(k_q45_01(NA, 1, 0, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;
+    case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;
+    case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;
+    case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;
+    case GGML_IQ4_XS: DISPATCH(k_iq4(NA, 1, n / 256, w, qa, da, out)); return 1;
+    case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
+    case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
+    case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
+    default: return 0;
+    }
+}
