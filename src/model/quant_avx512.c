@@ -47,17 +47,7 @@ AI void k_float(int NA, uint32_t type, int64_t n, const uint8_t *w, const float 
         for (int t = 0; t < NA; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xa[t] + i), acc[t]);
     }
     for (int t = 0; t < NA; t++) out[t] = _mm512_reduce_add_ps(acc[t]);
-    for (; i < n; i++) {
-        float wf;
-        uint16_t h;
-        if (type == GGML_F32) {
-            memcpy(&wf, w + 4 * i, 4);
-        } else {
-            memcpy(&h, w + 2 * i, 2);
-            wf = type == GGML_F16 ? mdl_f16_to_f32(h) : mdl_bf16_to_f32(h);
-        }
-        for (int t = 0; t < NA; t++) out[t] += wf * xa[t][i];
-    }
+    k_float_tail(NA, type, i, n, w, xa, out);
 }
 
 
@@ -131,18 +121,8 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     const uint8_t *w = (const uint8_t *)wrow;
     switch (type) {
     case GGML_F32: case GGML_F16: case GGML_BF16: DISPATCH(k_float(NA, type, n, w, xa, out)); return 1;
-    case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;
     case GGML_Q4_0: DISPATCH(k2_q4_01(NA, 0, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q5_0: DISPATCH(k_q45_01(NA, 1, 0, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;
-    case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;
-    case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;
-    case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;
-    case GGML_IQ4_XS: DISPATCH(k_iq4(NA, 1, n / 256, w, qa, da, out)); return 1;
-    case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;
-    case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;
-    case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
+    QX_CASES_256
     default: return 0;
     }
 }

@@ -5,7 +5,8 @@
  * pair of products here reaches the int16 limit, the largest being Q8_0's 2 x 128 x 127), so both files
  * compute bitwise the same results; scales are applied per block in float.
  * The includer defines, before including: AI (always-inline static), ld(p) (a 32-byte load), dp(u, s)
- * and qx_bits_bytes(qh) (byte j = 0xff where bit j of qh is set, else 0). */
+ * and qx_bits_bytes(qh) (byte j = 0xff where bit j of qh is set, else 0), after gguf.h, mcommon.h, quant.h and
+ * quant_x86.h. */
 #ifndef INFLLM_QUANT_X86_KERN_H
 #define INFLLM_QUANT_X86_KERN_H
 
@@ -244,6 +245,21 @@ AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
+/* float weights (F32 / F16 / BF16): the values i..n-1 past the vector loop, added to out in order */
+AI void k_float_tail(int NA, uint32_t type, int64_t i, int64_t n, const uint8_t *w, const float *const *xa, float *out) {
+    for (; i < n; i++) {
+        float wf;
+        uint16_t h;
+        if (type == GGML_F32) {
+            memcpy(&wf, w + 4 * i, 4);
+        } else {
+            memcpy(&h, w + 2 * i, 2);
+            wf = type == GGML_F16 ? mdl_f16_to_f32(h) : mdl_bf16_to_f32(h);
+        }
+        for (int t = 0; t < NA; t++) out[t] += wf * xa[t][i];
+    }
+}
+
 #define DISPATCH(call) \
     switch (na) {      \
     case 1: { const int NA = 1; call; } break; \
@@ -255,5 +271,20 @@ AI void kx_q8_0(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     case 7: { const int NA = 7; call; } break; \
     default: { const int NA = 8; call; } break; \
     }
+
+/* the switch cases of the types both files run on these kernels (all but Q4_0 and the float weights), for a
+ * dot over w, n, qa, da, sa, out, na */
+#define QX_CASES_256                                                                        \
+    case GGML_Q8_0: DISPATCH(kx_q8_0(NA, n / 32, w, qa, da, out)); return 1;              \
+    case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;          \
+    case GGML_Q5_0: DISPATCH(k_q45_01(NA, 1, 0, n / 32, w, qa, da, sa, out)); return 1;   \
+    case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;   \
+    case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;          \
+    case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;          \
+    case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;           \
+    case GGML_IQ4_XS: DISPATCH(k_iq4(NA, 1, n / 256, w, qa, da, out)); return 1;          \
+    case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;      \
+    case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;      \
+    case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
 
 #endif
