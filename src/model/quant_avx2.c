@@ -2,8 +2,8 @@
  * there ran quant.c's scalar dot, which dequantizes each block to float: the model ran ~10x slower on an
  * AVX2-only machine than the kernels allow). The quantized types take quant_x86_kern.h's 256-bit kernels
  * with dp(u, s) = vpmaddubsw + vpmaddwd, whose int32 lanes equal vpdpbusd's, so Q8_0, Q4_1, Q5_0, Q5_1 and
- * the K / IQ4 types give bitwise the AVX-512 path's results (and llama.cpp's AVX2 kernels' order for Q4_1
- * and Q8_0); Q4_0 takes the one-block kernel (the AVX-512 path pairs blocks in 512-bit registers) and the
+ * the K / IQ4 types give bitwise the AVX-512 path's results (for Q4_1 and Q8_0 that path follows llama.cpp's
+ * order; not compared with llama.cpp on an AVX2 machine yet); Q4_0 takes the one-block kernel (the AVX-512 path pairs blocks in 512-bit registers) and the
  * float weights a 256-bit product, both within rounding of the AVX-512 results. */
 #include <stdatomic.h>
 #include <immintrin.h>
