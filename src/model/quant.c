@@ -11,6 +11,7 @@
 
 #include "gguf.h"
 #include "mcommon.h"
+#include "infllm.h"
 
 static inline float h2f(const uint8_t *p) {
     uint16_t h;
@@ -348,16 +349,10 @@ const char *quant_kernel_name(void) {
 }
 
 int quant_simd_allowed(int level) {
-    static atomic_int cap = -1; /* the highest level allowed, read once */
-    int v = atomic_load_explicit(&cap, memory_order_relaxed);
-    if (v < 0) {
-        const char *e = getenv("INFLLM_SIMD");
-        v = 2;
-        if (e && !strcmp(e, "avx2")) v = 1;
-        if (e && !strcmp(e, "scalar")) v = 0;
-        atomic_store_explicit(&cap, v, memory_order_relaxed);
-    }
-    return level <= v;
+    /* the library's level (the CPU's, lowered by INFLLM_SIMD, read once there) */
+    const char *l = infllm_cpu_simd_level();
+    const int cap = !strcmp(l, "scalar") ? 0 : !strcmp(l, "avx2") ? 1 : 2;
+    return level <= cap;
 }
 
 void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
