@@ -954,32 +954,18 @@ static int sel90_ring2_mode(void) {
     if (cuda_env_int("INFLLM_CUDA_SEL90_NO_RING2", &no_ring2) == 1) return 0;
     return cuda_env_int("INFLLM_CUDA_SEL90_RING2", &ring2) == 2 ? 2 : 1;
 }
-static size_t sel90_smem_ring2(int D, int nbmax) { return sel90_smem(D, nbmax, SEL90_CT, 2); }
 static int sel90_ring2_usable(const infllm_attn_params *ap) { return ap->D == 128 && sel90_decoupled(); }
-
-/* the RING2 launch: d 128 only (sel90_ring2_usable); other head sizes keep the 3-stage ring, so that their
- * 2-stage kernels are never built */
-template <typename T, int D> struct Sel90Ring2 {
-    static infllm_status run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
-                             cudaStream_t st) {
-        return sel90_run<T, D, SEL90_CT, SEL90_NS, true>(p, tmL, tm1, gx, st);
-    }
-};
-template <typename T> struct Sel90Ring2<T, 128> {
-    static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
-                  "k_select90: the finalize's histograms must fit in the 2 tile stages (d 128)");
-    static infllm_status run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
-                             cudaStream_t st) {
-        return sel90_run<T, 128, SEL90_CT, 2, true>(p, tmL, tm1, gx, st);
-    }
-};
+static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
+              "k_select90: the finalize's histograms must fit in the 2 tile stages (d 128)");
 
 template <typename T, int D>
 static infllm_status sel90_dispatch(const SelParams &p, int wide, int ring2, const CUtensorMap &tmL,
                                     const CUtensorMap &tm1, int64_t gx, cudaStream_t st) {
     if (sel90_decoupled()) {
         if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, true>(p, tmL, tm1, gx, st);
-        if (ring2) return Sel90Ring2<T, D>::run(p, tmL, tm1, gx, st);
+        /* RING2: d 128 only (sel90_ring2_usable), so that no other head size builds a 2-stage kernel */
+        if constexpr (D == 128)
+            if (ring2) return sel90_run<T, 128, SEL90_CT, 2, true>(p, tmL, tm1, gx, st);
         return sel90_run<T, D, SEL90_CT, SEL90_NS, true>(p, tmL, tm1, gx, st);
     }
     if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, false>(p, tmL, tm1, gx, st);
@@ -1096,7 +1082,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     CUtensorMap tmL, tm1;
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
     const int ring2_mode = sel90_ring2_usable(ap) ? sel90_ring2_mode() : 0;
-    const int ring2_fits = ring2_mode && sel90_smem_ring2(ap->D, p.nbmax) <= (size_t)limit;
+    const int ring2_fits = ring2_mode && sel90_smem(ap->D, p.nbmax, SEL90_CT, 2) <= (size_t)limit;
     if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
         (ring3_fits || ring2_fits)) {
         p.TT = SEL90_TT;
