@@ -299,6 +299,15 @@ static void run_case(const tcase *c, unsigned long long seed) {
     float *dls = dev_alloc((size_t)TQ * Hq * 4), *dld = dev_alloc((size_t)TQ * Hq * 4),
           *dlp = dev_alloc((size_t)TQ * Hq * 4);
     CHECK_OK(infllm_sparse_attention(&p, &dl, dq, dk, dv, drtk, K, dos, dls));
+    /* the same selection with each row reversed (-1 padding first, blocks descending): stage 2 takes a row
+     * in any order (k_flash90's block lists sort such rows; rows in order are copied) */
+    int32_t *rtk_rev = malloc(ntk * 4 + 4);
+    for (size_t r = 0; K > 0 && r < ntk / (size_t)K; r++)
+        for (int kk = 0; kk < K; kk++) rtk_rev[r * K + kk] = rtk[r * K + (K - 1 - kk)];
+    int32_t *drtk_rev = dup_dev(rtk_rev, ntk * 4);
+    void *dosr = dev_alloc(nq * 2);
+    float *dlsr = dev_alloc((size_t)TQ * Hq * 4);
+    CHECK_OK(infllm_sparse_attention(&p, &dl, dq, dk, dv, drtk_rev, K, dosr, dlsr));
     CHECK_OK(infllm_dense_attention(&p, &dl, dq, dk, dv, dod, dld));
     size_t wsb = 0;
     CHECK_OK(infllm_attention_workspace_size(&p, &dl, &wsb));
@@ -312,6 +321,8 @@ static void run_case(const tcase *c, unsigned long long seed) {
     uint16_t *cos_ = to_host(dos, nq * 2), *cod = to_host(dod, nq * 2), *cop = to_host(dop, nq * 2);
     float *cls = to_host(dls, (size_t)TQ * Hq * 4), *cld = to_host(dld, (size_t)TQ * Hq * 4),
           *clp = to_host(dlp, (size_t)TQ * Hq * 4);
+    uint16_t *cosr = to_host(dosr, nq * 2);
+    float *clsr = to_host(dlsr, (size_t)TQ * Hq * 4);
 
     /* naive low-precision error on a subset of rows */
     double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0;
@@ -351,20 +362,27 @@ static void run_case(const tcase *c, unsigned long long seed) {
     }
     double naive_s = sqrt(nn_s / (nd_s + 1e-300)), naive_d = sqrt(nn_d / (nd_d + 1e-300));
     /* CUDA errors */
-    double es = 0, rs2 = 0, ed = 0, rd2 = 0, lsemax_s = 0, lsemax_d = 0;
+    double es = 0, rs2 = 0, ed = 0, rd2 = 0, lsemax_s = 0, lsemax_d = 0, esr = 0, lsemax_sr = 0;
     for (size_t i = 0; i < nq; i++) {
         double a = ld(cos_, dt, (int64_t)i) - ro_s[i], bb = ld(cod, dt, (int64_t)i) - ro_d[i];
+        double ar = ld(cosr, dt, (int64_t)i) - ro_s[i];
         es += a * a;
+        esr += ar * ar;
         rs2 += (double)ro_s[i] * ro_s[i];
         ed += bb * bb;
         rd2 += (double)ro_d[i] * ro_d[i];
     }
     for (size_t i = 0; i < (size_t)TQ * Hq; i++) {
         lsemax_s = fmax(lsemax_s, fabs((double)cls[i] - rl_s[i]));
+        lsemax_sr = fmax(lsemax_sr, fabs((double)clsr[i] - rl_s[i]));
         lsemax_d = fmax(lsemax_d, fabs((double)cld[i] - rl_d[i]));
     }
     double err_s = sqrt(es / (rs2 + 1e-300)), err_d = sqrt(ed / (rd2 + 1e-300)); /* 0 without a query */
     CHECK(err_s <= 2 * naive_s, "%s: sparse attention error %.3e > 2 x naive %.3e", c->name, err_s, naive_s);
+    const double err_sr = sqrt(esr / (rs2 + 1e-300));
+    CHECK(err_sr <= 2 * naive_s && lsemax_sr <= 2e-2,
+          "%s: sparse attention on reversed top-k rows: error %.3e (2 x naive %.3e), LSE max abs diff %.3e", c->name,
+          err_sr, 2 * naive_s, lsemax_sr);
     CHECK(err_d <= 2 * naive_d, "%s: dense attention error %.3e > 2 x naive %.3e", c->name, err_d, naive_d);
     CHECK(lsemax_s <= 2e-2 && lsemax_d <= 2e-2, "%s: LSE max abs diff sparse %.3e dense %.3e", c->name, lsemax_s,
           lsemax_d);
@@ -408,6 +426,8 @@ static void run_case(const tcase *c, unsigned long long seed) {
     free(q), free(k), free(v), free(q32), free(k32), free(v32), free(rc1), free(rc2), free(rsc), free(rbs), free(rtk);
     free(cc1), free(cc2), free(ccu1), free(csc), free(ctk), free(ro_s), free(rl_s), free(ro_d), free(rl_d);
     free(cos_), free(cod), free(cop), free(cls), free(cld), free(clp), free(keys), free(sbuf), free(ob);
+    free(rtk_rev), free(cosr), free(clsr);
+    cudaFree(drtk_rev), cudaFree(dosr), cudaFree(dlsr);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc1), cudaFree(dc2), cudaFree(dcu1), cudaFree(dcu2);
     cudaFree(dsc), cudaFree(dbs), cudaFree(dtk), cudaFree(dtkf), cudaFree(drtk), cudaFree(dos), cudaFree(dod);
     cudaFree(dop), cudaFree(dls), cudaFree(dld), cudaFree(dlp), cudaFree(dws);

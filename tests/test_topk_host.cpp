@@ -437,14 +437,17 @@ static void group_cases(int windows, uint64_t seed) {
 
 /* flash_list_sort<256> on random tiles (1-128 tokens, 1-200 columns within the K/V stages' 16K entries, block
  * indices anywhere below 0xffff, unusable entries, duplicates, rows wider than topk_cols + 1, garbage in
- * the list memory), every thread's share run in turn (the routine has no collective: each thread writes
- * its own entries); then rows walk the tile's union from a random start (a split's first chunk), 1-3 chunks
- * a block (B = 64 .. 192), skipping chunks at random (a warpgroup none of whose rows selected them), each
- * query of flash_list_selects against the token's set */
+ * the list memory), run by a CTA of 8 warps (in lane order or shuffled); each token's row is random (the
+ * rank sort), in order (the copy: the selection kernels' rows) or in order but for one adjacent pair swapped
+ * anywhere (which the copy must not take); then rows walk the tile's union from a random start (a split's
+ * first chunk), 1-3 chunks a block (B = 64 .. 192), skipping chunks at random (a warpgroup none of whose
+ * rows selected them), each query of flash_list_selects against the token's set */
 static void list_cases(int tiles, uint64_t seed) {
     std::mt19937_64 rng(seed);
     int bad = 0;
     long queries = 0, hits = 0;
+    static simt::Team in_order(8), shuffled(8);
+    shuffled.shuffle_lanes(seed);
     for (int r = 0; r < tiles; r++) {
         const int ntok = 1 + (int)(rng() % 128);
         int K = 1 + (int)(rng() % 200);
@@ -461,8 +464,21 @@ static void list_cases(int tiles, uint64_t seed) {
                 const int tt = (int)(rng() % ntok), a = (int)(rng() % K), b = (int)(rng() % K);
                 uns[(size_t)tt * K + a] = uns[(size_t)tt * K + b];
             }
+        for (int tt = 0; tt < ntok; tt++) { /* rows in order, or in order but one adjacent pair */
+            const int kind = (int)(rng() % 10);
+            if (kind < 5) continue;
+            uint16_t *row = uns.data() + (size_t)tt * K;
+            std::sort(row, row + K);
+            if (kind >= 8 && K > 1) {
+                const int a = (int)(rng() % (K - 1));
+                if (row[a] == row[a + 1]) row[a + 1] = row[a] == 0 ? (uint16_t)1 : (uint16_t)(row[a] + 1);
+                std::swap(row[a], row[a + 1]);
+            }
+        }
         std::vector<uint16_t> list((size_t)ntok * list_w + 16, (uint16_t)0xbeefu);
-        for (int tid = 0; tid < 256; tid++) flash_list_sort<256>(uns.data(), list.data(), ntok, K, list_w, tid);
+        simt::Team &cta = r & 1 ? shuffled : in_order;
+        const bool ran = cta.run([&](int tid) { flash_list_sort<256>(uns.data(), list.data(), ntok, K, list_w, tid); });
+        CHECK(ran, "flash_list_sort tile %d (ntok %d K %d): %s", r, ntok, K, cta.error().c_str());
         int first_bad = -1;
         for (int tt = 0; tt < ntok && first_bad < 0; tt++) {
             std::vector<uint16_t> want(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);

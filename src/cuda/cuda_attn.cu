@@ -1126,16 +1126,22 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         c.smem = 2 * 2 * 64 * (size_t)ap->D * 2 + (size_t)M * ap->D * 2 + 1024 + (sparse ? 2 * (size_t)ncw * 4 : 0);
     c.list_w = 0;
     if (sparse && c.wg) {
-        /* the token bitmaps, or LIST's block lists where the bitmaps would cost the second CTA an SM (or not
-         * fit at all) and the lists would not: B a multiple of 64 and fewer than 65,535 blocks (16-bit
-         * entries below the end mark), the unsorted lists within the two K/V stages (k_flash90 sorts from
-         * there). By default only where the bitmaps exceed the block's opt-in limit (the call would be
-         * refused otherwise: G 1 past ~500K tokens): elsewhere off until timed (session 27 checked the lists
-         * on the H200: the test_cuda grid passed with =2; the default paths below that limit keep their
-         * bitmaps and their code). INFLLM_CUDA_FLASH_LIST=1 takes the lists where the bitmaps would cost the
-         * second CTA, =2 wherever they can be used (a test switch). */
-        static std::atomic<int> list_env{CUDA_ENV_UNREAD};
-        const int list_mode = cuda_env_int("INFLLM_CUDA_FLASH_LIST", &list_env);
+        /* the token bitmaps, or LIST's block lists (B a multiple of 64 and fewer than 65,535 blocks: 16-bit
+         * entries below the end mark; the unsorted lists within the two K/V stages, where k_flash90 sorts
+         * them). The lists by default (session 28, H200, bf16, stage 2 against the bitmaps, same run):
+         * - where a tile holds 16-64 tokens (G 2-8): 1.27x at G 2 / 32K, 1.24x / 1.27x at G 4 / 32K / 128K,
+         *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64; at 8 tokens (G 9-16) 0.95-0.97x, at 128 (G 1)
+         *   0.76x / 0.83x at 16K / 32K;
+         * - where the bitmaps would cost the second CTA an SM and the lists are smaller (G 4 past ~231K tokens,
+         *   G 2 past ~123K): stage 2 2.15x at G 4 / 256K, 2.26x at G 2 / 128K. At G 1 (d 128) neither fits
+         *   two CTAs past ~61K and the lists are the larger to ~99K;
+         * - where the bitmaps exceed the block's opt-in limit (G 1 past ~500K): the call was refused.
+         * INFLLM_CUDA_NO_FLASH_LIST=1 keeps the bitmaps wherever they fit (comparisons, the grid's bitmap run),
+         * INFLLM_CUDA_FLASH_LIST=2 takes the lists wherever usable (a test switch); read once. */
+        static std::atomic<int> list_env{CUDA_ENV_UNREAD}, no_list_env{CUDA_ENV_UNREAD};
+        const int list_mode = cuda_env_int("INFLLM_CUDA_NO_FLASH_LIST", &no_list_env) == 1 ? 0
+                              : cuda_env_int("INFLLM_CUDA_FLASH_LIST", &list_env) == 2 ? 2
+                                                                                       : 1;
         const size_t bitmaps = ((size_t)c.TT * nbw + ncw) * 4;
         const int lw = topk_cols + 1;
         const size_t lists = (((size_t)c.TT * lw + 1) / 2 + ncw) * 4;
@@ -1145,7 +1151,11 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         const CudaDevProps d = cuda_dev_props();
         /* static shared memory (sTix, sBar: 528 bytes) and the 1 KB the device reserves a CTA */
         const size_t two_cta = d.smem_per_sm / 2 > 2048 ? (size_t)d.smem_per_sm / 2 - 1024 - 528 : 0;
-        const bool want = list_mode == 2 || (list_mode == 1 && c.smem + bitmaps > two_cta && lists < bitmaps) ||
+        /* (the lists of many columns may be larger than the bitmaps of a short sequence: not at the cost of
+         * the second CTA) */
+        const bool small_group = c.TT >= 16 && c.TT <= 64 && (c.smem + lists <= two_cta || lists < bitmaps);
+        const bool want = list_mode == 2 ||
+                          (list_mode == 1 && (small_group || (c.smem + bitmaps > two_cta && lists < bitmaps))) ||
                           (c.smem + bitmaps > (size_t)d.smem_optin && lists < bitmaps);
         if (usable && want) c.list_w = lw;
         c.smem += c.list_w ? lists : bitmaps;

@@ -430,8 +430,8 @@ __device__ __forceinline__ void smem_max_if(uint32_t addr, int v, bool pred) {
 }
 
 /* tokens and threads (4 warpgroups) per CTA; the two tile shapes (kernels per tile, stages): 256 x 2
- * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K); see sel90_wide for the choice (and
- * sel90_ring2_mode for a third, 128 x 2, to 256K at d 128, where 128 x 3 does not fit) */
+ * (fits to ~130K tokens at d 128) or 128 x 3 (to ~200K; ~330K at d 64); see sel90_wide for the choice (and
+ * sel90_ring2_mode for a third, 128 x 2, to 256K, which takes the place of 128 x 3 at d 128) */
 enum { SEL90_TT = 8, SEL90_NT = 512, SEL90_CT_WIDE = 256, SEL90_NS_WIDE = 2, SEL90_CT = 128, SEL90_NS = 3 };
 /* warps per token in the finalize (1 or 2: with 2 all 16 warps of the CTA work on its 8 tokens) */
 enum { SEL90_TOPK_TW = 2 };
@@ -944,15 +944,16 @@ static int sel90_decoupled(void) {
  * ring's 131 KB, so 8 tokens' block scores fit to 4,104 blocks (256K tokens) instead of ~3,080 (~197K), past
  * which the selection falls back to the mma.sync k_select. Session 27 (H200): select 2.4-2.6x faster at 200K /
  * 224K / 256K than that fallback (G 16: 147.3 -> 57.1 ms at 256K; G 4: 589.9 -> 222.7), top-k and output
- * bitwise equal to the 3-stage ring's at 180K. d 128 only (at d 64 a 2-stage ring of 128 kernels is too small
- * for the finalize's histograms, and the 3-stage ring already fits to ~330K tokens); decoupled warpgroups
- * only. Returns 1 (default: where the 3-stage ring does not fit), 0 with INFLLM_CUDA_SEL90_NO_RING2=1 (the
- * fallback, for comparisons), 2 with INFLLM_CUDA_SEL90_RING2=2 (instead of the 3-stage ring wherever that
- * would run: a test switch, so that the grid's small sizes run it); read once. */
+ * bitwise equal to the 3-stage ring's at 180K. Where both rings fit the 2-stage one is faster too (session 27
+ * at 180K: 1.056x G 16, 1.069x G 4; session 28 at 160K: 1.058x, at 32K 1.037x, G 16), so it replaces the
+ * 3-stage ring wherever 128-kernel tiles run at d 128 (the wide 256 x 2 tiles stay ahead of it at 48K-130K:
+ * 0.969x at 128K). d 128 only (at d 64 a 2-stage ring of 128 kernels is too small for the finalize's
+ * histograms, and the 3-stage ring already fits to ~330K tokens); decoupled warpgroups only. Returns 1
+ * (default), 0 with INFLLM_CUDA_SEL90_NO_RING2=1 (the 3-stage ring where it fits, the fallback past it: for
+ * comparisons, and the grid's run of the 3-stage ring at d 128); read once. */
 static int sel90_ring2_mode(void) {
-    static std::atomic<int> ring2{CUDA_ENV_UNREAD}, no_ring2{CUDA_ENV_UNREAD};
-    if (cuda_env_int("INFLLM_CUDA_SEL90_NO_RING2", &no_ring2) == 1) return 0;
-    return cuda_env_int("INFLLM_CUDA_SEL90_RING2", &ring2) == 2 ? 2 : 1;
+    static std::atomic<int> no_ring2{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL90_NO_RING2", &no_ring2) == 1 ? 0 : 1;
 }
 static int sel90_ring2_usable(const infllm_attn_params *ap) { return ap->D == 128 && sel90_decoupled(); }
 static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
@@ -1076,9 +1077,9 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     int limit = max_smem_optin();
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
-     * CTA) when its block scores fit (to 256K tokens at d 128, by the 2-stage ring past ~197K; ~330K
-     * at d 64) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must not reach past the buffers);
-     * decode-like shapes (one token) keep the 1-warp tiles */
+     * CTA) when its block scores fit (to 256K tokens at d 128, where its 128-kernel tiles run in a 2-stage
+     * ring; ~330K at d 64) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
+     * not reach past the buffers); decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
     const int ring2_mode = sel90_ring2_usable(ap) ? sel90_ring2_mode() : 0;
@@ -1088,7 +1089,7 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
         const int wide = sel90_wide(ap, p.nbmax, limit);
-        const int ring2 = !wide && ring2_fits && (ring2_mode == 2 || !ring3_fits);
+        const int ring2 = !wide && ring2_fits;
         if (sel90_maps(&tmL, &tm1, p, ap->D, wide ? SEL90_CT_WIDE : SEL90_CT, c1_rows, c2_rows)) {
             int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
             if (ap->dtype == INFLLM_DTYPE_BF16)
