@@ -12,7 +12,11 @@
 
 static int g_scalar = 0;
 void ggmlc_force_scalar(int on) { g_scalar = on; }
-static int use_simd(void) { return !g_scalar && quant_avx512_available(); }
+/* 2: AVX-512 kernels (ggmlc_avx512.c), 1: AVX2 (ggmlc_avx2.c), 0: scalar; bitwise the same results */
+static int simd_level(void) {
+    if (g_scalar) return 0;
+    return quant_avx512_available() ? 2 : quant_avx2_available() ? 1 : 0;
+}
 
 static float f16r(float v) { return mdl_f16_to_f32(mdl_f32_to_f16(v)); }
 
@@ -31,15 +35,17 @@ static float v_expf1(float x) {
 }
 
 void ggmlc_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
-    if (use_simd()) {
-        ggmlc_f32_to_f16_avx512(src, dst, n);
+    const int lv = simd_level();
+    if (lv) {
+        (lv == 2 ? ggmlc_f32_to_f16_avx512 : ggmlc_f32_to_f16_avx2)(src, dst, n);
         return;
     }
     for (size_t i = 0; i < n; i++) dst[i] = mdl_f32_to_f16(src[i]);
 }
 void ggmlc_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
-    if (use_simd()) {
-        ggmlc_f16_to_f32_avx512(src, dst, n);
+    const int lv = simd_level();
+    if (lv) {
+        (lv == 2 ? ggmlc_f16_to_f32_avx512 : ggmlc_f16_to_f32_avx2)(src, dst, n);
         return;
     }
     for (size_t i = 0; i < n; i++) dst[i] = mdl_f16_to_f32(src[i]);
@@ -49,8 +55,9 @@ float ggmlc_silu1(float x) { return x / (1.0f + v_expf1(0.0f - x)); }
 
 void ggmlc_swiglu(float *g, const float *u, int64_t n) {
     int64_t i = 0, n16 = n / 16 * 16;
-    if (use_simd()) {
-        ggmlc_swiglu_avx512(g, u, n16);
+    const int lv = simd_level();
+    if (lv) {
+        (lv == 2 ? ggmlc_swiglu_avx512 : ggmlc_swiglu_avx2)(g, u, n16);
         i = n16;
     } else {
         for (; i < n16; i++) g[i] = ggmlc_silu1(g[i]) * u[i];
@@ -132,7 +139,7 @@ static void attn_row_scalar(const uint16_t *K, const uint16_t *V, int64_t ld, in
 int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vcap, int64_t nkv,
                    const float *q, int64_t n, int Hq, int Hkv, int D, float scale, float *out, int nthreads) {
     if (D % 16 || D > 512 || Hq % Hkv || n > nkv || (VT && (vcap % 64 || vcap < nkv))) return -1;
-    const int simd = use_simd();
+    const int simd = simd_level();
     const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
     const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
     /* blocks of rows sharing each K/V row: the gq heads of a group x tb tokens */
@@ -170,9 +177,9 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int
                     orow[R] = out + (t * Hq + h) * D;
                 }
             /* transposed V for decode (sequential instead of 64-row strides); batches read V rows */
-            ggmlc_attn_block_avx512(K + (int64_t)g * D, V + (int64_t)g * D,
-                                    VT && vecdot ? VT + (int64_t)g * D * vcap : NULL, vcap,
-                                    ld, L, R, qr, D, scale, orow, wk, vecdot);
+            (simd == 2 ? ggmlc_attn_block_avx512 : ggmlc_attn_block_avx2)(
+                K + (int64_t)g * D, V + (int64_t)g * D, VT && vecdot ? VT + (int64_t)g * D * vcap : NULL, vcap, ld,
+                L, R, qr, D, scale, orow, wk, vecdot);
             continue;
         }
         float *sbuf = wk, *acc = sbuf + ls;
@@ -182,7 +189,8 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int
         const float *qr = q + task * D;
         float *o = out + task * D;
         if (simd && (!vecdot || D % 64 == 0))
-            ggmlc_attn_row_avx512(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr, D, scale, o, sbuf, acc, vecdot);
+            (simd == 2 ? ggmlc_attn_row_avx512 : ggmlc_attn_row_avx2)(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr,
+                                                                       D, scale, o, sbuf, acc, vecdot);
         else
             attn_row_scalar(K + (int64_t)g * D, V + (int64_t)g * D, ld, L, qr, D, scale, o, sbuf, acc, vecdot);
     }

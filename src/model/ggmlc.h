@@ -4,7 +4,7 @@
  * 16 lanes, softmax with ggml's expf and per-16 partial sums, probabilities rounded to f16, P.V
  * as 16-lane dot products over the keys; a one-token batch takes ggml_vec_dot_f16's order
  * instead, as llama.cpp does). Bitwise equal to llama.cpp's results for the same
- * inputs; scalar and AVX-512 paths give the same bits. */
+ * inputs; the scalar, AVX2 and AVX-512 paths give the same bits. */
 #ifndef INFLLM_GGMLC_H
 #define INFLLM_GGMLC_H
 
@@ -40,4 +40,13 @@ void ggmlc_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
 void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
                              const int64_t *L, int R, const float *const *qrows, int D, float scale,
                              float *const *orows, float *work, int vecdot);
+/* internal: AVX2 + FMA + F16C kernels (ggmlc_avx2.c), the same bits */
+void ggmlc_swiglu_avx2(float *g, const float *u, int64_t n);
+void ggmlc_attn_row_avx2(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
+                         float scale, float *out, float *sbuf, float *accbuf, int vecdot);
+void ggmlc_f32_to_f16_avx2(const float *src, uint16_t *dst, size_t n);
+void ggmlc_f16_to_f32_avx2(const uint16_t *src, float *dst, size_t n);
+void ggmlc_attn_block_avx2(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                           const int64_t *L, int R, const float *const *qrows, int D, float scale,
+                           float *const *orows, float *work, int vecdot);
 #endif
