@@ -451,6 +451,14 @@ static void test_act_modes(void) {
                   "SIMD activation mode %d differs from the scalar one", mode);
         }
     }
+    /* the AVX2 quantizer (also on AVX-512 CPUs) against the scalar one, every mode, bitwise */
+    for (int mode = QACT_F32; mode <= QACT_Q8_0 && quant_avx2_available(); mode++) {
+        quant_act_row_mode(x, N, q, d, s, mode);
+        memset(q1, 0x55, sizeof q1);
+        quant_act_row_mode_avx2(x, N, q1, d1, s1, mode);
+        CHECK(memcmp(q, q1, N) == 0 && memcmp(d, d1, sizeof d) == 0 && memcmp(s, s1, sizeof s) == 0,
+              "AVX2 activation mode %d differs from the scalar one", mode);
+    }
     CHECK(quant_act_mode(GGML_Q4_1) == QACT_Q8_1 && quant_act_mode(GGML_Q8_0) == QACT_Q8_0 &&
               quant_act_mode(GGML_Q4_K) == QACT_F32, "activation mode per weight type");
 }

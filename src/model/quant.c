@@ -436,6 +436,8 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             for (int64_t t = 0; t < ntok; t++) {
                 if (simd && quant_avx512_available())
                     quant_act_row_mode_avx512(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
+                else if (simd && quant_avx2_available())
+                    quant_act_row_mode_avx2(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
                 else
                     quant_act_row_mode(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
             }

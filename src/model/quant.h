@@ -78,6 +78,7 @@ int quant_simd_allowed(int level);
 int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                    const float *const *da, const float *const *sa, int na, float *out);
 int quant_avx2_available(void);
+void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
 /* internal: SIMD kernels (quant_avx512.c); return 0 when the type has no SIMD kernel */
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                      const float *const *da, const float *const *sa, int na, float *out);

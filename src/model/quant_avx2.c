@@ -73,3 +73,41 @@ int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *cons
     default: return 0;
     }
 }
+
+/* activation quantization of one row (n a multiple of 32), quant_act_row_mode's results bitwise: the block's
+ * max |x| (exact in any order), x * id rounded to nearest even (vcvtps2dq under the default rounding, as
+ * lrintf), clamped to +-127, the int32 sum exact in any order */
+void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256 xv[4];
+        for (int k = 0; k < 4; k++) xv[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
+        __m256 ax = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, xv[0]), _mm256_andnot_ps(sign, xv[1])),
+                                  _mm256_max_ps(_mm256_andnot_ps(sign, xv[2]), _mm256_andnot_ps(sign, xv[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(ax), _mm256_extractf128_ps(ax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float dd = amax / 127.f, id;
+        if (mode == QACT_F32)
+            id = dd > 0.f ? 1.f / dd : 0.f;
+        else
+            id = amax != 0.f ? 127.f / amax : 0.f;
+        const __m256 iv = _mm256_set1_ps(id);
+        __m256i iq[4];
+        __m256i sum8 = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            iq[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(xv[k], iv)), lo), hi);
+            sum8 = _mm256_add_epi32(sum8, iq[k]);
+        }
+        /* int32 -> int8 (no saturation: |v| <= 127); the packs interleave 128-bit lanes, the permute undoes it */
+        const __m256i p16a = _mm256_packs_epi32(iq[0], iq[1]), p16b = _mm256_packs_epi32(iq[2], iq[3]);
+        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
+        _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), p8);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        quant_act_scales(mode, dd, _mm_cvtsi128_si32(s4), &d[b], &s[b]);
+    }
+}
