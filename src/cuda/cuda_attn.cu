@@ -1130,7 +1130,8 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
          * entries below the end mark; the unsorted lists within the two K/V stages, where k_flash90 sorts
          * them). The lists by default (session 28, H200, bf16, stage 2 against the bitmaps, same run):
          * - where a tile holds 16-64 tokens (G 2-8): 1.27x at G 2 / 32K, 1.24x / 1.27x at G 4 / 32K / 128K,
-         *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64; at 8 tokens (G 9-16) 0.95-0.97x, at 128 (G 1)
+         *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64, 1.26x / 1.31x at G 7; at 8 tokens (G 9-16)
+         *   0.95-0.97x (the cursor's dependent loads between S's issue and wait, SASS), at 128 (G 1)
          *   0.76x / 0.83x at 16K / 32K;
          * - where the bitmaps would cost the second CTA an SM and the lists are smaller (G 4 past ~231K tokens,
          *   G 2 past ~123K): stage 2 2.15x at G 4 / 256K, 2.26x at G 2 / 128K. At G 1 (d 128) neither fits
