@@ -464,9 +464,9 @@ static void test_act_modes(void) {
 }
 
 /* ggmlc: llama.cpp-order attention and SwiGLU: scalar == SIMD (AVX-512, or AVX2 on CPUs without it and under
- * INFLLM_SIMD=avx2: test_quant_avx2) bitwise, close to float64. Layouts: the block kernel at d 64 and d 128, a
- * head size that is not a multiple of 64 (d 80: one-token batches on the scalar path), and groups above the block
- * kernel's 12 rows (the row kernel). */
+ * INFLLM_SIMD=avx2: test_quant_avx2) bitwise, close to float64. Layouts: the block kernel at d 64, 96 and 128,
+ * head sizes that are not multiples of 64 (d 80, 96: one-token batches on the scalar path), and the row kernel
+ * (groups above the block kernel's 12 rows, d 256). */
 static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long long seed) {
     unsigned long long rng = seed;
     uint16_t *K = malloc(2 * (size_t)nkv * Hkv * D), *V = malloc(2 * (size_t)nkv * Hkv * D);
@@ -534,6 +534,8 @@ static void test_ggmlc(void) {
     test_ggmlc_attn(8, 2, 128, 203, 22);
     test_ggmlc_attn(4, 1, 80, 77, 23);
     test_ggmlc_attn(16, 1, 64, 150, 24);
+    test_ggmlc_attn(4, 2, 256, 90, 26); /* head sizes above the block kernel's 128: the row kernel */
+    test_ggmlc_attn(7, 1, 96, 130, 27);
     unsigned long long rng = 25;
     enum { F = 1541 };
     static float g0[F], g1[F], u[F];
