@@ -277,11 +277,8 @@ void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s
             float a = fabsf(xb[j]);
             if (a > amax) amax = a;
         }
-        float dd = amax / 127.f, id;
-        if (mode == QACT_F32)
-            id = dd > 0.f ? 1.f / dd : 0.f;
-        else
-            id = amax != 0.f ? 127.f / amax : 0.f;
+        float dd;
+        const float id = quant_act_block_inv(mode, amax, &dd);
         int sum = 0;
         for (int j = 0; j < QK; j++) {
             int v = (int)lrintf(xb[j] * id);

@@ -38,8 +38,16 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
 enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2 };
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
 /* a block's stored scale d and s = d * sum(q) for the scheme, from the f32 scale dd = amax / 127
- * (both the scalar and the AVX-512 quantizer finish a block with this) */
+ * (the scalar, AVX2 and AVX-512 quantizers finish a block with this) */
 void quant_act_scales(int mode, float dd, int sum, float *d, float *s);
+/* a block's scale dd = amax / 127 and the factor its values are multiplied by before rounding: 1 / dd (QACT_F32)
+ * or 127 / amax (llama.cpp's quantize_row_q8_1 / q8_0), 0 for a block of zeros; shared by the scalar, AVX2 and
+ * AVX-512 quantizers so that they round the same products */
+static inline float quant_act_block_inv(int mode, float amax, float *dd) {
+    *dd = amax / 127.f;
+    if (mode == QACT_F32) return *dd > 0.f ? 1.f / *dd : 0.f;
+    return amax != 0.f ? 127.f / amax : 0.f;
+}
 int quant_act_mode(uint32_t type);
 
 /* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32]

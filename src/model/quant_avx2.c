@@ -89,11 +89,8 @@ void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, flo
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(ax), _mm256_extractf128_ps(ax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-        float dd = amax / 127.f, id;
-        if (mode == QACT_F32)
-            id = dd > 0.f ? 1.f / dd : 0.f;
-        else
-            id = amax != 0.f ? 127.f / amax : 0.f;
+        float dd;
+        const float id = quant_act_block_inv(mode, amax, &dd);
         const __m256 iv = _mm256_set1_ps(id);
         __m256i iq[4];
         __m256i sum8 = _mm256_setzero_si256();

@@ -142,11 +142,8 @@ void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, f
         __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
         __m512 ax = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
         float amax = _mm512_reduce_max_ps(ax);
-        float dd = amax / 127.f, id;
-        if (mode == QACT_F32)
-            id = dd > 0.f ? 1.f / dd : 0.f;
-        else
-            id = amax != 0.f ? 127.f / amax : 0.f;
+        float dd;
+        const float id = quant_act_block_inv(mode, amax, &dd);
         __m512 iv = _mm512_set1_ps(id);
         __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, iv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, iv));
         __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
