@@ -299,15 +299,21 @@ static void run_case(const tcase *c, unsigned long long seed) {
     float *dls = dev_alloc((size_t)TQ * Hq * 4), *dld = dev_alloc((size_t)TQ * Hq * 4),
           *dlp = dev_alloc((size_t)TQ * Hq * 4);
     CHECK_OK(infllm_sparse_attention(&p, &dl, dq, dk, dv, drtk, K, dos, dls));
-    /* the same selection with each row reversed (-1 padding first, blocks descending): stage 2 takes a row
-     * in any order (k_flash90's block lists sort such rows; rows in order are copied) */
-    int32_t *rtk_rev = malloc(ntk * 4 + 4);
-    for (size_t r = 0; K > 0 && r < ntk / (size_t)K; r++)
-        for (int kk = 0; kk < K; kk++) rtk_rev[r * K + kk] = rtk[r * K + (K - 1 - kk)];
-    int32_t *drtk_rev = dup_dev(rtk_rev, ntk * 4);
+    /* the same selection with each row reversed (-1 padding first, blocks descending) and two more columns
+     * that repeat its first and last entries: stage 2 takes a row in any order and a block twice as once
+     * (k_flash90's block lists sort and deduplicate such rows; rows in order are copied) */
+    const int Kr = K + 2;
+    const size_t nrows_tk = K > 0 ? ntk / (size_t)K : 0;
+    int32_t *rtk_rev = malloc(nrows_tk * Kr * 4 + 4);
+    for (size_t r = 0; r < nrows_tk; r++) {
+        for (int kk = 0; kk < K; kk++) rtk_rev[r * Kr + kk] = rtk[r * K + (K - 1 - kk)];
+        rtk_rev[r * Kr + K] = rtk[r * K];
+        rtk_rev[r * Kr + K + 1] = rtk[r * K + K - 1];
+    }
+    int32_t *drtk_rev = dup_dev(rtk_rev, nrows_tk * Kr * 4);
     void *dosr = dev_alloc(nq * 2);
     float *dlsr = dev_alloc((size_t)TQ * Hq * 4);
-    CHECK_OK(infllm_sparse_attention(&p, &dl, dq, dk, dv, drtk_rev, K, dosr, dlsr));
+    CHECK_OK(infllm_sparse_attention(&p, &dl, dq, dk, dv, drtk_rev, Kr, dosr, dlsr));
     CHECK_OK(infllm_dense_attention(&p, &dl, dq, dk, dv, dod, dld));
     size_t wsb = 0;
     CHECK_OK(infllm_attention_workspace_size(&p, &dl, &wsb));
@@ -381,7 +387,7 @@ static void run_case(const tcase *c, unsigned long long seed) {
     CHECK(err_s <= 2 * naive_s, "%s: sparse attention error %.3e > 2 x naive %.3e", c->name, err_s, naive_s);
     const double err_sr = sqrt(esr / (rs2 + 1e-300));
     CHECK(err_sr <= 2 * naive_s && lsemax_sr <= 2e-2,
-          "%s: sparse attention on reversed top-k rows: error %.3e (2 x naive %.3e), LSE max abs diff %.3e", c->name,
+          "%s: sparse attention on reversed top-k rows with repeated entries: error %.3e (2 x naive %.3e), LSE max abs diff %.3e", c->name,
           err_sr, 2 * naive_s, lsemax_sr);
     CHECK(err_d <= 2 * naive_d, "%s: dense attention error %.3e > 2 x naive %.3e", c->name, err_d, naive_d);
     CHECK(lsemax_s <= 2e-2 && lsemax_d <= 2e-2, "%s: LSE max abs diff sparse %.3e dense %.3e", c->name, lsemax_s,

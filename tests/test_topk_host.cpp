@@ -439,9 +439,11 @@ static void group_cases(int windows, uint64_t seed) {
  * indices anywhere below 0xffff, unusable entries, duplicates, rows wider than topk_cols + 1, garbage in
  * the list memory), run by a CTA of 8 warps (in lane order or shuffled); each token's row is random (the
  * rank sort), in order (the copy: the selection kernels' rows) or in order but for one adjacent pair swapped
- * anywhere (which the copy must not take); then rows walk the tile's union from a random start (a split's
- * first chunk), 1-3 chunks a block (B = 64 .. 192), skipping chunks at random (a warpgroup none of whose
- * rows selected them), each query of flash_list_selects against the token's set */
+ * anywhere, or with a block twice (which the copy must not take); then rows walk the tile's union from a
+ * random start (a split's first chunk, maybe inside a block) by flash_list_seek, 1-3 chunks a block (B = 64 ..
+ * 192), skipping at random the chunks of blocks the token did not select (a warpgroup whose other tokens
+ * selected them) and the later chunks of its own blocks (the causal limit), but never a block of its own at or
+ * after the start (k_flash90's warpgroup walks them all), each flash_list_step against the token's set */
 static void list_cases(int tiles, uint64_t seed) {
     std::mt19937_64 rng(seed);
     int bad = 0;
@@ -469,7 +471,10 @@ static void list_cases(int tiles, uint64_t seed) {
             if (kind < 5) continue;
             uint16_t *row = uns.data() + (size_t)tt * K;
             std::sort(row, row + K);
-            if (kind >= 8 && K > 1) {
+            if (kind == 9 && K > 1) { /* in order but one block twice */
+                const int a = (int)(rng() % (K - 1));
+                if (row[a] != 0xffffu) row[a + 1] = row[a];
+            } else if (kind == 8 && K > 1) {
                 const int a = (int)(rng() % (K - 1));
                 if (row[a] == row[a + 1]) row[a + 1] = row[a] == 0 ? (uint16_t)1 : (uint16_t)(row[a] + 1);
                 std::swap(row[a], row[a + 1]);
@@ -483,11 +488,12 @@ static void list_cases(int tiles, uint64_t seed) {
         for (int tt = 0; tt < ntok && first_bad < 0; tt++) {
             std::vector<uint16_t> want(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);
             std::sort(want.begin(), want.end());
-            want.push_back((uint16_t)0xffffu);
+            want.erase(std::unique(want.begin(), want.end()), want.end());
+            want.resize((size_t)K + 1, (uint16_t)0xffffu); /* distinct blocks, 0xffff, the end mark */
             if (!std::equal(want.begin(), want.end(), list.begin() + (size_t)tt * list_w)) first_bad = tt;
         }
         CHECK(first_bad < 0, "flash_list_sort tile %d (ntok %d K %d list_w %d): token %d's row is not its sorted "
-              "selection and end mark", r, ntok, K, list_w, first_bad);
+              "distinct selection, 0xffff and end mark", r, ntok, K, list_w, first_bad);
         if (first_bad >= 0) {
             bad++;
             continue;
@@ -501,28 +507,32 @@ static void list_cases(int tiles, uint64_t seed) {
         blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
         const int cpb = 1 + (int)(rng() % 3);
         const size_t start = rng() % 3 == 0 ? rng() % blocks.size() : 0;
+        const int start_ch = (int)(rng() % cpb); /* a split may start inside a block */
         int wrong = 0;
         for (int row = 0; row < 6 && !wrong; row++) { /* rows of random tokens, two of them the first */
             const int tt = row < 2 ? 0 : (int)(rng() % ntok);
             std::vector<uint16_t> sel(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);
-            int cur = tt * list_w;
+            int cur = flash_list_seek(list.data(), tt * list_w, blocks[start]);
             const int skip_pct = (int)(rng() % 70);
-            for (size_t bi = start; bi < blocks.size() && !wrong; bi++)
-                for (int ch = 0; ch < cpb; ch++) {
-                    if ((int)(rng() % 100) < skip_pct) continue;
-                    const uint32_t b = blocks[bi];
-                    const bool want = std::find(sel.begin(), sel.end(), (uint16_t)b) != sel.end();
-                    const bool got = flash_list_selects(list.data(), &cur, b);
+            for (size_t bi = start; bi < blocks.size() && !wrong; bi++) {
+                const uint32_t b = blocks[bi];
+                const bool want = std::find(sel.begin(), sel.end(), (uint16_t)b) != sel.end();
+                const int ch0 = bi == start ? start_ch : 0;
+                for (int ch = ch0; ch < cpb; ch++) {
+                    /* a selected block's first walked chunk is never skipped */
+                    if ((!want || ch > ch0) && (int)(rng() % 100) < skip_pct) continue;
+                    const bool got = flash_list_step(list.data(), &cur, b);
                     queries++;
                     hits += got;
                     if (got != want || cur < tt * list_w || cur > tt * list_w + K) {
-                        CHECK(false, "flash_list_selects tile %d (ntok %d K %d list_w %d, %d chunks a block, start %zu): "
-                              "token %d block %u: got %d want %d, cursor at %d of its row",
-                              r, ntok, K, list_w, cpb, start, tt, b, (int)got, (int)want, cur - tt * list_w);
+                        CHECK(false, "flash_list_step tile %d (ntok %d K %d list_w %d, %d chunks a block, start %zu "
+                              "chunk %d): token %d block %u: got %d want %d, cursor at %d of its row",
+                              r, ntok, K, list_w, cpb, start, start_ch, tt, b, (int)got, (int)want, cur - tt * list_w);
                         wrong = 1;
                         break;
                     }
                 }
+            }
         }
         bad += wrong;
     }

@@ -636,6 +636,13 @@ __global__ void __launch_bounds__(256, 2)
     const int last_chunk = (int)(pos_last >> 6);
     int first, count;
     FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)
+    if constexpr (LIST) { /* each row's cursor at its first entry in this split's walk */
+        if (count > 0) {
+            const uint32_t blk0 = (uint32_t)chunk_block(p, first);
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) rbo[ri] = flash_list_seek(sList, rbo[ri], blk0);
+        }
+    }
 
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
@@ -785,7 +792,7 @@ __global__ void __launch_bounds__(256, 2)
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
                 if constexpr (LIST) {
-                    rowsel = flash_list_selects(sList, &rbo[ri], (uint32_t)blk);
+                    rowsel = flash_list_step(sList, &rbo[ri], (uint32_t)blk);
                 } else if (SPARSE && b64) {
                     const uint32_t *bits = sTok + rbo[ri];
                     rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
@@ -1130,9 +1137,10 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
          * entries below the end mark; the unsorted lists within the two K/V stages, where k_flash90 sorts
          * them). The lists by default (session 28, H200, bf16, stage 2 against the bitmaps, same run):
          * - where a tile holds 16-64 tokens (G 2-8): 1.27x at G 2 / 32K, 1.24x / 1.27x at G 4 / 32K / 128K,
-         *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64, 1.26x / 1.31x at G 7; at 8 tokens (G 9-16)
-         *   0.95-0.97x (the cursor's dependent loads between S's issue and wait, SASS), at 128 (G 1)
-         *   0.76x / 0.83x at 16K / 32K;
+         *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64, 1.26x / 1.31x at G 7; session 29's loop-free
+         *   cursor (flash_list_step) another 1.031x / 1.023x at G 4, 1.053x / 1.055x at G 8 d 64. At 8
+         *   tokens (G 9-16) 1.009x / 1.008x at 32K / 128K with that cursor (0.95-0.97x with session 28's
+         *   loop): a tie, so the bitmaps stay; at 128 (G 1) 0.83x / 0.89x at 16K / 32K;
          * - where the bitmaps would cost the second CTA an SM and the lists are smaller (G 4 past ~231K tokens,
          *   G 2 past ~123K): stage 2 2.15x at G 4 / 256K, 2.26x at G 2 / 128K. At G 1 (d 128) neither fits
          *   two CTAs past ~61K and the lists are the larger to ~99K;
