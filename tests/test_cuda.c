@@ -366,7 +366,8 @@ static void run_case(const tcase *c, unsigned long long seed) {
             }
         }
     }
-    double naive_s = sqrt(nn_s / (nd_s + 1e-300)), naive_d = sqrt(nn_d / (nd_d + 1e-300));
+    double naive_s = fmax(sqrt(nn_s / (nd_s + 1e-300)), naive_floor(dt)),
+           naive_d = fmax(sqrt(nn_d / (nd_d + 1e-300)), naive_floor(dt));
     /* CUDA errors */
     double es = 0, rs2 = 0, ed = 0, rd2 = 0, lsemax_s = 0, lsemax_d = 0, esr = 0, lsemax_sr = 0;
     for (size_t i = 0; i < nq; i++) {

@@ -284,7 +284,8 @@ static void run_case(const ccase *c, unsigned long long seed) {
             free(co), free(co2), free(cl), free(rtk);
         }
     }
-    double naive[2] = {sqrt(nn[0] / (nd[0] + 1e-300)), sqrt(nn[1] / (nd[1] + 1e-300))};
+    double naive[2] = {fmax(sqrt(nn[0] / (nd[0] + 1e-300)), naive_floor(dt)),
+                       fmax(sqrt(nn[1] / (nd[1] + 1e-300)), naive_floor(dt))};
     size_t bad = 0;
     double ep = 0, rp = 0;
     for (size_t i = 0; i < nrows; i++) {
