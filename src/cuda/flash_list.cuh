@@ -85,7 +85,10 @@ __device__ __forceinline__ int flash_list_seek(const uint16_t *list, int row_sta
  * entries before blk from the cursor on are at most one, the previous tested block's, so the test is
  * two independent loads and no loop: the entry at the cursor, or if that is below blk the next one
  * (distinct entries: flash_list_sort dropped the duplicates). Session 28's walk was a loop of dependent
- * loads a row between S's issue and its wait (0.95-0.97x against the bitmaps at G 16). */
+ * loads a row between S's issue and its wait (0.95-0.97x against the bitmaps at G 16). The cursor stops
+ * at the end mark at the latest (0xffff is below no block); there e1 is the entry after the row (the next
+ * row's first, or past the last row the word after the lists: k_flash90's shared memory holds its chunk
+ * bitmaps there, test_topk_host's list slack), read and not used. */
 __device__ __forceinline__ bool flash_list_step(const uint16_t *list, int *cur, uint32_t blk) {
     const int c = *cur;
     const uint32_t e0 = list[c], e1 = list[c + 1];
