@@ -15,7 +15,7 @@
  * rows (every 7th query) and is 0 where those rows are exact in low precision: a 2-query sequence samples
  * only its first row, which attends one key (output = v), and then any rounding failed "2 x naive 0"
  * (session 29's seed sweep, seed 104). */
-static double naive_floor(infllm_dtype dt) {
+static inline double naive_floor(infllm_dtype dt) {
     return dt == INFLLM_DTYPE_BF16 ? 0x1p-9 : dt == INFLLM_DTYPE_F16 ? 0x1p-12 : 0x1p-25;
 }
 
