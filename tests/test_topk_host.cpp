@@ -436,8 +436,8 @@ static void group_cases(int windows, uint64_t seed) {
 /* ---- k_flash90's block lists (flash_list.cuh) ---- */
 
 /* flash_list_sort<256> on random tiles (1-128 tokens, 1-200 columns within the K/V stages' 16K entries, block
- * indices anywhere below 0xffff, unusable entries, duplicates, rows wider than topk_cols + 1, garbage in
- * the list memory), run by a CTA of 8 warps (in lane order or shuffled); each token's row is random (the
+ * indices anywhere below 0xffff, unusable entries, duplicates, rows wider than topk_cols + 2, garbage blocks
+ * in the list memory), run by a CTA of 8 warps (in lane order or shuffled); each token's row is random (the
  * rank sort), in order (the copy: the selection kernels' rows) or in order but for one adjacent pair swapped
  * anywhere, or with a block twice (which the copy must not take); then rows walk the tile's union from a
  * random start (a split's first chunk, maybe inside a block) by flash_list_seek, 1-3 chunks a block (B = 64 ..
@@ -454,7 +454,7 @@ static void list_cases(int tiles, uint64_t seed) {
         const int ntok = 1 + (int)(rng() % 128);
         int K = 1 + (int)(rng() % 200);
         if (ntok * K > 16384) K = 16384 / ntok;
-        const int list_w = K + 1 + (rng() % 4 == 0 ? (int)(rng() % 5) : 0);
+        const int list_w = K + 2 + (rng() % 4 == 0 ? (int)(rng() % 5) : 0);
         const uint32_t nblocks = rng() % 4 == 0 ? 65534u : 1u + (uint32_t)(rng() % (rng() % 2 ? 64 : 8192));
         std::vector<uint16_t> uns((size_t)ntok * K);
         for (auto &x : uns) {
@@ -480,7 +480,9 @@ static void list_cases(int tiles, uint64_t seed) {
                 std::swap(row[a], row[a + 1]);
             }
         }
-        std::vector<uint16_t> list((size_t)ntok * list_w + 16, (uint16_t)0xbeefu);
+        /* garbage that looks like blocks: a walk reading past its row's end marks shows as a wrong answer */
+        std::vector<uint16_t> list((size_t)ntok * list_w + 16);
+        for (auto &x : list) x = (uint16_t)(rng() % nblocks);
         simt::Team &cta = r & 1 ? shuffled : in_order;
         const bool ran = cta.run([&](int tid) { flash_list_sort<256>(uns.data(), list.data(), ntok, K, list_w, tid); });
         CHECK(ran, "flash_list_sort tile %d (ntok %d K %d): %s", r, ntok, K, cta.error().c_str());
@@ -489,11 +491,11 @@ static void list_cases(int tiles, uint64_t seed) {
             std::vector<uint16_t> want(uns.begin() + (size_t)tt * K, uns.begin() + (size_t)(tt + 1) * K);
             std::sort(want.begin(), want.end());
             want.erase(std::unique(want.begin(), want.end()), want.end());
-            want.resize((size_t)K + 1, (uint16_t)0xffffu); /* distinct blocks, 0xffff, the end mark */
+            want.resize((size_t)K + 2, (uint16_t)0xffffu); /* distinct blocks, 0xffff, the two end marks */
             if (!std::equal(want.begin(), want.end(), list.begin() + (size_t)tt * list_w)) first_bad = tt;
         }
         CHECK(first_bad < 0, "flash_list_sort tile %d (ntok %d K %d list_w %d): token %d's row is not its sorted "
-              "distinct selection, 0xffff and end mark", r, ntok, K, list_w, first_bad);
+              "distinct selection, 0xffff and end marks", r, ntok, K, list_w, first_bad);
         if (first_bad >= 0) {
             bad++;
             continue;

@@ -56,7 +56,7 @@ struct FlashParams {
      * 1.02x, 32K unchanged: its K / V fit the L2 anyway; INFLLM_CUDA_NO_ZMAJOR=1: 0), dense ones 0
      * (not measured). */
     int zmajor;
-    int list_w; /* k_flash90 LIST: 16-bit entries of one token's sorted block list (topk_cols + 1), or 0 */
+    int list_w; /* k_flash90 LIST: 16-bit entries of one token's sorted block list (topk_cols + 2), or 0 */
 };
 
 /* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
@@ -1152,7 +1152,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
                               : cuda_env_int("INFLLM_CUDA_FLASH_LIST", &list_env) == 2 ? 2
                                                                                        : 1;
         const size_t bitmaps = ((size_t)c.TT * nbw + ncw) * 4;
-        const int lw = topk_cols + 1;
+        const int lw = topk_cols + 2; /* the blocks and two end marks (flash_list.cuh) */
         const size_t lists = (((size_t)c.TT * lw + 1) / 2 + ncw) * 4;
         const int64_t nblocks = ((int64_t)ap->max_lk + ap->B - 1) / ap->B;
         const bool usable = ap->B % 64 == 0 && nblocks < 65535 && topk_cols > 0 &&

@@ -6,9 +6,10 @@
  *
  * A list row is the token's distinct selected blocks in increasing order, then 0xffff up to column
  * topk_cols (unusable entries and duplicates: a block selected twice is selected, as with the bitmaps),
- * then an end mark 0xffff at column topk_cols: list_w >= topk_cols + 1 entries a row. Block indices are
- * below 0xffff (the host takes lists only with fewer than 65,535 blocks), so a cursor never passes the
- * end mark.
+ * then two end marks 0xffff at columns topk_cols and topk_cols + 1: list_w >= topk_cols + 2 entries a
+ * row. Block indices are below 0xffff (the host takes lists only with fewer than 65,535 blocks), so a
+ * cursor never passes the first end mark, and flash_list_step's second load (the entry after the cursor)
+ * stays in the row.
  */
 #pragma once
 #include <stdint.h>
@@ -67,7 +68,7 @@ __device__ inline void flash_list_sort(const uint16_t *uns, uint16_t *list, int 
             }
             for (int kk = kept + lane; kk < K; kk += 32) out[kk] = (uint16_t)0xffffu;
         }
-        if (lane == 0) out[K] = (uint16_t)0xffffu;
+        if (lane == 0) out[K] = out[K + 1] = (uint16_t)0xffffu;
     }
 }
 
@@ -86,14 +87,15 @@ __device__ __forceinline__ int flash_list_seek(const uint16_t *list, int row_sta
  * two independent loads and no loop: the entry at the cursor, or if that is below blk the next one
  * (distinct entries: flash_list_sort dropped the duplicates). Session 28's walk was a loop of dependent
  * loads a row between S's issue and its wait (0.95-0.97x against the bitmaps at G 16). The cursor stops
- * at the end mark at the latest (0xffff is below no block); there e1 is the entry after the row (the next
- * row's first, or past the last row the word after the lists: k_flash90's shared memory holds its chunk
- * bitmaps there, test_topk_host's list slack), read and not used. */
+ * at the first end mark at the latest (0xffff is below no block); e1 is then the second end mark. With
+ * one end mark e1 was the next row's first entry (or the chunk bitmaps after the lists), and the answer
+ * below took it: a false "selected" wherever it equalled blk (CI's test_topk_host, a 1-column tile,
+ * before any GPU run met it). */
 __device__ __forceinline__ bool flash_list_step(const uint16_t *list, int *cur, uint32_t blk) {
     const int c = *cur;
     const uint32_t e0 = list[c], e1 = list[c + 1];
     *cur = c + (int)(e0 < blk);
-    /* e0 < e1 but at the 0xffff tail (distinct entries), so e1 == blk only where e0 < blk: no select,
-     * which ptxas turned into a second load conditional on the first's compare */
+    /* e0 < e1 but at the 0xffff tail and the end marks (distinct entries), so e1 == blk only where
+     * e0 < blk: no select, which ptxas turned into a second load conditional on the first's compare */
     return (e0 == blk) | (e1 == blk);
 }
