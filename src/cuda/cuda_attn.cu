@@ -1134,7 +1134,7 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
     c.list_w = 0;
     if (sparse && c.wg) {
         /* the token bitmaps, or LIST's block lists (B a multiple of 64 and fewer than 65,535 blocks: 16-bit
-         * entries below the end mark; the unsorted lists within the two K/V stages, where k_flash90 sorts
+         * entries below the end marks; the unsorted lists within the two K/V stages, where k_flash90 sorts
          * them). The lists by default (session 28, H200, bf16, stage 2 against the bitmaps, same run):
          * - where a tile holds 16-64 tokens (G 2-8): 1.27x at G 2 / 32K, 1.24x / 1.27x at G 4 / 32K / 128K,
          *   1.08x / 1.12x at G 8, 1.15x / 1.19x at G 8 d 64, 1.26x / 1.31x at G 7; session 29's loop-free
