@@ -11,8 +11,9 @@
  *              rows
  *   stage 2    sparse_attention with REF's selection, and dense_attention: relative Frobenius
  *              error vs REF in f32 storage (float64 math) <= 2x the error of a naive bf16/f16
- *              implementation (scores, probabilities and output rounded to the storage type);
- *              LSE within 2e-2
+ *              implementation (scores, probabilities and output rounded to the storage type; sampled
+ *              on every 7th row, floored at half the storage type's unit roundoff: naive_floor);
+ *              the same selection with rows reversed and two entries repeated likewise; LSE within 2e-2
  *   pipeline   infllm_attention (dense/sparse switch, varlen): rows whose error exceeds 4x the
  *              naive error <= 1%, and the Frobenius error over the others <= 2x naive
  * One summary line at the end ("test_cuda: N passed, N failed" plus a CUDA summary).
