@@ -42,6 +42,11 @@ static inline int finish(const char *name) {
     return h_failed ? 1 : 0;
 }
 
+/* The unit roundoff of a storage dtype (half an ulp at 1.0, relative): 2^-8 bf16, 2^-11 f16, 2^-24 f32. */
+static inline double h_unit_roundoff(infllm_dtype dt) {
+    return dt == INFLLM_DTYPE_BF16 ? 0x1p-8 : dt == INFLLM_DTYPE_F16 ? 0x1p-11 : 0x1p-24;
+}
+
 /* The layout of one sequence (no cu_seqlens) of lq queries, the last of lk keys; max_seqlen_q/k set
  * too (the host backends compute them anyway, the CUDA backend reads them). */
 static inline infllm_layout h_layout1(infllm_dtype dtype, int64_t lq, int64_t lk, int32_t hq, int32_t hkv,

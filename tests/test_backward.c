@@ -246,16 +246,12 @@ static errs err_of(const void *a, const void *ref, infllm_dtype dt, int64_t n) {
     return e;
 }
 
-static double dtype_eps(infllm_dtype dt) {
-    return dt == INFLLM_DTYPE_BF16 ? 0x1p-8 : dt == INFLLM_DTYPE_F16 ? 0x1p-11 : 0x1p-24;
-}
-
 static double g_worst_ratio;
 
 static void check_grad(const bcase *c, const char *what, const void *cpu, const void *naive, const void *ref,
                        int64_t n) {
     const errs ec = err_of(cpu, ref, c->dt, n), en = err_of(naive, ref, c->dt, n);
-    const double floor_ = 4.0 * dtype_eps(c->dt) * (ec.ref_max > 1e-30 ? ec.ref_max : 1.0);
+    const double floor_ = 4.0 * h_unit_roundoff(c->dt) * (ec.ref_max > 1e-30 ? ec.ref_max : 1.0);
     const double bound = 2.0 * en.max_abs + floor_;
     if (ec.max_abs / bound > g_worst_ratio) g_worst_ratio = ec.max_abs / bound;
     if (getenv("INFLLM_TEST_VERBOSE"))

@@ -83,10 +83,6 @@ typedef struct ctx {
     float *qf, *kf, *vf; /* the same values as f32 */
 } ctx;
 
-static double eps_dtype(infllm_dtype dt) { /* unit roundoff */
-    return dt == INFLLM_DTYPE_BF16 ? 1.0 / 256 : dt == INFLLM_DTYPE_F16 ? 1.0 / 2048 : 1.0 / 16777216;
-}
-
 static void fill_inputs(ctx *x, unsigned long long seed) {
     const dcase *c = x->c;
     int64_t nq = x->tq * c->Hq * c->D, nk = x->tk * c->Hkv * c->D;
@@ -377,7 +373,7 @@ static void run_case(const dcase *c) {
     fflush(stdout);
     const int32_t Hkv = c->Hkv, Hq = c->Hq, D = c->D, M = x->sz.max_n1, NB = x->sz.nblocks_out, K = x->sz.topk_out;
     const int64_t tq = x->tq, rowkv = (int64_t)Hkv * D;
-    const double eps = eps_dtype(c->dt);
+    const double eps = h_unit_roundoff(c->dt);
     /* floor for attention outputs: 16-bit dtypes half an ulp, f32 two ulps, at the largest value */
     const double oulps = c->dt == INFLLM_DTYPE_F32 ? 4.0 : 1.0;
     infllm_params pr = c->p, pc = c->p;

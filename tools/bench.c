@@ -166,19 +166,15 @@ static double g_peak_cpu;
 /* fp32 FMA peak of `threads` threads in GFLOP/s (median of 5 runs of ~seconds/5). */
 static double measure_peak(int threads, double seconds, int *lanes_out) {
     int lanes = 1;
+    double chains = 0; /* independent FMA chains of the peak kernel */
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     const char *lvl = infllm_cpu_simd_level();
-    if (!strncmp(lvl, "avx512", 6)) lanes = 16;
-    else if (!strcmp(lvl, "avx2")) lanes = 8;
+    if (!strncmp(lvl, "avx512", 6)) lanes = 16, chains = PEAK_CHAINS_AVX512;
+    else if (!strcmp(lvl, "avx2")) lanes = 8, chains = PEAK_CHAINS_AVX2;
 #endif
     *lanes_out = lanes;
     if (lanes == 1) return 0.0;
-#if defined(__x86_64__) || defined(__i386__)
-    const double chains = lanes == 16 ? PEAK_CHAINS_AVX512 : PEAK_CHAINS_AVX2;
-#else
-    const double chains = 0;
-#endif
     long iters = lanes == 16 ? 2000000 : 4000000;
     double runs[5], runs_cpu[5];
     volatile double sink = 0;
