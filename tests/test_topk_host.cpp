@@ -208,6 +208,76 @@ template <int TW> static void run_cases(int rows, uint64_t seed) {
     printf("  team of %d warp%s: %d rows, %d wrong\n", TW, TW > 1 ? "s" : "", rows, bad);
 }
 
+/* ---- sel90_topk_radix_g in segments (k_select90's SEG rows) ----
+ * The row of a case split at random block bounds, the first segment holding at least k blocks (as
+ * k_select90 requires): segment 0's row is its scores alone (off 0); each later segment's row is the
+ * k keys and blocks the previous one carried (SelSegOut with no top-k row) followed by its own scores;
+ * the last segment writes the top-k row. The result must be the whole row's (reference(), qmax n - 1). */
+template <int TW> static void seg_cases(int rows, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    auto uni = [&](int lo, int hi) { return (int)std::uniform_int_distribution<int>(lo, hi)(rng); };
+    static simt::Team in_order(TW), shuffled_team(TW);
+    static const bool seeded = (shuffled_team.shuffle_lanes(3000 + TW), true);
+    (void)seeded;
+    int bad = 0, multi = 0;
+    alignas(16) static float row[2 * 2204 + 16];
+    alignas(16) static uint32_t team_mem[SEL90_TOPK_TEAM_WORDS];
+    static uint32_t ckey[2204];
+    static int32_t cblk[2204], cidx[2204];
+    for (int r = 0; r < rows; r++) {
+        RowCase c = draw(rng);
+        if (c.k < 1) c.k = 1;
+        if (c.k > c.n) c.k = c.n;
+        c.ncols = std::max(c.ncols, c.k); /* the kernel's topk_out >= K */
+        c.qmax = c.n - 1;
+        /* segment bounds: the first at >= k blocks, then random lengths (1 block up) */
+        std::vector<int> bounds{0};
+        int b = std::max(c.k, uni(c.k, c.k + (uni(0, 2) ? 8 : 300)));
+        while (b < c.n) {
+            bounds.push_back(b);
+            b += uni(0, 3) ? uni(1, 12) : uni(1, 400);
+        }
+        bounds.push_back(c.n);
+        multi += bounds.size() > 2;
+        std::vector<int32_t> got(c.ncols + kGuardSlots, kGuard);
+        const SelBlockKey base{c.n - 1, c.init_blocks, c.local_blocks, c.e_lo};
+        simt::Team &team = (r & 1) ? shuffled_team : in_order;
+        bool ran = true;
+        std::string err;
+        for (size_t j = 0; j + 1 < bounds.size() && ran; j++) {
+            const int wb = bounds[j], len = bounds[j + 1] - wb, off = j == 0 ? 0 : c.k;
+            const bool last = j + 2 == bounds.size();
+            const int n = off + len;
+            for (int i = 0; i < (n + 3) / 4 * 4 + 4; i++) {
+                const uint32_t garbage = 0x7fc0dead;
+                if (i < off) memcpy(&row[i], &ckey[i], 4);
+                else if (i < n) row[i] = c.score[wb + i - off];
+                else memcpy(&row[i], &garbage, 4);
+            }
+            for (int i = 0; i < off; i++) cidx[i] = cblk[i];
+            for (auto &w : team_mem) w = 0xa5a5a5a5u;
+            const SelSegKey key_of{base, off, wb};
+            const SelSegOut out{last ? got.data() : nullptr, ckey, cblk, cidx, off, wb, c.ncols};
+            ran = team.run([&](int t) { sel90_topk_radix_g<TW>(row, n, c.k, team_mem, t / 32, 0, key_of, out); });
+            if (!ran) err = team.error();
+        }
+        CHECK(ran, "seg TW %d row %d (n %d k %d): %s", TW, r, c.n, c.k, err.c_str());
+        if (!ran) continue;
+        const std::vector<int32_t> want = reference(c);
+        const int first = first_mismatch(got, want, c.ncols);
+        const bool same = first < 0, guard_ok = guard_intact(got, c.ncols);
+        CHECK(same, "seg TW %d row %d (%s, n %d k %d ncols %d init %d local %d e_lo %d, %zu segments, first %d): "
+              "slot %d is %d, want %d",
+              TW, r, c.mode, c.n, c.k, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, bounds.size() - 1, bounds[1],
+              first, first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
+        CHECK(guard_ok, "seg TW %d row %d: wrote past ncols %d", TW, r, c.ncols);
+        bad += !same || !guard_ok;
+    }
+    printf("  segments, team of %d warp%s: %d rows (%d in more than one segment), %d wrong\n", TW, TW > 1 ? "s" : "",
+           rows, multi, bad);
+    CHECK(multi > rows / 4, "seg: too few rows in more than one segment (%d of %d)", multi, rows);
+}
+
 /* ---- cd_select ---- */
 struct CdCase {
     int n, K, topk_out, init_blocks, local_blocks, e_lo;
@@ -589,6 +659,8 @@ int main() {
 
     run_cases<1>(rows, seed);
     run_cases<2>(rows, seed + 1);
+    seg_cases<1>(rows / 2, seed + 7);
+    seg_cases<2>(rows / 2, seed + 8);
     cd_cases<4>(rows / 5, seed + 2);
     cd_cases<8>(rows / 10, seed + 3);
     cd_cases<48>(rows / 100 + 1, seed + 4);

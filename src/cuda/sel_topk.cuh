@@ -54,6 +54,58 @@ struct SelBlockKey {
     __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
 };
 
+/* The finalize's output for a whole row (every caller but k_select90's segments): slot pos of `out`
+ * gets block i (-1 past qmax), the slots from k to ncols -1. */
+struct SelTopkOut {
+    int32_t *out;
+    int qmax, ncols;
+    static constexpr bool kKeys = false; /* put needs no key */
+    __device__ __forceinline__ void put(int pos, int i, uint32_t) const { out[pos] = i > qmax ? -1 : i; }
+    template <int TW> __device__ __forceinline__ void tail(int k, int tw, int lane) const {
+        for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
+    }
+};
+
+/* k_select90's long rows in segments (SEG): a segment's row holds, at positions [0, off), the keys of
+ * the k blocks selected from the earlier segments (ascending blocks, in cidx: their keys are stored as
+ * the row's float bits) and, from off on, the scores of blocks wb, wb + 1, .. of this segment. The
+ * k largest keys of that row, ties to the lower position, are the k largest of every block so far,
+ * ties to the lower block (positions ascend with blocks), so the segments' selections chain exactly.
+ * With off = 0 (the first segment) this is SelBlockKey. */
+struct SelSegKey {
+    SelBlockKey base;
+    int off, wb;
+    __device__ __forceinline__ uint32_t operator()(int i, float score) const {
+        return i < off ? __float_as_uint(score) : base(wb + i - off, score);
+    }
+    __device__ __forceinline__ int plain_lo() const { return off + max(base.plain_lo() - wb, 0); }
+    __device__ __forceinline__ int plain_hi() const { return off + max(base.plain_hi() - wb, 0); }
+};
+/* SEG's output: the token's last segment writes the blocks to its top-k row `out` (and -1 from k to
+ * ncols); an earlier one writes the selected keys and blocks to (ckey, cblk), the next row's carried
+ * part. Position i is carried block cidx[i] below off, block wb + i - off from it. */
+struct SelSegOut {
+    int32_t *out; /* the top-k row, or NULL: carry */
+    uint32_t *ckey;
+    int32_t *cblk;
+    const int32_t *cidx;
+    int off, wb, ncols;
+    static constexpr bool kKeys = true;
+    __device__ __forceinline__ void put(int pos, int i, uint32_t key) const {
+        const int32_t blk = i < off ? cidx[i] : wb + i - off;
+        if (out) {
+            out[pos] = blk;
+        } else {
+            ckey[pos] = key;
+            cblk[pos] = blk;
+        }
+    }
+    template <int TW> __device__ __forceinline__ void tail(int k, int tw, int lane) const {
+        if (out)
+            for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
+    }
+};
+
 /* warp_topk's selection (the k largest of a row of n scores, ties to the lower index, indices written
  * ascending, > qmax -> -1, then -1 up to ncols) by a team of TW warps (1 or 2; thread tw * 32 +
  * lane). `row` holds the n float scores on entry (16-byte aligned, >= n rounded up to 4 slots);
@@ -78,10 +130,13 @@ struct SelBlockKey {
  * thr; session 22). Warp 1 starts from warp 0's counts of keys > thr and == thr in
  * the first half, which the passes give (warp 0's histograms and counts): no extra pass.
  * `team_mem`: SEL90_TOPK_TEAM_WORDS words of shared memory, 16-byte aligned. Both warps must call
- * with the same arguments. */
-template <int TW>
-__device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int qmax, int32_t *out, int ncols,
-                                                 uint32_t *team_mem, int tw, int team, const SelBlockKey &key_of) {
+ * with the same arguments.
+ *   sel90_topk_radix_g is the routine with its key and output policies (KeyOf: SelBlockKey or
+ * SelSegKey; Out: SelTopkOut or SelSegOut: put(pos, i, key) for each selected position i in order,
+ * tail<TW>(k, tw, lane) after); sel90_topk_radix the whole-row form every kernel but SEG's uses. */
+template <int TW, class KeyOf, class Out>
+__device__ __forceinline__ void sel90_topk_radix_g(float *row, int n, int k, uint32_t *team_mem, int tw, int team,
+                                                   const KeyOf &key_of, const Out &out) {
     const unsigned FULL = 0xffffffffu;
     const int lane = threadIdx.x & 31;
     uint4 *k4 = reinterpret_cast<uint4 *>(row);
@@ -247,7 +302,8 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
     /* scan in index order, 128 keys a warp step: take key > thr, and key == thr while ties remain;
      * warp tw scans groups [g_lo, g_hi). A row whose keys are all taken (k == n) needs no keys. */
     if (!search) {
-        for (int i = g_lo * 4 + lane; i < min(4 * g_hi, k); i += 32) out[i] = i > qmax ? -1 : i;
+        for (int i = g_lo * 4 + lane; i < min(4 * g_hi, k); i += 32)
+            out.put(i, i, Out::kKeys ? key_of(i, row[i]) : 0u);
     } else {
         int written = 0, eq_used = 0;
         if (tw == 1) {
@@ -296,11 +352,16 @@ __device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int q
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int i = 4 * gi + e;
-                if (take[e] && pos < k) out[pos] = i > qmax ? -1 : i;
+                if (take[e] && pos < k) out.put(pos, i, v[e]);
                 pos += take[e] ? 1 : 0;
             }
             written += __popc(tm[0]) + __popc(tm[1]) + __popc(tm[2]) + __popc(tm[3]);
         }
     }
-    for (int c = k + tw * 32 + lane; c < ncols; c += 32 * TW) out[c] = -1;
+    out.template tail<TW>(k, tw, lane);
+}
+template <int TW>
+__device__ __forceinline__ void sel90_topk_radix(float *row, int n, int k, int qmax, int32_t *out, int ncols,
+                                                 uint32_t *team_mem, int tw, int team, const SelBlockKey &key_of) {
+    sel90_topk_radix_g<TW>(row, n, k, team_mem, tw, team, key_of, SelTopkOut{out, qmax, ncols});
 }
