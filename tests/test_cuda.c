@@ -637,6 +637,11 @@ int main(void) {
          * full 64-kernel pass-1 chunks in k_select90's column half 0, the second far above the first's max */
         {"g16-spike-exact-chunk", BF, 128, 16, 1, 1, {256}, {3300}, 0, 0, 0, 1, 2, 6, 1, 8192, SP, 0, 60},
         {"g4-f16-d64-chunk", F16, 64, 8, 2, 1, {300}, {1300}, 0, 0, 0, 2, 2, 5, 0, 8192, SP, 0, 0},
+        /* long enough for k_select90's segments (INFLLM_CUDA_SEL90_SEG=1, cuda_check's fifth run: a segment
+         * a tile, 32 blocks here, 16 with s1 8): 4 segments in the default geometry (its max-pool by
+         * kernel groups), 3 in the other (one atomic a kernel and block, d 64, f16: the 3-stage ring) */
+        {"g16-seg-chunk-L6500", BF, 128, 16, 1, 1, {256}, {6500}, 0, 0, 0, 1, 2, 12, 0, 8192, SP, 0, 0},
+        {"g8-seg-f16-d64-s1-8", F16, 64, 16, 2, 1, {200}, {3000}, 64, 16, 8, 1, 2, 10, 0, 8192, SP, 0, 0},
         {"g16-decode-L3000", BF, 128, 32, 2, 1, {1}, {3000}, 0, 0, 0, 1, 4, 8, 0, 8192, SP, 0, 0},
         {"varlen-auto", BF, 128, 32, 2, 3, {700, 1, 300}, {700, 900, 1100}, 0, 0, 0, 1, 2, 6, 0, 800, AU, 0, 0},
         {"g16-s1-8-L1100", BF, 128, 16, 2, 1, {1100}, {1100}, 64, 16, 8, 1, 2, 6, 0, 8192, SP, 0, 0},

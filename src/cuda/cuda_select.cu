@@ -38,6 +38,9 @@ struct SelParams {
     int nbmax; /* block-score slots per token (fused) */
     int wg_order; /* k_select90: warpgroups issue each tile's products one after the other */
     int gpad;     /* k_select: a token's rows padded to 16 (heads G..15 zero, masked), as k_select90 */
+    /* k_select90 in segments (SEG; sel90_seg_plan): pass-2 tiles a segment, a token's row of slots (carried
+     * keys + window, = 8 mod 32), partial slots carried past a segment's end */
+    int seg_tiles, seg_stride, seg_npart;
 };
 
 __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
@@ -452,8 +455,17 @@ __host__ __device__ __forceinline__ int sel90_nbs(int nbmax) { return (nbmax + 3
  * release and loads tile i + NS into the stage. So a warpgroup's exps and max-pool of tile i overlap the
  * other warpgroups' products of tiles i and i + 1 instead of every warpgroup meeting at a barrier after
  * the slowest one's exps. The ordered issue takes a set of named barriers per stage (issue_turn). !DEC:
- * one __syncthreads a tile, as through session 17. */
-template <typename T, int D, int CT, int NS, bool DEC>
+ * one __syncthreads a tile, as through session 17.
+ * SEG (sel90_seg_plan; past the whole rows' shared memory): pass 2 in segments of p.seg_tiles tiles. A
+ * token's row holds, in segment 0, blocks 0.. from slot 0; in segment j > 0, the keys of the K blocks
+ * selected so far (slots 0..K-1, their blocks in sCidx) and then blocks wb_j.. (wb_j = s1 CT j seg_tiles /
+ * B, the first block that segment j's kernels meet). At a segment's end every warpgroup meets at a CTA
+ * barrier; the blocks below the next segment's wb are final, and each token's team selects its K best of
+ * that row (sel90_topk_radix_g with SelSegKey / SelSegOut): into the carry, or, for a token whose blocks
+ * end there, into its top-k row. The row then starts over with the carry and the few blocks from the next
+ * wb on that the segment's last kernels reached. The finalize works in the tile stages, so the next
+ * segment's tiles load only after it (seg_lim). */
+template <typename T, int D, int CT, int NS, bool DEC, bool SEG>
 __global__ void __launch_bounds__(SEL90_NT, 1)
     k_select90(SelParams p, const __grid_constant__ CUtensorMap tmL, const __grid_constant__ CUtensorMap tm1) {
 #ifdef INFLLM_WGMMA_DEVICE
@@ -463,16 +475,18 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * 64) x the rows of token half w / 2: NP products. */
     constexpr int NP = CT / 128;
     static_assert(NT == 512 && (CT == 128 || CT == 256), "k_select90: 4 warpgroups, tiles of 128 or 256 kernels");
+    static_assert(!SEG || DEC, "k_select90: segments with decoupled warpgroups only");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* 128-byte swizzled tiles need 1024-byte alignment (the host adds 1024 bytes) */
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
     uint16_t *sQ = (uint16_t *)smem;            /* [D/64][M][64] rows (token, head) */
     uint16_t *sC = sQ + M * D;                  /* [NS][D/64][CT][64] kernel tiles */
-    const int nbs = sel90_nbs(p.nbmax);
-    float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbs] block scores */
+    const int nbs = SEG ? p.seg_stride : sel90_nbs(p.nbmax);
+    float *sBS = (float *)(sC + NS * CT * D);   /* [TT][nbs] block scores (SEG: a segment's row, see below) */
     float *sNL = sBS + TT * nbs;                /* [M] -LSE (log2) per row */
     float *sPM = sNL + M, *sPL = sPM + M;       /* [M] each: pass 1's (max, sum) over column half 1 */
     int *sVis = (int *)(sPL + M);               /* [TT] visible c1 kernels per token */
+    int32_t *sCidx = sVis + TT;                 /* SEG: [TT][K] the blocks of the carried keys */
 
     const int b = blockIdx.y, g = blockIdx.z;
     int64_t q0, k0;
@@ -563,9 +577,17 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
         for (int h = 0; h < D / 64; h++) tma_load(dst + h * CT * 64, pl ? &tmL : &tm1, &sBar[st], h * 64, g, row);
     };
+    /* SEG: the tiles of a segment's successors wait for its finalize (whose histograms and carried keys use
+     * the tile stages): tiles below seg_lim may load; seg_nl is the next tile to load (thread 384's, kept by
+     * every thread alike) */
+    int seg_lim = SEG ? ntL + p.seg_tiles : ntot, seg_nl = SEG ? min(NS, seg_lim) : 0;
+    /* SEG: the current segment's first block and its row slot (0 in segment 0, K after: the carried keys
+     * come first), seg_shift = seg_off - seg_wb */
+    int seg_wb = 0, seg_off = 0, seg_shift = 0;
     if (tid == 0)
 #pragma unroll
-        for (int s = 0; s < (DEC ? NS : NS - 1); s++) load(s);
+        for (int s = 0; s < (DEC ? NS : NS - 1); s++)
+            if (!SEG || s < seg_lim) load(s);
     /* tile i is in its stage (parity of its phase: bit st of phase), and the stage of tile i - 1 is
      * free (every warp is past its products, the barrier says): load tile i + NS - 1 there. DEC: no
      * barrier; the stage of tile i is reloaded by release_tile */
@@ -588,7 +610,11 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         if (tid == 384) {
             if (i + NS < ntot) {
                 mbar_wait(&sEmpty[st], (ephase >> st) & 1u);
-                load(i + NS);
+                if (!SEG) load(i + NS);
+                /* SEG: in order, and none past the segment's limit (the tiles up to i released: their stages
+                 * are free up to tile i + NS) */
+                if (SEG)
+                    for (; seg_nl <= i + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
             }
             ephase ^= 1u << st;
         }
@@ -784,7 +810,10 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 v[kg][ri] = (odd ? k1 : k0) + __shfl_xor_sync(0xffffffffu, odd ? k0 : k1, 1);
                 if (p.round_bf16) v[kg][ri] = __bfloat162float(__float2bfloat16_rn(v[kg][ri]));
             }
+        /* this token's row; SEG: block c at slot seg_off + c - seg_wb (seg_shift) of the row, addressed from
+         * sBS by a (non-negative) slot index (the plain form kept for !SEG: its SASS as before) */
         int *dst = (int *)&sBS[etok * nbs];
+        const int rb = etok * nbs + seg_shift;
         if (dflt) {
             float gm[NP][2];
 #pragma unroll
@@ -798,7 +827,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             if ((gid & 3) != 3 || !eok) return;
             /* the 8 atomics at immediate offsets from one address (kb >= 0, so (kb + 8 m) >> 2 = (kb >> 2) +
              * 2 m); atomicMax(dst + c) had two IMADs of address arithmetic each */
-            const uint32_t dsts = (uint32_t)__cvta_generic_to_shared(dst) + 4u * (uint32_t)(kb >> 2);
+            const uint32_t dsts = SEG ? (uint32_t)__cvta_generic_to_shared(sBS) + 4u * (uint32_t)(rb + (kb >> 2))
+                                      : (uint32_t)__cvta_generic_to_shared(dst) + 4u * (uint32_t)(kb >> 2);
 #pragma unroll
             for (int kg = 0; kg < NP; kg++)
 #pragma unroll
@@ -819,8 +849,13 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 const int k = kb + 64 * kg + 8 * ri;
                 int blo = (p.s1 * k) / p.B, bhi = (p.s1 * k + p.l1 - 1) / p.B;
                 if (bhi > eqb) bhi = eqb;
-                atomicMax(dst + blo, __float_as_int(v[kg][ri]));
-                for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[kg][ri]));
+                if (SEG) {
+                    atomicMax((int *)sBS + (rb + blo), __float_as_int(v[kg][ri]));
+                    for (int bb = blo + 1; bb <= bhi; bb++) atomicMax((int *)sBS + (rb + bb), __float_as_int(v[kg][ri]));
+                } else {
+                    atomicMax(dst + blo, __float_as_int(v[kg][ri]));
+                    for (int bb = blo + 1; bb <= bhi; bb++) atomicMax(dst + bb, __float_as_int(v[kg][ri]));
+                }
             }
     };
     for (; i < ntot; i++) {
@@ -855,6 +890,63 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             exp_step(acc[kg], kb + 64 * kg, full, ps[kg]);
         }
         pool_step(ps, kb);
+        if constexpr (SEG) {
+            if ((t + 1) % p.seg_tiles == 0 && i + 1 < ntot) { /* the end of a segment that is not the last */
+                /* blocks below wb1 have every kernel they meet in (the next tile starts at kernel CT (t + 1)) */
+                const int wb1 = (int)((int64_t)p.s1 * CT * (t + 1) / p.B);
+                uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
+                uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
+                int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
+                float *sPart = reinterpret_cast<float *>(sNblk + TT * Kb);     /* [TT][npart] blocks wb1.. */
+                const int npart = p.seg_npart;
+                __syncthreads(); /* every warpgroup's max-pool of the segment */
+                /* the blocks from wb1 on that this segment's kernels reached (its last kernels' later
+                 * blocks), before the finalize's key pass overwrites up to 3 slots past a row's end */
+                for (int x = tid; x < TT * npart; x += NT) {
+                    const int tt = x / npart, slot = seg_off + wb1 - seg_wb + x % npart;
+                    sPart[x] = slot < nbs ? sBS[tt * nbs + slot] : 0.f;
+                }
+                __syncthreads();
+                const int e_lo_s = d_first_untouched_block(p.B, p.l1, p.s1, n1);
+                constexpr int TWs = SEL90_TOPK_TW;
+                const int team_s = warp / TWs, tw_s = warp % TWs;
+                for (int tt = team_s; tt < ntok; tt += NT / 32 / TWs) {
+                    const int qb = (int)(pos0 + tt) / p.B;
+                    if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
+                    const bool last = qb < wb1;                 /* its blocks end in this segment */
+                    int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+                    const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo_s}, seg_off, seg_wb};
+                    const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
+                                        seg_off, seg_wb, p.topk_out};
+                    sel90_topk_radix_g<TWs>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
+                                            stage + team_s * SEL90_TOPK_TEAM_WORDS, tw_s, team_s, key_of, out);
+                }
+                __syncthreads();
+                /* the next segment's rows of the tokens that go on: K carried keys, then blocks wb1.. */
+                for (int tt = 0; tt < ntok; tt++) {
+                    const int qb = (int)(pos0 + tt) / p.B;
+                    if (qb + 1 <= Kb || qb < wb1) continue;
+                    for (int x = tid; x < nbs; x += NT) {
+                        float v = 0.f;
+                        if (x < Kb) {
+                            v = __uint_as_float(sNkey[tt * Kb + x]);
+                            sCidx[tt * Kb + x] = sNblk[tt * Kb + x];
+                        } else if (x - Kb < npart) {
+                            v = sPart[tt * npart + x - Kb];
+                        }
+                        sBS[tt * nbs + x] = v;
+                    }
+                }
+                seg_wb = wb1;
+                seg_off = Kb;
+                seg_shift = seg_off - seg_wb;
+                seg_lim += p.seg_tiles;
+                fence_proxy_async(); /* the stages' generic writes (histograms, carry) before the next TMA into them */
+                __syncthreads();     /* the rows, and the stages free for the next segment's tiles */
+                if (tid == 384)
+                    for (; seg_nl <= i + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
+            }
+        }
     }
     __syncthreads();
 
@@ -869,8 +961,16 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         if (qb + 1 <= Kb) continue;
         const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
-                             reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
+        if constexpr (SEG) {
+            if (qb < seg_wb) continue; /* its blocks ended in an earlier segment */
+            const SelSegOut out{row, nullptr, nullptr, sCidx + tt * Kb, seg_off, seg_wb, p.topk_out};
+            sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + qb + 1 - seg_wb, Kb,
+                                   reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team,
+                                   SelSegKey{key_of, seg_off, seg_wb}, out);
+        } else {
+            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
+                                 reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
+        }
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
@@ -916,14 +1016,21 @@ static bool sel90_maps(CUtensorMap *tmL, CUtensorMap *tm1, const SelParams &p, i
            cuda_tma_map_rows(tmL, p.exact ? p.c1 : p.c2, p.Hkv, D, p.exact ? c1_rows : c2_rows, CT);
 }
 
-template <typename T, int D, int CT, int NS, bool DEC>
+/* SEG's layout: sel90_smem's with rows of `stride` slots, and the carried keys' blocks ([TT][K] int32) */
+static size_t sel90_smem_seg(int D, int ct, int ns, int stride, int K) {
+    const size_t M = 16 * SEL90_TT;
+    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * stride * 4 + 3 * M * 4 + SEL90_TT * 4 +
+           (size_t)SEL90_TT * K * 4;
+}
+
+template <typename T, int D, int CT, int NS, bool DEC, bool SEG = false>
 static infllm_status sel90_run(const SelParams &p, const CUtensorMap &tmL, const CUtensorMap &tm1, int64_t gx,
                                cudaStream_t st) {
-    const size_t smem = sel90_smem(D, p.nbmax, CT, NS);
-    infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS, DEC>, smem, "k_select90");
+    const size_t smem = SEG ? sel90_smem_seg(D, CT, NS, p.seg_stride, p.K) : sel90_smem(D, p.nbmax, CT, NS);
+    infllm_status s = cuda_func_smem((const void *)k_select90<T, D, CT, NS, DEC, SEG>, smem, "k_select90");
     if (s) return s;
     dim3 grid((unsigned)gx, (unsigned)p.sd.num_seqs, (unsigned)p.Hkv);
-    k_select90<T, D, CT, NS, DEC><<<grid, SEL90_NT, smem, st>>>(p, tmL, tm1);
+    k_select90<T, D, CT, NS, DEC, SEG><<<grid, SEL90_NT, smem, st>>>(p, tmL, tm1);
     CU_LAUNCH_CHECK("k_select90");
     return INFLLM_OK;
 }
@@ -958,6 +1065,47 @@ static int sel90_ring2_mode(void) {
 static int sel90_ring2_usable(const infllm_attn_params *ap) { return ap->D == 128 && sel90_decoupled(); }
 static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
               "k_select90: the finalize's histograms must fit in the 2 tile stages (d 128)");
+
+/* k_select90 in segments (SEG) where a token's block scores do not fit whole (past 256K tokens at d 128,
+ * ~330K at d 64: before, the mma.sync k_select, 2.4-2.6x slower at 200-256K). The pass-2 tiles go in
+ * segments of seg_tiles; at a segment's end the CTA selects each token's K best of (the K carried from the
+ * segments before, this segment's finished blocks) into the carry (SelSegKey / SelSegOut: exact, the
+ * same top-k as the whole row), and its row starts over with the carried keys and the blocks that the
+ * segment's last kernels reached past its end. Tiles of 128 kernels, the ring of 2 stages at d 128 and 3 at
+ * d 64 (whose stages hold the finalize's histograms, the new carry and those partial blocks at a segment's
+ * end: their next tiles load after it). Fills p.seg_* and returns the shared memory, or 0 where it cannot
+ * run (K too large for the stages, or a window too small for a segment of >= K blocks). max_tiles > 0
+ * caps the tiles a segment (INFLLM_CUDA_SEL90_SEG, for the grid's small shapes). */
+static size_t sel90_seg_plan(const infllm_attn_params *ap, SelParams &p, int limit, int max_tiles) {
+    const int ct = SEL90_CT, ns = ap->D == 128 ? 2 : 3, TT = SEL90_TT;
+    const int64_t K = p.K, B = ap->B, s1 = ap->s1, l1 = ap->l1;
+    const int64_t npart = (l1 + B - 1) / B + 2;
+    const int64_t stage_words = (int64_t)ns * ct * ap->D / 2;
+    if (K < 1 || TT * (SEL90_TOPK_TEAM_WORDS + 2 * K + npart) > stage_words) return 0;
+    /* the window a segment of ts tiles needs: its blocks (s1 ct ts / B + 1), those its last kernels reach
+     * past it, and in a token's last segment the blocks to its own (forced local blocks past pass 2's
+     * kernels, see sel_pass2_kernels) */
+    auto window = [&](int64_t ts) { return (s1 * ct * ts + l1) / B + p.local_blocks + 4; };
+    auto stride_of = [&](int64_t w) { return (K + w + 4 + 23) / 32 * 32 + 8; }; /* >= K + w + 4, = 8 (mod 32) */
+    const int64_t ts_min = (K * B + s1 * ct - 1) / (s1 * ct); /* segment 0 ends at block >= K */
+    int64_t ts = ts_min;
+    while (sel90_smem_seg(ap->D, ct, ns, (int)stride_of(window(ts + 1)), (int)K) <= (size_t)limit &&
+           (max_tiles <= 0 || ts + 1 <= max_tiles) && s1 * ct * ts < (int64_t)ap->max_lk * 2)
+        ts++;
+    const int64_t stride = stride_of(window(ts));
+    if (sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K) > (size_t)limit) return 0;
+    p.seg_tiles = (int)ts;
+    p.seg_stride = (int)stride;
+    p.seg_npart = (int)npart;
+    return sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K);
+}
+/* INFLLM_CUDA_SEL90_SEG=N > 0: k_select90 in segments of at most N tiles wherever it runs (for the grid and
+ * A/B runs); -1: never (past the whole rows' limit the mma.sync k_select, as before); unset: segments only
+ * where the whole rows do not fit. Read once. */
+static int sel90_seg_mode(void) {
+    static std::atomic<int> seg{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL90_SEG", &seg);
+}
 
 template <typename T, int D>
 static infllm_status sel90_dispatch(const SelParams &p, int wide, int ring2, const CUtensorMap &tmL,
@@ -1078,12 +1226,28 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
      * CTA) when its block scores fit (to 256K tokens at d 128, where its 128-kernel tiles run in a 2-stage
-     * ring; ~330K at d 64) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
+     * ring; ~330K at d 64; past that in segments, see sel90_seg_plan) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
      * not reach past the buffers); decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
     const int ring2_mode = sel90_ring2_usable(ap) ? sel90_ring2_mode() : 0;
     const int ring2_fits = ring2_mode && sel90_smem(ap->D, p.nbmax, SEL90_CT, 2) <= (size_t)limit;
+    /* past them (or forced), k_select90 in segments (sel90_seg_plan) */
+    const int seg_mode = sel90_seg_mode();
+    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
+        seg_mode >= 0 && (seg_mode > 0 || (!ring3_fits && !ring2_fits)) && sel90_decoupled() &&
+        sel90_seg_plan(ap, p, limit, seg_mode)) {
+        p.TT = SEL90_TT;
+        p.wg_order = sel90_ordered();
+        if (sel90_maps(&tmL, &tm1, p, ap->D, SEL90_CT, c1_rows, c2_rows)) {
+            int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
+            if (ap->dtype == INFLLM_DTYPE_BF16)
+                return ap->D == 128 ? sel90_run<__nv_bfloat16, 128, SEL90_CT, 2, true, true>(p, tmL, tm1, gx, st)
+                                    : sel90_run<__nv_bfloat16, 64, SEL90_CT, 3, true, true>(p, tmL, tm1, gx, st);
+            return ap->D == 128 ? sel90_run<__half, 128, SEL90_CT, 2, true, true>(p, tmL, tm1, gx, st)
+                                : sel90_run<__half, 64, SEL90_CT, 3, true, true>(p, tmL, tm1, gx, st);
+        }
+    }
     if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
         (ring3_fits || ring2_fits)) {
         p.TT = SEL90_TT;
