@@ -858,42 +858,50 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 }
             }
     };
-    for (; i < ntot; i++) {
-        next_tile(i);
-        const int t = i - ntL;
-        const int so = (i % NS) * CT * D;
-        /* product kg: this warpgroup's kernels CT / 2 khalf + 64 kg.. x the rows of tokens 4 th..4 th + 3,
-         * each its own group, so that the exps of one run while the next ones multiply */
-        float acc[NP][8][4];
-        const uint64_t dCtw = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * khalf * 64))); /* this warpgroup's kernels of the tile */
-        const uint64_t dQt = gdesc_uniform(dQh); /* in the loop: hoisted, ptxas kept the 8 Q descriptors in
-                                                  * vector registers and moved each over by R2UR */
-        issue_turn(i);
-        wgmma_fence();
+    /* SEG: segment by segment, its tiles (up to seg_lim) and then, unless it is the last, its end (after the
+     * tile loop, so that the loop's code is the whole-row kernel's); !SEG: one pass */
+    for (;;) {
+        for (const int i_end = SEG ? min(ntot, seg_lim) : ntot; i < i_end; i++) {
+            next_tile(i);
+            const int t = i - ntL;
+            const int so = (i % NS) * CT * D;
+            /* product kg: this warpgroup's kernels CT / 2 khalf + 64 kg.. x the rows of tokens 4 th..4 th + 3,
+             * each its own group, so that the exps of one run while the next ones multiply */
+            float acc[NP][8][4];
+            const uint64_t dCtw = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * khalf * 64))); /* this warpgroup's kernels of the tile */
+            const uint64_t dQt = gdesc_uniform(dQh); /* in the loop: hoisted, ptxas kept the 8 Q descriptors in
+                                                      * vector registers and moved each over by R2UR */
+            issue_turn(i);
+            wgmma_fence();
 #pragma unroll
-        for (int kg = 0; kg < NP; kg++) {
+            for (int kg = 0; kg < NP; kg++) {
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++)
-                wgmma_ss<T, 64>(acc[kg], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * kg * 64 + (kk & 3) * 16)),
-                                gdesc_add(dQt, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
-            wgmma_commit();
+                for (int kk = 0; kk < KS; kk++)
+                    wgmma_ss<T, 64>(acc[kg], gdesc_add(dCtw, du((kk >> 2) * CT * 64 + 64 * kg * 64 + (kk & 3) * 16)),
+                                    gdesc_add(dQt, du((kk >> 2) * M * 64 + (kk & 3) * 16)), kk > 0);
+                wgmma_commit();
+            }
+            issue_done(i);
+            const int kb = CT * t + (CT / 2) * khalf + 16 * wq + gid; /* c1 kernel of this thread's first row */
+            const bool full = CT * t + CT <= minvis1;                /* the whole tile is visible to every token */
+            float ps[NP][2][4];
+#pragma unroll
+            for (int kg = 0; kg < NP; kg++) {
+                wgmma_wait_le(NP - 1 - kg);
+                reg_fence<8>(acc[kg]);
+                if (kg == NP - 1) release_tile(i);
+                exp_step(acc[kg], kb + 64 * kg, full, ps[kg]);
+            }
+            pool_step(ps, kb);
         }
-        issue_done(i);
-        const int kb = CT * t + (CT / 2) * khalf + 16 * wq + gid; /* c1 kernel of this thread's first row */
-        const bool full = CT * t + CT <= minvis1;                /* the whole tile is visible to every token */
-        float ps[NP][2][4];
-#pragma unroll
-        for (int kg = 0; kg < NP; kg++) {
-            wgmma_wait_le(NP - 1 - kg);
-            reg_fence<8>(acc[kg]);
-            if (kg == NP - 1) release_tile(i);
-            exp_step(acc[kg], kb + 64 * kg, full, ps[kg]);
-        }
-        pool_step(ps, kb);
-        if constexpr (SEG) {
-            if ((t + 1) % p.seg_tiles == 0 && i + 1 < ntot) { /* the end of a segment that is not the last */
-                /* blocks below wb1 have every kernel they meet in (the next tile starts at kernel CT (t + 1)) */
-                const int wb1 = (int)((int64_t)p.s1 * CT * (t + 1) / p.B);
+        if constexpr (!SEG) {
+            break;
+        } else {
+            if (i == ntot) break;
+            /* the end of a segment that is not the last; i is the next one's first tile */
+            {
+                /* blocks below wb1 have every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
+                const int wb1 = (int)((int64_t)p.s1 * CT * (i - ntL) / p.B);
                 uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
                 uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
                 int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
@@ -943,8 +951,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 seg_lim += p.seg_tiles;
                 fence_proxy_async(); /* the stages' generic writes (histograms, carry) before the next TMA into them */
                 __syncthreads();     /* the rows, and the stages free for the next segment's tiles */
-                if (tid == 384)
-                    for (; seg_nl <= i + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
+                if (tid == 384) /* the tiles up to i - 1 released: stages free up to tile i - 1 + NS */
+                    for (; seg_nl <= i - 1 + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
             }
         }
     }
