@@ -578,8 +578,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         for (int h = 0; h < D / 64; h++) tma_load(dst + h * CT * 64, pl ? &tmL : &tm1, &sBar[st], h * 64, g, row);
     };
     /* SEG: the tiles of a segment's successors wait for its finalize (whose histograms and carried keys use
-     * the tile stages): tiles below seg_lim may load; seg_nl is the next tile to load (thread 384's, kept by
-     * every thread alike) */
+     * the tile stages): tiles below seg_lim may load; seg_nl is the next tile to load (thread 384's: it alone
+     * loads past the first NS) */
     int seg_lim = SEG ? ntL + p.seg_tiles : ntot, seg_nl = SEG ? min(NS, seg_lim) : 0;
     /* SEG: the current segment's first block and its row slot (0 in segment 0, K after: the carried keys
      * come first), seg_shift = seg_off - seg_wb */
@@ -898,62 +898,60 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             break;
         } else {
             if (i == ntot) break;
-            /* the end of a segment that is not the last; i is the next one's first tile */
-            {
-                /* blocks below wb1 have every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
-                const int wb1 = (int)((int64_t)p.s1 * CT * (i - ntL) / p.B);
-                uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
-                uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
-                int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
-                float *sPart = reinterpret_cast<float *>(sNblk + TT * Kb);     /* [TT][npart] blocks wb1.. */
-                const int npart = p.seg_npart;
-                __syncthreads(); /* every warpgroup's max-pool of the segment */
-                /* the blocks from wb1 on that this segment's kernels reached (its last kernels' later
-                 * blocks), before the finalize's key pass overwrites up to 3 slots past a row's end */
-                for (int x = tid; x < TT * npart; x += NT) {
-                    const int tt = x / npart, slot = seg_off + wb1 - seg_wb + x % npart;
-                    sPart[x] = slot < nbs ? sBS[tt * nbs + slot] : 0.f;
-                }
-                __syncthreads();
-                const int e_lo_s = d_first_untouched_block(p.B, p.l1, p.s1, n1);
-                constexpr int TWs = SEL90_TOPK_TW;
-                const int team_s = warp / TWs, tw_s = warp % TWs;
-                for (int tt = team_s; tt < ntok; tt += NT / 32 / TWs) {
-                    const int qb = (int)(pos0 + tt) / p.B;
-                    if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
-                    const bool last = qb < wb1;                 /* its blocks end in this segment */
-                    int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-                    const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo_s}, seg_off, seg_wb};
-                    const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
-                                        seg_off, seg_wb, p.topk_out};
-                    sel90_topk_radix_g<TWs>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
-                                            stage + team_s * SEL90_TOPK_TEAM_WORDS, tw_s, team_s, key_of, out);
-                }
-                __syncthreads();
-                /* the next segment's rows of the tokens that go on: K carried keys, then blocks wb1.. */
-                for (int tt = 0; tt < ntok; tt++) {
-                    const int qb = (int)(pos0 + tt) / p.B;
-                    if (qb + 1 <= Kb || qb < wb1) continue;
-                    for (int x = tid; x < nbs; x += NT) {
-                        float v = 0.f;
-                        if (x < Kb) {
-                            v = __uint_as_float(sNkey[tt * Kb + x]);
-                            sCidx[tt * Kb + x] = sNblk[tt * Kb + x];
-                        } else if (x - Kb < npart) {
-                            v = sPart[tt * npart + x - Kb];
-                        }
-                        sBS[tt * nbs + x] = v;
-                    }
-                }
-                seg_wb = wb1;
-                seg_off = Kb;
-                seg_shift = seg_off - seg_wb;
-                seg_lim += p.seg_tiles;
-                fence_proxy_async(); /* the stages' generic writes (histograms, carry) before the next TMA into them */
-                __syncthreads();     /* the rows, and the stages free for the next segment's tiles */
-                if (tid == 384) /* the tiles up to i - 1 released: stages free up to tile i - 1 + NS */
-                    for (; seg_nl <= i - 1 + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
+            /* the end of a segment that is not the last; i is the next one's first tile. Blocks below wb1 have
+             * every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
+            const int wb1 = (int)((int64_t)p.s1 * CT * (i - ntL) / p.B);
+            uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
+            uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
+            int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
+            float *sPart = reinterpret_cast<float *>(sNblk + TT * Kb);     /* [TT][npart] blocks wb1.. */
+            const int npart = p.seg_npart;
+            __syncthreads(); /* every warpgroup's max-pool of the segment */
+            /* the blocks from wb1 on that this segment's kernels reached (its last kernels' later
+             * blocks), before the finalize's key pass overwrites up to 3 slots past a row's end */
+            for (int x = tid; x < TT * npart; x += NT) {
+                const int tt = x / npart, slot = seg_off + wb1 - seg_wb + x % npart;
+                sPart[x] = slot < nbs ? sBS[tt * nbs + slot] : 0.f;
             }
+            __syncthreads();
+            const int e_lo_s = d_first_untouched_block(p.B, p.l1, p.s1, n1);
+            constexpr int TWs = SEL90_TOPK_TW;
+            const int team_s = warp / TWs, tw_s = warp % TWs;
+            for (int tt = team_s; tt < ntok; tt += NT / 32 / TWs) {
+                const int qb = (int)(pos0 + tt) / p.B;
+                if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
+                const bool last = qb < wb1;                 /* its blocks end in this segment */
+                int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+                const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo_s}, seg_off, seg_wb};
+                const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
+                                    seg_off, seg_wb, p.topk_out};
+                sel90_topk_radix_g<TWs>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
+                                        stage + team_s * SEL90_TOPK_TEAM_WORDS, tw_s, team_s, key_of, out);
+            }
+            __syncthreads();
+            /* the next segment's rows of the tokens that go on: K carried keys, then blocks wb1.. */
+            for (int tt = 0; tt < ntok; tt++) {
+                const int qb = (int)(pos0 + tt) / p.B;
+                if (qb + 1 <= Kb || qb < wb1) continue;
+                for (int x = tid; x < nbs; x += NT) {
+                    float v = 0.f;
+                    if (x < Kb) {
+                        v = __uint_as_float(sNkey[tt * Kb + x]);
+                        sCidx[tt * Kb + x] = sNblk[tt * Kb + x];
+                    } else if (x - Kb < npart) {
+                        v = sPart[tt * npart + x - Kb];
+                    }
+                    sBS[tt * nbs + x] = v;
+                }
+            }
+            seg_wb = wb1;
+            seg_off = Kb;
+            seg_shift = seg_off - seg_wb;
+            seg_lim += p.seg_tiles;
+            fence_proxy_async(); /* the stages' generic writes (histograms, carry) before the next TMA into them */
+            __syncthreads();     /* the rows, and the stages free for the next segment's tiles */
+            if (tid == 384) /* the tiles up to i - 1 released: stages free up to tile i - 1 + NS */
+                for (; seg_nl <= i - 1 + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
         }
     }
     __syncthreads();
@@ -1096,7 +1094,7 @@ static size_t sel90_seg_plan(const infllm_attn_params *ap, SelParams &p, int lim
     auto window = [&](int64_t ts) { return (s1 * ct * ts + l1) / B + p.local_blocks + 4; };
     auto stride_of = [&](int64_t w) { return (K + w + 4 + 23) / 32 * 32 + 8; }; /* >= K + w + 4, = 8 (mod 32) */
     const int64_t ts_min = (K * B + s1 * ct - 1) / (s1 * ct); /* segment 0 ends at block >= K */
-    int64_t ts = ts_min;
+    int64_t ts = ts_min; /* then as many as fit, and no more than twice the longest sequence's kernels need */
     while (sel90_smem_seg(ap->D, ct, ns, (int)stride_of(window(ts + 1)), (int)K) <= (size_t)limit &&
            (max_tiles <= 0 || ts + 1 <= max_tiles) && s1 * ct * ts < (int64_t)ap->max_lk * 2)
         ts++;
@@ -1234,7 +1232,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
 #ifdef INFLLM_CUDA_SM90A
     /* groups of at most 16 on sm_90a (fewer heads than 16: zero rows, masked): k_select90 (8 tokens per
      * CTA) when its block scores fit (to 256K tokens at d 128, where its 128-kernel tiles run in a 2-stage
-     * ring; ~330K at d 64; past that in segments, see sel90_seg_plan) and the row counts of c1 / c2 are known (its tiles come by TMA, whose maps must
+     * ring; ~330K at d 64; past that in segments, see sel90_seg_plan) and the row counts of c1 / c2 are
+     * known (its tiles come by TMA, whose maps must
      * not reach past the buffers); decode-like shapes (one token) keep the 1-warp tiles */
     CUtensorMap tmL, tm1;
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
