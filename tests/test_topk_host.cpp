@@ -2,7 +2,9 @@
  * test_topk_host: the selection's device top-k, sel90_topk_radix (src/cuda/sel_topk.cuh: the finalize of
  * k_select, k_select90 and k_dec_topk), compiled for the host and run lane by lane on tests/simt_host.h,
  * for teams of 1 and 2 warps, against a plain sort; and the decode cache's selection, cd_select
- * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way; and the stage-2 token grouping,
+ * (src/cuda/cd_select.cuh, a k_cd_attn CTA of 8 warps), the same way; the finalize chained over a row's
+ * segments as k_select90's SEG runs it (SelSegKey / SelSegOut) against the whole row, and SEG's slot
+ * arithmetic (src/cuda/sel_seg.cuh) against every block its max-pool writes; and the stage-2 token grouping,
  * group_window (src/cuda/group_tokens.cuh, a k_group_tokens CTA of 8 warps), against a plain greedy (its
  * result never shows in the attention output, only in the speed); and k_flash90's block lists (src/cuda/flash_list.cuh:
  * the per-token sort and a row's cursor) against sets. CI has no GPU; this runs the routine's own source
@@ -32,6 +34,7 @@
 #include "cd_select.cuh"
 #include "flash_list.cuh"
 #include "group_tokens.cuh"
+#include "sel_seg.cuh"
 #include "sel_topk.cuh"
 
 #include "harness.h"
@@ -276,6 +279,96 @@ template <int TW> static void seg_cases(int rows, uint64_t seed) {
     printf("  segments, team of %d warp%s: %d rows (%d in more than one segment), %d wrong\n", TW, TW > 1 ? "s" : "",
            rows, multi, bad);
     CHECK(multi > rows / 4, "seg: too few rows in more than one segment (%d of %d)", multi, rows);
+}
+
+/* ---- k_select90's segment arithmetic (sel_seg.cuh) ----
+ * Random geometries (B a multiple of s1, any l1 >= 1, local blocks, K) and segment lengths from the plan's
+ * minimum up, random CTAs of 8 consecutive tokens: the kernel's max-pool writes block b of a token's row in
+ * segment j at slot off_j + b - wb_j for every block b <= qb of every kernel the token sees among the
+ * segment's tiles; its finalizes read off_j + n slots (rounded up to 4). Every such slot must lie in
+ * [off_j, off_j + window) and below the row's stride; the blocks a segment's kernels reach past its end
+ * must fit the partial slots; segment 0 must end at a block >= K. The kernel counts, visibility and
+ * block ranges here are the reference's (SPEC B), independent of cuda_common.cuh. */
+static void seg_plan_cases(int cases, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    auto uni = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    const int CT = 128, TT = 8;
+    int bad = 0;
+    long segs = 0, writes = 0;
+    for (int c = 0; c < cases; c++) {
+        static const int s1s[6] = {1, 2, 4, 8, 16, 32};
+        const int s1 = s1s[uni(0, 5)], B = s1 * (int)uni(1, 16);
+        const int l1 = (int)(uni(0, 3) ? uni(1, 3 * s1) : uni(1, 3 * B));
+        const int local = (int)(uni(0, 2) ? uni(0, 4) : uni(0, 64)), K = (int)(uni(0, 2) ? uni(1, 96) : uni(1, 400));
+        const int64_t ts_min = sel_seg_ts_min(K, CT, s1, B);
+        const int64_t ts = ts_min + (uni(0, 1) ? 0 : uni(0, 40));
+        const int64_t W = sel_seg_window(ts, CT, s1, l1, B, local), stride = sel_seg_stride(K, W);
+        const int npart = sel_seg_npart(l1, B);
+        bool ok = stride % 32 == 8 && stride >= K + W + 4 && sel_seg_block(ts, CT, s1, B) >= K;
+        /* a sequence of 1..6 segments' worth of kernels, and a CTA of its tokens */
+        const int64_t seg_keys = (int64_t)s1 * CT * ts;
+        const int64_t lk = std::max<int64_t>((int64_t)(K + 2) * B, uni(1, 6 * seg_keys + 2 * B));
+        const int64_t n1 = lk >= l1 ? (lk - l1) / s1 + 1 : 0;
+        auto visible = [&](int64_t pos) { /* kernels [s1 k, s1 k + l1 - 1] inside [0, pos] */
+            const int64_t v = pos + 1 >= l1 ? (pos + 1 - l1) / s1 + 1 : 0;
+            return std::min(v, n1);
+        };
+        const int64_t pos_last = uni(std::min<int64_t>((int64_t)K * B, lk - 1), lk - 1);
+        const int64_t pos0 = std::max<int64_t>(0, pos_last - (TT - 1));
+        const int kp2 = sel_pass2_kernels((int)visible(pos_last), pos_last, B, s1, local);
+        const int64_t nt1 = (kp2 + CT - 1) / CT;
+        for (int64_t j = 0; ok && j * ts < std::max<int64_t>(nt1, 1); j++) {
+            segs++;
+            const bool last = (j + 1) * ts >= nt1;
+            const int64_t wb = sel_seg_block(j * ts, CT, s1, B), wb1 = sel_seg_block((j + 1) * ts, CT, s1, B);
+            const int64_t off = j == 0 ? 0 : K;
+            for (int64_t pos = pos0; ok && pos <= pos_last; pos++) {
+                const int64_t qb = pos / B;
+                if (qb + 1 <= K || qb < wb) continue; /* takes all its blocks, or its blocks ended before */
+                const int64_t vis = visible(pos);
+                for (int64_t k = j * ts * CT; ok && k < std::min<int64_t>((j + 1) * ts * CT, nt1 * CT); k++) {
+                    if (k >= vis) break;
+                    const int64_t blo = s1 * k / B, bhi = std::min<int64_t>((s1 * k + l1 - 1) / B, qb);
+                    for (int64_t bb = blo; bb <= bhi; bb++) {
+                        writes++;
+                        const int64_t slot = off + bb - wb;
+                        if (bb < wb || slot >= off + W || slot >= stride) {
+                            CHECK(false, "seg plan case %d (B %d s1 %d l1 %d local %d K %d ts %lld, lk %lld): segment %lld "
+                                  "writes block %lld at slot %lld (first block %lld, window %lld, stride %lld)",
+                                  c, B, s1, l1, local, K, (long long)ts, (long long)lk, (long long)j, (long long)bb,
+                                  (long long)slot, (long long)wb, (long long)W, (long long)stride);
+                            ok = false;
+                            break;
+                        }
+                        if (!last && qb >= wb1 && bb >= wb1 && bb - wb1 >= npart) {
+                            CHECK(false, "seg plan case %d (B %d s1 %d l1 %d K %d ts %lld): segment %lld reaches block "
+                                  "%lld past its end %lld: more than %d partial slots",
+                                  c, B, s1, l1, K, (long long)ts, (long long)j, (long long)bb, (long long)wb1, npart);
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                /* the finalize's row: n slots, read and written in groups of 4 */
+                const int64_t n = off + (last || qb < wb1 ? qb + 1 : wb1) - wb;
+                if (ok && (n - off > W || (n + 3) / 4 * 4 > stride)) {
+                    CHECK(false, "seg plan case %d (B %d s1 %d l1 %d local %d K %d ts %lld, lk %lld): segment %lld's "
+                          "finalize of token %lld (block %lld) reads %lld slots (window %lld, stride %lld)",
+                          c, B, s1, l1, local, K, (long long)ts, (long long)lk, (long long)j, (long long)pos,
+                          (long long)qb, (long long)n, (long long)W, (long long)stride);
+                    ok = false;
+                }
+                if (ok && j == 0 && !last && qb >= wb1 && wb1 < K) {
+                    CHECK(false, "seg plan case %d: segment 0 ends at block %lld < K %d", c, (long long)wb1, K);
+                    ok = false;
+                }
+            }
+            if (last) break;
+        }
+        CHECK(ok || segs == 0, "seg plan case %d: bad plan (stride %lld, window %lld)", c, (long long)stride, (long long)W);
+        bad += !ok;
+    }
+    printf("  segment plans: %d geometries, %ld segments, %ld block writes checked, %d wrong\n", cases, segs, writes, bad);
 }
 
 /* ---- cd_select ---- */
@@ -660,6 +753,7 @@ int main() {
     run_cases<1>(rows, seed);
     run_cases<2>(rows, seed + 1);
     seg_cases<1>(rows / 2, seed + 7);
+    seg_plan_cases(rows, seed + 9);
     seg_cases<2>(rows / 2, seed + 8);
     cd_cases<4>(rows / 5, seed + 2);
     cd_cases<8>(rows / 10, seed + 3);

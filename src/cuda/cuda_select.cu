@@ -21,6 +21,7 @@
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 #include "cuda_sm90.cuh"
+#include "sel_seg.cuh"
 #include "sel_topk.cuh"
 
 struct SelParams {
@@ -46,22 +47,6 @@ struct SelParams {
 __device__ __forceinline__ int64_t fdiv64(int64_t a, int64_t b) {
     int64_t q = a / b;
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-/* The c1 kernels pass 2 of a fused selection (top-k, not the score matrix) must score for a tile
- * whose last token is at pos_last: kernel j touches blocks s1 j / B .. (s1 j + l1 - 1) / B, and from
- * block qb_last - local_blocks on every block is forced for every token of the tile (a token's
- * forced local blocks start at its qb - local_blocks, and qb <= qb_last), so finalize overwrites
- * those blocks' scores with +inf whatever they are: pass 2 stops at the first kernel whose first
- * block is there (about the last tile's worth of kernels fewer). k_select90 caps its tile count;
- * k_select caps its maxvis1 instead (capping its loop made ptxas spill 40 bytes in the 4-warp
- * instances). */
-__device__ __forceinline__ int sel_pass2_kernels(int maxvis1, int64_t pos_last, int B, int s1, int local_blocks) {
-    /* positions < 2^31 (sequence lengths are int32): 32-bit unsigned math */
-    const int fb = (int)((uint32_t)pos_last / (uint32_t)B) - local_blocks;
-    if (fb <= 0) return maxvis1;
-    const uint32_t j = ((uint32_t)fb * (uint32_t)B + (uint32_t)s1 - 1u) / (uint32_t)s1;
-    return j < (uint32_t)maxvis1 ? (int)j : maxvis1;
 }
 
 /* pass 1 of the fused selection: the online (max, sum) in base 2 of rows gid (ri 0) and gid + 8
@@ -900,7 +885,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             if (i == ntot) break;
             /* the end of a segment that is not the last; i is the next one's first tile. Blocks below wb1 have
              * every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
-            const int wb1 = (int)((int64_t)p.s1 * CT * (i - ntL) / p.B);
+            const int wb1 = sel_seg_block(i - ntL, CT, p.s1, p.B);
             uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
             uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
             int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
@@ -1084,16 +1069,14 @@ static_assert(SEL90_TT * SEL90_TOPK_TEAM_WORDS * 4 <= 2 * SEL90_CT * 128 * 2,
  * caps the tiles a segment (INFLLM_CUDA_SEL90_SEG, for the grid's small shapes). */
 static size_t sel90_seg_plan(const infllm_attn_params *ap, SelParams &p, int limit, int max_tiles) {
     const int ct = SEL90_CT, ns = ap->D == 128 ? 2 : 3, TT = SEL90_TT;
-    const int64_t K = p.K, B = ap->B, s1 = ap->s1, l1 = ap->l1;
-    const int64_t npart = (l1 + B - 1) / B + 2;
+    const int64_t K = p.K, s1 = ap->s1;
+    const int64_t npart = sel_seg_npart(ap->l1, ap->B);
     const int64_t stage_words = (int64_t)ns * ct * ap->D / 2;
     if (K < 1 || TT * (SEL90_TOPK_TEAM_WORDS + 2 * K + npart) > stage_words) return 0;
-    /* the window a segment of ts tiles needs: its blocks (s1 ct ts / B + 1), those its last kernels reach
-     * past it, and in a token's last segment the blocks to its own (forced local blocks past pass 2's
-     * kernels, see sel_pass2_kernels) */
-    auto window = [&](int64_t ts) { return (s1 * ct * ts + l1) / B + p.local_blocks + 4; };
-    auto stride_of = [&](int64_t w) { return (K + w + 4 + 23) / 32 * 32 + 8; }; /* >= K + w + 4, = 8 (mod 32) */
-    const int64_t ts_min = (K * B + s1 * ct - 1) / (s1 * ct); /* segment 0 ends at block >= K */
+    /* the window a segment of ts tiles needs, and the rows (sel_seg.cuh) */
+    auto window = [&](int64_t ts) { return sel_seg_window(ts, ct, ap->s1, ap->l1, ap->B, p.local_blocks); };
+    auto stride_of = [&](int64_t w) { return sel_seg_stride(K, w); };
+    const int64_t ts_min = sel_seg_ts_min(K, ct, ap->s1, ap->B); /* segment 0 ends at block >= K */
     int64_t ts = ts_min; /* then as many as fit, and no more than twice the longest sequence's kernels need */
     while (sel90_smem_seg(ap->D, ct, ns, (int)stride_of(window(ts + 1)), (int)K) <= (size_t)limit &&
            (max_tiles <= 0 || ts + 1 <= max_tiles) && s1 * ct * ts < (int64_t)ap->max_lk * 2)
