@@ -1088,8 +1088,8 @@ static size_t sel90_seg_plan(const infllm_attn_params *ap, SelParams &p, int lim
     p.seg_npart = (int)npart;
     return sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K);
 }
-/* INFLLM_CUDA_SEL90_SEG=N > 0: k_select90 in segments of at most N tiles wherever it runs (for the grid and
- * A/B runs); -1: never (past the whole rows' limit the mma.sync k_select, as before); unset: segments only
+/* INFLLM_CUDA_SEL90_SEG=N > 0: k_select90 in segments of at most N tiles (or the fewest that end at a block
+ * >= K) wherever it runs (for the grid and A/B runs); -1: never (past the whole rows' limit the mma.sync k_select, as before); unset: segments only
  * where the whole rows do not fit. Read once. */
 static int sel90_seg_mode(void) {
     static std::atomic<int> seg{CUDA_ENV_UNREAD};
