@@ -55,7 +55,7 @@ struct SelBlockKey {
 };
 
 /* The finalize's output for a whole row (every caller but k_select90's segments): slot pos of `out`
- * gets block i (-1 past qmax), the slots from k to ncols -1. */
+ * gets block i (-1 past qmax), and the slots from k up to ncols get -1. */
 struct SelTopkOut {
     int32_t *out;
     int qmax, ncols;
