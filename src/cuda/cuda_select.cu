@@ -1097,9 +1097,11 @@ static int sel90_seg_mode(void) {
 }
 
 template <typename T, int D>
-static infllm_status sel90_dispatch(const SelParams &p, int wide, int ring2, const CUtensorMap &tmL,
+static infllm_status sel90_dispatch(const SelParams &p, int seg, int wide, int ring2, const CUtensorMap &tmL,
                                     const CUtensorMap &tm1, int64_t gx, cudaStream_t st) {
     if (sel90_decoupled()) {
+        /* SEG (sel90_seg_plan): 128-kernel tiles, the 2-stage ring at d 128, 3 stages at d 64 */
+        if (seg) return sel90_run<T, D, SEL90_CT, D == 128 ? 2 : SEL90_NS, true, true>(p, tmL, tm1, gx, st);
         if (wide) return sel90_run<T, D, SEL90_CT_WIDE, SEL90_NS_WIDE, true>(p, tmL, tm1, gx, st);
         /* RING2: d 128 only (sel90_ring2_usable), so that no other head size builds a 2-stage kernel */
         if constexpr (D == 128)
@@ -1222,35 +1224,24 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
     const int ring3_fits = sel90_smem(ap->D, p.nbmax, SEL90_CT, SEL90_NS) <= (size_t)limit;
     const int ring2_mode = sel90_ring2_usable(ap) ? sel90_ring2_mode() : 0;
     const int ring2_fits = ring2_mode && sel90_smem(ap->D, p.nbmax, SEL90_CT, 2) <= (size_t)limit;
-    /* past them (or forced), k_select90 in segments (sel90_seg_plan) */
+    const bool sel90_shape = topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() &&
+                             !sel_short_small_group(ap);
+    /* past them (or forced), k_select90 in segments (sel90_seg_plan fills p.seg_*) */
     const int seg_mode = sel90_seg_mode();
-    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
-        seg_mode >= 0 && (seg_mode > 0 || (!ring3_fits && !ring2_fits)) && sel90_decoupled() &&
-        sel90_seg_plan(ap, p, limit, seg_mode)) {
+    const int seg = sel90_shape && seg_mode >= 0 && (seg_mode > 0 || (!ring3_fits && !ring2_fits)) &&
+                    sel90_decoupled() && sel90_seg_plan(ap, p, limit, seg_mode);
+    if (sel90_shape && (seg || ring3_fits || ring2_fits)) {
         p.TT = SEL90_TT;
         p.wg_order = sel90_ordered();
-        if (sel90_maps(&tmL, &tm1, p, ap->D, SEL90_CT, c1_rows, c2_rows)) {
-            int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
-            if (ap->dtype == INFLLM_DTYPE_BF16)
-                return ap->D == 128 ? sel90_run<__nv_bfloat16, 128, SEL90_CT, 2, true, true>(p, tmL, tm1, gx, st)
-                                    : sel90_run<__nv_bfloat16, 64, SEL90_CT, 3, true, true>(p, tmL, tm1, gx, st);
-            return ap->D == 128 ? sel90_run<__half, 128, SEL90_CT, 2, true, true>(p, tmL, tm1, gx, st)
-                                : sel90_run<__half, 64, SEL90_CT, 3, true, true>(p, tmL, tm1, gx, st);
-        }
-    }
-    if (topk && !scores && ap->G <= 16 && ap->max_lq > 1 && cuda_use_wgmma() && !sel_short_small_group(ap) &&
-        (ring3_fits || ring2_fits)) {
-        p.TT = SEL90_TT;
-        p.wg_order = sel90_ordered();
-        const int wide = sel90_wide(ap, p.nbmax, limit);
-        const int ring2 = !wide && ring2_fits;
+        const int wide = !seg && sel90_wide(ap, p.nbmax, limit);
+        const int ring2 = !seg && !wide && ring2_fits;
         if (sel90_maps(&tmL, &tm1, p, ap->D, wide ? SEL90_CT_WIDE : SEL90_CT, c1_rows, c2_rows)) {
             int64_t gx = (ap->max_lq + SEL90_TT - 1) / SEL90_TT;
             if (ap->dtype == INFLLM_DTYPE_BF16)
-                return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, wide, ring2, tmL, tm1, gx, st)
-                                    : sel90_dispatch<__nv_bfloat16, 64>(p, wide, ring2, tmL, tm1, gx, st);
-            return ap->D == 128 ? sel90_dispatch<__half, 128>(p, wide, ring2, tmL, tm1, gx, st)
-                                : sel90_dispatch<__half, 64>(p, wide, ring2, tmL, tm1, gx, st);
+                return ap->D == 128 ? sel90_dispatch<__nv_bfloat16, 128>(p, seg, wide, ring2, tmL, tm1, gx, st)
+                                    : sel90_dispatch<__nv_bfloat16, 64>(p, seg, wide, ring2, tmL, tm1, gx, st);
+            return ap->D == 128 ? sel90_dispatch<__half, 128>(p, seg, wide, ring2, tmL, tm1, gx, st)
+                                : sel90_dispatch<__half, 64>(p, seg, wide, ring2, tmL, tm1, gx, st);
         }
     }
 #endif
