@@ -15,6 +15,7 @@
  * Tokens whose causal block count <= K take all causal blocks and skip stage 1; a CTA whose
  * tokens all do so exits before loading anything.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -563,9 +564,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         for (int h = 0; h < D / 64; h++) tma_load(dst + h * CT * 64, pl ? &tmL : &tm1, &sBar[st], h * 64, g, row);
     };
     /* SEG: the tiles of a segment's successors wait for its finalize (whose histograms and carried keys use
-     * the tile stages): tiles below seg_lim may load; seg_nl is the next tile to load (thread 384's: it alone
-     * loads past the first NS) */
-    int seg_lim = SEG ? ntL + p.seg_tiles : ntot, seg_nl = SEG ? min(NS, seg_lim) : 0;
+     * the tile stages): tiles below seg_lim may load */
+    int seg_lim = SEG ? ntL + p.seg_tiles : ntot;
     /* SEG: the current segment's first block and its row slot (0 in segment 0, K after: the carried keys
      * come first), seg_shift = seg_off - seg_wb */
     int seg_wb = 0, seg_off = 0, seg_shift = 0;
@@ -595,11 +595,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         if (tid == 384) {
             if (i + NS < ntot) {
                 mbar_wait(&sEmpty[st], (ephase >> st) & 1u);
-                if (!SEG) load(i + NS);
-                /* SEG: in order, and none past the segment's limit (the tiles up to i released: their stages
-                 * are free up to tile i + NS) */
-                if (SEG)
-                    for (; seg_nl <= i + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
+                /* SEG: none past the segment's limit (those load at its end; in a segment, every tile below
+                 * i + NS is loaded whenever i + NS is below the limit) */
+                if (!SEG || i + NS < seg_lim) load(i + NS);
             }
             ephase ^= 1u << st;
         }
@@ -843,6 +841,32 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 }
             }
     };
+    /* the finalize's team histograms ([teams][SEL90_TOPK_TEAM_WORDS]), in the tile stages when they are idle
+     * (a segment's end, the end) */
+    uint32_t *const sTeam = reinterpret_cast<uint32_t *>(sC);
+    /* SEG: the finalize (sel90_topk_radix_g, a team of SEL90_TOPK_TW warps per token) of the tokens whose
+     * blocks reach the current segment (qb >= seg_wb): those whose blocks end below wb1 into their top-k
+     * rows, the others into the carried keys to be ([TT][K] sNkey, sNblk past the teams' histograms). A
+     * segment's end passes its successor's first block; the last segment INT_MAX (every token's blocks end
+     * there) */
+    auto seg_finalize = [&](int wb1) {
+        const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
+        constexpr int TW = SEL90_TOPK_TW;
+        const int team = warp / TW, tw = warp % TW;
+        uint32_t *sNkey = sTeam + TT * SEL90_TOPK_TEAM_WORDS;
+        int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb);
+        for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
+            const int qb = (int)(pos0 + tt) / p.B;
+            if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
+            const bool last = qb < wb1;                 /* its blocks end in this segment */
+            int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+            const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo}, seg_off, seg_wb};
+            const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
+                                seg_off, seg_wb, p.topk_out};
+            sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
+                                   sTeam + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of, out);
+        }
+    };
     /* SEG: segment by segment, its tiles (up to seg_lim) and then, unless it is the last, its end (after the
      * tile loop, which does not carry its code: inside it, never taken, it cost the loop 1.25x); !SEG: one pass */
     for (;;) {
@@ -886,11 +910,11 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             /* the end of a segment that is not the last; i is the next one's first tile. Blocks below wb1 have
              * every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
             const int wb1 = sel_seg_block(i - ntL, CT, p.s1, p.B);
-            uint32_t *stage = reinterpret_cast<uint32_t *>(sC); /* idle: no tile loads past this segment yet */
-            uint32_t *sNkey = stage + TT * SEL90_TOPK_TEAM_WORDS;  /* [TT][K] the carried keys to be */
-            int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks */
-            float *sPart = reinterpret_cast<float *>(sNblk + TT * Kb);     /* [TT][npart] blocks wb1.. */
             const int npart = p.seg_npart;
+            /* the carried keys to be and their blocks (seg_finalize's), then [TT][npart] blocks wb1.. */
+            const uint32_t *sNkey = sTeam + TT * SEL90_TOPK_TEAM_WORDS;
+            const int32_t *sNblk = reinterpret_cast<const int32_t *>(sNkey + TT * Kb);
+            float *sPart = reinterpret_cast<float *>(const_cast<int32_t *>(sNblk) + TT * Kb);
             __syncthreads(); /* every warpgroup's max-pool of the segment */
             /* the blocks from wb1 on that this segment's kernels reached (its last kernels' later
              * blocks), before the finalize's key pass overwrites up to 3 slots past a row's end */
@@ -899,20 +923,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
                 sPart[x] = slot < nbs ? sBS[tt * nbs + slot] : 0.f;
             }
             __syncthreads();
-            const int e_lo_s = d_first_untouched_block(p.B, p.l1, p.s1, n1);
-            constexpr int TWs = SEL90_TOPK_TW;
-            const int team_s = warp / TWs, tw_s = warp % TWs;
-            for (int tt = team_s; tt < ntok; tt += NT / 32 / TWs) {
-                const int qb = (int)(pos0 + tt) / p.B;
-                if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
-                const bool last = qb < wb1;                 /* its blocks end in this segment */
-                int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-                const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo_s}, seg_off, seg_wb};
-                const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
-                                    seg_off, seg_wb, p.topk_out};
-                sel90_topk_radix_g<TWs>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
-                                        stage + team_s * SEL90_TOPK_TEAM_WORDS, tw_s, team_s, key_of, out);
-            }
+            seg_finalize(wb1);
             __syncthreads();
             /* the next segment's rows of the tokens that go on: K carried keys, then blocks wb1.. */
             for (int tt = 0; tt < ntok; tt++) {
@@ -935,32 +946,28 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             seg_lim += p.seg_tiles;
             fence_proxy_async(); /* the stages' generic writes (histograms, carry) before the next TMA into them */
             __syncthreads();     /* the rows, and the stages free for the next segment's tiles */
-            if (tid == 384) /* the tiles up to i - 1 released: stages free up to tile i - 1 + NS */
-                for (; seg_nl <= i - 1 + NS && seg_nl < seg_lim; seg_nl++) load(seg_nl);
+            if (tid == 384) /* the tiles up to i - 1 released; none from i on loaded yet */
+                for (int u = i; u < i + NS && u < seg_lim; u++) load(u);
         }
     }
     __syncthreads();
 
     /* ---- finalize: the rows' keys in place + top-k, a team of SEL90_TOPK_TW warps per token ---- */
     /* sel90_topk_radix turns each row into keys (SelBlockKey; zeros up to a multiple of 4: the row
-     * has nbs >= qb + 9 slots) and selects, with the team's histograms in the (now idle) tile stages */
-    const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
-    constexpr int TW = SEL90_TOPK_TW;
-    const int team = warp / TW, tw = warp % TW;
-    for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
-        const int qb = (int)(pos0 + tt) / p.B;
-        if (qb + 1 <= Kb) continue;
-        const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
-        int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        if constexpr (SEG) {
-            if (qb < seg_wb) continue; /* its blocks ended in an earlier segment */
-            const SelSegOut out{row, nullptr, nullptr, sCidx + tt * Kb, seg_off, seg_wb, p.topk_out};
-            sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + qb + 1 - seg_wb, Kb,
-                                   reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team,
-                                   SelSegKey{key_of, seg_off, seg_wb}, out);
-        } else {
-            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out,
-                                 reinterpret_cast<uint32_t *>(sC) + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
+     * has nbs >= qb + 9 slots) and selects */
+    if constexpr (SEG) {
+        seg_finalize(INT_MAX);
+    } else {
+        const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, n1);
+        constexpr int TW = SEL90_TOPK_TW;
+        const int team = warp / TW, tw = warp % TW;
+        for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
+            const int qb = (int)(pos0 + tt) / p.B;
+            if (qb + 1 <= Kb) continue;
+            const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
+            int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
+            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out, sTeam + team * SEL90_TOPK_TEAM_WORDS,
+                                 tw, team, key_of);
         }
     }
 #else
