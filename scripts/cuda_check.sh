@@ -12,6 +12,8 @@
 # ring of devices with less shared memory, token grouping in 16-tile windows, kept consecutive where it gains little), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
+# Then bench/long_check.py runs one sequence of 1M tokens (G 16) and one of 768K (G 4), past 2^31 query
+# elements, when PyTorch is there (CUDA_CHECK_LONG=0: not).
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
@@ -73,5 +75,18 @@ for i in "${!RUNS[@]}"; do
   cat "$LOGS/$i"
   [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
 done
+# one sequence past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows against
+# float64, the last queries as a few-query call), where the grid's short cases cannot reach; needs PyTorch
+if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
+  if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
+      echo "--- long_check $args"
+      # shellcheck disable=SC2086
+      timeout -k 10 "$TMO" python3 bench/long_check.py --lib "$BUILD/libinfllm.so" $args || fail=1
+    done
+  else
+    echo "--- long_check: skipped (needs PyTorch with a CUDA device; CUDA_CHECK_LONG=0 turns it off)"
+  fi
+fi
 if [ $fail = 0 ]; then echo "cuda_check: all passed"; else echo "cuda_check: FAILED"; fi
 exit $fail
