@@ -12,9 +12,12 @@ a wrong segment plan or a size limit cannot pass:
      included), each KV head's selected keys gathered and attended in float64 (torch), to the output and
      its lse;
   4. few queries: the last --few queries against the whole prefix (another layout: lq < lk, the few-query
-     kernels) give the same selections and outputs.
+     kernels) give the same selections and outputs;
+  5. a batch: the T tokens as --seqs sequences of lengths in the ratio 1 : 2 : .. : seqs (cu_seqlens, one
+     call; the later ones start past 2^31 query elements) give each sequence's selections and output alone.
 
     python3 bench/long_check.py [--lib build-gpu/libinfllm.so] [--T 1048576] [--shape 32,2,128] [--dtype bf16]
+                                [--seqs 3] [--rows 8] [--few 16]
 
 Prints one line per check and `long_check: all passed` (exit 0) or `long_check: FAILED` (exit 1).
 """
@@ -28,7 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cuda_bench as cb  # noqa: E402  (its shape globals: set_shape)
-from cuda_bench import SPARSE, check, layout, load_lib, make_inputs, params  # noqa: E402
+from cuda_bench import SPARSE, Layout, check, layout, load_lib, make_inputs, params  # noqa: E402
 
 failures = []
 
@@ -39,12 +42,26 @@ def verdict(name, ok, detail):
         failures.append(name)
 
 
-def attention(lib, q, k, v):
+def batch_layout(lens):
+    """one call's layout of sequences of the given lengths (queries = keys), cu_seqlens on the device (kept
+    alive by the layout object)"""
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=torch.int32, device="cuda")
+    lay = Layout()
+    lay.dtype, lay.num_seqs = cb.DT, len(lens)
+    lay.cu_seqlens_q = lay.cu_seqlens_k = cu.data_ptr()
+    lay.total_q = lay.total_k = sum(lens)
+    lay.num_q_heads, lay.num_kv_heads, lay.head_dim = cb.HQ, cb.HKV, cb.D
+    lay.max_seqlen_q = lay.max_seqlen_k = max(lens)
+    lay.cu_keep = cu
+    return lay
+
+
+def attention(lib, q, k, v, lay=None):
     """infllm_attention (sparse) of one sequence of q.shape[0] queries against k.shape[0] keys (the queries
-    the last ones): out, lse"""
+    the last ones), or of the sequences of `lay`: out, lse"""
     T, Tk = q.shape[0], k.shape[0]
     p = params(lib, SPARSE)
-    lay = layout(T, Tk)
+    lay = lay or layout(T, Tk)
     wsb = C.c_size_t(0)
     check(lib, lib.infllm_attention_workspace_size(C.byref(p), C.byref(lay), C.byref(wsb)), "workspace size")
     ws = torch.empty(max(wsb.value, 1), dtype=torch.uint8, device="cuda")
@@ -57,13 +74,13 @@ def attention(lib, q, k, v):
     return out, lse
 
 
-def select(lib, q, k):
+def select(lib, q, k, lay=None):
     """infllm_select_blocks: [Hkv, T, topk_out] int32"""
     T, Tk = q.shape[0], k.shape[0]
     p = params(lib, SPARSE)
-    lay = layout(T, Tk)
+    lay = lay or layout(T, Tk)
     K = lib.infllm_params_topk_total(C.byref(p))
-    K = min(K, (Tk + p.block_size - 1) // p.block_size)
+    K = min(K, (lay.max_seqlen_k + p.block_size - 1) // p.block_size)
     topk = torch.full((cb.HKV, T, K), -7, dtype=torch.int32, device="cuda")
     check(lib, lib.infllm_select_blocks(C.byref(p), C.byref(lay), C.c_void_p(q.data_ptr()), C.c_void_p(k.data_ptr()),
                                         C.c_void_p(topk.data_ptr())), "select")
@@ -104,11 +121,12 @@ def main():
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--rows", type=int, default=8, help="late query tokens checked against float64")
     ap.add_argument("--few", type=int, default=16, help="last queries run as a few-query call")
+    ap.add_argument("--seqs", type=int, default=3, help="sequences of the batch check (1: none)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     cb.set_shape(a.shape, a.dtype)
-    if a.T < 2 * 64 or a.rows < 1 or not 1 <= a.few <= a.T:
-        sys.exit("long_check: needs --T >= 128, --rows >= 1 and 1 <= --few <= T")
+    if a.T < 2 * 64 or a.rows < 1 or not 1 <= a.few <= a.T or not 1 <= a.seqs <= 64 or a.seqs * (a.seqs + 1) // 2 > a.T:
+        sys.exit("long_check: needs --T >= 128, --rows >= 1, 1 <= --few <= T and 1 <= --seqs <= 64 (and <= T tokens)")
     if not torch.cuda.is_available():
         print("long_check: SKIP (no CUDA device)")
         return 0
@@ -182,6 +200,33 @@ def main():
     df = rel_diff(outf, out[T - F:], rs)
     verdict(f"last {F} queries as a few-query call", same >= 0.9 and df <= 4 * unit,
             f"selections {rs.sum().item()} of {rs.numel()} rows identical, output max rel diff {df:.2e} on those rows")
+
+    # 5. the tokens as a batch of sequences, each against itself alone
+    if a.seqs > 1:
+        del outf, lsef, topkf, qf
+        w = a.seqs * (a.seqs + 1) // 2
+        lens = [T * (i + 1) // w for i in range(a.seqs)]
+        lens[-1] = T - sum(lens[:-1])
+        lay = batch_layout(lens)
+        outb, lseb = attention(lib, q, k, v, lay)
+        topkb, _ = select(lib, q, k, lay)
+        worst_same, worst_d, all_eq, t0 = 1.0, 0.0, True, 0
+        for L in lens:
+            o1, l1 = attention(lib, q[t0:t0 + L], k[t0:t0 + L], v[t0:t0 + L])
+            s1, _ = select(lib, q[t0:t0 + L], k[t0:t0 + L])
+            kc = s1.shape[2]
+            # the batch's rows have max_seqlen's columns: a shorter sequence's extra columns are -1
+            rs = (topkb[:, t0:t0 + L, :kc] == s1).all(dim=2) & (topkb[:, t0:t0 + L, kc:] == -1).all(dim=2)
+            eq = torch.equal(o1, outb[t0:t0 + L]) and torch.equal(l1, lseb[t0:t0 + L])
+            all_eq = all_eq and eq
+            worst_same = min(worst_same, rs.float().mean().item())
+            if not eq:
+                worst_d = max(worst_d, rel_diff(outb[t0:t0 + L], o1, rs))
+            t0 += L
+            del o1, l1, s1
+        verdict(f"batch of {a.seqs} sequences {lens}", worst_same >= 0.99 and worst_d <= 2.0**-7,
+                f"selections {worst_same * 100:.4f}% identical rows (worst sequence), output "
+                f"{'bitwise equal' if all_eq else f'max rel diff {worst_d:.2e} on those rows'}")
 
     print("long_check: all passed" if not failures else f"long_check: FAILED ({', '.join(failures)})")
     return 1 if failures else 0

@@ -12,8 +12,8 @@
 # ring of devices with less shared memory, token grouping in 16-tile windows, kept consecutive where it gains little), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
-# Then bench/long_check.py runs one sequence of 1M tokens (G 16) and one of 768K (G 4), past 2^31 query
-# elements, when PyTorch is there (CUDA_CHECK_LONG=0: not).
+# Then bench/long_check.py runs 1M tokens (G 16) and 768K (G 4), past 2^31 query elements, as one sequence
+# and as a batch of 3, when PyTorch is there (CUDA_CHECK_LONG=0: not).
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
