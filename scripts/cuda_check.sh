@@ -12,8 +12,9 @@
 # ring of devices with less shared memory, token grouping in 16-tile windows, kept consecutive where it gains little), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
-# Then bench/long_check.py runs 1M tokens (G 16) and 768K (G 4), past 2^31 query elements, as one sequence
-# and as a batch of 3, when PyTorch is there (CUDA_CHECK_LONG=0: not).
+# Then, when PyTorch is there (CUDA_CHECK_LONG=0: not), bench/long_check.py runs 1M tokens (G 16) and 768K
+# (G 4), past 2^31 query elements, as one sequence and as a batch of 3, and cuda_bench.py's digests hold
+# k_select90's two tile widths to the same top-k and output.
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
@@ -83,6 +84,17 @@ if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
       echo "--- long_check $args"
       # shellcheck disable=SC2086
       timeout -k 10 "$TMO" python3 bench/long_check.py --lib "$BUILD/libinfllm.so" $args || fail=1
+    done
+    # k_select90's tiles of 128 and 256 kernels select the same blocks, bit for bit (the width follows the
+    # call's longest sequence, so a sequence's selection must not depend on it)
+    for shape in 32,2,128 16,2,64; do
+      dig=()
+      for w in 128 256; do
+        dig+=("$(INFLLM_CUDA_SEL90_TILES=$w timeout -k 10 300 python3 bench/cuda_bench.py --lib "$BUILD/libinfllm.so" \
+          --shape $shape --profile 65536 --digest 2>&1 | grep "^digest" || true)")
+      done
+      echo "--- select tiles of 128 / 256 kernels, $shape, 64K: '${dig[0]}' / '${dig[1]}'"
+      if [ -z "${dig[0]}" ] || [ "${dig[0]}" != "${dig[1]}" ]; then echo "FAIL: the tile widths differ"; fail=1; fi
     done
   else
     echo "--- long_check: skipped (needs PyTorch with a CUDA device; CUDA_CHECK_LONG=0 turns it off)"

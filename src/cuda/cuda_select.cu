@@ -663,10 +663,14 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (; i < ntL; i++) {
         next_tile(i);
         const int so = (i % NS) * CT * D;
-        /* product pp: this warpgroup's 64 rows x its column half's kernels 64 pp.., each its own
-         * group, so that the (max, sum) update of one runs while the next one multiplies */
+        /* product pp: this warpgroup's 64 rows x the tile's kernels 64 (2 pp + chalf).. (column half chalf
+         * takes every other 64-kernel group), each its own group, so that the (max, sum) update of one runs
+         * while the next one multiplies. Interleaved, each half meets the same kernel groups in the same order
+         * with tiles of 128 and 256 kernels, so both give a row the same (max, sum), bit for bit, and the
+         * same top-k (contiguous halves summed a row in another grouping: near-tied sets then depended on
+         * the tile width, i.e. on the longest sequence of the call, session 31) */
         float acc[NP][8][4];
-        const uint64_t dCt = gdesc_uniform(gdesc_add(dC, du(so + (CT / 2) * chalf * 64))); /* this tile's stage, column half */
+        const uint64_t dCt = gdesc_uniform(gdesc_add(dC, du(so + chalf * 64 * 64))); /* this tile's stage, column half */
         const uint64_t dQt = gdesc_uniform(dQw); /* in the loop, as pass 2's */
         issue_turn(i);
         wgmma_fence();
@@ -675,7 +679,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++)
                 wgmma_ss<T, 64>(acc[pp], gdesc_add(dQt, du((kk >> 2) * M * 64 + (kk & 3) * 16)),
-                                gdesc_add(dCt, du((kk >> 2) * CT * 64 + pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
+                                gdesc_add(dCt, du((kk >> 2) * CT * 64 + 2 * pp * 64 * 64 + (kk & 3) * 16)), kk > 0);
             wgmma_commit();
         }
         issue_done(i);
@@ -684,7 +688,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             wgmma_wait_le(NP - 1 - pp);
             reg_fence<8>(acc[pp]);
             if (pp == NP - 1) release_tile(i);
-            const int col0 = CT * i + (CT / 2) * chalf + 64 * pp;
+            const int col0 = CT * i + 64 * (2 * pp + chalf);
             if (col0 + 64 <= visLw) { /* warp-uniform: a warp's rows are one token's heads */
                 /* after the rows' first full tile, the sum against its max (lse_tile_sum_ref), the
                  * tile redone with a max when any row of the warp would overflow; the vote is
