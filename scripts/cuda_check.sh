@@ -76,8 +76,9 @@ for i in "${!RUNS[@]}"; do
   cat "$LOGS/$i"
   [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
 done
-# one sequence past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows against
-# float64, the last queries as a few-query call), where the grid's short cases cannot reach; needs PyTorch
+# needs PyTorch: sequences past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows
+# against float64, the last queries as a few-query call, a batch of 3), where the grid's short cases cannot
+# reach, and k_select90's two tile widths against each other (~1 minute in all on the H200)
 if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
   if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
