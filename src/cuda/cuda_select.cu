@@ -915,10 +915,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
              * every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
             const int wb1 = sel_seg_block(i - ntL, CT, p.s1, p.B);
             const int npart = p.seg_npart;
-            /* the carried keys to be and their blocks (seg_finalize's), then [TT][npart] blocks wb1.. */
-            const uint32_t *sNkey = sTeam + TT * SEL90_TOPK_TEAM_WORDS;
-            const int32_t *sNblk = reinterpret_cast<const int32_t *>(sNkey + TT * Kb);
-            float *sPart = reinterpret_cast<float *>(const_cast<int32_t *>(sNblk) + TT * Kb);
+            uint32_t *sNkey = sTeam + TT * SEL90_TOPK_TEAM_WORDS;          /* [TT][K] the carried keys to be */
+            int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks (both as */
+            float *sPart = reinterpret_cast<float *>(sNblk + TT * Kb);     /* seg_finalize's), [TT][npart] blocks wb1.. */
             __syncthreads(); /* every warpgroup's max-pool of the segment */
             /* the blocks from wb1 on that this segment's kernels reached (its last kernels' later
              * blocks), before the finalize's key pass overwrites up to 3 slots past a row's end */
