@@ -457,8 +457,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
 #ifdef INFLLM_WGMMA_DEVICE
     constexpr int TT = SEL90_TT, M = 16 * TT, NT = SEL90_NT, CH = D / 8, KS = D / 16;
     /* 4 warpgroups. Pass 1: warpgroup w takes the rows of tokens 4 (w % 2).. against column half w / 2
-     * of each tile (CT / 2 kernels: NP products of 64 x 64). Pass 2: kernel half w % 2 (NP groups of
-     * 64) x the rows of token half w / 2: NP products. */
+     * of each tile (CT / 2 kernels: the NP 64-kernel groups 2 pp + w / 2, NP products of 64 x 64). Pass 2:
+     * kernel half w % 2 (NP groups of 64) x the rows of token half w / 2: NP products. */
     constexpr int NP = CT / 128;
     static_assert(NT == 512 && (CT == 128 || CT == 256), "k_select90: 4 warpgroups, tiles of 128 or 256 kernels");
     static_assert(!SEG || DEC, "k_select90: segments with decoupled warpgroups only");
