@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cuda_bench as cb  # noqa: E402  (its shape globals: set_shape)
-from cuda_bench import SPARSE, Layout, check, layout, load_lib, make_inputs, params  # noqa: E402
+from cuda_bench import SPARSE, Layout, check, layout, load_lib, params  # noqa: E402
 
 failures = []
 
@@ -99,6 +99,26 @@ def sparse(lib, q, k, v, topk):
     return out, lse
 
 
+def make_long_inputs(T, seed):
+    """cuda_bench.make_inputs' structured q, k, v (a 256-token segment's tokens share a component, so that
+    neighbours select similar blocks), generated 64K tokens at a time: its float32 temporaries of the whole
+    tensor would be ~16 bytes an element, 69 GB for q at 1M tokens and 32 heads of 128"""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.empty(T, cb.HQ, cb.D, dtype=cb.TDT, device="cuda")
+    k = torch.empty(T, cb.HKV, cb.D, dtype=cb.TDT, device="cuda")
+    v = torch.empty_like(k)
+    step = 1 << 16  # a multiple of the 256-token segments
+    for t0 in range(0, T, step):
+        n = min(step, T - t0)
+        seg_of = torch.arange(n, device="cuda") // 256
+        for x, structured in ((q, True), (k, True), (v, False)):
+            r = torch.randn(n, x.shape[1], cb.D, device="cuda", generator=g)
+            if structured:
+                r = 0.6 * r + 0.8 * torch.randn((n + 255) // 256, x.shape[1], cb.D, device="cuda", generator=g)[seg_of]
+            x[t0:t0 + n] = r.to(cb.TDT)
+    return q, k, v
+
+
 def rel_diff(a, b, rows_same=None):
     """max |a - b| / max |b| of [T, Hq, D] outputs, in float32 a chunk of tokens at a time (the outputs are
     gigabytes); with rows_same ([Hkv, T] bool: the two selections agree), over the (token, head) rows whose KV
@@ -135,7 +155,15 @@ def main():
     T, HQ, HKV, D = a.T, cb.HQ, cb.HKV, cb.D
     G = HQ // HKV
     print(f"long_check: T {T}, {HQ} / {HKV} / {D} {cb.DT_NAME}; q / out {T * HQ * D / 2**31:.2f} x 2^31 elements")
-    q, k, v = make_inputs(T, seed=a.seed)
+    # q, the output, a second output and the prefix's (2 bytes an element each, 7 in all), K / V, the
+    # selections and the library's workspace: a device that cannot hold them skips, not fails
+    need = 7 * T * HQ * D + 4 * T * HKV * D + 12 * HKV * T * 96 + (2 << 30)
+    free = torch.cuda.mem_get_info()[0]
+    if free < need:
+        print(f"long_check: SKIP (needs ~{need / 2**30:.0f} GiB of device memory, {free / 2**30:.0f} GiB free; "
+              "a smaller --T)")
+        return 0
+    q, k, v = make_long_inputs(T, a.seed)
 
     out, lse = attention(lib, q, k, v)
     torch.cuda.synchronize()
