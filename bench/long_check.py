@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cuda_bench as cb  # noqa: E402  (its shape globals: set_shape)
-from cuda_bench import SPARSE, Layout, check, layout, load_lib, params  # noqa: E402
+from cuda_bench import SPARSE, check, layout, load_lib, params  # noqa: E402
 
 failures = []
 
@@ -46,11 +46,9 @@ def batch_layout(lens):
     """one call's layout of sequences of the given lengths (queries = keys), cu_seqlens on the device (kept
     alive by the layout object)"""
     cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=torch.int32, device="cuda")
-    lay = Layout()
-    lay.dtype, lay.num_seqs = cb.DT, len(lens)
+    lay = layout(sum(lens), sum(lens))
+    lay.num_seqs = len(lens)
     lay.cu_seqlens_q = lay.cu_seqlens_k = cu.data_ptr()
-    lay.total_q = lay.total_k = sum(lens)
-    lay.num_q_heads, lay.num_kv_heads, lay.head_dim = cb.HQ, cb.HKV, cb.D
     lay.max_seqlen_q = lay.max_seqlen_k = max(lens)
     lay.cu_keep = cu
     return lay

@@ -1001,11 +1001,11 @@ static infllm_status sel_run(const SelParams &p, size_t smem, int64_t gx, cudaSt
 #ifdef INFLLM_CUDA_SM90A
 /* alignment slack, Q, the tile stages (ct kernels x ns), block scores, -LSE per row, pass 1's (max,
  * sum) over column half 1 per row, visible kernels per token */
-static size_t sel90_smem(int D, int nbmax, int ct, int ns) {
+static size_t sel90_smem_rows(int D, int ct, int ns, size_t row_slots) {
     const size_t M = 16 * SEL90_TT;
-    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * sel90_nbs(nbmax) * 4 + 3 * M * 4 +
-           SEL90_TT * 4;
+    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * row_slots * 4 + 3 * M * 4 + SEL90_TT * 4;
 }
+static size_t sel90_smem(int D, int nbmax, int ct, int ns) { return sel90_smem_rows(D, ct, ns, sel90_nbs(nbmax)); }
 
 /* the two tile maps (level L = c2, or c1 with exact LSE; and c1) of k_select90 with CT-row boxes;
  * false when either cannot be built (the caller then runs k_select) */
@@ -1019,9 +1019,7 @@ static bool sel90_maps(CUtensorMap *tmL, CUtensorMap *tm1, const SelParams &p, i
 
 /* SEG's layout: sel90_smem's with rows of `stride` slots, and the carried keys' blocks ([TT][K] int32) */
 static size_t sel90_smem_seg(int D, int ct, int ns, int stride, int K) {
-    const size_t M = 16 * SEL90_TT;
-    return 1024 + (M + (size_t)ns * ct) * (size_t)D * 2 + (size_t)SEL90_TT * stride * 4 + 3 * M * 4 + SEL90_TT * 4 +
-           (size_t)SEL90_TT * K * 4;
+    return sel90_smem_rows(D, ct, ns, (size_t)stride) + (size_t)SEL90_TT * K * 4;
 }
 
 template <typename T, int D, int CT, int NS, bool DEC, bool SEG = false>
@@ -1092,11 +1090,12 @@ static size_t sel90_seg_plan(const infllm_attn_params *ap, SelParams &p, int lim
            (max_tiles <= 0 || ts + 1 <= max_tiles) && s1 * ct * ts < (int64_t)ap->max_lk * 2)
         ts++;
     const int64_t stride = stride_of(window(ts));
-    if (sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K) > (size_t)limit) return 0;
+    const size_t smem = sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K);
+    if (smem > (size_t)limit) return 0;
     p.seg_tiles = (int)ts;
     p.seg_stride = (int)stride;
     p.seg_npart = (int)npart;
-    return sel90_smem_seg(ap->D, ct, ns, (int)stride, (int)K);
+    return smem;
 }
 /* INFLLM_CUDA_SEL90_SEG=N > 0: k_select90 in segments of at most N tiles (or the fewest that end at a block
  * >= K) wherever it runs (for the grid and A/B runs); -1: never (past the whole rows' limit the mma.sync k_select, as before); unset: segments only
