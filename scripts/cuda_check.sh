@@ -13,8 +13,10 @@
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
 # Then, when PyTorch is there (CUDA_CHECK_LONG=0: not), bench/long_check.py runs 1M tokens (G 16) and 768K
-# (G 4), past 2^31 query elements, as one sequence and as a batch of 3, and cuda_bench.py's digests hold
-# k_select90's two tile widths to the same top-k and output.
+# (G 4), past 2^31 query elements, as one sequence and as a batch of 3, cuda_bench.py's digests hold
+# k_select90's two tile widths to the same top-k and output, and bench/emulate_check.py sweeps every entry
+# point to 768K tokens as planned for a T4 (refused), an A100, a 99 KB cc 8.6 part and a 16-SM Orin.
+# The grid also runs as planned for those GPUs (INFLLM_CUDA_EMULATE; CUDA_CHECK_EMULATE=0: not).
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
@@ -50,13 +52,39 @@ if [ "${CUDA_CHECK_ALT:-1}" = 1 ]; then
   RUNS+=("test_cuda: wgmma kernels with k_select90's 256-kernel tiles, stage-2 tiles of consecutive tokens and token bitmaps for every group size (INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 INFLLM_CUDA_NO_FLASH_LIST=1)|env INFLLM_CUDA_SEL90_TILES=256 INFLLM_CUDA_NO_GROUP=1 INFLLM_CUDA_NO_FLASH_LIST=1 $BUILD/tests/test_cuda")
   RUNS+=("test_cuda: wgmma kernels with k_select90's warpgroups coupled by a tile barrier and issuing unordered, the 3-stage compression ring of devices with less shared memory, and stage-2 token grouping in the largest windows that fit, kept consecutive where it gains under 10% (INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 INFLLM_CUDA_GROUP_TILES=16 INFLLM_CUDA_GROUP_MIN_GAIN=10)|env INFLLM_CUDA_SEL90_COUPLED=1 INFLLM_CUDA_SEL90_NO_ORDER=1 INFLLM_CUDA_COMPRESS_RING=3 INFLLM_CUDA_GROUP_TILES=16 INFLLM_CUDA_GROUP_MIN_GAIN=10 $BUILD/tests/test_cuda")
 fi
+# the launch planning of other GPUs on this one (INFLLM_CUDA_EMULATE, src/cuda/cuda_pipeline.cu): a 99 KB cc 8.6
+# part (RTX 3090: the mma.sync kernels in 99 KB a block; cc 8.9 and 12.0 have the same limits) and a 16-SM Jetson
+# AGX Orin (cc 8.7, 163 KB); an A100's planning is the mma.sync runs' above but for its SM count and limits, which
+# bench/emulate_check.py sweeps
+if [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
+  RUNS+=("test_cuda: as planned for a 99 KB cc 8.6 part (INFLLM_CUDA_EMULATE=rtx3090)|env INFLLM_CUDA_EMULATE=rtx3090 $BUILD/tests/test_cuda")
+  for t in test_cuda_cache test_cuda_ws test_cuda_capture; do
+    RUNS+=("$t: as planned for a 16-SM Jetson AGX Orin (INFLLM_CUDA_EMULATE=orin)|env INFLLM_CUDA_EMULATE=orin $BUILD/tests/$t")
+  done
+fi
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")
 RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
 RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
-pids=()
 TMO=${CUDA_CHECK_TIMEOUT:-480}
+HAVE_TORCH=0
+if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  HAVE_TORCH=1
+fi
+# the planning of other GPUs up to 768K tokens (bench/emulate_check.py, PyTorch), one profile after another,
+# beside the runs below (they are bound by their float64 references on the CPU, the sweep by the GPU)
+emu=""
+if [ $HAVE_TORCH = 1 ] && [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
+  (
+    for prof in t4 a100 rtx3090 orin; do
+      echo "--- emulate_check --profile $prof"
+      timeout -k 10 "$TMO" python3 bench/emulate_check.py --lib "$BUILD/libinfllm.so" --profile $prof || echo "emulate_check $prof: exit $?"
+    done
+  ) >"$LOGS/emulate" 2>&1 &
+  emu=$!
+fi
+pids=()
 for i in "${!RUNS[@]}"; do
   cmd="timeout -k 10 $TMO ${RUNS[$i]#*|}"
   if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
@@ -80,7 +108,7 @@ done
 # against float64, the last queries as a few-query call, a batch of 3), where the grid's short cases cannot
 # reach, and k_select90's two tile widths against each other (~1 minute in all on the H200)
 if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
-  if python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  if [ $HAVE_TORCH = 1 ]; then
     for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
       echo "--- long_check $args"
       # shellcheck disable=SC2086
@@ -100,6 +128,11 @@ if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
   else
     echo "--- long_check: skipped (needs PyTorch with a CUDA device; CUDA_CHECK_LONG=0 turns it off)"
   fi
+fi
+if [ -n "$emu" ]; then
+  wait "$emu"
+  cat "$LOGS/emulate"
+  if grep -q "^emulate_check .*: exit" "$LOGS/emulate"; then fail=1; fi
 fi
 if [ $fail = 0 ]; then echo "cuda_check: all passed"; else echo "cuda_check: FAILED"; fi
 exit $fail

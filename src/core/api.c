@@ -93,6 +93,15 @@ static infllm_status check_params(const infllm_params *p) {
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, infllm_cuda_built()
                                                             ? "CUDA backend: no CUDA device available"
                                                             : "CUDA backend: infllm was built without CUDA");
+#ifdef INFLLM_HAVE_CUDA
+    /* the kernels use bf16 mma.sync and cp.async (sm_80); a cc 7.x device has no image of them, and every
+     * launch would fail with "no kernel image" instead of this */
+    if (p->backend == INFLLM_BACKEND_CUDA && cuda_device_cc() < 80)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels need "
+                                "8.0 (Ampere) or newer (use the CPU backend)",
+                                cuda_device_cc() / 10, cuda_device_cc() % 10);
+#endif
     return INFLLM_OK;
 }
 

@@ -248,6 +248,11 @@ infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *by
 size_t cuda_cache_attend_bytes(const infllm_attn_params *ap);
 /* The SM count the CUDA sizing and launch rules use (the current device's; 100 without one). */
 int cuda_sm_count(void);
+/* The current device's compute capability as 10 x major + minor (86 for 8.6; 0 without one); the kernels
+ * need 80 or more. Both this and cuda_sm_count follow INFLLM_CUDA_EMULATE (cuda_pipeline.cu), whose
+ * profile name, or "", cuda_emulated_name gives. */
+int cuda_device_cc(void);
+const char *cuda_emulated_name(void);
 #endif
 
 #ifdef __cplusplus

@@ -1080,6 +1080,14 @@ infllm_status cuda_func_smem(const void *func, size_t smem, const char *what) {
         }
     }
     if (e->stat + smem <= 48 * 1024 || e->smem >= smem) return INFLLM_OK;
+    /* past the device's opt-in limit (cuda_dev_props: INFLLM_CUDA_EMULATE lowers it) the launch planning
+     * chose a tile this device cannot hold: refused here with the numbers, where the driver would answer
+     * "invalid argument" */
+    const int optin = cuda_dev_props().smem_optin;
+    if (e->stat + smem > (size_t)optin)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA: %s needs %zu + %zu bytes of shared memory a block; this device allows %d",
+                                what, e->stat, smem, optin);
     cudaError_t err = cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (err != cudaSuccess) {
         (void)cudaGetLastError();
@@ -1112,12 +1120,10 @@ struct FlashCfg {
     size_t smem;
 };
 
-static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split) {
+/* the launch of k_flash (NW warps; 8: k_flash90 where it runs) or k_flash90 for the call; flash_cfg picks NW */
+static FlashCfg flash_cfg_nw(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split, int nw) {
     FlashCfg c;
-    static std::atomic<int> dense_nw{CUDA_ENV_UNREAD}, sparse_nw{CUDA_ENV_UNREAD};
-    const int nw_env = sparse ? cuda_env_int("INFLLM_CUDA_SPARSE_NW", &sparse_nw)
-                              : cuda_env_int("INFLLM_CUDA_DENSE_NW", &dense_nw);
-    c.NW = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (nw_env == 8 ? 8 : 4);
+    c.NW = nw;
     c.wg = c.NW != 1 && cuda_use_wgmma();
     if (c.wg) c.NW = 8;
     int M = 16 * c.NW;
@@ -1184,6 +1190,22 @@ static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk
         if (ns > 1) c.nsplit = (int)ns;
     }
     (void)topk_cols;
+    return c;
+}
+
+/* 1-warp tiles for calls of at most 16 query rows a sequence (decode), else 4 (INFLLM_CUDA_SPARSE_NW /
+ * INFLLM_CUDA_DENSE_NW=8: 8); on the mma.sync kernels the 1-warp tiles hold 3 K/V stages (96 KB at d 128)
+ * and the 4-warp ones 2, so where the 3 stages and the token bitmaps pass the block's limit (the 99 KB of
+ * cc 8.6 / 8.9 parts: a group of 1 past ~92K keys, of 2 past ~174K) the 4-warp tiles take the call. Longer
+ * calls take them too, so the workspace query, sized at the longest length, covers the shorter ones. */
+static FlashCfg flash_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols, int allow_split) {
+    static std::atomic<int> dense_nw{CUDA_ENV_UNREAD}, sparse_nw{CUDA_ENV_UNREAD};
+    const int nw_env = sparse ? cuda_env_int("INFLLM_CUDA_SPARSE_NW", &sparse_nw)
+                              : cuda_env_int("INFLLM_CUDA_DENSE_NW", &dense_nw);
+    const int nw = (int64_t)ap->max_lq * ap->G <= 16 ? 1 : (nw_env == 8 ? 8 : 4);
+    FlashCfg c = flash_cfg_nw(ap, sparse, topk_cols, allow_split, nw);
+    if (!c.wg && c.NW == 1 && c.smem > (size_t)cuda_dev_props().smem_optin)
+        c = flash_cfg_nw(ap, sparse, topk_cols, allow_split, 4);
     return c;
 }
 

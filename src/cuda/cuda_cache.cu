@@ -740,6 +740,17 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
     if (dc == 0 && lane == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lt > 0.f ? (mu + __log2f(lt)) * LN2_F : -INFINITY;
 }
 
+/* k_cd_score's (four: k_cd_score4's, n >= 4) shared memory, its static arrays (sq, sc, slse as declared,
+ * 128 bytes of alignment slack) and the dynamic rows of cd_score_warp_smem a warp; k_cd_attn's */
+static size_t cd_score_smem(int D, int four, int nbt, int ntL) {
+    const size_t tpc = four ? CD_SEL_TOKENS : 1;
+    return tpc * 16 * D * 2 + (size_t)64 * D * 2 + tpc * 16 * sizeof(float) + 128 + tpc * cd_score_warp_smem(nbt, ntL);
+}
+static size_t cd_attn_smem_total(int D, int32_t topk_out) {
+    const size_t attn = D == 128 ? cd_attn_smem<128>() : cd_attn_smem<64>();
+    return attn + (size_t)(topk_out > 0 ? topk_out : 1) * sizeof(int32_t);
+}
+
 struct CdPlan {
     int use;            /* the fast path applies */
     int ntL, nt1, nbmax, nbt, target, nsplit;
@@ -762,6 +773,18 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
+    /* the selection's and the attention's shared memory within the block's limit (at 4+ tokens a CTA the
+     * score kernel holds 4 rows of partials: past ~530K keys on the 99 KB of cc 8.6 / 8.9 parts, ~1.4M on
+     * a Hopper); else the shared kernels take the call. Longer calls need more, so the workspace query
+     * (sizing, at the longest length) covers both paths. */
+    if (!sizing) {
+        const int64_t nL0 = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
+        const int ntl0 = (int)((nL0 + 63) / 64) > 1 ? (int)((nL0 + 63) / 64) : 1;
+        const size_t optin = (size_t)cuda_dev_props().smem_optin;
+        c.use = cd_score_smem(ap->D, n >= 4, c.nbt, ntl0) <= optin &&
+                cd_attn_smem_total(ap->D, ap->topk_out) <= optin;
+        if (!c.use) return c;
+    }
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
     c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads each plane 4 blocks at a time */
     int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
@@ -852,7 +875,7 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
     } else {
         pdl = 0;
     }
-    const size_t smem = cd_attn_smem<D>() + (size_t)(p.topk_out > 0 ? p.topk_out : 1) * sizeof(int32_t);
+    const size_t smem = cd_attn_smem_total(D, p.topk_out);
     if (!s) s = cuda_func_smem((const void *)attn, smem, "k_cd_attn");
     if (!s)
         s = cd_go(attn, dim3((unsigned)p.nsplit, (unsigned)p.n, (unsigned)(p.Hkv * p.R)), CD_WARPS * 32, smem, st,

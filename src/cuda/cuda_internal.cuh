@@ -75,7 +75,8 @@ int cuda_flash_tile_tokens(const infllm_attn_params *ap, int sparse);
 /* Properties of the current device (cudaGetDevice), read from the driver once per device and kept in
  * a table (thread-safe; no device call after the first): SM count, compute capability, the opt-in
  * shared memory limit of one block, the shared memory of one SM. A device whose attributes cannot be
- * read gets 100 SMs, cc 0.0 and 48 KB, so every capability check fails closed. */
+ * read gets 100 SMs, cc 0.0 and 48 KB, so every capability check fails closed. INFLLM_CUDA_EMULATE=NAME
+ * lowers them to another GPU's (cuda_pipeline.cu: a100, rtx3090, l4, orin, t4), a test switch. */
 struct CudaDevProps {
     int sms, cc_major, cc_minor, smem_optin, smem_per_sm;
 };
@@ -97,8 +98,9 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
 
 /* Lets `func` (a kernel) launch with `smem` bytes of dynamic shared memory on the current device
  * (cudaFuncAttributeMaxDynamicSharedMemorySize; nothing to do up to 48 KB). The attribute is set
- * once per (kernel, device) for the largest size asked so far; thread-safe. INFLLM_ERR_CUDA with a
- * message naming `what` when the device refuses. */
+ * once per (kernel, device) for the largest size asked so far; thread-safe. INFLLM_ERR_UNSUPPORTED with
+ * the sizes when static + smem exceed the device's opt-in limit (cuda_dev_props), INFLLM_ERR_CUDA with a
+ * message naming `what` when the device refuses otherwise. */
 infllm_status cuda_func_smem(const void *func, size_t smem, const char *what);
 
 #ifdef INFLLM_CUDA_SM90A

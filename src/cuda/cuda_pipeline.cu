@@ -22,6 +22,45 @@
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 
+/* INFLLM_CUDA_EMULATE=NAME (a test switch, read with the device's properties): the launch planning of
+ * another GPU on this one. The host then sees that device's compute capability, SM count and shared
+ * memory limits (each only where lower than this device's, so no kernel is planned that this device
+ * cannot run) and chooses kernels, tile shapes, pipeline depths, splits and workspaces as it would
+ * there; the kernels it picks run here. So one Hopper runs the paths of an A100 (cc 8.0: the mma.sync
+ * kernels, 163 KB a block), of the 99 KB parts (cc 8.6 / 8.9: RTX 30 / 40, A10, L4; cc 12.0 has the
+ * same limits) and of a 16-SM Jetson AGX Orin (cc 8.7), and sees the refusal of a cc 7.5 T4
+ * (scripts/cuda_check.sh, bench/emulate_check.py). Numbers: the CUDA programming guide's table of
+ * compute capabilities and the parts' SM counts. An unknown name emulates nothing (cuda_emulated_name
+ * says which profile is on). */
+struct EmulatedDevice {
+    const char *name;
+    int cc, sms, smem_optin, smem_per_sm;
+};
+static const EmulatedDevice k_emulated[] = {
+    {"a100", 80, 108, 163 * 1024, 164 * 1024}, {"rtx3090", 86, 82, 99 * 1024, 100 * 1024},
+    {"l4", 89, 58, 99 * 1024, 100 * 1024},     {"orin", 87, 16, 163 * 1024, 164 * 1024},
+    {"t4", 75, 40, 64 * 1024, 64 * 1024},
+};
+static const EmulatedDevice *emulated_device(void) {
+    const char *e = getenv("INFLLM_CUDA_EMULATE");
+    if (!e) return NULL;
+    for (const EmulatedDevice &d : k_emulated)
+        if (!strcmp(e, d.name)) return &d;
+    return NULL;
+}
+static void cuda_emulate_device(CudaDevProps *p) {
+    const EmulatedDevice *d = emulated_device();
+    if (!d) return;
+    if (d->cc < 10 * p->cc_major + p->cc_minor) p->cc_major = d->cc / 10, p->cc_minor = d->cc % 10;
+    p->sms = min(p->sms, d->sms);
+    p->smem_optin = min(p->smem_optin, d->smem_optin);
+    p->smem_per_sm = min(p->smem_per_sm, d->smem_per_sm);
+}
+extern "C" const char *cuda_emulated_name(void) {
+    const EmulatedDevice *d = emulated_device();
+    return d ? d->name : "";
+}
+
 CudaDevProps cuda_dev_props(void) {
     enum { MAX_DEV = 64 }; /* devices past it are read every call */
     static CudaDevProps props[MAX_DEV];
@@ -43,6 +82,7 @@ CudaDevProps cuda_dev_props(void) {
     if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess && v > 0)
         p.smem_per_sm = v;
     (void)cudaGetLastError();
+    cuda_emulate_device(&p);
     if (cached) {
         std::lock_guard<std::mutex> guard(lock);
         if (!ready[dev].load(std::memory_order_relaxed)) {
@@ -55,6 +95,10 @@ CudaDevProps cuda_dev_props(void) {
 
 int cuda_num_sms(void) { return cuda_dev_props().sms; }
 extern "C" int cuda_sm_count(void) { return cuda_num_sms(); }
+extern "C" int cuda_device_cc(void) {
+    const CudaDevProps d = cuda_dev_props();
+    return 10 * d.cc_major + d.cc_minor;
+}
 
 int cuda_env_int(const char *name, std::atomic<int> *slot) {
     int v = slot->load(std::memory_order_relaxed);
