@@ -271,8 +271,9 @@ def main():
                                 continue
                             # which kernels took it: the decode cache's (k_cd_*) or, where their shared memory
                             # does not fit the device, the shared few-query ones
-                            names = cb.kernel_times(attend, reps=1)
-                            path = "k_cd_*" if any(x.startswith("k_cd_") for x in names) else "shared kernels"
+                            names = sorted({x.split()[-1] for x in cb.kernel_times(attend, reps=1)})
+                            path = ("the decode cache's kernels" if any(x.startswith("k_cd_") for x in names) else
+                                    "the shared kernels") + f" ({', '.join(names) or 'none profiled'})"
                             st2, so, sl = attention(qn, k, v, make_layout([n], [L]), SPARSE)
                             if status_class(f"{what}, stateless", st2):
                                 continue
