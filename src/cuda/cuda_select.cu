@@ -1256,10 +1256,8 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
 #endif
     /* k_select with a token's rows padded to 16 for a fused selection of groups below 16, by sel_pad16's
      * measured rule (k_select90 above pads every group <= 16 itself) */
-    const int gpad = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16 && sel_pad16(ap, p.nbmax);
-    const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
-    const int generic = (16 % Gk) != 0;
-    int NW = 0;
+    const bool pad_ok = topk && !scores && ap->G < 16 && ap->max_lq * (int64_t)ap->G > 16;
+    int gpad = pad_ok && sel_pad16(ap, p.nbmax);
     /* 4 warps (3 CTAs per SM) first; 8 warps for groups > 64; 1 warp for decode-like shapes */
     int cands[3] = {4, 8, 1};
     if (ap->max_lq * (int64_t)ap->G <= 16) {
@@ -1267,17 +1265,32 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
         cands[1] = 4;
         cands[2] = 8;
     }
-    for (int i = 0; i < 3 && !NW; i++) {
-        int nw = cands[i];
-        if (Gk > 16 * nw) continue;
-        int TT = 16 * nw / Gk;
-        if (sel_smem(ap->D, nw, TT, p.nbmax, topk != NULL, generic) <= (size_t)limit) NW = nw;
+    /* the first warp count whose tile (16 NW / Gk tokens' block-score rows) fits; 0: none */
+    auto pick_nw = [&](int Gk) {
+        for (int i = 0; i < 3; i++) {
+            const int nw = cands[i];
+            if (Gk > 16 * nw) continue;
+            if (sel_smem(ap->D, nw, 16 * nw / Gk, p.nbmax, topk != NULL, (16 % Gk) != 0) <= (size_t)limit) return nw;
+        }
+        return 0;
+    };
+    int NW = pick_nw(gpad ? 16 : ap->G);
+    /* unpadded, a CTA holds the block scores of 16 NW / G tokens; where not even one warp's fit (at d 128, G 1
+     * past ~68K keys on the 99 KB of cc 8.6 / 8.9 parts, ~134K on an A100's 163 KB; G 2 past ~137K / ~268K), the
+     * padded rows (NW tokens a CTA) still do, to ~1.1M / ~2.1M keys, at 16 / G times the products: slower, but
+     * the call runs */
+    if (!NW && !gpad && pad_ok) {
+        gpad = 1;
+        NW = pick_nw(16);
     }
+    const int Gk = gpad ? 16 : ap->G; /* k_select's rows a token */
+    const int generic = (16 % Gk) != 0;
     if (!NW)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                                "CUDA stage 1: group size %d with %d blocks per sequence does not fit in shared "
-                                "memory (max group 128; blocks x tokens-per-tile x 4 bytes must fit)",
-                                ap->G, p.nbmax);
+                                "CUDA stage 1: group size %d with %d blocks per sequence does not fit in this "
+                                "device's %d bytes of shared memory a block (max group 128; blocks x tokens-per-tile x "
+                                "4 bytes must fit)",
+                                ap->G, p.nbmax, limit);
     p.TT = 16 * NW / Gk;
     p.gpad = gpad;
     size_t smem = sel_smem(ap->D, NW, p.TT, p.nbmax, topk != NULL, generic);
