@@ -608,7 +608,7 @@ int main(void) {
     return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
 #else
     if (!infllm_cuda_available()) {
-        printf("test_cuda: SKIP (no CUDA device): run scripts/cuda_check.sh on a GPU machine\n");
+        printf("test_cuda: SKIP (no CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n");
         return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
     }
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;

@@ -126,7 +126,7 @@ int main(void) {
     return 77;
 #else
     if (!infllm_cuda_available()) {
-        printf("test_cuda_capture: SKIP (no CUDA device): run scripts/cuda_check.sh on a GPU machine\n");
+        printf("test_cuda_capture: SKIP (no CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n");
         return 77;
     }
     printf("test_cuda_capture: first calls inside a CUDA graph capture (global mode)\n");

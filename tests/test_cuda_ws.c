@@ -12,8 +12,10 @@
  * the four-count sizing it replaced (132 of 209,640 checks).
  *
  * Both functions are host arithmetic over the device's properties: without a GPU those are the fallback's
- * (100 SMs, no tensor-core generation), on a GPU machine the device's own, so CI and the GPU machine check
- * different splits. INFLLM_CUDA_WS_CASES (default 400) and INFLLM_CUDA_WS_SEED (default 1).
+ * (100 SMs, no tensor-core generation, 48 KB), or with INFLLM_CUDA_EMULATE=NAME that GPU's (ctest runs it as
+ * planned for an H200, an A100, a 99 KB cc 8.6 part and a 16-SM Orin), on a GPU machine the device's own
+ * (lowered to the profile's), so CI and the GPU machine check different splits and kernel choices.
+ * INFLLM_CUDA_WS_CASES (default 400) and INFLLM_CUDA_WS_SEED (default 1).
  */
 #include <math.h>
 #include <stdint.h>
@@ -57,9 +59,10 @@ int main(void) {
     static const int Gs[] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 24, 32, 48, 64};
     static const int Bs[] = {0, 16, 32, 48, 64, 128, 192};
     const int nG = (int)(sizeof Gs / sizeof Gs[0]), nB = (int)(sizeof Bs / sizeof Bs[0]);
-    printf("test_cuda_ws: the cache workspace query against every attend's need (%d SMs as the library sees "
-           "them)\n",
-           cuda_sm_count());
+    const char *emu = cuda_emulated_name();
+    printf("test_cuda_ws: the cache workspace query against every attend's need (%d SMs, compute capability %d, as "
+           "the library sees them%s%s)\n",
+           cuda_sm_count(), cuda_device_cc(), *emu ? "; INFLLM_CUDA_EMULATE=" : "", emu);
     double worst_slack = 0;
     long long pairs = 0;
     for (int ci = 0; ci < ncases; ci++) {
@@ -87,7 +90,7 @@ int main(void) {
         /* the params are built as the CPU backend builds them (the same fields for host lengths; the CUDA
          * backend's validation wants a device), then handed to the CUDA sizing functions */
         p.backend = INFLLM_BACKEND_CPU;
-        const int64_t cap = log_uniform(&rng, 1, 300000);
+        const int64_t cap = log_uniform(&rng, 1, 1000000); /* past the decode kernels' limits: 786,432 keys, and their shared memory on 99 KB parts */
         const int64_t nmax = log_uniform(&rng, 1, cap < 2000 ? cap : 2000);
         p.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (uint64_t)(cap + 1));
         snprintf(name, sizeof name, "case%d-%s-d%d-Hq%d-Hkv%d-B%d-k%d/%d-t%d-e%d-m%d-cap%lld-n%lld", ci,
@@ -105,16 +108,28 @@ int main(void) {
         }
         free(seqs);
         if (st != INFLLM_OK) continue;
-        /* lengths: the capacity, the shortest that holds nmax queries, and two between */
-        const int64_t Ls[4] = {cap, nmax, nmax + (cap - nmax) / 3,
-                               nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax))};
+        /* lengths: the capacity, the shortest that holds nmax queries, two between, and the longest on the
+         * decode kernels (their largest need, where a longer capacity switches to the other kernels; it
+         * depends on the count only through 1-3 or 4+ queries a CTA) */
+        int64_t dmax[2] = {0, 0};
+        for (int f = 0; f < 2; f++) {
+            infllm_attn_params an;
+            infllm_seq *sq = NULL;
+            const int64_t nq = f ? (nmax < 4 ? nmax : 4) : 1;
+            if (infllm_build_single_seq_params(&p, dt, Hq, Hkv, D, nq, cap, &an, &sq) == INFLLM_OK)
+                dmax[f] = cuda_cache_decode_max_len(&an);
+            free(sq);
+        }
+        const int64_t Ls[5] = {cap, nmax, nmax + (cap - nmax) / 3,
+                               nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax)), 0};
         size_t most = 0;
         int short_n = 0;
         int64_t first_short = -1, first_L = -1;
         size_t first_need = 0;
         for (int64_t n = 1; n <= nmax; n++) {
-            for (int li = 0; li < 4; li++) {
-                const int64_t L = Ls[li] < n ? n : Ls[li];
+            for (int li = 0; li < 5; li++) {
+                if (li == 4 && dmax[n >= 4] < n) continue;
+                const int64_t L = li == 4 ? dmax[n >= 4] : Ls[li] < n ? n : Ls[li];
                 const size_t need = attend_need(&p, dt, Hq, Hkv, D, n, L, name);
                 pairs++;
                 if (need > most) most = need;

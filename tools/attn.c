@@ -232,7 +232,8 @@ int cmd_attn(int argc, char **argv) {
         dev.cuda = 1;
         if (!infllm_cuda_available()) {
             fprintf(stderr, "infllm attn: --device cuda: %s\n",
-                    infllm_cuda_built() ? "no CUDA device found" : "this infllm was built without CUDA");
+                    infllm_cuda_built() ? "no CUDA device of compute capability 8.0 or newer found"
+                                         : "this infllm was built without CUDA");
             return 1;
         }
     } else {

@@ -16,7 +16,8 @@ static void print_version(void) {
     printf("commit: %s\n", infllm_build_commit());
     printf("simd: %s\n", infllm_cpu_simd_level());
     printf("threads: %d\n", infllm_cpu_num_threads());
-    printf("cuda: %s\n", infllm_cuda_built() ? (infllm_cuda_available() ? "on (device found)" : "on (no device found)")
+    printf("cuda: %s\n", infllm_cuda_built() ? (infllm_cuda_available() ? "on (device found)"
+                                                                         : "on (no device of compute capability 8.0+ found)")
                                              : "off (built without CUDA)");
 }
 

@@ -42,7 +42,7 @@ int infllm_cuda_built(void) {
 }
 int infllm_cuda_available(void) {
 #ifdef INFLLM_HAVE_CUDA
-    return cuda_device_available();
+    return cuda_device_available() && cuda_device_cc() >= 80;
 #else
     return 0;
 #endif
@@ -89,19 +89,21 @@ static infllm_status check_params(const infllm_params *p) {
         return infllm_set_error(INFLLM_ERR_PARAM, "invalid backend %d", (int)p->backend);
     if (p->num_threads < 0)
         return infllm_set_error(INFLLM_ERR_PARAM, "num_threads must be >= 0 (got %d)", p->num_threads);
-    if (p->backend == INFLLM_BACKEND_CUDA && !infllm_cuda_available())
-        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, infllm_cuda_built()
-                                                            ? "CUDA backend: no CUDA device available"
-                                                            : "CUDA backend: infllm was built without CUDA");
+    if (p->backend == INFLLM_BACKEND_CUDA) {
 #ifdef INFLLM_HAVE_CUDA
-    /* the kernels use bf16 mma.sync and cp.async (sm_80); a cc 7.x device has no image of them, and every
-     * launch would fail with "no kernel image" instead of this */
-    if (p->backend == INFLLM_BACKEND_CUDA && cuda_device_cc() < 80)
-        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                                "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels need "
-                                "8.0 (Ampere) or newer (use the CPU backend)",
-                                cuda_device_cc() / 10, cuda_device_cc() % 10);
+        if (!cuda_device_available())
+            return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: no CUDA device available");
+        /* the kernels use bf16 mma.sync and cp.async (sm_80); a cc 7.x device has no image of them, and every
+         * launch would fail with "no kernel image" instead of this */
+        if (cuda_device_cc() < 80)
+            return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                    "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels "
+                                    "need 8.0 (Ampere) or newer (use the CPU backend)",
+                                    cuda_device_cc() / 10, cuda_device_cc() % 10);
+#else
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: infllm was built without CUDA");
 #endif
+    }
     return INFLLM_OK;
 }
 

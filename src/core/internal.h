@@ -246,6 +246,8 @@ infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *by
 /* The bytes cuda_cache_attend needs for exactly ap (its query count and length); tests/test_cuda_ws.c holds
  * cuda_cache_workspace_size to it for every smaller count and length. */
 size_t cuda_cache_attend_bytes(const infllm_attn_params *ap);
+/* The longest key count up to ap->total_k at which such an attend runs on the decode-cache kernels (0: none). */
+int64_t cuda_cache_decode_max_len(const infllm_attn_params *ap);
 /* The SM count the CUDA sizing and launch rules use (the current device's; 100 without one). */
 int cuda_sm_count(void);
 /* The current device's compute capability as 10 x major + minor (86 for 8.6; 0 without one); the kernels

@@ -21,6 +21,7 @@
  * nothing allocates when the caller passes workspace, so append + attend can be captured into a
  * CUDA graph.
  */
+#include <algorithm>
 #include <atomic>
 #include <stdlib.h>
 #include <string.h>
@@ -773,24 +774,30 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
+    /* sizing: the longest length these kernels serve (CD_MAX_BLOCKS blocks, below 2^31 keys) */
+    const int64_t Lk = sizing ? std::min(L, std::min((int64_t)CD_MAX_BLOCKS * ap->B, (int64_t)INT32_MAX - 1)) : L;
+    int64_t nL = ap->exact_lse ? d_windows(Lk, ap->l1, ap->s1) : d_windows(Lk, ap->l2, ap->s2);
+    c.ntL = (int)((nL + 63) / 64);
+    if (c.ntL < 1) c.ntL = 1;
     /* the selection's and the attention's shared memory within the block's limit (at 4+ tokens a CTA the
      * score kernel holds 4 rows of partials: past ~530K keys on the 99 KB of cc 8.6 / 8.9 parts, ~1.4M on
      * a Hopper); else the shared kernels take the call. Longer calls need more, so the workspace query
-     * (sizing, at the longest length) covers both paths. */
-    if (!sizing) {
-        const int64_t nL0 = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
-        const int ntl0 = (int)((nL0 + 63) / 64) > 1 ? (int)((nL0 + 63) / 64) : 1;
-        const size_t optin = (size_t)cuda_dev_props().smem_optin;
-        c.use = cd_score_smem(ap->D, n >= 4, c.nbt, ntl0) <= optin &&
-                cd_attn_smem_total(ap->D, ap->topk_out) <= optin;
-        if (!c.use) return c;
+     * (sizing) takes the most tiles of partials that fit, which covers every length that uses these
+     * kernels, and leaves them out where none can (the 48 KB of the fallback properties without a device:
+     * k_cd_attn alone needs ~74 KB at d 128) */
+    const size_t optin = (size_t)cuda_dev_props().smem_optin;
+    const int four = n >= 4;
+    if (sizing) {
+        const size_t base = cd_score_smem(ap->D, four, c.nbt, 0), per = cd_score_smem(ap->D, four, c.nbt, 1) - base;
+        const int64_t fit = optin > base ? (int64_t)((optin - base) / per) : 0;
+        if (c.ntL > fit) c.ntL = (int)fit;
     }
+    c.use = c.ntL >= 1 && cd_score_smem(ap->D, four, c.nbt, c.ntL) <= optin &&
+            cd_attn_smem_total(ap->D, ap->topk_out) <= optin;
+    if (!c.use) return c;
     if (sizing && c.nbmax > CD_MAX_BLOCKS) c.nbmax = CD_MAX_BLOCKS;
     c.nbmax = (c.nbmax + 3) & ~3; /* 16-byte rows: the selection reads each plane 4 blocks at a time */
-    int64_t nL = ap->exact_lse ? d_windows(L, ap->l1, ap->s1) : d_windows(L, ap->l2, ap->s2);
-    c.ntL = (int)((nL + 63) / 64);
-    if (c.ntL < 1) c.ntL = 1;
-    c.nt1 = (int)((d_windows(L, ap->l1, ap->s1) + 63) / 64);
+    c.nt1 = (int)((d_windows(Lk, ap->l1, ap->s1) + 63) / 64);
     const int64_t R = head_tiles(ap->G);
     int rows = (int)(ap->Hkv * n * R);
     /* attention CTAs per (head, head tile, token) sub-row: two per SM over all of them (a sparse decode
@@ -998,6 +1005,26 @@ static CacheWs cache_ws(const infllm_attn_params *ap) {
 static size_t attend_bytes(const CdPlan &cd, const CacheWs &w) { return cd.use ? cd.total : w.total; }
 extern "C" size_t cuda_cache_attend_bytes(const infllm_attn_params *ap) {
     return attend_bytes(cd_plan(ap, 0), cache_ws(ap));
+}
+
+/* The longest length up to ap->total_k at which an attend of ap->total_q queries runs on the decode kernels
+ * (their block and shared-memory limits only shrink the usable lengths as they grow), 0 if none: where
+ * test_cuda_ws looks for the decode kernels' largest need. */
+extern "C" int64_t cuda_cache_decode_max_len(const infllm_attn_params *ap) {
+    infllm_attn_params a = *ap;
+    auto usable = [&](int64_t L) {
+        a.total_k = L;
+        a.max_lk = (int32_t)std::min(L, (int64_t)INT32_MAX);
+        return cd_plan(&a, 0).use != 0;
+    };
+    int64_t lo = 0, hi = ap->total_k; /* usable(lo) or lo = 0; find the last usable length */
+    if (hi >= 1 && usable(hi)) return hi;
+    while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (usable(mid)) lo = mid;
+        else hi = mid;
+    }
+    return lo;
 }
 
 /* The most any call of 1..total_q queries needs (at total_k keys, the cache's capacity: every size grows with

@@ -29,17 +29,18 @@
  * there; the kernels it picks run here. So one Hopper runs the paths of an A100 (cc 8.0: the mma.sync
  * kernels, 163 KB a block), of the 99 KB parts (cc 8.6 / 8.9: RTX 30 / 40, A10, L4; cc 12.0 has the
  * same limits) and of a 16-SM Jetson AGX Orin (cc 8.7), and sees the refusal of a cc 7.5 T4
- * (scripts/cuda_check.sh, bench/emulate_check.py). Numbers: the CUDA programming guide's table of
- * compute capabilities and the parts' SM counts. An unknown name emulates nothing (cuda_emulated_name
- * says which profile is on). */
+ * (scripts/cuda_check.sh, bench/emulate_check.py). Without a device the profile's properties replace the
+ * fallback's, for the host-side planning tests (test_cuda_ws in CI; h200 is for them). Numbers: the CUDA
+ * programming guide's table of compute capabilities and the parts' SM counts. An unknown name emulates
+ * nothing (cuda_emulated_name says which profile is on). */
 struct EmulatedDevice {
     const char *name;
     int cc, sms, smem_optin, smem_per_sm;
 };
 static const EmulatedDevice k_emulated[] = {
-    {"a100", 80, 108, 163 * 1024, 164 * 1024}, {"rtx3090", 86, 82, 99 * 1024, 100 * 1024},
-    {"l4", 89, 58, 99 * 1024, 100 * 1024},     {"orin", 87, 16, 163 * 1024, 164 * 1024},
-    {"t4", 75, 40, 64 * 1024, 64 * 1024},
+    {"h200", 90, 132, 227 * 1024, 228 * 1024}, {"a100", 80, 108, 163 * 1024, 164 * 1024},
+    {"rtx3090", 86, 82, 99 * 1024, 100 * 1024}, {"l4", 89, 58, 99 * 1024, 100 * 1024},
+    {"orin", 87, 16, 163 * 1024, 164 * 1024},  {"t4", 75, 40, 64 * 1024, 64 * 1024},
 };
 static const EmulatedDevice *emulated_device(void) {
     const char *e = getenv("INFLLM_CUDA_EMULATE");
@@ -48,9 +49,15 @@ static const EmulatedDevice *emulated_device(void) {
         if (!strcmp(e, d.name)) return &d;
     return NULL;
 }
-static void cuda_emulate_device(CudaDevProps *p) {
+/* lowers a device's properties to the profile's; without a device (device 0), sets them: the host-side
+ * planning tests (test_cuda_ws) then plan for that GPU in CI, where no kernel can run anyway */
+static void cuda_emulate_device(CudaDevProps *p, int device) {
     const EmulatedDevice *d = emulated_device();
     if (!d) return;
+    if (!device) {
+        *p = CudaDevProps{d->sms, d->cc / 10, d->cc % 10, d->smem_optin, d->smem_per_sm};
+        return;
+    }
     if (d->cc < 10 * p->cc_major + p->cc_minor) p->cc_major = d->cc / 10, p->cc_minor = d->cc % 10;
     p->sms = min(p->sms, d->sms);
     p->smem_optin = min(p->smem_optin, d->smem_optin);
@@ -70,6 +77,7 @@ CudaDevProps cuda_dev_props(void) {
     int dev = 0, v = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
+        cuda_emulate_device(&p, 0);
         return p;
     }
     const bool cached = dev >= 0 && dev < MAX_DEV;
@@ -82,7 +90,7 @@ CudaDevProps cuda_dev_props(void) {
     if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess && v > 0)
         p.smem_per_sm = v;
     (void)cudaGetLastError();
-    cuda_emulate_device(&p);
+    cuda_emulate_device(&p, 1);
     if (cached) {
         std::lock_guard<std::mutex> guard(lock);
         if (!ready[dev].load(std::memory_order_relaxed)) {
