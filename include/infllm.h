@@ -315,7 +315,7 @@ const char *infllm_version(void);          /* "0.1.0" */
 const char *infllm_build_commit(void);     /* git commit the library was built from */
 const char *infllm_cpu_simd_level(void);   /* "avx512-bf16", "avx512", "avx2", "scalar" (runtime dispatch) */
 int infllm_cpu_num_threads(void);          /* threads used when num_threads == 0 */
-int infllm_cuda_available(void);           /* 1 if built with CUDA and a device of compute capability 8.0 or newer is present */
+int infllm_cuda_available(void);           /* 1 if built with CUDA and a device of compute capability 8.0+ is present */
 int infllm_cuda_built(void);               /* 1 if built with CUDA */
 
 #ifdef __cplusplus

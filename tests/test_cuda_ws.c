@@ -90,7 +90,8 @@ int main(void) {
         /* the params are built as the CPU backend builds them (the same fields for host lengths; the CUDA
          * backend's validation wants a device), then handed to the CUDA sizing functions */
         p.backend = INFLLM_BACKEND_CPU;
-        const int64_t cap = log_uniform(&rng, 1, 1000000); /* past the decode kernels' limits: 786,432 keys, and their shared memory on 99 KB parts */
+        /* to 1M keys: past the decode kernels' limits (786,432 keys; their shared memory on 99 KB parts) */
+        const int64_t cap = log_uniform(&rng, 1, 1000000);
         const int64_t nmax = log_uniform(&rng, 1, cap < 2000 ? cap : 2000);
         p.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (uint64_t)(cap + 1));
         snprintf(name, sizeof name, "case%d-%s-d%d-Hq%d-Hkv%d-B%d-k%d/%d-t%d-e%d-m%d-cap%lld-n%lld", ci,
@@ -120,14 +121,14 @@ int main(void) {
                 dmax[f] = cuda_cache_decode_max_len(&an);
             free(sq);
         }
-        const int64_t Ls[5] = {cap, nmax, nmax + (cap - nmax) / 3,
-                               nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax)), 0};
+        const int64_t Ls[4] = {cap, nmax, nmax + (cap - nmax) / 3,
+                               nmax + (int64_t)(h_uniform(&rng) * (double)(cap - nmax))};
         size_t most = 0;
         int short_n = 0;
         int64_t first_short = -1, first_L = -1;
         size_t first_need = 0;
         for (int64_t n = 1; n <= nmax; n++) {
-            for (int li = 0; li < 5; li++) {
+            for (int li = 0; li < 5; li++) { /* li 4: the longest length on the decode kernels */
                 if (li == 4 && dmax[n >= 4] < n) continue;
                 const int64_t L = li == 4 ? dmax[n >= 4] : Ls[li] < n ? n : Ls[li];
                 const size_t need = attend_need(&p, dt, Hq, Hkv, D, n, L, name);
