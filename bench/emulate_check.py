@@ -23,7 +23,7 @@ dtype), or refuse with INFLLM_ERR_UNSUPPORTED and a message on a shape that no k
 another status, a CUDA error or a mismatch fails. Profile t4 (cc 7.5) checks that every call is refused by
 its compute capability.
 
-    python3 bench/emulate_check.py [--lib build-gpu/libinfllm.so] --profile a100|rtx3090|l4|orin|t4|none
+    python3 bench/emulate_check.py [--lib build-gpu/libinfllm.so] --profile h200|a100|rtx3090|l4|orin|t4|none
                                    [--lengths 16384,131072,524288,786432] [--seed 0]
 
 Prints a line per call and `emulate_check PROFILE: all passed` (exit 0) or `... FAILED` (exit 1).
@@ -35,8 +35,8 @@ import os
 import sys
 
 PROFILES = {  # name: (cc, SMs, opt-in bytes a block), as src/cuda/cuda_pipeline.cu's table
-    "a100": (80, 108, 163 * 1024), "rtx3090": (86, 82, 99 * 1024), "l4": (89, 58, 99 * 1024),
-    "orin": (87, 16, 163 * 1024), "t4": (75, 40, 64 * 1024), "none": (None, None, None)}
+    "h200": (90, 132, 227 * 1024), "a100": (80, 108, 163 * 1024), "rtx3090": (86, 82, 99 * 1024),
+    "l4": (89, 58, 99 * 1024), "orin": (87, 16, 163 * 1024), "t4": (75, 40, 64 * 1024), "none": (None, None, None)}
 # (HQ, HKV, D, dtype, longest length): MiniCPM4 (G 16), Llama-3-like G 4, G 1 (MHA), G 8 at d 64 in f16,
 # Qwen2.5-7B-like G 7, G 32
 LAYOUTS = [(32, 2, 128, "bf16", 786432), (32, 8, 128, "bf16", 1 << 17), (32, 32, 128, "bf16", 1 << 17),
