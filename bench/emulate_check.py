@@ -34,9 +34,9 @@ import math
 import os
 import sys
 
-PROFILES = {  # name: (cc, SMs, opt-in bytes a block), as src/cuda/cuda_pipeline.cu's table
-    "h200": (90, 132, 227 * 1024), "a100": (80, 108, 163 * 1024), "rtx3090": (86, 82, 99 * 1024),
-    "l4": (89, 58, 99 * 1024), "orin": (87, 16, 163 * 1024), "t4": (75, 40, 64 * 1024), "none": (None, None, None)}
+PROFILES = {  # name: (cc, SMs), as src/cuda/cuda_pipeline.cu's table: what the library must report under it
+    "h200": (90, 132), "a100": (80, 108), "rtx3090": (86, 82), "l4": (89, 58), "orin": (87, 16), "t4": (75, 40),
+    "none": (None, None)}
 # (HQ, HKV, D, dtype, longest length): MiniCPM4 (G 16), Llama-3-like G 4, G 1 (MHA), G 8 at d 64 in f16,
 # Qwen2.5-7B-like G 7, G 32
 LAYOUTS = [(32, 2, 128, "bf16", 786432), (32, 8, 128, "bf16", 1 << 17), (32, 32, 128, "bf16", 1 << 17),
@@ -60,7 +60,7 @@ def main():
     import torch
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cuda_bench as cb
-    from infllm_ctypes import DENSE, SPARSE, Layout
+    from infllm_ctypes import DENSE, SPARSE
 
     if not torch.cuda.is_available():
         print("emulate_check: SKIP (no CUDA device)")
@@ -72,7 +72,7 @@ def main():
     cc = lib.cuda_device_cc()
     sms = lib.cuda_sm_count()
     props = torch.cuda.get_device_properties(0)
-    want_cc, want_sms, _ = PROFILES[a.profile]
+    want_cc, want_sms = PROFILES[a.profile]
     real_cc = 10 * props.major + props.minor
     print(f"emulate_check {a.profile}: {props.name} (cc {real_cc}, {props.multi_processor_count} SMs) planned as "
           f"cc {cc}, {sms} SMs (profile '{name}')")
@@ -101,12 +101,10 @@ def main():
             failures.append(what)
 
     def make_layout(lq, lk):
-        """(queries, keys) pairs as one call's layout (cu_seqlens on the device when several)"""
-        lay = Layout()
-        lay.dtype = cb.DT
+        """(queries, keys) pairs as one call's layout: cuda_bench's one-sequence layout of the totals, with
+        the counts, the longest lengths and (several sequences) cu_seqlens on the device"""
+        lay = cb.layout(sum(lq), sum(lk))
         lay.num_seqs = len(lq)
-        lay.total_q, lay.total_k = sum(lq), sum(lk)
-        lay.num_q_heads, lay.num_kv_heads, lay.head_dim = cb.HQ, cb.HKV, cb.D
         lay.max_seqlen_q, lay.max_seqlen_k = max(lq), max(lk)
         if len(lq) > 1:
             cq = torch.tensor([0] + torch.tensor(lq).cumsum(0).tolist(), dtype=torch.int32, device="cuda")
