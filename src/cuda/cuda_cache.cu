@@ -741,7 +741,11 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
     if (dc == 0 && lane == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lt > 0.f ? (mu + __log2f(lt)) * LN2_F : -INFINITY;
 }
 
-/* k_cd_score's (four: k_cd_score4's, n >= 4) shared memory, its static arrays (sq, sc, slse as declared,
+/* the selection of n queries takes CD_SEL_TOKENS of them a CTA (k_cd_lse4 / k_cd_score4) when there are 4 or
+ * more (decode: 1) */
+static bool cd_four(int64_t n) { return n >= 4; }
+
+/* k_cd_score's (four: k_cd_score4's, cd_four) shared memory, its static arrays (sq, sc, slse as declared,
  * 128 bytes of alignment slack) and the dynamic rows of cd_score_warp_smem a warp; k_cd_attn's */
 static size_t cd_score_smem(int D, int four, int nbt, int ntL) {
     const size_t tpc = four ? CD_SEL_TOKENS : 1;
@@ -786,7 +790,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
      * kernels, and leaves them out where none can (the 48 KB of the fallback properties without a device:
      * k_cd_attn alone needs ~74 KB at d 128) */
     const size_t optin = (size_t)cuda_dev_props().smem_optin;
-    const int four = n >= 4;
+    const int four = cd_four(n);
     if (sizing) {
         const size_t base = cd_score_smem(ap->D, four, c.nbt, 0), per = cd_score_smem(ap->D, four, c.nbt, 1) - base;
         const int64_t fit = optin > base ? (int64_t)((optin - base) / per) : 0;
@@ -862,8 +866,8 @@ static infllm_status cd_launch(const CdParams &p, const CdPlan &c, int sparse, i
     int pdl = pdl_ok;
     void (*attn)(CdParams) = k_cd_attn<T, D, 0>;
     if (sparse && need_select) {
-        /* 4 tokens a CTA share each c2 / c1 tile when there are 4 or more (1: decode) */
-        const bool four = p.n >= 4;
+        /* 4 tokens a CTA share each c2 / c1 tile (cd_four) */
+        const bool four = cd_four(p.n);
         const unsigned ny = (unsigned)(four ? (p.n + 3) / 4 : p.n);
         const size_t ssm = cd_score_warp_smem(c.nbt, c.ntL) * (four ? 4 : 1);
         void (*lse)(CdParams) = four ? k_cd_lse4<T, D> : k_cd_lse<T, D>;
