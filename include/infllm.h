@@ -317,6 +317,11 @@ const char *infllm_cpu_simd_level(void);   /* "avx512-bf16", "avx512", "avx2", "
 int infllm_cpu_num_threads(void);          /* threads used when num_threads == 0 */
 int infllm_cuda_available(void);           /* 1 if built with CUDA and a device of compute capability 8.0+ is present */
 int infllm_cuda_built(void);               /* 1 if built with CUDA */
+/* One line on the current CUDA device and the code that runs there (name, compute capability, SMs,
+ * shared memory a block; the kernels: sm_90a wgmma, mma.sync SASS, or PTX the driver JIT-compiled for a
+ * GPU newer than the build), or why there is none, into buf (truncated to size). Returns
+ * infllm_cuda_available(). */
+int infllm_cuda_device_info(char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -70,6 +70,41 @@ try:
 except json.JSONDecodeError as e:
     check(False, f"bench attn json does not parse: {e}")
 
+# --inputs structured (q and k share a component a 256-token segment), csv with the device and inputs columns
+p = run("bench", "attn", *SMALL, "--format", "csv", "--peak", "100", "--inputs", "structured", "--modes", "sparse")
+check(p.returncode == 0, f"bench attn --inputs structured: exit {p.returncode}: {p.stderr[-300:]}")
+recs = list(csv.DictReader(io.StringIO(p.stdout)))
+check(len(recs) == 2 and all(r["device"] == "cpu" and r["inputs"] == "structured" and float(r["ms"]) > 0 for r in recs),
+      f"bench attn csv rows (device, inputs): {p.stdout[:400]}")
+
+# --device cuda: rows timed on the GPU where there is one, else a message and exit 1 with nothing on stdout
+ver = run("version").stdout
+cuda_usable = "\ncuda: on, " in "\n" + ver
+GPU = ["--seqlen", "4096,8192", "--heads", "8", "--kv-heads", "2", "--head-dim", "64", "--reps", "2", "--no-warmup",
+       "--block-size", "64", "--topk", "8", "--local-blocks", "4"]
+p = run("bench", "attn", *GPU, "--device", "cuda", "--format", "json")
+if cuda_usable:
+    check(p.returncode == 0, f"bench attn --device cuda: exit {p.returncode}: {p.stderr[-300:]}")
+    try:
+        rows = json.loads(p.stdout)
+    except json.JSONDecodeError as e:
+        rows = []
+        check(False, f"bench attn --device cuda json does not parse: {e}: {p.stdout[:300]}")
+    check([(r["mode"], r["seqlen"]) for r in rows] == [("dense", 4096), ("sparse", 4096), ("dense", 8192),
+                                                       ("sparse", 8192)], f"bench attn --device cuda rows: {rows}")
+    for r in rows:
+        check(r["device"] == "cuda" and positive(r["ms"]) and positive(r["gflops"]), f"cuda row values: {r}")
+        if r["mode"] == "sparse":
+            check(positive(r["compress_ms"]) and positive(r["stage1_ms"]) and positive(r["stage2_ms"]) and
+                  positive(r["vs_dense"]), f"cuda sparse row stages: {r}")
+    p = run("bench", "attn", *GPU, "--device", "cuda", "--dtype", "f32")
+    check(p.returncode == 1 and "f32" in p.stderr.lower() and p.stdout.count("\n| ") <= 2,
+          f"bench attn --device cuda --dtype f32: exit {p.returncode}, {p.stderr[-300:]!r}")
+else:
+    print(f"py_cli_bench: no usable CUDA device ({ver.strip().splitlines()[-1]}): --device cuda checked for its message")
+    check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
+          f"bench attn --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
+
 # bad input: a clear message, exit 2, nothing on stdout
 for args, what in (
     (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
@@ -78,6 +113,10 @@ for args, what in (
     (["bench", "backward", "--peak", "5"], "--peak"),
     (["bench", "backward", "--frobnicate"], "--frobnicate"),
     (["bench", "nosuch"], "nosuch"),
+    (["bench", "attn", "--device", "gpu"], "--device cpu|cuda"),
+    (["bench", "attn", "--inputs", "zeros"], "--inputs random|structured"),
+    (["bench", "backward", "--device", "cuda"], "CPU backend only"),
+    (["bench", "peak", "--device", "cuda"], "--device"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

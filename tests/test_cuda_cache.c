@@ -526,10 +526,12 @@ int main(void) {
     printf("test_cuda_cache: SKIP (built without CUDA)\n");
     return 77;
 #else
-    if (!infllm_cuda_available()) {
-        printf("test_cuda_cache: SKIP (no CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n");
+    char info[512];
+    if (!infllm_cuda_device_info(info, sizeof info)) {
+        printf("test_cuda_cache: SKIP (%s; needs a CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n", info);
         return 77;
     }
+    printf("test_cuda_cache: %s\n", info);
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
     /* name, dtype, D, Hq, Hkv, B, l1, s1, init, local, topk, exact, dense_len, mode, capacity, nsteps,

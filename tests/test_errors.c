@@ -461,6 +461,16 @@ static void test_misc(void) {
     CHECK(strcmp(infllm_version(), INFLLM_VERSION_STRING) == 0, "version");
     CHECK(infllm_build_commit() != NULL, "build commit");
     CHECK(infllm_cuda_available() == 0 || infllm_cuda_built() == 1, "cuda available implies built");
+    char info[256];
+    memset(info, 'x', sizeof info);
+    const int usable = infllm_cuda_device_info(info, sizeof info);
+    CHECK(usable == infllm_cuda_available(), "device info's answer %d, cuda available %d", usable, infllm_cuda_available());
+    CHECK(info[0] != 0 && memchr(info, 0, sizeof info) != NULL, "device info: a terminated line");
+    char tiny[8];
+    infllm_cuda_device_info(tiny, sizeof tiny);
+    CHECK(memchr(tiny, 0, sizeof tiny) != NULL, "device info truncated to its buffer");
+    CHECK(infllm_cuda_device_info(NULL, 16) == 0 && infllm_cuda_device_info(info, 0) == 0, "device info: no buffer");
+    printf("cuda device: %s\n", info);
 }
 
 int main(void) {

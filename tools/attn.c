@@ -230,10 +230,10 @@ int cmd_attn(int argc, char **argv) {
         }
         p.backend = INFLLM_BACKEND_CUDA;
         dev.cuda = 1;
-        if (!infllm_cuda_available()) {
-            fprintf(stderr, "infllm attn: --device cuda: %s\n",
-                    infllm_cuda_built() ? "no CUDA device of compute capability 8.0 or newer found"
-                                         : "this infllm was built without CUDA");
+        char info[512];
+        if (!infllm_cuda_device_info(info, sizeof info)) {
+            fprintf(stderr, "infllm attn: --device cuda: %s (needs a device of compute capability 8.0 or newer and code for it)\n",
+                    infllm_cuda_built() ? info : "this infllm was built without CUDA");
             return 1;
         }
     } else {

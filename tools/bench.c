@@ -14,6 +14,13 @@
  *       CPU path's timing hook. Times are medians over --reps runs (after one warm-up run at
  *       the first length unless --no-warmup); the runs alternate dense, sparse, dense, ... and
  *       "vs dense" is the median of the per-pair ratios (both see the same machine load).
+ *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128), timed with CUDA events on
+ *       one stream with a caller workspace (no allocation inside the timed calls); the sparse row's
+ *       stages are separate calls on the same inputs: compress = infllm_compress_keys, stage 1 =
+ *       infllm_select_blocks (compression + fused selection) less compress, stage 2 =
+ *       infllm_sparse_attention on the selected blocks. --inputs structured (both devices): q and k
+ *       share a component within each 256-token segment (bench/cuda_bench.py's synthetic inputs, on
+ *       which neighbouring tokens select similar blocks, as in real text); default random N(0,1).
  *   infllm bench backward [the options of bench attn]
  *       A training step's attention on the CPU backend: dense (infllm_dense_attention, then
  *       infllm_dense_attention_backward) and sparse (infllm_select_blocks, infllm_sparse_attention
@@ -38,6 +45,10 @@
 #endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+
+#ifdef INFLLM_HAVE_CUDA
+#include <cuda_runtime_api.h>
 #endif
 
 #include "../src/attn/cpu_stats.h"
@@ -214,6 +225,8 @@ typedef struct opts {
     int heads, kv_heads, head_dim, threads, reps, warmup;
     infllm_dtype dtype;
     int do_dense, do_sparse;
+    int cuda;       /* --device cuda */
+    int structured; /* --inputs structured */
     infllm_params p;
     double peak, peak_cpu;
     const char *format;
@@ -258,7 +271,8 @@ static void usage(void) {
             "                         [--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]\n"
             "                         [--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]\n"
             "                         [--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]\n"
-            "                         [--peak GFLOPS] [--format md|csv|json]\n"
+            "                         [--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]\n"
+            "                         [--inputs random|structured]\n"
             "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n"
             "       infllm bench backward [the options of bench attn but --peak]\n");
 }
@@ -279,6 +293,27 @@ static void *rand_tensor(size_t n, infllm_dtype dt) {
     if (!p) return NULL;
     for (size_t i = 0; i < n; i++) infllm_store_f32(p, dt, (int64_t)i, (float)rnd_normal());
     return p;
+}
+
+/* q or k [T, H, D]: N(0,1), or with structured 0.6 N(0,1) + 0.8 s, s an N(0,1) vector of the token's 256-token
+ * segment and head (bench/cuda_bench.py's make_inputs: neighbouring tokens then select similar blocks, as in real
+ * text, instead of nearly independent ones) */
+static void *input_tensor(int T, int H, int D, infllm_dtype dt, int structured) {
+    if (!structured) return rand_tensor((size_t)T * H * D, dt);
+    const size_t row = (size_t)H * D, nseg = ((size_t)T + 255) / 256;
+    float *seg = malloc(nseg * row * sizeof(float));
+    void *x = malloc((size_t)T * row * infllm_dtype_size(dt));
+    if (!seg || !x) {
+        free(seg);
+        free(x);
+        return NULL;
+    }
+    for (size_t i = 0; i < nseg * row; i++) seg[i] = (float)rnd_normal();
+    for (size_t t = 0; t < (size_t)T; t++)
+        for (size_t j = 0; j < row; j++)
+            infllm_store_f32(x, dt, (int64_t)(t * row + j), (float)(0.6 * rnd_normal() + 0.8 * seg[(t / 256) * row + j]));
+    free(seg);
+    return x;
 }
 
 typedef struct row {
@@ -330,8 +365,8 @@ static infllm_layout one_seq_layout(const opts *o, int T) {
 static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
     const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim;
     size_t es = infllm_dtype_size(o->dtype);
-    void *q = rand_tensor((size_t)T * Hq * D, o->dtype);
-    void *k = rand_tensor((size_t)T * Hkv * D, o->dtype);
+    void *q = input_tensor(T, Hq, D, o->dtype, o->structured);
+    void *k = input_tensor(T, Hkv, D, o->dtype, o->structured);
     void *v = rand_tensor((size_t)T * Hkv * D, o->dtype);
     void *out = malloc((size_t)T * Hq * D * es);
     float *lse = malloc((size_t)T * Hq * sizeof(float));
@@ -434,12 +469,173 @@ done:
     return rc;
 }
 
+#ifdef INFLLM_HAVE_CUDA
+/* bench_one on the GPU: the same inputs (made on the host, copied once), every call on one stream with one
+ * caller workspace (the largest of the dense, sparse and selection needs, so no call allocates), each call
+ * between two CUDA events; one untimed round first (first-launch costs: attributes, module loading). Per
+ * rep: dense, the sparse pipeline, then its stages as separate calls (compress, select = compress + stage 1,
+ * stage 2 on the selected blocks). */
+static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
+    const size_t es = infllm_dtype_size(o->dtype), nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    const infllm_layout l = one_seq_layout(o, T);
+    infllm_params p = o->p;
+    p.backend = INFLLM_BACKEND_CUDA;
+    void *hq = input_tensor(T, Hq, D, o->dtype, o->structured), *hk = input_tensor(T, Hkv, D, o->dtype, o->structured);
+    void *hv = rand_tensor(nk, o->dtype);
+    void *q = NULL, *k = NULL, *v = NULL, *out = NULL, *lse = NULL, *c1 = NULL, *c2 = NULL, *topk = NULL, *ws = NULL;
+    cudaStream_t stream = NULL;
+    cudaEvent_t ev[7] = {0};
+    double *t = calloc((size_t)reps * 6, sizeof(double)); /* dense, pipeline, compress, select, stage 2, pair */
+    int rc = 1;
+    infllm_status st = INFLLM_OK;
+    const char *what = "";
+    if (!hq || !hk || !hv || !t) {
+        snprintf(err, errlen, "out of host memory for T=%d", T);
+        goto done;
+    }
+    infllm_params pc = o->p; /* the sizes on the host: one sequence, no cu_seqlens to read */
+    infllm_sizes sz;
+    if ((st = infllm_get_sizes(&pc, &l, &sz))) {
+        what = "infllm_get_sizes";
+        goto fail;
+    }
+    const int32_t K = sz.topk_out > 0 ? sz.topk_out : 1;
+    const size_t n1 = sz.total_n1 > 0 ? (size_t)sz.total_n1 : 1, n2 = sz.total_n2 > 0 ? (size_t)sz.total_n2 : 1;
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) goto cuda_fail;
+    for (int i = 0; i < 7; i++)
+        if (cudaEventCreate(&ev[i]) != cudaSuccess) goto cuda_fail;
+    if (cudaMalloc(&q, nq * es) || cudaMalloc(&k, nk * es) || cudaMalloc(&v, nk * es) || cudaMalloc(&out, nq * es) ||
+        cudaMalloc(&lse, (size_t)T * Hq * sizeof(float)) || cudaMalloc(&c1, n1 * Hkv * D * es) ||
+        cudaMalloc(&c2, n2 * Hkv * D * es) || cudaMalloc(&topk, (size_t)Hkv * T * K * sizeof(int32_t)))
+        goto cuda_fail;
+    if (cudaMemcpy(q, hq, nq * es, cudaMemcpyHostToDevice) || cudaMemcpy(k, hk, nk * es, cudaMemcpyHostToDevice) ||
+        cudaMemcpy(v, hv, nk * es, cudaMemcpyHostToDevice))
+        goto cuda_fail;
+    p.cuda_stream = stream;
+    size_t wsb = 0, b = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        p.mode = mode ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+        if ((st = infllm_attention_workspace_size(&p, &l, &b))) {
+            what = "infllm_attention_workspace_size";
+            goto fail;
+        }
+        if (b > wsb) wsb = b;
+    }
+    if ((st = infllm_select_blocks_workspace_size(&p, &l, &b))) {
+        what = "infllm_select_blocks_workspace_size";
+        goto fail;
+    }
+    if (b > wsb) wsb = b;
+    if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
+    p.workspace = ws;
+    p.workspace_bytes = wsb;
+    infllm_params pd = p, ps = p;
+    pd.mode = INFLLM_MODE_DENSE;
+    ps.mode = INFLLM_MODE_SPARSE;
+    for (int r = -1; r < reps; r++) { /* r = -1: the untimed round */
+        if (o->do_dense) {
+            cudaEventRecord(ev[0], stream);
+            if ((st = infllm_attention(&pd, &l, q, k, v, out, lse))) {
+                what = "infllm_attention (dense)";
+                goto fail;
+            }
+            cudaEventRecord(ev[1], stream);
+        }
+        if (o->do_sparse) {
+            cudaEventRecord(ev[2], stream);
+            if ((st = infllm_attention(&ps, &l, q, k, v, out, lse))) {
+                what = "infllm_attention (sparse)";
+                goto fail;
+            }
+            cudaEventRecord(ev[3], stream);
+            if ((st = infllm_compress_keys(&ps, &l, k, c1, c2, NULL, NULL))) {
+                what = "infllm_compress_keys";
+                goto fail;
+            }
+            cudaEventRecord(ev[4], stream);
+            if ((st = infllm_select_blocks(&ps, &l, q, k, topk))) {
+                what = "infllm_select_blocks";
+                goto fail;
+            }
+            cudaEventRecord(ev[5], stream);
+            if ((st = infllm_sparse_attention(&ps, &l, q, k, v, topk, K, out, lse))) {
+                what = "infllm_sparse_attention";
+                goto fail;
+            }
+            cudaEventRecord(ev[6], stream);
+        }
+        if (cudaStreamSynchronize(stream) != cudaSuccess) goto cuda_fail;
+        if (r < 0) continue;
+        float ms[6] = {0};
+        if (o->do_dense && cudaEventElapsedTime(&ms[0], ev[0], ev[1])) goto cuda_fail;
+        if (o->do_sparse)
+            for (int i = 1; i < 5; i++)
+                if (cudaEventElapsedTime(&ms[i], ev[i + 1], ev[i + 2])) goto cuda_fail;
+        for (int i = 0; i < 5; i++) t[(size_t)i * reps + r] = ms[i];
+        t[(size_t)5 * reps + r] = o->do_dense && o->do_sparse && ms[0] > 0 ? ms[1] / ms[0] : 0;
+    }
+    const double io = (double)(nq * 2 + nk * 2) * es + (double)T * Hq * sizeof(float);
+    double fd, f1, f2;
+    flops_of(o, T, &fd, &f1, &f2);
+    for (int mode = 0; mode < 2; mode++) {
+        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+        row *x = mode == 0 ? rd : rs;
+        memset(x, 0, sizeof *x);
+        x->mode = mode == 0 ? "dense" : "sparse";
+        x->seqlen = T;
+        x->ms = median(t + (size_t)mode * reps, reps);
+        if (mode == 1) {
+            x->compress_ms = median(t + (size_t)2 * reps, reps);
+            x->stage1_ms = median(t + (size_t)3 * reps, reps) - x->compress_ms;
+            x->stage2_ms = median(t + (size_t)4 * reps, reps);
+            if (o->do_dense) x->vs_dense = median(t + (size_t)5 * reps, reps);
+        }
+        x->gflop = mode == 0 ? fd / 1e9 : (f1 + f2) / 1e9;
+        x->gflops = x->gflop / (x->ms / 1e3);
+        x->io_mb = io / 1048576.0;
+        x->work_mb = (double)wsb / 1048576.0;
+        x->mem_ratio = (io + (double)wsb) / io;
+    }
+    rc = 0;
+    goto done;
+cuda_fail:
+    snprintf(err, errlen, "T=%d: CUDA: %s", T, cudaGetErrorString(cudaGetLastError()));
+    goto done;
+fail:
+    snprintf(err, errlen, "T=%d: %s: %s (%s)", T, what, infllm_status_str(st), infllm_last_error());
+done:
+    if (stream) cudaStreamSynchronize(stream);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(c1), cudaFree(c2), cudaFree(topk);
+    cudaFree(ws);
+    for (int i = 0; i < 7; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    if (stream) cudaStreamDestroy(stream);
+    (void)cudaGetLastError();
+    free(hq), free(hk), free(hv), free(t);
+    return rc;
+}
+#endif
+
 static int is_flag(const char *a, const char *name) { return !strcmp(a, name); }
 
 static void print_header(const opts *o, const char *cpu) {
     if (strcmp(o->format, "md")) return;
-    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n", infllm_build_commit(), cpu,
-           infllm_cpu_simd_level(), o->threads, load_avg());
+    if (o->cuda) {
+        printf("# infllm bench attn --device cuda: commit %s, %s\n", infllm_build_commit(), cpu);
+        printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
+               "inputs %s, reps %d (median of CUDA-event times); stage 1 = infllm_select_blocks - compress, stage 2 = "
+               "infllm_sparse_attention on its blocks\n",
+               o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
+               o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
+               o->p.kernel_stride, o->p.exact_lse, o->structured ? "structured" : "random", o->reps);
+        printf("\n| mode | seqlen | ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | TFLOP/s | "
+               "vs dense | io MiB | workspace MiB |\n");
+        printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        return;
+    }
+    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %.2f, inputs %s\n", infllm_build_commit(),
+           cpu, infllm_cpu_simd_level(), o->threads, load_avg(), o->structured ? "structured" : "random");
     printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
            "reps %d (median), fp32 FMA peak %.1f GFLOP/s (wall), %.1f (by CPU time)\n",
            o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
@@ -453,7 +649,12 @@ static void print_header(const opts *o, const char *cpu) {
 static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
     double share = x->ms > 0 ? x->stage1_ms / x->ms : 0;
     int sp = !strcmp(x->mode, "sparse");
-    if (!strcmp(o->format, "md")) {
+    const char *device = o->cuda ? "cuda" : "cpu", *inputs = o->structured ? "structured" : "random";
+    if (!strcmp(o->format, "md") && o->cuda) {
+        printf("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.3f | %.1f | %.1f |\n", x->mode, x->seqlen,
+               x->ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0, sp ? x->stage2_ms : 0.0, sp ? share : 0.0,
+               x->gflop, x->gflops / 1e3, x->vs_dense, x->io_mb, x->work_mb);
+    } else if (!strcmp(o->format, "md")) {
         printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %.1f | %.1f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.3f |\n",
                x->mode, x->seqlen, x->ms, x->cpu_ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0,
                sp ? x->stage2_ms : 0.0, sp ? share : 0.0, x->gflop, x->gflops, x->frac, x->frac_cpu, x->vs_dense,
@@ -461,24 +662,27 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
     } else if (!strcmp(o->format, "csv")) {
         if (*first)
             printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
-                   "gflop,gflops,peak_gflops,frac_peak,frac_peak_cpu,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd\n");
-        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s\n",
+                   "gflop,gflops,peak_gflops,frac_peak,frac_peak_cpu,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd,"
+                   "device,inputs\n");
+        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s,"
+               "%s,%s\n",
                x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
                x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak,
                x->frac, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, infllm_build_commit(), cpu,
-               infllm_cpu_simd_level());
+               infllm_cpu_simd_level(), device, inputs);
     } else {
         printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
                "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
                "\"compress_ms\": %.3f, \"stage1_ms\": %.3f, \"stage2_ms\": %.3f, \"stage1_share\": %.4f, "
                "\"gflop\": %.3f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"frac_peak\": %.4f, \"peak_gflops_cpu_time\": %.2f, \"frac_peak_cpu_time\": %.4f, \"vs_dense\": %.4f, \"vs_dense_cpu\": %.4f, "
                "\"io_mib\": %.2f, \"work_mib\": %.2f, \"mem_ratio\": %.4f, \"stage1_tokens\": %lld, "
-               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f}",
+               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f, "
+               "\"device\": \"%s\", \"inputs\": \"%s\"}",
                *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
                infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, x->ms,
                x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
                o->peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, x->s1_tokens, o->reps, infllm_build_commit(), cpu,
-               infllm_cpu_simd_level(), load_avg());
+               infllm_cpu_simd_level(), load_avg(), device, inputs);
     }
     fflush(stdout);
     *first = 0;
@@ -566,7 +770,23 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         else if (is_flag(a, "--init-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.init_blocks)) return 2; }
         else if (is_flag(a, "--kernel-size")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_size)) return 2; }
         else if (is_flag(a, "--kernel-stride")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_stride)) return 2; }
-        else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
+        else if (is_flag(a, "--device")) {
+            NEEDV();
+            if (!strcmp(val, "cuda")) o->cuda = 1;
+            else if (!strcmp(val, "cpu")) o->cuda = 0;
+            else {
+                fprintf(stderr, "infllm bench: --device cpu|cuda (got '%s')\n", val);
+                return 2;
+            }
+        } else if (is_flag(a, "--inputs")) {
+            NEEDV();
+            if (!strcmp(val, "structured")) o->structured = 1;
+            else if (!strcmp(val, "random")) o->structured = 0;
+            else {
+                fprintf(stderr, "infllm bench: --inputs random|structured (got '%s')\n", val);
+                return 2;
+            }
+        } else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
         else if (is_flag(a, "--no-warmup")) o->warmup = 0;
         else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
@@ -616,14 +836,33 @@ static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_common(&o, argc, argv, 0);
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
-    char cpu[256], err[512];
-    cpu_model(cpu, sizeof cpu);
-    if (o.peak <= 0) {
-        int lanes;
-        o.peak = measure_peak(o.threads, 1.0, &lanes);
-        o.peak_cpu = g_peak_cpu;
+    char cpu[512], err[512];
+    int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
+    if (o.cuda) {
+#ifdef INFLLM_HAVE_CUDA
+        if (o.peak > 0) {
+            fprintf(stderr, "infllm bench attn: --peak (the CPU's FMA peak) does not apply to --device cuda\n");
+            return 2;
+        }
+        if (!infllm_cuda_device_info(cpu, sizeof cpu)) {
+            fprintf(stderr, "infllm bench attn: --device cuda: %s (needs a device of compute capability 8.0 or newer "
+                            "and code for it)\n", cpu);
+            return 1;
+        }
+        one = bench_one_cuda;
+#else
+        fprintf(stderr, "infllm bench attn: --device cuda: this infllm was built without CUDA\n");
+        return 1;
+#endif
     } else {
-        o.peak_cpu = o.peak;
+        cpu_model(cpu, sizeof cpu);
+        if (o.peak <= 0) {
+            int lanes;
+            o.peak = measure_peak(o.threads, 1.0, &lanes);
+            o.peak_cpu = g_peak_cpu;
+        } else {
+            o.peak_cpu = o.peak;
+        }
     }
     print_header(&o, cpu);
     int first = 1;
@@ -632,14 +871,14 @@ static int cmd_attn_bench(int argc, char **argv) {
         w.reps = 1;
         row a, b;
         int T = o.seqlens[0] < 4096 ? o.seqlens[0] : 4096;
-        if (bench_one(&w, T, &a, &b, err, sizeof err)) {
+        if (one(&w, T, &a, &b, err, sizeof err)) {
             fprintf(stderr, "infllm bench: %s\n", err);
             return 1;
         }
     }
     for (int i = 0; i < o.nseq; i++) {
         row rd, rs;
-        if (bench_one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
+        if (one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
             fprintf(stderr, "infllm bench: %s\n", err);
             return 1;
         }
@@ -777,6 +1016,10 @@ static int cmd_backward_bench(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     if (o.peak > 0) {
         fprintf(stderr, "infllm bench backward: --peak does not apply\n");
+        return 2;
+    }
+    if (o.cuda) {
+        fprintf(stderr, "infllm bench backward: the backward runs on the CPU backend only (no --device cuda)\n");
         return 2;
     }
     if (o.kv_heads < 1 || o.heads % o.kv_heads) {

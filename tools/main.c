@@ -16,9 +16,16 @@ static void print_version(void) {
     printf("commit: %s\n", infllm_build_commit());
     printf("simd: %s\n", infllm_cpu_simd_level());
     printf("threads: %d\n", infllm_cpu_num_threads());
-    printf("cuda: %s\n", infllm_cuda_built() ? (infllm_cuda_available() ? "on (device found)"
-                                                                         : "on (no device of compute capability 8.0+ found)")
-                                             : "off (built without CUDA)");
+    char dev[512];
+    const int usable = infllm_cuda_device_info(dev, sizeof dev);
+    if (!infllm_cuda_built())
+        printf("cuda: off (built without CUDA)\n");
+    else if (usable)
+        printf("cuda: on, %s\n", dev);
+    else if (!strcmp(dev, "no CUDA device"))
+        printf("cuda: on (no CUDA device found)\n");
+    else
+        printf("cuda: on, but the device is not usable (compute capability 8.0+ and code for it needed): %s\n", dev);
 }
 
 static void usage(FILE *f) {

@@ -2,6 +2,7 @@
  * api.c: the public boundary. Every public op validates its arguments here, once, fills one
  * infllm_attn_params and hands it unchanged to the chosen backend (ref_*, cpu_*, cuda_*).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,8 +43,17 @@ int infllm_cuda_built(void) {
 }
 int infllm_cuda_available(void) {
 #ifdef INFLLM_HAVE_CUDA
-    return cuda_device_available() && cuda_device_cc() >= 80;
+    return cuda_device_available() && cuda_device_cc() >= 80 && cuda_device_code_arch() >= 0;
 #else
+    return 0;
+#endif
+}
+int infllm_cuda_device_info(char *buf, size_t size) {
+    if (!buf || !size) return 0;
+#ifdef INFLLM_HAVE_CUDA
+    return cuda_device_describe(buf, size);
+#else
+    snprintf(buf, size, "built without CUDA");
     return 0;
 #endif
 }
@@ -99,6 +109,11 @@ static infllm_status check_params(const infllm_params *p) {
             return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                     "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels "
                                     "need 8.0 (Ampere) or newer (use the CPU backend)",
+                                    cuda_device_cc() / 10, cuda_device_cc() % 10);
+        if (cuda_device_code_arch() < 0)
+            return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                    "CUDA backend: this build of infllm holds no code for the device (compute "
+                                    "capability %d.%d); rebuild with it in -DINFLLM_CUDA_ARCHS (default 80;90)",
                                     cuda_device_cc() / 10, cuda_device_cc() % 10);
 #else
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: infllm was built without CUDA");

@@ -255,6 +255,11 @@ int cuda_sm_count(void);
  * profile name, or "", cuda_emulated_name gives. */
 int cuda_device_cc(void);
 const char *cuda_emulated_name(void);
+/* The virtual architecture the driver's code for the current device was compiled from (80 for compute_80
+ * PTX, 90 for sm_90a code), -1 when the build holds none this device can run, 0 unknown. */
+int cuda_device_code_arch(void);
+/* infllm_cuda_device_info's line for the current device; returns 1 when the CUDA backend runs on it. */
+int cuda_device_describe(char *buf, size_t size);
 #endif
 
 #ifdef __cplusplus

@@ -848,11 +848,15 @@ static infllm_status cd_go(void (*kern)(Args...), dim3 grid, unsigned threads, s
     return INFLLM_OK;
 }
 
-/* PDL on compute capability >= 9.0, unless INFLLM_CUDA_NO_PDL=1 (diagnosis: profilers then see each
- * kernel's own time, not the time it spent waiting for its predecessor) */
+/* PDL on compute capability >= 9.0 where the kernels run code compiled for sm_90 or newer, unless
+ * INFLLM_CUDA_NO_PDL=1 (diagnosis: profilers then see each kernel's own time, not the time it spent
+ * waiting for its predecessor). A newer GPU than the build's architectures runs PTX JIT-compiled by the
+ * driver; from compute_80 PTX (an 80;90a build on a cc 10.x / 12.x part) cd_pdl_wait is empty, and a
+ * kernel launched with the attribute would read its predecessor's output without waiting for it. */
 static int cd_pdl_ok(void) {
     static std::atomic<int> no_pdl{CUDA_ENV_UNREAD};
-    return cuda_env_int("INFLLM_CUDA_NO_PDL", &no_pdl) != 1 && cuda_dev_props().cc_major >= 9;
+    const CudaDevProps d = cuda_dev_props();
+    return cuda_env_int("INFLLM_CUDA_NO_PDL", &no_pdl) != 1 && d.cc_major >= 9 && d.code_arch >= 90;
 }
 
 template <typename T, int D>

@@ -74,11 +74,18 @@ int cuda_flash_tile_tokens(const infllm_attn_params *ap, int sparse);
 
 /* Properties of the current device (cudaGetDevice), read from the driver once per device and kept in
  * a table (thread-safe; no device call after the first): SM count, compute capability, the opt-in
- * shared memory limit of one block, the shared memory of one SM. A device whose attributes cannot be
- * read gets 100 SMs, cc 0.0 and 48 KB, so every capability check fails closed. INFLLM_CUDA_EMULATE=NAME
- * lowers them to another GPU's (cuda_pipeline.cu: a100, rtx3090, l4, orin, t4), a test switch. */
+ * shared memory limit of one block, the shared memory of one SM, and the code the driver runs there:
+ * code_arch is the virtual architecture (PTX target, 10 x major + minor) the library's kernels were
+ * compiled from for this device, binary_arch the SASS they run as. Below the device's own compute
+ * capability the driver JIT-compiled PTX (a GPU newer than the build's architectures: a cc 10.x / 12.x
+ * part runs an 80;90a build's compute_80 PTX), and code of __CUDA_ARCH__ < 900 has no sm_90
+ * instructions (griddepcontrol, which PDL launches need). A device whose attributes cannot be read
+ * gets 100 SMs, cc 0.0, 48 KB and code_arch 0, so every capability check fails closed.
+ * INFLLM_CUDA_EMULATE=NAME lowers them to another GPU's (cuda_pipeline.cu: a100, rtx3090, l4, orin, t4),
+ * a test switch. */
 struct CudaDevProps {
     int sms, cc_major, cc_minor, smem_optin, smem_per_sm;
+    int code_arch, binary_arch;
 };
 CudaDevProps cuda_dev_props(void);
 /* cuda_dev_props().sms */

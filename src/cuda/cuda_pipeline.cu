@@ -55,10 +55,11 @@ static void cuda_emulate_device(CudaDevProps *p, int device) {
     const EmulatedDevice *d = emulated_device();
     if (!d) return;
     if (!device) {
-        *p = CudaDevProps{d->sms, d->cc / 10, d->cc % 10, d->smem_optin, d->smem_per_sm};
+        *p = CudaDevProps{d->sms, d->cc / 10, d->cc % 10, d->smem_optin, d->smem_per_sm, d->cc, d->cc};
         return;
     }
     if (d->cc < 10 * p->cc_major + p->cc_minor) p->cc_major = d->cc / 10, p->cc_minor = d->cc % 10;
+    p->code_arch = min(p->code_arch, d->cc);
     p->sms = min(p->sms, d->sms);
     p->smem_optin = min(p->smem_optin, d->smem_optin);
     p->smem_per_sm = min(p->smem_per_sm, d->smem_per_sm);
@@ -68,12 +69,16 @@ extern "C" const char *cuda_emulated_name(void) {
     return d ? d->name : "";
 }
 
+/* an empty kernel whose attributes say which code the driver loaded for a device (all kernels of the
+ * library come from the same fatbinary, so they share its choice) */
+__global__ void k_arch_probe(void) {}
+
 CudaDevProps cuda_dev_props(void) {
     enum { MAX_DEV = 64 }; /* devices past it are read every call */
     static CudaDevProps props[MAX_DEV];
     static std::atomic<int> ready[MAX_DEV];
     static std::mutex lock;
-    CudaDevProps p = {100, 0, 0, 48 * 1024, 48 * 1024};
+    CudaDevProps p = {100, 0, 0, 48 * 1024, 48 * 1024, 0, 0};
     int dev = 0, v = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -89,6 +94,14 @@ CudaDevProps cuda_dev_props(void) {
         p.smem_optin = v;
     if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) == cudaSuccess && v > 0)
         p.smem_per_sm = v;
+    cudaFuncAttributes fa;
+    const cudaError_t fe = cudaFuncGetAttributes(&fa, k_arch_probe);
+    if (fe == cudaSuccess) {
+        p.code_arch = fa.ptxVersion;
+        p.binary_arch = fa.binaryVersion;
+    } else if (fe == cudaErrorNoKernelImageForDevice || fe == cudaErrorInvalidDeviceFunction) {
+        p.code_arch = p.binary_arch = -1; /* the build holds no code this device can run */
+    }
     (void)cudaGetLastError();
     cuda_emulate_device(&p, 1);
     if (cached) {
@@ -106,6 +119,38 @@ extern "C" int cuda_sm_count(void) { return cuda_num_sms(); }
 extern "C" int cuda_device_cc(void) {
     const CudaDevProps d = cuda_dev_props();
     return 10 * d.cc_major + d.cc_minor;
+}
+extern "C" int cuda_device_code_arch(void) { return cuda_dev_props().code_arch; }
+
+extern "C" int cuda_device_describe(char *buf, size_t size) {
+    if (!buf || !size) return 0;
+    buf[0] = 0;
+    int dev = 0;
+    cudaDeviceProp prop;
+    if (!cuda_device_available() || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(buf, size, "no CUDA device");
+        return 0;
+    }
+    const CudaDevProps d = cuda_dev_props();
+    const int cc = 10 * d.cc_major + d.cc_minor;
+    char code[96];
+    if (d.code_arch < 0)
+        snprintf(code, sizeof code, "none (this build holds no code for cc %d.%d)", prop.major, prop.minor);
+    else if (d.code_arch == 0)
+        snprintf(code, sizeof code, "unknown");
+    else if (d.binary_arch > d.code_arch)
+        snprintf(code, sizeof code, "compute_%d PTX, JIT-compiled by the driver for sm_%d", d.code_arch, d.binary_arch);
+    else
+        snprintf(code, sizeof code, "sm_%d%s", d.binary_arch, cuda_use_wgmma() ? "a (wgmma)" : " (mma.sync)");
+    const char *emu = cuda_emulated_name();
+    int n = snprintf(buf, size, "%s, cc %d.%d, %d SMs, %d KB shared memory a block; kernels: %s", prop.name,
+                     prop.major, prop.minor, prop.multiProcessorCount, (int)(prop.sharedMemPerBlockOptin / 1024), code);
+    if (*emu && n >= 0 && (size_t)n < size)
+        snprintf(buf + n, size - n, "; planned as %s (INFLLM_CUDA_EMULATE: cc %d.%d, %d SMs, %d KB a block)", emu,
+                 cc / 10, cc % 10, d.sms, d.smem_optin / 1024);
+    return cc >= 80 && d.code_arch >= 0;
 }
 
 int cuda_env_int(const char *name, std::atomic<int> *slot) {
