@@ -16,6 +16,7 @@
  */
 #include <atomic>
 #include <mutex>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
