@@ -60,7 +60,8 @@ static void cuda_emulate_device(CudaDevProps *p, int device) {
         return;
     }
     if (d->cc < 10 * p->cc_major + p->cc_minor) p->cc_major = d->cc / 10, p->cc_minor = d->cc % 10;
-    p->code_arch = min(p->code_arch, d->cc);
+    p->code_arch = min(p->code_arch, d->cc); /* that GPU's own code: no PDL below 9.0 */
+    p->binary_arch = min(p->binary_arch, d->cc);
     p->sms = min(p->sms, d->sms);
     p->smem_optin = min(p->smem_optin, d->smem_optin);
     p->smem_per_sm = min(p->smem_per_sm, d->smem_per_sm);
