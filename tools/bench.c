@@ -484,12 +484,12 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     void *hv = rand_tensor(nk, o->dtype);
     void *q = NULL, *k = NULL, *v = NULL, *out = NULL, *lse = NULL, *c1 = NULL, *c2 = NULL, *topk = NULL, *ws = NULL;
     cudaStream_t stream = NULL;
-    cudaEvent_t ev[2] = {0};
+    cudaEvent_t *ev = calloc((size_t)reps + 1, sizeof(cudaEvent_t)); /* boundaries of the reps of one kind */
     double *t = calloc((size_t)reps * 5, sizeof(double)); /* [dense, pipeline, compress, select, stage 2][reps] */
     int rc = 1;
     infllm_status st = INFLLM_OK;
     const char *what = "";
-    if (!hq || !hk || !hv || !t) {
+    if (!hq || !hk || !hv || !t || !ev) {
         snprintf(err, errlen, "out of host memory for T=%d", T);
         goto done;
     }
@@ -502,7 +502,7 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     const int32_t K = sz.topk_out > 0 ? sz.topk_out : 1;
     const size_t n1 = sz.total_n1 > 0 ? (size_t)sz.total_n1 : 1, n2 = sz.total_n2 > 0 ? (size_t)sz.total_n2 : 1;
     if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) goto cuda_fail;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i <= reps; i++)
         if (cudaEventCreate(&ev[i]) != cudaSuccess) goto cuda_fail;
     if (cudaMalloc(&q, nq * es) || cudaMalloc(&k, nk * es) || cudaMalloc(&v, nk * es) || cudaMalloc(&out, nq * es) ||
         cudaMalloc(&lse, (size_t)T * Hq * sizeof(float)) || cudaMalloc(&c1, n1 * Hkv * D * es) ||
@@ -532,10 +532,12 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     infllm_params pd = p, ps = p;
     pd.mode = INFLLM_MODE_DENSE;
     ps.mode = INFLLM_MODE_SPARSE;
-    /* kind by kind (sparse pipeline, compress, select, stage 2, dense), each one untimed call and then its reps
-     * back to back: on the GPU the order matters more than the load, and a call timed right after a long dense
-     * one ran measurably slower in an interleaved order (the H200 at 128K: pipeline 65.3 ms against 61.4 for its
-     * stages timed apart, session 33) */
+    /* kind by kind (sparse pipeline, compress, select, stage 2, dense): one untimed call, then the reps enqueued back
+     * to back with an event between two calls, so that each time is the call's own device time and not the host's
+     * launch latency in front of an idle GPU (a lone ~20 us compression read 86-113 us between two events with a
+     * synchronisation after each, session 33), and one synchronisation at the end. Kind by kind, not interleaved: a
+     * call timed right after a 240 ms dense one ran slower (the H200 at 128K: pipeline 65.3 ms interleaved against
+     * 61.4 for its stages). */
     static const char *const names[5] = {"infllm_attention (dense)", "infllm_attention (sparse)", "infllm_compress_keys",
                                          "infllm_select_blocks", "infllm_sparse_attention"};
     static const int order[5] = {1, 2, 3, 4, 0};
@@ -543,7 +545,7 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
         const int kind = order[oi];
         if ((kind == 0 && !o->do_dense) || (kind > 0 && !o->do_sparse)) continue;
         for (int r = -1; r < reps; r++) { /* r = -1: the untimed call */
-            cudaEventRecord(ev[0], stream);
+            if (r >= 0 && cudaEventRecord(ev[r], stream) != cudaSuccess) goto cuda_fail;
             switch (kind) {
             case 0: st = infllm_attention(&pd, &l, q, k, v, out, lse); break;
             case 1: st = infllm_attention(&ps, &l, q, k, v, out, lse); break;
@@ -555,11 +557,13 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
                 what = names[kind];
                 goto fail;
             }
-            cudaEventRecord(ev[1], stream);
-            if (cudaStreamSynchronize(stream) != cudaSuccess) goto cuda_fail;
+        }
+        if (cudaEventRecord(ev[reps], stream) != cudaSuccess || cudaStreamSynchronize(stream) != cudaSuccess)
+            goto cuda_fail;
+        for (int r = 0; r < reps; r++) {
             float ms = 0;
-            if (r >= 0 && cudaEventElapsedTime(&ms, ev[0], ev[1])) goto cuda_fail;
-            if (r >= 0) t[(size_t)kind * reps + r] = ms;
+            if (cudaEventElapsedTime(&ms, ev[r], ev[r + 1]) != cudaSuccess) goto cuda_fail;
+            t[(size_t)kind * reps + r] = ms;
         }
     }
     const double io = (double)(nq * 2 + nk * 2) * es + (double)T * Hq * sizeof(float);
@@ -595,11 +599,11 @@ done:
     if (stream) cudaStreamSynchronize(stream);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out), cudaFree(lse), cudaFree(c1), cudaFree(c2), cudaFree(topk);
     cudaFree(ws);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; ev && i <= reps; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
     if (stream) cudaStreamDestroy(stream);
     (void)cudaGetLastError();
-    free(hq), free(hk), free(hv), free(t);
+    free(hq), free(hk), free(hv), free(t), free(ev);
     return rc;
 }
 #endif
