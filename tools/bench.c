@@ -1,5 +1,6 @@
 /*
- * bench.c: `infllm bench attn` and `infllm bench peak` (CPU backend).
+ * bench.c: `infllm bench attn` (CPU backend, or the GPU with --device cuda), `infllm bench peak` and
+ * `infllm bench backward` (CPU backend).
  *
  *   infllm bench peak [--threads N] [--seconds S] [--format md|csv|json]
  *       fp32 FMA peak: every thread runs independent AVX-512 (else AVX2) FMA chains held in
@@ -274,7 +275,7 @@ static void usage(void) {
             "                         [--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]\n"
             "                         [--inputs random|structured]\n"
             "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n"
-            "       infllm bench backward [the options of bench attn but --peak]\n");
+            "       infllm bench backward [the options of bench attn but --peak and --device]\n");
 }
 
 static uint64_t rng_state = 0x1234567887654321ull;
@@ -471,9 +472,9 @@ done:
 
 #ifdef INFLLM_HAVE_CUDA
 /* bench_one on the GPU: the same inputs (made on the host, copied once), every call on one stream with one
- * caller workspace (the largest of the dense, sparse and selection needs, so no call allocates), each call
- * between two CUDA events: the dense call, the sparse pipeline, and its stages as separate calls (compress,
- * select = compress + stage 1, stage 2 on the selected blocks); "vs dense" = the ratio of the medians. */
+ * caller workspace (the largest of the dense, sparse and selection needs, so no call allocates), timed with
+ * CUDA events: the dense call, the sparse pipeline, and its stages as separate calls (compress, select =
+ * compress + stage 1, stage 2 on the selected blocks); "vs dense" = the ratio of the medians. */
 static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
     const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
     const size_t es = infllm_dtype_size(o->dtype), nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
