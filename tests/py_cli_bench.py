@@ -31,14 +31,19 @@ def positive(x):
     return isinstance(x, (int, float)) and x > 0
 
 
+def json_rows(p, what):
+    """the rows of a --format json run, [] (and a failed check) when its output does not parse"""
+    try:
+        return json.loads(p.stdout)
+    except json.JSONDecodeError as e:
+        check(False, f"{what} json does not parse: {e}: {p.stdout[:300]}")
+        return []
+
+
 # bench backward: json, csv and md rows for dense and sparse at both lengths
 p = run("bench", "backward", *SMALL, "--format", "json")
 check(p.returncode == 0, f"bench backward --format json: exit {p.returncode}: {p.stderr[-300:]}")
-try:
-    rows = json.loads(p.stdout)
-except json.JSONDecodeError as e:
-    rows = []
-    check(False, f"bench backward json does not parse: {e}: {p.stdout[:300]}")
+rows = json_rows(p, "bench backward")
 check([(r["mode"], r["seqlen"]) for r in rows] == [("dense", 256), ("sparse", 256), ("dense", 384), ("sparse", 384)],
       f"bench backward rows: {[(r.get('mode'), r.get('seqlen')) for r in rows]}")
 for r in rows:
@@ -64,11 +69,8 @@ check(p.returncode == 0 and p.stdout.count("\n| dense |") + p.stdout.count("\n| 
 # bench attn (the forward pipeline), json
 p = run("bench", "attn", *SMALL, "--format", "json", "--peak", "100")
 check(p.returncode == 0, f"bench attn --format json: exit {p.returncode}: {p.stderr[-300:]}")
-try:
-    rows = json.loads(p.stdout)
-    check(len(rows) == 4 and all(positive(r["ms"]) for r in rows), f"bench attn rows: {p.stdout[:300]}")
-except json.JSONDecodeError as e:
-    check(False, f"bench attn json does not parse: {e}")
+rows = json_rows(p, "bench attn")
+check(len(rows) == 4 and all(positive(r["ms"]) for r in rows), f"bench attn rows: {p.stdout[:300]}")
 
 # --inputs structured (q and k share a component a 256-token segment), csv with the device and inputs columns
 p = run("bench", "attn", *SMALL, "--format", "csv", "--peak", "100", "--inputs", "structured", "--modes", "sparse")
@@ -85,11 +87,7 @@ GPU = ["--seqlen", "4096,8192", "--heads", "8", "--kv-heads", "2", "--head-dim",
 p = run("bench", "attn", *GPU, "--device", "cuda", "--format", "json")
 if cuda_usable:
     check(p.returncode == 0, f"bench attn --device cuda: exit {p.returncode}: {p.stderr[-300:]}")
-    try:
-        rows = json.loads(p.stdout)
-    except json.JSONDecodeError as e:
-        rows = []
-        check(False, f"bench attn --device cuda json does not parse: {e}: {p.stdout[:300]}")
+    rows = json_rows(p, "bench attn --device cuda")
     check([(r["mode"], r["seqlen"]) for r in rows] == [("dense", 4096), ("sparse", 4096), ("dense", 8192),
                                                        ("sparse", 8192)], f"bench attn --device cuda rows: {rows}")
     for r in rows:
