@@ -1,14 +1,17 @@
 /*
- * cuda_testlib.h: device buffer helpers shared by the GPU tests (test_cuda.c, test_cuda_cache.c).
+ * cuda_testlib.h: device buffer helpers and the naive low-precision attention row shared by the GPU tests
+ * (test_cuda.c, test_cuda_cache.c, test_cuda_capture.c).
  * Include after <cuda_runtime.h>, inside #ifdef INFLLM_HAVE_CUDA. Failures are test-harness
  * failures: message and exit(2).
  */
 #ifndef INFLLM_CUDA_TESTLIB_H
 #define INFLLM_CUDA_TESTLIB_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "dtype.h"
 #include "harness.h"
 
 /* The least "naive error" a tolerance takes (relative, Frobenius): half the unit roundoff of the output's
@@ -18,6 +21,36 @@
  * only its first row, which attends one key (output = v), and then any rounding failed "2 x naive 0"
  * (session 29's seed sweep, seed 104). */
 static inline double naive_floor(infllm_dtype dt) { return 0.5 * h_unit_roundoff(dt); }
+
+static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
+
+/* naive low-precision attention of one (row t, head h) over keys k0 + keys[j] (n of them), as a plain 16-bit
+ * implementation computes it: f32 sums, with the score, the scaled score, the probabilities and the output rounded
+ * to dt; the tests' error reference (DESIGN practice 7) */
+static inline void naive_row(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
+                             int D, int64_t t, int h, int64_t k0, const int64_t *keys, int n, float scale, float *s,
+                             float *out) {
+    int g = h / (Hq / Hkv);
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float dot = 0.f;
+        for (int d = 0; d < D; d++)
+            dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
+        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
+        if (s[j] > mx) mx = s[j];
+    }
+    float sum = 0.f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
+    for (int d = 0; d < D; d++) {
+        float a = 0.f;
+        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
+        out[d] = infllm_round_to(dt, a);
+    }
+}
 
 /* a device copy of bytes of host memory (at least 4 bytes allocated) */
 static void *dup_dev(const void *h, size_t bytes) {

@@ -56,34 +56,6 @@ typedef struct tcase {
                      * above the first kernels', the path where k_select90's pass 1 redoes a tile with its max */
 } tcase;
 
-static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
-
-/* naive low-precision attention of one (row t, head h) over keys in `keys` (n of them) */
-static void naive_row(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
-                      int D, int64_t t, int h, int64_t k0, const int64_t *keys, int n, float scale, float *s,
-                      float *out) {
-    int g = h / (Hq / Hkv);
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        float dot = 0.f;
-        for (int d = 0; d < D; d++)
-            dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
-        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
-        if (s[j] > mx) mx = s[j];
-    }
-    float sum = 0.f;
-    for (int j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
-    for (int d = 0; d < D; d++) {
-        float a = 0.f;
-        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
-        out[d] = infllm_round_to(dt, a);
-    }
-}
-
 static int seq_sparse(const tcase *c, int lk) {
     if (c->mode == INFLLM_MODE_DENSE) return 0;
     if (c->mode == INFLLM_MODE_SPARSE) return 1;

@@ -42,31 +42,6 @@
 #include "cuda_testlib.h"
 
 
-static float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
-
-/* naive low-precision attention of one (row t, head h) over keys in `keys` (n of them) */
-static void naive_row(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
-                      int D, int64_t t, int h, const int64_t *keys, int n, float scale, float *s, float *out) {
-    int g = h / (Hq / Hkv);
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        float dot = 0.f;
-        for (int d = 0; d < D; d++) dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, (keys[j] * Hkv + g) * D + d);
-        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
-        if (s[j] > mx) mx = s[j];
-    }
-    float sum = 0.f;
-    for (int j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
-    for (int d = 0; d < D; d++) {
-        float a = 0.f;
-        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, (keys[j] * Hkv + g) * D + d);
-        out[d] = infllm_round_to(dt, a);
-    }
-}
 
 typedef struct ccase {
     const char *name;
@@ -248,7 +223,7 @@ static void run_case(const ccase *c, unsigned long long seed) {
                             }
                             if (ok) keys[cnt++] = j;
                         }
-                        naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, keys, cnt, 1.0f / sqrtf((float)D), sbuf, ob);
+                        naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, 0, keys, cnt, 1.0f / sqrtf((float)D), sbuf, ob);
                         for (int d = 0; d < D; d++) {
                             double e = (double)ob[d] - ro[(t * Hq + h) * D + d];
                             nn[sparse] += e * e;
