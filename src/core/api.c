@@ -41,21 +41,50 @@ int infllm_cuda_built(void) {
     return 0;
 #endif
 }
-int infllm_cuda_available(void) {
+/* Why the CUDA backend cannot run here (written to why, returns 1), or 0 when it can: the one rule behind
+ * infllm_cuda_available, infllm_cuda_device_info's answer and check_params' refusals. */
+static int cuda_unusable(char *why, size_t n) {
 #ifdef INFLLM_HAVE_CUDA
-    return cuda_device_available() && cuda_device_cc() >= 80 && cuda_device_code_arch() >= 0;
-#else
+    if (!cuda_device_available()) {
+        snprintf(why, n, "CUDA backend: no CUDA device available");
+        return 1;
+    }
+    /* the kernels use bf16 mma.sync and cp.async (sm_80); a cc 7.x device has no image of them, and every
+     * launch would fail with "no kernel image" instead of this */
+    const int cc = cuda_device_cc();
+    if (cc < 80) {
+        snprintf(why, n,
+                 "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels need 8.0 (Ampere) or "
+                 "newer (use the CPU backend)",
+                 cc / 10, cc % 10);
+        return 1;
+    }
+    if (cuda_device_code_arch() < 0) {
+        snprintf(why, n,
+                 "CUDA backend: this build of infllm holds no code for the device (compute capability %d.%d); "
+                 "rebuild with it in -DINFLLM_CUDA_ARCHS (default 80;90)",
+                 cc / 10, cc % 10);
+        return 1;
+    }
     return 0;
+#else
+    snprintf(why, n, "CUDA backend: infllm was built without CUDA");
+    return 1;
 #endif
+}
+
+int infllm_cuda_available(void) {
+    char why[256];
+    return !cuda_unusable(why, sizeof why);
 }
 int infllm_cuda_device_info(char *buf, size_t size) {
     if (!buf || !size) return 0;
 #ifdef INFLLM_HAVE_CUDA
-    return cuda_device_describe(buf, size);
+    cuda_device_describe(buf, size);
 #else
     snprintf(buf, size, "built without CUDA");
-    return 0;
 #endif
+    return infllm_cuda_available();
 }
 
 /* ------------------------------------------------------------ validation ---- */
@@ -99,26 +128,9 @@ static infllm_status check_params(const infllm_params *p) {
         return infllm_set_error(INFLLM_ERR_PARAM, "invalid backend %d", (int)p->backend);
     if (p->num_threads < 0)
         return infllm_set_error(INFLLM_ERR_PARAM, "num_threads must be >= 0 (got %d)", p->num_threads);
-    if (p->backend == INFLLM_BACKEND_CUDA) {
-#ifdef INFLLM_HAVE_CUDA
-        if (!cuda_device_available())
-            return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: no CUDA device available");
-        /* the kernels use bf16 mma.sync and cp.async (sm_80); a cc 7.x device has no image of them, and every
-         * launch would fail with "no kernel image" instead of this */
-        if (cuda_device_cc() < 80)
-            return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                                    "CUDA backend: the device has compute capability %d.%d; infllm's CUDA kernels "
-                                    "need 8.0 (Ampere) or newer (use the CPU backend)",
-                                    cuda_device_cc() / 10, cuda_device_cc() % 10);
-        if (cuda_device_code_arch() < 0)
-            return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                                    "CUDA backend: this build of infllm holds no code for the device (compute "
-                                    "capability %d.%d); rebuild with it in -DINFLLM_CUDA_ARCHS (default 80;90)",
-                                    cuda_device_cc() / 10, cuda_device_cc() % 10);
-#else
-        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: infllm was built without CUDA");
-#endif
-    }
+    char why[256];
+    if (p->backend == INFLLM_BACKEND_CUDA && cuda_unusable(why, sizeof why))
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "%s", why);
     return INFLLM_OK;
 }
 

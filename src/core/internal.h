@@ -258,8 +258,8 @@ const char *cuda_emulated_name(void);
 /* The virtual architecture the driver's code for the current device was compiled from (80 for compute_80
  * PTX, 90 for sm_90a code), -1 when the build holds none this device can run, 0 unknown. */
 int cuda_device_code_arch(void);
-/* infllm_cuda_device_info's line for the current device; returns 1 when the CUDA backend runs on it. */
-int cuda_device_describe(char *buf, size_t size);
+/* infllm_cuda_device_info's line for the current device (api.c's rule says whether the backend runs on it). */
+void cuda_device_describe(char *buf, size_t size);
 #endif
 
 #ifdef __cplusplus

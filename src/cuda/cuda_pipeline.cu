@@ -124,8 +124,8 @@ extern "C" int cuda_device_cc(void) {
 }
 extern "C" int cuda_device_code_arch(void) { return cuda_dev_props().code_arch; }
 
-extern "C" int cuda_device_describe(char *buf, size_t size) {
-    if (!buf || !size) return 0;
+extern "C" void cuda_device_describe(char *buf, size_t size) {
+    if (!buf || !size) return;
     buf[0] = 0;
     int dev = 0;
     cudaDeviceProp prop;
@@ -133,7 +133,7 @@ extern "C" int cuda_device_describe(char *buf, size_t size) {
         cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
         (void)cudaGetLastError();
         snprintf(buf, size, "no CUDA device");
-        return 0;
+        return;
     }
     const CudaDevProps d = cuda_dev_props();
     const int cc = 10 * d.cc_major + d.cc_minor;
@@ -152,7 +152,6 @@ extern "C" int cuda_device_describe(char *buf, size_t size) {
     if (*emu && n >= 0 && (size_t)n < size)
         snprintf(buf + n, size - n, "; planned as %s (INFLLM_CUDA_EMULATE: cc %d.%d, %d SMs, %d KB a block)", emu,
                  cc / 10, cc % 10, d.sms, d.smem_optin / 1024);
-    return cc >= 80 && d.code_arch >= 0;
 }
 
 int cuda_env_int(const char *name, std::atomic<int> *slot) {
