@@ -258,6 +258,16 @@ static int num_arg(const char *flag, const char *val, double *out) {
     return 0;
 }
 
+/* A flag of two values: *out = 0 for off, 1 for on; anything else a message naming both. */
+static int choice_arg(const char *flag, const char *val, const char *off, const char *on, int *out) {
+    if (!strcmp(val, off) || !strcmp(val, on)) {
+        *out = !strcmp(val, on);
+        return 0;
+    }
+    fprintf(stderr, "infllm bench: %s %s|%s (got '%s')\n", flag, off, on, val);
+    return -1;
+}
+
 static int parse_dtype(const char *s, infllm_dtype *dt) {
     if (!strcmp(s, "bf16")) *dt = INFLLM_DTYPE_BF16;
     else if (!strcmp(s, "f16") || !strcmp(s, "fp16")) *dt = INFLLM_DTYPE_F16;
@@ -763,23 +773,9 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         else if (is_flag(a, "--init-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.init_blocks)) return 2; }
         else if (is_flag(a, "--kernel-size")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_size)) return 2; }
         else if (is_flag(a, "--kernel-stride")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_stride)) return 2; }
-        else if (is_flag(a, "--device")) {
-            NEEDV();
-            if (!strcmp(val, "cuda")) o->cuda = 1;
-            else if (!strcmp(val, "cpu")) o->cuda = 0;
-            else {
-                fprintf(stderr, "infllm bench: --device cpu|cuda (got '%s')\n", val);
-                return 2;
-            }
-        } else if (is_flag(a, "--inputs")) {
-            NEEDV();
-            if (!strcmp(val, "structured")) o->structured = 1;
-            else if (!strcmp(val, "random")) o->structured = 0;
-            else {
-                fprintf(stderr, "infllm bench: --inputs random|structured (got '%s')\n", val);
-                return 2;
-            }
-        } else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
+        else if (is_flag(a, "--device")) { NEEDV(); if (choice_arg(a, val, "cpu", "cuda", &o->cuda)) return 2; }
+        else if (is_flag(a, "--inputs")) { NEEDV(); if (choice_arg(a, val, "random", "structured", &o->structured)) return 2; }
+        else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
         else if (is_flag(a, "--no-warmup")) o->warmup = 0;
         else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
