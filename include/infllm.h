@@ -101,8 +101,9 @@ typedef struct infllm_params {
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
-     * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks:
-     * infllm_select_blocks_workspace_size()), 16-byte aligned (as
+     * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks,
+     * infllm_sparse_attention and infllm_dense_attention: the size function of that name), 16-byte
+     * aligned (as
      * cudaMalloc's and PyTorch's allocations are; NULL: the library allocates per call, which is
      * not allowed under CUDA graph capture). */
     void *cuda_stream;
@@ -196,6 +197,16 @@ infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layou
 infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout *l,
                                      const void *q, const void *k, const void *v,
                                      void *out, float *lse);
+
+/* Workspace bytes infllm_sparse_attention (with this topk_cols) and infllm_dense_attention need on the
+ * CUDA backend for this layout (0 elsewhere; 0 also where the call has nothing to split), from the totals
+ * and max_seqlen_* only. With p->workspace of that size the call allocates nothing, so a training step's
+ * forward (infllm_select_blocks, then infllm_sparse_attention) can be captured into a CUDA graph; NULL:
+ * the call allocates stream-ordered scratch (and runs unsplit if that fails). */
+infllm_status infllm_sparse_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                     int32_t topk_cols, size_t *bytes);
+infllm_status infllm_dense_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                    size_t *bytes);
 
 /* The blocks the sparse path selects, for every query (SPEC B §4-7: compression, stage 1, block
  * scores and top-k, fused on the CPU backend so that working memory stays linear in T; p->mode and

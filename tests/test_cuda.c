@@ -13,7 +13,9 @@
  *              error vs REF in f32 storage (float64 math) <= 2x the error of a naive bf16/f16
  *              implementation (scores, probabilities and output rounded to the storage type; sampled
  *              on every 7th row, floored at half the storage type's unit roundoff: naive_floor);
- *              the same selection with rows reversed and two entries repeated likewise; LSE within 2e-2
+ *              the same selection with rows reversed and two entries repeated likewise; LSE within 2e-2;
+ *              both in the caller's workspace bitwise as in their own, and a training step's forward
+ *              (select_blocks + sparse_attention) captured into one graph bitwise as eager
  *   pipeline   infllm_attention (dense/sparse switch, varlen): rows whose error exceeds 4x the
  *              naive error <= 1%, and the Frobenius error over the others <= 2x naive
  * One summary line at the end ("test_cuda: N passed, N failed" plus a CUDA summary).
@@ -60,6 +62,99 @@ static int seq_sparse(const tcase *c, int lk) {
     if (c->mode == INFLLM_MODE_DENSE) return 0;
     if (c->mode == INFLLM_MODE_SPARSE) return 1;
     return c->dense_len < 0 || lk >= c->dense_len;
+}
+
+/* Stage 2 and dense attention in the caller's workspace (exactly the size asked for, poisoned with 0xff
+ * bytes first, so that nothing read from it can come from an earlier call): bitwise the same as the calls
+ * that allocate their own (cos / cls, cod / cld); one byte short is refused with the size function's name.
+ * Then a training step's forward, infllm_select_blocks and infllm_sparse_attention on its rows, captured
+ * into one graph on one workspace (the larger need: the two calls run in stream order) and replayed twice:
+ * the same rows and the same output, bitwise, as the eager calls (stage 2 on select_blocks' eager rows,
+ * dtkf). nq: output elements; nl: lse elements; ntk: top-k entries. */
+static void op_workspace_checks(const char *name, const infllm_params *p0, const infllm_layout *dl, const void *dq,
+                                const void *dk, const void *dv, const int32_t *drtk, const int32_t *dtkf, int K,
+                                size_t nq, size_t nl, size_t ntk, const uint16_t *cos, const float *cls,
+                                const uint16_t *cod, const float *cld) {
+    if (K < 1) return; /* no column to attend: the sparse call refuses it (test_errors) */
+    infllm_params pw = *p0;
+    size_t swb = 0, dwb = 0, selb = 0;
+    CHECK_OK(infllm_sparse_attention_workspace_size(&pw, dl, K, &swb));
+    CHECK_OK(infllm_dense_attention_workspace_size(&pw, dl, &dwb));
+    CHECK_OK(infllm_select_blocks_workspace_size(&pw, dl, &selb));
+    size_t big = swb > dwb ? swb : dwb;
+    if (selb > big) big = selb;
+    void *dw = dev_alloc(big);
+    void *dos = dev_alloc(nq * 2), *dod = dev_alloc(nq * 2), *dog = dev_alloc(nq * 2);
+    float *dls = dev_alloc(nl * 4), *dld = dev_alloc(nl * 4), *dlg = dev_alloc(nl * 4);
+    int32_t *dtkg = dev_alloc(ntk * 4);
+    pw.workspace = dw;
+    pw.workspace_bytes = swb;
+    CHECK_OK(infllm_sparse_attention(&pw, dl, dq, dk, dv, drtk, K, dos, dls));
+    cudaMemset(dw, 0xff, big);
+    pw.workspace_bytes = dwb;
+    CHECK_OK(infllm_dense_attention(&pw, dl, dq, dk, dv, dod, dld));
+    if (swb) {
+        pw.workspace_bytes = swb - 1;
+        CHECK(infllm_sparse_attention(&pw, dl, dq, dk, dv, drtk, K, dos, dls) == INFLLM_ERR_WORKSPACE &&
+                  strstr(infllm_last_error(), "infllm_sparse_attention_workspace_size"),
+              "%s: sparse attention accepted a workspace of %zu bytes (%zu needed): '%s'", name, swb - 1, swb,
+              infllm_last_error());
+    }
+    if (dwb) {
+        pw.workspace_bytes = dwb - 1;
+        CHECK(infllm_dense_attention(&pw, dl, dq, dk, dv, dod, dld) == INFLLM_ERR_WORKSPACE &&
+                  strstr(infllm_last_error(), "infllm_dense_attention_workspace_size"),
+              "%s: dense attention accepted a workspace of %zu bytes (%zu needed): '%s'", name, dwb - 1, dwb,
+              infllm_last_error());
+    }
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", name, cudaGetErrorString(cudaGetLastError()));
+    uint16_t *hos = to_host(dos, nq * 2), *hod = to_host(dod, nq * 2);
+    float *hls = to_host(dls, nl * 4), *hld = to_host(dld, nl * 4);
+    CHECK(!memcmp(hos, cos, nq * 2) && !memcmp(hls, cls, nl * 4),
+          "%s: sparse attention in the caller's workspace (%zu bytes) != in its own", name, swb);
+    CHECK(!memcmp(hod, cod, nq * 2) && !memcmp(hld, cld, nl * 4),
+          "%s: dense attention in the caller's workspace (%zu bytes) != in its own", name, dwb);
+
+    /* the training step's forward: eager (own allocations), then captured */
+    infllm_params pe = *p0;
+    CHECK_OK(infllm_sparse_attention(&pe, dl, dq, dk, dv, dtkf, K, dos, dls));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", name, cudaGetErrorString(cudaGetLastError()));
+    uint16_t *heo = to_host(dos, nq * 2);
+    float *hel = to_host(dls, nl * 4);
+    cudaStream_t cst;
+    cudaGraph_t gr = NULL;
+    cudaGraphExec_t ge = NULL;
+    CHECK(cudaStreamCreateWithFlags(&cst, cudaStreamNonBlocking) == cudaSuccess, "%s: stream", name);
+    pw.cuda_stream = cst;
+    pw.workspace_bytes = big;
+    CHECK(cudaStreamBeginCapture(cst, cudaStreamCaptureModeGlobal) == cudaSuccess, "%s: begin capture", name);
+    infllm_status cs = infllm_select_blocks(&pw, dl, dq, dk, dtkg);
+    if (!cs) cs = infllm_sparse_attention(&pw, dl, dq, dk, dv, dtkg, K, dog, dlg);
+    CHECK(cudaStreamEndCapture(cst, &gr) == cudaSuccess && cs == INFLLM_OK, "%s: select + stage 2 under capture: %s",
+          name, cs ? infllm_last_error() : "end capture failed");
+    if (gr && cudaGraphInstantiate(&ge, gr, 0) == cudaSuccess) {
+        for (int rep = 0; rep < 2; rep++) {
+            cudaMemset(dw, 0xff, big);
+            cudaMemset(dog, 0xff, nq * 2);
+            cudaDeviceSynchronize();
+            CHECK(cudaGraphLaunch(ge, cst) == cudaSuccess && cudaStreamSynchronize(cst) == cudaSuccess,
+                  "%s: select + stage 2 graph replay", name);
+        }
+        cudaGraphExecDestroy(ge);
+    } else {
+        CHECK(0, "%s: select + stage 2 graph: instantiate failed", name);
+    }
+    if (gr) cudaGraphDestroy(gr);
+    cudaStreamDestroy(cst);
+    int32_t *htkg = to_host(dtkg, ntk * 4), *htkf = to_host(dtkf, ntk * 4);
+    uint16_t *hgo = to_host(dog, nq * 2);
+    float *hgl = to_host(dlg, nl * 4);
+    CHECK(!memcmp(htkg, htkf, ntk * 4), "%s: select in the captured training forward != eager", name);
+    CHECK(!memcmp(hgo, heo, nq * 2) && !memcmp(hgl, hel, nl * 4),
+          "%s: stage 2 in the captured training forward != eager", name);
+    free(hos), free(hod), free(hls), free(hld), free(heo), free(hel), free(htkg), free(htkf), free(hgo), free(hgl);
+    cudaFree(dw), cudaFree(dos), cudaFree(dod), cudaFree(dog), cudaFree(dls), cudaFree(dld), cudaFree(dlg);
+    cudaFree(dtkg);
 }
 
 static void run_case(const tcase *c, unsigned long long seed) {
@@ -302,6 +397,7 @@ static void run_case(const tcase *c, unsigned long long seed) {
           *clp = to_host(dlp, (size_t)TQ * Hq * 4);
     uint16_t *cosr = to_host(dosr, nq * 2);
     float *clsr = to_host(dlsr, (size_t)TQ * Hq * 4);
+    op_workspace_checks(c->name, &p, &dl, dq, dk, dv, drtk, dtkf, K, nq, (size_t)TQ * Hq, ntk, cos_, cls, cod, cld);
 
     /* naive low-precision error on a subset of rows */
     double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0;
@@ -562,13 +658,31 @@ static void errors_checks(void) {
     CHECK_STATUS(infllm_select_blocks(&p, &l, q, kv, tk), INFLLM_ERR_WORKSPACE);
     p.workspace_bytes = sneed;
     CHECK_OK(infllm_select_blocks(&p, &l, q, kv, tk));
+    /* the standalone stage 2 and dense calls: their workspace under infllm_attention's rules (a misaligned
+     * one refused even where the call needs none) */
+    size_t aneed = 0;
+    CHECK_OK(infllm_sparse_attention_workspace_size(&p, &l, 1, &aneed));
+    void *aw = dev_alloc(aneed);
+    p.workspace = aw;
+    p.workspace_bytes = aneed;
+    CHECK_OK(infllm_sparse_attention(&p, &l, q, kv, kv, tk, 1, o, NULL));
+    p.workspace = (char *)big + 4;
+    p.workspace_bytes = need;
+    CHECK_STATUS(infllm_sparse_attention(&p, &l, q, kv, kv, tk, 1, o, NULL), INFLLM_ERR_WORKSPACE);
+    CHECK_STATUS(infllm_dense_attention(&p, &l, q, kv, kv, o, NULL), INFLLM_ERR_WORKSPACE);
+    CHECK(strstr(infllm_last_error(), "aligned") != NULL, "dense attention, misaligned workspace: message '%s'",
+          infllm_last_error());
+    p.workspace = sw;
+    p.workspace_bytes = sneed;
     l.dtype = INFLLM_DTYPE_F32;
     CHECK_STATUS(infllm_select_blocks(&p, &l, q, kv, tk), INFLLM_ERR_UNSUPPORTED);
     CHECK_STATUS(infllm_select_blocks_workspace_size(&p, &l, &sneed), INFLLM_ERR_UNSUPPORTED);
+    CHECK_STATUS(infllm_sparse_attention_workspace_size(&p, &l, 1, &aneed), INFLLM_ERR_UNSUPPORTED);
+    CHECK_STATUS(infllm_dense_attention_workspace_size(&p, &l, &aneed), INFLLM_ERR_UNSUPPORTED);
     l.dtype = INFLLM_DTYPE_BF16;
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
           cudaGetErrorString(cudaGetLastError()));
-    cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(tk), cudaFree(sw);
+    cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(tk), cudaFree(sw), cudaFree(aw);
     cudaFree(big);
     cudaFree(d);
 }

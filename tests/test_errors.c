@@ -80,6 +80,8 @@ static void all_ops(const char *what, const infllm_params *p, const infllm_layou
     EXPECT(infllm_attention(p, l, q, k, v, out, lse), want);
     EXPECT(infllm_attention_workspace_size(p, l, &bytes), want);
     EXPECT(infllm_select_blocks_workspace_size(p, l, &bytes), want);
+    EXPECT(infllm_sparse_attention_workspace_size(p, l, 1, &bytes), want);
+    EXPECT(infllm_dense_attention_workspace_size(p, l, &bytes), want);
     EXPECT(infllm_select_blocks(p, l, q, k, topk), want);
     EXPECT(infllm_sparse_attention_backward(p, l, q, k, v, topk, 1, lse, dout, dq, dk, dv), want);
     EXPECT(infllm_dense_attention_backward(p, l, q, k, v, lse, dout, dq, dk, dv), want);
@@ -301,6 +303,16 @@ static void test_op_args(void) {
     CHECK(bytes == 0, "select_blocks workspace bytes on a host backend: %zu", bytes);
     EXPECT(infllm_select_blocks_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_select_blocks_workspace_size(&p, NULL, &bytes), INFLLM_ERR_NULL_ARG);
+    bytes = 123;
+    CHECK_OK(infllm_sparse_attention_workspace_size(&p, &l, 4, &bytes));
+    CHECK(bytes == 0, "sparse attention workspace bytes on a host backend: %zu", bytes);
+    bytes = 123;
+    CHECK_OK(infllm_dense_attention_workspace_size(&p, &l, &bytes));
+    CHECK(bytes == 0, "dense attention workspace bytes on a host backend: %zu", bytes);
+    EXPECT(infllm_sparse_attention_workspace_size(&p, &l, 0, &bytes), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_sparse_attention_workspace_size(&p, &l, 1, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention_workspace_size(&p, NULL, &bytes), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
     /* lse NULL is allowed */
     CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, NULL));
 }

@@ -482,7 +482,7 @@ done:
 
 #ifdef INFLLM_HAVE_CUDA
 /* bench_one on the GPU: the same inputs (made on the host, copied once), every call on one stream with one
- * caller workspace (the largest of the dense, sparse and selection needs, so no call allocates), timed with
+ * caller workspace (the largest of the pipeline's, the selection's and stage 2's needs, so no call allocates), timed with
  * CUDA events: the dense call, the sparse pipeline, and its stages as separate calls (compress, select =
  * compress + stage 1, stage 2 on the selected blocks); "vs dense" = the ratio of the medians. */
 static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
@@ -534,6 +534,11 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     }
     if ((st = infllm_select_blocks_workspace_size(&p, &l, &b))) {
         what = "infllm_select_blocks_workspace_size";
+        goto fail;
+    }
+    if (b > wsb) wsb = b;
+    if ((st = infllm_sparse_attention_workspace_size(&p, &l, K, &b))) {
+        what = "infllm_sparse_attention_workspace_size";
         goto fail;
     }
     if (b > wsb) wsb = b;

@@ -568,24 +568,45 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
     END_OP()
 }
 
-/* The CUDA workspace of infllm_attention (select 0) or infllm_select_blocks (select 1); 0 on the host
- * backends, after the same validation as the op's */
-static infllm_status workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes, int select) {
+/* What the CUDA workspace is for: sizes differ by op. */
+typedef enum { WS_ATTENTION, WS_SELECT, WS_SPARSE, WS_DENSE } ws_op;
+
+/* The CUDA workspace of one op (topk_cols: WS_SPARSE's); 0 on the host backends, after the same
+ * validation as the op's */
+static infllm_status workspace_size(const infllm_params *p, const infllm_layout *l, ws_op op, int32_t topk_cols,
+                                    size_t *bytes) {
     if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
     *bytes = 0;
     BEGIN_OP(p, l)
+    if (op == WS_SPARSE && topk_cols < 1) {
+        st = infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
+        goto done;
+    }
 #ifdef INFLLM_HAVE_CUDA
-    if (p->backend == INFLLM_BACKEND_CUDA)
-        st = select ? cuda_select_blocks_workspace_size(&ap, bytes) : cuda_attention_workspace_size(&ap, bytes);
-#else
-    (void)select;
+    if (p->backend == INFLLM_BACKEND_CUDA) {
+        switch (op) {
+        case WS_ATTENTION: st = cuda_attention_workspace_size(&ap, bytes); break;
+        case WS_SELECT: st = cuda_select_blocks_workspace_size(&ap, bytes); break;
+        case WS_SPARSE: st = cuda_flash_workspace_size(&ap, topk_cols, bytes); break;
+        case WS_DENSE: st = cuda_flash_workspace_size(&ap, 0, bytes); break;
+        }
+    }
 #endif
     goto done;
     END_OP()
 }
 
 infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
-    return workspace_size(p, l, bytes, 1);
+    return workspace_size(p, l, WS_SELECT, 0, bytes);
+}
+
+infllm_status infllm_sparse_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                     int32_t topk_cols, size_t *bytes) {
+    return workspace_size(p, l, WS_SPARSE, topk_cols, bytes);
+}
+
+infllm_status infllm_dense_attention_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
+    return workspace_size(p, l, WS_DENSE, 0, bytes);
 }
 
 /* The backward ops (topk_idx NULL: dense). REF runs in float64 and rounds the gradients once. */
@@ -721,7 +742,7 @@ infllm_status infllm_attention(const infllm_params *p, const infllm_layout *l, c
 }
 
 infllm_status infllm_attention_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
-    return workspace_size(p, l, bytes, 0);
+    return workspace_size(p, l, WS_ATTENTION, 0, bytes);
 }
 
 infllm_status infllm_build_single_seq_params(const infllm_params *p, infllm_dtype dtype, int32_t Hq, int32_t Hkv,

@@ -211,6 +211,8 @@ infllm_status cuda_sparse_attn(const infllm_attn_params *ap, const void *q, cons
                                void *out, float *lse);
 infllm_status cuda_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
                               const void *v, void *out, float *lse);
+/* the scratch cuda_sparse_attn (topk_cols >= 1) or cuda_dense_attn (topk_cols 0) takes from p->workspace */
+infllm_status cuda_flash_workspace_size(const infllm_attn_params *ap, int32_t topk_cols, size_t *bytes);
 infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k,
                              const void *v, void *out, float *lse);
 infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes);

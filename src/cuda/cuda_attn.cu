@@ -1413,6 +1413,10 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
 
 /* ------------------------------------------------------- public-op seams ---- */
 
+/* The standalone ops' scratch (split partials or the token grouping table): the caller's p->workspace,
+ * checked against infllm_{sparse,dense}_attention_workspace_size (too small or misaligned ->
+ * INFLLM_ERR_WORKSPACE, also for a call with no query), or, without one, a stream-ordered allocation per
+ * call (failing which the call runs unsplit and ungrouped: the same output, slower). */
 static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                               const int32_t *topk, int32_t cols, void *out, float *lse) {
     /* the caller's pointers are checked here, at the API's entry, as cuda_attention and
@@ -1425,16 +1429,25 @@ static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const
     if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     size_t ws = cuda_flash_split_bytes(ap, topk != NULL, cols);
-    void *buf = NULL;
-    if (ws) {
-        if (cudaMallocAsync(&buf, ws, st) != cudaSuccess) {
+    unsigned char *buf = NULL;
+    int owned = 0;
+    if (ap->workspace) {
+        s = cuda_workspace_acquire(ap, ws, topk ? "CUDA sparse attention" : "CUDA dense attention",
+                                   topk ? "infllm_sparse_attention_workspace_size"
+                                        : "infllm_dense_attention_workspace_size",
+                                   st, &buf, &owned);
+        if (s) return s;
+        if (!ws) buf = NULL; /* nothing to split or group: the launch plans as with no workspace */
+    } else if (ws) {
+        if (cudaMallocAsync((void **)&buf, ws, st) != cudaSuccess) {
             (void)cudaGetLastError();
             buf = NULL;
             ws = 0;
         }
+        owned = buf != NULL;
     }
     s = cuda_flash_launch(ap, q, k, v, topk, cols, out, lse, 0, buf, ws, st);
-    if (buf) cudaFreeAsync(buf, st);
+    if (owned) cudaFreeAsync(buf, st);
     return s;
 }
 
@@ -1446,4 +1459,12 @@ extern "C" infllm_status cuda_sparse_attn(const infllm_attn_params *ap, const vo
 extern "C" infllm_status cuda_dense_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                          void *out, float *lse) {
     return flash_op(ap, q, k, v, NULL, 0, out, lse);
+}
+
+/* what flash_op needs for this layout (topk_cols: the sparse call's; 0: dense) */
+extern "C" infllm_status cuda_flash_workspace_size(const infllm_attn_params *ap, int32_t topk_cols, size_t *bytes) {
+    infllm_status s = cuda_check_supported(ap, topk_cols ? "sparse attention" : "dense attention");
+    if (s) return s;
+    *bytes = cuda_flash_split_bytes(ap, topk_cols > 0, topk_cols);
+    return INFLLM_OK;
 }
