@@ -84,23 +84,30 @@ if [ $HAVE_TORCH = 1 ] && [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
   ) >"$LOGS/emulate" 2>&1 &
   emu=$!
 fi
+# one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
+# and its seconds
+one_run() {
+  local i=$1 t0=$SECONDS rc=0
+  # shellcheck disable=SC2086
+  timeout -k 10 "$TMO" stdbuf -oL -eL ${RUNS[$i]#*|} >"$LOGS/$i" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >"$LOGS/$i.rc"
+}
 pids=()
 for i in "${!RUNS[@]}"; do
-  cmd="timeout -k 10 $TMO ${RUNS[$i]#*|}"
   if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
-    $cmd >"$LOGS/$i" 2>&1 && echo 0 >"$LOGS/$i.rc" || echo $? >"$LOGS/$i.rc"
+    one_run "$i"
   else
-    ( $cmd >"$LOGS/$i" 2>&1 && echo 0 >"$LOGS/$i.rc" || echo $? >"$LOGS/$i.rc" ) &
+    one_run "$i" &
     pids+=($!)
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
 fail=0
 for i in "${!RUNS[@]}"; do
-  rc=$(cat "$LOGS/$i.rc")
+  read -r rc secs <"$LOGS/$i.rc"
   tmo=""
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then tmo=" (timed out after ${TMO} s: a hung kernel, or raise CUDA_CHECK_TIMEOUT)"; fi
-  echo "--- ${RUNS[$i]%%|*}: exit $rc$tmo"
+  echo "--- ${RUNS[$i]%%|*}: exit $rc$tmo, ${secs} s"
   cat "$LOGS/$i"
   [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
 done
