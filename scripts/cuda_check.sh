@@ -69,7 +69,8 @@ RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches c
 RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
 TMO=${CUDA_CHECK_TIMEOUT:-480}
 HAVE_TORCH=0
-if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+# PyTorch serves long_check and the emulate_check sweep (either switch asks for it)
+if { [ "${CUDA_CHECK_LONG:-1}" = 1 ] || [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; } && python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   HAVE_TORCH=1
 fi
 # the planning of other GPUs up to 768K tokens (bench/emulate_check.py, PyTorch), one profile after another,
