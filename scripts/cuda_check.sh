@@ -19,8 +19,8 @@
 # The grid also runs as planned for those GPUs (INFLLM_CUDA_EMULATE; CUDA_CHECK_EMULATE=0: not).
 # The runs are independent processes whose time is the single-threaded float64 reference, so
 # they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
-# in order once all have finished. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
-# ~3.5 minutes alone, ~5.5 side by side): a kernel that hangs fails its run (exit 124, "timed out")
+# in order once all have finished, with its seconds. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
+# ~3.5 minutes alone, 380-400 s side by side on the H200 in session 34): a kernel that hangs fails its run (exit 124, "timed out")
 # instead of holding the device call to its limit with nothing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +85,35 @@ if [ $HAVE_TORCH = 1 ] && [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
   ) >"$LOGS/emulate" 2>&1 &
   emu=$!
 fi
+# needs PyTorch: sequences past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows
+# against float64, the last queries as a few-query call, a batch of 3), where the grid's short cases cannot
+# reach, and k_select90's two tile widths against each other (~1.5 minutes in all on the H200). Beside the runs
+# below, as the emulate_check sweep (after them, a whole check on a cold machine came to ~590 s: more than one
+# device call may take); a failure prints "long_check: FAILED" into its log.
+long=""
+if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ]; then
+  (
+    lfail=0
+    for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
+      echo "--- long_check $args"
+      # shellcheck disable=SC2086
+      timeout -k 10 "$TMO" python3 bench/long_check.py --lib "$BUILD/libinfllm.so" $args || lfail=1
+    done
+    # k_select90's tiles of 128 and 256 kernels select the same blocks, bit for bit (the width follows the
+    # call's longest sequence, so a sequence's selection must not depend on it)
+    for shape in 32,2,128 16,2,64; do
+      dig=()
+      for w in 128 256; do
+        dig+=("$(INFLLM_CUDA_SEL90_TILES=$w timeout -k 10 300 python3 bench/cuda_bench.py --lib "$BUILD/libinfllm.so" \
+          --shape $shape --profile 65536 --digest 2>&1 | grep "^digest" || true)")
+      done
+      echo "--- select tiles of 128 / 256 kernels, $shape, 64K: '${dig[0]}' / '${dig[1]}'"
+      if [ -z "${dig[0]}" ] || [ "${dig[0]}" != "${dig[1]}" ]; then echo "FAIL: the tile widths differ"; lfail=1; fi
+    done
+    if [ $lfail != 0 ]; then echo "long_check: FAILED"; fi
+  ) >"$LOGS/long" 2>&1 &
+  long=$!
+fi
 # one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
 # and its seconds
 one_run() {
@@ -112,33 +141,17 @@ for i in "${!RUNS[@]}"; do
   cat "$LOGS/$i"
   [ "$rc" = 0 ] || [ "$rc" = 77 ] || fail=1 # 77: skipped (no CUDA device)
 done
-# needs PyTorch: sequences past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows
-# against float64, the last queries as a few-query call, a batch of 3), where the grid's short cases cannot
-# reach, and k_select90's two tile widths against each other (~1 minute in all on the H200)
 if [ "${CUDA_CHECK_LONG:-1}" = 1 ]; then
-  if [ $HAVE_TORCH = 1 ]; then
-    for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
-      echo "--- long_check $args"
-      # shellcheck disable=SC2086
-      timeout -k 10 "$TMO" python3 bench/long_check.py --lib "$BUILD/libinfllm.so" $args || fail=1
-    done
-    # k_select90's tiles of 128 and 256 kernels select the same blocks, bit for bit (the width follows the
-    # call's longest sequence, so a sequence's selection must not depend on it)
-    for shape in 32,2,128 16,2,64; do
-      dig=()
-      for w in 128 256; do
-        dig+=("$(INFLLM_CUDA_SEL90_TILES=$w timeout -k 10 300 python3 bench/cuda_bench.py --lib "$BUILD/libinfllm.so" \
-          --shape $shape --profile 65536 --digest 2>&1 | grep "^digest" || true)")
-      done
-      echo "--- select tiles of 128 / 256 kernels, $shape, 64K: '${dig[0]}' / '${dig[1]}'"
-      if [ -z "${dig[0]}" ] || [ "${dig[0]}" != "${dig[1]}" ]; then echo "FAIL: the tile widths differ"; fail=1; fi
-    done
+  if [ -n "$long" ]; then
+    wait "$long" || true
+    cat "$LOGS/long"
+    if grep -q "^long_check: FAILED" "$LOGS/long"; then fail=1; fi
   else
     echo "--- long_check: skipped (needs PyTorch with a CUDA device; CUDA_CHECK_LONG=0 turns it off)"
   fi
 fi
 if [ -n "$emu" ]; then
-  wait "$emu"
+  wait "$emu" || true
   cat "$LOGS/emulate"
   if grep -q "^emulate_check .*: exit" "$LOGS/emulate"; then fail=1; fi
 fi
