@@ -1,6 +1,7 @@
 /*
- * cuda_testlib.h: device buffer helpers and the naive low-precision attention row shared by the GPU tests
- * (test_cuda.c, test_cuda_cache.c, test_cuda_capture.c).
+ * cuda_testlib.h: the device line (or SKIP) a GPU test starts with, device buffer helpers and the naive
+ * low-precision attention row shared by the GPU tests (test_cuda.c, test_cuda_cache.c, test_cuda_capture.c,
+ * test_cuda_threads.c).
  * Include after <cuda_runtime.h>, inside #ifdef INFLLM_HAVE_CUDA. Failures are test-harness
  * failures: message and exit(2).
  */
@@ -13,6 +14,7 @@
 
 #include "dtype.h"
 #include "harness.h"
+#include "infllm.h"
 
 /* The least "naive error" a tolerance takes (relative, Frobenius): half the unit roundoff of the output's
  * storage type (harness.h; 2^-9 bf16, 2^-12 f16, 2^-25 f32), about what rounding a correct result to that type costs
@@ -52,8 +54,22 @@ static inline void naive_row(const uint16_t *q, const uint16_t *k, const uint16_
     }
 }
 
+/* The first line of a GPU test: "NAME: <the device, its code>" and 1, or, with no usable device, "NAME: SKIP (<why>
+ * ...)" and 0 (the test then returns 77, ctest's skip). */
+static inline int cuda_test_device_line(const char *name) {
+    char info[512];
+    if (!infllm_cuda_device_info(info, sizeof info)) {
+        printf("%s: SKIP (%s; needs a CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a "
+               "GPU machine\n",
+               name, info);
+        return 0;
+    }
+    printf("%s: %s\n", name, info);
+    return 1;
+}
+
 /* a device copy of bytes of host memory (at least 4 bytes allocated) */
-static void *dup_dev(const void *h, size_t bytes) {
+static inline void *dup_dev(const void *h, size_t bytes) {
     void *d = NULL;
     if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
         fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
@@ -64,7 +80,7 @@ static void *dup_dev(const void *h, size_t bytes) {
 }
 
 /* device memory poisoned with 0xff bytes, so that unwritten outputs show up as NaN */
-static void *dev_alloc(size_t bytes) {
+static inline void *dev_alloc(size_t bytes) {
     void *d = NULL;
     if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess) {
         fprintf(stderr, "cudaMalloc(%zu) failed\n", bytes);
@@ -75,7 +91,7 @@ static void *dev_alloc(size_t bytes) {
 }
 
 /* a host copy of bytes of device memory (free() it) */
-static void *to_host(const void *d, size_t bytes) {
+static inline void *to_host(const void *d, size_t bytes) {
     void *h = malloc(bytes ? bytes : 4);
     cudaError_t e = cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost);
     if (e != cudaSuccess) {

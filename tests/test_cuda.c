@@ -693,12 +693,7 @@ int main(void) {
     printf("test_cuda: SKIP (built without CUDA)\n");
     return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
 #else
-    char info[512];
-    if (!infllm_cuda_device_info(info, sizeof info)) {
-        printf("test_cuda: SKIP (%s; needs a CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n", info);
-        return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
-    }
-    printf("test_cuda: %s\n", info);
+    if (!cuda_test_device_line("test_cuda")) return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
     /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode, key_period,

@@ -501,12 +501,7 @@ int main(void) {
     printf("test_cuda_cache: SKIP (built without CUDA)\n");
     return 77;
 #else
-    char info[512];
-    if (!infllm_cuda_device_info(info, sizeof info)) {
-        printf("test_cuda_cache: SKIP (%s; needs a CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n", info);
-        return 77;
-    }
-    printf("test_cuda_cache: %s\n", info);
+    if (!cuda_test_device_line("test_cuda_cache")) return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
     /* name, dtype, D, Hq, Hkv, B, l1, s1, init, local, topk, exact, dense_len, mode, capacity, nsteps,

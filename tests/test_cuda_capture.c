@@ -125,10 +125,7 @@ int main(void) {
     printf("test_cuda_capture: SKIP (built without CUDA)\n");
     return 77;
 #else
-    if (!infllm_cuda_available()) {
-        printf("test_cuda_capture: SKIP (no CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n");
-        return 77;
-    }
+    if (!cuda_test_device_line("test_cuda_capture")) return 77;
     printf("test_cuda_capture: first calls inside a CUDA graph capture (global mode)\n");
     const int64_t T = 3000;
     uint16_t *hq = malloc((size_t)T * HQ * D * 2), *hk = malloc((size_t)T * HKV * D * 2),

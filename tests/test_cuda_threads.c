@@ -24,6 +24,8 @@
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda_testlib.h"
+
 enum { HQ = 32, HKV = 2, D = 128, NTH = 4, REPS = 2 };
 enum { T = 3000, TD = 1500, STEPS = 4 }; /* sparse prefill / prefix, dense prefill, decode steps */
 
@@ -203,10 +205,7 @@ int main(void) {
     printf("test_cuda_threads: SKIP (built without CUDA)\n");
     return 77;
 #else
-    if (!infllm_cuda_available()) {
-        printf("test_cuda_threads: SKIP (no CUDA device of compute capability 8.0 or newer): run scripts/cuda_check.sh on a GPU machine\n");
-        return 77;
-    }
+    if (!cuda_test_device_line("test_cuda_threads")) return 77;
     worker w[NTH];
     for (int i = 0; i < NTH; i++)
         if (!alloc_worker(&w[i], i)) {
