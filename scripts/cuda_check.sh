@@ -17,8 +17,9 @@
 # k_select90's two tile widths to the same top-k and output, and bench/emulate_check.py sweeps every entry
 # point to 768K tokens as planned for a T4 (refused), an A100, a 99 KB cc 8.6 part and a 16-SM Orin.
 # The grid also runs as planned for those GPUs (INFLLM_CUDA_EMULATE; CUDA_CHECK_EMULATE=0: not).
-# The runs are independent processes whose time is the single-threaded float64 reference, so
-# they run side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
+# The runs are independent processes whose time was the single-threaded float64 reference; since session 34
+# test_cuda's references are computed once, a process a core, and read by its runs (CUDA_CHECK_REF_SHARE=0: not).
+# The runs go side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
 # in order once all have finished, with its seconds. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
 # ~3.5 minutes alone, 380-400 s side by side on the H200 in session 34): a kernel that hangs fails its run (exit 124, "timed out")
 # instead of holding the device call to its limit with nothing printed.
@@ -114,6 +115,23 @@ if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ]; then
   ) >"$LOGS/long" 2>&1 &
   long=$!
 fi
+# test_cuda's references (REF selection, REF attention, the naive error: most of a run's time, the same in every
+# configuration) computed once, a process a core, into a folder its runs read (INFLLM_TEST_REF_DIR, removed with
+# $LOGS at the end; a file missing or damaged is computed by the run that needs it). CUDA_CHECK_REF_SHARE=0: each
+# run computes its own, as before session 34.
+ref_fail=0
+if [ "${CUDA_CHECK_REF_SHARE:-1}" = 1 ]; then
+  export INFLLM_TEST_REF_DIR="$LOGS/ref"
+  mkdir -p "$INFLLM_TEST_REF_DIR"
+  t0=$SECONDS
+  if INFLLM_TEST_REF_ONLY=1 timeout -k 10 "$TMO" "$BUILD/tests/test_cuda" >"$LOGS/refs" 2>&1; then
+    echo "--- $(tail -n 1 "$LOGS/refs"), $((SECONDS - t0)) s"
+  else
+    echo "--- test_cuda's shared references: FAILED, $((SECONDS - t0)) s"
+    cat "$LOGS/refs"
+    ref_fail=1
+  fi
+fi
 # one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
 # and its seconds
 one_run() {
@@ -132,7 +150,7 @@ for i in "${!RUNS[@]}"; do
   fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
-fail=0
+fail=$ref_fail
 for i in "${!RUNS[@]}"; do
   read -r rc secs <"$LOGS/$i.rc"
   tmo=""

@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "dtype.h"
 #include "harness.h"
@@ -62,6 +64,160 @@ static int seq_sparse(const tcase *c, int lk) {
     if (c->mode == INFLLM_MODE_DENSE) return 0;
     if (c->mode == INFLLM_MODE_SPARSE) return 1;
     return c->dense_len < 0 || lk >= c->dense_len;
+}
+
+/* ---- REF results shared by the processes of one cuda_check ----
+ * A case's references (REF selection, REF attention in f32 storage, the naive error) are a pure function of
+ * the case, its seed and the library's REF backend, and take most of a run's time; cuda_check runs the grid in
+ * 8 kernel configurations side by side. With INFLLM_TEST_REF_DIR set, a part is read from that folder when a
+ * file for exactly this case, seed and library commit is there and whole (key, length and checksum), else
+ * computed and written (a temporary file renamed into place, so a reader never sees half a file). cuda_check
+ * fills the folder first with INFLLM_TEST_REF_ONLY=1 (every case's references, a process a core, no GPU
+ * needed) and removes it at the end; a missing or damaged file only costs the time to compute it. */
+typedef struct ref_span {
+    void *p;
+    size_t n;
+} ref_span;
+
+static uint64_t fnv1a(const void *data, size_t n, uint64_t h) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* the part's key (every field of the case, the seed, the library commit) and its file */
+static int ref_key(const tcase *c, unsigned long long seed, const char *part, char *key, size_t nkey, char *path,
+                   size_t npath) {
+    const char *dir = getenv("INFLLM_TEST_REF_DIR");
+    if (!dir || !*dir) return 0;
+    snprintf(key, nkey,
+             "test_cuda ref v1|%s|%s|%s|dt%d D%d Hq%d Hkv%d n%d q%d,%d,%d,%d k%d,%d,%d,%d B%d l%d s%d i%d l%d t%d e%d "
+             "dl%d m%d kp%d ks%d|seed %llu",
+             part, infllm_build_commit(), c->name, (int)c->dt, c->D, c->Hq, c->Hkv, c->nseq, c->lq[0], c->lq[1],
+             c->lq[2], c->lq[3], c->lk[0], c->lk[1], c->lk[2], c->lk[3], c->B, c->l1, c->s1, c->init_blocks,
+             c->local_blocks, c->topk, c->exact, c->dense_len, (int)c->mode, c->key_period, c->key_spike, seed);
+    snprintf(path, npath, "%s/%016llx.ref", dir, (unsigned long long)fnv1a(key, strlen(key), 0xcbf29ce484222325ULL));
+    return 1;
+}
+
+/* 1: every span filled from the folder; 0: not there (or not whole) */
+static int ref_load(const tcase *c, unsigned long long seed, const char *part, const ref_span *sp, int ns) {
+    char key[768], path[1024];
+    if (!ref_key(c, seed, part, key, sizeof key, path, sizeof path)) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = 1;
+    const size_t nkey = strlen(key);
+    char fkey[768];
+    uint64_t total = 0, want = 0, sum = 0xcbf29ce484222325ULL, fsum = 0;
+    for (int i = 0; i < ns; i++) want += sp[i].n;
+    ok = fread(fkey, 1, nkey, f) == nkey && !memcmp(fkey, key, nkey) && fread(&total, sizeof total, 1, f) == 1 &&
+         total == want;
+    for (int i = 0; ok && i < ns; i++) {
+        ok = fread(sp[i].p, 1, sp[i].n, f) == sp[i].n;
+        sum = fnv1a(sp[i].p, sp[i].n, sum);
+    }
+    ok = ok && fread(&fsum, sizeof fsum, 1, f) == 1 && fsum == sum && fgetc(f) == EOF;
+    fclose(f);
+    return ok;
+}
+
+static void ref_store(const tcase *c, unsigned long long seed, const char *part, const ref_span *sp, int ns) {
+    char key[768], path[1024], tmp[1100];
+    if (!ref_key(c, seed, part, key, sizeof key, path, sizeof path)) return;
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return; /* nothing shared: the other runs compute it */
+    uint64_t total = 0, sum = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < ns; i++) total += sp[i].n;
+    int ok = fwrite(key, 1, strlen(key), f) == strlen(key) && fwrite(&total, sizeof total, 1, f) == 1;
+    for (int i = 0; ok && i < ns; i++) {
+        ok = fwrite(sp[i].p, 1, sp[i].n, f) == sp[i].n;
+        sum = fnv1a(sp[i].p, sp[i].n, sum);
+    }
+    ok = ok && fwrite(&sum, sizeof sum, 1, f) == 1;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) remove(tmp);
+}
+
+/* A part's references: 1 when read from the folder (the spans hold them), 0 when the caller computes them and
+ * hands them to ref_put. INFLLM_TEST_REF_VERIFY=1 (a check of the cache itself): a part read is computed anyway,
+ * its bytes kept in *saved for ref_put to compare. */
+static int ref_get(const tcase *c, unsigned long long seed, const char *part, const ref_span *sp, int ns,
+                   unsigned char **saved) {
+    *saved = NULL;
+    if (!ref_load(c, seed, part, sp, ns)) return 0;
+    const char *v = getenv("INFLLM_TEST_REF_VERIFY");
+    if (!v || !*v || !strcmp(v, "0")) return 1;
+    size_t total = 0;
+    for (int i = 0; i < ns; i++) total += sp[i].n;
+    unsigned char *b = malloc(total + 1);
+    if (!b) return 1;
+    for (size_t i = 0, off = 0; i < (size_t)ns; off += sp[i].n, i++) memcpy(b + off, sp[i].p, sp[i].n);
+    *saved = b;
+    return 0;
+}
+
+/* the computed part: into the folder, or (verifying) compared with the bytes read */
+static void ref_put(const tcase *c, unsigned long long seed, const char *part, const ref_span *sp, int ns,
+                    unsigned char *saved) {
+    if (!saved) {
+        ref_store(c, seed, part, sp, ns);
+        return;
+    }
+    int same = 1;
+    for (size_t i = 0, off = 0; i < (size_t)ns; off += sp[i].n, i++) same = same && !memcmp(saved + off, sp[i].p, sp[i].n);
+    CHECK(same, "%s: the REF part '%s' read from INFLLM_TEST_REF_DIR differs from the one computed", c->name, part);
+    free(saved);
+}
+
+/* The naive low-precision error (sparse on REF's selection rtk, and dense) against the f32-storage references
+ * ro_s / ro_d, relative Frobenius, on every 7th query row of each sequence and every 3rd head (all heads up to
+ * 4), floored at naive_floor: out[0] sparse, out[1] dense. */
+static void naive_errors(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
+                         int D, int nseq, const int *lq, const int *lk, const int32_t *cuq, const int32_t *cuk,
+                         int maxk, const int32_t *rtk, int K, int B, const float *ro_s, const float *ro_d,
+                         double out[2]) {
+    const int G = Hq / Hkv;
+    const int64_t TQ = cuq[nseq];
+    double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0;
+    int64_t *keys = malloc(sizeof(int64_t) * (size_t)(maxk + 1));
+    float *sbuf = malloc(sizeof(float) * (size_t)(maxk + 1)), *ob = malloc(sizeof(float) * D);
+    for (int b = 0; b < nseq; b++) {
+        for (int i = 0; i < lq[b]; i += 7) {
+            int64_t t = cuq[b] + i, pos = lk[b] - lq[b] + i;
+            for (int h = 0; h < Hq; h += (Hq > 4 ? 3 : 1)) {
+                int g = h / G;
+                for (int mode = 0; mode < 2; mode++) {
+                    int n = 0;
+                    for (int64_t j = 0; j <= pos; j++) {
+                        int ok = 1;
+                        if (mode == 0) {
+                            ok = 0;
+                            for (int kk = 0; kk < K; kk++)
+                                if (rtk[((int64_t)g * TQ + t) * K + kk] == (int32_t)(j / B)) ok = 1;
+                        }
+                        if (ok) keys[n++] = j;
+                    }
+                    naive_row(q, k, v, dt, Hq, Hkv, D, t, h, cuk[b], keys, n, 1.0f / sqrtf((float)D), sbuf, ob);
+                    const float *ref = (mode == 0 ? ro_s : ro_d) + (t * Hq + h) * D;
+                    for (int d = 0; d < D; d++) {
+                        double e = (double)ob[d] - ref[d];
+                        if (mode == 0) {
+                            nn_s += e * e;
+                            nd_s += (double)ref[d] * ref[d];
+                        } else {
+                            nn_d += e * e;
+                            nd_d += (double)ref[d] * ref[d];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out[0] = fmax(sqrt(nn_s / (nd_s + 1e-300)), naive_floor(dt));
+    out[1] = fmax(sqrt(nn_d / (nd_d + 1e-300)), naive_floor(dt));
+    free(keys), free(sbuf), free(ob);
 }
 
 /* Stage 2 and dense attention in the caller's workspace (exactly the size asked for, poisoned with 0xff
@@ -157,8 +313,10 @@ static void op_workspace_checks(const char *name, const infllm_params *p0, const
     cudaFree(dtkg);
 }
 
-static void run_case(const tcase *c, unsigned long long seed) {
-    g_cases++;
+/* One grid case: the references (from INFLLM_TEST_REF_DIR when there), then, unless ref_only, the CUDA calls and
+ * their checks. ref_only touches no CUDA API (it runs in the forked processes of the REF precompute). */
+static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only) {
+    if (!ref_only) g_cases++;
     infllm_params p;
     infllm_params_default(&p);
     if (c->B) p.block_size = c->B;
@@ -179,7 +337,7 @@ static void run_case(const tcase *c, unsigned long long seed) {
         if (c->lk[b] > maxk) maxk = c->lk[b];
     }
     int64_t TQ = cuq[c->nseq], TK = cuk[c->nseq];
-    int D = c->D, Hq = c->Hq, Hkv = c->Hkv, G = Hq / Hkv;
+    int D = c->D, Hq = c->Hq, Hkv = c->Hkv;
     infllm_dtype dt = c->dt;
     size_t nq = (size_t)TQ * Hq * D, nk = (size_t)TK * Hkv * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
@@ -234,6 +392,50 @@ static void run_case(const tcase *c, unsigned long long seed) {
     p.backend = INFLLM_BACKEND_REF;
     CHECK_OK(infllm_get_sizes(&p, &hl, &sz));
     int K = sz.topk_out;
+    /* ---- REF selection (storage dtype) ---- */
+    size_t n1r = (size_t)sz.total_n1 * Hkv * D, n2r = (size_t)sz.total_n2 * Hkv * D;
+    uint16_t *rc1 = malloc(n1r * 2 + 2), *rc2 = malloc(n2r * 2 + 2);
+    int32_t rcu1[5], rcu2[5];
+    size_t nsc = (size_t)Hkv * TQ * sz.max_n1, nbs = (size_t)Hkv * TQ * sz.nblocks_out, ntk = (size_t)Hkv * TQ * K;
+    float *rsc = malloc(nsc * 4 + 4), *rbs = malloc(nbs * 4 + 4);
+    int32_t *rtk = malloc(ntk * 4 + 4);
+    const ref_span sel_parts[] = {{rc1, n1r * 2}, {rc2, n2r * 2}, {rcu1, sizeof rcu1}, {rcu2, sizeof rcu2},
+                                  {rsc, nsc * 4}, {rbs, nbs * 4}, {rtk, ntk * 4}};
+    unsigned char *saved;
+    if (!ref_get(c, seed, "sel", sel_parts, 7, &saved)) {
+        memset(rcu1, 0, sizeof rcu1), memset(rcu2, 0, sizeof rcu2);
+        CHECK_OK(infllm_compress_keys(&p, &hl, k, rc1, rc2, rcu1, rcu2));
+        CHECK_OK(infllm_stage1_scores(&p, &hl, q, rc1, rc2, rcu1, rcu2, rsc));
+        CHECK_OK(infllm_block_scores(&p, &hl, rsc, rbs));
+        CHECK_OK(infllm_topk_select(&p, &hl, rbs, rtk));
+        ref_put(c, seed, "sel", sel_parts, 7, saved);
+    }
+
+    /* ---- references in f32 storage (float64 math) ---- */
+    float *ro_s = malloc(nq * 4), *rl_s = malloc((size_t)TQ * Hq * 4), *ro_d = malloc(nq * 4),
+          *rl_d = malloc((size_t)TQ * Hq * 4);
+    const ref_span attn_parts[] = {{ro_s, nq * 4}, {rl_s, (size_t)TQ * Hq * 4}, {ro_d, nq * 4}, {rl_d, (size_t)TQ * Hq * 4}};
+    if (!ref_get(c, seed, "attn", attn_parts, 4, &saved)) {
+        CHECK_OK(infllm_sparse_attention(&p, &hl32, q32, k32, v32, rtk, K, ro_s, rl_s));
+        CHECK_OK(infllm_dense_attention(&p, &hl32, q32, k32, v32, ro_d, rl_d));
+        ref_put(c, seed, "attn", attn_parts, 4, saved);
+    }
+
+    /* naive low-precision error on a subset of rows */
+    double naive[2]; /* sparse, dense */
+    const ref_span naive_parts[] = {{naive, sizeof naive}};
+    if (!ref_get(c, seed, "naive", naive_parts, 1, &saved)) {
+        naive_errors(q, k, v, dt, Hq, Hkv, D, c->nseq, c->lq, c->lk, cuq, cuk, maxk, rtk, K, p.block_size, ro_s, ro_d,
+                     naive);
+        ref_put(c, seed, "naive", naive_parts, 1, saved);
+    }
+    const double naive_s = naive[0], naive_d = naive[1];
+    if (ref_only) {
+        free(q), free(k), free(v), free(q32), free(k32), free(v32), free(rc1), free(rc2), free(rsc), free(rbs);
+        free(rtk), free(ro_s), free(rl_s), free(ro_d), free(rl_d);
+        return;
+    }
+
     /* device layout */
     int32_t *dcuq = c->nseq > 1 ? dup_dev(cuq, sizeof(int32_t) * (c->nseq + 1)) : NULL;
     int32_t *dcuk = c->nseq > 1 ? dup_dev(cuk, sizeof(int32_t) * (c->nseq + 1)) : NULL;
@@ -243,18 +445,6 @@ static void run_case(const tcase *c, unsigned long long seed) {
     dl.max_seqlen_q = maxq;
     dl.max_seqlen_k = maxk;
     void *dq = dup_dev(q, nq * 2), *dk = dup_dev(k, nk * 2), *dv = dup_dev(v, nk * 2);
-
-    /* ---- REF selection (storage dtype) ---- */
-    size_t n1r = (size_t)sz.total_n1 * Hkv * D, n2r = (size_t)sz.total_n2 * Hkv * D;
-    uint16_t *rc1 = malloc(n1r * 2 + 2), *rc2 = malloc(n2r * 2 + 2);
-    int32_t rcu1[5], rcu2[5];
-    size_t nsc = (size_t)Hkv * TQ * sz.max_n1, nbs = (size_t)Hkv * TQ * sz.nblocks_out, ntk = (size_t)Hkv * TQ * K;
-    float *rsc = malloc(nsc * 4 + 4), *rbs = malloc(nbs * 4 + 4);
-    int32_t *rtk = malloc(ntk * 4 + 4);
-    CHECK_OK(infllm_compress_keys(&p, &hl, k, rc1, rc2, rcu1, rcu2));
-    CHECK_OK(infllm_stage1_scores(&p, &hl, q, rc1, rc2, rcu1, rcu2, rsc));
-    CHECK_OK(infllm_block_scores(&p, &hl, rsc, rbs));
-    CHECK_OK(infllm_topk_select(&p, &hl, rbs, rtk));
 
     /* ---- CUDA standalone ops ---- */
     p.backend = INFLLM_BACKEND_CUDA;
@@ -353,13 +543,6 @@ static void run_case(const tcase *c, unsigned long long seed) {
         cudaFree(dsw);
     }
 
-    /* ---- references in f32 storage (float64 math) ---- */
-    float *ro_s = malloc(nq * 4), *rl_s = malloc((size_t)TQ * Hq * 4), *ro_d = malloc(nq * 4),
-          *rl_d = malloc((size_t)TQ * Hq * 4);
-    p.backend = INFLLM_BACKEND_REF;
-    CHECK_OK(infllm_sparse_attention(&p, &hl32, q32, k32, v32, rtk, K, ro_s, rl_s));
-    CHECK_OK(infllm_dense_attention(&p, &hl32, q32, k32, v32, ro_d, rl_d));
-
     /* ---- CUDA stage 2, dense, pipeline ---- */
     p.backend = INFLLM_BACKEND_CUDA;
     int32_t *drtk = dup_dev(rtk, ntk * 4);
@@ -399,44 +582,6 @@ static void run_case(const tcase *c, unsigned long long seed) {
     float *clsr = to_host(dlsr, (size_t)TQ * Hq * 4);
     op_workspace_checks(c->name, &p, &dl, dq, dk, dv, drtk, dtkf, K, nq, (size_t)TQ * Hq, ntk, cos_, cls, cod, cld);
 
-    /* naive low-precision error on a subset of rows */
-    double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0;
-    int64_t *keys = malloc(sizeof(int64_t) * (size_t)(maxk + 1));
-    float *sbuf = malloc(sizeof(float) * (size_t)(maxk + 1)), *ob = malloc(sizeof(float) * D);
-    for (int b = 0; b < c->nseq; b++) {
-        for (int i = 0; i < c->lq[b]; i += 7) {
-            int64_t t = cuq[b] + i, pos = c->lk[b] - c->lq[b] + i;
-            for (int h = 0; h < Hq; h += (Hq > 4 ? 3 : 1)) {
-                int g = h / G;
-                for (int mode = 0; mode < 2; mode++) {
-                    int n = 0;
-                    for (int64_t j = 0; j <= pos; j++) {
-                        int ok = 1;
-                        if (mode == 0) {
-                            ok = 0;
-                            for (int kk = 0; kk < K; kk++)
-                                if (rtk[((int64_t)g * TQ + t) * K + kk] == (int32_t)(j / p.block_size)) ok = 1;
-                        }
-                        if (ok) keys[n++] = j;
-                    }
-                    naive_row(q, k, v, dt, Hq, Hkv, D, t, h, cuk[b], keys, n, 1.0f / sqrtf((float)D), sbuf, ob);
-                    const float *ref = (mode == 0 ? ro_s : ro_d) + (t * Hq + h) * D;
-                    for (int d = 0; d < D; d++) {
-                        double e = (double)ob[d] - ref[d];
-                        if (mode == 0) {
-                            nn_s += e * e;
-                            nd_s += (double)ref[d] * ref[d];
-                        } else {
-                            nn_d += e * e;
-                            nd_d += (double)ref[d] * ref[d];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    double naive_s = fmax(sqrt(nn_s / (nd_s + 1e-300)), naive_floor(dt)),
-           naive_d = fmax(sqrt(nn_d / (nd_d + 1e-300)), naive_floor(dt));
     /* CUDA errors */
     double es = 0, rs2 = 0, ed = 0, rd2 = 0, lsemax_s = 0, lsemax_d = 0, esr = 0, lsemax_sr = 0;
     for (size_t i = 0; i < nq; i++) {
@@ -501,7 +646,7 @@ static void run_case(const tcase *c, unsigned long long seed) {
 
     free(q), free(k), free(v), free(q32), free(k32), free(v32), free(rc1), free(rc2), free(rsc), free(rbs), free(rtk);
     free(cc1), free(cc2), free(ccu1), free(csc), free(ctk), free(ro_s), free(rl_s), free(ro_d), free(rl_d);
-    free(cos_), free(cod), free(cop), free(cls), free(cld), free(clp), free(keys), free(sbuf), free(ob);
+    free(cos_), free(cod), free(cop), free(cls), free(cld), free(clp);
     free(rtk_rev), free(cosr), free(clsr);
     cudaFree(drtk_rev), cudaFree(dosr), cudaFree(dlsr);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc1), cudaFree(dc2), cudaFree(dcu1), cudaFree(dcu2);
@@ -688,12 +833,42 @@ static void errors_checks(void) {
 }
 #endif
 
-int main(void) {
-#ifndef INFLLM_HAVE_CUDA
-    printf("test_cuda: SKIP (built without CUDA)\n");
-    return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
-#else
-    if (!cuda_test_device_line("test_cuda")) return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
+#ifdef INFLLM_HAVE_CUDA
+static void run_case(const tcase *c, unsigned long long seed) { run_case_mode(c, seed, 0); }
+
+/* The REF precompute's pool: one forked process a case, as many at once as the machine has cores. */
+static int g_pool_active, g_pool_failed, g_pool_cases;
+static void pool_reap(void) {
+    int st = 0;
+    if (wait(&st) > 0) {
+        g_pool_active--;
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) g_pool_failed++;
+    }
+}
+static void ref_case(const tcase *c, unsigned long long seed) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1) ncpu = 1;
+    while (g_pool_active >= ncpu) pool_reap();
+    g_pool_cases++;
+    fflush(stdout);
+    fflush(stderr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        run_case_mode(c, seed, 1);
+        fflush(stdout);
+        _exit(h_failed ? 1 : 0);
+    }
+    if (pid < 0) { /* no process to spare: here */
+        const int before = h_failed;
+        run_case_mode(c, seed, 1);
+        if (h_failed != before) g_pool_failed++;
+        return;
+    }
+    g_pool_active++;
+}
+
+/* Every case of the grid (INFLLM_TEST_ONLY: those whose names contain it) and the random ones, each handed to fn. */
+static void for_each_case(void (*fn)(const tcase *, unsigned long long), const char *only) {
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     const infllm_mode SP = INFLLM_MODE_SPARSE, AU = INFLLM_MODE_AUTO;
     /* name, dtype, D, Hq, Hkv, nseq, lq[], lk[], B, l1, s1, init, local, topk, exact, dense_len, mode, key_period,
@@ -768,14 +943,8 @@ int main(void) {
         {"g32-fewq-varlen-decode", BF, 128, 32, 1, 3, {1, 1, 1}, {2100, 1500, 900}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
         {"g40-f16-d64-fewq-varlen-40", F16, 64, 40, 1, 2, {30, 10}, {1800, 1200}, 0, 0, 0, 1, 2, 6, 0, 8192, SP, 0, 0},
     };
-    /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
-     * (a quick device run of one case; cuda_check.sh never sets it) */
-    const char *only = getenv("INFLLM_TEST_ONLY");
-    if (only && !*only) only = NULL;
-    printf("test_cuda: CUDA backend vs REF (float64) and golden%s%s\n", only ? ", only cases matching " : "",
-           only ? only : "");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        if (!only || strstr(cases[i].name, only)) run_case(&cases[i], 1234 + i);
+        if (!only || strstr(cases[i].name, only)) fn(&cases[i], 1234 + i);
     /* random cases (INFLLM_CUDA_RANDOM, default 4; INFLLM_CUDA_SEED, default 1): every knob drawn, so
      * that shapes the grid above does not name get checked (group sizes, block / kernel geometries,
      * layouts, the few-query path's splits); a failure names the case's parameters */
@@ -808,8 +977,37 @@ int main(void) {
                  c.lk[2], c.lq[3], c.lk[3], Bv, c.l1, c.s1, c.init_blocks, c.local_blocks, c.topk, c.exact, (int)c.mode, c.dense_len,
                  c.key_period);
         c.name = nm;
-        run_case(&c, 5000 + (unsigned long long)i);
+        fn(&c, 5000 + (unsigned long long)i);
     }
+}
+#endif
+
+int main(void) {
+#ifndef INFLLM_HAVE_CUDA
+    printf("test_cuda: SKIP (built without CUDA)\n");
+    return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
+#else
+    /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
+     * (a quick device run of one case; cuda_check.sh never sets it) */
+    const char *only = getenv("INFLLM_TEST_ONLY");
+    if (only && !*only) only = NULL;
+    /* INFLLM_TEST_REF_ONLY=1 with INFLLM_TEST_REF_DIR: the references of every case into that folder, no GPU */
+    const char *ref_only = getenv("INFLLM_TEST_REF_ONLY");
+    if (ref_only && *ref_only && strcmp(ref_only, "0") != 0) {
+        const char *dir = getenv("INFLLM_TEST_REF_DIR");
+        if (!dir || !*dir) {
+            fprintf(stderr, "test_cuda: INFLLM_TEST_REF_ONLY needs INFLLM_TEST_REF_DIR (the folder to fill)\n");
+            return 2;
+        }
+        for_each_case(ref_case, only);
+        while (g_pool_active > 0) pool_reap();
+        printf("test_cuda: references of %d cases into %s, %d failed\n", g_pool_cases, dir, g_pool_failed);
+        return g_pool_failed ? 1 : 0;
+    }
+    if (!cuda_test_device_line("test_cuda")) return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
+    printf("test_cuda: CUDA backend vs REF (float64) and golden%s%s\n", only ? ", only cases matching " : "",
+           only ? only : "");
+    for_each_case(run_case, only);
     if (!only) {
         golden_pub1();
         errors_checks();
