@@ -115,6 +115,32 @@ if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ]; then
   ) >"$LOGS/long" 2>&1 &
   long=$!
 fi
+# one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
+# and its seconds
+one_run() {
+  local i=$1 t0=$SECONDS rc=0
+  # shellcheck disable=SC2086
+  timeout -k 10 "$TMO" stdbuf -oL -eL ${RUNS[$i]#*|} >"$LOGS/$i" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >"$LOGS/$i.rc"
+}
+# launches the runs of test_cuda (uses_refs 1) or of the other tests (0)
+pids=()
+launch_runs() {
+  local i uses
+  for i in "${!RUNS[@]}"; do
+    uses=0
+    case "${RUNS[$i]#*|}" in */tests/test_cuda) uses=1 ;; esac
+    [ "$uses" = "$1" ] || continue
+    if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
+      one_run "$i"
+    else
+      one_run "$i" &
+      pids+=($!)
+    fi
+  done
+}
+# the other tests first (they need no references), then test_cuda's references, then its runs
+launch_runs 0
 # test_cuda's references (REF selection, REF attention, the naive error: most of a run's time, the same in every
 # configuration) computed once, a process a core, into a folder its runs read (INFLLM_TEST_REF_DIR, removed with
 # $LOGS at the end; a file missing or damaged is computed by the run that needs it). CUDA_CHECK_REF_SHARE=0: each
@@ -132,23 +158,7 @@ if [ "${CUDA_CHECK_REF_SHARE:-1}" = 1 ]; then
     ref_fail=1
   fi
 fi
-# one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
-# and its seconds
-one_run() {
-  local i=$1 t0=$SECONDS rc=0
-  # shellcheck disable=SC2086
-  timeout -k 10 "$TMO" stdbuf -oL -eL ${RUNS[$i]#*|} >"$LOGS/$i" 2>&1 || rc=$?
-  echo "$rc $((SECONDS - t0))" >"$LOGS/$i.rc"
-}
-pids=()
-for i in "${!RUNS[@]}"; do
-  if [ "${CUDA_CHECK_SERIAL:-0}" = 1 ]; then
-    one_run "$i"
-  else
-    one_run "$i" &
-    pids+=($!)
-  fi
-done
+launch_runs 1
 for p in "${pids[@]}"; do wait "$p"; done
 fail=$ref_fail
 for i in "${!RUNS[@]}"; do
