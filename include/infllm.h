@@ -199,10 +199,11 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
                                      void *out, float *lse);
 
 /* Workspace bytes infllm_sparse_attention (with this topk_cols) and infllm_dense_attention need on the
- * CUDA backend for this layout (0 elsewhere; 0 also where the call has nothing to split), from the totals
- * and max_seqlen_* only. With p->workspace of that size the call allocates nothing, so a training step's
- * forward (infllm_select_blocks, then infllm_sparse_attention) can be captured into a CUDA graph; NULL:
- * the call allocates stream-ordered scratch (and runs unsplit if that fails). */
+ * CUDA backend for this layout (0 elsewhere; 0 also where the launch neither splits the keys nor groups the
+ * tokens), from the totals and max_seqlen_* only. With p->workspace of that size the call allocates nothing,
+ * so a training step's forward (infllm_select_blocks, then infllm_sparse_attention) can be captured into a
+ * CUDA graph; NULL: the call allocates stream-ordered scratch (if that fails it runs unsplit and ungrouped:
+ * the same result, slower). */
 infllm_status infllm_sparse_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
                                                      int32_t topk_cols, size_t *bytes);
 infllm_status infllm_dense_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
