@@ -203,7 +203,7 @@ infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout
  * tokens), from the totals and max_seqlen_* only. With p->workspace of that size the call allocates nothing,
  * so a training step's forward (infllm_select_blocks, then infllm_sparse_attention) can be captured into a
  * CUDA graph; NULL: the call allocates stream-ordered scratch (if that fails it runs unsplit and ungrouped:
- * the same result, slower). */
+ * slower, and equal up to rounding). */
 infllm_status infllm_sparse_attention_workspace_size(const infllm_params *p, const infllm_layout *l,
                                                      int32_t topk_cols, size_t *bytes);
 infllm_status infllm_dense_attention_workspace_size(const infllm_params *p, const infllm_layout *l,

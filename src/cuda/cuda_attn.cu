@@ -1416,7 +1416,7 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
 /* The standalone ops' scratch (split partials or the token grouping table): the caller's p->workspace,
  * checked against infllm_{sparse,dense}_attention_workspace_size (too small or misaligned ->
  * INFLLM_ERR_WORKSPACE, also for a call with no query), or, without one, a stream-ordered allocation per
- * call (failing which the call runs unsplit and ungrouped: the same output, slower). */
+ * call (failing which the call runs unsplit and ungrouped: slower, equal up to rounding). */
 static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                               const int32_t *topk, int32_t cols, void *out, float *lse) {
     /* the caller's pointers are checked here, at the API's entry, as cuda_attention and
