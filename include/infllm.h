@@ -151,7 +151,8 @@ infllm_status infllm_get_sizes(const infllm_params *p, const infllm_layout *l, i
  * (4*l1, 4*s1); complete windows only; f32 accumulation, stored in the layout dtype.
  *   k      [total_k, Hkv, D]
  *   c1     [total_n1, Hkv, D]      c2 [total_n2, Hkv, D]
- *   cu_seqlens_c1, cu_seqlens_c2: [num_seqs+1] int32 row offsets, written (may be NULL). */
+ *   cu_seqlens_c1, cu_seqlens_c2: [num_seqs+1] int32 row offsets, written (may be NULL; on CUDA a NULL one
+ *   costs a small stream-ordered allocation per call, so pass both where nothing may allocate: graph capture). */
 infllm_status infllm_compress_keys(const infllm_params *p, const infllm_layout *l,
                                    const void *k, void *c1, void *c2,
                                    int32_t *cu_seqlens_c1, int32_t *cu_seqlens_c2);
@@ -162,7 +163,8 @@ infllm_status infllm_compress_keys(const infllm_params *p, const infllm_layout *
  * iff its last covered position <= the query's position. 0 for invisible j, j >= n1 of the
  * sequence, and rows with no visible LSE kernel. Rounded to bf16 when dtype is bf16 (A.3).
  *   q [total_q, Hq, D]; c1, c2 and their cu_seqlens as written by infllm_compress_keys
- *   (c2 / cu_seqlens_c2 may be NULL with exact_lse)
+ *   (c2 / cu_seqlens_c2 may be NULL with exact_lse; NULL offsets of several sequences are recomputed,
+ *   on CUDA in a small stream-ordered allocation per call)
  *   scores [Hkv, total_q, max_n1] float32 */
 infllm_status infllm_stage1_scores(const infllm_params *p, const infllm_layout *l,
                                    const void *q, const void *c1, const void *c2,
