@@ -230,19 +230,8 @@ template <int MODE> static int run(int sms, float *sink, double &ns_chunk) {
     k_chain<MODE><<<grid, 256, SMEM>>>(sink); /* warm-up */
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    float best = 1e30f;
-    for (int rep = 0; rep < 5; rep++) {
-        CK(cudaEventRecord(a));
-        k_chain<MODE><<<grid, 256, SMEM>>>(sink);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (ms < best) best = ms;
-    }
+    float best;
+    if (best_ms([&] { k_chain<MODE><<<grid, 256, SMEM>>>(sink); }, best)) return 1;
     /* the SMs' time per chunk of one warpgroup: total time x SMs / (chunks of all warpgroups) */
     ns_chunk = (double)best * 1e6 * sms / ((double)grid * 2 * ITERS);
     printf("mode %d: %d CTAs of 2 warpgroups an SM, %.3f ms for %d CTAs x %d chunks\n", MODE, per_sm, best, grid, ITERS);

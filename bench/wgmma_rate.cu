@@ -139,19 +139,8 @@ template <int N, bool RS = false> static int run(int sms, int nwg, float *sink, 
     const int grid = sms * 4;
     k_rate<N, RS><<<grid, 128 * nwg, smem>>>(sink, nwg); /* warm-up */
     CK(cudaGetLastError());
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    float best = 1e30f;
-    for (int rep = 0; rep < 5; rep++) {
-        CK(cudaEventRecord(a));
-        k_rate<N, RS><<<grid, 128 * nwg, smem>>>(sink, nwg);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (ms < best) best = ms;
-    }
+    float best;
+    if (best_ms([&] { k_rate<N, RS><<<grid, 128 * nwg, smem>>>(sink, nwg); }, best)) return 1;
     const double flops = 2.0 * 64 * 128 * 64 * (double)ITERS * nwg * grid;
     tflops = flops / (best * 1e-3) / 1e12;
     return 0;
