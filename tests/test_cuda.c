@@ -79,6 +79,7 @@ typedef struct ref_span {
     size_t n;
 } ref_span;
 
+#define FNV1A_BASIS 0xcbf29ce484222325ULL /* FNV-1a's 64-bit offset basis: the hash of nothing */
 static uint64_t fnv1a(const void *data, size_t n, uint64_t h) {
     const unsigned char *b = data;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
@@ -96,7 +97,7 @@ static int ref_key(const tcase *c, unsigned long long seed, const char *part, ch
              part, infllm_build_commit(), c->name, (int)c->dt, c->D, c->Hq, c->Hkv, c->nseq, c->lq[0], c->lq[1],
              c->lq[2], c->lq[3], c->lk[0], c->lk[1], c->lk[2], c->lk[3], c->B, c->l1, c->s1, c->init_blocks,
              c->local_blocks, c->topk, c->exact, c->dense_len, (int)c->mode, c->key_period, c->key_spike, seed);
-    snprintf(path, npath, "%s/%016llx.ref", dir, (unsigned long long)fnv1a(key, strlen(key), 0xcbf29ce484222325ULL));
+    snprintf(path, npath, "%s/%016llx.ref", dir, (unsigned long long)fnv1a(key, strlen(key), FNV1A_BASIS));
     return 1;
 }
 
@@ -106,12 +107,11 @@ static int ref_load(const tcase *c, unsigned long long seed, const char *part, c
     if (!ref_key(c, seed, part, key, sizeof key, path, sizeof path)) return 0;
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
-    int ok = 1;
     const size_t nkey = strlen(key);
     char fkey[768];
-    uint64_t total = 0, want = 0, sum = 0xcbf29ce484222325ULL, fsum = 0;
+    uint64_t total = 0, want = 0, sum = FNV1A_BASIS, fsum = 0;
     for (int i = 0; i < ns; i++) want += sp[i].n;
-    ok = fread(fkey, 1, nkey, f) == nkey && !memcmp(fkey, key, nkey) && fread(&total, sizeof total, 1, f) == 1 &&
+    int ok = fread(fkey, 1, nkey, f) == nkey && !memcmp(fkey, key, nkey) && fread(&total, sizeof total, 1, f) == 1 &&
          total == want;
     for (int i = 0; ok && i < ns; i++) {
         ok = fread(sp[i].p, 1, sp[i].n, f) == sp[i].n;
@@ -128,7 +128,7 @@ static void ref_store(const tcase *c, unsigned long long seed, const char *part,
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) return; /* nothing shared: the other runs compute it */
-    uint64_t total = 0, sum = 0xcbf29ce484222325ULL;
+    uint64_t total = 0, sum = FNV1A_BASIS;
     for (int i = 0; i < ns; i++) total += sp[i].n;
     int ok = fwrite(key, 1, strlen(key), f) == strlen(key) && fwrite(&total, sizeof total, 1, f) == 1;
     for (int i = 0; ok && i < ns; i++) {
