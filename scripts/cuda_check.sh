@@ -20,8 +20,10 @@
 # The runs are independent processes whose time was the single-threaded float64 reference; since session 34
 # test_cuda's references are computed once, a process a core, and read by its runs (CUDA_CHECK_REF_SHARE=0: not).
 # The runs go side by side (CUDA_CHECK_SERIAL=1: one after the other); each one's output is printed
-# in order once all have finished, with its seconds. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; a run takes
-# ~3.5 minutes alone, 380-400 s side by side on the H200 in session 34): a kernel that hangs fails its run (exit 124, "timed out")
+# in order once all have finished, with its seconds. Each run has CUDA_CHECK_TIMEOUT seconds (default 480; with the
+# shared references a test_cuda run takes ~10 s after a ~60 s precompute and test_cuda_cache ~100 s, the whole check
+# 226 s with a cold build on the H200 in session 35; without them, CUDA_CHECK_REF_SHARE=0, 380-400 s side by side): a
+# kernel that hangs fails its run (exit 124, "timed out")
 # instead of holding the device call to its limit with nothing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
