@@ -953,6 +953,11 @@ static void for_each_case(void (*fn)(const tcase *, unsigned long long), const c
      * INFLLM_TEST_ONLY=none INFLLM_CUDA_RANDOM=40 INFLLM_CUDA_SEED=7) */
     const int nrand = rn ? atoi(rn) : only ? 0 : 4;
     unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    /* INFLLM_CUDA_RANDOM_MAXLK=N: keys of a sequence drawn up to N (one or two sequences; N / 2.5 for three or
+     * four) instead of 1500 (600), for sweeps that reach the selection's multi-tile paths; the float64 reference
+     * grows as N^2 */
+    const char *rl = getenv("INFLLM_CUDA_RANDOM_MAXLK");
+    const int maxlk = rl && atoi(rl) > 0 ? atoi(rl) : 1500;
     for (int i = 0; i < nrand; i++) {
         static char names[64][160];
         tcase c;
@@ -962,7 +967,7 @@ static void for_each_case(void (*fn)(const tcase *, unsigned long long), const c
         const int Bv = c.B ? c.B : 64;
         /* up to 4 sequences; 3 or 4 shorter ones, as the float64 reference is O(L^2) */
         c.nseq = 1 + (int)(h_rng_next(&rng) % 4);
-        const int lkmax = c.nseq <= 2 ? 1500 : 600;
+        const int lkmax = c.nseq <= 2 ? maxlk : (maxlk * 2) / 5 > 0 ? (maxlk * 2) / 5 : 1;
         for (int b = 0; b < c.nseq; b++) {
             c.lk[b] = 1 + (int)(h_rng_next(&rng) % lkmax);
             const int kind = (int)(h_rng_next(&rng) % 3); /* prefill, decode (1-3 queries), chunk */
