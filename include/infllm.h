@@ -17,7 +17,10 @@
  *    CUDA: 16-bit tensors (q, k, v, out, c1, c2 of the attention and stage-1 calls) must be
  *    16-byte aligned and float / int32 arrays 4-byte aligned (cudaMalloc's and PyTorch's
  *    allocations and their row offsets are), else INFLLM_ERR_UNSUPPORTED naming the argument;
- *    infllm_compress_keys and infllm_cache_append take any 2-byte aligned k / v.
+ *    infllm_compress_keys (k, c1, c2) and infllm_cache_append (k, v) take any 2-byte alignment.
+ *    Every pointer, cu_seqlens too, must be memory the GPU reads (cudaMalloc, cudaMallocManaged,
+ *    mapped pinned host memory; plain host memory only on devices that read pageable memory),
+ *    else INFLLM_ERR_UNSUPPORTED naming it, before any kernel runs.
  *  - Every function validates its arguments and returns INFLLM_OK or a specific status;
  *    infllm_last_error() then holds a one-line message naming the problem (thread-local).
  *    On error, outputs may be partially written; inputs are never modified. Nothing in the

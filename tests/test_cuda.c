@@ -749,6 +749,80 @@ static void golden_pub1(void) {
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc1), cudaFree(dc2), cudaFree(dtk), cudaFree(dout), cudaFree(dlse);
 }
 
+/* Pointers the GPU cannot read (plain host memory, unless the device reads pageable memory: HMM / ATS) are
+ * refused with a message naming them before any kernel runs, on every entry point and for the layout's
+ * cu_seqlens; mapped pinned host memory is read. q, kv, o: device tensors of errors_checks' 16-query layout l
+ * (2 / 1 heads, d 128, bf16), tk: a device top-k of >= 16 x 96 entries; p's workspace fits select and stage 2. */
+static void host_pointer_checks(infllm_params *p, infllm_layout *l, void *q, void *kv, void *o, int32_t *tk) {
+    int dev = 0, pageable = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev);
+    const size_t qbytes = 16 * 2 * 128 * 2, kvbytes = 16 * 128 * 2;
+    /* no caller workspace here (each call allocates its own; p's is restored at the end) */
+    void *ws = p->workspace;
+    const size_t ws_bytes = p->workspace_bytes;
+    p->workspace = NULL;
+    p->workspace_bytes = 0;
+    /* the reference: every tensor on the device, q and k / v a pattern */
+    uint16_t *pat = (uint16_t *)malloc(qbytes);
+    for (size_t i = 0; i < qbytes / 2; i++) pat[i] = infllm_f32_to_bf16((float)((i * 37) % 101) * 0.02f - 1.f);
+    cudaMemcpy(q, pat, qbytes, cudaMemcpyHostToDevice);
+    cudaMemcpy(kv, pat + 7, kvbytes, cudaMemcpyHostToDevice);
+    free(pat);
+    CHECK_OK(infllm_attention(p, l, q, kv, kv, o, NULL));
+    uint16_t *want = (uint16_t *)to_host(o, qbytes);
+    /* q in pinned host memory (cudaMallocHost: mapped into the device's address space): read, same output */
+    void *pinned = NULL;
+    if (cudaMallocHost(&pinned, qbytes) == cudaSuccess) {
+        cudaMemcpy(pinned, q, qbytes, cudaMemcpyDeviceToHost);
+        CHECK_OK(infllm_attention(p, l, pinned, kv, kv, o, NULL));
+        uint16_t *got = (uint16_t *)to_host(o, qbytes);
+        CHECK(memcmp(got, want, qbytes) == 0, "attention with q in pinned host memory differs from device q");
+        free(got);
+        cudaFreeHost(pinned);
+    }
+    free(want);
+    if (pageable) {
+        printf("  (this device reads pageable host memory: the host-pointer refusals are not checked)\n");
+        p->workspace = ws, p->workspace_bytes = ws_bytes;
+        return;
+    }
+    void *hq = calloc(1, qbytes), *hkv = calloc(1, kvbytes);
+    int32_t *htk = (int32_t *)calloc(16 * 96, 4);
+    float *hlse = (float *)calloc(16 * 2, 4);
+#define HOST_REFUSED(call, name)                                                                                  \
+    do {                                                                                                          \
+        CHECK_STATUS(call, INFLLM_ERR_UNSUPPORTED);                                                               \
+        CHECK(strstr(infllm_last_error(), name " at") != NULL && strstr(infllm_last_error(), "host memory") != NULL, \
+              "%s: message '%s'", #call, infllm_last_error());                                                    \
+    } while (0)
+    HOST_REFUSED(infllm_attention(p, l, hq, kv, kv, o, NULL), "q");
+    HOST_REFUSED(infllm_attention(p, l, q, kv, hkv, o, NULL), "v");
+    HOST_REFUSED(infllm_attention(p, l, q, kv, kv, o, hlse), "lse");
+    HOST_REFUSED(infllm_select_blocks(p, l, q, kv, htk), "topk_idx");
+    HOST_REFUSED(infllm_sparse_attention(p, l, q, kv, kv, htk, 1, o, NULL), "topk_idx");
+    HOST_REFUSED(infllm_dense_attention(p, l, q, hkv, kv, o, NULL), "k");
+    /* the layout's cu_seqlens are device arrays on CUDA: host ones refused too (two sequences of 8 / 8) */
+    int32_t hcu[3] = {0, 8, 16};
+    infllm_layout l2 = *l;
+    l2.num_seqs = 2;
+    l2.cu_seqlens_q = hcu;
+    l2.cu_seqlens_k = hcu;
+    l2.max_seqlen_q = 8;
+    l2.max_seqlen_k = 8;
+    HOST_REFUSED(infllm_attention(p, &l2, q, kv, kv, o, NULL), "cu_seqlens_q");
+    HOST_REFUSED(infllm_dense_attention(p, &l2, q, kv, kv, o, NULL), "cu_seqlens_q");
+    HOST_REFUSED(infllm_select_blocks(p, &l2, q, kv, tk), "cu_seqlens_q");
+    /* the stage ops: compression and stage-1 scores */
+    void *c1 = dev_alloc(16 * 128 * 2 * 2);
+    HOST_REFUSED(infllm_compress_keys(p, l, hkv, c1, c1, NULL, NULL), "k");
+    HOST_REFUSED(infllm_stage1_scores(p, l, q, c1, c1, NULL, NULL, (float *)hlse), "scores");
+#undef HOST_REFUSED
+    free(hq), free(hkv), free(htk), free(hlse);
+    cudaFree(c1);
+    p->workspace = ws, p->workspace_bytes = ws_bytes;
+}
+
 static void errors_checks(void) {
     infllm_params p;
     infllm_params_default(&p);
@@ -825,6 +899,7 @@ static void errors_checks(void) {
     CHECK_STATUS(infllm_sparse_attention_workspace_size(&p, &l, 1, &aneed), INFLLM_ERR_UNSUPPORTED);
     CHECK_STATUS(infllm_dense_attention_workspace_size(&p, &l, &aneed), INFLLM_ERR_UNSUPPORTED);
     l.dtype = INFLLM_DTYPE_BF16;
+    host_pointer_checks(&p, &l, q, kv, o, tk);
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
           cudaGetErrorString(cudaGetLastError()));
     cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(tk), cudaFree(sw), cudaFree(aw);

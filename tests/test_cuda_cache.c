@@ -491,6 +491,25 @@ static void error_checks(void) {
     uint16_t *gk = to_host(infllm_cache_keys(c), sizeof h), *gv = to_host(infllm_cache_values(c), sizeof h);
     CHECK(memcmp(gk, h, sizeof h) == 0 && memcmp(gv, h, sizeof h) == 0, "misaligned append copied wrong data");
     free(gk), free(gv);
+    /* plain host memory, which this GPU cannot read unless it reads pageable memory (HMM / ATS): refused with
+     * a message before any kernel runs, the cache unchanged and the context usable */
+    int dev = 0, pageable = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev);
+    if (!pageable) {
+        uint16_t *hk = (uint16_t *)malloc(sizeof h);
+        memcpy(hk, h, sizeof h);
+        CHECK_STATUS(infllm_cache_append(c, hk, d, 3), INFLLM_ERR_UNSUPPORTED);
+        CHECK(strstr(infllm_last_error(), "host memory") != NULL, "host k: message '%s'", infllm_last_error());
+        CHECK_STATUS(infllm_cache_append(c, d, hk, 3), INFLLM_ERR_UNSUPPORTED);
+        CHECK(strstr(infllm_last_error(), "v at") != NULL, "host v: message '%s'", infllm_last_error());
+        CHECK(infllm_cache_length(c) == 3, "length after refused host appends: %lld", (long long)infllm_cache_length(c));
+        free(hk);
+    } else {
+        printf("  (this device reads pageable host memory: the host-pointer refusals are not checked)\n");
+    }
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused appends: %s",
+          cudaGetErrorString(cudaGetLastError()));
     infllm_cache_free(c);
     cudaFree(d);
 }

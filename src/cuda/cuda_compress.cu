@@ -80,11 +80,47 @@ __global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ 
     }
 }
 
-infllm_status cuda_check_aligned(const char *op, std::initializer_list<CudaArg> args) {
+/* whether the current device reads a pointer: device and managed memory, pinned host memory mapped into its
+ * address space, and plain (pageable) host memory only where the device reads pageable memory (HMM / ATS) */
+static bool cuda_device_reads(const void *ptr) {
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, ptr) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not sticky; cleared so that the next launch check does not read it */
+        return true;              /* nothing known against it: leave it to the launch */
+    }
+    if (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged) return true;
+    if (at.type == cudaMemoryTypeHost) return at.devicePointer != nullptr;
+    int dev = 0, pageable = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return true;
+    }
+    return pageable != 0;
+}
+
+infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args) {
     for (const CudaArg &a : args)
         if (a.ptr && ((uintptr_t)a.ptr & (a.align - 1)))
             return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend (%s): %s at %p is not %u-byte aligned", op,
                                     a.name, a.ptr, a.align);
+    /* the queries are pure, but a call inside a graph capture of global or thread-local mode must not risk
+     * invalidating it: this thread is in relaxed mode for them (a per-thread setting, restored after) */
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    const bool exchanged = cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess;
+    if (!exchanged) (void)cudaGetLastError();
+    const CudaArg *bad = nullptr;
+    for (const CudaArg &a : args)
+        if (a.ptr && !cuda_device_reads(a.ptr)) {
+            bad = &a;
+            break;
+        }
+    if (exchanged) cudaThreadExchangeStreamCaptureMode(&mode);
+    if (bad)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend (%s): %s at %p is host memory that the GPU cannot read; pass device "
+                                "memory (cudaMalloc, cudaMallocManaged, or mapped pinned host memory)",
+                                op, bad->name, bad->ptr);
     return INFLLM_OK;
 }
 
@@ -360,6 +396,10 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
 extern "C" infllm_status cuda_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2,
                                        int32_t *cu_c1, int32_t *cu_c2) {
     infllm_status s = cuda_check_supported(ap, "compress_keys");
+    if (!s)
+        s = cuda_check_pointers("compress_keys", {{k, "k", 2}, {c1, "c1", 2}, {c2, "c2", 2}, {cu_c1, "cu_seqlens_c1", 4},
+                                                  {cu_c2, "cu_seqlens_c2", 4}, {ap->cu_q, "cu_seqlens_q", 4},
+                                                  {ap->cu_k, "cu_seqlens_k", 4}});
     if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     int32_t *tmp = NULL;

@@ -21,9 +21,11 @@ struct CudaArg {
     const char *name;
     unsigned align;
 };
-/* INFLLM_ERR_UNSUPPORTED naming op and the first misaligned argument (NULL ones pass), before any
- * kernel runs: a misaligned access would fail asynchronously and poison the CUDA context */
-infllm_status cuda_check_aligned(const char *op, std::initializer_list<CudaArg> args);
+/* INFLLM_ERR_UNSUPPORTED naming op and the first argument (NULL ones pass) that is misaligned or that the
+ * current device cannot read (plain host memory, unless the device reads pageable memory: HMM / ATS), before
+ * any kernel runs: such an access would fail asynchronously and poison the CUDA context. Device, managed and
+ * mapped pinned host memory pass. */
+infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args);
 
 /* c1/c2 + device offsets cu_c1/cu_c2 ([num_seqs+1], required here) */
 infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,
