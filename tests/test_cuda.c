@@ -752,7 +752,8 @@ static void golden_pub1(void) {
 /* Pointers the GPU cannot read (plain host memory, unless the device reads pageable memory: HMM / ATS) are
  * refused with a message naming them before any kernel runs, on every entry point and for the layout's
  * cu_seqlens; mapped pinned host memory is read. q, kv, o: device tensors of errors_checks' 16-query layout l
- * (2 / 1 heads, d 128, bf16), tk: a device top-k of >= 16 x 96 entries; p's workspace fits select and stage 2. */
+ * (2 / 1 heads, d 128, bf16), tk: a device top-k of >= 16 x 96 entries; the calls run without p's workspace
+ * (restored on return). */
 static void host_pointer_checks(infllm_params *p, infllm_layout *l, void *q, void *kv, void *o, int32_t *tk) {
     int dev = 0, pageable = 0;
     cudaGetDevice(&dev);
