@@ -27,7 +27,7 @@ for o in "${objs[@]}"; do
       ;;
     *)
       # AVX2 objects: VEX only (no zmm, no mask registers, no EVEX-only forms), no AVX-VNNI
-      bad=$( { echo "$ins" | grep -E '%zmm|%k[0-7]|\{' ; echo "$ins" | awk '{print $1}' | grep -E '^(\{vex\}|vpdp[a-z]*)'; } |
+      bad=$( { echo "$ins" | grep -E '%zmm|%k[0-7]|\{' ; echo "$ins" | awk '{print $1}' | grep -E '^vpdp[a-z]*'; } |
         awk '{print $1}' | sort | uniq -c)
       ;;
   esac
