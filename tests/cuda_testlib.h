@@ -68,6 +68,16 @@ static inline int cuda_test_device_line(const char *name) {
     return 1;
 }
 
+/* whether the current device reads plain (pageable) host memory (HMM / ATS), where the backend accepts host
+ * pointers; prints why the host-pointer refusals are not checked when it does */
+static inline int cuda_test_device_reads_pageable(void) {
+    int dev = 0, pageable = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev);
+    if (pageable) printf("  (this device reads pageable host memory: the host-pointer refusals are not checked)\n");
+    return pageable;
+}
+
 /* a device copy of bytes of host memory (at least 4 bytes allocated) */
 static inline void *dup_dev(const void *h, size_t bytes) {
     void *d = NULL;

@@ -755,9 +755,6 @@ static void golden_pub1(void) {
  * (2 / 1 heads, d 128, bf16), tk: a device top-k of >= 16 x 96 entries; the calls run without p's workspace
  * (restored on return). */
 static void host_pointer_checks(infllm_params *p, infllm_layout *l, void *q, void *kv, void *o, int32_t *tk) {
-    int dev = 0, pageable = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev);
     const size_t qbytes = 16 * 2 * 128 * 2, kvbytes = 16 * 128 * 2;
     /* no caller workspace here (each call allocates its own; p's is restored at the end) */
     void *ws = p->workspace;
@@ -783,8 +780,7 @@ static void host_pointer_checks(infllm_params *p, infllm_layout *l, void *q, voi
         cudaFreeHost(pinned);
     }
     free(want);
-    if (pageable) {
-        printf("  (this device reads pageable host memory: the host-pointer refusals are not checked)\n");
+    if (cuda_test_device_reads_pageable()) {
         p->workspace = ws, p->workspace_bytes = ws_bytes;
         return;
     }

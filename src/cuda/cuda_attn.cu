@@ -1422,10 +1422,8 @@ static infllm_status flash_op(const infllm_attn_params *ap, const void *q, const
     /* the caller's pointers are checked here, at the API's entry, as cuda_attention and
      * cuda_cache_attend check theirs: cuda_flash_launch, which all three reach, takes them checked */
     const char *op = topk ? "sparse attention" : "dense attention";
-    infllm_status s = cuda_check_supported(ap, op);
-    if (!s)
-        s = cuda_check_pointers(op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16}, {topk, "topk_idx", 4},
-                                     {lse, "lse", 4}, {ap->cu_q, "cu_seqlens_q", 4}, {ap->cu_k, "cu_seqlens_k", 4}});
+    infllm_status s = cuda_check_entry(ap, op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16},
+                                                {topk, "topk_idx", 4}, {lse, "lse", 4}});
     if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     size_t ws = cuda_flash_split_bytes(ap, topk != NULL, cols);

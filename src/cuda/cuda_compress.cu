@@ -99,22 +99,19 @@ static bool cuda_device_reads(const void *ptr) {
     return pageable != 0;
 }
 
-infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args) {
-    for (const CudaArg &a : args)
-        if (a.ptr && ((uintptr_t)a.ptr & (a.align - 1)))
+infllm_status cuda_check_pointer_list(const char *op, const CudaArg *args, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (args[i].ptr && ((uintptr_t)args[i].ptr & (args[i].align - 1)))
             return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend (%s): %s at %p is not %u-byte aligned", op,
-                                    a.name, a.ptr, a.align);
+                                    args[i].name, args[i].ptr, args[i].align);
     /* the queries are pure, but a call inside a graph capture of global or thread-local mode must not risk
      * invalidating it: this thread is in relaxed mode for them (a per-thread setting, restored after) */
     cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
     const bool exchanged = cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess;
     if (!exchanged) (void)cudaGetLastError();
     const CudaArg *bad = nullptr;
-    for (const CudaArg &a : args)
-        if (a.ptr && !cuda_device_reads(a.ptr)) {
-            bad = &a;
-            break;
-        }
+    for (size_t i = 0; i < n && !bad; i++)
+        if (args[i].ptr && !cuda_device_reads(args[i].ptr)) bad = &args[i];
     if (exchanged) cudaThreadExchangeStreamCaptureMode(&mode);
     if (bad)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
@@ -122,6 +119,10 @@ infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg>
                                 "memory (cudaMalloc, cudaMallocManaged, or mapped pinned host memory)",
                                 op, bad->name, bad->ptr);
     return INFLLM_OK;
+}
+
+infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args) {
+    return cuda_check_pointer_list(op, args.begin(), args.size());
 }
 
 /* The same windows, one warp a window: lane l sums columns [8 l, 8 l + 8) (+ 256 a step) from 16-byte
@@ -395,11 +396,8 @@ infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, vo
 
 extern "C" infllm_status cuda_compress(const infllm_attn_params *ap, const void *k, void *c1, void *c2,
                                        int32_t *cu_c1, int32_t *cu_c2) {
-    infllm_status s = cuda_check_supported(ap, "compress_keys");
-    if (!s)
-        s = cuda_check_pointers("compress_keys", {{k, "k", 2}, {c1, "c1", 2}, {c2, "c2", 2}, {cu_c1, "cu_seqlens_c1", 4},
-                                                  {cu_c2, "cu_seqlens_c2", 4}, {ap->cu_q, "cu_seqlens_q", 4},
-                                                  {ap->cu_k, "cu_seqlens_k", 4}});
+    infllm_status s = cuda_check_entry(ap, "compress_keys", {{k, "k", 2}, {c1, "c1", 2}, {c2, "c2", 2},
+                                                             {cu_c1, "cu_seqlens_c1", 4}, {cu_c2, "cu_seqlens_c2", 4}});
     if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     int32_t *tmp = NULL;

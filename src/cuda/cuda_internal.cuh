@@ -26,6 +26,19 @@ struct CudaArg {
  * any kernel runs: such an access would fail asynchronously and poison the CUDA context. Device, managed and
  * mapped pinned host memory pass. */
 infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args);
+infllm_status cuda_check_pointer_list(const char *op, const CudaArg *args, size_t n);
+/* An entry point's boundary check: cuda_check_supported, then cuda_check_pointers over args and the layout's
+ * cu_seqlens_q / cu_seqlens_k (ap->cu_q, ap->cu_k; NULL for one sequence). */
+template <size_t N>
+infllm_status cuda_check_entry(const infllm_attn_params *ap, const char *op, const CudaArg (&args)[N]) {
+    infllm_status s = cuda_check_supported(ap, op);
+    if (s) return s;
+    CudaArg all[N + 2];
+    for (size_t i = 0; i < N; i++) all[i] = args[i];
+    all[N] = {ap->cu_q, "cu_seqlens_q", 4};
+    all[N + 1] = {ap->cu_k, "cu_seqlens_k", 4};
+    return cuda_check_pointer_list(op, all, N + 2);
+}
 
 /* c1/c2 + device offsets cu_c1/cu_c2 ([num_seqs+1], required here) */
 infllm_status cuda_compress_impl(const infllm_attn_params *ap, const void *k, void *c1, void *c2, int32_t *cu_c1,

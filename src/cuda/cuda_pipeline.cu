@@ -288,10 +288,8 @@ infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, 
 
 extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                         void *out, float *lse) {
-    infllm_status s = cuda_check_supported(ap, "attention");
-    if (!s)
-        s = cuda_check_pointers("attention", {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {out, "out", 16}, {lse, "lse", 4},
-                                              {ap->cu_q, "cu_seqlens_q", 4}, {ap->cu_k, "cu_seqlens_k", 4}});
+    infllm_status s = cuda_check_entry(ap, "attention", {{q, "q", 16}, {k, "k", 16}, {v, "v", 16},
+                                                          {out, "out", 16}, {lse, "lse", 4}});
     if (s) return s;
     WsLayout w = ws_layout(ap);
     if (ap->total_q == 0) return cuda_workspace_check(ap, w.total, "CUDA attention", "infllm_attention_workspace_size");
@@ -360,10 +358,7 @@ extern "C" infllm_status cuda_select_blocks_workspace_size(const infllm_attn_par
 
 extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const void *q, const void *k,
                                             int32_t *topk_idx) {
-    infllm_status s = cuda_check_supported(ap, "select_blocks");
-    if (!s)
-        s = cuda_check_pointers("select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4},
-                                                  {ap->cu_q, "cu_seqlens_q", 4}, {ap->cu_k, "cu_seqlens_k", 4}});
+    infllm_status s = cuda_check_entry(ap, "select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
     const infllm_attn_params a = select_params(ap);
     const SelWsLayout w = sel_ws_layout(&a);

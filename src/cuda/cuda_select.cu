@@ -1312,11 +1312,9 @@ infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, co
 
 extern "C" infllm_status cuda_stage1(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                                      const int32_t *cu_c1, const int32_t *cu_c2, float *scores) {
-    infllm_status s = cuda_check_supported(ap, "stage1_scores");
-    if (!s)
-        s = cuda_check_pointers("stage1_scores", {{q, "q", 16}, {c1, "c1", 16}, {c2, "c2", 16}, {scores, "scores", 4},
-                                                  {cu_c1, "cu_seqlens_c1", 4}, {cu_c2, "cu_seqlens_c2", 4},
-                                                  {ap->cu_q, "cu_seqlens_q", 4}, {ap->cu_k, "cu_seqlens_k", 4}});
+    infllm_status s = cuda_check_entry(ap, "stage1_scores", {{q, "q", 16}, {c1, "c1", 16}, {c2, "c2", 16},
+                                                              {scores, "scores", 4}, {cu_c1, "cu_seqlens_c1", 4},
+                                                              {cu_c2, "cu_seqlens_c2", 4}});
     if (s) return s;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     if (ap->exact_lse && !c2) c2 = c1;

@@ -14,49 +14,33 @@ int quant_avx512_available(void) { return 0; }
 
 int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                    const float *const *da, const float *const *sa, int na, float *out) {
-    (void)type, (void)n, (void)wrow, (void)xa, (void)qa, (void)da, (void)sa, (void)na, (void)out;
     return 0;
 }
 int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                      const float *const *da, const float *const *sa, int na, float *out) {
-    (void)type, (void)n, (void)wrow, (void)xa, (void)qa, (void)da, (void)sa, (void)na, (void)out;
     return 0;
 }
-void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
-    (void)x, (void)n, (void)q, (void)d, (void)s, (void)mode;
-}
-void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s) {
-    (void)x, (void)n, (void)q, (void)d, (void)s;
-}
-void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
-    (void)x, (void)n, (void)q, (void)d, (void)s, (void)mode;
-}
+void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {}
+void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s) {}
+void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {}
 int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    (void)type, (void)w, (void)r0, (void)r1, (void)cols, (void)q, (void)d, (void)s, (void)ntok, (void)y, (void)ldy;
     return 0;
 }
 int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    (void)type, (void)w, (void)r0, (void)r1, (void)cols, (void)q, (void)d, (void)s, (void)ntok, (void)y, (void)ldy;
     return 0;
 }
 
 #define GGMLC_NONE(level)                                                                                            \
-    void ggmlc_swiglu_##level(float *g, const float *u, int64_t n) { (void)g, (void)u, (void)n; }                     \
+    void ggmlc_swiglu_##level(float *g, const float *u, int64_t n) {}                                                \
     void ggmlc_attn_row_##level(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,  \
-                                float scale, float *out, float *sbuf, float *accbuf, int vecdot) {                   \
-        (void)K, (void)V, (void)ld, (void)L, (void)q, (void)D, (void)scale, (void)out, (void)sbuf, (void)accbuf,       \
-            (void)vecdot;                                                                                             \
-    }                                                                                                                 \
-    void ggmlc_f32_to_f16_##level(const float *src, uint16_t *dst, size_t n) { (void)src, (void)dst, (void)n; }       \
-    void ggmlc_f16_to_f32_##level(const uint16_t *src, float *dst, size_t n) { (void)src, (void)dst, (void)n; }       \
+                                float scale, float *out, float *sbuf, float *accbuf, int vecdot) {}                  \
+    void ggmlc_f32_to_f16_##level(const float *src, uint16_t *dst, size_t n) {}                                      \
+    void ggmlc_f16_to_f32_##level(const uint16_t *src, float *dst, size_t n) {}                                      \
     void ggmlc_attn_block_##level(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld, \
                                   const int64_t *L, int R, const float *const *qrows, int D, float scale,            \
-                                  float *const *orows, float *work, int vecdot) {                                   \
-        (void)K, (void)V, (void)VT, (void)vld, (void)ld, (void)L, (void)R, (void)qrows, (void)D, (void)scale,          \
-            (void)orows, (void)work, (void)vecdot;                                                                    \
-    }
+                                  float *const *orows, float *work, int vecdot) {}
 GGMLC_NONE(avx512)
 GGMLC_NONE(avx2)
 #undef GGMLC_NONE
