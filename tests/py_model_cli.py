@@ -51,6 +51,16 @@ with tempfile.TemporaryDirectory() as tmp:
         h.write(f.read()[: os.path.getsize(g) // 2])
     p = run("run", "-m", bad, "--tokens", toks)
     c.check(p.returncode == 1 and "truncated" in p.stderr, f"truncated GGUF: '{p.stderr.strip()[:120]}'")
+    # NaN weights make every logit NaN: the sampler read past its (empty) candidate list and
+    # crashed (temperature > 0), or greedy printed token 0; now a clear error, exit 1
+    mn = Tiny("llama", seed=5)
+    mn.out[:] = np.nan
+    gn = os.path.join(tmp, "nan.gguf")
+    mn.write_gguf(gn, {})
+    for temp in ("0.8", "0"):
+        p = run("run", "-m", gn, "--tokens", toks, "-n", "3", "--temp", temp, "-q")
+        c.check(p.returncode == 1 and "NaN" in p.stderr,
+                f"all-NaN logits, --temp {temp}: exit 1 with a message ({p.returncode}, '{p.stderr.strip()[:120]}')")
     for fmt in ("md", "csv", "json"):
         p = run("bench", "run", "-m", g, "--lengths", "64,128", "--gen", "2", "--format", fmt, "--llamacpp", "off")
         ok = p.returncode == 0

@@ -395,6 +395,10 @@ int cmd_run(int argc, char **argv) {
     int stopped_eog = 0;
     for (int i = 0; i < n_predict; i++) {
         int32_t t = mdl_sample(&smp, logits, ids, n_prompt + n_gen);
+        if (t < 0) {
+            fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
+            goto done;
+        }
         if (i == 0) {
             t_first = mdl_now() - t0;
             t_dec0 = mdl_now();

@@ -59,17 +59,14 @@ int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_his
             lg[t] = lg[t] > 0 ? lg[t] / s->repeat_penalty : lg[t] * s->repeat_penalty;
         }
     }
-    if (s->temp <= 0.f) {
-        int32_t best = 0;
-        for (int i = 1; i < V; i++)
-            if (lg[i] > lg[best]) best = i;
-        return best;
-    }
+    /* NaN logits are skipped; none but NaN (a broken model or config) is an error, not token 0 */
+    int32_t best = -1;
+    for (int i = 0; i < V; i++)
+        if (lg[i] == lg[i] && (best < 0 || lg[i] > lg[best])) best = i;
+    if (best < 0) return mdl_fail("sampling: every logit is NaN (broken weights or config values)");
+    if (s->temp <= 0.f) return best;
     /* candidates: tokens within exp(-30) of the best (the rest cannot matter), then top-k */
-    float best = lg[0];
-    for (int i = 1; i < V; i++)
-        if (lg[i] > best) best = lg[i];
-    float cut = best - 30.f * s->temp;
+    float cut = lg[best] - 30.f * s->temp;
     int n = 0;
     for (int i = 0; i < V; i++)
         if (lg[i] >= cut) s->idx[n++] = i;

@@ -20,7 +20,8 @@ typedef struct mdl_sampler {
 int mdl_sampler_init(mdl_sampler *s, int n_vocab, float temp, int top_k, float top_p, float repeat_penalty,
                      uint64_t seed);
 void mdl_sampler_free(mdl_sampler *s);
-/* Picks a token from logits (modified in place by the penalty). hist: previous tokens. */
+/* Picks a token from logits (modified in place by the penalty). hist: previous tokens. NaN logits are
+ * never picked; -1 (mdl_error() says why) when every logit is NaN. */
 int32_t mdl_sample(mdl_sampler *s, float *logits, const int32_t *hist, int64_t n_hist);
 
 #endif
