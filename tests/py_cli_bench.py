@@ -113,6 +113,8 @@ else:
 # bad input: a clear message, exit 2, nothing on stdout
 for args, what in (
     (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
+    # a 'k' length past 2^63 / 1024 overflowed the multiplication (UBSan; 9007199254740993k ran 1024 tokens)
+    (["bench", "attn", "--seqlen", "9007199254740993k"], "--seqlen"),
     (["bench", "backward", "--reps", "x"], "--reps"),
     (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["bench", "backward", "--peak", "5"], "--peak"),

@@ -109,6 +109,7 @@ int opts_int_list(const char *s, int64_t *out, int cap) {
         if (errno || end == p || x <= 0 || n >= cap) return -1;
         /* accept 32K / 64k suffixes */
         if (*end == 'k' || *end == 'K') {
+            if (x > LLONG_MAX / 1024) return -1;
             x *= 1024;
             end++;
         }
