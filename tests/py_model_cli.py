@@ -74,6 +74,9 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(ok, f"bench run --format {fmt}")
     p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "sometimes")
     c.check(p.returncode == 2 and "--llamacpp" in p.stderr, "bad --llamacpp: exit 2")
+    # 2^62 tokens: the token buffer's byte count wrapped to 8 and filling it overflowed the heap (ASan)
+    p = run("bench", "run", "-m", g, "--lengths", "4611686018427387904", "--gen", "1", "--llamacpp", "off")
+    c.check(p.returncode == 2 and "--lengths" in p.stderr, f"bench run --lengths 2^62: exit 2 ({p.stderr.strip()[-120:]})")
     # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip
     # (auto) or an error (on)
     try:

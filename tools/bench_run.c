@@ -161,6 +161,12 @@ int cmd_bench_run(int argc, char **argv) {
         fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1, --format md|csv|json\n");
         return 2;
     }
+    for (int i = 0; i < nl; i++)
+        if (lens[i] > INT32_MAX - gen) { /* the token buffer's size would overflow; the cache holds < 2^31 */
+            fprintf(stderr, "infllm bench run: --lengths %lld + --gen %d is more than the 2147483647 tokens a KV "
+                            "cache holds\n", (long long)lens[i], gen);
+            return 2;
+        }
     if (strcmp(llamacpp, "auto") && strcmp(llamacpp, "on") && strcmp(llamacpp, "off")) {
         fprintf(stderr, "infllm bench run: --llamacpp must be auto, on or off\n");
         return 2;
