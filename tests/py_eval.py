@@ -151,6 +151,10 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--gen", "0"], 2, "--gen"),
         (["--attn", "dense"], 2, "--modes"),
         (["--chat", "maybe"], 2, "--chat"),
+        # the context (length * 9/8 + 256 + gen) overflowed: an int64 overflow (UBSan) past 8e18, and a
+        # negative --ctx, reported as '--ctx must be >= 1', at 2e9
+        (["--lengths", "2000000000"], 2, "--lengths"),
+        (["--lengths", "9000000000000000000"], 2, "--lengths"),
     ]:
         rc, out, err = pk_run(*args)
         c.check(rc == want and msg in err, f"passkey {' '.join(args)}: exit {rc} (want {want}), message has '{msg}'")

@@ -534,6 +534,10 @@ static int eval_passkey(int argc, char **argv) {
     if (!nm) return 2;
     int64_t maxlen = 0;
     for (int i = 0; i < nl; i++) maxlen = lens[i] > maxlen ? lens[i] : maxlen;
+    if (maxlen > (1 << 30)) { /* the context below must stay an int (a KV cache holds < 2^31 tokens) */
+        fprintf(stderr, "%s: --lengths %lld is too long (at most %d tokens)\n", PK_PROG, (long long)maxlen, 1 << 30);
+        return 2;
+    }
     o.ctx_i = (int)(maxlen + maxlen / 8 + 256 + gen); /* room for the prompt's overshoot */
     o.attn = "dense";
     if (run_opts_check(&o)) return 2;
