@@ -124,6 +124,10 @@ for args, what in (
     (["bench", "attn", "--inputs", "zeros"], "--inputs random|structured"),
     (["bench", "backward", "--device", "cuda"], "CPU backend only"),
     (["bench", "peak", "--device", "cuda"], "--device"),
+    # the FLOP counts divided by these before the library saw them: SIGFPE
+    (["bench", "attn", "--block-size", "0"], "block_size"),
+    (["bench", "attn", "--kernel-stride", "0"], "kernel_stride"),
+    (["bench", "backward", "--block-size", "0"], "block_size"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

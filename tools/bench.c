@@ -378,6 +378,21 @@ static infllm_layout one_seq_layout(const opts *o, int T) {
     return l;
 }
 
+/* the options checked by the library's own validation at every --seqlen before any run: the benches'
+ * FLOP counts divide by the block size and the kernel stride; nonzero after printing why */
+static int check_opts(const opts *o, const char *prog) {
+    for (int i = 0; i < o->nseq; i++) {
+        const infllm_layout l = one_seq_layout(o, o->seqlens[i]);
+        infllm_sizes sz;
+        const infllm_status st = infllm_get_sizes(&o->p, &l, &sz);
+        if (st) {
+            fprintf(stderr, "%s: %s: %s\n", prog, infllm_status_str(st), infllm_last_error());
+            return 2;
+        }
+    }
+    return 0;
+}
+
 static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t errlen) {
     const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim;
     size_t es = infllm_dtype_size(o->dtype);
@@ -835,6 +850,7 @@ static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_common(&o, argc, argv, 0);
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (check_opts(&o, "infllm bench attn")) return 2;
     char cpu[512], err[512];
     int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
     if (o.cuda) {
@@ -1025,6 +1041,7 @@ static int cmd_backward_bench(int argc, char **argv) {
         fprintf(stderr, "infllm bench backward: --heads must be a multiple of --kv-heads\n");
         return 2;
     }
+    if (check_opts(&o, "infllm bench backward")) return 2;
     char cpu[256], err[512];
     cpu_model(cpu, sizeof cpu);
     if (!strcmp(o.format, "md"))
