@@ -128,6 +128,11 @@ for args, what in (
     (["bench", "attn", "--block-size", "0"], "block_size"),
     (["bench", "attn", "--kernel-stride", "0"], "kernel_stride"),
     (["bench", "backward", "--block-size", "0"], "block_size"),
+    # a mistyped mode benchmarked nothing and exited 0; reps <= 0 ran once and printed 'reps 0'
+    (["bench", "attn", "--modes", "sprase"], "--modes"),
+    (["bench", "attn", "--modes", "dense,foo"], "--modes"),
+    (["bench", "backward", "--modes", ""], "--modes"),
+    (["bench", "attn", "--reps", "0"], "--reps"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

@@ -273,6 +273,22 @@ static int choice_arg(const char *flag, const char *val, const char *off, const 
     return -1;
 }
 
+/* --modes: a comma list of dense and sparse; anything else a message (a typo ran nothing, exit 0) */
+static int modes_arg(const char *val, int *dense, int *sparse) {
+    *dense = *sparse = 0;
+    for (const char *p = val;; p++) {
+        const size_t n = strcspn(p, ",");
+        if (n == 5 && !strncmp(p, "dense", 5)) *dense = 1;
+        else if (n == 6 && !strncmp(p, "sparse", 6)) *sparse = 1;
+        else {
+            fprintf(stderr, "infllm bench: --modes is a comma list of dense and sparse (got '%s')\n", val);
+            return -1;
+        }
+        p += n;
+        if (!*p) return 0;
+    }
+}
+
 static int parse_dtype(const char *s, infllm_dtype *dt) {
     if (!strcmp(s, "bf16")) *dt = INFLLM_DTYPE_BF16;
     else if (!strcmp(s, "f16") || !strcmp(s, "fp16")) *dt = INFLLM_DTYPE_F16;
@@ -790,8 +806,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
             }
         } else if (is_flag(a, "--modes")) {
             NEEDV();
-            o->do_dense = strstr(val, "dense") != NULL;
-            o->do_sparse = strstr(val, "sparse") != NULL;
+            if (modes_arg(val, &o->do_dense, &o->do_sparse)) return 2;
         } else if (is_flag(a, "--block-size")) { NEEDV(); if (int_arg(a, val, &o->p.block_size)) return 2; }
         else if (is_flag(a, "--topk")) { NEEDV(); if (int_arg(a, val, &o->p.topk)) return 2; }
         else if (is_flag(a, "--local-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.local_blocks)) return 2; }
@@ -809,6 +824,10 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
             return 2;
         }
 #undef NEEDV
+    }
+    if (o->reps < 1) {
+        fprintf(stderr, "infllm bench: --reps must be >= 1 (got %d)\n", o->reps);
+        return 2;
     }
     if (o->threads < 1) o->threads = 1;
     return 0;
