@@ -61,6 +61,23 @@ with tempfile.TemporaryDirectory() as tmp:
         p = run("run", "-m", gn, "--tokens", toks, "-n", "3", "--temp", temp, "-q")
         c.check(p.returncode == 1 and "NaN" in p.stderr,
                 f"all-NaN logits, --temp {temp}: exit 1 with a message ({p.returncode}, '{p.stderr.strip()[:120]}')")
+    # config values outside their domain loaded and gave NaN or meaningless logits (rms_norm_eps -1
+    # crashed the sampler): now refused at load, naming the value
+    hf = os.path.join(tmp, "hf")
+    m.write_hf(hf)
+    cfg0 = json.load(open(os.path.join(hf, "config.json")))
+    for upd, what in (({"rms_norm_eps": -1}, "epsilon"), ({"rope_theta": 0}, "RoPE base"),
+                      ({"model_type": "minicpm", "dim_model_base": 0}, "logit")):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+        c.check(p.returncode == 1 and what in p.stderr, f"config {upd}: exit 1, '{p.stderr.strip()[:160]}'")
+    mt = Tiny("llama", seed=5)
+    mt.theta = -10000.0
+    gt = os.path.join(tmp, "theta.gguf")
+    mt.write_gguf(gt, {})
+    p = run("run", "-m", gt, "--tokens", toks, "-n", "2", "-q")
+    c.check(p.returncode == 1 and "RoPE base" in p.stderr, f"GGUF rope.freq_base -10000: exit 1, '{p.stderr.strip()[:160]}'")
     for fmt in ("md", "csv", "json"):
         p = run("bench", "run", "-m", g, "--lengths", "64,128", "--gen", "2", "--format", fmt, "--llamacpp", "off")
         ok = p.returncode == 0

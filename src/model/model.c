@@ -327,6 +327,26 @@ out:
     return rc;
 }
 
+/* the numbers of the config that the forward divides by, takes logs or powers of, or scales by: a value
+ * outside their domain loads and then produces NaN or meaningless logits */
+static int check_config_values(const mdl_config *c) {
+    if (!isfinite(c->rms_eps) || c->rms_eps < 0)
+        return mdl_fail("model: the RMS norm epsilon (rms_norm_eps, attention.layer_norm_rms_epsilon) %g must be finite and >= 0", (double)c->rms_eps);
+    if (!isfinite(c->rope_theta) || c->rope_theta <= 0)
+        return mdl_fail("model: the RoPE base (rope_theta, rope.freq_base) %g must be finite and > 0", (double)c->rope_theta);
+    if (!isfinite(c->embed_scale) || !isfinite(c->residual_scale) || !isfinite(c->logit_scale) ||
+        c->logit_scale == 0 || !isfinite(c->rope_attn_factor))
+        return mdl_fail("model: embedding / residual / logit / RoPE attention scales (%g, %g, %g, %g) must be finite, "
+                        "the logit scale nonzero",
+                        (double)c->embed_scale, (double)c->residual_scale, (double)c->logit_scale,
+                        (double)c->rope_attn_factor);
+    for (int i = 0; i < c->head_dim / 2; i++)
+        if ((c->rope_factors_long && !(c->rope_factors_long[i] > 0 && isfinite(c->rope_factors_long[i]))) ||
+            (c->rope_factors_short && !(c->rope_factors_short[i] > 0 && isfinite(c->rope_factors_short[i]))))
+            return mdl_fail("model: RoPE scaling factor %d must be finite and > 0", i);
+    return 0;
+}
+
 mdl_model *mdl_load(const char *path) {
     mdl_model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -337,6 +357,7 @@ mdl_model *mdl_load(const char *path) {
     size_t n = strlen(path);
     int rc = (n > 5 && !strcmp(path + n - 5, ".gguf")) ? load_gguf(m, path) : load_hf(m, path);
     if (!rc && (m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
+    if (!rc) rc = check_config_values(&m->cfg);
     if (rc) {
         mdl_free(m);
         return NULL;
