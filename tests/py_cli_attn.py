@@ -217,6 +217,19 @@ with tempfile.TemporaryDirectory() as tmp:
     check(r.returncode > 0 and open(keep, "rb").read() == b"precious", "failed run leaves --out untouched")
     r = run(["attn"] + good + ["--out", os.path.join(tmp, "nodir", "o.npy")], expect_ok=False)
     check(r.returncode > 0 and "nodir" in r.stderr, "unwritable --out: clear error")
+    # an output path that is an input was silently replaced by the result
+    qc = os.path.join(tmp, "qc.npy")
+    open(qc, "wb").write(raw)
+    r = run(["attn", "--q", qc] + good[2:] + ["--out", qc], expect_ok=False)
+    check(r.returncode > 0 and "--q input" in r.stderr and open(qc, "rb").read() == raw,
+          f"--out equal to --q: refused, input kept ({r.returncode}, {r.stderr.strip()!r})")
+    gdir = os.path.join(tmp, "gdir")
+    os.makedirs(gdir, exist_ok=True)
+    gq = os.path.join(gdir, "dq.npy")
+    open(gq, "wb").write(raw)
+    r = run(["attn"] + good + ["--dout", gq, "--grad-dir", gdir], expect_ok=False)
+    check(r.returncode > 0 and "--dout input" in r.stderr and open(gq, "rb").read() == raw,
+          f"--grad-dir's dq.npy equal to --dout: refused, input kept ({r.returncode}, {r.stderr.strip()!r})")
 
 print(f"py_cli_attn: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

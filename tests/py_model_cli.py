@@ -51,6 +51,20 @@ with tempfile.TemporaryDirectory() as tmp:
         h.write(f.read()[: os.path.getsize(g) // 2])
     p = run("run", "-m", bad, "--tokens", toks)
     c.check(p.returncode == 1 and "truncated" in p.stderr, f"truncated GGUF: '{p.stderr.strip()[:120]}'")
+    # --dump-logits onto the model or the prompt file replaced it with the logits
+    gv = os.path.join(tmp, "victim.gguf")
+    with open(g, "rb") as f, open(gv, "wb") as h:
+        h.write(f.read())
+    p = run("run", "-m", gv, "--tokens", toks, "-n", "0", "-q", "--dump-logits", gv)
+    with open(g, "rb") as f, open(gv, "rb") as h:
+        same = f.read() == h.read()
+    c.check(p.returncode == 2 and "model" in p.stderr and same, f"--dump-logits MODEL: refused, model kept ({p.stderr.strip()[:120]})")
+    pf = os.path.join(tmp, "prompt.txt")
+    with open(pf, "w") as f:
+        f.write("hello")
+    p = run("run", "-m", g, "-f", pf, "-n", "0", "-q", "--dump-logits", pf)
+    c.check(p.returncode == 2 and "prompt file" in p.stderr and open(pf).read() == "hello",
+            f"--dump-logits PROMPT_FILE: refused, prompt kept ({p.stderr.strip()[:120]})")
     # NaN weights make every logit NaN: the sampler read past its (empty) candidate list and
     # crashed (temperature > 0), or greedy printed token 0; now a clear error, exit 1
     mn = Tiny("llama", seed=5)

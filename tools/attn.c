@@ -121,13 +121,22 @@ static const char *descr_for(infllm_dtype dt) {
     return dt == INFLLM_DTYPE_BF16 ? "<u2" : dt == INFLLM_DTYPE_F16 ? "<f2" : "<f4";
 }
 
-static int write_npy(const char *dir, const char *name, const char *descr, int ndim, const int64_t *shape,
-                     const void *data) {
+static int write_npy(const attn_opts *o, const char *dir, const char *name, const char *descr, int ndim,
+                     const int64_t *shape, const void *data) {
     char path[4096];
     if (dir)
         snprintf(path, sizeof path, "%s/%s", dir, name);
     else
         snprintf(path, sizeof path, "%s", name);
+    /* an output landing on an input would replace it */
+    const char *in[][2] = {{"--q", o->q}, {"--k", o->k}, {"--v", o->v}, {"--cu-seqlens", o->cu_seqlens},
+                           {"--cu-seqlens-q", o->cu_seqlens_q}, {"--dout", o->dout}};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (opts_same_file(path, in[i][1])) {
+            fprintf(stderr, "infllm attn: %s is the %s input: not overwriting it (choose another output path)\n",
+                    path, in[i][0]);
+            return -1;
+        }
     char err[512];
     if (npy_write(path, descr, ndim, shape, data, err, sizeof err)) {
         fprintf(stderr, "infllm attn: %s\n", err);
@@ -502,7 +511,7 @@ int cmd_attn(int argc, char **argv) {
             else
                 snprintf(name, sizeof name, "%s", files[i].name);
             void *h = host_from_dev(&dev, files[i].data, files[i].bytes);
-            int bad = !h || write_npy(o.dump, name, files[i].descr, files[i].ndim, files[i].shape, h);
+            int bad = !h || write_npy(&o, o.dump, name, files[i].descr, files[i].ndim, files[i].shape, h);
             host_release(&dev, h);
             if (bad) goto done;
         }
@@ -528,12 +537,12 @@ int cmd_attn(int argc, char **argv) {
         goto done;
     }
     int64_t oshape[3] = {total_q, Hq, D}, lshape[2] = {total_q, Hq};
-    if (o.out && write_npy(NULL, o.out, descr_for(dq_t), 3, oshape, hout)) goto done;
+    if (o.out && write_npy(&o, NULL, o.out, descr_for(dq_t), 3, oshape, hout)) goto done;
     if (o.dump) {
         char name[64];
         snprintf(name, sizeof name, "out%s", suffix_for(dq_t));
-        if (write_npy(o.dump, name, descr_for(dq_t), 3, oshape, hout) ||
-            write_npy(o.dump, "lse.npy", "<f4", 2, lshape, hlse))
+        if (write_npy(&o, o.dump, name, descr_for(dq_t), 3, oshape, hout) ||
+            write_npy(&o, o.dump, "lse.npy", "<f4", 2, lshape, hlse))
             goto done;
     }
     double tb = 0.0;
@@ -570,7 +579,7 @@ int cmd_attn(int argc, char **argv) {
         for (int i = 0; i < 3; i++) {
             char name[64];
             snprintf(name, sizeof name, "%s%s", grads[i].name, suffix_for(dq_t));
-            if (write_npy(o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, grads[i].data)) goto done;
+            if (write_npy(&o, o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, grads[i].data)) goto done;
         }
     }
     if (!o.quiet) {

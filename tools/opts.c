@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr) {
     FILE *f = to_stderr ? stderr : stdout;
@@ -119,4 +120,9 @@ int opts_int_list(const char *s, int64_t *out, int cap) {
         p = end;
     }
     return n;
+}
+
+int opts_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
