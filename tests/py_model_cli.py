@@ -42,6 +42,10 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(a.returncode == 0 and a.stderr == b.stderr, "seeded sampling is reproducible")
     p = run("run", "-m", g, "--tokens", toks, "--ctx", "4")
     c.check(p.returncode == 2 and "--ctx" in p.stderr, f"prompt longer than --ctx: exit 2, '{p.stderr.strip()}'")
+    # ids past int32 were cast: 4294967301 ran as token 5, 99999999999999999999 as -1
+    for bad_ids in ("4294967301,2", "99999999999999999999"):
+        p = run("run", "-m", g, "--tokens", bad_ids, "-n", "0", "-q")
+        c.check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad_ids}: exit 2 ({p.stderr.strip()[:100]})")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")

@@ -278,9 +278,10 @@ int cmd_run(int argc, char **argv) {
         const char *p = tokens_arg;
         while (ids && *p) {
             char *end;
+            errno = 0;
             long v = strtol(p, &end, 10);
-            if (end == p) {
-                fprintf(stderr, "infllm run: bad --tokens list at '%s'\n", p);
+            if (end == p || errno || v < 0 || v > INT32_MAX) { /* not cast: 4294967301 would be token 5 */
+                fprintf(stderr, "infllm run: bad --tokens list at '%s' (token ids are integers >= 0)\n", p);
                 ret = 2;
                 goto done;
             }
