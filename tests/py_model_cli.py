@@ -48,6 +48,11 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad_ids}: exit 2 ({p.stderr.strip()[:100]})")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
+    # sampling options outside their domain were accepted: --repeat-penalty 0 divided the logits by zero
+    for opt, val in (("--repeat-penalty", "0"), ("--repeat-penalty", "-1"), ("--top-p", "-0.5"), ("--top-p", "1.5"),
+                     ("--temp", "-1"), ("--top-k", "-3")):
+        p = run("run", "-m", g, "--tokens", toks, "-n", "2", opt, val)
+        c.check(p.returncode == 2 and "sampling" in p.stderr, f"{opt} {val}: exit 2 ({p.stderr.strip()[:100]})")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")
     c.check(p.returncode == 1 and "missing.gguf" in p.stderr, "missing model: exit 1 with the path")
     bad = os.path.join(tmp, "bad.gguf")
@@ -112,6 +117,10 @@ with tempfile.TemporaryDirectory() as tmp:
     # 2^62 tokens: the token buffer's byte count wrapped to 8 and filling it overflowed the heap (ASan)
     p = run("bench", "run", "-m", g, "--lengths", "4611686018427387904", "--gen", "1", "--llamacpp", "off")
     c.check(p.returncode == 2 and "--lengths" in p.stderr, f"bench run --lengths 2^62: exit 2 ({p.stderr.strip()[-120:]})")
+    # --modes was matched by substring: 'dense,sprase' ran dense alone, exit 0
+    for modes in ("dense,sprase", "", "dense,"):
+        p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--modes", modes, "--llamacpp", "off")
+        c.check(p.returncode == 2 and "--modes" in p.stderr, f"bench run --modes '{modes}': exit 2 ({p.stderr.strip()[-100:]})")
     # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip
     # (auto) or an error (on)
     try:

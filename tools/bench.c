@@ -275,18 +275,15 @@ static int choice_arg(const char *flag, const char *val, const char *off, const 
 
 /* --modes: a comma list of dense and sparse; anything else a message (a typo ran nothing, exit 0) */
 static int modes_arg(const char *val, int *dense, int *sparse) {
-    *dense = *sparse = 0;
-    for (const char *p = val;; p++) {
-        const size_t n = strcspn(p, ",");
-        if (n == 5 && !strncmp(p, "dense", 5)) *dense = 1;
-        else if (n == 6 && !strncmp(p, "sparse", 6)) *sparse = 1;
-        else {
-            fprintf(stderr, "infllm bench: --modes is a comma list of dense and sparse (got '%s')\n", val);
-            return -1;
-        }
-        p += n;
-        if (!*p) return 0;
+    static const char *const names[] = {"dense", "sparse"};
+    int picked[2];
+    if (opts_choice_list(val, names, 2, picked)) {
+        fprintf(stderr, "infllm bench: --modes is a comma list of dense and sparse (got '%s')\n", val);
+        return -1;
     }
+    *dense = picked[0];
+    *sparse = picked[1];
+    return 0;
 }
 
 static int parse_dtype(const char *s, infllm_dtype *dt) {

@@ -171,15 +171,15 @@ int cmd_bench_run(int argc, char **argv) {
         fprintf(stderr, "infllm bench run: --llamacpp must be auto, on or off\n");
         return 2;
     }
+    static const char *const all_modes[3] = {"dense", "sparse", "auto"};
     const char *mode_names[3];
-    int nm = 0;
-    if (strstr(modes, "dense")) mode_names[nm++] = "dense";
-    if (strstr(modes, "sparse")) mode_names[nm++] = "sparse";
-    if (strstr(modes, "auto")) mode_names[nm++] = "auto";
-    if (!nm) {
-        fprintf(stderr, "infllm bench run: --modes must name dense, sparse and/or auto\n");
+    int picked[3], nm = 0;
+    if (opts_choice_list(modes, all_modes, 3, picked)) {
+        fprintf(stderr, "infllm bench run: --modes is a comma list of dense, sparse and auto (got '%s')\n", modes);
         return 2;
     }
+    for (int i = 0; i < 3; i++)
+        if (picked[i]) mode_names[nm++] = all_modes[i];
     o.attn = "dense";
     if (run_opts_check(&o)) return 2;
     run_ctx R;

@@ -122,6 +122,19 @@ int opts_int_list(const char *s, int64_t *out, int cap) {
     return n;
 }
 
+int opts_choice_list(const char *s, const char *const *choices, int n, int *picked) {
+    for (int c = 0; c < n; c++) picked[c] = 0;
+    for (const char *p = s;; p++) {
+        const size_t len = strcspn(p, ",");
+        int c = 0;
+        while (c < n && !(strlen(choices[c]) == len && !strncmp(p, choices[c], len))) c++;
+        if (c == n) return -1;
+        picked[c] = 1;
+        p += len;
+        if (!*p) return 0;
+    }
+}
+
 int opts_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;

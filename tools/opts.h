@@ -27,6 +27,9 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr);
 /* Parses a comma-separated list of positive integers ("4096,16384"); returns count or -1. */
 int opts_int_list(const char *s, int64_t *out, int cap);
+/* Parses a comma-separated list of names from choices[0..n) ("dense,sparse"): picked[c] = 1 for each named; -1
+ * on an empty item or a name not among them. */
+int opts_choice_list(const char *s, const char *const *choices, int n, int *picked);
 /* 1 when both paths exist and name the same file (an output option pointing at an input), else 0. */
 int opts_same_file(const char *a, const char *b);
 

@@ -233,6 +233,10 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     if (run_opts_check(&o)) return 2;
+    if (mdl_sampler_check(temp, top_k, top_p, rpen)) {
+        fprintf(stderr, "infllm run: %s\n", mdl_error());
+        return 2;
+    }
     if (dump_logits && (opts_same_file(dump_logits, o.model) || opts_same_file(dump_logits, prompt_file))) {
         fprintf(stderr, "infllm run: --dump-logits %s is the %s: not overwriting it\n", dump_logits,
                 opts_same_file(dump_logits, o.model) ? "model" : "prompt file");

@@ -6,7 +6,20 @@
 
 #include "mcommon.h"
 
+int mdl_sampler_check(float temp, int top_k, float top_p, float rp) {
+    if (!(temp >= 0.f) || !isfinite(temp)) return mdl_fail("sampling: the temperature %g must be finite and >= 0", (double)temp);
+    if (top_k < 0) return mdl_fail("sampling: top-k %d must be >= 0 (0: off)", top_k);
+    if (!(top_p >= 0.f && top_p <= 1.f)) return mdl_fail("sampling: top-p %g must be in [0, 1] (1: off)", (double)top_p);
+    /* the penalty divides positive logits: 0 would make them infinite, a negative one flip their order */
+    if (!(rp > 0.f) || !isfinite(rp))
+        return mdl_fail("sampling: the repetition penalty %g must be finite and > 0 (1: off)", (double)rp);
+    return 0;
+}
+
 int mdl_sampler_init(mdl_sampler *s, int n_vocab, float temp, int top_k, float top_p, float rp, uint64_t seed) {
+    s->idx = NULL;
+    s->prob = NULL;
+    if (mdl_sampler_check(temp, top_k, top_p, rp)) return -1;
     s->temp = temp;
     s->top_k = top_k;
     s->top_p = top_p;

@@ -5,9 +5,9 @@
 #include <stdint.h>
 
 typedef struct mdl_sampler {
-    float temp;           /* <= 0: greedy */
-    int top_k;            /* <= 0: all */
-    float top_p;          /* >= 1: off */
+    float temp;           /* 0: greedy */
+    int top_k;            /* 0: all */
+    float top_p;          /* 1: off */
     float repeat_penalty; /* 1: off (llama.cpp rule: logit>0 ? /p : *p) */
     int repeat_last_n;    /* tokens looked back for the penalty */
     uint64_t rng;
@@ -17,6 +17,9 @@ typedef struct mdl_sampler {
     float *prob;
 } mdl_sampler;
 
+/* -1 (mdl_error() says why) unless temp >= 0, top_k >= 0, 0 <= top_p <= 1 and repeat_penalty > 0, all finite */
+int mdl_sampler_check(float temp, int top_k, float top_p, float repeat_penalty);
+/* mdl_sampler_check, then the buffers for n_vocab tokens; -1 on failure (mdl_sampler_free is still safe) */
 int mdl_sampler_init(mdl_sampler *s, int n_vocab, float temp, int top_k, float top_p, float repeat_penalty,
                      uint64_t seed);
 void mdl_sampler_free(mdl_sampler *s);
