@@ -95,6 +95,16 @@ with tempfile.TemporaryDirectory() as tmp:
             json.dump({**cfg0, **upd}, f)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
         c.check(p.returncode == 1 and what in p.stderr, f"config {upd}: exit 1, '{p.stderr.strip()[:160]}'")
+    # integers past int32 were cast: hidden_size 2^32 + E loaded as E (a model that is not the one described)
+    for key in ("hidden_size", "num_attention_heads", "intermediate_size"):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, key: 2**32 + cfg0[key]}, f)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+        c.check(p.returncode == 1 and p.stderr.strip(), f"config {key} 2^32 + {cfg0[key]}: exit 1, '{p.stderr.strip()[:160]}'")
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+    c.check(p.returncode == 0, f"the HF folder with its own config still runs ({p.stderr.strip()[-160:]})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")

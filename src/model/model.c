@@ -106,25 +106,25 @@ static int load_gguf(mdl_model *m, const char *path) {
         return mdl_fail("model: architecture '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", c->arch);
     char k[128];
 #define KEY(s) (snprintf(k, sizeof k, "%s." s, c->arch), k)
-    c->n_layer = (int)gguf_get_int(g, KEY("block_count"), 0);
-    c->n_embd = (int)gguf_get_int(g, KEY("embedding_length"), 0);
-    c->n_ff = (int)gguf_get_int(g, KEY("feed_forward_length"), 0);
-    c->n_head = (int)gguf_get_int(g, KEY("attention.head_count"), 0);
-    c->n_head_kv = (int)gguf_get_int(g, KEY("attention.head_count_kv"), c->n_head);
-    c->ctx_train = (int)gguf_get_int(g, KEY("context_length"), 4096);
+    c->n_layer = mdl_sat_i32(gguf_get_int(g, KEY("block_count"), 0));
+    c->n_embd = mdl_sat_i32(gguf_get_int(g, KEY("embedding_length"), 0));
+    c->n_ff = mdl_sat_i32(gguf_get_int(g, KEY("feed_forward_length"), 0));
+    c->n_head = mdl_sat_i32(gguf_get_int(g, KEY("attention.head_count"), 0));
+    c->n_head_kv = mdl_sat_i32(gguf_get_int(g, KEY("attention.head_count_kv"), c->n_head));
+    c->ctx_train = mdl_sat_i32(gguf_get_int(g, KEY("context_length"), 4096));
     c->rope_theta = (float)gguf_get_float(g, KEY("rope.freq_base"), 10000.0);
     c->rms_eps = (float)gguf_get_float(g, KEY("attention.layer_norm_rms_epsilon"), 1e-5);
     c->embed_scale = (float)gguf_get_float(g, KEY("embedding_scale"), 1.0);
     c->residual_scale = (float)gguf_get_float(g, KEY("residual_scale"), 1.0);
     c->logit_scale = (float)gguf_get_float(g, KEY("logit_scale"), 1.0);
-    c->rope_orig_ctx = (int)gguf_get_int(g, KEY("rope.scaling.original_context_length"), 0);
+    c->rope_orig_ctx = mdl_sat_i32(gguf_get_int(g, KEY("rope.scaling.original_context_length"), 0));
     c->rope_attn_factor = (float)gguf_get_float(g, KEY("rope.scaling.attn_factor"), 1.0);
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_embd > (1 << 20) || c->n_head < 1 ||
         c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_ff > (1 << 22))
         return mdl_fail("model: bad hyper-parameters (layers %d, embd %d, heads %d/%d, ff %d)", c->n_layer, c->n_embd,
                         c->n_head, c->n_head_kv, c->n_ff);
-    c->head_dim = (int)gguf_get_int(g, KEY("attention.key_length"), c->n_embd / c->n_head);
-    int rope_dim = (int)gguf_get_int(g, KEY("rope.dimension_count"), c->head_dim);
+    c->head_dim = mdl_sat_i32(gguf_get_int(g, KEY("attention.key_length"), c->n_embd / c->n_head));
+    int rope_dim = mdl_sat_i32(gguf_get_int(g, KEY("rope.dimension_count"), c->head_dim));
     if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2)
         return mdl_fail("model: bad head_dim %d", c->head_dim);
     if (rope_dim != c->head_dim) return mdl_fail("model: partial rotary (%d of %d) is not supported", rope_dim, c->head_dim);
@@ -230,21 +230,21 @@ static int load_hf(mdl_model *m, const char *dir) {
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", mt);
-    c->n_embd = (int)json_get_int(r, "hidden_size", 0);
-    c->n_layer = (int)json_get_int(r, "num_hidden_layers", 0);
-    c->n_head = (int)json_get_int(r, "num_attention_heads", 0);
-    c->n_head_kv = (int)json_get_int(r, "num_key_value_heads", c->n_head);
-    c->n_ff = (int)json_get_int(r, "intermediate_size", 0);
-    c->n_vocab = (int)json_get_int(r, "vocab_size", 0);
+    c->n_embd = mdl_sat_i32(json_get_int(r, "hidden_size", 0));
+    c->n_layer = mdl_sat_i32(json_get_int(r, "num_hidden_layers", 0));
+    c->n_head = mdl_sat_i32(json_get_int(r, "num_attention_heads", 0));
+    c->n_head_kv = mdl_sat_i32(json_get_int(r, "num_key_value_heads", c->n_head));
+    c->n_ff = mdl_sat_i32(json_get_int(r, "intermediate_size", 0));
+    c->n_vocab = mdl_sat_i32(json_get_int(r, "vocab_size", 0));
     c->rms_eps = (float)json_get_num(r, "rms_norm_eps", 1e-6);
     c->rope_theta = (float)json_get_num(r, "rope_theta", 10000.0);
-    c->ctx_train = (int)json_get_int(r, "max_position_embeddings", 4096);
+    c->ctx_train = mdl_sat_i32(json_get_int(r, "max_position_embeddings", 4096));
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
         c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_vocab < 1) {
         mdl_fail("%s: bad or missing hyper-parameters", p);
         goto out;
     }
-    c->head_dim = (int)json_get_int(r, "head_dim", c->n_embd / c->n_head);
+    c->head_dim = mdl_sat_i32(json_get_int(r, "head_dim", c->n_embd / c->n_head));
     c->rope_interleaved = 0; /* HF rotate_half */
     c->embed_scale = c->residual_scale = c->logit_scale = 1.f;
     c->rope_attn_factor = 1.f;
@@ -263,8 +263,8 @@ static int load_hf(mdl_model *m, const char *dir) {
             if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
                 json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
                 goto out;
-            c->rope_orig_ctx = (int)json_get_int(rs, "original_max_position_embeddings",
-                                                 json_get_int(r, "original_max_position_embeddings", c->ctx_train));
+            c->rope_orig_ctx = mdl_sat_i32(json_get_int(rs, "original_max_position_embeddings",
+                                                 json_get_int(r, "original_max_position_embeddings", c->ctx_train)));
             double M = c->ctx_train, M0 = c->rope_orig_ctx;
             c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
         } else if (rt && strcmp(rt, "default")) {
@@ -277,14 +277,14 @@ static int load_hf(mdl_model *m, const char *dir) {
     if (sc && json_is(sc, JSON_OBJECT)) {
         c->has_sparse_config = 1;
         infllm_params *sp = &c->sparse;
-        sp->kernel_size = (int32_t)json_get_int(sc, "kernel_size", 32);
-        sp->kernel_stride = (int32_t)json_get_int(sc, "kernel_stride", 16);
-        sp->init_blocks = (int32_t)json_get_int(sc, "init_blocks", 1);
-        sp->block_size = (int32_t)json_get_int(sc, "block_size", 64);
+        sp->kernel_size = mdl_sat_i32(json_get_int(sc, "kernel_size", 32));
+        sp->kernel_stride = mdl_sat_i32(json_get_int(sc, "kernel_stride", 16));
+        sp->init_blocks = mdl_sat_i32(json_get_int(sc, "init_blocks", 1));
+        sp->block_size = mdl_sat_i32(json_get_int(sc, "block_size", 64));
         int64_t window = json_get_int(sc, "window_size", 2048);
-        sp->local_blocks = (int32_t)(sp->block_size > 0 ? window / sp->block_size : 32);
-        sp->topk = (int32_t)json_get_int(sc, "topk", 64);
-        sp->dense_len = (int32_t)json_get_int(sc, "dense_len", 8192);
+        sp->local_blocks = mdl_sat_i32(sp->block_size > 0 ? window / sp->block_size : 32);
+        sp->topk = mdl_sat_i32(json_get_int(sc, "topk", 64));
+        sp->dense_len = mdl_sat_i32(json_get_int(sc, "dense_len", 8192));
     }
     if (st_open(dir, &m->st, err, sizeof err)) {
         mdl_fail("%s", err);

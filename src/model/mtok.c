@@ -69,14 +69,14 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     d.n_merges = nm;
     d.merges = merges;
     d.merge_lens = ml;
-    d.bos_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.bos_token_id", -1);
-    d.eos_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.eos_token_id", -1);
-    d.unk_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.unknown_token_id", -1);
-    d.pad_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.padding_token_id", -1);
-    d.eot_id = (int32_t)gguf_get_int(g, "tokenizer.ggml.eot_token_id", -1);
-    d.add_bos = (int)gguf_get_int(g, "tokenizer.ggml.add_bos_token", -1);
-    d.add_eos = (int)gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1);
-    d.add_space_prefix = (int)gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1);
+    d.bos_id = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.bos_token_id", -1));
+    d.eos_id = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.eos_token_id", -1));
+    d.unk_id = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.unknown_token_id", -1));
+    d.pad_id = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.padding_token_id", -1));
+    d.eot_id = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.eot_token_id", -1));
+    d.add_bos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_bos_token", -1));
+    d.add_eos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1));
+    d.add_space_prefix = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1));
     if (tok_load_gguf(&d, &tok, err, sizeof err)) {
         mdl_fail("tokenizer: %s", err);
         tok = NULL;
