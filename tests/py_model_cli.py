@@ -4,6 +4,7 @@ deterministic and equals the argmax of the dumped logits, seeded sampling is rep
 row when llama-cpp-python is installed."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,14 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(p.returncode == 2 and "sampling" in p.stderr, f"{opt} {val}: exit 2 ({p.stderr.strip()[:100]})")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")
     c.check(p.returncode == 1 and "missing.gguf" in p.stderr, "missing model: exit 1 with the path")
+    # a path that is neither a .gguf nor a folder was read as a Hugging Face folder ('X/config.json: cannot open')
+    p = run("run", "-m", os.path.join(tmp, "missing"), "-p", "x")
+    c.check(p.returncode == 1 and "No such file" in p.stderr and "config.json" not in p.stderr,
+            f"missing model without .gguf: exit 1 naming it ({p.stderr.strip()[:120]})")
+    renamed = os.path.join(tmp, "model.bin")
+    shutil.copyfile(g, renamed)
+    p = run("run", "-m", renamed, "--tokens", toks, "-n", "2", "--temp", "0", "-q")
+    c.check(p.returncode == 0, f"a GGUF file under another name loads ({p.stderr.strip()[-120:]})")
     bad = os.path.join(tmp, "bad.gguf")
     with open(g, "rb") as f, open(bad, "wb") as h:
         h.write(f.read()[: os.path.getsize(g) // 2])

@@ -246,8 +246,7 @@ int cmd_bench_run(int argc, char **argv) {
         }
     }
     if (strcmp(llamacpp, "off")) {
-        size_t ml = strlen(o.model);
-        int is_gguf = ml >= 5 && !strcmp(o.model + ml - 5, ".gguf");
+        const int is_gguf = R.m->is_gguf;
         double *pf = calloc((size_t)nl, sizeof *pf), *dc = calloc((size_t)nl, sizeof *dc);
         int lrc = !pf || !dc ? 1 : !is_gguf ? 4
                                             : llamacpp_times(o.model, toks, maxlen + gen, run_threads(o.threads), gen,
@@ -265,7 +264,7 @@ int cmd_bench_run(int argc, char **argv) {
             }
         } else {
             const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
-                              : lrc == 4 ? "the model is not a .gguf file"
+                              : lrc == 4 ? "the model is not a GGUF file"
                                          : "its run failed";
             fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
             if (!strcmp(llamacpp, "on")) {

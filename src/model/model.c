@@ -1,10 +1,12 @@
 /* model.c: loading (GGUF / HF safetensors) and the transformer forward pass (model.h). */
 #include "model.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -354,8 +356,11 @@ mdl_model *mdl_load(const char *path) {
         return NULL;
     }
     snprintf(m->path, sizeof m->path, "%s", path);
-    size_t n = strlen(path);
-    int rc = (n > 5 && !strcmp(path + n - 5, ".gguf")) ? load_gguf(m, path) : load_hf(m, path);
+    /* a folder is a Hugging Face checkpoint, any other file a GGUF (its loader checks the magic), whatever its name */
+    struct stat sb;
+    int rc = stat(path, &sb) ? mdl_fail("model: %s: %s", path, strerror(errno))
+             : S_ISDIR(sb.st_mode) ? load_hf(m, path)
+                                   : load_gguf(m, path);
     if (!rc && (m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
     if (!rc) rc = check_config_values(&m->cfg);
     if (rc) {

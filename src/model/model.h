@@ -51,7 +51,7 @@ typedef struct mdl_model {
     int is_gguf;
 } mdl_model;
 
-/* Loads a .gguf file or a HF folder (config.json + *.safetensors). NULL on failure
+/* Loads a GGUF file (any name) or a HF folder (config.json + *.safetensors). NULL on failure
  * (mdl_error()). */
 mdl_model *mdl_load(const char *path);
 void mdl_free(mdl_model *m);
