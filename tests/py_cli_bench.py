@@ -133,6 +133,8 @@ for args, what in (
     (["bench", "attn", "--modes", "dense,foo"], "--modes"),
     (["bench", "backward", "--modes", ""], "--modes"),
     (["bench", "attn", "--reps", "0"], "--reps"),
+    (["bench", "peak", "--seconds", "0"], "--seconds"),
+    (["bench", "attn", "--peak", "-5"], "--peak"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

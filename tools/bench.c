@@ -826,6 +826,10 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         fprintf(stderr, "infllm bench: --reps must be >= 1 (got %d)\n", o->reps);
         return 2;
     }
+    if (!(o->seconds > 0) || !(o->peak >= 0)) {
+        fprintf(stderr, "infllm bench: --seconds must be > 0 and --peak >= 0 (0: measure it)\n");
+        return 2;
+    }
     if (o->threads < 1) o->threads = 1;
     return 0;
 }
