@@ -221,6 +221,13 @@ static void test_layout(void) {
     l.cu_seqlens_k = ck_ok;
     infllm_sizes sz;
     CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+    /* the largest total_k: its block count, ceil(lk / B), once overflowed int32 (lk + B - 1) */
+    l = base_layout();
+    l.total_q = 1;
+    l.total_k = INT32_MAX;
+    CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+    CHECK(sz.nblocks_out == (int32_t)(((int64_t)INT32_MAX + p.block_size - 1) / p.block_size),
+          "nblocks_out %d for total_k 2^31-1", (int)sz.nblocks_out);
 }
 
 static void test_op_args(void) {

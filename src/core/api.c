@@ -221,7 +221,7 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
         ap->max_lq = l->max_seqlen_q;
         ap->max_lk = l->max_seqlen_k;
         ap->max_n1 = infllm_windows(ap->max_lk, ap->l1, ap->s1);
-        ap->nblocks_out = (int32_t)((ap->max_lk + ap->B - 1) / ap->B);
+        ap->nblocks_out = (int32_t)(((int64_t)ap->max_lk + ap->B - 1) / ap->B);
         ap->total_n1 = 0; /* computed on device by cuda_compress */
         ap->total_n2 = 0;
         ap->topk_out = ap->topk_total < ap->nblocks_out ? ap->topk_total : ap->nblocks_out;
@@ -279,7 +279,7 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
         }
         s->n1 = infllm_windows(s->lk, ap->l1, ap->s1);
         s->n2 = infllm_windows(s->lk, ap->l2, ap->s2);
-        s->nblocks = (int32_t)((s->lk + ap->B - 1) / ap->B);
+        s->nblocks = (int32_t)(((int64_t)s->lk + ap->B - 1) / ap->B);
         s->c1_0 = n1_acc;
         s->c2_0 = n2_acc;
         n1_acc += s->n1;
