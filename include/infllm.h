@@ -115,7 +115,7 @@ typedef struct infllm_params {
 } infllm_params;
 
 void infllm_params_default(infllm_params *p);
-/* Total blocks a query selects: topk + local_blocks (96 by default). */
+/* Total blocks a query selects: topk + local_blocks (96 by default), saturated to the int32 range. */
 int32_t infllm_params_topk_total(const infllm_params *p);
 
 /* ---------------------------------------------------------------- layout ---- */

@@ -473,6 +473,16 @@ static void test_misc(void) {
     infllm_params p;
     infllm_params_default(&p);
     CHECK(infllm_params_topk_total(&p) == 96, "default topk_total %d", infllm_params_topk_total(&p));
+    {   /* fields at their extremes: saturated, not a signed overflow */
+        infllm_params e = p;
+        e.topk = INT32_MAX;
+        e.local_blocks = INT32_MAX;
+        CHECK(infllm_params_topk_total(&e) == INT32_MAX, "topk_total of INT32_MAX + INT32_MAX: %d",
+              infllm_params_topk_total(&e));
+        e.topk = INT32_MIN;
+        e.local_blocks = -1;
+        CHECK(infllm_params_topk_total(&e) == INT32_MIN, "topk_total of INT32_MIN - 1: %d", infllm_params_topk_total(&e));
+    }
     CHECK(p.block_size == 64 && p.kernel_size == 32 && p.kernel_stride == 16 && p.init_blocks == 1 &&
               p.local_blocks == 32 && p.topk == 64 && p.dense_len == 8192 && p.exact_lse == 0 &&
               p.softmax_scale == 0.0f && p.mode == INFLLM_MODE_AUTO,

@@ -28,7 +28,11 @@ void infllm_params_default(infllm_params *p) {
     p->num_threads = 0;
 }
 
-int32_t infllm_params_topk_total(const infllm_params *p) { return p ? p->topk + p->local_blocks : 0; }
+int32_t infllm_params_topk_total(const infllm_params *p) {
+    if (!p) return 0;
+    const int64_t t = (int64_t)p->topk + p->local_blocks; /* saturated: the fields may be anything */
+    return t > INT32_MAX ? INT32_MAX : t < INT32_MIN ? INT32_MIN : (int32_t)t;
+}
 
 const char *infllm_version(void) { return INFLLM_VERSION_STRING; }
 const char *infllm_build_commit(void) { return INFLLM_COMMIT; }
