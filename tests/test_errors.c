@@ -440,6 +440,16 @@ static void test_cache_errors(void) {
         CHECK(wb == 0, "CPU cache attend needs no caller workspace, got %zu bytes", wb);
     }
     CHECK_OK(infllm_cache_attend(c, &p, q, 0, HQ, out, lse)); /* n = 0: nothing to do */
+    CHECK_OK(infllm_cache_attend(c, &p, NULL, 0, HQ, NULL, NULL));
+    /* ... but still a validated call (n = 0 once returned ok before looking at the heads or params) */
+    EXPECT(infllm_cache_attend(c, &p, q, 0, 3, out, lse), INFLLM_ERR_GQA);
+    EXPECT(infllm_cache_attend(c, &p, q, 0, INT32_MIN, out, lse), INFLLM_ERR_GQA);
+    bp = p;
+    bp.topk = -1;
+    EXPECT(infllm_cache_attend(c, &bp, q, 0, HQ, out, lse), INFLLM_ERR_PARAM);
+    bp = p;
+    bp.block_size = 64;
+    EXPECT(infllm_cache_attend(c, &bp, q, 0, HQ, out, lse), INFLLM_ERR_PARAM);
     CHECK_OK(infllm_cache_attend(c, &p, q, 2, HQ, out, lse));
     EXPECT(infllm_cache_truncate(NULL, 0), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_cache_truncate(c, 41), INFLLM_ERR_SHAPE);

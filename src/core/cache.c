@@ -208,15 +208,18 @@ infllm_status infllm_cache_attend(infllm_cache *c, const infllm_params *p, const
         return infllm_set_error(INFLLM_ERR_SHAPE,
                                 "%lld queries but the cache holds %lld tokens: append the queries' K/V first",
                                 (long long)n, (long long)c->length);
-    if (n == 0) return INFLLM_OK;
-    if (!q || !out) return infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", q ? "out" : "q");
     infllm_status pst = check_params_match(c, p, "attend");
     if (pst) return pst;
     infllm_attn_params ap;
     infllm_seq *seqs = NULL;
+    /* params and heads are validated for n == 0 too (nothing to attend is no licence for a bad call) */
     infllm_status st =
         infllm_build_single_seq_params(p, c->dtype, num_q_heads, c->Hkv, c->D, n, c->length, &ap, &seqs);
     if (st) return st;
+    if (n == 0 || !q || !out) {
+        free(seqs);
+        return n == 0 ? INFLLM_OK : infllm_set_error(INFLLM_ERR_NULL_ARG, "%s is NULL", q ? "out" : "q");
+    }
     st = infllm_attention_with_compressed(&ap, c->backend, q, c->k, c->v, c->c1, c->c2,
                                          c->has_tiles ? &c->tiles : NULL, out, lse);
     free(seqs);
