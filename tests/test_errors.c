@@ -221,6 +221,35 @@ static void test_layout(void) {
     l.cu_seqlens_k = ck_ok;
     infllm_sizes sz;
     CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+    /* layouts whose tensors no buffer can hold (their element counts overflow int64 offsets): refused, not
+     * run off the end of the caller's arrays (every op once accepted them) */
+    l = base_layout();
+    l.total_q = l.total_k = INT32_MAX;
+    l.num_q_heads = 1 << 30;
+    l.head_dim = 256;
+    all_ops("q of 2^31 x 2^30 x 256 elements", &p, &l, INFLLM_ERR_SHAPE);
+    l = base_layout();
+    l.total_q = 1;
+    l.total_k = INT32_MAX;
+    l.num_q_heads = l.num_kv_heads = 1 << 30;
+    l.head_dim = 256;
+    all_ops("k of 2^31 x 2^30 x 256 elements", &p, &l, INFLLM_ERR_SHAPE);
+    l = base_layout();
+    l.dtype = INFLLM_DTYPE_BF16;
+    l.total_q = l.total_k = INT32_MAX;
+    l.num_q_heads = l.num_kv_heads = 1 << 16;
+    l.head_dim = 16;
+    all_ops("stage-1 scores of 2^16 x 2^31 x 2^26 floats", &p, &l, INFLLM_ERR_SHAPE);
+    {   /* and a topk_idx of Hkv x total_q x topk_cols entries past the address space (the rest fits) */
+        infllm_params pb = p;
+        size_t bytes;
+        pb.kernel_size = pb.kernel_stride = 1 << 26;
+        pb.block_size = 1 << 28;
+        EXPECT(infllm_sparse_attention(&pb, &l, q, k, v, topk, INT32_MAX, out, lse), INFLLM_ERR_SHAPE);
+        EXPECT(infllm_sparse_attention_workspace_size(&pb, &l, INT32_MAX, &bytes), INFLLM_ERR_SHAPE);
+        EXPECT(infllm_sparse_attention_backward(&pb, &l, q, k, v, topk, INT32_MAX, lse, dout, dq, dk, dv),
+               INFLLM_ERR_SHAPE);
+    }
     /* the largest total_k: its block count, ceil(lk / B), once overflowed int32 (lk + B - 1) */
     l = base_layout();
     l.total_q = 1;

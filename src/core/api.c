@@ -165,6 +165,40 @@ static int seq_is_sparse(const infllm_attn_params *ap, int32_t lk) {
     }
 }
 
+/* Whether n0 x n1 x n2 elements (each >= 0) of es bytes fit in PTRDIFF_MAX bytes: past that no buffer can
+ * hold the tensor, and the element offsets into it would overflow int64 / size_t */
+static int tensor_fits(int64_t n0, int64_t n1, int64_t n2, size_t es) {
+    if (n0 == 0 || n1 == 0 || n2 == 0) return 1;
+    const uint64_t lim = (uint64_t)PTRDIFF_MAX / es;
+    if ((uint64_t)n0 > lim / (uint64_t)n1) return 0;
+    return (uint64_t)n0 * (uint64_t)n1 <= lim / (uint64_t)n2;
+}
+
+/* The layout's tensors must be addressable: q / out, k / v, and the float32 stage-1 / block scores
+ * [Hkv, total_q, max_n1 / nblocks_out] that the stage ops take and the reference builds */
+static infllm_status check_tensor_sizes(const infllm_attn_params *ap) {
+    const size_t es = infllm_dtype_size(ap->dtype);
+    const int64_t cols = ap->max_n1 > ap->nblocks_out ? ap->max_n1 : ap->nblocks_out;
+    if (!tensor_fits(ap->total_q, ap->Hq, ap->D, es) || !tensor_fits(ap->total_k, ap->Hkv, ap->D, es) ||
+        !tensor_fits(ap->Hkv, ap->total_q, cols, sizeof(float)))
+        return infllm_set_error(INFLLM_ERR_SHAPE,
+                                "tensors too large for the address space (total_q %lld x Hq %d, total_k %lld x "
+                                "Hkv %d, head_dim %d, %lld score columns)",
+                                (long long)ap->total_q, ap->Hq, (long long)ap->total_k, ap->Hkv, ap->D,
+                                (long long)cols);
+    return INFLLM_OK;
+}
+
+/* topk_idx [Hkv, total_q, topk_cols] of the stage-2 ops */
+static infllm_status check_topk_cols(const infllm_attn_params *ap, int32_t topk_cols) {
+    if (topk_cols < 1) return infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
+    if (!tensor_fits(ap->Hkv, ap->total_q, topk_cols, sizeof(int32_t)))
+        return infllm_set_error(INFLLM_ERR_SHAPE,
+                                "topk_idx of Hkv %d x total_q %lld x topk_cols %d is too large for the address space",
+                                ap->Hkv, (long long)ap->total_q, topk_cols);
+    return INFLLM_OK;
+}
+
 /* Fills ap from (p, l). On host backends also builds *seqs_out (caller frees). */
 static infllm_status build_params(const infllm_params *p, const infllm_layout *l,
                                   infllm_attn_params *ap, infllm_seq **seqs_out) {
@@ -229,7 +263,7 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
         ap->total_n1 = 0; /* computed on device by cuda_compress */
         ap->total_n2 = 0;
         ap->topk_out = ap->topk_total < ap->nblocks_out ? ap->topk_total : ap->nblocks_out;
-        return INFLLM_OK;
+        return check_tensor_sizes(ap);
     }
 
     infllm_seq *seqs = calloc((size_t)l->num_seqs, sizeof *seqs);
@@ -305,6 +339,10 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
     ap->total_n1 = n1_acc;
     ap->total_n2 = n2_acc;
     ap->topk_out = ap->topk_total < ap->nblocks_out ? ap->topk_total : ap->nblocks_out;
+    if ((st = check_tensor_sizes(ap))) {
+        free(seqs);
+        return st;
+    }
     ap->seqs = seqs;
     *seqs_out = seqs;
     return INFLLM_OK;
@@ -492,10 +530,7 @@ infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layou
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(v, "v")) || (st = need(topk_idx, "topk_idx")) ||
         (st = need(out, "out")))
         goto done;
-    if (topk_cols < 1) {
-        st = infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
-        goto done;
-    }
+    if ((st = check_topk_cols(&ap, topk_cols))) goto done;
     switch (p->backend) {
     case INFLLM_BACKEND_REF: st = ref_attn_to_out(&ap, q, k, v, topk_idx, topk_cols, out, lse); break;
     case INFLLM_BACKEND_CPU: st = cpu_sparse_attn(&ap, q, k, v, topk_idx, topk_cols, out, lse); break;
@@ -582,10 +617,7 @@ static infllm_status workspace_size(const infllm_params *p, const infllm_layout 
     if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
     *bytes = 0;
     BEGIN_OP(p, l)
-    if (op == WS_SPARSE && topk_cols < 1) {
-        st = infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
-        goto done;
-    }
+    if (op == WS_SPARSE && (st = check_topk_cols(&ap, topk_cols))) goto done;
 #ifdef INFLLM_HAVE_CUDA
     if (p->backend == INFLLM_BACKEND_CUDA) {
         switch (op) {
@@ -662,10 +694,7 @@ infllm_status infllm_sparse_attention_backward(const infllm_params *p, const inf
                                                void *dk, void *dv) {
     BEGIN_OP(p, l)
     if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
-    if (topk_cols < 1) {
-        st = infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
-        goto done;
-    }
+    if ((st = check_topk_cols(&ap, topk_cols))) goto done;
     st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
     END_OP()
 }

@@ -40,6 +40,12 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     if (capacity < 1 || capacity > INT32_MAX)
         return infllm_set_error(INFLLM_ERR_SHAPE, "cache capacity must be in 1..2^31-1 (got %lld)",
                                 (long long)capacity);
+    /* K, V and their f32 tiles: refuse sizes whose byte counts would not fit a size_t (before the layout's
+     * own address-space check, which would call them a shape error) */
+    double need = (double)capacity * (double)num_kv_heads * (double)head_dim * (2.0 * 4.0 + 2.0 * 4.0);
+    if (num_kv_heads > 0 && head_dim > 0 && need > (double)(SIZE_MAX / 4))
+        return infllm_set_error(INFLLM_ERR_NOMEM, "cache of %lld tokens x %d KV heads x %d dims is too large",
+                                (long long)capacity, num_kv_heads, head_dim);
     /* validate everything else through the ordinary boundary (one query, capacity keys) */
     infllm_attn_params ap;
     infllm_seq *seqs = NULL;
@@ -54,11 +60,6 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backend: infllm was built without CUDA");
 #endif
     }
-    /* K, V and their f32 tiles: refuse sizes whose byte counts would not fit a size_t */
-    double need = (double)capacity * (double)num_kv_heads * (double)head_dim * (2.0 * 4.0 + 2.0 * 4.0);
-    if (need > (double)(SIZE_MAX / 4))
-        return infllm_set_error(INFLLM_ERR_NOMEM, "cache of %lld tokens x %d KV heads x %d dims is too large",
-                                (long long)capacity, num_kv_heads, head_dim);
     infllm_cache *c = calloc(1, sizeof *c);
     if (!c) return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (cache)");
     c->dtype = dtype;
