@@ -102,7 +102,7 @@ typedef struct infllm_params {
     float softmax_scale;     /* 0: 1/sqrt(head_dim) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
-    int32_t num_threads;     /* CPU backend: 0 = all cores */
+    int32_t num_threads;     /* CPU backend: 0 = all cores; at most 4096 */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
      * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks,
      * infllm_sparse_attention and infllm_dense_attention: the size function of that name), 16-byte

@@ -117,6 +117,8 @@ static void test_params(void) {
     BAD_PARAM(mode, (infllm_mode)7, INFLLM_ERR_PARAM);
     BAD_PARAM(backend, (infllm_backend)9, INFLLM_ERR_PARAM);
     BAD_PARAM(num_threads, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(num_threads, 4097, INFLLM_ERR_PARAM);
+    BAD_PARAM(num_threads, INT32_MAX, INFLLM_ERR_PARAM); /* libgomp exited the process sizing its team */
 #undef BAD_PARAM
     /* block_size not a multiple of kernel_stride */
     p = base_params();
@@ -146,6 +148,7 @@ static void test_params(void) {
     p.softmax_scale = 0.1f;
     p.init_blocks = 0;
     p.topk = 0;
+    p.num_threads = 4096;
     infllm_sizes sz;
     CHECK_OK(infllm_get_sizes(&p, &l, &sz));
 }
