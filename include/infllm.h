@@ -134,7 +134,7 @@ typedef struct infllm_layout {
     int64_t total_k;
     int32_t num_q_heads;           /* Hq */
     int32_t num_kv_heads;          /* Hkv; Hq % Hkv == 0 */
-    int32_t head_dim;              /* D: 32, 64, 96, 128, 192 or 256 */
+    int32_t head_dim;              /* D: a multiple of 16 from 16 to 256 (CUDA: 64 or 128) */
     int32_t max_seqlen_q;
     int32_t max_seqlen_k;
 } infllm_layout;
