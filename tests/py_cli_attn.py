@@ -221,8 +221,8 @@ with tempfile.TemporaryDirectory() as tmp:
     qc = os.path.join(tmp, "qc.npy")
     open(qc, "wb").write(raw)
     r = run(["attn", "--q", qc] + good[2:] + ["--out", qc], expect_ok=False)
-    check(r.returncode > 0 and "--q input" in r.stderr and open(qc, "rb").read() == raw,
-          f"--out equal to --q: refused, input kept ({r.returncode}, {r.stderr.strip()!r})")
+    check(r.returncode == 2 and "--q input" in r.stderr and open(qc, "rb").read() == raw,
+          f"--out equal to --q: refused before the work (exit 2), input kept ({r.returncode}, {r.stderr.strip()!r})")
     gdir = os.path.join(tmp, "gdir")
     os.makedirs(gdir, exist_ok=True)
     gq = os.path.join(gdir, "dq.npy")

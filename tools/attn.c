@@ -121,6 +121,19 @@ static const char *descr_for(infllm_dtype dt) {
     return dt == INFLLM_DTYPE_BF16 ? "<u2" : dt == INFLLM_DTYPE_F16 ? "<f2" : "<f4";
 }
 
+/* 1 (after a message) when path names one of the input files: writing it would replace that input */
+static int output_is_input(const attn_opts *o, const char *path) {
+    const char *in[][2] = {{"--q", o->q}, {"--k", o->k}, {"--v", o->v}, {"--cu-seqlens", o->cu_seqlens},
+                           {"--cu-seqlens-q", o->cu_seqlens_q}, {"--dout", o->dout}};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (opts_same_file(path, in[i][1])) {
+            fprintf(stderr, "infllm attn: %s is the %s input: not overwriting it (choose another output path)\n",
+                    path, in[i][0]);
+            return 1;
+        }
+    return 0;
+}
+
 static int write_npy(const attn_opts *o, const char *dir, const char *name, const char *descr, int ndim,
                      const int64_t *shape, const void *data) {
     char path[4096];
@@ -128,15 +141,7 @@ static int write_npy(const attn_opts *o, const char *dir, const char *name, cons
         snprintf(path, sizeof path, "%s/%s", dir, name);
     else
         snprintf(path, sizeof path, "%s", name);
-    /* an output landing on an input would replace it */
-    const char *in[][2] = {{"--q", o->q}, {"--k", o->k}, {"--v", o->v}, {"--cu-seqlens", o->cu_seqlens},
-                           {"--cu-seqlens-q", o->cu_seqlens_q}, {"--dout", o->dout}};
-    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
-        if (opts_same_file(path, in[i][1])) {
-            fprintf(stderr, "infllm attn: %s is the %s input: not overwriting it (choose another output path)\n",
-                    path, in[i][0]);
-            return -1;
-        }
+    if (output_is_input(o, path)) return -1;
     char err[512];
     if (npy_write(path, descr, ndim, shape, data, err, sizeof err)) {
         fprintf(stderr, "infllm attn: %s\n", err);
@@ -222,6 +227,7 @@ int cmd_attn(int argc, char **argv) {
         fprintf(stderr, "infllm attn: --dout and --grad-dir go together (the gradients need both)\n");
         return 2;
     }
+    if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: at write) */
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
     else if (strcmp(o.mode, "dense") == 0) p.mode = INFLLM_MODE_DENSE;
     else if (strcmp(o.mode, "sparse") == 0) p.mode = INFLLM_MODE_SPARSE;
