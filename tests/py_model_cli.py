@@ -114,6 +114,16 @@ with tempfile.TemporaryDirectory() as tmp:
         json.dump(cfg0, f)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
     c.check(p.returncode == 0, f"the HF folder with its own config still runs ({p.stderr.strip()[-160:]})")
+    # --dump-logits onto a Hugging Face folder's own files (config.json, the weights) replaced them
+    for name in ("config.json", "model.safetensors"):
+        victim = os.path.join(hf, name)
+        before = open(victim, "rb").read()
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "0", "-q", "--dump-logits", victim)
+        c.check(p.returncode == 2 and "model" in p.stderr and open(victim, "rb").read() == before,
+                f"--dump-logits HF/{name}: refused, file kept ({p.stderr.strip()[:120]})")
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "0", "-q", "--dump-logits", os.path.join(hf, "logits.npy"))
+    c.check(p.returncode == 0 and os.path.exists(os.path.join(hf, "logits.npy")),
+            f"--dump-logits into the HF folder under a new name still writes ({p.stderr.strip()[-120:]})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")

@@ -32,5 +32,7 @@ int opts_int_list(const char *s, int64_t *out, int cap);
 int opts_choice_list(const char *s, const char *const *choices, int n, int *picked);
 /* 1 when both paths exist and name the same file (an output option pointing at an input), else 0. */
 int opts_same_file(const char *a, const char *b);
+/* 1 when path names an existing file directly inside the folder dir, else 0. */
+int opts_file_in_dir(const char *path, const char *dir);
 
 #endif

@@ -237,10 +237,18 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "infllm run: %s\n", mdl_error());
         return 2;
     }
-    if (dump_logits && (opts_same_file(dump_logits, o.model) || opts_same_file(dump_logits, prompt_file))) {
-        fprintf(stderr, "infllm run: --dump-logits %s is the %s: not overwriting it\n", dump_logits,
-                opts_same_file(dump_logits, o.model) ? "model" : "prompt file");
-        return 2;
+    if (dump_logits) {
+        /* the model (a GGUF, or a Hugging Face folder's .json / .safetensors files) and the prompt stay intact */
+        const size_t dl = strlen(dump_logits);
+        const int model_file = opts_same_file(dump_logits, o.model) ||
+                               (opts_file_in_dir(dump_logits, o.model) &&
+                                ((dl >= 5 && !strcmp(dump_logits + dl - 5, ".json")) ||
+                                 (dl >= 12 && !strcmp(dump_logits + dl - 12, ".safetensors"))));
+        if (model_file || opts_same_file(dump_logits, prompt_file)) {
+            fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits,
+                    model_file ? "a file of the model" : "the prompt file");
+            return 2;
+        }
     }
     if (dump_layers && !dump_qkv) {
         fprintf(stderr, "infllm run: --dump-layers needs --dump-qkv DIR\n");
