@@ -361,7 +361,7 @@ mdl_model *mdl_load(const char *path) {
     int rc = stat(path, &sb) ? mdl_fail("model: %s: %s", path, strerror(errno))
              : S_ISDIR(sb.st_mode) ? load_hf(m, path)
                                    : load_gguf(m, path);
-    if (!rc && (m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
+    if (!rc && ((int64_t)m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
     if (!rc) rc = check_config_values(&m->cfg);
     if (rc) {
         mdl_free(m);
