@@ -49,6 +49,10 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad_ids}: exit 2 ({p.stderr.strip()[:100]})")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
+    # two prompt sources: -f won over -p and --tokens over both, silently
+    for extra in (["-p", "x", "--tokens", toks], ["-p", "x", "-f", __file__], ["-f", __file__, "--tokens", toks]):
+        p = run("run", "-m", g, "-n", "1", *extra)
+        c.check(p.returncode == 2 and "once" in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
     # sampling options outside their domain were accepted: --repeat-penalty 0 divided the logits by zero
     for opt, val in (("--repeat-penalty", "0"), ("--repeat-penalty", "-1"), ("--top-p", "-0.5"), ("--top-p", "1.5"),
                      ("--temp", "-1"), ("--top-k", "-3")):

@@ -224,8 +224,9 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "infllm run: -m MODEL is required (a .gguf file or a Hugging Face folder)\n");
         return 2;
     }
-    if (!prompt && !prompt_file && !tokens_arg) {
-        fprintf(stderr, "infllm run: give a prompt with -p TEXT, -f FILE or --tokens IDS\n");
+    if (!!prompt + !!prompt_file + !!tokens_arg != 1) { /* two of them: one would be silently ignored */
+        fprintf(stderr, "infllm run: give the prompt once: -p TEXT, -f FILE or --tokens IDS%s\n",
+                prompt || prompt_file || tokens_arg ? " (not more than one)" : "");
         return 2;
     }
     if (n_predict < 0) {
