@@ -186,6 +186,9 @@ with tempfile.TemporaryDirectory() as tmp:
     np.save(os.path.join(tmp, "cu_bad.npy"), np.array([0, 500, 400, 700], dtype=np.int32))
     np.save(os.path.join(tmp, "cu_end.npy"), np.array([0, 300, 600], dtype=np.int32))
     np.save(os.path.join(tmp, "cu_f.npy"), np.array([0, 300, 700], dtype=np.float32))
+    # one query a sequence (q of B rows) where a sequence has no keys: once blamed --cache-len -1, never given
+    np.save(os.path.join(tmp, "q_two.npy"), rng.standard_normal((2, Hq, D), dtype=np.float32))
+    np.save(os.path.join(tmp, "cu_empty.npy"), np.array([0, 0, T], dtype=np.int32))
     cases_bad = [
         (["--q", os.path.join(tmp, "qi.npy")] + good[2:], "qi.npy"),
         (["--q", os.path.join(tmp, "q5.npy")] + good[2:], "multiple"),
@@ -195,6 +198,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (good + ["--cu-seqlens", os.path.join(tmp, "cu_bad.npy")], "cu_bad.npy"),
         (good + ["--cu-seqlens", os.path.join(tmp, "cu_end.npy")], "cu_end.npy"),
         (good + ["--cu-seqlens", os.path.join(tmp, "cu_f.npy")], "cu_f.npy"),
+        (["--q", os.path.join(tmp, "q_two.npy")] + good[2:] + ["--cu-seqlens", os.path.join(tmp, "cu_empty.npy")],
+         "has no keys"),
         (good + ["--block-size", "40"], "multiple of kernel_stride"),
         (good + ["--cache-len", "800"], "cache-len"),
         (good + ["--mode", "fast"], "--mode"),

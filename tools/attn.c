@@ -346,8 +346,13 @@ int cmd_attn(int argc, char **argv) {
         for (int32_t b = 0; b < num_seqs; b++) {
             int32_t lk = cu_k ? cu_k[b + 1] - cu_k[b] : (int32_t)total_k;
             int32_t lq = o.cache_len >= 0 ? lk - o.cache_len : 1;
-            if (lq < 0 || (o.cache_len < 0 && lk < 1)) {
+            if (lq < 0) {
                 fprintf(stderr, "infllm attn: --cache-len %d exceeds the length %d of sequence %d\n", o.cache_len, lk, b);
+                goto done;
+            }
+            if (o.cache_len < 0 && lk < 1) { /* one query a sequence (q has a row a sequence): it needs a key */
+                fprintf(stderr, "infllm attn: sequence %d has no keys, so it cannot have the one query a sequence that "
+                                "%s's %lld rows imply (give --cu-seqlens-q)\n", b, o.q, (long long)q.shape[0]);
                 goto done;
             }
             cu_q_own[b + 1] = cu_q_own[b] + lq;
