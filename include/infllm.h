@@ -122,7 +122,8 @@ int32_t infllm_params_topk_total(const infllm_params *p);
 /* Shapes of one call. cu_seqlens_* may be NULL when num_seqs == 1 (one sequence of
  * total_q queries and total_k keys). max_seqlen_* are required (> 0, or 0 when total_q /
  * total_k is 0) for the CUDA backend when cu_seqlens are given (the device arrays cannot be
- * read without a sync); on the host backends 0 means "compute them". A layout whose tensors could not be
+ * read without a sync); on the host backends 0 means "compute them", and a value given (> 0) must be at least
+ * the longest sequence's, as CUDA trusts it (else INFLLM_ERR_SHAPE). A layout whose tensors could not be
  * addressed (q, k or the float32 stage-1 / block scores [Hkv, total_q, max_n1 / nblocks_out] past PTRDIFF_MAX
  * bytes; topk_idx [Hkv, total_q, topk_cols] likewise) is refused with INFLLM_ERR_SHAPE. */
 typedef struct infllm_layout {

@@ -183,6 +183,20 @@ static void test_layout(void) {
     BAD_LAYOUT(total_q, (int64_t)1 << 40, INFLLM_ERR_SHAPE);
     BAD_LAYOUT(total_q, TK + 1, INFLLM_ERR_SHAPE); /* one sequence with lq > lk */
     BAD_LAYOUT(num_seqs, 2, INFLLM_ERR_NULL_ARG);  /* cu_seqlens required */
+    /* max_seqlen_*: optional on the host (0), but never negative nor below the longest sequence, which the CUDA
+     * backend would trust (host backends once ignored any value) */
+    BAD_LAYOUT(max_seqlen_q, -1, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(max_seqlen_k, -1, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(max_seqlen_k, TK - 1, INFLLM_ERR_SHAPE);
+    BAD_LAYOUT(max_seqlen_q, 1, INFLLM_ERR_SHAPE);
+    l = base_layout();
+    l.max_seqlen_k = TK;
+    {
+        infllm_sizes msz;
+        CHECK_OK(infllm_get_sizes(&p, &l, &msz));
+        l.max_seqlen_k = TK + 100; /* larger than needed: accepted, the host computes its own */
+        CHECK_OK(infllm_get_sizes(&p, &l, &msz));
+    }
 #undef BAD_LAYOUT
     static const int32_t cq_ok[3] = {0, 40, 100}, ck_ok[3] = {0, 40, 100};
     l = base_layout();

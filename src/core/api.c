@@ -338,6 +338,16 @@ static infllm_status build_params(const infllm_params *p, const infllm_layout *l
                                 "cu_seqlens end at q %lld / k %lld but total_q is %lld and total_k %lld",
                                 (long long)qend, (long long)kend, (long long)l->total_q, (long long)l->total_k);
     }
+    /* max_seqlen_* are optional here (0: computed), but a given one must bound the sequences as the CUDA backend,
+     * which cannot read device offsets, trusts it to: a layout wrong for the GPU fails on the host too */
+    if (l->max_seqlen_q < 0 || l->max_seqlen_k < 0 || (l->max_seqlen_q > 0 && l->max_seqlen_q < ap->max_lq) ||
+        (l->max_seqlen_k > 0 && l->max_seqlen_k < ap->max_lk)) {
+        free(seqs);
+        return infllm_set_error(INFLLM_ERR_SHAPE,
+                                "max_seqlen_q %d / max_seqlen_k %d: when given (> 0) they must be at least the longest "
+                                "sequence's %d queries / %d keys",
+                                l->max_seqlen_q, l->max_seqlen_k, ap->max_lq, ap->max_lk);
+    }
     ap->total_n1 = n1_acc;
     ap->total_n2 = n2_acc;
     ap->topk_out = ap->topk_total < ap->nblocks_out ? ap->topk_total : ap->nblocks_out;
