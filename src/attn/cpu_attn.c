@@ -649,7 +649,10 @@ static int select_from_keys(const uint64_t *keys, uint64_t *tmp, int n, int k, i
     return cnt;
 }
 
-static inline uint64_t block_key(float score, int b) { return ((uint64_t)ord_f32(score) << 32) | (uint32_t)(0xffffffffu - (uint32_t)b); }
+/* NaN ranks lowest (key 0, below -inf), as in REF's order (SPEC A, docs/TESTS.md) */
+static inline uint64_t block_key(float score, int b) {
+    return ((uint64_t)(score != score ? 0u : ord_f32(score)) << 32) | (uint32_t)(0xffffffffu - (uint32_t)b);
+}
 
 /* Block score of block b for a row with stage-1 scores sc[0..n1) (SPEC A.4). */
 static inline float block_score(const infllm_attn_params *ap, const float *sc, int n1, int b, int qb) {
@@ -657,8 +660,8 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
     int lo, hi;
     infllm_block_kernel_range(b, ap->B, ap->l1, ap->s1, n1, &lo, &hi);
     if (hi <= lo) return -INFINITY;
-    float mx = sc[lo];
-    for (int j = lo + 1; j < hi; j++) mx = sc[j] > mx ? sc[j] : mx;
+    float mx = -INFINITY; /* a NaN kernel score never wins the max, as in REF */
+    for (int j = lo; j < hi; j++) mx = sc[j] > mx ? sc[j] : mx;
     return mx;
 }
 
