@@ -26,6 +26,7 @@ struct CudaArg {
  * any kernel runs: such an access would fail asynchronously and poison the CUDA context. Device, managed and
  * mapped pinned host memory pass. */
 infllm_status cuda_check_pointers(const char *op, std::initializer_list<CudaArg> args);
+/* the same over an array of n arguments */
 infllm_status cuda_check_pointer_list(const char *op, const CudaArg *args, size_t n);
 /* An entry point's boundary check: cuda_check_supported, then cuda_check_pointers over args and the layout's
  * cu_seqlens_q / cu_seqlens_k (ap->cu_q, ap->cu_k; NULL for one sequence). */
