@@ -118,6 +118,10 @@ with tempfile.TemporaryDirectory() as tmp:
         json.dump(cfg0, f)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
     c.check(p.returncode == 0, f"the HF folder with its own config still runs ({p.stderr.strip()[-160:]})")
+    # a file of the folder given as the model was read as a GGUF with no hint
+    p = run("run", "-m", os.path.join(hf, "config.json"), "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "loaded from its folder" in p.stderr and hf in p.stderr,
+            f"-m HF/config.json: exit 1 naming the folder ({p.stderr.strip()[:160]})")
     # --dump-logits onto a Hugging Face folder's own files (config.json, the weights) replaced them
     for name in ("config.json", "model.safetensors"):
         victim = os.path.join(hf, name)

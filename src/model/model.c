@@ -358,9 +358,22 @@ mdl_model *mdl_load(const char *path) {
     snprintf(m->path, sizeof m->path, "%s", path);
     /* a folder is a Hugging Face checkpoint, any other file a GGUF (its loader checks the magic), whatever its name */
     struct stat sb;
-    int rc = stat(path, &sb) ? mdl_fail("model: %s: %s", path, strerror(errno))
-             : S_ISDIR(sb.st_mode) ? load_hf(m, path)
-                                   : load_gguf(m, path);
+    int rc;
+    if (stat(path, &sb)) {
+        rc = mdl_fail("model: %s: %s", path, strerror(errno));
+    } else if (S_ISDIR(sb.st_mode)) {
+        rc = load_hf(m, path);
+    } else {
+        rc = load_gguf(m, path);
+        const size_t n = strlen(path);
+        if (rc && ((n >= 5 && !strcmp(path + n - 5, ".json")) || (n >= 12 && !strcmp(path + n - 12, ".safetensors")))) {
+            char why[512]; /* a file of a Hugging Face checkpoint: say that its folder is what loads */
+            snprintf(why, sizeof why, "%s", mdl_error());
+            const char *slash = strrchr(path, '/');
+            rc = mdl_fail("%s (a Hugging Face checkpoint is loaded from its folder: -m %.*s)", why,
+                          slash ? (slash == path ? 1 : (int)(slash - path)) : 1, slash ? path : ".");
+        }
+    }
     if (!rc && ((int64_t)m->cfg.head_dim * m->cfg.n_head > (1 << 20))) rc = mdl_fail("model: bad head sizes");
     if (!rc) rc = check_config_values(&m->cfg);
     if (rc) {
