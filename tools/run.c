@@ -240,11 +240,8 @@ int cmd_run(int argc, char **argv) {
     }
     if (dump_logits) {
         /* the model (a GGUF, or a Hugging Face folder's .json / .safetensors files) and the prompt stay intact */
-        const size_t dl = strlen(dump_logits);
         const int model_file = opts_same_file(dump_logits, o.model) ||
-                               (opts_file_in_dir(dump_logits, o.model) &&
-                                ((dl >= 5 && !strcmp(dump_logits + dl - 5, ".json")) ||
-                                 (dl >= 12 && !strcmp(dump_logits + dl - 12, ".safetensors"))));
+                               (opts_file_in_dir(dump_logits, o.model) && mdl_hf_file_name(dump_logits));
         if (model_file || opts_same_file(dump_logits, prompt_file)) {
             fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits,
                     model_file ? "a file of the model" : "the prompt file");

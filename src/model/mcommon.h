@@ -19,6 +19,11 @@ double mdl_now(void);
 /* A 64-bit config integer as int32, saturated: a value past the range reads as INT32_MAX / INT32_MIN, which the
  * loaders' range checks refuse, instead of wrapping into a plausible one (hidden_size 2^32 + 128 read as 128). */
 static inline int32_t mdl_sat_i32(int64_t v) { return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v; }
+/* Whether a file name is one a Hugging Face checkpoint folder holds (*.json, *.safetensors). */
+static inline int mdl_hf_file_name(const char *path) {
+    const size_t n = strlen(path);
+    return (n >= 5 && !strcmp(path + n - 5, ".json")) || (n >= 12 && !strcmp(path + n - 12, ".safetensors"));
+}
 
 static inline float mdl_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;

@@ -365,8 +365,7 @@ mdl_model *mdl_load(const char *path) {
         rc = load_hf(m, path);
     } else {
         rc = load_gguf(m, path);
-        const size_t n = strlen(path);
-        if (rc && ((n >= 5 && !strcmp(path + n - 5, ".json")) || (n >= 12 && !strcmp(path + n - 12, ".safetensors")))) {
+        if (rc && mdl_hf_file_name(path)) {
             char why[512]; /* a file of a Hugging Face checkpoint: say that its folder is what loads */
             snprintf(why, sizeof why, "%s", mdl_error());
             const char *slash = strrchr(path, '/');
