@@ -693,6 +693,90 @@ static void run_case(const dcase *c) {
 
 /* ---------------------------------------------------------------- grid ---- */
 
+/* NaN inputs (REF's rules, docs/TESTS.md): one element of KV head 0's key two thirds into the first sequence and
+ * one element of the last query token's last head set to NaN. CPU against REF: stage-1 scores hold no NaN (a NaN
+ * is written as 0) and have the same all-zero rows; block scores and top-k on REF's scores bitwise; the fused
+ * selection (infllm_select_blocks) identical to REF's on the rows the NaN reaches (all-zero stage-1 rows past
+ * it: every causal block ties at 0, so the blocks go by index); dense and sparse attention NaN exactly where
+ * REF's are (outputs and LSE). Before session 37 the CPU's exp turned a NaN logit into ~0, so its outputs hid
+ * the NaN and its selection ranked those rows' blocks by their other scores. */
+static void nan_case(const dcase *c) {
+    ctx X, *x = &X;
+    if (!ctx_init(x, c)) return;
+    printf("%s\n", c->name);
+    fflush(stdout);
+    const int32_t Hkv = c->Hkv, Hq = c->Hq, D = c->D, M = x->sz.max_n1, NB = x->sz.nblocks_out, K = x->sz.topk_out;
+    const int64_t tq = x->tq, rowkv = (int64_t)Hkv * D, nan_at = x->s[0].k0 + (int64_t)x->s[0].lk * 2 / 3;
+    infllm_store_f32(x->k, c->dt, nan_at * rowkv + 1, NAN);
+    infllm_store_f32(x->q, c->dt, ((tq - 1) * Hq + Hq - 1) * D, NAN);
+    infllm_params pr = c->p, pc = c->p;
+    pr.backend = INFLLM_BACKEND_REF;
+    pc.backend = INFLLM_BACKEND_CPU;
+    const size_t n_sc = (size_t)Hkv * (size_t)tq * (size_t)M, n_bs = (size_t)Hkv * (size_t)tq * (size_t)NB;
+    const size_t rows = (size_t)Hkv * (size_t)tq, n_tk = rows * (size_t)K, n_o = (size_t)(tq * Hq * D);
+    void *c1 = malloc((size_t)(x->sz.total_n1 * rowkv + 1) * x->es), *c2 = malloc((size_t)(x->sz.total_n2 * rowkv + 1) * x->es);
+    float *sc[2], *bs[2], *lse[2][2];
+    int32_t *tk[2], *tkf = malloc(n_tk * 4 + 4);
+    void *o[2][2];
+    CHECK_OK(infllm_compress_keys(&pr, &x->l, x->k, c1, c2, NULL, NULL));
+    for (int be = 0; be < 2; be++) {
+        const infllm_params *pp = be ? &pc : &pr;
+        sc[be] = malloc(n_sc * 4 + 4), bs[be] = malloc(n_bs * 4 + 4), tk[be] = malloc(n_tk * 4 + 4);
+        CHECK_OK(infllm_stage1_scores(pp, &x->l, x->q, c1, c->p.exact_lse ? NULL : c2, NULL, NULL, sc[be]));
+        CHECK_OK(infllm_block_scores(pp, &x->l, sc[0], bs[be])); /* REF's scores: bitwise */
+        CHECK_OK(infllm_topk_select(pp, &x->l, bs[0], tk[be]));
+        for (int a = 0; a < 2; a++) {
+            o[be][a] = malloc(n_o * x->es + 4), lse[be][a] = malloc((size_t)(tq * Hq) * 4 + 4);
+            CHECK_OK(a ? infllm_sparse_attention(pp, &x->l, x->q, x->k, x->v, tk[0], K, o[be][a], lse[be][a])
+                       : infllm_dense_attention(pp, &x->l, x->q, x->k, x->v, o[be][a], lse[be][a]));
+        }
+    }
+    CHECK_OK(infllm_select_blocks(&pc, &x->l, x->q, x->k, tkf));
+    size_t nan_sc = 0, zero_diff = 0, nzero = 0, fused_bad = 0;
+    for (size_t r = 0; r < rows; r++) {
+        int z[2] = {1, 1};
+        for (int be = 0; be < 2; be++)
+            for (int32_t j = 0; j < M; j++) {
+                const float v = sc[be][r * M + j];
+                nan_sc += isnan(v);
+                z[be] &= v == 0.0f;
+            }
+        zero_diff += z[0] != z[1];
+        const int64_t t = (int64_t)(r % (size_t)tq);
+        const int b = seq_of(x, t);
+        const int64_t pos = (int64_t)x->s[b].lk - x->s[b].lq + (t - x->s[b].q0);
+        if (z[0] && x->s[b].k0 + pos >= nan_at + 2 * c->p.block_size) { /* a row the NaN reaches */
+            nzero++;
+            fused_bad += memcmp(tkf + r * K, tk[0] + r * K, (size_t)K * 4) != 0;
+        }
+    }
+    CHECK(nan_sc == 0, "[%s] NaN inputs: %zu stage-1 scores are NaN (REF's rule: 0)", c->name, nan_sc);
+    CHECK(zero_diff == 0, "[%s] NaN inputs: %zu rows all 0 in one backend's stage-1 scores only", c->name, zero_diff);
+    CHECK(nzero > 0, "[%s] NaN inputs: no row the NaN reaches (the case does not test what it says)", c->name);
+    CHECK(fused_bad == 0, "[%s] NaN inputs: %zu of %zu rows the NaN reaches select other blocks than REF", c->name,
+          fused_bad, nzero);
+    CHECK(memcmp(bs[0], bs[1], n_bs * 4) == 0, "[%s] NaN inputs: block scores differ from REF", c->name);
+    CHECK(memcmp(tk[0], tk[1], n_tk * 4) == 0, "[%s] NaN inputs: top-k differs from REF", c->name);
+    for (int a = 0; a < 2; a++) {
+        size_t nref = 0, odiff = 0, ldiff = 0;
+        for (size_t i = 0; i < n_o; i++) {
+            const int r = isnan(infllm_load_f32(o[0][a], c->dt, (int64_t)i));
+            nref += r;
+            odiff += r != isnan(infllm_load_f32(o[1][a], c->dt, (int64_t)i));
+        }
+        for (int64_t i = 0; i < tq * Hq; i++) ldiff += isnan(lse[0][a][i]) != isnan(lse[1][a][i]);
+        CHECK(nref > 0, "[%s] NaN inputs: REF's %s attention has no NaN output", c->name, a ? "sparse" : "dense");
+        CHECK(odiff == 0 && ldiff == 0, "[%s] NaN inputs: %s attention NaN where REF's is not (or not where it is): "
+              "%zu outputs, %zu LSE", c->name, a ? "sparse" : "dense", odiff, ldiff);
+    }
+    for (int be = 0; be < 2; be++) {
+        free(sc[be]), free(bs[be]), free(tk[be]);
+        for (int a = 0; a < 2; a++) free(o[be][a]), free(lse[be][a]);
+    }
+    free(c1), free(c2), free(tkf);
+    ctx_free(x);
+}
+
 static const char *dtn(infllm_dtype d) { return infllm_dtype_name(d); }
 
 static dcase mk(infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t nseq, const int32_t *lq,
@@ -883,6 +967,21 @@ int main(void) {
         name_case(&c, "random");
         run_case(&c);
         ncase++;
+    }
+    /* 5. NaN inputs: G 16 / d 128 bf16, G 3 / d 64 f16 chunked (exact LSE), G 2 / f32 varlen with a decode row */
+    {
+        int32_t l1q = 700, l1k = 700, l2q = 150, l2k = 500, l3q[2] = {400, 1}, l3k[2] = {400, 600};
+        dcase n1 = mk(INFLLM_DTYPE_BF16, 16, 1, 128, 1, &l1q, &l1k), n2 = mk(INFLLM_DTYPE_F16, 6, 2, 64, 1, &l2q, &l2k),
+              n3 = mk(INFLLM_DTYPE_F32, 4, 2, 64, 2, l3q, l3k);
+        n1.p.local_blocks = 2, n1.p.topk = 4, n1.p.num_threads = 2;
+        n2.p.block_size = 32, n2.p.kernel_size = 16, n2.p.kernel_stride = 8, n2.p.exact_lse = 1, n2.p.topk = 3;
+        n3.p.block_size = 32, n3.p.kernel_size = 32, n3.p.kernel_stride = 16, n3.p.init_blocks = 0, n3.p.topk = 3;
+        dcase *nc[3] = {&n1, &n2, &n3};
+        for (int i = 0; i < 3; i++) {
+            name_case(nc[i], "nan");
+            nan_case(nc[i]);
+            ncase++;
+        }
     }
     printf("%d cases\n", ncase);
     return finish("test_diff");

@@ -560,7 +560,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             size_t row = (size_t)(s->q0 + t0 + tt);
             size_t off = row * ap->o_tok + (size_t)(g * G + h) * D;
             void *dst = (char *)out + off * c->es;
-            if (w->l[r] > 0.0f) {
+            if (w->l[r] > 0.0f || isnan(w->l[r])) { /* a NaN score's row is NaN, as REF's (not a row without keys) */
                 c->kn->store(dst, ap->dtype, w->O + (size_t)r * D, 1.0f / w->l[r], D);
                 if (lse) lse[row * ap->Hq + g * G + h] = (float)(((double)w->m[r] + log2((double)w->l[r])) * M_LN2);
             } else {
@@ -704,7 +704,9 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
                    w->l + ta * G);
     }
-    for (int r = 0; r < R; r++) w->c[r] = w->l[r] > 0.0f ? w->m[r] + log2f(w->l[r]) : INFINITY;
+    /* a NaN sum (a NaN logit) stays NaN, so that the row's P are NaN as REF's */
+    for (int r = 0; r < R; r++)
+        w->c[r] = w->l[r] > 0.0f || isnan(w->l[r]) ? w->m[r] + log2f(w->l[r]) : INFINITY;
     /* pass 2: P = exp(a - LSE) over the visible c1, summed over the group's heads */
     int n1max = n1v[nt - 1];
     for (int c0 = 0; c0 < n1max; c0 += CPU_KT) {
@@ -763,7 +765,9 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
                     int t = t0 + tt;
                     if (scores_out) {
                         float *row = scores_out + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * ap->max_n1;
-                        memcpy(row, sc, (size_t)s->n1 * sizeof(float));
+                        /* NaN (from NaN inputs) -> 0, as REF (the fused selection's block max ignores a NaN,
+                         * which ranks the blocks the same) */
+                        for (int j = 0; j < s->n1; j++) row[j] = sc[j] == sc[j] ? sc[j] : 0.0f;
                         for (int j = s->n1; j < ap->max_n1; j++) row[j] = 0.0f;
                         continue;
                     }

@@ -8,10 +8,12 @@
 
 #define AI static inline __attribute__((always_inline))
 
-/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask). */
+/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask). A NaN t gives NaN
+ * (REF's exp): the clamps name the constant first, since max_ps / min_ps return their second operand when
+ * either is NaN (the same results for every other t). */
 AI __m256 exp2v8(__m256 t) {
-    t = _mm256_max_ps(t, _mm256_set1_ps(-126.0f));
-    t = _mm256_min_ps(t, _mm256_set1_ps(128.0f));
+    t = _mm256_max_ps(_mm256_set1_ps(-126.0f), t);
+    t = _mm256_min_ps(_mm256_set1_ps(128.0f), t);
     __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(t, r);
     __m256 p = _mm256_set1_ps(1.525273380405984e-05f);

@@ -10,9 +10,10 @@
 
 #define AI static inline __attribute__((always_inline))
 
-/* 2^t, t <= 128; Taylor degree 7 on [-0.5, 0.5] (rel. err < 1e-8 before rounding), exact scaling. */
+/* 2^t, t <= 128; Taylor degree 7 on [-0.5, 0.5] (rel. err < 1e-8 before rounding), exact scaling. A NaN t
+ * gives NaN (REF's exp): max_ps returns its second operand when either is NaN, so the constant comes first. */
 AI __m512 exp2v(__m512 t) {
-    t = _mm512_max_ps(t, _mm512_set1_ps(-150.0f));
+    t = _mm512_max_ps(_mm512_set1_ps(-150.0f), t);
     __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(t, r);
     __m512 p = _mm512_set1_ps(1.525273380405984e-05f);

@@ -87,8 +87,12 @@ infllm_status ref_stage1(const infllm_attn_params *ap, const void *q, const void
                     }
                 }
                 float *row = scores + ((int64_t)g * ap->total_q + t) * ncol;
+                /* a NaN (from NaN inputs) is written as 0, as the official kernels' wrapper does (SPEC B 5):
+                 * in such a row every block then ties at 0 and the top-k goes by block index */
                 for (int64_t j = 0; j < ncol; j++) {
-                    row[j] = ap->dtype == INFLLM_DTYPE_BF16 ? ref_round_bf16(acc[j]) : (float)acc[j];
+                    row[j] = isnan(acc[j]) ? 0.0f
+                             : ap->dtype == INFLLM_DTYPE_BF16 ? ref_round_bf16(acc[j])
+                                                              : (float)acc[j];
                 }
             }
         }
