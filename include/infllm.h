@@ -167,7 +167,8 @@ infllm_status infllm_compress_keys(const infllm_params *p, const infllm_layout *
  *   scores[g][t][j] = sum over the group's query heads h of exp(s*q_h.c1_j - LSE_h),
  * LSE_h over the visible c2 kernels (visible c1 kernels with exact_lse). A kernel is visible
  * iff its last covered position <= the query's position. 0 for invisible j, j >= n1 of the
- * sequence, and rows with no visible LSE kernel. Rounded to bf16 when dtype is bf16 (A.3).
+ * sequence, and rows with no visible LSE kernel. Rounded to bf16 when dtype is bf16 (A.3). A NaN
+ * (from NaN inputs) is written as 0, as the official kernels' wrapper does.
  *   q [total_q, Hq, D]; c1, c2 and their cu_seqlens as written by infllm_compress_keys
  *   (c2 / cu_seqlens_c2 may be NULL with exact_lse; NULL offsets of several sequences are recomputed,
  *   on CUDA in a small stream-ordered allocation per call)
@@ -179,13 +180,14 @@ infllm_status infllm_stage1_scores(const infllm_params *p, const infllm_layout *
 
 /* Block scores (SPEC B §6, A.4): +inf for forced blocks (b < init_blocks, or
  * q_block - local_blocks <= b <= q_block), otherwise the max of the stage-1 scores of the c1
- * kernels overlapping block b (clipped to [0, n1)), -inf when that range is empty.
+ * kernels overlapping block b (clipped to [0, n1)), -inf when that range is empty (a NaN score never
+ * wins the max).
  *   scores [Hkv, total_q, max_n1] -> block_scores [Hkv, total_q, nblocks_out] float32 */
 infllm_status infllm_block_scores(const infllm_params *p, const infllm_layout *l,
                                   const float *scores, float *block_scores);
 
-/* Top-k (SPEC B §7, A.3): the topk_out largest block scores of each row (score desc, then
- * block index asc), sorted ascending, entries > q_block replaced by -1 (so -1 padding is at
+/* Top-k (SPEC B §7, A.3): the topk_out largest block scores of each row (score desc, NaN below
+ * every other score, then block index asc), sorted ascending, entries > q_block replaced by -1 (so -1 padding is at
  * the end). Blocks past the row's own sequence are never selected.
  *   block_scores [Hkv, total_q, nblocks_out] -> topk_idx [Hkv, total_q, topk_out] int32 */
 infllm_status infllm_topk_select(const infllm_params *p, const infllm_layout *l,

@@ -905,6 +905,216 @@ static void errors_checks(void) {
 }
 #endif
 
+/* NaN inputs, the rules REF states: a NaN stage-1 score is written as 0 (the official wrapper's rule), a NaN
+ * kernel score never wins a block's max, a NaN block score ranks below every other, and a NaN reaches the
+ * attention output of every row that sees it. (1) The standalone block scores and top-k on hand-made NaN
+ * scores, exactly REF's; (2) the fused selection (infllm_select_blocks) with a NaN key element and a NaN query
+ * head, against REF's stage-wise selection, on the kernels a layout picks (cuda_check runs this in every kernel
+ * configuration): the rows a NaN reaches (their stage-1 row is all 0: every causal block ties, so the blocks go
+ * by index) identical, the others as in the grid (>= 99%); and the whole pipeline on those inputs returns with
+ * finite outputs for the rows before the NaN key. Before session 37 k_select and the few-query kernels
+ * max-pooled a NaN as the largest score, so its blocks outranked the forced ones. */
+static void nan_select_case(const char *name, int Hq, int Hkv, int D, int lq, int lk, int nan_key_at) {
+    infllm_params p;
+    infllm_params_default(&p);
+    p.init_blocks = 1;
+    p.local_blocks = 2;
+    p.topk = 6;
+    p.mode = INFLLM_MODE_SPARSE;
+    const infllm_dtype dt = INFLLM_DTYPE_BF16;
+    infllm_layout hl;
+    memset(&hl, 0, sizeof hl);
+    hl.dtype = dt;
+    hl.num_seqs = 1;
+    hl.total_q = lq;
+    hl.total_k = lk;
+    hl.num_q_heads = Hq;
+    hl.num_kv_heads = Hkv;
+    hl.head_dim = D;
+    hl.max_seqlen_q = lq;
+    hl.max_seqlen_k = lk;
+    const size_t nq = (size_t)lq * Hq * D, nk = (size_t)lk * Hkv * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+    unsigned long long rs = 0x4e614eULL + (unsigned long long)lk;
+    for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
+    for (size_t i = 0; i < nk; i++) {
+        infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
+        infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
+    }
+    /* one element of KV head 0's key at nan_key_at (every later row of that head: NaN scores), and one query
+     * head's element of the last query token (that row of its KV head only) */
+    infllm_store_f32(k, dt, (int64_t)nan_key_at * Hkv * D + 5, NAN);
+    infllm_store_f32(q, dt, ((int64_t)(lq - 1) * Hq + (Hq - 1)) * D + 3, NAN);
+    infllm_sizes sz;
+    p.backend = INFLLM_BACKEND_REF;
+    CHECK_OK(infllm_get_sizes(&p, &hl, &sz));
+    const int K = sz.topk_out;
+    const size_t ntk = (size_t)Hkv * lq * K, nsc = (size_t)Hkv * lq * sz.max_n1;
+    /* REF's selection, stage by stage */
+    uint16_t *c1 = malloc((size_t)sz.total_n1 * Hkv * D * 2 + 2), *c2 = malloc((size_t)sz.total_n2 * Hkv * D * 2 + 2);
+    int32_t cu1[2], cu2[2];
+    float *sc = malloc(nsc * 4 + 4), *bs = malloc((size_t)Hkv * lq * sz.nblocks_out * 4 + 4);
+    int32_t *htk = malloc(ntk * 4);
+    CHECK_OK(infllm_compress_keys(&p, &hl, k, c1, c2, cu1, cu2));
+    CHECK_OK(infllm_stage1_scores(&p, &hl, q, c1, c2, cu1, cu2, sc));
+    CHECK_OK(infllm_block_scores(&p, &hl, sc, bs));
+    CHECK_OK(infllm_topk_select(&p, &hl, bs, htk));
+    /* the rows a NaN reaches: all 0 (a row with visible kernels otherwise has every score > 0) */
+    const size_t rows = (size_t)Hkv * lq;
+    unsigned char *nanrow = calloc(rows, 1);
+    size_t nnan = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int64_t pos = (int64_t)lk - lq + (int64_t)(r % (size_t)lq);
+        int zero = pos >= nan_key_at + 2 * p.block_size; /* well past the NaN (and past every early row) */
+        for (int j = 0; j < sz.max_n1 && zero; j++) zero = sc[r * sz.max_n1 + j] == 0.0f;
+        nanrow[r] = (unsigned char)zero;
+        nnan += nanrow[r];
+    }
+    CHECK(nnan > 0, "%s: no row that the NaN reaches (the case does not test what it says)", name);
+    /* CUDA */
+    infllm_layout dl = hl;
+    void *dq = dup_dev(q, nq * 2), *dk = dup_dev(k, nk * 2), *dv = dup_dev(v, nk * 2), *dout = dev_alloc(nq * 2);
+    int32_t *dtk = dev_alloc(ntk * 4);
+    p.backend = INFLLM_BACKEND_CUDA;
+    CHECK_OK(infllm_select_blocks(&p, &dl, dq, dk, dtk));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", name, cudaGetErrorString(cudaGetLastError()));
+    int32_t *ctk = to_host(dtk, ntk * 4);
+    size_t same = 0, nan_same = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int eq = memcmp(ctk + r * K, htk + r * K, (size_t)K * 4) == 0;
+        same += eq;
+        nan_same += eq && nanrow[r];
+    }
+    CHECK(nan_same == nnan, "%s: rows a NaN reaches: %zu of %zu CUDA top-k rows identical to REF's", name, nan_same,
+          nnan);
+    CHECK(same * 100 >= rows * 99, "%s: %zu of %zu CUDA top-k rows identical to REF's", name, same, rows);
+    /* the standalone stage 1: no NaN (written as 0), the same all-zero rows as REF's */
+    {
+        const size_t n1b = (size_t)sz.total_n1 * Hkv * D * 2, n2b = (size_t)sz.total_n2 * Hkv * D * 2;
+        void *dc1 = dev_alloc(n1b), *dc2 = dev_alloc(n2b);
+        int32_t *dcu = dev_alloc(4 * 4);
+        float *dsc = dev_alloc(nsc * 4);
+        CHECK_OK(infllm_compress_keys(&p, &dl, dk, dc1, dc2, dcu, dcu + 2));
+        CHECK_OK(infllm_stage1_scores(&p, &dl, dq, dc1, dc2, dcu, dcu + 2, dsc));
+        float *csc = to_host(dsc, nsc * 4);
+        size_t nan_sc = 0, zero_diff = 0;
+        for (size_t r = 0; r < rows; r++) {
+            int zr = 1, zc = 1;
+            for (int j = 0; j < sz.max_n1; j++) {
+                nan_sc += isnan(csc[r * sz.max_n1 + j]);
+                zr &= sc[r * sz.max_n1 + j] == 0.0f;
+                zc &= csc[r * sz.max_n1 + j] == 0.0f;
+            }
+            zero_diff += zr != zc;
+        }
+        CHECK(nan_sc == 0 && zero_diff == 0, "%s: stage 1: %zu NaN scores (REF's rule: 0), %zu rows all 0 in one of "
+              "CUDA / REF only", name, nan_sc, zero_diff);
+        free(csc);
+        cudaFree(dc1), cudaFree(dc2), cudaFree(dcu), cudaFree(dsc);
+    }
+    /* the pipeline runs through (no hang, no error); rows before the NaN key do not see it; the NaN query head's
+     * row is NaN (output and LSE), as REF's (the epilogues had turned a NaN sum into a row without keys: 0) */
+    float *dlse = dev_alloc((size_t)lq * Hq * 4);
+    CHECK_OK(infllm_attention(&p, &dl, dq, dk, dv, dout, dlse));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: pipeline: CUDA error %s", name,
+          cudaGetErrorString(cudaGetLastError()));
+    uint16_t *out = to_host(dout, nq * 2);
+    float *lse = to_host(dlse, (size_t)lq * Hq * 4);
+    size_t nan_out = 0;
+    for (int e = 0; e < D; e++) nan_out += isnan(ld(out, dt, ((int64_t)(lq - 1) * Hq + Hq - 1) * D + e));
+    CHECK(nan_out == (size_t)D && isnan(lse[(size_t)lq * Hq - 1]),
+          "%s: pipeline: the NaN query head's row has %zu of %d NaN outputs, LSE %g (REF: all NaN)", name, nan_out, D,
+          (double)lse[(size_t)lq * Hq - 1]);
+    free(lse);
+    cudaFree(dlse);
+    const int64_t first_q_pos = (int64_t)lk - lq;
+    size_t bad = 0, checked = 0;
+    for (int64_t t = 0; t < lq - 1 && first_q_pos + t < nan_key_at; t++)
+        for (int64_t e = 0; e < (int64_t)Hq * D; e++, checked++) bad += !isfinite(ld(out, dt, t * Hq * D + e));
+    CHECK(bad == 0, "%s: pipeline: %zu of %zu outputs before the NaN key are not finite", name, bad, checked);
+    free(q), free(k), free(v), free(htk), free(c1), free(c2), free(sc), free(bs), free(nanrow), free(ctk), free(out);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dtk);
+}
+
+static void nan_checks(void) {
+    /* (1) standalone: two sequences (q 2 / 1, k 200 / 20), B 16, l1 16, s1 8, K 4 (forced 0, 11, 12 and one) */
+    {
+        infllm_params p;
+        infllm_params_default(&p);
+        p.block_size = 16;
+        p.kernel_size = 16;
+        p.kernel_stride = 8;
+        p.init_blocks = 1;
+        p.local_blocks = 1;
+        p.topk = 3;
+        int32_t cuq[3] = {0, 2, 3}, cuk[3] = {0, 200, 220};
+        infllm_layout l;
+        memset(&l, 0, sizeof l);
+        l.dtype = INFLLM_DTYPE_BF16;
+        l.num_seqs = 2;
+        l.cu_seqlens_q = cuq;
+        l.cu_seqlens_k = cuk;
+        l.total_q = 3;
+        l.total_k = 220;
+        l.num_q_heads = 1;
+        l.num_kv_heads = 1;
+        l.head_dim = 16;
+        l.max_seqlen_q = 2;
+        l.max_seqlen_k = 200;
+        infllm_sizes sz;
+        p.backend = INFLLM_BACKEND_REF;
+        CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+        CHECK(sz.max_n1 == 24 && sz.nblocks_out == 13 && sz.topk_out == 4, "NaN standalone: sizes %d %d %d", sz.max_n1,
+              sz.nblocks_out, sz.topk_out);
+        float sc[3 * 24], bs[3 * 13];
+        for (int j = 0; j < 3 * 24; j++) sc[j] = (float)((j * 29) % 17) / 8.0f;
+        for (int j = 0; j < 24; j += 2) sc[j] = NAN;
+        sc[24 + 3] = NAN;
+        int32_t rtk[3 * 4];
+        CHECK_OK(infllm_block_scores(&p, &l, sc, bs));
+        CHECK_OK(infllm_topk_select(&p, &l, bs, rtk));
+        infllm_layout dl = l;
+        dl.cu_seqlens_q = dup_dev(cuq, sizeof cuq);
+        dl.cu_seqlens_k = dup_dev(cuk, sizeof cuk);
+        float *dsc = dup_dev(sc, sizeof sc), *dbs = dev_alloc(sizeof bs);
+        int32_t *dtk = dev_alloc(sizeof rtk);
+        p.backend = INFLLM_BACKEND_CUDA;
+        CHECK_OK(infllm_block_scores(&p, &dl, dsc, dbs));
+        CHECK_OK(infllm_topk_select(&p, &dl, dbs, dtk));
+        float *cbs = to_host(dbs, sizeof bs);
+        int32_t *ctk = to_host(dtk, sizeof rtk);
+        int bad = 0;
+        for (int i = 0; i < 3 * 13; i++) bad += memcmp(&cbs[i], &bs[i], sizeof(float)) != 0;
+        CHECK(bad == 0, "NaN kernel scores: %d CUDA block scores differ from REF", bad);
+        CHECK(memcmp(ctk, rtk, sizeof rtk) == 0, "NaN kernel scores: CUDA top-k differs from REF");
+        /* hand-made NaN block scores: more NaN blocks than the row has free places; forced blocks stay */
+        for (int b = 0; b < 13; b++) bs[b] = (b == 0 || b >= 11) ? INFINITY : NAN;
+        bs[5] = 1.0f;
+        bs[13 + 7] = NAN;
+        p.backend = INFLLM_BACKEND_REF;
+        CHECK_OK(infllm_topk_select(&p, &l, bs, rtk));
+        cudaMemcpy(dbs, bs, sizeof bs, cudaMemcpyHostToDevice);
+        p.backend = INFLLM_BACKEND_CUDA;
+        CHECK_OK(infllm_topk_select(&p, &dl, dbs, dtk));
+        free(ctk);
+        ctk = to_host(dtk, sizeof rtk);
+        const int32_t want0[4] = {0, 5, 11, 12};
+        CHECK(memcmp(ctk, want0, sizeof want0) == 0, "NaN block scores: CUDA row 0 %d %d %d %d (want 0 5 11 12)",
+              ctk[0], ctk[1], ctk[2], ctk[3]);
+        CHECK(memcmp(ctk, rtk, sizeof rtk) == 0, "NaN block scores: CUDA top-k differs from REF");
+        free(cbs), free(ctk);
+        cudaFree((void *)dl.cu_seqlens_q), cudaFree((void *)dl.cu_seqlens_k), cudaFree(dsc), cudaFree(dbs);
+        cudaFree(dtk);
+    }
+    /* (2) the fused selection's kernels: G 16 prefill (k_select90, or k_select without wgmma), G 4 chunk, G 32
+     * (k_select's head chunks), 13 and 40 queries (the few-query kernels, k_cd_* / k_dec_*) */
+    nan_select_case("nan-g16-L1500", 32, 2, 128, 1500, 1500, 900);
+    nan_select_case("nan-g4-d64-chunk", 8, 2, 64, 300, 1300, 1100);
+    nan_select_case("nan-g32-L1300", 64, 2, 128, 1300, 1300, 700);
+    nan_select_case("nan-g16-fewq-13", 32, 2, 128, 13, 2600, 1500);
+    nan_select_case("nan-g8-fewq-40", 16, 2, 128, 40, 2200, 1000);
+}
+
 #ifdef INFLLM_HAVE_CUDA
 static void run_case(const tcase *c, unsigned long long seed) { run_case_mode(c, seed, 0); }
 
@@ -1064,8 +1274,8 @@ int main(void) {
     printf("test_cuda: SKIP (built without CUDA)\n");
     return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
 #else
-    /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error checks
-     * (a quick device run of one case; cuda_check.sh never sets it) */
+    /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error / NaN checks
+     * (a quick device run of one case; cuda_check.sh never sets it); INFLLM_TEST_ONLY=nan: the NaN checks */
     const char *only = getenv("INFLLM_TEST_ONLY");
     if (only && !*only) only = NULL;
     /* INFLLM_TEST_REF_ONLY=1 with INFLLM_TEST_REF_DIR: the references of every case into that folder, no GPU */
@@ -1089,6 +1299,7 @@ int main(void) {
         golden_pub1();
         errors_checks();
     }
+    if (!only || strcmp(only, "nan") == 0) nan_checks(); /* INFLLM_TEST_ONLY=nan: these alone */
     printf("CUDA SUMMARY: %d cases, worst error / naive-bf16 error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);
     return finish("test_cuda");

@@ -481,8 +481,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
         lt = quad_sum(lt);
-        float inv = lt > 0.f ? 1.f / lt : 0.f;
-        float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
+        /* !(lt <= 0): a row without keys gives 0 / -inf; a NaN sum (a NaN score) stays NaN, as REF's */
+        float inv = !(lt <= 0.f) ? 1.f / lt : 0.f;
+        float lse2 = !(lt <= 0.f) ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;
         if (p.nsplit > 1) {
             flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
@@ -497,7 +498,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             uint32_t w = DT<T>::pack2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
             *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tig) = w;
         }
-        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = lt > 0.f ? lse2 * LN2_F : -INFINITY;
+        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = !(lt <= 0.f) ? lse2 * LN2_F : -INFINITY;
     }
 }
 
@@ -904,8 +905,9 @@ __global__ void __launch_bounds__(256, 2)
     for (int ri = 0; ri < 2; ri++) {
         float lt = l[ri];
         lt = quad_sum(lt);
-        float inv = lt > 0.f ? 1.f / lt : 0.f;
-        float lse2 = lt > 0.f ? m[ri] + __log2f(lt) : -INFINITY;
+        /* !(lt <= 0): a row without keys gives 0 / -inf; a NaN sum (a NaN score) stays NaN, as REF's */
+        float inv = !(lt <= 0.f) ? 1.f / lt : 0.f;
+        float lse2 = !(lt <= 0.f) ? m[ri] + __log2f(lt) : -INFINITY;
         int r = warp * 16 + gid + 8 * ri;
         if (p.nsplit > 1) {
             flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
@@ -921,7 +923,7 @@ __global__ void __launch_bounds__(256, 2)
             uint32_t w = DT<T>::pack2(o[j][2 * ri] * inv, o[j][2 * ri + 1] * inv);
             *reinterpret_cast<uint32_t *>(orow + 8 * j + 2 * tig) = w;
         }
-        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = lt > 0.f ? lse2 * LN2_F : -INFINITY;
+        if (p.lse && tig == 0) p.lse[trow * p.Hq + h] = !(lt <= 0.f) ? lse2 * LN2_F : -INFINITY;
     }
 #else
     __trap(); /* not built for sm_90a: the host never launches this */
@@ -1034,8 +1036,8 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
 #pragma unroll
     for (int e = 0; e < E; e += 2)
         *reinterpret_cast<uint32_t *>(orow + e) =
-            DT<T>::pack2(tot > 0.f ? acc[e] / tot : 0.f, tot > 0.f ? acc[e + 1] / tot : 0.f);
-    if (p.lse && lane == 0) p.lse[trow * p.Hq + h] = tot > 0.f ? (mu + __log2f(tot)) * LN2_F : -INFINITY;
+            DT<T>::pack2(!(tot <= 0.f) ? acc[e] / tot : 0.f, !(tot <= 0.f) ? acc[e + 1] / tot : 0.f);
+    if (p.lse && lane == 0) p.lse[trow * p.Hq + h] = !(tot <= 0.f) ? (mu + __log2f(tot)) * LN2_F : -INFINITY;
 }
 
 /* ------------------------------------------------------------ host side ---- */

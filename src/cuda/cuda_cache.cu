@@ -740,8 +740,8 @@ template <typename T, int D> __global__ void __launch_bounds__(CD_COMB_WARPS * 3
         lt += sl[w] * f;
     }
     const int64_t h = (int64_t)g * p.G + r;
-    ((T *)p.out)[((int64_t)t * p.Hq + h) * D + d] = DT<T>::from_f(lt > 0.f ? at / lt : 0.f);
-    if (dc == 0 && lane == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = lt > 0.f ? (mu + __log2f(lt)) * LN2_F : -INFINITY;
+    ((T *)p.out)[((int64_t)t * p.Hq + h) * D + d] = DT<T>::from_f(!(lt <= 0.f) ? at / lt : 0.f);
+    if (dc == 0 && lane == 0 && p.lse) p.lse[(int64_t)t * p.Hq + h] = !(lt <= 0.f) ? (mu + __log2f(lt)) * LN2_F : -INFINITY;
 }
 
 /* the selection of n queries takes CD_SEL_TOKENS of them a CTA (k_cd_lse4 / k_cd_score4) when there are 4 or

@@ -416,7 +416,8 @@ __device__ __forceinline__ void tile_head_sum_add(float (&s)[8][4], int col0, in
 
 /* The group sums of this lane's two columns col0 + 8 gid + 2 tig (+1) (tile_head_sum16's keep),
  * rounded to bf16 when round_bf16, max-pooled into every block bb <= qb their kernel's keys touch:
- * atomicMax on pool[bb - b0] (float bits: scores are >= 0). Kernels >= n1 do not exist. */
+ * atomicMax on pool[bb - b0] (float bits: scores are >= 0, the pool starts at 0, a NaN sum is skipped).
+ * Kernels >= n1 do not exist. */
 __device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, int gid, int tig, int n1, int s1,
                                              int l1, int B, int qb, int round_bf16, int *pool, int b0) {
 #pragma unroll
@@ -425,6 +426,7 @@ __device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, i
         if (col < n1) {
             float v = keep[e];
             if (round_bf16) v = __bfloat162float(__float2bfloat16_rn(v));
+            if (!(v > 0.f)) continue; /* 0 leaves the pool as it is; a NaN never wins a block's max (REF) */
             const int blo = s1 * col / B, bhi = min((s1 * col + l1 - 1) / B, qb);
             for (int bb = blo; bb <= bhi; bb++) atomicMax(pool + (bb - b0), __float_as_int(v));
         }
@@ -433,7 +435,7 @@ __device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, i
 
 #include "f2key.cuh"
 
-/* Warp-cooperative top-k over vals[0..n): picks the k largest (value desc, index asc), writes
+/* Warp-cooperative top-k over vals[0..n): picks the k largest (value desc, index asc; a NaN below all), writes
  * the chosen indices ascending to out[0..k), then -1 up to out[ncols); indices > qmax become -1
  * (they are at the end since the list is ascending). All 32 lanes must call it. */
 __device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols) {
@@ -446,7 +448,7 @@ __device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int q
         for (int bit = 31; bit >= 0; bit--) {
             uint32_t cand = thr | (1u << bit);
             int cnt = 0;
-            for (int i = lane; i < n; i += 32) cnt += f2key(vals[i]) >= cand;
+            for (int i = lane; i < n; i += 32) cnt += f2key_nan_low(vals[i]) >= cand;
 #pragma unroll
             for (int o = 16; o; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
             if (cnt >= k) thr = cand;
@@ -455,7 +457,7 @@ __device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int q
     int need_eq = k;
     if (k > 0 && k < n) {
         int gt = 0;
-        for (int i = lane; i < n; i += 32) gt += f2key(vals[i]) > thr;
+        for (int i = lane; i < n; i += 32) gt += f2key_nan_low(vals[i]) > thr;
 #pragma unroll
         for (int o = 16; o; o >>= 1) gt += __shfl_xor_sync(0xffffffffu, gt, o);
         need_eq = k - gt;
@@ -464,7 +466,7 @@ __device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int q
     int written = 0, eq_used = 0;
     for (int base = 0; base < n && written < k; base += 32) {
         int i = base + lane;
-        uint32_t key = i < n ? f2key(vals[i]) : 0;
+        uint32_t key = i < n ? f2key_nan_low(vals[i]) : 0;
         bool gtb = i < n && (k >= n || key > thr);
         bool eqb = i < n && k < n && key == thr;
         unsigned eqm = __ballot_sync(0xffffffffu, eqb);

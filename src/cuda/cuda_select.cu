@@ -287,10 +287,12 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
             if (p.round_bf16) val = __bfloat162float(__float2bfloat16_rn(val));
             if (p.scores) {
                 int64_t trow = q0 + tok0 + tt;
-                p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val;
+                /* NaN (from NaN inputs) -> 0, as REF */
+                p.scores[((int64_t)g * p.sd.total_q + trow) * p.max_n1 + col] = val == val ? val : 0.f;
             } else {
                 int qb = (int)((pos0 + tt) / p.B);
                 if (qb + 1 <= Kb) return;
+                if (!(val > 0.f)) return; /* the row starts at 0; a NaN never wins a block's max (REF) */
                 int blo, bhi;
                 if (dflt) {
                     blo = col >> 2;
