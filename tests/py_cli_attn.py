@@ -189,7 +189,11 @@ with tempfile.TemporaryDirectory() as tmp:
     # one query a sequence (q of B rows) where a sequence has no keys: once blamed --cache-len -1, never given
     np.save(os.path.join(tmp, "q_two.npy"), rng.standard_normal((2, Hq, D), dtype=np.float32))
     np.save(os.path.join(tmp, "cu_empty.npy"), np.array([0, 0, T], dtype=np.int32))
+    # an empty array may name any dimension: heads past int32 were truncated into another shape (2^32 + 2 -> 2)
+    for n in ("qh", "kh", "vh"):
+        np.save(os.path.join(tmp, n + ".npy"), np.zeros((0, 2**32 + 2, D), dtype=np.float32))
     cases_bad = [
+        ([a for n in "qkv" for a in ("--" + n, os.path.join(tmp, n + "h.npy"))], "above 2147483647"),
         (["--q", os.path.join(tmp, "qi.npy")] + good[2:], "qi.npy"),
         (["--q", os.path.join(tmp, "q5.npy")] + good[2:], "multiple"),
         (["--q", os.path.join(tmp, "q2d.npy")] + good[2:], "q2d.npy"),

@@ -156,7 +156,7 @@ static int load_cu(const char *path, npy_array *a, const char *what) {
         fprintf(stderr, "infllm attn: %s\n", err);
         return -1;
     }
-    if (strcmp(a->descr, "<i4") != 0 || a->ndim != 1 || a->shape[0] < 2) {
+    if (strcmp(a->descr, "<i4") != 0 || a->ndim != 1 || a->shape[0] < 2 || a->shape[0] - 1 > INT32_MAX) {
         fprintf(stderr, "infllm attn: %s: %s must be a 1-D int32 array of at least 2 offsets (got dtype '%s', %d dims)\n",
                 path, what, a->descr, a->ndim);
         return -1;
@@ -303,6 +303,12 @@ int cmd_attn(int argc, char **argv) {
     if (q.shape[2] != k.shape[2]) {
         fprintf(stderr, "infllm attn: head_dim of %s (%lld) differs from %s (%lld)\n", o.q, (long long)q.shape[2], o.k,
                 (long long)k.shape[2]);
+        goto done;
+    }
+    /* heads and head_dim are int32 in the API: a larger dimension (possible only in an empty array) is refused
+     * here, not truncated into another shape */
+    if (q.shape[1] > INT32_MAX || k.shape[1] > INT32_MAX || q.shape[2] > INT32_MAX) {
+        fprintf(stderr, "infllm attn: %s / %s: a head count or head_dim above %d\n", o.q, o.k, INT32_MAX);
         goto done;
     }
     int64_t total_k = k.shape[0];
