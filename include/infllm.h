@@ -90,6 +90,9 @@ const char *infllm_dtype_name(infllm_dtype dt);
 
 /* ---------------------------------------------------------------- params ---- */
 /* Every InfLLM-V2 parameter (SPEC A.4). infllm_params_default() fills the MiniCPM4.1 values. */
+/* The most CPU threads a call takes (infllm_params.num_threads). */
+#define INFLLM_MAX_THREADS 4096
+
 typedef struct infllm_params {
     int32_t block_size;      /* B: stage-2 block, tokens (64). Multiple of kernel_stride. */
     int32_t kernel_size;     /* l1: c1 window (32). c2 uses 4*kernel_size. */
@@ -102,7 +105,7 @@ typedef struct infllm_params {
     float softmax_scale;     /* 0: 1/sqrt(head_dim) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
-    int32_t num_threads;     /* CPU backend: 0 = all cores; at most 4096 */
+    int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096) */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
      * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks,
      * infllm_sparse_attention and infllm_dense_attention: the size function of that name), 16-byte

@@ -135,6 +135,7 @@ for args, what in (
     (["bench", "attn", "--reps", "0"], "--reps"),
     (["bench", "peak", "--seconds", "0"], "--seconds"),
     (["bench", "attn", "--peak", "-5"], "--peak"),
+    (["bench", "attn", "--threads", "5000"], "--threads"),  # past the library's INFLLM_MAX_THREADS
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

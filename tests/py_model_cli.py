@@ -58,6 +58,9 @@ with tempfile.TemporaryDirectory() as tmp:
                      ("--temp", "-1"), ("--top-k", "-3")):
         p = run("run", "-m", g, "--tokens", toks, "-n", "2", opt, val)
         c.check(p.returncode == 2 and "sampling" in p.stderr, f"{opt} {val}: exit 2 ({p.stderr.strip()[:100]})")
+    # --threads past the library's bound failed only after the model had loaded (attention cache creation)
+    p = run("run", "-m", g, "--tokens", toks, "-n", "1", "--threads", "5000")
+    c.check(p.returncode == 2 and "--threads" in p.stderr, f"--threads 5000: exit 2 before loading ({p.stderr.strip()[:100]})")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")
     c.check(p.returncode == 1 and "missing.gguf" in p.stderr, "missing model: exit 1 with the path")
     # a path that is neither a .gguf nor a folder was read as a Hugging Face folder ('X/config.json: cannot open')

@@ -830,6 +830,10 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         fprintf(stderr, "infllm bench: --seconds must be > 0 and --peak >= 0 (0: measure it)\n");
         return 2;
     }
+    if (o->threads > INFLLM_MAX_THREADS) {
+        fprintf(stderr, "infllm bench: --threads must be at most %d\n", INFLLM_MAX_THREADS);
+        return 2;
+    }
     if (o->threads < 1) o->threads = 1;
     return 0;
 }

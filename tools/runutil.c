@@ -51,8 +51,8 @@ int run_opts_check(run_opts *o) {
         fprintf(stderr, "--chunk must be in 1..65536\n");
         return 2;
     }
-    if (o->threads < 0) {
-        fprintf(stderr, "--threads must be >= 0\n");
+    if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) { /* before the model loads (the library's bound) */
+        fprintf(stderr, "--threads must be in 0..%d (0: all cores)\n", INFLLM_MAX_THREADS);
         return 2;
     }
     o->ctx = o->ctx_i;

@@ -132,8 +132,9 @@ static infllm_status check_params(const infllm_params *p) {
         return infllm_set_error(INFLLM_ERR_PARAM, "invalid backend %d", (int)p->backend);
     /* an upper bound too: OpenMP's runtime exits the process when it cannot allocate or start a team
      * (num_threads INT32_MAX: "libgomp: Out of memory allocating 481036338272 bytes") */
-    if (p->num_threads < 0 || p->num_threads > 4096)
-        return infllm_set_error(INFLLM_ERR_PARAM, "num_threads must be in 0..4096 (got %d)", p->num_threads);
+    if (p->num_threads < 0 || p->num_threads > INFLLM_MAX_THREADS)
+        return infllm_set_error(INFLLM_ERR_PARAM, "num_threads must be in 0..%d (got %d)", INFLLM_MAX_THREADS,
+                                p->num_threads);
     char why[256];
     if (p->backend == INFLLM_BACKEND_CUDA && cuda_unusable(why, sizeof why))
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "%s", why);
