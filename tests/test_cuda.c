@@ -905,6 +905,7 @@ static void errors_checks(void) {
 }
 #endif
 
+#ifdef INFLLM_HAVE_CUDA
 /* NaN inputs, the rules REF states: a NaN stage-1 score is written as 0 (the official wrapper's rule), a NaN
  * kernel score never wins a block's max, a NaN block score ranks below every other, and a NaN reaches the
  * attention output of every row that sees it. (1) The standalone block scores and top-k on hand-made NaN
@@ -1115,7 +1116,6 @@ static void nan_checks(void) {
     nan_select_case("nan-g8-fewq-40", 16, 2, 128, 40, 2200, 1000);
 }
 
-#ifdef INFLLM_HAVE_CUDA
 static void run_case(const tcase *c, unsigned long long seed) { run_case_mode(c, seed, 0); }
 
 /* The REF precompute's pool: one forked process a case, as many at once as the machine has cores. */
