@@ -492,6 +492,65 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
 }
 
 /* ------------------------------------------------------------ errors ---- */
+/* NaN inputs: one element of KV head 0's key at token 200 and one element of the last token's last query head
+ * set to NaN (dense, f32, 300 tokens, 4 / 2 heads, d 64). REF's rule: a row that sees a NaN score gets NaN
+ * gradients (and gives NaN to every key it attends); a row with keys is never a row without keys (REF's backward
+ * had taken an all-NaN row for one: m == -inf). The CPU's dk / dv NaN exactly where REF's are; its dq likewise
+ * outside the NaN key's 64-key tile, where the rows before the NaN key also get NaN: their masked dS (0) meets the
+ * NaN key in the tile's product (0 x NaN), as in flash-attention kernels; REF skips masked keys. */
+static void nan_backward(void) {
+    const int32_t Hq = 4, Hkv = 2, D = 64, T = 300, nan_at = 200;
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = INFLLM_DTYPE_F32;
+    l.num_seqs = 1;
+    l.total_q = l.total_k = T;
+    l.num_q_heads = Hq;
+    l.num_kv_heads = Hkv;
+    l.head_dim = D;
+    const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
+    unsigned long long rs = 77;
+    for (size_t i = 0; i < nq; i++) q[i] = (float)h_normal(&rs), dout[i] = (float)h_normal(&rs);
+    for (size_t i = 0; i < nk; i++) k[i] = (float)h_normal(&rs), v[i] = (float)h_normal(&rs);
+    k[(size_t)nan_at * Hkv * D + 3] = NAN;
+    q[((size_t)(T - 1) * Hq + Hq - 1) * D] = NAN;
+    float *lse[2], *g[2][3];
+    for (int be = 0; be < 2; be++) {
+        infllm_params p;
+        infllm_params_default(&p);
+        p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+        p.num_threads = 2;
+        float *out = malloc(nq * 4);
+        lse[be] = malloc((size_t)T * Hq * 4);
+        g[be][0] = malloc(nq * 4), g[be][1] = malloc(nk * 4), g[be][2] = malloc(nk * 4);
+        CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, lse[be]));
+        CHECK_OK(infllm_dense_attention_backward(&p, &l, q, k, v, lse[be], dout, g[be][0], g[be][1], g[be][2]));
+        free(out);
+    }
+    size_t nref[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
+    const int64_t tile0 = nan_at / 64 * 64;
+    for (size_t i = 0; i < nq; i++) {
+        const int64_t t = (int64_t)(i / ((size_t)Hq * D));
+        nref[0] += isnan(g[0][0][i]);
+        if (t < tile0 || t >= nan_at) diff[0] += isnan(g[0][0][i]) != isnan(g[1][0][i]);
+    }
+    for (int a = 1; a < 3; a++)
+        for (size_t i = 0; i < nk; i++) {
+            nref[a] += isnan(g[0][a][i]);
+            diff[a] += isnan(g[0][a][i]) != isnan(g[1][a][i]);
+        }
+    CHECK(nref[0] > 0 && nref[1] > 0 && nref[2] > 0, "NaN inputs: REF's gradients hold no NaN (%zu %zu %zu)", nref[0],
+          nref[1], nref[2]);
+    /* the NaN query head's own row: NaN in REF (it has keys) */
+    CHECK(isnan(g[0][0][((size_t)(T - 1) * Hq + Hq - 1) * D + 5]), "NaN inputs: REF's dq of the NaN query row is finite");
+    CHECK(diff[0] == 0 && diff[1] == 0 && diff[2] == 0,
+          "NaN inputs: CPU gradients NaN where REF's are not (or not where they are): dq %zu, dk %zu, dv %zu", diff[0],
+          diff[1], diff[2]);
+    for (int be = 0; be < 2; be++) free(lse[be]), free(g[be][0]), free(g[be][1]), free(g[be][2]);
+    free(q), free(k), free(v), free(dout);
+}
+
 static void error_checks(void) {
     bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2};
     bdata x;
@@ -593,6 +652,7 @@ int main(void) {
      * 16 / 8, two init blocks, f32 */
     selection_case("select-varlen-k16s8-init2", F32, 4, 2, 32, 32, 3, 1, 0, 150, 620, 90, 90, 16, 8, 2);
     error_checks();
+    nan_backward();
     printf("BACKWARD SUMMARY: %zu grid + %d random + 3 selection cases, worst CPU error / its bound (2 x naive + "
            "floor) = %.2f\n",
            sizeof cases / sizeof cases[0], nrand < 64 ? nrand : 64, g_worst_ratio);

@@ -153,7 +153,7 @@ static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
      * with the row max set to 0 (>= every shifted score up to rounding: a row whose max passes it
      * gets alpha < 1, undone below) */
     for (int32_t r = 0; r < R; r++) {
-        const int fin = isfinite(w->lse[r]);
+        const int fin = isfinite(w->lse[r]) || isnan(w->lse[r]); /* a NaN lse (a NaN score) makes the row NaN, as REF */
         const float shift = fin ? w->lse[r] / ap->scale : 0.0f;
         float *sr = w->s + (size_t)r * CPU_KT;
         for (int n = 0; n < CPU_KT; n++) sr[n] -= shift;
@@ -267,8 +267,9 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
     /* the row's normalisation: Delta = sum P dP / sum P, and P / sum P from here on */
     float deltaf[CPU_KT];
     for (int32_t r = 0; r < R; r++) {
-        w->pscale[r] = psum[r] > 0.0 ? (float)(1.0 / psum[r]) : 0.0f;
-        deltaf[r] = psum[r] > 0.0 ? (float)(delta[r] / psum[r]) : 0.0f;
+        /* !(psum <= 0): a NaN sum stays NaN (REF's P = exp / sum), 0 is a row without keys */
+        w->pscale[r] = !(psum[r] <= 0.0) ? (float)(1.0 / psum[r]) : 0.0f;
+        deltaf[r] = !(psum[r] <= 0.0) ? (float)(delta[r] / psum[r]) : 0.0f;
     }
     /* sweep 2: dS = scale P (dP - Delta) with P normalised, dq += dS K */
     const float scale = ap->scale;

@@ -27,8 +27,10 @@ static void ref_backward_row(const infllm_attn_params *ap, const infllm_seq *s, 
     const int32_t g = h / ap->G, D = ap->D;
     const int64_t qrow = t * ap->q_tok + h * ap->q_head, orow = t * ap->o_tok + h * ap->o_head;
     double m = -INFINITY;
+    int64_t cnt = 0;
     for (int64_t j = 0; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
+        cnt++;
         const int64_t krow = (s->k0 + j) * ap->kv_tok + g * ap->kv_head;
         double dot = 0.0, dpj = 0.0;
         for (int32_t d = 0; d < D; d++) {
@@ -39,7 +41,9 @@ static void ref_backward_row(const infllm_attn_params *ap, const infllm_seq *s, 
         dp[j] = dpj;
         if (w[j] > m) m = w[j];
     }
-    if (m == -INFINITY) return; /* no key: out = 0, every gradient of this row 0 */
+    /* no key: out = 0, every gradient of this row 0. (Not m == -inf: a row of NaN scores has keys, and its
+     * NaN reaches its gradients as ref_attend_row's reaches its output.) */
+    if (cnt == 0) return;
     double sum = 0.0;
     for (int64_t j = 0; j < nkeys; j++)
         if (!allowed || allowed[j]) sum += exp(w[j] - m);
