@@ -8,7 +8,8 @@
  *  - c1/c2 of the cache equal infllm_compress_keys bit for bit (CPU; REF within one ulp);
  *  - capacity exceeded -> INFLLM_ERR_CAPACITY with nothing appended; truncate then append
  *    rebuilds c1/c2; the K/V views hold what was appended; memory_bytes is plausible;
- *    cache_free(NULL) is a no-op.
+ *    cache_free(NULL) is a no-op;
+ *  - NaN in a key: decode steps through the CPU cache NaN in exactly REF's outputs (test_nan).
  */
 #include <math.h>
 #include <stdint.h>
@@ -329,6 +330,72 @@ static void test_chunked(const cfg *c, infllm_backend be, const data *d) {
     free(lse_ch);
 }
 
+/* NaN inputs (docs/TESTS.md): a key element set to NaN at one of three positions (outside every selection of the
+ * late queries, inside the low blocks that all-zero stage-1 rows pick by index, inside the local window); decode
+ * steps through the CPU cache against REF's infllm_attention on each prefix: NaN in exactly the same outputs. */
+static void test_nan(void) {
+    const int32_t Hq = 32, Hkv = 2, D = 64, T = 3000, L0 = 2900;
+    const infllm_dtype dt = INFLLM_DTYPE_BF16;
+    const int32_t at[3] = {1200, 100, 2950};
+    size_t ref_nan[3] = {0, 0, 0};
+    for (int ci = 0; ci < 3; ci++) {
+        infllm_params p;
+        infllm_params_default(&p);
+        p.mode = INFLLM_MODE_SPARSE;
+        p.topk = 6;
+        p.local_blocks = 2;
+        p.num_threads = 2;
+        p.backend = INFLLM_BACKEND_CPU;
+        const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+        uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
+        uint16_t *o1 = malloc((size_t)Hq * D * 2), *o2 = malloc((size_t)Hq * D * 2);
+        float l1[32], l2[32];
+        unsigned long long rs = 91;
+        for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
+        for (size_t i = 0; i < nk; i++) {
+            infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
+            infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
+        }
+        infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
+        infllm_cache *c = NULL;
+        CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, T, &c));
+        if (!c) break;
+        CHECK_OK(infllm_cache_append(c, k, v, L0));
+        size_t bad = 0;
+        for (int32_t L = L0; L <= T; L += 20) {
+            if (L > L0)
+                CHECK_OK(infllm_cache_append(c, k + (size_t)(L - 20) * Hkv * D, v + (size_t)(L - 20) * Hkv * D, 20));
+            const uint16_t *qq = q + (size_t)(L - 1) * Hq * D; /* the query at position L - 1 */
+            CHECK_OK(infllm_cache_attend(c, &p, qq, 1, Hq, o1, l1));
+            infllm_params pr = p;
+            pr.backend = INFLLM_BACKEND_REF;
+            infllm_layout l;
+            memset(&l, 0, sizeof l);
+            l.dtype = dt;
+            l.num_seqs = 1;
+            l.total_q = 1;
+            l.total_k = L;
+            l.num_q_heads = Hq;
+            l.num_kv_heads = Hkv;
+            l.head_dim = D;
+            CHECK_OK(infllm_attention(&pr, &l, qq, k, v, o2, l2));
+            for (int32_t i = 0; i < Hq * D; i++) {
+                const int a = isnan(infllm_load_f32(o1, dt, i)), b = isnan(infllm_load_f32(o2, dt, i));
+                ref_nan[ci] += b;
+                bad += a != b;
+            }
+            for (int32_t h = 0; h < Hq; h++) bad += isnan(l1[h]) != isnan(l2[h]);
+        }
+        CHECK(bad == 0, "NaN key at %d: %zu cache outputs / LSE NaN where REF's are not (or not where they are)", at[ci],
+              bad);
+        infllm_cache_free(c);
+        free(q), free(k), free(v), free(o1), free(o2);
+    }
+    /* the three positions do what they say: outside every late selection, then inside */
+    CHECK(ref_nan[0] == 0 && ref_nan[1] > 0 && ref_nan[2] > 0, "NaN cases: REF NaN outputs %zu / %zu / %zu (want 0 / > 0 "
+          "/ > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
+}
+
 int main(void) {
     static const cfg cfgs[] = {
         /* name      dtype              Hq Hkv  D    L    B  l1 s1 init local topk exact */
@@ -385,5 +452,6 @@ int main(void) {
         test_decode(&c, INFLLM_BACKEND_CPU, &d, c.L / 2);
         free_data(&d);
     }
+    test_nan();
     return finish("test_cache");
 }
