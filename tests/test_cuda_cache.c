@@ -510,6 +510,75 @@ static void error_checks(void) {
 }
 #endif
 
+#ifdef INFLLM_HAVE_CUDA
+/* NaN in a key (docs/TESTS.md: a NaN stage-1 sum is 0, attention propagates a NaN): at three positions (outside
+ * every late selection, inside the low blocks that all-zero stage-1 rows pick by index, inside the local window),
+ * attends of 1 and 13 queries (the cache's own kernels, and their 4-token selection CTAs) through the device cache
+ * against REF's infllm_attention on the prefix: NaN in exactly the same outputs and LSE. Before session 37 the
+ * epilogues wrote a NaN row as a row without keys (0, -inf). */
+static void nan_checks(void) {
+    const int Hq = 32, Hkv = 2, D = 128, T = 3000, L0 = 2800;
+    const infllm_dtype dt = INFLLM_DTYPE_BF16;
+    const int at[3] = {1200, 100, 2950}, natt[2] = {1, 13};
+    size_t ref_nan[3] = {0, 0, 0};
+    const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *o2 = malloc((size_t)13 * Hq * D * 2);
+    float l2[13 * 32];
+    for (int ci = 0; ci < 3; ci++) {
+        unsigned long long rs = 91;
+        for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
+        for (size_t i = 0; i < nk; i++) {
+            infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
+            infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
+        }
+        infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
+        infllm_params p;
+        infllm_params_default(&p);
+        p.mode = INFLLM_MODE_SPARSE;
+        p.topk = 6;
+        p.local_blocks = 2;
+        p.backend = INFLLM_BACKEND_CUDA;
+        void *dq = dup_dev(q, nq * 2), *dk = dup_dev(k, nk * 2), *dv = dup_dev(v, nk * 2);
+        void *dout = dev_alloc((size_t)13 * Hq * D * 2);
+        float *dlse = dev_alloc((size_t)13 * Hq * 4);
+        infllm_cache *c = NULL;
+        CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, T, &c));
+        if (!c) break;
+        CHECK_OK(infllm_cache_append(c, dk, dv, L0));
+        size_t bad = 0;
+        int L = L0;
+        for (int step = 0; L + 40 <= T; step++) {
+            CHECK_OK(infllm_cache_append(c, (char *)dk + (size_t)L * Hkv * D * 2, (char *)dv + (size_t)L * Hkv * D * 2, 40));
+            L += 40;
+            const int n = natt[step % 2];
+            CHECK_OK(infllm_cache_attend(c, &p, (char *)dq + (size_t)(L - n) * Hq * D * 2, n, Hq, dout, dlse));
+            CHECK(cudaDeviceSynchronize() == cudaSuccess, "NaN key at %d: CUDA error %s", at[ci],
+                  cudaGetErrorString(cudaGetLastError()));
+            uint16_t *o1 = to_host(dout, (size_t)n * Hq * D * 2);
+            float *l1 = to_host(dlse, (size_t)n * Hq * 4);
+            infllm_params pr = p;
+            pr.backend = INFLLM_BACKEND_REF;
+            infllm_layout l = h_layout1(dt, n, L, Hq, Hkv, D);
+            CHECK_OK(infllm_attention(&pr, &l, q + (size_t)(L - n) * Hq * D, k, v, o2, l2));
+            for (int i = 0; i < n * Hq * D; i++) {
+                const int a = isnan(infllm_load_f32(o1, dt, i)), b = isnan(infllm_load_f32(o2, dt, i));
+                ref_nan[ci] += b;
+                bad += a != b;
+            }
+            for (int i = 0; i < n * Hq; i++) bad += isnan(l1[i]) != isnan(l2[i]);
+            free(o1), free(l1);
+        }
+        CHECK(bad == 0, "NaN key at %d: %zu cache outputs / LSE NaN where REF's are not (or not where they are)", at[ci],
+              bad);
+        infllm_cache_free(c);
+        cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse);
+    }
+    CHECK(ref_nan[0] == 0 && ref_nan[1] > 0 && ref_nan[2] > 0,
+          "NaN cases: REF NaN outputs %zu / %zu / %zu (want 0 / > 0 / > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
+    free(q), free(k), free(v), free(o2);
+}
+#endif
+
 int main(void) {
 #ifndef INFLLM_HAVE_CUDA
     printf("test_cuda_cache: SKIP (built without CUDA)\n");
@@ -619,6 +688,7 @@ int main(void) {
     }
     if (!only) workspace_every_count();
     if (!only) error_checks();
+    if (!only || strcmp(only, "nan") == 0) nan_checks(); /* INFLLM_TEST_ONLY=nan: these alone */
     printf("CUDA CACHE SUMMARY: %d cases, worst error / naive error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);
     return finish("test_cuda_cache");
