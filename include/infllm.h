@@ -89,10 +89,10 @@ size_t infllm_dtype_size(infllm_dtype dt);
 const char *infllm_dtype_name(infllm_dtype dt);
 
 /* ---------------------------------------------------------------- params ---- */
-/* Every InfLLM-V2 parameter (SPEC A.4). infllm_params_default() fills the MiniCPM4.1 values. */
 /* The most CPU threads a call takes (infllm_params.num_threads). */
 #define INFLLM_MAX_THREADS 4096
 
+/* Every InfLLM-V2 parameter (SPEC A.4). infllm_params_default() fills the MiniCPM4.1 values. */
 typedef struct infllm_params {
     int32_t block_size;      /* B: stage-2 block, tokens (64). Multiple of kernel_stride. */
     int32_t kernel_size;     /* l1: c1 window (32). c2 uses 4*kernel_size. */
@@ -190,8 +190,8 @@ infllm_status infllm_block_scores(const infllm_params *p, const infllm_layout *l
                                   const float *scores, float *block_scores);
 
 /* Top-k (SPEC B §7, A.3): the topk_out largest block scores of each row (score desc, NaN below
- * every other score, then block index asc), sorted ascending, entries > q_block replaced by -1 (so -1 padding is at
- * the end). Blocks past the row's own sequence are never selected.
+ * every other score, then block index asc), sorted ascending, entries > q_block replaced by -1
+ * (so -1 padding is at the end). Blocks past the row's own sequence are never selected.
  *   block_scores [Hkv, total_q, nblocks_out] -> topk_idx [Hkv, total_q, topk_out] int32 */
 infllm_status infllm_topk_select(const infllm_params *p, const infllm_layout *l,
                                  const float *block_scores, int32_t *topk_idx);
