@@ -90,6 +90,23 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", g, "-f", pf, "-n", "0", "-q", "--dump-logits", pf)
     c.check(p.returncode == 2 and "prompt file" in p.stderr and open(pf).read() == "hello",
             f"--dump-logits PROMPT_FILE: refused, prompt kept ({p.stderr.strip()[:120]})")
+    # --dump-qkv DIR writes tokens.npy and {q,k,v}_layer<L>.npy there: a prompt file or a --dump-logits file of
+    # one of those names was overwritten
+    dq = os.path.join(tmp, "dq")
+    os.makedirs(dq, exist_ok=True)
+    pq = os.path.join(dq, "tokens.npy")
+    with open(pq, "w") as f:
+        f.write("hello")
+    p = run("run", "-m", g, "-f", pq, "-n", "0", "-q", "--dump-qkv", dq)
+    c.check(p.returncode == 2 and "prompt file" in p.stderr and open(pq).read() == "hello",
+            f"--dump-qkv onto the prompt file: refused, prompt kept ({p.stderr.strip()[:120]})")
+    p = run("run", "-m", g, "--tokens", toks, "-n", "0", "-q", "--dump-qkv", dq, "--dump-logits",
+            os.path.join(dq, "v_layer12.npy"))
+    c.check(p.returncode == 2 and "--dump-logits" in p.stderr, f"--dump-logits DIR/v_layer12.npy: refused ({p.stderr.strip()[:120]})")
+    p = run("run", "-m", g, "--tokens", toks, "-n", "0", "-q", "--dump-qkv", dq, "--dump-layers", "0", "--dump-logits",
+            os.path.join(dq, "logits.npy"))
+    c.check(p.returncode == 0 and os.path.exists(os.path.join(dq, "q_layer0.npy")) and os.path.exists(os.path.join(dq, "logits.npy")),
+            f"--dump-qkv with --dump-logits under another name still writes both ({p.stderr.strip()[-120:]})")
     # NaN weights make every logit NaN: the sampler read past its (empty) candidate list and
     # crashed (temperature > 0), or greedy printed token 0; now a clear error, exit 1
     mn = Tiny("llama", seed=5)

@@ -111,6 +111,25 @@ static int dump_dir_ok(const char *dir) {
     return 0;
 }
 
+/* 1 when path names a file the dump would write into dir (existing or not, as --dump-logits' need not be):
+ * tokens.npy or {q,k,v}_layer<L>.npy there (any layer: which ones are written is known only once the model has
+ * loaded) */
+static int qkv_dump_target(const char *path, const char *dir) {
+    if (!path || !*path) return 0;
+    const char *b = strrchr(path, '/');
+    char parent[4096];
+    if (!b) snprintf(parent, sizeof parent, ".");
+    else if (b == path) snprintf(parent, sizeof parent, "/");
+    else snprintf(parent, sizeof parent, "%.*s", (int)(b - path), path);
+    if (!opts_same_file(parent, dir)) return 0;
+    b = b ? b + 1 : path;
+    if (!strcmp(b, "tokens.npy")) return 1;
+    if (!(b[0] == 'q' || b[0] == 'k' || b[0] == 'v') || strncmp(b + 1, "_layer", 6) != 0) return 0;
+    const char *d = b + 7, *e = d;
+    while (*e >= '0' && *e <= '9') e++;
+    return e > d && !strcmp(e, ".npy");
+}
+
 /* selects the layers (NULL list: all), allocates [T] rows for each; prints the problem */
 static int qkv_dump_init(qkv_dump *d, const mdl_model *m, const int *list, int nlist, int64_t T, int64_t pos0,
                          int quiet) {
@@ -259,6 +278,15 @@ int cmd_run(int argc, char **argv) {
             free(dump_list);
             return 1;
         }
+        /* the model, the prompt file and the --dump-logits file stay intact (the dump writes fixed names) */
+        const char *kept[3][2] = {{o.model, "the model"}, {prompt_file, "the prompt file"}, {dump_logits, "the --dump-logits file"}};
+        for (int i = 0; i < 3; i++)
+            if (qkv_dump_target(kept[i][0], dump_qkv)) {
+                fprintf(stderr, "infllm run: --dump-qkv %s would overwrite %s (%s): not writing there\n", dump_qkv,
+                        kept[i][1], kept[i][0]);
+                free(dump_list);
+                return 2;
+            }
     }
 
     run_ctx R;
