@@ -500,14 +500,7 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
  * NaN key in the tile's product (0 x NaN), as in flash-attention kernels; REF skips masked keys. */
 static void nan_backward(void) {
     const int32_t Hq = 4, Hkv = 2, D = 64, T = 300, nan_at = 200;
-    infllm_layout l;
-    memset(&l, 0, sizeof l);
-    l.dtype = INFLLM_DTYPE_F32;
-    l.num_seqs = 1;
-    l.total_q = l.total_k = T;
-    l.num_q_heads = Hq;
-    l.num_kv_heads = Hkv;
-    l.head_dim = D;
+    const infllm_layout l = h_layout1(INFLLM_DTYPE_F32, T, T, Hq, Hkv, D);
     const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
     float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4);
     unsigned long long rs = 77;

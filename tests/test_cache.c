@@ -369,15 +369,7 @@ static void test_nan(void) {
             CHECK_OK(infllm_cache_attend(c, &p, qq, 1, Hq, o1, l1));
             infllm_params pr = p;
             pr.backend = INFLLM_BACKEND_REF;
-            infllm_layout l;
-            memset(&l, 0, sizeof l);
-            l.dtype = dt;
-            l.num_seqs = 1;
-            l.total_q = 1;
-            l.total_k = L;
-            l.num_q_heads = Hq;
-            l.num_kv_heads = Hkv;
-            l.head_dim = D;
+            const infllm_layout l = h_layout1(dt, 1, L, Hq, Hkv, D);
             CHECK_OK(infllm_attention(&pr, &l, qq, k, v, o2, l2));
             for (int32_t i = 0; i < Hq * D; i++) {
                 const int a = isnan(infllm_load_f32(o1, dt, i)), b = isnan(infllm_load_f32(o2, dt, i));

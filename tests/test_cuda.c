@@ -923,17 +923,7 @@ static void nan_select_case(const char *name, int Hq, int Hkv, int D, int lq, in
     p.topk = 6;
     p.mode = INFLLM_MODE_SPARSE;
     const infllm_dtype dt = INFLLM_DTYPE_BF16;
-    infllm_layout hl;
-    memset(&hl, 0, sizeof hl);
-    hl.dtype = dt;
-    hl.num_seqs = 1;
-    hl.total_q = lq;
-    hl.total_k = lk;
-    hl.num_q_heads = Hq;
-    hl.num_kv_heads = Hkv;
-    hl.head_dim = D;
-    hl.max_seqlen_q = lq;
-    hl.max_seqlen_k = lk;
+    const infllm_layout hl = h_layout1(dt, lq, lk, Hq, Hkv, D);
     const size_t nq = (size_t)lq * Hq * D, nk = (size_t)lk * Hkv * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
     unsigned long long rs = 0x4e614eULL + (unsigned long long)lk;
