@@ -135,15 +135,20 @@ int opts_choice_list(const char *s, const char *const *choices, int n, int *pick
     }
 }
 
-int opts_file_in_dir(const char *path, const char *dir) {
-    struct stat sp, sd, sf;
-    if (!path || !dir || stat(dir, &sd) || !S_ISDIR(sd.st_mode) || stat(path, &sf) || S_ISDIR(sf.st_mode)) return 0;
+int opts_path_in_dir(const char *path, const char *dir) {
+    struct stat sp, sd;
+    if (!path || !*path || !dir || stat(dir, &sd) || !S_ISDIR(sd.st_mode)) return 0;
     char parent[4096];
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(parent, sizeof parent, ".");
     else if (slash == path) snprintf(parent, sizeof parent, "/");
     else snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
     return stat(parent, &sp) == 0 && sp.st_dev == sd.st_dev && sp.st_ino == sd.st_ino;
+}
+
+int opts_file_in_dir(const char *path, const char *dir) {
+    struct stat sf;
+    return path && stat(path, &sf) == 0 && !S_ISDIR(sf.st_mode) && opts_path_in_dir(path, dir);
 }
 
 int opts_same_file(const char *a, const char *b) {

@@ -34,5 +34,7 @@ int opts_choice_list(const char *s, const char *const *choices, int n, int *pick
 int opts_same_file(const char *a, const char *b);
 /* 1 when path names an existing file directly inside the folder dir, else 0. */
 int opts_file_in_dir(const char *path, const char *dir);
+/* 1 when path's parent is the folder dir, whether or not path exists (an output about to be written), else 0. */
+int opts_path_in_dir(const char *path, const char *dir);
 
 #endif

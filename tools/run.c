@@ -115,13 +115,8 @@ static int dump_dir_ok(const char *dir) {
  * tokens.npy or {q,k,v}_layer<L>.npy there (any layer: which ones are written is known only once the model has
  * loaded) */
 static int qkv_dump_target(const char *path, const char *dir) {
-    if (!path || !*path) return 0;
+    if (!opts_path_in_dir(path, dir)) return 0;
     const char *b = strrchr(path, '/');
-    char parent[4096];
-    if (!b) snprintf(parent, sizeof parent, ".");
-    else if (b == path) snprintf(parent, sizeof parent, "/");
-    else snprintf(parent, sizeof parent, "%.*s", (int)(b - path), path);
-    if (!opts_same_file(parent, dir)) return 0;
     b = b ? b + 1 : path;
     if (!strcmp(b, "tokens.npy")) return 1;
     if (!(b[0] == 'q' || b[0] == 'k' || b[0] == 'v') || strncmp(b + 1, "_layer", 6) != 0) return 0;
