@@ -79,4 +79,15 @@ static inline double h_normal(unsigned long long *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+/* N(0, 1) inputs in dtype dt, in the order the random-input tests share (so a seed keeps its inputs):
+ * q [nq] first, then k and v [nk] each, element by element in turn. */
+static inline void h_fill_qkv_normal(void *q, size_t nq, void *k, void *v, size_t nk, infllm_dtype dt,
+                                     unsigned long long *rs) {
+    for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(rs));
+    for (size_t i = 0; i < nk; i++) {
+        infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(rs));
+        infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(rs));
+    }
+}
+
 #endif

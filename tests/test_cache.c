@@ -351,11 +351,7 @@ static void test_nan(void) {
         uint16_t *o1 = malloc((size_t)Hq * D * 2), *o2 = malloc((size_t)Hq * D * 2);
         float l1[32], l2[32];
         unsigned long long rs = 91;
-        for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
-        for (size_t i = 0; i < nk; i++) {
-            infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
-            infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
-        }
+        h_fill_qkv_normal(q, nq, k, v, nk, dt, &rs);
         infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
         infllm_cache *c = NULL;
         CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, T, &c));

@@ -927,11 +927,7 @@ static void nan_select_case(const char *name, int Hq, int Hkv, int D, int lq, in
     const size_t nq = (size_t)lq * Hq * D, nk = (size_t)lk * Hkv * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
     unsigned long long rs = 0x4e614eULL + (unsigned long long)lk;
-    for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
-    for (size_t i = 0; i < nk; i++) {
-        infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
-        infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
-    }
+    h_fill_qkv_normal(q, nq, k, v, nk, dt, &rs);
     /* one element of KV head 0's key at nan_key_at (every later row of that head: NaN scores), and one query
      * head's element of the last query token (that row of its KV head only) */
     infllm_store_f32(k, dt, (int64_t)nan_key_at * Hkv * D + 5, NAN);

@@ -88,11 +88,7 @@ static void run_case(const ccase *c, unsigned long long seed) {
     size_t nk = (size_t)(cap * cols), nq = (size_t)(cap * qcols);
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
     unsigned long long rs = seed;
-    for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
-    for (size_t i = 0; i < nk; i++) {
-        infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
-        infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
-    }
+    h_fill_qkv_normal(q, nq, k, v, nk, dt, &rs);
     void *dq = dup_dev(q, nq * 2), *dk = dup_dev(k, nk * 2), *dv = dup_dev(v, nk * 2);
     cudaStream_t stream;
     CHECK(cudaStreamCreate(&stream) == cudaSuccess, "cudaStreamCreate");
@@ -526,11 +522,7 @@ static void nan_checks(void) {
     float l2[13 * 32];
     for (int ci = 0; ci < 3; ci++) {
         unsigned long long rs = 91;
-        for (size_t i = 0; i < nq; i++) infllm_store_f32(q, dt, (int64_t)i, (float)h_normal(&rs));
-        for (size_t i = 0; i < nk; i++) {
-            infllm_store_f32(k, dt, (int64_t)i, (float)h_normal(&rs));
-            infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(&rs));
-        }
+        h_fill_qkv_normal(q, nq, k, v, nk, dt, &rs);
         infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
         infllm_params p;
         infllm_params_default(&p);

@@ -131,11 +131,7 @@ int main(void) {
     uint16_t *hq = malloc((size_t)T * HQ * D * 2), *hk = malloc((size_t)T * HKV * D * 2),
              *hv = malloc((size_t)T * HKV * D * 2);
     unsigned long long rs = 20261129;
-    for (int64_t i = 0; i < T * HQ * D; i++) infllm_store_f32(hq, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-    for (int64_t i = 0; i < T * HKV * D; i++) {
-        infllm_store_f32(hk, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-        infllm_store_f32(hv, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-    }
+    h_fill_qkv_normal(hq, (size_t)T * HQ * D, hk, hv, (size_t)T * HKV * D, INFLLM_DTYPE_BF16, &rs);
     uint16_t *dq = dup_dev(hq, (size_t)T * HQ * D * 2), *dk = dup_dev(hk, (size_t)T * HKV * D * 2),
              *dv = dup_dev(hv, (size_t)T * HKV * D * 2);
     void *dout = dev_alloc((size_t)T * HQ * D * 2);

@@ -153,11 +153,7 @@ static int alloc_worker(worker *w, int id) {
     uint16_t *hq = malloc(qb), *hk = malloc(kb), *hv = malloc(kb);
     if (!hq || !hk || !hv) return 0;
     unsigned long long rs = 7000 + (unsigned long long)id;
-    for (int64_t i = 0; i < (int64_t)T * HQ * D; i++) infllm_store_f32(hq, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-    for (int64_t i = 0; i < (int64_t)T * HKV * D; i++) {
-        infllm_store_f32(hk, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-        infllm_store_f32(hv, INFLLM_DTYPE_BF16, i, (float)h_normal(&rs));
-    }
+    h_fill_qkv_normal(hq, (size_t)T * HQ * D, hk, hv, (size_t)T * HKV * D, INFLLM_DTYPE_BF16, &rs);
     int ok = cudaMalloc((void **)&w->q, qb) == cudaSuccess && cudaMalloc((void **)&w->k, kb) == cudaSuccess &&
              cudaMalloc((void **)&w->v, kb) == cudaSuccess && cudaMalloc((void **)&w->out, OUT_ELEMS * 2) == cudaSuccess &&
              cudaMalloc((void **)&w->lse, LSE_ELEMS * 4) == cudaSuccess;
