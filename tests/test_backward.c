@@ -498,7 +498,10 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
  * had taken an all-NaN row for one: m == -inf). The CPU's dk / dv NaN exactly where REF's are; its dq likewise
  * outside the NaN key's 64-key tile, where the rows before the NaN key also get NaN: their masked dS (0) meets the
  * NaN key in the tile's product (0 x NaN), as in flash-attention kernels; REF skips masked keys. */
-static void nan_backward(void) {
+/* value_nan 1: one element of KV head 0's value at token 200 instead, where no dq row is exempt: a masked key's
+ * NaN dP (dO . v) adds neither to Delta nor to dS (the Delta sum had taken 0 x NaN, which made every dq row
+ * before the NaN value in its tile NaN). */
+static void nan_backward(int value_nan) {
     const int32_t Hq = 4, Hkv = 2, D = 64, T = 300, nan_at = 200;
     const infllm_layout l = h_layout1(INFLLM_DTYPE_F32, T, T, Hq, Hkv, D);
     const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
@@ -506,8 +509,12 @@ static void nan_backward(void) {
     unsigned long long rs = 77;
     for (size_t i = 0; i < nq; i++) q[i] = (float)h_normal(&rs), dout[i] = (float)h_normal(&rs);
     for (size_t i = 0; i < nk; i++) k[i] = (float)h_normal(&rs), v[i] = (float)h_normal(&rs);
-    k[(size_t)nan_at * Hkv * D + 3] = NAN;
-    q[((size_t)(T - 1) * Hq + Hq - 1) * D] = NAN;
+    if (value_nan) {
+        v[(size_t)nan_at * Hkv * D + 3] = NAN;
+    } else {
+        k[(size_t)nan_at * Hkv * D + 3] = NAN;
+        q[((size_t)(T - 1) * Hq + Hq - 1) * D] = NAN;
+    }
     float *lse[2], *g[2][3];
     for (int be = 0; be < 2; be++) {
         infllm_params p;
@@ -521,24 +528,28 @@ static void nan_backward(void) {
         CHECK_OK(infllm_dense_attention_backward(&p, &l, q, k, v, lse[be], dout, g[be][0], g[be][1], g[be][2]));
         free(out);
     }
+    const char *what = value_nan ? "a NaN value" : "a NaN key and query";
     size_t nref[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
-    const int64_t tile0 = nan_at / 64 * 64;
+    const int64_t exempt0 = value_nan ? nan_at : nan_at / 64 * 64; /* dq rows [exempt0, nan_at) not compared */
     for (size_t i = 0; i < nq; i++) {
         const int64_t t = (int64_t)(i / ((size_t)Hq * D));
         nref[0] += isnan(g[0][0][i]);
-        if (t < tile0 || t >= nan_at) diff[0] += isnan(g[0][0][i]) != isnan(g[1][0][i]);
+        if (t < exempt0 || t >= nan_at) diff[0] += isnan(g[0][0][i]) != isnan(g[1][0][i]);
     }
     for (int a = 1; a < 3; a++)
         for (size_t i = 0; i < nk; i++) {
             nref[a] += isnan(g[0][a][i]);
             diff[a] += isnan(g[0][a][i]) != isnan(g[1][a][i]);
         }
-    CHECK(nref[0] > 0 && nref[1] > 0 && nref[2] > 0, "NaN inputs: REF's gradients hold no NaN (%zu %zu %zu)", nref[0],
-          nref[1], nref[2]);
-    /* the NaN query head's own row: NaN in REF (it has keys) */
-    CHECK(isnan(g[0][0][((size_t)(T - 1) * Hq + Hq - 1) * D + 5]), "NaN inputs: REF's dq of the NaN query row is finite");
+    /* dv = P^T dO does not read v: finite with a NaN value */
+    CHECK(nref[0] > 0 && nref[1] > 0 && (nref[2] > 0) != value_nan, "%s: REF's gradients NaN in dq %zu, dk %zu, dv %zu",
+          what, nref[0], nref[1], nref[2]);
+    if (value_nan) /* rows before the NaN value do not attend it: finite in REF */
+        CHECK(!isnan(g[0][0][((size_t)(nan_at - 1) * Hq) * D + 5]), "%s: REF's dq of the row before it is NaN", what);
+    else /* the NaN query head's own row: NaN in REF (it has keys) */
+        CHECK(isnan(g[0][0][((size_t)(T - 1) * Hq + Hq - 1) * D + 5]), "%s: REF's dq of the NaN query row is finite", what);
     CHECK(diff[0] == 0 && diff[1] == 0 && diff[2] == 0,
-          "NaN inputs: CPU gradients NaN where REF's are not (or not where they are): dq %zu, dk %zu, dv %zu", diff[0],
+          "%s: CPU gradients NaN where REF's are not (or not where they are): dq %zu, dk %zu, dv %zu", what, diff[0],
           diff[1], diff[2]);
     for (int be = 0; be < 2; be++) free(lse[be]), free(g[be][0]), free(g[be][1]), free(g[be][2]);
     free(q), free(k), free(v), free(dout);
@@ -645,7 +656,8 @@ int main(void) {
      * 16 / 8, two init blocks, f32 */
     selection_case("select-varlen-k16s8-init2", F32, 4, 2, 32, 32, 3, 1, 0, 150, 620, 90, 90, 16, 8, 2);
     error_checks();
-    nan_backward();
+    nan_backward(0);
+    nan_backward(1);
     printf("BACKWARD SUMMARY: %zu grid + %d random + 3 selection cases, worst CPU error / its bound (2 x naive + "
            "floor) = %.2f\n",
            sizeof cases / sizeof cases[0], nrand < 64 ? nrand : 64, g_worst_ratio);

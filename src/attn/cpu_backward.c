@@ -240,7 +240,8 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
             const float *pr = w->p + (size_t)r * CPU_KT, *dr = w->dp + (size_t)r * CPU_KT;
             double acc = 0.0, sum = 0.0;
             for (int32_t j = 0; j < CPU_KT; j++) {
-                acc += (double)pr[j] * dr[j];
+                /* a masked key (P 0) adds nothing, also where its dP is NaN (a NaN value row): REF skips it */
+                acc += pr[j] == 0.0f ? 0.0 : (double)pr[j] * dr[j];
                 sum += pr[j];
             }
             delta[r] += acc;
