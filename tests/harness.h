@@ -79,6 +79,7 @@ static inline double h_normal(unsigned long long *s) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+#ifdef INFLLM_DTYPE_H /* for the tests that include src/core/dtype.h (its store) before this header */
 /* N(0, 1) inputs in dtype dt, in the order the random-input tests share (so a seed keeps its inputs):
  * q [nq] first, then k and v [nk] each, element by element in turn. */
 static inline void h_fill_qkv_normal(void *q, size_t nq, void *k, void *v, size_t nk, infllm_dtype dt,
@@ -89,5 +90,6 @@ static inline void h_fill_qkv_normal(void *q, size_t nq, void *k, void *v, size_
         infllm_store_f32(v, dt, (int64_t)i, (float)h_normal(rs));
     }
 }
+#endif
 
 #endif
