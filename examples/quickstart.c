@@ -13,9 +13,9 @@ int main(void) {
     float *lse = malloc(sizeof(float) * T * Hq);                /* [T, Hq] */
     if (!q || !k || !v || !out || !lse) return 1;
     srand(1);
-    for (long i = 0; i < (long)T * Hq * D; i++) q[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (long i = 0; i < (long)T * Hkv * D; i++) k[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (long i = 0; i < (long)T * Hkv * D; i++) v[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (long i = 0; i < (long)T * Hq * D; i++) q[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (long i = 0; i < (long)T * Hkv * D; i++) k[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (long i = 0; i < (long)T * Hkv * D; i++) v[i] = (float)rand() / (float)RAND_MAX - 0.5f;
 
     infllm_params p;
     infllm_params_default(&p);          /* MiniCPM4.1: 96 blocks of 64, dense below 8192 tokens */

@@ -30,6 +30,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "cpu_x86.h"
 #include "internal.h" /* geometry helpers only (infllm_windows, ...) */
 
 #define GUARD 64
@@ -810,8 +811,43 @@ static void name_case(dcase *c, const char *tag) {
              (double)c->p.softmax_scale, c->p.num_threads);
 }
 
+/* The dispatch's CPUID / XGETBV reading (cpu_x86.c) against GCC's own detection, feature by feature, on whatever
+ * CPU runs the test (clang 14's __builtin_cpu_supports knows neither "f16c" nor "avx512bf16": GCC only). */
+static void cpu_features_check(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    const struct {
+        unsigned bit;
+        int gcc;
+        const char *name;
+    } f[] = {
+        {INFLLM_X86_AVX2, __builtin_cpu_supports("avx2"), "avx2"},
+        {INFLLM_X86_FMA, __builtin_cpu_supports("fma"), "fma"},
+        {INFLLM_X86_F16C, __builtin_cpu_supports("f16c"), "f16c"},
+        {INFLLM_X86_AVX512F, __builtin_cpu_supports("avx512f"), "avx512f"},
+        {INFLLM_X86_AVX512BW, __builtin_cpu_supports("avx512bw"), "avx512bw"},
+        {INFLLM_X86_AVX512VL, __builtin_cpu_supports("avx512vl"), "avx512vl"},
+        {INFLLM_X86_AVX512DQ, __builtin_cpu_supports("avx512dq"), "avx512dq"},
+        {INFLLM_X86_AVX512VNNI, __builtin_cpu_supports("avx512vnni"), "avx512vnni"},
+        {INFLLM_X86_AVX512BF16, __builtin_cpu_supports("avx512bf16"), "avx512bf16"},
+    };
+    const unsigned have = infllm_x86_features();
+    char seen[256] = "";
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const int ours = (have & f[i].bit) != 0;
+        CHECK(ours == (f[i].gcc != 0), "cpu feature %s: CPUID says %d, GCC's __builtin_cpu_supports %d", f[i].name, ours,
+              f[i].gcc != 0);
+        if (ours) snprintf(seen + strlen(seen), sizeof seen - strlen(seen), " %s", f[i].name);
+    }
+    printf("cpu features (CPUID, as GCC's):%s\n", seen[0] ? seen : " none of the dispatched ones");
+#else
+    printf("cpu features: %s\n", "not compared (not x86, or not GCC)");
+#endif
+}
+
 int main(void) {
     verbose = getenv("INFLLM_DIFF_VERBOSE") != NULL;
+    cpu_features_check();
     int quick = getenv("INFLLM_DIFF_QUICK") != NULL;
 #if defined(__SANITIZE_ADDRESS__)
     const int sanitized = 1;

@@ -457,7 +457,7 @@ int main(int argc, char **argv) {
     d.model = "gpt2";
     CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == -1 && strstr(err, "merges"), "gpt2 without merges: %s", err);
     /* a tiny byte-level vocabulary without 'c': the byte is dropped even with an unk id (HF) */
-    const char *tiny[] = {"<unk>", "a", "b", "ab", "\xC4\xA0", "\xC4\xA0" "ab"}; /* "Ġ" = space */
+    const char *tiny[] = {"<unk>", "a", "b", "ab", "\xC4\xA0", "\304\240ab"}; /* "Ġ" = space (C4 A0; octal where letters follow) */
     const char *tiny_merges[] = {"a b", "\xC4\xA0 ab"};
     int32_t tiny_types[] = {TOK_TYPE_CONTROL, 1, 1, 1, 1, 1};
     d.tokens = tiny;

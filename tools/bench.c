@@ -180,7 +180,6 @@ static double measure_peak(int threads, double seconds, int *lanes_out) {
     int lanes = 1;
     double chains = 0; /* independent FMA chains of the peak kernel */
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
     const char *lvl = infllm_cpu_simd_level();
     if (!strncmp(lvl, "avx512", 6)) lanes = 16, chains = PEAK_CHAINS_AVX512;
     else if (!strcmp(lvl, "avx2")) lanes = 8, chains = PEAK_CHAINS_AVX2;

@@ -33,6 +33,7 @@
 #endif
 
 #include "cpu_kern.h"
+#include "cpu_x86.h"
 #include "cpu_stats.h"
 #include "dtype.h"
 #include "internal.h"
@@ -44,12 +45,10 @@ enum { LVL_SCALAR = 0, LVL_AVX2 = 1, LVL_AVX512 = 2, LVL_AVX512BF16 = 3 };
 static int detect_level(void) {
     int hw = LVL_SCALAR;
 #ifdef INFLLM_CPU_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) hw = LVL_AVX2;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+    if (infllm_x86_has(INFLLM_X86_LEVEL_AVX2)) hw = LVL_AVX2;
+    if (infllm_x86_has(INFLLM_X86_LEVEL_AVX512)) {
         hw = LVL_AVX512;
-        if (__builtin_cpu_supports("avx512bf16")) hw = LVL_AVX512BF16;
+        if (infllm_x86_has(INFLLM_X86_AVX512BF16)) hw = LVL_AVX512BF16;
     }
 #endif
     const char *env = getenv("INFLLM_SIMD");

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_x86.h"
 #include "gguf.h"
 #include "mcommon.h"
 #include "quant.h"
@@ -21,9 +22,7 @@ int quant_avx2_available(void) {
     static atomic_int cached = -1; /* threads racing here all store the same answer */
     int v = atomic_load_explicit(&cached, memory_order_relaxed);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-            quant_simd_allowed(1);
+        v = infllm_x86_has(INFLLM_X86_LEVEL_AVX2) && quant_simd_allowed(1);
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "cpu_x86.h"
 #include "gguf.h"
 #include "mcommon.h"
 #include "quant.h"
@@ -15,11 +16,7 @@ int quant_avx512_available(void) {
     static atomic_int cached = -1; /* threads racing here all store the same answer */
     int v = atomic_load_explicit(&cached, memory_order_relaxed);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-            __builtin_cpu_supports("avx512vnni") &&
-            __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma") && quant_simd_allowed(2);
+        v = infllm_x86_has(INFLLM_X86_LEVEL_AVX512 | INFLLM_X86_AVX512VNNI) && quant_simd_allowed(2);
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;

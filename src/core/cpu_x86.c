@@ -1,0 +1,55 @@
+/* cpu_x86.c: infllm_x86_features (cpu_x86.h) from CPUID and XGETBV. Built without SIMD flags. */
+#include "cpu_x86.h"
+
+#include <stdatomic.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* XCR0: the register states the OS saves on a context switch */
+static uint64_t read_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static unsigned detect(void) {
+    unsigned a, b, c, d, f = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    const uint64_t xcr0 = osxsave ? read_xcr0() : 0;
+    const int ymm = avx && (xcr0 & 0x6) == 0x6;    /* XMM and YMM state */
+    const int zmm = ymm && (xcr0 & 0xe0) == 0xe0;  /* opmask, ZMM_Hi256, Hi16_ZMM state */
+    if (ymm && ((c >> 12) & 1)) f |= INFLLM_X86_FMA;
+    if (ymm && ((c >> 29) & 1)) f |= INFLLM_X86_F16C;
+    if (__get_cpuid_max(0, NULL) < 7) return f;
+    __cpuid_count(7, 0, a, b, c, d);
+    const unsigned max_subleaf = a;
+    if (ymm && ((b >> 5) & 1)) f |= INFLLM_X86_AVX2;
+    if (!zmm) return f;
+    if ((b >> 16) & 1) f |= INFLLM_X86_AVX512F;
+    if ((b >> 17) & 1) f |= INFLLM_X86_AVX512DQ;
+    if ((b >> 30) & 1) f |= INFLLM_X86_AVX512BW;
+    if ((b >> 31) & 1) f |= INFLLM_X86_AVX512VL;
+    if ((c >> 11) & 1) f |= INFLLM_X86_AVX512VNNI;
+    if (max_subleaf >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 5) & 1) f |= INFLLM_X86_AVX512BF16;
+    }
+    return f;
+}
+#else
+static unsigned detect(void) { return 0; }
+#endif
+
+unsigned infllm_x86_features(void) {
+    static atomic_uint cached = 1u << 31; /* unread; threads racing here all store the same answer */
+    unsigned v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v == 1u << 31) {
+        v = detect();
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}

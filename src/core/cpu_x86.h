@@ -1,0 +1,34 @@
+/*
+ * cpu_x86.h: the x86 SIMD extensions that this CPU and its operating system support, read from CPUID and
+ * XGETBV (cpu_x86.c), for the run-time dispatch of the SIMD kernels (src/attn/cpu_attn.c, the model's
+ * quant_avx2.c / quant_avx512.c). One definition of what each level needs, on every compiler: the
+ * dispatch used __builtin_cpu_supports, whose feature names differ between compilers (clang 14 knows neither
+ * "f16c" nor "avx512bf16", so the library did not build with clang).
+ */
+#ifndef INFLLM_CPU_X86_H
+#define INFLLM_CPU_X86_H
+
+enum {
+    INFLLM_X86_AVX2 = 1u << 0, /* with the OS saving YMM state, as every AVX feature below */
+    INFLLM_X86_FMA = 1u << 1,
+    INFLLM_X86_F16C = 1u << 2,
+    INFLLM_X86_AVX512F = 1u << 3, /* with the OS saving the opmask and ZMM state, as every AVX-512 feature */
+    INFLLM_X86_AVX512BW = 1u << 4,
+    INFLLM_X86_AVX512VL = 1u << 5,
+    INFLLM_X86_AVX512DQ = 1u << 6,
+    INFLLM_X86_AVX512VNNI = 1u << 7,
+    INFLLM_X86_AVX512BF16 = 1u << 8,
+};
+/* the level sets the dispatchers test */
+#define INFLLM_X86_LEVEL_AVX2 (INFLLM_X86_AVX2 | INFLLM_X86_FMA | INFLLM_X86_F16C)
+#define INFLLM_X86_LEVEL_AVX512 \
+    (INFLLM_X86_LEVEL_AVX2 | INFLLM_X86_AVX512F | INFLLM_X86_AVX512BW | INFLLM_X86_AVX512VL | INFLLM_X86_AVX512DQ)
+
+/* The INFLLM_X86_* bits this CPU supports (0 on other architectures). Compiled without SIMD flags, so the
+ * SIMD files may call it before they run any instruction of their own. Cached after the first call. */
+unsigned infllm_x86_features(void);
+
+/* every bit of `need` supported */
+static inline int infllm_x86_has(unsigned need) { return (infllm_x86_features() & need) == need; }
+
+#endif
