@@ -147,5 +147,19 @@ static inline rand_knobs draw_knobs(unsigned long long *rng) {
     ((c).dt = (k).dt, (c).D = (k).D, (c).Hq = (k).Hq, (c).Hkv = (k).Hkv, (c).B = (k).B, (c).l1 = (k).l1,            \
      (c).s1 = (k).s1, (c).init_blocks = (k).init_blocks, (c).local_blocks = (k).local_blocks, (c).topk = (k).topk, \
      (c).exact = (k).exact, (c).mode = (k).mode)
+/* a case's knobs (and its dense_len) into params p on the library defaults: B, l1, s1 of 0 keep the default */
+#define KNOB_PARAMS(p, c)                                                                                          \
+    do {                                                                                                           \
+        infllm_params_default(&(p));                                                                               \
+        if ((c)->B) (p).block_size = (c)->B;                                                                       \
+        if ((c)->l1) (p).kernel_size = (c)->l1;                                                                    \
+        if ((c)->s1) (p).kernel_stride = (c)->s1;                                                                  \
+        (p).init_blocks = (c)->init_blocks;                                                                        \
+        (p).local_blocks = (c)->local_blocks;                                                                      \
+        (p).topk = (c)->topk;                                                                                      \
+        (p).exact_lse = (c)->exact;                                                                                \
+        (p).dense_len = (c)->dense_len;                                                                            \
+        (p).mode = (c)->mode;                                                                                      \
+    } while (0)
 
 #endif

@@ -318,16 +318,7 @@ static void op_workspace_checks(const char *name, const infllm_params *p0, const
 static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only) {
     if (!ref_only) g_cases++;
     infllm_params p;
-    infllm_params_default(&p);
-    if (c->B) p.block_size = c->B;
-    if (c->l1) p.kernel_size = c->l1;
-    if (c->s1) p.kernel_stride = c->s1;
-    p.init_blocks = c->init_blocks;
-    p.local_blocks = c->local_blocks;
-    p.topk = c->topk;
-    p.exact_lse = c->exact;
-    p.dense_len = c->dense_len;
-    p.mode = c->mode;
+    KNOB_PARAMS(p, c);
     int32_t cuq[5] = {0}, cuk[5] = {0};
     int maxq = 0, maxk = 0;
     for (int b = 0; b < c->nseq; b++) {

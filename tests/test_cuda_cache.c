@@ -66,16 +66,7 @@ typedef struct rowerr {
 /* the case's params on the library defaults (B, l1, s1 of 0: the default), host backend */
 static infllm_params case_params(const ccase *c) {
     infllm_params p;
-    infllm_params_default(&p);
-    if (c->B) p.block_size = c->B;
-    if (c->l1) p.kernel_size = c->l1;
-    if (c->s1) p.kernel_stride = c->s1;
-    p.init_blocks = c->init_blocks;
-    p.local_blocks = c->local_blocks;
-    p.topk = c->topk;
-    p.exact_lse = c->exact;
-    p.dense_len = c->dense_len;
-    p.mode = c->mode;
+    KNOB_PARAMS(p, c);
     return p;
 }
 
