@@ -40,7 +40,8 @@
 
 /* ------------------------------------------------------------ dispatch ---- */
 
-enum { LVL_SCALAR = 0, LVL_AVX2 = 1, LVL_AVX512 = 2, LVL_AVX512BF16 = 3 };
+/* x86 levels ascend; NEON is aarch64's one level above the portable kernels */
+enum { LVL_SCALAR = 0, LVL_AVX2 = 1, LVL_AVX512 = 2, LVL_AVX512BF16 = 3, LVL_NEON = 1 };
 
 static int detect_level(void) {
     int hw = LVL_SCALAR;
@@ -50,6 +51,8 @@ static int detect_level(void) {
         hw = LVL_AVX512;
         if (infllm_x86_has(INFLLM_X86_AVX512BF16)) hw = LVL_AVX512BF16;
     }
+#elif defined(INFLLM_CPU_NEON)
+    hw = LVL_NEON;
 #endif
     const char *env = getenv("INFLLM_SIMD");
     if (env && *env) {
@@ -73,6 +76,9 @@ static int simd_level(void) {
 }
 
 const char *cpu_simd_level_name(void) {
+#ifdef INFLLM_CPU_NEON
+    return simd_level() >= LVL_NEON ? "neon" : "scalar";
+#endif
     switch (simd_level()) {
     case LVL_AVX512BF16: return "avx512-bf16";
     case LVL_AVX512: return "avx512";
@@ -86,6 +92,8 @@ const cpu_kern *cpu_kern_get(void) {
     int l = simd_level();
     if (l >= LVL_AVX512) return &cpu_kern_avx512;
     if (l >= LVL_AVX2) return &cpu_kern_avx2;
+#elif defined(INFLLM_CPU_NEON)
+    if (simd_level() >= LVL_NEON) return &cpu_kern_neon;
 #endif
     return &cpu_kern_scalar;
 }

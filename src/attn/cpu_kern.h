@@ -56,6 +56,10 @@ extern const cpu_kern cpu_kern_scalar;
 extern const cpu_kern cpu_kern_avx2;
 extern const cpu_kern cpu_kern_avx512;
 #endif
+#if defined(__aarch64__)
+#define INFLLM_CPU_NEON 1
+extern const cpu_kern cpu_kern_neon; /* kern_neon.c: every aarch64 CPU has Advanced SIMD */
+#endif
 
 /* Row j of a packed f32 K ([tiles*4][D][16], the qk kernel's layout) and of a row-major V ([rows][D],
  * V may be NULL): from storage ksrc / vsrc of dtype dt (D <= 256), or zeros when ksrc is NULL.
