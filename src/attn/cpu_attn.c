@@ -584,6 +584,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
     if (MT > s->lq) MT = s->lq; /* decode / short chunks: no oversized scratch */
     const int ngroups = (s->lq + MT - 1) / MT;
     const int nth = c->nth < ngroups ? c->nth : ngroups; /* decode: no idle threads to wake */
+    (void)nth;                                           /* without OpenMP */
     int fail = 0;
 #pragma omp parallel num_threads(nth) reduction(| : fail)
     {
@@ -755,6 +756,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     if (nneed <= 0) return 0;
     const int ngroups = (nneed + MT - 1) / MT;
     const int nth = c->nth < ngroups ? c->nth : ngroups;
+    (void)nth; /* without OpenMP */
     int fail = 0;
 #pragma omp parallel num_threads(nth) reduction(| : fail)
     {

@@ -460,6 +460,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     const char *cache_env = getenv("INFLLM_CPU_BW_CACHE_BYTES");
     c.cache_bytes = cache_env ? (size_t)strtoull(cache_env, NULL, 10) : BW_CACHE_BYTES;
     const int nth = ap->num_threads > 0 ? ap->num_threads : 1;
+    (void)nth; /* without OpenMP */
     if (ap->B < 1) return infllm_set_error(INFLLM_ERR_PARAM, "attention backward: block size %d", ap->B);
     /* the packed K / V of the largest sequence (one KV head at a time) and Delta */
     const int64_t max_tiles = ((int64_t)ap->max_lk + CPU_KT - 1) / CPU_KT;

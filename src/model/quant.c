@@ -425,6 +425,7 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
     if (rows * ntok * cols < (1 << 16)) nt = 1;
 #else
     nt = 1;
+    (void)nt;
 #endif
 #pragma omp parallel num_threads(nt)
     {
