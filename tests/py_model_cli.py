@@ -47,6 +47,29 @@ with tempfile.TemporaryDirectory() as tmp:
     for bad_ids in ("4294967301,2", "99999999999999999999"):
         p = run("run", "-m", g, "--tokens", bad_ids, "-n", "0", "-q")
         c.check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad_ids}: exit 2 ({p.stderr.strip()[:100]})")
+    # an id past the vocabulary was found only in the forward pass (exit 1, after the session was made); eval ppl
+    # already called it a bad argument
+    p = run("run", "-m", g, "--tokens", f"1,{m.V}", "-n", "1", "-q")
+    c.check(p.returncode == 2 and "vocabulary" in p.stderr, f"--tokens 1,{m.V} (vocab {m.V}): exit 2 ({p.stderr.strip()[:100]})")
+    # --dump-logits into a missing folder, or onto a folder, failed only after the prefill (exit 1)
+    for bad, what in ((os.path.join(tmp, "no", "such", "l.npy"), "does not exist"), (tmp, "folder")):
+        p = run("run", "-m", g, "--tokens", toks, "-n", "0", "-q", "--dump-logits", bad)
+        c.check(p.returncode == 2 and what in p.stderr, f"--dump-logits {bad}: exit 2 before loading ({p.stderr.strip()[:100]})")
+    # -n sized the token buffer although at most --ctx tokens are generated: -n 2147483647 asked for 8 GiB, and
+    # under a 3 GiB address-space limit failed as "the prompt is empty" (--tokens) or "out of memory" (-p)
+    import resource
+
+    def as_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    probe = subprocess.run([exe, "version"], capture_output=True, text=True, preexec_fn=as_limit)
+    if probe.returncode == 0:  # sanitizer builds reserve more address space than that: they skip this check
+        p = subprocess.run([exe, "run", "-m", g, "--tokens", toks, "-n", "2147483647", "--ctx", "16", "--temp", "0",
+                            "-q", "--print-ids", "--ignore-eos"], capture_output=True, text=True, preexec_fn=as_limit)
+        gen = p.stderr.split("generated ids:")[1].split() if p.returncode == 0 else []
+        c.check(p.returncode == 0 and len(gen) == 16 - 8, f"-n 2147483647 --ctx 16 under a 3 GiB limit: 8 tokens "
+                f"({p.returncode}, {p.stderr.strip()[:100]})")
+    else:
+        print("skip -n 2147483647 under a 3 GiB address-space limit (the binary does not start under it)")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
     # two prompt sources: -f won over -p and --tokens over both, silently
