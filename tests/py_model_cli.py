@@ -175,6 +175,41 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", hf, "--tokens", toks, "-n", "0", "-q", "--dump-logits", os.path.join(hf, "logits.npy"))
     c.check(p.returncode == 0 and os.path.exists(os.path.join(hf, "logits.npy")),
             f"--dump-logits into the HF folder under a new name still writes ({p.stderr.strip()[-120:]})")
+    # tensors that change the result but that the forward does not apply were silently dropped: an o_proj or MLP
+    # bias (llama's attention_bias / mlp_bias), and a config with tie_word_embeddings false but no lm_head ran on the
+    # embedding instead
+    from safetensors.numpy import load_file, save_file
+    st_path = os.path.join(hf, "model.safetensors")
+    st0 = load_file(st_path)
+    for extra in ("model.layers.1.self_attn.o_proj.bias", "model.layers.0.mlp.down_proj.bias", "lm_head.bias"):
+        save_file({**st0, extra: np.ones(m.E if "lm_head" not in extra else m.V, np.float32)}, st_path)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+        c.check(p.returncode == 1 and extra in p.stderr, f"HF checkpoint with {extra}: exit 1 naming it ({p.stderr.strip()[-120:]})")
+    save_file({k: v for k, v in st0.items() if k != "lm_head.weight"}, st_path)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "lm_head" in p.stderr, f"tie_word_embeddings false without lm_head: exit 1 ({p.stderr.strip()[-120:]})")
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump({**cfg0, "tie_word_embeddings": True}, f)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 0, f"... and with tie_word_embeddings true it runs tied ({p.stderr.strip()[-120:]})")
+    save_file(st0, st_path)
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
+    import gguf as _gguf
+    orig_add = _gguf.GGUFWriter.write_header_to_file
+
+    def with_bias(self, *a, **k):
+        self.add_tensor("blk.0.attn_output.bias", np.ones(m.E, np.float32))
+        return orig_add(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_bias
+    try:
+        gb = os.path.join(tmp, "bo.gguf")
+        Tiny("llama", seed=5).write_gguf(gb, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_add
+    p = run("run", "-m", gb, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "blk.0.attn_output.bias" in p.stderr,
+            f"GGUF with blk.0.attn_output.bias: exit 1 naming it ({p.stderr.strip()[-120:]})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")

@@ -187,8 +187,16 @@ static int load_gguf(mdl_model *m, const char *path) {
             g_vec(m, T("attn_q_norm.weight"), c->head_dim, &L->q_norm, strcmp(c->arch, "qwen3") != 0) ||
             g_vec(m, T("attn_k_norm.weight"), c->head_dim, &L->k_norm, strcmp(c->arch, "qwen3") != 0))
             return -1;
+        /* tensors llama.cpp adds to these layers that this forward does not apply: refused rather than
+         * silently dropped (the logits would be wrong) */
+        static const char *const unapplied[] = {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+        for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
+            snprintf(n, sizeof n, "blk.%d.%s", l, unapplied[i]);
+            if (gguf_find_tensor(g, n)) return mdl_fail("model: tensor '%s' is not supported (it would be ignored)", n);
+        }
 #undef T
     }
+    if (gguf_find_tensor(g, "output.bias")) return mdl_fail("model: tensor 'output.bias' is not supported (it would be ignored)");
     infllm_params_default(&c->sparse);
     m->is_gguf = 1;
     return 0;
@@ -331,7 +339,21 @@ static int load_hf(mdl_model *m, const char *dir) {
         s_weight(m, "lm_head.weight", E, c->n_vocab, &m->output, 1) ||
         s_vec(m, "model.norm.weight", E, &m->output_norm, 0))
         goto out;
-    if (!m->output.data) m->output = m->tok_embd;
+    if (!m->output.data) {
+        /* a config that says the output is not tied to the embedding needs its own lm_head: without it the
+         * checkpoint is incomplete (transformers would start it from random values), not tied */
+        const json_value *tie = json_get(r, "tie_word_embeddings");
+        bool tied = true;
+        if (tie && json_bool(tie, &tied) && !tied) {
+            mdl_fail("%s: tie_word_embeddings is false but the checkpoint has no lm_head.weight", p);
+            goto out;
+        }
+        m->output = m->tok_embd;
+    }
+    if (st_find(m->st, "lm_head.bias")) {
+        mdl_fail("model: tensor 'lm_head.bias' is not supported (it would be ignored)");
+        goto out;
+    }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         mdl_fail("out of memory");
@@ -355,6 +377,17 @@ static int load_hf(mdl_model *m, const char *dir) {
             s_vec(m, T("self_attn.q_norm.weight"), c->head_dim, &L->q_norm, strcmp(mt, "qwen3") != 0) ||
             s_vec(m, T("self_attn.k_norm.weight"), c->head_dim, &L->k_norm, strcmp(mt, "qwen3") != 0))
             goto out;
+        /* biases this forward does not apply (llama's attention_bias adds o_proj's, mlp_bias the MLP's): refused
+         * rather than silently dropped */
+        static const char *const unapplied[] = {"self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
+                                                "mlp.down_proj.bias"};
+        for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
+            snprintf(n, sizeof n, "model.layers.%d.%s", l, unapplied[i]);
+            if (st_find(m->st, n)) {
+                mdl_fail("model: tensor '%s' is not supported (it would be ignored)", n);
+                goto out;
+            }
+        }
 #undef T
     }
     rc = 0;
