@@ -210,6 +210,42 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", gb, "--tokens", toks, "-n", "1", "-q")
     c.check(p.returncode == 1 and "blk.0.attn_output.bias" in p.stderr,
             f"GGUF with blk.0.attn_output.bias: exit 1 naming it ({p.stderr.strip()[-120:]})")
+    # a GGUF tensor of a type the runtime does not compute with (I32, F64, ...) made the whole file unreadable, even
+    # in a role the model never reads; now only a tensor the model uses is refused for its type
+    def with_extra(self, *a, **k):
+        self.add_tensor("extra.token_ids", np.arange(7, dtype=np.int32))
+        self.add_tensor("extra.f64", np.ones((3, 2), np.float64))
+        return orig_add(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_extra
+    try:
+        ge = os.path.join(tmp, "extra.gguf")
+        Tiny("llama", seed=5).write_gguf(ge, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_add
+    g0 = os.path.join(tmp, "plain.gguf")
+    Tiny("llama", seed=5).write_gguf(g0, {})
+    try:
+        same = np.array_equal(run_logits(exe, ge, [3, 1, 4], tmp), run_logits(exe, g0, [3, 1, 4], tmp))
+        why = ""
+    except RuntimeError as err:
+        same, why = False, str(err)[-120:]
+    c.check(same, f"GGUF with unused I32 / F64 tensors loads, same logits as without them {why}")
+    mi = Tiny("llama", seed=5)
+    orig_tensor = _gguf.GGUFWriter.add_tensor
+
+    def q_as_i8(self, name, arr, *a, **k):
+        if name == "blk.0.attn_q.weight":
+            return orig_tensor(self, name, np.zeros(arr.shape, np.int8))
+        return orig_tensor(self, name, arr, *a, **k)
+    _gguf.GGUFWriter.add_tensor = q_as_i8
+    try:
+        gi = os.path.join(tmp, "i8q.gguf")
+        mi.write_gguf(gi, {})
+    finally:
+        _gguf.GGUFWriter.add_tensor = orig_tensor
+    p = run("run", "-m", gi, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "blk.0.attn_q.weight" in p.stderr and "I8" in p.stderr,
+            f"GGUF with an I8 attn_q: exit 1 naming the tensor and type ({p.stderr.strip()[-120:]})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")

@@ -90,6 +90,11 @@ int ggml_block_size(uint32_t type) {
     case GGML_IQ4_NL: return 32;
     case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K:
     case GGML_IQ4_XS: return 256;
+    /* layouts ggml defines but the model cannot use: a file may carry such tensors for roles this runtime
+     * does not read, so the parser bounds-checks them and the loader refuses them only where they are used */
+    case 24: case 25: case 26: case 27: case 28: return 1; /* I8, I16, I32, I64, F64 */
+    case 16: case 17: case 18: case 19: case 21: case 22: case 29: case 34: case 35: return 256; /* IQ2_XXS .. TQ2_0 */
+    case 39: return 32; /* MXFP4 */
     default: return 0;
     }
 }
@@ -111,6 +116,20 @@ static size_t type_block_bytes(uint32_t type) {
     case GGML_Q8_K: return 292;
     case GGML_IQ4_NL: return 18;
     case GGML_IQ4_XS: return 136;
+    case 24: return 1;   /* I8 */
+    case 25: return 2;   /* I16 */
+    case 26: return 4;   /* I32 */
+    case 27: case 28: return 8; /* I64, F64 */
+    case 16: return 66;  /* IQ2_XXS */
+    case 17: return 74;  /* IQ2_XS */
+    case 18: return 98;  /* IQ3_XXS */
+    case 19: return 50;  /* IQ1_S */
+    case 21: return 110; /* IQ3_S */
+    case 22: return 82;  /* IQ2_S */
+    case 29: return 56;  /* IQ1_M */
+    case 34: return 54;  /* TQ1_0 */
+    case 35: return 66;  /* TQ2_0 */
+    case 39: return 17;  /* MXFP4 */
     default: return 0;
     }
 }
