@@ -196,6 +196,32 @@ void gguf_close(gguf_file *g) {
     free(g);
 }
 
+static int cmp_str_ptr(const void *a, const void *b) {
+    const gguf_str *x = *(const gguf_str *const *)a, *y = *(const gguf_str *const *)b;
+    const uint64_t n = x->n < y->n ? x->n : y->n;
+    const int c = n ? memcmp(x->p, y->p, (size_t)n) : 0;
+    return c ? c : (x->n < y->n ? -1 : x->n > y->n);
+}
+
+/* a name given twice (a metadata key or a tensor), found by sorting pointers to the n names at base + i * stride
+ * (O(n log n): a header may hold millions); NULL when all differ or on allocation failure (*oom set) */
+static const gguf_str *first_duplicate(const void *base, size_t stride, uint64_t n, int *oom) {
+    *oom = 0;
+    if (n < 2) return NULL;
+    const gguf_str **v = malloc((size_t)n * sizeof *v);
+    if (!v) {
+        *oom = 1;
+        return NULL;
+    }
+    for (uint64_t i = 0; i < n; i++) v[i] = (const gguf_str *)(const void *)((const char *)base + i * stride);
+    qsort(v, (size_t)n, sizeof *v, cmp_str_ptr);
+    const gguf_str *dup = NULL;
+    for (uint64_t i = 1; i < n && !dup; i++)
+        if (!cmp_str_ptr(&v[i - 1], &v[i])) dup = v[i];
+    free(v);
+    return dup;
+}
+
 static gguf_file *parse(gguf_file *g) {
     rd r = {(const uint8_t *)g->map, (const uint8_t *)g->map + g->size, (const uint8_t *)g->map};
     if (g->size < 4 || memcmp(r.p, "GGUF", 4) != 0) {
@@ -296,6 +322,22 @@ static gguf_file *parse(gguf_file *g) {
             t->ne[d] = (int64_t)v;
         }
         if (rd_u32(&r, &t->type, "tensor type") || rd_u64(&r, &t->offset, "tensor offset")) goto fail;
+    }
+    /* a key or tensor given twice is ambiguous (which one would be read depends on the lookup): refused, as
+     * llama.cpp's gguf reader does */
+    {
+        int oom = 0;
+        const gguf_str *dup = first_duplicate(&g->kv[0].key, sizeof *g->kv, g->n_kv, &oom);
+        const char *what = "metadata key";
+        if (!dup && !oom) {
+            dup = first_duplicate(&g->tensors[0].name, sizeof *g->tensors, g->n_tensors, &oom);
+            what = "tensor";
+        }
+        if (oom || dup) {
+            if (oom) mdl_fail("gguf: out of memory");
+            else mdl_fail("gguf: %s '%.*s' appears more than once", what, (int)(dup->n < 200 ? dup->n : 200), dup->p);
+            goto fail;
+        }
     }
     /* data section */
     size_t hdr = (size_t)(r.p - r.base);
