@@ -76,6 +76,11 @@ with tempfile.TemporaryDirectory() as tmp:
     for extra in (["-p", "x", "--tokens", toks], ["-p", "x", "-f", __file__], ["-f", __file__, "--tokens", toks]):
         p = run("run", "-m", g, "-n", "1", *extra)
         c.check(p.returncode == 2 and "once" in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
+    # --system / --answer-prefix without --chat, and --chat with --tokens, were silently ignored
+    for extra, what in ((["--tokens", toks, "--system", "be brief"], "--system"), (["-p", "x", "--answer-prefix", "A:"], "--answer-prefix"),
+                        (["--tokens", toks, "--chat"], "--chat")):
+        p = run("run", "-m", g, "-n", "1", *extra)
+        c.check(p.returncode == 2 and what in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
     # sampling options outside their domain were accepted: --repeat-penalty 0 divided the logits by zero
     for opt, val in (("--repeat-penalty", "0"), ("--repeat-penalty", "-1"), ("--top-p", "-0.5"), ("--top-p", "1.5"),
                      ("--temp", "-1"), ("--top-k", "-3")):

@@ -243,6 +243,15 @@ int cmd_run(int argc, char **argv) {
                 prompt || prompt_file || tokens_arg ? " (not more than one)" : "");
         return 2;
     }
+    /* options that only shape a text prompt through the chat template did nothing elsewhere, silently */
+    if ((system || answer_prefix) && !chat) {
+        fprintf(stderr, "infllm run: %s applies to --chat only\n", system ? "--system" : "--answer-prefix");
+        return 2;
+    }
+    if (chat && tokens_arg) {
+        fprintf(stderr, "infllm run: --chat wraps a text prompt (-p / -f) in the chat template, not --tokens ids\n");
+        return 2;
+    }
     if (n_predict < 0) {
         fprintf(stderr, "infllm run: -n must be >= 0\n");
         return 2;
