@@ -251,6 +251,27 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", gi, "--tokens", toks, "-n", "1", "-q")
     c.check(p.returncode == 1 and "blk.0.attn_q.weight" in p.stderr and "I8" in p.stderr,
             f"GGUF with an I8 attn_q: exit 1 naming the tensor and type ({p.stderr.strip()[-120:]})")
+    # a FIFO as the model (or as a file of an HF folder) blocked the open forever, and a config.json linked to
+    # /dev/zero was read until memory ran out: each is now 'not a regular file', exit 1
+    fifo_dir = os.path.join(tmp, "fifo")
+    os.makedirs(fifo_dir)
+    os.mkfifo(os.path.join(fifo_dir, "m.gguf"))
+    hf_fifo = os.path.join(fifo_dir, "hf-st")
+    shutil.copytree(hf, hf_fifo)
+    os.remove(os.path.join(hf_fifo, "model.safetensors"))
+    os.mkfifo(os.path.join(hf_fifo, "model.safetensors"))
+    hf_zero = os.path.join(fifo_dir, "hf-cfg")
+    shutil.copytree(hf, hf_zero)
+    os.remove(os.path.join(hf_zero, "config.json"))
+    os.symlink("/dev/zero", os.path.join(hf_zero, "config.json"))
+    for model in (os.path.join(fifo_dir, "m.gguf"), hf_fifo, hf_zero):
+        try:
+            p = subprocess.run([exe, "run", "-m", model, "--tokens", toks, "-n", "1", "-q"], capture_output=True,
+                               text=True, timeout=30)
+            ok, why = p.returncode == 1 and "regular file" in p.stderr, p.stderr.strip()[-100:]
+        except subprocess.TimeoutExpired:
+            ok, why = False, "still running after 30 s"
+        c.check(ok, f"-m {os.path.relpath(model, tmp)} (a FIFO or /dev/zero inside): exit 1 ({why})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")

@@ -397,7 +397,7 @@ fail:
 }
 
 gguf_file *gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO fails the regular-file check below, not blocks here */
     if (fd < 0) {
         mdl_fail("cannot open '%s': %s", path, strerror(errno));
         return NULL;
