@@ -49,7 +49,7 @@ class Tiny:
     interleaved RoPE pairing, for qwen2 / qwen3 (NEOX RoPE) as in the HF checkpoint."""
 
     def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
-                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False):
+                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False, rope_freqs=False, rope_linear=None):
         r = np.random.default_rng(seed)
         self.arch, self.E, self.H, self.KV, self.F, self.L, self.V = arch, n_embd, n_head, n_kv, n_ff, n_layer, n_vocab
         self.D = head_dim or n_embd // n_head
@@ -91,6 +91,9 @@ class Tiny:
         self.factors = None
         if longrope:
             self.factors = (1.0 + 3.0 * r.random(self.D // 2)).astype(np.float32)
+        # llama3-style frequency divisors (GGUF rope_freqs.weight) and linear RoPE scaling (positions / factor)
+        self.rope_freqs = (1.0 + 7.0 * r.random(self.D // 2)).astype(np.float32) if rope_freqs else None
+        self.rope_linear = rope_linear
 
     # -- GGUF --------------------------------------------------------------------------
     def write_gguf(self, path, types, tokenizer=False):
@@ -113,6 +116,9 @@ class Tiny:
         if self.D != self.E // self.H:
             w.add_uint32(f"{a}.attention.key_length", self.D)
             w.add_uint32(f"{a}.attention.value_length", self.D)
+        if self.rope_linear is not None:
+            w.add_string(f"{a}.rope.scaling.type", "linear")
+            w.add_float32(f"{a}.rope.scaling.factor", self.rope_linear)
         if a == "minicpm":
             w.add_float32("minicpm.embedding_scale", self.escale)
             w.add_float32("minicpm.residual_scale", self.rscale)
@@ -148,6 +154,8 @@ class Tiny:
         if self.factors is not None:
             add("rope_factors_long.weight", "norm", self.factors)
             add("rope_factors_short.weight", "norm", self.factors)
+        if self.rope_freqs is not None:
+            add("rope_freqs.weight", "norm", self.rope_freqs)
         for i, l in enumerate(self.layers):
             add(f"blk.{i}.attn_norm.weight", "norm", l["attn_norm"])
             add(f"blk.{i}.ffn_norm.weight", "norm", l["ffn_norm"])
@@ -211,6 +219,9 @@ class Tiny:
             f = [float(x) for x in self.factors]
             cfg["rope_scaling"] = {"rope_type": "longrope", "long_factor": f, "short_factor": f,
                                    "original_max_position_embeddings": 4096}
+        assert self.rope_freqs is None, "write_hf: rope_freqs has no config.json form here"
+        if self.rope_linear is not None:
+            cfg["rope_scaling"] = {"rope_type": "linear", "factor": self.rope_linear}
         with open(os.path.join(folder, "config.json"), "w") as fh:
             json.dump(cfg, fh)
 
@@ -233,6 +244,10 @@ class Tiny:
         inv = self.theta ** (-2.0 * np.arange(D // 2) / D)
         if self.factors is not None:
             inv = inv / self.factors.astype(np.float64)
+        if self.rope_freqs is not None:
+            inv = inv / self.rope_freqs.astype(np.float64)
+        if self.rope_linear is not None:
+            inv = inv / self.rope_linear
         ang = np.arange(T)[:, None] * inv[None, :]
         cos, sin = np.cos(ang), np.sin(ang)
 

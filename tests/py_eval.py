@@ -105,6 +105,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (["-m", g, "--tokens", "1,2,3", "--window", "64"], 2, "fewer than one window"),
         (["-m", g, "--tokens", ids, "--modes", "dense,bogus"], 2, "--modes"),
         (["-m", g, "--tokens", ids, "--modes", "dense,dense"], 2, "--modes"),
+        (["-m", g, "--tokens", ids, "--modes", "dense,"], 2, "--modes"),  # empty items were skipped (strtok)
+        (["-m", g, "--tokens", ids, "--modes", "dense,,sparse"], 2, "--modes"),
         (["-m", g, "--tokens", ids, "--attn", "sparse"], 2, "--modes"),
         (["-m", g, "--tokens", f"{m.V},1,2", "--window", "2"], 2, "outside the vocabulary"),
         (["-m", g, "--tokens", "1,x", "--window", "2"], 2, "bad token id"),

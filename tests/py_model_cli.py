@@ -47,12 +47,40 @@ with tempfile.TemporaryDirectory() as tmp:
     for bad_ids in ("4294967301,2", "99999999999999999999"):
         p = run("run", "-m", g, "--tokens", bad_ids, "-n", "0", "-q")
         c.check(p.returncode == 2 and "--tokens" in p.stderr, f"--tokens {bad_ids}: exit 2 ({p.stderr.strip()[:100]})")
+    # an id past the vocabulary was found only in the forward pass (exit 1, after the session was made); eval ppl
+    # already called it a bad argument
+    p = run("run", "-m", g, "--tokens", f"1,{m.V}", "-n", "1", "-q")
+    c.check(p.returncode == 2 and "vocabulary" in p.stderr, f"--tokens 1,{m.V} (vocab {m.V}): exit 2 ({p.stderr.strip()[:100]})")
+    # --dump-logits into a missing folder, or onto a folder, failed only after the prefill (exit 1)
+    for bad, what in ((os.path.join(tmp, "no", "such", "l.npy"), "does not exist"), (tmp, "folder")):
+        p = run("run", "-m", g, "--tokens", toks, "-n", "0", "-q", "--dump-logits", bad)
+        c.check(p.returncode == 2 and what in p.stderr, f"--dump-logits {bad}: exit 2 before loading ({p.stderr.strip()[:100]})")
+    # -n sized the token buffer although at most --ctx tokens are generated: -n 2147483647 asked for 8 GiB, and
+    # under a 3 GiB address-space limit failed as "the prompt is empty" (--tokens) or "out of memory" (-p)
+    import resource
+
+    def as_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    probe = subprocess.run([exe, "version"], capture_output=True, text=True, preexec_fn=as_limit)
+    if probe.returncode == 0:  # sanitizer builds reserve more address space than that: they skip this check
+        p = subprocess.run([exe, "run", "-m", g, "--tokens", toks, "-n", "2147483647", "--ctx", "16", "--temp", "0",
+                            "-q", "--print-ids", "--ignore-eos"], capture_output=True, text=True, preexec_fn=as_limit)
+        gen = p.stderr.split("generated ids:")[1].split() if p.returncode == 0 else []
+        c.check(p.returncode == 0 and len(gen) == 16 - 8, f"-n 2147483647 --ctx 16 under a 3 GiB limit: 8 tokens "
+                f"({p.returncode}, {p.stderr.strip()[:100]})")
+    else:
+        print("skip -n 2147483647 under a 3 GiB address-space limit (the binary does not start under it)")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
     # two prompt sources: -f won over -p and --tokens over both, silently
     for extra in (["-p", "x", "--tokens", toks], ["-p", "x", "-f", __file__], ["-f", __file__, "--tokens", toks]):
         p = run("run", "-m", g, "-n", "1", *extra)
         c.check(p.returncode == 2 and "once" in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
+    # --system / --answer-prefix without --chat, and --chat with --tokens, were silently ignored
+    for extra, what in ((["--tokens", toks, "--system", "be brief"], "--system"), (["-p", "x", "--answer-prefix", "A:"], "--answer-prefix"),
+                        (["--tokens", toks, "--chat"], "--chat")):
+        p = run("run", "-m", g, "-n", "1", *extra)
+        c.check(p.returncode == 2 and what in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
     # sampling options outside their domain were accepted: --repeat-penalty 0 divided the logits by zero
     for opt, val in (("--repeat-penalty", "0"), ("--repeat-penalty", "-1"), ("--top-p", "-0.5"), ("--top-p", "1.5"),
                      ("--temp", "-1"), ("--top-k", "-3")):
@@ -152,6 +180,98 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", hf, "--tokens", toks, "-n", "0", "-q", "--dump-logits", os.path.join(hf, "logits.npy"))
     c.check(p.returncode == 0 and os.path.exists(os.path.join(hf, "logits.npy")),
             f"--dump-logits into the HF folder under a new name still writes ({p.stderr.strip()[-120:]})")
+    # tensors that change the result but that the forward does not apply were silently dropped: an o_proj or MLP
+    # bias (llama's attention_bias / mlp_bias), and a config with tie_word_embeddings false but no lm_head ran on the
+    # embedding instead
+    from safetensors.numpy import load_file, save_file
+    st_path = os.path.join(hf, "model.safetensors")
+    st0 = load_file(st_path)
+    for extra in ("model.layers.1.self_attn.o_proj.bias", "model.layers.0.mlp.down_proj.bias", "lm_head.bias"):
+        save_file({**st0, extra: np.ones(m.E if "lm_head" not in extra else m.V, np.float32)}, st_path)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+        c.check(p.returncode == 1 and extra in p.stderr, f"HF checkpoint with {extra}: exit 1 naming it ({p.stderr.strip()[-120:]})")
+    save_file({k: v for k, v in st0.items() if k != "lm_head.weight"}, st_path)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "lm_head" in p.stderr, f"tie_word_embeddings false without lm_head: exit 1 ({p.stderr.strip()[-120:]})")
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump({**cfg0, "tie_word_embeddings": True}, f)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 0, f"... and with tie_word_embeddings true it runs tied ({p.stderr.strip()[-120:]})")
+    save_file(st0, st_path)
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
+    import gguf as _gguf
+    orig_add = _gguf.GGUFWriter.write_header_to_file
+
+    def with_bias(self, *a, **k):
+        self.add_tensor("blk.0.attn_output.bias", np.ones(m.E, np.float32))
+        return orig_add(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_bias
+    try:
+        gb = os.path.join(tmp, "bo.gguf")
+        Tiny("llama", seed=5).write_gguf(gb, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_add
+    p = run("run", "-m", gb, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "blk.0.attn_output.bias" in p.stderr,
+            f"GGUF with blk.0.attn_output.bias: exit 1 naming it ({p.stderr.strip()[-120:]})")
+    # a GGUF tensor of a type the runtime does not compute with (I32, F64, ...) made the whole file unreadable, even
+    # in a role the model never reads; now only a tensor the model uses is refused for its type
+    def with_extra(self, *a, **k):
+        self.add_tensor("extra.token_ids", np.arange(7, dtype=np.int32))
+        self.add_tensor("extra.f64", np.ones((3, 2), np.float64))
+        return orig_add(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_extra
+    try:
+        ge = os.path.join(tmp, "extra.gguf")
+        Tiny("llama", seed=5).write_gguf(ge, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_add
+    g0 = os.path.join(tmp, "plain.gguf")
+    Tiny("llama", seed=5).write_gguf(g0, {})
+    try:
+        same = np.array_equal(run_logits(exe, ge, [3, 1, 4], tmp), run_logits(exe, g0, [3, 1, 4], tmp))
+        why = ""
+    except RuntimeError as err:
+        same, why = False, str(err)[-120:]
+    c.check(same, f"GGUF with unused I32 / F64 tensors loads, same logits as without them {why}")
+    mi = Tiny("llama", seed=5)
+    orig_tensor = _gguf.GGUFWriter.add_tensor
+
+    def q_as_i8(self, name, arr, *a, **k):
+        if name == "blk.0.attn_q.weight":
+            return orig_tensor(self, name, np.zeros(arr.shape, np.int8))
+        return orig_tensor(self, name, arr, *a, **k)
+    _gguf.GGUFWriter.add_tensor = q_as_i8
+    try:
+        gi = os.path.join(tmp, "i8q.gguf")
+        mi.write_gguf(gi, {})
+    finally:
+        _gguf.GGUFWriter.add_tensor = orig_tensor
+    p = run("run", "-m", gi, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 1 and "blk.0.attn_q.weight" in p.stderr and "I8" in p.stderr,
+            f"GGUF with an I8 attn_q: exit 1 naming the tensor and type ({p.stderr.strip()[-120:]})")
+    # a FIFO as the model (or as a file of an HF folder) blocked the open forever, and a config.json linked to
+    # /dev/zero was read until memory ran out: each is now 'not a regular file', exit 1
+    fifo_dir = os.path.join(tmp, "fifo")
+    os.makedirs(fifo_dir)
+    os.mkfifo(os.path.join(fifo_dir, "m.gguf"))
+    hf_fifo = os.path.join(fifo_dir, "hf-st")
+    shutil.copytree(hf, hf_fifo)
+    os.remove(os.path.join(hf_fifo, "model.safetensors"))
+    os.mkfifo(os.path.join(hf_fifo, "model.safetensors"))
+    hf_zero = os.path.join(fifo_dir, "hf-cfg")
+    shutil.copytree(hf, hf_zero)
+    os.remove(os.path.join(hf_zero, "config.json"))
+    os.symlink("/dev/zero", os.path.join(hf_zero, "config.json"))
+    for model in (os.path.join(fifo_dir, "m.gguf"), hf_fifo, hf_zero):
+        try:
+            p = subprocess.run([exe, "run", "-m", model, "--tokens", toks, "-n", "1", "-q"], capture_output=True,
+                               text=True, timeout=30)
+            ok, why = p.returncode == 1 and "regular file" in p.stderr, p.stderr.strip()[-100:]
+        except subprocess.TimeoutExpired:
+            ok, why = False, "still running after 30 s"
+        c.check(ok, f"-m {os.path.relpath(model, tmp)} (a FIFO or /dev/zero inside): exit 1 ({why})")
     mt = Tiny("llama", seed=5)
     mt.theta = -10000.0
     gt = os.path.join(tmp, "theta.gguf")
@@ -178,6 +298,10 @@ with tempfile.TemporaryDirectory() as tmp:
     for modes in ("dense,sprase", "", "dense,"):
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--modes", modes, "--llamacpp", "off")
         c.check(p.returncode == 2 and "--modes" in p.stderr, f"bench run --modes '{modes}': exit 2 ({p.stderr.strip()[-100:]})")
+    # --attn and --ctx were accepted and silently ignored (--modes and --lengths decide)
+    for opt, val in (("--attn", "sparse"), ("--ctx", "100000"), ("-c", "8")):
+        p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--llamacpp", "off", opt, val)
+        c.check(p.returncode == 2 and "does not apply" in p.stderr, f"bench run {opt} {val}: exit 2 ({p.stderr.strip()[-100:]})")
     # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip
     # (auto) or an error (on)
     try:

@@ -93,4 +93,38 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(np.isfinite(got_sp).all() and early < 1e-5 and e > 1e-3,
             f"sparse (3 of up to 10 blocks): first 48 positions equal dense ({early:.1e}), later ones differ "
             f"(rel diff {e:.2e}: sparsity is active)")
+    # 5. RoPE scaling that llama.cpp reads from a GGUF: rope_freqs.weight (Llama 3.1+ frequency divisors) and
+    # linear scaling (rope.scaling.factor divides the positions; also a config.json rope_scaling of type linear);
+    # both used to be ignored, running these models with unscaled RoPE. YaRN is refused, not run unscaled.
+    for kw, what in ((dict(rope_freqs=True), "rope_freqs.weight"), (dict(rope_linear=4.0), "linear factor 4"),
+                     (dict(rope_freqs=True, rope_linear=2.0), "rope_freqs.weight + linear factor 2")):
+        mr = Tiny("llama", seed=8, n_layer=1, **kw)
+        gr = os.path.join(tmp, "rope.gguf")
+        mr.write_gguf(gr, {})
+        got_r, ref_r = run_logits(exe, gr, toks, tmp, ["--attn", "dense", *KV32]), mr.forward(toks)
+        e = rel_err(got_r, ref_r)
+        c.check(e < 1e-4, f"GGUF with {what} vs numpy float64: rel err {e:.2e}")
+        if "rope_freqs" not in kw:
+            hr = os.path.join(tmp, "rope-hf")
+            mr.write_hf(hr)
+            e = rel_err(run_logits(exe, hr, toks, tmp, ["--attn", "dense", *KV32]), ref_r)
+            c.check(e < 1e-4, f"config.json rope_scaling linear (factor {mr.rope_linear}) vs numpy float64: rel err {e:.2e}")
+    import gguf as _gguf
+    my = Tiny("llama", seed=8, n_layer=1)
+    orig_init = _gguf.GGUFWriter.__init__
+
+    def yarn_init(self, *a, **k):
+        orig_init(self, *a, **k)
+        self.add_string("llama.rope.scaling.type", "yarn")
+        self.add_float32("llama.rope.scaling.factor", 4.0)
+    _gguf.GGUFWriter.__init__ = yarn_init
+    try:
+        my.write_gguf(os.path.join(tmp, "yarn.gguf"), {})
+    finally:
+        _gguf.GGUFWriter.__init__ = orig_init
+    try:
+        run_logits(exe, os.path.join(tmp, "yarn.gguf"), toks[:4], tmp)
+        c.check(False, "GGUF with rope.scaling.type yarn: refused")
+    except RuntimeError as err:
+        c.check("yarn" in str(err), f"GGUF with rope.scaling.type yarn: refused ({str(err).splitlines()[-1][-80:]})")
 c.finish()

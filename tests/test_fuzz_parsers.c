@@ -28,6 +28,7 @@
 #define LLVMFuzzerTestOneInput fuzz_gguf_one
 #include "fuzz/fuzz_gguf.c"
 #undef LLVMFuzzerTestOneInput
+#include "mcommon.h"
 #define HAVE_GGUF 1
 #endif
 
@@ -186,6 +187,34 @@ int main(void) {
         memset(g + o, 0, 32);
         o += 32;
         buf seeds[1] = {mk(g, o)};
+        gguf_file *ok = gguf_open_buffer(g, o);
+        CHECK(ok != NULL, "gguf seed opens");
+        gguf_close(ok);
+        /* a key or a tensor name given twice was accepted, the first one read (llama.cpp refuses both) */
+        for (int dup_tensor = 0; dup_tensor < 2; dup_tensor++) {
+            uint8_t d[512];
+            size_t o2 = o;
+            memcpy(d, g, o);
+            o = 0;
+            PUT("GGUF", 4);
+            U32(3);
+            U64(dup_tensor ? 2 : 1);
+            U64(dup_tensor ? 1 : 2);
+            STR("general.architecture"); U32(8); STR("llama");
+            if (!dup_tensor) { STR("general.architecture"); U32(8); STR("qwen2"); }
+            STR("w"); U32(2); U64(4); U64(2); U32(0); U64(0);
+            if (dup_tensor) { STR("w"); U32(2); U64(4); U64(2); U32(0); U64(32); }
+            while (o % 32) g[o++] = 0;
+            memset(g + o, 0, 64);
+            o += 64;
+            gguf_file *bad = gguf_open_buffer(g, o);
+            CHECK(bad == NULL && strstr(mdl_error(), "more than once") &&
+                      strstr(mdl_error(), dup_tensor ? "tensor 'w'" : "key 'general.architecture'"),
+                  "gguf with a duplicate %s: refused (%s)", dup_tensor ? "tensor" : "key", mdl_error());
+            gguf_close(bad);
+            memcpy(g, d, o2); /* the seed back */
+            o = o2;
+        }
         run("gguf", fuzz_gguf_one, seeds, 1, 20000);
     }
 #endif

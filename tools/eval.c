@@ -100,6 +100,12 @@ static int parse_modes(const char *prog, const char *modes, const char *names[3]
     char buf[64];
     int nm = 0;
     if (strlen(modes) >= sizeof buf) modes = "?";
+    /* strtok skips empty items: 'dense,' and 'dense,,sparse' passed (bench run refuses them) */
+    if (modes[0] == ',' || (modes[0] && modes[strlen(modes) - 1] == ',') || strstr(modes, ",,")) {
+        fprintf(stderr, "%s: --modes is a comma list of distinct dense, sparse, auto (got '%s': an empty item)\n", prog,
+                modes);
+        return 0;
+    }
     snprintf(buf, sizeof buf, "%s", modes);
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
         const char *k = !strcmp(t, "dense") ? "dense" : !strcmp(t, "sparse") ? "sparse" : !strcmp(t, "auto") ? "auto" : NULL;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr) {
     FILE *f = to_stderr ? stderr : stdout;
@@ -154,4 +155,30 @@ int opts_file_in_dir(const char *path, const char *dir) {
 int opts_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int opts_output_file_check(const char *prog, const char *flag, const char *path) {
+    struct stat sb;
+    if (!path || !*path) {
+        fprintf(stderr, "%s: %s needs a file name\n", prog, flag);
+        return -1;
+    }
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: %s %s is a folder, not a file\n", prog, flag, path);
+        return -1;
+    }
+    char parent[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(parent, sizeof parent, ".");
+    else if (slash == path) snprintf(parent, sizeof parent, "/");
+    else snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+    if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: %s %s: the folder '%s' does not exist\n", prog, flag, path, parent);
+        return -1;
+    }
+    if (access(parent, W_OK | X_OK) != 0) {
+        fprintf(stderr, "%s: %s %s: cannot write in the folder '%s': %s\n", prog, flag, path, parent, strerror(errno));
+        return -1;
+    }
+    return 0;
 }

@@ -36,5 +36,8 @@ int opts_same_file(const char *a, const char *b);
 int opts_file_in_dir(const char *path, const char *dir);
 /* 1 when path's parent is the folder dir, whether or not path exists (an output about to be written), else 0. */
 int opts_path_in_dir(const char *path, const char *dir);
+/* Checks that an output file can be created at path before any work is done: it is not a folder, and its parent
+ * folder exists and is writable. 0, or -1 after printing "prog: flag PATH: why". */
+int opts_output_file_check(const char *prog, const char *flag, const char *path);
 
 #endif

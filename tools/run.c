@@ -243,6 +243,15 @@ int cmd_run(int argc, char **argv) {
                 prompt || prompt_file || tokens_arg ? " (not more than one)" : "");
         return 2;
     }
+    /* options that only shape a text prompt through the chat template did nothing elsewhere, silently */
+    if ((system || answer_prefix) && !chat) {
+        fprintf(stderr, "infllm run: %s applies to --chat only\n", system ? "--system" : "--answer-prefix");
+        return 2;
+    }
+    if (chat && tokens_arg) {
+        fprintf(stderr, "infllm run: --chat wraps a text prompt (-p / -f) in the chat template, not --tokens ids\n");
+        return 2;
+    }
     if (n_predict < 0) {
         fprintf(stderr, "infllm run: -n must be >= 0\n");
         return 2;
@@ -253,6 +262,8 @@ int cmd_run(int argc, char **argv) {
         return 2;
     }
     if (dump_logits) {
+        /* a folder that cannot take the file failed only after the whole prefill */
+        if (opts_output_file_check("infllm run", "--dump-logits", dump_logits)) return 2;
         /* the model (a GGUF, or a Hugging Face folder's .json / .safetensors files) and the prompt stay intact */
         const int model_file = opts_same_file(dump_logits, o.model) ||
                                (opts_file_in_dir(dump_logits, o.model) && mdl_hf_file_name(dump_logits));
@@ -305,11 +316,18 @@ int cmd_run(int argc, char **argv) {
             ret = 2;
             goto done;
         }
+    /* room for the generated tokens: at most --ctx of them are ever generated (a larger -n is cut below), so a
+     * huge -n must not size the buffer (-n 2147483647 asked for 8 GiB and failed as "the prompt is empty") */
+    const size_t gen_room = (size_t)((int64_t)n_predict < o.ctx ? (int64_t)n_predict : o.ctx);
     if (tokens_arg) {
         size_t cap = strlen(tokens_arg) / 2 + 2;
-        ids = malloc(sizeof(int32_t) * (cap + (size_t)n_predict + 1));
+        ids = malloc(sizeof(int32_t) * (cap + gen_room + 1));
+        if (!ids) {
+            fprintf(stderr, "infllm run: out of memory (token buffer)\n");
+            goto done;
+        }
         const char *p = tokens_arg;
-        while (ids && *p) {
+        while (*p) {
             char *end;
             errno = 0;
             long v = strtol(p, &end, 10);
@@ -354,7 +372,7 @@ int cmd_run(int argc, char **argv) {
             special = 1;
             add_bos = run_chat_add_bos(R.tok, in); /* 0 when the template starts with BOS */
         }
-        ids = run_tokenize("infllm run", R.tok, in, len, add_bos, special, (size_t)n_predict, &n_prompt);
+        ids = run_tokenize("infllm run", R.tok, in, len, add_bos, special, gen_room, &n_prompt);
         if (!ids) goto done;
     }
     if (n_prompt < 1) {
@@ -362,6 +380,13 @@ int cmd_run(int argc, char **argv) {
         ret = 2;
         goto done;
     }
+    for (int64_t i = 0; tokens_arg && i < n_prompt; i++)
+        if (ids[i] >= R.m->cfg.n_vocab) { /* a bad argument, as in eval ppl: exit 2, before the session is made */
+            fprintf(stderr, "infllm run: --tokens: token id %d (position %lld) is outside the vocabulary (0..%d)\n",
+                    ids[i], (long long)i, R.m->cfg.n_vocab - 1);
+            ret = 2;
+            goto done;
+        }
     if (n_prompt > o.ctx) {
         fprintf(stderr,
                 "infllm run: the prompt has %lld tokens, more than the context (--ctx %lld): raise --ctx or shorten "

@@ -90,6 +90,11 @@ int ggml_block_size(uint32_t type) {
     case GGML_IQ4_NL: return 32;
     case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K:
     case GGML_IQ4_XS: return 256;
+    /* layouts ggml defines but the model cannot use: a file may carry such tensors for roles this runtime
+     * does not read, so the parser bounds-checks them and the loader refuses them only where they are used */
+    case 24: case 25: case 26: case 27: case 28: return 1; /* I8, I16, I32, I64, F64 */
+    case 16: case 17: case 18: case 19: case 21: case 22: case 29: case 34: case 35: return 256; /* IQ2_XXS .. TQ2_0 */
+    case 39: return 32; /* MXFP4 */
     default: return 0;
     }
 }
@@ -111,6 +116,20 @@ static size_t type_block_bytes(uint32_t type) {
     case GGML_Q8_K: return 292;
     case GGML_IQ4_NL: return 18;
     case GGML_IQ4_XS: return 136;
+    case 24: return 1;   /* I8 */
+    case 25: return 2;   /* I16 */
+    case 26: return 4;   /* I32 */
+    case 27: case 28: return 8; /* I64, F64 */
+    case 16: return 66;  /* IQ2_XXS */
+    case 17: return 74;  /* IQ2_XS */
+    case 18: return 98;  /* IQ3_XXS */
+    case 19: return 50;  /* IQ1_S */
+    case 21: return 110; /* IQ3_S */
+    case 22: return 82;  /* IQ2_S */
+    case 29: return 56;  /* IQ1_M */
+    case 34: return 54;  /* TQ1_0 */
+    case 35: return 66;  /* TQ2_0 */
+    case 39: return 17;  /* MXFP4 */
     default: return 0;
     }
 }
@@ -175,6 +194,32 @@ void gguf_close(gguf_file *g) {
         close(g->fd);
     }
     free(g);
+}
+
+static int cmp_str_ptr(const void *a, const void *b) {
+    const gguf_str *x = *(const gguf_str *const *)a, *y = *(const gguf_str *const *)b;
+    const uint64_t n = x->n < y->n ? x->n : y->n;
+    const int c = n ? memcmp(x->p, y->p, (size_t)n) : 0;
+    return c ? c : (x->n < y->n ? -1 : x->n > y->n);
+}
+
+/* a name given twice (a metadata key or a tensor), found by sorting pointers to the n names at base + i * stride
+ * (O(n log n): a header may hold millions); NULL when all differ or on allocation failure (*oom set) */
+static const gguf_str *first_duplicate(const void *base, size_t stride, uint64_t n, int *oom) {
+    *oom = 0;
+    if (n < 2) return NULL;
+    const gguf_str **v = malloc((size_t)n * sizeof *v);
+    if (!v) {
+        *oom = 1;
+        return NULL;
+    }
+    for (uint64_t i = 0; i < n; i++) v[i] = (const gguf_str *)(const void *)((const char *)base + i * stride);
+    qsort(v, (size_t)n, sizeof *v, cmp_str_ptr);
+    const gguf_str *dup = NULL;
+    for (uint64_t i = 1; i < n && !dup; i++)
+        if (!cmp_str_ptr(&v[i - 1], &v[i])) dup = v[i];
+    free(v);
+    return dup;
 }
 
 static gguf_file *parse(gguf_file *g) {
@@ -278,6 +323,22 @@ static gguf_file *parse(gguf_file *g) {
         }
         if (rd_u32(&r, &t->type, "tensor type") || rd_u64(&r, &t->offset, "tensor offset")) goto fail;
     }
+    /* a key or tensor given twice is ambiguous (which one would be read depends on the lookup): refused, as
+     * llama.cpp's gguf reader does */
+    {
+        int oom = 0;
+        const gguf_str *dup = first_duplicate(&g->kv[0].key, sizeof *g->kv, g->n_kv, &oom);
+        const char *what = "metadata key";
+        if (!dup && !oom) {
+            dup = first_duplicate(&g->tensors[0].name, sizeof *g->tensors, g->n_tensors, &oom);
+            what = "tensor";
+        }
+        if (oom || dup) {
+            if (oom) mdl_fail("gguf: out of memory");
+            else mdl_fail("gguf: %s '%.*s' appears more than once", what, (int)(dup->n < 200 ? dup->n : 200), dup->p);
+            goto fail;
+        }
+    }
     /* data section */
     size_t hdr = (size_t)(r.p - r.base);
     size_t data_off = (hdr + g->alignment - 1) / g->alignment * g->alignment;
@@ -336,7 +397,7 @@ fail:
 }
 
 gguf_file *gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO fails the regular-file check below, not blocks here */
     if (fd < 0) {
         mdl_fail("cannot open '%s': %s", path, strerror(errno));
         return NULL;

@@ -2,10 +2,13 @@
 #include "json.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct chunk {
     struct chunk *next;
@@ -439,12 +442,19 @@ json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_
 }
 
 json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *err) {
-    FILE *f = fopen(path, "rb");
+    /* a regular file only: O_NONBLOCK so that a FIFO in its place fails here instead of blocking the open, and
+     * the S_ISREG check so that a device (a config.json linked to /dev/zero) is not read until memory runs out */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    struct stat sb;
+    const int not_regular = fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode));
+    FILE *f = fd >= 0 && !not_regular ? fdopen(fd, "rb") : NULL;
     if (!f) {
         if (err) {
             err->offset = 0;
-            snprintf(err->msg, sizeof err->msg, "cannot open: %s", strerror(errno));
+            if (not_regular) snprintf(err->msg, sizeof err->msg, "not a regular file");
+            else snprintf(err->msg, sizeof err->msg, "cannot open: %s", strerror(errno));
         }
+        if (fd >= 0) close(fd);
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;

@@ -144,6 +144,32 @@ static int load_gguf(mdl_model *m, const char *path) {
     if (g_vec(m, "output_norm.weight", E, &m->output_norm, 0)) return -1;
     if (g_vec(m, "rope_factors_long.weight", c->head_dim / 2, &c->rope_factors_long, 1)) return -1;
     if (g_vec(m, "rope_factors_short.weight", c->head_dim / 2, &c->rope_factors_short, 1)) return -1;
+    if (g_vec(m, "rope_freqs.weight", c->head_dim / 2, &c->rope_freqs, 1)) return -1;
+    /* RoPE scaling as llama.cpp reads it: the type defaults to linear, whose factor (rope.scaling.factor, or the
+     * older rope.scale_linear) divides the positions; "none" ignores the factor; YaRN is not implemented, so it
+     * is refused rather than run unscaled */
+    {
+        char stype[32] = "linear";
+        snprintf(k, sizeof k, "%s.rope.scaling.type", c->arch);
+        const gguf_kv *tkv = gguf_find(g, k);
+        if (tkv && gguf_get_str(g, k, stype, sizeof stype))
+            return mdl_fail("model: %s must be a string", k);
+        snprintf(k, sizeof k, "%s.rope.scaling.factor", c->arch);
+        double factor = gguf_get_float(g, k, 0.0);
+        if (factor == 0.0) {
+            snprintf(k, sizeof k, "%s.rope.scale_linear", c->arch);
+            factor = gguf_get_float(g, k, 0.0);
+        }
+        if (!strcmp(stype, "none")) {
+            c->rope_freq_scale = 1.f;
+        } else if (!strcmp(stype, "linear") || !strcmp(stype, "longrope")) {
+            if (!(factor >= 0) || !isfinite(factor))
+                return mdl_fail("model: RoPE scaling factor %g must be finite and >= 0", factor);
+            c->rope_freq_scale = factor == 0.0 ? 1.f : (float)(1.0 / factor);
+        } else {
+            return mdl_fail("model: RoPE scaling type '%s' is not supported (none, linear and longrope are)", stype);
+        }
+    }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return mdl_fail("out of memory");
     for (int l = 0; l < c->n_layer; l++) {
@@ -161,8 +187,16 @@ static int load_gguf(mdl_model *m, const char *path) {
             g_vec(m, T("attn_q_norm.weight"), c->head_dim, &L->q_norm, strcmp(c->arch, "qwen3") != 0) ||
             g_vec(m, T("attn_k_norm.weight"), c->head_dim, &L->k_norm, strcmp(c->arch, "qwen3") != 0))
             return -1;
+        /* tensors llama.cpp adds to these layers that this forward does not apply: refused rather than
+         * silently dropped (the logits would be wrong) */
+        static const char *const unapplied[] = {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+        for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
+            snprintf(n, sizeof n, "blk.%d.%s", l, unapplied[i]);
+            if (gguf_find_tensor(g, n)) return mdl_fail("model: tensor '%s' is not supported (it would be ignored)", n);
+        }
 #undef T
     }
+    if (gguf_find_tensor(g, "output.bias")) return mdl_fail("model: tensor 'output.bias' is not supported (it would be ignored)");
     infllm_params_default(&c->sparse);
     m->is_gguf = 1;
     return 0;
@@ -250,6 +284,7 @@ static int load_hf(mdl_model *m, const char *dir) {
     c->rope_interleaved = 0; /* HF rotate_half */
     c->embed_scale = c->residual_scale = c->logit_scale = 1.f;
     c->rope_attn_factor = 1.f;
+    c->rope_freq_scale = 1.f;
     if (!strcmp(mt, "minicpm")) {
         c->embed_scale = (float)json_get_num(r, "scale_emb", 1.0);
         double sd = json_get_num(r, "scale_depth", 1.0);
@@ -269,8 +304,15 @@ static int load_hf(mdl_model *m, const char *dir) {
                                                  json_get_int(r, "original_max_position_embeddings", c->ctx_train)));
             double M = c->ctx_train, M0 = c->rope_orig_ctx;
             c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
+        } else if (rt && !strcmp(rt, "linear")) { /* HF divides the positions by the factor */
+            double factor = json_get_num(rs, "factor", 0.0);
+            if (!(factor > 0) || !isfinite(factor)) {
+                mdl_fail("%s: rope_scaling 'linear' needs a factor > 0", p);
+                goto out;
+            }
+            c->rope_freq_scale = (float)(1.0 / factor);
         } else if (rt && strcmp(rt, "default")) {
-            mdl_fail("%s: rope_scaling type '%s' is not supported (longrope is)", p, rt);
+            mdl_fail("%s: rope_scaling type '%s' is not supported (linear and longrope are)", p, rt);
             goto out;
         }
     }
@@ -297,7 +339,21 @@ static int load_hf(mdl_model *m, const char *dir) {
         s_weight(m, "lm_head.weight", E, c->n_vocab, &m->output, 1) ||
         s_vec(m, "model.norm.weight", E, &m->output_norm, 0))
         goto out;
-    if (!m->output.data) m->output = m->tok_embd;
+    if (!m->output.data) {
+        /* a config that says the output is not tied to the embedding needs its own lm_head: without it the
+         * checkpoint is incomplete (transformers would start it from random values), not tied */
+        const json_value *tie = json_get(r, "tie_word_embeddings");
+        bool tied = true;
+        if (tie && json_bool(tie, &tied) && !tied) {
+            mdl_fail("%s: tie_word_embeddings is false but the checkpoint has no lm_head.weight", p);
+            goto out;
+        }
+        m->output = m->tok_embd;
+    }
+    if (st_find(m->st, "lm_head.bias")) {
+        mdl_fail("model: tensor 'lm_head.bias' is not supported (it would be ignored)");
+        goto out;
+    }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         mdl_fail("out of memory");
@@ -321,6 +377,17 @@ static int load_hf(mdl_model *m, const char *dir) {
             s_vec(m, T("self_attn.q_norm.weight"), c->head_dim, &L->q_norm, strcmp(mt, "qwen3") != 0) ||
             s_vec(m, T("self_attn.k_norm.weight"), c->head_dim, &L->k_norm, strcmp(mt, "qwen3") != 0))
             goto out;
+        /* biases this forward does not apply (llama's attention_bias adds o_proj's, mlp_bias the MLP's): refused
+         * rather than silently dropped */
+        static const char *const unapplied[] = {"self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
+                                                "mlp.down_proj.bias"};
+        for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
+            snprintf(n, sizeof n, "model.layers.%d.%s", l, unapplied[i]);
+            if (st_find(m->st, n)) {
+                mdl_fail("model: tensor '%s' is not supported (it would be ignored)", n);
+                goto out;
+            }
+        }
 #undef T
     }
     rc = 0;
@@ -337,14 +404,16 @@ static int check_config_values(const mdl_config *c) {
     if (!isfinite(c->rope_theta) || c->rope_theta <= 0)
         return mdl_fail("model: the RoPE base (rope_theta, rope.freq_base) %g must be finite and > 0", (double)c->rope_theta);
     if (!isfinite(c->embed_scale) || !isfinite(c->residual_scale) || !isfinite(c->logit_scale) ||
-        c->logit_scale == 0 || !isfinite(c->rope_attn_factor))
+        c->logit_scale == 0 || !isfinite(c->rope_attn_factor) || !(c->rope_freq_scale > 0) ||
+        !isfinite(c->rope_freq_scale))
         return mdl_fail("model: embedding / residual / logit / RoPE attention scales (%g, %g, %g, %g) must be finite, "
                         "the logit scale nonzero",
                         (double)c->embed_scale, (double)c->residual_scale, (double)c->logit_scale,
                         (double)c->rope_attn_factor);
     for (int i = 0; i < c->head_dim / 2; i++)
         if ((c->rope_factors_long && !(c->rope_factors_long[i] > 0 && isfinite(c->rope_factors_long[i]))) ||
-            (c->rope_factors_short && !(c->rope_factors_short[i] > 0 && isfinite(c->rope_factors_short[i]))))
+            (c->rope_factors_short && !(c->rope_factors_short[i] > 0 && isfinite(c->rope_factors_short[i]))) ||
+            (c->rope_freqs && !(c->rope_freqs[i] > 0 && isfinite(c->rope_freqs[i]))))
             return mdl_fail("model: RoPE scaling factor %d must be finite and > 0", i);
     return 0;
 }
@@ -454,7 +523,9 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
     s->hb = b; b += ch * (size_t)c->n_ff;
     s->hb2 = b;
     const float *fac = NULL;
-    if (c->rope_factors_long || c->rope_factors_short)
+    if (c->rope_freqs) /* llama.cpp's build_rope_factors: rope_freqs first */
+        fac = c->rope_freqs;
+    else if (c->rope_factors_long || c->rope_factors_short)
         fac = (c->rope_orig_ctx > 0 && ctx > c->rope_orig_ctx && c->rope_factors_long) ? c->rope_factors_long
               : c->rope_factors_short ? c->rope_factors_short : c->rope_factors_long;
     for (int i = 0; i < c->head_dim / 2; i++) s->rope_ff[i] = fac ? fac[i] : 1.f;
@@ -570,7 +641,7 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
     for (int t = 0; t < n; t++) {
         float theta = (float)(s->pos + t);
         for (int i = 0; i < h2; i++) {
-            float th = theta / s->rope_ff[i];
+            float th = c->rope_freq_scale * (theta / s->rope_ff[i]); /* ggml: freq_scale * theta_extrap */
             cs[t * h2 + i] = cosf(th) * c->rope_attn_factor;
             sn[t * h2 + i] = sinf(th) * c->rope_attn_factor;
             theta *= theta_scale;

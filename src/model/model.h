@@ -31,6 +31,10 @@ typedef struct mdl_config {
     int rope_interleaved;      /* 1: pairs (2i, 2i+1) (GGUF llama weights); 0: (i, i+d/2) (HF) */
     float embed_scale, residual_scale, logit_scale; /* minicpm muP: x*, branch*, logits/ */
     const float *rope_factors_long, *rope_factors_short; /* [head_dim/2] or NULL */
+    const float *rope_freqs;   /* [head_dim/2] frequency divisors at every context length (GGUF rope_freqs.weight,
+                                  llama3-style scaling; llama.cpp prefers them to the LongRoPE pair), or NULL */
+    float rope_freq_scale;     /* positions are multiplied by this before the rotation (linear RoPE scaling:
+                                  1 / factor), 1 otherwise */
     int rope_orig_ctx;         /* LongRoPE original context (0: none) */
     float rope_attn_factor;    /* cos/sin multiplier (LongRoPE), 1 otherwise */
     int has_sparse_config;     /* HF config carried sparse_config */

@@ -310,7 +310,7 @@ static int map_shard(st_model *m, const char *path, char *err, size_t errlen) {
         seterr(err, errlen, "out of memory");
         return -1;
     }
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO fails the regular-file check below, not blocks here */
     if (fd < 0) {
         seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
