@@ -198,7 +198,8 @@ infllm_status infllm_topk_select(const infllm_params *p, const infllm_layout *l,
 
 /* Stage 2, block-sparse attention (SPEC B §9): query t, head h attends the keys j <= its
  * position whose block j / B is a non-negative entry of topk_idx[h / G][t].
- *   topk_idx [Hkv, total_q, topk_cols] (topk_cols >= 1; -1 entries ignored)
+ *   topk_idx [Hkv, total_q, topk_cols] (topk_cols >= 1, or 0 when total_q is 0: the topk_out of a batch
+ *   without keys; -1 entries ignored)
  *   out [total_q, Hq, D] (layout dtype), lse [total_q, Hq] float32 or NULL.
  * A row with no key (cannot happen with a forced current block) gets out = 0, lse = -inf. */
 infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layout *l,

@@ -206,6 +206,9 @@ with tempfile.TemporaryDirectory() as tmp:
          "has no keys"),
         (good + ["--block-size", "40"], "multiple of kernel_stride"),
         (good + ["--cache-len", "800"], "cache-len"),
+        # a negative --cache-len was taken for "not given" and the run went ahead as a prefill (exit 0)
+        (good + ["--cache-len", "-5"], "--cache-len must be >= 0"),
+        (good + ["--cache-len", "-1"], "--cache-len must be >= 0"),
         (good + ["--mode", "fast"], "--mode"),
         (good + ["--device", "tpu"], "--device"),
         (["--k", os.path.join(tmp, "k.npy")], "required"),

@@ -110,6 +110,14 @@ else:
     check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
           f"bench attn --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
 
+# --threads 0 means all cores, as for infllm attn (it ran 1 thread): the row reports the default's count
+p0 = run("bench", "attn", *SMALL, "--seqlen", "256", "--modes", "dense", "--threads", "0", "--format", "json")
+ti = SMALL.index("--threads")
+pd = run("bench", "attn", *(SMALL[:ti] + SMALL[ti + 2:]), "--seqlen", "256", "--modes", "dense", "--format", "json")
+r0, rd = json_rows(p0, "--threads 0"), json_rows(pd, "default threads")
+check(p0.returncode == 0 and r0 and rd and r0[0]["threads"] == rd[0]["threads"],
+      f"--threads 0 runs the default (all cores): {r0[:1]} vs {rd[:1]}, {p0.stderr[-200:]!r}")
+
 # bad input: a clear message, exit 2, nothing on stdout
 for args, what in (
     (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
@@ -136,6 +144,8 @@ for args, what in (
     (["bench", "peak", "--seconds", "0"], "--seconds"),
     (["bench", "attn", "--peak", "-5"], "--peak"),
     (["bench", "attn", "--threads", "5000"], "--threads"),  # past the library's INFLLM_MAX_THREADS
+    (["bench", "attn", "--threads", "-1"], "--threads"),  # was quietly taken for 1 thread
+    (["bench", "peak", "--threads", "-3"], "--threads"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",

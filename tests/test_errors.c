@@ -402,6 +402,40 @@ static void test_empty_calls(void) {
             }
 }
 
+/* A batch without keys (every sequence empty): infllm_get_sizes gives topk_out 0, and a training step's calls
+ * with it (infllm_select_blocks, then the sparse forward and backward on topk_out columns) succeed; they once
+ * refused the 0 columns ("topk_cols must be >= 1") though no row would read one. Columns stay >= 1 wherever
+ * there is a query (test_op_args), and a negative count is refused here too. */
+static void test_keyless_batch(void) {
+    printf("a batch without keys, topk_out columns:\n");
+    static const int32_t cu0[4] = {0, 0, 0, 0};
+    for (int be = 0; be < 2; be++)
+        for (int nseq = 1; nseq <= 3; nseq += 2) {
+            infllm_params p = base_params();
+            p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+            p.mode = INFLLM_MODE_SPARSE;
+            infllm_layout l = base_layout();
+            l.total_q = l.total_k = 0;
+            if (nseq > 1) {
+                l.num_seqs = nseq;
+                l.cu_seqlens_q = cu0;
+                l.cu_seqlens_k = cu0;
+            }
+            infllm_sizes sz;
+            size_t bytes = 1;
+            CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+            CHECK(sz.topk_out == 0, "topk_out %d of a batch without keys", (int)sz.topk_out);
+            CHECK_OK(infllm_select_blocks(&p, &l, q, k, topk));
+            CHECK_OK(infllm_sparse_attention(&p, &l, q, k, v, topk, sz.topk_out, out, lse));
+            CHECK_OK(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, sz.topk_out, lse, dout, dq, dk, dv));
+            CHECK_OK(infllm_sparse_attention_workspace_size(&p, &l, sz.topk_out, &bytes));
+            CHECK(bytes == 0, "workspace bytes on a host backend: %zu", bytes);
+            EXPECT(infllm_sparse_attention(&p, &l, q, k, v, topk, -1, out, lse), INFLLM_ERR_SHAPE);
+            EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, -1, lse, dout, dq, dk, dv),
+                   INFLLM_ERR_SHAPE);
+        }
+}
+
 static void test_cache_errors(void) {
     infllm_params p = base_params();
     infllm_cache *c = (infllm_cache *)&p; /* must be overwritten with NULL on failure */
@@ -563,6 +597,7 @@ int main(void) {
     test_layout();
     test_op_args();
     test_empty_calls();
+    test_keyless_batch();
     test_cache_errors();
     test_misc();
     return finish("test_errors");

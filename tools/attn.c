@@ -3,6 +3,7 @@
  * as .npy in the layout of shared/golden (see its README). With --dout (dLoss/dout) it also
  * writes dq, dk and dv (the backward on the host backends, the selection held fixed).
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,14 @@
 
 typedef struct attn_opts {
     const char *q, *k, *v, *cu_seqlens, *cu_seqlens_q, *out, *dump, *mode, *device, *dout, *grad_dir;
-    int cache_len;
+    int cache_len; /* ATTN_CACHE_LEN_UNSET when --cache-len is not given */
     int block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse, threads;
     float scale;
     int quiet;
 } attn_opts;
+
+/* o.cache_len before parsing: any negative value a user gives is refused, this one included */
+#define ATTN_CACHE_LEN_UNSET INT_MIN
 
 static double now_s(void) {
     struct timespec ts;
@@ -176,7 +180,7 @@ int cmd_attn(int argc, char **argv) {
     infllm_params_default(&p);
     attn_opts o;
     memset(&o, 0, sizeof o);
-    o.cache_len = -1;
+    o.cache_len = ATTN_CACHE_LEN_UNSET;
     o.mode = "auto";
     o.device = "cpu";
     o.block_size = p.block_size;
@@ -225,6 +229,10 @@ int cmd_attn(int argc, char **argv) {
     }
     if (!o.dout != !o.grad_dir) {
         fprintf(stderr, "infllm attn: --dout and --grad-dir go together (the gradients need both)\n");
+        return 2;
+    }
+    if (o.cache_len != ATTN_CACHE_LEN_UNSET && o.cache_len < 0) { /* was taken for "not given" and ignored */
+        fprintf(stderr, "infllm attn: --cache-len must be >= 0 (got %d)\n", o.cache_len);
         return 2;
     }
     if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: at write) */

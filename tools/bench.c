@@ -829,10 +829,14 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         fprintf(stderr, "infllm bench: --seconds must be > 0 and --peak >= 0 (0: measure it)\n");
         return 2;
     }
-    if (o->threads > INFLLM_MAX_THREADS) {
-        fprintf(stderr, "infllm bench: --threads must be at most %d\n", INFLLM_MAX_THREADS);
+    /* 0: all cores, as infllm attn's --threads and infllm_params.num_threads (it ran 1 thread, and a negative
+     * count was quietly taken for 1) */
+    if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) {
+        fprintf(stderr, "infllm bench: --threads must be in 0..%d (0: all cores; got %d)\n", INFLLM_MAX_THREADS,
+                o->threads);
         return 2;
     }
+    if (o->threads == 0) o->threads = infllm_cpu_num_threads();
     if (o->threads < 1) o->threads = 1;
     return 0;
 }

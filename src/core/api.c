@@ -192,9 +192,12 @@ static infllm_status check_tensor_sizes(const infllm_attn_params *ap) {
     return INFLLM_OK;
 }
 
-/* topk_idx [Hkv, total_q, topk_cols] of the stage-2 ops */
+/* topk_idx [Hkv, total_q, topk_cols] of the stage-2 ops. 0 columns only without a query row: that is the
+ * topk_out infllm_get_sizes gives a batch without keys (every sequence empty), and no entry is read */
 static infllm_status check_topk_cols(const infllm_attn_params *ap, int32_t topk_cols) {
-    if (topk_cols < 1) return infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (got %d)", topk_cols);
+    if (topk_cols < 0 || (topk_cols == 0 && ap->total_q > 0))
+        return infllm_set_error(INFLLM_ERR_SHAPE, "topk_cols must be >= 1 (0 only when total_q is 0; got %d)",
+                                topk_cols);
     if (!tensor_fits(ap->Hkv, ap->total_q, topk_cols, sizeof(int32_t)))
         return infllm_set_error(INFLLM_ERR_SHAPE,
                                 "topk_idx of Hkv %d x total_q %lld x topk_cols %d is too large for the address space",
