@@ -49,7 +49,7 @@ class Tiny:
     interleaved RoPE pairing, for qwen2 / qwen3 (NEOX RoPE) as in the HF checkpoint."""
 
     def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
-                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False, rope_freqs=False, rope_linear=None):
+                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False, rope_freqs=False, rope_linear=None, rope_llama3=None):
         r = np.random.default_rng(seed)
         self.arch, self.E, self.H, self.KV, self.F, self.L, self.V = arch, n_embd, n_head, n_kv, n_ff, n_layer, n_vocab
         self.D = head_dim or n_embd // n_head
@@ -94,6 +94,23 @@ class Tiny:
         # llama3-style frequency divisors (GGUF rope_freqs.weight) and linear RoPE scaling (positions / factor)
         self.rope_freqs = (1.0 + 7.0 * r.random(self.D // 2)).astype(np.float32) if rope_freqs else None
         self.rope_linear = rope_linear
+        # Llama 3.1 scaling (dict factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+        # config.json's rope_scaling, and the divisors llama.cpp's converter writes as rope_freqs.weight
+        self.rope_llama3 = rope_llama3
+        if rope_llama3:
+            f, lo, hi, old = (rope_llama3[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                                       "original_max_position_embeddings"))
+            div = []
+            for i in range(self.D // 2):
+                wavelen = 2 * np.pi * theta ** (2.0 * i / self.D)
+                if wavelen < old / hi:
+                    div.append(1.0)
+                elif wavelen > old / lo:
+                    div.append(f)
+                else:
+                    sm = (old / wavelen - lo) / (hi - lo)
+                    div.append(1.0 / ((1 - sm) / f + sm))
+            self.rope_freqs = np.array(div, dtype=np.float32)
 
     # -- GGUF --------------------------------------------------------------------------
     def write_gguf(self, path, types, tokenizer=False):
@@ -219,7 +236,9 @@ class Tiny:
             f = [float(x) for x in self.factors]
             cfg["rope_scaling"] = {"rope_type": "longrope", "long_factor": f, "short_factor": f,
                                    "original_max_position_embeddings": 4096}
-        assert self.rope_freqs is None, "write_hf: rope_freqs has no config.json form here"
+        assert self.rope_freqs is None or self.rope_llama3, "write_hf: random rope_freqs have no config.json form"
+        if self.rope_llama3:
+            cfg["rope_scaling"] = {"rope_type": "llama3", **self.rope_llama3}
         if self.rope_linear is not None:
             cfg["rope_scaling"] = {"rope_type": "linear", "factor": self.rope_linear}
         with open(os.path.join(folder, "config.json"), "w") as fh:

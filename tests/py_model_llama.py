@@ -109,6 +109,30 @@ with tempfile.TemporaryDirectory() as tmp:
             mr.write_hf(hr)
             e = rel_err(run_logits(exe, hr, toks, tmp, ["--attn", "dense", *KV32]), ref_r)
             c.check(e < 1e-4, f"config.json rope_scaling linear (factor {mr.rope_linear}) vs numpy float64: rel err {e:.2e}")
+    # Llama 3.1's rope_scaling (type llama3) in config.json, and its GGUF twin's rope_freqs.weight: the three bands
+    # (kept, blended, divided by factor) all occur at head_dim 32 with these lengths
+    l3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
+    m3 = Tiny("llama", seed=9, n_layer=1, rope_llama3=l3)
+    bands = (np.sum(m3.rope_freqs == 1.0), np.sum(m3.rope_freqs == 8.0))
+    c.check(bands[0] > 0 and bands[1] > 0 and bands[0] + bands[1] < len(m3.rope_freqs),
+            f"llama3 divisors take all three bands: {bands[0]} kept, {bands[1]} divided by 8, "
+            f"{len(m3.rope_freqs) - bands[0] - bands[1]} blended")
+    h3, g3 = os.path.join(tmp, "l3-hf"), os.path.join(tmp, "l3.gguf")
+    m3.write_gguf(g3, {})
+    m3.write_hf(h3)
+    ref3 = m3.forward(toks)
+    e_h = rel_err(run_logits(exe, h3, toks, tmp, ["--attn", "dense", *KV32]), ref3)
+    e_g = rel_err(run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32]), ref3)
+    c.check(e_h < 1e-4 and e_g < 1e-4,
+            f"config.json rope_scaling llama3 / GGUF rope_freqs twin vs numpy float64: rel err {e_h:.2e} / {e_g:.2e}")
+    bad3 = dict(l3, high_freq_factor=0.5)
+    m3.rope_llama3 = bad3  # the same weights, a config whose bands are reversed
+    m3.write_hf(os.path.join(tmp, "l3-bad"))
+    try:
+        run_logits(exe, os.path.join(tmp, "l3-bad"), toks[:4], tmp)
+        c.check(False, "rope_scaling llama3 with high_freq_factor < low_freq_factor: refused")
+    except RuntimeError as err:
+        c.check("llama3" in str(err), f"rope_scaling llama3 with high < low freq factor: refused ({str(err)[-90:]})")
     import gguf as _gguf
     my = Tiny("llama", seed=8, n_layer=1)
     orig_init = _gguf.GGUFWriter.__init__

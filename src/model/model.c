@@ -281,6 +281,10 @@ static int load_hf(mdl_model *m, const char *dir) {
         goto out;
     }
     c->head_dim = mdl_sat_i32(json_get_int(r, "head_dim", c->n_embd / c->n_head));
+    if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2) { /* as the GGUF loader */
+        mdl_fail("%s: bad head_dim %d", p, c->head_dim);
+        goto out;
+    }
     c->rope_interleaved = 0; /* HF rotate_half */
     c->embed_scale = c->residual_scale = c->logit_scale = 1.f;
     c->rope_attn_factor = 1.f;
@@ -311,8 +315,39 @@ static int load_hf(mdl_model *m, const char *dir) {
                 goto out;
             }
             c->rope_freq_scale = (float)(1.0 / factor);
+        } else if (rt && !strcmp(rt, "llama3")) {
+            /* Llama 3.1 / 3.2: a divisor a frequency, as transformers' _compute_llama3_parameters scales inv_freq
+             * and llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor
+             * keep theirs (1), above old_ctx / low_freq_factor are divided by factor, and the band between
+             * blends the two */
+            const double factor = json_get_num(rs, "factor", 0.0), lo = json_get_num(rs, "low_freq_factor", 0.0),
+                         hi = json_get_num(rs, "high_freq_factor", 0.0),
+                         old_ctx = (double)json_get_int(rs, "original_max_position_embeddings", 0);
+            if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0)) {
+                mdl_fail("%s: rope_scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                         "original_max_position_embeddings > 0", p);
+                goto out;
+            }
+            float *div = own_floats(m, (size_t)(c->head_dim / 2));
+            if (!div) {
+                mdl_fail("out of memory");
+                goto out;
+            }
+            const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi, PI = 3.14159265358979323846;
+            for (int i = 0; i < c->head_dim / 2; i++) {
+                const double wavelen = 2.0 * PI * pow((double)c->rope_theta, 2.0 * i / c->head_dim);
+                if (wavelen < hi_wavelen) {
+                    div[i] = 1.f;
+                } else if (wavelen > lo_wavelen) {
+                    div[i] = (float)factor;
+                } else {
+                    const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                    div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+                }
+            }
+            c->rope_freqs = div;
         } else if (rt && strcmp(rt, "default")) {
-            mdl_fail("%s: rope_scaling type '%s' is not supported (linear and longrope are)", p, rt);
+            mdl_fail("%s: rope_scaling type '%s' is not supported (linear, llama3 and longrope are)", p, rt);
             goto out;
         }
     }
