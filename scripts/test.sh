@@ -65,7 +65,8 @@ fi
 if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_CROSS:-0}" != 1 ]; then
   echo "=== aarch64 cross build (-Werror) and its quick tests under qemu ==="
   # the x86 SIMD files must stay out of other CPUs' builds (session 35: no aarch64 build compiled), and the NEON
-  # attention kernels (kern_neon.c, session 38) run test_diff's quick grid and the golden case here; the
+  # attention kernels (kern_neon.c, session 38) run test_diff's quick grid and the golden case here, and the model
+  # runtime and the CLI their end-to-end tests (the py_ scripts start the command under qemu); the
   # toolchain and qemu come from Debian's packages, and where they cannot be installed this stage is skipped
   if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -79,7 +80,7 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_CROSS:-0}" != 1 ]; then
           "-DCMAKE_CROSSCOMPILING_EMULATOR=qemu-aarch64;-L;/usr/aarch64-linux-gnu" >/dev/null || exit 1
     cmake --build build-aarch64 -j"$JOBS" || exit 1
     INFLLM_DIFF_QUICK=1 ctest --test-dir build-aarch64 --output-on-failure -j"$JOBS" \
-      -R '^(test_diff|test_dtype|test_ref_semantics|test_errors|test_golden|test_cache|test_quant|test_json|test_safetensors|test_tokenizer)$' \
+      -R '^(test_diff|test_dtype|test_ref_semantics|test_errors|test_golden|test_cache|test_quant|test_json|test_safetensors|test_tokenizer|py_model_llama|py_model_qwen|py_model_minicpm|py_model_cli|py_model_dump|py_cli_attn)$' \
       2>&1 | tee -a "$LOG" || rc=1
   else
     echo "SKIP: no aarch64 cross toolchain / qemu-user (apt-get install g++-aarch64-linux-gnu qemu-user)"
