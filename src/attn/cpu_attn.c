@@ -33,8 +33,8 @@
 #endif
 
 #include "cpu_kern.h"
-#include "cpu_x86.h"
 #include "cpu_stats.h"
+#include "cpu_x86.h"
 #include "dtype.h"
 #include "internal.h"
 
