@@ -99,6 +99,35 @@ with tempfile.TemporaryDirectory() as tmp:
     shutil.copyfile(g, renamed)
     p = run("run", "-m", renamed, "--tokens", toks, "-n", "2", "--temp", "0", "-q")
     c.check(p.returncode == 0, f"a GGUF file under another name loads ({p.stderr.strip()[-120:]})")
+    # a tokenizer that fails to load was reported with its prefix repeated ("no tokenizer: tokenizer: tokenizer:
+    # unsupported ...") and without the file: now one prefix, naming the file
+    import gguf as _gguf
+    gt_bad = os.path.join(tmp, "badtok.gguf")
+    orig_hdr = _gguf.GGUFWriter.write_header_to_file
+
+    def with_bert_tokenizer(self, *a, **k):
+        self.add_tokenizer_model("bert")
+        self.add_token_list([f"t{i}" for i in range(m.V)])
+        return orig_hdr(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_bert_tokenizer
+    try:
+        Tiny("llama", seed=5).write_gguf(gt_bad, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_hdr
+    hf_tok = os.path.join(tmp, "hf-badtok")
+    m.write_hf(hf_tok)
+    with open(os.path.join(hf_tok, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"type": "WordPiece", "vocab": {}}}, f)
+    text_file = os.path.join(tmp, "text.txt")
+    with open(text_file, "w") as f:
+        f.write("hello there, a short text")
+    for model, names, what in ((gt_bad, gt_bad, "bert"), (g, g, "tokenizer.ggml.model"),
+                               (hf_tok, os.path.join(hf_tok, "tokenizer.json"), "WordPiece")):
+        for cmd in (["run", "-m", model, "-p", "hi", "-n", "1", "-q"], ["eval", "ppl", "-m", model, "-f", text_file]):
+            p = run(*cmd)
+            line = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+            c.check(p.returncode == 1 and what in line and f"no tokenizer: {names}: " in line and line.count("tokenizer:") == 1,
+                    f"{' '.join(cmd[:2]) if cmd[0] == 'eval' else 'run'} -m {os.path.basename(model)} without a usable tokenizer: one prefix, the file ({line[:160]})")
     bad = os.path.join(tmp, "bad.gguf")
     with open(g, "rb") as f, open(bad, "wb") as h:
         h.write(f.read()[: os.path.getsize(g) // 2])
