@@ -191,6 +191,31 @@ with tempfile.TemporaryDirectory() as tmp:
             json.dump({**cfg0, key: 2**32 + cfg0[key]}, f)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
         c.check(p.returncode == 1 and p.stderr.strip(), f"config {key} 2^32 + {cfg0[key]}: exit 1, '{p.stderr.strip()[:160]}'")
+    # a value of the wrong JSON type fell back to its default silently ("rope_theta": "x" ran at 10000,
+    # "num_hidden_layers": "4" as 'missing hyper-parameters', a rope_type 7 unscaled): now refused naming the key
+    for upd, key in (({"rope_theta": "x"}, "rope_theta"), ({"num_hidden_layers": "4"}, "num_hidden_layers"),
+                     ({"head_dim": 32.5}, "head_dim"), ({"num_key_value_heads": 2 ** 70}, "num_key_value_heads"),
+                     ({"tie_word_embeddings": "false"}, "tie_word_embeddings"), ({"model_type": ["llama"]}, "model_type"),
+                     ({"rope_scaling": {"rope_type": 7}}, "rope_scaling.rope_type"), ({"rope_scaling": "linear"}, "rope_scaling"),
+                     ({"rope_scaling": {"rope_type": "linear", "factor": "2"}}, "rope_scaling.factor"),
+                     ({"sparse_config": {"topk": "8"}}, "sparse_config.topk"), ({"sparse_config": [64]}, "sparse_config")):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+        c.check(p.returncode == 1 and f"{key} must be" in p.stderr, f"config {upd}: exit 1 naming {key} ({p.stderr.strip()[:160]})")
+    # JSON null where HF writes it keeps the default, and integral numbers are integers: the same logits
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
+    base_logits = run_logits(exe, hf, [3, 1, 4], tmp)
+    for upd in ({"head_dim": None, "rope_scaling": None, "sparse_config": None, "rope_theta": None, "tie_word_embeddings": None},
+                {"rope_scaling": {"rope_type": None, "type": "default"}}, {"max_position_embeddings": 4096.0, "hidden_size": float(m.E)}):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        try:
+            same, why = np.array_equal(run_logits(exe, hf, [3, 1, 4], tmp), base_logits), ""
+        except RuntimeError as err:
+            same, why = False, str(err)[-140:]
+        c.check(same, f"config {upd}: loads with the defaults, same logits {why}")
     with open(os.path.join(hf, "config.json"), "w") as f:
         json.dump(cfg0, f)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
