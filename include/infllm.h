@@ -94,7 +94,8 @@ const char *infllm_dtype_name(infllm_dtype dt);
 
 /* Every InfLLM-V2 parameter (SPEC A.4). infllm_params_default() fills the MiniCPM4.1 values. */
 typedef struct infllm_params {
-    int32_t block_size;      /* B: stage-2 block, tokens (64). Multiple of kernel_stride. */
+    int32_t block_size;      /* B: stage-2 block, tokens (64). Multiple of kernel_stride, except for
+                                infllm_sparse/dense_attention and their backward (no compression). */
     int32_t kernel_size;     /* l1: c1 window (32). c2 uses 4*kernel_size. */
     int32_t kernel_stride;   /* s1: c1 stride (16). c2 uses 4*kernel_stride. */
     int32_t init_blocks;     /* forced leading blocks (1) */

@@ -158,6 +158,28 @@ with tempfile.TemporaryDirectory() as tmp:
         check(p.returncode == code and what in p.stderr,
               f"{args[-4:]}: exit {p.returncode} (want {code}), stderr {p.stderr[-200:]!r} (want '{what}')")
         check(not os.path.exists(os.path.join(bad, "dq.npy")), f"{args[-4:]}: no dq.npy after an error")
+    # an input named like one of the --grad-dir / --dump outputs was refused only when that file's turn came: dq.npy
+    # (or c1.npy ... of --dump) had been written by then; and --out DIR/dq.npy was silently replaced by the gradient.
+    # Every output path is now checked before anything is written: exit 2, nothing new in the folder
+    qo = os.path.join(tmp, "qo")
+    os.makedirs(qo)
+    np.save(os.path.join(qo, "out.npy"), q)
+    od = os.path.join(tmp, "od")
+    os.makedirs(od)
+    ki = os.path.join(tmp, "ki")
+    os.makedirs(ki)
+    np.save(os.path.join(ki, "dk.npy"), k)
+    for args, what, folder in (
+        (["--q", f["q"], "--k", os.path.join(ki, "dk.npy"), "--v", f["v"], "--dout", f["dout"], "--grad-dir", ki],
+         "--k input", ki),  # dq.npy was written, then dk.npy refused
+        (["--q", os.path.join(qo, "out.npy"), "--k", f["k"], "--v", f["v"], *SPARSE, "--dump", qo], "--q input", qo),
+        ([*base, "--grad-dir", od, "--out", os.path.join(od, "dk.npy")], "--out", od),
+    ):
+        before = sorted(os.listdir(folder))
+        p = run(*args)
+        check(p.returncode == 2 and what in p.stderr and sorted(os.listdir(folder)) == before,
+              f"{' '.join(os.path.basename(a) for a in args[-4:])}: exit {p.returncode} (want 2), nothing written "
+              f"({sorted(set(os.listdir(folder)) - set(before))} new), stderr {p.stderr[-160:]!r} (want '{what}')")
     # a batch with one dense and one sparse sequence under --mode auto: one mode a call
     cu = os.path.join(tmp, "cu.npy")
     np.save(cu, np.array([0, 40, 96], dtype=np.int32))

@@ -162,4 +162,30 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(rc == want and msg in err, f"passkey {' '.join(args)}: exit {rc} (want {want}), message has '{msg}'")
     p = subprocess.run([exe, "eval", "passkey", "-m", g, "-q", "--lengths", "700"], capture_output=True, text=True)
     c.check(p.returncode == 1 and "tokenizer" in p.stderr, f"passkey on a model without a tokenizer: exit {p.returncode}")
+    # -f /dev/zero (run and eval ppl) was read until memory ran out: a text input now stops at 256 MiB (a regular
+    # file by its size, before reading; a pipe or device once it gave more); pipes still work (-f /dev/stdin).
+    # Under a 3 GiB address-space limit where the binary starts in it (not the sanitizer builds), so that a
+    # regression fails with 'out of memory' instead of taking the machine's memory
+    import resource
+
+    def as_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    limited = subprocess.run([exe, "version"], capture_output=True, preexec_fn=as_limit).returncode == 0
+    big = os.path.join(tmp, "big.txt")
+    with open(big, "wb") as f:
+        f.truncate((256 << 20) + 1)  # sparse: no disk
+    for cmd in (["run", "-m", gt, "-n", "1", "-q"], ["eval", "ppl", "-m", gt, "-q"]):
+        for path, what in (("/dev/zero", "not a regular file and gave more than the 256 MiB"),
+                           (big, f"holds {(256 << 20) + 1} bytes, more than the 256 MiB"), (tmp, "is a folder")):
+            try:
+                p = subprocess.run([exe, *cmd, "-f", path], capture_output=True, text=True, errors="replace", timeout=60,
+                                   preexec_fn=as_limit if limited else None)
+                ok, why = p.returncode == 1 and what in p.stderr, p.stderr.strip()[-140:]
+            except subprocess.TimeoutExpired:
+                ok, why = False, "still running after 60 s"
+            c.check(ok, f"{' '.join(cmd[:2]) if cmd[0] == 'eval' else 'run'} -f {os.path.basename(path)}: exit 1 ({why})")
+    p = subprocess.run([exe, "run", "-m", gt, "-f", "/dev/stdin", "-n", "1", "-q", "--temp", "0", "--print-ids"],
+                       input="hello there", capture_output=True, text=True, errors="replace")
+    c.check(p.returncode == 0 and "generated ids:" in p.stderr, f"run -f /dev/stdin (a pipe) still reads the prompt "
+            f"({p.stderr.strip()[-120:]})")
 c.finish()

@@ -99,6 +99,35 @@ with tempfile.TemporaryDirectory() as tmp:
     shutil.copyfile(g, renamed)
     p = run("run", "-m", renamed, "--tokens", toks, "-n", "2", "--temp", "0", "-q")
     c.check(p.returncode == 0, f"a GGUF file under another name loads ({p.stderr.strip()[-120:]})")
+    # a tokenizer that fails to load was reported with its prefix repeated ("no tokenizer: tokenizer: tokenizer:
+    # unsupported ...") and without the file: now one prefix, naming the file
+    import gguf as _gguf
+    gt_bad = os.path.join(tmp, "badtok.gguf")
+    orig_hdr = _gguf.GGUFWriter.write_header_to_file
+
+    def with_bert_tokenizer(self, *a, **k):
+        self.add_tokenizer_model("bert")
+        self.add_token_list([f"t{i}" for i in range(m.V)])
+        return orig_hdr(self, *a, **k)
+    _gguf.GGUFWriter.write_header_to_file = with_bert_tokenizer
+    try:
+        Tiny("llama", seed=5).write_gguf(gt_bad, {})
+    finally:
+        _gguf.GGUFWriter.write_header_to_file = orig_hdr
+    hf_tok = os.path.join(tmp, "hf-badtok")
+    m.write_hf(hf_tok)
+    with open(os.path.join(hf_tok, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"type": "WordPiece", "vocab": {}}}, f)
+    text_file = os.path.join(tmp, "text.txt")
+    with open(text_file, "w") as f:
+        f.write("hello there, a short text")
+    for model, names, what in ((gt_bad, gt_bad, "bert"), (g, g, "tokenizer.ggml.model"),
+                               (hf_tok, os.path.join(hf_tok, "tokenizer.json"), "WordPiece")):
+        for cmd in (["run", "-m", model, "-p", "hi", "-n", "1", "-q"], ["eval", "ppl", "-m", model, "-f", text_file]):
+            p = run(*cmd)
+            line = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+            c.check(p.returncode == 1 and what in line and f"no tokenizer: {names}: " in line and line.count("tokenizer:") == 1,
+                    f"{' '.join(cmd[:2]) if cmd[0] == 'eval' else 'run'} -m {os.path.basename(model)} without a usable tokenizer: one prefix, the file ({line[:160]})")
     bad = os.path.join(tmp, "bad.gguf")
     with open(g, "rb") as f, open(bad, "wb") as h:
         h.write(f.read()[: os.path.getsize(g) // 2])
@@ -162,6 +191,31 @@ with tempfile.TemporaryDirectory() as tmp:
             json.dump({**cfg0, key: 2**32 + cfg0[key]}, f)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
         c.check(p.returncode == 1 and p.stderr.strip(), f"config {key} 2^32 + {cfg0[key]}: exit 1, '{p.stderr.strip()[:160]}'")
+    # a value of the wrong JSON type fell back to its default silently ("rope_theta": "x" ran at 10000,
+    # "num_hidden_layers": "4" as 'missing hyper-parameters', a rope_type 7 unscaled): now refused naming the key
+    for upd, key in (({"rope_theta": "x"}, "rope_theta"), ({"num_hidden_layers": "4"}, "num_hidden_layers"),
+                     ({"head_dim": 32.5}, "head_dim"), ({"num_key_value_heads": 2 ** 70}, "num_key_value_heads"),
+                     ({"tie_word_embeddings": "false"}, "tie_word_embeddings"), ({"model_type": ["llama"]}, "model_type"),
+                     ({"rope_scaling": {"rope_type": 7}}, "rope_scaling.rope_type"), ({"rope_scaling": "linear"}, "rope_scaling"),
+                     ({"rope_scaling": {"rope_type": "linear", "factor": "2"}}, "rope_scaling.factor"),
+                     ({"sparse_config": {"topk": "8"}}, "sparse_config.topk"), ({"sparse_config": [64]}, "sparse_config")):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+        c.check(p.returncode == 1 and f"{key} must be" in p.stderr, f"config {upd}: exit 1 naming {key} ({p.stderr.strip()[:160]})")
+    # JSON null where HF writes it keeps the default, and integral numbers are integers: the same logits
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
+    base_logits = run_logits(exe, hf, [3, 1, 4], tmp)
+    for upd in ({"head_dim": None, "rope_scaling": None, "sparse_config": None, "rope_theta": None, "tie_word_embeddings": None},
+                {"rope_scaling": {"rope_type": None, "type": "default"}}, {"max_position_embeddings": 4096.0, "hidden_size": float(m.E)}):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        try:
+            same, why = np.array_equal(run_logits(exe, hf, [3, 1, 4], tmp), base_logits), ""
+        except RuntimeError as err:
+            same, why = False, str(err)[-140:]
+        c.check(same, f"config {upd}: loads with the defaults, same logits {why}")
     with open(os.path.join(hf, "config.json"), "w") as f:
         json.dump(cfg0, f)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")

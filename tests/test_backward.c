@@ -417,6 +417,40 @@ static void finite_differences(const bcase *c) {
     bdata_free(&x);
 }
 
+/* Stage 2 alone with block_size 8 under the default kernel stride (16): the forward and backward never use the
+ * compression kernels, so block_size need not be a multiple of kernel_stride there (it was refused with
+ * INFLLM_ERR_PARAM before). The forward against REF's (f32: within 1e-5 of the largest value), then run_case's
+ * backward checks; the selection still refuses these params. */
+static void stage2_only_small_block(const bcase *c, unsigned long long seed) {
+    bdata x;
+    bdata_init(&x, c, seed);
+    const infllm_params cpu = params_for(c, INFLLM_BACKEND_CPU, 2), ref = params_for(c, INFLLM_BACKEND_REF, 1);
+    const int64_t nq = x.tq * c->Hq * c->D; /* out [tq, Hq, D], lse [tq, Hq] */
+    void *out_cpu = alloc_dt(c->dt, nq), *out_ref = alloc_dt(c->dt, nq);
+    float *lse_cpu = malloc((size_t)(x.tq * c->Hq + 1) * 4), *lse_ref = malloc((size_t)(x.tq * c->Hq + 1) * 4);
+    CHECK_OK(run_forward(&x, &cpu, out_cpu, lse_cpu));
+    CHECK_OK(run_forward(&x, &ref, out_ref, lse_ref));
+    double worst = 0, amax = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        const double r = infllm_load_f32(out_ref, c->dt, i);
+        worst = fmax(worst, fabs(infllm_load_f32(out_cpu, c->dt, i) - r));
+        amax = fmax(amax, fabs(r));
+    }
+    for (int64_t i = 0; i < x.tq * c->Hq; i++) worst = fmax(worst, fabs((double)lse_cpu[i] - lse_ref[i]));
+    CHECK(worst <= 1e-5 * (amax > 1 ? amax : 1), "[%s] forward: CPU vs REF max |diff| %.3g", c->name, worst);
+    if (c->topk_cols) {
+        int32_t *sel = malloc((size_t)c->Hkv * (size_t)x.tq * (size_t)c->topk_cols * 4 + 4);
+        CHECK_STATUS(infllm_select_blocks(&cpu, &x.l, x.q, x.k, sel), INFLLM_ERR_PARAM);
+        free(sel);
+    }
+    free(out_cpu);
+    free(out_ref);
+    free(lse_cpu);
+    free(lse_ref);
+    bdata_free(&x);
+    run_case(c, seed);
+}
+
 /* ------------------------------------------------------ the selection ---- */
 /* infllm_select_blocks: CPU (fused) against the CPU's staged ops and REF against REF's (the same
  * blocks, bit for bit), then the training step: infllm_sparse_attention on the selection gives
@@ -648,6 +682,11 @@ int main(void) {
         run_case(&c, 5000 + (unsigned long long)i + 1000 * rs);
     }
     dense_vs_all_blocks();
+    const bcase small_block[] = {
+        {"stage2-only-B8-sparse-f32", F32, 4, 2, 32, 8, 2, {30, 1}, {45, 20}, 4},
+        {"stage2-only-B8-dense-f32", F32, 3, 1, 16, 8, 1, {25}, {40}, 0},
+    };
+    for (size_t i = 0; i < sizeof small_block / sizeof small_block[0]; i++) stage2_only_small_block(&small_block[i], 77 + i);
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk, lq2, lk2, l1, s1, init_blocks */
     selection_case("select-g16-bf16", BF, 16, 1, 64, 16, 6, 2, 0, 700, 700, 0, 0, 0, 0, 1);

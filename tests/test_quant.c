@@ -380,6 +380,35 @@ static void test_gguf(void) {
             free(c);
         }
     }
+    /* a name from the file is printed at most MDL_SHOWN_MAX (200) bytes long: "%.*s" took (int)length, which for a
+     * length past INT_MAX is negative (no precision: printf read on past the name); a 300-byte tensor name and
+     * metadata key, each in an error message (5 dimensions; value type 99), show 200 of their bytes */
+    {
+        char long_name[301];
+        memset(long_name, 'n', 300);
+        long_name[300] = 0;
+        for (int is_kv = 0; is_kv < 2; is_kv++) {
+            buf f = {0};
+            put(&f, "GGUF", 4);
+            put_u32(&f, 3);
+            put_u64(&f, is_kv ? 0 : 1); /* tensors */
+            put_u64(&f, is_kv ? 1 : 0); /* kv */
+            put_s(&f, long_name);
+            put_u32(&f, is_kv ? 99 : 5); /* a value type that does not exist / 5 dimensions */
+            put_u64(&f, 0);
+            put_u64(&f, 0);
+            gguf_file *h = gguf_open_buffer(f.p, f.n);
+            int run = 0, longest = 0; /* the longest run of 'n' in the message: the name as shown */
+            for (const char *e = mdl_error(); *e; e++) {
+                run = *e == 'n' ? run + 1 : 0;
+                longest = run > longest ? run : longest;
+            }
+            CHECK(!h && longest == MDL_SHOWN_MAX, "%s of 300 bytes: refused, %d of its bytes shown (want %d)",
+                  is_kv ? "metadata key" : "tensor name", longest, MDL_SHOWN_MAX);
+            if (h) gguf_close(h);
+            free(f.p);
+        }
+    }
     /* every truncation must fail cleanly */
     int bad = 0;
     for (size_t n = 0; n < b.n; n++) {

@@ -138,6 +138,47 @@ static int output_is_input(const attn_opts *o, const char *path) {
     return 0;
 }
 
+/* The files --dump DIR and --grad-dir DIR write: base names, typed ones followed by the dtype's suffix (suffix_for) */
+typedef struct {
+    const char *base;
+    int typed; /* 1: base + ".npy" / ".f16.npy" / ".bf16.npy" by the inputs' dtype */
+} out_name;
+static const out_name DUMP_FILES[] = {{"c1", 1}, {"c2", 1}, {"stage1_scores.npy", 0}, {"block_scores.npy", 0},
+                                      {"topk_idx.npy", 0}, {"out", 1}, {"lse.npy", 0}};
+static const out_name GRAD_FILES[] = {{"dq", 1}, {"dk", 1}, {"dv", 1}};
+
+static void out_file_name(const out_name *n, infllm_dtype dt, char *buf, size_t len) {
+    snprintf(buf, len, "%s%s", n->base, n->typed ? suffix_for(dt) : "");
+}
+
+/* 1 (after a message) when one of the files --dump / --grad-dir would write is an input, or is the --out file
+ * (written first, then replaced): checked once the dtype (the names' suffix) is known, before anything is written */
+static int dir_outputs_collide(const attn_opts *o, infllm_dtype dt) {
+    const struct {
+        const char *flag, *dir;
+        const out_name *names;
+        size_t n;
+    } dirs[] = {{"--dump", o->dump, DUMP_FILES, sizeof DUMP_FILES / sizeof DUMP_FILES[0]},
+                {"--grad-dir", o->grad_dir, GRAD_FILES, sizeof GRAD_FILES / sizeof GRAD_FILES[0]}};
+    const char *out_base = o->out ? strrchr(o->out, '/') : NULL;
+    out_base = out_base ? out_base + 1 : o->out;
+    for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
+        if (!dirs[d].dir) continue;
+        for (size_t i = 0; i < dirs[d].n; i++) {
+            char name[64], path[4096];
+            out_file_name(&dirs[d].names[i], dt, name, sizeof name);
+            snprintf(path, sizeof path, "%s/%s", dirs[d].dir, name);
+            if (output_is_input(o, path)) return 1;
+            if (o->out && !strcmp(out_base, name) && opts_path_in_dir(o->out, dirs[d].dir)) {
+                fprintf(stderr, "infllm attn: --out %s is also the %s file %s: one would replace the other (choose "
+                                "another --out)\n", o->out, dirs[d].flag, name);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 static int write_npy(const attn_opts *o, const char *dir, const char *name, const char *descr, int ndim,
                      const int64_t *shape, const void *data) {
     char path[4096];
@@ -235,7 +276,7 @@ int cmd_attn(int argc, char **argv) {
         fprintf(stderr, "infllm attn: --cache-len must be >= 0 (got %d)\n", o.cache_len);
         return 2;
     }
-    if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: at write) */
+    if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
     else if (strcmp(o.mode, "dense") == 0) p.mode = INFLLM_MODE_DENSE;
     else if (strcmp(o.mode, "sparse") == 0) p.mode = INFLLM_MODE_SPARSE;
@@ -295,6 +336,10 @@ int cmd_attn(int argc, char **argv) {
     if (dq_t != dk_t || dq_t != dv_t) {
         fprintf(stderr, "infllm attn: q, k and v must share one dtype (%s: %s, %s: %s, %s: %s)\n", o.q,
                 infllm_dtype_name(dq_t), o.k, infllm_dtype_name(dk_t), o.v, infllm_dtype_name(dv_t));
+        goto done;
+    }
+    if (dir_outputs_collide(&o, dq_t)) { /* every output name is known now: refuse before anything is written */
+        status = 2;
         goto done;
     }
     if (q.ndim != 3 || k.ndim != 3 || v.ndim != 3) {
@@ -516,25 +561,22 @@ int cmd_attn(int argc, char **argv) {
             goto done;
         }
         struct {
-            const char *name;
+            const out_name *name;
             const char *descr;
             void *data;
             size_t bytes;
             int ndim;
             int64_t shape[3];
         } files[] = {
-            {"c1", descr_for(dq_t), c1, c1b, 3, {sz.total_n1, Hkv, D}},
-            {"c2", descr_for(dq_t), c2, c2b, 3, {sz.total_n2, Hkv, D}},
-            {"stage1_scores.npy", "<f4", sc, scb, 3, {Hkv, total_q, sz.max_n1}},
-            {"block_scores.npy", "<f4", bs, bsb, 3, {Hkv, total_q, sz.nblocks_out}},
-            {"topk_idx.npy", "<i4", tk, tkb, 3, {Hkv, total_q, sz.topk_out}},
+            {&DUMP_FILES[0], descr_for(dq_t), c1, c1b, 3, {sz.total_n1, Hkv, D}},         /* c1 [n1, Hkv, D] */
+            {&DUMP_FILES[1], descr_for(dq_t), c2, c2b, 3, {sz.total_n2, Hkv, D}},         /* c2 [n2, Hkv, D] */
+            {&DUMP_FILES[2], "<f4", sc, scb, 3, {Hkv, total_q, sz.max_n1}},               /* stage-1 scores */
+            {&DUMP_FILES[3], "<f4", bs, bsb, 3, {Hkv, total_q, sz.nblocks_out}},          /* block scores */
+            {&DUMP_FILES[4], "<i4", tk, tkb, 3, {Hkv, total_q, sz.topk_out}},             /* top-k block ids */
         };
         for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-            char name[256];
-            if (i < 2)
-                snprintf(name, sizeof name, "%s%s", files[i].name, suffix_for(dq_t));
-            else
-                snprintf(name, sizeof name, "%s", files[i].name);
+            char name[64];
+            out_file_name(files[i].name, dq_t, name, sizeof name);
             void *h = host_from_dev(&dev, files[i].data, files[i].bytes);
             int bad = !h || write_npy(&o, o.dump, name, files[i].descr, files[i].ndim, files[i].shape, h);
             host_release(&dev, h);
@@ -564,10 +606,11 @@ int cmd_attn(int argc, char **argv) {
     int64_t oshape[3] = {total_q, Hq, D}, lshape[2] = {total_q, Hq};
     if (o.out && write_npy(&o, NULL, o.out, descr_for(dq_t), 3, oshape, hout)) goto done;
     if (o.dump) {
-        char name[64];
-        snprintf(name, sizeof name, "out%s", suffix_for(dq_t));
+        char name[64], lse_name[64];
+        out_file_name(&DUMP_FILES[5], dq_t, name, sizeof name);
+        out_file_name(&DUMP_FILES[6], dq_t, lse_name, sizeof lse_name);
         if (write_npy(&o, o.dump, name, descr_for(dq_t), 3, oshape, hout) ||
-            write_npy(&o, o.dump, "lse.npy", "<f4", 2, lshape, hlse))
+            write_npy(&o, o.dump, lse_name, "<f4", 2, lshape, hlse))
             goto done;
     }
     double tb = 0.0;
@@ -597,13 +640,13 @@ int cmd_attn(int argc, char **argv) {
         }
         int64_t kshape[3] = {total_k, Hkv, D};
         const struct {
-            const char *name;
+            const out_name *name;
             const void *data;
             const int64_t *shape;
-        } grads[] = {{"dq", gq, oshape}, {"dk", gk, kshape}, {"dv", gv, kshape}};
+        } grads[] = {{&GRAD_FILES[0], gq, oshape}, {&GRAD_FILES[1], gk, kshape}, {&GRAD_FILES[2], gv, kshape}};
         for (int i = 0; i < 3; i++) {
             char name[64];
-            snprintf(name, sizeof name, "%s%s", grads[i].name, suffix_for(dq_t));
+            out_file_name(grads[i].name, dq_t, name, sizeof name);
             if (write_npy(&o, o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, grads[i].data)) goto done;
         }
     }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -163,13 +164,33 @@ char *run_read_file(const char *prog, const char *path, size_t *len) {
         fprintf(stderr, "%s: cannot open '%s': %s\n", prog, path, strerror(errno));
         return NULL;
     }
+    /* A regular file is refused by its size before anything is read. Anything else (a pipe: -f /dev/stdin, a
+     * process substitution; a device: /dev/zero) is read up to the cap and refused past it, instead of being
+     * read until memory runs out. */
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: '%s' is a folder, not a text file\n", prog, path);
+        fclose(f);
+        return NULL;
+    }
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > RUN_TEXT_MAX) {
+        fprintf(stderr, "%s: '%s' holds %lld bytes, more than the %d MiB a text input may have\n", prog, path,
+                (long long)sb.st_size, RUN_TEXT_MAX >> 20);
+        fclose(f);
+        return NULL;
+    }
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap + 1);
+    int too_long = 0;
     while (b) {
         size_t r = fread(b + n, 1, cap - n, f);
         n += r;
         if (n < cap) break;
-        cap *= 2;
+        if (n > RUN_TEXT_MAX) {
+            too_long = 1;
+            break;
+        }
+        cap = cap * 2 > (size_t)RUN_TEXT_MAX + 1 ? (size_t)RUN_TEXT_MAX + 1 : cap * 2; /* one byte past the cap shows it */
         char *nb = realloc(b, cap + 1);
         if (!nb) {
             free(b);
@@ -182,6 +203,12 @@ char *run_read_file(const char *prog, const char *path, size_t *len) {
     fclose(f);
     if (!b) {
         fprintf(stderr, "%s: out of memory reading '%s'\n", prog, path);
+        return NULL;
+    }
+    if (too_long) {
+        fprintf(stderr, "%s: '%s' is not a regular file and gave more than the %d MiB a text input may have\n", prog,
+                path, RUN_TEXT_MAX >> 20);
+        free(b);
         return NULL;
     }
     if (bad) {

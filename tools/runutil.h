@@ -64,8 +64,13 @@ int run_chat_add_bos(const infllm_tokenizer *tok, const char *text);
 int32_t *run_tokenize(const char *prog, const infllm_tokenizer *tok, const char *text, size_t len, int add_bos,
                       int special, size_t extra, int64_t *n);
 
+/* The most bytes a text input (run -f, eval ppl -f) may have: 256 MiB, ~60M tokens, far more than a
+ * prompt or a perplexity text on the CPU; a device or endless pipe given as the file stops there. */
+#define RUN_TEXT_MAX (256 << 20)
+
 /* The whole file, NUL-terminated (*len without the NUL); NULL with a message naming prog on stderr
- * (cannot open, read error, out of memory). */
+ * (cannot open, a folder, more than RUN_TEXT_MAX bytes, read error, out of memory). Pipes are read
+ * (-f /dev/stdin). */
 char *run_read_file(const char *prog, const char *path, size_t *len);
 
 /* `infllm bench run` (tools/bench_run.c), dispatched by tools/bench.c */

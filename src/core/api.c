@@ -95,7 +95,10 @@ int infllm_cuda_device_info(char *buf, size_t size) {
 
 static int head_dim_supported(int32_t d) { return d >= 16 && d <= 256 && d % 16 == 0; }
 
-static infllm_status check_params(const infllm_params *p) {
+/* compresses: the op compresses keys (or reads compressed keys laid out by kernel_stride), so block_size must be a
+ * multiple of kernel_stride (SPEC: a block's kernels start on its boundary). Stage 2 alone (sparse / dense attention
+ * on given blocks, and their backward) never uses the kernels: any block_size / kernel_stride pair is taken. */
+static infllm_status check_params(const infllm_params *p, int compresses) {
     if (!p) return infllm_set_error(INFLLM_ERR_NULL_ARG, "params is NULL");
     if (p->block_size <= 0)
         return infllm_set_error(INFLLM_ERR_PARAM, "block_size must be > 0 (got %d)", p->block_size);
@@ -105,7 +108,7 @@ static infllm_status check_params(const infllm_params *p) {
         return infllm_set_error(INFLLM_ERR_PARAM, "kernel_stride must be > 0 (got %d)", p->kernel_stride);
     if (p->kernel_size > (1 << 28) / 4 || p->kernel_stride > (1 << 28) / 4 || p->block_size > (1 << 28))
         return infllm_set_error(INFLLM_ERR_PARAM, "block/kernel sizes too large");
-    if (p->block_size % p->kernel_stride != 0)
+    if (compresses && p->block_size % p->kernel_stride != 0)
         return infllm_set_error(INFLLM_ERR_PARAM,
                                 "block_size (%d) must be a multiple of kernel_stride (%d)",
                                 p->block_size, p->kernel_stride);
@@ -205,11 +208,11 @@ static infllm_status check_topk_cols(const infllm_attn_params *ap, int32_t topk_
     return INFLLM_OK;
 }
 
-/* Fills ap from (p, l). On host backends also builds *seqs_out (caller frees). */
-static infllm_status build_params(const infllm_params *p, const infllm_layout *l,
-                                  infllm_attn_params *ap, infllm_seq **seqs_out) {
+/* Fills ap from (p, l). On host backends also builds *seqs_out (caller frees). compresses: check_params'. */
+static infllm_status build_params(const infllm_params *p, const infllm_layout *l, infllm_attn_params *ap,
+                                  infllm_seq **seqs_out, int compresses) {
     *seqs_out = NULL;
-    infllm_status st = check_params(p);
+    infllm_status st = check_params(p, compresses);
     if (st) return st;
     if (!l) return infllm_set_error(INFLLM_ERR_NULL_ARG, "layout is NULL");
     if (infllm_dtype_size(l->dtype) == 0)
@@ -374,7 +377,7 @@ infllm_status infllm_get_sizes(const infllm_params *p, const infllm_layout *l, i
         hp.backend = INFLLM_BACKEND_CPU;
         p = &hp;
     }
-    infllm_status st = build_params(p, l, &ap, &seqs);
+    infllm_status st = build_params(p, l, &ap, &seqs, 1);
     if (st) return st;
     out->total_n1 = ap.total_n1;
     out->total_n2 = ap.total_n2;
@@ -420,11 +423,14 @@ static void store_ref_out(const infllm_attn_params *ap, const double *out64, con
         for (int64_t i = r0 * ap->Hq; i < r1 * ap->Hq; i++) lse[i] = (float)lse64[i];
 }
 
-#define BEGIN_OP(p, l)                                     \
-    infllm_attn_params ap;                                 \
-    infllm_seq *seqs = NULL;                               \
-    infllm_status st = build_params((p), (l), &ap, &seqs); \
+/* BEGIN_OP: an op that compresses or selects; BEGIN_STAGE2_OP: stage 2 alone (check_params' compresses = 0) */
+#define BEGIN_OP_CHECKED(p, l, compresses)                               \
+    infllm_attn_params ap;                                               \
+    infllm_seq *seqs = NULL;                                             \
+    infllm_status st = build_params((p), (l), &ap, &seqs, (compresses)); \
     if (st) return st;
+#define BEGIN_OP(p, l) BEGIN_OP_CHECKED(p, l, 1)
+#define BEGIN_STAGE2_OP(p, l) BEGIN_OP_CHECKED(p, l, 0)
 
 #define END_OP()  \
     done:         \
@@ -542,7 +548,7 @@ static infllm_status ref_attn_to_out(const infllm_attn_params *ap, const void *q
 infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layout *l, const void *q, const void *k,
                                       const void *v, const int32_t *topk_idx, int32_t topk_cols, void *out,
                                       float *lse) {
-    BEGIN_OP(p, l)
+    BEGIN_STAGE2_OP(p, l)
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(v, "v")) || (st = need(topk_idx, "topk_idx")) ||
         (st = need(out, "out")))
         goto done;
@@ -563,7 +569,7 @@ infllm_status infllm_sparse_attention(const infllm_params *p, const infllm_layou
 
 infllm_status infllm_dense_attention(const infllm_params *p, const infllm_layout *l, const void *q, const void *k,
                                      const void *v, void *out, float *lse) {
-    BEGIN_OP(p, l)
+    BEGIN_STAGE2_OP(p, l)
     if ((st = need(q, "q")) || (st = need(k, "k")) || (st = need(v, "v")) || (st = need(out, "out"))) goto done;
     switch (p->backend) {
     case INFLLM_BACKEND_REF: st = ref_attn_to_out(&ap, q, k, v, NULL, 0, out, lse); break;
@@ -632,7 +638,7 @@ static infllm_status workspace_size(const infllm_params *p, const infllm_layout 
                                     size_t *bytes) {
     if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
     *bytes = 0;
-    BEGIN_OP(p, l)
+    BEGIN_OP_CHECKED(p, l, op == WS_ATTENTION || op == WS_SELECT) /* the same validation as the op's */
     if (op == WS_SPARSE && (st = check_topk_cols(&ap, topk_cols))) goto done;
 #ifdef INFLLM_HAVE_CUDA
     if (p->backend == INFLLM_BACKEND_CUDA) {
@@ -708,7 +714,7 @@ infllm_status infllm_sparse_attention_backward(const infllm_params *p, const inf
                                                const void *k, const void *v, const int32_t *topk_idx,
                                                int32_t topk_cols, const float *lse, const void *dout, void *dq,
                                                void *dk, void *dv) {
-    BEGIN_OP(p, l)
+    BEGIN_STAGE2_OP(p, l)
     if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
     if ((st = check_topk_cols(&ap, topk_cols))) goto done;
     st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
@@ -718,7 +724,7 @@ infllm_status infllm_sparse_attention_backward(const infllm_params *p, const inf
 infllm_status infllm_dense_attention_backward(const infllm_params *p, const infllm_layout *l, const void *q,
                                               const void *k, const void *v, const float *lse, const void *dout,
                                               void *dq, void *dk, void *dv) {
-    BEGIN_OP(p, l)
+    BEGIN_STAGE2_OP(p, l)
     if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv))) goto done;
     st = attn_backward(p, &ap, q, k, v, NULL, 0, lse, dout, dq, dk, dv);
     END_OP()
@@ -806,5 +812,5 @@ infllm_status infllm_build_single_seq_params(const infllm_params *p, infllm_dtyp
     l.num_q_heads = Hq;
     l.num_kv_heads = Hkv;
     l.head_dim = D;
-    return build_params(p, &l, ap, seqs_out);
+    return build_params(p, &l, ap, seqs_out, 1);
 }

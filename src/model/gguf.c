@@ -259,7 +259,7 @@ static gguf_file *parse(gguf_file *g) {
             kv->arr_data = r.p;
             if (kv->arr_type == GGUF_T_STRING) {
                 if (kv->arr_n > (uint64_t)(r.end - r.p) / 8) {
-                    mdl_fail("gguf: corrupted string array '%.*s': %llu entries cannot fit", (int)kv->key.n,
+                    mdl_fail("gguf: corrupted string array '%.*s': %llu entries cannot fit", mdl_shown_len(kv->key.n),
                              kv->key.p, (unsigned long long)kv->arr_n);
                     goto fail;
                 }
@@ -274,7 +274,7 @@ static gguf_file *parse(gguf_file *g) {
             } else {
                 size_t es = scalar_size(kv->arr_type);
                 if (es == 0) {
-                    mdl_fail("gguf: metadata '%.*s': unsupported array element type %u", (int)kv->key.n,
+                    mdl_fail("gguf: metadata '%.*s': unsupported array element type %u", mdl_shown_len(kv->key.n),
                              kv->key.p, kv->arr_type);
                     goto fail;
                 }
@@ -287,7 +287,7 @@ static gguf_file *parse(gguf_file *g) {
         } else {
             size_t es = scalar_size(kv->type);
             if (es == 0) {
-                mdl_fail("gguf: metadata '%.*s': unknown value type %u", (int)kv->key.n, kv->key.p, kv->type);
+                mdl_fail("gguf: metadata '%.*s': unknown value type %u", mdl_shown_len(kv->key.n), kv->key.p, kv->type);
                 goto fail;
             }
             if (rd_need(&r, es, "metadata value")) goto fail;
@@ -307,7 +307,7 @@ static gguf_file *parse(gguf_file *g) {
         gguf_tensor *t = &g->tensors[i];
         if (rd_str(&r, &t->name, "tensor name") || rd_u32(&r, &t->n_dims, "tensor dims")) goto fail;
         if (t->n_dims < 1 || t->n_dims > 4) {
-            mdl_fail("gguf: tensor '%.*s' has %u dimensions (1..4 supported)", (int)t->name.n, t->name.p, t->n_dims);
+            mdl_fail("gguf: tensor '%.*s' has %u dimensions (1..4 supported)", mdl_shown_len(t->name.n), t->name.p, t->n_dims);
             goto fail;
         }
         for (int d = 0; d < 4; d++) t->ne[d] = 1;
@@ -315,7 +315,7 @@ static gguf_file *parse(gguf_file *g) {
             uint64_t v;
             if (rd_u64(&r, &v, "tensor shape")) goto fail;
             if (v == 0 || v > ((uint64_t)1 << 40)) {
-                mdl_fail("gguf: tensor '%.*s' has a bad dimension %llu", (int)t->name.n, t->name.p,
+                mdl_fail("gguf: tensor '%.*s' has a bad dimension %llu", mdl_shown_len(t->name.n), t->name.p,
                          (unsigned long long)v);
                 goto fail;
             }
@@ -335,7 +335,7 @@ static gguf_file *parse(gguf_file *g) {
         }
         if (oom || dup) {
             if (oom) mdl_fail("gguf: out of memory");
-            else mdl_fail("gguf: %s '%.*s' appears more than once", what, (int)(dup->n < 200 ? dup->n : 200), dup->p);
+            else mdl_fail("gguf: %s '%.*s' appears more than once", what, mdl_shown_len(dup->n), dup->p);
             goto fail;
         }
     }
@@ -355,12 +355,12 @@ static gguf_file *parse(gguf_file *g) {
         gguf_tensor *t = &g->tensors[i];
         int bs = ggml_block_size(t->type);
         if (bs == 0) {
-            mdl_fail("gguf: tensor '%.*s' has type %s (%u), which infllm does not read", (int)t->name.n, t->name.p,
+            mdl_fail("gguf: tensor '%.*s' has type %s (%u), which infllm does not read", mdl_shown_len(t->name.n), t->name.p,
                      ggml_type_name(t->type), t->type);
             goto fail;
         }
         if (t->ne[0] % bs) {
-            mdl_fail("gguf: tensor '%.*s': row length %lld is not a multiple of the %s block (%d)", (int)t->name.n,
+            mdl_fail("gguf: tensor '%.*s': row length %lld is not a multiple of the %s block (%d)", mdl_shown_len(t->name.n),
                      t->name.p, (long long)t->ne[0], ggml_type_name(t->type), bs);
             goto fail;
         }
@@ -372,18 +372,18 @@ static gguf_file *parse(gguf_file *g) {
             else bytes *= (uint64_t)t->ne[d];
         }
         if (ovf) {
-            mdl_fail("gguf: tensor '%.*s' is impossibly large", (int)t->name.n, t->name.p);
+            mdl_fail("gguf: tensor '%.*s' is impossibly large", mdl_shown_len(t->name.n), t->name.p);
             goto fail;
         }
         if (t->offset % g->alignment) {
-            mdl_fail("gguf: tensor '%.*s' offset %llu is not aligned to %zu", (int)t->name.n, t->name.p,
+            mdl_fail("gguf: tensor '%.*s' offset %llu is not aligned to %zu", mdl_shown_len(t->name.n), t->name.p,
                      (unsigned long long)t->offset, g->alignment);
             goto fail;
         }
         if (bytes > (uint64_t)g->data_size || t->offset > g->data_size - (size_t)bytes) {
             mdl_fail("gguf: file truncated or corrupted: tensor '%.*s' (%s, %llu bytes at data offset %llu) "
                      "extends past the end of the file (data section is %zu bytes)",
-                     (int)t->name.n, t->name.p, ggml_type_name(t->type), (unsigned long long)bytes,
+                     mdl_shown_len(t->name.n), t->name.p, ggml_type_name(t->type), (unsigned long long)bytes,
                      (unsigned long long)t->offset, g->data_size);
             goto fail;
         }

@@ -19,6 +19,11 @@ double mdl_now(void);
 /* A 64-bit config integer as int32, saturated: a value past the range reads as INT32_MAX / INT32_MIN, which the
  * loaders' range checks refuse, instead of wrapping into a plausible one (hidden_size 2^32 + 128 read as 128). */
 static inline int32_t mdl_sat_i32(int64_t v) { return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v; }
+/* The precision for printing a name read from a file with "%.*s": at most MDL_SHOWN_MAX bytes of it. (int)len was
+ * used, and a length past INT_MAX made the precision negative, which printf takes as "no precision": it read on past
+ * the name (which is not NUL-terminated) until some NUL. */
+#define MDL_SHOWN_MAX 200
+static inline int mdl_shown_len(uint64_t len) { return len < MDL_SHOWN_MAX ? (int)len : MDL_SHOWN_MAX; }
 /* Whether a file name is one a Hugging Face checkpoint folder holds (*.json, *.safetensors). */
 static inline int mdl_hf_file_name(const char *path) {
     const size_t n = strlen(path);

@@ -250,6 +250,74 @@ static int json_floats(mdl_model *m, const json_value *arr, int n, const float *
     return 0;
 }
 
+/* config.json values. An absent key, or JSON null where HF writes it ("head_dim": null, "rope_scaling": null), takes
+ * the default; a present value of another type is refused with a message naming the key (section: "" at the top
+ * level, "rope_scaling." / "sparse_config." inside those), where it used to fall back to the default silently
+ * ("rope_theta": "x" ran at 10000). Integers may be written as integral numbers (4096.0). 0 or -1 (mdl_fail). */
+static const json_value *cfg_value(const json_value *obj, const char *key) {
+    const json_value *v = json_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int cfg_type_error(const char *file, const char *section, const char *key, const char *want,
+                          const json_value *v) {
+    return mdl_fail("%s: %s%s must be %s (got %s)", file, section, key, want,
+                    v->type == JSON_NUMBER && !json_int(v, NULL) ? "a fractional or too large number"
+                                                                   : json_type_name(v->type));
+}
+
+static int cfg_num(const char *file, const json_value *obj, const char *section, const char *key, double dflt,
+                   double *out) {
+    const json_value *v = cfg_value(obj, key);
+    *out = dflt;
+    if (v && !json_num(v, out)) return cfg_type_error(file, section, key, "a number", v);
+    return 0;
+}
+
+static int cfg_int(const char *file, const json_value *obj, const char *section, const char *key, int64_t dflt,
+                   int64_t *out) {
+    const json_value *v = cfg_value(obj, key);
+    *out = dflt;
+    if (!v || json_int(v, out)) return 0;
+    if (v->type == JSON_NUMBER && v->num == trunc(v->num) && fabs(v->num) < 9.2e18) { /* 4096.0 */
+        *out = (int64_t)v->num;
+        return 0;
+    }
+    return cfg_type_error(file, section, key, "an integer", v);
+}
+
+/* an int32 field: cfg_int saturated to int32 (out-of-range values are caught by the range checks after) */
+static int cfg_i32(const char *file, const json_value *obj, const char *section, const char *key, int64_t dflt,
+                   int *out) {
+    int64_t x;
+    if (cfg_int(file, obj, section, key, dflt, &x)) return -1;
+    *out = mdl_sat_i32(x);
+    return 0;
+}
+
+static int cfg_str(const char *file, const json_value *obj, const char *section, const char *key, const char **out) {
+    const json_value *v = cfg_value(obj, key);
+    *out = NULL;
+    if (v && !(*out = json_str(v, NULL))) return cfg_type_error(file, section, key, "a string", v);
+    return 0;
+}
+
+static int cfg_bool(const char *file, const json_value *obj, const char *section, const char *key, bool dflt,
+                    bool *out) {
+    const json_value *v = cfg_value(obj, key);
+    *out = dflt;
+    if (v && !json_bool(v, out)) return cfg_type_error(file, section, key, "true or false", v);
+    return 0;
+}
+
+/* a section (rope_scaling, sparse_config): an object, or NULL when absent or null */
+static int cfg_object(const char *file, const json_value *obj, const char *key, const json_value **out) {
+    const json_value *v = cfg_value(obj, key);
+    *out = v;
+    if (v && !json_is(v, JSON_OBJECT)) return cfg_type_error(file, "", key, "an object or null", v);
+    return 0;
+}
+
 static int load_hf(mdl_model *m, const char *dir) {
     char p[1200], err[512];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -259,28 +327,31 @@ static int load_hf(mdl_model *m, const char *dir) {
     const json_value *r = json_root(doc);
     mdl_config *c = &m->cfg;
     int rc = -1;
-    size_t sl;
-    const char *mt = json_str(json_get(r, "model_type"), &sl);
+    const char *mt;
+    if (cfg_str(p, r, "", "model_type", &mt)) goto out;
     if (!mt || !arch_supported(mt)) {
         mdl_fail("%s: model_type '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", p, mt ? mt : "(missing)");
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", mt);
-    c->n_embd = mdl_sat_i32(json_get_int(r, "hidden_size", 0));
-    c->n_layer = mdl_sat_i32(json_get_int(r, "num_hidden_layers", 0));
-    c->n_head = mdl_sat_i32(json_get_int(r, "num_attention_heads", 0));
-    c->n_head_kv = mdl_sat_i32(json_get_int(r, "num_key_value_heads", c->n_head));
-    c->n_ff = mdl_sat_i32(json_get_int(r, "intermediate_size", 0));
-    c->n_vocab = mdl_sat_i32(json_get_int(r, "vocab_size", 0));
-    c->rms_eps = (float)json_get_num(r, "rms_norm_eps", 1e-6);
-    c->rope_theta = (float)json_get_num(r, "rope_theta", 10000.0);
-    c->ctx_train = mdl_sat_i32(json_get_int(r, "max_position_embeddings", 4096));
+    double rms_eps, rope_theta;
+    bool tied; /* tie_word_embeddings: read here so that its type is checked whether or not lm_head is there */
+    if (cfg_i32(p, r, "", "hidden_size", 0, &c->n_embd) || cfg_i32(p, r, "", "num_hidden_layers", 0, &c->n_layer) ||
+        cfg_i32(p, r, "", "num_attention_heads", 0, &c->n_head) ||
+        cfg_i32(p, r, "", "num_key_value_heads", c->n_head, &c->n_head_kv) ||
+        cfg_i32(p, r, "", "intermediate_size", 0, &c->n_ff) || cfg_i32(p, r, "", "vocab_size", 0, &c->n_vocab) ||
+        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) || cfg_num(p, r, "", "rope_theta", 10000.0, &rope_theta) ||
+        cfg_i32(p, r, "", "max_position_embeddings", 4096, &c->ctx_train) ||
+        cfg_bool(p, r, "", "tie_word_embeddings", true, &tied))
+        goto out;
+    c->rms_eps = (float)rms_eps;
+    c->rope_theta = (float)rope_theta;
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
         c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_vocab < 1) {
         mdl_fail("%s: bad or missing hyper-parameters", p);
         goto out;
     }
-    c->head_dim = mdl_sat_i32(json_get_int(r, "head_dim", c->n_embd / c->n_head));
+    if (cfg_i32(p, r, "", "head_dim", c->n_embd / c->n_head, &c->head_dim)) goto out;
     if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2) { /* as the GGUF loader */
         mdl_fail("%s: bad head_dim %d", p, c->head_dim);
         goto out;
@@ -290,26 +361,33 @@ static int load_hf(mdl_model *m, const char *dir) {
     c->rope_attn_factor = 1.f;
     c->rope_freq_scale = 1.f;
     if (!strcmp(mt, "minicpm")) {
-        c->embed_scale = (float)json_get_num(r, "scale_emb", 1.0);
-        double sd = json_get_num(r, "scale_depth", 1.0);
+        double scale_emb, sd, base;
+        if (cfg_num(p, r, "", "scale_emb", 1.0, &scale_emb) || cfg_num(p, r, "", "scale_depth", 1.0, &sd) ||
+            cfg_num(p, r, "", "dim_model_base", (double)c->n_embd, &base))
+            goto out;
+        c->embed_scale = (float)scale_emb;
         c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
-        double base = json_get_num(r, "dim_model_base", (double)c->n_embd);
         c->logit_scale = (float)((double)c->n_embd / base);
     }
-    const json_value *rs = json_get(r, "rope_scaling");
-    if (rs && json_is(rs, JSON_OBJECT)) {
-        const char *rt = json_str(json_get(rs, "rope_type"), &sl);
-        if (!rt) rt = json_str(json_get(rs, "type"), &sl);
+    const json_value *rs;
+    if (cfg_object(p, r, "rope_scaling", &rs)) goto out;
+    if (rs) {
+        const char *rt;
+        if (cfg_str(p, rs, "rope_scaling.", "rope_type", &rt)) goto out;
+        if (!rt && cfg_str(p, rs, "rope_scaling.", "type", &rt)) goto out;
         if (rt && !strcmp(rt, "longrope")) {
             if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
                 json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
                 goto out;
-            c->rope_orig_ctx = mdl_sat_i32(json_get_int(rs, "original_max_position_embeddings",
-                                                 json_get_int(r, "original_max_position_embeddings", c->ctx_train)));
+            int64_t orig_top;
+            if (cfg_int(p, r, "", "original_max_position_embeddings", c->ctx_train, &orig_top) ||
+                cfg_i32(p, rs, "rope_scaling.", "original_max_position_embeddings", orig_top, &c->rope_orig_ctx))
+                goto out;
             double M = c->ctx_train, M0 = c->rope_orig_ctx;
             c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
         } else if (rt && !strcmp(rt, "linear")) { /* HF divides the positions by the factor */
-            double factor = json_get_num(rs, "factor", 0.0);
+            double factor;
+            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor)) goto out;
             if (!(factor > 0) || !isfinite(factor)) {
                 mdl_fail("%s: rope_scaling 'linear' needs a factor > 0", p);
                 goto out;
@@ -320,9 +398,14 @@ static int load_hf(mdl_model *m, const char *dir) {
              * and llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor
              * keep theirs (1), above old_ctx / low_freq_factor are divided by factor, and the band between
              * blends the two */
-            const double factor = json_get_num(rs, "factor", 0.0), lo = json_get_num(rs, "low_freq_factor", 0.0),
-                         hi = json_get_num(rs, "high_freq_factor", 0.0),
-                         old_ctx = (double)json_get_int(rs, "original_max_position_embeddings", 0);
+            double factor, lo, hi;
+            int64_t old_ctx_i;
+            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor) ||
+                cfg_num(p, rs, "rope_scaling.", "low_freq_factor", 0.0, &lo) ||
+                cfg_num(p, rs, "rope_scaling.", "high_freq_factor", 0.0, &hi) ||
+                cfg_int(p, rs, "rope_scaling.", "original_max_position_embeddings", 0, &old_ctx_i))
+                goto out;
+            const double old_ctx = (double)old_ctx_i;
             if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0)) {
                 mdl_fail("%s: rope_scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
                          "original_max_position_embeddings > 0", p);
@@ -352,18 +435,20 @@ static int load_hf(mdl_model *m, const char *dir) {
         }
     }
     infllm_params_default(&c->sparse);
-    const json_value *sc = json_get(r, "sparse_config");
-    if (sc && json_is(sc, JSON_OBJECT)) {
+    const json_value *sc;
+    if (cfg_object(p, r, "sparse_config", &sc)) goto out;
+    if (sc) {
         c->has_sparse_config = 1;
         infllm_params *sp = &c->sparse;
-        sp->kernel_size = mdl_sat_i32(json_get_int(sc, "kernel_size", 32));
-        sp->kernel_stride = mdl_sat_i32(json_get_int(sc, "kernel_stride", 16));
-        sp->init_blocks = mdl_sat_i32(json_get_int(sc, "init_blocks", 1));
-        sp->block_size = mdl_sat_i32(json_get_int(sc, "block_size", 64));
-        int64_t window = json_get_int(sc, "window_size", 2048);
+        int64_t window;
+        const char *S = "sparse_config.";
+        if (cfg_i32(p, sc, S, "kernel_size", 32, &sp->kernel_size) ||
+            cfg_i32(p, sc, S, "kernel_stride", 16, &sp->kernel_stride) ||
+            cfg_i32(p, sc, S, "init_blocks", 1, &sp->init_blocks) || cfg_i32(p, sc, S, "block_size", 64, &sp->block_size) ||
+            cfg_int(p, sc, S, "window_size", 2048, &window) || cfg_i32(p, sc, S, "topk", 64, &sp->topk) ||
+            cfg_i32(p, sc, S, "dense_len", 8192, &sp->dense_len))
+            goto out;
         sp->local_blocks = mdl_sat_i32(sp->block_size > 0 ? window / sp->block_size : 32);
-        sp->topk = mdl_sat_i32(json_get_int(sc, "topk", 64));
-        sp->dense_len = mdl_sat_i32(json_get_int(sc, "dense_len", 8192));
     }
     if (st_open(dir, &m->st, err, sizeof err)) {
         mdl_fail("%s", err);
@@ -377,9 +462,7 @@ static int load_hf(mdl_model *m, const char *dir) {
     if (!m->output.data) {
         /* a config that says the output is not tied to the embedding needs its own lm_head: without it the
          * checkpoint is incomplete (transformers would start it from random values), not tied */
-        const json_value *tie = json_get(r, "tie_word_embeddings");
-        bool tied = true;
-        if (tie && json_bool(tie, &tied) && !tied) {
+        if (!tied) {
             mdl_fail("%s: tie_word_embeddings is false but the checkpoint has no lm_head.weight", p);
             goto out;
         }

@@ -12,7 +12,7 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     char err[512] = "";
     if (!m->is_gguf) {
         if (tok_load_hf_dir(m->path, &tok, err, sizeof err)) {
-            mdl_fail("tokenizer: %s", err);
+            mdl_fail("%s", err); /* names the tokenizer.json it read */
             return NULL;
         }
         return tok;
@@ -20,13 +20,13 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     const gguf_file *g = m->gguf;
     char model[64] = "", pre[64] = "";
     if (gguf_get_str(g, "tokenizer.ggml.model", model, sizeof model)) {
-        mdl_fail("tokenizer: tokenizer.ggml.model is missing from the GGUF file");
+        mdl_fail("%s: tokenizer.ggml.model is missing", m->path);
         return NULL;
     }
     gguf_get_str(g, "tokenizer.ggml.pre", pre, sizeof pre);
     const gguf_kv *kt = gguf_find(g, "tokenizer.ggml.tokens");
     if (!kt || kt->type != GGUF_T_ARRAY || kt->arr_type != GGUF_T_STRING || kt->arr_n == 0 || kt->arr_n > (1u << 24)) {
-        mdl_fail("tokenizer: tokenizer.ggml.tokens is missing or not a string array");
+        mdl_fail("%s: tokenizer.ggml.tokens is missing or not a string array", m->path);
         return NULL;
     }
     uint32_t nv = (uint32_t)kt->arr_n;
@@ -78,14 +78,14 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     d.add_eos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1));
     d.add_space_prefix = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1));
     if (tok_load_gguf(&d, &tok, err, sizeof err)) {
-        mdl_fail("tokenizer: %s", err);
+        mdl_fail("%s: %s", m->path, err);
         tok = NULL;
     }
     free(toks); free(merges); free(tl); free(ml); free(scores); free(types);
     return tok;
 oom:
     free(toks); free(merges); free(tl); free(ml); free(scores); free(types);
-    mdl_fail("out of memory (tokenizer)");
+    mdl_fail("%s: out of memory (tokenizer)", m->path);
     return NULL;
 }
 

@@ -22,6 +22,18 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* Puts "PREFIX: " before the message already in err (the file or source it came from). */
+static void prefix_err(char *err, size_t errlen, const char *prefix) {
+    if (!err || !errlen) return;
+    size_t n = strlen(err); /* every message is written by seterr: terminated */
+    char *msg = malloc(n + 1);
+    if (!msg) return; /* keeps the message without its prefix */
+    memcpy(msg, err, n);
+    msg[n] = 0;
+    seterr(err, errlen, "%s: %s", prefix, msg);
+    free(msg);
+}
+
 static uint64_t hash_bytes(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -500,24 +512,24 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
     if (!out) return -1;
     *out = NULL;
     if (!d || !d->model || !d->tokens || d->n_vocab == 0 || d->n_vocab > (1u << 30)) {
-        seterr(err, errlen, "tokenizer: missing model name or tokens");
+        seterr(err, errlen, "missing model name or tokens");
         return -1;
     }
     tok_kind kind;
     if (!strcmp(d->model, "gpt2")) kind = TOK_BPE;
     else if (!strcmp(d->model, "llama")) kind = TOK_SPM;
     else {
-        seterr(err, errlen, "tokenizer: unsupported tokenizer.ggml.model '%s' (gpt2, llama)", d->model);
+        seterr(err, errlen, "unsupported tokenizer.ggml.model '%s' (gpt2, llama)", d->model);
         return -1;
     }
     int n = (int)d->n_vocab;
     if (!check_id(d->bos_id, n) || !check_id(d->eos_id, n) || !check_id(d->unk_id, n) || !check_id(d->pad_id, n) ||
         !check_id(d->eot_id, n)) {
-        seterr(err, errlen, "tokenizer: special token id out of range (n_vocab %d)", n);
+        seterr(err, errlen, "special token id out of range (n_vocab %d)", n);
         return -1;
     }
     if (kind == TOK_BPE && (!d->merges || d->n_merges == 0)) {
-        seterr(err, errlen, "tokenizer: gpt2 model needs tokenizer.ggml.merges");
+        seterr(err, errlen, "gpt2 model needs tokenizer.ggml.merges");
         return -1;
     }
     infllm_tokenizer *t = tok_alloc(n);
@@ -529,7 +541,7 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
     for (int i = 0; i < n; i++) {
         const char *s = d->tokens[i];
         if (!s) {
-            seterr(err, errlen, "tokenizer: token %d is NULL", i);
+            seterr(err, errlen, "token %d is NULL", i);
             goto fail;
         }
         size_t len = d->token_lens ? d->token_lens[i] : strlen(s);
@@ -568,7 +580,7 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
             if (!m) continue;
             size_t len = d->merge_lens ? d->merge_lens[i] : strlen(m);
             if (add_merge_str(t, m, len, (int)i)) {
-                seterr(err, errlen, "tokenizer: merge %u is not \"a b\"", i);
+                seterr(err, errlen, "merge %u is not \"a b\"", i);
                 goto fail;
             }
         }
@@ -596,7 +608,7 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
     if (!p || json_is_null(p)) return 0;
     const char *ty = jstr(p, "type");
     if (!ty) {
-        seterr(err, errlen, "tokenizer.json: pre_tokenizer without type");
+        seterr(err, errlen, "pre_tokenizer without type");
         return -1;
     }
     if (!strcmp(ty, "Sequence")) {
@@ -619,7 +631,7 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
         const char *re = jstr(json_get(p, "pattern"), "Regex");
         const char *beh = jstr(p, "behavior");
         if ((beh && strcmp(beh, "Isolated")) || json_get_bool(p, "invert", false)) {
-            seterr(err, errlen, "tokenizer.json: Split behavior %s (invert %d) not supported (Isolated only)",
+            seterr(err, errlen, "Split behavior %s (invert %d) not supported (Isolated only)",
                    beh ? beh : "?", (int)json_get_bool(p, "invert", false));
             return -1;
         }
@@ -632,7 +644,7 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
         else if (re && !strcmp(re, llama3)) c->regex = PRE_LLAMA3;
         else if (re && !strcmp(re, qwen2)) c->regex = PRE_QWEN2;
         else {
-            seterr(err, errlen, "tokenizer.json: unsupported Split pattern %.60s", re ? re : "(non-regex)");
+            seterr(err, errlen, "unsupported Split pattern %.60s", re ? re : "(non-regex)");
             return -1;
         }
         c->use_regex_set = 1;
@@ -647,12 +659,12 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
         c->spm_split = json_get_bool(p, "split", true);
         const char *rep = jstr(p, "replacement");
         if (rep && strcmp(rep, "\xE2\x96\x81")) {
-            seterr(err, errlen, "tokenizer.json: Metaspace replacement must be U+2581");
+            seterr(err, errlen, "Metaspace replacement must be U+2581");
             return -1;
         }
         return 0;
     }
-    seterr(err, errlen, "tokenizer.json: unsupported pre_tokenizer %s", ty);
+    seterr(err, errlen, "unsupported pre_tokenizer %s", ty);
     return -1;
 }
 
@@ -682,7 +694,7 @@ static int parse_norm(const json_value *p, int *prepend, int *replace, char *err
     }
     if (!strcmp(ty, "NFC")) return 0; /* identity for composed text */
 bad:
-    seterr(err, errlen, "tokenizer.json: unsupported normalizer %s", ty);
+    seterr(err, errlen, "unsupported normalizer %s", ty);
     return -1;
 }
 
@@ -720,14 +732,14 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
     const json_value *vocab = json_get(model, "vocab");
     const json_value *merges = json_get(model, "merges");
     if (!json_is(model, JSON_OBJECT) || (mtype && strcmp(mtype, "BPE")) || !json_is(vocab, JSON_OBJECT)) {
-        seterr(err, errlen, "tokenizer.json: only model.type BPE with a vocab object is supported (got %s)",
+        seterr(err, errlen, "only model.type BPE with a vocab object is supported (got %s)",
                mtype ? mtype : "?");
         return -1;
     }
     const char *csp = jstr(model, "continuing_subword_prefix");
     const char *eows = jstr(model, "end_of_word_suffix");
     if ((csp && *csp) || (eows && *eows)) {
-        seterr(err, errlen, "tokenizer.json: continuing_subword_prefix/end_of_word_suffix not supported");
+        seterr(err, errlen, "continuing_subword_prefix/end_of_word_suffix not supported");
         return -1;
     }
     pre_cfg pc;
@@ -742,7 +754,7 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
         const char *dt = jstr(json_get(root, "decoder"), "type");
         if (dt && !strcmp(dt, "ByteLevel")) kind = TOK_BPE, pc.bytelevel = 1;
         else {
-            seterr(err, errlen, "tokenizer.json: need a ByteLevel or Metaspace pre-tokenizer (or SentencePiece normalizer)");
+            seterr(err, errlen, "need a ByteLevel or Metaspace pre-tokenizer (or SentencePiece normalizer)");
             return -1;
         }
     }
@@ -751,7 +763,7 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
     for (uint32_t i = 0; i < vocab->len; i++) {
         int64_t id;
         if (!json_int(&vocab->u.members[i].value, &id) || id < 0 || id >= (1 << 30)) {
-            seterr(err, errlen, "tokenizer.json: vocab['%s'] is not a valid id", vocab->u.members[i].key);
+            seterr(err, errlen, "vocab['%s'] is not a valid id", vocab->u.members[i].key);
             return -1;
         }
         if (id > maxid) maxid = id;
@@ -761,17 +773,17 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
         int64_t id;
         const json_value *a = json_index(added, i);
         if (!json_int(json_get(a, "id"), &id) || id < 0 || id >= (1 << 30) || !jstr(a, "content")) {
-            seterr(err, errlen, "tokenizer.json: added_tokens[%zu] needs an id and content", i);
+            seterr(err, errlen, "added_tokens[%zu] needs an id and content", i);
             return -1;
         }
         if (id > maxid) maxid = id;
     }
     if (maxid < 0) {
-        seterr(err, errlen, "tokenizer.json: empty vocab");
+        seterr(err, errlen, "empty vocab");
         return -1;
     }
     if (maxid >= (int64_t)vocab->len + (int64_t)json_len(added) + 65536) {
-        seterr(err, errlen, "tokenizer.json: ids are too sparse (max id %lld for %u entries)", (long long)maxid,
+        seterr(err, errlen, "ids are too sparse (max id %lld for %u entries)", (long long)maxid,
                vocab->len + (uint32_t)json_len(added));
         return -1;
     }
@@ -825,7 +837,7 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
         const char *s = json_str(m, &len);
         if (s) {
             if (add_merge_str(t, s, len, (int)i)) {
-                seterr(err, errlen, "tokenizer.json: merges[%zu] is not \"a b\"", i);
+                seterr(err, errlen, "merges[%zu] is not \"a b\"", i);
                 goto fail;
             }
         } else if (json_len(m) == 2 && json_is(json_index(m, 0), JSON_STRING) && json_is(json_index(m, 1), JSON_STRING)) {
@@ -839,7 +851,7 @@ static int load_hf_doc(const json_value *root, infllm_tokenizer **out, char *err
             int32_t r = tok_token_id(t, buf);
             if (r >= 0) pairmap_put(&t->merges, a, b, (int32_t)i, r);
         } else {
-            seterr(err, errlen, "tokenizer.json: merges[%zu] is neither \"a b\" nor [a, b]", i);
+            seterr(err, errlen, "merges[%zu] is neither \"a b\" nor [a, b]", i);
             goto fail;
         }
     }
@@ -884,6 +896,7 @@ int tok_load_hf_json_mem(const char *text, size_t len, infllm_tokenizer **out, c
         return -1;
     }
     int rc = load_hf_doc(json_root(doc), out, err, errlen);
+    if (rc) prefix_err(err, errlen, "tokenizer.json");
     json_free(doc);
     return rc;
 }
@@ -898,6 +911,7 @@ int tok_load_hf_json(const char *path, infllm_tokenizer **out, char *err, size_t
         return -1;
     }
     int rc = load_hf_doc(json_root(doc), out, err, errlen);
+    if (rc) prefix_err(err, errlen, path);
     json_free(doc);
     return rc;
 }
@@ -912,7 +926,10 @@ int tok_load_hf_dir(const char *dir, infllm_tokenizer **out, char *err, size_t e
     if (!out || !dir) return -1;
     size_t n = strlen(dir) + 32;
     char *p = malloc(n);
-    if (!p) return -1;
+    if (!p) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
     snprintf(p, n, "%s/tokenizer.json", dir);
     int rc = tok_load_hf_json(p, out, err, errlen);
     if (rc == 0) {
