@@ -1,6 +1,7 @@
 """Shared helpers of the py_model_* tests (not a test itself): tiny random llama/minicpm checkpoints written as
 GGUF (with the `gguf` package) and as Hugging Face safetensors folders, an independent numpy
 float64 forward pass, and running `infllm run --dump-logits`."""
+import contextlib
 import json
 import os
 import struct
@@ -42,6 +43,18 @@ def random_codes(arr, t, rng):
     else:  # IQ4_XS: d * (sc6 - 32) * table[code]
         raw[:, :, 0:2] = f16(sd / 960)
     return raw.reshape(rows, nb * bs)
+
+
+@contextlib.contextmanager
+def patched(obj, attr, make):
+    """obj.attr replaced by make(original) while the block runs, the original back after it: e.g. a GGUFWriter
+    method wrapped so that the files written inside the block carry an extra key or tensor"""
+    orig = getattr(obj, attr)
+    setattr(obj, attr, make(orig))
+    try:
+        yield
+    finally:
+        setattr(obj, attr, orig)
 
 
 class Tiny:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import Q8, Counter, Tiny, np, run_logits  # noqa: E402
+from model_testlib import Q8, Counter, Tiny, np, patched, run_logits  # noqa: E402
 
 exe = sys.argv[1]
 c = Counter("py_model_cli")
@@ -103,17 +103,15 @@ with tempfile.TemporaryDirectory() as tmp:
     # unsupported ...") and without the file: now one prefix, naming the file
     import gguf as _gguf
     gt_bad = os.path.join(tmp, "badtok.gguf")
-    orig_hdr = _gguf.GGUFWriter.write_header_to_file
 
-    def with_bert_tokenizer(self, *a, **k):
-        self.add_tokenizer_model("bert")
-        self.add_token_list([f"t{i}" for i in range(m.V)])
-        return orig_hdr(self, *a, **k)
-    _gguf.GGUFWriter.write_header_to_file = with_bert_tokenizer
-    try:
+    def with_bert_tokenizer(orig):
+        def hdr(self, *a, **k):
+            self.add_tokenizer_model("bert")
+            self.add_token_list([f"t{i}" for i in range(m.V)])
+            return orig(self, *a, **k)
+        return hdr
+    with patched(_gguf.GGUFWriter, "write_header_to_file", with_bert_tokenizer):
         Tiny("llama", seed=5).write_gguf(gt_bad, {})
-    finally:
-        _gguf.GGUFWriter.write_header_to_file = orig_hdr
     hf_tok = os.path.join(tmp, "hf-badtok")
     m.write_hf(hf_tok)
     with open(os.path.join(hf_tok, "tokenizer.json"), "w") as f:
@@ -255,32 +253,29 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(os.path.join(hf, "config.json"), "w") as f:
         json.dump(cfg0, f)
     import gguf as _gguf
-    orig_add = _gguf.GGUFWriter.write_header_to_file
 
-    def with_bias(self, *a, **k):
-        self.add_tensor("blk.0.attn_output.bias", np.ones(m.E, np.float32))
-        return orig_add(self, *a, **k)
-    _gguf.GGUFWriter.write_header_to_file = with_bias
-    try:
-        gb = os.path.join(tmp, "bo.gguf")
+    def with_tensors(**extra):  # GGUFWriter.write_header_to_file adding these tensors first
+        def make(orig):
+            def hdr(self, *a, **k):
+                for name, arr in extra.items():
+                    self.add_tensor(name, arr)
+                return orig(self, *a, **k)
+            return hdr
+        return make
+    gb = os.path.join(tmp, "bo.gguf")
+    with patched(_gguf.GGUFWriter, "write_header_to_file",
+                 with_tensors(**{"blk.0.attn_output.bias": np.ones(m.E, np.float32)})):
         Tiny("llama", seed=5).write_gguf(gb, {})
-    finally:
-        _gguf.GGUFWriter.write_header_to_file = orig_add
     p = run("run", "-m", gb, "--tokens", toks, "-n", "1", "-q")
     c.check(p.returncode == 1 and "blk.0.attn_output.bias" in p.stderr,
             f"GGUF with blk.0.attn_output.bias: exit 1 naming it ({p.stderr.strip()[-120:]})")
     # a GGUF tensor of a type the runtime does not compute with (I32, F64, ...) made the whole file unreadable, even
     # in a role the model never reads; now only a tensor the model uses is refused for its type
-    def with_extra(self, *a, **k):
-        self.add_tensor("extra.token_ids", np.arange(7, dtype=np.int32))
-        self.add_tensor("extra.f64", np.ones((3, 2), np.float64))
-        return orig_add(self, *a, **k)
-    _gguf.GGUFWriter.write_header_to_file = with_extra
-    try:
-        ge = os.path.join(tmp, "extra.gguf")
+    ge = os.path.join(tmp, "extra.gguf")
+    with patched(_gguf.GGUFWriter, "write_header_to_file",
+                 with_tensors(**{"extra.token_ids": np.arange(7, dtype=np.int32),
+                                 "extra.f64": np.ones((3, 2), np.float64)})):
         Tiny("llama", seed=5).write_gguf(ge, {})
-    finally:
-        _gguf.GGUFWriter.write_header_to_file = orig_add
     g0 = os.path.join(tmp, "plain.gguf")
     Tiny("llama", seed=5).write_gguf(g0, {})
     try:
@@ -290,18 +285,16 @@ with tempfile.TemporaryDirectory() as tmp:
         same, why = False, str(err)[-120:]
     c.check(same, f"GGUF with unused I32 / F64 tensors loads, same logits as without them {why}")
     mi = Tiny("llama", seed=5)
-    orig_tensor = _gguf.GGUFWriter.add_tensor
 
-    def q_as_i8(self, name, arr, *a, **k):
-        if name == "blk.0.attn_q.weight":
-            return orig_tensor(self, name, np.zeros(arr.shape, np.int8))
-        return orig_tensor(self, name, arr, *a, **k)
-    _gguf.GGUFWriter.add_tensor = q_as_i8
-    try:
-        gi = os.path.join(tmp, "i8q.gguf")
+    def q_as_i8(orig):
+        def add(self, name, arr, *a, **k):
+            if name == "blk.0.attn_q.weight":
+                return orig(self, name, np.zeros(arr.shape, np.int8))
+            return orig(self, name, arr, *a, **k)
+        return add
+    gi = os.path.join(tmp, "i8q.gguf")
+    with patched(_gguf.GGUFWriter, "add_tensor", q_as_i8):
         mi.write_gguf(gi, {})
-    finally:
-        _gguf.GGUFWriter.add_tensor = orig_tensor
     p = run("run", "-m", gi, "--tokens", toks, "-n", "1", "-q")
     c.check(p.returncode == 1 and "blk.0.attn_q.weight" in p.stderr and "I8" in p.stderr,
             f"GGUF with an I8 attn_q: exit 1 naming the tensor and type ({p.stderr.strip()[-120:]})")

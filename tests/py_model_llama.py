@@ -8,7 +8,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model_testlib import (F16, F32, IQ4NL, IQ4XS, Q2K, Q3K, Q5_0, Q5_1, Q8, Counter, Tiny, np,  # noqa: E402
-                           rel_err, run_logits)
+                           patched, rel_err, run_logits)
 
 exe = sys.argv[1]
 c = Counter("py_model_llama")
@@ -135,17 +135,15 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check("llama3" in str(err), f"rope_scaling llama3 with high < low freq factor: refused ({str(err)[-90:]})")
     import gguf as _gguf
     my = Tiny("llama", seed=8, n_layer=1)
-    orig_init = _gguf.GGUFWriter.__init__
 
-    def yarn_init(self, *a, **k):
-        orig_init(self, *a, **k)
-        self.add_string("llama.rope.scaling.type", "yarn")
-        self.add_float32("llama.rope.scaling.factor", 4.0)
-    _gguf.GGUFWriter.__init__ = yarn_init
-    try:
+    def yarn_init(orig):
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            self.add_string("llama.rope.scaling.type", "yarn")
+            self.add_float32("llama.rope.scaling.factor", 4.0)
+        return init
+    with patched(_gguf.GGUFWriter, "__init__", yarn_init):
         my.write_gguf(os.path.join(tmp, "yarn.gguf"), {})
-    finally:
-        _gguf.GGUFWriter.__init__ = orig_init
     try:
         run_logits(exe, os.path.join(tmp, "yarn.gguf"), toks[:4], tmp)
         c.check(False, "GGUF with rope.scaling.type yarn: refused")
