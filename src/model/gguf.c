@@ -83,98 +83,43 @@ static void decode_scalar(uint32_t t, const uint8_t *p, gguf_kv *kv) {
     }
 }
 
-int ggml_block_size(uint32_t type) {
-    switch (type) {
-    case GGML_F32: case GGML_F16: case GGML_BF16: return 1;
-    case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: case GGML_Q8_0: case GGML_Q8_1:
-    case GGML_IQ4_NL: return 32;
-    case GGML_Q2_K: case GGML_Q3_K: case GGML_Q4_K: case GGML_Q5_K: case GGML_Q6_K: case GGML_Q8_K:
-    case GGML_IQ4_XS: return 256;
-    /* layouts ggml defines but the model cannot use: a file may carry such tensors for roles this runtime
-     * does not read, so the parser bounds-checks them and the loader refuses them only where they are used */
-    case 24: case 25: case 26: case 27: case 28: return 1; /* I8, I16, I32, I64, F64 */
-    case 16: case 17: case 18: case 19: case 21: case 22: case 29: case 34: case 35: return 256; /* IQ2_XXS .. TQ2_0 */
-    case 39: return 32; /* MXFP4 */
-    default: return 0;
-    }
+/* Every ggml type the reader knows, by its number: name, values a block and bytes a block (ggml's type traits).
+ * One table for the three questions the three switches here used to answer each over the same type list. */
+typedef struct {
+    const char *name;
+    int block;    /* values a block; 0: not a type this reader knows */
+    size_t bytes; /* bytes a block */
+} ggml_type_info;
+static const ggml_type_info GGML_TYPES[] = {
+    [GGML_F32] = {"F32", 1, 4},           [GGML_F16] = {"F16", 1, 2},          [GGML_BF16] = {"BF16", 1, 2},
+    [GGML_Q4_0] = {"Q4_0", 32, 18},       [GGML_Q4_1] = {"Q4_1", 32, 20},      [GGML_Q5_0] = {"Q5_0", 32, 22},
+    [GGML_Q5_1] = {"Q5_1", 32, 24},       [GGML_Q8_0] = {"Q8_0", 32, 34},      [GGML_Q8_1] = {"Q8_1", 32, 36},
+    [GGML_Q2_K] = {"Q2_K", 256, 84},      [GGML_Q3_K] = {"Q3_K", 256, 110},    [GGML_Q4_K] = {"Q4_K", 256, 144},
+    [GGML_Q5_K] = {"Q5_K", 256, 176},     [GGML_Q6_K] = {"Q6_K", 256, 210},    [GGML_Q8_K] = {"Q8_K", 256, 292},
+    [GGML_IQ4_NL] = {"IQ4_NL", 32, 18},   [GGML_IQ4_XS] = {"IQ4_XS", 256, 136},
+    /* sized only (gguf.h) */
+    [GGML_IQ2_XXS] = {"IQ2_XXS", 256, 66}, [GGML_IQ2_XS] = {"IQ2_XS", 256, 74}, [GGML_IQ3_XXS] = {"IQ3_XXS", 256, 98},
+    [GGML_IQ1_S] = {"IQ1_S", 256, 50},    [GGML_IQ3_S] = {"IQ3_S", 256, 110},  [GGML_IQ2_S] = {"IQ2_S", 256, 82},
+    [GGML_I8] = {"I8", 1, 1},             [GGML_I16] = {"I16", 1, 2},          [GGML_I32] = {"I32", 1, 4},
+    [GGML_I64] = {"I64", 1, 8},           [GGML_F64] = {"F64", 1, 8},          [GGML_IQ1_M] = {"IQ1_M", 256, 56},
+    [GGML_TQ1_0] = {"TQ1_0", 256, 54},    [GGML_TQ2_0] = {"TQ2_0", 256, 66},   [GGML_MXFP4] = {"MXFP4", 32, 17},
+};
+static const ggml_type_info *type_info(uint32_t type) {
+    return type < sizeof GGML_TYPES / sizeof GGML_TYPES[0] && GGML_TYPES[type].block ? &GGML_TYPES[type] : NULL;
 }
-static size_t type_block_bytes(uint32_t type) {
-    switch (type) {
-    case GGML_F32: return 4;
-    case GGML_F16: case GGML_BF16: return 2;
-    case GGML_Q4_0: return 18;
-    case GGML_Q4_1: return 20;
-    case GGML_Q5_0: return 22;
-    case GGML_Q5_1: return 24;
-    case GGML_Q8_0: return 34;
-    case GGML_Q8_1: return 36;
-    case GGML_Q2_K: return 84;
-    case GGML_Q3_K: return 110;
-    case GGML_Q4_K: return 144;
-    case GGML_Q5_K: return 176;
-    case GGML_Q6_K: return 210;
-    case GGML_Q8_K: return 292;
-    case GGML_IQ4_NL: return 18;
-    case GGML_IQ4_XS: return 136;
-    case 24: return 1;   /* I8 */
-    case 25: return 2;   /* I16 */
-    case 26: return 4;   /* I32 */
-    case 27: case 28: return 8; /* I64, F64 */
-    case 16: return 66;  /* IQ2_XXS */
-    case 17: return 74;  /* IQ2_XS */
-    case 18: return 98;  /* IQ3_XXS */
-    case 19: return 50;  /* IQ1_S */
-    case 21: return 110; /* IQ3_S */
-    case 22: return 82;  /* IQ2_S */
-    case 29: return 56;  /* IQ1_M */
-    case 34: return 54;  /* TQ1_0 */
-    case 35: return 66;  /* TQ2_0 */
-    case 39: return 17;  /* MXFP4 */
-    default: return 0;
-    }
+
+int ggml_block_size(uint32_t type) {
+    const ggml_type_info *t = type_info(type);
+    return t ? t->block : 0;
 }
 const char *ggml_type_name(uint32_t type) {
-    switch (type) {
-    case GGML_F32: return "F32";
-    case GGML_F16: return "F16";
-    case GGML_BF16: return "BF16";
-    case GGML_Q4_0: return "Q4_0";
-    case GGML_Q4_1: return "Q4_1";
-    case GGML_Q5_0: return "Q5_0";
-    case GGML_Q5_1: return "Q5_1";
-    case GGML_Q8_0: return "Q8_0";
-    case GGML_Q8_1: return "Q8_1";
-    case GGML_Q2_K: return "Q2_K";
-    case GGML_Q3_K: return "Q3_K";
-    case GGML_Q4_K: return "Q4_K";
-    case GGML_Q5_K: return "Q5_K";
-    case GGML_Q6_K: return "Q6_K";
-    case GGML_Q8_K: return "Q8_K";
-    case GGML_IQ4_NL: return "IQ4_NL";
-    case GGML_IQ4_XS: return "IQ4_XS";
-    /* ggml types this reader does not take, named for the messages */
-    case 16: return "IQ2_XXS";
-    case 17: return "IQ2_XS";
-    case 18: return "IQ3_XXS";
-    case 19: return "IQ1_S";
-    case 21: return "IQ3_S";
-    case 22: return "IQ2_S";
-    case 24: return "I8";
-    case 25: return "I16";
-    case 26: return "I32";
-    case 27: return "I64";
-    case 28: return "F64";
-    case 29: return "IQ1_M";
-    case 34: return "TQ1_0";
-    case 35: return "TQ2_0";
-    case 39: return "MXFP4";
-    default: return "unknown";
-    }
+    const ggml_type_info *t = type_info(type);
+    return t ? t->name : "unknown";
 }
 size_t ggml_row_size(uint32_t type, int64_t n) {
     int bs = ggml_block_size(type);
     if (bs == 0 || n < 0 || n % bs) return 0;
-    return (size_t)(n / bs) * type_block_bytes(type);
+    return (size_t)(n / bs) * GGML_TYPES[type].bytes; /* bs != 0: a known type */
 }
 
 int gguf_str_eq(gguf_str s, const char *c) {
