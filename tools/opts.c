@@ -136,14 +136,19 @@ int opts_choice_list(const char *s, const char *const *choices, int n, int *pick
     }
 }
 
+/* the folder a (non-empty) path's last component sits in: "." for a bare name, "/" for "/name" */
+static void parent_folder(const char *path, char *parent, size_t len) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(parent, len, ".");
+    else if (slash == path) snprintf(parent, len, "/");
+    else snprintf(parent, len, "%.*s", (int)(slash - path), path);
+}
+
 int opts_path_in_dir(const char *path, const char *dir) {
     struct stat sp, sd;
     if (!path || !*path || !dir || stat(dir, &sd) || !S_ISDIR(sd.st_mode)) return 0;
     char parent[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(parent, sizeof parent, ".");
-    else if (slash == path) snprintf(parent, sizeof parent, "/");
-    else snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+    parent_folder(path, parent, sizeof parent);
     return stat(parent, &sp) == 0 && sp.st_dev == sd.st_dev && sp.st_ino == sd.st_ino;
 }
 
@@ -168,10 +173,7 @@ int opts_output_file_check(const char *prog, const char *flag, const char *path)
         return -1;
     }
     char parent[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(parent, sizeof parent, ".");
-    else if (slash == path) snprintf(parent, sizeof parent, "/");
-    else snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+    parent_folder(path, parent, sizeof parent);
     if (stat(parent, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "%s: %s %s: the folder '%s' does not exist\n", prog, flag, path, parent);
         return -1;
