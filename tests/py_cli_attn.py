@@ -173,6 +173,13 @@ with tempfile.TemporaryDirectory() as tmp:
         "shortheader.npy": raw[:9],
         "empty.npy": b"",
     }
+    # the shape tuple's grammar: dimensions without a separating comma were read as a 3-d shape
+    qarr = np.load(os.path.join(tmp, "q.npy"))
+    for fname, shape_text in (("nocomma.npy", "(%d %d %d)" % qarr.shape), ("twocommas.npy", "(%d,, %d, %d)" % qarr.shape),
+                              ("leadcomma.npy", "(, %d, %d, %d)" % qarr.shape)):
+        hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % shape_text
+        hdr += " " * (63 - (10 + len(hdr)) % 64) + "\n"
+        bad_files[fname] = b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + qarr.tobytes()
     for fname, data in bad_files.items():
         path = os.path.join(tmp, fname)
         open(path, "wb").write(data)

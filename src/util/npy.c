@@ -113,13 +113,24 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     sh++;
     a->count = 1;
     a->ndim = 0;
-    for (;;) {
-        while (*sh == ' ' || *sh == ',') sh++;
+    /* a Python tuple of integers: "()", "(3,)", "(3, 4)", "(3, 4,)"; a separator is one comma */
+    for (int need_comma = 0;;) {
+        while (*sh == ' ') sh++;
         if (*sh == ')') break;
+        if (need_comma) {
+            if (*sh != ',') {
+                snprintf(err, errlen, "%s: malformed 'shape' (dimensions not separated by a comma)", path);
+                goto out;
+            }
+            sh++;
+            while (*sh == ' ') sh++;
+            if (*sh == ')') break;
+        }
         if (*sh < '0' || *sh > '9') {
             snprintf(err, errlen, "%s: malformed 'shape'", path);
             goto out;
         }
+        need_comma = 1;
         if (a->ndim == NPY_MAX_DIMS) {
             snprintf(err, errlen, "%s: more than %d dimensions", path, NPY_MAX_DIMS);
             goto out;
