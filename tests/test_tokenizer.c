@@ -12,7 +12,9 @@
  * decoded text as a JSON string... (decoded bytes hex-encoded).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "json.h"
@@ -265,6 +267,75 @@ static infllm_tokenizer *gguf_from_hf(const json_value *root, const char *model,
     return t;
 }
 
+/* tok_load_hf_dir: tokenizer_config.json is optional, but one that is there and does not parse, or gives a special
+ * token / add_bos_token a value of the wrong type, is refused naming the file (it was ignored silently, so a
+ * broken file ran with the tokenizer.json defaults). */
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL, "create %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_tokenizer_config(const char *data_dir) {
+    char tmpl[] = "/tmp/infllm_tokcfg_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    CHECK(dir != NULL, "mkdtemp");
+    if (!dir) return;
+    char src[1024], tj[1024], cfg[1024], err[512];
+    snprintf(src, sizeof src, "%s/tok_bpe.json", data_dir);
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    size_t len = 0;
+    char *text = read_all(src, &len);
+    CHECK(text != NULL, "read %s", src);
+    if (!text) return;
+    write_text(tj, text);
+    free(text);
+
+    infllm_tokenizer *t = NULL;
+    CHECK(tok_load_hf_dir(dir, &t, err, sizeof err) == 0 && t, "no tokenizer_config.json: %s", err);
+    const int32_t eos_default = t ? tok_eos(t) : -1;
+    tok_free(t);
+    t = NULL;
+    /* tok_bpe.json: <|endoftext|> 0, <|im_start|> 1, <|im_end|> 2 */
+    write_text(cfg, "{\"eos_token\": \"<|im_end|>\", \"bos_token\": {\"content\": \"<|im_start|>\"}, "
+                    "\"pad_token\": null, \"add_bos_token\": true}");
+    CHECK(tok_load_hf_dir(dir, &t, err, sizeof err) == 0 && t, "valid tokenizer_config.json: %s", err);
+    if (t) {
+        CHECK(tok_eos(t) == 2 && tok_bos(t) == 1, "eos / bos from the config (%d / %d; default eos %d)", tok_eos(t),
+              tok_bos(t), eos_default);
+        int32_t ids[8];
+        int n = tok_encode(t, "!", 1, -1, 0, ids, 8);
+        CHECK(n == 2 && ids[0] == 1, "add_bos_token true prepends the config's bos (n %d)", n);
+        tok_free(t);
+        t = NULL;
+    }
+    static const struct {
+        const char *json, *want;
+    } bad[] = {
+        {"{\"eos_token\": \"<|im_end|>\",", "JSON error"},
+        {"[1, 2]", "not a JSON object"},
+        {"{\"eos_token\": 2}", "'eos_token'"},
+        {"{\"bos_token\": {\"id\": 1}}", "'bos_token'"},
+        {"{\"add_bos_token\": \"yes\"}", "'add_bos_token'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(cfg, bad[i].json);
+        err[0] = 0;
+        int rc = tok_load_hf_dir(dir, &t, err, sizeof err);
+        CHECK(rc == -1 && t == NULL && strstr(err, "tokenizer_config.json") && strstr(err, bad[i].want),
+              "tokenizer_config.json '%s' refused naming the file and '%s': rc %d, '%s'", bad[i].json, bad[i].want, rc,
+              err);
+        tok_free(t);
+        t = NULL;
+    }
+    remove(cfg);
+    remove(tj);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--encode")) return tool_mode(argc, argv);
 
@@ -477,6 +548,8 @@ int main(int argc, char **argv) {
     }
     d.pre = "no-such-pre";
     CHECK(tok_load_gguf(&d, &bt2, err, sizeof err) == -1 && strstr(err, "no-such-pre"), "unknown pre: %s", err);
+
+    test_tokenizer_config(dir);
 
     json_free(cases);
     free(arr);

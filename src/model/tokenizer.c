@@ -1,10 +1,13 @@
 /* tokenizer.c: byte-level BPE and SentencePiece-style BPE tokenizers (see tokenizer.h). */
 #include "tokenizer.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/stat.h>
 
 #include "json.h"
 #include "tok_unicode.h"
@@ -916,10 +919,61 @@ int tok_load_hf_json(const char *path, infllm_tokenizer **out, char *err, size_t
     return rc;
 }
 
-static const char *cfg_token(const json_value *cfg, const char *key) {
+/* A special token of tokenizer_config.json: a string, an AddedToken object {"content": ...}, null or absent
+ * (NULL, 0). Another type: -1, so that the file is refused rather than its token silently dropped. */
+static int cfg_token(const json_value *cfg, const char *key, const char **tok) {
     const json_value *v = json_get(cfg, key);
-    if (json_is(v, JSON_STRING)) return v->u.str;
-    return jstr(v, "content");
+    *tok = NULL;
+    if (!v || json_is(v, JSON_NULL)) return 0;
+    if (json_is(v, JSON_STRING)) *tok = v->u.str;
+    else if (json_is(v, JSON_OBJECT)) *tok = jstr(v, "content");
+    return *tok ? 0 : -1;
+}
+
+/* tokenizer_config.json's special tokens and add_bos_token over the ones tokenizer.json implies. The file is
+ * optional; a file that is there but does not parse, or gives a key a value of the wrong type, is an error. */
+static int apply_tokenizer_config(infllm_tokenizer *t, const char *path, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 && errno == ENOENT) return 0;
+    json_error je;
+    json_doc *cfg = json_parse_file(path, NULL, &je);
+    if (!cfg) {
+        seterr(err, errlen, "%s: JSON error at byte %zu: %s", path, je.offset, je.msg);
+        return -1;
+    }
+    const json_value *r = json_root(cfg);
+    int rc = -1;
+    if (!json_is(r, JSON_OBJECT)) {
+        seterr(err, errlen, "%s: not a JSON object", path);
+        goto out;
+    }
+    static const char *const keys[4] = {"bos_token", "eos_token", "pad_token", "unk_token"};
+    const char *tok[4];
+    for (int i = 0; i < 4; i++)
+        if (cfg_token(r, keys[i], &tok[i])) {
+            seterr(err, errlen, "%s: '%s' is neither a string, a {\"content\": string} object nor null", path, keys[i]);
+            goto out;
+        }
+    const json_value *abv = json_get(r, "add_bos_token");
+    bool ab = false;
+    if (abv && !json_is(abv, JSON_NULL) && !json_bool(abv, &ab)) {
+        seterr(err, errlen, "%s: 'add_bos_token' is not true, false or null", path);
+        goto out;
+    }
+    int32_t id[4];
+    for (int i = 0; i < 4; i++) id[i] = tok[i] ? tok_token_id(t, tok[i]) : -1;
+    if (id[0] >= 0) t->bos = id[0];
+    if (id[1] >= 0) {
+        t->eos = id[1];
+        t->eog[t->eos] = 1;
+    }
+    if (id[2] >= 0) t->pad = id[2];
+    if (id[3] >= 0) t->unk = id[3];
+    if (abv && !json_is(abv, JSON_NULL)) t->add_bos = ab && t->bos >= 0;
+    rc = 0;
+out:
+    json_free(cfg);
+    return rc;
 }
 
 int tok_load_hf_dir(const char *dir, infllm_tokenizer **out, char *err, size_t errlen) {
@@ -934,22 +988,10 @@ int tok_load_hf_dir(const char *dir, infllm_tokenizer **out, char *err, size_t e
     int rc = tok_load_hf_json(p, out, err, errlen);
     if (rc == 0) {
         snprintf(p, n, "%s/tokenizer_config.json", dir);
-        json_doc *cfg = json_parse_file(p, NULL, NULL);
-        if (cfg) {
-            infllm_tokenizer *t = *out;
-            const json_value *r = json_root(cfg);
-            const char *b = cfg_token(r, "bos_token"), *e = cfg_token(r, "eos_token");
-            const char *pd = cfg_token(r, "pad_token"), *u = cfg_token(r, "unk_token");
-            if (b && tok_token_id(t, b) >= 0) t->bos = tok_token_id(t, b);
-            if (e && tok_token_id(t, e) >= 0) {
-                t->eos = tok_token_id(t, e);
-                t->eog[t->eos] = 1;
-            }
-            if (pd && tok_token_id(t, pd) >= 0) t->pad = tok_token_id(t, pd);
-            if (u && tok_token_id(t, u) >= 0) t->unk = tok_token_id(t, u);
-            bool ab;
-            if (json_bool(json_get(r, "add_bos_token"), &ab)) t->add_bos = ab && t->bos >= 0;
-            json_free(cfg);
+        rc = apply_tokenizer_config(*out, p, err, errlen);
+        if (rc) {
+            tok_free(*out);
+            *out = NULL;
         }
     }
     free(p);
