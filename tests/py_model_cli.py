@@ -177,6 +177,7 @@ with tempfile.TemporaryDirectory() as tmp:
     hf = os.path.join(tmp, "hf")
     m.write_hf(hf)
     cfg0 = json.load(open(os.path.join(hf, "config.json")))
+    hd = cfg0.get("head_dim") or cfg0["hidden_size"] // cfg0["num_attention_heads"]
     for upd, what in (({"rms_norm_eps": -1}, "epsilon"), ({"rope_theta": 0}, "RoPE base"),
                       ({"model_type": "minicpm", "dim_model_base": 0}, "logit")):
         with open(os.path.join(hf, "config.json"), "w") as f:
@@ -196,11 +197,20 @@ with tempfile.TemporaryDirectory() as tmp:
                      ({"tie_word_embeddings": "false"}, "tie_word_embeddings"), ({"model_type": ["llama"]}, "model_type"),
                      ({"rope_scaling": {"rope_type": 7}}, "rope_scaling.rope_type"), ({"rope_scaling": "linear"}, "rope_scaling"),
                      ({"rope_scaling": {"rope_type": "linear", "factor": "2"}}, "rope_scaling.factor"),
-                     ({"sparse_config": {"topk": "8"}}, "sparse_config.topk"), ({"sparse_config": [64]}, "sparse_config")):
+                     ({"sparse_config": {"topk": "8"}}, "sparse_config.topk"), ({"sparse_config": [64]}, "sparse_config"),
+                     # LongRoPE factors: a message that named neither the key nor the element ("bad rope factor"), and
+                     # a 0 factor (an infinite wavelength divisor) was taken
+                     ({"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}},
+                      "rope_scaling.long_factor"),
+                     ({"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0] * (hd // 2),
+                                        "short_factor": [1.0] * (hd // 2 - 1) + ["2"]}}, f"rope_scaling.short_factor[{hd // 2 - 1}]"),
+                     ({"rope_scaling": {"rope_type": "longrope", "long_factor": [0.0] * (hd // 2),
+                                        "short_factor": [1.0] * (hd // 2)}}, "rope_scaling.long_factor[0]")):
         with open(os.path.join(hf, "config.json"), "w") as f:
             json.dump({**cfg0, **upd}, f)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
-        c.check(p.returncode == 1 and f"{key} must be" in p.stderr, f"config {upd}: exit 1 naming {key} ({p.stderr.strip()[:160]})")
+        c.check(p.returncode == 1 and (f"{key} must be" in p.stderr or f"{key} is not" in p.stderr),
+                f"config {upd}: exit 1 naming {key} ({p.stderr.strip()[:160]})")
     # JSON null where HF writes it keeps the default, and integral numbers are integers: the same logits
     with open(os.path.join(hf, "config.json"), "w") as f:
         json.dump(cfg0, f)

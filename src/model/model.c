@@ -236,14 +236,17 @@ static int s_vec(mdl_model *m, const char *name, int64_t n, const float **out, i
     m->weight_bytes += t->nbytes;
     return 0;
 }
-static int json_floats(mdl_model *m, const json_value *arr, int n, const float **out) {
+/* rope_scaling.<key>: an array of n numbers > 0 (LongRoPE divides the inverse frequencies by them) */
+static int json_floats(mdl_model *m, const char *path, const json_value *rs, const char *key, int n, const float **out) {
+    const json_value *arr = json_get(rs, key);
     if (!arr || !json_is(arr, JSON_ARRAY) || (int)json_len(arr) != n)
-        return mdl_fail("config.json: rope_scaling factors must be an array of %d numbers", n);
+        return mdl_fail("%s: rope_scaling.%s must be an array of %d numbers (head_dim / 2)", path, key, n);
     float *f = own_floats(m, (size_t)n);
     if (!f) return mdl_fail("out of memory");
     for (int i = 0; i < n; i++) {
         double v;
-        if (!json_num(json_index(arr, (size_t)i), &v)) return mdl_fail("config.json: bad rope factor");
+        if (!json_num(json_index(arr, (size_t)i), &v) || !(v > 0) || !isfinite((float)v))
+            return mdl_fail("%s: rope_scaling.%s[%d] is not a finite number > 0", path, key, i);
         f[i] = (float)v;
     }
     *out = f;
@@ -376,8 +379,8 @@ static int load_hf(mdl_model *m, const char *dir) {
         if (cfg_str(p, rs, "rope_scaling.", "rope_type", &rt)) goto out;
         if (!rt && cfg_str(p, rs, "rope_scaling.", "type", &rt)) goto out;
         if (rt && !strcmp(rt, "longrope")) {
-            if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
-                json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
+            if (json_floats(m, p, rs, "long_factor", c->head_dim / 2, &c->rope_factors_long) ||
+                json_floats(m, p, rs, "short_factor", c->head_dim / 2, &c->rope_factors_short))
                 goto out;
             int64_t orig_top;
             if (cfg_int(p, r, "", "original_max_position_embeddings", c->ctx_train, &orig_top) ||
