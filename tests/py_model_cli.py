@@ -91,6 +91,14 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(p.returncode == 2 and "--threads" in p.stderr, f"--threads 5000: exit 2 before loading ({p.stderr.strip()[:100]})")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")
     c.check(p.returncode == 1 and "missing.gguf" in p.stderr, "missing model: exit 1 with the path")
+    # the prompt file and a --tokens list were read only after the model had loaded (seconds to minutes for a real
+    # model): now first, so that with a model that cannot load either the prompt's error comes alone
+    nofile = os.path.join(tmp, "no-such-prompt.txt")
+    for cmd, code, what in ((["run", "-f", nofile], 1, "no-such-prompt.txt"), (["run", "--tokens", "1,x"], 2, "--tokens"),
+                            (["eval", "ppl", "-f", nofile], 1, "no-such-prompt.txt"), (["eval", "ppl", "--tokens", "1,x"], 2, "x")):
+        p = run(*cmd, "-m", os.path.join(tmp, "missing.gguf"))
+        c.check(p.returncode == code and what in p.stderr and "missing.gguf" not in p.stderr,
+                f"{' '.join(cmd[:2])} {cmd[-2]} with a model that cannot load: exit {code} on the input first ({p.returncode}, {p.stderr.strip()[:120]})")
     # a path that is neither a .gguf nor a folder was read as a Hugging Face folder ('X/config.json: cannot open')
     p = run("run", "-m", os.path.join(tmp, "missing"), "-p", "x")
     c.check(p.returncode == 1 and "No such file" in p.stderr and "config.json" not in p.stderr,

@@ -180,26 +180,30 @@ int cmd_eval(int argc, char **argv) {
     o.ctx_i = window; /* every session holds one window */
     o.attn = "dense";
     if (run_opts_check(&o)) return 2;
-    run_ctx R;
-    if (run_load(&o, &R, quiet)) return 1;
-    int ret = 1;
-    int32_t *ids = NULL, *win = NULL;
-    float *logits_m[3] = {NULL, NULL, NULL};
-    mdl_session *sess[3] = {NULL, NULL, NULL};
+    /* the text is read (or the id list parsed) before the model loads: a missing file or a typo in the list was
+     * reported only after the load */
+    int32_t *ids = NULL;
     char *text = NULL;
-    eval_row rows[3];
-    memset(rows, 0, sizeof rows);
+    size_t len = 0;
     int64_t n = 0;
     if (tokens) {
-        ids = parse_ids(tokens, &n);
-        if (!ids) {
-            ret = 2;
-            goto done;
-        }
-    } else {
-        size_t len = 0;
-        text = run_read_file(PROG, file, &len);
-        if (!text) goto done;
+        if (!(ids = parse_ids(tokens, &n))) return 2;
+    } else if (!(text = run_read_file(PROG, file, &len))) {
+        return 1;
+    }
+    run_ctx R;
+    if (run_load(&o, &R, quiet)) {
+        free(ids);
+        free(text);
+        return 1;
+    }
+    int ret = 1;
+    int32_t *win = NULL;
+    float *logits_m[3] = {NULL, NULL, NULL};
+    mdl_session *sess[3] = {NULL, NULL, NULL};
+    eval_row rows[3];
+    memset(rows, 0, sizeof rows);
+    if (!tokens) {
         if (!R.tok) {
             fprintf(stderr, "%s: no tokenizer: %s\n", PROG, R.tok_err);
             goto done;

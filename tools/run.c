@@ -201,6 +201,26 @@ static void progress_bar(void *ud, int64_t done, int64_t total) {
     fflush(stderr);
 }
 
+/* --tokens "1,2 3": ids into ids[] (NULL: only counted), the count, or -1 after a message (an id that is not an
+ * integer in [0, INT32_MAX]; not cast: 4294967301 would be token 5) */
+static int64_t parse_token_list(const char *arg, int32_t *ids) {
+    int64_t n = 0;
+    const char *p = arg;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) {
+            fprintf(stderr, "infllm run: bad --tokens list at '%s' (token ids are integers >= 0)\n", p);
+            return -1;
+        }
+        if (ids) ids[n] = (int32_t)v;
+        n++;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
 int cmd_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
@@ -295,15 +315,29 @@ int cmd_run(int argc, char **argv) {
             }
     }
 
+    /* the prompt is read (and a --tokens list checked) before the model loads: a missing file or a typo in the
+     * list was reported only after the load */
+    char *text = NULL;
+    size_t text_len = 0;
+    int64_t n_token_list = 0;
+    if (tokens_arg && (n_token_list = parse_token_list(tokens_arg, NULL)) < 0) {
+        free(dump_list);
+        return 2;
+    }
+    if (prompt_file && !(text = run_read_file("infllm run", prompt_file, &text_len))) {
+        free(dump_list);
+        return 1;
+    }
     run_ctx R;
     if (run_load(&o, &R, quiet)) {
         free(dump_list);
+        free(text);
         return 1;
     }
     int ret = 1;
     qkv_dump dump = {0};
     dump.dir = dump_qkv;
-    char *text = NULL, *chat_text = NULL;
+    char *chat_text = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     mdl_sampler smp = {0};
@@ -320,32 +354,17 @@ int cmd_run(int argc, char **argv) {
      * huge -n must not size the buffer (-n 2147483647 asked for 8 GiB and failed as "the prompt is empty") */
     const size_t gen_room = (size_t)((int64_t)n_predict < o.ctx ? (int64_t)n_predict : o.ctx);
     if (tokens_arg) {
-        size_t cap = strlen(tokens_arg) / 2 + 2;
-        ids = malloc(sizeof(int32_t) * (cap + gen_room + 1));
+        ids = malloc(sizeof(int32_t) * ((size_t)n_token_list + gen_room + 1));
         if (!ids) {
             fprintf(stderr, "infllm run: out of memory (token buffer)\n");
             goto done;
         }
-        const char *p = tokens_arg;
-        while (*p) {
-            char *end;
-            errno = 0;
-            long v = strtol(p, &end, 10);
-            if (end == p || errno || v < 0 || v > INT32_MAX) { /* not cast: 4294967301 would be token 5 */
-                fprintf(stderr, "infllm run: bad --tokens list at '%s' (token ids are integers >= 0)\n", p);
-                ret = 2;
-                goto done;
-            }
-            ids[n_prompt++] = (int32_t)v;
-            p = *end == ',' ? end + 1 : end;
-        }
+        n_prompt = parse_token_list(tokens_arg, ids);
     } else {
-        size_t len = 0;
-        if (prompt_file) {
-            text = run_read_file("infllm run", prompt_file, &len);
-            if (!text) goto done;
-        } else {
+        size_t len = text_len;
+        if (!prompt_file) {
             text = strdup(prompt);
+            if (!text) goto done;
             len = strlen(text);
         }
         if (!R.tok) {
