@@ -98,7 +98,7 @@ with tempfile.TemporaryDirectory() as tmp:
                             (["eval", "ppl", "-f", nofile], 1, "no-such-prompt.txt"), (["eval", "ppl", "--tokens", "1,x"], 2, "x")):
         p = run(*cmd, "-m", os.path.join(tmp, "missing.gguf"))
         c.check(p.returncode == code and what in p.stderr and "missing.gguf" not in p.stderr,
-                f"{' '.join(cmd[:2])} {cmd[-2]} with a model that cannot load: exit {code} on the input first ({p.returncode}, {p.stderr.strip()[:120]})")
+                f"{' '.join(cmd[:-1])} with a model that cannot load: exit {code} on the input first ({p.returncode}, {p.stderr.strip()[:120]})")
     # a path that is neither a .gguf nor a folder was read as a Hugging Face folder ('X/config.json: cannot open')
     p = run("run", "-m", os.path.join(tmp, "missing"), "-p", "x")
     c.check(p.returncode == 1 and "No such file" in p.stderr and "config.json" not in p.stderr,
