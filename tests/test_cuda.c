@@ -32,6 +32,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "nan_select_fixture.h"
 #include "npy.h"
 
 #ifdef INFLLM_HAVE_CUDA
@@ -1015,45 +1016,23 @@ static void nan_select_case(const char *name, int Hq, int Hkv, int D, int lq, in
 }
 
 static void nan_checks(void) {
-    /* (1) standalone: two sequences (q 2 / 1, k 200 / 20), B 16, l1 16, s1 8, K 4 (forced 0, 11, 12 and one) */
+    /* (1) standalone: tests/nan_select_fixture.h (test_ref_semantics runs it on the CPU) */
     {
         infllm_params p;
-        infllm_params_default(&p);
-        p.block_size = 16;
-        p.kernel_size = 16;
-        p.kernel_stride = 8;
-        p.init_blocks = 1;
-        p.local_blocks = 1;
-        p.topk = 3;
-        int32_t cuq[3] = {0, 2, 3}, cuk[3] = {0, 200, 220};
-        infllm_layout l;
-        memset(&l, 0, sizeof l);
-        l.dtype = INFLLM_DTYPE_BF16;
-        l.num_seqs = 2;
-        l.cu_seqlens_q = cuq;
-        l.cu_seqlens_k = cuk;
-        l.total_q = 3;
-        l.total_k = 220;
-        l.num_q_heads = 1;
-        l.num_kv_heads = 1;
-        l.head_dim = 16;
-        l.max_seqlen_q = 2;
-        l.max_seqlen_k = 200;
+        nanfx_params(&p);
+        infllm_layout l = nanfx_layout(INFLLM_DTYPE_BF16, nanfx_cu_seqlens_q, nanfx_cu_seqlens_k);
         infllm_sizes sz;
         p.backend = INFLLM_BACKEND_REF;
         CHECK_OK(infllm_get_sizes(&p, &l, &sz));
-        CHECK(sz.max_n1 == 24 && sz.nblocks_out == 13 && sz.topk_out == 4, "NaN standalone: sizes %d %d %d", sz.max_n1,
-              sz.nblocks_out, sz.topk_out);
-        float sc[3 * 24], bs[3 * 13];
-        for (int j = 0; j < 3 * 24; j++) sc[j] = (float)((j * 29) % 17) / 8.0f;
-        for (int j = 0; j < 24; j += 2) sc[j] = NAN;
-        sc[24 + 3] = NAN;
-        int32_t rtk[3 * 4];
+        CHECK(sz.max_n1 == NANFX_N1 && sz.nblocks_out == NANFX_NB && sz.topk_out == NANFX_K,
+              "NaN standalone: sizes %d %d %d", sz.max_n1, sz.nblocks_out, sz.topk_out);
+        float sc[NANFX_ROWS * NANFX_N1], bs[NANFX_ROWS * NANFX_NB];
+        int32_t rtk[NANFX_ROWS * NANFX_K];
+        nanfx_kernel_scores(sc);
         CHECK_OK(infllm_block_scores(&p, &l, sc, bs));
         CHECK_OK(infllm_topk_select(&p, &l, bs, rtk));
-        infllm_layout dl = l;
-        dl.cu_seqlens_q = dup_dev(cuq, sizeof cuq);
-        dl.cu_seqlens_k = dup_dev(cuk, sizeof cuk);
+        infllm_layout dl = nanfx_layout(INFLLM_DTYPE_BF16, dup_dev(nanfx_cu_seqlens_q, sizeof nanfx_cu_seqlens_q),
+                                        dup_dev(nanfx_cu_seqlens_k, sizeof nanfx_cu_seqlens_k));
         float *dsc = dup_dev(sc, sizeof sc), *dbs = dev_alloc(sizeof bs);
         int32_t *dtk = dev_alloc(sizeof rtk);
         p.backend = INFLLM_BACKEND_CUDA;
@@ -1062,13 +1041,10 @@ static void nan_checks(void) {
         float *cbs = to_host(dbs, sizeof bs);
         int32_t *ctk = to_host(dtk, sizeof rtk);
         int bad = 0;
-        for (int i = 0; i < 3 * 13; i++) bad += memcmp(&cbs[i], &bs[i], sizeof(float)) != 0;
+        for (int i = 0; i < NANFX_ROWS * NANFX_NB; i++) bad += memcmp(&cbs[i], &bs[i], sizeof(float)) != 0;
         CHECK(bad == 0, "NaN kernel scores: %d CUDA block scores differ from REF", bad);
         CHECK(memcmp(ctk, rtk, sizeof rtk) == 0, "NaN kernel scores: CUDA top-k differs from REF");
-        /* hand-made NaN block scores: more NaN blocks than the row has free places; forced blocks stay */
-        for (int b = 0; b < 13; b++) bs[b] = (b == 0 || b >= 11) ? INFINITY : NAN;
-        bs[5] = 1.0f;
-        bs[13 + 7] = NAN;
+        nanfx_block_scores(bs);
         p.backend = INFLLM_BACKEND_REF;
         CHECK_OK(infllm_topk_select(&p, &l, bs, rtk));
         cudaMemcpy(dbs, bs, sizeof bs, cudaMemcpyHostToDevice);
@@ -1076,9 +1052,8 @@ static void nan_checks(void) {
         CHECK_OK(infllm_topk_select(&p, &dl, dbs, dtk));
         free(ctk);
         ctk = to_host(dtk, sizeof rtk);
-        const int32_t want0[4] = {0, 5, 11, 12};
-        CHECK(memcmp(ctk, want0, sizeof want0) == 0, "NaN block scores: CUDA row 0 %d %d %d %d (want 0 5 11 12)",
-              ctk[0], ctk[1], ctk[2], ctk[3]);
+        CHECK(memcmp(ctk, nanfx_want_row0, sizeof nanfx_want_row0) == 0,
+              "NaN block scores: CUDA row 0 %d %d %d %d (want 0 5 11 12)", ctk[0], ctk[1], ctk[2], ctk[3]);
         CHECK(memcmp(ctk, rtk, sizeof rtk) == 0, "NaN block scores: CUDA top-k differs from REF");
         free(cbs), free(ctk);
         cudaFree((void *)dl.cu_seqlens_q), cudaFree((void *)dl.cu_seqlens_k), cudaFree(dsc), cudaFree(dbs);

@@ -22,6 +22,7 @@
 #include "harness.h"
 #include "infllm.h"
 #include "internal.h"
+#include "nan_select_fixture.h"
 
 static void test_geometry(void) {
     const int32_t geo[][3] = {{64, 32, 16}, {32, 16, 8}, {128, 32, 16}, {16, 16, 8}, {48, 32, 16}, {64, 64, 32}, {64, 16, 16}};
@@ -299,40 +300,30 @@ static void test_select(void) {
  * lowest, on CPU as on REF. The CPU once started its max at the block's first kernel (a NaN there made the
  * block NaN) and ranked a NaN above +inf (so NaN blocks took the places of forced ones). */
 static void test_select_nan(void) {
-    lay y = {2, {2, 1}, {200, 20}, {0}, {0}, 0, 0};
-    infllm_layout l = mk_layout(&y, 1, 1, 16);
     infllm_params p;
-    infllm_params_default(&p);
-    p.block_size = 16;
-    p.kernel_size = 16;
-    p.kernel_stride = 8;
-    p.init_blocks = 1;
-    p.local_blocks = 1;
-    p.topk = 3; /* K = 4: forced {0, 11, 12} and one more in row 0 */
-    float sc[3 * 24], bs[2][3 * 13];
-    int32_t tk[2][3 * 4];
-    for (int j = 0; j < 3 * 24; j++) sc[j] = (float)((j * 29) % 17) / 8.0f;
-    for (int j = 0; j < 24; j += 2) sc[j] = NAN; /* every block's first kernel (2b - 1 or 0) is NaN somewhere */
-    sc[24 + 3] = NAN;
+    nanfx_params(&p);
+    infllm_layout l = nanfx_layout(INFLLM_DTYPE_F32, nanfx_cu_seqlens_q, nanfx_cu_seqlens_k);
+    float sc[NANFX_ROWS * NANFX_N1], bs[2][NANFX_ROWS * NANFX_NB];
+    int32_t tk[2][NANFX_ROWS * NANFX_K];
+    nanfx_kernel_scores(sc);
     for (int be = 0; be < 2; be++) {
         p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
         CHECK_OK(infllm_block_scores(&p, &l, sc, bs[be]));
         CHECK_OK(infllm_topk_select(&p, &l, bs[be], tk[be]));
     }
     int bad = 0;
-    for (int i = 0; i < 3 * 13; i++) bad += memcmp(&bs[0][i], &bs[1][i], sizeof(float)) != 0;
+    for (int i = 0; i < NANFX_ROWS * NANFX_NB; i++) bad += memcmp(&bs[0][i], &bs[1][i], sizeof(float)) != 0;
     CHECK(bad == 0, "NaN kernel scores: %d CPU block scores differ from REF", bad);
-    /* hand-made NaN block scores: more NaN blocks than the row has free places; forced blocks stay */
-    for (int b = 0; b < 13; b++) bs[0][b] = bs[1][b] = (b == 0 || b >= 11) ? INFINITY : NAN;
-    bs[0][5] = bs[1][5] = 1.0f;
+    CHECK(memcmp(tk[0], tk[1], sizeof tk[0]) == 0, "NaN kernel scores: CPU top-k differs from REF");
+    nanfx_block_scores(bs[0]);
+    nanfx_block_scores(bs[1]);
     for (int be = 0; be < 2; be++) {
         p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
         CHECK_OK(infllm_topk_select(&p, &l, bs[be], tk[be]));
     }
     CHECK(memcmp(tk[0], tk[1], sizeof tk[0]) == 0, "NaN block scores: CPU top-k differs from REF");
-    const int32_t want0[4] = {0, 5, 11, 12};
-    CHECK(memcmp(tk[1], want0, sizeof want0) == 0, "NaN block scores: CPU row 0 %d %d %d %d (want 0 5 11 12)", tk[1][0],
-          tk[1][1], tk[1][2], tk[1][3]);
+    CHECK(memcmp(tk[1], nanfx_want_row0, sizeof nanfx_want_row0) == 0,
+          "NaN block scores: CPU row 0 %d %d %d %d (want 0 5 11 12)", tk[1][0], tk[1][1], tk[1][2], tk[1][3]);
 }
 
 int main(void) {
