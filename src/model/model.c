@@ -238,7 +238,7 @@ static int s_vec(mdl_model *m, const char *name, int64_t n, const float **out, i
 }
 static int json_floats(mdl_model *m, const json_value *arr, int n, const float **out) {
     if (!arr || !json_is(arr, JSON_ARRAY) || (int)json_len(arr) != n)
-        return mdl_fail("config.json: rope_scaling factors must be an array of %d numbers", n);
+        return mdl_fail("config.json: the longrope long_factor / short_factor must be arrays of %d numbers", n);
     float *f = own_floats(m, (size_t)n);
     if (!f) return mdl_fail("out of memory");
     for (int i = 0; i < n; i++) {
@@ -318,6 +318,98 @@ static int cfg_object(const char *file, const json_value *obj, const char *key, 
     return 0;
 }
 
+/* config.json's RoPE fields, as transformers reads them. 4.x checkpoints have a top-level rope_theta and a
+ * rope_scaling object ({rope_type or type, factor, ...}); transformers 5 writes one rope_parameters object that
+ * holds rope_theta, rope_type and the scaling fields, and no top-level rope_theta (reading only the 4.x keys ran
+ * those checkpoints at theta 10000, unscaled, and YaRN unrefused). The section is rope_scaling when it is a
+ * non-empty object, else rope_parameters; its rope_theta comes before the top-level one (10000 without either). */
+static int hf_rope(mdl_model *m, const char *p, const json_value *r) {
+    mdl_config *c = &m->cfg;
+    const json_value *rs, *rp;
+    if (cfg_object(p, r, "rope_scaling", &rs) || cfg_object(p, r, "rope_parameters", &rp)) return -1;
+    const char *S = "rope_scaling.";
+    if (!rs || !json_len(rs)) {
+        rs = rp && json_len(rp) ? rp : NULL;
+        S = "rope_parameters.";
+    }
+    double theta;
+    if (cfg_num(p, r, "", "rope_theta", 10000.0, &theta) || (rs && cfg_num(p, rs, S, "rope_theta", theta, &theta)))
+        return -1;
+    c->rope_theta = (float)theta;
+    if (!rs) return 0;
+    /* transformers 5's per-layer-type form ({"full_attention": {...}, "sliding_attention": {...}}) */
+    if (json_get(rs, "full_attention") || json_get(rs, "sliding_attention"))
+        return mdl_fail("%s: %.*s holds RoPE parameters per layer type, which are not supported", p,
+                        (int)strlen(S) - 1, S);
+    const char *rt;
+    if (cfg_str(p, rs, S, "rope_type", &rt) || (!rt && cfg_str(p, rs, S, "type", &rt))) return -1;
+    if (!rt || !strcmp(rt, "default")) return 0;
+    /* original_max_position_embeddings (llama3, longrope): transformers 5 takes a top-level value first (Phi-3's
+     * layout), then the section's, then max_position_embeddings; 4.x read the section's. Both given and different:
+     * the versions disagree, refused */
+    const char *OM = "original_max_position_embeddings";
+    const int has_top = cfg_value(r, OM) != NULL, has_sec = cfg_value(rs, OM) != NULL;
+    int64_t o_top, orig;
+    if (cfg_int(p, r, "", OM, c->ctx_train, &o_top) || cfg_int(p, rs, S, OM, o_top, &orig)) return -1;
+    if (has_top && has_sec && o_top != orig)
+        return mdl_fail("%s: %s %lld and %s%s %lld differ", p, OM, (long long)o_top, S, OM, (long long)orig);
+    if (!strcmp(rt, "longrope")) {
+        if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
+            json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
+            return -1;
+        if (orig < 1 || orig > INT32_MAX)
+            return mdl_fail("%s: longrope needs original_max_position_embeddings in 1..2^31-1 (got %lld)", p, (long long)orig);
+        c->rope_orig_ctx = (int)orig;
+        /* the cos/sin factor as transformers' _compute_longrope_parameters: attention_factor when given, else
+         * sqrt(1 + ln(factor) / ln(orig)) for factor > 1 (factor when given, else max_position / orig), else 1
+         * (the two keys used to be ignored) */
+        double factor, attn;
+        if (cfg_num(p, rs, S, "factor", (double)c->ctx_train / (double)orig, &factor) ||
+            cfg_num(p, rs, S, "attention_factor", 0.0, &attn))
+            return -1;
+        if (!cfg_value(rs, "attention_factor"))
+            attn = factor > 1.0 && orig > 1 ? sqrt(1.0 + log(factor) / log((double)orig)) : 1.0;
+        if (!(attn > 0) || !isfinite(attn) || !isfinite(factor))
+            return mdl_fail("%s: longrope attention factor %g (factor %g) must be finite and > 0", p, attn, factor);
+        c->rope_attn_factor = (float)attn;
+    } else if (!strcmp(rt, "linear")) { /* HF divides the positions by the factor */
+        double factor;
+        if (cfg_num(p, rs, S, "factor", 0.0, &factor)) return -1;
+        if (!(factor > 0) || !isfinite(factor)) return mdl_fail("%s: RoPE scaling 'linear' needs a factor > 0", p);
+        c->rope_freq_scale = (float)(1.0 / factor);
+    } else if (!strcmp(rt, "llama3")) {
+        /* Llama 3.1 / 3.2: a divisor a frequency, as transformers' _compute_llama3_parameters scales inv_freq and
+         * llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor keep theirs
+         * (1), above old_ctx / low_freq_factor are divided by factor, and the band between blends the two */
+        double factor, lo, hi;
+        if (cfg_num(p, rs, S, "factor", 0.0, &factor) || cfg_num(p, rs, S, "low_freq_factor", 0.0, &lo) ||
+            cfg_num(p, rs, S, "high_freq_factor", 0.0, &hi))
+            return -1;
+        const double old_ctx = (double)orig;
+        if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0))
+            return mdl_fail("%s: RoPE scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                            "original_max_position_embeddings > 0", p);
+        float *div = own_floats(m, (size_t)(c->head_dim / 2));
+        if (!div) return mdl_fail("out of memory");
+        const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi, PI = 3.14159265358979323846;
+        for (int i = 0; i < c->head_dim / 2; i++) {
+            const double wavelen = 2.0 * PI * pow((double)c->rope_theta, 2.0 * i / c->head_dim);
+            if (wavelen < hi_wavelen) {
+                div[i] = 1.f;
+            } else if (wavelen > lo_wavelen) {
+                div[i] = (float)factor;
+            } else {
+                const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+            }
+        }
+        c->rope_freqs = div;
+    } else {
+        return mdl_fail("%s: RoPE scaling type '%s' is not supported (default, linear, llama3 and longrope are)", p, rt);
+    }
+    return 0;
+}
+
 static int load_hf(mdl_model *m, const char *dir) {
     char p[1200], err[512];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -334,18 +426,17 @@ static int load_hf(mdl_model *m, const char *dir) {
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", mt);
-    double rms_eps, rope_theta;
+    double rms_eps;
     bool tied; /* tie_word_embeddings: read here so that its type is checked whether or not lm_head is there */
     if (cfg_i32(p, r, "", "hidden_size", 0, &c->n_embd) || cfg_i32(p, r, "", "num_hidden_layers", 0, &c->n_layer) ||
         cfg_i32(p, r, "", "num_attention_heads", 0, &c->n_head) ||
         cfg_i32(p, r, "", "num_key_value_heads", c->n_head, &c->n_head_kv) ||
         cfg_i32(p, r, "", "intermediate_size", 0, &c->n_ff) || cfg_i32(p, r, "", "vocab_size", 0, &c->n_vocab) ||
-        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) || cfg_num(p, r, "", "rope_theta", 10000.0, &rope_theta) ||
+        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) ||
         cfg_i32(p, r, "", "max_position_embeddings", 4096, &c->ctx_train) ||
         cfg_bool(p, r, "", "tie_word_embeddings", true, &tied))
         goto out;
     c->rms_eps = (float)rms_eps;
-    c->rope_theta = (float)rope_theta;
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
         c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_vocab < 1) {
         mdl_fail("%s: bad or missing hyper-parameters", p);
@@ -369,71 +460,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
         c->logit_scale = (float)((double)c->n_embd / base);
     }
-    const json_value *rs;
-    if (cfg_object(p, r, "rope_scaling", &rs)) goto out;
-    if (rs) {
-        const char *rt;
-        if (cfg_str(p, rs, "rope_scaling.", "rope_type", &rt)) goto out;
-        if (!rt && cfg_str(p, rs, "rope_scaling.", "type", &rt)) goto out;
-        if (rt && !strcmp(rt, "longrope")) {
-            if (json_floats(m, json_get(rs, "long_factor"), c->head_dim / 2, &c->rope_factors_long) ||
-                json_floats(m, json_get(rs, "short_factor"), c->head_dim / 2, &c->rope_factors_short))
-                goto out;
-            int64_t orig_top;
-            if (cfg_int(p, r, "", "original_max_position_embeddings", c->ctx_train, &orig_top) ||
-                cfg_i32(p, rs, "rope_scaling.", "original_max_position_embeddings", orig_top, &c->rope_orig_ctx))
-                goto out;
-            double M = c->ctx_train, M0 = c->rope_orig_ctx;
-            c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
-        } else if (rt && !strcmp(rt, "linear")) { /* HF divides the positions by the factor */
-            double factor;
-            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor)) goto out;
-            if (!(factor > 0) || !isfinite(factor)) {
-                mdl_fail("%s: rope_scaling 'linear' needs a factor > 0", p);
-                goto out;
-            }
-            c->rope_freq_scale = (float)(1.0 / factor);
-        } else if (rt && !strcmp(rt, "llama3")) {
-            /* Llama 3.1 / 3.2: a divisor a frequency, as transformers' _compute_llama3_parameters scales inv_freq
-             * and llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor
-             * keep theirs (1), above old_ctx / low_freq_factor are divided by factor, and the band between
-             * blends the two */
-            double factor, lo, hi;
-            int64_t old_ctx_i;
-            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor) ||
-                cfg_num(p, rs, "rope_scaling.", "low_freq_factor", 0.0, &lo) ||
-                cfg_num(p, rs, "rope_scaling.", "high_freq_factor", 0.0, &hi) ||
-                cfg_int(p, rs, "rope_scaling.", "original_max_position_embeddings", 0, &old_ctx_i))
-                goto out;
-            const double old_ctx = (double)old_ctx_i;
-            if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0)) {
-                mdl_fail("%s: rope_scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
-                         "original_max_position_embeddings > 0", p);
-                goto out;
-            }
-            float *div = own_floats(m, (size_t)(c->head_dim / 2));
-            if (!div) {
-                mdl_fail("out of memory");
-                goto out;
-            }
-            const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi, PI = 3.14159265358979323846;
-            for (int i = 0; i < c->head_dim / 2; i++) {
-                const double wavelen = 2.0 * PI * pow((double)c->rope_theta, 2.0 * i / c->head_dim);
-                if (wavelen < hi_wavelen) {
-                    div[i] = 1.f;
-                } else if (wavelen > lo_wavelen) {
-                    div[i] = (float)factor;
-                } else {
-                    const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
-                    div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
-                }
-            }
-            c->rope_freqs = div;
-        } else if (rt && strcmp(rt, "default")) {
-            mdl_fail("%s: rope_scaling type '%s' is not supported (linear, llama3 and longrope are)", p, rt);
-            goto out;
-        }
-    }
+    if (hf_rope(m, p, r)) goto out;
     infllm_params_default(&c->sparse);
     const json_value *sc;
     if (cfg_object(p, r, "sparse_config", &sc)) goto out;
