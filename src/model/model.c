@@ -410,6 +410,56 @@ static int hf_rope(mdl_model *m, const char *p, const json_value *r) {
     return 0;
 }
 
+/* config.json fields that make transformers run another model than this forward computes: refused with a message
+ * naming them, where they used to be ignored (hf_check.py: a gelu MLP or Qwen2's sliding-window layers ran as
+ * full-attention SiLU). 0 or -1 (mdl_fail). */
+static int hf_refuse_unsupported(const char *p, const json_value *r, const mdl_config *c) {
+    const char *act;
+    if (cfg_str(p, r, "", "hidden_act", &act)) return -1;
+    if (act && strcmp(act, "silu") && strcmp(act, "swish")) /* transformers' ACT2FN: both are SiLU */
+        return mdl_fail("%s: hidden_act '%s' is not supported (silu is)", p, act);
+    /* partial rotary embeddings (rope over the first head_dim x factor values): not implemented. At the top level or
+     * in a RoPE section (transformers 5 moves it there): any value other than 1 is refused */
+    double prf = 1.0;
+    const char *const secs[] = {"rope_scaling", "rope_parameters"};
+    if (cfg_num(p, r, "", "partial_rotary_factor", 1.0, &prf)) return -1;
+    for (int i = 0; i < 2; i++) {
+        const json_value *sec = cfg_value(r, secs[i]);
+        if (sec && json_is(sec, JSON_OBJECT) && cfg_value(sec, "partial_rotary_factor")) {
+            char pre[32];
+            snprintf(pre, sizeof pre, "%s.", secs[i]);
+            double f;
+            if (cfg_num(p, sec, pre, "partial_rotary_factor", 1.0, &f)) return -1;
+            if (f != 1.0) prf = f;
+        }
+    }
+    if (prf != 1.0) return mdl_fail("%s: partial_rotary_factor %g is not supported (rotary over the whole head is)", p, prf);
+    /* sliding-window attention (Qwen2 / Qwen3): layer_types naming another kind than full_attention, or, without
+     * layer_types, use_sliding_window with a sliding_window from layer max_window_layers on (transformers' rule) */
+    if (!arch_is_qwen(c->arch)) return 0;
+    const json_value *lt = cfg_value(r, "layer_types");
+    if (lt) {
+        if (!json_is(lt, JSON_ARRAY)) return cfg_type_error(p, "", "layer_types", "an array of strings", lt);
+        for (size_t i = 0; i < json_len(lt); i++) {
+            const char *t = json_str(json_index(lt, i), NULL);
+            if (!t || strcmp(t, "full_attention"))
+                return mdl_fail("%s: layer_types[%zu] is '%s': only full_attention layers are supported (no sliding "
+                                "window)", p, i, t ? t : "(not a string)");
+        }
+        return 0;
+    }
+    bool sw;
+    int64_t win, first;
+    if (cfg_bool(p, r, "", "use_sliding_window", false, &sw) || cfg_int(p, r, "", "sliding_window", 4096, &win) ||
+        cfg_int(p, r, "", "max_window_layers", 28, &first))
+        return -1;
+    const json_value *wv = json_get(r, "sliding_window"); /* absent: transformers' default 4096; null: none */
+    if (sw && !json_is_null(wv) && first < c->n_layer)
+        return mdl_fail("%s: use_sliding_window with sliding_window %lld from layer %lld on is not supported (only "
+                        "full attention is)", p, (long long)win, (long long)first);
+    return 0;
+}
+
 static int load_hf(mdl_model *m, const char *dir) {
     char p[1200], err[512];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -460,7 +510,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
         c->logit_scale = (float)((double)c->n_embd / base);
     }
-    if (hf_rope(m, p, r)) goto out;
+    if (hf_rope(m, p, r) || hf_refuse_unsupported(p, r, c)) goto out;
     infllm_params_default(&c->sparse);
     const json_value *sc;
     if (cfg_object(p, r, "sparse_config", &sc)) goto out;
@@ -499,6 +549,9 @@ static int load_hf(mdl_model *m, const char *dir) {
         mdl_fail("model: tensor 'lm_head.bias' is not supported (it would be ignored)");
         goto out;
     }
+    bool attn_bias; /* q/k/v (and o) biases in transformers' attention: attention_bias, always for qwen2 */
+    if (cfg_bool(p, r, "", "attention_bias", false, &attn_bias)) goto out;
+    if (!strcmp(mt, "qwen2")) attn_bias = true;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         mdl_fail("out of memory");
@@ -522,6 +575,24 @@ static int load_hf(mdl_model *m, const char *dir) {
             s_vec(m, T("self_attn.q_norm.weight"), c->head_dim, &L->q_norm, strcmp(mt, "qwen3") != 0) ||
             s_vec(m, T("self_attn.k_norm.weight"), c->head_dim, &L->k_norm, strcmp(mt, "qwen3") != 0))
             goto out;
+        /* q/k/v biases where transformers' attention has none (llama, qwen3, minicpm: attention_bias false; qwen2
+         * always has them), q/k norms outside qwen3: transformers leaves such tensors unread, this forward would
+         * apply them */
+        if (!attn_bias && (L->bq || L->bk || L->bv)) {
+            mdl_fail("%s: attention_bias is false but the checkpoint has %s biases (transformers would not read them)",
+                     p, L->bq ? "q_proj" : L->bk ? "k_proj" : "v_proj");
+            goto out;
+        }
+        if (L->q_norm && strcmp(mt, "qwen3")) {
+            mdl_fail("%s: model_type %s has no q_norm / k_norm (qwen3 has), but the checkpoint has %s", p, mt,
+                     T("self_attn.q_norm.weight"));
+            goto out;
+        }
+        if (L->k_norm && strcmp(mt, "qwen3")) {
+            mdl_fail("%s: model_type %s has no q_norm / k_norm (qwen3 has), but the checkpoint has %s", p, mt,
+                     T("self_attn.k_norm.weight"));
+            goto out;
+        }
         /* biases this forward does not apply (llama's attention_bias adds o_proj's, mlp_bias the MLP's): refused
          * rather than silently dropped */
         static const char *const unapplied[] = {"self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
