@@ -154,11 +154,14 @@ with tempfile.TemporaryDirectory() as tmp:
     # given, else from max_position_embeddings / original (both keys used to be ignored: factor 1 here)
     ml = Tiny("llama", seed=11, n_layer=1, longrope=True)
     ml.write_gguf(os.path.join(tmp, "lr.gguf"), {})
-    for extra, msc in (({"attention_factor": 1.3}, 1.3), ({"factor": 4.0}, np.sqrt(1 + np.log(4.0) / np.log(4096))),
-                       ({}, 1.0)):
+    # (the last: no max_position_embeddings, so LlamaConfig's default 2048 over 512, where the loader assumed 4096)
+    for extra, msc, cfg_x in (({"attention_factor": 1.3}, 1.3, None),
+                              ({"factor": 4.0}, np.sqrt(1 + np.log(4.0) / np.log(4096)), None), ({}, 1.0, None),
+                              ({"original_max_position_embeddings": 512}, np.sqrt(1 + np.log(4.0) / np.log(512)),
+                               {"max_position_embeddings": None})):
         for layout in ("v4", "v5"):
             hl = os.path.join(tmp, "lr-hf")
-            ml.write_hf(hl, layout=layout, rope_extra=extra)
+            ml.write_hf(hl, layout=layout, rope_extra=extra, cfg_extra=cfg_x)
             ml.rope_mscale = msc
             e = rel_err(run_logits(exe, hl, toks, tmp, ["--attn", "dense", *KV32, "--ctx", "8192"]), ml.forward(toks))
             c.check(e < 1e-4, f"longrope {extra or 'without factor'} ({layout} config): cos/sin x {msc:.4f} as "

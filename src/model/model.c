@@ -483,7 +483,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         cfg_i32(p, r, "", "num_key_value_heads", c->n_head, &c->n_head_kv) ||
         cfg_i32(p, r, "", "intermediate_size", 0, &c->n_ff) || cfg_i32(p, r, "", "vocab_size", 0, &c->n_vocab) ||
         cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) ||
-        cfg_i32(p, r, "", "max_position_embeddings", 4096, &c->ctx_train) ||
+        cfg_i32(p, r, "", "max_position_embeddings", arch_is_qwen(mt) ? 32768 : 2048, &c->ctx_train) ||
         cfg_bool(p, r, "", "tie_word_embeddings", true, &tied))
         goto out;
     c->rms_eps = (float)rms_eps;
@@ -492,7 +492,8 @@ static int load_hf(mdl_model *m, const char *dir) {
         mdl_fail("%s: bad or missing hyper-parameters", p);
         goto out;
     }
-    if (cfg_i32(p, r, "", "head_dim", c->n_embd / c->n_head, &c->head_dim)) goto out;
+    /* transformers' defaults where the key is absent: Qwen3Config's head_dim is 128, the others' hidden / heads */
+    if (cfg_i32(p, r, "", "head_dim", !strcmp(mt, "qwen3") ? 128 : c->n_embd / c->n_head, &c->head_dim)) goto out;
     if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2) { /* as the GGUF loader */
         mdl_fail("%s: bad head_dim %d", p, c->head_dim);
         goto out;
