@@ -191,4 +191,26 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(False, "GGUF with rope.scaling.type yarn: refused")
     except RuntimeError as err:
         c.check("yarn" in str(err), f"GGUF with rope.scaling.type yarn: refused ({str(err).splitlines()[-1][-80:]})")
+    # llama.cpp's converter writes a LlamaForCausalLM checkpoint with longrope scaling as rope.scaling.type longrope
+    # without the factor tensors (it writes them for Phi-3 / MiniCPM only): it ran unscaled (scripts/hf_check.py
+    # --converter: 1.1 relative off transformers); refused now. With the factors (the MiniCPM test) it runs.
+
+    def longrope_init(orig):
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            self.add_string("llama.rope.scaling.type", "longrope")
+        return init
+    with patched(_gguf.GGUFWriter, "__init__", longrope_init):
+        my.write_gguf(os.path.join(tmp, "lr-nofactors.gguf"), {})
+        mlr = Tiny("llama", seed=12, n_layer=1, longrope=True)
+        mlr.write_gguf(os.path.join(tmp, "lr-factors.gguf"), {})
+    try:
+        run_logits(exe, os.path.join(tmp, "lr-nofactors.gguf"), toks[:4], tmp)
+        c.check(False, "GGUF with rope.scaling.type longrope and no factor tensors: refused")
+    except RuntimeError as err:
+        c.check("rope_factors_long" in str(err), f"GGUF with rope.scaling.type longrope and no factor tensors: refused "
+                f"({str(err).splitlines()[-1][-80:]})")
+    e = rel_err(run_logits(exe, os.path.join(tmp, "lr-factors.gguf"), toks, tmp, ["--attn", "dense", *KV32]),
+                mlr.forward(toks))
+    c.check(e < 1e-4, f"GGUF with rope.scaling.type longrope and its factor tensors vs numpy float64: rel err {e:.2e}")
 c.finish()

@@ -163,6 +163,12 @@ static int load_gguf(mdl_model *m, const char *path) {
         if (!strcmp(stype, "none")) {
             c->rope_freq_scale = 1.f;
         } else if (!strcmp(stype, "linear") || !strcmp(stype, "longrope")) {
+            /* llama.cpp's converter marks a LlamaForCausalLM checkpoint with longrope scaling as longrope but writes
+             * its factors only for Phi-3 / MiniCPM: such a file would run unscaled (hf_check.py: 1.1 relative off
+             * transformers), so it is refused */
+            if (!strcmp(stype, "longrope") && !c->rope_factors_long && !c->rope_factors_short)
+                return mdl_fail("model: %s.rope.scaling.type is longrope but the file has no rope_factors_long / "
+                                "rope_factors_short tensors (it would run unscaled)", c->arch);
             if (!(factor >= 0) || !isfinite(factor))
                 return mdl_fail("model: RoPE scaling factor %g must be finite and >= 0", factor);
             c->rope_freq_scale = factor == 0.0 ? 1.f : (float)(1.0 / factor);
