@@ -391,6 +391,9 @@ def cases(tmp):
     check_match(tmp, "llama G3 (6/2 heads, hidden 96)", "llama", dict(num_attention_heads=6, hidden_size=96), seed=62)
     check_match(tmp, "llama G16 (16/1 heads, head_dim 16)", "llama", dict(num_attention_heads=16, num_key_value_heads=1,
                                                                          head_dim=16), seed=161)
+    check_match(tmp, "llama G5, hidden 80, ff 72", "llama",
+                dict(hidden_size=80, intermediate_size=72, num_attention_heads=5, num_key_value_heads=1), seed=63,
+                kv16=True)
     check_match(tmp, "llama tied", "llama", dict(tie_word_embeddings=True), seed=3)
     # tie_word_embeddings true with an lm_head.weight of its own in the file: transformers 5 reads the lm_head
     # (4.x re-tied it to the embedding); infllm does as transformers 5
@@ -475,6 +478,8 @@ def cases(tmp):
     check_refused(tmp, "refuse llama mlp_bias", "llama", dict(mlp_bias=True), "bias")
     check_refused(tmp, "refuse qwen3 attention_bias", "qwen3", dict(attention_bias=True), "bias")
     check_refused(tmp, "refuse llama gelu", "llama", dict(hidden_act="gelu"), "hidden_act")
+    # the attention library's limit (head_dim a multiple of 16, 16..256): a message, not a crash
+    check_refused(tmp, "refuse llama head_dim 20", "llama", dict(hidden_size=80), "head_dim 20")
     SW = dict(use_sliding_window=True, sliding_window=16, max_window_layers=1)
     check_refused(tmp, "refuse qwen2 sliding window (layer_types)", "qwen2", SW, "sliding")
     check_refused(tmp, "refuse qwen3 sliding window (v4 config, no layer_types)", "qwen3", SW, "sliding",
