@@ -17,7 +17,9 @@ same files), and compares the logits of every position of a fixed token list (`i
     float32 roundings), so a second term is the change of the float64 logits when inverse frequency i moves by
     i + 1 ulps (angle). Pass: err <= TOL_FACTOR x (noise + angle), TOL_FACTOR 4 for summation orders other than
     transformers'; each line reports err / (noise + angle) (0.2-1 on transformers 5.24).
-  * f16 / bf16 KV caches (some cases): the noise term is how much transformers' float64 logits move when the
+  * greedy generation (16 tokens through the decode steps, f32 KV) equals transformers' float64 argmax, up to the
+    first near-tie (top-2 margin within 2x the tolerance).
+  * f16 / bf16 KV caches (some cases; f16 also in 1- and 7-token chunks): the noise term is how much transformers' float64 logits move when the
     attention's q / k / v (and for bf16 its output, as infllm's bf16 path stores it) are rounded to that type.
   * sensitivity: the float64 model with rope_theta x 1.01 / rms_norm_eps x 1.5 must move far outside the
     tolerance (it does by 260-720x), so a misread field cannot hide in it.
@@ -35,7 +37,7 @@ same files), and compares the logits of every position of a fixed token list (`i
 
   usage: python3 scripts/hf_check.py [--bin build/infllm] [--only SUBSTRING] [--keep DIR] [--converter PATH]
   setup: python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch transformers numpy
-         (then run it with /tmp/hfvenv/bin/python; ~3 minutes on 2 cores, ~4 with --converter)
+         (then run it with /tmp/hfvenv/bin/python; ~2.5 minutes on 2 cores with --converter)
 Exit status 0 when every case passes, 1 otherwise."""
 import argparse
 import json
@@ -217,7 +219,7 @@ def make(tmp, name, arch, cfg_kw, seed, edit=None, save_dtype=None, shard=None, 
 
 
 def check_match(tmp, name, arch, cfg_kw, seed=0, T=96, edit=None, sparse=True, sensitivity=(), ctx=1024, kv16=False,
-                chunks=(), **make_kw):
+                chunks=(), gen=0, **make_kw):
     if args.only and args.only not in name:
         return
     folder = make(tmp, name, arch, cfg_kw, seed, edit, **make_kw)
@@ -239,11 +241,33 @@ def check_match(tmp, name, arch, cfg_kw, seed=0, T=96, edit=None, sparse=True, s
     agree = float((got.argmax(-1) == ref64.argmax(-1)).mean())
     report(name, err <= tol, f"dense f32 KV vs transformers f64: rel err {err:.2e}, tol {tol:.2e} "
            f"(f32 noise {noise:.1e} + angle {ang:.1e}; err/noise {err / (noise + ang):.1f}), argmax {agree * 100:.0f}%")
-    for ch in chunks:  # chunked prefill (--chunk 1: every token alone, as decode steps run)
-        gc, p = run_infllm(folder, toks, tmp, ["--attn", "dense", "--kv-type", "f32", "--chunk", str(ch)], ctx=ctx)
-        e = rel(gc, ref64) if gc is not None else float("inf")
-        report(f"{name} chunk {ch}", e <= tol, f"prefill in {ch}-token chunks vs transformers f64: rel err {e:.2e}"
-               if gc is not None else f"failed: {p.stderr.strip()[-300:]}")
+    # chunked prefill (--chunk 1: every token alone, as decode steps run; the f16 dense path then takes
+    # llama.cpp's one-token order)
+    t16 = TOL_FACTOR * (rel(hf_logits_rounded(m64, toks, torch.float16, False), ref64) + noise + ang) if chunks else 0
+    for ch, kv in ((c, k) for c in chunks for k in ("f32", "f16")):
+        gc, p = run_infllm(folder, toks, tmp, ["--attn", "dense", "--kv-type", kv, "--chunk", str(ch)], ctx=ctx)
+        e, t = (rel(gc, ref64) if gc is not None else float("inf")), (tol if kv == "f32" else t16)
+        report(f"{name} chunk {ch} {kv} KV", e <= t, f"prefill in {ch}-token chunks, {kv} KV, vs transformers f64: "
+               f"rel err {e:.2e}, tol {t:.2e}" if gc is not None else f"failed: {p.stderr.strip()[-300:]}")
+    if gen:  # greedy generation through the decode path, up to the first near-tie of transformers' float64 logits
+        p = subprocess.run([args.bin, "run", "-m", folder, "--tokens", ",".join(map(str, toks)), "-n", str(gen),
+                            "--temp", "0", "--ignore-eos", "--print-ids", "--attn", "dense", "--kv-type", "f32",
+                            "--ctx", str(ctx), "-t", "2"], capture_output=True, text=True)
+        line = [x for x in p.stderr.splitlines() if x.startswith("generated ids:")]
+        ours = [int(x) for x in line[0].split(":")[1].split()] if line else []
+        seq, want, sure = list(toks), [], 0
+        with torch.no_grad():
+            for _ in range(gen):
+                lg = m64(torch.tensor([seq])).logits[0, -1].numpy()
+                top = np.sort(lg)[-2:]
+                if top[1] - top[0] <= 2 * tol * np.abs(lg).max():
+                    break  # a near-tie: rounding may take either token
+                want.append(int(lg.argmax()))
+                seq.append(want[-1])
+                sure += 1
+        report(f"{name} greedy {gen}", p.returncode == 0 and sure > 0 and ours[:sure] == want,
+               f"{sure} greedy tokens (f32 KV, decode steps) as transformers' f64 argmax: "
+               f"{'identical' if ours[:sure] == want else f'ours {ours[:sure]} vs {want}'}")
     for kv, dt, round_out in (("f16", torch.float16, False), ("bf16", torch.bfloat16, True)) if kv16 else ():
         g16, p = run_infllm(folder, toks, tmp, ["--attn", "dense", "--kv-type", kv], ctx=ctx)
         n16 = rel(hf_logits_rounded(m64, toks, dt, round_out), ref64)
@@ -405,8 +429,9 @@ def cases(tmp):
                 sparse=False)
     check_match(tmp, "qwen2 sharded checkpoint", "qwen2", {}, seed=52, shard="100KB", sparse=False)
     # chunked prefill and one-token steps, and a prompt past the default 512-token chunk
-    check_match(tmp, "llama chunks", "llama", {}, seed=53, chunks=(1, 7), sparse=False)
-    check_match(tmp, "qwen3 chunks", "qwen3", dict(head_dim=64), seed=54, chunks=(1, 7), sparse=False)
+    check_match(tmp, "llama chunks", "llama", {}, seed=53, chunks=(1, 7), sparse=False, gen=16)
+    check_match(tmp, "qwen3 chunks", "qwen3", dict(head_dim=64), seed=54, chunks=(1, 7), sparse=False, gen=16)
+    check_match(tmp, "qwen2 generate", "qwen2", {}, seed=56, sparse=False, gen=16)
     check_match(tmp, "qwen2 600 tokens", "qwen2", {}, seed=55, T=600, kv16=True)
     check_match(tmp, "llama head_dim 64 (4 x 64 != 128)", "llama", dict(head_dim=64), seed=4)
     check_match(tmp, "llama eps 1e-2", "llama", dict(rms_norm_eps=1e-2), seed=5, sensitivity=(("rms_norm_eps", 1.5),))
