@@ -102,6 +102,7 @@ class Tiny:
             self.rscale = self.scale_depth / np.sqrt(n_layer)
             self.lscale = n_embd / self.dim_model_base
         self.factors = None
+        self.rope_mscale = 1.0  # cos / sin multiplier (LongRoPE's attention factor; write_hf's rope_extra sets it)
         if longrope:
             self.factors = (1.0 + 3.0 * r.random(self.D // 2)).astype(np.float32)
         # llama3-style frequency divisors (GGUF rope_freqs.weight) and linear RoPE scaling (positions / factor)
@@ -208,9 +209,12 @@ class Tiny:
         out, inn = wt.shape
         return wt.reshape(n_head, out // n_head // 2, 2, inn).swapaxes(1, 2).reshape(out, inn)
 
-    def write_hf(self, folder, dtype="F32"):
+    def write_hf(self, folder, dtype="F32", layout="v4", rope_extra=None, cfg_extra=None):
         """The same model as an HF checkpoint (rotate_half RoPE, unpermuted Q/K), from the
-        values stored in the GGUF (so both hold identical numbers)."""
+        values stored in the GGUF (so both hold identical numbers). layout "v4": config.json as transformers 4.x
+        writes it (top-level rope_theta, rope_scaling); "v5": as transformers 5 does (one rope_parameters object
+        with rope_theta, rope_type and the scaling fields). rope_extra: more keys of that RoPE section;
+        cfg_extra: more top-level keys."""
         os.makedirs(folder, exist_ok=True)
         st = self.stored
         tensors = {
@@ -254,6 +258,12 @@ class Tiny:
             cfg["rope_scaling"] = {"rope_type": "llama3", **self.rope_llama3}
         if self.rope_linear is not None:
             cfg["rope_scaling"] = {"rope_type": "linear", "factor": self.rope_linear}
+        if rope_extra:
+            cfg["rope_scaling"] = {**cfg.get("rope_scaling", {"rope_type": "default"}), **rope_extra}
+        if layout == "v5":
+            cfg["rope_parameters"] = {"rope_type": "default", **cfg.pop("rope_scaling", {}),
+                                      "rope_theta": cfg.pop("rope_theta")}
+        cfg.update(cfg_extra or {})
         with open(os.path.join(folder, "config.json"), "w") as fh:
             json.dump(cfg, fh)
 
@@ -281,7 +291,7 @@ class Tiny:
         if self.rope_linear is not None:
             inv = inv / self.rope_linear
         ang = np.arange(T)[:, None] * inv[None, :]
-        cos, sin = np.cos(ang), np.sin(ang)
+        cos, sin = np.cos(ang) * self.rope_mscale, np.sin(ang) * self.rope_mscale
 
         def rms(v, w):
             return v / np.sqrt((v * v).mean(-1, keepdims=True) + self.eps) * w

@@ -232,6 +232,34 @@ with tempfile.TemporaryDirectory() as tmp:
         except RuntimeError as err:
             same, why = False, str(err)[-140:]
         c.check(same, f"config {upd}: loads with the defaults, same logits {why}")
+    # fields that make transformers run another model than this forward computes ran as plain full-attention SiLU
+    # with full RoPE (scripts/hf_check.py against transformers 5.24): now refused naming them
+    FULL = ["full_attention"] * m.L
+    for upd, what in (({"hidden_act": "gelu"}, "hidden_act"), ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+                      ({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}, "partial_rotary_factor"),
+                      ({"rope_parameters": {"full_attention": {"rope_type": "default"}}}, "per layer type"),
+                      ({"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
+                       "sliding_window"),
+                      ({"model_type": "qwen2", "use_sliding_window": True, "max_window_layers": 0}, "sliding_window"),
+                      ({"model_type": "qwen2", "layer_types": FULL[:-1] + ["sliding_attention"]}, "sliding_attention"),
+                      ({"model_type": "qwen2", "layer_types": "full_attention"}, "layer_types must be")):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
+        c.check(p.returncode == 1 and what in p.stderr, f"config {upd}: exit 1 naming {what} ({p.stderr.strip()[-150:]})")
+    # ... and what transformers also runs as full attention / SiLU loads
+    for upd in ({"hidden_act": "silu"}, {"hidden_act": "swish"}, {"partial_rotary_factor": 1.0},
+                {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8, "max_window_layers": m.L},
+                {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": None, "max_window_layers": 0},
+                {"model_type": "qwen2", "use_sliding_window": False, "sliding_window": 8, "max_window_layers": 0},
+                {"model_type": "qwen2", "layer_types": FULL}, {"use_sliding_window": True, "max_window_layers": 0}):
+        with open(os.path.join(hf, "config.json"), "w") as f:
+            json.dump({**cfg0, **upd}, f)
+        try:
+            same, why = np.array_equal(run_logits(exe, hf, [3, 1, 4], tmp), base_logits), ""
+        except RuntimeError as err:
+            same, why = False, str(err)[-140:]
+        c.check(same, f"config {upd}: loads, same logits {why}")
     with open(os.path.join(hf, "config.json"), "w") as f:
         json.dump(cfg0, f)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
@@ -260,6 +288,21 @@ with tempfile.TemporaryDirectory() as tmp:
         save_file({**st0, extra: np.ones(m.E if "lm_head" not in extra else m.V, np.float32)}, st_path)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
         c.check(p.returncode == 1 and extra in p.stderr, f"HF checkpoint with {extra}: exit 1 naming it ({p.stderr.strip()[-120:]})")
+    # q/k/v biases where the config's attention has none (llama with attention_bias false) and q/k norms outside
+    # qwen3: transformers leaves them unread, the forward applied them
+    KVD = m.KV * m.D
+    for extra, n, what in (("model.layers.0.self_attn.k_proj.bias", KVD, "attention_bias is false"),
+                           ("model.layers.1.self_attn.q_norm.weight", m.D, "q_norm")):
+        save_file({**st0, extra: np.ones(n, np.float32)}, st_path)
+        p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+        c.check(p.returncode == 1 and what in p.stderr, f"llama checkpoint with {extra}: exit 1 ({p.stderr.strip()[-120:]})")
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump({**cfg0, "attention_bias": True}, f)
+    save_file({**st0, "model.layers.0.self_attn.k_proj.bias": np.ones(KVD, np.float32)}, st_path)
+    p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
+    c.check(p.returncode == 0, f"... with attention_bias true a k_proj bias loads ({p.stderr.strip()[-120:]})")
+    with open(os.path.join(hf, "config.json"), "w") as f:
+        json.dump(cfg0, f)
     save_file({k: v for k, v in st0.items() if k != "lm_head.weight"}, st_path)
     p = run("run", "-m", hf, "--tokens", toks, "-n", "1", "-q")
     c.check(p.returncode == 1 and "lm_head" in p.stderr, f"tie_word_embeddings false without lm_head: exit 1 ({p.stderr.strip()[-120:]})")

@@ -133,6 +133,48 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(False, "rope_scaling llama3 with high_freq_factor < low_freq_factor: refused")
     except RuntimeError as err:
         c.check("llama3" in str(err), f"rope_scaling llama3 with high < low freq factor: refused ({str(err)[-90:]})")
+    # transformers 5 writes config.json's RoPE as one rope_parameters object (rope_theta, rope_type, factors) and no
+    # top-level rope_theta: the loader read only the 4.x keys and ran such checkpoints at theta 10000 unscaled
+    # (scripts/hf_check.py found it against transformers 5.24)
+    for kw, what in ((dict(theta=500000.0), "rope_theta 500000"), (dict(rope_linear=4.0), "linear factor 4"),
+                     (dict(rope_llama3=l3, theta=50000.0), "llama3, rope_theta 50000")):
+        mv = Tiny("llama", seed=10, n_layer=1, **kw)
+        mv.write_gguf(os.path.join(tmp, "v5.gguf"), {})  # fills the stored weights write_hf saves
+        hv = os.path.join(tmp, "v5-hf")
+        mv.write_hf(hv, layout="v5")
+        e = rel_err(run_logits(exe, hv, toks, tmp, ["--attn", "dense", *KV32]), mv.forward(toks))
+        c.check(e < 1e-4, f"config.json rope_parameters (transformers 5) with {what} vs numpy float64: rel err {e:.2e}")
+    mv.write_hf(hv, layout="v5", rope_extra={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
+    try:
+        run_logits(exe, hv, toks[:4], tmp)
+        c.check(False, "rope_parameters of type yarn: refused")
+    except RuntimeError as err:
+        c.check("yarn" in str(err), f"rope_parameters of type yarn: refused ({str(err).splitlines()[-1][-80:]})")
+    # LongRoPE's cos/sin factor as transformers computes it: attention_factor when given, else from factor when
+    # given, else from max_position_embeddings / original (both keys used to be ignored: factor 1 here)
+    ml = Tiny("llama", seed=11, n_layer=1, longrope=True)
+    ml.write_gguf(os.path.join(tmp, "lr.gguf"), {})
+    # (the last: no max_position_embeddings, so LlamaConfig's default 2048 over 512, where the loader assumed 4096)
+    for extra, msc, cfg_x in (({"attention_factor": 1.3}, 1.3, None),
+                              ({"factor": 4.0}, np.sqrt(1 + np.log(4.0) / np.log(4096)), None), ({}, 1.0, None),
+                              ({"original_max_position_embeddings": 512}, np.sqrt(1 + np.log(4.0) / np.log(512)),
+                               {"max_position_embeddings": None})):
+        for layout in ("v4", "v5"):
+            hl = os.path.join(tmp, "lr-hf")
+            ml.write_hf(hl, layout=layout, rope_extra=extra, cfg_extra=cfg_x)
+            ml.rope_mscale = msc
+            e = rel_err(run_logits(exe, hl, toks, tmp, ["--attn", "dense", *KV32, "--ctx", "8192"]), ml.forward(toks))
+            c.check(e < 1e-4, f"longrope {extra or 'without factor'} ({layout} config): cos/sin x {msc:.4f} as "
+                    f"transformers, vs numpy float64: rel err {e:.2e}")
+    # a top-level original_max_position_embeddings that differs from the section's: transformers 5 takes the
+    # top-level one, 4.x the section's; refused rather than one of them picked
+    ml.write_hf(hl, cfg_extra={"original_max_position_embeddings": 2048})
+    try:
+        run_logits(exe, hl, toks[:4], tmp)
+        c.check(False, "two different original_max_position_embeddings: refused")
+    except RuntimeError as err:
+        c.check("differ" in str(err), f"two different original_max_position_embeddings: refused "
+                f"({str(err).splitlines()[-1][-90:]})")
     import gguf as _gguf
     my = Tiny("llama", seed=8, n_layer=1)
 
@@ -149,4 +191,26 @@ with tempfile.TemporaryDirectory() as tmp:
         c.check(False, "GGUF with rope.scaling.type yarn: refused")
     except RuntimeError as err:
         c.check("yarn" in str(err), f"GGUF with rope.scaling.type yarn: refused ({str(err).splitlines()[-1][-80:]})")
+    # llama.cpp's converter writes a LlamaForCausalLM checkpoint with longrope scaling as rope.scaling.type longrope
+    # without the factor tensors (it writes them for Phi-3 / MiniCPM only): it ran unscaled (scripts/hf_check.py
+    # --converter: 1.1 relative off transformers); refused now. With the factors (the MiniCPM test) it runs.
+
+    def longrope_init(orig):
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            self.add_string("llama.rope.scaling.type", "longrope")
+        return init
+    with patched(_gguf.GGUFWriter, "__init__", longrope_init):
+        my.write_gguf(os.path.join(tmp, "lr-nofactors.gguf"), {})
+        mlr = Tiny("llama", seed=12, n_layer=1, longrope=True)
+        mlr.write_gguf(os.path.join(tmp, "lr-factors.gguf"), {})
+    try:
+        run_logits(exe, os.path.join(tmp, "lr-nofactors.gguf"), toks[:4], tmp)
+        c.check(False, "GGUF with rope.scaling.type longrope and no factor tensors: refused")
+    except RuntimeError as err:
+        c.check("rope_factors_long" in str(err), f"GGUF with rope.scaling.type longrope and no factor tensors: refused "
+                f"({str(err).splitlines()[-1][-80:]})")
+    e = rel_err(run_logits(exe, os.path.join(tmp, "lr-factors.gguf"), toks, tmp, ["--attn", "dense", *KV32]),
+                mlr.forward(toks))
+    c.check(e < 1e-4, f"GGUF with rope.scaling.type longrope and its factor tensors vs numpy float64: rel err {e:.2e}")
 c.finish()

@@ -40,6 +40,23 @@ with tempfile.TemporaryDirectory() as tmp:
         gotq, refq = run_logits(exe, gq, toks, tmp, ["--attn", "dense", *KV32]), mq.forward(toks, int8_act=True)
         e = rel_err(gotq, refq)
         c.check(e < 4e-2, f"{arch} Q8_0 GGUF vs numpy with the same activation quantization: rel err {e:.2e}")
+    # a qwen3 config.json without head_dim: Qwen3Config's default is 128, not hidden / heads (32 here), which the
+    # loader took and then refused the q_proj shape
+    import json
+    m = Tiny("qwen3", seed=9, head_dim=128, n_layer=1)
+    m.write_gguf(os.path.join(tmp, "hd.gguf"), FLOAT)
+    hd = os.path.join(tmp, "qwen3-hd")
+    m.write_hf(hd)
+    cfg = json.load(open(os.path.join(hd, "config.json")))
+    del cfg["head_dim"]
+    json.dump(cfg, open(os.path.join(hd, "config.json"), "w"))
+    toks = toks[:40]
+    try:
+        e = rel_err(run_logits(exe, hd, toks, tmp, ["--attn", "dense", *KV32]), m.forward(toks))
+    except RuntimeError as err:
+        e = float("inf")
+        print(str(err).splitlines()[-1][-160:])
+    c.check(e < 1e-4, f"qwen3 config.json without head_dim (128 by Qwen3Config's default) vs numpy float64: rel err {e:.2e}")
     # a qwen3 file without its q/k norms is refused with a message naming the tensor
     m = Tiny("qwen3", seed=7)
     for l in m.layers:

@@ -163,6 +163,12 @@ static int load_gguf(mdl_model *m, const char *path) {
         if (!strcmp(stype, "none")) {
             c->rope_freq_scale = 1.f;
         } else if (!strcmp(stype, "linear") || !strcmp(stype, "longrope")) {
+            /* llama.cpp's converter marks a LlamaForCausalLM checkpoint with longrope scaling as longrope but writes
+             * its factors only for Phi-3 / MiniCPM: such a file would run unscaled (hf_check.py: 1.1 relative off
+             * transformers), so it is refused */
+            if (!strcmp(stype, "longrope") && !c->rope_factors_long && !c->rope_factors_short)
+                return mdl_fail("model: %s.rope.scaling.type is longrope but the file has no rope_factors_long / "
+                                "rope_factors_short tensors (it would run unscaled)", c->arch);
             if (!(factor >= 0) || !isfinite(factor))
                 return mdl_fail("model: RoPE scaling factor %g must be finite and >= 0", factor);
             c->rope_freq_scale = factor == 0.0 ? 1.f : (float)(1.0 / factor);
@@ -236,17 +242,19 @@ static int s_vec(mdl_model *m, const char *name, int64_t n, const float **out, i
     m->weight_bytes += t->nbytes;
     return 0;
 }
-/* rope_scaling.<key>: an array of n numbers > 0 (LongRoPE divides the inverse frequencies by them) */
-static int json_floats(mdl_model *m, const char *path, const json_value *rs, const char *key, int n, const float **out) {
+/* <section><key> (section "rope_scaling." or "rope_parameters."): an array of n numbers > 0 (LongRoPE divides the
+ * inverse frequencies by them) */
+static int json_floats(mdl_model *m, const char *path, const json_value *rs, const char *section, const char *key, int n,
+                       const float **out) {
     const json_value *arr = json_get(rs, key);
     if (!arr || !json_is(arr, JSON_ARRAY) || (int)json_len(arr) != n)
-        return mdl_fail("%s: rope_scaling.%s must be an array of %d numbers (head_dim / 2)", path, key, n);
+        return mdl_fail("%s: %s%s must be an array of %d numbers (head_dim / 2)", path, section, key, n);
     float *f = own_floats(m, (size_t)n);
     if (!f) return mdl_fail("out of memory");
     for (int i = 0; i < n; i++) {
         double v;
         if (!json_num(json_index(arr, (size_t)i), &v) || !(v > 0) || !isfinite((float)v))
-            return mdl_fail("%s: rope_scaling.%s[%d] is not a finite number > 0", path, key, i);
+            return mdl_fail("%s: %s%s[%d] is not a finite number > 0", path, section, key, i);
         f[i] = (float)v;
     }
     *out = f;
@@ -321,6 +329,148 @@ static int cfg_object(const char *file, const json_value *obj, const char *key, 
     return 0;
 }
 
+/* config.json's RoPE fields, as transformers reads them. 4.x checkpoints have a top-level rope_theta and a
+ * rope_scaling object ({rope_type or type, factor, ...}); transformers 5 writes one rope_parameters object that
+ * holds rope_theta, rope_type and the scaling fields, and no top-level rope_theta (reading only the 4.x keys ran
+ * those checkpoints at theta 10000, unscaled, and YaRN unrefused). The section is rope_scaling when it is a
+ * non-empty object, else rope_parameters; its rope_theta comes before the top-level one (10000 without either). */
+static int hf_rope(mdl_model *m, const char *p, const json_value *r) {
+    mdl_config *c = &m->cfg;
+    const json_value *rs, *rp;
+    if (cfg_object(p, r, "rope_scaling", &rs) || cfg_object(p, r, "rope_parameters", &rp)) return -1;
+    const char *S = "rope_scaling.";
+    if (!rs || !json_len(rs)) {
+        rs = rp && json_len(rp) ? rp : NULL;
+        S = "rope_parameters.";
+    }
+    double theta;
+    if (cfg_num(p, r, "", "rope_theta", 10000.0, &theta) || (rs && cfg_num(p, rs, S, "rope_theta", theta, &theta)))
+        return -1;
+    c->rope_theta = (float)theta;
+    if (!rs) return 0;
+    /* transformers 5's per-layer-type form ({"full_attention": {...}, "sliding_attention": {...}}) */
+    if (json_get(rs, "full_attention") || json_get(rs, "sliding_attention"))
+        return mdl_fail("%s: %.*s holds RoPE parameters per layer type, which are not supported", p,
+                        (int)strlen(S) - 1, S);
+    const char *rt;
+    if (cfg_str(p, rs, S, "rope_type", &rt) || (!rt && cfg_str(p, rs, S, "type", &rt))) return -1;
+    if (!rt || !strcmp(rt, "default")) return 0;
+    /* original_max_position_embeddings (llama3, longrope): transformers 5 takes a top-level value first (Phi-3's
+     * layout), then the section's, then max_position_embeddings; 4.x read the section's. Both given and different:
+     * the versions disagree, refused */
+    const char *OM = "original_max_position_embeddings";
+    const int has_top = cfg_value(r, OM) != NULL, has_sec = cfg_value(rs, OM) != NULL;
+    int64_t o_top, orig;
+    if (cfg_int(p, r, "", OM, c->ctx_train, &o_top) || cfg_int(p, rs, S, OM, o_top, &orig)) return -1;
+    if (has_top && has_sec && o_top != orig)
+        return mdl_fail("%s: %s %lld and %s%s %lld differ", p, OM, (long long)o_top, S, OM, (long long)orig);
+    if (!strcmp(rt, "longrope")) {
+        if (json_floats(m, p, rs, S, "long_factor", c->head_dim / 2, &c->rope_factors_long) ||
+            json_floats(m, p, rs, S, "short_factor", c->head_dim / 2, &c->rope_factors_short))
+            return -1;
+        if (orig < 1 || orig > INT32_MAX)
+            return mdl_fail("%s: longrope needs original_max_position_embeddings in 1..2^31-1 (got %lld)", p, (long long)orig);
+        c->rope_orig_ctx = (int)orig;
+        /* the cos/sin factor as transformers' _compute_longrope_parameters: attention_factor when given, else
+         * sqrt(1 + ln(factor) / ln(orig)) for factor > 1 (factor when given, else max_position / orig), else 1
+         * (the two keys used to be ignored) */
+        double factor, attn;
+        if (cfg_num(p, rs, S, "factor", (double)c->ctx_train / (double)orig, &factor) ||
+            cfg_num(p, rs, S, "attention_factor", 0.0, &attn))
+            return -1;
+        if (!cfg_value(rs, "attention_factor"))
+            attn = factor > 1.0 && orig > 1 ? sqrt(1.0 + log(factor) / log((double)orig)) : 1.0;
+        if (!(attn > 0) || !isfinite(attn) || !isfinite(factor))
+            return mdl_fail("%s: longrope attention factor %g (factor %g) must be finite and > 0", p, attn, factor);
+        c->rope_attn_factor = (float)attn;
+    } else if (!strcmp(rt, "linear")) { /* HF divides the positions by the factor */
+        double factor;
+        if (cfg_num(p, rs, S, "factor", 0.0, &factor)) return -1;
+        if (!(factor > 0) || !isfinite(factor)) return mdl_fail("%s: RoPE scaling 'linear' needs a factor > 0", p);
+        c->rope_freq_scale = (float)(1.0 / factor);
+    } else if (!strcmp(rt, "llama3")) {
+        /* Llama 3.1 / 3.2: a divisor a frequency, as transformers' _compute_llama3_parameters scales inv_freq and
+         * llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor keep theirs
+         * (1), above old_ctx / low_freq_factor are divided by factor, and the band between blends the two */
+        double factor, lo, hi;
+        if (cfg_num(p, rs, S, "factor", 0.0, &factor) || cfg_num(p, rs, S, "low_freq_factor", 0.0, &lo) ||
+            cfg_num(p, rs, S, "high_freq_factor", 0.0, &hi))
+            return -1;
+        const double old_ctx = (double)orig;
+        if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0))
+            return mdl_fail("%s: RoPE scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                            "original_max_position_embeddings > 0", p);
+        float *div = own_floats(m, (size_t)(c->head_dim / 2));
+        if (!div) return mdl_fail("out of memory");
+        const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi, PI = 3.14159265358979323846;
+        for (int i = 0; i < c->head_dim / 2; i++) {
+            const double wavelen = 2.0 * PI * pow((double)c->rope_theta, 2.0 * i / c->head_dim);
+            if (wavelen < hi_wavelen) {
+                div[i] = 1.f;
+            } else if (wavelen > lo_wavelen) {
+                div[i] = (float)factor;
+            } else {
+                const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
+            }
+        }
+        c->rope_freqs = div;
+    } else {
+        return mdl_fail("%s: RoPE scaling type '%s' is not supported (default, linear, llama3 and longrope are)", p, rt);
+    }
+    return 0;
+}
+
+/* config.json fields that make transformers run another model than this forward computes: refused with a message
+ * naming them, where they used to be ignored (hf_check.py: a gelu MLP or Qwen2's sliding-window layers ran as
+ * full-attention SiLU). 0 or -1 (mdl_fail). */
+static int hf_refuse_unsupported(const char *p, const json_value *r, const mdl_config *c) {
+    const char *act;
+    if (cfg_str(p, r, "", "hidden_act", &act)) return -1;
+    if (act && strcmp(act, "silu") && strcmp(act, "swish")) /* transformers' ACT2FN: both are SiLU */
+        return mdl_fail("%s: hidden_act '%s' is not supported (silu is)", p, act);
+    /* partial rotary embeddings (rope over the first head_dim x factor values): not implemented. At the top level or
+     * in a RoPE section (transformers 5 moves it there): any value other than 1 is refused */
+    double prf = 1.0;
+    const char *const secs[] = {"rope_scaling", "rope_parameters"};
+    if (cfg_num(p, r, "", "partial_rotary_factor", 1.0, &prf)) return -1;
+    for (int i = 0; i < 2; i++) {
+        const json_value *sec = cfg_value(r, secs[i]);
+        if (sec && json_is(sec, JSON_OBJECT) && cfg_value(sec, "partial_rotary_factor")) {
+            char pre[32];
+            snprintf(pre, sizeof pre, "%s.", secs[i]);
+            double f;
+            if (cfg_num(p, sec, pre, "partial_rotary_factor", 1.0, &f)) return -1;
+            if (f != 1.0) prf = f;
+        }
+    }
+    if (prf != 1.0) return mdl_fail("%s: partial_rotary_factor %g is not supported (rotary over the whole head is)", p, prf);
+    /* sliding-window attention (Qwen2 / Qwen3): layer_types naming another kind than full_attention, or, without
+     * layer_types, use_sliding_window with a sliding_window from layer max_window_layers on (transformers' rule) */
+    if (!arch_is_qwen(c->arch)) return 0;
+    const json_value *lt = cfg_value(r, "layer_types");
+    if (lt) {
+        if (!json_is(lt, JSON_ARRAY)) return cfg_type_error(p, "", "layer_types", "an array of strings", lt);
+        for (size_t i = 0; i < json_len(lt); i++) {
+            const char *t = json_str(json_index(lt, i), NULL);
+            if (!t || strcmp(t, "full_attention"))
+                return mdl_fail("%s: layer_types[%zu] is '%s': only full_attention layers are supported (no sliding "
+                                "window)", p, i, t ? t : "(not a string)");
+        }
+        return 0;
+    }
+    bool sw;
+    int64_t win, first;
+    if (cfg_bool(p, r, "", "use_sliding_window", false, &sw) || cfg_int(p, r, "", "sliding_window", 4096, &win) ||
+        cfg_int(p, r, "", "max_window_layers", 28, &first))
+        return -1;
+    const json_value *wv = json_get(r, "sliding_window"); /* absent: transformers' default 4096; null: none */
+    if (sw && !json_is_null(wv) && first < c->n_layer)
+        return mdl_fail("%s: use_sliding_window with sliding_window %lld from layer %lld on is not supported (only "
+                        "full attention is)", p, (long long)win, (long long)first);
+    return 0;
+}
+
 static int load_hf(mdl_model *m, const char *dir) {
     char p[1200], err[512];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -337,24 +487,24 @@ static int load_hf(mdl_model *m, const char *dir) {
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", mt);
-    double rms_eps, rope_theta;
+    double rms_eps;
     bool tied; /* tie_word_embeddings: read here so that its type is checked whether or not lm_head is there */
     if (cfg_i32(p, r, "", "hidden_size", 0, &c->n_embd) || cfg_i32(p, r, "", "num_hidden_layers", 0, &c->n_layer) ||
         cfg_i32(p, r, "", "num_attention_heads", 0, &c->n_head) ||
         cfg_i32(p, r, "", "num_key_value_heads", c->n_head, &c->n_head_kv) ||
         cfg_i32(p, r, "", "intermediate_size", 0, &c->n_ff) || cfg_i32(p, r, "", "vocab_size", 0, &c->n_vocab) ||
-        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) || cfg_num(p, r, "", "rope_theta", 10000.0, &rope_theta) ||
-        cfg_i32(p, r, "", "max_position_embeddings", 4096, &c->ctx_train) ||
+        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) ||
+        cfg_i32(p, r, "", "max_position_embeddings", arch_is_qwen(mt) ? 32768 : 2048, &c->ctx_train) ||
         cfg_bool(p, r, "", "tie_word_embeddings", true, &tied))
         goto out;
     c->rms_eps = (float)rms_eps;
-    c->rope_theta = (float)rope_theta;
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
         c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_vocab < 1) {
         mdl_fail("%s: bad or missing hyper-parameters", p);
         goto out;
     }
-    if (cfg_i32(p, r, "", "head_dim", c->n_embd / c->n_head, &c->head_dim)) goto out;
+    /* transformers' defaults where the key is absent: Qwen3Config's head_dim is 128, the others' hidden / heads */
+    if (cfg_i32(p, r, "", "head_dim", !strcmp(mt, "qwen3") ? 128 : c->n_embd / c->n_head, &c->head_dim)) goto out;
     if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2) { /* as the GGUF loader */
         mdl_fail("%s: bad head_dim %d", p, c->head_dim);
         goto out;
@@ -372,71 +522,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
         c->logit_scale = (float)((double)c->n_embd / base);
     }
-    const json_value *rs;
-    if (cfg_object(p, r, "rope_scaling", &rs)) goto out;
-    if (rs) {
-        const char *rt;
-        if (cfg_str(p, rs, "rope_scaling.", "rope_type", &rt)) goto out;
-        if (!rt && cfg_str(p, rs, "rope_scaling.", "type", &rt)) goto out;
-        if (rt && !strcmp(rt, "longrope")) {
-            if (json_floats(m, p, rs, "long_factor", c->head_dim / 2, &c->rope_factors_long) ||
-                json_floats(m, p, rs, "short_factor", c->head_dim / 2, &c->rope_factors_short))
-                goto out;
-            int64_t orig_top;
-            if (cfg_int(p, r, "", "original_max_position_embeddings", c->ctx_train, &orig_top) ||
-                cfg_i32(p, rs, "rope_scaling.", "original_max_position_embeddings", orig_top, &c->rope_orig_ctx))
-                goto out;
-            double M = c->ctx_train, M0 = c->rope_orig_ctx;
-            c->rope_attn_factor = M > M0 && M0 > 1 ? (float)sqrt(1.0 + log(M / M0) / log(M0)) : 1.f;
-        } else if (rt && !strcmp(rt, "linear")) { /* HF divides the positions by the factor */
-            double factor;
-            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor)) goto out;
-            if (!(factor > 0) || !isfinite(factor)) {
-                mdl_fail("%s: rope_scaling 'linear' needs a factor > 0", p);
-                goto out;
-            }
-            c->rope_freq_scale = (float)(1.0 / factor);
-        } else if (rt && !strcmp(rt, "llama3")) {
-            /* Llama 3.1 / 3.2: a divisor a frequency, as transformers' _compute_llama3_parameters scales inv_freq
-             * and llama.cpp's converter writes rope_freqs.weight: wavelengths below old_ctx / high_freq_factor
-             * keep theirs (1), above old_ctx / low_freq_factor are divided by factor, and the band between
-             * blends the two */
-            double factor, lo, hi;
-            int64_t old_ctx_i;
-            if (cfg_num(p, rs, "rope_scaling.", "factor", 0.0, &factor) ||
-                cfg_num(p, rs, "rope_scaling.", "low_freq_factor", 0.0, &lo) ||
-                cfg_num(p, rs, "rope_scaling.", "high_freq_factor", 0.0, &hi) ||
-                cfg_int(p, rs, "rope_scaling.", "original_max_position_embeddings", 0, &old_ctx_i))
-                goto out;
-            const double old_ctx = (double)old_ctx_i;
-            if (!(factor > 0) || !isfinite(factor) || !(lo > 0) || !(hi > lo) || !isfinite(hi) || !(old_ctx > 0)) {
-                mdl_fail("%s: rope_scaling 'llama3' needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
-                         "original_max_position_embeddings > 0", p);
-                goto out;
-            }
-            float *div = own_floats(m, (size_t)(c->head_dim / 2));
-            if (!div) {
-                mdl_fail("out of memory");
-                goto out;
-            }
-            const double lo_wavelen = old_ctx / lo, hi_wavelen = old_ctx / hi, PI = 3.14159265358979323846;
-            for (int i = 0; i < c->head_dim / 2; i++) {
-                const double wavelen = 2.0 * PI * pow((double)c->rope_theta, 2.0 * i / c->head_dim);
-                if (wavelen < hi_wavelen) {
-                    div[i] = 1.f;
-                } else if (wavelen > lo_wavelen) {
-                    div[i] = (float)factor;
-                } else {
-                    const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
-                    div[i] = (float)(1.0 / ((1.0 - smooth) / factor + smooth));
-                }
-            }
-            c->rope_freqs = div;
-        } else if (rt && strcmp(rt, "default")) {
-            mdl_fail("%s: rope_scaling type '%s' is not supported (linear, llama3 and longrope are)", p, rt);
-            goto out;
-        }
-    }
+    if (hf_rope(m, p, r) || hf_refuse_unsupported(p, r, c)) goto out;
     infllm_params_default(&c->sparse);
     const json_value *sc;
     if (cfg_object(p, r, "sparse_config", &sc)) goto out;
@@ -475,6 +561,9 @@ static int load_hf(mdl_model *m, const char *dir) {
         mdl_fail("model: tensor 'lm_head.bias' is not supported (it would be ignored)");
         goto out;
     }
+    bool attn_bias; /* q/k/v (and o) biases in transformers' attention: attention_bias, always for qwen2 */
+    if (cfg_bool(p, r, "", "attention_bias", false, &attn_bias)) goto out;
+    if (!strcmp(mt, "qwen2")) attn_bias = true;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) {
         mdl_fail("out of memory");
@@ -498,6 +587,24 @@ static int load_hf(mdl_model *m, const char *dir) {
             s_vec(m, T("self_attn.q_norm.weight"), c->head_dim, &L->q_norm, strcmp(mt, "qwen3") != 0) ||
             s_vec(m, T("self_attn.k_norm.weight"), c->head_dim, &L->k_norm, strcmp(mt, "qwen3") != 0))
             goto out;
+        /* q/k/v biases where transformers' attention has none (llama, qwen3, minicpm: attention_bias false; qwen2
+         * always has them), q/k norms outside qwen3: transformers leaves such tensors unread, this forward would
+         * apply them */
+        if (!attn_bias && (L->bq || L->bk || L->bv)) {
+            mdl_fail("%s: attention_bias is false but the checkpoint has %s biases (transformers would not read them)",
+                     p, L->bq ? "q_proj" : L->bk ? "k_proj" : "v_proj");
+            goto out;
+        }
+        if (L->q_norm && strcmp(mt, "qwen3")) {
+            mdl_fail("%s: model_type %s has no q_norm / k_norm (qwen3 has), but the checkpoint has %s", p, mt,
+                     T("self_attn.q_norm.weight"));
+            goto out;
+        }
+        if (L->k_norm && strcmp(mt, "qwen3")) {
+            mdl_fail("%s: model_type %s has no q_norm / k_norm (qwen3 has), but the checkpoint has %s", p, mt,
+                     T("self_attn.k_norm.weight"));
+            goto out;
+        }
         /* biases this forward does not apply (llama's attention_bias adds o_proj's, mlp_bias the MLP's): refused
          * rather than silently dropped */
         static const char *const unapplied[] = {"self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
