@@ -335,11 +335,47 @@ static void test_select_nan(void) {
           tk[1][1], tk[1][2], tk[1][3]);
 }
 
+/* A varlen row's padding columns (b >= nblocks of its sequence: the batch's longer sequence sets nblocks_out) are
+ * no candidates: the top-k of a row is that of its own blocks, whatever the batch, on REF as on CPU (and CUDA).
+ * REF once ranked every column and turned a padding winner into -1 afterwards: a caller's padding above the real
+ * scores emptied the row (-1 -1 -1), and a NaN block lost its slot to a -inf padding column (0 2 3 -1). */
+static void test_select_padding(void) {
+    lay y = {2, {1, 1}, {64, 160}, {0}, {0}, 0, 0}; /* 4 and 10 blocks of 16; row 0 at position 63 (q_block 3) */
+    infllm_layout l = mk_layout(&y, 1, 1, 16);
+    lay y1 = {1, {1}, {64}, {0}, {0}, 0, 0}; /* sequence 0 alone */
+    infllm_layout l1 = mk_layout(&y1, 1, 1, 16);
+    infllm_params p;
+    infllm_params_default(&p);
+    p.block_size = 16;
+    p.kernel_size = 16;
+    p.kernel_stride = 16;
+    p.init_blocks = 0;
+    p.local_blocks = 0;
+    for (int variant = 0; variant < 2; variant++) {
+        p.topk = variant == 0 ? 3 : 4;
+        float bs[2 * 10];
+        for (int b = 0; b < 10; b++) bs[b] = variant == 0 ? 100.0f : -INFINITY, bs[10 + b] = (float)b;
+        bs[0] = 1.0f, bs[1] = variant == 0 ? 2.0f : NAN, bs[2] = -5.0f, bs[3] = 7.0f;
+        const int32_t want[2][4] = {{0, 1, 3, -1}, {0, 1, 2, 3}};
+        for (int be = 0; be < 2; be++) {
+            p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+            int32_t tk[2 * 4], alone[4];
+            CHECK_OK(infllm_topk_select(&p, &l, bs, tk));
+            CHECK_OK(infllm_topk_select(&p, &l1, bs, alone));
+            CHECK(!memcmp(tk, want[variant], (size_t)p.topk * 4) && !memcmp(alone, want[variant], (size_t)p.topk * 4),
+                  "%s padding variant %d: row 0 selects %d %d %d in the batch, %d %d %d alone (want %d %d %d ...)",
+                  be ? "CPU" : "REF", variant, tk[0], tk[1], tk[2], alone[0], alone[1], alone[2], want[variant][0],
+                  want[variant][1], want[variant][2]);
+        }
+    }
+}
+
 int main(void) {
     test_geometry();
     test_stage1_visibility();
     test_attention_sets();
     test_select();
     test_select_nan();
+    test_select_padding();
     return finish("test_ref_semantics");
 }

@@ -61,8 +61,13 @@ static int ref_int_cmp(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-/* topk_idx[g][t][0..K): the K = topk_out best blocks (score desc, index asc), sorted ascending,
- * entries > q_block replaced by -1 (at the end, since the list is ascending). */
+/* topk_idx[g][t][0..K): the K = topk_out best of the row's own blocks b < nblocks of its sequence (score desc,
+ * index asc), sorted ascending, entries > q_block replaced by -1 (at the end, since the list is ascending); -1
+ * after them when the sequence has fewer than K blocks. The padding columns (b >= nblocks, there when a longer
+ * sequence sets nblocks_out) are no candidates: a sequence's selection must not depend on its batch. (Before, every
+ * column competed and a padding column that won a slot became -1 there: a NaN block lost its
+ * slot to a -inf padding column, and a caller's padding above the real scores emptied the row; the CPU and CUDA
+ * backends never took them.) */
 infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores /* [Hkv, total_q, nblocks_out] */,
                        int32_t *topk_idx /* [Hkv, total_q, topk_out] */) {
     int32_t nb = ap->nblocks_out, K = ap->topk_out;
@@ -78,15 +83,16 @@ infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores /
             for (int32_t g = 0; g < ap->Hkv; g++) {
                 const float *brow = block_scores + ((int64_t)g * ap->total_q + t) * nb;
                 int32_t *out = topk_idx + ((int64_t)g * ap->total_q + t) * K;
-                for (int32_t b = 0; b < nb; b++) {
+                const int32_t ns = s->nblocks < nb ? s->nblocks : nb, kk = K < ns ? K : ns;
+                for (int32_t b = 0; b < ns; b++) {
                     cand[b].score = brow[b];
                     cand[b].block = b;
                 }
-                qsort(cand, (size_t)nb, sizeof *cand, ref_cand_cmp);
-                for (int32_t c = 0; c < K; c++) out[c] = cand[c].block;
-                qsort(out, (size_t)K, sizeof *out, ref_int_cmp);
+                qsort(cand, (size_t)ns, sizeof *cand, ref_cand_cmp);
+                for (int32_t c = 0; c < kk; c++) out[c] = cand[c].block;
+                qsort(out, (size_t)kk, sizeof *out, ref_int_cmp);
                 for (int32_t c = 0; c < K; c++)
-                    if (out[c] > q_block || out[c] >= s->nblocks) out[c] = -1;
+                    if (c >= kk || out[c] > q_block) out[c] = -1;
             }
         }
     }
