@@ -103,7 +103,7 @@ typedef struct infllm_params {
     int32_t topk;            /* dynamic blocks; a query selects topk + local_blocks in all (64) */
     int32_t dense_len;       /* AUTO mode: dense while kv_len < dense_len (8192); -1: always sparse */
     int32_t exact_lse;       /* 1: stage-1 LSE over c1 itself (no c2 approximation) (0) */
-    float softmax_scale;     /* 0: 1/sqrt(head_dim) */
+    float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096) */
