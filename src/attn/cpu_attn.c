@@ -22,6 +22,7 @@
  *  - Top-k: 64-bit keys (score, ~index) and quickselect for the K-th largest (no sort).
  * Threads: OpenMP over token groups (dynamic schedule, longest first), ap->num_threads.
  */
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -670,7 +671,7 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
     if (hi <= lo) return -INFINITY;
     float mx = -INFINITY; /* a NaN kernel score never wins the max, as in REF */
     for (int j = lo; j < hi; j++) mx = sc[j] > mx ? sc[j] : mx;
-    return mx;
+    return mx == INFINITY ? FLT_MAX : mx; /* an overflowed stage-1 sum stays below the forced +inf, as in REF */
 }
 
 /* Stage-1 scores of tokens t0..t0+nt-1 of sequence s, KV head g, into w->tok[tt*n1 ..]. */

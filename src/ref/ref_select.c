@@ -1,6 +1,7 @@
 /*
  * ref_select.c: float64-reference block scores (SPEC B §6, A.4) and top-k (SPEC B §7, A.3).
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -10,7 +11,10 @@
  *   +inf  if forced: b < init_blocks or q_block - local_blocks <= b <= q_block, q_block = p / B
  *         (also a padding column, b >= nblocks of the row's sequence, below init_blocks)
  *   else  max of scores[g][t][lo..hi) over the c1 kernels overlapping b, -inf if empty (so every
- *         other padding column is -inf: no kernel of the sequence reaches past its last block). */
+ *         other padding column is -inf: no kernel of the sequence reaches past its last block), and
+ *         FLT_MAX for a max of +inf: a head sum past the float range (a c1 logit over ~88.7 above the
+ *         row's LSE, possible with |q|, |k| ~ 50) ranks first among the free blocks but never ties with
+ *         the forced ones, which the lower index would otherwise decide (the current block was dropped). */
 infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores /* [Hkv, total_q, max_n1] */,
                                float *block_scores /* [Hkv, total_q, nblocks_out] */) {
     for (int32_t sb = 0; sb < ap->num_seqs; sb++) {
@@ -33,7 +37,8 @@ infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores
                         float m = -INFINITY;
                         for (int32_t j = lo; j < hi; j++)
                             if (srow[j] > m) m = srow[j];
-                        brow[b] = m;
+                        /* a stage-1 sum past the float range (+inf) stays below the forced blocks' +inf */
+                        brow[b] = m == INFINITY ? FLT_MAX : m;
                     }
                 }
             }
