@@ -103,7 +103,7 @@ typedef struct infllm_params {
     int32_t topk;            /* dynamic blocks; a query selects topk + local_blocks in all (64) */
     int32_t dense_len;       /* AUTO mode: dense while kv_len < dense_len (8192); -1: always sparse */
     int32_t exact_lse;       /* 1: stage-1 LSE over c1 itself (no c2 approximation) (0) */
-    float softmax_scale;     /* 0: 1/sqrt(head_dim) */
+    float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096) */
@@ -185,7 +185,8 @@ infllm_status infllm_stage1_scores(const infllm_params *p, const infllm_layout *
 /* Block scores (SPEC B §6, A.4): +inf for forced blocks (b < init_blocks, or
  * q_block - local_blocks <= b <= q_block), otherwise the max of the stage-1 scores of the c1
  * kernels overlapping block b (clipped to [0, n1)), -inf when that range is empty (a NaN score never
- * wins the max).
+ * wins the max), FLT_MAX where that max is +inf (a stage-1 sum past the float range), so that the forced
+ * blocks rank above every other.
  *   scores [Hkv, total_q, max_n1] -> block_scores [Hkv, total_q, nblocks_out] float32 */
 infllm_status infllm_block_scores(const infllm_params *p, const infllm_layout *l,
                                   const float *scores, float *block_scores);

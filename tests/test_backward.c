@@ -525,6 +525,34 @@ static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_
     bdata_free(&x);
 }
 
+/* topk past every block ("select them all", up to the 2^24 - 1 the API takes): each query selects blocks 0 .. its own,
+ * -1 after. The CPU selection had sized its rows by topk + local_blocks, not by the sequence's blocks: 65,536 queries
+ * asked malloc for 65,536 x 2^24 int32 (4 TiB) and the call failed with INFLLM_ERR_NOMEM. */
+static void select_topk_past_every_block(void) {
+    const int32_t T = 65536, B = 1024;
+    const infllm_layout l = h_layout1(INFLLM_DTYPE_BF16, T, T, 1, 1, 16);
+    infllm_params p;
+    infllm_params_default(&p);
+    p.block_size = B;
+    p.topk = (1 << 24) - 1;
+    p.local_blocks = 0;
+    p.num_threads = 2;
+    infllm_sizes sz;
+    CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+    const int32_t KO = sz.topk_out; /* 64 blocks */
+    uint16_t *q = calloc((size_t)T * 16, 2), *k = calloc((size_t)T * 16, 2);
+    int32_t *sel = calloc((size_t)T * (size_t)KO, 4);
+    CHECK_OK(infllm_select_blocks(&p, &l, q, k, sel));
+    int64_t bad = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int32_t e = 0; e < KO; e++) bad += sel[t * KO + e] != (e <= t / B ? e : -1);
+    CHECK(bad == 0, "select with topk 2^24 - 1 over %d blocks: %lld entries are not blocks 0 .. q_block, -1 after",
+          KO, (long long)bad);
+    free(q);
+    free(k);
+    free(sel);
+}
+
 /* ------------------------------------------------------------ errors ---- */
 /* NaN inputs: one element of KV head 0's key at token 200 and one element of the last token's last query head
  * set to NaN (dense, f32, 300 tokens, 4 / 2 heads, d 64). REF's rule: a row that sees a NaN score gets NaN
@@ -694,6 +722,7 @@ int main(void) {
     /* a varlen batch (a chunk and a short prefill whose queries all select every causal block), kernels
      * 16 / 8, two init blocks, f32 */
     selection_case("select-varlen-k16s8-init2", F32, 4, 2, 32, 32, 3, 1, 0, 150, 620, 90, 90, 16, 8, 2);
+    select_topk_past_every_block();
     error_checks();
     nan_backward(0);
     nan_backward(1);

@@ -118,6 +118,7 @@ static void test_params(void) {
     BAD_PARAM(softmax_scale, -0.5f, INFLLM_ERR_PARAM);
     BAD_PARAM(softmax_scale, NAN, INFLLM_ERR_PARAM);
     BAD_PARAM(softmax_scale, INFINITY, INFLLM_ERR_PARAM);
+    BAD_PARAM(softmax_scale, 3e38f, INFLLM_ERR_PARAM); /* scale * log2(e) overflows float32: the CPU gave all NaN */
     BAD_PARAM(mode, (infllm_mode)7, INFLLM_ERR_PARAM);
     BAD_PARAM(backend, (infllm_backend)9, INFLLM_ERR_PARAM);
     BAD_PARAM(num_threads, -1, INFLLM_ERR_PARAM);

@@ -11,14 +11,17 @@
  *    lse = log(count), so the allowed key set (causal, selected blocks, -1 and out-of-range
  *    entries ignored) is checked exactly; an empty set gives 0 and -inf;
  *  - block scores and top-k on hand-made score rows (forced blocks, padding columns, ties to
- *    the lower index, ascending order, -1 for future blocks).
+ *    the lower index, ascending order, -1 for future blocks); a varlen row's padding columns take
+ *    no place; an overflowed (+inf) stage-1 sum never displaces a forced block.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
 #include "internal.h"
@@ -326,11 +329,108 @@ static void test_select_nan(void) {
           "NaN block scores: CPU row 0 %d %d %d %d (want 0 5 11 12)", tk[1][0], tk[1][1], tk[1][2], tk[1][3]);
 }
 
+/* A varlen row's padding columns (b >= nblocks of its sequence: the batch's longer sequence sets nblocks_out) are
+ * no candidates: the top-k of a row is that of its own blocks, whatever the batch, on REF as on CPU (and CUDA).
+ * REF once ranked every column and turned a padding winner into -1 afterwards: a caller's padding above the real
+ * scores emptied the row (-1 -1 -1), and a NaN block lost its slot to a -inf padding column (0 2 3 -1). */
+static void test_select_padding(void) {
+    lay y = {2, {1, 1}, {64, 160}, {0}, {0}, 0, 0}; /* 4 and 10 blocks of 16; row 0 at position 63 (q_block 3) */
+    infllm_layout l = mk_layout(&y, 1, 1, 16);
+    lay y1 = {1, {1}, {64}, {0}, {0}, 0, 0}; /* sequence 0 alone */
+    infllm_layout l1 = mk_layout(&y1, 1, 1, 16);
+    infllm_params p;
+    infllm_params_default(&p);
+    p.block_size = 16;
+    p.kernel_size = 16;
+    p.kernel_stride = 16;
+    p.init_blocks = 0;
+    p.local_blocks = 0;
+    for (int variant = 0; variant < 2; variant++) {
+        p.topk = variant == 0 ? 3 : 4;
+        float bs[2 * 10];
+        for (int b = 0; b < 10; b++) bs[b] = variant == 0 ? 100.0f : -INFINITY, bs[10 + b] = (float)b;
+        bs[0] = 1.0f, bs[1] = variant == 0 ? 2.0f : NAN, bs[2] = -5.0f, bs[3] = 7.0f;
+        const int32_t want[2][4] = {{0, 1, 3, -1}, {0, 1, 2, 3}};
+        for (int be = 0; be < 2; be++) {
+            p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+            int32_t tk[2 * 4], alone[4];
+            CHECK_OK(infllm_topk_select(&p, &l, bs, tk));
+            CHECK_OK(infllm_topk_select(&p, &l1, bs, alone));
+            CHECK(!memcmp(tk, want[variant], (size_t)p.topk * 4) && !memcmp(alone, want[variant], (size_t)p.topk * 4),
+                  "%s padding variant %d: row 0 selects %d %d %d in the batch, %d %d %d alone (want %d %d %d ...)",
+                  be ? "CPU" : "REF", variant, tk[0], tk[1], tk[2], alone[0], alone[1], alone[2], want[variant][0],
+                  want[variant][1], want[variant][2]);
+        }
+    }
+}
+
+/* A stage-1 head sum past the float range (a c1 logit ~88.7 above the row's LSE: here keys and queries of
+ * components 6, |q| = |k| = 48 at d 64, in three 32-key windows) is +inf; its block's score is FLT_MAX, so the
+ * forced blocks (+inf) keep their places. They had tied at +inf and the lower index won: the overflowed blocks
+ * 2 and 4 took the places of the local block 8 and the current block 9 (selection 0 2 4, REF and CPU alike),
+ * and the query did not attend its own block. */
+static void test_select_overflow(void) {
+    const int32_t T = 640, D = 64;
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = INFLLM_DTYPE_BF16, l.num_seqs = 1, l.total_q = T, l.total_k = T, l.num_q_heads = 1, l.num_kv_heads = 1;
+    l.head_dim = D;
+    uint16_t *q = malloc((size_t)T * D * 2), *k = malloc((size_t)T * D * 2);
+    unsigned long long rs = 5;
+    for (int32_t t = 0; t < T; t++)
+        for (int32_t d = 0; d < D; d++) {
+            const int strong = t % 64 < 32 && (t / 64 == 2 || t / 64 == 4 || t / 64 == 6); /* one c1 window each */
+            k[t * D + d] = infllm_f32_to_bf16(strong ? 6.0f : (float)(h_uniform(&rs) - 0.5));
+            q[t * D + d] = infllm_f32_to_bf16(6.0f);
+        }
+    infllm_params p;
+    infllm_params_default(&p);
+    p.init_blocks = 1, p.local_blocks = 1, p.topk = 3; /* K = 4: forced 0, 8, 9 and one free place at row 639 */
+    const int32_t want[4] = {0, 2, 8, 9};                /* blocks 2, 4, 6 tie at FLT_MAX: the lowest index */
+    for (int be = 0; be < 2; be++) {
+        p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+        infllm_sizes sz;
+        CHECK_OK(infllm_get_sizes(&p, &l, &sz));
+        int32_t *tk = malloc((size_t)T * (size_t)sz.topk_out * 4);
+        CHECK_OK(infllm_select_blocks(&p, &l, q, k, tk));
+        int64_t missing = 0; /* rows that lost one of their forced blocks */
+        for (int32_t t = 0; t < T; t++) {
+            const int32_t qb = t / 64;
+            for (int32_t b = 0; b <= qb; b++) {
+                if (!infllm_block_forced(b, qb, p.init_blocks, p.local_blocks)) continue;
+                int found = 0;
+                for (int32_t e = 0; e < sz.topk_out; e++) found |= tk[(size_t)t * sz.topk_out + e] == b;
+                missing += !found;
+            }
+        }
+        const int32_t *last = tk + (size_t)(T - 1) * sz.topk_out;
+        CHECK(missing == 0 && sz.topk_out == 4 && !memcmp(last, want, sizeof want),
+              "%s: overflowed stage-1 sums: %lld forced blocks dropped; row %d selects %d %d %d %d (want 0 2 8 9)",
+              be ? "CPU" : "REF", (long long)missing, T - 1, last[0], last[1], last[2], last[3]);
+        /* the standalone block scores: FLT_MAX for a free block whose kernels hold +inf */
+        float sc[8] = {1.0f, INFINITY, 2.0f, 0.5f, 0.0f, 0.0f, 0.0f, 0.0f}, bs[4];
+        infllm_layout l1;
+        memset(&l1, 0, sizeof l1);
+        l1.dtype = INFLLM_DTYPE_F32, l1.num_seqs = 1, l1.total_q = 1, l1.total_k = 64, l1.num_q_heads = 1;
+        l1.num_kv_heads = 1, l1.head_dim = 16;
+        infllm_params p1 = p;
+        p1.block_size = 16, p1.kernel_size = 8, p1.kernel_stride = 8, p1.init_blocks = 0, p1.local_blocks = 0;
+        CHECK_OK(infllm_block_scores(&p1, &l1, sc, bs)); /* blocks 0..2 free (kernels 2b, 2b + 1), 3 current */
+        CHECK(bs[0] == FLT_MAX && bs[1] == 2.0f && bs[3] == INFINITY, "%s: block scores %g %g %g %g (want FLT_MAX 2 . inf)",
+              be ? "CPU" : "REF", bs[0], bs[1], bs[2], bs[3]);
+        free(tk);
+    }
+    free(q);
+    free(k);
+}
+
 int main(void) {
     test_geometry();
     test_stage1_visibility();
     test_attention_sets();
     test_select();
     test_select_nan();
+    test_select_padding();
+    test_select_overflow();
     return finish("test_ref_semantics");
 }

@@ -14,7 +14,7 @@
  *
  * Reference (SPEC B §7, the CUDA routine's contract): block bb's key is f2key(+inf) if it is forced (one
  * of the first init_blocks, or bb >= qb - local_blocks), else f2key(-inf) if bb >= e_lo (no kernel touches
- * it), else f2key(score); the k = min(max(k, 0), n) largest keys, ties to the lower index, written
+ * it), else f2key(score) but at most f2key(FLT_MAX) (a free block's +inf never ties with a forced one); the k = min(max(k, 0), n) largest keys, ties to the lower index, written
  * ascending, an index > qmax as -1, then -1 up to ncols. f2key orders NaNs by their bits.
  *
  * cd_select's rows (its caller's precondition: n > K) hold the larger of two planes of non-negative block
@@ -65,7 +65,7 @@ static std::vector<uint32_t> ref_block_keys(int n, int init_blocks, int local_bl
     std::vector<uint32_t> key(n);
     for (int b = 0; b < n; b++) {
         const bool forced = b < init_blocks || b >= qb - local_blocks;
-        key[b] = forced ? 0xff800000u : b >= e_lo ? 0x007fffffu : key_ref(score[b]);
+        key[b] = forced ? 0xff800000u : b >= e_lo ? 0x007fffffu : std::min(key_ref(score[b]), 0xff7fffffu);
     }
     return key;
 }

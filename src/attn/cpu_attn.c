@@ -22,6 +22,7 @@
  *  - Top-k: 64-bit keys (score, ~index) and quickselect for the K-th largest (no sort).
  * Threads: OpenMP over token groups (dynamic schedule, longest first), ap->num_threads.
  */
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -670,7 +671,7 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
     if (hi <= lo) return -INFINITY;
     float mx = -INFINITY; /* a NaN kernel score never wins the max, as in REF */
     for (int j = lo; j < hi; j++) mx = sc[j] > mx ? sc[j] : mx;
-    return mx;
+    return mx == INFINITY ? FLT_MAX : mx; /* an overflowed stage-1 sum stays below the forced +inf, as in REF */
 }
 
 /* Stage-1 scores of tokens t0..t0+nt-1 of sequence s, KV head g, into w->tok[tt*n1 ..]. */
@@ -1114,11 +1115,16 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
 infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx) {
     ctx c;
     ctx_init(&c, ap);
-    const int K = ap->topk_total, KO = ap->topk_out;
+    const int KO = ap->topk_out;
     infllm_status st = INFLLM_OK;
     for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
         const infllm_seq *s = &ap->seqs[b];
         if (s->lq == 0) continue;
+        /* a row of sel holds at most min(topk_total, nblocks) blocks: a topk_total past the sequence's blocks (up to
+         * 2^24, "every block") must not size it (4096 queries x 2^24 columns asked malloc for 275 GB: NOMEM). With
+         * fewer blocks than topk_total every query selects all its causal blocks (all_causal), so run_select, whose
+         * rows are topk_total wide, runs only when K == topk_total */
+        const int K = ap->topk_total < s->nblocks ? ap->topk_total : s->nblocks;
         size_t selb = (size_t)s->lq * K * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         void *own1 = NULL, *own2 = NULL;

@@ -128,6 +128,13 @@ static infllm_status check_params(const infllm_params *p, int compresses) {
     if (!(p->softmax_scale >= 0.0f) || isinf(p->softmax_scale))
         return infllm_set_error(INFLLM_ERR_PARAM,
                                 "softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
+    /* the CPU and CUDA kernels work in base 2 on the float32 factor scale * log2(e): past FLT_MAX / log2(e)
+     * (~2.36e38) it is inf and every output and lse NaN (0 x inf, inf - inf), where REF's float64 gave numbers */
+    const float scale_log2 = p->softmax_scale * (float)M_LOG2E;
+    if (isinf(scale_log2))
+        return infllm_set_error(INFLLM_ERR_PARAM,
+                                "softmax_scale %g is too large: scale * log2(e) overflows float32 (at most ~2.36e38)",
+                                (double)p->softmax_scale);
     if (p->mode != INFLLM_MODE_AUTO && p->mode != INFLLM_MODE_DENSE && p->mode != INFLLM_MODE_SPARSE)
         return infllm_set_error(INFLLM_ERR_PARAM, "invalid mode %d", (int)p->mode);
     if (p->backend != INFLLM_BACKEND_CPU && p->backend != INFLLM_BACKEND_REF &&

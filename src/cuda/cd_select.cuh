@@ -85,7 +85,8 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
     for (int u = 0; u < KPT; u++) {
         const int bb = i0 + u;
         const bool forced = bb < p.init_blocks || bb >= qb - p.local_blocks;
-        const uint32_t k = bb < n ? f2key(forced ? INFINITY : bb >= p.e_lo ? -INFINITY : v[u]) : 0u;
+        /* a free block's key at most f2key(FLT_MAX): an overflowed (+inf) score stays below the forced ones */
+        const uint32_t k = bb < n ? (forced ? KINF : bb >= p.e_lo ? KNINF : min(f2key(v[u]), 0xff7fffffu)) : 0u;
         key[u] = k;
         const bool fin = bb < n && k != KINF && k != KNINF;
         nf += (int)(bb < n && k == KINF);

@@ -1367,6 +1367,7 @@ __global__ void k_block_scores(SeqDesc sd, const float *__restrict__ scores, flo
         v = -INFINITY;
         const float *row = scores + ((int64_t)g * sd.total_q + t) * max_n1;
         for (int64_t j = first; j <= last; j++) v = fmaxf(v, row[j]);
+        if (v == INFINITY) v = __int_as_float(0x7f7fffff); /* FLT_MAX: an overflowed sum stays below forced (REF) */
     }
     bs[i] = v;
 }

@@ -39,17 +39,20 @@ enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
 /* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
  * f2key(+inf) for a forced block (one of the first init_blocks, or of the local_blocks before qb),
  * f2key(-inf) for a block no c1 kernel touches (from e_lo = d_first_untouched_block on), else
- * f2key of the score. k_select's, k_select90's and k_dec_topk's finalize (sel90_topk_radix's key_of). */
+ * f2key of the score, at most f2key(FLT_MAX) (an overflowed, +inf score ranks below the forced blocks).
+ * k_select's, k_select90's and k_dec_topk's finalize (sel90_topk_radix's key_of). */
 struct SelBlockKey {
     int qb, init_blocks, local_blocks, e_lo;
     __device__ __forceinline__ uint32_t operator()(int bb, float score) const {
         /* selects, not branches: the finalize's key pass runs this for the keys of groups with a forced
          * or an empty block */
         const bool forced = bb < init_blocks || bb >= qb - local_blocks;
-        const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : f2key(score);
+        /* a free block's key at most f2key(FLT_MAX): an overflowed stage-1 sum (+inf) never ties with the
+         * forced blocks (REF's block score is FLT_MAX there) */
+        const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : min(f2key(score), 0xff7fffffu);
         return forced ? 0xff800000u /* f2key(+inf) */ : key;
     }
-    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is f2key(score) */
+    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is min(f2key(score), f2key(FLT_MAX)) */
     __device__ __forceinline__ int plain_lo() const { return init_blocks; }
     __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
 };
@@ -168,8 +171,8 @@ __device__ __forceinline__ void sel90_topk_radix_g(float *row, int n, int k, uin
     uint32_t kand = ~0u, kor = 0u;
     if (search) {
         uint32_t *const trash = xch + 8 * tw + 7;
-        /* groups [pl_lo, pl_hi) hold 4 valid keys of plain blocks (key f2key(score)): a warp step of
-         * those alone takes 4 f2keys, no masks; the others (a forced, empty or padding slot; ~1 step
+        /* groups [pl_lo, pl_hi) hold 4 valid keys of plain blocks (key f2key(score), capped at f2key(FLT_MAX)):
+         * a warp step of those alone takes 4 f2keys, no masks; the others (a forced, empty or padding slot; ~1 step
          * a warp) take key_of and the selects */
         const int pl_lo = (key_of.plain_lo() + 3) >> 2, pl_hi = min(key_of.plain_hi(), n) >> 2;
         for (int g0 = g_lo; g0 < g_hi; g0 += 32) {
@@ -184,7 +187,7 @@ __device__ __forceinline__ void sel90_topk_radix_g(float *row, int n, int k, uin
             if (__all_sync(FULL, !act || (gi >= pl_lo && gi < pl_hi))) { /* warp-uniform */
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    v[e] = f2key(fs[e]);
+                    v[e] = min(f2key(fs[e]), 0xff7fffffu); /* key_of's: a free block stays below f2key(+inf) */
                     atomicAdd(act ? &hist[v[e] >> 24] : trash, 1u);
                     kand &= act ? v[e] : ~0u;
                     kor |= act ? v[e] : 0u;

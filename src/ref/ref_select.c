@@ -1,6 +1,7 @@
 /*
  * ref_select.c: float64-reference block scores (SPEC B §6, A.4) and top-k (SPEC B §7, A.3).
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -10,7 +11,10 @@
  *   +inf  if forced: b < init_blocks or q_block - local_blocks <= b <= q_block, q_block = p / B
  *         (also a padding column, b >= nblocks of the row's sequence, below init_blocks)
  *   else  max of scores[g][t][lo..hi) over the c1 kernels overlapping b, -inf if empty (so every
- *         other padding column is -inf: no kernel of the sequence reaches past its last block). */
+ *         other padding column is -inf: no kernel of the sequence reaches past its last block), and
+ *         FLT_MAX for a max of +inf: a head sum past the float range (a c1 logit over ~88.7 above the
+ *         row's LSE, possible with |q|, |k| ~ 50) ranks first among the free blocks but never ties with
+ *         the forced ones, which the lower index would otherwise decide (the current block was dropped). */
 infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores /* [Hkv, total_q, max_n1] */,
                                float *block_scores /* [Hkv, total_q, nblocks_out] */) {
     for (int32_t sb = 0; sb < ap->num_seqs; sb++) {
@@ -33,7 +37,8 @@ infllm_status ref_block_scores(const infllm_attn_params *ap, const float *scores
                         float m = -INFINITY;
                         for (int32_t j = lo; j < hi; j++)
                             if (srow[j] > m) m = srow[j];
-                        brow[b] = m;
+                        /* a stage-1 sum past the float range (+inf) stays below the forced blocks' +inf */
+                        brow[b] = m == INFINITY ? FLT_MAX : m;
                     }
                 }
             }
@@ -61,8 +66,13 @@ static int ref_int_cmp(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-/* topk_idx[g][t][0..K): the K = topk_out best blocks (score desc, index asc), sorted ascending,
- * entries > q_block replaced by -1 (at the end, since the list is ascending). */
+/* topk_idx[g][t][0..K): the K = topk_out best of the row's own blocks b < nblocks of its sequence (score desc,
+ * index asc), sorted ascending, entries > q_block replaced by -1 (at the end, since the list is ascending); -1
+ * after them when the sequence has fewer than K blocks. The padding columns (b >= nblocks, there when a longer
+ * sequence sets nblocks_out) are no candidates: a sequence's selection must not depend on its batch. (Before, every
+ * column competed and a padding column that won a slot became -1 there: a NaN block lost its
+ * slot to a -inf padding column, and a caller's padding above the real scores emptied the row; the CPU and CUDA
+ * backends never took them.) */
 infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores /* [Hkv, total_q, nblocks_out] */,
                        int32_t *topk_idx /* [Hkv, total_q, topk_out] */) {
     int32_t nb = ap->nblocks_out, K = ap->topk_out;
@@ -78,15 +88,16 @@ infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores /
             for (int32_t g = 0; g < ap->Hkv; g++) {
                 const float *brow = block_scores + ((int64_t)g * ap->total_q + t) * nb;
                 int32_t *out = topk_idx + ((int64_t)g * ap->total_q + t) * K;
-                for (int32_t b = 0; b < nb; b++) {
+                const int32_t ns = s->nblocks < nb ? s->nblocks : nb, kk = K < ns ? K : ns;
+                for (int32_t b = 0; b < ns; b++) {
                     cand[b].score = brow[b];
                     cand[b].block = b;
                 }
-                qsort(cand, (size_t)nb, sizeof *cand, ref_cand_cmp);
-                for (int32_t c = 0; c < K; c++) out[c] = cand[c].block;
-                qsort(out, (size_t)K, sizeof *out, ref_int_cmp);
+                qsort(cand, (size_t)ns, sizeof *cand, ref_cand_cmp);
+                for (int32_t c = 0; c < kk; c++) out[c] = cand[c].block;
+                qsort(out, (size_t)kk, sizeof *out, ref_int_cmp);
                 for (int32_t c = 0; c < K; c++)
-                    if (out[c] > q_block || out[c] >= s->nblocks) out[c] = -1;
+                    if (c >= kk || out[c] > q_block) out[c] = -1;
             }
         }
     }
