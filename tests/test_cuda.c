@@ -32,7 +32,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
-#include "nan_select_fixture.h"
+#include "select_fixtures.h"
 #include "npy.h"
 
 #ifdef INFLLM_HAVE_CUDA
@@ -1016,7 +1016,7 @@ static void nan_select_case(const char *name, int Hq, int Hkv, int D, int lq, in
 }
 
 static void nan_checks(void) {
-    /* (1) standalone: tests/nan_select_fixture.h (test_ref_semantics runs it on the CPU) */
+    /* (1) standalone: tests/select_fixtures.h (test_ref_semantics runs it on the CPU) */
     {
         infllm_params p;
         nanfx_params(&p);
@@ -1066,6 +1066,35 @@ static void nan_checks(void) {
     nan_select_case("nan-g32-L1300", 64, 2, 128, 1300, 1300, 700);
     nan_select_case("nan-g16-fewq-13", 32, 2, 128, 13, 2600, 1500);
     nan_select_case("nan-g8-fewq-40", 16, 2, 128, 40, 2200, 1000);
+    /* (3) stage-1 sums past the float range (tests/select_fixtures.h ovfx_*): a free block's key is capped below the
+     * forced blocks' (SelBlockKey), so every row keeps its forced blocks, as on REF / CPU (test_ref_semantics).
+     * The prefill (640 queries: k_select90 or k_select) and the last 1 / 13 queries (the few-query kernels) */
+    {
+        uint16_t *q = malloc((size_t)OVFX_T * OVFX_D * 2), *k = malloc((size_t)OVFX_T * OVFX_D * 2);
+        ovfx_inputs(q, k);
+        infllm_params p;
+        ovfx_params(&p);
+        p.backend = INFLLM_BACKEND_CUDA;
+        uint16_t *dk = dup_dev(k, (size_t)OVFX_T * OVFX_D * 2);
+        const int32_t lqs[3] = {OVFX_T, 1, 13};
+        for (int i = 0; i < 3; i++) {
+            const int32_t lq = lqs[i];
+            infllm_layout l = ovfx_layout(lq);
+            uint16_t *dq = dup_dev(q + (size_t)(OVFX_T - lq) * OVFX_D, (size_t)lq * OVFX_D * 2);
+            int32_t *dtk = dev_alloc((size_t)lq * 4 * sizeof(int32_t));
+            CHECK_OK(infllm_select_blocks(&p, &l, dq, dk, dtk));
+            int32_t *tk = to_host(dtk, (size_t)lq * 4 * sizeof(int32_t));
+            const int64_t missing = ovfx_forced_missing(&p, tk, lq, 4);
+            const int32_t *last = tk + (size_t)(lq - 1) * 4;
+            CHECK(missing == 0 && !memcmp(last, ovfx_want_last, sizeof ovfx_want_last),
+                  "overflowed stage-1 sums, %d queries: %lld forced blocks dropped; the last row selects %d %d %d %d "
+                  "(want 0 2 8 9)", lq, (long long)missing, last[0], last[1], last[2], last[3]);
+            free(tk);
+            cudaFree(dq), cudaFree(dtk);
+        }
+        cudaFree(dk);
+        free(q), free(k);
+    }
 }
 
 static void run_case(const tcase *c, unsigned long long seed) { run_case_mode(c, seed, 0); }

@@ -25,7 +25,7 @@
 #include "harness.h"
 #include "infllm.h"
 #include "internal.h"
-#include "nan_select_fixture.h"
+#include "select_fixtures.h"
 
 static void test_geometry(void) {
     const int32_t geo[][3] = {{64, 32, 16}, {32, 16, 8}, {128, 32, 16}, {16, 16, 8}, {48, 32, 16}, {64, 64, 32}, {64, 16, 16}};
@@ -370,41 +370,21 @@ static void test_select_padding(void) {
  * 2 and 4 took the places of the local block 8 and the current block 9 (selection 0 2 4, REF and CPU alike),
  * and the query did not attend its own block. */
 static void test_select_overflow(void) {
-    const int32_t T = 640, D = 64;
-    infllm_layout l;
-    memset(&l, 0, sizeof l);
-    l.dtype = INFLLM_DTYPE_BF16, l.num_seqs = 1, l.total_q = T, l.total_k = T, l.num_q_heads = 1, l.num_kv_heads = 1;
-    l.head_dim = D;
+    const int32_t T = OVFX_T, D = OVFX_D;
+    infllm_layout l = ovfx_layout(T);
     uint16_t *q = malloc((size_t)T * D * 2), *k = malloc((size_t)T * D * 2);
-    unsigned long long rs = 5;
-    for (int32_t t = 0; t < T; t++)
-        for (int32_t d = 0; d < D; d++) {
-            const int strong = t % 64 < 32 && (t / 64 == 2 || t / 64 == 4 || t / 64 == 6); /* one c1 window each */
-            k[t * D + d] = infllm_f32_to_bf16(strong ? 6.0f : (float)(h_uniform(&rs) - 0.5));
-            q[t * D + d] = infllm_f32_to_bf16(6.0f);
-        }
+    ovfx_inputs(q, k);
     infllm_params p;
-    infllm_params_default(&p);
-    p.init_blocks = 1, p.local_blocks = 1, p.topk = 3; /* K = 4: forced 0, 8, 9 and one free place at row 639 */
-    const int32_t want[4] = {0, 2, 8, 9};                /* blocks 2, 4, 6 tie at FLT_MAX: the lowest index */
+    ovfx_params(&p); /* K = 4: forced 0, 8, 9 and one free place at row 639 */
     for (int be = 0; be < 2; be++) {
         p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
         infllm_sizes sz;
         CHECK_OK(infllm_get_sizes(&p, &l, &sz));
         int32_t *tk = malloc((size_t)T * (size_t)sz.topk_out * 4);
         CHECK_OK(infllm_select_blocks(&p, &l, q, k, tk));
-        int64_t missing = 0; /* rows that lost one of their forced blocks */
-        for (int32_t t = 0; t < T; t++) {
-            const int32_t qb = t / 64;
-            for (int32_t b = 0; b <= qb; b++) {
-                if (!infllm_block_forced(b, qb, p.init_blocks, p.local_blocks)) continue;
-                int found = 0;
-                for (int32_t e = 0; e < sz.topk_out; e++) found |= tk[(size_t)t * sz.topk_out + e] == b;
-                missing += !found;
-            }
-        }
+        const int64_t missing = ovfx_forced_missing(&p, tk, T, sz.topk_out); /* rows that lost a forced block */
         const int32_t *last = tk + (size_t)(T - 1) * sz.topk_out;
-        CHECK(missing == 0 && sz.topk_out == 4 && !memcmp(last, want, sizeof want),
+        CHECK(missing == 0 && sz.topk_out == 4 && !memcmp(last, ovfx_want_last, sizeof ovfx_want_last),
               "%s: overflowed stage-1 sums: %lld forced blocks dropped; row %d selects %d %d %d %d (want 0 2 8 9)",
               be ? "CPU" : "REF", (long long)missing, T - 1, last[0], last[1], last[2], last[3]);
         /* the standalone block scores: FLT_MAX for a free block whose kernels hold +inf */
