@@ -21,7 +21,7 @@ static const int32_t nanfx_cu_seqlens_q[3] = {0, 2, 3}, nanfx_cu_seqlens_k[3] = 
 /* row 0's selection from nanfx_block_scores: the forced blocks and the one finite score */
 static const int32_t nanfx_want_row0[NANFX_K] = {0, 5, 11, 12};
 
-static void nanfx_params(infllm_params *p) {
+static inline void nanfx_params(infllm_params *p) {
     infllm_params_default(p);
     p->block_size = 16;
     p->kernel_size = 16;
@@ -32,7 +32,7 @@ static void nanfx_params(infllm_params *p) {
 }
 
 /* the fixture's layout over the given copies of nanfx_cu_seqlens_q / _k (host or device memory) */
-static infllm_layout nanfx_layout(infllm_dtype dtype, const int32_t *cu_seqlens_q, const int32_t *cu_seqlens_k) {
+static inline infllm_layout nanfx_layout(infllm_dtype dtype, const int32_t *cu_seqlens_q, const int32_t *cu_seqlens_k) {
     infllm_layout l;
     memset(&l, 0, sizeof l);
     l.dtype = dtype;
@@ -49,14 +49,14 @@ static infllm_layout nanfx_layout(infllm_dtype dtype, const int32_t *cu_seqlens_
     return l;
 }
 
-static void nanfx_kernel_scores(float sc[NANFX_ROWS * NANFX_N1]) {
+static inline void nanfx_kernel_scores(float sc[NANFX_ROWS * NANFX_N1]) {
     for (int j = 0; j < NANFX_ROWS * NANFX_N1; j++) sc[j] = (float)((j * 29) % 17) / 8.0f;
     for (int j = 0; j < NANFX_N1; j += 2) sc[j] = NAN; /* every block's first kernel (2b - 1 or 0) is NaN somewhere */
     sc[NANFX_N1 + 3] = NAN;
 }
 
 /* overwrites row 0 and one entry of row 1 of block scores computed before (rows 1-2 keep theirs) */
-static void nanfx_block_scores(float bs[NANFX_ROWS * NANFX_NB]) {
+static inline void nanfx_block_scores(float bs[NANFX_ROWS * NANFX_NB]) {
     for (int b = 0; b < NANFX_NB; b++) bs[b] = (b == 0 || b >= 11) ? INFINITY : NAN;
     bs[5] = 1.0f;
     bs[NANFX_NB + 7] = NAN;
@@ -65,7 +65,7 @@ static void nanfx_block_scores(float bs[NANFX_ROWS * NANFX_NB]) {
 enum { OVFX_T = 640, OVFX_D = 64 };
 static const int32_t ovfx_want_last[4] = {0, 2, 8, 9};
 
-static void ovfx_params(infllm_params *p) {
+static inline void ovfx_params(infllm_params *p) {
     infllm_params_default(p);
     p->init_blocks = 1;
     p->local_blocks = 1;
@@ -73,7 +73,7 @@ static void ovfx_params(infllm_params *p) {
 }
 
 /* q, k [OVFX_T, 1, OVFX_D] bf16 bits */
-static void ovfx_inputs(uint16_t *q, uint16_t *k) {
+static inline void ovfx_inputs(uint16_t *q, uint16_t *k) {
     unsigned long long rs = 5;
     for (int32_t t = 0; t < OVFX_T; t++)
         for (int32_t d = 0; d < OVFX_D; d++) {
@@ -84,7 +84,7 @@ static void ovfx_inputs(uint16_t *q, uint16_t *k) {
 }
 
 /* the one-sequence layout of lq queries (the last lq of the 640 positions) */
-static infllm_layout ovfx_layout(int32_t lq) {
+static inline infllm_layout ovfx_layout(int32_t lq) {
     infllm_layout l;
     memset(&l, 0, sizeof l);
     l.dtype = INFLLM_DTYPE_BF16;
@@ -98,7 +98,7 @@ static infllm_layout ovfx_layout(int32_t lq) {
 }
 
 /* forced blocks missing from the selection tk [lq, cols] of the last lq queries */
-static int64_t ovfx_forced_missing(const infllm_params *p, const int32_t *tk, int32_t lq, int32_t cols) {
+static inline int64_t ovfx_forced_missing(const infllm_params *p, const int32_t *tk, int32_t lq, int32_t cols) {
     int64_t missing = 0;
     for (int32_t i = 0; i < lq; i++) {
         const int32_t qb = (OVFX_T - lq + i) / 64;

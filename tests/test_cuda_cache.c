@@ -35,6 +35,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "select_fixtures.h"
 
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -503,6 +504,64 @@ static void error_checks(void) {
  * attends of 1 and 13 queries (the cache's own kernels, and their 4-token selection CTAs) through the device cache
  * against REF's infllm_attention on the prefix: NaN in exactly the same outputs and LSE. Before session 37 the
  * epilogues wrote a NaN row as a row without keys (0, -inf). */
+/* Stage-1 sums past the float range through the cache's own selection (cd_select): tests/select_fixtures.h's inputs
+ * with strong keys also in the current block 9 and values that name their block (v = e_block), so the output shows
+ * which blocks a row attended: blocks 2 (the lowest overflowed free one) and 9 (forced), 0.5 each. A free block's key
+ * not capped below the forced ones let the overflowed blocks 2, 4, 6 push out 8 and 9 (0.33 at 2, 4, 6). The
+ * last 1 and 13 queries against REF's attention on the same prefix. */
+static void overflow_checks(void) {
+    const int T = OVFX_T, D = OVFX_D;
+    const infllm_dtype dt = INFLLM_DTYPE_BF16;
+    uint16_t *q = malloc((size_t)T * D * 2), *k = malloc((size_t)T * D * 2), *v = malloc((size_t)T * D * 2);
+    uint16_t *o2 = malloc((size_t)13 * D * 2);
+    float l2[13];
+    ovfx_inputs(q, k);
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < D; d++) {
+            if (t / 64 == 9 && t % 64 < 32) k[t * D + d] = infllm_f32_to_bf16(6.0f);
+            v[t * D + d] = infllm_f32_to_bf16(d == t / 64 ? 1.0f : 0.0f);
+        }
+    infllm_params p;
+    ovfx_params(&p);
+    p.mode = INFLLM_MODE_SPARSE;
+    p.backend = INFLLM_BACKEND_CUDA;
+    void *dq = dup_dev(q, (size_t)T * D * 2), *dk = dup_dev(k, (size_t)T * D * 2), *dv = dup_dev(v, (size_t)T * D * 2);
+    void *dout = dev_alloc((size_t)13 * D * 2);
+    float *dlse = dev_alloc(13 * 4);
+    infllm_cache *c = NULL;
+    CHECK_OK(infllm_cache_create(&p, dt, 1, D, T, &c));
+    if (c) {
+        CHECK_OK(infllm_cache_append(c, dk, dv, T));
+        const int ns[2] = {1, 13};
+        for (int i = 0; i < 2; i++) {
+            const int n = ns[i];
+            CHECK_OK(infllm_cache_attend(c, &p, (char *)dq + (size_t)(T - n) * D * 2, n, 1, dout, dlse));
+            uint16_t *o1 = to_host(dout, (size_t)n * D * 2);
+            infllm_params pr = p;
+            pr.backend = INFLLM_BACKEND_REF;
+            infllm_layout l = h_layout1(dt, n, T, 1, 1, D);
+            CHECK_OK(infllm_attention(&pr, &l, q + (size_t)(T - n) * D, k, v, o2, l2));
+            double worst = 0;
+            for (int e = 0; e < n * D; e++) {
+                const double dif = fabs((double)infllm_load_f32(o1, dt, e) - (double)infllm_load_f32(o2, dt, e));
+                if (!(dif <= worst)) worst = isnan(dif) ? INFINITY : dif;
+            }
+            const double ref_b2 = infllm_load_f32(o2, dt, (int64_t)(n - 1) * D + 2);
+            const double ref_b9 = infllm_load_f32(o2, dt, (int64_t)(n - 1) * D + 9);
+            CHECK(worst < 1e-2 && fabs(ref_b2 - 0.5) < 1e-2 && fabs(ref_b9 - 0.5) < 1e-2,
+                  "overflowed stage-1 sums, cache attend of %d: max |cache - REF| %.3g (REF's last row: block 2 %.3f, "
+                  "block 9 %.3f, want 0.5 each); cache's last row: blocks 2 / 4 / 6 / 9 %.3f %.3f %.3f %.3f", n, worst,
+                  ref_b2, ref_b9, infllm_load_f32(o1, dt, (int64_t)(n - 1) * D + 2),
+                  infllm_load_f32(o1, dt, (int64_t)(n - 1) * D + 4), infllm_load_f32(o1, dt, (int64_t)(n - 1) * D + 6),
+                  infllm_load_f32(o1, dt, (int64_t)(n - 1) * D + 9));
+            free(o1);
+        }
+        infllm_cache_free(c);
+    }
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse);
+    free(q), free(k), free(v), free(o2);
+}
+
 static void nan_checks(void) {
     const int Hq = 32, Hkv = 2, D = 128, T = 3000, L0 = 2800;
     const infllm_dtype dt = INFLLM_DTYPE_BF16;
@@ -559,6 +618,7 @@ static void nan_checks(void) {
     CHECK(ref_nan[0] == 0 && ref_nan[1] > 0 && ref_nan[2] > 0,
           "NaN cases: REF NaN outputs %zu / %zu / %zu (want 0 / > 0 / > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
     free(q), free(k), free(v), free(o2);
+    overflow_checks();
 }
 #endif
 
