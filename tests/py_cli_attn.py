@@ -217,6 +217,10 @@ with tempfile.TemporaryDirectory() as tmp:
         (good + ["--cache-len", "-5"], "--cache-len must be >= 0"),
         (good + ["--cache-len", "-1"], "--cache-len must be >= 0"),
         (good + ["--mode", "fast"], "--mode"),
+        # a float option past float32's range read as "expects a number"; 1e-50 underflowed to 0, the default scale
+        (good + ["--scale", "1e39"], "outside float32's finite range"),
+        (good + ["--scale", "1e-50"], "outside float32's finite range"),
+        (good + ["--scale", "x1"], "expects a number"),
         (good + ["--device", "tpu"], "--device"),
         (["--k", os.path.join(tmp, "k.npy")], "required"),
         (good + ["--q", os.path.join(tmp, "missing.npy")], "missing.npy"),

@@ -37,8 +37,13 @@ static int parse_value(const opt_def *d, const char *v, const char *prog) {
     }
     case OPT_FLOAT: {
         float x = strtof(v, &end);
-        if (errno || *end || end == v || !isfinite(x)) {
+        if (*end || end == v) {
             fprintf(stderr, "%s: %s expects a number, got '%s'\n", prog, d->name, v);
+            return -1;
+        }
+        if (errno || !isfinite(x)) { /* 1e39 overflows to inf, 1e-50 underflows (to 0: for --scale, "the default") */
+            fprintf(stderr, "%s: %s %s is outside float32's finite range (about 1.2e-38 to 3.4e38 in magnitude, or 0)\n",
+                    prog, d->name, v);
             return -1;
         }
         *(float *)d->dst = x;
