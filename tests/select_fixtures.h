@@ -10,7 +10,8 @@
  *    elsewhere: those kernels' head sums overflow to +inf against the c2 LSE. init 1, local 1, topk 3 (K 4). A free
  *    block's score is capped at FLT_MAX, so it never ties with the forced +inf blocks: every row keeps its forced
  *    blocks, and row 639 selects 0, 2, 8, 9 (blocks 2, 4, 6 tie at FLT_MAX: the lowest index). Without the cap the
- *    lower index won the tie and rows dropped their current block.
+ *    lower index won the tie and rows dropped their current block. Layout: h_layout1(INFLLM_DTYPE_BF16, lq, OVFX_T,
+ *    1, 1, OVFX_D) for the last lq queries.
  * Header-only, static; needs infllm.h, dtype.h (infllm_f32_to_bf16), harness.h (h_uniform), math.h and string.h. */
 #ifndef INFLLM_SELECT_FIXTURES_H
 #define INFLLM_SELECT_FIXTURES_H
@@ -81,20 +82,6 @@ static inline void ovfx_inputs(uint16_t *q, uint16_t *k) {
             k[t * OVFX_D + d] = infllm_f32_to_bf16(strong ? 6.0f : (float)(h_uniform(&rs) - 0.5));
             q[t * OVFX_D + d] = infllm_f32_to_bf16(6.0f);
         }
-}
-
-/* the one-sequence layout of lq queries (the last lq of the 640 positions) */
-static inline infllm_layout ovfx_layout(int32_t lq) {
-    infllm_layout l;
-    memset(&l, 0, sizeof l);
-    l.dtype = INFLLM_DTYPE_BF16;
-    l.num_seqs = 1;
-    l.total_q = lq;
-    l.total_k = OVFX_T;
-    l.num_q_heads = 1;
-    l.num_kv_heads = 1;
-    l.head_dim = OVFX_D;
-    return l;
 }
 
 /* forced blocks missing from the selection tk [lq, cols] of the last lq queries */

@@ -1079,7 +1079,7 @@ static void nan_checks(void) {
         const int32_t lqs[3] = {OVFX_T, 1, 13};
         for (int i = 0; i < 3; i++) {
             const int32_t lq = lqs[i];
-            infllm_layout l = ovfx_layout(lq);
+            infllm_layout l = h_layout1(INFLLM_DTYPE_BF16, lq, OVFX_T, 1, 1, OVFX_D);
             uint16_t *dq = dup_dev(q + (size_t)(OVFX_T - lq) * OVFX_D, (size_t)lq * OVFX_D * 2);
             int32_t *dtk = dev_alloc((size_t)lq * 4 * sizeof(int32_t));
             CHECK_OK(infllm_select_blocks(&p, &l, dq, dk, dtk));

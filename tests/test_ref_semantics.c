@@ -371,7 +371,7 @@ static void test_select_padding(void) {
  * and the query did not attend its own block. */
 static void test_select_overflow(void) {
     const int32_t T = OVFX_T, D = OVFX_D;
-    infllm_layout l = ovfx_layout(T);
+    infllm_layout l = h_layout1(INFLLM_DTYPE_BF16, T, T, 1, 1, D);
     uint16_t *q = malloc((size_t)T * D * 2), *k = malloc((size_t)T * D * 2);
     ovfx_inputs(q, k);
     infllm_params p;
