@@ -256,7 +256,11 @@ infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const 
  * another backend's forward, costs no accuracy), and Delta = rowsum(P * dP) from the recomputation
  * (not from a rounded forward output, which the call does not need). The REF backend computes the
  * exact gradient in float64 from q, k, v alone (lse must still be given).
- * Host backends only: CUDA returns INFLLM_ERR_UNSUPPORTED. */
+ * CUDA (bf16 / f16, head_dim 64 / 128): device pointers, on p->cuda_stream, no host synchronisation; the
+ * softmax is recomputed with its own row max (the lse is not read: any lse the host backends take gives the
+ * same result), P and dS enter the tensor-core products rounded to the dtype (as FlashAttention's backward);
+ * deterministic (each gradient element written by one thread block, sums in a fixed order). Workspace:
+ * p->workspace of the size function below, or NULL to let the call allocate (not under graph capture). */
 infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l,
                                                const void *q, const void *k, const void *v,
                                                const int32_t *topk_idx, int32_t topk_cols,
@@ -268,6 +272,13 @@ infllm_status infllm_dense_attention_backward(const infllm_params *p, const infl
                                               const void *q, const void *k, const void *v,
                                               const float *lse, const void *dout,
                                               void *dq, void *dk, void *dv);
+
+/* Workspace bytes the two backward calls need on the CUDA backend for this layout (0 elsewhere), from the
+ * totals and max_seqlen_* only (topk_cols: the sparse call's). */
+infllm_status infllm_sparse_attention_backward_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                              int32_t topk_cols, size_t *bytes);
+infllm_status infllm_dense_attention_backward_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                             size_t *bytes);
 
 /* The whole InfLLM-V2 attention with the dense/sparse switch (p->mode, p->dense_len, per
  * sequence). Sparse sequences run compression, stage 1, block scores, top-k and stage 2; the

@@ -637,7 +637,7 @@ infllm_status infllm_select_blocks(const infllm_params *p, const infllm_layout *
 }
 
 /* What the CUDA workspace is for: sizes differ by op. */
-typedef enum { WS_ATTENTION, WS_SELECT, WS_SPARSE, WS_DENSE } ws_op;
+typedef enum { WS_ATTENTION, WS_SELECT, WS_SPARSE, WS_DENSE, WS_SPARSE_BWD, WS_DENSE_BWD } ws_op;
 
 /* The CUDA workspace of one op (topk_cols: WS_SPARSE's); 0 on the host backends, after the same
  * validation as the op's */
@@ -646,7 +646,7 @@ static infllm_status workspace_size(const infllm_params *p, const infllm_layout 
     if (!bytes) return infllm_set_error(INFLLM_ERR_NULL_ARG, "bytes is NULL");
     *bytes = 0;
     BEGIN_OP_CHECKED(p, l, op == WS_ATTENTION || op == WS_SELECT) /* the same validation as the op's */
-    if (op == WS_SPARSE && (st = check_topk_cols(&ap, topk_cols))) goto done;
+    if ((op == WS_SPARSE || op == WS_SPARSE_BWD) && (st = check_topk_cols(&ap, topk_cols))) goto done;
 #ifdef INFLLM_HAVE_CUDA
     if (p->backend == INFLLM_BACKEND_CUDA) {
         switch (op) {
@@ -654,6 +654,8 @@ static infllm_status workspace_size(const infllm_params *p, const infllm_layout 
         case WS_SELECT: st = cuda_select_blocks_workspace_size(&ap, bytes); break;
         case WS_SPARSE: st = cuda_flash_workspace_size(&ap, topk_cols, bytes); break;
         case WS_DENSE: st = cuda_flash_workspace_size(&ap, 0, bytes); break;
+        case WS_SPARSE_BWD: st = cuda_attn_backward_workspace_size(&ap, topk_cols, bytes); break;
+        case WS_DENSE_BWD: st = cuda_attn_backward_workspace_size(&ap, 0, bytes); break;
         }
     }
 #endif
@@ -672,6 +674,16 @@ infllm_status infllm_sparse_attention_workspace_size(const infllm_params *p, con
 
 infllm_status infllm_dense_attention_workspace_size(const infllm_params *p, const infllm_layout *l, size_t *bytes) {
     return workspace_size(p, l, WS_DENSE, 0, bytes);
+}
+
+infllm_status infllm_sparse_attention_backward_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                              int32_t topk_cols, size_t *bytes) {
+    return workspace_size(p, l, WS_SPARSE_BWD, topk_cols, bytes);
+}
+
+infllm_status infllm_dense_attention_backward_workspace_size(const infllm_params *p, const infllm_layout *l,
+                                                             size_t *bytes) {
+    return workspace_size(p, l, WS_DENSE_BWD, 0, bytes);
 }
 
 /* The backward ops (topk_idx NULL: dense). REF runs in float64 and rounds the gradients once. */
@@ -702,10 +714,14 @@ static infllm_status attn_backward(const infllm_params *p, const infllm_attn_par
         return st;
     }
     case INFLLM_BACKEND_CPU: return cpu_attn_backward(ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
-    case INFLLM_BACKEND_CUDA: break;
+    case INFLLM_BACKEND_CUDA:
+#ifdef INFLLM_HAVE_CUDA
+        return cuda_attn_backward(ap, q, k, v, topk_idx, topk_cols, dout, dq, dk, dv);
+#else
+        break;
+#endif
     }
-    return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                            "attention backward runs on the host backends only (INFLLM_BACKEND_CPU or _REF)");
+    return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "built without CUDA");
 }
 
 static infllm_status need_backward(const void *q, const void *k, const void *v, const float *lse, const void *dout,
