@@ -1,20 +1,751 @@
 /*
- * cuda_backward.cu: the backward of stage 2 (block-sparse attention) and of dense causal attention on
- * NVIDIA GPUs. (Stub: being written.)
+ * cuda_backward.cu: the backward of stage 2 (block-sparse attention with the selection held fixed, SPEC B
+ * §9.3, A.1) and of dense causal attention on NVIDIA GPUs (sm_80+, mma.sync m16n8k16, bf16 / f16, head_dim
+ * 64 / 128, any GQA group, varlen, any block size). The math is ref_backward.c's:
+ *   P = softmax over a row's allowed keys,  dP_j = dO . v_j,  Delta = sum_j P_j dP_j,
+ *   dS_j = P_j (dP_j - Delta),  dq = scale sum_j dS_j k_j,  dk_j = scale sum_rows dS_j q,  dv_j = sum_rows P_j dO.
+ *
+ * Rows are (query token, query head) pairs of one KV head: row rho = i G + hh of sequence-relative token i
+ * and head g G + hh, as the forward's k_flash tiles them. Three passes, none with atomics on the gradients,
+ * each gradient element written by one CTA with its sums in a fixed order (deterministic):
+ *   1. k_bwd_q<STATS>: 64 rows a CTA (4 warps x 16) walk the union of their tokens' chunks (64 keys) in
+ *      increasing order, S = Q K^T and dP = dO V^T on tensor cores, and keep each row's online max m and,
+ *      in double across chunks (f32 within one), l = sum exp2(s - m) and u = sum exp2(s - m) dP. Out: the
+ *      row's log2 LSE m + log2 l and Delta = u / l ([total_q, Hq] f32 each, workspace). The forward's lse is
+ *      not read: the row max is recomputed, so any lse (or none that fits) gives the same gradients.
+ *   2. k_bwd_q<DQ>: the same walk; P = exp2(s - lse2), dS = P (dP - Delta) rounded to the dtype, dq += dS K.
+ *   3. k_bwd_kv: a CTA per (64-key chunk, KV head, sequence), 4 warps x 16 keys, over the rows of the tokens
+ *      that attend any key of the chunk (sparse: a chunk-major bitmap of tokens built by k_bwd_bits from
+ *      topk_idx; dense: every token at or after the chunk), NQ rows a step: S^T = K Q^T, dP^T = V dO^T,
+ *      dv += P^T dO, dk += dS^T Q. Keys no row attends get 0.
+ * A warp skips the products of a chunk (pass 1-2) or a step (pass 3) where none of its rows sees a key.
+ * FLOPs: 2 D per (row, allowed key) for each of the 9 products (4 in pass 3, 2 + 3 in passes 1-2),
+ * against the forward's 2; passes 1-2 also walk the union of a tile's tokens (loads only: a warp whose
+ * token did not select a chunk skips its products).
  */
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 
-extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const void *q, const void *k,
-                                            const void *v, const int32_t *topk_idx, int32_t topk_cols,
-                                            const void *dout, void *dq, void *dk, void *dv) {
-    (void)ap, (void)q, (void)k, (void)v, (void)topk_idx, (void)topk_cols, (void)dout, (void)dq, (void)dk, (void)dv;
-    return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA backward: not built yet");
+namespace {
+
+constexpr int BWD_ROWS = 64;   /* rows of a k_bwd_q CTA */
+constexpr int BWD_WIN = 1024;  /* tokens a k_bwd_kv window lists at a time (32 bitmap words) */
+
+struct BwdParams {
+    const void *q, *k, *v, *dout;
+    void *dq, *dk, *dv;
+    float *lse2;  /* [total_q, Hq] log2 LSE of each row (pass 1 writes, 2-3 read) */
+    float *delta; /* [total_q, Hq] */
+    SeqDesc sd;
+    int Hq, Hkv, G;
+    float scale_log2, scale;
+    const int32_t *topk; /* [Hkv, total_q, topk_cols] or NULL: dense */
+    int topk_cols;
+    int B;
+    int tt;  /* k_bwd_q: most tokens a 64-row tile spans */
+    int nbw; /* k_bwd_q: words of one token's block bitmap */
+    int ncw; /* k_bwd_q: words of the tile's chunk bitmap */
+    /* sparse k_bwd_kv: per KV head, the rows of sequence s start at word bits_off[s]; row c (chunk c) has
+     * ceil(lq / 32) words, bit i of the row = sequence-relative token i attends a key of chunk c */
+    uint32_t *bits;
+    int64_t bits_head; /* words a KV head's rows take */
+    int64_t *bits_off; /* [num_seqs + 1] */
+};
+
+__device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
+    int w = from >> 5;
+    if (w >= nwords) return -1;
+    uint32_t m = bits[w] & (0xffffffffu << (from & 31));
+    while (!m) {
+        if (++w >= nwords) return -1;
+        m = bits[w];
+    }
+    return w * 32 + __ffs(m) - 1;
 }
+
+/* 16 rows (this warp's, A operand from a swizzled [rows][D] tile at row0) times 64 keys (B operand, the
+ * swizzled [64][D] tile sk): s[j] = columns 8 j .. 8 j + 7 */
+template <typename T, int D>
+__device__ __forceinline__ void mma_rows_keys(float (&s)[8][4], const uint16_t *sa, int row0, const uint16_t *sk,
+                                              int lane) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t a0[4], a1[4];
+        const int ar = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldsm_x4(a0, sa + swz<D>(ar, 16 * kk + (lane >> 4) * 8));
+        ldsm_x4(a1, sa + swz<D>(ar, 16 * (kk + 1) + (lane >> 4) * 8));
+#pragma unroll
+        for (int jg = 0; jg < 8; jg += 4) {
+            uint32_t r[4][4];
+#pragma unroll
+            for (int x = 0; x < 4; x++) ldsm_x4(r[x], sk + swz<D>(8 * (jg + x) + (lane & 7), 16 * kk + (lane >> 3) * 8));
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                mma16816<T>(s[jg + x], a0, r[x][0], r[x][1]);
+                mma16816<T>(s[jg + x], a1, r[x][2], r[x][3]);
+            }
+        }
+    }
+}
+
+/* acc[16 x D] += A[16 x 16 NK] (C fragments a[2 NK][4], rounded to T) times the swizzled [16 NK][D] tile sb
+ * (B operand, k = its rows: ldmatrix .trans) */
+template <typename T, int D, int NK>
+__device__ __forceinline__ void mma_acc_rows(float (&acc)[D / 8][4], const float (&a)[2 * NK][4], const uint16_t *sb,
+                                             int lane) {
+#pragma unroll
+    for (int ks = 0; ks < NK; ks++) {
+        uint32_t af[4];
+        af[0] = DT<T>::pack2(a[2 * ks][0], a[2 * ks][1]);
+        af[1] = DT<T>::pack2(a[2 * ks][2], a[2 * ks][3]);
+        af[2] = DT<T>::pack2(a[2 * ks + 1][0], a[2 * ks + 1][1]);
+        af[3] = DT<T>::pack2(a[2 * ks + 1][2], a[2 * ks + 1][3]);
+#pragma unroll
+        for (int dg = 0; dg < D / 16; dg += 4) {
+            uint32_t r[4][4];
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+                ldsm_x4_t(r[x], sb + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * (dg + x) + (lane >> 4) * 8));
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                mma16816<T>(acc[2 * (dg + x)], af, r[x][0], r[x][1]);
+                mma16816<T>(acc[2 * (dg + x) + 1], af, r[x][2], r[x][3]);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ passes 1-2 ---- */
+template <typename T, int D, bool SPARSE, bool DQ>
+__global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
+    constexpr int NT = 128, CH = D / 8, DT_ = D / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint16_t *sQ = (uint16_t *)smem;     /* [64][D] */
+    uint16_t *sO = sQ + BWD_ROWS * D;    /* [64][D] dout rows */
+    uint16_t *sKV = sO + BWD_ROWS * D;   /* [2 stages][K 64 x D, V 64 x D] */
+    uint32_t *sTok = (uint32_t *)(sKV + 2 * 2 * 64 * D);
+    uint32_t *sChunk = sTok + (SPARSE ? p.tt * p.nbw : 0);
+
+    const int tile = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int G = p.G;
+    const int64_t nrows = (int64_t)lq * G, rho0 = (int64_t)tile * BWD_ROWS;
+    if (rho0 >= nrows) return;
+    const int i0 = (int)(rho0 / G);
+    const int ilast = (int)min((rho0 + BWD_ROWS - 1) / G, (int64_t)lq - 1);
+    const int ntok = ilast - i0 + 1;
+    const int64_t shift = (int64_t)lk - lq; /* query i sits at position shift + i */
+    const int64_t pos_last = shift + ilast;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+
+    bool rvalid[2];
+    int rtt[2];
+    int64_t rpos[2], ridx[2]; /* position; index into [total_q, Hq] */
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        const int64_t rho = rho0 + warp * 16 + gid + 8 * ri;
+        rvalid[ri] = rho < nrows;
+        const int i = rvalid[ri] ? (int)(rho / G) : i0;
+        rtt[ri] = i - i0;
+        rpos[ri] = rvalid[ri] ? shift + i : -1;
+        ridx[ri] = (q0 + i) * p.Hq + (int64_t)g * G + (int)(rho % G);
+    }
+    float rl[2] = {0.f, 0.f}, rd[2] = {0.f, 0.f};
+    if (DQ) {
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++)
+            if (rvalid[ri]) rl[ri] = p.lse2[ridx[ri]], rd[ri] = p.delta[ridx[ri]];
+    }
+
+    /* Q and dout rows -> sQ, sO */
+    {
+        const uint16_t *qg = (const uint16_t *)p.q, *og = (const uint16_t *)p.dout;
+        for (int x = tid; x < BWD_ROWS * CH; x += NT) {
+            const int r = x / CH, c = x % CH;
+            const int64_t rho = rho0 + r;
+            const bool ok = rho < nrows;
+            const int64_t off = ok ? ((q0 + rho / G) * p.Hq + (int64_t)g * G + rho % G) * D + c * 8 : 0;
+            cp_async16(sQ + swz<D>(r, c * 8), qg + off, ok ? 16 : 0);
+            cp_async16(sO + swz<D>(r, c * 8), og + off, ok ? 16 : 0);
+        }
+    }
+    if (SPARSE) {
+        for (int x = tid; x < p.tt * p.nbw + p.ncw; x += NT) sTok[x] = 0u;
+        __syncthreads();
+        const int32_t nb_seq = (lk + p.B - 1) / p.B;
+        for (int x = tid; x < ntok * p.topk_cols; x += NT) {
+            const int tt = x / p.topk_cols, kk = x % p.topk_cols;
+            const int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + i0 + tt) * p.topk_cols + kk];
+            const int64_t pos = shift + i0 + tt;
+            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+            atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
+            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            if (kend > pos) kend = pos;
+            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++) atomicOr(&sChunk[c >> 5], 1u << (c & 31));
+        }
+        __syncthreads();
+    }
+    const int last_chunk = pos_last >= 0 ? (int)(pos_last >> 6) : -1;
+    int c = SPARSE ? bwd_chunk_next(sChunk, p.ncw, 0) : 0;
+    if (c > last_chunk) c = -1;
+
+    const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
+    const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
+    const int64_t kvs = (int64_t)p.Hkv * D;
+    auto load_chunk = [&](int cc, int st) {
+        uint16_t *base = sKV + st * 2 * 64 * D;
+        load_tile_async<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+        load_tile_async<D, 64, NT>(base + 64 * D, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
+    };
+    if (c >= 0) load_chunk(c, 0);
+    cp_async_commit();
+
+    float acc[DT_][4]; /* DQ: dq rows */
+#pragma unroll
+    for (int j = 0; j < DT_; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}; /* STATS: running max of s * scale_log2 */
+    double L[2] = {0.0, 0.0}, U[2] = {0.0, 0.0};
+    const bool b64 = (p.B & 63) == 0;
+    int stage = 0;
+
+    while (c >= 0) {
+        int cn = SPARSE ? bwd_chunk_next(sChunk, p.ncw, c + 1) : c + 1;
+        if (cn > last_chunk) cn = -1;
+        if (cn >= 0) load_chunk(cn, stage ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const uint16_t *sk = sKV + stage * 2 * 64 * D, *sv = sk + 64 * D;
+        const int blk = SPARSE && b64 ? (int)(((int64_t)c * 64) / p.B) : 0;
+        bool need = false;
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri];
+            if (SPARSE && b64 && sel) sel = (sTok[rtt[ri] * p.nbw + (blk >> 5)] >> (blk & 31)) & 1u;
+            need = need || sel;
+        }
+        if (__any_sync(0xffffffffu, need)) {
+            float s[8][4], dp[8][4];
+            mma_rows_keys<T, D>(s, sQ, warp * 16, sk, lane);
+            mma_rows_keys<T, D>(dp, sO, warp * 16, sv, lane);
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+                bool rowsel = true;
+                const uint32_t *bits = sTok + rtt[ri] * p.nbw;
+                if (SPARSE && b64) rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                const int lim =
+                    rowsel && rvalid[ri] ? (int)max(min(rpos[ri] - (int64_t)c * 64 - 2 * tig, (int64_t)64), (int64_t)-1) : -1;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        bool ok = 8 * j + e <= lim;
+                        if (SPARSE && !b64 && ok) {
+                            const int bb = (int)(((int64_t)c * 64 + 8 * j + 2 * tig + e) / p.B);
+                            ok = (bits[bb >> 5] >> (bb & 31)) & 1u;
+                        }
+                        if (!ok) s[j][2 * ri + e] = -INFINITY;
+                    }
+            }
+            if (!DQ) {
+#pragma unroll
+                for (int ri = 0; ri < 2; ri++) {
+                    float mx = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
+                    mx = quad_max(mx) * p.scale_log2;
+                    const float mnew = fmaxf(m[ri], mx);
+                    float lc = 0.f, uc = 0.f;
+                    if (mnew == -INFINITY) {
+                        /* nothing visible yet, or only NaN scores (fmaxf skips them): those make the row NaN, as REF's */
+#pragma unroll
+                        for (int j = 0; j < 8; j++)
+#pragma unroll
+                            for (int e = 0; e < 2; e++)
+                                if (s[j][2 * ri + e] != s[j][2 * ri + e]) lc = s[j][2 * ri + e];
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < 8; j++)
+#pragma unroll
+                            for (int e = 0; e < 2; e++) {
+                                const float pe = exp2f(s[j][2 * ri + e] * p.scale_log2 - mnew);
+                                lc += pe;
+                                uc += pe * dp[j][2 * ri + e];
+                            }
+                    }
+                    lc = quad_sum(lc);
+                    uc = quad_sum(uc);
+                    if (mnew != -INFINITY) {
+                        const double alpha = m[ri] == -INFINITY ? 0.0 : (double)exp2f(m[ri] - mnew);
+                        L[ri] = L[ri] * alpha + (double)lc;
+                        U[ri] = U[ri] * alpha + (double)uc;
+                        m[ri] = mnew;
+                    } else if (lc != lc || uc != uc) {
+                        L[ri] = U[ri] = (double)NAN;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int ri = e >> 1;
+                        const float pe = exp2f(s[j][e] * p.scale_log2 - rl[ri]);
+                        s[j][e] = pe * (dp[j][e] - rd[ri]); /* dS */
+                    }
+                mma_acc_rows<T, D, 4>(acc, s, sk, lane);
+            }
+        }
+        __syncthreads();
+        stage ^= 1;
+        c = cn;
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {
+        if (!rvalid[ri]) continue;
+        if (!DQ) {
+            if (tig == 0) {
+                /* no key: lse2 +inf makes every P 0 in passes 2-3; NaN stays NaN */
+                const bool none = L[ri] == 0.0;
+                p.lse2[ridx[ri]] = none ? INFINITY : m[ri] + (float)log2(L[ri]);
+                p.delta[ridx[ri]] = none ? 0.f : (float)(U[ri] / L[ri]);
+            }
+        } else {
+            T *row = (T *)p.dq + ridx[ri] * D;
+#pragma unroll
+            for (int j = 0; j < DT_; j++)
+                *reinterpret_cast<uint32_t *>(row + 8 * j + 2 * tig) =
+                    DT<T>::pack2(acc[j][2 * ri] * p.scale, acc[j][2 * ri + 1] * p.scale);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------- pass 3 ---- */
+/* the sparse rows' word offsets: bits_off[s] = sum over earlier sequences of ceil(lk / 64) ceil(lq / 32) */
+__global__ void __launch_bounds__(256) k_bwd_bits_off(BwdParams p) {
+    __shared__ int64_t part[256];
+    const int n = p.sd.num_seqs, per = (n + 255) / 256, s0 = threadIdx.x * per, s1 = min(s0 + per, n);
+    int64_t sum = 0;
+    for (int s = s0; s < s1; s++) {
+        int64_t q0, k0;
+        int32_t lq, lk;
+        seq_get(p.sd, s, q0, lq, k0, lk);
+        sum += (int64_t)((lk + 63) / 64) * ((lq + 31) / 32);
+    }
+    part[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int64_t run = 0;
+        for (int x = 0; x < 256; x++) {
+            const int64_t v = part[x];
+            part[x] = run;
+            run += v;
+        }
+        p.bits_off[n] = run;
+    }
+    __syncthreads();
+    int64_t run = part[threadIdx.x];
+    for (int s = s0; s < s1; s++) {
+        int64_t q0, k0;
+        int32_t lq, lk;
+        seq_get(p.sd, s, q0, lq, k0, lk);
+        p.bits_off[s] = run;
+        run += (int64_t)((lk + 63) / 64) * ((lq + 31) / 32);
+    }
+}
+
+/* a thread per (query token, KV head): sets its bit in the rows of the chunks its selected blocks reach
+ * (clipped to its position); the rows were zeroed. OR is order-free: the bitmap is deterministic. */
+__global__ void __launch_bounds__(128) k_bwd_bits(BwdParams p) {
+    const int g = blockIdx.y, b = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int i = blockIdx.x * 128 + threadIdx.x;
+    if (i >= lq) return;
+    const int64_t pos = (int64_t)lk - lq + i;
+    const int32_t nb_seq = (lk + p.B - 1) / p.B, words = (lq + 31) / 32;
+    uint32_t *rows = p.bits + g * p.bits_head + p.bits_off[b];
+    const int32_t *tk = p.topk + ((int64_t)g * p.sd.total_q + q0 + i) * p.topk_cols;
+    for (int kk = 0; kk < p.topk_cols; kk++) {
+        const int32_t blk = tk[kk];
+        if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+        int64_t kend = (int64_t)blk * p.B + p.B - 1;
+        if (kend > pos) kend = pos;
+        for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+            atomicOr(&rows[c * words + (i >> 5)], 1u << (i & 31));
+    }
+}
+
+template <typename T, int D, int NQ, bool SPARSE>
+__global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
+    constexpr int NT = 128, CH = D / 8, DT_ = D / 8, NJ = NQ / 8;
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint16_t *sK = (uint16_t *)smem;        /* [64][D] */
+    uint16_t *sV = sK + 64 * D;             /* [64][D] */
+    uint16_t *sRows = sV + 64 * D;          /* [2 stages][Q NQ x D, dout NQ x D] */
+    float *sLse = (float *)(sRows + 2 * 2 * NQ * D); /* [2][NQ] */
+    float *sDel = sLse + 2 * NQ;                     /* [2][NQ] */
+    uint64_t *sMask = (uint64_t *)(sDel + 2 * NQ);   /* [2][NQ] the row's keys of this chunk */
+    uint64_t *sTokMask = sMask + 2 * NQ;             /* [BWD_WIN] */
+    int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
+    int32_t *sCount = sList + BWD_WIN;
+
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    if ((int64_t)c * 64 >= lk) return;
+    const int G = p.G;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+    const int nkeys = min(64, lk - c * 64);
+    const int64_t shift = (int64_t)lk - lq;
+    const int i_start = (int)min(max((int64_t)c * 64 - shift, (int64_t)0), (int64_t)lq);
+
+    const uint16_t *kg = (const uint16_t *)p.k + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
+    const uint16_t *vg = (const uint16_t *)p.v + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
+    const int64_t kvs = (int64_t)p.Hkv * D;
+    load_tile_async<D, 64, NT>(sK, kg, kvs, nkeys);
+    load_tile_async<D, 64, NT>(sV, vg, kvs, nkeys);
+    cp_async_commit();
+
+    float dk[DT_][4], dv[DT_][4];
+#pragma unroll
+    for (int j = 0; j < DT_; j++) {
+        dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.f;
+        dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.f;
+    }
+    const bool b64 = (p.B & 63) == 0;
+    const int32_t nb_seq = (lk + p.B - 1) / p.B;
+    const int words = (lq + 31) / 32;
+    const uint32_t *rowbits = SPARSE ? p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words : NULL;
+
+    /* step loads: rows [st NQ, st NQ + NQ) of the window's (token, head) list into stage buffer bf */
+    auto load_step = [&](int st, int bf, int nlist) {
+        uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
+        const uint16_t *qg = (const uint16_t *)p.q, *og = (const uint16_t *)p.dout;
+        const int64_t nr = (int64_t)nlist * G;
+        for (int x = tid; x < NQ * CH; x += NT) {
+            const int r = x / CH, cc = x % CH;
+            const int64_t rho = (int64_t)st * NQ + r;
+            const bool ok = rho < nr;
+            const int64_t off =
+                ok ? ((q0 + sList[rho / G]) * p.Hq + (int64_t)g * G + rho % G) * D + cc * 8 : 0;
+            cp_async16(sq + swz<D>(r, cc * 8), qg + off, ok ? 16 : 0);
+            cp_async16(so + swz<D>(r, cc * 8), og + off, ok ? 16 : 0);
+        }
+        for (int r = tid; r < NQ; r += NT) {
+            const int64_t rho = (int64_t)st * NQ + r;
+            float l2 = INFINITY, de = 0.f;
+            uint64_t mk = 0;
+            if (rho < nr) {
+                const int64_t idx = (q0 + sList[rho / G]) * p.Hq + (int64_t)g * G + rho % G;
+                l2 = p.lse2[idx];
+                de = p.delta[idx];
+                mk = sTokMask[rho / G];
+            }
+            sLse[bf * NQ + r] = l2;
+            sDel[bf * NQ + r] = de;
+            sMask[bf * NQ + r] = mk;
+        }
+    };
+
+    const int first_word = SPARSE ? i_start >> 5 : 0;
+    for (int wbase = SPARSE ? first_word * 32 : i_start; wbase < lq; wbase += BWD_WIN) {
+        /* the window's tokens, in increasing order */
+        if (SPARSE) {
+            if (warp == 0) {
+                const int w = (wbase >> 5) + lane;
+                const uint32_t bitsw = w < words ? rowbits[w] : 0u;
+                const int n = __popc(bitsw);
+                int incl = n;
+#pragma unroll
+                for (int o = 1; o < 32; o <<= 1) {
+                    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+                    if (lane >= o) incl += y;
+                }
+                int at = incl - n;
+                uint32_t mm = bitsw;
+                while (mm) {
+                    const int bit = __ffs(mm) - 1;
+                    mm &= mm - 1;
+                    sList[at++] = w * 32 + bit;
+                }
+                if (lane == 31) *sCount = incl;
+            }
+        } else {
+            for (int x = tid; x < BWD_WIN; x += NT) sList[x] = wbase + x;
+            if (tid == 0) *sCount = min(BWD_WIN, lq - wbase);
+        }
+        __syncthreads();
+        const int nlist = *sCount;
+        /* each listed token's keys of this chunk: causal limit, and (blocks not multiples of 64) its blocks */
+        for (int x = tid; x < nlist; x += NT) {
+            const int i = sList[x];
+            const int64_t lim = shift + i - (int64_t)c * 64; /* its last visible key of the chunk */
+            uint64_t mk = lim < 0 ? 0ull : lim >= 63 ? ~0ull : ((2ull << lim) - 1ull);
+            if (SPARSE && !b64 && mk) {
+                const int64_t pos = shift + i;
+                const int32_t *tk = p.topk + ((int64_t)g * p.sd.total_q + q0 + i) * p.topk_cols;
+                uint64_t sel = 0;
+                for (int kk = 0; kk < p.topk_cols; kk++) {
+                    const int32_t blk = tk[kk];
+                    if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+                    const int64_t ks = max((int64_t)blk * p.B - (int64_t)c * 64, (int64_t)0);
+                    const int64_t ke = min((int64_t)blk * p.B + p.B - 1 - (int64_t)c * 64, (int64_t)63);
+                    if (ke < 0 || ks > 63) continue;
+                    const uint64_t hi = ke >= 63 ? ~0ull : ((2ull << ke) - 1ull);
+                    sel |= hi & ~((1ull << ks) - 1ull);
+                }
+                mk &= sel;
+            }
+            sTokMask[x] = mk;
+        }
+        __syncthreads();
+        const int nsteps = (int)(((int64_t)nlist * G + NQ - 1) / NQ);
+        if (nsteps > 0) load_step(0, 0, nlist);
+        cp_async_commit();
+        for (int st = 0; st < nsteps; st++) {
+            const int bf = st & 1;
+            if (st + 1 < nsteps) load_step(st + 1, bf ^ 1, nlist);
+            cp_async_commit();
+            cp_async_wait<1>();
+            __syncthreads();
+            const uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
+            /* this thread's columns (rows of the step): 8 j + 2 tig + e */
+            /* bit 4 j + e of kb: fragment element e of column tile j is an allowed (key, row) */
+            static_assert(NJ * 4 <= 32, "k_bwd_kv: one bit a fragment element");
+            uint32_t kb = 0;
+#pragma unroll
+            for (int j = 0; j < NJ; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const uint32_t mk = (uint32_t)(sMask[bf * NQ + 8 * j + 2 * tig + e] >> (warp * 16 + gid));
+                    kb |= (mk & 1u) << (4 * j + e);
+                    kb |= ((mk >> 8) & 1u) << (4 * j + 2 + e);
+                }
+            if (__any_sync(0xffffffffu, kb != 0)) {
+                float s[NJ][4], dp[NJ][4];
+#pragma unroll
+                for (int j = 0; j < NJ; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk += 2) {
+                    uint32_t ak0[4], ak1[4], av0[4], av1[4];
+                    const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                    ldsm_x4(ak0, sK + swz<D>(ar, 16 * kk + (lane >> 4) * 8));
+                    ldsm_x4(ak1, sK + swz<D>(ar, 16 * (kk + 1) + (lane >> 4) * 8));
+                    ldsm_x4(av0, sV + swz<D>(ar, 16 * kk + (lane >> 4) * 8));
+                    ldsm_x4(av1, sV + swz<D>(ar, 16 * (kk + 1) + (lane >> 4) * 8));
+#pragma unroll
+                    for (int j = 0; j < NJ; j++) {
+                        uint32_t rq[4], ro[4];
+                        ldsm_x4(rq, sq + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                        ldsm_x4(ro, so + swz<D>(8 * j + (lane & 7), 16 * kk + (lane >> 3) * 8));
+                        mma16816<T>(s[j], ak0, rq[0], rq[1]);
+                        mma16816<T>(s[j], ak1, rq[2], rq[3]);
+                        mma16816<T>(dp[j], av0, ro[0], ro[1]);
+                        mma16816<T>(dp[j], av1, ro[2], ro[3]);
+                    }
+                }
+                /* s -> P^T, dp -> dS^T; element e of fragment j: key gid + 8 (e >> 1), column 8 j + 2 tig + (e & 1) */
+#pragma unroll
+                for (int j = 0; j < NJ; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int col = 8 * j + 2 * tig + (e & 1);
+                        const float pe =
+                            (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - sLse[bf * NQ + col]) : 0.f;
+                        s[j][e] = pe;
+                        dp[j][e] = pe * (dp[j][e] - sDel[bf * NQ + col]);
+                    }
+                mma_acc_rows<T, D, NQ / 16>(dv, s, so, lane);
+                mma_acc_rows<T, D, NQ / 16>(dk, dp, sq, lane);
+            }
+            __syncthreads();
+        }
+        cp_async_wait<0>();
+        __syncthreads(); /* sList / sTokMask are rewritten by the next window */
+    }
+    cp_async_wait<0>();
+
+    /* epilogue: keys gid and gid + 8 of this warp's 16 */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int key = warp * 16 + gid + 8 * h;
+        if (key >= nkeys) continue;
+        const int64_t off = ((k0 + (int64_t)c * 64 + key) * p.Hkv + g) * D;
+        T *dkr = (T *)p.dk + off, *dvr = (T *)p.dv + off;
+#pragma unroll
+        for (int j = 0; j < DT_; j++) {
+            *reinterpret_cast<uint32_t *>(dkr + 8 * j + 2 * tig) =
+                DT<T>::pack2(dk[j][2 * h] * p.scale, dk[j][2 * h + 1] * p.scale);
+            *reinterpret_cast<uint32_t *>(dvr + 8 * j + 2 * tig) = DT<T>::pack2(dv[j][2 * h], dv[j][2 * h + 1]);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------- host ---- */
+struct BwdWs {
+    size_t off_lse, off_delta, off_boff, off_bits, total;
+    int64_t bits_head; /* words */
+};
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
+    BwdWs w;
+    const size_t rows = (size_t)ap->total_q * (size_t)ap->Hq;
+    w.off_lse = 0;
+    w.off_delta = align256(rows * sizeof(float));
+    w.off_boff = w.off_delta + align256(rows * sizeof(float));
+    w.bits_head = 0;
+    if (sparse && ap->total_q > 0 && ap->total_k > 0) {
+        /* sum over sequences of ceil(lk / 64) ceil(lq / 32) <= (total_k / 64 + num_seqs) ceil(max_lq / 32) */
+        w.bits_head = (ap->total_k / 64 + ap->num_seqs) * (int64_t)((ap->max_lq + 31) / 32);
+    }
+    w.off_bits = w.off_boff + (sparse ? align256(((size_t)ap->num_seqs + 1) * sizeof(int64_t)) : 0);
+    w.total = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
+    return w;
+}
+
+template <typename T, int D>
+static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sparse, cudaStream_t st) {
+    const int G = ap->G;
+    const int max_tiles = (int)(((int64_t)ap->max_lq * G + BWD_ROWS - 1) / BWD_ROWS);
+    const int max_chunks = (ap->max_lk + 63) / 64;
+    infllm_status s;
+    if (max_tiles > 0) {
+        size_t smem = (size_t)(2 * BWD_ROWS + 4 * 64) * D * sizeof(uint16_t);
+        if (sparse) smem += ((size_t)p.tt * p.nbw + p.ncw) * sizeof(uint32_t);
+        const dim3 grid(max_tiles, ap->Hkv, ap->num_seqs);
+        if (sparse) {
+            if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, true, false>, smem, "k_bwd_q")) ||
+                (s = cuda_func_smem((const void *)k_bwd_q<T, D, true, true>, smem, "k_bwd_q")))
+                return s;
+            k_bwd_q<T, D, true, false><<<grid, 128, smem, st>>>(p);
+            CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            k_bwd_q<T, D, true, true><<<grid, 128, smem, st>>>(p);
+            CU_LAUNCH_CHECK("k_bwd_q (dq)");
+        } else {
+            if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, false, false>, smem, "k_bwd_q")) ||
+                (s = cuda_func_smem((const void *)k_bwd_q<T, D, false, true>, smem, "k_bwd_q")))
+                return s;
+            k_bwd_q<T, D, false, false><<<grid, 128, smem, st>>>(p);
+            CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            k_bwd_q<T, D, false, true><<<grid, 128, smem, st>>>(p);
+            CU_LAUNCH_CHECK("k_bwd_q (dq)");
+        }
+    }
+    if (max_chunks > 0) {
+        constexpr int NQ = D == 128 ? 32 : 64;
+        const size_t smem = (size_t)(2 * 64 + 4 * NQ) * D * sizeof(uint16_t) + (size_t)2 * NQ * 2 * sizeof(float) +
+                            (size_t)2 * NQ * sizeof(uint64_t) + (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) +
+                            16;
+        const dim3 grid(max_chunks, ap->Hkv, ap->num_seqs);
+        if (sparse) {
+            if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
+            k_bwd_kv<T, D, NQ, true><<<grid, 128, smem, st>>>(p);
+        } else {
+            if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, false>, smem, "k_bwd_kv"))) return s;
+            k_bwd_kv<T, D, NQ, false><<<grid, 128, smem, st>>>(p);
+        }
+        CU_LAUNCH_CHECK("k_bwd_kv");
+    }
+    return INFLLM_OK;
+}
+
+} // namespace
 
 extern "C" infllm_status cuda_attn_backward_workspace_size(const infllm_attn_params *ap, int32_t topk_cols,
                                                            size_t *bytes) {
-    (void)ap, (void)topk_cols;
-    *bytes = 0;
+    infllm_status s = cuda_check_supported(ap, topk_cols ? "sparse attention backward" : "dense attention backward");
+    if (s) return s;
+    *bytes = bwd_ws_layout(ap, topk_cols > 0).total;
     return INFLLM_OK;
+}
+
+extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const void *q, const void *k,
+                                            const void *v, const int32_t *topk_idx, int32_t topk_cols,
+                                            const void *dout, void *dq, void *dk, void *dv) {
+    const bool sparse = topk_idx != NULL;
+    const char *op = sparse ? "sparse attention backward" : "dense attention backward";
+    infllm_status s = cuda_check_entry(ap, op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {dout, "dout", 16},
+                                                {dq, "dq", 16}, {dk, "dk", 16}, {dv, "dv", 16}, {topk_idx, "topk_idx", 4}});
+    if (s) return s;
+    const BwdWs w = bwd_ws_layout(ap, sparse);
+    cudaStream_t st = (cudaStream_t)ap->cuda_stream;
+    BwdParams p;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.dout = dout;
+    p.dq = dq;
+    p.dk = dk;
+    p.dv = dv;
+    p.sd = seq_desc(ap);
+    p.Hq = ap->Hq;
+    p.Hkv = ap->Hkv;
+    p.G = ap->G;
+    p.scale = ap->scale;
+    p.scale_log2 = ap->scale * LOG2E_F;
+    p.topk = topk_idx;
+    p.topk_cols = sparse ? topk_cols : 0;
+    p.B = ap->B;
+    p.tt = (int)min(64, 63 / ap->G + 2);
+    const int64_t nb_max = ap->max_lk > 0 ? ((int64_t)ap->max_lk + ap->B - 1) / ap->B : 0;
+    p.nbw = (int)((nb_max + 31) / 32);
+    p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
+    p.bits_head = w.bits_head;
+    if (sparse) {
+        const size_t need = (size_t)(2 * BWD_ROWS + 4 * 64) * ap->D * 2 + ((size_t)p.tt * p.nbw + p.ncw) * 4;
+        if (need > (size_t)cuda_dev_props().smem_optin)
+            return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                    "CUDA sparse attention backward: the block bitmaps of %d tokens x %lld blocks "
+                                    "(%zu bytes of shared memory with the tiles) exceed this GPU's %d; a larger "
+                                    "block_size or group size takes fewer",
+                                    p.tt, (long long)nb_max, need, cuda_dev_props().smem_optin);
+    }
+    unsigned char *ws = NULL;
+    int owned = 0;
+    if ((w.total > 0 || ap->workspace) && (s = cuda_workspace_acquire(ap, w.total, sparse ? "CUDA sparse attention backward" : "CUDA dense attention backward",
+                                    sparse ? "infllm_sparse_attention_backward_workspace_size"
+                                           : "infllm_dense_attention_backward_workspace_size",
+                                    st, &ws, &owned)))
+        return s;
+    p.lse2 = (float *)(ws + w.off_lse);
+    p.delta = (float *)(ws + w.off_delta);
+    p.bits_off = sparse ? (int64_t *)(ws + w.off_boff) : NULL;
+    p.bits = sparse ? (uint32_t *)(ws + w.off_bits) : NULL;
+
+    if (sparse && w.bits_head > 0) {
+        if (cudaMemsetAsync(p.bits, 0, (size_t)w.bits_head * ap->Hkv * sizeof(uint32_t), st) != cudaSuccess) {
+            s = infllm_set_error(INFLLM_ERR_CUDA, "CUDA: clearing the backward's bitmaps failed: %s",
+                                 cudaGetErrorString(cudaGetLastError()));
+            goto done;
+        }
+        k_bwd_bits_off<<<1, 256, 0, st>>>(p);
+        if (cudaGetLastError() != cudaSuccess) {
+            s = infllm_set_error(INFLLM_ERR_CUDA, "CUDA: launch of k_bwd_bits_off failed");
+            goto done;
+        }
+        const dim3 grid((ap->max_lq + 127) / 128, ap->Hkv, ap->num_seqs);
+        k_bwd_bits<<<grid, 128, 0, st>>>(p);
+        if (cudaGetLastError() != cudaSuccess) {
+            s = infllm_set_error(INFLLM_ERR_CUDA, "CUDA: launch of k_bwd_bits failed");
+            goto done;
+        }
+    }
+    if (ap->dtype == INFLLM_DTYPE_BF16)
+        s = ap->D == 128 ? bwd_run<__nv_bfloat16, 128>(ap, p, sparse, st) : bwd_run<__nv_bfloat16, 64>(ap, p, sparse, st);
+    else
+        s = ap->D == 128 ? bwd_run<__half, 128>(ap, p, sparse, st) : bwd_run<__half, 64>(ap, p, sparse, st);
+done:
+    if (owned) cudaFreeAsync(ws, st);
+    return s;
 }
