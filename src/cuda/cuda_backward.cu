@@ -50,6 +50,10 @@ struct BwdParams {
     uint32_t *bits;
     int64_t bits_head; /* words a KV head's rows take */
     int64_t *bits_off; /* [num_seqs + 1] */
+    /* k_bwd_kv with kv_split > 1 CTAs a chunk (split s takes the token windows s, s + kv_split, ...): f32
+     * partials [kv_split][total_k][Hkv][D] of dk (scaled) and dv, summed in split order by k_bwd_kv_sum */
+    int kv_split;
+    float *part_dk, *part_dv;
 };
 
 __device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
@@ -397,7 +401,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
     int32_t *sCount = sList + BWD_WIN;
 
-    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+    const int c = blockIdx.x, g = blockIdx.y % p.Hkv, split = blockIdx.y / p.Hkv, b = blockIdx.z;
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
@@ -430,25 +434,28 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     auto load_step = [&](int st, int bf, int nlist) {
         uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
         const uint16_t *qg = (const uint16_t *)p.q, *og = (const uint16_t *)p.dout;
-        const int64_t nr = (int64_t)nlist * G;
-        for (int x = tid; x < NQ * CH; x += NT) {
-            const int r = x / CH, cc = x % CH;
-            const int64_t rho = (int64_t)st * NQ + r;
+        const int nr = nlist * G; /* <= BWD_WIN * G: int */
+        static_assert(NT % CH == 0, "k_bwd_kv: a thread's 16-byte column is the same in every row it loads");
+        const int cc = tid % CH;
+#pragma unroll
+        for (int r = tid / CH; r < NQ; r += NT / CH) {
+            const int rho = st * NQ + r;
             const bool ok = rho < nr;
-            const int64_t off =
-                ok ? ((q0 + sList[rho / G]) * p.Hq + (int64_t)g * G + rho % G) * D + cc * 8 : 0;
+            const int j = ok ? rho / G : 0;
+            const int64_t off = ok ? ((q0 + sList[j]) * p.Hq + g * G + (rho - j * G)) * (int64_t)D + cc * 8 : 0;
             cp_async16(sq + swz<D>(r, cc * 8), qg + off, ok ? 16 : 0);
             cp_async16(so + swz<D>(r, cc * 8), og + off, ok ? 16 : 0);
         }
         for (int r = tid; r < NQ; r += NT) {
-            const int64_t rho = (int64_t)st * NQ + r;
+            const int rho = st * NQ + r;
             float l2 = INFINITY, de = 0.f;
             uint64_t mk = 0;
             if (rho < nr) {
-                const int64_t idx = (q0 + sList[rho / G]) * p.Hq + (int64_t)g * G + rho % G;
+                const int j = rho / G;
+                const int64_t idx = (q0 + sList[j]) * p.Hq + g * G + (rho - j * G);
                 l2 = p.lse2[idx];
                 de = p.delta[idx];
-                mk = sTokMask[rho / G];
+                mk = sTokMask[j];
             }
             sLse[bf * NQ + r] = l2;
             sDel[bf * NQ + r] = de;
@@ -457,7 +464,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     };
 
     const int first_word = SPARSE ? i_start >> 5 : 0;
-    for (int wbase = SPARSE ? first_word * 32 : i_start; wbase < lq; wbase += BWD_WIN) {
+    for (int wbase = (SPARSE ? first_word * 32 : i_start) + split * BWD_WIN; wbase < lq; wbase += p.kv_split * BWD_WIN) {
         /* the window's tokens, in increasing order */
         if (SPARSE) {
             if (warp == 0) {
@@ -508,7 +515,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             sTokMask[x] = mk;
         }
         __syncthreads();
-        const int nsteps = (int)(((int64_t)nlist * G + NQ - 1) / NQ);
+        const int nsteps = (nlist * G + NQ - 1) / NQ;
         if (nsteps > 0) load_step(0, 0, nlist);
         cp_async_commit();
         for (int st = 0; st < nsteps; st++) {
@@ -580,6 +587,16 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         const int key = warp * 16 + gid + 8 * h;
         if (key >= nkeys) continue;
         const int64_t off = ((k0 + (int64_t)c * 64 + key) * p.Hkv + g) * D;
+        if (p.kv_split > 1) {
+            const int64_t po = (int64_t)split * p.sd.total_k * p.Hkv * D + off;
+#pragma unroll
+            for (int j = 0; j < DT_; j++) {
+                *reinterpret_cast<float2 *>(p.part_dk + po + 8 * j + 2 * tig) =
+                    make_float2(dk[j][2 * h] * p.scale, dk[j][2 * h + 1] * p.scale);
+                *reinterpret_cast<float2 *>(p.part_dv + po + 8 * j + 2 * tig) = make_float2(dv[j][2 * h], dv[j][2 * h + 1]);
+            }
+            continue;
+        }
         T *dkr = (T *)p.dk + off, *dvr = (T *)p.dv + off;
 #pragma unroll
         for (int j = 0; j < DT_; j++) {
@@ -590,11 +607,47 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     }
 }
 
+/* dk / dv = the kv_split partials summed in split order (4 elements a thread) */
+template <typename T>
+__global__ void __launch_bounds__(256) k_bwd_kv_sum(BwdParams p, int64_t n4) {
+    const int64_t x = (int64_t)blockIdx.x * 256 + threadIdx.x;
+    if (x >= n4) return;
+    const int64_t stride = n4; /* float4s of one split */
+    float4 a = reinterpret_cast<const float4 *>(p.part_dk)[x], v = reinterpret_cast<const float4 *>(p.part_dv)[x];
+    for (int sp = 1; sp < p.kv_split; sp++) {
+        const float4 a1 = reinterpret_cast<const float4 *>(p.part_dk)[sp * stride + x];
+        const float4 v1 = reinterpret_cast<const float4 *>(p.part_dv)[sp * stride + x];
+        a.x += a1.x, a.y += a1.y, a.z += a1.z, a.w += a1.w;
+        v.x += v1.x, v.y += v1.y, v.z += v1.z, v.w += v1.w;
+    }
+    uint32_t *dk = (uint32_t *)p.dk + 2 * x, *dv = (uint32_t *)p.dv + 2 * x;
+    dk[0] = DT<T>::pack2(a.x, a.y);
+    dk[1] = DT<T>::pack2(a.z, a.w);
+    dv[0] = DT<T>::pack2(v.x, v.y);
+    dv[1] = DT<T>::pack2(v.z, v.w);
+}
+
 /* ------------------------------------------------------------------- host ---- */
 struct BwdWs {
-    size_t off_lse, off_delta, off_boff, off_bits, total;
+    size_t off_lse, off_delta, off_boff, off_bits, off_part, total;
     int64_t bits_head; /* words */
+    int kv_split;
 };
+
+/* k_bwd_kv's CTAs a chunk: 1 where the chunk CTAs fill two rounds of the GPU (2 CTAs an SM), else enough
+ * for that, at most one a 1,024-token window of the longest sequence, 16, and 512 MB of f32 partials */
+static int bwd_kv_split(const infllm_attn_params *ap) {
+    const int64_t ctas = (int64_t)((ap->max_lk + 63) / 64) * ap->Hkv * ap->num_seqs;
+    const int64_t want = 4LL * cuda_num_sms();
+    if (ctas <= 0 || ctas >= want) return 1;
+    int64_t n = (want + ctas - 1) / ctas;
+    const int64_t windows = ((int64_t)ap->max_lq + BWD_WIN - 1) / BWD_WIN;
+    if (n > windows) n = windows;
+    if (n > 16) n = 16;
+    const int64_t per = ap->total_k * ap->Hkv * ap->D * 8; /* dk + dv partial bytes of one split */
+    while (n > 1 && n * per > ((int64_t)512 << 20)) n--;
+    return n < 1 ? 1 : (int)n;
+}
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
@@ -610,7 +663,10 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
         w.bits_head = (ap->total_k / 64 + ap->num_seqs) * (int64_t)((ap->max_lq + 31) / 32);
     }
     w.off_bits = w.off_boff + (sparse ? align256(((size_t)ap->num_seqs + 1) * sizeof(int64_t)) : 0);
-    w.total = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
+    w.off_part = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
+    w.kv_split = bwd_kv_split(ap);
+    const size_t part = w.kv_split > 1 ? (size_t)w.kv_split * (size_t)ap->total_k * ap->Hkv * ap->D * sizeof(float) : 0;
+    w.total = w.off_part + 2 * align256(part);
     return w;
 }
 
@@ -647,7 +703,7 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
         const size_t smem = (size_t)(2 * 64 + 4 * NQ) * D * sizeof(uint16_t) + (size_t)2 * NQ * 2 * sizeof(float) +
                             (size_t)2 * NQ * sizeof(uint64_t) + (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) +
                             16;
-        const dim3 grid(max_chunks, ap->Hkv, ap->num_seqs);
+        const dim3 grid(max_chunks, ap->Hkv * p.kv_split, ap->num_seqs);
         if (sparse) {
             if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
             k_bwd_kv<T, D, NQ, true><<<grid, 128, smem, st>>>(p);
@@ -656,6 +712,11 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
             k_bwd_kv<T, D, NQ, false><<<grid, 128, smem, st>>>(p);
         }
         CU_LAUNCH_CHECK("k_bwd_kv");
+        if (p.kv_split > 1) {
+            const int64_t n4 = ap->total_k * ap->Hkv * D / 4;
+            k_bwd_kv_sum<T><<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>(p, n4);
+            CU_LAUNCH_CHECK("k_bwd_kv_sum");
+        }
     }
     return INFLLM_OK;
 }
@@ -702,6 +763,8 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.nbw = (int)((nb_max + 31) / 32);
     p.ncw = (int)((((int64_t)ap->max_lk + 63) / 64 + 31) / 32);
     p.bits_head = w.bits_head;
+    if (ap->G > 65536)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA %s: group size %d (Hq / Hkv) above 65536", op, ap->G);
     if (sparse) {
         const size_t need = (size_t)(2 * BWD_ROWS + 4 * 64) * ap->D * 2 + ((size_t)p.tt * p.nbw + p.ncw) * 4;
         if (need > (size_t)cuda_dev_props().smem_optin)
@@ -722,6 +785,9 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.delta = (float *)(ws + w.off_delta);
     p.bits_off = sparse ? (int64_t *)(ws + w.off_boff) : NULL;
     p.bits = sparse ? (uint32_t *)(ws + w.off_bits) : NULL;
+    p.kv_split = w.kv_split;
+    p.part_dk = w.kv_split > 1 ? (float *)(ws + w.off_part) : NULL;
+    p.part_dv = w.kv_split > 1 ? p.part_dk + (size_t)w.kv_split * ap->total_k * ap->Hkv * ap->D : NULL;
 
     if (sparse && w.bits_head > 0) {
         if (cudaMemsetAsync(p.bits, 0, (size_t)w.bits_head * ap->Hkv * sizeof(uint32_t), st) != cudaSuccess) {
