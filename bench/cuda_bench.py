@@ -286,8 +286,11 @@ def load_selection(path):
     return t[[g % h for g in range(HKV)]].contiguous().cuda(), T, K
 
 
-def flex_fn(q, k, v, topk, T, folded=True):
-    """FlexAttention over the same blocks, one selection per 64-token query block (the last token's
+def flex_inputs(q, k, v, topk, T, folded=True):
+    """flex_fn's BlockMask and Flex-layout q / k / v (and flex_attention's extra keywords): (bm, qq, kk, vv, kw).
+    Also used by bench/cuda_bwd_bench.py, which times the backward of the same call.
+
+    FlexAttention over the same blocks, one selection per 64-token query block (the last token's
     selection of the block, per KV head; every earlier token of the block may attend those blocks too,
     which only adds keys). Blocks before the query block go in as full blocks (no mask_mod), the
     diagonal block as a partial one (causal mask_mod), Flex's fastest form of this mask.
@@ -298,7 +301,7 @@ def flex_fn(q, k, v, topk, T, folded=True):
     31.5 ms at 128K, 1.7x its head-major form). The output stays folded (the transposes are outside the
     timing, in Flex's favour).
     folded=False: head-major, [1, Hq, T, D] with enable_gqa (this script's baseline through session 17)."""
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    from torch.nn.attention.flex_attention import BlockMask
     if T % 64:
         raise ValueError(f"flex_fn: T = {T} is not a multiple of 64 (the per-64-token block lists)")
     nqb = T // 64
@@ -325,7 +328,6 @@ def flex_fn(q, k, v, topk, T, folded=True):
     for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
         if hasattr(dynamo.config, knob):
             setattr(dynamo.config, knob, max(getattr(dynamo.config, knob), 256))
-    fa = torch.compile(flex_attention, dynamic=False)
     if folded:
         def causal(b, h, qi, ki):
             return qi // G >= ki
@@ -345,6 +347,16 @@ def flex_fn(q, k, v, topk, T, folded=True):
         kk = k.transpose(0, 1).unsqueeze(0)
         vv = v.transpose(0, 1).unsqueeze(0)
         kw = {"enable_gqa": True}
+    return bm, qq, kk, vv, kw
+
+
+def flex_fn(q, k, v, topk, T, folded=True):
+    """FlexAttention's forward over the selection topk [HKV, T, K] (flex_inputs' mask and layout), compiled,
+    with the fastest of a few tile shapes; returns the call"""
+    from torch.nn.attention.flex_attention import flex_attention
+    bm, qq, kk, vv, kw = flex_inputs(q, k, v, topk, T, folded)
+    G = HQ // HKV
+    fa = torch.compile(flex_attention, dynamic=False)
     # Flex's tile sizes: the fastest of a few, picked on this input (its autotuning, done by hand)
     best, best_t = None, float("inf")
     for bm_, bn in ((128, 64), (64, 64)) if folded else ((64, 64),):
