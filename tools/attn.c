@@ -256,7 +256,7 @@ int cmd_attn(int argc, char **argv) {
         {"--dump", NULL, OPT_STR, &o.dump, "DIR",
          "write c1, c2, stage1_scores, block_scores, topk_idx, out and lse .npy files here"},
         {"--dout", NULL, OPT_STR, &o.dout, "FILE",
-         "dLoss/dout [T_q, Hq, D] (inputs' dtype): also compute dq, dk, dv (--device cpu or ref)"},
+         "dLoss/dout [T_q, Hq, D] (inputs' dtype): also compute dq, dk, dv"},
         {"--grad-dir", NULL, OPT_STR, &o.grad_dir, "DIR", "where --dout's gradients go: dq, dk, dv .npy (inputs' dtype)"},
         {"--quiet", NULL, OPT_FLAG, &o.quiet, NULL, "print nothing on success"},
         {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
@@ -288,10 +288,6 @@ int cmd_attn(int argc, char **argv) {
     if (strcmp(o.device, "cpu") == 0) p.backend = INFLLM_BACKEND_CPU;
     else if (strcmp(o.device, "ref") == 0) p.backend = INFLLM_BACKEND_REF;
     else if (strcmp(o.device, "cuda") == 0) {
-        if (o.dout) {
-            fprintf(stderr, "infllm attn: --dout: the backward runs on --device cpu or ref, not cuda\n");
-            return 2;
-        }
         p.backend = INFLLM_BACKEND_CUDA;
         dev.cuda = 1;
         char info[512];
@@ -318,6 +314,7 @@ int cmd_attn(int argc, char **argv) {
     npy_array q = {0}, k = {0}, v = {0}, cuk = {0}, cuq = {0}, gout = {0};
     void *gq = NULL, *gk = NULL, *gv = NULL;
     int32_t *gtopk = NULL;
+    void *gdout = NULL; /* --dout on the device (on the CPU: gout.data itself) */
     int32_t *cu_q_own = NULL;
     void *q_gather = NULL;
     void *bufs[16] = {0};
@@ -616,23 +613,32 @@ int cmd_attn(int argc, char **argv) {
     double tb = 0.0;
     if (o.dout) { /* the backward on the forward's lse, with the blocks the forward attended */
         const size_t tkb = (size_t)Hkv * (size_t)total_q * (size_t)(sz.topk_out > 0 ? sz.topk_out : 1) * sizeof(int32_t);
-        gq = malloc(qbytes ? qbytes : 1);
-        gk = malloc(kvbytes ? kvbytes : 1);
-        gv = malloc(kvbytes ? kvbytes : 1);
-        gtopk = n_sparse ? malloc(tkb) : NULL;
-        if (!gq || !gk || !gv || (n_sparse && !gtopk)) {
-            fprintf(stderr, "infllm attn: out of memory for the gradients\n");
+        /* on CUDA device buffers (the forward's lse stays on the device), copied back below */
+        gq = dev_alloc(&dev, qbytes);
+        gk = dev_alloc(&dev, kvbytes);
+        gv = dev_alloc(&dev, kvbytes);
+        gtopk = n_sparse ? dev_alloc(&dev, tkb) : NULL;
+        gdout = dev_from_host(&dev, gout.data, outbytes);
+        if (!gq || !gk || !gv || (n_sparse && !gtopk) || !gdout) {
+            fprintf(stderr, "infllm attn: out of %s memory for the gradients\n", dev.cuda ? "GPU" : "host");
             goto done;
         }
+        const float *lse_in = dev.cuda ? dlse : hlse;
         const double tb0 = now_s();
         if (n_sparse && sz.topk_out > 0) {
             st = infllm_select_blocks(&p, &l, dq, dk, gtopk);
             if (!st)
-                st = infllm_sparse_attention_backward(&p, &l, dq, dk, dv, gtopk, sz.topk_out, hlse, gout.data, gq, gk,
+                st = infllm_sparse_attention_backward(&p, &l, dq, dk, dv, gtopk, sz.topk_out, lse_in, gdout, gq, gk,
                                                       gv);
         } else {
-            st = infllm_dense_attention_backward(&p, &l, dq, dk, dv, hlse, gout.data, gq, gk, gv);
+            st = infllm_dense_attention_backward(&p, &l, dq, dk, dv, lse_in, gdout, gq, gk, gv);
         }
+#ifdef INFLLM_HAVE_CUDA
+        if (dev.cuda && st == INFLLM_OK && cudaDeviceSynchronize() != cudaSuccess) {
+            fprintf(stderr, "infllm attn: backward: CUDA error: %s\n", cudaGetErrorString(cudaGetLastError()));
+            goto done;
+        }
+#endif
         tb = now_s() - tb0;
         if (st) {
             fprintf(stderr, "infllm attn: backward: %s: %s\n", infllm_status_str(st), infllm_last_error());
@@ -647,7 +653,11 @@ int cmd_attn(int argc, char **argv) {
         for (int i = 0; i < 3; i++) {
             char name[64];
             out_file_name(grads[i].name, dq_t, name, sizeof name);
-            if (write_npy(&o, o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, grads[i].data)) goto done;
+            void *h = host_from_dev(&dev, grads[i].data, i ? kvbytes : qbytes);
+            int bad = !h || write_npy(&o, o.grad_dir, name, descr_for(dq_t), 3, grads[i].shape, h);
+            if (!h) fprintf(stderr, "infllm attn: cannot copy the gradients back\n");
+            host_release(&dev, h);
+            if (bad) goto done;
         }
     }
     if (!o.quiet) {
@@ -675,10 +685,11 @@ done:
     npy_free(&cuk);
     npy_free(&cuq);
     npy_free(&gout);
-    free(gq);
-    free(gk);
-    free(gv);
-    free(gtopk);
+    dev_free(&dev, gq);
+    dev_free(&dev, gk);
+    dev_free(&dev, gv);
+    dev_free(&dev, gtopk);
+    dev_release_copy(&dev, gdout);
     free(cu_q_own);
     free(q_gather);
     return status;
