@@ -30,6 +30,13 @@ namespace {
 
 constexpr int BWD_ROWS = 64;   /* rows of a k_bwd_q CTA */
 constexpr int BWD_WIN = 1024;  /* tokens a k_bwd_kv window lists at a time (32 bitmap words) */
+constexpr int KV_NS = 4;       /* k_bwd_kv's stages of step rows (Q, dout, lse2, Delta, key masks) */
+
+/* 4-byte async copy global -> shared (.ca: .cg takes 16 bytes only); src_bytes 0 zero-fills */
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem, int src_bytes) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(gmem), "r"(src_bytes));
+}
 
 struct BwdParams {
     const void *q, *k, *v, *dout;
@@ -94,6 +101,28 @@ __device__ __forceinline__ void mma_rows_keys(float (&s)[8][4], const uint16_t *
     }
 }
 
+/* the same with the 16 rows' A fragments in registers (af[kk]: columns 16 kk .. 16 kk + 15) */
+template <typename T, int D>
+__device__ __forceinline__ void mma_frag_keys(float (&s)[8][4], const uint32_t (&af)[D / 16][4], const uint16_t *sk,
+                                              int lane) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk += 2) {
+#pragma unroll
+        for (int jg = 0; jg < 8; jg += 4) {
+            uint32_t r[4][4];
+#pragma unroll
+            for (int x = 0; x < 4; x++) ldsm_x4(r[x], sk + swz<D>(8 * (jg + x) + (lane & 7), 16 * kk + (lane >> 3) * 8));
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                mma16816<T>(s[jg + x], af[kk], r[x][0], r[x][1]);
+                mma16816<T>(s[jg + x], af[kk + 1], r[x][2], r[x][3]);
+            }
+        }
+    }
+}
+
 /* acc[16 x D] += A[16 x 16 NK] (C fragments a[2 NK][4], rounded to T) times the swizzled [16 NK][D] tile sb
  * (B operand, k = its rows: ldmatrix .trans) */
 template <typename T, int D, int NK>
@@ -125,11 +154,15 @@ __device__ __forceinline__ void mma_acc_rows(float (&acc)[D / 8][4], const float
 template <typename T, int D, bool SPARSE, bool DQ>
 __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
     constexpr int NT = 128, CH = D / 8, DT_ = D / 8;
+    /* K / V stages: the statistics pass keeps its rows' Q and dout fragments in registers (no dq accumulator
+     * there), so its Q / dout tiles are staged in the last K / V stage and 3 stages fit where the dq pass,
+     * which reads Q and dout from shared memory, has 2 (2 CTAs an SM either way at d 128) */
+    constexpr int NS = DQ ? 2 : 3;
     extern __shared__ __align__(16) unsigned char smem[];
-    uint16_t *sQ = (uint16_t *)smem;     /* [64][D] */
-    uint16_t *sO = sQ + BWD_ROWS * D;    /* [64][D] dout rows */
-    uint16_t *sKV = sO + BWD_ROWS * D;   /* [2 stages][K 64 x D, V 64 x D] */
-    uint32_t *sTok = (uint32_t *)(sKV + 2 * 2 * 64 * D);
+    uint16_t *sKV = (uint16_t *)smem + (DQ ? 2 * BWD_ROWS * D : 0); /* [NS stages][K 64 x D, V 64 x D] */
+    uint16_t *sQ = DQ ? (uint16_t *)smem : sKV + (NS - 1) * 2 * 64 * D; /* [64][D] */
+    uint16_t *sO = sQ + BWD_ROWS * D;                                   /* [64][D] dout rows */
+    uint32_t *sTok = (uint32_t *)(sKV + NS * 2 * 64 * D);
     uint32_t *sChunk = sTok + (SPARSE ? p.tt * p.nbw : 0);
 
     const int tile = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
@@ -194,6 +227,10 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         __syncthreads();
     }
     const int last_chunk = pos_last >= 0 ? (int)(pos_last >> 6) : -1;
+    auto next_chunk = [&](int cc) {
+        int n = SPARSE ? bwd_chunk_next(sChunk, p.ncw, cc + 1) : cc + 1;
+        return n > last_chunk ? -1 : n;
+    };
     int c = SPARSE ? bwd_chunk_next(sChunk, p.ncw, 0) : 0;
     if (c > last_chunk) c = -1;
 
@@ -205,8 +242,28 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         load_tile_async<D, 64, NT>(base, kg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
         load_tile_async<D, 64, NT>(base + 64 * D, vg + (int64_t)cc * 64 * kvs, kvs, lk - cc * 64);
     };
-    if (c >= 0) load_chunk(c, 0);
-    cp_async_commit();
+    /* the ring: chunk i of the walk in stage i % NS; NS - 1 chunks in flight ahead of the one computed */
+    int nxt = c;
+#pragma unroll
+    for (int st = 0; st < NS - 1; st++) {
+        if (nxt >= 0) {
+            load_chunk(nxt, st);
+            nxt = next_chunk(nxt);
+        }
+        cp_async_commit();
+    }
+    uint32_t qf[D / 16][4], of[D / 16][4]; /* statistics pass: this warp's rows of Q, dout (unused by dq) */
+    if (!DQ) {
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
+            ldsm_x4(of[kk], sO + swz<D>(row, 16 * kk + (lane >> 4) * 8));
+        }
+        __syncthreads(); /* the last stage is free for K / V now */
+    }
 
     float acc[DT_][4]; /* DQ: dq rows */
 #pragma unroll
@@ -217,11 +274,12 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
     int stage = 0;
 
     while (c >= 0) {
-        int cn = SPARSE ? bwd_chunk_next(sChunk, p.ncw, c + 1) : c + 1;
-        if (cn > last_chunk) cn = -1;
-        if (cn >= 0) load_chunk(cn, stage ^ 1);
+        if (nxt >= 0) {
+            load_chunk(nxt, stage == 0 ? NS - 1 : stage - 1); /* the stage computed last iteration */
+            nxt = next_chunk(nxt);
+        }
         cp_async_commit();
-        cp_async_wait<1>();
+        cp_async_wait<NS - 1>();
         __syncthreads();
         const uint16_t *sk = sKV + stage * 2 * 64 * D, *sv = sk + 64 * D;
         const int blk = SPARSE && b64 ? (int)(((int64_t)c * 64) / p.B) : 0;
@@ -234,8 +292,13 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         }
         if (__any_sync(0xffffffffu, need)) {
             float s[8][4], dp[8][4];
-            mma_rows_keys<T, D>(s, sQ, warp * 16, sk, lane);
-            mma_rows_keys<T, D>(dp, sO, warp * 16, sv, lane);
+            if (DQ) {
+                mma_rows_keys<T, D>(s, sQ, warp * 16, sk, lane);
+                mma_rows_keys<T, D>(dp, sO, warp * 16, sv, lane);
+            } else {
+                mma_frag_keys<T, D>(s, qf, sk, lane);
+                mma_frag_keys<T, D>(dp, of, sv, lane);
+            }
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
@@ -305,8 +368,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
             }
         }
         __syncthreads();
-        stage ^= 1;
-        c = cn;
+        stage = stage == NS - 1 ? 0 : stage + 1;
+        c = next_chunk(c);
     }
     cp_async_wait<0>();
 
@@ -393,11 +456,11 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     extern __shared__ __align__(16) unsigned char smem[];
     uint16_t *sK = (uint16_t *)smem;        /* [64][D] */
     uint16_t *sV = sK + 64 * D;             /* [64][D] */
-    uint16_t *sRows = sV + 64 * D;          /* [2 stages][Q NQ x D, dout NQ x D] */
-    float *sLse = (float *)(sRows + 2 * 2 * NQ * D); /* [2][NQ] */
-    float *sDel = sLse + 2 * NQ;                     /* [2][NQ] */
-    uint64_t *sMask = (uint64_t *)(sDel + 2 * NQ);   /* [2][NQ] the row's keys of this chunk */
-    uint64_t *sTokMask = sMask + 2 * NQ;             /* [BWD_WIN] */
+    uint16_t *sRows = sV + 64 * D;          /* [KV_NS stages][Q NQ x D, dout NQ x D] */
+    float *sLse = (float *)(sRows + KV_NS * 2 * NQ * D); /* [KV_NS][NQ] */
+    float *sDel = sLse + KV_NS * NQ;                     /* [KV_NS][NQ] */
+    uint64_t *sMask = (uint64_t *)(sDel + KV_NS * NQ);   /* [KV_NS][NQ] the row's keys of this chunk */
+    uint64_t *sTokMask = sMask + KV_NS * NQ;         /* [BWD_WIN] */
     int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
     int32_t *sCount = sList + BWD_WIN;
 
@@ -446,20 +509,16 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             cp_async16(sq + swz<D>(r, cc * 8), qg + off, ok ? 16 : 0);
             cp_async16(so + swz<D>(r, cc * 8), og + off, ok ? 16 : 0);
         }
+        /* the rows' lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and
+         * the CTA at the next barrier); rows past the list get 0 and an empty key mask */
         for (int r = tid; r < NQ; r += NT) {
             const int rho = st * NQ + r;
-            float l2 = INFINITY, de = 0.f;
-            uint64_t mk = 0;
-            if (rho < nr) {
-                const int j = rho / G;
-                const int64_t idx = (q0 + sList[j]) * p.Hq + g * G + (rho - j * G);
-                l2 = p.lse2[idx];
-                de = p.delta[idx];
-                mk = sTokMask[j];
-            }
-            sLse[bf * NQ + r] = l2;
-            sDel[bf * NQ + r] = de;
-            sMask[bf * NQ + r] = mk;
+            const bool ok = rho < nr;
+            const int j = ok ? rho / G : 0;
+            const int64_t idx = ok ? (q0 + sList[j]) * p.Hq + g * G + (rho - j * G) : 0;
+            cp_async4(sLse + bf * NQ + r, p.lse2 + idx, ok ? 4 : 0);
+            cp_async4(sDel + bf * NQ + r, p.delta + idx, ok ? 4 : 0);
+            sMask[bf * NQ + r] = ok ? sTokMask[j] : 0ull;
         }
     };
 
@@ -516,13 +575,17 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         }
         __syncthreads();
         const int nsteps = (nlist * G + NQ - 1) / NQ;
-        if (nsteps > 0) load_step(0, 0, nlist);
-        cp_async_commit();
-        for (int st = 0; st < nsteps; st++) {
-            const int bf = st & 1;
-            if (st + 1 < nsteps) load_step(st + 1, bf ^ 1, nlist);
+        /* a ring of KV_NS stages: step i in stage i % KV_NS, KV_NS - 1 steps in flight ahead of the one computed */
+#pragma unroll
+        for (int st = 0; st < KV_NS - 1; st++) {
+            if (st < nsteps) load_step(st, st, nlist);
             cp_async_commit();
-            cp_async_wait<1>();
+        }
+        for (int st = 0; st < nsteps; st++) {
+            const int bf = st % KV_NS;
+            if (st + KV_NS - 1 < nsteps) load_step(st + KV_NS - 1, (st + KV_NS - 1) % KV_NS, nlist);
+            cp_async_commit();
+            cp_async_wait<KV_NS - 1>();
             __syncthreads();
             const uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
             /* this thread's columns (rows of the step): 8 j + 2 tig + e */
@@ -677,7 +740,9 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
     const int max_chunks = (ap->max_lk + 63) / 64;
     infllm_status s;
     if (max_tiles > 0) {
+        /* both passes: 192 rows of D (dq: Q, dout and 2 K / V stages; statistics: 3 K / V stages) */
         size_t smem = (size_t)(2 * BWD_ROWS + 4 * 64) * D * sizeof(uint16_t);
+        static_assert(2 * BWD_ROWS + 4 * 64 == 3 * 2 * 64, "k_bwd_q: the two passes' tiles take the same shared memory");
         if (sparse) smem += ((size_t)p.tt * p.nbw + p.ncw) * sizeof(uint32_t);
         const dim3 grid(max_tiles, ap->Hkv, ap->num_seqs);
         if (sparse) {
@@ -700,9 +765,9 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
     }
     if (max_chunks > 0) {
         constexpr int NQ = D == 128 ? 32 : 64;
-        const size_t smem = (size_t)(2 * 64 + 4 * NQ) * D * sizeof(uint16_t) + (size_t)2 * NQ * 2 * sizeof(float) +
-                            (size_t)2 * NQ * sizeof(uint64_t) + (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) +
-                            16;
+        const size_t smem = (size_t)(2 * 64 + KV_NS * 2 * NQ) * D * sizeof(uint16_t) +
+                            (size_t)KV_NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
+                            (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16;
         const dim3 grid(max_chunks, ap->Hkv * p.kv_split, ap->num_seqs);
         if (sparse) {
             if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
