@@ -18,7 +18,9 @@
  * 4. infllm_select_blocks: the CPU's fused selection equals its staged ops (and REF's its own),
  *    infllm_sparse_attention on it gives infllm_attention's sparse output and lse bit for bit, and
  *    the backward on it passes check 2: one training step end to end.
- * 5. Bad input: NULL arguments, topk_cols < 1, the CUDA backward (unsupported): clear errors.
+ * 5. Bad input: NULL arguments, topk_cols < 1: clear errors. The CUDA backend on this test's plain host buffers:
+ *    refused with INFLLM_ERR_UNSUPPORTED saying why (no usable device, or host memory the GPU cannot read), or run
+ *    where the device reads pageable memory; test_cuda_backward holds the CUDA backward itself.
  * INFLLM_BACKWARD_RANDOM=N (default 6) / INFLLM_BACKWARD_SEED=S add seeded random cases to check 2.
  * INFLLM_TEST_VERBOSE=1 prints each gradient's errors.
  */
@@ -644,9 +646,19 @@ static void error_checks(void) {
           "head_dim 100 accepted");
     CHECK_STATUS(infllm_select_blocks(&p, &x.l, x.q, NULL, x.topk), INFLLM_ERR_NULL_ARG);
     CHECK_STATUS(infllm_select_blocks(&p, &x.l, x.q, x.k, NULL), INFLLM_ERR_NULL_ARG);
+    /* the CUDA backend on these host buffers (one sequence, no offsets, max_seqlen given as CUDA needs): without a
+     * usable device refused saying so; with one, the host pointers refused naming one (the first checked) as host
+     * memory, unless the device reads pageable memory (HMM / ATS), where the call runs */
     const infllm_params cu = params_for(&c, INFLLM_BACKEND_CUDA, 1);
-    CHECK(infllm_dense_attention_backward(&cu, &x.l, x.q, x.k, x.v, lse, x.dout, dq, dk, dv) != INFLLM_OK,
-          "CUDA backward accepted");
+    const infllm_layout l1 = h_layout1(c.dt, x.tq, x.tk, 4, 2, 64);
+    const infllm_status cst = infllm_dense_attention_backward(&cu, &l1, x.q, x.k, x.v, lse, x.dout, dq, dk, dv);
+    if (!infllm_cuda_available())
+        CHECK(cst == INFLLM_ERR_UNSUPPORTED && strstr(infllm_last_error(), "CUDA") != NULL,
+              "CUDA backward without a usable device: %s, '%s'", infllm_status_str(cst), infllm_last_error());
+    else
+        CHECK(cst == INFLLM_OK || (cst == INFLLM_ERR_UNSUPPORTED && strstr(infllm_last_error(), "host memory") != NULL),
+              "CUDA backward on plain host buffers: %s, '%s' (want the host memory refused, or accepted where the "
+              "device reads pageable memory)", infllm_status_str(cst), infllm_last_error());
     free(dq);
     free(dk);
     free(dv);
