@@ -14,10 +14,12 @@
  *      row's log2 LSE m + log2 l and Delta = u / l ([total_q, Hq] f32 each, workspace). The forward's lse is
  *      not read: the row max is recomputed, so any lse (or none that fits) gives the same gradients.
  *   2. k_bwd_q<DQ>: the same walk; P = exp2(s - lse2), dS = P (dP - Delta) rounded to the dtype, dq += dS K.
- *   3. k_bwd_kv: a CTA per (64-key chunk, KV head, sequence), 4 warps x 16 keys, over the rows of the tokens
- *      that attend any key of the chunk (sparse: a chunk-major bitmap of tokens built by k_bwd_bits from
- *      topk_idx; dense: every token at or after the chunk), NQ rows a step: S^T = K Q^T, dP^T = V dO^T,
- *      dv += P^T dO, dk += dS^T Q. Keys no row attends get 0.
+ *   3. k_bwd_kv: a CTA per piece of a (64-key chunk, KV head, sequence), 4 warps x 16 keys, over the rows of
+ *      the tokens that attend any key of the chunk (sparse: a chunk-major bitmap of tokens built by k_bwd_bits
+ *      from topk_idx; dense: every token at or after the chunk), NQ rows a step: S^T = K Q^T, dP^T = V dO^T,
+ *      dv += P^T dO, dk += dS^T Q. Keys no row attends get 0. A chunk's tokens are cut into pieces of at most
+ *      P (k_bwd_plan_*: the forced first block, which every token attends, would otherwise be the pass's
+ *      critical path); pieces write f32 partials that k_bwd_kv_sum adds in piece order.
  * A warp skips the products of a chunk (pass 1-2) or a step (pass 3) where none of its rows sees a key.
  * FLOPs: 2 D per (row, allowed key) for each of the 9 products (4 in pass 3, 2 + 3 in passes 1-2),
  * against the forward's 2; passes 1-2 also walk the union of a tile's tokens (loads only: a warp whose
@@ -57,11 +59,35 @@ struct BwdParams {
     uint32_t *bits;
     int64_t bits_head; /* words a KV head's rows take */
     int64_t *bits_off; /* [num_seqs + 1] */
-    /* k_bwd_kv with kv_split > 1 CTAs a chunk (split s takes the token windows s, s + kv_split, ...): f32
-     * partials [kv_split][total_k][Hkv][D] of dk (scaled) and dv, summed in split order by k_bwd_kv_sum */
-    int kv_split;
-    float *part_dk, *part_dv;
+    /* k_bwd_kv's work items. Chunk entry e = (b Hkv + g) max_chunks + c. A chunk's listed tokens (sparse: its
+     * bitmap row's set bits; dense: every token from its first visible one) are cut, in order, into pieces of
+     * at most P tokens, P = max(256, ceil(all entries' tokens / plan_target)): a chunk every token attends
+     * (the forced first block) no longer holds the whole pass up. An item is a CTA: int4 {entry, first token,
+     * end token, partial slot or -1}. A chunk of one piece writes dk / dv itself; one of several writes f32
+     * partials [slot][64][D] (dk scaled, dv), summed in piece order by k_bwd_kv_sum (deterministic). */
+    int64_t nentries;   /* num_seqs Hkv max_chunks */
+    int max_chunks;
+    int plan_target;    /* 4 x SMs: the pieces a pass of all tokens takes at most */
+    int32_t *cnt;       /* [nentries] tokens listed by the chunk, -1 past its sequence's keys */
+    int32_t *npieces;   /* [nentries] */
+    int32_t *item_off;  /* [nentries] first item of the entry */
+    int32_t *slot_off;  /* [nentries] first partial slot (entries of several pieces) */
+    int4 *items;        /* [nentries + plan_target] */
+    int32_t *hdr;       /* [0] items, [1] P */
+    float *part_dk, *part_dv; /* [2 plan_target][64][D] each */
 };
+
+/* entry e -> chunk c, KV head g, sequence b, and the chunk's first listed token (causal: the first token
+ * that sees its first key) */
+__device__ __forceinline__ void bwd_entry(const BwdParams &p, int64_t e, int &c, int &g, int &b) {
+    c = (int)(e % p.max_chunks);
+    const int64_t bg = e / p.max_chunks;
+    g = (int)(bg % p.Hkv);
+    b = (int)(bg / p.Hkv);
+}
+__device__ __forceinline__ int bwd_first_token(int c, int32_t lq, int32_t lk) {
+    return (int)min(max((int64_t)c * 64 - ((int64_t)lk - lq), (int64_t)0), (int64_t)lq);
+}
 
 __device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
     int w = from >> 5;
@@ -450,6 +476,140 @@ __global__ void __launch_bounds__(128) k_bwd_bits(BwdParams p) {
     }
 }
 
+/* plan 1, a warp per chunk entry: the tokens the chunk lists (-1: the chunk is past its sequence's keys) */
+template <bool SPARSE>
+__global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
+    const int64_t e = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (e >= p.nentries) return;
+    int c, g, b;
+    bwd_entry(p, e, c, g, b);
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    if ((int64_t)c * 64 >= lk) {
+        if (lane == 0) p.cnt[e] = -1;
+        return;
+    }
+    const int i_start = bwd_first_token(c, lq, lk);
+    int n = 0;
+    if (SPARSE) {
+        const int words = (lq + 31) / 32;
+        const uint32_t *rowbits = p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words;
+        for (int w = (i_start >> 5) + lane; w < words; w += 32) n += __popc(rowbits[w]);
+#pragma unroll
+        for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    } else {
+        n = lq - i_start;
+    }
+    if (lane == 0) p.cnt[e] = n;
+}
+
+/* plan 2, one CTA: P, each entry's pieces, and the items' and partial slots' offsets (exclusive scans in
+ * entry order) */
+__global__ void __launch_bounds__(1024) k_bwd_plan_scan(BwdParams p) {
+    __shared__ long long red[32];
+    __shared__ int wsum[2][32];
+    __shared__ int carry[2];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    long long t = 0;
+    for (int64_t e = tid; e < p.nentries; e += 1024) t += max(p.cnt[e], 0);
+#pragma unroll
+    for (int o = 16; o; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if (lane == 0) red[warp] = t;
+    if (tid < 2) carry[tid] = 0;
+    __syncthreads();
+    long long total = 0;
+    for (int x = 0; x < 32; x++) total += red[x];
+    long long P = (total + p.plan_target - 1) / p.plan_target;
+    if (P < 256) P = 256;
+    if (P > 0x7fffffffLL) P = 0x7fffffffLL;
+    for (int64_t base = 0; base < p.nentries; base += 1024) {
+        const int64_t e = base + tid;
+        const int n = e < p.nentries ? p.cnt[e] : -1;
+        const int pc = n < 0 ? 0 : (int)max((n + P - 1) / P, 1LL);
+        const int sl = pc > 1 ? pc : 0;
+        int a = pc, z = sl; /* inclusive scans within the warp */
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int ya = __shfl_up_sync(0xffffffffu, a, o), yz = __shfl_up_sync(0xffffffffu, z, o);
+            if (lane >= o) a += ya, z += yz;
+        }
+        if (lane == 31) wsum[0][warp] = a, wsum[1][warp] = z;
+        __syncthreads();
+        int pa = carry[0], pz = carry[1];
+        for (int x = 0; x < warp; x++) pa += wsum[0][x], pz += wsum[1][x];
+        if (e < p.nentries) {
+            p.npieces[e] = pc;
+            p.item_off[e] = pa + a - pc;
+            p.slot_off[e] = pz + z - sl;
+        }
+        __syncthreads();
+        if (tid == 1023) carry[0] = pa + a, carry[1] = pz + z;
+        __syncthreads();
+    }
+    if (tid == 0) {
+        p.hdr[0] = carry[0];
+        p.hdr[1] = (int)P;
+    }
+}
+
+/* plan 3, a warp per entry: its items; a chunk of several pieces cut at the tokens of rank P, 2 P, ... among
+ * those it lists */
+template <bool SPARSE>
+__global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
+    const int64_t e = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (e >= p.nentries) return;
+    const int pc = p.npieces[e];
+    if (pc == 0) return;
+    int c, g, b;
+    bwd_entry(p, e, c, g, b);
+    int64_t q0, k0;
+    int32_t lq, lk;
+    seq_get(p.sd, b, q0, lq, k0, lk);
+    const int i_start = bwd_first_token(c, lq, lk), P = p.hdr[1];
+    int32_t *it = (int32_t *)(p.items + p.item_off[e]);
+    for (int x = lane; x < pc; x += 32) {
+        it[4 * x + 0] = (int32_t)e;
+        if (x == 0) it[1] = i_start;
+        if (x == pc - 1) it[4 * x + 2] = lq;
+        it[4 * x + 3] = pc > 1 ? p.slot_off[e] + x : -1;
+    }
+    if (pc == 1) return;
+    if (!SPARSE) {
+        for (int x = lane + 1; x < pc; x += 32) {
+            const int t = i_start + x * P; /* < lq: pc = ceil((lq - i_start) / P) */
+            it[4 * (x - 1) + 2] = t;
+            it[4 * x + 1] = t;
+        }
+        return;
+    }
+    const int words = (lq + 31) / 32;
+    const uint32_t *rowbits = p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words;
+    long long run = 0; /* tokens listed before this round's words */
+    for (int w0 = i_start >> 5; w0 < words; w0 += 32) {
+        const int w = w0 + lane;
+        uint32_t m = w < words ? rowbits[w] : 0u;
+        const int n = __popc(m);
+        int incl = n;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += y;
+        }
+        /* the smallest multiple of P at or past this word's first rank; P >= 256 > 32: one boundary a word at most */
+        const long long r0 = run + incl - n, kb = (r0 + P - 1) / P;
+        if (kb >= 1 && kb < pc && kb * P < run + incl) {
+            for (long long k = kb * P - r0; k > 0; k--) m &= m - 1;
+            const int t = w * 32 + __ffs(m) - 1;
+            it[4 * (kb - 1) + 2] = t;
+            it[4 * kb + 1] = t;
+        }
+        run += __shfl_sync(0xffffffffu, incl, 31);
+    }
+}
+
 template <typename T, int D, int NQ, bool SPARSE>
 __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     constexpr int NT = 128, CH = D / 8, DT_ = D / 8, NJ = NQ / 8;
@@ -464,16 +624,18 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
     int32_t *sCount = sList + BWD_WIN;
 
-    const int c = blockIdx.x, g = blockIdx.y % p.Hkv, split = blockIdx.y / p.Hkv, b = blockIdx.z;
+    if ((int)blockIdx.x >= p.hdr[0]) return;
+    const int4 item = p.items[blockIdx.x];
+    const int tok_lo = item.y, tok_hi = item.z, slot = item.w; /* listed tokens in [tok_lo, tok_hi) */
+    int c, g, b;
+    bwd_entry(p, item.x, c, g, b);
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
-    if ((int64_t)c * 64 >= lk) return;
     const int G = p.G;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
     const int nkeys = min(64, lk - c * 64);
     const int64_t shift = (int64_t)lk - lq;
-    const int i_start = (int)min(max((int64_t)c * 64 - shift, (int64_t)0), (int64_t)lq);
 
     const uint16_t *kg = (const uint16_t *)p.k + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
@@ -522,13 +684,15 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         }
     };
 
-    const int first_word = SPARSE ? i_start >> 5 : 0;
-    for (int wbase = (SPARSE ? first_word * 32 : i_start) + split * BWD_WIN; wbase < lq; wbase += p.kv_split * BWD_WIN) {
+    for (int wbase = SPARSE ? tok_lo & ~31 : tok_lo; wbase < tok_hi; wbase += BWD_WIN) {
         /* the window's tokens, in increasing order */
         if (SPARSE) {
             if (warp == 0) {
-                const int w = (wbase >> 5) + lane;
-                const uint32_t bitsw = w < words ? rowbits[w] : 0u;
+                const int w = (wbase >> 5) + lane, t0 = w * 32;
+                uint32_t bitsw = w < words ? rowbits[w] : 0u;
+                if (t0 + 32 <= tok_lo || t0 >= tok_hi) bitsw = 0u;
+                if (tok_lo > t0 && tok_lo < t0 + 32) bitsw &= ~0u << (tok_lo - t0);
+                if (tok_hi > t0 && tok_hi < t0 + 32) bitsw &= (1u << (tok_hi - t0)) - 1u;
                 const int n = __popc(bitsw);
                 int incl = n;
 #pragma unroll
@@ -547,7 +711,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             }
         } else {
             for (int x = tid; x < BWD_WIN; x += NT) sList[x] = wbase + x;
-            if (tid == 0) *sCount = min(BWD_WIN, lq - wbase);
+            if (tid == 0) *sCount = min(BWD_WIN, tok_hi - wbase);
         }
         __syncthreads();
         const int nlist = *sCount;
@@ -650,8 +814,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         const int key = warp * 16 + gid + 8 * h;
         if (key >= nkeys) continue;
         const int64_t off = ((k0 + (int64_t)c * 64 + key) * p.Hkv + g) * D;
-        if (p.kv_split > 1) {
-            const int64_t po = (int64_t)split * p.sd.total_k * p.Hkv * D + off;
+        if (slot >= 0) {
+            const int64_t po = ((int64_t)slot * 64 + key) * D;
 #pragma unroll
             for (int j = 0; j < DT_; j++) {
                 *reinterpret_cast<float2 *>(p.part_dk + po + 8 * j + 2 * tig) =
@@ -670,47 +834,46 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     }
 }
 
-/* dk / dv = the kv_split partials summed in split order (4 elements a thread) */
+/* dk / dv of the chunks of several pieces: their partials summed in piece order (a CTA an entry, in turn) */
 template <typename T>
-__global__ void __launch_bounds__(256) k_bwd_kv_sum(BwdParams p, int64_t n4) {
-    const int64_t x = (int64_t)blockIdx.x * 256 + threadIdx.x;
-    if (x >= n4) return;
-    const int64_t stride = n4; /* float4s of one split */
-    float4 a = reinterpret_cast<const float4 *>(p.part_dk)[x], v = reinterpret_cast<const float4 *>(p.part_dv)[x];
-    for (int sp = 1; sp < p.kv_split; sp++) {
-        const float4 a1 = reinterpret_cast<const float4 *>(p.part_dk)[sp * stride + x];
-        const float4 v1 = reinterpret_cast<const float4 *>(p.part_dv)[sp * stride + x];
-        a.x += a1.x, a.y += a1.y, a.z += a1.z, a.w += a1.w;
-        v.x += v1.x, v.y += v1.y, v.z += v1.z, v.w += v1.w;
+__global__ void __launch_bounds__(256) k_bwd_kv_sum(BwdParams p, int D) {
+    for (int64_t e = blockIdx.x; e < p.nentries; e += gridDim.x) {
+        const int pc = p.npieces[e];
+        if (pc < 2) continue;
+        int c, g, b;
+        bwd_entry(p, e, c, g, b);
+        int64_t q0, k0;
+        int32_t lq, lk;
+        seq_get(p.sd, b, q0, lq, k0, lk);
+        const int nkeys = min(64, lk - c * 64), d4 = D / 4;
+        const int64_t s0 = p.slot_off[e];
+        for (int x = threadIdx.x; x < nkeys * d4; x += 256) {
+            const int key = x / d4, col = 4 * (x - key * d4);
+            const int64_t po = (s0 * 64 + key) * D + col;
+            float4 a = *reinterpret_cast<const float4 *>(p.part_dk + po), v = *reinterpret_cast<const float4 *>(p.part_dv + po);
+            for (int sp = 1; sp < pc; sp++) {
+                const float4 a1 = *reinterpret_cast<const float4 *>(p.part_dk + po + (int64_t)sp * 64 * D);
+                const float4 v1 = *reinterpret_cast<const float4 *>(p.part_dv + po + (int64_t)sp * 64 * D);
+                a.x += a1.x, a.y += a1.y, a.z += a1.z, a.w += a1.w;
+                v.x += v1.x, v.y += v1.y, v.z += v1.z, v.w += v1.w;
+            }
+            const int64_t off = ((k0 + (int64_t)c * 64 + key) * p.Hkv + g) * D + col;
+            uint32_t *dk = reinterpret_cast<uint32_t *>((T *)p.dk + off), *dv = reinterpret_cast<uint32_t *>((T *)p.dv + off);
+            dk[0] = DT<T>::pack2(a.x, a.y);
+            dk[1] = DT<T>::pack2(a.z, a.w);
+            dv[0] = DT<T>::pack2(v.x, v.y);
+            dv[1] = DT<T>::pack2(v.z, v.w);
+        }
     }
-    uint32_t *dk = (uint32_t *)p.dk + 2 * x, *dv = (uint32_t *)p.dv + 2 * x;
-    dk[0] = DT<T>::pack2(a.x, a.y);
-    dk[1] = DT<T>::pack2(a.z, a.w);
-    dv[0] = DT<T>::pack2(v.x, v.y);
-    dv[1] = DT<T>::pack2(v.z, v.w);
 }
 
 /* ------------------------------------------------------------------- host ---- */
 struct BwdWs {
-    size_t off_lse, off_delta, off_boff, off_bits, off_part, total;
+    size_t off_lse, off_delta, off_boff, off_bits, off_plan, off_items, off_hdr, off_part, total;
     int64_t bits_head; /* words */
-    int kv_split;
+    int64_t nentries;
+    int max_chunks, plan_target, slots;
 };
-
-/* k_bwd_kv's CTAs a chunk: 1 where the chunk CTAs fill two rounds of the GPU (2 CTAs an SM), else enough
- * for that, at most one a 1,024-token window of the longest sequence, 16, and 512 MB of f32 partials */
-static int bwd_kv_split(const infllm_attn_params *ap) {
-    const int64_t ctas = (int64_t)((ap->max_lk + 63) / 64) * ap->Hkv * ap->num_seqs;
-    const int64_t want = 4LL * cuda_num_sms();
-    if (ctas <= 0 || ctas >= want) return 1;
-    int64_t n = (want + ctas - 1) / ctas;
-    const int64_t windows = ((int64_t)ap->max_lq + BWD_WIN - 1) / BWD_WIN;
-    if (n > windows) n = windows;
-    if (n > 16) n = 16;
-    const int64_t per = ap->total_k * ap->Hkv * ap->D * 8; /* dk + dv partial bytes of one split */
-    while (n > 1 && n * per > ((int64_t)512 << 20)) n--;
-    return n < 1 ? 1 : (int)n;
-}
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
@@ -726,10 +889,20 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
         w.bits_head = (ap->total_k / 64 + ap->num_seqs) * (int64_t)((ap->max_lq + 31) / 32);
     }
     w.off_bits = w.off_boff + (sparse ? align256(((size_t)ap->num_seqs + 1) * sizeof(int64_t)) : 0);
-    w.off_part = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
-    w.kv_split = bwd_kv_split(ap);
-    const size_t part = w.kv_split > 1 ? (size_t)w.kv_split * (size_t)ap->total_k * ap->Hkv * ap->D * sizeof(float) : 0;
-    w.total = w.off_part + 2 * align256(part);
+    w.max_chunks = (ap->max_lk + 63) / 64;
+    w.nentries = (int64_t)ap->num_seqs * ap->Hkv * w.max_chunks;
+    w.plan_target = 4 * cuda_num_sms();
+    w.off_plan = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
+    w.off_items = w.off_plan + align256((size_t)w.nentries * 4 * sizeof(int32_t));
+    w.off_hdr = w.off_items + align256(((size_t)w.nentries + (size_t)w.plan_target) * sizeof(int4));
+    w.off_part = w.off_hdr + 256;
+    /* partial slots: a chunk of pc > 1 pieces has more than (pc - 1) P >= pc P / 2 tokens, so the slots are
+     * fewer than 2 (all listed tokens) / P, and P >= max(256, all / plan_target); all <= total_q Hkv max_chunks */
+    const int64_t all_max = (int64_t)ap->total_q * ap->Hkv * w.max_chunks;
+    const int64_t slots_all = (2 * all_max + 255) / 256;
+    w.slots = slots_all < 2 * w.plan_target ? (int)slots_all : 2 * w.plan_target;
+    const size_t part = (size_t)w.slots * 64 * ap->D * sizeof(float);
+    w.total = w.max_chunks > 0 ? w.off_part + 2 * align256(part) : w.off_plan;
     return w;
 }
 
@@ -768,7 +941,17 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
         const size_t smem = (size_t)(2 * 64 + KV_NS * 2 * NQ) * D * sizeof(uint16_t) +
                             (size_t)KV_NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
                             (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16;
-        const dim3 grid(max_chunks, ap->Hkv * p.kv_split, ap->num_seqs);
+        /* the work items (no host synchronisation: the grid is their bound, CTAs past the count return) */
+        const unsigned pgrid = (unsigned)((p.nentries + 7) / 8);
+        if (sparse) k_bwd_plan_count<true><<<pgrid, 256, 0, st>>>(p);
+        else k_bwd_plan_count<false><<<pgrid, 256, 0, st>>>(p);
+        CU_LAUNCH_CHECK("k_bwd_plan_count");
+        k_bwd_plan_scan<<<1, 1024, 0, st>>>(p);
+        CU_LAUNCH_CHECK("k_bwd_plan_scan");
+        if (sparse) k_bwd_plan_items<true><<<pgrid, 256, 0, st>>>(p);
+        else k_bwd_plan_items<false><<<pgrid, 256, 0, st>>>(p);
+        CU_LAUNCH_CHECK("k_bwd_plan_items");
+        const unsigned grid = (unsigned)(p.nentries + p.plan_target);
         if (sparse) {
             if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
             k_bwd_kv<T, D, NQ, true><<<grid, 128, smem, st>>>(p);
@@ -777,11 +960,8 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
             k_bwd_kv<T, D, NQ, false><<<grid, 128, smem, st>>>(p);
         }
         CU_LAUNCH_CHECK("k_bwd_kv");
-        if (p.kv_split > 1) {
-            const int64_t n4 = ap->total_k * ap->Hkv * D / 4;
-            k_bwd_kv_sum<T><<<(unsigned)((n4 + 255) / 256), 256, 0, st>>>(p, n4);
-            CU_LAUNCH_CHECK("k_bwd_kv_sum");
-        }
+        k_bwd_kv_sum<T><<<(unsigned)min(p.nentries, (int64_t)1024), 256, 0, st>>>(p, D);
+        CU_LAUNCH_CHECK("k_bwd_kv_sum");
     }
     return INFLLM_OK;
 }
@@ -830,6 +1010,10 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.bits_head = w.bits_head;
     if (ap->G > 65536)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA %s: group size %d (Hq / Hkv) above 65536", op, ap->G);
+    if (w.nentries + w.plan_target > 0x7fffffffLL)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA %s: %lld (sequence, KV head, 64-key chunk) entries exceed the grid's 2^31 - 1",
+                                op, (long long)w.nentries);
     if (sparse) {
         const size_t need = (size_t)(2 * BWD_ROWS + 4 * 64) * ap->D * 2 + ((size_t)p.tt * p.nbw + p.ncw) * 4;
         if (need > (size_t)cuda_dev_props().smem_optin)
@@ -850,9 +1034,17 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.delta = (float *)(ws + w.off_delta);
     p.bits_off = sparse ? (int64_t *)(ws + w.off_boff) : NULL;
     p.bits = sparse ? (uint32_t *)(ws + w.off_bits) : NULL;
-    p.kv_split = w.kv_split;
-    p.part_dk = w.kv_split > 1 ? (float *)(ws + w.off_part) : NULL;
-    p.part_dv = w.kv_split > 1 ? p.part_dk + (size_t)w.kv_split * ap->total_k * ap->Hkv * ap->D : NULL;
+    p.nentries = w.nentries;
+    p.max_chunks = w.max_chunks;
+    p.plan_target = w.plan_target;
+    p.cnt = w.max_chunks > 0 ? (int32_t *)(ws + w.off_plan) : NULL;
+    p.npieces = p.cnt ? p.cnt + w.nentries : NULL;
+    p.item_off = p.cnt ? p.npieces + w.nentries : NULL;
+    p.slot_off = p.cnt ? p.item_off + w.nentries : NULL;
+    p.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
+    p.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
+    p.part_dk = w.max_chunks > 0 ? (float *)(ws + w.off_part) : NULL;
+    p.part_dv = p.part_dk ? (float *)(ws + w.off_part + align256((size_t)w.slots * 64 * ap->D * sizeof(float))) : NULL;
 
     if (sparse && w.bits_head > 0) {
         if (cudaMemsetAsync(p.bits, 0, (size_t)w.bits_head * ap->Hkv * sizeof(uint32_t), st) != cudaSuccess) {
