@@ -130,7 +130,7 @@ for args, what in (
     (["bench", "nosuch"], "nosuch"),
     (["bench", "attn", "--device", "gpu"], "--device cpu|cuda"),
     (["bench", "attn", "--inputs", "zeros"], "--inputs random|structured"),
-    (["bench", "backward", "--device", "cuda"], "CPU backend only"),
+    (["bench", "backward", "--device", "cuda"], "bench/cuda_bwd_bench.py"),
     (["bench", "peak", "--device", "cuda"], "--device"),
     # the FLOP counts divided by these before the library saw them: SIGFPE
     (["bench", "attn", "--block-size", "0"], "block_size"),

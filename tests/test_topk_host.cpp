@@ -7,7 +7,9 @@
  * arithmetic (src/cuda/sel_seg.cuh) against every block its max-pool writes; and the stage-2 token grouping,
  * group_window (src/cuda/group_tokens.cuh, a k_group_tokens CTA of 8 warps), against a plain greedy (its
  * result never shows in the attention output, only in the speed); and k_flash90's block lists (src/cuda/flash_list.cuh:
- * the per-token sort and a row's cursor) against sets. CI has no GPU; this runs the routine's own source
+ * the per-token sort and a row's cursor) against sets; and the backward's dk / dv work items (src/cuda/bwd_plan.cuh:
+ * the count, the one-CTA scan, the cuts at ranks P, 2 P, ..., a piece's words) against the rows' token sets and the
+ * workspace bounds. CI has no GPU; this runs the routine's own source
  * there, on rows the GPU grid rarely makes: every length from 1 block up, k of 0, 1, n - 1, n and
  * above, forced and empty blocks at both ends, heavy ties, +-inf, +-0, subnormals and NaN payloads of
  * both signs, garbage past the row and in the team's shared memory.
@@ -31,6 +33,7 @@
  */
 #include "simt_host.h"
 
+#include "bwd_plan.cuh"
 #include "cd_select.cuh"
 #include "flash_list.cuh"
 #include "group_tokens.cuh"
@@ -705,6 +708,174 @@ static void list_cases(int tiles, uint64_t seed) {
     CHECK(hits > 0 && hits < queries, "flash_list: the queries must both hit and miss (%ld of %ld hit)", hits, queries);
 }
 
+/* bwd_plan.cuh on random batches (1-4 sequences of 0-3,000 queries over as many or up to 2,000 more keys, 1-3 KV
+ * heads, sparse chunk rows of every density with the first chunk often full, or dense; targets 1 .. 600 pieces):
+ * bwd_plan_count_sparse by a warp an entry, bwd_plan_scan by a CTA of 1,024 lanes, bwd_plan_items by a warp an
+ * entry (odd batches with the lanes shuffled); a quarter of the batches with caches of up to 30,000 keys, so that
+ * the scan takes several rounds; then against the rows: P = max(BWD_PLAN_MIN_P, ceil(all / target)), an entry's
+ * pieces ceil(n / P) (1 for a chunk of no tokens, none past the keys), its items consecutive from item_off with
+ * its index, [i_start, lq) cut into consecutive ranges whose listed tokens (as k_bwd_kv takes them: the words of
+ * a range through bwd_piece_word) are P each but the last (1..P), every token once; the items and the partial
+ * slots (distinct, for chunks of several pieces only) within the bounds the workspace is sized by. */
+static void bwd_plan_cases(int cases, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    static simt::Team warp_in_order(1), warp_shuffled(1), cta_in_order(BWD_PLAN_THREADS / 32),
+        cta_shuffled(BWD_PLAN_THREADS / 32);
+    cta_shuffled.shuffle_lanes(seed);
+    warp_shuffled.shuffle_lanes(seed + 1);
+    int wide_cases = 0;
+    int bad = 0, multi = 0;
+    for (int r = 0; r < cases && bad < 5; r++) {
+        const int nseq = 1 + (int)(rng() % 4), Hkv = 1 + (int)(rng() % 3);
+        const bool sparse = rng() % 4 != 0;
+        static const int targets[] = {1, 2, 7, 64, 528, 600};
+        const int target = targets[rng() % 6];
+        std::vector<int32_t> lq(nseq), lk(nseq);
+        int64_t total_q = 0;
+        int max_lk = 0;
+        const bool wide = rng() % 4 == 0; /* long caches: more than one round of the scan's 1,024 entries */
+        for (int b = 0; b < nseq; b++) {
+            lq[b] = rng() % 8 == 0 ? (int32_t)(rng() % 3) : (int32_t)(rng() % (wide ? 601 : 3001));
+            lk[b] = lq[b] + (rng() % 2 ? 0 : (int32_t)(rng() % (wide ? 30001 : 2001)));
+            total_q += lq[b];
+            max_lk = std::max(max_lk, (int)lk[b]);
+        }
+        const int max_chunks = (max_lk + 63) / 64;
+        const int64_t nent = (int64_t)nseq * Hkv * max_chunks;
+        simt::Team &warp = r & 1 ? warp_shuffled : warp_in_order;
+        wide_cases += nent > BWD_PLAN_THREADS;
+        /* each entry's row (sparse) of ceil(lq / 32) words; a density per chunk, chunk 0 often every token */
+        std::vector<std::vector<uint32_t>> rows((size_t)nent);
+        std::vector<int32_t> cnt_want((size_t)nent), first((size_t)nent);
+        for (int64_t e = 0; e < nent; e++) {
+            const int c = (int)(e % max_chunks), b = (int)(e / max_chunks / Hkv);
+            first[e] = bwd_first_token(c, lq[b], lk[b]);
+            if ((int64_t)c * 64 >= lk[b]) {
+                cnt_want[e] = -1;
+                continue;
+            }
+            if (!sparse) {
+                cnt_want[e] = lq[b] - first[e];
+                continue;
+            }
+            rows[e].assign((size_t)(lq[b] + 31) / 32, 0u);
+            static const int dens[] = {0, 2, 50, 100, 100};
+            const int d = c == 0 && rng() % 2 ? 100 : dens[rng() % 5];
+            int n = 0;
+            for (int i = first[e]; i < lq[b]; i++)
+                if ((int)(rng() % 100) < d) rows[e][i / 32] |= 1u << (i % 32), n++;
+            cnt_want[e] = n;
+        }
+        /* the count (sparse: a warp an entry; -1 and dense as k_bwd_plan_count) */
+        std::vector<int32_t> cnt((size_t)nent), npieces((size_t)nent, -7), item_off((size_t)nent, -7), slot_off((size_t)nent, -7);
+        for (int64_t e = 0; e < nent; e++) {
+            cnt[e] = cnt_want[e];
+            if (!sparse || cnt_want[e] < 0) continue;
+            const int b = (int)(e / max_chunks / Hkv);
+            int got = -1;
+            const bool ran = warp.run([&](int lane) {
+                const int n = bwd_plan_count_sparse(rows[e].data(), first[e], lq[b], lane);
+                if (lane == 0) got = n;
+            });
+            CHECK(ran && got == cnt_want[e], "bwd_plan_count_sparse case %d entry %lld: %d, want %d %s", r, (long long)e,
+                  got, cnt_want[e], warp.error().c_str());
+            if (got != cnt_want[e]) bad++;
+        }
+        const int64_t items_max = bwd_plan_items_bound(nent, target);
+        const int64_t slots_max = bwd_plan_slots_bound(total_q, Hkv, max_chunks, target);
+        std::vector<int4> items((size_t)items_max + 4, int4{-9, -9, -9, -9});
+        int32_t hdr[2] = {-1, -1};
+        BwdPlan q{nent, target, cnt.data(), npieces.data(), item_off.data(), slot_off.data(), items.data(), hdr};
+        simt::Team &cta = r & 1 ? cta_shuffled : cta_in_order;
+        const bool ran = cta.run([&](int tid) { bwd_plan_scan(q, tid); });
+        CHECK(ran, "bwd_plan_scan case %d: %s", r, cta.error().c_str());
+        if (!ran) {
+            bad++;
+            continue;
+        }
+        long long all = 0;
+        for (int64_t e = 0; e < nent; e++) all += std::max(cnt[e], 0);
+        const long long P = std::max((long long)BWD_PLAN_MIN_P, (all + target - 1) / target);
+        CHECK(hdr[1] == P, "bwd_plan_scan case %d: P %d, want %lld", r, hdr[1], P);
+        int64_t next_item = 0, next_slot = 0;
+        bool scan_ok = hdr[1] == P;
+        for (int64_t e = 0; e < nent && scan_ok; e++) {
+            const int want_pc = cnt[e] < 0 ? 0 : (int)std::max(1LL, (cnt[e] + P - 1) / P);
+            scan_ok = npieces[e] == want_pc && item_off[e] == next_item && slot_off[e] == next_slot;
+            CHECK(scan_ok, "bwd_plan_scan case %d entry %lld (n %d): pieces %d at item %d slot %d, want %d at %lld / %lld", r,
+                  (long long)e, cnt[e], npieces[e], item_off[e], slot_off[e], want_pc, (long long)next_item,
+                  (long long)next_slot);
+            next_item += want_pc;
+            next_slot += want_pc > 1 ? want_pc : 0;
+        }
+        CHECK(!scan_ok || (hdr[0] == next_item && next_item <= items_max && next_slot <= slots_max),
+              "bwd_plan case %d: %d items (%lld), bound %lld; %lld slots, bound %lld", r, hdr[0], (long long)next_item,
+              (long long)items_max, (long long)next_slot, (long long)slots_max);
+        if (!scan_ok) {
+            bad++;
+            continue;
+        }
+        /* the items, and the pieces against the rows */
+        for (int64_t e = 0; e < nent; e++) {
+            const int pc = npieces[e];
+            if (pc == 0) continue;
+            const int b = (int)(e / max_chunks / Hkv);
+            const uint32_t *rb = sparse ? rows[e].data() : nullptr;
+            const bool ran_items = warp.run([&](int lane) { bwd_plan_items(q, e, pc, rb, first[e], lq[b], lane); });
+            CHECK(ran_items, "bwd_plan_items case %d entry %lld: %s", r, (long long)e, warp.error().c_str());
+            multi += pc > 1;
+            const int words = (lq[b] + 31) / 32;
+            int expect_lo = first[e], seen = 0;
+            bool ok = ran_items;
+            std::string why;
+            for (int x = 0; x < pc && ok; x++) {
+                const int4 it = items[(size_t)item_off[e] + x];
+                const int want_slot = pc > 1 ? slot_off[e] + x : -1;
+                if (it.x != (int)e || it.y != expect_lo || it.w != want_slot || it.z < it.y || (x == pc - 1 && it.z != lq[b])) {
+                    ok = false;
+                    why = "item {" + std::to_string(it.x) + ", " + std::to_string(it.y) + ", " + std::to_string(it.z) + ", " +
+                          std::to_string(it.w) + "} of piece " + std::to_string(x);
+                    break;
+                }
+                int n = 0;
+                if (sparse) { /* as k_bwd_kv lists a piece: windows of 1,024 tokens from its first word */
+                    for (int wbase = it.y & ~31; wbase < it.z; wbase += 1024)
+                        for (int lane = 0; lane < 32; lane++) {
+                            const int w = (wbase >> 5) + lane;
+                            const uint32_t m = bwd_piece_word(rb, words, w, it.y, it.z);
+                            const uint32_t inside = w < words ? rb[w] : 0u;
+                            if ((m & ~inside) != 0u) ok = false;
+                            for (int bit = 0; bit < 32; bit++)
+                                if (((inside >> bit) & 1u) && w * 32 + bit >= it.y && w * 32 + bit < it.z && !((m >> bit) & 1u))
+                                    ok = false; /* a listed token of the range dropped */
+                            n += __builtin_popcount(m);
+                        }
+                } else {
+                    n = it.z - it.y;
+                }
+                if (!ok) why = "piece " + std::to_string(x) + "'s words";
+                else if (n > P || (x < pc - 1 && n != P) || (n == 0 && cnt[e] > 0)) {
+                    ok = false;
+                    why = "piece " + std::to_string(x) + " of " + std::to_string(n) + " tokens";
+                }
+                seen += n;
+                expect_lo = it.z;
+            }
+            if (ok && seen != cnt[e]) {
+                ok = false;
+                why = "pieces list " + std::to_string(seen) + " tokens";
+            }
+            CHECK(ok, "bwd_plan case %d (%s, target %d, P %lld) entry %lld (lq %d lk %d first %d n %d, %d pieces): %s", r,
+                  sparse ? "sparse" : "dense", target, P, (long long)e, lq[b], lk[b], first[e], cnt[e], pc, why.c_str());
+            if (!ok) bad++;
+        }
+    }
+    CHECK(multi > cases / 4 && wide_cases > cases / 20, "bwd_plan: too few chunks of several pieces (%d) or batches "
+          "of more than %d entries (%d) in %d cases", multi, BWD_PLAN_THREADS, wide_cases, cases);
+    printf("  bwd_plan: %d batches (%d of more than %d entries), %d chunks of several pieces, %d wrong\n", cases,
+           wide_cases, BWD_PLAN_THREADS, multi, bad);
+}
+
 int main() {
     const char *er = getenv("INFLLM_TOPK_HOST_ROWS"), *es = getenv("INFLLM_TOPK_HOST_SEED");
     const int rows = er ? atoi(er) : 1500;
@@ -760,5 +931,6 @@ int main() {
     cd_cases<48>(rows / 100 + 1, seed + 4);
     group_cases(rows / 10, seed + 5);
     list_cases(rows / 5, seed + 6);
+    bwd_plan_cases(rows / 10, seed + 10);
     return finish("test_topk_host");
 }

@@ -1061,7 +1061,8 @@ static int cmd_backward_bench(int argc, char **argv) {
         return 2;
     }
     if (o.cuda) {
-        fprintf(stderr, "infllm bench backward: the backward runs on the CPU backend only (no --device cuda)\n");
+        fprintf(stderr, "infllm bench backward: times the CPU backend only (no --device cuda); the CUDA backward's "
+                        "benchmark is bench/cuda_bwd_bench.py (BWD=1 bash scripts/cuda_bench.sh)\n");
         return 2;
     }
     if (o.kv_heads < 1 || o.heads % o.kv_heads) {

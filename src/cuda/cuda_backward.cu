@@ -27,6 +27,7 @@
  */
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
+#include "bwd_plan.cuh"
 
 namespace {
 
@@ -59,35 +60,22 @@ struct BwdParams {
     uint32_t *bits;
     int64_t bits_head; /* words a KV head's rows take */
     int64_t *bits_off; /* [num_seqs + 1] */
-    /* k_bwd_kv's work items. Chunk entry e = (b Hkv + g) max_chunks + c. A chunk's listed tokens (sparse: its
-     * bitmap row's set bits; dense: every token from its first visible one) are cut, in order, into pieces of
-     * at most P tokens, P = max(256, ceil(all entries' tokens / plan_target)): a chunk every token attends
-     * (the forced first block) no longer holds the whole pass up. An item is a CTA: int4 {entry, first token,
-     * end token, partial slot or -1}. A chunk of one piece writes dk / dv itself; one of several writes f32
-     * partials [slot][64][D] (dk scaled, dv), summed in piece order by k_bwd_kv_sum (deterministic). */
-    int64_t nentries;   /* num_seqs Hkv max_chunks */
+    /* k_bwd_kv's work items (bwd_plan.cuh): chunk entry e = (b Hkv + g) max_chunks + c; a piece of a chunk of
+     * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
+    BwdPlan plan;
+    int32_t *cnt; /* plan.cnt, writable */
     int max_chunks;
-    int plan_target;    /* 4 x SMs: the pieces a pass of all tokens takes at most */
-    int32_t *cnt;       /* [nentries] tokens listed by the chunk, -1 past its sequence's keys */
-    int32_t *npieces;   /* [nentries] */
-    int32_t *item_off;  /* [nentries] first item of the entry */
-    int32_t *slot_off;  /* [nentries] first partial slot (entries of several pieces) */
-    int4 *items;        /* [nentries + plan_target] */
-    int32_t *hdr;       /* [0] items, [1] P */
-    float *part_dk, *part_dv; /* [2 plan_target][64][D] each */
+    float *part_dk, *part_dv;
 };
 
-/* entry e -> chunk c, KV head g, sequence b, and the chunk's first listed token (causal: the first token
- * that sees its first key) */
+/* entry e -> chunk c, KV head g, sequence b */
 __device__ __forceinline__ void bwd_entry(const BwdParams &p, int64_t e, int &c, int &g, int &b) {
     c = (int)(e % p.max_chunks);
     const int64_t bg = e / p.max_chunks;
     g = (int)(bg % p.Hkv);
     b = (int)(bg / p.Hkv);
 }
-__device__ __forceinline__ int bwd_first_token(int c, int32_t lq, int32_t lk) {
-    return (int)min(max((int64_t)c * 64 - ((int64_t)lk - lq), (int64_t)0), (int64_t)lq);
-}
+
 
 __device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
     int w = from >> 5;
@@ -481,7 +469,7 @@ template <bool SPARSE>
 __global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
     const int64_t e = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
-    if (e >= p.nentries) return;
+    if (e >= p.plan.nentries) return;
     int c, g, b;
     bwd_entry(p, e, c, g, b);
     int64_t q0, k0;
@@ -492,122 +480,29 @@ __global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
         return;
     }
     const int i_start = bwd_first_token(c, lq, lk);
-    int n = 0;
-    if (SPARSE) {
-        const int words = (lq + 31) / 32;
-        const uint32_t *rowbits = p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words;
-        for (int w = (i_start >> 5) + lane; w < words; w += 32) n += __popc(rowbits[w]);
-#pragma unroll
-        for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
-    } else {
-        n = lq - i_start;
-    }
+    const int n = SPARSE ? bwd_plan_count_sparse(p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * ((lq + 31) / 32),
+                                                 i_start, lq, lane)
+                         : lq - i_start;
     if (lane == 0) p.cnt[e] = n;
 }
 
-/* plan 2, one CTA: P, each entry's pieces, and the items' and partial slots' offsets (exclusive scans in
- * entry order) */
-__global__ void __launch_bounds__(1024) k_bwd_plan_scan(BwdParams p) {
-    __shared__ long long red[32];
-    __shared__ int wsum[2][32];
-    __shared__ int carry[2];
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    long long t = 0;
-    for (int64_t e = tid; e < p.nentries; e += 1024) t += max(p.cnt[e], 0);
-#pragma unroll
-    for (int o = 16; o; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    if (lane == 0) red[warp] = t;
-    if (tid < 2) carry[tid] = 0;
-    __syncthreads();
-    long long total = 0;
-    for (int x = 0; x < 32; x++) total += red[x];
-    long long P = (total + p.plan_target - 1) / p.plan_target;
-    if (P < 256) P = 256;
-    if (P > 0x7fffffffLL) P = 0x7fffffffLL;
-    for (int64_t base = 0; base < p.nentries; base += 1024) {
-        const int64_t e = base + tid;
-        const int n = e < p.nentries ? p.cnt[e] : -1;
-        const int pc = n < 0 ? 0 : (int)max((n + P - 1) / P, 1LL);
-        const int sl = pc > 1 ? pc : 0;
-        int a = pc, z = sl; /* inclusive scans within the warp */
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int ya = __shfl_up_sync(0xffffffffu, a, o), yz = __shfl_up_sync(0xffffffffu, z, o);
-            if (lane >= o) a += ya, z += yz;
-        }
-        if (lane == 31) wsum[0][warp] = a, wsum[1][warp] = z;
-        __syncthreads();
-        int pa = carry[0], pz = carry[1];
-        for (int x = 0; x < warp; x++) pa += wsum[0][x], pz += wsum[1][x];
-        if (e < p.nentries) {
-            p.npieces[e] = pc;
-            p.item_off[e] = pa + a - pc;
-            p.slot_off[e] = pz + z - sl;
-        }
-        __syncthreads();
-        if (tid == 1023) carry[0] = pa + a, carry[1] = pz + z;
-        __syncthreads();
-    }
-    if (tid == 0) {
-        p.hdr[0] = carry[0];
-        p.hdr[1] = (int)P;
-    }
-}
+/* plan 2, one CTA */
+__global__ void __launch_bounds__(BWD_PLAN_THREADS) k_bwd_plan_scan(BwdParams p) { bwd_plan_scan(p.plan, threadIdx.x); }
 
-/* plan 3, a warp per entry: its items; a chunk of several pieces cut at the tokens of rank P, 2 P, ... among
- * those it lists */
+/* plan 3, a warp per entry: its items */
 template <bool SPARSE>
 __global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
     const int64_t e = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (e >= p.nentries) return;
-    const int pc = p.npieces[e];
+    if (e >= p.plan.nentries) return;
+    const int pc = p.plan.npieces[e];
     if (pc == 0) return;
     int c, g, b;
     bwd_entry(p, e, c, g, b);
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
-    const int i_start = bwd_first_token(c, lq, lk), P = p.hdr[1];
-    int32_t *it = (int32_t *)(p.items + p.item_off[e]);
-    for (int x = lane; x < pc; x += 32) {
-        it[4 * x + 0] = (int32_t)e;
-        if (x == 0) it[1] = i_start;
-        if (x == pc - 1) it[4 * x + 2] = lq;
-        it[4 * x + 3] = pc > 1 ? p.slot_off[e] + x : -1;
-    }
-    if (pc == 1) return;
-    if (!SPARSE) {
-        for (int x = lane + 1; x < pc; x += 32) {
-            const int t = i_start + x * P; /* < lq: pc = ceil((lq - i_start) / P) */
-            it[4 * (x - 1) + 2] = t;
-            it[4 * x + 1] = t;
-        }
-        return;
-    }
-    const int words = (lq + 31) / 32;
-    const uint32_t *rowbits = p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words;
-    long long run = 0; /* tokens listed before this round's words */
-    for (int w0 = i_start >> 5; w0 < words; w0 += 32) {
-        const int w = w0 + lane;
-        uint32_t m = w < words ? rowbits[w] : 0u;
-        const int n = __popc(m);
-        int incl = n;
-#pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const int y = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += y;
-        }
-        /* the smallest multiple of P at or past this word's first rank; P >= 256 > 32: one boundary a word at most */
-        const long long r0 = run + incl - n, kb = (r0 + P - 1) / P;
-        if (kb >= 1 && kb < pc && kb * P < run + incl) {
-            for (long long k = kb * P - r0; k > 0; k--) m &= m - 1;
-            const int t = w * 32 + __ffs(m) - 1;
-            it[4 * (kb - 1) + 2] = t;
-            it[4 * kb + 1] = t;
-        }
-        run += __shfl_sync(0xffffffffu, incl, 31);
-    }
+    const uint32_t *rowbits = SPARSE ? p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * ((lq + 31) / 32) : NULL;
+    bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), lq, threadIdx.x & 31);
 }
 
 template <typename T, int D, int NQ, bool SPARSE>
@@ -624,8 +519,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
     int32_t *sCount = sList + BWD_WIN;
 
-    if ((int)blockIdx.x >= p.hdr[0]) return;
-    const int4 item = p.items[blockIdx.x];
+    if ((int)blockIdx.x >= p.plan.hdr[0]) return;
+    const int4 item = p.plan.items[blockIdx.x];
     const int tok_lo = item.y, tok_hi = item.z, slot = item.w; /* listed tokens in [tok_lo, tok_hi) */
     int c, g, b;
     bwd_entry(p, item.x, c, g, b);
@@ -688,11 +583,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         /* the window's tokens, in increasing order */
         if (SPARSE) {
             if (warp == 0) {
-                const int w = (wbase >> 5) + lane, t0 = w * 32;
-                uint32_t bitsw = w < words ? rowbits[w] : 0u;
-                if (t0 + 32 <= tok_lo || t0 >= tok_hi) bitsw = 0u;
-                if (tok_lo > t0 && tok_lo < t0 + 32) bitsw &= ~0u << (tok_lo - t0);
-                if (tok_hi > t0 && tok_hi < t0 + 32) bitsw &= (1u << (tok_hi - t0)) - 1u;
+                const int w = (wbase >> 5) + lane;
+                const uint32_t bitsw = bwd_piece_word(rowbits, words, w, tok_lo, tok_hi);
                 const int n = __popc(bitsw);
                 int incl = n;
 #pragma unroll
@@ -837,8 +729,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
 /* dk / dv of the chunks of several pieces: their partials summed in piece order (a CTA an entry, in turn) */
 template <typename T>
 __global__ void __launch_bounds__(256) k_bwd_kv_sum(BwdParams p, int D) {
-    for (int64_t e = blockIdx.x; e < p.nentries; e += gridDim.x) {
-        const int pc = p.npieces[e];
+    for (int64_t e = blockIdx.x; e < p.plan.nentries; e += gridDim.x) {
+        const int pc = p.plan.npieces[e];
         if (pc < 2) continue;
         int c, g, b;
         bwd_entry(p, e, c, g, b);
@@ -846,7 +738,7 @@ __global__ void __launch_bounds__(256) k_bwd_kv_sum(BwdParams p, int D) {
         int32_t lq, lk;
         seq_get(p.sd, b, q0, lq, k0, lk);
         const int nkeys = min(64, lk - c * 64), d4 = D / 4;
-        const int64_t s0 = p.slot_off[e];
+        const int64_t s0 = p.plan.slot_off[e];
         for (int x = threadIdx.x; x < nkeys * d4; x += 256) {
             const int key = x / d4, col = 4 * (x - key * d4);
             const int64_t po = (s0 * 64 + key) * D + col;
@@ -894,13 +786,9 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
     w.plan_target = 4 * cuda_num_sms();
     w.off_plan = w.off_bits + align256((size_t)w.bits_head * (size_t)ap->Hkv * sizeof(uint32_t));
     w.off_items = w.off_plan + align256((size_t)w.nentries * 4 * sizeof(int32_t));
-    w.off_hdr = w.off_items + align256(((size_t)w.nentries + (size_t)w.plan_target) * sizeof(int4));
+    w.off_hdr = w.off_items + align256((size_t)bwd_plan_items_bound(w.nentries, w.plan_target) * sizeof(int4));
     w.off_part = w.off_hdr + 256;
-    /* partial slots: a chunk of pc > 1 pieces has more than (pc - 1) P >= pc P / 2 tokens, so the slots are
-     * fewer than 2 (all listed tokens) / P, and P >= max(256, all / plan_target); all <= total_q Hkv max_chunks */
-    const int64_t all_max = (int64_t)ap->total_q * ap->Hkv * w.max_chunks;
-    const int64_t slots_all = (2 * all_max + 255) / 256;
-    w.slots = slots_all < 2 * w.plan_target ? (int)slots_all : 2 * w.plan_target;
+    w.slots = (int)bwd_plan_slots_bound(ap->total_q, ap->Hkv, w.max_chunks, w.plan_target);
     const size_t part = (size_t)w.slots * 64 * ap->D * sizeof(float);
     w.total = w.max_chunks > 0 ? w.off_part + 2 * align256(part) : w.off_plan;
     return w;
@@ -942,16 +830,16 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
                             (size_t)KV_NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
                             (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16;
         /* the work items (no host synchronisation: the grid is their bound, CTAs past the count return) */
-        const unsigned pgrid = (unsigned)((p.nentries + 7) / 8);
+        const unsigned pgrid = (unsigned)((p.plan.nentries + 7) / 8);
         if (sparse) k_bwd_plan_count<true><<<pgrid, 256, 0, st>>>(p);
         else k_bwd_plan_count<false><<<pgrid, 256, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_bwd_plan_count");
-        k_bwd_plan_scan<<<1, 1024, 0, st>>>(p);
+        k_bwd_plan_scan<<<1, BWD_PLAN_THREADS, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_bwd_plan_scan");
         if (sparse) k_bwd_plan_items<true><<<pgrid, 256, 0, st>>>(p);
         else k_bwd_plan_items<false><<<pgrid, 256, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_bwd_plan_items");
-        const unsigned grid = (unsigned)(p.nentries + p.plan_target);
+        const unsigned grid = (unsigned)bwd_plan_items_bound(p.plan.nentries, p.plan.target);
         if (sparse) {
             if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
             k_bwd_kv<T, D, NQ, true><<<grid, 128, smem, st>>>(p);
@@ -960,7 +848,7 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
             k_bwd_kv<T, D, NQ, false><<<grid, 128, smem, st>>>(p);
         }
         CU_LAUNCH_CHECK("k_bwd_kv");
-        k_bwd_kv_sum<T><<<(unsigned)min(p.nentries, (int64_t)1024), 256, 0, st>>>(p, D);
+        k_bwd_kv_sum<T><<<(unsigned)min(p.plan.nentries, (int64_t)1024), 256, 0, st>>>(p, D);
         CU_LAUNCH_CHECK("k_bwd_kv_sum");
     }
     return INFLLM_OK;
@@ -1010,7 +898,7 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.bits_head = w.bits_head;
     if (ap->G > 65536)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA %s: group size %d (Hq / Hkv) above 65536", op, ap->G);
-    if (w.nentries + w.plan_target > 0x7fffffffLL)
+    if (bwd_plan_items_bound(w.nentries, w.plan_target) > 0x7fffffffLL)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                 "CUDA %s: %lld (sequence, KV head, 64-key chunk) entries exceed the grid's 2^31 - 1",
                                 op, (long long)w.nentries);
@@ -1034,15 +922,16 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.delta = (float *)(ws + w.off_delta);
     p.bits_off = sparse ? (int64_t *)(ws + w.off_boff) : NULL;
     p.bits = sparse ? (uint32_t *)(ws + w.off_bits) : NULL;
-    p.nentries = w.nentries;
     p.max_chunks = w.max_chunks;
-    p.plan_target = w.plan_target;
     p.cnt = w.max_chunks > 0 ? (int32_t *)(ws + w.off_plan) : NULL;
-    p.npieces = p.cnt ? p.cnt + w.nentries : NULL;
-    p.item_off = p.cnt ? p.npieces + w.nentries : NULL;
-    p.slot_off = p.cnt ? p.item_off + w.nentries : NULL;
-    p.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
-    p.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
+    p.plan.nentries = w.nentries;
+    p.plan.target = w.plan_target;
+    p.plan.cnt = p.cnt;
+    p.plan.npieces = p.cnt ? p.cnt + w.nentries : NULL;
+    p.plan.item_off = p.cnt ? p.plan.npieces + w.nentries : NULL;
+    p.plan.slot_off = p.cnt ? p.plan.item_off + w.nentries : NULL;
+    p.plan.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
+    p.plan.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
     p.part_dk = w.max_chunks > 0 ? (float *)(ws + w.off_part) : NULL;
     p.part_dv = p.part_dk ? (float *)(ws + w.off_part + align256((size_t)w.slots * 64 * ap->D * sizeof(float))) : NULL;
 
