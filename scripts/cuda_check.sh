@@ -12,6 +12,8 @@
 # ring of devices with less shared memory, token grouping in 16-tile windows, kept consecutive where it gains little), and with the few-query calls
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
+# test_cuda_backward (sessions 40-41) holds the attention backward to REF's float64 gradients (its grid and 12 random
+# cases; again as planned for a 16-SM Orin when the emulated runs are on: other dk / dv pieces).
 # Then, when PyTorch is there (CUDA_CHECK_LONG=0: not), bench/long_check.py runs 1M tokens (G 16) and 768K
 # (G 4), past 2^31 query elements, as one sequence and as a batch of 3, cuda_bench.py's digests hold
 # k_select90's two tile widths to the same top-k and output, and bench/emulate_check.py sweeps every entry
@@ -37,12 +39,13 @@ fi
 cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log"; exit 1; }
 grep "infllm: CUDA" "$BUILD.configure.log" || true
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads test_cuda_ws infllm_shared 2>&1 | grep -E "error|warning" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads test_cuda_ws test_cuda_backward infllm_shared 2>&1 | grep -E "error|warning" || true
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_cache" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_capture" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_threads" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_ws" || { echo "cuda_check: build failed"; exit 1; }
+test -x "$BUILD/tests/test_cuda_backward" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -61,7 +64,7 @@ fi
 # bench/emulate_check.py sweeps
 if [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
   RUNS+=("test_cuda: as planned for a 99 KB cc 8.6 part (INFLLM_CUDA_EMULATE=rtx3090)|env INFLLM_CUDA_EMULATE=rtx3090 $BUILD/tests/test_cuda")
-  for t in test_cuda_cache test_cuda_ws test_cuda_capture; do
+  for t in test_cuda_cache test_cuda_ws test_cuda_capture test_cuda_backward; do
     RUNS+=("$t: as planned for a 16-SM Jetson AGX Orin (INFLLM_CUDA_EMULATE=orin)|env INFLLM_CUDA_EMULATE=orin $BUILD/tests/$t")
   done
 fi
@@ -70,6 +73,7 @@ RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")
 RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
 RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
+RUNS+=("test_cuda_backward: the attention backward against REF's float64, its grid and 12 random cases (INFLLM_CUDA_BWD_RANDOM=12)|env INFLLM_CUDA_BWD_RANDOM=12 $BUILD/tests/test_cuda_backward")
 TMO=${CUDA_CHECK_TIMEOUT:-480}
 HAVE_TORCH=0
 # PyTorch serves long_check and the emulate_check sweep (either switch asks for it)
