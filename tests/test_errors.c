@@ -83,6 +83,8 @@ static void all_ops_split(const char *what, const infllm_params *p, const infllm
     EXPECT(infllm_select_blocks_workspace_size(p, l, &bytes), want);
     EXPECT(infllm_sparse_attention_workspace_size(p, l, 1, &bytes), want_stage2);
     EXPECT(infllm_dense_attention_workspace_size(p, l, &bytes), want_stage2);
+    EXPECT(infllm_sparse_attention_backward_workspace_size(p, l, 1, &bytes), want_stage2);
+    EXPECT(infllm_dense_attention_backward_workspace_size(p, l, &bytes), want_stage2);
     EXPECT(infllm_select_blocks(p, l, q, k, topk), want);
     EXPECT(infllm_sparse_attention_backward(p, l, q, k, v, topk, 1, lse, dout, dq, dk, dv), want_stage2);
     EXPECT(infllm_dense_attention_backward(p, l, q, k, v, lse, dout, dq, dk, dv), want_stage2);
@@ -270,6 +272,7 @@ static void test_layout(void) {
         pb.block_size = 1 << 28;
         EXPECT(infllm_sparse_attention(&pb, &l, q, k, v, topk, INT32_MAX, out, lse), INFLLM_ERR_SHAPE);
         EXPECT(infllm_sparse_attention_workspace_size(&pb, &l, INT32_MAX, &bytes), INFLLM_ERR_SHAPE);
+        EXPECT(infllm_sparse_attention_backward_workspace_size(&pb, &l, INT32_MAX, &bytes), INFLLM_ERR_SHAPE);
         EXPECT(infllm_sparse_attention_backward(&pb, &l, q, k, v, topk, INT32_MAX, lse, dout, dq, dk, dv),
                INFLLM_ERR_SHAPE);
     }
@@ -372,6 +375,16 @@ static void test_op_args(void) {
     EXPECT(infllm_sparse_attention_workspace_size(&p, &l, 1, NULL), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_dense_attention_workspace_size(&p, NULL, &bytes), INFLLM_ERR_NULL_ARG);
     EXPECT(infllm_dense_attention_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
+    bytes = 123;
+    CHECK_OK(infllm_sparse_attention_backward_workspace_size(&p, &l, 4, &bytes));
+    CHECK(bytes == 0, "sparse backward workspace bytes on a host backend: %zu", bytes);
+    bytes = 123;
+    CHECK_OK(infllm_dense_attention_backward_workspace_size(&p, &l, &bytes));
+    CHECK(bytes == 0, "dense backward workspace bytes on a host backend: %zu", bytes);
+    EXPECT(infllm_sparse_attention_backward_workspace_size(&p, &l, 0, &bytes), INFLLM_ERR_SHAPE);
+    EXPECT(infllm_sparse_attention_backward_workspace_size(&p, &l, 1, NULL), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention_backward_workspace_size(&p, NULL, &bytes), INFLLM_ERR_NULL_ARG);
+    EXPECT(infllm_dense_attention_backward_workspace_size(&p, &l, NULL), INFLLM_ERR_NULL_ARG);
     /* lse NULL is allowed */
     CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, out, NULL));
 }
