@@ -76,7 +76,6 @@ __device__ __forceinline__ void bwd_entry(const BwdParams &p, int64_t e, int &c,
     b = (int)(bg / p.Hkv);
 }
 
-
 __device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
     int w = from >> 5;
     if (w >= nwords) return -1;
