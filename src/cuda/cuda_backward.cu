@@ -64,6 +64,11 @@ struct BwdParams {
      * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
     BwdPlan plan;
     int32_t *cnt; /* plan.cnt, writable */
+    /* INFLLM_CUDA_BWD_STATS_FWD=1: pass 1 by the forward's own kernel (cuda_flash_launch) into dq (O) and lse2
+     * (natural lse), then k_bwd_delta; fwd_ws: its scratch */
+    int fwd_stats;
+    void *fwd_ws;
+    size_t fwd_ws_bytes;
     int max_chunks;
     float *part_dk, *part_dv;
 };
@@ -403,6 +408,29 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
                 *reinterpret_cast<uint32_t *>(row + 8 * j + 2 * tig) =
                     DT<T>::pack2(acc[j][2 * ri] * p.scale, acc[j][2 * ri + 1] * p.scale);
         }
+    }
+}
+
+/* pass 1 from the forward (INFLLM_CUDA_BWD_STATS_FWD=1; session 41, an experiment not yet run on a GPU): stage 2's
+ * or dense attention's own kernel has written each row's O into dq (scratch until pass 2) and its natural-log lse
+ * into lse2. A warp a row: Delta = dout . O (FlashAttention's, with O rounded to the dtype: within the test's
+ * bound by a float model of the rounding, ~0.6x the naive error), lse2 = lse log2(e), a row without keys (lse
+ * -inf, O 0) +inf and Delta 0 as pass 1 writes them, NaN kept. */
+template <typename T, int D>
+__global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows) {
+    const int64_t r = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const T *o = (const T *)p.dq + r * D, *d = (const T *)p.dout + r * D;
+    float acc = 0.f;
+#pragma unroll
+    for (int x = lane; x < D; x += 32) acc += DT<T>::to_f(o[x]) * DT<T>::to_f(d[x]);
+#pragma unroll
+    for (int w = 16; w; w >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, w);
+    if (lane == 0) {
+        const float l = p.lse2[r];
+        p.lse2[r] = l == -INFINITY ? INFINITY : l * LOG2E_F;
+        p.delta[r] = acc;
     }
 }
 
@@ -764,11 +792,19 @@ struct BwdWs {
     int64_t bits_head; /* words */
     int64_t nentries;
     int max_chunks, plan_target, slots;
+    int fwd_stats;
+    size_t off_fwd, fwd_bytes;
 };
+
+/* INFLLM_CUDA_BWD_STATS_FWD=1: pass 1 by the forward's kernel (an experiment, off by default) */
+static int bwd_fwd_stats(void) {
+    static std::atomic<int> slot{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_BWD_STATS_FWD", &slot) == 1;
+}
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
-static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
+static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse, int32_t topk_cols) {
     BwdWs w;
     const size_t rows = (size_t)ap->total_q * (size_t)ap->Hq;
     w.off_lse = 0;
@@ -790,7 +826,23 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse) {
     w.slots = (int)bwd_plan_slots_bound(ap->total_q, ap->Hkv, w.max_chunks, w.plan_target);
     const size_t part = (size_t)w.slots * 64 * ap->D * sizeof(float);
     w.total = w.max_chunks > 0 ? w.off_part + 2 * align256(part) : w.off_plan;
+    w.fwd_stats = bwd_fwd_stats();
+    w.fwd_bytes = w.fwd_stats ? cuda_flash_split_bytes(ap, sparse, sparse ? topk_cols : 0) : 0;
+    w.off_fwd = align256(w.total);
+    if (w.fwd_bytes) w.total = w.off_fwd + align256(w.fwd_bytes);
     return w;
+}
+
+/* pass 1 by the forward (p.fwd_stats): O into dq, the lse into lse2, then Delta */
+template <typename T, int D>
+static infllm_status bwd_stats_forward(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
+    infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2, 0,
+                                        p.fwd_ws, p.fwd_ws_bytes, st);
+    if (s) return s;
+    const int64_t rows = ap->total_q * (int64_t)ap->Hq;
+    k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows);
+    CU_LAUNCH_CHECK("k_bwd_delta");
+    return INFLLM_OK;
 }
 
 template <typename T, int D>
@@ -809,16 +861,24 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
             if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, true, false>, smem, "k_bwd_q")) ||
                 (s = cuda_func_smem((const void *)k_bwd_q<T, D, true, true>, smem, "k_bwd_q")))
                 return s;
-            k_bwd_q<T, D, true, false><<<grid, 128, smem, st>>>(p);
-            CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            if (!p.fwd_stats) {
+                k_bwd_q<T, D, true, false><<<grid, 128, smem, st>>>(p);
+                CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
+                return s;
+            }
             k_bwd_q<T, D, true, true><<<grid, 128, smem, st>>>(p);
             CU_LAUNCH_CHECK("k_bwd_q (dq)");
         } else {
             if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, false, false>, smem, "k_bwd_q")) ||
                 (s = cuda_func_smem((const void *)k_bwd_q<T, D, false, true>, smem, "k_bwd_q")))
                 return s;
-            k_bwd_q<T, D, false, false><<<grid, 128, smem, st>>>(p);
-            CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            if (!p.fwd_stats) {
+                k_bwd_q<T, D, false, false><<<grid, 128, smem, st>>>(p);
+                CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+            } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
+                return s;
+            }
             k_bwd_q<T, D, false, true><<<grid, 128, smem, st>>>(p);
             CU_LAUNCH_CHECK("k_bwd_q (dq)");
         }
@@ -859,7 +919,7 @@ extern "C" infllm_status cuda_attn_backward_workspace_size(const infllm_attn_par
                                                            size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, topk_cols ? "sparse attention backward" : "dense attention backward");
     if (s) return s;
-    *bytes = bwd_ws_layout(ap, topk_cols > 0).total;
+    *bytes = bwd_ws_layout(ap, topk_cols > 0, topk_cols).total;
     return INFLLM_OK;
 }
 
@@ -871,7 +931,7 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     infllm_status s = cuda_check_entry(ap, op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {dout, "dout", 16},
                                                 {dq, "dq", 16}, {dk, "dk", 16}, {dv, "dv", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
-    const BwdWs w = bwd_ws_layout(ap, sparse);
+    const BwdWs w = bwd_ws_layout(ap, sparse, sparse ? topk_cols : 0);
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     BwdParams p;
     p.q = q;
@@ -931,6 +991,9 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.plan.slot_off = p.cnt ? p.plan.item_off + w.nentries : NULL;
     p.plan.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
     p.plan.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
+    p.fwd_stats = w.fwd_stats;
+    p.fwd_ws = w.fwd_bytes ? ws + w.off_fwd : NULL;
+    p.fwd_ws_bytes = w.fwd_bytes;
     p.part_dk = w.max_chunks > 0 ? (float *)(ws + w.off_part) : NULL;
     p.part_dv = p.part_dk ? (float *)(ws + w.off_part + align256((size_t)w.slots * 64 * ap->D * sizeof(float))) : NULL;
 
