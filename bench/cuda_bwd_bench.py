@@ -34,6 +34,10 @@ FLOP counts of the TFLOP/s columns:
    own; cuda_bench.py's stage2_flop counts 64 for every selected block, ~31.5 keys more per query);
  * flex: the sparse count (its useful work; its per-64-token block lists attend more keys than that).
 
+--kernels: after our two backward timings at each size, each of our kernels' device ms per call (torch.profiler over
+3 calls; k_bwd_q's statistics and dq passes apart by their template arguments), printed as a "kernels," line and kept
+in the JSON rows (kernels_sparse_ms / kernels_dense_ms).
+
 Every time is cuda_bench.timeit's median of CUDA-event timings (--reps, default 10) after warm-up (two untimed
 calls, then timeit's one); where one call is slow (an early kernel), reps shrink so that one measurement stays
 near --budget seconds (printed). A baseline that runs out of memory or fails is skipped at that size, with why.
@@ -53,7 +57,7 @@ before each checked call (an unwritten element shows as NaN, which fails):
 
     python3 bench/cuda_bwd_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,16384,32768,65536,131072]
         [--reps 10] [--shape 32,2,128] [--dtype bf16|f16] [--no-flex] [--flex-sizes ...] [--no-check]
-        [--json FILE] [--csv FILE]
+        [--json FILE] [--csv FILE] [--kernels]
     BWD=1 bash scripts/cuda_bench.sh [ARGS]          # the same, after building build-gpu/libinfllm.so
 
 Expected on an H200 with the defaults: ~3-5 minutes, about half of it FlexAttention compiling each size's forward
@@ -344,6 +348,41 @@ def measure(label, fn, reps, budget):
         torch.cuda.empty_cache()
 
 
+def kernel_ms(fn, reps=3):
+    """device ms per call of each kernel fn launches (torch.profiler), keyed by the kernel's name with its template
+    arguments (so that k_bwd_q's statistics and dq passes stay apart) and without its namespace or arguments"""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    acc = {}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0)
+        if t > 0:
+            name = e.key.replace("(anonymous namespace)::", "")
+            depth, cut = 0, len(name)  # drop the argument list: the first "(" outside the template brackets
+            for i, ch in enumerate(name):
+                depth += ch == "<"
+                depth -= ch == ">"
+                if ch == "(" and depth == 0:
+                    cut = i
+                    break
+            name = name[:cut].replace("void ", "").strip()
+            acc[name] = acc.get(name, 0.0) + t / reps / 1e3
+    return acc
+
+
+def print_kernels(label, acc):
+    total = sum(acc.values())
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in sorted(acc.items(), key=lambda kv: -kv[1]))
+    print(f"kernels, {label}: {total:.3f} ms in all: {parts}", flush=True)
+
+
 def tflops(flop, ms):
     return flop / ms / 1e9 if ms == ms and ms > 0 else NAN
 
@@ -377,6 +416,9 @@ def run_size(lib, a, T, flex_state):
             call = OurBwd(lib, q, k, v, lse_s, dout, topk, K)
             row["ws_sparse_bytes"] = call.ws_bytes
             row["ours_sparse_ms"] = measure(f"ours sparse backward at T={T}", call, a.reps, a.budget)
+            if a.kernels:
+                row["kernels_sparse_ms"] = kernel_ms(call)
+                print_kernels(f"ours sparse backward at T={T}", row["kernels_sparse_ms"])
             del call
         except Exception as e:  # noqa
             note(f"ours sparse backward at T={T}: {type(e).__name__}: {e}")
@@ -387,6 +429,9 @@ def run_size(lib, a, T, flex_state):
         call = OurBwd(lib, q, k, v, lse_d, dout)
         row["ws_dense_bytes"] = call.ws_bytes
         row["ours_dense_ms"] = measure(f"ours dense backward at T={T}", call, a.reps, a.budget)
+        if a.kernels:
+            row["kernels_dense_ms"] = kernel_ms(call)
+            print_kernels(f"ours dense backward at T={T}", row["kernels_dense_ms"])
         del call, lse_d
     except Exception as e:  # noqa
         note(f"ours dense backward at T={T}: {type(e).__name__}: {e}")
@@ -684,7 +729,8 @@ def clean(x):
 def write_json(path, meta, checks, rows):
     doc = dict(meta)
     doc["checks"] = clean(checks)
-    doc["rows"] = [{c: num(r.get(c, NAN)) for c in COLS} for r in rows]
+    doc["rows"] = [dict({c: num(r.get(c, NAN)) for c in COLS},
+                        **{kk: r[kk] for kk in ("kernels_sparse_ms", "kernels_dense_ms") if kk in r}) for r in rows]
     doc["notes"] = NOTES
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
@@ -713,6 +759,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (each size compiles its own kernels)")
     ap.add_argument("--flex-sizes", default="", help="the --sizes at which FlexAttention runs (default: all)")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness checks")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also each of our kernels' device ms per call (torch.profiler, 3 calls; in the JSON's rows)")
     ap.add_argument("--check-t", type=int, default=2048, help="T of the sparse check")
     ap.add_argument("--check-topk", type=int, default=8, help="dynamic blocks of the sparse check's selection")
     ap.add_argument("--check-local", type=int, default=4, help="local blocks of the sparse check's selection")
