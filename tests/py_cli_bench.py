@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end tests of `infllm bench attn` and `infllm bench backward` (the CPU benchmarks) on
+"""End-to-end tests of `infllm bench attn` and `infllm bench backward` (CPU, and CUDA where there is a GPU) on
 small shapes: each output format parses and holds the rows asked for with sane values, and bad
 flags give a clear message and exit status 2.
 
@@ -110,6 +110,30 @@ else:
     check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
           f"bench attn --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
 
+# bench backward --device cuda: a training step's forward and backward timed on the GPU where there is one (dense
+# and sparse rows, select timed for sparse, the bwd / fwd ratio), else a message and exit 1 with nothing on stdout
+BWD = ["--seqlen", "1024,2048", "--heads", "8", "--kv-heads", "2", "--head-dim", "64", "--reps", "2", "--no-warmup",
+       "--block-size", "64", "--topk", "8", "--local-blocks", "4"]
+p = run("bench", "backward", *BWD, "--device", "cuda", "--format", "json")
+if cuda_usable:
+    check(p.returncode == 0, f"bench backward --device cuda: exit {p.returncode}: {p.stderr[-300:]}")
+    rows = json_rows(p, "bench backward --device cuda")
+    check([(r["mode"], r["seqlen"]) for r in rows] == [("dense", 1024), ("sparse", 1024), ("dense", 2048),
+                                                       ("sparse", 2048)], f"bench backward --device cuda rows: {rows}")
+    for r in rows:
+        check(r["device"] == "cuda" and positive(r["forward_ms"]) and positive(r["backward_ms"]) and
+              positive(r["bwd_over_fwd"]) and positive(r["backward_gflops"]) and positive(r["pairs"]) and
+              (r["mode"] == "dense" or positive(r["select_ms"])), f"bench backward cuda row values: {r}")
+    # sparse attends fewer pairs than dense once the selection leaves blocks out (12 of 32 blocks at 2048)
+    pairs = {(r["mode"], r["seqlen"]): r["pairs"] for r in rows}
+    check(pairs[("sparse", 2048)] < pairs[("dense", 2048)], f"bench backward --device cuda pairs: {pairs}")
+    p = run("bench", "backward", *BWD, "--device", "cuda", "--dtype", "f32")
+    check(p.returncode == 1 and "f32" in p.stderr.lower(), f"bench backward --device cuda --dtype f32: exit "
+          f"{p.returncode}, {p.stderr[-300:]!r}")
+else:
+    check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
+          f"bench backward --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
+
 # --threads 0 means all cores, as for infllm attn (it ran 1 thread): the row reports the default's count
 p0 = run("bench", "attn", *SMALL, "--seqlen", "256", "--modes", "dense", "--threads", "0", "--format", "json")
 ti = SMALL.index("--threads")
@@ -130,7 +154,6 @@ for args, what in (
     (["bench", "nosuch"], "nosuch"),
     (["bench", "attn", "--device", "gpu"], "--device cpu|cuda"),
     (["bench", "attn", "--inputs", "zeros"], "--inputs random|structured"),
-    (["bench", "backward", "--device", "cuda"], "bench/cuda_bwd_bench.py"),
     (["bench", "peak", "--device", "cuda"], "--device"),
     # the FLOP counts divided by these before the library saw them: SIGFPE
     (["bench", "attn", "--block-size", "0"], "block_size"),

@@ -1,6 +1,6 @@
 /*
  * bench.c: `infllm bench attn` (CPU backend, or the GPU with --device cuda), `infllm bench peak` and
- * `infllm bench backward` (CPU backend).
+ * `infllm bench backward` (CPU backend, or the GPU with --device cuda).
  *
  *   infllm bench peak [--threads N] [--seconds S] [--format md|csv|json]
  *       fp32 FMA peak: every thread runs independent AVX-512 (else AVX2) FMA chains held in
@@ -29,6 +29,10 @@
  *       alternating; medians over --reps, "bwd / fwd" the median of the per-pair ratios. FLOPs
  *       count the attended keys exactly (from the selection): forward 4 D per (row, key),
  *       backward 14 D (S, dP, dq in pass A; S, dP, dk, dv in pass B; cpu_backward.c).
+ *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128; --inputs too), timed with CUDA
+ *       events on one stream with one caller workspace of the largest need; the selection timed once; backward
+ *       GFLOP/s at 10 D a pair (the usual five products; the CUDA backward does 18 D, cuda_backward.cu).
+ *       bench/cuda_bwd_bench.py times the same calls against PyTorch's SDPA and FlexAttention backwards.
  *   FLOP formulas (multiply-add = 2):
  *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
@@ -302,7 +306,7 @@ static void usage(void) {
             "                         [--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]\n"
             "                         [--inputs random|structured]\n"
             "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n"
-            "       infllm bench backward [the options of bench attn but --peak and --device]\n");
+            "       infllm bench backward [the options of bench attn but --peak; --device cpu|cuda]\n");
 }
 
 static uint64_t rng_state = 0x1234567887654321ull;
@@ -1025,28 +1029,188 @@ done:
     return rc;
 }
 
+#ifdef INFLLM_HAVE_CUDA
+/* bench_backward_one on the GPU: the same host inputs copied once; the selection once (timed alone), then per rep
+ * the forward and the backward back to back on one stream, with a CUDA event before, between and after, one caller
+ * workspace of the largest need (forward, selection, backward: no call allocates), one synchronisation at the end.
+ * bwd / fwd is the median of the per-rep ratios. GFLOP/s count the attended (row, key) pairs exactly, 4 D a pair
+ * forward and 10 D backward (the five products of the usual count, as bench/cuda_bwd_bench.py and the SDPA
+ * baselines; the CUDA backward itself does 18 D: S and dP in each of its three passes). */
+static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
+    const size_t es = infllm_dtype_size(o->dtype), nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    const infllm_layout l = one_seq_layout(o, T);
+    infllm_params p = o->p;
+    p.backend = INFLLM_BACKEND_CUDA;
+    p.mode = sparse ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+    void *hq = input_tensor(T, Hq, D, o->dtype, o->structured), *hk = input_tensor(T, Hkv, D, o->dtype, o->structured);
+    void *hv = rand_tensor(nk, o->dtype), *hdo = rand_tensor(nq, o->dtype);
+    void *q = NULL, *k = NULL, *v = NULL, *dout = NULL, *out = NULL, *dq = NULL, *dk = NULL, *dv = NULL, *ws = NULL;
+    float *lse = NULL;
+    int32_t *topk = NULL, *htopk = NULL;
+    cudaStream_t stream = NULL;
+    cudaEvent_t *ev = calloc((size_t)2 * reps + 3, sizeof(cudaEvent_t)); /* [2 reps + 1] the reps', 2 the selection's */
+    double *t = calloc((size_t)reps * 3, sizeof(double));                 /* forward, backward, ratio */
+    int rc = 1, nev = 0;
+    infllm_status st = INFLLM_OK;
+    const char *what = "";
+    memset(x, 0, sizeof *x);
+    if (!hq || !hk || !hv || !hdo || !t || !ev) {
+        snprintf(err, errlen, "out of host memory for T=%d", T);
+        goto done;
+    }
+    infllm_sizes sz;
+    if ((st = infllm_get_sizes(&o->p, &l, &sz))) {
+        what = "infllm_get_sizes";
+        goto fail;
+    }
+    const int32_t K = sparse ? (sz.topk_out > 0 ? sz.topk_out : 1) : 0;
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) goto cuda_fail;
+    for (; nev < 2 * reps + 3; nev++)
+        if (cudaEventCreate(&ev[nev]) != cudaSuccess) goto cuda_fail;
+    if (cudaMalloc(&q, nq * es) || cudaMalloc(&k, nk * es) || cudaMalloc(&v, nk * es) || cudaMalloc(&dout, nq * es) ||
+        cudaMalloc(&out, nq * es) || cudaMalloc(&dq, nq * es) || cudaMalloc(&dk, nk * es) || cudaMalloc(&dv, nk * es) ||
+        cudaMalloc((void **)&lse, (size_t)T * Hq * sizeof(float)) ||
+        (sparse && cudaMalloc((void **)&topk, (size_t)Hkv * T * K * sizeof(int32_t))))
+        goto cuda_fail;
+    if (cudaMemcpy(q, hq, nq * es, cudaMemcpyHostToDevice) || cudaMemcpy(k, hk, nk * es, cudaMemcpyHostToDevice) ||
+        cudaMemcpy(v, hv, nk * es, cudaMemcpyHostToDevice) || cudaMemcpy(dout, hdo, nq * es, cudaMemcpyHostToDevice))
+        goto cuda_fail;
+    p.cuda_stream = stream;
+    size_t wsb = 0, b = 0;
+    if (sparse) {
+        if ((st = infllm_select_blocks_workspace_size(&p, &l, &b))) {
+            what = "infllm_select_blocks_workspace_size";
+            goto fail;
+        }
+        if (b > wsb) wsb = b;
+        if ((st = infllm_sparse_attention_workspace_size(&p, &l, K, &b))) {
+            what = "infllm_sparse_attention_workspace_size";
+            goto fail;
+        }
+        if (b > wsb) wsb = b;
+        if ((st = infllm_sparse_attention_backward_workspace_size(&p, &l, K, &b))) {
+            what = "infllm_sparse_attention_backward_workspace_size";
+            goto fail;
+        }
+    } else {
+        if ((st = infllm_dense_attention_workspace_size(&p, &l, &b))) {
+            what = "infllm_dense_attention_workspace_size";
+            goto fail;
+        }
+        if (b > wsb) wsb = b;
+        if ((st = infllm_dense_attention_backward_workspace_size(&p, &l, &b))) {
+            what = "infllm_dense_attention_backward_workspace_size";
+            goto fail;
+        }
+    }
+    if (b > wsb) wsb = b;
+    if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
+    p.workspace = ws;
+    p.workspace_bytes = wsb;
+    if (sparse) {
+        if (cudaEventRecord(ev[2 * reps + 1], stream) != cudaSuccess) goto cuda_fail;
+        if ((st = infllm_select_blocks(&p, &l, q, k, topk))) {
+            what = "infllm_select_blocks";
+            goto fail;
+        }
+        if (cudaEventRecord(ev[2 * reps + 2], stream) != cudaSuccess) goto cuda_fail;
+    }
+    /* r = -1: the untimed pair (first launches) */
+    for (int r = -1; r < reps; r++) {
+        if (r >= 0 && cudaEventRecord(ev[2 * r], stream) != cudaSuccess) goto cuda_fail;
+        st = sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, K, out, lse)
+                    : infllm_dense_attention(&p, &l, q, k, v, out, lse);
+        if (st) {
+            what = sparse ? "infllm_sparse_attention" : "infllm_dense_attention";
+            goto fail;
+        }
+        if (r >= 0 && cudaEventRecord(ev[2 * r + 1], stream) != cudaSuccess) goto cuda_fail;
+        st = sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, dq, dk, dv)
+                    : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dv);
+        if (st) {
+            what = sparse ? "infllm_sparse_attention_backward" : "infllm_dense_attention_backward";
+            goto fail;
+        }
+        if (r >= 0 && cudaEventRecord(ev[2 * r + 2], stream) != cudaSuccess) goto cuda_fail;
+    }
+    if (cudaStreamSynchronize(stream) != cudaSuccess) goto cuda_fail;
+    for (int r = 0; r < reps; r++) {
+        float f = 0, g = 0;
+        if (cudaEventElapsedTime(&f, ev[2 * r], ev[2 * r + 1]) != cudaSuccess ||
+            cudaEventElapsedTime(&g, ev[2 * r + 1], ev[2 * r + 2]) != cudaSuccess)
+            goto cuda_fail;
+        t[r] = f;
+        t[reps + r] = g;
+        t[2 * reps + r] = f > 0 ? (double)g / f : 0.0;
+    }
+    if (sparse) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, ev[2 * reps + 1], ev[2 * reps + 2]) != cudaSuccess) goto cuda_fail;
+        x->select_ms = ms;
+        htopk = malloc((size_t)Hkv * T * K * sizeof(int32_t));
+        if (!htopk) {
+            snprintf(err, errlen, "out of host memory for T=%d", T);
+            goto done;
+        }
+        if (cudaMemcpy(htopk, topk, (size_t)Hkv * T * K * sizeof(int32_t), cudaMemcpyDeviceToHost)) goto cuda_fail;
+    }
+    x->mode = sparse ? "sparse" : "dense";
+    x->seqlen = T;
+    x->fwd_ms = median(t, reps);
+    x->bwd_ms = median(t + reps, reps);
+    x->ratio = median(t + 2 * reps, reps);
+    x->pairs = attended_pairs(o, T, htopk, K);
+    x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
+    x->bwd_gflops = 10.0 * D * x->pairs / (x->bwd_ms * 1e6);
+    rc = 0;
+    goto done;
+cuda_fail:
+    snprintf(err, errlen, "T=%d: CUDA: %s", T, cudaGetErrorString(cudaGetLastError()));
+    goto done;
+fail:
+    snprintf(err, errlen, "T=%d: %s: %s (%s)", T, what, infllm_status_str(st), infllm_last_error());
+done:
+    if (stream) cudaStreamSynchronize(stream);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(dout), cudaFree(out), cudaFree(dq), cudaFree(dk), cudaFree(dv);
+    cudaFree(lse), cudaFree(topk), cudaFree(ws);
+    for (int i = 0; i < nev; i++) cudaEventDestroy(ev[i]);
+    if (stream) cudaStreamDestroy(stream);
+    (void)cudaGetLastError();
+    free(hq), free(hk), free(hv), free(hdo), free(t), free(ev), free(htopk);
+    return rc;
+}
+#endif
+
 static void print_brow(const opts *o, const brow *x, const char *cpu, int *first) {
     if (!strcmp(o->format, "md")) {
         if (*first)
             printf("| mode | seqlen | select ms | forward ms | backward ms | bwd / fwd | forward GFLOP/s | backward GFLOP/s "
                    "| attended (row, key) pairs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        printf("| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
-               x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
+        if (o->cuda) /* GPU times are short: three decimals */
+            printf("| %s | %d | %.3f | %.3f | %.3f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
+                   x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
+        else
+            printf("| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
+                   x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
     } else if (!strcmp(o->format, "csv")) {
         if (*first)
             printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
-                   "forward_gflops,backward_gflops,pairs,commit,cpu,simd\n");
-        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.4f,%.2f,%.2f,%.0f,%s,\"%s\",%s\n", x->mode, x->seqlen, o->heads,
-               o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms, x->bwd_ms,
-               x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs, infllm_build_commit(), cpu, infllm_cpu_simd_level());
+                   "forward_gflops,backward_gflops,pairs,commit,cpu,simd,device\n");
+        printf("%s,%d,%d,%d,%d,%s,%d,%.4f,%.4f,%.4f,%.4f,%.2f,%.2f,%.0f,%s,\"%s\",%s,%s\n", x->mode, x->seqlen,
+               o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms,
+               x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs, infllm_build_commit(), cpu,
+               infllm_cpu_simd_level(), o->cuda ? "cuda" : "cpu");
     } else {
         printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
                "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %.3f, \"forward_ms\": %.3f, \"backward_ms\": %.3f, "
                "\"bwd_over_fwd\": %.4f, \"forward_gflops\": %.2f, \"backward_gflops\": %.2f, \"pairs\": %.0f, "
-               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f}",
+               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f, "
+               "\"device\": \"%s\"}",
                *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
                infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops,
-               x->bwd_gflops, x->pairs, o->reps, infllm_build_commit(), cpu, infllm_cpu_simd_level(), load_avg());
+               x->bwd_gflops, x->pairs, o->reps, infllm_build_commit(), cpu, infllm_cpu_simd_level(), load_avg(),
+               o->cuda ? "cuda" : "cpu");
     }
     fflush(stdout);
     *first = 0;
@@ -1060,19 +1224,36 @@ static int cmd_backward_bench(int argc, char **argv) {
         fprintf(stderr, "infllm bench backward: --peak does not apply\n");
         return 2;
     }
-    if (o.cuda) {
-        fprintf(stderr, "infllm bench backward: times the CPU backend only (no --device cuda); the CUDA backward's "
-                        "benchmark is bench/cuda_bwd_bench.py (BWD=1 bash scripts/cuda_bench.sh)\n");
-        return 2;
-    }
     if (o.kv_heads < 1 || o.heads % o.kv_heads) {
         fprintf(stderr, "infllm bench backward: --heads must be a multiple of --kv-heads\n");
         return 2;
     }
     if (check_opts(&o, "infllm bench backward")) return 2;
-    char cpu[256], err[512];
-    cpu_model(cpu, sizeof cpu);
-    if (!strcmp(o.format, "md"))
+    char cpu[512], err[512];
+    int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
+    if (o.cuda) {
+#ifdef INFLLM_HAVE_CUDA
+        if (!infllm_cuda_device_info(cpu, sizeof cpu)) {
+            fprintf(stderr, "infllm bench backward: --device cuda: %s (needs a device of compute capability 8.0 or "
+                            "newer and code for it)\n", cpu);
+            return 1;
+        }
+        one = bench_backward_one_cuda;
+#else
+        fprintf(stderr, "infllm bench backward: --device cuda: this infllm was built without CUDA\n");
+        return 1;
+#endif
+    } else {
+        cpu_model(cpu, sizeof cpu);
+    }
+    if (!strcmp(o.format, "md") && o.cuda)
+        printf("# infllm bench backward --device cuda: commit %s, %s\n"
+               "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, inputs %s, reps %d (median of CUDA-event "
+               "times); backward GFLOP/s at 10 D a pair (the usual five products; bench/cuda_bwd_bench.py has the "
+               "PyTorch baselines)\n",
+               infllm_build_commit(), cpu, o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype),
+               o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
+    else if (!strcmp(o.format, "md"))
         printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
                infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, load_avg(), o.heads, o.kv_heads,
@@ -1082,7 +1263,7 @@ static int cmd_backward_bench(int argc, char **argv) {
         opts w = o;
         w.reps = 1;
         brow b;
-        if (bench_backward_one(&w, o.seqlens[0] < 1024 ? o.seqlens[0] : 1024, o.do_sparse, &b, err, sizeof err)) {
+        if (one(&w, o.seqlens[0] < 1024 ? o.seqlens[0] : 1024, o.do_sparse, &b, err, sizeof err)) {
             fprintf(stderr, "infllm bench backward: %s\n", err);
             return 1;
         }
@@ -1091,7 +1272,7 @@ static int cmd_backward_bench(int argc, char **argv) {
         for (int sparse = 0; sparse < 2; sparse++) {
             if ((sparse && !o.do_sparse) || (!sparse && !o.do_dense)) continue;
             brow b;
-            if (bench_backward_one(&o, o.seqlens[i], sparse, &b, err, sizeof err)) {
+            if (one(&o, o.seqlens[i], sparse, &b, err, sizeof err)) {
                 fprintf(stderr, "infllm bench backward: %s\n", err);
                 return 1;
             }
