@@ -517,6 +517,13 @@ done:
 }
 
 #ifdef INFLLM_HAVE_CUDA
+/* a workspace query in a GPU bench: *wsb grows to its bytes *b; on failure its name goes to *what */
+static infllm_status ws_grow(infllm_status st, const size_t *b, size_t *wsb, const char *name, const char **what) {
+    if (st) *what = name;
+    else if (*b > *wsb) *wsb = *b;
+    return st;
+}
+
 /* bench_one on the GPU: the same inputs (made on the host, copied once), every call on one stream with one
  * caller workspace (the largest of the pipeline's, the selection's and stage 2's needs, so no call allocates), timed with
  * CUDA events: the dense call, the sparse pipeline, and its stages as separate calls (compress, select =
@@ -562,22 +569,15 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     size_t wsb = 0, b = 0;
     for (int mode = 0; mode < 2; mode++) {
         p.mode = mode ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
-        if ((st = infllm_attention_workspace_size(&p, &l, &b))) {
-            what = "infllm_attention_workspace_size";
+        if ((st = ws_grow(infllm_attention_workspace_size(&p, &l, &b), &b, &wsb, "infllm_attention_workspace_size",
+                          &what)))
             goto fail;
-        }
-        if (b > wsb) wsb = b;
     }
-    if ((st = infllm_select_blocks_workspace_size(&p, &l, &b))) {
-        what = "infllm_select_blocks_workspace_size";
+    if ((st = ws_grow(infllm_select_blocks_workspace_size(&p, &l, &b), &b, &wsb, "infllm_select_blocks_workspace_size",
+                      &what)) ||
+        (st = ws_grow(infllm_sparse_attention_workspace_size(&p, &l, K, &b), &b, &wsb,
+                      "infllm_sparse_attention_workspace_size", &what)))
         goto fail;
-    }
-    if (b > wsb) wsb = b;
-    if ((st = infllm_sparse_attention_workspace_size(&p, &l, K, &b))) {
-        what = "infllm_sparse_attention_workspace_size";
-        goto fail;
-    }
-    if (b > wsb) wsb = b;
     if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
     p.workspace = ws;
     p.workspace_bytes = wsb;
@@ -1079,32 +1079,19 @@ static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, ch
     p.cuda_stream = stream;
     size_t wsb = 0, b = 0;
     if (sparse) {
-        if ((st = infllm_select_blocks_workspace_size(&p, &l, &b))) {
-            what = "infllm_select_blocks_workspace_size";
+        if ((st = ws_grow(infllm_select_blocks_workspace_size(&p, &l, &b), &b, &wsb,
+                          "infllm_select_blocks_workspace_size", &what)) ||
+            (st = ws_grow(infllm_sparse_attention_workspace_size(&p, &l, K, &b), &b, &wsb,
+                          "infllm_sparse_attention_workspace_size", &what)) ||
+            (st = ws_grow(infllm_sparse_attention_backward_workspace_size(&p, &l, K, &b), &b, &wsb,
+                          "infllm_sparse_attention_backward_workspace_size", &what)))
             goto fail;
-        }
-        if (b > wsb) wsb = b;
-        if ((st = infllm_sparse_attention_workspace_size(&p, &l, K, &b))) {
-            what = "infllm_sparse_attention_workspace_size";
-            goto fail;
-        }
-        if (b > wsb) wsb = b;
-        if ((st = infllm_sparse_attention_backward_workspace_size(&p, &l, K, &b))) {
-            what = "infllm_sparse_attention_backward_workspace_size";
-            goto fail;
-        }
-    } else {
-        if ((st = infllm_dense_attention_workspace_size(&p, &l, &b))) {
-            what = "infllm_dense_attention_workspace_size";
-            goto fail;
-        }
-        if (b > wsb) wsb = b;
-        if ((st = infllm_dense_attention_backward_workspace_size(&p, &l, &b))) {
-            what = "infllm_dense_attention_backward_workspace_size";
-            goto fail;
-        }
+    } else if ((st = ws_grow(infllm_dense_attention_workspace_size(&p, &l, &b), &b, &wsb,
+                             "infllm_dense_attention_workspace_size", &what)) ||
+               (st = ws_grow(infllm_dense_attention_backward_workspace_size(&p, &l, &b), &b, &wsb,
+                             "infllm_dense_attention_backward_workspace_size", &what))) {
+        goto fail;
     }
-    if (b > wsb) wsb = b;
     if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
     p.workspace = ws;
     p.workspace_bytes = wsb;

@@ -81,6 +81,11 @@ __device__ __forceinline__ void bwd_entry(const BwdParams &p, int64_t e, int &c,
     b = (int)(bg / p.Hkv);
 }
 
+/* the sparse bitmap row of chunk c of KV head g in sequence b (lq queries): ceil(lq / 32) words */
+__device__ __forceinline__ const uint32_t *bwd_rowbits(const BwdParams &p, int g, int b, int c, int32_t lq) {
+    return p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * ((lq + 31) / 32);
+}
+
 __device__ __forceinline__ int bwd_chunk_next(const uint32_t *bits, int nwords, int from) {
     int w = from >> 5;
     if (w >= nwords) return -1;
@@ -507,9 +512,7 @@ __global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
         return;
     }
     const int i_start = bwd_first_token(c, lq, lk);
-    const int n = SPARSE ? bwd_plan_count_sparse(p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * ((lq + 31) / 32),
-                                                 i_start, lq, lane)
-                         : lq - i_start;
+    const int n = SPARSE ? bwd_plan_count_sparse(bwd_rowbits(p, g, b, c, lq), i_start, lq, lane) : lq - i_start;
     if (lane == 0) p.cnt[e] = n;
 }
 
@@ -528,7 +531,7 @@ __global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
     int64_t q0, k0;
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
-    const uint32_t *rowbits = SPARSE ? p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * ((lq + 31) / 32) : NULL;
+    const uint32_t *rowbits = SPARSE ? bwd_rowbits(p, g, b, c, lq) : NULL;
     bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), lq, threadIdx.x & 31);
 }
 
@@ -575,7 +578,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     const bool b64 = (p.B & 63) == 0;
     const int32_t nb_seq = (lk + p.B - 1) / p.B;
     const int words = (lq + 31) / 32;
-    const uint32_t *rowbits = SPARSE ? p.bits + g * p.bits_head + p.bits_off[b] + (int64_t)c * words : NULL;
+    const uint32_t *rowbits = SPARSE ? bwd_rowbits(p, g, b, c, lq) : NULL;
 
     /* step loads: rows [st NQ, st NQ + NQ) of the window's (token, head) list into stage buffer bf */
     auto load_step = [&](int st, int bf, int nlist) {
@@ -845,6 +848,25 @@ static infllm_status bwd_stats_forward(const infllm_attn_params *ap, const BwdPa
     return INFLLM_OK;
 }
 
+/* passes 1 (the statistics, or the forward's kernel with p.fwd_stats) and 2 (dq) */
+template <typename T, int D, bool SPARSE>
+static infllm_status bwd_q_passes(const infllm_attn_params *ap, const BwdParams &p, dim3 grid, size_t smem,
+                                  cudaStream_t st) {
+    infllm_status s;
+    if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, SPARSE, false>, smem, "k_bwd_q")) ||
+        (s = cuda_func_smem((const void *)k_bwd_q<T, D, SPARSE, true>, smem, "k_bwd_q")))
+        return s;
+    if (!p.fwd_stats) {
+        k_bwd_q<T, D, SPARSE, false><<<grid, 128, smem, st>>>(p);
+        CU_LAUNCH_CHECK("k_bwd_q (statistics)");
+    } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
+        return s;
+    }
+    k_bwd_q<T, D, SPARSE, true><<<grid, 128, smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_bwd_q (dq)");
+    return INFLLM_OK;
+}
+
 template <typename T, int D>
 static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sparse, cudaStream_t st) {
     const int G = ap->G;
@@ -857,31 +879,8 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
         static_assert(2 * BWD_ROWS + 4 * 64 == 3 * 2 * 64, "k_bwd_q: the two passes' tiles take the same shared memory");
         if (sparse) smem += ((size_t)p.tt * p.nbw + p.ncw) * sizeof(uint32_t);
         const dim3 grid(max_tiles, ap->Hkv, ap->num_seqs);
-        if (sparse) {
-            if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, true, false>, smem, "k_bwd_q")) ||
-                (s = cuda_func_smem((const void *)k_bwd_q<T, D, true, true>, smem, "k_bwd_q")))
-                return s;
-            if (!p.fwd_stats) {
-                k_bwd_q<T, D, true, false><<<grid, 128, smem, st>>>(p);
-                CU_LAUNCH_CHECK("k_bwd_q (statistics)");
-            } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
-                return s;
-            }
-            k_bwd_q<T, D, true, true><<<grid, 128, smem, st>>>(p);
-            CU_LAUNCH_CHECK("k_bwd_q (dq)");
-        } else {
-            if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, false, false>, smem, "k_bwd_q")) ||
-                (s = cuda_func_smem((const void *)k_bwd_q<T, D, false, true>, smem, "k_bwd_q")))
-                return s;
-            if (!p.fwd_stats) {
-                k_bwd_q<T, D, false, false><<<grid, 128, smem, st>>>(p);
-                CU_LAUNCH_CHECK("k_bwd_q (statistics)");
-            } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
-                return s;
-            }
-            k_bwd_q<T, D, false, true><<<grid, 128, smem, st>>>(p);
-            CU_LAUNCH_CHECK("k_bwd_q (dq)");
-        }
+        if ((s = sparse ? bwd_q_passes<T, D, true>(ap, p, grid, smem, st) : bwd_q_passes<T, D, false>(ap, p, grid, smem, st)))
+            return s;
     }
     if (max_chunks > 0) {
         constexpr int NQ = D == 128 ? 32 : 64;
