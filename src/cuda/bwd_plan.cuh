@@ -27,7 +27,7 @@ constexpr int BWD_PLAN_THREADS = 1024; /* bwd_plan_scan's CTA */
 struct BwdPlan {
     int64_t nentries;
     int target;        /* 4 x SMs: all tokens of the pass cut into at most this many pieces */
-    const int32_t *cnt; /* [nentries] the chunk's listed tokens, -1: past its sequence's keys (no item) */
+    int32_t *cnt;      /* [nentries] the chunk's listed tokens, -1: past its sequence's keys (no item) */
     int32_t *npieces;  /* [nentries] */
     int32_t *item_off; /* [nentries] its first item */
     int32_t *slot_off; /* [nentries] its first partial slot (chunks of several pieces) */

@@ -63,7 +63,6 @@ struct BwdParams {
     /* k_bwd_kv's work items (bwd_plan.cuh): chunk entry e = (b Hkv + g) max_chunks + c; a piece of a chunk of
      * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
     BwdPlan plan;
-    int32_t *cnt; /* plan.cnt, writable */
     /* INFLLM_CUDA_BWD_STATS_FWD=1: pass 1 by the forward's own kernel (cuda_flash_launch) into dq (O) and lse2
      * (natural lse), then k_bwd_delta; fwd_ws: its scratch */
     int fwd_stats;
@@ -508,12 +507,12 @@ __global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
     if ((int64_t)c * 64 >= lk) {
-        if (lane == 0) p.cnt[e] = -1;
+        if (lane == 0) p.plan.cnt[e] = -1;
         return;
     }
     const int i_start = bwd_first_token(c, lq, lk);
     const int n = SPARSE ? bwd_plan_count_sparse(bwd_rowbits(p, g, b, c, lq), i_start, lq, lane) : lq - i_start;
-    if (lane == 0) p.cnt[e] = n;
+    if (lane == 0) p.plan.cnt[e] = n;
 }
 
 /* plan 2, one CTA */
@@ -981,13 +980,12 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.bits_off = sparse ? (int64_t *)(ws + w.off_boff) : NULL;
     p.bits = sparse ? (uint32_t *)(ws + w.off_bits) : NULL;
     p.max_chunks = w.max_chunks;
-    p.cnt = w.max_chunks > 0 ? (int32_t *)(ws + w.off_plan) : NULL;
     p.plan.nentries = w.nentries;
     p.plan.target = w.plan_target;
-    p.plan.cnt = p.cnt;
-    p.plan.npieces = p.cnt ? p.cnt + w.nentries : NULL;
-    p.plan.item_off = p.cnt ? p.plan.npieces + w.nentries : NULL;
-    p.plan.slot_off = p.cnt ? p.plan.item_off + w.nentries : NULL;
+    p.plan.cnt = w.max_chunks > 0 ? (int32_t *)(ws + w.off_plan) : NULL;
+    p.plan.npieces = p.plan.cnt ? p.plan.cnt + w.nentries : NULL;
+    p.plan.item_off = p.plan.cnt ? p.plan.npieces + w.nentries : NULL;
+    p.plan.slot_off = p.plan.cnt ? p.plan.item_off + w.nentries : NULL;
     p.plan.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
     p.plan.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
     p.fwd_stats = w.fwd_stats;
