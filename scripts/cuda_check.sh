@@ -13,8 +13,8 @@
 # (one sequence, <= 16 queries) on the shared kernels instead of the decode cache's.
 # test_cuda_ws holds the cache's workspace query to every attend's need with this device's SM count.
 # test_cuda_backward (sessions 40-41) holds the attention backward to REF's float64 gradients (its grid and 12 random
-# cases; again as planned for a 16-SM Orin when the emulated runs are on: other dk / dv pieces; and with pass 1 by
-# the forward's kernel, INFLLM_CUDA_BWD_STATS_FWD=1, session 41's experiment).
+# cases; again as planned for a 16-SM Orin when the emulated runs are on: other dk / dv pieces; and on the mma.sync
+# kernels, INFLLM_CUDA_NO_WGMMA=1: pass 1 by k_flash and dq by k_bwd_q instead of k_flash90's).
 # Then, when PyTorch is there (CUDA_CHECK_LONG=0: not), bench/long_check.py runs 1M tokens (G 16) and 768K
 # (G 4), past 2^31 query elements, as one sequence and as a batch of 3, cuda_bench.py's digests hold
 # k_select90's two tile widths to the same top-k and output, and bench/emulate_check.py sweeps every entry
@@ -75,7 +75,7 @@ RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD
 RUNS+=("test_cuda_threads: 4 host threads on their own streams, first launches concurrent|$BUILD/tests/test_cuda_threads")
 RUNS+=("test_cuda_ws: the cache workspace query against every attend's need, with this device's SM count and kernels|$BUILD/tests/test_cuda_ws")
 RUNS+=("test_cuda_backward: the attention backward against REF's float64, its grid and 12 random cases (INFLLM_CUDA_BWD_RANDOM=12)|env INFLLM_CUDA_BWD_RANDOM=12 $BUILD/tests/test_cuda_backward")
-RUNS+=("test_cuda_backward: pass 1 by the forward's kernel, an experiment off by default (INFLLM_CUDA_BWD_STATS_FWD=1)|env INFLLM_CUDA_BWD_STATS_FWD=1 $BUILD/tests/test_cuda_backward")
+RUNS+=("test_cuda_backward: on the mma.sync kernels of sm_80 / plain sm_90 builds (pass 1 by k_flash, dq by k_bwd_q: INFLLM_CUDA_NO_WGMMA=1), 4 random cases|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_BWD_RANDOM=4 INFLLM_CUDA_BWD_SEED=77 $BUILD/tests/test_cuda_backward")
 TMO=${CUDA_CHECK_TIMEOUT:-480}
 HAVE_TORCH=0
 # PyTorch serves long_check and the emulate_check sweep (either switch asks for it)

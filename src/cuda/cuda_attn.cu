@@ -57,6 +57,11 @@ struct FlashParams {
      * (not measured). */
     int zmajor;
     int list_w; /* k_flash90 LIST: 16-bit entries of one token's sorted block list (topk_cols + 2), or 0 */
+    /* k_flash90 DQ (the attention backward's dq pass, cuda_flash_dq_launch): out is dq, and these the
+     * backward's inputs: dout [total_q, Hq, D] and per row ([total_q, Hq] f32) the log2 LSE and Delta */
+    const void *dout;
+    const float *lse2, *delta;
+    float scale;
 };
 
 /* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
@@ -521,8 +526,13 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
  * sequence: at G 4 (32 tokens a tile) the bitmaps pass the 2-CTA shared-memory budget at ~231K tokens
  * (stage 2 then runs one CTA an SM, 2x slower), at G 1 (128 tokens) at ~61K, and past the opt-in limit
  * (~500K at G 1) the bitmaps do not fit at all. */
-template <typename T, int D, bool SPARSE, bool LIST = false>
-__global__ void __launch_bounds__(256, 2)
+/* DQ: the attention backward's dq pass (cuda_backward.cu's pass 2) on this kernel's walk, tiles, grouping and
+ * loads: per chunk S = Q K^T and dP = dO V^T (both from shared memory), P = exp2(S scale_log2 - lse2) under the
+ * same masks, dS = P (dP - Delta) rounded to the dtype, dq += dS K (dS from registers as P in O += P V, K
+ * transposed by its descriptor as V); no softmax state, one split, dq scaled by p.scale at the end. The dS K
+ * accumulator, S and dP do not fit 2 CTAs' registers an SM: 1 CTA (8 warps) and a dout tile beside Q. */
+template <typename T, int D, bool SPARSE, bool LIST = false, bool DQ = false>
+__global__ void __launch_bounds__(256, DQ ? 1 : 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
 #ifdef INFLLM_WGMMA_DEVICE
     static_assert(SPARSE || !LIST, "k_flash90: block lists are a sparse layout");
@@ -531,11 +541,12 @@ __global__ void __launch_bounds__(256, 2)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* wgmma's 128-byte swizzle needs 1024-byte aligned tiles (the host adds 1024 bytes) */
     unsigned char *smem = smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u);
-    /* [stage 0: K V][stage 1: K V][Q M x D][token bitmaps, or LIST: token block lists [TT][list_w] 16-bit]
-     * [chunk bitmap][per-warpgroup chunk bitmaps] */
+    /* [stage 0: K V][stage 1: K V][Q M x D][DQ: dout M x D][token bitmaps, or LIST: token block lists
+     * [TT][list_w] 16-bit][chunk bitmap][per-warpgroup chunk bitmaps] */
     uint16_t *sKV = (uint16_t *)smem;
     uint16_t *sQ = sKV + 2 * 2 * KVB;
-    uint32_t *sTok = (uint32_t *)(sQ + M * D);
+    uint16_t *sO = sQ + M * D; /* DQ only */
+    uint32_t *sTok = (uint32_t *)(sQ + (DQ ? 2 : 1) * M * D);
     const uint16_t *sList = reinterpret_cast<const uint16_t *>(sTok);
     uint32_t *sChunk = sTok + (SPARSE ? (LIST ? (p.TT * p.list_w + 1) / 2 : p.TT * p.nbw) : 0);
     uint32_t *sChunkW = sChunk + (SPARSE ? p.ncw : 0);
@@ -597,6 +608,20 @@ __global__ void __launch_bounds__(256, 2)
             bool ok = r < p.TT * Gt && tt < ntok && hh < G;
             const uint16_t *src = qg + (ok ? ((q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh) * D : 0) + c * 8;
             cp_async16(sQ + swz90<M>(r, c * 8), src, ok ? 16 : 0);
+            if constexpr (DQ) cp_async16(sO + swz90<M>(r, c * 8), (const uint16_t *)p.dout + (src - qg), ok ? 16 : 0);
+        }
+    }
+    /* DQ: this thread's rows' log2 LSE and Delta (an invalid row: 0, its scores are all masked) */
+    float rl[2] = {0.f, 0.f}, rd[2] = {0.f, 0.f};
+    if constexpr (DQ) {
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            const int r = warp * 16 + gid + 8 * ri, tt = r / Gt, hh = hc * Gt + r % Gt;
+            if (r < p.TT * Gt && tt < ntok && hh < G) {
+                const int64_t x = (q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh;
+                rl[ri] = p.lse2[x];
+                rd[ri] = p.delta[x];
+            }
         }
     }
     if (SPARSE) {
@@ -689,6 +714,11 @@ __global__ void __launch_bounds__(256, 2)
     const uint64_t dq = gmma_desc(sQ + wg * 64 * 64, 16, 1024);
     const uint64_t dk0 = gmma_desc(sKV, 16, 1024);
     const uint64_t dv0 = gmma_desc(sKV + KVB, 64 * 128, 1024);
+    /* DQ: dout rows of this warpgroup; V of stage 0 as dP's B operand (K-major, as K in S); K of stage 0 as
+     * dS K's (MN-major, as V in P V) */
+    const uint64_t ddo = DQ ? gmma_desc(sO + wg * 64 * 64, 16, 1024) : 0;
+    const uint64_t dvk0 = DQ ? gmma_desc(sKV + KVB, 16, 1024) : 0;
+    const uint64_t dkt0 = DQ ? gmma_desc(sKV, 64 * 128, 1024) : 0;
     int cn = -1;
     /* sparse: the chunk after c and whether this warpgroup computes c are known one iteration ahead
      * (worked out while the previous chunk's S = Q K^T ran), so that a chunk's serial head is the
@@ -714,6 +744,42 @@ __global__ void __launch_bounds__(256, 2)
         if (cn > last_chunk) cn = -1;
         need = wg_needs(c);
     }
+    /* per row of this thread at chunk c: key 8 j + e of its columns is visible iff 8 j + e <= lim (-1: none;
+     * LIST: advances the row's cursor). The rows' block bits are read before the product's wait. */
+    auto row_limits = [&](int (&lim)[2]) {
+        const int blk = SPARSE && b64 ? chunk_block(p, c) : 0; /* once per chunk, for both rows */
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            bool rowsel = true;
+            if constexpr (LIST) {
+                rowsel = flash_list_step(sList, &rbo[ri], (uint32_t)blk);
+            } else if (SPARSE && b64) {
+                const uint32_t *bits = sTok + rbo[ri];
+                rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
+            }
+            lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
+        }
+    };
+    /* the scores of keys a row does not see -> -inf; only a thread whose keys are not all visible masks */
+    auto mask_scores = [&](float (&s)[8][4], const int (&lim)[2]) {
+#pragma unroll
+        for (int ri = 0; ri < 2; ri++) {
+            const uint32_t *bits = sTok + rbo[ri];
+            if (lim[ri] < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        bool ok = 8 * j + e <= lim[ri];
+                        if (SPARSE && !b64 && ok) {
+                            int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
+                            ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
+                        }
+                        if (!ok) s[j][2 * ri + e] = -INFINITY;
+                    }
+            }
+        }
+    };
 
     while (c >= 0 && count > 0) {
         if (!SPARSE) {
@@ -769,7 +835,67 @@ __global__ void __launch_bounds__(256, 2)
             load_released();
             look_ahead();
         }
-        if (wg_needed) {
+        if (DQ && wg_needed) {
+            if constexpr (DQ) {
+                /* S = Q K^T and dP = dO V^T in one commit group */
+                const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
+                float s[8][4], dp[8][4];
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
+                    uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+                    wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
+                }
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
+                    uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+                    wgmma_ss<T, 64>(dp, gdesc_add(ddo, qo), gdesc_add(dvk0, soff + ko), kk > 0);
+                }
+                wgmma_commit();
+                load_released();
+                look_ahead();
+                int lim[2];
+                row_limits(lim);
+                wgmma_wait0();
+                reg_fence<8>(s);
+                reg_fence<8>(dp);
+                /* a warp none of whose rows sees a key of the chunk: dS = 0 (the warpgroup's product still
+                 * takes its rows) */
+                const bool skip = SPARSE && b64 && __all_sync(0xffffffffu, lim[0] < 0 && lim[1] < 0);
+                if (!skip) {
+                    mask_scores(s, lim);
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int ri = e >> 1;
+                            const float pe = exp2f(s[j][e] * p.scale_log2 - rl[ri]);
+                            s[j][e] = pe * (dp[j][e] - rd[ri]); /* dS */
+                        }
+                }
+                uint32_t a[4][4];
+#pragma unroll
+                for (int ks = 0; ks < 4; ks++) {
+                    a[ks][0] = skip ? 0u : DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                    a[ks][1] = skip ? 0u : DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                    a[ks][2] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                    a[ks][3] = skip ? 0u : DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+                }
+                /* dq += dS K */
+                reg_fence<DT_>(o);
+                wgmma_fence();
+#pragma unroll
+                for (int ks = 0; ks < 4; ks++) {
+                    uint32_t ko = (uint32_t)(ks * 16 * 64 * 2) >> 4;
+                    wgmma_rs<T, D>(o, a[ks], gdesc_add(dkt0, soff + ko), 1);
+                }
+                wgmma_commit();
+                wgmma_wait0();
+                reg_fence<DT_>(o);
+            }
+        } else if (wg_needed) {
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
             float s[8][4];
             wgmma_fence();
@@ -788,18 +914,7 @@ __global__ void __launch_bounds__(256, 2)
              * unselected block, block sizes below 64) masks. The rows' block bits are read before
              * the wait, under the product. */
             int lim[2]; /* per row: key j8+e of this thread is visible iff 8 j + e <= lim */
-            const int blk = SPARSE && b64 ? chunk_block(p, c) : 0; /* once per chunk, for both rows */
-#pragma unroll
-            for (int ri = 0; ri < 2; ri++) {
-                bool rowsel = true;
-                if constexpr (LIST) {
-                    rowsel = flash_list_step(sList, &rbo[ri], (uint32_t)blk);
-                } else if (SPARSE && b64) {
-                    const uint32_t *bits = sTok + rbo[ri];
-                    rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                }
-                lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
-            }
+            row_limits(lim);
             wgmma_wait0();
             reg_fence<8>(s);
             /* sparse: a warp none of whose rows sees a key of the chunk (at G 16 a warp's 16 rows are one
@@ -814,23 +929,7 @@ __global__ void __launch_bounds__(256, 2)
             float alpha[2] = {1.f, 1.f}, mu[2] = {0.f, 0.f}, acc[2] = {0.f, 0.f};
             if (!skip) {
                 /* masks first (a branch per row), then both rows' softmax with no branch in between */
-#pragma unroll
-                for (int ri = 0; ri < 2; ri++) {
-                    const uint32_t *bits = sTok + rbo[ri];
-                    if (lim[ri] < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
-#pragma unroll
-                        for (int j = 0; j < 8; j++)
-#pragma unroll
-                            for (int e = 0; e < 2; e++) {
-                                bool ok = 8 * j + e <= lim[ri];
-                                if (SPARSE && !b64 && ok) {
-                                    int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
-                                    ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                                }
-                                if (!ok) s[j][2 * ri + e] = -INFINITY;
-                            }
-                    }
-                }
+                mask_scores(s, lim);
                 if (PARTS == 1)
                     softmax_rows2<SPARSE>(s, m, l, alpha, p.scale_log2);
                 else
@@ -903,6 +1002,16 @@ __global__ void __launch_bounds__(256, 2)
 
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
+        if constexpr (DQ) { /* dq = scale dS K, one split */
+            const int r = warp * 16 + gid + 8 * ri, tt = r / Gt, hh = hc * Gt + r % Gt;
+            if (!(r < p.TT * Gt && tt < ntok && hh < G)) continue;
+            T *row = (T *)p.out + ((q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh) * D;
+#pragma unroll
+            for (int j = 0; j < DT_; j++)
+                *reinterpret_cast<uint32_t *>(row + 8 * j + 2 * tig) =
+                    DT<T>::pack2(o[j][2 * ri] * p.scale, o[j][2 * ri + 1] * p.scale);
+            continue;
+        }
         float lt = l[ri];
         lt = quad_sum(lt);
         /* !(lt <= 0): a row without keys gives 0 / -inf; a NaN sum (a NaN score) stays NaN, as REF's */
@@ -1301,7 +1410,7 @@ bool cuda_tma_map_rows(CUtensorMap *m, const void *base, int Hkv, int D, int64_t
 }
 #endif
 
-template <typename T, int D, bool SP, bool LIST>
+template <typename T, int D, bool SP, bool LIST, bool DQ = false>
 static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaStream_t st, int64_t total_k) {
     FlashParams p = p0;
     CUtensorMap tmk, tmv;
@@ -1316,11 +1425,11 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
     (void)total_k;
     p.tma = 0;
 #endif
-    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP, LIST>, c.smem, "k_flash90");
+    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP, LIST, DQ>, c.smem, "k_flash90");
     if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
-    k_flash90<T, D, SP, LIST><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
-    CU_LAUNCH_CHECK("k_flash90");
+    k_flash90<T, D, SP, LIST, DQ><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
+    CU_LAUNCH_CHECK(DQ ? "k_flash90 (dq)" : "k_flash90");
     if (c.nsplit > 1) {
         dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * (128) / COMBINE_WARPS));
         k_combine<T, D, 128><<<g2, COMBINE_WARPS * 32, 0, st>>>(p);
@@ -1332,6 +1441,11 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
 template <typename T, int D>
 static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, int64_t total_k,
                                     cudaStream_t st) {
+    if (p.dout) { /* the backward's dq pass (cuda_flash_dq_launch: c.wg, one split) */
+        if (!sparse) return flash_run90<T, D, false, false, true>(p, c, st, total_k);
+        return c.list_w ? flash_run90<T, D, true, true, true>(p, c, st, total_k)
+                        : flash_run90<T, D, true, false, true>(p, c, st, total_k);
+    }
     if (c.wg) {
         if (!sparse) return flash_run90<T, D, false, false>(p, c, st, total_k);
         return c.list_w ? flash_run90<T, D, true, true>(p, c, st, total_k) : flash_run90<T, D, true, false>(p, c, st, total_k);
@@ -1341,14 +1455,30 @@ static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, boo
     return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
 }
 
-infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
-                                const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
-                                void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
+/* the dq pass's launch (k_flash90 DQ): the forward's tiles, one split, a dout tile beside Q */
+static FlashCfg flash_dq_cfg(const infllm_attn_params *ap, int sparse, int32_t topk_cols) {
+    FlashCfg c = flash_cfg(ap, sparse, topk_cols, 0);
+    c.smem += (size_t)16 * c.NW * ap->D * 2;
+    return c;
+}
+
+int cuda_flash_dq_usable(const infllm_attn_params *ap, int sparse, int32_t topk_cols) {
+    if (!cuda_use_wgmma() || ap->max_lq <= 0) return 0;
+    const FlashCfg c = flash_dq_cfg(ap, sparse, topk_cols);
+    return c.wg && c.NW == 8 && c.smem <= (size_t)cuda_dev_props().smem_optin;
+}
+
+/* the forward (dq == NULL) or, with dq, the backward's dq pass on the same walk */
+static infllm_status flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                  const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
+                                  void *split_ws, size_t split_ws_bytes, cudaStream_t st, const CudaFlashDq *dq) {
     infllm_status s = cuda_check_supported(ap, topk ? "sparse attention" : "dense attention");
     if (s) return s;
     if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
     bool sparse = topk != NULL;
-    FlashCfg c = flash_cfg(ap, sparse, topk_cols, split_ws != NULL);
+    FlashCfg c = dq ? flash_dq_cfg(ap, sparse, topk_cols) : flash_cfg(ap, sparse, topk_cols, split_ws != NULL);
+    if (dq && !(c.wg && c.NW == 8))
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA attention backward: the wgmma dq pass on a device without it");
     if (c.nsplit > 1 && cuda_flash_split_bytes(ap, sparse, topk_cols) > split_ws_bytes) c.nsplit = 1;
     const int limit = cuda_dev_props().smem_optin;
     if (c.smem > (size_t)limit)
@@ -1390,6 +1520,13 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
     p.nbw = c.nbw;
     p.list_w = c.list_w;
     p.ncw = c.ncw;
+    if (dq) {
+        p.out = dq->dq;
+        p.dout = dq->dout;
+        p.lse2 = dq->lse2;
+        p.delta = dq->delta;
+        p.scale = ap->scale;
+    }
     const int gtiles = flash_group_tiles(c, sparse);
     if (gtiles && split_ws && split_ws_bytes >= group_table_bytes(ap)) {
         /* tiles of similar selections; the table lives where split partials would */
@@ -1411,6 +1548,18 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
                             : flash_dispatch<__nv_bfloat16, 64>(p, c, sparse, ap->total_k, st);
     return ap->D == 128 ? flash_dispatch<__half, 128>(p, c, sparse, ap->total_k, st)
                         : flash_dispatch<__half, 64>(p, c, sparse, ap->total_k, st);
+}
+
+infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
+                                void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
+    return flash_launch(ap, q, k, v, topk, topk_cols, out, lse, filter, split_ws, split_ws_bytes, st, NULL);
+}
+
+infllm_status cuda_flash_dq_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                   const int32_t *topk, int32_t topk_cols, const CudaFlashDq *dq, void *group_ws,
+                                   size_t group_ws_bytes, cudaStream_t st) {
+    return flash_launch(ap, q, k, v, topk, topk_cols, NULL, NULL, 0, group_ws, group_ws_bytes, st, dq);
 }
 
 /* ------------------------------------------------------- public-op seams ---- */

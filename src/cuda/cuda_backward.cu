@@ -8,12 +8,15 @@
  * Rows are (query token, query head) pairs of one KV head: row rho = i G + hh of sequence-relative token i
  * and head g G + hh, as the forward's k_flash tiles them. Three passes, none with atomics on the gradients,
  * each gradient element written by one CTA with its sums in a fixed order (deterministic):
- *   1. k_bwd_q<STATS>: 64 rows a CTA (4 warps x 16) walk the union of their tokens' chunks (64 keys) in
- *      increasing order, S = Q K^T and dP = dO V^T on tensor cores, and keep each row's online max m and,
- *      in double across chunks (f32 within one), l = sum exp2(s - m) and u = sum exp2(s - m) dP. Out: the
- *      row's log2 LSE m + log2 l and Delta = u / l ([total_q, Hq] f32 each, workspace). The forward's lse is
- *      not read: the row max is recomputed, so any lse (or none that fits) gives the same gradients.
- *   2. k_bwd_q<DQ>: the same walk; P = exp2(s - lse2), dS = P (dP - Delta) rounded to the dtype, dq += dS K.
+ *   1. the forward, recomputed by stage 2's / dense attention's own kernels (cuda_flash_launch: k_flash90 on
+ *      sm_90a, else k_flash; their tiles, token grouping and block lists), O into dq as scratch and the lse
+ *      into the workspace; then k_bwd_delta: Delta = rowsum(dO * O) (FlashAttention's, from O rounded to
+ *      the dtype) and the log2 LSE ([total_q, Hq] f32 each). The caller's lse is not read: the forward's
+ *      own is recomputed, so any lse (or none that fits) gives the same gradients. (Until session 42 a
+ *      statistics pass of this file's did it: 180 ms at 128K against the forward's 43, session 42's run.)
+ *   2. dq: P = exp2(s - lse2), dS = P (dP - Delta) rounded to the dtype, dq += dS K, over the walk of pass 1:
+ *      k_flash90<DQ> on wgmma where it runs (cuda_flash_dq_launch), else k_bwd_q (mma.sync: 64 rows a CTA, 4
+ *      warps x 16, the union of their tokens' 64-key chunks in increasing order).
  *   3. k_bwd_kv: a CTA per piece of a (64-key chunk, KV head, sequence), 4 warps x 16 keys, over the rows of
  *      the tokens that attend any key of the chunk (sparse: a chunk-major bitmap of tokens built by k_bwd_bits
  *      from topk_idx; dense: every token at or after the chunk), NQ rows a step: S^T = K Q^T, dP^T = V dO^T,
@@ -63,9 +66,9 @@ struct BwdParams {
     /* k_bwd_kv's work items (bwd_plan.cuh): chunk entry e = (b Hkv + g) max_chunks + c; a piece of a chunk of
      * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
     BwdPlan plan;
-    /* INFLLM_CUDA_BWD_STATS_FWD=1: pass 1 by the forward's own kernel (cuda_flash_launch) into dq (O) and lse2
-     * (natural lse), then k_bwd_delta; fwd_ws: its scratch */
-    int fwd_stats;
+    /* pass 1 (the forward's kernel, cuda_flash_launch, into dq as O's scratch and lse2 as the natural lse, then
+     * k_bwd_delta) and the wgmma dq pass (cuda_flash_dq_launch): their scratch (split partials or the token
+     * grouping table) */
     void *fwd_ws;
     size_t fwd_ws_bytes;
     int max_chunks;
@@ -123,28 +126,6 @@ __device__ __forceinline__ void mma_rows_keys(float (&s)[8][4], const uint16_t *
     }
 }
 
-/* the same with the 16 rows' A fragments in registers (af[kk]: columns 16 kk .. 16 kk + 15) */
-template <typename T, int D>
-__device__ __forceinline__ void mma_frag_keys(float (&s)[8][4], const uint32_t (&af)[D / 16][4], const uint16_t *sk,
-                                              int lane) {
-#pragma unroll
-    for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk += 2) {
-#pragma unroll
-        for (int jg = 0; jg < 8; jg += 4) {
-            uint32_t r[4][4];
-#pragma unroll
-            for (int x = 0; x < 4; x++) ldsm_x4(r[x], sk + swz<D>(8 * (jg + x) + (lane & 7), 16 * kk + (lane >> 3) * 8));
-#pragma unroll
-            for (int x = 0; x < 4; x++) {
-                mma16816<T>(s[jg + x], af[kk], r[x][0], r[x][1]);
-                mma16816<T>(s[jg + x], af[kk + 1], r[x][2], r[x][3]);
-            }
-        }
-    }
-}
-
 /* acc[16 x D] += A[16 x 16 NK] (C fragments a[2 NK][4], rounded to T) times the swizzled [16 NK][D] tile sb
  * (B operand, k = its rows: ldmatrix .trans) */
 template <typename T, int D, int NK>
@@ -173,17 +154,14 @@ __device__ __forceinline__ void mma_acc_rows(float (&acc)[D / 8][4], const float
 }
 
 /* ------------------------------------------------------------------ passes 1-2 ---- */
-template <typename T, int D, bool SPARSE, bool DQ>
+template <typename T, int D, bool SPARSE>
 __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
     constexpr int NT = 128, CH = D / 8, DT_ = D / 8;
-    /* K / V stages: the statistics pass keeps its rows' Q and dout fragments in registers (no dq accumulator
-     * there), so its Q / dout tiles are staged in the last K / V stage and 3 stages fit where the dq pass,
-     * which reads Q and dout from shared memory, has 2 (2 CTAs an SM either way at d 128) */
-    constexpr int NS = DQ ? 2 : 3;
+    constexpr int NS = 2; /* K / V stages (2 CTAs an SM at d 128) */
     extern __shared__ __align__(16) unsigned char smem[];
-    uint16_t *sKV = (uint16_t *)smem + (DQ ? 2 * BWD_ROWS * D : 0); /* [NS stages][K 64 x D, V 64 x D] */
-    uint16_t *sQ = DQ ? (uint16_t *)smem : sKV + (NS - 1) * 2 * 64 * D; /* [64][D] */
-    uint16_t *sO = sQ + BWD_ROWS * D;                                   /* [64][D] dout rows */
+    uint16_t *sQ = (uint16_t *)smem;   /* [64][D] */
+    uint16_t *sO = sQ + BWD_ROWS * D;  /* [64][D] dout rows */
+    uint16_t *sKV = sO + BWD_ROWS * D; /* [NS stages][K 64 x D, V 64 x D] */
     uint32_t *sTok = (uint32_t *)(sKV + NS * 2 * 64 * D);
     uint32_t *sChunk = sTok + (SPARSE ? p.tt * p.nbw : 0);
 
@@ -214,11 +192,9 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         ridx[ri] = (q0 + i) * p.Hq + (int64_t)g * G + (int)(rho % G);
     }
     float rl[2] = {0.f, 0.f}, rd[2] = {0.f, 0.f};
-    if (DQ) {
 #pragma unroll
-        for (int ri = 0; ri < 2; ri++)
-            if (rvalid[ri]) rl[ri] = p.lse2[ridx[ri]], rd[ri] = p.delta[ridx[ri]];
-    }
+    for (int ri = 0; ri < 2; ri++)
+        if (rvalid[ri]) rl[ri] = p.lse2[ridx[ri]], rd[ri] = p.delta[ridx[ri]];
 
     /* Q and dout rows -> sQ, sO */
     {
@@ -274,24 +250,9 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         }
         cp_async_commit();
     }
-    uint32_t qf[D / 16][4], of[D / 16][4]; /* statistics pass: this warp's rows of Q, dout (unused by dq) */
-    if (!DQ) {
-        cp_async_wait<0>();
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-            ldsm_x4(qf[kk], sQ + swz<D>(row, 16 * kk + (lane >> 4) * 8));
-            ldsm_x4(of[kk], sO + swz<D>(row, 16 * kk + (lane >> 4) * 8));
-        }
-        __syncthreads(); /* the last stage is free for K / V now */
-    }
-
-    float acc[DT_][4]; /* DQ: dq rows */
+    float acc[DT_][4]; /* dq rows */
 #pragma unroll
     for (int j = 0; j < DT_; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}; /* STATS: running max of s * scale_log2 */
-    double L[2] = {0.0, 0.0}, U[2] = {0.0, 0.0};
     const bool b64 = (p.B & 63) == 0;
     int stage = 0;
 
@@ -314,13 +275,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         }
         if (__any_sync(0xffffffffu, need)) {
             float s[8][4], dp[8][4];
-            if (DQ) {
-                mma_rows_keys<T, D>(s, sQ, warp * 16, sk, lane);
-                mma_rows_keys<T, D>(dp, sO, warp * 16, sv, lane);
-            } else {
-                mma_frag_keys<T, D>(s, qf, sk, lane);
-                mma_frag_keys<T, D>(dp, of, sv, lane);
-            }
+            mma_rows_keys<T, D>(s, sQ, warp * 16, sk, lane);
+            mma_rows_keys<T, D>(dp, sO, warp * 16, sv, lane);
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
                 bool rowsel = true;
@@ -340,54 +296,15 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
                         if (!ok) s[j][2 * ri + e] = -INFINITY;
                     }
             }
-            if (!DQ) {
 #pragma unroll
-                for (int ri = 0; ri < 2; ri++) {
-                    float mx = -INFINITY;
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-                    for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
-                    mx = quad_max(mx) * p.scale_log2;
-                    const float mnew = fmaxf(m[ri], mx);
-                    float lc = 0.f, uc = 0.f;
-                    if (mnew == -INFINITY) {
-                        /* nothing visible yet, or only NaN scores (fmaxf skips them): those make the row NaN, as REF's */
-#pragma unroll
-                        for (int j = 0; j < 8; j++)
-#pragma unroll
-                            for (int e = 0; e < 2; e++)
-                                if (s[j][2 * ri + e] != s[j][2 * ri + e]) lc = s[j][2 * ri + e];
-                    } else {
-#pragma unroll
-                        for (int j = 0; j < 8; j++)
-#pragma unroll
-                            for (int e = 0; e < 2; e++) {
-                                const float pe = exp2f(s[j][2 * ri + e] * p.scale_log2 - mnew);
-                                lc += pe;
-                                uc += pe * dp[j][2 * ri + e];
-                            }
-                    }
-                    lc = quad_sum(lc);
-                    uc = quad_sum(uc);
-                    if (mnew != -INFINITY) {
-                        const double alpha = m[ri] == -INFINITY ? 0.0 : (double)exp2f(m[ri] - mnew);
-                        L[ri] = L[ri] * alpha + (double)lc;
-                        U[ri] = U[ri] * alpha + (double)uc;
-                        m[ri] = mnew;
-                    } else if (lc != lc || uc != uc) {
-                        L[ri] = U[ri] = (double)NAN;
-                    }
+                for (int e = 0; e < 4; e++) {
+                    const int ri = e >> 1;
+                    const float pe = exp2f(s[j][e] * p.scale_log2 - rl[ri]);
+                    s[j][e] = pe * (dp[j][e] - rd[ri]); /* dS */
                 }
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int ri = e >> 1;
-                        const float pe = exp2f(s[j][e] * p.scale_log2 - rl[ri]);
-                        s[j][e] = pe * (dp[j][e] - rd[ri]); /* dS */
-                    }
-                mma_acc_rows<T, D, 4>(acc, s, sk, lane);
-            }
+            mma_acc_rows<T, D, 4>(acc, s, sk, lane);
         }
         __syncthreads();
         stage = stage == NS - 1 ? 0 : stage + 1;
@@ -398,28 +315,18 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
         if (!rvalid[ri]) continue;
-        if (!DQ) {
-            if (tig == 0) {
-                /* no key: lse2 +inf makes every P 0 in passes 2-3; NaN stays NaN */
-                const bool none = L[ri] == 0.0;
-                p.lse2[ridx[ri]] = none ? INFINITY : m[ri] + (float)log2(L[ri]);
-                p.delta[ridx[ri]] = none ? 0.f : (float)(U[ri] / L[ri]);
-            }
-        } else {
-            T *row = (T *)p.dq + ridx[ri] * D;
+        T *row = (T *)p.dq + ridx[ri] * D;
 #pragma unroll
-            for (int j = 0; j < DT_; j++)
-                *reinterpret_cast<uint32_t *>(row + 8 * j + 2 * tig) =
-                    DT<T>::pack2(acc[j][2 * ri] * p.scale, acc[j][2 * ri + 1] * p.scale);
-        }
+        for (int j = 0; j < DT_; j++)
+            *reinterpret_cast<uint32_t *>(row + 8 * j + 2 * tig) =
+                DT<T>::pack2(acc[j][2 * ri] * p.scale, acc[j][2 * ri + 1] * p.scale);
     }
 }
 
-/* pass 1 from the forward (INFLLM_CUDA_BWD_STATS_FWD=1; session 41, an experiment not yet run on a GPU): stage 2's
- * or dense attention's own kernel has written each row's O into dq (scratch until pass 2) and its natural-log lse
- * into lse2. A warp a row: Delta = dout . O (FlashAttention's, with O rounded to the dtype: within the test's
- * bound by a float model of the rounding, ~0.6x the naive error), lse2 = lse log2(e), a row without keys (lse
- * -inf, O 0) +inf and Delta 0 as pass 1 writes them, NaN kept. */
+/* pass 1's end: stage 2's or dense attention's own kernel has written each row's O into dq (scratch until pass
+ * 2) and its natural-log lse into lse2. A warp a row: Delta = dout . O (FlashAttention's, with O rounded to the
+ * dtype: within the test's bound, 0.5-1.4x the naive error by bench/bwd_delta_model.py's float model of the
+ * rounding), lse2 = lse log2(e), a row without keys (lse -inf, O 0) +inf and Delta 0, NaN kept. */
 template <typename T, int D>
 __global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows) {
     const int64_t r = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
@@ -794,15 +701,8 @@ struct BwdWs {
     int64_t bits_head; /* words */
     int64_t nentries;
     int max_chunks, plan_target, slots;
-    int fwd_stats;
     size_t off_fwd, fwd_bytes;
 };
-
-/* INFLLM_CUDA_BWD_STATS_FWD=1: pass 1 by the forward's kernel (an experiment, off by default) */
-static int bwd_fwd_stats(void) {
-    static std::atomic<int> slot{CUDA_ENV_UNREAD};
-    return cuda_env_int("INFLLM_CUDA_BWD_STATS_FWD", &slot) == 1;
-}
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
@@ -828,16 +728,15 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse, int32_t to
     w.slots = (int)bwd_plan_slots_bound(ap->total_q, ap->Hkv, w.max_chunks, w.plan_target);
     const size_t part = (size_t)w.slots * 64 * ap->D * sizeof(float);
     w.total = w.max_chunks > 0 ? w.off_part + 2 * align256(part) : w.off_plan;
-    w.fwd_stats = bwd_fwd_stats();
-    w.fwd_bytes = w.fwd_stats ? cuda_flash_split_bytes(ap, sparse, sparse ? topk_cols : 0) : 0;
+    w.fwd_bytes = cuda_flash_split_bytes(ap, sparse, sparse ? topk_cols : 0);
     w.off_fwd = align256(w.total);
     if (w.fwd_bytes) w.total = w.off_fwd + align256(w.fwd_bytes);
     return w;
 }
 
-/* pass 1 by the forward (p.fwd_stats): O into dq, the lse into lse2, then Delta */
+/* pass 1: the forward by stage 2's / dense attention's own kernel (O into dq, the lse into lse2), then Delta */
 template <typename T, int D>
-static infllm_status bwd_stats_forward(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
+static infllm_status bwd_forward_delta(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
     infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2, 0,
                                         p.fwd_ws, p.fwd_ws_bytes, st);
     if (s) return s;
@@ -847,22 +746,19 @@ static infllm_status bwd_stats_forward(const infllm_attn_params *ap, const BwdPa
     return INFLLM_OK;
 }
 
-/* passes 1 (the statistics, or the forward's kernel with p.fwd_stats) and 2 (dq) */
+/* pass 2 (dq): k_flash90's walk on wgmma where it runs (sm_90a on cc 9.0), else k_bwd_q (mma.sync) */
 template <typename T, int D, bool SPARSE>
-static infllm_status bwd_q_passes(const infllm_attn_params *ap, const BwdParams &p, dim3 grid, size_t smem,
-                                  cudaStream_t st) {
-    infllm_status s;
-    if ((s = cuda_func_smem((const void *)k_bwd_q<T, D, SPARSE, false>, smem, "k_bwd_q")) ||
-        (s = cuda_func_smem((const void *)k_bwd_q<T, D, SPARSE, true>, smem, "k_bwd_q")))
-        return s;
-    if (!p.fwd_stats) {
-        k_bwd_q<T, D, SPARSE, false><<<grid, 128, smem, st>>>(p);
-        CU_LAUNCH_CHECK("k_bwd_q (statistics)");
-    } else if ((s = bwd_stats_forward<T, D>(ap, p, st))) {
-        return s;
+static infllm_status bwd_dq_pass(const infllm_attn_params *ap, const BwdParams &p, dim3 grid, size_t smem,
+                                 cudaStream_t st) {
+    if (cuda_flash_dq_usable(ap, SPARSE, p.topk_cols)) {
+        const CudaFlashDq dq = {p.dout, p.lse2, p.delta, p.dq};
+        return cuda_flash_dq_launch(ap, p.q, p.k, p.v, SPARSE ? p.topk : NULL, p.topk_cols, &dq, p.fwd_ws,
+                                    p.fwd_ws_bytes, st);
     }
-    k_bwd_q<T, D, SPARSE, true><<<grid, 128, smem, st>>>(p);
-    CU_LAUNCH_CHECK("k_bwd_q (dq)");
+    infllm_status s = cuda_func_smem((const void *)k_bwd_q<T, D, SPARSE>, smem, "k_bwd_q");
+    if (s) return s;
+    k_bwd_q<T, D, SPARSE><<<grid, 128, smem, st>>>(p);
+    CU_LAUNCH_CHECK("k_bwd_q");
     return INFLLM_OK;
 }
 
@@ -873,12 +769,12 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
     const int max_chunks = (ap->max_lk + 63) / 64;
     infllm_status s;
     if (max_tiles > 0) {
-        /* both passes: 192 rows of D (dq: Q, dout and 2 K / V stages; statistics: 3 K / V stages) */
+        /* k_bwd_q: Q, dout and 2 K / V stages */
         size_t smem = (size_t)(2 * BWD_ROWS + 4 * 64) * D * sizeof(uint16_t);
-        static_assert(2 * BWD_ROWS + 4 * 64 == 3 * 2 * 64, "k_bwd_q: the two passes' tiles take the same shared memory");
         if (sparse) smem += ((size_t)p.tt * p.nbw + p.ncw) * sizeof(uint32_t);
         const dim3 grid(max_tiles, ap->Hkv, ap->num_seqs);
-        if ((s = sparse ? bwd_q_passes<T, D, true>(ap, p, grid, smem, st) : bwd_q_passes<T, D, false>(ap, p, grid, smem, st)))
+        if ((s = bwd_forward_delta<T, D>(ap, p, st)) ||
+            (s = sparse ? bwd_dq_pass<T, D, true>(ap, p, grid, smem, st) : bwd_dq_pass<T, D, false>(ap, p, grid, smem, st)))
             return s;
     }
     if (max_chunks > 0) {
@@ -959,7 +855,7 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                 "CUDA %s: %lld (sequence, KV head, 64-key chunk) entries exceed the grid's 2^31 - 1",
                                 op, (long long)w.nentries);
-    if (sparse) {
+    if (sparse && !cuda_flash_dq_usable(ap, 1, topk_cols)) {
         const size_t need = (size_t)(2 * BWD_ROWS + 4 * 64) * ap->D * 2 + ((size_t)p.tt * p.nbw + p.ncw) * 4;
         if (need > (size_t)cuda_dev_props().smem_optin)
             return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
@@ -988,7 +884,6 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.plan.slot_off = p.plan.cnt ? p.plan.item_off + w.nentries : NULL;
     p.plan.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
     p.plan.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
-    p.fwd_stats = w.fwd_stats;
     p.fwd_ws = w.fwd_bytes ? ws + w.off_fwd : NULL;
     p.fwd_ws_bytes = w.fwd_bytes;
     p.part_dk = w.max_chunks > 0 ? (float *)(ws + w.off_part) : NULL;

@@ -82,6 +82,20 @@ infllm_status cuda_fewq_cd_launch(const infllm_attn_params *ap, const void *q, c
 infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st);
+/* The attention backward's dq pass on the forward's wgmma kernel (k_flash90 DQ; sm_90a builds on cc 9.0):
+ * dq = scale sum_j P_j (dP_j - Delta) k_j over the same selection, with P = exp2(s scale log2(e) - lse2). */
+struct CudaFlashDq {
+    const void *dout; /* [total_q, Hq, D] */
+    const float *lse2;  /* [total_q, Hq] log2 LSE of each row (+inf: a row without keys) */
+    const float *delta; /* [total_q, Hq] rowsum(dout * out) */
+    void *dq;           /* [total_q, Hq, D] written */
+};
+/* whether cuda_flash_dq_launch runs for this layout (wgmma device, its tiles within shared memory) */
+int cuda_flash_dq_usable(const infllm_attn_params *ap, int sparse, int32_t topk_cols);
+/* group_ws: the token grouping table's scratch, as cuda_flash_launch's split_ws (may be NULL: no grouping) */
+infllm_status cuda_flash_dq_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                   const int32_t *topk, int32_t topk_cols, const CudaFlashDq *dq, void *group_ws,
+                                   size_t group_ws_bytes, cudaStream_t st);
 /* bytes of split scratch cuda_flash_launch may use for this layout */
 size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t topk_cols);
 /* the query tokens of one cuda_flash_launch tile (with max_lq queries a sequence): the launch's tiles, and so
