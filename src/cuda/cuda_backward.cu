@@ -30,13 +30,17 @@
  */
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
+#include "cuda_sm90.cuh"
 #include "bwd_plan.cuh"
 
 namespace {
 
 constexpr int BWD_ROWS = 64;   /* rows of a k_bwd_q CTA */
 constexpr int BWD_WIN = 1024;  /* tokens a k_bwd_kv window lists at a time (32 bitmap words) */
-constexpr int KV_NS = 4;       /* k_bwd_kv's stages of step rows (Q, dout, lse2, Delta, key masks) */
+/* k_bwd_kv's stages of step rows (Q, dout, lse2, Delta, key masks): 4 of 32 rows (d 128) or 64 (d 64) on
+ * mma.sync; on wgmma (64 rows a step) 2 at d 128, where 2 CTAs an SM leave no room for more, 4 at d 64 */
+template <int D, bool WG> __host__ __device__ constexpr int kv_stages() { return WG && D == 128 ? 2 : 4; }
+template <int D, bool WG> __host__ __device__ constexpr int kv_rows() { return WG || D == 64 ? 64 : 32; }
 
 /* 4-byte async copy global -> shared (.ca: .cg takes 16 bytes only); src_bytes 0 zero-fills */
 __device__ __forceinline__ void cp_async4(void *smem, const void *gmem, int src_bytes) {
@@ -441,10 +445,22 @@ __global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
     bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), lq, threadIdx.x & 31);
 }
 
-template <typename T, int D, int NQ, bool SPARSE>
+/* WG (sm_90a on cc 9.0): the four products on wgmma, the 4 warps one warpgroup of M = 64 keys, NQ = 64 rows a
+ * step (m64n64k16 for S^T and dP^T with K / V and the step's Q / dout rows from shared memory, K-major; dv and dk
+ * m64nDk16 with P^T / dS^T from registers as the forward's P and dout / Q transposed by their descriptors, as its
+ * V). The accumulator layouts are mma.sync's (warp w: keys 16 w + gid, + 8; columns 8 j + 2 tig + e), so the
+ * masks, the softmax and the epilogue are shared. Tiles in the 128-byte swizzle layout (swz90), 1024-aligned. */
+template <typename T, int D, bool SPARSE, bool WG>
 __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
+    constexpr int NQ = kv_rows<D, WG>(), KV_NS = kv_stages<D, WG>();
     constexpr int NT = 128, CH = D / 8, DT_ = D / 8, NJ = NQ / 8;
-    extern __shared__ __align__(16) unsigned char smem[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    unsigned char *smem =
+        WG ? smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u) : smem_raw;
+    /* the swizzled element offset of (row, col) in a tile of ROWS rows */
+    auto swzt = [](int rows, int row, int col) {
+        return WG ? (col >> 6) * rows * 64 + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) : swz<D>(row, col);
+    };
     uint16_t *sK = (uint16_t *)smem;        /* [64][D] */
     uint16_t *sV = sK + 64 * D;             /* [64][D] */
     uint16_t *sRows = sV + 64 * D;          /* [KV_NS stages][Q NQ x D, dout NQ x D] */
@@ -471,8 +487,13 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     const uint16_t *kg = (const uint16_t *)p.k + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + ((k0 + (int64_t)c * 64) * p.Hkv + g) * D;
     const int64_t kvs = (int64_t)p.Hkv * D;
-    load_tile_async<D, 64, NT>(sK, kg, kvs, nkeys);
-    load_tile_async<D, 64, NT>(sV, vg, kvs, nkeys);
+    if constexpr (WG) {
+        load_tile90<D, 64, NT>(sK, kg, kvs, nkeys);
+        load_tile90<D, 64, NT>(sV, vg, kvs, nkeys);
+    } else {
+        load_tile_async<D, 64, NT>(sK, kg, kvs, nkeys);
+        load_tile_async<D, 64, NT>(sV, vg, kvs, nkeys);
+    }
     cp_async_commit();
 
     float dk[DT_][4], dv[DT_][4];
@@ -499,8 +520,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             const bool ok = rho < nr;
             const int j = ok ? rho / G : 0;
             const int64_t off = ok ? ((q0 + sList[j]) * p.Hq + g * G + (rho - j * G)) * (int64_t)D + cc * 8 : 0;
-            cp_async16(sq + swz<D>(r, cc * 8), qg + off, ok ? 16 : 0);
-            cp_async16(so + swz<D>(r, cc * 8), og + off, ok ? 16 : 0);
+            cp_async16(sq + swzt(NQ, r, cc * 8), qg + off, ok ? 16 : 0);
+            cp_async16(so + swzt(NQ, r, cc * 8), og + off, ok ? 16 : 0);
         }
         /* the rows' lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and
          * the CTA at the next barrier); rows past the list get 0 and an empty key mask */
@@ -578,6 +599,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             if (st + KV_NS - 1 < nsteps) load_step(st + KV_NS - 1, (st + KV_NS - 1) % KV_NS, nlist);
             cp_async_commit();
             cp_async_wait<KV_NS - 1>();
+            if (WG) fence_proxy_async(); /* cp.async's writes, then wgmma's reads through the async proxy */
             __syncthreads();
             const uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
             /* this thread's columns (rows of the step): 8 j + 2 tig + e */
@@ -592,7 +614,70 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                     kb |= (mk & 1u) << (4 * j + e);
                     kb |= ((mk >> 8) & 1u) << (4 * j + 2 + e);
                 }
-            if (__any_sync(0xffffffffu, kb != 0)) {
+            if constexpr (WG) {
+#ifdef INFLLM_WGMMA_DEVICE
+                /* S^T = K Q^T and dP^T = V dout^T (K-major operands: the K / V tiles and the step's rows) */
+                float s[NJ][4], dp[NJ][4];
+                const uint64_t dk_ = gmma_desc(sK, 16, 1024), dv_ = gmma_desc(sV, 16, 1024);
+                const uint64_t dq_ = gmma_desc(sq, 16, 1024), do_ = gmma_desc(so, 16, 1024);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+                    wgmma_ss<T, 64>(s, gdesc_add(dk_, ko), gdesc_add(dq_, ko), kk > 0);
+                }
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk++) {
+                    const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+                    wgmma_ss<T, 64>(dp, gdesc_add(dv_, ko), gdesc_add(do_, ko), kk > 0);
+                }
+                wgmma_commit();
+                wgmma_wait0();
+                reg_fence<NJ>(s);
+                reg_fence<NJ>(dp);
+#pragma unroll
+                for (int j = 0; j < NJ; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int col = 8 * j + 2 * tig + (e & 1);
+                        const float pe =
+                            (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - sLse[bf * NQ + col]) : 0.f;
+                        s[j][e] = pe;
+                        dp[j][e] = pe * (dp[j][e] - sDel[bf * NQ + col]);
+                    }
+                /* dv += P^T dout, dk += dS^T Q: A from registers (rounded to T), B the rows transposed */
+                uint32_t ap[NQ / 16][4], ad[NQ / 16][4];
+#pragma unroll
+                for (int ks = 0; ks < NQ / 16; ks++) {
+                    ap[ks][0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
+                    ap[ks][1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
+                    ap[ks][2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                    ap[ks][3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+                    ad[ks][0] = DT<T>::pack2(dp[2 * ks][0], dp[2 * ks][1]);
+                    ad[ks][1] = DT<T>::pack2(dp[2 * ks][2], dp[2 * ks][3]);
+                    ad[ks][2] = DT<T>::pack2(dp[2 * ks + 1][0], dp[2 * ks + 1][1]);
+                    ad[ks][3] = DT<T>::pack2(dp[2 * ks + 1][2], dp[2 * ks + 1][3]);
+                }
+                const uint64_t dqt = gmma_desc(sq, NQ * 128, 1024), dot = gmma_desc(so, NQ * 128, 1024);
+                reg_fence<DT_>(dv);
+                reg_fence<DT_>(dk);
+                wgmma_fence();
+#pragma unroll
+                for (int ks = 0; ks < NQ / 16; ks++)
+                    wgmma_rs<T, D>(dv, ap[ks], gdesc_add(dot, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+#pragma unroll
+                for (int ks = 0; ks < NQ / 16; ks++)
+                    wgmma_rs<T, D>(dk, ad[ks], gdesc_add(dqt, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+                wgmma_commit();
+                wgmma_wait0();
+                reg_fence<DT_>(dv);
+                reg_fence<DT_>(dk);
+                reg_fence_u32<NQ / 16>(ap);
+                reg_fence_u32<NQ / 16>(ad);
+#else
+                __trap(); /* not built for sm_90a: the host never launches this */
+#endif
+            } else if (__any_sync(0xffffffffu, kb != 0)) {
                 float s[NJ][4], dp[NJ][4];
 #pragma unroll
                 for (int j = 0; j < NJ; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
@@ -762,6 +847,20 @@ static infllm_status bwd_dq_pass(const infllm_attn_params *ap, const BwdParams &
     return INFLLM_OK;
 }
 
+/* pass 3: k_bwd_kv over the plan's items (grid: their bound; CTAs past the count return) */
+template <typename T, int D, bool SPARSE, bool WG>
+static infllm_status bwd_kv_launch(const BwdParams &p, unsigned grid, cudaStream_t st) {
+    constexpr int NQ = kv_rows<D, WG>(), NS = kv_stages<D, WG>();
+    const size_t smem = (size_t)(2 * 64 + NS * 2 * NQ) * D * sizeof(uint16_t) +
+                        (size_t)NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
+                        (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16 + (WG ? 1024 : 0);
+    infllm_status s = cuda_func_smem((const void *)k_bwd_kv<T, D, SPARSE, WG>, smem, "k_bwd_kv");
+    if (s) return s;
+    k_bwd_kv<T, D, SPARSE, WG><<<grid, 128, smem, st>>>(p);
+    CU_LAUNCH_CHECK(WG ? "k_bwd_kv (wgmma)" : "k_bwd_kv");
+    return INFLLM_OK;
+}
+
 template <typename T, int D>
 static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sparse, cudaStream_t st) {
     const int G = ap->G;
@@ -778,10 +877,6 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
             return s;
     }
     if (max_chunks > 0) {
-        constexpr int NQ = D == 128 ? 32 : 64;
-        const size_t smem = (size_t)(2 * 64 + KV_NS * 2 * NQ) * D * sizeof(uint16_t) +
-                            (size_t)KV_NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
-                            (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16;
         /* the work items (no host synchronisation: the grid is their bound, CTAs past the count return) */
         const unsigned pgrid = (unsigned)((p.plan.nentries + 7) / 8);
         if (sparse) k_bwd_plan_count<true><<<pgrid, 256, 0, st>>>(p);
@@ -793,14 +888,10 @@ static infllm_status bwd_run(const infllm_attn_params *ap, BwdParams &p, bool sp
         else k_bwd_plan_items<false><<<pgrid, 256, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_bwd_plan_items");
         const unsigned grid = (unsigned)bwd_plan_items_bound(p.plan.nentries, p.plan.target);
-        if (sparse) {
-            if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, true>, smem, "k_bwd_kv"))) return s;
-            k_bwd_kv<T, D, NQ, true><<<grid, 128, smem, st>>>(p);
-        } else {
-            if ((s = cuda_func_smem((const void *)k_bwd_kv<T, D, NQ, false>, smem, "k_bwd_kv"))) return s;
-            k_bwd_kv<T, D, NQ, false><<<grid, 128, smem, st>>>(p);
-        }
-        CU_LAUNCH_CHECK("k_bwd_kv");
+        const bool wg = cuda_use_wgmma();
+        if ((s = sparse ? (wg ? bwd_kv_launch<T, D, true, true>(p, grid, st) : bwd_kv_launch<T, D, true, false>(p, grid, st))
+                        : (wg ? bwd_kv_launch<T, D, false, true>(p, grid, st) : bwd_kv_launch<T, D, false, false>(p, grid, st))))
+            return s;
         k_bwd_kv_sum<T><<<(unsigned)min(p.plan.nentries, (int64_t)1024), 256, 0, st>>>(p, D);
         CU_LAUNCH_CHECK("k_bwd_kv_sum");
     }
