@@ -837,7 +837,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         }
         if (DQ && wg_needed) {
             if constexpr (DQ) {
-                /* S = Q K^T and dP = dO V^T in one commit group */
+                /* S = Q K^T and dP = dO V^T, two commit groups: P's exps run under dP's product */
                 const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
                 float s[8][4], dp[8][4];
                 wgmma_fence();
@@ -847,6 +847,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                     uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
                     wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
                 }
+                wgmma_commit();
 #pragma unroll
                 for (int kk = 0; kk < KS; kk++) {
                     uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
@@ -858,9 +859,8 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 look_ahead();
                 int lim[2];
                 row_limits(lim);
-                wgmma_wait0();
+                wgmma_wait<1>();
                 reg_fence<8>(s);
-                reg_fence<8>(dp);
                 /* a warp none of whose rows sees a key of the chunk: dS = 0 (the warpgroup's product still
                  * takes its rows) */
                 const bool skip = SPARSE && b64 && __all_sync(0xffffffffu, lim[0] < 0 && lim[1] < 0);
@@ -869,11 +869,15 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
 #pragma unroll
                     for (int j = 0; j < 8; j++)
 #pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int ri = e >> 1;
-                            const float pe = exp2f(s[j][e] * p.scale_log2 - rl[ri]);
-                            s[j][e] = pe * (dp[j][e] - rd[ri]); /* dS */
-                        }
+                        for (int e = 0; e < 4; e++) s[j][e] = exp2f(s[j][e] * p.scale_log2 - rl[e >> 1]); /* P */
+                }
+                wgmma_wait<0>();
+                reg_fence<8>(dp);
+                if (!skip) {
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[j][e] *= dp[j][e] - rd[e >> 1]; /* dS */
                 }
                 uint32_t a[4][4];
 #pragma unroll

@@ -445,6 +445,18 @@ __global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
     bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), lq, threadIdx.x & 31);
 }
 
+/* a wgmma A operand (k = 16 ks .. 16 ks + 15) from a C fragment of m64n(16 KS) (the forward's P from S) */
+template <typename T, int KS>
+__device__ __forceinline__ void kv_pack_a(uint32_t (&a)[KS][4], const float (&c)[2 * KS][4]) {
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        a[ks][0] = DT<T>::pack2(c[2 * ks][0], c[2 * ks][1]);
+        a[ks][1] = DT<T>::pack2(c[2 * ks][2], c[2 * ks][3]);
+        a[ks][2] = DT<T>::pack2(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+        a[ks][3] = DT<T>::pack2(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+    }
+}
+
 /* WG (sm_90a on cc 9.0): the four products on wgmma, the 4 warps one warpgroup of M = 64 keys, NQ = 64 rows a
  * step (m64n64k16 for S^T and dP^T with K / V and the step's Q / dout rows from shared memory, K-major; dv and dk
  * m64nDk16 with P^T / dS^T from registers as the forward's P and dout / Q transposed by their descriptors, as its
@@ -616,7 +628,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 }
             if constexpr (WG) {
 #ifdef INFLLM_WGMMA_DEVICE
-                /* S^T = K Q^T and dP^T = V dout^T (K-major operands: the K / V tiles and the step's rows) */
+                /* S^T = K Q^T and dP^T = V dout^T (K-major operands: the K / V tiles and the step's rows), two
+                 * commit groups: P^T's exps run under dP^T's product, dS^T's math under dv's */
                 float s[NJ][4], dp[NJ][4];
                 const uint64_t dk_ = gmma_desc(sK, 16, 1024), dv_ = gmma_desc(sV, 16, 1024);
                 const uint64_t dq_ = gmma_desc(sq, 16, 1024), do_ = gmma_desc(so, 16, 1024);
@@ -626,50 +639,47 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                     const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
                     wgmma_ss<T, 64>(s, gdesc_add(dk_, ko), gdesc_add(dq_, ko), kk > 0);
                 }
+                wgmma_commit();
 #pragma unroll
                 for (int kk = 0; kk < D / 16; kk++) {
                     const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
                     wgmma_ss<T, 64>(dp, gdesc_add(dv_, ko), gdesc_add(do_, ko), kk > 0);
                 }
                 wgmma_commit();
-                wgmma_wait0();
+                wgmma_wait<1>();
                 reg_fence<NJ>(s);
-                reg_fence<NJ>(dp);
+                /* P^T, rounded to T into dv's A fragments (ap); s keeps it in f32 for dS^T */
+                uint32_t ap[NQ / 16][4], ad[NQ / 16][4];
 #pragma unroll
                 for (int j = 0; j < NJ; j++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         const int col = 8 * j + 2 * tig + (e & 1);
-                        const float pe =
-                            (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - sLse[bf * NQ + col]) : 0.f;
-                        s[j][e] = pe;
-                        dp[j][e] = pe * (dp[j][e] - sDel[bf * NQ + col]);
+                        s[j][e] = (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - sLse[bf * NQ + col]) : 0.f;
                     }
-                /* dv += P^T dout, dk += dS^T Q: A from registers (rounded to T), B the rows transposed */
-                uint32_t ap[NQ / 16][4], ad[NQ / 16][4];
-#pragma unroll
-                for (int ks = 0; ks < NQ / 16; ks++) {
-                    ap[ks][0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
-                    ap[ks][1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
-                    ap[ks][2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                    ap[ks][3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-                    ad[ks][0] = DT<T>::pack2(dp[2 * ks][0], dp[2 * ks][1]);
-                    ad[ks][1] = DT<T>::pack2(dp[2 * ks][2], dp[2 * ks][3]);
-                    ad[ks][2] = DT<T>::pack2(dp[2 * ks + 1][0], dp[2 * ks + 1][1]);
-                    ad[ks][3] = DT<T>::pack2(dp[2 * ks + 1][2], dp[2 * ks + 1][3]);
-                }
+                kv_pack_a<T, NQ / 16>(ap, s);
+                wgmma_wait<0>();
+                reg_fence<NJ>(dp);
+                /* dv += P^T dout, dk += dS^T Q: A from registers, B the rows transposed by their descriptors */
                 const uint64_t dqt = gmma_desc(sq, NQ * 128, 1024), dot = gmma_desc(so, NQ * 128, 1024);
                 reg_fence<DT_>(dv);
-                reg_fence<DT_>(dk);
                 wgmma_fence();
 #pragma unroll
                 for (int ks = 0; ks < NQ / 16; ks++)
                     wgmma_rs<T, D>(dv, ap[ks], gdesc_add(dot, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+                wgmma_commit();
+#pragma unroll
+                for (int j = 0; j < NJ; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) dp[j][e] = s[j][e] * (dp[j][e] - sDel[bf * NQ + 8 * j + 2 * tig + (e & 1)]);
+                kv_pack_a<T, NQ / 16>(ad, dp);
+                reg_fence<DT_>(dk);
+                wgmma_fence();
 #pragma unroll
                 for (int ks = 0; ks < NQ / 16; ks++)
                     wgmma_rs<T, D>(dk, ad[ks], gdesc_add(dqt, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
                 wgmma_commit();
-                wgmma_wait0();
+                wgmma_wait<0>();
                 reg_fence<DT_>(dv);
                 reg_fence<DT_>(dk);
                 reg_fence_u32<NQ / 16>(ap);

@@ -106,6 +106,12 @@ __device__ __forceinline__ void wgmma_wait0() {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #endif
 }
+/* waits until at most N of this warpgroup's committed wgmma groups are pending (the older ones are done) */
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+#ifdef INFLLM_WGMMA_DEVICE
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
 /* keeps the compiler from moving accumulator reads/writes across the asynchronous MMA */
 template <int J> __device__ __forceinline__ void reg_fence(float (&d)[J][4]) {
 #pragma unroll
