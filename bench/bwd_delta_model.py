@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""bwd_delta_model.py: a float model (numpy, no GPU) of where Delta comes from in the attention backward, for
-session 41's INFLLM_CUDA_BWD_STATS_FWD experiment (docs/CUDA_NOTES.md "Sessions 40-41").
+"""bwd_delta_model.py: a float model (numpy, no GPU) of where Delta comes from in the attention backward, made for
+session 41's experiment of Delta from the forward's output, the CUDA backward's way since session 42
+(docs/CUDA_NOTES.md "Sessions 40-41", "Session 42"; "ours" below is the statistics pass it replaced).
 
 For random cases shaped like tests/test_cuda_backward.c's (bf16 inputs, q of sd 0.5-3, G 3 / 4 / 16, d 64 / 128,
 sparse 64-key blocks at 30% plus the current one, or dense causal) it computes dq four ways and prints each one's

@@ -35,7 +35,7 @@ FLOP counts of the TFLOP/s columns:
  * flex: the sparse count (its useful work; its per-64-token block lists attend more keys than that).
 
 --kernels: after our two backward timings at each size, each of our kernels' device ms per call (torch.profiler over
-3 calls; k_bwd_q's statistics and dq passes apart by their template arguments), printed as a "kernels," line and kept
+3 calls; k_flash90's forward and dq instances apart by their template arguments), printed as a "kernels," line and kept
 in the JSON rows (kernels_sparse_ms / kernels_dense_ms).
 
 Every time is cuda_bench.timeit's median of CUDA-event timings (--reps, default 10) after warm-up (two untimed
@@ -350,7 +350,7 @@ def measure(label, fn, reps, budget):
 
 def kernel_ms(fn, reps=3):
     """device ms per call of each kernel fn launches (torch.profiler), keyed by the kernel's name with its template
-    arguments (so that k_bwd_q's statistics and dq passes stay apart) and without its namespace or arguments"""
+    arguments (so that k_flash90's forward and dq instances stay apart) and without its namespace or arguments"""
     from torch.profiler import ProfilerActivity, profile
     fn()
     torch.cuda.synchronize()

@@ -257,7 +257,8 @@ infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const 
  * (not from a rounded forward output, which the call does not need). The REF backend computes the
  * exact gradient in float64 from q, k, v alone (lse must still be given).
  * CUDA (bf16 / f16, head_dim 64 / 128): device pointers, on p->cuda_stream, no host synchronisation; the
- * softmax is recomputed with its own row max (the lse is not read: any lse the host backends take gives the
+ * forward is recomputed by the forward's own kernels for its lse and output, Delta = rowsum(dout * out) from
+ * that output rounded to the dtype (the lse argument is not read: any lse the host backends take gives the
  * same result), P and dS enter the tensor-core products rounded to the dtype (as FlashAttention's backward);
  * deterministic (each gradient element written by one thread block, sums in a fixed order). Workspace:
  * p->workspace of the size function below, or NULL to let the call allocate (not under graph capture). */
