@@ -469,10 +469,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     unsigned char *smem =
         WG ? smem_raw + ((1024u - ((uint32_t)__cvta_generic_to_shared(smem_raw) & 1023u)) & 1023u) : smem_raw;
-    /* the swizzled element offset of (row, col) in a tile of ROWS rows */
-    auto swzt = [](int rows, int row, int col) {
-        return WG ? (col >> 6) * rows * 64 + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) : swz<D>(row, col);
-    };
+    /* the swizzled element offset of (row, col) in a step's Q or dout tile */
+    auto swzt = [](int row, int col) { return WG ? swz90<NQ>(row, col) : swz<D>(row, col); };
     uint16_t *sK = (uint16_t *)smem;        /* [64][D] */
     uint16_t *sV = sK + 64 * D;             /* [64][D] */
     uint16_t *sRows = sV + 64 * D;          /* [KV_NS stages][Q NQ x D, dout NQ x D] */
@@ -532,8 +530,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             const bool ok = rho < nr;
             const int j = ok ? rho / G : 0;
             const int64_t off = ok ? ((q0 + sList[j]) * p.Hq + g * G + (rho - j * G)) * (int64_t)D + cc * 8 : 0;
-            cp_async16(sq + swzt(NQ, r, cc * 8), qg + off, ok ? 16 : 0);
-            cp_async16(so + swzt(NQ, r, cc * 8), og + off, ok ? 16 : 0);
+            cp_async16(sq + swzt(r, cc * 8), qg + off, ok ? 16 : 0);
+            cp_async16(so + swzt(r, cc * 8), og + off, ok ? 16 : 0);
         }
         /* the rows' lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and
          * the CTA at the next barrier); rows past the list get 0 and an empty key mask */
