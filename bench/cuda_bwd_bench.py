@@ -12,6 +12,8 @@ inputs, a random N(0, 1) dout):
  * ours sparse: infllm_sparse_attention_backward on that selection; ours dense: infllm_dense_attention_backward
    (causal). Each with p.workspace of the bytes infllm_sparse / dense_attention_backward_workspace_size return
    (allocated once, outside the timing), p.cuda_stream = torch's current stream;
+ * ours sparse, out given: infllm_sparse_attention_backward_out with that forward's out and lse (no forward
+   recomputed; its gradients compared bitwise with the call's without out, a WARNING where they differ);
  * cuDNN / flash: F.scaled_dot_product_attention(is_causal=True) under torch.nn.attention.sdpa_kernel(backend):
    the forward runs once with requires_grad leaves, then torch.autograd.grad(out, (q, k, v), dout,
    retain_graph=True) is what is timed. GQA: enable_gqa=True where the backend takes it (forward and backward),
@@ -106,6 +108,8 @@ def bind_backward(lib):
     """argtypes of the backward entry points (include/infllm.h); AttributeError from a library without them"""
     lib.infllm_sparse_attention_backward.argtypes = [VP] * 6 + [C.c_int32] + [VP] * 5
     lib.infllm_dense_attention_backward.argtypes = [VP] * 10
+    lib.infllm_sparse_attention_backward_out.argtypes = [VP] * 6 + [C.c_int32] + [VP] * 6
+    lib.infllm_dense_attention_backward_out.argtypes = [VP] * 11
     lib.infllm_sparse_attention_backward_workspace_size.argtypes = [VP, VP, C.c_int32, VP]
     lib.infllm_dense_attention_backward_workspace_size.argtypes = [VP, VP, VP]
     lib.infllm_params_topk_total.argtypes = [VP]
@@ -149,10 +153,12 @@ def our_forward(lib, q, k, v, topk=None, K=0):
 
 class OurBwd:
     """one backward call of ours (sparse on topk [HKV, T, K] when given, else dense causal): dq / dk / dv and
-    the caller workspace (the backward workspace-size function's bytes) allocated once, here"""
+    the caller workspace (the backward workspace-size function's bytes) allocated once, here; with out (the
+    forward's output, lse its lse) the _out entry points, which take Delta from it instead of a forward"""
 
-    def __init__(self, lib, q, k, v, lse, dout, topk=None, K=0):
+    def __init__(self, lib, q, k, v, lse, dout, topk=None, K=0, out=None):
         self.lib, self.q, self.k, self.v, self.lse, self.dout, self.topk, self.K = lib, q, k, v, lse, dout, topk, K
+        self.out = out
         self.sparse = topk is not None
         self.p = cb.params(lib, SPARSE if self.sparse else DENSE)
         self.l = cb.layout(q.shape[0], k.shape[0])
@@ -170,7 +176,12 @@ class OurBwd:
     def __call__(self):
         head = (C.byref(self.p), C.byref(self.l), ptr(self.q), ptr(self.k), ptr(self.v))
         tail = (ptr(self.lse), ptr(self.dout), ptr(self.dq), ptr(self.dk), ptr(self.dv))
-        if self.sparse:
+        if self.out is not None:
+            if self.sparse:
+                st = self.lib.infllm_sparse_attention_backward_out(*head, ptr(self.topk), self.K, ptr(self.out), *tail)
+            else:
+                st = self.lib.infllm_dense_attention_backward_out(*head, ptr(self.out), *tail)
+        elif self.sparse:
             st = self.lib.infllm_sparse_attention_backward(*head, ptr(self.topk), self.K, *tail)
         else:
             st = self.lib.infllm_dense_attention_backward(*head, *tail)
@@ -402,15 +413,14 @@ def run_size(lib, a, T, flex_state):
     topk = None
     try:
         topk, K = select(lib, q, k)
-        out, lse_s = our_forward(lib, q, k, v, topk, K)
-        del out
+        out_s, lse_s = our_forward(lib, q, k, v, topk, K)
         keys = attended_keys(topk)
         row["keys_per_query"] = keys / (cb.HKV * T)
         row["sparse_bwd_flop"] = 10.0 * cb.D * G * keys
     except Exception as e:  # noqa
         note(f"selection / sparse forward at T={T}: {type(e).__name__}: {e}")
         topk = None
-    row["ours_sparse_ms"] = NAN
+    row["ours_sparse_ms"] = row["ours_sparse_out_ms"] = NAN
     if topk is not None:
         try:
             call = OurBwd(lib, q, k, v, lse_s, dout, topk, K)
@@ -419,9 +429,21 @@ def run_size(lib, a, T, flex_state):
             if a.kernels:
                 row["kernels_sparse_ms"] = kernel_ms(call)
                 print_kernels(f"ours sparse backward at T={T}", row["kernels_sparse_ms"])
-            del call
+            # the same with the forward's out and lse given (infllm_sparse_attention_backward_out): no forward
+            # recomputed; from our own forward the gradients should be bitwise the call's without out
+            call_o = OurBwd(lib, q, k, v, lse_s, dout, topk, K, out=out_s)
+            row["ours_sparse_out_ms"] = measure(f"ours sparse backward, out given, at T={T}", call_o, a.reps, a.budget)
+            call()
+            call_o()
+            sync()
+            same = all(torch.equal(x, y) for x, y in ((call.dq, call_o.dq), (call.dk, call_o.dk), (call.dv, call_o.dv)))
+            row["sparse_out_bitwise"] = same
+            if not same:
+                print(f"WARNING: T={T}: the sparse backward with out given differs from the one without", flush=True)
+            del call, call_o
         except Exception as e:  # noqa
             note(f"ours sparse backward at T={T}: {type(e).__name__}: {e}")
+    out_s = None
     row["ours_dense_ms"] = NAN
     try:
         out, lse_d = our_forward(lib, q, k, v)
@@ -474,10 +496,12 @@ def run_size(lib, a, T, flex_state):
     row["flash_tflops"] = tflops(fl_dense, row["flash_ms"])
     row["flex_tflops_useful"] = tflops(fl_sparse, row["flex_ms"])
     row["cudnn_over_ours_sparse"] = quot(row["cudnn_ms"], row["ours_sparse_ms"])
+    row["cudnn_over_ours_sparse_out"] = quot(row["cudnn_ms"], row["ours_sparse_out_ms"])
     row["flex_over_ours_sparse"] = quot(row["flex_ms"], row["ours_sparse_ms"])
     row["cudnn_over_ours_dense"] = quot(row["cudnn_ms"], row["ours_dense_ms"])
     row["wall_s"] = time.perf_counter() - t0
     print(f"T={T}: backward ms: ours sparse {row['ours_sparse_ms']:.3f} ({row['ours_sparse_tflops']:.0f} TFLOP/s, "
+          f"out given {row['ours_sparse_out_ms']:.3f}, bitwise the same: {row.get('sparse_out_bitwise', '-')}, "
           f"{row.get('keys_per_query', NAN):.0f} keys / query, workspace {row.get('ws_sparse_bytes', 0)} B), "
           f"ours dense {row['ours_dense_ms']:.3f} ({row['ours_dense_tflops']:.0f} TFLOP/s, workspace "
           f"{row.get('ws_dense_bytes', 0)} B), cuDNN {row['cudnn_ms']:.3f} ({row['cudnn_tflops']:.0f}; "
@@ -676,8 +700,8 @@ def check_sparse(lib, T, topk_n, local_n, tol):
 
 # ---------------------------------------------------------------------------------------------- output ----
 
-COLS = ("T", "keys_per_query", "ours_sparse_ms", "ours_dense_ms", "cudnn_ms", "flash_ms", "flex_ms",
-        "cudnn_over_ours_sparse", "flex_over_ours_sparse", "cudnn_over_ours_dense", "ours_sparse_tflops",
+COLS = ("T", "keys_per_query", "ours_sparse_ms", "ours_sparse_out_ms", "ours_dense_ms", "cudnn_ms", "flash_ms", "flex_ms",
+        "cudnn_over_ours_sparse", "cudnn_over_ours_sparse_out", "flex_over_ours_sparse", "cudnn_over_ours_dense", "ours_sparse_tflops",
         "ours_dense_tflops", "cudnn_tflops", "flash_tflops", "flex_tflops_useful", "sparse_bwd_flop", "dense_bwd_flop",
         "ws_sparse_bytes", "ws_dense_bytes", "cudnn_gqa", "flash_gqa", "flex_config", "wall_s")
 
@@ -693,16 +717,19 @@ def print_table(rows):
     def tf(x):
         return "-" if x != x else f"{x:.0f}"
     print()
-    print("| T | keys / query | ours sparse bwd ms | ours dense bwd ms | cuDNN bwd ms | flash bwd ms | flex sparse bwd ms "
-          "| cuDNN / ours sparse | flex / ours sparse | cuDNN / ours dense | ours sparse TFLOP/s | ours dense TFLOP/s "
+    print("| T | keys / query | ours sparse bwd ms | ours sparse, out given, ms | ours dense bwd ms | cuDNN bwd ms "
+          "| flash bwd ms | flex sparse bwd ms | cuDNN / ours sparse | cuDNN / ours sparse, out given | flex / ours sparse | cuDNN / ours dense | ours sparse TFLOP/s | ours dense TFLOP/s "
           "| cuDNN TFLOP/s | flash TFLOP/s | flex TFLOP/s (useful) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         T = r["T"]
         label = f"{T // 1024}K" if T % 1024 == 0 else str(T)
-        print(f"| {label} | {tf(r.get('keys_per_query', NAN))} | {ms(r['ours_sparse_ms'])} | {ms(r['ours_dense_ms'])} "
+        print(f"| {label} | {tf(r.get('keys_per_query', NAN))} | {ms(r['ours_sparse_ms'])} "
+              f"| {ms(r.get('ours_sparse_out_ms', NAN))} | {ms(r['ours_dense_ms'])} "
               f"| {ms(r['cudnn_ms'])} | {ms(r['flash_ms'])} | {ms(r['flex_ms'])} "
-              f"| {cb.ratio(r['cudnn_ms'], r['ours_sparse_ms'])} | {cb.ratio(r['flex_ms'], r['ours_sparse_ms'])} "
+              f"| {cb.ratio(r['cudnn_ms'], r['ours_sparse_ms'])} "
+              f"| {cb.ratio(r['cudnn_ms'], r.get('ours_sparse_out_ms', NAN))} "
+              f"| {cb.ratio(r['flex_ms'], r['ours_sparse_ms'])} "
               f"| {cb.ratio(r['cudnn_ms'], r['ours_dense_ms'])} | {tf(r['ours_sparse_tflops'])} "
               f"| {tf(r['ours_dense_tflops'])} | {tf(r['cudnn_tflops'])} | {tf(r['flash_tflops'])} "
               f"| {tf(r['flex_tflops_useful'])} |")

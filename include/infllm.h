@@ -274,7 +274,23 @@ infllm_status infllm_dense_attention_backward(const infllm_params *p, const infl
                                               const float *lse, const void *dout,
                                               void *dq, void *dk, void *dv);
 
-/* Workspace bytes the two backward calls need on the CUDA backend for this layout (0 elsewhere), from the
+/* The two calls above with the forward's output out [total_q, Hq, D] (layout dtype) given, as
+ * infllm_sparse_attention / infllm_dense_attention (or infllm_attention) wrote it together with lse: CUDA then
+ * takes the softmax from lse and Delta = rowsum(dout * out) instead of recomputing the forward (about a fifth of
+ * the backward's time at 128K on an H200), so out and lse must come from one forward of these inputs; with
+ * those of this backend's forward the gradients are bitwise the call without out's. out may be NULL (the calls
+ * above). CPU and REF do not read out. Workspace: the same size functions. */
+infllm_status infllm_sparse_attention_backward_out(const infllm_params *p, const infllm_layout *l,
+                                                   const void *q, const void *k, const void *v,
+                                                   const int32_t *topk_idx, int32_t topk_cols,
+                                                   const void *out, const float *lse, const void *dout,
+                                                   void *dq, void *dk, void *dv);
+infllm_status infllm_dense_attention_backward_out(const infllm_params *p, const infllm_layout *l,
+                                                  const void *q, const void *k, const void *v,
+                                                  const void *out, const float *lse, const void *dout,
+                                                  void *dq, void *dk, void *dv);
+
+/* Workspace bytes the backward calls need on the CUDA backend for this layout (0 elsewhere), from the
  * totals and max_seqlen_* only (topk_cols: the sparse call's). */
 infllm_status infllm_sparse_attention_backward_workspace_size(const infllm_params *p, const infllm_layout *l,
                                                               int32_t topk_cols, size_t *bytes);

@@ -354,6 +354,21 @@ static void dense_vs_all_blocks(void) {
     CHECK(!memcmp(a[0], b[0], (size_t)nq * es) && !memcmp(a[1], b[1], (size_t)nk * es) &&
               !memcmp(a[2], b[2], (size_t)nk * es),
           "dense backward != sparse backward with every block");
+    /* the _out calls: the CPU does not read out, and out may be NULL (the plain calls): the same bits */
+    CHECK_OK(infllm_dense_attention_backward_out(&p, &x.l, x.q, x.k, x.v, out, lse, x.dout, b[0], b[1], b[2]));
+    CHECK(!memcmp(a[0], b[0], (size_t)nq * es) && !memcmp(a[1], b[1], (size_t)nk * es) &&
+              !memcmp(a[2], b[2], (size_t)nk * es),
+          "infllm_dense_attention_backward_out (out given) != infllm_dense_attention_backward on the CPU");
+    CHECK_OK(infllm_sparse_attention_backward_out(&p, &x.l, x.q, x.k, x.v, all, nbmax, NULL, lse, x.dout, b[0], b[1],
+                                                  b[2]));
+    CHECK(!memcmp(a[0], b[0], (size_t)nq * es) && !memcmp(a[1], b[1], (size_t)nk * es) &&
+              !memcmp(a[2], b[2], (size_t)nk * es),
+          "infllm_sparse_attention_backward_out (out NULL) != the dense backward");
+    CHECK(infllm_sparse_attention_backward_out(&p, &x.l, x.q, x.k, x.v, all, nbmax, out, NULL, x.dout, b[0], b[1],
+                                               b[2]) == INFLLM_ERR_NULL_ARG &&
+              strstr(infllm_last_error(), "lse"),
+          "infllm_sparse_attention_backward_out without lse: want INFLLM_ERR_NULL_ARG naming lse, got '%s'",
+          infllm_last_error());
     for (int i = 0; i < 3; i++) {
         free(a[i]);
         free(b[i]);

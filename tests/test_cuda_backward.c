@@ -334,20 +334,31 @@ static void bdata_free(bdata *x) {
         if (be[i]) b_free(be[i]);
 }
 
-/* the backward on the backend's buffers (btopk NULL: dense) */
-static infllm_status bwd(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols, const float *blse,
-                         void *bdq, void *bdk, void *bdv) {
+/* the backward on the backend's buffers (btopk NULL: dense; bout the forward's output for the _out calls, else
+ * NULL: the plain calls) */
+static infllm_status bwd_out(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols,
+                             const void *bout, const float *blse, void *bdq, void *bdk, void *bdv) {
+    if (bout)
+        return btopk ? infllm_sparse_attention_backward_out(p, &x->bl, x->bq, x->bk, x->bv, btopk, cols, bout, blse,
+                                                            x->bdout, bdq, bdk, bdv)
+                     : infllm_dense_attention_backward_out(p, &x->bl, x->bq, x->bk, x->bv, bout, blse, x->bdout, bdq,
+                                                           bdk, bdv);
     return btopk ? infllm_sparse_attention_backward(p, &x->bl, x->bq, x->bk, x->bv, btopk, cols, blse, x->bdout, bdq,
                                                     bdk, bdv)
                  : infllm_dense_attention_backward(p, &x->bl, x->bq, x->bk, x->bv, blse, x->bdout, bdq, bdk, bdv);
 }
+static infllm_status bwd(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols, const float *blse,
+                         void *bdq, void *bdk, void *bdv) {
+    return bwd_out(x, p, btopk, cols, NULL, blse, bdq, bdk, bdv);
+}
 
-/* the backward into poisoned outputs, its results on the host (g[0..2]: dq, dk, dv, malloc'd here) */
-static infllm_status bwd_to_host(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols,
-                                 const float *blse, void *g[3]) {
+/* the backward into poisoned outputs, its results on the host (g[0..2]: dq, dk, dv, malloc'd here); bout as
+ * bwd_out's */
+static infllm_status bwd_out_to_host(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols,
+                                     const void *bout, const float *blse, void *g[3]) {
     const size_t es = infllm_dtype_size(x->c->dt), bq = (size_t)x->nq * es, bk = (size_t)x->nk * es;
     void *bd[3] = {b_alloc(bq), b_alloc(bk), b_alloc(bk)};
-    const infllm_status st = bwd(x, p, btopk, cols, blse, bd[0], bd[1], bd[2]);
+    const infllm_status st = bwd_out(x, p, btopk, cols, bout, blse, bd[0], bd[1], bd[2]);
     if (st != INFLLM_OK) fprintf(stderr, "[%s] %s backward: %s\n", x->c->name, g_bname, infllm_last_error());
     b_sync(x->c->name);
     const size_t sz[3] = {bq, bk, bk};
@@ -357,6 +368,10 @@ static infllm_status bwd_to_host(const bdata *x, const infllm_params *p, const i
         b_free(bd[a]);
     }
     return st;
+}
+static infllm_status bwd_to_host(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols,
+                                 const float *blse, void *g[3]) {
+    return bwd_out_to_host(x, p, btopk, cols, NULL, blse, g);
 }
 
 /* -------------------------------------------------- selections, keys ---- */
@@ -598,6 +613,21 @@ static void run_case(const bcase *c, unsigned long long seed) {
     CHECK_OK(bwd_to_host(&x, &pb, x.btopk, x.cols, x.blse, g2));
     CHECK(same_bits(g, g2, &x), "[%s] two identical %s backward calls differ (not deterministic)", c->name, g_bname);
     free3(g2);
+    /* the _out calls with this backend's own forward's out and lse: CUDA takes Delta and the softmax from them
+     * instead of recomputing the forward (the same kernels and launch: the same bits); the CPU does not read out */
+    {
+        const size_t nlo = (size_t)(x.tq * c->Hq);
+        void *bout = b_alloc((size_t)x.nq * es);
+        float *blf = b_alloc(nlo * 4);
+        CHECK_OK(x.btopk ? infllm_sparse_attention(&pb, &x.bl, x.bq, x.bk, x.bv, x.btopk, x.cols, bout, blf)
+                         : infllm_dense_attention(&pb, &x.bl, x.bq, x.bk, x.bv, bout, blf));
+        CHECK_OK(bwd_out_to_host(&x, &pb, x.btopk, x.cols, bout, blf, g2));
+        CHECK(same_bits(g, g2, &x), "[%s] the %s backward with the forward's out and lse given differs from the one "
+              "without", c->name, g_bname);
+        free3(g2);
+        b_free(bout);
+        b_free(blf);
+    }
     /* an lse off by up to 1e-3 (another backend's forward, or one rounded elsewhere): CUDA does not read it (the
      * same bits); the CPU normalises each row by its recomputed sum (the same bound) */
     const size_t nl = (size_t)(x.tq * c->Hq);

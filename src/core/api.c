@@ -686,10 +686,12 @@ infllm_status infllm_dense_attention_backward_workspace_size(const infllm_params
     return workspace_size(p, l, WS_DENSE_BWD, 0, bytes);
 }
 
-/* The backward ops (topk_idx NULL: dense). REF runs in float64 and rounds the gradients once. */
+/* The backward ops (topk_idx NULL: dense; out the forward's output or NULL, read by CUDA only). REF runs in
+ * float64 and rounds the gradients once. */
 static infllm_status attn_backward(const infllm_params *p, const infllm_attn_params *ap, const void *q,
                                    const void *k, const void *v, const int32_t *topk_idx, int32_t topk_cols,
-                                   const float *lse, const void *dout, void *dq, void *dk, void *dv) {
+                                   const void *out, const float *lse, const void *dout, void *dq, void *dk,
+                                   void *dv) {
     infllm_status st;
     switch (p->backend) {
     case INFLLM_BACKEND_REF: {
@@ -716,8 +718,9 @@ static infllm_status attn_backward(const infllm_params *p, const infllm_attn_par
     case INFLLM_BACKEND_CPU: return cpu_attn_backward(ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
     case INFLLM_BACKEND_CUDA:
 #ifdef INFLLM_HAVE_CUDA
-        return cuda_attn_backward(ap, q, k, v, topk_idx, topk_cols, dout, dq, dk, dv);
+        return cuda_attn_backward(ap, q, k, v, topk_idx, topk_cols, out, lse, dout, dq, dk, dv);
 #else
+        (void)out;
         break;
 #endif
     }
@@ -733,24 +736,37 @@ static infllm_status need_backward(const void *q, const void *k, const void *v, 
     return INFLLM_OK;
 }
 
+infllm_status infllm_sparse_attention_backward_out(const infllm_params *p, const infllm_layout *l, const void *q,
+                                                   const void *k, const void *v, const int32_t *topk_idx,
+                                                   int32_t topk_cols, const void *out, const float *lse,
+                                                   const void *dout, void *dq, void *dk, void *dv) {
+    BEGIN_STAGE2_OP(p, l)
+    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
+    if ((st = check_topk_cols(&ap, topk_cols))) goto done;
+    st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, out, lse, dout, dq, dk, dv);
+    END_OP()
+}
+
+infllm_status infllm_dense_attention_backward_out(const infllm_params *p, const infllm_layout *l, const void *q,
+                                                  const void *k, const void *v, const void *out, const float *lse,
+                                                  const void *dout, void *dq, void *dk, void *dv) {
+    BEGIN_STAGE2_OP(p, l)
+    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv))) goto done;
+    st = attn_backward(p, &ap, q, k, v, NULL, 0, out, lse, dout, dq, dk, dv);
+    END_OP()
+}
+
 infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l, const void *q,
                                                const void *k, const void *v, const int32_t *topk_idx,
                                                int32_t topk_cols, const float *lse, const void *dout, void *dq,
                                                void *dk, void *dv) {
-    BEGIN_STAGE2_OP(p, l)
-    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
-    if ((st = check_topk_cols(&ap, topk_cols))) goto done;
-    st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, lse, dout, dq, dk, dv);
-    END_OP()
+    return infllm_sparse_attention_backward_out(p, l, q, k, v, topk_idx, topk_cols, NULL, lse, dout, dq, dk, dv);
 }
 
 infllm_status infllm_dense_attention_backward(const infllm_params *p, const infllm_layout *l, const void *q,
                                               const void *k, const void *v, const float *lse, const void *dout,
                                               void *dq, void *dk, void *dv) {
-    BEGIN_STAGE2_OP(p, l)
-    if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv))) goto done;
-    st = attn_backward(p, &ap, q, k, v, NULL, 0, lse, dout, dq, dk, dv);
-    END_OP()
+    return infllm_dense_attention_backward_out(p, l, q, k, v, NULL, lse, dout, dq, dk, dv);
 }
 
 /* The reference pipeline: every stage materialised (O(T^2) memory: it is the spec, not a path

@@ -220,10 +220,10 @@ infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t
 infllm_status cuda_select_blocks(const infllm_attn_params *ap, const void *q, const void *k, int32_t *topk_idx);
 infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes);
 /* src/cuda/cuda_backward.cu: the backward of stage 2 (topk_idx non-NULL) or of dense attention, and its
- * workspace (topk_cols 0: dense) */
+ * workspace (topk_cols 0: dense); out (and then lse) the forward's, or NULL: the forward recomputed */
 infllm_status cuda_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
-                                 const int32_t *topk_idx, int32_t topk_cols, const void *dout, void *dq, void *dk,
-                                 void *dv);
+                                 const int32_t *topk_idx, int32_t topk_cols, const void *out, const float *lse,
+                                 const void *dout, void *dq, void *dk, void *dv);
 infllm_status cuda_attn_backward_workspace_size(const infllm_attn_params *ap, int32_t topk_cols, size_t *bytes);
 int cuda_device_available(void);
 #endif

@@ -75,6 +75,9 @@ struct BwdParams {
      * grouping table) */
     void *fwd_ws;
     size_t fwd_ws_bytes;
+    /* the caller's forward output and lse (infllm_*_attention_backward_out), or NULL: pass 1 recomputes them */
+    const void *fwd_out;
+    const float *fwd_lse;
     int max_chunks;
     float *part_dk, *part_dv;
 };
@@ -328,22 +331,23 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
 }
 
 /* pass 1's end: stage 2's or dense attention's own kernel has written each row's O into dq (scratch until pass
- * 2) and its natural-log lse into lse2. A warp a row: Delta = dout . O (FlashAttention's, with O rounded to the
+ * 2) and its natural-log lse into lse2 (o_all, lse; or the caller's forward gave them: its out and lse). A warp a
+ * row: Delta = dout . O (FlashAttention's, with O rounded to the
  * dtype: within the test's bound, 0.5-1.4x the naive error by bench/bwd_delta_model.py's float model of the
  * rounding), lse2 = lse log2(e), a row without keys (lse -inf, O 0) +inf and Delta 0, NaN kept. */
 template <typename T, int D>
-__global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows) {
+__global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows, const T *o_all, const float *lse) {
     const int64_t r = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
-    const T *o = (const T *)p.dq + r * D, *d = (const T *)p.dout + r * D;
+    const T *o = o_all + r * D, *d = (const T *)p.dout + r * D;
     float acc = 0.f;
 #pragma unroll
     for (int x = lane; x < D; x += 32) acc += DT<T>::to_f(o[x]) * DT<T>::to_f(d[x]);
 #pragma unroll
     for (int w = 16; w; w >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, w);
     if (lane == 0) {
-        const float l = p.lse2[r];
+        const float l = lse[r];
         p.lse2[r] = l == -INFINITY ? INFINITY : l * LOG2E_F;
         p.delta[r] = acc;
     }
@@ -827,14 +831,18 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse, int32_t to
     return w;
 }
 
-/* pass 1: the forward by stage 2's / dense attention's own kernel (O into dq, the lse into lse2), then Delta */
+/* pass 1: the forward by stage 2's / dense attention's own kernel (O into dq, the lse into lse2), or the
+ * caller's (p.fwd_out, p.fwd_lse), then Delta */
 template <typename T, int D>
 static infllm_status bwd_forward_delta(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
-    infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2, 0,
-                                        p.fwd_ws, p.fwd_ws_bytes, st);
-    if (s) return s;
+    if (!p.fwd_out) {
+        infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2,
+                                            0, p.fwd_ws, p.fwd_ws_bytes, st);
+        if (s) return s;
+    }
     const int64_t rows = ap->total_q * (int64_t)ap->Hq;
-    k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows);
+    const T *o = (const T *)(p.fwd_out ? p.fwd_out : p.dq);
+    k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows, o, p.fwd_out ? p.fwd_lse : p.lse2);
     CU_LAUNCH_CHECK("k_bwd_delta");
     return INFLLM_OK;
 }
@@ -918,11 +926,14 @@ extern "C" infllm_status cuda_attn_backward_workspace_size(const infllm_attn_par
 
 extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const void *q, const void *k,
                                             const void *v, const int32_t *topk_idx, int32_t topk_cols,
-                                            const void *dout, void *dq, void *dk, void *dv) {
+                                            const void *out, const float *lse, const void *dout, void *dq, void *dk,
+                                            void *dv) {
     const bool sparse = topk_idx != NULL;
     const char *op = sparse ? "sparse attention backward" : "dense attention backward";
+    /* lse is read only with out (then it is the forward's, on the device) */
     infllm_status s = cuda_check_entry(ap, op, {{q, "q", 16}, {k, "k", 16}, {v, "v", 16}, {dout, "dout", 16},
-                                                {dq, "dq", 16}, {dk, "dk", 16}, {dv, "dv", 16}, {topk_idx, "topk_idx", 4}});
+                                                {dq, "dq", 16}, {dk, "dk", 16}, {dv, "dv", 16}, {topk_idx, "topk_idx", 4},
+                                                {out, "out", 16}, {out ? lse : NULL, "lse", 4}});
     if (s) return s;
     const BwdWs w = bwd_ws_layout(ap, sparse, sparse ? topk_cols : 0);
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
@@ -984,6 +995,8 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.plan.items = w.max_chunks > 0 ? (int4 *)(ws + w.off_items) : NULL;
     p.plan.hdr = w.max_chunks > 0 ? (int32_t *)(ws + w.off_hdr) : NULL;
     p.fwd_ws = w.fwd_bytes ? ws + w.off_fwd : NULL;
+    p.fwd_out = out;
+    p.fwd_lse = out ? lse : NULL;
     p.fwd_ws_bytes = w.fwd_bytes;
     p.part_dk = w.max_chunks > 0 ? (float *)(ws + w.off_part) : NULL;
     p.part_dv = p.part_dk ? (float *)(ws + w.off_part + align256((size_t)w.slots * 64 * ap->D * sizeof(float))) : NULL;
