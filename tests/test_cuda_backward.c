@@ -918,6 +918,9 @@ int main(void) {
         {"select-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0},
         {"select-g32-f16-d64-B48-chunk", F16, 32, 1, 64, 48, 1, {200}, {1500}, SEL_SELECT, 0, 3, 1, 0},
         {"select-g1-bf16-d128-B128", BF, 2, 2, 128, 128, 1, {1500}, {1500}, SEL_SELECT, 0, 2, 1, 0},
+        /* groups past one 128-row tile: a token a tile (G 128), and the group's heads in two chunks (G 160) */
+        {"sparse-g160-bf16-d64-B32-varlen", BF, 160, 1, 64, 32, 2, {90, 1}, {300, 90}, SEL_RANDOM, 5, 0, 0, 0},
+        {"dense-g128-f16-d128-chunk", F16, 128, 1, 128, 64, 1, {60}, {260}, SEL_DENSE, 0, 0, 0, 0},
     };
     const size_t ncases = sizeof cases / sizeof cases[0];
     int ngrid = 0;
