@@ -347,10 +347,12 @@ static infllm_status bwd_out(const bdata *x, const infllm_params *p, const int32
                                                     bdk, bdv)
                  : infllm_dense_attention_backward(p, &x->bl, x->bq, x->bk, x->bv, blse, x->bdout, bdq, bdk, bdv);
 }
+#ifdef INFLLM_HAVE_CUDA /* the workspace and graph checks' */
 static infllm_status bwd(const bdata *x, const infllm_params *p, const int32_t *btopk, int32_t cols, const float *blse,
                          void *bdq, void *bdk, void *bdv) {
     return bwd_out(x, p, btopk, cols, NULL, blse, bdq, bdk, bdv);
 }
+#endif
 
 /* the backward into poisoned outputs, its results on the host (g[0..2]: dq, dk, dv, malloc'd here); bout as
  * bwd_out's */
