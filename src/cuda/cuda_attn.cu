@@ -536,7 +536,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
 #ifdef INFLLM_WGMMA_DEVICE
     static_assert(SPARSE || !LIST, "k_flash90: block lists are a sparse layout");
-    constexpr int NWG = 2, M = 64 * NWG, NT = 128 * NWG, CH = D / 8, KS = D / 16, DT_ = D / 8;
+    constexpr int NWG = 2, M = 64 * NWG, NT = 128 * NWG, CH = D / 8, DT_ = D / 8;
     constexpr int KVB = 64 * D; /* elements of one K or V chunk tile */
     extern __shared__ __align__(16) unsigned char smem_raw[];
     /* wgmma's 128-byte swizzle needs 1024-byte aligned tiles (the host adds 1024 bytes) */
@@ -841,19 +841,9 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
                 float s[8][4], dp[8][4];
                 wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
-                    uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                    wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
-                }
+                wgmma_rows_keys<T, D, M>(s, dq, gdesc_add(dk0, soff));
                 wgmma_commit();
-#pragma unroll
-                for (int kk = 0; kk < KS; kk++) {
-                    uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
-                    uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                    wgmma_ss<T, 64>(dp, gdesc_add(ddo, qo), gdesc_add(dvk0, soff + ko), kk > 0);
-                }
+                wgmma_rows_keys<T, D, M>(dp, ddo, gdesc_add(dvk0, soff));
                 wgmma_commit();
                 load_released();
                 look_ahead();
@@ -903,12 +893,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
             float s[8][4];
             wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                uint32_t qo = (uint32_t)(((kk >> 2) * M * 64 + (kk & 3) * 16) * 2) >> 4;
-                uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                wgmma_ss<T, 64>(s, gdesc_add(dq, qo), gdesc_add(dk0, soff + ko), kk > 0);
-            }
+            wgmma_rows_keys<T, D, M>(s, dq, gdesc_add(dk0, soff));
             wgmma_commit();
             load_released();
             look_ahead();

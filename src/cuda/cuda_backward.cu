@@ -636,17 +636,9 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 const uint64_t dk_ = gmma_desc(sK, 16, 1024), dv_ = gmma_desc(sV, 16, 1024);
                 const uint64_t dq_ = gmma_desc(sq, 16, 1024), do_ = gmma_desc(so, 16, 1024);
                 wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++) {
-                    const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                    wgmma_ss<T, 64>(s, gdesc_add(dk_, ko), gdesc_add(dq_, ko), kk > 0);
-                }
+                wgmma_rows_keys<T, D, 64>(s, dk_, dq_);
                 wgmma_commit();
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk++) {
-                    const uint32_t ko = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
-                    wgmma_ss<T, 64>(dp, gdesc_add(dv_, ko), gdesc_add(do_, ko), kk > 0);
-                }
+                wgmma_rows_keys<T, D, 64>(dp, dv_, do_);
                 wgmma_commit();
                 wgmma_wait<1>();
                 reg_fence<NJ>(s);

@@ -91,6 +91,19 @@ WGMMA_PRODUCTS(__half, "f16")
 #undef WGMMA_ACC_N64
 #endif
 
+/* acc (m64n64, f32) = A B^T over k = 0 .. D - 1 (S = Q K^T): A the 64 rows at descriptor da of a [MA][D] tile, B
+ * the [64][D] tile at db, both swizzled (swz90, 16-bit) and K-major; a warpgroup's, uncommitted (the caller
+ * fences, commits and waits) */
+template <typename T, int D, int MA>
+__device__ __forceinline__ void wgmma_rows_keys(float (&acc)[8][4], uint64_t da, uint64_t db) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        const uint32_t ao = (uint32_t)(((kk >> 2) * MA * 64 + (kk & 3) * 16) * 2) >> 4;
+        const uint32_t bo = (uint32_t)(((kk >> 2) * 64 * 64 + (kk & 3) * 16) * 2) >> 4;
+        wgmma_ss<T, 64>(acc, gdesc_add(da, ao), gdesc_add(db, bo), kk > 0);
+    }
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #ifdef INFLLM_WGMMA_DEVICE
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
