@@ -877,6 +877,21 @@ static int cmd_peak(int argc, char **argv) {
     return 0;
 }
 
+/* --device cuda: 1 with the device's line in info, else a message naming cmd (no usable device, or a build
+ * without CUDA) and 0 */
+static int cuda_bench_device(const char *cmd, char *info, size_t n) {
+#ifdef INFLLM_HAVE_CUDA
+    if (infllm_cuda_device_info(info, n)) return 1;
+    fprintf(stderr, "%s: --device cuda: %s (needs a device of compute capability 8.0 or newer and code for it)\n", cmd,
+            info);
+#else
+    (void)info;
+    (void)n;
+    fprintf(stderr, "%s: --device cuda: this infllm was built without CUDA\n", cmd);
+#endif
+    return 0;
+}
+
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_common(&o, argc, argv, 0);
@@ -890,16 +905,9 @@ static int cmd_attn_bench(int argc, char **argv) {
             fprintf(stderr, "infllm bench attn: --peak (the CPU's FMA peak) does not apply to --device cuda\n");
             return 2;
         }
-        if (!infllm_cuda_device_info(cpu, sizeof cpu)) {
-            fprintf(stderr, "infllm bench attn: --device cuda: %s (needs a device of compute capability 8.0 or newer "
-                            "and code for it)\n", cpu);
-            return 1;
-        }
         one = bench_one_cuda;
-#else
-        fprintf(stderr, "infllm bench attn: --device cuda: this infllm was built without CUDA\n");
-        return 1;
 #endif
+        if (!cuda_bench_device("infllm bench attn", cpu, sizeof cpu)) return 1;
     } else {
         cpu_model(cpu, sizeof cpu);
         if (o.peak <= 0) {
@@ -1220,16 +1228,9 @@ static int cmd_backward_bench(int argc, char **argv) {
     int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
     if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        if (!infllm_cuda_device_info(cpu, sizeof cpu)) {
-            fprintf(stderr, "infllm bench backward: --device cuda: %s (needs a device of compute capability 8.0 or "
-                            "newer and code for it)\n", cpu);
-            return 1;
-        }
         one = bench_backward_one_cuda;
-#else
-        fprintf(stderr, "infllm bench backward: --device cuda: this infllm was built without CUDA\n");
-        return 1;
 #endif
+        if (!cuda_bench_device("infllm bench backward", cpu, sizeof cpu)) return 1;
     } else {
         cpu_model(cpu, sizeof cpu);
     }
