@@ -591,6 +591,25 @@ def fmt_errs(errs):
     return ", ".join(f"{n} {e:.2e}" for n, e in errs.items())
 
 
+def ours_checked(lib, q, k, v, dout, topk=None, K=0):
+    """(out, dq, dk, dv) of our forward and backward (sparse on topk when given), the gradients poisoned with NaN
+    before the call (an unwritten element shows as NaN)"""
+    out, lse = our_forward(lib, q, k, v, topk, K)
+    call = OurBwd(lib, q, k, v, lse, dout, topk, K)
+    call.poison()
+    call()
+    sync()
+    return (out, call.dq, call.dk, call.dv)
+
+
+def ours_failed(what, T, e, res):
+    """a check whose own run failed: a WARNING, a note, the error in its JSON dict (returned)"""
+    print(f"WARNING: check {what} at T={T}: ours failed: {type(e).__name__}: {e}", flush=True)
+    NOTES.append(f"check {what} at T={T}: ours failed: {type(e).__name__}: {e}")
+    res["error"] = str(e)
+    return res
+
+
 def check_dense(lib, T, tol, ref_max):
     """our dense backward against SDPA's at T (flash; cuDNN against flash for scale) and, where T <= ref_max,
     ours and SDPA's against a float32 math reference: a dict for the JSON"""
@@ -599,17 +618,9 @@ def check_dense(lib, T, tol, ref_max):
     gen = torch.Generator(device=q.device).manual_seed(102)
     dout = torch.randn(T, cb.HQ, cb.D, device=q.device, generator=gen).to(cb.TDT)
     try:
-        out, lse = our_forward(lib, q, k, v)
-        call = OurBwd(lib, q, k, v, lse, dout)
-        call.poison()
-        call()
-        sync()
-        ours = (out, call.dq, call.dk, call.dv)
+        ours = ours_checked(lib, q, k, v, dout)
     except Exception as e:  # noqa
-        print(f"WARNING: check dense at T={T}: ours failed: {type(e).__name__}: {e}", flush=True)
-        NOTES.append(f"check dense at T={T}: ours failed: {type(e).__name__}: {e}")
-        res["error"] = str(e)
-        return res
+        return ours_failed("dense", T, e, res)
     refs = {}
     for be in ("flash", "cudnn"):
         try:
@@ -671,17 +682,9 @@ def check_sparse(lib, T, topk_n, local_n, tol):
     dout = torch.randn(T, cb.HQ, cb.D, device=q.device, generator=gen).to(cb.TDT)
     try:
         topk, K = select(lib, q, k, topk_n, local_n)
-        out, lse = our_forward(lib, q, k, v, topk, K)
-        call = OurBwd(lib, q, k, v, lse, dout, topk, K)
-        call.poison()
-        call()
-        sync()
-        ours = (out, call.dq, call.dk, call.dv)
+        ours = ours_checked(lib, q, k, v, dout, topk, K)
     except Exception as e:  # noqa
-        print(f"WARNING: check sparse at T={T}: ours failed: {type(e).__name__}: {e}", flush=True)
-        NOTES.append(f"check sparse at T={T}: ours failed: {type(e).__name__}: {e}")
-        res["error"] = str(e)
-        return res
+        return ours_failed("sparse", T, e, res)
     mask = token_mask(topk, T)
     causal_blocks = (torch.arange(T, device=q.device) // BS + 1).float()
     frac = ((topk >= 0).sum(-1).float() / causal_blocks).mean().item()
