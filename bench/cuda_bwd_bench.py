@@ -398,6 +398,18 @@ def tflops(flop, ms):
     return flop / ms / 1e9 if ms == ms and ms > 0 else NAN
 
 
+def profile_once(lib, T):
+    """--profile: one sparse backward (out given) at T, its inputs made and selected as run_size's"""
+    q, k, v = cb.make_inputs(T, structured=True)
+    gen = torch.Generator(device=q.device).manual_seed(1)
+    dout = torch.randn(T, cb.HQ, cb.D, device=q.device, generator=gen).to(cb.TDT)
+    topk, K = select(lib, q, k)
+    out_s, lse_s = our_forward(lib, q, k, v, topk, K)
+    OurBwd(lib, q, k, v, lse_s, dout, topk, K, out=out_s)()
+    sync()
+    print(f"# profile: one sparse backward (out given) at T={T} ran", flush=True)
+
+
 def run_size(lib, a, T, flex_state):
     """one row of the table: every backward at T"""
     G = cb.HQ // cb.HKV
@@ -799,13 +811,17 @@ def parse_args(argv=None):
     ap.add_argument("--tol", type=float, default=0.0, help="check tolerance (default 2e-2 bf16, 1e-2 f16)")
     ap.add_argument("--json", default="", metavar="FILE", help="write the checks, rows and notes as JSON")
     ap.add_argument("--csv", default="", metavar="FILE", help="write the rows as CSV")
+    ap.add_argument("--profile", type=int, default=0, metavar="T",
+                    help="for a profiler (bench/cuda_ncu.sh -k bwdkv,bwddq): at T tokens, the selection and the sparse "
+                         "forward, then ONE sparse backward with the forward's out given (its kernels: k_bwd_bits, "
+                         "the plan, k_bwd_delta, the dq pass, k_bwd_kv), then exit; nothing timed or checked")
     a = ap.parse_args(argv)
     try:
         a.sizes_list = [int(x) for x in a.sizes.split(",") if x.strip()]
         a.flex_sizes_list = [int(x) for x in a.flex_sizes.split(",") if x.strip()] if a.flex_sizes else a.sizes_list
     except ValueError:
         ap.error("--sizes / --flex-sizes: comma-separated integers")
-    if any(T < 1 for T in a.sizes_list) or a.reps < 1 or a.budget <= 0:
+    if any(T < 1 for T in a.sizes_list) or a.reps < 1 or a.budget <= 0 or a.profile < 0:
         ap.error("sizes and --reps must be positive, --budget > 0")
     if a.tol <= 0:
         a.tol = 2e-2 if a.dtype == "bf16" else 1e-2
@@ -834,6 +850,9 @@ def main(argv=None):
           f"Hq {cb.HQ} / Hkv {cb.HKV} / d {cb.D}, {cb.DT_NAME}, structured inputs, reps {a.reps}", flush=True)
     print(f"# {info.value.decode(errors='replace')}", flush=True)
 
+    if a.profile:
+        profile_once(lib, a.profile)
+        return
     checks = {}
     if not a.no_check:
         if a.sizes_list:

@@ -10,7 +10,9 @@
 #
 #   -T LENGTH    sequence length (default 131072)
 #   -k KERNELS   comma list of: sparse (k_flash90's sparse launch), dense (its dense launch),
-#                select (k_select90), group (k_group_tokens); default sparse,select
+#                select (k_select90), group (k_group_tokens); bwdkv (the sparse backward's k_bwd_kv) and
+#                bwddq (its dq pass, k_flash90's DQ instance), both from one sparse backward with the
+#                forward's out given (bench/cuda_bwd_bench.py --profile T); default sparse,select
 #   --lib LIB    profile this libinfllm.so (default: build DIR with cmake first)
 #   --build DIR  build directory for the default build (default build-ncu; -DINFLLM_CUDA_ARCHS=90a)
 #   --out DIR    reports and CSVs (default /tmp/cuda_ncu; a device call returns at most 8 files of
@@ -59,12 +61,17 @@ for kn in ${KERNELS//,/ }; do
   dense) filt=(-k regex:k_flash90 --launch-skip 1 -c 1) ;; # then the dense call
   select) filt=(-k regex:k_select90 -c 1) ;;
   group) filt=(-k regex:k_group_tokens -c 1) ;;
-  *) echo "cuda_ncu: unknown kernel '$kn' (sparse, dense, select, group)" >&2; fail=1; continue ;;
+  bwdkv) filt=(-k regex:k_bwd_kv -c 1) ;;                  # cuda_bwd_bench --profile: the one backward's
+  bwddq) filt=(-k regex:k_flash90 --launch-skip 1 -c 1) ;; # the forward, then the backward's dq pass
+  *) echo "cuda_ncu: unknown kernel '$kn' (sparse, dense, select, group, bwdkv, bwddq)" >&2; fail=1; continue ;;
+  esac
+  case "$kn" in
+  bwd*) prog=(python3 "$ROOT/bench/cuda_bwd_bench.py" --lib "$LIB" --profile "$T") ;;
+  *) prog=(python3 "$ROOT/bench/cuda_bench.py" --lib "$LIB" --profile "$T" ${TOPK:+--topk-npy "$TOPK"}) ;;
   esac
   rep=$OUTDIR/$kn
   echo "## $kn"
-  if ! ncu --clock-control none "${filt[@]}" --set full -f -o "$rep" \
-    python3 "$ROOT/bench/cuda_bench.py" --lib "$LIB" --profile "$T" ${TOPK:+--topk-npy "$TOPK"} >"$OUTDIR/$kn.ncu.log" 2>&1 ||
+  if ! ncu --clock-control none "${filt[@]}" --set full -f -o "$rep" "${prog[@]}" >"$OUTDIR/$kn.ncu.log" 2>&1 ||
     [ ! -f "$rep.ncu-rep" ]; then
     tail -15 "$OUTDIR/$kn.ncu.log"
     echo "cuda_ncu: profile of $kn failed"

@@ -521,32 +521,47 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     const int words = (lq + 31) / 32;
     const uint32_t *rowbits = SPARSE ? bwd_rowbits(p, g, b, c, lq) : NULL;
 
-    /* step loads: rows [st NQ, st NQ + NQ) of the window's (token, head) list into stage buffer bf */
-    auto load_step = [&](int st, int bf, int nlist) {
-        uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
-        const uint16_t *qg = (const uint16_t *)p.q, *og = (const uint16_t *)p.dout;
-        const int nr = nlist * G; /* <= BWD_WIN * G: int */
-        static_assert(NT % CH == 0, "k_bwd_kv: a thread's 16-byte column is the same in every row it loads");
-        const int cc = tid % CH;
-#pragma unroll
-        for (int r = tid / CH; r < NQ; r += NT / CH) {
-            const int rho = st * NQ + r;
-            const bool ok = rho < nr;
-            const int j = ok ? rho / G : 0;
-            const int64_t off = ok ? ((q0 + sList[j]) * p.Hq + g * G + (rho - j * G)) * (int64_t)D + cc * 8 : 0;
-            cp_async16(sq + swzt(r, cc * 8), qg + off, ok ? 16 : 0);
-            cp_async16(so + swzt(r, cc * 8), og + off, ok ? 16 : 0);
+    /* step loads: the next NQ rows of the window's (token, head) list (row rho = token j G + head hh) into stage
+     * buffer bf. Thread (warp w, lane l) loads the 16-byte column cc = l % CH of the rows r0 + RS i (i < NI) of
+     * each step, r0 = GPW w + l / CH. Each of those rows is owned by one lane of the warp (lane h NI + i owns row
+     * GPW w + h + RS i; lanes past GPW NI repeat the first ones): it keeps that row's (j, hh) cursor, advanced NQ
+     * rows a step without a division (G is a runtime value: a division a row was a third of the kernel's
+     * instructions, session 43's ncu), loads its lse2 / Delta / key mask and hands its global row to the
+     * loading lanes by a shuffle. Rows past the list are zero-filled with an empty key mask. */
+    constexpr int RS = NT / CH, NI = NQ / RS, GPW = 32 / CH;
+    static_assert(NT % CH == 0 && 32 % CH == 0, "k_bwd_kv: a thread's 16-byte column is the same in every row it loads");
+    static_assert(NQ % RS == 0 && RS % 8 == 0, "k_bwd_kv: a thread's rows share their swizzle phase");
+    static_assert(GPW * NI <= 32, "k_bwd_kv: a lane owns at most one of its warp's rows");
+    constexpr int RSTRIDE = WG ? RS * 64 : RS * D; /* swzt(r + RS, c) - swzt(r, c) */
+    const int r0 = tid / CH, cc = tid % CH;
+    const int own = lane % (GPW * NI), own_r = GPW * warp + own / NI + RS * (own % NI); /* the row this lane owns */
+    const int dj = NQ / G, dh = NQ % G; /* a step in the cursor */
+    int cj = 0, ch = 0;                 /* own_r's cursor: set at each window's start */
+    auto load_step = [&](int bf, int nlist) {
+        const bool ok = cj < nlist;
+        const int64_t row = ok ? q0 * p.Hq + (int64_t)g * G + (int64_t)sList[ok ? cj : 0] * p.Hq + ch : -1;
+        /* the row's lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and the
+         * CTA at the next barrier) */
+        if (lane < GPW * NI) {
+            cp_async4(sLse + bf * NQ + own_r, p.lse2 + (ok ? row : 0), ok ? 4 : 0);
+            cp_async4(sDel + bf * NQ + own_r, p.delta + (ok ? row : 0), ok ? 4 : 0);
+            sMask[bf * NQ + own_r] = ok ? sTokMask[ok ? cj : 0] : 0ull;
         }
-        /* the rows' lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and
-         * the CTA at the next barrier); rows past the list get 0 and an empty key mask */
-        for (int r = tid; r < NQ; r += NT) {
-            const int rho = st * NQ + r;
-            const bool ok = rho < nr;
-            const int j = ok ? rho / G : 0;
-            const int64_t idx = ok ? (q0 + sList[j]) * p.Hq + g * G + (rho - j * G) : 0;
-            cp_async4(sLse + bf * NQ + r, p.lse2 + idx, ok ? 4 : 0);
-            cp_async4(sDel + bf * NQ + r, p.delta + idx, ok ? 4 : 0);
-            sMask[bf * NQ + r] = ok ? sTokMask[j] : 0ull;
+        ch += dh;
+        cj += dj;
+        if (ch >= G) {
+            ch -= G;
+            cj++;
+        }
+        uint16_t *sq = sRows + bf * 2 * NQ * D + swzt(r0, cc * 8), *so = sq + NQ * D;
+        const uint16_t *qg = (const uint16_t *)p.q + cc * 8, *og = (const uint16_t *)p.dout + cc * 8;
+#pragma unroll
+        for (int i = 0; i < NI; i++) {
+            const int64_t ri = __shfl_sync(0xffffffffu, row, (lane / CH) * NI + i);
+            const bool oki = ri >= 0;
+            const int64_t off = oki ? ri * D : 0;
+            cp_async16(sq + i * RSTRIDE, qg + off, oki ? 16 : 0);
+            cp_async16(so + i * RSTRIDE, og + off, oki ? 16 : 0);
         }
     };
 
@@ -602,19 +617,22 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
         }
         __syncthreads();
         const int nsteps = (nlist * G + NQ - 1) / NQ;
-        /* a ring of KV_NS stages: step i in stage i % KV_NS, KV_NS - 1 steps in flight ahead of the one computed */
+        cj = own_r / G, ch = own_r % G;
+        /* a ring of KV_NS stages: step i in stage i % KV_NS, KV_NS - 1 steps in flight ahead of the one computed.
+         * Step st + KV_NS - 1 is loaded after step st's barrier, into the stage of step st - 1, which every
+         * thread has finished by then (its products waited on): one CTA barrier a step */
 #pragma unroll
         for (int st = 0; st < KV_NS - 1; st++) {
-            if (st < nsteps) load_step(st, st, nlist);
+            if (st < nsteps) load_step(st, nlist);
             cp_async_commit();
         }
         for (int st = 0; st < nsteps; st++) {
             const int bf = st % KV_NS;
-            if (st + KV_NS - 1 < nsteps) load_step(st + KV_NS - 1, (st + KV_NS - 1) % KV_NS, nlist);
-            cp_async_commit();
-            cp_async_wait<KV_NS - 1>();
+            cp_async_wait<KV_NS - 2>(); /* step st's group: KV_NS - 2 later ones may still be in flight */
             if (WG) fence_proxy_async(); /* cp.async's writes, then wgmma's reads through the async proxy */
             __syncthreads();
+            if (st + KV_NS - 1 < nsteps) load_step((st + KV_NS - 1) % KV_NS, nlist);
+            cp_async_commit();
             const uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
             /* this thread's columns (rows of the step): 8 j + 2 tig + e */
             /* bit 4 j + e of kb: fragment element e of column tile j is an allowed (key, row) */
@@ -718,7 +736,6 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 mma_acc_rows<T, D, NQ / 16>(dv, s, so, lane);
                 mma_acc_rows<T, D, NQ / 16>(dk, dp, sq, lane);
             }
-            __syncthreads();
         }
         cp_async_wait<0>();
         __syncthreads(); /* sList / sTokMask are rewritten by the next window */
