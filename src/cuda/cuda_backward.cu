@@ -631,25 +631,33 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             cp_async_wait<KV_NS - 2>(); /* step st's group: KV_NS - 2 later ones may still be in flight */
             if (WG) fence_proxy_async(); /* cp.async's writes, then wgmma's reads through the async proxy */
             __syncthreads();
-            if (st + KV_NS - 1 < nsteps) load_step((st + KV_NS - 1) % KV_NS, nlist);
-            cp_async_commit();
+            /* the next loads (a commit group each step, empty past the last) */
+            auto load_next = [&]() {
+                if (st + KV_NS - 1 < nsteps) load_step((st + KV_NS - 1) % KV_NS, nlist);
+                cp_async_commit();
+            };
             const uint16_t *sq = sRows + bf * 2 * NQ * D, *so = sq + NQ * D;
             /* this thread's columns (rows of the step): 8 j + 2 tig + e */
             /* bit 4 j + e of kb: fragment element e of column tile j is an allowed (key, row) */
             static_assert(NJ * 4 <= 32, "k_bwd_kv: one bit a fragment element");
-            uint32_t kb = 0;
+            auto mask_bits = [&]() {
+                uint32_t kb = 0;
 #pragma unroll
-            for (int j = 0; j < NJ; j++)
+                for (int j = 0; j < NJ; j++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const uint32_t mk = (uint32_t)(sMask[bf * NQ + 8 * j + 2 * tig + e] >> (warp * 16 + gid));
-                    kb |= (mk & 1u) << (4 * j + e);
-                    kb |= ((mk >> 8) & 1u) << (4 * j + 2 + e);
-                }
+                    for (int e = 0; e < 2; e++) {
+                        const uint32_t mk = (uint32_t)(sMask[bf * NQ + 8 * j + 2 * tig + e] >> (warp * 16 + gid));
+                        kb |= (mk & 1u) << (4 * j + e);
+                        kb |= ((mk >> 8) & 1u) << (4 * j + 2 + e);
+                    }
+                return kb;
+            };
             if constexpr (WG) {
 #ifdef INFLLM_WGMMA_DEVICE
                 /* S^T = K Q^T and dP^T = V dout^T (K-major operands: the K / V tiles and the step's rows), two
-                 * commit groups: P^T's exps run under dP^T's product, dS^T's math under dv's */
+                 * commit groups: the next loads and the masks are issued under both products (session 43: they
+                 * were ~40% of a step's serial chain before them), P^T's exps run under dP^T's, dS^T's math
+                 * under dv's */
                 float s[NJ][4], dp[NJ][4];
                 const uint64_t dk_ = gmma_desc(sK, 16, 1024), dv_ = gmma_desc(sV, 16, 1024);
                 const uint64_t dq_ = gmma_desc(sq, 16, 1024), do_ = gmma_desc(so, 16, 1024);
@@ -658,6 +666,11 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 wgmma_commit();
                 wgmma_rows_keys<T, D, 64>(dp, dv_, do_);
                 wgmma_commit();
+                load_next();
+                const uint32_t kb = mask_bits();
+                float2 lse_c[NJ]; /* the columns' lse2, read under the products */
+#pragma unroll
+                for (int j = 0; j < NJ; j++) lse_c[j] = *reinterpret_cast<const float2 *>(sLse + bf * NQ + 8 * j + 2 * tig);
                 wgmma_wait<1>();
                 reg_fence<NJ>(s);
                 /* P^T, rounded to T into dv's A fragments (ap); s keeps it in f32 for dS^T */
@@ -666,8 +679,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 for (int j = 0; j < NJ; j++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int col = 8 * j + 2 * tig + (e & 1);
-                        s[j][e] = (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - sLse[bf * NQ + col]) : 0.f;
+                        s[j][e] = (kb >> (4 * j + e)) & 1u ? exp2f(s[j][e] * p.scale_log2 - (e & 1 ? lse_c[j].y : lse_c[j].x)) : 0.f;
                     }
                 kv_pack_a<T, NQ / 16>(ap, s);
                 wgmma_wait<0>();
@@ -699,7 +711,10 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
 #else
                 __trap(); /* not built for sm_90a: the host never launches this */
 #endif
-            } else if (__any_sync(0xffffffffu, kb != 0)) {
+            } else {
+                load_next();
+                const uint32_t kb = mask_bits();
+                if (!__any_sync(0xffffffffu, kb != 0)) continue;
                 float s[NJ][4], dp[NJ][4];
 #pragma unroll
                 for (int j = 0; j < NJ; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
