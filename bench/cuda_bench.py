@@ -196,8 +196,8 @@ def stage2_fn(lib, p, l, q, k, v, topk, K, out, lse):
 
 
 def kernel_times(fn, reps=20):
-    """device us per call of each CUDA kernel that fn launches (torch.profiler; bench/smallq_ab.py --kernels,
-    and --stage2-profile here)"""
+    """device us per call of each CUDA kernel that fn launches, summed over the instances of a template
+    (torch.profiler; bench/smallq_ab.py --kernels, and --stage2-profile here)"""
     from torch.profiler import ProfilerActivity, profile
     fn()
     torch.cuda.synchronize()
@@ -212,7 +212,9 @@ def kernel_times(fn, reps=20):
             if t is None:
                 t = e.self_cuda_time_total
             if t > 0:
-                acc[e.key.split("<")[0].split("(")[0]] = t / reps
+                # instances of one template (their keys differ) add up under the template's name
+                name = e.key.split("<")[0].split("(")[0]
+                acc[name] = acc.get(name, 0.0) + t / reps
     return acc
 
 
