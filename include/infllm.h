@@ -276,7 +276,7 @@ infllm_status infllm_dense_attention_backward(const infllm_params *p, const infl
 
 /* The two calls above with the forward's output out [total_q, Hq, D] (layout dtype) given, as
  * infllm_sparse_attention / infllm_dense_attention (or infllm_attention) wrote it together with lse: CUDA then
- * takes the softmax from lse and Delta = rowsum(dout * out) instead of recomputing the forward (about a fifth of
+ * takes the softmax from lse and Delta = rowsum(dout * out) instead of recomputing the forward (about a quarter of
  * the backward's time at 128K on an H200), so out and lse must come from one forward of these inputs; with
  * those of this backend's forward the gradients are bitwise the call without out's. out may be NULL (the calls
  * above). CPU and REF do not read out. Workspace: the same size functions. */
