@@ -24,15 +24,18 @@
  *       which neighbouring tokens select similar blocks, as in real text); default random N(0,1).
  *   infllm bench backward [the options of bench attn]
  *       A training step's attention on the CPU backend: dense (infllm_dense_attention, then
- *       infllm_dense_attention_backward) and sparse (infllm_select_blocks, infllm_sparse_attention
- *       on its blocks, infllm_sparse_attention_backward), the forward and backward calls
- *       alternating; medians over --reps, "bwd / fwd" the median of the per-pair ratios. FLOPs
+ *       infllm_dense_attention_backward_out) and sparse (infllm_select_blocks, infllm_sparse_attention
+ *       on its blocks, infllm_sparse_attention_backward_out), the forward and backward calls
+ *       alternating, the backward given the forward's out and lse as a training step has them (the
+ *       CPU does not read out; CUDA then skips recomputing the forward, about a quarter of its backward
+ *       at 128K); medians over --reps, "bwd / fwd" the median of the per-pair ratios. FLOPs
  *       count the attended keys exactly (from the selection): forward 4 D per (row, key),
  *       backward 14 D (S, dP, dq in pass A; S, dP, dk, dv in pass B; cpu_backward.c).
  *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128; --inputs too), timed with CUDA
  *       events on one stream with one caller workspace of the largest need; the selection timed once; backward
- *       GFLOP/s at 10 D a pair (the usual five products; the CUDA backward does 18 D, cuda_backward.cu).
- *       bench/cuda_bwd_bench.py times the same calls against PyTorch's SDPA and FlexAttention backwards.
+ *       GFLOP/s at 10 D a pair (the usual five products; the CUDA backward does 14 D with out given, 18 D
+ *       without: cuda_backward.cu). bench/cuda_bwd_bench.py times these calls, with and without out,
+ *       against PyTorch's SDPA and FlexAttention backwards.
  *   FLOP formulas (multiply-add = 2):
  *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
@@ -1012,8 +1015,8 @@ static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *e
                     : infllm_dense_attention(&p, &l, q, k, v, out, lse);
         if (st) goto fail;
         const double t1 = now_s();
-        st = sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, sz.topk_out, lse, dout, dq, dk, dv)
-                    : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dv);
+        st = sparse ? infllm_sparse_attention_backward_out(&p, &l, q, k, v, topk, sz.topk_out, out, lse, dout, dq, dk, dv)
+                    : infllm_dense_attention_backward_out(&p, &l, q, k, v, out, lse, dout, dq, dk, dv);
         if (st) goto fail;
         const double t2 = now_s();
         t[r] = (t1 - t0) * 1e3;
@@ -1041,9 +1044,10 @@ done:
 /* bench_backward_one on the GPU: the same host inputs copied once; the selection once (timed alone), then per rep
  * the forward and the backward back to back on one stream, with a CUDA event before, between and after, one caller
  * workspace of the largest need (forward, selection, backward: no call allocates), one synchronisation at the end.
- * bwd / fwd is the median of the per-rep ratios. GFLOP/s count the attended (row, key) pairs exactly, 4 D a pair
- * forward and 10 D backward (the five products of the usual count, as bench/cuda_bwd_bench.py and the SDPA
- * baselines; the CUDA backward itself does 18 D: S and dP in each of its three passes). */
+ * The backward is the _out call on the forward's out and lse. bwd / fwd is the median of the per-rep ratios.
+ * GFLOP/s count the attended (row, key) pairs exactly, 4 D a pair forward and 10 D backward (the five products of
+ * the usual count, as bench/cuda_bwd_bench.py and the SDPA baselines; the CUDA backward itself does 14 D with out
+ * given: S and dP in both its passes). */
 static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, char *err, size_t errlen) {
     const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
     const size_t es = infllm_dtype_size(o->dtype), nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
@@ -1121,10 +1125,10 @@ static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, ch
             goto fail;
         }
         if (r >= 0 && cudaEventRecord(ev[2 * r + 1], stream) != cudaSuccess) goto cuda_fail;
-        st = sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, dq, dk, dv)
-                    : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dv);
+        st = sparse ? infllm_sparse_attention_backward_out(&p, &l, q, k, v, topk, K, out, lse, dout, dq, dk, dv)
+                    : infllm_dense_attention_backward_out(&p, &l, q, k, v, out, lse, dout, dq, dk, dv);
         if (st) {
-            what = sparse ? "infllm_sparse_attention_backward" : "infllm_dense_attention_backward";
+            what = sparse ? "infllm_sparse_attention_backward_out" : "infllm_dense_attention_backward_out";
             goto fail;
         }
         if (r >= 0 && cudaEventRecord(ev[2 * r + 2], stream) != cudaSuccess) goto cuda_fail;
@@ -1237,8 +1241,8 @@ static int cmd_backward_bench(int argc, char **argv) {
     if (!strcmp(o.format, "md") && o.cuda)
         printf("# infllm bench backward --device cuda: commit %s, %s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, inputs %s, reps %d (median of CUDA-event "
-               "times); backward GFLOP/s at 10 D a pair (the usual five products; bench/cuda_bwd_bench.py has the "
-               "PyTorch baselines)\n",
+               "times); backward: the _out calls (the forward's out and lse given), GFLOP/s at 10 D a pair (the usual five "
+               "products; bench/cuda_bwd_bench.py has the PyTorch baselines)\n",
                infllm_build_commit(), cpu, o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype),
                o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
     else if (!strcmp(o.format, "md"))
