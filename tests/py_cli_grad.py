@@ -223,6 +223,20 @@ with tempfile.TemporaryDirectory() as tmp:
         check(p.returncode == 2 and what in p.stderr and sorted(os.listdir(folder)) == before,
               f"{' '.join(os.path.basename(a) for a in args[-4:])}: exit {p.returncode} (want 2), nothing written "
               f"({sorted(set(os.listdir(folder)) - set(before))} new), stderr {p.stderr[-160:]!r} (want '{what}')")
+    # the same with a --grad-dir / --dump folder the command creates: --out NEW/dq.npy (or NEW/lse.npy) was taken for
+    # a path outside the folder (it did not exist when checked), so --out was written and then silently replaced by
+    # the gradient (or the dump's lse), exit 0
+    for flag, name, extra in (("--grad-dir", "dq.npy", []), ("--dump", "lse.npy", SPARSE),
+                              ("--grad-dir", "dv.npy", ["--dump", os.path.join(tmp, "new-dump")])):
+        new = os.path.join(tmp, "new-" + name)
+        args = [*base, "--grad-dir", os.path.join(tmp, "new-grads")] if flag == "--dump" else list(base)
+        p = run(*args, *extra, flag, new + "/", "--out", os.path.join(new, name))
+        check(p.returncode == 2 and "--out" in p.stderr and not os.path.exists(os.path.join(new, name)),
+              f"--out {name} in a new {flag} folder: exit {p.returncode} (want 2), stderr {p.stderr[-160:]!r}, "
+              f"{name} {'written' if os.path.exists(os.path.join(new, name)) else 'not written'}")
+    # an --out beside (not in) a new folder is fine
+    p = run(*base, "--grad-dir", os.path.join(tmp, "new-g2"), "--out", os.path.join(tmp, "dq.npy"))
+    check(p.returncode == 0, f"--out beside a new --grad-dir: exit {p.returncode}: {p.stderr[-200:]}")
     # a batch with one dense and one sparse sequence under --mode auto: one mode a call
     cu = os.path.join(tmp, "cu.npy")
     np.save(cu, np.array([0, 40, 96], dtype=np.int32))

@@ -149,12 +149,34 @@ static void parent_folder(const char *path, char *parent, size_t len) {
     else snprintf(parent, len, "%.*s", (int)(slash - path), path);
 }
 
+/* 1 when the folders a and b are one: the same existing folder, or, where neither exists yet (a folder the
+ * command is about to create, as infllm attn's --dump / --grad-dir), the same name in one folder */
+static int same_folder(const char *a, const char *b, int depth) {
+    struct stat sa, sb;
+    const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea || eb)
+        return ea && eb && S_ISDIR(sa.st_mode) && S_ISDIR(sb.st_mode) && sa.st_dev == sb.st_dev &&
+               sa.st_ino == sb.st_ino;
+    char ta[4096], tb[4096];
+    snprintf(ta, sizeof ta, "%s", a);
+    snprintf(tb, sizeof tb, "%s", b);
+    for (size_t n = strlen(ta); n > 1 && ta[n - 1] == '/'; n--) ta[n - 1] = 0; /* "new/" is "new" */
+    for (size_t n = strlen(tb); n > 1 && tb[n - 1] == '/'; n--) tb[n - 1] = 0;
+    const char *na = strrchr(ta, '/'), *nb = strrchr(tb, '/');
+    na = na ? na + 1 : ta;
+    nb = nb ? nb + 1 : tb;
+    if (depth > 64 || !*na || strcmp(na, nb) || !strcmp(na, ".") || !strcmp(na, "..")) return 0;
+    char pa[4096], pb[4096];
+    parent_folder(ta, pa, sizeof pa);
+    parent_folder(tb, pb, sizeof pb);
+    return same_folder(pa, pb, depth + 1);
+}
+
 int opts_path_in_dir(const char *path, const char *dir) {
-    struct stat sp, sd;
-    if (!path || !*path || !dir || stat(dir, &sd) || !S_ISDIR(sd.st_mode)) return 0;
+    if (!path || !*path || !dir || !*dir) return 0;
     char parent[4096];
     parent_folder(path, parent, sizeof parent);
-    return stat(parent, &sp) == 0 && sp.st_dev == sd.st_dev && sp.st_ino == sd.st_ino;
+    return same_folder(parent, dir, 0);
 }
 
 int opts_file_in_dir(const char *path, const char *dir) {

@@ -34,7 +34,9 @@ int opts_choice_list(const char *s, const char *const *choices, int n, int *pick
 int opts_same_file(const char *a, const char *b);
 /* 1 when path names an existing file directly inside the folder dir, else 0. */
 int opts_file_in_dir(const char *path, const char *dir);
-/* 1 when path's parent is the folder dir, whether or not path exists (an output about to be written), else 0. */
+/* 1 when path's parent is the folder dir, whether or not path exists (an output about to be written), else 0; a dir
+ * that does not exist yet (one the command will create) holds path when path's parent names it: the same last
+ * component in the same existing folder. */
 int opts_path_in_dir(const char *path, const char *dir);
 /* Checks that an output file can be created at path before any work is done: it is not a folder, and its parent
  * folder exists and is writable. 0, or -1 after printing "prog: flag PATH: why". */
