@@ -250,7 +250,8 @@ infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const 
  * write it), and dout = dLoss/dout:
  *   dout [total_q, Hq, D] (layout dtype), lse [total_q, Hq] float32 (required)
  *   dq [total_q, Hq, D], dk / dv [total_k, Hkv, D] (layout dtype), written, not accumulated; keys
- *   no query attends get 0.
+ *   no query attends get 0. A gradient that shares memory with an input (q, k, v, topk_idx, lse, dout, the
+ *   _out variants' out) or with another gradient is refused with INFLLM_ERR_PARAM (no in-place backward).
  * The CPU backend recomputes the softmax in f32 from q, k and lse, normalising each row by its
  * recomputed sum (so lse only has to keep the exponent in range: an lse rounded to f32, or taken from
  * another backend's forward, costs no accuracy), and Delta = rowsum(P * dP) from the recomputation

@@ -681,6 +681,71 @@ static void error_checks(void) {
     bdata_free(&x);
 }
 
+/* Gradients written over an input: the CPU backward reads q, dout and lse again in pass B after pass A has stored
+ * dq (and the next (sequence, KV head) packs k / v after dk / dv of the last were stored), so dq in q's or dout's
+ * memory gave wrong dk / dv without a word, where REF (float64 temporaries) gave the right ones and the forward takes
+ * out == q. Every backend refuses an overlap of a gradient with an input or with another gradient, naming both;
+ * buffers that only touch (dk then dv in one allocation) run and give the separate buffers' bits. */
+static void aliased_buffers(void) {
+    bcase c = {"aliases", INFLLM_DTYPE_F32, 4, 2, 32, 16, 2, {20, 7}, {40, 30}, 3};
+    bdata x;
+    bdata_init(&x, &c, 11);
+    const int64_t nq = x.tq * c.Hq * c.D, nk = x.tk * c.Hkv * c.D;
+    const size_t es = infllm_dtype_size(c.dt);
+    char *dq = alloc_dt(c.dt, nq), *dkv = alloc_dt(c.dt, 2 * nk), *dk = alloc_dt(c.dt, nk), *dv = alloc_dt(c.dt, nk);
+    float *lse = calloc((size_t)x.tq * c.Hq, sizeof(float));
+    /* a gradient over lse / topk_idx: both in one buffer of a gradient's size, so that the gradient's range overlaps
+     * nothing else (other allocations may lie right after a small one) */
+    char *big = alloc_dt(c.dt, nq > nk ? nq : nk);
+    for (int be = 0; be < 2; be++) {
+        const infllm_params p = params_for(&c, be ? INFLLM_BACKEND_REF : INFLLM_BACKEND_CPU, 2);
+        CHECK_OK(run_forward(&x, &p, dq, lse));
+        CHECK_OK(run_backward(&x, &p, lse, dq, dk, dv));
+        /* dk and dv back to back in one allocation: no overlap */
+        CHECK_OK(infllm_sparse_attention_backward(&p, &x.l, x.q, x.k, x.v, x.topk, 3, lse, x.dout, dq, dkv,
+                                                  dkv + nk * es));
+        CHECK(!memcmp(dkv, dk, (size_t)nk * es) && !memcmp(dkv + nk * es, dv, (size_t)nk * es),
+              "%s: dk / dv back to back in one buffer differ from separate buffers", be ? "REF" : "CPU");
+        const struct {
+            const char *what, *a, *b; /* the names the message must give */
+            void *q, *dout, *dq, *dk, *dv;
+            const float *lse;
+            const int32_t *topk;
+        } cases[] = {
+            {"dq = q", "dq", "q", x.q, x.dout, x.q, dk, dv, lse, x.topk},
+            {"dq = dout", "dq", "dout", x.q, x.dout, x.dout, dk, dv, lse, x.topk},
+            {"dk = k", "dk", "k", x.q, x.dout, dq, x.k, dv, lse, x.topk},
+            {"dv one element into v", "dv", "v", x.q, x.dout, dq, dk, (char *)x.v + es, lse, x.topk},
+            {"dq over lse", "dq", "lse", x.q, x.dout, big, dk, dv, (const float *)big, x.topk},
+            {"dk over topk_idx", "dk", "topk_idx", x.q, x.dout, dq, big, dv, lse, (const int32_t *)big},
+            {"dk = dv", "dk", "dv", x.q, x.dout, dq, dk, dk, lse, x.topk},
+            {"dv overlapping dk's tail", "dk", "dv", x.q, x.dout, dq, dkv, dkv + (nk - 1) * es, lse, x.topk},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const infllm_status st =
+                infllm_sparse_attention_backward(&p, &x.l, cases[i].q, x.k, x.v, cases[i].topk, 3, cases[i].lse,
+                                                 cases[i].dout, cases[i].dq, cases[i].dk, cases[i].dv);
+            const char *msg = infllm_last_error();
+            CHECK(st == INFLLM_ERR_PARAM && strstr(msg, cases[i].a) && strstr(msg, cases[i].b) && strstr(msg, "overlap"),
+                  "%s sparse backward, %s: %s '%s' (want INFLLM_ERR_PARAM naming %s and %s)", be ? "REF" : "CPU",
+                  cases[i].what, infllm_status_str(st), msg, cases[i].a, cases[i].b);
+        }
+        /* the dense call and the _out variant likewise (out is read by CUDA: an input) */
+        CHECK_STATUS(infllm_dense_attention_backward(&p, &x.l, x.q, x.k, x.v, lse, x.dout, x.q, dk, dv),
+                     INFLLM_ERR_PARAM);
+        CHECK_STATUS(infllm_dense_attention_backward_out(&p, &x.l, x.q, x.k, x.v, dq, lse, x.dout, dq, dk, dv),
+                     INFLLM_ERR_PARAM);
+        CHECK(strstr(infllm_last_error(), "out") != NULL, "the message names out: %s", infllm_last_error());
+    }
+    free(big);
+    free(dq);
+    free(dkv);
+    free(dk);
+    free(dv);
+    free(lse);
+    bdata_free(&x);
+}
+
 int main(void) {
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16, F32 = INFLLM_DTYPE_F32;
     printf("test_backward: attention backward (REF vs finite differences, CPU vs REF)\n");
@@ -751,6 +816,7 @@ int main(void) {
     selection_case("select-varlen-k16s8-init2", F32, 4, 2, 32, 32, 3, 1, 0, 150, 620, 90, 90, 16, 8, 2);
     select_topk_past_every_block();
     error_checks();
+    aliased_buffers();
     nan_backward(0);
     nan_backward(1);
     printf("BACKWARD SUMMARY: %zu grid + %d random + 3 selection cases, worst CPU error / its bound (2 x naive + "

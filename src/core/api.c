@@ -736,6 +736,46 @@ static infllm_status need_backward(const void *q, const void *k, const void *v, 
     return INFLLM_OK;
 }
 
+/* 1 when the byte ranges [a, a + na) and [b, b + nb) share a byte (differences, not ends: no overflow) */
+static int bytes_overlap(const void *a, size_t na, const void *b, size_t nb) {
+    if (!a || !b || !na || !nb) return 0;
+    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x >= y ? x - y < nb : y - x < na;
+}
+
+/* The gradients must not share memory with an input or with each other: the CPU backward reads q, dout and lse again
+ * (pass B) after storing dq, and packs each (sequence, KV head)'s k / v after the last one's dk / dv were stored, so
+ * an overlap gave wrong gradients without a word (REF's float64 temporaries hid it). Refused on every backend. */
+static infllm_status check_backward_overlap(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                            const int32_t *topk_idx, int32_t topk_cols, const void *out,
+                                            const float *lse, const void *dout, const void *dq, const void *dk,
+                                            const void *dv) {
+    const size_t es = infllm_dtype_size(ap->dtype);
+    const size_t bq = (size_t)ap->total_q * (size_t)ap->q_tok * es, bk = (size_t)ap->total_k * (size_t)ap->kv_tok * es;
+    const size_t blse = (size_t)ap->total_q * (size_t)ap->Hq * sizeof(float);
+    const size_t btk = topk_idx ? (size_t)ap->Hkv * (size_t)ap->total_q * (size_t)topk_cols * sizeof(int32_t) : 0;
+    const struct {
+        const void *p;
+        size_t n;
+        const char *name;
+    } grads[] = {{dq, bq, "dq"}, {dk, bk, "dk"}, {dv, bk, "dv"}},
+      ins[] = {{q, bq, "q"}, {k, bk, "k"}, {v, bk, "v"}, {topk_idx, btk, "topk_idx"},
+               {out, bq, "out"}, {lse, blse, "lse"}, {dout, bq, "dout"}};
+    for (size_t g = 0; g < 3; g++) {
+        for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+            if (bytes_overlap(grads[g].p, grads[g].n, ins[i].p, ins[i].n))
+                return infllm_set_error(INFLLM_ERR_PARAM,
+                                        "%s overlaps the input %s: the gradients must not share memory with the "
+                                        "inputs (give %s its own buffer)",
+                                        grads[g].name, ins[i].name, grads[g].name);
+        for (size_t h = g + 1; h < 3; h++)
+            if (bytes_overlap(grads[g].p, grads[g].n, grads[h].p, grads[h].n))
+                return infllm_set_error(INFLLM_ERR_PARAM, "%s and %s overlap: each gradient needs its own buffer",
+                                        grads[g].name, grads[h].name);
+    }
+    return INFLLM_OK;
+}
+
 infllm_status infllm_sparse_attention_backward_out(const infllm_params *p, const infllm_layout *l, const void *q,
                                                    const void *k, const void *v, const int32_t *topk_idx,
                                                    int32_t topk_cols, const void *out, const float *lse,
@@ -743,6 +783,7 @@ infllm_status infllm_sparse_attention_backward_out(const infllm_params *p, const
     BEGIN_STAGE2_OP(p, l)
     if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv)) || (st = need(topk_idx, "topk_idx"))) goto done;
     if ((st = check_topk_cols(&ap, topk_cols))) goto done;
+    if ((st = check_backward_overlap(&ap, q, k, v, topk_idx, topk_cols, out, lse, dout, dq, dk, dv))) goto done;
     st = attn_backward(p, &ap, q, k, v, topk_idx, topk_cols, out, lse, dout, dq, dk, dv);
     END_OP()
 }
@@ -752,6 +793,7 @@ infllm_status infllm_dense_attention_backward_out(const infllm_params *p, const 
                                                   const void *dout, void *dq, void *dk, void *dv) {
     BEGIN_STAGE2_OP(p, l)
     if ((st = need_backward(q, k, v, lse, dout, dq, dk, dv))) goto done;
+    if ((st = check_backward_overlap(&ap, q, k, v, NULL, 0, out, lse, dout, dq, dk, dv))) goto done;
     st = attn_backward(p, &ap, q, k, v, NULL, 0, out, lse, dout, dq, dk, dv);
     END_OP()
 }
