@@ -234,6 +234,18 @@ with tempfile.TemporaryDirectory() as tmp:
         check(p.returncode == 2 and "--out" in p.stderr and not os.path.exists(os.path.join(new, name)),
               f"--out {name} in a new {flag} folder: exit {p.returncode} (want 2), stderr {p.stderr[-160:]!r}, "
               f"{name} {'written' if os.path.exists(os.path.join(new, name)) else 'not written'}")
+    # a --grad-dir / --dump that names a file (an input here) or nothing: refused before the work with a message
+    # naming the option (it ran the forward, wrote --out, then failed on "q.npy/dq.npy.tmp.N: cannot create")
+    for flag, val, extra in (("--grad-dir", f["q"], []), ("--dump", f["k"], ["--grad-dir", bad]), ("--grad-dir", "", []),
+                             ("--dump", "", ["--grad-dir", bad])):
+        outp = os.path.join(tmp, "early-out.npy")
+        if os.path.exists(outp):
+            os.remove(outp)
+        p = run(*base, *extra, flag, val, "--out", outp)
+        check(p.returncode == 2 and flag in p.stderr and not os.path.exists(outp),
+              f"{flag} '{os.path.basename(val)}': exit {p.returncode} (want 2), stderr {p.stderr[-160:]!r}, --out "
+              f"{'written' if os.path.exists(outp) else 'not written'}")
+    check(np.array_equal(np.load(f["q"]), q) and np.array_equal(np.load(f["k"]), k), "the inputs named as folders intact")
     # an --out beside (not in) a new folder is fine
     p = run(*base, "--grad-dir", os.path.join(tmp, "new-g2"), "--out", os.path.join(tmp, "dq.npy"))
     check(p.returncode == 0, f"--out beside a new --grad-dir: exit {p.returncode}: {p.stderr[-200:]}")

@@ -277,6 +277,21 @@ int cmd_attn(int argc, char **argv) {
         return 2;
     }
     if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
+    /* a folder option naming a file or nothing: said before the work, naming the option (it failed only when the
+     * first file was written there, after the forward and --out) */
+    const char *folders[][2] = {{"--dump", o.dump}, {"--grad-dir", o.grad_dir}};
+    for (int i = 0; i < 2; i++) {
+        struct stat fsb;
+        if (!folders[i][1]) continue;
+        if (!*folders[i][1]) {
+            fprintf(stderr, "infllm attn: %s needs a folder name\n", folders[i][0]);
+            return 2;
+        }
+        if (stat(folders[i][1], &fsb) == 0 && !S_ISDIR(fsb.st_mode)) {
+            fprintf(stderr, "infllm attn: %s %s is a file, not a folder\n", folders[i][0], folders[i][1]);
+            return 2;
+        }
+    }
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
     else if (strcmp(o.mode, "dense") == 0) p.mode = INFLLM_MODE_DENSE;
     else if (strcmp(o.mode, "sparse") == 0) p.mode = INFLLM_MODE_SPARSE;
