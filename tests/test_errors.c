@@ -348,6 +348,10 @@ static void test_op_args(void) {
         }
     }
     EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, NULL, 1, lse, dout, dq, dk, dv), INFLLM_ERR_NULL_ARG);
+    /* a gradient in an input's memory, or two gradients in one buffer (test_backward: every pair, CPU and REF) */
+    EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, 1, lse, dout, q, dk, dv), INFLLM_ERR_PARAM);
+    EXPECT(infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, dq, dk, dk), INFLLM_ERR_PARAM);
+    EXPECT(infllm_dense_attention_backward_out(&p, &l, q, k, v, dq, lse, dout, dq, dk, dv), INFLLM_ERR_PARAM);
     EXPECT(infllm_sparse_attention_backward(&p, &l, q, k, v, topk, 0, lse, dout, dq, dk, dv), INFLLM_ERR_SHAPE);
     /* the CUDA backend has no backward, and its selection takes bf16 / f16 only (built with or without
      * CUDA; test_cuda checks the selection's other refusals on a GPU) */
