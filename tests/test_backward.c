@@ -769,6 +769,8 @@ int main(void) {
         {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1},
         {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0},
         {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0},
+        /* sequences of one 64-key tile (run whole on one thread each) beside one of 65 keys (the team's passes) */
+        {"dense-g4-bf16-one-tile-seqs", BF, 8, 2, 64, 64, 3, {64, 1, 30}, {64, 65, 30}, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
     /* seeded random cases (INFLLM_BACKWARD_RANDOM, default 6, from INFLLM_BACKWARD_SEED, default 1):

@@ -237,11 +237,19 @@ static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_
 }
 
 static void pack_tile(const ctx *c, kvpack *p, int t) {
-    for (int n = 0; n < CPU_KT; n++) {
-        int64_t j = (int64_t)t * CPU_KT + n;
-        int in = j < p->n;
-        const char *ks = in ? p->kb + (size_t)j * p->stride : NULL;
-        const char *vs = in && p->V ? p->vb + (size_t)j * p->stride : NULL;
+    /* a tile past the last row is zeroed whole (it is contiguous in K and V) before its rows are packed: row by row,
+     * a zero K row is D stores 16 floats apart, most of the packing of short sequences' tiles */
+    const int64_t j0 = (int64_t)t * CPU_KT;
+    const int nin = p->n - j0 >= CPU_KT ? CPU_KT : p->n > j0 ? (int)(p->n - j0) : 0;
+    if (nin < CPU_KT) {
+        const size_t tb = (size_t)CPU_KT * c->ap->D * kvpack_elem_bytes(p);
+        memset((char *)p->K + (size_t)t * tb, 0, tb);
+        if (p->V) memset((char *)p->V + (size_t)t * tb, 0, tb);
+    }
+    for (int n = 0; n < nin; n++) {
+        int64_t j = j0 + n;
+        const char *ks = p->kb + (size_t)j * p->stride;
+        const char *vs = p->V ? p->vb + (size_t)j * p->stride : NULL;
         if (p->half)
             pack_row16(c->ap->D, p->K, p->V, j, (const uint16_t *)ks, (const uint16_t *)vs);
         else
