@@ -521,7 +521,9 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                 if (s->lk > 0) bw_tile(&own, &w, s, topk_idx ? &mine : NULL, g, 0);
                 bw_csr_free(&mine);
             }
-            for (int32_t sb = 0; sb < ap->num_seqs && !csr_fail; sb++) {
+            int stop = 0; /* csr_fail as this thread read it after a single's barrier (a read elsewhere could race the
+                             next single's write and leave the team short of a thread at its barrier) */
+            for (int32_t sb = 0; sb < ap->num_seqs && !stop; sb++) {
                 const infllm_seq *s = &ap->seqs[sb];
                 if (s->lk <= CPU_KT) continue;
                 const int64_t ntile = ((int64_t)s->lk + CPU_KT - 1) / CPU_KT;
@@ -534,7 +536,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                             csr_fail = 1;
                         }
                     }
-                    if (csr_fail) break; /* read by every thread after the single's barrier */
+                    if ((stop = csr_fail)) break; /* read by every thread after the single's barrier */
 #pragma omp for schedule(static)
                     for (int64_t tau = 0; tau < ntile; tau++)
                         if (ok) bw_pack_tile(&c, s, g, tau);
