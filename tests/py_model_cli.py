@@ -89,6 +89,15 @@ with tempfile.TemporaryDirectory() as tmp:
     # --threads past the library's bound failed only after the model had loaded (attention cache creation)
     p = run("run", "-m", g, "--tokens", toks, "-n", "1", "--threads", "5000")
     c.check(p.returncode == 2 and "--threads" in p.stderr, f"--threads 5000: exit 2 before loading ({p.stderr.strip()[:100]})")
+    # the sparse options' "not given" mark was -9, a value they take: --topk -9 (and --block-size, --dense-len, ...
+    # -9) ran silently with the model's value; INT_MIN, the mark now, is refused by the option parser itself
+    for opt in ("--topk", "--block-size", "--local-blocks", "--init-blocks", "--dense-len", "--kernel-size",
+                "--kernel-stride"):
+        for val in ("-9", "-2147483648"):
+            p = run("run", "-m", g, "--tokens", toks, "-n", "1", "-q", opt, val)
+            name = opt[2:].replace("-", "_")
+            c.check(p.returncode != 0 and (name in p.stderr or opt in p.stderr),
+                    f"{opt} {val}: refused naming it (exit {p.returncode}, {p.stderr.strip()[:100]})")
     p = run("run", "-m", os.path.join(tmp, "missing.gguf"), "-p", "x")
     c.check(p.returncode == 1 and "missing.gguf" in p.stderr, "missing model: exit 1 with the path")
     # the prompt file and a --tokens list were read only after the model had loaded (seconds to minutes for a real

@@ -28,7 +28,7 @@ typedef struct attn_opts {
 } attn_opts;
 
 /* o.cache_len before parsing: any negative value a user gives is refused, this one included */
-#define ATTN_CACHE_LEN_UNSET INT_MIN
+#define ATTN_CACHE_LEN_UNSET OPTS_INT_UNSET
 
 static double now_s(void) {
     struct timespec ts;

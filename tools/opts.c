@@ -28,8 +28,10 @@ static int parse_value(const opt_def *d, const char *v, const char *prog) {
     switch (d->kind) {
     case OPT_INT: {
         long long x = strtoll(v, &end, 10);
-        if (errno || *end || end == v || x < INT_MIN || x > INT_MAX) {
-            fprintf(stderr, "%s: %s expects an integer, got '%s'\n", prog, d->name, v);
+        /* INT_MIN is refused: it is the tools' "option not given" mark (OPTS_INT_UNSET), which must lie out of the
+         * reach of anything typed (a mark of -9 made --topk -9 run silently with the default) */
+        if (errno || *end || end == v || x <= INT_MIN || x > INT_MAX) {
+            fprintf(stderr, "%s: %s expects an integer in %d..%d, got '%s'\n", prog, d->name, -INT_MAX, INT_MAX, v);
             return -1;
         }
         *(int *)d->dst = (int)x;

@@ -5,6 +5,7 @@
 #ifndef INFLLM_OPTS_H
 #define INFLLM_OPTS_H
 
+#include <limits.h>
 #include <stdint.h>
 
 typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR } opt_kind;
@@ -17,6 +18,9 @@ typedef struct opt_def {
     const char *metavar;  /* "FILE" */
     const char *help;
 } opt_def;
+
+/* An OPT_INT option's "not given" mark: opts_parse refuses INT_MIN as a value, so no typed value reads as unset. */
+#define OPTS_INT_UNSET INT_MIN
 
 /* Parses argv[first..argc) against defs (terminated by a {NULL} entry). Positional
  * arguments are rejected unless positional != NULL, which then receives them in order

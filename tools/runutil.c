@@ -15,7 +15,7 @@
 #include "mtok.h"
 #include "quant.h"
 
-#define UNSET (-9)
+#define UNSET OPTS_INT_UNSET /* out of every typed value's reach: -9 was, and --topk -9 ran as the default */
 
 void run_opts_default(run_opts *o) {
     memset(o, 0, sizeof *o);
