@@ -102,6 +102,11 @@ with tempfile.TemporaryDirectory() as tmp:
         (["-m", g, "--tokens", ids, "-f", "x.txt"], 2, "one of them"),
         (["-m", g, "--tokens", ids, "--window", "1"], 2, "--window"),
         (["-m", g, "--tokens", ids, "--window", "10", "--score-from", "9"], 2, "--score-from"),
+        # -1 and 0 were the "not given" marks: --score-from -5 scored from the window's middle, --window 0 ran
+        # windows of --ctx, both without a word
+        (["-m", g, "--tokens", ids, "--window", "96", "--score-from", "-5"], 2, "--score-from"),
+        (["-m", g, "--tokens", ids, "--window", "96", "--score-from", "-1"], 2, "--score-from"),
+        (["-m", g, "--tokens", ids, "-c", "128", "--window", "0"], 2, "--window"),
         (["-m", g, "--tokens", "1,2,3", "--window", "64"], 2, "fewer than one window"),
         (["-m", g, "--tokens", ids, "--modes", "dense,bogus"], 2, "--modes"),
         (["-m", g, "--tokens", ids, "--modes", "dense,dense"], 2, "--modes"),

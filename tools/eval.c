@@ -139,7 +139,8 @@ int cmd_eval(int argc, char **argv) {
     run_opts_default(&o);
     o.attn = NULL; /* --modes chooses; a given --attn is refused below */
     const char *file = NULL, *tokens = NULL, *modes = "dense,sparse", *format = "md", *bos = "auto";
-    int window = 0, score_from = -1, max_windows = 0, quiet = 0;
+    /* not given: OPTS_INT_UNSET (0 and -1 were the marks, so --window 0 and --score-from -5 ran as the defaults) */
+    int window = OPTS_INT_UNSET, score_from = OPTS_INT_UNSET, max_windows = 0, quiet = 0;
     opt_def defs[] = {
         RUN_MODEL_OPTS(o),
         {"--file", "-f", OPT_STR, &file, "FILE", "the text to score"},
@@ -165,9 +166,9 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "%s: give the text with -f FILE or the ids with --tokens (one of them)\n", PROG);
         return 2;
     }
-    if (window == 0) window = o.ctx_i;
-    if (score_from < 0) score_from = window / 2 < window - 2 ? window / 2 : (window >= 2 ? window - 2 : 0);
-    if (window < 2 || score_from > window - 2 || max_windows < 0) {
+    if (window == OPTS_INT_UNSET) window = o.ctx_i;
+    if (score_from == OPTS_INT_UNSET) score_from = window / 2 < window - 2 ? window / 2 : (window >= 2 ? window - 2 : 0);
+    if (window < 2 || score_from < 0 || score_from > window - 2 || max_windows < 0) {
         fprintf(stderr, "%s: need --window >= 2, 0 <= --score-from <= window - 2 and --max-windows >= 0 (window %d, "
                         "score-from %d)\n", PROG, window, score_from);
         return 2;
