@@ -18,6 +18,9 @@
 
 #include "harness.h"
 #include "infllm.h"
+#ifdef INFLLM_HAVE_MODEL
+#include "sample.h"
+#endif
 
 #define HQ 8
 #define HKV 2
@@ -205,6 +208,71 @@ static void *error_worker(void *arg) {
     return NULL;
 }
 
+#ifdef INFLLM_HAVE_MODEL
+/* The model runtime's sampler, one per thread (a server's sessions): each thread draws SAMPLE_DRAWS tokens at a
+ * high temperature from its own logits over its own vocabulary (sizes differ between threads, so a sort that read
+ * another thread's logits would also read past them), and must draw what it drew alone. Until session 43 the
+ * candidates' sort compared through a global pointer to the logits (qsort has no context argument), so threads
+ * sorted by each other's logits. */
+#define SAMPLE_DRAWS 60
+typedef struct sample_job {
+    int V;
+    float *logits;
+    int32_t ref[SAMPLE_DRAWS], got[SAMPLE_DRAWS];
+    int failed;
+} sample_job;
+
+static void sample_run(sample_job *j, int32_t *out) {
+    mdl_sampler s;
+    if (mdl_sampler_init(&s, j->V, 2.0f, 0, 1.0f, 1.0f, 7)) {
+        j->failed = 1;
+        mdl_sampler_free(&s);
+        return;
+    }
+    float *lg = malloc(sizeof(float) * (size_t)j->V);
+    for (int i = 0; lg && i < SAMPLE_DRAWS; i++) {
+        memcpy(lg, j->logits, sizeof(float) * (size_t)j->V);
+        out[i] = mdl_sample(&s, lg, NULL, 0);
+    }
+    if (!lg) j->failed = 1;
+    free(lg);
+    mdl_sampler_free(&s);
+}
+
+static void *sample_worker(void *arg) {
+    sample_job *j = arg;
+    sample_run(j, j->got);
+    return NULL;
+}
+
+static void sampler_threads(int nthreads) {
+    sample_job sj[MAXT];
+    unsigned long long seed = 99;
+    for (int i = 0; i < nthreads; i++) {
+        sj[i].V = 4000 + 9000 * (i % 3); /* 4,000 / 13,000 / 22,000 tokens */
+        sj[i].failed = 0;
+        sj[i].logits = malloc(sizeof(float) * (size_t)sj[i].V);
+        if (!sj[i].logits) {
+            CHECK(0, "out of memory (sampler logits)");
+            return;
+        }
+        for (int t = 0; t < sj[i].V; t++) sj[i].logits[t] = (float)h_normal(&seed);
+        sample_run(&sj[i], sj[i].ref); /* alone */
+    }
+    pthread_t th[MAXT];
+    int started = 0;
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&th[started], NULL, sample_worker, &sj[i]) == 0) started++;
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < started; i++) {
+        CHECK(!sj[i].failed, "sampler thread %d: sampler_init or a draw failed", i);
+        CHECK(memcmp(sj[i].ref, sj[i].got, sizeof sj[i].ref) == 0,
+              "sampler thread %d (vocab %d): draws differ from the same draws alone", i, sj[i].V);
+    }
+    for (int i = 0; i < nthreads; i++) free(sj[i].logits);
+}
+#endif
+
 static int env_int(const char *name, int def, int lo, int hi) {
     const char *s = getenv(name);
     if (!s || !*s) return def;
@@ -273,6 +341,9 @@ int main(void) {
     printf("%d threads x %d rounds (attention, dense, select + sparse forward + backward, %d decode steps) "
            "bitwise equal to the calls run alone\n",
            nthreads, reps, T - PREFIX);
+#ifdef INFLLM_HAVE_MODEL
+    sampler_threads(nthreads > 1 ? nthreads : 2);
+#endif
     for (int i = 0; i < nthreads; i++) {
         free(jobs[i].q);
         free(jobs[i].k);

@@ -47,11 +47,31 @@ static uint64_t next_u64(uint64_t *st) {
     return z ^ (z >> 31);
 }
 
-static const float *g_sort_logits;
-static int cmp_desc(const void *a, const void *b) {
-    float x = g_sort_logits[*(const int32_t *)a], y = g_sort_logits[*(const int32_t *)b];
-    if (x != y) return x < y ? 1 : -1;
-    return *(const int32_t *)a - *(const int32_t *)b;
+/* Candidate a comes before b: higher logit, then lower index (a total order: the candidates hold no NaN). */
+static int before(const float *lg, int32_t a, int32_t b) { return lg[a] > lg[b] || (lg[a] == lg[b] && a < b); }
+
+static void sift_down(const float *lg, int32_t *idx, int root, int end) {
+    for (int child; (child = 2 * root + 1) < end; root = child) {
+        if (child + 1 < end && before(lg, idx[child], idx[child + 1])) child++;
+        if (!before(lg, idx[root], idx[child])) return;
+        const int32_t t = idx[root];
+        idx[root] = idx[child];
+        idx[child] = t;
+    }
+}
+
+/* Sorts idx[0..n) by `before`, in place. A heap sort rather than qsort: qsort's comparator has no context
+ * argument, and the logits it read through a global pointer were another thread's when two sessions sampled at
+ * once (test_threads: draws changed, and with a smaller vocabulary there a read past its logits). The order is
+ * total, so the result is the one qsort gave. */
+static void sort_candidates(const float *lg, int32_t *idx, int n) {
+    for (int i = n / 2 - 1; i >= 0; i--) sift_down(lg, idx, i, n);
+    for (int end = n - 1; end > 0; end--) {
+        const int32_t t = idx[0];
+        idx[0] = idx[end];
+        idx[end] = t;
+        sift_down(lg, idx, 0, end);
+    }
 }
 
 int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_hist) {
@@ -83,8 +103,7 @@ int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_his
     int n = 0;
     for (int i = 0; i < V; i++)
         if (lg[i] >= cut) s->idx[n++] = i;
-    g_sort_logits = lg;
-    qsort(s->idx, (size_t)n, sizeof(int32_t), cmp_desc);
+    sort_candidates(lg, s->idx, n);
     if (s->top_k > 0 && s->top_k < n) n = s->top_k;
     float mx = lg[s->idx[0]];
     for (int i = 1; i < n; i++)
