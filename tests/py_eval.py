@@ -107,6 +107,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (["-m", g, "--tokens", ids, "--window", "96", "--score-from", "-5"], 2, "--score-from"),
         (["-m", g, "--tokens", ids, "--window", "96", "--score-from", "-1"], 2, "--score-from"),
         (["-m", g, "--tokens", ids, "-c", "128", "--window", "0"], 2, "--window"),
+        # --window sets the context: a different --ctx beside it was ignored without a word
+        (["-m", g, "--tokens", ids, "-c", "128", "--window", "96"], 2, "--ctx"),
         (["-m", g, "--tokens", "1,2,3", "--window", "64"], 2, "fewer than one window"),
         (["-m", g, "--tokens", ids, "--modes", "dense,bogus"], 2, "--modes"),
         (["-m", g, "--tokens", ids, "--modes", "dense,dense"], 2, "--modes"),
@@ -158,6 +160,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--gen", "0"], 2, "--gen"),
         (["--attn", "dense"], 2, "--modes"),
         (["--chat", "maybe"], 2, "--chat"),
+        # the context follows --lengths: a given --ctx was ignored without a word
+        (["--lengths", "700", "-c", "100"], 2, "--ctx"),
         # the context (length * 9/8 + 256 + gen) overflowed: an int64 overflow (UBSan) past 8e18, and a
         # negative --ctx, reported as '--ctx must be >= 1', at 2e9
         (["--lengths", "2000000000"], 2, "--lengths"),

@@ -415,7 +415,8 @@ with tempfile.TemporaryDirectory() as tmp:
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--modes", modes, "--llamacpp", "off")
         c.check(p.returncode == 2 and "--modes" in p.stderr, f"bench run --modes '{modes}': exit 2 ({p.stderr.strip()[-100:]})")
     # --attn and --ctx were accepted and silently ignored (--modes and --lengths decide)
-    for opt, val in (("--attn", "sparse"), ("--ctx", "100000"), ("-c", "8")):
+    # (-1 was the mark of "--ctx not given", so --ctx -1 still ran)
+    for opt, val in (("--attn", "sparse"), ("--ctx", "100000"), ("-c", "8"), ("--ctx", "-1")):
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--llamacpp", "off", opt, val)
         c.check(p.returncode == 2 and "does not apply" in p.stderr, f"bench run {opt} {val}: exit 2 ({p.stderr.strip()[-100:]})")
     # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip

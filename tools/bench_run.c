@@ -145,7 +145,7 @@ int cmd_bench_run(int argc, char **argv) {
     /* --attn and --ctx come with the shared model options but mean nothing here (--modes and --lengths choose):
      * they were silently ignored, so given ones are refused, as eval refuses --attn */
     o.attn = NULL;
-    o.ctx_i = -1;
+    o.ctx_i = OPTS_INT_UNSET; /* -1 was the mark, so --ctx -1 ran */
     int rc = opts_parse("infllm bench run",
                         "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse", defs,
                         argc, argv, 0, NULL, 0, NULL); /* tools/bench.c passes the arguments after "run" */
@@ -155,7 +155,7 @@ int cmd_bench_run(int argc, char **argv) {
         fprintf(stderr, "infllm bench run: -m MODEL is required\n");
         return 2;
     }
-    if (o.attn || o.ctx_i != -1) {
+    if (o.attn || o.ctx_i != OPTS_INT_UNSET) {
         fprintf(stderr, "infllm bench run: %s does not apply here: %s\n", o.attn ? "--attn" : "--ctx",
                 o.attn ? "--modes lists the attention modes to time" : "each run's context is its --lengths + --gen");
         return 2;

@@ -138,6 +138,7 @@ int cmd_eval(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
     o.attn = NULL; /* --modes chooses; a given --attn is refused below */
+    o.ctx_i = OPTS_INT_UNSET; /* --window's default; a different one beside --window is refused below */
     const char *file = NULL, *tokens = NULL, *modes = "dense,sparse", *format = "md", *bos = "auto";
     /* not given: OPTS_INT_UNSET (0 and -1 were the marks, so --window 0 and --score-from -5 ran as the defaults) */
     int window = OPTS_INT_UNSET, score_from = OPTS_INT_UNSET, max_windows = 0, quiet = 0;
@@ -166,6 +167,12 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "%s: give the text with -f FILE or the ids with --tokens (one of them)\n", PROG);
         return 2;
     }
+    if (window != OPTS_INT_UNSET && o.ctx_i != OPTS_INT_UNSET && o.ctx_i != window) { /* one was ignored */
+        fprintf(stderr, "%s: --window %d and --ctx %d disagree: the window is the context (give one of them)\n", PROG,
+                window, o.ctx_i);
+        return 2;
+    }
+    if (o.ctx_i == OPTS_INT_UNSET) o.ctx_i = 4096;
     if (window == OPTS_INT_UNSET) window = o.ctx_i;
     if (score_from == OPTS_INT_UNSET) score_from = window / 2 < window - 2 ? window / 2 : (window >= 2 ? window - 2 : 0);
     if (window < 2 || score_from < 0 || score_from > window - 2 || max_windows < 0) {
@@ -508,6 +515,7 @@ static int eval_passkey(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o);
     o.attn = NULL;
+    o.ctx_i = OPTS_INT_UNSET; /* a given --ctx is refused below */
     const char *lengths = "1024,2048,4096", *depths_s = "0.1,0.5,0.9", *modes = "dense,sparse", *format = "md";
     const char *chat_s = "auto";
     int trials = 1, seed = 1, gen = 8, quiet = 0;
@@ -529,6 +537,10 @@ static int eval_passkey(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc) return 2;
     if (eval_model_opts_bad(PK_PROG, &o, "the attention modes")) return 2;
+    if (o.ctx_i != OPTS_INT_UNSET) { /* was overwritten below without a word */
+        fprintf(stderr, "%s: --ctx does not apply here: each prompt's context follows --lengths and --gen\n", PK_PROG);
+        return 2;
+    }
     int64_t lens[32];
     double depths[32];
     const int nl = opts_int_list(lengths, lens, 32), nd = parse_depths(depths_s, depths, 32);
