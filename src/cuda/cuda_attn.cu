@@ -880,11 +880,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 /* dq += dS K */
                 reg_fence<DT_>(o);
                 wgmma_fence();
-#pragma unroll
-                for (int ks = 0; ks < 4; ks++) {
-                    uint32_t ko = (uint32_t)(ks * 16 * 64 * 2) >> 4;
-                    wgmma_rs<T, D>(o, a[ks], gdesc_add(dkt0, soff + ko), 1);
-                }
+                wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff));
                 wgmma_commit();
                 wgmma_wait0();
                 reg_fence<DT_>(o);

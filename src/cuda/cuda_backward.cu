@@ -688,9 +688,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 const uint64_t dqt = gmma_desc(sq, NQ * 128, 1024), dot = gmma_desc(so, NQ * 128, 1024);
                 reg_fence<DT_>(dv);
                 wgmma_fence();
-#pragma unroll
-                for (int ks = 0; ks < NQ / 16; ks++)
-                    wgmma_rs<T, D>(dv, ap[ks], gdesc_add(dot, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+                wgmma_regs_rows<T, D, NQ / 16>(dv, ap, dot);
                 wgmma_commit();
 #pragma unroll
                 for (int j = 0; j < NJ; j++)
@@ -699,9 +697,7 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
                 kv_pack_a<T, NQ / 16>(ad, dp);
                 reg_fence<DT_>(dk);
                 wgmma_fence();
-#pragma unroll
-                for (int ks = 0; ks < NQ / 16; ks++)
-                    wgmma_rs<T, D>(dk, ad[ks], gdesc_add(dqt, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+                wgmma_regs_rows<T, D, NQ / 16>(dk, ad, dqt);
                 wgmma_commit();
                 wgmma_wait<0>();
                 reg_fence<DT_>(dv);
