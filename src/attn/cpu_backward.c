@@ -448,6 +448,19 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
     }
 }
 
+/* pass A's row batches: a token's G heads in chunks of at most CPU_KT, tok_batch tokens a batch */
+#define BW_HCHUNK(G) ((G) < CPU_KT ? (G) : CPU_KT)
+
+/* pass A task `task` of KV head g of sequence s: heads chunk task % nhc of tokens from (task / nhc) tok_batch */
+static void bw_task_a(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t g, int64_t task, int32_t tok_batch) {
+    const int32_t G = c->ap->G, hchunk = BW_HCHUNK(G), nhc = (G + hchunk - 1) / hchunk;
+    const int32_t hc = (int32_t)(task % nhc);
+    const int32_t nh = G - hc * hchunk < hchunk ? G - hc * hchunk : hchunk;
+    const int32_t i0 = (int32_t)(task / nhc) * tok_batch;
+    const int32_t ntok = s->lq - i0 < tok_batch ? s->lq - i0 : tok_batch;
+    bw_rows(c, w, s, i0, ntok, g, g * G + hc * hchunk, nh);
+}
+
 infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk_idx /* [Hkv, total_q, topk_cols] or NULL: dense */,
                                 int32_t topk_cols, const float *lse /* [total_q, Hq] */, const void *dout,
@@ -476,7 +489,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     int fail = !c.hd.kp || !c.hd.vp || !c.hd.kr || !c.delta || !c.pnorm;
     /* pass A's row batches: a token's G heads in chunks of at most CPU_KT; without a selection (dense)
      * CPU_KT / G consecutive tokens share a batch (their tiles are the same but the diagonal one) */
-    const int32_t hchunk = ap->G < CPU_KT ? ap->G : CPU_KT, nhc = (ap->G + hchunk - 1) / hchunk;
+    const int32_t hchunk = BW_HCHUNK(ap->G), nhc = (ap->G + hchunk - 1) / hchunk;
     const int32_t tok_batch = topk_idx ? 1 : CPU_KT / hchunk;
     /* One thread team for the call, each thread's scratch allocated once. A (sequence, KV head) pair of at most
      * one 64-key tile runs whole on one thread, its K / V packed into that thread's own tile, with no team barrier
@@ -511,13 +524,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                 }
                 if (s->lk > 0) bw_pack_tile(&own, s, g, 0);
                 const int64_t ntask_a = ((int64_t)s->lq + tok_batch - 1) / tok_batch * nhc;
-                for (int64_t task = 0; task < ntask_a; task++) {
-                    const int32_t hc = (int32_t)(task % nhc);
-                    const int32_t nh = ap->G - hc * hchunk < hchunk ? ap->G - hc * hchunk : hchunk;
-                    const int32_t i0 = (int32_t)(task / nhc) * tok_batch;
-                    const int32_t ntok = s->lq - i0 < tok_batch ? s->lq - i0 : tok_batch;
-                    bw_rows(&own, &w, s, i0, ntok, g, g * ap->G + hc * hchunk, nh);
-                }
+                for (int64_t task = 0; task < ntask_a; task++) bw_task_a(&own, &w, s, g, task, tok_batch);
                 if (s->lk > 0) bw_tile(&own, &w, s, topk_idx ? &mine : NULL, g, 0);
                 bw_csr_free(&mine);
             }
@@ -542,13 +549,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
                         if (ok) bw_pack_tile(&c, s, g, tau);
 #pragma omp for schedule(dynamic, 4)
                     for (int64_t task = 0; task < ntask_a; task++)
-                        if (ok) {
-                            const int32_t hc = (int32_t)(task % nhc);
-                            const int32_t nh = ap->G - hc * hchunk < hchunk ? ap->G - hc * hchunk : hchunk;
-                            const int32_t i0 = (int32_t)(task / nhc) * tok_batch;
-                            const int32_t ntok = s->lq - i0 < tok_batch ? s->lq - i0 : tok_batch;
-                            bw_rows(&c, &w, s, i0, ntok, g, g * ap->G + hc * hchunk, nh);
-                        }
+                        if (ok) bw_task_a(&c, &w, s, g, task, tok_batch);
 #pragma omp for schedule(dynamic, 1)
                     for (int64_t tau = 0; tau < ntile; tau++)
                         if (ok) bw_tile(&c, &w, s, topk_idx ? &csr : NULL, g, tau);
