@@ -398,11 +398,17 @@ def tflops(flop, ms):
     return flop / ms / 1e9 if ms == ms and ms > 0 else NAN
 
 
-def profile_once(lib, T):
-    """--profile: one sparse backward (out given) at T, its inputs made and selected as run_size's"""
+def bwd_inputs(T):
+    """q, k, v (cuda_bench.make_inputs' structured inputs) and a random N(0, 1) dout (seed 1) at T tokens"""
     q, k, v = cb.make_inputs(T, structured=True)
     gen = torch.Generator(device=q.device).manual_seed(1)
     dout = torch.randn(T, cb.HQ, cb.D, device=q.device, generator=gen).to(cb.TDT)
+    return q, k, v, dout
+
+
+def profile_once(lib, T):
+    """--profile: one sparse backward (out given) at T, its inputs made and selected as run_size's"""
+    q, k, v, dout = bwd_inputs(T)
     topk, K = select(lib, q, k)
     out_s, lse_s = our_forward(lib, q, k, v, topk, K)
     OurBwd(lib, q, k, v, lse_s, dout, topk, K, out=out_s)()
@@ -415,9 +421,7 @@ def run_size(lib, a, T, flex_state):
     G = cb.HQ // cb.HKV
     t0 = time.perf_counter()
     row = {"T": T}
-    q, k, v = cb.make_inputs(T, structured=True)
-    gen = torch.Generator(device=q.device).manual_seed(1)
-    dout = torch.randn(T, cb.HQ, cb.D, device=q.device, generator=gen).to(cb.TDT)
+    q, k, v, dout = bwd_inputs(T)
     fl_dense = 5.0 * cb.HQ * cb.D * T * T
     row["dense_bwd_flop"] = fl_dense
 
