@@ -147,6 +147,8 @@ for args, what in (
     (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
     # a 'k' length past 2^63 / 1024 overflowed the multiplication (UBSan; 9007199254740993k ran 1024 tokens)
     (["bench", "attn", "--seqlen", "9007199254740993k"], "--seqlen"),
+    # a trailing comma was taken as the end of the list ('256,' ran 256 alone)
+    (["bench", "attn", "--seqlen", "256,"], "--seqlen"),
     (["bench", "backward", "--reps", "x"], "--reps"),
     (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["bench", "backward", "--peak", "5"], "--peak"),

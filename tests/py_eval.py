@@ -156,6 +156,9 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(rc == 0 and "| dense | 700 |" in out and "dense: 0 of 1 found" in out, "passkey markdown and summary")
     for args, want, msg in [
         (["--depths", "1.5"], 2, "--depths"),
+        # a trailing comma was taken as the end of the list
+        (["--depths", "0.5,"], 2, "--depths"),
+        (["--lengths", "700,"], 2, "--lengths"),
         (["--lengths", "100"], 2, "too short"),
         (["--gen", "0"], 2, "--gen"),
         (["--attn", "dense"], 2, "--modes"),

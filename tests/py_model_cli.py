@@ -81,6 +81,12 @@ with tempfile.TemporaryDirectory() as tmp:
                         (["--tokens", toks, "--chat"], "--chat")):
         p = run("run", "-m", g, "-n", "1", *extra)
         c.check(p.returncode == 2 and what in p.stderr, f"run {' '.join(extra[::2])}: exit 2 ({p.stderr.strip()[:100]})")
+    # --chat -f FILE with a NUL byte: the chat template took the text up to it, without a word
+    pn = os.path.join(tmp, "nul-prompt.txt")
+    with open(pn, "wb") as f:
+        f.write(b"first part\x00second part")
+    p = run("run", "-m", g, "-f", pn, "--chat", "-n", "1")
+    c.check(p.returncode == 2 and "NUL" in p.stderr, f"run --chat -f with a NUL byte: exit 2 ({p.stderr.strip()[:100]})")
     # sampling options outside their domain were accepted: --repeat-penalty 0 divided the logits by zero
     for opt, val in (("--repeat-penalty", "0"), ("--repeat-penalty", "-1"), ("--top-p", "-0.5"), ("--top-p", "1.5"),
                      ("--temp", "-1"), ("--top-k", "-3")):

@@ -450,8 +450,10 @@ static int parse_depths(const char *s, double *out, int cap) {
         double v = strtod(p, &end);
         if (end == p || !(v >= 0 && v <= 1) || n == cap) return -1;
         out[n++] = v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',') {
+            if (!*++end) return -1; /* "0.5," : a list does not end in a comma */
+        } else if (*end)
+            return -1;
         p = end;
     }
     return n;

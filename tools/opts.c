@@ -123,8 +123,10 @@ int opts_int_list(const char *s, int64_t *out, int cap) {
             end++;
         }
         out[n++] = x;
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',') {
+            if (!*++end) return -1; /* "700," : a list does not end in a comma */
+        } else if (*end)
+            return -1;
         p = end;
     }
     return n;

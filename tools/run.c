@@ -328,6 +328,15 @@ int cmd_run(int argc, char **argv) {
         free(dump_list);
         return 1;
     }
+    /* the chat template takes the prompt as a C string: a NUL byte in the file cut it there without a word */
+    const char *nul = chat && text ? memchr(text, 0, text_len) : NULL;
+    if (nul) {
+        fprintf(stderr, "infllm run: --chat: %s has a NUL byte at offset %zu; the chat template takes text (drop --chat "
+                        "to tokenize the file's bytes as they are)\n", prompt_file, (size_t)(nul - text));
+        free(dump_list);
+        free(text);
+        return 2;
+    }
     run_ctx R;
     if (run_load(&o, &R, quiet)) {
         free(dump_list);
