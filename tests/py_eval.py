@@ -200,4 +200,42 @@ with tempfile.TemporaryDirectory() as tmp:
                        input="hello there", capture_output=True, text=True, errors="replace")
     c.check(p.returncode == 0 and "generated ids:" in p.stderr, f"run -f /dev/stdin (a pipe) still reads the prompt "
             f"({p.stderr.strip()[-120:]})")
+    # a model whose forward gives NaN / inf logits: the NLLs summed to NaN and eval ppl printed 'nan' (exit 0), and
+    # passkey's argmax over NaN logits answered token 0 (exit 0); both now stop (exit 1, nothing on stdout) naming
+    # the mode, the window or prompt, and the first position whose logits are not finite
+    tn = [78 if t == 77 else t for t in toks]
+    tn[W + 10] = 77  # first seen at window 2, position 10: the NaN embedding row reaches no earlier logits
+    mn = Tiny("llama", seed=4)
+    mn.emb[77] = np.nan
+    gn = os.path.join(tmp, "nan_emb.gguf")
+    mn.write_gguf(gn, {"emb": F32, "out": F32})
+    # one position a step (--chunk 1): position 10 is the first; in a step of several positions the CPU attention
+    # also spreads a NaN value row to the step's earlier rows (0 x NaN of a masked key), so only the window is sure
+    for extra, at in (([], ""), (["--chunk", "1"], "position 10:")):
+        rc, out, err = run("-m", gn, "--tokens", ",".join(map(str, tn)), "--kv-type", "f32", "-q", "--window", str(W),
+                           "--score-from", str(S), "--format", "json", *extra)
+        c.check(rc == 1 and out == "" and "dense logits are not finite (NaN) at window 2 of 3" in err and at in err,
+                f"eval ppl {' '.join(extra)} on a NaN embedding row: exit {rc} (want 1), stdout {out[:60]!r}, "
+                f"{err.strip()[-200:]}")
+    # activations that overflow (gate and up x 1e19: the SwiGLU product is inf) in a safetensors checkpoint
+    mo = Tiny("llama", seed=4)
+    for L in mo.layers:
+        L["gate"] *= 1e19
+        L["up"] *= 1e19
+    mo.write_gguf(os.path.join(tmp, "ovf.gguf"), {})
+    ho = os.path.join(tmp, "ovf_hf")
+    mo.write_hf(ho)
+    rc, out, err = run("-m", ho, "--tokens", ids, "-q", "--window", str(W), "--format", "csv", "--modes", "sparse")
+    c.check(rc == 1 and out == "" and "sparse logits are not finite" in err and "window 1 of 3" in err,
+            f"eval ppl on a safetensors model whose activations overflow: exit {rc}, {err.strip()[-200:]}")
+    mp = Tiny("llama", seed=8, n_vocab=300)
+    mp.layers[1]["down"][3, 5] = np.nan
+    gp = os.path.join(tmp, "nan_tok.gguf")
+    mp.write_gguf(gp, {}, tokenizer="chat")
+    p = subprocess.run([exe, "eval", "passkey", "-m", gp, "-q", "--lengths", "700", "--depths", "0.5", "--format",
+                        "json"], capture_output=True, text=True, errors="replace")
+    c.check(p.returncode == 1 and p.stdout == "" and "dense logits are not finite (NaN) at length 700, depth 0.50" in
+            p.stderr and "the prompt's last token" in p.stderr,
+            f"eval passkey on a NaN weight: exit {p.returncode} (want 1), stdout {p.stdout[:60]!r}, "
+            f"{p.stderr.strip()[-200:]}")
 c.finish()

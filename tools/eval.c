@@ -13,7 +13,10 @@
  * --kl-divergence measure for a quantized model, here for the sparse attention).
  *
  * `infllm eval passkey`: the pass key retrieval test (below) at several lengths and depths, per
- * mode on the same prompts. */
+ * mode on the same prompts.
+ *
+ * Logits that are not finite (a NaN or inf weight, activations that overflow) stop both commands with exit 1
+ * and a message naming the mode, the window (or prompt) and the first such position; stdout stays empty. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +73,21 @@ static double row_lse(const float *l, int V, int *argmax) {
     *argmax = best;
     return mx + log(s);
 }
+
+/* The first of rows rows of V logits that holds a NaN or an infinity, or -1; *bad the first such value. A model
+ * whose forward gives them (a NaN / inf weight, or activations that overflow) has no perplexity and no answer:
+ * the NLL sum turned NaN and the argmax token 0 without a word. */
+static int first_nonfinite_row(const float *l, int rows, int V, float *bad) {
+    for (int i = 0; i < rows; i++)
+        for (int v = 0; v < V; v++)
+            if (!isfinite(l[(size_t)i * V + v])) {
+                *bad = l[(size_t)i * V + v];
+                return i;
+            }
+    return -1;
+}
+
+static const char *nonfinite_name(float x) { return isnan(x) ? "NaN" : x > 0 ? "+inf" : "-inf"; }
 
 static int eval_passkey(int argc, char **argv);
 
@@ -289,6 +307,15 @@ int cmd_eval(int argc, char **argv) {
                     goto done;
                 }
                 rows[j].seconds += mdl_now() - t0;
+                float bad = 0;
+                const int r = first_nonfinite_row(logits_m[j], m, V, &bad);
+                if (r >= 0) {
+                    fprintf(stderr, "%s: the %s logits are not finite (%s) at window %lld of %lld (text tokens %lld..%lld), "
+                                    "position %d: the model's weights hold NaN / inf or its activations overflow; no "
+                                    "perplexity\n", PROG, mode_names[j], nonfinite_name(bad), (long long)(w + 1),
+                            (long long)nwin, (long long)(w * window), (long long)(w * window + window - 1), p0 + r);
+                    goto done;
+                }
             }
             for (int i = 0; i < m; i++) {
                 const int pos = p0 + i;
@@ -626,8 +653,18 @@ static int eval_passkey(int argc, char **argv) {
                     const double ts = mdl_now();
                     char out[512] = "";
                     size_t no = 0;
-                    int ok = !mdl_forward(s, ids, n, logits, 0);
+                    int ok = !mdl_forward(s, ids, n, logits, 0), nonfinite = 0;
                     for (int g = 0; ok && g < gen; g++) {
+                        float bad = 0;
+                        if (first_nonfinite_row(logits, 1, V, &bad) == 0) { /* the argmax was token 0 */
+                            fprintf(stderr, "%s: the %s logits are not finite (%s) at length %lld, depth %.2f, key %s, "
+                                            "position %lld (%s): the model's weights hold NaN / inf or its activations "
+                                            "overflow; no result\n", PK_PROG, c->mode, nonfinite_name(bad),
+                                    (long long)lens[li], depths[di], want, (long long)(n - 1 + g),
+                                    g ? "a generated token" : "the prompt's last token");
+                            nonfinite = 1;
+                            break;
+                        }
                         int32_t best = 0;
                         for (int v = 1; v < V; v++)
                             if (logits[v] > logits[best]) best = v;
@@ -643,6 +680,10 @@ static int eval_passkey(int argc, char **argv) {
                     }
                     c->seconds += mdl_now() - ts;
                     mdl_session_free(s);
+                    if (nonfinite) {
+                        free(ids);
+                        goto done;
+                    }
                     if (!ok) {
                         fprintf(stderr, "%s: %s\n", PK_PROG, mdl_error());
                         free(ids);
