@@ -228,6 +228,29 @@ with tempfile.TemporaryDirectory() as tmp:
     rc, out, err = run("-m", ho, "--tokens", ids, "-q", "--window", str(W), "--format", "csv", "--modes", "sparse")
     c.check(rc == 1 and out == "" and "sparse logits are not finite" in err and "window 1 of 3" in err,
             f"eval ppl on a safetensors model whose activations overflow: exit {rc}, {err.strip()[-200:]}")
+    # finite logits large enough that PPL = exp(mean NLL) passes double's range: json printed 'inf' (json.loads
+    # refused the file) and csv 'inf'; now null and an empty field, the mean NLL still given
+    mb = Tiny("llama", seed=4)
+    mb.out *= 3e4
+    gb = os.path.join(tmp, "big_logits.gguf")
+    mb.write_gguf(gb, {"emb": F32, "out": F32})
+    rc, out, err = run("-m", gb, "--tokens", ids, "-q", "--window", str(W), "--format", "json")
+
+    def no_constant(x):
+        raise ValueError(f"non-standard JSON constant {x}")
+    try:
+        js = json.loads(out, parse_constant=no_constant) if rc == 0 else []
+    except ValueError as e:
+        js = [{"error": str(e)}]
+    c.check(rc == 0 and len(js) == 2 and all(r.get("ppl", 0) is None and r["mean_nll"] > 709 for r in js),
+            f"eval ppl json with a PPL past double's range: ppl null, mean NLL kept ({out.strip()[:160]!r})")
+    rc, out, err = run("-m", gb, "--tokens", ids, "-q", "--window", str(W), "--format", "csv")
+    import csv
+    import io
+    rows = list(csv.reader(io.StringIO(out))) if rc == 0 else [[]]
+    c.check(rc == 0 and len(rows) == 3 and all(len(r) == len(rows[0]) for r in rows) and
+            [r[rows[0].index("ppl")] for r in rows[1:]] == ["", ""],
+            f"eval ppl csv with a PPL past double's range: an empty ppl field ({out.strip()[-120:]!r})")
     mp = Tiny("llama", seed=8, n_vocab=300)
     mp.layers[1]["down"][3, 5] = np.nan
     gp = os.path.join(tmp, "nan_tok.gguf")

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "fmtout.h"
 #include "mcommon.h"
 #include "model.h"
 #include "mtok.h"
@@ -384,31 +385,31 @@ int cmd_eval(int argc, char **argv) {
             for (int j = 1; j < nm; j++)
                 printf("\n%s/dense: PPL %.4fx, mean NLL %+.5f", rows[j].mode, exp(mean[j] - mean[0]), mean[j] - mean[0]);
         printf("\n");
-    } else if (!strcmp(format, "csv")) {
-        printf("attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,kl_vs_dense,seconds\n");
+    } else { /* csv / json: a value that is not finite (a PPL past double's range: exp of a mean NLL > 709) is an
+              * empty field / null, not printf's inf (json.loads refused the file) */
+        const int json = !strcmp(format, "json");
+        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        printf(json ? "[\n" : "attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,kl_vs_dense,seconds\n");
         for (int j = 0; j < nm; j++) {
-            char agree[32] = "", kl[32] = "";
-            if (have_dense) {
-                snprintf(agree, sizeof agree, "%.6f", (double)rows[j].same_top1 / (double)rows[j].scored);
-                snprintf(kl, sizeof kl, "%.8f", rows[j].kl_sum / (double)rows[j].scored);
-            }
-            printf("%s,%lld,%lld,%.6f,%.6f,%.6f,%s,%s,%.4f\n", rows[j].mode, (long long)rows[j].windows,
-                   (long long)rows[j].scored, mean[j], exp(mean[j]), se[j], agree, kl, rows[j].seconds);
-        }
-    } else {
-        printf("[\n");
-        for (int j = 0; j < nm; j++) {
-            printf("  {\"attention\": \"%s\", \"windows\": %lld, \"scored_tokens\": %lld, \"mean_nll\": %.6f, "
-                   "\"ppl\": %.6f, \"nll_se\": %.6f, ",
-                   rows[j].mode, (long long)rows[j].windows, (long long)rows[j].scored, mean[j], exp(mean[j]), se[j]);
-            if (have_dense)
-                printf("\"top1_same_as_dense\": %.6f, \"kl_vs_dense\": %.8f, ",
-                       (double)rows[j].same_top1 / (double)rows[j].scored, rows[j].kl_sum / (double)rows[j].scored);
+            const double k = (double)rows[j].scored;
+            const double agree = have_dense ? (double)rows[j].same_top1 / k : NAN, kl = have_dense ? rows[j].kl_sum / k : NAN;
+            char f[6][FMT_NUM_MAX];
+            num(f[0], sizeof f[0], 6, mean[j]);
+            num(f[1], sizeof f[1], 6, exp(mean[j]));
+            num(f[2], sizeof f[2], 6, se[j]);
+            num(f[3], sizeof f[3], 6, agree); /* no dense row: null / empty */
+            num(f[4], sizeof f[4], 8, kl);
+            num(f[5], sizeof f[5], 4, rows[j].seconds);
+            if (json)
+                printf("  {\"attention\": \"%s\", \"windows\": %lld, \"scored_tokens\": %lld, \"mean_nll\": %s, "
+                       "\"ppl\": %s, \"nll_se\": %s, \"top1_same_as_dense\": %s, \"kl_vs_dense\": %s, \"seconds\": %s}%s\n",
+                       rows[j].mode, (long long)rows[j].windows, (long long)rows[j].scored, f[0], f[1], f[2], f[3],
+                       f[4], f[5], j + 1 < nm ? "," : "");
             else
-                printf("\"top1_same_as_dense\": null, \"kl_vs_dense\": null, ");
-            printf("\"seconds\": %.4f}%s\n", rows[j].seconds, j + 1 < nm ? "," : "");
+                printf("%s,%lld,%lld,%s,%s,%s,%s,%s,%s\n", rows[j].mode, (long long)rows[j].windows,
+                       (long long)rows[j].scored, f[0], f[1], f[2], f[3], f[4], f[5]);
         }
-        printf("]\n");
+        if (json) printf("]\n");
     }
     ret = 0;
 done:
