@@ -444,4 +444,34 @@ with tempfile.TemporaryDirectory() as tmp:
     if not have_lcpp:
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "on")
         c.check(p.returncode == 1 and "not installed" in p.stderr, "--llamacpp on without llama-cpp-python: exit 1")
+    # a llama.cpp run that reports a time of 0 (a stand-in llama_cpp module whose clock stands still): its rates
+    # were printed as 'inf' in json (json.loads refused the file) and csv; now null and empty fields
+    fake = os.path.join(tmp, "fake_llama", "llama_cpp")
+    os.makedirs(fake)
+    with open(os.path.join(fake, "__init__.py"), "w") as fh:
+        fh.write("import time\ntime.perf_counter = lambda: 0.0\n\n\nclass Llama:\n"
+                 "    def __init__(self, **kw): pass\n    def reset(self): pass\n    def eval(self, ids): pass\n")
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(fake)}
+
+    def no_constant(x):
+        raise ValueError(f"non-standard JSON constant {x}")
+    for fmt in ("json", "csv"):
+        p = subprocess.run([exe, "bench", "run", "-m", g, "--lengths", "16", "--gen", "1", "--format", fmt,
+                            "--llamacpp", "on"], capture_output=True, text=True, env=env)
+        try:
+            if fmt == "json":
+                rows = json.loads(p.stdout, parse_constant=no_constant)
+            else:
+                import csv
+                import io
+                t = list(csv.reader(io.StringIO(p.stdout)))
+                rows = [dict(zip(t[0], r)) for r in t[1:] if len(r) == len(t[0])] if len(t) == 4 else []
+            lc = [r for r in rows if r["attention"] == "llama.cpp"]
+            want = None if fmt == "json" else ""
+            ok = p.returncode == 0 and len(rows) == 3 and len(lc) == 1 and lc[0]["prefill_tok_s"] == want and \
+                lc[0]["decode_tok_s"] == want
+        except ValueError as e:
+            ok, rows = False, str(e)
+        c.check(ok, f"bench run --format {fmt} with a llama.cpp time of 0: rates {'null' if fmt == 'json' else 'empty'} "
+                f"(exit {p.returncode}) {p.stdout.strip()[-140:]!r}")
 c.finish()

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fmtout.h"
 #include "infllm.h"
 #include "mcommon.h"
 #include "model.h"
@@ -306,20 +307,24 @@ int cmd_bench_run(int argc, char **argv) {
                     printf("\n%s/llama.cpp at %lld: prefill %.2fx, decode %.2fx", rows[i].mode, (long long)rows[i].len,
                            rows[j].prefill_s / rows[i].prefill_s, rows[j].decode_s / rows[i].decode_s);
         printf("\n");
-    } else if (!strcmp(format, "csv")) {
-        printf("context,attention,prefill_tok_s,decode_tok_s,prefill_s,decode_ms_per_token\n");
-        for (int i = 0; i < nrows; i++)
-            printf("%lld,%s,%.3f,%.3f,%.4f,%.3f\n", (long long)rows[i].len, rows[i].mode, rows[i].len / rows[i].prefill_s,
-                   rows[i].gen / rows[i].decode_s, rows[i].prefill_s, 1e3 * rows[i].decode_s / rows[i].gen);
-    } else {
-        printf("[\n");
-        for (int i = 0; i < nrows; i++)
-            printf("  {\"context\": %lld, \"attention\": \"%s\", \"prefill_tok_s\": %.3f, \"decode_tok_s\": %.3f, "
-                   "\"prefill_s\": %.4f, \"decode_ms_per_token\": %.3f}%s\n",
-                   (long long)rows[i].len, rows[i].mode, rows[i].len / rows[i].prefill_s,
-                   rows[i].gen / rows[i].decode_s, rows[i].prefill_s, 1e3 * rows[i].decode_s / rows[i].gen,
-                   i + 1 < nrows ? "," : "");
-        printf("]\n");
+    } else { /* csv / json: a rate of a time of 0 (a llama.cpp run can report one) is an empty field / null, not inf */
+        const int json = !strcmp(format, "json");
+        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        printf(json ? "[\n" : "context,attention,prefill_tok_s,decode_tok_s,prefill_s,decode_ms_per_token\n");
+        for (int i = 0; i < nrows; i++) {
+            char f[4][FMT_NUM_MAX];
+            num(f[0], sizeof f[0], 3, rows[i].len / rows[i].prefill_s);
+            num(f[1], sizeof f[1], 3, rows[i].gen / rows[i].decode_s);
+            num(f[2], sizeof f[2], 4, rows[i].prefill_s);
+            num(f[3], sizeof f[3], 3, 1e3 * rows[i].decode_s / rows[i].gen);
+            if (json)
+                printf("  {\"context\": %lld, \"attention\": \"%s\", \"prefill_tok_s\": %s, \"decode_tok_s\": %s, "
+                       "\"prefill_s\": %s, \"decode_ms_per_token\": %s}%s\n",
+                       (long long)rows[i].len, rows[i].mode, f[0], f[1], f[2], f[3], i + 1 < nrows ? "," : "");
+            else
+                printf("%lld,%s,%s,%s,%s,%s\n", (long long)rows[i].len, rows[i].mode, f[0], f[1], f[2], f[3]);
+        }
+        if (json) printf("]\n");
     }
     ret = 0;
 done:
