@@ -176,4 +176,36 @@ for args, what in (
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
           f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
 
+# the CPU's name (/proc/cpuinfo's "model name") went into json between quotes as it was, and into csv quoted
+# without doubling its quotes: a name with a quote or a backslash made files json.loads / csv refused. Seen through
+# a /proc/cpuinfo bind-mounted in a user and mount namespace (unshare -rm; skipped where that is not allowed)
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+with tempfile.TemporaryDirectory() as tmp:
+    name = 'Odd "Quoted" CPU, v2 \\ back'
+    info = os.path.join(tmp, "cpuinfo")
+    with open(info, "w") as f:
+        f.write(f"processor\t: 0\nmodel name\t: {name}\n")
+    ns = ["unshare", "-rm", "sh", "-c", f'mount --bind "{info}" /proc/cpuinfo && exec "$0" "$@"', INFLLM]
+    usable = shutil.which("unshare") and subprocess.run([*ns, "version"], capture_output=True).returncode == 0
+    if not usable:
+        print("skip: no user / mount namespace here (unshare -rm) for a made-up /proc/cpuinfo")
+    for args in ((["bench", "peak", "--seconds", "0.05", "--threads", "1"], ["bench", "attn", *SMALL, "--peak", "10"],
+                  ["bench", "backward", *SMALL]) if usable else ()):
+        for fmt in ("json", "csv"):
+            p = subprocess.run([*ns, *args, "--format", fmt], capture_output=True, text=True, timeout=600)
+            try:
+                if fmt == "json":
+                    def no_constant(x):
+                        raise ValueError(f"non-standard JSON constant {x}")
+                    rows = json.loads(p.stdout, parse_constant=no_constant)
+                else:
+                    t = list(csv.reader(io.StringIO(p.stdout)))
+                    rows = [dict(zip(t[0], r)) for r in t[1:]] if all(len(r) == len(t[0]) for r in t) else []
+                ok = p.returncode == 0 and rows and all(r["cpu"] == name for r in rows)
+            except ValueError as e:
+                ok = False
+            check(ok, f"{' '.join(args[:2])} --format {fmt} with the cpu named {name!r}: {p.stdout.strip()[:200]!r}")
+
 c.finish()

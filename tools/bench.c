@@ -64,6 +64,7 @@
 #include "dtype.h"
 #include "infllm.h"
 #include "internal.h"
+#include "fmtout.h"
 #include "opts.h"
 
 static double cpu_s(void) {
@@ -706,30 +707,42 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
                x->mode, x->seqlen, x->ms, x->cpu_ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0,
                sp ? x->stage2_ms : 0.0, sp ? share : 0.0, x->gflop, x->gflops, x->frac, x->frac_cpu, x->vs_dense,
                x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio);
-    } else if (!strcmp(o->format, "csv")) {
-        if (*first)
-            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
-                   "gflop,gflops,peak_gflops,frac_peak,frac_peak_cpu,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd,"
-                   "device,inputs\n");
-        printf("%s,%d,%d,%d,%d,%s,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.3f,%.2f,%.2f,%.4f,%.4f,%.4f,%.4f,%.2f,%.2f,%.4f,%s,\"%s\",%s,"
-               "%s,%s\n",
-               x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
-               x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak,
-               x->frac, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, infllm_build_commit(), cpu,
-               infllm_cpu_simd_level(), device, inputs);
-    } else {
-        printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
-               "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
-               "\"compress_ms\": %.3f, \"stage1_ms\": %.3f, \"stage2_ms\": %.3f, \"stage1_share\": %.4f, "
-               "\"gflop\": %.3f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"frac_peak\": %.4f, \"peak_gflops_cpu_time\": %.2f, \"frac_peak_cpu_time\": %.4f, \"vs_dense\": %.4f, \"vs_dense_cpu\": %.4f, "
-               "\"io_mib\": %.2f, \"work_mib\": %.2f, \"mem_ratio\": %.4f, \"stage1_tokens\": %lld, "
-               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f, "
-               "\"device\": \"%s\", \"inputs\": \"%s\"}",
-               *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
-               infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, x->ms,
-               x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops, o->peak, x->frac,
-               o->peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio, x->s1_tokens, o->reps, infllm_build_commit(), cpu,
-               infllm_cpu_simd_level(), load_avg(), device, inputs);
+    } else { /* csv / json: the cpu's name and the commit escaped (json) or quoted (csv) as they need, a number that
+              * is not finite (a GPU time of 0 in a rate) null / an empty field */
+        const int json = !strcmp(o->format, "json");
+        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        char f[19][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
+        const double v[19] = {x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops,
+                              o->peak, x->frac, o->peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb,
+                              x->work_mb, x->mem_ratio, load_avg(), 0};
+        static const int dec[19] = {3, 3, 3, 3, 3, 4, 3, 2, 2, 4, 2, 4, 4, 4, 2, 2, 4, 2, 0};
+        for (int i = 0; i < 18; i++) num(f[i], sizeof f[i], dec[i], v[i]);
+        str(cpu_s, sizeof cpu_s, cpu);
+        str(commit_s, sizeof commit_s, infllm_build_commit());
+        if (!json) {
+            if (*first)
+                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
+                       "gflop,gflops,peak_gflops,frac_peak,frac_peak_cpu,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd,"
+                       "device,inputs\n");
+            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", x->mode,
+                   x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1],
+                   f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[11], f[12], f[13], f[14], f[15], f[16], commit_s,
+                   cpu_s, infllm_cpu_simd_level(), device, inputs);
+        } else {
+            printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
+                   "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %s, \"cpu_ms\": %s, "
+                   "\"compress_ms\": %s, \"stage1_ms\": %s, \"stage2_ms\": %s, \"stage1_share\": %s, "
+                   "\"gflop\": %s, \"gflops\": %s, \"peak_gflops\": %s, \"frac_peak\": %s, \"peak_gflops_cpu_time\": %s, "
+                   "\"frac_peak_cpu_time\": %s, \"vs_dense\": %s, \"vs_dense_cpu\": %s, "
+                   "\"io_mib\": %s, \"work_mib\": %s, \"mem_ratio\": %s, \"stage1_tokens\": %lld, "
+                   "\"reps\": %d, \"commit\": %s, \"cpu\": %s, \"simd\": \"%s\", \"load_avg\": %s, "
+                   "\"device\": \"%s\", \"inputs\": \"%s\"}",
+                   *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
+                   infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, f[0], f[1],
+                   f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[16],
+                   x->s1_tokens, o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[17], device, inputs);
+        }
     }
     fflush(stdout);
     *first = 0;
@@ -863,16 +876,24 @@ static int cmd_peak(int argc, char **argv) {
         fprintf(stderr, "infllm bench peak: no AVX2/AVX-512 on this CPU (simd %s)\n", infllm_cpu_simd_level());
         return 1;
     }
-    if (!strcmp(o.format, "json"))
-        printf("[{\"bench\": \"peak\", \"threads\": %d, \"gflops\": %.2f, \"gflops_1thread\": %.2f, "
-               "\"gflops_cpu_time\": %.2f, \"gflops_1thread_cpu_time\": %.2f, \"lanes\": %d, "
-               "\"commit\": \"%s\", \"cpu\": \"%s\", \"load_avg\": %.2f}]\n",
-               o.threads, gn, g1, gncpu, g1cpu, lanes, infllm_build_commit(), cpu, load_avg());
-    else if (!strcmp(o.format, "csv"))
-        printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu\n"
-               "peak,%d,%.2f,%.2f,%.2f,%.2f,%d,%s,\"%s\"\n",
-               o.threads, gn, g1, gncpu, g1cpu, lanes, infllm_build_commit(), cpu);
-    else
+    if (strcmp(o.format, "md")) { /* as print_row */
+        const int json = !strcmp(o.format, "json");
+        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        char f[5][FMT_NUM_MAX], cpu_s[600], commit_s[200];
+        const double v[5] = {gn, g1, gncpu, g1cpu, load_avg()};
+        for (int i = 0; i < 5; i++) num(f[i], sizeof f[i], 2, v[i]);
+        str(cpu_s, sizeof cpu_s, cpu);
+        str(commit_s, sizeof commit_s, infllm_build_commit());
+        if (json)
+            printf("[{\"bench\": \"peak\", \"threads\": %d, \"gflops\": %s, \"gflops_1thread\": %s, "
+                   "\"gflops_cpu_time\": %s, \"gflops_1thread_cpu_time\": %s, \"lanes\": %d, "
+                   "\"commit\": %s, \"cpu\": %s, \"load_avg\": %s}]\n",
+                   o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s, f[4]);
+        else
+            printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu\n"
+                   "peak,%d,%s,%s,%s,%s,%d,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s);
+    } else
         printf("| bench | threads | fp32 FMA GFLOP/s (wall) | 1 thread (wall) | by CPU time | 1 thread by CPU time | lanes | "
                "load avg | commit | cpu |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
                "| peak | %d | %.1f | %.1f | %.1f | %.1f | %d | %.2f | %s | %s |\n",
@@ -1192,24 +1213,34 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
         else
             printf("| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
                    x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
-    } else if (!strcmp(o->format, "csv")) {
-        if (*first)
-            printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
-                   "forward_gflops,backward_gflops,pairs,commit,cpu,simd,device\n");
-        printf("%s,%d,%d,%d,%d,%s,%d,%.4f,%.4f,%.4f,%.4f,%.2f,%.2f,%.0f,%s,\"%s\",%s,%s\n", x->mode, x->seqlen,
-               o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms,
-               x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs, infllm_build_commit(), cpu,
-               infllm_cpu_simd_level(), o->cuda ? "cuda" : "cpu");
-    } else {
-        printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
-               "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %.3f, \"forward_ms\": %.3f, \"backward_ms\": %.3f, "
-               "\"bwd_over_fwd\": %.4f, \"forward_gflops\": %.2f, \"backward_gflops\": %.2f, \"pairs\": %.0f, "
-               "\"reps\": %d, \"commit\": \"%s\", \"cpu\": \"%s\", \"simd\": \"%s\", \"load_avg\": %.2f, "
-               "\"device\": \"%s\"}",
-               *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
-               infllm_dtype_name(o->dtype), o->threads, x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops,
-               x->bwd_gflops, x->pairs, o->reps, infllm_build_commit(), cpu, infllm_cpu_simd_level(), load_avg(),
-               o->cuda ? "cuda" : "cpu");
+    } else { /* csv / json: as print_row */
+        const int json = !strcmp(o->format, "json");
+        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        char f[8][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
+        const double v[8] = {x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs,
+                             load_avg()};
+        static const int dec[2][8] = {{4, 4, 4, 4, 2, 2, 0, 2}, {3, 3, 3, 4, 2, 2, 0, 2}};
+        for (int i = 0; i < 8; i++) num(f[i], sizeof f[i], dec[json][i], v[i]);
+        str(cpu_s, sizeof cpu_s, cpu);
+        str(commit_s, sizeof commit_s, infllm_build_commit());
+        if (!json) {
+            if (*first)
+                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
+                       "forward_gflops,backward_gflops,pairs,commit,cpu,simd,device\n");
+            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", x->mode, x->seqlen, o->heads, o->kv_heads,
+                   o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+                   commit_s, cpu_s, infllm_cpu_simd_level(), o->cuda ? "cuda" : "cpu");
+        } else {
+            printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
+                   "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %s, \"forward_ms\": %s, \"backward_ms\": %s, "
+                   "\"bwd_over_fwd\": %s, \"forward_gflops\": %s, \"backward_gflops\": %s, \"pairs\": %s, "
+                   "\"reps\": %d, \"commit\": %s, \"cpu\": %s, \"simd\": \"%s\", \"load_avg\": %s, "
+                   "\"device\": \"%s\"}",
+                   *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
+                   infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5], f[6], o->reps, commit_s,
+                   cpu_s, infllm_cpu_simd_level(), f[7], o->cuda ? "cuda" : "cpu");
+        }
     }
     fflush(stdout);
     *first = 0;
