@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import Q8, Counter, Tiny, np, patched, run_logits  # noqa: E402
+from model_testlib import F32, Q8, Counter, Tiny, np, patched, run_logits  # noqa: E402
 
 exe = sys.argv[1]
 c = Counter("py_model_cli")
@@ -444,6 +444,17 @@ with tempfile.TemporaryDirectory() as tmp:
     if not have_lcpp:
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "on")
         c.check(p.returncode == 1 and "not installed" in p.stderr, "--llamacpp on without llama-cpp-python: exit 1")
+    # logits partly NaN / inf (a NaN and an inf weight in two rows of the output head): run sampled among the rest
+    # without a word; now one warning naming the position and the counts (all NaN: exit 1, tested above)
+    mw = Tiny("llama", seed=4)
+    mw.out[7, 3] = np.nan
+    mw.out[9, 1] = np.inf
+    gw = os.path.join(tmp, "partial_nan.gguf")
+    mw.write_gguf(gw, {"emb": F32, "out": F32})
+    p = run("run", "-m", gw, "--tokens", "1,2,3", "-n", "4", "-q", "--temp", "0")
+    c.check(p.returncode == 0 and len(p.stdout.split()) == 4 and p.stderr.count("warning:") == 1 and
+            "logits at position 2 are not all finite (1 NaN, 1 inf of 96)" in p.stderr,
+            f"run on partly NaN / inf logits: 4 tokens, one warning ({p.stderr.strip()[-200:]!r})")
     # a llama.cpp run that reports a time of 0 (a stand-in llama_cpp module whose clock stands still): its rates
     # were printed as 'inf' in json (json.loads refused the file) and csv; now null and empty fields
     fake = os.path.join(tmp, "fake_llama", "llama_cpp")

@@ -1,6 +1,7 @@
 /* run.c: `infllm run`: generate text with a GGUF or Hugging Face model, attention through the
  * InfLLM-V2 decode cache (dense, sparse, or the automatic switch). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,7 +486,21 @@ int cmd_run(int argc, char **argv) {
     char pend[4 * TOK_MAX_PIECE];
     size_t npend = 0;
     int stopped_eog = 0;
+    int warned_nonfinite = 0;
     for (int i = 0; i < n_predict; i++) {
+        /* a model whose logits are partly NaN / inf (a NaN weight in a few rows of the output head, activations that
+         * overflow) sampled among the rest without a word: say so once (all NaN stops in mdl_sample) */
+        int n_nan = 0, n_inf = 0;
+        for (int v = 0; !warned_nonfinite && v < V; v++) {
+            n_nan += isnan(logits[v]) != 0;
+            n_inf += isinf(logits[v]) != 0;
+        }
+        if ((n_nan || n_inf) && n_nan < V) {
+            fprintf(stderr, "%sinfllm run: warning: the logits at position %lld are not all finite (%d NaN, %d inf of %d): "
+                            "the model's weights hold NaN / inf or its activations overflow; NaN tokens are never "
+                            "sampled\n", i ? "\n" : "", (long long)(n_prompt + n_gen - 1), n_nan, n_inf, V);
+            warned_nonfinite = 1;
+        }
         int32_t t = mdl_sample(&smp, logits, ids, n_prompt + n_gen);
         if (t < 0) {
             fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
