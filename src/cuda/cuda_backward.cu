@@ -484,7 +484,6 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     uint64_t *sTokMask = sMask + KV_NS * NQ;         /* [BWD_WIN] */
     int32_t *sList = (int32_t *)(sTokMask + BWD_WIN); /* [BWD_WIN] sequence-relative tokens */
     int32_t *sCount = sList + BWD_WIN;
-    uint32_t *sFull = (uint32_t *)(sCount + 1); /* [KV_NS] byte w: every row of warp w's sees all 64 keys */
 
     if ((int)blockIdx.x >= p.plan.hdr[0]) return;
     const int4 item = p.plan.items[blockIdx.x];
@@ -541,18 +540,13 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
     auto load_step = [&](int bf, int nlist) {
         const bool ok = cj < nlist;
         const int64_t row = ok ? q0 * p.Hq + (int64_t)g * G + (int64_t)sList[ok ? cj : 0] * p.Hq + ch : -1;
-        const uint64_t mk = ok ? sTokMask[ok ? cj : 0] : 0ull;
         /* the row's lse2 / Delta by cp.async too (a plain load would hold its warp until the data came, and the
          * CTA at the next barrier) */
         if (lane < GPW * NI) {
             cp_async4(sLse + bf * NQ + own_r, p.lse2 + (ok ? row : 0), ok ? 4 : 0);
             cp_async4(sDel + bf * NQ + own_r, p.delta + (ok ? row : 0), ok ? 4 : 0);
-            sMask[bf * NQ + own_r] = mk;
+            sMask[bf * NQ + own_r] = ok ? sTokMask[ok ? cj : 0] : 0ull;
         }
-        /* the step's rows all see the whole chunk (most steps: a token that selected a 64-aligned block, or a
-         * dense row past the diagonal): the masks' bits are not gathered (mask_bits) */
-        const bool full = __all_sync(0xffffffffu, mk == ~0ull); /* lanes past GPW NI repeat a row */
-        if (lane == 0) reinterpret_cast<unsigned char *>(sFull + bf)[warp] = full;
         ch += dh;
         cj += dj;
         if (ch >= G) {
@@ -647,7 +641,6 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             /* bit 4 j + e of kb: fragment element e of column tile j is an allowed (key, row) */
             static_assert(NJ * 4 <= 32, "k_bwd_kv: one bit a fragment element");
             auto mask_bits = [&]() {
-                if (sFull[bf] == 0x01010101u) return NJ * 4 == 32 ? 0xffffffffu : (1u << (NJ * 4)) - 1u;
                 uint32_t kb = 0;
 #pragma unroll
                 for (int j = 0; j < NJ; j++)
@@ -896,7 +889,7 @@ static infllm_status bwd_kv_launch(const BwdParams &p, unsigned grid, cudaStream
     constexpr int NQ = kv_rows<D, WG>(), NS = kv_stages<D, WG>();
     const size_t smem = (size_t)(2 * 64 + NS * 2 * NQ) * D * sizeof(uint16_t) +
                         (size_t)NS * NQ * (2 * sizeof(float) + sizeof(uint64_t)) +
-                        (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 4 + 16 + (WG ? 1024 : 0);
+                        (size_t)BWD_WIN * (sizeof(uint64_t) + sizeof(int32_t)) + 16 + (WG ? 1024 : 0);
     infllm_status s = cuda_func_smem((const void *)k_bwd_kv<T, D, SPARSE, WG>, smem, "k_bwd_kv");
     if (s) return s;
     k_bwd_kv<T, D, SPARSE, WG><<<grid, 128, smem, st>>>(p);
