@@ -705,8 +705,15 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
     cp_async_commit();
 
     float o[DT_][4];
+    /* DQ, sparse: the accumulator is not zeroed here but by the first dS K product (its scale-d off): a zeroing
+     * before the loop, reaching the loop head beside a product still in flight from the previous chunk (below),
+     * makes ptxas serialize every wgmma of the kernel (C7515) */
+    constexpr bool DQ_DEFER = DQ && SPARSE;
+    bool dq_zero = true; /* DQ_DEFER: no dS K product issued yet */
+    if (!DQ_DEFER) {
 #pragma unroll
-    for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+        for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    }
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     int stage = 0;
     const bool b64 = LIST || (p.B & 63) == 0; /* LIST: flash_cfg takes it only when B % 64 == 0 */
@@ -738,6 +745,13 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
      * (ncu at 128K, session 12: the end-of-chunk barrier held ~21% of a warp's sampled cycles;
      * stage 2 1.02x on the H200, call 4.) released: the load of this iteration goes that way. */
     bool released = false;
+    /* DQ, sparse: this warpgroup's dq += dS K of the chunk it computed last may still run when the iteration ends
+     * (it is waited for under the next chunk's S / dP products); its stage is released then (dq_pend: warps 1-7
+     * have that stage's arrival to make) */
+    bool dq_pend = false;
+    /* DQ: dS packed as the A operand of dq += dS K, which the product reads from these registers until it is done:
+     * kept alive (and unshared with the next chunk's S / dP accumulators) until its wait */
+    uint32_t dqa[DQ ? 4 : 1][4];
     const int warp_u = SPARSE ? __shfl_sync(0xffffffffu, warp, 0) : warp; /* warp, known uniform (as wg) */
     if (SPARSE && c >= 0) {
         cn = count > 1 ? chunk_next(sChunk, p.ncw, c + 1) : -1;
@@ -831,7 +845,24 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 if (tid == 0) load_chunk(cn, stage ^ 1);
             }
         };
+        /* DQ: the previous chunk's dS K done (waited for by the caller), its stage released by warps 1-7 */
+        auto dq_release_prev = [&]() {
+            if constexpr (DQ && SPARSE) {
+                if (dq_pend) {
+                    if (stage)
+                        named_bar_arrive<1, 256>();
+                    else
+                        named_bar_arrive<2, 256>();
+                }
+                dq_pend = false;
+            }
+        };
         if (!wg_needed) {
+            if constexpr (DQ && SPARSE) {
+                wgmma_wait0();
+                reg_fence_u32<4>(dqa);
+                dq_release_prev();
+            }
             load_released();
             look_ahead();
         }
@@ -845,6 +876,11 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 wgmma_commit();
                 wgmma_rows_keys<T, D, M>(dp, ddo, gdesc_add(dvk0, soff));
                 wgmma_commit();
+                if constexpr (SPARSE) { /* the previous chunk's dS K (committed before S) done: release its stage */
+                    wgmma_wait<2>();
+                    reg_fence_u32<4>(dqa);
+                    dq_release_prev();
+                }
                 load_released();
                 look_ahead();
                 int lim[2];
@@ -869,7 +905,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
 #pragma unroll
                         for (int e = 0; e < 4; e++) s[j][e] *= dp[j][e] - rd[e >> 1]; /* dS */
                 }
-                uint32_t a[4][4];
+                uint32_t(&a)[4][4] = dqa;
 #pragma unroll
                 for (int ks = 0; ks < 4; ks++) {
                     a[ks][0] = skip ? 0u : DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
@@ -880,12 +916,22 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 /* dq += dS K */
                 reg_fence<DT_>(o);
                 wgmma_fence();
-                wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff));
+                if constexpr (DQ_DEFER) {
+#pragma unroll
+                    for (int ks = 0; ks < 4; ks++)
+                        wgmma_rs<T, D>(o, a[ks], gdesc_add(dkt0, soff + ((uint32_t)(ks * 16 * 64 * 2) >> 4)),
+                                       ks > 0 || !dq_zero);
+                    dq_zero = false;
+                } else {
+                    wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff));
+                }
                 wgmma_commit();
-                wgmma_wait0();
-                reg_fence<DT_>(o);
+                if constexpr (!SPARSE) {
+                    wgmma_wait0();
+                    reg_fence<DT_>(o);
+                }
             }
-        } else if (wg_needed) {
+        } else if (!DQ && wg_needed) {
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
             float s[8][4];
             wgmma_fence();
@@ -964,10 +1010,17 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             /* the next load into this stage is cnn's: by TMA, this stage is released by arrivals on
              * barrier 1 + stage (warp 0 syncs on it next iteration); else by the CTA barrier */
             released = cnn >= 0 && by_tma(cnn);
-            if (!released)
+            if (!released) {
+                if constexpr (DQ) { /* the stage is reused after this barrier: the dS K that reads it done */
+                    wgmma_wait0();
+                    reg_fence<DT_>(o);
+                    reg_fence_u32<4>(dqa);
+                }
                 __syncthreads();
-            else if (warp_u != 0) {
-                if (stage)
+            } else if (warp_u != 0) {
+                if constexpr (DQ)
+                    dq_pend = true; /* arrived on in the next iteration, after its dS K wait */
+                else if (stage)
                     named_bar_arrive<2, 256>();
                 else
                     named_bar_arrive<1, 256>();
@@ -984,6 +1037,16 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         }
     }
     cp_async_wait<0>();
+    if constexpr (DQ_DEFER) { /* the last dS K (the walk's last chunk releases by the CTA barrier, which waited for
+                                * it); a warpgroup that computed no chunk: dq = 0 */
+        wgmma_wait0();
+        reg_fence<DT_>(o);
+        reg_fence_u32<4>(dqa);
+        if (dq_zero) {
+#pragma unroll
+            for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+        }
+    }
 
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {
