@@ -172,6 +172,11 @@ with tempfile.TemporaryDirectory() as tmp:
     ]:
         rc, out, err = pk_run(*args)
         c.check(rc == want and msg in err, f"passkey {' '.join(args)}: exit {rc} (want {want}), message has '{msg}'")
+    # --help listed the options each command refuses (--attn; passkey also --ctx)
+    for sub, gone, kept in (("ppl", ("--attn",), ("--ctx", "--modes")), ("passkey", ("--attn", "--ctx"), ("--modes",))):
+        p = subprocess.run([exe, "eval", sub, "--help"], capture_output=True, text=True)
+        c.check(p.returncode == 0 and all(o not in p.stdout for o in gone) and all(o in p.stdout for o in kept),
+                f"eval {sub} --help: no {', '.join(gone)} (refused), {', '.join(kept)} listed")
     p = subprocess.run([exe, "eval", "passkey", "-m", g, "-q", "--lengths", "700"], capture_output=True, text=True)
     c.check(p.returncode == 1 and "tokenizer" in p.stderr, f"passkey on a model without a tokenizer: exit {p.returncode}")
     # -f /dev/zero (run and eval ppl) was read until memory ran out: a text input now stops at 256 MiB (a regular

@@ -425,6 +425,15 @@ with tempfile.TemporaryDirectory() as tmp:
     for opt, val in (("--attn", "sparse"), ("--ctx", "100000"), ("-c", "8"), ("--ctx", "-1")):
         p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "1", "--llamacpp", "off", opt, val)
         c.check(p.returncode == 2 and "does not apply" in p.stderr, f"bench run {opt} {val}: exit 2 ({p.stderr.strip()[-100:]})")
+    # --help listed those two refused options, and the shared options' defaults ('--topk (model config or 64)',
+    # '--local-blocks (32)') where bench run sets 12 top-k + 4 local blocks of 64 whatever the model says
+    p = run("bench", "run", "--help")
+    h = p.stdout
+    c.check(p.returncode == 0 and "--attn" not in h and "--ctx" not in h and "--modes" in h,
+            "bench run --help: no --attn / --ctx (refused), --modes listed")
+    hl = {ln.split()[0]: ln for ln in h.splitlines() if ln.strip().startswith("--")}
+    c.check(hl["--topk"].endswith("(12)") and hl["--local-blocks"].endswith("(4)") and hl["--block-size"].endswith("(64)")
+            and hl["--init-blocks"].endswith("(1)"), "bench run --help: its own defaults, 12 top-k + 4 local of 64, 1 init")
     # the llama.cpp comparison: rows when llama-cpp-python can run the file, else a clear skip
     # (auto) or an error (on)
     try:

@@ -147,6 +147,13 @@ int cmd_bench_run(int argc, char **argv) {
      * they were silently ignored, so given ones are refused, as eval refuses --attn */
     o.attn = NULL;
     o.ctx_i = OPTS_INT_UNSET; /* -1 was the mark, so --ctx -1 ran */
+    /* --help: these defaults, not the shared options' "model config or ..."; the refused options not listed */
+    opts_set_help(defs, "--topk", "InfLLM-V2 dynamic blocks per query (12)");
+    opts_set_help(defs, "--block-size", "InfLLM-V2 block size in tokens (64)");
+    opts_set_help(defs, "--local-blocks", "InfLLM-V2 forced local blocks (4)");
+    opts_set_help(defs, "--init-blocks", "InfLLM-V2 forced initial blocks (1)");
+    opts_set_help(defs, "--attn", NULL);
+    opts_set_help(defs, "--ctx", NULL);
     int rc = opts_parse("infllm bench run",
                         "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse", defs,
                         argc, argv, 0, NULL, 0, NULL); /* tools/bench.c passes the arguments after "run" */

@@ -175,6 +175,7 @@ int cmd_eval(int argc, char **argv) {
         {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
+    opts_set_help(defs, "--attn", NULL); /* refused below (--modes): not listed */
     int rc = opts_parse(PROG,
                         "perplexity of a text under dense and InfLLM-V2 sparse attention (the same windows for "
                         "every mode)",
@@ -562,6 +563,8 @@ static int eval_passkey(int argc, char **argv) {
         {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
+    opts_set_help(defs, "--attn", NULL); /* refused below (--modes, --lengths): not listed */
+    opts_set_help(defs, "--ctx", NULL);
     int rc = opts_parse(PK_PROG, "pass key retrieval: a 5-digit key hidden in filler text at several lengths and depths",
                         defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;

@@ -14,12 +14,18 @@ void opts_usage(const char *prog, const char *summary, const opt_def *defs, int 
     FILE *f = to_stderr ? stderr : stdout;
     fprintf(f, "usage: %s [options]\n%s\n\noptions:\n", prog, summary);
     for (const opt_def *d = defs; d->name; d++) {
+        if (!d->help) continue;
         char left[64];
         snprintf(left, sizeof left, "%s%s%s %s", d->alias ? d->alias : "", d->alias ? ", " : "", d->name,
                  d->kind == OPT_FLAG ? "" : (d->metavar ? d->metavar : "X"));
         fprintf(f, "  %-28s %s\n", left, d->help);
     }
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
+}
+
+void opts_set_help(opt_def *defs, const char *name, const char *help) {
+    for (opt_def *d = defs; d->name; d++)
+        if (!strcmp(d->name, name)) d->help = help;
 }
 
 static int parse_value(const opt_def *d, const char *v, const char *prog) {

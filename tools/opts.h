@@ -28,7 +28,11 @@ typedef struct opt_def {
  * error (message + usage printed to stderr). */
 int opts_parse(const char *prog, const char *summary, const opt_def *defs, int argc, char **argv, int first,
                const char **positional, int max_pos, int *n_pos);
+/* Lists defs with their help; an entry whose help is NULL is parsed but not listed (a shared option a command
+ * refuses with its own message). */
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr);
+/* Sets the help of defs' option `name` (NULL: not listed by opts_usage); a name not in defs is a no-op. */
+void opts_set_help(opt_def *defs, const char *name, const char *help);
 /* Parses a comma-separated list of positive integers ("4096,16384"); returns count or -1. */
 int opts_int_list(const char *s, int64_t *out, int cap);
 /* Parses a comma-separated list of names from choices[0..n) ("dense,sparse"): picked[c] = 1 for each named; -1
