@@ -26,12 +26,12 @@ typedef struct run_opts {
     {"--threads", "-t", OPT_INT, &(o).threads, "N", "threads (0: all cores)"},                                \
     {"--attn", NULL, OPT_STR, &(o).attn, "MODE", "attention: dense | sparse | auto (auto: dense below --dense-len)"}, \
     {"--topk", NULL, OPT_INT, &(o).topk, "N", "InfLLM-V2 dynamic blocks per query (model config or 64)"},     \
-    {"--block-size", NULL, OPT_INT, &(o).block_size, "N", "InfLLM-V2 block size in tokens (64)"},            \
-    {"--local-blocks", NULL, OPT_INT, &(o).local_blocks, "N", "InfLLM-V2 forced local blocks (32)"},         \
-    {"--init-blocks", NULL, OPT_INT, &(o).init_blocks, "N", "InfLLM-V2 forced initial blocks (1)"},          \
-    {"--dense-len", NULL, OPT_INT, &(o).dense_len, "N", "auto mode: dense while kv_len < N (8192; -1: always sparse)"}, \
-    {"--kernel-size", NULL, OPT_INT, &(o).kernel_size, "N", "InfLLM-V2 c1 kernel size (32)"},                \
-    {"--kernel-stride", NULL, OPT_INT, &(o).kernel_stride, "N", "InfLLM-V2 c1 kernel stride (16)"},          \
+    {"--block-size", NULL, OPT_INT, &(o).block_size, "N", "InfLLM-V2 block size in tokens (model config or 64)"},            \
+    {"--local-blocks", NULL, OPT_INT, &(o).local_blocks, "N", "InfLLM-V2 forced local blocks (model config or 32)"},         \
+    {"--init-blocks", NULL, OPT_INT, &(o).init_blocks, "N", "InfLLM-V2 forced initial blocks (model config or 1)"},          \
+    {"--dense-len", NULL, OPT_INT, &(o).dense_len, "N", "auto mode: dense while kv_len < N (model config or 8192; -1: always sparse)"}, \
+    {"--kernel-size", NULL, OPT_INT, &(o).kernel_size, "N", "InfLLM-V2 c1 kernel size (model config or 32)"},                \
+    {"--kernel-stride", NULL, OPT_INT, &(o).kernel_stride, "N", "InfLLM-V2 c1 kernel stride (model config or 16)"},          \
     {"--kv-type", NULL, OPT_STR, &(o).kv_type, "T", "KV cache storage: f16 | f32 | bf16 (f16, as llama.cpp)"},  \
     {"--chunk", NULL, OPT_INT, &(o).chunk, "N", "prefill chunk in tokens (512)"}
 
