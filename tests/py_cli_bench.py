@@ -171,10 +171,19 @@ for args, what in (
     (["bench", "attn", "--threads", "5000"], "--threads"),  # past the library's INFLLM_MAX_THREADS
     (["bench", "attn", "--threads", "-1"], "--threads"),  # was quietly taken for 1 thread
     (["bench", "peak", "--threads", "-3"], "--threads"),
+    # --seconds (bench peak's measuring time) was taken by attn / backward and did nothing
+    (["bench", "attn", "--seconds", "1"], "--seconds"),
+    (["bench", "backward", "--seconds", "1"], "--seconds"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
           f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
+
+# --help went to stderr (every other command's goes to stdout, so 'infllm bench attn --help | less' showed nothing)
+for args in (["bench", "--help"], ["bench", "attn", "--help"], ["bench", "peak", "-h"], ["bench", "backward", "--help"]):
+    p = run(*args)
+    check(p.returncode == 0 and "infllm bench peak" in p.stdout and p.stderr == "",
+          f"{' '.join(args)}: exit {p.returncode}, usage on stdout ({len(p.stdout)} bytes), stderr {p.stderr[:80]!r}")
 
 # the CPU's name (/proc/cpuinfo's "model name") went into json between quotes as it was, and into csv quoted
 # without doubling its quotes: a name with a quote or a backslash made files json.loads / csv refused. Seen through

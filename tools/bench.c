@@ -301,8 +301,9 @@ static int parse_dtype(const char *s, infllm_dtype *dt) {
     return 0;
 }
 
-static void usage(void) {
-    fprintf(stderr,
+/* to stdout for --help (as every other command's), to stderr beside an error */
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: infllm bench attn [--seqlen 4096,16384,...] [--heads 16] [--kv-heads 1] [--head-dim 128]\n"
             "                         [--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]\n"
             "                         [--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]\n"
@@ -770,7 +771,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage();
+            usage(stdout);
             return 1;
         }
 #define NEEDV()                                                   \
@@ -789,10 +790,10 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
                 fprintf(stderr, "infllm bench: --format md|csv|json\n");
                 return 2;
             }
-        } else if (is_flag(a, "--seconds")) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
+        } else if (is_flag(a, "--seconds") && peak_only) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
         else if (peak_only) {
             fprintf(stderr, "infllm bench peak: unknown option %s\n", a);
-            usage();
+            usage(stderr);
             return 2;
         } else if (is_flag(a, "--seqlen")) {
             NEEDV();
@@ -836,7 +837,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
             fprintf(stderr, "infllm bench: unknown option %s\n", a);
-            usage();
+            usage(stderr);
             return 2;
         }
 #undef NEEDV
@@ -1310,7 +1311,7 @@ int cmd_bench(int argc, char **argv) {
     int i = 0;
     if (argc > 0 && !strcmp(argv[0], "bench")) i = 1;
     if (i >= argc || !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-        usage();
+        usage(i >= argc ? stderr : stdout);
         return i >= argc ? 2 : 0;
     }
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
@@ -1320,6 +1321,6 @@ int cmd_bench(int argc, char **argv) {
         return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
     fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run, backward)\n", argv[i]);
-    usage();
+    usage(stderr);
     return 2;
 }
