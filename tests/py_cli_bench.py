@@ -172,8 +172,8 @@ for args, what in (
     (["bench", "attn", "--threads", "-1"], "--threads"),  # was quietly taken for 1 thread
     (["bench", "peak", "--threads", "-3"], "--threads"),
     # --seconds (bench peak's measuring time) was taken by attn / backward and did nothing
-    (["bench", "attn", "--seconds", "1"], "--seconds"),
-    (["bench", "backward", "--seconds", "1"], "--seconds"),
+    (["bench", "attn", *SMALL, "--seconds", "1"], "--seconds"),
+    (["bench", "backward", *SMALL, "--seconds", "1"], "--seconds"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
