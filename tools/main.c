@@ -3,6 +3,7 @@
  *   infllm attn ...        InfLLM-V2 attention on .npy tensors (tools/attn.c)
  *   infllm bench ...       benchmarks: attn, peak, run, backward (tools/bench.c)
  *   infllm run ...         run a model (tools/run.c)
+ *   infllm eval ...        ppl / passkey evaluation of a model, dense against sparse (tools/eval.c)
  *   infllm --version       version, commit, SIMD level, threads, CUDA
  */
 #include <stdio.h>
