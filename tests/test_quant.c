@@ -490,6 +490,34 @@ static void test_act_modes(void) {
     }
     CHECK(quant_act_mode(GGML_Q4_1) == QACT_Q8_1 && quant_act_mode(GGML_Q8_0) == QACT_Q8_0 &&
               quant_act_mode(GGML_Q4_K) == QACT_F32, "activation mode per weight type");
+    /* a block holding a NaN or an infinity (at any lane: the SIMD max kept or dropped a NaN by its position, and NaN x
+     * id converted to -127): values 0, scales NaN, on every quantizer; the other blocks as before */
+    for (int mode = QACT_F32; mode <= QACT_Q8_0; mode++) {
+        static float xn[N];
+        static const float bad_vals[3] = {NAN, INFINITY, -INFINITY};
+        memcpy(xn, x, sizeof xn);
+        int nb_bad = 0;
+        for (int b = 0; b < N / 32; b += 5, nb_bad++) xn[b * 32 + (b * 7) % 32] = bad_vals[nb_bad % 3];
+        for (int level = 0; level < 3; level++) {
+            if ((level == 1 && !quant_avx2_available()) || (level == 2 && !quant_avx512_available())) continue;
+            memset(q1, 0x55, sizeof q1);
+            if (level == 0) quant_act_row_mode(xn, N, q1, d1, s1, mode);
+            else if (level == 1) quant_act_row_mode_avx2(xn, N, q1, d1, s1, mode);
+            else quant_act_row_mode_avx512(xn, N, q1, d1, s1, mode);
+            quant_act_row_mode(x, N, q, d, s, mode);
+            int wrong = 0;
+            for (int b = 0; b < N / 32; b++) {
+                if (b % 5 == 0) {
+                    for (int j = 0; j < 32; j++) wrong += q1[b * 32 + j] != 0;
+                    wrong += !isnan(d1[b]) || !isnan(s1[b]);
+                } else {
+                    wrong += memcmp(q + b * 32, q1 + b * 32, 32) != 0 || d[b] != d1[b] || s[b] != s1[b];
+                }
+            }
+            CHECK(wrong == 0, "activation mode %d, %s quantizer: %d wrong in blocks with a NaN / inf (values 0, scales "
+                  "NaN) or beside them", mode, level == 0 ? "scalar" : level == 1 ? "AVX2" : "AVX-512", wrong);
+        }
+    }
 }
 
 /* ggmlc: llama.cpp-order attention and SwiGLU: scalar == SIMD (AVX-512, or AVX2 on CPUs without it and under

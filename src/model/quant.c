@@ -1,6 +1,7 @@
 /* quant.c: ggml block formats, scalar kernels and the threaded matmul driver (quant.h). */
 #include "quant.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -273,9 +274,15 @@ void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s
     for (int64_t b = 0; b < n / QK; b++) {
         const float *xb = x + b * QK;
         float amax = 0.f;
+        int finite = 1;
         for (int j = 0; j < QK; j++) {
             float a = fabsf(xb[j]);
             if (a > amax) amax = a;
+            finite &= a <= FLT_MAX; /* false for inf and NaN */
+        }
+        if (!finite) {
+            quant_act_block_nonfinite(q + b * QK, &d[b], &s[b]);
+            continue;
         }
         float dd;
         const float id = quant_act_block_inv(mode, amax, &dd);

@@ -7,6 +7,7 @@
 #ifndef INFLLM_QUANT_H
 #define INFLLM_QUANT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,16 @@ static inline float quant_act_block_inv(int mode, float amax, float *dd) {
     return amax != 0.f ? 127.f / amax : 0.f;
 }
 int quant_act_mode(uint32_t type);
+/* A block of activations holding a NaN or an infinity (a model whose activations overflowed, or a NaN weight):
+ * values 0 and scales NaN, so that every product over the block is NaN, as float arithmetic would make it not
+ * finite. Without this rule each quantizer turned it into finite values in its own way (NaN x id converts to
+ * INT_MIN, clamped to -127; the SIMD max kept or dropped a NaN by its lane), so a broken model's logits could come
+ * out finite and differ by SIMD level. */
+static inline void quant_act_block_nonfinite(int8_t *q, float *d, float *s) {
+    for (int j = 0; j < 32; j++) q[j] = 0;
+    *d = NAN;
+    *s = NAN;
+}
 
 /* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32]
  * scales d and s), grown on demand and kept between calls. One per caller that may run in

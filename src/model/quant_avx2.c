@@ -6,6 +6,7 @@
  * order; not compared with llama.cpp on an AVX2 machine yet); Q4_0 takes the one-block kernel (the AVX-512 path pairs blocks in 512-bit registers) and the
  * float weights a 256-bit product, both within rounding of the AVX-512 results. */
 #include <stdatomic.h>
+#include <float.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,14 @@ void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, flo
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(ax), _mm256_extractf128_ps(ax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        /* a NaN or an infinity in the block (|x| not <= FLT_MAX): quant_act_block_nonfinite, as the scalar one */
+        const __m256 big = _mm256_set1_ps(FLT_MAX);
+        __m256 nf = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) nf = _mm256_or_ps(nf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xv[k]), big, _CMP_NLE_UQ));
+        if (_mm256_movemask_ps(nf)) {
+            quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
+            continue;
+        }
         float dd;
         const float id = quant_act_block_inv(mode, amax, &dd);
         const __m256 iv = _mm256_set1_ps(id);

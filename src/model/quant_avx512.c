@@ -1,6 +1,7 @@
 /* quant_avx512.c: AVX512-VNNI kernels of quant.h: the 256-bit kernels of quant_x86_kern.h with vpdpbusd
  * (VL), and 512-bit ones for float weights and Q4_0 (two blocks a vpdpbusd). */
 #include <stdatomic.h>
+#include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -140,6 +141,13 @@ void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, f
         __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
         __m512 ax = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
         float amax = _mm512_reduce_max_ps(ax);
+        /* a NaN or an infinity in the block (|x| not <= FLT_MAX): quant_act_block_nonfinite, as the scalar one */
+        const __m512 big = _mm512_set1_ps(FLT_MAX);
+        if (_mm512_cmp_ps_mask(_mm512_andnot_ps(sign, x0), big, _CMP_NLE_UQ) |
+            _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, x1), big, _CMP_NLE_UQ)) {
+            quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
+            continue;
+        }
         float dd;
         const float id = quant_act_block_inv(mode, amax, &dd);
         __m512 iv = _mm512_set1_ps(id);
