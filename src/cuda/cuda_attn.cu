@@ -916,15 +916,8 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 /* dq += dS K */
                 reg_fence<DT_>(o);
                 wgmma_fence();
-                if constexpr (DQ_DEFER) {
-#pragma unroll
-                    for (int ks = 0; ks < 4; ks++)
-                        wgmma_rs<T, D>(o, a[ks], gdesc_add(dkt0, soff + ((uint32_t)(ks * 16 * 64 * 2) >> 4)),
-                                       ks > 0 || !dq_zero);
-                    dq_zero = false;
-                } else {
-                    wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff));
-                }
+                wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff), !DQ_DEFER || !dq_zero);
+                dq_zero = false;
                 wgmma_commit();
                 if constexpr (!SPARSE) {
                     wgmma_wait0();

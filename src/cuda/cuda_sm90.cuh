@@ -106,11 +106,13 @@ __device__ __forceinline__ void wgmma_rows_keys(float (&acc)[8][4], uint64_t da,
 
 /* acc (m64nN, f32) += A B over k = 0 .. 16 KS - 1 (O += P V): A from registers, a[ks] the k-step ks fragment (a C
  * fragment packed as the forward's P), B the [16 KS][N] rows at db transposed by the descriptor (k-step ks 16 x 64
- * elements on); a warpgroup's, uncommitted */
+ * elements on); a warpgroup's, uncommitted. accumulate 0: acc = A B (the first k-step ignores acc's contents) */
 template <typename T, int N, int KS>
-__device__ __forceinline__ void wgmma_regs_rows(float (&acc)[N / 8][4], const uint32_t (&a)[KS][4], uint64_t db) {
+__device__ __forceinline__ void wgmma_regs_rows(float (&acc)[N / 8][4], const uint32_t (&a)[KS][4], uint64_t db,
+                                                int accumulate = 1) {
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wgmma_rs<T, N>(acc, a[ks], gdesc_add(db, (uint32_t)(ks * 16 * 64 * 2) >> 4), 1);
+    for (int ks = 0; ks < KS; ks++)
+        wgmma_rs<T, N>(acc, a[ks], gdesc_add(db, (uint32_t)(ks * 16 * 64 * 2) >> 4), ks > 0 || accumulate);
 }
 
 __device__ __forceinline__ void wgmma_fence() {

@@ -56,7 +56,7 @@ int quant_act_mode(uint32_t type);
  * INT_MIN, clamped to -127; the SIMD max kept or dropped a NaN by its lane), so a broken model's logits could come
  * out finite and differ by SIMD level. */
 static inline void quant_act_block_nonfinite(int8_t *q, float *d, float *s) {
-    for (int j = 0; j < 32; j++) q[j] = 0;
+    for (int j = 0; j < QK; j++) q[j] = 0;
     *d = NAN;
     *s = NAN;
 }
