@@ -705,12 +705,11 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
     cp_async_commit();
 
     float o[DT_][4];
-    /* DQ, sparse: the accumulator is not zeroed here but by the first dS K product (its scale-d off): a zeroing
-     * before the loop, reaching the loop head beside a product still in flight from the previous chunk (below),
-     * makes ptxas serialize every wgmma of the kernel (C7515) */
-    constexpr bool DQ_DEFER = DQ && SPARSE;
-    bool dq_zero = true; /* DQ_DEFER: no dS K product issued yet */
-    if (!DQ_DEFER) {
+    /* DQ (sparse and dense): the accumulator is not zeroed here but by the first dS K product (its scale-d off): a
+     * zeroing before the loop, reaching the loop head beside a product still in flight from the previous chunk
+     * (below), makes ptxas serialize every wgmma of the kernel (C7515) */
+    bool dq_zero = true; /* DQ: no dS K product issued yet */
+    if (!DQ) {
 #pragma unroll
         for (int j = 0; j < DT_; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     }
@@ -752,7 +751,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
     /* DQ: dS packed as the A operand of dq += dS K, which the product reads from these registers until it is done:
      * kept alive (and unshared with the next chunk's S / dP accumulators) until its wait */
     uint32_t dqa[DQ ? 4 : 1][4];
-    const int warp_u = SPARSE ? __shfl_sync(0xffffffffu, warp, 0) : warp; /* warp, known uniform (as wg) */
+    const int warp_u = SPARSE || DQ ? __shfl_sync(0xffffffffu, warp, 0) : warp; /* warp, known uniform (as wg) */
     if (SPARSE && c >= 0) {
         cn = count > 1 ? chunk_next(sChunk, p.ncw, c + 1) : -1;
         if (cn > last_chunk) cn = -1;
@@ -832,12 +831,15 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 cnn = count > 2 ? chunk_next(sChunk, p.ncw, cn + 1) : -1;
                 if (cnn > last_chunk) cnn = -1;
                 need_n = wg_needs(cn);
+            } else if (DQ && cn >= 0) { /* dense DQ: the next chunk in order, for the release below */
+                cnn = count > 2 ? cn + 1 : -1;
+                if (cnn > last_chunk) cnn = -1;
             }
         };
         /* stage ^ 1 (chunk c - 1) released by every warp: warp 0 syncs on barrier 1 + (stage ^ 1),
          * on which warps 1-7 arrived, then thread 0 loads cn into it */
         auto load_released = [&]() {
-            if (SPARSE && released && warp_u == 0) {
+            if ((SPARSE || DQ) && released && warp_u == 0) {
                 if (stage)
                     named_bar_sync<1, 256>();
                 else
@@ -847,7 +849,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         };
         /* DQ: the previous chunk's dS K done (waited for by the caller), its stage released by warps 1-7 */
         auto dq_release_prev = [&]() {
-            if constexpr (DQ && SPARSE) {
+            if constexpr (DQ) {
                 if (dq_pend) {
                     if (stage)
                         named_bar_arrive<1, 256>();
@@ -858,7 +860,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             }
         };
         if (!wg_needed) {
-            if constexpr (DQ && SPARSE) {
+            if constexpr (DQ) {
                 wgmma_wait0();
                 reg_fence_u32<4>(dqa);
                 dq_release_prev();
@@ -876,11 +878,10 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 wgmma_commit();
                 wgmma_rows_keys<T, D, M>(dp, ddo, gdesc_add(dvk0, soff));
                 wgmma_commit();
-                if constexpr (SPARSE) { /* the previous chunk's dS K (committed before S) done: release its stage */
-                    wgmma_wait<2>();
-                    reg_fence_u32<4>(dqa);
-                    dq_release_prev();
-                }
+                /* the previous chunk's dS K (committed before S) done: release its stage */
+                wgmma_wait<2>();
+                reg_fence_u32<4>(dqa);
+                dq_release_prev();
                 load_released();
                 look_ahead();
                 int lim[2];
@@ -916,13 +917,9 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
                 /* dq += dS K */
                 reg_fence<DT_>(o);
                 wgmma_fence();
-                wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff), !DQ_DEFER || !dq_zero);
+                wgmma_regs_rows<T, D, 4>(o, a, gdesc_add(dkt0, soff), !DQ || !dq_zero);
                 dq_zero = false;
                 wgmma_commit();
-                if constexpr (!SPARSE) {
-                    wgmma_wait0();
-                    reg_fence<DT_>(o);
-                }
             }
         } else if (!DQ && wg_needed) {
             const uint32_t soff = (uint32_t)(stage * 2 * KVB * 2) >> 4; /* descriptor units */
@@ -999,7 +996,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             reg_fence<DT_>(o);
             if (PARTS > 1) reg_fence_u32<4>(a); /* P stays in its registers until the products that read it are done */
         }
-        if (SPARSE) {
+        if (SPARSE || DQ) {
             /* the next load into this stage is cnn's: by TMA, this stage is released by arrivals on
              * barrier 1 + stage (warp 0 syncs on it next iteration); else by the CTA barrier */
             released = cnn >= 0 && by_tma(cnn);
@@ -1030,8 +1027,8 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         }
     }
     cp_async_wait<0>();
-    if constexpr (DQ_DEFER) { /* the last dS K (the walk's last chunk releases by the CTA barrier, which waited for
-                                * it); a warpgroup that computed no chunk: dq = 0 */
+    if constexpr (DQ) { /* the last dS K (the walk's last chunk releases by the CTA barrier, which waited for
+                         * it); a warpgroup that computed no chunk: dq = 0 */
         wgmma_wait0();
         reg_fence<DT_>(o);
         reg_fence_u32<4>(dqa);
