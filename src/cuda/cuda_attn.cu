@@ -450,28 +450,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             o[j][2] *= alpha[1];
             o[j][3] *= alpha[1];
         }
-        /* O += P V */
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            uint32_t a[4];
-            a[0] = DT<T>::pack2(s[2 * ks][0], s[2 * ks][1]);
-            a[1] = DT<T>::pack2(s[2 * ks][2], s[2 * ks][3]);
-            a[2] = DT<T>::pack2(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-            a[3] = DT<T>::pack2(s[2 * ks + 1][2], s[2 * ks + 1][3]);
-#pragma unroll
-            for (int dg = 0; dg < DT_ / 2; dg += 4) {
-                uint32_t r[4][4];
-#pragma unroll
-                for (int x = 0; x < 4; x++)
-                    ldsm_x4_t(r[x], sv + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                16 * (dg + x) + (lane >> 4) * 8));
-#pragma unroll
-                for (int x = 0; x < 4; x++) {
-                    mma16816<T>(o[2 * (dg + x)], a, r[x][0], r[x][1]);
-                    mma16816<T>(o[2 * (dg + x) + 1], a, r[x][2], r[x][3]);
-                }
-            }
-        }
+        mma_acc_rows<T, D, 4>(o, s, sv, lane); /* O += P V */
         } /* warp_needed */
         __syncthreads();
         stage = stage == STAGES - 1 ? 0 : stage + 1;

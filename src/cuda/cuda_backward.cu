@@ -133,33 +133,6 @@ __device__ __forceinline__ void mma_rows_keys(float (&s)[8][4], const uint16_t *
     }
 }
 
-/* acc[16 x D] += A[16 x 16 NK] (C fragments a[2 NK][4], rounded to T) times the swizzled [16 NK][D] tile sb
- * (B operand, k = its rows: ldmatrix .trans) */
-template <typename T, int D, int NK>
-__device__ __forceinline__ void mma_acc_rows(float (&acc)[D / 8][4], const float (&a)[2 * NK][4], const uint16_t *sb,
-                                             int lane) {
-#pragma unroll
-    for (int ks = 0; ks < NK; ks++) {
-        uint32_t af[4];
-        af[0] = DT<T>::pack2(a[2 * ks][0], a[2 * ks][1]);
-        af[1] = DT<T>::pack2(a[2 * ks][2], a[2 * ks][3]);
-        af[2] = DT<T>::pack2(a[2 * ks + 1][0], a[2 * ks + 1][1]);
-        af[3] = DT<T>::pack2(a[2 * ks + 1][2], a[2 * ks + 1][3]);
-#pragma unroll
-        for (int dg = 0; dg < D / 16; dg += 4) {
-            uint32_t r[4][4];
-#pragma unroll
-            for (int x = 0; x < 4; x++)
-                ldsm_x4_t(r[x], sb + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * (dg + x) + (lane >> 4) * 8));
-#pragma unroll
-            for (int x = 0; x < 4; x++) {
-                mma16816<T>(acc[2 * (dg + x)], af, r[x][0], r[x][1]);
-                mma16816<T>(acc[2 * (dg + x) + 1], af, r[x][2], r[x][3]);
-            }
-        }
-    }
-}
-
 /* ------------------------------------------------------------------ passes 1-2 ---- */
 template <typename T, int D, bool SPARSE>
 __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {

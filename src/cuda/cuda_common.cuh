@@ -201,6 +201,33 @@ template <int D> __device__ __forceinline__ int swz(int row, int col /* element,
     return row * D + ((((col >> 3) ^ (row & 7))) << 3);
 }
 
+/* acc[16 x D] += A[16 x 16 NK] (C fragments a[2 NK][4], rounded to T) times the swizzled [16 NK][D] tile sb
+ * (B operand, k = its rows: ldmatrix .trans): O += P V in k_flash (NK 4), dv / dk and dq in the backward */
+template <typename T, int D, int NK>
+__device__ __forceinline__ void mma_acc_rows(float (&acc)[D / 8][4], const float (&a)[2 * NK][4], const uint16_t *sb,
+                                             int lane) {
+#pragma unroll
+    for (int ks = 0; ks < NK; ks++) {
+        uint32_t af[4];
+        af[0] = DT<T>::pack2(a[2 * ks][0], a[2 * ks][1]);
+        af[1] = DT<T>::pack2(a[2 * ks][2], a[2 * ks][3]);
+        af[2] = DT<T>::pack2(a[2 * ks + 1][0], a[2 * ks + 1][1]);
+        af[3] = DT<T>::pack2(a[2 * ks + 1][2], a[2 * ks + 1][3]);
+#pragma unroll
+        for (int dg = 0; dg < D / 16; dg += 4) {
+            uint32_t r[4][4];
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+                ldsm_x4_t(r[x], sb + swz<D>(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, 16 * (dg + x) + (lane >> 4) * 8));
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                mma16816<T>(acc[2 * (dg + x)], af, r[x][0], r[x][1]);
+                mma16816<T>(acc[2 * (dg + x) + 1], af, r[x][2], r[x][3]);
+            }
+        }
+    }
+}
+
 /* Loads ROWS rows (row0 + r, r < ROWS) of a token-major tensor into a swizzled smem tile;
  * rows with r >= nvalid are zero-filled. stride in elements between rows. */
 template <int D, int ROWS, int NT>
