@@ -26,6 +26,7 @@ typedef struct cfg {
     infllm_dtype dt;
     int32_t Hq, Hkv, D, L;
     int32_t B, l1, s1, init, local, topk, exact;
+    float scale; /* softmax_scale (0: 1/sqrt(D)) */
 } cfg;
 
 typedef struct data {
@@ -74,6 +75,7 @@ static infllm_params params_of(const cfg *c, infllm_backend be, int threads) {
     p.local_blocks = c->local;
     p.topk = c->topk;
     p.exact_lse = c->exact;
+    p.softmax_scale = c->scale;
     p.mode = INFLLM_MODE_SPARSE;
     p.num_threads = threads;
     return p;
@@ -248,7 +250,7 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
     CHECK(infllm_cache_length(cache) == L && n1a == n1b, "[%s] failed append changed the cache", c->name);
 
     /* truncate, then append other keys: c1/c2 rebuilt from the new keys */
-    int64_t cut = L / 2 + 3;
+    int64_t cut = L / 2 + 3 < L ? L / 2 + 3 : L; /* (short random lengths: at most L) */
     CHECK_OK(infllm_cache_truncate(cache, cut));
     CHECK(infllm_cache_length(cache) == cut, "[%s] length after truncate", c->name);
     check_kernels(c, be, cache, d->k, cut, "after truncate");
@@ -384,16 +386,57 @@ static void test_nan(void) {
           "/ > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
 }
 
+static int32_t draw(unsigned long long *r, int32_t n) { return (int32_t)(h_rng_next(r) % (unsigned long long)n); }
+
+/* Random configuration idx of seed (seeded from both, so that one reruns alone): dtype; Hkv 1-2 and G 1-8 or
+ * 12 / 17 / 20 / 33; head_dim any multiple of 16 up to 256; length 1-300; kernel_stride 1-32 with block_size any
+ * multiple of it up to 128, kernel_size from 1 to past the block; init_blocks 0-2, 40 or INT32_MAX; local_blocks
+ * 0-3 or 1000; topk 0 (with local blocks), 1-5, 500 or the largest valid; exact_lse; softmax_scale default, 0.02-0.3
+ * or 0.5-2. The name holds every value. */
+static void random_cfg(cfg *c, char *name, size_t nname, unsigned long long seed, int idx) {
+    unsigned long long r0 = seed * 0x2545F4914F6CDD1DULL + (unsigned long long)idx, *r = &r0;
+    h_rng_next(r);
+    static const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
+    static const int32_t bigG[4] = {12, 17, 20, 33}, strides[9] = {1, 2, 3, 4, 5, 8, 12, 16, 32};
+    memset(c, 0, sizeof *c);
+    c->dt = dts[draw(r, 3)];
+    c->Hkv = 1 + draw(r, 2);
+    c->Hq = c->Hkv * (draw(r, 4) ? 1 + draw(r, 8) : bigG[draw(r, 4)]);
+    c->D = 16 * (1 + draw(r, 16));
+    c->L = 1 + draw(r, 300);
+    c->s1 = strides[draw(r, 9)];
+    int32_t m = 1 + draw(r, 8);
+    while (m > 1 && c->s1 * m > 128) m--;
+    c->B = c->s1 * m;
+    c->l1 = draw(r, 4) ? 1 + draw(r, 3 * c->s1) : c->B + 1 + draw(r, c->B);
+    const int32_t ik = draw(r, 6);
+    c->init = ik < 3 ? ik : ik == 3 ? 1 : ik == 4 ? 40 : INT32_MAX;
+    const int32_t lk = draw(r, 6);
+    c->local = lk < 4 ? lk : lk == 4 ? 1 : 1000;
+    const int32_t tk = draw(r, 6);
+    c->topk = tk == 0 ? 0 : tk < 4 ? 1 + draw(r, 5) : tk == 4 ? 500 : (1 << 24) - c->local;
+    if (c->topk + c->local == 0) c->topk = 1;
+    c->exact = draw(r, 2);
+    const int32_t sk = draw(r, 4);
+    c->scale = sk < 2 ? 0.0f : sk == 2 ? (float)(0.02 + 0.28 * h_uniform(r)) : (float)(0.5 + 1.5 * h_uniform(r));
+    snprintf(name, nname, "random seed %llu #%d %s Hq%d Hkv%d D%d L%d B%d k%d/%d init%d local%d topk%d exact%d scale%g",
+             seed, idx, infllm_dtype_name(c->dt), c->Hq, c->Hkv, c->D, c->L, c->B, c->l1, c->s1, c->init, c->local,
+             c->topk, c->exact, (double)c->scale);
+    c->name = name;
+}
+
 int main(void) {
+    /* INFLLM_CACHE_RANDOM_ONLY=1: the random configurations alone (long runs over many seeds) */
+    const int only_random = getenv("INFLLM_CACHE_RANDOM_ONLY") != NULL;
     static const cfg cfgs[] = {
-        /* name      dtype              Hq Hkv  D    L    B  l1 s1 init local topk exact */
-        {"f32-b32", INFLLM_DTYPE_F32, 4, 2, 64, 260, 32, 16, 8, 1, 1, 2, 0},
-        {"bf16-b64", INFLLM_DTYPE_BF16, 6, 2, 64, 290, 64, 32, 16, 1, 1, 1, 0},
-        {"f16-exact", INFLLM_DTYPE_F16, 3, 1, 128, 200, 32, 32, 16, 0, 2, 1, 1},
+        /* name      dtype              Hq Hkv  D    L    B  l1 s1 init local topk exact scale */
+        {"f32-b32", INFLLM_DTYPE_F32, 4, 2, 64, 260, 32, 16, 8, 1, 1, 2, 0, 0.0f},
+        {"bf16-b64", INFLLM_DTYPE_BF16, 6, 2, 64, 290, 64, 32, 16, 1, 1, 1, 0, 0.0f},
+        {"f16-exact", INFLLM_DTYPE_F16, 3, 1, 128, 200, 32, 32, 16, 0, 2, 1, 1, 0.0f},
     };
     infllm_cache_free(NULL); /* no-op */
     CHECK(infllm_cache_length(NULL) == 0, "length(NULL)");
-    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+    for (size_t i = 0; !only_random && i < sizeof cfgs / sizeof cfgs[0]; i++) {
         data d;
         make_data(&d, &cfgs[i], 77 + i);
         for (int b = 0; b < 2; b++) {
@@ -405,33 +448,17 @@ int main(void) {
         test_decode(&cfgs[i], INFLLM_BACKEND_CPU, &d, cfgs[i].L / 2);
         free_data(&d);
     }
-    /* random configurations (INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1) on the CPU
-     * backend: every knob drawn, so that combinations the table above does not name get checked */
-    const char *rn = getenv("INFLLM_CACHE_RANDOM"), *rs = getenv("INFLLM_CACHE_SEED");
-    const int nrand = rn ? atoi(rn) : 2;
-    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
-    for (int i = 0; i < nrand; i++) {
-        static const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
-        static const int32_t Gs[6] = {1, 2, 3, 5, 16, 20}, Ds[4] = {16, 64, 80, 128}, Bs[4] = {16, 32, 48, 64};
-        char name[96];
+    /* random configurations (random_cfg; INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1; starting at
+     * INFLLM_CACHE_RANDOM_FIRST, default 0) on the CPU backend: every knob drawn, so that combinations the table above
+     * does not name get checked */
+    const char *rn = getenv("INFLLM_CACHE_RANDOM"), *rs = getenv("INFLLM_CACHE_SEED"),
+               *rf = getenv("INFLLM_CACHE_RANDOM_FIRST");
+    const int nrand = rn ? atoi(rn) : 2, rfirst = rf ? atoi(rf) : 0;
+    const unsigned long long rseed = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = rfirst; i < rfirst + nrand; i++) {
+        char name[160];
         cfg c;
-        c.dt = dts[h_rng_next(&rng) % 3];
-        c.Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
-        c.Hq = c.Hkv * Gs[h_rng_next(&rng) % 6];
-        c.D = Ds[h_rng_next(&rng) % 4];
-        c.L = 40 + (int32_t)(h_rng_next(&rng) % 260);
-        c.B = Bs[h_rng_next(&rng) % 4];
-        const int32_t strides[3] = {c.B, c.B / 2, c.B / 4};
-        c.s1 = strides[h_rng_next(&rng) % 3];
-        c.l1 = 1 + (int32_t)(h_rng_next(&rng) % (3 * c.s1));
-        c.init = (int32_t)(h_rng_next(&rng) % 3);
-        c.local = (int32_t)(h_rng_next(&rng) % 3);
-        c.topk = (int32_t)(h_rng_next(&rng) % 4);
-        if (c.topk + c.local == 0) c.topk = 1;
-        c.exact = (int32_t)(h_rng_next(&rng) % 2);
-        snprintf(name, sizeof name, "random%d-%s-Hq%d-Hkv%d-D%d-L%d-B%d-k%d/%d-i%d-l%d-t%d-e%d", i,
-                 infllm_dtype_name(c.dt), c.Hq, c.Hkv, c.D, c.L, c.B, c.l1, c.s1, c.init, c.local, c.topk, c.exact);
-        c.name = name;
+        random_cfg(&c, name, sizeof name, rseed, i);
         printf("%s\n", name);
         data d;
         make_data(&d, &c, 1000 + (unsigned long long)i);
@@ -440,6 +467,7 @@ int main(void) {
         test_decode(&c, INFLLM_BACKEND_CPU, &d, c.L / 2);
         free_data(&d);
     }
+    if (only_random) return finish("test_cache");
     test_nan();
     return finish("test_cache");
 }

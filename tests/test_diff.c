@@ -19,8 +19,10 @@
  * A query with at most topk_out causal blocks gets exactly (bitwise) the dense result.
  *
  * Environment: INFLLM_DIFF_QUICK=1 runs only the small cases; INFLLM_DIFF_VERBOSE=1 prints
- * one line per op.
+ * one line per op; INFLLM_DIFF_RANDOM / _SEED / _RANDOM_FIRST / _RANDOM_ONLY: the random cases (random_case),
+ * docs/TESTS.md.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +60,7 @@ static int guard_ok(const void *p, size_t bytes) {
 
 /* ------------------------------------------------------------- the case ---- */
 typedef struct dcase {
-    char name[160];
+    char name[400];
     infllm_dtype dt;
     int32_t Hq, Hkv, D;
     int32_t nseq;
@@ -210,8 +212,8 @@ static float naive_dot(const float *a, const float *b, int32_t D) {
     return s;
 }
 
-/* stage 1 in f32 from c1/c2 given in the dtype */
-static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *scores) {
+/* stage 1 in f32 from c1/c2 given in the dtype; *lmax: the largest |logit| (scale q.c) of a visible kernel */
+static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *scores, double *lmax) {
     const dcase *c = x->c;
     int32_t G = c->Hq / c->Hkv, D = c->D, M = x->sz.max_n1;
     int64_t row = (int64_t)c->Hkv * D;
@@ -219,6 +221,7 @@ static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *sc
     for (int64_t i = 0; i < x->sz.total_n1 * row; i++) c1f[i] = infllm_load_f32(c1, c->dt, i);
     for (int64_t i = 0; i < x->sz.total_n2 * row; i++) c2f[i] = infllm_load_f32(c2, c->dt, i);
     float *acc = malloc((size_t)(M + 1) * 4);
+    *lmax = 0;
     for (int32_t b = 0; b < c->nseq; b++) {
         const seqg *s = &x->s[b];
         for (int32_t i = 0; i < s->lq; i++) {
@@ -233,6 +236,9 @@ static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *sc
                     const float *qh = x->qf + (t * c->Hq + g * G + hh) * D;
                     float m = -INFINITY, sum = 0;
                     for (int32_t j = 0; j < nvl; j++) m = fmaxf(m, x->scale * naive_dot(qh, cl + j * row + g * D, D));
+                    for (int32_t j = 0; j < nvl; j++) *lmax = fmax(*lmax, fabs(x->scale * naive_dot(qh, cl + j * row + g * D, D)));
+                    for (int32_t j = 0; j < nv1; j++)
+                        *lmax = fmax(*lmax, fabs(x->scale * naive_dot(qh, c1f + (s->c10 + j) * row + g * D, D)));
                     for (int32_t j = 0; j < nvl; j++) sum += expf(x->scale * naive_dot(qh, cl + j * row + g * D, D) - m);
                     float lse = m + logf(sum);
                     for (int32_t j = 0; j < nv1; j++)
@@ -365,6 +371,37 @@ static int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int3
     return hi - lo <= rel * fabs(hi) + 1e-30;
 }
 
+/* A CPU selection tk_cpu against REF's tk_ref (both [Hkv, total_q, topk_out]; bs_ref: REF's block scores): a row may
+ * differ only on a near-tie at the top-k boundary of REF's scores, and at most a tenth of the rows may differ.
+ * row_agree[t] is cleared where any KV head's row of query t differs. */
+static void compare_selection(const ctx *x, const char *what, const float *bs_ref, const int32_t *tk_ref,
+                              const int32_t *tk_cpu, unsigned char *row_agree) {
+    const dcase *c = x->c;
+    const int32_t Hkv = c->Hkv, NB = x->sz.nblocks_out, K = x->sz.topk_out;
+    const int64_t tq = x->tq;
+    int64_t differ = 0, not_tie = 0;
+    double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4;
+    for (int64_t t = 0; t < tq; t++)
+        for (int32_t g = 0; g < Hkv; g++) {
+            int64_t r = (int64_t)g * tq + t;
+            if (memcmp(tk_ref + r * K, tk_cpu + r * K, (size_t)K * 4) == 0) continue;
+            row_agree[t] = 0;
+            differ++;
+            if (!near_tie(bs_ref + r * NB, NB, tk_ref + r * K, tk_cpu + r * K, K, rel)) {
+                if (not_tie < 3)
+                    fprintf(stderr, "[%s] row %lld kv %d: %s selection differs without a near-tie\n", c->name,
+                            (long long)t, g, what);
+                not_tie++;
+            }
+        }
+    if (verbose || differ)
+        printf("    selection: %lld of %lld rows differ between %s and REF (all near-ties: %s)\n", (long long)differ,
+               (long long)(Hkv * tq), what, not_tie ? "no" : "yes");
+    CHECK(not_tie == 0, "[%s] %s: %lld selection rows differ without a near-tie", c->name, what, (long long)not_tie);
+    CHECK(differ * 10 <= Hkv * tq + 10, "[%s] %s: %lld of %lld selection rows differ", c->name, what, (long long)differ,
+          (long long)(Hkv * tq));
+}
+
 /* ------------------------------------------------------------ one case ---- */
 
 static void run_case(const dcase *c) {
@@ -416,20 +453,33 @@ static void run_case(const dcase *c) {
     const void *c2arg = c->p.exact_lse ? NULL : c2r;
     ok_r = call_ok(x, "REF stage1", infllm_stage1_scores(&pr, &x->l, x->q, c1r, c2arg, NULL, NULL, scr));
     ok_c = call_ok(x, "CPU stage1", infllm_stage1_scores(&pc, &x->l, x->q, c1r, c2arg, NULL, NULL, scc));
-    naive_stage1(x, c1r, c2r, scn);
+    double lmax;
+    naive_stage1(x, c1r, c2r, scn, &lmax);
     CHECK(guard_ok(scr, b_sc), "[%s] REF stage1 wrote past its output", c->name);
     if (ok_c) CHECK(guard_ok(scc, b_sc), "[%s] CPU stage1 wrote past its output", c->name);
     int64_t nsc = (int64_t)Hkv * tq * M;
     if (ok_r && ok_c) {
         /* scores are stored bf16-rounded for bf16 (one bf16 ulp apart at most), f32 otherwise */
         double seps = c->dt == INFLLM_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 16777216;
-        check_tol(x, "stage1", scc, INFLLM_DTYPE_F32, scn, scr, INFLLM_DTYPE_F32, nsc, seps, c->dt == INFLLM_DTYPE_BF16 ? 2.0 : 64.0);
-        int64_t zero_mismatch = 0, ulp_bad = 0;
+        /* floor: 2 bf16 ulps / 64 f32 ulps of the largest score, and at least the exp of a float32 argument rounded
+         * a few times (the scale folded into log2(e), the product, the LSE, the difference: 4 x lmax x u relative): a
+         * score exp(a - LSE) of logits |a| ~ 100 (softmax_scale ~ 1, scores ~ 1e31 when the c2 LSE falls far below
+         * the c1 logits) carries ~1e-5 relative error in any float32 implementation */
+        const double s1floor = fmax((c->dt == INFLLM_DTYPE_BF16 ? 2.0 : 64.0) * seps, 4.0 * lmax / 16777216);
+        check_tol(x, "stage1", scc, INFLLM_DTYPE_F32, scn, scr, INFLLM_DTYPE_F32, nsc, s1floor, 1.0);
+        /* zero in one backend only: a visibility difference, unless the other value is below the float32 normal
+         * range (FLT_MIN), where a sum of exp terms underflows (large softmax_scale: CPU 0 where REF's float64 sum
+         * rounds to the smallest subnormal 1.4e-45) and no relative precision is left to compare either */
+        int64_t zero_mismatch = 0, ulp_bad = 0, zfirst = -1;
         for (int64_t i = 0; i < nsc; i++) {
-            if ((scc[i] == 0) != (scr[i] == 0)) zero_mismatch++;
-            if (c->dt == INFLLM_DTYPE_BF16 && fabs(scc[i] - scr[i]) > fmax(fabs(scc[i]), fabs(scr[i])) / 128.0) ulp_bad++;
+            const int tiny = fmax(fabs(scc[i]), fabs(scr[i])) < FLT_MIN;
+            if ((scc[i] == 0) != (scr[i] == 0) && !tiny && zero_mismatch++ == 0) zfirst = i;
+            if (c->dt == INFLLM_DTYPE_BF16 && !tiny && fabs(scc[i] - scr[i]) > fmax(fabs(scc[i]), fabs(scr[i])) / 128.0)
+                ulp_bad++;
         }
-        CHECK(zero_mismatch == 0, "[%s] stage1: %lld entries zero in one backend only", c->name, (long long)zero_mismatch);
+        CHECK(zero_mismatch == 0, "[%s] stage1: %lld entries zero in one backend only (first: element %lld, cpu %g, ref %g)",
+              c->name, (long long)zero_mismatch, (long long)zfirst, zfirst >= 0 ? scc[zfirst] : 0.0,
+              zfirst >= 0 ? scr[zfirst] : 0.0);
         CHECK(ulp_bad == 0, "[%s] stage1: %lld bf16 entries more than one ulp apart", c->name, (long long)ulp_bad);
     }
 
@@ -468,7 +518,7 @@ static void run_case(const dcase *c) {
     }
     /* REF chain: scr -> bsr -> tkr ; CPU chain: scc -> CPU block -> CPU topk */
     float *bs_ref = galloc(b_bs);
-    int32_t *tk_ref = galloc(b_tk), *tk_cpu = galloc(b_tk);
+    int32_t *tk_ref = galloc(b_tk), *tk_cpu = galloc(b_tk), *tk_fused = galloc(b_tk);
     unsigned char *row_agree = calloc((size_t)tq + 1, 1);
     if (call_ok(x, "REF block_scores", infllm_block_scores(&pr, &x->l, scr, bs_ref)) &&
         call_ok(x, "REF topk", infllm_topk_select(&pr, &x->l, bs_ref, tk_ref))) {
@@ -487,36 +537,19 @@ static void run_case(const dcase *c) {
                 }
                 /* the current block is forced; it can only lose to other forced blocks (lower
                  * index first) when topk < init_blocks + 1 */
-                if (!has_cur && c->p.topk >= c->p.init_blocks + 1) bad++;
+                if (!has_cur && c->p.topk >= (int64_t)c->p.init_blocks + 1) bad++;
             }
         }
         CHECK(bad == 0, "[%s] REF selection malformed in %lld places (ascending, -1 at the end, current block kept)",
               c->name, (long long)bad);
+        for (int64_t t = 0; t < tq; t++) row_agree[t] = 1;
         if (ok_c && call_ok(x, "CPU block_scores", infllm_block_scores(&pc, &x->l, scc, bsc)) &&
-            call_ok(x, "CPU topk", infllm_topk_select(&pc, &x->l, bsc, tk_cpu))) {
-            int64_t differ = 0, not_tie = 0;
-            double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4;
-            for (int64_t t = 0; t < tq; t++) {
-                row_agree[t] = 1;
-                for (int32_t g = 0; g < Hkv; g++) {
-                    int64_t r = (int64_t)g * tq + t;
-                    if (memcmp(tk_ref + r * K, tk_cpu + r * K, (size_t)K * 4) == 0) continue;
-                    row_agree[t] = 0;
-                    differ++;
-                    if (!near_tie(bs_ref + r * NB, NB, tk_ref + r * K, tk_cpu + r * K, K, rel)) {
-                        if (not_tie < 3)
-                            fprintf(stderr, "[%s] row %lld kv %d: CPU selection differs without a near-tie\n", c->name,
-                                    (long long)t, g);
-                        not_tie++;
-                    }
-                }
-            }
-            if (verbose || differ)
-                printf("    selection: %lld of %lld rows differ between the CPU and REF chains (all near-ties: %s)\n",
-                       (long long)differ, (long long)(Hkv * tq), not_tie ? "no" : "yes");
-            CHECK(not_tie == 0, "[%s] %lld selection rows differ without a near-tie", c->name, (long long)not_tie);
-            CHECK(differ * 10 <= Hkv * tq + 10, "[%s] %lld of %lld selection rows differ", c->name, (long long)differ,
-                  (long long)(Hkv * tq));
+            call_ok(x, "CPU topk", infllm_topk_select(&pc, &x->l, bsc, tk_cpu)))
+            compare_selection(x, "the CPU chain", bs_ref, tk_ref, tk_cpu, row_agree);
+        /* the fused selection (what infllm_attention's sparse path attends) under the same rule */
+        if (call_ok(x, "CPU select_blocks", infllm_select_blocks(&pc, &x->l, x->q, x->k, tk_fused))) {
+            CHECK(guard_ok(tk_fused, b_tk), "[%s] CPU select_blocks wrote past its output", c->name);
+            compare_selection(x, "CPU select_blocks", bs_ref, tk_ref, tk_fused, row_agree);
         }
     }
 
@@ -680,6 +713,7 @@ static void run_case(const dcase *c) {
     free(bs_ref);
     free(tk_ref);
     free(tk_cpu);
+    free(tk_fused);
     free(row_agree);
     free(outr);
     free(lser);
@@ -801,14 +835,135 @@ static dcase mk(infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t nse
 }
 
 static void name_case(dcase *c, const char *tag) {
-    char lens[64] = "";
-    for (int32_t b = 0; b < c->nseq && strlen(lens) < 40; b++)
+    char lens[160] = "";
+    for (int32_t b = 0; b < c->nseq && strlen(lens) < 140; b++)
         snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%d/%d", b ? "," : "", c->lq[b], c->lk[b]);
     snprintf(c->name, sizeof c->name, "%s %s Hq%d Hkv%d D%d seqs[%s] B%d k%d/%d init%d local%d topk%d exact%d "
              "dense_len%d mode%d scale%g thr%d",
              tag, dtn(c->dt), c->Hq, c->Hkv, c->D, lens, c->p.block_size, c->p.kernel_size, c->p.kernel_stride,
              c->p.init_blocks, c->p.local_blocks, c->p.topk, c->p.exact_lse, c->p.dense_len, (int)c->p.mode,
              (double)c->p.softmax_scale, c->p.num_threads);
+}
+
+/* ------------------------------------------------------------ random cases ---- */
+
+static int32_t draw(unsigned long long *r, int32_t n) { return (int32_t)(h_rng_next(r) % (unsigned long long)n); }
+
+/* One sequence length up to maxlen: an edge of the block / kernel geometry (0-2 tokens, one before / at / past a
+ * block multiple, around the first c1 window or a c2 window) or uniform. */
+static int32_t draw_len(unsigned long long *r, const infllm_params *p, int32_t maxlen) {
+    const int32_t B = p->block_size;
+    int64_t v;
+    switch (draw(r, 8)) {
+    case 0: v = draw(r, 3); break;
+    case 1:
+    case 2: v = (int64_t)(1 + draw(r, maxlen / B + 1)) * B + draw(r, 3) - 1; break;
+    case 3: v = p->kernel_size + draw(r, 3) - 1; break;
+    case 4: v = 4 * (int64_t)p->kernel_size + 4 * (int64_t)p->kernel_stride * draw(r, 3) + draw(r, 3) - 1; break;
+    default: v = draw(r, maxlen + 1);
+    }
+    return v < 0 ? 0 : v > maxlen ? maxlen : (int32_t)v;
+}
+
+/* Random case `idx` of seed `seed` (each case seeded from both, so that INFLLM_DIFF_RANDOM_FIRST reruns one alone):
+ * every parameter drawn from its valid range (include/infllm.h), the unusual values too: dtype; Hkv 1-3 and G 1-8
+ * or 9-40 (also not dividing 16); head_dim any multiple of 16 up to 256; 1-6 sequences, each a prefill, a decode
+ * step, a chunk or no queries, of lengths at block / kernel edges or uniform (0 included); kernel_stride 1-64,
+ * block_size any multiple of it up to 256 (1 too), kernel_size any from 1 (shorter than the stride, longer than
+ * the block); init_blocks 0-3, tens, or up to INT32_MAX; local_blocks 0-12 or 1000; topk 0 (with local blocks),
+ * 1-8, past every sequence's blocks or the largest valid (2^24 - local); dense_len -1, 0, 1, a sequence's length
+ * +-1, uniform or INT32_MAX; exact_lse; mode; softmax_scale default, 1e-4, 0.02-0.3 or 0.5-2; 1-4 threads.
+ * Lengths are halved while the float64 reference's work (sum lq x lk x Hq x D) exceeds a budget. */
+static void random_case(dcase *c, unsigned long long seed, int idx, int sanitized) {
+    unsigned long long r0 = seed * 0x2545F4914F6CDD1DULL + (unsigned long long)idx, *r = &r0;
+    h_rng_next(r);
+    const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
+    const int32_t bigG[8] = {9, 12, 17, 20, 24, 31, 33, 40};
+    const int32_t Hkv = 1 + draw(r, 3), G = draw(r, 10) < 7 ? 1 + draw(r, 8) : bigG[draw(r, 8)];
+    const int32_t D = 16 * (1 + draw(r, 16));
+    const int32_t nseq = 1 + (draw(r, 4) == 0 ? draw(r, 6) : draw(r, 3));
+    int32_t lq[8] = {0}, lk[8] = {0};
+    *c = mk(dts[draw(r, 3)], G * Hkv, Hkv, D, nseq, lq, lk);
+    infllm_params *p = &c->p;
+    if (draw(r, 5) == 0) { /* the default geometry (64, 32 / 16) */
+        p->block_size = 64, p->kernel_size = 32, p->kernel_stride = 16;
+    } else {
+        const int32_t strides[12] = {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 64};
+        p->kernel_stride = strides[draw(r, 12)];
+        int32_t m = 1 + draw(r, 8);
+        while (m > 1 && p->kernel_stride * m > 256) m--;
+        p->block_size = p->kernel_stride * m;
+        switch (draw(r, 4)) {
+        case 0: p->kernel_size = p->kernel_stride; break;
+        case 1: p->kernel_size = 2 * p->kernel_stride; break;
+        case 2: p->kernel_size = 1 + draw(r, 4 * p->kernel_stride); break;
+        default: p->kernel_size = p->block_size + 1 + draw(r, p->block_size); break;
+        }
+    }
+    const int32_t maxlen = sanitized ? 300 : draw(r, 4) == 0 ? 1500 : 700;
+    for (int32_t b = 0; b < nseq; b++) {
+        lk[b] = draw_len(r, p, maxlen);
+        switch (draw(r, 7)) {
+        case 0:
+        case 1:
+        case 2: lq[b] = lk[b]; break;         /* prefill */
+        case 3:
+        case 4: lq[b] = lk[b] > 0; break;     /* decode step */
+        case 5: lq[b] = draw(r, lk[b] + 1); break; /* chunk */
+        default: lq[b] = 0; break;            /* no queries */
+        }
+    }
+    const double budget = sanitized ? 1.5e7 : 8e7;
+    for (;;) {
+        double work = 0;
+        for (int32_t b = 0; b < nseq; b++) work += (double)lq[b] * lk[b] * c->Hq * D;
+        if (work <= budget) break;
+        for (int32_t b = 0; b < nseq; b++) lk[b] /= 2, lq[b] = lq[b] / 2 > lk[b] ? lk[b] : lq[b] / 2;
+    }
+    for (int32_t b = 0; b < nseq; b++) c->lq[b] = lq[b], c->lk[b] = lk[b];
+    switch (draw(r, 8)) {
+    case 0: p->init_blocks = 0; break;
+    case 1: case 2: case 3: p->init_blocks = 1; break;
+    case 4: p->init_blocks = 2 + draw(r, 2); break;
+    case 5: p->init_blocks = 5 + draw(r, 40); break;
+    case 6: p->init_blocks = 1000; break;
+    default: p->init_blocks = draw(r, 2) ? INT32_MAX : 0; break;
+    }
+    switch (draw(r, 8)) {
+    case 0: case 1: p->local_blocks = 0; break;
+    case 2: case 3: case 4: p->local_blocks = 1 + draw(r, 3); break;
+    case 5: p->local_blocks = 4 + draw(r, 9); break;
+    case 6: p->local_blocks = 1000; break;
+    default: p->local_blocks = 2; break;
+    }
+    switch (draw(r, 6)) {
+    case 0: p->topk = 0; break;
+    case 1: case 2: p->topk = 1 + draw(r, 8); break;
+    case 3: p->topk = 50 + draw(r, 1000); break;
+    case 4: p->topk = (1 << 24) - p->local_blocks; break;
+    default: p->topk = 2 + draw(r, 3); break;
+    }
+    if (p->topk + p->local_blocks == 0) p->topk = 1;
+    p->exact_lse = draw(r, 2);
+    p->mode = (infllm_mode)draw(r, 3);
+    const int32_t lk0 = lk[draw(r, nseq)];
+    switch (draw(r, 7)) {
+    case 0: p->dense_len = -1; break;
+    case 1: p->dense_len = draw(r, 2); break;
+    case 2: case 3: p->dense_len = lk0 + draw(r, 3) - 1 < 0 ? 0 : lk0 + draw(r, 3) - 1; break;
+    case 4: p->dense_len = INT32_MAX; break;
+    default: p->dense_len = draw(r, maxlen + 1); break;
+    }
+    switch (draw(r, 6)) {
+    case 0: p->softmax_scale = 1e-4f; break;
+    case 1: p->softmax_scale = (float)(0.02 + 0.28 * h_uniform(r)); break;
+    case 2: p->softmax_scale = (float)(0.5 + 1.5 * h_uniform(r)); break;
+    default: p->softmax_scale = 0.0f; break;
+    }
+    p->num_threads = 1 + draw(r, 4);
+    char tag[64];
+    snprintf(tag, sizeof tag, "random seed %llu #%d", seed, idx);
+    name_case(c, tag);
 }
 
 /* The dispatch's CPUID / XGETBV reading (cpu_x86.c) against GCC's own detection, feature by feature, on whatever
@@ -849,6 +1004,8 @@ int main(void) {
     verbose = getenv("INFLLM_DIFF_VERBOSE") != NULL;
     cpu_features_check();
     int quick = getenv("INFLLM_DIFF_QUICK") != NULL;
+    /* INFLLM_DIFF_RANDOM_ONLY=1: the random cases alone (long random runs over many seeds) */
+    const int grid = getenv("INFLLM_DIFF_RANDOM_ONLY") == NULL;
 #if defined(__SANITIZE_ADDRESS__)
     const int sanitized = 1;
 #elif defined(__has_feature)
@@ -868,7 +1025,7 @@ int main(void) {
     const int32_t Ts[3] = {1, 17, 97};
     const int32_t groups[3][2] = {{2, 2}, {3, 1}, {16, 1}}; /* (Hq, Hkv): G = 1, 3, 16 */
     int v = 0;
-    for (int ti = 0; ti < 3; ti++)
+    for (int ti = 0; grid && ti < 3; ti++)
         for (int di = 0; di < 3; di++)
             for (int gi = 0; gi < 3; gi++)
                 for (int hd = 0; hd < 2; hd++)
@@ -903,7 +1060,7 @@ int main(void) {
         {4, {1, 1, 1, 1}, {63, 64, 65, 700}},      /* decode batch around block edges */
         {2, {0, 33}, {40, 130}},                   /* no queries in one sequence, chunk */
     };
-    for (size_t li = 0; li < sizeof lay / sizeof lay[0]; li++)
+    for (size_t li = 0; grid && li < sizeof lay / sizeof lay[0]; li++)
         for (int di = 0; di < 3; di++) {
             dcase c = mk(dts[di], li % 2 ? 6 : 4, 2, 64, lay[li].n, lay[li].lq, lay[li].lk);
             c.p.block_size = li % 2 ? 64 : 32;
@@ -921,7 +1078,7 @@ int main(void) {
             ncase++;
         }
 
-    if (!quick) {
+    if (grid && !quick) {
         /* 3. larger T on a few combinations (few heads: the float64 reference is O(T^2)) */
         struct {
             infllm_dtype dt;
@@ -965,47 +1122,21 @@ int main(void) {
         run_case(&c);
         ncase++;
     }
-    /* 4. random cases: every knob drawn from a seeded generator, so that combinations the grid above
-     * does not name get checked too. INFLLM_DIFF_RANDOM=N (default 12; 0 off) cases from
-     * INFLLM_DIFF_SEED (default 1); a failure prints the case's parameters in its name. */
-    const char *rn = getenv("INFLLM_DIFF_RANDOM"), *rs = getenv("INFLLM_DIFF_SEED");
-    const int nrand = rn ? atoi(rn) : 12;
-    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
-    for (int i = 0; i < nrand; i++) {
-        const int32_t Ds[6] = {16, 32, 64, 80, 128, 256};
-        const int32_t Gs[8] = {1, 2, 3, 4, 5, 8, 16, 24}; /* 24: a group above 16 (the fixed grid stops at 16) */
-        const int32_t Bs[5] = {16, 32, 48, 64, 128};
-        const int32_t G = Gs[h_rng_next(&rng) % 8], Hkv = 1 + (int32_t)(h_rng_next(&rng) % 2);
-        const int32_t D = Ds[h_rng_next(&rng) % (sanitized ? 4 : 6)];
-        const int32_t nseq = 1 + (int32_t)(h_rng_next(&rng) % 3);
-        int32_t lq[3], lk[3];
-        for (int32_t b = 0; b < nseq; b++) {
-            lk[b] = (int32_t)(h_rng_next(&rng) % (sanitized ? 300 : 700));
-            const int kind = (int)(h_rng_next(&rng) % 3); /* prefill, decode, chunk */
-            lq[b] = kind == 0 ? lk[b] : kind == 1 ? (lk[b] > 0) : (int32_t)(h_rng_next(&rng) % (lk[b] + 1));
-        }
-        dcase c = mk(dts[h_rng_next(&rng) % 3], G * Hkv, Hkv, D, nseq, lq, lk);
-        c.p.block_size = Bs[h_rng_next(&rng) % 5];
-        /* a stride dividing the block; any kernel size (also shorter than the stride) */
-        const int32_t strides[4] = {c.p.block_size, c.p.block_size / 2, c.p.block_size / 4, c.p.block_size / 8};
-        c.p.kernel_stride = strides[h_rng_next(&rng) % 4];
-        if (c.p.block_size % c.p.kernel_stride) c.p.kernel_stride = c.p.block_size;
-        c.p.kernel_size = 1 + (int32_t)(h_rng_next(&rng) % (3 * c.p.kernel_stride));
-        c.p.init_blocks = (int32_t)(h_rng_next(&rng) % 3);
-        c.p.local_blocks = (int32_t)(h_rng_next(&rng) % 4);
-        c.p.topk = (int32_t)(h_rng_next(&rng) % 6);
-        if (c.p.topk + c.p.local_blocks == 0) c.p.topk = 1;
-        c.p.exact_lse = (int32_t)(h_rng_next(&rng) % 2);
-        c.p.mode = (infllm_mode)(h_rng_next(&rng) % 3);
-        c.p.dense_len = (int32_t)(h_rng_next(&rng) % 4) == 0 ? -1 : (int32_t)(h_rng_next(&rng) % 700);
-        c.p.softmax_scale = h_rng_next(&rng) % 2 ? 0.0f : (float)(0.02 + 0.2 * h_uniform(&rng));
-        c.p.num_threads = 1 + (int32_t)(h_rng_next(&rng) % 2);
-        name_case(&c, "random");
+    /* 4. random cases (random_case above): INFLLM_DIFF_RANDOM=N (default 12; 0 off) cases from
+     * INFLLM_DIFF_SEED (default 1), starting at case INFLLM_DIFF_RANDOM_FIRST (default 0), so that one failing case
+     * reruns alone; a failure prints the case's parameters, seed and index in its name. */
+    const char *rn = getenv("INFLLM_DIFF_RANDOM"), *rs = getenv("INFLLM_DIFF_SEED"),
+               *rf = getenv("INFLLM_DIFF_RANDOM_FIRST");
+    const int nrand = rn ? atoi(rn) : 12, rfirst = rf ? atoi(rf) : 0;
+    const unsigned long long rseed = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = rfirst; i < rfirst + nrand; i++) {
+        dcase c;
+        random_case(&c, rseed, i, sanitized);
         run_case(&c);
         ncase++;
     }
     /* 5. NaN inputs: G 16 / d 128 bf16, G 3 / d 64 f16 chunked (exact LSE), G 2 / f32 varlen with a decode row */
-    {
+    if (grid) {
         int32_t l1q = 700, l1k = 700, l2q = 150, l2k = 500, l3q[2] = {400, 1}, l3k[2] = {400, 600};
         dcase n1 = mk(INFLLM_DTYPE_BF16, 16, 1, 128, 1, &l1q, &l1k), n2 = mk(INFLLM_DTYPE_F16, 6, 2, 64, 1, &l2q, &l2k),
               n3 = mk(INFLLM_DTYPE_F32, 4, 2, 64, 2, l3q, l3k);
