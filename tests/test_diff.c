@@ -65,6 +65,9 @@ typedef struct dcase {
     int32_t Hq, Hkv, D;
     int32_t nseq;
     int32_t lq[8], lk[8];
+    /* layout variants (random cases; 0 in the grid): cu_seqlens given for a single sequence too; max_seqlen_q/k
+     * given (> 0: the longest sequence's plus max_extra - 1, as the host backends allow any bound >= the longest) */
+    int32_t cu_always, max_extra;
     infllm_params p; /* backend set per call */
 } dcase;
 
@@ -150,8 +153,12 @@ static int ctx_init(ctx *x, const dcase *c) {
     memset(&x->l, 0, sizeof x->l);
     x->l.dtype = c->dt;
     x->l.num_seqs = c->nseq;
-    x->l.cu_seqlens_q = c->nseq > 1 ? x->cuq : NULL;
-    x->l.cu_seqlens_k = c->nseq > 1 ? x->cuk : NULL;
+    x->l.cu_seqlens_q = c->nseq > 1 || c->cu_always ? x->cuq : NULL;
+    x->l.cu_seqlens_k = c->nseq > 1 || c->cu_always ? x->cuk : NULL;
+    for (int32_t b = 0; c->max_extra > 0 && b < c->nseq; b++) {
+        if (c->lq[b] + c->max_extra - 1 > x->l.max_seqlen_q) x->l.max_seqlen_q = c->lq[b] + c->max_extra - 1;
+        if (c->lk[b] + c->max_extra - 1 > x->l.max_seqlen_k) x->l.max_seqlen_k = c->lk[b] + c->max_extra - 1;
+    }
     x->l.total_q = x->tq;
     x->l.total_k = x->tk;
     x->l.num_q_heads = c->Hq;
@@ -839,10 +846,11 @@ static void name_case(dcase *c, const char *tag) {
     for (int32_t b = 0; b < c->nseq && strlen(lens) < 140; b++)
         snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%d/%d", b ? "," : "", c->lq[b], c->lk[b]);
     snprintf(c->name, sizeof c->name, "%s %s Hq%d Hkv%d D%d seqs[%s] B%d k%d/%d init%d local%d topk%d exact%d "
-             "dense_len%d mode%d scale%g thr%d",
+             "dense_len%d mode%d scale%g thr%d%s%s",
              tag, dtn(c->dt), c->Hq, c->Hkv, c->D, lens, c->p.block_size, c->p.kernel_size, c->p.kernel_stride,
              c->p.init_blocks, c->p.local_blocks, c->p.topk, c->p.exact_lse, c->p.dense_len, (int)c->p.mode,
-             (double)c->p.softmax_scale, c->p.num_threads);
+             (double)c->p.softmax_scale, c->p.num_threads, c->cu_always ? " cu" : "",
+             c->max_extra == 0 ? "" : c->max_extra == 1 ? " maxlen" : " maxlen+");
 }
 
 /* ------------------------------------------------------------ random cases ---- */
@@ -961,6 +969,8 @@ static void random_case(dcase *c, unsigned long long seed, int idx, int sanitize
     default: p->softmax_scale = 0.0f; break;
     }
     p->num_threads = 1 + draw(r, 4);
+    c->cu_always = draw(r, 4) == 0;
+    c->max_extra = draw(r, 3) == 0 ? 1 + draw(r, 3) : 0;
     char tag[64];
     snprintf(tag, sizeof tag, "random seed %llu #%d", seed, idx);
     name_case(c, tag);
