@@ -149,6 +149,9 @@ for args, what in (
     (["bench", "attn", "--seqlen", "9007199254740993k"], "--seqlen"),
     # a trailing comma was taken as the end of the list ('256,' ran 256 alone)
     (["bench", "attn", "--seqlen", "256,"], "--seqlen"),
+    # the list's own message (tools/opts.c opts_list): the option, the list and the item at fault
+    (["bench", "attn", "--seqlen", "256,,512"], "--seqlen '256,,512': item 2 is empty"),
+    (["bench", "attn", "--seqlen", "256,2x"], "--seqlen '256,2x': '2x' is not a positive integer"),
     (["bench", "backward", "--reps", "x"], "--reps"),
     (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["bench", "backward", "--peak", "5"], "--peak"),

@@ -798,11 +798,8 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         } else if (is_flag(a, "--seqlen")) {
             NEEDV();
             int64_t lens[32];
-            int n = opts_int_list(val, lens, 32);
-            if (n <= 0) {
-                fprintf(stderr, "infllm bench: --seqlen wants a comma list of positive lengths (e.g. 4096,32K), got '%s'\n", val);
-                return 2;
-            }
+            int n = opts_int_list("infllm bench", a, val, lens, 32);
+            if (n < 0) return 2;
             o->nseq = 0;
             for (int j = 0; j < n; j++) {
                 if (lens[j] > INT32_MAX) {

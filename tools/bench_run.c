@@ -170,11 +170,8 @@ int cmd_bench_run(int argc, char **argv) {
     }
     o.ctx_i = 4096;
     int64_t lens[32];
-    int nl = opts_int_list(lengths, lens, 32);
-    if (nl < 1) {
-        fprintf(stderr, "infllm bench run: bad --lengths '%s'\n", lengths);
-        return 2;
-    }
+    int nl = opts_int_list("infllm bench run", "--lengths", lengths, lens, 32);
+    if (nl < 0) return 2;
     if (gen < 1 || reps < 1 || (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json"))) {
         fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1, --format md|csv|json\n");
         return 2;

@@ -470,24 +470,6 @@ static char *pk_text(int64_t n, double depth, int key, int chat_user_only) {
     return t;
 }
 
-/* parses "0.1,0.5,0.9" (each in [0, 1]); count or -1 */
-static int parse_depths(const char *s, double *out, int cap) {
-    int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        double v = strtod(p, &end);
-        if (end == p || !(v >= 0 && v <= 1) || n == cap) return -1;
-        out[n++] = v;
-        if (*end == ',') {
-            if (!*++end) return -1; /* "0.5," : a list does not end in a comma */
-        } else if (*end)
-            return -1;
-        p = end;
-    }
-    return n;
-}
-
 /* tokens of the prompt (chat: the model's template around the question, the answer's start
  * appended); *n their count; NULL with a message */
 static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double depth, int key, int64_t *n) {
@@ -576,10 +558,12 @@ static int eval_passkey(int argc, char **argv) {
     }
     int64_t lens[32];
     double depths[32];
-    const int nl = opts_int_list(lengths, lens, 32), nd = parse_depths(depths_s, depths, 32);
-    if (nl < 1 || nd < 1 || trials < 1 || trials > 1000 || gen < 1 || gen > 64) {
-        fprintf(stderr, "%s: need --lengths (positive integers), --depths (numbers in [0, 1]), 1 <= --trials <= 1000 "
-                        "and 1 <= --gen <= 64\n", PK_PROG);
+    const int nl = opts_int_list(PK_PROG, "--lengths", lengths, lens, 32);
+    if (nl < 0) return 2;
+    const int nd = opts_num_list(PK_PROG, "--depths", depths_s, 0, 1, depths, 32);
+    if (nd < 0) return 2;
+    if (trials < 1 || trials > 1000 || gen < 1 || gen > 64) {
+        fprintf(stderr, "%s: need 1 <= --trials <= 1000 and 1 <= --gen <= 64\n", PK_PROG);
         return 2;
     }
     if (!one_of(PK_PROG, "--format", format, "md", "csv", "json") ||

@@ -1,6 +1,7 @@
 /* opts.c: see opts.h. */
 #include "opts.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -114,28 +115,74 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
     return 0;
 }
 
-int opts_int_list(const char *s, int64_t *out, int cap) {
-    int n = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long long x = strtoll(p, &end, 10);
-        if (errno || end == p || x <= 0 || n >= cap) return -1;
-        /* accept 32K / 64k suffixes */
-        if (*end == 'k' || *end == 'K') {
-            if (x > LLONG_MAX / 1024) return -1;
-            x *= 1024;
-            end++;
-        }
-        out[n++] = x;
-        if (*end == ',') {
-            if (!*++end) return -1; /* "700," : a list does not end in a comma */
-        } else if (*end)
-            return -1;
-        p = end;
+int opts_list(const char *prog, const char *flag, const char *s, int cap, opts_item_fn item, void *ctx) {
+    if (!*s) {
+        fprintf(stderr, "%s: %s '': an empty list\n", prog, flag);
+        return -1;
     }
-    return n;
+    int n = 0;
+    for (const char *p = s;; p++) { /* p: the start of item n */
+        while (isspace((unsigned char)*p)) p++;
+        const size_t len = strcspn(p, ",");
+        if (!len) {
+            fprintf(stderr, "%s: %s '%s': item %d is empty%s\n", prog, flag, s, n + 1,
+                    *p ? "" : " (a list does not end in a comma)");
+            return -1;
+        }
+        if (n == cap) {
+            fprintf(stderr, "%s: %s '%s': more than %d items\n", prog, flag, s, cap);
+            return -1;
+        }
+        const char *why = item(ctx, n, p, len);
+        if (why) {
+            fprintf(stderr, "%s: %s '%s': '%.*s' %s\n", prog, flag, s, (int)len, p, why);
+            return -1;
+        }
+        n++;
+        p += len;
+        if (!*p) return n;
+    }
+}
+
+static const char *int_item(void *ctx, int i, const char *text, size_t len) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(text, &end, 10); /* stops at the comma after the item */
+    if (end == text || x <= 0) return "is not a positive integer (a k suffix: times 1024)";
+    if (errno == ERANGE || ((*end == 'k' || *end == 'K') && x > LLONG_MAX / 1024)) return "is too large";
+    if (*end == 'k' || *end == 'K') { /* 32K, 64k */
+        x *= 1024;
+        end++;
+    }
+    if (end != text + len) return "is not a positive integer (a k suffix: times 1024)";
+    ((int64_t *)ctx)[i] = x;
+    return NULL;
+}
+
+int opts_int_list(const char *prog, const char *flag, const char *s, int64_t *out, int cap) {
+    return opts_list(prog, flag, s, cap, int_item, out);
+}
+
+typedef struct num_list {
+    double *out, lo, hi;
+    char why[96];
+} num_list;
+
+static const char *num_item(void *ctx, int i, const char *text, size_t len) {
+    num_list *l = ctx;
+    char *end;
+    const double v = strtod(text, &end);
+    if (end == text || end != text + len || !(v >= l->lo && v <= l->hi)) {
+        snprintf(l->why, sizeof l->why, "is not a number in [%g, %g]", l->lo, l->hi);
+        return l->why;
+    }
+    l->out[i] = v;
+    return NULL;
+}
+
+int opts_num_list(const char *prog, const char *flag, const char *s, double lo, double hi, double *out, int cap) {
+    num_list l = {out, lo, hi, ""};
+    return opts_list(prog, flag, s, cap, num_item, &l);
 }
 
 int opts_choice_list(const char *s, const char *const *choices, int n, int *picked) {

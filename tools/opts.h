@@ -6,6 +6,7 @@
 #define INFLLM_OPTS_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR } opt_kind;
@@ -33,8 +34,19 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr);
 /* Sets the help of defs' option `name` (NULL: not listed by opts_usage); a name not in defs is a no-op. */
 void opts_set_help(opt_def *defs, const char *name, const char *help);
-/* Parses a comma-separated list of positive integers ("4096,16384"); returns count or -1. */
-int opts_int_list(const char *s, int64_t *out, int cap);
+/* A list option's item parser: reads text[0..len) (never empty, no comma in it, leading blanks skipped) as item i
+ * of the list into the storage ctx points at; NULL when it is valid, else why not ("is not a positive integer"). */
+typedef const char *(*opts_item_fn)(void *ctx, int i, const char *text, size_t len);
+/* The one place of the rules of a comma-separated list s given to option flag ("4096,16384"): items are split at
+ * commas; blanks before an item are skipped ("4096, 8192"), blanks after it are the item's (and refused by a number);
+ * an empty list, an empty item (",,", a leading or a trailing comma: "700,") and more than cap items are refused;
+ * each item goes to item(ctx, i, ...). Returns the count (>= 1), or -1 after printing "prog: flag 'S': why" on
+ * stderr. */
+int opts_list(const char *prog, const char *flag, const char *s, int cap, opts_item_fn item, void *ctx);
+/* opts_list of positive integers, a k / K suffix multiplying by 1024 ("4096,32K"), into out[cap] */
+int opts_int_list(const char *prog, const char *flag, const char *s, int64_t *out, int cap);
+/* opts_list of numbers in [lo, hi] (strtod's forms) into out[cap] */
+int opts_num_list(const char *prog, const char *flag, const char *s, double lo, double hi, double *out, int cap);
 /* Parses a comma-separated list of names from choices[0..n) ("dense,sparse"): picked[c] = 1 for each named; -1
  * on an empty item or a name not among them. */
 int opts_choice_list(const char *s, const char *const *choices, int n, int *picked);

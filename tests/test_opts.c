@@ -1,0 +1,110 @@
+/* test_opts.c: the tools' list options (tools/opts.c): the rules every comma list shares (opts_list: empty lists
+ * and items, a trailing comma, blanks, the count limit, messages naming the option and the item) and the integer /
+ * number items on them (opts_int_list, opts_num_list). */
+#include <stdint.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "opts.h"
+
+/* what the last call printed on stderr */
+static char err_buf[1024];
+static FILE *err_file;
+static int err_fd = -1;
+
+static void capture(void) {
+    fflush(stderr);
+    if (err_fd < 0) err_fd = dup(2);
+    err_file = tmpfile();
+    dup2(fileno(err_file), 2);
+}
+static const char *captured(void) {
+    fflush(stderr);
+    dup2(err_fd, 2);
+    size_t n = 0;
+    if (err_file) {
+        rewind(err_file);
+        n = fread(err_buf, 1, sizeof err_buf - 1, err_file);
+        fclose(err_file);
+        err_file = NULL;
+    }
+    err_buf[n] = 0;
+    return err_buf;
+}
+
+/* s as an integer list: the count, and the message (empty when none) */
+static int ints(const char *s, int64_t *out, int cap, const char **msg) {
+    capture();
+    const int n = opts_int_list("prog", "--lengths", s, out, cap);
+    *msg = captured();
+    return n;
+}
+
+static void bad_int(const char *s, const char *why) {
+    int64_t v[4];
+    const char *msg;
+    const int n = ints(s, v, 4, &msg);
+    CHECK(n == -1 && !strncmp(msg, "prog: --lengths '", 17) && strstr(msg, why),
+          "'%s': count %d, message '%s', want -1 and '%s'", s, n, msg, why);
+}
+
+static void bad_num(const char *s, const char *why) {
+    double v[4];
+    capture();
+    const int n = opts_num_list("prog", "--depths", s, 0, 1, v, 4);
+    const char *msg = captured();
+    CHECK(n == -1 && !strncmp(msg, "prog: --depths '", 16) && strstr(msg, why),
+          "'%s': count %d, message '%s', want -1 and '%s'", s, n, msg, why);
+}
+
+int main(void) {
+    int64_t v[4];
+    const char *msg;
+    int n = ints("4096,32K,1k,7", v, 4, &msg);
+    CHECK(n == 4 && v[0] == 4096 && v[1] == 32768 && v[2] == 1024 && v[3] == 7 && !*msg, "4096,32K,1k,7: %d '%s'", n,
+          msg);
+    n = ints("4096, 8192,\t5", v, 4, &msg); /* blanks before an item are skipped (as strtoll did) */
+    CHECK(n == 3 && v[0] == 4096 && v[1] == 8192 && v[2] == 5, "blanks before items: %d '%s'", n, msg);
+    n = ints("+12", v, 4, &msg);
+    CHECK(n == 1 && v[0] == 12, "+12: %d", n);
+    n = ints("9007199254740991k", v, 4, &msg); /* (2^53 - 1) * 1024 < 2^63 */
+    CHECK(n == 1 && v[0] == 9007199254740991LL * 1024, "9007199254740991k: %d", n);
+    /* the list rules */
+    bad_int("", "an empty list");
+    bad_int("700,", "item 2 is empty (a list does not end in a comma)");
+    bad_int("700, ", "item 2 is empty (a list does not end in a comma)");
+    bad_int(",700", "item 1 is empty");
+    bad_int("700,,800", "item 2 is empty");
+    bad_int(" ", "item 1 is empty");
+    bad_int("1,2,3,4,5", "more than 4 items");
+    /* the items */
+    bad_int("4096 ", "'4096 ' is not a positive integer"); /* blanks after an item are the item's */
+    bad_int("4096 ,1", "'4096 ' is not a positive integer");
+    bad_int("abc", "'abc' is not a positive integer");
+    bad_int("1,0", "'0' is not a positive integer");
+    bad_int("-5", "'-5' is not a positive integer");
+    bad_int("5x", "'5x' is not a positive integer");
+    bad_int("5kk", "'5kk' is not a positive integer");
+    bad_int("0x10", "'0x10' is not a positive integer");
+    bad_int("9007199254740993k", "'9007199254740993k' is too large"); /* overflowed the multiplication */
+    bad_int("99999999999999999999", "is too large");
+    bad_int("256,", "--lengths '256,'"); /* the message shows the list as given */
+
+    double d[4];
+    capture();
+    n = opts_num_list("prog", "--depths", "0.1, 0.5,1,0,1e-1", 0, 1, d, 4);
+    msg = captured();
+    CHECK(n == -1 && strstr(msg, "more than 4 items"), "5 depths, cap 4: %d '%s'", n, msg);
+    capture();
+    n = opts_num_list("prog", "--depths", "0.1, 0.5,1,0", 0, 1, d, 4);
+    msg = captured();
+    CHECK(n == 4 && d[0] == 0.1 && d[1] == 0.5 && d[2] == 1 && d[3] == 0 && !*msg, "0.1, 0.5,1,0: %d '%s'", n, msg);
+    bad_num("0.5,", "item 2 is empty (a list does not end in a comma)");
+    bad_num("", "an empty list");
+    bad_num("1.5", "'1.5' is not a number in [0, 1]");
+    bad_num("-0.1", "'-0.1' is not a number in [0, 1]");
+    bad_num("nan", "'nan' is not a number in [0, 1]");
+    bad_num("0.5x", "'0.5x' is not a number in [0, 1]");
+    bad_num("0.5 ", "'0.5 ' is not a number in [0, 1]");
+    return finish("test_opts");
+}
