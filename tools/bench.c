@@ -711,16 +711,15 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
     } else { /* csv / json: the cpu's name and the commit escaped (json) or quoted (csv) as they need, a number that
               * is not finite (a GPU time of 0 in a rate) null / an empty field */
         const int json = !strcmp(o->format, "json");
-        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
-        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        const fmt_funcs fmt = fmt_pick(json);
         char f[19][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
         const double v[19] = {x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops,
                               o->peak, x->frac, o->peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb,
                               x->work_mb, x->mem_ratio, load_avg(), 0};
         static const int dec[19] = {3, 3, 3, 3, 3, 4, 3, 2, 2, 4, 2, 4, 4, 4, 2, 2, 4, 2, 0};
-        for (int i = 0; i < 18; i++) num(f[i], sizeof f[i], dec[i], v[i]);
-        str(cpu_s, sizeof cpu_s, cpu);
-        str(commit_s, sizeof commit_s, infllm_build_commit());
+        for (int i = 0; i < 18; i++) fmt.num(f[i], sizeof f[i], dec[i], v[i]);
+        fmt.str(cpu_s, sizeof cpu_s, cpu);
+        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
         if (!json) {
             if (*first)
                 printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
@@ -876,13 +875,12 @@ static int cmd_peak(int argc, char **argv) {
     }
     if (strcmp(o.format, "md")) { /* as print_row */
         const int json = !strcmp(o.format, "json");
-        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
-        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        const fmt_funcs fmt = fmt_pick(json);
         char f[5][FMT_NUM_MAX], cpu_s[600], commit_s[200];
         const double v[5] = {gn, g1, gncpu, g1cpu, load_avg()};
-        for (int i = 0; i < 5; i++) num(f[i], sizeof f[i], 2, v[i]);
-        str(cpu_s, sizeof cpu_s, cpu);
-        str(commit_s, sizeof commit_s, infllm_build_commit());
+        for (int i = 0; i < 5; i++) fmt.num(f[i], sizeof f[i], 2, v[i]);
+        fmt.str(cpu_s, sizeof cpu_s, cpu);
+        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
         if (json)
             printf("[{\"bench\": \"peak\", \"threads\": %d, \"gflops\": %s, \"gflops_1thread\": %s, "
                    "\"gflops_cpu_time\": %s, \"gflops_1thread_cpu_time\": %s, \"lanes\": %d, "
@@ -1213,15 +1211,14 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
                    x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
     } else { /* csv / json: as print_row */
         const int json = !strcmp(o->format, "json");
-        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
-        const char *(*str)(char *, size_t, const char *) = json ? fmt_json_str : fmt_csv_str;
+        const fmt_funcs fmt = fmt_pick(json);
         char f[8][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
         const double v[8] = {x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs,
                              load_avg()};
         static const int dec[2][8] = {{4, 4, 4, 4, 2, 2, 0, 2}, {3, 3, 3, 4, 2, 2, 0, 2}};
-        for (int i = 0; i < 8; i++) num(f[i], sizeof f[i], dec[json][i], v[i]);
-        str(cpu_s, sizeof cpu_s, cpu);
-        str(commit_s, sizeof commit_s, infllm_build_commit());
+        for (int i = 0; i < 8; i++) fmt.num(f[i], sizeof f[i], dec[json][i], v[i]);
+        fmt.str(cpu_s, sizeof cpu_s, cpu);
+        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
         if (!json) {
             if (*first)
                 printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"

@@ -313,14 +313,14 @@ int cmd_bench_run(int argc, char **argv) {
         printf("\n");
     } else { /* csv / json: a rate of a time of 0 (a llama.cpp run can report one) is an empty field / null, not inf */
         const int json = !strcmp(format, "json");
-        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        const fmt_funcs fmt = fmt_pick(json);
         printf(json ? "[\n" : "context,attention,prefill_tok_s,decode_tok_s,prefill_s,decode_ms_per_token\n");
         for (int i = 0; i < nrows; i++) {
             char f[4][FMT_NUM_MAX];
-            num(f[0], sizeof f[0], 3, rows[i].len / rows[i].prefill_s);
-            num(f[1], sizeof f[1], 3, rows[i].gen / rows[i].decode_s);
-            num(f[2], sizeof f[2], 4, rows[i].prefill_s);
-            num(f[3], sizeof f[3], 3, 1e3 * rows[i].decode_s / rows[i].gen);
+            fmt.num(f[0], sizeof f[0], 3, rows[i].len / rows[i].prefill_s);
+            fmt.num(f[1], sizeof f[1], 3, rows[i].gen / rows[i].decode_s);
+            fmt.num(f[2], sizeof f[2], 4, rows[i].prefill_s);
+            fmt.num(f[3], sizeof f[3], 3, 1e3 * rows[i].decode_s / rows[i].gen);
             if (json)
                 printf("  {\"context\": %lld, \"attention\": \"%s\", \"prefill_tok_s\": %s, \"decode_tok_s\": %s, "
                        "\"prefill_s\": %s, \"decode_ms_per_token\": %s}%s\n",

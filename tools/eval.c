@@ -389,18 +389,18 @@ int cmd_eval(int argc, char **argv) {
     } else { /* csv / json: a value that is not finite (a PPL past double's range: exp of a mean NLL > 709) is an
               * empty field / null, not printf's inf (json.loads refused the file) */
         const int json = !strcmp(format, "json");
-        const char *(*num)(char *, size_t, int, double) = json ? fmt_json_num : fmt_csv_num;
+        const fmt_funcs fmt = fmt_pick(json);
         printf(json ? "[\n" : "attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,kl_vs_dense,seconds\n");
         for (int j = 0; j < nm; j++) {
             const double k = (double)rows[j].scored;
             const double agree = have_dense ? (double)rows[j].same_top1 / k : NAN, kl = have_dense ? rows[j].kl_sum / k : NAN;
             char f[6][FMT_NUM_MAX];
-            num(f[0], sizeof f[0], 6, mean[j]);
-            num(f[1], sizeof f[1], 6, exp(mean[j]));
-            num(f[2], sizeof f[2], 6, se[j]);
-            num(f[3], sizeof f[3], 6, agree); /* no dense row: null / empty */
-            num(f[4], sizeof f[4], 8, kl);
-            num(f[5], sizeof f[5], 4, rows[j].seconds);
+            fmt.num(f[0], sizeof f[0], 6, mean[j]);
+            fmt.num(f[1], sizeof f[1], 6, exp(mean[j]));
+            fmt.num(f[2], sizeof f[2], 6, se[j]);
+            fmt.num(f[3], sizeof f[3], 6, agree); /* no dense row: null / empty */
+            fmt.num(f[4], sizeof f[4], 8, kl);
+            fmt.num(f[5], sizeof f[5], 4, rows[j].seconds);
             if (json)
                 printf("  {\"attention\": \"%s\", \"windows\": %lld, \"scored_tokens\": %lld, \"mean_nll\": %s, "
                        "\"ppl\": %s, \"nll_se\": %s, \"top1_same_as_dense\": %s, \"kl_vs_dense\": %s, \"seconds\": %s}%s\n",

@@ -65,3 +65,8 @@ const char *fmt_csv_str(char *buf, size_t n, const char *s) {
     buf[o] = 0;
     return buf;
 }
+
+fmt_funcs fmt_pick(int json) {
+    const fmt_funcs f = {json ? fmt_json_num : fmt_csv_num, json ? fmt_json_str : fmt_csv_str};
+    return f;
+}

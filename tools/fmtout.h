@@ -19,4 +19,12 @@ const char *fmt_json_str(char *buf, size_t n, const char *s);
  * CR or an LF; into buf[n] (cut as fmt_json_str); returns buf */
 const char *fmt_csv_str(char *buf, size_t n, const char *s);
 
+/* One format's pair of formatters, so that a printer picks them once: fmt_pick(1) gives JSON's (fmt_json_num,
+ * fmt_json_str), fmt_pick(0) CSV's (fmt_csv_num, fmt_csv_str). */
+typedef struct fmt_funcs {
+    const char *(*num)(char *buf, size_t n, int decimals, double v);
+    const char *(*str)(char *buf, size_t n, const char *s);
+} fmt_funcs;
+fmt_funcs fmt_pick(int json);
+
 #endif
