@@ -183,10 +183,27 @@ for args, what in (
           f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
 
 # --help went to stderr (every other command's goes to stdout, so 'infllm bench attn --help | less' showed nothing)
+# bench peak's and bench backward's --help printed bench attn's usage, headed 'usage: infllm bench attn': each is headed
+# by its own name and lists its own options (backward: bench attn's but --peak); 'bench --help' lists every one
+helps = {}
 for args in (["bench", "--help"], ["bench", "attn", "--help"], ["bench", "peak", "-h"], ["bench", "backward", "--help"]):
     p = run(*args)
-    check(p.returncode == 0 and "infllm bench peak" in p.stdout and p.stderr == "",
+    helps[args[1]] = p.stdout
+    check(p.returncode == 0 and p.stdout.startswith("usage: infllm bench ") and p.stderr == "",
           f"{' '.join(args)}: exit {p.returncode}, usage on stdout ({len(p.stdout)} bytes), stderr {p.stderr[:80]!r}")
+check(all(f"infllm bench {b}" in helps["--help"] for b in ("attn", "peak", "backward")),
+      f"bench --help lists attn, peak and backward: {helps['--help']!r}")
+check(helps["attn"].startswith("usage: infllm bench attn [--seqlen") and "--peak" in helps["attn"]
+      and "bench peak" not in helps["attn"], f"bench attn --help: its own usage: {helps['attn']!r}")
+check(helps["peak"].startswith("usage: infllm bench peak [--threads N] [--seconds 2]") and "--seqlen" not in helps["peak"]
+      and "bench attn" not in helps["peak"], f"bench peak --help: its own usage: {helps['peak']!r}")
+check(helps["backward"].startswith("usage: infllm bench backward [--seqlen") and "--inputs" in helps["backward"]
+      and "--peak" not in helps["backward"] and "bench attn" not in helps["backward"],
+      f"bench backward --help: its own usage, without --peak: {helps['backward']!r}")
+for b in ("peak", "backward"):  # beside an error, the same usage on stderr
+    p = run("bench", b, "--frobnicate")
+    check(p.returncode == 2 and f"usage: infllm bench {b} " in p.stderr and "bench attn" not in p.stderr,
+          f"bench {b} --frobnicate: exit {p.returncode}, its own usage on stderr: {p.stderr[-300:]!r}")
 
 # the CPU's name (/proc/cpuinfo's "model name") went into json between quotes as it was, and into csv quoted
 # without doubling its quotes: a name with a quote or a backslash made files json.loads / csv refused. Seen through

@@ -301,17 +301,44 @@ static int parse_dtype(const char *s, infllm_dtype *dt) {
     return 0;
 }
 
-/* to stdout for --help (as every other command's), to stderr beside an error */
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: infllm bench attn [--seqlen 4096,16384,...] [--heads 16] [--kv-heads 1] [--head-dim 128]\n"
-            "                         [--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]\n"
-            "                         [--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]\n"
-            "                         [--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]\n"
-            "                         [--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]\n"
-            "                         [--inputs random|structured]\n"
-            "       infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]\n"
-            "       infllm bench backward [the options of bench attn but --peak; --device cpu|cuda]\n");
+/* bench attn's options, a line each; bench backward takes all but --peak */
+static const char *const attn_usage[] = {
+    "[--seqlen 4096,16384,...] [--heads 16] [--kv-heads 1] [--head-dim 128]",
+    "[--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]",
+    "[--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]",
+    "[--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]",
+    "[--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]",
+    "[--inputs random|structured]",
+};
+static const char PEAK_USAGE[] = "infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]";
+
+/* "usage: infllm bench CMD " and bench attn's options (backward: but --peak), wrapped under their first line */
+static void attn_usage_lines(FILE *f, const char *cmd) {
+    const int w = fprintf(f, "usage: infllm bench %s ", cmd), backward = !strcmp(cmd, "backward");
+    for (size_t i = 0; i < sizeof attn_usage / sizeof *attn_usage; i++) {
+        const char *line = attn_usage[i];
+        if (backward && !strncmp(line, "[--peak GFLOPS] ", 16)) line += 16;
+        fprintf(f, "%*s%s\n", i ? w : 0, "", line);
+    }
+}
+
+/* The usage of the benchmark cmd ("attn", "peak", "backward"), headed by its own name, or of all of them (cmd NULL:
+ * `infllm bench --help`); to stdout for --help (as every other command's), to stderr beside an error. */
+static void usage(FILE *f, const char *cmd) {
+    if (!cmd) {
+        attn_usage_lines(f, "attn");
+        fprintf(f, "       %s\n", PEAK_USAGE);
+        fprintf(f, "       infllm bench backward [the options of bench attn but --peak; --device cpu|cuda]\n");
+    } else if (!strcmp(cmd, "peak")) {
+        fprintf(f, "usage: %s\nthe CPU's fp32 FMA peak: independent AVX-512 (else AVX2) FMA chains on every thread\n",
+                PEAK_USAGE);
+    } else {
+        attn_usage_lines(f, cmd);
+        if (!strcmp(cmd, "attn"))
+            fprintf(f, "one prefill sequence's attention, dense and InfLLM-V2 sparse (per stage)\n");
+        else
+            fprintf(f, "a training step's attention, forward then backward, dense and InfLLM-V2 sparse\n");
+    }
 }
 
 static uint64_t rng_state = 0x1234567887654321ull;
@@ -748,7 +775,10 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
     *first = 0;
 }
 
-static int parse_common(opts *o, int argc, char **argv, int peak_only) {
+/* the options of benchmark cmd ("attn", "peak" or "backward"; peak takes only --threads, --seconds and --format)
+ * into o: 0, 1 after --help, or 2 after a message */
+static int parse_common(opts *o, int argc, char **argv, const char *cmd) {
+    const int peak_only = !strcmp(cmd, "peak");
     memset(o, 0, sizeof *o);
     infllm_params_default(&o->p);
     o->p.dense_len = -1;
@@ -770,7 +800,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
+            usage(stdout, cmd);
             return 1;
         }
 #define NEEDV()                                                   \
@@ -792,7 +822,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         } else if (is_flag(a, "--seconds") && peak_only) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
         else if (peak_only) {
             fprintf(stderr, "infllm bench peak: unknown option %s\n", a);
-            usage(stderr);
+            usage(stderr, cmd);
             return 2;
         } else if (is_flag(a, "--seqlen")) {
             NEEDV();
@@ -833,7 +863,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
         else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
         else {
             fprintf(stderr, "infllm bench: unknown option %s\n", a);
-            usage(stderr);
+            usage(stderr, cmd);
             return 2;
         }
 #undef NEEDV
@@ -860,7 +890,7 @@ static int parse_common(opts *o, int argc, char **argv, int peak_only) {
 
 static int cmd_peak(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, 1);
+    int rc = parse_common(&o, argc, argv, "peak");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
@@ -914,7 +944,7 @@ static int cuda_bench_device(const char *cmd, char *info, size_t n) {
 
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, 0);
+    int rc = parse_common(&o, argc, argv, "attn");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     if (check_opts(&o, "infllm bench attn")) return 2;
     char cpu[512], err[512];
@@ -1243,7 +1273,7 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
 
 static int cmd_backward_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, 0);
+    int rc = parse_common(&o, argc, argv, "backward");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     if (o.peak > 0) {
         fprintf(stderr, "infllm bench backward: --peak does not apply\n");
@@ -1305,7 +1335,7 @@ int cmd_bench(int argc, char **argv) {
     int i = 0;
     if (argc > 0 && !strcmp(argv[0], "bench")) i = 1;
     if (i >= argc || !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-        usage(i >= argc ? stderr : stdout);
+        usage(i >= argc ? stderr : stdout, NULL);
         return i >= argc ? 2 : 0;
     }
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
@@ -1315,6 +1345,6 @@ int cmd_bench(int argc, char **argv) {
         return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
     fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run, backward)\n", argv[i]);
-    usage(stderr);
+    usage(stderr, NULL);
     return 2;
 }
