@@ -68,6 +68,10 @@ with tempfile.TemporaryDirectory() as tmp:
     for bad in ("0,x", "-1", "1,", ""):
         p = run(*base, "--dump-qkv", os.path.join(tmp, "d4"), "--dump-layers", bad)
         c.check(p.returncode == 2 and "--dump-layers" in p.stderr, f"--dump-layers '{bad}': exit 2")
+    # the list's own message (tools/opts.c opts_list): the option, the list and the item at fault
+    p = run(*base, "--dump-qkv", os.path.join(tmp, "d4"), "--dump-layers", "0,x")
+    c.check(p.returncode == 2 and "--dump-layers '0,x': 'x' is not a layer number" in p.stderr,
+            f"--dump-layers '0,x': the item named ('{p.stderr.strip()[-120:]}')")
     blocker = os.path.join(tmp, "file")
     open(blocker, "w").close()
     for d in (blocker, os.path.join(blocker, "sub")):

@@ -56,37 +56,31 @@ static void qkv_dump_free(qkv_dump *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* "0,10,20" or "all" -> layers (count, or -1 with a message); ranges are checked later */
+static const char *layer_item(void *ctx, int i, const char *text, size_t len) {
+    char *end;
+    errno = 0;
+    const long x = strtol(text, &end, 10);
+    if (end != text + len || errno || x < 0 || x > 1000000)
+        return "is not a layer number (0 to 1000000; or give 'all')";
+    ((int *)ctx)[i] = (int)x;
+    return NULL;
+}
+
+/* "0,10,20" or "all" -> layers (count, 0 for all with *out NULL, or -1 with a message); ranges are checked later */
 static int parse_layers(const char *s, int **out) {
     *out = NULL;
     if (strcmp(s, "all") == 0) return 0;
-    int n = 0, cap = 8;
+    int cap = 1; /* the list's items at the most */
+    for (const char *p = s; *p; p++) cap += *p == ',';
     int *a = malloc(sizeof(int) * (size_t)cap);
-    const char *p = s;
-    while (a) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > 1000000 || (*end && *end != ',')) {
-            fprintf(stderr, "infllm run: --dump-layers expects 'all' or comma-separated layers >= 0, got '%s'\n", s);
-            free(a);
-            return -1;
-        }
-        if (n == cap) {
-            int *na = realloc(a, sizeof(int) * (size_t)(cap *= 2));
-            if (!na) break;
-            a = na;
-        }
-        a[n++] = (int)x;
-        if (!*end) {
-            *out = a;
-            return n;
-        }
-        p = end + 1;
+    if (!a) {
+        fprintf(stderr, "infllm run: out of memory\n");
+        return -1;
     }
-    free(a);
-    fprintf(stderr, "infllm run: out of memory\n");
-    return -1;
+    const int n = opts_list("infllm run", "--dump-layers", s, cap, layer_item, a);
+    if (n < 0) free(a);
+    else *out = a;
+    return n;
 }
 
 /* creates the directory when missing and checks that a file can be written in it */
