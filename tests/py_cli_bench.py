@@ -158,6 +158,8 @@ for args, what in (
     (["bench", "backward", "--frobnicate"], "--frobnicate"),
     (["bench", "nosuch"], "nosuch"),
     (["bench", "attn", "--device", "gpu"], "--device cpu|cuda"),
+    (["bench", "attn", "--format", "xml"], "--format must be md, csv or json"),
+    (["bench", "peak", "--format", "xml"], "--format must be md, csv or json"),
     (["bench", "attn", "--inputs", "zeros"], "--inputs random|structured"),
     (["bench", "peak", "--device", "cuda"], "--device"),
     # the FLOP counts divided by these before the library saw them: SIGFPE

@@ -412,7 +412,9 @@ with tempfile.TemporaryDirectory() as tmp:
             ok = "| 128 | sparse |" in p.stdout
         c.check(ok, f"bench run --format {fmt}")
     p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--llamacpp", "sometimes")
-    c.check(p.returncode == 2 and "--llamacpp" in p.stderr, "bad --llamacpp: exit 2")
+    c.check(p.returncode == 2 and "--llamacpp must be auto, on or off" in p.stderr, "bad --llamacpp: exit 2")
+    p = run("bench", "run", "-m", g, "--lengths", "64", "--gen", "2", "--format", "xml")
+    c.check(p.returncode == 2 and "--format must be md, csv or json" in p.stderr, f"bad --format: exit 2 ({p.stderr!r})")
     # 2^62 tokens: the token buffer's byte count wrapped to 8 and filling it overflowed the heap (ASan)
     p = run("bench", "run", "-m", g, "--lengths", "4611686018427387904", "--gen", "1", "--llamacpp", "off")
     c.check(p.returncode == 2 and "--lengths" in p.stderr, f"bench run --lengths 2^62: exit 2 ({p.stderr.strip()[-120:]})")

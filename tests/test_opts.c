@@ -1,6 +1,6 @@
 /* test_opts.c: the tools' list options (tools/opts.c): the rules every comma list shares (opts_list: empty lists
  * and items, a trailing comma, blanks, the count limit, messages naming the option and the item) and the integer /
- * number items on them (opts_int_list, opts_num_list). */
+ * number items on them (opts_int_list, opts_num_list); opts_one_of. */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -106,5 +106,15 @@ int main(void) {
     bad_num("nan", "'nan' is not a number in [0, 1]");
     bad_num("0.5x", "'0.5x' is not a number in [0, 1]");
     bad_num("0.5 ", "'0.5 ' is not a number in [0, 1]");
+
+    /* opts_one_of: one of three values, else a message naming the flag and the three */
+    capture();
+    n = opts_one_of("prog", "--format", "csv", "md", "csv", "json");
+    msg = captured();
+    CHECK(n == 1 && !*msg, "csv among md, csv, json: %d '%s'", n, msg);
+    capture();
+    n = opts_one_of("prog", "--format", "xml", "md", "csv", "json");
+    msg = captured();
+    CHECK(n == 0 && !strcmp(msg, "prog: --format must be md, csv or json\n"), "xml: %d '%s'", n, msg);
     return finish("test_opts");
 }

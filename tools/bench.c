@@ -815,10 +815,7 @@ static int parse_common(opts *o, int argc, char **argv, const char *cmd) {
         else if (is_flag(a, "--format")) {
             NEEDV();
             o->format = val;
-            if (strcmp(val, "md") && strcmp(val, "csv") && strcmp(val, "json")) {
-                fprintf(stderr, "infllm bench: --format md|csv|json\n");
-                return 2;
-            }
+            if (!opts_one_of("infllm bench", a, val, "md", "csv", "json")) return 2;
         } else if (is_flag(a, "--seconds") && peak_only) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
         else if (peak_only) {
             fprintf(stderr, "infllm bench peak: unknown option %s\n", a);

@@ -172,20 +172,18 @@ int cmd_bench_run(int argc, char **argv) {
     int64_t lens[32];
     int nl = opts_int_list("infllm bench run", "--lengths", lengths, lens, 32);
     if (nl < 0) return 2;
-    if (gen < 1 || reps < 1 || (strcmp(format, "md") && strcmp(format, "csv") && strcmp(format, "json"))) {
-        fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1, --format md|csv|json\n");
+    if (gen < 1 || reps < 1) {
+        fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1 (got %d and %d)\n", gen, reps);
         return 2;
     }
+    if (!opts_one_of("infllm bench run", "--format", format, "md", "csv", "json")) return 2;
     for (int i = 0; i < nl; i++)
         if (lens[i] > INT32_MAX - gen) { /* the token buffer's size would overflow; the cache holds < 2^31 */
             fprintf(stderr, "infllm bench run: --lengths %lld + --gen %d is more than the 2147483647 tokens a KV "
                             "cache holds\n", (long long)lens[i], gen);
             return 2;
         }
-    if (strcmp(llamacpp, "auto") && strcmp(llamacpp, "on") && strcmp(llamacpp, "off")) {
-        fprintf(stderr, "infllm bench run: --llamacpp must be auto, on or off\n");
-        return 2;
-    }
+    if (!opts_one_of("infllm bench run", "--llamacpp", llamacpp, "auto", "on", "off")) return 2;
     static const char *const all_modes[3] = {"dense", "sparse", "auto"};
     const char *mode_names[3];
     int picked[3], nm = 0;

@@ -92,13 +92,6 @@ static const char *nonfinite_name(float x) { return isnan(x) ? "NaN" : x > 0 ? "
 
 static int eval_passkey(int argc, char **argv);
 
-/* 1 when value is one of the choices ("a|b|c"), else a message "prog: flag must be a, b or c" and 0 */
-static int one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c) {
-    if (!strcmp(value, a) || !strcmp(value, b) || !strcmp(value, c)) return 1;
-    fprintf(stderr, "%s: %s must be %s, %s or %s\n", prog, flag, a, b, c);
-    return 0;
-}
-
 /* both eval commands: -m is required and --attn is refused (--modes lists what modes_what says);
  * nonzero after printing why */
 static int eval_model_opts_bad(const char *prog, const run_opts *o, const char *modes_what) {
@@ -200,7 +193,8 @@ int cmd_eval(int argc, char **argv) {
                         "score-from %d)\n", PROG, window, score_from);
         return 2;
     }
-    if (!one_of(PROG, "--format", format, "md", "csv", "json") || !one_of(PROG, "--bos", bos, "auto", "on", "off"))
+    if (!opts_one_of(PROG, "--format", format, "md", "csv", "json") ||
+        !opts_one_of(PROG, "--bos", bos, "auto", "on", "off"))
         return 2;
     const char *mode_names[3];
     const int nm = parse_modes(PROG, modes, mode_names);
@@ -566,8 +560,8 @@ static int eval_passkey(int argc, char **argv) {
         fprintf(stderr, "%s: need 1 <= --trials <= 1000 and 1 <= --gen <= 64\n", PK_PROG);
         return 2;
     }
-    if (!one_of(PK_PROG, "--format", format, "md", "csv", "json") ||
-        !one_of(PK_PROG, "--chat", chat_s, "auto", "on", "off"))
+    if (!opts_one_of(PK_PROG, "--format", format, "md", "csv", "json") ||
+        !opts_one_of(PK_PROG, "--chat", chat_s, "auto", "on", "off"))
         return 2;
     const char *mode_names[3];
     const int nm = parse_modes(PK_PROG, modes, mode_names);

@@ -185,6 +185,12 @@ int opts_num_list(const char *prog, const char *flag, const char *s, double lo, 
     return opts_list(prog, flag, s, cap, num_item, &l);
 }
 
+int opts_one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c) {
+    if (!strcmp(value, a) || !strcmp(value, b) || !strcmp(value, c)) return 1;
+    fprintf(stderr, "%s: %s must be %s, %s or %s\n", prog, flag, a, b, c);
+    return 0;
+}
+
 int opts_choice_list(const char *s, const char *const *choices, int n, int *picked) {
     for (int c = 0; c < n; c++) picked[c] = 0;
     for (const char *p = s;; p++) {

@@ -47,6 +47,8 @@ int opts_list(const char *prog, const char *flag, const char *s, int cap, opts_i
 int opts_int_list(const char *prog, const char *flag, const char *s, int64_t *out, int cap);
 /* opts_list of numbers in [lo, hi] (strtod's forms) into out[cap] */
 int opts_num_list(const char *prog, const char *flag, const char *s, double lo, double hi, double *out, int cap);
+/* 1 when value is a, b or c, else a message "prog: flag must be a, b or c" and 0 */
+int opts_one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c);
 /* Parses a comma-separated list of names from choices[0..n) ("dense,sparse"): picked[c] = 1 for each named; -1
  * on an empty item or a name not among them. */
 int opts_choice_list(const char *s, const char *const *choices, int n, int *picked);
