@@ -1,6 +1,7 @@
 /* test_opts.c: the tools' list options (tools/opts.c): the rules every comma list shares (opts_list: empty lists
  * and items, a trailing comma, blanks, the count limit, messages naming the option and the item) and the integer /
- * number items on them (opts_int_list, opts_num_list); opts_one_of. */
+ * number items on them (opts_int_list, opts_num_list); opts_one_of; the --tokens lists of run and eval
+ * (opts_token_ids). */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -57,6 +58,28 @@ static void bad_num(const char *s, const char *why) {
           "'%s': count %d, message '%s', want -1 and '%s'", s, n, msg, why);
 }
 
+/* s as a --tokens list: the count (ids into v[8]) and the message */
+static int64_t toks(const char *s, int32_t *v, const char **msg) {
+    capture();
+    const int64_t n = opts_token_ids("prog", "--tokens", s, v);
+    *msg = captured();
+    if (n >= 0) { /* the counting pass agrees */
+        capture();
+        const int64_t m = opts_token_ids("prog", "--tokens", s, NULL);
+        captured();
+        CHECK(m == n, "'%s': counted %lld, parsed %lld", s, (long long)m, (long long)n);
+    }
+    return n;
+}
+
+static void bad_toks(const char *s, const char *why) {
+    int32_t v[8];
+    const char *msg;
+    const int64_t n = toks(s, v, &msg);
+    CHECK(n == -1 && !strncmp(msg, "prog: --tokens: bad token id", 28) && strstr(msg, why),
+          "'%s': count %lld, message '%s', want -1 and '%s'", s, (long long)n, msg, why);
+}
+
 int main(void) {
     int64_t v[4];
     const char *msg;
@@ -106,6 +129,27 @@ int main(void) {
     bad_num("nan", "'nan' is not a number in [0, 1]");
     bad_num("0.5x", "'0.5x' is not a number in [0, 1]");
     bad_num("0.5 ", "'0.5 ' is not a number in [0, 1]");
+
+    /* opts_token_ids: ids separated by commas and / or blanks; empty items refused; 0..INT32_MAX */
+    int32_t t[8];
+    int64_t nt = toks("1,2 3", t, &msg);
+    CHECK(nt == 3 && t[0] == 1 && t[1] == 2 && t[2] == 3 && !*msg, "1,2 3: %lld '%s'", (long long)nt, msg);
+    nt = toks(" 0 ,\t2147483647\n5 ", t, &msg);
+    CHECK(nt == 3 && t[0] == 0 && t[1] == INT32_MAX && t[2] == 5 && !*msg, "blanks around: %lld '%s'", (long long)nt,
+          msg);
+    nt = toks("  ", t, &msg);
+    CHECK(nt == 0 && !*msg, "a blank list: %lld '%s' (the caller says what it needs)", (long long)nt, msg);
+    bad_toks("1,,2", "item 2 is empty (two commas");
+    bad_toks(",1", "item 1 is empty");
+    bad_toks("1,2,", "item 3 is empty (a list does not end in a comma)");
+    bad_toks("1, ,2", "item 2 is empty");
+    bad_toks("1,x", "bad token id 'x' (item 2");
+    bad_toks("-1", "'-1'");
+    bad_toks("+1", "'+1'");
+    bad_toks("1.5", "'1.5'");
+    bad_toks("2147483648", "'2147483648'");
+    bad_toks("99999999999999999999999", "'99999999999999999999999'");
+    bad_toks("7 4294967301", "'4294967301' (item 2"); /* not cast: it would be token 5 */
 
     /* opts_one_of: one of three values, else a message naming the flag and the three */
     capture();

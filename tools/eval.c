@@ -41,26 +41,15 @@ typedef struct eval_row {
 
 static const char *PROG = "infllm eval ppl";
 
-/* token ids from "1,2,3" or whitespace / comma separated text */
+/* --tokens: token ids (opts_token_ids' list: "1,2,3" or blank / comma separated text) */
 static int32_t *parse_ids(const char *s, int64_t *n) {
-    size_t cap = strlen(s) / 2 + 2;
-    int32_t *ids = malloc(sizeof(int32_t) * cap);
-    *n = 0;
-    if (!ids) return NULL;
-    const char *p = s;
-    while (*p) {
-        while (*p == ',' || *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-        if (!*p) break;
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "%s: bad token id at '%.20s'\n", PROG, p);
-            free(ids);
-            return NULL;
-        }
-        ids[(*n)++] = (int32_t)v;
-        p = end;
+    if ((*n = opts_token_ids(PROG, "--tokens", s, NULL)) < 0) return NULL;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(*n + 1));
+    if (!ids) {
+        fprintf(stderr, "%s: out of memory (token list)\n", PROG);
+        return NULL;
     }
+    opts_token_ids(PROG, "--tokens", s, ids);
     return ids;
 }
 
@@ -157,7 +146,7 @@ int cmd_eval(int argc, char **argv) {
     opt_def defs[] = {
         RUN_MODEL_OPTS(o),
         {"--file", "-f", OPT_STR, &file, "FILE", "the text to score"},
-        {"--tokens", NULL, OPT_STR, &tokens, "IDS", "score these token ids instead (comma separated; no tokenizer)"},
+        {"--tokens", NULL, OPT_STR, &tokens, "IDS", "score these token ids instead (comma or blank separated; no tokenizer)"},
         {"--window", NULL, OPT_INT, &window, "N", "tokens a window (--ctx)"},
         {"--score-from", NULL, OPT_INT, &score_from, "N",
          "score window positions from N on, so each scored token has >= N tokens of context (window / 2)"},

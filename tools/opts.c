@@ -185,6 +185,38 @@ int opts_num_list(const char *prog, const char *flag, const char *s, double lo, 
     return opts_list(prog, flag, s, cap, num_item, &l);
 }
 
+int64_t opts_token_ids(const char *prog, const char *flag, const char *s, int32_t *ids) {
+    int64_t n = 0;
+    int after_comma = 0; /* a comma since the last id: an id must come next */
+    for (const char *p = s;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (!*p || *p == ',') {
+            if (*p && !after_comma && n > 0) { /* the comma after id n */
+                after_comma = 1;
+                p++;
+                continue;
+            }
+            if (!*p && !after_comma) return n;
+            fprintf(stderr, "%s: %s: bad token id list: item %lld is empty (%s)\n", prog, flag, (long long)n + 1,
+                    *p ? "two commas, or a comma first" : "a list does not end in a comma");
+            return -1;
+        }
+        char *end = (char *)p;
+        errno = 0;
+        const long long v = isdigit((unsigned char)*p) ? strtoll(p, &end, 10) : 0;
+        if (end == p || (*end && *end != ',' && !isspace((unsigned char)*end)) || errno == ERANGE || v > INT32_MAX) {
+            const size_t len = strcspn(p, ", \t\n\r\v\f");
+            fprintf(stderr, "%s: %s: bad token id '%.*s' (item %lld; token ids are integers from 0 to %d)\n", prog,
+                    flag, (int)(len < 40 ? len : 40), p, (long long)n + 1, INT32_MAX);
+            return -1;
+        }
+        if (ids) ids[n] = (int32_t)v;
+        n++;
+        after_comma = 0;
+        p = end;
+    }
+}
+
 int opts_one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c) {
     if (!strcmp(value, a) || !strcmp(value, b) || !strcmp(value, c)) return 1;
     fprintf(stderr, "%s: %s must be %s, %s or %s\n", prog, flag, a, b, c);

@@ -47,6 +47,11 @@ int opts_list(const char *prog, const char *flag, const char *s, int cap, opts_i
 int opts_int_list(const char *prog, const char *flag, const char *s, int64_t *out, int cap);
 /* opts_list of numbers in [lo, hi] (strtod's forms) into out[cap] */
 int opts_num_list(const char *prog, const char *flag, const char *s, double lo, double hi, double *out, int cap);
+/* A --tokens list ("1,2 3"): token ids, integers in [0, INT32_MAX], separated by a comma or blanks (blanks around a
+ * comma are fine); an empty item (",,", a leading or a trailing comma) is refused. ids: NULL to count only. Returns
+ * the count (0 for a blank list: the caller says what it needs), or -1 after "prog: flag: bad token id ..." on
+ * stderr. */
+int64_t opts_token_ids(const char *prog, const char *flag, const char *s, int32_t *ids);
 /* 1 when value is a, b or c, else a message "prog: flag must be a, b or c" and 0 */
 int opts_one_of(const char *prog, const char *flag, const char *value, const char *a, const char *b, const char *c);
 /* Parses a comma-separated list of names from choices[0..n) ("dense,sparse"): picked[c] = 1 for each named; -1

@@ -196,24 +196,9 @@ static void progress_bar(void *ud, int64_t done, int64_t total) {
     fflush(stderr);
 }
 
-/* --tokens "1,2 3": ids into ids[] (NULL: only counted), the count, or -1 after a message (an id that is not an
- * integer in [0, INT32_MAX]; not cast: 4294967301 would be token 5) */
+/* --tokens "1,2 3": ids into ids[] (NULL: only counted), the count, or -1 after a message (opts_token_ids) */
 static int64_t parse_token_list(const char *arg, int32_t *ids) {
-    int64_t n = 0;
-    const char *p = arg;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX) {
-            fprintf(stderr, "infllm run: bad --tokens list at '%s' (token ids are integers >= 0)\n", p);
-            return -1;
-        }
-        if (ids) ids[n] = (int32_t)v;
-        n++;
-        p = *end == ',' ? end + 1 : end;
-    }
-    return n;
+    return opts_token_ids("infllm run", "--tokens", arg, ids);
 }
 
 int cmd_run(int argc, char **argv) {
@@ -237,7 +222,7 @@ int cmd_run(int argc, char **argv) {
         {"--repeat-penalty", NULL, OPT_FLOAT, &rpen, "P", "repetition penalty over the last 64 tokens (1.0: off)"},
         {"--seed", NULL, OPT_INT, &seed, "N", "random seed (0: fixed default)"},
         {"--ignore-eos", NULL, OPT_FLAG, &ignore_eos, NULL, "do not stop at end-of-generation tokens"},
-        {"--tokens", NULL, OPT_STR, &tokens_arg, "IDS", "prompt as comma-separated token ids (no tokenizer)"},
+        {"--tokens", NULL, OPT_STR, &tokens_arg, "IDS", "prompt as token ids, comma or blank separated (no tokenizer)"},
         {"--dump-logits", NULL, OPT_STR, &dump_logits, "FILE", "write the logits of every prompt position (.npy f32)"},
         {"--dump-qkv", NULL, OPT_STR, &dump_qkv, "DIR",
          "write the prompt's post-RoPE q, k, v (f32 [T, heads, head_dim]) as DIR/{q,k,v}_layer<L>.npy"},
