@@ -1,7 +1,7 @@
 /* test_opts.c: the tools' list options (tools/opts.c): the rules every comma list shares (opts_list: empty lists
  * and items, a trailing comma, blanks, the count limit, messages naming the option and the item) and the integer /
  * number items on them (opts_int_list, opts_num_list); opts_one_of; the --tokens lists of run and eval
- * (opts_token_ids). */
+ * (opts_token_ids); opts_parse's OPT_DOUBLE values. */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -160,5 +160,27 @@ int main(void) {
     n = opts_one_of("prog", "--format", "xml", "md", "csv", "json");
     msg = captured();
     CHECK(n == 0 && !strcmp(msg, "prog: --format must be md, csv or json\n"), "xml: %d '%s'", n, msg);
+
+    /* an OPT_DOUBLE option (bench's --peak, --seconds): strtod's value, unrounded to float, and any finite double;
+     * no number, overflow, underflow and inf refused with a message naming the option */
+    static const struct {
+        const char *arg;
+        int rc;
+        double want;
+        const char *why;
+    } dbl[] = {{"0.05", 0, 0.05, ""},          {"1e300", 0, 1e300, ""}, {"-2.5", 0, -2.5, ""},
+               {"abc", 2, 0, "--x expects a number, got 'abc'"}, {"1e999", 2, 0, "--x 1e999 is outside"},
+               {"1e-400", 2, 0, "--x 1e-400 is outside"},        {"inf", 2, 0, "--x inf is outside"},
+               {"2x", 2, 0, "--x expects a number"}};
+    for (size_t i = 0; i < sizeof dbl / sizeof *dbl; i++) {
+        double x = 7;
+        const opt_def defs[] = {{"--x", NULL, OPT_DOUBLE, &x, "X", "a double"}, {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
+        char *argv[] = {"--x", (char *)dbl[i].arg};
+        capture();
+        const int rc = opts_parse("prog", "", defs, 2, argv, 0, NULL, 0, NULL);
+        msg = captured();
+        CHECK(rc == dbl[i].rc && (rc ? x == 7 && strstr(msg, dbl[i].why) != NULL : x == dbl[i].want && !*msg),
+              "--x %s: rc %d, x %.17g, message '%s'", dbl[i].arg, rc, x, msg);
+    }
     return finish("test_opts");
 }

@@ -58,6 +58,20 @@ static int parse_value(const opt_def *d, const char *v, const char *prog) {
         *(float *)d->dst = x;
         return 0;
     }
+    case OPT_DOUBLE: { /* a value float32 cannot hold (bench's --peak, --seconds take any finite double) */
+        double x = strtod(v, &end);
+        if (*end || end == v) {
+            fprintf(stderr, "%s: %s expects a number, got '%s'\n", prog, d->name, v);
+            return -1;
+        }
+        if (errno || !isfinite(x)) { /* 1e999 overflows to inf, 1e-400 underflows (ERANGE) */
+            fprintf(stderr, "%s: %s %s is outside float64's finite range (about 2.2e-308 to 1.8e308 in magnitude, or 0)\n",
+                    prog, d->name, v);
+            return -1;
+        }
+        *(double *)d->dst = x;
+        return 0;
+    }
     case OPT_STR: *(const char **)d->dst = v; return 0;
     case OPT_FLAG: *(int *)d->dst = 1; return 0;
     }

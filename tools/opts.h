@@ -9,13 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR } opt_kind;
+typedef enum { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_DOUBLE, OPT_STR } opt_kind;
 
 typedef struct opt_def {
     const char *name;     /* "--q" */
     const char *alias;    /* "-m" or NULL */
     opt_kind kind;
-    void *dst;            /* int* (FLAG, INT), float* (FLOAT), const char** (STR) */
+    void *dst;            /* int* (FLAG, INT), float* (FLOAT), double* (DOUBLE), const char** (STR) */
     const char *metavar;  /* "FILE" */
     const char *help;
 } opt_def;
