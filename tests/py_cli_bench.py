@@ -142,6 +142,15 @@ r0, rd = json_rows(p0, "--threads 0"), json_rows(pd, "default threads")
 check(p0.returncode == 0 and r0 and rd and r0[0]["threads"] == rd[0]["threads"],
       f"--threads 0 runs the default (all cores): {r0[:1]} vs {rd[:1]}, {p0.stderr[-200:]!r}")
 
+# accepted as before the option table: backward's --peak 0 (0: "measure it", nothing to refuse) and a fractional
+# --seconds (OPT_DOUBLE); and --opt=value, as every table-driven command takes it
+p = run("bench", "backward", *SMALL, "--seqlen", "256", "--modes", "dense", "--peak", "0", "--format=json")
+check(p.returncode == 0 and len(json_rows(p, "backward --peak 0")) == 1, f"bench backward --peak 0: exit {p.returncode}, "
+      f"{p.stderr[-200:]!r}")
+p = run("bench", "peak", "--seconds", "0.05", "--threads=1", "--format", "csv")
+check(p.returncode in (0, 1) and ("peak,1," in p.stdout if p.returncode == 0 else "no AVX2" in p.stderr),
+      f"bench peak --seconds 0.05 --threads=1: exit {p.returncode}, {p.stdout[-200:]!r}, {p.stderr[-200:]!r}")
+
 # bad input: a clear message, exit 2, nothing on stdout
 for args, what in (
     (["bench", "backward", "--seqlen", "abc"], "--seqlen"),
@@ -179,6 +188,12 @@ for args, what in (
     # --seconds (bench peak's measuring time) was taken by attn / backward and did nothing
     (["bench", "attn", *SMALL, "--seconds", "1"], "--seconds"),
     (["bench", "backward", *SMALL, "--seconds", "1"], "--seconds"),
+    # the option table's messages (tools/opts.c), headed by the benchmark's name
+    (["bench", "attn", "--heads", "4x"], "infllm bench attn: --heads expects an integer"),
+    (["bench", "peak", "--seconds"], "infllm bench peak: --seconds needs a value"),
+    (["bench", "attn", "--peak", "1e999"], "--peak 1e999 is outside"),
+    (["bench", "attn", "--exact-lse=1"], "--exact-lse takes no value"),
+    (["bench", "backward", "stray"], "unexpected argument 'stray'"),
 ):
     p = run(*args)
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
@@ -193,15 +208,19 @@ for args in (["bench", "--help"], ["bench", "attn", "--help"], ["bench", "peak",
     helps[args[1]] = p.stdout
     check(p.returncode == 0 and p.stdout.startswith("usage: infllm bench ") and p.stderr == "",
           f"{' '.join(args)}: exit {p.returncode}, usage on stdout ({len(p.stdout)} bytes), stderr {p.stderr[:80]!r}")
-check(all(f"infllm bench {b}" in helps["--help"] for b in ("attn", "peak", "backward")),
-      f"bench --help lists attn, peak and backward: {helps['--help']!r}")
-check(helps["attn"].startswith("usage: infllm bench attn [--seqlen") and "--peak" in helps["attn"]
-      and "bench peak" not in helps["attn"], f"bench attn --help: its own usage: {helps['attn']!r}")
-check(helps["peak"].startswith("usage: infllm bench peak [--threads N] [--seconds 2]") and "--seqlen" not in helps["peak"]
+check(all(f"infllm bench {b}" in helps["--help"] for b in ("attn", "peak", "backward", "run")),
+      f"bench --help lists attn, peak, backward and run: {helps['--help']!r}")
+# each usage comes from the benchmark's option table (tools/opts.c opts_usage, as run, eval and bench run): it lists
+# the options that benchmark parses, and only those
+check(helps["attn"].startswith("usage: infllm bench attn [options]") and "--seqlen LIST" in helps["attn"]
+      and "--peak GFLOPS" in helps["attn"] and "--seconds" not in helps["attn"] and "bench peak" not in helps["attn"],
+      f"bench attn --help: its own usage: {helps['attn']!r}")
+check(helps["peak"].startswith("usage: infllm bench peak [options]") and "--threads N" in helps["peak"]
+      and "--seconds S" in helps["peak"] and "--format FMT" in helps["peak"] and "--seqlen" not in helps["peak"]
       and "bench attn" not in helps["peak"], f"bench peak --help: its own usage: {helps['peak']!r}")
-check(helps["backward"].startswith("usage: infllm bench backward [--seqlen") and "--inputs" in helps["backward"]
-      and "--peak" not in helps["backward"] and "bench attn" not in helps["backward"],
-      f"bench backward --help: its own usage, without --peak: {helps['backward']!r}")
+check(helps["backward"].startswith("usage: infllm bench backward [options]") and "--inputs KIND" in helps["backward"]
+      and "--peak" not in helps["backward"] and "--seconds" not in helps["backward"]
+      and "bench attn" not in helps["backward"], f"bench backward --help: its own usage, without --peak: {helps['backward']!r}")
 for b in ("peak", "backward"):  # beside an error, the same usage on stderr
     p = run("bench", b, "--frobnicate")
     check(p.returncode == 2 and f"usage: infllm bench {b} " in p.stderr and "bench attn" not in p.stderr,

@@ -246,46 +246,22 @@ typedef struct opts {
     double seconds;
 } opts;
 
-/* Strict numeric flag values: a clear message instead of atoi's silent 0. */
-static int int_arg(const char *flag, const char *val, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(val, &end, 10);
-    if (errno || end == val || *end || x < INT32_MIN || x > INT32_MAX) {
-        fprintf(stderr, "infllm bench: %s expects an integer, got '%s'\n", flag, val);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-static int num_arg(const char *flag, const char *val, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(val, &end);
-    if (errno || end == val || *end || !isfinite(x)) {
-        fprintf(stderr, "infllm bench: %s expects a number, got '%s'\n", flag, val);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* A flag of two values: *out = 0 for off, 1 for on; anything else a message naming both. */
-static int choice_arg(const char *flag, const char *val, const char *off, const char *on, int *out) {
+static int choice_arg(const char *prog, const char *flag, const char *val, const char *off, const char *on, int *out) {
     if (!strcmp(val, off) || !strcmp(val, on)) {
         *out = !strcmp(val, on);
         return 0;
     }
-    fprintf(stderr, "infllm bench: %s %s|%s (got '%s')\n", flag, off, on, val);
+    fprintf(stderr, "%s: %s %s|%s (got '%s')\n", prog, flag, off, on, val);
     return -1;
 }
 
 /* --modes: a comma list of dense and sparse; anything else a message (a typo ran nothing, exit 0) */
-static int modes_arg(const char *val, int *dense, int *sparse) {
+static int modes_arg(const char *prog, const char *val, int *dense, int *sparse) {
     static const char *const names[] = {"dense", "sparse"};
     int picked[2];
     if (opts_choice_list(val, names, 2, picked)) {
-        fprintf(stderr, "infllm bench: --modes is a comma list of dense and sparse (got '%s')\n", val);
+        fprintf(stderr, "%s: --modes is a comma list of dense and sparse (got '%s')\n", prog, val);
         return -1;
     }
     *dense = picked[0];
@@ -301,44 +277,23 @@ static int parse_dtype(const char *s, infllm_dtype *dt) {
     return 0;
 }
 
-/* bench attn's options, a line each; bench backward takes all but --peak */
-static const char *const attn_usage[] = {
-    "[--seqlen 4096,16384,...] [--heads 16] [--kv-heads 1] [--head-dim 128]",
-    "[--dtype bf16|f16|f32] [--threads N] [--reps 3] [--modes dense,sparse]",
-    "[--block-size 64] [--topk 64] [--local-blocks 32] [--init-blocks 1]",
-    "[--kernel-size 32] [--kernel-stride 16] [--exact-lse] [--no-warmup]",
-    "[--peak GFLOPS] [--format md|csv|json] [--device cpu|cuda]",
-    "[--inputs random|structured]",
+/* the benchmarks and their one-line summaries: each one's --help, and `infllm bench --help` */
+static const struct {
+    const char *name, *summary;
+} benches[] = {
+    {"attn", "one prefill sequence's attention, dense and InfLLM-V2 sparse (per stage)"},
+    {"backward", "a training step's attention, forward then backward, dense and InfLLM-V2 sparse"},
+    {"peak", "the CPU's fp32 FMA peak: independent AVX-512 (else AVX2) FMA chains on every thread"},
+    {"run", "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse"},
 };
-static const char PEAK_USAGE[] = "infllm bench peak [--threads N] [--seconds 2] [--format md|csv|json]";
 
-/* "usage: infllm bench CMD " and bench attn's options (backward: but --peak), wrapped under their first line */
-static void attn_usage_lines(FILE *f, const char *cmd) {
-    const int w = fprintf(f, "usage: infllm bench %s ", cmd), backward = !strcmp(cmd, "backward");
-    for (size_t i = 0; i < sizeof attn_usage / sizeof *attn_usage; i++) {
-        const char *line = attn_usage[i];
-        if (backward && !strncmp(line, "[--peak GFLOPS] ", 16)) line += 16;
-        fprintf(f, "%*s%s\n", i ? w : 0, "", line);
-    }
-}
-
-/* The usage of the benchmark cmd ("attn", "peak", "backward"), headed by its own name, or of all of them (cmd NULL:
- * `infllm bench --help`); to stdout for --help (as every other command's), to stderr beside an error. */
-static void usage(FILE *f, const char *cmd) {
-    if (!cmd) {
-        attn_usage_lines(f, "attn");
-        fprintf(f, "       %s\n", PEAK_USAGE);
-        fprintf(f, "       infllm bench backward [the options of bench attn but --peak; --device cpu|cuda]\n");
-    } else if (!strcmp(cmd, "peak")) {
-        fprintf(f, "usage: %s\nthe CPU's fp32 FMA peak: independent AVX-512 (else AVX2) FMA chains on every thread\n",
-                PEAK_USAGE);
-    } else {
-        attn_usage_lines(f, cmd);
-        if (!strcmp(cmd, "attn"))
-            fprintf(f, "one prefill sequence's attention, dense and InfLLM-V2 sparse (per stage)\n");
-        else
-            fprintf(f, "a training step's attention, forward then backward, dense and InfLLM-V2 sparse\n");
-    }
+/* `infllm bench --help` (stdout) or, beside an error, its usage on stderr: the benchmarks, each one's options
+ * listed by its own --help */
+static void bench_usage(FILE *f) {
+    fprintf(f, "usage: infllm bench attn|backward|peak|run [options]\n");
+    for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
+        fprintf(f, "  infllm bench %-10s %s\n", benches[i].name, benches[i].summary);
+    fprintf(f, "'infllm bench BENCH --help' lists a benchmark's options\n");
 }
 
 static uint64_t rng_state = 0x1234567887654321ull;
@@ -693,8 +648,6 @@ done:
 }
 #endif
 
-static int is_flag(const char *a, const char *name) { return !strcmp(a, name); }
-
 static void print_header(const opts *o, const char *cpu) {
     if (strcmp(o->format, "md")) return;
     if (o->cuda) {
@@ -775,10 +728,17 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
     *first = 0;
 }
 
-/* the options of benchmark cmd ("attn", "peak" or "backward"; peak takes only --threads, --seconds and --format)
- * into o: 0, 1 after --help, or 2 after a message */
-static int parse_common(opts *o, int argc, char **argv, const char *cmd) {
-    const int peak_only = !strcmp(cmd, "peak");
+/* The options of benchmark cmd ("attn", "backward" or "peak") into o, from one table: peak takes its last three
+ * entries (--threads, --format, --seconds), attn all but --seconds, backward attn's with --peak parsed but not listed
+ * (refused by cmd_backward_bench with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after
+ * a message naming the option (beside an unknown option, the benchmark's usage on stderr). */
+static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
+    const int peak = !strcmp(cmd, "peak");
+    const char *summary = "";
+    for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
+        if (!strcmp(benches[i].name, cmd)) summary = benches[i].summary;
+    char prog[64];
+    snprintf(prog, sizeof prog, "infllm bench %s", cmd);
     memset(o, 0, sizeof *o);
     infllm_params_default(&o->p);
     o->p.dense_len = -1;
@@ -787,96 +747,80 @@ static int parse_common(opts *o, int argc, char **argv, const char *cmd) {
     o->head_dim = 128;
     o->threads = infllm_cpu_num_threads();
     o->reps = 3;
-    o->warmup = 1;
-    o->dtype = INFLLM_DTYPE_BF16;
-    o->do_dense = o->do_sparse = 1;
     o->format = "md";
     o->seconds = 2.0;
-    o->seqlens[0] = 4096;
-    o->seqlens[1] = 16384;
-    o->seqlens[2] = 32768;
-    o->nseq = 3;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout, cmd);
-            return 1;
-        }
-#define NEEDV()                                                   \
-    do {                                                          \
-        if (!val) {                                               \
-            fprintf(stderr, "infllm bench: %s needs a value\n", a); \
-            return 2;                                             \
-        }                                                         \
-        i++;                                                      \
-    } while (0)
-        if (is_flag(a, "--threads")) { NEEDV(); if (int_arg(a, val, &o->threads)) return 2; }
-        else if (is_flag(a, "--format")) {
-            NEEDV();
-            o->format = val;
-            if (!opts_one_of("infllm bench", a, val, "md", "csv", "json")) return 2;
-        } else if (is_flag(a, "--seconds") && peak_only) { NEEDV(); if (num_arg(a, val, &o->seconds)) return 2; }
-        else if (peak_only) {
-            fprintf(stderr, "infllm bench peak: unknown option %s\n", a);
-            usage(stderr, cmd);
-            return 2;
-        } else if (is_flag(a, "--seqlen")) {
-            NEEDV();
-            int64_t lens[32];
-            int n = opts_int_list("infllm bench", a, val, lens, 32);
-            if (n < 0) return 2;
-            o->nseq = 0;
-            for (int j = 0; j < n; j++) {
-                if (lens[j] > INT32_MAX) {
-                    fprintf(stderr, "infllm bench: --seqlen %lld is too long\n", (long long)lens[j]);
-                    return 2;
-                }
-                o->seqlens[o->nseq++] = (int)lens[j];
-            }
-        } else if (is_flag(a, "--heads")) { NEEDV(); if (int_arg(a, val, &o->heads)) return 2; }
-        else if (is_flag(a, "--kv-heads")) { NEEDV(); if (int_arg(a, val, &o->kv_heads)) return 2; }
-        else if (is_flag(a, "--head-dim")) { NEEDV(); if (int_arg(a, val, &o->head_dim)) return 2; }
-        else if (is_flag(a, "--reps")) { NEEDV(); if (int_arg(a, val, &o->reps)) return 2; }
-        else if (is_flag(a, "--dtype")) {
-            NEEDV();
-            if (parse_dtype(val, &o->dtype)) {
-                fprintf(stderr, "infllm bench: --dtype bf16|f16|f32\n");
+    const char *seqlen = "4096,16384,32768", *dtype = "bf16", *modes = "dense,sparse", *device = "cpu",
+               *inputs = "random";
+    int no_warmup = 0;
+    const opt_def all[] = {
+        {"--seqlen", NULL, OPT_STR, &seqlen, "LIST",
+         "sequence lengths in tokens, a k suffix: times 1024 (4096,16384,32768)"},
+        {"--heads", NULL, OPT_INT, &o->heads, "N", "query heads (16)"},
+        {"--kv-heads", NULL, OPT_INT, &o->kv_heads, "N", "KV heads (1)"},
+        {"--head-dim", NULL, OPT_INT, &o->head_dim, "N", "head dimension (128)"},
+        {"--dtype", NULL, OPT_STR, &dtype, "DT", "bf16 | f16 | f32: q, k and v's dtype (bf16)"},
+        {"--reps", NULL, OPT_INT, &o->reps, "N", "timed runs; times are their medians (3)"},
+        {"--modes", NULL, OPT_STR, &modes, "LIST", "dense,sparse or one of them (dense,sparse)"},
+        {"--block-size", NULL, OPT_INT, &o->p.block_size, "N", "stage-2 block size (64)"},
+        {"--topk", NULL, OPT_INT, &o->p.topk, "N", "dynamic blocks; a query selects topk + local-blocks (64)"},
+        {"--local-blocks", NULL, OPT_INT, &o->p.local_blocks, "N", "forced blocks before the current one (32)"},
+        {"--init-blocks", NULL, OPT_INT, &o->p.init_blocks, "N", "forced initial blocks (1)"},
+        {"--kernel-size", NULL, OPT_INT, &o->p.kernel_size, "N", "c1 kernel size (32); c2 uses 4x"},
+        {"--kernel-stride", NULL, OPT_INT, &o->p.kernel_stride, "N", "c1 kernel stride (16); c2 uses 4x"},
+        {"--exact-lse", NULL, OPT_FLAG, &o->p.exact_lse, NULL, "stage-1 LSE over c1 (no c2 approximation)"},
+        {"--no-warmup", NULL, OPT_FLAG, &no_warmup, NULL, "no untimed warm-up run before the first length"},
+        {"--peak", NULL, OPT_DOUBLE, &o->peak, "GFLOPS", "the CPU's fp32 FMA peak for 'frac of peak' (0: measure it)"},
+        {"--device", NULL, OPT_STR, &device, "DEV", "cpu | cuda (cpu)"},
+        {"--inputs", NULL, OPT_STR, &inputs, "KIND",
+         "random | structured: q and k share a component in each 256-token segment (random)"},
+        /* bench peak's options: the last three */
+        {"--threads", NULL, OPT_INT, &o->threads, "N", "CPU threads (0: all cores, the default)"},
+        {"--format", NULL, OPT_STR, &o->format, "FMT", "md | csv | json (md)"},
+        {"--seconds", NULL, OPT_DOUBLE, &o->seconds, "S", "measuring time of each peak (2)"},
+    };
+    const size_t n_all = sizeof all / sizeof *all;
+    opt_def defs[sizeof all / sizeof *all + 1];
+    size_t n = 0;
+    for (size_t i = peak ? n_all - 3 : 0; i < (peak ? n_all : n_all - 1); i++) defs[n++] = all[i];
+    defs[n] = (opt_def){NULL, NULL, OPT_FLAG, NULL, NULL, NULL};
+    if (peak) opts_set_help(defs, "--threads", "threads of the many-thread run (0: all cores, the default)");
+    if (!strcmp(cmd, "backward")) opts_set_help(defs, "--peak", NULL);
+    const int rc = opts_parse(prog, summary, defs, argc, argv, 0, NULL, 0, NULL);
+    if (rc) return rc;
+    if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return 2;
+    if (!peak) {
+        int64_t lens[32];
+        const int nl = opts_int_list(prog, "--seqlen", seqlen, lens, 32);
+        if (nl < 0) return 2;
+        for (int j = 0; j < nl; j++) {
+            if (lens[j] > INT32_MAX) {
+                fprintf(stderr, "%s: --seqlen %lld is too long\n", prog, (long long)lens[j]);
                 return 2;
             }
-        } else if (is_flag(a, "--modes")) {
-            NEEDV();
-            if (modes_arg(val, &o->do_dense, &o->do_sparse)) return 2;
-        } else if (is_flag(a, "--block-size")) { NEEDV(); if (int_arg(a, val, &o->p.block_size)) return 2; }
-        else if (is_flag(a, "--topk")) { NEEDV(); if (int_arg(a, val, &o->p.topk)) return 2; }
-        else if (is_flag(a, "--local-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.local_blocks)) return 2; }
-        else if (is_flag(a, "--init-blocks")) { NEEDV(); if (int_arg(a, val, &o->p.init_blocks)) return 2; }
-        else if (is_flag(a, "--kernel-size")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_size)) return 2; }
-        else if (is_flag(a, "--kernel-stride")) { NEEDV(); if (int_arg(a, val, &o->p.kernel_stride)) return 2; }
-        else if (is_flag(a, "--device")) { NEEDV(); if (choice_arg(a, val, "cpu", "cuda", &o->cuda)) return 2; }
-        else if (is_flag(a, "--inputs")) { NEEDV(); if (choice_arg(a, val, "random", "structured", &o->structured)) return 2; }
-        else if (is_flag(a, "--exact-lse")) o->p.exact_lse = 1;
-        else if (is_flag(a, "--no-warmup")) o->warmup = 0;
-        else if (is_flag(a, "--peak")) { NEEDV(); if (num_arg(a, val, &o->peak)) return 2; }
-        else {
-            fprintf(stderr, "infllm bench: unknown option %s\n", a);
-            usage(stderr, cmd);
+            o->seqlens[o->nseq++] = (int)lens[j];
+        }
+        if (parse_dtype(dtype, &o->dtype)) {
+            fprintf(stderr, "%s: --dtype bf16|f16|f32 (got '%s')\n", prog, dtype);
             return 2;
         }
-#undef NEEDV
+        if (modes_arg(prog, modes, &o->do_dense, &o->do_sparse) ||
+            choice_arg(prog, "--device", device, "cpu", "cuda", &o->cuda) ||
+            choice_arg(prog, "--inputs", inputs, "random", "structured", &o->structured))
+            return 2;
+        o->warmup = !no_warmup;
     }
     if (o->reps < 1) {
-        fprintf(stderr, "infllm bench: --reps must be >= 1 (got %d)\n", o->reps);
+        fprintf(stderr, "%s: --reps must be >= 1 (got %d)\n", prog, o->reps);
         return 2;
     }
     if (!(o->seconds > 0) || !(o->peak >= 0)) {
-        fprintf(stderr, "infllm bench: --seconds must be > 0 and --peak >= 0 (0: measure it)\n");
+        fprintf(stderr, "%s: --seconds must be > 0 and --peak >= 0 (0: measure it)\n", prog);
         return 2;
     }
     /* 0: all cores, as infllm attn's --threads and infllm_params.num_threads (it ran 1 thread, and a negative
      * count was quietly taken for 1) */
     if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) {
-        fprintf(stderr, "infllm bench: --threads must be in 0..%d (0: all cores; got %d)\n", INFLLM_MAX_THREADS,
+        fprintf(stderr, "%s: --threads must be in 0..%d (0: all cores; got %d)\n", prog, INFLLM_MAX_THREADS,
                 o->threads);
         return 2;
     }
@@ -887,7 +831,7 @@ static int parse_common(opts *o, int argc, char **argv, const char *cmd) {
 
 static int cmd_peak(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, "peak");
+    int rc = parse_bench(&o, argc, argv, "peak");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
@@ -941,7 +885,7 @@ static int cuda_bench_device(const char *cmd, char *info, size_t n) {
 
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, "attn");
+    int rc = parse_bench(&o, argc, argv, "attn");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     if (check_opts(&o, "infllm bench attn")) return 2;
     char cpu[512], err[512];
@@ -1270,7 +1214,7 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
 
 static int cmd_backward_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_common(&o, argc, argv, "backward");
+    int rc = parse_bench(&o, argc, argv, "backward");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
     if (o.peak > 0) {
         fprintf(stderr, "infllm bench backward: --peak does not apply\n");
@@ -1332,7 +1276,7 @@ int cmd_bench(int argc, char **argv) {
     int i = 0;
     if (argc > 0 && !strcmp(argv[0], "bench")) i = 1;
     if (i >= argc || !strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-        usage(i >= argc ? stderr : stdout, NULL);
+        bench_usage(i >= argc ? stderr : stdout);
         return i >= argc ? 2 : 0;
     }
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
@@ -1342,6 +1286,6 @@ int cmd_bench(int argc, char **argv) {
         return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
     fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run, backward)\n", argv[i]);
-    usage(stderr, NULL);
+    bench_usage(stderr);
     return 2;
 }
