@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "ref_compare.h" /* ld, naive_row */
 
 /* The least "naive error" a tolerance takes (relative, Frobenius): half the unit roundoff of the output's
  * storage type (harness.h; 2^-9 bf16, 2^-12 f16, 2^-25 f32), about what rounding a correct result to that type costs
@@ -23,36 +24,6 @@
  * only its first row, which attends one key (output = v), and then any rounding failed "2 x naive 0"
  * (session 29's seed sweep, seed 104). */
 static inline double naive_floor(infllm_dtype dt) { return 0.5 * h_unit_roundoff(dt); }
-
-static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
-
-/* naive low-precision attention of one (row t, head h) over keys k0 + keys[j] (n of them), as a plain 16-bit
- * implementation computes it: f32 sums, with the score, the scaled score, the probabilities and the output rounded
- * to dt; the tests' error reference (DESIGN practice 7) */
-static inline void naive_row(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
-                             int D, int64_t t, int h, int64_t k0, const int64_t *keys, int n, float scale, float *s,
-                             float *out) {
-    int g = h / (Hq / Hkv);
-    float mx = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        float dot = 0.f;
-        for (int d = 0; d < D; d++)
-            dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
-        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
-        if (s[j] > mx) mx = s[j];
-    }
-    float sum = 0.f;
-    for (int j = 0; j < n; j++) {
-        s[j] = expf(s[j] - mx);
-        sum += s[j];
-    }
-    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
-    for (int d = 0; d < D; d++) {
-        float a = 0.f;
-        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
-        out[d] = infllm_round_to(dt, a);
-    }
-}
 
 /* The first line of a GPU test: "NAME: <the device, its code>" and 1, or, with no usable device, "NAME: SKIP (<why>
  * ...)" and 0 (the test then returns 77, ctest's skip). */

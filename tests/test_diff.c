@@ -34,6 +34,7 @@
 #include "infllm.h"
 #include "cpu_x86.h"
 #include "internal.h" /* geometry helpers only (infllm_windows, ...) */
+#include "ref_compare.h"
 
 #define GUARD 64
 #define GUARD_BYTE 0xA5
@@ -309,30 +310,6 @@ static void naive_attn(const ctx *x, const int32_t *topk, int32_t K, void *out, 
 
 /* ------------------------------------------------------------ compare ---- */
 
-typedef struct errs {
-    double max_abs;
-    int64_t worst;
-    int64_t nan;
-    double ref_max;
-} errs;
-
-/* a, ref: n elements of storage dtype da / dr (float arrays pass INFLLM_DTYPE_F32) */
-static errs err_of(const void *a, infllm_dtype da, const void *ref, infllm_dtype dr, int64_t n) {
-    errs e = {0, -1, 0, 0};
-    for (int64_t i = 0; i < n; i++) {
-        double x = infllm_load_f32(a, da, i), y = infllm_load_f32(ref, dr, i);
-        if (isnan(x)) e.nan++;
-        if (isinf(x) && isinf(y) && x == y) continue;
-        double d = fabs(x - y);
-        if (isfinite(y) && fabs(y) > e.ref_max) e.ref_max = fabs(y);
-        if (!(d <= e.max_abs)) {
-            e.max_abs = d;
-            e.worst = i;
-        }
-    }
-    return e;
-}
-
 /* CPU error <= 2 x naive error + floor (floor: `ulps` units of roundoff at the largest ref value). */
 static void check_tol(const ctx *x, const char *op, const void *cpu, infllm_dtype dc, const void *naive,
                       const void *ref, infllm_dtype dr, int64_t n, double eps, double ulps) {
@@ -354,28 +331,6 @@ static void check_tol(const ctx *x, const char *op, const void *cpu, infllm_dtyp
 static int call_ok(const ctx *x, const char *what, infllm_status st) {
     CHECK(st == INFLLM_OK, "[%s] %s: %s (%s)", x->c->name, what, infllm_status_str(st), infllm_last_error());
     return st == INFLLM_OK;
-}
-
-/* near-tie at the top-k boundary of a REF block-score row: the blocks one selection has and
- * the other lacks all score within `rel` of the REF boundary score */
-static int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int32_t *sb, int32_t K, double rel) {
-    unsigned char ina[65536], inb[65536];
-    if (nb > 65536) return 0;
-    memset(ina, 0, (size_t)nb);
-    memset(inb, 0, (size_t)nb);
-    for (int32_t c = 0; c < K; c++) {
-        if (sa[c] >= 0 && sa[c] < nb) ina[sa[c]] = 1;
-        if (sb[c] >= 0 && sb[c] < nb) inb[sb[c]] = 1;
-    }
-    double lo = INFINITY, hi = -INFINITY; /* over the differing blocks */
-    for (int32_t b = 0; b < nb; b++)
-        if (ina[b] != inb[b]) {
-            if (brow[b] < lo) lo = brow[b];
-            if (brow[b] > hi) hi = brow[b];
-        }
-    if (lo == INFINITY) return 1;
-    if (!isfinite(lo) || !isfinite(hi)) return 0;
-    return hi - lo <= rel * fabs(hi) + 1e-30;
 }
 
 /* A CPU selection tk_cpu against REF's tk_ref (both [Hkv, total_q, topk_out]; bs_ref: REF's block scores): a row may

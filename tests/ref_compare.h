@@ -1,0 +1,102 @@
+/*
+ * ref_compare.h: the pieces the tests share to compare a result against the float64 REF backend
+ * (DESIGN practice 7: error <= 2 x the error of a naive same-precision implementation + a floor):
+ * err_of (worst absolute error against a reference), near_tie (may two selections differ at the top-k
+ * boundary of a REF block-score row?) and naive_row / naive_row_lse (the naive low-precision attention
+ * of one query row). Host code only; used by test_diff, test_cache and (via cuda_testlib.h) the GPU tests.
+ * Include dtype.h first (infllm_round_to, infllm_load_f32).
+ */
+#ifndef INFLLM_REF_COMPARE_H
+#define INFLLM_REF_COMPARE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "infllm.h"
+
+typedef struct errs {
+    double max_abs;
+    int64_t worst;
+    int64_t nan;
+    double ref_max;
+} errs;
+
+/* a, ref: n elements of storage dtype da / dr (float arrays pass INFLLM_DTYPE_F32) */
+static inline errs err_of(const void *a, infllm_dtype da, const void *ref, infllm_dtype dr, int64_t n) {
+    errs e = {0, -1, 0, 0};
+    for (int64_t i = 0; i < n; i++) {
+        double x = infllm_load_f32(a, da, i), y = infllm_load_f32(ref, dr, i);
+        if (isnan(x)) e.nan++;
+        if (isinf(x) && isinf(y) && x == y) continue;
+        double d = fabs(x - y);
+        if (isfinite(y) && fabs(y) > e.ref_max) e.ref_max = fabs(y);
+        if (!(d <= e.max_abs)) {
+            e.max_abs = d;
+            e.worst = i;
+        }
+    }
+    return e;
+}
+
+/* near-tie at the top-k boundary of a REF block-score row: the blocks one selection has and
+ * the other lacks all score within `rel` of the REF boundary score */
+static inline int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int32_t *sb, int32_t K, double rel) {
+    unsigned char ina[65536], inb[65536];
+    if (nb > 65536) return 0;
+    memset(ina, 0, (size_t)nb);
+    memset(inb, 0, (size_t)nb);
+    for (int32_t c = 0; c < K; c++) {
+        if (sa[c] >= 0 && sa[c] < nb) ina[sa[c]] = 1;
+        if (sb[c] >= 0 && sb[c] < nb) inb[sb[c]] = 1;
+    }
+    double lo = INFINITY, hi = -INFINITY; /* over the differing blocks */
+    for (int32_t b = 0; b < nb; b++)
+        if (ina[b] != inb[b]) {
+            if (brow[b] < lo) lo = brow[b];
+            if (brow[b] > hi) hi = brow[b];
+        }
+    if (lo == INFINITY) return 1;
+    if (!isfinite(lo) || !isfinite(hi)) return 0;
+    return hi - lo <= rel * fabs(hi) + 1e-30;
+}
+
+static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
+
+/* naive low-precision attention of one (row t, head h) over keys k0 + keys[j] (n of them), as a plain 16-bit
+ * implementation computes it: f32 sums, with the score, the scaled score, the probabilities and the output rounded
+ * to dt (f32: nothing rounded beyond f32 arithmetic); the tests' error reference (DESIGN practice 7).
+ * q [.., Hq, D], k, v [.., Hkv, D] in dt; s: n floats of scratch; out: D floats; lse (naive_row_lse; NULL: not
+ * wanted): max + log(sum) of the scaled scores, -inf over no keys */
+static inline void naive_row_lse(const void *q, const void *k, const void *v, infllm_dtype dt, int Hq, int Hkv, int D,
+                                 int64_t t, int h, int64_t k0, const int64_t *keys, int n, float scale, float *s,
+                                 float *out, float *lse) {
+    int g = h / (Hq / Hkv);
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float dot = 0.f;
+        for (int d = 0; d < D; d++)
+            dot += ld(q, dt, (t * Hq + h) * D + d) * ld(k, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
+        s[j] = infllm_round_to(dt, infllm_round_to(dt, dot) * scale);
+        if (s[j] > mx) mx = s[j];
+    }
+    float sum = 0.f;
+    for (int j = 0; j < n; j++) {
+        s[j] = expf(s[j] - mx);
+        sum += s[j];
+    }
+    if (lse) *lse = n > 0 ? mx + logf(sum) : -INFINITY;
+    for (int j = 0; j < n; j++) s[j] = infllm_round_to(dt, s[j] / sum);
+    for (int d = 0; d < D; d++) {
+        float a = 0.f;
+        for (int j = 0; j < n; j++) a += s[j] * ld(v, dt, ((k0 + keys[j]) * Hkv + g) * D + d);
+        out[d] = infllm_round_to(dt, a);
+    }
+}
+static inline void naive_row(const void *q, const void *k, const void *v, infllm_dtype dt, int Hq, int Hkv, int D,
+                             int64_t t, int h, int64_t k0, const int64_t *keys, int n, float scale, float *s, float *out) {
+    naive_row_lse(q, k, v, dt, Hq, Hkv, D, t, h, k0, keys, n, scale, s, out, NULL);
+}
+
+#endif
