@@ -9,7 +9,10 @@
  *  - capacity exceeded -> INFLLM_ERR_CAPACITY with nothing appended; truncate then append
  *    rebuilds c1/c2; the K/V views hold what was appended; memory_bytes is plausible;
  *    cache_free(NULL) is a no-op;
- *  - NaN in a key: decode steps through the CPU cache NaN in exactly REF's outputs (test_nan).
+ *  - NaN in a key: decode steps through the CPU cache NaN in exactly REF's outputs (test_nan);
+ *  - random configurations (random_cfg) with random schedules (test_schedule: appends, attends with drawn threads,
+ *    mode and dense_len, truncations, exact capacities): every attend bitwise equal to infllm_attention and within
+ *    2 x naive + floor of the float64 REF backend (check_vs_ref).
  */
 #include <math.h>
 #include <stdint.h>
@@ -20,6 +23,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "ref_compare.h"
 
 typedef struct cfg {
     const char *name;
@@ -386,7 +390,276 @@ static void test_nan(void) {
           "/ > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
 }
 
+
 static int32_t draw(unsigned long long *r, int32_t n) { return (int32_t)(h_rng_next(r) % (unsigned long long)n); }
+
+/* The errors against REF of one case (a schedule: all its attends), as test_diff's check_tol takes them over one
+ * case: the cache's worst error must be <= 2 x the naive implementation's worst error + the floor (`ulps` units of
+ * roundoff eps at the largest reference value). Over a case, not per attend: an attend of a few queries over a few
+ * keys is a sample too small for the naive error to measure what float32 arithmetic costs (f32 with softmax_scale
+ * ~1.5: one row of 3 keys, naive 6e-7, the CPU's exp2 with the scale folded into log2(e) 2e-6). For the same reason
+ * the out floor is at least test_diff's stage-1 rule carried to the output: the exp of a float32 argument rounded a
+ * few times carries 4 x lmax x u relative error (lmax: the largest |scaled logit| a row attends, u = 2^-24), which
+ * moves an output by up to that times the largest |v| (f32, softmax_scale ~1, logits ~50: 1.2e-5 at |v| ~ 4). */
+typedef struct ref_tol {
+    const char *name;
+    double eps, ulps;
+    double err, naive, ref_max; /* worst over the case */
+    double exp_floor;           /* out: the float32 exp-argument floor (check_vs_ref), over the case */
+    int64_t nan;
+    char worst[320]; /* the attend of the worst error, and where */
+} ref_tol;
+
+static void tol_add(ref_tol *a, const void *got, const void *naive, infllm_dtype dt, const float *exp, int64_t n,
+                    const char *what) {
+    errs ec = err_of(got, dt, exp, INFLLM_DTYPE_F32, n), en = err_of(naive, dt, exp, INFLLM_DTYPE_F32, n);
+    a->nan += ec.nan;
+    a->naive = fmax(a->naive, en.max_abs);
+    a->ref_max = fmax(a->ref_max, ec.ref_max);
+    if (ec.max_abs > a->err || (ec.nan && !a->worst[0])) {
+        a->err = fmax(a->err, ec.max_abs);
+        snprintf(a->worst, sizeof a->worst, "%s, element %lld (cache %.8g, ref %.8g)", what, (long long)ec.worst,
+                 ec.worst >= 0 ? (double)infllm_load_f32(got, dt, ec.worst) : 0.0,
+                 ec.worst >= 0 ? (double)exp[ec.worst] : 0.0);
+    }
+}
+
+static void tol_check(const cfg *c, const ref_tol *a) {
+    const double bound = 2.0 * a->naive + fmax(a->ulps * a->eps * (a->ref_max > 1e-30 ? a->ref_max : 1.0), a->exp_floor);
+    CHECK(a->nan == 0 && a->err <= bound, "[%s] cache %s vs REF: worst error %.4g (%s; %lld NaN) > 2 x naive %.4g + floor "
+          "%.3g", c->name, a->name, a->err, a->worst, (long long)a->nan, a->naive, bound - 2.0 * a->naive);
+}
+
+/* n of the cache's queries (positions len - n .. len - 1, inputs k, v of len tokens) against the float64 REF backend
+ * on the same prefix (DESIGN practice 7, as test_diff): the expected rows are REF's ops in float64 (selection in the
+ * storage dtype, attention on f32 copies), and the cache's worst error on out (and lse) must be <= 2 x the worst
+ * error of the naive same-precision row (ref_compare.h's naive_row_lse, on REF's selection) + test_diff's floor
+ * (out: half an ulp of the largest value in 16-bit dtypes, two in f32; lse: 8 f32 units of roundoff), taken over
+ * the whole case: the errors go into acc (out, lse) for tol_check. The REF
+ * infllm_attention call must agree with its ops (mode / dense_len switch included). Sparse rows whose CPU selection
+ * (infllm_select_blocks: what the cache's attend selects) differs from REF's are skipped when the difference is a
+ * near-tie at the top-k boundary, a failure otherwise. */
+static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, int64_t n, int64_t len, const void *k,
+                         const void *v, const void *out, const float *lse, const char *what, ref_tol acc[2]) {
+    const int32_t Hq = c->Hq, Hkv = c->Hkv, D = c->D;
+    const int64_t rq = (int64_t)Hq * D, rk = (int64_t)Hkv * D;
+    infllm_params pr = *pc;
+    pr.backend = INFLLM_BACKEND_REF;
+    const infllm_layout l = h_layout1(c->dt, n, len, Hq, Hkv, D);
+    infllm_layout l32 = l;
+    l32.dtype = INFLLM_DTYPE_F32;
+    infllm_sizes sz;
+    if (infllm_get_sizes(&pr, &l, &sz) != INFLLM_OK) {
+        CHECK(0, "[%s] %s: get_sizes: %s", c->name, what, infllm_last_error());
+        return;
+    }
+    const int sparse = pc->mode == INFLLM_MODE_SPARSE ||
+                       (pc->mode == INFLLM_MODE_AUTO && (pc->dense_len < 0 || len >= pc->dense_len));
+    const int32_t K = sz.topk_out, NB = sz.nblocks_out;
+    float *q32 = malloc((size_t)(n * rq) * 4), *k32 = malloc((size_t)(len * rk) * 4), *v32 = malloc((size_t)(len * rk) * 4);
+    for (int64_t i = 0; i < n * rq; i++) q32[i] = infllm_load_f32(q, c->dt, i);
+    for (int64_t i = 0; i < len * rk; i++) k32[i] = infllm_load_f32(k, c->dt, i), v32[i] = infllm_load_f32(v, c->dt, i);
+    float *ro = malloc((size_t)(n * rq) * 4), *rl = malloc((size_t)(n * Hq) * 4);
+    void *ra = malloc((size_t)(n * rq) * infllm_dtype_size(c->dt));
+    float *ral = malloc((size_t)(n * Hq) * 4);
+    int32_t *rtk = NULL, *ctk = NULL;
+    float *rbs = NULL;
+    unsigned char *skip = calloc((size_t)n, 1);
+    int ok = 1;
+    if (sparse) {
+        size_t es = infllm_dtype_size(c->dt);
+        void *rc1 = malloc((size_t)(sz.total_n1 * rk) * es + 4), *rc2 = malloc((size_t)(sz.total_n2 * rk) * es + 4);
+        float *rsc = malloc((size_t)Hkv * (size_t)n * (size_t)sz.max_n1 * 4 + 4);
+        rbs = malloc((size_t)Hkv * (size_t)n * (size_t)NB * 4 + 4);
+        rtk = malloc((size_t)Hkv * (size_t)n * (size_t)K * 4 + 4);
+        ctk = malloc((size_t)Hkv * (size_t)n * (size_t)K * 4 + 4);
+        ok = infllm_compress_keys(&pr, &l, k, rc1, rc2, NULL, NULL) == INFLLM_OK &&
+             infllm_stage1_scores(&pr, &l, q, rc1, rc2, NULL, NULL, rsc) == INFLLM_OK &&
+             infllm_block_scores(&pr, &l, rsc, rbs) == INFLLM_OK && infllm_topk_select(&pr, &l, rbs, rtk) == INFLLM_OK &&
+             infllm_sparse_attention(&pr, &l32, q32, k32, v32, rtk, K, ro, rl) == INFLLM_OK &&
+             infllm_select_blocks(pc, &l, q, k, ctk) == INFLLM_OK;
+        free(rc1), free(rc2), free(rsc);
+    } else {
+        ok = infllm_dense_attention(&pr, &l32, q32, k32, v32, ro, rl) == INFLLM_OK;
+    }
+    ok = ok && infllm_attention(&pr, &l, q, k, v, ra, ral) == INFLLM_OK;
+    CHECK(ok, "[%s] %s: REF / selection call: %s", c->name, what, infllm_last_error());
+    if (ok) {
+        /* the REF infllm_attention in the dtype is its ops' float64 result rounded once */
+        const double eps = h_unit_roundoff(c->dt);
+        int64_t ref_mismatch = 0, not_tie = 0;
+        for (int64_t i = 0; i < n * rq; i++)
+            ref_mismatch += fabs(infllm_load_f32(ra, c->dt, i) - ro[i]) > eps * fabs(ro[i]) * 1.01 + 3e-8;
+        for (int64_t i = 0; i < n * Hq; i++) ref_mismatch += fabs(ral[i] - rl[i]) > 1e-6 * fabs(rl[i]) + 1e-6;
+        CHECK(ref_mismatch == 0, "[%s] %s: REF infllm_attention disagrees with the REF ops (%s) on %lld values",
+              c->name, what, sparse ? "sparse" : "dense", (long long)ref_mismatch);
+        const double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4; /* test_diff's near-tie width */
+        for (int64_t t = 0; sparse && t < n; t++)
+            for (int32_t g = 0; g < Hkv; g++) {
+                const int64_t r = (int64_t)g * n + t;
+                if (memcmp(rtk + r * K, ctk + r * K, (size_t)K * 4) == 0) continue;
+                skip[t] = 1;
+                not_tie += !near_tie(rbs + r * NB, NB, rtk + r * K, ctk + r * K, K, rel);
+            }
+        CHECK(not_tie == 0, "[%s] %s: %lld CPU selection rows differ from REF's without a near-tie", c->name, what,
+              (long long)not_tie);
+        /* the rows compared, gathered: cache, naive, expected */
+        void *sub_c = malloc((size_t)(n * rq) * infllm_dtype_size(c->dt)), *sub_n = malloc((size_t)(n * rq) * infllm_dtype_size(c->dt));
+        float *exp_o = malloc((size_t)(n * rq) * 4), *exp_l = malloc((size_t)(n * Hq) * 4 + 4);
+        float *subl_c = malloc((size_t)(n * Hq) * 4 + 4), *subl_n = malloc((size_t)(n * Hq) * 4 + 4);
+        float *sbuf = malloc((size_t)len * 4), *orow = malloc((size_t)D * 4);
+        int64_t *keys = malloc((size_t)len * 8);
+        const float scale = pc->softmax_scale > 0 ? pc->softmax_scale : 1.0f / sqrtf((float)D);
+        double vmax = 0;
+        for (int64_t i = 0; i < len * rk; i++) vmax = fmax(vmax, fabs(v32[i]));
+        int64_t ne = 0, nl = 0;
+        for (int64_t t = 0; t < n; t++) {
+            if (skip[t]) continue;
+            const int64_t pos = len - n + t;
+            for (int32_t h = 0; h < Hq; h++) {
+                const int32_t g = h / (Hq / Hkv);
+                int cnt = 0;
+                for (int64_t j = 0; j <= pos; j++) {
+                    int in = !sparse;
+                    for (int32_t kk = 0; !in && kk < K; kk++) in = rtk[((int64_t)g * n + t) * K + kk] == (int32_t)(j / c->B);
+                    if (in) keys[cnt++] = j;
+                }
+                float lmax = 0.0f;
+                for (int j = 0; j < cnt; j++) {
+                    float dot = 0.0f;
+                    for (int32_t e = 0; e < D; e++)
+                        dot += infllm_load_f32(q, c->dt, (t * Hq + h) * D + e) * infllm_load_f32(k, c->dt, (keys[j] * Hkv + g) * D + e);
+                    lmax = fmaxf(lmax, fabsf(scale * dot));
+                }
+                acc[0].exp_floor = fmax(acc[0].exp_floor, 4.0 * lmax / 16777216 * vmax);
+                float nlse;
+                naive_row_lse(q, k, v, c->dt, Hq, Hkv, D, t, h, 0, keys, cnt, scale, sbuf, orow, &nlse);
+                for (int32_t d = 0; d < D; d++) {
+                    const int64_t i = (t * Hq + h) * D + d;
+                    infllm_store_f32(sub_c, c->dt, ne, infllm_load_f32(out, c->dt, i));
+                    infllm_store_f32(sub_n, c->dt, ne, orow[d]);
+                    exp_o[ne++] = ro[i];
+                }
+                subl_c[nl] = lse ? lse[t * Hq + h] : rl[t * Hq + h];
+                subl_n[nl] = nlse;
+                exp_l[nl++] = rl[t * Hq + h];
+            }
+        }
+        tol_add(&acc[0], sub_c, sub_n, c->dt, exp_o, ne, what);
+        tol_add(&acc[1], subl_c, subl_n, INFLLM_DTYPE_F32, exp_l, nl, what);
+        free(sub_c), free(sub_n), free(exp_o), free(exp_l), free(subl_c), free(subl_n), free(sbuf), free(orow), free(keys);
+    }
+    free(q32), free(k32), free(v32), free(ro), free(rl), free(ra), free(ral), free(rtk), free(ctk), free(rbs), free(skip);
+}
+
+/* A random schedule on one CPU cache (rng r): appends of 1..N tokens interleaved with attends of 1..length queries
+ * (every attend with its own thread count 1-4, mode and dense_len among -1, 0, 1, around the current length and
+ * INT32_MAX, and now and then its own exact_lse, topk, init_blocks or default softmax_scale), truncations back to an earlier length followed by re-appends of other tokens, and (half the time) a
+ * capacity of exactly the final length, which the schedule then fills. Each attend is checked bitwise against the
+ * stateless CPU infllm_attention on the same prefix (as test_decode), against REF (check_vs_ref), and c1/c2 against
+ * infllm_compress_keys (check_kernels). Token t of the j-th generation (bumped by each truncation) takes row
+ * (t + 7 j) % L of d's K/V; the queries at positions len - n .. len - 1 are d's rows of those positions. */
+static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
+    const int64_t L = c->L, rq = d->rq, rk = d->rk;
+    const size_t es = d->es;
+    enum { MAX_OPS = 24 };
+    int64_t ops[MAX_OPS]; /* > 0: append that many; < 0: truncate to -op - 1 (plus attends drawn as it runs) */
+    int nops = 0;
+    int64_t len = 0, peak = 0;
+    const int64_t maxchunk = 1 + draw(r, (int32_t)(L < 64 ? L : 64));
+    while (nops < MAX_OPS - 1 && !(nops >= 3 && draw(r, 4) == 0)) {
+        if (len > 0 && draw(r, 5) == 0) {
+            const int64_t to = draw(r, (int32_t)len); /* 0 .. len - 1 */
+            ops[nops++] = -to - 1;
+            len = to;
+        } else if (len < L) {
+            int64_t n = 1 + draw(r, (int32_t)maxchunk);
+            if (n > L - len) n = L - len;
+            ops[nops++] = n;
+            len += n;
+            if (len > peak) peak = len;
+        } else {
+            break;
+        }
+    }
+    if (peak == 0) ops[nops++] = 1, len = peak = 1;
+    const int exact_cap = draw(r, 2);
+    if (exact_cap && len < peak) ops[nops++] = peak - len; /* fill: the final length is the capacity */
+    const int64_t cap = exact_cap ? peak : peak + draw(r, (int32_t)(L - peak + 1));
+    char what[200];
+    infllm_params p = params_of(c, INFLLM_BACKEND_CPU, 1);
+    infllm_cache *cache = NULL;
+    CHECK_OK(infllm_cache_create(&p, c->dt, c->Hkv, c->D, cap, &cache));
+    if (!cache) return;
+    void *curk = malloc((size_t)(cap * rk) * es), *curv = malloc((size_t)(cap * rk) * es);
+    void *out = malloc((size_t)(L * rq) * es), *out2 = malloc((size_t)(L * rq) * es);
+    float *lse = malloc((size_t)(L * c->Hq) * 4), *lse2 = malloc((size_t)(L * c->Hq) * 4);
+    int64_t gen = 0;
+    ref_tol acc[2] = {{.name = "out", .eps = h_unit_roundoff(c->dt), .ulps = c->dt == INFLLM_DTYPE_F32 ? 4.0 : 1.0},
+                      {.name = "lse", .eps = 1.0 / 16777216, .ulps = 8.0}};
+    len = 0;
+    const int failed_before = h_failed;
+    for (int i = 0; i < nops && h_failed == failed_before; i++) {
+        if (ops[i] < 0) {
+            const int64_t to = -ops[i] - 1;
+            CHECK_OK(infllm_cache_truncate(cache, to));
+            len = to;
+            gen++;
+            continue;
+        }
+        const int64_t n = ops[i];
+        for (int64_t t = len; t < len + n; t++) {
+            const int64_t src = (t + 7 * gen) % L;
+            memcpy((char *)curk + (size_t)(t * rk) * es, (const char *)d->k + (size_t)(src * rk) * es, (size_t)rk * es);
+            memcpy((char *)curv + (size_t)(t * rk) * es, (const char *)d->v + (size_t)(src * rk) * es, (size_t)rk * es);
+        }
+        /* one append of n, or two of n / 2 and the rest */
+        const int64_t first = n > 1 && draw(r, 2) ? n / 2 : n;
+        CHECK_OK(infllm_cache_append(cache, (char *)curk + (size_t)(len * rk) * es, (char *)curv + (size_t)(len * rk) * es, first));
+        if (first < n)
+            CHECK_OK(infllm_cache_append(cache, (char *)curk + (size_t)((len + first) * rk) * es,
+                                         (char *)curv + (size_t)((len + first) * rk) * es, n - first));
+        len += n;
+        CHECK(infllm_cache_length(cache) == len, "[%s] schedule: length %lld, want %lld", c->name,
+              (long long)infllm_cache_length(cache), (long long)len);
+        check_kernels(c, INFLLM_BACKEND_CPU, cache, curk, len, "schedule");
+        const int nattend = draw(r, 3);
+        for (int a = 0; a < nattend; a++) {
+            const int64_t nq = draw(r, 3) ? 1 + draw(r, (int32_t)(len < 4 ? len : 4)) : 1 + draw(r, (int32_t)len);
+            static const infllm_mode modes[3] = {INFLLM_MODE_DENSE, INFLLM_MODE_SPARSE, INFLLM_MODE_AUTO};
+            p.num_threads = 1 + draw(r, 4);
+            p.mode = modes[draw(r, 3)];
+            const int32_t dl[7] = {-1, 0, 1, (int32_t)len - 1, (int32_t)len, (int32_t)len + 1, INT32_MAX};
+            p.dense_len = dl[draw(r, 7)];
+            /* the other parameters are read at each attend too: now and then other values than the configuration's */
+            p.exact_lse = draw(r, 4) ? c->exact : !c->exact;
+            p.topk = draw(r, 4) ? c->topk : 1 + draw(r, 5);
+            p.init_blocks = draw(r, 4) ? c->init : draw(r, 3);
+            p.softmax_scale = draw(r, 4) ? c->scale : 0.0f;
+            snprintf(what, sizeof what, "op %d: %lld queries at length %lld, %d threads, mode %d, dense_len %d, topk %d, "
+                     "init %d, exact %d, scale %g", i, (long long)nq, (long long)len, p.num_threads, (int)p.mode,
+                     p.dense_len, p.topk, p.init_blocks, p.exact_lse, (double)p.softmax_scale);
+            const void *q = (const char *)d->q + (size_t)((len - nq) * rq) * es;
+            infllm_status st = infllm_cache_attend(cache, &p, q, nq, c->Hq, out, lse);
+            CHECK(st == INFLLM_OK, "[%s] %s: attend: %s", c->name, what, infllm_last_error());
+            if (st != INFLLM_OK) break;
+            const infllm_layout l = layout_of(c, nq, len);
+            st = infllm_attention(&p, &l, q, curk, curv, out2, lse2);
+            CHECK(st == INFLLM_OK, "[%s] %s: attention: %s", c->name, what, infllm_last_error());
+            if (st == INFLLM_OK)
+                CHECK(memcmp(out, out2, (size_t)(nq * rq) * es) == 0 && memcmp(lse, lse2, (size_t)(nq * c->Hq) * 4) == 0,
+                      "[%s] %s: attend differs (bitwise) from infllm_attention on the same prefix", c->name, what);
+            check_vs_ref(c, &p, q, nq, len, curk, curv, out, lse, what, acc);
+        }
+    }
+    if (h_failed == failed_before && exact_cap) {
+        CHECK(len == cap, "[%s] schedule: final length %lld, capacity %lld", c->name, (long long)len, (long long)cap);
+        CHECK_STATUS(infllm_cache_append(cache, d->k, d->v, 1), INFLLM_ERR_CAPACITY);
+    }
+    for (int i = 0; i < 2; i++) tol_check(c, &acc[i]);
+    free(curk), free(curv), free(out), free(out2), free(lse), free(lse2);
+    infllm_cache_free(cache);
+}
 
 /* Random configuration idx of seed (seeded from both, so that one reruns alone): dtype; Hkv 1-2 and G 1-8 or
  * 12 / 17 / 20 / 33; head_dim any multiple of 16 up to 256; length 1-300; kernel_stride 1-32 with block_size any
@@ -450,10 +723,11 @@ int main(void) {
     }
     /* random configurations (random_cfg; INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1; starting at
      * INFLLM_CACHE_RANDOM_FIRST, default 0) on the CPU backend: every knob drawn, so that combinations the table above
-     * does not name get checked */
+     * does not name get checked; INFLLM_CACHE_SCHEDULES (default 2) random schedules each (test_schedule) */
     const char *rn = getenv("INFLLM_CACHE_RANDOM"), *rs = getenv("INFLLM_CACHE_SEED"),
                *rf = getenv("INFLLM_CACHE_RANDOM_FIRST");
-    const int nrand = rn ? atoi(rn) : 2, rfirst = rf ? atoi(rf) : 0;
+    const char *rsch = getenv("INFLLM_CACHE_SCHEDULES");
+    const int nrand = rn ? atoi(rn) : 2, rfirst = rf ? atoi(rf) : 0, nsched = rsch ? atoi(rsch) : 2;
     const unsigned long long rseed = rs ? strtoull(rs, NULL, 10) : 1ULL;
     for (int i = rfirst; i < rfirst + nrand; i++) {
         char name[160];
@@ -465,6 +739,9 @@ int main(void) {
         test_decode(&c, INFLLM_BACKEND_CPU, &d, 0);
         test_chunked(&c, INFLLM_BACKEND_CPU, &d);
         test_decode(&c, INFLLM_BACKEND_CPU, &d, c.L / 2);
+        /* schedules: INFLLM_CACHE_SCHEDULES per configuration (default 2), seeded from the configuration */
+        unsigned long long sr = rseed * 0x9E3779B97F4A7C15ULL + (unsigned long long)i * 131 + 17;
+        for (int s = 0; s < nsched; s++) test_schedule(&c, &d, &sr);
         free_data(&d);
     }
     if (only_random) return finish("test_cache");
