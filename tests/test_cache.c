@@ -552,13 +552,15 @@ static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, i
     free(q32), free(k32), free(v32), free(ro), free(rl), free(ra), free(ral), free(rtk), free(ctk), free(rbs), free(skip);
 }
 
-/* A random schedule on one CPU cache (rng r): appends of 1..N tokens interleaved with attends of 1..length queries
- * (every attend with its own thread count 1-4, mode and dense_len among -1, 0, 1, around the current length and
- * INT32_MAX, and now and then its own exact_lse, topk, init_blocks or default softmax_scale), truncations back to an earlier length followed by re-appends of other tokens, and (half the time) a
- * capacity of exactly the final length, which the schedule then fills. Each attend is checked bitwise against the
- * stateless CPU infllm_attention on the same prefix (as test_decode), against REF (check_vs_ref), and c1/c2 against
- * infllm_compress_keys (check_kernels). Token t of the j-th generation (bumped by each truncation) takes row
- * (t + 7 j) % L of d's K/V; the queries at positions len - n .. len - 1 are d's rows of those positions. */
+/* A random schedule on one cache (rng r; CPU, a quarter of them REF): appends of 1..N tokens interleaved with attends
+ * of 1..length queries (every attend with its own thread count 1-4, mode and dense_len among -1, 0, 1, around the
+ * current length and INT32_MAX, and now and then its own exact_lse, topk, init_blocks or default softmax_scale; now
+ * and then again without lse, and with no queries), truncations back to an earlier length followed by re-appends of
+ * other tokens, and (half the time) a capacity of exactly the final length, which the schedule then fills. Each
+ * attend is checked bitwise against the stateless infllm_attention of the cache's backend on the same prefix (as
+ * test_decode), against REF (check_vs_ref), and c1/c2 against infllm_compress_keys (check_kernels). Token t of the
+ * j-th generation (bumped by each truncation) takes row (t + 7 j) % L of d's K/V; the queries at positions
+ * len - n .. len - 1 are d's rows of those positions. */
 static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
     const int64_t L = c->L, rq = d->rq, rk = d->rk;
     const size_t es = d->es;
@@ -587,7 +589,9 @@ static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
     if (exact_cap && len < peak) ops[nops++] = peak - len; /* fill: the final length is the capacity */
     const int64_t cap = exact_cap ? peak : peak + draw(r, (int32_t)(L - peak + 1));
     char what[200];
-    infllm_params p = params_of(c, INFLLM_BACKEND_CPU, 1);
+    /* a REF cache now and then: it must equal REF's own stateless call bitwise too */
+    const infllm_backend be = draw(r, 4) ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+    infllm_params p = params_of(c, be, 1);
     infllm_cache *cache = NULL;
     CHECK_OK(infllm_cache_create(&p, c->dt, c->Hkv, c->D, cap, &cache));
     if (!cache) return;
@@ -622,7 +626,7 @@ static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
         len += n;
         CHECK(infllm_cache_length(cache) == len, "[%s] schedule: length %lld, want %lld", c->name,
               (long long)infllm_cache_length(cache), (long long)len);
-        check_kernels(c, INFLLM_BACKEND_CPU, cache, curk, len, "schedule");
+        check_kernels(c, be, cache, curk, len, "schedule");
         const int nattend = draw(r, 3);
         for (int a = 0; a < nattend; a++) {
             const int64_t nq = draw(r, 3) ? 1 + draw(r, (int32_t)(len < 4 ? len : 4)) : 1 + draw(r, (int32_t)len);
@@ -636,13 +640,19 @@ static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
             p.topk = draw(r, 4) ? c->topk : 1 + draw(r, 5);
             p.init_blocks = draw(r, 4) ? c->init : draw(r, 3);
             p.softmax_scale = draw(r, 4) ? c->scale : 0.0f;
-            snprintf(what, sizeof what, "op %d: %lld queries at length %lld, %d threads, mode %d, dense_len %d, topk %d, "
-                     "init %d, exact %d, scale %g", i, (long long)nq, (long long)len, p.num_threads, (int)p.mode,
+            snprintf(what, sizeof what, "%s cache, op %d: %lld queries at length %lld, %d threads, mode %d, dense_len %d, topk %d, "
+                     "init %d, exact %d, scale %g", bname(be), i, (long long)nq, (long long)len, p.num_threads, (int)p.mode,
                      p.dense_len, p.topk, p.init_blocks, p.exact_lse, (double)p.softmax_scale);
             const void *q = (const char *)d->q + (size_t)((len - nq) * rq) * es;
             infllm_status st = infllm_cache_attend(cache, &p, q, nq, c->Hq, out, lse);
             CHECK(st == INFLLM_OK, "[%s] %s: attend: %s", c->name, what, infllm_last_error());
             if (st != INFLLM_OK) break;
+            if (draw(r, 8) == 0) { /* without lse the same out; no queries: nothing written */
+                memset(out2, 0x5A, (size_t)(nq * rq) * es);
+                CHECK_OK(infllm_cache_attend(cache, &p, q, nq, c->Hq, out2, NULL));
+                CHECK(memcmp(out, out2, (size_t)(nq * rq) * es) == 0, "[%s] %s: attend without lse differs", c->name, what);
+                CHECK_OK(infllm_cache_attend(cache, &p, q, 0, c->Hq, out2, lse2));
+            }
             const infllm_layout l = layout_of(c, nq, len);
             st = infllm_attention(&p, &l, q, curk, curv, out2, lse2);
             CHECK(st == INFLLM_OK, "[%s] %s: attention: %s", c->name, what, infllm_last_error());
