@@ -462,13 +462,15 @@ static void naive16(const bdata *x, const int32_t *topk, int32_t cols, void *dq,
 }
 
 /* ------------------------------------------------------------ compare ---- */
-typedef struct errs {
+/* ref_compare.h's err_of's twin for gradients: every non-finite element counts (an unwritten output is NaN, and no
+ * gradient of these finite inputs may be infinite, even where REF's is), not only NaN */
+typedef struct grad_errs {
     double max_abs, ref_max;
     int64_t worst, nonfinite;
-} errs;
+} grad_errs;
 
-static errs err_of(const void *a, const void *ref, infllm_dtype dt, int64_t n) {
-    errs e = {0, 0, -1, 0};
+static grad_errs grad_err_of(const void *a, const void *ref, infllm_dtype dt, int64_t n) {
+    grad_errs e = {0, 0, -1, 0};
     for (int64_t i = 0; i < n; i++) {
         const double xa = infllm_load_f32(a, dt, i), y = infllm_load_f32(ref, dt, i);
         if (!isfinite(xa)) e.nonfinite++;
@@ -489,7 +491,7 @@ typedef struct gcheck {
 /* the backend's gradient got against REF's ref (both in the dtype), with the naive backward's error as scale */
 static gcheck check_grad(const bcase *c, const char *what, const void *got, const void *naive, const void *ref,
                          int64_t n) {
-    const errs eg = err_of(got, ref, c->dt, n), en = err_of(naive, ref, c->dt, n);
+    const grad_errs eg = grad_err_of(got, ref, c->dt, n), en = grad_err_of(naive, ref, c->dt, n);
     const double floor_ = 4.0 * h_unit_roundoff(c->dt) * (eg.ref_max > 1e-30 ? eg.ref_max : 1.0);
     const double bound = 2.0 * en.max_abs + floor_;
     gcheck r = {eg.max_abs, en.max_abs, eg.max_abs / bound};
