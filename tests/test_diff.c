@@ -243,14 +243,18 @@ static void naive_stage1(const ctx *x, const void *c1, const void *c2, float *sc
                 for (int32_t hh = 0; hh < G && nvl > 0; hh++) {
                     const float *qh = x->qf + (t * c->Hq + g * G + hh) * D;
                     float m = -INFINITY, sum = 0;
-                    for (int32_t j = 0; j < nvl; j++) m = fmaxf(m, x->scale * naive_dot(qh, cl + j * row + g * D, D));
-                    for (int32_t j = 0; j < nvl; j++) *lmax = fmax(*lmax, fabs(x->scale * naive_dot(qh, cl + j * row + g * D, D)));
-                    for (int32_t j = 0; j < nv1; j++)
-                        *lmax = fmax(*lmax, fabs(x->scale * naive_dot(qh, c1f + (s->c10 + j) * row + g * D, D)));
+                    for (int32_t j = 0; j < nvl; j++) {
+                        const float logit = x->scale * naive_dot(qh, cl + j * row + g * D, D);
+                        m = fmaxf(m, logit);
+                        *lmax = fmax(*lmax, fabs(logit));
+                    }
                     for (int32_t j = 0; j < nvl; j++) sum += expf(x->scale * naive_dot(qh, cl + j * row + g * D, D) - m);
                     float lse = m + logf(sum);
-                    for (int32_t j = 0; j < nv1; j++)
-                        acc[j] += expf(x->scale * naive_dot(qh, c1f + (s->c10 + j) * row + g * D, D) - lse);
+                    for (int32_t j = 0; j < nv1; j++) {
+                        const float logit = x->scale * naive_dot(qh, c1f + (s->c10 + j) * row + g * D, D);
+                        *lmax = fmax(*lmax, fabs(logit));
+                        acc[j] += expf(logit - lse);
+                    }
                 }
                 for (int32_t j = 0; j < M; j++)
                     scores[((int64_t)g * x->tq + t) * M + j] =
