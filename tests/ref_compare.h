@@ -19,16 +19,18 @@
 typedef struct errs {
     double max_abs;
     int64_t worst;
-    int64_t nan;
-    double ref_max;
+    int64_t nan;       /* elements of a that are NaN */
+    double ref_max;    /* the largest finite |ref| */
+    int64_t nonfinite; /* elements of a that are NaN or infinite (an infinity equal to ref's counts too) */
 } errs;
 
 /* a, ref: n elements of storage dtype da / dr (float arrays pass INFLLM_DTYPE_F32) */
 static inline errs err_of(const void *a, infllm_dtype da, const void *ref, infllm_dtype dr, int64_t n) {
-    errs e = {0, -1, 0, 0};
+    errs e = {0, -1, 0, 0, 0};
     for (int64_t i = 0; i < n; i++) {
         double x = infllm_load_f32(a, da, i), y = infllm_load_f32(ref, dr, i);
         if (isnan(x)) e.nan++;
+        if (!isfinite(x)) e.nonfinite++;
         if (isinf(x) && isinf(y) && x == y) continue;
         double d = fabs(x - y);
         if (isfinite(y) && fabs(y) > e.ref_max) e.ref_max = fabs(y);

@@ -46,6 +46,7 @@
 #include "dtype.h"
 #include "harness.h"
 #include "infllm.h"
+#include "ref_compare.h" /* err_of */
 
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -462,28 +463,6 @@ static void naive16(const bdata *x, const int32_t *topk, int32_t cols, void *dq,
 }
 
 /* ------------------------------------------------------------ compare ---- */
-/* ref_compare.h's err_of's twin for gradients: every non-finite element counts (an unwritten output is NaN, and no
- * gradient of these finite inputs may be infinite, even where REF's is), not only NaN */
-typedef struct grad_errs {
-    double max_abs, ref_max;
-    int64_t worst, nonfinite;
-} grad_errs;
-
-static grad_errs grad_err_of(const void *a, const void *ref, infllm_dtype dt, int64_t n) {
-    grad_errs e = {0, 0, -1, 0};
-    for (int64_t i = 0; i < n; i++) {
-        const double xa = infllm_load_f32(a, dt, i), y = infllm_load_f32(ref, dt, i);
-        if (!isfinite(xa)) e.nonfinite++;
-        if (fabs(y) > e.ref_max) e.ref_max = fabs(y);
-        const double d = fabs(xa - y);
-        if (!(d <= e.max_abs)) { /* NaN counts as the worst */
-            e.max_abs = d;
-            e.worst = i;
-        }
-    }
-    return e;
-}
-
 typedef struct gcheck {
     double err, naive, ratio; /* backend error, naive error, error / (2 naive + floor) */
 } gcheck;
@@ -491,7 +470,7 @@ typedef struct gcheck {
 /* the backend's gradient got against REF's ref (both in the dtype), with the naive backward's error as scale */
 static gcheck check_grad(const bcase *c, const char *what, const void *got, const void *naive, const void *ref,
                          int64_t n) {
-    const grad_errs eg = grad_err_of(got, ref, c->dt, n), en = grad_err_of(naive, ref, c->dt, n);
+    const errs eg = err_of(got, c->dt, ref, c->dt, n), en = err_of(naive, c->dt, ref, c->dt, n);
     const double floor_ = 4.0 * h_unit_roundoff(c->dt) * (eg.ref_max > 1e-30 ? eg.ref_max : 1.0);
     const double bound = 2.0 * en.max_abs + floor_;
     gcheck r = {eg.max_abs, en.max_abs, eg.max_abs / bound};
