@@ -21,8 +21,18 @@
  * re-append, capacity exceeded, workspace size query and too-small workspace, unsupported dtype /
  * head_dim, and a decode step (append + attend) captured into a CUDA graph whose replay matches
  * the eager step bitwise. No GPU (or built without CUDA): exit 77 (skipped).
- * Plus seeded random cases (INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED): every knob
- * and the append / attend schedule drawn.
+ * Plus seeded random cases (random_case; INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED, default 1;
+ * INFLLM_CUDA_CACHE_RANDOM_FIRST, default 0: case #I of seed S reruns alone with SEED S, FIRST I, RANDOM 1): every
+ * knob and a schedule drawn as test_cache's random schedules draw theirs: appends (single tokens, chunks, some in
+ * two calls), attends of 0-64 queries, truncations (a few tokens back, to 0, anywhere) followed by appends of new
+ * tokens, dense_len at the length of one of its attends - 1 / + 0 / + 1 (where the AUTO switch crosses it) or -1 / 0
+ * / INT32_MAX / anywhere, half the time a capacity of exactly the final length (then one more token refused), and
+ * every attend with its own parameters (draw_attend: mode, dense_len at its own length's edges, exact_lse,
+ * init / local blocks and topk to their extremes, softmax_scale, the workspace sized for its own count), now and
+ * then repeated without lse (bitwise the same output) and with no queries (nothing written). Every attend is checked
+ * as above, against REF and the GPU recompute with its own parameters; the naive-error rule is applied per
+ * softmax_scale group (the naive error moves with the scale: groups are not pooled). A failure names the case's
+ * seed, index and knobs and the worst row's attend (INFLLM_TEST_VERBOSE=1: every attend's parameters printed).
  * INFLLM_TEST_ONLY=SUBSTRING runs only the cases whose names contain it (no error checks, no random
  * cases unless INFLLM_CUDA_CACHE_RANDOM asks).
  */
@@ -44,6 +54,8 @@
 
 
 
+enum { NSTEPS = 12, NSG = 5 };
+
 typedef struct ccase {
     const char *name;
     infllm_dtype dt;
@@ -52,16 +64,24 @@ typedef struct ccase {
     infllm_mode mode;
     int64_t capacity;
     int nsteps;
-    int app[12], att[12], rep[12]; /* step i: rep[i] times (append app[i], attend the last att[i]) */
-    int graph;                     /* also capture a decode step into a CUDA graph */
+    int app[NSTEPS], att[NSTEPS], rep[NSTEPS]; /* step i: rep[i] times (append app[i], attend the last att[i]) */
+    int graph;                                 /* also capture a decode step into a CUDA graph */
 } ccase;
+
+/* What a random schedule draws beyond a ccase (the fixed cases pass none) */
+typedef struct csched {
+    int cut[NSTEPS];          /* > 0: step i starts by truncating the cache to cut[i] - 1 tokens; it appends new ones */
+    int split[NSTEPS];        /* step i appends each of its app[i] tokens in two calls (app[i] / 2, then the rest) */
+    unsigned long long pseed; /* every attend draws its own parameters from this stream (draw_attend) */
+    int exact_cap;            /* the capacity is the schedule's final length */
+} csched;
 
 static int g_cases;
 static double g_worst_ratio;
 
 typedef struct rowerr {
     double e2, r2;
-    int sparse;
+    int sparse, sg, att; /* sg: the softmax_scale group (draw_attend; 0: the default); att: the attend's number */
 } rowerr;
 
 /* the case's params on the library defaults (B, l1, s1 of 0: the default), host backend */
@@ -71,7 +91,85 @@ static infllm_params case_params(const ccase *c) {
     return p;
 }
 
-static void run_case(const ccase *c, unsigned long long seed) {
+/* the softmax_scale of an attend's group (draw_attend), as a factor of the default 1 / sqrt(head_dim): powers of two
+ * left out (they scale exactly), and within 4x either way, so that no scaled logit of these inputs (q, k standard
+ * normal: |q.k| / sqrt(D) within ~6 of 0) comes near float's exp range, where one backend's flushed subnormal against
+ * another's tiny probability would be a difference the naive-error rule does not measure */
+static const float g_scale_fac[NSG] = {1.0f, 0.3f, 0.7f, 1.6f, 3.3f};
+
+/* The parameters the cache reads at each attend (infllm.h: everything but the block and kernel geometry and the
+ * backend), drawn for one attend of a random schedule as test_cache's test_schedule draws them: half the time each,
+ * the mode and dense_len (-1, 0, 1, the attend's length L - 1 / L / L + 1: dense below it, sparse from it on, and
+ * INT32_MAX); a quarter of the time each, the other exact_lse, local_blocks 0-3 / 1000, init_blocks 0-2 / 40 /
+ * INT32_MAX, topk 0 (with local blocks) / 1-8 / 500 / the largest valid (2^24 - local), a softmax_scale of another
+ * group (g_scale_fac), and the workspace sized for this attend's own count instead of the schedule's largest (the
+ * infllm_cache_workspace_size contract: the size for n serves every count up to n, at every length). ep starts as
+ * the case's params; returns the softmax_scale group, *wn the count the workspace is sized for. */
+static int draw_attend(unsigned long long *r, int D, int64_t L, int64_t n, int64_t maxatt, infllm_params *ep,
+                       int64_t *wn) {
+    static const infllm_mode modes[3] = {INFLLM_MODE_DENSE, INFLLM_MODE_SPARSE, INFLLM_MODE_AUTO};
+    static const int32_t locals[5] = {0, 1, 2, 3, 1000}, inits[5] = {0, 1, 2, 40, INT32_MAX};
+    if (h_rng_next(r) % 2) ep->mode = modes[h_rng_next(r) % 3];
+    if (h_rng_next(r) % 2) {
+        const int32_t dl[7] = {-1, 0, 1, (int32_t)L - 1, (int32_t)L, (int32_t)L + 1, INT32_MAX};
+        ep->dense_len = dl[h_rng_next(r) % 7];
+    }
+    if (h_rng_next(r) % 4 == 0) ep->exact_lse = !ep->exact_lse;
+    if (h_rng_next(r) % 4 == 0) ep->local_blocks = locals[h_rng_next(r) % 5];
+    if (h_rng_next(r) % 4 == 0) ep->init_blocks = inits[h_rng_next(r) % 5];
+    if (h_rng_next(r) % 4 == 0) {
+        const int tk = (int)(h_rng_next(r) % 6);
+        ep->topk = tk == 0 ? 0 : tk < 4 ? 1 + (int)(h_rng_next(r) % 8) : tk == 4 ? 500 : (1 << 24) - ep->local_blocks;
+    }
+    if ((int64_t)ep->topk + ep->local_blocks < 1) ep->topk = 1;
+    if ((int64_t)ep->topk + ep->local_blocks > (1 << 24)) ep->topk = (1 << 24) - ep->local_blocks;
+    const int sg = h_rng_next(r) % 4 == 0 ? 1 + (int)(h_rng_next(r) % (NSG - 1)) : 0;
+    ep->softmax_scale = sg ? g_scale_fac[sg] / sqrtf((float)D) : 0.0f;
+    *wn = h_rng_next(r) % 4 == 0 ? n : maxatt;
+    return sg;
+}
+
+/* c1 / c2 of the cache at length L against a full compression of k's first L tokens by the CPU backend (storage
+ * dtype, layout of nq queries): the row counts, and the number of elements that differ, returned */
+static size_t c12_mismatch(const ccase *c, infllm_cache *cc, const infllm_params *p, const uint16_t *k, int64_t nq,
+                           int64_t L, uint16_t *hc1, uint16_t *hc2, cudaStream_t stream) {
+    const int64_t cols = (int64_t)c->Hkv * c->D;
+    infllm_params hp = *p;
+    hp.backend = INFLLM_BACKEND_CPU;
+    hp.cuda_stream = NULL;
+    const infllm_layout hl = h_layout1(c->dt, nq, L, c->Hq, c->Hkv, c->D);
+    infllm_sizes sz;
+    CHECK_OK(infllm_get_sizes(&hp, &hl, &sz));
+    CHECK_OK(infllm_compress_keys(&hp, &hl, k, hc1, hc2, NULL, NULL));
+    int64_t n1 = -1, n2 = -1;
+    const void *dc1 = infllm_cache_c1(cc, &n1), *dc2 = infllm_cache_c2(cc, &n2);
+    CHECK(n1 == sz.total_n1 && n2 == sz.total_n2, "%s: L=%lld: n1 %lld n2 %lld, want %lld %lld", c->name, (long long)L,
+          (long long)n1, (long long)n2, (long long)sz.total_n1, (long long)sz.total_n2);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "%s: CUDA error %s", c->name,
+          cudaGetErrorString(cudaGetLastError()));
+    size_t cm = 0;
+    if (n1 > 0 && n1 <= sz.total_n1) {
+        uint16_t *g1 = to_host(dc1, (size_t)(n1 * cols) * 2);
+        for (int64_t i = 0; i < n1 * cols; i++) cm += g1[i] != hc1[i];
+        free(g1);
+    }
+    if (n2 > 0 && n2 <= sz.total_n2) {
+        uint16_t *g2 = to_host(dc2, (size_t)(n2 * cols) * 2);
+        for (int64_t i = 0; i < n2 * cols; i++) cm += g2[i] != hc2[i];
+        free(g2);
+    }
+    return cm;
+}
+
+/* a device buffer of at least `need` bytes (the old one freed when too small) */
+static void *dev_grow(void *d, size_t *have, size_t need) {
+    if (need <= *have) return d;
+    cudaFree(d);
+    *have = need;
+    return dev_alloc(need);
+}
+
+static void run_case(const ccase *c, const csched *rsch, unsigned long long seed) {
     g_cases++;
     infllm_params p = case_params(c);
     const int D = c->D, Hq = c->Hq, Hkv = c->Hkv;
@@ -96,6 +194,7 @@ static void run_case(const ccase *c, unsigned long long seed) {
     size_t wsb = 0;
     CHECK_OK(infllm_cache_workspace_size(cc, &p, maxatt, Hq, &wsb));
     CHECK(wsb > 0, "%s: workspace bytes 0", c->name);
+    size_t dws_bytes = wsb; /* dws's size: an attend of a random schedule with its own params may need more */
     void *dws = dev_alloc(wsb);
     void *dout = dev_alloc((size_t)maxatt * qcols * 2), *dout2 = dev_alloc((size_t)maxatt * qcols * 2);
     float *dlse = dev_alloc((size_t)maxatt * Hq * 4), *dlse2 = dev_alloc((size_t)maxatt * Hq * 4);
@@ -111,69 +210,124 @@ static void run_case(const ccase *c, unsigned long long seed) {
     float *ro = malloc((size_t)maxatt * qcols * 4), *rl = malloc((size_t)maxatt * Hq * 4);
     int64_t *keys = malloc(sizeof(int64_t) * (size_t)(cap + 1));
     float *sbuf = malloc(sizeof(float) * (size_t)(cap + 1)), *ob = malloc(sizeof(float) * (size_t)D);
+    unsigned char *bsel = malloc((size_t)(cap / p.block_size + 2)); /* a row's selected blocks */
     size_t rcap = 4096, nrows = 0;
     rowerr *rows = malloc(rcap * sizeof *rows);
-    double nn[2] = {0, 0}, nd[2] = {0, 0}, lsemax = 0, recomp_worst = 0;
-    size_t cmis_total = 0, recomp_diff = 0, steps = 0;
+    /* per softmax_scale group (0 for the fixed cases), per dense / sparse: the naive error's sums; the largest
+     * relative difference of the cache from the GPU recompute */
+    double nn[NSG][2] = {{0}}, nd[NSG][2] = {{0}}, lsemax = 0, recomp_worst[NSG] = {0};
+    size_t cmis_total = 0, recomp_diff = 0, steps = 0, nolse_checked = 0;
+    /* each attend's description (the worst row's is named in a failure) */
+    typedef char adesc_t[200];
+    size_t nadesc = 0, adcap = 16;
+    adesc_t *adesc = malloc(adcap * sizeof *adesc);
+    unsigned long long ar = rsch ? rsch->pseed : 0;
 
     int64_t L = 0;
     for (int si = 0; si < c->nsteps; si++) {
+        if (rsch && rsch->cut[si] > 0) {
+            /* truncate: the kept kernels stay, and what is appended from here on is new tokens (k and v redrawn past
+             * the cut, on the host and the device) */
+            const int64_t to = rsch->cut[si] - 1;
+            CHECK_OK(infllm_cache_truncate(cc, to));
+            CHECK(infllm_cache_length(cc) == to, "%s: length %lld after truncating to %lld", c->name,
+                  (long long)infllm_cache_length(cc), (long long)to);
+            const size_t cm = to > 0 ? c12_mismatch(c, cc, &p, k, 1, to, hc1, hc2, stream) : 0;
+            cmis_total += cm;
+            CHECK(cm == 0, "%s: truncated from %lld to %lld: %zu c1/c2 elements differ from a full compression",
+                  c->name, (long long)L, (long long)to, cm);
+            for (int64_t i = to * cols; i < cap * cols; i++) {
+                infllm_store_f32(k, dt, i, (float)h_normal(&rs));
+                infllm_store_f32(v, dt, i, (float)h_normal(&rs));
+                k32[i] = ld(k, dt, i);
+                v32[i] = ld(v, dt, i);
+            }
+            CHECK(cudaStreamSynchronize(stream) == cudaSuccess &&
+                      cudaMemcpy((char *)dk + to * cols * 2, k + to * cols, (size_t)((cap - to) * cols) * 2,
+                                 cudaMemcpyHostToDevice) == cudaSuccess &&
+                      cudaMemcpy((char *)dv + to * cols * 2, v + to * cols, (size_t)((cap - to) * cols) * 2,
+                                 cudaMemcpyHostToDevice) == cudaSuccess,
+                  "%s: new tokens after the truncation: %s", c->name, cudaGetErrorString(cudaGetLastError()));
+            L = to;
+        }
         for (int r = 0; r < (c->rep[si] ? c->rep[si] : 1); r++) {
             int64_t na = c->app[si], n = c->att[si];
-            CHECK_OK(infllm_cache_append(cc, (char *)dk + L * cols * 2, (char *)dv + L * cols * 2, na));
+            const int64_t first = rsch && rsch->split[si] && na > 1 ? na / 2 : na;
+            CHECK_OK(infllm_cache_append(cc, (char *)dk + L * cols * 2, (char *)dv + L * cols * 2, first));
+            if (first < na)
+                CHECK_OK(infllm_cache_append(cc, (char *)dk + (L + first) * cols * 2, (char *)dv + (L + first) * cols * 2,
+                                             na - first));
             L += na;
             steps++;
             CHECK(infllm_cache_length(cc) == L, "%s: length %lld, want %lld", c->name,
                   (long long)infllm_cache_length(cc), (long long)L);
             /* c1/c2 vs a full compression of the prefix (CPU backend, storage dtype) */
-            infllm_params hp = p;
-            hp.backend = INFLLM_BACKEND_CPU;
-            hp.cuda_stream = NULL;
-            const infllm_layout hl = h_layout1(dt, n, L, Hq, Hkv, D); /* max_seqlen for the GPU call below */
-            infllm_sizes sz;
-            CHECK_OK(infllm_get_sizes(&hp, &hl, &sz));
-            CHECK_OK(infllm_compress_keys(&hp, &hl, k, hc1, hc2, NULL, NULL));
-            int64_t n1 = -1, n2 = -1;
-            const void *dc1 = infllm_cache_c1(cc, &n1), *dc2 = infllm_cache_c2(cc, &n2);
-            CHECK(n1 == sz.total_n1 && n2 == sz.total_n2, "%s: L=%lld: n1 %lld n2 %lld, want %lld %lld", c->name,
-                  (long long)L, (long long)n1, (long long)n2, (long long)sz.total_n1, (long long)sz.total_n2);
-            CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "%s: CUDA error %s", c->name,
-                  cudaGetErrorString(cudaGetLastError()));
-            size_t cm = 0;
-            if (n1 > 0) {
-                uint16_t *g1 = to_host(dc1, (size_t)(n1 * cols) * 2);
-                for (int64_t i = 0; i < n1 * cols; i++) cm += g1[i] != hc1[i];
-                free(g1);
-            }
-            if (n2 > 0) {
-                uint16_t *g2 = to_host(dc2, (size_t)(n2 * cols) * 2);
-                for (int64_t i = 0; i < n2 * cols; i++) cm += g2[i] != hc2[i];
-                free(g2);
-            }
+            const size_t cm = c12_mismatch(c, cc, &p, k, n, L, hc1, hc2, stream);
             cmis_total += cm;
             CHECK(cm == 0, "%s: L=%lld: %zu c1/c2 elements differ from a full compression", c->name, (long long)L, cm);
             if (n == 0) continue;
 
+            /* this attend's params: the case's, or (random schedules) its own draw */
+            infllm_params ep = p;
+            int64_t wn = maxatt;
+            const int sg = rsch ? draw_attend(&ar, D, L, n, maxatt, &ep, &wn) : 0;
+            if (nadesc == adcap) {
+                adcap *= 2;
+                adesc = realloc(adesc, adcap * sizeof *adesc);
+            }
+            snprintf(adesc[nadesc], sizeof adesc[nadesc],
+                     "attend %zu: %lld queries at L=%lld, mode %d, dense_len %d, topk %d, init %d, local %d, exact %d, "
+                     "scale %gx default, workspace for %lld", nadesc, (long long)n, (long long)L, (int)ep.mode,
+                     ep.dense_len, ep.topk, ep.init_blocks, ep.local_blocks, ep.exact_lse, (double)g_scale_fac[sg],
+                     (long long)wn);
+            if (getenv("INFLLM_TEST_VERBOSE")) printf("    %s\n", adesc[nadesc]);
+            const int att_no = (int)nadesc++;
+            size_t need = wsb;
+            if (rsch) CHECK_OK(infllm_cache_workspace_size(cc, &ep, wn, Hq, &need));
+            dws = dev_grow(dws, &dws_bytes, need);
+
             /* attend through the cache (caller workspace) */
-            infllm_params ap = p;
+            infllm_params ap = ep;
             ap.workspace = dws;
-            ap.workspace_bytes = wsb;
+            ap.workspace_bytes = need;
             const void *qn = (const char *)dq + (L - n) * qcols * 2;
             /* the workspace is scratch: poisoned before every attend (all-ones bytes: NaN scores,
              * counters at UINT32_MAX), so whatever the attend reads it must have written itself */
-            CHECK(cudaMemsetAsync(dws, 0xff, wsb, stream) == cudaSuccess, "%s: cudaMemsetAsync", c->name);
+            CHECK(cudaMemsetAsync(dws, 0xff, need, stream) == cudaSuccess, "%s: cudaMemsetAsync", c->name);
             CHECK_OK(infllm_cache_attend(cc, &ap, qn, n, Hq, dout, dlse));
+            if (rsch && h_rng_next(&ar) % 8 == 0) {
+                /* without lse: the same output, bitwise; then no queries: nothing written (cache.c returns before
+                 * the backend) */
+                CHECK(cudaMemsetAsync(dws, 0xff, need, stream) == cudaSuccess &&
+                          cudaMemsetAsync(dout2, 0x5a, (size_t)(n * qcols) * 2, stream) == cudaSuccess,
+                      "%s: cudaMemsetAsync", c->name);
+                CHECK_OK(infllm_cache_attend(cc, &ap, qn, n, Hq, dout2, NULL));
+                CHECK_OK(infllm_cache_attend(cc, &ap, qn, 0, Hq, dout2, NULL));
+                CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "%s: CUDA error %s", c->name,
+                      cudaGetErrorString(cudaGetLastError()));
+                uint16_t *o1 = to_host(dout, (size_t)(n * qcols) * 2), *o2 = to_host(dout2, (size_t)(n * qcols) * 2);
+                CHECK(memcmp(o1, o2, (size_t)(n * qcols) * 2) == 0,
+                      "%s: %s: the attend without lse (then of 0 queries) differs from the one with", c->name,
+                      adesc[att_no]);
+                free(o1), free(o2);
+                nolse_checked++;
+            }
             /* the whole prefix recomputed on the GPU (recompression included) */
-            CHECK_OK(infllm_attention(&p, &hl, qn, dk, dv, dout2, dlse2));
+            const infllm_layout hl = h_layout1(dt, n, L, Hq, Hkv, D); /* max_seqlen for the GPU call */
+            CHECK_OK(infllm_attention(&ep, &hl, qn, dk, dv, dout2, dlse2));
             CHECK(cudaStreamSynchronize(stream) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess,
                   "%s: CUDA error %s", c->name, cudaGetErrorString(cudaGetLastError()));
             uint16_t *co = to_host(dout, (size_t)(n * qcols) * 2), *co2 = to_host(dout2, (size_t)(n * qcols) * 2);
             float *cl = to_host(dlse, (size_t)(n * Hq) * 4);
 
-            /* REF: selection in the storage dtype, attention on f32 copies (float64 math) */
+            /* REF: selection in the storage dtype, attention on f32 copies (float64 math), with this attend's params */
+            infllm_params hp = ep;
             hp.backend = INFLLM_BACKEND_REF;
-            int sparse = c->mode == INFLLM_MODE_SPARSE ||
-                         (c->mode == INFLLM_MODE_AUTO && (c->dense_len < 0 || L >= c->dense_len));
+            hp.cuda_stream = NULL;
+            infllm_sizes sz;
+            CHECK_OK(infllm_get_sizes(&hp, &hl, &sz));
+            int sparse = ep.mode == INFLLM_MODE_SPARSE ||
+                         (ep.mode == INFLLM_MODE_AUTO && (ep.dense_len < 0 || L >= ep.dense_len));
             int K = sz.topk_out;
             int32_t *rtk = NULL;
             const uint16_t *qh = q + (L - n) * qcols;
@@ -195,27 +349,29 @@ static void run_case(const ccase *c, unsigned long long seed) {
             } else {
                 CHECK_OK(infllm_dense_attention(&hp, &hl32, q32, k32, v32, ro, rl));
             }
+            const float scale = ep.softmax_scale > 0 ? ep.softmax_scale : 1.0f / sqrtf((float)D);
+            const int64_t nb = (L + p.block_size - 1) / p.block_size;
             /* naive error on a subset of rows, cache and recompute errors on every row */
             for (int64_t t = 0; t < n; t++) {
                 int64_t pos = L - n + t;
                 for (int h = 0; h < Hq; h++) {
                     int g = h / (Hq / Hkv);
                     if (t % 7 == 0 && h % (Hq > 4 ? 3 : 1) == 0) {
-                        int cnt = 0;
-                        for (int64_t j = 0; j <= pos; j++) {
-                            int ok = 1;
-                            if (sparse) {
-                                ok = 0;
-                                for (int kk = 0; kk < K; kk++)
-                                    if (rtk[((int64_t)g * n + t) * K + kk] == (int32_t)(j / p.block_size)) ok = 1;
+                        if (sparse) { /* the blocks REF selected for (t, g) */
+                            memset(bsel, 0, (size_t)nb);
+                            for (int kk = 0; kk < K; kk++) {
+                                const int32_t b = rtk[((int64_t)g * n + t) * K + kk];
+                                if (b >= 0 && b < nb) bsel[b] = 1;
                             }
-                            if (ok) keys[cnt++] = j;
                         }
-                        naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, 0, keys, cnt, 1.0f / sqrtf((float)D), sbuf, ob);
+                        int cnt = 0;
+                        for (int64_t j = 0; j <= pos; j++)
+                            if (!sparse || bsel[j / p.block_size]) keys[cnt++] = j;
+                        naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, 0, keys, cnt, scale, sbuf, ob);
                         for (int d = 0; d < D; d++) {
                             double e = (double)ob[d] - ro[(t * Hq + h) * D + d];
-                            nn[sparse] += e * e;
-                            nd[sparse] += (double)ro[(t * Hq + h) * D + d] * ro[(t * Hq + h) * D + d];
+                            nn[sg][sparse] += e * e;
+                            nd[sg][sparse] += (double)ro[(t * Hq + h) * D + d] * ro[(t * Hq + h) * D + d];
                         }
                     }
                     double e2 = 0, r2 = 0;
@@ -233,6 +389,8 @@ static void run_case(const ccase *c, unsigned long long seed) {
                     rows[nrows].e2 = e2;
                     rows[nrows].r2 = r2;
                     rows[nrows].sparse = sparse;
+                    rows[nrows].sg = sg;
+                    rows[nrows].att = att_no;
                     nrows++;
                     lsemax = fmax(lsemax, fabs((double)cl[t * Hq + h] - rl[t * Hq + h]));
                 }
@@ -243,31 +401,47 @@ static void run_case(const ccase *c, unsigned long long seed) {
                 ce += a * a;
                 cr += (double)ld(co2, dt, i) * ld(co2, dt, i);
             }
-            recomp_worst = fmax(recomp_worst, sqrt(ce / (cr + 1e-300)));
+            recomp_worst[sg] = fmax(recomp_worst[sg], sqrt(ce / (cr + 1e-300)));
             free(co), free(co2), free(cl), free(rtk);
         }
     }
-    double naive[2] = {fmax(sqrt(nn[0] / (nd[0] + 1e-300)), naive_floor(dt)),
-                       fmax(sqrt(nn[1] / (nd[1] + 1e-300)), naive_floor(dt))};
-    size_t bad = 0;
-    double ep = 0, rp = 0;
+    /* per softmax_scale group (one for the fixed cases: the default), the pipeline rule with that group's naive
+     * errors: a scale that sharpens the softmax raises the naive error, so groups are not pooled */
+    double naive[NSG][2], nvmax[NSG], err[NSG] = {0};
+    for (int g = 0; g < NSG; g++) {
+        for (int s = 0; s < 2; s++) naive[g][s] = fmax(sqrt(nn[g][s] / (nd[g][s] + 1e-300)), naive_floor(dt));
+        nvmax[g] = fmax(nd[g][0] > 0 ? naive[g][0] : 0, nd[g][1] > 0 ? naive[g][1] : 0);
+    }
+    size_t bad = 0, grows[NSG] = {0};
+    double ep2[NSG] = {0}, rp2[NSG] = {0}, worst_rel = -1;
+    int worst_att = -1;
     for (size_t i = 0; i < nrows; i++) {
-        double nv = naive[rows[i].sparse];
-        if (sqrt(rows[i].e2 / (rows[i].r2 + 1e-300)) > 4 * nv + 1e-6) {
+        const int g = rows[i].sg;
+        double nv = naive[g][rows[i].sparse];
+        const double rel = sqrt(rows[i].e2 / (rows[i].r2 + 1e-300));
+        grows[g]++;
+        if (rel / nv > worst_rel) worst_rel = rel / nv, worst_att = rows[i].att;
+        if (rel > 4 * nv + 1e-6) {
             bad++;
         } else {
-            ep += rows[i].e2;
-            rp += rows[i].r2;
+            ep2[g] += rows[i].e2;
+            rp2[g] += rows[i].r2;
         }
     }
-    double nvmax = fmax(nd[0] > 0 ? naive[0] : 0, nd[1] > 0 ? naive[1] : 0);
-    double err = sqrt(ep / (rp + 1e-300));
-    CHECK(bad * 100 <= nrows, "%s: %zu of %zu rows off by > 4x naive", c->name, bad, nrows);
-    CHECK(err <= 2 * nvmax, "%s: cache attend error %.3e > 2 x naive %.3e", c->name, err, nvmax);
+    const char *worst_what = worst_att >= 0 ? adesc[worst_att] : "no attend";
+    CHECK(bad * 100 <= nrows, "%s: %zu of %zu rows off by > 4x naive (the worst, %.3g x its naive error, in %s)",
+          c->name, bad, nrows, worst_rel, worst_what);
+    for (int g = 0; g < NSG; g++) {
+        if (!grows[g]) continue;
+        err[g] = sqrt(ep2[g] / (rp2[g] + 1e-300));
+        CHECK(err[g] <= 2 * nvmax[g], "%s: cache attend error %.3e > 2 x naive %.3e (softmax_scale %gx default; the "
+              "worst row in %s)", c->name, err[g], nvmax[g], (double)g_scale_fac[g], worst_what);
+        CHECK(recomp_worst[g] <= nvmax[g],
+              "%s: cache vs full recompute on the GPU: rel error %.3e > naive %.3e (softmax_scale %gx default)", c->name,
+              recomp_worst[g], nvmax[g], (double)g_scale_fac[g]);
+        if (nvmax[g] > 0 && err[g] / nvmax[g] > g_worst_ratio) g_worst_ratio = err[g] / nvmax[g];
+    }
     CHECK(lsemax <= 2e-2, "%s: LSE max abs diff %.3e", c->name, lsemax);
-    CHECK(recomp_worst <= nvmax, "%s: cache vs full recompute on the GPU: rel error %.3e > naive %.3e", c->name,
-          recomp_worst, nvmax);
-    if (nvmax > 0 && err / nvmax > g_worst_ratio) g_worst_ratio = err / nvmax;
 
     /* truncate, then re-append other tokens: c1/c2 must follow the new contents */
     if (L > 40) {
@@ -302,11 +476,18 @@ static void run_case(const ccase *c, unsigned long long seed) {
         free(g1), free(g2), free(gk);
     }
 
-    /* capacity: nothing appended past it, the length unchanged */
+    /* capacity: nothing appended past it, the length unchanged (a random schedule with an exact capacity has
+     * filled the cache: one more token is refused) */
     {
-        int64_t room = cap - L;
+        int64_t room = cap - L, n1a = -1, n2a = -1, n1b = -2, n2b = -2;
+        if (rsch && rsch->exact_cap)
+            CHECK(room == 0, "%s: the schedule ends at L=%lld, not at its capacity %lld", c->name, (long long)L,
+                  (long long)cap);
+        infllm_cache_c1(cc, &n1a), infllm_cache_c2(cc, &n2a);
         CHECK_STATUS(infllm_cache_append(cc, dk, dv, room + 1), INFLLM_ERR_CAPACITY);
-        CHECK(infllm_cache_length(cc) == L, "%s: failed append changed the length", c->name);
+        infllm_cache_c1(cc, &n1b), infllm_cache_c2(cc, &n2b);
+        CHECK(infllm_cache_length(cc) == L && n1a == n1b && n2a == n2b, "%s: failed append changed the length or the "
+              "kernel counts", c->name);
         infllm_params ap = p;
         ap.workspace = dws;
         ap.workspace_bytes = 16;
@@ -316,7 +497,12 @@ static void run_case(const ccase *c, unsigned long long seed) {
         CHECK_STATUS(infllm_cache_attend(cc, &ap, dq, 1, Hq, dout, dlse), INFLLM_ERR_WORKSPACE);
     }
 
-    /* a decode step (append 1 + attend 1) captured into a CUDA graph: replays equal the eager step */
+    /* a decode step (append 1 + attend 1) captured into a CUDA graph: replays equal the eager step (a full cache,
+     * whose capacity is its length, first drops its last token, which the step then appends again) */
+    if (c->graph && L + 1 > cap && L > 1) {
+        CHECK_OK(infllm_cache_truncate(cc, L - 1));
+        L--;
+    }
     if (c->graph && L + 1 <= cap) {
         infllm_params ap = p;
         ap.workspace = dws;
@@ -364,12 +550,21 @@ static void run_case(const ccase *c, unsigned long long seed) {
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", c->name, cudaGetErrorString(cudaGetLastError()));
     printf("  %-22s %3zu steps to L=%-5lld rows %-5zu err %.2e (naive sparse %.2e dense %.2e) bad %zu  "
            "c-mis %zu  vs GPU recompute: %zu elements differ (rel %.1e)\n",
-           c->name, steps, (long long)L, nrows, err, naive[1], naive[0], bad, cmis_total, recomp_diff, recomp_worst);
+           c->name, steps, (long long)L, nrows, err[0], naive[0][1], naive[0][0], bad, cmis_total, recomp_diff,
+           recomp_worst[0]);
+    for (int g = 1; g < NSG; g++)
+        if (grows[g])
+            printf("  %-22s   attends at softmax_scale %gx default: rows %-5zu err %.2e (naive sparse %.2e dense %.2e), "
+                   "vs GPU recompute rel %.1e\n", "", (double)g_scale_fac[g], grows[g], err[g], naive[g][1],
+                   naive[g][0], recomp_worst[g]);
+    if (rsch)
+        printf("  %-22s   %zu attends with their own params, %zu of them repeated without lse (bitwise)\n", "", nadesc,
+               nolse_checked);
 
     infllm_cache_free(cc);
     cudaStreamDestroy(stream);
     free(q), free(k), free(v), free(hc1), free(hc2), free(q32), free(k32), free(v32), free(ro), free(rl);
-    free(keys), free(sbuf), free(ob), free(rows);
+    free(keys), free(sbuf), free(ob), free(rows), free(bsel), free(adesc);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dws), cudaFree(dout), cudaFree(dout2), cudaFree(dlse);
     cudaFree(dlse2);
 }
@@ -622,6 +817,85 @@ static void nan_checks(void) {
 }
 #endif
 
+#ifdef INFLLM_HAVE_CUDA
+/* Random case idx of seed (seeded from both, so that one reruns alone: INFLLM_CUDA_CACHE_RANDOM_FIRST): the knobs as
+ * test_cuda's random cases draw them (draw_knobs: group size, dtype, head_dim, block / kernel geometry, forced blocks,
+ * top-k, exact LSE, mode) and a schedule as test_cache's test_schedule draws one: a prefill, then 1-4 more steps of
+ * single tokens (x1-6), small chunks (x1-6), chunks to 200 or to 2000, each append now and then in two calls; attends
+ * of 0..64 queries (the cache's limit), never more than the cache holds; before a step now and then a truncation
+ * (half of them 1-16 tokens back, a rejected draft; an eighth to 0; else to anywhere below the length) after which
+ * new tokens are appended; dense_len -1, 0, INT32_MAX, anywhere up to the longest length, or (3 in 8) at the length of one
+ * of the schedule's attends - 1 / + 0 / + 1, where the AUTO switch crosses it; half the time a capacity of exactly
+ * the final length (a last step fills the cache back to its longest length when a truncation left it shorter), else
+ * 1-100 tokens of slack; every attend with its own params (csched.pseed, draw_attend). */
+static void random_case(ccase *c, csched *s, char *name, size_t nname, unsigned long long seed, int idx) {
+    unsigned long long r0 = seed * 0x2545F4914F6CDD1DULL + (unsigned long long)idx, *r = &r0;
+    h_rng_next(r);
+    memset(c, 0, sizeof *c);
+    memset(s, 0, sizeof *s);
+    const rand_knobs kn = draw_knobs(r); /* cuda_testlib.h: shared with test_cuda */
+    APPLY_KNOBS(*c, kn);
+    c->nsteps = 2 + (int)(h_rng_next(r) % 4);
+    int64_t L = 0, peak = 0, alen[NSTEPS * 6];
+    int nalen = 0;
+    for (int si = 0; si < c->nsteps; si++) {
+        if (si > 0 && L > 0 && h_rng_next(r) % 5 == 0) {
+            const int tk = (int)(h_rng_next(r) % 8);
+            const int64_t to = tk == 0   ? 0
+                               : tk <= 4 ? L - 1 - (int64_t)(h_rng_next(r) % (uint64_t)(L < 16 ? L : 16))
+                                         : (int64_t)(h_rng_next(r) % (uint64_t)L);
+            s->cut[si] = (int)to + 1;
+            L = to;
+        }
+        const int kind = si == 0 ? 3 : (int)(h_rng_next(r) % 4);
+        c->app[si] = kind == 0 ? 1 : kind == 1 ? 1 + (int)(h_rng_next(r) % 16)
+                     : kind == 2 ? 1 + (int)(h_rng_next(r) % 200) : 1 + (int)(h_rng_next(r) % 2000);
+        c->rep[si] = kind <= 1 ? 1 + (int)(h_rng_next(r) % 6) : 1;
+        s->split[si] = c->app[si] > 1 && h_rng_next(r) % 3 == 0;
+        /* the first repetition attends at L + app: at most that many queries */
+        const int64_t first = L + c->app[si], amax = first < 64 ? first : 64;
+        const int pick = (int)(h_rng_next(r) % 4); /* 1, a few, up to the limit, none */
+        c->att[si] = pick == 0   ? 1
+                     : pick == 1 ? 1 + (int)(h_rng_next(r) % 16)
+                     : pick == 2 ? (int)(1 + h_rng_next(r) % (uint64_t)amax)
+                                 : 0;
+        if (c->att[si] > amax) c->att[si] = (int)amax;
+        for (int k = 0; k < c->rep[si]; k++) {
+            L += c->app[si];
+            if (c->att[si]) alen[nalen++] = L;
+        }
+        if (L > peak) peak = L;
+    }
+    s->exact_cap = (int)(h_rng_next(r) % 2);
+    if (s->exact_cap && L < peak) { /* fill the cache back to its longest length, which is the capacity */
+        const int si = c->nsteps++;
+        c->app[si] = (int)(peak - L);
+        c->rep[si] = 1;
+        s->split[si] = c->app[si] > 1 && h_rng_next(r) % 3 == 0;
+        const int64_t amax = peak < 64 ? peak : 64;
+        c->att[si] = h_rng_next(r) % 4 == 0 ? 0 : 1 + (int)(h_rng_next(r) % (uint64_t)amax);
+        if (c->att[si]) alen[nalen++] = peak;
+        L = peak;
+    }
+    c->capacity = s->exact_cap ? peak : peak + 1 + (int64_t)(h_rng_next(r) % 100);
+    const int dk = (int)(h_rng_next(r) % 8);
+    c->dense_len = dk <= 1   ? -1
+                   : dk == 2 ? 0
+                   : dk == 3 ? INT32_MAX
+                   : dk == 4 || nalen == 0
+                       ? (int)(h_rng_next(r) % (uint64_t)(peak + 1))
+                       : (int)(alen[h_rng_next(r) % (uint64_t)nalen] - 1 + (int64_t)(h_rng_next(r) % 3));
+    c->graph = (int)(h_rng_next(r) % 2);
+    s->pseed = h_rng_next(r) | 1;
+    snprintf(name, nname, "random-seed%llu-#%d-%s-d%d-Hq%d-Hkv%d-B%d-k%d/%d-i%d-l%d-t%d-e%d-m%d-dl%d-cap%lld%s-L%lld",
+             seed, idx, c->dt == INFLLM_DTYPE_BF16 ? "bf16" : "f16", c->D, c->Hq, c->Hkv, c->B ? c->B : 64, c->l1,
+             c->s1, c->init_blocks, c->local_blocks, c->topk, c->exact, (int)c->mode, c->dense_len,
+             (long long)c->capacity, s->exact_cap ? "(exact)" : "", (long long)L);
+    c->name = name;
+}
+
+#endif
+
 int main(void) {
 #ifndef INFLLM_HAVE_CUDA
     printf("test_cuda_cache: SKIP (built without CUDA)\n");
@@ -683,51 +957,30 @@ int main(void) {
     const char *only = getenv("INFLLM_TEST_ONLY");
     if (only && !*only) only = NULL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        if (!only || strstr(cases[i].name, only)) run_case(&cases[i], 777 + i);
-    /* random cases (INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED, default 1): every knob
-     * drawn as test_cuda's random cases draw them (group size, dtype, head_dim, block / kernel geometry,
-     * forced blocks, top-k, exact LSE, mode and dense_len) plus a random schedule of appends and
-     * attends (up to 64 queries, the cache's limit) and capacity slack, so that shapes the list above
-     * does not name get checked; a failure names the case's parameters. With INFLLM_TEST_ONLY, only when
-     * INFLLM_CUDA_CACHE_RANDOM asks (a seed sweep: INFLLM_TEST_ONLY=none INFLLM_CUDA_CACHE_RANDOM=20
-     * INFLLM_CUDA_CACHE_SEED=7) */
-    const char *rn = getenv("INFLLM_CUDA_CACHE_RANDOM"), *rs = getenv("INFLLM_CUDA_CACHE_SEED");
-    const int nrand = rn ? atoi(rn) : only ? 0 : 3;
-    unsigned long long rng = rs ? strtoull(rs, NULL, 10) : 1ULL;
-    for (int i = 0; i < nrand; i++) {
-        static char name[200];
+        if (!only || strstr(cases[i].name, only)) run_case(&cases[i], NULL, 777 + i);
+    /* random cases (random_case; INFLLM_CUDA_CACHE_RANDOM, default 3; INFLLM_CUDA_CACHE_SEED, default 1; starting at
+     * INFLLM_CUDA_CACHE_RANDOM_FIRST, default 0): every knob and a schedule drawn (appends, attends with their own
+     * params, truncations and re-appends, exact capacities), so that shapes and sequences the list above does not
+     * name get checked; a failure names the case's seed, index and parameters, and the worst attend's. With
+     * INFLLM_TEST_ONLY, only when INFLLM_CUDA_CACHE_RANDOM asks (a seed sweep: INFLLM_TEST_ONLY=none
+     * INFLLM_CUDA_CACHE_RANDOM=20 INFLLM_CUDA_CACHE_SEED=7; case #I of it alone: INFLLM_CUDA_CACHE_RANDOM=1
+     * INFLLM_CUDA_CACHE_RANDOM_FIRST=I INFLLM_CUDA_CACHE_SEED=7) */
+    const char *rn = getenv("INFLLM_CUDA_CACHE_RANDOM"), *rs = getenv("INFLLM_CUDA_CACHE_SEED"),
+               *rf = getenv("INFLLM_CUDA_CACHE_RANDOM_FIRST");
+    const int nrand = rn ? atoi(rn) : only ? 0 : 3, rfirst = rf ? atoi(rf) : 0;
+    const unsigned long long rseed = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = rfirst; i < rfirst + nrand; i++) {
+        static char name[256];
         ccase c;
-        memset(&c, 0, sizeof c);
-        const rand_knobs kn = draw_knobs(&rng); /* cuda_testlib.h: shared with test_cuda */
-        APPLY_KNOBS(c, kn);
-        const int Bv = c.B ? c.B : 64;
-        /* steps: a prefill, then a few (append, attend) runs: single tokens, small chunks, the odd
-         * larger chunk; attends of 0..64 queries, never more than the cache holds */
-        c.nsteps = 2 + (int)(h_rng_next(&rng) % 4);
-        int64_t L = 0;
-        for (int si = 0; si < c.nsteps; si++) {
-            const int kind = si == 0 ? 3 : (int)(h_rng_next(&rng) % 4);
-            c.app[si] = kind == 0 ? 1 : kind == 1 ? 1 + (int)(h_rng_next(&rng) % 16)
-                        : kind == 2 ? 1 + (int)(h_rng_next(&rng) % 200) : 1 + (int)(h_rng_next(&rng) % 2000);
-            c.rep[si] = kind <= 1 ? 1 + (int)(h_rng_next(&rng) % 6) : 1;
-            L += (int64_t)c.app[si] * c.rep[si];
-            const int64_t amax = L < 64 ? L : 64;
-            const int pick = (int)(h_rng_next(&rng) % 4); /* 1, a few, up to the limit, none */
-            c.att[si] = pick == 0 ? 1 : pick == 1 ? 1 + (int)(h_rng_next(&rng) % 16) : pick == 2 ? (int)(1 + h_rng_next(&rng) % amax) : 0;
-            if (c.att[si] > amax) c.att[si] = (int)amax;
-        }
-        c.dense_len = h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (L + 1));
-        c.capacity = L + 1 + (int64_t)(h_rng_next(&rng) % 100);
-        c.graph = (int)(h_rng_next(&rng) % 2);
-        snprintf(name, sizeof name,
-                 "random%d-%s-d%d-Hq%d-Hkv%d-B%d-k%d/%d-i%d-l%d-t%d-e%d-m%d-dl%d-cap%lld-L%lld", i,
-                 c.dt == BF ? "bf16" : "f16", c.D, c.Hq, c.Hkv, Bv, c.l1, c.s1, c.init_blocks, c.local_blocks, c.topk,
-                 c.exact, (int)c.mode, c.dense_len, (long long)c.capacity, (long long)L);
-        c.name = name;
+        csched sch;
+        random_case(&c, &sch, name, sizeof name, rseed, i);
         printf("  %s: steps", name);
-        for (int si = 0; si < c.nsteps; si++) printf(" %dx(+%d, attend %d)", c.rep[si], c.app[si], c.att[si]);
+        for (int si = 0; si < c.nsteps; si++) {
+            if (sch.cut[si]) printf(" truncate to %d,", sch.cut[si] - 1);
+            printf(" %dx(+%d%s, attend %d)", c.rep[si], c.app[si], sch.split[si] ? " in 2 calls" : "", c.att[si]);
+        }
         printf("\n");
-        run_case(&c, 9000 + (unsigned long long)i);
+        run_case(&c, &sch, 9000 + (unsigned long long)i + 100003ULL * rseed);
     }
     if (!only) workspace_every_count();
     if (!only) error_checks();
