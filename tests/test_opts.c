@@ -1,7 +1,7 @@
 /* test_opts.c: the tools' list options (tools/opts.c): the rules every comma list shares (opts_list: empty lists
  * and items, a trailing comma, blanks, the count limit, messages naming the option and the item) and the integer /
  * number items on them (opts_int_list, opts_num_list); opts_one_of; the --tokens lists of run and eval
- * (opts_token_ids); opts_parse's OPT_DOUBLE values. */
+ * (opts_token_ids); opts_parse's OPT_DOUBLE values and its errors (each with the usage). */
 #include <stdint.h>
 #include <unistd.h>
 
@@ -181,6 +181,33 @@ int main(void) {
         msg = captured();
         CHECK(rc == dbl[i].rc && (rc ? x == 7 && strstr(msg, dbl[i].why) != NULL : x == dbl[i].want && !*msg),
               "--x %s: rc %d, x %.17g, message '%s'", dbl[i].arg, rc, x, msg);
+    }
+    /* every opts_parse error (exit status 2) prints a message naming the option or argument, then the usage, on
+     * stderr: "needs a value" and "takes no value" printed no usage while an unknown option did; a bad value
+     * neither, though opts.h promised it */
+    static const struct {
+        int argc;
+        const char *argv[2], *why;
+    } bad[] = {{1, {"--n"}, "prog: --n needs a value (N)\n"},
+               {1, {"--f=1"}, "prog: --f takes no value\n"},
+               {2, {"--n", "4x"}, "prog: --n expects an integer"},
+               {1, {"--n=-2147483648"}, "prog: --n expects an integer"}, /* INT_MIN: the "not given" mark */
+               {1, {"--bogus"}, "prog: unknown option '--bogus'\n"},
+               {1, {"stray"}, "prog: unexpected argument 'stray'\n"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        int nv = 5, fv = 0;
+        const opt_def defs[] = {{"--n", NULL, OPT_INT, &nv, "N", "a count"},
+                                {"--f", NULL, OPT_FLAG, &fv, NULL, "a flag"},
+                                {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
+        char *argv[] = {(char *)bad[i].argv[0], (char *)bad[i].argv[1]};
+        capture();
+        const int rc = opts_parse("prog", "a summary", defs, bad[i].argc, argv, 0, NULL, 0, NULL);
+        msg = captured();
+        const char *usage = strstr(msg, "usage: prog [options]\na summary\n");
+        CHECK(rc == 2 && !strncmp(msg, bad[i].why, strlen(bad[i].why)) && usage && strstr(usage, "--n N") &&
+                  strstr(usage, "--f ") && nv == 5 && fv == 0,
+              "%s%s%s: rc %d, n %d, f %d, stderr '%s', want 2, its message '%s' then the usage", bad[i].argv[0],
+              bad[i].argc > 1 ? " " : "", bad[i].argc > 1 ? bad[i].argv[1] : "", rc, nv, fv, msg, bad[i].why);
     }
     return finish("test_opts");
 }

@@ -111,6 +111,7 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
         if (d->kind == OPT_FLAG) {
             if (eq) {
                 fprintf(stderr, "%s: %s takes no value\n", prog, d->name);
+                opts_usage(prog, summary, defs, 1);
                 return 2;
             }
             *(int *)d->dst = 1;
@@ -120,11 +121,15 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
         if (!v) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "%s: %s needs a value (%s)\n", prog, d->name, d->metavar ? d->metavar : "X");
+                opts_usage(prog, summary, defs, 1);
                 return 2;
             }
             v = argv[++i];
         }
-        if (parse_value(d, v, prog)) return 2;
+        if (parse_value(d, v, prog)) { /* its message names the option */
+            opts_usage(prog, summary, defs, 1);
+            return 2;
+        }
     }
     return 0;
 }

@@ -26,7 +26,8 @@ typedef struct opt_def {
 /* Parses argv[first..argc) against defs (terminated by a {NULL} entry). Positional
  * arguments are rejected unless positional != NULL, which then receives them in order
  * (up to max_pos). Returns 0, 1 when --help/-h was given (usage printed to stdout), or 2 on
- * error (message + usage printed to stderr). */
+ * error: every one (an unknown option, a stray argument, a missing value, a value given to a flag, a value
+ * that does not parse) prints a message naming the option or argument, then the usage, on stderr. */
 int opts_parse(const char *prog, const char *summary, const opt_def *defs, int argc, char **argv, int first,
                const char **positional, int max_pos, int *n_pos);
 /* Lists defs with their help; an entry whose help is NULL is parsed but not listed (a shared option a command
