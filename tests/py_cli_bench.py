@@ -31,13 +31,27 @@ def positive(x):
     return isinstance(x, (int, float)) and x > 0
 
 
+def no_constant(x):
+    raise ValueError(f"non-standard JSON constant {x}")
+
+
 def json_rows(p, what):
-    """the rows of a --format json run, [] (and a failed check) when its output does not parse"""
+    """the rows of a --format json run, [] (and a failed check) when its output does not parse as strict JSON
+    (NaN / Infinity refused) or when python3 -m json.tool refuses it"""
     try:
-        return json.loads(p.stdout)
-    except json.JSONDecodeError as e:
+        rows = json.loads(p.stdout, parse_constant=no_constant)
+    except ValueError as e:
         check(False, f"{what} json does not parse: {e}: {p.stdout[:300]}")
         return []
+    t = subprocess.run([sys.executable, "-m", "json.tool"], input=p.stdout, capture_output=True, text=True)
+    check(t.returncode == 0, f"{what} json: python3 -m json.tool takes it ({t.stderr.strip()[:200]})")
+    return rows
+
+
+# a value that does not apply to a row (a dense row's stages and selection, "vs dense" without a dense row beside
+# it, what the GPU does not measure) is null in json and an empty field in csv: it was 0, which reads as a time or
+# a ratio
+ATTN_DENSE_NA = ("compress_ms", "stage1_ms", "stage2_ms", "stage1_share", "vs_dense", "vs_dense_cpu", "stage1_tokens")
 
 
 # bench backward: json, csv and md rows for dense and sparse at both lengths
@@ -57,10 +71,17 @@ check(all(sparse[t] < dense[t] for t in dense), f"sparse attends fewer (row, key
 # dense pairs are exact: Hq * T (T + 1) / 2
 check(all(dense[t] == 4 * t * (t + 1) // 2 for t in dense), f"dense pairs = Hq T (T + 1) / 2: {dense}")
 
+check(all((r["select_ms"] is None) == (r["mode"] == "dense") and (r["mode"] == "dense" or positive(r["select_ms"]))
+          for r in rows), f"bench backward json select_ms: null for dense (no selection), > 0 for sparse: {rows}")
+
 p = run("bench", "backward", *SMALL, "--format", "csv", "--modes", "sparse")
 check(p.returncode == 0, f"bench backward --format csv: exit {p.returncode}")
 recs = list(csv.DictReader(io.StringIO(p.stdout)))
 check(len(recs) == 2 and all(r["mode"] == "sparse" for r in recs), f"bench backward csv rows: {p.stdout[:300]}")
+p = run("bench", "backward", *SMALL, "--format", "csv", "--modes", "dense", "--seqlen", "256")
+recs = list(csv.DictReader(io.StringIO(p.stdout)))
+check(p.returncode == 0 and len(recs) == 1 and recs[0]["select_ms"] == "" and float(recs[0]["forward_ms"]) > 0,
+      f"bench backward csv: a dense row's select_ms is an empty field: {p.stdout[:300]}")
 
 p = run("bench", "backward", *SMALL)
 check(p.returncode == 0 and p.stdout.count("\n| dense |") + p.stdout.count("\n| sparse |") == 4,
@@ -71,6 +92,22 @@ p = run("bench", "attn", *SMALL, "--format", "json", "--peak", "100")
 check(p.returncode == 0, f"bench attn --format json: exit {p.returncode}: {p.stderr[-300:]}")
 rows = json_rows(p, "bench attn")
 check(len(rows) == 4 and all(positive(r["ms"]) for r in rows), f"bench attn rows: {p.stdout[:300]}")
+for r in rows:
+    if r["mode"] == "dense":
+        check(all(r[k] is None for k in ATTN_DENSE_NA) and positive(r["frac_peak"]),
+              f"bench attn json dense row: {ATTN_DENSE_NA} null: {r}")
+    else:
+        check(all(positive(r[k]) for k in ("compress_ms", "stage2_ms", "vs_dense", "vs_dense_cpu", "stage1_tokens"))
+              and r["stage1_ms"] >= 0 and r["stage1_share"] >= 0, f"bench attn json sparse row values: {r}")
+p = run("bench", "attn", *SMALL, "--seqlen", "256", "--format", "json", "--peak", "100", "--modes", "sparse")
+rows = json_rows(p, "bench attn --modes sparse")
+check(p.returncode == 0 and len(rows) == 1 and rows[0]["vs_dense"] is None and rows[0]["vs_dense_cpu"] is None
+      and positive(rows[0]["stage2_ms"]), f"bench attn --modes sparse: vs_dense null without a dense row: {rows}")
+p = run("bench", "attn", *SMALL, "--seqlen", "256", "--format", "csv", "--peak", "100")
+recs = list(csv.DictReader(io.StringIO(p.stdout)))
+check(p.returncode == 0 and [r["mode"] for r in recs] == ["dense", "sparse"] and
+      all(recs[0][k] == "" for k in ("compress_ms", "stage1_ms", "stage2_ms", "stage1_share", "vs_dense", "vs_dense_cpu"))
+      and float(recs[1]["vs_dense"]) > 0, f"bench attn csv: a dense row's stages and vs_dense empty: {p.stdout[:500]}")
 
 # --inputs structured (q and k share a component a 256-token segment), csv with the device and inputs columns
 p = run("bench", "attn", *SMALL, "--format", "csv", "--peak", "100", "--inputs", "structured", "--modes", "sparse")
@@ -92,6 +129,11 @@ if cuda_usable:
                                                        ("sparse", 8192)], f"bench attn --device cuda rows: {rows}")
     for r in rows:
         check(r["device"] == "cuda" and positive(r["ms"]) and positive(r["gflops"]), f"cuda row values: {r}")
+        # not measured on the GPU: null, not 0
+        check(all(r[k] is None for k in ("cpu_ms", "vs_dense_cpu", "peak_gflops", "frac_peak", "peak_gflops_cpu_time",
+                                         "frac_peak_cpu_time", "stage1_tokens")), f"cuda row: CPU-only values null: {r}")
+        if r["mode"] == "dense":
+            check(all(r[k] is None for k in ATTN_DENSE_NA), f"cuda dense row: {ATTN_DENSE_NA} null: {r}")
         if r["mode"] == "sparse":
             # stage 1 is select less compress: a few us at these sizes, so only >= 0 is certain
             check(positive(r["compress_ms"]) and r["stage1_ms"] >= 0 and positive(r["stage2_ms"]) and
@@ -123,7 +165,8 @@ if cuda_usable:
     for r in rows:
         check(r["device"] == "cuda" and positive(r["forward_ms"]) and positive(r["backward_ms"]) and
               positive(r["bwd_over_fwd"]) and positive(r["backward_gflops"]) and positive(r["pairs"]) and
-              (r["mode"] == "dense" or positive(r["select_ms"])), f"bench backward cuda row values: {r}")
+              (r["select_ms"] is None if r["mode"] == "dense" else positive(r["select_ms"])),
+              f"bench backward cuda row values: {r}")
     # sparse attends fewer pairs than dense once the selection leaves blocks out (12 of 32 blocks at 2048)
     pairs = {(r["mode"], r["seqlen"]): r["pairs"] for r in rows}
     check(pairs[("sparse", 2048)] < pairs[("dense", 2048)], f"bench backward --device cuda pairs: {pairs}")
@@ -247,8 +290,6 @@ with tempfile.TemporaryDirectory() as tmp:
             p = subprocess.run([*ns, *args, "--format", fmt], capture_output=True, text=True, timeout=600)
             try:
                 if fmt == "json":
-                    def no_constant(x):
-                        raise ValueError(f"non-standard JSON constant {x}")
                     rows = json.loads(p.stdout, parse_constant=no_constant)
                 else:
                     t = list(csv.reader(io.StringIO(p.stdout)))

@@ -335,13 +335,18 @@ static void *input_tensor(int T, int H, int D, infllm_dtype dt, int structured) 
     return x;
 }
 
+/* A value that does not apply to a row (NAN): the stages of a dense row, "vs dense" without a dense row beside
+ * it, the CPU's times and peak on the GPU, the fraction of a peak not measured. json prints it null, csv an empty
+ * field (fmtout.h), md md_cell's mark: never a 0 that reads as a time or a ratio. */
+#define NOT_APPLICABLE NAN
+
 typedef struct row {
     const char *mode;
     int seqlen;
     double frac_cpu;
     double ms, cpu_ms, compress_ms, stage1_ms, stage2_ms, gflop, gflops, frac, vs_dense, vs_dense_cpu;
     double io_mb, work_mb, mem_ratio, hwm_mb;
-    long long s1_tokens;
+    double s1_tokens; /* tokens that ran stage 1 (an integer; NOT_APPLICABLE where not counted) */
 } row;
 
 static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2) {
@@ -474,19 +479,21 @@ static int bench_one(const opts *o, int T, row *rd, row *rs, char *err, size_t e
         x->seqlen = T;
         x->ms = median(m, reps);
         x->cpu_ms = median(m + 4 * reps, reps);
-        x->compress_ms = median(m + reps, reps);
-        x->stage1_ms = median(m + 2 * reps, reps);
-        x->stage2_ms = median(m + 3 * reps, reps);
+        /* a dense row has no stages */
+        x->compress_ms = mode == 0 ? NOT_APPLICABLE : median(m + reps, reps);
+        x->stage1_ms = mode == 0 ? NOT_APPLICABLE : median(m + 2 * reps, reps);
+        x->stage2_ms = mode == 0 ? NOT_APPLICABLE : median(m + 3 * reps, reps);
         x->gflop = mode == 0 ? fd / 1e9 : (f1 + f2) / 1e9;
         x->gflops = x->gflop / (x->ms / 1e3);
-        x->frac = o->peak > 0 ? x->gflops / o->peak : 0;
+        x->frac = o->peak > 0 ? x->gflops / o->peak : NOT_APPLICABLE; /* no peak kernel on this CPU */
         /* FLOPs per CPU second is a per-core rate: compare with the per-thread peak */
-        x->frac_cpu = o->peak_cpu > 0 ? (x->gflop / (x->cpu_ms / 1e3)) / (o->peak_cpu / o->threads) : 0;
+        x->frac_cpu = o->peak_cpu > 0 ? (x->gflop / (x->cpu_ms / 1e3)) / (o->peak_cpu / o->threads) : NOT_APPLICABLE;
+        x->vs_dense = x->vs_dense_cpu = NOT_APPLICABLE; /* set below for a sparse row beside a dense one */
         x->io_mb = io / 1048576.0;
         x->work_mb = (double)work[mode] / 1048576.0;
         x->mem_ratio = (io + (double)work[mode]) / io;
         x->hwm_mb = (double)vm_hwm_kb() / 1024.0;
-        x->s1_tokens = s1tok[mode];
+        x->s1_tokens = mode == 0 ? NOT_APPLICABLE : (double)s1tok[mode];
     }
     if (o->do_dense && o->do_sparse) {
         rs->vs_dense = median(pair, reps);
@@ -615,6 +622,9 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
         x->mode = mode == 0 ? "dense" : "sparse";
         x->seqlen = T;
         x->ms = median(t + (size_t)mode * reps, reps);
+        /* not measured on the GPU: CPU time, the CPU's peak, stage-1 tokens; a dense row has no stages */
+        x->cpu_ms = x->frac = x->frac_cpu = x->vs_dense = x->vs_dense_cpu = x->s1_tokens = NOT_APPLICABLE;
+        x->compress_ms = x->stage1_ms = x->stage2_ms = NOT_APPLICABLE;
         if (mode == 1) {
             x->compress_ms = median(t + (size_t)2 * reps, reps);
             x->stage1_ms = median(t + (size_t)3 * reps, reps) - x->compress_ms;
@@ -675,29 +685,41 @@ static void print_header(const opts *o, const char *cpu) {
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
+/* v with decimals as a md table cell into buf[n], NOT_APPLICABLE (any value that is not finite) as 0 */
+static const char *md_cell(char *buf, size_t n, int decimals, double v) {
+    snprintf(buf, n, "%.*f", decimals, isfinite(v) ? v : 0.0);
+    return buf;
+}
+
 static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
-    double share = x->ms > 0 ? x->stage1_ms / x->ms : 0;
-    int sp = !strcmp(x->mode, "sparse");
+    const double share = x->ms > 0 ? x->stage1_ms / x->ms : NOT_APPLICABLE; /* NOT_APPLICABLE for a dense row */
     const char *device = o->cuda ? "cuda" : "cpu", *inputs = o->structured ? "structured" : "random";
-    if (!strcmp(o->format, "md") && o->cuda) {
-        printf("| %s | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.3f | %.1f | %.1f |\n", x->mode, x->seqlen,
-               x->ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0, sp ? x->stage2_ms : 0.0, sp ? share : 0.0,
-               x->gflop, x->gflops / 1e3, x->vs_dense, x->io_mb, x->work_mb);
-    } else if (!strcmp(o->format, "md")) {
-        printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.3f | %.1f | %.1f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f | %.3f |\n",
-               x->mode, x->seqlen, x->ms, x->cpu_ms, sp ? x->compress_ms : 0.0, sp ? x->stage1_ms : 0.0,
-               sp ? x->stage2_ms : 0.0, sp ? share : 0.0, x->gflop, x->gflops, x->frac, x->frac_cpu, x->vs_dense,
-               x->vs_dense_cpu, x->io_mb, x->work_mb, x->mem_ratio);
+    if (!strcmp(o->format, "md")) {
+        char c[8][32];
+        if (o->cuda)
+            printf("| %s | %d | %.3f | %s | %s | %s | %s | %.1f | %.1f | %s | %.1f | %.1f |\n", x->mode, x->seqlen, x->ms,
+                   md_cell(c[0], 32, 3, x->compress_ms), md_cell(c[1], 32, 3, x->stage1_ms),
+                   md_cell(c[2], 32, 3, x->stage2_ms), md_cell(c[3], 32, 1, share), x->gflop, x->gflops / 1e3,
+                   md_cell(c[4], 32, 3, x->vs_dense), x->io_mb, x->work_mb);
+        else
+            printf("| %s | %d | %.1f | %.1f | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %s | %s | %.1f | %.1f | %.3f |\n",
+                   x->mode, x->seqlen, x->ms, x->cpu_ms, md_cell(c[0], 32, 1, x->compress_ms),
+                   md_cell(c[1], 32, 1, x->stage1_ms), md_cell(c[2], 32, 1, x->stage2_ms), md_cell(c[3], 32, 3, share),
+                   x->gflop, x->gflops, md_cell(c[4], 32, 3, x->frac), md_cell(c[5], 32, 3, x->frac_cpu),
+                   md_cell(c[6], 32, 3, x->vs_dense), md_cell(c[7], 32, 3, x->vs_dense_cpu), x->io_mb, x->work_mb,
+                   x->mem_ratio);
     } else { /* csv / json: the cpu's name and the commit escaped (json) or quoted (csv) as they need, a number that
-              * is not finite (a GPU time of 0 in a rate) null / an empty field */
+              * is not finite (a GPU time of 0 in a rate) or NOT_APPLICABLE null / an empty field */
         const int json = !strcmp(o->format, "json");
         const fmt_funcs fmt = fmt_pick(json);
         char f[19][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
+        /* the CPU's peak: none on the GPU (--peak refused there), nor on a CPU without the peak kernel (0) */
+        const double peak = o->peak > 0 ? o->peak : NOT_APPLICABLE, peak_cpu = o->peak_cpu > 0 ? o->peak_cpu : NOT_APPLICABLE;
         const double v[19] = {x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops,
-                              o->peak, x->frac, o->peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb,
-                              x->work_mb, x->mem_ratio, load_avg(), 0};
+                              peak, x->frac, peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb,
+                              x->work_mb, x->mem_ratio, load_avg(), x->s1_tokens};
         static const int dec[19] = {3, 3, 3, 3, 3, 4, 3, 2, 2, 4, 2, 4, 4, 4, 2, 2, 4, 2, 0};
-        for (int i = 0; i < 18; i++) fmt.num(f[i], sizeof f[i], dec[i], v[i]);
+        for (int i = 0; i < 19; i++) fmt.num(f[i], sizeof f[i], dec[i], v[i]);
         fmt.str(cpu_s, sizeof cpu_s, cpu);
         fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
         if (!json) {
@@ -715,13 +737,13 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
                    "\"compress_ms\": %s, \"stage1_ms\": %s, \"stage2_ms\": %s, \"stage1_share\": %s, "
                    "\"gflop\": %s, \"gflops\": %s, \"peak_gflops\": %s, \"frac_peak\": %s, \"peak_gflops_cpu_time\": %s, "
                    "\"frac_peak_cpu_time\": %s, \"vs_dense\": %s, \"vs_dense_cpu\": %s, "
-                   "\"io_mib\": %s, \"work_mib\": %s, \"mem_ratio\": %s, \"stage1_tokens\": %lld, "
+                   "\"io_mib\": %s, \"work_mib\": %s, \"mem_ratio\": %s, \"stage1_tokens\": %s, "
                    "\"reps\": %d, \"commit\": %s, \"cpu\": %s, \"simd\": \"%s\", \"load_avg\": %s, "
                    "\"device\": \"%s\", \"inputs\": \"%s\"}",
                    *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
                    infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, f[0], f[1],
                    f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[16],
-                   x->s1_tokens, o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[17], device, inputs);
+                   f[18], o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[17], device, inputs);
         }
     }
     fflush(stdout);
@@ -962,7 +984,7 @@ static double attended_pairs(const opts *o, int T, const int32_t *topk, int32_t 
 typedef struct brow {
     const char *mode;
     int seqlen;
-    double select_ms, fwd_ms, bwd_ms, ratio, fwd_gflops, bwd_gflops, pairs;
+    double select_ms, fwd_ms, bwd_ms, ratio, fwd_gflops, bwd_gflops, pairs; /* select_ms: NOT_APPLICABLE when dense */
 } brow;
 
 static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *err, size_t errlen) {
@@ -982,6 +1004,7 @@ static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *e
     infllm_sizes sz;
     infllm_status st = INFLLM_OK;
     memset(x, 0, sizeof *x);
+    x->select_ms = NOT_APPLICABLE; /* a dense row selects nothing */
     if (!q || !k || !v || !dout || !out || !dq || !dk || !dv || !lse || !t) {
         snprintf(err, errlen, "out of memory for T=%d", T);
         goto done;
@@ -1055,6 +1078,7 @@ static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, ch
     infllm_status st = INFLLM_OK;
     const char *what = "";
     memset(x, 0, sizeof *x);
+    x->select_ms = NOT_APPLICABLE; /* a dense row selects nothing */
     if (!hq || !hk || !hv || !hdo || !t || !ev) {
         snprintf(err, errlen, "out of host memory for T=%d", T);
         goto done;
@@ -1174,12 +1198,14 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
         if (*first)
             printf("| mode | seqlen | select ms | forward ms | backward ms | bwd / fwd | forward GFLOP/s | backward GFLOP/s "
                    "| attended (row, key) pairs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        char sel[32];
+        md_cell(sel, sizeof sel, o->cuda ? 3 : 1, x->select_ms);
         if (o->cuda) /* GPU times are short: three decimals */
-            printf("| %s | %d | %.3f | %.3f | %.3f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
-                   x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
+            printf("| %s | %d | %s | %.3f | %.3f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, sel, x->fwd_ms,
+                   x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
         else
-            printf("| %s | %d | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, x->select_ms,
-                   x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
+            printf("| %s | %d | %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, sel, x->fwd_ms,
+                   x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
     } else { /* csv / json: as print_row */
         const int json = !strcmp(o->format, "json");
         const fmt_funcs fmt = fmt_pick(json);
