@@ -86,6 +86,21 @@ check(p.returncode == 0 and len(recs) == 1 and recs[0]["select_ms"] == "" and fl
 p = run("bench", "backward", *SMALL)
 check(p.returncode == 0 and p.stdout.count("\n| dense |") + p.stdout.count("\n| sparse |") == 4,
       f"bench backward md table: {p.stdout[-400:]}")
+# md marks what does not apply with "-", as json null and csv an empty field: a dense row's select ms
+md = [ln.split("|")[1:-1] for ln in p.stdout.splitlines() if ln.startswith("| dense |") or ln.startswith("| sparse |")]
+check(len(md) == 4 and all((m[2].strip() == "-") == (m[0].strip() == "dense") for m in md),
+      f"bench backward md: select ms '-' on dense rows only: {md}")
+p = run("bench", "attn", *SMALL, "--seqlen", "256", "--peak", "100")
+md = [[c.strip() for c in ln.split("|")[1:-1]] for ln in p.stdout.splitlines() if ln.startswith("| dense |")
+      or ln.startswith("| sparse |")]
+# columns: mode seqlen ms, cpu ms, compress, stage-1, stage-2, share, GFLOP, GFLOP/s, frac, frac cpu, vs dense (12),
+# vs dense cpu, io, work, mem ratio
+check(p.returncode == 0 and len(md) == 2 and md[0][4:8] == ["-"] * 4 and md[0][12:14] == ["-"] * 2 and
+      "-" not in md[1] and "-" not in md[0][:4] + md[0][8:12] + md[0][14:], f"bench attn md: '-' where it does not apply: {md}")
+p = run("bench", "attn", *SMALL, "--seqlen", "256", "--peak", "100", "--modes", "sparse")
+md = [[c.strip() for c in ln.split("|")[1:-1]] for ln in p.stdout.splitlines() if ln.startswith("| sparse |")]
+check(p.returncode == 0 and len(md) == 1 and md[0][12:14] == ["-"] * 2 and "-" not in md[0][:12],
+      f"bench attn --modes sparse md: vs dense '-': {md}")
 
 # bench attn (the forward pipeline), json
 p = run("bench", "attn", *SMALL, "--format", "json", "--peak", "100")

@@ -337,7 +337,7 @@ static void *input_tensor(int T, int H, int D, infllm_dtype dt, int structured) 
 
 /* A value that does not apply to a row (NAN): the stages of a dense row, "vs dense" without a dense row beside
  * it, the CPU's times and peak on the GPU, the fraction of a peak not measured. json prints it null, csv an empty
- * field (fmtout.h), md md_cell's mark: never a 0 that reads as a time or a ratio. */
+ * field (fmtout.h), md "-" (md_cell): never a 0 that reads as a time or a ratio. */
 #define NOT_APPLICABLE NAN
 
 typedef struct row {
@@ -685,9 +685,11 @@ static void print_header(const opts *o, const char *cpu) {
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 }
 
-/* v with decimals as a md table cell into buf[n], NOT_APPLICABLE (any value that is not finite) as 0 */
+/* v with decimals as a md table cell into buf[n]; NOT_APPLICABLE (any value that is not finite) as "-", as eval's
+ * table marks its columns without a dense row */
 static const char *md_cell(char *buf, size_t n, int decimals, double v) {
-    snprintf(buf, n, "%.*f", decimals, isfinite(v) ? v : 0.0);
+    if (isfinite(v)) snprintf(buf, n, "%.*f", decimals, v);
+    else snprintf(buf, n, "-");
     return buf;
 }
 
