@@ -160,8 +160,10 @@ if cuda_usable:
     check(p.returncode == 0 and len(recs) == 6 and all(float(r["ms"]) > 0 for r in recs),
           f"bench attn --device cuda at 1 / 40 / 100 tokens: exit {p.returncode}, {p.stderr[-300:]!r}, {p.stdout[:300]!r}")
     p = run("bench", "attn", *GPU, "--device", "cuda", "--dtype", "f32")
-    check(p.returncode == 1 and "f32" in p.stderr.lower() and p.stdout.count("\n| ") <= 2,
-          f"bench attn --device cuda --dtype f32: exit {p.returncode}, {p.stderr[-300:]!r}")
+    # a runtime error names the benchmark (it said 'infllm bench:')
+    check(p.returncode == 1 and "f32" in p.stderr.lower() and p.stdout.count("\n| ") <= 2 and
+          "\ninfllm bench attn: " in "\n" + p.stderr, f"bench attn --device cuda --dtype f32: exit {p.returncode}, "
+          f"{p.stderr[-300:]!r}")
 else:
     print(f"py_cli_bench: no usable CUDA device ({ver.strip().splitlines()[-1]}): --device cuda checked for its message")
     check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
@@ -186,8 +188,8 @@ if cuda_usable:
     pairs = {(r["mode"], r["seqlen"]): r["pairs"] for r in rows}
     check(pairs[("sparse", 2048)] < pairs[("dense", 2048)], f"bench backward --device cuda pairs: {pairs}")
     p = run("bench", "backward", *BWD, "--device", "cuda", "--dtype", "f32")
-    check(p.returncode == 1 and "f32" in p.stderr.lower(), f"bench backward --device cuda --dtype f32: exit "
-          f"{p.returncode}, {p.stderr[-300:]!r}")
+    check(p.returncode == 1 and "f32" in p.stderr.lower() and "\ninfllm bench backward: " in "\n" + p.stderr,
+          f"bench backward --device cuda --dtype f32: exit {p.returncode}, {p.stderr[-300:]!r}")
 else:
     check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
           f"bench backward --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")

@@ -4,7 +4,8 @@ eval passkey, bench attn / backward / peak / run. Each kind of error (a missing 
 value that does not parse, an unknown option, a stray argument) exits 2 with nothing on stdout and, on stderr, a
 message headed by the command's name that names the option, then the command's usage. "needs a value" and "takes
 no value" printed no usage, and a bad value neither, where an unknown option did. And --help prints the usage on
-stdout, exit 0. No model or input is needed: every case fails while parsing.
+stdout, exit 0. Errors after parsing (a check of the options, a model that does not load, a run out of memory)
+are headed by the command's name too. No model or input is needed.
 
 argv[1] is the infllm binary.
 """
@@ -55,5 +56,36 @@ for words, prog, intopt, flag in COMMANDS:
     c.check(p.returncode == 0 and p.stdout.startswith(f"usage: {prog} [options]") and intopt in p.stdout
             and p.stderr == "", f"{' '.join(words)} --help: exit {p.returncode}, usage on stdout: {p.stdout[:120]!r}, "
             f"stderr {p.stderr[:120]!r}")
+
+# errors after the options are parsed name the command too: bench attn's said 'infllm bench:', and the model
+# commands' shared checks and loader ('--kv-type must be ...', 'infllm: cannot load model ...') named none or
+# 'infllm' alone
+import resource  # noqa: E402
+
+
+def small_address_space():
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # the tensors of a million tokens cannot be had
+
+
+probe = subprocess.run([INFLLM, "version"], capture_output=True, preexec_fn=small_address_space)
+for words in (["bench", "attn", "--peak", "100"], ["bench", "backward"]) if probe.returncode == 0 else ():
+    # 16 KV heads: q, k, v and out of 4 GB each, none allocated (nothing filled before the error)
+    p = subprocess.run([INFLLM, *words, "--seqlen", "1000000", "--heads", "16", "--kv-heads", "16", "--threads", "1",
+                        "--no-warmup", "--format", "json"], capture_output=True, text=True, timeout=120,
+                       preexec_fn=small_address_space)
+    want = f"infllm {' '.join(words[:2])}: out of memory for T=1000000"
+    c.check(p.returncode == 1 and p.stderr.startswith(want), f"{' '.join(words)} --seqlen 1000000 under a 2 GiB "
+            f"address space: exit {p.returncode}, want '{want}': {p.stderr[:200]!r}")
+if probe.returncode:  # sanitizer builds reserve more address space than that
+    print("skip: bench attn / backward out of memory (the binary does not start under a 2 GiB address space)")
+missing = os.path.join(os.path.dirname(os.path.abspath(__file__)), "no-such-model.gguf")
+for words, prog in ((["run", "-p", "hi"], "infllm run"), (["eval", "ppl", "--tokens", "1,2,3"], "infllm eval ppl"),
+                    (["eval", "passkey"], "infllm eval passkey"), (["bench", "run"], "infllm bench run")):
+    p = run(*words, "-m", missing, "-q") if prog != "infllm bench run" else run(*words, "-m", missing)
+    c.check(p.returncode == 1 and p.stderr.startswith(f"{prog}: cannot load model '{missing}'"),
+            f"{' '.join(words)} -m MISSING: exit {p.returncode}, the message names {prog}: {p.stderr[:200]!r}")
+    p = run(*words, "-m", missing, "--kv-type", "q4")
+    c.check(p.returncode == 2 and p.stderr.startswith(f"{prog}: --kv-type must be f32, f16 or bf16"),
+            f"{' '.join(words)} --kv-type q4: exit {p.returncode}, the message names {prog}: {p.stderr[:200]!r}")
 
 c.finish()

@@ -941,14 +941,14 @@ static int cmd_attn_bench(int argc, char **argv) {
         row a, b;
         int T = o.seqlens[0] < 4096 ? o.seqlens[0] : 4096;
         if (one(&w, T, &a, &b, err, sizeof err)) {
-            fprintf(stderr, "infllm bench: %s\n", err);
+            fprintf(stderr, "infllm bench attn: %s\n", err);
             return 1;
         }
     }
     for (int i = 0; i < o.nseq; i++) {
         row rd, rs;
         if (one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
-            fprintf(stderr, "infllm bench: %s\n", err);
+            fprintf(stderr, "infllm bench attn: %s\n", err);
             return 1;
         }
         if (o.do_dense) print_row(&o, &rd, cpu, &first);

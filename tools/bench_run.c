@@ -125,7 +125,7 @@ out:
 
 int cmd_bench_run(int argc, char **argv) {
     run_opts o;
-    run_opts_default(&o);
+    run_opts_default(&o, "infllm bench run");
     const char *lengths = "512,2048,8192", *modes = "dense,sparse", *format = "md", *llamacpp = "auto";
     int gen = 32, reps = 1;
     opt_def defs[] = {

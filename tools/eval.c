@@ -137,7 +137,7 @@ int cmd_eval(int argc, char **argv) {
         return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
     }
     run_opts o;
-    run_opts_default(&o);
+    run_opts_default(&o, PROG);
     o.attn = NULL; /* --modes chooses; a given --attn is refused below */
     o.ctx_i = OPTS_INT_UNSET; /* --window's default; a different one beside --window is refused below */
     const char *file = NULL, *tokens = NULL, *modes = "dense,sparse", *format = "md", *bos = "auto";
@@ -509,7 +509,7 @@ typedef struct pk_cell {
 
 static int eval_passkey(int argc, char **argv) {
     run_opts o;
-    run_opts_default(&o);
+    run_opts_default(&o, PK_PROG);
     o.attn = NULL;
     o.ctx_i = OPTS_INT_UNSET; /* a given --ctx is refused below */
     const char *lengths = "1024,2048,4096", *depths_s = "0.1,0.5,0.9", *modes = "dense,sparse", *format = "md";

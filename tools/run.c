@@ -203,7 +203,7 @@ static int64_t parse_token_list(const char *arg, int32_t *ids) {
 
 int cmd_run(int argc, char **argv) {
     run_opts o;
-    run_opts_default(&o);
+    run_opts_default(&o, "infllm run");
     const char *prompt = NULL, *prompt_file = NULL, *dump_logits = NULL, *tokens_arg = NULL, *system = NULL;
     const char *answer_prefix = NULL, *dump_qkv = NULL, *dump_layers = NULL;
     int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0;

@@ -17,8 +17,9 @@
 
 #define UNSET OPTS_INT_UNSET /* out of every typed value's reach: -9 was, and --topk -9 ran as the default */
 
-void run_opts_default(run_opts *o) {
+void run_opts_default(run_opts *o, const char *prog) {
     memset(o, 0, sizeof *o);
+    o->prog = prog;
     o->ctx_i = 4096;
     o->attn = "auto";
     o->kv_type = "f16"; /* llama.cpp's default; dense attention over it reproduces llama.cpp bitwise */
@@ -37,23 +38,23 @@ int run_threads(int t) {
 
 int run_opts_check(run_opts *o) {
     if (strcmp(o->attn, "dense") && strcmp(o->attn, "sparse") && strcmp(o->attn, "auto")) {
-        fprintf(stderr, "--attn must be dense, sparse or auto (got '%s')\n", o->attn);
+        fprintf(stderr, "%s: --attn must be dense, sparse or auto (got '%s')\n", o->prog, o->attn);
         return 2;
     }
     if (strcmp(o->kv_type, "f32") && strcmp(o->kv_type, "f16") && strcmp(o->kv_type, "bf16")) {
-        fprintf(stderr, "--kv-type must be f32, f16 or bf16 (got '%s')\n", o->kv_type);
+        fprintf(stderr, "%s: --kv-type must be f32, f16 or bf16 (got '%s')\n", o->prog, o->kv_type);
         return 2;
     }
     if (o->ctx_i < 1) {
-        fprintf(stderr, "--ctx must be >= 1\n");
+        fprintf(stderr, "%s: --ctx must be >= 1\n", o->prog);
         return 2;
     }
     if (o->chunk < 1 || o->chunk > 65536) {
-        fprintf(stderr, "--chunk must be in 1..65536\n");
+        fprintf(stderr, "%s: --chunk must be in 1..65536\n", o->prog);
         return 2;
     }
     if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) { /* before the model loads (the library's bound) */
-        fprintf(stderr, "--threads must be in 0..%d (0: all cores)\n", INFLLM_MAX_THREADS);
+        fprintf(stderr, "%s: --threads must be in 0..%d (0: all cores)\n", o->prog, INFLLM_MAX_THREADS);
         return 2;
     }
     o->ctx = o->ctx_i;
@@ -79,7 +80,7 @@ int run_load(const run_opts *o, run_ctx *r, int quiet) {
     double t0 = mdl_now();
     r->m = mdl_load(o->model);
     if (!r->m) {
-        fprintf(stderr, "infllm: cannot load model '%s': %s\n", o->model, mdl_error());
+        fprintf(stderr, "%s: cannot load model '%s': %s\n", o->prog, o->model, mdl_error());
         return -1;
     }
     r->tok = mdl_load_tokenizer(r->m);
@@ -136,14 +137,14 @@ mdl_session *run_session(const run_opts *o, run_ctx *r, int quiet) {
                 infllm_dtype_name(dt), avail >= 0 ? "; " : "", avail >= 0 ? avail / 1048576.0 : 0.0);
     if (avail >= 0 && (long long)total > avail) {
         fprintf(stderr,
-                "infllm: not enough memory: this run needs about %.1f MiB, %.1f MiB are available (lower --ctx, or "
+                "%s: not enough memory: this run needs about %.1f MiB, %.1f MiB are available (lower --ctx, or "
                 "use --kv-type f16 rather than f32)\n",
-                total / 1048576.0, avail / 1048576.0);
+                o->prog, total / 1048576.0, avail / 1048576.0);
         return NULL;
     }
     mdl_session *s = mdl_session_new(r->m, &p, o->ctx, chunk, dt, o->threads);
     if (!s) {
-        fprintf(stderr, "infllm: %s\n", mdl_error());
+        fprintf(stderr, "%s: %s\n", o->prog, mdl_error());
         return NULL;
     }
     if (!quiet)

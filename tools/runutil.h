@@ -10,6 +10,7 @@
 #include "tokenizer.h"
 
 typedef struct run_opts {
+    const char *prog; /* the command's name that heads its messages ("infllm run", "infllm bench run", ...) */
     const char *model;
     int ctx_i;
     int64_t ctx;
@@ -41,7 +42,8 @@ typedef struct run_ctx {
     char tok_err[512];
 } run_ctx;
 
-void run_opts_default(run_opts *o);
+/* the defaults, for the command prog (o->prog: run_opts_check, run_load and run_session name it in their messages) */
+void run_opts_default(run_opts *o, const char *prog);
 int run_opts_check(run_opts *o);              /* prints the problem, returns non-zero */
 int run_threads(int t);                        /* resolved thread count */
 /* Loads the model (and its tokenizer when possible), prints info unless quiet. */
