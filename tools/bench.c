@@ -1,41 +1,37 @@
 /*
  * bench.c: `infllm bench attn` (CPU backend, or the GPU with --device cuda), `infllm bench peak` and
- * `infllm bench backward` (CPU backend, or the GPU with --device cuda).
+ * `infllm bench backward` (CPU backend, or the GPU with --device cuda); `infllm bench run` is tools/bench_run.c.
+ * Each benchmark's options, their defaults and meanings are its option table in parse_bench (one table for the
+ * three: `infllm bench BENCH --help` prints a benchmark's share of it). What the table does not say:
  *
- *   infllm bench peak [--threads N] [--seconds S] [--format md|csv|json]
- *       fp32 FMA peak: every thread runs independent AVX-512 (else AVX2) FMA chains held in
- *       registers; GFLOP/s = 2 * 16 (8) lanes * FMAs / s.
- *   infllm bench attn [--seqlen 4096,16384] [--heads 16] [--kv-heads 1] [--head-dim 128]
- *       [--dtype bf16] [--threads N] [--reps 3] [--modes dense,sparse] [--block-size 64]
- *       [--topk 64] [--local-blocks 32] [--init-blocks 1] [--kernel-size 32]
- *       [--kernel-stride 16] [--exact-lse] [--peak GFLOPS] [--format md|csv|json]
- *       One prefill sequence of T tokens (q, k, v random N(0,1) in the dtype). dense: the dense
- *       causal path (mode DENSE); sparse: the whole InfLLM-V2 pipeline through infllm_attention
- *       (mode SPARSE: compression, fused stage 1 + top-k, stage 2), with per-stage times from the
- *       CPU path's timing hook. Times are medians over --reps runs (after one warm-up run at
- *       the first length unless --no-warmup); the runs alternate dense, sparse, dense, ... and
- *       "vs dense" is the median of the per-pair ratios (both see the same machine load).
- *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128), timed with CUDA events on
- *       one stream with a caller workspace (no allocation inside the timed calls); the sparse row's
- *       stages are separate calls on the same inputs: compress = infllm_compress_keys, stage 1 =
- *       infllm_select_blocks (compression + fused selection) less compress, stage 2 =
- *       infllm_sparse_attention on the selected blocks. --inputs structured (both devices): q and k
- *       share a component within each 256-token segment (bench/cuda_bench.py's synthetic inputs, on
- *       which neighbouring tokens select similar blocks, as in real text); default random N(0,1).
- *   infllm bench backward [the options of bench attn]
- *       A training step's attention on the CPU backend: dense (infllm_dense_attention, then
- *       infllm_dense_attention_backward_out) and sparse (infllm_select_blocks, infllm_sparse_attention
- *       on its blocks, infllm_sparse_attention_backward_out), the forward and backward calls
- *       alternating, the backward given the forward's out and lse as a training step has them (the
- *       CPU does not read out; CUDA then skips recomputing the forward, about a quarter of its backward
- *       at 128K); medians over --reps, "bwd / fwd" the median of the per-pair ratios. FLOPs
- *       count the attended keys exactly (from the selection): forward 4 D per (row, key),
- *       backward 14 D (S, dP, dq in pass A; S, dP, dk, dv in pass B; cpu_backward.c).
+ *   peak: every thread runs independent AVX-512 (else AVX2) FMA chains held in registers; GFLOP/s =
+ *       2 * 16 (8) lanes * FMAs / s, by the wall clock and by each thread's CPU time.
+ *   attn: one prefill sequence of T tokens a --seqlen (q, k, v N(0,1) in the dtype by default). dense: the
+ *       dense causal path (mode DENSE); sparse: the whole InfLLM-V2 pipeline through infllm_attention (mode
+ *       SPARSE: compression, fused stage 1 + top-k, stage 2), with per-stage times from the CPU path's timing
+ *       hook. Times are medians over the reps (after one warm-up run at the first length, at most 4096 tokens,
+ *       unless --no-warmup); the runs alternate dense, sparse, dense, ... and "vs dense" is the median of the
+ *       per-pair ratios (both see the same machine load).
+ *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128), timed with CUDA events on one stream
+ *       with a caller workspace (no allocation inside the timed calls), kind by kind; the sparse row's stages are
+ *       separate calls on the same inputs: compress = infllm_compress_keys, stage 1 = infllm_select_blocks
+ *       (compression + fused selection) less compress, stage 2 = infllm_sparse_attention on the selected blocks;
+ *       "vs dense" the ratio of the medians. --inputs structured (both devices) are bench/cuda_bench.py's
+ *       synthetic inputs, on which neighbouring tokens select similar blocks, as in real text.
+ *   backward: a training step's attention: dense (infllm_dense_attention, then
+ *       infllm_dense_attention_backward_out) and sparse (infllm_select_blocks, infllm_sparse_attention on its
+ *       blocks, infllm_sparse_attention_backward_out), the forward and backward calls alternating, the backward
+ *       given the forward's out and lse as a training step has them (the CPU does not read out; CUDA then skips
+ *       recomputing the forward, about a quarter of its backward at 128K); medians over the reps, "bwd / fwd" the
+ *       median of the per-pair ratios. FLOPs count the attended keys exactly (from the selection): forward 4 D
+ *       per (row, key), backward 14 D (S, dP, dq in pass A; S, dP, dk, dv in pass B; cpu_backward.c).
  *       --device cuda: the same on the GPU (bf16 / f16, head_dim 64 / 128; --inputs too), timed with CUDA
  *       events on one stream with one caller workspace of the largest need; the selection timed once; backward
  *       GFLOP/s at 10 D a pair (the usual five products; the CUDA backward does 14 D with out given, 18 D
  *       without: cuda_backward.cu). bench/cuda_bwd_bench.py times these calls, with and without out,
  *       against PyTorch's SDPA and FlexAttention backwards.
+ *   Output (--format): a value that does not apply to a row (NOT_APPLICABLE: a dense row's stages, "vs dense"
+ *       without a dense row, what the GPU does not measure) is null in json, an empty field in csv, "-" in md.
  *   FLOP formulas (multiply-add = 2):
  *       dense   4 * D * Hq * sum_p (p + 1)                        (~2 T^2 D Hq)
  *       stage 2 4 * D * Hq * sum_p |keys of p|                    (|keys| <= K * B)
