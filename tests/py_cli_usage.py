@@ -57,6 +57,25 @@ for words, prog, intopt, flag in COMMANDS:
             and p.stderr == "", f"{' '.join(words)} --help: exit {p.returncode}, usage on stdout: {p.stdout[:120]!r}, "
             f"stderr {p.stderr[:120]!r}")
 
+# the dispatchers (infllm, infllm bench, infllm eval): --help on stdout with exit 0; alone, the usage on stderr with
+# exit 2; an unknown word named, then the usage, exit 2. 'eval --help' printed on stderr, and 'eval nosuch' printed
+# the usage without naming 'nosuch'
+for words, unknown in (([], "infllm: unknown command 'nosuch'"), (["bench"], "infllm bench: unknown benchmark 'nosuch'"),
+                       (["eval"], "infllm eval: unknown evaluation 'nosuch'")):
+    name = " ".join(["infllm", *words])
+    p = run(*words, "--help")
+    c.check(p.returncode == 0 and p.stdout.startswith("usage: ") and p.stderr == "",
+            f"{name} --help: exit {p.returncode}, usage on stdout {p.stdout[:80]!r}, stderr {p.stderr[:80]!r}")
+    if words:  # 'infllm' alone
+        p = run(*words)
+        c.check(p.returncode == 2 and p.stdout == "" and p.stderr.startswith("usage: "),
+                f"{name} alone: exit {p.returncode}, usage on stderr {p.stderr[:80]!r}, stdout {p.stdout[:80]!r}")
+    p = run(*words, "nosuch")
+    c.check(p.returncode == 2 and p.stdout == "" and p.stderr.startswith(unknown) and "usage: " in p.stderr,
+            f"{name} nosuch: exit {p.returncode}, want '{unknown}' then the usage on stderr: {p.stderr[:200]!r}")
+p = run()
+c.check(p.returncode == 2 and p.stdout == "" and p.stderr.startswith("usage: "), f"infllm alone: exit {p.returncode}")
+
 # errors after the options are parsed name the command too: bench attn's said 'infllm bench:', and the model
 # commands' shared checks and loader ('--kv-type must be ...', 'infllm: cannot load model ...') named none or
 # 'infllm' alone

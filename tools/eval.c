@@ -130,11 +130,15 @@ static int parse_modes(const char *prog, const char *modes, const char *names[3]
 int cmd_eval(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "passkey")) return eval_passkey(argc, argv);
     if (argc < 2 || strcmp(argv[1], "ppl")) {
-        fprintf(stderr,
+        /* --help: the usage on stdout, as every other command's (it went to stderr); an unknown evaluation is named,
+         * as bench names an unknown benchmark (it printed the usage alone) */
+        const int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+        if (argc >= 2 && !help) fprintf(stderr, "infllm eval: unknown evaluation '%s' (ppl, passkey)\n", argv[1]);
+        fprintf(help ? stdout : stderr,
                 "usage: infllm eval ppl [options]       perplexity of a text, dense vs InfLLM-V2 sparse\n"
                 "       infllm eval passkey [options]   retrieval of a pass key hidden in filler text\n"
                 "'infllm eval ppl --help' and 'infllm eval passkey --help' list the options.\n");
-        return argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
+        return help ? 0 : 2;
     }
     run_opts o;
     run_opts_default(&o, PROG);
