@@ -154,6 +154,7 @@ typedef struct bcase {
     int32_t cols;        /* SEL_RANDOM: selection columns */
     int32_t topk, local; /* SEL_SELECT: dynamic and local blocks */
     int all_blocks;      /* SEL_DENSE: also the sparse backward with every block selected */
+    float scale_fac;     /* 0: softmax_scale 0 (1 / sqrt(D)); else softmax_scale = scale_fac / sqrt(D) */
 } bcase;
 
 typedef struct bdata {
@@ -175,8 +176,11 @@ static infllm_params params_for(const bcase *c, infllm_backend be) {
     p.block_size = c->B;
     p.backend = be;
     p.num_threads = be == INFLLM_BACKEND_REF ? 1 : 0;
+    if (c->scale_fac > 0) p.softmax_scale = c->scale_fac / sqrtf((float)c->D);
     return p;
 }
+/* the softmax_scale the calls use */
+static float scale_of(const bcase *c) { return (c->scale_fac > 0 ? c->scale_fac : 1.0f) / sqrtf((float)c->D); }
 
 /* query i of sequence b: its position and block */
 static int64_t pos_of(const bcase *c, int32_t b, int32_t i) { return (int64_t)c->lk[b] - c->lq[b] + i; }
@@ -399,7 +403,7 @@ static void naive16(const bdata *x, const int32_t *topk, int32_t cols, void *dq,
     const bcase *c = x->c;
     const infllm_dtype dt = c->dt;
     const int32_t G = c->Hq / c->Hkv, D = c->D, B = c->B;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = scale_of(c);
     float *dkf = calloc((size_t)x->nk + 1, 4), *dvf = calloc((size_t)x->nk + 1, 4);
     float *p = h_alloc(((size_t)x->hl.max_seqlen_k + 1) * 4), *dp = h_alloc(((size_t)x->hl.max_seqlen_k + 1) * 4);
     float acc[256];
@@ -829,7 +833,7 @@ static void cuda_error_checks(void) {
 /* the checks that hold on every backend: NULL dout refused, the size functions 0 on the host backends */
 static void common_error_checks(void) {
     if (!g_host) return; /* CUDA: cuda_error_checks */
-    const bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, SEL_CURRENT, 0, 0, 0, 0};
+    const bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, SEL_CURRENT, 0, 0, 0, 0, 0};
     bdata x;
     bdata_init(&x, &c, 5);
     const infllm_params p = params_for(&c, g_be);
@@ -877,33 +881,40 @@ int main(void) {
            "error / (2 x naive + 4 unit roundoffs of the largest value)%s%s\n",
            g_bname, g_bname, g_only ? "; only cases matching " : "", g_only ? g_only : "");
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
-    /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], selection, cols (random), topk, local (select), all blocks */
+    /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], selection, cols (random), topk, local (select), all blocks,
+     * softmax_scale factor (0: the default) */
     const bcase cases[] = {
         /* random selections: padding, duplicates, unsorted, future / past-the-end / INT32_MAX entries, empty rows */
-        {"sparse-g16-bf16-d128-B64", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0},
-        {"sparse-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 3, {37, 1, 200}, {37, 700, 200}, SEL_RANDOM, 8, 0, 0, 0},
-        {"sparse-g1-bf16-d64-B128-chunk", BF, 2, 2, 64, 128, 1, {700}, {1500}, SEL_RANDOM, 4, 0, 0, 0},
-        {"sparse-g32-f16-d128-B48-varlen", F16, 32, 1, 128, 48, 2, {200, 37}, {1500, 37}, SEL_RANDOM, 5, 0, 0, 0},
+        {"sparse-g16-bf16-d128-B64", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 0},
+        {"sparse-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 3, {37, 1, 200}, {37, 700, 200}, SEL_RANDOM, 8, 0, 0, 0, 0},
+        {"sparse-g1-bf16-d64-B128-chunk", BF, 2, 2, 64, 128, 1, {700}, {1500}, SEL_RANDOM, 4, 0, 0, 0, 0},
+        {"sparse-g32-f16-d128-B48-varlen", F16, 32, 1, 128, 48, 2, {200, 37}, {1500, 37}, SEL_RANDOM, 5, 0, 0, 0, 0},
         /* a decode row, a sequence without queries (its keys get 0) and a chunk */
-        {"sparse-g16-bf16-d64-B48-decode", BF, 32, 2, 64, 48, 3, {1, 0, 37}, {1500, 200, 700}, SEL_RANDOM, 3, 0, 0, 0},
-        {"sparse-g3-bf16-d128-B16-chunk", BF, 6, 2, 128, 16, 2, {200, 1}, {700, 37}, SEL_RANDOM, 7, 0, 0, 0},
-        {"sparse-g1-f16-d128-B64-L1500", F16, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_RANDOM, 5, 0, 0, 0},
+        {"sparse-g16-bf16-d64-B48-decode", BF, 32, 2, 64, 48, 3, {1, 0, 37}, {1500, 200, 700}, SEL_RANDOM, 3, 0, 0, 0, 0},
+        {"sparse-g3-bf16-d128-B16-chunk", BF, 6, 2, 128, 16, 2, {200, 1}, {700, 37}, SEL_RANDOM, 7, 0, 0, 0, 0},
+        {"sparse-g1-f16-d128-B64-L1500", F16, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_RANDOM, 5, 0, 0, 0, 0},
         /* only the current block: the keys before the first query's block are never attended */
-        {"sparse-current-only-bf16-d64-chunk", BF, 4, 2, 64, 64, 1, {37}, {700}, SEL_CURRENT, 1, 0, 0, 0},
+        {"sparse-current-only-bf16-d64-chunk", BF, 4, 2, 64, 64, 1, {37}, {700}, SEL_CURRENT, 1, 0, 0, 0, 0},
         /* dense; two of them also as the sparse backward with every block selected */
-        {"dense-g1-bf16-d128-L1500", BF, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_DENSE, 0, 0, 0, 0},
-        {"dense-g3-f16-d64-B48-varlen-all", F16, 6, 2, 64, 48, 3, {1, 200, 37}, {700, 200, 37}, SEL_DENSE, 0, 0, 0, 1},
-        {"dense-g16-bf16-d64-L700", BF, 32, 2, 64, 64, 1, {700}, {700}, SEL_DENSE, 0, 0, 0, 0},
-        {"dense-g32-f16-d128-chunk", F16, 32, 1, 128, 64, 1, {200}, {700}, SEL_DENSE, 0, 0, 0, 0},
-        {"dense-g16-bf16-d128-B128-varlen-all", BF, 16, 1, 128, 128, 2, {200, 37}, {200, 300}, SEL_DENSE, 0, 0, 0, 1},
+        {"dense-g1-bf16-d128-L1500", BF, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_DENSE, 0, 0, 0, 0, 0},
+        {"dense-g3-f16-d64-B48-varlen-all", F16, 6, 2, 64, 48, 3, {1, 200, 37}, {700, 200, 37}, SEL_DENSE, 0, 0, 0, 1, 0},
+        {"dense-g16-bf16-d64-L700", BF, 32, 2, 64, 64, 1, {700}, {700}, SEL_DENSE, 0, 0, 0, 0, 0},
+        {"dense-g32-f16-d128-chunk", F16, 32, 1, 128, 64, 1, {200}, {700}, SEL_DENSE, 0, 0, 0, 0, 0},
+        {"dense-g16-bf16-d128-B128-varlen-all", BF, 16, 1, 128, 128, 2, {200, 37}, {200, 300}, SEL_DENSE, 0, 0, 0, 1, 0},
         /* the backend's own selection (infllm_select_blocks) and its forward's lse: a training step */
-        {"select-g16-bf16-d128-B64", BF, 16, 1, 128, 64, 1, {1200}, {1200}, SEL_SELECT, 0, 4, 2, 0},
-        {"select-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0},
-        {"select-g32-f16-d64-B48-chunk", F16, 32, 1, 64, 48, 1, {200}, {1500}, SEL_SELECT, 0, 3, 1, 0},
-        {"select-g1-bf16-d128-B128", BF, 2, 2, 128, 128, 1, {1500}, {1500}, SEL_SELECT, 0, 2, 1, 0},
+        {"select-g16-bf16-d128-B64", BF, 16, 1, 128, 64, 1, {1200}, {1200}, SEL_SELECT, 0, 4, 2, 0, 0},
+        {"select-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0, 0},
+        {"select-g32-f16-d64-B48-chunk", F16, 32, 1, 64, 48, 1, {200}, {1500}, SEL_SELECT, 0, 3, 1, 0, 0},
+        {"select-g1-bf16-d128-B128", BF, 2, 2, 128, 128, 1, {1500}, {1500}, SEL_SELECT, 0, 2, 1, 0, 0},
         /* groups past one 128-row tile: a token a tile (G 128), and the group's heads in two chunks (G 160) */
-        {"sparse-g160-bf16-d64-B32-varlen", BF, 160, 1, 64, 32, 2, {90, 1}, {300, 90}, SEL_RANDOM, 5, 0, 0, 0},
-        {"dense-g128-f16-d128-chunk", F16, 128, 1, 128, 64, 1, {60}, {260}, SEL_DENSE, 0, 0, 0, 0},
+        {"sparse-g160-bf16-d64-B32-varlen", BF, 160, 1, 64, 32, 2, {90, 1}, {300, 90}, SEL_RANDOM, 5, 0, 0, 0, 0},
+        {"dense-g128-f16-d128-chunk", F16, 128, 1, 128, 64, 1, {60}, {260}, SEL_DENSE, 0, 0, 0, 0, 0},
+        /* a softmax_scale other than 1 / sqrt(D) (a model with its own query scaling): in every score, dS and the
+         * selection's stage 1; sharper and softer than the default, not a power of two (those scale exactly) */
+        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 2.3f},
+        {"select-g4-f16-d64-B32-scale-soft-varlen", F16, 8, 2, 64, 32, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0,
+         0.45f},
+        {"dense-g3-bf16-d128-scale-sharp-all", BF, 6, 2, 128, 64, 1, {300}, {300}, SEL_DENSE, 0, 0, 0, 1, 1.7f},
     };
     const size_t ncases = sizeof cases / sizeof cases[0];
     int ngrid = 0;
@@ -936,6 +947,9 @@ int main(void) {
         c.topk = 1 + (int32_t)(h_rng_next(&rs) % 6);
         c.local = (int32_t)(h_rng_next(&rs) % 4);
         c.all_blocks = c.sel == SEL_DENSE && h_rng_next(&rs) % 2;
+        /* a quarter at another softmax_scale, 0.3-3.3x the default (test_cuda's and test_cuda_cache's factors) */
+        static const float scale_facs[4] = {0.3f, 0.7f, 1.6f, 3.3f};
+        c.scale_fac = h_rng_next(&rs) % 4 == 0 ? scale_facs[h_rng_next(&rs) % 4] : 0.0f;
         char kind[40];
         if (c.sel == SEL_RANDOM)
             snprintf(kind, sizeof kind, "random%d", c.cols);
@@ -943,9 +957,9 @@ int main(void) {
             snprintf(kind, sizeof kind, "select-t%d-l%d", c.topk, c.local);
         else
             snprintf(kind, sizeof kind, "%s", c.sel == SEL_CURRENT ? "current" : c.all_blocks ? "dense-all" : "dense");
-        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s-seqs%d:%d/%d,%d/%d,%d/%d", i,
+        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s-seqs%d:%d/%d,%d/%d,%d/%d-sc%g", i,
                  infllm_dtype_name(c.dt), G, c.Hkv, c.D, c.B, kind, c.nseq, c.lq[0], c.lk[0], c.lq[1], c.lk[1],
-                 c.lq[2], c.lk[2]);
+                 c.lq[2], c.lk[2], (double)c.scale_fac);
         c.name = names[i];
         run_case(&c, 7000 + (unsigned long long)i + 1000 * rs);
     }
