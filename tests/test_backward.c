@@ -21,6 +21,8 @@
  * 5. Bad input: NULL arguments, topk_cols < 1: clear errors. The CUDA backend on this test's plain host buffers:
  *    refused with INFLLM_ERR_UNSUPPORTED saying why (no usable device, or host memory the GPU cannot read), or run
  *    where the device reads pageable memory; test_cuda_backward holds the CUDA backward itself.
+ * Checks 1 and 2 also run at a softmax_scale other than 1 / sqrt(D) (0.45x / 2.3x; a quarter of the random cases
+ *    0.3-3.3x).
  * INFLLM_BACKWARD_RANDOM=N (default 6) / INFLLM_BACKWARD_SEED=S add seeded random cases to check 2.
  * INFLLM_TEST_VERBOSE=1 prints each gradient's errors.
  */
@@ -40,6 +42,7 @@ typedef struct bcase {
     int32_t Hq, Hkv, D, B, nseq;
     int32_t lq[3], lk[3];
     int32_t topk_cols; /* 0: dense */
+    float scale_fac;   /* 0: softmax_scale 0 (1 / sqrt(D)); else softmax_scale = scale_fac / sqrt(D) */
 } bcase;
 
 typedef struct bdata {
@@ -141,6 +144,7 @@ static infllm_params params_for(const bcase *c, infllm_backend be, int threads) 
     p.block_size = c->B;
     p.backend = be;
     p.num_threads = threads;
+    if (c->scale_fac > 0) p.softmax_scale = c->scale_fac / sqrtf((float)c->D);
     return p;
 }
 
@@ -161,7 +165,7 @@ static infllm_status run_backward(const bdata *x, const infllm_params *p, const 
 static void naive_backward(const bdata *x, void *dq, void *dk, void *dv) {
     const bcase *c = x->c;
     const int32_t G = c->Hq / c->Hkv, D = c->D, B = c->B;
-    const float scale = 1.0f / sqrtf((float)D);
+    const float scale = (c->scale_fac > 0 ? c->scale_fac : 1.0f) / sqrtf((float)D); /* params_for's */
     const int64_t nk = x->tk * c->Hkv * D;
     float *dkf = calloc((size_t)nk + 1, 4), *dvf = calloc((size_t)nk + 1, 4);
     float *w = malloc(((size_t)x->tk + 1) * 4), *dp = malloc(((size_t)x->tk + 1) * 4), *acc = malloc((size_t)D * 4);
@@ -334,7 +338,7 @@ static void run_case(const bcase *c, unsigned long long seed) {
 
 /* the dense backward equals the sparse one with every block selected, bit for bit */
 static void dense_vs_all_blocks(void) {
-    bcase c = {"dense-vs-all-blocks", INFLLM_DTYPE_BF16, 6, 2, 64, 32, 2, {70, 33}, {200, 33}, 0};
+    bcase c = {"dense-vs-all-blocks", INFLLM_DTYPE_BF16, 6, 2, 64, 32, 2, {70, 33}, {200, 33}, 0, 0};
     bdata x;
     bdata_init(&x, &c, 99);
     const int32_t nbmax = (200 + 31) / 32;
@@ -476,7 +480,7 @@ static void stage2_only_small_block(const bcase *c, unsigned long long seed) {
 static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t B,
                            int32_t topk, int32_t local, int32_t exact, int32_t lq, int32_t lk, int32_t lq2, int32_t lk2,
                            int32_t l1, int32_t s1, int32_t init) {
-    bcase c = {name, dt, Hq, Hkv, D, B, lq2 ? 2 : 1, {lq, lq2}, {lk, lk2}, 0};
+    bcase c = {name, dt, Hq, Hkv, D, B, lq2 ? 2 : 1, {lq, lq2}, {lk, lk2}, 0, 0};
     bdata x;
     bdata_init(&x, &c, 31337);
     infllm_params cpu = params_for(&c, INFLLM_BACKEND_CPU, 2), ref = params_for(&c, INFLLM_BACKEND_REF, 1);
@@ -635,7 +639,7 @@ static void nan_backward(int value_nan) {
 }
 
 static void error_checks(void) {
-    bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2};
+    bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2, 0};
     bdata x;
     bdata_init(&x, &c, 5);
     const int64_t nq = x.tq * 4 * 64, nk = x.tk * 2 * 64;
@@ -687,7 +691,7 @@ static void error_checks(void) {
  * out == q. Every backend refuses an overlap of a gradient with an input or with another gradient, naming both;
  * buffers that only touch (dk then dv in one allocation) run and give the separate buffers' bits. */
 static void aliased_buffers(void) {
-    bcase c = {"aliases", INFLLM_DTYPE_F32, 4, 2, 32, 16, 2, {20, 7}, {40, 30}, 3};
+    bcase c = {"aliases", INFLLM_DTYPE_F32, 4, 2, 32, 16, 2, {20, 7}, {40, 30}, 3, 0};
     bdata x;
     bdata_init(&x, &c, 11);
     const int64_t nq = x.tq * c.Hq * c.D, nk = x.tk * c.Hkv * c.D;
@@ -749,28 +753,34 @@ static void aliased_buffers(void) {
 int main(void) {
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16, F32 = INFLLM_DTYPE_F32;
     printf("test_backward: attention backward (REF vs finite differences, CPU vs REF)\n");
-    /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], topk_cols (0: dense) */
+    /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], topk_cols (0: dense), softmax_scale factor (0: the default) */
     const bcase fd_cases[] = {
-        {"fd-sparse-g2-f32", F32, 4, 2, 32, 16, 1, {40}, {64}, 3},
-        {"fd-dense-g3-f32", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0},
+        {"fd-sparse-g2-f32", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 0},
+        {"fd-dense-g3-f32", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0},
+        /* a softmax_scale of the caller's (2.3x and 0.45x the default): the gradients carry it */
+        {"fd-sparse-g2-f32-scale-sharp", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 2.3f},
+        {"fd-dense-g3-f32-scale-soft", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0.45f},
     };
     for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++) finite_differences(&fd_cases[i]);
     const bcase cases[] = {
-        {"sparse-g16-bf16-d128", BF, 32, 2, 128, 64, 1, {300}, {300}, 4},
-        {"sparse-g3-f16-d64-varlen", F16, 6, 2, 64, 32, 3, {50, 1, 97}, {130, 40, 97}, 5},
-        {"sparse-g1-f32-d32-B16", F32, 3, 3, 32, 16, 2, {64, 17}, {64, 200}, 6},
-        {"sparse-g4-bf16-B128-chunk", BF, 8, 2, 64, 128, 1, {140}, {600}, 3},
+        {"sparse-g16-bf16-d128", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 0},
+        {"sparse-g3-f16-d64-varlen", F16, 6, 2, 64, 32, 3, {50, 1, 97}, {130, 40, 97}, 5, 0},
+        {"sparse-g1-f32-d32-B16", F32, 3, 3, 32, 16, 2, {64, 17}, {64, 200}, 6, 0},
+        {"sparse-g4-bf16-B128-chunk", BF, 8, 2, 64, 128, 1, {140}, {600}, 3, 0},
         /* a group above 64 heads (row batches of 64 + 16), blocks of 80 (tiles that straddle two
          * blocks), a one-token decode sequence beside a chunk */
-        {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3},
+        {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3, 0},
         /* head_dim 16, a sequence without queries (its keys get 0), one-token sequences */
-        {"sparse-d16-tiny-seqs", F32, 2, 1, 16, 16, 3, {0, 5, 1}, {40, 5, 1}, 2},
+        {"sparse-d16-tiny-seqs", F32, 2, 1, 16, 16, 3, {0, 5, 1}, {40, 5, 1}, 2, 0},
         /* only the forced current block: the keys before the first query's block are never attended */
-        {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1},
-        {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0},
-        {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0},
+        {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1, 0},
+        {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0, 0},
+        {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0, 0},
         /* sequences of one 64-key tile (run whole on one thread each) beside one of 65 keys (the team's passes) */
-        {"dense-g4-bf16-one-tile-seqs", BF, 8, 2, 64, 64, 3, {64, 1, 30}, {64, 65, 30}, 0},
+        {"dense-g4-bf16-one-tile-seqs", BF, 8, 2, 64, 64, 3, {64, 1, 30}, {64, 65, 30}, 0, 0},
+        /* a softmax_scale other than 1 / sqrt(D), sharper and softer, not a power of two (those scale exactly) */
+        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 2.3f},
+        {"dense-g3-f32-d96-scale-soft-varlen", F32, 6, 2, 96, 32, 2, {80, 20}, {80, 150}, 0, 0.45f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
     /* seeded random cases (INFLLM_BACKWARD_RANDOM, default 6, from INFLLM_BACKWARD_SEED, default 1):
@@ -798,15 +808,17 @@ int main(void) {
             c.lq[b] = layout == 0 ? c.lk[b] : layout == 1 ? 1 + (int32_t)(h_rng_next(&rs) % (uint64_t)c.lk[b]) : 1;
         }
         c.topk_cols = h_rng_next(&rs) % 4 == 0 ? 0 : 1 + (int32_t)(h_rng_next(&rs) % 8);
-        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s%d-seqs%d", i, infllm_dtype_name(c.dt), G,
-                 c.Hkv, c.D, c.B, c.topk_cols ? "sparse" : "dense", c.topk_cols, c.nseq);
+        static const float scale_facs[4] = {0.3f, 0.7f, 1.6f, 3.3f}; /* a quarter at another softmax_scale */
+        c.scale_fac = h_rng_next(&rs) % 4 == 0 ? scale_facs[h_rng_next(&rs) % 4] : 0.0f;
+        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s%d-seqs%d-sc%g", i, infllm_dtype_name(c.dt),
+                 G, c.Hkv, c.D, c.B, c.topk_cols ? "sparse" : "dense", c.topk_cols, c.nseq, (double)c.scale_fac);
         c.name = names[i];
         run_case(&c, 5000 + (unsigned long long)i + 1000 * rs);
     }
     dense_vs_all_blocks();
     const bcase small_block[] = {
-        {"stage2-only-B8-sparse-f32", F32, 4, 2, 32, 8, 2, {30, 1}, {45, 20}, 4},
-        {"stage2-only-B8-dense-f32", F32, 3, 1, 16, 8, 1, {25}, {40}, 0},
+        {"stage2-only-B8-sparse-f32", F32, 4, 2, 32, 8, 2, {30, 1}, {45, 20}, 4, 0},
+        {"stage2-only-B8-dense-f32", F32, 3, 1, 16, 8, 1, {25}, {40}, 0, 0},
     };
     for (size_t i = 0; i < sizeof small_block / sizeof small_block[0]; i++) stage2_only_small_block(&small_block[i], 77 + i);
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */
