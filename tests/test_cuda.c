@@ -18,6 +18,7 @@
  *              (select_blocks + sparse_attention) captured into one graph bitwise as eager
  *   pipeline   infllm_attention (dense/sparse switch, varlen): rows whose error exceeds 4x the
  *              naive error <= 1%, and the Frobenius error over the others <= 2x naive
+ * A third of the random cases take top-k, init or local blocks at an extreme (every block, INT32_MAX).
  * Two grid cases and a quarter of the random ones run at a softmax_scale other than 1 / sqrt(D) (0.3-3.3x; the
  * naive error at the same scale).
  * One summary line at the end ("test_cuda: N passed, N failed" plus a CUDA summary).
@@ -1239,6 +1240,16 @@ static void for_each_case(void (*fn)(const tcase *, unsigned long long), const c
         memset(&c, 0, sizeof c);
         const rand_knobs kn = draw_knobs(&rng); /* cuda_testlib.h: shared with test_cuda_cache */
         APPLY_KNOBS(c, kn);
+        /* now and then the forced blocks and top-k at their extremes, as test_cuda_cache's attends draw them: every
+         * block selected (topk 500, or the largest valid, 2^24 - local), the first blocks all forced (init 40 or
+         * INT32_MAX), the whole causal range local (1000 blocks) */
+        switch (h_rng_next(&rng) % 12) {
+        case 0: c.topk = 500; break;
+        case 1: c.topk = (1 << 24) - c.local_blocks; break;
+        case 2: c.init_blocks = h_rng_next(&rng) % 2 ? 40 : INT32_MAX; break;
+        case 3: c.local_blocks = 1000; break;
+        default: break;
+        }
         const int Bv = c.B ? c.B : 64;
         /* up to 4 sequences; 3 or 4 shorter ones, as the float64 reference is O(L^2) */
         c.nseq = 1 + (int)(h_rng_next(&rng) % 4);
