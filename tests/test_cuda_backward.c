@@ -946,6 +946,13 @@ int main(void) {
         c.cols = 1 + (int32_t)(h_rng_next(&rs) % 8);
         c.topk = 1 + (int32_t)(h_rng_next(&rs) % 6);
         c.local = (int32_t)(h_rng_next(&rs) % 4);
+        /* now and then every block selected (topk 500, or the largest valid) or the whole causal range local */
+        switch (h_rng_next(&rs) % 8) {
+        case 0: c.topk = 500; break;
+        case 1: c.topk = (1 << 24) - c.local; break;
+        case 2: c.local = 1000; break;
+        default: break;
+        }
         c.all_blocks = c.sel == SEL_DENSE && h_rng_next(&rs) % 2;
         /* a quarter at another softmax_scale, 0.3-3.3x the default (test_cuda's and test_cuda_cache's factors) */
         static const float scale_facs[4] = {0.3f, 0.7f, 1.6f, 3.3f};
