@@ -128,8 +128,10 @@ static RowCase draw(std::mt19937_64 &rng) {
                                                                                   : uni(1, std::max(1, std::min(c.n, 160)));
     c.ncols = std::max(c.k, 0) + uni(0, 9);
     c.qmax = uni(0, 7) ? c.n - 1 : uni(-1, c.n - 1);
-    c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 40);
-    c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 60);
+    /* now and then at the API's extremes: every block an init block (INT32_MAX; its group arithmetic overflowed
+     * until session 46), the whole row local (2^24, the most topk + local may be) */
+    c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 4) ? uni(0, 40) : INT32_MAX;
+    c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 4) ? uni(0, 60) : 1 << 24;
     c.e_lo = uni(0, 2) ? c.n + uni(0, 5) : uni(0, c.n);
     c.score.resize(c.n);
     const int mode = uni(0, 6);
@@ -398,8 +400,10 @@ static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
     const int kk = uni(0, 5);
     c.K = kk == 0 ? 1 : kk == 1 ? c.n - 1 : uni(1, std::max(1, std::min(c.n - 1, 160)));
     c.topk_out = c.K + uni(0, 9);
-    c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 40);
-    c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 60);
+    /* now and then at the API's extremes: every block an init block (INT32_MAX; its group arithmetic overflowed
+     * until session 46), the whole row local (2^24, the most topk + local may be) */
+    c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 4) ? uni(0, 40) : INT32_MAX;
+    c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 4) ? uni(0, 60) : 1 << 24;
     c.e_lo = uni(0, 2) ? c.n + uni(0, 5) : uni(0, c.n);
     const int mode = uni(0, 4);
     static const char *names[] = {"bf16 probabilities", "few values", "all equal", "mostly zeros", "with +inf / NaN"};

@@ -52,8 +52,11 @@ struct SelBlockKey {
         const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : min(f2key(score), 0xff7fffffu);
         return forced ? 0xff800000u /* f2key(+inf) */ : key;
     }
-    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is min(f2key(score), f2key(FLT_MAX)) */
-    __device__ __forceinline__ int plain_lo() const { return init_blocks; }
+    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is min(f2key(score), f2key(FLT_MAX)).
+     * plain_lo is at most plain_hi (an empty range), never init_blocks itself: the callers round it up to a group of
+     * 4 and offset it by a segment's start, which overflowed int for init_blocks near INT32_MAX (every block an init
+     * block: the forced blocks then took their scores' keys, session 46) */
+    __device__ __forceinline__ int plain_lo() const { return min(init_blocks, plain_hi()); }
     __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
 };
 
