@@ -84,9 +84,11 @@ static inline void *to_host(const void *d, size_t bytes) {
 
 /* The knobs the random cases of test_cuda (one-shot calls) and test_cuda_cache (the decode cache) draw,
  * in one place so that both cover the same space: storage dtype, head_dim 64 / 128, 1-2 KV heads, a group
- * of 1-32, the default block (64) or 16-192 with a kernel stride that divides it (16, B / 2, B / 4), any
- * kernel size up to three strides, 0-2 initial and 0-3 local forced blocks, top-k 1-8, exact LSE, and the
- * mode. B = 0: the library default. Needs harness.h's h_rng_next and infllm.h. */
+ * of 1-32, the default block (64) or 16-192 with a kernel stride that divides it (16, B / 2, B / 4; a quarter of
+ * the time any divisor from 2 up), any kernel size up to three strides (a quarter of the time up to 2 B + a
+ * stride, past the block), 0-2 initial and 0-3 local forced blocks, top-k 1-8, exact LSE, and the mode (test_cuda
+ * and test_cuda_cache then take some of these to their extremes themselves). B = 0: the library default. Needs
+ * harness.h's h_rng_next and infllm.h. */
 typedef struct rand_knobs {
     infllm_dtype dt;
     int D, Hq, Hkv, B, l1, s1, init_blocks, local_blocks, topk, exact;
@@ -105,7 +107,14 @@ static inline rand_knobs draw_knobs(unsigned long long *rng) {
     const int Bv = k.B ? k.B : 64;
     const int strides[3] = {16, Bv / 2, Bv / 4}; /* each divides every B above */
     k.s1 = strides[h_rng_next(rng) % 3];
-    k.l1 = 1 + (int)(h_rng_next(rng) % (3 * k.s1));
+    if (h_rng_next(rng) % 4 == 0) { /* now and then any divisor of B from 2 up (the API's range, as test_diff's) */
+        int divs[32], nd = 0;
+        for (int d = 2; d <= Bv && nd < 32; d++)
+            if (Bv % d == 0) divs[nd++] = d;
+        k.s1 = divs[h_rng_next(rng) % nd];
+    }
+    /* the kernel size: up to three strides, now and then past the block (up to 2 B + a stride) */
+    k.l1 = 1 + (int)(h_rng_next(rng) % (h_rng_next(rng) % 4 == 0 ? 2 * Bv + k.s1 : 3 * k.s1));
     k.init_blocks = (int)(h_rng_next(rng) % 3);
     k.local_blocks = (int)(h_rng_next(rng) % 4);
     k.topk = 1 + (int)(h_rng_next(rng) % 8);
