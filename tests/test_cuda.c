@@ -424,8 +424,8 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     double naive[2]; /* sparse, dense */
     const ref_span naive_parts[] = {{naive, sizeof naive}};
     if (!ref_get(c, seed, "naive", naive_parts, 1, &saved)) {
-        naive_errors(q, k, v, dt, Hq, Hkv, D, c->nseq, c->lq, c->lk, cuq, cuk, maxk, rtk, K, p.block_size, scale, ro_s, ro_d,
-                     naive);
+        naive_errors(q, k, v, dt, Hq, Hkv, D, c->nseq, c->lq, c->lk, cuq, cuk, maxk, rtk, K, p.block_size, scale, ro_s,
+                     ro_d, naive);
         ref_put(c, seed, "naive", naive_parts, 1, saved);
     }
     const double naive_s = naive[0], naive_d = naive[1];
