@@ -13,7 +13,8 @@
  *              error vs REF in f32 storage (float64 math) <= 2x the error of a naive bf16/f16
  *              implementation (scores, probabilities and output rounded to the storage type; sampled
  *              on every 7th row, floored at half the storage type's unit roundoff: naive_floor);
- *              the same selection with rows reversed and two entries repeated likewise; LSE within 2e-2;
+ *              the same selection with rows reversed and two entries repeated likewise; LSE within 2x the
+ *              naive rows' LSE error + 8 f32 unit roundoffs of the largest |LSE|;
  *              both in the caller's workspace bitwise as in their own, and a training step's forward
  *              (select_blocks + sparse_attention) captured into one graph bitwise as eager
  *   pipeline   infllm_attention (dense/sparse switch, varlen): rows whose error exceeds 4x the
@@ -178,15 +179,17 @@ static void ref_put(const tcase *c, unsigned long long seed, const char *part, c
 }
 
 /* The naive low-precision error (sparse on REF's selection rtk, and dense) against the f32-storage references
- * ro_s / ro_d, relative Frobenius, on every 7th query row of each sequence and every 3rd head (all heads up to
- * 4), floored at naive_floor: out[0] sparse, out[1] dense. */
+ * ro_s / ro_d (rl_s / rl_d for the LSE), on every 7th query row of each sequence and every 3rd head (all heads up
+ * to 4): out[0] sparse, out[1] dense, relative Frobenius, floored at naive_floor; out[2] sparse, out[3] dense, the
+ * largest absolute LSE error of the naive rows (ref_compare.h's naive_row_lse: scores rounded to the dtype, f32
+ * sums; rows of no key, -inf in both, not counted). */
 static void naive_errors(const uint16_t *q, const uint16_t *k, const uint16_t *v, infllm_dtype dt, int Hq, int Hkv,
                          int D, int nseq, const int *lq, const int *lk, const int32_t *cuq, const int32_t *cuk,
                          int maxk, const int32_t *rtk, int K, int B, float scale, const float *ro_s,
-                         const float *ro_d, double out[2]) {
+                         const float *ro_d, const float *rl_s, const float *rl_d, double out[4]) {
     const int G = Hq / Hkv;
     const int64_t TQ = cuq[nseq];
-    double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0;
+    double nn_s = 0, nd_s = 0, nn_d = 0, nd_d = 0, nl_s = 0, nl_d = 0;
     int64_t *keys = malloc(sizeof(int64_t) * (size_t)(maxk + 1));
     float *sbuf = malloc(sizeof(float) * (size_t)(maxk + 1)), *ob = malloc(sizeof(float) * D);
     for (int b = 0; b < nseq; b++) {
@@ -205,7 +208,13 @@ static void naive_errors(const uint16_t *q, const uint16_t *k, const uint16_t *v
                         }
                         if (ok) keys[n++] = j;
                     }
-                    naive_row(q, k, v, dt, Hq, Hkv, D, t, h, cuk[b], keys, n, scale, sbuf, ob);
+                    float nlse;
+                    naive_row_lse(q, k, v, dt, Hq, Hkv, D, t, h, cuk[b], keys, n, scale, sbuf, ob, &nlse);
+                    const float rlse = (mode == 0 ? rl_s : rl_d)[t * Hq + h];
+                    if (isfinite(rlse)) {
+                        double *nl = mode == 0 ? &nl_s : &nl_d;
+                        *nl = fmax(*nl, fabs((double)nlse - rlse));
+                    }
                     const float *ref = (mode == 0 ? ro_s : ro_d) + (t * Hq + h) * D;
                     for (int d = 0; d < D; d++) {
                         double e = (double)ob[d] - ref[d];
@@ -223,6 +232,8 @@ static void naive_errors(const uint16_t *q, const uint16_t *k, const uint16_t *v
     }
     out[0] = fmax(sqrt(nn_s / (nd_s + 1e-300)), naive_floor(dt));
     out[1] = fmax(sqrt(nn_d / (nd_d + 1e-300)), naive_floor(dt));
+    out[2] = nl_s;
+    out[3] = nl_d;
     free(keys), free(sbuf), free(ob);
 }
 
@@ -421,11 +432,11 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     }
 
     /* naive low-precision error on a subset of rows */
-    double naive[2]; /* sparse, dense */
+    double naive[4]; /* out: sparse, dense; lse: sparse, dense */
     const ref_span naive_parts[] = {{naive, sizeof naive}};
     if (!ref_get(c, seed, "naive", naive_parts, 1, &saved)) {
         naive_errors(q, k, v, dt, Hq, Hkv, D, c->nseq, c->lq, c->lk, cuq, cuk, maxk, rtk, K, p.block_size, scale, ro_s,
-                     ro_d, naive);
+                     ro_d, rl_s, rl_d, naive);
         ref_put(c, seed, "naive", naive_parts, 1, saved);
     }
     const double naive_s = naive[0], naive_d = naive[1];
@@ -599,13 +610,24 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     }
     double err_s = sqrt(es / (rs2 + 1e-300)), err_d = sqrt(ed / (rd2 + 1e-300)); /* 0 without a query */
     CHECK(err_s <= 2 * naive_s, "%s: sparse attention error %.3e > 2 x naive %.3e", c->name, err_s, naive_s);
+    /* LSE on REF's selection (no near-tie can move it): <= 2 x the naive row's LSE error (its scores rounded to the
+     * dtype) + 8 f32 unit roundoffs of the largest |LSE| (the f32 sums and log of any implementation; the
+     * kernels' own error, ~2 units) */
+    double lse_ref_max = 0;
+    for (size_t i = 0; i < (size_t)TQ * Hq; i++) {
+        if (isfinite(rl_s[i])) lse_ref_max = fmax(lse_ref_max, fabs((double)rl_s[i]));
+        if (isfinite(rl_d[i])) lse_ref_max = fmax(lse_ref_max, fabs((double)rl_d[i]));
+    }
+    const double lse_floor = 8.0 * 0x1p-24 * lse_ref_max, lse_bound_s = 2 * naive[2] + lse_floor,
+                 lse_bound_d = 2 * naive[3] + lse_floor;
     const double err_sr = sqrt(esr / (rs2 + 1e-300));
-    CHECK(err_sr <= 2 * naive_s && lsemax_sr <= 2e-2,
-          "%s: sparse attention on reversed top-k rows with repeated entries: error %.3e (2 x naive %.3e), LSE max abs diff %.3e", c->name,
-          err_sr, 2 * naive_s, lsemax_sr);
+    CHECK(err_sr <= 2 * naive_s && lsemax_sr <= lse_bound_s,
+          "%s: sparse attention on reversed top-k rows with repeated entries: error %.3e (2 x naive %.3e), LSE max abs "
+          "diff %.3e (bound %.3e)", c->name, err_sr, 2 * naive_s, lsemax_sr, lse_bound_s);
     CHECK(err_d <= 2 * naive_d, "%s: dense attention error %.3e > 2 x naive %.3e", c->name, err_d, naive_d);
-    CHECK(lsemax_s <= 2e-2 && lsemax_d <= 2e-2, "%s: LSE max abs diff sparse %.3e dense %.3e", c->name, lsemax_s,
-          lsemax_d);
+    CHECK(lsemax_s <= lse_bound_s && lsemax_d <= lse_bound_d,
+          "%s: LSE max abs diff sparse %.3e (bound: 2 x naive %.3e + %.3e) dense %.3e (2 x naive %.3e + %.3e)", c->name,
+          lsemax_s, naive[2], lse_floor, lsemax_d, naive[3], lse_floor);
     /* pipeline */
     size_t bad = 0, nrows = 0;
     double ep = 0, rp = 0, lsemax_p = 0;
@@ -635,6 +657,9 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     double nvmax = fmax(naive_s, naive_d);
     CHECK(bad * 100 <= nrows, "%s: pipeline: %zu of %zu rows off by > 4x naive", c->name, bad, nrows);
     CHECK(err_p <= 2 * nvmax, "%s: pipeline error %.3e > 2 x naive %.3e", c->name, err_p, nvmax);
+    /* the pipeline selects itself: a row whose selection swaps a near-tie block (as REF's 99% rule allows) moves its
+     * LSE by about the swapped blocks' share of the row's mass, which no naive error bounds; the kernels' LSE is held
+     * to the derived bound above on REF's selection, here only to a coarse 2e-2 */
     CHECK(lsemax_p <= 2e-2, "%s: pipeline LSE max abs diff %.3e", c->name, lsemax_p);
     double ratio = fmax(err_s / (naive_s + 1e-300), err_d / (naive_d + 1e-300));
     if (ratio > g_worst_ratio) g_worst_ratio = ratio;

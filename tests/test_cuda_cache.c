@@ -11,9 +11,12 @@
  *              <= 2x naive (test_cuda's pipeline rule); LSE within 2e-2
  *   scratch    the caller's workspace is filled with 0xff bytes before every attend
  *   recompute  against CUDA infllm_attention on the whole prefix (which recompresses it): relative
- *              error <= 1x naive (rounding noise, not another function); the number of differing
- *              elements is printed (0 where both take the same kernels; the cache's decode kernels
- *              select the same blocks but sum stage 2 in another order: last-bit differences)
+ *              difference <= 2x naive (two results of the same selection summed in different orders,
+ *              each rounded to the dtype: independent errors of about the naive error's size differ by
+ *              ~1.4x it where output rounding dominates, as in f16 at a soft softmax_scale: 1.01x
+ *              seen, seed 4714); the number of differing elements is printed (0 where both take the
+ *              same kernels; the cache's decode kernels select the same blocks but sum stage 2 in
+ *              another order: last-bit differences)
  * plus chunked appends and attends (1..16 query tokens: the cache's own decode kernels, G > 16 as several
  * 16-head tiles;
  * 63 and > 64 query rows: the shared selection and flash kernels), dense mode, the
@@ -436,11 +439,17 @@ static void run_case(const ccase *c, const csched *rsch, unsigned long long seed
         err[g] = sqrt(ep2[g] / (rp2[g] + 1e-300));
         CHECK(err[g] <= 2 * nvmax[g], "%s: cache attend error %.3e > 2 x naive %.3e (softmax_scale %gx default; the "
               "worst row in %s)", c->name, err[g], nvmax[g], (double)g_scale_fac[g], worst_what);
-        CHECK(recomp_worst[g] <= nvmax[g],
-              "%s: cache vs full recompute on the GPU: rel error %.3e > naive %.3e (softmax_scale %gx default)", c->name,
-              recomp_worst[g], nvmax[g], (double)g_scale_fac[g]);
+        /* two same-precision results of one function: their errors (each <= 2x naive against REF above) are
+         * independent roundings, so the difference's scale is sqrt(2) x theirs; held to 2x naive (session 47: 1x
+         * failed at 1.01x for an f16 case at 0.3x the default scale, where the output's rounding is the error) */
+        CHECK(recomp_worst[g] <= 2 * nvmax[g],
+              "%s: cache vs full recompute on the GPU: rel difference %.3e > 2 x naive %.3e (softmax_scale %gx default)",
+              c->name, recomp_worst[g], nvmax[g], (double)g_scale_fac[g]);
         if (nvmax[g] > 0 && err[g] / nvmax[g] > g_worst_ratio) g_worst_ratio = err[g] / nvmax[g];
     }
+    /* the attend selects itself: a near-tie block swapped against REF's selection moves a row's LSE by about that
+     * block's share of the mass, which no naive error bounds; test_cuda holds the kernels' LSE to the derived bound
+     * on REF's selection, here a coarse 2e-2 */
     CHECK(lsemax <= 2e-2, "%s: LSE max abs diff %.3e", c->name, lsemax);
 
     /* truncate, then re-append other tokens: c1/c2 must follow the new contents */
