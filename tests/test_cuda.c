@@ -664,9 +664,10 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     double ratio = fmax(err_s / (naive_s + 1e-300), err_d / (naive_d + 1e-300));
     if (ratio > g_worst_ratio) g_worst_ratio = ratio;
     printf("  %-26s T=%-5lld sparse %.2e (naive %.2e) dense %.2e (naive %.2e) pipe %.2e bad %zu/%zu  "
-           "topk %.1f%% fused %.1f%%  s1-mis %zu c-mis %zu\n",
+           "topk %.1f%% fused %.1f%%  s1-mis %zu c-mis %zu  lse/bound %.2f %.2f\n",
            c->name, (long long)TQ, err_s, naive_s, err_d, naive_d, err_p, bad, nrows, rows ? 100.0 * tk_same / rows : 100.0,
-           rows ? 100.0 * tkf_same / rows : 100.0, smis, cmis);
+           rows ? 100.0 * tkf_same / rows : 100.0, smis, cmis, lsemax_s / (lse_bound_s + 1e-300),
+           lsemax_d / (lse_bound_d + 1e-300));
 
     free(q), free(k), free(v), free(q32), free(k32), free(v32), free(rc1), free(rc2), free(rsc), free(rbs), free(rtk);
     free(cc1), free(cc2), free(ccu1), free(csc), free(ctk), free(ro_s), free(rl_s), free(ro_d), free(rl_d);
