@@ -42,6 +42,10 @@ static inline errs err_of(const void *a, infllm_dtype da, const void *ref, infll
     return e;
 }
 
+/* near_tie's width for a selection of dtype dt: two bf16 ulps relative where the stage-1 scores are rounded to
+ * bf16 (SPEC A.3), 1e-4 where they stay f32 (f16 / f32 inputs: the summation orders of two backends) */
+static inline double near_tie_rel(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4; }
+
 /* near-tie at the top-k boundary of a REF block-score row: the blocks one selection has and
  * the other lacks all score within `rel` of the REF boundary score */
 static inline int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int32_t *sb, int32_t K, double rel) {

@@ -493,7 +493,7 @@ static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, i
         for (int64_t i = 0; i < n * Hq; i++) ref_mismatch += fabs(ral[i] - rl[i]) > 1e-6 * fabs(rl[i]) + 1e-6;
         CHECK(ref_mismatch == 0, "[%s] %s: REF infllm_attention disagrees with the REF ops (%s) on %lld values",
               c->name, what, sparse ? "sparse" : "dense", (long long)ref_mismatch);
-        const double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4; /* test_diff's near-tie width */
+        const double rel = near_tie_rel(c->dt);
         for (int64_t t = 0; sparse && t < n; t++)
             for (int32_t g = 0; g < Hkv; g++) {
                 const int64_t r = (int64_t)g * n + t;

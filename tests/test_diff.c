@@ -346,7 +346,7 @@ static void compare_selection(const ctx *x, const char *what, const float *bs_re
     const int32_t Hkv = c->Hkv, NB = x->sz.nblocks_out, K = x->sz.topk_out;
     const int64_t tq = x->tq;
     int64_t differ = 0, not_tie = 0;
-    double rel = c->dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4;
+    const double rel = near_tie_rel(c->dt);
     for (int64_t t = 0; t < tq; t++)
         for (int32_t g = 0; g < Hkv; g++) {
             int64_t r = (int64_t)g * tq + t;
