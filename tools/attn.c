@@ -216,6 +216,9 @@ static int load_cu(const char *path, npy_array *a, const char *what) {
     return 0;
 }
 
+/* the usage's summary line; a check of the parsed options that fails prints the usage after its message too */
+#define ATTN_SUMMARY "InfLLM-V2 attention on .npy tensors (shared/golden layout)."
+
 int cmd_attn(int argc, char **argv) {
     infllm_params p;
     infllm_params_default(&p);
@@ -260,23 +263,23 @@ int cmd_attn(int argc, char **argv) {
         {"--grad-dir", NULL, OPT_STR, &o.grad_dir, "DIR", "where --dout's gradients go: dq, dk, dv .npy (inputs' dtype)"},
         {"--quiet", NULL, OPT_FLAG, &o.quiet, NULL, "print nothing on success"},
         {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
-    int rc = opts_parse("infllm attn", "InfLLM-V2 attention on .npy tensors (shared/golden layout).", defs, argc,
-                        argv, 1, NULL, 0, NULL);
+    int rc = opts_parse("infllm attn", ATTN_SUMMARY, defs, argc, argv, 1, NULL, 0, NULL);
     if (rc == 1) return 0;
-    if (rc) return 2;
+    if (rc) return 2; /* opts_parse printed the message and the usage */
     if (!o.q || !o.k || !o.v) {
         fprintf(stderr, "infllm attn: --q, --k and --v are required (see --help)\n");
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     if (!o.dout != !o.grad_dir) {
         fprintf(stderr, "infllm attn: --dout and --grad-dir go together (the gradients need both)\n");
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     if (o.cache_len != ATTN_CACHE_LEN_UNSET && o.cache_len < 0) { /* was taken for "not given" and ignored */
         fprintf(stderr, "infllm attn: --cache-len must be >= 0 (got %d)\n", o.cache_len);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
-    if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
+    /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
+    if (o.out && output_is_input(&o, o.out)) return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     /* a folder option naming a file or nothing: said before the work, naming the option (it failed only when the
      * first file was written there, after the forward and --out) */
     const char *folders[][2] = {{"--dump", o.dump}, {"--grad-dir", o.grad_dir}};
@@ -285,11 +288,11 @@ int cmd_attn(int argc, char **argv) {
         if (!folders[i][1]) continue;
         if (!*folders[i][1]) {
             fprintf(stderr, "infllm attn: %s needs a folder name\n", folders[i][0]);
-            return 2;
+            return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
         }
         if (stat(folders[i][1], &fsb) == 0 && !S_ISDIR(fsb.st_mode)) {
             fprintf(stderr, "infllm attn: %s %s is a file, not a folder\n", folders[i][0], folders[i][1]);
-            return 2;
+            return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
         }
     }
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
@@ -297,7 +300,7 @@ int cmd_attn(int argc, char **argv) {
     else if (strcmp(o.mode, "sparse") == 0) p.mode = INFLLM_MODE_SPARSE;
     else {
         fprintf(stderr, "infllm attn: --mode must be auto, dense or sparse (got '%s')\n", o.mode);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     dev_ctx dev = {0};
     if (strcmp(o.device, "cpu") == 0) p.backend = INFLLM_BACKEND_CPU;
@@ -313,7 +316,7 @@ int cmd_attn(int argc, char **argv) {
         }
     } else {
         fprintf(stderr, "infllm attn: --device must be cpu, ref or cuda (got '%s')\n", o.device);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     p.block_size = o.block_size;
     p.kernel_size = o.kernel_size;

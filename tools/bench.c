@@ -750,8 +750,9 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
 
 /* The options of benchmark cmd ("attn", "backward" or "peak") into o, from one table: peak takes its last three
  * entries (--threads, --format, --seconds), attn all but --seconds, backward attn's with --peak parsed but not listed
- * (refused by cmd_backward_bench with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after
- * a message naming the option (beside an unknown option, the benchmark's usage on stderr). */
+ * (refused with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after a message naming the
+ * option and the benchmark's usage on stderr (opts_parse's errors and the checks of the parsed options alike, the
+ * library's own check of the attention parameters at every --seqlen included). */
 static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     const int peak = !strcmp(cmd, "peak");
     const char *summary = "";
@@ -807,45 +808,58 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     if (!strcmp(cmd, "backward")) opts_set_help(defs, "--peak", NULL);
     const int rc = opts_parse(prog, summary, defs, argc, argv, 0, NULL, 0, NULL);
     if (rc) return rc;
-    if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return 2;
+    if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return opts_usage_error(prog, summary, defs);
     if (!peak) {
         int64_t lens[32];
         const int nl = opts_int_list(prog, "--seqlen", seqlen, lens, 32);
-        if (nl < 0) return 2;
+        if (nl < 0) return opts_usage_error(prog, summary, defs);
         for (int j = 0; j < nl; j++) {
             if (lens[j] > INT32_MAX) {
                 fprintf(stderr, "%s: --seqlen %lld is too long\n", prog, (long long)lens[j]);
-                return 2;
+                return opts_usage_error(prog, summary, defs);
             }
             o->seqlens[o->nseq++] = (int)lens[j];
         }
         if (parse_dtype(dtype, &o->dtype)) {
             fprintf(stderr, "%s: --dtype bf16|f16|f32 (got '%s')\n", prog, dtype);
-            return 2;
+            return opts_usage_error(prog, summary, defs);
         }
         if (modes_arg(prog, modes, &o->do_dense, &o->do_sparse) ||
             choice_arg(prog, "--device", device, "cpu", "cuda", &o->cuda) ||
             choice_arg(prog, "--inputs", inputs, "random", "structured", &o->structured))
-            return 2;
+            return opts_usage_error(prog, summary, defs);
         o->warmup = !no_warmup;
     }
     if (o->reps < 1) {
         fprintf(stderr, "%s: --reps must be >= 1 (got %d)\n", prog, o->reps);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     if (!(o->seconds > 0) || !(o->peak >= 0)) {
         fprintf(stderr, "%s: --seconds must be > 0 and --peak >= 0 (0: measure it)\n", prog);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     /* 0: all cores, as infllm attn's --threads and infllm_params.num_threads (it ran 1 thread, and a negative
      * count was quietly taken for 1) */
     if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) {
         fprintf(stderr, "%s: --threads must be in 0..%d (0: all cores; got %d)\n", prog, INFLLM_MAX_THREADS,
                 o->threads);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     if (o->threads == 0) o->threads = infllm_cpu_num_threads();
     if (o->threads < 1) o->threads = 1;
+    if (!strcmp(cmd, "backward") && o->peak > 0) {
+        fprintf(stderr, "%s: --peak does not apply\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (!strcmp(cmd, "backward") && (o->kv_heads < 1 || o->heads % o->kv_heads)) {
+        fprintf(stderr, "%s: --heads must be a multiple of --kv-heads\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (o->cuda && o->peak > 0) { /* a usage error with or without CUDA in this build */
+        fprintf(stderr, "%s: --peak (the CPU's FMA peak) does not apply to --device cuda\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (!peak && check_opts(o, prog)) return opts_usage_error(prog, summary, defs);
     return 0;
 }
 
@@ -907,15 +921,10 @@ static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "attn");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
-    if (check_opts(&o, "infllm bench attn")) return 2;
     char cpu[512], err[512];
     int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
     if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        if (o.peak > 0) {
-            fprintf(stderr, "infllm bench attn: --peak (the CPU's FMA peak) does not apply to --device cuda\n");
-            return 2;
-        }
         one = bench_one_cuda;
 #endif
         if (!cuda_bench_device("infllm bench attn", cpu, sizeof cpu)) return 1;
@@ -1240,15 +1249,6 @@ static int cmd_backward_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "backward");
     if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
-    if (o.peak > 0) {
-        fprintf(stderr, "infllm bench backward: --peak does not apply\n");
-        return 2;
-    }
-    if (o.kv_heads < 1 || o.heads % o.kv_heads) {
-        fprintf(stderr, "infllm bench backward: --heads must be a multiple of --kv-heads\n");
-        return 2;
-    }
-    if (check_opts(&o, "infllm bench backward")) return 2;
     char cpu[512], err[512];
     int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
     if (o.cuda) {
