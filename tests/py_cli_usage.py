@@ -5,8 +5,8 @@ value that does not parse, an unknown option, a stray argument) exits 2 with not
 message headed by the command's name that names the option, then the command's usage. "needs a value" and "takes
 no value" printed no usage, and a bad value neither, where an unknown option did. And --help prints the usage on
 stdout, exit 0. Errors after parsing (a check of the options, a model that does not load, a run out of memory)
-are headed by the command's name too, and those that are usage errors (exit 2) print the usage after the message. No model or
-input is needed.
+are headed by the command's name too, and those that are usage errors (exit 2) print the usage after the message.
+`infllm version` takes no arguments, and `infllm help COMMAND` is the command's --help. No model or input is needed.
 
 argv[1] is the infllm binary.
 """
@@ -135,5 +135,29 @@ for args, prog, msg in POST_PARSE:
     c.check(p.returncode == 2 and p.stdout == "" and head.startswith(f"{prog}: ") and msg in head and
             f"\nusage: {prog} [options]\n" in p.stderr,
             f"{' '.join(args)}: exit {p.returncode}, the message then the usage on stderr: {p.stderr[:300]!r}")
+
+# infllm version / --version take no arguments ('version --json' printed the version and exited 0); 'help COMMAND'
+# is COMMAND's --help (it printed the command list whatever followed), and a word the command does not take, or a
+# command that does not exist, is refused
+for words in (["version", "--json"], ["--version", "extra"], ["-v", "x"]):
+    p = run(*words)
+    c.check(p.returncode == 2 and p.stdout == "" and "takes no arguments" in p.stderr and "usage: infllm" in p.stderr,
+            f"infllm {' '.join(words)}: exit {p.returncode}, refused: {p.stderr[:200]!r}, stdout {p.stdout[:80]!r}")
+p = run("version")
+c.check(p.returncode == 0 and p.stdout.startswith("infllm "), f"infllm version: exit {p.returncode}")
+for words, head in ((["help", "run"], "usage: infllm run [options]"), (["help", "attn"], "usage: infllm attn [options]"),
+                    (["help", "bench", "attn"], "usage: infllm bench attn [options]"),
+                    (["--help", "bench", "peak"], "usage: infllm bench peak [options]"),
+                    (["help", "eval", "ppl"], "usage: infllm eval ppl [options]"), (["help", "bench"], "usage: infllm bench"),
+                    (["help", "version"], "usage: infllm version"), (["help", "help"], "usage: infllm <command>")):
+    p = run(*words)
+    c.check(p.returncode == 0 and p.stdout.startswith(head) and p.stderr == "",
+            f"infllm {' '.join(words)}: exit {p.returncode}, '{head}' on stdout: {p.stdout[:100]!r}, {p.stderr[:100]!r}")
+for words, msg in ((["help", "nosuch"], "infllm help: unknown command 'nosuch'"),
+                   (["help", "run", "extra"], "infllm run: unexpected argument 'extra'"),
+                   (["help", "version", "extra"], "infllm help: 'version' takes no further words")):
+    p = run(*words)
+    c.check(p.returncode == 2 and p.stdout == "" and p.stderr.startswith(msg) and "usage: " in p.stderr,
+            f"infllm {' '.join(words)}: exit {p.returncode}, want '{msg}' and a usage on stderr: {p.stderr[:200]!r}")
 
 c.finish()
