@@ -116,15 +116,26 @@ static long vm_hwm_kb(void) {
     return v;
 }
 
+/* the 1-minute load average, or NAN when /proc/loadavg cannot be read (no /proc, another OS): a value that does not
+ * apply, printed null (json) / "-" (md) as NOT_APPLICABLE below, not the -1.00 it was, which read as a load */
 static double load_avg(void) {
     FILE *f = fopen("/proc/loadavg", "r");
-    double l = -1;
+    double l = NAN;
     if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        if (fscanf(f, "%lf", &l) != 1 || !(l >= 0)) l = NAN;
         fclose(f);
     }
     return l;
 }
+
+/* v with decimals as a md table cell into buf[n]; NOT_APPLICABLE (any value that is not finite) as "-", as eval's
+ * table marks its columns without a dense row */
+static const char *md_cell(char *buf, size_t n, int decimals, double v) {
+    if (isfinite(v)) snprintf(buf, n, "%.*f", decimals, v);
+    else snprintf(buf, n, "-");
+    return buf;
+}
+
 
 /* ------------------------------------------------------------------ peak ---- */
 
@@ -238,6 +249,7 @@ typedef struct opts {
     int structured; /* --inputs structured */
     infllm_params p;
     double peak, peak_cpu;
+    int peak_given; /* --peak X: peak and peak_cpu are both X, not measured */
     const char *format;
     double seconds;
 } opts;
@@ -669,24 +681,29 @@ static void print_header(const opts *o, const char *cpu) {
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         return;
     }
-    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %.2f, inputs %s\n", infllm_build_commit(),
-           cpu, infllm_cpu_simd_level(), o->threads, load_avg(), o->structured ? "structured" : "random");
+    char la[32], peak[160];
+    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %s, inputs %s\n", infllm_build_commit(),
+           cpu, infllm_cpu_simd_level(), o->threads, md_cell(la, sizeof la, 2, load_avg()),
+           o->structured ? "structured" : "random");
+    /* the peak as it was had: measured (by the wall clock and by CPU time), given by --peak (one number, which the
+     * CPU-time fractions use too: it printed it twice, as if both had been measured), or not measured at all (no
+     * peak kernel for this CPU: it printed 0.0) */
+    if (o->peak_given)
+        snprintf(peak, sizeof peak, "fp32 FMA peak %.1f GFLOP/s (given by --peak, not measured; the CPU-time fractions "
+                 "use it too)", o->peak);
+    else if (o->peak > 0)
+        snprintf(peak, sizeof peak, "fp32 FMA peak %.1f GFLOP/s (wall), %.1f (by CPU time)", o->peak, o->peak_cpu);
+    else
+        snprintf(peak, sizeof peak, "fp32 FMA peak not measured (no AVX2 / AVX-512 peak kernel at simd %s)",
+                 infllm_cpu_simd_level());
     printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
-           "reps %d (median), fp32 FMA peak %.1f GFLOP/s (wall), %.1f (by CPU time)\n",
+           "reps %d (median), %s\n",
            o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
            o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
-           o->p.kernel_stride, o->p.exact_lse, o->reps, o->peak, o->peak_cpu);
+           o->p.kernel_stride, o->p.exact_lse, o->reps, peak);
     printf("\n| mode | seqlen | ms | cpu ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
            "frac of peak | frac of peak (cpu time) | vs dense | vs dense (cpu time) | io MiB | work MiB | mem ratio |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-}
-
-/* v with decimals as a md table cell into buf[n]; NOT_APPLICABLE (any value that is not finite) as "-", as eval's
- * table marks its columns without a dense row */
-static const char *md_cell(char *buf, size_t n, int decimals, double v) {
-    if (isfinite(v)) snprintf(buf, n, "%.*f", decimals, v);
-    else snprintf(buf, n, "-");
-    return buf;
 }
 
 static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
@@ -863,6 +880,17 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     return 0;
 }
 
+/* The end of --format json's array (the rows print as they are measured, the first one opening it): "[]" when no
+ * row was printed, else the closing bracket. On a failure (failed != 0) after some rows the array is closed too, so
+ * that stdout stays one valid JSON document beside the message and exit status 1 (it was left open: '[ {...},'
+ * parsed nowhere); before any row nothing is printed, as for every other error. */
+static void json_close(const opts *o, int first, int failed) {
+    if (strcmp(o->format, "json")) return;
+    if (!first) printf("\n]\n");
+    else if (!failed) printf("[]\n");
+    fflush(stdout);
+}
+
 static int cmd_peak(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "peak");
@@ -894,11 +922,14 @@ static int cmd_peak(int argc, char **argv) {
         else
             printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu\n"
                    "peak,%d,%s,%s,%s,%s,%d,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s);
-    } else
+    } else {
+        char la[32];
         printf("| bench | threads | fp32 FMA GFLOP/s (wall) | 1 thread (wall) | by CPU time | 1 thread by CPU time | lanes | "
                "load avg | commit | cpu |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
-               "| peak | %d | %.1f | %.1f | %.1f | %.1f | %d | %.2f | %s | %s |\n",
-               o.threads, gn, g1, gncpu, g1cpu, lanes, load_avg(), infllm_build_commit(), cpu);
+               "| peak | %d | %.1f | %.1f | %.1f | %.1f | %d | %s | %s | %s |\n",
+               o.threads, gn, g1, gncpu, g1cpu, lanes, md_cell(la, sizeof la, 2, load_avg()), infllm_build_commit(),
+               cpu);
+    }
     return 0;
 }
 
@@ -936,6 +967,7 @@ static int cmd_attn_bench(int argc, char **argv) {
             o.peak_cpu = g_peak_cpu;
         } else {
             o.peak_cpu = o.peak;
+            o.peak_given = 1;
         }
     }
     print_header(&o, cpu);
@@ -953,13 +985,14 @@ static int cmd_attn_bench(int argc, char **argv) {
     for (int i = 0; i < o.nseq; i++) {
         row rd, rs;
         if (one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
+            json_close(&o, first, 1);
             fprintf(stderr, "infllm bench attn: %s\n", err);
             return 1;
         }
         if (o.do_dense) print_row(&o, &rd, cpu, &first);
         if (o.do_sparse) print_row(&o, &rs, cpu, &first);
     }
-    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    json_close(&o, first, 0);
     return 0;
 }
 
@@ -1266,11 +1299,14 @@ static int cmd_backward_bench(int argc, char **argv) {
                "products; bench/cuda_bwd_bench.py has the PyTorch baselines)\n",
                infllm_build_commit(), cpu, o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype),
                o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
-    else if (!strcmp(o.format, "md"))
-        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n"
+    else if (!strcmp(o.format, "md")) {
+        char la[32];
+        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
-               infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, load_avg(), o.heads, o.kv_heads,
-               o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks, o.reps);
+               infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
+               o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
+               o.reps);
+    }
     int first = 1;
     if (o.warmup && o.nseq > 0) {
         opts w = o;
@@ -1286,12 +1322,13 @@ static int cmd_backward_bench(int argc, char **argv) {
             if ((sparse && !o.do_sparse) || (!sparse && !o.do_dense)) continue;
             brow b;
             if (one(&o, o.seqlens[i], sparse, &b, err, sizeof err)) {
+                json_close(&o, first, 1);
                 fprintf(stderr, "infllm bench backward: %s\n", err);
                 return 1;
             }
             print_brow(&o, &b, cpu, &first);
         }
-    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    json_close(&o, first, 0);
     return 0;
 }
 
