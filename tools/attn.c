@@ -415,7 +415,10 @@ int cmd_attn(int argc, char **argv) {
         }
     } else if (o.cache_len >= 0 || (q.shape[0] != total_k && q.shape[0] == num_seqs)) {
         cu_q_own = malloc(sizeof(int32_t) * (size_t)(num_seqs + 1));
-        if (!cu_q_own) goto done;
+        if (!cu_q_own) { /* these two failed without a word (exit 1) */
+            fprintf(stderr, "infllm attn: out of memory (the query offsets of %d sequences)\n", num_seqs);
+            goto done;
+        }
         cu_q_own[0] = 0;
         for (int32_t b = 0; b < num_seqs; b++) {
             int32_t lk = cu_k ? cu_k[b + 1] - cu_k[b] : (int32_t)total_k;
@@ -436,7 +439,10 @@ int cmd_attn(int argc, char **argv) {
         if (q.shape[0] == total_k && want_q != total_k) {
             /* q holds every position: keep the query rows (the last lq of each sequence) */
             q_gather = malloc((size_t)want_q * (size_t)Hq * (size_t)D * es);
-            if (!q_gather) goto done;
+            if (!q_gather) {
+                fprintf(stderr, "infllm attn: out of memory (the %lld query rows)\n", (long long)want_q);
+                goto done;
+            }
             size_t row = (size_t)Hq * (size_t)D * es;
             for (int32_t b = 0; b < num_seqs; b++) {
                 int32_t k1 = cu_k ? cu_k[b + 1] : (int32_t)total_k;
@@ -593,6 +599,9 @@ int cmd_attn(int argc, char **argv) {
             char name[64];
             out_file_name(files[i].name, dq_t, name, sizeof name);
             void *h = host_from_dev(&dev, files[i].data, files[i].bytes);
+            if (!h) /* only on CUDA (the CPU hands the buffer itself) */
+                fprintf(stderr, "infllm attn: --dump %s: cannot copy it back (out of host memory or a CUDA error)\n",
+                        name);
             int bad = !h || write_npy(&o, o.dump, name, files[i].descr, files[i].ndim, files[i].shape, h);
             host_release(&dev, h);
             if (bad) goto done;
@@ -615,7 +624,7 @@ int cmd_attn(int argc, char **argv) {
     hout = host_from_dev(&dev, dout, outbytes);
     hlse = host_from_dev(&dev, dlse, lsebytes);
     if (!hout || !hlse) {
-        fprintf(stderr, "infllm attn: cannot copy the results back\n");
+        fprintf(stderr, "infllm attn: cannot copy the results back (out of host memory or a CUDA error)\n");
         goto done;
     }
     int64_t oshape[3] = {total_q, Hq, D}, lshape[2] = {total_q, Hq};

@@ -395,7 +395,8 @@ static infllm_layout one_seq_layout(const opts *o, int T) {
 }
 
 /* the options checked by the library's own validation at every --seqlen before any run: the benches'
- * FLOP counts divide by the block size and the kernel stride; nonzero after printing why */
+ * FLOP counts divide by the block size and the kernel stride; 0, or after printing why 2 for options the library
+ * refuses and 1 when it ran out of memory (not a usage error) */
 static int check_opts(const opts *o, const char *prog) {
     for (int i = 0; i < o->nseq; i++) {
         const infllm_layout l = one_seq_layout(o, o->seqlens[i]);
@@ -403,7 +404,7 @@ static int check_opts(const opts *o, const char *prog) {
         const infllm_status st = infllm_get_sizes(&o->p, &l, &sz);
         if (st) {
             fprintf(stderr, "%s: %s: %s\n", prog, infllm_status_str(st), infllm_last_error());
-            return 2;
+            return st == INFLLM_ERR_NOMEM ? 1 : 2;
         }
     }
     return 0;
@@ -769,7 +770,8 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
  * entries (--threads, --format, --seconds), attn all but --seconds, backward attn's with --peak parsed but not listed
  * (refused with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after a message naming the
  * option and the benchmark's usage on stderr (opts_parse's errors and the checks of the parsed options alike, the
- * library's own check of the attention parameters at every --seqlen included). */
+ * library's own check of the attention parameters at every --seqlen included), or 3 after a message when that
+ * check ran out of memory (the caller exits 1). */
 static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     const int peak = !strcmp(cmd, "peak");
     const char *summary = "";
@@ -876,7 +878,8 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         fprintf(stderr, "%s: --peak (the CPU's FMA peak) does not apply to --device cuda\n", prog);
         return opts_usage_error(prog, summary, defs);
     }
-    if (!peak && check_opts(o, prog)) return opts_usage_error(prog, summary, defs);
+    const int checked = peak ? 0 : check_opts(o, prog);
+    if (checked) return checked == 2 ? opts_usage_error(prog, summary, defs) : 3;
     return 0;
 }
 
@@ -894,7 +897,7 @@ static void json_close(const opts *o, int first, int failed) {
 static int cmd_peak(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "peak");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
     int lanes;
@@ -951,7 +954,7 @@ static int cuda_bench_device(const char *cmd, char *info, size_t n) {
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "attn");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
     int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
     if (o.cuda) {
@@ -997,13 +1000,14 @@ static int cmd_attn_bench(int argc, char **argv) {
 }
 
 /* attended (row, key) pairs of one sequence of T tokens: every causal key (topk NULL) or the keys
- * of each token's selected blocks, times the G query heads of each KV head */
+ * of each token's selected blocks, times the G query heads of each KV head; -1 when out of memory (it returned 0,
+ * which the rows printed as 0 pairs and 0 GFLOP/s with exit 0) */
 static double attended_pairs(const opts *o, int T, const int32_t *topk, int32_t cols) {
     const int B = o->p.block_size, G = o->heads / o->kv_heads;
     double n = 0.0;
     if (!topk) return (double)o->heads * ((double)T * (T + 1) / 2.0);
     unsigned char *seen = calloc((size_t)T / (size_t)B + 2, 1);
-    if (!seen) return 0.0;
+    if (!seen) return -1.0;
     for (int64_t r = 0; r < (int64_t)o->kv_heads * T; r++) {
         const int64_t pos = r % T;
         const int32_t *sel_row = topk + r * cols;
@@ -1080,6 +1084,10 @@ static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *e
     x->bwd_ms = median(t + reps, reps);
     x->ratio = median(t + 2 * reps, reps);
     x->pairs = attended_pairs(o, T, topk, sparse ? sz.topk_out : 0);
+    if (x->pairs < 0) {
+        snprintf(err, errlen, "out of memory for T=%d (counting the attended pairs)", T);
+        goto done;
+    }
     x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
     x->bwd_gflops = 14.0 * D * x->pairs / (x->bwd_ms * 1e6);
     rc = 0;
@@ -1212,6 +1220,10 @@ static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, ch
     x->bwd_ms = median(t + reps, reps);
     x->ratio = median(t + 2 * reps, reps);
     x->pairs = attended_pairs(o, T, htopk, K);
+    if (x->pairs < 0) {
+        snprintf(err, errlen, "out of host memory for T=%d (counting the attended pairs)", T);
+        goto done;
+    }
     x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
     x->bwd_gflops = 10.0 * D * x->pairs / (x->bwd_ms * 1e6);
     rc = 0;
@@ -1281,7 +1293,7 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
 static int cmd_backward_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "backward");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
     int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
     if (o.cuda) {

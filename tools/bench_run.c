@@ -266,7 +266,7 @@ int cmd_bench_run(int argc, char **argv) {
     if (strcmp(llamacpp, "off")) {
         const int is_gguf = R.m->is_gguf;
         double *pf = calloc((size_t)nl, sizeof *pf), *dc = calloc((size_t)nl, sizeof *dc);
-        int lrc = !pf || !dc ? 1 : !is_gguf ? 4
+        int lrc = !pf || !dc ? 5 : !is_gguf ? 4
                                             : llamacpp_times(o.model, toks, maxlen + gen, run_threads(o.threads), gen,
                                                              lens, nl, pf, dc);
         if (lrc == 0) {
@@ -283,6 +283,7 @@ int cmd_bench_run(int argc, char **argv) {
         } else {
             const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
                               : lrc == 4 ? "the model is not a GGUF file"
+                              : lrc == 5 ? "out of memory (it said 'its run failed')"
                                          : "its run failed";
             fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
             if (!strcmp(llamacpp, "on")) {

@@ -462,7 +462,10 @@ static char *pk_text(int64_t n, double depth, int key, int chat_user_only) {
  * appended); *n their count; NULL with a message */
 static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double depth, int key, int64_t *n) {
     char *user = pk_text(nfill, depth, key, chat);
-    if (!user) return NULL;
+    if (!user) { /* this and the realloc below failed without a word (exit 1) */
+        fprintf(stderr, "%s: out of memory (the prompt's text)\n", PK_PROG);
+        return NULL;
+    }
     char *text = user;
     int special = 0, add_bos = -1;
     if (chat) {
@@ -475,6 +478,7 @@ static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double dept
         size_t a = strlen(c), b = strlen(PK_ANSWER + 1);
         text = realloc(c, a + b + 1);
         if (!text) {
+            fprintf(stderr, "%s: out of memory (the chat prompt)\n", PK_PROG);
             free(c);
             return NULL;
         }

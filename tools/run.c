@@ -358,7 +358,10 @@ int cmd_run(int argc, char **argv) {
         size_t len = text_len;
         if (!prompt_file) {
             text = strdup(prompt);
-            if (!text) goto done;
+            if (!text) { /* this and the --answer-prefix below failed without a word (exit 1) */
+                fprintf(stderr, "infllm run: out of memory (the prompt)\n");
+                goto done;
+            }
             len = strlen(text);
         }
         if (!R.tok) {
@@ -376,7 +379,10 @@ int cmd_run(int argc, char **argv) {
             if (answer_prefix) {
                 size_t a = strlen(chat_text), b = strlen(answer_prefix);
                 char *t2 = realloc(chat_text, a + b + 1);
-                if (!t2) goto done;
+                if (!t2) {
+                    fprintf(stderr, "infllm run: out of memory (the chat prompt with --answer-prefix)\n");
+                    goto done;
+                }
                 memcpy(t2 + a, answer_prefix, b + 1);
                 chat_text = t2;
             }
