@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -286,6 +287,48 @@ for b in ("peak", "backward"):  # beside an error, the same usage on stderr
     check(p.returncode == 2 and f"usage: infllm bench {b} " in p.stderr and "bench attn" not in p.stderr,
           f"bench {b} --frobnicate: exit {p.returncode}, its own usage on stderr: {p.stderr[-300:]!r}")
 
+# a benchmark that fails after some json rows were printed closes the array (stdout stays one JSON document) and exits
+# 1 with its message on stderr: the array was left open ('[ {...}' parsed nowhere). The second length's tensors (4 GB
+# each at 16 KV heads) cannot be had under a 2 GiB address space; the first one's run and print
+import resource  # noqa: E402
+
+
+def small_address_space():
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+probe = subprocess.run([INFLLM, "version"], capture_output=True, preexec_fn=small_address_space)
+if probe.returncode:  # sanitizer builds reserve more address space than that
+    print("skip: bench json after a failed length (the binary does not start under a 2 GiB address space)")
+for words in (["attn", "--peak", "100"], ["backward"]) if probe.returncode == 0 else ():
+    p = subprocess.run([INFLLM, "bench", *words, *SMALL, "--seqlen", "256,1000000", "--heads", "16", "--kv-heads",
+                        "16", "--format", "json"], capture_output=True, text=True, timeout=300,
+                       preexec_fn=small_address_space)
+    try:
+        rows = json.loads(p.stdout, parse_constant=no_constant)
+    except ValueError as e:
+        rows = f"does not parse: {e}"
+    check(p.returncode == 1 and isinstance(rows, list) and [r["seqlen"] for r in rows] == [256, 256] and
+          p.stderr.startswith(f"infllm bench {words[0]}: out of memory for T=1000000"),
+          f"bench {words[0]} --format json failing at its second length: exit {p.returncode}, the first length's "
+          f"rows as a closed array ({rows if isinstance(rows, str) else len(rows)}), the message {p.stderr[:200]!r}")
+
+# the md header's peak: measured (wall and CPU time), given by --peak (one number: it printed it as both the wall
+# and the CPU-time peak), or not measured (no peak kernel at simd scalar: it printed 'peak 0.0 GFLOP/s')
+p = run("bench", "attn", *SMALL, "--seqlen", "256", "--peak", "123.5")
+hdr = [ln for ln in p.stdout.splitlines() if ln.startswith("# Hq ")]
+check(p.returncode == 0 and len(hdr) == 1 and "fp32 FMA peak 123.5 GFLOP/s (given by --peak" in hdr[0]
+      and "by CPU time" not in hdr[0] and hdr[0].count("123.5") == 1, f"bench attn --peak 123.5 md header: {hdr}")
+p = subprocess.run([INFLLM, "bench", "attn", *SMALL, "--seqlen", "256"], capture_output=True, text=True, timeout=600,
+                   env={**os.environ, "INFLLM_SIMD": "scalar"})
+hdr = [ln for ln in p.stdout.splitlines() if ln.startswith("# Hq ")]
+md = [[c.strip() for c in ln.split("|")[1:-1]] for ln in p.stdout.splitlines() if ln.startswith("| dense |")]
+check(p.returncode == 0 and len(hdr) == 1 and "peak not measured" in hdr[0] and "GFLOP/s" not in hdr[0] and
+      len(md) == 1 and md[0][10:12] == ["-", "-"], f"bench attn at simd scalar (no peak kernel): md header says the peak "
+      f"is not measured, the fractions '-': {hdr}, {md}")
+if "peak not measured" not in (hdr or [""])[0] and os.uname().machine not in ("x86_64", "i686"):
+    print("note: a CPU without the peak kernel (not x86) takes the 'not measured' path whatever INFLLM_SIMD says")
+
 # the CPU's name (/proc/cpuinfo's "model name") went into json between quotes as it was, and into csv quoted
 # without doubling its quotes: a name with a quote or a backslash made files json.loads / csv refused. Seen through
 # a /proc/cpuinfo bind-mounted in a user and mount namespace (unshare -rm; skipped where that is not allowed)
@@ -315,5 +358,34 @@ with tempfile.TemporaryDirectory() as tmp:
             except ValueError as e:
                 ok = False
             check(ok, f"{' '.join(args[:2])} --format {fmt} with the cpu named {name!r}: {p.stdout.strip()[:200]!r}")
+
+# /proc/loadavg unreadable (here: bind-mounted over by an empty file): the load average is a value that does not
+# apply, null in json and '-' in md (it printed -1.00, which reads as a load); csv has no load column
+with tempfile.TemporaryDirectory() as tmp:
+    empty = os.path.join(tmp, "loadavg")
+    open(empty, "w").close()
+    ns = ["unshare", "-rm", "sh", "-c", f'mount --bind "{empty}" /proc/loadavg && exec "$0" "$@"', INFLLM]
+    usable = shutil.which("unshare") and subprocess.run([*ns, "version"], capture_output=True).returncode == 0
+    if not usable:
+        print("skip: no user / mount namespace here (unshare -rm) for an unreadable /proc/loadavg")
+    for args in ((["bench", "peak", "--seconds", "0.05", "--threads", "1"], ["bench", "attn", *SMALL, "--peak", "10"],
+                  ["bench", "backward", *SMALL]) if usable else ()):
+        p = subprocess.run([*ns, *args, "--format", "json"], capture_output=True, text=True, timeout=600)
+        if args[1] == "peak" and p.returncode == 1 and "no AVX2" in p.stderr:
+            continue
+        try:
+            rows = json.loads(p.stdout, parse_constant=no_constant)
+        except ValueError:
+            rows = []
+        check(p.returncode == 0 and rows and all(r["load_avg"] is None for r in rows),
+              f"{' '.join(args[:2])} json without /proc/loadavg: load_avg null: {p.stdout.strip()[:300]!r}")
+        p = subprocess.run([*ns, *args], capture_output=True, text=True, timeout=600)
+        if args[1] == "peak":
+            t = [ln for ln in p.stdout.splitlines() if ln.startswith("| peak |")]
+            ok = len(t) == 1 and t[0].split("|")[8].strip() == "-"
+        else:
+            ok = re.search(r"load avg -(,|$)", p.stdout.split("\n", 1)[0]) is not None
+        check(p.returncode == 0 and ok and "-1.00" not in p.stdout,
+              f"{' '.join(args[:2])} md without /proc/loadavg: load avg '-': {p.stdout[:300]!r}")
 
 c.finish()

@@ -5,7 +5,8 @@ value that does not parse, an unknown option, a stray argument) exits 2 with not
 message headed by the command's name that names the option, then the command's usage. "needs a value" and "takes
 no value" printed no usage, and a bad value neither, where an unknown option did. And --help prints the usage on
 stdout, exit 0. Errors after parsing (a check of the options, a model that does not load, a run out of memory)
-are headed by the command's name too. No model or input is needed.
+are headed by the command's name too, and those that are usage errors (exit 2) print the usage after the message.
+`infllm version` takes no arguments, and `infllm help COMMAND` is the command's --help. No model or input is needed.
 
 argv[1] is the infllm binary.
 """
@@ -106,5 +107,57 @@ for words, prog in ((["run", "-p", "hi"], "infllm run"), (["eval", "ppl", "--tok
     p = run(*words, "-m", missing, "--kv-type", "q4")
     c.check(p.returncode == 2 and p.stderr.startswith(f"{prog}: --kv-type must be f32, f16 or bf16"),
             f"{' '.join(words)} --kv-type q4: exit {p.returncode}, the message names {prog}: {p.stderr[:200]!r}")
+
+
+# a usage error found after the options are parsed (a value of the right syntax that the command's own checks refuse,
+# options that conflict, a required one missing) prints the command's usage after its message, as opts_parse's errors
+# do (tools/opts.c opts_usage_error): these printed the message alone
+POST_PARSE = (
+    (["run", "-m", missing, "-p", "a", "--tokens", "1"], "infllm run", "give the prompt once"),
+    (["run", "-m", missing, "-p", "a", "--system", "s"], "infllm run", "--system applies to --chat only"),
+    (["attn", "--q", "q.npy"], "infllm attn", "--q, --k and --v are required"),
+    (["attn", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--mode", "fast"], "infllm attn", "--mode must be"),
+    (["eval", "ppl", "-m", missing, "-f", "a.txt", "--tokens", "1,2"], "infllm eval ppl", "give the text with"),
+    (["eval", "ppl", "-m", missing, "--tokens", "1,,2"], "infllm eval ppl", "--tokens: bad token id list"),
+    (["eval", "passkey", "-m", missing, "--ctx", "100"], "infllm eval passkey", "--ctx does not apply"),
+    (["bench", "attn", "--block-size", "0"], "infllm bench attn", "infllm bench attn: "),
+    (["bench", "attn", "--device", "cuda", "--peak", "5"], "infllm bench attn", "--peak (the CPU's FMA peak) does not"),
+    (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "infllm bench backward", "--heads must be a multiple"),
+    (["bench", "backward", "--peak", "5"], "infllm bench backward", "--peak does not apply"),
+    (["bench", "peak", "--seconds", "0"], "infllm bench peak", "--seconds must be > 0"),
+    (["bench", "run"], "infllm bench run", "-m MODEL is required"),
+    (["bench", "run", "-m", missing, "--gen", "0"], "infllm bench run", "--gen and --reps must be >= 1"),
+    (["run", "-m", missing, "-p", "a", "--kv-type", "q4"], "infllm run", "--kv-type must be"),
+)
+for args, prog, msg in POST_PARSE:
+    p = run(*args)
+    head = p.stderr.split("\n", 1)[0]
+    c.check(p.returncode == 2 and p.stdout == "" and head.startswith(f"{prog}: ") and msg in head and
+            f"\nusage: {prog} [options]\n" in p.stderr,
+            f"{' '.join(args)}: exit {p.returncode}, the message then the usage on stderr: {p.stderr[:300]!r}")
+
+# infllm version / --version take no arguments ('version --json' printed the version and exited 0); 'help COMMAND'
+# is COMMAND's --help (it printed the command list whatever followed), and a word the command does not take, or a
+# command that does not exist, is refused
+for words in (["version", "--json"], ["--version", "extra"], ["-v", "x"]):
+    p = run(*words)
+    c.check(p.returncode == 2 and p.stdout == "" and "takes no arguments" in p.stderr and "usage: infllm" in p.stderr,
+            f"infllm {' '.join(words)}: exit {p.returncode}, refused: {p.stderr[:200]!r}, stdout {p.stdout[:80]!r}")
+p = run("version")
+c.check(p.returncode == 0 and p.stdout.startswith("infllm "), f"infllm version: exit {p.returncode}")
+for words, head in ((["help", "run"], "usage: infllm run [options]"), (["help", "attn"], "usage: infllm attn [options]"),
+                    (["help", "bench", "attn"], "usage: infllm bench attn [options]"),
+                    (["--help", "bench", "peak"], "usage: infllm bench peak [options]"),
+                    (["help", "eval", "ppl"], "usage: infllm eval ppl [options]"), (["help", "bench"], "usage: infllm bench"),
+                    (["help", "version"], "usage: infllm version"), (["help", "help"], "usage: infllm <command>")):
+    p = run(*words)
+    c.check(p.returncode == 0 and p.stdout.startswith(head) and p.stderr == "",
+            f"infllm {' '.join(words)}: exit {p.returncode}, '{head}' on stdout: {p.stdout[:100]!r}, {p.stderr[:100]!r}")
+for words, msg in ((["help", "nosuch"], "infllm help: unknown command 'nosuch'"),
+                   (["help", "run", "extra"], "infllm run: unexpected argument 'extra'"),
+                   (["help", "version", "extra"], "infllm help: 'version' takes no further words")):
+    p = run(*words)
+    c.check(p.returncode == 2 and p.stdout == "" and p.stderr.startswith(msg) and "usage: " in p.stderr,
+            f"infllm {' '.join(words)}: exit {p.returncode}, want '{msg}' and a usage on stderr: {p.stderr[:200]!r}")
 
 c.finish()

@@ -72,6 +72,18 @@ with tempfile.TemporaryDirectory() as tmp:
         print("skip -n 2147483647 under a 3 GiB address-space limit (the binary does not start under it)")
     p = run("run", "-m", g, "--tokens", toks, "--attn", "bogus")
     c.check(p.returncode == 2, "bad --attn: exit 2")
+    # a usage error about the options prints the usage after its message (it printed the message alone); one about
+    # the inputs, found once the model is loaded (a prompt longer than --ctx, a layer the model lacks), does not:
+    # the usage says nothing about them
+    for args, msg, usage in ((["--attn", "bogus"], "--attn must be", True),
+                             (["--dump-layers", "0"], "--dump-layers needs --dump-qkv", True),
+                             (["--ctx", "4"], "more than the context", False),
+                             (["--dump-qkv", os.path.join(tmp, "dq"), "--dump-layers", "7"], "--dump-layers: layer 7", False)):
+        p = run("run", "-m", g, "--tokens", toks, "-q", *args)
+        c.check(p.returncode == 2 and p.stderr.startswith("infllm run: ") and msg in p.stderr.split("\n")[0] and
+                ("\nusage: infllm run [options]\n" in p.stderr) == usage and p.stdout == "",
+                f"run {' '.join(args)}: exit 2, {'the message then the usage' if usage else 'the message alone'}: "
+                f"{p.stderr[:160]!r}")
     # two prompt sources: -f won over -p and --tokens over both, silently
     for extra in (["-p", "x", "--tokens", toks], ["-p", "x", "-f", __file__], ["-f", __file__, "--tokens", toks]):
         p = run("run", "-m", g, "-n", "1", *extra)

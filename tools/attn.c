@@ -216,6 +216,9 @@ static int load_cu(const char *path, npy_array *a, const char *what) {
     return 0;
 }
 
+/* the usage's summary line; a check of the parsed options that fails prints the usage after its message too */
+#define ATTN_SUMMARY "InfLLM-V2 attention on .npy tensors (shared/golden layout)."
+
 int cmd_attn(int argc, char **argv) {
     infllm_params p;
     infllm_params_default(&p);
@@ -260,23 +263,23 @@ int cmd_attn(int argc, char **argv) {
         {"--grad-dir", NULL, OPT_STR, &o.grad_dir, "DIR", "where --dout's gradients go: dq, dk, dv .npy (inputs' dtype)"},
         {"--quiet", NULL, OPT_FLAG, &o.quiet, NULL, "print nothing on success"},
         {NULL, NULL, OPT_FLAG, NULL, NULL, NULL}};
-    int rc = opts_parse("infllm attn", "InfLLM-V2 attention on .npy tensors (shared/golden layout).", defs, argc,
-                        argv, 1, NULL, 0, NULL);
+    int rc = opts_parse("infllm attn", ATTN_SUMMARY, defs, argc, argv, 1, NULL, 0, NULL);
     if (rc == 1) return 0;
-    if (rc) return 2;
+    if (rc) return 2; /* opts_parse printed the message and the usage */
     if (!o.q || !o.k || !o.v) {
         fprintf(stderr, "infllm attn: --q, --k and --v are required (see --help)\n");
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     if (!o.dout != !o.grad_dir) {
         fprintf(stderr, "infllm attn: --dout and --grad-dir go together (the gradients need both)\n");
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     if (o.cache_len != ATTN_CACHE_LEN_UNSET && o.cache_len < 0) { /* was taken for "not given" and ignored */
         fprintf(stderr, "infllm attn: --cache-len must be >= 0 (got %d)\n", o.cache_len);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
-    if (o.out && output_is_input(&o, o.out)) return 2; /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
+    /* before the work (--dump / --grad-dir names: dir_outputs_collide) */
+    if (o.out && output_is_input(&o, o.out)) return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     /* a folder option naming a file or nothing: said before the work, naming the option (it failed only when the
      * first file was written there, after the forward and --out) */
     const char *folders[][2] = {{"--dump", o.dump}, {"--grad-dir", o.grad_dir}};
@@ -285,11 +288,11 @@ int cmd_attn(int argc, char **argv) {
         if (!folders[i][1]) continue;
         if (!*folders[i][1]) {
             fprintf(stderr, "infllm attn: %s needs a folder name\n", folders[i][0]);
-            return 2;
+            return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
         }
         if (stat(folders[i][1], &fsb) == 0 && !S_ISDIR(fsb.st_mode)) {
             fprintf(stderr, "infllm attn: %s %s is a file, not a folder\n", folders[i][0], folders[i][1]);
-            return 2;
+            return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
         }
     }
     if (strcmp(o.mode, "auto") == 0) p.mode = INFLLM_MODE_AUTO;
@@ -297,7 +300,7 @@ int cmd_attn(int argc, char **argv) {
     else if (strcmp(o.mode, "sparse") == 0) p.mode = INFLLM_MODE_SPARSE;
     else {
         fprintf(stderr, "infllm attn: --mode must be auto, dense or sparse (got '%s')\n", o.mode);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     dev_ctx dev = {0};
     if (strcmp(o.device, "cpu") == 0) p.backend = INFLLM_BACKEND_CPU;
@@ -313,7 +316,7 @@ int cmd_attn(int argc, char **argv) {
         }
     } else {
         fprintf(stderr, "infllm attn: --device must be cpu, ref or cuda (got '%s')\n", o.device);
-        return 2;
+        return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
     }
     p.block_size = o.block_size;
     p.kernel_size = o.kernel_size;
@@ -412,7 +415,10 @@ int cmd_attn(int argc, char **argv) {
         }
     } else if (o.cache_len >= 0 || (q.shape[0] != total_k && q.shape[0] == num_seqs)) {
         cu_q_own = malloc(sizeof(int32_t) * (size_t)(num_seqs + 1));
-        if (!cu_q_own) goto done;
+        if (!cu_q_own) { /* these two failed without a word (exit 1) */
+            fprintf(stderr, "infllm attn: out of memory (the query offsets of %d sequences)\n", num_seqs);
+            goto done;
+        }
         cu_q_own[0] = 0;
         for (int32_t b = 0; b < num_seqs; b++) {
             int32_t lk = cu_k ? cu_k[b + 1] - cu_k[b] : (int32_t)total_k;
@@ -433,7 +439,10 @@ int cmd_attn(int argc, char **argv) {
         if (q.shape[0] == total_k && want_q != total_k) {
             /* q holds every position: keep the query rows (the last lq of each sequence) */
             q_gather = malloc((size_t)want_q * (size_t)Hq * (size_t)D * es);
-            if (!q_gather) goto done;
+            if (!q_gather) {
+                fprintf(stderr, "infllm attn: out of memory (the %lld query rows)\n", (long long)want_q);
+                goto done;
+            }
             size_t row = (size_t)Hq * (size_t)D * es;
             for (int32_t b = 0; b < num_seqs; b++) {
                 int32_t k1 = cu_k ? cu_k[b + 1] : (int32_t)total_k;
@@ -590,6 +599,9 @@ int cmd_attn(int argc, char **argv) {
             char name[64];
             out_file_name(files[i].name, dq_t, name, sizeof name);
             void *h = host_from_dev(&dev, files[i].data, files[i].bytes);
+            if (!h) /* only on CUDA (the CPU hands the buffer itself) */
+                fprintf(stderr, "infllm attn: --dump %s: cannot copy it back (out of host memory or a CUDA error)\n",
+                        name);
             int bad = !h || write_npy(&o, o.dump, name, files[i].descr, files[i].ndim, files[i].shape, h);
             host_release(&dev, h);
             if (bad) goto done;
@@ -612,7 +624,7 @@ int cmd_attn(int argc, char **argv) {
     hout = host_from_dev(&dev, dout, outbytes);
     hlse = host_from_dev(&dev, dlse, lsebytes);
     if (!hout || !hlse) {
-        fprintf(stderr, "infllm attn: cannot copy the results back\n");
+        fprintf(stderr, "infllm attn: cannot copy the results back (out of host memory or a CUDA error)\n");
         goto done;
     }
     int64_t oshape[3] = {total_q, Hq, D}, lshape[2] = {total_q, Hq};

@@ -116,15 +116,26 @@ static long vm_hwm_kb(void) {
     return v;
 }
 
+/* the 1-minute load average, or NAN when /proc/loadavg cannot be read (no /proc, another OS): a value that does not
+ * apply, printed null (json) / "-" (md) as NOT_APPLICABLE below, not the -1.00 it was, which read as a load */
 static double load_avg(void) {
     FILE *f = fopen("/proc/loadavg", "r");
-    double l = -1;
+    double l = NAN;
     if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        if (fscanf(f, "%lf", &l) != 1 || !(l >= 0)) l = NAN;
         fclose(f);
     }
     return l;
 }
+
+/* v with decimals as a md table cell into buf[n]; NOT_APPLICABLE (any value that is not finite) as "-", as eval's
+ * table marks its columns without a dense row */
+static const char *md_cell(char *buf, size_t n, int decimals, double v) {
+    if (isfinite(v)) snprintf(buf, n, "%.*f", decimals, v);
+    else snprintf(buf, n, "-");
+    return buf;
+}
+
 
 /* ------------------------------------------------------------------ peak ---- */
 
@@ -238,6 +249,7 @@ typedef struct opts {
     int structured; /* --inputs structured */
     infllm_params p;
     double peak, peak_cpu;
+    int peak_given; /* --peak X: peak and peak_cpu are both X, not measured */
     const char *format;
     double seconds;
 } opts;
@@ -383,7 +395,8 @@ static infllm_layout one_seq_layout(const opts *o, int T) {
 }
 
 /* the options checked by the library's own validation at every --seqlen before any run: the benches'
- * FLOP counts divide by the block size and the kernel stride; nonzero after printing why */
+ * FLOP counts divide by the block size and the kernel stride; 0, or after printing why 2 for options the library
+ * refuses and 1 when it ran out of memory (not a usage error) */
 static int check_opts(const opts *o, const char *prog) {
     for (int i = 0; i < o->nseq; i++) {
         const infllm_layout l = one_seq_layout(o, o->seqlens[i]);
@@ -391,7 +404,7 @@ static int check_opts(const opts *o, const char *prog) {
         const infllm_status st = infllm_get_sizes(&o->p, &l, &sz);
         if (st) {
             fprintf(stderr, "%s: %s: %s\n", prog, infllm_status_str(st), infllm_last_error());
-            return 2;
+            return st == INFLLM_ERR_NOMEM ? 1 : 2;
         }
     }
     return 0;
@@ -669,24 +682,29 @@ static void print_header(const opts *o, const char *cpu) {
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         return;
     }
-    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %.2f, inputs %s\n", infllm_build_commit(),
-           cpu, infllm_cpu_simd_level(), o->threads, load_avg(), o->structured ? "structured" : "random");
+    char la[32], peak[160];
+    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %s, inputs %s\n", infllm_build_commit(),
+           cpu, infllm_cpu_simd_level(), o->threads, md_cell(la, sizeof la, 2, load_avg()),
+           o->structured ? "structured" : "random");
+    /* the peak as it was had: measured (by the wall clock and by CPU time), given by --peak (one number, which the
+     * CPU-time fractions use too: it printed it twice, as if both had been measured), or not measured at all (no
+     * peak kernel for this CPU: it printed 0.0) */
+    if (o->peak_given)
+        snprintf(peak, sizeof peak, "fp32 FMA peak %.1f GFLOP/s (given by --peak, not measured; the CPU-time fractions "
+                 "use it too)", o->peak);
+    else if (o->peak > 0)
+        snprintf(peak, sizeof peak, "fp32 FMA peak %.1f GFLOP/s (wall), %.1f (by CPU time)", o->peak, o->peak_cpu);
+    else
+        snprintf(peak, sizeof peak, "fp32 FMA peak not measured (no AVX2 / AVX-512 peak kernel at simd %s)",
+                 infllm_cpu_simd_level());
     printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
-           "reps %d (median), fp32 FMA peak %.1f GFLOP/s (wall), %.1f (by CPU time)\n",
+           "reps %d (median), %s\n",
            o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
            o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
-           o->p.kernel_stride, o->p.exact_lse, o->reps, o->peak, o->peak_cpu);
+           o->p.kernel_stride, o->p.exact_lse, o->reps, peak);
     printf("\n| mode | seqlen | ms | cpu ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
            "frac of peak | frac of peak (cpu time) | vs dense | vs dense (cpu time) | io MiB | work MiB | mem ratio |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-}
-
-/* v with decimals as a md table cell into buf[n]; NOT_APPLICABLE (any value that is not finite) as "-", as eval's
- * table marks its columns without a dense row */
-static const char *md_cell(char *buf, size_t n, int decimals, double v) {
-    if (isfinite(v)) snprintf(buf, n, "%.*f", decimals, v);
-    else snprintf(buf, n, "-");
-    return buf;
 }
 
 static void print_row(const opts *o, const row *x, const char *cpu, int *first) {
@@ -750,8 +768,10 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
 
 /* The options of benchmark cmd ("attn", "backward" or "peak") into o, from one table: peak takes its last three
  * entries (--threads, --format, --seconds), attn all but --seconds, backward attn's with --peak parsed but not listed
- * (refused by cmd_backward_bench with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after
- * a message naming the option (beside an unknown option, the benchmark's usage on stderr). */
+ * (refused with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after a message naming the
+ * option and the benchmark's usage on stderr (opts_parse's errors and the checks of the parsed options alike, the
+ * library's own check of the attention parameters at every --seqlen included), or 3 after a message when that
+ * check ran out of memory (the caller exits 1). */
 static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     const int peak = !strcmp(cmd, "peak");
     const char *summary = "";
@@ -807,52 +827,77 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     if (!strcmp(cmd, "backward")) opts_set_help(defs, "--peak", NULL);
     const int rc = opts_parse(prog, summary, defs, argc, argv, 0, NULL, 0, NULL);
     if (rc) return rc;
-    if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return 2;
+    if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return opts_usage_error(prog, summary, defs);
     if (!peak) {
         int64_t lens[32];
         const int nl = opts_int_list(prog, "--seqlen", seqlen, lens, 32);
-        if (nl < 0) return 2;
+        if (nl < 0) return opts_usage_error(prog, summary, defs);
         for (int j = 0; j < nl; j++) {
             if (lens[j] > INT32_MAX) {
                 fprintf(stderr, "%s: --seqlen %lld is too long\n", prog, (long long)lens[j]);
-                return 2;
+                return opts_usage_error(prog, summary, defs);
             }
             o->seqlens[o->nseq++] = (int)lens[j];
         }
         if (parse_dtype(dtype, &o->dtype)) {
             fprintf(stderr, "%s: --dtype bf16|f16|f32 (got '%s')\n", prog, dtype);
-            return 2;
+            return opts_usage_error(prog, summary, defs);
         }
         if (modes_arg(prog, modes, &o->do_dense, &o->do_sparse) ||
             choice_arg(prog, "--device", device, "cpu", "cuda", &o->cuda) ||
             choice_arg(prog, "--inputs", inputs, "random", "structured", &o->structured))
-            return 2;
+            return opts_usage_error(prog, summary, defs);
         o->warmup = !no_warmup;
     }
     if (o->reps < 1) {
         fprintf(stderr, "%s: --reps must be >= 1 (got %d)\n", prog, o->reps);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     if (!(o->seconds > 0) || !(o->peak >= 0)) {
         fprintf(stderr, "%s: --seconds must be > 0 and --peak >= 0 (0: measure it)\n", prog);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     /* 0: all cores, as infllm attn's --threads and infllm_params.num_threads (it ran 1 thread, and a negative
      * count was quietly taken for 1) */
     if (o->threads < 0 || o->threads > INFLLM_MAX_THREADS) {
         fprintf(stderr, "%s: --threads must be in 0..%d (0: all cores; got %d)\n", prog, INFLLM_MAX_THREADS,
                 o->threads);
-        return 2;
+        return opts_usage_error(prog, summary, defs);
     }
     if (o->threads == 0) o->threads = infllm_cpu_num_threads();
     if (o->threads < 1) o->threads = 1;
+    if (!strcmp(cmd, "backward") && o->peak > 0) {
+        fprintf(stderr, "%s: --peak does not apply\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (!strcmp(cmd, "backward") && (o->kv_heads < 1 || o->heads % o->kv_heads)) {
+        fprintf(stderr, "%s: --heads must be a multiple of --kv-heads\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (o->cuda && o->peak > 0) { /* a usage error with or without CUDA in this build */
+        fprintf(stderr, "%s: --peak (the CPU's FMA peak) does not apply to --device cuda\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    const int checked = peak ? 0 : check_opts(o, prog);
+    if (checked) return checked == 2 ? opts_usage_error(prog, summary, defs) : 3;
     return 0;
+}
+
+/* The end of --format json's array (the rows print as they are measured, the first one opening it): "[]" when no
+ * row was printed, else the closing bracket. On a failure (failed != 0) after some rows the array is closed too, so
+ * that stdout stays one valid JSON document beside the message and exit status 1 (it was left open: '[ {...},'
+ * parsed nowhere); before any row nothing is printed, as for every other error. */
+static void json_close(const opts *o, int first, int failed) {
+    if (strcmp(o->format, "json")) return;
+    if (!first) printf("\n]\n");
+    else if (!failed) printf("[]\n");
+    fflush(stdout);
 }
 
 static int cmd_peak(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "peak");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[256];
     cpu_model(cpu, sizeof cpu);
     int lanes;
@@ -880,11 +925,14 @@ static int cmd_peak(int argc, char **argv) {
         else
             printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu\n"
                    "peak,%d,%s,%s,%s,%s,%d,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s);
-    } else
+    } else {
+        char la[32];
         printf("| bench | threads | fp32 FMA GFLOP/s (wall) | 1 thread (wall) | by CPU time | 1 thread by CPU time | lanes | "
                "load avg | commit | cpu |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
-               "| peak | %d | %.1f | %.1f | %.1f | %.1f | %d | %.2f | %s | %s |\n",
-               o.threads, gn, g1, gncpu, g1cpu, lanes, load_avg(), infllm_build_commit(), cpu);
+               "| peak | %d | %.1f | %.1f | %.1f | %.1f | %d | %s | %s | %s |\n",
+               o.threads, gn, g1, gncpu, g1cpu, lanes, md_cell(la, sizeof la, 2, load_avg()), infllm_build_commit(),
+               cpu);
+    }
     return 0;
 }
 
@@ -906,16 +954,11 @@ static int cuda_bench_device(const char *cmd, char *info, size_t n) {
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "attn");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
-    if (check_opts(&o, "infllm bench attn")) return 2;
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
     int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
     if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        if (o.peak > 0) {
-            fprintf(stderr, "infllm bench attn: --peak (the CPU's FMA peak) does not apply to --device cuda\n");
-            return 2;
-        }
         one = bench_one_cuda;
 #endif
         if (!cuda_bench_device("infllm bench attn", cpu, sizeof cpu)) return 1;
@@ -927,6 +970,7 @@ static int cmd_attn_bench(int argc, char **argv) {
             o.peak_cpu = g_peak_cpu;
         } else {
             o.peak_cpu = o.peak;
+            o.peak_given = 1;
         }
     }
     print_header(&o, cpu);
@@ -944,24 +988,26 @@ static int cmd_attn_bench(int argc, char **argv) {
     for (int i = 0; i < o.nseq; i++) {
         row rd, rs;
         if (one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
+            json_close(&o, first, 1);
             fprintf(stderr, "infllm bench attn: %s\n", err);
             return 1;
         }
         if (o.do_dense) print_row(&o, &rd, cpu, &first);
         if (o.do_sparse) print_row(&o, &rs, cpu, &first);
     }
-    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    json_close(&o, first, 0);
     return 0;
 }
 
 /* attended (row, key) pairs of one sequence of T tokens: every causal key (topk NULL) or the keys
- * of each token's selected blocks, times the G query heads of each KV head */
+ * of each token's selected blocks, times the G query heads of each KV head; -1 when out of memory (it returned 0,
+ * which the rows printed as 0 pairs and 0 GFLOP/s with exit 0) */
 static double attended_pairs(const opts *o, int T, const int32_t *topk, int32_t cols) {
     const int B = o->p.block_size, G = o->heads / o->kv_heads;
     double n = 0.0;
     if (!topk) return (double)o->heads * ((double)T * (T + 1) / 2.0);
     unsigned char *seen = calloc((size_t)T / (size_t)B + 2, 1);
-    if (!seen) return 0.0;
+    if (!seen) return -1.0;
     for (int64_t r = 0; r < (int64_t)o->kv_heads * T; r++) {
         const int64_t pos = r % T;
         const int32_t *sel_row = topk + r * cols;
@@ -1038,6 +1084,10 @@ static int bench_backward_one(const opts *o, int T, int sparse, brow *x, char *e
     x->bwd_ms = median(t + reps, reps);
     x->ratio = median(t + 2 * reps, reps);
     x->pairs = attended_pairs(o, T, topk, sparse ? sz.topk_out : 0);
+    if (x->pairs < 0) {
+        snprintf(err, errlen, "out of memory for T=%d (counting the attended pairs)", T);
+        goto done;
+    }
     x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
     x->bwd_gflops = 14.0 * D * x->pairs / (x->bwd_ms * 1e6);
     rc = 0;
@@ -1170,6 +1220,10 @@ static int bench_backward_one_cuda(const opts *o, int T, int sparse, brow *x, ch
     x->bwd_ms = median(t + reps, reps);
     x->ratio = median(t + 2 * reps, reps);
     x->pairs = attended_pairs(o, T, htopk, K);
+    if (x->pairs < 0) {
+        snprintf(err, errlen, "out of host memory for T=%d (counting the attended pairs)", T);
+        goto done;
+    }
     x->fwd_gflops = 4.0 * D * x->pairs / (x->fwd_ms * 1e6);
     x->bwd_gflops = 10.0 * D * x->pairs / (x->bwd_ms * 1e6);
     rc = 0;
@@ -1239,16 +1293,7 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
 static int cmd_backward_bench(int argc, char **argv) {
     opts o;
     int rc = parse_bench(&o, argc, argv, "backward");
-    if (rc) return rc == 1 ? 0 : rc; /* 1: --help was printed */
-    if (o.peak > 0) {
-        fprintf(stderr, "infllm bench backward: --peak does not apply\n");
-        return 2;
-    }
-    if (o.kv_heads < 1 || o.heads % o.kv_heads) {
-        fprintf(stderr, "infllm bench backward: --heads must be a multiple of --kv-heads\n");
-        return 2;
-    }
-    if (check_opts(&o, "infllm bench backward")) return 2;
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
     int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
     if (o.cuda) {
@@ -1266,11 +1311,14 @@ static int cmd_backward_bench(int argc, char **argv) {
                "products; bench/cuda_bwd_bench.py has the PyTorch baselines)\n",
                infllm_build_commit(), cpu, o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype),
                o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
-    else if (!strcmp(o.format, "md"))
-        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %.2f\n"
+    else if (!strcmp(o.format, "md")) {
+        char la[32];
+        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
-               infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, load_avg(), o.heads, o.kv_heads,
-               o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks, o.reps);
+               infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
+               o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
+               o.reps);
+    }
     int first = 1;
     if (o.warmup && o.nseq > 0) {
         opts w = o;
@@ -1286,12 +1334,13 @@ static int cmd_backward_bench(int argc, char **argv) {
             if ((sparse && !o.do_sparse) || (!sparse && !o.do_dense)) continue;
             brow b;
             if (one(&o, o.seqlens[i], sparse, &b, err, sizeof err)) {
+                json_close(&o, first, 1);
                 fprintf(stderr, "infllm bench backward: %s\n", err);
                 return 1;
             }
             print_brow(&o, &b, cpu, &first);
         }
-    if (!strcmp(o.format, "json")) printf(first ? "[]\n" : "\n]\n");
+    json_close(&o, first, 0);
     return 0;
 }
 

@@ -123,6 +123,10 @@ out:
     return rc;
 }
 
+#define PROG "infllm bench run"
+/* the usage's summary line (beside a usage error too: opts_usage_error) */
+#define SUMMARY "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse"
+
 int cmd_bench_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o, "infllm bench run");
@@ -154,47 +158,48 @@ int cmd_bench_run(int argc, char **argv) {
     opts_set_help(defs, "--init-blocks", "InfLLM-V2 forced initial blocks (1)");
     opts_set_help(defs, "--attn", NULL);
     opts_set_help(defs, "--ctx", NULL);
-    int rc = opts_parse("infllm bench run",
-                        "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse", defs,
-                        argc, argv, 0, NULL, 0, NULL); /* tools/bench.c passes the arguments after "run" */
+    /* tools/bench.c passes the arguments after "run" */
+    int rc = opts_parse(PROG, SUMMARY, defs, argc, argv, 0, NULL, 0, NULL);
     if (rc == 1) return 0;
-    if (rc) return 2;
+    if (rc) return 2; /* opts_parse printed the message and the usage */
     if (!o.model) {
         fprintf(stderr, "infllm bench run: -m MODEL is required\n");
-        return 2;
+        return opts_usage_error(PROG, SUMMARY, defs);
     }
     if (o.attn || o.ctx_i != OPTS_INT_UNSET) {
         fprintf(stderr, "infllm bench run: %s does not apply here: %s\n", o.attn ? "--attn" : "--ctx",
                 o.attn ? "--modes lists the attention modes to time" : "each run's context is its --lengths + --gen");
-        return 2;
+        return opts_usage_error(PROG, SUMMARY, defs);
     }
     o.ctx_i = 4096;
     int64_t lens[32];
     int nl = opts_int_list("infllm bench run", "--lengths", lengths, lens, 32);
-    if (nl < 0) return 2;
+    if (nl < 0) return opts_usage_error(PROG, SUMMARY, defs);
     if (gen < 1 || reps < 1) {
         fprintf(stderr, "infllm bench run: --gen and --reps must be >= 1 (got %d and %d)\n", gen, reps);
-        return 2;
+        return opts_usage_error(PROG, SUMMARY, defs);
     }
-    if (!opts_one_of("infllm bench run", "--format", format, "md", "csv", "json")) return 2;
+    if (!opts_one_of("infllm bench run", "--format", format, "md", "csv", "json"))
+        return opts_usage_error(PROG, SUMMARY, defs);
     for (int i = 0; i < nl; i++)
         if (lens[i] > INT32_MAX - gen) { /* the token buffer's size would overflow; the cache holds < 2^31 */
             fprintf(stderr, "infllm bench run: --lengths %lld + --gen %d is more than the 2147483647 tokens a KV "
                             "cache holds\n", (long long)lens[i], gen);
-            return 2;
+            return opts_usage_error(PROG, SUMMARY, defs);
         }
-    if (!opts_one_of("infllm bench run", "--llamacpp", llamacpp, "auto", "on", "off")) return 2;
+    if (!opts_one_of("infllm bench run", "--llamacpp", llamacpp, "auto", "on", "off"))
+        return opts_usage_error(PROG, SUMMARY, defs);
     static const char *const all_modes[3] = {"dense", "sparse", "auto"};
     const char *mode_names[3];
     int picked[3], nm = 0;
     if (opts_choice_list(modes, all_modes, 3, picked)) {
         fprintf(stderr, "infllm bench run: --modes is a comma list of dense, sparse and auto (got '%s')\n", modes);
-        return 2;
+        return opts_usage_error(PROG, SUMMARY, defs);
     }
     for (int i = 0; i < 3; i++)
         if (picked[i]) mode_names[nm++] = all_modes[i];
     o.attn = "dense";
-    if (run_opts_check(&o)) return 2;
+    if (run_opts_check(&o)) return opts_usage_error(PROG, SUMMARY, defs);
     run_ctx R;
     if (run_load(&o, &R, 1)) return 1;
     int64_t maxlen = 0;
@@ -261,7 +266,7 @@ int cmd_bench_run(int argc, char **argv) {
     if (strcmp(llamacpp, "off")) {
         const int is_gguf = R.m->is_gguf;
         double *pf = calloc((size_t)nl, sizeof *pf), *dc = calloc((size_t)nl, sizeof *dc);
-        int lrc = !pf || !dc ? 1 : !is_gguf ? 4
+        int lrc = !pf || !dc ? 5 : !is_gguf ? 4
                                             : llamacpp_times(o.model, toks, maxlen + gen, run_threads(o.threads), gen,
                                                              lens, nl, pf, dc);
         if (lrc == 0) {
@@ -278,6 +283,7 @@ int cmd_bench_run(int argc, char **argv) {
         } else {
             const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
                               : lrc == 4 ? "the model is not a GGUF file"
+                              : lrc == 5 ? "out of memory (it said 'its run failed')"
                                          : "its run failed";
             fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
             if (!strcmp(llamacpp, "on")) {

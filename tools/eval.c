@@ -40,8 +40,12 @@ typedef struct eval_row {
 } eval_row;
 
 static const char *PROG = "infllm eval ppl";
+/* the usage's summary lines of eval ppl and eval passkey (beside a usage error too: opts_usage_error) */
+#define PPL_SUMMARY "perplexity of a text under dense and InfLLM-V2 sparse attention (the same windows for every mode)"
+#define PK_SUMMARY "pass key retrieval: a 5-digit key hidden in filler text at several lengths and depths"
 
-/* --tokens: token ids (opts_token_ids' list: "1,2,3" or blank / comma separated text) */
+/* --tokens: token ids (opts_token_ids' list: "1,2,3" or blank / comma separated text); NULL after a message, with
+ * *n -1 for a bad list (a usage error), >= 0 when out of memory */
 static int32_t *parse_ids(const char *s, int64_t *n) {
     if ((*n = opts_token_ids(PROG, "--tokens", s, NULL)) < 0) return NULL;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(*n + 1));
@@ -162,21 +166,18 @@ int cmd_eval(int argc, char **argv) {
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
     opts_set_help(defs, "--attn", NULL); /* refused below (--modes): not listed */
-    int rc = opts_parse(PROG,
-                        "perplexity of a text under dense and InfLLM-V2 sparse attention (the same windows for "
-                        "every mode)",
-                        defs, argc, argv, 2, NULL, 0, NULL);
+    int rc = opts_parse(PROG, PPL_SUMMARY, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
-    if (eval_model_opts_bad(PROG, &o, "the attention modes to score")) return 2;
+    if (eval_model_opts_bad(PROG, &o, "the attention modes to score")) return opts_usage_error(PROG, PPL_SUMMARY, defs);
     if (!file == !tokens) {
         fprintf(stderr, "%s: give the text with -f FILE or the ids with --tokens (one of them)\n", PROG);
-        return 2;
+        return opts_usage_error(PROG, PPL_SUMMARY, defs);
     }
     if (window != OPTS_INT_UNSET && o.ctx_i != OPTS_INT_UNSET && o.ctx_i != window) { /* one was ignored */
         fprintf(stderr, "%s: --window %d and --ctx %d disagree: the window is the context (give one of them)\n", PROG,
                 window, o.ctx_i);
-        return 2;
+        return opts_usage_error(PROG, PPL_SUMMARY, defs);
     }
     if (o.ctx_i == OPTS_INT_UNSET) o.ctx_i = 4096;
     if (window == OPTS_INT_UNSET) window = o.ctx_i;
@@ -184,17 +185,17 @@ int cmd_eval(int argc, char **argv) {
     if (window < 2 || score_from < 0 || score_from > window - 2 || max_windows < 0) {
         fprintf(stderr, "%s: need --window >= 2, 0 <= --score-from <= window - 2 and --max-windows >= 0 (window %d, "
                         "score-from %d)\n", PROG, window, score_from);
-        return 2;
+        return opts_usage_error(PROG, PPL_SUMMARY, defs);
     }
     if (!opts_one_of(PROG, "--format", format, "md", "csv", "json") ||
         !opts_one_of(PROG, "--bos", bos, "auto", "on", "off"))
-        return 2;
+        return opts_usage_error(PROG, PPL_SUMMARY, defs);
     const char *mode_names[3];
     const int nm = parse_modes(PROG, modes, mode_names);
-    if (!nm) return 2;
+    if (!nm) return opts_usage_error(PROG, PPL_SUMMARY, defs);
     o.ctx_i = window; /* every session holds one window */
     o.attn = "dense";
-    if (run_opts_check(&o)) return 2;
+    if (run_opts_check(&o)) return opts_usage_error(PROG, PPL_SUMMARY, defs);
     /* the text is read (or the id list parsed) before the model loads: a missing file or a typo in the list was
      * reported only after the load */
     int32_t *ids = NULL;
@@ -202,7 +203,7 @@ int cmd_eval(int argc, char **argv) {
     size_t len = 0;
     int64_t n = 0;
     if (tokens) {
-        if (!(ids = parse_ids(tokens, &n))) return 2;
+        if (!(ids = parse_ids(tokens, &n))) return n < 0 ? opts_usage_error(PROG, PPL_SUMMARY, defs) : 1;
     } else if (!(text = run_read_file(PROG, file, &len))) {
         return 1;
     }
@@ -461,7 +462,10 @@ static char *pk_text(int64_t n, double depth, int key, int chat_user_only) {
  * appended); *n their count; NULL with a message */
 static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double depth, int key, int64_t *n) {
     char *user = pk_text(nfill, depth, key, chat);
-    if (!user) return NULL;
+    if (!user) { /* this and the realloc below failed without a word (exit 1) */
+        fprintf(stderr, "%s: out of memory (the prompt's text)\n", PK_PROG);
+        return NULL;
+    }
     char *text = user;
     int special = 0, add_bos = -1;
     if (chat) {
@@ -474,6 +478,7 @@ static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double dept
         size_t a = strlen(c), b = strlen(PK_ANSWER + 1);
         text = realloc(c, a + b + 1);
         if (!text) {
+            fprintf(stderr, "%s: out of memory (the chat prompt)\n", PK_PROG);
             free(c);
             return NULL;
         }
@@ -534,40 +539,39 @@ static int eval_passkey(int argc, char **argv) {
         {NULL, NULL, 0, NULL, NULL, NULL}};
     opts_set_help(defs, "--attn", NULL); /* refused below (--modes, --lengths): not listed */
     opts_set_help(defs, "--ctx", NULL);
-    int rc = opts_parse(PK_PROG, "pass key retrieval: a 5-digit key hidden in filler text at several lengths and depths",
-                        defs, argc, argv, 2, NULL, 0, NULL);
+    int rc = opts_parse(PK_PROG, PK_SUMMARY, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
-    if (eval_model_opts_bad(PK_PROG, &o, "the attention modes")) return 2;
+    if (eval_model_opts_bad(PK_PROG, &o, "the attention modes")) return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     if (o.ctx_i != OPTS_INT_UNSET) { /* was overwritten below without a word */
         fprintf(stderr, "%s: --ctx does not apply here: each prompt's context follows --lengths and --gen\n", PK_PROG);
-        return 2;
+        return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     }
     int64_t lens[32];
     double depths[32];
     const int nl = opts_int_list(PK_PROG, "--lengths", lengths, lens, 32);
-    if (nl < 0) return 2;
+    if (nl < 0) return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     const int nd = opts_num_list(PK_PROG, "--depths", depths_s, 0, 1, depths, 32);
-    if (nd < 0) return 2;
+    if (nd < 0) return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     if (trials < 1 || trials > 1000 || gen < 1 || gen > 64) {
         fprintf(stderr, "%s: need 1 <= --trials <= 1000 and 1 <= --gen <= 64\n", PK_PROG);
-        return 2;
+        return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     }
     if (!opts_one_of(PK_PROG, "--format", format, "md", "csv", "json") ||
         !opts_one_of(PK_PROG, "--chat", chat_s, "auto", "on", "off"))
-        return 2;
+        return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     const char *mode_names[3];
     const int nm = parse_modes(PK_PROG, modes, mode_names);
-    if (!nm) return 2;
+    if (!nm) return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     int64_t maxlen = 0;
     for (int i = 0; i < nl; i++) maxlen = lens[i] > maxlen ? lens[i] : maxlen;
     if (maxlen > (1 << 30)) { /* the context below must stay an int (a KV cache holds < 2^31 tokens) */
         fprintf(stderr, "%s: --lengths %lld is too long (at most %d tokens)\n", PK_PROG, (long long)maxlen, 1 << 30);
-        return 2;
+        return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     }
     o.ctx_i = (int)(maxlen + maxlen / 8 + 256 + gen); /* room for the prompt's overshoot */
     o.attn = "dense";
-    if (run_opts_check(&o)) return 2;
+    if (run_opts_check(&o)) return opts_usage_error(PK_PROG, PK_SUMMARY, defs);
     run_ctx R;
     if (run_load(&o, &R, quiet)) return 1;
     int ret = 1;

@@ -5,6 +5,7 @@
  *   infllm run ...         run a model (tools/run.c)
  *   infllm eval ...        ppl / passkey evaluation of a model, dense against sparse (tools/eval.c)
  *   infllm --version       version, commit, SIMD level, threads, CUDA
+ *   infllm help [COMMAND]  this list, or COMMAND's --help
  */
 #include <stdio.h>
 #include <string.h>
@@ -40,7 +41,44 @@ static void usage(FILE *f) {
             "  eval     quality, dense vs InfLLM-V2 sparse: 'eval ppl' (perplexity), 'eval passkey' (retrieval)\n"
             "  version  print version, commit, SIMD level, threads and CUDA status (also --version)\n"
             "\n"
-            "'infllm <command> --help' describes each command's options.\n");
+            "'infllm <command> --help' (or 'infllm help <command>') describes each command's options.\n");
+}
+
+/* a command's --help: `infllm help CMD [WORDS]` runs `infllm CMD [WORDS] --help`, so that a word the command does not
+ * take is refused by it (`help run extra`: an unexpected argument) and `help bench attn` lists bench attn's options */
+static int help_for(int argc, char **argv) {
+    const char *cmd = argv[0];
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "help")) {
+        if (argc > 1) {
+            fprintf(stderr, "infllm help: '%s' takes no further words (got '%s')\n\n", cmd, argv[1]);
+            usage(stderr);
+            return 2;
+        }
+        if (!strcmp(cmd, "help")) usage(stdout);
+        else printf("usage: infllm version (or infllm --version)\nprints the version, commit, SIMD level, threads and "
+                    "CUDA status; takes no options\n");
+        return 0;
+    }
+    int (*fn)(int, char **) = !strcmp(cmd, "attn")    ? cmd_attn
+                              : !strcmp(cmd, "bench") ? cmd_bench
+                              : !strcmp(cmd, "run")   ? cmd_run
+                              : !strcmp(cmd, "eval")  ? cmd_eval
+                                                      : NULL;
+    if (!fn) {
+        fprintf(stderr, "infllm help: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    static char help_flag[] = "--help";
+    char *args[64];
+    if (argc > 62) {
+        fprintf(stderr, "infllm help: too many words\n");
+        return 2;
+    }
+    for (int i = 0; i < argc; i++) args[i] = argv[i];
+    args[argc] = help_flag;
+    args[argc + 1] = NULL;
+    return fn(argc + 1, args);
 }
 
 int main(int argc, char **argv) {
@@ -50,10 +88,16 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0 || strcmp(cmd, "-v") == 0) {
+        if (argc > 2) { /* 'infllm version --json' printed the version and exited 0 */
+            fprintf(stderr, "infllm %s: takes no arguments (got '%s')\n\n", cmd, argv[2]);
+            usage(stderr);
+            return 2;
+        }
         print_version();
         return 0;
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        if (argc > 2) return help_for(argc - 2, argv + 2); /* 'infllm help run' printed the command list */
         usage(stdout);
         return 0;
     }

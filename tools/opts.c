@@ -24,6 +24,11 @@ void opts_usage(const char *prog, const char *summary, const opt_def *defs, int 
     fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
 }
 
+int opts_usage_error(const char *prog, const char *summary, const opt_def *defs) {
+    opts_usage(prog, summary, defs, 1);
+    return 2;
+}
+
 void opts_set_help(opt_def *defs, const char *name, const char *help) {
     for (opt_def *d = defs; d->name; d++)
         if (!strcmp(d->name, name)) d->help = help;

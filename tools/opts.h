@@ -1,6 +1,7 @@
 /*
  * opts.h: one option table drives both parsing and --help (DESIGN practice 15).
- * Unknown flags and bad values print a message and usage; the caller exits 2.
+ * Unknown flags and bad values print a message and usage; the caller exits 2. So do the commands' own checks of
+ * the parsed options (opts_usage_error).
  */
 #ifndef INFLLM_OPTS_H
 #define INFLLM_OPTS_H
@@ -33,6 +34,10 @@ int opts_parse(const char *prog, const char *summary, const opt_def *defs, int a
 /* Lists defs with their help; an entry whose help is NULL is parsed but not listed (a shared option a command
  * refuses with its own message). */
 void opts_usage(const char *prog, const char *summary, const opt_def *defs, int to_stderr);
+/* A usage error found after opts_parse (a value of the right syntax that the command's own checks refuse, options
+ * that conflict, a required one missing): once the caller has printed its message ("prog: why"), the usage on
+ * stderr, as opts_parse does after its own errors. Returns 2, the exit status of every usage error. */
+int opts_usage_error(const char *prog, const char *summary, const opt_def *defs);
 /* Sets the help of defs' option `name` (NULL: not listed by opts_usage); a name not in defs is a no-op. */
 void opts_set_help(opt_def *defs, const char *name, const char *help);
 /* A list option's item parser: reads text[0..len) (never empty, no comma in it, leading blanks skipped) as item i

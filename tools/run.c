@@ -66,7 +66,8 @@ static const char *layer_item(void *ctx, int i, const char *text, size_t len) {
     return NULL;
 }
 
-/* "0,10,20" or "all" -> layers (count, 0 for all with *out NULL, or -1 with a message); ranges are checked later */
+/* "0,10,20" or "all" -> layers (count, 0 for all with *out NULL, -1 with a message for a bad list, -2 with one when
+ * out of memory); ranges are checked later */
 static int parse_layers(const char *s, int **out) {
     *out = NULL;
     if (strcmp(s, "all") == 0) return 0;
@@ -74,8 +75,8 @@ static int parse_layers(const char *s, int **out) {
     for (const char *p = s; *p; p++) cap += *p == ',';
     int *a = malloc(sizeof(int) * (size_t)cap);
     if (!a) {
-        fprintf(stderr, "infllm run: out of memory\n");
-        return -1;
+        fprintf(stderr, "infllm run: out of memory (the --dump-layers list)\n");
+        return -2;
     }
     const int n = opts_list("infllm run", "--dump-layers", s, cap, layer_item, a);
     if (n < 0) free(a);
@@ -201,6 +202,9 @@ static int64_t parse_token_list(const char *arg, int32_t *ids) {
     return opts_token_ids("infllm run", "--tokens", arg, ids);
 }
 
+/* the usage's summary line (beside a usage error too: opts_usage_error) */
+#define RUN_SUMMARY "generate text with a GGUF or Hugging Face model (InfLLM-V2 attention)"
+
 int cmd_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o, "infllm run");
@@ -230,56 +234,57 @@ int cmd_run(int argc, char **argv) {
         {"--print-ids", NULL, OPT_FLAG, &print_ids, NULL, "print prompt and generated token ids to stderr"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or timings on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
-    int rc = opts_parse("infllm run", "generate text with a GGUF or Hugging Face model (InfLLM-V2 attention)", defs,
-                        argc, argv, 1, NULL, 0, NULL);
+    int rc = opts_parse("infllm run", RUN_SUMMARY, defs, argc, argv, 1, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
     if (!o.model) {
         fprintf(stderr, "infllm run: -m MODEL is required (a .gguf file or a Hugging Face folder)\n");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     if (!!prompt + !!prompt_file + !!tokens_arg != 1) { /* two of them: one would be silently ignored */
         fprintf(stderr, "infllm run: give the prompt once: -p TEXT, -f FILE or --tokens IDS%s\n",
                 prompt || prompt_file || tokens_arg ? " (not more than one)" : "");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     /* options that only shape a text prompt through the chat template did nothing elsewhere, silently */
     if ((system || answer_prefix) && !chat) {
         fprintf(stderr, "infllm run: %s applies to --chat only\n", system ? "--system" : "--answer-prefix");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     if (chat && tokens_arg) {
         fprintf(stderr, "infllm run: --chat wraps a text prompt (-p / -f) in the chat template, not --tokens ids\n");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     if (n_predict < 0) {
         fprintf(stderr, "infllm run: -n must be >= 0\n");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
-    if (run_opts_check(&o)) return 2;
+    if (run_opts_check(&o)) return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     if (mdl_sampler_check(temp, top_k, top_p, rpen)) {
         fprintf(stderr, "infllm run: %s\n", mdl_error());
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     if (dump_logits) {
         /* a folder that cannot take the file failed only after the whole prefill */
-        if (opts_output_file_check("infllm run", "--dump-logits", dump_logits)) return 2;
+        if (opts_output_file_check("infllm run", "--dump-logits", dump_logits))
+            return opts_usage_error("infllm run", RUN_SUMMARY, defs);
         /* the model (a GGUF, or a Hugging Face folder's .json / .safetensors files) and the prompt stay intact */
         const int model_file = opts_same_file(dump_logits, o.model) ||
                                (opts_file_in_dir(dump_logits, o.model) && mdl_hf_file_name(dump_logits));
         if (model_file || opts_same_file(dump_logits, prompt_file)) {
             fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits,
                     model_file ? "a file of the model" : "the prompt file");
-            return 2;
+            return opts_usage_error("infllm run", RUN_SUMMARY, defs);
         }
     }
     if (dump_layers && !dump_qkv) {
         fprintf(stderr, "infllm run: --dump-layers needs --dump-qkv DIR\n");
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     int *dump_list = NULL, n_dump_list = 0;
     if (dump_qkv) {
-        if (dump_layers && (n_dump_list = parse_layers(dump_layers, &dump_list)) < 0) return 2;
+        if (dump_layers && (n_dump_list = parse_layers(dump_layers, &dump_list)) < 0)
+            return n_dump_list == -2 ? 1 : opts_usage_error("infllm run", RUN_SUMMARY, defs);
         if (dump_dir_ok(dump_qkv)) {
             free(dump_list);
             return 1;
@@ -291,7 +296,7 @@ int cmd_run(int argc, char **argv) {
                 fprintf(stderr, "infllm run: --dump-qkv %s would overwrite %s (%s): not writing there\n", dump_qkv,
                         kept[i][1], kept[i][0]);
                 free(dump_list);
-                return 2;
+                return opts_usage_error("infllm run", RUN_SUMMARY, defs);
             }
     }
 
@@ -302,7 +307,7 @@ int cmd_run(int argc, char **argv) {
     int64_t n_token_list = 0;
     if (tokens_arg && (n_token_list = parse_token_list(tokens_arg, NULL)) < 0) {
         free(dump_list);
-        return 2;
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     if (prompt_file && !(text = run_read_file("infllm run", prompt_file, &text_len))) {
         free(dump_list);
@@ -315,7 +320,7 @@ int cmd_run(int argc, char **argv) {
                         "to tokenize the file's bytes as they are)\n", prompt_file, (size_t)(nul - text));
         free(dump_list);
         free(text);
-        return 2;
+        return 2; /* the file's content: the usage would not help */
     }
     run_ctx R;
     if (run_load(&o, &R, quiet)) {
@@ -353,7 +358,10 @@ int cmd_run(int argc, char **argv) {
         size_t len = text_len;
         if (!prompt_file) {
             text = strdup(prompt);
-            if (!text) goto done;
+            if (!text) { /* this and the --answer-prefix below failed without a word (exit 1) */
+                fprintf(stderr, "infllm run: out of memory (the prompt)\n");
+                goto done;
+            }
             len = strlen(text);
         }
         if (!R.tok) {
@@ -371,7 +379,10 @@ int cmd_run(int argc, char **argv) {
             if (answer_prefix) {
                 size_t a = strlen(chat_text), b = strlen(answer_prefix);
                 char *t2 = realloc(chat_text, a + b + 1);
-                if (!t2) goto done;
+                if (!t2) {
+                    fprintf(stderr, "infllm run: out of memory (the chat prompt with --answer-prefix)\n");
+                    goto done;
+                }
                 memcpy(t2 + a, answer_prefix, b + 1);
                 chat_text = t2;
             }

@@ -248,6 +248,12 @@ int32_t *run_tokenize(const char *prog, const infllm_tokenizer *tok, const char 
         fprintf(stderr, "%s: out of memory\n", prog);
         return NULL;
     }
-    *n = tok_encode(tok, text, len, add_bos, special, ids, cnt + 1);
+    const int got = tok_encode(tok, text, len, add_bos, special, ids, cnt + 1);
+    if (got == INT32_MIN) { /* the second pass ran out of memory: it read as a count, "the prompt is empty" */
+        fprintf(stderr, "%s: out of memory (tokenizer)\n", prog);
+        free(ids);
+        return NULL;
+    }
+    *n = got;
     return ids;
 }

@@ -290,7 +290,8 @@ static long bytelevel_decode(const char *s, size_t n, char *out) {
 void tok_free(infllm_tokenizer *t) {
     if (!t) return;
     for (int i = 0; i < t->n_vocab; i++) {
-        if (t->key && t->key[i] != t->text[i]) free(t->key[i]);
+        /* text may be NULL here: tok_alloc frees a tokenizer whose arrays were not all allocated */
+        if (t->key && t->key[i] != (t->text ? t->text[i] : NULL)) free(t->key[i]);
         if (t->text) free(t->text[i]);
     }
     free(t->text);

@@ -70,7 +70,11 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
         goto out;
     }
     hdr = malloc(hlen + 1);
-    if (!hdr || fread(hdr, 1, hlen, f) != hlen) {
+    if (!hdr) { /* was reported as a truncated header */
+        snprintf(err, errlen, "%s: out of memory (its %zu-byte header)", path, hlen);
+        goto out;
+    }
+    if (fread(hdr, 1, hlen, f) != hlen) {
         snprintf(err, errlen, "%s: truncated header", path);
         goto out;
     }

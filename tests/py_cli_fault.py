@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""The infllm command when a heap allocation fails: under tests/fault_shim.c (LD_PRELOAD; INFLLM_FAULT_SHIM says which
+allocations fail) every command must either finish as without the failure (a buffer libc can do without) or exit 1
+with a message on stderr that says memory ran out, never die by a signal, exit 0 with other output (a silent 0, a
+row of zeros) or exit 2 (a usage error). Each command runs once to count its allocations, then once with each of
+them failing in turn (nth=K; evenly spaced when there are many), single-threaded so that the count is exact; and
+with every allocation above a size failing (min=BYTES: the tensors).
+
+argv[1] is the infllm binary; the shim comes in INFLLM_FAULT_SHIM_LIB (tests/CMakeLists.txt), or as argv[2]. Where
+the shim is not built (not glibc on Linux, a sanitizer or a cross build: INFLLM_FAULT_SHIM_SKIP says why) the test
+prints SKIP and exits 77, which ctest lists as skipped.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import Counter  # noqa: E402
+
+INFLLM = sys.argv[1]
+SHIM = os.environ.get("INFLLM_FAULT_SHIM_LIB") or (sys.argv[2] if len(sys.argv) > 2 else "")
+why = os.environ.get("INFLLM_FAULT_SHIM_SKIP") or ("" if SHIM else "no shim given (INFLLM_FAULT_SHIM_LIB or argv[2])")
+if why:
+    print(f"SKIP: py_cli_fault: {why}")
+    sys.exit(77)
+
+c = Counter("py_cli_fault")
+MAX_RUNS = int(os.environ.get("INFLLM_FAULT_MAX_RUNS", "1000"))  # allocations failed in turn, at most, a command
+# what a message about memory says: the tools' own ("out of memory", "out of host memory"), strerror(ENOMEM) through
+# a failed fopen ("Cannot allocate memory"), libgomp's ("libgomp: Out of memory allocating N bytes")
+OOM = re.compile(r"out of (host )?memory|cannot allocate memory", re.I)
+
+
+def run(args, spec):
+    env = {**os.environ, "LD_PRELOAD": SHIM, "INFLLM_FAULT_SHIM": spec, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([INFLLM, *args], capture_output=True, text=True, errors="replace", timeout=300,
+                          env=env)
+
+
+def count(args):
+    """the command's output without a failure and its allocations (the shim's report on stderr)"""
+    p = run(args, "report=2")
+    m = re.search(r"allocations (\d+)\n?$", p.stderr)
+    return p, int(m.group(1)) if m else 0
+
+
+def judge(p, what, same):
+    """no signal; exit 1 with a message about memory, or exit 0 with the output same() accepts"""
+    if p.returncode < 0:
+        return f"{what}: killed by signal {-p.returncode}: {p.stderr[-300:]!r}"
+    if p.returncode == 1:
+        return None if OOM.search(p.stderr) else f"{what}: exit 1 without a message about memory: {p.stderr[-300:]!r}"
+    if p.returncode == 0:
+        return None if same(p) else f"{what}: exit 0 with other output: {p.stdout[:300]!r}"
+    return f"{what}: exit {p.returncode}: {p.stderr[-300:]!r}"
+
+
+def sweep(name, args, same):
+    """every allocation of the command failing in turn (at most MAX_RUNS of them, evenly spaced)"""
+    base, n = count(args)
+    c.check(base.returncode == 0 and n > 0, f"{name}: runs under the shim, {n} allocations counted "
+            f"(exit {base.returncode}, {base.stderr[-200:]!r})")
+    if base.returncode or not n:
+        return
+    ks = range(1, n + 1) if n <= MAX_RUNS else sorted({1 + (n - 1) * i // (MAX_RUNS - 1) for i in range(MAX_RUNS)})
+    bad, fails = [], 0
+    for k in ks:
+        p = run(args, f"nth={k}")
+        fails += p.returncode == 1
+        b = judge(p, f"nth={k}", same)
+        if b:
+            bad.append(b)
+    c.check(not bad, f"{name}: {len(ks)} of {n} allocations failed in turn: {fails} exit 1 with a message about "
+            f"memory, the others as without the failure" + ("".join("\n    " + b for b in bad[:8])))
+
+
+def json_rows(p):
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        return None
+
+
+# the shim is loaded (it counts the allocations; that it makes them fail, the min= runs below show: a shim that did
+# nothing would pass every sweep)
+p, n = count(["version"])
+c.check(p.returncode == 0 and n >= 1, f"the shim is loaded: 'infllm version' counted {n} allocations ({p.stderr!r})")
+
+SMALL = ["--seqlen", "256", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--reps", "1", "--threads", "1",
+         "--block-size", "16", "--topk", "4", "--local-blocks", "2", "--no-warmup", "--format", "json"]
+
+# bench attn / backward: the tensors (min=100000: each is 131072 or 65536 bytes here) and every allocation in turn; a
+# run that succeeds prints the same rows (backward: the same attended pairs, which a failed allocation in their count
+# made 0)
+for words in (["attn", "--peak", "10"], ["backward"]):
+    args = ["bench", *words, *SMALL]
+    base, _ = count(args)
+    rows0 = json_rows(base) or []
+    key = [(r.get("mode"), r.get("seqlen"), r.get("pairs")) for r in rows0]
+    p = run(args, "min=60000")
+    c.check(p.returncode == 1 and p.stderr.startswith(f"infllm bench {words[0]}: out of memory") and p.stdout == "",
+            f"bench {words[0]} with its tensors' allocations failing: exit {p.returncode}, {p.stderr[-200:]!r}")
+    sweep(f"bench {words[0]}", args,
+          lambda q: [(r.get("mode"), r.get("seqlen"), r.get("pairs")) for r in (json_rows(q) or [])] == key)
+p, n = count(["bench", "peak", "--seconds", "0.05", "--threads", "1", "--format", "json"])
+if p.returncode == 0:
+    sweep("bench peak", ["bench", "peak", "--seconds", "0.05", "--threads", "1", "--format", "json"],
+          lambda q: json_rows(q) is not None and len(json_rows(q)) == 1)
+
+try:
+    import numpy as np
+except ImportError:
+    np = None
+    print("skip: infllm attn, run, eval and bench run (no numpy)")
+
+with tempfile.TemporaryDirectory() as tmp:
+    if np is not None:
+        rng = np.random.default_rng(3)
+        for name, h in (("q", 4), ("k", 2), ("v", 2)):
+            np.save(os.path.join(tmp, f"{name}.npy"), rng.standard_normal((96, h, 32)).astype(np.float32))
+        out = os.path.join(tmp, "out.npy")
+        args = ["attn", "--q", os.path.join(tmp, "q.npy"), "--k", os.path.join(tmp, "k.npy"), "--v",
+                os.path.join(tmp, "v.npy"), "--block-size", "16", "--topk", "2", "--local-blocks", "1",
+                "--kernel-size", "16", "--kernel-stride", "8", "--threads", "1", "--mode", "sparse", "--out", out]
+        base, _ = count(args)
+        ref = np.load(out) if base.returncode == 0 else None
+
+        def same_out(q):
+            try:
+                return ref is not None and np.array_equal(np.load(out), ref)
+            except (OSError, ValueError):
+                return False
+
+        sweep("attn", args, same_out)
+        # one query a sequence's last --cache-len rows (the query offsets and the gathered rows are allocated)
+        args = args[:-2] + ["--cache-len", "90", "--out", out]
+        base, _ = count(args)
+        ref = np.load(out) if base.returncode == 0 else None
+        sweep("attn --cache-len", args, same_out)
+
+    try:
+        from model_testlib import Q8, Tiny  # noqa: E402  (numpy and gguf; SKIPs the whole test without them)
+        have_model = np is not None
+    except SystemExit:
+        have_model = False
+        print("skip: infllm run, eval and bench run (no gguf module)")
+    if have_model:
+        g = os.path.join(tmp, "t.gguf")
+        Tiny("llama", seed=5).write_gguf(g, {"q": Q8, "k": Q8, "v": Q8, "o": Q8, "gate": Q8, "up": Q8, "down": Q8})
+        toks = "3,14,15,92,65,35,89,79"
+        args = ["run", "-m", g, "--tokens", toks, "-n", "3", "--temp", "0", "--print-ids", "-q", "--ignore-eos",
+                "-t", "1"]
+        base, _ = count(args)
+        ids = base.stderr[base.stderr.find("generated ids:"):].split("\n")[0]
+        sweep("run", args, lambda q: ids in q.stderr and q.stdout == base.stdout)
+        args = ["eval", "ppl", "-m", g, "--tokens", toks + "," + toks, "--window", "8", "--format", "json", "-q",
+                "-t", "1"]
+        base, _ = count(args)
+
+        def no_time(text):  # the rows without their "seconds"
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in (json.loads(text) if text else [])]
+
+        sweep("eval ppl", args, lambda q: no_time(q.stdout) == no_time(base.stdout))
+        args = ["bench", "run", "-m", g, "--lengths", "16", "--gen", "2", "--llamacpp", "off", "--format", "json",
+                "-t", "1"]
+        base, _ = count(args)
+        sweep("bench run", args, lambda q: [r["context"] for r in (json_rows(q) or [])] == [16, 16])
+        # a text prompt through a byte-level tokenizer and the chat template with --answer-prefix (the prompt's copy
+        # and its realloc), and eval passkey's prompts (its text and chat realloc)
+        gt = os.path.join(tmp, "tok.gguf")
+        Tiny("llama", seed=8, n_vocab=300).write_gguf(gt, {}, tokenizer="chat")
+        args = ["run", "-m", gt, "-p", "hello", "--chat", "--answer-prefix", "Sure", "-n", "2", "--temp", "0", "-q",
+                "--ignore-eos", "-t", "1"]
+        base, _ = count(args)
+        sweep("run --chat", args, lambda q: q.stdout == base.stdout)
+        args = ["eval", "passkey", "-m", gt, "-q", "--block-size", "16", "--topk", "2", "--local-blocks", "1",
+                "--lengths", "700", "--depths", "0.5", "--gen", "2", "--chat", "on", "--format", "json", "-t", "1"]
+        base, _ = count(args)
+        sweep("eval passkey", args, lambda q: no_time(q.stdout) == no_time(base.stdout))
+
+c.finish()
