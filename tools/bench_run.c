@@ -283,7 +283,7 @@ int cmd_bench_run(int argc, char **argv) {
         } else {
             const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
                               : lrc == 4 ? "the model is not a GGUF file"
-                              : lrc == 5 ? "out of memory (it said 'its run failed')"
+                              : lrc == 5 ? "out of memory" /* it said 'its run failed' */
                                          : "its run failed";
             fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
             if (!strcmp(llamacpp, "on")) {
