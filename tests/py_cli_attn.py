@@ -224,7 +224,11 @@ with tempfile.TemporaryDirectory() as tmp:
         (good + ["--device", "tpu"], "--device"),
         (["--k", os.path.join(tmp, "k.npy")], "required"),
         (good + ["--q", os.path.join(tmp, "missing.npy")], "missing.npy"),
+        # a directory and an empty file both said "not a .npy file (bad magic)"
+        (good + ["--q", tmp], "Is a directory"),
+        (good + ["--q", os.path.join(tmp, "empty.npy")], "0 bytes"),
     ]
+    open(os.path.join(tmp, "empty.npy"), "wb").close()
     for args, needle in cases_bad:
         r = run(["attn"] + args, expect_ok=False)
         check(r.returncode > 0, f"bad input {needle}: non-zero exit ({r.returncode})")

@@ -130,6 +130,18 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run("run", "-m", os.path.join(tmp, "missing"), "-p", "x")
     c.check(p.returncode == 1 and "No such file" in p.stderr and "config.json" not in p.stderr,
             f"missing model without .gguf: exit 1 naming it ({p.stderr.strip()[:120]})")
+    # a folder without config.json said "cannot open: ... (offset 0)", a byte offset that means nothing for a file
+    # that is not there; a config.json that is not JSON says where
+    emptydir = os.path.join(tmp, "emptydir")
+    os.makedirs(emptydir, exist_ok=True)
+    p = run("run", "-m", emptydir, "-p", "x")
+    c.check(p.returncode == 1 and "config.json: cannot open" in p.stderr and "offset" not in p.stderr,
+            f"a folder without config.json: exit 1 naming the file ({p.stderr.strip()[:160]})")
+    with open(os.path.join(emptydir, "config.json"), "w") as f:
+        f.write('{"model_type":')
+    p = run("run", "-m", emptydir, "-p", "x")
+    c.check(p.returncode == 1 and "config.json: JSON error at byte 14" in p.stderr,
+            f"a config.json cut short: exit 1 with the byte ({p.stderr.strip()[:160]})")
     renamed = os.path.join(tmp, "model.bin")
     shutil.copyfile(g, renamed)
     p = run("run", "-m", renamed, "--tokens", toks, "-n", "2", "--temp", "0", "-q")

@@ -413,6 +413,7 @@ json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_
     if (err) {
         err->offset = 0;
         err->msg[0] = 0;
+        err->io = 0;
     }
     if (!text && len) {
         fail(&p, 0, "NULL input");
@@ -451,6 +452,7 @@ json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *
     if (!f) {
         if (err) {
             err->offset = 0;
+            err->io = 1;
             if (not_regular) snprintf(err->msg, sizeof err->msg, "not a regular file");
             else snprintf(err->msg, sizeof err->msg, "cannot open: %s", strerror(errno));
         }
@@ -480,6 +482,7 @@ json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *
         free(buf);
         if (err) {
             err->offset = 0;
+            err->io = 1;
             snprintf(err->msg, sizeof err->msg, "%s", buf ? "read error" : "out of memory");
         }
         return NULL;
@@ -487,6 +490,12 @@ json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *
     json_doc *d = json_parse(buf, n, lim, err);
     free(buf);
     return d;
+}
+
+const char *json_error_text(const json_error *err, char *buf, size_t buflen) {
+    if (err->io) snprintf(buf, buflen, "%s", err->msg);
+    else snprintf(buf, buflen, "JSON error at byte %zu: %s", err->offset, err->msg);
+    return buf;
 }
 
 const json_value *json_root(const json_doc *doc) { return doc ? &doc->root : NULL; }

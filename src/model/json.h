@@ -66,6 +66,7 @@ typedef struct {
 typedef struct {
     size_t offset;      /* byte offset into the input where the error was detected */
     char msg[128];      /* reason, e.g. "expected ':' after object key" */
+    int io;             /* 1: json_parse_file could not read the file (msg says why; offset means nothing) */
 } json_error;
 
 typedef struct json_doc json_doc;
@@ -74,8 +75,12 @@ typedef struct json_doc json_doc;
  * lim may be NULL (defaults), err may be NULL. Returns NULL on error (or out of memory). */
 json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_error *err);
 
-/* Reads a whole file and parses it. On I/O errors err->offset is 0 and msg says why. */
+/* Reads a whole file and parses it. On I/O errors err->io is 1, err->offset 0 and msg says why. */
 json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *err);
+
+/* err as one phrase for a message after the file's name: msg alone for an I/O error ("cannot open: No such file
+ * or directory"), "JSON error at byte N: msg" for a parse error. Returns buf. */
+const char *json_error_text(const json_error *err, char *buf, size_t buflen);
 
 void json_free(json_doc *doc);              /* NULL is fine */
 const json_value *json_root(const json_doc *doc);

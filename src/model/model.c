@@ -476,7 +476,7 @@ static int load_hf(mdl_model *m, const char *dir) {
     snprintf(p, sizeof p, "%s/config.json", dir);
     json_error je;
     json_doc *doc = json_parse_file(p, NULL, &je);
-    if (!doc) return mdl_fail("%s: %s (offset %zu)", p, je.msg, je.offset);
+    if (!doc) return mdl_fail("%s: %s", p, json_error_text(&je, err, sizeof err));
     const json_value *r = json_root(doc);
     mdl_config *c = &m->cfg;
     int rc = -1;

@@ -347,7 +347,8 @@ static int open_index(st_model *m, const char *index_path, char *err, size_t err
     json_error je;
     json_doc *doc = json_parse_file(index_path, NULL, &je);
     if (!doc) {
-        seterr(err, errlen, "%s: JSON error at byte %zu: %s", index_path, je.offset, je.msg);
+        char why[192];
+        seterr(err, errlen, "%s: %s", index_path, json_error_text(&je, why, sizeof why));
         return -1;
     }
     int rc = -1;

@@ -911,7 +911,8 @@ int tok_load_hf_json(const char *path, infllm_tokenizer **out, char *err, size_t
     json_error je;
     json_doc *doc = json_parse_file(path, NULL, &je);
     if (!doc) {
-        seterr(err, errlen, "%s: JSON error at byte %zu: %s", path, je.offset, je.msg);
+        char why[192];
+        seterr(err, errlen, "%s: %s", path, json_error_text(&je, why, sizeof why));
         return -1;
     }
     int rc = load_hf_doc(json_root(doc), out, err, errlen);
@@ -939,7 +940,8 @@ static int apply_tokenizer_config(infllm_tokenizer *t, const char *path, char *e
     json_error je;
     json_doc *cfg = json_parse_file(path, NULL, &je);
     if (!cfg) {
-        seterr(err, errlen, "%s: JSON error at byte %zu: %s", path, je.offset, je.msg);
+        char why[192];
+        seterr(err, errlen, "%s: %s", path, json_error_text(&je, why, sizeof why));
         return -1;
     }
     const json_value *r = json_root(cfg);

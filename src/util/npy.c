@@ -46,7 +46,16 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     unsigned char pre[10];
     char *hdr = NULL;
     int rc = -1;
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+    const size_t got = fread(pre, 1, 10, f);
+    if (got != 10 && ferror(f)) { /* a directory opens but does not read (EISDIR) */
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        goto out;
+    }
+    if (got != 10) {
+        snprintf(err, errlen, "%s: not a .npy file (%zu bytes, shorter than the format's preamble)", path, got);
+        goto out;
+    }
+    if (memcmp(pre, "\x93NUMPY", 6) != 0) {
         snprintf(err, errlen, "%s: not a .npy file (bad magic)", path);
         goto out;
     }
