@@ -359,8 +359,33 @@ with tempfile.TemporaryDirectory() as tmp:
                 ok = False
             check(ok, f"{' '.join(args[:2])} --format {fmt} with the cpu named {name!r}: {p.stdout.strip()[:200]!r}")
 
+# csv's columns are json's keys, in json's order, with the same values: csv lacked six of bench attn's (block_size,
+# topk_total, peak_gflops_cpu_time, stage1_tokens, reps, load_avg), named one frac_peak_cpu, and had no reps or
+# load_avg in bench backward nor load_avg in bench peak
+for args in (["bench", "attn", *SMALL, "--peak", "10"], ["bench", "backward", *SMALL],
+             ["bench", "peak", "--seconds", "0.05", "--threads", "1"]):
+    pj = run(*args, "--format", "json")
+    pc = run(*args, "--format", "csv")
+    if args[1] == "peak" and pj.returncode == 1 and "no AVX2" in pj.stderr:
+        continue
+    try:
+        jrows = json.loads(pj.stdout)
+    except ValueError:
+        jrows = []
+    crows = list(csv.reader(io.StringIO(pc.stdout))) if pc.returncode == 0 else []
+    same_keys = bool(jrows) and len(crows) == len(jrows) + 1 and all(list(r) == crows[0] for r in jrows)
+    check(same_keys, f"{' '.join(args[:2])}: csv's header is json's keys in order: csv {crows[:1]}, json "
+          f"{list(jrows[0]) if jrows else pj.stdout[:200]}")
+    # the values that do not depend on the run's timing are equal (null is an empty field)
+    steady = ("mode", "seqlen", "heads", "kv_heads", "head_dim", "dtype", "threads", "block_size", "topk_total",
+              "stage1_tokens", "pairs", "reps", "commit", "simd", "device", "inputs", "lanes", "bench")
+    if same_keys:
+        bad = [(k, jr[k], cr[i]) for jr, cr in zip(jrows, crows[1:]) for i, k in enumerate(crows[0])
+               if k in steady and ("" if jr[k] is None else str(jr[k])) != cr[i].strip('"')]
+        check(not bad, f"{' '.join(args[:2])}: csv and json agree on the steady values: {bad[:4]}")
+
 # /proc/loadavg unreadable (here: bind-mounted over by an empty file): the load average is a value that does not
-# apply, null in json and '-' in md (it printed -1.00, which reads as a load); csv has no load column
+# apply, null in json, an empty field in csv and '-' in md (it printed -1.00, which reads as a load)
 with tempfile.TemporaryDirectory() as tmp:
     empty = os.path.join(tmp, "loadavg")
     open(empty, "w").close()
@@ -379,6 +404,10 @@ with tempfile.TemporaryDirectory() as tmp:
             rows = []
         check(p.returncode == 0 and rows and all(r["load_avg"] is None for r in rows),
               f"{' '.join(args[:2])} json without /proc/loadavg: load_avg null: {p.stdout.strip()[:300]!r}")
+        p = subprocess.run([*ns, *args, "--format", "csv"], capture_output=True, text=True, timeout=600)
+        rows = list(csv.DictReader(io.StringIO(p.stdout))) if p.returncode == 0 else []
+        check(rows and all(r.get("load_avg") == "" for r in rows),
+              f"{' '.join(args[:2])} csv without /proc/loadavg: load_avg an empty field: {p.stdout.strip()[:300]!r}")
         p = subprocess.run([*ns, *args], capture_output=True, text=True, timeout=600)
         if args[1] == "peak":
             t = [ln for ln in p.stdout.splitlines() if ln.startswith("| peak |")]

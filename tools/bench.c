@@ -738,15 +738,18 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
         for (int i = 0; i < 19; i++) fmt.num(f[i], sizeof f[i], dec[i], v[i]);
         fmt.str(cpu_s, sizeof cpu_s, cpu);
         fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
-        if (!json) {
+        if (!json) { /* json's keys as the columns, in its order (csv lacked six of them and named one otherwise) */
             if (*first)
-                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,ms,cpu_ms,compress_ms,stage1_ms,stage2_ms,stage1_share,"
-                       "gflop,gflops,peak_gflops,frac_peak,frac_peak_cpu,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,commit,cpu,simd,"
-                       "device,inputs\n");
-            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", x->mode,
-                   x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1],
-                   f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[11], f[12], f[13], f[14], f[15], f[16], commit_s,
-                   cpu_s, infllm_cpu_simd_level(), device, inputs);
+                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,block_size,topk_total,ms,cpu_ms,compress_ms,"
+                       "stage1_ms,stage2_ms,stage1_share,gflop,gflops,peak_gflops,frac_peak,peak_gflops_cpu_time,"
+                       "frac_peak_cpu_time,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,stage1_tokens,reps,commit,cpu,"
+                       "simd,load_avg,device,inputs\n");
+            printf("%s,%d,%d,%d,%d,%s,%d,%d,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,"
+                   "%s\n",
+                   x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
+                   o->p.block_size, o->p.topk + o->p.local_blocks, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8],
+                   f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[16], f[18], o->reps, commit_s, cpu_s,
+                   infllm_cpu_simd_level(), f[17], device, inputs);
         } else {
             printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
                    "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %s, \"cpu_ms\": %s, "
@@ -923,8 +926,8 @@ static int cmd_peak(int argc, char **argv) {
                    "\"commit\": %s, \"cpu\": %s, \"load_avg\": %s}]\n",
                    o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s, f[4]);
         else
-            printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu\n"
-                   "peak,%d,%s,%s,%s,%s,%d,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s);
+            printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu,load_avg\n"
+                   "peak,%d,%s,%s,%s,%s,%d,%s,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s, f[4]);
     } else {
         char la[32];
         printf("| bench | threads | fp32 FMA GFLOP/s (wall) | 1 thread (wall) | by CPU time | 1 thread by CPU time | lanes | "
@@ -1271,10 +1274,10 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
         if (!json) {
             if (*first)
                 printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
-                       "forward_gflops,backward_gflops,pairs,commit,cpu,simd,device\n");
-            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", x->mode, x->seqlen, o->heads, o->kv_heads,
-                   o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
-                   commit_s, cpu_s, infllm_cpu_simd_level(), o->cuda ? "cuda" : "cpu");
+                       "forward_gflops,backward_gflops,pairs,reps,commit,cpu,simd,load_avg,device\n");
+            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s\n", x->mode, x->seqlen, o->heads,
+                   o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5],
+                   f[6], o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[7], o->cuda ? "cuda" : "cpu");
         } else {
             printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
                    "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %s, \"forward_ms\": %s, \"backward_ms\": %s, "
