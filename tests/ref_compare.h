@@ -2,8 +2,8 @@
  * ref_compare.h: the pieces the tests share to compare a result against the float64 REF backend
  * (DESIGN practice 7: error <= 2 x the error of a naive same-precision implementation + a floor):
  * err_of (worst absolute error against a reference), near_tie (may two selections differ at the top-k
- * boundary of a REF block-score row?) and naive_row / naive_row_lse (the naive low-precision attention
- * of one query row). Host code only; used by test_diff, test_cache and (via cuda_testlib.h) the GPU tests.
+ * boundary of a REF block-score row?), selection_diff (near_tie over every row of two selections) and
+ * naive_row / naive_row_lse (the naive low-precision attention of one query row). Host code only; used by test_diff, test_cache and (via cuda_testlib.h) the GPU tests.
  * Include dtype.h first (infllm_round_to, infllm_load_f32).
  */
 #ifndef INFLLM_REF_COMPARE_H
@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dtype.h"
@@ -47,7 +48,9 @@ static inline errs err_of(const void *a, infllm_dtype da, const void *ref, infll
 static inline double near_tie_rel(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? 2.0 / 128 : 1e-4; }
 
 /* near-tie at the top-k boundary of a REF block-score row: the blocks one selection has and
- * the other lacks all score within `rel` of the REF boundary score */
+ * the other lacks all score within `rel` of the REF boundary score, and each selection lacks as many of the
+ * other's blocks as the other lacks of its own (a row that selected fewer blocks than the other, a -1 in a
+ * block's place, is never a tie: with one block differing the score range above would be empty) */
 static inline int near_tie(const float *brow, int32_t nb, const int32_t *sa, const int32_t *sb, int32_t K, double rel) {
     unsigned char ina[65536], inb[65536];
     if (nb > 65536) return 0;
@@ -58,14 +61,46 @@ static inline int near_tie(const float *brow, int32_t nb, const int32_t *sa, con
         if (sb[c] >= 0 && sb[c] < nb) inb[sb[c]] = 1;
     }
     double lo = INFINITY, hi = -INFINITY; /* over the differing blocks */
+    int32_t only_a = 0, only_b = 0;
     for (int32_t b = 0; b < nb; b++)
         if (ina[b] != inb[b]) {
+            only_a += ina[b];
+            only_b += inb[b];
             if (brow[b] < lo) lo = brow[b];
             if (brow[b] > hi) hi = brow[b];
         }
+    if (only_a != only_b) return 0;
     if (lo == INFINITY) return 1;
     if (!isfinite(lo) || !isfinite(hi)) return 0;
     return hi - lo <= rel * fabs(hi) + 1e-30;
+}
+
+/* Two selections of nrows rows (tk_ref, tk_other: [Hkv, nrows, K], the row of query t and KV head g at g nrows + t)
+ * against REF's block scores (bs_ref: [Hkv, nrows, NB]): rows that differ, and of them the rows whose difference is
+ * not a near-tie of dtype dt (near_tie_rel). row_differs[t] (NULL: not wanted) is set to 1 where any KV head's row
+ * of query t differs. The first `report` rows that differ without a near-tie are printed to stderr after `label`. */
+typedef struct {
+    int64_t differ, not_tie;
+} sel_diff;
+static inline sel_diff selection_diff(const float *bs_ref, const int32_t *tk_ref, const int32_t *tk_other,
+                                      int32_t Hkv, int64_t nrows, int32_t NB, int32_t K, infllm_dtype dt,
+                                      unsigned char *row_differs, int report, const char *label) {
+    sel_diff d = {0, 0};
+    const double rel = near_tie_rel(dt);
+    for (int64_t t = 0; t < nrows; t++)
+        for (int32_t g = 0; g < Hkv; g++) {
+            const int64_t r = (int64_t)g * nrows + t;
+            if (memcmp(tk_ref + r * K, tk_other + r * K, (size_t)K * 4) == 0) continue;
+            if (row_differs) row_differs[t] = 1;
+            d.differ++;
+            if (!near_tie(bs_ref + r * NB, NB, tk_ref + r * K, tk_other + r * K, K, rel)) {
+                if (d.not_tie < report)
+                    fprintf(stderr, "%s: row %lld kv %d: the selection differs from REF's without a near-tie\n", label,
+                            (long long)t, g);
+                d.not_tie++;
+            }
+        }
+    return d;
 }
 
 static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }

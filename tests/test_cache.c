@@ -493,14 +493,9 @@ static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, i
         for (int64_t i = 0; i < n * Hq; i++) ref_mismatch += fabs(ral[i] - rl[i]) > 1e-6 * fabs(rl[i]) + 1e-6;
         CHECK(ref_mismatch == 0, "[%s] %s: REF infllm_attention disagrees with the REF ops (%s) on %lld values",
               c->name, what, sparse ? "sparse" : "dense", (long long)ref_mismatch);
-        const double rel = near_tie_rel(c->dt);
-        for (int64_t t = 0; sparse && t < n; t++)
-            for (int32_t g = 0; g < Hkv; g++) {
-                const int64_t r = (int64_t)g * n + t;
-                if (memcmp(rtk + r * K, ctk + r * K, (size_t)K * 4) == 0) continue;
-                skip[t] = 1;
-                not_tie += !near_tie(rbs + r * NB, NB, rtk + r * K, ctk + r * K, K, rel);
-            }
+        char label[400];
+        snprintf(label, sizeof label, "[%s] %s: CPU", c->name, what);
+        if (sparse) not_tie = selection_diff(rbs, rtk, ctk, Hkv, n, NB, K, c->dt, skip, 3, label).not_tie;
         CHECK(not_tie == 0, "[%s] %s: %lld CPU selection rows differ from REF's without a near-tie", c->name, what,
               (long long)not_tie);
         /* the rows compared, gathered: cache, naive, expected */

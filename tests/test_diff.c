@@ -339,27 +339,17 @@ static int call_ok(const ctx *x, const char *what, infllm_status st) {
 
 /* A CPU selection tk_cpu against REF's tk_ref (both [Hkv, total_q, topk_out]; bs_ref: REF's block scores): a row may
  * differ only on a near-tie at the top-k boundary of REF's scores, and at most a tenth of the rows may differ.
- * row_agree[t] is cleared where any KV head's row of query t differs. */
+ * row_differs[t] is set where any KV head's row of query t differs. */
 static void compare_selection(const ctx *x, const char *what, const float *bs_ref, const int32_t *tk_ref,
-                              const int32_t *tk_cpu, unsigned char *row_agree) {
+                              const int32_t *tk_cpu, unsigned char *row_differs) {
     const dcase *c = x->c;
-    const int32_t Hkv = c->Hkv, NB = x->sz.nblocks_out, K = x->sz.topk_out;
+    const int32_t Hkv = c->Hkv;
     const int64_t tq = x->tq;
-    int64_t differ = 0, not_tie = 0;
-    const double rel = near_tie_rel(c->dt);
-    for (int64_t t = 0; t < tq; t++)
-        for (int32_t g = 0; g < Hkv; g++) {
-            int64_t r = (int64_t)g * tq + t;
-            if (memcmp(tk_ref + r * K, tk_cpu + r * K, (size_t)K * 4) == 0) continue;
-            row_agree[t] = 0;
-            differ++;
-            if (!near_tie(bs_ref + r * NB, NB, tk_ref + r * K, tk_cpu + r * K, K, rel)) {
-                if (not_tie < 3)
-                    fprintf(stderr, "[%s] row %lld kv %d: %s selection differs without a near-tie\n", c->name,
-                            (long long)t, g, what);
-                not_tie++;
-            }
-        }
+    char label[640];
+    snprintf(label, sizeof label, "[%s] %s", c->name, what);
+    const sel_diff d = selection_diff(bs_ref, tk_ref, tk_cpu, Hkv, tq, x->sz.nblocks_out, x->sz.topk_out, c->dt,
+                                      row_differs, 3, label);
+    const int64_t differ = d.differ, not_tie = d.not_tie;
     if (verbose || differ)
         printf("    selection: %lld of %lld rows differ between %s and REF (all near-ties: %s)\n", (long long)differ,
                (long long)(Hkv * tq), what, not_tie ? "no" : "yes");
@@ -485,7 +475,8 @@ static void run_case(const dcase *c) {
     /* REF chain: scr -> bsr -> tkr ; CPU chain: scc -> CPU block -> CPU topk */
     float *bs_ref = galloc(b_bs);
     int32_t *tk_ref = galloc(b_tk), *tk_cpu = galloc(b_tk), *tk_fused = galloc(b_tk);
-    unsigned char *row_agree = calloc((size_t)tq + 1, 1);
+    unsigned char *row_differs = malloc((size_t)tq + 1); /* all rows until the selections are compared */
+    if (row_differs) memset(row_differs, 1, (size_t)tq + 1);
     if (call_ok(x, "REF block_scores", infllm_block_scores(&pr, &x->l, scr, bs_ref)) &&
         call_ok(x, "REF topk", infllm_topk_select(&pr, &x->l, bs_ref, tk_ref))) {
         /* sanity of the REF selection itself */
@@ -508,14 +499,14 @@ static void run_case(const dcase *c) {
         }
         CHECK(bad == 0, "[%s] REF selection malformed in %lld places (ascending, -1 at the end, current block kept)",
               c->name, (long long)bad);
-        for (int64_t t = 0; t < tq; t++) row_agree[t] = 1;
+        memset(row_differs, 0, (size_t)tq);
         if (ok_c && call_ok(x, "CPU block_scores", infllm_block_scores(&pc, &x->l, scc, bsc)) &&
             call_ok(x, "CPU topk", infllm_topk_select(&pc, &x->l, bsc, tk_cpu)))
-            compare_selection(x, "the CPU chain", bs_ref, tk_ref, tk_cpu, row_agree);
+            compare_selection(x, "the CPU chain", bs_ref, tk_ref, tk_cpu, row_differs);
         /* the fused selection (what infllm_attention's sparse path attends) under the same rule */
         if (call_ok(x, "CPU select_blocks", infllm_select_blocks(&pc, &x->l, x->q, x->k, tk_fused))) {
             CHECK(guard_ok(tk_fused, b_tk), "[%s] CPU select_blocks wrote past its output", c->name);
-            compare_selection(x, "CPU select_blocks", bs_ref, tk_ref, tk_fused, row_agree);
+            compare_selection(x, "CPU select_blocks", bs_ref, tk_ref, tk_fused, row_differs);
         }
     }
 
@@ -583,7 +574,7 @@ static void run_case(const dcase *c) {
                 int32_t lk = s->lk;
                 int sparse = c->p.mode == INFLLM_MODE_SPARSE ||
                              (c->p.mode == INFLLM_MODE_AUTO && (c->p.dense_len < 0 || lk >= c->p.dense_len));
-                if (sparse && !row_agree[t]) {
+                if (sparse && row_differs[t]) {
                     skipped++;
                     continue;
                 }
@@ -680,7 +671,7 @@ static void run_case(const dcase *c) {
     free(tk_ref);
     free(tk_cpu);
     free(tk_fused);
-    free(row_agree);
+    free(row_differs);
     free(outr);
     free(lser);
     free(lsec);
