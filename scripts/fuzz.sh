@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz.sh: builds the libFuzzer targets in tests/fuzz/ with clang -fsanitize=fuzzer,address,
 # undefined and runs each for N seconds (default 20).
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: json safetensors tokenizer tokenizer_json gguf
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: json safetensors tokenizer tokenizer_json gguf npy
 #                                            (default all)
 # Environment: FUZZ_BUILD (build folder, default build-fuzz), CC (default clang),
 # FUZZ_JOBS (parallel fuzz processes per target, default 1), FUZZ_EXTRA_CFLAGS (e.g.
@@ -13,7 +13,7 @@ set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SECS="${1:-20}"
 shift || true
-TARGETS="${*:-json safetensors tokenizer tokenizer_json gguf}"
+TARGETS="${*:-json safetensors tokenizer tokenizer_json gguf npy}"
 B="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 CC="${CC:-clang}"
 mkdir -p "$B/artifacts" "$B/corpus"
@@ -32,6 +32,7 @@ srcs() {
     safetensors) echo "$M/safetensors.c $M/json.c" ;;
     tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c" ;;
     gguf) echo "$M/gguf.c $M/mcommon.c" ;;
+    npy) echo "$ROOT/src/util/npy.c" ;;
   esac
 }
 
@@ -50,6 +51,18 @@ seed() {
       printf '\001 hello  world\t\n<s></s>' > "$d/s3" ;;
     tokenizer_json)
       cp "$ROOT"/tests/data/tok_*.json "$d/" 2>/dev/null ;;
+    npy)
+      python3 - "$d" <<'PY' || true
+import struct, sys
+d = sys.argv[1]
+for i, (descr, shape, nbytes, ver) in enumerate((("<f4", "(2, 3)", 24, 1), ("<u2", "(4,)", 8, 2), ("<i8", "()", 8, 1))):
+    h = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    pre = 12 if ver == 2 else 10
+    h += " " * ((64 - (pre + len(h) + 1) % 64) % 64) + "\n"
+    ln = struct.pack("<I", len(h)) if ver == 2 else struct.pack("<H", len(h))
+    open("%s/s%d" % (d, i), "wb").write(b"\x93NUMPY" + bytes([ver, 0]) + ln + h.encode() + bytes(range(nbytes)))
+PY
+      ;;
     safetensors|gguf)
       python3 - "$t" "$d" <<'PY' || true
 import struct, sys, json
@@ -82,7 +95,7 @@ for t in $TARGETS; do
     continue
   fi
   # shellcheck disable=SC2046
-  if ! nice "$CC" $FLAGS -I"$M" -DFUZZ_DATA_DIR="\"$ROOT/tests/data\"" "$src" $(srcs "$t") -lm -o "$B/fuzz_$t" 2>"$B/build_$t.log"; then
+  if ! nice "$CC" $FLAGS -I"$M" -I"$ROOT/src/util" -DFUZZ_DATA_DIR="\"$ROOT/tests/data\"" "$src" $(srcs "$t") -lm -o "$B/fuzz_$t" 2>"$B/build_$t.log"; then
     echo "fuzz.sh: building fuzz_$t failed:"; cat "$B/build_$t.log"; status=1; continue
   fi
   seed "$t"

@@ -1,6 +1,6 @@
 /*
  * test_fuzz_parsers.c: a deterministic mutation fuzzer over the libFuzzer targets in
- * tests/fuzz/ (JSON, safetensors header, tokenizer, GGUF reader), for builds without clang's
+ * tests/fuzz/ (JSON, safetensors header, tokenizer, GGUF reader, .npy reader), for builds without clang's
  * libFuzzer: ctest runs it under ASan/UBSan in CI (INFLLM_SANITIZE=ON). Each target gets
  * seed inputs and a fixed number of mutated variants (bit flips, byte sets, inserts, deletes,
  * duplications, truncations, splices) from a fixed seed, so failures reproduce exactly.
@@ -23,6 +23,9 @@
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_tokjson_one
 #include "fuzz/fuzz_tokenizer_json.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_npy_one
+#include "fuzz/fuzz_npy.c"
 #undef LLVMFuzzerTestOneInput
 #if __has_include("gguf.h")
 #define LLVMFuzzerTestOneInput fuzz_gguf_one
@@ -165,6 +168,39 @@ int main(void) {
         run("tokenizer text", fuzz_tok_one, seeds, 3, 20000);
         buf jseeds[2] = {mk(bpe, n1), mk(spm, n2)};
         run("tokenizer json", fuzz_tokjson_one, jseeds, 2, 300);
+    }
+    /* .npy: format 1.0 f32 [2, 3], 2.0 bf16-as-u2 [4] with a trailing comma, 1.0 i8 scalar () */
+    {
+        buf seeds[3];
+        const char *hdrs[3] = {"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                               "{'descr': '<u2', 'fortran_order': False, 'shape': (4,), }",
+                               "{'descr': '<i8', 'fortran_order': False, 'shape': (), }"};
+        const size_t data_bytes[3] = {24, 8, 8};
+        for (int i = 0; i < 3; i++) {
+            uint8_t img[256];
+            const int v2 = i == 1;
+            const size_t pre = v2 ? 12 : 10, hl0 = strlen(hdrs[i]);
+            size_t hl = hl0 + 1;
+            while ((pre + hl) % 64) hl++; /* padded with spaces to 64 bytes, ending in a newline */
+            memcpy(img, "\x93NUMPY", 6);
+            img[6] = (uint8_t)(v2 ? 2 : 1);
+            img[7] = 0;
+            const uint32_t hl32 = (uint32_t)hl;
+            memcpy(img + 8, &hl32, v2 ? 4 : 2);
+            memcpy(img + pre, hdrs[i], hl0);
+            memset(img + pre + hl0, ' ', hl - hl0 - 1);
+            img[pre + hl - 1] = '\n';
+            for (size_t b = 0; b < data_bytes[i]; b++) img[pre + hl + b] = (uint8_t)(b * 37 + 1);
+            seeds[i] = mk(img, pre + hl + data_bytes[i]);
+            npy_array a;
+            FILE *f = fmemopen(img, seeds[i].n, "rb");
+            char err[256] = "";
+            CHECK(f && npy_read_stream(f, "seed.npy", &a, err, sizeof err) == 0 && a.count * a.elem_size == data_bytes[i],
+                  ".npy seed %d reads (%s)", i, err);
+            if (f) fclose(f);
+            npy_free(&a);
+        }
+        run("npy", fuzz_npy_one, seeds, 3, 20000);
     }
 #ifdef HAVE_GGUF
     {

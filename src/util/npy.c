@@ -43,6 +43,13 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
+    const int rc = npy_read_stream(f, path, a, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int npy_read_stream(FILE *f, const char *path, npy_array *a, char *err, size_t errlen) {
+    memset(a, 0, sizeof *a);
     unsigned char pre[10];
     char *hdr = NULL;
     int rc = -1;
@@ -193,7 +200,6 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     rc = 0;
 out:
     free(hdr);
-    fclose(f);
     return rc;
 }
 

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define NPY_MAX_DIMS 8
 
@@ -21,6 +22,9 @@ typedef struct npy_array {
 
 /* Reads path into *a. Returns 0, or -1 with a message naming the file and the problem in err. */
 int npy_read(const char *path, npy_array *a, char *err, size_t errlen);
+/* npy_read on an open stream that can seek (a file, or fmemopen's memory: tests/fuzz/fuzz_npy.c), from its start
+ * position to its end; messages name the input `path`. The stream stays open. */
+int npy_read_stream(FILE *f, const char *path, npy_array *a, char *err, size_t errlen);
 /* Writes data as a .npy file, atomically (temporary file + rename): an existing file is
  * replaced only when the new one is complete. Returns 0 or -1 with err. */
 int npy_write(const char *path, const char *descr, int ndim, const int64_t *shape, const void *data,
