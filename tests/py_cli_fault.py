@@ -10,9 +10,11 @@ argv[1] is the infllm binary; the shim comes in INFLLM_FAULT_SHIM_LIB (tests/CMa
 the shim is not built (not glibc on Linux, a sanitizer or a cross build: INFLLM_FAULT_SHIM_SKIP says why) the test
 prints SKIP and exits 77, which ctest lists as skipped.
 """
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,7 @@ c = Counter("py_cli_fault")
 MAX_RUNS = int(os.environ.get("INFLLM_FAULT_MAX_RUNS", "1000"))  # allocations failed in turn, at most, a command
 # what a message about memory says: the tools' own ("out of memory", "out of host memory"), strerror(ENOMEM) through
 # a failed fopen ("Cannot allocate memory"), libgomp's ("libgomp: Out of memory allocating N bytes")
+WATCH = []  # folders whose temporary files a run must not leave behind
 OOM = re.compile(r"out of (host )?memory|cannot allocate memory", re.I)
 
 
@@ -58,8 +61,12 @@ def judge(p, what, same):
     return f"{what}: exit {p.returncode}: {p.stderr[-300:]!r}"
 
 
-def sweep(name, args, same):
-    """every allocation of the command failing in turn (at most MAX_RUNS of them, evenly spaced)"""
+def sweep(name, args, same, before=None):
+    """every allocation of the command failing in turn (at most MAX_RUNS of them, evenly spaced); before() runs
+    before each run (it removes the outputs, so that a run that exits 0 without writing them cannot pass on the
+    files of an earlier run)"""
+    if before:
+        before()
     base, n = count(args)
     c.check(base.returncode == 0 and n > 0, f"{name}: runs under the shim, {n} allocations counted "
             f"(exit {base.returncode}, {base.stderr[-200:]!r})")
@@ -68,9 +75,17 @@ def sweep(name, args, same):
     ks = range(1, n + 1) if n <= MAX_RUNS else sorted({1 + (n - 1) * i // (MAX_RUNS - 1) for i in range(MAX_RUNS)})
     bad, fails = [], 0
     for k in ks:
+        if before:
+            before()
         p = run(args, f"nth={k}")
         fails += p.returncode == 1
         b = judge(p, f"nth={k}", same)
+        # a failed write leaves no temporary file behind (npy_write writes PATH.tmp.PID, then renames)
+        left = [f for d in WATCH for f in glob.glob(os.path.join(d, "**", "*.tmp.*"), recursive=True)]
+        for f in left:
+            os.remove(f)
+        if left and not b:
+            b = f"nth={k}: exit {p.returncode} left {[os.path.basename(f) for f in left]}"
         if b:
             bad.append(b)
     c.check(not bad, f"{name}: {len(ks)} of {n} allocations failed in turn: {fails} exit 1 with a message about "
@@ -117,11 +132,22 @@ except ImportError:
     print("skip: infllm attn, run, eval and bench run (no numpy)")
 
 with tempfile.TemporaryDirectory() as tmp:
+    WATCH.append(tmp)
     if np is not None:
         rng = np.random.default_rng(3)
         for name, h in (("q", 4), ("k", 2), ("v", 2)):
             np.save(os.path.join(tmp, f"{name}.npy"), rng.standard_normal((96, h, 32)).astype(np.float32))
         out = os.path.join(tmp, "out.npy")
+        dump = os.path.join(tmp, "dump")
+        grads = os.path.join(tmp, "grads")
+
+        def clear():
+            for path in (out, dump, grads):
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+
         args = ["attn", "--q", os.path.join(tmp, "q.npy"), "--k", os.path.join(tmp, "k.npy"), "--v",
                 os.path.join(tmp, "v.npy"), "--block-size", "16", "--topk", "2", "--local-blocks", "1",
                 "--kernel-size", "16", "--kernel-stride", "8", "--threads", "1", "--mode", "sparse", "--out", out]
@@ -134,12 +160,37 @@ with tempfile.TemporaryDirectory() as tmp:
             except (OSError, ValueError):
                 return False
 
-        sweep("attn", args, same_out)
+        sweep("attn", args, same_out, clear)
         # one query a sequence's last --cache-len rows (the query offsets and the gathered rows are allocated)
         args = args[:-2] + ["--cache-len", "90", "--out", out]
         base, _ = count(args)
         ref = np.load(out) if base.returncode == 0 else None
-        sweep("attn --cache-len", args, same_out)
+        sweep("attn --cache-len", args, same_out, clear)
+        # --dump (every intermediate of the pipeline as .npy files) and --dout (the backward: dq, dk, dv), whose
+        # allocations the plain run does not make
+        args = args[:-4] + ["--out", out, "--dump", dump]
+        base, _ = count(args)
+        dumped = sorted(os.listdir(dump)) if base.returncode == 0 else None
+
+        def same_dump(q):
+            return same_out(q) and os.path.isdir(dump) and sorted(os.listdir(dump)) == dumped
+
+        ref = np.load(out) if base.returncode == 0 else None
+        sweep("attn --dump", args, same_dump, clear)
+        np.save(os.path.join(tmp, "dout.npy"), rng.standard_normal((96, 4, 32)).astype(np.float32))
+        args = args[:-2] + ["--dout", os.path.join(tmp, "dout.npy"), "--grad-dir", grads]
+        base, _ = count(args)
+        gref = {n: np.load(os.path.join(grads, n + ".npy")) for n in ("dq", "dk", "dv")} if base.returncode == 0 else None
+
+        def same_grads(q):
+            try:
+                return same_out(q) and gref is not None and all(
+                    np.array_equal(np.load(os.path.join(grads, n + ".npy")), gref[n]) for n in gref)
+            except (OSError, ValueError):
+                return False
+
+        ref = np.load(out) if base.returncode == 0 else None
+        sweep("attn --dout", args, same_grads, clear)
 
     try:
         from model_testlib import Q8, Tiny  # noqa: E402  (numpy and gguf; SKIPs the whole test without them)
