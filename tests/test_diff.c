@@ -475,8 +475,8 @@ static void run_case(const dcase *c) {
     /* REF chain: scr -> bsr -> tkr ; CPU chain: scc -> CPU block -> CPU topk */
     float *bs_ref = galloc(b_bs);
     int32_t *tk_ref = galloc(b_tk), *tk_cpu = galloc(b_tk), *tk_fused = galloc(b_tk);
-    unsigned char *row_differs = malloc((size_t)tq + 1); /* all rows until the selections are compared */
-    if (row_differs) memset(row_differs, 1, (size_t)tq + 1);
+    unsigned char *row_differs = galloc((size_t)tq + 1); /* all rows until the selections are compared */
+    memset(row_differs, 1, (size_t)tq + 1);
     if (call_ok(x, "REF block_scores", infllm_block_scores(&pr, &x->l, scr, bs_ref)) &&
         call_ok(x, "REF topk", infllm_topk_select(&pr, &x->l, bs_ref, tk_ref))) {
         /* sanity of the REF selection itself */
