@@ -724,46 +724,26 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
                    x->gflop, x->gflops, md_cell(c[4], 32, 3, x->frac), md_cell(c[5], 32, 3, x->frac_cpu),
                    md_cell(c[6], 32, 3, x->vs_dense), md_cell(c[7], 32, 3, x->vs_dense_cpu), x->io_mb, x->work_mb,
                    x->mem_ratio);
-    } else { /* csv / json: the cpu's name and the commit escaped (json) or quoted (csv) as they need, a number that
-              * is not finite (a GPU time of 0 in a rate) or NOT_APPLICABLE null / an empty field */
-        const int json = !strcmp(o->format, "json");
-        const fmt_funcs fmt = fmt_pick(json);
-        char f[19][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
+    } else { /* csv / json: one list of columns for both (fmtout.h); NOT_APPLICABLE and a rate that is not finite (a
+              * GPU time of 0) print null / an empty field */
         /* the CPU's peak: none on the GPU (--peak refused there), nor on a CPU without the peak kernel (0) */
         const double peak = o->peak > 0 ? o->peak : NOT_APPLICABLE, peak_cpu = o->peak_cpu > 0 ? o->peak_cpu : NOT_APPLICABLE;
-        const double v[19] = {x->ms, x->cpu_ms, x->compress_ms, x->stage1_ms, x->stage2_ms, share, x->gflop, x->gflops,
-                              peak, x->frac, peak_cpu, x->frac_cpu, x->vs_dense, x->vs_dense_cpu, x->io_mb,
-                              x->work_mb, x->mem_ratio, load_avg(), x->s1_tokens};
-        static const int dec[19] = {3, 3, 3, 3, 3, 4, 3, 2, 2, 4, 2, 4, 4, 4, 2, 2, 4, 2, 0};
-        for (int i = 0; i < 19; i++) fmt.num(f[i], sizeof f[i], dec[i], v[i]);
-        fmt.str(cpu_s, sizeof cpu_s, cpu);
-        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
-        if (!json) { /* json's keys as the columns, in its order (csv lacked six of them and named one otherwise) */
-            if (*first)
-                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,block_size,topk_total,ms,cpu_ms,compress_ms,"
-                       "stage1_ms,stage2_ms,stage1_share,gflop,gflops,peak_gflops,frac_peak,peak_gflops_cpu_time,"
-                       "frac_peak_cpu_time,vs_dense,vs_dense_cpu,io_mib,work_mib,mem_ratio,stage1_tokens,reps,commit,cpu,"
-                       "simd,load_avg,device,inputs\n");
-            printf("%s,%d,%d,%d,%d,%s,%d,%d,%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s,"
-                   "%s\n",
-                   x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads,
-                   o->p.block_size, o->p.topk + o->p.local_blocks, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8],
-                   f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[16], f[18], o->reps, commit_s, cpu_s,
-                   infllm_cpu_simd_level(), f[17], device, inputs);
-        } else {
-            printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
-                   "\"dtype\": \"%s\", \"threads\": %d, \"block_size\": %d, \"topk_total\": %d, \"ms\": %s, \"cpu_ms\": %s, "
-                   "\"compress_ms\": %s, \"stage1_ms\": %s, \"stage2_ms\": %s, \"stage1_share\": %s, "
-                   "\"gflop\": %s, \"gflops\": %s, \"peak_gflops\": %s, \"frac_peak\": %s, \"peak_gflops_cpu_time\": %s, "
-                   "\"frac_peak_cpu_time\": %s, \"vs_dense\": %s, \"vs_dense_cpu\": %s, "
-                   "\"io_mib\": %s, \"work_mib\": %s, \"mem_ratio\": %s, \"stage1_tokens\": %s, "
-                   "\"reps\": %d, \"commit\": %s, \"cpu\": %s, \"simd\": \"%s\", \"load_avg\": %s, "
-                   "\"device\": \"%s\", \"inputs\": \"%s\"}",
-                   *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
-                   infllm_dtype_name(o->dtype), o->threads, o->p.block_size, o->p.topk + o->p.local_blocks, f[0], f[1],
-                   f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14], f[15], f[16],
-                   f[18], o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[17], device, inputs);
-        }
+        const fmt_col cols[] = {
+            FMT_STR("mode", x->mode), FMT_INT("seqlen", x->seqlen), FMT_INT("heads", o->heads),
+            FMT_INT("kv_heads", o->kv_heads), FMT_INT("head_dim", o->head_dim),
+            FMT_STR("dtype", infllm_dtype_name(o->dtype)), FMT_INT("threads", o->threads),
+            FMT_INT("block_size", o->p.block_size), FMT_INT("topk_total", o->p.topk + o->p.local_blocks),
+            FMT_NUM("ms", 3, x->ms), FMT_NUM("cpu_ms", 3, x->cpu_ms), FMT_NUM("compress_ms", 3, x->compress_ms),
+            FMT_NUM("stage1_ms", 3, x->stage1_ms), FMT_NUM("stage2_ms", 3, x->stage2_ms),
+            FMT_NUM("stage1_share", 4, share), FMT_NUM("gflop", 3, x->gflop), FMT_NUM("gflops", 2, x->gflops),
+            FMT_NUM("peak_gflops", 2, peak), FMT_NUM("frac_peak", 4, x->frac),
+            FMT_NUM("peak_gflops_cpu_time", 2, peak_cpu), FMT_NUM("frac_peak_cpu_time", 4, x->frac_cpu),
+            FMT_NUM("vs_dense", 4, x->vs_dense), FMT_NUM("vs_dense_cpu", 4, x->vs_dense_cpu),
+            FMT_NUM("io_mib", 2, x->io_mb), FMT_NUM("work_mib", 2, x->work_mb), FMT_NUM("mem_ratio", 4, x->mem_ratio),
+            FMT_NUM("stage1_tokens", 0, x->s1_tokens), FMT_INT("reps", o->reps),
+            FMT_STR("commit", infllm_build_commit()), FMT_STR("cpu", cpu), FMT_STR("simd", infllm_cpu_simd_level()),
+            FMT_NUM("load_avg", 2, load_avg()), FMT_STR("device", device), FMT_STR("inputs", inputs)};
+        fmt_record(stdout, !strcmp(o->format, "json"), cols, sizeof cols / sizeof *cols, first);
     }
     fflush(stdout);
     *first = 0;
@@ -886,15 +866,11 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     return 0;
 }
 
-/* The end of --format json's array (the rows print as they are measured, the first one opening it): "[]" when no
- * row was printed, else the closing bracket. On a failure (failed != 0) after some rows the array is closed too, so
- * that stdout stays one valid JSON document beside the message and exit status 1 (it was left open: '[ {...},'
- * parsed nowhere); before any row nothing is printed, as for every other error. */
+/* The end of --format json's array (the rows print as they are measured, the first one opening it): see
+ * fmt_records_end. On a failure after some rows the array is closed, so that stdout stays one valid JSON document
+ * beside the message and exit status 1 (it was left open: '[ {...},' parsed nowhere). */
 static void json_close(const opts *o, int first, int failed) {
-    if (strcmp(o->format, "json")) return;
-    if (!first) printf("\n]\n");
-    else if (!failed) printf("[]\n");
-    fflush(stdout);
+    fmt_records_end(stdout, !strcmp(o->format, "json"), first, failed);
 }
 
 static int cmd_peak(int argc, char **argv) {
@@ -913,21 +889,20 @@ static int cmd_peak(int argc, char **argv) {
         return 1;
     }
     if (strcmp(o.format, "md")) { /* as print_row */
+        const fmt_col cols[] = {FMT_STR("bench", "peak"),
+                                FMT_INT("threads", o.threads),
+                                FMT_NUM("gflops", 2, gn),
+                                FMT_NUM("gflops_1thread", 2, g1),
+                                FMT_NUM("gflops_cpu_time", 2, gncpu),
+                                FMT_NUM("gflops_1thread_cpu_time", 2, g1cpu),
+                                FMT_INT("lanes", lanes),
+                                FMT_STR("commit", infllm_build_commit()),
+                                FMT_STR("cpu", cpu),
+                                FMT_NUM("load_avg", 2, load_avg())};
         const int json = !strcmp(o.format, "json");
-        const fmt_funcs fmt = fmt_pick(json);
-        char f[5][FMT_NUM_MAX], cpu_s[600], commit_s[200];
-        const double v[5] = {gn, g1, gncpu, g1cpu, load_avg()};
-        for (int i = 0; i < 5; i++) fmt.num(f[i], sizeof f[i], 2, v[i]);
-        fmt.str(cpu_s, sizeof cpu_s, cpu);
-        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
-        if (json)
-            printf("[{\"bench\": \"peak\", \"threads\": %d, \"gflops\": %s, \"gflops_1thread\": %s, "
-                   "\"gflops_cpu_time\": %s, \"gflops_1thread_cpu_time\": %s, \"lanes\": %d, "
-                   "\"commit\": %s, \"cpu\": %s, \"load_avg\": %s}]\n",
-                   o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s, f[4]);
-        else
-            printf("bench,threads,gflops,gflops_1thread,gflops_cpu_time,gflops_1thread_cpu_time,lanes,commit,cpu,load_avg\n"
-                   "peak,%d,%s,%s,%s,%s,%d,%s,%s,%s\n", o.threads, f[0], f[1], f[2], f[3], lanes, commit_s, cpu_s, f[4]);
+        int first = 1;
+        fmt_record(stdout, json, cols, sizeof cols / sizeof *cols, &first);
+        fmt_records_end(stdout, json, first, 0);
     } else {
         char la[32];
         printf("| bench | threads | fp32 FMA GFLOP/s (wall) | 1 thread (wall) | by CPU time | 1 thread by CPU time | lanes | "
@@ -1261,33 +1236,18 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
         else
             printf("| %s | %d | %s | %.1f | %.1f | %.2f | %.1f | %.1f | %.4g |\n", x->mode, x->seqlen, sel, x->fwd_ms,
                    x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs);
-    } else { /* csv / json: as print_row */
-        const int json = !strcmp(o->format, "json");
-        const fmt_funcs fmt = fmt_pick(json);
-        char f[8][FMT_NUM_MAX], cpu_s[1100], commit_s[200];
-        const double v[8] = {x->select_ms, x->fwd_ms, x->bwd_ms, x->ratio, x->fwd_gflops, x->bwd_gflops, x->pairs,
-                             load_avg()};
-        static const int dec[2][8] = {{4, 4, 4, 4, 2, 2, 0, 2}, {3, 3, 3, 4, 2, 2, 0, 2}};
-        for (int i = 0; i < 8; i++) fmt.num(f[i], sizeof f[i], dec[json][i], v[i]);
-        fmt.str(cpu_s, sizeof cpu_s, cpu);
-        fmt.str(commit_s, sizeof commit_s, infllm_build_commit());
-        if (!json) {
-            if (*first)
-                printf("mode,seqlen,heads,kv_heads,head_dim,dtype,threads,select_ms,forward_ms,backward_ms,bwd_over_fwd,"
-                       "forward_gflops,backward_gflops,pairs,reps,commit,cpu,simd,load_avg,device\n");
-            printf("%s,%d,%d,%d,%d,%s,%d,%s,%s,%s,%s,%s,%s,%s,%d,%s,%s,%s,%s,%s\n", x->mode, x->seqlen, o->heads,
-                   o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5],
-                   f[6], o->reps, commit_s, cpu_s, infllm_cpu_simd_level(), f[7], o->cuda ? "cuda" : "cpu");
-        } else {
-            printf("%s  {\"mode\": \"%s\", \"seqlen\": %d, \"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, "
-                   "\"dtype\": \"%s\", \"threads\": %d, \"select_ms\": %s, \"forward_ms\": %s, \"backward_ms\": %s, "
-                   "\"bwd_over_fwd\": %s, \"forward_gflops\": %s, \"backward_gflops\": %s, \"pairs\": %s, "
-                   "\"reps\": %d, \"commit\": %s, \"cpu\": %s, \"simd\": \"%s\", \"load_avg\": %s, "
-                   "\"device\": \"%s\"}",
-                   *first ? "[\n" : ",\n", x->mode, x->seqlen, o->heads, o->kv_heads, o->head_dim,
-                   infllm_dtype_name(o->dtype), o->threads, f[0], f[1], f[2], f[3], f[4], f[5], f[6], o->reps, commit_s,
-                   cpu_s, infllm_cpu_simd_level(), f[7], o->cuda ? "cuda" : "cpu");
-        }
+    } else { /* csv / json: as print_row (the times at 4 decimals in both: csv had 4, json 3) */
+        const fmt_col cols[] = {
+            FMT_STR("mode", x->mode), FMT_INT("seqlen", x->seqlen), FMT_INT("heads", o->heads),
+            FMT_INT("kv_heads", o->kv_heads), FMT_INT("head_dim", o->head_dim),
+            FMT_STR("dtype", infllm_dtype_name(o->dtype)), FMT_INT("threads", o->threads),
+            FMT_NUM("select_ms", 4, x->select_ms), FMT_NUM("forward_ms", 4, x->fwd_ms),
+            FMT_NUM("backward_ms", 4, x->bwd_ms), FMT_NUM("bwd_over_fwd", 4, x->ratio),
+            FMT_NUM("forward_gflops", 2, x->fwd_gflops), FMT_NUM("backward_gflops", 2, x->bwd_gflops),
+            FMT_NUM("pairs", 0, x->pairs), FMT_INT("reps", o->reps), FMT_STR("commit", infllm_build_commit()),
+            FMT_STR("cpu", cpu), FMT_STR("simd", infllm_cpu_simd_level()), FMT_NUM("load_avg", 2, load_avg()),
+            FMT_STR("device", o->cuda ? "cuda" : "cpu")};
+        fmt_record(stdout, !strcmp(o->format, "json"), cols, sizeof cols / sizeof *cols, first);
     }
     fflush(stdout);
     *first = 0;

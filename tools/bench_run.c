@@ -315,24 +315,20 @@ int cmd_bench_run(int argc, char **argv) {
                     printf("\n%s/llama.cpp at %lld: prefill %.2fx, decode %.2fx", rows[i].mode, (long long)rows[i].len,
                            rows[j].prefill_s / rows[i].prefill_s, rows[j].decode_s / rows[i].decode_s);
         printf("\n");
-    } else { /* csv / json: a rate of a time of 0 (a llama.cpp run can report one) is an empty field / null, not inf */
+    } else { /* csv / json (fmtout.h): a rate of a time of 0 (a llama.cpp run can report one) is an empty field /
+              * null, not inf */
         const int json = !strcmp(format, "json");
-        const fmt_funcs fmt = fmt_pick(json);
-        printf(json ? "[\n" : "context,attention,prefill_tok_s,decode_tok_s,prefill_s,decode_ms_per_token\n");
+        int first = 1;
         for (int i = 0; i < nrows; i++) {
-            char f[4][FMT_NUM_MAX];
-            fmt.num(f[0], sizeof f[0], 3, rows[i].len / rows[i].prefill_s);
-            fmt.num(f[1], sizeof f[1], 3, rows[i].gen / rows[i].decode_s);
-            fmt.num(f[2], sizeof f[2], 4, rows[i].prefill_s);
-            fmt.num(f[3], sizeof f[3], 3, 1e3 * rows[i].decode_s / rows[i].gen);
-            if (json)
-                printf("  {\"context\": %lld, \"attention\": \"%s\", \"prefill_tok_s\": %s, \"decode_tok_s\": %s, "
-                       "\"prefill_s\": %s, \"decode_ms_per_token\": %s}%s\n",
-                       (long long)rows[i].len, rows[i].mode, f[0], f[1], f[2], f[3], i + 1 < nrows ? "," : "");
-            else
-                printf("%lld,%s,%s,%s,%s,%s\n", (long long)rows[i].len, rows[i].mode, f[0], f[1], f[2], f[3]);
+            const fmt_col cols[] = {FMT_INT("context", rows[i].len),
+                                    FMT_STR("attention", rows[i].mode),
+                                    FMT_NUM("prefill_tok_s", 3, rows[i].len / rows[i].prefill_s),
+                                    FMT_NUM("decode_tok_s", 3, rows[i].gen / rows[i].decode_s),
+                                    FMT_NUM("prefill_s", 4, rows[i].prefill_s),
+                                    FMT_NUM("decode_ms_per_token", 3, 1e3 * rows[i].decode_s / rows[i].gen)};
+            fmt_record(stdout, json, cols, sizeof cols / sizeof *cols, &first);
         }
-        if (json) printf("]\n");
+        fmt_records_end(stdout, json, first, 0);
     }
     ret = 0;
 done:

@@ -374,31 +374,25 @@ int cmd_eval(int argc, char **argv) {
             for (int j = 1; j < nm; j++)
                 printf("\n%s/dense: PPL %.4fx, mean NLL %+.5f", rows[j].mode, exp(mean[j] - mean[0]), mean[j] - mean[0]);
         printf("\n");
-    } else { /* csv / json: a value that is not finite (a PPL past double's range: exp of a mean NLL > 709) is an
-              * empty field / null, not printf's inf (json.loads refused the file) */
+    } else { /* csv / json (fmtout.h): a value that is not finite (a PPL past double's range: exp of a mean NLL > 709)
+              * is an empty field / null, not printf's inf (json.loads refused the file) */
         const int json = !strcmp(format, "json");
-        const fmt_funcs fmt = fmt_pick(json);
-        printf(json ? "[\n" : "attention,windows,scored_tokens,mean_nll,ppl,nll_se,top1_same_as_dense,kl_vs_dense,seconds\n");
+        int first = 1;
         for (int j = 0; j < nm; j++) {
             const double k = (double)rows[j].scored;
             const double agree = have_dense ? (double)rows[j].same_top1 / k : NAN, kl = have_dense ? rows[j].kl_sum / k : NAN;
-            char f[6][FMT_NUM_MAX];
-            fmt.num(f[0], sizeof f[0], 6, mean[j]);
-            fmt.num(f[1], sizeof f[1], 6, exp(mean[j]));
-            fmt.num(f[2], sizeof f[2], 6, se[j]);
-            fmt.num(f[3], sizeof f[3], 6, agree); /* no dense row: null / empty */
-            fmt.num(f[4], sizeof f[4], 8, kl);
-            fmt.num(f[5], sizeof f[5], 4, rows[j].seconds);
-            if (json)
-                printf("  {\"attention\": \"%s\", \"windows\": %lld, \"scored_tokens\": %lld, \"mean_nll\": %s, "
-                       "\"ppl\": %s, \"nll_se\": %s, \"top1_same_as_dense\": %s, \"kl_vs_dense\": %s, \"seconds\": %s}%s\n",
-                       rows[j].mode, (long long)rows[j].windows, (long long)rows[j].scored, f[0], f[1], f[2], f[3],
-                       f[4], f[5], j + 1 < nm ? "," : "");
-            else
-                printf("%s,%lld,%lld,%s,%s,%s,%s,%s,%s\n", rows[j].mode, (long long)rows[j].windows,
-                       (long long)rows[j].scored, f[0], f[1], f[2], f[3], f[4], f[5]);
+            const fmt_col cols[] = {FMT_STR("attention", rows[j].mode),
+                                    FMT_INT("windows", rows[j].windows),
+                                    FMT_INT("scored_tokens", rows[j].scored),
+                                    FMT_NUM("mean_nll", 6, mean[j]),
+                                    FMT_NUM("ppl", 6, exp(mean[j])),
+                                    FMT_NUM("nll_se", 6, se[j]),
+                                    FMT_NUM("top1_same_as_dense", 6, agree), /* no dense row: null / empty */
+                                    FMT_NUM("kl_vs_dense", 8, kl),
+                                    FMT_NUM("seconds", 4, rows[j].seconds)};
+            fmt_record(stdout, json, cols, sizeof cols / sizeof *cols, &first);
         }
-        if (json) printf("]\n");
+        fmt_records_end(stdout, json, first, 0);
     }
     ret = 0;
 done:
@@ -698,21 +692,21 @@ static int eval_passkey(int argc, char **argv) {
             printf("%s%s: %d of %d found (%.0f%%)", j ? "; " : "\n", mode_names[j], f, tr, 100.0 * f / tr);
         }
         printf("\n");
-    } else if (!strcmp(format, "csv")) {
-        printf("attention,length,tokens_mean,depth,trials,found,accuracy,seconds\n");
-        for (int i = 0; i < ncell; i++)
-            printf("%s,%lld,%.1f,%.4f,%d,%d,%.6f,%.4f\n", cells[i].mode, (long long)cells[i].target,
-                   (double)cells[i].tokens_sum / cells[i].trials, cells[i].depth, cells[i].trials, cells[i].found,
-                   (double)cells[i].found / cells[i].trials, cells[i].seconds);
-    } else {
-        printf("[\n");
-        for (int i = 0; i < ncell; i++)
-            printf("  {\"attention\": \"%s\", \"length\": %lld, \"tokens_mean\": %.1f, \"depth\": %.4f, \"trials\": %d, "
-                   "\"found\": %d, \"accuracy\": %.6f, \"seconds\": %.4f}%s\n",
-                   cells[i].mode, (long long)cells[i].target, (double)cells[i].tokens_sum / cells[i].trials,
-                   cells[i].depth, cells[i].trials, cells[i].found, (double)cells[i].found / cells[i].trials,
-                   cells[i].seconds, i + 1 < ncell ? "," : "");
-        printf("]\n");
+    } else { /* csv / json (fmtout.h) */
+        const int json = !strcmp(format, "json");
+        int first = 1;
+        for (int i = 0; i < ncell; i++) {
+            const fmt_col cols[] = {FMT_STR("attention", cells[i].mode),
+                                    FMT_INT("length", cells[i].target),
+                                    FMT_NUM("tokens_mean", 1, (double)cells[i].tokens_sum / cells[i].trials),
+                                    FMT_NUM("depth", 4, cells[i].depth),
+                                    FMT_INT("trials", cells[i].trials),
+                                    FMT_INT("found", cells[i].found),
+                                    FMT_NUM("accuracy", 6, (double)cells[i].found / cells[i].trials),
+                                    FMT_NUM("seconds", 4, cells[i].seconds)};
+            fmt_record(stdout, json, cols, sizeof cols / sizeof *cols, &first);
+        }
+        fmt_records_end(stdout, json, first, 0);
     }
     ret = 0;
 done:

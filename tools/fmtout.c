@@ -2,12 +2,11 @@
 #include "fmtout.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 static const char *num(char *buf, size_t n, int decimals, double v, const char *nonfinite) {
     if (!isfinite(v)) snprintf(buf, n, "%s", nonfinite);
-    else snprintf(buf, n, "%.*f", decimals, v);
+    else snprintf(buf, n, "%.*f", decimals < 0 ? 0 : decimals > 16 ? 16 : decimals, v);
     return buf;
 }
 
@@ -15,58 +14,75 @@ const char *fmt_json_num(char *buf, size_t n, int decimals, double v) { return n
 
 const char *fmt_csv_num(char *buf, size_t n, int decimals, double v) { return num(buf, n, decimals, v, ""); }
 
-/* appends piece (k bytes) to buf at *o when it fits with room for `keep` more bytes and the NUL; 0 when not */
-static int put(char *buf, size_t n, size_t *o, const char *piece, size_t k, size_t keep) {
-    if (*o + k + keep + 1 > n) return 0;
-    memcpy(buf + *o, piece, k);
-    *o += k;
-    return 1;
-}
-
-const char *fmt_json_str(char *buf, size_t n, const char *s) {
-    size_t o = 0;
-    if (n < 3) {
-        if (n) buf[0] = 0;
-        return buf;
-    }
-    buf[o++] = '"';
+void fmt_put_json_str(FILE *f, const char *s) {
+    fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        char e[8];
-        size_t k;
-        if (*p == '"' || *p == '\\') e[0] = '\\', e[1] = (char)*p, k = 2;
-        else if (*p == '\n') memcpy(e, "\\n", 2), k = 2;
-        else if (*p == '\r') memcpy(e, "\\r", 2), k = 2;
-        else if (*p == '\t') memcpy(e, "\\t", 2), k = 2;
-        else if (*p < 0x20 || *p == 0x7f) k = (size_t)snprintf(e, sizeof e, "\\u%04x", *p);
-        else e[0] = (char)*p, k = 1;
-        if (!put(buf, n, &o, e, k, 1)) break;
+        if (*p == '"' || *p == '\\') fputc('\\', f), fputc(*p, f);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\r') fputs("\\r", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
     }
-    buf[o++] = '"';
-    buf[o] = 0;
-    return buf;
+    fputc('"', f);
 }
 
-const char *fmt_csv_str(char *buf, size_t n, const char *s) {
+void fmt_put_csv_str(FILE *f, const char *s) {
     if (!s) s = "";
-    if (!n) return buf;
     if (!strpbrk(s, ",\"\r\n")) {
-        snprintf(buf, n, "%s", s);
-        return buf;
+        fputs(s, f);
+        return;
     }
-    size_t o = 0;
-    if (n < 3) {
-        buf[0] = 0;
-        return buf;
+    fputc('"', f);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"') fputc('"', f);
+        fputc(*p, f);
     }
-    buf[o++] = '"';
-    for (const char *p = s; *p; p++)
-        if (!put(buf, n, &o, p, 1, *p == '"' ? 2 : 1) || (*p == '"' && !put(buf, n, &o, "\"", 1, 1))) break;
-    buf[o++] = '"';
-    buf[o] = 0;
-    return buf;
+    fputc('"', f);
 }
 
-fmt_funcs fmt_pick(int json) {
-    const fmt_funcs f = {json ? fmt_json_num : fmt_csv_num, json ? fmt_json_str : fmt_csv_str};
-    return f;
+static void put_value(FILE *f, int json, const fmt_col *c) {
+    char b[FMT_NUM_MAX];
+    switch (c->kind) {
+    case FMT_KIND_NUM:
+        fputs((json ? fmt_json_num : fmt_csv_num)(b, sizeof b, c->decimals, c->num), f);
+        break;
+    case FMT_KIND_INT: fprintf(f, "%lld", c->i); break;
+    case FMT_KIND_STR: json ? fmt_put_json_str(f, c->str) : fmt_put_csv_str(f, c->str); break;
+    }
+}
+
+void fmt_record(FILE *f, int json, const fmt_col *cols, size_t n, int *first) {
+    if (json) {
+        fputs(*first ? "[\n  {" : ",\n  {", f);
+        for (size_t i = 0; i < n; i++) {
+            if (i) fputs(", ", f);
+            fmt_put_json_str(f, cols[i].key);
+            fputs(": ", f);
+            put_value(f, 1, &cols[i]);
+        }
+        fputc('}', f);
+    } else {
+        if (*first) {
+            for (size_t i = 0; i < n; i++) {
+                if (i) fputc(',', f);
+                fmt_put_csv_str(f, cols[i].key);
+            }
+            fputc('\n', f);
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (i) fputc(',', f);
+            put_value(f, 0, &cols[i]);
+        }
+        fputc('\n', f);
+    }
+    fflush(f);
+    *first = 0;
+}
+
+void fmt_records_end(FILE *f, int json, int first, int failed) {
+    if (!json) return;
+    if (!first) fputs("\n]\n", f);
+    else if (!failed) fputs("[]\n", f);
+    fflush(f);
 }
