@@ -129,7 +129,8 @@ int32_t infllm_params_topk_total(const infllm_params *p);
  * read without a sync); on the host backends 0 means "compute them", and a value given (> 0) must be at least
  * the longest sequence's, as CUDA trusts it (else INFLLM_ERR_SHAPE). A layout whose tensors could not be
  * addressed (q, k or the float32 stage-1 / block scores [Hkv, total_q, max_n1 / nblocks_out] past PTRDIFF_MAX
- * bytes; topk_idx [Hkv, total_q, topk_cols] likewise) is refused with INFLLM_ERR_SHAPE. */
+ * bytes; topk_idx [Hkv, total_q, topk_cols] likewise) is refused with INFLLM_ERR_SHAPE. The CUDA backend takes
+ * at most 65535 sequences a call (a grid dimension's limit; INFLLM_ERR_UNSUPPORTED above: split the batch). */
 typedef struct infllm_layout {
     infllm_dtype dtype;
     int32_t num_seqs;

@@ -931,6 +931,95 @@ static void errors_checks(void) {
 #endif
 
 #ifdef INFLLM_HAVE_CUDA
+/* The sequence count at the grid's limit: every kernel with a sequence index takes it from a grid dimension (y,
+ * z in the backward), whose limit is 65535. A batch of 65535 sequences (all empty but the last, 256 tokens) gives
+ * the last sequence's results bitwise as a one-sequence call does (the empty ones' CTAs exit); 65536 sequences are
+ * refused by every call with a message naming the limit (it failed at the first launch with "invalid
+ * configuration argument"), before any kernel runs. */
+static void many_seqs_checks(void) {
+    enum { L = 256, HQ = 4, HKV = 1, D = 64, NMAX = 65536 };
+    infllm_params p;
+    infllm_params_default(&p);
+    p.backend = INFLLM_BACKEND_CUDA;
+    p.mode = INFLLM_MODE_SPARSE;
+    p.block_size = 32;
+    p.topk = 2;
+    p.local_blocks = 1;
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = INFLLM_DTYPE_BF16;
+    l.num_seqs = 1;
+    l.total_q = l.total_k = L;
+    l.num_q_heads = HQ;
+    l.num_kv_heads = HKV;
+    l.head_dim = D;
+    const size_t nq = (size_t)L * HQ * D, nk = (size_t)L * HKV * D;
+    uint16_t *hq = malloc(nq * 2), *hk = malloc(nk * 2), *hv = malloc(nk * 2);
+    int32_t *cu = calloc(NMAX + 1, sizeof *cu);
+    if (!hq || !hk || !hv || !cu) {
+        fprintf(stderr, "many_seqs_checks: out of host memory\n");
+        exit(2);
+    }
+    unsigned long long rng = 65535;
+    for (size_t i = 0; i < nq; i++) hq[i] = infllm_f32_to_bf16((float)(h_uniform(&rng) * 2 - 1));
+    for (size_t i = 0; i < nk; i++) hk[i] = infllm_f32_to_bf16((float)(h_uniform(&rng) * 2 - 1));
+    for (size_t i = 0; i < nk; i++) hv[i] = infllm_f32_to_bf16((float)(h_uniform(&rng) * 2 - 1));
+    void *q = dup_dev(hq, nq * 2), *k = dup_dev(hk, nk * 2), *v = dup_dev(hv, nk * 2);
+    void *o1 = dev_alloc(nq * 2), *o2 = dev_alloc(nq * 2), *dq = dev_alloc(nq * 2), *dk = dev_alloc(nk * 2),
+         *dv = dev_alloc(nk * 2);
+    float *lse1 = dev_alloc((size_t)L * HQ * 4), *lse2 = dev_alloc((size_t)L * HQ * 4);
+    const int32_t K = 3; /* topk + local_blocks: the selection's columns (8 blocks of 32 in 256 tokens) */
+    int32_t *tk1 = dev_alloc((size_t)HKV * L * K * 4), *tk2 = dev_alloc((size_t)HKV * L * K * 4);
+    /* one sequence: the references */
+    CHECK_OK(infllm_attention(&p, &l, q, k, v, o1, lse1));
+    CHECK_OK(infllm_select_blocks(&p, &l, q, k, tk1));
+    void *d1 = dev_alloc(nq * 2);
+    CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, d1, NULL));
+    /* 65535 sequences, the last one holding the 256 tokens */
+    for (int b = 0; b <= NMAX; b++) cu[b] = b >= 65535 ? L : 0;
+    int32_t *dcu = dup_dev(cu, (size_t)(NMAX + 1) * 4);
+    l.num_seqs = 65535;
+    l.cu_seqlens_q = l.cu_seqlens_k = dcu;
+    l.max_seqlen_q = l.max_seqlen_k = L;
+    CHECK_OK(infllm_attention(&p, &l, q, k, v, o2, lse2));
+    CHECK_OK(infllm_select_blocks(&p, &l, q, k, tk2));
+    void *d2 = dev_alloc(nq * 2);
+    CHECK_OK(infllm_dense_attention(&p, &l, q, k, v, d2, NULL));
+    CHECK_OK(infllm_sparse_attention_backward(&p, &l, q, k, v, tk2, K, lse2, o2, dq, dk, dv));
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "65535 sequences: %s", cudaGetErrorString(cudaGetLastError()));
+    {
+        uint16_t *a = to_host(o1, nq * 2), *b2 = to_host(o2, nq * 2), *da = to_host(d1, nq * 2), *db = to_host(d2, nq * 2);
+        int32_t *ta = to_host(tk1, (size_t)HKV * L * K * 4), *tb = to_host(tk2, (size_t)HKV * L * K * 4);
+        CHECK(!memcmp(a, b2, nq * 2), "65535 sequences: the sparse output bitwise the one-sequence call's");
+        CHECK(!memcmp(da, db, nq * 2), "65535 sequences: the dense output bitwise the one-sequence call's");
+        CHECK(!memcmp(ta, tb, (size_t)HKV * L * K * 4), "65535 sequences: the selection the one-sequence call's");
+        free(a), free(b2), free(da), free(db), free(ta), free(tb);
+    }
+    /* 65536: refused by every call, the limit named */
+    l.num_seqs = NMAX;
+    size_t need = 0;
+#define REFUSED(call)                                                                                              \
+    do {                                                                                                           \
+        CHECK_STATUS(call, INFLLM_ERR_UNSUPPORTED);                                                                \
+        CHECK(strstr(infllm_last_error(), "65535") != NULL, "65536 sequences, %s: message '%s'", #call,          \
+              infllm_last_error());                                                                                \
+    } while (0)
+    REFUSED(infllm_attention(&p, &l, q, k, v, o2, lse2));
+    REFUSED(infllm_attention_workspace_size(&p, &l, &need));
+    REFUSED(infllm_select_blocks(&p, &l, q, k, tk2));
+    REFUSED(infllm_sparse_attention(&p, &l, q, k, v, tk2, K, o2, lse2));
+    REFUSED(infllm_dense_attention(&p, &l, q, k, v, o2, lse2));
+    REFUSED(infllm_dense_attention_workspace_size(&p, &l, &need));
+    REFUSED(infllm_sparse_attention_backward(&p, &l, q, k, v, tk2, K, lse2, o2, dq, dk, dv));
+    REFUSED(infllm_sparse_attention_backward_workspace_size(&p, &l, K, &need));
+#undef REFUSED
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
+          cudaGetErrorString(cudaGetLastError()));
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o1), cudaFree(o2), cudaFree(dq), cudaFree(dk), cudaFree(dv);
+    cudaFree(lse1), cudaFree(lse2), cudaFree(tk1), cudaFree(tk2), cudaFree(d1), cudaFree(d2), cudaFree(dcu);
+    free(hq), free(hk), free(hv), free(cu);
+}
+
 /* NaN inputs, the rules REF states: a NaN stage-1 score is written as 0 (the official wrapper's rule), a NaN
  * kernel score never wins a block's max, a NaN block score ranks below every other, and a NaN reaches the
  * attention output of every row that sees it. (1) The standalone block scores and top-k on hand-made NaN
@@ -1333,6 +1422,7 @@ int main(void) {
         golden_pub1();
         errors_checks();
     }
+    if (!only || strcmp(only, "seqs") == 0) many_seqs_checks(); /* INFLLM_TEST_ONLY=seqs: these alone */
     if (!only || strcmp(only, "nan") == 0) nan_checks(); /* INFLLM_TEST_ONLY=nan: these alone */
     printf("CUDA SUMMARY: %d cases, worst error / naive-bf16 error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);

@@ -187,6 +187,13 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
     if (ap->D != 64 && ap->D != 128)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                 "CUDA backend (%s): head_dim %d is not supported, use 64 or 128", op, ap->D);
+    /* every kernel with a sequence index takes it from a grid dimension (y, or z in the backward), whose limit
+     * is 65535: a larger batch failed at its first launch with "invalid configuration argument" */
+    if (ap->num_seqs > CUDA_MAX_SEQS)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend (%s): %d sequences in one call, at most %d (a grid dimension's limit): "
+                                "split the batch into calls of at most %d sequences",
+                                op, ap->num_seqs, CUDA_MAX_SEQS, CUDA_MAX_SEQS);
     return INFLLM_OK;
 }
 

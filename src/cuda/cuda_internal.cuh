@@ -11,7 +11,10 @@
 
 #include "internal.h"
 
-/* bf16/f16 storage and head_dim 64/128, else INFLLM_ERR_UNSUPPORTED with a message naming op */
+/* sequences in one call: the kernels take the sequence from grid dimension y (z in the backward) */
+enum { CUDA_MAX_SEQS = 65535 };
+/* bf16/f16 storage, head_dim 64/128 and at most CUDA_MAX_SEQS sequences, else INFLLM_ERR_UNSUPPORTED with a
+ * message naming op */
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
 
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
