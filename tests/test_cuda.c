@@ -1398,7 +1398,8 @@ int main(void) {
     return 77; /* ctest reports it as skipped (SKIP_RETURN_CODE) */
 #else
     /* INFLLM_TEST_ONLY=SUBSTRING: only the grid cases whose names contain it, no golden / error / NaN checks
-     * (a quick device run of one case; cuda_check.sh never sets it); INFLLM_TEST_ONLY=nan: the NaN checks */
+     * (a quick device run of one case; cuda_check.sh never sets it); INFLLM_TEST_ONLY=nan: the NaN checks;
+     * INFLLM_TEST_ONLY=manyseqs: the 65535 / 65536-sequence checks */
     const char *only = getenv("INFLLM_TEST_ONLY");
     if (only && !*only) only = NULL;
     /* INFLLM_TEST_REF_ONLY=1 with INFLLM_TEST_REF_DIR: the references of every case into that folder, no GPU */
@@ -1422,7 +1423,7 @@ int main(void) {
         golden_pub1();
         errors_checks();
     }
-    if (!only || strcmp(only, "seqs") == 0) many_seqs_checks(); /* INFLLM_TEST_ONLY=seqs: these alone */
+    if (!only || strcmp(only, "manyseqs") == 0) many_seqs_checks(); /* INFLLM_TEST_ONLY=manyseqs: these alone */
     if (!only || strcmp(only, "nan") == 0) nan_checks(); /* INFLLM_TEST_ONLY=nan: these alone */
     printf("CUDA SUMMARY: %d cases, worst error / naive-bf16 error = %.2f, %d checks failed\n", g_cases, g_worst_ratio,
            h_failed);
