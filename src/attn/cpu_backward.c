@@ -31,6 +31,7 @@
  * so the result does not depend on the thread count. FLOPs: 14 D per (row, allowed key) against
  * the forward's 4 D.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -157,7 +158,12 @@ static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
      * gets alpha < 1, undone below) */
     for (int32_t r = 0; r < R; r++) {
         const int fin = isfinite(w->lse[r]) || isnan(w->lse[r]); /* a NaN lse (a NaN score) makes the row NaN, as REF */
-        const float shift = fin ? w->lse[r] / ap->scale : 0.0f;
+        float shift = fin ? w->lse[r] / ap->scale : 0.0f;
+        /* a finite lse over a tiny scale (softmax_scale ~1e-38 and below: lse ~ log(keys), lse / scale past FLT_MAX)
+         * is inf, and s - inf made every P 0: gradients 0 where the softmax is about uniform. Any shift that keeps
+         * the exponents in range gives the same normalised P (pass A divides by the recomputed sum), and
+         * -FLT_MAX .. FLT_MAX scaled by such a scale is a few units: clamp it */
+        if (isinf(shift)) shift = shift > 0 ? FLT_MAX : -FLT_MAX;
         float *sr = w->s + (size_t)r * CPU_KT;
         for (int n = 0; n < CPU_KT; n++) sr[n] -= shift;
         w->m[r] = fin ? 0.0f : -INFINITY;
