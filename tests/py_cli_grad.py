@@ -162,6 +162,21 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run(*base, "--grad-dir", bad, "--device", "cuda")
     check(p.returncode == 1 and "cuda" in p.stderr.lower(), f"--device cuda f32: exit {p.returncode}, {p.stderr[-200:]!r}")
     check(not os.path.exists(os.path.join(bad, "dq.npy")), "--device cuda f32: no dq.npy after an error")
+    # a FIFO (no writer) as --dout or --q: opening it blocked forever (the reader seeks, so no pipe could be read
+    # anyway); refused as not a regular file, exit 1, no gradient files
+    if hasattr(os, "mkfifo"):
+        fifo = os.path.join(tmp, "fifo.npy")
+        os.mkfifo(fifo)
+        for flag in ("--dout", "--q"):
+            args = ["--q", f["q"], "--k", f["k"], "--v", f["v"], "--dout", f["dout"], "--grad-dir", bad]
+            args[args.index(flag) + 1] = fifo
+            try:
+                p = subprocess.run([INFLLM, "attn", *args], capture_output=True, text=True, timeout=30)
+                check(p.returncode == 1 and "regular file" in p.stderr and fifo in p.stderr,
+                      f"{flag} FIFO: exit {p.returncode} (want 1), stderr {p.stderr[-200:]!r} (want 'regular file')")
+            except subprocess.TimeoutExpired:
+                check(False, f"{flag} FIFO: hung (killed after 30 s)")
+            check(not os.path.exists(os.path.join(bad, "dq.npy")), f"{flag} FIFO: no dq.npy after an error")
 
     # the CUDA backward (bf16, head_dim 64), dense and sparse, against float64 on the bf16-rounded inputs; SKIP
     # without a GPU

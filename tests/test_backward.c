@@ -638,6 +638,114 @@ static void nan_backward(int value_nan) {
     free(q), free(k), free(v), free(dout);
 }
 
+/* A softmax_scale near the bottom of float's range (1e-38, and the smallest subnormal): the forward's lse is about
+ * log(keys), so the CPU backward's shift lse / scale overflowed to inf and every P was 0: dv (the mean of dout over
+ * the keys, O(1)) came out 0 against REF's, dq / dk 0 too. dv within 1e-5 of REF's largest value; dq and dk (of
+ * the scale's size, subnormal at the bottom) within 1e-41 absolute. Dense and sparse, f32, 100 tokens. */
+static void tiny_scale_backward(void) {
+    const int32_t Hq = 2, Hkv = 1, D = 32, T = 100, B = 16, K = 3;
+    const infllm_layout l = h_layout1(INFLLM_DTYPE_F32, T, T, Hq, Hkv, D);
+    const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4), *out = malloc(nq * 4);
+    float *lse = malloc((size_t)T * Hq * 4);
+    int32_t *topk = malloc((size_t)Hkv * T * K * 4);
+    unsigned long long rs = 2024;
+    for (size_t i = 0; i < nq; i++) q[i] = (float)h_normal(&rs), dout[i] = (float)h_normal(&rs);
+    for (size_t i = 0; i < nk; i++) k[i] = (float)h_normal(&rs), v[i] = (float)h_normal(&rs);
+    for (int32_t t = 0; t < T; t++) {
+        topk[t * K] = t / B; /* the current block, block 0, and one before the current one (or -1) */
+        topk[t * K + 1] = 0;
+        topk[t * K + 2] = t / B > 1 ? t / B - 2 : -1;
+    }
+    const float scales[2] = {1e-38f, 1.4e-45f};
+    for (int si = 0; si < 2; si++)
+        for (int sparse = 0; sparse < 2; sparse++) {
+            float *g[2][3];
+            for (int be = 0; be < 2; be++) {
+                infllm_params p;
+                infllm_params_default(&p);
+                p.backend = be ? INFLLM_BACKEND_REF : INFLLM_BACKEND_CPU;
+                p.num_threads = 2;
+                p.block_size = B;
+                p.softmax_scale = scales[si];
+                g[be][0] = malloc(nq * 4), g[be][1] = malloc(nk * 4), g[be][2] = malloc(nk * 4);
+                CHECK_OK(sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, K, out, lse)
+                                : infllm_dense_attention(&p, &l, q, k, v, out, lse));
+                CHECK_OK(sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, g[be][0], g[be][1],
+                                                                   g[be][2])
+                                : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, g[be][0], g[be][1], g[be][2]));
+            }
+            double err[3] = {0, 0, 0}, vmax = 0;
+            const size_t n[3] = {nq, nk, nk};
+            for (int a = 0; a < 3; a++)
+                for (size_t i = 0; i < n[a]; i++) {
+                    const double d = fabs((double)g[0][a][i] - g[1][a][i]);
+                    if (!(d <= err[a])) err[a] = d;
+                    if (a == 2 && fabs(g[1][a][i]) > vmax) vmax = fabs(g[1][a][i]);
+                }
+            CHECK(err[2] <= 1e-5 * vmax && err[0] <= 1e-41 && err[1] <= 1e-41,
+                  "softmax_scale %g, %s: CPU vs REF worst dq %.3g, dk %.3g, dv %.3g (largest dv %.3g)",
+                  (double)scales[si], sparse ? "sparse" : "dense", err[0], err[1], err[2], vmax);
+            for (int be = 0; be < 2; be++) free(g[be][0]), free(g[be][1]), free(g[be][2]);
+        }
+    free(q), free(k), free(v), free(dout), free(out), free(lse), free(topk);
+}
+
+/* A NaN in a query row that is not the last (token 100 of 300, head 0) and one in a dout row (token 200, head 1),
+ * dense and sparse: REF's dk / dv are NaN only for the keys those rows attend. The CPU's pass B multiplied the
+ * row's q / dout by the P = dS = 0 of the other keys of its 64-key tile (keys 101-127, 201-255: 0 x NaN), and a NaN
+ * row's normalisation made its masked P NaN too, so dk / dv were NaN there as well. Every gradient's NaN pattern
+ * must be REF's exactly (dq included: no NaN key here). */
+static void nan_rows_backward(void) {
+    const int32_t Hq = 4, Hkv = 2, D = 64, T = 300, B = 64, K = 3;
+    const infllm_layout l = h_layout1(INFLLM_DTYPE_F32, T, T, Hq, Hkv, D);
+    const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *dout = malloc(nq * 4), *out = malloc(nq * 4);
+    int32_t *topk = malloc((size_t)Hkv * T * K * 4);
+    unsigned long long rs = 99;
+    for (size_t i = 0; i < nq; i++) q[i] = (float)h_normal(&rs), dout[i] = (float)h_normal(&rs);
+    for (size_t i = 0; i < nk; i++) k[i] = (float)h_normal(&rs), v[i] = (float)h_normal(&rs);
+    q[((size_t)100 * Hq + 0) * D + 5] = NAN;
+    dout[((size_t)200 * Hq + 1) * D + 3] = NAN;
+    for (int32_t g = 0; g < Hkv; g++)
+        for (int32_t t = 0; t < T; t++) {
+            int32_t *row = topk + ((size_t)g * T + t) * K;
+            row[0] = t / B, row[1] = 0, row[2] = t / B >= 2 ? t / B - 2 : -1;
+        }
+    for (int sparse = 0; sparse < 2; sparse++) {
+        float *g[2][3], *lse = malloc((size_t)T * Hq * 4);
+        for (int be = 0; be < 2; be++) {
+            infllm_params p;
+            infllm_params_default(&p);
+            p.backend = be ? INFLLM_BACKEND_CPU : INFLLM_BACKEND_REF;
+            p.num_threads = 2;
+            p.block_size = B;
+            g[be][0] = malloc(nq * 4), g[be][1] = malloc(nk * 4), g[be][2] = malloc(nk * 4);
+            CHECK_OK(sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, K, out, lse)
+                            : infllm_dense_attention(&p, &l, q, k, v, out, lse));
+            CHECK_OK(sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, g[be][0], g[be][1],
+                                                               g[be][2])
+                            : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, g[be][0], g[be][1], g[be][2]));
+        }
+        size_t nref[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
+        const size_t n[3] = {nq, nk, nk};
+        for (int a = 0; a < 3; a++)
+            for (size_t i = 0; i < n[a]; i++) {
+                nref[a] += isnan(g[0][a][i]);
+                diff[a] += isnan(g[0][a][i]) != isnan(g[1][a][i]);
+            }
+        CHECK(nref[0] > 0 && nref[1] > 0 && nref[2] > 0, "NaN q / dout rows, %s: REF's NaN counts dq %zu, dk %zu, dv %zu",
+              sparse ? "sparse" : "dense", nref[0], nref[1], nref[2]);
+        CHECK(diff[0] == 0 && diff[1] == 0 && diff[2] == 0,
+              "NaN q / dout rows, %s: CPU gradients NaN where REF's are not (or not where they are): dq %zu, dk %zu, dv "
+              "%zu (of REF's %zu, %zu, %zu)",
+              sparse ? "sparse" : "dense", diff[0], diff[1], diff[2], nref[0], nref[1], nref[2]);
+        for (int be = 0; be < 2; be++) free(g[be][0]), free(g[be][1]), free(g[be][2]);
+        free(lse);
+    }
+    free(q), free(k), free(v), free(dout), free(out), free(topk);
+}
+
 static void error_checks(void) {
     bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2, 0};
     bdata x;
@@ -833,6 +941,8 @@ int main(void) {
     aliased_buffers();
     nan_backward(0);
     nan_backward(1);
+    tiny_scale_backward();
+    nan_rows_backward();
     printf("BACKWARD SUMMARY: %zu grid + %d random + 3 selection cases, worst CPU error / its bound (2 x naive + "
            "floor) = %.2f\n",
            sizeof cases / sizeof cases[0], nrand < 64 ? nrand : 64, g_worst_ratio);

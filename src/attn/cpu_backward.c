@@ -31,6 +31,7 @@
  * so the result does not depend on the thread count. FLOPs: 14 D per (row, allowed key) against
  * the forward's 4 D.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -157,7 +158,12 @@ static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
      * gets alpha < 1, undone below) */
     for (int32_t r = 0; r < R; r++) {
         const int fin = isfinite(w->lse[r]) || isnan(w->lse[r]); /* a NaN lse (a NaN score) makes the row NaN, as REF */
-        const float shift = fin ? w->lse[r] / ap->scale : 0.0f;
+        float shift = fin ? w->lse[r] / ap->scale : 0.0f;
+        /* a finite lse over a tiny scale (softmax_scale ~1e-38 and below: lse ~ log(keys), lse / scale past FLT_MAX)
+         * is inf, and s - inf made every P 0: gradients 0 where the softmax is about uniform. Any shift that keeps
+         * the exponents in range gives the same normalised P (pass A divides by the recomputed sum), and
+         * -FLT_MAX .. FLT_MAX scaled by such a scale is a few units: clamp it */
+        if (isinf(shift)) shift = shift > 0 ? FLT_MAX : -FLT_MAX;
         float *sr = w->s + (size_t)r * CPU_KT;
         for (int n = 0; n < CPU_KT; n++) sr[n] -= shift;
         w->m[r] = fin ? 0.0f : -INFINITY;
@@ -167,8 +173,13 @@ static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
     c->kern->softmax(w->s, R, CPU_KT, w->kmask, ap->scale * BW_LOG2E, w->m, w->l, w->alpha, w->p);
     for (int32_t r = 0; r < R; r++) {
         const float mul = w->kmask[r] && w->alpha[r] != 1.0f ? w->pscale[r] / w->alpha[r] : w->pscale[r];
-        if (w->kmask[r] && mul != 1.0f)
-            for (int n = 0; n < CPU_KT; n++) w->p[(size_t)r * CPU_KT + n] *= mul;
+        if (w->kmask[r] && mul != 1.0f) {
+            float *pr = w->p + (size_t)r * CPU_KT;
+            if (isfinite(mul))
+                for (int n = 0; n < CPU_KT; n++) pr[n] *= mul;
+            else /* a NaN row's normalisation (pass B): its masked keys keep P = 0 (0 x NaN was NaN), as REF's */
+                for (int n = 0; n < CPU_KT; n++) pr[n] = pr[n] == 0.0f ? 0.0f : pr[n] * mul;
+        }
     }
 }
 
@@ -368,9 +379,12 @@ static void bw_transpose(const float *a, int32_t R, float *at) {
         for (int32_t j = 0; j < CPU_KT; j++) at[(size_t)j * CPU_KT + r] = a[(size_t)r * CPU_KT + j];
 }
 
-/* dk / dv of tile tau's keys from rows [0, R) (their q / dout / lse / Delta and kmask loaded) */
-static void bw_tile_rows(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
+/* dk / dv of tile tau's keys from rows [0, R) (their q / dout / lse / Delta and kmask loaded; row r is head
+ * rhead[r] of token rtok[r]) */
+static void bw_tile_rows(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau, const int64_t *rtok,
+                         const int32_t *rhead) {
     const infllm_attn_params *ap = c->ap;
+    const int32_t D = ap->D;
     const float scale = ap->scale;
     bw_scores(c, w, R, tau);
     for (int32_t r = 0; r < R; r++)
@@ -380,8 +394,37 @@ static void bw_tile_rows(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau)
         }
     bw_transpose(w->p, R, w->pt);
     bw_transpose(w->ds, R, w->dst);
-    c->kern->pv(w->dvt, NULL, CPU_KT, ap->D, w->ones, w->pt, w->df, R);
-    c->kern->pv(w->dkt, NULL, CPU_KT, ap->D, w->ones, w->dst, w->qf, R);
+    /* A row whose q or dout holds a NaN / inf gave it to every key of the tile in the products below, also to the keys
+     * it does not attend (P = dS = 0 times NaN: dk / dv NaN where REF's, which skips them, are finite). Such rows
+     * enter the products as zeros, then are added for the keys they attend only. */
+    uint64_t bad = 0;
+    for (int32_t r = 0; r < R; r++) {
+        const float *qr = w->qf + (size_t)r * D, *dr = w->df + (size_t)r * D;
+        float acc = 0.0f;
+        for (int32_t d = 0; d < D; d++) acc += qr[d] * 0.0f + dr[d] * 0.0f; /* NaN iff a value is NaN or inf */
+        if (acc != 0.0f) bad |= 1ull << r;
+    }
+    for (int32_t r = 0; r < R; r++)
+        if (bad >> r & 1) {
+            memset(w->qf + (size_t)r * D, 0, (size_t)D * sizeof(float));
+            memset(w->df + (size_t)r * D, 0, (size_t)D * sizeof(float));
+        }
+    c->kern->pv(w->dvt, NULL, CPU_KT, D, w->ones, w->pt, w->df, R);
+    c->kern->pv(w->dkt, NULL, CPU_KT, D, w->ones, w->dst, w->qf, R);
+    for (int32_t r = 0; r < R && bad; r++) {
+        if (!(bad >> r & 1)) continue;
+        float qr[256], dr[256]; /* D <= 256 */
+        c->kern->load(qr, (const char *)c->q + (size_t)(rtok[r] * ap->q_tok + rhead[r] * ap->q_head) * c->es, ap->dtype, D);
+        c->kern->load(dr, (const char *)c->dout + (size_t)(rtok[r] * ap->o_tok + rhead[r] * ap->o_head) * c->es,
+                      ap->dtype, D);
+        for (int32_t j = 0; j < CPU_KT; j++) {
+            const float pj = w->pt[(size_t)j * CPU_KT + r], dsj = w->dst[(size_t)j * CPU_KT + r];
+            if (pj != 0.0f)
+                for (int32_t d = 0; d < D; d++) w->dvt[(size_t)j * D + d] += pj * dr[d];
+            if (dsj != 0.0f)
+                for (int32_t d = 0; d < D; d++) w->dkt[(size_t)j * D + d] += dsj * qr[d];
+        }
+    }
 }
 
 /* Pass B for tile tau of KV head g of sequence s: dk / dv of its keys from the tokens that attend
@@ -406,6 +449,8 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
     int64_t next_dense = (int64_t)key0 - ((int64_t)s->lk - s->lq); /* dense: the first token reaching key0 */
     if (next_dense < 0) next_dense = 0;
     int32_t R = 0;
+    int64_t rtok[CPU_KT]; /* the token and head of each row in hand */
+    int32_t rhead[CPU_KT];
     for (;;) {
         int32_t i;
         uint64_t km;
@@ -432,15 +477,19 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
         for (int32_t h = 0; h < G; h += hchunk) {
             const int32_t nh = G - h < hchunk ? G - h : hchunk;
             if (R + nh > CPU_KT) {
-                bw_tile_rows(c, w, R, tau);
+                bw_tile_rows(c, w, R, tau, rtok, rhead);
                 R = 0;
             }
             bw_load_rows(c, w, t, g * G + h, nh, R, 1);
-            for (int32_t r = 0; r < nh; r++) w->kmask[R + r] = km;
+            for (int32_t r = 0; r < nh; r++) {
+                w->kmask[R + r] = km;
+                rtok[R + r] = t;
+                rhead[R + r] = g * G + h + r;
+            }
             R += nh;
         }
     }
-    if (R) bw_tile_rows(c, w, R, tau);
+    if (R) bw_tile_rows(c, w, R, tau, rtok, rhead);
     for (int64_t j = 0; j < n; j++) {
         const size_t row = (size_t)((s->k0 + key0 + j) * ap->kv_tok + g * ap->kv_head);
         c->kern->store((char *)c->dk + row * c->es, ap->dtype, w->dkt + (size_t)j * D, 1.0f, D);

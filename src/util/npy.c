@@ -3,9 +3,11 @@
 #include "npy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static size_t descr_size(const char *d) {
@@ -38,9 +40,30 @@ static const char *find_key(const char *h, const char *key) {
 
 int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK, then a regular file only: fopen of a FIFO without a writer blocked forever (infllm attn --dout
+     * FIFO hung), and the reader seeks, so a pipe could never be read anyway ("cannot seek"). A directory keeps
+     * its own message (EISDIR, as reading it said). */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    const int stat_ok = fstat(fd, &sb) == 0;
+    if (!stat_ok || !S_ISREG(sb.st_mode)) {
+        const int isdir = stat_ok && S_ISDIR(sb.st_mode);
+        close(fd);
+        if (isdir)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
+        else
+            snprintf(err, errlen, "%s: not a regular file (a FIFO, device or socket): a .npy file is read whole", path);
+        return -1;
+    }
+    const int fl = fcntl(fd, F_GETFL);
+    FILE *f = fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         return -1;
     }
     const int rc = npy_read_stream(f, path, a, err, errlen);
