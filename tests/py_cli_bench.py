@@ -260,6 +260,16 @@ for args, what in (
     check(p.returncode == 2 and what in p.stderr and p.stdout == "",
           f"{' '.join(args)}: exit {p.returncode}, stderr {p.stderr[-200:]!r}, stdout {p.stdout[:100]!r}")
 
+# a bad --seconds / --peak names the benchmark's own option only: one message for both told bench peak (no --peak)
+# "--seconds must be > 0 and --peak >= 0" and bench attn (no --seconds) the same; backward (no --peak) said it too
+for args, want, other in ((["bench", "peak", "--seconds", "0"], "--seconds must be > 0", "--peak"),
+                          (["bench", "attn", "--peak", "-5"], "--peak must be >= 0", "--seconds"),
+                          (["bench", "backward", "--peak", "-5"], "--peak does not apply", "--seconds")):
+    p = run(*args)
+    msg = p.stderr.split("\n")[0]
+    check(p.returncode == 2 and want in msg and other not in msg,
+          f"{' '.join(args)}: exit {p.returncode}, want '{want}' without {other} in {msg!r}")
+
 # --help went to stderr (every other command's goes to stdout, so 'infllm bench attn --help | less' showed nothing)
 # bench peak's and bench backward's --help printed bench attn's usage, headed 'usage: infllm bench attn': each is headed
 # by its own name and lists its own options (backward: bench attn's but --peak); 'bench --help' lists every one

@@ -177,6 +177,12 @@ with tempfile.TemporaryDirectory() as tmp:
         p = subprocess.run([exe, "eval", sub, "--help"], capture_output=True, text=True)
         c.check(p.returncode == 0 and all(o not in p.stdout for o in gone) and all(o in p.stdout for o in kept),
                 f"eval {sub} --help: no {', '.join(gone)} (refused), {', '.join(kept)} listed")
+    # eval ppl runs its modes in lockstep steps of at most 128 positions: its --help said the shared options'
+    # "prefill chunk in tokens (512)", and a --chunk above 128 changed nothing
+    p = subprocess.run([exe, "eval", "ppl", "--help"], capture_output=True, text=True)
+    chunk = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("--chunk")]
+    c.check(p.returncode == 0 and len(chunk) == 1 and "512" not in chunk[0] and "128" in chunk[0],
+            f"eval ppl --help: --chunk's default is the 128-position step: {chunk}")
     p = subprocess.run([exe, "eval", "passkey", "-m", g, "-q", "--lengths", "700"], capture_output=True, text=True)
     c.check(p.returncode == 1 and "tokenizer" in p.stderr, f"passkey on a model without a tokenizer: exit {p.returncode}")
     # -f /dev/zero (run and eval ppl) was read until memory ran out: a text input now stops at 256 MiB (a regular

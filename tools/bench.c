@@ -836,8 +836,18 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         fprintf(stderr, "%s: --reps must be >= 1 (got %d)\n", prog, o->reps);
         return opts_usage_error(prog, summary, defs);
     }
-    if (!(o->seconds > 0) || !(o->peak >= 0)) {
-        fprintf(stderr, "%s: --seconds must be > 0 and --peak >= 0 (0: measure it)\n", prog);
+    /* each benchmark's message names its own option: one message for both said "--seconds must be > 0 and --peak
+     * >= 0" to bench peak (which has no --peak) and to bench attn (which has no --seconds) */
+    if (peak && !(o->seconds > 0)) {
+        fprintf(stderr, "%s: --seconds must be > 0 (got %g)\n", prog, o->seconds);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (!strcmp(cmd, "backward") && o->peak != 0) { /* 0, "measure it", is taken: nothing to refuse */
+        fprintf(stderr, "%s: --peak does not apply\n", prog);
+        return opts_usage_error(prog, summary, defs);
+    }
+    if (!peak && !(o->peak >= 0)) {
+        fprintf(stderr, "%s: --peak must be >= 0 (0: measure it; got %g)\n", prog, o->peak);
         return opts_usage_error(prog, summary, defs);
     }
     /* 0: all cores, as infllm attn's --threads and infllm_params.num_threads (it ran 1 thread, and a negative
@@ -849,10 +859,6 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     }
     if (o->threads == 0) o->threads = infllm_cpu_num_threads();
     if (o->threads < 1) o->threads = 1;
-    if (!strcmp(cmd, "backward") && o->peak > 0) {
-        fprintf(stderr, "%s: --peak does not apply\n", prog);
-        return opts_usage_error(prog, summary, defs);
-    }
     if (!strcmp(cmd, "backward") && (o->kv_heads < 1 || o->heads % o->kv_heads)) {
         fprintf(stderr, "%s: --heads must be a multiple of --kv-heads\n", prog);
         return opts_usage_error(prog, summary, defs);

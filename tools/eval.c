@@ -166,6 +166,10 @@ int cmd_eval(int argc, char **argv) {
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
     opts_set_help(defs, "--attn", NULL); /* refused below (--modes): not listed */
+    /* the modes run in lockstep steps of at most 128 positions (below): a forward call never takes more, so the
+     * shared options' "(512)" was never what ran, and a larger --chunk changed nothing */
+    opts_set_help(defs, "--chunk", "prefill chunk in tokens (128, the most here: the modes run in lockstep steps of "
+                                   "128 positions; a smaller N splits them)");
     int rc = opts_parse(PROG, PPL_SUMMARY, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc) return 2;
