@@ -117,6 +117,11 @@ POST_PARSE = (
     (["run", "-m", missing, "-p", "a", "--system", "s"], "infllm run", "--system applies to --chat only"),
     (["attn", "--q", "q.npy"], "infllm attn", "--q, --k and --v are required"),
     (["attn", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--mode", "fast"], "infllm attn", "--mode must be"),
+    # a parameter the library refuses, before any file is read and naming the option (exit 1 after the reads, naming
+    # the library's field alone, until session 50)
+    (["attn", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--threads", "-1"], "infllm attn", "(--threads)"),
+    (["attn", "--q", "q.npy", "--k", "k.npy", "--v", "v.npy", "--block-size", "40"], "infllm attn",
+     "(--block-size, --kernel-stride)"),
     (["eval", "ppl", "-m", missing, "-f", "a.txt", "--tokens", "1,2"], "infllm eval ppl", "give the text with"),
     (["eval", "ppl", "-m", missing, "--tokens", "1,,2"], "infllm eval ppl", "--tokens: bad token id list"),
     (["eval", "passkey", "-m", missing, "--ctx", "100"], "infllm eval passkey", "--ctx does not apply"),

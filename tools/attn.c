@@ -328,6 +328,32 @@ int cmd_attn(int argc, char **argv) {
     p.exact_lse = o.exact_lse;
     p.softmax_scale = o.scale;
     p.num_threads = o.threads;
+    { /* the parameters alone, before any file is read: a value the library refuses (--threads -1, --block-size 0,
+       * --topk -1, a block size not a multiple of the stride) is a usage error, exit 2 with the usage, as bench
+       * attn's; it was exit 1 after the inputs were read, naming the library's field, not the option */
+        static const char *const field_opt[][2] = {
+            {"block_size", "--block-size"},   {"kernel_size", "--kernel-size"},   {"kernel_stride", "--kernel-stride"},
+            {"init_blocks", "--init-blocks"}, {"local_blocks", "--local-blocks"}, {"topk", "--topk"},
+            {"dense_len", "--dense-len"},     {"softmax_scale", "--scale"},       {"num_threads", "--threads"}};
+        infllm_layout one;
+        memset(&one, 0, sizeof one);
+        one.dtype = INFLLM_DTYPE_BF16;
+        one.num_seqs = 1;
+        one.total_q = one.total_k = 1;
+        one.num_q_heads = one.num_kv_heads = 1;
+        one.head_dim = 64;
+        infllm_sizes sz;
+        if (infllm_get_sizes(&p, &one, &sz) == INFLLM_ERR_PARAM) {
+            const char *msg = infllm_last_error();
+            char opts_named[160] = "";
+            size_t n = 0;
+            for (size_t i = 0; i < sizeof field_opt / sizeof field_opt[0] && n + 1 < sizeof opts_named; i++)
+                if (strstr(msg, field_opt[i][0]))
+                    n += (size_t)snprintf(opts_named + n, sizeof opts_named - n, "%s%s", n ? ", " : "", field_opt[i][1]);
+            fprintf(stderr, "infllm attn: %s%s%s%s\n", msg, n ? " (" : "", opts_named, n ? ")" : "");
+            return opts_usage_error("infllm attn", ATTN_SUMMARY, defs);
+        }
+    }
 
     npy_array q = {0}, k = {0}, v = {0}, cuk = {0}, cuq = {0}, gout = {0};
     void *gq = NULL, *gk = NULL, *gv = NULL;
