@@ -933,17 +933,10 @@ static void errors_checks(void) {
 #ifdef INFLLM_HAVE_CUDA
 /* The sequence count at the grid's limit: every kernel with a sequence index takes it from a grid dimension (y,
  * z in the backward), whose limit is 65535. A batch of 65535 sequences (all empty but the last, 256 tokens) gives
- * the last sequence's selection bitwise and its outputs within a bf16 ulp of a one-sequence call's (the empty ones'
- * CTAs exit; the launch plan may differ, see below), and its backward runs; 65536 sequences are
- * refused by every call with a message naming the limit (it failed at the first launch with "invalid
- * configuration argument"), before any kernel runs. */
-/* the distance of two bf16 values in ulps (their bit patterns on one ordered line; a NaN is far from anything) */
-static int bf16_ulps(uint16_t a, uint16_t b) {
-    if ((a & 0x7fff) > 0x7f80 || (b & 0x7fff) > 0x7f80) return 1 << 16;
-    const int x = a & 0x8000 ? -(int)(a & 0x7fff) : (int)a, y = b & 0x8000 ? -(int)(b & 0x7fff) : (int)b;
-    return x > y ? x - y : y - x;
-}
-
+ * the last sequence's selection bitwise and its outputs within a bf16 ulp (of each row's largest value) of a
+ * one-sequence call's (the empty ones' CTAs exit; the launch plan may differ, see below), and its backward runs;
+ * 65536 sequences are refused by every call with a message naming the limit (it failed at the first launch with
+ * "invalid configuration argument"), before any kernel runs. */
 static void many_seqs_checks(void) {
     enum { L = 256, HQ = 4, HKV = 1, D = 64, NMAX = 65536 };
     infllm_params p;
@@ -998,23 +991,36 @@ static void many_seqs_checks(void) {
     {
         uint16_t *a = to_host(o1, nq * 2), *b2 = to_host(o2, nq * 2), *da = to_host(d1, nq * 2), *db = to_host(d2, nq * 2);
         int32_t *ta = to_host(tk1, (size_t)HKV * L * K * 4), *tb = to_host(tk2, (size_t)HKV * L * K * 4);
-        /* the launch plan may differ (a lone 256-token sequence has its keys split over CTAs to fill the GPU,
-         * the big batch not), so the f32 sums differ in order by ~1e-6 relative, far below bf16's 2^-8: the
-         * two roundings to bf16 are at most one ulp apart */
-        int sd_ulps = 0, dd_ulps = 0;
+        /* the launch plan may differ (a lone 256-token sequence has its keys split over CTAs to fill the GPU, the
+         * big batch not), so the f32 sums differ in order: by ~D x 2^-24 of the row's magnitude, far below a bf16 ulp
+         * of it (2^-8 .. 2^-7 of it). Each output is that sum rounded to bf16, so two of them are within one bf16 ulp
+         * of the row's largest |value|: 2^-7 x it. (Counted in ulps of the element itself, a value near 0 that
+         * changes sign is thousands of ulps: call 2 saw 29230.) */
+        double sworst = 0, dworst = 0;
         size_t sd_n = 0, dd_n = 0;
-        for (size_t i = 0; i < nq; i++) {
-            const int us = bf16_ulps(a[i], b2[i]), ud = bf16_ulps(da[i], db[i]);
-            sd_n += us != 0, dd_n += ud != 0;
-            if (us > sd_ulps) sd_ulps = us;
-            if (ud > dd_ulps) dd_ulps = ud;
+        for (size_t row = 0; row < nq / D; row++) {
+            const uint16_t *x[4] = {a + row * D, b2 + row * D, da + row * D, db + row * D};
+            for (int pair = 0; pair < 2; pair++) {
+                const uint16_t *u = x[2 * pair], *w2 = x[2 * pair + 1];
+                double rmax = 0;
+                for (int d = 0; d < D; d++) {
+                    const double m = fmax(fabs(infllm_bf16_to_f32(u[d])), fabs(infllm_bf16_to_f32(w2[d])));
+                    if (m > rmax) rmax = m;
+                }
+                for (int d = 0; d < D; d++) {
+                    const double diff = fabs((double)infllm_bf16_to_f32(u[d]) - infllm_bf16_to_f32(w2[d]));
+                    const double r = diff > 0 ? diff / (ldexp(rmax, -7)) : 0;
+                    if (pair == 0) sd_n += u[d] != w2[d], sworst = !(r <= sworst) ? r : sworst;
+                    else dd_n += u[d] != w2[d], dworst = !(r <= dworst) ? r : dworst;
+                }
+            }
         }
-        printf("test_cuda: 65535 sequences against one: sparse %zu / dense %zu of %zu outputs 1 ulp apart\n", sd_n,
-               dd_n, nq);
-        CHECK(sd_ulps <= 1, "65535 sequences: the sparse output within 1 bf16 ulp of the one-sequence call's (%d)",
-              sd_ulps);
-        CHECK(dd_ulps <= 1, "65535 sequences: the dense output within 1 bf16 ulp of the one-sequence call's (%d)",
-              dd_ulps);
+        printf("test_cuda: 65535 sequences against one: sparse %zu / dense %zu of %zu outputs differ, worst %.2f / %.2f "
+               "of a bf16 ulp of their row's largest value\n", sd_n, dd_n, nq, sworst, dworst);
+        CHECK(sworst <= 1, "65535 sequences: the sparse output within a bf16 ulp of its row's largest value of the "
+              "one-sequence call's (%.2f)", sworst);
+        CHECK(dworst <= 1, "65535 sequences: the dense output within a bf16 ulp of its row's largest value of the "
+              "one-sequence call's (%.2f)", dworst);
         CHECK(!memcmp(ta, tb, (size_t)HKV * L * K * 4), "65535 sequences: the selection the one-sequence call's");
         free(a), free(b2), free(da), free(db), free(ta), free(tb);
     }
