@@ -103,7 +103,12 @@ typedef struct infllm_params {
     int32_t topk;            /* dynamic blocks; a query selects topk + local_blocks in all (64) */
     int32_t dense_len;       /* AUTO mode: dense while kv_len < dense_len (8192); -1: always sparse */
     int32_t exact_lse;       /* 1: stage-1 LSE over c1 itself (no c2 approximation) (0) */
-    float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)) */
+    float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)).
+                                The CPU and CUDA backends score in float32: scale x |q.k| must stay well
+                                inside float's range (an overflowed score is inf, its row NaN; REF, in
+                                float64, does not overflow), and the CPU backward's recomputed softmax
+                                loses its row normalisation once scale x |q.k| passes ~1e9 (its lse is
+                                float32) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096) */
