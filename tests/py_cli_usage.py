@@ -133,6 +133,10 @@ POST_PARSE = (
     (["bench", "run"], "infllm bench run", "-m MODEL is required"),
     (["bench", "run", "-m", missing, "--gen", "0"], "infllm bench run", "--gen and --reps must be >= 1"),
     (["run", "-m", missing, "-p", "a", "--kv-type", "q4"], "infllm run", "--kv-type must be"),
+    # an InfLLM-V2 option wrong whatever the model says, before the model loads (exit 1 after the load until session 50)
+    (["run", "-m", missing, "-p", "a", "--topk", "-1"], "infllm run", "--topk must be >= 0 (got -1)"),
+    (["bench", "run", "-m", missing, "--block-size", "0"], "infllm bench run", "--block-size must be >= 1"),
+    (["eval", "ppl", "-m", missing, "--tokens", "1,2", "--dense-len", "-2"], "infllm eval ppl", "--dense-len must be >= -1"),
 )
 for args, prog, msg in POST_PARSE:
     p = run(*args)

@@ -57,6 +57,24 @@ int run_opts_check(run_opts *o) {
         fprintf(stderr, "%s: --threads must be in 0..%d (0: all cores)\n", o->prog, INFLLM_MAX_THREADS);
         return 2;
     }
+    /* the InfLLM-V2 options that are wrong whatever the model's config says (a block size that does not divide by
+     * the model's stride is found once it is loaded): before the model loads, a usage error naming the option (they
+     * were exit 1 after the load, naming the library's field) */
+    const struct {
+        const char *name;
+        int32_t v, lo;
+    } ranges[] = {{"--topk", o->topk, 0},
+                  {"--block-size", o->block_size, 1},
+                  {"--local-blocks", o->local_blocks, 0},
+                  {"--init-blocks", o->init_blocks, 0},
+                  {"--dense-len", o->dense_len, -1},
+                  {"--kernel-size", o->kernel_size, 1},
+                  {"--kernel-stride", o->kernel_stride, 1}};
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+        if (ranges[i].v != UNSET && ranges[i].v < ranges[i].lo) {
+            fprintf(stderr, "%s: %s must be >= %d (got %d)\n", o->prog, ranges[i].name, ranges[i].lo, ranges[i].v);
+            return 2;
+        }
     o->ctx = o->ctx_i;
 #ifdef _OPENMP
     if (o->threads > 0) omp_set_num_threads(o->threads);

@@ -18,7 +18,7 @@ typedef struct run_opts {
     const char *attn;    /* dense | sparse | auto */
     const char *kv_type; /* f32 | f16 | bf16 */
     int chunk;
-    int topk, block_size, local_blocks, init_blocks, dense_len, kernel_size, kernel_stride; /* -9: model default */
+    int topk, block_size, local_blocks, init_blocks, dense_len, kernel_size, kernel_stride; /* OPTS_INT_UNSET: the model's */
 } run_opts;
 
 #define RUN_MODEL_OPTS(o)                                                                                     \
