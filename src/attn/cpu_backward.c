@@ -221,9 +221,6 @@ static uint64_t bw_token_masks(const bw_ctx *c, const unsigned char *sel, int64_
     return any;
 }
 
-/* Pass A for tokens [i0, i0 + ntok) of sequence s and heads [h0, h0 + nh) of each (KV head g), row
- * tt nh + hh: Delta, then dq. Several tokens only without a selection (dense: they share every tile
- * but the diagonal one, which each row masks for itself). */
 /* 1 when one of the n floats of a or b is a NaN or an inf (an exponent field of all ones) */
 static int bw_nonfinite(const float *a, const float *b, int32_t n) {
     uint32_t e = 0;
@@ -238,6 +235,9 @@ static int bw_nonfinite(const float *a, const float *b, int32_t n) {
     return e == 0x7f800000u;
 }
 
+/* Pass A for tokens [i0, i0 + ntok) of sequence s and heads [h0, h0 + nh) of each (KV head g), row
+ * tt nh + hh: Delta, then dq. Several tokens only without a selection (dense: they share every tile
+ * but the diagonal one, which each row masks for itself). */
 static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t i0, int32_t ntok, int32_t g,
                     int32_t h0, int32_t nh) {
     const infllm_attn_params *ap = c->ap;
