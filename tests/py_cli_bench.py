@@ -125,7 +125,7 @@ check(p.returncode == 0 and [r["mode"] for r in recs] == ["dense", "sparse"] and
       all(recs[0][k] == "" for k in ("compress_ms", "stage1_ms", "stage2_ms", "stage1_share", "vs_dense", "vs_dense_cpu"))
       and float(recs[1]["vs_dense"]) > 0, f"bench attn csv: a dense row's stages and vs_dense empty: {p.stdout[:500]}")
 
-# --inputs structured (q and k share a component a 256-token segment), csv with the device and inputs columns
+# --inputs structured (the q, and the k, of a 256-token segment share a component), csv with the device and inputs columns
 p = run("bench", "attn", *SMALL, "--format", "csv", "--peak", "100", "--inputs", "structured", "--modes", "sparse")
 check(p.returncode == 0, f"bench attn --inputs structured: exit {p.returncode}: {p.stderr[-300:]}")
 recs = list(csv.DictReader(io.StringIO(p.stdout)))

@@ -795,7 +795,7 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         {"--peak", NULL, OPT_DOUBLE, &o->peak, "GFLOPS", "the CPU's fp32 FMA peak for 'frac of peak' (0: measure it)"},
         {"--device", NULL, OPT_STR, &device, "DEV", "cpu | cuda (cpu)"},
         {"--inputs", NULL, OPT_STR, &inputs, "KIND",
-         "random | structured: q and k share a component in each 256-token segment (random)"},
+         "random | structured: the q (and the k) of a 256-token segment share a component (random)"},
         /* bench peak's options: the last three */
         {"--threads", NULL, OPT_INT, &o->threads, "N", "CPU threads (0: all cores, the default)"},
         {"--format", NULL, OPT_STR, &o->format, "FMT", "md | csv | json (md)"},
