@@ -638,6 +638,17 @@ static void nan_backward(int value_nan) {
     free(q), free(k), free(v), free(dout);
 }
 
+/* the forward (out, lse) and then the backward into g[0..2] = dq, dk, dv of one layout on p's backend: sparse on
+ * topk [Hkv, T, K] when topk is given, else dense */
+static void forward_backward(const infllm_params *p, const infllm_layout *l, const void *q, const void *k,
+                             const void *v, const int32_t *topk, int32_t K, const void *dout, void *out, float *lse,
+                             float *const g[3]) {
+    CHECK_OK(topk ? infllm_sparse_attention(p, l, q, k, v, topk, K, out, lse)
+                  : infllm_dense_attention(p, l, q, k, v, out, lse));
+    CHECK_OK(topk ? infllm_sparse_attention_backward(p, l, q, k, v, topk, K, lse, dout, g[0], g[1], g[2])
+                  : infllm_dense_attention_backward(p, l, q, k, v, lse, dout, g[0], g[1], g[2]));
+}
+
 /* A softmax_scale near the bottom of float's range (1e-38, and the smallest subnormal): the forward's lse is about
  * log(keys), so the CPU backward's shift lse / scale overflowed to inf and every P was 0: dv (the mean of dout over
  * the keys, O(1)) came out 0 against REF's, dq / dk 0 too. dv within 1e-5 of REF's largest value; dq and dk (of
@@ -669,11 +680,7 @@ static void tiny_scale_backward(void) {
                 p.block_size = B;
                 p.softmax_scale = scales[si];
                 g[be][0] = malloc(nq * 4), g[be][1] = malloc(nk * 4), g[be][2] = malloc(nk * 4);
-                CHECK_OK(sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, K, out, lse)
-                                : infllm_dense_attention(&p, &l, q, k, v, out, lse));
-                CHECK_OK(sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, g[be][0], g[be][1],
-                                                                   g[be][2])
-                                : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, g[be][0], g[be][1], g[be][2]));
+                forward_backward(&p, &l, q, k, v, sparse ? topk : NULL, K, dout, out, lse, g[be]);
             }
             double err[3] = {0, 0, 0}, vmax = 0;
             const size_t n[3] = {nq, nk, nk};
@@ -721,11 +728,7 @@ static void nan_rows_backward(void) {
             p.num_threads = 2;
             p.block_size = B;
             g[be][0] = malloc(nq * 4), g[be][1] = malloc(nk * 4), g[be][2] = malloc(nk * 4);
-            CHECK_OK(sparse ? infllm_sparse_attention(&p, &l, q, k, v, topk, K, out, lse)
-                            : infllm_dense_attention(&p, &l, q, k, v, out, lse));
-            CHECK_OK(sparse ? infllm_sparse_attention_backward(&p, &l, q, k, v, topk, K, lse, dout, g[be][0], g[be][1],
-                                                               g[be][2])
-                            : infllm_dense_attention_backward(&p, &l, q, k, v, lse, dout, g[be][0], g[be][1], g[be][2]));
+            forward_backward(&p, &l, q, k, v, sparse ? topk : NULL, K, dout, out, lse, g[be]);
         }
         size_t nref[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
         const size_t n[3] = {nq, nk, nk};

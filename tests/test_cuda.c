@@ -937,6 +937,28 @@ static void errors_checks(void) {
  * one-sequence call's (the empty ones' CTAs exit; the launch plan may differ, see below), and its backward runs;
  * 65536 sequences are refused by every call with a message naming the limit (it failed at the first launch with
  * "invalid configuration argument"), before any kernel runs. */
+/* the largest |a - b| over rows of D bf16 values, in units of one bf16 ulp of the row's largest |value| (2^-7 of
+ * it); *ndiff: the elements that differ at all */
+static double bf16_row_ulp_worst(const uint16_t *a, const uint16_t *b, size_t rows, int D, size_t *ndiff) {
+    double worst = 0;
+    *ndiff = 0;
+    for (size_t row = 0; row < rows; row++) {
+        const uint16_t *u = a + row * D, *w = b + row * D;
+        double rmax = 0;
+        for (int d = 0; d < D; d++) {
+            const double m = fmax(fabs(infllm_bf16_to_f32(u[d])), fabs(infllm_bf16_to_f32(w[d])));
+            if (m > rmax) rmax = m;
+        }
+        for (int d = 0; d < D; d++) {
+            const double diff = fabs((double)infllm_bf16_to_f32(u[d]) - infllm_bf16_to_f32(w[d]));
+            const double r = diff > 0 ? diff / ldexp(rmax, -7) : 0;
+            *ndiff += u[d] != w[d];
+            if (!(r <= worst)) worst = r;
+        }
+    }
+    return worst;
+}
+
 static void many_seqs_checks(void) {
     enum { L = 256, HQ = 4, HKV = 1, D = 64, NMAX = 65536 };
     infllm_params p;
@@ -996,25 +1018,9 @@ static void many_seqs_checks(void) {
          * of it (2^-8 .. 2^-7 of it). Each output is that sum rounded to bf16, so two of them are within one bf16 ulp
          * of the row's largest |value|: 2^-7 x it. (Counted in ulps of the element itself, a value near 0 that
          * changes sign is thousands of ulps: call 2 saw 29230.) */
-        double sworst = 0, dworst = 0;
-        size_t sd_n = 0, dd_n = 0;
-        for (size_t row = 0; row < nq / D; row++) {
-            const uint16_t *x[4] = {a + row * D, b2 + row * D, da + row * D, db + row * D};
-            for (int pair = 0; pair < 2; pair++) {
-                const uint16_t *u = x[2 * pair], *w2 = x[2 * pair + 1];
-                double rmax = 0;
-                for (int d = 0; d < D; d++) {
-                    const double m = fmax(fabs(infllm_bf16_to_f32(u[d])), fabs(infllm_bf16_to_f32(w2[d])));
-                    if (m > rmax) rmax = m;
-                }
-                for (int d = 0; d < D; d++) {
-                    const double diff = fabs((double)infllm_bf16_to_f32(u[d]) - infllm_bf16_to_f32(w2[d]));
-                    const double r = diff > 0 ? diff / (ldexp(rmax, -7)) : 0;
-                    if (pair == 0) sd_n += u[d] != w2[d], sworst = !(r <= sworst) ? r : sworst;
-                    else dd_n += u[d] != w2[d], dworst = !(r <= dworst) ? r : dworst;
-                }
-            }
-        }
+        size_t sd_n, dd_n;
+        const double sworst = bf16_row_ulp_worst(a, b2, nq / D, D, &sd_n);
+        const double dworst = bf16_row_ulp_worst(da, db, nq / D, D, &dd_n);
         printf("test_cuda: 65535 sequences against one: sparse %zu / dense %zu of %zu outputs differ, worst %.2f / %.2f "
                "of a bf16 ulp of their row's largest value\n", sd_n, dd_n, nq, sworst, dworst);
         CHECK(sworst <= 1, "65535 sequences: the sparse output within a bf16 ulp of its row's largest value of the "

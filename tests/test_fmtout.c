@@ -24,30 +24,40 @@ static void print_recs(FILE *f, const recs *r) {
     fmt_records_end(f, r->json, first, r->failed);
 }
 
-/* what print_recs wrote to a memory stream, compared with want */
+/* a memory stream to print into, then what was printed compared with want */
+typedef struct capture {
+    char *buf;
+    size_t len;
+    FILE *f;
+} capture;
+
+static int capture_open(capture *c, const char *what) {
+    c->buf = NULL, c->len = 0;
+    c->f = open_memstream(&c->buf, &c->len);
+    CHECK(c->f != NULL, "%s: open_memstream", what);
+    return c->f != NULL;
+}
+
+static void capture_same(capture *c, const char *want, const char *what) {
+    fclose(c->f);
+    same(c->buf ? c->buf : "", want, what);
+    free(c->buf);
+}
+
+/* what print_recs wrote, compared with want */
 static void same_out(const recs *r, const char *want, const char *what) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    CHECK(f != NULL, "%s: open_memstream", what);
-    if (!f) return;
-    print_recs(f, r);
-    fclose(f);
-    same(buf ? buf : "", want, what);
-    free(buf);
+    capture c;
+    if (!capture_open(&c, what)) return;
+    print_recs(c.f, r);
+    capture_same(&c, want, what);
 }
 
 /* what put wrote of s, compared with want */
 static void same_str(void (*put)(FILE *, const char *), const char *s, const char *want, const char *what) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    CHECK(f != NULL, "%s: open_memstream", what);
-    if (!f) return;
-    put(f, s);
-    fclose(f);
-    same(buf ? buf : "", want, what);
-    free(buf);
+    capture c;
+    if (!capture_open(&c, what)) return;
+    put(c.f, s);
+    capture_same(&c, want, what);
 }
 
 int main(void) {
