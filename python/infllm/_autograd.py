@@ -1,0 +1,91 @@
+"""The differentiable infllm.attention for torch tensors: the forward selects blocks (no gradient flows
+through compression or top-k, as in InfLLM-V2 training) and runs stage 2 or dense attention, saving what
+the library's backward needs; an AUTO batch whose sequences fall on both sides of dense_len is split into
+its dense and its sparse sequences (rows gathered and scattered back by differentiable torch indexing)."""
+import torch
+
+from . import _capi, dense_attention, dense_attention_backward, select_blocks, sparse_attention, \
+    sparse_attention_backward, _Call
+
+
+class _Sparse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, topk_idx, lay, p, backend):
+        out, lse = sparse_attention(q, k, v, topk_idx, *lay, params=p, backend=backend)
+        ctx.save_for_backward(q, k, v, topk_idx, out, lse)
+        ctx.lay, ctx.p, ctx.backend = lay, p, backend
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, topk_idx, out, lse = ctx.saved_tensors
+        dq, dk, dv = sparse_attention_backward(q, k, v, topk_idx, lse, dout.contiguous(), *ctx.lay, out=out,
+                                               params=ctx.p, backend=ctx.backend)
+        return dq, dk, dv, None, None, None, None
+
+
+class _Dense(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, lay, p, backend):
+        out, lse = dense_attention(q, k, v, *lay, params=p, backend=backend)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.lay, ctx.p, ctx.backend = lay, p, backend
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = dense_attention_backward(q, k, v, lse, dout.contiguous(), *ctx.lay, out=out, params=ctx.p,
+                                              backend=ctx.backend)
+        return dq, dk, dv, None, None, None
+
+
+def _run(q, k, v, lay, p, backend, sparse):
+    if sparse:
+        with torch.no_grad():
+            idx = select_blocks(q, k, *lay, params=p, backend=backend)
+        return _Sparse.apply(q, k, v, idx, lay, p, backend)
+    return _Dense.apply(q, k, v, lay, p, backend)
+
+
+def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
+    # the lengths on the host (a sync for CUDA offsets), the shapes checked once
+    c = _Call(q.detach(), k.detach(), v.detach(), cu_q, cu_k, max_q, max_k, p, backend, need_host_lengths=True)
+    if c.batched:
+        B, Tq = c.batch_shape
+        out, lse = attention(q.reshape(c.total_q, c.Hq, c.D), k.reshape(c.total_k, c.Hkv, c.D),
+                             v.reshape(c.total_k, c.Hkv, c.D), c.host_q, c.host_k, None, None, p, backend)
+        return out.reshape(B, Tq, c.Hq, c.D), lse.reshape(B, Tq, c.Hq)
+    lk = [b - a for a, b in zip(c.host_k, c.host_k[1:])]
+    if p.mode == "dense":
+        sparse = [False] * len(lk)
+    elif p.mode == "sparse":
+        sparse = [True] * len(lk)
+    else:
+        sparse = [p.dense_len < 0 or n >= p.dense_len for n in lk]
+    lay = (c.cu_q, c.cu_k, c.max_q, c.max_k)
+    if all(sparse) or not any(sparse):
+        return _run(q, k, v, lay, p, backend, sparse[0])
+    # mixed AUTO batch: each part gathered into its own varlen batch
+    out = q.new_zeros(q.shape)
+    lse = torch.empty(c.total_q, c.Hq, dtype=torch.float32, device=q.device)
+    for want in (False, True):
+        seqs = [b for b, s in enumerate(sparse) if s == want]
+        rq = [i for b in seqs for i in range(c.host_q[b], c.host_q[b + 1])]
+        rk = [i for b in seqs for i in range(c.host_k[b], c.host_k[b + 1])]
+        cq, ck = [0], [0]
+        for b in seqs:
+            cq.append(cq[-1] + c.host_q[b + 1] - c.host_q[b])
+            ck.append(ck[-1] + c.host_k[b + 1] - c.host_k[b])
+        iq = torch.tensor(rq, dtype=torch.long, device=q.device)
+        ik = torch.tensor(rk, dtype=torch.long, device=q.device)
+        o, l = _run(q.index_select(0, iq), k.index_select(0, ik), v.index_select(0, ik), (cq, ck, None, None), p,
+                    backend, want)
+        out = out.index_copy(0, iq, o)
+        lse[iq] = l
+    return out, lse
+
+
+assert _capi.MODE_AUTO == 0  # Params.mode names are the ones this module compares

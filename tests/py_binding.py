@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""The Python package (python/infllm) against float64 NumPy references written here: dense, sparse (on the
+package's own selection) and the per-sequence AUTO switch; the backward; the batched [B, T, H, D] layout;
+bf16 as uint16 bits; the decode cache bitwise against infllm.attention on each prefix; parameters and
+errors. Then, where PyTorch is installed, the differentiable infllm.attention on CPU tensors (gradients
+against the references, a mixed dense / sparse AUTO batch), and on a GPU the CUDA backend (bf16 forward
+and backward within 2x a naive bf16 computation's error, a CUDA-graph capture bitwise as eager, the decode
+cache). Tolerances: 2x the error of a naive same-precision computation (done here) + 2 unit roundoffs of
+the largest value.
+
+argv[1] is the infllm binary; the library is libinfllm.so beside it.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import Counter, need_modules  # noqa: E402
+
+if os.environ.get("INFLLM_BINDING_SKIP"):
+    print(f"SKIP: {os.environ['INFLLM_BINDING_SKIP']}")
+    print("0 passed, 0 failed, 1 skipped")
+    sys.exit(77)
+
+(np,) = need_modules("numpy")
+os.environ["INFLLM_LIB"] = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "libinfllm.so")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+import infllm  # noqa: E402
+
+c = Counter("py_binding")
+check = c.check
+rng = np.random.default_rng(4)
+U32 = 2.0 ** -24  # f32 unit roundoff
+SMALL = dict(block_size=32, kernel_size=16, kernel_stride=8, init_blocks=1, local_blocks=2, topk=2)  # 4 blocks a query
+
+
+# ------------------------------------------------------------------------------------------ references ----
+def seqs_of(cu_q, cu_k):
+    return [(cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]) for b in range(len(cu_q) - 1)]
+
+
+def allowed(lq, lk, sel_rows, B):
+    """[lq, lk] bool: causal (bottom-right), and in a selected block when sel_rows ([lq, cols]) is given"""
+    pos = lk - lq + np.arange(lq)
+    a = np.arange(lk)[None, :] <= pos[:, None]
+    if sel_rows is not None:
+        blk = np.arange(lk) // B
+        pick = np.zeros((lq, (lk + B - 1) // B + 1), dtype=bool)
+        for r in range(lq):
+            ok = sel_rows[r][(sel_rows[r] >= 0) & (sel_rows[r] < pick.shape[1])]
+            pick[r, ok] = True
+        a &= pick[:, blk]
+    return a
+
+
+def forward_ref(q, k, v, cu_q, cu_k, sel, B, scale, dt=np.float64, p_round=None):
+    """out, lse of attention in dtype dt (float64: the reference; float32: the naive f32 computation);
+    sel [Hkv, total_q, cols] or None (dense). p_round rounds P before P V (a 16-bit naive computation)."""
+    q, k, v = q.astype(dt), k.astype(dt), v.astype(dt)
+    Hq, Hkv = q.shape[1], k.shape[1]
+    G = Hq // Hkv
+    out = np.zeros(q.shape, dt)
+    lse = np.full(q.shape[:2], -np.inf, np.float64)
+    for q0, q1, k0, k1 in seqs_of(cu_q, cu_k):
+        for h in range(Hq):
+            g = h // G
+            a = allowed(q1 - q0, k1 - k0, None if sel is None else sel[g, q0:q1], B)
+            s = (q[q0:q1, h] @ k[k0:k1, g].T) * dt(scale)
+            s = np.where(a, s, -np.inf)
+            m = s.max(axis=1, initial=-np.inf)
+            has = np.isfinite(m)
+            e = np.where(a, np.exp(s - np.where(has, m, 0)[:, None]), 0)
+            tot = e.sum(axis=1)
+            pr = e / np.where(has, tot, 1)[:, None]
+            if p_round:
+                pr = p_round(pr)
+            out[q0:q1, h] = pr @ v[k0:k1, g]
+            lse[q0:q1, h] = np.where(has, m + np.log(np.where(has, tot, 1)), -np.inf)
+    return out, lse
+
+
+def backward_ref(q, k, v, dout, cu_q, cu_k, sel, B, scale, dt=np.float64):
+    """dq, dk, dv; in float32 (dt) the long sums run in order, one term at a time, as a naive backward's loops
+    do (dq over the keys, dk / dv over the rows): BLAS's blocked sums would be more accurate than naive"""
+    q, k, v, dout = q.astype(dt), k.astype(dt), v.astype(dt), dout.astype(dt)
+    Hq, Hkv = q.shape[1], k.shape[1]
+    G = Hq // Hkv
+    dq, dk, dv = np.zeros(q.shape, dt), np.zeros(k.shape, dt), np.zeros(v.shape, dt)
+    naive = dt != np.float64
+    for q0, q1, k0, k1 in seqs_of(cu_q, cu_k):
+        for h in range(Hq):
+            g = h // G
+            a = allowed(q1 - q0, k1 - k0, None if sel is None else sel[g, q0:q1], B)
+            s = np.where(a, (q[q0:q1, h] @ k[k0:k1, g].T) * dt(scale), -np.inf)
+            m = s.max(axis=1, initial=-np.inf)
+            has = np.isfinite(m)
+            e = np.where(a, np.exp(s - np.where(has, m, 0)[:, None]), 0)
+            pr = e / np.where(has, e.sum(axis=1), 1)[:, None]
+            dp = dout[q0:q1, h] @ v[k0:k1, g].T
+            delta = (pr * dp).sum(axis=1, keepdims=True)
+            ds = dt(scale) * pr * (dp - delta)
+            if not naive:
+                dq[q0:q1, h] = ds @ k[k0:k1, g]
+                dk[k0:k1, g] += ds.T @ q[q0:q1, h]
+                dv[k0:k1, g] += pr.T @ dout[q0:q1, h]
+                continue
+            for j in range(k1 - k0):
+                dq[q0:q1, h] += ds[:, j:j + 1] * k[k0 + j, g][None, :]
+            for r in range(q1 - q0):
+                dk[k0:k1, g] += ds[r][:, None] * q[q0 + r, h][None, :]
+                dv[k0:k1, g] += pr[r][:, None] * dout[q0 + r, h][None, :]
+    return dq, dk, dv
+
+
+def bound(naive_err, ref):
+    """2x the naive same-precision error + 4 f32 unit roundoffs (two ulps) of the largest value, the C tests' rule"""
+    return 2 * naive_err + 4 * U32 * float(np.abs(ref).max())
+
+
+def within(name, got, ref, naive):
+    e = np.abs(got.astype(np.float64) - ref)
+    err = float(e.max())
+    nerr = float(np.abs(naive.astype(np.float64) - ref).max())
+    b = bound(nerr, ref)
+    check(err <= b, f"{name}: error {err:.3g} <= {b:.3g} (naive f32 {nerr:.3g})")
+    if os.environ.get("INFLLM_TEST_VERBOSE"):
+        i = np.unravel_index(int(e.argmax()), e.shape)
+        print(f"     worst at {tuple(int(x) for x in i)}: got {got[i]!r}, naive {naive[i]!r}, ref {ref[i]!r}")
+
+
+def bf16_bits(x):
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_float(b):
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def inputs(Tq, Tk, Hq, Hkv, D, dt=np.float32):
+    return (rng.standard_normal((Tq, Hq, D)).astype(dt), rng.standard_normal((Tk, Hkv, D)).astype(dt),
+            rng.standard_normal((Tk, Hkv, D)).astype(dt))
+
+
+def raises(fn, exc, text, name):
+    try:
+        fn()
+    except exc as e:
+        check(text in str(e), f"{name}: {type(e).__name__} naming '{text}' ({e})")
+        return e
+    except Exception as e:  # noqa: BLE001 (the wrong kind of error is a failure to report)
+        check(False, f"{name}: expected {exc.__name__}, got {type(e).__name__}: {e}")
+        return None
+    check(False, f"{name}: expected {exc.__name__}, nothing raised")
+    return None
+
+
+# ------------------------------------------------------------------------------------------- library ----
+check(infllm.library_path() == os.environ["INFLLM_LIB"], f"loaded {infllm.library_path()}")
+check(infllm.version() == "0.1.0" and len(infllm.build_commit()) > 0,
+      f"version {infllm.version()}, commit {infllm.build_commit()}, SIMD {infllm.cpu_simd_level()}")
+p0 = infllm.Params()
+want = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=32, topk=64, dense_len=8192,
+            exact_lse=False, softmax_scale=0.0, mode="auto", num_threads=0)
+check(all(getattr(p0, f) == v for f, v in want.items()), f"Params() is MiniCPM4.1's: {p0}")
+check(p0.topk_total() == 96 and infllm.Params(topk=5, local_blocks=7).topk_total() == 12,
+      "topk_total reads topk and local_blocks from the struct")
+check(p0.replace(topk=3).topk == 3 and p0.topk == 64, "replace copies")
+raises(lambda: infllm.Params(topk_blocks=3), TypeError, "topk_blocks", "unknown field")
+raises(lambda: infllm.Params(mode="fast"), ValueError, "fast", "bad mode")
+raises(lambda: infllm.Params(topk=2.5), TypeError, "topk", "float topk")
+raises(lambda: infllm.Params(topk=2**31), ValueError, "int32", "topk past int32")
+
+# ------------------------------------------------------------------------------------- host forward ----
+Hq, Hkv, D = 6, 2, 32
+cu_q, cu_k = [0, 150, 151, 411], [0, 150, 340, 700]  # a prefill, a decode step, a chunk of 260 of 360 keys
+q, k, v = inputs(cu_q[-1], cu_k[-1], Hq, Hkv, D)
+scale = 1 / np.sqrt(D)
+lay = (cu_q, cu_k)
+
+ref_d, ref_dl = forward_ref(q, k, v, cu_q, cu_k, None, 32, scale)
+nv_d, _ = forward_ref(q, k, v, cu_q, cu_k, None, 32, scale, np.float32)
+out, lse = infllm.dense_attention(q, k, v, *lay)
+within("dense f32 out (CPU)", out, ref_d, nv_d)
+check(float(np.abs(lse - ref_dl).max()) < 1e-5, "dense lse (CPU)")
+out_r, _ = infllm.dense_attention(q, k, v, *lay, backend="ref")
+within("dense f32 out (REF backend)", out_r, ref_d, nv_d)
+check(not np.array_equal(out_r, out), "the backend field reaches the library (REF's f64 rounding differs from CPU's)")
+
+idx = infllm.select_blocks(q, k, *lay, **SMALL)
+idx_r = infllm.select_blocks(q, k, *lay, backend="ref", **SMALL)
+check(idx.shape == (Hkv, cu_q[-1], 4) and idx.dtype == np.int32, f"select_blocks {idx.shape} {idx.dtype}")
+same = np.mean(np.all(idx == idx_r, axis=2))
+check(same >= 0.99, f"CPU selection == REF's on {same:.2%} of rows")
+nsel = np.sum(idx >= 0, axis=2)
+check(nsel.max() == 4 and nsel.min() >= 1, f"rows select 1..4 blocks ({nsel.min()}..{nsel.max()}) of up to 12: sparse is not dense")
+ref_s, ref_sl = forward_ref(q, k, v, cu_q, cu_k, idx, 32, scale)
+nv_s, _ = forward_ref(q, k, v, cu_q, cu_k, idx, 32, scale, np.float32)
+out_s, lse_s = infllm.sparse_attention(q, k, v, idx, *lay, **SMALL)
+within("sparse f32 out on the package's selection", out_s, ref_s, nv_s)
+check(float(np.abs(lse_s - ref_sl).max()) < 1e-5, "sparse lse")
+out_a, lse_a = infllm.attention(q, k, v, *lay, mode="sparse", return_lse=True, **SMALL)
+check(np.array_equal(out_a, out_s) and np.array_equal(lse_a, lse_s), "attention(mode=sparse) == select + sparse bitwise")
+check(np.array_equal(infllm.attention(q, k, v, *lay, mode="dense"), out), "attention(mode=dense) == dense bitwise")
+# AUTO with dense_len between the lengths: sequence 0 (150 keys) dense, 1 and 2 (190, 360 keys) sparse
+out_m = infllm.attention(q, k, v, *lay, dense_len=170, **SMALL)
+check(np.array_equal(out_m[:150], out[:150]) and np.array_equal(out_m[150:], out_s[150:]),
+      "AUTO switches per sequence (dense below dense_len, sparse from it)")
+pm = infllm.Params(**SMALL).replace(dense_len=-1)
+check(np.array_equal(infllm.attention(q, k, v, *lay, params=pm), out_s), "params= and dense_len -1 (always sparse)")
+out_t = infllm.attention(q, k, v, *lay, mode="dense", num_threads=1)
+check(np.array_equal(out_t, out), "num_threads 1 bitwise as all threads")
+
+# the batched layout: B sequences of one length
+qb, kb, vb = inputs(2 * 96, 2 * 200, Hq, Hkv, D)
+ob, lb = infllm.attention(qb.reshape(2, 96, Hq, D), kb.reshape(2, 200, Hkv, D), vb.reshape(2, 200, Hkv, D),
+                          mode="sparse", return_lse=True, **SMALL)
+ov, lv = infllm.attention(qb, kb, vb, [0, 96, 192], [0, 200, 400], mode="sparse", return_lse=True, **SMALL)
+check(ob.shape == (2, 96, Hq, D) and lb.shape == (2, 96, Hq) and np.array_equal(ob.reshape(ov.shape), ov)
+      and np.array_equal(lb.reshape(lv.shape), lv), "batched [B, T, H, D] == varlen with uniform cu_seqlens")
+
+# bf16 as uint16 bits: against REF on the same bf16 inputs, and the f64 reference of the rounded inputs
+qh, kh, vh = bf16_bits(q), bf16_bits(k), bf16_bits(v)
+ob16 = infllm.attention(qh, kh, vh, *lay, mode="sparse", **SMALL)
+ob16r = infllm.attention(qh, kh, vh, *lay, mode="sparse", backend="ref", **SMALL)
+check(ob16.dtype == np.uint16, "bf16 in, bf16 (uint16 bits) out")
+ref16, _ = forward_ref(bf16_float(qh), bf16_float(kh), bf16_float(vh), cu_q, cu_k,
+                       infllm.select_blocks(qh, kh, *lay, **SMALL), 32, scale)
+nv16 = bf16_float(bf16_bits(forward_ref(bf16_float(qh), bf16_float(kh), bf16_float(vh), cu_q, cu_k,
+                                        infllm.select_blocks(qh, kh, *lay, **SMALL), 32, scale, np.float32,
+                                        lambda x: bf16_float(bf16_bits(x)))[0]))
+within("bf16 sparse out", bf16_float(ob16), ref16, nv16)
+check(float(np.abs(bf16_float(ob16) - bf16_float(ob16r)).max()) <= 2 * 2**-8 * float(np.abs(ref16).max()),
+      "bf16 CPU within 2 bf16 ulps of REF's")
+
+# ------------------------------------------------------------------------------------ host backward ----
+dout = rng.standard_normal(q.shape).astype(np.float32)
+for name, sel, fn in (("sparse", idx, lambda: infllm.sparse_attention_backward(q, k, v, idx, lse_s, dout, *lay, **SMALL)),
+                      ("dense", None, lambda: infllm.dense_attention_backward(q, k, v, lse, dout, *lay))):
+    got = fn()
+    refg = backward_ref(q, k, v, dout, cu_q, cu_k, sel, 32, scale)
+    nvg = backward_ref(q, k, v, dout, cu_q, cu_k, sel, 32, scale, np.float32)
+    for gname, g, r, n in zip(("dq", "dk", "dv"), got, refg, nvg):
+        within(f"{name} backward {gname}", g, r, n)
+gb = infllm.sparse_attention_backward(qb.reshape(2, 96, Hq, D), kb.reshape(2, 200, Hkv, D), vb.reshape(2, 200, Hkv, D),
+                                      infllm.select_blocks(qb, kb, [0, 96, 192], [0, 200, 400], **SMALL), lb,
+                                      rng.standard_normal((2, 96, Hq, D)).astype(np.float32), **SMALL)
+check([x.shape for x in gb] == [(2, 96, Hq, D), (2, 200, Hkv, D), (2, 200, Hkv, D)], "batched backward shapes")
+
+# -------------------------------------------------------------------------------------- decode cache ----
+T = 300
+qc, kc, vc = inputs(T, T, Hq, Hkv, D)
+with infllm.DecodeCache(Hkv, D, T, "f32", dense_len=200, **SMALL) as cache:
+    ok = True
+    pos = 0
+    for n in (100, 57, 1, 1, 41, 1, 99):
+        cache.append(kc[pos:pos + n], vc[pos:pos + n])
+        pos += n
+        got, gl = cache.attend(qc[pos - n:pos], return_lse=True)
+        want_o, want_l = infllm.attention(qc[pos - n:pos], kc[:pos], vc[:pos], dense_len=200, return_lse=True, **SMALL)
+        ok &= np.array_equal(got, want_o) and np.array_equal(gl, want_l)
+    check(ok and len(cache) == T, "cache attends (chunks, decode steps, the dense -> sparse switch) == attention on "
+                                  "each prefix, bitwise")
+    check(cache.capacity == T and cache.memory_bytes > 2 * T * Hkv * D * 4, f"capacity, {cache.memory_bytes} bytes")
+    e = raises(lambda: cache.append(kc[:1], vc[:1]), infllm.InfllmError, "capacity", "append past the capacity")
+    check(e is not None and e.status == 7, "InfllmError.status is INFLLM_ERR_CAPACITY")
+    cache.truncate(250)
+    check(len(cache) == 250, "truncate")
+    raises(lambda: cache.append(bf16_bits(kc[:1]), bf16_bits(vc[:1])), TypeError, "f32", "cache dtype mismatch")
+    raises(lambda: cache.attend(qc[:1, :, :16]), ValueError, "expected [n", "cache head_dim mismatch")
+raises(lambda: len(cache), ValueError, "closed", "closed cache")
+raises(lambda: infllm.DecodeCache(Hkv, D, 10, "int8"), TypeError, "int8", "cache dtype name")
+
+# ------------------------------------------------------------------------------------------- errors ----
+raises(lambda: infllm.attention(q, k, v, [0, 150, 411], [0, 150, 699]), infllm.InfllmError, "total_k",
+       "cu_seqlens_k not ending at total_k (the library's message)")
+raises(lambda: infllm.attention(q.astype(np.float64), k, v), TypeError, "float64", "float64 q")
+raises(lambda: infllm.attention(q, k.astype(np.float16), v), TypeError, "one dtype", "mixed dtypes")
+raises(lambda: infllm.attention(q, k, v, [0, 411], None), ValueError, "both", "one cu_seqlens")
+raises(lambda: infllm.attention(q, k, v, mode="sparse", topk=-1), infllm.InfllmError, "topk", "topk -1")
+raises(lambda: infllm.attention(q, k, v, backend="cuda"), ValueError, "cuda backend takes CUDA", "cuda on host arrays")
+raises(lambda: infllm.attention(q, k, v, backend="gpu"), ValueError, "gpu", "unknown backend")
+raises(lambda: infllm.sparse_attention(q, k, v, idx[:, :10], *lay), ValueError, "topk_idx", "topk_idx rows")
+raises(lambda: infllm.sparse_attention_backward(q, k, v, idx, lse_s[:5], dout, *lay), ValueError, "lse",
+       "lse shape in the backward")
+raises(lambda: infllm.attention(q[:, :5], k, v), infllm.InfllmError, "multiple", "Hq not a multiple of Hkv")
+
+# ---------------------------------------------------------------------------------------------- torch ----
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is None:
+    print("SKIP: torch is not installed: the autograd and CUDA checks did not run (pip install torch)")
+    c.finish()
+
+qt, kt, vt = (torch.from_numpy(x).requires_grad_() for x in (q, k, v))
+ot = infllm.attention(qt, kt, vt, *lay, mode="sparse", **SMALL)
+check(torch.equal(ot.detach(), torch.from_numpy(out_s)), "torch CPU forward == the NumPy call bitwise")
+ot.backward(torch.from_numpy(dout))
+refg = backward_ref(q, k, v, dout, cu_q, cu_k, idx, 32, scale)
+nvg = backward_ref(q, k, v, dout, cu_q, cu_k, idx, 32, scale, np.float32)
+for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
+    within(f"torch autograd sparse {gname}", t.grad.numpy(), r, n)
+# a mixed AUTO batch: the dense and the sparse sequences run apart, their gradients land in place
+for t in (qt, kt, vt):
+    t.grad = None
+om = infllm.attention(qt, kt, vt, torch.tensor(cu_q), torch.tensor(cu_k), dense_len=170, **SMALL)
+check(torch.equal(om.detach(), torch.from_numpy(out_m)), "mixed AUTO batch forward == the one-call AUTO result")
+om.backward(torch.from_numpy(dout))
+sel_m = np.full((Hkv, cu_q[-1], 5), -1, np.int32)
+sel_m[:, :, :4] = idx
+sel_m[:, :150] = np.arange(5)[None, None, :]  # sequence 0 (150 keys, 5 blocks of 32) dense: every block
+refg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale)
+nvg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale, np.float32)
+for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
+    within(f"torch autograd mixed AUTO {gname}", t.grad.numpy(), r, n)
+ob, lb = infllm.attention(torch.from_numpy(qb).view(2, 96, Hq, D).requires_grad_(), torch.from_numpy(kb).view(2, 200, Hkv, D),
+                          torch.from_numpy(vb).view(2, 200, Hkv, D), mode="sparse", return_lse=True, **SMALL)
+check(ob.shape == (2, 96, Hq, D) and ob.requires_grad and torch.equal(ob.detach().reshape(ov.shape),
+      torch.from_numpy(ov)), "torch batched layout under autograd")
+
+if not (torch.cuda.is_available() and infllm.cuda_available()):
+    print(f"SKIP: no GPU for the CUDA checks ({infllm.cuda_device_info()})")
+    c.finish()
+
+# ----------------------------------------------------------------------------------------------- CUDA ----
+dev = torch.device("cuda")
+Hq, Hkv, D = 32, 2, 128
+cu_q, cu_k = [0, 1000, 1001, 1700], [0, 1000, 2500, 4100]
+q, k, v = inputs(cu_q[-1], cu_k[-1], Hq, Hkv, D)
+dout = rng.standard_normal(q.shape).astype(np.float32)
+scale = 1 / np.sqrt(D)
+P16 = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=4, topk=6)
+q16, k16, v16, d16 = (torch.from_numpy(x).to(dev, torch.bfloat16) for x in (q, k, v, dout))
+qf, kf, vf, df = (x.float().cpu().numpy() for x in (q16, k16, v16, d16))
+lay = (torch.tensor(cu_q, device=dev, dtype=torch.int32), torch.tensor(cu_k, device=dev, dtype=torch.int32), 1000, 1600)
+idx_g = infllm.select_blocks(q16, k16, *lay, **P16)
+idx_c = infllm.select_blocks(q16.cpu(), k16.cpu(), cu_q, cu_k, **P16)
+same = (idx_g.cpu() == idx_c).all(dim=2).float().mean().item()
+check(same >= 0.99, f"CUDA selection == CPU's on {same:.2%} of rows")
+sel = idx_g.cpu().numpy()
+
+
+def r16(x):
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.bfloat16).float().numpy()
+
+
+ref_o, _ = forward_ref(qf, kf, vf, cu_q, cu_k, sel, 64, scale)
+nv_o = r16(forward_ref(qf, kf, vf, cu_q, cu_k, sel, 64, scale, np.float32, r16)[0])
+xq, xk, xv = (t.clone().requires_grad_() for t in (q16, k16, v16))
+og = infllm.attention(xq, xk, xv, *lay, mode="sparse", **P16)
+within("CUDA bf16 sparse forward (autograd)", og.detach().float().cpu().numpy(), ref_o, nv_o)
+og.backward(d16)
+refg = backward_ref(qf, kf, vf, df, cu_q, cu_k, sel, 64, scale)
+nvg = [r16(x) for x in backward_ref(r16(qf), r16(kf), r16(vf), r16(df), cu_q, cu_k, sel, 64, scale, np.float32)]
+for gname, t, r, n in zip(("dq", "dk", "dv"), (xq, xk, xv), refg, nvg):
+    within(f"CUDA bf16 sparse backward {gname}", t.grad.float().cpu().numpy(), r, n)
+ga = infllm.sparse_attention_backward(q16, k16, v16, idx_g, infllm.sparse_attention(q16, k16, v16, idx_g, *lay, **P16)[1],
+                                      d16, *lay, **P16)
+check(all(torch.equal(a, t.grad) for a, t in zip(ga, (xq, xk, xv))), "autograd == the explicit backward call, bitwise")
+# a CUDA graph: the workspace comes from torch's allocator, the calls run on the capturing stream
+with torch.no_grad():
+    eager_o = infllm.attention(q16, k16, v16, *lay, mode="sparse", **P16)
+g = torch.cuda.CUDAGraph()
+s = torch.cuda.Stream()
+s.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(s):
+    infllm.attention(q16, k16, v16, *lay, mode="sparse", **P16)  # warm-up on the side stream
+    with torch.cuda.graph(g):
+        static_o = infllm.attention(q16, k16, v16, *lay, mode="sparse", **P16)
+torch.cuda.current_stream().wait_stream(s)
+static_o.fill_(float("nan"))
+g.replay()
+torch.cuda.synchronize()
+check(torch.equal(static_o, eager_o), "infllm.attention captured into a CUDA graph, replayed == eager bitwise")
+check(torch.equal(eager_o, og.detach()), "the pipeline (infllm_attention) == select_blocks + sparse_attention bitwise")
+# the decode cache on the GPU (dense: 4100 keys < dense_len, so no near-tie can make the selections differ)
+T = 4100
+qd, kd, vd = (torch.from_numpy(x).to(dev, torch.bfloat16) for x in inputs(T, T, Hq, Hkv, D))
+with infllm.DecodeCache(Hkv, D, T, torch.bfloat16, "cuda") as cache:
+    cache.append(kd[:T - 1], vd[:T - 1])
+    cache.append(kd[T - 1:], vd[T - 1:])
+    got = cache.attend(qd[T - 1:])
+want_o = infllm.attention(qd[T - 1:], kd, vd)
+err = (got.float() - want_o.float()).abs().max().item()
+check(err <= 2 * 2**-8 * want_o.float().abs().max().item(),
+      f"CUDA decode step within 2 bf16 ulps of attention on the prefix ({err:.3g}; another kernel sums in another order)")
+raises(lambda: infllm.attention(q16.cpu(), k16, v16), ValueError, "one device", "a host q with CUDA k / v")
+raises(lambda: infllm.attention(q16, k16, v16, backend="cpu"), ValueError, "host tensors", "cpu backend on CUDA tensors")
+raises(lambda: infllm.attention(q16.float(), k16.float(), v16.float()), infllm.InfllmError, "dtype",
+       "f32 on CUDA refused by the library")
+c.finish()
