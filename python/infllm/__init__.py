@@ -93,18 +93,26 @@ def _default_c_params():
     return p
 
 
+def _defaults():
+    c = _default_c_params()
+    d = {f: getattr(c, f) for f in _PARAM_FIELDS}
+    d["mode"] = _MODE_NAMES.get(c.mode, c.mode)
+    d["exact_lse"] = bool(c.exact_lse)
+    return d
+
+
+_DEFAULTS = _defaults()
+
+
 class Params:
     """The InfLLM-V2 parameters (infllm_params), MiniCPM4.1's by default: blocks of 64, c1 windows of 32 with
     stride 16 (c2: 128 / 64), 1 init block, 32 local blocks, topk 64 (96 blocks a query in all), dense below
     8192 keys, the c2 LSE approximation (exact_lse False), softmax_scale 0 = 1 / sqrt(D), mode "auto", all
-    CPU threads (num_threads 0). Fields are plain attributes; `replace(**kw)` returns a changed copy."""
+    CPU threads (num_threads 0). Fields are plain attributes, checked when set; `replace(**kw)` returns a
+    changed copy."""
 
     def __init__(self, **kw):
-        c = _default_c_params()
-        for f in _PARAM_FIELDS:
-            object.__setattr__(self, f, getattr(c, f))
-        object.__setattr__(self, "mode", _MODE_NAMES.get(c.mode, c.mode))
-        object.__setattr__(self, "exact_lse", bool(c.exact_lse))
+        self.__dict__.update(_DEFAULTS)
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -129,10 +137,12 @@ class Params:
             v = int(v)
             if not -2**31 <= v < 2**31:
                 raise ValueError(f"infllm.Params.{k} = {v} is outside the int32 range")
-        object.__setattr__(self, k, v)
+        self.__dict__[k] = v
+        self.__dict__.pop("_cc", None)  # the C struct made from the old values
 
     def replace(self, **kw):
-        p = Params(**{f: getattr(self, f) for f in _PARAM_FIELDS})
+        p = object.__new__(Params)
+        p.__dict__.update({f: self.__dict__[f] for f in _PARAM_FIELDS})
         for k, v in kw.items():
             setattr(p, k, v)
         return p
@@ -148,31 +158,49 @@ class Params:
         return int(_lib.infllm_params_topk_total(C.byref(self._c(BACKEND_CPU))))
 
     def _c(self, backend, stream=None):
-        c = _capi.ParamsC()
-        for f in _PARAM_FIELDS:
-            if f != "mode":
-                setattr(c, f, getattr(self, f))
-        c.mode = _capi.MODES[self.mode]
-        c.exact_lse = int(self.exact_lse)
+        """a fresh infllm_params (the call fills its workspace) from a struct made once per set of values"""
+        cc = self.__dict__.get("_cc")
+        if cc is None:
+            cc = _capi.ParamsC()
+            for f in _PARAM_FIELDS:
+                if f != "mode":
+                    setattr(cc, f, getattr(self, f))
+            cc.mode = _capi.MODES[self.mode]
+            cc.exact_lse = int(self.exact_lse)
+            self.__dict__["_cc"] = cc
+        c = _capi.ParamsC.from_buffer_copy(cc)
         c.backend = backend
         c.cuda_stream = stream
         return c
 
 
+_DEFAULT_PARAMS = Params()  # what a call without params= or overrides runs with (never handed out)
+
+
 def _params(params, overrides):
     if params is not None and not isinstance(params, Params):
         raise TypeError(f"params must be an infllm.Params, not {type(params).__name__}")
-    p = params if params is not None else Params()
+    p = params if params is not None else _DEFAULT_PARAMS
     return p.replace(**overrides) if overrides else p
 
 
 # ------------------------------------------------------------------------------------------- arrays ----
+_T = None  # the torch module, once the caller has imported it (the package never imports it itself)
+_TORCH_CODES = None
+
+
 def _torch():
-    return sys.modules.get("torch")
+    global _T, _TORCH_CODES
+    if _T is None:
+        _T = sys.modules.get("torch")
+        if _T is not None:
+            _TORCH_CODES = {_T.float32: _capi.DTYPE_F32, _T.float16: _capi.DTYPE_F16, _T.bfloat16: _capi.DTYPE_BF16,
+                            _T.int32: "i32"}
+    return _T
 
 
 def _is_torch(x):
-    t = _torch()
+    t = _T or _torch()
     return t is not None and isinstance(x, t.Tensor)
 
 
@@ -182,12 +210,9 @@ class _Arr:
 
     def __init__(self, x, name, kinds):
         if _is_torch(x):
-            t = _torch()
-            codes = {t.float32: _capi.DTYPE_F32, t.float16: _capi.DTYPE_F16, t.bfloat16: _capi.DTYPE_BF16,
-                     t.int32: "i32"}
             if x.device.type not in ("cpu", "cuda"):
                 raise ValueError(f"{name}: tensors on {x.device} are not supported (cpu or cuda)")
-            code = codes.get(x.dtype)
+            code = _TORCH_CODES.get(x.dtype)
             self.obj, self.torch, self.cuda = x.detach().contiguous(), True, x.device.type == "cuda"
         else:
             np = _numpy()
@@ -359,8 +384,8 @@ class _Call:
             self.p.workspace, self.p.workspace_bytes = ws.data_ptr(), n.value
 
     def run(self, fn, *args):
-        if self.cuda:
-            with _torch().cuda.device(self.device):
+        if self.cuda and _T.cuda.current_device() != self.device.index:  # the library runs on the current device
+            with _T.cuda.device(self.device):
                 _check(fn(C.byref(self.p), C.byref(self.l), *args), fn.__name__)
         else:
             _check(fn(C.byref(self.p), C.byref(self.l), *args), fn.__name__)
@@ -537,7 +562,7 @@ class DecodeCache:
     def __init__(self, num_kv_heads, head_dim, capacity, dtype="bf16", device="cpu", *, params=None,
                  **overrides):
         self._c = None
-        self.params = _params(params, overrides)
+        self.params = _params(params, overrides).replace()  # the cache's own copy
         key = str(dtype).replace("torch.", "")
         if key not in _DTYPE_NAMES:
             raise TypeError(f"DecodeCache dtype {dtype!r}: expected f32, f16 or bf16")
@@ -548,9 +573,9 @@ class DecodeCache:
         self.cuda = device.startswith("cuda")
         stream = None
         if self.cuda:
+            if _torch() is None:
+                import torch  # noqa: F401 (the CUDA cache's tensors are torch tensors)
             t = _torch()
-            if t is None:
-                import torch as t  # noqa: F811 (the CUDA cache's tensors are torch tensors)
             self.device = t.device(device if ":" in device else f"cuda:{t.cuda.current_device()}")
             stream = t.cuda.current_stream(self.device).cuda_stream
         self.num_kv_heads, self.head_dim = int(num_kv_heads), int(head_dim)
@@ -561,8 +586,8 @@ class DecodeCache:
         self._c = h.value
 
     def _run(self, call, what):
-        if self.cuda:
-            with _torch().cuda.device(self.device):
+        if self.cuda and _T.cuda.current_device() != self.device.index:
+            with _T.cuda.device(self.device):
                 _check(call(), what)
         else:
             _check(call(), what)
