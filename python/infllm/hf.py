@@ -1,0 +1,116 @@
+"""InfLLM-V2 attention inside Hugging Face transformers models (Llama, Qwen2 / Qwen3, Mistral, ... : the models
+that take `attn_implementation`).
+
+    import infllm.hf
+    infllm.hf.register()                                       # attn_implementation="infllm"
+    model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="infllm", dtype=torch.bfloat16)
+    infllm.hf.configure(model, topk=64, dense_len=8192)       # the InfLLM-V2 parameters (MiniCPM4.1's by default)
+
+Each attention layer then runs infllm.attention: dense below dense_len keys, sparse above, on the CPU or the GPU
+where the model is, differentiable for training (the selection held fixed, as InfLLM-V2 trains). Batches may be
+padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
+restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain. The model's own
+softmax scale is used. Not supported (ValueError): attention dropout in training, soft-capping, sliding windows,
+masks other than padding. Generation works with the model's KV cache; each step recompresses the cached keys
+(the stateless call), so long generations are better served by infllm.DecodeCache or the `infllm run` runtime.
+"""
+import torch
+
+from . import Params, attention
+
+NAME = "infllm"
+
+
+def configure(model, params=None, **overrides):
+    """Sets the InfLLM-V2 parameters the model's infllm attention layers use (stored on model.config)."""
+    p = params if params is not None else Params()
+    if not isinstance(p, Params):
+        raise TypeError(f"params must be an infllm.Params, not {type(p).__name__}")
+    model.config.infllm_params = p.replace(**overrides)
+    return model.config.infllm_params
+
+
+def _params_of(module):
+    cfg = getattr(module, "config", None)
+    p = getattr(cfg, "infllm_params", None)
+    return p if isinstance(p, Params) else Params()
+
+
+def _runs(mask, tk):
+    """[(start, end)] of each row's one contiguous run of ones in a [B, Tk] padding mask"""
+    m = mask.to(torch.bool)
+    n = m.sum(dim=1)
+    first = torch.where(n > 0, m.float().argmax(dim=1), torch.zeros_like(n))
+    pos = torch.arange(tk, device=m.device)[None, :]
+    inside = (pos >= first[:, None]) & (pos < (first + n)[:, None])
+    if not torch.equal(inside, m):
+        raise ValueError("infllm attention: a padding mask row whose tokens are not one contiguous run")
+    return [(int(a), int(a) + int(b)) for a, b in zip(first.tolist(), n.tolist())]
+
+
+def infllm_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention-function signature: query [B, Hq, Tq, D], key / value [B, Hkv, Tk, D] (after RoPE
+    and the KV cache), attention_mask None or a [B, Tk] padding mask (the mask function registered with it);
+    returns ([B, Tq, Hq, D], None)"""
+    if dropout and module.training:
+        raise ValueError("infllm attention: attention dropout is not supported (set attention_dropout 0)")
+    for k in ("softcap", "sliding_window", "s_aux"):
+        if kwargs.get(k) is not None:
+            raise ValueError(f"infllm attention: {k} is not supported")
+    p = _params_of(module)
+    if scaling is not None:
+        p = p.replace(softmax_scale=float(scaling))
+    B, Hq, Tq, D = query.shape
+    Tk = key.shape[2]
+    q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # [B, T, H, D]
+    cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
+    if attention_mask is not None and attention_mask.dim() != 2:
+        raise ValueError(f"infllm attention: a {attention_mask.dim()}-d attention mask (register() installs the "
+                         "padding-mask function this attention takes; other masks are not supported)")
+    if cu_q is None and attention_mask is None and B == 1 and Tq == Tk and kwargs.get("position_ids") is not None:
+        pos = kwargs["position_ids"].reshape(-1)
+        starts = torch.nonzero(pos == 0).reshape(-1).tolist()
+        if len(starts) > 1 or (starts and starts[0] != 0):
+            if not starts or starts[0] != 0:
+                raise ValueError("infllm attention: packed position_ids must start at 0")
+            cu_q = cu_k = starts + [Tq]
+    if cu_q is not None:  # packed sequences in one row
+        if B != 1:
+            raise ValueError("infllm attention: packed sequences (cu_seq_lens / position_ids) need batch size 1")
+        cu_q = [int(x) for x in (cu_q.tolist() if torch.is_tensor(cu_q) else cu_q)]
+        cu_k = [int(x) for x in (cu_k.tolist() if torch.is_tensor(cu_k) else cu_k)]
+        out = attention(q[0], k[0], v[0], cu_q, cu_k, params=p)
+        return out.unsqueeze(0), None
+    if attention_mask is None:
+        return attention(q, k, v, params=p), None
+    # padded rows: each row's run of keys [s, e), its queries those at key positions Tk - Tq + i inside the run
+    # (bottom-right aligned: the last is at e - 1 when the run reaches the queries); rows without a query drop out
+    runs = _runs(attention_mask[:, -Tk:], Tk)
+    off = Tk - Tq
+    rows_q, rows_k, cq, ck = [], [], [0], [0]
+    for b, (s, e) in enumerate(runs):
+        q0, q1 = max(s, off) - off, e - off
+        if q1 <= q0:
+            continue
+        rows_q.append(torch.arange(b * Tq + q0, b * Tq + q1))
+        rows_k.append(torch.arange(b * Tk + s, b * Tk + e))
+        cq.append(cq[-1] + q1 - q0)
+        ck.append(ck[-1] + e - s)
+    qf, kf, vf = q.reshape(B * Tq, Hq, D), k.reshape(B * Tk, -1, D), v.reshape(B * Tk, -1, D)
+    out = qf.new_zeros(B * Tq, Hq, D)  # padding queries: 0
+    if rows_q:
+        iq = torch.cat(rows_q).to(query.device)
+        ik = torch.cat(rows_k).to(query.device)
+        o = attention(qf.index_select(0, iq), kf.index_select(0, ik), vf.index_select(0, ik), cq, ck, params=p)
+        out = out.index_copy(0, iq, o)
+    return out.reshape(B, Tq, Hq, D), None
+
+
+def register(name=NAME):
+    """Adds the attention function and its mask function (padding masks as 2-D [B, Tk], as flash-attention's)
+    to transformers under `name`, so that models load with attn_implementation=name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+    AttentionInterface.register(name, infllm_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, flash_attention_mask)
+    return name

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""python/infllm/hf.py: InfLLM-V2 attention as a transformers attention implementation, on a tiny random
+Llama (float32, CPU; and bf16 on a GPU where there is one). Dense mode against transformers' eager attention:
+logits of a plain batch, a left-padded batch (valid positions) and packed sequences (position_ids restarting at
+0, against each sequence alone), the parameters' gradients, greedy generation with the KV cache token for token.
+The tolerance is derived, not guessed: 2x how far transformers' sdpa attention (another float32 implementation of
+the same function) lands from eager on the same inputs, + 4 f32 unit roundoffs of the largest value. Sparse mode:
+all blocks selected == dense within that tolerance; few blocks differ from dense, train (finite gradients) and
+generate. Errors: a padding mask that is not one run a row, attention dropout in training.
+
+Needs numpy, torch and transformers: without torch / transformers it prints SKIP (exit 0; CI has neither).
+argv[1] is the infllm binary; the library is libinfllm.so beside it.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_counter import Counter  # noqa: E402
+
+if os.environ.get("INFLLM_BINDING_SKIP"):
+    print(f"SKIP: {os.environ['INFLLM_BINDING_SKIP']}")
+    print("0 passed, 0 failed, 1 skipped")
+    sys.exit(77)
+try:
+    import torch
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM
+except ImportError as e:
+    print(f"SKIP: {e.name} is not installed: the transformers integration was not tested (pip install torch transformers)")
+    print("py_binding_hf: 0 passed, 0 failed, 1 skipped")
+    sys.exit(0)
+
+os.environ["INFLLM_LIB"] = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "libinfllm.so")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
+import infllm  # noqa: E402
+import infllm.hf  # noqa: E402
+
+c = Counter("py_binding_hf")
+check = c.check
+U32 = 2.0 ** -24
+infllm.hf.register()
+print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+SPARSE = dict(mode="sparse", block_size=16, kernel_size=16, kernel_stride=8, init_blocks=1, local_blocks=1)
+
+
+def models(dtype=torch.float32, device="cpu"):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=101, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
+               num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, rope_theta=10000.0)
+    out = {}
+    for impl in ("eager", "sdpa", "infllm"):
+        m = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation=impl)).to(device=device, dtype=dtype)
+        if out:
+            m.load_state_dict(out["eager"].state_dict())
+        out[impl] = m.eval()
+    infllm.hf.configure(out["infllm"], mode="dense")
+    return out
+
+
+def close(name, got, ref, naive, where=None):
+    """|got - ref| <= 2 |naive - ref| + 4 u max|ref| (on the positions `where` selects)"""
+    g, r, n = (x.double() for x in (got, ref, naive))
+    if where is not None:
+        g, r, n = g[where], r[where], n[where]
+    err, nerr = (g - r).abs().max().item(), (n - r).abs().max().item()
+    b = 2 * nerr + 4 * U32 * r.abs().max().item()
+    check(err <= b, f"{name}: |infllm - eager| {err:.3g} <= {b:.3g} (sdpa's {nerr:.3g})")
+
+
+M = models()
+gen = torch.Generator().manual_seed(1)
+ids = torch.randint(0, 101, (2, 150), generator=gen)
+
+
+def logits(impl, **kw):
+    with torch.no_grad():
+        return M[impl](input_ids=ids, **kw).logits
+
+
+le, ls, li = logits("eager"), logits("sdpa"), logits("infllm")
+close("dense logits, plain batch", li, le, ls)
+mask = torch.ones_like(ids)
+mask[1, :37] = 0  # row 1 left-padded
+le, ls, li = logits("eager", attention_mask=mask), logits("sdpa", attention_mask=mask), logits("infllm", attention_mask=mask)
+close("dense logits, left-padded batch (valid positions)", li, le, ls, mask.bool())
+check(li[1, :37].abs().max().item() >= 0, "padding positions computed (their attention is 0, not garbage)")
+# packed: three sequences in one row, position_ids restarting at 0, against each alone
+lens = [60, 1, 89]
+pos = torch.cat([torch.arange(n) for n in lens])[None, :]
+packed = torch.cat([ids[0, :60], ids[1, :1], ids[1, 1:90]])[None, :]
+with torch.no_grad():
+    lp = M["infllm"](input_ids=packed, position_ids=pos).logits[0]
+    alone = torch.cat([M["eager"](input_ids=s[None, :]).logits[0] for s in packed[0].split(lens)])
+    alone_s = torch.cat([M["sdpa"](input_ids=s[None, :]).logits[0] for s in packed[0].split(lens)])
+close("dense logits, packed sequences (position_ids) vs each alone", lp, alone, alone_s)
+# gradients of every parameter
+grads = {}
+for impl in ("eager", "sdpa", "infllm"):
+    M[impl].zero_grad()
+    out = M[impl](input_ids=ids, labels=ids)
+    out.loss.backward()
+    grads[impl] = torch.cat([p.grad.reshape(-1) for p in M[impl].parameters()])
+close("dense gradients of all parameters", grads["infllm"], grads["eager"], grads["sdpa"])
+# greedy generation with the KV cache: the same tokens
+prompt = ids[:1, :40]
+with torch.no_grad():
+    ge = M["eager"].generate(prompt, max_new_tokens=12, do_sample=False)
+    gi = M["infllm"].generate(prompt, max_new_tokens=12, do_sample=False)
+check(torch.equal(ge, gi), f"greedy generation with the KV cache == eager's ({gi[0, 40:].tolist()})")
+
+# sparse
+infllm.hf.configure(M["infllm"], topk=1000, **SPARSE)
+le, ls, li = logits("eager"), logits("sdpa"), logits("infllm")
+close("sparse with every block selected == dense", li, le, ls)
+infllm.hf.configure(M["infllm"], topk=2, **SPARSE)  # 3 blocks a query (topk 2 + 1 local) of up to 10
+lsp = logits("infllm")
+d = (lsp - le).abs().max().item()
+check(d > 1e-3, f"sparse with 3 of 10 blocks differs from dense ({d:.3g})")
+check(torch.equal(lsp[:, :48], li[:, :48]), "the first 3 blocks' tokens (all their blocks selected) unchanged")
+M["infllm"].zero_grad()
+M["infllm"].train()
+loss = M["infllm"](input_ids=ids, labels=ids).loss
+loss.backward()
+g = torch.cat([p.grad.reshape(-1) for p in M["infllm"].parameters()])
+check(torch.isfinite(g).all().item() and g.abs().max().item() > 0, f"sparse training step: finite gradients, loss {loss.item():.4f}")
+M["infllm"].eval()
+with torch.no_grad():
+    gs = M["infllm"].generate(prompt, max_new_tokens=12, do_sample=False)
+check(gs.shape == (1, 52), "sparse generation runs")
+
+# errors
+q = torch.randn(1, 8, 5, 16)
+kv = torch.randn(1, 2, 5, 16)
+try:
+    infllm.hf.infllm_attention_forward(M["infllm"].model.layers[0].self_attn, q, kv, kv, torch.tensor([[1, 0, 1, 1, 1]]))
+    check(False, "a mask with a hole: refused")
+except ValueError as e:
+    check("contiguous" in str(e), f"a mask with a hole refused ({e})")
+att = M["infllm"].model.layers[0].self_attn
+att.train()
+try:
+    infllm.hf.infllm_attention_forward(att, q, kv, kv, None, dropout=0.1)
+    check(False, "attention dropout in training: refused")
+except ValueError as e:
+    check("dropout" in str(e), f"attention dropout in training refused ({e})")
+att.eval()
+
+if torch.cuda.is_available() and infllm.cuda_available():
+    M = models(torch.bfloat16, "cuda")
+    ids = ids.cuda()
+    le, ls, li = logits("eager"), logits("sdpa"), logits("infllm")
+    close("CUDA bf16 dense logits", li, le, ls)
+    infllm.hf.configure(M["infllm"], topk=1000, **SPARSE)
+    close("CUDA bf16 sparse, every block selected", logits("infllm"), le, ls)
+else:
+    print(f"SKIP: no GPU for the CUDA part ({infllm.cuda_device_info()})")
+c.finish()
