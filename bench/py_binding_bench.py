@@ -7,6 +7,7 @@ current stream, timed two ways:
   gpu us   CUDA events around N back-to-back calls (the stream's time per call)
   host us  time.perf_counter around the same N calls without a sync (what a call costs the CPU; when it is
            above the GPU's time, the GPU waits for Python)
+Each is timed twice in turn with the other (package, direct, package, direct) and the better kept.
 Cases (bf16, 32 query heads / 2 KV heads, d 128, MiniCPM4.1 parameters): the sparse pipeline
 infllm.attention at 32K and 128K tokens, one query against 128K keys (infllm.attention, stateless), a decode
 step DecodeCache.attend on a 128K cache, and the differentiable forward + backward at 32K.
@@ -81,24 +82,31 @@ def direct_attention(q, k, v):
     return call
 
 
+def pair(pkg, direct, reps):
+    """both timed in turn, twice, the better of each kept (the machine drifts; neither goes first always)"""
+    runs = [timed(f, reps) for _ in range(2) for f in ((pkg, direct) if direct else (pkg,))]
+    if not direct:
+        return min(runs), None
+    return min(runs[0::2]), min(runs[1::2])
+
+
 rows = []
 for T in (32768, 131072):
     q, k, v = randn(T, HQ, D), randn(T, HKV, D), randn(T, HKV, D)
     reps = max(3, a.reps // (4 if T > 65536 else 1))
-    rows.append((f"attention, {T // 1024}K tokens", timed(lambda: infllm.attention(q, k, v), reps),
-                 timed(direct_attention(q, k, v), reps)))
+    rows.append((f"attention, {T // 1024}K tokens",) + pair(lambda: infllm.attention(q, k, v), direct_attention(q, k, v), reps))
 K = 131072
 k, v = randn(K, HKV, D), randn(K, HKV, D)
 q1 = randn(1, HQ, D)
-rows.append(("attention, 1 query x 128K keys", timed(lambda: infllm.attention(q1, k, v), a.reps * 10),
-             timed(direct_attention(q1, k, v), a.reps * 10)))
+rows.append(("attention, 1 query x 128K keys",) + pair(lambda: infllm.attention(q1, k, v), direct_attention(q1, k, v),
+                                                       a.reps * 10))
 cache = infllm.DecodeCache(HKV, D, K, "bf16", "cuda")
 cache.append(k, v)
-rows.append(("DecodeCache.attend, 128K cache", timed(lambda: cache.attend(q1), a.reps * 10), None))
+rows.append(("DecodeCache.attend, 128K cache",) + pair(lambda: cache.attend(q1), None, a.reps * 10))
 T = 32768
 q, k, v = (randn(T, h, D).requires_grad_() for h in (HQ, HKV, HKV))
 dout = randn(T, HQ, D)
-rows.append(("attention forward + backward, 32K", timed(lambda: infllm.attention(q, k, v).backward(dout), a.reps), None))
+rows.append(("attention forward + backward, 32K",) + pair(lambda: infllm.attention(q, k, v).backward(dout), None, a.reps))
 
 print(f"# {torch.cuda.get_device_name()}, library {infllm.build_commit()}, torch {torch.__version__}")
 if a.format == "csv":

@@ -43,10 +43,10 @@ print(f"transformers {transformers.__version__}, torch {torch.__version__}")
 SPARSE = dict(mode="sparse", block_size=16, kernel_size=16, kernel_stride=8, init_blocks=1, local_blocks=1)
 
 
-def models(dtype=torch.float32, device="cpu"):
+def models(dtype=torch.float32, device="cpu", head_dim=16):
     torch.manual_seed(0)
     cfg = dict(vocab_size=101, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=8,
-               num_key_value_heads=2, head_dim=16, max_position_embeddings=1024, rope_theta=10000.0)
+               num_key_value_heads=2, head_dim=head_dim, max_position_embeddings=1024, rope_theta=10000.0)
     out = {}
     for impl in ("eager", "sdpa", "infllm"):
         m = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation=impl)).to(device=device, dtype=dtype)
@@ -146,7 +146,7 @@ except ValueError as e:
 att.eval()
 
 if torch.cuda.is_available() and infllm.cuda_available():
-    M = models(torch.bfloat16, "cuda")
+    M = models(torch.bfloat16, "cuda", head_dim=64)  # the CUDA backend takes head_dim 64 / 128
     ids = ids.cuda()
     le, ls, li = logits("eager"), logits("sdpa"), logits("infllm")
     close("CUDA bf16 dense logits", li, le, ls)

@@ -204,22 +204,28 @@ def _is_torch(x):
     return t is not None and isinstance(x, t.Tensor)
 
 
+_NUMPY_CODES = None
+
+
 class _Arr:
     """one tensor argument: the object kept alive for the call, its pointer, dtype code and device"""
     __slots__ = ("obj", "torch", "cuda", "dtype", "shape", "ptr")
 
     def __init__(self, x, name, kinds):
+        global _NUMPY_CODES
         if _is_torch(x):
-            if x.device.type not in ("cpu", "cuda"):
+            cuda = x.is_cuda
+            if not cuda and x.device.type != "cpu":
                 raise ValueError(f"{name}: tensors on {x.device} are not supported (cpu or cuda)")
             code = _TORCH_CODES.get(x.dtype)
-            self.obj, self.torch, self.cuda = x.detach().contiguous(), True, x.device.type == "cuda"
+            self.obj, self.torch, self.cuda = x if x.is_contiguous() else x.contiguous(), True, cuda
         else:
             np = _numpy()
             x = np.ascontiguousarray(x)
-            codes = {np.dtype(np.float32): _capi.DTYPE_F32, np.dtype(np.float16): _capi.DTYPE_F16,
-                     np.dtype(np.uint16): _capi.DTYPE_BF16, np.dtype(np.int32): "i32"}
-            code = codes.get(x.dtype)
+            if _NUMPY_CODES is None:
+                _NUMPY_CODES = {np.dtype(np.float32): _capi.DTYPE_F32, np.dtype(np.float16): _capi.DTYPE_F16,
+                                np.dtype(np.uint16): _capi.DTYPE_BF16, np.dtype(np.int32): "i32"}
+            code = _NUMPY_CODES.get(x.dtype)
             self.obj, self.torch, self.cuda = x, False, False
         if code is None or code not in kinds:
             want = {("i32",): "int32", (_capi.DTYPE_F32,): "float32"}.get(
@@ -231,6 +237,16 @@ class _Arr:
 
     def device(self):
         return self.obj.device if self.torch else "cpu"
+
+    def where(self):
+        """(kind, device index) for comparing arguments' places"""
+        return (self.torch, self.obj.get_device()) if self.torch else (False, -1)
+
+
+def _stream(device):
+    """the raw cudaStream_t of torch's current stream on device (torch's private fast accessor where it has one)"""
+    raw = getattr(_T._C, "_cuda_getCurrentRawStream", None)
+    return raw(device.index) if raw is not None else _T.cuda.current_stream(device).cuda_stream
 
 
 _FLOAT = (_capi.DTYPE_F32, _capi.DTYPE_F16, _capi.DTYPE_BF16)
@@ -271,7 +287,7 @@ class _Call:
         if len({a.dtype for a in arrs}) != 1:
             raise TypeError("q, k and v must have one dtype, got "
                             + ", ".join(str(a.obj.dtype) for a in arrs))
-        if len({(a.torch, str(a.device())) for a in arrs}) != 1:
+        if len({a.where() for a in arrs}) != 1:
             raise ValueError("q, k and v must be the same kind of array on one device, got "
                              + ", ".join(f"{type(a.obj).__name__} on {a.device()}" for a in arrs))
         self.cuda = self.q.cuda
@@ -310,9 +326,8 @@ class _Call:
         self._lengths(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, need_host_lengths)
         stream = None
         if self.cuda:
-            t = _torch()
             self.device = self.q.obj.device
-            stream = t.cuda.current_stream(self.device).cuda_stream
+            stream = _stream(self.device)
         self.p = params._c(self.backend, stream)
         self.l = _capi.LayoutC(dtype=self.q.dtype, num_seqs=self.num_seqs, cu_seqlens_q=_ptr(self.cu_q),
                                cu_seqlens_k=_ptr(self.cu_k), total_q=self.total_q, total_k=self.total_k,
@@ -562,6 +577,7 @@ class DecodeCache:
     def __init__(self, num_kv_heads, head_dim, capacity, dtype="bf16", device="cpu", *, params=None,
                  **overrides):
         self._c = None
+        self._ws_sizes = {}
         self.params = _params(params, overrides).replace()  # the cache's own copy
         key = str(dtype).replace("torch.", "")
         if key not in _DTYPE_NAMES:
@@ -577,7 +593,7 @@ class DecodeCache:
                 import torch  # noqa: F401 (the CUDA cache's tensors are torch tensors)
             t = _torch()
             self.device = t.device(device if ":" in device else f"cuda:{t.cuda.current_device()}")
-            stream = t.cuda.current_stream(self.device).cuda_stream
+            stream = _stream(self.device)
         self.num_kv_heads, self.head_dim = int(num_kv_heads), int(head_dim)
         p = self.params._c(BACKEND_CUDA if self.cuda else BACKEND_CPU, stream)
         h = C.c_void_p()
@@ -619,18 +635,22 @@ class DecodeCache:
         p = _params(params if params is not None else self.params, overrides)
         qa = self._arg(q, "q", None)
         n, hq = qa.shape[0], qa.shape[1]
-        pc = p._c(BACKEND_CUDA if self.cuda else BACKEND_CPU,
-                  _torch().cuda.current_stream(self.device).cuda_stream if self.cuda else None)
+        pc = p._c(BACKEND_CUDA if self.cuda else BACKEND_CPU, _stream(self.device) if self.cuda else None)
         out = _empty(qa, qa.shape, self.dtype)
         lse = _empty(qa, (n, hq), _capi.DTYPE_F32) if return_lse else None
         keep = None
         if self.cuda:
-            nb = C.c_size_t()
-            self._run(lambda: _lib.infllm_cache_workspace_size(h, C.byref(pc), n, hq, C.byref(nb)),
-                      "infllm_cache_workspace_size")
-            if nb.value:
-                keep = _torch().empty(nb.value, dtype=_torch().uint8, device=self.device)
-                pc.workspace, pc.workspace_bytes = keep.data_ptr(), nb.value
+            # the size depends on (n, Hq, the parameters) only: kept for the last parameter struct seen
+            cc = p.__dict__["_cc"]
+            hit = self._ws_sizes.get((n, hq))
+            if hit is None or hit[0] is not cc:
+                nb = C.c_size_t()
+                self._run(lambda: _lib.infllm_cache_workspace_size(h, C.byref(pc), n, hq, C.byref(nb)),
+                          "infllm_cache_workspace_size")
+                hit = self._ws_sizes[(n, hq)] = (cc, nb.value)
+            if hit[1]:
+                keep = _T.empty(hit[1], dtype=_T.uint8, device=self.device)
+                pc.workspace, pc.workspace_bytes = keep.data_ptr(), hit[1]
         self._run(lambda: _lib.infllm_cache_attend(h, C.byref(pc), qa.ptr, n, hq, _ptr(out), _ptr(lse)),
                   "infllm_cache_attend")
         del keep  # torch's allocator orders the reuse after the attend on this stream
