@@ -37,3 +37,15 @@ class Counter:
     def finish(self):
         print(f"{self.name}: {self.passed} passed, {self.failed} failed")
         sys.exit(1 if self.failed else 0)
+
+
+def binding_setup(argv1):
+    """For the tests of the Python package (python/infllm): where INFLLM_BINDING_SKIP says why it cannot run, SKIP
+    with exit 77 (ctest's skip code for them); else point the package at the libinfllm.so beside the infllm binary
+    argv1 and put python/ on the import path."""
+    if os.environ.get("INFLLM_BINDING_SKIP"):
+        print(f"SKIP: {os.environ['INFLLM_BINDING_SKIP']}")
+        print("0 passed, 0 failed, 1 skipped")
+        sys.exit(77)
+    os.environ["INFLLM_LIB"] = os.path.join(os.path.dirname(os.path.abspath(argv1)), "libinfllm.so")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))

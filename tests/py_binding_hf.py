@@ -15,12 +15,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_counter import Counter  # noqa: E402
+from check_counter import Counter, binding_setup  # noqa: E402
 
-if os.environ.get("INFLLM_BINDING_SKIP"):
-    print(f"SKIP: {os.environ['INFLLM_BINDING_SKIP']}")
-    print("0 passed, 0 failed, 1 skipped")
-    sys.exit(77)
+binding_setup(sys.argv[1])
 try:
     import torch
     import transformers
@@ -30,8 +27,6 @@ except ImportError as e:
     print("py_binding_hf: 0 passed, 0 failed, 1 skipped")
     sys.exit(0)
 
-os.environ["INFLLM_LIB"] = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "libinfllm.so")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))
 import infllm  # noqa: E402
 import infllm.hf  # noqa: E402
 

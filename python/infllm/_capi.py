@@ -1,6 +1,7 @@
 """ctypes declarations of include/infllm.h (structs, enums, the entry points the package calls) and the
-loading of libinfllm.so. Keep in step with the header: tests/py_binding.py checks the struct sizes and the
-defaults against the library."""
+loading of libinfllm.so. Keep in step with the header: tests/py_binding.py checks the structs' sizes and field
+offsets against the C compiler's layout of include/infllm.h, and the defaults against the library. No package
+imports here: bench/infllm_ctypes.py loads this file on its own."""
 import ctypes as C
 import ctypes.util
 import os
