@@ -339,6 +339,17 @@ refg = backward_ref(q, k, v, dout, cu_q, cu_k, idx, 32, scale)
 nvg = backward_ref(q, k, v, dout, cu_q, cu_k, idx, 32, scale, np.float32)
 for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
     within(f"torch autograd sparse {gname}", t.grad.numpy(), r, n)
+# sparse_attention / dense_attention are differentiable too (a NumPy selection taken as a tensor)
+for name, fwd, bwd in (("sparse_attention", lambda *x: infllm.sparse_attention(*x, idx, *lay, **SMALL),
+                        lambda *x: infllm.sparse_attention_backward(*x, idx, lse_s, dout, *lay, **SMALL)),
+                       ("dense_attention", lambda *x: infllm.dense_attention(*x, *lay),
+                        lambda *x: infllm.dense_attention_backward(*x, lse, dout, *lay))):
+    xs = [torch.from_numpy(x).requires_grad_() for x in (q, k, v)]
+    o, l_ = fwd(*xs)
+    o.backward(torch.from_numpy(dout))
+    want = bwd(q, k, v)
+    check(not l_.requires_grad and all(np.array_equal(x.grad.numpy(), w) for x, w in zip(xs, want)),
+          f"{name} under autograd: gradients == the explicit backward bitwise, lse not differentiable")
 # a mixed AUTO batch: the dense and the sparse sequences run apart, their gradients land in place
 for t in (qt, kt, vt):
     t.grad = None
@@ -412,6 +423,11 @@ g.replay()
 torch.cuda.synchronize()
 check(torch.equal(static_o, eager_o), "infllm.attention captured into a CUDA graph, replayed == eager bitwise")
 check(torch.equal(eager_o, og.detach()), "the pipeline (infllm_attention) == select_blocks + sparse_attention bitwise")
+with torch.no_grad():
+    o_mix = infllm.attention(q16, k16, v16, cu_q, lay[1], mode="sparse", **P16)
+    o_host = infllm.attention(q16, k16, v16, cu_q, cu_k, mode="sparse", **P16)
+check(torch.equal(o_mix, eager_o) and torch.equal(o_host, eager_o),
+      "cu_seqlens as host lists, or one list and one CUDA tensor without the maxima: the same result")
 # the decode cache on the GPU (dense: 4100 keys < dense_len, so no near-tie can make the selections differ)
 T = 4100
 qd, kd, vd = (torch.from_numpy(x).to(dev, torch.bfloat16) for x in inputs(T, T, Hq, Hkv, D))

@@ -228,7 +228,8 @@ class _Arr:
             code = _NUMPY_CODES.get(x.dtype)
             self.obj, self.torch, self.cuda = x, False, False
         if code is None or code not in kinds:
-            want = {("i32",): "int32", (_capi.DTYPE_F32,): "float32"}.get(
+            want = {("i32",): "int32", (_capi.DTYPE_F32,): "float32", (_capi.DTYPE_F16,): "float16, as q",
+                    (_capi.DTYPE_BF16,): "bfloat16 (NumPy: uint16 bits), as q"}.get(
                 tuple(kinds), "float32, float16 or bfloat16 (NumPy: uint16 holding bf16 bits)")
             raise TypeError(f"{name}: dtype {x.dtype} is not supported (expected {want})")
         self.dtype = code
@@ -258,7 +259,7 @@ def _numpy():
 
 
 def _empty(like, shape, dtype):
-    """an output of dtype (a code, "f32lse" for float32, "i32") on like's device and kind"""
+    """an output of dtype (a storage dtype code, or "i32") on like's device and kind"""
     if like.torch:
         t = _torch()
         td = {_capi.DTYPE_F32: t.float32, _capi.DTYPE_F16: t.float16, _capi.DTYPE_BF16: t.bfloat16,
@@ -347,13 +348,11 @@ class _Call:
             self.max_q = max_q if max_q is not None else self.total_q
             self.max_k = max_k if max_k is not None else self.total_k
             return
-        dev_given = _is_torch(cu_q) and cu_q.is_cuda
-        if dev_given or (_is_torch(cu_k) and cu_k.is_cuda):
-            if not self.cuda:
-                raise ValueError("cu_seqlens on a CUDA device with host tensors")
-            if max_q is None or max_k is None or need_host:  # one device -> host copy (a sync)
-                self.host_q, self.host_k = [int(x) for x in cu_q.tolist()], [int(x) for x in cu_k.tolist()]
-        else:
+        dev_q, dev_k = (_is_torch(x) and x.is_cuda for x in (cu_q, cu_k))
+        if (dev_q or dev_k) and not self.cuda:
+            raise ValueError("cu_seqlens on a CUDA device with host tensors")
+        if need_host or max_q is None or max_k is None or not (dev_q and dev_k):
+            # host copies (reading CUDA offsets is a sync; without them the CUDA layout needs the maxima given)
             self.host_q, self.host_k = _host_offsets(cu_q, "cu_seqlens_q"), _host_offsets(cu_k, "cu_seqlens_k")
         sizes = {len(cu_q) if not _is_torch(cu_q) else cu_q.numel(), len(cu_k) if not _is_torch(cu_k) else cu_k.numel()}
         if len(sizes) != 1 or min(sizes) < 2:
@@ -377,10 +376,8 @@ class _Call:
             self.max_q, self.max_k = int(max_q), int(max_k)
         if self.cuda:
             t = _torch()
-            self.cu_q = (cu_q if dev_given else t.tensor(self.host_q)).to(device=self.q.obj.device, dtype=t.int32)
-            self.cu_k = (cu_k if _is_torch(cu_k) and cu_k.is_cuda else t.tensor(self.host_k)).to(
-                device=self.q.obj.device, dtype=t.int32).contiguous()
-            self.cu_q = self.cu_q.contiguous()
+            self.cu_q, self.cu_k = ((x if dev else t.tensor(h)).to(device=self.q.obj.device, dtype=t.int32).contiguous()
+                                    for x, dev, h in ((cu_q, dev_q, self.host_q), (cu_k, dev_k, self.host_k)))
         else:
             np = _numpy()
             self.cu_q = np.ascontiguousarray(self.host_q, dtype=np.int32)
@@ -490,8 +487,13 @@ def _topk_arg(c, topk_idx):
 def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                      max_seqlen_k=None, *, params=None, backend=None, **overrides):
     """Stage 2 on a given selection (infllm_sparse_attention): query t, head h attends its keys in the blocks
-    listed in topk_idx[h // G][t] (-1 and out-of-range entries ignored). Returns (out, lse)."""
+    listed in topk_idx[h // G][t] (-1 and out-of-range entries ignored). Returns (out, lse); out is
+    differentiable for torch tensors that require grad (the selection fixed)."""
     p = _params(params, overrides)
+    if _grad_enabled(q, k, v):
+        from . import _autograd
+        idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=q.device)
+        return _autograd._Sparse.apply(q, k, v, idx, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     t = _topk_arg(c, topk_idx)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
@@ -503,8 +505,12 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
 
 def dense_attention(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, *,
                     params=None, backend=None, **overrides):
-    """Dense causal attention, bottom-right aligned (infllm_dense_attention). Returns (out, lse)."""
+    """Dense causal attention, bottom-right aligned (infllm_dense_attention). Returns (out, lse); out is
+    differentiable for torch tensors that require grad."""
     p = _params(params, overrides)
+    if _grad_enabled(q, k, v):
+        from . import _autograd
+        return _autograd._Dense.apply(q, k, v, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
     lse = _lse_out(c)
