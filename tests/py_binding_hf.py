@@ -2,7 +2,8 @@
 """python/infllm/hf.py: InfLLM-V2 attention as a transformers attention implementation, on a tiny random
 Llama (float32, CPU; and bf16 on a GPU where there is one). Dense mode against transformers' eager attention:
 logits of a plain batch, a left-padded batch (valid positions) and packed sequences (position_ids restarting at
-0, against each sequence alone), the parameters' gradients, greedy generation with the KV cache token for token.
+0, against each sequence alone), the parameters' gradients, greedy generation with the KV cache token for token
+(one prompt, and a left-padded batch).
 The tolerance is derived, not guessed: 2x how far transformers' sdpa attention (another float32 implementation of
 the same function) lands from eager on the same inputs, + 4 f32 unit roundoffs of the largest value. Sparse mode:
 all blocks selected == dense within that tolerance; few blocks differ from dense, train (finite gradients) and
@@ -102,6 +103,16 @@ with torch.no_grad():
     ge = M["eager"].generate(prompt, max_new_tokens=12, do_sample=False)
     gi = M["infllm"].generate(prompt, max_new_tokens=12, do_sample=False)
 check(torch.equal(ge, gi), f"greedy generation with the KV cache == eager's ({gi[0, 40:].tolist()})")
+
+# a left-padded batch generating with the KV cache (each step's mask has the padding run)
+pmask = torch.ones(2, 40, dtype=torch.long)
+pmask[0, :9] = 0
+pids = ids[:, :40].clone()
+pids[0, :9] = 0
+with torch.no_grad():
+    ge = M["eager"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
+    gi = M["infllm"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
+check(torch.equal(ge, gi), f"left-padded batch generation == eager's ({gi[:, 40:].tolist()})")
 
 # sparse
 infllm.hf.configure(M["infllm"], topk=1000, **SPARSE)
