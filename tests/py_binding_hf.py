@@ -134,6 +134,17 @@ with torch.no_grad():
     gs = M["infllm"].generate(prompt, max_new_tokens=12, do_sample=False)
 check(gs.shape == (1, 52), "sparse generation runs")
 
+# the parameters travel with save_pretrained / from_pretrained (config.json)
+import tempfile  # noqa: E402
+
+with tempfile.TemporaryDirectory() as d:
+    M["infllm"].save_pretrained(d)
+    back = LlamaForCausalLM.from_pretrained(d, attn_implementation="infllm").eval()
+    with torch.no_grad():
+        lb = back(input_ids=ids).logits
+check(back.config.infllm_params == M["infllm"].config.infllm_params and torch.equal(lb, lsp),
+      f"save_pretrained / from_pretrained keep the parameters ({back.config.infllm_params})")
+
 # errors
 q = torch.randn(1, 8, 5, 16)
 kv = torch.randn(1, 2, 5, 16)

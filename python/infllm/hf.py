@@ -4,7 +4,8 @@ that take `attn_implementation`).
     import infllm.hf
     infllm.hf.register()                                       # attn_implementation="infllm"
     model = AutoModelForCausalLM.from_pretrained(name, attn_implementation="infllm", dtype=torch.bfloat16)
-    infllm.hf.configure(model, topk=64, dense_len=8192)       # the InfLLM-V2 parameters (MiniCPM4.1's by default)
+    infllm.hf.configure(model, topk=64, dense_len=8192)       # the InfLLM-V2 parameters (MiniCPM4.1's by default;
+                                                               # kept in config.json by save_pretrained)
 
 Each attention layer then runs infllm.attention: dense below dense_len keys, sparse above, on the CPU or the GPU
 where the model is, differentiable for training (the selection held fixed, as InfLLM-V2 trains). Batches may be
@@ -16,24 +17,40 @@ masks other than padding. Generation works with the model's KV cache; each step 
 """
 import torch
 
+from . import _PARAM_FIELDS as _FIELDS
 from . import Params, attention
 
 NAME = "infllm"
 
 
 def configure(model, params=None, **overrides):
-    """Sets the InfLLM-V2 parameters the model's infllm attention layers use (stored on model.config)."""
+    """Sets the InfLLM-V2 parameters the model's infllm attention layers use. They are kept on model.config as
+    `infllm_params`, a plain dict of Params' fields, so that save_pretrained writes them to config.json and
+    from_pretrained brings them back. Returns them as an infllm.Params."""
     p = params if params is not None else Params()
     if not isinstance(p, Params):
         raise TypeError(f"params must be an infllm.Params, not {type(p).__name__}")
-    model.config.infllm_params = p.replace(**overrides)
-    return model.config.infllm_params
+    p = p.replace(**overrides)
+    model.config.infllm_params = {f: getattr(p, f) for f in _FIELDS}
+    return p
+
+
+_made = {}  # Params made from a config's dict, by its items (a layer call must not rebuild them)
 
 
 def _params_of(module):
-    cfg = getattr(module, "config", None)
-    p = getattr(cfg, "infllm_params", None)
-    return p if isinstance(p, Params) else Params()
+    d = getattr(getattr(module, "config", None), "infllm_params", None)
+    if d is None:
+        return Params()
+    if isinstance(d, Params):
+        return d
+    if not isinstance(d, dict):
+        raise TypeError(f"config.infllm_params must be a dict of infllm.Params fields, not {type(d).__name__}")
+    key = tuple(sorted(d.items()))
+    p = _made.get(key)
+    if p is None:
+        p = _made[key] = Params(**d)
+    return p
 
 
 def _runs(mask, tk):
