@@ -321,6 +321,12 @@ raises(lambda: infllm.sparse_attention(q, k, v, idx[:, :10], *lay), ValueError, 
 raises(lambda: infllm.sparse_attention_backward(q, k, v, idx, lse_s[:5], dout, *lay), ValueError, "lse",
        "lse shape in the backward")
 raises(lambda: infllm.attention(q[:, :5], k, v), infllm.InfllmError, "multiple", "Hq not a multiple of Hkv")
+raises(lambda: infllm.attention(q[:0].reshape(0, 1, Hq, D), k[:0].reshape(0, 1, Hkv, D), v[:0].reshape(0, 1, Hkv, D)),
+       ValueError, "B >= 1", "batched B = 0")
+e0 = infllm.attention(q[:0], k, v, return_lse=True)
+check(e0[0].shape == (0, Hq, D) and e0[1].shape == (0, Hq), "no queries: empty outputs")
+eb = infllm.dense_attention_backward(q[:0], k, v, np.zeros((0, Hq), np.float32), q[:0])
+check(eb[1].shape == k.shape and not eb[1].any() and not eb[2].any(), "no queries: dk, dv of zeros")
 
 # ---------------------------------------------------------------------------------------------- torch ----
 try:

@@ -314,6 +314,8 @@ class _Call:
             B, Tq, Tk = self.q.shape[0], self.q.shape[1], self.k.shape[1]
             if self.k.shape[0] != B:
                 raise ValueError(f"q has {B} sequences, {kv_name} {self.k.shape[0]}")
+            if B < 1:
+                raise ValueError("batched [B, T, H, D] tensors need B >= 1 sequence")
             self.batch_shape = (B, Tq)
             for a in arrs:
                 a.shape = (a.shape[0] * a.shape[1],) + a.shape[2:]
