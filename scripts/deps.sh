@@ -29,7 +29,8 @@ fi
 if [ "${INFLLM_SKIP_PIP:-0}" != 1 ]; then
   py_missing=$(python3 - <<'PY'
 import importlib.util
-need = {"numpy": "numpy", "gguf": "gguf", "safetensors": "safetensors", "tokenizers": "tokenizers"}
+need = {"numpy": "numpy", "gguf": "gguf", "safetensors": "safetensors", "tokenizers": "tokenizers",
+        "wheel": "wheel"}  # wheel: py_binding_install builds the Python package offline (--no-build-isolation)
 print(" ".join(p for m, p in need.items() if importlib.util.find_spec(m) is None))
 PY
 )

@@ -79,13 +79,16 @@ _SIGNATURES = {
 
 
 def _candidates():
-    """where libinfllm.so may be: $INFLLM_LIB, the source tree's build folders (this file is
-    python/infllm/_capi.py of a checkout), then the loader's search path"""
+    """where libinfllm.so may be: $INFLLM_LIB, the package's own copy (infllm/lib/, what `pip install ./python`
+    builds), the source tree's build folders (this file is python/infllm/_capi.py of a checkout), then the
+    loader's search path"""
     env = os.environ.get("INFLLM_LIB")
     if env:
         return [env]
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    found = [os.path.join(root, b, "libinfllm.so") for b in ("build", "build-gpu", "build-cpu")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    found = [os.path.join(here, "lib", "libinfllm.so")]
+    found += [os.path.join(root, b, "libinfllm.so") for b in ("build", "build-gpu", "build-cpu")]
     found = [f for f in found if os.path.exists(f)]
     sys_lib = ctypes.util.find_library("infllm")
     return found + ([sys_lib] if sys_lib else []) + ["libinfllm.so"]
