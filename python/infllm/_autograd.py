@@ -4,7 +4,7 @@ the library's backward needs; an AUTO batch whose sequences fall on both sides o
 its dense and its sparse sequences (rows gathered and scattered back by differentiable torch indexing)."""
 import torch
 
-from . import _capi, dense_attention, dense_attention_backward, select_blocks, sparse_attention, \
+from . import dense_attention, dense_attention_backward, select_blocks, sparse_attention, \
     sparse_attention_backward, _Call
 
 
@@ -87,5 +87,3 @@ def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
         lse[iq] = l
     return out, lse
 
-
-assert _capi.MODE_AUTO == 0  # Params.mode names are the ones this module compares
