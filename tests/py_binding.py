@@ -328,6 +328,38 @@ check(e0[0].shape == (0, Hq, D) and e0[1].shape == (0, Hq), "no queries: empty o
 eb = infllm.dense_attention_backward(q[:0], k, v, np.zeros((0, Hq), np.float32), q[:0])
 check(eb[1].shape == k.shape and not eb[1].any() and not eb[2].any(), "no queries: dk, dv of zeros")
 
+# -------------------------------------------------------------------------------- selection stages ----
+import infllm.stages  # noqa: E402
+
+st = infllm.stages.selection_stages(q, k, *lay, **SMALL)
+st_r = infllm.stages.selection_stages(q, k, *lay, backend="ref", **SMALL)
+lk_ = np.diff(cu_k)
+n1 = [max((n - 16) // 8 + 1, 0) for n in lk_]
+n2 = [max((n - 64) // 32 + 1, 0) for n in lk_]
+check(list(st.cu_seqlens_c1) == list(np.cumsum([0] + n1)) and list(st.cu_seqlens_c2) == list(np.cumsum([0] + n2)),
+      f"stages: c1 / c2 offsets ({st.cu_seqlens_c1.tolist()}, {st.cu_seqlens_c2.tolist()})")
+c1_ref = np.concatenate([np.stack([k[a + 8 * j:a + 8 * j + 16].astype(np.float64).mean(axis=0) for j in range(m)])
+                         for a, m in zip(cu_k[:-1], n1) if m])
+check(float(np.abs(st.c1 - c1_ref).max()) <= 4 * U32 * float(np.abs(c1_ref).max()) * 16,
+      "stages: c1 = the means of k over windows of 16, stride 8 (f32 sums of 16)")
+# test_diff's stage-1 rule: a score is the exp of an f32 logit, so its relative error is about the logit's absolute
+# one: 4 x the largest logit x u (relative), + 2 u of the largest score
+logit = float(np.abs(np.einsum("thd,ngd->thn", q.astype(np.float64), st_r.c1.astype(np.float64))).max()) * scale
+
+
+def stage1_close(got, ref):
+    fin = np.isfinite(ref)
+    b = 4 * logit * U32 * np.abs(ref[fin]) + 2 * U32 * float(np.abs(ref[fin]).max())
+    return np.array_equal(np.isinf(got), np.isinf(ref)) and bool(np.all(np.abs(got[fin] - ref[fin]) <= b))
+
+
+check(stage1_close(st.stage1_scores, st_r.stage1_scores), f"stages: stage-1 scores CPU vs REF (largest logit {logit:.3g})")
+check(stage1_close(st.block_scores, st_r.block_scores), "stages: block scores CPU vs REF (forced blocks +inf in both)")
+same = np.mean(np.all(st.topk_idx == idx, axis=2))
+check(same >= 0.99, f"stages: top-k == select_blocks' on {same:.2%} of rows")
+raises(lambda: infllm.stages.selection_stages(qb.reshape(2, 96, Hq, D), kb.reshape(2, 200, Hkv, D)), ValueError,
+       "varlen", "stages: batched tensors refused")
+
 # ---------------------------------------------------------------------------------------------- torch ----
 try:
     import torch
@@ -413,6 +445,12 @@ for gname, t, r, n in zip(("dq", "dk", "dv"), (xq, xk, xv), refg, nvg):
 ga = infllm.sparse_attention_backward(q16, k16, v16, idx_g, infllm.sparse_attention(q16, k16, v16, idx_g, *lay, **P16)[1],
                                       d16, *lay, **P16)
 check(all(torch.equal(a, t.grad) for a, t in zip(ga, (xq, xk, xv))), "autograd == the explicit backward call, bitwise")
+stg = infllm.stages.selection_stages(q16, k16, *lay, **P16)
+stc = infllm.stages.selection_stages(q16.cpu(), k16.cpu(), cu_q, cu_k, **P16)
+check(torch.equal(stg.c1.cpu(), stc.c1) and torch.equal(stg.cu_seqlens_c2.cpu(), stc.cu_seqlens_c2),
+      "CUDA stages: c1 and the c2 offsets bitwise the CPU's")
+same = (stg.topk_idx.cpu() == stc.topk_idx).all(dim=2).float().mean().item()
+check(same >= 0.99, f"CUDA stages: top-k == the CPU stages' on {same:.2%} of rows")
 # a CUDA graph: the workspace comes from torch's allocator, the calls run on the capturing stream
 with torch.no_grad():
     eager_o = infllm.attention(q16, k16, v16, *lay, mode="sparse", **P16)
