@@ -699,3 +699,6 @@ class DecodeCache:
 
 def infllm_dtype_name(code):
     return {_capi.DTYPE_F32: "f32", _capi.DTYPE_F16: "f16", _capi.DTYPE_BF16: "bf16"}.get(code, str(code))
+
+
+from . import stages  # noqa: E402,F401 (infllm.stages.selection_stages without a separate import)
