@@ -308,6 +308,44 @@ with infllm.DecodeCache(Hkv, D, T, "f32", dense_len=200, **SMALL) as cache:
 raises(lambda: len(cache), ValueError, "closed", "closed cache")
 raises(lambda: infllm.DecodeCache(Hkv, D, 10, "int8"), TypeError, "int8", "cache dtype name")
 
+# one cache used from several threads (ctypes releases the GIL; the C cache is not locked): calls serialise, close()
+# during another thread's attend does not free the storage under it (it crashed the interpreter)
+import threading  # noqa: E402
+
+Tt = 4096
+qc, kc, vc = inputs(Tt, Tt, 8, 2, 128)
+got_t = []
+first = threading.Event()
+
+
+def attend_loop(cache):
+    try:
+        for _ in range(4):
+            got_t.append(cache.attend(qc[-64:]).shape)
+            first.set()  # the next attend starts now: close() lands inside it
+    except ValueError as e:
+        got_t.append(str(e))
+
+
+for _ in range(3):
+    cache = infllm.DecodeCache(2, 128, 1 << 17, "f32", mode="dense", num_threads=1)  # storage past malloc's mmap threshold: unmapped by close()
+    cache.append(kc, vc)
+    first.clear()
+    th = threading.Thread(target=attend_loop, args=(cache,))
+    th.start()
+    first.wait()
+    cache.close()
+    th.join()
+check(all(g == (64, 8, 128) or "closed" in str(g) for g in got_t),
+      f"close() while another thread attends: no crash, the attend finishes or sees 'closed' ({len(got_t)} calls)")
+with infllm.DecodeCache(2, 128, 1600, "f32") as cache:
+    ths = [threading.Thread(target=lambda: [cache.append(kc[:1], vc[:1]) for _ in range(200)]) for _ in range(8)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    check(len(cache) == 1600, f"8 threads appending 200 tokens each to one cache: length {len(cache)} == 1600")
+
 # ------------------------------------------------------------------------------------------- errors ----
 raises(lambda: infllm.attention(q, k, v, [0, 150, 411], [0, 150, 699]), infllm.InfllmError, "total_k",
        "cu_seqlens_k not ending at total_k (the library's message)")

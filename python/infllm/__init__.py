@@ -29,6 +29,7 @@ differentiating infllm.attention, to read the lengths that decide dense or spars
 """
 import ctypes as C
 import sys
+import threading
 
 from . import _capi
 from ._capi import BACKEND_CPU, BACKEND_CUDA
@@ -580,11 +581,13 @@ class DecodeCache:
     tokens (n 1: a decode step). dtype "f32", "f16" or "bf16"; device "cpu" or "cuda" (CUDA: tensors on the
     current CUDA device; appends run on the stream current at creation, attends on the one current at the
     call). Block size, kernel size / stride and the backend are fixed at creation; the other parameters are
-    read at each attend."""
+    read at each attend. One cache may be used from several threads: its calls take turns (the C cache is not
+    locked, and ctypes releases the GIL)."""
 
     def __init__(self, num_kv_heads, head_dim, capacity, dtype="bf16", device="cpu", *, params=None,
                  **overrides):
         self._c = None
+        self._lock = threading.RLock()  # held around every call on the handle (close() included)
         self._ws_sizes = {}
         self.params = _params(params, overrides).replace()  # the cache's own copy
         key = str(dtype).replace("torch.", "")
@@ -632,13 +635,18 @@ class DecodeCache:
         return self._c
 
     def append(self, k, v):
-        h = self._handle()
         ka, va = self._arg(k, "k", self.num_kv_heads), self._arg(v, "v", self.num_kv_heads)
         if ka.shape != va.shape:
             raise ValueError(f"k {ka.shape} and v {va.shape} differ")
-        self._run(lambda: _lib.infllm_cache_append(h, ka.ptr, va.ptr, ka.shape[0]), "infllm_cache_append")
+        with self._lock:
+            h = self._handle()
+            self._run(lambda: _lib.infllm_cache_append(h, ka.ptr, va.ptr, ka.shape[0]), "infllm_cache_append")
 
     def attend(self, q, *, return_lse=False, params=None, **overrides):
+        with self._lock:
+            return self._attend(q, return_lse, params, overrides)
+
+    def _attend(self, q, return_lse, params, overrides):
         h = self._handle()
         p = _params(params if params is not None else self.params, overrides)
         qa = self._arg(q, "q", None)
@@ -665,24 +673,32 @@ class DecodeCache:
         return (out, lse) if return_lse else out
 
     def truncate(self, new_length):
-        h = self._handle()
-        self._run(lambda: _lib.infllm_cache_truncate(h, int(new_length)), "infllm_cache_truncate")
+        with self._lock:
+            h = self._handle()
+            self._run(lambda: _lib.infllm_cache_truncate(h, int(new_length)), "infllm_cache_truncate")
 
     def __len__(self):
-        return int(_lib.infllm_cache_length(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_length(self._handle()))
 
     @property
     def capacity(self):
-        return int(_lib.infllm_cache_capacity(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_capacity(self._handle()))
 
     @property
     def memory_bytes(self):
-        return int(_lib.infllm_cache_memory_bytes(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_memory_bytes(self._handle()))
 
     def close(self):
-        if self._c is not None:
-            _lib.infllm_cache_free(self._c)
-            self._c = None
+        lock = self.__dict__.get("_lock")  # absent when __init__ failed before setting it
+        if lock is None:
+            return
+        with lock:
+            if self._c is not None:
+                _lib.infllm_cache_free(self._c)
+                self._c = None
 
     def __enter__(self):
         return self
