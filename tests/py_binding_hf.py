@@ -113,6 +113,16 @@ with torch.no_grad():
     ge = M["eager"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
     gi = M["infllm"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
 check(torch.equal(ge, gi), f"left-padded batch generation == eager's ({gi[:, 40:].tolist()})")
+# a static cache (cache_implementation="static"): keys come allocated to the cache's length, the slots past the tokens
+# seen not yet written; attending them (bottom-right aligned at the end of the cache) gave other tokens silently
+with torch.no_grad():
+    for name, kw in (("one prompt", dict(inputs=prompt)), ("a left-padded batch", dict(inputs=pids, attention_mask=pmask))):
+        ge = M["eager"].generate(**kw, max_new_tokens=6, do_sample=False)
+        try:
+            gi = M["infllm"].generate(**kw, max_new_tokens=6, do_sample=False, cache_implementation="static")
+            check(torch.equal(ge, gi), f"static-cache generation, {name}: == eager's ({gi[:, -6:].tolist()})")
+        except ValueError as e:
+            check(False, f"static-cache generation, {name}: raised {e}")
 
 # sparse
 infllm.hf.configure(M["infllm"], topk=1000, **SPARSE)
