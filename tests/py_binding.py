@@ -328,7 +328,8 @@ def attend_loop(cache):
 
 
 for _ in range(3):
-    cache = infllm.DecodeCache(2, 128, 1 << 17, "f32", mode="dense", num_threads=1)  # storage past malloc's mmap threshold: unmapped by close()
+    # storage past malloc's mmap threshold: close() unmaps it
+    cache = infllm.DecodeCache(2, 128, 1 << 17, "f32", mode="dense", num_threads=1)
     cache.append(kc, vc)
     first.clear()
     th = threading.Thread(target=attend_loop, args=(cache,))
