@@ -164,6 +164,16 @@ try:
 except ValueError as e:
     check("contiguous" in str(e), f"a mask with a hole refused ({e})")
 att = M["infllm"].model.layers[0].self_attn
+# a layer that is not causal (an encoder's, cross-attention: module.is_causal False, or is_causal=False passed) was
+# computed causal, silently
+for name, kw in (("is_causal=False passed", dict(is_causal=False)), ("module.is_causal False", {})):
+    att.is_causal = bool(kw)  # causal module, is_causal=False passed; or the module not causal
+    try:
+        infllm.hf.infllm_attention_forward(att, q, kv, kv, None, **kw)
+        check(False, f"a non-causal layer ({name}): refused")
+    except ValueError as e:
+        check("causal" in str(e), f"a non-causal layer ({name}) refused ({e})")
+att.is_causal = True
 att.train()
 try:
     infllm.hf.infllm_attention_forward(att, q, kv, kv, None, dropout=0.1)

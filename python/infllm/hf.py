@@ -12,7 +12,7 @@ where the model is, differentiable for training (the selection held fixed, as In
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
 restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain. The model's own
 softmax scale is used. Not supported (ValueError): attention dropout in training, soft-capping, sliding windows,
-masks other than padding. Generation works with the model's KV cache (dynamic or static); each step recompresses
+masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's KV cache (dynamic or static); each step recompresses
 the cached keys (the stateless call), so long generations are better served by infllm.DecodeCache or the `infllm run`
 runtime.
 """
@@ -76,6 +76,10 @@ def infllm_attention_forward(module, query, key, value, attention_mask, scaling=
     for k in ("softcap", "sliding_window", "s_aux"):
         if kwargs.get(k) is not None:
             raise ValueError(f"infllm attention: {k} is not supported")
+    is_causal = kwargs.get("is_causal")
+    if not (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
+        raise ValueError("infllm attention is causal; this layer is not (is_causal False: an encoder's or "
+                         "cross-attention)")
     p = _params_of(module)
     if scaling is not None:
         p = p.replace(softmax_scale=float(scaling))
