@@ -412,6 +412,13 @@ ob, lb = infllm.attention(torch.from_numpy(qb).view(2, 96, Hq, D).requires_grad_
                           torch.from_numpy(vb).view(2, 200, Hkv, D), mode="sparse", return_lse=True, **SMALL)
 check(ob.shape == (2, 96, Hq, D) and ob.requires_grad and torch.equal(ob.detach().reshape(ov.shape),
       torch.from_numpy(ov)), "torch batched layout under autograd")
+# double backward (create_graph=True, a gradient penalty): the library's backward is not differentiable; the gradient
+# came back without a graph, so a second-order loss silently lost the attention's terms (here: gave 2 q alone)
+for name, fn in (("attention", lambda x: infllm.attention(x, kt, vt, *lay, mode="sparse", **SMALL)),
+                 ("dense_attention", lambda x: infllm.dense_attention(x, kt, vt, *lay)[0])):
+    x = torch.from_numpy(q).requires_grad_()
+    raises(lambda: torch.autograd.grad(fn(x).pow(2).sum(), x, create_graph=True), RuntimeError, "not differentiable",
+           f"create_graph=True through {name}: refused, not a gradient without the attention's second-order terms")
 
 if not (torch.cuda.is_available() and infllm.cuda_available()):
     print(f"SKIP: no GPU for the CUDA checks ({infllm.cuda_device_info()})")
