@@ -408,6 +408,26 @@ refg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale)
 nvg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale, np.float32)
 for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
     within(f"torch autograd mixed AUTO {gname}", t.grad.numpy(), r, n)
+# empty torch tensors: torch gives them a NULL data pointer, which the library refuses for every tensor ("q is NULL");
+# NumPy's empty arrays have one. An AUTO batch under autograd whose dense part has no query ran one such call
+q0 = torch.empty(0, Hq, D)
+try:
+    e0 = infllm.attention(q0, kt.detach(), vt.detach(), return_lse=True)
+    check(e0[0].shape == (0, Hq, D) and e0[1].shape == (0, Hq), "torch: no queries, empty outputs")
+    eb = infllm.dense_attention_backward(q0, kt.detach(), vt.detach(), torch.empty(0, Hq), q0)
+    check(not eb[1].any() and not eb[2].any(), "torch: no queries, dk and dv of zeros")
+except infllm.InfllmError as e:
+    check(False, f"torch: no queries: {e}")
+cq0, ck0 = [0, 0, 1, 261], [0, 150, 340, 700]  # sequence 0: keys only (dense at dense_len 170), 1 and 2 sparse
+x = torch.from_numpy(q[150:]).requires_grad_()
+y = torch.from_numpy(k).requires_grad_()
+try:
+    o0 = infllm.attention(x, y, vt.detach(), cq0, ck0, dense_len=170, **SMALL)
+    o0.sum().backward()
+    check(torch.equal(o0.detach(), torch.from_numpy(infllm.attention(q[150:], k, v, cq0, ck0, dense_len=170, **SMALL)))
+          and not y.grad[:150].any(), "autograd AUTO batch with a query-less dense sequence == the plain call")
+except infllm.InfllmError as e:
+    check(False, f"autograd AUTO batch with a query-less dense sequence: {e}")
 ob, lb = infllm.attention(torch.from_numpy(qb).view(2, 96, Hq, D).requires_grad_(), torch.from_numpy(kb).view(2, 200, Hkv, D),
                           torch.from_numpy(vb).view(2, 200, Hkv, D), mode="sparse", return_lse=True, **SMALL)
 check(ob.shape == (2, 96, Hq, D) and ob.requires_grad and torch.equal(ob.detach().reshape(ov.shape),

@@ -235,7 +235,7 @@ class _Arr:
             raise TypeError(f"{name}: dtype {x.dtype} is not supported (expected {want})")
         self.dtype = code
         self.shape = tuple(self.obj.shape)
-        self.ptr = self.obj.data_ptr() if self.torch else self.obj.ctypes.data
+        self.ptr = _data_ptr(self.obj) if self.torch else self.obj.ctypes.data
 
     def device(self):
         return self.obj.device if self.torch else "cpu"
@@ -272,8 +272,25 @@ def _empty(like, shape, dtype):
     return np.empty(shape, dtype=nd)
 
 
+_EMPTY_PTRS = {}  # device -> a small allocation whose address stands in for empty tensors' (never read or written)
+
+
+def _data_ptr(t):
+    """a torch tensor's data pointer. torch gives an empty tensor none (0), which the library refuses for every
+    tensor argument, empty or not ("q is NULL"; NumPy's empty arrays have an address): those get the address of a
+    small allocation on their device (the library neither reads nor writes an empty tensor, and never takes two
+    empty ranges for overlapping)"""
+    p = t.data_ptr()
+    if p == 0:
+        pad = _EMPTY_PTRS.get(t.device)
+        if pad is None:
+            pad = _EMPTY_PTRS.setdefault(t.device, _T.empty(256, dtype=_T.uint8, device=t.device))
+        p = pad.data_ptr()
+    return p
+
+
 def _ptr(x):
-    return None if x is None else (x.data_ptr() if _is_torch(x) else x.ctypes.data)
+    return None if x is None else (_data_ptr(x) if _is_torch(x) else x.ctypes.data)
 
 
 class _Call:
