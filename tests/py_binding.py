@@ -353,6 +353,23 @@ raises(lambda: infllm.attention(q, k, v, [0, 150, 411], [0, 150, 699]), infllm.I
 raises(lambda: infllm.attention(q.astype(np.float64), k, v), TypeError, "float64", "float64 q")
 raises(lambda: infllm.attention(q, k.astype(np.float16), v), TypeError, "one dtype", "mixed dtypes")
 raises(lambda: infllm.attention(q, k, v, [0, 411], None), ValueError, "both", "one cu_seqlens")
+# integer arguments: ctypes wraps an int to the C type and int() truncates, silently (cu_seqlens of NumPy float32
+# 150.5 ran as 150, strings were parsed, max_seqlen 2**32 became 0 = "compute them", a cache capacity 2**64 + 10
+# became 10); integral floats stay accepted in cu_seqlens
+check(np.array_equal(infllm.attention(q, k, v, [0., 150., 151., 411.], cu_k, mode="dense"), out),
+      "cu_seqlens of integral floats accepted")
+raises(lambda: infllm.attention(q, k, v, np.array([0, 150.5, 151, 411], np.float32), cu_k), TypeError, "cu_seqlens_q",
+       "cu_seqlens of NumPy float32 150.5")
+raises(lambda: infllm.attention(q, k, v, cu_q, ["0", "150", "340", "700"]), TypeError, "cu_seqlens_k",
+       "cu_seqlens of strings")
+raises(lambda: infllm.attention(q, k, v, cu_q, cu_k, 2**32, 2**32), ValueError, "max_seqlen_q", "max_seqlen 2**32")
+raises(lambda: infllm.attention(q, k, v, cu_q, cu_k, 260, 360.0), TypeError, "max_seqlen_k", "max_seqlen_k a float")
+raises(lambda: infllm.DecodeCache(Hkv, D, 2**64 + 10, "f32"), ValueError, "capacity", "cache capacity 2**64 + 10")
+raises(lambda: infllm.DecodeCache(Hkv, D, 10.5, "f32"), TypeError, "capacity", "cache capacity 10.5")
+raises(lambda: infllm.DecodeCache(2**32 + Hkv, D, 10, "f32"), ValueError, "num_kv_heads", "cache heads 2**32 + Hkv")
+with infllm.DecodeCache(Hkv, D, 10, "f32") as cache:
+    cache.append(k[:4], v[:4])
+    raises(lambda: cache.truncate(2.7), TypeError, "new_length", "cache truncate(2.7)")
 raises(lambda: infllm.attention(q, k, v, mode="sparse", topk=-1), infllm.InfllmError, "topk", "topk -1")
 raises(lambda: infllm.attention(q, k, v, backend="cuda"), ValueError, "cuda backend takes CUDA", "cuda on host arrays")
 raises(lambda: infllm.attention(q, k, v, backend="gpu"), ValueError, "gpu", "unknown backend")

@@ -28,6 +28,8 @@ synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_
 differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence).
 """
 import ctypes as C
+import numbers
+import operator
 import sys
 import threading
 
@@ -361,6 +363,8 @@ class _Call:
         backends read host int32 arrays, CUDA device int32 tensors (with max_seqlen_q / _k)."""
         if (cu_q is None) != (cu_k is None):
             raise ValueError("give both cu_seqlens_q and cu_seqlens_k, or neither (one sequence)")
+        max_q = None if max_q is None else _int(max_q, "max_seqlen_q")
+        max_k = None if max_k is None else _int(max_k, "max_seqlen_k")
         self.host_q = self.host_k = None
         if cu_q is None:
             self.num_seqs, self.cu_q, self.cu_k = 1, None, None
@@ -439,19 +443,33 @@ class _Call:
         return x.reshape(self.batch_shape + tuple(x.shape[1:]))
 
 
-def _host_offsets(cu, name):
-    if _is_torch(cu):
-        vals = cu.tolist()
-    else:
-        vals = list(cu)
+def _int(x, name, bits=32):
+    """an integer argument (Python, NumPy or 0-d torch integer; not a bool, float or string) in the range of the C
+    type of `bits` bits, which ctypes would otherwise wrap it to silently"""
+    if isinstance(x, bool) or type(x).__name__ == "bool_":
+        raise TypeError(f"{name} must be an integer, not {type(x).__name__}")
     try:
-        out = [int(v) for v in vals]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected integers, got {vals[:4]!r}")
-    if any(v != float(x) for v, x in zip(out, vals) if isinstance(x, float)):
-        raise TypeError(f"{name}: expected integers")
-    if any(not -2**31 <= v < 2**31 for v in out):
-        raise ValueError(f"{name}: offsets outside the int32 range")
+        v = operator.index(x)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(x).__name__}") from None
+    if not -2**(bits - 1) <= v < 2**(bits - 1):
+        raise ValueError(f"{name} = {v} is outside the int{bits} range")
+    return v
+
+
+def _host_offsets(cu, name):
+    vals = cu.tolist() if _is_torch(cu) else list(cu)
+    out = []
+    for x in vals:
+        # integers, or floats of integral value (NumPy's float32 is no Python float: int() truncated it silently)
+        if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral) and float(x).is_integer():
+            x = int(x)
+        try:
+            out.append(_int(x, name))
+        except TypeError:
+            raise TypeError(f"{name}: expected integers, got {x!r} in {vals[:4]!r}") from None
+        except ValueError:
+            raise ValueError(f"{name}: offsets outside the int32 range") from None
     return out
 
 
@@ -622,11 +640,12 @@ class DecodeCache:
             t = _torch()
             self.device = t.device(device if ":" in device else f"cuda:{t.cuda.current_device()}")
             stream = _stream(self.device)
-        self.num_kv_heads, self.head_dim = int(num_kv_heads), int(head_dim)
+        self.num_kv_heads, self.head_dim = _int(num_kv_heads, "num_kv_heads"), _int(head_dim, "head_dim")
+        capacity = _int(capacity, "capacity", 64)
         p = self.params._c(BACKEND_CUDA if self.cuda else BACKEND_CPU, stream)
         h = C.c_void_p()
         self._run(lambda: _lib.infllm_cache_create(C.byref(p), self.dtype, self.num_kv_heads, self.head_dim,
-                                                   int(capacity), C.byref(h)), "infllm_cache_create")
+                                                   capacity, C.byref(h)), "infllm_cache_create")
         self._c = h.value
 
     def _run(self, call, what):
@@ -690,9 +709,10 @@ class DecodeCache:
         return (out, lse) if return_lse else out
 
     def truncate(self, new_length):
+        new_length = _int(new_length, "new_length", 64)
         with self._lock:
             h = self._handle()
-            self._run(lambda: _lib.infllm_cache_truncate(h, int(new_length)), "infllm_cache_truncate")
+            self._run(lambda: _lib.infllm_cache_truncate(h, new_length), "infllm_cache_truncate")
 
     def __len__(self):
         with self._lock:
