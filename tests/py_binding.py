@@ -207,6 +207,10 @@ raises(lambda: infllm.Params(topk_blocks=3), TypeError, "topk_blocks", "unknown 
 raises(lambda: infllm.Params(mode="fast"), ValueError, "fast", "bad mode")
 raises(lambda: infllm.Params(topk=2.5), TypeError, "topk", "float topk")
 raises(lambda: infllm.Params(topk=2**31), ValueError, "int32", "topk past int32")
+# softmax_scale is a C float: one that rounds to 0 there ran as the library's 0 = 1 / sqrt(head_dim), silently
+raises(lambda: infllm.Params(softmax_scale=1e-50), ValueError, "softmax_scale", "softmax_scale 1e-50 (0 in float32)")
+raises(lambda: infllm.Params(softmax_scale=1e39), ValueError, "softmax_scale", "softmax_scale 1e39 (inf in float32)")
+check(infllm.Params(softmax_scale=1e-40).softmax_scale == 1e-40, "softmax_scale 1e-40 (a float32 subnormal) kept")
 
 # ------------------------------------------------------------------------------------- host forward ----
 Hq, Hkv, D = 6, 2, 32

@@ -28,6 +28,7 @@ synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_
 differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence).
 """
 import ctypes as C
+import math
 import numbers
 import operator
 import sys
@@ -132,6 +133,10 @@ class Params:
                 raise ValueError(f"infllm.Params.mode: {v!r} is not one of auto, dense, sparse")
         elif k == "softmax_scale":
             v = float(v)
+            f32 = C.c_float(v).value  # the struct's field: 0 there is the library's 1 / sqrt(head_dim)
+            if (v != 0 and f32 == 0) or (math.isfinite(v) and not math.isfinite(f32)):
+                raise ValueError(f"infllm.Params.softmax_scale = {v} is {f32} as a float32 (the library's field)"
+                                 + (", which means 1 / sqrt(head_dim)" if f32 == 0 else ""))
         elif k == "exact_lse":
             v = bool(v)
         else:
