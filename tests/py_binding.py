@@ -203,6 +203,16 @@ check(all(getattr(p0, f) == v for f, v in want.items()), f"Params() is MiniCPM4.
 check(p0.topk_total() == 96 and infllm.Params(topk=5, local_blocks=7).topk_total() == 12,
       "topk_total reads topk and local_blocks from the struct")
 check(p0.replace(topk=3).topk == 3 and p0.topk == 64, "replace copies")
+# Params used in a call keep its C struct, which has pointer fields: pickle and copy.deepcopy (DataLoader workers,
+# multiprocessing, copied training configs) raised "ctypes objects containing pointers cannot be pickled"
+import copy  # noqa: E402
+import pickle  # noqa: E402
+
+try:
+    pp = [pickle.loads(pickle.dumps(p0)), copy.deepcopy(p0)]
+    check(all(x == p0 and x.topk_total() == 96 for x in pp), "a used Params pickles and deep-copies")
+except ValueError as e:
+    check(False, f"a used Params pickles and deep-copies: {e}")
 raises(lambda: infllm.Params(topk_blocks=3), TypeError, "topk_blocks", "unknown field")
 raises(lambda: infllm.Params(mode="fast"), ValueError, "fast", "bad mode")
 raises(lambda: infllm.Params(topk=2.5), TypeError, "topk", "float topk")

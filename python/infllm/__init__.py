@@ -148,6 +148,12 @@ class Params:
         self.__dict__[k] = v
         self.__dict__.pop("_cc", None)  # the C struct made from the old values
 
+    def __getstate__(self):  # the fields alone: the cached C struct has pointer fields, which pickle refuses
+        return {f: self.__dict__[f] for f in _PARAM_FIELDS}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def replace(self, **kw):
         p = object.__new__(Params)
         p.__dict__.update({f: self.__dict__[f] for f in _PARAM_FIELDS})
