@@ -439,6 +439,12 @@ refg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale)
 nvg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale, np.float32)
 for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
     within(f"torch autograd mixed AUTO {gname}", t.grad.numpy(), r, n)
+# misleading errors: a torch q that requires grad with NumPy k / v raised AttributeError ('detach'), a sparse tensor
+# torch's "unsupported memory format option Contiguous"
+raises(lambda: infllm.attention(torch.from_numpy(q).requires_grad_(), k, v), ValueError, "same kind",
+       "autograd: a torch q with NumPy k / v")
+raises(lambda: infllm.attention(torch.from_numpy(q).to_sparse(), kt.detach(), vt.detach()), ValueError, "strided",
+       "a sparse torch tensor")
 # empty torch tensors: torch gives them a NULL data pointer, which the library refuses for every tensor ("q is NULL");
 # NumPy's empty arrays have one. An AUTO batch under autograd whose dense part has no query ran one such call
 q0 = torch.empty(0, Hq, D)

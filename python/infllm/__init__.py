@@ -231,6 +231,8 @@ class _Arr:
             cuda = x.is_cuda
             if not cuda and x.device.type != "cpu":
                 raise ValueError(f"{name}: tensors on {x.device} are not supported (cpu or cuda)")
+            if x.layout != _T.strided:
+                raise ValueError(f"{name}: {x.layout} tensors are not supported (dense, strided ones)")
             code = _TORCH_CODES.get(x.dtype)
             self.obj, self.torch, self.cuda = x if x.is_contiguous() else x.contiguous(), True, cuda
         else:
@@ -541,7 +543,8 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
-        idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=q.device)
+        dev = next(x.device for x in (q, k, v) if _is_torch(x))  # (a NumPy one among them: _Call's message)
+        idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=dev)
         return _autograd._Sparse.apply(q, k, v, idx, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     t = _topk_arg(c, topk_idx)

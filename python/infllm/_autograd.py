@@ -64,7 +64,8 @@ def _run(q, k, v, lay, p, backend, sparse):
 
 def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
     # the lengths on the host (a sync for CUDA offsets), the shapes checked once
-    c = _Call(q.detach(), k.detach(), v.detach(), cu_q, cu_k, max_q, max_k, p, backend, need_host_lengths=True)
+    c = _Call(*(x.detach() if isinstance(x, torch.Tensor) else x for x in (q, k, v)), cu_q, cu_k, max_q, max_k, p,
+              backend, need_host_lengths=True)  # (a NumPy argument among them: _Call's message)
     if c.batched:
         B, Tq = c.batch_shape
         out, lse = attention(q.reshape(c.total_q, c.Hq, c.D), k.reshape(c.total_k, c.Hkv, c.D),
