@@ -552,4 +552,17 @@ raises(lambda: infllm.attention(q16.cpu(), k16, v16), ValueError, "one device", 
 raises(lambda: infllm.attention(q16, k16, v16, backend="cpu"), ValueError, "host tensors", "cpu backend on CUDA tensors")
 raises(lambda: infllm.attention(q16.float(), k16.float(), v16.float()), infllm.InfllmError, "dtype",
        "f32 on CUDA refused by the library")
+# an argument on another GPU than q's (the library takes any device memory as readable: a kernel reading a peer's
+# memory without peer access is an illegal address, which ends the process's CUDA context)
+if torch.cuda.device_count() >= 2:
+    d1 = torch.device("cuda:1")
+    lse_g = infllm.sparse_attention(q16, k16, v16, idx_g, *lay, **P16)[1]
+    raises(lambda: infllm.sparse_attention(q16, k16, v16, idx_g.to(d1), *lay, **P16), ValueError, "topk_idx",
+           "topk_idx on another GPU")
+    raises(lambda: infllm.sparse_attention_backward(q16, k16, v16, idx_g, lse_g.to(d1), d16, *lay, **P16), ValueError,
+           "lse", "lse on another GPU")
+    with infllm.DecodeCache(Hkv, D, 16, torch.bfloat16, "cuda:0") as cache:
+        raises(lambda: cache.append(kd[:1].to(d1), vd[:1].to(d1)), ValueError, "cuda:1", "cache append from another GPU")
+else:
+    print("SKIP: one GPU: arguments on another GPU than q's were not tried")
 c.finish()

@@ -259,6 +259,10 @@ class _Arr:
         """(kind, device index) for comparing arguments' places"""
         return (self.torch, self.obj.get_device()) if self.torch else (False, -1)
 
+    def elsewhere(self, cuda, device):
+        """whether this array is not where a call of that kind (CUDA or host) on that CUDA device reads"""
+        return self.cuda != cuda or (cuda and self.obj.device != device)
+
 
 def _stream(device):
     """the raw cudaStream_t of torch's current stream on device (torch's private fast accessor where it has one)"""
@@ -527,8 +531,8 @@ def select_blocks(q, k, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
 
 def _topk_arg(c, topk_idx):
     t = _Arr(topk_idx, "topk_idx", ("i32",))
-    if t.cuda != c.cuda:
-        raise ValueError("topk_idx must be on the same device as q")
+    if t.elsewhere(c.cuda, c.q.device()):
+        raise ValueError(f"topk_idx on {t.device()} must be on the same device as q ({c.q.device()})")
     if len(t.shape) != 3 or t.shape[0] != c.Hkv or t.shape[1] != c.total_q:
         raise ValueError(f"topk_idx {t.shape}: expected [Hkv, total_q, cols] = [{c.Hkv}, {c.total_q}, cols]")
     c.keep.append(t)
@@ -583,7 +587,7 @@ def _backward(c, lse, dout, out, extra_fn_args, fn, size_fn, size_extra):
             continue
         if c.batched:
             a.shape = (a.shape[0] * a.shape[1],) + a.shape[2:] if len(a.shape) >= 2 else a.shape
-        if a.shape != shape or a.cuda != c.cuda:
+        if a.shape != shape or a.elsewhere(c.cuda, c.q.device()):
             raise ValueError(f"{name} {a.shape} on {a.device()}: expected {shape} on {c.q.device()}")
     c.keep += [lse_a, d, o]
     dq = _empty(c.q, want_q, c.q.dtype)
@@ -671,8 +675,9 @@ class DecodeCache:
 
     def _arg(self, x, name, heads):
         a = _Arr(x, name, _FLOAT)
-        if a.cuda != self.cuda:
-            raise ValueError(f"{name} on {a.device()} for a {'CUDA' if self.cuda else 'host'} cache")
+        if a.elsewhere(self.cuda, self.device if self.cuda else None):
+            raise ValueError(f"{name} on {a.device()} for a {'CUDA' if self.cuda else 'host'} cache"
+                             + (f" on {self.device}" if self.cuda else ""))
         if a.dtype != self.dtype:
             raise TypeError(f"{name}: dtype {a.obj.dtype} for a cache of {infllm_dtype_name(self.dtype)}")
         if len(a.shape) != 3 or (heads is not None and a.shape[1] != heads) or a.shape[2] != self.head_dim:
