@@ -164,6 +164,11 @@ try:
 except ValueError as e:
     check("contiguous" in str(e), f"a mask with a hole refused ({e})")
 att = M["infllm"].model.layers[0].self_attn
+try:  # one of the two packed-sequence offsets raised TypeError: 'NoneType' object is not iterable
+    infllm.hf.infllm_attention_forward(att, q, kv, kv, None, cu_seq_lens_q=torch.tensor([0, 2, 5], dtype=torch.int32))
+    check(False, "cu_seq_lens_q without cu_seq_lens_k: refused")
+except ValueError as e:
+    check("cu_seq_lens_k" in str(e), f"cu_seq_lens_q without cu_seq_lens_k refused ({e})")
 # a layer that is not causal (an encoder's, cross-attention: module.is_causal False, or is_causal=False passed) was
 # computed causal, silently
 for name, kw in (("is_causal=False passed", dict(is_causal=False)), ("module.is_causal False", {})):

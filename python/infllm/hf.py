@@ -92,6 +92,8 @@ def infllm_attention_forward(module, query, key, value, attention_mask, scaling=
         key, value = key[:, :, :Tk], value[:, :, :Tk]
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # [B, T, H, D]
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
+    if (cu_q is None) != (cu_k is None):
+        raise ValueError("infllm attention: packed sequences need both cu_seq_lens_q and cu_seq_lens_k")
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"infllm attention: a {attention_mask.dim()}-d attention mask (register() installs the "
                          "padding-mask function this attention takes; other masks are not supported)")
