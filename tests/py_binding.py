@@ -297,6 +297,10 @@ gb = infllm.sparse_attention_backward(qb.reshape(2, 96, Hq, D), kb.reshape(2, 20
                                       infllm.select_blocks(qb, kb, [0, 96, 192], [0, 200, 400], **SMALL), lb,
                                       rng.standard_normal((2, 96, Hq, D)).astype(np.float32), **SMALL)
 check([x.shape for x in gb] == [(2, 96, Hq, D), (2, 200, Hkv, D), (2, 200, Hkv, D)], "batched backward shapes")
+# a varlen lse in a batched call: the message showed the flattened shape, (1152,), as what was given
+raises(lambda: infllm.dense_attention_backward(qb.reshape(2, 96, Hq, D), kb.reshape(2, 200, Hkv, D),
+                                               vb.reshape(2, 200, Hkv, D), lb.reshape(192, Hq), qb.reshape(2, 96, Hq, D)),
+       ValueError, f"lse (192, {Hq}) on cpu: expected (2, 96, {Hq})", "batched backward: the lse's shape as given")
 
 # -------------------------------------------------------------------------------------- decode cache ----
 T = 300

@@ -585,10 +585,11 @@ def _backward(c, lse, dout, out, extra_fn_args, fn, size_fn, size_extra):
     for a, name, shape in ((lse_a, "lse", (c.total_q, c.Hq)), (d, "dout", want_q), (o, "out", want_q)):
         if a is None:
             continue
+        given, want = a.shape, (c.batch_shape + shape[1:] if c.batched else shape)  # the caller's layout
         if c.batched:
             a.shape = (a.shape[0] * a.shape[1],) + a.shape[2:] if len(a.shape) >= 2 else a.shape
         if a.shape != shape or a.elsewhere(c.cuda, c.q.device()):
-            raise ValueError(f"{name} {a.shape} on {a.device()}: expected {shape} on {c.q.device()}")
+            raise ValueError(f"{name} {given} on {a.device()}: expected {want} on {c.q.device()}")
     c.keep += [lse_a, d, o]
     dq = _empty(c.q, want_q, c.q.dtype)
     dk = _empty(c.q, (c.total_k, c.Hkv, c.D), c.q.dtype)
