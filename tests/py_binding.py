@@ -365,6 +365,30 @@ with infllm.DecodeCache(2, 128, 1600, "f32") as cache:
         th.join()
     check(len(cache) == 1600, f"8 threads appending 200 tokens each to one cache: length {len(cache)} == 1600")
 
+# a process forked after the library ran threaded (multiprocessing's fork, DataLoader workers): GCC's OpenMP runtime
+# hangs the child's first parallel region (its pool's threads are not copied); the package runs such a child's calls
+# on one thread, which gives the same bits
+if hasattr(os, "fork") and infllm._lib.infllm_cpu_num_threads() > 1:
+    import multiprocessing  # noqa: E402
+
+    lay3 = (cu_q, cu_k)
+    want3 = (infllm.attention(q, k, v, *lay3, mode="sparse", **SMALL),
+             infllm.dense_attention_backward(q, k, v, lse, dout, *lay3)[1])
+
+    def forked_child(_):
+        got = (infllm.attention(q, k, v, *lay3, mode="sparse", **SMALL),
+               infllm.dense_attention_backward(q, k, v, lse, dout, *lay3)[1])
+        return all(np.array_equal(g, w) for g, w in zip(got, want3))
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        job = pool.map_async(forked_child, range(2))
+        try:
+            check(all(job.get(timeout=30)), "a forked child's calls (threaded in the parent) == the parent's, bitwise")
+        except multiprocessing.TimeoutError:
+            check(False, "a forked child's calls (threaded in the parent): hung (30 s)")
+else:
+    print("SKIP: no fork, or one CPU thread: the forked-child check did not run")
+
 # ------------------------------------------------------------------------------------------- errors ----
 raises(lambda: infllm.attention(q, k, v, [0, 150, 411], [0, 150, 699]), infllm.InfllmError, "total_k",
        "cu_seqlens_k not ending at total_k (the library's message)")
