@@ -12,9 +12,9 @@ where the model is, differentiable for training (the selection held fixed, as In
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
 restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain. The model's own
 softmax scale is used. Not supported (ValueError): attention dropout in training, soft-capping, sliding windows,
-masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's KV cache (dynamic or static); each step recompresses
-the cached keys (the stateless call), so long generations are better served by infllm.DecodeCache or the `infllm run`
-runtime.
+masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's
+KV cache (dynamic or static); each step recompresses the cached keys (the stateless call), so long generations are
+better served by infllm.DecodeCache or the `infllm run` runtime.
 """
 import torch
 
