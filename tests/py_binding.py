@@ -203,10 +203,24 @@ check(all(getattr(p0, f) == v for f, v in want.items()), f"Params() is MiniCPM4.
 check(p0.topk_total() == 96 and infllm.Params(topk=5, local_blocks=7).topk_total() == 12,
       "topk_total reads topk and local_blocks from the struct")
 check(p0.replace(topk=3).topk == 3 and p0.topk == 64, "replace copies")
+# Params used in a call keep its C struct, which has pointer fields: pickle and copy.deepcopy (DataLoader workers,
+# multiprocessing, copied training configs) raised "ctypes objects containing pointers cannot be pickled"
+import copy  # noqa: E402
+import pickle  # noqa: E402
+
+try:
+    pp = [pickle.loads(pickle.dumps(p0)), copy.deepcopy(p0)]
+    check(all(x == p0 and x.topk_total() == 96 for x in pp), "a used Params pickles and deep-copies")
+except ValueError as e:
+    check(False, f"a used Params pickles and deep-copies: {e}")
 raises(lambda: infllm.Params(topk_blocks=3), TypeError, "topk_blocks", "unknown field")
 raises(lambda: infllm.Params(mode="fast"), ValueError, "fast", "bad mode")
 raises(lambda: infllm.Params(topk=2.5), TypeError, "topk", "float topk")
 raises(lambda: infllm.Params(topk=2**31), ValueError, "int32", "topk past int32")
+# softmax_scale is a C float: one that rounds to 0 there ran as the library's 0 = 1 / sqrt(head_dim), silently
+raises(lambda: infllm.Params(softmax_scale=1e-50), ValueError, "softmax_scale", "softmax_scale 1e-50 (0 in float32)")
+raises(lambda: infllm.Params(softmax_scale=1e39), ValueError, "softmax_scale", "softmax_scale 1e39 (inf in float32)")
+check(infllm.Params(softmax_scale=1e-40).softmax_scale == 1e-40, "softmax_scale 1e-40 (a float32 subnormal) kept")
 
 # ------------------------------------------------------------------------------------- host forward ----
 Hq, Hkv, D = 6, 2, 32
@@ -283,6 +297,10 @@ gb = infllm.sparse_attention_backward(qb.reshape(2, 96, Hq, D), kb.reshape(2, 20
                                       infllm.select_blocks(qb, kb, [0, 96, 192], [0, 200, 400], **SMALL), lb,
                                       rng.standard_normal((2, 96, Hq, D)).astype(np.float32), **SMALL)
 check([x.shape for x in gb] == [(2, 96, Hq, D), (2, 200, Hkv, D), (2, 200, Hkv, D)], "batched backward shapes")
+# a varlen lse in a batched call: the message showed the flattened shape, (1152,), as what was given
+raises(lambda: infllm.dense_attention_backward(qb.reshape(2, 96, Hq, D), kb.reshape(2, 200, Hkv, D),
+                                               vb.reshape(2, 200, Hkv, D), lb.reshape(192, Hq), qb.reshape(2, 96, Hq, D)),
+       ValueError, f"lse (192, {Hq}) on cpu: expected (2, 96, {Hq})", "batched backward: the lse's shape as given")
 
 # -------------------------------------------------------------------------------------- decode cache ----
 T = 300
@@ -308,12 +326,92 @@ with infllm.DecodeCache(Hkv, D, T, "f32", dense_len=200, **SMALL) as cache:
 raises(lambda: len(cache), ValueError, "closed", "closed cache")
 raises(lambda: infllm.DecodeCache(Hkv, D, 10, "int8"), TypeError, "int8", "cache dtype name")
 
+# one cache used from several threads (ctypes releases the GIL; the C cache is not locked): calls serialise, close()
+# during another thread's attend does not free the storage under it (it crashed the interpreter)
+import threading  # noqa: E402
+
+Tt = 4096
+qc, kc, vc = inputs(Tt, Tt, 8, 2, 128)
+got_t = []
+first = threading.Event()
+
+
+def attend_loop(cache):
+    try:
+        for _ in range(4):
+            got_t.append(cache.attend(qc[-64:]).shape)
+            first.set()  # the next attend starts now: close() lands inside it
+    except ValueError as e:
+        got_t.append(str(e))
+
+
+for _ in range(3):
+    # storage past malloc's mmap threshold: close() unmaps it
+    cache = infllm.DecodeCache(2, 128, 1 << 17, "f32", mode="dense", num_threads=1)
+    cache.append(kc, vc)
+    first.clear()
+    th = threading.Thread(target=attend_loop, args=(cache,))
+    th.start()
+    first.wait()
+    cache.close()
+    th.join()
+check(all(g == (64, 8, 128) or "closed" in str(g) for g in got_t),
+      f"close() while another thread attends: no crash, the attend finishes or sees 'closed' ({len(got_t)} calls)")
+with infllm.DecodeCache(2, 128, 1600, "f32") as cache:
+    ths = [threading.Thread(target=lambda: [cache.append(kc[:1], vc[:1]) for _ in range(200)]) for _ in range(8)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    check(len(cache) == 1600, f"8 threads appending 200 tokens each to one cache: length {len(cache)} == 1600")
+
+# a process forked after the library ran threaded (multiprocessing's fork, DataLoader workers): GCC's OpenMP runtime
+# hangs the child's first parallel region (its pool's threads are not copied); the package runs such a child's calls
+# on one thread, which gives the same bits
+if hasattr(os, "fork") and infllm._lib.infllm_cpu_num_threads() > 1:
+    import multiprocessing  # noqa: E402
+
+    lay3 = (cu_q, cu_k)
+    want3 = (infllm.attention(q, k, v, *lay3, mode="sparse", **SMALL),
+             infllm.dense_attention_backward(q, k, v, lse, dout, *lay3)[1])
+
+    def forked_child(_):
+        got = (infllm.attention(q, k, v, *lay3, mode="sparse", **SMALL),
+               infllm.dense_attention_backward(q, k, v, lse, dout, *lay3)[1])
+        return all(np.array_equal(g, w) for g, w in zip(got, want3))
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        job = pool.map_async(forked_child, range(2))
+        try:
+            check(all(job.get(timeout=30)), "a forked child's calls (threaded in the parent) == the parent's, bitwise")
+        except multiprocessing.TimeoutError:
+            check(False, "a forked child's calls (threaded in the parent): hung (30 s)")
+else:
+    print("SKIP: no fork, or one CPU thread: the forked-child check did not run")
+
 # ------------------------------------------------------------------------------------------- errors ----
 raises(lambda: infllm.attention(q, k, v, [0, 150, 411], [0, 150, 699]), infllm.InfllmError, "total_k",
        "cu_seqlens_k not ending at total_k (the library's message)")
 raises(lambda: infllm.attention(q.astype(np.float64), k, v), TypeError, "float64", "float64 q")
 raises(lambda: infllm.attention(q, k.astype(np.float16), v), TypeError, "one dtype", "mixed dtypes")
 raises(lambda: infllm.attention(q, k, v, [0, 411], None), ValueError, "both", "one cu_seqlens")
+# integer arguments: ctypes wraps an int to the C type and int() truncates, silently (cu_seqlens of NumPy float32
+# 150.5 ran as 150, strings were parsed, max_seqlen 2**32 became 0 = "compute them", a cache capacity 2**64 + 10
+# became 10); integral floats stay accepted in cu_seqlens
+check(np.array_equal(infllm.attention(q, k, v, [0., 150., 151., 411.], cu_k, mode="dense"), out),
+      "cu_seqlens of integral floats accepted")
+raises(lambda: infllm.attention(q, k, v, np.array([0, 150.5, 151, 411], np.float32), cu_k), TypeError, "cu_seqlens_q",
+       "cu_seqlens of NumPy float32 150.5")
+raises(lambda: infllm.attention(q, k, v, cu_q, ["0", "150", "340", "700"]), TypeError, "cu_seqlens_k",
+       "cu_seqlens of strings")
+raises(lambda: infllm.attention(q, k, v, cu_q, cu_k, 2**32, 2**32), ValueError, "max_seqlen_q", "max_seqlen 2**32")
+raises(lambda: infllm.attention(q, k, v, cu_q, cu_k, 260, 360.0), TypeError, "max_seqlen_k", "max_seqlen_k a float")
+raises(lambda: infllm.DecodeCache(Hkv, D, 2**64 + 10, "f32"), ValueError, "capacity", "cache capacity 2**64 + 10")
+raises(lambda: infllm.DecodeCache(Hkv, D, 10.5, "f32"), TypeError, "capacity", "cache capacity 10.5")
+raises(lambda: infllm.DecodeCache(2**32 + Hkv, D, 10, "f32"), ValueError, "num_kv_heads", "cache heads 2**32 + Hkv")
+with infllm.DecodeCache(Hkv, D, 10, "f32") as cache:
+    cache.append(k[:4], v[:4])
+    raises(lambda: cache.truncate(2.7), TypeError, "new_length", "cache truncate(2.7)")
 raises(lambda: infllm.attention(q, k, v, mode="sparse", topk=-1), infllm.InfllmError, "topk", "topk -1")
 raises(lambda: infllm.attention(q, k, v, backend="cuda"), ValueError, "cuda backend takes CUDA", "cuda on host arrays")
 raises(lambda: infllm.attention(q, k, v, backend="gpu"), ValueError, "gpu", "unknown backend")
@@ -401,10 +499,43 @@ refg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale)
 nvg = backward_ref(q, k, v, dout, cu_q, cu_k, sel_m, 32, scale, np.float32)
 for gname, t, r, n in zip(("dq", "dk", "dv"), (qt, kt, vt), refg, nvg):
     within(f"torch autograd mixed AUTO {gname}", t.grad.numpy(), r, n)
+# misleading errors: a torch q that requires grad with NumPy k / v raised AttributeError ('detach'), a sparse tensor
+# torch's "unsupported memory format option Contiguous"
+raises(lambda: infllm.attention(torch.from_numpy(q).requires_grad_(), k, v), ValueError, "same kind",
+       "autograd: a torch q with NumPy k / v")
+raises(lambda: infllm.attention(torch.from_numpy(q).to_sparse(), kt.detach(), vt.detach()), ValueError, "strided",
+       "a sparse torch tensor")
+# empty torch tensors: torch gives them a NULL data pointer, which the library refuses for every tensor ("q is NULL");
+# NumPy's empty arrays have one. An AUTO batch under autograd whose dense part has no query ran one such call
+q0 = torch.empty(0, Hq, D)
+try:
+    e0 = infllm.attention(q0, kt.detach(), vt.detach(), return_lse=True)
+    check(e0[0].shape == (0, Hq, D) and e0[1].shape == (0, Hq), "torch: no queries, empty outputs")
+    eb = infllm.dense_attention_backward(q0, kt.detach(), vt.detach(), torch.empty(0, Hq), q0)
+    check(not eb[1].any() and not eb[2].any(), "torch: no queries, dk and dv of zeros")
+except infllm.InfllmError as e:
+    check(False, f"torch: no queries: {e}")
+cq0, ck0 = [0, 0, 1, 261], [0, 150, 340, 700]  # sequence 0: keys only (dense at dense_len 170), 1 and 2 sparse
+x = torch.from_numpy(q[150:]).requires_grad_()
+y = torch.from_numpy(k).requires_grad_()
+try:
+    o0 = infllm.attention(x, y, vt.detach(), cq0, ck0, dense_len=170, **SMALL)
+    o0.sum().backward()
+    check(torch.equal(o0.detach(), torch.from_numpy(infllm.attention(q[150:], k, v, cq0, ck0, dense_len=170, **SMALL)))
+          and not y.grad[:150].any(), "autograd AUTO batch with a query-less dense sequence == the plain call")
+except infllm.InfllmError as e:
+    check(False, f"autograd AUTO batch with a query-less dense sequence: {e}")
 ob, lb = infllm.attention(torch.from_numpy(qb).view(2, 96, Hq, D).requires_grad_(), torch.from_numpy(kb).view(2, 200, Hkv, D),
                           torch.from_numpy(vb).view(2, 200, Hkv, D), mode="sparse", return_lse=True, **SMALL)
 check(ob.shape == (2, 96, Hq, D) and ob.requires_grad and torch.equal(ob.detach().reshape(ov.shape),
       torch.from_numpy(ov)), "torch batched layout under autograd")
+# double backward (create_graph=True, a gradient penalty): the library's backward is not differentiable; the gradient
+# came back without a graph, so a second-order loss silently lost the attention's terms (here: gave 2 q alone)
+for name, fn in (("attention", lambda x: infllm.attention(x, kt, vt, *lay, mode="sparse", **SMALL)),
+                 ("dense_attention", lambda x: infllm.dense_attention(x, kt, vt, *lay)[0])):
+    x = torch.from_numpy(q).requires_grad_()
+    raises(lambda: torch.autograd.grad(fn(x).pow(2).sum(), x, create_graph=True), RuntimeError, "not differentiable",
+           f"create_graph=True through {name}: refused, not a gradient without the attention's second-order terms")
 
 if not (torch.cuda.is_available() and infllm.cuda_available()):
     print(f"SKIP: no GPU for the CUDA checks ({infllm.cuda_device_info()})")
@@ -487,4 +618,17 @@ raises(lambda: infllm.attention(q16.cpu(), k16, v16), ValueError, "one device", 
 raises(lambda: infllm.attention(q16, k16, v16, backend="cpu"), ValueError, "host tensors", "cpu backend on CUDA tensors")
 raises(lambda: infllm.attention(q16.float(), k16.float(), v16.float()), infllm.InfllmError, "dtype",
        "f32 on CUDA refused by the library")
+# an argument on another GPU than q's (the library takes any device memory as readable: a kernel reading a peer's
+# memory without peer access is an illegal address, which ends the process's CUDA context)
+if torch.cuda.device_count() >= 2:
+    d1 = torch.device("cuda:1")
+    lse_g = infllm.sparse_attention(q16, k16, v16, idx_g, *lay, **P16)[1]
+    raises(lambda: infllm.sparse_attention(q16, k16, v16, idx_g.to(d1), *lay, **P16), ValueError, "topk_idx",
+           "topk_idx on another GPU")
+    raises(lambda: infllm.sparse_attention_backward(q16, k16, v16, idx_g, lse_g.to(d1), d16, *lay, **P16), ValueError,
+           "lse", "lse on another GPU")
+    with infllm.DecodeCache(Hkv, D, 16, torch.bfloat16, "cuda:0") as cache:
+        raises(lambda: cache.append(kd[:1].to(d1), vd[:1].to(d1)), ValueError, "cuda:1", "cache append from another GPU")
+else:
+    print("SKIP: one GPU: arguments on another GPU than q's were not tried")
 c.finish()

@@ -113,6 +113,16 @@ with torch.no_grad():
     ge = M["eager"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
     gi = M["infllm"].generate(pids, attention_mask=pmask, max_new_tokens=8, do_sample=False)
 check(torch.equal(ge, gi), f"left-padded batch generation == eager's ({gi[:, 40:].tolist()})")
+# a static cache (cache_implementation="static"): keys come allocated to the cache's length, the slots past the tokens
+# seen not yet written; attending them (bottom-right aligned at the end of the cache) gave other tokens silently
+with torch.no_grad():
+    for name, kw in (("one prompt", dict(inputs=prompt)), ("a left-padded batch", dict(inputs=pids, attention_mask=pmask))):
+        ge = M["eager"].generate(**kw, max_new_tokens=6, do_sample=False)
+        try:
+            gi = M["infllm"].generate(**kw, max_new_tokens=6, do_sample=False, cache_implementation="static")
+            check(torch.equal(ge, gi), f"static-cache generation, {name}: == eager's ({gi[:, -6:].tolist()})")
+        except ValueError as e:
+            check(False, f"static-cache generation, {name}: raised {e}")
 
 # sparse
 infllm.hf.configure(M["infllm"], topk=1000, **SPARSE)
@@ -154,6 +164,21 @@ try:
 except ValueError as e:
     check("contiguous" in str(e), f"a mask with a hole refused ({e})")
 att = M["infllm"].model.layers[0].self_attn
+try:  # one of the two packed-sequence offsets raised TypeError: 'NoneType' object is not iterable
+    infllm.hf.infllm_attention_forward(att, q, kv, kv, None, cu_seq_lens_q=torch.tensor([0, 2, 5], dtype=torch.int32))
+    check(False, "cu_seq_lens_q without cu_seq_lens_k: refused")
+except ValueError as e:
+    check("cu_seq_lens_k" in str(e), f"cu_seq_lens_q without cu_seq_lens_k refused ({e})")
+# a layer that is not causal (an encoder's, cross-attention: module.is_causal False, or is_causal=False passed) was
+# computed causal, silently
+for name, kw in (("is_causal=False passed", dict(is_causal=False)), ("module.is_causal False", {})):
+    att.is_causal = bool(kw)  # causal module, is_causal=False passed; or the module not causal
+    try:
+        infllm.hf.infllm_attention_forward(att, q, kv, kv, None, **kw)
+        check(False, f"a non-causal layer ({name}): refused")
+    except ValueError as e:
+        check("causal" in str(e), f"a non-causal layer ({name}) refused ({e})")
+att.is_causal = True
 att.train()
 try:
     infllm.hf.infllm_attention_forward(att, q, kv, kv, None, dropout=0.1)

@@ -25,10 +25,17 @@ num_threads); `backend` "cpu", "ref" (the float64 reference) or "cuda" (default:
 Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current stream,
 take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
-differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence).
+differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process forked
+after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does not survive
+fork.
 """
 import ctypes as C
+import math
+import numbers
+import operator
+import os
 import sys
+import threading
 
 from . import _capi
 from ._capi import BACKEND_CPU, BACKEND_CUDA
@@ -38,6 +45,22 @@ __all__ = ["InfllmError", "Params", "attention", "select_blocks", "sparse_attent
            "cpu_simd_level", "cuda_available", "cuda_device_info", "library_path"]
 
 _lib = _capi.load()
+
+# A process forked after the library ran a parallel region (multiprocessing's fork start method, DataLoader
+# workers) hangs in its first one when the library's OpenMP is GCC's (libgomp does not survive fork: the pool's
+# threads are not copied). As PyTorch does, such a child runs the library's CPU calls on one thread (the results do
+# not depend on the thread count); a child forked before any call keeps its threads.
+_used = False  # a call has been made in this process (its OpenMP pool may exist)
+_forked_after_use = False
+
+
+def _after_fork_in_child():
+    global _forked_after_use
+    _forked_after_use = _forked_after_use or _used
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InfllmError(RuntimeError):
@@ -129,6 +152,10 @@ class Params:
                 raise ValueError(f"infllm.Params.mode: {v!r} is not one of auto, dense, sparse")
         elif k == "softmax_scale":
             v = float(v)
+            f32 = C.c_float(v).value  # the struct's field: 0 there is the library's 1 / sqrt(head_dim)
+            if (v != 0 and f32 == 0) or (math.isfinite(v) and not math.isfinite(f32)):
+                raise ValueError(f"infllm.Params.softmax_scale = {v} is {f32} as a float32 (the library's field)"
+                                 + (", which means 1 / sqrt(head_dim)" if f32 == 0 else ""))
         elif k == "exact_lse":
             v = bool(v)
         else:
@@ -139,6 +166,12 @@ class Params:
                 raise ValueError(f"infllm.Params.{k} = {v} is outside the int32 range")
         self.__dict__[k] = v
         self.__dict__.pop("_cc", None)  # the C struct made from the old values
+
+    def __getstate__(self):  # the fields alone: the cached C struct has pointer fields, which pickle refuses
+        return {f: self.__dict__[f] for f in _PARAM_FIELDS}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     def replace(self, **kw):
         p = object.__new__(Params)
@@ -159,6 +192,8 @@ class Params:
 
     def _c(self, backend, stream=None):
         """a fresh infllm_params (the call fills its workspace) from a struct made once per set of values"""
+        global _used
+        _used = True
         cc = self.__dict__.get("_cc")
         if cc is None:
             cc = _capi.ParamsC()
@@ -171,6 +206,8 @@ class Params:
         c = _capi.ParamsC.from_buffer_copy(cc)
         c.backend = backend
         c.cuda_stream = stream
+        if _forked_after_use:
+            c.num_threads = 1
         return c
 
 
@@ -217,6 +254,8 @@ class _Arr:
             cuda = x.is_cuda
             if not cuda and x.device.type != "cpu":
                 raise ValueError(f"{name}: tensors on {x.device} are not supported (cpu or cuda)")
+            if x.layout != _T.strided:
+                raise ValueError(f"{name}: {x.layout} tensors are not supported (dense, strided ones)")
             code = _TORCH_CODES.get(x.dtype)
             self.obj, self.torch, self.cuda = x if x.is_contiguous() else x.contiguous(), True, cuda
         else:
@@ -234,7 +273,7 @@ class _Arr:
             raise TypeError(f"{name}: dtype {x.dtype} is not supported (expected {want})")
         self.dtype = code
         self.shape = tuple(self.obj.shape)
-        self.ptr = self.obj.data_ptr() if self.torch else self.obj.ctypes.data
+        self.ptr = _data_ptr(self.obj) if self.torch else self.obj.ctypes.data
 
     def device(self):
         return self.obj.device if self.torch else "cpu"
@@ -242,6 +281,10 @@ class _Arr:
     def where(self):
         """(kind, device index) for comparing arguments' places"""
         return (self.torch, self.obj.get_device()) if self.torch else (False, -1)
+
+    def elsewhere(self, cuda, device):
+        """whether this array is not where a call of that kind (CUDA or host) on that CUDA device reads"""
+        return self.cuda != cuda or (cuda and self.obj.device != device)
 
 
 def _stream(device):
@@ -271,8 +314,25 @@ def _empty(like, shape, dtype):
     return np.empty(shape, dtype=nd)
 
 
+_EMPTY_PTRS = {}  # device -> a small allocation whose address stands in for empty tensors' (never read or written)
+
+
+def _data_ptr(t):
+    """a torch tensor's data pointer. torch gives an empty tensor none (0), which the library refuses for every
+    tensor argument, empty or not ("q is NULL"; NumPy's empty arrays have an address): those get the address of a
+    small allocation on their device (the library neither reads nor writes an empty tensor, and never takes two
+    empty ranges for overlapping)"""
+    p = t.data_ptr()
+    if p == 0:
+        pad = _EMPTY_PTRS.get(t.device)
+        if pad is None:
+            pad = _EMPTY_PTRS.setdefault(t.device, _T.empty(256, dtype=_T.uint8, device=t.device))
+        p = pad.data_ptr()
+    return p
+
+
 def _ptr(x):
-    return None if x is None else (x.data_ptr() if _is_torch(x) else x.ctypes.data)
+    return None if x is None else (_data_ptr(x) if _is_torch(x) else x.ctypes.data)
 
 
 class _Call:
@@ -343,6 +403,8 @@ class _Call:
         backends read host int32 arrays, CUDA device int32 tensors (with max_seqlen_q / _k)."""
         if (cu_q is None) != (cu_k is None):
             raise ValueError("give both cu_seqlens_q and cu_seqlens_k, or neither (one sequence)")
+        max_q = None if max_q is None else _int(max_q, "max_seqlen_q")
+        max_k = None if max_k is None else _int(max_k, "max_seqlen_k")
         self.host_q = self.host_k = None
         if cu_q is None:
             self.num_seqs, self.cu_q, self.cu_k = 1, None, None
@@ -421,19 +483,33 @@ class _Call:
         return x.reshape(self.batch_shape + tuple(x.shape[1:]))
 
 
-def _host_offsets(cu, name):
-    if _is_torch(cu):
-        vals = cu.tolist()
-    else:
-        vals = list(cu)
+def _int(x, name, bits=32):
+    """an integer argument (Python, NumPy or 0-d torch integer; not a bool, float or string) in the range of the C
+    type of `bits` bits, which ctypes would otherwise wrap it to silently"""
+    if isinstance(x, bool) or type(x).__name__ == "bool_":
+        raise TypeError(f"{name} must be an integer, not {type(x).__name__}")
     try:
-        out = [int(v) for v in vals]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected integers, got {vals[:4]!r}")
-    if any(v != float(x) for v, x in zip(out, vals) if isinstance(x, float)):
-        raise TypeError(f"{name}: expected integers")
-    if any(not -2**31 <= v < 2**31 for v in out):
-        raise ValueError(f"{name}: offsets outside the int32 range")
+        v = operator.index(x)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(x).__name__}") from None
+    if not -2**(bits - 1) <= v < 2**(bits - 1):
+        raise ValueError(f"{name} = {v} is outside the int{bits} range")
+    return v
+
+
+def _host_offsets(cu, name):
+    vals = cu.tolist() if _is_torch(cu) else list(cu)
+    out = []
+    for x in vals:
+        # integers, or floats of integral value (NumPy's float32 is no Python float: int() truncated it silently)
+        if isinstance(x, numbers.Real) and not isinstance(x, numbers.Integral) and float(x).is_integer():
+            x = int(x)
+        try:
+            out.append(_int(x, name))
+        except TypeError:
+            raise TypeError(f"{name}: expected integers, got {x!r} in {vals[:4]!r}") from None
+        except ValueError:
+            raise ValueError(f"{name}: offsets outside the int32 range") from None
     return out
 
 
@@ -478,8 +554,8 @@ def select_blocks(q, k, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
 
 def _topk_arg(c, topk_idx):
     t = _Arr(topk_idx, "topk_idx", ("i32",))
-    if t.cuda != c.cuda:
-        raise ValueError("topk_idx must be on the same device as q")
+    if t.elsewhere(c.cuda, c.q.device()):
+        raise ValueError(f"topk_idx on {t.device()} must be on the same device as q ({c.q.device()})")
     if len(t.shape) != 3 or t.shape[0] != c.Hkv or t.shape[1] != c.total_q:
         raise ValueError(f"topk_idx {t.shape}: expected [Hkv, total_q, cols] = [{c.Hkv}, {c.total_q}, cols]")
     c.keep.append(t)
@@ -494,7 +570,8 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
-        idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=q.device)
+        dev = next(x.device for x in (q, k, v) if _is_torch(x))  # (a NumPy one among them: _Call's message)
+        idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=dev)
         return _autograd._Sparse.apply(q, k, v, idx, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     t = _topk_arg(c, topk_idx)
@@ -531,10 +608,11 @@ def _backward(c, lse, dout, out, extra_fn_args, fn, size_fn, size_extra):
     for a, name, shape in ((lse_a, "lse", (c.total_q, c.Hq)), (d, "dout", want_q), (o, "out", want_q)):
         if a is None:
             continue
+        given, want = a.shape, (c.batch_shape + shape[1:] if c.batched else shape)  # the caller's layout
         if c.batched:
             a.shape = (a.shape[0] * a.shape[1],) + a.shape[2:] if len(a.shape) >= 2 else a.shape
-        if a.shape != shape or a.cuda != c.cuda:
-            raise ValueError(f"{name} {a.shape} on {a.device()}: expected {shape} on {c.q.device()}")
+        if a.shape != shape or a.elsewhere(c.cuda, c.q.device()):
+            raise ValueError(f"{name} {given} on {a.device()}: expected {want} on {c.q.device()}")
     c.keep += [lse_a, d, o]
     dq = _empty(c.q, want_q, c.q.dtype)
     dk = _empty(c.q, (c.total_k, c.Hkv, c.D), c.q.dtype)
@@ -580,11 +658,13 @@ class DecodeCache:
     tokens (n 1: a decode step). dtype "f32", "f16" or "bf16"; device "cpu" or "cuda" (CUDA: tensors on the
     current CUDA device; appends run on the stream current at creation, attends on the one current at the
     call). Block size, kernel size / stride and the backend are fixed at creation; the other parameters are
-    read at each attend."""
+    read at each attend. One cache may be used from several threads: its calls take turns (the C cache is not
+    locked, and ctypes releases the GIL)."""
 
     def __init__(self, num_kv_heads, head_dim, capacity, dtype="bf16", device="cpu", *, params=None,
                  **overrides):
         self._c = None
+        self._lock = threading.RLock()  # held around every call on the handle (close() included)
         self._ws_sizes = {}
         self.params = _params(params, overrides).replace()  # the cache's own copy
         key = str(dtype).replace("torch.", "")
@@ -602,11 +682,12 @@ class DecodeCache:
             t = _torch()
             self.device = t.device(device if ":" in device else f"cuda:{t.cuda.current_device()}")
             stream = _stream(self.device)
-        self.num_kv_heads, self.head_dim = int(num_kv_heads), int(head_dim)
+        self.num_kv_heads, self.head_dim = _int(num_kv_heads, "num_kv_heads"), _int(head_dim, "head_dim")
+        capacity = _int(capacity, "capacity", 64)
         p = self.params._c(BACKEND_CUDA if self.cuda else BACKEND_CPU, stream)
         h = C.c_void_p()
         self._run(lambda: _lib.infllm_cache_create(C.byref(p), self.dtype, self.num_kv_heads, self.head_dim,
-                                                   int(capacity), C.byref(h)), "infllm_cache_create")
+                                                   capacity, C.byref(h)), "infllm_cache_create")
         self._c = h.value
 
     def _run(self, call, what):
@@ -618,8 +699,9 @@ class DecodeCache:
 
     def _arg(self, x, name, heads):
         a = _Arr(x, name, _FLOAT)
-        if a.cuda != self.cuda:
-            raise ValueError(f"{name} on {a.device()} for a {'CUDA' if self.cuda else 'host'} cache")
+        if a.elsewhere(self.cuda, self.device if self.cuda else None):
+            raise ValueError(f"{name} on {a.device()} for a {'CUDA' if self.cuda else 'host'} cache"
+                             + (f" on {self.device}" if self.cuda else ""))
         if a.dtype != self.dtype:
             raise TypeError(f"{name}: dtype {a.obj.dtype} for a cache of {infllm_dtype_name(self.dtype)}")
         if len(a.shape) != 3 or (heads is not None and a.shape[1] != heads) or a.shape[2] != self.head_dim:
@@ -632,13 +714,18 @@ class DecodeCache:
         return self._c
 
     def append(self, k, v):
-        h = self._handle()
         ka, va = self._arg(k, "k", self.num_kv_heads), self._arg(v, "v", self.num_kv_heads)
         if ka.shape != va.shape:
             raise ValueError(f"k {ka.shape} and v {va.shape} differ")
-        self._run(lambda: _lib.infllm_cache_append(h, ka.ptr, va.ptr, ka.shape[0]), "infllm_cache_append")
+        with self._lock:
+            h = self._handle()
+            self._run(lambda: _lib.infllm_cache_append(h, ka.ptr, va.ptr, ka.shape[0]), "infllm_cache_append")
 
     def attend(self, q, *, return_lse=False, params=None, **overrides):
+        with self._lock:
+            return self._attend(q, return_lse, params, overrides)
+
+    def _attend(self, q, return_lse, params, overrides):
         h = self._handle()
         p = _params(params if params is not None else self.params, overrides)
         qa = self._arg(q, "q", None)
@@ -665,24 +752,33 @@ class DecodeCache:
         return (out, lse) if return_lse else out
 
     def truncate(self, new_length):
-        h = self._handle()
-        self._run(lambda: _lib.infllm_cache_truncate(h, int(new_length)), "infllm_cache_truncate")
+        new_length = _int(new_length, "new_length", 64)
+        with self._lock:
+            h = self._handle()
+            self._run(lambda: _lib.infllm_cache_truncate(h, new_length), "infllm_cache_truncate")
 
     def __len__(self):
-        return int(_lib.infllm_cache_length(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_length(self._handle()))
 
     @property
     def capacity(self):
-        return int(_lib.infllm_cache_capacity(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_capacity(self._handle()))
 
     @property
     def memory_bytes(self):
-        return int(_lib.infllm_cache_memory_bytes(self._handle()))
+        with self._lock:
+            return int(_lib.infllm_cache_memory_bytes(self._handle()))
 
     def close(self):
-        if self._c is not None:
-            _lib.infllm_cache_free(self._c)
-            self._c = None
+        lock = self.__dict__.get("_lock")  # absent when __init__ failed before setting it
+        if lock is None:
+            return
+        with lock:
+            if self._c is not None:
+                _lib.infllm_cache_free(self._c)
+                self._c = None
 
     def __enter__(self):
         return self

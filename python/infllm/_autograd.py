@@ -8,6 +8,16 @@ from . import dense_attention, dense_attention_backward, select_blocks, sparse_a
     sparse_attention_backward, _Call
 
 
+def _first_order_only():
+    """the library's backward is not differentiable: a backward that would build a graph (create_graph=True, for a
+    double backward) raises rather than return gradients without one, which a second-order loss would silently
+    take as having no attention terms (once_differentiable is not enough: torch.autograd.grad(..., inputs) skips its
+    error node when the inputs are reached another way)"""
+    if torch.is_grad_enabled():
+        raise RuntimeError("infllm: the attention's backward is not differentiable (create_graph=True, a double "
+                           "backward or a gradient penalty through it, is not supported)")
+
+
 class _Sparse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, topk_idx, lay, p, backend):
@@ -19,6 +29,7 @@ class _Sparse(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, _dlse):
+        _first_order_only()
         q, k, v, topk_idx, out, lse = ctx.saved_tensors
         dq, dk, dv = sparse_attention_backward(q, k, v, topk_idx, lse, dout.contiguous(), *ctx.lay, out=out,
                                                params=ctx.p, backend=ctx.backend)
@@ -36,6 +47,7 @@ class _Dense(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, _dlse):
+        _first_order_only()
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = dense_attention_backward(q, k, v, lse, dout.contiguous(), *ctx.lay, out=out, params=ctx.p,
                                               backend=ctx.backend)
@@ -52,7 +64,8 @@ def _run(q, k, v, lay, p, backend, sparse):
 
 def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
     # the lengths on the host (a sync for CUDA offsets), the shapes checked once
-    c = _Call(q.detach(), k.detach(), v.detach(), cu_q, cu_k, max_q, max_k, p, backend, need_host_lengths=True)
+    c = _Call(*(x.detach() if isinstance(x, torch.Tensor) else x for x in (q, k, v)), cu_q, cu_k, max_q, max_k, p,
+              backend, need_host_lengths=True)  # (a NumPy argument among them: _Call's message)
     if c.batched:
         B, Tq = c.batch_shape
         out, lse = attention(q.reshape(c.total_q, c.Hq, c.D), k.reshape(c.total_k, c.Hkv, c.D),

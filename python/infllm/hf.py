@@ -12,8 +12,9 @@ where the model is, differentiable for training (the selection held fixed, as In
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
 restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain. The model's own
 softmax scale is used. Not supported (ValueError): attention dropout in training, soft-capping, sliding windows,
-masks other than padding. Generation works with the model's KV cache; each step recompresses the cached keys
-(the stateless call), so long generations are better served by infllm.DecodeCache or the `infllm run` runtime.
+masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's
+KV cache (dynamic or static); each step recompresses the cached keys (the stateless call), so long generations are
+better served by infllm.DecodeCache or the `infllm run` runtime.
 """
 import torch
 
@@ -67,20 +68,32 @@ def _runs(mask, tk):
 
 def infllm_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention-function signature: query [B, Hq, Tq, D], key / value [B, Hkv, Tk, D] (after RoPE
-    and the KV cache), attention_mask None or a [B, Tk] padding mask (the mask function registered with it);
+    and the KV cache), attention_mask None or a [B, Tk] padding mask (the mask function registered with it; shorter
+    than Tk for a static cache, whose keys past it are not written yet);
     returns ([B, Tq, Hq, D], None)"""
     if dropout and module.training:
         raise ValueError("infllm attention: attention dropout is not supported (set attention_dropout 0)")
     for k in ("softcap", "sliding_window", "s_aux"):
         if kwargs.get(k) is not None:
             raise ValueError(f"infllm attention: {k} is not supported")
+    is_causal = kwargs.get("is_causal")
+    if not (is_causal if is_causal is not None else getattr(module, "is_causal", True)):
+        raise ValueError("infllm attention is causal; this layer is not (is_causal False: an encoder's or "
+                         "cross-attention)")
     p = _params_of(module)
     if scaling is not None:
         p = p.replace(softmax_scale=float(scaling))
     B, Hq, Tq, D = query.shape
     Tk = key.shape[2]
+    if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] < Tk:
+        # a static cache: its keys come allocated to its length, the slots past the mask's not yet written (the
+        # queries are the mask's last positions, not the cache's); transformers' flash attention drops them too
+        Tk = attention_mask.shape[1]
+        key, value = key[:, :, :Tk], value[:, :, :Tk]
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # [B, T, H, D]
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
+    if (cu_q is None) != (cu_k is None):
+        raise ValueError("infllm attention: packed sequences need both cu_seq_lens_q and cu_seq_lens_k")
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(f"infllm attention: a {attention_mask.dim()}-d attention mask (register() installs the "
                          "padding-mask function this attention takes; other masks are not supported)")
@@ -123,11 +136,25 @@ def infllm_attention_forward(module, query, key, value, attention_mask, scaling=
     return out.reshape(B, Tq, Hq, D), None
 
 
+def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, attention_mask=None, **kwargs):
+    """the mask function: flash attention's 2-D [B, kv] padding mask (None when nothing is padded), except that
+    where the keys will be longer than the tokens written (a static cache: kv_length is its size, q_offset the
+    tokens seen) it is all-ones [B, written] rather than None, so that the attention knows which keys exist"""
+    from transformers.masking_utils import flash_attention_mask
+    m = flash_attention_mask(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask=attention_mask,
+                             **kwargs)
+    if m is None:
+        written = int(q_offset) + q_length - int(kv_offset)
+        if written < int(kv_length):
+            m = torch.ones(batch_size, written, dtype=torch.bool, device=kwargs.get("device"))
+    return m
+
+
 def register(name=NAME):
     """Adds the attention function and its mask function (padding masks as 2-D [B, Tk], as flash-attention's)
     to transformers under `name`, so that models load with attn_implementation=name."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     AttentionInterface.register(name, infllm_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, flash_attention_mask)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, padding_mask)
     return name
