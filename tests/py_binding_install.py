@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """`pip install ./python` on a copy of python/ into a fresh virtual environment, offline (--no-build-isolation,
---no-index, the base interpreter's setuptools / wheel / numpy through --system-site-packages, the library built
+--no-index, this interpreter's setuptools / wheel / numpy through a .pth file, the library built
 CPU-only by setup.py's CMake step): the installed package loads its own libinfllm.so from site-packages with no
 INFLLM_LIB set, and its attention is bitwise the build's library on the same inputs. SKIP where the interpreter
 cannot make a venv or lacks setuptools >= 61 / wheel (scripts/deps.sh installs wheel).
@@ -51,6 +51,15 @@ with tempfile.TemporaryDirectory() as tmp:
     if r.returncode:
         skip(f"this python cannot make a venv ({r.stderr.strip()[-200:]})")
     vpy = os.path.join(venv, "bin", "python")
+    # the new venv sees this interpreter's packages (numpy, setuptools, wheel): --system-site-packages reaches only
+    # the base interpreter's, not those of a venv this test may itself run in (the device machine's python is one)
+    import site
+    vsite = subprocess.run([vpy, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
+                           text=True).stdout.strip()
+    parents = [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
+    if vsite and os.path.isdir(vsite):
+        with open(os.path.join(vsite, "_infllm_test_parent.pth"), "w") as f:
+            f.write("\n".join(parents) + "\n")
     src = os.path.join(tmp, "src")
     shutil.copytree(os.path.join(root, "python"), src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     env = dict(os.environ, INFLLM_SOURCE_DIR=root, INFLLM_PIP_CUDA="0")
