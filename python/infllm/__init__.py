@@ -572,7 +572,8 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
         from . import _autograd
         dev = next(x.device for x in (q, k, v) if _is_torch(x))  # (a NumPy one among them: _Call's message)
         idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=dev)
-        return _autograd._Sparse.apply(q, k, v, idx, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
+        lay = (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        return _autograd._Attn.apply(q, k, v, idx, lay, p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     t = _topk_arg(c, topk_idx)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
@@ -589,7 +590,8 @@ def dense_attention(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
-        return _autograd._Dense.apply(q, k, v, (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k), p, backend)
+        lay = (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        return _autograd._Attn.apply(q, k, v, None, lay, p, backend)
     c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
     lse = _lse_out(c)

@@ -18,10 +18,16 @@ def _first_order_only():
                            "backward or a gradient penalty through it, is not supported)")
 
 
-class _Sparse(torch.autograd.Function):
+class _Attn(torch.autograd.Function):
+    """stage 2 on the selection topk_idx, or dense causal attention when it is None: (out, lse), lse not
+    differentiable; the backward is the library's (the _out entry points: CUDA takes the saved output)"""
+
     @staticmethod
     def forward(ctx, q, k, v, topk_idx, lay, p, backend):
-        out, lse = sparse_attention(q, k, v, topk_idx, *lay, params=p, backend=backend)
+        if topk_idx is None:
+            out, lse = dense_attention(q, k, v, *lay, params=p, backend=backend)
+        else:
+            out, lse = sparse_attention(q, k, v, topk_idx, *lay, params=p, backend=backend)
         ctx.save_for_backward(q, k, v, topk_idx, out, lse)
         ctx.lay, ctx.p, ctx.backend = lay, p, backend
         ctx.mark_non_differentiable(lse)
@@ -31,35 +37,20 @@ class _Sparse(torch.autograd.Function):
     def backward(ctx, dout, _dlse):
         _first_order_only()
         q, k, v, topk_idx, out, lse = ctx.saved_tensors
-        dq, dk, dv = sparse_attention_backward(q, k, v, topk_idx, lse, dout.contiguous(), *ctx.lay, out=out,
-                                               params=ctx.p, backend=ctx.backend)
+        kw = dict(out=out, params=ctx.p, backend=ctx.backend)
+        if topk_idx is None:
+            dq, dk, dv = dense_attention_backward(q, k, v, lse, dout.contiguous(), *ctx.lay, **kw)
+        else:
+            dq, dk, dv = sparse_attention_backward(q, k, v, topk_idx, lse, dout.contiguous(), *ctx.lay, **kw)
         return dq, dk, dv, None, None, None, None
 
 
-class _Dense(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, lay, p, backend):
-        out, lse = dense_attention(q, k, v, *lay, params=p, backend=backend)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.lay, ctx.p, ctx.backend = lay, p, backend
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout, _dlse):
-        _first_order_only()
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = dense_attention_backward(q, k, v, lse, dout.contiguous(), *ctx.lay, out=out, params=ctx.p,
-                                              backend=ctx.backend)
-        return dq, dk, dv, None, None, None
-
-
 def _run(q, k, v, lay, p, backend, sparse):
+    idx = None
     if sparse:
         with torch.no_grad():
             idx = select_blocks(q, k, *lay, params=p, backend=backend)
-        return _Sparse.apply(q, k, v, idx, lay, p, backend)
-    return _Dense.apply(q, k, v, lay, p, backend)
+    return _Attn.apply(q, k, v, idx, lay, p, backend)
 
 
 def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
