@@ -18,16 +18,16 @@ queries are the last of its key positions (bottom-right causal alignment: a deco
     dq, dk, dv = infllm.sparse_attention_backward(q, k, v, idx, lse, dout, out=out)
 
 `infllm.attention`, `sparse_attention` and `dense_attention` are differentiable for torch tensors that require
-grad: the selection is held fixed (no gradient flows through compression or top-k, as in InfLLM-V2 training)
-and the backward is the library's (CPU or CUDA). Parameters: `params=infllm.Params(...)` and / or keyword overrides of its fields (block_size,
-kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse, softmax_scale, mode,
-num_threads); `backend` "cpu", "ref" (the float64 reference) or "cuda" (default: where the tensors are).
-Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current stream,
-take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
+grad: the selection is held fixed (no gradient flows through compression or top-k, as in InfLLM-V2 training) and
+the backward is the library's (CPU or CUDA). Parameters: `params=infllm.Params(...)` and / or keyword overrides
+of its fields (block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse,
+softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the float64 reference) or "cuda" (default: where the
+tensors are). Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current
+stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
-differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process forked
-after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does not survive
-fork.
+differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process
+forked after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does
+not survive fork.
 """
 import ctypes as C
 import math
