@@ -111,7 +111,10 @@ typedef struct infllm_params {
                                 float32) */
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
-    int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096) */
+    int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096). In a process
+                                forked after a call ran on several threads (a server's or data loader's
+                                workers), calls run on one thread: GCC's OpenMP pool does not survive fork
+                                (results do not depend on the thread count) */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
      * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks,
      * infllm_sparse_attention and infllm_dense_attention: the size function of that name), 16-byte

@@ -27,13 +27,12 @@ stream, take their workspace from torch's allocator (so they can be captured int
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
 differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process
 forked after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does
-not survive fork.
+not survive fork (the library's rule, include/infllm.h).
 """
 import ctypes as C
 import math
 import numbers
 import operator
-import os
 import sys
 import threading
 
@@ -45,23 +44,6 @@ __all__ = ["InfllmError", "Params", "attention", "select_blocks", "sparse_attent
            "cpu_simd_level", "cuda_available", "cuda_device_info", "library_path"]
 
 _lib = _capi.load()
-
-# A process forked after the library ran a parallel region (multiprocessing's fork start method, DataLoader
-# workers) hangs in its first one when the library's OpenMP is GCC's (libgomp does not survive fork: the pool's
-# threads are not copied). As PyTorch does, such a child runs the library's CPU calls on one thread (the results do
-# not depend on the thread count); a child forked before any call keeps its threads.
-_used = False  # a call has been made in this process (its OpenMP pool may exist)
-_forked_after_use = False
-
-
-def _after_fork_in_child():
-    global _forked_after_use
-    _forked_after_use = _forked_after_use or _used
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 class InfllmError(RuntimeError):
     """A library call failed; `status` is the infllm_status code, the message the library's."""
@@ -192,8 +174,6 @@ class Params:
 
     def _c(self, backend, stream=None):
         """a fresh infllm_params (the call fills its workspace) from a struct made once per set of values"""
-        global _used
-        _used = True
         cc = self.__dict__.get("_cc")
         if cc is None:
             cc = _capi.ParamsC()
@@ -206,8 +186,6 @@ class Params:
         c = _capi.ParamsC.from_buffer_copy(cc)
         c.backend = backend
         c.cuda_stream = stream
-        if _forked_after_use:
-            c.num_threads = 1
         return c
 
 

@@ -31,6 +31,7 @@
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 
 #include "cpu_kern.h"
@@ -106,6 +107,31 @@ int cpu_default_threads(void) {
 #else
     return 1; /* built without OpenMP: the CPU path runs on one thread */
 #endif
+}
+
+#if defined(_OPENMP) && defined(__unix__)
+/* A process forked after the library ran a parallel region (a server's or a data loader's workers: Python's
+ * multiprocessing, PyTorch's DataLoader) inherits GCC's OpenMP runtime without its thread pool, and its first
+ * parallel region of more than one thread waits forever for threads that are not there. Such a child runs its
+ * calls on one thread, as PyTorch's do (the results do not depend on the thread count); a child forked before any
+ * parallel region keeps its threads. Process-wide, set once: atomics (no other mutable globals in the library). */
+static atomic_int g_pool_used;     /* a call resolved more than one thread in this process */
+static atomic_int g_forked_after;  /* this process was forked after that (or descends from one that was) */
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) {
+    if (atomic_load(&g_pool_used)) atomic_store(&g_forked_after, 1);
+}
+static void register_atfork(void) { (void)pthread_atfork(NULL, NULL, on_fork_child); }
+#endif
+
+int cpu_call_threads(int32_t requested) {
+    int n = requested > 0 ? requested : cpu_default_threads();
+#if defined(_OPENMP) && defined(__unix__)
+    pthread_once(&g_atfork_once, register_atfork);
+    if (atomic_load(&g_forked_after)) return 1;
+    if (n > 1) atomic_store(&g_pool_used, 1);
+#endif
+    return n;
 }
 
 /* --------------------------------------------------------------- stats ---- */

@@ -164,7 +164,7 @@ static void fill_param_fields(infllm_attn_params *ap, const infllm_params *p, in
     ap->exact_lse = p->exact_lse;
     ap->mode = p->mode;
     ap->scale = p->softmax_scale > 0.0f ? p->softmax_scale : (float)(1.0 / sqrt((double)head_dim));
-    ap->num_threads = p->num_threads > 0 ? p->num_threads : cpu_default_threads();
+    ap->num_threads = cpu_call_threads(p->num_threads); /* 1 in a process forked after a parallel call */
     ap->cuda_stream = p->cuda_stream;
     ap->workspace = p->workspace;
     ap->workspace_bytes = p->workspace_bytes;

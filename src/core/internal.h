@@ -195,6 +195,9 @@ void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t 
                      void *dst, int64_t dst_row);
 const char *cpu_simd_level_name(void);
 int cpu_default_threads(void);
+/* the threads a call runs on: requested (> 0) or all cores; 1 in a process forked after a call ran more than one
+ * (GCC's OpenMP pool does not survive fork: such a child's first parallel region hung) */
+int cpu_call_threads(int32_t requested);
 
 /* ------------------------------------------------------------ CUDA path ---- */
 /* src/cuda/: device pointers. Only linked when INFLLM_HAVE_CUDA. */
