@@ -217,6 +217,10 @@ raises(lambda: infllm.Params(topk_blocks=3), TypeError, "topk_blocks", "unknown 
 raises(lambda: infllm.Params(mode="fast"), ValueError, "fast", "bad mode")
 raises(lambda: infllm.Params(topk=2.5), TypeError, "topk", "float topk")
 raises(lambda: infllm.Params(topk=2**31), ValueError, "int32", "topk past int32")
+raises(lambda: infllm.Params(mode=True), ValueError, "True", "mode True (not a mode)")
+raises(lambda: infllm.Params(exact_lse="False"), TypeError, "exact_lse", "exact_lse given a string")
+check(infllm.Params(mode=2).mode == "sparse" and infllm.Params(exact_lse=1).exact_lse is True,
+      "mode by its C value, exact_lse by 0 / 1")
 # softmax_scale is a C float: one that rounds to 0 there ran as the library's 0 = 1 / sqrt(head_dim), silently
 raises(lambda: infllm.Params(softmax_scale=1e-50), ValueError, "softmax_scale", "softmax_scale 1e-50 (0 in float32)")
 raises(lambda: infllm.Params(softmax_scale=1e39), ValueError, "softmax_scale", "softmax_scale 1e39 (inf in float32)")

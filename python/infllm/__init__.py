@@ -128,7 +128,7 @@ class Params:
             if isinstance(v, str):
                 if v not in _capi.MODES:
                     raise ValueError(f"infllm.Params.mode: {v!r} is not one of auto, dense, sparse")
-            elif v in _MODE_NAMES:
+            elif not isinstance(v, bool) and isinstance(v, int) and v in _MODE_NAMES:
                 v = _MODE_NAMES[v]
             else:
                 raise ValueError(f"infllm.Params.mode: {v!r} is not one of auto, dense, sparse")
@@ -139,6 +139,8 @@ class Params:
                 raise ValueError(f"infllm.Params.softmax_scale = {v} is {f32} as a float32 (the library's field)"
                                  + (", which means 1 / sqrt(head_dim)" if f32 == 0 else ""))
         elif k == "exact_lse":
+            if not isinstance(v, (bool, int)) or v not in (0, 1):  # bool("False") would be True
+                raise TypeError(f"infllm.Params.exact_lse must be a bool (or 0 / 1), not {v!r}")
             v = bool(v)
         else:
             if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
