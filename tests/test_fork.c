@@ -6,6 +6,8 @@
  * depend on the thread count). Here: the parent runs the sparse pipeline and a backward on 2 threads, forks;
  * each child (one at once, then a grandchild of a child) repeats the calls on 2 threads under a 20-second alarm
  * and must get the parent's bits. Without the rule the child is killed by the alarm (a failure, not a hang).
+ * First, before any CPU call: a process that ran only REF calls (no thread pool) forks a child that keeps its 2
+ * threads (the rule once took any call's thread count as a pool, CUDA's and REF's too).
  */
 #include <signal.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h" /* cpu_call_threads: the threads a call of this process resolves */
 #include "harness.h"
 #include "infllm.h"
 
@@ -61,6 +64,15 @@ static void child(const result *want, int depth) {
     }
 }
 
+/* a child forked now resolves `want` threads for a 2-thread call: its exit status says */
+static void fork_and_check_threads(int want, const char *what) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(cpu_call_threads(2) == want ? 0 : 5);
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+          "%s: the child does not resolve %d threads for a 2-thread call", what, want);
+}
+
 static void fork_and_check(const result *want, int depth, const char *what) {
     pid_t pid = fork();
     if (pid == 0) child(want, depth);
@@ -84,7 +96,20 @@ int main(void) {
     CHECK(want != NULL, "out of memory");
     if (!want) return finish("test_fork");
     memset(want, 0, sizeof *want);
+    {   /* a REF call on "2 threads" starts no pool: a child keeps its threads */
+        infllm_params p;
+        infllm_params_default(&p);
+        p.backend = INFLLM_BACKEND_REF;
+        p.num_threads = 2;
+        p.block_size = 32;
+        infllm_layout l = h_layout1(INFLLM_DTYPE_F32, 200, 200, HQ, HKV, D);
+        CHECK(infllm_attention(&p, &l, q, k, v, want->out, want->lse) == 0, "REF call: %s", infllm_last_error());
+        fork_and_check_threads(2, "a child forked after REF calls alone");
+    }
     CHECK(run_calls(want) == 0, "the parent's calls failed: %s", infllm_last_error());
+#ifdef _OPENMP
+    fork_and_check_threads(1, "a child forked after a CPU call on 2 threads");
+#endif
     fork_and_check(want, 1, "a child forked after the library ran");
     fork_and_check(want, 2, "a grandchild forked from such a child after its own calls");
     CHECK(run_calls(want) == 0, "the parent's calls after the forks failed: %s", infllm_last_error());

@@ -129,9 +129,17 @@ int cpu_call_threads(int32_t requested) {
 #if defined(_OPENMP) && defined(__unix__)
     pthread_once(&g_atfork_once, register_atfork);
     if (atomic_load(&g_forked_after)) return 1;
-    if (n > 1) atomic_store(&g_pool_used, 1);
 #endif
     return n;
+}
+
+int cpu_team(int nth) {
+#if defined(_OPENMP) && defined(__unix__)
+    /* noted where a region starts, not where a call resolves its count: a process that ran only REF or CUDA calls
+     * (or CPU calls on one thread) started no pool, and its forked children keep their threads */
+    if (nth > 1 && !atomic_load(&g_pool_used)) atomic_store(&g_pool_used, 1);
+#endif
+    return nth;
 }
 
 /* --------------------------------------------------------------- stats ---- */
@@ -341,7 +349,7 @@ static void kvpack_ensure(const ctx *c, kvpack *p, int t) {
 
 static void kvpack_all(const ctx *c, kvpack *p) {
     int nt = p->ntile;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(c->nth)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(cpu_team(c->nth))
     for (int t = 0; t < nt; t++) kvpack_ensure(c, p, t);
 }
 
@@ -621,7 +629,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
     const int nth = c->nth < ngroups ? c->nth : ngroups; /* decode: no idle threads to wake */
     (void)nth;                                           /* without OpenMP */
     int fail = 0;
-#pragma omp parallel num_threads(nth) reduction(| : fail)
+#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
         if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half)) {
@@ -793,7 +801,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     const int nth = c->nth < ngroups ? c->nth : ngroups;
     (void)nth; /* without OpenMP */
     int fail = 0;
-#pragma omp parallel num_threads(nth) reduction(| : fail)
+#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
         if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0)) {
@@ -871,7 +879,7 @@ static void compress_seq(const ctx *c, const infllm_seq *s, const void *k, void 
                          int64_t c2_row0) {
     const infllm_attn_params *ap = c->ap;
     int n1 = s->n1, n2 = c2 ? s->n2 : 0;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(c->nth)
+#pragma omp parallel for schedule(dynamic, 16) num_threads(cpu_team(c->nth))
     for (int j = 0; j < n1 + n2; j++) {
         if (j < n1)
             cpu_mean_window(k, ap->dtype, ap->kv_tok, s->k0 + (int64_t)j * ap->s1, ap->l1, c1, c1_row0 + j);
@@ -920,7 +928,7 @@ infllm_status cpu_block_scores(const infllm_attn_params *ap, const float *scores
     for (int32_t b = 0; b < ap->num_seqs; b++) {
         const infllm_seq *s = &ap->seqs[b];
         int64_t rows = (int64_t)ap->Hkv * s->lq;
-#pragma omp parallel for schedule(static) num_threads(ap->num_threads > 0 ? ap->num_threads : 1)
+#pragma omp parallel for schedule(static) num_threads(cpu_team(ap->num_threads > 0 ? ap->num_threads : 1))
         for (int64_t i = 0; i < rows; i++) {
             int g = (int)(i / (s->lq > 0 ? s->lq : 1)), t = (int)(i % (s->lq > 0 ? s->lq : 1));
             size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
@@ -942,7 +950,7 @@ infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, 
         const infllm_seq *s = &ap->seqs[b];
         int64_t rows = (int64_t)ap->Hkv * s->lq;
         if (rows == 0) continue;
-#pragma omp parallel num_threads(ap->num_threads > 0 ? ap->num_threads : 1) reduction(| : fail)
+#pragma omp parallel num_threads(cpu_team(ap->num_threads > 0 ? ap->num_threads : 1)) reduction(| : fail)
         {
             uint64_t *keys = malloc((size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t));
             if (!keys) fail = 1;

@@ -565,7 +565,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     int csr_fail = 0;
     const int64_t npairs = (int64_t)ap->num_seqs * ap->Hkv;
     if (!fail) {
-#pragma omp parallel num_threads(nth) reduction(| : fail)
+#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
         {
             bw_scratch w;
             bw_ctx own = c; /* the small pairs' context: this thread's tile */

@@ -198,6 +198,9 @@ int cpu_default_threads(void);
 /* the threads a call runs on: requested (> 0) or all cores; 1 in a process forked after a call ran more than one
  * (GCC's OpenMP pool does not survive fork: such a child's first parallel region hung) */
 int cpu_call_threads(int32_t requested);
+/* nth, for an OpenMP region's num_threads clause: notes that this process has a thread pool from here on when nth
+ * > 1 (what makes a later forked child run on one thread); every parallel region of the CPU backend goes through it */
+int cpu_team(int nth);
 
 /* ------------------------------------------------------------ CUDA path ---- */
 /* src/cuda/: device pointers. Only linked when INFLLM_HAVE_CUDA. */
