@@ -164,6 +164,20 @@ try:
 except ValueError as e:
     check("contiguous" in str(e), f"a mask with a hole refused ({e})")
 att = M["infllm"].model.layers[0].self_attn
+# a direct caller's float masks: additive (0 kept, finfo.min / -inf masked) was read as 0 / 1, inverted, before
+keep = torch.tensor([[0, 0, 1, 1, 1]])  # left padding: keys 2..4
+want, _ = infllm.hf.infllm_attention_forward(att, q, kv, kv, keep)
+for name, m in (("an additive (finfo.min)", (1 - keep.float()) * torch.finfo(torch.float32).min),
+                ("an additive (-inf)", torch.where(keep.bool(), 0.0, float("-inf"))),
+                ("a float 0 / 1", keep.float()), ("a bool", keep.bool())):
+    got, _ = infllm.hf.infllm_attention_forward(att, q, kv, kv, m)
+    check(torch.equal(got, want), f"{name} padding mask gives the 0 / 1 mask's output")
+for name, m in (("a bias", torch.tensor([[0.0, -0.5, 0.0, 0.0, 0.0]])), ("0 / 1 / 2", torch.tensor([[0.0, 1, 2, 1, 1]]))):
+    try:
+        infllm.hf.infllm_attention_forward(att, q, kv, kv, m)
+        check(False, f"a float mask of {name}: refused")
+    except ValueError as e:
+        check("mask" in str(e), f"a float mask of {name} refused ({e})")
 try:  # one of the two packed-sequence offsets raised TypeError: 'NoneType' object is not iterable
     infllm.hf.infllm_attention_forward(att, q, kv, kv, None, cu_seq_lens_q=torch.tensor([0, 2, 5], dtype=torch.int32))
     check(False, "cu_seq_lens_q without cu_seq_lens_k: refused")

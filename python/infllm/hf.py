@@ -10,7 +10,8 @@ that take `attn_implementation`).
 Each attention layer then runs infllm.attention: dense below dense_len keys, sparse above, on the CPU or the GPU
 where the model is, differentiable for training (the selection held fixed, as InfLLM-V2 trains). Batches may be
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
-restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain. The model's own
+restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain; a padding mask given
+directly may be 0 / 1 (bool, integer, float) or additive (0 kept, -inf or finfo.min masked). The model's own
 softmax scale is used. Not supported (ValueError): attention dropout in training, soft-capping, sliding windows,
 masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's
 KV cache (dynamic or static); each step recompresses the cached keys (the stateless call), so long generations are
@@ -54,9 +55,26 @@ def _params_of(module):
     return p
 
 
+def _keep(mask):
+    """a [B, Tk] padding mask as bool (True: the key exists). Bool and integer masks are 0 / 1 (transformers' and
+    the tokenizer's); a floating mask is either 0 / 1 too (any value above 0: all must be 0 or 1) or additive (0 where
+    kept, below -1e4 or -inf where masked, as transformers' finfo.min); other values (a bias) are refused"""
+    if not mask.is_floating_point():
+        return mask.to(torch.bool)
+    if bool((mask > 0).any()):
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("infllm attention: a floating attention mask with values other than 0 and 1 (a 0 / 1 "
+                             "padding mask, or an additive one of 0 and -inf, is taken)")
+        return mask == 1
+    if not bool(((mask == 0) | (mask < -1e4)).all()):
+        raise ValueError("infllm attention: an additive attention mask with values other than 0 and large negatives "
+                         "(a bias is not supported: only padding masks)")
+    return mask == 0
+
+
 def _runs(mask, tk):
-    """[(start, end)] of each row's one contiguous run of ones in a [B, Tk] padding mask"""
-    m = mask.to(torch.bool)
+    """[(start, end)] of each row's one contiguous run of kept keys in a [B, Tk] padding mask"""
+    m = _keep(mask)
     n = m.sum(dim=1)
     first = torch.where(n > 0, m.float().argmax(dim=1), torch.zeros_like(n))
     pos = torch.arange(tk, device=m.device)[None, :]
