@@ -18,9 +18,11 @@
  *    16-byte aligned and float / int32 arrays 4-byte aligned (cudaMalloc's and PyTorch's
  *    allocations and their row offsets are), else INFLLM_ERR_UNSUPPORTED naming the argument;
  *    infllm_compress_keys (k, c1, c2) and infllm_cache_append (k, v) take any 2-byte alignment.
- *    Every pointer, cu_seqlens too, must be memory the GPU reads (cudaMalloc, cudaMallocManaged,
- *    mapped pinned host memory; plain host memory only on devices that read pageable memory),
- *    else INFLLM_ERR_UNSUPPORTED naming it, before any kernel runs.
+ *    Every pointer, cu_seqlens and the workspace too, must be memory the GPU reads (cudaMalloc,
+ *    cudaMallocManaged, mapped pinned host memory; plain host memory only on devices that read
+ *    pageable memory) and not another GPU's cudaMalloc memory (the call runs on the current
+ *    device; peer access is not assumed), else INFLLM_ERR_UNSUPPORTED naming it, before any
+ *    kernel runs. A decode cache stays on the device that was current at its creation.
  *  - Every function validates its arguments and returns INFLLM_OK or a specific status;
  *    infllm_last_error() then holds a one-line message naming the problem (thread-local).
  *    On error, outputs may be partially written; inputs are never modified. Nothing in the
@@ -112,8 +114,8 @@ typedef struct infllm_params {
     infllm_mode mode;        /* AUTO */
     infllm_backend backend;  /* CPU */
     int32_t num_threads;     /* CPU backend: 0 = all cores; at most INFLLM_MAX_THREADS (4096). In a process
-                                forked after a call ran on several threads (a server's or data loader's
-                                workers), calls run on one thread: GCC's OpenMP pool does not survive fork
+                                forked after a CPU call ran on several threads (a server's or data
+                                loader's workers), calls run on one thread: GCC's OpenMP pool does not survive fork
                                 (results do not depend on the thread count) */
     /* CUDA backend only: stream (a cudaStream_t), and caller-provided workspace of at least
      * infllm_attention_workspace_size() bytes for infllm_attention (for infllm_select_blocks,

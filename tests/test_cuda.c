@@ -839,10 +839,76 @@ static void host_pointer_checks(infllm_params *p, infllm_layout *l, void *q, voi
     void *c1 = dev_alloc(16 * 128 * 2 * 2);
     HOST_REFUSED(infllm_compress_keys(p, l, hkv, c1, c1, NULL, NULL), "k");
     HOST_REFUSED(infllm_stage1_scores(p, l, q, c1, c1, NULL, NULL, (float *)hlse), "scores");
+    /* a caller's workspace in plain host memory (the kernels write it) */
+    size_t wneed = 0;
+    CHECK_OK(infllm_attention_workspace_size(p, l, &wneed));
+    void *hws = aligned_alloc(256, (wneed + 255) / 256 * 256 + 256);
+    p->workspace = hws, p->workspace_bytes = wneed + 256;
+    HOST_REFUSED(infllm_attention(p, l, q, kv, kv, o, NULL), "workspace");
+    HOST_REFUSED(infllm_dense_attention(p, l, q, kv, kv, o, NULL), "workspace");
+    p->workspace = NULL, p->workspace_bytes = 0;
+    free(hws);
 #undef HOST_REFUSED
     free(hq), free(hkv), free(htk), free(hlse);
     cudaFree(c1);
     p->workspace = ws, p->workspace_bytes = ws_bytes;
+}
+
+/* Memory of another GPU (a second device's cudaMalloc) is refused with a message naming the argument and both
+ * devices, before any kernel runs: without peer access its first load is a sticky illegal-address error that ends
+ * the process's CUDA context (it was accepted as device memory before). Also a workspace there, and a decode cache
+ * made while the other GPU was current. Needs two GPUs: skipped with a line otherwise. */
+static void other_gpu_checks(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 2) {
+        (void)cudaGetLastError();
+        printf("test_cuda: SKIP other-GPU memory checks (%d device%s; they need 2)\n", ndev, ndev == 1 ? "" : "s");
+        return;
+    }
+    int dev = 0;
+    CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice");
+    const int other = dev == 0 ? 1 : 0;
+    infllm_params p;
+    infllm_params_default(&p);
+    p.backend = INFLLM_BACKEND_CUDA;
+    infllm_layout l = h_layout1(INFLLM_DTYPE_BF16, 256, 256, 16, 1, 128);
+    const size_t qbytes = 256 * 16 * 128 * 2, kvbytes = 256 * 128 * 2;
+    void *q = dev_alloc(qbytes), *kv = dev_alloc(kvbytes), *o = dev_alloc(qbytes);
+    cudaMemset(q, 0, qbytes), cudaMemset(kv, 0, kvbytes);
+    CHECK(cudaSetDevice(other) == cudaSuccess, "cudaSetDevice(%d)", other);
+    void *oq = dev_alloc(qbytes), *ows = NULL;
+    cudaMemset(oq, 0, qbytes);
+    size_t wneed = 0;
+    CHECK(cudaSetDevice(dev) == cudaSuccess, "cudaSetDevice(%d)", dev);
+    CHECK_OK(infllm_attention_workspace_size(&p, &l, &wneed));
+    CHECK(cudaSetDevice(other) == cudaSuccess, "cudaSetDevice(%d)", other);
+    ows = dev_alloc(wneed + 256);
+    infllm_cache *cache = NULL;
+    CHECK_OK(infllm_cache_create(&p, INFLLM_DTYPE_BF16, 1, 128, 1024, &cache));
+    CHECK(cudaSetDevice(dev) == cudaSuccess, "cudaSetDevice(%d)", dev);
+    char want[64];
+    snprintf(want, sizeof want, "memory of GPU %d", other);
+#define OTHER_REFUSED(call, name)                                                                                 \
+    do {                                                                                                          \
+        CHECK_STATUS(call, INFLLM_ERR_UNSUPPORTED);                                                               \
+        CHECK(strstr(infllm_last_error(), name " at") != NULL && strstr(infllm_last_error(), want) != NULL,      \
+              "%s: message '%s'", #call, infllm_last_error());                                                    \
+    } while (0)
+    CHECK_OK(infllm_attention(&p, &l, q, kv, kv, o, NULL)); /* this device's memory: runs */
+    OTHER_REFUSED(infllm_attention(&p, &l, oq, kv, kv, o, NULL), "q");
+    OTHER_REFUSED(infllm_dense_attention(&p, &l, q, kv, kv, oq, NULL), "out");
+    p.workspace = ows, p.workspace_bytes = wneed + 256;
+    OTHER_REFUSED(infllm_attention(&p, &l, q, kv, kv, o, NULL), "workspace");
+    p.workspace = NULL, p.workspace_bytes = 0;
+    if (cache) {
+        OTHER_REFUSED(infllm_cache_append(cache, kv, kv, 256), "the cache's keys");
+        CHECK(infllm_cache_length(cache) == 0, "a refused append changed the cache's length");
+    }
+#undef OTHER_REFUSED
+    CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
+          cudaGetErrorString(cudaGetLastError()));
+    infllm_cache_free(cache);
+    cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(oq), cudaFree(ows);
 }
 
 static void errors_checks(void) {
@@ -922,6 +988,7 @@ static void errors_checks(void) {
     CHECK_STATUS(infllm_dense_attention_workspace_size(&p, &l, &aneed), INFLLM_ERR_UNSUPPORTED);
     l.dtype = INFLLM_DTYPE_BF16;
     host_pointer_checks(&p, &l, q, kv, o, tk);
+    other_gpu_checks();
     CHECK(cudaDeviceSynchronize() == cudaSuccess, "the CUDA context after the refused calls: %s",
           cudaGetErrorString(cudaGetLastError()));
     cudaFree(q), cudaFree(kv), cudaFree(o), cudaFree(tk), cudaFree(sw), cudaFree(aw);

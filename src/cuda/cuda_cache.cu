@@ -158,7 +158,7 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache: dtype %s is not supported, use bf16 or f16",
                                 infllm_dtype_name(dt));
     /* any alignment (the copy falls back to 2-byte accesses), but memory the GPU reads */
-    infllm_status s = cuda_check_pointers("cache append", {{k, "k", 2}, {v, "v", 2}});
+    infllm_status s = cuda_check_pointers("cache append", {{k, "k", 2}, {v, "v", 2}, {kc, "the cache's keys", 2}});
     if (s) return s;
     AppendParams p;
     memset(&p, 0, sizeof p);
@@ -1082,7 +1082,9 @@ extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap,
 extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                            const void *c1, const void *c2, void *out, float *lse) {
     infllm_status s = cuda_check_supported(ap, "cache attend");
-    if (!s) s = cuda_check_pointers("cache attend", {{q, "q", 16}, {out, "out", 16}, {lse, "lse", 4}});
+    if (!s) /* the cache's own storage too: a cache made while another GPU was current */
+        s = cuda_check_pointers("cache attend",
+                                {{q, "q", 16}, {out, "out", 16}, {lse, "lse", 4}, {k, "the cache's keys", 2}});
     if (s) return s;
     if (ap->total_q == 0) return INFLLM_OK;
     if (ap->num_seqs != 1 || !ap->seqs)

@@ -82,21 +82,34 @@ __global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ 
 
 /* whether the current device reads a pointer: device and managed memory, pinned host memory mapped into its
  * address space, and plain (pageable) host memory only where the device reads pageable memory (HMM / ATS) */
-static bool cuda_device_reads(const void *ptr) {
+/* Whether the current device's kernels can read ptr: READS, or HOST_MEMORY (plain host memory where the device
+ * does not read pageable memory), or OTHER_GPU (another device's memory, *owner set: reading it needs peer access,
+ * which the caller may not have enabled, and without it the first load is a sticky illegal-address error that ends
+ * the process's CUDA context; so such memory is refused whether or not peer access is on) */
+enum PtrAccess { READS, HOST_MEMORY, OTHER_GPU };
+static PtrAccess cuda_device_reads(const void *ptr, int *owner) {
     cudaPointerAttributes at;
     if (cudaPointerGetAttributes(&at, ptr) != cudaSuccess) {
         (void)cudaGetLastError(); /* not sticky; cleared so that the next launch check does not read it */
-        return true;              /* nothing known against it: leave it to the launch */
+        return READS;             /* nothing known against it: leave it to the launch */
     }
-    if (at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged) return true;
-    if (at.type == cudaMemoryTypeHost) return at.devicePointer != nullptr;
-    int dev = 0, pageable = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev) != cudaSuccess) {
+    if (at.type == cudaMemoryTypeManaged) return READS;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
-        return true;
+        return READS;
     }
-    return pageable != 0;
+    if (at.type == cudaMemoryTypeDevice) {
+        *owner = at.device;
+        return at.device == dev ? READS : OTHER_GPU;
+    }
+    if (at.type == cudaMemoryTypeHost) return at.devicePointer != nullptr ? READS : HOST_MEMORY;
+    int pageable = 0;
+    if (cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return READS;
+    }
+    return pageable != 0 ? READS : HOST_MEMORY;
 }
 
 infllm_status cuda_check_pointer_list(const char *op, const CudaArg *args, size_t n) {
@@ -110,9 +123,18 @@ infllm_status cuda_check_pointer_list(const char *op, const CudaArg *args, size_
     const bool exchanged = cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess;
     if (!exchanged) (void)cudaGetLastError();
     const CudaArg *bad = nullptr;
+    PtrAccess why = READS;
+    int owner = -1;
     for (size_t i = 0; i < n && !bad; i++)
-        if (args[i].ptr && !cuda_device_reads(args[i].ptr)) bad = &args[i];
+        if (args[i].ptr && (why = cuda_device_reads(args[i].ptr, &owner)) != READS) bad = &args[i];
+    int dev = -1;
+    if (bad && why == OTHER_GPU && cudaGetDevice(&dev) != cudaSuccess) (void)cudaGetLastError();
     if (exchanged) cudaThreadExchangeStreamCaptureMode(&mode);
+    if (bad && why == OTHER_GPU)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "CUDA backend (%s): %s at %p is memory of GPU %d, but the call runs on GPU %d (the "
+                                "current device): make GPU %d current (cudaSetDevice) or copy it there",
+                                op, bad->name, bad->ptr, owner, dev, owner);
     if (bad)
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                                 "CUDA backend (%s): %s at %p is host memory that the GPU cannot read; pass device "

@@ -262,7 +262,8 @@ static infllm_status cuda_workspace_check(const infllm_attn_params *ap, size_t n
     if (ap->workspace_bytes < need)
         return infllm_set_error(INFLLM_ERR_WORKSPACE, "%s: workspace of %zu bytes is too small, %zu needed (%s)", what,
                                 ap->workspace_bytes, need, size_fn);
-    return INFLLM_OK;
+    /* and memory this device's kernels can write (not plain host memory, not another GPU's) */
+    return cuda_check_pointers(what, {{ap->workspace, "workspace", 16}});
 }
 
 infllm_status cuda_workspace_acquire(const infllm_attn_params *ap, size_t need, const char *what,
