@@ -3,6 +3,7 @@
 # and runs every ctest test in both, then test_threads under ThreadSanitizer; a clang build without
 # OpenMP (-Werror) with its quick tests; on x86 an aarch64 cross build with its quick tests under qemu
 # (INFLLM_SKIP_CROSS=1: not); a short fuzz run of the parsers when available.
+# The Python package's torch and transformers tests run against a CPU build in a venv of their own (build-torch).
 # Exits non-zero on any failure. GPU tests print SKIP when no GPU is present.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,28 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DINFLLM_WERROR=ON >/dev/null || 
 cmake --build build -j"$JOBS" || exit 1
 LOG=$(mktemp)
 ctest --test-dir build --output-on-failure -j"$JOBS" 2>&1 | tee "$LOG" || rc=1
+
+echo "=== the Python package with torch and transformers (CPU) ==="
+# py_binding's torch part (autograd, torch.compile, CUDA where there is a GPU) and py_binding_hf (the transformers
+# attention) skip without torch / transformers, which the system Python does not have: here they get a venv of their
+# own (build-torch/venv, ~6 GB; PyPI's torch wheel) and a CPU-only build of the library and command, and run under
+# ctest. Skipped, with a line, where the venv cannot be made (no network, under 16 GB of free disk; INFLLM_SKIP_TORCH=1)
+TV=build-torch/venv
+avail_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
+if [ "${INFLLM_SKIP_TORCH:-0}" = 1 ]; then
+  echo "SKIP: INFLLM_SKIP_TORCH=1: the package's torch / transformers parts not run"
+elif [ ! -x "$TV/bin/python" ] && [ "${avail_gb:-0}" -lt 16 ]; then
+  echo "SKIP: ${avail_gb} GB of free disk, under the 16 GB that torch's venv needs: the package's torch / transformers parts not run"
+elif { [ -x "$TV/bin/python" ] || python3 -m venv "$TV"; } &&
+     "$TV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check torch transformers numpy >/dev/null; then
+  cmake -S . -B build-torch -DCMAKE_BUILD_TYPE=Release -DINFLLM_CUDA=OFF -DINFLLM_WERROR=ON \
+        -DPython3_EXECUTABLE="$PWD/$TV/bin/python" >/dev/null || exit 1
+  cmake --build build-torch -j"$JOBS" --target infllm infllm_shared || exit 1
+  "$TV/bin/python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  ctest --test-dir build-torch --output-on-failure -R '^py_binding(_hf)?$' 2>&1 | tee -a "$LOG" || rc=1
+else
+  echo "SKIP: torch / transformers could not be installed into $TV (network?): the package's torch / transformers parts not run"
+fi
 
 echo "=== sanitizer build (ASan + UBSan) ==="
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLM_SANITIZE=ON -DINFLLM_CUDA=OFF \
