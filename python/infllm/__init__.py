@@ -25,7 +25,9 @@ softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the float64 reference
 tensors are). Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current
 stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
-differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process
+differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). Under
+torch.compile (torch >= 2.4) the torch calls run as custom operators (infllm::*, _ops.py): fullgraph=True
+traces them without graph breaks, and CUDA graphs (mode="reduce-overhead") capture them. A process
 forked after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does
 not survive fork (the library's rule, include/infllm.h).
 """
