@@ -541,6 +541,162 @@ for name, fn in (("attention", lambda x: infllm.attention(x, kt, vt, *lay, mode=
     raises(lambda: torch.autograd.grad(fn(x).pow(2).sum(), x, create_graph=True), RuntimeError, "not differentiable",
            f"create_graph=True through {name}: refused, not a gradient without the attention's second-order terms")
 
+# ------------------------------------------------------------------------------------- torch.compile ----
+# the public functions under torch.compile(fullgraph=True) run as torch custom operators (python/infllm/_ops.py):
+# outputs and gradients bitwise as eager, on the eager backend and on inductor, one graph without breaks
+from infllm import _ops  # noqa: E402
+
+if not _ops.AVAILABLE:
+    print(f"SKIP: torch {torch.__version__} has no torch.library.custom_op (2.4+): the torch.compile checks did not run")
+else:
+    T = torch.from_numpy
+    cuq_t, cuk_t = torch.tensor(cu_q), torch.tensor(cu_k)
+    idx_t = T(idx)
+    DIFF = ("sparse_attention", "dense_attention", "attention sparse", "attention AUTO mixed (list offsets)",
+            "attention AUTO mixed (tensor offsets)", "attention batched")  # cases whose (out, lse) are differentiable
+
+    def leaves():
+        """each case's own q, k, v (gradients apart): varlen ones, then the batched [2, 96 / 200, H, D] case's"""
+        xs = [[T(x).clone().requires_grad_() for x in (q, k, v)] for _ in DIFF[:-1]]
+        xs.append([T(x).reshape(2, -1, x.shape[1], D).clone().requires_grad_() for x in (qb, kb, vb)])
+        return xs
+
+    def cases(xs, cuq_t, cuk_t, idx_t):
+        """every public function on the CPU; the differentiable ones (DIFF) each on its own leaves"""
+        o = {}
+        xd = [x.detach() for x in xs[0]]
+        o["select_blocks"] = (infllm.select_blocks(*xd[:2], *lay, **SMALL),)
+        o["select_blocks (tensor offsets: columns from the data)"] = (
+            infllm.select_blocks(*xd[:2], cuq_t, cuk_t, **SMALL),)
+        o["sparse_attention"] = infllm.sparse_attention(*xs[0], idx_t, *lay, **SMALL)
+        o["dense_attention"] = infllm.dense_attention(*xs[1], *lay)
+        o["attention sparse"] = infllm.attention(*xs[2], *lay, mode="sparse", return_lse=True, **SMALL)
+        o["attention AUTO mixed (list offsets)"] = infllm.attention(*xs[3], *lay, dense_len=170, return_lse=True,
+                                                                    **SMALL)
+        o["attention AUTO mixed (tensor offsets)"] = infllm.attention(*xs[4], cuq_t, cuk_t, dense_len=170,
+                                                                      return_lse=True, **SMALL)
+        o["attention batched"] = infllm.attention(*xs[5], mode="sparse", return_lse=True, **SMALL)
+        with torch.no_grad():
+            o["attention without grad (the library's pipeline)"] = (
+                infllm.attention(*xd, cuq_t, cuk_t, dense_len=170, return_lse=True, **SMALL))
+            o["attention without grad, one sequence"] = (infllm.attention(*xd, mode="sparse", **SMALL),)
+        so, sl = infllm.sparse_attention(*xd, idx_t, *lay, **SMALL)
+        dd = T(dout)
+        o["sparse_attention_backward"] = infllm.sparse_attention_backward(*xd, idx_t, sl, dd, *lay, out=so, **SMALL)
+        do_, dl = infllm.dense_attention(*xd, *lay)
+        o["dense_attention_backward"] = infllm.dense_attention_backward(*xd, dl, dd, *lay, out=do_)
+        return o
+
+    def run_cases(fn):
+        """outputs of fn(cases) and the gradients of the differentiable cases for dout"""
+        xs = leaves()
+        o = fn(xs, cuq_t, cuk_t, idx_t)
+        douts = [T(dout) if n != "attention batched" else torch.ones_like(o[n][0]) * 0.5 for n in DIFF]
+        gs = torch.autograd.grad([o[n][0] for n in DIFF], [x for c_ in xs for x in c_], douts)
+        return o, {n: gs[3 * i:3 * i + 3] for i, n in enumerate(DIFF)}
+
+    want_o, want_g = run_cases(cases)
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    for bname, kw in (("eager", dict(backend="eager")), ("inductor", {}), ("recording", dict(backend=record))):
+        try:
+            got_o, got_g = run_cases(torch.compile(cases, fullgraph=True, **kw))
+        except Exception as e:  # noqa: BLE001 (a graph break under fullgraph=True, or a failing compile)
+            check(False, f"torch.compile(fullgraph=True, backend {bname}) of every public function: "
+                         f"{type(e).__name__}: {str(e)[:600]}")
+            continue
+        bad = [n for n in want_o if len(got_o[n]) != len(want_o[n])
+               or not all(torch.equal(a, b) for a, b in zip(got_o[n], want_o[n]))]
+        check(not bad, f"torch.compile(fullgraph=True), {bname}: the outputs of {len(want_o)} calls bitwise eager's"
+                       + (f" (differ: {bad})" if bad else ""))
+        bad = [n for n in DIFF if not all(torch.equal(a, b) for a, b in zip(got_g[n], want_g[n]))]
+        check(not bad, f"torch.compile, {bname}: dq, dk, dv of {len(DIFF)} differentiable calls bitwise eager's"
+                       + (f" (differ: {bad})" if bad else ""))
+        check(all(got_o[n][0].requires_grad and not got_o[n][1].requires_grad for n in DIFF),
+              f"torch.compile, {bname}: out differentiable, lse not")
+    ops_seen = {str(n.target).split(".")[1] for g in graphs for n in g.graph.nodes
+                if n.op == "call_function" and str(n.target).startswith("infllm.")}
+    want_ops = {"select_blocks", "sparse_attention", "dense_attention", "attention", "attention_split",
+                "sparse_attention_backward", "dense_attention_backward"}
+    check(len(graphs) == 1 and ops_seen == want_ops,
+          f"one graph, the calls as infllm:: operators ({len(graphs)} graph(s), {sorted(ops_seen)})")
+    def raises_first_line(fn, exc, text, name):
+        """raises(), with the error's first line only (dynamo's messages run to pages)"""
+        try:
+            fn()
+        except exc as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            check(text in str(e), f"{name}: {type(e).__name__} naming '{text}' ({first})")
+            return
+        except Exception as e:  # noqa: BLE001
+            check(False, f"{name}: expected {exc.__name__}, got {type(e).__name__}: {str(e)[:300]}")
+            return
+        check(False, f"{name}: expected {exc.__name__}, nothing raised")
+
+    # the check can fail: the plain ctypes path is what dynamo cannot trace (a graph break, an error here)
+    raises_first_line(lambda: torch.compile(lambda x: infllm._dense_call(x, x[:, :Hkv], x[:, :Hkv], None, None, None,
+                                                                         None, infllm._DEFAULT_PARAMS, None),
+                                            fullgraph=True, backend="eager")(T(q)), Exception, "",
+                      "the package's plain path under torch.compile(fullgraph=True) raises (what the operators avoid)")
+    check(not infllm._compiling(T(q), T(k), T(v)), "eager torch calls keep the plain path")
+    # a Params argument and changing keyword values recompile (their values are guarded), not a graph break
+    cg = torch.compile(lambda x, y, z, p, n, s: infllm.attention(x, y, z, *lay, params=p, topk=n, softmax_scale=s),
+                       fullgraph=True, backend="eager")
+    pp = infllm.Params(**SMALL, mode="sparse")
+    xd = [T(x) for x in (q, k, v)]
+    try:
+        ok = all(torch.equal(cg(*xd, pp.replace(local_blocks=lb), n, s),
+                             infllm.attention(*xd, *lay, params=pp.replace(local_blocks=lb), topk=n, softmax_scale=s))
+                 for lb, n, s in ((2, 2, 0.0), (1, 3, 0.2), (3, 1, 0.3)))
+        check(ok, "compiled with params= and keyword values that change between calls: bitwise eager's")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"compiled with params= and changing keyword values: {type(e).__name__}: {str(e)[:300]}")
+    raises_first_line(lambda: torch.compile(lambda x: infllm.attention(x, x[:, :Hkv], x[:, :Hkv], topk=2.5),
+                                            fullgraph=True, backend="eager")(T(q)), RuntimeError, "infllm.Params.topk",
+                      "compiled: a bad keyword value refused while tracing, with Params' message")
+    # double backward through the compiled calls: refused as in eager
+    for name, fn in (("attention", lambda x: infllm.attention(x, T(k), T(v), *lay, mode="sparse", **SMALL)),
+                     ("dense_attention", lambda x: infllm.dense_attention(x, T(k), T(v), *lay)[0])):
+        x = T(q).clone().requires_grad_()
+        cfn = torch.compile(fn, fullgraph=True, backend="eager")
+        raises(lambda: torch.autograd.grad(cfn(x).pow(2).sum(), x, create_graph=True), RuntimeError,
+               "not differentiable", f"compiled {name}: create_graph=True refused")
+    # torch.library.opcheck on each operator (schema, fake tensors, autograd registration, AOT dispatch) on small
+    # shapes: a varlen batch of 3 (offsets as tensors), one sequence, the batched layout
+    qs, ks, vs = (T(x) for x in inputs(100, 160, 4, 2, 16))
+    cs = (torch.tensor([0, 40, 41, 100], dtype=torch.int32), torch.tensor([0, 40, 90, 160], dtype=torch.int32), 59, 70)
+    P = _ops.flat(None, SMALL)
+    PM = _ops.flat(None, dict(SMALL, dense_len=45))  # sequences of 40 / 50 / 70 keys: dense, sparse, sparse
+    ops = torch.ops.infllm
+    g_ = [x.clone().requires_grad_() for x in (qs, ks, vs)]
+    ids = ops.select_blocks(qs, ks, *cs, None, *P, None)
+    os_, ls_ = ops.sparse_attention(qs, ks, vs, ids, *cs, *P, None)
+    qb4, kb4, vb4 = (x.reshape(2, -1, x.shape[1], x.shape[2]) for x in (qs, ks[:100], vs[:100]))
+    idb = ops.select_blocks(qb4, kb4, None, None, None, None, None, *P, None)
+    dos = torch.randn_like(os_)
+    for name, op, args in (
+            ("select_blocks", ops.select_blocks, (qs, ks, *cs, None, *P, None)),
+            ("select_blocks, one sequence", ops.select_blocks, (qs, ks, None, None, None, None, None, *P, None)),
+            ("sparse_attention", ops.sparse_attention, (*g_, ids, *cs, *P, None)),
+            ("sparse_attention, batched", ops.sparse_attention, (qb4, kb4, vb4, idb, None, None, None, None, *P, None)),
+            ("dense_attention", ops.dense_attention, (*g_, *cs, *P, None)),
+            ("sparse_attention_backward", ops.sparse_attention_backward,
+             (qs, ks, vs, ids, os_, ls_, dos, *cs, *P, None)),
+            ("dense_attention_backward", ops.dense_attention_backward, (qs, ks, vs, None, ls_, dos, *cs, *P, None)),
+            ("attention", ops.attention, (qs, ks, vs, *cs, True, *PM, None)),
+            ("attention_split", ops.attention_split, (*g_, *cs, *PM, None)),
+            ("attention_split_backward", ops.attention_split_backward, (qs, ks, vs, os_, ls_, dos, *cs, *PM, None))):
+        try:
+            r = torch.library.opcheck(op.default, args)
+            check(all(x == "SUCCESS" for x in r.values()), f"opcheck infllm::{name}: "
+                  + ("all of " + ", ".join(r) if all(x == "SUCCESS" for x in r.values()) else str(r)))
+        except Exception as e:  # noqa: BLE001
+            check(False, f"opcheck infllm::{name}: {type(e).__name__}: {str(e)[:600]}")
+
 if not (torch.cuda.is_available() and infllm.cuda_available()):
     print(f"SKIP: no GPU for the CUDA checks ({infllm.cuda_device_info()})")
     c.finish()
@@ -602,6 +758,40 @@ g.replay()
 torch.cuda.synchronize()
 check(torch.equal(static_o, eager_o), "infllm.attention captured into a CUDA graph, replayed == eager bitwise")
 check(torch.equal(eager_o, og.detach()), "the pipeline (infllm_attention) == select_blocks + sparse_attention bitwise")
+# torch.compile with CUDA graphs (mode="reduce-overhead"): the operators run inside the graphs cudagraph trees record
+# (offsets as CUDA tensors with their maxima: nothing synchronises), replays bitwise eager's, a training step's too
+if _ops.AVAILABLE:
+    from torch._dynamo.utils import counters
+    counters["inductor"].clear()
+
+    def sparse_step(q, k, v):
+        return infllm.attention(q, k, v, *lay, mode="sparse", **P16)
+
+    try:
+        cf = torch.compile(sparse_step, mode="reduce-overhead", fullgraph=True)
+        with torch.no_grad():
+            outs = []
+            for _ in range(3):  # warm-up, record, replay
+                torch.compiler.cudagraph_mark_step_begin()
+                outs.append(cf(q16, k16, v16).clone())
+        ct = torch.compile(sparse_step, mode="reduce-overhead", fullgraph=True)
+        steps = []
+        for _ in range(3):
+            torch.compiler.cudagraph_mark_step_begin()
+            xs = [t.clone().requires_grad_() for t in (q16, k16, v16)]
+            o = ct(*xs)
+            steps.append((o.detach().clone(), [g.clone() for g in torch.autograd.grad(o, xs, d16)]))
+        torch.cuda.synchronize()
+        check(all(torch.equal(o, eager_o) for o in outs), "reduce-overhead: compiled infllm.attention (no grad), "
+              "3 calls (CUDA graph recorded, replayed) == eager bitwise")
+        check(all(torch.equal(o, og.detach()) and all(torch.equal(a, t.grad) for a, t in zip(g, (xq, xk, xv)))
+                  for o, g in steps), "reduce-overhead: a compiled training step's out, dq, dk, dv == eager bitwise")
+        skips = counters["inductor"].get("cudagraph_skips", 0)
+        check(skips == 0, f"reduce-overhead: the graphs ran as CUDA graphs ({skips} cudagraph skips)")
+    except Exception as e:  # noqa: BLE001
+        check(False, f"reduce-overhead (CUDA graphs) with infllm.attention: {type(e).__name__}: {str(e)[:600]}")
+else:
+    print("SKIP: torch without torch.library.custom_op: torch.compile with CUDA graphs was not tried")
 with torch.no_grad():
     o_mix = infllm.attention(q16, k16, v16, cu_q, lay[1], mode="sparse", **P16)
     o_host = infllm.attention(q16, k16, v16, cu_q, cu_k, mode="sparse", **P16)

@@ -25,7 +25,9 @@ softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the float64 reference
 tensors are). Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current
 stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
-differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). A process
+differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). Under
+torch.compile (torch >= 2.4) the torch calls run as custom operators (infllm::*, _ops.py): fullgraph=True
+traces them without graph breaks, and CUDA graphs (mode="reduce-overhead") capture them. A process
 forked after a call (multiprocessing, DataLoader workers) runs its CPU calls on one thread: GCC's OpenMP does
 not survive fork (the library's rule, include/infllm.h).
 """
@@ -502,17 +504,40 @@ def _grad_enabled(*xs):
     return t is not None and t.is_grad_enabled() and any(_is_torch(x) and x.requires_grad for x in xs)
 
 
+def _compiling(*xs):
+    """whether torch.compile is tracing this call with torch tensors: it then runs through the torch custom
+    operators of _ops (torch >= 2.4; older torch keeps the plain path, a graph break)"""
+    t = _T or _torch()
+    if t is None or not all(isinstance(x, t.Tensor) for x in xs):
+        return False
+    comp = getattr(getattr(t, "compiler", None), "is_compiling", None)
+    if comp is None or not comp():
+        return False
+    from . import _ops
+    return _ops.AVAILABLE
+
+
 # ------------------------------------------------------------------------------------------ forward ----
 def attention(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, *,
               params=None, backend=None, return_lse=False, **overrides):
     """InfLLM-V2 attention with the dense / sparse switch per sequence (infllm_attention): out [total_q, Hq, D]
     (and lse [total_q, Hq] float32 with return_lse). Differentiable for torch tensors that require grad."""
+    if _compiling(q, k, v):
+        from . import _ops
+        out, lse = _ops.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params, overrides,
+                                  backend, return_lse)
+        return (out, lse) if return_lse else out
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
         out, lse = _autograd.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
         return (out, lse) if return_lse else out
-    c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _attention_call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend, return_lse)
+
+
+def _attention_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend, return_lse):
+    """one infllm_attention call (no autograd): out, or (out, lse)"""
+    c = _Call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
     lse = _lse_out(c) if return_lse else None
     c.workspace(_lib.infllm_attention_workspace_size)
@@ -524,8 +549,16 @@ def select_blocks(q, k, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                   params=None, backend=None, **overrides):
     """The blocks each query's sparse path attends (infllm_select_blocks: compression, stage 1, block scores,
     top-k; mode and dense_len not applied): topk_idx [Hkv, total_q, topk_out] int32, ascending, -1 padded."""
+    if _compiling(q, k):
+        from . import _ops
+        return _ops.select_blocks(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params, overrides,
+                                  backend)
     p = _params(params, overrides)
-    c = _Call(q, k, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _select_call(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+
+
+def _select_call(q, k, cu_q, cu_k, max_q, max_k, p, backend):
+    c = _Call(q, k, None, cu_q, cu_k, max_q, max_k, p, backend)
     idx = _empty(c.q, (c.Hkv, c.total_q, c.topk_out()), "i32")
     c.workspace(_lib.infllm_select_blocks_workspace_size)
     c.run(_lib.infllm_select_blocks, c.q.ptr, c.k.ptr, _ptr(idx))
@@ -547,6 +580,10 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
     """Stage 2 on a given selection (infllm_sparse_attention): query t, head h attends its keys in the blocks
     listed in topk_idx[h // G][t] (-1 and out-of-range entries ignored). Returns (out, lse); out is
     differentiable for torch tensors that require grad (the selection fixed)."""
+    if _compiling(q, k, v):
+        from . import _ops
+        return _ops.sparse_attention(q, k, v, topk_idx, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                     params, overrides, backend)
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
@@ -554,7 +591,11 @@ def sparse_attention(q, k, v, topk_idx, cu_seqlens_q=None, cu_seqlens_k=None, ma
         idx = topk_idx if _is_torch(topk_idx) else _T.as_tensor(topk_idx, device=dev)
         lay = (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
         return _autograd._Attn.apply(q, k, v, idx, lay, p, backend)
-    c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _sparse_call(q, k, v, topk_idx, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+
+
+def _sparse_call(q, k, v, topk_idx, cu_q, cu_k, max_q, max_k, p, backend):
+    c = _Call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     t = _topk_arg(c, topk_idx)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
     lse = _lse_out(c)
@@ -567,12 +608,20 @@ def dense_attention(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=
                     params=None, backend=None, **overrides):
     """Dense causal attention, bottom-right aligned (infllm_dense_attention). Returns (out, lse); out is
     differentiable for torch tensors that require grad."""
+    if _compiling(q, k, v):
+        from . import _ops
+        return _ops.dense_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, params,
+                                    overrides, backend)
     p = _params(params, overrides)
     if _grad_enabled(q, k, v):
         from . import _autograd
         lay = (cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
         return _autograd._Attn.apply(q, k, v, None, lay, p, backend)
-    c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _dense_call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+
+
+def _dense_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
+    c = _Call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     out = _empty(c.q, (c.total_q, c.Hq, c.D), c.q.dtype)
     lse = _lse_out(c)
     c.workspace(_lib.infllm_dense_attention_workspace_size)
@@ -613,8 +662,17 @@ def sparse_attention_backward(q, k, v, topk_idx, lse, dout, cu_seqlens_q=None, c
                               **overrides):
     """Gradients of sparse_attention with the selection fixed (infllm_sparse_attention_backward_out):
     (dq, dk, dv). lse is the forward's; out (optional) lets CUDA skip recomputing the forward."""
+    if _compiling(q, k, v):
+        from . import _ops
+        return _ops.backward(q, k, v, topk_idx, out, lse, dout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k, params, overrides, backend)
     p = _params(params, overrides)
-    c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _sparse_bwd_call(q, k, v, topk_idx, lse, dout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                            out, p, backend)
+
+
+def _sparse_bwd_call(q, k, v, topk_idx, lse, dout, cu_q, cu_k, max_q, max_k, out, p, backend):
+    c = _Call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     t = _topk_arg(c, topk_idx)
     return _backward(c, lse, dout, out, (t.ptr, t.shape[2]), _lib.infllm_sparse_attention_backward_out,
                      _lib.infllm_sparse_attention_backward_workspace_size, (t.shape[2],))
@@ -623,8 +681,17 @@ def sparse_attention_backward(q, k, v, topk_idx, lse, dout, cu_seqlens_q=None, c
 def dense_attention_backward(q, k, v, lse, dout, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                              max_seqlen_k=None, *, out=None, params=None, backend=None, **overrides):
     """Gradients of dense_attention (infllm_dense_attention_backward_out): (dq, dk, dv)."""
+    if _compiling(q, k, v):
+        from . import _ops
+        return _ops.backward(q, k, v, None, out, lse, dout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k, params, overrides, backend)
     p = _params(params, overrides)
-    c = _Call(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, p, backend)
+    return _dense_bwd_call(q, k, v, lse, dout, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, out, p,
+                           backend)
+
+
+def _dense_bwd_call(q, k, v, lse, dout, cu_q, cu_k, max_q, max_k, out, p, backend):
+    c = _Call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     return _backward(c, lse, dout, out, (), _lib.infllm_dense_attention_backward_out,
                      _lib.infllm_dense_attention_backward_workspace_size, ())
 

@@ -1,7 +1,9 @@
 """The differentiable infllm.attention for torch tensors: the forward selects blocks (no gradient flows
 through compression or top-k, as in InfLLM-V2 training) and runs stage 2 or dense attention, saving what
 the library's backward needs; an AUTO batch whose sequences fall on both sides of dense_len is split into
-its dense and its sparse sequences (rows gathered and scattered back by differentiable torch indexing)."""
+its dense and its sparse sequences (rows gathered and scattered back by differentiable torch indexing).
+Under torch.compile the same steps run as the operators of _ops; split_backward is the gradient of this path
+for infllm::attention_split (offsets as tensors, so the split is decided inside an operator)."""
 import torch
 
 from . import dense_attention, dense_attention_backward, select_blocks, sparse_attention, \
@@ -53,41 +55,83 @@ def _run(q, k, v, lay, p, backend, sparse):
     return _Attn.apply(q, k, v, idx, lay, p, backend)
 
 
+def sparse_seqs(mode, dense_len, host_k):
+    """which sequences run sparse: every one in mode sparse, none in dense, in AUTO those of dense_len keys or
+    more (dense_len < 0: all); host_k None (lengths unknown): one entry for all, where the mode decides alone"""
+    if host_k is None:
+        return [mode == "sparse" or (mode == "auto" and dense_len < 0)]
+    return [mode == "sparse" or (mode == "auto" and (dense_len < 0 or b - a >= dense_len))
+            for a, b in zip(host_k, host_k[1:])]
+
+
+def parts(host_q, host_k, sparse):
+    """a mixed batch's dense then sparse part: (sparse, its sequences, cu_seqlens_q, cu_seqlens_k) of each"""
+    for want in (False, True):
+        seqs = [b for b, s in enumerate(sparse) if s == want]
+        cq, ck = [0], [0]
+        for b in seqs:
+            cq.append(cq[-1] + host_q[b + 1] - host_q[b])
+            ck.append(ck[-1] + host_k[b + 1] - host_k[b])
+        yield want, seqs, cq, ck
+
+
+def rows(host, seqs, device):
+    """the rows of those sequences, in order, as an index tensor"""
+    return torch.tensor([i for b in seqs for i in range(host[b], host[b + 1])], dtype=torch.long, device=device)
+
+
+def _host_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
+    """the lengths on the host (a sync for CUDA offsets), the shapes checked once"""
+    return _Call(*(x.detach() if isinstance(x, torch.Tensor) else x for x in (q, k, v)), cu_q, cu_k, max_q, max_k, p,
+                 backend, need_host_lengths=True)  # (a NumPy argument among them: _Call's message)
+
+
 def attention(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):
-    # the lengths on the host (a sync for CUDA offsets), the shapes checked once
-    c = _Call(*(x.detach() if isinstance(x, torch.Tensor) else x for x in (q, k, v)), cu_q, cu_k, max_q, max_k, p,
-              backend, need_host_lengths=True)  # (a NumPy argument among them: _Call's message)
+    c = _host_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
     if c.batched:
         B, Tq = c.batch_shape
         out, lse = attention(q.reshape(c.total_q, c.Hq, c.D), k.reshape(c.total_k, c.Hkv, c.D),
                              v.reshape(c.total_k, c.Hkv, c.D), c.host_q, c.host_k, None, None, p, backend)
         return out.reshape(B, Tq, c.Hq, c.D), lse.reshape(B, Tq, c.Hq)
-    lk = [b - a for a, b in zip(c.host_k, c.host_k[1:])]
-    if p.mode == "dense":
-        sparse = [False] * len(lk)
-    elif p.mode == "sparse":
-        sparse = [True] * len(lk)
-    else:
-        sparse = [p.dense_len < 0 or n >= p.dense_len for n in lk]
+    sparse = sparse_seqs(p.mode, p.dense_len, c.host_k)
     lay = (c.cu_q, c.cu_k, c.max_q, c.max_k)
     if all(sparse) or not any(sparse):
         return _run(q, k, v, lay, p, backend, sparse[0])
     # mixed AUTO batch: each part gathered into its own varlen batch
     out = q.new_zeros(q.shape)
     lse = torch.empty(c.total_q, c.Hq, dtype=torch.float32, device=q.device)
-    for want in (False, True):
-        seqs = [b for b, s in enumerate(sparse) if s == want]
-        rq = [i for b in seqs for i in range(c.host_q[b], c.host_q[b + 1])]
-        rk = [i for b in seqs for i in range(c.host_k[b], c.host_k[b + 1])]
-        cq, ck = [0], [0]
-        for b in seqs:
-            cq.append(cq[-1] + c.host_q[b + 1] - c.host_q[b])
-            ck.append(ck[-1] + c.host_k[b + 1] - c.host_k[b])
-        iq = torch.tensor(rq, dtype=torch.long, device=q.device)
-        ik = torch.tensor(rk, dtype=torch.long, device=q.device)
+    for want, seqs, cq, ck in parts(c.host_q, c.host_k, sparse):
+        iq, ik = rows(c.host_q, seqs, q.device), rows(c.host_k, seqs, q.device)
         o, l = _run(q.index_select(0, iq), k.index_select(0, ik), v.index_select(0, ik), (cq, ck, None, None), p,
                     backend, want)
         out = out.index_copy(0, iq, o)
         lse[iq] = l
     return out, lse
 
+
+def split_backward(q, k, v, out, lse, dout, cu_q, cu_k, max_q, max_k, p, backend):
+    """dq, dk, dv of attention's (out, lse) with the selection made again: the gradients autograd gives the path
+    above, bit for bit (a mixed batch's parts scattered into zeros by index_add, as index_select's backward does)"""
+    c = _host_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend)
+    if c.batched:
+        raise ValueError("infllm::attention_split takes the varlen layout")
+    sparse = sparse_seqs(p.mode, p.dense_len, c.host_k)
+
+    def part(q, k, v, out, lse, dout, lay, want):
+        kw = dict(out=out, params=p, backend=backend)
+        if not want:
+            return dense_attention_backward(q, k, v, lse, dout, *lay, **kw)
+        idx = select_blocks(q, k, *lay, params=p, backend=backend)
+        return sparse_attention_backward(q, k, v, idx, lse, dout, *lay, **kw)
+
+    with torch.no_grad():
+        if all(sparse) or not any(sparse):
+            return part(q, k, v, out, lse, dout, (c.cu_q, c.cu_k, c.max_q, c.max_k), sparse[0])
+        grads = [torch.zeros_like(x) for x in (q, k, v)]
+        for want, seqs, cq, ck in parts(c.host_q, c.host_k, sparse):
+            iq, ik = rows(c.host_q, seqs, q.device), rows(c.host_k, seqs, q.device)
+            g = part(q.index_select(0, iq), k.index_select(0, ik), v.index_select(0, ik), out.index_select(0, iq),
+                     lse.index_select(0, iq), dout.index_select(0, iq), (cq, ck, None, None), want)
+            for acc, r, x in zip(grads, (iq, ik, ik), g):
+                acc.index_add_(0, r, x)
+        return tuple(grads)
