@@ -80,12 +80,11 @@ __global__ void k_compress(SeqDesc sd, const T *__restrict__ k, T *__restrict__ 
     }
 }
 
-/* whether the current device reads a pointer: device and managed memory, pinned host memory mapped into its
- * address space, and plain (pageable) host memory only where the device reads pageable memory (HMM / ATS) */
-/* Whether the current device's kernels can read ptr: READS, or HOST_MEMORY (plain host memory where the device
- * does not read pageable memory), or OTHER_GPU (another device's memory, *owner set: reading it needs peer access,
- * which the caller may not have enabled, and without it the first load is a sticky illegal-address error that ends
- * the process's CUDA context; so such memory is refused whether or not peer access is on) */
+/* Whether the current device's kernels can read ptr: READS (its own and managed memory, pinned host memory mapped
+ * into its address space, plain host memory where the device reads pageable memory: HMM / ATS), HOST_MEMORY (plain
+ * host memory elsewhere), or OTHER_GPU (another device's memory, *owner set: reading it needs peer access, which the
+ * caller may not have enabled, and without it the first load is a sticky illegal-address error that ends the
+ * process's CUDA context; so such memory is refused whether or not peer access is on) */
 enum PtrAccess { READS, HOST_MEMORY, OTHER_GPU };
 static PtrAccess cuda_device_reads(const void *ptr, int *owner) {
     cudaPointerAttributes at;
