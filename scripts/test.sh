@@ -21,7 +21,8 @@ echo "=== the Python package with torch and transformers (CPU) ==="
 # py_binding's torch part (autograd, torch.compile, CUDA where there is a GPU) and py_binding_hf (the transformers
 # attention) skip without torch / transformers, which the system Python does not have: here they get a venv of their
 # own (build-torch/venv, ~6 GB; PyPI's torch wheel) and a CPU-only build of the library and command, and run under
-# ctest. Skipped, with a line, where the venv cannot be made (no network, under 16 GB of free disk; INFLLM_SKIP_TORCH=1)
+# ctest. Skipped, with a line, where the venv cannot be made (no network, an install past 15 minutes, under 16 GB of
+# free disk; INFLLM_SKIP_TORCH=1)
 TV=build-torch/venv
 avail_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
 if [ "${INFLLM_SKIP_TORCH:-0}" = 1 ]; then
@@ -29,7 +30,8 @@ if [ "${INFLLM_SKIP_TORCH:-0}" = 1 ]; then
 elif [ ! -x "$TV/bin/python" ] && [ "${avail_gb:-0}" -lt 16 ]; then
   echo "SKIP: ${avail_gb} GB of free disk, under the 16 GB that torch's venv needs: the package's torch / transformers parts not run"
 elif { [ -x "$TV/bin/python" ] || python3 -m venv "$TV"; } &&
-     "$TV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check torch transformers numpy >/dev/null; then
+     timeout 900 "$TV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check torch transformers \
+       numpy >/dev/null; then
   cmake -S . -B build-torch -DCMAKE_BUILD_TYPE=Release -DINFLLM_CUDA=OFF -DINFLLM_WERROR=ON \
         -DPython3_EXECUTABLE="$PWD/$TV/bin/python" >/dev/null || exit 1
   cmake --build build-torch -j"$JOBS" --target infllm infllm_shared || exit 1
