@@ -15,6 +15,22 @@
 
 static int h_passed, h_failed;
 
+/* setenv / unsetenv (POSIX; Windows has _putenv_s, where an empty value removes the variable) */
+static inline int h_setenv(const char *name, const char *value) {
+#ifdef _WIN32
+    return _putenv_s(name, value);
+#else
+    return setenv(name, value, 1);
+#endif
+}
+static inline int h_unsetenv(const char *name) {
+#ifdef _WIN32
+    return _putenv_s(name, "");
+#else
+    return unsetenv(name);
+#endif
+}
+
 #define CHECK(cond, ...)                                                   \
     do {                                                                   \
         if (cond) {                                                        \

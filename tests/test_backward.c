@@ -317,9 +317,9 @@ static void run_case(const bcase *c, unsigned long long seed) {
     check_grad(c, "dv (lse off by 1e-3)", tv1, nv_, rv, nk);
     free(lse2);
     /* pass A without its P / dP cache (recomputed in the second sweep, as for long dense rows) */
-    setenv("INFLLM_CPU_BW_CACHE_BYTES", "0", 1);
+    h_setenv("INFLLM_CPU_BW_CACHE_BYTES", "0");
     CHECK_OK(run_backward(&x, &cpu, lse, tq1, tk1, tv1));
-    unsetenv("INFLLM_CPU_BW_CACHE_BYTES");
+    h_unsetenv("INFLLM_CPU_BW_CACHE_BYTES");
     check_grad(c, "dq (no P cache)", tq1, nq_, rq, nq);
     check_grad(c, "dk (no P cache)", tk1, nk_, rk, nk);
     check_grad(c, "dv (no P cache)", tv1, nv_, rv, nk);

@@ -9,6 +9,12 @@
 #define INFLLM_INTERNAL_H
 
 #include <math.h>
+#ifndef M_LOG2E /* POSIX's, not C11's: absent from MinGW's math.h (and MSVC's without _USE_MATH_DEFINES) */
+#define M_LOG2E 1.44269504088896340736
+#endif
+#ifndef M_LN2
+#define M_LN2 0.693147180559945309417
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -101,7 +107,9 @@ static inline int infllm_block_forced(int32_t b, int32_t q_block, int32_t init_b
 /* ------------------------------------------------------------- errors ---- */
 /* Records a message for infllm_last_error() and returns s. printf-style. */
 infllm_status infllm_set_error(infllm_status s, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__) /* its vsnprintf is C99's (__USE_MINGW_ANSI_STDIO), not msvcrt's that `printf` checks */
+    __attribute__((format(gnu_printf, 2, 3)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;

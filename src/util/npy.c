@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <windows.h> /* MoveFileExA: rename() does not replace an existing file there */
+#endif
 
 static size_t descr_size(const char *d) {
     static const struct {
@@ -40,6 +43,20 @@ static const char *find_key(const char *h, const char *key) {
 
 int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
+#ifdef _WIN32
+    /* no FIFOs to block on: open, then a regular file only */
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        snprintf(err, errlen, "%s: not a regular file: a .npy file is read whole", path);
+        return -1;
+    }
+#else
     /* O_NONBLOCK, then a regular file only: fopen of a FIFO without a writer blocked forever (infllm attn --dout
      * FIFO hung), and the reader seeks, so a pipe could never be read anyway ("cannot seek"). A directory keeps
      * its own message (EISDIR, as reading it said). */
@@ -66,6 +83,7 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
         close(fd);
         return -1;
     }
+#endif
     const int rc = npy_read_stream(f, path, a, err, errlen);
     fclose(f);
     return rc;
@@ -267,7 +285,15 @@ int npy_write(const char *path, const char *descr, int ndim, const int64_t *shap
     ok = ok && fputc('\n', f) != EOF;
     ok = ok && (count * es == 0 || fwrite(data, es, count, f) == count);
     ok = (fclose(f) == 0) && ok;
+#ifdef _WIN32
+    if (ok && !MoveFileExA(tmp, path, MOVEFILE_REPLACE_EXISTING)) {
+        ok = 0;
+        errno = EACCES;
+    }
+    if (!ok) {
+#else
     if (!ok || rename(tmp, path) != 0) {
+#endif
         snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
         unlink(tmp);
         free(tmp);
