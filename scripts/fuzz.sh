@@ -26,12 +26,13 @@ fi
 
 FLAGS="-g -O1 -std=c11 -D_DEFAULT_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined ${FUZZ_EXTRA_CFLAGS:-}"
 M="$ROOT/src/model"
+P="$ROOT/src/util/portable.c" # the model runtime's file mappings and open flags
 srcs() {
   case "$1" in
-    json) echo "$M/json.c" ;;
-    safetensors) echo "$M/safetensors.c $M/json.c" ;;
-    tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c" ;;
-    gguf) echo "$M/gguf.c $M/mcommon.c" ;;
+    json) echo "$M/json.c $P" ;;
+    safetensors) echo "$M/safetensors.c $M/json.c $P" ;;
+    tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c $P" ;;
+    gguf) echo "$M/gguf.c $M/mcommon.c $P" ;;
     npy) echo "$ROOT/src/util/npy.c" ;;
   esac
 }

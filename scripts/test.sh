@@ -114,11 +114,12 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_CROSS:-0}" != 1 ]; then
 fi
 
 if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_WINDOWS:-0}" != 1 ]; then
-  echo "=== Windows (MinGW-w64) cross build (-Werror) and the library's tests under wine ==="
-  # the library, its example and its own tests build for Windows (session 52: POSIX's M_LOG2E, msvcrt's printf, a
-  # rename that does not replace, setenv, had kept it from compiling) and run under wine with the golden data; the
-  # model runtime and the command (mmap, FIFOs) are left out of Windows builds. Debian's packages; skipped where
-  # they cannot be installed
+  echo "=== Windows (MinGW-w64) cross build (-Werror) and its tests under wine ==="
+  # the library, the model runtime and the command build for Windows (session 52: POSIX's M_LOG2E, msvcrt's printf,
+  # mmap, open's text mode, a rename that does not replace, inode numbers, '\\' separators had kept it from
+  # compiling or running right; src/util/portable.c) and run under wine: the library's tests with the golden data,
+  # the model runtime's and the command's end-to-end tests (those of the aarch64 stage). Debian's packages; skipped
+  # where they cannot be installed
   WCC=x86_64-w64-mingw32-gcc-posix
   WINE=$(command -v wine64 || ls /usr/lib/wine/wine64 2>/dev/null || true)
   if ! command -v "$WCC" >/dev/null 2>&1 || [ -z "$WINE" ]; then
@@ -136,8 +137,14 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_WINDOWS:-0}" != 1 ]; then
     export WINEDEBUG=-all WINEPREFIX="$PWD/build-win/wineprefix"
     WINEPATH="$(dirname "$("$WCC" -print-file-name=libgomp-1.dll)");$(dirname "$("$WCC" -print-file-name=libwinpthread-1.dll)")"
     export WINEPATH
-    "$WINE" build-win/example_quickstart.exe >/dev/null 2>&1 || true # creates the prefix before tests run side by side
+    # one wine server for the whole run (persistent: a server that exits when idle while the next test starts has
+    # reset that test's connection, "wine client error: recvmsg"); the example first creates the prefix
+    WSRV="$(dirname "$WINE")/wineserver"
+    [ -x "$WSRV" ] || WSRV=$(command -v wineserver || true)
+    [ -n "$WSRV" ] && "$WSRV" -p 2>/dev/null
+    "$WINE" build-win/example_quickstart.exe >/dev/null 2>&1 || true
     INFLLM_DIFF_QUICK=1 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
+    [ -n "$WSRV" ] && "$WSRV" -k 2>/dev/null
     unset WINEDEBUG WINEPREFIX WINEPATH
   else
     echo "SKIP: no MinGW-w64 cross compiler / wine (apt-get install gcc-mingw-w64-x86-64-posix wine64)"

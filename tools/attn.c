@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "infllm.h"
+#include "portable.h"
 #include "npy.h"
 #include "opts.h"
 
@@ -160,7 +161,7 @@ static int dir_outputs_collide(const attn_opts *o, infllm_dtype dt) {
         size_t n;
     } dirs[] = {{"--dump", o->dump, DUMP_FILES, sizeof DUMP_FILES / sizeof DUMP_FILES[0]},
                 {"--grad-dir", o->grad_dir, GRAD_FILES, sizeof GRAD_FILES / sizeof GRAD_FILES[0]}};
-    const char *out_base = o->out ? strrchr(o->out, '/') : NULL;
+    const char *out_base = o->out ? pf_last_sep(o->out) : NULL;
     out_base = out_base ? out_base + 1 : o->out;
     for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
         if (!dirs[d].dir) continue;
@@ -541,7 +542,7 @@ int cmd_attn(int argc, char **argv) {
             goto done;
         }
         struct stat gsb;
-        if (stat(o.grad_dir, &gsb) != 0 && mkdir(o.grad_dir, 0777) != 0) {
+        if (stat(o.grad_dir, &gsb) != 0 && pf_mkdir(o.grad_dir) != 0) {
             fprintf(stderr, "infllm attn: cannot create --grad-dir directory %s\n", o.grad_dir);
             goto done;
         }
@@ -577,7 +578,7 @@ int cmd_attn(int argc, char **argv) {
 
     if (o.dump) {
         struct stat sb;
-        if (stat(o.dump, &sb) != 0 && mkdir(o.dump, 0777) != 0) {
+        if (stat(o.dump, &sb) != 0 && pf_mkdir(o.dump) != 0) {
             fprintf(stderr, "infllm attn: cannot create --dump directory %s\n", o.dump);
             goto done;
         }

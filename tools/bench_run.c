@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 #include "fmtout.h"
 #include "infllm.h"
@@ -49,6 +51,12 @@ static const char *LLAMACPP_PY =
  * success, 3 when llama-cpp-python is not installed, else 1 (message on stderr). */
 static int llamacpp_times(const char *model, const int32_t *toks, int64_t ntok, int threads, int gen,
                           const int64_t *lens, int nl, double *pf, double *dec) {
+#ifdef _WIN32
+    /* the driver runs through a POSIX shell (quoting, redirection, mkdtemp) */
+    (void)model, (void)toks, (void)ntok, (void)threads, (void)gen, (void)lens, (void)nl, (void)pf, (void)dec;
+    (void)LLAMACPP_PY;
+    return 6;
+#else
     char dir[] = "/tmp/infllm-bench-XXXXXX";
     if (!mkdtemp(dir)) {
         perror("infllm bench run: mkdtemp");
@@ -121,6 +129,7 @@ out:
     unlink(outp);
     rmdir(dir);
     return rc;
+#endif
 }
 
 #define PROG "infllm bench run"
@@ -284,6 +293,7 @@ int cmd_bench_run(int argc, char **argv) {
             const char *why = lrc == 3   ? "llama-cpp-python is not installed (pip install llama-cpp-python)"
                               : lrc == 4 ? "the model is not a GGUF file"
                               : lrc == 5 ? "out of memory" /* it said 'its run failed' */
+                              : lrc == 6 ? "not available on Windows (its driver runs through a POSIX shell)"
                                          : "its run failed";
             fprintf(stderr, "bench run: llama.cpp comparison skipped: %s\n", why);
             if (!strcmp(llamacpp, "on")) {

@@ -1,5 +1,6 @@
 /* opts.c: see opts.h. */
 #include "opts.h"
+#include "portable.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -262,7 +263,7 @@ int opts_choice_list(const char *s, const char *const *choices, int n, int *pick
 
 /* the folder a (non-empty) path's last component sits in: "." for a bare name, "/" for "/name" */
 static void parent_folder(const char *path, char *parent, size_t len) {
-    const char *slash = strrchr(path, '/');
+    const char *slash = pf_last_sep(path);
     if (!slash) snprintf(parent, len, ".");
     else if (slash == path) snprintf(parent, len, "/");
     else snprintf(parent, len, "%.*s", (int)(slash - path), path);
@@ -274,14 +275,13 @@ static int same_folder(const char *a, const char *b, int depth) {
     struct stat sa, sb;
     const int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
     if (ea || eb)
-        return ea && eb && S_ISDIR(sa.st_mode) && S_ISDIR(sb.st_mode) && sa.st_dev == sb.st_dev &&
-               sa.st_ino == sb.st_ino;
+        return ea && eb && S_ISDIR(sa.st_mode) && S_ISDIR(sb.st_mode) && pf_same_entry(a, b);
     char ta[4096], tb[4096];
     snprintf(ta, sizeof ta, "%s", a);
     snprintf(tb, sizeof tb, "%s", b);
     for (size_t n = strlen(ta); n > 1 && ta[n - 1] == '/'; n--) ta[n - 1] = 0; /* "new/" is "new" */
     for (size_t n = strlen(tb); n > 1 && tb[n - 1] == '/'; n--) tb[n - 1] = 0;
-    const char *na = strrchr(ta, '/'), *nb = strrchr(tb, '/');
+    const char *na = pf_last_sep(ta), *nb = pf_last_sep(tb);
     na = na ? na + 1 : ta;
     nb = nb ? nb + 1 : tb;
     if (depth > 64 || !*na || strcmp(na, nb) || !strcmp(na, ".") || !strcmp(na, "..")) return 0;
@@ -304,8 +304,7 @@ int opts_file_in_dir(const char *path, const char *dir) {
 }
 
 int opts_same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return pf_same_entry(a, b);
 }
 
 int opts_output_file_check(const char *prog, const char *flag, const char *path) {

@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "infllm.h"
+#include "portable.h"
 #include "mcommon.h"
 #include "model.h"
 #include "mtok.h"
@@ -87,7 +88,7 @@ static int parse_layers(const char *s, int **out) {
 /* creates the directory when missing and checks that a file can be written in it */
 static int dump_dir_ok(const char *dir) {
     struct stat sb;
-    if (stat(dir, &sb) != 0 && mkdir(dir, 0777) != 0) {
+    if (stat(dir, &sb) != 0 && pf_mkdir(dir) != 0) {
         fprintf(stderr, "infllm run: cannot create --dump-qkv directory '%s': %s\n", dir, strerror(errno));
         return -1;
     }
@@ -112,7 +113,7 @@ static int dump_dir_ok(const char *dir) {
  * loaded) */
 static int qkv_dump_target(const char *path, const char *dir) {
     if (!opts_path_in_dir(path, dir)) return 0;
-    const char *b = strrchr(path, '/');
+    const char *b = pf_last_sep(path);
     b = b ? b + 1 : path;
     if (!strcmp(b, "tokens.npy")) return 1;
     if (!(b[0] == 'q' || b[0] == 'k' || b[0] == 'v') || strncmp(b + 1, "_layer", 6) != 0) return 0;

@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "mcommon.h"
+#include "portable.h"
 
 typedef struct rd {
     const uint8_t *p, *end, *base;
@@ -135,7 +135,7 @@ void gguf_close(gguf_file *g) {
     free(g->kv);
     free(g->tensors);
     if (g->fd >= 0) {
-        if (g->map) munmap(g->map, g->size);
+        if (g->map) pf_unmap(g->map, g->size);
         close(g->fd);
     }
     free(g);
@@ -342,7 +342,7 @@ fail:
 }
 
 gguf_file *gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO fails the regular-file check below, not blocks here */
+    int fd = open(path, PF_O_READ); /* a FIFO fails the regular-file check below, not blocks here */
     if (fd < 0) {
         mdl_fail("cannot open '%s': %s", path, strerror(errno));
         return NULL;
@@ -358,15 +358,15 @@ gguf_file *gguf_open(const char *path) {
         close(fd);
         return NULL;
     }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
+    void *m = pf_map_read(fd, (size_t)st.st_size);
+    if (!m) {
         mdl_fail("cannot mmap '%s': %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
     gguf_file *g = calloc(1, sizeof *g);
     if (!g) {
-        munmap(m, (size_t)st.st_size);
+        pf_unmap(m, (size_t)st.st_size);
         close(fd);
         mdl_fail("out of memory");
         return NULL;

@@ -1,5 +1,6 @@
 /* json.c: strict RFC 8259 parser into an arena-allocated DOM (see json.h). */
 #include "json.h"
+#include "portable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -445,7 +446,7 @@ json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_
 json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *err) {
     /* a regular file only: O_NONBLOCK so that a FIFO in its place fails here instead of blocking the open, and
      * the S_ISREG check so that a device (a config.json linked to /dev/zero) is not read until memory runs out */
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    int fd = open(path, PF_O_READ);
     struct stat sb;
     const int not_regular = fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode));
     FILE *f = fd >= 0 && !not_regular ? fdopen(fd, "rb") : NULL;

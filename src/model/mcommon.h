@@ -6,12 +6,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "portable.h" /* PF_PRINTF */
+
 /* Records a printf-style message (thread-local) and returns -1. */
-int mdl_fail(const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+int mdl_fail(const char *fmt, ...) PF_PRINTF(1, 2);
 /* The last recorded message ("" if none). */
 const char *mdl_error(void);
 /* Monotonic wall clock in seconds. */

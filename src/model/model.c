@@ -13,6 +13,7 @@
 
 #include "ggmlc.h"
 #include "gguf.h"
+#include "portable.h"
 #include "json.h"
 #include "mcommon.h"
 #include "quant.h"
@@ -665,7 +666,7 @@ mdl_model *mdl_load(const char *path) {
         if (rc && mdl_hf_file_name(path)) {
             char why[512]; /* a file of a Hugging Face checkpoint: say that its folder is what loads */
             snprintf(why, sizeof why, "%s", mdl_error());
-            const char *slash = strrchr(path, '/');
+            const char *slash = pf_last_sep(path);
             rc = mdl_fail("%s (a Hugging Face checkpoint is loaded from its folder: -m %.*s)", why,
                           slash ? (slash == path ? 1 : (int)(slash - path)) : 1, slash ? path : ".");
         }

@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "json.h"
+#include "portable.h"
 
 typedef struct {
     void *map;       /* NULL for memory images */
@@ -32,9 +32,7 @@ struct st_model {
     size_t n_meta;
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
+PF_PRINTF(3, 4)
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
@@ -56,7 +54,7 @@ const char *st_dtype_name(st_dtype t) {
 void st_close(st_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_shards; i++) {
-        if (m->shards[i].map) munmap(m->shards[i].map, m->shards[i].map_size);
+        if (m->shards[i].map) pf_unmap(m->shards[i].map, m->shards[i].map_size);
         free(m->shards[i].path);
     }
     free(m->shards);
@@ -310,7 +308,7 @@ static int map_shard(st_model *m, const char *path, char *err, size_t errlen) {
         seterr(err, errlen, "out of memory");
         return -1;
     }
-    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO fails the regular-file check below, not blocks here */
+    int fd = open(path, PF_O_READ); /* a FIFO fails the regular-file check below, not blocks here */
     if (fd < 0) {
         seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
@@ -327,9 +325,9 @@ static int map_shard(st_model *m, const char *path, char *err, size_t errlen) {
         close(fd);
         return -1;
     }
-    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *p = pf_map_read(fd, size);
     close(fd);
-    if (p == MAP_FAILED) {
+    if (!p) {
         seterr(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
         return -1;
     }
@@ -358,8 +356,8 @@ static int open_index(st_model *m, const char *index_path, char *err, size_t err
     size_t n_files = 0;
     const json_value *wm = json_get(json_root(doc), "weight_map");
     if (!dir) goto out;
-    char *slash = strrchr(dir, '/');
-    if (slash) slash[1] = 0;
+    const char *sep = pf_last_sep(dir); /* the index's folder, its separator kept */
+    if (sep) dir[sep - dir + 1] = 0;
     else dir[0] = 0;
     if (!json_is(wm, JSON_OBJECT) || wm->len == 0) {
         seterr(err, errlen, "%s: missing or empty \"weight_map\"", index_path);

@@ -10,13 +10,12 @@
 #include <sys/stat.h>
 
 #include "json.h"
+#include "portable.h"
 #include "tok_unicode.h"
 
 /* ------------------------------------------------------------------ helpers -- */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
+PF_PRINTF(3, 4)
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;

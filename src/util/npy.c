@@ -44,7 +44,12 @@ static const char *find_key(const char *h, const char *key) {
 int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
 #ifdef _WIN32
-    /* no FIFOs to block on: open, then a regular file only */
+    /* no FIFOs to block on: open, then a regular file only (a folder first: fopen says only EACCES there) */
+    struct stat ps;
+    if (stat(path, &ps) == 0 && S_ISDIR(ps.st_mode)) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
+        return -1;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));

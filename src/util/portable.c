@@ -1,0 +1,78 @@
+/* portable.c: see portable.h. */
+#include "portable.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#ifdef _WIN32
+#include <direct.h>
+#include <io.h>
+#include <windows.h>
+
+void *pf_map_read(int fd, size_t size) {
+    HANDLE file = (HANDLE)_get_osfhandle(fd);
+    if (file == INVALID_HANDLE_VALUE || size == 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    HANDLE map = CreateFileMappingA(file, NULL, PAGE_READONLY, 0, 0, NULL);
+    if (!map) {
+        errno = EACCES;
+        return NULL;
+    }
+    void *view = MapViewOfFile(map, FILE_MAP_READ, 0, 0, size);
+    CloseHandle(map); /* the view keeps the mapping */
+    if (!view) errno = ENOMEM;
+    return view;
+}
+
+void pf_unmap(void *p, size_t size) {
+    (void)size;
+    if (p) UnmapViewOfFile(p);
+}
+
+int pf_mkdir(const char *path) { return _mkdir(path); }
+
+/* the volume and file index of an existing file or folder (FILE_FLAG_BACKUP_SEMANTICS opens folders too) */
+static int file_id(const char *path, BY_HANDLE_FILE_INFORMATION *info) {
+    HANDLE h = CreateFileA(path, 0, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL, OPEN_EXISTING,
+                           FILE_FLAG_BACKUP_SEMANTICS, NULL);
+    if (h == INVALID_HANDLE_VALUE) return -1;
+    const BOOL ok = GetFileInformationByHandle(h, info);
+    CloseHandle(h);
+    return ok ? 0 : -1;
+}
+
+int pf_same_entry(const char *a, const char *b) {
+    BY_HANDLE_FILE_INFORMATION ia, ib;
+    return a && b && file_id(a, &ia) == 0 && file_id(b, &ib) == 0 &&
+           ia.dwVolumeSerialNumber == ib.dwVolumeSerialNumber && ia.nFileIndexHigh == ib.nFileIndexHigh &&
+           ia.nFileIndexLow == ib.nFileIndexLow;
+}
+
+const char *pf_last_sep(const char *path) {
+    const char *a = strrchr(path, '/'), *b = strrchr(path, '\\');
+    return a > b ? a : b; /* NULL compares below any pointer into path */
+}
+#else
+#include <sys/mman.h>
+
+void *pf_map_read(int fd, size_t size) {
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void pf_unmap(void *p, size_t size) {
+    if (p) munmap(p, size);
+}
+
+int pf_mkdir(const char *path) { return mkdir(path, 0777); }
+
+int pf_same_entry(const char *a, const char *b) {
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+const char *pf_last_sep(const char *path) { return strrchr(path, '/'); }
+#endif

@@ -1,0 +1,45 @@
+/*
+ * portable.h: the few operating-system calls that differ between POSIX and Windows (MinGW-w64), for the model
+ * runtime and the command: opening a file that must be a regular one, read-only file mappings, mkdir.
+ */
+#ifndef INFLLM_PORTABLE_H
+#define INFLLM_PORTABLE_H
+
+#include <fcntl.h>
+#include <stddef.h>
+
+/* open() flags for reading a file that must be regular: O_NONBLOCK where FIFOs exist (a FIFO in its place then
+ * fails the caller's regular-file check instead of blocking the open); binary mode on Windows (its open() is in
+ * text mode by default, which would turn CR LF into LF in the data) */
+#ifdef _WIN32
+#define PF_O_READ (O_RDONLY | O_BINARY)
+#else
+#define PF_O_READ (O_RDONLY | O_NONBLOCK)
+#endif
+
+/* A read-only mapping of the first size (> 0) bytes of the open file fd (mmap PROT_READ / MAP_PRIVATE; Windows: a
+ * file mapping's view). NULL on failure with errno set. The mapping stays valid after fd is closed. */
+void *pf_map_read(int fd, size_t size);
+/* Unmaps what pf_map_read returned (size: the same). */
+void pf_unmap(void *p, size_t size);
+/* mkdir with mode 0777 (less the umask) on POSIX; Windows has no mode */
+int pf_mkdir(const char *path);
+
+/* 1 when the paths a and b name one existing file or folder (POSIX: device and inode; Windows: volume serial
+ * number and file index), else 0 (also when either cannot be read) */
+int pf_same_entry(const char *a, const char *b);
+
+/* the last path separator in path ('/'; on Windows '\\' too), or NULL */
+const char *pf_last_sep(const char *path);
+
+/* printf-format checking of a function's (format index, first argument index): MinGW-w64's printf is C99's with
+ * __USE_MINGW_ANSI_STDIO (gnu_printf), not the msvcrt one that `printf` would check (no %zu) */
+#if defined(__MINGW32__)
+#define PF_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__)
+#define PF_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PF_PRINTF(f, a)
+#endif
+
+#endif
