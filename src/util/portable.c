@@ -53,7 +53,8 @@ int pf_same_entry(const char *a, const char *b) {
 
 const char *pf_last_sep(const char *path) {
     const char *a = strrchr(path, '/'), *b = strrchr(path, '\\');
-    return a > b ? a : b; /* NULL compares below any pointer into path */
+    if (!a || !b) return a ? a : b;
+    return a > b ? a : b;
 }
 #else
 #include <sys/mman.h>
