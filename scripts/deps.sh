@@ -9,6 +9,10 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+# venvs (the test command's torch stage, py_binding_install): Debian's python3 has no ensurepip without python3-venv
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 command -v git >/dev/null 2>&1 || missing+=(git)
 # the test command's ThreadSanitizer build needs gcc's TSan runtime (libtsan2 on Debian 12; gcc prints
 # a bare name when the library is missing)
