@@ -138,12 +138,19 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_WINDOWS:-0}" != 1 ]; then
     WINEPATH="$(dirname "$("$WCC" -print-file-name=libgomp-1.dll)");$(dirname "$("$WCC" -print-file-name=libwinpthread-1.dll)")"
     export WINEPATH
     # one wine server for the whole run (persistent: a server that exits when idle while the next test starts has
-    # reset that test's connection, "wine client error: recvmsg"); the example first creates the prefix
+    # reset that test's connection, "wine client error: recvmsg")
     WSRV="$(dirname "$WINE")/wineserver"
     [ -x "$WSRV" ] || WSRV=$(command -v wineserver || true)
     [ -n "$WSRV" ] && "$WSRV" -p 2>/dev/null
-    "$WINE" build-win/example_quickstart.exe >/dev/null 2>&1 || true
-    INFLLM_DIFF_QUICK=1 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
+    # a probe first (it also creates the prefix): where wine cannot run a Windows program at all, the stage is
+    # skipped with a line rather than read as the tests' failure
+    printf '#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n' >build-win/probe.c
+    if "$WCC" build-win/probe.c -o build-win/probe.exe 2>/dev/null &&
+       "$WINE" build-win/probe.exe 2>/dev/null | grep -q probe; then
+      INFLLM_DIFF_QUICK=1 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
+    else
+      echo "SKIP: wine cannot run a Windows program here: the Windows build's tests not run (it compiled)"
+    fi
     [ -n "$WSRV" ] && "$WSRV" -k 2>/dev/null
     unset WINEDEBUG WINEPREFIX WINEPATH
   else
