@@ -7,6 +7,7 @@ loader's path). An editable install (`pip install -e ./python`) builds nothing: 
 import os
 import shutil
 import subprocess
+import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -36,7 +37,8 @@ class BuildPyWithLibrary(build_py):
         subprocess.check_call(["cmake", "--build", bdir, "-j", str(os.cpu_count() or 2), "--target", "infllm_shared"])
         dest = os.path.join(self.build_lib, "infllm", "lib")
         os.makedirs(dest, exist_ok=True)
-        shutil.copyfile(os.path.realpath(os.path.join(bdir, "libinfllm.so")), os.path.join(dest, "libinfllm.so"))
+        name = {"win32": "libinfllm.dll", "darwin": "libinfllm.dylib"}.get(sys.platform, "libinfllm.so")  # _capi's
+        shutil.copyfile(os.path.realpath(os.path.join(bdir, name)), os.path.join(dest, name))
 
 
 setup(cmdclass={"build_py": BuildPyWithLibrary})

@@ -5,6 +5,7 @@ imports here: bench/infllm_ctypes.py loads this file on its own."""
 import ctypes as C
 import ctypes.util
 import os
+import sys
 
 # enums (include/infllm.h)
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
@@ -82,6 +83,12 @@ _SIGNATURES = {
 }
 
 
+# the shared library's file name as CMake names it on this platform (MinGW: libinfllm.dll; macOS: .dylib); only the
+# Linux one is tested
+LIB_FILE = {"win32": "libinfllm.dll", "cygwin": "libinfllm.dll", "darwin": "libinfllm.dylib"}.get(sys.platform,
+                                                                                                  "libinfllm.so")
+
+
 def _candidates():
     """where libinfllm.so may be: $INFLLM_LIB, the package's own copy (infllm/lib/, what `pip install ./python`
     builds), the source tree's build folders (this file is python/infllm/_capi.py of a checkout), then the
@@ -91,11 +98,11 @@ def _candidates():
         return [env]
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
-    found = [os.path.join(here, "lib", "libinfllm.so")]
-    found += [os.path.join(root, b, "libinfllm.so") for b in ("build", "build-gpu", "build-cpu")]
+    found = [os.path.join(here, "lib", LIB_FILE)]
+    found += [os.path.join(root, b, LIB_FILE) for b in ("build", "build-gpu", "build-cpu")]
     found = [f for f in found if os.path.exists(f)]
     sys_lib = ctypes.util.find_library("infllm")
-    return found + ([sys_lib] if sys_lib else []) + ["libinfllm.so"]
+    return found + ([sys_lib] if sys_lib else []) + [LIB_FILE]
 
 
 def load():
@@ -111,5 +118,5 @@ def load():
             fn.restype, fn.argtypes = res, args
         lib.path = path
         return lib
-    raise ImportError("infllm: libinfllm.so not found (build it with cmake, or set INFLLM_LIB to its path); tried "
+    raise ImportError(f"infllm: {LIB_FILE} not found (build it with cmake, or set INFLLM_LIB to its path); tried "
                       + "; ".join(errors))
