@@ -405,17 +405,8 @@ class _Call:
             raise ValueError(f"cu_seqlens_q and cu_seqlens_k need num_seqs + 1 >= 2 entries each, got {sorted(sizes)}")
         self.num_seqs = sizes.pop() - 1
         if self.host_q is not None:
-            lq = [b - a for a, b in zip(self.host_q, self.host_q[1:])]
-            lk = [b - a for a, b in zip(self.host_k, self.host_k[1:])]
-            if self.cuda:  # the host backends check the offsets themselves; the GPU cannot read them first
-                for name, off, lens, total in (("cu_seqlens_q", self.host_q, lq, self.total_q),
-                                               ("cu_seqlens_k", self.host_k, lk, self.total_k)):
-                    if off[0] != 0 or min(lens) < 0 or off[-1] != total:
-                        raise ValueError(f"{name} {off[:8]}{'...' if len(off) > 8 else ''}: offsets must start at 0, "
-                                         f"not decrease and end at {total}")
-                if (max_q is not None and max_q < max(lq)) or (max_k is not None and max_k < max(lk)):
-                    raise ValueError(f"max_seqlen_q {max_q} / max_seqlen_k {max_k}: below the longest sequence's "
-                                     f"{max(lq)} queries / {max(lk)} keys")
+            # the host backends check the offsets themselves; the GPU cannot read them first
+            lq, lk = _offset_lengths(self.host_q, self.host_k, self.total_q, self.total_k, max_q, max_k, self.cuda)
             self.max_q = max_q if max_q is not None else max(max(lq), 0)
             self.max_k = max_k if max_k is not None else max(max(lk), 0)
         else:
@@ -477,6 +468,22 @@ def _int(x, name, bits=32):
     if not -2**(bits - 1) <= v < 2**(bits - 1):
         raise ValueError(f"{name} = {v} is outside the int{bits} range")
     return v
+
+
+def _offset_lengths(hq, hk, total_q, total_k, max_q, max_k, check):
+    """the sequence lengths (lq, lk) of host offsets; with check, the offsets and given maxima checked as the
+    CUDA backend needs them (it cannot read device offsets before its kernels run)"""
+    lq = [b - a for a, b in zip(hq, hq[1:])]
+    lk = [b - a for a, b in zip(hk, hk[1:])]
+    if check:
+        for name, off, lens, total in (("cu_seqlens_q", hq, lq, total_q), ("cu_seqlens_k", hk, lk, total_k)):
+            if off[0] != 0 or min(lens) < 0 or off[-1] != total:
+                raise ValueError(f"{name} {off[:8]}{'...' if len(off) > 8 else ''}: offsets must start at 0, "
+                                 f"not decrease and end at {total}")
+        if (max_q is not None and max_q < max(lq)) or (max_k is not None and max_k < max(lk)):
+            raise ValueError(f"max_seqlen_q {max_q} / max_seqlen_k {max_k}: below the longest sequence's "
+                             f"{max(lq)} queries / {max(lk)} keys")
+    return lq, lk
 
 
 def _host_offsets(cu, name):

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from . import _PARAM_FIELDS, Params, _attention_call, _dense_bwd_call, _dense_call, _params, \
+from . import _PARAM_FIELDS, Params, _attention_call, _dense_bwd_call, _dense_call, _offset_lengths, _params, \
     _select_call, _sparse_bwd_call, _sparse_call
 from . import _autograd
 
@@ -104,16 +104,7 @@ def _host_lengths(q, k, cu_q, cu_k, max_q, max_k):
     if len(hq) != len(hk) or len(hq) < 2:
         raise ValueError(f"cu_seqlens_q and cu_seqlens_k need num_seqs + 1 >= 2 entries each, got "
                          f"{sorted({len(hq), len(hk)})}")
-    lq = [b - a for a, b in zip(hq, hq[1:])]
-    lk = [b - a for a, b in zip(hk, hk[1:])]
-    if q.is_cuda:
-        for name, off, lens, total in (("cu_seqlens_q", hq, lq, q.shape[0]), ("cu_seqlens_k", hk, lk, k.shape[0])):
-            if off[0] != 0 or min(lens) < 0 or off[-1] != total:
-                raise ValueError(f"{name} {off[:8]}{'...' if len(off) > 8 else ''}: offsets must start at 0, "
-                                 f"not decrease and end at {total}")
-        if (max_q is not None and max_q < max(lq)) or (max_k is not None and max_k < max(lk)):
-            raise ValueError(f"max_seqlen_q {max_q} / max_seqlen_k {max_k}: below the longest sequence's "
-                             f"{max(lq)} queries / {max(lk)} keys")
+    lq, lk = _offset_lengths(hq, hk, q.shape[0], k.shape[0], max_q, max_k, q.is_cuda)
     max_q = max_q if max_q is not None else max(max(lq), 0)
     max_k = max_k if max_k is not None else max(max(lk), 0)
     tq, tk = (torch.tensor(h, dtype=torch.int32, device=q.device) for h in (hq, hk))
