@@ -26,14 +26,14 @@ fi
 
 FLAGS="-g -O1 -std=c11 -D_DEFAULT_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined ${FUZZ_EXTRA_CFLAGS:-}"
 M="$ROOT/src/model"
-P="$ROOT/src/util/portable.c" # the model runtime's file mappings and open flags
+P="$ROOT/src/util/portable.c" # file mappings, open flags, replacing a file
 srcs() {
   case "$1" in
     json) echo "$M/json.c $P" ;;
     safetensors) echo "$M/safetensors.c $M/json.c $P" ;;
     tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c $P" ;;
     gguf) echo "$M/gguf.c $M/mcommon.c $P" ;;
-    npy) echo "$ROOT/src/util/npy.c" ;;
+    npy) echo "$ROOT/src/util/npy.c $P" ;;
   esac
 }
 

@@ -12,9 +12,9 @@
 
 #include "commands.h"
 #include "infllm.h"
-#include "portable.h"
 #include "npy.h"
 #include "opts.h"
+#include "portable.h"
 
 #ifdef INFLLM_HAVE_CUDA
 #include <cuda_runtime_api.h>

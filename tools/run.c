@@ -13,12 +13,12 @@
 
 #include "commands.h"
 #include "infllm.h"
-#include "portable.h"
 #include "mcommon.h"
 #include "model.h"
 #include "mtok.h"
 #include "npy.h"
 #include "opts.h"
+#include "portable.h"
 #include "quant.h"
 #include "runutil.h"
 #include "sample.h"

@@ -13,9 +13,9 @@
 
 #include "ggmlc.h"
 #include "gguf.h"
-#include "portable.h"
 #include "json.h"
 #include "mcommon.h"
+#include "portable.h"
 #include "quant.h"
 #include "safetensors.h"
 

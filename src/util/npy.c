@@ -9,9 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#ifdef _WIN32
-#include <windows.h> /* MoveFileExA: rename() does not replace an existing file there */
-#endif
+
+#include "portable.h"
 
 static size_t descr_size(const char *d) {
     static const struct {
@@ -43,31 +42,20 @@ static const char *find_key(const char *h, const char *key) {
 
 int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
-#ifdef _WIN32
-    /* no FIFOs to block on: open, then a regular file only (a folder first: fopen says only EACCES there) */
-    struct stat ps;
-    if (stat(path, &ps) == 0 && S_ISDIR(ps.st_mode)) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
-        return -1;
-    }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        snprintf(err, errlen, "%s: not a regular file: a .npy file is read whole", path);
-        return -1;
-    }
-#else
-    /* O_NONBLOCK, then a regular file only: fopen of a FIFO without a writer blocked forever (infllm attn --dout
-     * FIFO hung), and the reader seeks, so a pipe could never be read anyway ("cannot seek"). A directory keeps
-     * its own message (EISDIR, as reading it said). */
-    const int fd = open(path, O_RDONLY | O_NONBLOCK);
+    /* PF_O_READ (O_NONBLOCK where FIFOs exist), then a regular file only: fopen of a FIFO without a writer blocked
+     * forever (infllm attn --dout FIFO hung), and the reader seeks, so a pipe could never be read anyway ("cannot
+     * seek"). A directory keeps its own message (EISDIR, as reading it said). */
+    const int fd = open(path, PF_O_READ);
     if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        const int e = errno;
+#ifdef _WIN32 /* a folder does not open there (EACCES), where POSIX's fstat below tells it */
+        struct stat ps;
+        if (stat(path, &ps) == 0 && S_ISDIR(ps.st_mode)) {
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(EISDIR));
+            return -1;
+        }
+#endif
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
         return -1;
     }
     struct stat sb;
@@ -81,14 +69,12 @@ int npy_read(const char *path, npy_array *a, char *err, size_t errlen) {
             snprintf(err, errlen, "%s: not a regular file (a FIFO, device or socket): a .npy file is read whole", path);
         return -1;
     }
-    const int fl = fcntl(fd, F_GETFL);
-    FILE *f = fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+    FILE *f = pf_blocking(fd) == 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
-#endif
     const int rc = npy_read_stream(f, path, a, err, errlen);
     fclose(f);
     return rc;
@@ -290,15 +276,7 @@ int npy_write(const char *path, const char *descr, int ndim, const int64_t *shap
     ok = ok && fputc('\n', f) != EOF;
     ok = ok && (count * es == 0 || fwrite(data, es, count, f) == count);
     ok = (fclose(f) == 0) && ok;
-#ifdef _WIN32
-    if (ok && !MoveFileExA(tmp, path, MOVEFILE_REPLACE_EXISTING)) {
-        ok = 0;
-        errno = EACCES;
-    }
-    if (!ok) {
-#else
-    if (!ok || rename(tmp, path) != 0) {
-#endif
+    if (!ok || pf_replace(tmp, path) != 0) {
         snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
         unlink(tmp);
         free(tmp);

@@ -2,6 +2,7 @@
 #include "portable.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -33,6 +34,17 @@ void pf_unmap(void *p, size_t size) {
 }
 
 int pf_mkdir(const char *path) { return _mkdir(path); }
+
+int pf_blocking(int fd) {
+    (void)fd;
+    return 0;
+}
+
+int pf_replace(const char *from, const char *to) {
+    if (MoveFileExA(from, to, MOVEFILE_REPLACE_EXISTING)) return 0;
+    errno = EACCES;
+    return -1;
+}
 
 /* the volume and file index of an existing file or folder (FILE_FLAG_BACKUP_SEMANTICS opens folders too) */
 static int file_id(const char *path, BY_HANDLE_FILE_INFORMATION *info) {
@@ -69,6 +81,13 @@ void pf_unmap(void *p, size_t size) {
 }
 
 int pf_mkdir(const char *path) { return mkdir(path, 0777); }
+
+int pf_blocking(int fd) {
+    const int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 ? fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) : -1;
+}
+
+int pf_replace(const char *from, const char *to) { return rename(from, to); }
 
 int pf_same_entry(const char *a, const char *b) {
     struct stat sa, sb;

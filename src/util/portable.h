@@ -1,6 +1,7 @@
 /*
  * portable.h: the few operating-system calls that differ between POSIX and Windows (MinGW-w64), for the model
- * runtime and the command: opening a file that must be a regular one, read-only file mappings, mkdir.
+ * runtime, the command and the .npy reader / writer: opening a file that must be a regular one, read-only file
+ * mappings, mkdir, replacing a file, same-file checks, path separators, printf checks.
  */
 #ifndef INFLLM_PORTABLE_H
 #define INFLLM_PORTABLE_H
@@ -24,6 +25,11 @@ void *pf_map_read(int fd, size_t size);
 void pf_unmap(void *p, size_t size);
 /* mkdir with mode 0777 (less the umask) on POSIX; Windows has no mode */
 int pf_mkdir(const char *path);
+/* Clears O_NONBLOCK from a file opened with PF_O_READ, so that reads block as stdio expects (no-op on Windows).
+ * 0, or -1 with errno set. */
+int pf_blocking(int fd);
+/* rename() that replaces an existing `to` (Windows' rename does not: MoveFileEx). 0, or -1 with errno set. */
+int pf_replace(const char *from, const char *to);
 
 /* 1 when the paths a and b name one existing file or folder (POSIX: device and inode; Windows: volume serial
  * number and file index), else 0 (also when either cannot be read) */
