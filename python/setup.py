@@ -4,16 +4,26 @@ package (infllm/lib/), so that the installed package needs nothing else. Metadat
 Environment: INFLLM_PIP_CUDA=auto (default: the CUDA backend when nvcc is on the PATH, as the main build) | 1 | 0;
 INFLLM_SOURCE_DIR names the checkout when this folder is a copy; INFLLM_PIP_SKIP_LIB=1 installs the Python files alone (the package then finds the library through INFLLM_LIB or the
 loader's path). An editable install (`pip install -e ./python`) builds nothing: it uses the checkout's build/."""
+import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 # the project's checkout: python/'s parent, or INFLLM_SOURCE_DIR (a copy of python/ built elsewhere, as the test does)
 ROOT = os.environ.get("INFLLM_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _capi_lib_file():
+    """the shared library's file name on this platform, as the package's loader looks for it (infllm/_capi.py,
+    loaded on its own: it imports nothing of the package and loads no library)"""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "infllm", "_capi.py")
+    spec = importlib.util.spec_from_file_location("_infllm_capi", path)
+    capi = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capi)
+    return capi.LIB_FILE
 
 
 class BuildPyWithLibrary(build_py):
@@ -37,7 +47,7 @@ class BuildPyWithLibrary(build_py):
         subprocess.check_call(["cmake", "--build", bdir, "-j", str(os.cpu_count() or 2), "--target", "infllm_shared"])
         dest = os.path.join(self.build_lib, "infllm", "lib")
         os.makedirs(dest, exist_ok=True)
-        name = {"win32": "libinfllm.dll", "darwin": "libinfllm.dylib"}.get(sys.platform, "libinfllm.so")  # _capi's
+        name = _capi_lib_file()
         shutil.copyfile(os.path.realpath(os.path.join(bdir, name)), os.path.join(dest, name))
 
 

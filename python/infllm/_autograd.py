@@ -76,8 +76,9 @@ def parts(host_q, host_k, sparse):
 
 
 def rows(host, seqs, device):
-    """the rows of those sequences, in order, as an index tensor"""
-    return torch.tensor([i for b in seqs for i in range(host[b], host[b + 1])], dtype=torch.long, device=device)
+    """the rows of those sequences (seqs non-empty), in order, as an index tensor: an arange a sequence (a list of
+    every row cost Python work per token, and torch.compile traces such a list element by element)"""
+    return torch.cat([torch.arange(host[b], host[b + 1], dtype=torch.long, device=device) for b in seqs])
 
 
 def _host_call(q, k, v, cu_q, cu_k, max_q, max_k, p, backend):

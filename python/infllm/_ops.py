@@ -116,11 +116,6 @@ def _longest_k(host):
     return max([b - a for a, b in zip(hk, hk[1:])] + [0])
 
 
-def _rows_t(host, seqs, device):
-    """_autograd.rows by an arange a sequence (a list of every row would be traced element by element)"""
-    return torch.cat([torch.arange(host[b], host[b + 1], dtype=torch.long, device=device) for b in seqs])
-
-
 def _topk_out(ints, longest_k):
     """select_blocks' columns: min(topk + local_blocks (int32-saturated), blocks of the longest sequence)"""
     bs, tt = ints[0], min(max(ints[5] + ints[4], -2**31), 2**31 - 1)
@@ -336,7 +331,7 @@ def attention(q, k, v, cu_q, cu_k, max_q, max_k, params, overrides, backend, ret
     out = q.new_zeros(q.shape)
     lse = torch.empty(q.shape[0], q.shape[1], dtype=torch.float32, device=q.device)
     for want, seqs, cq, ck in _autograd.parts(host[0], host[1], sparse):
-        iq, ik = _rows_t(host[0], seqs, q.device), _rows_t(host[1], seqs, q.device)
+        iq, ik = _autograd.rows(host[0], seqs, q.device), _autograd.rows(host[1], seqs, q.device)
         qp, kp, vp = q.index_select(0, iq), k.index_select(0, ik), v.index_select(0, ik)
         play, phost = _host_lengths(qp, kp, cq, ck, None, None)
         if want:
