@@ -62,13 +62,19 @@ class Tiny:
     interleaved RoPE pairing, for qwen2 / qwen3 (NEOX RoPE) as in the HF checkpoint."""
 
     def __init__(self, arch="llama", seed=0, n_embd=128, n_head=4, n_kv=2, n_ff=256, n_layer=2, n_vocab=96,
-                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False, rope_freqs=False, rope_linear=None, rope_llama3=None):
+                 theta=10000.0, eps=1e-5, longrope=False, head_dim=None, tied=False, rope_freqs=False, rope_linear=None, rope_llama3=None,
+                 fused=True, sliding_window=None):
         r = np.random.default_rng(seed)
         self.arch, self.E, self.H, self.KV, self.F, self.L, self.V = arch, n_embd, n_head, n_kv, n_ff, n_layer, n_vocab
         self.D = head_dim or n_embd // n_head
         # qwen2 / qwen3: llama.cpp's NEOX rope (pairs i, i + D/2), Q/K rows as in the HF checkpoint;
         # qwen2 has q/k/v biases, qwen3 a per-head RMSNorm of q and k before RoPE
-        self.neox = arch in ("qwen2", "qwen3")
+        self.neox = arch in ("qwen2", "qwen3", "phi3")
+        # phi3: q / k / v in one matrix (attn_qkv, HF qkv_proj) and gate / up in one (ffn_up of 2 n_ff rows, HF
+        # gate_up_proj), as llama.cpp's converter and transformers store them (fused=False: separate GGUF tensors,
+        # which llama.cpp also takes); sliding_window: the config's (phi3.attention.sliding_window, HF sliding_window)
+        self.fused = arch == "phi3" and fused
+        self.sliding_window = sliding_window
         self.tied = tied  # no output.weight: the logits use token_embd
         self.theta, self.eps = theta, eps
         s = 0.08
@@ -150,6 +156,8 @@ class Tiny:
         if self.rope_linear is not None:
             w.add_string(f"{a}.rope.scaling.type", "linear")
             w.add_float32(f"{a}.rope.scaling.factor", self.rope_linear)
+        if self.sliding_window is not None:
+            w.add_uint32(f"{a}.attention.sliding_window", self.sliding_window)
         if a == "minicpm":
             w.add_float32("minicpm.embedding_scale", self.escale)
             w.add_float32("minicpm.residual_scale", self.rscale)
@@ -194,9 +202,21 @@ class Tiny:
                          ("q_norm", "attn_q_norm.weight"), ("k_norm", "attn_k_norm.weight")):
                 if k in l:
                     add(f"blk.{i}.{g}", "norm", l[k])
+            if self.fused:
+                add(f"blk.{i}.attn_qkv.weight", "q", np.concatenate([l["q"], l["k"], l["v"]]))
+                add(f"blk.{i}.ffn_up.weight", "up", np.concatenate([l["gate"], l["up"]]))
+                # the parts under the separate names, as the numpy forward and write_hf read them
+                qkv, gu = self.stored.pop(f"blk.{i}.attn_qkv.weight"), self.stored.pop(f"blk.{i}.ffn_up.weight")
+                nq, nk = self.H * self.D, self.KV * self.D
+                for g, part, key in (("attn_q", qkv[:nq], "q"), ("attn_k", qkv[nq:nq + nk], "q"),
+                                     ("attn_v", qkv[nq + nk:], "q"), ("ffn_gate", gu[:self.F], "up"),
+                                     ("ffn_up", gu[self.F:], "up")):
+                    self.stored[f"blk.{i}.{g}.weight"] = part
+                    self.types[f"blk.{i}.{g}.weight"] = types.get(key, F32)
             for k, g in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"), ("o", "attn_output"),
                          ("gate", "ffn_gate"), ("up", "ffn_up"), ("down", "ffn_down")):
-                add(f"blk.{i}.{g}.weight", k, l[k])
+                if not (self.fused and g in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")):
+                    add(f"blk.{i}.{g}.weight", k, l[k])
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
@@ -228,6 +248,14 @@ class Tiny:
             p = f"model.layers.{i}."
             tensors[p + "input_layernorm.weight"] = st[f"blk.{i}.attn_norm.weight"]
             tensors[p + "post_attention_layernorm.weight"] = st[f"blk.{i}.ffn_norm.weight"]
+            if self.arch == "phi3":  # transformers' Phi3: qkv_proj and gate_up_proj (fused or not in the GGUF)
+                tensors[p + "self_attn.qkv_proj.weight"] = np.concatenate(
+                    [st[f"blk.{i}.attn_{x}.weight"] for x in ("q", "k", "v")])
+                tensors[p + "mlp.gate_up_proj.weight"] = np.concatenate(
+                    [st[f"blk.{i}.ffn_gate.weight"], st[f"blk.{i}.ffn_up.weight"]])
+                tensors[p + "self_attn.o_proj.weight"] = st[f"blk.{i}.attn_output.weight"]
+                tensors[p + "mlp.down_proj.weight"] = st[f"blk.{i}.ffn_down.weight"]
+                continue
             tensors[p + "self_attn.q_proj.weight"] = qk(st[f"blk.{i}.attn_q.weight"], self.H)
             tensors[p + "self_attn.k_proj.weight"] = qk(st[f"blk.{i}.attn_k.weight"], self.KV)
             for g, h in (("attn_q.bias", "self_attn.q_proj.bias"), ("attn_k.bias", "self_attn.k_proj.bias"),
@@ -249,6 +277,8 @@ class Tiny:
         }
         if self.arch == "minicpm":
             cfg.update(scale_emb=self.scale_emb, scale_depth=self.scale_depth, dim_model_base=self.dim_model_base)
+        if self.sliding_window is not None:
+            cfg["sliding_window"] = self.sliding_window
         if self.factors is not None:
             f = [float(x) for x in self.factors]
             cfg["rope_scaling"] = {"rope_type": "longrope", "long_factor": f, "short_factor": f,

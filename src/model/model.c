@@ -94,9 +94,23 @@ static int g_vec(mdl_model *m, const char *name, int64_t n, const float **out, i
     return 0;
 }
 
-/* the architectures this runtime builds (GGUF general.architecture / HF model_type) */
+/* the architectures this runtime builds (GGUF general.architecture / HF model_type). Mistral's GGUF files say
+ * "llama" (llama.cpp's converter), so "mistral" is a model_type only */
 static int arch_is_qwen(const char *a) { return !strcmp(a, "qwen2") || !strcmp(a, "qwen3"); }
-static int arch_supported(const char *a) { return !strcmp(a, "llama") || !strcmp(a, "minicpm") || arch_is_qwen(a); }
+static int arch_is_phi3(const char *a) { return !strcmp(a, "phi3"); }
+static int arch_supported(const char *a, int hf) {
+    return !strcmp(a, "llama") || !strcmp(a, "minicpm") || arch_is_qwen(a) || arch_is_phi3(a) ||
+           (hf && !strcmp(a, "mistral"));
+}
+
+/* rows [r0, r0 + n) of a weight: a fused matrix's part (Phi-3's qkv_proj / attn_qkv, gate_up_proj / ffn_up), a
+ * weight of its own to the products (rows are independent in every storage type) */
+static mdl_weight weight_rows(const mdl_weight *w, int64_t r0, int64_t n) {
+    mdl_weight v = *w;
+    v.data = (const char *)w->data + (size_t)r0 * ggml_row_size(w->type, w->cols);
+    v.rows = n;
+    return v;
+}
 
 static int load_gguf(mdl_model *m, const char *path) {
     m->gguf = gguf_open(path);
@@ -105,8 +119,8 @@ static int load_gguf(mdl_model *m, const char *path) {
     mdl_config *c = &m->cfg;
     if (gguf_get_str(g, "general.architecture", c->arch, sizeof c->arch))
         return mdl_fail("model: general.architecture is missing");
-    if (!arch_supported(c->arch))
-        return mdl_fail("model: architecture '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", c->arch);
+    if (!arch_supported(c->arch, 0))
+        return mdl_fail("model: architecture '%s' is not supported (llama, minicpm, qwen2, qwen3, phi3 are)", c->arch);
     char k[128];
 #define KEY(s) (snprintf(k, sizeof k, "%s." s, c->arch), k)
     c->n_layer = mdl_sat_i32(gguf_get_int(g, KEY("block_count"), 0));
@@ -122,6 +136,13 @@ static int load_gguf(mdl_model *m, const char *path) {
     c->logit_scale = (float)gguf_get_float(g, KEY("logit_scale"), 1.0);
     c->rope_orig_ctx = mdl_sat_i32(gguf_get_int(g, KEY("rope.scaling.original_context_length"), 0));
     c->rope_attn_factor = (float)gguf_get_float(g, KEY("rope.scaling.attn_factor"), 1.0);
+    /* Phi-3's sliding window (the converter writes config.json's, 0 for none). llama.cpp ignores it and runs full
+     * attention past it; this runtime runs what the model defines or refuses (mdl_session_new) */
+    if (arch_is_phi3(c->arch)) {
+        const int64_t w = gguf_get_int(g, KEY("attention.sliding_window"), 0);
+        if (w < 0) return mdl_fail("model: %s.attention.sliding_window %lld must be >= 0", c->arch, (long long)w);
+        c->sliding_window = w;
+    }
     if (c->n_layer < 1 || c->n_layer > 4096 || c->n_embd < 1 || c->n_embd > (1 << 20) || c->n_head < 1 ||
         c->n_head_kv < 1 || c->n_head % c->n_head_kv || c->n_ff < 1 || c->n_ff > (1 << 22))
         return mdl_fail("model: bad hyper-parameters (layers %d, embd %d, heads %d/%d, ff %d)", c->n_layer, c->n_embd,
@@ -133,8 +154,8 @@ static int load_gguf(mdl_model *m, const char *path) {
     if (rope_dim != c->head_dim) return mdl_fail("model: partial rotary (%d of %d) is not supported", rope_dim, c->head_dim);
 #undef KEY
     /* llama.cpp's rope types: LLAMA (pairs 2i, 2i+1; its converter permutes Q/K rows) for llama and
-     * minicpm, NEOX (i, i + d/2; rows as in the checkpoint) for qwen2 and qwen3 */
-    c->rope_interleaved = !arch_is_qwen(c->arch);
+     * minicpm, NEOX (i, i + d/2; rows as in the checkpoint) for qwen2, qwen3 and phi3 */
+    c->rope_interleaved = !arch_is_qwen(c->arch) && !arch_is_phi3(c->arch);
     const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
     if (!te) return mdl_fail("model: tensor 'token_embd.weight' is missing");
     c->n_vocab = (int)te->ne[1];
@@ -183,11 +204,33 @@ static int load_gguf(mdl_model *m, const char *path) {
         mdl_layer *L = &m->layers[l];
         char n[96];
 #define T(s) (snprintf(n, sizeof n, "blk.%d." s, l), n)
+        /* q, k, v as one matrix (attn_qkv: Phi-3's, rows q then k then v) or three; the MLP's gate and up as one
+         * (ffn_up of 2 n_ff rows without ffn_gate: Phi-3's, gate first, as llama.cpp's SWIGLU split) or two */
+        const int fused_qkv = gguf_find_tensor(g, T("attn_qkv.weight")) != NULL;
+        const gguf_tensor *up = gguf_find_tensor(g, T("ffn_up.weight"));
+        const int fused_up = !gguf_find_tensor(g, T("ffn_gate.weight")) && up && up->ne[1] == 2 * (int64_t)c->n_ff;
+        if (fused_qkv && gguf_find_tensor(g, T("attn_q.weight")))
+            return mdl_fail("model: layer %d has both attn_qkv and attn_q tensors", l);
+        mdl_weight qkv, gate_up;
+        if (fused_qkv) {
+            if (g_weight(m, T("attn_qkv.weight"), E, Q + 2 * KV, &qkv, 0)) return -1;
+            L->wq = weight_rows(&qkv, 0, Q);
+            L->wk = weight_rows(&qkv, Q, KV);
+            L->wv = weight_rows(&qkv, Q + KV, KV);
+        } else if (g_weight(m, T("attn_q.weight"), E, Q, &L->wq, 0) || g_weight(m, T("attn_k.weight"), E, KV, &L->wk, 0) ||
+                   g_weight(m, T("attn_v.weight"), E, KV, &L->wv, 0)) {
+            return -1;
+        }
+        if (fused_up) {
+            if (g_weight(m, T("ffn_up.weight"), E, 2 * (int64_t)c->n_ff, &gate_up, 0)) return -1;
+            L->wgate = weight_rows(&gate_up, 0, c->n_ff);
+            L->wup = weight_rows(&gate_up, c->n_ff, c->n_ff);
+        } else if (g_weight(m, T("ffn_gate.weight"), E, c->n_ff, &L->wgate, 0) ||
+                   g_weight(m, T("ffn_up.weight"), E, c->n_ff, &L->wup, 0)) {
+            return -1;
+        }
         if (g_vec(m, T("attn_norm.weight"), E, &L->attn_norm, 0) || g_vec(m, T("ffn_norm.weight"), E, &L->ffn_norm, 0) ||
-            g_weight(m, T("attn_q.weight"), E, Q, &L->wq, 0) || g_weight(m, T("attn_k.weight"), E, KV, &L->wk, 0) ||
-            g_weight(m, T("attn_v.weight"), E, KV, &L->wv, 0) || g_weight(m, T("attn_output.weight"), Q, E, &L->wo, 0) ||
-            g_weight(m, T("ffn_gate.weight"), E, c->n_ff, &L->wgate, 0) ||
-            g_weight(m, T("ffn_up.weight"), E, c->n_ff, &L->wup, 0) ||
+            g_weight(m, T("attn_output.weight"), Q, E, &L->wo, 0) ||
             g_weight(m, T("ffn_down.weight"), c->n_ff, E, &L->wdown, 0) ||
             g_vec(m, T("attn_q.bias"), Q, &L->bq, 1) || g_vec(m, T("attn_k.bias"), KV, &L->bk, 1) ||
             g_vec(m, T("attn_v.bias"), KV, &L->bv, 1) ||
@@ -196,7 +239,8 @@ static int load_gguf(mdl_model *m, const char *path) {
             return -1;
         /* tensors llama.cpp adds to these layers that this forward does not apply: refused rather than
          * silently dropped (the logits would be wrong) */
-        static const char *const unapplied[] = {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"};
+        static const char *const unapplied[] = {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias",
+                                                "attn_qkv.bias"};
         for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
             snprintf(n, sizeof n, "blk.%d.%s", l, unapplied[i]);
             if (gguf_find_tensor(g, n)) return mdl_fail("model: tensor '%s' is not supported (it would be ignored)", n);
@@ -356,13 +400,17 @@ static int hf_rope(mdl_model *m, const char *p, const json_value *r) {
     const char *rt;
     if (cfg_str(p, rs, S, "rope_type", &rt) || (!rt && cfg_str(p, rs, S, "type", &rt))) return -1;
     if (!rt || !strcmp(rt, "default")) return 0;
+    /* Phi3Config renames its early checkpoints' "su" and "yarn" to longrope (their fields are longrope's) */
+    if (arch_is_phi3(c->arch) && (!strcmp(rt, "su") || !strcmp(rt, "yarn"))) rt = "longrope";
     /* original_max_position_embeddings (llama3, longrope): transformers 5 takes a top-level value first (Phi-3's
      * layout), then the section's, then max_position_embeddings; 4.x read the section's. Both given and different:
      * the versions disagree, refused */
     const char *OM = "original_max_position_embeddings";
     const int has_top = cfg_value(r, OM) != NULL, has_sec = cfg_value(rs, OM) != NULL;
     int64_t o_top, orig;
-    if (cfg_int(p, r, "", OM, c->ctx_train, &o_top) || cfg_int(p, rs, S, OM, o_top, &orig)) return -1;
+    if (cfg_int(p, r, "", OM, arch_is_phi3(c->arch) ? 4096 : c->ctx_train, &o_top) || /* Phi3Config's own default */
+        cfg_int(p, rs, S, OM, o_top, &orig))
+        return -1;
     if (has_top && has_sec && o_top != orig)
         return mdl_fail("%s: %s %lld and %s%s %lld differ", p, OM, (long long)o_top, S, OM, (long long)orig);
     if (!strcmp(rt, "longrope")) {
@@ -483,10 +531,12 @@ static int load_hf(mdl_model *m, const char *dir) {
     int rc = -1;
     const char *mt;
     if (cfg_str(p, r, "", "model_type", &mt)) goto out;
-    if (!mt || !arch_supported(mt)) {
-        mdl_fail("%s: model_type '%s' is not supported (llama, minicpm, qwen2, qwen3 are)", p, mt ? mt : "(missing)");
+    if (!mt || !arch_supported(mt, 1)) {
+        mdl_fail("%s: model_type '%s' is not supported (llama, mistral, minicpm, qwen2, qwen3, phi3 are)", p,
+                 mt ? mt : "(missing)");
         goto out;
     }
+    const int phi3 = arch_is_phi3(mt), mistral = !strcmp(mt, "mistral");
     snprintf(c->arch, sizeof c->arch, "%s", mt);
     double rms_eps;
     bool tied; /* tie_word_embeddings: read here so that its type is checked whether or not lm_head is there */
@@ -494,8 +544,9 @@ static int load_hf(mdl_model *m, const char *dir) {
         cfg_i32(p, r, "", "num_attention_heads", 0, &c->n_head) ||
         cfg_i32(p, r, "", "num_key_value_heads", c->n_head, &c->n_head_kv) ||
         cfg_i32(p, r, "", "intermediate_size", 0, &c->n_ff) || cfg_i32(p, r, "", "vocab_size", 0, &c->n_vocab) ||
-        cfg_num(p, r, "", "rms_norm_eps", 1e-6, &rms_eps) ||
-        cfg_i32(p, r, "", "max_position_embeddings", arch_is_qwen(mt) ? 32768 : 2048, &c->ctx_train) ||
+        cfg_num(p, r, "", "rms_norm_eps", phi3 ? 1e-5 : 1e-6, &rms_eps) || /* the config classes' defaults */
+        cfg_i32(p, r, "", "max_position_embeddings", arch_is_qwen(mt) ? 32768 : phi3 ? 4096 : mistral ? 131072 : 2048,
+                &c->ctx_train) ||
         cfg_bool(p, r, "", "tie_word_embeddings", true, &tied))
         goto out;
     c->rms_eps = (float)rms_eps;
@@ -524,6 +575,18 @@ static int load_hf(mdl_model *m, const char *dir) {
         c->logit_scale = (float)((double)c->n_embd / base);
     }
     if (hf_rope(m, p, r) || hf_refuse_unsupported(p, r, c)) goto out;
+    if (mistral || phi3) {
+        /* their attention's window (query - key < sliding_window): MistralConfig's default is 4096 where the key is
+         * absent, Phi3Config's none; null is none */
+        const json_value *wv = json_get(r, "sliding_window");
+        int64_t win = 0;
+        if (!json_is_null(wv) && cfg_int(p, r, "", "sliding_window", mistral ? 4096 : 0, &win)) goto out;
+        if (win < 0) {
+            mdl_fail("%s: sliding_window %lld must be >= 0 or null", p, (long long)win);
+            goto out;
+        }
+        c->sliding_window = win;
+    }
     infllm_params_default(&c->sparse);
     const json_value *sc;
     if (cfg_object(p, r, "sparse_config", &sc)) goto out;
@@ -574,14 +637,26 @@ static int load_hf(mdl_model *m, const char *dir) {
         mdl_layer *L = &m->layers[l];
         char n[128];
 #define T(s) (snprintf(n, sizeof n, "model.layers.%d." s, l), n)
+        if (phi3) { /* Phi3's fused products: qkv_proj rows q, k, v; gate_up_proj rows gate, up (its chunk(2)) */
+            mdl_weight qkv, gate_up;
+            if (s_weight(m, T("self_attn.qkv_proj.weight"), E, Q + 2 * KV, &qkv, 0) ||
+                s_weight(m, T("mlp.gate_up_proj.weight"), E, 2 * (int64_t)c->n_ff, &gate_up, 0))
+                goto out;
+            L->wq = weight_rows(&qkv, 0, Q);
+            L->wk = weight_rows(&qkv, Q, KV);
+            L->wv = weight_rows(&qkv, Q + KV, KV);
+            L->wgate = weight_rows(&gate_up, 0, c->n_ff);
+            L->wup = weight_rows(&gate_up, c->n_ff, c->n_ff);
+        } else if (s_weight(m, T("self_attn.q_proj.weight"), E, Q, &L->wq, 0) ||
+                   s_weight(m, T("self_attn.k_proj.weight"), E, KV, &L->wk, 0) ||
+                   s_weight(m, T("self_attn.v_proj.weight"), E, KV, &L->wv, 0) ||
+                   s_weight(m, T("mlp.gate_proj.weight"), E, c->n_ff, &L->wgate, 0) ||
+                   s_weight(m, T("mlp.up_proj.weight"), E, c->n_ff, &L->wup, 0)) {
+            goto out;
+        }
         if (s_vec(m, T("input_layernorm.weight"), E, &L->attn_norm, 0) ||
             s_vec(m, T("post_attention_layernorm.weight"), E, &L->ffn_norm, 0) ||
-            s_weight(m, T("self_attn.q_proj.weight"), E, Q, &L->wq, 0) ||
-            s_weight(m, T("self_attn.k_proj.weight"), E, KV, &L->wk, 0) ||
-            s_weight(m, T("self_attn.v_proj.weight"), E, KV, &L->wv, 0) ||
             s_weight(m, T("self_attn.o_proj.weight"), Q, E, &L->wo, 0) ||
-            s_weight(m, T("mlp.gate_proj.weight"), E, c->n_ff, &L->wgate, 0) ||
-            s_weight(m, T("mlp.up_proj.weight"), E, c->n_ff, &L->wup, 0) ||
             s_weight(m, T("mlp.down_proj.weight"), c->n_ff, E, &L->wdown, 0) ||
             s_vec(m, T("self_attn.q_proj.bias"), Q, &L->bq, 1) || s_vec(m, T("self_attn.k_proj.bias"), KV, &L->bk, 1) ||
             s_vec(m, T("self_attn.v_proj.bias"), KV, &L->bv, 1) ||
@@ -609,7 +684,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         /* biases this forward does not apply (llama's attention_bias adds o_proj's, mlp_bias the MLP's): refused
          * rather than silently dropped */
         static const char *const unapplied[] = {"self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias",
-                                                "mlp.down_proj.bias"};
+                                                "mlp.down_proj.bias", "self_attn.qkv_proj.bias", "mlp.gate_up_proj.bias"};
         for (size_t i = 0; i < sizeof unapplied / sizeof *unapplied; i++) {
             snprintf(n, sizeof n, "model.layers.%d.%s", l, unapplied[i]);
             if (st_find(m->st, n)) {
@@ -719,6 +794,13 @@ void mdl_session_free(mdl_session *s) {
 mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t ctx, int chunk, infllm_dtype kv,
                              int nthreads) {
     const mdl_config *c = &m->cfg;
+    if (c->sliding_window > 0 && ctx > c->sliding_window) {
+        /* query - key < window always holds below it, so the model's attention is the full causal one there */
+        mdl_fail("model: its attention sees only the last %lld tokens (sliding_window), which this runtime does not "
+                 "implement; a context of %lld tokens would reach past it (%lld or fewer run the model exactly)",
+                 (long long)c->sliding_window, (long long)ctx, (long long)c->sliding_window);
+        return NULL;
+    }
     mdl_session *s = calloc(1, sizeof *s);
     if (!s) {
         mdl_fail("out of memory");

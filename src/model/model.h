@@ -24,7 +24,7 @@ typedef struct mdl_layer {
 } mdl_layer;
 
 typedef struct mdl_config {
-    char arch[32];             /* "llama", "minicpm", "qwen2", "qwen3" */
+    char arch[32];             /* "llama", "minicpm", "qwen2", "qwen3", "phi3", "mistral" (HF only) */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
     int ctx_train;
     float rope_theta, rms_eps;
@@ -37,6 +37,8 @@ typedef struct mdl_config {
                                   1 / factor), 1 otherwise */
     int rope_orig_ctx;         /* LongRoPE original context (0: none) */
     float rope_attn_factor;    /* cos/sin multiplier (LongRoPE), 1 otherwise */
+    int64_t sliding_window;    /* the model's attention window in tokens (query - key < it; Mistral / Phi-3 configs), 0:
+                                  none. Not implemented: a session whose context would reach past it is refused */
     int has_sparse_config;     /* HF config carried sparse_config */
     infllm_params sparse;      /* InfLLM-V2 params from the config (SPEC B 11.1 defaults) */
 } mdl_config;
