@@ -2,8 +2,9 @@
 """hf_check.py (opt-in, not in CI: needs torch and transformers): infllm's forward pass against the reference
 implementation, Hugging Face transformers, instead of the numpy re-implementations of tests/py_model_*.
 
-For every architecture the loader accepts in Hugging Face form (LlamaForCausalLM, Qwen2ForCausalLM,
-Qwen3ForCausalLM; MiniCPM is remote code, not in transformers, so it is not checked here) it builds tiny random
+For every architecture the loader accepts in Hugging Face form (LlamaForCausalLM, MistralForCausalLM,
+Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM; MiniCPM is remote code, not in transformers, so it is not
+checked here) it builds tiny random
 models with transformers itself (config -> model, every parameter redrawn from a seeded generator so that norms,
 biases and q/k norms are not their trivial initial values), saves them with save_pretrained (safetensors; also
 bf16 / f16 and sharded), reloads them with from_pretrained (so the reference is what transformers makes of the
@@ -70,7 +71,10 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
-CLS = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
+CLS = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+       "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config}
+# Phi3Config's token ids (pad 32000) are past the tiny vocabulary: its embedding's padding_idx would be out of range
+PHI3 = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 BASE = dict(vocab_size=160, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5)
 
@@ -479,6 +483,29 @@ def cases(tmp):
     check_match(tmp, "qwen2 use_sliding_window, max_window_layers 28 >= layers", "qwen2",
                 dict(use_sliding_window=True, sliding_window=16, max_window_layers=28), seed=22, sparse=False,
                 edit=v4_layout_drop_layer_types)
+    # Mistral: Llama's numbers with a sliding window (4096 where config.json has no sliding_window, as MistralConfig;
+    # within it the attention is the full causal one) and a head_dim of its own
+    check_match(tmp, "mistral G2 head_dim 64, no window", "mistral", dict(head_dim=64, sliding_window=None),
+                seed=70, sensitivity=(("rope_theta", 1.01),), kv16=True, gen=16)
+    check_match(tmp, "mistral sliding_window absent (4096)", "mistral", dict(num_attention_heads=8), seed=71,
+                sparse=False, edit=lambda c: {k: v for k, v in c.items() if k != "sliding_window"})
+    check_match(tmp, "mistral sliding_window 96, context 96", "mistral", dict(sliding_window=96), seed=72, ctx=96)
+    # Phi-3: fused qkv_proj / gate_up_proj, LongRoPE (long and short factors; the early checkpoints' "su" name)
+    check_match(tmp, "phi3 G2", "phi3", dict(**PHI3), seed=80, sensitivity=(("rope_theta", 1.01),), kv16=True,
+                chunks=(1, 7), gen=16)
+    check_match(tmp, "phi3 G4 (8/2 heads) tied v4 config", "phi3", dict(**PHI3, num_attention_heads=8,
+                tie_word_embeddings=True), seed=81, edit=v4_layout)
+    PLR = dict(rope_parameters={k: v for k, v in LR.items() if k != "original_max_position_embeddings"},
+               original_max_position_embeddings=64, max_position_embeddings=256)
+    check_match(tmp, "phi3 rope longrope long", "phi3", dict(**PHI3, **PLR), seed=82, ctx=96)
+    check_match(tmp, "phi3 rope longrope short", "phi3", dict(**PHI3, **PLR), seed=82, T=48, ctx=64)
+
+    def su(c):  # a Phi-3 128K checkpoint's config.json: rope_scaling of type "su"
+        c = v4_layout(c)
+        c["rope_scaling"] = {**{k: v for k, v in c["rope_scaling"].items() if k != "rope_type"}, "type": "su"}
+        return c
+    check_match(tmp, "phi3 rope su v4 config", "phi3", dict(**PHI3, **PLR), seed=82, ctx=96, edit=su)
+    check_match(tmp, "phi3 sliding_window 96, context 96", "phi3", dict(**PHI3, sliding_window=96), seed=83, ctx=96)
     # the GGUF route: llama.cpp's converter, then infllm on the GGUF (--converter)
     check_gguf(tmp, "gguf llama G2", "llama", dict(rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
                seed=40)
@@ -494,6 +521,10 @@ def cases(tmp):
     check_gguf(tmp, "gguf qwen2 tied", "qwen2", dict(tie_word_embeddings=True, rope_parameters={
         "rope_type": "default", "rope_theta": 1e6}), seed=45)
     check_gguf(tmp, "gguf qwen3 head_dim 64", "qwen3", dict(head_dim=64), seed=46)
+    check_gguf(tmp, "gguf mistral head_dim 64", "mistral", dict(head_dim=64, sliding_window=None), seed=47,
+               outtypes=("f32",))
+    check_gguf(tmp, "gguf phi3", "phi3", dict(**PHI3), seed=48)
+    check_gguf(tmp, "gguf phi3 rope longrope long", "phi3", dict(**PHI3, **PLR), seed=49, outtypes=("f32",), ctx=96)
     # refused: what infllm does not implement
     check_refused(tmp, "refuse llama rope yarn", "llama", dict(rope_parameters={
         "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024, "rope_theta": 10000.0}), "yarn")
@@ -509,6 +540,11 @@ def cases(tmp):
     check_refused(tmp, "refuse qwen2 sliding window (layer_types)", "qwen2", SW, "sliding")
     check_refused(tmp, "refuse qwen3 sliding window (v4 config, no layer_types)", "qwen3", SW, "sliding",
                   edit=v4_layout_drop_layer_types)
+    # a context past the model's sliding window (run_infllm's 1024 > 16)
+    check_refused(tmp, "refuse mistral sliding_window 16", "mistral", dict(sliding_window=16), "sliding_window")
+    check_refused(tmp, "refuse phi3 sliding_window 16", "phi3", dict(**PHI3, sliding_window=16), "sliding_window")
+    check_refused(tmp, "refuse phi3 partial_rotary_factor 0.75", "phi3", dict(**PHI3, rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}), "partial_rotary_factor")
     check_refused(tmp, "refuse llama partial_rotary_factor 0.5", "llama", dict(rope_parameters={
         "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}), "partial_rotary_factor")
     check_refused(tmp, "refuse qwen2 rope yarn v4 config", "qwen2", dict(rope_parameters={
