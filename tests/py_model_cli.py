@@ -529,4 +529,56 @@ with tempfile.TemporaryDirectory() as tmp:
             ok, rows = False, str(e)
         c.check(ok, f"bench run --format {fmt} with a llama.cpp time of 0: rates {'null' if fmt == 'json' else 'empty'} "
                 f"(exit {p.returncode}) {p.stdout.strip()[-140:]!r}")
+    # --chat with a Hugging Face folder: its chat template was not read (ChatML was assumed for any model, a Llama 3
+    # or Phi-3 instruct model got another model's format without a word). Now chat_template.jinja, else
+    # chat_template.json's or tokenizer_config.json's chat_template (a string or a list with a "default" one), is
+    # read as a GGUF's: a ChatML one is used (its literal default system prompt too), another refused
+    mc = Tiny("llama", seed=5, n_vocab=264)
+    hfc = os.path.join(tmp, "hf-chat")
+    mc.write_gguf(os.path.join(tmp, "chat.gguf"), {})  # (write_hf takes the values the GGUF stores)
+    mc.write_hf(hfc)
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    spell = {b: chr(b) for b in bs}
+    spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
+    added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, t in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])]
+    vocab = {**{spell[b]: b for b in range(256)}, **{a["content"]: a["id"] for a in added}}
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    with open(os.path.join(hfc, "tokenizer.json"), "w") as f:
+        json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
+                   "post_processor": None, "decoder": bl, "model": {"type": "BPE", "vocab": vocab, "merges": []}}, f)
+    LLAMA3 = ("{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + "
+              "message['content'] + '<|eot_id|>' }}{% endfor %}")
+    CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
+              "system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+              "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
+
+    def chat_ids(*extra):
+        p = run("run", "-m", hfc, "-p", "hi", "--chat", "-n", "1", "--temp", "0", "--print-ids", "-q", *extra)
+        line = [x for x in p.stderr.splitlines() if x.startswith("prompt ids:")]
+        return p, [int(x) for x in line[0].split(":")[1].split()] if line else []
+
+    def as_bytes(ids):
+        return bytes(i for i in ids if i < 256).decode("latin-1")
+    p, ids = chat_ids()
+    c.check(p.returncode == 0 and ids[:1] == [257] and "user\nhi" in as_bytes(ids) and "tiny" not in as_bytes(ids),
+            f"--chat, HF folder without a chat template: ChatML ({p.stderr.strip()[-100:]})")
+    cfgp = os.path.join(hfc, "tokenizer_config.json")
+    for label, cfg in (("tokenizer_config.json's Llama 3 template", {"chat_template": LLAMA3}),
+                       ("tokenizer_config.json's template list, Llama 3 by default",
+                        {"chat_template": [{"name": "tool_use", "template": CHATML},
+                                           {"name": "default", "template": LLAMA3}]})):
+        with open(cfgp, "w") as f:
+            json.dump(cfg, f)
+        p, _ = chat_ids()
+        c.check(p.returncode == 1 and "not ChatML" in p.stderr, f"--chat, {label}: refused ({p.stderr.strip()[-90:]})")
+    with open(os.path.join(hfc, "chat_template.jinja"), "w") as f:
+        f.write(CHATML)
+    p, ids = chat_ids()
+    c.check(p.returncode == 0 and "system\nYou are tiny." in as_bytes(ids) and "user\nhi" in as_bytes(ids),
+            f"--chat, chat_template.jinja (ChatML, over tokenizer_config.json's): its default system prompt "
+            f"({as_bytes(ids)[:60]!r})")
+    p, ids = chat_ids("--system", "Be brief.")
+    c.check(p.returncode == 0 and "Be brief." in as_bytes(ids) and "tiny" not in as_bytes(ids),
+            f"--chat --system with chat_template.jinja: the given system prompt ({as_bytes(ids)[:50]!r})")
 c.finish()

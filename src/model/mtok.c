@@ -1,10 +1,12 @@
 /* mtok.c: see mtok.h. */
 #include "mtok.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gguf.h"
+#include "json.h"
 #include "mcommon.h"
 
 infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
@@ -89,24 +91,77 @@ oom:
     return NULL;
 }
 
+static char *copy_text(const char *p, size_t n) {
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    memcpy(s, p, n);
+    s[n] = 0;
+    return s;
+}
+
+/* a file whole as a string (templates: at most 4 MiB), NULL when absent, unreadable or larger */
+static char *read_text_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    enum { CAP = 4 << 20 };
+    char *buf = malloc(CAP + 1);
+    size_t n = buf ? fread(buf, 1, CAP + 1, f) : 0;
+    fclose(f);
+    if (!buf || n > CAP) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* a JSON file's "chat_template": a string, or transformers' list of {"name", "template"} (the one named "default",
+ * else the first) */
+static char *json_template(const char *path) {
+    json_doc *doc = json_parse_file(path, NULL, NULL);
+    const json_value *t = doc ? json_get(json_root(doc), "chat_template") : NULL, *pick = NULL;
+    if (json_is(t, JSON_ARRAY)) {
+        for (size_t i = 0; i < json_len(t); i++) {
+            const json_value *e = json_index(t, i), *name = json_get(e, "name");
+            if (!pick || (json_str(name, NULL) && !strcmp(json_str(name, NULL), "default"))) pick = json_get(e, "template");
+        }
+        t = pick;
+    }
+    size_t n = 0;
+    const char *s = json_str(t, &n);
+    char *out = s ? copy_text(s, n) : NULL;
+    json_free(doc);
+    return out;
+}
+
+/* the model's chat template (Jinja text) or NULL: a GGUF's tokenizer.chat_template; a Hugging Face folder's
+ * chat_template.jinja (what transformers saves since 4.43), else chat_template.json's or tokenizer_config.json's */
 static char *template_text(const mdl_model *m) {
     if (m->is_gguf) {
         const gguf_kv *kv = gguf_find(m->gguf, "tokenizer.chat_template");
         if (!kv || kv->type != GGUF_T_STRING) return NULL;
-        char *s = malloc(kv->s.n + 1);
-        if (!s) return NULL;
-        memcpy(s, kv->s.p, kv->s.n);
-        s[kv->s.n] = 0;
-        return s;
+        return copy_text(kv->s.p, kv->s.n);
     }
-    return NULL; /* HF: tokenizer_config.json is read by the tokenizer helper; assume ChatML */
+    char p[1200];
+    snprintf(p, sizeof p, "%s/chat_template.jinja", m->path);
+    char *t = read_text_file(p);
+    if (!t) {
+        snprintf(p, sizeof p, "%s/chat_template.json", m->path);
+        t = json_template(p);
+    }
+    if (!t) {
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", m->path);
+        t = json_template(p);
+    }
+    return t;
 }
 
 char *mdl_chat_format(const mdl_model *m, const char *system, const char *user) {
     char *tpl = template_text(m);
     if (tpl && !strstr(tpl, "<|im_start|>")) {
         free(tpl);
-        mdl_fail("chat: the model's chat template is not ChatML-style (no <|im_start|>)");
+        mdl_fail("chat: the model's chat template is not ChatML-style (no <|im_start|>), the only one formatted here: "
+                 "give the prompt already in its format with -p / -f instead");
         return NULL;
     }
     char *def_sys = NULL;
