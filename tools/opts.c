@@ -279,8 +279,8 @@ static int same_folder(const char *a, const char *b, int depth) {
     char ta[4096], tb[4096];
     snprintf(ta, sizeof ta, "%s", a);
     snprintf(tb, sizeof tb, "%s", b);
-    for (size_t n = strlen(ta); n > 1 && ta[n - 1] == '/'; n--) ta[n - 1] = 0; /* "new/" is "new" */
-    for (size_t n = strlen(tb); n > 1 && tb[n - 1] == '/'; n--) tb[n - 1] = 0;
+    for (size_t n = strlen(ta); n > 1 && pf_is_sep(ta[n - 1]); n--) ta[n - 1] = 0; /* "new/" is "new" (and "new\\") */
+    for (size_t n = strlen(tb); n > 1 && pf_is_sep(tb[n - 1]); n--) tb[n - 1] = 0;
     const char *na = pf_last_sep(ta), *nb = pf_last_sep(tb);
     na = na ? na + 1 : ta;
     nb = nb ? nb + 1 : tb;

@@ -63,6 +63,8 @@ int pf_same_entry(const char *a, const char *b) {
            ia.nFileIndexLow == ib.nFileIndexLow;
 }
 
+int pf_is_sep(char c) { return c == '/' || c == '\\'; }
+
 const char *pf_last_sep(const char *path) {
     const char *a = strrchr(path, '/'), *b = strrchr(path, '\\');
     if (!a || !b) return a ? a : b;
@@ -95,4 +97,6 @@ int pf_same_entry(const char *a, const char *b) {
 }
 
 const char *pf_last_sep(const char *path) { return strrchr(path, '/'); }
+
+int pf_is_sep(char c) { return c == '/'; }
 #endif

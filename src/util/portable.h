@@ -37,6 +37,8 @@ int pf_same_entry(const char *a, const char *b);
 
 /* the last path separator in path ('/'; on Windows '\\' too), or NULL */
 const char *pf_last_sep(const char *path);
+/* 1 when c separates path components ('/'; on Windows '\\' too) */
+int pf_is_sep(char c);
 
 /* printf-format checking of a function's (format index, first argument index): MinGW-w64's printf is C99's with
  * __USE_MINGW_ANSI_STDIO (gnu_printf), not the msvcrt one that `printf` would check (no %zu) */
