@@ -404,18 +404,18 @@ with tempfile.TemporaryDirectory() as tmp:
     # /dev/zero was read until memory ran out: each is now 'not a regular file', exit 1 (POSIX only: a Windows
     # build of the command, run under wine, sees neither)
     fifo_dir = os.path.join(tmp, "fifo")
+    hf_fifo, hf_zero = os.path.join(fifo_dir, "hf-st"), os.path.join(fifo_dir, "hf-cfg")
     if WINDOWS:
         print("SKIP: FIFO / /dev/zero models (the command is a Windows build)")
-    os.makedirs(fifo_dir)
-    os.mkfifo(os.path.join(fifo_dir, "m.gguf"))
-    hf_fifo = os.path.join(fifo_dir, "hf-st")
-    shutil.copytree(hf, hf_fifo)
-    os.remove(os.path.join(hf_fifo, "model.safetensors"))
-    os.mkfifo(os.path.join(hf_fifo, "model.safetensors"))
-    hf_zero = os.path.join(fifo_dir, "hf-cfg")
-    shutil.copytree(hf, hf_zero)
-    os.remove(os.path.join(hf_zero, "config.json"))
-    os.symlink("/dev/zero", os.path.join(hf_zero, "config.json"))
+    else:
+        os.makedirs(fifo_dir)
+        os.mkfifo(os.path.join(fifo_dir, "m.gguf"))
+        shutil.copytree(hf, hf_fifo)
+        os.remove(os.path.join(hf_fifo, "model.safetensors"))
+        os.mkfifo(os.path.join(hf_fifo, "model.safetensors"))
+        shutil.copytree(hf, hf_zero)
+        os.remove(os.path.join(hf_zero, "config.json"))
+        os.symlink("/dev/zero", os.path.join(hf_zero, "config.json"))
     for model in () if WINDOWS else (os.path.join(fifo_dir, "m.gguf"), hf_fifo, hf_zero):
         try:
             p = subprocess.run([exe, "run", "-m", model, "--tokens", toks, "-n", "1", "-q"], capture_output=True,
