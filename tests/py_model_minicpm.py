@@ -43,6 +43,18 @@ with tempfile.TemporaryDirectory() as tmp:
     e1, e2 = rel_err(auto, flags), rel_err(auto, dense)
     c.check(e1 < 1e-6 and e2 > 1e-3, f"sparse_config (block 16, topk 2, window 16, dense_len 64) is applied: "
             f"auto == explicit flags ({e1:.1e}), differs from dense ({e2:.1e})")
+    # use_nope true (selection on pre-RoPE q / k) is not what the caches compute: refused, not run as false
+    for val, want in ((True, "use_nope"), ("yes", "use_nope")):
+        cfg["sparse_config"]["use_nope"] = val
+        json.dump(cfg, open(cfg_path, "w"))
+        try:
+            run_logits(exe, hf, toks, tmp, ["--attn", "dense"])
+            c.check(False, f"sparse_config.use_nope {val!r}: refused")
+        except RuntimeError as err:
+            last = str(err).splitlines()[-1]
+            c.check(want in last, f"sparse_config.use_nope {val!r}: refused ({last[-110:]})")
+    cfg["sparse_config"]["use_nope"] = False
+    json.dump(cfg, open(cfg_path, "w"))
     # no muP (plain llama numbers) must give different logits: the scales are really applied
     m.escale, m.rscale, m.lscale = 1.0, 1.0, 1.0
     e = rel_err(m.forward(toks), got)

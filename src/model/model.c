@@ -602,6 +602,15 @@ static int load_hf(mdl_model *m, const char *dir) {
             cfg_i32(p, sc, S, "dense_len", 8192, &sp->dense_len))
             goto out;
         sp->local_blocks = mdl_sat_i32(sp->block_size > 0 ? window / sp->block_size : 32);
+        /* use_nope: stage 1 scores pre-RoPE q against kernels of pre-RoPE keys (SPEC B §4); the caches here compress
+         * the keys attention uses (post-RoPE), so such a model would select other blocks than it was trained to */
+        bool nope;
+        if (cfg_bool(p, sc, S, "use_nope", false, &nope)) goto out;
+        if (nope) {
+            mdl_fail("%s: sparse_config.use_nope true (selection on pre-RoPE q / k) is not supported (the selection "
+                     "runs on the post-RoPE keys)", p);
+            goto out;
+        }
     }
     if (st_open(dir, &m->st, err, sizeof err)) {
         mdl_fail("%s", err);
