@@ -207,6 +207,24 @@ with tempfile.TemporaryDirectory() as tmp:
         base, _ = count(args)
         ids = base.stderr[base.stderr.find("generated ids:"):].split("\n")[0]
         sweep("run", args, lambda q: ids in q.stderr and q.stdout == base.stdout)
+        # --prompt-cache: made (the file removed before each run), then read and rewritten for a longer prompt (a
+        # fresh copy before each run); a run that succeeds generates the same tokens, a failed save leaves no
+        # temporary file (WATCH)
+        pcf, pc0 = os.path.join(tmp, "p.cache"), os.path.join(tmp, "p0.cache")
+        if tmp not in WATCH:
+            WATCH.append(tmp)
+        args = ["run", "-m", g, "--tokens", toks, "-n", "3", "--temp", "0", "--print-ids", "-q", "--ignore-eos",
+                "-t", "1", "--prompt-cache", pcf]
+        sweep("run --prompt-cache (made)", args, lambda q: ids in q.stderr and q.stdout == base.stdout,
+              before=lambda: os.path.exists(pcf) and os.remove(pcf))
+        count(args)
+        shutil.copy(pcf, pc0)
+        args2 = ["run", "-m", g, "--tokens", toks + ",7,7", "-n", "3", "--temp", "0", "--print-ids", "-q",
+                 "--ignore-eos", "-t", "1", "--prompt-cache", pcf]
+        base2, _ = count(args2)
+        ids2 = base2.stderr[base2.stderr.find("generated ids:"):].split("\n")[0]
+        sweep("run --prompt-cache (read, rewritten)", args2, lambda q: ids2 in q.stderr and q.stdout == base2.stdout,
+              before=lambda: shutil.copy(pc0, pcf))
         args = ["eval", "ppl", "-m", g, "--tokens", toks + "," + toks, "--window", "8", "--format", "json", "-q",
                 "-t", "1"]
         base, _ = count(args)

@@ -210,8 +210,8 @@ int cmd_run(int argc, char **argv) {
     run_opts o;
     run_opts_default(&o, "infllm run");
     const char *prompt = NULL, *prompt_file = NULL, *dump_logits = NULL, *tokens_arg = NULL, *system = NULL;
-    const char *answer_prefix = NULL, *dump_qkv = NULL, *dump_layers = NULL;
-    int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0;
+    const char *answer_prefix = NULL, *dump_qkv = NULL, *dump_layers = NULL, *prompt_cache = NULL;
+    int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0, cache_ro = 0;
     float temp = 0.8f, top_p = 0.95f, rpen = 1.0f;
     opt_def defs[] = {
         RUN_MODEL_OPTS(o),
@@ -232,6 +232,10 @@ int cmd_run(int argc, char **argv) {
         {"--dump-qkv", NULL, OPT_STR, &dump_qkv, "DIR",
          "write the prompt's post-RoPE q, k, v (f32 [T, heads, head_dim]) as DIR/{q,k,v}_layer<L>.npy"},
         {"--dump-layers", NULL, OPT_STR, &dump_layers, "LIST", "layers for --dump-qkv: '0,10,20' or 'all' (all)"},
+        {"--prompt-cache", NULL, OPT_STR, &prompt_cache, "FILE",
+         "reuse the K/V of the prompt's longest prefix FILE holds (made by an earlier run with the same model and "
+         "attention options), then save this prompt's there"},
+        {"--prompt-cache-ro", NULL, OPT_FLAG, &cache_ro, NULL, "with --prompt-cache: read it, do not update it"},
         {"--print-ids", NULL, OPT_FLAG, &print_ids, NULL, "print prompt and generated token ids to stderr"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or timings on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
@@ -276,6 +280,32 @@ int cmd_run(int argc, char **argv) {
             fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits,
                     model_file ? "a file of the model" : "the prompt file");
             return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+        }
+    }
+    if (cache_ro && !prompt_cache) {
+        fprintf(stderr, "infllm run: --prompt-cache-ro needs --prompt-cache FILE\n");
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+    }
+    int cache_kind = 0; /* --prompt-cache: 0 no file yet, 1 a prompt cache */
+    if (prompt_cache) {
+        if (dump_logits || dump_qkv) { /* they need every prompt position computed */
+            fprintf(stderr, "infllm run: --prompt-cache skips the cached positions, which %s needs\n",
+                    dump_logits ? "--dump-logits" : "--dump-qkv");
+            return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+        }
+        if (!cache_ro && opts_output_file_check("infllm run", "--prompt-cache", prompt_cache))
+            return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+        const int model_file = opts_same_file(prompt_cache, o.model) ||
+                               (opts_file_in_dir(prompt_cache, o.model) && mdl_hf_file_name(prompt_cache));
+        if (model_file || opts_same_file(prompt_cache, prompt_file)) {
+            fprintf(stderr, "infllm run: --prompt-cache %s is %s: not using it\n", prompt_cache,
+                    model_file ? "a file of the model" : "the prompt file");
+            return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+        }
+        /* a file that is there and is not a prompt cache is never read as one, nor replaced */
+        if ((cache_kind = mdl_state_file_kind(prompt_cache)) < 0) {
+            fprintf(stderr, "infllm run: --prompt-cache: %s: not overwriting it\n", mdl_error());
+            return 1;
         }
     }
     if (dump_layers && !dump_qkv) {
@@ -450,15 +480,35 @@ int cmd_run(int argc, char **argv) {
         s->qkv_ud = &dump;
     }
     double t0 = mdl_now();
-    if (!quiet && isatty(2) && n_prompt > s->chunk) {
+    int64_t cached = 0, held = 0; /* --prompt-cache: prompt tokens taken from the file, tokens it held */
+    if (prompt_cache && cache_kind == 0 && cache_ro && !quiet)
+        fprintf(stderr, "prompt cache: %s does not exist (--prompt-cache-ro: not made)\n", prompt_cache);
+    if (cache_kind == 1) {
+        if (mdl_session_load(s, prompt_cache, ids, n_prompt, &cached, &held)) {
+            fprintf(stderr, "infllm run: --prompt-cache: %s\n", mdl_error());
+            goto done;
+        }
+        if (!quiet)
+            fprintf(stderr, "prompt cache: %lld of the prompt's %lld tokens from %s (%.3f s)\n", (long long)cached,
+                    (long long)n_prompt, prompt_cache, mdl_now() - t0);
+    }
+    if (!quiet && isatty(2) && n_prompt - cached > s->chunk) {
         s->progress = progress_bar;
         s->progress_ud = &t0;
     }
-    if (mdl_forward(s, ids, n_prompt, logits, dump_logits != NULL)) {
+    if (mdl_forward(s, ids + cached, n_prompt - cached, logits, dump_logits != NULL)) {
         fprintf(stderr, "infllm run: %s\n", mdl_error());
         goto done;
     }
     double t_prefill = mdl_now() - t0;
+    /* the file keeps this prompt's state, unless it holds exactly this prompt already */
+    if (prompt_cache && !cache_ro && !(held == n_prompt && cached == n_prompt - 1)) {
+        if (mdl_session_save(s, ids, prompt_cache)) {
+            fprintf(stderr, "infllm run: --prompt-cache: %s\n", mdl_error());
+            goto done;
+        }
+        if (!quiet) fprintf(stderr, "prompt cache: saved the prompt's %lld tokens to %s\n", (long long)n_prompt, prompt_cache);
+    }
     s->progress = NULL;
     s->qkv_hook = NULL;
     if (dump_qkv && qkv_dump_write(&dump, R.m, ids, quiet)) goto done;
@@ -539,8 +589,10 @@ int cmd_run(int argc, char **argv) {
     if (!quiet) {
         fprintf(stderr, "\n--- timings (%d threads, attention %s) ---\n", o.threads > 0 ? o.threads : run_threads(0),
                 run_attn_desc(&o, s->pos));
-        fprintf(stderr, "prompt:  %6lld tokens in %8.3f s = %8.1f tok/s\n", (long long)n_prompt, t_prefill,
-                n_prompt / (t_prefill > 0 ? t_prefill : 1e-9));
+        fprintf(stderr, "prompt:  %6lld tokens in %8.3f s = %8.1f tok/s", (long long)(n_prompt - cached), t_prefill,
+                (n_prompt - cached) / (t_prefill > 0 ? t_prefill : 1e-9));
+        if (cached) fprintf(stderr, " (+ %lld from the prompt cache)", (long long)cached);
+        fputc('\n', stderr);
         if (n_gen > 0) fprintf(stderr, "first token after %.3f s\n", t_first);
         if (n_dec > 0)
             fprintf(stderr, "decode:  %6lld tokens in %8.3f s = %8.1f tok/s\n", (long long)n_dec, t_dec,

@@ -877,6 +877,22 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
     return s;
 }
 
+int mdl_session_put_kv(mdl_session *s, int layer, int64_t pos, const void *k, const void *v, int64_t n) {
+    if (pos != infllm_cache_length(s->caches[layer]))
+        return mdl_fail("layer %d: K / V for position %lld, the cache holds %lld", layer, (long long)pos,
+                        (long long)infllm_cache_length(s->caches[layer]));
+    const infllm_status st = infllm_cache_append(s->caches[layer], k, v, n);
+    if (st) return mdl_fail("layer %d: %s: %s", layer, infllm_status_str(st), infllm_last_error());
+    if (s->vt) { /* the dense f16 path's transposed V, as the forward fills it */
+        const int64_t KV = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
+        const uint16_t *v16 = v;
+        uint16_t *vt = s->vt[layer];
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t i = 0; i < KV; i++) vt[i * s->vt_cap + pos + t] = v16[t * KV + i];
+    }
+    return 0;
+}
+
 int mdl_session_truncate(mdl_session *s, int64_t n) {
     if (n < 0 || n > s->pos) return mdl_fail("truncate: bad length");
     for (int l = 0; l < s->m->cfg.n_layer; l++)

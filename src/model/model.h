@@ -101,6 +101,27 @@ void mdl_session_free(mdl_session *s);
 /* Drops the cache back to n tokens. */
 int mdl_session_truncate(mdl_session *s, int64_t n);
 
+/* Appends n rows of K / V (cache dtype, [n][n_head_kv][head_dim]) at position pos (the cache's length) to layer's
+ * cache, as the forward would have (mdl_session_load's way in). 0 or -1. The caller advances s->pos once every layer
+ * has them. */
+int mdl_session_put_kv(mdl_session *s, int layer, int64_t pos, const void *k, const void *v, int64_t n);
+
+/* Prompt caches: a session's state after a prompt (the tokens fed and every layer's K / V) in a file, so that a
+ * later run whose prompt starts with the same tokens skips their prefill (src/model/mstate.c has the layout). The
+ * file also holds what decides those K / V: the model (its configuration and samples of every weight), the KV
+ * dtype, the attention parameters (a layer's K / V depend on the attention output of the layers before it) and the
+ * RoPE factors the context picked (LongRoPE); a load with any of them different is refused.
+ * mdl_session_save: the session's s->pos tokens (tokens[0..s->pos)) to path, through a temporary file renamed over
+ * it. 0 or -1 (mdl_error()). */
+int mdl_session_save(const mdl_session *s, const int32_t *tokens, const char *path);
+/* Into an empty session: the K / V of the longest common prefix of the file's tokens and tokens[0..n), at most
+ * n - 1 of them (the caller's forward of the rest gives the last token's logits); *used: how many, *held: how many
+ * the file holds. On failure the session is left empty. 0 or -1 (mdl_error()). */
+int mdl_session_load(mdl_session *s, const char *path, const int32_t *tokens, int64_t n, int64_t *used,
+                     int64_t *held);
+/* 0: path does not exist; 1: a regular file that starts as a prompt cache; -1: anything else (mdl_error() says) */
+int mdl_state_file_kind(const char *path);
+
 /* Feeds n tokens (chunked prefill when n > 1). logits: NULL, or [n_vocab] for the last token
  * (all_logits == 0) or [n][n_vocab] (all_logits != 0). Returns 0 or -1 (mdl_error()). */
 int mdl_forward(mdl_session *s, const int32_t *tokens, int64_t n, float *logits, int all_logits);
