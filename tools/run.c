@@ -233,8 +233,7 @@ int cmd_run(int argc, char **argv) {
          "write the prompt's post-RoPE q, k, v (f32 [T, heads, head_dim]) as DIR/{q,k,v}_layer<L>.npy"},
         {"--dump-layers", NULL, OPT_STR, &dump_layers, "LIST", "layers for --dump-qkv: '0,10,20' or 'all' (all)"},
         {"--prompt-cache", NULL, OPT_STR, &prompt_cache, "FILE",
-         "reuse the K/V of the prompt's longest prefix FILE holds (made by an earlier run with the same model and "
-         "attention options), then save this prompt's there"},
+         "reuse the K/V of the longest prompt prefix FILE holds (same model and options), then save this prompt's"},
         {"--prompt-cache-ro", NULL, OPT_FLAG, &cache_ro, NULL, "with --prompt-cache: read it, do not update it"},
         {"--print-ids", NULL, OPT_FLAG, &print_ids, NULL, "print prompt and generated token ids to stderr"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or timings on stderr"},
