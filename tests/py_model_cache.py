@@ -84,6 +84,13 @@ with tempfile.TemporaryDirectory() as tmp:
         got, p = run(g, P, *args, "--prompt-cache", pc)
         c.check(got is None and p.returncode == 1 and all(w in last(p) for w in words) and digest(pc) == before,
                 f"{label}: refused, the file intact ({last(p)[-110:]})")
+    # the products' activations (INFLLM_FLOAT_ACT=1: float instead of the int8 schemes) shape every K / V too
+    fa = os.path.join(tmp, "float-act.cache")
+    p = subprocess.run([exe, "run", "-m", g, "--tokens", ",".join(map(str, P)), "-n", "1", "-q", "--prompt-cache", fa],
+                       capture_output=True, text=True, env={**os.environ, "INFLLM_FLOAT_ACT": "1"})
+    got, p2 = run(g, P, "--prompt-cache", fa)
+    c.check(p.returncode == 0 and got is None and "INFLLM_FLOAT_ACT" in last(p2),
+            f"a cache made with float activations, read with int8 ones: refused ({last(p2)[-70:]})")
     m2 = Tiny("llama", seed=32, n_vocab=200)
     g2 = os.path.join(tmp, "other.gguf")
     m2.write_gguf(g2, {})

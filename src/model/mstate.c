@@ -6,7 +6,8 @@
  *   uint32   kv_dtype          infllm_dtype of the caches
  *   uint64   model             model_fingerprint(): configuration and samples of every weight
  *   int32    n_layer, n_head_kv, head_dim
- *   int32    mode, block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse
+ *   int32    mode, block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse,
+ *            float_act (the products' activations: 1 float, INFLLM_FLOAT_ACT=1; 0 int8)
  *   float32  softmax_scale
  *   float32  rope_ff[head_dim / 2]   the RoPE frequency factors the session's context picked
  *   int64    n_tokens
@@ -28,9 +29,10 @@
 #include "gguf.h"
 #include "mcommon.h"
 #include "portable.h"
+#include "quant.h"
 
 static const char MAGIC[8] = {'I', 'N', 'F', 'L', 'L', 'M', 'P', 'C'};
-enum { STATE_VERSION = 1, N_PARAMS = 9 };
+enum { STATE_VERSION = 1, N_PARAMS = 10 };
 
 typedef struct {
     uint32_t version, kv_dtype;
@@ -101,7 +103,7 @@ static state_head session_head(const mdl_session *s) {
                     c->n_head_kv,
                     c->head_dim,
                     {(int32_t)p->mode, p->block_size, p->kernel_size, p->kernel_stride, p->init_blocks, p->local_blocks,
-                     p->topk, p->dense_len, p->exact_lse},
+                     p->topk, p->dense_len, p->exact_lse, quant_float_activations()},
                     p->softmax_scale};
     return h;
 }
@@ -231,8 +233,8 @@ int mdl_session_load(mdl_session *s, const char *path, const int32_t *tokens, in
     if (memcmp(h.params, want.params, sizeof h.params) ||
         memcmp(&h.softmax_scale, &want.softmax_scale, sizeof h.softmax_scale)) {
         mdl_fail("prompt cache %s was made with other attention parameters (mode, dense_len, top-k, block / kernel "
-                 "geometry, forced blocks, exact LSE or softmax scale): its K / V would not be this run's",
-                 path);
+                 "geometry, forced blocks, exact LSE or softmax scale) or activations (INFLLM_FLOAT_ACT): its K / V "
+                 "would not be this run's", path);
         goto out;
     }
     if (!get(f, ff, sizeof(float) * (size_t)hd2) || !get(f, &nt, 8)) {

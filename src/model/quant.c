@@ -347,6 +347,7 @@ static int float_act(void) {
     }
     return v;
 }
+int quant_float_activations(void) { return float_act(); }
 const char *quant_kernel_name(void) {
     if (g_force_scalar) return "scalar";
     return quant_avx512_available() ? "avx512-vnni" : quant_avx2_available() ? "avx2" : "scalar";

@@ -83,6 +83,8 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
  * the scalar path (tests). INFLLM_SIMD=avx2 / scalar (read once, as the attention kernels read it)
  * keeps the model's kernels at that level or below. */
 const char *quant_kernel_name(void);
+/* 1 when the products take float activations (INFLLM_FLOAT_ACT=1, read once), 0 for the int8 schemes (the default) */
+int quant_float_activations(void);
 void quant_force_scalar(int force_scalar);
 
 /* Low level, for tests: dots of one weight row with na (1..QUANT_MAX_NA) activation rows. For float
