@@ -529,6 +529,52 @@ with tempfile.TemporaryDirectory() as tmp:
             ok, rows = False, str(e)
         c.check(ok, f"bench run --format {fmt} with a llama.cpp time of 0: rates {'null' if fmt == 'json' else 'empty'} "
                 f"(exit {p.returncode}) {p.stdout.strip()[-140:]!r}")
+    # --interactive (-i): turns from stdin, a line each, over the same caches; the last turn's tokens equal a one-shot
+    # run over everything the conversation fed (each turn's prompt ids and the generated tokens but the last, which
+    # the next turn carries or, an end-of-generation token other than <|im_end|>, drops)
+    gi = os.path.join(tmp, "chat-i.gguf")
+    Tiny("llama", seed=8, n_vocab=300).write_gguf(gi, {}, tokenizer="chat")
+
+    def interactive(model, stdin, *extra):
+        p = subprocess.run([exe, "run", "-m", model, "-i", "-n", "6", "--temp", "0", "--print-ids", "-q", *extra],
+                           input=stdin.encode(), capture_output=True)
+        err = p.stderr.decode(errors="replace")
+        turns = [[int(x) for x in ln.split(":")[1].split()] for ln in err.splitlines()
+                 if ln.startswith(("prompt ids:", "generated ids:"))]
+        return p, err, list(zip(turns[0::2], turns[1::2]))
+
+    for label, stdin, extra in (("--chat", "hello\n\nhow are you\r\nbye", ["--chat"]),
+                                ("--chat -p", "and then?\n", ["--chat", "-p", "hi there"]),
+                                ("raw text -p", "more words\nand more\n", ["-p", "Once upon a time"])):
+        p, err, turns = interactive(gi, stdin, *extra)
+        fed = [t for pr, ge in turns[:-1] for t in pr + ge[:-1]] + (turns[-1][0] if turns else [])
+        want = []
+        if turns:
+            q = subprocess.run([exe, "run", "-m", gi, "--tokens", ",".join(map(str, fed)), "-n", "6", "--temp", "0",
+                                "--print-ids", "-q"], capture_output=True)  # (random bytes on stdout)
+            line = [x for x in q.stderr.decode().splitlines() if x.startswith("generated ids:")]
+            want = [int(x) for x in line[0].split(":")[1].split()] if line else None
+        n_turns = ("-p" in extra) + len([x for x in stdin.split("\n") if x.strip()])
+        c.check(p.returncode == 0 and len(turns) == n_turns and turns[-1][1] == want,
+                f"-i {label}: {len(turns)} turns (empty lines skipped, CR LF read as LF), the last one's tokens as a "
+                f"one-shot run over the {len(fed)} tokens fed ({err.strip()[-80:]!r})")
+        if label == "--chat":
+            im_end, im_start = 259, 258
+            second = turns[1][0] if len(turns) > 1 else []
+            c.check(im_start in second and second.count(im_end) >= 2,
+                    f"-i --chat: a later turn closes the answer and opens a user message ({second[:8]})")
+    p, err, turns = interactive(gi, "")
+    c.check(p.returncode == 0 and not turns and not p.stdout, "-i with no prompt and empty input: nothing, exit 0")
+    p, err, turns = interactive(gi, "hello\n" * 40, "--chat", "--ctx", "120")
+    c.check(p.returncode == 0 and "context is full" in err and len(turns) >= 2,
+            f"-i --chat until the context is full: a message, exit 0 ({len(turns)} turns)")
+    p, err, turns = interactive(gi, "a\0b\nok\n", "--chat")
+    c.check(p.returncode == 0 and "NUL" in err and len(turns) == 1, "-i --chat: a line with a NUL byte skipped")
+    for extra, what in ((["--tokens", "1,2"], "--tokens"), (["-p", "x", "--dump-logits", os.path.join(tmp, "l.npy")],
+                                                             "--dump-logits"),
+                        (["--chat", "-p", "x", "--answer-prefix", "Sure"], "--answer-prefix")):
+        q = subprocess.run([exe, "run", "-m", gi, "-i", *extra], capture_output=True, text=True, input="")
+        c.check(q.returncode == 2 and what in q.stderr, f"-i with {what}: a usage error")
     # --chat with a Hugging Face folder: its chat template was not read (ChatML was assumed for any model, a Llama 3
     # or Phi-3 instruct model got another model's format without a word). Now chat_template.jinja, else
     # chat_template.json's or tokenizer_config.json's chat_template (a string or a list with a "default" one), is

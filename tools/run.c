@@ -203,6 +203,115 @@ static int64_t parse_token_list(const char *arg, int32_t *ids) {
     return opts_token_ids("infllm run", "--tokens", arg, ids);
 }
 
+/* what a generation did, summed over the turns of an interactive run */
+typedef struct gen_stats {
+    int64_t n_gen, n_dec;  /* tokens sampled, decode steps run */
+    double t_first, t_dec; /* seconds to the first sampled token (first turn), spent in decode steps */
+    int stopped_eog;       /* the last turn stopped at an end-of-generation token */
+    int warned_nonfinite;
+} gen_stats;
+
+/* Samples up to n_predict tokens from logits (the last fed token's) and prints them; each but the last is fed back,
+ * and an end-of-generation token stops it (not fed) unless ignore_eos. ids holds the history (*n_ids tokens, room
+ * for n_predict more); the sampled tokens are appended to it, and *n_gen_out counts them. t0: when the turn's
+ * prefill began (for the first token's time). 0, or 1 after a message. */
+static int generate(mdl_session *s, const run_ctx *R, mdl_sampler *smp, float *logits, int32_t *ids, int64_t *n_ids,
+                    int n_predict, int ignore_eos, double t0, gen_stats *g, int64_t *n_gen_out) {
+    const int V = R->m->cfg.n_vocab;
+    double t_dec0 = mdl_now();
+    char pend[4 * TOK_MAX_PIECE];
+    size_t npend = 0;
+    int64_t n_gen = 0;
+    g->stopped_eog = 0;
+    for (int i = 0; i < n_predict; i++) {
+        /* a model whose logits are partly NaN / inf (a NaN weight in a few rows of the output head, activations that
+         * overflow) sampled among the rest without a word: say so once (all NaN stops in mdl_sample) */
+        int n_nan = 0, n_inf = 0;
+        for (int v = 0; !g->warned_nonfinite && v < V; v++) {
+            n_nan += isnan(logits[v]) != 0;
+            n_inf += isinf(logits[v]) != 0;
+        }
+        if ((n_nan || n_inf) && n_nan < V) {
+            fprintf(stderr, "%sinfllm run: warning: the logits at position %lld are not all finite (%d NaN, %d inf of %d): "
+                            "the model's weights hold NaN / inf or its activations overflow; NaN tokens are never "
+                            "sampled\n", i ? "\n" : "", (long long)(*n_ids - 1), n_nan, n_inf, V);
+            g->warned_nonfinite = 1;
+        }
+        int32_t t = mdl_sample(smp, logits, ids, *n_ids);
+        if (t < 0) {
+            fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
+            return 1;
+        }
+        if (i == 0) {
+            if (g->n_gen == 0) g->t_first = mdl_now() - t0;
+            t_dec0 = mdl_now();
+        }
+        ids[(*n_ids)++] = t;
+        n_gen++;
+        if (R->tok && !ignore_eos && tok_is_eog(R->tok, t)) {
+            g->stopped_eog = 1;
+            break;
+        }
+        if (R->tok) {
+            int k = tok_decode_piece(R->tok, t, 0, pend + npend, (int)(sizeof pend - npend));
+            if (k > 0) npend += (size_t)k;
+            size_t ok = tok_utf8_complete(pend, npend);
+            if (ok) {
+                fwrite(pend, 1, ok, stdout);
+                fflush(stdout);
+                memmove(pend, pend + ok, npend - ok);
+                npend -= ok;
+            }
+        } else {
+            printf("%d ", t);
+            fflush(stdout);
+        }
+        if (i + 1 == n_predict) break;
+        if (mdl_forward(s, &t, 1, logits, 0)) {
+            fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
+            return 1;
+        }
+        g->n_dec++;
+    }
+    if (npend) fwrite(pend, 1, npend, stdout);
+    if (n_predict > 0) printf("\n");
+    fflush(stdout);
+    g->t_dec += mdl_now() - t_dec0;
+    g->n_gen += n_gen;
+    *n_gen_out = n_gen;
+    return 0;
+}
+
+/* --interactive: one line of stdin without its "\n" (and a "\r" before it), *len its bytes; NULL at the end of the
+ * input (or out of memory: *len is then -1) */
+static char *read_line(FILE *in, int64_t *len) {
+    size_t cap = 256, n = 0;
+    char *b = malloc(cap);
+    int ch = EOF;
+    *len = -1;
+    if (!b) return NULL;
+    while ((ch = getc(in)) != EOF && ch != '\n') {
+        if (n + 1 >= cap) {
+            char *b2 = realloc(b, cap *= 2);
+            if (!b2) {
+                free(b);
+                return NULL;
+            }
+            b = b2;
+        }
+        b[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) {
+        free(b);
+        *len = 0;
+        return NULL;
+    }
+    if (n && b[n - 1] == '\r') n--;
+    b[n] = 0;
+    *len = (int64_t)n;
+    return b;
+}
+
 /* the usage's summary line (beside a usage error too: opts_usage_error) */
 #define RUN_SUMMARY "generate text with a GGUF or Hugging Face model (InfLLM-V2 attention)"
 
@@ -212,6 +321,7 @@ int cmd_run(int argc, char **argv) {
     const char *prompt = NULL, *prompt_file = NULL, *dump_logits = NULL, *tokens_arg = NULL, *system = NULL;
     const char *answer_prefix = NULL, *dump_qkv = NULL, *dump_layers = NULL, *prompt_cache = NULL;
     int n_predict = 128, chat = 0, print_ids = 0, ignore_eos = 0, quiet = 0, top_k = 40, seed = 0, cache_ro = 0;
+    int interactive = 0;
     float temp = 0.8f, top_p = 0.95f, rpen = 1.0f;
     opt_def defs[] = {
         RUN_MODEL_OPTS(o),
@@ -219,6 +329,8 @@ int cmd_run(int argc, char **argv) {
         {"--file", "-f", OPT_STR, &prompt_file, "FILE", "read the prompt from FILE"},
         {"--n-predict", "-n", OPT_INT, &n_predict, "N", "tokens to generate (128; 0: prefill only)"},
         {"--chat", NULL, OPT_FLAG, &chat, NULL, "wrap the prompt in the model's ChatML chat template"},
+        {"--interactive", "-i", OPT_FLAG, &interactive, NULL,
+         "after the answer, read more turns from stdin, a line each (with --chat: user messages), until its end"},
         {"--system", NULL, OPT_STR, &system, "TEXT", "system prompt for --chat (default: the template's)"},
         {"--answer-prefix", NULL, OPT_STR, &answer_prefix, "TEXT", "with --chat: start the assistant's answer with TEXT"},
         {"--temp", NULL, OPT_FLOAT, &temp, "T", "temperature (0.8; 0: greedy)"},
@@ -245,9 +357,15 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "infllm run: -m MODEL is required (a .gguf file or a Hugging Face folder)\n");
         return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
-    if (!!prompt + !!prompt_file + !!tokens_arg != 1) { /* two of them: one would be silently ignored */
+    if (!!prompt + !!prompt_file + !!tokens_arg > 1 || (!prompt && !prompt_file && !tokens_arg && !interactive)) {
+        /* two of them: one would be silently ignored; none: --interactive reads the first from stdin */
         fprintf(stderr, "infllm run: give the prompt once: -p TEXT, -f FILE or --tokens IDS%s\n",
                 prompt || prompt_file || tokens_arg ? " (not more than one)" : "");
+        return opts_usage_error("infllm run", RUN_SUMMARY, defs);
+    }
+    if (interactive && (tokens_arg || answer_prefix || dump_logits || dump_qkv)) {
+        fprintf(stderr, "infllm run: --interactive reads text turns; it does not go with %s\n",
+                tokens_arg ? "--tokens" : answer_prefix ? "--answer-prefix" : dump_logits ? "--dump-logits" : "--dump-qkv");
         return opts_usage_error("infllm run", RUN_SUMMARY, defs);
     }
     /* options that only shape a text prompt through the chat template did nothing elsewhere, silently */
@@ -385,8 +503,23 @@ int cmd_run(int argc, char **argv) {
         }
         n_prompt = parse_token_list(tokens_arg, ids);
     } else {
+        if (!prompt && !prompt_file) { /* --interactive without a prompt: the first turn is stdin's first line */
+            int64_t ll = 0;
+            if (isatty(0)) fputs("> ", stderr);
+            while ((text = read_line(stdin, &ll)) && (ll == 0 || (chat && memchr(text, 0, (size_t)ll)))) {
+                if (ll) fprintf(stderr, "infllm run: a line with a NUL byte is not a chat message: skipped\n");
+                free(text);
+                if (isatty(0)) fputs("> ", stderr);
+            }
+            if (!text) {
+                if (ll < 0) fprintf(stderr, "infllm run: out of memory (the input line)\n");
+                ret = ll < 0 ? 1 : 0; /* no input: nothing to answer */
+                goto done;
+            }
+            text_len = (size_t)ll;
+        }
         size_t len = text_len;
-        if (!prompt_file) {
+        if (!prompt_file && prompt) {
             text = strdup(prompt);
             if (!text) { /* this and the --answer-prefix below failed without a word (exit 1) */
                 fprintf(stderr, "infllm run: out of memory (the prompt)\n");
@@ -521,82 +654,109 @@ int cmd_run(int argc, char **argv) {
         memmove(logits, logits + (size_t)(n_prompt - 1) * V, sizeof(float) * V);
     }
     /* generation */
-    double t_first = 0, t_dec0 = mdl_now();
-    int64_t n_gen = 0, n_dec = 0;
-    char pend[4 * TOK_MAX_PIECE];
-    size_t npend = 0;
-    int stopped_eog = 0;
-    int warned_nonfinite = 0;
-    for (int i = 0; i < n_predict; i++) {
-        /* a model whose logits are partly NaN / inf (a NaN weight in a few rows of the output head, activations that
-         * overflow) sampled among the rest without a word: say so once (all NaN stops in mdl_sample) */
-        int n_nan = 0, n_inf = 0;
-        for (int v = 0; !warned_nonfinite && v < V; v++) {
-            n_nan += isnan(logits[v]) != 0;
-            n_inf += isinf(logits[v]) != 0;
-        }
-        if ((n_nan || n_inf) && n_nan < V) {
-            fprintf(stderr, "%sinfllm run: warning: the logits at position %lld are not all finite (%d NaN, %d inf of %d): "
-                            "the model's weights hold NaN / inf or its activations overflow; NaN tokens are never "
-                            "sampled\n", i ? "\n" : "", (long long)(n_prompt + n_gen - 1), n_nan, n_inf, V);
-            warned_nonfinite = 1;
-        }
-        int32_t t = mdl_sample(&smp, logits, ids, n_prompt + n_gen);
-        if (t < 0) {
-            fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
-            goto done;
-        }
-        if (i == 0) {
-            t_first = mdl_now() - t0;
-            t_dec0 = mdl_now();
-        }
-        ids[n_prompt + n_gen++] = t;
-        if (R.tok && !ignore_eos && tok_is_eog(R.tok, t)) {
-            stopped_eog = 1;
-            break;
-        }
-        if (R.tok) {
-            int k = tok_decode_piece(R.tok, t, 0, pend + npend, (int)(sizeof pend - npend));
-            if (k > 0) npend += (size_t)k;
-            size_t ok = tok_utf8_complete(pend, npend);
-            if (ok) {
-                fwrite(pend, 1, ok, stdout);
-                fflush(stdout);
-                memmove(pend, pend + ok, npend - ok);
-                npend -= ok;
-            }
-        } else {
-            printf("%d ", t);
-            fflush(stdout);
-        }
-        if (i + 1 == n_predict) break;
-        if (mdl_forward(s, &t, 1, logits, 0)) {
-            fprintf(stderr, "\ninfllm run: %s\n", mdl_error());
-            goto done;
-        }
-        n_dec++;
-    }
-    if (npend) fwrite(pend, 1, npend, stdout);
-    if (n_predict > 0) printf("\n");
-    fflush(stdout);
-    double t_dec = mdl_now() - t_dec0;
+    gen_stats gs = {0};
+    int64_t n_ids = n_prompt, n_gen = 0;
+    if (generate(s, &R, &smp, logits, ids, &n_ids, n_predict, ignore_eos, t0, &gs, &n_gen)) goto done;
     if (print_ids) {
         fprintf(stderr, "generated ids:");
         for (int64_t i = 0; i < n_gen; i++) fprintf(stderr, " %d", ids[n_prompt + i]);
         fputc('\n', stderr);
     }
+    /* --interactive: a turn a line of stdin. The last sampled token was not fed (generate); with --chat the
+     * assistant's message is closed as the template closes it (<|im_end|>, which the model usually sampled: then that
+     * token is fed) and the line goes in as the next user message; without, the line follows the text as it is */
+    int64_t n_prefilled = n_prompt - cached;
+    const int32_t im_end = chat && R.tok ? tok_token_id(R.tok, "<|im_end|>") : -1;
+    while (interactive) {
+        if (isatty(0)) fputs("> ", stderr);
+        int64_t ll = 0;
+        char *line = read_line(stdin, &ll);
+        if (!line) {
+            if (ll < 0) {
+                fprintf(stderr, "infllm run: out of memory (the input line)\n");
+                goto done;
+            }
+            break; /* the end of the input */
+        }
+        if (ll == 0 || (chat && memchr(line, 0, (size_t)ll))) { /* an empty line says nothing */
+            if (ll) fprintf(stderr, "infllm run: a line with a NUL byte is not a chat message: skipped\n");
+            free(line);
+            continue;
+        }
+        const int32_t last = n_gen > 0 ? ids[n_ids - 1] : -1;
+        const int feed_last = last >= 0 && (!R.tok || !tok_is_eog(R.tok, last) || last == im_end);
+        if (last >= 0 && !feed_last) n_ids--; /* another end-of-generation token: not part of the conversation */
+        const char *open = chat ? (last == im_end ? "\n<|im_start|>user\n" : "<|im_end|>\n<|im_start|>user\n") : "";
+        const char *close = chat ? "<|im_end|>\n<|im_start|>assistant\n" : "\n";
+        const size_t tlen = strlen(open) + (size_t)ll + strlen(close);
+        char *turn = malloc(tlen + 1);
+        if (!turn) {
+            free(line);
+            fprintf(stderr, "infllm run: out of memory (the turn)\n");
+            goto done;
+        }
+        /* by bytes: a raw line may hold a NUL byte, which the tokenizer takes as text */
+        memcpy(turn, open, strlen(open));
+        memcpy(turn + strlen(open), line, (size_t)ll);
+        memcpy(turn + strlen(open) + (size_t)ll, close, strlen(close) + 1);
+        free(line);
+        int64_t nt = 0;
+        int32_t *tt = run_tokenize("infllm run", R.tok, turn, tlen, 0, chat, 0, &nt);
+        free(turn);
+        if (!tt) goto done;
+        const int64_t n_turn = nt + feed_last; /* the tokens this turn feeds */
+        if (s->pos + n_turn >= o.ctx) {
+            free(tt);
+            /* (also with -q: the rest of the input is left unread) */
+            fprintf(stderr, "infllm run: the context is full (--ctx %lld: %lld tokens, and this turn's %lld): the "
+                            "conversation ends here\n", (long long)o.ctx, (long long)s->pos, (long long)n_turn);
+            break;
+        }
+        const int np = (int)(o.ctx - s->pos - n_turn < n_predict ? o.ctx - s->pos - n_turn : n_predict);
+        int32_t *grown = realloc(ids, sizeof(int32_t) * (size_t)(n_ids + nt + np + 1));
+        if (!grown) {
+            free(tt);
+            fprintf(stderr, "infllm run: out of memory (the token history)\n");
+            goto done;
+        }
+        ids = grown;
+        const int64_t turn0 = n_ids - feed_last; /* the turn's first token in ids (the carried one) */
+        memcpy(ids + n_ids, tt, sizeof(int32_t) * (size_t)nt);
+        n_ids += nt;
+        free(tt);
+        if (print_ids) {
+            fprintf(stderr, "prompt ids:");
+            for (int64_t i = turn0; i < n_ids; i++) fprintf(stderr, " %d", ids[i]);
+            fputc('\n', stderr);
+        }
+        const double tt0 = mdl_now();
+        if (mdl_forward(s, ids + turn0, n_turn, logits, 0)) {
+            fprintf(stderr, "infllm run: %s\n", mdl_error());
+            goto done;
+        }
+        t_prefill += mdl_now() - tt0;
+        n_prefilled += n_turn;
+        const int64_t gen0 = n_ids;
+        if (generate(s, &R, &smp, logits, ids, &n_ids, np, ignore_eos, tt0, &gs, &n_gen)) goto done;
+        if (print_ids) {
+            fprintf(stderr, "generated ids:");
+            for (int64_t i = gen0; i < n_ids; i++) fprintf(stderr, " %d", ids[i]);
+            fputc('\n', stderr);
+        }
+    }
     if (!quiet) {
         fprintf(stderr, "\n--- timings (%d threads, attention %s) ---\n", o.threads > 0 ? o.threads : run_threads(0),
                 run_attn_desc(&o, s->pos));
-        fprintf(stderr, "prompt:  %6lld tokens in %8.3f s = %8.1f tok/s", (long long)(n_prompt - cached), t_prefill,
-                (n_prompt - cached) / (t_prefill > 0 ? t_prefill : 1e-9));
+        fprintf(stderr, "prompt:  %6lld tokens in %8.3f s = %8.1f tok/s", (long long)n_prefilled, t_prefill,
+                n_prefilled / (t_prefill > 0 ? t_prefill : 1e-9));
         if (cached) fprintf(stderr, " (+ %lld from the prompt cache)", (long long)cached);
         fputc('\n', stderr);
-        if (n_gen > 0) fprintf(stderr, "first token after %.3f s\n", t_first);
-        if (n_dec > 0)
-            fprintf(stderr, "decode:  %6lld tokens in %8.3f s = %8.1f tok/s\n", (long long)n_dec, t_dec,
-                    n_dec / (t_dec > 0 ? t_dec : 1e-9));
-        fprintf(stderr, "attention: %.3f s of the total%s\n", s->t_attn, stopped_eog ? "; stopped at end-of-generation" : "");
+        if (gs.n_gen > 0) fprintf(stderr, "first token after %.3f s\n", gs.t_first);
+        if (gs.n_dec > 0)
+            fprintf(stderr, "decode:  %6lld tokens in %8.3f s = %8.1f tok/s\n", (long long)gs.n_dec, gs.t_dec,
+                    gs.n_dec / (gs.t_dec > 0 ? gs.t_dec : 1e-9));
+        fprintf(stderr, "attention: %.3f s of the total%s\n", s->t_attn,
+                gs.stopped_eog ? "; stopped at end-of-generation" : "");
     }
     ret = 0;
 done:
