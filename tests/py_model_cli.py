@@ -563,6 +563,27 @@ with tempfile.TemporaryDirectory() as tmp:
             second = turns[1][0] if len(turns) > 1 else []
             c.check(im_start in second and second.count(im_end) >= 2,
                     f"-i --chat: a later turn closes the answer and opens a user message ({second[:8]})")
+    # an end-of-generation token other than <|im_end|> ends the answer and is left out of the conversation: the same
+    # model with its EOS id set to the token it answers "hello" with stops there at once, and the next turn opens
+    # with <|im_end|> instead of that token
+    _, _, turns = interactive(gi, "hello\n", "--chat")
+    first = turns[0][1][0] if turns and turns[0][1] else None
+    if first is not None and first != 259:
+        ge = os.path.join(tmp, "chat-eos.gguf")
+        with patched(_gguf.GGUFWriter, "add_eos_token_id", lambda orig: lambda self, _id: orig(self, first)):
+            Tiny("llama", seed=8, n_vocab=300).write_gguf(ge, {}, tokenizer="chat")
+        p, err, turns = interactive(ge, "hello\nagain\n", "--chat")
+        fed = [t for pr, g2 in turns[:-1] for t in pr + g2[:-1]] + (turns[-1][0] if turns else [])
+        q = subprocess.run([exe, "run", "-m", ge, "--tokens", ",".join(map(str, fed)), "-n", "6", "--temp", "0",
+                            "--print-ids", "-q"], capture_output=True)
+        line = [x for x in q.stderr.decode().splitlines() if x.startswith("generated ids:")]
+        want = [int(x) for x in line[0].split(":")[1].split()] if line else None
+        c.check(p.returncode == 0 and len(turns) == 2 and turns[0][1] == [first] and turns[1][0][:1] == [259] and
+                first not in turns[1][0][:1] and turns[1][1] == want,
+                f"-i --chat: an answer ended by EOS ({first}, not <|im_end|>) leaves it out; the next turn opens with "
+                f"<|im_end|> and generates as a one-shot run ({turns[1][0][:4] if len(turns) > 1 else None})")
+    else:
+        c.check(False, f"-i --chat: the EOS fixture needs a first answer token other than <|im_end|> (got {first})")
     p, err, turns = interactive(gi, "")
     c.check(p.returncode == 0 and not turns and not p.stdout, "-i with no prompt and empty input: nothing, exit 0")
     p, err, turns = interactive(gi, "hello\n" * 40, "--chat", "--ctx", "120")
