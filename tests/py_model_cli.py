@@ -645,6 +645,20 @@ with tempfile.TemporaryDirectory() as tmp:
     c.check(p.returncode == 0 and "system\nYou are tiny." in as_bytes(ids) and "user\nhi" in as_bytes(ids),
             f"--chat, chat_template.jinja (ChatML, over tokenizer_config.json's): its default system prompt "
             f"({as_bytes(ids)[:60]!r})")
+    # a chat_template.jinja that is a FIFO blocked the open forever (fopen); it is refused as not a regular file
+    if not WINDOWS:
+        jin = os.path.join(hfc, "chat_template.jinja")
+        os.rename(jin, jin + ".keep")
+        os.mkfifo(jin)
+        try:
+            q = subprocess.run([exe, "run", "-m", hfc, "-p", "hi", "--chat", "-n", "1", "-q"], capture_output=True,
+                               text=True, timeout=30)
+            ok, why = q.returncode == 1 and "not a regular file" in q.stderr, q.stderr.strip()[-90:]
+        except subprocess.TimeoutExpired:
+            ok, why = False, "still running after 30 s"
+        c.check(ok, f"--chat with chat_template.jinja a FIFO: exit 1 ({why})")
+        os.remove(jin)
+        os.rename(jin + ".keep", jin)
     p, ids = chat_ids("--system", "Be brief.")
     c.check(p.returncode == 0 and "Be brief." in as_bytes(ids) and "tiny" not in as_bytes(ids),
             f"--chat --system with chat_template.jinja: the given system prompt ({as_bytes(ids)[:50]!r})")

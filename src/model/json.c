@@ -3,13 +3,10 @@
 #include "portable.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 typedef struct chunk {
     struct chunk *next;
@@ -446,10 +443,8 @@ json_doc *json_parse(const char *text, size_t len, const json_limits *lim, json_
 json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *err) {
     /* a regular file only: O_NONBLOCK so that a FIFO in its place fails here instead of blocking the open, and
      * the S_ISREG check so that a device (a config.json linked to /dev/zero) is not read until memory runs out */
-    int fd = open(path, PF_O_READ);
-    struct stat sb;
-    const int not_regular = fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode));
-    FILE *f = fd >= 0 && !not_regular ? fdopen(fd, "rb") : NULL;
+    int not_regular;
+    FILE *f = pf_fopen_regular(path, &not_regular, NULL);
     if (!f) {
         if (err) {
             err->offset = 0;
@@ -457,7 +452,6 @@ json_doc *json_parse_file(const char *path, const json_limits *lim, json_error *
             if (not_regular) snprintf(err->msg, sizeof err->msg, "not a regular file");
             else snprintf(err->msg, sizeof err->msg, "cannot open: %s", strerror(errno));
         }
-        if (fd >= 0) close(fd);
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;

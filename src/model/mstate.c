@@ -146,26 +146,17 @@ int mdl_session_save(const mdl_session *s, const int32_t *tokens, const char *pa
     return 0;
 }
 
-/* the file as a regular file opened for reading (a FIFO would block, a folder has no data); NULL after mdl_fail */
+/* the file opened for reading if it is a regular one (a FIFO would block, a folder has no data); NULL after mdl_fail */
 static FILE *open_regular(const char *path, int64_t *size) {
-    const int fd = open(path, PF_O_READ);
-    struct stat sb;
-    if (fd < 0) {
-        mdl_fail("prompt cache %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || pf_blocking(fd) != 0) {
-        close(fd);
-        mdl_fail("prompt cache %s: not a regular file", path);
-        return NULL;
-    }
-    FILE *f = fdopen(fd, "rb");
+    int not_regular;
+    long long sz = 0;
+    FILE *f = pf_fopen_regular(path, &not_regular, &sz);
     if (!f) {
-        close(fd);
-        mdl_fail("prompt cache %s: %s", path, strerror(errno));
+        if (not_regular) mdl_fail("prompt cache %s: not a regular file", path);
+        else mdl_fail("prompt cache %s: %s", path, strerror(errno));
         return NULL;
     }
-    *size = (int64_t)sb.st_size;
+    *size = (int64_t)sz;
     return f;
 }
 

@@ -1,6 +1,7 @@
 /* mtok.c: see mtok.h. */
 #include "mtok.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "gguf.h"
 #include "json.h"
 #include "mcommon.h"
+#include "portable.h"
 
 infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     infllm_tokenizer *tok = NULL;
@@ -99,15 +101,23 @@ static char *copy_text(const char *p, size_t n) {
     return s;
 }
 
-/* a file whole as a string (templates: at most 4 MiB), NULL when absent, unreadable or larger */
-static char *read_text_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+/* a chat_template.jinja whole as a string: NULL (and *absent 1) when there is none; NULL after mdl_fail when it is
+ * there but not a regular file, unreadable or past 4 MiB (it would have been the template: not read as "none") */
+static char *read_template_file(const char *path, int *absent) {
+    int not_regular;
+    long long size = 0;
+    FILE *f = pf_fopen_regular(path, &not_regular, &size);
+    *absent = !f && !not_regular && errno == ENOENT;
+    if (!f) {
+        if (!*absent) mdl_fail("chat: %s: %s", path, not_regular ? "not a regular file" : strerror(errno));
+        return NULL;
+    }
     enum { CAP = 4 << 20 };
-    char *buf = malloc(CAP + 1);
-    size_t n = buf ? fread(buf, 1, CAP + 1, f) : 0;
+    char *buf = size <= CAP ? malloc((size_t)size + 1) : NULL;
+    const size_t n = buf ? fread(buf, 1, (size_t)size, f) : 0;
     fclose(f);
-    if (!buf || n > CAP) {
+    if (!buf || n != (size_t)size) {
+        mdl_fail("chat: %s: %s", path, size > CAP ? "larger than 4 MiB" : buf ? "read failed" : "out of memory");
         free(buf);
         return NULL;
     }
@@ -134,17 +144,21 @@ static char *json_template(const char *path) {
     return out;
 }
 
-/* the model's chat template (Jinja text) or NULL: a GGUF's tokenizer.chat_template; a Hugging Face folder's
- * chat_template.jinja (what transformers saves since 4.43), else chat_template.json's or tokenizer_config.json's */
-static char *template_text(const mdl_model *m) {
+/* the model's chat template (Jinja text) in *tpl, NULL when it has none: a GGUF's tokenizer.chat_template; a Hugging
+ * Face folder's chat_template.jinja (what transformers saves since 4.43), else chat_template.json's or
+ * tokenizer_config.json's. 0, or -1 after mdl_fail (a chat_template.jinja that cannot be read) */
+static int template_text(const mdl_model *m, char **tpl) {
+    *tpl = NULL;
     if (m->is_gguf) {
         const gguf_kv *kv = gguf_find(m->gguf, "tokenizer.chat_template");
-        if (!kv || kv->type != GGUF_T_STRING) return NULL;
-        return copy_text(kv->s.p, kv->s.n);
+        if (kv && kv->type == GGUF_T_STRING) *tpl = copy_text(kv->s.p, kv->s.n);
+        return 0;
     }
     char p[1200];
+    int absent;
     snprintf(p, sizeof p, "%s/chat_template.jinja", m->path);
-    char *t = read_text_file(p);
+    char *t = read_template_file(p, &absent);
+    if (!t && !absent) return -1;
     if (!t) {
         snprintf(p, sizeof p, "%s/chat_template.json", m->path);
         t = json_template(p);
@@ -153,11 +167,13 @@ static char *template_text(const mdl_model *m) {
         snprintf(p, sizeof p, "%s/tokenizer_config.json", m->path);
         t = json_template(p);
     }
-    return t;
+    *tpl = t;
+    return 0;
 }
 
 char *mdl_chat_format(const mdl_model *m, const char *system, const char *user) {
-    char *tpl = template_text(m);
+    char *tpl;
+    if (template_text(m, &tpl)) return NULL;
     if (tpl && !strstr(tpl, "<|im_start|>")) {
         free(tpl);
         mdl_fail("chat: the model's chat template is not ChatML-style (no <|im_start|>), the only one formatted here: "

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifdef _WIN32
 #include <direct.h>
@@ -100,3 +101,24 @@ const char *pf_last_sep(const char *path) { return strrchr(path, '/'); }
 
 int pf_is_sep(char c) { return c == '/'; }
 #endif
+
+FILE *pf_fopen_regular(const char *path, int *not_regular, long long *size) {
+    if (not_regular) *not_regular = 0;
+    const int fd = open(path, PF_O_READ);
+    if (fd < 0) return NULL;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || pf_blocking(fd) != 0) {
+        close(fd);
+        if (not_regular) *not_regular = 1;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    if (size) *size = (long long)sb.st_size;
+    return f;
+}

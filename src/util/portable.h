@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* open() flags for reading a file that must be regular: O_NONBLOCK where FIFOs exist (a FIFO in its place then
  * fails the caller's regular-file check instead of blocking the open); binary mode on Windows (its open() is in
@@ -30,6 +31,12 @@ int pf_mkdir(const char *path);
 int pf_blocking(int fd);
 /* rename() that replaces an existing `to` (Windows' rename does not: MoveFileEx). 0, or -1 with errno set. */
 int pf_replace(const char *from, const char *to);
+
+/* fopen(path, "rb") for a file that must be regular: a FIFO in its place fails instead of blocking the open, a
+ * device or a folder is refused before anything is read. NULL on failure: *not_regular (may be NULL) is then 1 when
+ * the path opened but is not a regular file (errno is meaningless), else 0 with errno set. *size (may be NULL): the
+ * file's size. */
+FILE *pf_fopen_regular(const char *path, int *not_regular, long long *size);
 
 /* 1 when the paths a and b name one existing file or folder (POSIX: device and inode; Windows: volume serial
  * number and file index), else 0 (also when either cannot be read) */
