@@ -312,6 +312,35 @@ static char *read_line(FILE *in, int64_t *len) {
     return b;
 }
 
+/* --print-ids: "LABEL ids: a b c" on stderr */
+static void print_ids_line(const char *label, const int32_t *ids, int64_t n) {
+    fprintf(stderr, "%s ids:", label);
+    for (int64_t i = 0; i < n; i++) fprintf(stderr, " %d", ids[i]);
+    fputc('\n', stderr);
+}
+
+/* --interactive: the next line of stdin to take as a turn (empty lines skipped, and with --chat lines holding a NUL
+ * byte, which the template cannot take, after a message), *len its bytes; NULL at the end of the input (*len 0) or
+ * out of memory (*len -1, after a message) */
+static char *next_turn_line(int chat, int64_t *len) {
+    char *line;
+    if (isatty(0)) fputs("> ", stderr);
+    while ((line = read_line(stdin, len)) && (*len == 0 || (chat && memchr(line, 0, (size_t)*len)))) {
+        if (*len) fprintf(stderr, "infllm run: a line with a NUL byte is not a chat message: skipped\n");
+        free(line);
+        if (isatty(0)) fputs("> ", stderr);
+    }
+    if (!line && *len < 0) fprintf(stderr, "infllm run: out of memory (the input line)\n");
+    return line;
+}
+
+/* what an output file of the command (--dump-logits, --prompt-cache) would overwrite among its inputs: "a file of the
+ * model" (a GGUF, or a Hugging Face folder's .json / .safetensors files), "the prompt file", or NULL */
+static const char *overwritten_input(const char *path, const char *model, const char *prompt_file) {
+    if (opts_same_file(path, model) || (opts_file_in_dir(path, model) && mdl_hf_file_name(path))) return "a file of the model";
+    return opts_same_file(path, prompt_file) ? "the prompt file" : NULL;
+}
+
 /* the usage's summary line (beside a usage error too: opts_usage_error) */
 #define RUN_SUMMARY "generate text with a GGUF or Hugging Face model (InfLLM-V2 attention)"
 
@@ -390,12 +419,9 @@ int cmd_run(int argc, char **argv) {
         /* a folder that cannot take the file failed only after the whole prefill */
         if (opts_output_file_check("infllm run", "--dump-logits", dump_logits))
             return opts_usage_error("infllm run", RUN_SUMMARY, defs);
-        /* the model (a GGUF, or a Hugging Face folder's .json / .safetensors files) and the prompt stay intact */
-        const int model_file = opts_same_file(dump_logits, o.model) ||
-                               (opts_file_in_dir(dump_logits, o.model) && mdl_hf_file_name(dump_logits));
-        if (model_file || opts_same_file(dump_logits, prompt_file)) {
-            fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits,
-                    model_file ? "a file of the model" : "the prompt file");
+        const char *input = overwritten_input(dump_logits, o.model, prompt_file);
+        if (input) {
+            fprintf(stderr, "infllm run: --dump-logits %s is %s: not overwriting it\n", dump_logits, input);
             return opts_usage_error("infllm run", RUN_SUMMARY, defs);
         }
     }
@@ -412,11 +438,9 @@ int cmd_run(int argc, char **argv) {
         }
         if (!cache_ro && opts_output_file_check("infllm run", "--prompt-cache", prompt_cache))
             return opts_usage_error("infllm run", RUN_SUMMARY, defs);
-        const int model_file = opts_same_file(prompt_cache, o.model) ||
-                               (opts_file_in_dir(prompt_cache, o.model) && mdl_hf_file_name(prompt_cache));
-        if (model_file || opts_same_file(prompt_cache, prompt_file)) {
-            fprintf(stderr, "infllm run: --prompt-cache %s is %s: not using it\n", prompt_cache,
-                    model_file ? "a file of the model" : "the prompt file");
+        const char *input = overwritten_input(prompt_cache, o.model, prompt_file);
+        if (input) {
+            fprintf(stderr, "infllm run: --prompt-cache %s is %s: not using it\n", prompt_cache, input);
             return opts_usage_error("infllm run", RUN_SUMMARY, defs);
         }
         /* a file that is there and is not a prompt cache is never read as one, nor replaced */
@@ -505,14 +529,7 @@ int cmd_run(int argc, char **argv) {
     } else {
         if (!prompt && !prompt_file) { /* --interactive without a prompt: the first turn is stdin's first line */
             int64_t ll = 0;
-            if (isatty(0)) fputs("> ", stderr);
-            while ((text = read_line(stdin, &ll)) && (ll == 0 || (chat && memchr(text, 0, (size_t)ll)))) {
-                if (ll) fprintf(stderr, "infllm run: a line with a NUL byte is not a chat message: skipped\n");
-                free(text);
-                if (isatty(0)) fputs("> ", stderr);
-            }
-            if (!text) {
-                if (ll < 0) fprintf(stderr, "infllm run: out of memory (the input line)\n");
+            if (!(text = next_turn_line(chat, &ll))) {
                 ret = ll < 0 ? 1 : 0; /* no input: nothing to answer */
                 goto done;
             }
@@ -598,9 +615,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (print_ids) {
-        fprintf(stderr, "prompt ids:");
-        for (int64_t i = 0; i < n_prompt; i++) fprintf(stderr, " %d", ids[i]);
-        fputc('\n', stderr);
+        print_ids_line("prompt", ids, n_prompt);
     }
     if (dump_qkv) {
         int drc = qkv_dump_init(&dump, R.m, dump_list, dump_list ? n_dump_list : 0, n_prompt, s->pos, quiet);
@@ -658,9 +673,7 @@ int cmd_run(int argc, char **argv) {
     int64_t n_ids = n_prompt, n_gen = 0;
     if (generate(s, &R, &smp, logits, ids, &n_ids, n_predict, ignore_eos, t0, &gs, &n_gen)) goto done;
     if (print_ids) {
-        fprintf(stderr, "generated ids:");
-        for (int64_t i = 0; i < n_gen; i++) fprintf(stderr, " %d", ids[n_prompt + i]);
-        fputc('\n', stderr);
+        print_ids_line("generated", ids + n_prompt, n_gen);
     }
     /* --interactive: a turn a line of stdin. The last sampled token was not fed (generate); with --chat the
      * assistant's message is closed as the template closes it (<|im_end|>, which the model usually sampled: then that
@@ -668,20 +681,11 @@ int cmd_run(int argc, char **argv) {
     int64_t n_prefilled = n_prompt - cached;
     const int32_t im_end = chat && R.tok ? tok_token_id(R.tok, "<|im_end|>") : -1;
     while (interactive) {
-        if (isatty(0)) fputs("> ", stderr);
         int64_t ll = 0;
-        char *line = read_line(stdin, &ll);
+        char *line = next_turn_line(chat, &ll);
         if (!line) {
-            if (ll < 0) {
-                fprintf(stderr, "infllm run: out of memory (the input line)\n");
-                goto done;
-            }
+            if (ll < 0) goto done;
             break; /* the end of the input */
-        }
-        if (ll == 0 || (chat && memchr(line, 0, (size_t)ll))) { /* an empty line says nothing */
-            if (ll) fprintf(stderr, "infllm run: a line with a NUL byte is not a chat message: skipped\n");
-            free(line);
-            continue;
         }
         const int32_t last = n_gen > 0 ? ids[n_ids - 1] : -1;
         const int feed_last = last >= 0 && (!R.tok || !tok_is_eog(R.tok, last) || last == im_end);
@@ -725,9 +729,7 @@ int cmd_run(int argc, char **argv) {
         n_ids += nt;
         free(tt);
         if (print_ids) {
-            fprintf(stderr, "prompt ids:");
-            for (int64_t i = turn0; i < n_ids; i++) fprintf(stderr, " %d", ids[i]);
-            fputc('\n', stderr);
+            print_ids_line("prompt", ids + turn0, n_ids - turn0);
         }
         const double tt0 = mdl_now();
         if (mdl_forward(s, ids + turn0, n_turn, logits, 0)) {
@@ -736,13 +738,8 @@ int cmd_run(int argc, char **argv) {
         }
         t_prefill += mdl_now() - tt0;
         n_prefilled += n_turn;
-        const int64_t gen0 = n_ids;
         if (generate(s, &R, &smp, logits, ids, &n_ids, np, ignore_eos, tt0, &gs, &n_gen)) goto done;
-        if (print_ids) {
-            fprintf(stderr, "generated ids:");
-            for (int64_t i = gen0; i < n_ids; i++) fprintf(stderr, " %d", ids[i]);
-            fputc('\n', stderr);
-        }
+        if (print_ids) print_ids_line("generated", ids + n_ids - n_gen, n_gen);
     }
     if (!quiet) {
         fprintf(stderr, "\n--- timings (%d threads, attention %s) ---\n", o.threads > 0 ? o.threads : run_threads(0),

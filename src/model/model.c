@@ -112,6 +112,20 @@ static mdl_weight weight_rows(const mdl_weight *w, int64_t r0, int64_t n) {
     return v;
 }
 
+/* a layer's q, k, v from one matrix of rows q, k, v (attn_qkv, qkv_proj: q_dim and kv_dim rows) */
+static void split_qkv(mdl_layer *L, const mdl_weight *qkv, int64_t q_dim, int64_t kv_dim) {
+    L->wq = weight_rows(qkv, 0, q_dim);
+    L->wk = weight_rows(qkv, q_dim, kv_dim);
+    L->wv = weight_rows(qkv, q_dim + kv_dim, kv_dim);
+}
+
+/* a layer's MLP gate and up from one matrix of 2 n_ff rows, gate first (llama.cpp's SWIGLU split, transformers'
+ * gate_up_proj.chunk(2)) */
+static void split_gate_up(mdl_layer *L, const mdl_weight *gate_up, int64_t n_ff) {
+    L->wgate = weight_rows(gate_up, 0, n_ff);
+    L->wup = weight_rows(gate_up, n_ff, n_ff);
+}
+
 static int load_gguf(mdl_model *m, const char *path) {
     m->gguf = gguf_open(path);
     if (!m->gguf) return -1;
@@ -214,17 +228,14 @@ static int load_gguf(mdl_model *m, const char *path) {
         mdl_weight qkv, gate_up;
         if (fused_qkv) {
             if (g_weight(m, T("attn_qkv.weight"), E, Q + 2 * KV, &qkv, 0)) return -1;
-            L->wq = weight_rows(&qkv, 0, Q);
-            L->wk = weight_rows(&qkv, Q, KV);
-            L->wv = weight_rows(&qkv, Q + KV, KV);
+            split_qkv(L, &qkv, Q, KV);
         } else if (g_weight(m, T("attn_q.weight"), E, Q, &L->wq, 0) || g_weight(m, T("attn_k.weight"), E, KV, &L->wk, 0) ||
                    g_weight(m, T("attn_v.weight"), E, KV, &L->wv, 0)) {
             return -1;
         }
         if (fused_up) {
             if (g_weight(m, T("ffn_up.weight"), E, 2 * (int64_t)c->n_ff, &gate_up, 0)) return -1;
-            L->wgate = weight_rows(&gate_up, 0, c->n_ff);
-            L->wup = weight_rows(&gate_up, c->n_ff, c->n_ff);
+            split_gate_up(L, &gate_up, c->n_ff);
         } else if (g_weight(m, T("ffn_gate.weight"), E, c->n_ff, &L->wgate, 0) ||
                    g_weight(m, T("ffn_up.weight"), E, c->n_ff, &L->wup, 0)) {
             return -1;
@@ -651,11 +662,8 @@ static int load_hf(mdl_model *m, const char *dir) {
             if (s_weight(m, T("self_attn.qkv_proj.weight"), E, Q + 2 * KV, &qkv, 0) ||
                 s_weight(m, T("mlp.gate_up_proj.weight"), E, 2 * (int64_t)c->n_ff, &gate_up, 0))
                 goto out;
-            L->wq = weight_rows(&qkv, 0, Q);
-            L->wk = weight_rows(&qkv, Q, KV);
-            L->wv = weight_rows(&qkv, Q + KV, KV);
-            L->wgate = weight_rows(&gate_up, 0, c->n_ff);
-            L->wup = weight_rows(&gate_up, c->n_ff, c->n_ff);
+            split_qkv(L, &qkv, Q, KV);
+            split_gate_up(L, &gate_up, c->n_ff);
         } else if (s_weight(m, T("self_attn.q_proj.weight"), E, Q, &L->wq, 0) ||
                    s_weight(m, T("self_attn.k_proj.weight"), E, KV, &L->wk, 0) ||
                    s_weight(m, T("self_attn.v_proj.weight"), E, KV, &L->wv, 0) ||

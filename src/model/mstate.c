@@ -238,7 +238,7 @@ int mdl_session_load(mdl_session *s, const char *path, const int32_t *tokens, in
         goto out;
     }
     const size_t row = (size_t)c->n_head_kv * (size_t)c->head_dim * infllm_dtype_size(s->kv_dtype);
-    const int64_t head_bytes = 8 + 4 * 2 + 8 + 4 * 3 + (int64_t)sizeof h.params + 4 + 4 * (int64_t)hd2 + 8;
+    const int64_t head_bytes = (int64_t)ftell(f); /* where the header just read ends */
     /* the size the header announces, before anything is allocated by it */
     if (nt < 0 || nt > (int64_t)1 << 31 ||
         size != head_bytes + 4 * nt + 2 * (int64_t)c->n_layer * nt * (int64_t)row) {
