@@ -105,6 +105,13 @@ typedef struct infllm_params {
     int32_t topk;            /* dynamic blocks; a query selects topk + local_blocks in all (64) */
     int32_t dense_len;       /* AUTO mode: dense while kv_len < dense_len (8192); -1: always sparse */
     int32_t exact_lse;       /* 1: stage-1 LSE over c1 itself (no c2 approximation) (0) */
+    int32_t window;          /* sliding key window (0: none): a query at position p attends only the keys j with
+                                p - window < j <= p (Mistral's and Phi-3's sliding_window, transformers' rule), in
+                                dense attention, stage 2 and their backward; and the top-k takes no block wholly
+                                before that range (b*B + B <= p - window + 1), so that a window spanning at most
+                                topk + local_blocks blocks makes the sparse result the dense one. Compression, stage 1
+                                and the block scores do not depend on it. >= 0; CPU and REF backends (CUDA:
+                                INFLLM_ERR_UNSUPPORTED when > 0) */
     float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)).
                                 The CPU and CUDA backends score in float32: scale x |q.k| must stay well
                                 inside float's range (an overflowed score is inf, its row NaN; REF, in

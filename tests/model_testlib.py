@@ -75,6 +75,9 @@ class Tiny:
         # which llama.cpp also takes); sliding_window: the config's (phi3.attention.sliding_window, HF sliding_window)
         self.fused = arch == "phi3" and fused
         self.sliding_window = sliding_window
+        # each layer's window in the numpy forward (query - key < window; 0: full causal): every layer's the model's
+        # by default (Phi-3, Mistral); a test of Qwen2's layer_types / max_window_layers sets its own
+        self.windows = [sliding_window or 0] * n_layer
         self.tied = tied  # no output.weight: the logits use token_embd
         self.theta, self.eps = theta, eps
         s = 0.08
@@ -361,6 +364,8 @@ class Tiny:
                 collect[i] = (q, k, v)
             o = np.zeros((T, H, D))
             mask = np.triu(np.ones((T, T), bool), 1)
+            if self.windows[i]:  # the sliding window: key j of query t only where t - j < window
+                mask |= np.tril(np.ones((T, T), bool), -self.windows[i])
             for hh in range(H):
                 kk = hh // (H // KV)
                 sc = q[:, hh, :] @ k[:, kk, :].T / np.sqrt(D)

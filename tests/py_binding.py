@@ -198,7 +198,7 @@ else:
     check(lay_bad == [], f"ctypes structs laid out as the C compiler lays out include/infllm.h's ({lay_bad or 'sizes and offsets'})")
 p0 = infllm.Params()
 want = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=32, topk=64, dense_len=8192,
-            exact_lse=False, softmax_scale=0.0, mode="auto", num_threads=0)
+            exact_lse=False, window=0, softmax_scale=0.0, mode="auto", num_threads=0)
 check(all(getattr(p0, f) == v for f, v in want.items()), f"Params() is MiniCPM4.1's: {p0}")
 check(p0.topk_total() == 96 and infllm.Params(topk=5, local_blocks=7).topk_total() == 12,
       "topk_total reads topk and local_blocks from the struct")
@@ -265,6 +265,15 @@ pm = infllm.Params(**SMALL).replace(dense_len=-1)
 check(np.array_equal(infllm.attention(q, k, v, *lay, params=pm), out_s), "params= and dense_len -1 (always sparse)")
 out_t = infllm.attention(q, k, v, *lay, mode="dense", num_threads=1)
 check(np.array_equal(out_t, out), "num_threads 1 bitwise as all threads")
+# a sliding key window (params.window, keys j > position - 40): the CPU's as REF's, not the full attention; sparse with
+# a window that its 4 blocks of 32 a query cover (at most 3 blocks of the window) is the windowed dense
+out_w, _ = infllm.dense_attention(q, k, v, *lay, window=40)
+out_wr, _ = infllm.dense_attention(q, k, v, *lay, window=40, backend="ref")
+check(float(np.abs(out_w - out_wr).max()) < 1e-5 and float(np.abs(out_w - out).max()) > 1e-2,
+      "window 40: CPU as REF, other than the full attention")
+check(np.array_equal(infllm.attention(q, k, v, *lay, mode="sparse", window=40, **SMALL), out_w),
+      "window 40, sparse with every window block selected == windowed dense bitwise")
+raises(lambda: infllm.dense_attention(q, k, v, *lay, window=-1), infllm.InfllmError, "window", "window -1")
 
 # the batched layout: B sequences of one length
 qb, kb, vb = inputs(2 * 96, 2 * 200, Hq, Hkv, D)

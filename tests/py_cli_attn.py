@@ -149,7 +149,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for suffix, tol in ((".npy", 1e-5), (".bf16.npy", 2e-2), (".f16.npy", 3e-3)):
         files = ["--q", os.path.join(tmp, "q" + suffix), "--k", os.path.join(tmp, "k" + suffix),
                  "--v", os.path.join(tmp, "v" + suffix), "--cu-seqlens", os.path.join(tmp, "cu.npy")]
-        for extra in ([], ["--cache-len", "250"], ["--exact-lse"]):
+        for extra in ([], ["--cache-len", "250"], ["--exact-lse"], ["--window", "100"]):
             outs = {}
             for dev in ("cpu", "ref"):
                 o = os.path.join(tmp, f"o_{dev}{suffix}")
@@ -163,6 +163,11 @@ with tempfile.TemporaryDirectory() as tmp:
                 check(outs["cpu"].shape == (expect_rows, Hq, D), f"output rows {outs['cpu'].shape}")
                 err = rel_fro(outs["cpu"].astype(np.float64), outs["ref"].astype(np.float64))
                 check(err < tol, f"cpu vs ref {suffix} {extra}: rel err {err:.2e} < {tol}")
+                if not extra:
+                    plain = outs["cpu"]
+                elif extra[0] == "--window":  # the option reaches the library: not the plain result
+                    d = rel_fro(outs["cpu"].astype(np.float64), plain.astype(np.float64))
+                    check(d > 1e-2, f"{suffix} --window 100 changes the output (rel {d:.2e} from none)")
 
     # ------------------------------------------------------------ bad input --
     good = ["--q", os.path.join(tmp, "q.npy"), "--k", os.path.join(tmp, "k.npy"), "--v", os.path.join(tmp, "v.npy")]

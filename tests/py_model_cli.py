@@ -284,17 +284,23 @@ with tempfile.TemporaryDirectory() as tmp:
     for upd, what in (({"hidden_act": "gelu"}, "hidden_act"), ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
                       ({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}, "partial_rotary_factor"),
                       ({"rope_parameters": {"full_attention": {"rope_type": "default"}}}, "per layer type"),
-                      ({"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
-                       "sliding_window"),
-                      ({"model_type": "qwen2", "use_sliding_window": True, "max_window_layers": 0}, "sliding_window"),
+                      # a sliding_attention layer without a window (transformers refuses it too), a kind of layer
+                      # this runtime does not have, a list of another length
                       ({"model_type": "qwen2", "layer_types": FULL[:-1] + ["sliding_attention"]}, "sliding_attention"),
+                      ({"model_type": "qwen2", "layer_types": FULL[:-1] + ["chunked_attention"]}, "chunked_attention"),
+                      ({"model_type": "qwen2", "layer_types": FULL + FULL}, "entries"),
                       ({"model_type": "qwen2", "layer_types": "full_attention"}, "layer_types must be")):
         with open(os.path.join(hf, "config.json"), "w") as f:
             json.dump({**cfg0, **upd}, f)
         p = run("run", "-m", hf, "--tokens", toks, "-n", "2", "-q")
         c.check(p.returncode == 1 and what in p.stderr, f"config {upd}: exit 1 naming {what} ({p.stderr.strip()[-150:]})")
-    # ... and what transformers also runs as full attention / SiLU loads
+    # ... and what transformers also runs as full attention / SiLU loads (a sliding window of 8 or 4096 tokens, from
+    # layer 0 or 1 on, over 3 tokens is the full attention; py_model_qwen runs windows that reach)
     for upd in ({"hidden_act": "silu"}, {"hidden_act": "swish"}, {"partial_rotary_factor": 1.0},
+                {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
+                {"model_type": "qwen2", "use_sliding_window": True, "max_window_layers": 0},
+                {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8,
+                 "layer_types": FULL[:-1] + ["sliding_attention"]},
                 {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 8, "max_window_layers": m.L},
                 {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": None, "max_window_layers": 0},
                 {"model_type": "qwen2", "use_sliding_window": False, "sliding_window": 8, "max_window_layers": 0},

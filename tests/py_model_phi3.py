@@ -5,8 +5,8 @@ llama.cpp's converter writes them; HF qkv_proj and gate_up_proj, as transformers
 RoPE, LongRoPE factors (config.json's rope type "su", which Phi3Config renames to longrope), also a GGUF with separate
 q / k / v tensors; mistral: a llama model as a MistralForCausalLM folder (model_type "mistral", head_dim other than
 hidden / heads). Sliding windows (Phi-3's phi3.attention.sliding_window / sliding_window, Mistral's sliding_window,
-4096 where the key is absent): a context within the window runs the full causal model, a longer one is refused with
-a message."""
+4096 where the key is absent): every layer's attention over the last `window` positions, against the windowed numpy
+forward, in chunks, with an f16 cache, and sparse (every window block selected: the dense result)."""
 import json
 import os
 import sys
@@ -65,19 +65,38 @@ with tempfile.TemporaryDirectory() as tmp:
     e = rel_err(run_logits(exe, gq, toks, tmp, ["--attn", "dense", *KV32]), mq.forward(toks, int8_act=True))
     c.check(e < 4e-2, f"phi3 Q8_0 GGUF vs numpy with the same activation quantization: rel err {e:.2e}")
 
-    # sliding windows: within the window the model is the full causal one; past it refused
-    m = Tiny("phi3", seed=23, sliding_window=200)
+    # sliding windows: a query attends the keys of the last `window` positions (transformers' rule), every layer
+    m = Tiny("phi3", seed=23, sliding_window=40)
     g = os.path.join(tmp, "phi3-swa.gguf")
     m.write_gguf(g, FLOAT)
     hf = os.path.join(tmp, "phi3-swa-hf")
     m.write_hf(hf)
     ref = m.forward(toks)
+    m.windows = [0] * m.L
+    full = m.forward(toks)
+    m.windows = [40] * m.L
+    c.check(rel_err(full, ref) > 1e-2, f"phi3 with sliding_window 40: the window changes the numpy logits "
+            f"({rel_err(full, ref):.2e} from full attention)")
     for path, kind in ((g, "GGUF"), (hf, "safetensors")):
-        e = rel_err(run_logits(exe, path, toks, tmp, ["--attn", "dense", *KV32, "--ctx", "200"]), ref)
-        c.check(e < 1e-4, f"phi3 {kind} with sliding_window 200, context 200 vs numpy float64: rel err {e:.2e}")
-        refused(path, toks, tmp, ["--ctx", "201"], f"phi3 {kind} with sliding_window 200, context 201",
-                ["sliding_window", "200", "201"])
-
+        got = run_logits(exe, path, toks, tmp, ["--attn", "dense", *KV32])
+        e = rel_err(got, ref)
+        c.check(e < 1e-4, f"phi3 {kind} with sliding_window 40, 150 tokens vs numpy float64: rel err {e:.2e}")
+        # prefill chunks of 16 (windows across the chunk edges), one token at a time past 120, an f16 cache
+        e = rel_err(run_logits(exe, path, toks, tmp, ["--attn", "dense", *KV32, "--chunk", "16"]), got)
+        c.check(e < 1e-6, f"phi3 {kind} sliding_window 40, chunks of 16 vs one chunk: rel err {e:.2e}")
+        e = rel_err(run_logits(exe, path, toks, tmp, ["--attn", "dense", "--kv-type", "f16"]), ref)
+        c.check(e < 5e-3, f"phi3 {kind} sliding_window 40, f16 cache vs numpy float64: rel err {e:.2e}")
+        # sparse: blocks of 16 with 2 + 2 a query: a window of 40 keys spans at most 4 blocks, so every block in it
+        # is selected and the result is the dense one; with 1 + 1 it selects inside the window
+        sp = ["--block-size", "16", "--kernel-size", "16", "--kernel-stride", "8", "--dense-len", "-1"]
+        e = rel_err(run_logits(exe, path, toks, tmp, ["--attn", "sparse", *KV32, *sp, "--topk", "2",
+                                                      "--local-blocks", "2"]), got)
+        c.check(e == 0, f"phi3 {kind} sliding_window 40 sparse (4 of 4 window blocks) vs dense: rel err {e:.2e}")
+        # (the selection inside the window itself: test_diff's window cases, against the float64 reference)
+        few = run_logits(exe, path, toks, tmp, ["--attn", "sparse", *KV32, *sp, "--topk", "1", "--local-blocks", "1"])
+        e = rel_err(few, got)
+        c.check(np.isfinite(few).all() and e > 0, f"phi3 {kind} sliding_window 40 sparse (2 of 4 window blocks): "
+                f"finite, other than dense ({e:.2e})")
     # mistral: a llama model in a MistralForCausalLM folder (explicit head_dim 64 with hidden 128 / 4 heads)
     m = Tiny("llama", seed=24, head_dim=64)
     g = os.path.join(tmp, "llama.gguf")
@@ -94,9 +113,14 @@ with tempfile.TemporaryDirectory() as tmp:
     cfg = json.load(open(cfg_path))
     del cfg["sliding_window"]  # MistralConfig's default: 4096
     json.dump(cfg, open(cfg_path, "w"))
-    e = rel_err(run_logits(exe, hf, toks, tmp, ["--attn", "dense", *KV32, "--ctx", "4096"]), got)
-    c.check(e < 1e-5, f"mistral without sliding_window (4096 by default), context 4096: rel err {e:.2e}")
-    refused(hf, toks, tmp, ["--ctx", "4097"], "mistral without sliding_window, context 4097", ["4096", "4097"])
+    e = rel_err(run_logits(exe, hf, toks, tmp, ["--attn", "dense", *KV32, "--ctx", "8192"]), got)
+    c.check(e < 1e-5, f"mistral without sliding_window (4096 by default), 150 tokens: rel err {e:.2e}")
+    cfg["sliding_window"] = 33
+    json.dump(cfg, open(cfg_path, "w"))
+    m.windows = [33] * m.L
+    e = rel_err(run_logits(exe, hf, toks, tmp, ["--attn", "dense", *KV32]), m.forward(toks))
+    c.check(e < 1e-4, f"mistral sliding_window 33, 150 tokens vs numpy float64: rel err {e:.2e}")
+    m.windows = [0] * m.L
     cfg["sliding_window"] = "wide"
     json.dump(cfg, open(cfg_path, "w"))
     refused(hf, toks, tmp, [], "mistral with a string sliding_window", ["sliding_window", "integer"])

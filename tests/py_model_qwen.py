@@ -2,7 +2,8 @@
 twins): infllm's logits agree with an independent numpy float64 forward pass. qwen2: q/k/v biases,
 llama.cpp's NEOX RoPE (pairs i, i + d/2, Q/K rows unpermuted), tied output embedding; qwen3: a
 per-head RMSNorm of q and k before RoPE and a head_dim other than n_embd / n_head. Sparse attention
-with every block selected equals dense on both."""
+with every block selected equals dense on both. Sliding-window layers (use_sliding_window with max_window_layers or
+layer_types) against the numpy forward with the same windows.""" 
 import os
 import sys
 import tempfile
@@ -40,9 +41,33 @@ with tempfile.TemporaryDirectory() as tmp:
         gotq, refq = run_logits(exe, gq, toks, tmp, ["--attn", "dense", *KV32]), mq.forward(toks, int8_act=True)
         e = rel_err(gotq, refq)
         c.check(e < 4e-2, f"{arch} Q8_0 GGUF vs numpy with the same activation quantization: rel err {e:.2e}")
+    # sliding-window layers (use_sliding_window): from max_window_layers on, or as layer_types says; windows of 25
+    # and 9 tokens over 60 against the numpy forward with the same windows, GGUF-less (config.json only)
+    import json
+    toks = toks[:60]
+    for arch in ("qwen2", "qwen3"):
+        m = Tiny(arch, seed=8, n_layer=3)
+        m.write_gguf(os.path.join(tmp, "sw.gguf"), FLOAT)
+        sw = os.path.join(tmp, f"{arch}-sw")
+        m.write_hf(sw)
+        cfg_path = os.path.join(sw, "config.json")
+        cfg = json.load(open(cfg_path))
+        for upd, windows in (({"use_sliding_window": True, "sliding_window": 25, "max_window_layers": 1}, [0, 25, 25]),
+                             ({"use_sliding_window": True, "sliding_window": 9,
+                               "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}, [9, 0, 9]),
+                             ({"use_sliding_window": False, "sliding_window": 9, "max_window_layers": 0}, [0, 0, 0])):
+            json.dump({**cfg, **upd}, open(cfg_path, "w"))
+            m.windows = windows
+            ref = m.forward(toks)
+            got = run_logits(exe, sw, toks, tmp, ["--attn", "dense", *KV32])
+            e = rel_err(got, ref)
+            c.check(e < 1e-4, f"{arch} {upd}: layer windows {windows} vs numpy float64: rel err {e:.2e}")
+            if any(windows):
+                m.windows = [0, 0, 0]
+                far = rel_err(m.forward(toks), ref)
+                c.check(far > 1e-2, f"{arch} windows {windows} change the numpy logits ({far:.2e} from full attention)")
     # a qwen3 config.json without head_dim: Qwen3Config's default is 128, not hidden / heads (32 here), which the
     # loader took and then refused the q_proj shape
-    import json
     m = Tiny("qwen3", seed=9, head_dim=128, n_layer=1)
     m.write_gguf(os.path.join(tmp, "hd.gguf"), FLOAT)
     hd = os.path.join(tmp, "qwen3-hd")

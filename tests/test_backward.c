@@ -43,6 +43,7 @@ typedef struct bcase {
     int32_t lq[3], lk[3];
     int32_t topk_cols; /* 0: dense */
     float scale_fac;   /* 0: softmax_scale 0 (1 / sqrt(D)); else softmax_scale = scale_fac / sqrt(D) */
+    int32_t window;    /* params.window: a sliding key window (0: none) */
 } bcase;
 
 typedef struct bdata {
@@ -145,6 +146,7 @@ static infllm_params params_for(const bcase *c, infllm_backend be, int threads) 
     p.backend = be;
     p.num_threads = threads;
     if (c->scale_fac > 0) p.softmax_scale = c->scale_fac / sqrtf((float)c->D);
+    p.window = c->window;
     return p;
 }
 
@@ -183,7 +185,8 @@ static void naive_backward(const bdata *x, void *dq, void *dk, void *dv) {
                 }
                 const float *qh = x->qf + (t * c->Hq + h) * D, *dh = x->df + (t * c->Hq + h) * D;
                 float m = -INFINITY, sum = 0.f, delta = 0.f;
-                for (int64_t j = 0; j <= pos; j++) {
+                const int64_t first = c->window > 0 && pos - c->window + 1 > 0 ? pos - c->window + 1 : 0;
+                for (int64_t j = first; j <= pos; j++) {
                     if (!sel[j / B]) continue;
                     const float *kj = x->kf + ((k0 + j) * c->Hkv + g) * D, *vj = x->vf + ((k0 + j) * c->Hkv + g) * D;
                     float s = 0.f, d2 = 0.f;
@@ -197,14 +200,14 @@ static void naive_backward(const bdata *x, void *dq, void *dk, void *dv) {
                 }
                 for (int32_t d = 0; d < D; d++) acc[d] = 0.f;
                 if (m != -INFINITY) {
-                    for (int64_t j = 0; j <= pos; j++)
+                    for (int64_t j = first; j <= pos; j++)
                         if (sel[j / B]) sum += expf(w[j] - m);
-                    for (int64_t j = 0; j <= pos; j++)
+                    for (int64_t j = first; j <= pos; j++)
                         if (sel[j / B]) {
                             w[j] = expf(w[j] - m) / sum;
                             delta += w[j] * dp[j];
                         }
-                    for (int64_t j = 0; j <= pos; j++) {
+                    for (int64_t j = first; j <= pos; j++) {
                         if (!sel[j / B]) continue;
                         const int64_t kr = ((k0 + j) * c->Hkv + g) * D;
                         const float ds = scale * w[j] * (dp[j] - delta);
@@ -338,7 +341,7 @@ static void run_case(const bcase *c, unsigned long long seed) {
 
 /* the dense backward equals the sparse one with every block selected, bit for bit */
 static void dense_vs_all_blocks(void) {
-    bcase c = {"dense-vs-all-blocks", INFLLM_DTYPE_BF16, 6, 2, 64, 32, 2, {70, 33}, {200, 33}, 0, 0};
+    bcase c = {"dense-vs-all-blocks", INFLLM_DTYPE_BF16, 6, 2, 64, 32, 2, {70, 33}, {200, 33}, 0, 0, 0};
     bdata x;
     bdata_init(&x, &c, 99);
     const int32_t nbmax = (200 + 31) / 32;
@@ -480,7 +483,7 @@ static void stage2_only_small_block(const bcase *c, unsigned long long seed) {
 static void selection_case(const char *name, infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t B,
                            int32_t topk, int32_t local, int32_t exact, int32_t lq, int32_t lk, int32_t lq2, int32_t lk2,
                            int32_t l1, int32_t s1, int32_t init) {
-    bcase c = {name, dt, Hq, Hkv, D, B, lq2 ? 2 : 1, {lq, lq2}, {lk, lk2}, 0, 0};
+    bcase c = {name, dt, Hq, Hkv, D, B, lq2 ? 2 : 1, {lq, lq2}, {lk, lk2}, 0, 0, 0};
     bdata x;
     bdata_init(&x, &c, 31337);
     infllm_params cpu = params_for(&c, INFLLM_BACKEND_CPU, 2), ref = params_for(&c, INFLLM_BACKEND_REF, 1);
@@ -750,7 +753,7 @@ static void nan_rows_backward(void) {
 }
 
 static void error_checks(void) {
-    bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2, 0};
+    bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, 2, 0, 0};
     bdata x;
     bdata_init(&x, &c, 5);
     const int64_t nq = x.tq * 4 * 64, nk = x.tk * 2 * 64;
@@ -802,7 +805,7 @@ static void error_checks(void) {
  * out == q. Every backend refuses an overlap of a gradient with an input or with another gradient, naming both;
  * buffers that only touch (dk then dv in one allocation) run and give the separate buffers' bits. */
 static void aliased_buffers(void) {
-    bcase c = {"aliases", INFLLM_DTYPE_F32, 4, 2, 32, 16, 2, {20, 7}, {40, 30}, 3, 0};
+    bcase c = {"aliases", INFLLM_DTYPE_F32, 4, 2, 32, 16, 2, {20, 7}, {40, 30}, 3, 0, 0};
     bdata x;
     bdata_init(&x, &c, 11);
     const int64_t nq = x.tq * c.Hq * c.D, nk = x.tk * c.Hkv * c.D;
@@ -866,32 +869,40 @@ int main(void) {
     printf("test_backward: attention backward (REF vs finite differences, CPU vs REF)\n");
     /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], topk_cols (0: dense), softmax_scale factor (0: the default) */
     const bcase fd_cases[] = {
-        {"fd-sparse-g2-f32", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 0},
-        {"fd-dense-g3-f32", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0},
+        {"fd-sparse-g2-f32", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 0, 0},
+        {"fd-dense-g3-f32", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0, 0},
         /* a softmax_scale of the caller's (2.3x and 0.45x the default): the gradients carry it */
-        {"fd-sparse-g2-f32-scale-sharp", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 2.3f},
-        {"fd-dense-g3-f32-scale-soft", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0.45f},
+        {"fd-sparse-g2-f32-scale-sharp", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 2.3f, 0},
+        {"fd-dense-g3-f32-scale-soft", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0.45f, 0},
+        /* sliding key windows: the gradients of the windowed attention */
+        {"fd-sparse-g2-f32-window", F32, 4, 2, 32, 16, 1, {40}, {64}, 3, 0, 21},
+        {"fd-dense-g3-f32-window", F32, 3, 1, 32, 16, 2, {20, 9}, {20, 30}, 0, 0, 7},
     };
     for (size_t i = 0; i < sizeof fd_cases / sizeof fd_cases[0]; i++) finite_differences(&fd_cases[i]);
     const bcase cases[] = {
-        {"sparse-g16-bf16-d128", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 0},
-        {"sparse-g3-f16-d64-varlen", F16, 6, 2, 64, 32, 3, {50, 1, 97}, {130, 40, 97}, 5, 0},
-        {"sparse-g1-f32-d32-B16", F32, 3, 3, 32, 16, 2, {64, 17}, {64, 200}, 6, 0},
-        {"sparse-g4-bf16-B128-chunk", BF, 8, 2, 64, 128, 1, {140}, {600}, 3, 0},
+        {"sparse-g16-bf16-d128", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 0, 0},
+        {"sparse-g3-f16-d64-varlen", F16, 6, 2, 64, 32, 3, {50, 1, 97}, {130, 40, 97}, 5, 0, 0},
+        {"sparse-g1-f32-d32-B16", F32, 3, 3, 32, 16, 2, {64, 17}, {64, 200}, 6, 0, 0},
+        {"sparse-g4-bf16-B128-chunk", BF, 8, 2, 64, 128, 1, {140}, {600}, 3, 0, 0},
         /* a group above 64 heads (row batches of 64 + 16), blocks of 80 (tiles that straddle two
          * blocks), a one-token decode sequence beside a chunk */
-        {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3, 0},
+        {"sparse-g80-f32-d32-B80", F32, 80, 1, 32, 80, 2, {1, 30}, {250, 190}, 3, 0, 0},
         /* head_dim 16, a sequence without queries (its keys get 0), one-token sequences */
-        {"sparse-d16-tiny-seqs", F32, 2, 1, 16, 16, 3, {0, 5, 1}, {40, 5, 1}, 2, 0},
+        {"sparse-d16-tiny-seqs", F32, 2, 1, 16, 16, 3, {0, 5, 1}, {40, 5, 1}, 2, 0, 0},
         /* only the forced current block: the keys before the first query's block are never attended */
-        {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1, 0},
-        {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0, 0},
-        {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0, 0},
+        {"sparse-current-only-bf16", BF, 4, 2, 64, 64, 1, {20}, {300}, 1, 0, 0},
+        {"dense-g16-bf16-d64", BF, 16, 1, 64, 64, 2, {100, 31}, {100, 160}, 0, 0, 0},
+        {"dense-g2-f16-d128", F16, 4, 2, 128, 64, 1, {77}, {200}, 0, 0, 0},
         /* sequences of one 64-key tile (run whole on one thread each) beside one of 65 keys (the team's passes) */
-        {"dense-g4-bf16-one-tile-seqs", BF, 8, 2, 64, 64, 3, {64, 1, 30}, {64, 65, 30}, 0, 0},
+        {"dense-g4-bf16-one-tile-seqs", BF, 8, 2, 64, 64, 3, {64, 1, 30}, {64, 65, 30}, 0, 0, 0},
         /* a softmax_scale other than 1 / sqrt(D), sharper and softer, not a power of two (those scale exactly) */
-        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 2.3f},
-        {"dense-g3-f32-d96-scale-soft-varlen", F32, 6, 2, 96, 32, 2, {80, 20}, {80, 150}, 0, 0.45f},
+        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 2.3f, 0},
+        {"dense-g3-f32-d96-scale-soft-varlen", F32, 6, 2, 96, 32, 2, {80, 20}, {80, 150}, 0, 0.45f, 0},
+        /* sliding key windows: under a tile, across tiles, in a chunk and a decode step */
+        {"sparse-g16-bf16-d128-window", BF, 32, 2, 128, 64, 1, {300}, {300}, 4, 0, 150},
+        {"dense-g4-f16-d64-window-varlen", F16, 8, 2, 64, 32, 3, {100, 1, 40}, {100, 230, 190}, 0, 0, 45},
+        {"dense-g1-f32-window1", F32, 2, 2, 32, 16, 1, {70}, {70}, 0, 0, 1},
+        {"sparse-g3-bf16-B80-window-chunk", BF, 6, 2, 64, 80, 1, {90}, {260}, 5, 0, 100},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], 1000 + i);
     /* seeded random cases (INFLLM_BACKWARD_RANDOM, default 6, from INFLLM_BACKWARD_SEED, default 1):
@@ -921,15 +932,17 @@ int main(void) {
         c.topk_cols = h_rng_next(&rs) % 4 == 0 ? 0 : 1 + (int32_t)(h_rng_next(&rs) % 8);
         static const float scale_facs[4] = {0.3f, 0.7f, 1.6f, 3.3f}; /* a quarter at another softmax_scale */
         c.scale_fac = h_rng_next(&rs) % 4 == 0 ? scale_facs[h_rng_next(&rs) % 4] : 0.0f;
-        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s%d-seqs%d-sc%g", i, infllm_dtype_name(c.dt),
-                 G, c.Hkv, c.D, c.B, c.topk_cols ? "sparse" : "dense", c.topk_cols, c.nseq, (double)c.scale_fac);
+        c.window = h_rng_next(&rs) % 4 == 0 ? 1 + (int32_t)(h_rng_next(&rs) % 200) : 0; /* a quarter windowed */
+        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s%d-seqs%d-sc%g-win%d", i,
+                 infllm_dtype_name(c.dt), G, c.Hkv, c.D, c.B, c.topk_cols ? "sparse" : "dense", c.topk_cols, c.nseq,
+                 (double)c.scale_fac, c.window);
         c.name = names[i];
         run_case(&c, 5000 + (unsigned long long)i + 1000 * rs);
     }
     dense_vs_all_blocks();
     const bcase small_block[] = {
-        {"stage2-only-B8-sparse-f32", F32, 4, 2, 32, 8, 2, {30, 1}, {45, 20}, 4, 0},
-        {"stage2-only-B8-dense-f32", F32, 3, 1, 16, 8, 1, {25}, {40}, 0, 0},
+        {"stage2-only-B8-sparse-f32", F32, 4, 2, 32, 8, 2, {30, 1}, {45, 20}, 4, 0, 0},
+        {"stage2-only-B8-dense-f32", F32, 3, 1, 16, 8, 1, {25}, {40}, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof small_block / sizeof small_block[0]; i++) stage2_only_small_block(&small_block[i], 77 + i);
     /* name, dtype, Hq, Hkv, D, B, topk, local, exact_lse, lq, lk */

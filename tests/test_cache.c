@@ -514,7 +514,8 @@ static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, i
             for (int32_t h = 0; h < Hq; h++) {
                 const int32_t g = h / (Hq / Hkv);
                 int cnt = 0;
-                for (int64_t j = 0; j <= pos; j++) {
+                const int64_t first = pc->window > 0 && pos - pc->window + 1 > 0 ? pos - pc->window + 1 : 0;
+                for (int64_t j = first; j <= pos; j++) { /* causal, in the sliding window, selected */
                     int in = !sparse;
                     for (int32_t kk = 0; !in && kk < K; kk++) in = rtk[((int64_t)g * n + t) * K + kk] == (int32_t)(j / c->B);
                     if (in) keys[cnt++] = j;
@@ -549,7 +550,8 @@ static void check_vs_ref(const cfg *c, const infllm_params *pc, const void *q, i
 
 /* A random schedule on one cache (rng r; CPU, a quarter of them REF): appends of 1..N tokens interleaved with attends
  * of 1..length queries (every attend with its own thread count 1-4, mode and dense_len among -1, 0, 1, around the
- * current length and INT32_MAX, and now and then its own exact_lse, topk, init_blocks or default softmax_scale; now
+ * current length and INT32_MAX, and now and then its own exact_lse, topk, init_blocks, default softmax_scale or a
+ * sliding key window; now
  * and then again without lse, and with no queries), truncations back to an earlier length followed by re-appends of
  * other tokens, and (half the time) a capacity of exactly the final length, which the schedule then fills. Each
  * attend is checked bitwise against the stateless infllm_attention of the cache's backend on the same prefix (as
@@ -635,9 +637,11 @@ static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
             p.topk = draw(r, 4) ? c->topk : 1 + draw(r, 5);
             p.init_blocks = draw(r, 4) ? c->init : draw(r, 3);
             p.softmax_scale = draw(r, 4) ? c->scale : 0.0f;
+            /* a sliding key window a third of the time: 1, or up to past the length */
+            p.window = draw(r, 3) ? 0 : draw(r, 4) ? 1 + draw(r, (int32_t)len + 8) : 1;
             snprintf(what, sizeof what, "%s cache, op %d: %lld queries at length %lld, %d threads, mode %d, dense_len %d, topk %d, "
-                     "init %d, exact %d, scale %g", bname(be), i, (long long)nq, (long long)len, p.num_threads, (int)p.mode,
-                     p.dense_len, p.topk, p.init_blocks, p.exact_lse, (double)p.softmax_scale);
+                     "init %d, exact %d, scale %g, window %d", bname(be), i, (long long)nq, (long long)len, p.num_threads,
+                     (int)p.mode, p.dense_len, p.topk, p.init_blocks, p.exact_lse, (double)p.softmax_scale, p.window);
             const void *q = (const char *)d->q + (size_t)((len - nq) * rq) * es;
             infllm_status st = infllm_cache_attend(cache, &p, q, nq, c->Hq, out, lse);
             CHECK(st == INFLLM_OK, "[%s] %s: attend: %s", c->name, what, infllm_last_error());

@@ -4,7 +4,7 @@
  * T in {1, 17, 97, 1025, 1567, 4096}, GQA groups 1/3/16 (random cases also 2/4/5/8/24), head_dim 64/128, f32/f16/bf16,
  * varlen batches, chunked and decode layouts (lq < lk), exact_lse, init/local blocks,
  * small top-k (sparsity at small T), block 32/64/128 with kernel 32/16 and 16/8, dense_len,
- * mode, softmax_scale, num_threads.
+ * mode, softmax_scale, num_threads, sliding key windows.
  *
  * Tolerance (practice 7): the CPU result's worst error against float64 must be at most twice
  * the worst error of a naive same-precision implementation written here (f32 arithmetic on the
@@ -288,13 +288,14 @@ static void naive_attn(const ctx *x, const int32_t *topk, int32_t K, void *out, 
                     }
                 const float *qh = x->qf + (t * c->Hq + h) * D;
                 float m = -INFINITY, sum = 0;
-                for (int64_t j = 0; j <= pos; j++)
+                const int64_t first = c->p.window > 0 && pos - c->p.window + 1 > 0 ? pos - c->p.window + 1 : 0;
+                for (int64_t j = first; j <= pos; j++)
                     if (sel[j / B]) {
                         w[j] = x->scale * naive_dot(qh, x->kf + (s->k0 + j) * row + g * D, D);
                         m = fmaxf(m, w[j]);
                     }
                 for (int32_t d = 0; d < D; d++) o[d] = 0;
-                for (int64_t j = 0; j <= pos; j++)
+                for (int64_t j = first; j <= pos; j++)
                     if (sel[j / B]) {
                         float e = expf(w[j] - m);
                         sum += e;
@@ -483,21 +484,26 @@ static void run_case(const dcase *c) {
         int64_t bad = 0;
         for (int64_t t = 0; t < tq; t++) {
             const seqg *s = &x->s[seq_of(x, t)];
-            int32_t qb = (int32_t)(((int64_t)s->lk - s->lq + (t - s->q0)) / c->p.block_size);
+            const int64_t pos = (int64_t)s->lk - s->lq + (t - s->q0);
+            int32_t qb = (int32_t)(pos / c->p.block_size);
+            /* no block wholly before the sliding window */
+            const int64_t wb = c->p.window > 0 && pos - c->p.window + 1 > 0 ? (pos - c->p.window + 1) / c->p.block_size : 0;
             for (int32_t g = 0; g < Hkv; g++) {
                 const int32_t *r = tk_ref + ((int64_t)g * tq + t) * K;
                 int has_cur = 0, seen_neg = 0;
                 for (int32_t cc = 0; cc < K; cc++) {
                     if (r[cc] == qb) has_cur = 1;
                     if (r[cc] < 0) seen_neg = 1;
-                    else if (seen_neg || r[cc] > qb || (cc > 0 && r[cc - 1] >= r[cc])) bad++;
+                    else if (seen_neg || r[cc] > qb || r[cc] < wb || (cc > 0 && r[cc - 1] >= r[cc])) bad++;
                 }
                 /* the current block is forced; it can only lose to other forced blocks (lower
                  * index first) when topk < init_blocks + 1 */
                 if (!has_cur && c->p.topk >= (int64_t)c->p.init_blocks + 1) bad++;
             }
         }
-        CHECK(bad == 0, "[%s] REF selection malformed in %lld places (ascending, -1 at the end, current block kept)",
+        CHECK(bad == 0,
+              "[%s] REF selection malformed in %lld places (ascending, -1 at the end, current block kept, none "
+              "before the window)",
               c->name, (long long)bad);
         memset(row_differs, 0, (size_t)tq);
         if (ok_c && call_ok(x, "CPU block_scores", infllm_block_scores(&pc, &x->l, scc, bsc)) &&
@@ -618,8 +624,10 @@ static void run_case(const dcase *c) {
                 double worst = 0;
                 for (int64_t t = 0; t < tq; t++) {
                     const seqg *s = &x->s[seq_of(x, t)];
-                    int32_t qb = (int32_t)(((int64_t)s->lk - s->lq + (t - s->q0)) / c->p.block_size);
-                    if (qb + 1 > K) continue;
+                    const int64_t pos = (int64_t)s->lk - s->lq + (t - s->q0);
+                    const int64_t wb =
+                        c->p.window > 0 && pos - c->p.window + 1 > 0 ? (pos - c->p.window + 1) / c->p.block_size : 0;
+                    if (pos / c->p.block_size - wb + 1 > K) continue; /* more candidate blocks than K */
                     rows++;
                     if (memcmp((char *)od + (size_t)(t * Hq * D) * x->es, (char *)os + (size_t)(t * Hq * D) * x->es,
                                (size_t)(Hq * D) * x->es) != 0) {
@@ -630,7 +638,7 @@ static void run_case(const dcase *c) {
                 }
                 if (verbose) printf("    dense-equivalent rows: %lld\n", (long long)rows);
                 CHECK(bad == 0,
-                      "[%s] %lld of %lld rows with <= %d causal blocks differ between sparse and dense mode (CPU, "
+                      "[%s] %lld of %lld rows with <= %d candidate blocks differ between sparse and dense mode (CPU, "
                       "bitwise; worst abs diff %.3g)",
                       c->name, (long long)bad, (long long)rows, K, worst);
             }
@@ -792,15 +800,16 @@ static dcase mk(infllm_dtype dt, int32_t Hq, int32_t Hkv, int32_t D, int32_t nse
 }
 
 static void name_case(dcase *c, const char *tag) {
-    char lens[160] = "";
+    char lens[160] = "", win[32] = "";
+    if (c->p.window) snprintf(win, sizeof win, " window%d", c->p.window);
     for (int32_t b = 0; b < c->nseq && strlen(lens) < 140; b++)
         snprintf(lens + strlen(lens), sizeof lens - strlen(lens), "%s%d/%d", b ? "," : "", c->lq[b], c->lk[b]);
     snprintf(c->name, sizeof c->name, "%s %s Hq%d Hkv%d D%d seqs[%s] B%d k%d/%d init%d local%d topk%d exact%d "
-             "dense_len%d mode%d scale%g thr%d%s%s",
+             "dense_len%d mode%d scale%g thr%d%s%s%s",
              tag, dtn(c->dt), c->Hq, c->Hkv, c->D, lens, c->p.block_size, c->p.kernel_size, c->p.kernel_stride,
              c->p.init_blocks, c->p.local_blocks, c->p.topk, c->p.exact_lse, c->p.dense_len, (int)c->p.mode,
              (double)c->p.softmax_scale, c->p.num_threads, c->cu_always ? " cu" : "",
-             c->max_extra == 0 ? "" : c->max_extra == 1 ? " maxlen" : " maxlen+");
+             c->max_extra == 0 ? "" : c->max_extra == 1 ? " maxlen" : " maxlen+", win);
 }
 
 /* ------------------------------------------------------------ random cases ---- */
@@ -830,7 +839,8 @@ static int32_t draw_len(unsigned long long *r, const infllm_params *p, int32_t m
  * block_size any multiple of it up to 256 (1 too), kernel_size any from 1 (shorter than the stride, longer than
  * the block); init_blocks 0-3, tens, or up to INT32_MAX; local_blocks 0-12 or 1000; topk 0 (with local blocks),
  * 1-8, past every sequence's blocks or the largest valid (2^24 - local); dense_len -1, 0, 1, a sequence's length
- * +-1, uniform or INT32_MAX; exact_lse; mode; softmax_scale default, 1e-4, 0.02-0.3 or 0.5-2; 1-4 threads.
+ * +-1, uniform or INT32_MAX; exact_lse; mode; softmax_scale default, 1e-4, 0.02-0.3 or 0.5-2; window 0 (6 in 10),
+ * 1-2, a block +-1 or up to the longest length; 1-4 threads.
  * Lengths are halved while the float64 reference's work (sum lq x lk x Hq x D) exceeds a budget. */
 static void random_case(dcase *c, unsigned long long seed, int idx, int sanitized) {
     unsigned long long r0 = seed * 0x2545F4914F6CDD1DULL + (unsigned long long)idx, *r = &r0;
@@ -917,6 +927,12 @@ static void random_case(dcase *c, unsigned long long seed, int idx, int sanitize
     case 1: p->softmax_scale = (float)(0.02 + 0.28 * h_uniform(r)); break;
     case 2: p->softmax_scale = (float)(0.5 + 1.5 * h_uniform(r)); break;
     default: p->softmax_scale = 0.0f; break;
+    }
+    switch (draw(r, 10)) { /* a sliding key window: none mostly; 1, about a block, or anything up to the lengths */
+    case 0: p->window = 1 + draw(r, 2); break;
+    case 1: p->window = p->block_size + draw(r, 3) - 1 > 0 ? p->block_size + draw(r, 3) - 1 : 1; break;
+    case 2: case 3: p->window = 1 + draw(r, maxlen); break;
+    default: p->window = 0; break;
     }
     p->num_threads = 1 + draw(r, 4);
     c->cu_always = draw(r, 4) == 0;
@@ -1038,6 +1054,40 @@ int main(void) {
             ncase++;
         }
 
+    /* 2b. sliding key windows (params.window): shorter than a block, a few blocks (selection inside the window), wider
+     * than topk_total blocks, past every length; prefill, chunk, decode and varlen layouts; dense and sparse */
+    struct {
+        infllm_dtype dt;
+        int32_t n, lq[3], lk[3], Hq, Hkv, D, B, l1, s1, local, topk, exact, window;
+        infllm_mode mode;
+        int32_t dense_len;
+    } win[] = {
+        {INFLLM_DTYPE_BF16, 1, {700}, {700}, 16, 1, 128, 64, 32, 16, 1, 2, 0, 200, INFLLM_MODE_SPARSE, -1},
+        {INFLLM_DTYPE_F16, 1, {150}, {500}, 6, 2, 64, 32, 16, 8, 2, 3, 1, 130, INFLLM_MODE_SPARSE, -1},
+        {INFLLM_DTYPE_F32, 3, {1, 97, 300}, {500, 97, 300}, 4, 2, 64, 32, 32, 16, 0, 3, 0, 64, INFLLM_MODE_AUTO, 100},
+        {INFLLM_DTYPE_BF16, 2, {1, 300}, {800, 300}, 3, 1, 64, 64, 32, 16, 1, 1, 0, 1, INFLLM_MODE_AUTO, 0},
+        {INFLLM_DTYPE_F16, 1, {400}, {400}, 2, 2, 128, 16, 16, 8, 2, 4, 0, 37, INFLLM_MODE_SPARSE, -1},
+        {INFLLM_DTYPE_F32, 1, {333}, {333}, 8, 2, 64, 32, 16, 8, 1, 2, 1, 5000, INFLLM_MODE_SPARSE, -1},
+        {INFLLM_DTYPE_BF16, 1, {1}, {1000}, 32, 2, 64, 64, 32, 16, 4, 8, 0, 450, INFLLM_MODE_AUTO, 512},
+    };
+    for (size_t i = 0; grid && i < sizeof win / sizeof win[0]; i++) {
+        dcase c = mk(win[i].dt, win[i].Hq, win[i].Hkv, win[i].D, win[i].n, win[i].lq, win[i].lk);
+        c.p.block_size = win[i].B;
+        c.p.kernel_size = win[i].l1;
+        c.p.kernel_stride = win[i].s1;
+        c.p.init_blocks = (int32_t)(i % 2);
+        c.p.local_blocks = win[i].local;
+        c.p.topk = win[i].topk;
+        c.p.exact_lse = win[i].exact;
+        c.p.window = win[i].window;
+        c.p.mode = win[i].mode;
+        c.p.dense_len = win[i].dense_len;
+        c.p.num_threads = 1 + (int32_t)(i % 2);
+        name_case(&c, "window");
+        run_case(&c);
+        ncase++;
+    }
+
     if (grid && !quick) {
         /* 3. larger T on a few combinations (few heads: the float64 reference is O(T^2)) */
         struct {
@@ -1069,6 +1119,19 @@ int main(void) {
             c.p.mode = big[i].mode;
             c.p.dense_len = big[i].dense_len;
             name_case(&c, "big");
+            run_case(&c);
+            ncase++;
+        }
+        /* a long sequence with a sliding window of 700 keys (11-12 blocks, 7 taken) */
+        {
+            int32_t T = 4096;
+            dcase c = mk(INFLLM_DTYPE_BF16, 4, 1, 64, 1, &T, &T);
+            c.p.local_blocks = 2;
+            c.p.topk = 5;
+            c.p.window = 700;
+            c.p.mode = INFLLM_MODE_SPARSE;
+            c.p.num_threads = 2;
+            name_case(&c, "window-big");
             run_case(&c);
             ncase++;
         }

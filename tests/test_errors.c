@@ -117,6 +117,8 @@ static void test_params(void) {
     BAD_PARAM(dense_len, -2, INFLLM_ERR_PARAM);
     BAD_PARAM(exact_lse, 2, INFLLM_ERR_PARAM);
     BAD_PARAM(exact_lse, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(window, -1, INFLLM_ERR_PARAM);
+    BAD_PARAM(window, INT32_MIN, INFLLM_ERR_PARAM);
     BAD_PARAM(softmax_scale, -0.5f, INFLLM_ERR_PARAM);
     BAD_PARAM(softmax_scale, NAN, INFLLM_ERR_PARAM);
     BAD_PARAM(softmax_scale, INFINITY, INFLLM_ERR_PARAM);
@@ -148,6 +150,13 @@ static void test_params(void) {
     } else {
         printf("SKIP CUDA-unavailable checks: a CUDA device is present\n");
     }
+    /* a sliding window on CUDA: not implemented there, refused with a message that says so (also where a device is) */
+    p = base_params();
+    p.backend = INFLLM_BACKEND_CUDA;
+    p.window = 128;
+    all_ops("CUDA backend with a window", &p, &l, INFLLM_ERR_UNSUPPORTED);
+    CHECK(strstr(infllm_last_error(), "window") != NULL, "the CUDA window refusal names the window: %s",
+          infllm_last_error());
     /* valid edge values are accepted */
     p = base_params();
     p.block_size = 48; /* multiple of 16 */
@@ -597,7 +606,7 @@ static void test_misc(void) {
         CHECK(infllm_params_topk_total(&e) == INT32_MIN, "topk_total of INT32_MIN - 1: %d", infllm_params_topk_total(&e));
     }
     CHECK(p.block_size == 64 && p.kernel_size == 32 && p.kernel_stride == 16 && p.init_blocks == 1 &&
-              p.local_blocks == 32 && p.topk == 64 && p.dense_len == 8192 && p.exact_lse == 0 &&
+              p.local_blocks == 32 && p.topk == 64 && p.dense_len == 8192 && p.exact_lse == 0 && p.window == 0 &&
               p.softmax_scale == 0.0f && p.mode == INFLLM_MODE_AUTO,
           "MiniCPM4.1 defaults");
     CHECK(strcmp(infllm_version(), INFLLM_VERSION_STRING) == 0, "version");

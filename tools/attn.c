@@ -23,7 +23,7 @@
 typedef struct attn_opts {
     const char *q, *k, *v, *cu_seqlens, *cu_seqlens_q, *out, *dump, *mode, *device, *dout, *grad_dir;
     int cache_len; /* ATTN_CACHE_LEN_UNSET when --cache-len is not given */
-    int block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse, threads;
+    int block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse, window, threads;
     float scale;
     int quiet;
 } attn_opts;
@@ -253,6 +253,8 @@ int cmd_attn(int argc, char **argv) {
         {"--topk", NULL, OPT_INT, &o.topk, "N", "dynamic blocks; a query selects topk + local-blocks (64)"},
         {"--dense-len", NULL, OPT_INT, &o.dense_len, "N", "auto mode: dense below this kv length (8192); -1 = sparse"},
         {"--exact-lse", NULL, OPT_FLAG, &o.exact_lse, NULL, "stage-1 LSE over c1 (no c2 approximation)"},
+        {"--window", NULL, OPT_INT, &o.window, "N",
+         "sliding key window: a query attends the keys of its last N positions (0: none; CPU and ref)"},
         {"--scale", NULL, OPT_FLOAT, &o.scale, "X", "softmax scale (default 1/sqrt(head_dim))"},
         {"--threads", NULL, OPT_INT, &o.threads, "N", "CPU threads (0 = all cores)"},
         {"--device", NULL, OPT_STR, &o.device, "DEV", "cpu | ref (float64 reference) | cuda"},
@@ -327,6 +329,7 @@ int cmd_attn(int argc, char **argv) {
     p.topk = o.topk;
     p.dense_len = o.dense_len;
     p.exact_lse = o.exact_lse;
+    p.window = o.window;
     p.softmax_scale = o.scale;
     p.num_threads = o.threads;
     { /* the parameters alone, before any file is read: a value the library refuses (--threads -1, --block-size 0,
@@ -335,7 +338,8 @@ int cmd_attn(int argc, char **argv) {
         static const char *const field_opt[][2] = {
             {"block_size", "--block-size"},   {"kernel_size", "--kernel-size"},   {"kernel_stride", "--kernel-stride"},
             {"init_blocks", "--init-blocks"}, {"local_blocks", "--local-blocks"}, {"topk", "--topk"},
-            {"dense_len", "--dense-len"},     {"softmax_scale", "--scale"},       {"num_threads", "--threads"}};
+            {"dense_len", "--dense-len"},     {"softmax_scale", "--scale"},       {"num_threads", "--threads"},
+            {"window", "--window"}};
         infllm_layout one;
         memset(&one, 0, sizeof one);
         one.dtype = INFLLM_DTYPE_BF16;

@@ -108,8 +108,14 @@ int run_load(const run_opts *o, run_ctx *r, int quiet) {
         fprintf(stderr, "model: %s (%s, %s)\n", o->model, c->arch, r->m->is_gguf ? "GGUF" : "safetensors");
         fprintf(stderr, "  layers %d, embd %d, heads %d (kv %d, dim %d), ff %d, vocab %d, train ctx %d", c->n_layer,
                 c->n_embd, c->n_head, c->n_head_kv, c->head_dim, c->n_ff, c->n_vocab, c->ctx_train);
-        if (c->sliding_window > 0) /* sessions are limited to it (mdl_session_new) */
-            fprintf(stderr, ", sliding window %lld (the longest context)", (long long)c->sliding_window);
+        if (c->sliding_window > 0) {
+            int windowed = 0;
+            for (int l = 0; l < c->n_layer; l++) windowed += r->m->layers[l].window > 0;
+            if (windowed == c->n_layer)
+                fprintf(stderr, ", sliding window %lld", (long long)c->sliding_window);
+            else if (windowed)
+                fprintf(stderr, ", sliding window %lld in %d of the layers", (long long)c->sliding_window, windowed);
+        }
         fputc('\n', stderr);
         fprintf(stderr, "  weights %.1f MiB (mapped), tensor types: %s (layer 0 q), %s (output); kernels %s; header %.0f ms\n",
                 r->m->weight_bytes / 1048576.0, ggml_type_name(r->m->layers[0].wq.type),

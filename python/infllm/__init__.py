@@ -21,9 +21,9 @@ queries are the last of its key positions (bottom-right causal alignment: a deco
 grad: the selection is held fixed (no gradient flows through compression or top-k, as in InfLLM-V2 training) and
 the backward is the library's (CPU or CUDA). Parameters: `params=infllm.Params(...)` and / or keyword overrides
 of its fields (block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse,
-softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the float64 reference) or "cuda" (default: where the
-tensors are). Errors raise `infllm.InfllmError` with the library's message. CUDA calls run on torch's current
-stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
+window (a sliding key window: CPU and REF only), softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the
+float64 reference) or "cuda" (default: where the tensors are). Errors raise `infllm.InfllmError` with the
+library's message. CUDA calls run on torch's current stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
 synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
 differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). Under
 torch.compile (torch >= 2.4) the torch calls run as custom operators (infllm::*, _ops.py): fullgraph=True
@@ -90,7 +90,7 @@ def library_path():
 
 # ------------------------------------------------------------------------------------------- params ----
 _PARAM_FIELDS = ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks", "topk",
-                 "dense_len", "exact_lse", "softmax_scale", "mode", "num_threads")
+                 "dense_len", "exact_lse", "window", "softmax_scale", "mode", "num_threads")
 _MODE_NAMES = {v: k for k, v in _capi.MODES.items()}
 
 
@@ -114,7 +114,8 @@ _DEFAULTS = _defaults()
 class Params:
     """The InfLLM-V2 parameters (infllm_params), MiniCPM4.1's by default: blocks of 64, c1 windows of 32 with
     stride 16 (c2: 128 / 64), 1 init block, 32 local blocks, topk 64 (96 blocks a query in all), dense below
-    8192 keys, the c2 LSE approximation (exact_lse False), softmax_scale 0 = 1 / sqrt(D), mode "auto", all
+    8192 keys, the c2 LSE approximation (exact_lse False), no sliding key window (window 0: a query at position
+    p attends keys j > p - window otherwise), softmax_scale 0 = 1 / sqrt(D), mode "auto", all
     CPU threads (num_threads 0). Fields are plain attributes, checked when set; `replace(**kw)` returns a
     changed copy."""
 

@@ -20,7 +20,7 @@ MODES = {"auto": MODE_AUTO, "dense": MODE_DENSE, "sparse": MODE_SPARSE}
 class ParamsC(C.Structure):  # infllm_params
     _fields_ = [("block_size", C.c_int32), ("kernel_size", C.c_int32), ("kernel_stride", C.c_int32),
                 ("init_blocks", C.c_int32), ("local_blocks", C.c_int32), ("topk", C.c_int32),
-                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("softmax_scale", C.c_float),
+                ("dense_len", C.c_int32), ("exact_lse", C.c_int32), ("window", C.c_int32), ("softmax_scale", C.c_float),
                 ("mode", C.c_int), ("backend", C.c_int), ("num_threads", C.c_int32),
                 ("cuda_stream", C.c_void_p), ("workspace", C.c_void_p), ("workspace_bytes", C.c_size_t)]
 

@@ -33,7 +33,7 @@ AVAILABLE = all(hasattr(torch.library, n) for n in ("custom_op", "register_fake"
     hasattr(torch.compiler, "assume_constant_result")
 
 _INTS = ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks", "topk", "dense_len",
-         "num_threads")
+         "num_threads", "window")
 # the annotations custom_op reads for the schemas (typing's forms: torch 2.4 does not read _OI strings)
 _T, _OT, _OI, _OS, _LI = torch.Tensor, Optional[torch.Tensor], Optional[int], Optional[str], List[int]
 _T2, _T3 = Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]

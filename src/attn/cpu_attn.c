@@ -531,21 +531,25 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
         w->l[r] = 0.0f;
     }
     for (int tt = 0; tt < nt; tt++) w->pos[tt] = s->lk - s->lq + t0 + tt;
+    /* the sliding window's first key of each row: keys before it are masked like future ones */
+    int64_t wlo[CPU_KT];
+    for (int tt = 0; tt < nt; tt++) wlo[tt] = infllm_window_start(w->pos[tt], ap->window);
     if (!sel) {
         int pmax = w->pos[nt - 1];
-        for (int t = 0; t * CPU_KT <= pmax; t++) {
+        for (int t = (int)(wlo[0] / CPU_KT); t * CPU_KT <= pmax; t++) {
             int j0 = t * CPU_KT;
             kvpack_ensure(c, kp, t);
             int R2 = 0;
             for (int tt = 0; tt < nt; tt++) {
-                if (w->pos[tt] < j0) continue;
-                uint64_t km = bit_range(0, w->pos[tt] + 1 - j0);
+                if (w->pos[tt] < j0 || wlo[tt] >= j0 + CPU_KT) continue;
+                uint64_t km = bit_range(wlo[tt] > j0 ? (int)(wlo[tt] - j0) : 0,
+                                        w->pos[tt] + 1 - j0 < 64 ? w->pos[tt] + 1 - j0 : 64);
                 for (int h = 0; h < G; h++) {
                     w->ridx[R2] = tt * G + h;
                     w->kmask[R2++] = km;
                 }
             }
-            tile_step(c, w, kp, R2, t, NULL, NULL);
+            if (R2) tile_step(c, w, kp, R2, t, NULL, NULL);
         }
     } else {
         const int B = ap->B;
@@ -594,6 +598,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                 }
                 int64_t lim = (int64_t)w->pos[tt] + 1 - ts; /* keys <= position (and < lk) */
                 if (lim < 64) km &= bit_range(0, lim < 0 ? 0 : (int)lim);
+                if (wlo[tt] > ts) km &= ~bit_range(0, wlo[tt] - ts < 64 ? (int)(wlo[tt] - ts) : 64); /* window */
                 if (!km) continue;
                 for (int h = 0; h < G; h++) {
                     w->ridx[R2] = tt * G + h;
@@ -684,18 +689,19 @@ static uint64_t kth_largest(uint64_t *a, int n, int k) {
     return a[target];
 }
 
-/* Selection of one row from its block scores' keys: the k largest of keys[0..n) in ascending
- * block order, blocks > qb dropped; returns the count written to dst. */
-static int select_from_keys(const uint64_t *keys, uint64_t *tmp, int n, int k, int qb, int32_t *dst) {
+/* Selection of one row from its block scores' keys: the k largest of the candidates keys[b0..n) (the blocks
+ * before b0 lie wholly before the row's sliding window) in ascending block order, blocks > qb dropped; returns
+ * the count written to dst. */
+static int select_from_keys(const uint64_t *keys, uint64_t *tmp, int b0, int n, int k, int qb, int32_t *dst) {
     int cnt = 0;
-    if (k <= 0 || n <= 0) return 0;
-    if (k >= n) {
-        for (int b = 0; b < n && b <= qb; b++) dst[cnt++] = b;
+    if (k <= 0 || n <= b0) return 0;
+    if (k >= n - b0) {
+        for (int b = b0; b < n && b <= qb; b++) dst[cnt++] = b;
         return cnt;
     }
-    memcpy(tmp, keys, (size_t)n * sizeof *tmp);
-    uint64_t thr = kth_largest(tmp, n, k);
-    for (int b = 0; b < n && b <= qb; b++)
+    memcpy(tmp, keys + b0, (size_t)(n - b0) * sizeof *tmp);
+    uint64_t thr = kth_largest(tmp, n - b0, k);
+    for (int b = b0; b < n && b <= qb; b++)
         if (keys[b] >= thr) dst[cnt++] = b;
     return cnt;
 }
@@ -784,13 +790,14 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     const int G = ap->G, MT = group_tokens_s1(G), K = ap->topk_total;
     int tfirst = 0;
     if (!scores_out) {
-        /* tokens whose causal block count <= K select all causal blocks (exactly dense) */
+        /* tokens whose candidate blocks (causal, not before the window) number <= K select them all (exactly
+         * dense) */
         while (tfirst < s->lq) {
             int64_t p = (int64_t)s->lk - s->lq + tfirst;
-            int qb = (int)(p / ap->B);
-            if (qb + 1 > K) break;
-            for (int b = 0; b <= qb; b++) sel[(size_t)tfirst * K + b] = b;
-            nsel[tfirst] = qb + 1;
+            int qb = (int)(p / ap->B), wb = infllm_window_first_block(p, ap->window, ap->B);
+            if (qb - wb + 1 > K) break;
+            for (int b = wb; b <= qb; b++) sel[(size_t)tfirst * K + b - wb] = b;
+            nsel[tfirst] = qb - wb + 1;
             tfirst++;
         }
     }
@@ -827,9 +834,9 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
                     int qb = (int)(p / ap->B);
                     /* Only causal blocks compete: every future block scores 0 (its kernels are
                      * invisible) or -inf, and loses the tie to a causal block of score 0 by index. */
-                    int ncand = qb + 1;
-                    for (int b = 0; b < ncand; b++) w.keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
-                    nsel[t] = select_from_keys(w.keys, w.tmp, ncand, K, qb, sel + (size_t)t * K);
+                    int ncand = qb + 1, wb = infllm_window_first_block(p, ap->window, ap->B);
+                    for (int b = wb; b < ncand; b++) w.keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
+                    nsel[t] = select_from_keys(w.keys, w.tmp, wb, ncand, K, qb, sel + (size_t)t * K);
                 }
             }
         }
@@ -961,11 +968,12 @@ infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, 
                     size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
                     const float *bs = block_scores + row * nbo;
                     int32_t *dst = topk_idx + row * ko;
-                    int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
+                    const int64_t p = (int64_t)s->lk - s->lq + t;
+                    int qb = (int)(p / ap->B), wb = infllm_window_first_block(p, ap->window, ap->B);
                     int n = s->nblocks;
-                    for (int blk = 0; blk < n; blk++) keys[blk] = block_key(bs[blk], blk);
-                    int k = ko < n ? ko : n;
-                    int cnt = select_from_keys(keys, keys + s->nblocks + 1, n, k, qb, dst);
+                    for (int blk = wb; blk < n; blk++) keys[blk] = block_key(bs[blk], blk);
+                    int k = ko < n - wb ? ko : n - wb;
+                    int cnt = select_from_keys(keys, keys + s->nblocks + 1, wb, n, k, qb, dst);
                     for (int j = cnt; j < ko; j++) dst[j] = -1;
                 }
             }
@@ -1049,10 +1057,16 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
     return st;
 }
 
-/* Whether every query of sparse sequence s has at most topk_total causal blocks, and so selects all of
+/* Whether every query of sparse sequence s has at most topk_total candidate blocks (causal, and not wholly
+ * before its sliding window, which spans at most ceil((window - 1) / B) + 1 blocks), and so selects all of
  * them (sparse attention is then bitwise dense, and no selection is computed) */
 static int selects_every_block(const infllm_attn_params *ap, const infllm_seq *s) {
-    return (s->lk - 1) / ap->B + 1 <= ap->topk_total;
+    int64_t most = (s->lk - 1) / ap->B + 1;
+    if (ap->window > 0) {
+        const int64_t in_window = ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1;
+        if (in_window < most) most = in_window;
+    }
+    return most <= ap->topk_total;
 }
 
 /* The selection of sequence s, KV head g (sel / nsel, K a row) from its compressed keys (c1 / c2 with
@@ -1180,11 +1194,12 @@ infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, con
             st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
         } else if (!all_causal) {
             compress_seq(&c, s, k, own1, 0, ap->exact_lse ? NULL : own2, 0);
-        } else { /* blocks 0 .. q_block of each query, the same for every KV head */
+        } else { /* blocks first-in-window .. q_block of each query, the same for every KV head */
             for (int t = 0; t < s->lq; t++) {
-                const int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B);
-                for (int e = 0; e <= qb; e++) sel[(size_t)t * K + e] = e;
-                nsel[t] = qb + 1;
+                const int64_t p = (int64_t)s->lk - s->lq + t;
+                const int qb = (int)(p / ap->B), wb = infllm_window_first_block(p, ap->window, ap->B);
+                for (int e = wb; e <= qb; e++) sel[(size_t)t * K + e - wb] = e;
+                nsel[t] = qb - wb + 1;
             }
         }
         for (int g = 0; g < ap->Hkv && !st; g++) {

@@ -201,7 +201,8 @@ static uint64_t bw_block_bits(const bw_ctx *c, int64_t b, int64_t key0) {
  * dense): bit j for key 64 tau + j */
 static uint64_t bw_tile_mask(const bw_ctx *c, const unsigned char *sel, int64_t tau, int64_t pos) {
     const int64_t key0 = tau * CPU_KT;
-    const uint64_t m = bw_key_bits(0, pos - key0 + 1); /* causal */
+    /* causal, and not before the sliding window */
+    const uint64_t m = bw_key_bits(infllm_window_start(pos, c->ap->window) - key0, pos - key0 + 1);
     if (!m || !sel) return m;
     uint64_t keep = 0;
     for (int64_t b = key0 / c->ap->B; b * c->ap->B <= pos && b * c->ap->B < key0 + CPU_KT; b++)
@@ -260,11 +261,11 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
     double delta[CPU_KT], psum[CPU_KT];
     for (int32_t r = 0; r < R; r++) delta[r] = psum[r] = 0.0;
     memset(w->acc, 0, (size_t)R * D * sizeof(float));
-    const int64_t last_tile = pos_last / CPU_KT;
+    const int64_t last_tile = pos_last / CPU_KT, first_tile = infllm_window_start(pos0, ap->window) / CPU_KT;
     uint64_t kms[CPU_KT]; /* the tokens' key masks of the tile in hand (token tt's for its nh rows) */
     /* sweep 1: sum P dP and sum P (P unnormalised), and P / dP of each tile into the cache while it fits */
     int32_t ntile = 0, cached = 0;
-    for (int64_t tau = 0; tau <= last_tile; tau++) {
+    for (int64_t tau = first_tile; tau <= last_tile; tau++) {
         if (!bw_token_masks(c, sel, tau, pos0, ntok, kms)) continue;
         for (int32_t r = 0; r < R; r++) w->kmask[r] = kms[r / nh];
         bw_scores(c, w, R, tau);
@@ -307,7 +308,7 @@ static void bw_rows(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, int32_t
     /* sweep 2: dS = scale P (dP - Delta) with P normalised, dq += dS K */
     const float scale = ap->scale;
     int32_t tile = 0;
-    for (int64_t tau = 0; tau <= last_tile; tau++) {
+    for (int64_t tau = first_tile; tau <= last_tile; tau++) {
         if (!bw_token_masks(c, sel, tau, pos0, ntok, kms)) continue;
         const float *p = w->p, *dp = w->dp;
         float pmul[CPU_KT]; /* the normalisation still to apply to this tile's P (cached: unnormalised) */
@@ -462,6 +463,9 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
         }
     int64_t next_dense = (int64_t)key0 - ((int64_t)s->lk - s->lq); /* dense: the first token reaching key0 */
     if (next_dense < 0) next_dense = 0;
+    int64_t dense_end = s->lq; /* dense: past the last token whose sliding window reaches the tile */
+    if (ap->window > 0 && key0 + n - 1 + ap->window - ((int64_t)s->lk - s->lq) < dense_end)
+        dense_end = key0 + n - 1 + ap->window - ((int64_t)s->lk - s->lq);
     int32_t R = 0;
     int64_t rtok[CPU_KT]; /* the token and head of each row in hand */
     int32_t rhead[CPU_KT];
@@ -482,7 +486,7 @@ static void bw_tile(const bw_ctx *c, bw_scratch *w, const infllm_seq *s, const b
             const int64_t pos = (int64_t)s->lk - s->lq + i;
             km = keep & bw_tile_mask(c, NULL, tau, pos);
         } else {
-            if (next_dense >= s->lq) break;
+            if (next_dense >= dense_end) break;
             i = (int32_t)next_dense++;
             km = bw_tile_mask(c, NULL, tau, (int64_t)s->lk - s->lq + i);
         }

@@ -125,6 +125,13 @@ static infllm_status check_params(const infllm_params *p, int compresses) {
         return infllm_set_error(INFLLM_ERR_PARAM, "dense_len must be >= 0 or -1 (got %d)", p->dense_len);
     if (p->exact_lse != 0 && p->exact_lse != 1)
         return infllm_set_error(INFLLM_ERR_PARAM, "exact_lse must be 0 or 1 (got %d)", p->exact_lse);
+    if (p->window < 0)
+        return infllm_set_error(INFLLM_ERR_PARAM, "window must be >= 0 (0: no sliding window; got %d)", p->window);
+    if (p->window > 0 && p->backend == INFLLM_BACKEND_CUDA)
+        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
+                                "window %d: the sliding key window is not implemented on the CUDA backend (CPU and "
+                                "REF only; window 0 on CUDA)",
+                                p->window);
     if (!(p->softmax_scale >= 0.0f) || isinf(p->softmax_scale))
         return infllm_set_error(INFLLM_ERR_PARAM,
                                 "softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");
@@ -162,6 +169,7 @@ static void fill_param_fields(infllm_attn_params *ap, const infllm_params *p, in
     ap->topk_total = p->topk + p->local_blocks;
     ap->dense_len = p->dense_len;
     ap->exact_lse = p->exact_lse;
+    ap->window = p->window;
     ap->mode = p->mode;
     ap->scale = p->softmax_scale > 0.0f ? p->softmax_scale : (float)(1.0 / sqrt((double)head_dim));
     ap->num_threads = cpu_call_threads(p->num_threads); /* 1 in a process forked after a parallel call */

@@ -60,6 +60,7 @@ typedef struct infllm_attn_params {
     int32_t topk_total;             /* K = topk + local_blocks */
     int32_t dense_len;
     int32_t exact_lse;
+    int32_t window;                 /* sliding key window, 0: none (infllm_window_start) */
     infllm_mode mode;
     float scale;                    /* softmax scale (resolved, never 0) */
     int32_t num_threads;            /* resolved, >= 1 */
@@ -97,6 +98,14 @@ static inline void infllm_block_kernel_range(int32_t b, int32_t B, int32_t l1, i
     if (last > n1 - 1) last = n1 - 1;
     *lo = (int32_t)first;
     *hi = last >= first ? (int32_t)(last + 1) : (int32_t)first;
+}
+/* The first key a query at position pos attends under a sliding window (0: none): keys j with pos - window < j. */
+static inline int64_t infllm_window_start(int64_t pos, int32_t window) {
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
+/* The first block top-k may take for that query: blocks wholly before its window are no candidates. */
+static inline int32_t infllm_window_first_block(int64_t pos, int32_t window, int32_t B) {
+    return (int32_t)(infllm_window_start(pos, window) / B);
 }
 /* Forced block? b < init_blocks or q_block - local_blocks <= b <= q_block. */
 static inline int infllm_block_forced(int32_t b, int32_t q_block, int32_t init_blocks,

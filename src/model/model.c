@@ -126,6 +126,10 @@ static void split_gate_up(mdl_layer *L, const mdl_weight *gate_up, int64_t n_ff)
     L->wup = weight_rows(gate_up, n_ff, n_ff);
 }
 
+/* A layer's infllm_params.window for a model window of w tokens (0: none): past INT32_MAX positions no context
+ * reaches, so the window changes nothing there */
+static int32_t window_of(int64_t w) { return w > 0 && w < INT32_MAX ? (int32_t)w : 0; }
+
 static int load_gguf(mdl_model *m, const char *path) {
     m->gguf = gguf_open(path);
     if (!m->gguf) return -1;
@@ -150,8 +154,8 @@ static int load_gguf(mdl_model *m, const char *path) {
     c->logit_scale = (float)gguf_get_float(g, KEY("logit_scale"), 1.0);
     c->rope_orig_ctx = mdl_sat_i32(gguf_get_int(g, KEY("rope.scaling.original_context_length"), 0));
     c->rope_attn_factor = (float)gguf_get_float(g, KEY("rope.scaling.attn_factor"), 1.0);
-    /* Phi-3's sliding window (the converter writes config.json's, 0 for none). llama.cpp ignores it and runs full
-     * attention past it; this runtime runs what the model defines or refuses (mdl_session_new) */
+    /* Phi-3's sliding window (the converter writes config.json's, 0 for none), every layer's. llama.cpp ignores it
+     * and runs full attention past it; this runtime runs what the model defines, as transformers does */
     if (arch_is_phi3(c->arch)) {
         const int64_t w = gguf_get_int(g, KEY("attention.sliding_window"), 0);
         if (w < 0) return mdl_fail("model: %s.attention.sliding_window %lld must be >= 0", c->arch, (long long)w);
@@ -216,6 +220,7 @@ static int load_gguf(mdl_model *m, const char *path) {
     if (!m->layers) return mdl_fail("out of memory");
     for (int l = 0; l < c->n_layer; l++) {
         mdl_layer *L = &m->layers[l];
+        L->window = window_of(c->sliding_window);
         char n[96];
 #define T(s) (snprintf(n, sizeof n, "blk.%d." s, l), n)
         /* q, k, v as one matrix (attn_qkv: Phi-3's, rows q then k then v) or three; the MLP's gate and up as one
@@ -482,9 +487,8 @@ static int hf_rope(mdl_model *m, const char *p, const json_value *r) {
 }
 
 /* config.json fields that make transformers run another model than this forward computes: refused with a message
- * naming them, where they used to be ignored (hf_check.py: a gelu MLP or Qwen2's sliding-window layers ran as
- * full-attention SiLU). 0 or -1 (mdl_fail). */
-static int hf_refuse_unsupported(const char *p, const json_value *r, const mdl_config *c) {
+ * naming them, where they used to be ignored (hf_check.py: a gelu MLP ran as a SiLU one). 0 or -1 (mdl_fail). */
+static int hf_refuse_unsupported(const char *p, const json_value *r) {
     const char *act;
     if (cfg_str(p, r, "", "hidden_act", &act)) return -1;
     if (act && strcmp(act, "silu") && strcmp(act, "swish")) /* transformers' ACT2FN: both are SiLU */
@@ -505,29 +509,43 @@ static int hf_refuse_unsupported(const char *p, const json_value *r, const mdl_c
         }
     }
     if (prf != 1.0) return mdl_fail("%s: partial_rotary_factor %g is not supported (rotary over the whole head is)", p, prf);
-    /* sliding-window attention (Qwen2 / Qwen3): layer_types naming another kind than full_attention, or, without
-     * layer_types, use_sliding_window with a sliding_window from layer max_window_layers on (transformers' rule) */
-    if (!arch_is_qwen(c->arch)) return 0;
+    return 0;
+}
+
+/* Which layers attend through the sliding window c->sliding_window (mdl_layer.window): every one of Mistral's and
+ * Phi-3's; Qwen2 / Qwen3's layer_types "sliding_attention" ones or, without layer_types, those from max_window_layers
+ * on (transformers' rule). A sliding_attention layer without a window is refused, as transformers refuses it.
+ * 0 or -1 (mdl_fail). */
+static int hf_layer_windows(mdl_model *m, const char *p, const json_value *r) {
+    const mdl_config *c = &m->cfg;
+    const int32_t w = window_of(c->sliding_window);
+    if (!arch_is_qwen(c->arch)) {
+        for (int l = 0; l < c->n_layer; l++) m->layers[l].window = w;
+        return 0;
+    }
     const json_value *lt = cfg_value(r, "layer_types");
     if (lt) {
         if (!json_is(lt, JSON_ARRAY)) return cfg_type_error(p, "", "layer_types", "an array of strings", lt);
-        for (size_t i = 0; i < json_len(lt); i++) {
-            const char *t = json_str(json_index(lt, i), NULL);
-            if (!t || strcmp(t, "full_attention"))
-                return mdl_fail("%s: layer_types[%zu] is '%s': only full_attention layers are supported (no sliding "
-                                "window)", p, i, t ? t : "(not a string)");
+        if (json_len(lt) != (size_t)c->n_layer)
+            return mdl_fail("%s: layer_types has %zu entries for %d layers", p, json_len(lt), c->n_layer);
+        for (int l = 0; l < c->n_layer; l++) {
+            const char *t = json_str(json_index(lt, (size_t)l), NULL);
+            const int sliding = t && !strcmp(t, "sliding_attention");
+            if (!t || (!sliding && strcmp(t, "full_attention")))
+                return mdl_fail("%s: layer_types[%d] is '%s': full_attention and sliding_attention layers are "
+                                "supported",
+                                p, l, t ? t : "(not a string)");
+            if (sliding && !c->sliding_window)
+                return mdl_fail("%s: layer_types[%d] is sliding_attention but the configuration sets no window "
+                                "(use_sliding_window false or sliding_window null)",
+                                p, l);
+            m->layers[l].window = sliding ? w : 0;
         }
         return 0;
     }
-    bool sw;
-    int64_t win, first;
-    if (cfg_bool(p, r, "", "use_sliding_window", false, &sw) || cfg_int(p, r, "", "sliding_window", 4096, &win) ||
-        cfg_int(p, r, "", "max_window_layers", 28, &first))
-        return -1;
-    const json_value *wv = json_get(r, "sliding_window"); /* absent: transformers' default 4096; null: none */
-    if (sw && !json_is_null(wv) && first < c->n_layer)
-        return mdl_fail("%s: use_sliding_window with sliding_window %lld from layer %lld on is not supported (only "
-                        "full attention is)", p, (long long)win, (long long)first);
+    int64_t first;
+    if (cfg_int(p, r, "", "max_window_layers", 28, &first)) return -1;
+    for (int l = 0; l < c->n_layer; l++) m->layers[l].window = l >= first ? w : 0;
     return 0;
 }
 
@@ -585,13 +603,17 @@ static int load_hf(mdl_model *m, const char *dir) {
         c->residual_scale = (float)(sd / sqrt((double)c->n_layer));
         c->logit_scale = (float)((double)c->n_embd / base);
     }
-    if (hf_rope(m, p, r) || hf_refuse_unsupported(p, r, c)) goto out;
-    if (mistral || phi3) {
-        /* their attention's window (query - key < sliding_window): MistralConfig's default is 4096 where the key is
-         * absent, Phi3Config's none; null is none */
-        const json_value *wv = json_get(r, "sliding_window");
+    if (hf_rope(m, p, r) || hf_refuse_unsupported(p, r)) goto out;
+    {
+        /* the sliding window (query - key < sliding_window): Mistral's and Phi-3's, and Qwen2 / Qwen3's with
+         * use_sliding_window (their configs drop it otherwise); where the key is absent MistralConfig and the Qwen
+         * configs take 4096, Phi3Config none; null is none. Which layers use it: hf_layer_windows */
+        bool use_sw = mistral || phi3;
+        if (arch_is_qwen(c->arch) && cfg_bool(p, r, "", "use_sliding_window", false, &use_sw)) goto out;
         int64_t win = 0;
-        if (!json_is_null(wv) && cfg_int(p, r, "", "sliding_window", mistral ? 4096 : 0, &win)) goto out;
+        if (use_sw && !json_is_null(json_get(r, "sliding_window")) &&
+            cfg_int(p, r, "", "sliding_window", phi3 ? 0 : 4096, &win))
+            goto out;
         if (win < 0) {
             mdl_fail("%s: sliding_window %lld must be >= 0 or null", p, (long long)win);
             goto out;
@@ -653,6 +675,7 @@ static int load_hf(mdl_model *m, const char *dir) {
         mdl_fail("out of memory");
         goto out;
     }
+    if (hf_layer_windows(m, p, r)) goto out;
     for (int l = 0; l < c->n_layer; l++) {
         mdl_layer *L = &m->layers[l];
         char n[128];
@@ -808,16 +831,18 @@ void mdl_session_free(mdl_session *s) {
     free(s);
 }
 
+/* Whether layer l of session s attends through llama.cpp's dense f16 attention (ggmlc.h: bitwise llama.cpp's
+ * results), which has no sliding window: dense f16 sessions, but for windowed layers (whatever the context, so that
+ * a prompt cache's K / V do not depend on it) */
+static int uses_ggmlc(const mdl_session *s, int l) {
+    const mdl_config *c = &s->m->cfg;
+    return s->kv_dtype == INFLLM_DTYPE_F16 && s->p.mode == INFLLM_MODE_DENSE && c->head_dim % 16 == 0 &&
+           c->head_dim <= 512 && c->n_head % c->n_head_kv == 0 && s->m->layers[l].window == 0;
+}
+
 mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t ctx, int chunk, infllm_dtype kv,
                              int nthreads) {
     const mdl_config *c = &m->cfg;
-    if (c->sliding_window > 0 && ctx > c->sliding_window) {
-        /* query - key < window always holds below it, so the model's attention is the full causal one there */
-        mdl_fail("model: its attention sees only the last %lld tokens (sliding_window), which this runtime does not "
-                 "implement; a context of %lld tokens would reach past it (%lld or fewer run the model exactly)",
-                 (long long)c->sliding_window, (long long)ctx, (long long)c->sliding_window);
-        return NULL;
-    }
     mdl_session *s = calloc(1, sizeof *s);
     if (!s) {
         mdl_fail("out of memory");
@@ -861,6 +886,7 @@ mdl_session *mdl_session_new(const mdl_model *m, const infllm_params *p, int64_t
         s->vt_cap = (ctx + 63) / 64 * 64;
         s->vt = calloc((size_t)c->n_layer, sizeof *s->vt);
         for (int l = 0; s->vt && l < c->n_layer; l++) {
+            if (!uses_ggmlc(s, l)) continue;
             s->vt[l] = calloc((size_t)s->vt_cap * (size_t)c->n_head_kv * (size_t)c->head_dim, sizeof(uint16_t));
             if (!s->vt[l]) {
                 mdl_fail("out of memory (transposed V, layer %d)", l);
@@ -891,7 +917,7 @@ int mdl_session_put_kv(mdl_session *s, int layer, int64_t pos, const void *k, co
                         (long long)infllm_cache_length(s->caches[layer]));
     const infllm_status st = infllm_cache_append(s->caches[layer], k, v, n);
     if (st) return mdl_fail("layer %d: %s: %s", layer, infllm_status_str(st), infllm_last_error());
-    if (s->vt) { /* the dense f16 path's transposed V, as the forward fills it */
+    if (s->vt && s->vt[layer]) { /* the dense f16 path's transposed V, as the forward fills it */
         const int64_t KV = (int64_t)s->m->cfg.n_head_kv * s->m->cfg.head_dim;
         const uint16_t *v16 = v;
         uint16_t *vt = s->vt[layer];
@@ -1031,8 +1057,9 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         }
         double t0 = mdl_now();
         infllm_status st;
-        if (s->kv_dtype == INFLLM_DTYPE_F16 && s->p.mode == INFLLM_MODE_DENSE && D % 16 == 0 && D <= 512 &&
-            c->n_head % c->n_head_kv == 0) {
+        infllm_params lp = s->p; /* the layer's: its sliding window */
+        lp.window = L->window;
+        if (uses_ggmlc(s, l)) {
             /* llama.cpp's dense attention over the f16 cache (ggmlc.h): bitwise its results */
             to_dtype(s->kv_dtype, s->k, kc, (size_t)n * KV);
             to_dtype(s->kv_dtype, s->v, vc, (size_t)n * KV);
@@ -1054,13 +1081,13 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
             }
         } else if (s->kv_dtype == INFLLM_DTYPE_F32) {
             st = infllm_cache_append(s->caches[l], s->k, s->v, n);
-            if (!st) st = infllm_cache_attend(s->caches[l], &s->p, s->q, n, c->n_head, s->att, NULL);
+            if (!st) st = infllm_cache_attend(s->caches[l], &lp, s->q, n, c->n_head, s->att, NULL);
         } else {
             to_dtype(s->kv_dtype, s->k, kc, (size_t)n * KV);
             to_dtype(s->kv_dtype, s->v, vc, (size_t)n * KV);
             to_dtype(s->kv_dtype, s->q, qc, (size_t)n * Q);
             st = infllm_cache_append(s->caches[l], kc, vc, n);
-            if (!st) st = infllm_cache_attend(s->caches[l], &s->p, qc, n, c->n_head, oc, NULL);
+            if (!st) st = infllm_cache_attend(s->caches[l], &lp, qc, n, c->n_head, oc, NULL);
             if (!st) from_dtype(s->kv_dtype, oc, s->att, (size_t)n * Q);
         }
         s->t_attn += mdl_now() - t0;

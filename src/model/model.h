@@ -1,4 +1,4 @@
-/* model.h: Llama-architecture transformers (llama, minicpm, qwen2, qwen3) from a GGUF file or a Hugging
+/* model.h: Llama-architecture transformers (llama, minicpm, qwen2, qwen3, phi3, mistral) from a GGUF file or a Hugging
  * Face safetensors folder, with attention through the InfLLM-V2 decode cache
  * (infllm_cache_*: one cache per layer, dense/sparse switch by the caller's params). */
 #ifndef INFLLM_MODEL_H
@@ -21,6 +21,8 @@ typedef struct mdl_layer {
     mdl_weight wq, wk, wv, wo, wgate, wup, wdown;
     const float *bq, *bk, *bv;  /* optional biases (qwen2-style), NULL when absent */
     const float *q_norm, *k_norm; /* per-head RMSNorm of q / k before RoPE, [head_dim] (qwen3), or NULL */
+    int32_t window;             /* this layer's sliding key window (query - key < window; infllm_params.window), 0:
+                                   full causal attention */
 } mdl_layer;
 
 typedef struct mdl_config {
@@ -37,8 +39,8 @@ typedef struct mdl_config {
                                   1 / factor), 1 otherwise */
     int rope_orig_ctx;         /* LongRoPE original context (0: none) */
     float rope_attn_factor;    /* cos/sin multiplier (LongRoPE), 1 otherwise */
-    int64_t sliding_window;    /* the model's attention window in tokens (query - key < it; Mistral / Phi-3 configs), 0:
-                                  none. Not implemented: a session whose context would reach past it is refused */
+    int64_t sliding_window;    /* the model's attention window in tokens (query - key < it; Mistral / Phi-3 / Qwen2
+                                  configs), 0: none; the layers that use it have it as their mdl_layer.window */
     int has_sparse_config;     /* HF config carried sparse_config */
     infllm_params sparse;      /* InfLLM-V2 params from the config (SPEC B 11.1 defaults) */
 } mdl_config;

@@ -89,6 +89,7 @@ static uint64_t model_fingerprint(const mdl_model *m) {
         h = fnv_vec(h, L->bv, KV);
         h = fnv_vec(h, L->q_norm, c->head_dim);
         h = fnv_vec(h, L->k_norm, c->head_dim);
+        if (L->window) h = fnv(h, &L->window, sizeof L->window); /* (files of window-less models stay valid) */
     }
     return h;
 }

@@ -1,7 +1,8 @@
 /*
  * ref_attention.c: float64 reference of stage 2 (block-sparse attention, SPEC B §9) and of
  * dense causal attention. Query i of a sequence sits at position p = lk - lq + i; it attends
- * the keys j <= p (dense) or the keys j <= p whose block j / B is selected (sparse).
+ * the keys j <= p (dense) or the keys j <= p whose block j / B is selected (sparse), and with a sliding
+ * window (params window > 0) only those with j > p - window.
  * out [total_q, Hq, D] double, lse [total_q, Hq] double natural log (may be NULL).
  * An empty key set gives out = 0 and lse = -inf.
  */
@@ -12,15 +13,16 @@
 #include "dtype.h"
 #include "internal.h"
 
-/* Softmax attention of query (t, h) over the keys j < nkeys of sequence s with allowed(j). */
+/* Softmax attention of query (t, h) over the keys first <= j < nkeys of sequence s with allowed(j). */
 static void ref_attend_row(const infllm_attn_params *ap, const infllm_seq *s, const void *q, const void *k,
-                           const void *v, int64_t t, int32_t h, int64_t nkeys, const unsigned char *allowed,
+                           const void *v, int64_t t, int32_t h, int64_t first, int64_t nkeys,
+                           const unsigned char *allowed,
                            double *w /* [lk] scratch */, double *out /* [D] */, double *lse) {
     int32_t g = h / ap->G;
     double m = -INFINITY;
     int64_t cnt = 0;
     for (int32_t d = 0; d < ap->D; d++) out[d] = (double)infllm_load_f32(q, ap->dtype, t * ap->q_tok + h * ap->q_head + d);
-    for (int64_t j = 0; j < nkeys; j++) {
+    for (int64_t j = first; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
         double dot = 0.0;
         for (int32_t d = 0; d < ap->D; d++) /* out[] holds the query row until the weights are known */
@@ -35,7 +37,7 @@ static void ref_attend_row(const infllm_attn_params *ap, const infllm_seq *s, co
         return;
     }
     double sum = 0.0;
-    for (int64_t j = 0; j < nkeys; j++) {
+    for (int64_t j = first; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
         double e = exp(w[j] - m);
         sum += e;
@@ -77,7 +79,8 @@ infllm_status ref_sparse_attn(const infllm_attn_params *ap, const void *q, const
                                  allowed);
                 for (int32_t hh = 0; hh < ap->G; hh++) {
                     int32_t h = g * ap->G + hh;
-                    ref_attend_row(ap, s, q, k, v, t, h, p + 1, allowed, w, out + t * ap->o_tok + h * ap->o_head,
+                    ref_attend_row(ap, s, q, k, v, t, h, infllm_window_start(p, ap->window), p + 1, allowed, w,
+                                   out + t * ap->o_tok + h * ap->o_head,
                                    lse ? lse + t * ap->Hq + h : NULL);
                 }
             }
@@ -99,7 +102,8 @@ infllm_status ref_dense_attn(const infllm_attn_params *ap, const void *q, const 
             int64_t t = s->q0 + i;
             int64_t p = (int64_t)s->lk - s->lq + i;
             for (int32_t h = 0; h < ap->Hq; h++)
-                ref_attend_row(ap, s, q, k, v, t, h, p + 1, NULL, w, out + t * ap->o_tok + h * ap->o_head,
+                ref_attend_row(ap, s, q, k, v, t, h, infllm_window_start(p, ap->window), p + 1, NULL, w,
+                               out + t * ap->o_tok + h * ap->o_head,
                                lse ? lse + t * ap->Hq + h : NULL);
         }
     }

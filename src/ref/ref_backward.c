@@ -3,8 +3,8 @@
  * §9.3) and of dense causal attention: the exact gradients of ref_attention.c's outputs with the
  * selection held fixed (SPEC A.1: no gradient through selection or compression).
  *
- * For query row (t, h) with allowed keys A (j <= its position, and j's block selected for the
- * sparse op), scores s_j = scale q.k_j, P_j = softmax over A, O = sum P_j v_j, and dO given:
+ * For query row (t, h) with allowed keys A (j <= its position p, j > p - window with a sliding window, and
+ * j's block selected for the sparse op), scores s_j = scale q.k_j, P_j = softmax over A, O = sum P_j v_j, and dO given:
  *   dP_j = dO . v_j         Delta = sum_j P_j dP_j (= dO . O)      dS_j = P_j (dP_j - Delta)
  *   dq   = scale sum_j dS_j k_j          dk_j += scale dS_j q          dv_j += P_j dO
  * The softmax is recomputed here from q and k (max-subtracted, in double); nothing of the forward
@@ -19,16 +19,16 @@
 
 static double ld(const void *p, infllm_dtype dt, int64_t i) { return (double)infllm_load_f32(p, dt, i); }
 
-/* One query row: the gradients of its attention over keys j < nkeys of sequence s with allowed(j). */
+/* One query row: the gradients of its attention over keys first <= j < nkeys of sequence s with allowed(j). */
 static void ref_backward_row(const infllm_attn_params *ap, const infllm_seq *s, const void *q, const void *k,
-                             const void *v, const void *dout, int64_t t, int32_t h, int64_t nkeys,
+                             const void *v, const void *dout, int64_t t, int32_t h, int64_t first, int64_t nkeys,
                              const unsigned char *allowed, double *w /* [nkeys] */, double *dp /* [nkeys] */,
                              double *dq, double *dk, double *dv) {
     const int32_t g = h / ap->G, D = ap->D;
     const int64_t qrow = t * ap->q_tok + h * ap->q_head, orow = t * ap->o_tok + h * ap->o_head;
     double m = -INFINITY;
     int64_t cnt = 0;
-    for (int64_t j = 0; j < nkeys; j++) {
+    for (int64_t j = first; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
         cnt++;
         const int64_t krow = (s->k0 + j) * ap->kv_tok + g * ap->kv_head;
@@ -45,15 +45,15 @@ static void ref_backward_row(const infllm_attn_params *ap, const infllm_seq *s, 
      * NaN reaches its gradients as ref_attend_row's reaches its output.) */
     if (cnt == 0) return;
     double sum = 0.0;
-    for (int64_t j = 0; j < nkeys; j++)
+    for (int64_t j = first; j < nkeys; j++)
         if (!allowed || allowed[j]) sum += exp(w[j] - m);
     double delta = 0.0;
-    for (int64_t j = 0; j < nkeys; j++)
+    for (int64_t j = first; j < nkeys; j++)
         if (!allowed || allowed[j]) {
             w[j] = exp(w[j] - m) / sum; /* P_j */
             delta += w[j] * dp[j];
         }
-    for (int64_t j = 0; j < nkeys; j++) {
+    for (int64_t j = first; j < nkeys; j++) {
         if (allowed && !allowed[j]) continue;
         const int64_t krow = (s->k0 + j) * ap->kv_tok + g * ap->kv_head;
         const double ds = w[j] * (dp[j] - delta) * (double)ap->scale;
@@ -91,7 +91,8 @@ infllm_status ref_attn_backward(const infllm_attn_params *ap, const void *q, con
                     ref_allowed_keys(ap, s, topk_idx + ((int64_t)g * ap->total_q + t) * topk_cols, topk_cols, p,
                                      sel, allowed);
                 for (int32_t hh = 0; hh < ap->G; hh++)
-                    ref_backward_row(ap, s, q, k, v, dout, t, g * ap->G + hh, p + 1, allowed, w, dp, dq, dk, dv);
+                    ref_backward_row(ap, s, q, k, v, dout, t, g * ap->G + hh, infllm_window_start(p, ap->window), p + 1,
+                                     allowed, w, dp, dq, dk, dv);
             }
         }
     }

@@ -66,7 +66,8 @@ static int ref_int_cmp(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-/* topk_idx[g][t][0..K): the K = topk_out best of the row's own blocks b < nblocks of its sequence (score desc,
+/* topk_idx[g][t][0..K): the K = topk_out best of the row's own blocks b < nblocks of its sequence, but for those
+ * wholly before its sliding window (b < infllm_window_first_block; none without a window) (score desc,
  * index asc), sorted ascending, entries > q_block replaced by -1 (at the end, since the list is ascending); -1
  * after them when the sequence has fewer than K blocks. The padding columns (b >= nblocks, there when a longer
  * sequence sets nblocks_out) are no candidates: a sequence's selection must not depend on its batch. (Before, every
@@ -88,12 +89,15 @@ infllm_status ref_topk(const infllm_attn_params *ap, const float *block_scores /
             for (int32_t g = 0; g < ap->Hkv; g++) {
                 const float *brow = block_scores + ((int64_t)g * ap->total_q + t) * nb;
                 int32_t *out = topk_idx + ((int64_t)g * ap->total_q + t) * K;
-                const int32_t ns = s->nblocks < nb ? s->nblocks : nb, kk = K < ns ? K : ns;
-                for (int32_t b = 0; b < ns; b++) {
-                    cand[b].score = brow[b];
-                    cand[b].block = b;
+                /* candidates: the sequence's blocks from the first that reaches the sliding window */
+                const int32_t ns = s->nblocks < nb ? s->nblocks : nb;
+                const int32_t wb = infllm_window_first_block(p, ap->window, ap->B);
+                const int32_t nc = ns > wb ? ns - wb : 0, kk = K < nc ? K : nc;
+                for (int32_t b = 0; b < nc; b++) {
+                    cand[b].score = brow[wb + b];
+                    cand[b].block = wb + b;
                 }
-                qsort(cand, (size_t)ns, sizeof *cand, ref_cand_cmp);
+                qsort(cand, (size_t)nc, sizeof *cand, ref_cand_cmp);
                 for (int32_t c = 0; c < kk; c++) out[c] = cand[c].block;
                 qsort(out, (size_t)kk, sizeof *out, ref_int_cmp);
                 for (int32_t c = 0; c < K; c++)
