@@ -25,7 +25,7 @@ same files), and compares the logits of every position of a fixed token list (`i
   * sensitivity: the float64 model with rope_theta x 1.01 / rms_norm_eps x 1.5 must move far outside the
     tolerance (it does by 260-720x), so a misread field cannot hide in it.
   * `--attn sparse` with every block selected (block 16, topk 64 >= blocks) equals dense within the tolerance.
-  * configs with fields infllm does not implement (YaRN / dynamic RoPE, partial rotary, sliding-window layers, o_proj
+  * configs with fields infllm does not implement (YaRN / dynamic RoPE, partial rotary, o_proj
     / MLP biases, activations other than SiLU) must be refused with a message and an exit status, no crash.
   * both config.json layouts: transformers 5's `rope_parameters` (what this transformers writes) and 4.x's
     top-level `rope_theta` + `rope_scaling` (what most published checkpoints have).
@@ -506,6 +506,17 @@ def cases(tmp):
         return c
     check_match(tmp, "phi3 rope su v4 config", "phi3", dict(**PHI3, **PLR), seed=82, ctx=96, edit=su)
     check_match(tmp, "phi3 sliding_window 96, context 96", "phi3", dict(**PHI3, sliding_window=96), seed=83, ctx=96)
+    # sliding windows that the 96 tokens reach (transformers' mask: query - key < window): every layer's (Mistral,
+    # Phi-3), from max_window_layers on or as layer_types says (Qwen2 / Qwen3 with use_sliding_window)
+    SW = dict(use_sliding_window=True, sliding_window=16, max_window_layers=1)
+    check_match(tmp, "qwen2 sliding_window 16 from layer 1 (layer_types)", "qwen2", SW, seed=23, kv16=True,
+                chunks=(1, 7), gen=8)
+    check_match(tmp, "qwen3 sliding_window 16 from layer 1 (v4 config, no layer_types)", "qwen3", SW, seed=34,
+                edit=v4_layout_drop_layer_types)
+    check_match(tmp, "mistral sliding_window 16", "mistral", dict(sliding_window=16), seed=73, kv16=True,
+                chunks=(1, 7), gen=16)
+    check_match(tmp, "phi3 sliding_window 16", "phi3", dict(**PHI3, sliding_window=16), seed=84, kv16=True,
+                chunks=(1,), gen=8)
     # the GGUF route: llama.cpp's converter, then infllm on the GGUF (--converter)
     check_gguf(tmp, "gguf llama G2", "llama", dict(rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
                seed=40)
@@ -525,6 +536,8 @@ def cases(tmp):
                outtypes=("f32",))
     check_gguf(tmp, "gguf phi3", "phi3", dict(**PHI3), seed=48)
     check_gguf(tmp, "gguf phi3 rope longrope long", "phi3", dict(**PHI3, **PLR), seed=49, outtypes=("f32",), ctx=96)
+    check_gguf(tmp, "gguf phi3 sliding_window 16", "phi3", dict(**PHI3, sliding_window=16), seed=50,
+               outtypes=("f32", "f16"))
     # refused: what infllm does not implement
     check_refused(tmp, "refuse llama rope yarn", "llama", dict(rope_parameters={
         "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024, "rope_theta": 10000.0}), "yarn")
@@ -536,13 +549,6 @@ def cases(tmp):
     check_refused(tmp, "refuse llama gelu", "llama", dict(hidden_act="gelu"), "hidden_act")
     # the attention library's limit (head_dim a multiple of 16, 16..256): a message, not a crash
     check_refused(tmp, "refuse llama head_dim 20", "llama", dict(hidden_size=80), "head_dim 20")
-    SW = dict(use_sliding_window=True, sliding_window=16, max_window_layers=1)
-    check_refused(tmp, "refuse qwen2 sliding window (layer_types)", "qwen2", SW, "sliding")
-    check_refused(tmp, "refuse qwen3 sliding window (v4 config, no layer_types)", "qwen3", SW, "sliding",
-                  edit=v4_layout_drop_layer_types)
-    # a context past the model's sliding window (run_infllm's 1024 > 16)
-    check_refused(tmp, "refuse mistral sliding_window 16", "mistral", dict(sliding_window=16), "sliding_window")
-    check_refused(tmp, "refuse phi3 sliding_window 16", "phi3", dict(**PHI3, sliding_window=16), "sliding_window")
     check_refused(tmp, "refuse phi3 partial_rotary_factor 0.75", "phi3", dict(**PHI3, rope_parameters={
         "rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}), "partial_rotary_factor")
     check_refused(tmp, "refuse llama partial_rotary_factor 0.5", "llama", dict(rope_parameters={
