@@ -369,6 +369,16 @@ with tempfile.TemporaryDirectory() as tmp:
                 ok = False
             check(ok, f"{' '.join(args[:2])} --format {fmt} with the cpu named {name!r}: {p.stdout.strip()[:200]!r}")
 
+# --window: the dense rows count the keys of each query's window (16 heads x 128 dims x 4 FLOPs a key; 512 tokens, a
+# window of 40: 40 x 41 / 2 + 472 x 40 = 19700 keys, 0.161 GFLOP; 1.076 without the window), the row says its window
+p = run("bench", "attn", "--seqlen", "512", "--heads", "16", "--kv-heads", "2", "--head-dim", "128", "--reps", "1",
+        "--threads", "2", "--no-warmup", "--peak", "10", "--window", "40", "--format", "json")
+rows = json_rows(p, "bench attn --window 40") if p.returncode == 0 else []
+dense = [r for r in rows if r["mode"] == "dense"]
+want = 4 * 16 * 128 * 19700 / 1e9
+check(len(dense) == 1 and dense[0]["window"] == 40 and abs(dense[0]["gflop"] - want) < 1e-3,
+      f"bench attn --window 40: a dense row of {want:.3f} GFLOP with window 40: {dense or p.stderr}")
+
 # csv's columns are json's keys, in json's order, with the same values: csv lacked six of bench attn's (block_size,
 # topk_total, peak_gflops_cpu_time, stage1_tokens, reps, load_avg), named one frac_peak_cpu, and had no reps or
 # load_avg in bench backward nor load_avg in bench peak

@@ -364,12 +364,15 @@ static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2
     const int n1 = infllm_windows(T, p->kernel_size, p->kernel_stride), n2 = infllm_windows(T, l2, st2);
     double d = 0, a = 0, b = 0;
     for (int64_t pos = 0; pos < T; pos++) {
-        d += (double)(pos + 1);
-        int64_t qb = pos / B;
-        if (qb + 1 <= K) {
-            a += (double)(pos + 1);
+        /* the keys a dense row attends: its causal ones, the last `window` of them with a sliding window */
+        const double keys = p->window > 0 && pos + 1 > p->window ? (double)p->window : (double)(pos + 1);
+        d += keys;
+        int64_t qb = pos / B, wb = infllm_window_first_block(pos, p->window, B);
+        if (qb - wb + 1 <= K) {
+            a += keys;
         } else {
-            a += (double)(K - 1) * B + (double)(pos - qb * B + 1);
+            const double sel = (double)(K - 1) * B + (double)(pos - qb * B + 1);
+            a += sel < keys ? sel : keys;
             int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
             int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, l2, st2, n2);
             b += (double)(v1 + v2);
@@ -698,10 +701,10 @@ static void print_header(const opts *o, const char *cpu) {
         snprintf(peak, sizeof peak, "fp32 FMA peak not measured (no AVX2 / AVX-512 peak kernel at simd %s)",
                  infllm_cpu_simd_level());
     printf("# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d (K %d), init %d, kernel %d/%d, exact_lse %d, "
-           "reps %d (median), %s\n",
+           "window %d, reps %d (median), %s\n",
            o->heads, o->kv_heads, o->head_dim, infllm_dtype_name(o->dtype), o->p.block_size, o->p.topk,
            o->p.local_blocks, o->p.topk + o->p.local_blocks, o->p.init_blocks, o->p.kernel_size,
-           o->p.kernel_stride, o->p.exact_lse, o->reps, peak);
+           o->p.kernel_stride, o->p.exact_lse, o->p.window, o->reps, peak);
     printf("\n| mode | seqlen | ms | cpu ms | compress ms | stage-1 ms | stage-2 ms | stage-1 share | GFLOP | GFLOP/s | "
            "frac of peak | frac of peak (cpu time) | vs dense | vs dense (cpu time) | io MiB | work MiB | mem ratio |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -733,6 +736,7 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
             FMT_INT("kv_heads", o->kv_heads), FMT_INT("head_dim", o->head_dim),
             FMT_STR("dtype", infllm_dtype_name(o->dtype)), FMT_INT("threads", o->threads),
             FMT_INT("block_size", o->p.block_size), FMT_INT("topk_total", o->p.topk + o->p.local_blocks),
+            FMT_INT("window", o->p.window),
             FMT_NUM("ms", 3, x->ms), FMT_NUM("cpu_ms", 3, x->cpu_ms), FMT_NUM("compress_ms", 3, x->compress_ms),
             FMT_NUM("stage1_ms", 3, x->stage1_ms), FMT_NUM("stage2_ms", 3, x->stage2_ms),
             FMT_NUM("stage1_share", 4, share), FMT_NUM("gflop", 3, x->gflop), FMT_NUM("gflops", 2, x->gflops),
@@ -791,6 +795,8 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         {"--kernel-size", NULL, OPT_INT, &o->p.kernel_size, "N", "c1 kernel size (32); c2 uses 4x"},
         {"--kernel-stride", NULL, OPT_INT, &o->p.kernel_stride, "N", "c1 kernel stride (16); c2 uses 4x"},
         {"--exact-lse", NULL, OPT_FLAG, &o->p.exact_lse, NULL, "stage-1 LSE over c1 (no c2 approximation)"},
+        {"--window", NULL, OPT_INT, &o->p.window, "N",
+         "sliding key window: a query attends the keys of its last N positions (0: none; CPU)"},
         {"--no-warmup", NULL, OPT_FLAG, &no_warmup, NULL, "no untimed warm-up run before the first length"},
         {"--peak", NULL, OPT_DOUBLE, &o->peak, "GFLOPS", "the CPU's fp32 FMA peak for 'frac of peak' (0: measure it)"},
         {"--device", NULL, OPT_STR, &device, "DEV", "cpu | cuda (cpu)"},
