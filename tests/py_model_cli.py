@@ -590,6 +590,23 @@ with tempfile.TemporaryDirectory() as tmp:
                 f"<|im_end|> and generates as a one-shot run ({turns[1][0][:4] if len(turns) > 1 else None})")
     else:
         c.check(False, f"-i --chat: the EOS fixture needs a first answer token other than <|im_end|> (got {first})")
+    # a GGUF named Phi-3 (general.name): llama.cpp's rule, its special tokens but <|endoftext|> take the whitespace
+    # after them (as Phi-3's tokenizer.json marks them rstrip): the newline after <|im_end|> goes, the rest is as a
+    # model of another name tokenizes it
+    gp = os.path.join(tmp, "chat-phi3-named.gguf")
+    with patched(_gguf.GGUFWriter, "add_token_list",
+                 lambda orig: lambda self, toks: (self.add_name("Phi-3 tiny test"), orig(self, toks))[1]):
+        Tiny("llama", seed=8, n_vocab=300).write_gguf(gp, {}, tokenizer="chat")
+
+    def prompt_ids(model):
+        q = subprocess.run([exe, "run", "-m", model, "-p", "hi", "--chat", "-n", "1", "--temp", "0", "--print-ids",
+                            "-q"], capture_output=True)
+        line = [x for x in q.stderr.decode(errors="replace").splitlines() if x.startswith("prompt ids:")]
+        return [int(x) for x in line[0].split(":")[1].split()] if line else []
+    plain, named = prompt_ids(gi), prompt_ids(gp)
+    c.check(plain and named == [t for i, t in enumerate(plain) if not (t == 10 and i and plain[i - 1] == 259)]
+            and len(named) < len(plain), f"a GGUF named Phi-3: <|im_end|> takes the newline after it ({named[:12]} "
+            f"vs {plain[:12]})")
     p, err, turns = interactive(gi, "")
     c.check(p.returncode == 0 and not turns and not p.stdout, "-i with no prompt and empty input: nothing, exit 0")
     p, err, turns = interactive(gi, "hello\n" * 40, "--chat", "--ctx", "120")
@@ -605,52 +622,135 @@ with tempfile.TemporaryDirectory() as tmp:
     # --chat with a Hugging Face folder: its chat template was not read (ChatML was assumed for any model, a Llama 3
     # or Phi-3 instruct model got another model's format without a word). Now chat_template.jinja, else
     # chat_template.json's or tokenizer_config.json's chat_template (a string or a list with a "default" one), is
-    # read as a GGUF's: a ChatML one is used (its literal default system prompt too), another refused
-    mc = Tiny("llama", seed=5, n_vocab=264)
+    # read as a GGUF's and written in its style (session 54: ChatML, Llama 3, Phi-3; others refused). The expected
+    # prompts below are what transformers renders from these templates (scripts/chat_check.py holds infllm to the
+    # real ones of Llama 3.1 / 3.2 / 3.3, Phi-3.5, Qwen2.5 / 3, SmolLM3, ...), tokenized here by a model of the fixture
+    # tokenizer: bytes are their own ids, the special tokens theirs, Phi-3's taking the whitespace after them (rstrip)
+    SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
+    RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
+    mc = Tiny("llama", seed=5, n_vocab=256 + len(SPECIALS) + 5)
     hfc = os.path.join(tmp, "hf-chat")
     mc.write_gguf(os.path.join(tmp, "chat.gguf"), {})  # (write_hf takes the values the GGUF stores)
     mc.write_hf(hfc)
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     spell = {b: chr(b) for b in bs}
     spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
-    added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-              "special": True} for i, t in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])]
-    vocab = {**{spell[b]: b for b in range(256)}, **{a["content"]: a["id"] for a in added}}
+    added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": t in RSTRIP,
+              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
+    sid = {a["content"]: a["id"] for a in added}
+    vocab = {**{spell[b]: b for b in range(256)}, **sid}
     bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
     with open(os.path.join(hfc, "tokenizer.json"), "w") as f:
         json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
                    "post_processor": None, "decoder": bl, "model": {"type": "BPE", "vocab": vocab, "merges": []}}, f)
-    LLAMA3 = ("{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + "
-              "message['content'] + '<|eot_id|>' }}{% endfor %}")
+
+    def fixture_ids(text, bos=False):
+        """the fixture tokenizer's ids of text (special tokens parsed, rstrip ones eating the whitespace after)"""
+        out, i = ([sid["<|begin_of_text|>"]] if bos else []), 0
+        while i < len(text):
+            hit = next((t for t in sorted(SPECIALS, key=len, reverse=True) if text.startswith(t, i)), None)
+            if hit:
+                out.append(sid[hit])
+                i += len(hit)
+                while hit in RSTRIP and i < len(text) and text[i] in " \t\n\r\v\f":
+                    i += 1
+            else:
+                out.extend(text[i].encode())
+                i += 1
+        return out
+
+    LLAMA3 = ("{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+              "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if "
+              "add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+    LLAMA31 = ("{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}"
+               "{{- '<|start_header_id|>system<|end_header_id|>\n\n' }}{{- 'Cutting Knowledge Date: December 2023\n' }}"
+               "{{- 'Today Date: ' + date_string + '\n\n' }}... <|eot_id|>")
+    PHI3 = ("{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' "
+            "+ message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content']"
+            " + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}")
     CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
               "system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
               "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
+    # Qwen2.5's shape, as a .jinja file holds it: the escapes written out, a system message of the caller's first
+    QWEN = ("{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
+            "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are \\'Qwen\\'.<|im_end|>\\n' }}{%- endif %}")
+    GEMMA = "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n{% endfor %}"
 
-    def chat_ids(*extra):
-        p = run("run", "-m", hfc, "-p", "hi", "--chat", "-n", "1", "--temp", "0", "--print-ids", "-q", *extra)
+    def chat_ids(*extra, prompt="hi"):
+        p = subprocess.run([exe, "run", "-m", hfc, "-p", prompt, "--chat", "-n", "1", "--temp", "0", "--print-ids",
+                            "-q", *extra], capture_output=True)  # (the generated byte may not be UTF-8)
+        p.stderr = p.stderr.decode(errors="replace")
         line = [x for x in p.stderr.splitlines() if x.startswith("prompt ids:")]
         return p, [int(x) for x in line[0].split(":")[1].split()] if line else []
 
     def as_bytes(ids):
         return bytes(i for i in ids if i < 256).decode("latin-1")
     p, ids = chat_ids()
-    c.check(p.returncode == 0 and ids[:1] == [257] and "user\nhi" in as_bytes(ids) and "tiny" not in as_bytes(ids),
+    c.check(p.returncode == 0 and ids == fixture_ids("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
             f"--chat, HF folder without a chat template: ChatML ({p.stderr.strip()[-100:]})")
     cfgp = os.path.join(hfc, "tokenizer_config.json")
-    for label, cfg in (("tokenizer_config.json's Llama 3 template", {"chat_template": LLAMA3}),
-                       ("tokenizer_config.json's template list, Llama 3 by default",
-                        {"chat_template": [{"name": "tool_use", "template": CHATML},
-                                           {"name": "default", "template": LLAMA3}]})):
+    L3 = "<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>"
+    L3GEN = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    for label, cfg, extra, prompt, want in (
+            ("tokenizer_config.json's Llama 3 template", {"chat_template": LLAMA3}, [], "  hi \n",
+             fixture_ids(L3.format("user", "hi") + L3GEN, bos=True)),
+            ("tokenizer_config.json's template list, Llama 3 by default, --system",
+             {"chat_template": [{"name": "tool_use", "template": CHATML}, {"name": "default", "template": LLAMA3}]},
+             ["--system", " Be brief. "], "hi", fixture_ids(L3.format("system", "Be brief.") + L3.format("user", "hi")
+                                                           + L3GEN, bos=True)),
+            ("a Llama 3.1 template: the dated system message first", {"chat_template": LLAMA31}, [], "hi",
+             fixture_ids(L3.format("system", "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n")
+                         + L3.format("user", "hi") + L3GEN, bos=True)),
+            ("a Llama 3.1 template, --system", {"chat_template": LLAMA31}, ["--system", "Be brief."], "hi",
+             fixture_ids(L3.format("system", "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+                                   "Be brief.") + L3.format("user", "hi") + L3GEN, bos=True)),
+            ("a Phi-3 template (its tokens rstrip)", {"chat_template": PHI3}, ["--system", "Be brief."], " hi",
+             fixture_ids("<|system|>\nBe brief.<|end|>\n<|user|>\n hi<|end|>\n<|assistant|>\n")),
+            ("a Phi-3 template, --system ''", {"chat_template": PHI3}, ["--system", ""], "hi",
+             fixture_ids("<|user|>\nhi<|end|>\n<|assistant|>\n")),
+            ("a ChatML template with escapes and a quoted default system prompt (Qwen2.5's shape)",
+             {"chat_template": QWEN}, [], "hi",
+             fixture_ids("<|im_start|>system\nYou are 'Qwen'.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                         "<|im_start|>assistant\n"))):
         with open(cfgp, "w") as f:
-            json.dump(cfg, f)
-        p, _ = chat_ids()
-        c.check(p.returncode == 1 and "not ChatML" in p.stderr, f"--chat, {label}: refused ({p.stderr.strip()[-90:]})")
+            json.dump({"bos_token": "<|begin_of_text|>", **cfg}, f)
+        p, ids = chat_ids(*extra, prompt=prompt)
+        c.check(p.returncode == 0 and ids == want, f"--chat, {label}: as transformers renders it "
+                f"({p.stderr.strip()[-90:] if p.returncode else ids[:24]} vs {want[:24]})")
+    with open(cfgp, "w") as f:
+        json.dump({"chat_template": GEMMA}, f)
+    p, _ = chat_ids()
+    c.check(p.returncode == 1 and "none of the styles" in p.stderr,
+            f"--chat, a template of another style (Gemma's): refused ({p.stderr.strip()[-90:]})")
+    # -i --chat with Llama 3: a later turn closes the answer with <|eot_id|> (unless the model sampled it) and opens
+    # a user message, trimmed
+    with open(cfgp, "w") as f:
+        json.dump({"bos_token": "<|begin_of_text|>", "chat_template": LLAMA3}, f)
+    q = subprocess.run([exe, "run", "-m", hfc, "-i", "--chat", "-n", "3", "--temp", "0", "--print-ids", "-q"],
+                       input=b"hi\n  and you? \n", capture_output=True)
+    turns = [[int(x) for x in ln.split(":")[1].split()] for ln in q.stderr.decode(errors="replace").splitlines()
+             if ln.startswith(("prompt ids:", "generated ids:"))]
+    eot = sid["<|eot_id|>"]
+    if len(turns) == 4:
+        closed = turns[1][-1] == eot  # (the answer's last token opens the next turn's ids: it was not fed yet)
+        want2 = turns[1][-1:] + fixture_ids(("" if closed else "<|eot_id|>") + L3.format("user", "and you?") + L3GEN)
+        c.check(q.returncode == 0 and turns[0] == fixture_ids(L3.format("user", "hi") + L3GEN, bos=True)
+                and turns[2] == want2, f"-i --chat, Llama 3: the second turn {turns[2][:12]} (want {want2[:12]})")
+    else:
+        c.check(False, f"-i --chat, Llama 3: two turns ({q.stderr.decode(errors='replace')[-200:]})")
+    os.remove(cfgp)
     with open(os.path.join(hfc, "chat_template.jinja"), "w") as f:
         f.write(CHATML)
     p, ids = chat_ids()
     c.check(p.returncode == 0 and "system\nYou are tiny." in as_bytes(ids) and "user\nhi" in as_bytes(ids),
-            f"--chat, chat_template.jinja (ChatML, over tokenizer_config.json's): its default system prompt "
-            f"({as_bytes(ids)[:60]!r})")
+            f"--chat, chat_template.jinja (ChatML): its default system prompt ({as_bytes(ids)[:60]!r})")
+    with open(cfgp, "w") as f:
+        json.dump({"chat_template": LLAMA3}, f)
+    p, ids = chat_ids()
+    c.check(p.returncode == 0 and "system\nYou are tiny." in as_bytes(ids),
+            f"--chat, chat_template.jinja over tokenizer_config.json's (Llama 3) ({as_bytes(ids)[:60]!r})")
+    os.remove(cfgp)
     # a chat_template.jinja that is a FIFO blocked the open forever (fopen); it is refused as not a regular file
     if not WINDOWS:
         jin = os.path.join(hfc, "chat_template.jinja")

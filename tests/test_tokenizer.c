@@ -468,16 +468,9 @@ int main(int argc, char **argv) {
     CHECK(tok_utf8_complete("\xF0\x9F\xA6", 3) == 0, "cut 4-byte char");
     CHECK(tok_utf8_complete("\x80\x80", 2) == 2, "stray continuation bytes count as complete");
 
-    /* ChatML */
-    tok_chat_msg msgs[2] = {{"system", "Be brief."}, {"user", "Hi"}};
-    long need_c = tok_chatml_format(msgs, 2, 1, NULL, 0);
-    const char *want = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                       "<|im_start|>assistant\n";
-    CHECK(need_c == -(long)(strlen(want) + 1), "chatml size query %ld", need_c);
-    char cbuf[256];
-    CHECK(tok_chatml_format(msgs, 2, 1, cbuf, sizeof cbuf) == (long)strlen(want) && !strcmp(cbuf, want),
-          "chatml text: %s", cbuf);
-    n = tok_encode(bpe, cbuf, strlen(cbuf), 0, 1, ids, 256);
+    /* ChatML text (mtok.c writes it): the special tokens parsed */
+    const char *cml = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    n = tok_encode(bpe, cml, strlen(cml), 0, 1, ids, 256);
     CHECK(n > 0 && ids[0] == ims, "chatml encodes with <|im_start|> first");
 
     /* long input: linear-ish (a 200 KB paragraph) */

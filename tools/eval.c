@@ -467,22 +467,27 @@ static int32_t *pk_encode(const run_ctx *R, int chat, int64_t nfill, double dept
     char *text = user;
     int special = 0, add_bos = -1;
     if (chat) {
-        char *c = mdl_chat_format(R->m, NULL, user);
+        mdl_chat cs;
+        size_t a = 0;
+        char *c = mdl_chat_init(R->m, &cs) ? NULL : mdl_chat_first(&cs, NULL, user, strlen(user), &a);
         free(user);
         if (!c) {
+            mdl_chat_free(&cs);
             fprintf(stderr, "%s: %s\n", PK_PROG, mdl_error());
             return NULL;
         }
-        size_t a = strlen(c), b = strlen(PK_ANSWER + 1);
+        size_t b = strlen(PK_ANSWER + 1);
         text = realloc(c, a + b + 1);
         if (!text) {
+            mdl_chat_free(&cs);
             fprintf(stderr, "%s: out of memory (the chat prompt)\n", PK_PROG);
             free(c);
             return NULL;
         }
         memcpy(text + a, PK_ANSWER + 1, b + 1); /* "The pass key is", no leading space after the template */
         special = 1;
-        add_bos = run_chat_add_bos(R->tok, text);
+        add_bos = cs.bos ? 1 : run_chat_add_bos(R->tok, text);
+        mdl_chat_free(&cs);
     }
     int32_t *ids = run_tokenize(PK_PROG, R->tok, text, strlen(text), add_bos, special, 0, n);
     free(text);
@@ -530,8 +535,9 @@ static int eval_passkey(int argc, char **argv) {
         {"--seed", NULL, OPT_INT, &seed, "N", "seed of the keys (1)"},
         {"--gen", NULL, OPT_INT, &gen, "N", "greedy tokens generated for the answer (8)"},
         {"--modes", NULL, OPT_STR, &modes, "LIST", "attention modes, each on the same prompts (dense,sparse)"},
-        {"--chat", NULL, OPT_STR, &chat_s, "WHEN", "auto | on | off: the question in the model's ChatML chat "
-                                                  "template (auto: when its vocabulary has <|im_start|>)"},
+        {"--chat", NULL, OPT_STR, &chat_s, "WHEN", "auto | on | off: the question in the model's chat template "
+                                                  "(auto: when it has one of a style formatted here, or none and "
+                                                  "<|im_start|> in its vocabulary)"},
         {"--format", NULL, OPT_STR, &format, "FMT", "md | csv | json (md)"},
         {"--quiet", "-q", OPT_FLAG, &quiet, NULL, "no model info or progress on stderr"},
         {NULL, NULL, 0, NULL, NULL, NULL}};
@@ -584,10 +590,10 @@ static int eval_passkey(int argc, char **argv) {
         goto done;
     }
     int chat = !strcmp(chat_s, "on");
-    if (!strcmp(chat_s, "auto")) { /* the vocabulary has ChatML's markers and the template (if any) is ChatML */
-        char *probe = tok_token_id(R.tok, "<|im_start|>") >= 0 ? mdl_chat_format(R.m, NULL, "x") : NULL;
-        chat = probe != NULL;
-        free(probe);
+    if (!strcmp(chat_s, "auto")) { /* a chat template of a style formatted here, or none and ChatML's markers */
+        mdl_chat cs;
+        chat = !mdl_chat_init(R.m, &cs) && (cs.has_template || tok_token_id(R.tok, "<|im_start|>") >= 0);
+        mdl_chat_free(&cs);
     }
     /* tokens a filler sentence adds, and what the rest of the prompt takes */
     int64_t t0n = 0, t1n = 0;

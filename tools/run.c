@@ -357,7 +357,8 @@ int cmd_run(int argc, char **argv) {
         {"--prompt", "-p", OPT_STR, &prompt, "TEXT", "prompt text"},
         {"--file", "-f", OPT_STR, &prompt_file, "FILE", "read the prompt from FILE"},
         {"--n-predict", "-n", OPT_INT, &n_predict, "N", "tokens to generate (128; 0: prefill only)"},
-        {"--chat", NULL, OPT_FLAG, &chat, NULL, "wrap the prompt in the model's ChatML chat template"},
+        {"--chat", NULL, OPT_FLAG, &chat, NULL,
+         "wrap the prompt in the model's chat template (ChatML, Llama 3 or Phi-3 style)"},
         {"--interactive", "-i", OPT_FLAG, &interactive, NULL,
          "after the answer, read more turns from stdin, a line each (with --chat: user messages), until its end"},
         {"--system", NULL, OPT_STR, &system, "TEXT", "system prompt for --chat (default: the template's)"},
@@ -504,6 +505,7 @@ int cmd_run(int argc, char **argv) {
     qkv_dump dump = {0};
     dump.dir = dump_qkv;
     char *chat_text = NULL;
+    mdl_chat cs = {0}; /* --chat: the model's chat style */
     int32_t *ids = NULL;
     float *logits = NULL;
     mdl_sampler smp = {0};
@@ -551,25 +553,26 @@ int cmd_run(int argc, char **argv) {
         const char *in = text;
         int add_bos = -1, special = 0;
         if (chat) {
-            chat_text = mdl_chat_format(R.m, system, text);
-            if (!chat_text) {
+            if (mdl_chat_init(R.m, &cs) || !(chat_text = mdl_chat_first(&cs, system, text, len, &len))) {
                 fprintf(stderr, "infllm run: %s\n", mdl_error());
                 goto done;
             }
             if (answer_prefix) {
-                size_t a = strlen(chat_text), b = strlen(answer_prefix);
-                char *t2 = realloc(chat_text, a + b + 1);
+                size_t b = strlen(answer_prefix);
+                char *t2 = realloc(chat_text, len + b + 1);
                 if (!t2) {
                     fprintf(stderr, "infllm run: out of memory (the chat prompt with --answer-prefix)\n");
                     goto done;
                 }
-                memcpy(t2 + a, answer_prefix, b + 1);
+                memcpy(t2 + len, answer_prefix, b + 1);
                 chat_text = t2;
+                len += b;
             }
             in = chat_text;
-            len = strlen(chat_text);
             special = 1;
-            add_bos = run_chat_add_bos(R.tok, in); /* 0 when the template starts with BOS */
+            /* the BOS token where the template writes it (Llama 3's bos_token), else the tokenizer's default (0
+             * when the text starts with it) */
+            add_bos = cs.bos ? 1 : run_chat_add_bos(R.tok, in);
         }
         ids = run_tokenize("infllm run", R.tok, in, len, add_bos, special, gen_room, &n_prompt);
         if (!ids) goto done;
@@ -676,10 +679,11 @@ int cmd_run(int argc, char **argv) {
         print_ids_line("generated", ids + n_prompt, n_gen);
     }
     /* --interactive: a turn a line of stdin. The last sampled token was not fed (generate); with --chat the
-     * assistant's message is closed as the template closes it (<|im_end|>, which the model usually sampled: then that
-     * token is fed) and the line goes in as the next user message; without, the line follows the text as it is */
+     * assistant's message is closed as the template closes it (its turn end, <|im_end|> / <|eot_id|> / <|end|>, which
+     * the model usually sampled: then that token is fed) and the line goes in as the next user message; without, the
+     * line follows the text as it is */
     int64_t n_prefilled = n_prompt - cached;
-    const int32_t im_end = chat && R.tok ? tok_token_id(R.tok, "<|im_end|>") : -1;
+    const int32_t turn_end = chat && R.tok ? tok_token_id(R.tok, cs.turn_end) : -1;
     while (interactive) {
         int64_t ll = 0;
         char *line = next_turn_line(chat, &ll);
@@ -688,22 +692,22 @@ int cmd_run(int argc, char **argv) {
             break; /* the end of the input */
         }
         const int32_t last = n_gen > 0 ? ids[n_ids - 1] : -1;
-        const int feed_last = last >= 0 && (!R.tok || !tok_is_eog(R.tok, last) || last == im_end);
+        const int feed_last = last >= 0 && (!R.tok || !tok_is_eog(R.tok, last) || last == turn_end);
         if (last >= 0 && !feed_last) n_ids--; /* another end-of-generation token: not part of the conversation */
-        const char *open = chat ? (last == im_end ? "\n<|im_start|>user\n" : "<|im_end|>\n<|im_start|>user\n") : "";
-        const char *close = chat ? "<|im_end|>\n<|im_start|>assistant\n" : "\n";
-        const size_t tlen = strlen(open) + (size_t)ll + strlen(close);
-        char *turn = malloc(tlen + 1);
+        size_t tlen = 0;
+        char *turn = NULL;
+        if (chat) {
+            turn = mdl_chat_next(&cs, last >= 0 && last == turn_end, line, (size_t)ll, &tlen);
+        } else if ((turn = malloc((size_t)ll + 2))) { /* by bytes: a raw line may hold a NUL byte, taken as text */
+            memcpy(turn, line, (size_t)ll);
+            memcpy(turn + ll, "\n", 2);
+            tlen = (size_t)ll + 1;
+        }
+        free(line);
         if (!turn) {
-            free(line);
-            fprintf(stderr, "infllm run: out of memory (the turn)\n");
+            fprintf(stderr, "infllm run: %s\n", chat ? mdl_error() : "out of memory (the turn)");
             goto done;
         }
-        /* by bytes: a raw line may hold a NUL byte, which the tokenizer takes as text */
-        memcpy(turn, open, strlen(open));
-        memcpy(turn + strlen(open), line, (size_t)ll);
-        memcpy(turn + strlen(open) + (size_t)ll, close, strlen(close) + 1);
-        free(line);
         int64_t nt = 0;
         int32_t *tt = run_tokenize("infllm run", R.tok, turn, tlen, 0, chat, 0, &nt);
         free(turn);
@@ -765,6 +769,7 @@ done:
     free(ids);
     free(text);
     free(chat_text);
+    mdl_chat_free(&cs);
     run_unload(&R);
     return ret;
 }

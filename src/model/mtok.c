@@ -1,10 +1,12 @@
 /* mtok.c: see mtok.h. */
 #include "mtok.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gguf.h"
 #include "json.h"
@@ -81,6 +83,12 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     d.add_bos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_bos_token", -1));
     d.add_eos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1));
     d.add_space_prefix = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1));
+    { /* llama.cpp: a model named Phi-3 (general.name, any case) has its special tokens take the whitespace after them */
+        char name[256] = "";
+        gguf_get_str(g, "general.name", name, sizeof name);
+        for (char *p = name; *p; p++) *p = (char)tolower((unsigned char)*p);
+        d.specials_rstrip = strstr(name, "phi-3") || strstr(name, "phi3");
+    }
     if (tok_load_gguf(&d, &tok, err, sizeof err)) {
         mdl_fail("%s: %s", m->path, err);
         tok = NULL;
@@ -171,42 +179,195 @@ static int template_text(const mdl_model *m, char **tpl) {
     return 0;
 }
 
-char *mdl_chat_format(const mdl_model *m, const char *system, const char *user) {
-    char *tpl;
-    if (template_text(m, &tpl)) return NULL;
-    if (tpl && !strstr(tpl, "<|im_start|>")) {
-        free(tpl);
-        mdl_fail("chat: the model's chat template is not ChatML-style (no <|im_start|>), the only one formatted here: "
-                 "give the prompt already in its format with -p / -f instead");
-        return NULL;
-    }
-    char *def_sys = NULL;
-    if (!system && tpl) {
-        /* SmolLM2-style default system prompt: '<|im_start|>system\n...<|im_end|>' literal */
-        const char *a = strstr(tpl, "<|im_start|>system\n");
-        if (a) {
-            a += strlen("<|im_start|>system\n");
-            const char *b = strstr(a, "<|im_end|>");
-            if (b && !memchr(a, '{', (size_t)(b - a)) && !memchr(a, '\'', (size_t)(b - a))) {
-                def_sys = malloc((size_t)(b - a) + 1);
-                if (def_sys) {
-                    memcpy(def_sys, a, (size_t)(b - a));
-                    def_sys[b - a] = 0;
-                }
+/* The first of `n` strings among the template's literal text, written with a real newline or with Jinja's "\n"
+ * escape: the template source holds either (a GGUF's has JSON-decoded newlines, a .jinja file the escapes) */
+static int has(const char *tpl, const char *needle) { return tpl && strstr(tpl, needle) != NULL; }
+
+/* tpl's literal default system prompt of a ChatML template (SmolLM2's, Qwen2.5's): the text of the first
+ * '<|im_start|>system' + newline + ... + '<|im_end|>' inside one Jinja string literal (no unescaped quote of the
+ * literal's kind and no {{ / {% between: the others are the template's code writing a system message given to it),
+ * with its \n, \t, \\, \' and \" escapes undone; NULL when there is none (or out of memory, which only drops the
+ * default). The newline is a real one (a GGUF's template, JSON-decoded) or the escape (a .jinja file). */
+static char *chatml_default_system(const char *tpl) {
+    static const char *const opens[2] = {"<|im_start|>system\n", "<|im_start|>system\\n"};
+    for (const char *a = tpl; a && *a; a++) {
+        int k = !strncmp(a, opens[0], strlen(opens[0])) ? 0 : !strncmp(a, opens[1], strlen(opens[1])) ? 1 : -1;
+        if (k < 0) continue;
+        char q = 0; /* the quote that opened the literal: the nearest one before the marker */
+        for (const char *p = a; p > tpl && !q;)
+            if (*--p == '\'' || *p == '"') q = *p;
+        const char *c = a + strlen(opens[k]), *b = strstr(c, "<|im_end|>");
+        if (!b) return NULL;
+        int code = !q;
+        for (const char *p = c; p < b && !code; p++) {
+            if (*p == '\\' && p + 1 < b) p++;
+            else code = *p == q || ((*p == '{') && (p[1] == '{' || p[1] == '%'));
+        }
+        if (code) continue;
+        char *out = malloc((size_t)(b - c) + 1), *o = out;
+        if (!out) return NULL;
+        for (const char *p = c; p < b; p++) {
+            if (*p == '\\' && p + 1 < b && strchr("nt\\'\"", p[1])) {
+                p++;
+                *o++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+            } else {
+                *o++ = *p;
             }
         }
+        *o = 0;
+        return out;
     }
+    return NULL;
+}
+
+/* Llama 3.1+'s "Today Date": today's (strftime_now's "%d %b %Y", local time, as transformers renders it) when the
+ * template asks for it, else its date_string literal ("26 Jul 2024" in Llama 3.1 / 3.3) */
+static void llama3_date(const char *tpl, char *date, size_t n) {
+    snprintf(date, n, "26 Jul 2024");
+    if (strstr(tpl, "strftime_now")) {
+        const time_t now = time(NULL);
+        struct tm tmv;
+#ifdef _WIN32
+        if (localtime_s(&tmv, &now) == 0) strftime(date, n, "%d %b %Y", &tmv);
+#else
+        if (localtime_r(&now, &tmv)) strftime(date, n, "%d %b %Y", &tmv);
+#endif
+        return;
+    }
+    const char *a = strstr(tpl, "date_string = \"");
+    if (!a) return;
+    a += strlen("date_string = \"");
+    const char *b = strchr(a, '"');
+    if (b && (size_t)(b - a) < n && !memchr(a, '{', (size_t)(b - a))) {
+        memcpy(date, a, (size_t)(b - a));
+        date[b - a] = 0;
+    }
+}
+
+int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
+    memset(c, 0, sizeof *c);
+    char *tpl;
+    if (template_text(m, &tpl)) return -1;
+    c->has_template = tpl != NULL;
+    if (!tpl || has(tpl, "<|im_start|>")) {
+        c->kind = MDL_CHAT_CHATML;
+        c->turn_end = "<|im_end|>";
+        c->after_end = "\n";
+        c->user_open = "<|im_start|>user\n";
+        c->assistant_open = "<|im_start|>assistant\n";
+        c->system_open = "<|im_start|>system\n";
+        c->default_system = tpl ? chatml_default_system(tpl) : NULL;
+    } else if (has(tpl, "<|start_header_id|>") && has(tpl, "<|eot_id|>")) {
+        c->kind = MDL_CHAT_LLAMA3;
+        c->turn_end = "<|eot_id|>";
+        c->after_end = "";
+        c->user_open = "<|start_header_id|>user<|end_header_id|>\n\n";
+        c->assistant_open = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+        c->system_open = "<|start_header_id|>system<|end_header_id|>\n\n";
+        c->trim = 1;
+        if (has(tpl, "Cutting Knowledge Date")) llama3_date(tpl, c->date, sizeof c->date);
+    } else if (has(tpl, "<|user|>") && has(tpl, "<|assistant|>") && has(tpl, "<|end|>")) {
+        c->kind = MDL_CHAT_PHI3;
+        c->turn_end = "<|end|>";
+        c->after_end = "\n";
+        c->user_open = "<|user|>\n";
+        c->assistant_open = "<|assistant|>\n";
+        c->system_open = "<|system|>\n";
+    } else {
+        free(tpl);
+        mdl_fail("chat: the model's chat template is none of the styles formatted here (ChatML, Llama 3, Phi-3): give "
+                 "the prompt already in its format with -p / -f instead");
+        return -1;
+    }
+    c->bos = tpl && strstr(tpl, "bos_token") != NULL;
     free(tpl);
-    tok_chat_msg msgs[2];
-    int n = 0;
-    const char *sys = system ? system : def_sys;
-    if (sys && sys[0]) msgs[n++] = (tok_chat_msg){"system", sys};
-    msgs[n++] = (tok_chat_msg){"user", user};
-    long need = tok_chatml_format(msgs, n, 1, NULL, 0);
-    size_t cap = need < 0 ? (size_t)(-need) : (size_t)need + 1;
-    char *out = malloc(cap + 1);
-    if (out) tok_chatml_format(msgs, n, 1, out, cap + 1);
-    free(def_sys);
-    if (!out) mdl_fail("out of memory");
-    return out;
+    return 0;
+}
+
+void mdl_chat_free(mdl_chat *c) {
+    if (!c) return;
+    free(c->default_system);
+    c->default_system = NULL;
+}
+
+/* a growing text */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} chat_buf;
+static void put_bytes(chat_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void put(chat_buf *b, const char *s) { put_bytes(b, s, strlen(s)); }
+static int ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+/* a message's content: trimmed of surrounding whitespace where the template trims it (Llama 3's | trim) */
+static void put_content(chat_buf *b, const mdl_chat *c, const char *s, size_t n) {
+    if (c->trim) {
+        while (n && ws(*s)) s++, n--;
+        while (n && ws(s[n - 1])) n--;
+    }
+    put_bytes(b, s, n);
+}
+static char *chat_done(chat_buf *b, size_t *len) {
+    if (b->oom || !b->p) {
+        free(b->p);
+        mdl_fail("out of memory (the chat prompt)");
+        return NULL;
+    }
+    if (len) *len = b->n;
+    return b->p;
+}
+
+char *mdl_chat_first(const mdl_chat *c, const char *system, const char *user, size_t user_len, size_t *len) {
+    chat_buf b = {0};
+    put(&b, "");
+    const char *sys = system ? system : c->default_system;
+    if (c->kind == MDL_CHAT_LLAMA3 && c->date[0]) {
+        /* Llama 3.1+: a system message always, its header dated, the given system prompt after it */
+        put(&b, c->system_open);
+        put(&b, "Cutting Knowledge Date: December 2023\nToday Date: ");
+        put(&b, c->date);
+        put(&b, "\n\n");
+        if (sys) put_content(&b, c, sys, strlen(sys));
+        put(&b, c->turn_end);
+        put(&b, c->after_end);
+    } else if (sys && (sys[0] || c->kind != MDL_CHAT_PHI3)) { /* (Phi-3's template skips an empty one) */
+        put(&b, c->system_open);
+        put_content(&b, c, sys, strlen(sys));
+        put(&b, c->turn_end);
+        put(&b, c->after_end);
+    }
+    put(&b, c->user_open);
+    put_content(&b, c, user, user_len);
+    put(&b, c->turn_end);
+    put(&b, c->after_end);
+    put(&b, c->assistant_open);
+    return chat_done(&b, len);
+}
+
+char *mdl_chat_next(const mdl_chat *c, int answer_closed, const char *line, size_t line_len, size_t *len) {
+    chat_buf b = {0};
+    put(&b, "");
+    if (!answer_closed) put(&b, c->turn_end);
+    put(&b, c->after_end);
+    put(&b, c->user_open);
+    put_content(&b, c, line, line_len);
+    put(&b, c->turn_end);
+    put(&b, c->after_end);
+    put(&b, c->assistant_open);
+    return chat_done(&b, len);
 }

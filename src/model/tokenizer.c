@@ -571,6 +571,16 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
         if (t->unk >= 0 && t->type[t->unk] == TOK_TYPE_NORMAL) t->type[t->unk] = TOK_TYPE_UNKNOWN;
     }
     t->add_eos = d->add_eos > 0;
+    if (d->specials_rstrip) { /* llama.cpp's Phi-3 rule: the special tokens eat the whitespace after them */
+        if (!(t->strip_flags = calloc((size_t)t->n_vocab, 1))) goto oom;
+        for (int i = 0; i < t->n_vocab; i++) {
+            const int ty = t->type[i];
+            const char *x = t->text[i] ? t->text[i] : "";
+            if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN || !strcmp(x, "</s>")) &&
+                strcmp(x, "<unk>") && strcmp(x, "<s>") && strcmp(x, "<|endoftext|>"))
+                t->strip_flags[i] = 2;
+        }
+    }
     /* text the vocabulary cannot represent (byte-level vocabularies missing a byte, e.g.
      * SmolLM2 has no 0x1D): SentencePiece emits unk as llama.cpp does; byte-level BPE drops it
      * as HF does (its tokenizer.json has unk_token null even when GGUF names an unk id) */
@@ -1592,31 +1602,4 @@ int32_t tok_token_id(const infllm_tokenizer *t, const char *text) {
 
 const char *tok_token_text(const infllm_tokenizer *t, int32_t id) {
     return (t && id >= 0 && id < t->n_vocab) ? t->text[id] : NULL;
-}
-
-long tok_chatml_format(const tok_chat_msg *msgs, int n, int add_generation_prompt, char *buf, size_t cap) {
-    size_t total = 0;
-#define PUT(s, l)                                                   \
-    do {                                                            \
-        size_t l_ = (l);                                            \
-        if (buf && total + l_ < cap) memcpy(buf + total, (s), l_); \
-        total += l_;                                                \
-    } while (0)
-    for (int i = 0; i < n; i++) {
-        const char *role = msgs[i].role ? msgs[i].role : "user";
-        const char *content = msgs[i].content ? msgs[i].content : "";
-        PUT("<|im_start|>", 12);
-        PUT(role, strlen(role));
-        PUT("\n", 1);
-        PUT(content, strlen(content));
-        PUT("<|im_end|>\n", 11);
-    }
-    if (add_generation_prompt) PUT("<|im_start|>assistant\n", 22);
-#undef PUT
-    if (total >= cap) {
-        if (buf && cap) buf[cap - 1] = 0;
-        return -(long)(total + 1);
-    }
-    if (buf) buf[total] = 0;
-    return (long)total;
 }

@@ -69,6 +69,9 @@ typedef struct {
     int add_bos;                    /* tokenizer.ggml.add_bos_token (-1 = default by model) */
     int add_eos;                    /* tokenizer.ggml.add_eos_token (-1 = false) */
     int add_space_prefix;           /* tokenizer.ggml.add_space_prefix (-1 = true for llama) */
+    int specials_rstrip;            /* 1: every special token but <unk>, <s> and <|endoftext|> (and </s> too) takes
+                                       the whitespace after it (llama.cpp's rule for Phi-3 GGUFs, whose tokenizer.json
+                                       marks them rstrip); 0 (default): none */
 } tok_gguf_desc;
 
 /* Sets every id to -1, add_* to -1 and the rest to 0/NULL. */
@@ -142,15 +145,5 @@ int32_t tok_token_id(const infllm_tokenizer *tok, const char *text);
 /* Stored text of a token (raw vocab form, NUL-terminated) or NULL for a bad id. */
 const char *tok_token_text(const infllm_tokenizer *tok, int32_t id);
 
-/* ChatML: for each message "<|im_start|>{role}\n{content}<|im_end|>\n", then, when
- * add_generation_prompt, "<|im_start|>assistant\n". No default system prompt is inserted
- * (SmolLM2's template adds one when the first message is not "system": the caller decides).
- * Writes at most cap bytes, NUL-terminates if room; returns the length or -(needed+1). */
-typedef struct {
-    const char *role;    /* "system", "user", "assistant" */
-    const char *content; /* UTF-8, NUL-terminated */
-} tok_chat_msg;
-long tok_chatml_format(const tok_chat_msg *msgs, int n, int add_generation_prompt, char *buf,
-                       size_t cap);
 
 #endif
