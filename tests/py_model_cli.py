@@ -665,7 +665,10 @@ with tempfile.TemporaryDirectory() as tmp:
               "add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
     LLAMA31 = ("{{- bos_token }}{%- if not date_string is defined %}{%- set date_string = \"26 Jul 2024\" %}{%- endif %}"
                "{{- '<|start_header_id|>system<|end_header_id|>\n\n' }}{{- 'Cutting Knowledge Date: December 2023\n' }}"
-               "{{- 'Today Date: ' + date_string + '\n\n' }}... <|eot_id|>")
+               "{{- 'Today Date: ' + date_string + '\n\n' }}{{- system_message }}{{- '<|eot_id|>' }}"
+               "{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ "
+               "message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}"
+               "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}")
     PHI3 = ("{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' "
             "+ message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content']"
             " + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}")
@@ -674,7 +677,14 @@ with tempfile.TemporaryDirectory() as tmp:
               "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}")
     # Qwen2.5's shape, as a .jinja file holds it: the escapes written out, a system message of the caller's first
     QWEN = ("{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + "
-            "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are \\'Qwen\\'.<|im_end|>\\n' }}{%- endif %}")
+            "'<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>system\\nYou are \\'Qwen\\'.<|im_end|>\\n' }}{%- endif %}"
+            "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + "
+            "'\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    # templates with a style's markers but more than it: a thinking generation prompt (QwQ's), another message layout
+    QWQ = ("{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + "
+           "'\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}")
+    PHI_OTHER = ("{% for message in messages %}{{ '<|user|>\n' + message['content'] + '\n<|end|>' }}{% endfor %}"
+                 "{{ '<|assistant|>' }}")
     GEMMA = "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n{% endfor %}"
 
     def chat_ids(*extra, prompt="hi"):
@@ -718,11 +728,13 @@ with tempfile.TemporaryDirectory() as tmp:
         p, ids = chat_ids(*extra, prompt=prompt)
         c.check(p.returncode == 0 and ids == want, f"--chat, {label}: as transformers renders it "
                 f"({p.stderr.strip()[-90:] if p.returncode else ids[:24]} vs {want[:24]})")
-    with open(cfgp, "w") as f:
-        json.dump({"chat_template": GEMMA}, f)
-    p, _ = chat_ids()
-    c.check(p.returncode == 1 and "none of the styles" in p.stderr,
-            f"--chat, a template of another style (Gemma's): refused ({p.stderr.strip()[-90:]})")
+    for label, tpl, words in (("of another style (Gemma's)", GEMMA, "none of the styles"),
+                              ("with a thinking generation prompt (QwQ's)", QWQ, "generation prompt"),
+                              ("with Phi-3's markers in another layout", PHI_OTHER, "another way")):
+        with open(cfgp, "w") as f:
+            json.dump({"chat_template": tpl}, f)
+        p, _ = chat_ids()
+        c.check(p.returncode == 1 and words in p.stderr, f"--chat, a template {label}: refused ({p.stderr.strip()[-90:]})")
     # -i --chat with Llama 3: a later turn closes the answer with <|eot_id|> (unless the model sampled it) and opens
     # a user message, trimmed
     with open(cfgp, "w") as f:

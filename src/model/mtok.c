@@ -179,6 +179,8 @@ static int template_text(const mdl_model *m, char **tpl) {
     return 0;
 }
 
+static int ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
 /* The first of `n` strings among the template's literal text, written with a real newline or with Jinja's "\n"
  * escape: the template source holds either (a GGUF's has JSON-decoded newlines, a .jinja file the escapes) */
 static int has(const char *tpl, const char *needle) { return tpl && strstr(tpl, needle) != NULL; }
@@ -244,6 +246,178 @@ static void llama3_date(const char *tpl, char *date, size_t n) {
     }
 }
 
+/* The template in a comparable form: inside {{ }} / {% %} tags, string literals as '...' with a real newline written
+ * as the \n escape (so both spellings compare equal), adjacent literals joined ('a' + 'b' as 'ab'), empty ones
+ * dropped, whitespace outside literals gone, message.x as message['x']; the text outside tags without whitespace.
+ * NULL: out of memory. */
+static char *template_norm(const char *tpl) {
+    const size_t n = strlen(tpl);
+    char *t = malloc(2 * n + 1), *o = t;
+    if (!t) return NULL;
+    int in_tag = 0;
+    for (const char *p = tpl; *p; p++) {
+        if (!in_tag && p[0] == '{' && (p[1] == '{' || p[1] == '%')) in_tag = 1;
+        else if (in_tag && (p[0] == '}' || p[0] == '%') && p[1] == '}') in_tag = 0;
+        if (in_tag && (*p == '\'' || *p == '"')) {
+            const char q = *p;
+            *o++ = '\'';
+            for (p++; *p && *p != q; p++) {
+                if (*p == '\\' && p[1]) {
+                    if (p[1] == q || p[1] == '\'' || p[1] == '"') *o++ = *++p; /* an escaped quote: the quote */
+                    else *o++ = *p++, *o++ = *p;
+                } else if (*p == '\n') {
+                    *o++ = '\\', *o++ = 'n';
+                } else {
+                    *o++ = *p;
+                }
+            }
+            *o++ = '\'';
+            if (!*p) break;
+            continue;
+        }
+        if (!ws(*p)) *o++ = *p;
+    }
+    *o = 0;
+    static const char *const from[] = {"'+'", "+''", "''+", "message.role", "message.content"};
+    static const char *const to[] = {"", "", "", "message['role']", "message['content']"};
+    for (int k = 0; k < 5; k++)
+        for (char *a; (a = strstr(t, from[k]));) {
+            const size_t fl = strlen(from[k]), tl = strlen(to[k]);
+            if (tl > fl) { /* message.role -> message['role']: 3 more bytes */
+                const size_t off = (size_t)(a - t);
+                char *g = realloc(t, strlen(t) + tl - fl + 1);
+                if (!g) {
+                    free(t);
+                    return NULL;
+                }
+                t = g;
+                a = t + off;
+            }
+            memmove(a + tl, a + fl, strlen(a + fl) + 1);
+            memcpy(a, to[k], tl);
+        }
+    return t;
+}
+
+/* The text the template's generation prompt writes: the {% if add_generation_prompt %} block up to its else / elif /
+ * endif, its {{ }} string literals and non-blank text outside tags, escapes undone, into out (at most n - 1 bytes).
+ * A nested if whose condition is an "is defined" test of a variable (enable_thinking: infllm passes none, so it is
+ * false) is skipped whole, unless it has an else / elif at its own level (then live). 1 when found and made of
+ * literals only; 0 when the template has no such block; -1 when the block holds anything else: an expression that
+ * is not a string literal, a loop or set, another nested if. */
+static int generation_prompt(const char *tpl, char *out, size_t n) {
+    const char *a = NULL;
+    for (const char *p = strstr(tpl, "{%"); p; p = strstr(p + 2, "{%")) {
+        const char *e = strstr(p, "%}");
+        if (!e) return 0;
+        const char *q = p + 2;
+        while (*q == '-' || ws(*q)) q++;
+        const char *g = strstr(q, "add_generation_prompt");
+        if (!strncmp(q, "if", 2) && ws(q[2]) && g && g < e && !strstr(q, "not add_generation_prompt")) {
+            a = e + 2;
+            break;
+        }
+    }
+    if (!a) return 0;
+    size_t o = 0;
+    int depth = 0; /* nested ifs, all of them skipped (an "is defined" one and what it holds) */
+    for (const char *p = a; *p;) {
+        const char *tag = strchr(p, '{');
+        while (tag && tag[1] != '{' && tag[1] != '%' && tag[1] != '#') tag = strchr(tag + 1, '{');
+        const char *text_end = tag ? tag : p + strlen(p);
+        for (const char *x = p; depth == 0 && x < text_end; x++) /* text outside tags: its blank runs are layout */
+            if (!ws(*x)) {
+                for (const char *y = p; y < text_end && o + 1 < n; y++) out[o++] = *y;
+                break;
+            }
+        if (!tag) return -1; /* no endif */
+        const char close = tag[1] == '{' ? '}' : tag[1] == '%' ? '%' : '#';
+        const char *end = tag + 2;
+        while (*end && !(end[0] == close && end[1] == '}')) end++;
+        if (!*end) return -1;
+        const char *q = tag + 2, *qe = end;
+        while (q < qe && (*q == '-' || ws(*q))) q++;
+        while (qe > q && (qe[-1] == '-' || ws(qe[-1]))) qe--;
+        const size_t kl = (size_t)(qe - q);
+        if (tag[1] == '%') {
+            char cond[256];
+            snprintf(cond, sizeof cond, "%.*s", (int)(kl < 255 ? kl : 255), q);
+            if (kl >= 2 && !strncmp(q, "if", 2) && (kl == 2 || ws(q[2]))) {
+                /* at the block's own level only a test that is false when infllm renders it */
+                if (depth == 0 && (!strstr(cond, "is defined") || strstr(cond, "not") || strstr(cond, " or ")))
+                    return -1;
+                depth++;
+            } else if (!strncmp(cond, "endif", 5)) {
+                if (depth == 0) break;
+                depth--;
+            } else if (!strncmp(cond, "else", 4) || !strncmp(cond, "elif", 4)) {
+                if (depth == 0) break;
+                if (depth == 1) return -1; /* the skipped if's other branch runs */
+            } else if (depth == 0 && (!strncmp(cond, "for", 3) || !strncmp(cond, "set", 3) ||
+                                      !strncmp(cond, "macro", 5))) {
+                return -1;
+            }
+        } else if (tag[1] == '{' && depth == 0) { /* string literals joined by + */
+            for (const char *x = q; x < qe;) {
+                if (ws(*x) || *x == '+') {
+                    x++;
+                    continue;
+                }
+                if (*x != '\'' && *x != '"') return -1;
+                const char qc = *x++;
+                for (; x < qe && *x != qc; x++) {
+                    char ch = *x;
+                    if (ch == '\\' && x + 1 < qe) {
+                        ch = *++x;
+                        ch = ch == 'n' ? '\n' : ch == 't' ? '\t' : ch;
+                    }
+                    if (o + 1 < n) out[o++] = ch;
+                }
+                if (x >= qe) return -1;
+                x++;
+            }
+        }
+        p = end + 2;
+    }
+    out[o] = 0;
+    return 1;
+}
+
+/* Whether tpl, recognised as c's style by its markers, writes what mdl_chat_first / mdl_chat_next write (templates
+ * that share a style's markers but not its layout: tool-calling variants, "thinking" generation prompts, dated or
+ * metadata system prompts of ChatML models): its messages by the style's own expression, a generation prompt of
+ * literals equal to c->assistant_open, and for ChatML no dated system message. 0, or -1 after mdl_fail naming what
+ * differs. (scripts/chat_check.py holds the accepted ones to transformers' rendering.) */
+static int chat_template_check(const char *tpl, const mdl_chat *c) {
+    static const char *const names[] = {"ChatML", "Llama 3", "Phi-3"};
+    static const char *const sigs[][2] = {
+        {"'<|im_start|>'+message['role']+'\\n'+message['content']+'<|im_end|>\\n'",
+         "'<|im_start|>'+message['role']+'\\n'+content+'<|im_end|>\\n'"},
+        {"'<|start_header_id|>'+message['role']+'<|end_header_id|>\\n\\n'+message['content']|trim+'<|eot_id|>'",
+         NULL},
+        {"'<|user|>\\n'+message['content']+'<|end|>\\n'", NULL}};
+    const char *name = names[c->kind];
+    char *nt = template_norm(tpl);
+    if (!nt) return mdl_fail("out of memory (the chat template)");
+    const int sig = strstr(nt, sigs[c->kind][0]) || (sigs[c->kind][1] && strstr(nt, sigs[c->kind][1]));
+    free(nt);
+    if (!sig)
+        return mdl_fail("chat: the model's chat template has %s's markers but writes its messages another way, which "
+                        "is not reproduced here: give the prompt in its format with -p / -f instead",
+                        name);
+    if (c->kind == MDL_CHAT_CHATML && (strstr(tpl, "strftime_now") || strstr(tpl, "Today Date")))
+        return mdl_fail("chat: the model's chat template (ChatML) writes a dated system message, which is not "
+                        "reproduced here: give the prompt in its format with -p / -f instead");
+    char gen[256];
+    const int g = generation_prompt(tpl, gen, sizeof gen);
+    if (g < 0 || (g > 0 && strcmp(gen, c->assistant_open)))
+        return mdl_fail("chat: the model's chat template (%s) writes a generation prompt other than %s's plain one "
+                        "(a thinking prefix, or one that depends on variables), which is not reproduced here: give "
+                        "the prompt in its format with -p / -f instead",
+                        name, name);
+    return 0;
+}
+
 int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
     memset(c, 0, sizeof *c);
     char *tpl;
@@ -280,6 +454,11 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
         return -1;
     }
     c->bos = tpl && strstr(tpl, "bos_token") != NULL;
+    if (tpl && chat_template_check(tpl, c)) {
+        free(tpl);
+        mdl_chat_free(c);
+        return -1;
+    }
     free(tpl);
     return 0;
 }
@@ -313,7 +492,6 @@ static void put_bytes(chat_buf *b, const char *s, size_t n) {
     b->p[b->n] = 0;
 }
 static void put(chat_buf *b, const char *s) { put_bytes(b, s, strlen(s)); }
-static int ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
 /* a message's content: trimmed of surrounding whitespace where the template trims it (Llama 3's | trim) */
 static void put_content(chat_buf *b, const mdl_chat *c, const char *s, size_t n) {
     if (c->trim) {

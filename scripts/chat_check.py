@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""chat_check.py (opt-in, not in CI: needs transformers, which renders chat templates with jinja2): `infllm run
+--chat` against transformers' rendering of real chat templates.
+
+For each template file given (a folder of .jinja files, such as llama.cpp's models/templates, which holds Meta's
+Llama 3.1 / 3.2 / 3.3, Microsoft's Phi-3.5, Qwen2.5 / Qwen3 and many more), it writes a tiny Hugging Face folder: a
+random Llama model, a byte-level tokenizer.json whose special tokens are the chat markers of the styles infllm
+writes (Phi-3's with rstrip, as Phi-3's tokenizer.json has them), tokenizer_config.json naming the BOS, and the
+template as chat_template.jinja. Then for a user message without and with a system prompt (and an empty one) it
+compares `infllm run --chat --print-ids` prompt ids with transformers' render_jinja_template(...,
+add_generation_prompt=True, bos_token=...) tokenized by the same fixture (a model of it here: bytes are their own
+ids, special tokens theirs, rstrip ones take the whitespace after them). A second turn (`-i`, one generated token)
+is checked too: the ids infllm fed over the two turns against the rendering of [user, assistant = the generated
+token's text, user] (skipped where that token is whitespace or special, which a template's trim or the tokenizer
+would change). A template infllm refuses ("none of the styles") is listed as not formatted, not failed; a
+template it formats differently from transformers is a failure.
+
+  usage: python3 scripts/chat_check.py --templates DIR [--bin build/infllm] [--only SUBSTRING]
+  llama.cpp's templates come with its sources (hf_check.py's --converter note: llama-cpp-python's PyPI sdist,
+  vendor/llama.cpp/models/templates)
+Exit status 0 when every formatted template matches, 1 otherwise."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(here, "tests"))
+from model_testlib import Tiny  # noqa: E402
+from transformers.utils.chat_template_utils import render_jinja_template  # noqa: E402
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+ap.add_argument("--templates", required=True, help="a folder of .jinja chat templates")
+ap.add_argument("--bin", default=os.path.join(here, "build", "infllm"))
+ap.add_argument("--only", default="", help="the templates whose file name contains this")
+args = ap.parse_args()
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
+            "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
+RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
+BOS, EOS = "<|begin_of_text|>", "<|endoftext|>"
+sid = {t: 256 + i for i, t in enumerate(SPECIALS)}
+
+
+def fixture_ids(text):
+    out, i = [], 0
+    while i < len(text):
+        hit = next((t for t in sorted(SPECIALS, key=len, reverse=True) if text.startswith(t, i)), None)
+        if hit:
+            out.append(sid[hit])
+            i += len(hit)
+            while hit in RSTRIP and i < len(text) and text[i] in " \t\n\r\v\f":
+                i += 1
+        else:
+            out.extend(text[i].encode("utf-8", "surrogateescape"))
+            i += 1
+    return out
+
+
+def folder(tmp, template):
+    d = os.path.join(tmp, "m")
+    if not os.path.isdir(d):
+        m = Tiny("llama", seed=3, n_vocab=256 + len(SPECIALS) + 5)
+        m.write_gguf(os.path.join(tmp, "m.gguf"), {})  # (write_hf takes the values the GGUF stores)
+        m.write_hf(d)
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+        spell = {b: chr(b) for b in bs}
+        spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
+        added = [{"id": sid[t], "content": t, "single_word": False, "lstrip": False, "rstrip": t in RSTRIP,
+                  "normalized": False, "special": True} for t in SPECIALS]
+        bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        with open(os.path.join(d, "tokenizer.json"), "w") as f:
+            json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
+                       "post_processor": None, "decoder": bl,
+                       "model": {"type": "BPE", "vocab": {**{spell[b]: b for b in range(256)}, **sid}, "merges": []}}, f)
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump({"bos_token": BOS, "eos_token": EOS}, f)
+    with open(os.path.join(d, "chat_template.jinja"), "w") as f:
+        f.write(template)
+    return d
+
+
+def render(template, messages):
+    text = render_jinja_template([messages], chat_template=template, add_generation_prompt=True, bos_token=BOS,
+                                 eos_token=EOS)[0][0]
+    return text
+
+
+def infllm_turns(d, system, stdin):
+    cmd = [args.bin, "run", "-m", d, "--chat", "-i", "-n", "1", "--temp", "0", "--print-ids", "-q"]
+    if system is not None:
+        cmd += ["--system", system]
+    p = subprocess.run(cmd, input=stdin.encode(), capture_output=True)
+    err = p.stderr.decode(errors="replace")
+    turns = [[int(x) for x in ln.split(":")[1].split()] for ln in err.splitlines()
+             if ln.startswith(("prompt ids:", "generated ids:"))]
+    return p.returncode, err, turns
+
+
+passed = failed = refused = 0
+names = sorted(n for n in os.listdir(args.templates) if n.endswith(".jinja") and args.only in n)
+with tempfile.TemporaryDirectory() as tmp:
+    for name in names:
+        template = open(os.path.join(args.templates, name)).read()
+        d = folder(tmp, template)
+        results = []
+        for system in (None, "Be brief.", ""):
+            msgs = ([{"role": "system", "content": system}] if system is not None else []) + \
+                [{"role": "user", "content": "hi there"}]
+            rc, err, turns = infllm_turns(d, system, "hi there\nand you?\n")
+            if rc != 0 and ("none of the styles" in err or "not reproduced here" in err):
+                results = None
+                break
+            try:
+                want = fixture_ids(render(template, msgs))
+            except Exception as e:  # a template transformers cannot render with these messages
+                results.append((f"system {system!r}", None, f"transformers: {type(e).__name__}: {str(e)[:80]}"))
+                continue
+            got = turns[0] if turns else []
+            results.append((f"system {system!r}", got == want, "" if got == want else
+                            f"infllm {got[:40]} vs transformers {want[:40]} ({err.strip()[-120:]})"))
+            if len(turns) >= 4:  # the second turn: the ids fed over both turns against [user, answer, user]
+                ans = turns[1]
+                text = bytes(ans).decode("utf-8", "surrogateescape") if all(t < 256 for t in ans) else None
+                if text is None or not text.strip() or text != text.strip():
+                    results.append((f"system {system!r}, turn 2", None, f"skipped (answer token {ans})"))
+                    continue
+                fed = turns[0] + turns[1][:-1] + turns[2]
+                want2 = fixture_ids(render(template, msgs + [{"role": "assistant", "content": text},
+                                                             {"role": "user", "content": "and you?"}]))
+                results.append((f"system {system!r}, turn 2", fed == want2, "" if fed == want2 else
+                                f"infllm {fed[-40:]} vs transformers {want2[-40:]}"))
+        if results is None:
+            refused += 1
+            why = next((ln for ln in err.splitlines() if "chat:" in ln), "")
+            print(f"--   {name}: not formatted ({why.split('chat:')[-1].split(', which')[0].strip()[:110]})")
+            continue
+        for what, ok, why in results:
+            if ok is None:
+                print(f"--   {name} {what}: {why}")
+                continue
+            passed += ok
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name} {what}{': ' + why if why else ''}")
+print(f"chat_check: {passed} passed, {failed} failed; {refused} templates not formatted")
+sys.exit(1 if failed else 0)
