@@ -28,7 +28,7 @@ import tempfile
 
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(here, "tests"))
-from model_testlib import Tiny  # noqa: E402
+from model_testlib import CHAT_SPECIALS, Tiny, chat_fixture_ids, write_chat_tokenizer  # noqa: E402
 from transformers.utils.chat_template_utils import render_jinja_template  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -37,44 +37,17 @@ ap.add_argument("--bin", default=os.path.join(here, "build", "infllm"))
 ap.add_argument("--only", default="", help="the templates whose file name contains this")
 args = ap.parse_args()
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
-            "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
-RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
 BOS, EOS = "<|begin_of_text|>", "<|endoftext|>"
-sid = {t: 256 + i for i, t in enumerate(SPECIALS)}
-
-
-def fixture_ids(text):
-    out, i = [], 0
-    while i < len(text):
-        hit = next((t for t in sorted(SPECIALS, key=len, reverse=True) if text.startswith(t, i)), None)
-        if hit:
-            out.append(sid[hit])
-            i += len(hit)
-            while hit in RSTRIP and i < len(text) and text[i] in " \t\n\r\v\f":
-                i += 1
-        else:
-            out.extend(text[i].encode("utf-8", "surrogateescape"))
-            i += 1
-    return out
+fixture_ids = chat_fixture_ids
 
 
 def folder(tmp, template):
     d = os.path.join(tmp, "m")
     if not os.path.isdir(d):
-        m = Tiny("llama", seed=3, n_vocab=256 + len(SPECIALS) + 5)
+        m = Tiny("llama", seed=3, n_vocab=256 + len(CHAT_SPECIALS) + 5)
         m.write_gguf(os.path.join(tmp, "m.gguf"), {})  # (write_hf takes the values the GGUF stores)
         m.write_hf(d)
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-        spell = {b: chr(b) for b in bs}
-        spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
-        added = [{"id": sid[t], "content": t, "single_word": False, "lstrip": False, "rstrip": t in RSTRIP,
-                  "normalized": False, "special": True} for t in SPECIALS]
-        bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-        with open(os.path.join(d, "tokenizer.json"), "w") as f:
-            json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
-                       "post_processor": None, "decoder": bl,
-                       "model": {"type": "BPE", "vocab": {**{spell[b]: b for b in range(256)}, **sid}, "merges": []}}, f)
+        write_chat_tokenizer(d)
         with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
             json.dump({"bos_token": BOS, "eos_token": EOS}, f)
     with open(os.path.join(d, "chat_template.jinja"), "w") as f:

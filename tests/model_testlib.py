@@ -411,6 +411,47 @@ def byte_tokenizer(w, n_vocab, chat=False):
                             "{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
+# A byte-level tokenizer.json with the chat markers of the styles `infllm run --chat` writes as special tokens (ids
+# 256 on, in this order; Phi-3's take the whitespace after them, rstrip, as Phi-3's tokenizer.json has them), for
+# a Hugging Face folder of a Tiny model of at least 256 + len(CHAT_SPECIALS) tokens; chat_fixture_ids tokenizes as it
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
+                 "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
+CHAT_RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
+CHAT_ID = {t: 256 + i for i, t in enumerate(CHAT_SPECIALS)}
+
+
+def write_chat_tokenizer(folder):
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    spell = {b: chr(b) for b in bs}
+    spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
+    added = [{"id": CHAT_ID[t], "content": t, "single_word": False, "lstrip": False, "rstrip": t in CHAT_RSTRIP,
+              "normalized": False, "special": True} for t in CHAT_SPECIALS]
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
+        json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
+                   "post_processor": None, "decoder": bl,
+                   "model": {"type": "BPE", "vocab": {**{spell[b]: b for b in range(256)}, **CHAT_ID}, "merges": []}},
+                  f)
+
+
+def chat_fixture_ids(text, bos=False):
+    """write_chat_tokenizer's ids of text: bytes (UTF-8, surrogate escapes as their bytes) are their own ids, the
+    special tokens theirs (longest first), an rstrip one taking the whitespace after it; bos: <|begin_of_text|> first"""
+    out, i = ([CHAT_ID["<|begin_of_text|>"]] if bos else []), 0
+    longest = sorted(CHAT_SPECIALS, key=len, reverse=True)
+    while i < len(text):
+        hit = next((t for t in longest if text.startswith(t, i)), None)
+        if hit:
+            out.append(CHAT_ID[hit])
+            i += len(hit)
+            while hit in CHAT_RSTRIP and i < len(text) and text[i] in " \t\n\r\v\f":
+                i += 1
+        else:
+            out.extend(text[i].encode("utf-8", "surrogateescape"))
+            i += 1
+    return out
+
+
 def act_mode(t):
     """infllm's activation scheme for weights of type t (quant_act_mode): 'q8_1', 'q8_0' or 'f32'"""
     if t in (gguf.GGMLQuantizationType.Q4_1, Q5_1):

@@ -10,7 +10,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import F32, Q8, Counter, Tiny, np, patched, run_logits  # noqa: E402
+from model_testlib import CHAT_ID, CHAT_SPECIALS, F32, Q8, Counter, Tiny, chat_fixture_ids, np, patched, run_logits, \
+    write_chat_tokenizer  # noqa: E402
 
 exe = sys.argv[1]
 # a Windows build of the command under wine (test.sh's Windows stage): no FIFOs, no llama.cpp comparison
@@ -626,40 +627,12 @@ with tempfile.TemporaryDirectory() as tmp:
     # prompts below are what transformers renders from these templates (scripts/chat_check.py holds infllm to the
     # real ones of Llama 3.1 / 3.2 / 3.3, Phi-3.5, Qwen2.5 / 3, SmolLM3, ...), tokenized here by a model of the fixture
     # tokenizer: bytes are their own ids, the special tokens theirs, Phi-3's taking the whitespace after them (rstrip)
-    SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
-                "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
-    RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
-    mc = Tiny("llama", seed=5, n_vocab=256 + len(SPECIALS) + 5)
+    mc = Tiny("llama", seed=5, n_vocab=256 + len(CHAT_SPECIALS) + 5)
     hfc = os.path.join(tmp, "hf-chat")
     mc.write_gguf(os.path.join(tmp, "chat.gguf"), {})  # (write_hf takes the values the GGUF stores)
     mc.write_hf(hfc)
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    spell = {b: chr(b) for b in bs}
-    spell.update({b: chr(256 + i) for i, b in enumerate(x for x in range(256) if x not in bs)})
-    added = [{"id": 256 + i, "content": t, "single_word": False, "lstrip": False, "rstrip": t in RSTRIP,
-              "normalized": False, "special": True} for i, t in enumerate(SPECIALS)]
-    sid = {a["content"]: a["id"] for a in added}
-    vocab = {**{spell[b]: b for b in range(256)}, **sid}
-    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    with open(os.path.join(hfc, "tokenizer.json"), "w") as f:
-        json.dump({"version": "1.0", "added_tokens": added, "normalizer": None, "pre_tokenizer": bl,
-                   "post_processor": None, "decoder": bl, "model": {"type": "BPE", "vocab": vocab, "merges": []}}, f)
-
-    def fixture_ids(text, bos=False):
-        """the fixture tokenizer's ids of text (special tokens parsed, rstrip ones eating the whitespace after)"""
-        out, i = ([sid["<|begin_of_text|>"]] if bos else []), 0
-        while i < len(text):
-            hit = next((t for t in sorted(SPECIALS, key=len, reverse=True) if text.startswith(t, i)), None)
-            if hit:
-                out.append(sid[hit])
-                i += len(hit)
-                while hit in RSTRIP and i < len(text) and text[i] in " \t\n\r\v\f":
-                    i += 1
-            else:
-                out.extend(text[i].encode())
-                i += 1
-        return out
-
+    write_chat_tokenizer(hfc)
+    sid, fixture_ids = CHAT_ID, chat_fixture_ids
     LLAMA3 = ("{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
               "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if "
               "add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")

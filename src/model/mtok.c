@@ -181,8 +181,7 @@ static int template_text(const mdl_model *m, char **tpl) {
 
 static int ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
 
-/* The first of `n` strings among the template's literal text, written with a real newline or with Jinja's "\n"
- * escape: the template source holds either (a GGUF's has JSON-decoded newlines, a .jinja file the escapes) */
+/* whether the template holds the marker */
 static int has(const char *tpl, const char *needle) { return tpl && strstr(tpl, needle) != NULL; }
 
 /* tpl's literal default system prompt of a ChatML template (SmolLM2's, Qwen2.5's): the text of the first
@@ -510,6 +509,14 @@ static char *chat_done(chat_buf *b, size_t *len) {
     return b->p;
 }
 
+/* a message: its header, its content, the turn end and what follows it */
+static void put_message(chat_buf *b, const mdl_chat *c, const char *open, const char *s, size_t n) {
+    put(b, open);
+    put_content(b, c, s, n);
+    put(b, c->turn_end);
+    put(b, c->after_end);
+}
+
 char *mdl_chat_first(const mdl_chat *c, const char *system, const char *user, size_t user_len, size_t *len) {
     chat_buf b = {0};
     put(&b, "");
@@ -524,15 +531,9 @@ char *mdl_chat_first(const mdl_chat *c, const char *system, const char *user, si
         put(&b, c->turn_end);
         put(&b, c->after_end);
     } else if (sys && (sys[0] || c->kind != MDL_CHAT_PHI3)) { /* (Phi-3's template skips an empty one) */
-        put(&b, c->system_open);
-        put_content(&b, c, sys, strlen(sys));
-        put(&b, c->turn_end);
-        put(&b, c->after_end);
+        put_message(&b, c, c->system_open, sys, strlen(sys));
     }
-    put(&b, c->user_open);
-    put_content(&b, c, user, user_len);
-    put(&b, c->turn_end);
-    put(&b, c->after_end);
+    put_message(&b, c, c->user_open, user, user_len);
     put(&b, c->assistant_open);
     return chat_done(&b, len);
 }
@@ -542,10 +543,7 @@ char *mdl_chat_next(const mdl_chat *c, int answer_closed, const char *line, size
     put(&b, "");
     if (!answer_closed) put(&b, c->turn_end);
     put(&b, c->after_end);
-    put(&b, c->user_open);
-    put_content(&b, c, line, line_len);
-    put(&b, c->turn_end);
-    put(&b, c->after_end);
+    put_message(&b, c, c->user_open, line, line_len);
     put(&b, c->assistant_open);
     return chat_done(&b, len);
 }
