@@ -382,23 +382,38 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
     return 1;
 }
 
+/* The styles: their message pieces, and the expression by which a template of the style writes a message
+ * (template_norm's form; chat_template_check) */
+static const struct chat_style {
+    const char *name, *system_open, *user_open, *assistant_open, *turn_end, *after_end;
+    int trim;
+    const char *sig[2];
+} STYLES[3] = {
+    [MDL_CHAT_CHATML] = {"ChatML", "<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n",
+                         "<|im_end|>", "\n", 0,
+                         {"'<|im_start|>'+message['role']+'\\n'+message['content']+'<|im_end|>\\n'",
+                          "'<|im_start|>'+message['role']+'\\n'+content+'<|im_end|>\\n'"}},
+    [MDL_CHAT_LLAMA3] = {"Llama 3", "<|start_header_id|>system<|end_header_id|>\n\n",
+                         "<|start_header_id|>user<|end_header_id|>\n\n",
+                         "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>", "", 1,
+                         {"'<|start_header_id|>'+message['role']+'<|end_header_id|>\\n\\n'+message['content']|trim+"
+                          "'<|eot_id|>'",
+                          NULL}},
+    [MDL_CHAT_PHI3] = {"Phi-3", "<|system|>\n", "<|user|>\n", "<|assistant|>\n", "<|end|>", "\n", 0,
+                       {"'<|user|>\\n'+message['content']+'<|end|>\\n'", NULL}},
+};
+
 /* Whether tpl, recognised as c's style by its markers, writes what mdl_chat_first / mdl_chat_next write (templates
  * that share a style's markers but not its layout: tool-calling variants, "thinking" generation prompts, dated or
  * metadata system prompts of ChatML models): its messages by the style's own expression, a generation prompt of
  * literals equal to c->assistant_open, and for ChatML no dated system message. 0, or -1 after mdl_fail naming what
  * differs. (scripts/chat_check.py holds the accepted ones to transformers' rendering.) */
 static int chat_template_check(const char *tpl, const mdl_chat *c) {
-    static const char *const names[] = {"ChatML", "Llama 3", "Phi-3"};
-    static const char *const sigs[][2] = {
-        {"'<|im_start|>'+message['role']+'\\n'+message['content']+'<|im_end|>\\n'",
-         "'<|im_start|>'+message['role']+'\\n'+content+'<|im_end|>\\n'"},
-        {"'<|start_header_id|>'+message['role']+'<|end_header_id|>\\n\\n'+message['content']|trim+'<|eot_id|>'",
-         NULL},
-        {"'<|user|>\\n'+message['content']+'<|end|>\\n'", NULL}};
-    const char *name = names[c->kind];
+    const struct chat_style *st = &STYLES[c->kind];
+    const char *name = st->name;
     char *nt = template_norm(tpl);
     if (!nt) return mdl_fail("out of memory (the chat template)");
-    const int sig = strstr(nt, sigs[c->kind][0]) || (sigs[c->kind][1] && strstr(nt, sigs[c->kind][1]));
+    const int sig = strstr(nt, st->sig[0]) || (st->sig[1] && strstr(nt, st->sig[1]));
     free(nt);
     if (!sig)
         return mdl_fail("chat: the model's chat template has %s's markers but writes its messages another way, which "
@@ -424,34 +439,25 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
     c->has_template = tpl != NULL;
     if (!tpl || has(tpl, "<|im_start|>")) {
         c->kind = MDL_CHAT_CHATML;
-        c->turn_end = "<|im_end|>";
-        c->after_end = "\n";
-        c->user_open = "<|im_start|>user\n";
-        c->assistant_open = "<|im_start|>assistant\n";
-        c->system_open = "<|im_start|>system\n";
         c->default_system = tpl ? chatml_default_system(tpl) : NULL;
     } else if (has(tpl, "<|start_header_id|>") && has(tpl, "<|eot_id|>")) {
         c->kind = MDL_CHAT_LLAMA3;
-        c->turn_end = "<|eot_id|>";
-        c->after_end = "";
-        c->user_open = "<|start_header_id|>user<|end_header_id|>\n\n";
-        c->assistant_open = "<|start_header_id|>assistant<|end_header_id|>\n\n";
-        c->system_open = "<|start_header_id|>system<|end_header_id|>\n\n";
-        c->trim = 1;
         if (has(tpl, "Cutting Knowledge Date")) llama3_date(tpl, c->date, sizeof c->date);
     } else if (has(tpl, "<|user|>") && has(tpl, "<|assistant|>") && has(tpl, "<|end|>")) {
         c->kind = MDL_CHAT_PHI3;
-        c->turn_end = "<|end|>";
-        c->after_end = "\n";
-        c->user_open = "<|user|>\n";
-        c->assistant_open = "<|assistant|>\n";
-        c->system_open = "<|system|>\n";
     } else {
         free(tpl);
         mdl_fail("chat: the model's chat template is none of the styles formatted here (ChatML, Llama 3, Phi-3): give "
                  "the prompt already in its format with -p / -f instead");
         return -1;
     }
+    const struct chat_style *st = &STYLES[c->kind];
+    c->system_open = st->system_open;
+    c->user_open = st->user_open;
+    c->assistant_open = st->assistant_open;
+    c->turn_end = st->turn_end;
+    c->after_end = st->after_end;
+    c->trim = st->trim;
     c->bos = tpl && strstr(tpl, "bos_token") != NULL;
     if (tpl && chat_template_check(tpl, c)) {
         free(tpl);
