@@ -23,8 +23,8 @@ the backward is the library's (CPU or CUDA). Parameters: `params=infllm.Params(.
 of its fields (block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, dense_len, exact_lse,
 window (a sliding key window: CPU and REF only), softmax_scale, mode, num_threads); `backend` "cpu", "ref" (the
 float64 reference) or "cuda" (default: where the tensors are). Errors raise `infllm.InfllmError` with the
-library's message. CUDA calls run on torch's current stream, take their workspace from torch's allocator (so they can be captured into CUDA graphs) and never
-synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
+library's message. CUDA calls run on torch's current stream, take their workspace from torch's allocator (so they
+can be captured into CUDA graphs) and never synchronise, except to read cu_seqlens given as CUDA tensors without max_seqlen_q / max_seqlen_k (and, when
 differentiating infllm.attention, to read the lengths that decide dense or sparse per sequence). Under
 torch.compile (torch >= 2.4) the torch calls run as custom operators (infllm::*, _ops.py): fullgraph=True
 traces them without graph breaks, and CUDA graphs (mode="reduce-overhead") capture them. A process

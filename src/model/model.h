@@ -1,5 +1,5 @@
-/* model.h: Llama-architecture transformers (llama, minicpm, qwen2, qwen3, phi3, mistral) from a GGUF file or a Hugging
- * Face safetensors folder, with attention through the InfLLM-V2 decode cache
+/* model.h: Llama-architecture transformers (llama, minicpm, qwen2, qwen3, phi3, mistral) from a GGUF file or a
+ * Hugging Face safetensors folder, with attention through the InfLLM-V2 decode cache
  * (infllm_cache_*: one cache per layer, dense/sparse switch by the caller's params). */
 #ifndef INFLLM_MODEL_H
 #define INFLLM_MODEL_H

@@ -83,7 +83,8 @@ infllm_tokenizer *mdl_load_tokenizer(const mdl_model *m) {
     d.add_bos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_bos_token", -1));
     d.add_eos = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_eos_token", -1));
     d.add_space_prefix = mdl_sat_i32(gguf_get_int(g, "tokenizer.ggml.add_space_prefix", -1));
-    { /* llama.cpp: a model named Phi-3 (general.name, any case) has its special tokens take the whitespace after them */
+    { /* llama.cpp: a model named Phi-3 (general.name, any case) has its special tokens take the whitespace after
+       * them */
         char name[256] = "";
         gguf_get_str(g, "general.name", name, sizeof name);
         for (char *p = name; *p; p++) *p = (char)tolower((unsigned char)*p);

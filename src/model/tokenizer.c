@@ -576,8 +576,8 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
         for (int i = 0; i < t->n_vocab; i++) {
             const int ty = t->type[i];
             const char *x = t->text[i] ? t->text[i] : "";
-            if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN || !strcmp(x, "</s>")) &&
-                strcmp(x, "<unk>") && strcmp(x, "<s>") && strcmp(x, "<|endoftext|>"))
+            const int special = ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN;
+            if ((special || !strcmp(x, "</s>")) && strcmp(x, "<unk>") && strcmp(x, "<s>") && strcmp(x, "<|endoftext|>"))
                 t->strip_flags[i] = 2;
         }
     }

@@ -4,7 +4,8 @@
  * selection held fixed (SPEC A.1: no gradient through selection or compression).
  *
  * For query row (t, h) with allowed keys A (j <= its position p, j > p - window with a sliding window, and
- * j's block selected for the sparse op), scores s_j = scale q.k_j, P_j = softmax over A, O = sum P_j v_j, and dO given:
+ * j's block selected for the sparse op), scores s_j = scale q.k_j, P_j = softmax over A, O = sum P_j v_j, and dO
+ * given:
  *   dP_j = dO . v_j         Delta = sum_j P_j dP_j (= dO . O)      dS_j = P_j (dP_j - Delta)
  *   dq   = scale sum_j dS_j k_j          dk_j += scale dS_j q          dv_j += P_j dO
  * The softmax is recomputed here from q and k (max-subtracted, in double); nothing of the forward
