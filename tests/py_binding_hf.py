@@ -7,7 +7,8 @@ logits of a plain batch, a left-padded batch (valid positions) and packed sequen
 The tolerance is derived, not guessed: 2x how far transformers' sdpa attention (another float32 implementation of
 the same function) lands from eager on the same inputs, + 4 f32 unit roundoffs of the largest value. Sparse mode:
 all blocks selected == dense within that tolerance; few blocks differ from dense, train (finite gradients) and
-generate. Errors: a padding mask that is not one run a row, attention dropout in training.
+generate. A Mistral model's sliding window (dense, and sparse with every window block selected). Errors: a padding
+mask that is not one run a row, attention dropout in training.
 
 Needs numpy, torch and transformers: without torch / transformers it prints SKIP (exit 0; CI has neither).
 argv[1] is the infllm binary; the library is libinfllm.so beside it.
@@ -200,6 +201,36 @@ try:
 except ValueError as e:
     check("dropout" in str(e), f"attention dropout in training refused ({e})")
 att.eval()
+
+# a sliding window (Mistral's, 24 keys over 150 tokens): the layer's sliding_window reaches infllm's window (dense, and
+# sparse with every window block selected); the same weights without a window land far from it (what is compared is
+# the window)
+from transformers import MistralConfig, MistralForCausalLM  # noqa: E402
+MW = {}
+for impl, win in (("eager", 24), ("sdpa", 24), ("infllm", 24), ("full", None)):
+    m = MistralForCausalLM(MistralConfig(vocab_size=101, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=8, num_key_value_heads=2, head_dim=16,
+                                         max_position_embeddings=1024, sliding_window=win,
+                                         attn_implementation="eager" if impl == "full" else impl))
+    if MW:
+        m.load_state_dict(MW["eager"].state_dict())
+    MW[impl] = m.eval()
+with torch.no_grad():
+    we, ws_, wfull = (MW[i](input_ids=ids).logits for i in ("eager", "sdpa", "full"))
+    infllm.hf.configure(MW["infllm"], mode="dense")
+    wi = MW["infllm"](input_ids=ids).logits
+    infllm.hf.configure(MW["infllm"], topk=2, **SPARSE)  # 24 keys span at most 3 blocks of 16: topk 2 + local 1
+    wsp = MW["infllm"](input_ids=ids).logits
+close("Mistral sliding_window 24, dense", wi, we, ws_)
+close("Mistral sliding_window 24, sparse (every window block selected)", wsp, we, ws_)
+d = (wfull - we).abs().max().item()
+check(d > 1e-2, f"the same weights without the window are {d:.3g} away: the window is what agrees")
+infllm.hf.configure(MW["infllm"], mode="dense")
+with torch.no_grad():  # the KV cache of a windowed layer keeps the last window's keys: short calls take no window
+    ge = MW["eager"].generate(ids[:1, :40], max_new_tokens=12, do_sample=False)
+    gi = MW["infllm"].generate(ids[:1, :40], max_new_tokens=12, do_sample=False)
+check(torch.equal(ge, gi), f"Mistral sliding_window 24: greedy generation with the KV cache == eager's "
+      f"({gi[0, 40:].tolist()})")
 
 if torch.cuda.is_available() and infllm.cuda_available():
     M = models(torch.bfloat16, "cuda", head_dim=64)  # the CUDA backend takes head_dim 64 / 128
