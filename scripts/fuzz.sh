@@ -2,7 +2,7 @@
 # fuzz.sh: builds the libFuzzer targets in tests/fuzz/ with clang -fsanitize=fuzzer,address,
 # undefined and runs each for N seconds (default 20).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: json safetensors tokenizer tokenizer_json gguf npy
-#                                            (default all)
+#                                            chat_template (default all)
 # Environment: FUZZ_BUILD (build folder, default build-fuzz), CC (default clang),
 # FUZZ_JOBS (parallel fuzz processes per target, default 1), FUZZ_EXTRA_CFLAGS (e.g.
 # -fno-sanitize=float-cast-overflow to fuzz past a known finding).
@@ -13,7 +13,7 @@ set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SECS="${1:-20}"
 shift || true
-TARGETS="${*:-json safetensors tokenizer tokenizer_json gguf npy}"
+TARGETS="${*:-json safetensors tokenizer tokenizer_json gguf npy chat_template}"
 B="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 CC="${CC:-clang}"
 mkdir -p "$B/artifacts" "$B/corpus"
@@ -34,6 +34,7 @@ srcs() {
     tokenizer|tokenizer_json) echo "$M/tokenizer.c $M/tok_unicode.c $M/json.c $P" ;;
     gguf) echo "$M/gguf.c $M/mcommon.c $P" ;;
     npy) echo "$ROOT/src/util/npy.c $P" ;;
+    chat_template) echo "$M/mtok.c $M/tokenizer.c $M/tok_unicode.c $M/json.c $M/gguf.c $M/mcommon.c $P" ;;
   esac
 }
 
@@ -52,6 +53,10 @@ seed() {
       printf '\001 hello  world\t\n<s></s>' > "$d/s3" ;;
     tokenizer_json)
       cp "$ROOT"/tests/data/tok_*.json "$d/" 2>/dev/null ;;
+    chat_template)
+      printf "%s" "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}" > "$d/s1"
+      printf "%s" "{{- bos_token }}{%- set date_string = \"26 Jul 2024\" %}Cutting Knowledge Date{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}" > "$d/s2"
+      printf "%s" "{% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{%- if enable_thinking is defined %}{{ '<think>' }}{% endif %}{% else %}{{ eos_token }}{% endif %}" > "$d/s3" ;;
     npy)
       python3 - "$d" <<'PY' || true
 import struct, sys
@@ -96,7 +101,7 @@ for t in $TARGETS; do
     continue
   fi
   # shellcheck disable=SC2046
-  if ! nice "$CC" $FLAGS -I"$M" -I"$ROOT/src/util" -DFUZZ_DATA_DIR="\"$ROOT/tests/data\"" "$src" $(srcs "$t") -lm -o "$B/fuzz_$t" 2>"$B/build_$t.log"; then
+  if ! nice "$CC" $FLAGS -I"$M" -I"$ROOT/src/util" -I"$ROOT/include" -DFUZZ_DATA_DIR="\"$ROOT/tests/data\"" "$src" $(srcs "$t") -lm -o "$B/fuzz_$t" 2>"$B/build_$t.log"; then
     echo "fuzz.sh: building fuzz_$t failed:"; cat "$B/build_$t.log"; status=1; continue
   fi
   seed "$t"

@@ -1,7 +1,7 @@
 /*
  * test_fuzz_parsers.c: a deterministic mutation fuzzer over the libFuzzer targets in
- * tests/fuzz/ (JSON, safetensors header, tokenizer, GGUF reader, .npy reader), for builds without clang's
- * libFuzzer: ctest runs it under ASan/UBSan in CI (INFLLM_SANITIZE=ON). Each target gets
+ * tests/fuzz/ (JSON, safetensors header, tokenizer, GGUF reader, .npy reader, chat templates), for builds without
+ * clang's libFuzzer: ctest runs it under ASan/UBSan in CI (INFLLM_SANITIZE=ON). Each target gets
  * seed inputs and a fixed number of mutated variants (bit flips, byte sets, inserts, deletes,
  * duplications, truncations, splices) from a fixed seed, so failures reproduce exactly.
  * A target signals a broken property with abort(); the sanitizers catch memory errors.
@@ -33,6 +33,12 @@
 #undef LLVMFuzzerTestOneInput
 #include "mcommon.h"
 #define HAVE_GGUF 1
+#endif
+#if __has_include("mtok.h")
+#define LLVMFuzzerTestOneInput fuzz_chat_one
+#include "fuzz/fuzz_chat_template.c"
+#undef LLVMFuzzerTestOneInput
+#define HAVE_CHAT 1
 #endif
 
 typedef int (*target_fn)(const uint8_t *, size_t);
@@ -252,6 +258,33 @@ int main(void) {
             o = o2;
         }
         run("gguf", fuzz_gguf_one, seeds, 1, 20000);
+    }
+#endif
+#ifdef HAVE_CHAT
+    /* chat templates (a model file's text): ChatML with a default system prompt, Llama 3.1's dated shape, Phi-3 with
+     * an "is defined" test in its generation prompt; each seed is taken as it stands */
+    {
+        const char *t[3] = {
+            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
+            "system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+            "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+            "{{ '<|im_start|>assistant\n' }}{% endif %}",
+            "{{- bos_token }}{%- set date_string = \"26 Jul 2024\" %}Cutting Knowledge Date{% for message in messages "
+            "%}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+            "'<|eot_id|>' }}{% endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant"
+            "<|end_header_id|>\n\n' }}{%- endif %}",
+            "{% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
+            "'<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{%- if "
+            "enable_thinking is defined %}{{ '<think>' }}{% endif %}{% else %}{{ eos_token }}{% endif %}"};
+        buf seeds[3];
+        for (int i = 0; i < 3; i++) {
+            mdl_chat c;
+            CHECK(mdl_chat_from_template(t[i], &c) == 0 && (int)c.kind == i, "chat template seed %d is taken (%s)", i,
+                  mdl_error());
+            mdl_chat_free(&c);
+            seeds[i] = mk(t[i], strlen(t[i]));
+        }
+        run("chat template", fuzz_chat_one, seeds, 3, 20000);
     }
 #endif
     if (fixture[0]) tok_free(fixture[0]);

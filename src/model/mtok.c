@@ -437,6 +437,13 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
     memset(c, 0, sizeof *c);
     char *tpl;
     if (template_text(m, &tpl)) return -1;
+    const int rc = mdl_chat_from_template(tpl, c);
+    free(tpl);
+    return rc;
+}
+
+int mdl_chat_from_template(const char *tpl, mdl_chat *c) {
+    memset(c, 0, sizeof *c);
     c->has_template = tpl != NULL;
     if (!tpl || has(tpl, "<|im_start|>")) {
         c->kind = MDL_CHAT_CHATML;
@@ -447,7 +454,6 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
     } else if (has(tpl, "<|user|>") && has(tpl, "<|assistant|>") && has(tpl, "<|end|>")) {
         c->kind = MDL_CHAT_PHI3;
     } else {
-        free(tpl);
         mdl_fail("chat: the model's chat template is none of the styles formatted here (ChatML, Llama 3, Phi-3): give "
                  "the prompt already in its format with -p / -f instead");
         return -1;
@@ -461,11 +467,9 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c) {
     c->trim = st->trim;
     c->bos = tpl && strstr(tpl, "bos_token") != NULL;
     if (tpl && chat_template_check(tpl, c)) {
-        free(tpl);
         mdl_chat_free(c);
         return -1;
     }
-    free(tpl);
     return 0;
 }
 

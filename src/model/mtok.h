@@ -35,6 +35,8 @@ typedef struct mdl_chat {
 } mdl_chat;
 /* 0, or -1 with mdl_error() (a template of another style, a template file that cannot be read). */
 int mdl_chat_init(const mdl_model *m, mdl_chat *c);
+/* The same from the template's text (NULL: the model has none, ChatML); what mdl_chat_init does after reading it. */
+int mdl_chat_from_template(const char *tpl, mdl_chat *c);
 void mdl_chat_free(mdl_chat *c);
 /* The first turn: the system message (system, or the template's default when NULL), a user message of
  * user[0..user_len) and the generation prompt. malloc'ed, NUL-terminated, its length in *len (may be NULL); NULL
