@@ -678,6 +678,8 @@ with tempfile.TemporaryDirectory() as tmp:
     for label, cfg, extra, prompt, want in (
             ("tokenizer_config.json's Llama 3 template", {"chat_template": LLAMA3}, [], "  hi \n",
              fixture_ids(L3.format("user", "hi") + L3GEN, bos=True)),
+            ("a Llama 3 template, content in Unicode spaces (Python's strip)", {"chat_template": LLAMA3}, [],
+             "\u3000\u00a0h\u2009i\u2028\u0085 ", fixture_ids(L3.format("user", "h\u2009i") + L3GEN, bos=True)),
             ("tokenizer_config.json's template list, Llama 3 by default, --system",
              {"chat_template": [{"name": "tool_use", "template": CHATML}, {"name": "default", "template": LLAMA3}]},
              ["--system", " Be brief. "], "hi", fixture_ids(L3.format("system", "Be brief.") + L3.format("user", "hi")
