@@ -703,6 +703,12 @@ with tempfile.TemporaryDirectory() as tmp:
         p, ids = chat_ids(*extra, prompt=prompt)
         c.check(p.returncode == 0 and ids == want, f"--chat, {label}: as transformers renders it "
                 f"({p.stderr.strip()[-90:] if p.returncode else ids[:24]} vs {want[:24]})")
+    with open(cfgp, "w") as f:  # the style taken is named on stderr (without -q)
+        json.dump({"bos_token": "<|begin_of_text|>", "chat_template": LLAMA31}, f)
+    q = subprocess.run([exe, "run", "-m", hfc, "-p", "hi", "--chat", "-n", "1", "--temp", "0"], capture_output=True)
+    said = [x for x in q.stderr.decode(errors="replace").splitlines() if x.startswith("chat:")]
+    c.check(q.returncode == 0 and said == ["chat: Llama 3 (the model's template), dated 26 Jul 2024"],
+            f"--chat names the style it took: {said}")
     for label, tpl, words in (("of another style (Gemma's)", GEMMA, "none of the styles"),
                               ("with a thinking generation prompt (QwQ's)", QWQ, "generation prompt"),
                               ("with Phi-3's markers in another layout", PHI_OTHER, "another way")):

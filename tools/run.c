@@ -557,6 +557,10 @@ int cmd_run(int argc, char **argv) {
                 fprintf(stderr, "infllm run: %s\n", mdl_error());
                 goto done;
             }
+            if (!quiet)
+                fprintf(stderr, "chat: %s (%s)%s%s%s\n", mdl_chat_style_name(&cs),
+                        cs.has_template ? "the model's template" : "no template: assumed",
+                        cs.date[0] ? ", dated " : "", cs.date, !system && cs.default_system ? ", its system prompt" : "");
             if (answer_prefix) {
                 size_t b = strlen(answer_prefix);
                 char *t2 = realloc(chat_text, len + b + 1);

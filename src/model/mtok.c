@@ -474,6 +474,8 @@ int mdl_chat_from_template(const char *tpl, mdl_chat *c) {
     return 0;
 }
 
+const char *mdl_chat_style_name(const mdl_chat *c) { return STYLES[c->kind].name; }
+
 void mdl_chat_free(mdl_chat *c) {
     if (!c) return;
     free(c->default_system);

@@ -38,6 +38,8 @@ int mdl_chat_init(const mdl_model *m, mdl_chat *c);
 /* The same from the template's text (NULL: the model has none, ChatML); what mdl_chat_init does after reading it. */
 int mdl_chat_from_template(const char *tpl, mdl_chat *c);
 void mdl_chat_free(mdl_chat *c);
+/* "ChatML", "Llama 3" or "Phi-3" */
+const char *mdl_chat_style_name(const mdl_chat *c);
 /* The first turn: the system message (system, or the template's default when NULL), a user message of
  * user[0..user_len) and the generation prompt. malloc'ed, NUL-terminated, its length in *len (may be NULL); NULL
  * with mdl_error() when out of memory. */
