@@ -181,8 +181,6 @@ static int template_text(const mdl_model *m, char **tpl) {
     return 0;
 }
 
-static int ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
-
 /* whether the template holds the marker */
 static int has(const char *tpl, const char *needle) { return tpl && strstr(tpl, needle) != NULL; }
 
@@ -276,7 +274,7 @@ static char *template_norm(const char *tpl) {
             if (!*p) break;
             continue;
         }
-        if (!ws(*p)) *o++ = *p;
+        if (!tok_is_space_byte(*p)) *o++ = *p;
     }
     *o = 0;
     static const char *const from[] = {"'+'", "+''", "''+", "message.role", "message.content"};
@@ -312,9 +310,10 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
         const char *e = strstr(p, "%}");
         if (!e) return 0;
         const char *q = p + 2;
-        while (*q == '-' || ws(*q)) q++;
+        while (*q == '-' || tok_is_space_byte(*q)) q++;
         const char *g = strstr(q, "add_generation_prompt");
-        if (!strncmp(q, "if", 2) && ws(q[2]) && g && g < e && !strstr(q, "not add_generation_prompt")) {
+        if (!strncmp(q, "if", 2) && tok_is_space_byte(q[2]) && g && g < e &&
+            !strstr(q, "not add_generation_prompt")) {
             a = e + 2;
             break;
         }
@@ -327,7 +326,7 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
         while (tag && tag[1] != '{' && tag[1] != '%' && tag[1] != '#') tag = strchr(tag + 1, '{');
         const char *text_end = tag ? tag : p + strlen(p);
         for (const char *x = p; depth == 0 && x < text_end; x++) /* text outside tags: its blank runs are layout */
-            if (!ws(*x)) {
+            if (!tok_is_space_byte(*x)) {
                 for (const char *y = p; y < text_end && o + 1 < n; y++) out[o++] = *y;
                 break;
             }
@@ -337,13 +336,13 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
         while (*end && !(end[0] == close && end[1] == '}')) end++;
         if (!*end) return -1;
         const char *q = tag + 2, *qe = end;
-        while (q < qe && (*q == '-' || ws(*q))) q++;
-        while (qe > q && (qe[-1] == '-' || ws(qe[-1]))) qe--;
+        while (q < qe && (*q == '-' || tok_is_space_byte(*q))) q++;
+        while (qe > q && (qe[-1] == '-' || tok_is_space_byte(qe[-1]))) qe--;
         const size_t kl = (size_t)(qe - q);
         if (tag[1] == '%') {
             char cond[256];
             snprintf(cond, sizeof cond, "%.*s", (int)(kl < 255 ? kl : 255), q);
-            if (kl >= 2 && !strncmp(q, "if", 2) && (kl == 2 || ws(q[2]))) {
+            if (kl >= 2 && !strncmp(q, "if", 2) && (kl == 2 || tok_is_space_byte(q[2]))) {
                 /* at the block's own level only a test that is false when infllm renders it */
                 if (depth == 0 && (!strstr(cond, "is defined") || strstr(cond, "not") || strstr(cond, " or ")))
                     return -1;
@@ -360,7 +359,7 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
             }
         } else if (tag[1] == '{' && depth == 0) { /* string literals joined by + */
             for (const char *x = q; x < qe;) {
-                if (ws(*x) || *x == '+') {
+                if (tok_is_space_byte(*x) || *x == '+') {
                     x++;
                     continue;
                 }

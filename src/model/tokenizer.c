@@ -1428,7 +1428,7 @@ static void encode_segment(enc_ctx *e, const char *s, int n, int first_segment) 
     free(buf);
 }
 
-static int is_ws_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+int tok_is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
                int32_t *ids, int cap) {
@@ -1463,13 +1463,13 @@ int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_
         const special_tok *sp = &t->specials[found];
         size_t seg_end = i;
         if (sp->lstrip)
-            while (seg_end > seg && is_ws_byte(text[seg_end - 1])) seg_end--;
+            while (seg_end > seg && tok_is_space_byte(text[seg_end - 1])) seg_end--;
         if (seg_end > seg) encode_segment(&e, text + seg, (int)(seg_end - seg), first);
         first = 0;
         ivec_push(&out, sp->id);
         i += t->text_len[sp->id];
         if (sp->rstrip)
-            while (i < len && is_ws_byte(text[i])) i++;
+            while (i < len && tok_is_space_byte(text[i])) i++;
         seg = i;
     }
     if (len > seg) encode_segment(&e, text + seg, (int)(len - seg), first);

@@ -144,6 +144,8 @@ int tok_is_eog(const infllm_tokenizer *tok, int32_t id);     /* eos, eot, or <|i
 int32_t tok_token_id(const infllm_tokenizer *tok, const char *text);
 /* Stored text of a token (raw vocab form, NUL-terminated) or NULL for a bad id. */
 const char *tok_token_text(const infllm_tokenizer *tok, int32_t id);
+/* An ASCII whitespace byte (space, \t, \n, \r, \v, \f): what a special token's lstrip / rstrip takes. */
+int tok_is_space_byte(char c);
 
 
 #endif
