@@ -532,7 +532,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
     }
     for (int tt = 0; tt < nt; tt++) w->pos[tt] = s->lk - s->lq + t0 + tt;
     /* the sliding window's first key of each row: keys before it are masked like future ones */
-    int64_t wlo[CPU_KT];
+    int64_t wlo[CPU_KT] = {0}; /* nt <= CPU_KT rows; zeroed for the compiler (gcc 13 -Wmaybe-uninitialized) */
     for (int tt = 0; tt < nt; tt++) wlo[tt] = infllm_window_start(w->pos[tt], ap->window);
     if (!sel) {
         int pmax = w->pos[nt - 1];
