@@ -40,13 +40,14 @@ fi
 cmake -S . -B "$BUILD" -DINFLLM_CUDA_ARCHS="$ARCHS" -DCMAKE_BUILD_TYPE=Release >"$BUILD.configure.log" 2>&1 ||
   { cat "$BUILD.configure.log"; exit 1; }
 grep "infllm: CUDA" "$BUILD.configure.log" || true
-cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads test_cuda_ws test_cuda_backward infllm_shared 2>&1 | grep -E "error|warning" || true
+cmake --build "$BUILD" -j"$(nproc)" --target test_cuda test_cuda_cache test_cuda_capture test_cuda_threads test_cuda_ws test_cuda_backward test_cuda_window infllm_shared 2>&1 | grep -E "error|warning" || true
 test -x "$BUILD/tests/test_cuda" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_cache" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_capture" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_threads" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_ws" || { echo "cuda_check: build failed"; exit 1; }
 test -x "$BUILD/tests/test_cuda_backward" || { echo "cuda_check: build failed"; exit 1; }
+test -x "$BUILD/tests/test_cuda_window" || { echo "cuda_check: build failed"; exit 1; }
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -69,6 +70,10 @@ if [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
     RUNS+=("$t: as planned for a 16-SM Jetson AGX Orin (INFLLM_CUDA_EMULATE=orin)|env INFLLM_CUDA_EMULATE=orin $BUILD/tests/$t")
   done
 fi
+RUNS+=("test_cuda_window: the sliding key window on the wgmma kernels (default)|$BUILD/tests/test_cuda_window")
+RUNS+=("test_cuda_window: on the mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1)|env INFLLM_CUDA_NO_WGMMA=1 $BUILD/tests/test_cuda_window")
+RUNS+=("test_cuda_window: on the mma.sync kernels' 8-warp tiles (INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 $BUILD/tests/test_cuda_window")
+RUNS+=("test_cuda_window: the wgmma kernels with every K/V chunk by cp.async (INFLLM_CUDA_NO_TMA=1)|env INFLLM_CUDA_NO_TMA=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")

@@ -155,6 +155,7 @@ typedef struct bcase {
     int32_t topk, local; /* SEL_SELECT: dynamic and local blocks */
     int all_blocks;      /* SEL_DENSE: also the sparse backward with every block selected */
     float scale_fac;     /* 0: softmax_scale 0 (1 / sqrt(D)); else softmax_scale = scale_fac / sqrt(D) */
+    int32_t window;      /* sliding key window (0: none); not with SEL_SELECT (no windowed selection on CUDA) */
 } bcase;
 
 typedef struct bdata {
@@ -177,6 +178,7 @@ static infllm_params params_for(const bcase *c, infllm_backend be) {
     p.backend = be;
     p.num_threads = be == INFLLM_BACKEND_REF ? 1 : 0;
     if (c->scale_fac > 0) p.softmax_scale = c->scale_fac / sqrtf((float)c->D);
+    p.window = c->window;
     return p;
 }
 /* the softmax_scale the calls use */
@@ -184,6 +186,10 @@ static float scale_of(const bcase *c) { return (c->scale_fac > 0 ? c->scale_fac 
 
 /* query i of sequence b: its position and block */
 static int64_t pos_of(const bcase *c, int32_t b, int32_t i) { return (int64_t)c->lk[b] - c->lq[b] + i; }
+/* the first key a query at position pos sees under the case's window (the library's rule, restated) */
+static int64_t first_key(const bcase *c, int64_t pos) {
+    return c->window > 0 && pos - c->window + 1 > 0 ? pos - c->window + 1 : 0;
+}
 
 static int32_t rand_below(unsigned long long *rs, int32_t n) { return n > 0 ? (int32_t)(h_rng_next(rs) % (uint64_t)n) : 0; }
 
@@ -410,16 +416,17 @@ static void naive16(const bdata *x, const int32_t *topk, int32_t cols, void *dq,
     unsigned char *sel = h_alloc((size_t)x->hl.max_seqlen_k / (size_t)B + 2);
     for (int32_t b = 0; b < c->nseq; b++)
         for (int32_t i = 0; i < c->lq[b]; i++) {
-            const int64_t t = x->cu_q[b] + i, pos = pos_of(c, b, i), kb0 = x->cu_k[b];
+            const int64_t t = x->cu_q[b] + i, pos = pos_of(c, b, i), kb0 = x->cu_k[b], j0 = first_key(c, pos);
             const int32_t qb = (int32_t)(pos / B);
             for (int32_t h = 0; h < c->Hq; h++) {
                 const int32_t g = h / G;
-                const int32_t nsel = row_blocks(topk, cols, x->tq, t, g, qb, sel);
+                int32_t nsel = row_blocks(topk, cols, x->tq, t, g, qb, sel);
+                for (int32_t bb = 0; bb < (int32_t)(j0 / B); bb++) nsel -= sel[bb]; /* wholly before the window */
                 const float *qh = x->qf + (t * c->Hq + h) * D, *dh = x->df + (t * c->Hq + h) * D;
                 for (int32_t d = 0; d < D; d++) acc[d] = 0.f;
                 if (nsel > 0) {
                     float m = -INFINITY, sum = 0.f, delta = 0.f;
-                    for (int64_t j = 0; j <= pos; j++) {
+                    for (int64_t j = j0; j <= pos; j++) {
                         if (!sel[j / B]) continue;
                         const int64_t kr = ((kb0 + j) * c->Hkv + g) * D;
                         float s = 0.f, e = 0.f;
@@ -431,17 +438,17 @@ static void naive16(const bdata *x, const int32_t *topk, int32_t cols, void *dq,
                         dp[j] = e;
                         m = fmaxf(m, p[j]);
                     }
-                    for (int64_t j = 0; j <= pos; j++)
+                    for (int64_t j = j0; j <= pos; j++)
                         if (sel[j / B]) {
                             p[j] = expf(p[j] - m);
                             sum += p[j];
                         }
-                    for (int64_t j = 0; j <= pos; j++)
+                    for (int64_t j = j0; j <= pos; j++)
                         if (sel[j / B]) {
                             p[j] = infllm_round_to(dt, p[j] / sum);
                             delta += p[j] * dp[j];
                         }
-                    for (int64_t j = 0; j <= pos; j++) {
+                    for (int64_t j = j0; j <= pos; j++) {
                         if (!sel[j / B]) continue;
                         const int64_t kr = ((kb0 + j) * c->Hkv + g) * D;
                         const float ds = infllm_round_to(dt, p[j] * (dp[j] - delta));
@@ -538,10 +545,12 @@ static void exact_zeros(const bdata *x, const int32_t *topk, int32_t cols, void 
     int64_t empty = 0, bad_rows = 0, unatt = 0, bad_keys = 0;
     for (int32_t b = 0; b < c->nseq; b++)
         for (int32_t i = 0; i < c->lq[b]; i++) {
-            const int64_t t = x->cu_q[b] + i, pos = pos_of(c, b, i);
+            const int64_t t = x->cu_q[b] + i, pos = pos_of(c, b, i), j0 = first_key(c, pos);
             const int32_t qb = (int32_t)(pos / B);
             for (int32_t kh = 0; kh < c->Hkv; kh++) {
-                if (row_blocks(topk, cols, x->tq, t, kh, qb, sel) == 0) {
+                int32_t nsel = row_blocks(topk, cols, x->tq, t, kh, qb, sel);
+                for (int32_t bb = 0; bb < (int32_t)(j0 / B); bb++) nsel -= sel[bb]; /* wholly before the window */
+                if (nsel == 0) {
                     empty++;
                     int nz = 0;
                     for (int64_t e = (t * c->Hq + (int64_t)kh * G) * D; e < (t * c->Hq + (int64_t)(kh + 1) * G) * D; e++)
@@ -552,7 +561,8 @@ static void exact_zeros(const bdata *x, const int32_t *topk, int32_t cols, void 
                 for (int32_t bb = 0; bb <= qb; bb++) {
                     if (!sel[bb]) continue;
                     const int64_t jend = (int64_t)(bb + 1) * B - 1 < pos ? (int64_t)(bb + 1) * B - 1 : pos;
-                    for (int64_t j = (int64_t)bb * B; j <= jend; j++) att[(x->cu_k[b] + j) * c->Hkv + kh] = 1;
+                    for (int64_t j = (int64_t)bb * B > j0 ? (int64_t)bb * B : j0; j <= jend; j++)
+                        att[(x->cu_k[b] + j) * c->Hkv + kh] = 1;
                 }
             }
         }
@@ -833,7 +843,7 @@ static void cuda_error_checks(void) {
 /* the checks that hold on every backend: NULL dout refused, the size functions 0 on the host backends */
 static void common_error_checks(void) {
     if (!g_host) return; /* CUDA: cuda_error_checks */
-    const bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, SEL_CURRENT, 0, 0, 0, 0, 0};
+    const bcase c = {"errors", INFLLM_DTYPE_BF16, 4, 2, 64, 64, 1, {10}, {10}, SEL_CURRENT, 0, 0, 0, 0, 0, 0};
     bdata x;
     bdata_init(&x, &c, 5);
     const infllm_params p = params_for(&c, g_be);
@@ -882,39 +892,48 @@ int main(void) {
            g_bname, g_bname, g_only ? "; only cases matching " : "", g_only ? g_only : "");
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16;
     /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], selection, cols (random), topk, local (select), all blocks,
-     * softmax_scale factor (0: the default) */
+     * softmax_scale factor (0: the default), window (0: none) */
     const bcase cases[] = {
         /* random selections: padding, duplicates, unsorted, future / past-the-end / INT32_MAX entries, empty rows */
-        {"sparse-g16-bf16-d128-B64", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 0},
-        {"sparse-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 3, {37, 1, 200}, {37, 700, 200}, SEL_RANDOM, 8, 0, 0, 0, 0},
-        {"sparse-g1-bf16-d64-B128-chunk", BF, 2, 2, 64, 128, 1, {700}, {1500}, SEL_RANDOM, 4, 0, 0, 0, 0},
-        {"sparse-g32-f16-d128-B48-varlen", F16, 32, 1, 128, 48, 2, {200, 37}, {1500, 37}, SEL_RANDOM, 5, 0, 0, 0, 0},
+        {"sparse-g16-bf16-d128-B64", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 0, 0},
+        {"sparse-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 3, {37, 1, 200}, {37, 700, 200}, SEL_RANDOM, 8, 0, 0, 0, 0, 0},
+        {"sparse-g1-bf16-d64-B128-chunk", BF, 2, 2, 64, 128, 1, {700}, {1500}, SEL_RANDOM, 4, 0, 0, 0, 0, 0},
+        {"sparse-g32-f16-d128-B48-varlen", F16, 32, 1, 128, 48, 2, {200, 37}, {1500, 37}, SEL_RANDOM, 5, 0, 0, 0, 0, 0},
         /* a decode row, a sequence without queries (its keys get 0) and a chunk */
-        {"sparse-g16-bf16-d64-B48-decode", BF, 32, 2, 64, 48, 3, {1, 0, 37}, {1500, 200, 700}, SEL_RANDOM, 3, 0, 0, 0, 0},
-        {"sparse-g3-bf16-d128-B16-chunk", BF, 6, 2, 128, 16, 2, {200, 1}, {700, 37}, SEL_RANDOM, 7, 0, 0, 0, 0},
-        {"sparse-g1-f16-d128-B64-L1500", F16, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_RANDOM, 5, 0, 0, 0, 0},
+        {"sparse-g16-bf16-d64-B48-decode", BF, 32, 2, 64, 48, 3, {1, 0, 37}, {1500, 200, 700}, SEL_RANDOM, 3, 0, 0, 0, 0, 0},
+        {"sparse-g3-bf16-d128-B16-chunk", BF, 6, 2, 128, 16, 2, {200, 1}, {700, 37}, SEL_RANDOM, 7, 0, 0, 0, 0, 0},
+        {"sparse-g1-f16-d128-B64-L1500", F16, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_RANDOM, 5, 0, 0, 0, 0, 0},
         /* only the current block: the keys before the first query's block are never attended */
-        {"sparse-current-only-bf16-d64-chunk", BF, 4, 2, 64, 64, 1, {37}, {700}, SEL_CURRENT, 1, 0, 0, 0, 0},
+        {"sparse-current-only-bf16-d64-chunk", BF, 4, 2, 64, 64, 1, {37}, {700}, SEL_CURRENT, 1, 0, 0, 0, 0, 0},
         /* dense; two of them also as the sparse backward with every block selected */
-        {"dense-g1-bf16-d128-L1500", BF, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_DENSE, 0, 0, 0, 0, 0},
-        {"dense-g3-f16-d64-B48-varlen-all", F16, 6, 2, 64, 48, 3, {1, 200, 37}, {700, 200, 37}, SEL_DENSE, 0, 0, 0, 1, 0},
-        {"dense-g16-bf16-d64-L700", BF, 32, 2, 64, 64, 1, {700}, {700}, SEL_DENSE, 0, 0, 0, 0, 0},
-        {"dense-g32-f16-d128-chunk", F16, 32, 1, 128, 64, 1, {200}, {700}, SEL_DENSE, 0, 0, 0, 0, 0},
-        {"dense-g16-bf16-d128-B128-varlen-all", BF, 16, 1, 128, 128, 2, {200, 37}, {200, 300}, SEL_DENSE, 0, 0, 0, 1, 0},
+        {"dense-g1-bf16-d128-L1500", BF, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_DENSE, 0, 0, 0, 0, 0, 0},
+        {"dense-g3-f16-d64-B48-varlen-all", F16, 6, 2, 64, 48, 3, {1, 200, 37}, {700, 200, 37}, SEL_DENSE, 0, 0, 0, 1, 0, 0},
+        {"dense-g16-bf16-d64-L700", BF, 32, 2, 64, 64, 1, {700}, {700}, SEL_DENSE, 0, 0, 0, 0, 0, 0},
+        {"dense-g32-f16-d128-chunk", F16, 32, 1, 128, 64, 1, {200}, {700}, SEL_DENSE, 0, 0, 0, 0, 0, 0},
+        {"dense-g16-bf16-d128-B128-varlen-all", BF, 16, 1, 128, 128, 2, {200, 37}, {200, 300}, SEL_DENSE, 0, 0, 0, 1, 0, 0},
         /* the backend's own selection (infllm_select_blocks) and its forward's lse: a training step */
-        {"select-g16-bf16-d128-B64", BF, 16, 1, 128, 64, 1, {1200}, {1200}, SEL_SELECT, 0, 4, 2, 0, 0},
-        {"select-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0, 0},
-        {"select-g32-f16-d64-B48-chunk", F16, 32, 1, 64, 48, 1, {200}, {1500}, SEL_SELECT, 0, 3, 1, 0, 0},
-        {"select-g1-bf16-d128-B128", BF, 2, 2, 128, 128, 1, {1500}, {1500}, SEL_SELECT, 0, 2, 1, 0, 0},
+        {"select-g16-bf16-d128-B64", BF, 16, 1, 128, 64, 1, {1200}, {1200}, SEL_SELECT, 0, 4, 2, 0, 0, 0},
+        {"select-g3-f16-d64-B16-varlen", F16, 6, 2, 64, 16, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0, 0, 0},
+        {"select-g32-f16-d64-B48-chunk", F16, 32, 1, 64, 48, 1, {200}, {1500}, SEL_SELECT, 0, 3, 1, 0, 0, 0},
+        {"select-g1-bf16-d128-B128", BF, 2, 2, 128, 128, 1, {1500}, {1500}, SEL_SELECT, 0, 2, 1, 0, 0, 0},
         /* groups past one 128-row tile: a token a tile (G 128), and the group's heads in two chunks (G 160) */
-        {"sparse-g160-bf16-d64-B32-varlen", BF, 160, 1, 64, 32, 2, {90, 1}, {300, 90}, SEL_RANDOM, 5, 0, 0, 0, 0},
-        {"dense-g128-f16-d128-chunk", F16, 128, 1, 128, 64, 1, {60}, {260}, SEL_DENSE, 0, 0, 0, 0, 0},
+        {"sparse-g160-bf16-d64-B32-varlen", BF, 160, 1, 64, 32, 2, {90, 1}, {300, 90}, SEL_RANDOM, 5, 0, 0, 0, 0, 0},
+        {"dense-g128-f16-d128-chunk", F16, 128, 1, 128, 64, 1, {60}, {260}, SEL_DENSE, 0, 0, 0, 0, 0, 0},
         /* a softmax_scale other than 1 / sqrt(D) (a model with its own query scaling): in every score, dS and the
          * selection's stage 1; sharper and softer than the default, not a power of two (those scale exactly) */
-        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 2.3f},
+        {"sparse-g16-bf16-d128-scale-sharp", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 2.3f, 0},
         {"select-g4-f16-d64-B32-scale-soft-varlen", F16, 8, 2, 64, 32, 2, {200, 37}, {700, 37}, SEL_SELECT, 0, 4, 2, 0,
-         0.45f},
-        {"dense-g3-bf16-d128-scale-sharp-all", BF, 6, 2, 128, 64, 1, {300}, {300}, SEL_DENSE, 0, 0, 0, 1, 1.7f},
+         0.45f, 0},
+        {"dense-g3-bf16-d128-scale-sharp-all", BF, 6, 2, 128, 64, 1, {300}, {300}, SEL_DENSE, 0, 0, 0, 1, 1.7f, 0},
+        /* sliding key windows (session 55): rows whose selected blocks lie before, across and after the window,
+         * windows not block multiples, of one key, and the dense backward as the sparse one on every block */
+        {"sparse-g16-bf16-d128-w150", BF, 32, 2, 128, 64, 1, {700}, {700}, SEL_RANDOM, 6, 0, 0, 0, 0, 150},
+        {"sparse-g3-f16-d64-B16-w45-varlen", F16, 6, 2, 64, 16, 3, {37, 1, 200}, {37, 700, 200}, SEL_RANDOM, 8, 0, 0, 0,
+         0, 45},
+        {"dense-g1-bf16-d128-w300", BF, 2, 2, 128, 64, 1, {1500}, {1500}, SEL_DENSE, 0, 0, 0, 0, 0, 300},
+        {"dense-g16-f16-d64-w1-chunk-all", F16, 32, 2, 64, 64, 1, {200}, {700}, SEL_DENSE, 0, 0, 0, 1, 0, 1},
+        {"dense-g4-bf16-d128-B48-w100-varlen-all", BF, 8, 2, 128, 48, 2, {200, 37}, {300, 37}, SEL_DENSE, 0, 0, 0, 1, 0,
+         100},
     };
     const size_t ncases = sizeof cases / sizeof cases[0];
     int ngrid = 0;
@@ -957,6 +976,8 @@ int main(void) {
         /* a quarter at another softmax_scale, 0.3-3.3x the default (test_cuda's and test_cuda_cache's factors) */
         static const float scale_facs[4] = {0.3f, 0.7f, 1.6f, 3.3f};
         c.scale_fac = h_rng_next(&rs) % 4 == 0 ? scale_facs[h_rng_next(&rs) % 4] : 0.0f;
+        /* a quarter with a sliding window of 1-200 keys (not with the backend's selection: CUDA has no windowed one) */
+        if (c.sel != SEL_SELECT && h_rng_next(&rs) % 4 == 0) c.window = 1 + (int32_t)(h_rng_next(&rs) % 200);
         char kind[40];
         if (c.sel == SEL_RANDOM)
             snprintf(kind, sizeof kind, "random%d", c.cols);
@@ -964,9 +985,9 @@ int main(void) {
             snprintf(kind, sizeof kind, "select-t%d-l%d", c.topk, c.local);
         else
             snprintf(kind, sizeof kind, "%s", c.sel == SEL_CURRENT ? "current" : c.all_blocks ? "dense-all" : "dense");
-        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s-seqs%d:%d/%d,%d/%d,%d/%d-sc%g", i,
+        snprintf(names[i], sizeof names[i], "rand%d-%s-G%d-Hkv%d-D%d-B%d-%s-seqs%d:%d/%d,%d/%d,%d/%d-sc%g-w%d", i,
                  infllm_dtype_name(c.dt), G, c.Hkv, c.D, c.B, kind, c.nseq, c.lq[0], c.lk[0], c.lq[1], c.lk[1],
-                 c.lq[2], c.lk[2], (double)c.scale_fac);
+                 c.lq[2], c.lk[2], (double)c.scale_fac, c.window);
         c.name = names[i];
         run_case(&c, 7000 + (unsigned long long)i + 1000 * rs);
     }

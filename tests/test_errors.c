@@ -150,13 +150,8 @@ static void test_params(void) {
     } else {
         printf("SKIP CUDA-unavailable checks: a CUDA device is present\n");
     }
-    /* a sliding window on CUDA: not implemented there, refused with a message that says so (also where a device is) */
-    p = base_params();
-    p.backend = INFLLM_BACKEND_CUDA;
-    p.window = 128;
-    all_ops("CUDA backend with a window", &p, &l, INFLLM_ERR_UNSUPPORTED);
-    CHECK(strstr(infllm_last_error(), "window") != NULL, "the CUDA window refusal names the window: %s",
-          infllm_last_error());
+    /* (a sliding window on CUDA: test_cuda_window, which needs a device, runs what CUDA takes and checks what it
+     * refuses: select_blocks, the backward, a sparse selection over a window wider than a row selects) */
     /* valid edge values are accepted */
     p = base_params();
     p.block_size = 48; /* multiple of 16 */

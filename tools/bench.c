@@ -16,7 +16,8 @@
  *       with a caller workspace (no allocation inside the timed calls), kind by kind; the sparse row's stages are
  *       separate calls on the same inputs: compress = infllm_compress_keys, stage 1 = infllm_select_blocks
  *       (compression + fused selection) less compress, stage 2 = infllm_sparse_attention on the selected blocks;
- *       "vs dense" the ratio of the medians. --inputs structured (both devices) are bench/cuda_bench.py's
+ *       "vs dense" the ratio of the medians (with --window the stages are not timed: the pipeline the library
+ *       takes then runs as the windowed dense call). --inputs structured (both devices) are bench/cuda_bench.py's
  *       synthetic inputs, on which neighbouring tokens select similar blocks, as in real text.
  *   backward: a training step's attention: dense (infllm_dense_attention, then
  *       infllm_dense_attention_backward_out) and sparse (infllm_select_blocks, infllm_sparse_attention on its
@@ -579,10 +580,13 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
                           &what)))
             goto fail;
     }
-    if ((st = ws_grow(infllm_select_blocks_workspace_size(&p, &l, &b), &b, &wsb, "infllm_select_blocks_workspace_size",
-                      &what)) ||
-        (st = ws_grow(infllm_sparse_attention_workspace_size(&p, &l, K, &b), &b, &wsb,
-                      "infllm_sparse_attention_workspace_size", &what)))
+    /* the stages apart (select_blocks: no sliding window on CUDA; a windowed pipeline that the library takes selects
+     * every block of each row's window and runs as the windowed dense call): without a window only */
+    const int staged = p.window == 0;
+    if (staged && ((st = ws_grow(infllm_select_blocks_workspace_size(&p, &l, &b), &b, &wsb,
+                                 "infllm_select_blocks_workspace_size", &what)) ||
+                   (st = ws_grow(infllm_sparse_attention_workspace_size(&p, &l, K, &b), &b, &wsb,
+                                 "infllm_sparse_attention_workspace_size", &what))))
         goto fail;
     if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
     p.workspace = ws;
@@ -601,7 +605,7 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     static const int order[5] = {1, 2, 3, 4, 0};
     for (int oi = 0; oi < 5; oi++) {
         const int kind = order[oi];
-        if ((kind == 0 && !o->do_dense) || (kind > 0 && !o->do_sparse)) continue;
+        if ((kind == 0 && !o->do_dense) || (kind > 0 && !o->do_sparse) || (kind > 1 && !staged)) continue;
         for (int r = -1; r < reps; r++) { /* r = -1: the untimed call */
             if (r >= 0 && cudaEventRecord(ev[r], stream) != cudaSuccess) goto cuda_fail;
             switch (kind) {
@@ -637,7 +641,9 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
         /* not measured on the GPU: CPU time, the CPU's peak, stage-1 tokens; a dense row has no stages */
         x->cpu_ms = x->frac = x->frac_cpu = x->vs_dense = x->vs_dense_cpu = x->s1_tokens = NOT_APPLICABLE;
         x->compress_ms = x->stage1_ms = x->stage2_ms = NOT_APPLICABLE;
-        if (mode == 1) {
+        if (mode == 1 && !staged) {
+            if (o->do_dense) x->vs_dense = x->ms / rd->ms;
+        } else if (mode == 1) {
             x->compress_ms = median(t + (size_t)2 * reps, reps);
             x->stage1_ms = median(t + (size_t)3 * reps, reps) - x->compress_ms;
             if (x->stage1_ms < 0) x->stage1_ms = 0; /* a few-us selection under the timing noise */

@@ -12,8 +12,9 @@ where the model is, differentiable for training (the selection held fixed, as In
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
 restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain; a padding mask given
 directly may be 0 / 1 (bool, integer, float) or additive (0 kept, -inf or finfo.min masked). The model's own
-softmax scale is used, and its layers' sliding windows (Mistral's, Qwen2's, Phi-3's: infllm's `window`, on the CPU;
-the CUDA backend has none and refuses a window shorter than the keys). Not supported (ValueError): attention dropout
+softmax scale is used, and its layers' sliding windows (Mistral's, Qwen2's, Phi-3's: infllm's `window`; on the GPU
+for inference where a row's selection covers its window, topk + local_blocks blocks at least, as Mistral's 4096 under
+the defaults, training too; where a selection would have to fit in a wider window, CUDA refuses it). Not supported (ValueError): attention dropout
 in training, soft-capping, masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's
 KV cache (dynamic or static); each step recompresses the cached keys (the stateless call), so long generations are
 better served by infllm.DecodeCache or the `infllm run` runtime.
@@ -110,7 +111,7 @@ def infllm_attention_forward(module, query, key, value, attention_mask, scaling=
         Tk = attention_mask.shape[1]
         key, value = key[:, :, :Tk], value[:, :, :Tk]
     window = kwargs.get("sliding_window")  # the layer's (Mistral, Qwen2, Phi-3): key - query < window
-    if window is not None and int(window) < Tk:  # (one as long as the keys changes nothing, and CUDA has none)
+    if window is not None and int(window) < Tk:  # (one as long as the keys changes nothing)
         p = p.replace(window=int(window))
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # [B, T, H, D]
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")

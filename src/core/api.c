@@ -127,11 +127,6 @@ static infllm_status check_params(const infllm_params *p, int compresses) {
         return infllm_set_error(INFLLM_ERR_PARAM, "exact_lse must be 0 or 1 (got %d)", p->exact_lse);
     if (p->window < 0)
         return infllm_set_error(INFLLM_ERR_PARAM, "window must be >= 0 (0: no sliding window; got %d)", p->window);
-    if (p->window > 0 && p->backend == INFLLM_BACKEND_CUDA)
-        return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                                "window %d: the sliding key window is not implemented on the CUDA backend (CPU and "
-                                "REF only; window 0 on CUDA)",
-                                p->window);
     if (!(p->softmax_scale >= 0.0f) || isinf(p->softmax_scale))
         return infllm_set_error(INFLLM_ERR_PARAM,
                                 "softmax_scale must be finite and >= 0 (0 = 1/sqrt(head_dim))");

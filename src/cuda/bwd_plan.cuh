@@ -49,6 +49,14 @@ __device__ __forceinline__ int bwd_first_token(int c, int32_t lq, int32_t lk) {
     return t < 0 ? 0 : t > lq ? lq : (int)t;
 }
 
+/* the end (exclusive) of the tokens of such a sequence that see a key of chunk c under a sliding window (0: none): the
+ * last is the one whose window starts at the chunk's last key, c 64 + 63 = pos - window + 1 */
+__device__ __forceinline__ int bwd_end_token(int c, int32_t lq, int32_t lk, int32_t window) {
+    if (window <= 0) return lq;
+    const int64_t t = (int64_t)c * 64 + 63 + window - ((int64_t)lk - lq);
+    return t < 0 ? 0 : t > lq ? lq : (int)t;
+}
+
 /* a warp (every lane, the same arguments): the listed tokens of a sparse chunk row of ceil(lq / 32) words */
 __device__ inline int bwd_plan_count_sparse(const uint32_t *rowbits, int i_start, int32_t lq, int lane) {
     const int words = (lq + 31) / 32;

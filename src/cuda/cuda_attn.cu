@@ -41,6 +41,7 @@ struct FlashParams {
     int B;
     int chunk_blk_shift; /* B = 64 << shift (block of chunk c: c >> shift), or -1 (B not 64 x a power of 2) */
     int filter, mode, dense_len;
+    int window; /* sliding key window (d_window_start), 0: none */
     int nsplit;
     float *part_o;   /* [cta][nsplit][M][D] */
     float *part_lse; /* [cta][nsplit][M] (log2 domain) */
@@ -86,18 +87,19 @@ __device__ __forceinline__ int chunk_next(const uint32_t *bits, int nwords, int 
 }
 
 /* This split's range of a tile's chunk list (the union bitmap sChunk when SPARSE, else chunks
- * 0..last_chunk), by rank: first = its first chunk, count = its number of chunks (1 << 30: all, one
- * split; 0: none). A macro like FLASH_RETURN_IF_FILTERED, so that k_flash and k_flash90 keep the
- * SASS of their hand-written copies (an inline function changed k_flash's register allocation). */
-#define FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)                                  \
-    first = (SPARSE) ? chunk_next((sChunk), (p).ncw, 0) : 0;                                                 \
+ * dense_first..last_chunk: dense_first is 0 but under a sliding window), by rank: first = its first chunk,
+ * count = its number of chunks (1 << 30: all, one split; 0: none). A macro like FLASH_RETURN_IF_FILTERED,
+ * so that k_flash and k_flash90 keep the SASS of their hand-written copies (an inline function changed
+ * k_flash's register allocation). */
+#define FLASH_SPLIT_RANGE(p, SPARSE, sChunk, dense_first, last_chunk, split, first, count)                     \
+    first = (SPARSE) ? chunk_next((sChunk), (p).ncw, 0) : (dense_first);                                     \
     if ((p).nsplit > 1) {                                                                                    \
         int U_;                                                                                              \
         if (SPARSE) {                                                                                        \
             U_ = 0;                                                                                          \
             for (int w_ = 0; w_ < (p).ncw; w_++) U_ += __popc((sChunk)[w_]);                                 \
         } else {                                                                                             \
-            U_ = (last_chunk) + 1;                                                                           \
+            U_ = (last_chunk) + 1 - (dense_first);                                                           \
         }                                                                                                    \
         const int r0_ = (int)((int64_t)U_ * (split) / (p).nsplit);                                           \
         const int r1_ = (int)((int64_t)U_ * ((split) + 1) / (p).nsplit);                                     \
@@ -314,18 +316,22 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             int tt = i / p.topk_cols, kk = i % p.topk_cols;
             int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_cols + kk];
             int64_t pos = pos0 + tt;
-            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+            /* a block past the token or wholly before its sliding window holds no key it sees */
+            const int64_t kbeg = (int64_t)blk * p.B, wlo = d_window_start(pos, p.window);
+            if (blk < 0 || blk >= nb_seq || kbeg > pos || kbeg + p.B <= wlo) continue;
             atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
-            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            int64_t kend = kbeg + p.B - 1;
             if (kend > pos) kend = pos;
-            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+            for (int64_t c = max(kbeg, wlo) >> 6; c <= (kend >> 6); c++)
                 atomicOr(&sChunk[c >> 5], 1u << (c & 31));
         }
         __syncthreads();
     }
     const int last_chunk = (int)(pos_last >> 6);
+    /* dense: from the chunk of the tile's first window start (its first token's) */
+    const int dense_first = (int)(d_window_start(pos0, p.window) >> 6);
     int first, count;
-    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)
+    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, dense_first, last_chunk, split, first, count)
 
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
     const uint16_t *vg = (const uint16_t *)p.v + (k0 * p.Hkv + g) * D;
@@ -391,7 +397,8 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             bool need = false;
 #pragma unroll
             for (int ri = 0; ri < 2; ri++) {
-                bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri];
+                bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri] &&
+                           (p.window == 0 || (int64_t)c * 64 + 62 + p.window >= rpos[ri]); /* reaches its window */
                 if (SPARSE && b64 && sel) {
                     sel = (sTok[rtt[ri] * p.nbw + (blk >> 5)] >> (blk & 31)) & 1u;
                 }
@@ -426,13 +433,17 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             const uint32_t *bits = sTok + rtt[ri] * p.nbw;
             if (SPARSE && b64) rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
             /* key 8 j + e of this thread visible iff 8 j + e <= lim (clamped: 57 is its last key) */
-            const int lim = rowsel ? (int)max(min(rpos[ri] - (int64_t)c * 64 - 2 * tig, (int64_t)64), (int64_t)-1) : -1;
-            if (lim < 57 || (SPARSE && !b64)) {
+            const int64_t rel = rpos[ri] - (int64_t)c * 64 - 2 * tig;
+            const int lim = rowsel ? (int)max(min(rel, (int64_t)64), (int64_t)-1) : -1;
+            /* and iff 8 j + e >= lo, the row's sliding window start (clamped: 0 when the window starts at or
+             * before this thread's first key, as without a window) */
+            const int lo = p.window > 0 ? (int)min(max(rel - p.window + 1, (int64_t)0), (int64_t)64) : 0;
+            if (lim < 57 || lo > 0 || (SPARSE && !b64)) {
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        bool ok = 8 * j + e <= lim;
+                        bool ok = 8 * j + e <= lim && 8 * j + e >= lo;
                         if (SPARSE && !b64 && ok) {
                             int blk = (int)(((int64_t)c * 64 + 8 * j + 2 * tig + e) / p.B);
                             ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
@@ -617,14 +628,16 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             int tt = i / p.topk_cols, kk = i % p.topk_cols;
             int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + sTix[tt]) * p.topk_cols + kk];
             int64_t pos = pos_base + sTix[tt];
-            const bool usable = !(blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos);
+            /* a block past the token or wholly before its sliding window holds no key it sees */
+            const int64_t kbeg = (int64_t)blk * p.B, wlo = d_window_start(pos, p.window);
+            const bool usable = !(blk < 0 || blk >= nb_seq || kbeg > pos || kbeg + p.B <= wlo);
             if (LIST) sUns[i] = usable ? (uint16_t)blk : (uint16_t)0xffffu;
             if (!usable) continue;
             if (!LIST) atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
             int w0 = (tt * Gt) / 64, w1 = min((tt * Gt + Gt - 1) / 64, NWG - 1);
-            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            int64_t kend = kbeg + p.B - 1;
             if (kend > pos) kend = pos;
-            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++) {
+            for (int64_t c = max(kbeg, wlo) >> 6; c <= (kend >> 6); c++) {
                 atomicOr(&sChunk[c >> 5], 1u << (c & 31));
                 for (int w = w0; w <= w1; w++) atomicOr(&sChunkW[w * p.ncw + (c >> 5)], 1u << (c & 31));
             }
@@ -639,8 +652,10 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         }
     }
     const int last_chunk = (int)(pos_last >> 6);
+    /* dense (tokens in order): from the chunk of the tile's first window start (its first token's) */
+    const int dense_first = SPARSE ? 0 : (int)(d_window_start(pos_base + tok0, p.window) >> 6);
     int first, count;
-    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, last_chunk, split, first, count)
+    FLASH_SPLIT_RANGE(p, SPARSE, sChunk, dense_first, last_chunk, split, first, count)
     if constexpr (LIST) { /* each row's cursor at its first entry in this split's walk */
         if (count > 0) {
             const uint32_t blk0 = (uint32_t)chunk_block(p, first);
@@ -752,17 +767,21 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             lim[ri] = rowsel ? rpos[ri] - c * 64 - 2 * tig : -1;
         }
     };
-    /* the scores of keys a row does not see -> -inf; only a thread whose keys are not all visible masks */
+    /* the scores of keys a row does not see -> -inf; only a thread whose keys are not all visible masks.
+     * Under a sliding window key 8 j + e is visible also only iff 8 j + e >= lo = lim - window + 1, the row's
+     * window start (<= 0 where the window starts at or before the thread's first key; a row with lim < 0 sees
+     * no key anyway). From lim, not rpos: rpos kept for this spilled it in the sparse instances' loop. */
     auto mask_scores = [&](float (&s)[8][4], const int (&lim)[2]) {
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
             const uint32_t *bits = sTok + rbo[ri];
-            if (lim[ri] < 57 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
+            const int lo = p.window > 0 ? lim[ri] - p.window + 1 : 0;
+            if (lim[ri] < 57 || lo > 0 || (SPARSE && !b64)) { /* 57 = 8 * 7 + 1, this thread's last key */
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        bool ok = 8 * j + e <= lim[ri];
+                        bool ok = 8 * j + e <= lim[ri] && 8 * j + e >= lo;
                         if (SPARSE && !b64 && ok) {
                             int blk = (c * 64 + 8 * j + 2 * tig + e) / p.B;
                             ok = (bits[blk >> 5] >> (blk & 31)) & 1u;
@@ -1092,9 +1111,11 @@ __global__ void __launch_bounds__(256) k_group_tokens(FlashParams p, int32_t *pe
         const int tt = i / p.topk_cols, kk = i % p.topk_cols;
         const int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + w0 + tt) * p.topk_cols + kk];
         const int64_t pos = (int64_t)lk - lq + w0 + tt;
-        if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
-        const int64_t kend = min((int64_t)blk * p.B + p.B - 1, pos);
-        for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+        /* the chunks k_flash90 walks for this token: as its tile setup (past the token, before its window: none) */
+        const int64_t kbeg = (int64_t)blk * p.B, wlo = d_window_start(pos, p.window);
+        if (blk < 0 || blk >= nb_seq || kbeg > pos || kbeg + p.B <= wlo) continue;
+        const int64_t kend = min(kbeg + p.B - 1, pos);
+        for (int64_t c = max(kbeg, wlo) >> 6; c <= (kend >> 6); c++)
             atomicOr(&bm[tt * stride + (c >> 5)], 1u << (c & 31));
     }
     __syncthreads();
@@ -1526,6 +1547,7 @@ static infllm_status flash_launch(const infllm_attn_params *ap, const void *q, c
     p.filter = filter;
     p.mode = ap->mode;
     p.dense_len = ap->dense_len;
+    p.window = ap->window;
     p.nsplit = c.nsplit;
     static std::atomic<int> no_zmajor{CUDA_ENV_UNREAD};
     p.zmajor = sparse && cuda_env_int("INFLLM_CUDA_NO_ZMAJOR", &no_zmajor) != 1;

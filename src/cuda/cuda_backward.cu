@@ -59,6 +59,7 @@ struct BwdParams {
     const int32_t *topk; /* [Hkv, total_q, topk_cols] or NULL: dense */
     int topk_cols;
     int B;
+    int window; /* sliding key window (d_window_start), 0: none */
     int tt;  /* k_bwd_q: most tokens a 64-row tile spans */
     int nbw; /* k_bwd_q: words of one token's block bitmap */
     int ncw; /* k_bwd_q: words of the tile's chunk bitmap */
@@ -196,11 +197,13 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
             const int tt = x / p.topk_cols, kk = x % p.topk_cols;
             const int32_t blk = p.topk[((int64_t)g * p.sd.total_q + q0 + i0 + tt) * p.topk_cols + kk];
             const int64_t pos = shift + i0 + tt;
-            if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
+            /* a block past the token or wholly before its sliding window holds no key it sees */
+            const int64_t kbeg = (int64_t)blk * p.B, wlo = d_window_start(pos, p.window);
+            if (blk < 0 || blk >= nb_seq || kbeg > pos || kbeg + p.B <= wlo) continue;
             atomicOr(&sTok[tt * p.nbw + (blk >> 5)], 1u << (blk & 31));
-            int64_t kend = (int64_t)blk * p.B + p.B - 1;
+            int64_t kend = kbeg + p.B - 1;
             if (kend > pos) kend = pos;
-            for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++) atomicOr(&sChunk[c >> 5], 1u << (c & 31));
+            for (int64_t c = max(kbeg, wlo) >> 6; c <= (kend >> 6); c++) atomicOr(&sChunk[c >> 5], 1u << (c & 31));
         }
         __syncthreads();
     }
@@ -209,7 +212,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         int n = SPARSE ? bwd_chunk_next(sChunk, p.ncw, cc + 1) : cc + 1;
         return n > last_chunk ? -1 : n;
     };
-    int c = SPARSE ? bwd_chunk_next(sChunk, p.ncw, 0) : 0;
+    /* dense: from the chunk of the tile's first window start (its first token's) */
+    int c = SPARSE ? bwd_chunk_next(sChunk, p.ncw, 0) : (int)(d_window_start(shift + i0, p.window) >> 6);
     if (c > last_chunk) c = -1;
 
     const uint16_t *kg = (const uint16_t *)p.k + (k0 * p.Hkv + g) * D;
@@ -249,7 +253,8 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
         bool need = false;
 #pragma unroll
         for (int ri = 0; ri < 2; ri++) {
-            bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri];
+            bool sel = rvalid[ri] && (int64_t)c * 64 <= rpos[ri] &&
+                       (p.window == 0 || (int64_t)c * 64 + 62 + p.window >= rpos[ri]); /* reaches its window */
             if (SPARSE && b64 && sel) sel = (sTok[rtt[ri] * p.nbw + (blk >> 5)] >> (blk & 31)) & 1u;
             need = need || sel;
         }
@@ -262,13 +267,15 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
                 bool rowsel = true;
                 const uint32_t *bits = sTok + rtt[ri] * p.nbw;
                 if (SPARSE && b64) rowsel = (bits[blk >> 5] >> (blk & 31)) & 1u;
-                const int lim =
-                    rowsel && rvalid[ri] ? (int)max(min(rpos[ri] - (int64_t)c * 64 - 2 * tig, (int64_t)64), (int64_t)-1) : -1;
+                const int64_t rel = rpos[ri] - (int64_t)c * 64 - 2 * tig;
+                const int lim = rowsel && rvalid[ri] ? (int)max(min(rel, (int64_t)64), (int64_t)-1) : -1;
+                /* the sliding window: key 8 j + e also only iff 8 j + e >= lo (clamped to [0, 64]) */
+                const int lo = p.window > 0 ? (int)min(max(rel - p.window + 1, (int64_t)0), (int64_t)64) : 0;
 #pragma unroll
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        bool ok = 8 * j + e <= lim;
+                        bool ok = 8 * j + e <= lim && 8 * j + e >= lo;
                         if (SPARSE && !b64 && ok) {
                             const int bb = (int)(((int64_t)c * 64 + 8 * j + 2 * tig + e) / p.B);
                             ok = (bits[bb >> 5] >> (bb & 31)) & 1u;
@@ -375,10 +382,11 @@ __global__ void __launch_bounds__(128) k_bwd_bits(BwdParams p) {
     const int32_t *tk = p.topk + ((int64_t)g * p.sd.total_q + q0 + i) * p.topk_cols;
     for (int kk = 0; kk < p.topk_cols; kk++) {
         const int32_t blk = tk[kk];
-        if (blk < 0 || blk >= nb_seq || (int64_t)blk * p.B > pos) continue;
-        int64_t kend = (int64_t)blk * p.B + p.B - 1;
+        const int64_t kbeg = (int64_t)blk * p.B, wlo = d_window_start(pos, p.window);
+        if (blk < 0 || blk >= nb_seq || kbeg > pos || kbeg + p.B <= wlo) continue;
+        int64_t kend = kbeg + p.B - 1;
         if (kend > pos) kend = pos;
-        for (int64_t c = ((int64_t)blk * p.B) >> 6; c <= (kend >> 6); c++)
+        for (int64_t c = max(kbeg, wlo) >> 6; c <= (kend >> 6); c++)
             atomicOr(&rows[c * words + (i >> 5)], 1u << (i & 31));
     }
 }
@@ -399,7 +407,8 @@ __global__ void __launch_bounds__(256) k_bwd_plan_count(BwdParams p) {
         return;
     }
     const int i_start = bwd_first_token(c, lq, lk);
-    const int n = SPARSE ? bwd_plan_count_sparse(bwd_rowbits(p, g, b, c, lq), i_start, lq, lane) : lq - i_start;
+    const int n = SPARSE ? bwd_plan_count_sparse(bwd_rowbits(p, g, b, c, lq), i_start, lq, lane)
+                         : bwd_end_token(c, lq, lk, p.window) - i_start;
     if (lane == 0) p.plan.cnt[e] = n;
 }
 
@@ -419,7 +428,9 @@ __global__ void __launch_bounds__(256) k_bwd_plan_items(BwdParams p) {
     int32_t lq, lk;
     seq_get(p.sd, b, q0, lq, k0, lk);
     const uint32_t *rowbits = SPARSE ? bwd_rowbits(p, g, b, c, lq) : NULL;
-    bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), lq, threadIdx.x & 31);
+    /* dense: the tokens up to the last whose window reaches the chunk (bwd_plan_items ends the last piece there) */
+    bwd_plan_items(p.plan, e, pc, rowbits, bwd_first_token(c, lq, lk), SPARSE ? lq : bwd_end_token(c, lq, lk, p.window),
+                   threadIdx.x & 31);
 }
 
 /* a wgmma A operand (k = 16 ks .. 16 ks + 15) from a C fragment of m64n(16 KS) (the forward's P from S) */
@@ -571,6 +582,11 @@ __global__ void __launch_bounds__(128, 2) k_bwd_kv(BwdParams p) {
             const int i = sList[x];
             const int64_t lim = shift + i - (int64_t)c * 64; /* its last visible key of the chunk */
             uint64_t mk = lim < 0 ? 0ull : lim >= 63 ? ~0ull : ((2ull << lim) - 1ull);
+            if (p.window > 0) { /* and its first, under a sliding window */
+                const int64_t lo = lim - p.window + 1;
+                if (lo > 63) mk = 0ull;
+                else if (lo > 0) mk &= ~((1ull << lo) - 1ull);
+            }
             if (SPARSE && !b64 && mk) {
                 const int64_t pos = shift + i;
                 const int32_t *tk = p.topk + ((int64_t)g * p.sd.total_q + q0 + i) * p.topk_cols;
@@ -947,6 +963,7 @@ extern "C" infllm_status cuda_attn_backward(const infllm_attn_params *ap, const 
     p.topk = topk_idx;
     p.topk_cols = sparse ? topk_cols : 0;
     p.B = ap->B;
+    p.window = ap->window;
     p.tt = (int)min(64, 63 / ap->G + 2);
     const int64_t nb_max = ap->max_lk > 0 ? ((int64_t)ap->max_lk + ap->B - 1) / ap->B : 0;
     p.nbw = (int)((nb_max + 31) / 32);

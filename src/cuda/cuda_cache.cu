@@ -23,6 +23,7 @@
  */
 #include <algorithm>
 #include <atomic>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -777,7 +778,8 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
     /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks) */
-    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
+    /* the decode kernels have no sliding window: a windowed attend takes the flash kernels (cuda_cache_attend) */
+    c.use = ap->window == 0 && ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
@@ -1058,8 +1060,20 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
     return other > cd ? other : cd;
 }
 
+/* a windowed attend: the windowed dense flash kernel, for sparse lengths too where every row selects every block
+ * its window reaches (cuda_window_selects_all); a window spanning more would need a windowed selection */
+static infllm_status cache_window_check(const infllm_attn_params *ap) {
+    if (ap->window == 0 || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap)) return INFLLM_OK;
+    /* (an attend checks only a sparse length; the workspace query every length the mode may make sparse) */
+    char what[160];
+    snprintf(what, sizeof what, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
+             ap->topk_total, ap->B);
+    return cuda_window_unsupported(ap, "cache attend", what);
+}
+
 extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "cache attend");
+    if (!s) s = cache_window_check(ap);
     if (s) return s;
     const int64_t nq = ap->total_q;
     size_t best = cache_ws_for(ap, nq);
@@ -1091,6 +1105,7 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache attend: one sequence with host lengths expected");
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     const int sparse = ap->seqs[0].sparse;
+    if (sparse && (s = cache_window_check(ap))) return s;
     CdPlan cd = cd_plan(ap, 0);
     CacheWs w = cache_ws(ap);
     unsigned char *ws = NULL;
@@ -1101,6 +1116,8 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {
         s = cd_run(ap, cd, q, k, v, c1, c2, out, lse, ws, st);
+    } else if (ap->window > 0) { /* dense, or sparse selecting every block of the window (cache_window_check) */
+        s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 0, split, w.split_bytes, st);
     } else if (sparse) {
         int32_t *topk = (int32_t *)(ws + w.off_topk);
         /* the stored kernels: one sequence, rows from 0 (cu_c1 / cu_c2 NULL) */

@@ -118,6 +118,11 @@ __host__ __device__ __forceinline__ int32_t d_visible(int64_t pos, int32_t size,
 __host__ __device__ __forceinline__ int32_t d_first_untouched_block(int32_t B, int32_t l1, int32_t s1, int32_t n1) {
     return n1 > 0 ? (int32_t)(((int64_t)s1 * (n1 - 1) + l1 - 1) / B + 1) : 0;
 }
+/* The first key a query at position pos attends under a sliding window (0: none): keys j with pos - window < j
+ * (infllm_window_start) */
+__host__ __device__ __forceinline__ int64_t d_window_start(int64_t pos, int32_t window) {
+    return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+}
 /* per-sequence dense/sparse switch (SPEC A.8) */
 __host__ __device__ __forceinline__ int d_seq_sparse(int mode, int32_t dense_len, int32_t lk) {
     if (mode == INFLLM_MODE_DENSE) return 0;
@@ -465,7 +470,8 @@ __device__ __forceinline__ void pool_kernels(const float (&keep)[2], int col0, i
 /* Warp-cooperative top-k over vals[0..n): picks the k largest (value desc, index asc; a NaN below all), writes
  * the chosen indices ascending to out[0..k), then -1 up to out[ncols); indices > qmax become -1
  * (they are at the end since the list is ascending). All 32 lanes must call it. */
-__device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols) {
+__device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int qmax, int32_t *out, int ncols,
+                                          int first = 0) {
     const int lane = threadIdx.x & 31;
     if (k > n) k = n;
     if (k < 0) k = 0;
@@ -501,7 +507,7 @@ __device__ __forceinline__ void warp_topk(const float *vals, int n, int k, int q
         bool take = gtb || (eqb && eq_used + eq_rank < need_eq);
         unsigned tm = __ballot_sync(0xffffffffu, take);
         int pos = written + __popc(tm & ((1u << lane) - 1u));
-        if (take && pos < k) out[pos] = i > qmax ? -1 : i;
+        if (take && pos < k) out[pos] = i > qmax ? -1 : first + i;
         written += __popc(tm);
         eq_used += __popc(eqm);
         if (eq_used > need_eq) eq_used = need_eq;

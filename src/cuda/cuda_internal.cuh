@@ -17,6 +17,17 @@ enum { CUDA_MAX_SEQS = 65535 };
  * message naming op */
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
 
+/* The sliding key window (ap->window > 0) on CUDA: the dense and stage-2 kernels mask by it (k_flash, k_flash90);
+ * the selection kernels, the decode cache's kernels and the backward do not. A sparse row's candidate blocks
+ * (those that reach its window) number at most ceil((window - 1) / B) + 1 whatever the length; when that is at
+ * most topk + local_blocks, every row selects all of them and sparse attention is the windowed dense one (the CPU
+ * backend's selects_every_block), which needs no selection. */
+static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
+    return ap->window > 0 && ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1 <= ap->topk_total;
+}
+/* INFLLM_ERR_UNSUPPORTED for op under a sliding window, naming what on CUDA does not take it */
+infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what);
+
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
  * written as 16-byte vectors, by cp.async and TMA), 4 for a float / int32 array. */
 struct CudaArg {

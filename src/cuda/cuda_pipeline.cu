@@ -168,6 +168,8 @@ struct WsLayout {
     size_t off_cu, off_c1, off_c2, off_topk, off_split, split_bytes, off_dec, dec_bytes, off_fewq, fewq_bytes, total;
     int64_t rows_c1, rows_c2; /* rows of the c1 / c2 regions */
     int any_sparse, any_dense;
+    int dense_filter; /* the dense launch's sequences: 2, the dense ones; 0, all (a window every row selects whole) */
+    int window_select; /* sparse sequences would need a windowed selection (CUDA has none yet) */
 };
 
 static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -209,6 +211,15 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_sparse = d_seq_sparse(ap->mode, ap->dense_len, ap->max_lk);
         w.any_dense = ap->mode == INFLLM_MODE_DENSE || (ap->mode == INFLLM_MODE_AUTO && ap->dense_len >= 0);
     }
+    w.dense_filter = 2;
+    if (w.any_sparse && cuda_window_selects_all(ap)) {
+        /* every sparse row selects every block its window reaches: the windowed dense kernel serves all */
+        w.any_sparse = 0;
+        w.any_dense = 1;
+        w.dense_filter = 0;
+    } else if (w.any_sparse && ap->window > 0) {
+        w.window_select = 1;
+    }
     size_t off = ws_compressed(ap, w.any_sparse, w.off_cu, w.off_c1, w.off_c2, w.rows_c1, w.rows_c2);
     /* one sequence of <= 16 queries: the decode cache's kernels do the rest (no top-k, split or
      * selection scratch of the shared kernels) */
@@ -241,10 +252,22 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
     return w;
 }
 
+/* a sparse sequence under a window that spans more blocks than a row selects: its selection needs the window */
+static infllm_status window_check(const infllm_attn_params *ap, const WsLayout &w) {
+    if (!w.window_select) return INFLLM_OK;
+    char what[160];
+    snprintf(what, sizeof what, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
+             ap->topk_total, ap->B);
+    return cuda_window_unsupported(ap, "attention", what);
+}
+
 extern "C" infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "attention");
     if (s) return s;
-    *bytes = ws_layout(ap).total;
+    const WsLayout w = ws_layout(ap);
+    s = window_check(ap, w);
+    if (s) return s;
+    *bytes = w.total;
     return INFLLM_OK;
 }
 
@@ -293,6 +316,8 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
                                                           {out, "out", 16}, {lse, "lse", 4}});
     if (s) return s;
     WsLayout w = ws_layout(ap);
+    s = window_check(ap, w);
+    if (s) return s;
     if (ap->total_q == 0) return cuda_workspace_check(ap, w.total, "CUDA attention", "infllm_attention_workspace_size");
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     unsigned char *ws = NULL;
@@ -319,7 +344,7 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
             s = cuda_flash_launch(ap, q, k, v, topk, ap->topk_out, out, lse, 1, split, w.split_bytes, st);
     }
     if (!s && w.any_dense && !w.fewq_bytes)
-        s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 2, split, w.split_bytes, st);
+        s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, w.dense_filter, split, w.split_bytes, st);
     if (owned) cudaFreeAsync(ws, st);
     return s;
 }
@@ -352,6 +377,7 @@ static SelWsLayout sel_ws_layout(const infllm_attn_params *ap) {
 extern "C" infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "select_blocks");
     if (s) return s;
+    if (ap->window > 0) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     *bytes = sel_ws_layout(&a).total;
     return INFLLM_OK;
@@ -361,6 +387,7 @@ extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const 
                                             int32_t *topk_idx) {
     infllm_status s = cuda_check_entry(ap, "select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
+    if (ap->window > 0) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     const SelWsLayout w = sel_ws_layout(&a);
     if (ap->total_q == 0 || ap->topk_out < 1)

@@ -1385,9 +1385,10 @@ extern "C" infllm_status cuda_block_scores(const infllm_attn_params *ap, const f
     return INFLLM_OK;
 }
 
-/* one warp per (g, t): candidates are the row's own blocks [0, nblocks of its sequence) */
+/* one warp per (g, t): candidates are the row's own blocks [wb, nblocks of its sequence), wb the first that reaches
+ * its sliding window (0 without one) */
 __global__ void k_topk(SeqDesc sd, const float *__restrict__ bs, int32_t *__restrict__ out, int Hkv, int nbo, int K,
-                       int B) {
+                       int B, int window) {
     int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (w >= (int64_t)Hkv * sd.total_q) return;
     int64_t t = w % sd.total_q;
@@ -1399,7 +1400,8 @@ __global__ void k_topk(SeqDesc sd, const float *__restrict__ bs, int32_t *__rest
     if (nblocks > nbo) nblocks = nbo;
     int64_t pos = (int64_t)lk - lq + (t - q0);
     int qb = (int)(pos / B);
-    warp_topk(bs + w * nbo, nblocks, K, qb, out + w * K, K);
+    const int wb = (int)(d_window_start(pos, window) / B); /* <= qb < nblocks */
+    warp_topk(bs + w * nbo + wb, nblocks - wb, K, qb - wb, out + w * K, K, wb);
 }
 
 extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *block_scores, int32_t *topk_idx) {
@@ -1407,7 +1409,7 @@ extern "C" infllm_status cuda_topk(const infllm_attn_params *ap, const float *bl
     if (rows == 0 || ap->topk_out <= 0) return INFLLM_OK;
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     k_topk<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, st>>>(seq_desc(ap), block_scores, topk_idx, ap->Hkv,
-                                                                ap->nblocks_out, ap->topk_out, ap->B);
+                                                                ap->nblocks_out, ap->topk_out, ap->B, ap->window);
     CU_LAUNCH_CHECK("k_topk");
     return INFLLM_OK;
 }
