@@ -1063,7 +1063,7 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
 /* a windowed attend: the windowed dense flash kernel, for sparse lengths too where every row selects every block
  * its window reaches (cuda_window_selects_all); a window spanning more would need a windowed selection */
 static infllm_status cache_window_check(const infllm_attn_params *ap) {
-    if (ap->window == 0 || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap)) return INFLLM_OK;
+    if (!cuda_window_active(ap) || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap)) return INFLLM_OK;
     /* (an attend checks only a sparse length; the workspace query every length the mode may make sparse) */
     char what[160];
     snprintf(what, sizeof what, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
@@ -1116,7 +1116,9 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
     void *split = w.split_bytes ? ws + w.off_split : NULL;
     if (cd.use) {
         s = cd_run(ap, cd, q, k, v, c1, c2, out, lse, ws, st);
-    } else if (ap->window > 0) { /* dense, or sparse selecting every block of the window (cache_window_check) */
+    } else if (ap->window > 0 && (!sparse || cuda_window_selects_all(ap))) {
+        /* dense, or sparse selecting every block of the window: the windowed dense kernel (an inactive window on a
+         * wider selection takes the sparse path below, whose kernels mask by it: no key) */
         s = cuda_flash_launch(ap, q, k, v, NULL, 0, out, lse, 0, split, w.split_bytes, st);
     } else if (sparse) {
         int32_t *topk = (int32_t *)(ws + w.off_topk);

@@ -25,6 +25,11 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
 static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
     return ap->window > 0 && ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1 <= ap->topk_total;
 }
+/* a window that masks a key of this call: one at least as long as its longest sequence (max_lk) changes nothing, and
+ * the window-blind selection kernels then select as REF does */
+static inline int cuda_window_active(const infllm_attn_params *ap) {
+    return ap->window > 0 && (int64_t)ap->window < (int64_t)ap->max_lk;
+}
 /* INFLLM_ERR_UNSUPPORTED for op under a sliding window, naming what on CUDA does not take it */
 infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what);
 

@@ -217,7 +217,7 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_sparse = 0;
         w.any_dense = 1;
         w.dense_filter = 0;
-    } else if (w.any_sparse && ap->window > 0) {
+    } else if (w.any_sparse && cuda_window_active(ap)) {
         w.window_select = 1;
     }
     size_t off = ws_compressed(ap, w.any_sparse, w.off_cu, w.off_c1, w.off_c2, w.rows_c1, w.rows_c2);
@@ -377,7 +377,7 @@ static SelWsLayout sel_ws_layout(const infllm_attn_params *ap) {
 extern "C" infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "select_blocks");
     if (s) return s;
-    if (ap->window > 0) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
+    if (cuda_window_active(ap)) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     *bytes = sel_ws_layout(&a).total;
     return INFLLM_OK;
@@ -387,7 +387,7 @@ extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const 
                                             int32_t *topk_idx) {
     infllm_status s = cuda_check_entry(ap, "select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
-    if (ap->window > 0) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
+    if (cuda_window_active(ap)) return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     const SelWsLayout w = sel_ws_layout(&a);
     if (ap->total_q == 0 || ap->topk_out < 1)
