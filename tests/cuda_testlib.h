@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dtype.h"
 #include "harness.h"
@@ -47,6 +48,23 @@ static inline int cuda_test_device_reads_pageable(void) {
     cudaDeviceGetAttribute(&pageable, cudaDevAttrPageableMemoryAccess, dev);
     if (pageable) printf("  (this device reads pageable host memory: the host-pointer refusals are not checked)\n");
     return pageable;
+}
+
+/* the host layout of nseq sequences (cu_seqlens cuq / cuk on the host, NULL for one sequence) in dtype dt */
+static inline infllm_layout host_layout(infllm_dtype dt, int nseq, const int32_t *cuq, const int32_t *cuk, int64_t total_q,
+                                        int64_t total_k, int Hq, int Hkv, int D) {
+    infllm_layout l;
+    memset(&l, 0, sizeof l);
+    l.dtype = dt;
+    l.num_seqs = nseq;
+    l.cu_seqlens_q = nseq > 1 ? cuq : NULL;
+    l.cu_seqlens_k = nseq > 1 ? cuk : NULL;
+    l.total_q = total_q;
+    l.total_k = total_k;
+    l.num_q_heads = Hq;
+    l.num_kv_heads = Hkv;
+    l.head_dim = D;
+    return l;
 }
 
 /* a device copy of bytes of host memory (at least 4 bytes allocated) */

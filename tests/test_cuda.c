@@ -385,17 +385,7 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
         free(dir);
     }
     /* host layouts */
-    infllm_layout hl;
-    memset(&hl, 0, sizeof hl);
-    hl.dtype = dt;
-    hl.num_seqs = c->nseq;
-    hl.cu_seqlens_q = c->nseq > 1 ? cuq : NULL;
-    hl.cu_seqlens_k = c->nseq > 1 ? cuk : NULL;
-    hl.total_q = TQ;
-    hl.total_k = TK;
-    hl.num_q_heads = Hq;
-    hl.num_kv_heads = Hkv;
-    hl.head_dim = D;
+    infllm_layout hl = host_layout(dt, c->nseq, cuq, cuk, TQ, TK, Hq, Hkv, D);
     infllm_layout hl32 = hl;
     hl32.dtype = INFLLM_DTYPE_F32;
     infllm_sizes sz;
