@@ -504,40 +504,25 @@ static void put_bytes(chat_buf *b, const char *s, size_t n) {
     b->p[b->n] = 0;
 }
 static void put(chat_buf *b, const char *s) { put_bytes(b, s, strlen(s)); }
-/* Python's str.isspace() code points, the ones Jinja's trim (str.strip) removes: ASCII's, \x1c-\x1f, U+0085, U+00A0,
- * U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000 */
-static int py_space(uint32_t cp) {
-    return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
-           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
-           cp == 0x3000;
-}
-/* the code point of the well-formed UTF-8 sequence at s[0..n) (1-3 bytes: every space above fits), its length in *len;
- * 0x110000 (no space) for anything else */
-static uint32_t utf8_at(const unsigned char *s, size_t n, size_t *len) {
-    *len = 1;
-    if (s[0] < 0x80) return s[0];
-    if ((s[0] & 0xe0) == 0xc0 && n >= 2 && (s[1] & 0xc0) == 0x80) {
-        *len = 2;
-        return (uint32_t)(s[0] & 0x1f) << 6 | (s[1] & 0x3f);
-    }
-    if ((s[0] & 0xf0) == 0xe0 && n >= 3 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80) {
-        *len = 3;
-        return (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
-    }
-    return 0x110000;
+/* whether the UTF-8 sequence at s[0..n) (n >= 1) is one of Python's str.isspace() code points, the ones Jinja's trim
+ * (str.strip) removes: Unicode's White_Space and \x1c-\x1f; its length in *len */
+static int py_space_at(const char *s, size_t n, size_t *len) {
+    uint32_t cp;
+    *len = tok_utf8_next(s, n, &cp);
+    return tok_is_white(cp) || (cp >= 0x1c && cp <= 0x1f);
 }
 /* a message's content: trimmed of surrounding whitespace where the template trims it (Llama 3's | trim: Python's
  * strip, Unicode spaces too) */
 static void put_content(chat_buf *b, const mdl_chat *c, const char *s, size_t n) {
     if (c->trim) {
         size_t k;
-        while (n && py_space(utf8_at((const unsigned char *)s, n, &k))) s += k, n -= k;
+        while (n && py_space_at(s, n, &k)) s += k, n -= k;
         for (;;) { /* the last code point: back over continuation bytes to its lead */
             size_t a = n;
             while (a && ((unsigned char)s[a - 1] & 0xc0) == 0x80 && n - a < 3) a--;
             if (!a) break;
             a--;
-            if (!py_space(utf8_at((const unsigned char *)s + a, n - a, &k)) || a + k != n) break;
+            if (!py_space_at(s + a, n - a, &k) || a + k != n) break;
             n = a;
         }
     }

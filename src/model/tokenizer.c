@@ -1429,6 +1429,8 @@ static void encode_segment(enc_ctx *e, const char *s, int n, int first_segment) 
 }
 
 int tok_is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+int tok_is_white(uint32_t cp) { return is_white(cp); }
+size_t tok_utf8_next(const char *s, size_t n, uint32_t *cp) { return (size_t)utf8_next((const unsigned char *)s, n, cp); }
 
 int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
                int32_t *ids, int cap) {

@@ -146,6 +146,11 @@ int32_t tok_token_id(const infllm_tokenizer *tok, const char *text);
 const char *tok_token_text(const infllm_tokenizer *tok, int32_t id);
 /* An ASCII whitespace byte (space, \t, \n, \r, \v, \f): what a special token's lstrip / rstrip takes. */
 int tok_is_space_byte(char c);
+/* A Unicode White_Space code point (the pre-tokenizers' \s). */
+int tok_is_white(uint32_t cp);
+/* The code point of the UTF-8 sequence at s[0..n) (n >= 1) in *cp and its length; an invalid, overlong or truncated
+ * sequence: length 1 and a *cp past U+10FFFF (no letter, number or space). */
+size_t tok_utf8_next(const char *s, size_t n, uint32_t *cp);
 
 
 #endif
