@@ -54,9 +54,7 @@ seed() {
     tokenizer_json)
       cp "$ROOT"/tests/data/tok_*.json "$d/" 2>/dev/null ;;
     chat_template)
-      printf "%s" "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}" > "$d/s1"
-      printf "%s" "{{- bos_token }}{%- set date_string = \"26 Jul 2024\" %}Cutting Knowledge Date{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}" > "$d/s2"
-      printf "%s" "{% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{%- if enable_thinking is defined %}{{ '<think>' }}{% endif %}{% else %}{{ eos_token }}{% endif %}" > "$d/s3" ;;
+      cp "$ROOT"/tests/data/chat_tpl_*.jinja "$d/" 2>/dev/null ;;
     npy)
       python3 - "$d" <<'PY' || true
 import struct, sys

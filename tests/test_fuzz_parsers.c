@@ -118,6 +118,7 @@ static char *slurp(const char *path, size_t *n) {
     fseek(f, 0, SEEK_SET);
     char *b = malloc((size_t)sz + 1);
     if (fread(b, 1, (size_t)sz, f) != (size_t)sz) sz = 0;
+    b[sz] = 0;
     fclose(f);
     *n = (size_t)sz;
     return b;
@@ -261,28 +262,24 @@ int main(void) {
     }
 #endif
 #ifdef HAVE_CHAT
-    /* chat templates (a model file's text): ChatML with a default system prompt, Llama 3.1's dated shape, Phi-3 with
-     * an "is defined" test in its generation prompt; each seed is taken as it stands */
+    /* chat templates (a model file's text; tests/data/chat_tpl_*.jinja, scripts/fuzz.sh's seeds too): ChatML with a
+     * default system prompt, Llama 3.1's dated shape, Phi-3 with an "is defined" test in its generation prompt; each
+     * seed is taken as it stands */
     {
-        const char *t[3] = {
-            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
-            "system\nYou are tiny.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
-            "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
-            "{{ '<|im_start|>assistant\n' }}{% endif %}",
-            "{{- bos_token }}{%- set date_string = \"26 Jul 2024\" %}Cutting Knowledge Date{% for message in messages "
-            "%}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
-            "'<|eot_id|>' }}{% endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant"
-            "<|end_header_id|>\n\n' }}{%- endif %}",
-            "{% for message in messages %}{% if message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
-            "'<|end|>\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{%- if "
-            "enable_thinking is defined %}{{ '<think>' }}{% endif %}{% else %}{{ eos_token }}{% endif %}"};
+        static const char *const names[3] = {"chatml", "llama3", "phi3"};
         buf seeds[3];
         for (int i = 0; i < 3; i++) {
+            char path[512];
+            size_t n = 0;
+            snprintf(path, sizeof path, FUZZ_DATA_DIR "/chat_tpl_%s.jinja", names[i]);
+            char *t = slurp(path, &n);
             mdl_chat c;
-            CHECK(mdl_chat_from_template(t[i], &c) == 0 && (int)c.kind == i, "chat template seed %d is taken (%s)", i,
-                  mdl_error());
-            mdl_chat_free(&c);
-            seeds[i] = mk(t[i], strlen(t[i]));
+            const int taken = t && mdl_chat_from_template(t, &c) == 0;
+            CHECK(taken && (int)c.kind == i, "chat template seed %s is taken (%s)", path,
+                  !t ? "cannot read it" : taken ? "another style" : mdl_error());
+            if (taken) mdl_chat_free(&c);
+            seeds[i] = mk(t ? t : "", t ? n : 0);
+            free(t);
         }
         run("chat template", fuzz_chat_one, seeds, 3, 20000);
     }
