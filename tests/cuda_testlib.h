@@ -50,6 +50,18 @@ static inline int cuda_test_device_reads_pageable(void) {
     return pageable;
 }
 
+/* cu_seqlens of nseq sequences of lq / lk tokens (cuq / cuk: nseq + 1 entries, from 0) and the longest of each */
+static inline void seq_offsets(int nseq, const int *lq, const int *lk, int32_t *cuq, int32_t *cuk, int *maxq, int *maxk) {
+    cuq[0] = cuk[0] = 0;
+    *maxq = *maxk = 0;
+    for (int b = 0; b < nseq; b++) {
+        cuq[b + 1] = cuq[b] + lq[b];
+        cuk[b + 1] = cuk[b] + lk[b];
+        if (lq[b] > *maxq) *maxq = lq[b];
+        if (lk[b] > *maxk) *maxk = lk[b];
+    }
+}
+
 /* the host layout of nseq sequences (cu_seqlens cuq / cuk on the host, NULL for one sequence) in dtype dt */
 static inline infllm_layout host_layout(infllm_dtype dt, int nseq, const int32_t *cuq, const int32_t *cuk, int64_t total_q,
                                         int64_t total_k, int Hq, int Hkv, int D) {

@@ -339,13 +339,8 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
     if (c->scale_fac > 0) p.softmax_scale = c->scale_fac / sqrtf((float)c->D);
     const float scale = p.softmax_scale > 0 ? p.softmax_scale : 1.0f / sqrtf((float)c->D); /* what the calls use */
     int32_t cuq[5] = {0}, cuk[5] = {0};
-    int maxq = 0, maxk = 0;
-    for (int b = 0; b < c->nseq; b++) {
-        cuq[b + 1] = cuq[b] + c->lq[b];
-        cuk[b + 1] = cuk[b] + c->lk[b];
-        if (c->lq[b] > maxq) maxq = c->lq[b];
-        if (c->lk[b] > maxk) maxk = c->lk[b];
-    }
+    int maxq, maxk;
+    seq_offsets(c->nseq, c->lq, c->lk, cuq, cuk, &maxq, &maxk);
     int64_t TQ = cuq[c->nseq], TK = cuk[c->nseq];
     int D = c->D, Hq = c->Hq, Hkv = c->Hkv;
     infllm_dtype dt = c->dt;

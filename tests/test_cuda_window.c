@@ -90,13 +90,8 @@ static void run_case(const wcase *c, unsigned long long seed) {
     const infllm_dtype dt = c->dt;
     const float scale = 1.0f / sqrtf((float)D);
     int32_t cuq[4] = {0}, cuk[4] = {0};
-    int maxq = 0, maxk = 0;
-    for (int b = 0; b < c->nseq; b++) {
-        cuq[b + 1] = cuq[b] + c->lq[b];
-        cuk[b + 1] = cuk[b] + c->lk[b];
-        if (c->lq[b] > maxq) maxq = c->lq[b];
-        if (c->lk[b] > maxk) maxk = c->lk[b];
-    }
+    int maxq, maxk;
+    seq_offsets(c->nseq, c->lq, c->lk, cuq, cuk, &maxq, &maxk);
     const int64_t TQ = cuq[c->nseq], TK = cuk[c->nseq];
     const size_t nq = (size_t)TQ * Hq * D, nk = (size_t)TK * Hkv * D, nl = (size_t)TQ * Hq;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2);
