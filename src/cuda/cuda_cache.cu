@@ -23,7 +23,6 @@
  */
 #include <algorithm>
 #include <atomic>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1065,10 +1064,7 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
 static infllm_status cache_window_check(const infllm_attn_params *ap) {
     if (!cuda_window_active(ap) || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap)) return INFLLM_OK;
     /* (an attend checks only a sparse length; the workspace query every length the mode may make sparse) */
-    char what[160];
-    snprintf(what, sizeof what, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
-             ap->topk_total, ap->B);
-    return cuda_window_unsupported(ap, "cache attend", what);
+    return cuda_window_unsupported(ap, "cache attend", NULL);
 }
 
 extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {

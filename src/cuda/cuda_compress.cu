@@ -7,6 +7,8 @@
  * The f32 sum runs in index order and is divided (IEEE, not by a reciprocal) before rounding, like
  * cpu_mean_window, so c1/c2 are bit-identical to the CPU path.
  */
+#include <stdio.h>
+
 #include "cuda_common.cuh"
 #include "cuda_internal.cuh"
 
@@ -219,6 +221,12 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
 }
 
 infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what) {
+    char wide[160];
+    if (!what) {
+        snprintf(wide, sizeof wide, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
+                 ap->topk_total, ap->B);
+        what = wide;
+    }
     return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
                             "CUDA backend (%s): window %d: %s does not take a sliding key window on CUDA yet "
                             "(window 0 there, or the CPU backend)",

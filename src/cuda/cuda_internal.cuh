@@ -30,7 +30,8 @@ static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
 static inline int cuda_window_active(const infllm_attn_params *ap) {
     return ap->window > 0 && (int64_t)ap->window < (int64_t)ap->max_lk;
 }
-/* INFLLM_ERR_UNSUPPORTED for op under a sliding window, naming what on CUDA does not take it */
+/* INFLLM_ERR_UNSUPPORTED for op under a sliding window, naming what on CUDA does not take it (NULL: the block
+ * selection of a window wider than a row selects, which would need the window) */
 infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what);
 
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
