@@ -137,16 +137,22 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_WINDOWS:-0}" != 1 ]; then
     export WINEDEBUG=-all WINEPREFIX="$PWD/build-win/wineprefix"
     WINEPATH="$(dirname "$("$WCC" -print-file-name=libgomp-1.dll)");$(dirname "$("$WCC" -print-file-name=libwinpthread-1.dll)")"
     export WINEPATH
-    # one wine server for the whole run (persistent: a server that exits when idle while the next test starts has
-    # reset that test's connection, "wine client error: recvmsg")
     WSRV="$(dirname "$WINE")/wineserver"
     [ -x "$WSRV" ] || WSRV=$(command -v wineserver || true)
-    [ -n "$WSRV" ] && "$WSRV" -p 2>/dev/null
     # a probe first (it also creates the prefix): where wine cannot run a Windows program at all, the stage is
     # skipped with a line rather than read as the tests' failure
     printf '#include <stdio.h>\nint main(void) { puts("probe"); return 0; }\n' >build-win/probe.c
     if "$WCC" build-win/probe.c -o build-win/probe.exe 2>/dev/null &&
        "$WINE" build-win/probe.exe 2>/dev/null | grep -q probe; then
+      # then one wine server for the whole run (persistent: a server that exits when idle while the next test starts
+      # resets that test's connection, "wine client error: recvmsg", as in CI at f3462fc). Only once the probe has
+      # created the prefix: `wineserver -p` cannot chdir to a prefix that does not exist and exits (before session
+      # 56 it ran first, failed silently, and every test had the 3-second server). -w waits out the probe's server
+      if [ -n "$WSRV" ] && timeout 120 "$WSRV" -w 2>/dev/null && "$WSRV" -p 2>/dev/null; then
+        echo "wine: one persistent server for the run"
+      else
+        echo "wine: no persistent server (each test starts its own)"
+      fi
       INFLLM_DIFF_QUICK=1 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
     else
       echo "SKIP: wine cannot run a Windows program here: the Windows build's tests not run (it compiled)"
