@@ -17,7 +17,11 @@
  * Reference (SPEC B §7, the CUDA routine's contract): block bb's key is f2key(+inf) if it is forced (one
  * of the first init_blocks, or bb >= qb - local_blocks), else f2key(-inf) if bb >= e_lo (no kernel touches
  * it), else f2key(score) but at most f2key(FLT_MAX) (a free block's +inf never ties with a forced one); the k = min(max(k, 0), n) largest keys, ties to the lower index, written
- * ascending, an index > qmax as -1, then -1 up to ncols. f2key orders NaNs by their bits.
+ * ascending, an index > qmax as -1, then -1 up to ncols. f2key orders NaNs by their bits. Under a sliding
+ * window (a row's first candidate wb > 0, in a fifth of the rows) only the blocks from wb on are candidates,
+ * forced ones included, and at most n - wb are taken (REF's ref_topk); the device gets k from sel_window_k,
+ * as its kernels call it. Such rows hold no score whose key is 0 (the all-ones -NaN: the device gives the
+ * blocks before wb that key, and the kernels' block scores hold no NaN).
  *
  * cd_select's rows (its caller's precondition: n > K) hold the larger of two planes of non-negative block
  * scores (float bits compared as ints), with garbage past the row; +inf and NaN scores now and then
@@ -57,6 +61,7 @@ static uint32_t key_ref(float f) { /* independent of f2key.cuh */
 
 struct RowCase {
     int n, k, qmax, ncols, init_blocks, local_blocks, e_lo;
+    int wb; /* the first candidate block (a sliding window's), 0: every block */
     std::vector<float> score; /* n values */
     const char *mode;
 };
@@ -86,9 +91,13 @@ static std::vector<int32_t> ref_topk(const std::vector<uint32_t> &key, int k, in
     return out;
 }
 
+/* the candidates [wb, n): their top min(max(k, 0), n - wb), indices shifted back */
 static std::vector<int32_t> reference(const RowCase &c) {
-    return ref_topk(ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score),
-                    std::min(std::max(c.k, 0), c.n), c.qmax, c.ncols);
+    const std::vector<uint32_t> all = ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score);
+    const std::vector<uint32_t> cand(all.begin() + c.wb, all.end());
+    std::vector<int32_t> out = ref_topk(cand, std::min(std::max(c.k, 0), c.n - c.wb), c.qmax - c.wb, c.ncols);
+    for (auto &x : out) x = x < 0 ? -1 : x + c.wb;
+    return out;
 }
 
 /* the device writes its output into a vector of ncols + kGuardSlots words filled with kGuard */
@@ -165,6 +174,10 @@ static RowCase draw(std::mt19937_64 &rng) {
         }
         c.score[b] = v;
     }
+    c.wb = c.n > 1 && uni(0, 4) == 0 ? uni(1, c.n - 1) : 0;
+    if (c.wb > 0)
+        for (float &v : c.score)
+            if (key_ref(v) == 0u) v = -INFINITY;
     return c;
 }
 
@@ -186,9 +199,10 @@ static bool run_device(const RowCase &c, std::vector<int32_t> &out, std::string 
     for (auto &w : team_mem) w = 0xa5a5a5a5u;
     out.assign(c.ncols + kGuardSlots, kGuard);
     const int qb = c.n - 1;
-    const SelBlockKey key_of{qb, c.init_blocks, c.local_blocks, c.e_lo};
+    const SelBlockKey key_of{qb, c.init_blocks, c.local_blocks, c.e_lo, c.wb};
+    const int k = c.wb > 0 ? sel_window_k(c.k, c.n, c.wb) : c.k; /* (k above n or below 0 as it is without a window) */
     const bool ok = team.run([&](int t) {
-        sel90_topk_radix<TW>(row, c.n, c.k, c.qmax, out.data(), c.ncols, team_mem, t / 32, 0, key_of);
+        sel90_topk_radix<TW>(row, c.n, k, c.qmax, out.data(), c.ncols, team_mem, t / 32, 0, key_of);
     });
     if (!ok) err = team.error();
     return ok;
@@ -207,8 +221,9 @@ template <int TW> static void run_cases(int rows, uint64_t seed) {
         const std::vector<int32_t> want = reference(c);
         const int first = first_mismatch(got, want, c.ncols);
         const bool same = first < 0, guard_ok = guard_intact(got, c.ncols);
-        CHECK(same, "TW %d row %d (%s, n %d k %d qmax %d ncols %d init %d local %d e_lo %d): slot %d is %d, want %d",
-              TW, r, c.mode, c.n, c.k, c.qmax, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, first,
+        CHECK(same, "TW %d row %d (%s, n %d k %d qmax %d ncols %d init %d local %d e_lo %d wb %d): slot %d is %d, "
+              "want %d",
+              TW, r, c.mode, c.n, c.k, c.qmax, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, c.wb, first,
               first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
         CHECK(guard_ok, "TW %d row %d: wrote past ncols %d", TW, r, c.ncols);
         bad += !same || !guard_ok;
@@ -248,7 +263,7 @@ template <int TW> static void seg_cases(int rows, uint64_t seed) {
         bounds.push_back(c.n);
         multi += bounds.size() > 2;
         std::vector<int32_t> got(c.ncols + kGuardSlots, kGuard);
-        const SelBlockKey base{c.n - 1, c.init_blocks, c.local_blocks, c.e_lo};
+        const SelBlockKey base{c.n - 1, c.init_blocks, c.local_blocks, c.e_lo, c.wb};
         simt::Team &team = (r & 1) ? shuffled_team : in_order;
         bool ran = true;
         std::string err;
@@ -266,7 +281,9 @@ template <int TW> static void seg_cases(int rows, uint64_t seed) {
             for (auto &w : team_mem) w = 0xa5a5a5a5u;
             const SelSegKey key_of{base, off, wb};
             const SelSegOut out{last ? got.data() : nullptr, ckey, cblk, cidx, off, wb, c.ncols};
-            ran = team.run([&](int t) { sel90_topk_radix_g<TW>(row, n, c.k, team_mem, t / 32, 0, key_of, out); });
+            /* the carry keeps k keys; the last segment selects at most the window's candidates, as k_select90 */
+            const int k = last ? sel_window_k(c.k, c.n, c.wb) : c.k;
+            ran = team.run([&](int t) { sel90_topk_radix_g<TW>(row, n, k, team_mem, t / 32, 0, key_of, out); });
             if (!ran) err = team.error();
         }
         CHECK(ran, "seg TW %d row %d (n %d k %d): %s", TW, r, c.n, c.k, err.c_str());
@@ -274,9 +291,9 @@ template <int TW> static void seg_cases(int rows, uint64_t seed) {
         const std::vector<int32_t> want = reference(c);
         const int first = first_mismatch(got, want, c.ncols);
         const bool same = first < 0, guard_ok = guard_intact(got, c.ncols);
-        CHECK(same, "seg TW %d row %d (%s, n %d k %d ncols %d init %d local %d e_lo %d, %zu segments, first %d): "
+        CHECK(same, "seg TW %d row %d (%s, n %d k %d ncols %d init %d local %d e_lo %d wb %d, %zu segments, first %d): "
               "slot %d is %d, want %d",
-              TW, r, c.mode, c.n, c.k, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, bounds.size() - 1, bounds[1],
+              TW, r, c.mode, c.n, c.k, c.ncols, c.init_blocks, c.local_blocks, c.e_lo, c.wb, bounds.size() - 1, bounds[1],
               first, first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
         CHECK(guard_ok, "seg TW %d row %d: wrote past ncols %d", TW, r, c.ncols);
         bad += !same || !guard_ok;

@@ -1060,9 +1060,12 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
 }
 
 /* a windowed attend: the windowed dense flash kernel, for sparse lengths too where every row selects every block
- * its window reaches (cuda_window_selects_all); a window spanning more would need a windowed selection */
+ * its window reaches (cuda_window_selects_all); a window spanning more needs the selection's window
+ * (cuda_window_select_on) */
 static infllm_status cache_window_check(const infllm_attn_params *ap) {
-    if (!cuda_window_active(ap) || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap)) return INFLLM_OK;
+    if (!cuda_window_active(ap) || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap) ||
+        cuda_window_select_on())
+        return INFLLM_OK;
     /* (an attend checks only a sparse length; the workspace query every length the mode may make sparse) */
     return cuda_window_unsupported(ap, "cache attend", NULL);
 }

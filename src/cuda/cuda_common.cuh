@@ -123,6 +123,11 @@ __host__ __device__ __forceinline__ int32_t d_first_untouched_block(int32_t B, i
 __host__ __device__ __forceinline__ int64_t d_window_start(int64_t pos, int32_t window) {
     return window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
 }
+/* The first block (of B keys) a query at position pos may select under a sliding window (0: none): blocks wholly
+ * before its window are no candidates (infllm_window_first_block). Positions < 2^31; no division without a window */
+__host__ __device__ __forceinline__ int d_window_first_block(int64_t pos, int32_t window, int32_t B) {
+    return window > 0 ? (int)((uint32_t)d_window_start(pos, window) / (uint32_t)B) : 0;
+}
 /* per-sequence dense/sparse switch (SPEC A.8) */
 __host__ __device__ __forceinline__ int d_seq_sparse(int mode, int32_t dense_len, int32_t lk) {
     if (mode == INFLLM_MODE_DENSE) return 0;

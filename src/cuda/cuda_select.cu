@@ -33,6 +33,7 @@ struct SelParams {
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out;
     int exact, round_bf16;
+    int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
     float *scores; /* standalone: [Hkv, total_q, max_n1] */
     int max_n1;
     int32_t *topk; /* fused: [Hkv, total_q, topk_out] */
@@ -161,12 +162,13 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     const int Gr = p.G, G = p.gpad ? 16 : Gr;
 
     if (p.topk) {
-        /* tokens with <= K causal blocks take them all */
+        /* tokens with <= K causal blocks take them all (those their window reaches) */
         for (int tt = 0; tt < ntok; tt++) {
             int64_t qb = (pos0 + tt) / p.B;
             if (qb + 1 <= p.K) {
+                const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
                 int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-                for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
+                for (int c = tid; c < p.topk_out; c += NT) row[c] = wb + c <= qb ? wb + c : -1;
             }
         }
         if (pos_last / p.B + 1 <= p.K) return;
@@ -356,9 +358,10 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     for (int tt = warp; tt < ntok; tt += NW) {
         const int64_t qb = (pos0 + tt) / p.B;
         if (qb + 1 <= Kb) continue;
-        const SelBlockKey key_of{(int)qb, p.init_blocks, p.local_blocks, e_lo};
+        const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
+        const SelBlockKey key_of{(int)qb, p.init_blocks, p.local_blocks, e_lo, wb};
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, Kb, (int)qb, row, p.topk_out,
+        sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, sel_window_k(Kb, (int)qb + 1, wb), (int)qb, row, p.topk_out,
                             reinterpret_cast<uint32_t *>(smem) + warp * SEL_TOPK1_WORDS, 0, 0, key_of);
     }
 }
@@ -495,13 +498,13 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     const int rg = wg & 1, chalf = wg >> 1, khalf = wg & 1, th = wg >> 1;
     const int Kb = p.K;
 
-    /* tokens with <= K causal blocks (qb + 1 <= K, i.e. positions below K B) take them all (positions
-     * < 2^31: 32-bit block math); no division for the tokens past them, which are nearly all */
+    /* tokens with <= K causal blocks (qb + 1 <= K, i.e. positions below K B) take them all, those their window
+     * reaches (positions < 2^31: 32-bit block math); no division for the tokens past them, which are nearly all */
     const int64_t few_end = (int64_t)Kb * p.B;
     for (int tt = 0; tt < ntok && pos0 + tt < few_end; tt++) {
-        const int qb = (int)(pos0 + tt) / p.B;
+        const int qb = (int)(pos0 + tt) / p.B, wb = d_window_first_block(pos0 + tt, p.window, p.B);
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        for (int c = tid; c < p.topk_out; c += NT) row[c] = c <= qb ? c : -1;
+        for (int c = tid; c < p.topk_out; c += NT) row[c] = wb + c <= qb ? wb + c : -1;
     }
     if (pos_last < few_end) return;
 
@@ -866,11 +869,15 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             if (qb + 1 <= Kb || qb < seg_wb) continue; /* takes all its blocks, or done before */
             const bool last = qb < wb1;                 /* its blocks end in this segment */
             int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-            const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo}, seg_off, seg_wb};
+            /* the window's blocks before it: key 0 in every segment; the carry keeps K keys, the last selects at
+             * most the window's candidates */
+            const int wwb = d_window_first_block(pos0 + tt, p.window, p.B);
+            const SelSegKey key_of{SelBlockKey{qb, p.init_blocks, p.local_blocks, e_lo, wwb}, seg_off, seg_wb};
             const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
                                 seg_off, seg_wb, p.topk_out};
-            sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb, Kb,
-                                   sTeam + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of, out);
+            sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb,
+                                   last ? sel_window_k(Kb, qb + 1, wwb) : Kb, sTeam + team * SEL90_TOPK_TEAM_WORDS, tw,
+                                   team, key_of, out);
         }
     };
     /* SEG: segment by segment, its tiles (up to seg_lim) and then, unless it is the last, its end (after the
@@ -969,10 +976,11 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         for (int tt = team; tt < ntok; tt += NT / 32 / TW) { /* team < SEL90_TT: one token each */
             const int qb = (int)(pos0 + tt) / p.B;
             if (qb + 1 <= Kb) continue;
-            const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
+            const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
+            const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo, wb};
             int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, Kb, qb, row, p.topk_out, sTeam + team * SEL90_TOPK_TEAM_WORDS,
-                                 tw, team, key_of);
+            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, sel_window_k(Kb, qb + 1, wb), qb, row, p.topk_out,
+                                 sTeam + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
         }
     }
 #else
@@ -1205,6 +1213,7 @@ static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, c
     p.cu_c2 = cu_c2;
     p.sd = seq_desc(ap);
     sel_fill_params(p, ap);
+    p.window = ap->window;
 }
 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1400,7 +1409,7 @@ __global__ void k_topk(SeqDesc sd, const float *__restrict__ bs, int32_t *__rest
     if (nblocks > nbo) nblocks = nbo;
     int64_t pos = (int64_t)lk - lq + (t - q0);
     int qb = (int)(pos / B);
-    const int wb = (int)(d_window_start(pos, window) / B); /* <= qb < nblocks */
+    const int wb = d_window_first_block(pos, window, B); /* <= qb < nblocks */
     warp_topk(bs + w * nbo + wb, nblocks - wb, K, qb - wb, out + w * K, K, wb);
 }
 
@@ -1430,6 +1439,7 @@ struct DecParams {
     int Hq, Hkv, G, max_lq;
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
+    int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
     int filter_sparse, mode, dense_len;
     int ntL;      /* LSE-level tiles (max over sequences) */
     int R;        /* head tiles of a group, ceil(G / 16) */
@@ -1691,13 +1701,14 @@ __global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
     int64_t pos = (int64_t)lk - lq + (t - q0);
     int qb = (int)(pos / p.B);
     int32_t *row = p.topk + w * p.topk_out;
-    if (qb + 1 <= p.K) {
-        for (int c = tw * 32 + lane; c < p.topk_out; c += DEC_TOPK_TW * 32) row[c] = c <= qb ? c : -1;
+    const int wb = d_window_first_block(pos, p.window, p.B);
+    if (qb + 1 <= p.K) { /* every causal block its window reaches */
+        for (int c = tw * 32 + lane; c < p.topk_out; c += DEC_TOPK_TW * 32) row[c] = wb + c <= qb ? wb + c : -1;
         return;
     }
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, d_windows(lk, p.l1, p.s1));
-    const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo};
-    sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, p.K, qb, row, p.topk_out,
+    const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo, wb};
+    sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, sel_window_k(p.K, qb + 1, wb), qb, row, p.topk_out,
                                   sHist + team * DEC_TOPK_TEAM_WORDS, tw, team, key_of);
 }
 

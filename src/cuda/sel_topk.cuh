@@ -37,28 +37,36 @@ enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 
 enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
 
 /* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
+ * 0 for a block before wb, the row's first candidate (a sliding window's first block,
+ * infllm_window_first_block; 0 without one): below every candidate's key, as the kernels' block
+ * scores hold no NaN (their max-pool skips it), so a candidate's key is at least f2key(-inf) > 0, and
+ * the caller selects at most the n - wb candidates (sel_window_k); then
  * f2key(+inf) for a forced block (one of the first init_blocks, or of the local_blocks before qb),
  * f2key(-inf) for a block no c1 kernel touches (from e_lo = d_first_untouched_block on), else
  * f2key of the score, at most f2key(FLT_MAX) (an overflowed, +inf score ranks below the forced blocks).
  * k_select's, k_select90's and k_dec_topk's finalize (sel90_topk_radix's key_of). */
 struct SelBlockKey {
-    int qb, init_blocks, local_blocks, e_lo;
+    int qb, init_blocks, local_blocks, e_lo, wb;
     __device__ __forceinline__ uint32_t operator()(int bb, float score) const {
-        /* selects, not branches: the finalize's key pass runs this for the keys of groups with a forced
-         * or an empty block */
+        /* selects, not branches: the finalize's key pass runs this for the keys of groups with a forced,
+         * an empty or an excluded block */
         const bool forced = bb < init_blocks || bb >= qb - local_blocks;
         /* a free block's key at most f2key(FLT_MAX): an overflowed stage-1 sum (+inf) never ties with the
          * forced blocks (REF's block score is FLT_MAX there) */
         const uint32_t key = bb >= e_lo ? 0x007fffffu /* f2key(-inf) */ : min(f2key(score), 0xff7fffffu);
-        return forced ? 0xff800000u /* f2key(+inf) */ : key;
+        return bb < wb ? 0u : forced ? 0xff800000u /* f2key(+inf) */ : key;
     }
-    /* the blocks [plain_lo(), plain_hi()) are neither forced nor empty: their key is min(f2key(score), f2key(FLT_MAX)).
-     * plain_lo is at most plain_hi (an empty range), never init_blocks itself: the callers round it up to a group of
-     * 4 and offset it by a segment's start, which overflowed int for init_blocks near INT32_MAX (every block an init
-     * block: the forced blocks then took their scores' keys, session 46) */
-    __device__ __forceinline__ int plain_lo() const { return min(init_blocks, plain_hi()); }
+    /* the blocks [plain_lo(), plain_hi()) are neither excluded, forced nor empty: their key is min(f2key(score),
+     * f2key(FLT_MAX)). plain_lo is at most plain_hi (an empty range), never init_blocks itself: the callers round it
+     * up to a group of 4 and offset it by a segment's start, which overflowed int for init_blocks near INT32_MAX
+     * (every block an init block: the forced blocks then took their scores' keys, session 46) */
+    __device__ __forceinline__ int plain_lo() const { return min(max(init_blocks, wb), plain_hi()); }
     __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
 };
+/* How many blocks a row of blocks 0..n-1 whose candidates start at block wb (SelBlockKey.wb) selects under a
+ * top-k of K: every candidate where they are no more than K (REF's min(K, candidates)). The finalize's k for a
+ * row's whole selection (not for a segment's carry, which keeps K keys) */
+__host__ __device__ __forceinline__ int sel_window_k(int K, int n, int wb) { return n - wb < K ? n - wb : K; }
 
 /* The finalize's output for a whole row (every caller but k_select90's segments): slot pos of `out`
  * gets block i (-1 past qmax), and the slots from k up to ncols get -1. */
