@@ -147,13 +147,23 @@ if [ "$(uname -m)" = x86_64 ] && [ "${INFLLM_SKIP_WINDOWS:-0}" != 1 ]; then
       # then one wine server for the whole run (persistent: a server that exits when idle while the next test starts
       # resets that test's connection, "wine client error: recvmsg", as in CI at f3462fc). Only once the probe has
       # created the prefix: `wineserver -p` cannot chdir to a prefix that does not exist and exits (before session
-      # 56 it ran first, failed silently, and every test had the 3-second server). -w waits out the probe's server
-      if [ -n "$WSRV" ] && timeout 120 "$WSRV" -w 2>/dev/null && "$WSRV" -p 2>/dev/null; then
+      # 56 it ran first, failed silently, and every test had the 3-second server); -w waits out the probe's server.
+      # Then wine's system processes (services.exe, winedevice.exe, ...) started by a run whose output goes nowhere:
+      # under a persistent server they live on, and started by a test they would hold ctest's pipe to that test
+      # open, so ctest would wait on it forever (session 56's first try hung so)
+      if [ -n "$WSRV" ] && timeout 120 "$WSRV" -w 2>/dev/null && "$WSRV" -p 2>/dev/null &&
+         timeout 120 "$WINE" build-win/probe.exe </dev/null >/dev/null 2>&1; then
         echo "wine: one persistent server for the run"
       else
+        [ -n "$WSRV" ] && "$WSRV" -k 2>/dev/null
         echo "wine: no persistent server (each test starts its own)"
       fi
-      INFLLM_DIFF_QUICK=1 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG" || rc=1
+      # bounded: should a wine process still hold a test's pipe, the stage (~2 minutes) stops at 15 rather than run
+      # into CI's limit
+      INFLLM_DIFF_QUICK=1 timeout 900 ctest --test-dir build-win --output-on-failure -j"$JOBS" 2>&1 | tee -a "$LOG"
+      wrc=${PIPESTATUS[0]}
+      [ "$wrc" -eq 124 ] && echo "FAIL: the Windows tests ran past 15 minutes (a wine process holding a test's output?)"
+      [ "$wrc" -eq 0 ] || rc=1
     else
       echo "SKIP: wine cannot run a Windows program here: the Windows build's tests not run (it compiled)"
     fi
