@@ -257,7 +257,9 @@ static void run_case(const wcase *c, unsigned long long seed) {
     int sel_same = -1;
     {
         infllm_sizes sz;
+        p.backend = INFLLM_BACKEND_REF; /* the host layout's sizes */
         CHECK_OK(infllm_get_sizes(&p, &hl, &sz));
+        p.backend = INFLLM_BACKEND_CUDA;
         const size_t K = (size_t)sz.topk_out, nrow = (size_t)Hkv * TQ;
         int32_t *dsel = dev_alloc(nrow * K * 4 + 4);
         const int sel_ok = inactive || sel_on;
