@@ -802,7 +802,8 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         {"--kernel-stride", NULL, OPT_INT, &o->p.kernel_stride, "N", "c1 kernel stride (16); c2 uses 4x"},
         {"--exact-lse", NULL, OPT_FLAG, &o->p.exact_lse, NULL, "stage-1 LSE over c1 (no c2 approximation)"},
         {"--window", NULL, OPT_INT, &o->p.window, "N",
-         "sliding key window: a query attends the keys of its last N positions (0: none; CPU)"},
+         "sliding key window: a query attends the keys of its last N positions (0: none; the stages are then "
+         "not timed apart)"},
         {"--no-warmup", NULL, OPT_FLAG, &no_warmup, NULL, "no untimed warm-up run before the first length"},
         {"--peak", NULL, OPT_DOUBLE, &o->peak, "GFLOPS", "the CPU's fp32 FMA peak for 'frac of peak' (0: measure it)"},
         {"--device", NULL, OPT_STR, &device, "DEV", "cpu | cuda (cpu)"},
