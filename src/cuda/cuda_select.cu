@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
             if (qb + 1 <= p.K) {
                 const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
                 int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-                for (int c = tid; c < p.topk_out; c += NT) row[c] = wb + c <= qb ? wb + c : -1;
+                for (int c = tid; c < p.topk_out; c += NT) row[c] = sel_take_all_slot(wb, (int)qb, c);
             }
         }
         if (pos_last / p.B + 1 <= p.K) return;
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
         const SelBlockKey key_of{(int)qb, p.init_blocks, p.local_blocks, e_lo, wb};
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, sel_window_k(Kb, (int)qb + 1, wb), (int)qb, row, p.topk_out,
+        sel90_topk_radix<1>(sBS + tt * p.nbmax, (int)qb + 1, key_of.select_k(Kb), (int)qb, row, p.topk_out,
                             reinterpret_cast<uint32_t *>(smem) + warp * SEL_TOPK1_WORDS, 0, 0, key_of);
     }
 }
@@ -504,7 +504,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (int tt = 0; tt < ntok && pos0 + tt < few_end; tt++) {
         const int qb = (int)(pos0 + tt) / p.B, wb = d_window_first_block(pos0 + tt, p.window, p.B);
         int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-        for (int c = tid; c < p.topk_out; c += NT) row[c] = wb + c <= qb ? wb + c : -1;
+        for (int c = tid; c < p.topk_out; c += NT) row[c] = sel_take_all_slot(wb, qb, c);
     }
     if (pos_last < few_end) return;
 
@@ -876,7 +876,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             const SelSegOut out{last ? row : nullptr, sNkey + tt * Kb, sNblk + tt * Kb, sCidx + tt * Kb,
                                 seg_off, seg_wb, p.topk_out};
             sel90_topk_radix_g<TW>(sBS + tt * nbs, seg_off + (last ? qb + 1 : wb1) - seg_wb,
-                                   last ? sel_window_k(Kb, qb + 1, wwb) : Kb, sTeam + team * SEL90_TOPK_TEAM_WORDS, tw,
+                                   last ? key_of.base.select_k(Kb) : Kb, sTeam + team * SEL90_TOPK_TEAM_WORDS, tw,
                                    team, key_of, out);
         }
     };
@@ -979,7 +979,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
             const int wb = d_window_first_block(pos0 + tt, p.window, p.B);
             const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo, wb};
             int32_t *row = p.topk + ((int64_t)g * p.sd.total_q + q0 + tok0 + tt) * p.topk_out;
-            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, sel_window_k(Kb, qb + 1, wb), qb, row, p.topk_out,
+            sel90_topk_radix<TW>(sBS + tt * nbs, qb + 1, key_of.select_k(Kb), qb, row, p.topk_out,
                                  sTeam + team * SEL90_TOPK_TEAM_WORDS, tw, team, key_of);
         }
     }
@@ -1703,12 +1703,12 @@ __global__ void __launch_bounds__(DEC_TOPK_WARPS * 32) k_dec_topk(DecParams p) {
     int32_t *row = p.topk + w * p.topk_out;
     const int wb = d_window_first_block(pos, p.window, p.B);
     if (qb + 1 <= p.K) { /* every causal block its window reaches */
-        for (int c = tw * 32 + lane; c < p.topk_out; c += DEC_TOPK_TW * 32) row[c] = wb + c <= qb ? wb + c : -1;
+        for (int c = tw * 32 + lane; c < p.topk_out; c += DEC_TOPK_TW * 32) row[c] = sel_take_all_slot(wb, qb, c);
         return;
     }
     const int e_lo = d_first_untouched_block(p.B, p.l1, p.s1, d_windows(lk, p.l1, p.s1));
     const SelBlockKey key_of{qb, p.init_blocks, p.local_blocks, e_lo, wb};
-    sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, sel_window_k(p.K, qb + 1, wb), qb, row, p.topk_out,
+    sel90_topk_radix<DEC_TOPK_TW>(p.bsg + w * p.nbmax, qb + 1, key_of.select_k(p.K), qb, row, p.topk_out,
                                   sHist + team * DEC_TOPK_TEAM_WORDS, tw, team, key_of);
 }
 

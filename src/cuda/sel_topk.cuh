@@ -36,6 +36,15 @@ enum { SEL90_TOPK_HIST = 2 * 256, SEL90_TOPK_TEAM_WORDS = 2 * SEL90_TOPK_HIST + 
 /* the same for a team of one warp (k_select): its 2 histograms + the exchange words */
 enum { SEL_TOPK1_WORDS = SEL90_TOPK_HIST + 32 };
 
+/* How many blocks a row of blocks 0..n-1 whose candidates start at block wb (SelBlockKey.wb) selects under a
+ * top-k of K: every candidate where they are no more than K (REF's min(K, candidates)). The finalize's k for a
+ * row's whole selection (not for a segment's carry, which keeps K keys): SelBlockKey::select_k */
+__host__ __device__ __forceinline__ int sel_window_k(int K, int n, int wb) { return n - wb < K ? n - wb : K; }
+
+/* Slot c of the row of a query in block qb that takes every block its window reaches (qb + 1 <= K: no top-k),
+ * the window's first block wb on: wb + c, -1 past qb. k_select, k_select90 and k_dec_topk write these rows. */
+__device__ __forceinline__ int32_t sel_take_all_slot(int wb, int qb, int c) { return wb + c <= qb ? wb + c : -1; }
+
 /* The top-k key of block bb of a row whose query sits in block qb (bb <= qb), from its block score:
  * 0 for a block before wb, the row's first candidate (a sliding window's first block,
  * infllm_window_first_block; 0 without one): below every candidate's key, as the kernels' block
@@ -62,12 +71,9 @@ struct SelBlockKey {
      * (every block an init block: the forced blocks then took their scores' keys, session 46) */
     __device__ __forceinline__ int plain_lo() const { return min(max(init_blocks, wb), plain_hi()); }
     __device__ __forceinline__ int plain_hi() const { return min(qb - local_blocks, e_lo); }
+    /* the blocks the row's finalize selects under a top-k of K (its blocks 0..qb, candidates from wb) */
+    __device__ __forceinline__ int select_k(int K) const { return sel_window_k(K, qb + 1, wb); }
 };
-/* How many blocks a row of blocks 0..n-1 whose candidates start at block wb (SelBlockKey.wb) selects under a
- * top-k of K: every candidate where they are no more than K (REF's min(K, candidates)). The finalize's k for a
- * row's whole selection (not for a segment's carry, which keeps K keys) */
-__host__ __device__ __forceinline__ int sel_window_k(int K, int n, int wb) { return n - wb < K ? n - wb : K; }
-
 /* The finalize's output for a whole row (every caller but k_select90's segments): slot pos of `out`
  * gets block i (-1 past qmax), and the slots from k up to ncols get -1. */
 struct SelTopkOut {
