@@ -110,12 +110,9 @@ typedef struct infllm_params {
                                 dense attention, stage 2 and their backward; and the top-k takes no block wholly
                                 before that range (b*B + B <= p - window + 1), so that a window spanning at most
                                 topk + local_blocks blocks makes the sparse result the dense one. Compression, stage 1
-                                and the block scores do not depend on it. >= 0. CUDA: dense and sparse attention,
-                                their backward, and infllm_attention and the cache's attend where every sparse row
-                                selects all blocks its window reaches (a window spanning at most topk + local_blocks
-                                blocks: they run it as the windowed dense); INFLLM_ERR_UNSUPPORTED for a window > 0 in
-                                select_blocks and in a sparse selection over a wider window (the selection kernels'
-                                window is written but off until checked on a GPU: INFLLM_CUDA_WINDOW_SELECT=1) */
+                                and the block scores do not depend on it. >= 0. Every backend and op takes it (CUDA
+                                runs a window spanning at most topk + local_blocks blocks, where every sparse row
+                                selects all blocks it reaches, as the windowed dense call) */
     float softmax_scale;     /* 0: 1/sqrt(head_dim); finite, >= 0 and at most ~2.36e38 (FLT_MAX / log2(e)).
                                 The CPU and CUDA backends score in float32: scale x |q.k| must stay well
                                 inside float's range (an overflowed score is inf, its row NaN; REF, in

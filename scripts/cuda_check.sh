@@ -74,12 +74,10 @@ RUNS+=("test_cuda_window: the sliding key window on the wgmma kernels (default)|
 RUNS+=("test_cuda_window: on the mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1)|env INFLLM_CUDA_NO_WGMMA=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_window: on the mma.sync kernels' 8-warp tiles (INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8)|env INFLLM_CUDA_NO_WGMMA=1 INFLLM_CUDA_SPARSE_NW=8 INFLLM_CUDA_DENSE_NW=8 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_window: the wgmma kernels with every K/V chunk by cp.async (INFLLM_CUDA_NO_TMA=1)|env INFLLM_CUDA_NO_TMA=1 $BUILD/tests/test_cuda_window")
-# the selection kernels' window (session 56, off by default until these pass): k_select90 whole rows and in segments
-# of one tile, k_select (mma.sync), the fused k_select instead of the small-batch kernels (k_dec_topk)
-RUNS+=("test_cuda_window: the selection's window on k_select90 and k_dec_topk (INFLLM_CUDA_WINDOW_SELECT=1)|env INFLLM_CUDA_WINDOW_SELECT=1 $BUILD/tests/test_cuda_window")
-RUNS+=("test_cuda_window: the selection's window on k_select90 in segments of one tile (INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_SEL90_SEG=1)|env INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_SEL90_SEG=1 $BUILD/tests/test_cuda_window")
-RUNS+=("test_cuda_window: the selection's window on k_select (INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_NO_WGMMA=1)|env INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_NO_WGMMA=1 $BUILD/tests/test_cuda_window")
-RUNS+=("test_cuda_window: the selection's window without the small-batch kernels (INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_NO_DEC=1)|env INFLLM_CUDA_WINDOW_SELECT=1 INFLLM_CUDA_NO_DEC=1 $BUILD/tests/test_cuda_window")
+# the selection kernels' window (sessions 56-57): k_select90 in segments of one tile, the fused k_select instead of
+# the small-batch kernels (k_dec_topk); k_select itself in the mma.sync runs above
+RUNS+=("test_cuda_window: the selection's window on k_select90 in segments of one tile (INFLLM_CUDA_SEL90_SEG=1)|env INFLLM_CUDA_SEL90_SEG=1 $BUILD/tests/test_cuda_window")
+RUNS+=("test_cuda_window: the selection's window without the small-batch kernels (INFLLM_CUDA_NO_DEC=1)|env INFLLM_CUDA_NO_DEC=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")

@@ -150,8 +150,7 @@ static void test_params(void) {
     } else {
         printf("SKIP CUDA-unavailable checks: a CUDA device is present\n");
     }
-    /* (a sliding window on CUDA: test_cuda_window, which needs a device, runs what CUDA takes and checks what it
-     * refuses: select_blocks, the backward, a sparse selection over a window wider than a row selects) */
+    /* (a sliding window on CUDA: test_cuda_window, which needs a device, runs every op under one) */
     /* valid edge values are accepted */
     p = base_params();
     p.block_size = 48; /* multiple of 16 */

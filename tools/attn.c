@@ -254,8 +254,7 @@ int cmd_attn(int argc, char **argv) {
         {"--dense-len", NULL, OPT_INT, &o.dense_len, "N", "auto mode: dense below this kv length (8192); -1 = sparse"},
         {"--exact-lse", NULL, OPT_FLAG, &o.exact_lse, NULL, "stage-1 LSE over c1 (no c2 approximation)"},
         {"--window", NULL, OPT_INT, &o.window, "N",
-         "sliding key window: a query attends the keys of its last N positions (0: none; on CUDA a sparse "
-         "selection only where topk + local blocks cover it)"},
+         "sliding key window: a query attends the keys of its last N positions (0: none)"},
         {"--scale", NULL, OPT_FLOAT, &o.scale, "X", "softmax scale (default 1/sqrt(head_dim))"},
         {"--threads", NULL, OPT_INT, &o.threads, "N", "CPU threads (0 = all cores)"},
         {"--device", NULL, OPT_STR, &o.device, "DEV", "cpu | ref (float64 reference) | cuda"},

@@ -12,9 +12,8 @@ where the model is, differentiable for training (the selection held fixed, as In
 padded (left or right: each row's tokens one contiguous run, what tokenizers make), packed (position_ids that
 restart at 0, or the cu_seq_lens_q / cu_seq_lens_k of DataCollatorWithFlattening) or plain; a padding mask given
 directly may be 0 / 1 (bool, integer, float) or additive (0 kept, -inf or finfo.min masked). The model's own
-softmax scale is used, and its layers' sliding windows (Mistral's, Qwen2's, Phi-3's: infllm's `window`; on the GPU
-for inference where a row's selection covers its window, topk + local_blocks blocks at least, as Mistral's 4096 under
-the defaults, training too; where a selection would have to fit in a wider window, CUDA refuses it). Not supported (ValueError): attention dropout
+softmax scale is used, and its layers' sliding windows (Mistral's, Qwen2's, Phi-3's: infllm's `window`, on the CPU
+and the GPU, for inference and training). Not supported (ValueError): attention dropout
 in training, soft-capping, masks other than padding, layers that are not causal (encoders', cross-attention). Generation works with the model's
 KV cache (dynamic or static); each step recompresses the cached keys (the stateless call), so long generations are
 better served by infllm.DecodeCache or the `infllm run` runtime.

@@ -1059,20 +1059,8 @@ static size_t cache_ws_for(const infllm_attn_params *ap, int64_t n) {
     return other > cd ? other : cd;
 }
 
-/* a windowed attend: the windowed dense flash kernel, for sparse lengths too where every row selects every block
- * its window reaches (cuda_window_selects_all); a window spanning more needs the selection's window
- * (cuda_window_select_on) */
-static infllm_status cache_window_check(const infllm_attn_params *ap) {
-    if (!cuda_window_active(ap) || ap->mode == INFLLM_MODE_DENSE || cuda_window_selects_all(ap) ||
-        cuda_window_select_on())
-        return INFLLM_OK;
-    /* (an attend checks only a sparse length; the workspace query every length the mode may make sparse) */
-    return cuda_window_unsupported(ap, "cache attend", NULL);
-}
-
 extern "C" infllm_status cuda_cache_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "cache attend");
-    if (!s) s = cache_window_check(ap);
     if (s) return s;
     const int64_t nq = ap->total_q;
     size_t best = cache_ws_for(ap, nq);
@@ -1104,7 +1092,6 @@ extern "C" infllm_status cuda_cache_attend(const infllm_attn_params *ap, const v
         return infllm_set_error(INFLLM_ERR_UNSUPPORTED, "CUDA cache attend: one sequence with host lengths expected");
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     const int sparse = ap->seqs[0].sparse;
-    if (sparse && (s = cache_window_check(ap))) return s;
     CdPlan cd = cd_plan(ap, 0);
     CacheWs w = cache_ws(ap);
     unsigned char *ws = NULL;

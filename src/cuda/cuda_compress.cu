@@ -220,19 +220,6 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
     return INFLLM_OK;
 }
 
-infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what) {
-    char wide[160];
-    if (!what) {
-        snprintf(wide, sizeof wide, "the block selection of a window spanning more than topk + local_blocks = %d blocks of %d",
-                 ap->topk_total, ap->B);
-        what = wide;
-    }
-    return infllm_set_error(INFLLM_ERR_UNSUPPORTED,
-                            "CUDA backend (%s): window %d: %s does not take a sliding key window on CUDA yet "
-                            "(window 0 there, or the CPU backend)",
-                            op, ap->window, what);
-}
-
 infllm_status cuda_offsets_launch(const infllm_attn_params *ap, int32_t *cu_c1, int32_t *cu_c2, cudaStream_t st) {
     k_offsets<<<1, 32, 0, st>>>(seq_desc(ap), ap->l1, ap->s1, ap->l2, ap->s2, cu_c1, cu_c2);
     CU_LAUNCH_CHECK("k_offsets");

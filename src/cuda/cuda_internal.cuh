@@ -20,25 +20,14 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
 /* The sliding key window (ap->window > 0) on CUDA: the dense and stage-2 kernels and the backward mask by it (k_flash,
  * k_flash90); the decode cache's kernels do not (cd_plan is off under a window). The fused selection kernels
  * (k_select, k_select90, k_dec_topk) start each row's candidates at its window's first block (SelBlockKey.wb,
- * session 56), but only under INFLLM_CUDA_WINDOW_SELECT=1 until that has run on a GPU (written without one; the
- * finalize is checked on the host by test_topk_host): off, a selection over a wide window is refused (below)
- * as before. A sparse row's candidate blocks
+ * session 56; run on a GPU in session 57), so select_blocks, the pipeline and the cache's attend take any window.
+ * A sparse row's candidate blocks
  * (those that reach its window) number at most ceil((window - 1) / B) + 1 whatever the length; when that is at
  * most topk + local_blocks, every row selects all of them and sparse attention is the windowed dense one (the CPU
  * backend's selects_every_block), which needs no selection. */
 static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
     return ap->window > 0 && ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1 <= ap->topk_total;
 }
-/* a window that masks a key of this call: one at least as long as its longest sequence (max_lk) changes nothing, and
- * the window-blind selection kernels then select as REF does */
-static inline int cuda_window_active(const infllm_attn_params *ap) {
-    return ap->window > 0 && (int64_t)ap->window < (int64_t)ap->max_lk;
-}
-/* whether the selection kernels' window is on (INFLLM_CUDA_WINDOW_SELECT=1; see above) */
-int cuda_window_select_on(void);
-/* INFLLM_ERR_UNSUPPORTED for op under a sliding window, naming what on CUDA does not take it (NULL: the block
- * selection of a window wider than a row selects, which would need the window) */
-infllm_status cuda_window_unsupported(const infllm_attn_params *ap, const char *op, const char *what);
 
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
  * written as 16-byte vectors, by cp.async and TMA), 4 for a float / int32 array. */

@@ -154,11 +154,6 @@ extern "C" void cuda_device_describe(char *buf, size_t size) {
                  cc / 10, cc % 10, d.sms, d.smem_optin / 1024);
 }
 
-int cuda_window_select_on(void) {
-    static std::atomic<int> on{CUDA_ENV_UNREAD};
-    return cuda_env_int("INFLLM_CUDA_WINDOW_SELECT", &on) == 1;
-}
-
 int cuda_env_int(const char *name, std::atomic<int> *slot) {
     int v = slot->load(std::memory_order_relaxed);
     if (v == CUDA_ENV_UNREAD) {
@@ -174,7 +169,6 @@ struct WsLayout {
     int64_t rows_c1, rows_c2; /* rows of the c1 / c2 regions */
     int any_sparse, any_dense;
     int dense_filter; /* the dense launch's sequences: 2, the dense ones; 0, all (a window every row selects whole) */
-    int window_select; /* sparse sequences would need the selection's window, which is off (cuda_window_select_on) */
 };
 
 static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
@@ -222,8 +216,6 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
         w.any_sparse = 0;
         w.any_dense = 1;
         w.dense_filter = 0;
-    } else if (w.any_sparse && cuda_window_active(ap) && !cuda_window_select_on()) {
-        w.window_select = 1;
     }
     size_t off = ws_compressed(ap, w.any_sparse, w.off_cu, w.off_c1, w.off_c2, w.rows_c1, w.rows_c2);
     /* one sequence of <= 16 queries: the decode cache's kernels do the rest (no top-k, split or
@@ -257,18 +249,10 @@ static WsLayout ws_layout(const infllm_attn_params *ap) {
     return w;
 }
 
-/* a sparse sequence under a window that spans more blocks than a row selects: its selection needs the window */
-static infllm_status window_check(const infllm_attn_params *ap, const WsLayout &w) {
-    return w.window_select ? cuda_window_unsupported(ap, "attention", NULL) : INFLLM_OK;
-}
-
 extern "C" infllm_status cuda_attention_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "attention");
     if (s) return s;
-    const WsLayout w = ws_layout(ap);
-    s = window_check(ap, w);
-    if (s) return s;
-    *bytes = w.total;
+    *bytes = ws_layout(ap).total;
     return INFLLM_OK;
 }
 
@@ -317,8 +301,6 @@ extern "C" infllm_status cuda_attention(const infllm_attn_params *ap, const void
                                                           {out, "out", 16}, {lse, "lse", 4}});
     if (s) return s;
     WsLayout w = ws_layout(ap);
-    s = window_check(ap, w);
-    if (s) return s;
     if (ap->total_q == 0) return cuda_workspace_check(ap, w.total, "CUDA attention", "infllm_attention_workspace_size");
     cudaStream_t st = (cudaStream_t)ap->cuda_stream;
     unsigned char *ws = NULL;
@@ -378,8 +360,6 @@ static SelWsLayout sel_ws_layout(const infllm_attn_params *ap) {
 extern "C" infllm_status cuda_select_blocks_workspace_size(const infllm_attn_params *ap, size_t *bytes) {
     infllm_status s = cuda_check_supported(ap, "select_blocks");
     if (s) return s;
-    if (cuda_window_active(ap) && !cuda_window_select_on())
-        return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     *bytes = sel_ws_layout(&a).total;
     return INFLLM_OK;
@@ -389,8 +369,6 @@ extern "C" infllm_status cuda_select_blocks(const infllm_attn_params *ap, const 
                                             int32_t *topk_idx) {
     infllm_status s = cuda_check_entry(ap, "select_blocks", {{q, "q", 16}, {k, "k", 16}, {topk_idx, "topk_idx", 4}});
     if (s) return s;
-    if (cuda_window_active(ap) && !cuda_window_select_on())
-        return cuda_window_unsupported(ap, "select_blocks", "the block selection");
     const infllm_attn_params a = select_params(ap);
     const SelWsLayout w = sel_ws_layout(&a);
     if (ap->total_q == 0 || ap->topk_out < 1)
