@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "infllm.h"
+#include "printf_attr.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -115,13 +116,7 @@ static inline int infllm_block_forced(int32_t b, int32_t q_block, int32_t init_b
 
 /* ------------------------------------------------------------- errors ---- */
 /* Records a message for infllm_last_error() and returns s. printf-style. */
-infllm_status infllm_set_error(infllm_status s, const char *fmt, ...)
-#if defined(__MINGW32__) /* its vsnprintf is C99's (__USE_MINGW_ANSI_STDIO), not msvcrt's that `printf` checks */
-    __attribute__((format(gnu_printf, 2, 3)))
-#elif defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+infllm_status infllm_set_error(infllm_status s, const char *fmt, ...) PF_PRINTF(2, 3);
 
 /* Shared by infllm_attention and the decode cache (which passes its own c1/c2, rows at
  * seqs[b].c1_0 / c2_0; NULL: computed). api.c */

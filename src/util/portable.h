@@ -47,14 +47,7 @@ const char *pf_last_sep(const char *path);
 /* 1 when c separates path components ('/'; on Windows '\\' too) */
 int pf_is_sep(char c);
 
-/* printf-format checking of a function's (format index, first argument index): MinGW-w64's printf is C99's with
- * __USE_MINGW_ANSI_STDIO (gnu_printf), not the msvcrt one that `printf` would check (no %zu) */
-#if defined(__MINGW32__)
-#define PF_PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
-#elif defined(__GNUC__)
-#define PF_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PF_PRINTF(f, a)
-#endif
+/* PF_PRINTF(format index, first argument index): printf-format checking, shared with the library's internal.h */
+#include "../core/printf_attr.h"
 
 #endif
