@@ -764,9 +764,19 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
     /* a NaN sum (a NaN logit) stays NaN, so that the row's P are NaN as REF's */
     for (int r = 0; r < R; r++)
         w->c[r] = w->l[r] > 0.0f || isnan(w->l[r]) ? w->m[r] + log2f(w->l[r]) : INFINITY;
-    /* pass 2: P = exp(a - LSE) over the visible c1, summed over the group's heads */
-    int n1max = n1v[nt - 1];
-    for (int c0 = 0; c0 < n1max; c0 += CPU_KT) {
+    /* pass 2: P = exp(a - LSE) over the visible c1, summed over the group's heads. Under a sliding window the
+     * selection takes no block before a token's window first block, and the group's first token's is the earliest:
+     * pass 2 starts at the tile of that block's first kernel (the LSE above stays whole: stage 1 does not depend on
+     * the window). The kernels before it keep their 0 in w->tok, which no candidate block reads. */
+    int n1max = n1v[nt - 1], c_first = 0;
+    if (fused && ap->window > 0) {
+        const int64_t p0 = (int64_t)s->lk - s->lq + t0;
+        int32_t lo, hi;
+        infllm_block_kernel_range(infllm_window_first_block(p0, ap->window, ap->B), ap->B, ap->l1, ap->s1, n1, &lo,
+                                  &hi);
+        c_first = lo / CPU_KT * CPU_KT;
+    }
+    for (int c0 = c_first; c0 < n1max; c0 += CPU_KT) {
         int ta = 0;
         while (ta < nt && (n1v[ta] <= c0 || nlv[ta] == 0)) ta++;
         if (ta == nt) continue;
