@@ -17,8 +17,8 @@
  *       separate calls on the same inputs: compress = infllm_compress_keys, stage 1 = infllm_select_blocks
  *       (compression + fused selection) less compress, stage 2 = infllm_sparse_attention on the selected blocks;
  *       "vs dense" the ratio of the medians (with a --window whose blocks topk + local_blocks cover, the stages are
- *       not timed: the pipeline then runs as the windowed dense call). --inputs structured (both devices) are bench/cuda_bench.py's
- *       synthetic inputs, on which neighbouring tokens select similar blocks, as in real text.
+ *       not timed: the pipeline then runs as the windowed dense call). --inputs structured (both devices) are
+ *       bench/cuda_bench.py's synthetic inputs, on which neighbouring tokens select similar blocks, as in real text.
  *   backward: a training step's attention: dense (infllm_dense_attention, then
  *       infllm_dense_attention_backward_out) and sparse (infllm_select_blocks, infllm_sparse_attention on its
  *       blocks, infllm_sparse_attention_backward_out), the forward and backward calls alternating, the backward
