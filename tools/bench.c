@@ -582,8 +582,8 @@ static int bench_one_cuda(const opts *o, int T, row *rd, row *rs, char *err, siz
     }
     /* the stages apart, but for a window whose blocks every row selects (at most topk + local_blocks of them): the
      * pipeline then selects nothing and runs as the windowed dense call, which separate stages would not time */
-    const int64_t window_span = p.window > 0 ? ((int64_t)p.window - 1 + p.block_size - 1) / p.block_size + 1 : 0;
-    const int staged = p.window == 0 || window_span > (int64_t)p.topk + p.local_blocks;
+    const int staged =
+        p.window == 0 || infllm_window_span_blocks(p.window, p.block_size) > (int64_t)p.topk + p.local_blocks;
     if (staged && ((st = ws_grow(infllm_select_blocks_workspace_size(&p, &l, &b), &b, &wsb,
                                  "infllm_select_blocks_workspace_size", &what)) ||
                    (st = ws_grow(infllm_sparse_attention_workspace_size(&p, &l, K, &b), &b, &wsb,

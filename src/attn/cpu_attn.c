@@ -1073,7 +1073,7 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
 static int selects_every_block(const infllm_attn_params *ap, const infllm_seq *s) {
     int64_t most = (s->lk - 1) / ap->B + 1;
     if (ap->window > 0) {
-        const int64_t in_window = ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1;
+        const int64_t in_window = infllm_window_span_blocks(ap->window, ap->B);
         if (in_window < most) most = in_window;
     }
     return most <= ap->topk_total;

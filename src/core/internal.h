@@ -108,6 +108,12 @@ static inline int64_t infllm_window_start(int64_t pos, int32_t window) {
 static inline int32_t infllm_window_first_block(int64_t pos, int32_t window, int32_t B) {
     return (int32_t)(infllm_window_start(pos, window) / B);
 }
+/* The most blocks a query's window reaches (its candidate blocks under a sliding window, whatever the length):
+ * ceil((window - 1) / B) + 1; 0 without a window (no bound). When it is at most topk + local_blocks, every sparse row
+ * selects all of them and sparse attention is the windowed dense one. */
+static inline int64_t infllm_window_span_blocks(int32_t window, int32_t B) {
+    return window > 0 ? ((int64_t)window - 1 + B - 1) / B + 1 : 0;
+}
 /* Forced block? b < init_blocks or q_block - local_blocks <= b <= q_block. */
 static inline int infllm_block_forced(int32_t b, int32_t q_block, int32_t init_blocks,
                                       int32_t local_blocks) {

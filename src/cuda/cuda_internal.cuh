@@ -26,7 +26,7 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
  * most topk + local_blocks, every row selects all of them and sparse attention is the windowed dense one (the CPU
  * backend's selects_every_block), which needs no selection. */
 static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
-    return ap->window > 0 && ((int64_t)ap->window - 1 + ap->B - 1) / ap->B + 1 <= ap->topk_total;
+    return ap->window > 0 && infllm_window_span_blocks(ap->window, ap->B) <= ap->topk_total;
 }
 
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
