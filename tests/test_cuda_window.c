@@ -424,6 +424,12 @@ int main(void) {
         {"g8-sel-varlen-w300", BF, 128, 16, 2, 3, {200, 1, 64}, {1200, 2000, 64}, 0, 1, 1, 2, 300, -1, SP},
         {"g2-sel-decode-w700-d64", F16, 64, 4, 2, 1, {1}, {3000}, 0, 1, 1, 3, 700, -1, SP},
         {"g16-sel-auto-w2000", BF, 128, 32, 2, 2, {256, 100}, {3000, 600}, 0, 1, 2, 8, 2000, 1000, AU},
+        /* windows that start tiles into a long sequence: pass 2 of the fused selection starts at the window's first
+         * kernel's tile (k_select90's 128 / 256-kernel tiles and its segments, k_select's 64); a chunk of 16 queries
+         * takes the small-batch kernels (4 tokens a CTA), whose tiles before the window exit */
+        {"g16-sel-long-w2500", BF, 128, 16, 1, 1, {256}, {10000}, 0, 1, 2, 8, 2500, -1, SP},
+        {"g4-sel-long-w3000-d64", F16, 64, 8, 2, 2, {128, 40}, {9000, 7000}, 0, 1, 1, 4, 3000, -1, SP},
+        {"g8-sel-chunk16-w900", BF, 128, 16, 2, 1, {16}, {6000}, 0, 1, 1, 4, 900, -1, SP},
     };
     const char *only = getenv("INFLLM_TEST_ONLY");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -309,8 +309,11 @@ template <int TW> static void seg_cases(int rows, uint64_t seed) {
  * segment j at slot off_j + b - wb_j for every block b <= qb of every kernel the token sees among the
  * segment's tiles; its finalizes read off_j + n slots (rounded up to 4). Every such slot must lie in
  * [off_j, off_j + window) and below the row's stride; the blocks a segment's kernels reach past its end
- * must fit the partial slots; segment 0 must end at a block >= K. The kernel counts, visibility and
- * block ranges here are the reference's (SPEC B), independent of cuda_common.cuh. */
+ * must fit the partial slots; segment 0 must span >= K blocks. Under a sliding window (half the cases) pass 2
+ * starts at the tile of sel_pass2_first_kernel, which must be exactly the first kernel that meets the CTA's first
+ * token's window first block (so no token's candidate block misses a kernel), and segment 0 at that tile's first
+ * block, at or below every selecting token's own. The kernel counts, visibility and block ranges here are the
+ * reference's (SPEC B), independent of cuda_common.cuh. */
 static void seg_plan_cases(int cases, uint64_t seed) {
     std::mt19937_64 rng(seed);
     auto uni = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
@@ -339,16 +342,37 @@ static void seg_plan_cases(int cases, uint64_t seed) {
         const int64_t pos0 = std::max<int64_t>(0, pos_last - (TT - 1));
         const int kp2 = sel_pass2_kernels((int)visible(pos_last), pos_last, B, s1, local);
         const int64_t nt1 = (kp2 + CT - 1) / CT;
-        for (int64_t j = 0; ok && j * ts < std::max<int64_t>(nt1, 1); j++) {
+        /* a sliding window in half the cases, from one key to past the sequence */
+        const int window = uni(0, 1) ? 0 : (int)uni(1, lk + B);
+        const int64_t wstart = window > 0 && pos0 - window + 1 > 0 ? pos0 - window + 1 : 0, wb0 = wstart / B;
+        int64_t k_first = 0; /* the first kernel that meets block wb0 */
+        while ((s1 * k_first + l1 - 1) / B < wb0) k_first++;
+        const int kf = sel_pass2_first_kernel(pos0, window, B, l1, s1);
+        if (kf != k_first) {
+            CHECK(false, "seg plan case %d (B %d s1 %d l1 %d, pos0 %lld window %d): sel_pass2_first_kernel %d, the "
+                  "first kernel that meets block %lld is %lld", c, B, s1, l1, (long long)pos0, window, kf,
+                  (long long)wb0, (long long)k_first);
+            ok = false;
+        }
+        const int64_t t1f = kf / CT, nt2 = std::max<int64_t>(nt1 - t1f, 0);
+        for (int64_t j = 0; ok && j * ts < std::max<int64_t>(nt2, 1); j++) {
             segs++;
-            const bool last = (j + 1) * ts >= nt1;
-            const int64_t wb = sel_seg_block(j * ts, CT, s1, B), wb1 = sel_seg_block((j + 1) * ts, CT, s1, B);
+            const bool last = (j + 1) * ts >= nt2;
+            const int64_t wb = sel_seg_block(t1f + j * ts, CT, s1, B), wb1 = sel_seg_block(t1f + (j + 1) * ts, CT, s1, B);
             const int64_t off = j == 0 ? 0 : K;
             for (int64_t pos = pos0; ok && pos <= pos_last; pos++) {
                 const int64_t qb = pos / B;
-                if (qb + 1 <= K || qb < wb) continue; /* takes all its blocks, or its blocks ended before */
+                if (qb + 1 <= K) continue; /* takes all its blocks */
+                if (j == 0 && qb < wb) {
+                    CHECK(false, "seg plan case %d: segment 0 starts at block %lld past token %lld's block %lld", c,
+                          (long long)wb, (long long)pos, (long long)qb);
+                    ok = false;
+                    break;
+                }
+                if (qb < wb) continue; /* its blocks ended before */
                 const int64_t vis = visible(pos);
-                for (int64_t k = j * ts * CT; ok && k < std::min<int64_t>((j + 1) * ts * CT, nt1 * CT); k++) {
+                for (int64_t k = (t1f + j * ts) * CT; ok && k < std::min<int64_t>((t1f + (j + 1) * ts) * CT, nt1 * CT);
+                     k++) {
                     if (k >= vis) break;
                     const int64_t blo = s1 * k / B, bhi = std::min<int64_t>((s1 * k + l1 - 1) / B, qb);
                     for (int64_t bb = blo; bb <= bhi; bb++) {
@@ -380,8 +404,9 @@ static void seg_plan_cases(int cases, uint64_t seed) {
                           (long long)qb, (long long)n, (long long)W, (long long)stride);
                     ok = false;
                 }
-                if (ok && j == 0 && !last && qb >= wb1 && wb1 < K) {
-                    CHECK(false, "seg plan case %d: segment 0 ends at block %lld < K %d", c, (long long)wb1, K);
+                if (ok && j == 0 && !last && qb >= wb1 && wb1 - wb < K) {
+                    CHECK(false, "seg plan case %d: segment 0 spans blocks %lld..%lld, fewer than K %d", c,
+                          (long long)wb, (long long)wb1 - 1, K);
                     ok = false;
                 }
             }

@@ -34,6 +34,8 @@ struct SelParams {
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out;
     int exact, round_bf16;
     int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
+    int pass2_window; /* the window whose first kernel pass 2 of a fused selection starts at (sel_pass2_first_kernel):
+                       * window with INFLLM_CUDA_SEL_WINDOW_START=1, else 0 (every kernel; sel_window_start_on) */
     float *scores; /* standalone: [Hkv, total_q, max_n1] */
     int max_n1;
     int32_t *topk; /* fused: [Hkv, total_q, topk_out] */
@@ -203,6 +205,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     const int maxvis1 = p.topk ? sel_pass2_kernels(d_visible(pos_last, p.l1, p.s1, n1), pos_last, p.B, p.s1,
                                                    p.local_blocks)
                                : d_visible(pos_last, p.l1, p.s1, n1);
+    /* fused top-k under a sliding window: pass 2 starts at the tile of the first kernel that meets the first token's
+     * window first block (sel_pass2_first_kernel; the standalone scores need every kernel) */
+    const int t1_first = p.topk ? sel_pass2_first_kernel(pos0, p.pass2_window, p.B, p.l1, p.s1) / 64 : 0;
 
     /* Q rows -> sQ */
     {
@@ -236,9 +241,10 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         if (t + 1 < ntL)
             load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D, cL + ((cL0 + 64 * (t + 1)) * p.Hkv + g) * D,
                                        kvstride, maxvisL - 64 * (t + 1));
-        else if (nt1 > 0) /* prefetch the first c1 tile */
+        else if (nt1 > t1_first) /* prefetch the first c1 tile */
             load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
-                                       (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride, maxvis1);
+                                       (const uint16_t *)p.c1 + ((c1_0 + 64 * t1_first) * p.Hkv + g) * D, kvstride,
+                                       maxvis1 - 64 * t1_first);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -248,9 +254,9 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
         __syncthreads();
         stage ^= 1;
     }
-    if (ntL == 0 && nt1 > 0) {
-        load_tile_async<D, 64, NT>(sC + stage * 64 * D, (const uint16_t *)p.c1 + (c1_0 * p.Hkv + g) * D, kvstride,
-                                   maxvis1);
+    if (ntL == 0 && nt1 > t1_first) {
+        load_tile_async<D, 64, NT>(sC + stage * 64 * D, (const uint16_t *)p.c1 + ((c1_0 + 64 * t1_first) * p.Hkv + g) * D,
+                                   kvstride, maxvis1 - 64 * t1_first);
         cp_async_commit();
     }
     float lse2[2];
@@ -265,7 +271,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
     const bool shfl_path = (16 % G) == 0;
     const bool dflt = p.B == 64 && p.s1 == 16 && p.l1 == 32;
     const int Kb = p.K;
-    for (int t = 0; t < nt1; t++) {
+    for (int t = t1_first; t < nt1; t++) {
         if (t + 1 < nt1)
             load_tile_async<D, 64, NT>(sC + (stage ^ 1) * 64 * D,
                                        (const uint16_t *)p.c1 + ((c1_0 + 64 * (t + 1)) * p.Hkv + g) * D, kvstride,
@@ -550,10 +556,13 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     fence_proxy_async();
     __syncthreads();
 
-    /* one stream of tiles: ntL level-L tiles (pass 1), then nt1 c1 tiles (pass 2) */
+    /* one stream of tiles: ntL level-L tiles (pass 1), then c1 tiles t1_first..nt1 - 1 (pass 2; under a sliding
+     * window, p.pass2_window, from the tile of the first kernel that meets the first token's window first block,
+     * before which no token of the CTA has a candidate: sel_pass2_first_kernel, sel_window_start_on) */
     const int ntL = (maxvisL + CT - 1) / CT;
     const int nt1 = (sel_pass2_kernels(maxvis1, pos_last, p.B, p.s1, p.local_blocks) + CT - 1) / CT;
-    const int ntot = ntL + nt1;
+    const int t1_first = sel_pass2_first_kernel(pos0, p.pass2_window, p.B, p.l1, p.s1) / CT;
+    const int ntot = ntL + max(nt1 - t1_first, 0);
     /* tile i (level-L tiles first, then c1 tiles) goes to stage i % NS by TMA: thread 0 issues D / 64
      * boxes of {64 columns, head g, CT rows} from the pass's first row of this sequence. Rows past the
      * visible kernels are masked (by selects) in both passes, so they may hold anything; rows past the
@@ -561,7 +570,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     auto load = [&](int i) { /* thread 0 */
         if (i >= ntot) return;
         const bool pl = i < ntL;
-        const int row = pl ? rowL0 + CT * i : row10 + CT * (i - ntL);
+        const int row = pl ? rowL0 + CT * i : row10 + CT * (t1_first + i - ntL);
         const int st = i % NS;
         uint16_t *dst = sC + st * CT * D;
         mbar_expect_tx(&sBar[st], CT * D * 2);
@@ -572,8 +581,9 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
      * the tile stages): tiles below seg_lim may load */
     int seg_lim = SEG ? ntL + p.seg_tiles : ntot;
     /* SEG: the current segment's first block and its row slot (0 in segment 0, K after: the carried keys
-     * come first), seg_shift = seg_off - seg_wb */
-    int seg_wb = 0, seg_off = 0, seg_shift = 0;
+     * come first), seg_shift = seg_off - seg_wb. Segment 0 starts at tile t1_first's first block (0 without a
+     * window): every block that tile's kernels meet is at or past it, and so is every token's qb */
+    int seg_wb = SEG ? sel_seg_block(t1_first, CT, p.s1, p.B) : 0, seg_off = 0, seg_shift = -seg_wb;
     if (tid == 0)
 #pragma unroll
         for (int s = 0; s < (DEC ? NS : NS - 1); s++)
@@ -885,7 +895,7 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     for (;;) {
         for (const int i_end = SEG ? min(ntot, seg_lim) : ntot; i < i_end; i++) {
             next_tile(i);
-            const int t = i - ntL;
+            const int t = t1_first + i - ntL; /* the c1 tile */
             const int so = (i % NS) * CT * D;
             /* product kg: this warpgroup's kernels CT / 2 khalf + 64 kg.. x the rows of tokens 4 th..4 th + 3,
              * each its own group, so that the exps of one run while the next ones multiply */
@@ -921,8 +931,8 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
         } else {
             if (i == ntot) break;
             /* the end of a segment that is not the last; i is the next one's first tile. Blocks below wb1 have
-             * every kernel they meet in (tile i starts at kernel CT (i - ntL)) */
-            const int wb1 = sel_seg_block(i - ntL, CT, p.s1, p.B);
+             * every kernel they meet in (tile i starts at kernel CT (t1_first + i - ntL)) */
+            const int wb1 = sel_seg_block(t1_first + i - ntL, CT, p.s1, p.B);
             const int npart = p.seg_npart;
             uint32_t *sNkey = sTeam + TT * SEL90_TOPK_TEAM_WORDS;          /* [TT][K] the carried keys to be */
             int32_t *sNblk = reinterpret_cast<int32_t *>(sNkey + TT * Kb); /* [TT][K] their blocks (both as */
@@ -1203,6 +1213,17 @@ static int sel_short_small_group(const infllm_attn_params *ap) {
 #endif
 
 /* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
+/* Under a sliding window, pass 2 of the fused selections (k_select90, k_select, k_dec_score / k_dec_score4) skips
+ * the c1 tiles before the first kernel that meets a CTA's first token's window first block (sel_pass2_first_kernel;
+ * session 58): no block they score is a candidate, so the top-k is the same and stage 1 scores ~window / T of pass 2's
+ * kernels. Written without a GPU (session 58: none was lent): tests/test_topk_host checks its arithmetic on the host,
+ * the kernels have not run it yet, so it is opt-in, INFLLM_CUDA_SEL_WINDOW_START=1 (scripts/cuda_check.sh runs
+ * test_cuda_window with it), until a GPU session has checked it and made it the default; read once. */
+static int sel_window_start_on(void) {
+    static std::atomic<int> on{CUDA_ENV_UNREAD};
+    return cuda_env_int("INFLLM_CUDA_SEL_WINDOW_START", &on) == 1;
+}
+
 template <typename P>
 static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                             const int32_t *cu_c1, const int32_t *cu_c2) {
@@ -1214,6 +1235,7 @@ static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, c
     p.sd = seq_desc(ap);
     sel_fill_params(p, ap);
     p.window = ap->window;
+    p.pass2_window = sel_window_start_on() ? ap->window : 0;
 }
 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1440,6 +1462,7 @@ struct DecParams {
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
     int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
+    int pass2_window; /* as SelParams' */
     int filter_sparse, mode, dense_len;
     int ntL;      /* LSE-level tiles (max over sequences) */
     int R;        /* head tiles of a group, ceil(G / 16) */
@@ -1524,6 +1547,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     int32_t n1 = d_windows(lk, p.l1, p.s1), n2 = d_windows(lk, p.l2, p.s2);
     int vis1 = d_visible(pos, p.l1, p.s1, n1);
     if (64 * t >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
+    /* a tile wholly before the first kernel that meets the row's window first block: only blocks that are no
+     * candidates */
+    if (64 * t + 64 <= sel_pass2_first_kernel(pos, p.pass2_window, p.B, p.l1, p.s1)) return;
     int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
     int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
     int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
@@ -1641,6 +1667,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     int32_t n1 = d_windows(lk, p.l1, p.s1), n2 = d_windows(lk, p.l2, p.s2);
     const int vis1_last = d_visible(pos_last, p.l1, p.s1, n1);
     if (64 * t >= vis1_last) return; /* invisible kernels score 0 = the zeroed block scores */
+    /* a tile wholly before the first kernel that meets the CTA's first token's window first block (the
+     * earliest): only blocks that are no token's candidates */
+    if (64 * t + 64 <= sel_pass2_first_kernel((int64_t)lk - lq + i0, p.pass2_window, p.B, p.l1, p.s1)) return;
     const int qb = (int)(pos / p.B);
     const bool tok = i < lq && qb + 1 > p.K;
     const int vis1 = tok ? d_visible(pos, p.l1, p.s1, n1) : 0;

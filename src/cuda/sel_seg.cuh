@@ -1,6 +1,7 @@
 /*
  * sel_seg.cuh: the block arithmetic of k_select90's segments (SEG, cuda_select.cu) that its host plan
- * (sel90_seg_plan) and the kernel share, and pass 2's kernel count (sel_pass2_kernels). Host and device;
+ * (sel90_seg_plan) and the kernel share, and pass 2's kernel range (sel_pass2_kernels, sel_pass2_first_kernel).
+ * Host and device;
  * tests/test_topk_host.cpp checks on the host, over random geometries, that every block the kernel's
  * max-pool writes and every row its finalize reads stays in the slots these give (CI has no GPU).
  */
@@ -21,6 +22,17 @@ __host__ __device__ __forceinline__ int sel_pass2_kernels(int maxvis1, int64_t p
     if (fb <= 0) return maxvis1;
     const uint32_t j = ((uint32_t)fb * (uint32_t)B + (uint32_t)s1 - 1u) / (uint32_t)s1;
     return j < (uint32_t)maxvis1 ? (int)j : maxvis1;
+}
+
+/* Under a sliding window (0: none) a fused selection's tokens take no block before their window's first block,
+ * and a tile's first token (at pos0) has the earliest: pass 2 need score no c1 kernel before the first one that
+ * meets that block, ceil((B wb - l1 + 1) / s1) (kernel j covers keys s1 j .. s1 j + l1 - 1), 0 where that is
+ * negative. The blocks before the window keep a partial or zero score that their key (SelBlockKey: 0 before wb)
+ * never reads. Pass 1 (the LSE) stays whole: stage 1's scores do not depend on the window. */
+__host__ __device__ __forceinline__ int sel_pass2_first_kernel(int64_t pos0, int window, int B, int l1, int s1) {
+    if (window <= 0 || pos0 - window + 1 <= 0) return 0;
+    const int64_t num = (pos0 - window + 1) / B * B - l1 + 1;
+    return num <= 0 ? 0 : (int)((num + s1 - 1) / s1);
 }
 
 /* SEG, with pass-2 tiles of ct c1 kernels (stride s1, size l1) over blocks of B keys:
