@@ -1212,7 +1212,6 @@ static int sel_short_small_group(const infllm_attn_params *ap) {
 }
 #endif
 
-/* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 /* Under a sliding window, pass 2 of the fused selections (k_select90, k_select, k_dec_score / k_dec_score4) skips
  * the c1 tiles before the first kernel that meets a CTA's first token's window first block (sel_pass2_first_kernel;
  * session 58): no block they score is a candidate, so the top-k is the same and stage 1 scores ~window / T of pass 2's
@@ -1224,6 +1223,7 @@ static int sel_window_start_on(void) {
     return cuda_env_int("INFLLM_CUDA_SEL_WINDOW_START", &on) == 1;
 }
 
+/* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 template <typename P>
 static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
                             const int32_t *cu_c1, const int32_t *cu_c2) {
