@@ -27,7 +27,8 @@
 #                 few queries (comma list, e.g. 1,16,64) against 128K keys, the total_q <= 64 path
 #   --bench-args ARGS
 #                 more options for every bench/cuda_bench.py run (dump, timing, table), e.g. another layout:
-#                 --bench-args "--shape 32,8,128 --dtype f16"
+#                 --bench-args "--shape 32,8,128 --dtype f16"; or a sliding window's pipeline:
+#                 --bench-args "--window 16384" (cuda_bench.py --window: the dump and digest runs take it too)
 #   --out DIR     logs and JSON (default /tmp/cuda_ab; the summary goes to stdout, so that a device
 #                 call's output tail has it even when the call returns only a few files)
 #   --dry-run     print the commands instead of running them

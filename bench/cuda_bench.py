@@ -10,10 +10,15 @@ query), keys per query counted from the selection.
 
     python3 bench/cuda_bench.py --lib build-gpu/libinfllm.so [--sizes 8192,32768,65536,131072]
                                 [--topk-npy SEL.npz,...] [--json FILE] [--no-flex] [--no-decode]
-                                [--shape 32,2,128] [--dtype bf16|f16] [--stage2-profile]
+                                [--shape 32,2,128] [--dtype bf16|f16] [--stage2-profile] [--window W]
 
 --stage2-profile prints, under each --topk-npy row, the device time of each kernel of that stage-2 call
 (torch.profiler): k_group_tokens' share of a grouped stage 2, for one.
+
+--window W gives every infllm call a sliding key window of W keys (infllm_params.window): the pipeline selects in
+each token's window, stage 2 and the dense row attend it. PyTorch's SDPA and FlexAttention baselines are causal,
+not windowed, so a windowed run leaves them out (the dense row's FLOPs count each query's min(pos + 1, W) keys);
+bench/cuda_ab.sh --bench-args "--window W" compares builds or switches on it.
 """
 import argparse
 import contextlib
@@ -32,6 +37,7 @@ from infllm_ctypes import BF16, CUDA, DENSE, F16, SPARSE, Layout, Params
 
 HQ, HKV, D = 32, 2, 128                      # --shape
 DT, TDT, DT_NAME = BF16, torch.bfloat16, "bf16"  # --dtype: the API's dtype, torch's, and its name
+WINDOW = 0                                   # --window: every call's sliding key window (0: none)
 
 
 def set_shape(shape, dtype):
@@ -147,6 +153,7 @@ def params(lib, mode=SPARSE):
     lib.infllm_params_default(C.byref(p))
     p.backend = CUDA
     p.mode = mode
+    p.window = WINDOW
     p.cuda_stream = torch.cuda.current_stream().cuda_stream
     return p
 
@@ -226,7 +233,7 @@ def write_json(path, lib, gpu, drv, a, rows, drows, srows, dec):
         return None if x != x else x
     doc = {
         "gpu": gpu, "driver": drv, "torch": torch.__version__, "commit": lib.infllm_build_commit().decode(),
-        "inputs": "random" if a.random else "structured", "reps": a.reps,
+        "inputs": "random" if a.random else "structured", "reps": a.reps, "window": WINDOW,
         "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "dtype": DT_NAME},
         "pipeline": [dict(zip(("T", "pipeline_ms", "compress_ms", "select_ms", "stage2_ms", "stage2_tflops",
                                "union_blocks_4tok", "cudnn_dense_ms", "flash_dense_ms", "flex_sparse_ms",
@@ -569,8 +576,17 @@ def main():
     ap.add_argument("--shape", default="32,2,128", metavar="HQ,HKV,D",
                     help="query heads, KV heads, head_dim (default: issue 3's 32,2,128)")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "f16"))
+    ap.add_argument("--window", type=int, default=0, metavar="W",
+                    help="a sliding key window of W keys for every infllm call (0: none); leaves out the causal "
+                         "SDPA / FlexAttention baselines")
     a = ap.parse_args()
     set_shape(a.shape, a.dtype)
+    global WINDOW
+    if a.window < 0:
+        sys.exit(f"cuda_bench: --window {a.window}: must be >= 0")
+    WINDOW = a.window
+    if WINDOW:  # the PyTorch baselines attend causally, not in the window: no like-for-like comparison
+        a.no_flex = a.no_dense_baselines = True
     lib = load_lib(a.lib)
     if a.profile:
         T = a.profile
@@ -606,7 +622,7 @@ def main():
                          capture_output=True, text=True).stdout.strip()
     print(f"# infllm CUDA bench: {name}, driver {drv}, torch {torch.__version__}, "
           f"commit {lib.infllm_build_commit().decode()}, inputs {'random' if a.random else 'structured'}, "
-          f"Hq {HQ} / Hkv {HKV} / d {D}, {DT_NAME}")
+          f"Hq {HQ} / Hkv {HKV} / d {D}, {DT_NAME}" + (f", window {WINDOW}" if WINDOW else ""))
     rows = []
 
     # ---------------- sparse pipeline per size ----------------
@@ -701,8 +717,10 @@ def main():
                                                   C.c_void_p(k.data_ptr()), C.c_void_p(v.data_ptr()),
                                                   C.c_void_p(out.data_ptr()), None), "dense")
         t_ours = timeit(dense, reps=a.reps)
-        t_cudnn = timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
-        fl = 4.0 * HQ * D * T * T / 2
+        t_cudnn = float("nan") if a.no_dense_baselines and WINDOW else timeit(sdpa_fn(q, k, v, "cudnn"), reps=a.reps)
+        # keys per query summed: T^2 / 2 causal (as before); min(pos + 1, W) under a window
+        keys = T * T / 2 if not WINDOW or WINDOW >= T else WINDOW * (WINDOW + 1) / 2 + (T - WINDOW) * WINDOW
+        fl = 4.0 * HQ * D * keys
         drows.append((T, t_ours, t_cudnn, fl / t_ours / 1e9, fl / t_cudnn / 1e9))
         print(f"dense T={T}: ours {t_ours:.3f} ms ({fl / t_ours / 1e9:.0f} TFLOP/s), cuDNN {t_cudnn:.3f} ms "
               f"({fl / t_cudnn / 1e9:.0f} TFLOP/s), ratio {t_cudnn / t_ours:.2f}x", flush=True)
