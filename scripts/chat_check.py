@@ -13,7 +13,11 @@ ids, special tokens theirs, rstrip ones take the whitespace after them). A secon
 is checked too: the ids infllm fed over the two turns against the rendering of [user, assistant = the generated
 token's text, user] (skipped where that token is whitespace or special, which a template's trim or the tokenizer
 would change). A template infllm refuses ("none of the styles") is listed as not formatted, not failed; a
-template it formats differently from transformers is a failure.
+template it formats differently from transformers is a failure. A system prompt infllm refuses where transformers
+raises too (Mistral's original v0.1 / v0.2 templates) passes; one it refuses in a conversation only (Mistral v0.3 /
+Nemo, which move it to the last user message) has its first turn checked alone (without -i) and its second listed.
+Where a template writes an answer as ' ' + content (Mistral's SentencePiece models), the model's first answer piece
+carries that space; the byte-level fixture model's cannot, so the second turn's answer is taken as the space + it.
 
   usage: python3 scripts/chat_check.py --templates DIR [--bin build/infllm] [--only SUBSTRING]
   llama.cpp's templates come with its sources (hf_check.py's --converter note: llama-cpp-python's PyPI sdist,
@@ -61,11 +65,13 @@ def render(template, messages):
     return text
 
 
-def infllm_turns(d, system, stdin):
-    cmd = [args.bin, "run", "-m", d, "--chat", "-i", "-n", "1", "--temp", "0", "--print-ids", "-q"]
+def infllm_turns(d, system, stdin, interactive=True):
+    # (--ctx: a long default system prompt, Devstral's, is 5.7K tokens of the byte-level fixture)
+    cmd = [args.bin, "run", "-m", d, "--chat", "-n", "1", "--temp", "0", "--print-ids", "-q", "--ctx", "16384"]
+    cmd += ["-i"] if interactive else ["-p", stdin.splitlines()[0]]
     if system is not None:
         cmd += ["--system", system]
-    p = subprocess.run(cmd, input=stdin.encode(), capture_output=True)
+    p = subprocess.run(cmd, input=stdin.encode() if interactive else b"", capture_output=True)
     err = p.stderr.decode(errors="replace")
     turns = [[int(x) for x in ln.split(":")[1].split()] for ln in err.splitlines()
              if ln.startswith(("prompt ids:", "generated ids:"))]
@@ -83,28 +89,50 @@ with tempfile.TemporaryDirectory() as tmp:
             msgs = ([{"role": "system", "content": system}] if system is not None else []) + \
                 [{"role": "user", "content": "hi there"}]
             rc, err, turns = infllm_turns(d, system, "hi there\nand you?\n")
-            if rc != 0 and ("none of the styles" in err or "not reproduced here" in err):
+            refusal = rc != 0 and ("none of the styles" in err or "not reproduced here" in err or
+                                   "takes no system prompt" in err)
+            if refusal and system is None:  # the template is not formatted
                 results = None
                 break
             try:
                 want = fixture_ids(render(template, msgs))
             except Exception as e:  # a template transformers cannot render with these messages
-                results.append((f"system {system!r}", None, f"transformers: {type(e).__name__}: {str(e)[:80]}"))
+                ok = True if refusal else None  # (both refusing it is right)
+                results.append((f"system {system!r}", ok, f"transformers: {type(e).__name__}: {str(e)[:80]}" +
+                                (", infllm refuses it too" if refusal else "")))
                 continue
+            turn2_refused = None
+            if refusal:  # a system prompt refused in a conversation only (Mistral's in the last user message):
+                turn2_refused = next((ln for ln in err.splitlines() if "chat:" in ln), err.strip())
+                turn2_refused = turn2_refused.split("chat:")[-1].split(", which")[0].strip()[:110]
+                rc, err, turns = infllm_turns(d, system, "hi there\n", interactive=False)  # the first turn alone
+                if rc != 0:
+                    results.append((f"system {system!r}", False, f"infllm refuses what transformers renders: "
+                                    f"{err.strip()[-120:]}"))
+                    continue
             got = turns[0] if turns else []
             results.append((f"system {system!r}", got == want, "" if got == want else
                             f"infllm {got[:40]} vs transformers {want[:40]} ({err.strip()[-120:]})"))
-            if len(turns) >= 4:  # the second turn: the ids fed over both turns against [user, answer, user]
+            if turn2_refused:
+                results.append((f"system {system!r}, turn 2", None, f"refused: {turn2_refused}"))
+            elif len(turns) >= 4:  # the second turn: the ids fed over both turns against [user, answer, user]
                 ans = turns[1]
                 text = bytes(ans).decode("utf-8", "surrogateescape") if all(t < 256 for t in ans) else None
                 if text is None or not text.strip() or text != text.strip():
                     results.append((f"system {system!r}, turn 2", None, f"skipped (answer token {ans})"))
                     continue
-                fed = turns[0] + turns[1][:-1] + turns[2]
-                want2 = fixture_ids(render(template, msgs + [{"role": "assistant", "content": text},
-                                                             {"role": "user", "content": "and you?"}]))
-                results.append((f"system {system!r}, turn 2", fed == want2, "" if fed == want2 else
-                                f"infllm {fed[-40:]} vs transformers {want2[-40:]}"))
+                first = render(template, msgs)
+                conv = render(template, msgs + [{"role": "assistant", "content": text},
+                                                {"role": "user", "content": "and you?"}])
+                # A template writing the answer as ' ' + content (Mistral v0.1 / v0.2 / v0.3 / v7) is one of a
+                # SentencePiece model, whose first answer piece carries that space ("\u2581Hi", decoded "Hi"): the
+                # byte-level fixture model cannot generate it, so the answer here is taken as the space + its token
+                lead = [32] if conv.startswith(first + " " + text) and not conv.startswith(first + text) else []
+                fed = turns[0] + lead + turns[1][:-1] + turns[2]
+                want2 = fixture_ids(conv)
+                results.append((f"system {system!r}, turn 2", fed == want2, ("(answer with its leading space) "
+                                if lead else "") + ("" if fed == want2 else
+                                                    f"infllm {fed[-40:]} vs transformers {want2[-40:]}")))
         if results is None:
             refused += 1
             why = next((ln for ln in err.splitlines() if "chat:" in ln), "")

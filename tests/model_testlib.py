@@ -415,7 +415,9 @@ def byte_tokenizer(w, n_vocab, chat=False):
 # 256 on, in this order; Phi-3's take the whitespace after them, rstrip, as Phi-3's tokenizer.json has them), for
 # a Hugging Face folder of a Tiny model of at least 256 + len(CHAT_SPECIALS) tokens; chat_fixture_ids tokenizes as it
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
-                 "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>"]
+                 "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|end|>", "<|system|>",
+                 # Mistral's (control tokens in its v3 / tekken tokenizers), after the others to keep their ids
+                 "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
 CHAT_RSTRIP = {"<|user|>", "<|assistant|>", "<|end|>", "<|system|>"}
 CHAT_ID = {t: 256 + i for i, t in enumerate(CHAT_SPECIALS)}
 

@@ -249,5 +249,22 @@ with tempfile.TemporaryDirectory() as tmp:
                 "--lengths", "700", "--depths", "0.5", "--gen", "2", "--chat", "on", "--format", "json", "-t", "1"]
         base, _ = count(args)
         sweep("eval passkey", args, lambda q: no_time(q.stdout) == no_time(base.stdout))
+        # a Mistral chat template read off its tags (mtok.c's mistral_read: a normalised copy of each tag, the message
+        # expressions built up, Small 3.2's default system prompt evaluated) in a Hugging Face folder
+        from model_testlib import CHAT_SPECIALS, write_chat_tokenizer  # noqa: E402
+        hm = os.path.join(tmp, "hf-mistral")
+        mm = Tiny("llama", seed=8, n_vocab=256 + len(CHAT_SPECIALS) + 5)
+        mm.write_gguf(os.path.join(tmp, "mm.gguf"), {})  # (write_hf takes the values the GGUF stores)
+        mm.write_hf(hm)
+        write_chat_tokenizer(hm)
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "chat_tpl_mistral_v7.jinja"),
+                    os.path.join(hm, "chat_template.jinja"))
+        with open(os.path.join(hm, "tokenizer_config.json"), "w") as f:
+            json.dump({"bos_token": "<|begin_of_text|>", "eos_token": "<|endoftext|>"}, f)
+        args = ["run", "-m", hm, "-p", "hello", "--chat", "-n", "2", "--temp", "0", "-q", "--ignore-eos", "-t", "1",
+                "--ctx", "4096"]
+        base, _ = count(args)
+        c.check(base.returncode == 0, f"run --chat, Mistral Small 3.2's template: runs ({base.stderr[-200:]!r})")
+        sweep("run --chat (Mistral)", args, lambda q: q.stdout == base.stdout)
 
 c.finish()

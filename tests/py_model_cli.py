@@ -722,6 +722,112 @@ with tempfile.TemporaryDirectory() as tmp:
             json.dump({"chat_template": tpl}, f)
         p, _ = chat_ids()
         c.check(p.returncode == 1 and words in p.stderr, f"--chat, a template {label}: refused ({p.stderr.strip()[-90:]})")
+    # Mistral's [INST] templates (real ones: Mistral-7B-Instruct-v0.2's original and 2024 ones, Large-2411's; Large-2407's
+    # and Small-3.2's from tests/data): each spells [INST] / [/INST] its way and puts the system prompt elsewhere (none:
+    # refused as transformers raises; the first user message; the last one: a conversation with one refused; a
+    # [SYSTEM_PROMPT] with the template's default, Small 3.2's dated by strftime_now); no generation prompt
+    M_V02 = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+             "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+             "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] "
+             "== 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+             "roles are supported!') }}{% endif %}{% endfor %}")
+    M_V1 = ("{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n    "
+            "{%- set loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}"
+            "\n\n{{- bos_token }}\n{%- for message in loop_messages %}\n    {%- if (message['role'] == 'user') != "
+            "(loop.index0 % 2 == 0) %}\n        {{- raise_exception('After the optional system message, conversation "
+            "roles must alternate user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] "
+            "== 'user' %}\n        {%- if loop.first and system_message is defined %}\n            {{- ' [INST] ' + "
+            "system_message + '\\n\\n' + message['content'] + ' [/INST]' }}\n        {%- else %}\n            {{- ' "
+            "[INST] ' + message['content'] + ' [/INST]' }}\n        {%- endif %}\n    {%- elif message['role'] == "
+            "'assistant' %}\n        {{- ' ' + message['content'] + eos_token}}\n    {%- else %}\n        {{- "
+            "raise_exception('Only user and assistant roles are supported, with the exception of an initial optional "
+            "system message!') }}\n    {%- endif %}\n{%- endfor %}\n")
+    M_V7 = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + "
+            "message['content'] + '[/INST]' }}{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + "
+            "message['content'] + '[/SYSTEM_PROMPT]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + "
+            "message['content'] + eos_token }}{% else %}{{ raise_exception('Only user, system and assistant roles are "
+            "supported!') }}{% endif %}{% endfor %}")
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    with open(os.path.join(data, "chat_tpl_mistral_v3.jinja")) as f:
+        M_V3 = f.read()
+    with open(os.path.join(data, "chat_tpl_mistral_v7.jinja")) as f:
+        M_SMALL = f.read()
+    # [INST] markers in other layouts: Mixtral-8x22B's (a space before the EOS, which a sampled EOS cannot have fed
+    # before it) and a Llama 2 one (<<SYS>>, user messages by index)
+    M_8X22 = M_V02.replace("{{ '[INST] '", "{{ ' [INST] '").replace("{{ message['content'] + eos_token}}",
+                                                                    "{{ ' ' + message['content'] + ' ' + eos_token}}")
+    LLAMA2 = ("{%- for idx in range(0, messages|length) -%}\n{%- if messages[idx]['role'] == 'user' -%}\n{%- if idx > 1 "
+              "-%}\n{{- bos_token + '[INST] ' + messages[idx]['content'] + ' [/INST]' -}}\n{%- else -%}\n{{- "
+              "messages[idx]['content'] + ' [/INST]' -}}\n{%- endif -%}\n{% elif messages[idx]['role'] == 'system' %}"
+              "\n{{- '[INST] <<SYS>>\\n' + messages[idx]['content'] + '\\n<</SYS>>\\n\\n' -}}\n{%- elif "
+              "messages[idx]['role'] == 'assistant' -%}\n{{- ' '  + messages[idx]['content'] + ' ' + eos_token -}}\n"
+              "{% endif %}\n{% endfor %}")
+    MCFG = {"bos_token": "<|begin_of_text|>", "eos_token": "<|endoftext|>"}
+    for label, tpl, extra, want in (
+            ("Mistral v0.2's original", M_V02, [], fixture_ids("[INST] hi [/INST]", bos=True)),
+            ("Mistral v0.2's of 2024, --system (in the first user message)", M_V1, ["--system", "Be brief."],
+             fixture_ids(" [INST] Be brief.\n\nhi [/INST]", bos=True)),
+            ("Mistral Large-2407's (v3), --system (in the last user message)", M_V3, ["--system", "Be brief."],
+             fixture_ids("[INST] Be brief.\n\nhi[/INST]", bos=True)),
+            ("Mistral Large-2407's (v3), --system ''", M_V3, ["--system", ""], fixture_ids("[INST] \n\nhi[/INST]",
+                                                                                              bos=True)),
+            ("Mistral Large-2411's (v7), --system", M_V7, ["--system", "Be brief."],
+             fixture_ids("[SYSTEM_PROMPT] Be brief.[/SYSTEM_PROMPT][INST] hi[/INST]", bos=True)),
+            ("Mistral Small 3.2's, --system ''", M_SMALL, ["--system", ""],
+             fixture_ids("[SYSTEM_PROMPT][/SYSTEM_PROMPT][INST]hi[/INST]", bos=True))):
+        with open(cfgp, "w") as f:
+            json.dump({**MCFG, "chat_template": tpl}, f)
+        p, ids = chat_ids(*extra)
+        c.check(p.returncode == 0 and ids == want, f"--chat, {label}: as transformers renders it "
+                f"({p.stderr.strip()[-90:] if p.returncode else ids[:24]} vs {want[:24]})")
+    # Small 3.2's default system prompt: its literals around strftime_now("%Y-%m-%d"), today's date
+    with open(cfgp, "w") as f:
+        json.dump({**MCFG, "chat_template": M_SMALL}, f)
+    p, ids = chat_ids()
+    today = __import__("datetime").date.today().isoformat()
+    text = as_bytes(ids)
+    c.check(p.returncode == 0 and ids[:2] == [sid["<|begin_of_text|>"], sid["[SYSTEM_PROMPT]"]]
+            and f"The current date is {today}.\n\nWhen you're not sure" in text
+            and "(e.g. \"What are some good restaurants around me?\"" in text
+            and ids[-5:] == [sid["[/SYSTEM_PROMPT]"], sid["[INST]"], ord("h"), ord("i"), sid["[/INST]"]],
+            f"--chat, Mistral Small 3.2's default system prompt, dated {today} ({text[:60]!r}...{ids[-5:]})")
+    for label, tpl, extra, words in (
+            ("a Mistral template without a system role, --system", M_V02, ["--system", "x"], "takes no system prompt"),
+            ("a Mistral template without a system role, --system ''", M_V02, ["--system", ""], "takes no system prompt"),
+            ("Mixtral-8x22B's (a space before the EOS)", M_8X22, [], "writes its answers another way"),
+            ("a Llama 2 one ([INST] <<SYS>>)", LLAMA2, [], "writes its user messages another way")):
+        with open(cfgp, "w") as f:
+            json.dump({**MCFG, "chat_template": tpl}, f)
+        p, _ = chat_ids(*extra)
+        c.check(p.returncode == 1 and words in p.stderr, f"--chat, {label}: refused ({p.stderr.strip()[-90:]})")
+    # -i --chat with Mistral: a later turn closes the answer with the tokenizer's EOS (unless the model sampled it)
+    # and opens a user message; -i with a system prompt that the template moves to the last user message: refused
+    # before the first turn
+    for label, tpl, extra, first, later in (
+            ("v0.2's original", M_V02, [], "[INST] hi [/INST]", "[INST] and you? [/INST]"),
+            ("Large-2407's (v3)", M_V3, [], "[INST] hi[/INST]", "[INST] and you?[/INST]"),
+            ("Small 3.2's, --system", M_SMALL, ["--system", "S"], "[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][INST]hi[/INST]",
+             "[INST]and you?[/INST]")):
+        with open(cfgp, "w") as f:
+            json.dump({**MCFG, "chat_template": tpl}, f)
+        q = subprocess.run([exe, "run", "-m", hfc, "-i", "--chat", "-n", "3", "--temp", "0", "--print-ids", "-q",
+                            *extra], input=b"hi\nand you?\n", capture_output=True)
+        turns = [[int(x) for x in ln.split(":")[1].split()] for ln in q.stderr.decode(errors="replace").splitlines()
+                 if ln.startswith(("prompt ids:", "generated ids:"))]
+        if len(turns) == 4:
+            closed = turns[1][-1] == sid["<|endoftext|>"]
+            want2 = turns[1][-1:] + fixture_ids(("" if closed else "<|endoftext|>") + later)
+            c.check(q.returncode == 0 and turns[0] == fixture_ids(first, bos=True) and turns[2] == want2,
+                    f"-i --chat, Mistral {label}: the second turn {turns[2][:12]} (want {want2[:12]})")
+        else:
+            c.check(False, f"-i --chat, Mistral {label}: two turns ({q.stderr.decode(errors='replace')[-200:]})")
+    with open(cfgp, "w") as f:
+        json.dump({**MCFG, "chat_template": M_V3}, f)
+    q = subprocess.run([exe, "run", "-m", hfc, "-i", "--chat", "-n", "3", "--temp", "0", "--print-ids", "-q",
+                        "--system", "Be brief."], input=b"hi\nand you?\n", capture_output=True)
+    err = q.stderr.decode(errors="replace")
+    c.check(q.returncode == 1 and "moving it on each turn" in err and "prompt ids:" not in err,
+            f"-i --chat --system, Mistral v3 (the system prompt in the last user message): refused ({err[-90:]})")
     # -i --chat with Llama 3: a later turn closes the answer with <|eot_id|> (unless the model sampled it) and opens
     # a user message, trimmed
     with open(cfgp, "w") as f:

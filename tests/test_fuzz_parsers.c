@@ -263,25 +263,28 @@ int main(void) {
 #endif
 #ifdef HAVE_CHAT
     /* chat templates (a model file's text; tests/data/chat_tpl_*.jinja, scripts/fuzz.sh's seeds too): ChatML with a
-     * default system prompt, Llama 3.1's dated shape, Phi-3 with an "is defined" test in its generation prompt; each
-     * seed is taken as it stands */
+     * default system prompt, Llama 3.1's dated shape, Phi-3 with an "is defined" test in its generation prompt,
+     * Mistral's Large-2407 (v3: the system prompt in the last user message, tool branches) and Small 3.2 (v7: a
+     * [SYSTEM_PROMPT], a default dated by strftime_now); each seed is taken as it stands */
     {
-        static const char *const names[3] = {"chatml", "llama3", "phi3"};
-        buf seeds[3];
-        for (int i = 0; i < 3; i++) {
+        static const char *const names[5] = {"chatml", "llama3", "phi3", "mistral_v3", "mistral_v7"};
+        static const mdl_chat_kind kinds[5] = {MDL_CHAT_CHATML, MDL_CHAT_LLAMA3, MDL_CHAT_PHI3, MDL_CHAT_MISTRAL,
+                                               MDL_CHAT_MISTRAL};
+        buf seeds[5];
+        for (int i = 0; i < 5; i++) {
             char path[512];
             size_t n = 0;
             snprintf(path, sizeof path, FUZZ_DATA_DIR "/chat_tpl_%s.jinja", names[i]);
             char *t = slurp(path, &n);
             mdl_chat c;
             const int taken = t && mdl_chat_from_template(t, &c) == 0;
-            CHECK(taken && (int)c.kind == i, "chat template seed %s is taken (%s)", path,
+            CHECK(taken && c.kind == kinds[i], "chat template seed %s is taken (%s)", path,
                   !t ? "cannot read it" : taken ? "another style" : mdl_error());
             if (taken) mdl_chat_free(&c);
             seeds[i] = mk(t ? t : "", t ? n : 0);
             free(t);
         }
-        run("chat template", fuzz_chat_one, seeds, 3, 20000);
+        run("chat template", fuzz_chat_one, seeds, 5, 20000);
     }
 #endif
     if (fixture[0]) tok_free(fixture[0]);

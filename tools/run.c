@@ -358,7 +358,7 @@ int cmd_run(int argc, char **argv) {
         {"--file", "-f", OPT_STR, &prompt_file, "FILE", "read the prompt from FILE"},
         {"--n-predict", "-n", OPT_INT, &n_predict, "N", "tokens to generate (128; 0: prefill only)"},
         {"--chat", NULL, OPT_FLAG, &chat, NULL,
-         "wrap the prompt in the model's chat template (ChatML, Llama 3 or Phi-3 style)"},
+         "wrap the prompt in the model's chat template (ChatML, Llama 3, Phi-3 or Mistral style)"},
         {"--interactive", "-i", OPT_FLAG, &interactive, NULL,
          "after the answer, read more turns from stdin, a line each (with --chat: user messages), until its end"},
         {"--system", NULL, OPT_STR, &system, "TEXT", "system prompt for --chat (default: the template's)"},
@@ -553,8 +553,19 @@ int cmd_run(int argc, char **argv) {
         const char *in = text;
         int add_bos = -1, special = 0;
         if (chat) {
-            if (mdl_chat_init(R.m, &cs) || !(chat_text = mdl_chat_first(&cs, system, text, len, &len))) {
+            /* (the EOS token's text closes an answer of a Mistral template: later turns only) */
+            if (mdl_chat_init(R.m, &cs) || (interactive && mdl_chat_set_eos(&cs, R.tok)) ||
+                !(chat_text = mdl_chat_first(&cs, system, text, len, &len))) {
                 fprintf(stderr, "infllm run: %s\n", mdl_error());
+                goto done;
+            }
+            /* a template that writes the system prompt into the last user message (Mistral v0.3 / Nemo) moves it on
+             * each turn, out of the one already fed: a second turn could only differ from the template's rendering
+             * (the first matches), so a conversation with one is refused before it starts, not after the first answer */
+            if (interactive && system && cs.system_place == MDL_CHAT_SYS_LAST_USER) {
+                fprintf(stderr, "infllm run: chat: the model's chat template (Mistral) puts the system prompt in the "
+                                "latest user message, moving it on each turn, which is not reproduced here for a "
+                                "conversation (-i): drop --system or -i, or put the instructions in the message\n");
                 goto done;
             }
             if (!quiet)

@@ -383,13 +383,512 @@ static int generation_prompt(const char *tpl, char *out, size_t n) {
     return 1;
 }
 
+/* a growing text */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} chat_buf;
+static void put_bytes(chat_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void put(chat_buf *b, const char *s) { put_bytes(b, s, strlen(s)); }
+
+/* ---- Mistral's [INST] templates: what they write for a message, read by walking the template's tags ----
+ * The other styles share one layout per style (a signature expression); Mistral's checkpoints each spell theirs
+ * (spaces around [INST] / [/INST], the system prompt in the first or the last user message or a [SYSTEM_PROMPT] of
+ * its own, the answer with or without a leading space), and write a message over several tags (a user message in
+ * pieces around an "is string" test, tool-calling branches in between). So the message expressions are read off the
+ * template: the branch of the message loop for a role is walked as transformers renders it for infllm's messages
+ * (string contents, no tools, no tool calls), its output tags joined, and that expression must have one of the
+ * shapes written here; anything else on the way (an unknown condition, a set, a raise, text) refuses the template. */
+
+/* one piece of a template: a tag ({{ }}, {% %}, {# #}: kind '{', '%', '#') or the text between tags (kind 't') */
+typedef struct {
+    const char *p;
+    size_t n;
+    char kind;
+} tpl_piece;
+
+/* the piece at p (*p != 0) in *t, and what follows it; a tag's string literals are skipped whole (a "}}" inside one
+ * does not end it); an unterminated tag runs to the end */
+static const char *tpl_next(const char *p, tpl_piece *t) {
+    t->p = p;
+    if (p[0] == '{' && (p[1] == '{' || p[1] == '%' || p[1] == '#')) {
+        const char close = p[1] == '{' ? '}' : p[1];
+        t->kind = p[1];
+        const char *q = p + 2;
+        while (*q && !(q[0] == close && q[1] == '}')) {
+            if (t->kind != '#' && (*q == '\'' || *q == '"')) {
+                const char qc = *q++;
+                while (*q && *q != qc) q += (q[0] == '\\' && q[1]) ? 2 : 1;
+                if (*q) q++;
+                continue;
+            }
+            q++;
+        }
+        if (*q) q += 2;
+        t->n = (size_t)(q - p);
+        return q;
+    }
+    const char *q = p + 1;
+    while (*q && !(q[0] == '{' && (q[1] == '{' || q[1] == '%' || q[1] == '#'))) q++;
+    t->kind = 't';
+    t->n = (size_t)(q - p);
+    return q;
+}
+
+/* a tag's content in template_norm's form, without its delimiters and whitespace-control dashes ("if x", "'a'+b");
+ * malloc'ed, NULL when out of memory */
+static char *tag_norm(const tpl_piece *t) {
+    char *raw = copy_text(t->p, t->n);
+    char *nt = raw ? template_norm(raw) : NULL;
+    free(raw);
+    if (!nt) return NULL;
+    size_t n = strlen(nt), a = 2;
+    if (n >= 4) n -= 2; /* the closing }} / %} */
+    else a = n = 0;
+    if (a < n && nt[a] == '-') a++;
+    if (n > a && nt[n - 1] == '-') n--;
+    memmove(nt, nt + a, n - a);
+    nt[n - a] = 0;
+    return nt;
+}
+
+static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
+
+/* whether a template tag's dash or transformers' trim_blocks / lstrip_blocks drop the blank text t between prev
+ * and next (either may be NULL) */
+static int blank_dropped(const tpl_piece *prev, const tpl_piece *t, const tpl_piece *next) {
+    for (size_t i = 0; i < t->n; i++)
+        if (!tok_is_space_byte(t->p[i])) return 0;
+    if (next && next->n > 2 && next->p[2] == '-') return 1;
+    if (prev && prev->n > 2 && prev->p[prev->n - 3] == '-') return 1;
+    /* trim_blocks: the newline after a block tag; lstrip_blocks: the spaces and tabs before one on its line */
+    if (prev && prev->kind != '{' && t->p[0] == '\n' && next && next->kind != '{') {
+        for (size_t i = 1; i < t->n; i++)
+            if (t->p[i] != ' ' && t->p[i] != '\t') return 0;
+        return 1;
+    }
+    return 0;
+}
+
+enum { MSYS_NONE = 0, MSYS_FIRST = 1, MSYS_LAST = 2 };
+
+/* A condition of a message branch as transformers evaluates it for infllm's messages (contents non-empty strings,
+ * no tools, no tool calls): 1 true, 0 false, -1 not known here. A test of the caller's system prompt placing it in
+ * the first or last user message gives sys_value and sets *sys_kind. */
+static int mistral_cond(const char *cond, int sys_value, int *sys_kind) {
+    static const char *const first[] = {"loop.firstandsystem_messageisdefined"};
+    static const char *const last[] = {"loop.lastandsystem_messageisdefined",
+                                       "(message==user_messages[-1])andsystem_messageisdefined",
+                                       "message==user_messages[-1]andsystem_messageisdefined",
+                                       "loop.index==last_user_messageandsystem_messageisdefined"};
+    for (size_t i = 0; i < sizeof first / sizeof *first; i++)
+        if (!strcmp(cond, first[i])) return *sys_kind = MSYS_FIRST, sys_value;
+    for (size_t i = 0; i < sizeof last / sizeof *last; i++)
+        if (!strcmp(cond, last[i])) return *sys_kind = MSYS_LAST, sys_value;
+    /* tools given, a message with tool calls: never here */
+    static const char *const no_tools[] = {"toolsisnotnone", "toolsisdefinedandtoolsisnotnone", "message.tool_calls",
+                                           "(message.tool_callsisdefined", "message['tool_calls']isdefined",
+                                           "message.get('tool_calls')", "has_tools"};
+    for (size_t i = 0; i < sizeof no_tools / sizeof *no_tools; i++)
+        if (starts(cond, no_tools[i])) return 0;
+    if (starts(cond, "(message['content']isnoneormessage['content']==''")) return 0; /* an empty content: raises */
+    if (!strcmp(cond, "message['content']isstring") ||
+        !strcmp(cond, "message['content']isstringandmessage['content']!=''"))
+        return 1;
+    return -1;
+}
+
+/* The expression a message branch writes: from the piece after its role test (p) to the branch's end (its elif /
+ * else / endif), the output tags on the path mistral_cond takes, joined by + into *out (template_norm's form).
+ * *sys_kind: the system test met on the way (MSYS_*). 0, or -1 when the path holds anything not known here, -2 when
+ * out of memory. */
+static int mistral_branch(const char *p, int sys_value, int *sys_kind, chat_buf *out) {
+    enum { MAXD = 16 };
+    int active[MAXD], taken[MAXD], d = 0; /* per nesting level: writing now; a branch of its if taken */
+    active[0] = 1;
+    taken[0] = 1;
+    tpl_piece prev = {0}, t, next;
+    int have_prev = 0, rc = -1;
+    const char *q = p;
+    while (*q) {
+        q = tpl_next(q, &t);
+        if (t.kind == '#') continue;
+        if (t.kind == 't') {
+            const int has_next = *q != 0;
+            if (has_next) tpl_next(q, &next);
+            if (active[d] && !blank_dropped(have_prev ? &prev : NULL, &t, has_next ? &next : NULL)) return -1;
+            continue;
+        }
+        prev = t;
+        have_prev = 1;
+        char *s = tag_norm(&t);
+        if (!s) return -2;
+        int ok = 1;
+        if (t.kind == '{') {
+            if (active[d]) {
+                if (strstr(s, "raise_exception") || !*s) ok = 0;
+                else {
+                    if (out->n) put(out, "+");
+                    put(out, s);
+                }
+            }
+        } else if (starts(s, "endif")) {
+            if (d == 0) {
+                rc = 0;
+                free(s);
+                break;
+            }
+            d--;
+        } else if (starts(s, "elif") || starts(s, "else")) {
+            if (d == 0) {
+                rc = 0;
+                free(s);
+                break;
+            }
+            const int parent = active[d - 1];
+            if (taken[d] || !parent) {
+                active[d] = 0;
+            } else if (starts(s, "else")) {
+                active[d] = taken[d] = 1;
+            } else {
+                const int v = mistral_cond(s + 4, sys_value, sys_kind);
+                if (v < 0) ok = 0;
+                active[d] = taken[d] = v > 0;
+            }
+        } else if (starts(s, "if")) {
+            if (d + 1 >= MAXD) ok = 0;
+            else {
+                const int parent = active[d];
+                d++;
+                if (!parent) {
+                    active[d] = 0;
+                    taken[d] = 1;
+                } else {
+                    const int v = mistral_cond(s + 2, sys_value, sys_kind);
+                    if (v < 0) ok = 0;
+                    active[d] = taken[d] = v > 0;
+                }
+            }
+        } else if (active[d]) {
+            ok = 0; /* a set, a loop, a macro on the path taken */
+        }
+        free(s);
+        if (!ok) return -1;
+    }
+    return out->oom ? -2 : rc;
+}
+
+/* the branch of the template's message loop for a role: the piece after its {% if / elif message['role'] == 'R' %}
+ * test; NULL when there is none or more than one, or out of memory (*oom set) */
+static const char *role_branch(const char *tpl, const char *role, int *oom) {
+    char want[64];
+    snprintf(want, sizeof want, "message['role']=='%s'", role);
+    const char *found = NULL;
+    tpl_piece t;
+    for (const char *q = tpl; *q;) {
+        q = tpl_next(q, &t);
+        if (t.kind != '%') continue;
+        char *s = tag_norm(&t);
+        if (!s) {
+            *oom = 1;
+            return NULL;
+        }
+        const int hit = (starts(s, "if") && !strcmp(s + 2, want)) || (starts(s, "elif") && !strcmp(s + 4, want));
+        free(s);
+        if (hit) {
+            if (found) return NULL;
+            found = q;
+        }
+    }
+    return found;
+}
+
+/* expr = 'A' + middle + 'B' (template_norm's form, A and B without quotes or escapes, at most n - 1 bytes): A and
+ * B into a and b; 0, or -1 when expr has another shape */
+static int literal_around(const char *expr, const char *middle, char *a, char *b, size_t n) {
+    const char *m = strstr(expr, middle);
+    const size_t ml = strlen(middle), el = strlen(expr);
+    if (expr[0] != '\'' || !m || m - expr < 2 || m[-1] != '\'' || el < (size_t)(m - expr) + ml + 2 ||
+        m[ml] != '\'' || expr[el - 1] != '\'')
+        return -1;
+    const char *a0 = expr + 1, *a1 = m - 1, *b0 = m + ml + 1, *b1 = expr + el - 1;
+    if ((size_t)(a1 - a0) >= n || (size_t)(b1 - b0) >= n || b1 < b0) return -1;
+    for (const char *x = a0; x < a1; x++)
+        if (*x == '\'' || *x == '\\') return -1;
+    for (const char *x = b0; x < b1; x++)
+        if (*x == '\'' || *x == '\\') return -1;
+    memcpy(a, a0, (size_t)(a1 - a0));
+    a[a1 - a0] = 0;
+    memcpy(b, b0, (size_t)(b1 - b0));
+    b[b1 - b0] = 0;
+    return 0;
+}
+
+/* today (local time, as transformers' strftime_now) in fmt, of strftime's directives for dates (%Y %y %m %d %e %b
+ * %B %a %A %j), %% and literal characters, onto b; -1 for any other directive (the format is the template's) */
+static int put_date(chat_buf *b, const char *fmt) {
+    const time_t now = time(NULL);
+    struct tm tmv;
+#ifdef _WIN32
+    if (localtime_s(&tmv, &now) != 0) return -1;
+#else
+    if (!localtime_r(&now, &tmv)) return -1;
+#endif
+    for (const char *f = fmt; *f; f++) {
+        if (*f != '%') {
+            put_bytes(b, f, 1);
+            continue;
+        }
+        char part[64] = "";
+        switch (*++f) { /* (a literal format each: the template's text is never strftime's format) */
+        case 'Y': strftime(part, sizeof part, "%Y", &tmv); break;
+        case 'y': snprintf(part, sizeof part, "%02d", (tmv.tm_year + 1900) % 100); break;
+        case 'm': strftime(part, sizeof part, "%m", &tmv); break;
+        case 'd': strftime(part, sizeof part, "%d", &tmv); break;
+        case 'e': strftime(part, sizeof part, "%e", &tmv); break;
+        case 'b': strftime(part, sizeof part, "%b", &tmv); break;
+        case 'B': strftime(part, sizeof part, "%B", &tmv); break;
+        case 'a': strftime(part, sizeof part, "%a", &tmv); break;
+        case 'A': strftime(part, sizeof part, "%A", &tmv); break;
+        case 'j': strftime(part, sizeof part, "%j", &tmv); break;
+        case '%': part[0] = '%'; break;
+        default: return -1;
+        }
+        put(b, part);
+    }
+    return 0;
+}
+
+/* A Jinja expression of string literals and names bound by {% set NAME = strftime_now("FORMAT") %} (today, local
+ * time, as transformers renders it) joined by +, at *pp in the raw template: its value, malloc'ed; NULL when it is
+ * anything else, or out of memory (*oom set) */
+static char *eval_string_expr(const char *tpl, const char *p, int *oom) {
+    chat_buf b = {0};
+    put(&b, "");
+    for (;;) {
+        while (tok_is_space_byte(*p)) p++;
+        if (*p == '\'' || *p == '"') {
+            const char q = *p++;
+            for (; *p && *p != q; p++) {
+                if (*p == '\\' && p[1]) {
+                    const char e = *++p;
+                    const char *rep = e == 'n' ? "\n" : e == 't' ? "\t" : e == 'r' ? "\r" : NULL;
+                    char one[3] = {e, 0, 0};
+                    if (!rep && e != '\\' && e != '\'' && e != '"') one[0] = '\\', one[1] = e; /* kept, as Python */
+                    put(&b, rep ? rep : one);
+                } else {
+                    put_bytes(&b, p, 1);
+                }
+            }
+            if (*p != q) break;
+            p++;
+        } else if (*p == '_' || isalpha((unsigned char)*p)) {
+            const char *n0 = p;
+            while (*p == '_' || isalnum((unsigned char)*p)) p++;
+            /* the name's {% set NAME = strftime_now("FMT") %} */
+            char want[96], fmt[64] = "";
+            snprintf(want, sizeof want, "set%.*s=strftime_now('", (int)(p - n0 < 60 ? p - n0 : 60), n0);
+            tpl_piece t;
+            for (const char *q = tpl; *q && !fmt[0];) {
+                q = tpl_next(q, &t);
+                if (t.kind != '%') continue;
+                char *s = tag_norm(&t);
+                if (!s) *oom = 1;
+                if (s && starts(s, want)) {
+                    const char *f = s + strlen(want), *e = strstr(f, "')");
+                    if (e && !e[2] && e > f && (size_t)(e - f) < sizeof fmt) memcpy(fmt, f, (size_t)(e - f));
+                }
+                free(s);
+            }
+            if (!fmt[0]) break;
+            if (put_date(&b, fmt)) break;
+        } else {
+            break;
+        }
+        while (tok_is_space_byte(*p)) p++;
+        if (*p == '+') {
+            p++;
+            continue;
+        }
+        if ((p[0] == '-' && p[1] == '%' && p[2] == '}') || (p[0] == '%' && p[1] == '}')) {
+            if (b.oom) break;
+            return b.p;
+        }
+        break;
+    }
+    *oom |= b.oom;
+    free(b.p);
+    return NULL;
+}
+
+/* the template's {% set NAME = ... %} of literals (eval_string_expr); *found 1 when the template sets NAME */
+static char *template_string_set(const char *tpl, const char *name, int *found, int *oom) {
+    *found = 0;
+    tpl_piece t;
+    for (const char *q = tpl; *q;) {
+        q = tpl_next(q, &t);
+        if (t.kind != '%') continue;
+        const char *p = t.p + 2;
+        while (*p == '-' || tok_is_space_byte(*p)) p++;
+        if (strncmp(p, "set", 3) || !tok_is_space_byte(p[3])) continue;
+        p += 3;
+        while (tok_is_space_byte(*p)) p++;
+        const size_t nl = strlen(name);
+        if (strncmp(p, name, nl) || (p[nl] != '=' && !tok_is_space_byte(p[nl]))) continue;
+        p += nl;
+        while (tok_is_space_byte(*p)) p++;
+        if (*p != '=') continue;
+        *found = 1;
+        return eval_string_expr(tpl, p + 1, oom);
+    }
+    return NULL;
+}
+
+/* The system prompt as a message of its own: every '[SYSTEM_PROMPT]...' the template writes (normalised) is
+ * OPEN + (a system prompt's expression) + '[/SYSTEM_PROMPT]', all with the same OPEN, which goes to c->sys_open.
+ * 0, or -1 when one is written another way. */
+static int mistral_system_message(const char *nt, mdl_chat *c) {
+    static const char *const values[] = {"system_message", "system_prompt", "default_system_message",
+                                         "message['content']", "messages[0]['content']",
+                                         "message['content'][0]['text']", "messages[0]['content'][0]['text']"};
+    /* Ministral 3's: the open, then messages[0]'s content in its own tags, then the close */
+    static const char *const split = "'-}}{%-ifmessages[0]['content']isstring%}{{-messages[0]['content']-}}";
+    int n = 0;
+    for (const char *a = strstr(nt, "'[SYSTEM_PROMPT]"); a; a = strstr(a + 1, "'[SYSTEM_PROMPT]")) {
+        const char *e = strchr(a + 1, '\'');
+        if (!e || (size_t)(e - a - 1) >= sizeof c->sys_open) return -1;
+        char open[sizeof c->sys_open];
+        memcpy(open, a + 1, (size_t)(e - a - 1));
+        open[e - a - 1] = 0;
+        int known = starts(e, split);
+        for (size_t i = 0; !known && i < sizeof values / sizeof *values; i++) {
+            char want[96];
+            snprintf(want, sizeof want, "'+%s+'[/SYSTEM_PROMPT]'", values[i]);
+            known = starts(e, want);
+        }
+        if (!known || (n && strcmp(open, c->sys_open))) return -1;
+        snprintf(c->sys_open, sizeof c->sys_open, "%s", open);
+        n++;
+    }
+    snprintf(c->sys_close, sizeof c->sys_close, "[/SYSTEM_PROMPT]");
+    return n ? 0 : -1;
+}
+
+static int mistral_other_way(int oom, const char *what) {
+    if (oom) return mdl_fail("out of memory (the chat template)");
+    return mdl_fail("chat: the model's chat template has Mistral's [INST] markers but writes its %s another way, which "
+                    "is not reproduced here: give the prompt in its format with -p / -f instead",
+                    what);
+}
+
+/* c's Mistral pieces from the template (see the section's head). 0, or -1 after mdl_fail naming what is not
+ * reproduced. */
+static int mistral_read(const char *tpl, mdl_chat *c) {
+    char *nt = template_norm(tpl);
+    if (!nt) return mdl_fail("out of memory (the chat template)");
+    int rc = -1, oom = 0, r = 0; /* r: mistral_branch's, -2 when out of memory */
+    const char *ub = role_branch(tpl, "user", &oom), *ab = role_branch(tpl, "assistant", &oom);
+    chat_buf user = {0}, user_sys = {0}, answer = {0};
+    int sys_kind = MSYS_NONE, sys_kind2 = MSYS_NONE, ignored = MSYS_NONE;
+    put(&user, "");
+    put(&user_sys, "");
+    put(&answer, "");
+    if (!ub || (r = mistral_branch(ub, 0, &sys_kind, &user)) != 0 ||
+        literal_around(user.p, "+message['content']+", c->inst_open, c->inst_close, sizeof c->inst_open) ||
+        !strstr(c->inst_open, "[INST]") || !strstr(c->inst_close, "[/INST]")) {
+        mistral_other_way(oom || r == -2, "user messages");
+        goto done;
+    }
+    if (!ab || (r = mistral_branch(ab, 0, &ignored, &answer)) != 0) {
+        mistral_other_way(oom || r == -2, "answers");
+        goto done;
+    }
+    /* an answer: [' ' +] content [| trim] + the end (eos_token, or a literal). The leading space is the model's own
+     * (a SentencePiece model's first answer piece carries it); a space or anything between the content and the end
+     * is not: a sampled EOS is fed as it comes, so nothing could be put before it */
+    const char *a = answer.p;
+    if (starts(a, "' '+")) a += 4;
+    if (!starts(a, "message['content']")) {
+        mistral_other_way(0, "answers");
+        goto done;
+    }
+    a += strlen("message['content']");
+    if (starts(a, "|trim")) a += 5; /* (the answer as generated is fed: infllm cannot trim it, as for Llama 3) */
+    if (!strcmp(a, "+eos_token")) {
+        snprintf(c->eos, sizeof c->eos, "</s>");
+    } else if (starts(a, "+'") && strlen(a) > 3 && strlen(a) - 3 < sizeof c->eos && a[strlen(a) - 1] == '\'' &&
+               !strpbrk(a + 2, "\\ ") && strchr(a + 2, '\'') == a + strlen(a) - 1) {
+        snprintf(c->eos, sizeof c->eos, "%.*s", (int)(strlen(a) - 3), a + 2);
+        c->eos_literal = 1;
+    } else {
+        mistral_other_way(0, "answers");
+        goto done;
+    }
+    /* the system prompt: in a user message (a system test in the user branch), a message of its own, or none */
+    if (sys_kind != MSYS_NONE) {
+        char want[96];
+        snprintf(want, sizeof want, "'%s'+system_message+'\\n\\n'+message['content']+'%s'", c->inst_open,
+                 c->inst_close);
+        if ((r = mistral_branch(ub, 1, &sys_kind2, &user_sys)) != 0 || strcmp(user_sys.p, want)) {
+            mistral_other_way(r == -2, "system prompt");
+            goto done;
+        }
+        c->system_place = sys_kind == MSYS_FIRST ? MDL_CHAT_SYS_FIRST_USER : MDL_CHAT_SYS_LAST_USER;
+    } else if (strstr(nt, "[SYSTEM_PROMPT]")) {
+        if (mistral_system_message(nt, c)) {
+            mistral_other_way(0, "system prompt");
+            goto done;
+        }
+        c->system_place = MDL_CHAT_SYS_OWN;
+        int found;
+        c->default_system = template_string_set(tpl, "default_system_message", &found, &oom);
+        if (oom) {
+            mdl_fail("out of memory (the chat template)");
+            goto done;
+        }
+        if (found && !c->default_system) {
+            mdl_fail("chat: the model's chat template (Mistral) computes its default system prompt in a way not "
+                     "reproduced here: give one with --system, or the prompt in its format with -p / -f");
+            goto done;
+        }
+    } else if (!strstr(tpl, "system") && !strstr(tpl, "<<SYS>>")) {
+        c->system_place = MDL_CHAT_SYS_NONE; /* (the original v0.1 / v0.2 templates: a system message raises) */
+    } else {
+        mistral_other_way(0, "system prompt");
+        goto done;
+    }
+    rc = 0;
+done:
+    free(nt);
+    free(user.p);
+    free(user_sys.p);
+    free(answer.p);
+    return rc;
+}
+
 /* The styles: their message pieces, and the expression by which a template of the style writes a message
  * (template_norm's form; chat_template_check) */
 static const struct chat_style {
     const char *name, *system_open, *user_open, *assistant_open, *turn_end, *after_end;
     int trim;
     const char *sig[2];
-} STYLES[3] = {
+} STYLES[4] = {
     [MDL_CHAT_CHATML] = {"ChatML", "<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n",
                          "<|im_end|>", "\n", 0,
                          {"'<|im_start|>'+message['role']+'\\n'+message['content']+'<|im_end|>\\n'",
@@ -402,6 +901,8 @@ static const struct chat_style {
                           NULL}},
     [MDL_CHAT_PHI3] = {"Phi-3", "<|system|>\n", "<|user|>\n", "<|assistant|>\n", "<|end|>", "\n", 0,
                        {"'<|user|>\\n'+message['content']+'<|end|>\\n'", NULL}},
+    /* its pieces are the template's own (mistral_read) */
+    [MDL_CHAT_MISTRAL] = {"Mistral", "", "", "", "</s>", "", 0, {NULL, NULL}},
 };
 
 /* Whether tpl, recognised as c's style by its markers, writes what mdl_chat_first / mdl_chat_next write (templates
@@ -412,9 +913,10 @@ static const struct chat_style {
 static int chat_template_check(const char *tpl, const mdl_chat *c) {
     const struct chat_style *st = &STYLES[c->kind];
     const char *name = st->name;
-    char *nt = template_norm(tpl);
-    if (!nt) return mdl_fail("out of memory (the chat template)");
-    const int sig = strstr(nt, st->sig[0]) || (st->sig[1] && strstr(nt, st->sig[1]));
+    char *nt = st->sig[0] ? template_norm(tpl) : NULL;
+    if (st->sig[0] && !nt) return mdl_fail("out of memory (the chat template)");
+    /* (Mistral's messages were read off the template by mistral_read) */
+    const int sig = !st->sig[0] || strstr(nt, st->sig[0]) || (st->sig[1] && strstr(nt, st->sig[1]));
     free(nt);
     if (!sig)
         return mdl_fail("chat: the model's chat template has %s's markers but writes its messages another way, which "
@@ -453,9 +955,11 @@ int mdl_chat_from_template(const char *tpl, mdl_chat *c) {
         if (has(tpl, "Cutting Knowledge Date")) llama3_date(tpl, c->date, sizeof c->date);
     } else if (has(tpl, "<|user|>") && has(tpl, "<|assistant|>") && has(tpl, "<|end|>")) {
         c->kind = MDL_CHAT_PHI3;
+    } else if (has(tpl, "[INST]") && has(tpl, "[/INST]")) {
+        c->kind = MDL_CHAT_MISTRAL;
     } else {
-        mdl_fail("chat: the model's chat template is none of the styles formatted here (ChatML, Llama 3, Phi-3): give "
-                 "the prompt already in its format with -p / -f instead");
+        mdl_fail("chat: the model's chat template is none of the styles formatted here (ChatML, Llama 3, Phi-3, "
+                 "Mistral): give the prompt already in its format with -p / -f instead");
         return -1;
     }
     const struct chat_style *st = &STYLES[c->kind];
@@ -466,10 +970,29 @@ int mdl_chat_from_template(const char *tpl, mdl_chat *c) {
     c->after_end = st->after_end;
     c->trim = st->trim;
     c->bos = tpl && strstr(tpl, "bos_token") != NULL;
+    if (c->kind == MDL_CHAT_MISTRAL) {
+        if (mistral_read(tpl, c)) {
+            mdl_chat_free(c);
+            return -1;
+        }
+        c->turn_end = c->eos; /* (into c itself: a mdl_chat is used where it was made, never copied) */
+    }
     if (tpl && chat_template_check(tpl, c)) {
         mdl_chat_free(c);
         return -1;
     }
+    return 0;
+}
+
+int mdl_chat_set_eos(mdl_chat *c, const infllm_tokenizer *tok) {
+    if (c->kind != MDL_CHAT_MISTRAL || c->eos_literal) return 0;
+    const int32_t id = tok ? tok_eos(tok) : -1;
+    const char *text = id >= 0 ? tok_token_text(tok, id) : NULL;
+    if (!text || !text[0] || strlen(text) >= sizeof c->eos)
+        return mdl_fail("chat: the model's chat template (Mistral) ends an answer with the EOS token, and the "
+                        "tokenizer %s: give the prompt in its format with -p / -f instead",
+                        text && text[0] ? "names one longer than 63 bytes" : "has none");
+    snprintf(c->eos, sizeof c->eos, "%s", text);
     return 0;
 }
 
@@ -481,29 +1004,6 @@ void mdl_chat_free(mdl_chat *c) {
     c->default_system = NULL;
 }
 
-/* a growing text */
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} chat_buf;
-static void put_bytes(chat_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = (b->n + n + 1) * 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void put(chat_buf *b, const char *s) { put_bytes(b, s, strlen(s)); }
 /* whether the UTF-8 sequence at s[0..n) (n >= 1) is one of Python's str.isspace() code points, the ones Jinja's trim
  * (str.strip) removes: Unicode's White_Space and \x1c-\x1f; its length in *len */
 static int py_space_at(const char *s, size_t n, size_t *len) {
@@ -546,7 +1046,34 @@ static void put_message(chat_buf *b, const mdl_chat *c, const char *open, const 
     put(b, c->after_end);
 }
 
+/* Mistral's first turn: the system prompt where the template writes it (given even when empty: the templates test
+ * that a system message is there, not its content), the user message, no generation prompt */
+static char *mistral_first(const mdl_chat *c, const char *system, const char *user, size_t user_len, size_t *len) {
+    if (system && c->system_place == MDL_CHAT_SYS_NONE) {
+        mdl_fail("chat: the model's chat template (Mistral, without a system role: transformers raises on a system "
+                 "message) takes no system prompt: drop --system, or put it in the message");
+        return NULL;
+    }
+    chat_buf b = {0};
+    put(&b, "");
+    const char *sys = system ? system : c->default_system;
+    if (sys && c->system_place == MDL_CHAT_SYS_OWN) {
+        put(&b, c->sys_open);
+        put(&b, sys);
+        put(&b, c->sys_close);
+    }
+    put(&b, c->inst_open);
+    if (system && (c->system_place == MDL_CHAT_SYS_FIRST_USER || c->system_place == MDL_CHAT_SYS_LAST_USER)) {
+        put(&b, system);
+        put(&b, "\n\n");
+    }
+    put_bytes(&b, user, user_len);
+    put(&b, c->inst_close);
+    return chat_done(&b, len);
+}
+
 char *mdl_chat_first(const mdl_chat *c, const char *system, const char *user, size_t user_len, size_t *len) {
+    if (c->kind == MDL_CHAT_MISTRAL) return mistral_first(c, system, user, user_len, len);
     chat_buf b = {0};
     put(&b, "");
     const char *sys = system ? system : c->default_system;
@@ -572,6 +1099,12 @@ char *mdl_chat_next(const mdl_chat *c, int answer_closed, const char *line, size
     put(&b, "");
     if (!answer_closed) put(&b, c->turn_end);
     put(&b, c->after_end);
+    if (c->kind == MDL_CHAT_MISTRAL) { /* (a system prompt of the last user message is not repeated: see mtok.h) */
+        put(&b, c->inst_open);
+        put_bytes(&b, line, line_len);
+        put(&b, c->inst_close);
+        return chat_done(&b, len);
+    }
     put_message(&b, c, c->user_open, line, line_len);
     put(&b, c->assistant_open);
     return chat_done(&b, len);
