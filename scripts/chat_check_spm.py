@@ -5,10 +5,12 @@ scripts/chat_check.py's byte-level fixture cannot show: SentencePiece's spaces d
 
 Mistral's tokenizer models come with the mistral-common wheel on PyPI (mistral_common/data: tokenizer.model.v1, the
 32000-piece vocabulary of Mistral-7B v0.1 / v0.2 and Mixtral-8x7B, where [INST] is plain text; the v3 one of 32768
-pieces, where [INST] / [/INST] are control tokens); pip downloads it unless --spm names .model files. Each is written as
-a Hugging Face tokenizer.json in the layout of the hub's Mistral files of 2023-24 (BPE with byte fallback, a Prepend
-"\u2581" + Replace normalizer, no pre-tokenizer, the control pieces as special added tokens), beside a tiny random
-llama of that vocabulary (tests/model_testlib.py). For every template given (default: tests/data's and the Mistral
+pieces, where [INST] / [/INST] are control tokens; tekken_240718.json, Nemo's 131072-token byte-level BPE); pip
+downloads it unless --spm names files. A .model is written as a Hugging Face tokenizer.json in the layout of the hub's
+Mistral files of 2023-24 (BPE with byte fallback, a Prepend "\u2581" + Replace normalizer, no pre-tokenizer, the control
+pieces as special added tokens); a tekken .json by transformers' own converter (convert_tekken_tokenizer, which needs
+the mistral-common package installed: skipped without it). Each goes beside a tiny random llama of that vocabulary
+(tests/model_testlib.py). For every template given (default: tests/data's and the Mistral
 templates of tests/py_model_cli.py) and a user message without and with a system prompt:
   turn 1  `infllm run --chat --print-ids` prompt ids == apply_chat_template(messages, add_generation_prompt=True)
   turn 2  (-i, two generated tokens) the ids infllm fed after its answer (the answer's end and the next user
@@ -40,7 +42,8 @@ from transformers.convert_slow_tokenizer import SentencePieceExtractor  # noqa: 
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--bin", default=os.path.join(here, "build", "infllm"))
-ap.add_argument("--spm", default="", help="SentencePiece .model files, comma-separated (default: mistral-common's)")
+ap.add_argument("--spm", default="", help="SentencePiece .model / tekken .json files, comma-separated (default: "
+                                         "mistral-common's v1, v3 and tekken_240718)")
 ap.add_argument("--templates", default="", help="chat templates (.jinja), comma-separated (default: the Mistral ones "
                                                 "of tests/data and tests/py_model_cli.py)")
 args = ap.parse_args()
@@ -53,14 +56,22 @@ def mistral_common_models(tmp):
     out = []
     with zipfile.ZipFile(whl) as z:
         for name in ("mistral_common/data/tokenizer.model.v1",
-                     "mistral_common/data/mistral_instruct_tokenizer_240323.model.v3"):
+                     "mistral_common/data/mistral_instruct_tokenizer_240323.model.v3",
+                     "mistral_common/data/tekken_240718.json"):
             z.extract(name, tmp)
             out.append(os.path.join(tmp, name))
     return out
 
 
 def hf_tokenizer(spm_path, out):
-    """the .model as the hub's Mistral tokenizer.json files lay it out"""
+    """the .model as the hub's Mistral tokenizer.json files lay it out; a tekken .json by transformers' converter"""
+    if spm_path.endswith(".json"):
+        from transformers.integrations.mistral import convert_tekken_tokenizer  # (needs mistral-common)
+        convert_tekken_tokenizer(spm_path, chat_template="").save_pretrained(out)
+        for f in ("chat_template.jinja", "chat_template.json"):  # (the templates go to tokenizer_config.json)
+            if os.path.exists(os.path.join(out, f)):
+                os.remove(os.path.join(out, f))
+        return PreTrainedTokenizerFast.from_pretrained(out)
     kw = SentencePieceExtractor(spm_path).extract(None)
     tk = Tokenizer(models.BPE(vocab=kw["vocab"], merges=kw["merges"], unk_token="<unk>", fuse_unk=True,
                               byte_fallback=True))
@@ -121,7 +132,11 @@ with tempfile.TemporaryDirectory() as tmp:
         templates = default_templates()
     for si, spm_path in enumerate(spms):
         d = os.path.join(tmp, f"m{si}")
-        tok = hf_tokenizer(spm_path, d)
+        try:
+            tok = hf_tokenizer(spm_path, d)
+        except ImportError as e:
+            report(None, os.path.basename(spm_path), f"skipped: {str(e).strip().splitlines()[0][:100]}")
+            continue
         m = Tiny("llama", seed=3, n_vocab=len(tok))
         m.write_gguf(os.path.join(tmp, f"m{si}.gguf"), {})  # (write_hf takes the values the GGUF stores)
         m.write_hf(d)

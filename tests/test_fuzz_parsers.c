@@ -171,8 +171,11 @@ int main(void) {
         static const char t1[] = "\0Hello world, I'm here!  12345 caf\xC3\xA9 \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x98\x80";
         const char *t2 = "\3<|im_start|>user\nhi<|im_end|>\n  x\t\n";
         const char *t3 = "\1 hello  world\t\n<s></s> \xE2\x96\x81x";
-        buf seeds[3] = {mk(t1, sizeof t1 - 1), mk(t2, strlen(t2)), mk(t3, strlen(t3))};
-        run("tokenizer text", fuzz_tok_one, seeds, 3, 20000);
+        /* the tekken split (mode bit 2): mixed case, titlecase, a decomposed accent, CJK beside Latin, digits, '/' */
+        const char *t4 = "\4Hello WORLDwide helloWorld \xC3\x91" "AND\xC3\x9A e\xCC\x81" "cole \xC7\x85ungla "
+                         "\xE4\xB8\xAD\xE6\x96\x87" "English path/to//x\r\n 123 !\xCC\x81" "a";
+        buf seeds[4] = {mk(t1, sizeof t1 - 1), mk(t2, strlen(t2)), mk(t3, strlen(t3)), mk(t4, strlen(t4))};
+        run("tokenizer text", fuzz_tok_one, seeds, 4, 20000);
         buf jseeds[2] = {mk(bpe, n1), mk(spm, n2)};
         run("tokenizer json", fuzz_tokjson_one, jseeds, 2, 300);
     }
@@ -289,6 +292,7 @@ int main(void) {
 #endif
     if (fixture[0]) tok_free(fixture[0]);
     if (fixture[1]) tok_free(fixture[1]);
+    if (fixture[2]) tok_free(fixture[2]);
     free(bpe);
     free(spm);
     return finish("test_fuzz_parsers");

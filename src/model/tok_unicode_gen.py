@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generates tok_unicode.c: code point ranges of the Unicode general categories L* (letters)
-and N* (numbers), from Python's unicodedata. Run: python3 tok_unicode_gen.py > tok_unicode.c"""
+and N* (numbers), and the two case classes of the tekken / o200k split patterns ([\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]
+and [\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]), from Python's unicodedata. Run: python3 tok_unicode_gen.py > tok_unicode.c"""
 import sys
 import unicodedata
 
@@ -38,3 +39,7 @@ print('#include "tok_unicode.h"\n')
 emit("tok_unicode_letter", ranges(lambda c: c[0] == "L"))
 print()
 emit("tok_unicode_number", ranges(lambda c: c[0] == "N"))
+print()
+emit("tok_unicode_upper", ranges(lambda c: c in ("Lu", "Lt", "Lm", "Lo") or c[0] == "M"))
+print()
+emit("tok_unicode_lower", ranges(lambda c: c in ("Ll", "Lm", "Lo") or c[0] == "M"))

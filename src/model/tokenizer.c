@@ -104,6 +104,16 @@ static int cp_class(uint32_t cp) {
     return CL_OTHER;
 }
 
+/* the tekken pattern's case classes of a code point: CASE_U in [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], CASE_W in
+ * [\p{Ll}\p{Lm}\p{Lo}\p{M}] (both for Lm, Lo and marks) */
+enum { CASE_U = 1, CASE_W = 2 };
+static int cp_case(uint32_t cp) {
+    if (cp < 128) return (cp >= 'A' && cp <= 'Z') ? CASE_U : (cp >= 'a' && cp <= 'z') ? CASE_W : 0;
+    if (cp >= 0x110000) return 0;
+    return (in_ranges(tok_unicode_upper, tok_unicode_upper_n, cp) ? CASE_U : 0) |
+           (in_ranges(tok_unicode_lower, tok_unicode_lower_n, cp) ? CASE_W : 0);
+}
+
 /* growable int32 vector */
 typedef struct {
     int32_t *v;
@@ -139,7 +149,10 @@ typedef struct {
     size_t mask;
 } pairmap;
 
-enum { PRE_NONE = 0, PRE_GPT2 = 1, PRE_LLAMA3 = 2, PRE_QWEN2 = 3 };
+/* the split patterns: GPT-2's, Llama 3's (digits in threes), Qwen2's (single digits), and Mistral's tekken (words by
+ * case: [^\r\n\p{L}\p{N}]?U*W+ | [^\r\n\p{L}\p{N}]?U+W* with U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], W =
+ * [\p{Ll}\p{Lm}\p{Lo}\p{M}], no contractions, single digits, punctuation runs taking [\r\n/]*) */
+enum { PRE_NONE = 0, PRE_GPT2 = 1, PRE_LLAMA3 = 2, PRE_QWEN2 = 3, PRE_TEKKEN = 4 };
 enum { SPM_PREPEND_NONE = 0, SPM_PREPEND_ALWAYS = 1, SPM_PREPEND_FIRST = 2 };
 
 typedef struct {
@@ -477,9 +490,15 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
     } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "stablelm2") || !strcmp(pre, "deepseek-r1-qwen") ||
                !strcmp(pre, "hunyuan")) {
         t->pre_regex = PRE_QWEN2;
+    } else if (!strcmp(pre, "tekken")) {
+        /* Mistral's tekken vocabularies (Nemo, Small 3, Ministral, Devstral): the tokenizer.json's pattern itself, by
+         * Unicode case (llama.cpp approximates its classes by ASCII case: a non-ASCII letter is both, a mark neither,
+         * so decomposed accents and some non-ASCII words split otherwise there) */
+        t->pre_regex = PRE_TEKKEN;
+        t->ignore_merges = 1; /* (tekken's tokenizer.json sets ignore_merges, as llama.cpp for this type) */
     } else {
         seterr(err, errlen, "unsupported pre-tokenizer '%s' (supported: default, gpt2, smollm, starcoder, "
-                            "llama-bpe, qwen2 and aliases)", pre);
+                            "llama-bpe, qwen2, tekken and aliases)", pre);
         return -1;
     }
     return 0;
@@ -653,9 +672,13 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
                                     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
         static const char *qwen2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
                                    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+        static const char *tekken = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}"
+                                    "\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}"
+                                    "\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
         if (re && !strcmp(re, gpt2)) c->regex = PRE_GPT2;
         else if (re && !strcmp(re, llama3)) c->regex = PRE_LLAMA3;
         else if (re && !strcmp(re, qwen2)) c->regex = PRE_QWEN2;
+        else if (re && !strcmp(re, tekken)) c->regex = PRE_TEKKEN;
         else {
             seterr(err, errlen, "unsupported Split pattern %.60s", re ? re : "(non-regex)");
             return -1;
@@ -1206,10 +1229,11 @@ typedef struct {
     uint32_t *cp;
     int *off; /* byte offset of each code point; off[n] = byte length */
     int *cls;
+    int *cas; /* the tekken pattern's case classes (CASE_*), filled for it only */
     size_t cap;
 } cpbuf;
 
-static int cpbuf_fill(cpbuf *b, const char *s, int n, int *ncp) {
+static int cpbuf_fill(cpbuf *b, const char *s, int n, int *ncp, int with_case) {
     if ((size_t)n + 1 > b->cap) {
         size_t nc = (size_t)n + 64;
         uint32_t *a = realloc(b->cp, nc * sizeof *a);
@@ -1218,7 +1242,9 @@ static int cpbuf_fill(cpbuf *b, const char *s, int n, int *ncp) {
         if (o) b->off = o;
         int *c = realloc(b->cls, nc * sizeof *c);
         if (c) b->cls = c;
-        if (!a || !o || !c) return -1;
+        int *u = realloc(b->cas, nc * sizeof *u);
+        if (u) b->cas = u;
+        if (!a || !o || !c || !u) return -1;
         b->cap = nc;
     }
     int k = 0;
@@ -1228,6 +1254,7 @@ static int cpbuf_fill(cpbuf *b, const char *s, int n, int *ncp) {
         b->cp[k] = cp;
         b->off[k] = i;
         b->cls[k] = cp_class(cp);
+        if (with_case) b->cas[k] = cp_case(cp);
         k++;
         i += l;
     }
@@ -1250,9 +1277,57 @@ static int contraction(const uint32_t *cp, int i, int n, int icase) {
 
 static int is_crlf(uint32_t c) { return c == '\r' || c == '\n'; }
 
-/* One regex match starting at i (code points); returns its end (> i). */
-static int regex_match(int kind, const uint32_t *cp, const int *cls, int i, int n) {
-    if (kind == PRE_GPT2) {
+/* tekken's U*W+ from s (U, W: the CASE_* classes), as a backtracking engine takes it: the longest U* after which
+ * W+ matches at least one, W+ then as long as it goes. Its end, or -1. */
+static int tekken_head_tail(const int *cas, int s, int n) {
+    int u = s;
+    while (u < n && (cas[u] & CASE_U)) u++;
+    for (int k = u; k >= s; k--) /* U* gives back from its longest: O(run) in all (a failed k costs one test) */
+        if (k < n && (cas[k] & CASE_W)) {
+            int e = k + 1;
+            while (e < n && (cas[e] & CASE_W)) e++;
+            return e;
+        }
+    return -1;
+}
+/* tekken's U+W* from s: its end, or -1 */
+static int tekken_head_opt_tail(const int *cas, int s, int n) {
+    int e = s;
+    while (e < n && (cas[e] & CASE_U)) e++;
+    if (e == s) return -1;
+    while (e < n && (cas[e] & CASE_W)) e++;
+    return e;
+}
+
+/* One regex match starting at i (code points); returns its end (> i). cas: the CASE_* classes (PRE_TEKKEN only). */
+static int regex_match(int kind, const uint32_t *cp, const int *cls, const int *cas, int i, int n) {
+    if (kind == PRE_TEKKEN) {
+        /* [^\r\n\p{L}\p{N}]?U*W+ | [^\r\n\p{L}\p{N}]?U+W*: each alternative with the optional char first, then
+         * without it (the engine's order) */
+        const int opt = !is_crlf(cp[i]) && cls[i] != CL_LETTER && cls[i] != CL_NUMBER;
+        int e;
+        if (opt && i + 1 < n && (e = tekken_head_tail(cas, i + 1, n)) > i) return e;
+        if ((e = tekken_head_tail(cas, i, n)) > i) return e;
+        if (opt && i + 1 < n && (e = tekken_head_opt_tail(cas, i + 1, n)) > i) return e;
+        if ((e = tekken_head_opt_tail(cas, i, n)) > i) return e;
+        if (cls[i] == CL_NUMBER) return i + 1; /* \p{N} */
+        /*  ?[^\s\p{L}\p{N}]+[\r\n/]* */
+        int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
+        if (cls[j] == CL_OTHER) {
+            while (j < n && cls[j] == CL_OTHER) j++;
+            while (j < n && (is_crlf(cp[j]) || cp[j] == '/')) j++;
+            return j;
+        }
+        /* \s*[\r\n]+ */
+        if (cls[i] == CL_SPACE) {
+            int k = i, last_nl = -1;
+            while (k < n && cls[k] == CL_SPACE) {
+                if (is_crlf(cp[k])) last_nl = k;
+                k++;
+            }
+            if (last_nl >= 0) return last_nl + 1;
+        }
+    } else if (kind == PRE_GPT2) {
         int c = contraction(cp, i, n, 0);
         if (c) return i + c;
         int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
@@ -1319,13 +1394,13 @@ typedef struct {
 
 static void pre_regex_split(enc_ctx *e, const char *s, int n) {
     int ncp;
-    if (cpbuf_fill(e->cb, s, n, &ncp)) {
+    if (cpbuf_fill(e->cb, s, n, &ncp, e->t->pre_regex == PRE_TEKKEN)) {
         e->out->oom = 1;
         return;
     }
     int *off = e->cb->off;
     for (int i = 0; i < ncp;) {
-        int j = regex_match(e->t->pre_regex, e->cb->cp, e->cb->cls, i, ncp);
+        int j = regex_match(e->t->pre_regex, e->cb->cp, e->cb->cls, e->cb->cas, i, ncp);
         bpe_word(e->t, e->w, s + off[i], off[j] - off[i], e->out);
         i = j;
     }
@@ -1484,6 +1559,7 @@ int tok_encode(const infllm_tokenizer *t, const char *text, size_t len, int add_
     free(cb.cp);
     free(cb.off);
     free(cb.cls);
+    free(cb.cas);
     if (out.oom || out.n > (size_t)INT32_MAX) {
         free(out.v);
         return INT32_MIN;

@@ -8,10 +8,14 @@
  *     name: "default"/"gpt2"/"mpt"/"olmo" = GPT-2 regex; "smollm"/"starcoder"/"refact"/
  *     "command-r"/"codeshell"/"exaone" = \p{N} split then GPT-2 regex; "llama-bpe"/"llama3"/
  *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral"/"gpt-4o" = Llama-3 regex (llama-bpe also
- *     ignore_merges); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; other names are
- *     rejected. Note: llama.cpp's "default" regex differs slightly from GPT-2's) -> bytes
+ *     ignore_merges); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; "tekken" = Mistral's
+ *     tekken pattern (words by Unicode case, Lu/Lt/Lm/Lo/M heads and Ll/Lm/Lo/M tails; single
+ *     digits; ignore_merges), by its Unicode classes where llama.cpp approximates them by ASCII
+ *     case; other names are rejected. Note: llama.cpp's "default" regex differs slightly from
+ *     GPT-2's. A tokenizer.json's Split takes these patterns verbatim) -> bytes
  *     mapped through GPT-2 bytes_to_unicode -> BPE merges by rank (priority queue, O(n log n)
- *     per word). \p{L} / \p{N} / \s follow Unicode 14 (tok_unicode.c, generated).
+ *     per word). \p{L} / \p{N} / \s and tekken's case classes follow Unicode 14 (tok_unicode.c,
+ *     generated).
  *   TOK_SPM (GGUF "llama"; HF BPE + Metaspace or Prepend/Replace normalizer + byte_fallback):
  *     spaces -> U+2581, optional "▁" prefix (GGUF and the HF Prepend normalizer: always, as
  *     llama.cpp; HF Metaspace: only when the text does not already start with a space, and
@@ -25,7 +29,9 @@
  * otherwise they are ordinary text. User-defined tokens (GGUF USER_DEFINED, HF added_tokens
  * with special=false) are always matched. HF lstrip/rstrip drop the whitespace beside them.
  * Verified token-for-token against the HF `tokenizers` library: tests/test_tokenizer.c
- * (fixtures in tests/data) and tests/py_tokenizer.py (SmolLM2's 49K vocabulary).
+ * (fixtures in tests/data) and tests/py_tokenizer.py (SmolLM2's 49K vocabulary; a BPE trained with the
+ * tekken pattern); Mistral Nemo's real tekken vocabulary: scripts/chat_check_spm.py and session 58's 3033
+ * strings, identical.
  *
  * Return convention for constructors: 0 on success, -1 with a message in err (err may be NULL).
  * A built tokenizer is immutable; encode/decode may run concurrently from several threads.
