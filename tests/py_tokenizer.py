@@ -10,8 +10,9 @@ compared: tok_load_gguf (GGUF arrays, pre "smollm") and tok_load_hf_json (the sa
 saved as tokenizer.json); then the Llama-3 and Qwen2 split regexes on the same vocabulary
 (Split + ByteLevel, through tokenizer.json). Skips (exit 0) without `tokenizers` or the GGUF.
 Before the GGUF part and without it: Mistral's tekken split pattern (words by Unicode case, single digits, no
-contractions, punctuation runs taking [\r\n/]*) on a byte-level BPE trained here with it (ignore_merges, as tekken's
-tokenizer.json), through tokenizer.json and as GGUF arrays with pre "tekken".
+contractions, punctuation runs taking [\r\n/]*) and OpenAI's o200k one (GPT-4o: tekken's words with contractions,
+digits in threes), each on a byte-level BPE trained here with it, through tokenizer.json and as GGUF arrays with pre
+"tekken" / "gpt-4o".
 """
 import glob
 import json
@@ -181,29 +182,33 @@ def metaspace_variants(texts):
 TEKKEN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
           r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|"
           r"\s+(?!\S)|\s+")
+CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+O200K = TEKKEN.replace(r"\p{M}]+|", r"\p{M}]+" + CONTRACTION + "|", 1).replace(
+    r"\p{M}]*|\p{N}|", r"\p{M}]*" + CONTRACTION + r"|\p{N}{1,3}|", 1)
 
 
-def tekken_variant():
-    """Mistral's tekken split (Nemo, Small 3, Ministral: the real tokenizer.json's pattern) on a byte-level BPE of 3000
-    tokens trained here with it, so that its merges span what the pattern keeps together (mixed case, marks after
-    letters, titlecase, CJK next to Latin): through tokenizer.json, and as GGUF arrays with pre "tekken" (whose
-    tokenizer.json sets ignore_merges, as llama.cpp does for the type)"""
+def split_variant(label, pattern, pre, ignore_merges):
+    """a split pattern of the case-class family (Mistral's tekken: Nemo, Small 3, Ministral; o200k: GPT-4o), the real
+    tokenizer.json's, on a byte-level BPE of 3000 tokens trained here with it, so that its merges span what the pattern
+    keeps together (mixed case, marks after letters, titlecase, CJK next to Latin, contractions): through
+    tokenizer.json, and as GGUF arrays with the pre name (tekken's tokenizer.json sets ignore_merges, as llama.cpp does
+    for that type)"""
     rnd = random.Random(23)
     words = ["Hello", "HELLO", "hello", "helloWorld", "HTTPServer", "camelCaseWords", "ÑANDÚ", "ñandú", "Straße",
              "e\u0301cole", "\u01c5ungla", "\u02b0ello", "x\u0300\u0301y", "中文English", "日本語", "ΕΛΛΗΝΙΚΑ",
              "Ελληνικά", "КИРИЛЛИЦА", "кириллица", "path/to/file", "a//b", "don't", "DON'T", "12345", "3.14"]
     corpus = [" ".join(rnd.choice(words) for _ in range(12)) for _ in range(400)] + TEXTS + random_texts(400, 29)
     v = Tokenizer(models.BPE())
-    v.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(TEKKEN), behavior="isolated"),
+    v.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
                                                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     v.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=3000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<unk>", "<s>", "</s>", "[INST]", "[/INST]"], show_progress=False)
     v.train_from_iterator(corpus, trainer)
     doc = json.loads(v.to_str())
-    doc["model"]["ignore_merges"] = True
+    doc["model"]["ignore_merges"] = ignore_merges
     v = Tokenizer.from_str(json.dumps(doc))
-    tmp = tempfile.mkdtemp(prefix="py_tok_tekken_")
+    tmp = tempfile.mkdtemp(prefix="py_tok_%s_" % pre)
     hj = os.path.join(tmp, "tokenizer.json")
     v.save(hj)
     vocab = v.get_vocab()
@@ -212,19 +217,21 @@ def tekken_variant():
     special = {"<unk>", "<s>", "</s>", "[INST]", "[/INST]"}
     gj = os.path.join(tmp, "gguf_vocab.json")
     with open(gj, "w") as f:
-        json.dump({"model": "gpt2", "pre": "tekken", "tokens": tokens,
+        json.dump({"model": "gpt2", "pre": pre, "tokens": tokens,
                    "token_type": [3 if t in special else 1 for t in tokens], "merges": merges,
                    "bos": vocab["<s>"], "eos": vocab["</s>"], "unk": vocab["<unk>"], "pad": -1}, f)
     texts = TEXTS + words + [" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 9))) for _ in range(300)] + \
-        random_texts(300, 31) + ["[INST] hi [/INST]", "a[INST]B", "\u0301a", "!\u0301a", " \u0301", "中A!", "ʰE."]
+        random_texts(300, 31) + ["[INST] hi [/INST]", "a[INST]B", "\u0301a", "!\u0301a", " \u0301", "中A!", "ʰE.",
+                                 "IT'S it's It'Ll WE'RE you'VE 12345678 a/b\n/"]
     want = hf_want(v, texts)
-    return [compare("tekken regex, tokenizer.json", [hj], texts, want),
-            compare("tekken regex, GGUF arrays (pre tekken)", [gj, "--gguf-json"], texts, want)]
+    return [compare("%s regex, tokenizer.json" % label, [hj], texts, want),
+            compare("%s regex, GGUF arrays (pre %s)" % (label, pre), [gj, "--gguf-json"], texts, want)]
 
 
 def main():
     texts0 = TEXTS + ["<s>hello</s> world", " <s> x", "a<s>b"] + random_texts(100, 5)
-    ms = metaspace_variants(texts0) + tekken_variant()
+    ms = metaspace_variants(texts0) + split_variant("tekken", TEKKEN, "tekken", True) + \
+        split_variant("o200k", O200K, "gpt-4o", False)
     path, kv = find_gguf()
     if not path:
         ok = sum(ms)

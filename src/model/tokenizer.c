@@ -149,10 +149,11 @@ typedef struct {
     size_t mask;
 } pairmap;
 
-/* the split patterns: GPT-2's, Llama 3's (digits in threes), Qwen2's (single digits), and Mistral's tekken (words by
+/* the split patterns: GPT-2's, Llama 3's (digits in threes), Qwen2's (single digits), Mistral's tekken (words by
  * case: [^\r\n\p{L}\p{N}]?U*W+ | [^\r\n\p{L}\p{N}]?U+W* with U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], W =
- * [\p{Ll}\p{Lm}\p{Lo}\p{M}], no contractions, single digits, punctuation runs taking [\r\n/]*) */
-enum { PRE_NONE = 0, PRE_GPT2 = 1, PRE_LLAMA3 = 2, PRE_QWEN2 = 3, PRE_TEKKEN = 4 };
+ * [\p{Ll}\p{Lm}\p{Lo}\p{M}], no contractions, single digits, punctuation runs taking [\r\n/]*) and OpenAI's o200k
+ * (GPT-4o: tekken's words, each with an optional contraction (?i:'s|'t|'re|'ve|'m|'ll|'d), digits in threes) */
+enum { PRE_NONE = 0, PRE_GPT2 = 1, PRE_LLAMA3 = 2, PRE_QWEN2 = 3, PRE_TEKKEN = 4, PRE_O200K = 5 };
 enum { SPM_PREPEND_NONE = 0, SPM_PREPEND_ALWAYS = 1, SPM_PREPEND_FIRST = 2 };
 
 typedef struct {
@@ -484,7 +485,7 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
         t->pre_regex = PRE_GPT2;
     } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3") ||
                !strcmp(pre, "dbrx") || !strcmp(pre, "smaug-bpe") || !strcmp(pre, "falcon3") ||
-               !strcmp(pre, "pixtral") || !strcmp(pre, "gpt-4o")) {
+               !strcmp(pre, "pixtral")) {
         t->pre_regex = PRE_LLAMA3;
         t->ignore_merges = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3");
     } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "stablelm2") || !strcmp(pre, "deepseek-r1-qwen") ||
@@ -496,6 +497,10 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
          * so decomposed accents and some non-ASCII words split otherwise there) */
         t->pre_regex = PRE_TEKKEN;
         t->ignore_merges = 1; /* (tekken's tokenizer.json sets ignore_merges, as llama.cpp for this type) */
+    } else if (!strcmp(pre, "gpt-4o")) {
+        /* o200k's pattern (was taken as Llama 3's until session 58: other splits of mixed-case words, contractions
+         * and "/" runs, silently) */
+        t->pre_regex = PRE_O200K;
     } else {
         seterr(err, errlen, "unsupported pre-tokenizer '%s' (supported: default, gpt2, smollm, starcoder, "
                             "llama-bpe, qwen2, tekken and aliases)", pre);
@@ -675,10 +680,15 @@ static int parse_pre(const json_value *p, pre_cfg *c, char *err, size_t errlen) 
         static const char *tekken = "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}"
                                     "\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}"
                                     "\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+        static const char *o200k =
+            "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|"
+            "'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|"
+            "'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
         if (re && !strcmp(re, gpt2)) c->regex = PRE_GPT2;
         else if (re && !strcmp(re, llama3)) c->regex = PRE_LLAMA3;
         else if (re && !strcmp(re, qwen2)) c->regex = PRE_QWEN2;
         else if (re && !strcmp(re, tekken)) c->regex = PRE_TEKKEN;
+        else if (re && !strcmp(re, o200k)) c->regex = PRE_O200K;
         else {
             seterr(err, errlen, "unsupported Split pattern %.60s", re ? re : "(non-regex)");
             return -1;
@@ -1299,18 +1309,23 @@ static int tekken_head_opt_tail(const int *cas, int s, int n) {
     return e;
 }
 
-/* One regex match starting at i (code points); returns its end (> i). cas: the CASE_* classes (PRE_TEKKEN only). */
+/* One regex match starting at i (code points); returns its end (> i). cas: the CASE_* classes (PRE_TEKKEN and
+ * PRE_O200K only). */
 static int regex_match(int kind, const uint32_t *cp, const int *cls, const int *cas, int i, int n) {
-    if (kind == PRE_TEKKEN) {
+    if (kind == PRE_TEKKEN || kind == PRE_O200K) {
         /* [^\r\n\p{L}\p{N}]?U*W+ | [^\r\n\p{L}\p{N}]?U+W*: each alternative with the optional char first, then
-         * without it (the engine's order) */
+         * without it (the engine's order); o200k: then an optional contraction (greedy: taken where it matches) */
         const int opt = !is_crlf(cp[i]) && cls[i] != CL_LETTER && cls[i] != CL_NUMBER;
         int e;
-        if (opt && i + 1 < n && (e = tekken_head_tail(cas, i + 1, n)) > i) return e;
-        if ((e = tekken_head_tail(cas, i, n)) > i) return e;
-        if (opt && i + 1 < n && (e = tekken_head_opt_tail(cas, i + 1, n)) > i) return e;
-        if ((e = tekken_head_opt_tail(cas, i, n)) > i) return e;
-        if (cls[i] == CL_NUMBER) return i + 1; /* \p{N} */
+        if ((opt && i + 1 < n && (e = tekken_head_tail(cas, i + 1, n)) > i) || (e = tekken_head_tail(cas, i, n)) > i ||
+            (opt && i + 1 < n && (e = tekken_head_opt_tail(cas, i + 1, n)) > i) ||
+            (e = tekken_head_opt_tail(cas, i, n)) > i)
+            return kind == PRE_O200K && e < n ? e + contraction(cp, e, n, 1) : e;
+        if (cls[i] == CL_NUMBER) { /* \p{N} (tekken), \p{N}{1,3} (o200k) */
+            int j = i + 1;
+            while (kind == PRE_O200K && j < n && j - i < 3 && cls[j] == CL_NUMBER) j++;
+            return j;
+        }
         /*  ?[^\s\p{L}\p{N}]+[\r\n/]* */
         int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
         if (cls[j] == CL_OTHER) {
@@ -1394,7 +1409,7 @@ typedef struct {
 
 static void pre_regex_split(enc_ctx *e, const char *s, int n) {
     int ncp;
-    if (cpbuf_fill(e->cb, s, n, &ncp, e->t->pre_regex == PRE_TEKKEN)) {
+    if (cpbuf_fill(e->cb, s, n, &ncp, e->t->pre_regex == PRE_TEKKEN || e->t->pre_regex == PRE_O200K)) {
         e->out->oom = 1;
         return;
     }

@@ -7,12 +7,14 @@
  *     split -> pre-tokenizer (hand-written matchers of llama.cpp's regexes, chosen by the pre
  *     name: "default"/"gpt2"/"mpt"/"olmo" = GPT-2 regex; "smollm"/"starcoder"/"refact"/
  *     "command-r"/"codeshell"/"exaone" = \p{N} split then GPT-2 regex; "llama-bpe"/"llama3"/
- *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral"/"gpt-4o" = Llama-3 regex (llama-bpe also
+ *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral" = Llama-3 regex (llama-bpe also
  *     ignore_merges); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; "tekken" = Mistral's
  *     tekken pattern (words by Unicode case, Lu/Lt/Lm/Lo/M heads and Ll/Lm/Lo/M tails; single
  *     digits; ignore_merges), by its Unicode classes where llama.cpp approximates them by ASCII
- *     case; other names are rejected. Note: llama.cpp's "default" regex differs slightly from
- *     GPT-2's. A tokenizer.json's Split takes these patterns verbatim) -> bytes
+ *     case; "gpt-4o" = o200k's pattern (tekken's words + (?i:'s|'t|...)?, \p{N}{1,3}; it was
+ *     taken as Llama 3's before session 58); other names are rejected. Note: llama.cpp's
+ *     "default" regex differs slightly from GPT-2's. A tokenizer.json's Split takes these
+ *     patterns verbatim) -> bytes
  *     mapped through GPT-2 bytes_to_unicode -> BPE merges by rank (priority queue, O(n log n)
  *     per word). \p{L} / \p{N} / \s and tekken's case classes follow Unicode 14 (tok_unicode.c,
  *     generated).
