@@ -487,7 +487,9 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
                !strcmp(pre, "dbrx") || !strcmp(pre, "smaug-bpe") || !strcmp(pre, "falcon3") ||
                !strcmp(pre, "pixtral")) {
         t->pre_regex = PRE_LLAMA3;
-        t->ignore_merges = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3");
+        /* (llama.cpp's list: its Llama-3 type with ignore_merges; dbrx and smaug-bpe are types of their own there) */
+        t->ignore_merges = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3") ||
+                           !strcmp(pre, "falcon3") || !strcmp(pre, "pixtral");
     } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "stablelm2") || !strcmp(pre, "deepseek-r1-qwen") ||
                !strcmp(pre, "hunyuan")) {
         t->pre_regex = PRE_QWEN2;

@@ -7,8 +7,8 @@
  *     split -> pre-tokenizer (hand-written matchers of llama.cpp's regexes, chosen by the pre
  *     name: "default"/"gpt2"/"mpt"/"olmo" = GPT-2 regex; "smollm"/"starcoder"/"refact"/
  *     "command-r"/"codeshell"/"exaone" = \p{N} split then GPT-2 regex; "llama-bpe"/"llama3"/
- *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral" = Llama-3 regex (llama-bpe also
- *     ignore_merges); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; "tekken" = Mistral's
+ *     "dbrx"/"smaug-bpe"/"falcon3"/"pixtral" = Llama-3 regex (all but dbrx and smaug-bpe also
+ *     ignore_merges, as llama.cpp); "qwen2"/"stablelm2"/"deepseek-r1-qwen" = Qwen2 regex; "tekken" = Mistral's
  *     tekken pattern (words by Unicode case, Lu/Lt/Lm/Lo/M heads and Ll/Lm/Lo/M tails; single
  *     digits; ignore_merges), by its Unicode classes where llama.cpp approximates them by ASCII
  *     case; "gpt-4o" = o200k's pattern (tekken's words + (?i:'s|'t|...)?, \p{N}{1,3}; it was
