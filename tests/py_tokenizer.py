@@ -183,6 +183,8 @@ TEKKEN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo
           r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|"
           r"\s+(?!\S)|\s+")
 CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+          r"\s*[\r\n]+|\s+(?!\S)|\s+")
 O200K = TEKKEN.replace(r"\p{M}]+|", r"\p{M}]+" + CONTRACTION + "|", 1).replace(
     r"\p{M}]*|\p{N}|", r"\p{M}]*" + CONTRACTION + r"|\p{N}{1,3}|", 1)
 
@@ -207,6 +209,8 @@ def split_variant(label, pattern, pre, ignore_merges):
     v.train_from_iterator(corpus, trainer)
     doc = json.loads(v.to_str())
     doc["model"]["ignore_merges"] = ignore_merges
+    # a word in the vocabulary that no merge makes: ignore_merges takes it whole, the merges spell it out
+    doc["model"]["vocab"]["\u0120zqxvk"] = len(doc["model"]["vocab"])
     v = Tokenizer.from_str(json.dumps(doc))
     tmp = tempfile.mkdtemp(prefix="py_tok_%s_" % pre)
     hj = os.path.join(tmp, "tokenizer.json")
@@ -222,7 +226,7 @@ def split_variant(label, pattern, pre, ignore_merges):
                    "bos": vocab["<s>"], "eos": vocab["</s>"], "unk": vocab["<unk>"], "pad": -1}, f)
     texts = TEXTS + words + [" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 9))) for _ in range(300)] + \
         random_texts(300, 31) + ["[INST] hi [/INST]", "a[INST]B", "\u0301a", "!\u0301a", " \u0301", "中A!", "ʰE.",
-                                 "IT'S it's It'Ll WE'RE you'VE 12345678 a/b\n/"]
+                                 "IT'S it's It'Ll WE'RE you'VE 12345678 a/b\n/", "a zqxvk b", " zqxvkq"]
     want = hf_want(v, texts)
     return [compare("%s regex, tokenizer.json" % label, [hj], texts, want),
             compare("%s regex, GGUF arrays (pre %s)" % (label, pre), [gj, "--gguf-json"], texts, want)]
@@ -231,7 +235,7 @@ def split_variant(label, pattern, pre, ignore_merges):
 def main():
     texts0 = TEXTS + ["<s>hello</s> world", " <s> x", "a<s>b"] + random_texts(100, 5)
     ms = metaspace_variants(texts0) + split_variant("tekken", TEKKEN, "tekken", True) + \
-        split_variant("o200k", O200K, "gpt-4o", False)
+        split_variant("o200k", O200K, "gpt-4o", False) + split_variant("llama3 + ignore_merges", LLAMA3, "falcon3", True)
     path, kv = find_gguf()
     if not path:
         ok = sum(ms)
@@ -275,8 +279,6 @@ def main():
     hf.save(hj)
 
     # the Llama-3 and Qwen2 split regexes (Split + ByteLevel without its own regex) on the same vocab
-    LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-              r"\s*[\r\n]+|\s+(?!\S)|\s+")
     QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
     variants = []
     for name, rx in (("llama3 regex", LLAMA3), ("qwen2 regex", QWEN2)):
