@@ -661,7 +661,7 @@ static int put_date(chat_buf *b, const char *fmt) {
         case 'y': snprintf(part, sizeof part, "%02d", (tmv.tm_year + 1900) % 100); break;
         case 'm': strftime(part, sizeof part, "%m", &tmv); break;
         case 'd': strftime(part, sizeof part, "%d", &tmv); break;
-        case 'e': strftime(part, sizeof part, "%e", &tmv); break;
+        case 'e': snprintf(part, sizeof part, "%2d", tmv.tm_mday); break; /* (msvcrt's strftime has no %e) */
         case 'b': strftime(part, sizeof part, "%b", &tmv); break;
         case 'B': strftime(part, sizeof part, "%B", &tmv); break;
         case 'a': strftime(part, sizeof part, "%a", &tmv); break;
