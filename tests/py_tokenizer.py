@@ -185,6 +185,7 @@ TEKKEN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo
 CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
           r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
 O200K = TEKKEN.replace(r"\p{M}]+|", r"\p{M}]+" + CONTRACTION + "|", 1).replace(
     r"\p{M}]*|\p{N}|", r"\p{M}]*" + CONTRACTION + r"|\p{N}{1,3}|", 1)
 
@@ -235,7 +236,8 @@ def split_variant(label, pattern, pre, ignore_merges):
 def main():
     texts0 = TEXTS + ["<s>hello</s> world", " <s> x", "a<s>b"] + random_texts(100, 5)
     ms = metaspace_variants(texts0) + split_variant("tekken", TEKKEN, "tekken", True) + \
-        split_variant("o200k", O200K, "gpt-4o", False) + split_variant("llama3 + ignore_merges", LLAMA3, "falcon3", True)
+        split_variant("o200k", O200K, "gpt-4o", False) + split_variant("llama3 + ignore_merges", LLAMA3, "falcon3", True) + \
+        split_variant("qwen2", QWEN2, "qwen2", False)
     path, kv = find_gguf()
     if not path:
         ok = sum(ms)
@@ -279,7 +281,6 @@ def main():
     hf.save(hj)
 
     # the Llama-3 and Qwen2 split regexes (Split + ByteLevel without its own regex) on the same vocab
-    QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
     variants = []
     for name, rx in (("llama3 regex", LLAMA3), ("qwen2 regex", QWEN2)):
         v = Tokenizer.from_str(hf.to_str())

@@ -1311,6 +1311,26 @@ static int tekken_head_opt_tail(const int *cas, int s, int n) {
     return e;
 }
 
+/* The Llama-3 family's  ?[^\s\p{L}\p{N}]+[\r\n]* (with slash, tekken's and o200k's [\r\n/]*), then \s*[\r\n]+, from i:
+ * the end of the first that matches, or -1 */
+static int punct_or_newlines(const uint32_t *cp, const int *cls, int i, int n, int slash) {
+    int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
+    if (cls[j] == CL_OTHER) {
+        while (j < n && cls[j] == CL_OTHER) j++;
+        while (j < n && (is_crlf(cp[j]) || (slash && cp[j] == '/'))) j++;
+        return j;
+    }
+    if (cls[i] == CL_SPACE) {
+        int k = i, last_nl = -1;
+        while (k < n && cls[k] == CL_SPACE) {
+            if (is_crlf(cp[k])) last_nl = k;
+            k++;
+        }
+        if (last_nl >= 0) return last_nl + 1;
+    }
+    return -1;
+}
+
 /* One regex match starting at i (code points); returns its end (> i). cas: the CASE_* classes (PRE_TEKKEN and
  * PRE_O200K only). */
 static int regex_match(int kind, const uint32_t *cp, const int *cls, const int *cas, int i, int n) {
@@ -1328,22 +1348,7 @@ static int regex_match(int kind, const uint32_t *cp, const int *cls, const int *
             while (kind == PRE_O200K && j < n && j - i < 3 && cls[j] == CL_NUMBER) j++;
             return j;
         }
-        /*  ?[^\s\p{L}\p{N}]+[\r\n/]* */
-        int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
-        if (cls[j] == CL_OTHER) {
-            while (j < n && cls[j] == CL_OTHER) j++;
-            while (j < n && (is_crlf(cp[j]) || cp[j] == '/')) j++;
-            return j;
-        }
-        /* \s*[\r\n]+ */
-        if (cls[i] == CL_SPACE) {
-            int k = i, last_nl = -1;
-            while (k < n && cls[k] == CL_SPACE) {
-                if (is_crlf(cp[k])) last_nl = k;
-                k++;
-            }
-            if (last_nl >= 0) return last_nl + 1;
-        }
+        if ((e = punct_or_newlines(cp, cls, i, n, 1)) > i) return e;
     } else if (kind == PRE_GPT2) {
         int c = contraction(cp, i, n, 0);
         if (c) return i + c;
@@ -1374,22 +1379,8 @@ static int regex_match(int kind, const uint32_t *cp, const int *cls, const int *
             while (j < n && j - i < maxd && cls[j] == CL_NUMBER) j++;
             return j;
         }
-        /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
-        int j = (cp[i] == ' ' && i + 1 < n) ? i + 1 : i;
-        if (cls[j] == CL_OTHER) {
-            while (j < n && cls[j] == CL_OTHER) j++;
-            while (j < n && is_crlf(cp[j])) j++;
-            return j;
-        }
-        /* \s*[\r\n]+ */
-        if (cls[i] == CL_SPACE) {
-            int k = i, last_nl = -1;
-            while (k < n && cls[k] == CL_SPACE) {
-                if (is_crlf(cp[k])) last_nl = k;
-                k++;
-            }
-            if (last_nl >= 0) return last_nl + 1;
-        }
+        const int e = punct_or_newlines(cp, cls, i, n, 0);
+        if (e > i) return e;
     }
     /* \s+(?!\S) | \s+ */
     if (cls[i] == CL_SPACE) {
