@@ -396,6 +396,45 @@ int main(int argc, char **argv) {
         CHECK(tok_eot(g) == tok_token_id(g, "<|im_end|>") && tok_is_eog(g, tok_eot(g)), "eot = <|im_end|>");
         tok_free(g);
     }
+    /* a GGUF's BOS default without tokenizer.ggml.add_bos_token: none, but for a tekken vocabulary (llama.cpp's
+     * default for the type); the key wins either way; an unknown pre name is refused naming it */
+    {
+        const char *tv[5] = {"<s>", "</s>", "a", "b", "ab"};
+        const char *mv[1] = {"a b"};
+        const struct {
+            const char *pre;
+            int add_bos, want;
+        } bc[4] = {{"tekken", -1, 1}, {"tekken", 0, 0}, {"gpt2", -1, 0}, {"gpt2", 1, 1}};
+        for (int i = 0; i < 4; i++) {
+            tok_gguf_desc d;
+            tok_gguf_desc_init(&d);
+            d.model = "gpt2";
+            d.pre = bc[i].pre;
+            d.n_vocab = 5;
+            d.tokens = tv;
+            d.merges = mv;
+            d.n_merges = 1;
+            d.bos_id = 0;
+            d.eos_id = 1;
+            d.add_bos = bc[i].add_bos;
+            infllm_tokenizer *t = NULL;
+            CHECK(tok_load_gguf(&d, &t, err, sizeof err) == 0, "gguf pre %s: %s", bc[i].pre, err);
+            CHECK(t && tok_add_bos_default(t) == bc[i].want, "gguf pre %s, add_bos_token %d: BOS default %d, want %d",
+                  bc[i].pre, bc[i].add_bos, t ? tok_add_bos_default(t) : -1, bc[i].want);
+            tok_free(t);
+        }
+        tok_gguf_desc d;
+        tok_gguf_desc_init(&d);
+        d.model = "gpt2";
+        d.pre = "tekken-v9";
+        d.n_vocab = 5;
+        d.tokens = tv;
+        d.merges = mv;
+        d.n_merges = 1;
+        infllm_tokenizer *t = NULL;
+        CHECK(tok_load_gguf(&d, &t, err, sizeof err) != 0 && !t && strstr(err, "tekken-v9"),
+              "an unknown pre-tokenizer refused naming it (%s)", err);
+    }
     snprintf(path, sizeof path, "%s/tok_spm.json", dir);
     json_doc *sj = json_parse_file(path, NULL, &je);
     g = gguf_from_hf(json_root(sj), "llama", "default", 0);

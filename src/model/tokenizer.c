@@ -586,7 +586,9 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
     t->eot = d->eot_id;
     if (kind == TOK_BPE) {
         if (set_pre(t, d->pre, err, errlen)) goto fail;
-        t->add_bos = d->add_bos > 0;
+        /* without tokenizer.ggml.add_bos_token: none, but a tekken vocabulary's BOS (llama.cpp's default for the
+         * type; Mistral's templates write bos_token first) */
+        t->add_bos = d->add_bos > 0 || (d->add_bos < 0 && t->pre_regex == PRE_TEKKEN);
     } else {
         t->use_scores = 1;
         t->byte_fallback = 1;
