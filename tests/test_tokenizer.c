@@ -396,16 +396,17 @@ int main(int argc, char **argv) {
         CHECK(tok_eot(g) == tok_token_id(g, "<|im_end|>") && tok_is_eog(g, tok_eot(g)), "eot = <|im_end|>");
         tok_free(g);
     }
-    /* a GGUF's BOS default without tokenizer.ggml.add_bos_token: none, but for a tekken vocabulary (llama.cpp's
-     * default for the type); the key wins either way; an unknown pre name is refused naming it */
+    /* a GGUF's BOS default without tokenizer.ggml.add_bos_token: llama.cpp's (BOS for tekken and the Llama 3 family,
+     * none for gpt2); the key wins either way; an unknown pre name is refused naming it */
     {
         const char *tv[5] = {"<s>", "</s>", "a", "b", "ab"};
         const char *mv[1] = {"a b"};
         const struct {
             const char *pre;
             int add_bos, want;
-        } bc[4] = {{"tekken", -1, 1}, {"tekken", 0, 0}, {"gpt2", -1, 0}, {"gpt2", 1, 1}};
-        for (int i = 0; i < 4; i++) {
+        } bc[6] = {{"tekken", -1, 1}, {"tekken", 0, 0}, {"gpt2", -1, 0}, {"gpt2", 1, 1}, {"llama-bpe", -1, 1},
+                   {"qwen2", -1, 0}};
+        for (int i = 0; i < 6; i++) {
             tok_gguf_desc d;
             tok_gguf_desc_init(&d);
             d.model = "gpt2";

@@ -511,6 +511,15 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
     return 0;
 }
 
+/* whether a GGUF byte-level vocabulary with this pre name adds BOS when tokenizer.ggml.add_bos_token is absent:
+ * llama.cpp's defaults (its Llama-3 type's names with ignore_merges, and tekken); the key wins either way */
+static int pre_default_bos(const char *pre) {
+    static const char *const names[] = {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral", "tekken"};
+    for (size_t i = 0; pre && i < sizeof names / sizeof *names; i++)
+        if (!strcmp(pre, names[i])) return 1;
+    return 0;
+}
+
 void tok_gguf_desc_init(tok_gguf_desc *d) {
     memset(d, 0, sizeof *d);
     d->bos_id = d->eos_id = d->unk_id = d->pad_id = d->eot_id = -1;
@@ -586,9 +595,9 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
     t->eot = d->eot_id;
     if (kind == TOK_BPE) {
         if (set_pre(t, d->pre, err, errlen)) goto fail;
-        /* without tokenizer.ggml.add_bos_token: none, but a tekken vocabulary's BOS (llama.cpp's default for the
-         * type; Mistral's templates write bos_token first) */
-        t->add_bos = d->add_bos > 0 || (d->add_bos < 0 && t->pre_regex == PRE_TEKKEN);
+        /* without tokenizer.ggml.add_bos_token: llama.cpp's default for the pre name (BOS for the Llama 3 family, whose
+         * tokenizer_config.json often has no add_bos_token, and tekken; none for the others) */
+        t->add_bos = d->add_bos > 0 || (d->add_bos < 0 && pre_default_bos(d->pre));
     } else {
         t->use_scores = 1;
         t->byte_fallback = 1;
