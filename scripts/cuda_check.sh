@@ -78,12 +78,10 @@ RUNS+=("test_cuda_window: the wgmma kernels with every K/V chunk by cp.async (IN
 # the small-batch kernels (k_dec_topk); k_select itself in the mma.sync runs above
 RUNS+=("test_cuda_window: the selection's window on k_select90 in segments of one tile (INFLLM_CUDA_SEL90_SEG=1)|env INFLLM_CUDA_SEL90_SEG=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_window: the selection's window without the small-batch kernels (INFLLM_CUDA_NO_DEC=1)|env INFLLM_CUDA_NO_DEC=1 $BUILD/tests/test_cuda_window")
-# session 58 (no GPU that session): pass 2 of the selections from the window's first kernel's tile, opt-in until these
-# pass; on k_select90's default tiles, its 256-kernel tiles, its segments of one tile, the mma.sync k_select, and the
-# fused kernels in place of the small-batch ones (whose own skip the default run takes)
-for sw in "" "INFLLM_CUDA_SEL90_TILES=256" "INFLLM_CUDA_SEL90_SEG=1" "INFLLM_CUDA_NO_WGMMA=1" "INFLLM_CUDA_NO_DEC=1 INFLLM_CUDA_SEL90_SEG=1"; do
-  RUNS+=("test_cuda_window: pass 2 from the window (INFLLM_CUDA_SEL_WINDOW_START=1${sw:+ $sw})|env INFLLM_CUDA_SEL_WINDOW_START=1 $sw $BUILD/tests/test_cuda_window")
-done
+# pass 2 of the selections from the window's first kernel's tile (session 58) on k_select90's 256-kernel tiles and
+# on its one-tile segments in place of the small-batch kernels (the runs above take its other kernels)
+RUNS+=("test_cuda_window: k_select90's 256-kernel tiles (INFLLM_CUDA_SEL90_TILES=256)|env INFLLM_CUDA_SEL90_TILES=256 $BUILD/tests/test_cuda_window")
+RUNS+=("test_cuda_window: k_select90 in one-tile segments without the small-batch kernels (INFLLM_CUDA_SEL90_SEG=1 INFLLM_CUDA_NO_DEC=1)|env INFLLM_CUDA_SEL90_SEG=1 INFLLM_CUDA_NO_DEC=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_cache: PDL (default)|$BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_cache: no PDL (INFLLM_CUDA_NO_PDL=1)|env INFLLM_CUDA_NO_PDL=1 $BUILD/tests/test_cuda_cache")
 RUNS+=("test_cuda_capture: first calls inside a global-mode graph capture|$BUILD/tests/test_cuda_capture")

