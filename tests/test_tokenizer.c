@@ -267,6 +267,26 @@ static infllm_tokenizer *gguf_from_hf(const json_value *root, const char *model,
     return t;
 }
 
+/* a byte-level GGUF vocabulary of 5 tokens (<s>, </s>, a, b, ab; one merge) with the given pre name and
+ * tokenizer.ggml.add_bos_token (-1: absent); NULL with err on failure */
+static infllm_tokenizer *tiny_gguf(const char *pre, int add_bos, char *err, size_t errlen) {
+    static const char *tv[5] = {"<s>", "</s>", "a", "b", "ab"};
+    static const char *mv[1] = {"a b"};
+    tok_gguf_desc d;
+    tok_gguf_desc_init(&d);
+    d.model = "gpt2";
+    d.pre = pre;
+    d.n_vocab = 5;
+    d.tokens = tv;
+    d.merges = mv;
+    d.n_merges = 1;
+    d.bos_id = 0;
+    d.eos_id = 1;
+    d.add_bos = add_bos;
+    infllm_tokenizer *t = NULL;
+    return tok_load_gguf(&d, &t, err, errlen) ? NULL : t;
+}
+
 /* tok_load_hf_dir: tokenizer_config.json is optional, but one that is there and does not parse, or gives a special
  * token / add_bos_token a value of the wrong type, is refused naming the file (it was ignored silently, so a
  * broken file ran with the tokenizer.json defaults). */
@@ -399,42 +419,21 @@ int main(int argc, char **argv) {
     /* a GGUF's BOS default without tokenizer.ggml.add_bos_token: llama.cpp's (BOS for tekken and the Llama 3 family,
      * none for gpt2); the key wins either way; an unknown pre name is refused naming it */
     {
-        const char *tv[5] = {"<s>", "</s>", "a", "b", "ab"};
-        const char *mv[1] = {"a b"};
         const struct {
             const char *pre;
             int add_bos, want;
-        } bc[6] = {{"tekken", -1, 1}, {"tekken", 0, 0}, {"gpt2", -1, 0}, {"gpt2", 1, 1}, {"llama-bpe", -1, 1},
-                   {"qwen2", -1, 0}};
-        for (int i = 0; i < 6; i++) {
-            tok_gguf_desc d;
-            tok_gguf_desc_init(&d);
-            d.model = "gpt2";
-            d.pre = bc[i].pre;
-            d.n_vocab = 5;
-            d.tokens = tv;
-            d.merges = mv;
-            d.n_merges = 1;
-            d.bos_id = 0;
-            d.eos_id = 1;
-            d.add_bos = bc[i].add_bos;
-            infllm_tokenizer *t = NULL;
-            CHECK(tok_load_gguf(&d, &t, err, sizeof err) == 0, "gguf pre %s: %s", bc[i].pre, err);
+        } bc[] = {{"tekken", -1, 1}, {"tekken", 0, 0}, {"gpt2", -1, 0}, {"gpt2", 1, 1}, {"llama-bpe", -1, 1},
+                  {"qwen2", -1, 0}, {"dbrx", -1, 0}};
+        for (size_t i = 0; i < sizeof bc / sizeof bc[0]; i++) {
+            infllm_tokenizer *t = tiny_gguf(bc[i].pre, bc[i].add_bos, err, sizeof err);
+            CHECK(t != NULL, "gguf pre %s: %s", bc[i].pre, err);
             CHECK(t && tok_add_bos_default(t) == bc[i].want, "gguf pre %s, add_bos_token %d: BOS default %d, want %d",
                   bc[i].pre, bc[i].add_bos, t ? tok_add_bos_default(t) : -1, bc[i].want);
             tok_free(t);
         }
-        tok_gguf_desc d;
-        tok_gguf_desc_init(&d);
-        d.model = "gpt2";
-        d.pre = "tekken-v9";
-        d.n_vocab = 5;
-        d.tokens = tv;
-        d.merges = mv;
-        d.n_merges = 1;
-        infllm_tokenizer *t = NULL;
-        CHECK(tok_load_gguf(&d, &t, err, sizeof err) != 0 && !t && strstr(err, "tekken-v9"),
-              "an unknown pre-tokenizer refused naming it (%s)", err);
+        infllm_tokenizer *t = tiny_gguf("tekken-v9", -1, err, sizeof err);
+        CHECK(!t && strstr(err, "tekken-v9"), "an unknown pre-tokenizer refused naming it (%s)", err);
+        tok_free(t);
     }
     snprintf(path, sizeof path, "%s/tok_spm.json", dir);
     json_doc *sj = json_parse_file(path, NULL, &je);

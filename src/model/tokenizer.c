@@ -474,7 +474,10 @@ oom:
 
 static int check_id(int32_t id, int n) { return id >= -1 && id < n; }
 
-static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errlen) {
+/* The GGUF pre name's pattern and flags; *bos_default: whether the vocabulary adds BOS when tokenizer.ggml.add_bos_token
+ * is absent (llama.cpp's default for the type: its Llama-3 type's names with ignore_merges, and tekken) */
+static int set_pre(infllm_tokenizer *t, const char *pre, int *bos_default, char *err, size_t errlen) {
+    *bos_default = 0;
     if (!pre || !*pre || !strcmp(pre, "default") || !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2") ||
         !strcmp(pre, "mpt") || !strcmp(pre, "olmo") || !strcmp(pre, "jais") || !strcmp(pre, "trillion")) {
         t->pre_regex = PRE_GPT2;
@@ -487,9 +490,8 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
                !strcmp(pre, "dbrx") || !strcmp(pre, "smaug-bpe") || !strcmp(pre, "falcon3") ||
                !strcmp(pre, "pixtral")) {
         t->pre_regex = PRE_LLAMA3;
-        /* (llama.cpp's list: its Llama-3 type with ignore_merges; dbrx and smaug-bpe are types of their own there) */
-        t->ignore_merges = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3") ||
-                           !strcmp(pre, "falcon3") || !strcmp(pre, "pixtral");
+        /* (llama.cpp's Llama-3 type, with ignore_merges and BOS; dbrx and smaug-bpe are types of their own there) */
+        t->ignore_merges = *bos_default = strcmp(pre, "dbrx") != 0 && strcmp(pre, "smaug-bpe") != 0;
     } else if (!strcmp(pre, "qwen2") || !strcmp(pre, "stablelm2") || !strcmp(pre, "deepseek-r1-qwen") ||
                !strcmp(pre, "hunyuan")) {
         t->pre_regex = PRE_QWEN2;
@@ -499,24 +501,16 @@ static int set_pre(infllm_tokenizer *t, const char *pre, char *err, size_t errle
          * so decomposed accents and some non-ASCII words split otherwise there) */
         t->pre_regex = PRE_TEKKEN;
         t->ignore_merges = 1; /* (tekken's tokenizer.json sets ignore_merges, as llama.cpp for this type) */
+        *bos_default = 1;
     } else if (!strcmp(pre, "gpt-4o")) {
         /* o200k's pattern (was taken as Llama 3's until session 58: other splits of mixed-case words, contractions
          * and "/" runs, silently) */
         t->pre_regex = PRE_O200K;
     } else {
         seterr(err, errlen, "unsupported pre-tokenizer '%s' (supported: default, gpt2, smollm, starcoder, "
-                            "llama-bpe, qwen2, tekken and aliases)", pre);
+                            "llama-bpe, qwen2, tekken, gpt-4o and aliases)", pre);
         return -1;
     }
-    return 0;
-}
-
-/* whether a GGUF byte-level vocabulary with this pre name adds BOS when tokenizer.ggml.add_bos_token is absent:
- * llama.cpp's defaults (its Llama-3 type's names with ignore_merges, and tekken); the key wins either way */
-static int pre_default_bos(const char *pre) {
-    static const char *const names[] = {"llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral", "tekken"};
-    for (size_t i = 0; pre && i < sizeof names / sizeof *names; i++)
-        if (!strcmp(pre, names[i])) return 1;
     return 0;
 }
 
@@ -594,10 +588,11 @@ int tok_load_gguf(const tok_gguf_desc *d, infllm_tokenizer **out, char *err, siz
     t->pad = d->pad_id;
     t->eot = d->eot_id;
     if (kind == TOK_BPE) {
-        if (set_pre(t, d->pre, err, errlen)) goto fail;
+        int bos_default;
+        if (set_pre(t, d->pre, &bos_default, err, errlen)) goto fail;
         /* without tokenizer.ggml.add_bos_token: llama.cpp's default for the pre name (BOS for the Llama 3 family, whose
          * tokenizer_config.json often has no add_bos_token, and tekken; none for the others) */
-        t->add_bos = d->add_bos > 0 || (d->add_bos < 0 && pre_default_bos(d->pre));
+        t->add_bos = d->add_bos > 0 || (d->add_bos < 0 && bos_default);
     } else {
         t->use_scores = 1;
         t->byte_fallback = 1;
