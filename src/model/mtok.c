@@ -221,18 +221,23 @@ static char *chatml_default_system(const char *tpl) {
     return NULL;
 }
 
+/* today in local time, as transformers' strftime_now reads it: 0, or -1 when the clock cannot be read */
+static int local_today(struct tm *tmv) {
+    const time_t now = time(NULL);
+#ifdef _WIN32
+    return localtime_s(tmv, &now) == 0 ? 0 : -1;
+#else
+    return localtime_r(&now, tmv) ? 0 : -1;
+#endif
+}
+
 /* Llama 3.1+'s "Today Date": today's (strftime_now's "%d %b %Y", local time, as transformers renders it) when the
  * template asks for it, else its date_string literal ("26 Jul 2024" in Llama 3.1 / 3.3) */
 static void llama3_date(const char *tpl, char *date, size_t n) {
     snprintf(date, n, "26 Jul 2024");
     if (strstr(tpl, "strftime_now")) {
-        const time_t now = time(NULL);
         struct tm tmv;
-#ifdef _WIN32
-        if (localtime_s(&tmv, &now) == 0) strftime(date, n, "%d %b %Y", &tmv);
-#else
-        if (localtime_r(&now, &tmv)) strftime(date, n, "%d %b %Y", &tmv);
-#endif
+        if (!local_today(&tmv)) strftime(date, n, "%d %b %Y", &tmv);
         return;
     }
     const char *a = strstr(tpl, "date_string = \"");
@@ -643,13 +648,8 @@ static int literal_around(const char *expr, const char *middle, char *a, char *b
 /* today (local time, as transformers' strftime_now) in fmt, of strftime's directives for dates (%Y %y %m %d %e %b
  * %B %a %A %j), %% and literal characters, onto b; -1 for any other directive (the format is the template's) */
 static int put_date(chat_buf *b, const char *fmt) {
-    const time_t now = time(NULL);
     struct tm tmv;
-#ifdef _WIN32
-    if (localtime_s(&tmv, &now) != 0) return -1;
-#else
-    if (!localtime_r(&now, &tmv)) return -1;
-#endif
+    if (local_today(&tmv)) return -1;
     for (const char *f = fmt; *f; f++) {
         if (*f != '%') {
             put_bytes(b, f, 1);
