@@ -15,7 +15,9 @@
  *              copies), within 2x the naive error overall and a coarse LSE bound (a near-tie block swapped, as
  *              test_cuda's pipeline check allows)
  *   cache      one-sequence cases: a CUDA decode cache filled with the keys, the case's queries attended as one
- *              chunk and the last one alone (a decode step), against the same reference
+ *              chunk and the last one alone (a decode step; up to 16 queries on the decode kernels, k_cd_*, which
+ *              mask by the window and select under it since session 59), in the caller's workspace of the size
+ *              query's answer (poisoned), against the same reference
  *   top-k      infllm_topk_select on REF's block scores: every row identical to REF's (the window's first block)
  *   selection  infllm_select_blocks under the window: REF's rows on >= 99% of (KV head, token) and every row exactly
  *              min(K, its window's candidates) blocks, ascending, none before its window's first block or past its
@@ -350,13 +352,21 @@ static void run_case(const wcase *c, unsigned long long seed) {
         CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, c->lk[0], &cache));
         if (cache) {
             CHECK_OK(infllm_cache_append(cache, dk, dv, c->lk[0]));
+            /* in the caller's workspace of the size query's answer for up to lq queries, poisoned: the windowed
+             * decode kernels (session 59) must fit it and read nothing they did not write */
             size_t cwb = 0;
             CHECK_OK(infllm_cache_workspace_size(cache, &p, c->lq[0], Hq, &cwb));
+            void *dcw = dev_alloc(cwb ? cwb : 1);
+            cudaMemset(dcw, 0xff, cwb ? cwb : 1);
+            infllm_params pc = p;
+            pc.workspace = dcw;
+            pc.workspace_bytes = cwb;
             cudaMemset(dop, 0xff, nq * 2);
-            CHECK_OK(infllm_cache_attend(cache, &p, dq, c->lq[0], Hq, dop, dlp));
+            CHECK_OK(infllm_cache_attend(cache, &pc, dq, c->lq[0], Hq, dop, dlp));
             cudaMemset(dop2, 0xff, nq * 2);
+            cudaMemset(dcw, 0xff, cwb ? cwb : 1);
             const size_t last = (size_t)(c->lq[0] - 1) * Hq * D;
-            CHECK_OK(infllm_cache_attend(cache, &p, (const uint16_t *)dq + last, 1, Hq, dop2, dlp2));
+            CHECK_OK(infllm_cache_attend(cache, &pc, (const uint16_t *)dq + last, 1, Hq, dop2, dlp2));
             CHECK(cudaDeviceSynchronize() == cudaSuccess, "%s: CUDA error %s", c->name,
                   cudaGetErrorString(cudaGetLastError()));
             uint16_t *cc = to_host(dop, nq * 2), *cc1 = to_host(dop2, (size_t)Hq * D * 2);
@@ -371,6 +381,7 @@ static void run_case(const wcase *c, unsigned long long seed) {
             CHECK(err_c1 <= 2 * naive_x + 2 * naive_floor(dt), "%s: cache decode step: error %.3e (2 x naive %.3e)",
                   c->name, err_c1, 2 * naive_x);
             free(cc), free(cc1), free(ccl);
+            cudaFree(dcw);
             infllm_cache_free(cache);
         }
     }
@@ -430,6 +441,14 @@ int main(void) {
         {"g16-sel-long-w2500", BF, 128, 16, 1, 1, {256}, {10000}, 0, 1, 2, 8, 2500, -1, SP},
         {"g4-sel-long-w3000-d64", F16, 64, 8, 2, 2, {128, 40}, {9000, 7000}, 0, 1, 1, 4, 3000, -1, SP},
         {"g8-sel-chunk16-w900", BF, 128, 16, 2, 1, {16}, {6000}, 0, 1, 1, 4, 900, -1, SP},
+        /* the decode kernels under a window (session 59): 4 queries a CTA in the selection (k_cd_score4) with the
+         * window's first key inside a 64-key chunk; a decode step over 2188 blocks of 32 (k_cd_attn's 16 keys a
+         * thread, the window starting mid-block); f16 at d 64 with G 6 (a head tile of 6 rows); a dense-mode chunk
+         * whose window starts mid-chunk */
+        {"g16-cd4-w9000", BF, 128, 32, 2, 1, {4}, {20000}, 0, 1, 2, 16, 9000, -1, SP},
+        {"g16-cd-decode-w40000-B32", BF, 128, 16, 1, 1, {1}, {70000}, 32, 1, 2, 24, 40017, -1, SP},
+        {"g6-cd-f16-d64-w5000", F16, 64, 12, 2, 1, {7}, {12000}, 0, 1, 1, 6, 5000, -1, SP},
+        {"g4-cd-dense-w1234", BF, 128, 8, 2, 1, {5}, {8000}, 0, 1, 1, 4, 1234, -1, DN},
     };
     const char *only = getenv("INFLLM_TEST_ONLY");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -24,7 +24,8 @@
  * blocks before wb that key, and the kernels' block scores hold no NaN).
  *
  * cd_select's rows (its caller's precondition: n > K) hold the larger of two planes of non-negative block
- * scores (float bits compared as ints), with garbage past the row; +inf and NaN scores now and then
+ * scores (float bits compared as ints), with garbage past the row and, now and then, before the window's first
+ * block (a window in a third of the rows: its candidates and its k as above); +inf and NaN scores now and then
  * (its search over all 32 bits), ties, forced and empty blocks; keys per thread 4, 8 and 48 (the CTA's
  * 1,024, 2,048 and 12,288 blocks).
  *
@@ -420,18 +421,22 @@ static void seg_plan_cases(int cases, uint64_t seed) {
 
 /* ---- cd_select ---- */
 struct CdCase {
-    int n, K, topk_out, init_blocks, local_blocks, e_lo;
+    int n, K, topk_out, init_blocks, local_blocks, e_lo, wb; /* wb: a sliding window's first block (0: none) */
     std::vector<float> score; /* n values >= 0 (or +inf / +NaN) */
     const char *mode;
 };
 
+/* the candidates [wb, n): their top min(K, n - wb), indices shifted back (reference()'s rule) */
 static std::vector<int32_t> cd_reference(const CdCase &c) {
-    std::vector<uint32_t> key = ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score);
+    const std::vector<uint32_t> all = ref_block_keys(c.n, c.init_blocks, c.local_blocks, c.e_lo, c.score);
+    std::vector<uint32_t> key(all.begin() + c.wb, all.end());
     /* cd_select's one deviation from ordering by bits: the all-ones -NaN's key 0 counts as 1 (so that it
      * never ties with the padding); its scores are the larger of two planes, so it needs both planes
      * all-ones */
     for (auto &k : key) k = k ? k : 1u;
-    return ref_topk(key, c.K, c.n - 1, c.topk_out);
+    std::vector<int32_t> out = ref_topk(key, std::min(c.K, c.n - c.wb), c.n - 1 - c.wb, c.topk_out);
+    for (auto &x : out) x = x < 0 ? -1 : x + c.wb;
+    return out;
 }
 
 static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
@@ -447,6 +452,10 @@ static CdCase cd_draw(std::mt19937_64 &rng, int nmax) {
     c.init_blocks = uni(0, 3) ? uni(0, 2) : uni(0, 4) ? uni(0, 40) : INT32_MAX;
     c.local_blocks = uni(0, 3) ? uni(0, 8) : uni(0, 4) ? uni(0, 60) : 1 << 24;
     c.e_lo = uni(0, 2) ? c.n + uni(0, 5) : uni(0, c.n);
+    /* a sliding window now and then: its first block anywhere in the row, often near or past n - K (the rows
+     * that take fewer than K) */
+    const int wk = uni(0, 5);
+    c.wb = wk < 3 ? 0 : wk == 3 ? uni(0, c.n - 1) : std::max(0, std::min(c.n - 1, c.n - c.K + uni(-3, 3)));
     const int mode = uni(0, 4);
     static const char *names[] = {"bf16 probabilities", "few values", "all equal", "mostly zeros", "with +inf / NaN"};
     c.mode = names[mode];
@@ -483,7 +492,9 @@ template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out
         const int side = (int)(prng() & 1);
         bs[side * nbmax + b] = sc;
         bs[(side ^ 1) * nbmax + b] = lo;
-        if (b >= c.n) { /* past the row: garbage the routine must ignore */
+        if (b >= c.n || (b < c.wb && (prng() & 1))) {
+            /* past the row, and now and then before the window (k_cd_score skips those tiles: their planes hold
+             * an earlier call's scores): garbage the routine must ignore */
             const uint32_t g = 0x7fc0beefu;
             memcpy(&bs[b], &g, 4);
             memcpy(&bs[nbmax + b], &g, 4);
@@ -498,7 +509,7 @@ template <int KPT> static bool cd_run(const CdCase &c, std::vector<int32_t> &out
     p.local_blocks = c.local_blocks;
     p.e_lo = c.e_lo;
     out.assign(c.topk_out + kGuardSlots, kGuard);
-    const bool ok = cta.run([&](int) { cd_select<KPT, 8>(p, 0, c.n - 1, out.data()); });
+    const bool ok = cta.run([&](int) { cd_select<KPT, 8>(p, 0, c.n - 1, c.wb, out.data()); });
     if (!ok) err = cta.error();
     return ok;
 }
@@ -516,8 +527,9 @@ template <int KPT> static void cd_cases(int rows, uint64_t seed) {
         const std::vector<int32_t> want = cd_reference(c);
         const int first = first_mismatch(got, want, c.topk_out);
         const bool guard_ok = guard_intact(got, c.topk_out);
-        CHECK(first < 0, "cd_select<%d> row %d (%s, n %d K %d topk_out %d init %d local %d e_lo %d): slot %d is %d, want %d",
-              KPT, r, c.mode, c.n, c.K, c.topk_out, c.init_blocks, c.local_blocks, c.e_lo, first,
+        CHECK(first < 0,
+              "cd_select<%d> row %d (%s, n %d K %d topk_out %d init %d local %d e_lo %d wb %d): slot %d is %d, want %d",
+              KPT, r, c.mode, c.n, c.K, c.topk_out, c.init_blocks, c.local_blocks, c.e_lo, c.wb, first,
               first >= 0 ? got[first] : 0, first >= 0 ? want[first] : 0);
         CHECK(guard_ok, "cd_select<%d> row %d: wrote past topk_out %d", KPT, r, c.topk_out);
         bad += first >= 0 || !guard_ok;

@@ -36,10 +36,17 @@ struct CdParams {
     int n1, nL;
     int e_lo;  /* the first block with no c1 kernel: every block from it on has none, every one before has one */
     int pos[CD_MAX_TOKENS], qb[CD_MAX_TOKENS], vis1[CD_MAX_TOKENS], visL[CD_MAX_TOKENS];
+    /* under a sliding window (infllm_params.window; 0 without one): per token its first key (d_window_start), that
+     * key's block (d_window_first_block: no block before it is a candidate or attended) and the first c1 tile
+     * whose kernels touch a block from it on (k_cd_score skips the tiles before) */
+    int wlo[CD_MAX_TOKENS], wb[CD_MAX_TOKENS], t1lo[CD_MAX_TOKENS];
 };
 
 /* The block list of one (head g, token t) row from its block scores, by the NW warps of a CTA
- * (qb + 1 > K); out: the row's topk_out entries (global or shared memory). Thread i holds the keys of
+ * (qb + 1 > K); out: the row's topk_out entries (global or shared memory). Under a sliding window the
+ * candidates are the blocks from wb (the window's first block; 0 without one) on: the blocks before it get
+ * key 0 (as the padding past the row), whatever their score plane holds (k_cd_score skips their tiles), and
+ * the row takes min(K, n - wb) blocks (sel_window_k's rule), -1 after them. Thread i holds the keys of
  * blocks KPT*i .. KPT*i + KPT-1 in registers (KPT * NW * 32 >= nbmax); the score loads are
  * unconditional (clamped into the row) and written ahead of the classification. Forced blocks are
  * +inf, blocks without a c1 kernel -inf: those are the blocks from e_lo on (host-computed). The
@@ -55,13 +62,13 @@ struct CdParams {
  * (equal before) while that is < kleft: ties to the lower index, ascending, as warp_topk and the
  * SPEC rule. */
 template <int KPT, int NW>
-__device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb, int32_t *out) {
+__device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb, int wb, int32_t *out) {
     constexpr uint32_t KINF = 0xff800000u, KNINF = 0x007fffffu; /* f2key(+inf), f2key(-inf) */
     __shared__ uint4 sred[NW];     /* per warp (+inf keys, -inf keys, OR, AND of the finite keys) */
     __shared__ int2 scnt[2][NW];   /* per warp (count >= c1 | count >= c2 << 16, count >= c3), two buffers */
     __shared__ uint32_t sscan[NW]; /* per warp (above << 16 | equal) totals */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int n = qb + 1, K = p.K;
+    const int n = qb + 1, K = n - wb < p.K ? n - wb : p.K; /* wb <= qb: K >= 1 */
     const int *bs0 = (const int *)p.bs + row * 2 * p.nbmax, *bs1 = bs0 + p.nbmax; /* the two planes */
     const int i0 = tid * KPT;
     float v[KPT];
@@ -78,19 +85,20 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
         v[u + 2] = __int_as_float(max(x4.z, y4.z));
         v[u + 3] = __int_as_float(max(x4.w, y4.w));
     }
-    uint32_t key[KPT];                  /* every block of the row; 0 past it */
+    uint32_t key[KPT];                  /* every candidate block of the row; 0 before and past them */
     int nf = 0, ne = 0;
     uint32_t kor = 0u, kand = 0xffffffffu;
 #pragma unroll
     for (int u = 0; u < KPT; u++) {
         const int bb = i0 + u;
+        const bool cand = bb >= wb && bb < n;
         const bool forced = bb < p.init_blocks || bb >= qb - p.local_blocks;
         /* a free block's key at most f2key(FLT_MAX): an overflowed (+inf) score stays below the forced ones */
-        const uint32_t k = bb < n ? (forced ? KINF : bb >= p.e_lo ? KNINF : min(f2key(v[u]), 0xff7fffffu)) : 0u;
+        const uint32_t k = cand ? (forced ? KINF : bb >= p.e_lo ? KNINF : min(f2key(v[u]), 0xff7fffffu)) : 0u;
         key[u] = k;
-        const bool fin = bb < n && k != KINF && k != KNINF;
-        nf += (int)(bb < n && k == KINF);
-        ne += (int)(bb < n && k == KNINF);
+        const bool fin = cand && k != KINF && k != KNINF;
+        nf += (int)(cand && k == KINF);
+        ne += (int)(cand && k == KNINF);
         kor |= fin ? k : 0u;
         kand &= fin ? k : 0xffffffffu;
     }
@@ -119,10 +127,10 @@ __device__ __forceinline__ void cd_select(const CdParams &p, int64_t row, int qb
          * padding keys (0) never tie with the threshold. Block-uniform: AND / OR are the CTA's. */
         thr = 0u, rem = 0xffffffffu;
 #pragma unroll
-        for (int u = 0; u < KPT; u++) key[u] = i0 + u < n && key[u] == 0u ? 1u : key[u];
+        for (int u = 0; u < KPT; u++) key[u] = i0 + u >= wb && i0 + u < n && key[u] == 0u ? 1u : key[u];
     } else if (NF >= K) {
         thr = KINF, rem = 0u;
-    } else if (n - NE < K) {
+    } else if (n - wb - NE < K) {
         thr = KNINF, rem = 0u;
     } else { /* a finite key: AND | (bits of OR ^ AND) */
         thr = AND, rem = OR ^ AND;

@@ -220,6 +220,12 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  *   k_cd_combine grid (G, n * D/32, Hkv), 8 warps: 32 columns of one output row from the partials
  *               of every split (each warp a strided share, then merged in shared memory)
  * Dense (kv_len < dense_len, or mode DENSE) takes k_cd_attn + k_cd_combine over blocks 0..q_block.
+ * Under a sliding window (session 59) each token's list starts at its window's first block wb (dense: wb..q_block;
+ * sparse: cd_select's candidates are the blocks from wb on, min(K, q_block + 1 - wb) of them), k_cd_attn starts
+ * that block at the 64-key chunk holding the window's first key and masks (and zero-fills) the keys before it, and
+ * k_cd_score's CTAs of c1 tiles that touch no block from wb on exit (their block scores are never read). The LSE
+ * and the scores of the other blocks are the unwindowed ones, as in REF. A sparse sequence whose rows all select
+ * their window whole (cuda_window_selects_all) attends as a dense one (cuda_cd_sparse): no selection.
  * The arithmetic of the selection mirrors k_dec_lse / k_dec_score (same MMA order, same partial
  * merge order, same head-sum tree), so the blocks equal the pipeline's at G <= 16.
  * On sm_90 the kernels are launched with programmatic stream serialization (PDL; the first one
@@ -228,6 +234,7 @@ extern "C" infllm_status cuda_cache_append(infllm_dtype dt, int32_t Hkv, int32_t
  * the launch gap between these short kernels. Per-token positions, blocks and visible kernel
  * counts come from the host (CdParams), so the kernels do no integer division on them. */
 #include "cd_select.cuh"
+#include "sel_seg.cuh"
 
 /* 16 rows (head tile h of token t: heads g G + 16 h + r, rows past the group zero) x 64 kernels of one
  * tile: the copies (one commit group; warp_q16_mma waits for them and multiplies) */
@@ -402,7 +409,9 @@ template <typename T, int D> __global__ void __launch_bounds__(32) k_cd_score(Cd
                                     row partials [ntl][16][2] */
     const int t = blockIdx.y, g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x;
     const int qb = p.qb[t], vis1 = p.vis1[t];
-    if (qb + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses 0..qb, no list */
+    if (qb + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses wb..qb, no list */
+    /* the tile's blocks all lie before the token's window: no candidates (cd_select gives them key 0) */
+    if (tile < p.t1lo[t]) return;
     const int64_t row = (int64_t)g * p.n + t;
     if (64 * tile >= vis1) { /* invisible kernels score 0 */
         cd_store_blocks(p, row, tile, NULL, lane);
@@ -434,8 +443,10 @@ template <typename T, int D> __global__ void __launch_bounds__(32 * CD_SEL_TOKEN
                                                       >= 0), then the row partials [ntl][16][2] */
     const int warp = threadIdx.x >> 5, t0 = blockIdx.y * TPC, t = t0 + warp, t_last = min(t0 + TPC, p.n) - 1;
     const int g = blockIdx.z, tile = blockIdx.x, lane = threadIdx.x & 31;
-    if (p.qb[t_last] + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses 0..qb, no list */
-    const bool tok = t < p.n && p.qb[t] + 1 > p.K;
+    if (p.qb[t_last] + 1 <= p.K) return; /* every causal block is taken: k_cd_attn uses wb..qb, no list */
+    /* the tile's blocks all lie before the window of every token of the CTA (the first token's starts first) */
+    if (tile < p.t1lo[t0]) return;
+    const bool tok = t < p.n && p.qb[t] + 1 > p.K && tile >= p.t1lo[t];
     const int qb = tok ? p.qb[t] : 0, vis1 = tok ? p.vis1[t] : 0;
     const int64_t row = (int64_t)g * p.n + t;
     if (tok && 64 * tile >= vis1) cd_store_blocks(p, row, tile, NULL, lane); /* invisible kernels score 0 */
@@ -497,8 +508,8 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
     float *smax = (float *)(sP + 16 * PS), *ssum = smax + CD_WARPS * 16; /* [8][16] each */
     int *shas = (int *)(ssum + CD_WARPS * 16);                            /* [CD_GROUPS] */
     const int VC = NT == 2 ? 16 * warp : 16 * (warp >> 1); /* the 16 V columns this warp's ldmatrix reads */
-    const int64_t pos = p.pos[t];
-    const int qb = p.qb[t];
+    const int64_t pos = p.pos[t], wlo = p.wlo[t]; /* the token's keys: wlo..pos (wlo 0 without a window) */
+    const int qb = p.qb[t], wb = p.wb[t];
     const int64_t rowid = (int64_t)g * p.n + t, srow = (int64_t)z * p.n + t; /* block scores; partials */
     const uint16_t *qt = q_head_tile<D>(p, t, g, h);
     for (int x = tid; x < 16 * CH; x += CD_WARPS * 32) {
@@ -514,12 +525,12 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
     cd_pdl_start();
     int32_t *slist = (int32_t *)(smem + cd_attn_smem<D>()); /* [topk_out] the row's selection */
     if (KPT > 0 && p.sparse && qb + 1 > p.K) {
-        cd_select<(KPT > 0 ? KPT : 4), CD_WARPS>(p, rowid, qb, slist);
+        cd_select<(KPT > 0 ? KPT : 4), CD_WARPS>(p, rowid, qb, wb, slist);
         __syncthreads();
     }
     /* the CTA's chunks: group q walks entries split * eps + q, + CD_GROUPS, ... and each entry's
      * block in 64-key chunks; both groups step together (one chunk each per round, or none) */
-    const int list_len = p.sparse ? p.topk_out : qb + 1;
+    const int list_len = p.sparse ? p.topk_out : qb + 1 - wb;
     const int e_end = min(list_len, (split + 1) * p.eps);
     int e = split * p.eps + grp - CD_GROUPS;
     int64_t c0 = 0, k_hi = 0; /* the group's current chunk starts at c0 of the block ending at k_hi */
@@ -528,11 +539,13 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
         while (c0 >= k_hi) {
             e += CD_GROUPS;
             if (e >= e_end) return;
-            /* the list: dense 0..qb; sparse the selection, or 0..qb -1 padded when every causal
-             * block is taken (no selection for the row) */
-            const int blk = !p.sparse ? e : qb + 1 <= p.K ? (e <= qb ? e : -1) : KPT > 0 ? slist[e] : -1;
-            if (blk < 0 || blk > qb) continue;
+            /* the list: dense wb..qb; sparse the selection, or wb..qb -1 padded when every causal
+             * block is taken (no selection for the row; sel_take_all_slot) */
+            const int blk = !p.sparse ? wb + e : qb + 1 <= p.K ? (wb + e <= qb ? wb + e : -1) : KPT > 0 ? slist[e] : -1;
+            if (blk < wb || blk > qb) continue;
             c0 = (int64_t)blk * p.B;
+            /* the window's first block: from the chunk holding wlo (the keys before it masked below) */
+            if (c0 < wlo) c0 += (wlo - c0) & ~(int64_t)63;
             k_hi = min((int64_t)blk * p.B + p.B, pos + 1);
         }
     };
@@ -552,14 +565,15 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
         float s[2][4];
         float mx[2] = {-INFINITY, -INFINITY};
         if (has) {
-            /* this warp's 16 keys of the chunk (zero rows past nv, also when nv <= 0, so that P V
-             * reads zeros there), K and V as two copy groups */
+            /* this warp's 16 keys of the chunk: rows lv..nv-1 (zero rows before the window's first key and
+             * past nv, also when nv <= 0, so that P V reads zeros there), K and V as two copy groups */
             const int nv = (int)min((int64_t)16, k_hi - c0 - r0);
+            const int lv = (int)max((int64_t)0, min((int64_t)16, wlo - c0 - r0));
             auto copy_rows = [&](uint16_t *dst, const uint16_t *src) {
 #pragma unroll
                 for (int i = lane; i < 16 * CH; i += 32) {
                     const int r = i / CH, c = i % CH;
-                    const bool ok = r < nv;
+                    const bool ok = r < nv && r >= lv;
                     cp_async16(dst + swz<D>(r0 + r, c * 8), src + (c0 + r0 + (ok ? r : 0)) * kvs + c * 8, ok ? 16 : 0);
                 }
                 cp_async_commit();
@@ -591,7 +605,7 @@ template <typename T, int D, int KPT> __global__ void __launch_bounds__(CD_WARPS
 #pragma unroll
                     for (int e2 = 0; e2 < 2; e2++) {
                         const int kc = 8 * j + 2 * tig + e2;
-                        const float v = kc < nv ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
+                        const float v = kc < nv && kc >= lv ? s[j][2 * ri + e2] * p.scale_log2 : -INFINITY;
                         s[j][2 * ri + e2] = v;
                         mx[ri] = fmaxf(mx[ri], v);
                     }
@@ -767,6 +781,13 @@ struct CdPlan {
 
 static size_t cd_al(size_t x) { return (x + 255) & ~(size_t)255; }
 
+/* The decode kernels under a sliding window (session 59): opt-in (INFLLM_CUDA_CD_WINDOW=1) until a GPU has run
+ * test_cuda_window on them; otherwise a windowed call takes the flash kernels (cuda_cache_attend) as before */
+static int cd_window_ok(const infllm_attn_params *ap) {
+    static std::atomic<int> on{CUDA_ENV_UNREAD};
+    return ap->window == 0 || cuda_env_int("INFLLM_CUDA_CD_WINDOW", &on) == 1;
+}
+
 /* Sizes from the host-known shape (one sequence of total_q queries, total_k keys). sizing: an upper
  * bound for every length <= total_k (block scores clamped to what the path accepts, the most
  * splits), for the workspace query. */
@@ -776,9 +797,9 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     const int64_t L = ap->total_k, n = ap->total_q;
     c.nbmax = (int)((L + ap->B - 1) / ap->B);
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
-    /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks) */
-    /* the decode kernels have no sliding window: a windowed attend takes the flash kernels (cuda_cache_attend) */
-    c.use = ap->window == 0 && ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
+    /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks). A sliding window shortens
+     * the lists (the kernels start each token's at its window's first block) and needs no other size */
+    c.use = cd_window_ok(ap) && ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;
@@ -929,24 +950,31 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
     p.ntL = c.ntL;
     p.nbmax = c.nbmax;
     p.nbt = c.nbt;
-    p.sparse = ap->seqs[0].sparse;
-    /* the splits this call needs (<= the planned ones): its list over at most target CTAs, a
-     * multiple of the CTA's CD_GROUPS entries each (the groups attend side by side) */
-    const int list_len = p.sparse ? p.topk_out : (p.L - 1) / p.B + 1;
-    p.eps = CD_GROUPS * ((list_len + CD_GROUPS * c.target - 1) / (CD_GROUPS * c.target));
-    if (p.eps < CD_GROUPS) p.eps = CD_GROUPS;
-    p.nsplit = (list_len + p.eps - 1) / p.eps;
-    if (p.nsplit < 1) p.nsplit = 1;
+    p.sparse = cuda_cd_sparse(ap);
     p.n1 = d_windows(p.L, p.l1, p.s1);
     p.nL = p.exact ? p.n1 : d_windows(p.L, p.l2, p.s2);
     p.e_lo = d_first_untouched_block(p.B, p.l1, p.s1, p.n1);
+    int dense_len = 1; /* the longest dense list, wb..qb, of the call's tokens */
     for (int t = 0; t < p.n; t++) {
         const int pos = p.L - p.n + t;
         p.pos[t] = pos;
         p.qb[t] = pos / p.B;
         p.vis1[t] = d_visible(pos, p.l1, p.s1, p.n1);
         p.visL[t] = p.exact ? p.vis1[t] : d_visible(pos, p.l2, p.s2, p.nL);
+        p.wlo[t] = (int)d_window_start(pos, ap->window);
+        p.wb[t] = d_window_first_block(pos, ap->window, p.B);
+        /* the c1 tile (64 kernels) of the first kernel that meets block wb: every tile before it touches only
+         * blocks before wb (cd_store_blocks' last block of tile x is kernel 64 x + 63's) */
+        p.t1lo[t] = sel_pass2_first_kernel(pos, ap->window, p.B, p.l1, p.s1) / 64;
+        dense_len = std::max(dense_len, p.qb[t] + 1 - p.wb[t]);
     }
+    /* the splits this call needs (<= the planned ones): its list over at most target CTAs, a
+     * multiple of the CTA's CD_GROUPS entries each (the groups attend side by side) */
+    const int list_len = p.sparse ? p.topk_out : dense_len;
+    p.eps = CD_GROUPS * ((list_len + CD_GROUPS * c.target - 1) / (CD_GROUPS * c.target));
+    if (p.eps < CD_GROUPS) p.eps = CD_GROUPS;
+    p.nsplit = (list_len + p.eps - 1) / p.eps;
+    if (p.nsplit < 1) p.nsplit = 1;
     /* every query's causal blocks all taken (the last query has the most): no stage 1 */
     int need_select = (p.L - 1) / p.B + 1 > p.K;
     if (ap->dtype == INFLLM_DTYPE_BF16)
@@ -971,7 +999,7 @@ static infllm_status cd_run(const infllm_attn_params *ap, const CdPlan &c, const
 size_t cuda_fewq_cd_bytes(const infllm_attn_params *ap) {
     static std::atomic<int> no_fewq{CUDA_ENV_UNREAD};
     if (cuda_env_int("INFLLM_CUDA_NO_FEWQ_CD", &no_fewq) == 1 || !ap->seqs || ap->num_seqs != 1) return 0;
-    if (!ap->seqs[0].sparse && ap->total_q > CD_FEWQ_DENSE_MAX) return 0;
+    if (!cuda_cd_sparse(ap) && ap->total_q > CD_FEWQ_DENSE_MAX) return 0;
     CdPlan c = cd_plan(ap, 0);
     return c.use ? c.total : 0;
 }

@@ -18,7 +18,8 @@ enum { CUDA_MAX_SEQS = 65535 };
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
 
 /* The sliding key window (ap->window > 0) on CUDA: the dense and stage-2 kernels and the backward mask by it (k_flash,
- * k_flash90); the decode cache's kernels do not (cd_plan is off under a window). The fused selection kernels
+ * k_flash90), and so does the decode cache's k_cd_attn (session 59, opt-in: INFLLM_CUDA_CD_WINDOW=1; its selection cd_select starts at the window's
+ * first block, k_cd_score skips the c1 tiles before it). The fused selection kernels
  * (k_select, k_select90, k_dec_topk) start each row's candidates at its window's first block (SelBlockKey.wb,
  * session 56; run on a GPU in session 57), so select_blocks, the pipeline and the cache's attend take any window.
  * A sparse row's candidate blocks
@@ -27,6 +28,11 @@ infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op)
  * backend's selects_every_block), which needs no selection. */
 static inline int cuda_window_selects_all(const infllm_attn_params *ap) {
     return ap->window > 0 && infllm_window_span_blocks(ap->window, ap->B) <= ap->topk_total;
+}
+/* Whether the decode kernels' one sequence (ap->seqs[0]) attends sparse: a sparse sequence whose window every row
+ * selects whole attends the windowed dense way, with no selection (cd_run, cuda_fewq_cd_*) */
+static inline int cuda_cd_sparse(const infllm_attn_params *ap) {
+    return ap->seqs[0].sparse && !cuda_window_selects_all(ap);
 }
 
 /* A device argument and the alignment the kernels need of it: 16 bytes for a 16-bit tensor (read and
