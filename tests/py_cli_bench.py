@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""End-to-end tests of `infllm bench attn` and `infllm bench backward` (CPU, and CUDA where there is a GPU) on
+"""End-to-end tests of `infllm bench attn`, `infllm bench backward` and `infllm bench decode` (CPU, and CUDA where there
+is a GPU) on
 small shapes: each output format parses and holds the rows asked for with sane values, and bad
 flags give a clear message and exit status 2.
 
@@ -195,6 +196,73 @@ else:
     check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
           f"bench backward --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
 
+# bench decode: one decode step against a cache, dense and sparse rows per context; read MiB is the attend's K / V
+# (dense: every causal key, the window's with --window; sparse: the selected blocks' keys + the compressed keys scored)
+DEC = ["--seqlen", "300,1000", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--reps", "3", "--threads", "2",
+       "--block-size", "16", "--topk", "4", "--local-blocks", "2"]
+
+
+def dec_read_mib(T, sparse, window=0, B=16, K=6, H=2, D=64, es=2):
+    """decode_read_bytes restated (kernel 32 / 16, c2 128 / 64)"""
+    pos, row = T - 1, H * D * es
+    keys = window if 0 < window < pos + 1 else pos + 1
+    if not sparse:
+        return 2 * keys * row / 2**20
+    qb, wb = pos // B, (max(pos - window + 1, 0) // B if window else 0)
+    if qb - wb + 1 <= K:
+        return 2 * keys * row / 2**20
+    sel = min((K - 1) * B + pos - qb * B + 1, keys)
+
+    def vis(l, s):
+        n = (T - l) // s + 1 if T >= l else 0
+        return min(n, (pos + 1 - l) // s + 1 if pos + 1 >= l else 0)
+    return (2 * sel + vis(32, 16) + vis(128, 64)) * row / 2**20
+
+
+p = run("bench", "decode", *DEC, "--format", "json")
+check(p.returncode == 0, f"bench decode --format json: exit {p.returncode}: {p.stderr[-300:]}")
+rows = json_rows(p, "bench decode")
+check([(r.get("mode"), r.get("seqlen")) for r in rows] == [("dense", 300), ("sparse", 300), ("dense", 1000),
+                                                           ("sparse", 1000)], f"bench decode rows: {rows}")
+for r in rows:
+    # (gbs >= 0: a step slowed to ms by a loaded machine rounds its rate to 0)
+    check(all(positive(r[k]) for k in ("step_us", "append_us", "attend_us", "cpu_us", "read_mib", "cache_mib"))
+          and r["gbs"] >= 0
+          and r["step_us"] >= r["attend_us"] and r["graph_step_us"] is None and r["graph_attend_us"] is None and
+          r["device"] == "cpu" and r["reps"] == 3, f"bench decode row values: {r}")
+    want = dec_read_mib(r["seqlen"], r["mode"] == "sparse")
+    check(abs(r["read_mib"] - want) <= 1e-5, f"bench decode read_mib {r['read_mib']} vs {want:.4f}: {r}")
+    check((r["vs_dense"] is None) == (r["mode"] == "dense") and (r["mode"] == "dense" or positive(r["vs_dense"])),
+          f"bench decode vs_dense: null on dense rows only: {r}")
+# at 1000 tokens the sparse attend reads less than the dense one (selected blocks); the cache is the same
+check(len(rows) == 4 and rows[3]["read_mib"] < rows[2]["read_mib"] and rows[3]["cache_mib"] == rows[2]["cache_mib"],
+      f"bench decode: sparse reads less at 1000 tokens: {rows}")
+# a window: the dense row reads the window's keys only
+p = run("bench", "decode", *DEC, "--seqlen", "1000", "--window", "200", "--format", "csv", "--modes", "dense")
+recs = list(csv.DictReader(io.StringIO(p.stdout)))
+check(p.returncode == 0 and len(recs) == 1 and recs[0]["window"] == "200" and
+      abs(float(recs[0]["read_mib"]) - dec_read_mib(1000, False, 200)) < 1e-3 and recs[0]["graph_step_us"] == "" and
+      recs[0]["vs_dense"] == "", f"bench decode --window 200 csv: {p.stdout[:400]!r} {p.stderr[-200:]!r}")
+p = run("bench", "decode", *DEC, "--seqlen", "64", "--dtype", "f32", "--inputs", "structured", "--no-warmup")
+md = [[c.strip() for c in ln.split("|")[1:-1]] for ln in p.stdout.splitlines() if ln.startswith("| dense |")
+      or ln.startswith("| sparse |")]
+check(p.returncode == 0 and len(md) == 2 and md[0][8] == "-" and md[1][8] != "-" and "# infllm bench decode" in p.stdout,
+      f"bench decode md (f32, structured): {p.stdout[-500:]!r} {p.stderr[-200:]!r}")
+p = run("bench", "decode", *DEC, "--device", "cuda", "--format", "json")
+if cuda_usable:
+    check(p.returncode == 0, f"bench decode --device cuda: exit {p.returncode}: {p.stderr[-300:]}")
+    rows = json_rows(p, "bench decode --device cuda")
+    check(len(rows) == 4 and all(r["device"] == "cuda" and r["cpu_us"] is None and
+                                 all(positive(r[k]) for k in ("step_us", "append_us", "attend_us", "graph_step_us",
+                                                              "graph_attend_us", "read_mib", "gbs", "workspace_mib"))
+                                 for r in rows), f"bench decode --device cuda rows: {rows}")
+    p = run("bench", "decode", *DEC, "--device", "cuda", "--dtype", "f32")
+    check(p.returncode == 1 and "\ninfllm bench decode: " in "\n" + p.stderr,
+          f"bench decode --device cuda --dtype f32: exit {p.returncode}, {p.stderr[-300:]!r}")
+else:
+    check(p.returncode == 1 and "--device cuda" in p.stderr and p.stdout == "",
+          f"bench decode --device cuda without a GPU: exit {p.returncode}, {p.stderr[-300:]!r}, stdout {p.stdout[:100]!r}")
+
 # --threads 0 means all cores, as for infllm attn (it ran 1 thread): the row reports the default's count
 p0 = run("bench", "attn", *SMALL, "--seqlen", "256", "--modes", "dense", "--threads", "0", "--format", "json")
 ti = SMALL.index("--threads")
@@ -225,6 +293,11 @@ for args, what in (
     (["bench", "backward", "--reps", "x"], "--reps"),
     (["bench", "backward", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
     (["bench", "backward", "--peak", "5"], "--peak"),
+    (["bench", "decode", "--peak", "5"], "--peak"),
+    (["bench", "decode", "--heads", "6", "--kv-heads", "4"], "multiple of --kv-heads"),
+    (["bench", "decode", "--reps", "0"], "--reps"),
+    (["bench", "decode", "--seconds", "1"], "--seconds"),
+    (["bench", "decode", "--block-size", "0"], "block_size"),
     (["bench", "backward", "--frobnicate"], "--frobnicate"),
     (["bench", "nosuch"], "nosuch"),
     (["bench", "attn", "--device", "gpu"], "--device cpu|cuda"),

@@ -659,6 +659,16 @@ static void test_schedule(const cfg *c, const data *d, unsigned long long *r) {
             if (st == INFLLM_OK)
                 CHECK(memcmp(out, out2, (size_t)(nq * rq) * es) == 0 && memcmp(lse, lse2, (size_t)(nq * c->Hq) * 4) == 0,
                       "[%s] %s: attend differs (bitwise) from infllm_attention on the same prefix", c->name, what);
+            if (st == INFLLM_OK && p.num_threads > 1) {
+                /* the thread count changes no bit: few queries take the KV heads side by side (session 59), more
+                 * take the token groups */
+                infllm_params p1 = p;
+                p1.num_threads = 1;
+                st = infllm_cache_attend(cache, &p1, q, nq, c->Hq, out2, lse2);
+                CHECK(st == INFLLM_OK && memcmp(out, out2, (size_t)(nq * rq) * es) == 0 &&
+                          memcmp(lse, lse2, (size_t)(nq * c->Hq) * 4) == 0,
+                      "[%s] %s: attend on %d threads differs (bitwise) from one thread", c->name, what, p.num_threads);
+            }
             check_vs_ref(c, &p, q, nq, len, curk, curv, out, lse, what, acc);
         }
     }

@@ -1,6 +1,6 @@
 /*
- * bench.c: `infllm bench attn` (CPU backend, or the GPU with --device cuda), `infllm bench peak` and
- * `infllm bench backward` (CPU backend, or the GPU with --device cuda); `infllm bench run` is tools/bench_run.c.
+ * bench.c: `infllm bench attn` (CPU backend, or the GPU with --device cuda), `infllm bench peak`,
+ * `infllm bench backward` and `infllm bench decode` (CPU backend, or the GPU with --device cuda); `infllm bench run` is tools/bench_run.c.
  * Each benchmark's options, their defaults and meanings are its option table in parse_bench (one table for the
  * three: `infllm bench BENCH --help` prints a benchmark's share of it). What the table does not say:
  *
@@ -31,6 +31,14 @@
  *       GFLOP/s at 10 D a pair (the usual five products; the CUDA backward does 14 D with out given, 18 D
  *       without: cuda_backward.cu). bench/cuda_bwd_bench.py times these calls, with and without out,
  *       against PyTorch's SDPA and FlexAttention backwards.
+ *   decode: one decode step against the public decode cache (infllm_cache_*): a cache of T - 1 tokens a --seqlen T
+ *       (k, v as attn's inputs), then per timed step the cache truncated back to T - 1 tokens, one token appended and
+ *       its query attended, dense and sparse (mode DENSE / SPARSE at each attend), append and attend timed apart.
+ *       CPU: wall clock a call, CPU time a step, the modes alternating; "vs dense" the median of the per-step
+ *       ratios. --device cuda: one stream, caller workspace, eager steps enqueued back to back between CUDA events,
+ *       then the step and the attend alone captured into CUDA graphs and replayed (issue 3's decode measure);
+ *       "vs dense" the ratio of the graph steps. "read MiB" counts the K / V rows (and compressed keys) the attend
+ *       reads (decode_read_bytes), "GB/s" that over the attend (the graph's on the GPU): decode is bound by memory.
  *   Output (--format): a value that does not apply to a row (NOT_APPLICABLE: a dense row's stages, "vs dense"
  *       without a dense row, what the GPU does not measure) is null in json, an empty field in csv, "-" in md.
  *   FLOP formulas (multiply-add = 2):
@@ -292,6 +300,7 @@ static const struct {
 } benches[] = {
     {"attn", "one prefill sequence's attention, dense and InfLLM-V2 sparse (per stage)"},
     {"backward", "a training step's attention, forward then backward, dense and InfLLM-V2 sparse"},
+    {"decode", "one decode step (append a token + attend its query) against a cache, dense and InfLLM-V2 sparse"},
     {"peak", "the CPU's fp32 FMA peak: independent AVX-512 (else AVX2) FMA chains on every thread"},
     {"run", "model prefill/decode speed at several context lengths, dense vs InfLLM-V2 sparse"},
 };
@@ -299,7 +308,7 @@ static const struct {
 /* `infllm bench --help` (stdout) or, beside an error, its usage on stderr: the benchmarks, each one's options
  * listed by its own --help */
 static void bench_usage(FILE *f) {
-    fprintf(f, "usage: infllm bench attn|backward|peak|run [options]\n");
+    fprintf(f, "usage: infllm bench attn|backward|decode|peak|run [options]\n");
     for (size_t i = 0; i < sizeof benches / sizeof *benches; i++)
         fprintf(f, "  infllm bench %-10s %s\n", benches[i].name, benches[i].summary);
     fprintf(f, "'infllm bench BENCH --help' lists a benchmark's options\n");
@@ -760,9 +769,9 @@ static void print_row(const opts *o, const row *x, const char *cpu, int *first) 
     *first = 0;
 }
 
-/* The options of benchmark cmd ("attn", "backward" or "peak") into o, from one table: peak takes its last three
- * entries (--threads, --format, --seconds), attn all but --seconds, backward attn's with --peak parsed but not listed
- * (refused with its own message, as before). 0, 1 after --help (usage on stdout), or 2 after a message naming the
+/* The options of benchmark cmd ("attn", "backward", "decode" or "peak") into o, from one table: peak takes its last
+ * three entries (--threads, --format, --seconds), attn all but --seconds, backward and decode attn's with --peak parsed
+ * but not listed (refused with its own message, as before; decode: 20 reps by default). 0, 1 after --help (usage on stdout), or 2 after a message naming the
  * option and the benchmark's usage on stderr (opts_parse's errors and the checks of the parsed options alike, the
  * library's own check of the attention parameters at every --seqlen included), or 3 after a message when that
  * check ran out of memory (the caller exits 1). */
@@ -821,7 +830,17 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     for (size_t i = peak ? n_all - 3 : 0; i < (peak ? n_all : n_all - 1); i++) defs[n++] = all[i];
     defs[n] = (opt_def){NULL, NULL, OPT_FLAG, NULL, NULL, NULL};
     if (peak) opts_set_help(defs, "--threads", "threads of the many-thread run (0: all cores, the default)");
-    if (!strcmp(cmd, "backward")) opts_set_help(defs, "--peak", NULL);
+    const int nopeak = !strcmp(cmd, "backward") || !strcmp(cmd, "decode"); /* no FLOP rate against a CPU peak */
+    if (nopeak) opts_set_help(defs, "--peak", NULL);
+    if (!strcmp(cmd, "decode")) {
+        o->reps = 20;
+        opts_set_help(defs, "--reps", "timed steps a context and mode; times are their medians (20)");
+        opts_set_help(defs, "--seqlen", "context lengths in tokens (the cache's after the step), a k suffix: times 1024 "
+                                        "(4096,16384,32768)");
+        opts_set_help(defs, "--no-warmup", "no untimed step before each mode's timed ones (CPU; the GPU always has it)");
+        opts_set_help(defs, "--inputs", "random | structured: the k of a 256-token segment share a component (random)");
+        opts_set_help(defs, "--window", "sliding key window: the query attends the keys of its last N positions (0: none)");
+    }
     const int rc = opts_parse(prog, summary, defs, argc, argv, 0, NULL, 0, NULL);
     if (rc) return rc;
     if (!opts_one_of(prog, "--format", o->format, "md", "csv", "json")) return opts_usage_error(prog, summary, defs);
@@ -856,7 +875,7 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
         fprintf(stderr, "%s: --seconds must be > 0 (got %g)\n", prog, o->seconds);
         return opts_usage_error(prog, summary, defs);
     }
-    if (!strcmp(cmd, "backward") && o->peak != 0) { /* 0, "measure it", is taken: nothing to refuse */
+    if (nopeak && o->peak != 0) { /* 0, "measure it", is taken: nothing to refuse */
         fprintf(stderr, "%s: --peak does not apply\n", prog);
         return opts_usage_error(prog, summary, defs);
     }
@@ -873,7 +892,7 @@ static int parse_bench(opts *o, int argc, char **argv, const char *cmd) {
     }
     if (o->threads == 0) o->threads = infllm_cpu_num_threads();
     if (o->threads < 1) o->threads = 1;
-    if (!strcmp(cmd, "backward") && (o->kv_heads < 1 || o->heads % o->kv_heads)) {
+    if (nopeak && (o->kv_heads < 1 || o->heads % o->kv_heads)) {
         fprintf(stderr, "%s: --heads must be a multiple of --kv-heads\n", prog);
         return opts_usage_error(prog, summary, defs);
     }
@@ -1327,6 +1346,384 @@ static int cmd_backward_bench(int argc, char **argv) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- decode ---- */
+
+/* One row of `infllm bench decode`: times in microseconds, medians over the reps */
+typedef struct drow {
+    const char *mode;
+    int seqlen;
+    double step_us, append_us, attend_us; /* eager: CPU wall clock a call; CUDA events between calls enqueued back to back */
+    double graph_step_us, graph_attend_us; /* CUDA graph replays (NOT_APPLICABLE on the CPU) */
+    double cpu_us;                         /* CPU time of a step, all threads (NOT_APPLICABLE on the GPU) */
+    double read_mib, gbs, vs_dense;        /* bytes the attend reads (decode_read_bytes), their rate over the attend */
+    double cache_mib, ws_mib;
+} drow;
+
+/* The bytes the decode attend of the query at position T - 1 reads from a cache of T tokens: K and V of the keys
+ * it attends (dense: its causal keys, the last --window of them; sparse: the selected blocks, at most (K - 1) B keys
+ * + its own block's, or the dense keys where the selection takes every block its window reaches) and, where stage 1
+ * runs, the compressed keys it scores (the visible c1 and c2 kernels; c1 twice with --exact-lse). Scores, lists and
+ * the query are left out (a few KB). */
+static double decode_read_bytes(const opts *o, int T, int sparse) {
+    const infllm_params *p = &o->p;
+    const int64_t pos = (int64_t)T - 1, B = p->block_size, K = (int64_t)p->topk + p->local_blocks;
+    const double rowb = (double)o->kv_heads * o->head_dim * (double)infllm_dtype_size(o->dtype);
+    const double keys = p->window > 0 && pos + 1 > p->window ? (double)p->window : (double)(pos + 1);
+    if (!sparse) return 2.0 * keys * rowb;
+    const int64_t qb = pos / B, wb = infllm_window_first_block(pos, p->window, p->block_size);
+    if (qb - wb + 1 <= K) return 2.0 * keys * rowb;
+    double sel = (double)(K - 1) * B + (double)(pos - qb * B + 1);
+    if (sel > keys) sel = keys;
+    const int l2 = 4 * p->kernel_size, s2 = 4 * p->kernel_stride;
+    const int32_t n1 = infllm_windows(T, p->kernel_size, p->kernel_stride), n2 = infllm_windows(T, l2, s2);
+    const int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
+    const int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, l2, s2, n2);
+    return 2.0 * sel * rowb + (double)(v1 + v2) * rowb;
+}
+
+/* the parts of a row both devices fill the same way */
+static void decode_row_fill(const opts *o, int T, int sparse, drow *x, double cache_bytes, double ws_bytes) {
+    x->mode = sparse ? "sparse" : "dense";
+    x->seqlen = T;
+    x->read_mib = decode_read_bytes(o, T, sparse) / 1048576.0;
+    x->cache_mib = cache_bytes / 1048576.0;
+    x->ws_mib = ws_bytes / 1048576.0;
+    x->vs_dense = NOT_APPLICABLE;
+}
+
+/* The decode step on the CPU: a cache of T - 1 tokens (k, v as bench attn's inputs), then per rep and mode (dense,
+ * sparse alternating, so that both see the same load) the cache truncated back to T - 1 tokens, one token appended
+ * (infllm_cache_append) and its query attended (infllm_cache_attend), each call timed by the wall clock; one untimed
+ * step per mode first unless --no-warmup. "vs dense": the median of the per-rep step ratios. */
+static int bench_decode_one(const opts *o, int T, drow *rd, drow *rs, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
+    const size_t es = infllm_dtype_size(o->dtype), rowb = (size_t)Hkv * D * es;
+    void *k = input_tensor(T, Hkv, D, o->dtype, o->structured), *v = rand_tensor((size_t)T * Hkv * D, o->dtype);
+    void *q = rand_tensor((size_t)Hq * D, o->dtype), *out = malloc((size_t)Hq * D * es);
+    float *lse = malloc((size_t)Hq * sizeof(float));
+    double *t = calloc((size_t)reps * 2 * 4 + reps, sizeof(double)); /* [mode][step, append, attend, cpu][reps], ratio */
+    infllm_cache *cache = NULL;
+    infllm_status st = INFLLM_OK;
+    const char *what = "";
+    int rc = 1;
+    if (!k || !v || !q || !out || !lse || !t) {
+        snprintf(err, errlen, "out of memory for T=%d", T);
+        goto done;
+    }
+    infllm_params p = o->p;
+    p.num_threads = o->threads;
+    if ((st = infllm_cache_create(&p, o->dtype, Hkv, D, T, &cache))) {
+        what = "infllm_cache_create";
+        goto fail;
+    }
+    if (T > 1 && (st = infllm_cache_append(cache, k, v, T - 1))) {
+        what = "infllm_cache_append (the prefix)";
+        goto fail;
+    }
+    const char *kl = (const char *)k + (size_t)(T - 1) * rowb, *vl = (const char *)v + (size_t)(T - 1) * rowb;
+    for (int r = o->warmup ? -1 : 0; r < reps; r++) {
+        for (int mode = 0; mode < 2; mode++) {
+            if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+            p.mode = mode ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+            double *m = t + (size_t)mode * 4 * reps;
+            const double c0 = cpu_s(), t0 = now_s();
+            if ((st = infllm_cache_truncate(cache, T - 1))) {
+                what = "infllm_cache_truncate";
+                goto fail;
+            }
+            if ((st = infllm_cache_append(cache, kl, vl, 1))) {
+                what = "infllm_cache_append";
+                goto fail;
+            }
+            const double t1 = now_s();
+            if ((st = infllm_cache_attend(cache, &p, q, 1, Hq, out, lse))) {
+                what = "infllm_cache_attend";
+                goto fail;
+            }
+            const double t2 = now_s(), c1 = cpu_s();
+            if (r < 0) continue;
+            m[r] = (t2 - t0) * 1e6;
+            m[reps + r] = (t1 - t0) * 1e6;
+            m[2 * reps + r] = (t2 - t1) * 1e6;
+            m[3 * reps + r] = (c1 - c0) * 1e6;
+        }
+        if (r >= 0 && o->do_dense && o->do_sparse) t[(size_t)8 * reps + r] = t[(size_t)4 * reps + r] / t[r];
+    }
+    const double cache_bytes = (double)infllm_cache_memory_bytes(cache);
+    for (int mode = 0; mode < 2; mode++) {
+        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+        double *m = t + (size_t)mode * 4 * reps;
+        drow *x = mode ? rs : rd;
+        memset(x, 0, sizeof *x);
+        decode_row_fill(o, T, mode, x, cache_bytes, 0);
+        x->step_us = median(m, reps);
+        x->append_us = median(m + reps, reps);
+        x->attend_us = median(m + 2 * reps, reps);
+        x->cpu_us = median(m + 3 * reps, reps);
+        x->graph_step_us = x->graph_attend_us = NOT_APPLICABLE;
+        x->gbs = x->read_mib * 1048576.0 / (x->attend_us * 1e3);
+    }
+    if (o->do_dense && o->do_sparse) rs->vs_dense = median(t + (size_t)8 * reps, reps);
+    rc = 0;
+    goto done;
+fail:
+    snprintf(err, errlen, "T=%d: %s: %s (%s)", T, what, infllm_status_str(st), infllm_last_error());
+done:
+    infllm_cache_free(cache);
+    free(k), free(v), free(q), free(out), free(lse), free(t);
+    return rc;
+}
+
+#ifdef INFLLM_HAVE_CUDA
+/* The decode step on the GPU: the same cache and token on one stream with one caller workspace (the larger of the two
+ * modes' infllm_cache_workspace_size for one query, so no call allocates), mode by mode (sparse, then dense): eager,
+ * one untimed step, then the reps' steps enqueued back to back (the host-side truncate between them) with an event
+ * before the append, between append and attend and after the attend (the device's time while the host keeps ahead;
+ * a host slower than the kernels shows as the gaps it leaves); then the step (append + attend, from T - 1 tokens)
+ * captured into a CUDA graph and replayed reps times back to back between events, and the attend alone (at T
+ * tokens) likewise: a replay re-runs the captured step at the same position (the cache API's rule). "vs dense": the
+ * ratio of the graph steps' medians. */
+static int bench_decode_one_cuda(const opts *o, int T, drow *rd, drow *rs, char *err, size_t errlen) {
+    const int Hq = o->heads, Hkv = o->kv_heads, D = o->head_dim, reps = o->reps < 1 ? 1 : o->reps;
+    const size_t es = infllm_dtype_size(o->dtype), nk = (size_t)T * Hkv * D, rowb = (size_t)Hkv * D * es;
+    void *hk = input_tensor(T, Hkv, D, o->dtype, o->structured), *hv = rand_tensor(nk, o->dtype);
+    void *hq = rand_tensor((size_t)Hq * D, o->dtype);
+    void *k = NULL, *v = NULL, *q = NULL, *out = NULL, *lse = NULL, *ws = NULL;
+    cudaStream_t stream = NULL;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    const int nev = 2 * reps + 1;
+    cudaEvent_t *ev = calloc((size_t)nev, sizeof(cudaEvent_t));
+    double *t = calloc((size_t)reps * 5, sizeof(double)); /* [step, append, attend, graph step, graph attend][reps] */
+    infllm_cache *cache = NULL;
+    infllm_status st = INFLLM_OK;
+    const char *what = "";
+    int rc = 1;
+    if (!hk || !hv || !hq || !ev || !t) {
+        snprintf(err, errlen, "out of host memory for T=%d", T);
+        goto done;
+    }
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) goto cuda_fail;
+    for (int i = 0; i < nev; i++)
+        if (cudaEventCreate(&ev[i]) != cudaSuccess) goto cuda_fail;
+    if (cudaMalloc(&k, nk * es) || cudaMalloc(&v, nk * es) || cudaMalloc(&q, (size_t)Hq * D * es) ||
+        cudaMalloc(&out, (size_t)Hq * D * es) || cudaMalloc(&lse, (size_t)Hq * sizeof(float)))
+        goto cuda_fail;
+    if (cudaMemcpy(k, hk, nk * es, cudaMemcpyHostToDevice) || cudaMemcpy(v, hv, nk * es, cudaMemcpyHostToDevice) ||
+        cudaMemcpy(q, hq, (size_t)Hq * D * es, cudaMemcpyHostToDevice))
+        goto cuda_fail;
+    infllm_params p = o->p;
+    p.backend = INFLLM_BACKEND_CUDA;
+    p.cuda_stream = stream;
+    if ((st = infllm_cache_create(&p, o->dtype, Hkv, D, T, &cache))) {
+        what = "infllm_cache_create";
+        goto fail;
+    }
+    size_t wsb = 0, b = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        p.mode = mode ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+        if ((st = ws_grow(infllm_cache_workspace_size(cache, &p, 1, Hq, &b), &b, &wsb, "infllm_cache_workspace_size",
+                          &what)))
+            goto fail;
+    }
+    if (wsb && cudaMalloc(&ws, wsb)) goto cuda_fail;
+    p.workspace = ws;
+    p.workspace_bytes = wsb;
+    if (T > 1 && (st = infllm_cache_append(cache, k, v, T - 1))) {
+        what = "infllm_cache_append (the prefix)";
+        goto fail;
+    }
+    const char *kl = (const char *)k + (size_t)(T - 1) * rowb, *vl = (const char *)v + (size_t)(T - 1) * rowb;
+    for (int oi = 0; oi < 2; oi++) {
+        const int mode = 1 - oi; /* sparse first, as bench attn's order */
+        if ((mode == 0 && !o->do_dense) || (mode == 1 && !o->do_sparse)) continue;
+        p.mode = mode ? INFLLM_MODE_SPARSE : INFLLM_MODE_DENSE;
+        /* eager: one untimed step, then the reps back to back */
+        for (int r = -1; r < reps; r++) {
+            if (r >= 0 && r == 0 && cudaEventRecord(ev[0], stream) != cudaSuccess) goto cuda_fail;
+            if ((st = infllm_cache_truncate(cache, T - 1))) {
+                what = "infllm_cache_truncate";
+                goto fail;
+            }
+            if ((st = infllm_cache_append(cache, kl, vl, 1))) {
+                what = "infllm_cache_append";
+                goto fail;
+            }
+            if (r >= 0 && cudaEventRecord(ev[2 * r + 1], stream) != cudaSuccess) goto cuda_fail;
+            if ((st = infllm_cache_attend(cache, &p, q, 1, Hq, out, lse))) {
+                what = "infllm_cache_attend";
+                goto fail;
+            }
+            if (r >= 0 && cudaEventRecord(ev[2 * r + 2], stream) != cudaSuccess) goto cuda_fail;
+        }
+        if (cudaStreamSynchronize(stream) != cudaSuccess) goto cuda_fail;
+        for (int r = 0; r < reps; r++) {
+            float a = 0, c = 0;
+            if (cudaEventElapsedTime(&a, ev[2 * r], ev[2 * r + 1]) != cudaSuccess ||
+                cudaEventElapsedTime(&c, ev[2 * r + 1], ev[2 * r + 2]) != cudaSuccess)
+                goto cuda_fail;
+            t[r] = (double)(a + c) * 1e3;
+            t[reps + r] = (double)a * 1e3;
+            t[2 * reps + r] = (double)c * 1e3;
+        }
+        /* graphs: the step from T - 1 tokens, then the attend alone at T */
+        for (int g = 0; g < 2; g++) {
+            if (g == 0 && (st = infllm_cache_truncate(cache, T - 1))) {
+                what = "infllm_cache_truncate";
+                goto fail;
+            }
+            if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) goto cuda_fail;
+            st = g == 0 ? infllm_cache_append(cache, kl, vl, 1) : INFLLM_OK;
+            what = "infllm_cache_append (captured)";
+            if (!st) {
+                st = infllm_cache_attend(cache, &p, q, 1, Hq, out, lse);
+                what = "infllm_cache_attend (captured)";
+            }
+            const cudaError_t ce = cudaStreamEndCapture(stream, &graph);
+            if (st) goto fail;
+            if (ce != cudaSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) goto cuda_fail;
+            if (cudaGraphLaunch(exec, stream) != cudaSuccess) goto cuda_fail; /* untimed */
+            for (int r = 0; r < reps; r++) {
+                if (r == 0 && cudaEventRecord(ev[0], stream) != cudaSuccess) goto cuda_fail;
+                if (cudaGraphLaunch(exec, stream) != cudaSuccess || cudaEventRecord(ev[r + 1], stream) != cudaSuccess)
+                    goto cuda_fail;
+            }
+            if (cudaStreamSynchronize(stream) != cudaSuccess) goto cuda_fail;
+            for (int r = 0; r < reps; r++) {
+                float ms = 0;
+                if (cudaEventElapsedTime(&ms, ev[r], ev[r + 1]) != cudaSuccess) goto cuda_fail;
+                t[(size_t)(3 + g) * reps + r] = (double)ms * 1e3;
+            }
+            cudaGraphExecDestroy(exec);
+            cudaGraphDestroy(graph);
+            exec = NULL;
+            graph = NULL;
+        }
+        drow *x = mode ? rs : rd;
+        memset(x, 0, sizeof *x);
+        decode_row_fill(o, T, mode, x, (double)infllm_cache_memory_bytes(cache), (double)wsb);
+        x->step_us = median(t, reps);
+        x->append_us = median(t + reps, reps);
+        x->attend_us = median(t + 2 * reps, reps);
+        x->graph_step_us = median(t + (size_t)3 * reps, reps);
+        x->graph_attend_us = median(t + (size_t)4 * reps, reps);
+        x->cpu_us = NOT_APPLICABLE;
+        x->gbs = x->read_mib * 1048576.0 / (x->graph_attend_us * 1e3);
+    }
+    if (o->do_dense && o->do_sparse) rs->vs_dense = rs->graph_step_us / rd->graph_step_us;
+    rc = 0;
+    goto done;
+cuda_fail:
+    snprintf(err, errlen, "T=%d: CUDA: %s", T, cudaGetErrorString(cudaGetLastError()));
+    goto done;
+fail:
+    snprintf(err, errlen, "T=%d: %s: %s (%s)", T, what, infllm_status_str(st), infllm_last_error());
+done:
+    if (stream) {
+        enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(stream, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone) {
+            cudaGraph_t g2 = NULL;
+            cudaStreamEndCapture(stream, &g2);
+            if (g2) cudaGraphDestroy(g2);
+        }
+        cudaStreamSynchronize(stream);
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    infllm_cache_free(cache);
+    cudaFree(k), cudaFree(v), cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws);
+    for (int i = 0; ev && i < nev; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    if (stream) cudaStreamDestroy(stream);
+    (void)cudaGetLastError();
+    free(hk), free(hv), free(hq), free(ev), free(t);
+    return rc;
+}
+#endif
+
+static void print_drow(const opts *o, const drow *x, const char *cpu, int *first) {
+    if (!strcmp(o->format, "md")) {
+        char c[6][32];
+        if (o->cuda) {
+            if (*first)
+                printf("| mode | context | step us | append us | attend us | graph step us | graph attend us | read MiB | "
+                       "GB/s | vs dense | cache MiB | workspace MiB |\n"
+                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.1f | %s | %.1f | %.2f |\n", x->mode,
+                   x->seqlen, x->step_us, x->append_us, x->attend_us, x->graph_step_us, x->graph_attend_us, x->read_mib,
+                   x->gbs, md_cell(c[0], 32, 3, x->vs_dense), x->cache_mib, x->ws_mib);
+        } else {
+            if (*first)
+                printf("| mode | context | step us | append us | attend us | CPU us | read MiB | GB/s | vs dense | "
+                       "cache MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            printf("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %s | %.1f |\n", x->mode, x->seqlen,
+                   x->step_us, x->append_us, x->attend_us, x->cpu_us, x->read_mib, x->gbs,
+                   md_cell(c[0], 32, 3, x->vs_dense), x->cache_mib);
+        }
+    } else {
+        const fmt_col cols[] = {
+            FMT_STR("mode", x->mode), FMT_INT("seqlen", x->seqlen), FMT_INT("heads", o->heads),
+            FMT_INT("kv_heads", o->kv_heads), FMT_INT("head_dim", o->head_dim),
+            FMT_STR("dtype", infllm_dtype_name(o->dtype)), FMT_INT("threads", o->threads),
+            FMT_INT("block_size", o->p.block_size), FMT_INT("topk_total", o->p.topk + o->p.local_blocks),
+            FMT_INT("window", o->p.window), FMT_NUM("step_us", 2, x->step_us), FMT_NUM("append_us", 2, x->append_us),
+            FMT_NUM("attend_us", 2, x->attend_us), FMT_NUM("cpu_us", 2, x->cpu_us),
+            FMT_NUM("graph_step_us", 2, x->graph_step_us), FMT_NUM("graph_attend_us", 2, x->graph_attend_us),
+            FMT_NUM("read_mib", 5, x->read_mib), FMT_NUM("gbs", 4, x->gbs), FMT_NUM("vs_dense", 4, x->vs_dense),
+            FMT_NUM("cache_mib", 2, x->cache_mib), FMT_NUM("workspace_mib", 3, x->ws_mib), FMT_INT("reps", o->reps),
+            FMT_STR("commit", infllm_build_commit()), FMT_STR("cpu", cpu), FMT_STR("simd", infllm_cpu_simd_level()),
+            FMT_NUM("load_avg", 2, load_avg()), FMT_STR("device", o->cuda ? "cuda" : "cpu"),
+            FMT_STR("inputs", o->structured ? "structured" : "random")};
+        fmt_record(stdout, !strcmp(o->format, "json"), cols, sizeof cols / sizeof *cols, first);
+    }
+    fflush(stdout);
+    *first = 0;
+}
+
+static int cmd_decode_bench(int argc, char **argv) {
+    opts o;
+    int rc = parse_bench(&o, argc, argv, "decode");
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
+    char cpu[512], err[512];
+    int (*one)(const opts *, int, drow *, drow *, char *, size_t) = bench_decode_one;
+    if (o.cuda) {
+#ifdef INFLLM_HAVE_CUDA
+        one = bench_decode_one_cuda;
+#endif
+        if (!cuda_bench_device("infllm bench decode", cpu, sizeof cpu)) return 1;
+    } else {
+        cpu_model(cpu, sizeof cpu);
+    }
+    if (!strcmp(o.format, "md")) {
+        char la[32];
+        if (o.cuda)
+            printf("# infllm bench decode --device cuda: commit %s, %s\n", infllm_build_commit(), cpu);
+        else
+            printf("# infllm bench decode: commit %s, %s, simd %s, %d thread(s), load avg %s\n", infllm_build_commit(),
+                   cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()));
+        printf("# one decode step against a cache of `context` tokens (append 1 token + attend its query): Hq %d, Hkv %d, "
+               "D %d, dtype %s, B %d, topk %d + local %d, init %d, window %d, inputs %s, reps %d (medians); read MiB: the "
+               "K / V rows (and compressed keys) the attend reads, GB/s over the %s\n",
+               o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
+               o.p.init_blocks, o.p.window, o.structured ? "structured" : "random", o.reps,
+               o.cuda ? "graph attend; eager times are CUDA events between calls enqueued back to back"
+                      : "attend (wall clock)");
+    }
+    int first = 1;
+    for (int i = 0; i < o.nseq; i++) {
+        drow rd, rs;
+        if (one(&o, o.seqlens[i], &rd, &rs, err, sizeof err)) {
+            json_close(&o, first, 1);
+            fprintf(stderr, "infllm bench decode: %s\n", err);
+            return 1;
+        }
+        if (o.do_dense) print_drow(&o, &rd, cpu, &first);
+        if (o.do_sparse) print_drow(&o, &rs, cpu, &first);
+    }
+    json_close(&o, first, 0);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     /* argv[0] is "bench" or the first argument after it; accept both */
     int i = 0;
@@ -1338,10 +1735,11 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(argv[i], "attn")) return cmd_attn_bench(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "peak")) return cmd_peak(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "backward")) return cmd_backward_bench(argc - i - 1, argv + i + 1);
+    if (!strcmp(argv[i], "decode")) return cmd_decode_bench(argc - i - 1, argv + i + 1);
     if (!strcmp(argv[i], "run")) {
         return cmd_bench_run(argc - i - 1, argv + i + 1);
     }
-    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, peak, run, backward)\n", argv[i]);
+    fprintf(stderr, "infllm bench: unknown benchmark '%s' (attn, backward, decode, peak, run)\n", argv[i]);
     bench_usage(stderr);
     return 2;
 }

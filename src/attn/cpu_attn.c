@@ -1039,20 +1039,67 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
     return st;
 }
 
+/* ------------------------------------------------------ heads side by side ---- */
+
+/* The threads that take sequence s's KV heads side by side. The attention and the selection thread over token
+ * groups of one head at a time, so a call of few tokens (a decode step: one group) ran every head on one thread
+ * however many were asked for (session 59: 2 KV heads, 2 threads, a 32K dense decode attend 7.2 ms on one thread,
+ * 7.8 on two). Where the groups cannot fill the threads, min(Hkv, threads) of them take a head each (the heads'
+ * arithmetic is unchanged: the same bits), and a head's own regions get the threads left, threads / that. */
+static int head_threads(const ctx *c, const infllm_seq *s) {
+    const int MT = group_tokens_sparse(c->ap->G), groups = (int)((s->lq + MT - 1) / MT);
+    if (c->nth <= 1 || c->ap->Hkv <= 1 || groups >= c->nth) return 1;
+    return c->ap->Hkv < c->nth ? c->ap->Hkv : c->nth;
+}
+
+/* Working memory while the heads run side by side: g_ws_* count per thread, so each thread of the team reports
+ * the most it held above what it held when the region began (ws_team_begin / ws_team_end, around its share of the
+ * heads), and the caller adds the sum of those to its own count (ws_team_add): a bound, as if every thread's peak
+ * came at once */
+static size_t ws_team_begin(size_t *saved_peak) {
+    *saved_peak = g_ws_peak;
+    g_ws_peak = g_ws_cur;
+    return g_ws_cur;
+}
+static size_t ws_team_end(size_t cur0, size_t saved_peak) {
+    const size_t d = g_ws_peak - cur0;
+    if (saved_peak > g_ws_peak) g_ws_peak = saved_peak;
+    return d;
+}
+static void ws_team_add(size_t sum) {
+    if (g_ws_cur + sum > g_ws_peak) g_ws_peak = g_ws_cur + sum;
+}
+
+/* One KV head of a dense sequence: 0, or 1 when out of memory */
+static int dense_head(const ctx *c, const infllm_seq *s, int g, const void *q, const void *k, const void *v, void *out,
+                      float *lse) {
+    kvpack kp;
+    const int e = kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 0) || run_attn(c, s, g, &kp, q, out, lse, NULL, 0, NULL);
+    kvpack_free(&kp);
+    return e;
+}
+
 static infllm_status dense_seq(const ctx *c, const infllm_seq *s, const void *q, const void *k, const void *v,
                                void *out, float *lse) {
-    infllm_status st = INFLLM_OK;
-    for (int g = 0; g < c->ap->Hkv && !st; g++) {
-        kvpack kp;
-        if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 0)) {
-            kvpack_free(&kp);
-            return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)");
+    const int hp = head_threads(c, s);
+    int fail = 0;
+    if (hp > 1) {
+        ctx ci = *c;
+        ci.nth = c->nth / hp;
+        size_t wsd = 0;
+#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd)
+        {
+            size_t sp;
+            const size_t c0 = ws_team_begin(&sp);
+#pragma omp for schedule(dynamic, 1)
+            for (int g = 0; g < c->ap->Hkv; g++) fail |= dense_head(&ci, s, g, q, k, v, out, lse);
+            wsd += ws_team_end(c0, sp);
         }
-        if (run_attn(c, s, g, &kp, q, out, lse, NULL, 0, NULL))
-            st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (attention scratch)");
-        kvpack_free(&kp);
+        ws_team_add(wsd);
+    } else {
+        for (int g = 0; g < c->ap->Hkv && !fail; g++) fail = dense_head(c, s, g, q, k, v, out, lse);
     }
-    return st;
+    return fail ? infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)") : INFLLM_OK;
 }
 
 infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v, void *out,
@@ -1095,6 +1142,26 @@ static int select_head(const ctx *c, const infllm_seq *s, int g, const void *c1,
     kvpack_free(&p1);
     if (!ap->exact_lse) kvpack_free(&p2);
     return e;
+}
+
+/* One KV head of a sparse sequence: the selection into sel / nsel, then stage 2. 0, 1 (stage 1 out of memory) or 2
+ * (stage 2); the stages' times add to *t1 / *t2, the tokens that ran stage 1 to *s1tok */
+static int sparse_head(const ctx *c, const infllm_seq *s, int g, const void *sc1, int64_t r1, const void *sc2,
+                       int64_t r2, const void *q, const void *k, const void *v, void *out, float *lse, int32_t *sel,
+                       int32_t *nsel, long long *s1tok, double *t1, double *t2) {
+    const double t0 = now_ms();
+    if (select_head(c, s, g, sc1, r1, sc2, r2, q, sel, nsel, s1tok)) {
+        *t1 += now_ms() - t0;
+        return 1;
+    }
+    const double ta = now_ms();
+    *t1 += ta - t0;
+    kvpack kp;
+    const int e = kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 1) ||
+                  run_attn(c, s, g, &kp, q, out, lse, sel, c->ap->topk_total, nsel);
+    kvpack_free(&kp);
+    *t2 += now_ms() - ta;
+    return e ? 2 : 0;
 }
 
 infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
@@ -1145,25 +1212,41 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
             r1 = r2 = 0;
             if (g_stats) g_stats->compress_ms += now_ms() - t0;
         }
-        size_t selb = (size_t)s->lq * K * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
+        /* heads side by side (head_threads) each need their own selection rows */
+        const int hp = head_threads(&c, s), nbuf = hp > 1 ? ap->Hkv : 1;
+        size_t selb = (size_t)s->lq * K * sizeof(int32_t) * nbuf, nselb = (size_t)s->lq * sizeof(int32_t) * nbuf;
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         if (!sel || !nsel) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
-        for (int g = 0; g < ap->Hkv && !st; g++) {
-            double t0 = now_ms();
-            kvpack kp;
-            int e = select_head(&c, s, g, sc1, r1, sc2, r2, q, sel, nsel, g_stats ? &g_stats->stage1_tokens : NULL);
-            double t1 = now_ms();
-            if (g_stats) g_stats->stage1_ms += t1 - t0;
-            if (e) {
-                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
-                break;
+        int fail = 0;
+        double t1 = 0, t2 = 0;
+        long long s1tok = 0;
+        if (!st && hp > 1) {
+            ctx ci = c;
+            ci.nth = c.nth / hp;
+            size_t wsd = 0;
+#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd, t1, t2, s1tok)
+            {
+                size_t sp;
+                const size_t c0 = ws_team_begin(&sp);
+#pragma omp for schedule(dynamic, 1)
+                for (int g = 0; g < ap->Hkv; g++)
+                    fail |= sparse_head(&ci, s, g, sc1, r1, sc2, r2, q, k, v, out, lse, sel + (size_t)g * s->lq * K,
+                                        nsel + (size_t)g * s->lq, &s1tok, &t1, &t2);
+                wsd += ws_team_end(c0, sp);
             }
-            if (kvpack_init(&c, &kp, k, v, s->k0, s->lk, g, 1)) e = 1;
-            else e = run_attn(&c, s, g, &kp, q, out, lse, sel, K, nsel);
-            kvpack_free(&kp);
-            if (g_stats) g_stats->stage2_ms += now_ms() - t1;
-            if (e) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 2)");
+            ws_team_add(wsd);
+        } else {
+            for (int g = 0; g < ap->Hkv && !st && !fail; g++)
+                fail = sparse_head(&c, s, g, sc1, r1, sc2, r2, q, k, v, out, lse, sel, nsel, &s1tok, &t1, &t2);
         }
+        /* with the heads side by side, the stages' times are their sums over the heads */
+        if (g_stats) {
+            g_stats->stage1_ms += t1;
+            g_stats->stage2_ms += t2;
+            g_stats->stage1_tokens += s1tok;
+        }
+        if (fail & 1) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
+        else if (fail) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 2)");
         ws_free(sel, selb);
         ws_free(nsel, nselb);
         ws_free(own1, b1);
