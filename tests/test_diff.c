@@ -525,6 +525,16 @@ static void run_case(const dcase *c) {
                 infllm_sparse_attention(&pc, &x->l, x->q, x->k, x->v, tk_ref, K, outc, lsec))) {
         CHECK(guard_ok(outc, b_out) && guard_ok(lsec, b_lse), "[%s] CPU sparse attention wrote past its outputs",
               c->name);
+        if (pc.num_threads > 1) {
+            /* the thread count changes no bit (few queries: the KV heads side by side, session 59) */
+            infllm_params p1 = pc;
+            p1.num_threads = 1;
+            if (call_ok(x, "CPU sparse attention (1 thread)",
+                        infllm_sparse_attention(&p1, &x->l, x->q, x->k, x->v, tk_ref, K, outn, lsen)))
+                CHECK(!memcmp(outn, outc, (size_t)b_out) && !memcmp(lsen, lsec, (size_t)b_lse),
+                      "[%s] CPU sparse attention on %d threads differs (bitwise) from one thread", c->name,
+                      pc.num_threads);
+        }
         naive_attn(x, tk_ref, K, outn, lsen);
         check_tol(x, "sparse out", outc, c->dt, outn, outr, INFLLM_DTYPE_F32, tq * Hq * D, eps, oulps);
         check_tol(x, "sparse lse", lsec, INFLLM_DTYPE_F32, lsen, lser, INFLLM_DTYPE_F32, tq * Hq, 1.0 / 16777216, 8.0);
@@ -543,6 +553,15 @@ static void run_case(const dcase *c) {
             have_dense = 1;
             CHECK(guard_ok(outc, b_out) && guard_ok(lsec, b_lse), "[%s] CPU dense attention wrote past its outputs",
                   c->name);
+            if (pc.num_threads > 1) {
+                infllm_params p1 = pc;
+                p1.num_threads = 1;
+                if (call_ok(x, "CPU dense attention (1 thread)",
+                            infllm_dense_attention(&p1, &x->l, x->q, x->k, x->v, outn, lsen)))
+                    CHECK(!memcmp(outn, outc, (size_t)b_out) && !memcmp(lsen, lsec, (size_t)b_lse),
+                          "[%s] CPU dense attention on %d threads differs (bitwise) from one thread", c->name,
+                          pc.num_threads);
+            }
             naive_attn(x, NULL, 0, outn, lsen);
             check_tol(x, "dense out", outc, c->dt, outn, doutr, INFLLM_DTYPE_F32, tq * Hq * D, eps, oulps);
             check_tol(x, "dense lse", lsec, INFLLM_DTYPE_F32, lsen, dlser, INFLLM_DTYPE_F32, tq * Hq, 1.0 / 16777216, 8.0);

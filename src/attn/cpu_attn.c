@@ -998,47 +998,6 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
-                              const int32_t *topk_idx, int32_t topk_cols, void *out, float *lse) {
-    ctx c;
-    ctx_init(&c, ap);
-    double t_start = now_ms();
-    infllm_status st = INFLLM_OK;
-    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
-        const infllm_seq *s = &ap->seqs[b];
-        if (s->lq == 0) continue;
-        size_t selb = (size_t)s->lq * topk_cols * sizeof(int32_t), nselb = (size_t)s->lq * sizeof(int32_t);
-        int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
-        for (int g = 0; g < ap->Hkv && !st; g++) {
-            kvpack kp;
-            if (!sel || !nsel || kvpack_init(&c, &kp, k, v, s->k0, s->lk, g, 1)) {
-                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (sparse attention)");
-                if (sel && nsel) kvpack_free(&kp);
-                break;
-            }
-            for (int t = 0; t < s->lq; t++) {
-                const int32_t *src = topk_idx + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * topk_cols;
-                int32_t *dst = sel + (size_t)t * topk_cols;
-                int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B), n = 0;
-                for (int j = 0; j < topk_cols; j++)
-                    if (src[j] >= 0 && src[j] <= qb) dst[n++] = src[j];
-                qsort(dst, (size_t)n, sizeof *dst, cmp_i32);
-                int u = 0;
-                for (int j = 0; j < n; j++)
-                    if (u == 0 || dst[j] != dst[u - 1]) dst[u++] = dst[j];
-                nsel[t] = u;
-            }
-            if (run_attn(&c, s, g, &kp, q, out, lse, sel, topk_cols, nsel))
-                st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (attention scratch)");
-            kvpack_free(&kp);
-        }
-        ws_free(sel, selb);
-        ws_free(nsel, nselb);
-    }
-    if (g_stats) g_stats->stage2_ms += now_ms() - t_start;
-    return st;
-}
-
 /* ------------------------------------------------------ heads side by side ---- */
 
 /* The threads that take sequence s's KV heads side by side. The attention and the selection thread over token
@@ -1068,6 +1027,74 @@ static size_t ws_team_end(size_t cur0, size_t saved_peak) {
 }
 static void ws_team_add(size_t sum) {
     if (g_ws_cur + sum > g_ws_peak) g_ws_peak = g_ws_cur + sum;
+}
+
+/* One KV head of infllm_sparse_attention's sequence s: its rows of the given top-k (causal entries, ascending, without
+ * repeats) into sel / nsel, then stage 2. 0, or 1 when out of memory */
+static int given_head(const ctx *c, const infllm_seq *s, int g, const void *q, const void *k, const void *v,
+                      const int32_t *topk_idx, int32_t topk_cols, int32_t *sel, int32_t *nsel, void *out, float *lse) {
+    const infllm_attn_params *ap = c->ap;
+    kvpack kp;
+    if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 1)) {
+        kvpack_free(&kp);
+        return 1;
+    }
+    for (int t = 0; t < s->lq; t++) {
+        const int32_t *src = topk_idx + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * topk_cols;
+        int32_t *dst = sel + (size_t)t * topk_cols;
+        int qb = (int)(((int64_t)s->lk - s->lq + t) / ap->B), n = 0;
+        for (int j = 0; j < topk_cols; j++)
+            if (src[j] >= 0 && src[j] <= qb) dst[n++] = src[j];
+        qsort(dst, (size_t)n, sizeof *dst, cmp_i32);
+        int u = 0;
+        for (int j = 0; j < n; j++)
+            if (u == 0 || dst[j] != dst[u - 1]) dst[u++] = dst[j];
+        nsel[t] = u;
+    }
+    const int e = run_attn(c, s, g, &kp, q, out, lse, sel, topk_cols, nsel);
+    kvpack_free(&kp);
+    return e;
+}
+
+infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                              const int32_t *topk_idx, int32_t topk_cols, void *out, float *lse) {
+    ctx c;
+    ctx_init(&c, ap);
+    double t_start = now_ms();
+    infllm_status st = INFLLM_OK;
+    for (int32_t b = 0; b < ap->num_seqs && !st; b++) {
+        const infllm_seq *s = &ap->seqs[b];
+        if (s->lq == 0) continue;
+        /* heads side by side (head_threads) each need their own rows */
+        const int hp = head_threads(&c, s), nbuf = hp > 1 ? ap->Hkv : 1;
+        size_t selb = (size_t)s->lq * topk_cols * sizeof(int32_t) * nbuf, nselb = (size_t)s->lq * sizeof(int32_t) * nbuf;
+        int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
+        int fail = !sel || !nsel;
+        if (!fail && hp > 1) {
+            ctx ci = c;
+            ci.nth = c.nth / hp;
+            size_t wsd = 0;
+#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd)
+            {
+                size_t sp;
+                const size_t c0 = ws_team_begin(&sp);
+#pragma omp for schedule(dynamic, 1)
+                for (int g = 0; g < ap->Hkv; g++)
+                    fail |= given_head(&ci, s, g, q, k, v, topk_idx, topk_cols, sel + (size_t)g * s->lq * topk_cols,
+                                       nsel + (size_t)g * s->lq, out, lse);
+                wsd += ws_team_end(c0, sp);
+            }
+            ws_team_add(wsd);
+        } else {
+            for (int g = 0; g < ap->Hkv && !fail; g++)
+                fail = given_head(&c, s, g, q, k, v, topk_idx, topk_cols, sel, nsel, out, lse);
+        }
+        if (fail) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (sparse attention)");
+        ws_free(sel, selb);
+        ws_free(nsel, nselb);
+    }
+    if (g_stats) g_stats->stage2_ms += now_ms() - t_start;
+    return st;
 }
 
 /* One KV head of a dense sequence: 0, or 1 when out of memory */
