@@ -167,6 +167,69 @@ static void check_kernels(const cfg *c, infllm_backend be, infllm_cache *cache, 
     free(c2);
 }
 
+/* A CPU cache long enough that the selection chooses (40 blocks, 6 a row), so that the packed compressed keys
+ * (cpu_kv_tiles' C1 / C2, session 59) decide which blocks a decode step attends: decode steps on 2 threads against
+ * the one-shot infllm_attention of the whole sequence, bitwise; then the cache truncated by 700 tokens, other keys
+ * appended in chunks (the tiles must follow the truncation and repack), and the last query again against the one-shot
+ * call on the new sequence. (The configurations above are too short for the choice to depend on the c1 scores: a
+ * cache whose C1 tiles stayed zero passed them.) */
+static void test_long_decode(infllm_dtype dt) {
+    const cfg c = {"long-decode", dt, 8, 2, 64, 2600, 64, 32, 16, 1, 2, 4, 0, 0.0f};
+    data d, d2;
+    make_data(&d, &c, 901);
+    make_data(&d2, &c, 902);
+    /* the keys appended after the truncation score far apart (3x), so that their blocks win slots the zeros or the
+     * old keys of a stale pack would not */
+    for (int64_t i = 0; i < c.L * d2.rk; i++) infllm_store_f32(d2.k, dt, i, 3.0f * infllm_load_f32(d2.k, dt, i));
+    const int64_t L = c.L, rq = d.rq, rk = d.rk, cut = L - 700;
+    const size_t es = d.es;
+    infllm_params p = params_of(&c, INFLLM_BACKEND_CPU, 2), p1 = params_of(&c, INFLLM_BACKEND_CPU, 1);
+    infllm_cache *cache = NULL;
+    CHECK_OK(infllm_cache_create(&p, dt, c.Hkv, c.D, L, &cache));
+    void *full = malloc((size_t)(L * rq) * es), *o = malloc((size_t)(4 * rq) * es);
+    float *lfull = malloc((size_t)(L * c.Hq) * 4), *lo = malloc((size_t)(4 * c.Hq) * 4);
+    /* the sequence after the truncation: d's first cut rows, then d2's */
+    void *k2 = malloc((size_t)(L * rk) * es), *v2 = malloc((size_t)(L * rk) * es);
+    if (!cache || !full || !o || !lfull || !lo || !k2 || !v2) {
+        CHECK(0, "[long-decode %s] setup failed", infllm_dtype_name(dt));
+        goto done;
+    }
+    memcpy(k2, d.k, (size_t)(cut * rk) * es);
+    memcpy(v2, d.v, (size_t)(cut * rk) * es);
+    memcpy((char *)k2 + (size_t)(cut * rk) * es, (char *)d2.k + (size_t)(cut * rk) * es, (size_t)((L - cut) * rk) * es);
+    memcpy((char *)v2 + (size_t)(cut * rk) * es, (char *)d2.v + (size_t)(cut * rk) * es, (size_t)((L - cut) * rk) * es);
+    for (int round = 0; round < 2; round++) {
+        const void *K = round ? k2 : d.k, *V = round ? v2 : d.v, *Q = round ? d2.q : d.q;
+        const infllm_layout l = layout_of(&c, L, L);
+        CHECK_OK(infllm_attention(&p1, &l, Q, K, V, full, lfull));
+        if (round == 0) {
+            CHECK_OK(infllm_cache_append(cache, K, V, L - 4));
+        } else {
+            CHECK_OK(infllm_cache_truncate(cache, cut));
+            for (int64_t t = cut; t < L - 4; t += 100) {
+                const int64_t n = L - 4 - t < 100 ? L - 4 - t : 100;
+                CHECK_OK(infllm_cache_append(cache, (const char *)K + (size_t)(t * rk) * es,
+                                             (const char *)V + (size_t)(t * rk) * es, n));
+            }
+        }
+        int same = 1;
+        for (int64_t t = L - 4; t < L; t++) {
+            CHECK_OK(infllm_cache_append(cache, (const char *)K + (size_t)(t * rk) * es,
+                                         (const char *)V + (size_t)(t * rk) * es, 1));
+            CHECK_OK(infllm_cache_attend(cache, &p, (const char *)Q + (size_t)(t * rq) * es, 1, c.Hq, o, lo));
+            same &= !memcmp(o, (const char *)full + (size_t)(t * rq) * es, (size_t)rq * es) &&
+                    !memcmp(lo, lfull + t * c.Hq, (size_t)c.Hq * 4);
+        }
+        CHECK(same, "[long-decode %s] %s: decode steps differ (bitwise) from the one-shot attention",
+              infllm_dtype_name(dt), round ? "after a truncation and other keys" : "first fill");
+    }
+done:
+    infllm_cache_free(cache);
+    free(full), free(o), free(lfull), free(lo), free(k2), free(v2);
+    free_data(&d);
+    free_data(&d2);
+}
+
 static void test_decode(const cfg *c, infllm_backend be, const data *d, int dense_len) {
     infllm_params p = params_of(c, be, 1);
     if (dense_len) {
@@ -740,6 +803,10 @@ int main(void) {
         /* the AUTO switch mid-generation: dense below dense_len, sparse from it on */
         test_decode(&cfgs[i], INFLLM_BACKEND_CPU, &d, cfgs[i].L / 2);
         free_data(&d);
+    }
+    if (!only_random) {
+        test_long_decode(INFLLM_DTYPE_F32);
+        test_long_decode(INFLLM_DTYPE_BF16);
     }
     /* random configurations (random_cfg; INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1; starting at
      * INFLLM_CACHE_RANDOM_FIRST, default 0) on the CPU backend: every knob drawn, so that combinations the table above

@@ -228,6 +228,21 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     return 0;
 }
 
+/* A pack of compressed keys x (level 1: c1, 2: c2; no values) of head g, n rows from row0: the decode cache's tiles
+ * where it holds them (its own c1 / c2 from row 0, packed as the kernels completed), else kvpack_init's */
+static int kvpack_init_compressed(const ctx *c, kvpack *p, const void *x, int64_t row0, int n, int g, int level) {
+    const cpu_kv_tiles *t = c->kvt;
+    if (t && row0 == 0 && n <= (level == 1 ? t->rows1 : t->rows2)) {
+        memset(p, 0, sizeof *p);
+        p->n = n;
+        p->ntile = (n + CPU_KT - 1) / CPU_KT;
+        p->K = (level == 1 ? t->C1 : t->C2) + (size_t)g * (level == 1 ? t->c1_floats : t->c2_floats);
+        p->borrowed = 1;
+        return 0;
+    }
+    return kvpack_init(c, p, x, NULL, row0, n, g, 0);
+}
+
 static void kvpack_free(kvpack *p) {
     if (p->borrowed) {
         memset(p, 0, sizeof *p);
@@ -293,16 +308,23 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
 
 /* ------------------------------------------------- decode-cache tiles ---- */
 
-infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity) {
+static size_t tile_floats(int64_t rows, int32_t D) { return (size_t)((rows + CPU_KT - 1) / CPU_KT * CPU_KT) * (size_t)D; }
+
+infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity, int64_t n1cap,
+                                int64_t n2cap) {
     memset(t, 0, sizeof *t);
-    int64_t cap_rows = (capacity + CPU_KT - 1) / CPU_KT * CPU_KT;
     t->Hkv = Hkv;
     t->D = D;
-    t->head_floats = (size_t)cap_rows * (size_t)D;
-    t->bytes = 2 * (size_t)Hkv * t->head_floats * sizeof(float);
-    t->K = calloc((size_t)Hkv * t->head_floats, sizeof(float)); /* zero rows past the length: the */
-    t->V = calloc((size_t)Hkv * t->head_floats, sizeof(float)); /* padding pack_tile would write */
-    if (!t->K || !t->V) {
+    t->head_floats = tile_floats(capacity, D);
+    t->c1_floats = tile_floats(n1cap, D);
+    t->c2_floats = tile_floats(n2cap, D);
+    t->bytes = (size_t)Hkv * (2 * t->head_floats + t->c1_floats + t->c2_floats) * sizeof(float);
+    /* zero rows past the length: the padding pack_tile would write */
+    t->K = calloc((size_t)Hkv * t->head_floats, sizeof(float));
+    t->V = calloc((size_t)Hkv * t->head_floats, sizeof(float));
+    t->C1 = calloc((size_t)Hkv * t->c1_floats + 1, sizeof(float));
+    t->C2 = calloc((size_t)Hkv * t->c2_floats + 1, sizeof(float));
+    if (!t->K || !t->V || !t->C1 || !t->C2) {
         cpu_kv_tiles_free(t);
         return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory: packed K/V tiles need %zu bytes", t->bytes);
     }
@@ -313,21 +335,33 @@ void cpu_kv_tiles_free(cpu_kv_tiles *t) {
     if (!t) return;
     free(t->K);
     free(t->V);
+    free(t->C1);
+    free(t->C2);
     memset(t, 0, sizeof *t);
 }
 
-void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, infllm_dtype dt, int64_t rows) {
-    const cpu_kern *kn = cpu_kern_get();
-    size_t es = infllm_dtype_size(dt), tok = (size_t)t->Hkv * (size_t)t->D * es;
-    for (int g = 0; g < t->Hkv; g++) {
-        float *K = t->K + (size_t)g * t->head_floats, *V = t->V + (size_t)g * t->head_floats;
-        for (int64_t j = t->rows; j < rows; j++) /* appended rows */
-            cpu_pack_row(kn, dt, t->D, K, V, j, (const char *)k + (size_t)j * tok + (size_t)g * t->D * es,
-                     (const char *)v + (size_t)j * tok + (size_t)g * t->D * es);
-        for (int64_t j = rows; j < t->rows; j++) /* truncated rows back to zero padding */
-            cpu_pack_row(kn, dt, t->D, K, V, j, NULL, NULL);
+/* rows [*have, rows) of x [., Hkv, D] (V too where v) packed into head g's tiles of K (and V), or rows [rows, *have)
+ * zeroed back; *have = rows */
+static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, float *K, float *V,
+                         size_t head_floats, const void *x, const void *v, int64_t *have, int64_t rows) {
+    const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
+    for (int g = 0; g < Hkv; g++) {
+        float *Kg = K + (size_t)g * head_floats, *Vg = V ? V + (size_t)g * head_floats : NULL;
+        for (int64_t j = *have; j < rows; j++) /* appended rows */
+            cpu_pack_row(kn, dt, D, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es,
+                         v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL);
+        for (int64_t j = rows; j < *have; j++) /* truncated rows back to zero padding */
+            cpu_pack_row(kn, dt, D, Kg, Vg, j, NULL, NULL);
     }
-    t->rows = rows;
+    *have = rows;
+}
+
+void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2,
+                           infllm_dtype dt, int64_t rows, int64_t n1, int64_t n2) {
+    const cpu_kern *kn = cpu_kern_get();
+    tiles_follow(kn, dt, t->Hkv, t->D, t->K, t->V, t->head_floats, k, v, &t->rows, rows);
+    tiles_follow(kn, dt, t->Hkv, t->D, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1);
+    tiles_follow(kn, dt, t->Hkv, t->D, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2);
 }
 
 /* Makes tile t ready (packs it, or waits for the thread that does). */
@@ -1159,8 +1193,8 @@ static int select_head(const ctx *c, const infllm_seq *s, int g, const void *c1,
                        int64_t r2, const void *q, int32_t *sel, int32_t *nsel, long long *s1_tokens) {
     const infllm_attn_params *ap = c->ap;
     kvpack p1, p2;
-    int e = kvpack_init(c, &p1, c1, NULL, r1, s->n1, g, 0);
-    if (!ap->exact_lse) e |= kvpack_init(c, &p2, c2, NULL, r2, s->n2, g, 0);
+    int e = kvpack_init_compressed(c, &p1, c1, r1, s->n1, g, 1);
+    if (!ap->exact_lse) e |= kvpack_init_compressed(c, &p2, c2, r2, s->n2, g, 2);
     if (!e) {
         kvpack_all(c, &p1);
         if (!ap->exact_lse) kvpack_all(c, &p2);

@@ -100,7 +100,8 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     }
     c->bytes = sizeof *c + 2 * kv_bytes + c1_bytes + c2_bytes;
     if (c->backend == INFLLM_BACKEND_CPU) {
-        if ((st = cpu_kv_tiles_init(&c->tiles, num_kv_heads, head_dim, capacity))) {
+        if ((st = cpu_kv_tiles_init(&c->tiles, num_kv_heads, head_dim, capacity,
+                                    infllm_windows(capacity, c->l1, c->s1), infllm_windows(capacity, c->l2, c->s2)))) {
             infllm_cache_free(c);
             return st;
         }
@@ -173,7 +174,7 @@ infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v,
     int64_t old = c->length;
     c->length += n;
     update_kernels(c, old);
-    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->dtype, c->length);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->dtype, c->length, c->n1, c->n2);
     return INFLLM_OK;
 }
 
@@ -185,7 +186,7 @@ infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length) {
     c->length = new_length;
     c->n1 = infllm_windows(new_length, c->l1, c->s1);
     c->n2 = infllm_windows(new_length, c->l2, c->s2);
-    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->dtype, c->length);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->dtype, c->length, c->n1, c->n2);
     return INFLLM_OK;
 }
 
