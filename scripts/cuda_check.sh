@@ -78,8 +78,9 @@ RUNS+=("test_cuda_window: the wgmma kernels with every K/V chunk by cp.async (IN
 # the small-batch kernels (k_dec_topk); k_select itself in the mma.sync runs above
 RUNS+=("test_cuda_window: the selection's window on k_select90 in segments of one tile (INFLLM_CUDA_SEL90_SEG=1)|env INFLLM_CUDA_SEL90_SEG=1 $BUILD/tests/test_cuda_window")
 RUNS+=("test_cuda_window: the selection's window without the small-batch kernels (INFLLM_CUDA_NO_DEC=1)|env INFLLM_CUDA_NO_DEC=1 $BUILD/tests/test_cuda_window")
-# the decode kernels (k_cd_*) under the window, opt-in since session 59 (INFLLM_CUDA_CD_WINDOW=1)
-RUNS+=("test_cuda_window: the decode kernels under the window (INFLLM_CUDA_CD_WINDOW=1)|env INFLLM_CUDA_CD_WINDOW=1 $BUILD/tests/test_cuda_window")
+# the decode kernels (k_cd_*) under the window (session 59) in the default run; the shared kernels' windowed few-query
+# path instead of them
+RUNS+=("test_cuda_window: the few-query calls on the shared kernels (INFLLM_CUDA_NO_FEWQ_CD=1)|env INFLLM_CUDA_NO_FEWQ_CD=1 $BUILD/tests/test_cuda_window")
 # pass 2 of the selections from the window's first kernel's tile (session 58) on k_select90's 256-kernel tiles and
 # on its one-tile segments in place of the small-batch kernels (the runs above take its other kernels)
 RUNS+=("test_cuda_window: k_select90's 256-kernel tiles (INFLLM_CUDA_SEL90_TILES=256)|env INFLLM_CUDA_SEL90_TILES=256 $BUILD/tests/test_cuda_window")

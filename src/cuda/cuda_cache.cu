@@ -781,13 +781,6 @@ struct CdPlan {
 
 static size_t cd_al(size_t x) { return (x + 255) & ~(size_t)255; }
 
-/* The decode kernels under a sliding window (session 59): opt-in (INFLLM_CUDA_CD_WINDOW=1) until a GPU has run
- * test_cuda_window on them; otherwise a windowed call takes the flash kernels (cuda_cache_attend) as before */
-static int cd_window_ok(const infllm_attn_params *ap) {
-    static std::atomic<int> on{CUDA_ENV_UNREAD};
-    return ap->window == 0 || cuda_env_int("INFLLM_CUDA_CD_WINDOW", &on) == 1;
-}
-
 /* Sizes from the host-known shape (one sequence of total_q queries, total_k keys). sizing: an upper
  * bound for every length <= total_k (block scores clamped to what the path accepts, the most
  * splits), for the workspace query. */
@@ -799,7 +792,7 @@ static CdPlan cd_plan(const infllm_attn_params *ap, int sizing) {
     c.nbt = (int)(((int64_t)ap->s1 * 63 + ap->l1 - 1) / ap->B + 2);
     /* l1 + B <= 65 s1 + 1: no block is touched by three c1 tiles (cd_store_blocks). A sliding window shortens
      * the lists (the kernels start each token's at its window's first block) and needs no other size */
-    c.use = cd_window_ok(ap) && ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
+    c.use = ap->num_seqs == 1 && n >= 1 && n <= CD_MAX_TOKENS && head_tiles(ap->G) <= HEAD_TILES_MAX &&
             c.nbt <= 1024 &&
             (int64_t)ap->l1 + ap->B <= 65 * (int64_t)ap->s1 + 1 && (sizing || (c.nbmax <= CD_MAX_BLOCKS && L < INT32_MAX));
     if (!c.use) return c;

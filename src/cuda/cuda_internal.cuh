@@ -18,7 +18,7 @@ enum { CUDA_MAX_SEQS = 65535 };
 infllm_status cuda_check_supported(const infllm_attn_params *ap, const char *op);
 
 /* The sliding key window (ap->window > 0) on CUDA: the dense and stage-2 kernels and the backward mask by it (k_flash,
- * k_flash90), and so does the decode cache's k_cd_attn (session 59, opt-in: INFLLM_CUDA_CD_WINDOW=1; its selection cd_select starts at the window's
+ * k_flash90), and so does the decode cache's k_cd_attn (session 59, run on an H100: test_cuda_window in every configuration; its selection cd_select starts at the window's
  * first block, k_cd_score skips the c1 tiles before it). The fused selection kernels
  * (k_select, k_select90, k_dec_topk) start each row's candidates at its window's first block (SelBlockKey.wb,
  * session 56; run on a GPU in session 57), so select_blocks, the pipeline and the cache's attend take any window.
