@@ -968,19 +968,29 @@ static int cuda_bench_device(const char *cmd, char *info, size_t n) {
     return 0;
 }
 
+/* The start every GPU-capable benchmark shares: its options parsed into o and the machine's line into cpu (the
+ * device's with --device cuda, else the CPU model). -1 to go on, else the exit status (0 after --help, 1 when out
+ * of memory or without a usable device, 2 after a usage error). */
+static int bench_start(opts *o, int argc, char **argv, const char *cmd, char *cpu, size_t ncpu) {
+    const int rc = parse_bench(o, argc, argv, cmd);
+    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
+    char prog[64];
+    snprintf(prog, sizeof prog, "infllm bench %s", cmd);
+    if (o->cuda) return cuda_bench_device(prog, cpu, ncpu) ? -1 : 1;
+    cpu_model(cpu, ncpu);
+    return -1;
+}
+
 static int cmd_attn_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_bench(&o, argc, argv, "attn");
-    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
+    const int rc = bench_start(&o, argc, argv, "attn", cpu, sizeof cpu);
+    if (rc >= 0) return rc;
     int (*one)(const opts *, int, row *, row *, char *, size_t) = bench_one;
-    if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        one = bench_one_cuda;
+    if (o.cuda) one = bench_one_cuda;
 #endif
-        if (!cuda_bench_device("infllm bench attn", cpu, sizeof cpu)) return 1;
-    } else {
-        cpu_model(cpu, sizeof cpu);
+    if (!o.cuda) {
         if (o.peak <= 0) {
             int lanes;
             o.peak = measure_peak(o.threads, 1.0, &lanes);
@@ -1294,18 +1304,13 @@ static void print_brow(const opts *o, const brow *x, const char *cpu, int *first
 
 static int cmd_backward_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_bench(&o, argc, argv, "backward");
-    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
+    const int rc = bench_start(&o, argc, argv, "backward", cpu, sizeof cpu);
+    if (rc >= 0) return rc;
     int (*one)(const opts *, int, int, brow *, char *, size_t) = bench_backward_one;
-    if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        one = bench_backward_one_cuda;
+    if (o.cuda) one = bench_backward_one_cuda;
 #endif
-        if (!cuda_bench_device("infllm bench backward", cpu, sizeof cpu)) return 1;
-    } else {
-        cpu_model(cpu, sizeof cpu);
-    }
     if (!strcmp(o.format, "md") && o.cuda)
         printf("# infllm bench backward --device cuda: commit %s, %s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, inputs %s, reps %d (median of CUDA-event "
@@ -1682,18 +1687,13 @@ static void print_drow(const opts *o, const drow *x, const char *cpu, int *first
 
 static int cmd_decode_bench(int argc, char **argv) {
     opts o;
-    int rc = parse_bench(&o, argc, argv, "decode");
-    if (rc) return rc == 1 ? 0 : rc == 3 ? 1 : rc; /* 1: --help was printed; 3: out of memory */
     char cpu[512], err[512];
+    const int rc = bench_start(&o, argc, argv, "decode", cpu, sizeof cpu);
+    if (rc >= 0) return rc;
     int (*one)(const opts *, int, drow *, drow *, char *, size_t) = bench_decode_one;
-    if (o.cuda) {
 #ifdef INFLLM_HAVE_CUDA
-        one = bench_decode_one_cuda;
+    if (o.cuda) one = bench_decode_one_cuda;
 #endif
-        if (!cuda_bench_device("infllm bench decode", cpu, sizeof cpu)) return 1;
-    } else {
-        cpu_model(cpu, sizeof cpu);
-    }
     if (!strcmp(o.format, "md")) {
         char la[32];
         if (o.cuda)
