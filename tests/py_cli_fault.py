@@ -107,10 +107,10 @@ c.check(p.returncode == 0 and n >= 1, f"the shim is loaded: 'infllm version' cou
 SMALL = ["--seqlen", "256", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--reps", "1", "--threads", "1",
          "--block-size", "16", "--topk", "4", "--local-blocks", "2", "--no-warmup", "--format", "json"]
 
-# bench attn / backward: the tensors (min=100000: each is 131072 or 65536 bytes here) and every allocation in turn; a
+# bench attn / backward / decode: the tensors (min=100000: each is 131072 or 65536 bytes here) and every allocation in turn; a
 # run that succeeds prints the same rows (backward: the same attended pairs, which a failed allocation in their count
 # made 0)
-for words in (["attn", "--peak", "10"], ["backward"]):
+for words in (["attn", "--peak", "10"], ["backward"], ["decode"]):
     args = ["bench", *words, *SMALL]
     base, _ = count(args)
     rows0 = json_rows(base) or []
