@@ -367,26 +367,43 @@ typedef struct row {
     double s1_tokens; /* tokens that ran stage 1 (an integer; NOT_APPLICABLE where not counted) */
 } row;
 
-static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2) {
+/* What the query at position pos of a T-token sequence costs: *dense_keys, the keys a dense row attends (its causal
+ * ones, the last `window` of them with a sliding window); *sparse_keys, those of its selected blocks (at most (K - 1) B
+ * + its own block's, or the dense keys where the selection takes every block its window reaches); *scored, the c1 +
+ * c2 kernels (c1 twice with exact_lse) stage 1 scores for it (0 where it takes every block). n1 / n2: the sequence's
+ * kernel counts. flops_of sums it over a prefill, decode_read_bytes takes a decode step's. */
+static void query_cost(const opts *o, int64_t pos, int32_t n1, int32_t n2, double *dense_keys, double *sparse_keys,
+                       double *scored) {
     const infllm_params *p = &o->p;
-    const int K = p->topk + p->local_blocks, B = p->block_size;
-    const int l2 = 4 * p->kernel_size, st2 = 4 * p->kernel_stride;
-    const int n1 = infllm_windows(T, p->kernel_size, p->kernel_stride), n2 = infllm_windows(T, l2, st2);
+    const int64_t K = (int64_t)p->topk + p->local_blocks, B = p->block_size;
+    const double keys = p->window > 0 && pos + 1 > p->window ? (double)p->window : (double)(pos + 1);
+    const int64_t qb = pos / B, wb = infllm_window_first_block(pos, p->window, p->block_size);
+    *dense_keys = *sparse_keys = keys;
+    *scored = 0;
+    if (qb - wb + 1 <= K) return;
+    const double sel = (double)(K - 1) * B + (double)(pos - qb * B + 1);
+    if (sel < keys) *sparse_keys = sel;
+    const int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
+    const int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, 4 * p->kernel_size, 4 * p->kernel_stride, n2);
+    *scored = (double)(v1 + v2);
+}
+
+/* the kernel counts of a T-token sequence: c1 (*n1) and c2 (*n2) */
+static void kernel_counts(const opts *o, int T, int32_t *n1, int32_t *n2) {
+    *n1 = infllm_windows(T, o->p.kernel_size, o->p.kernel_stride);
+    *n2 = infllm_windows(T, 4 * o->p.kernel_size, 4 * o->p.kernel_stride);
+}
+
+static void flops_of(const opts *o, int T, double *dense, double *s1, double *s2) {
+    int32_t n1, n2;
+    kernel_counts(o, T, &n1, &n2);
     double d = 0, a = 0, b = 0;
     for (int64_t pos = 0; pos < T; pos++) {
-        /* the keys a dense row attends: its causal ones, the last `window` of them with a sliding window */
-        const double keys = p->window > 0 && pos + 1 > p->window ? (double)p->window : (double)(pos + 1);
-        d += keys;
-        int64_t qb = pos / B, wb = infllm_window_first_block(pos, p->window, B);
-        if (qb - wb + 1 <= K) {
-            a += keys;
-        } else {
-            const double sel = (double)(K - 1) * B + (double)(pos - qb * B + 1);
-            a += sel < keys ? sel : keys;
-            int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
-            int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, l2, st2, n2);
-            b += (double)(v1 + v2);
-        }
+        double dk, sk, sc;
+        query_cost(o, pos, n1, n2, &dk, &sk, &sc);
+        d += dk;
+        a += sk;
+        b += sc;
     }
     double hd = (double)o->head_dim * o->heads;
     *dense = 4.0 * hd * d;
@@ -1370,20 +1387,12 @@ typedef struct drow {
  * runs, the compressed keys it scores (the visible c1 and c2 kernels; c1 twice with --exact-lse). Scores, lists and
  * the query are left out (a few KB). */
 static double decode_read_bytes(const opts *o, int T, int sparse) {
-    const infllm_params *p = &o->p;
-    const int64_t pos = (int64_t)T - 1, B = p->block_size, K = (int64_t)p->topk + p->local_blocks;
     const double rowb = (double)o->kv_heads * o->head_dim * (double)infllm_dtype_size(o->dtype);
-    const double keys = p->window > 0 && pos + 1 > p->window ? (double)p->window : (double)(pos + 1);
-    if (!sparse) return 2.0 * keys * rowb;
-    const int64_t qb = pos / B, wb = infllm_window_first_block(pos, p->window, p->block_size);
-    if (qb - wb + 1 <= K) return 2.0 * keys * rowb;
-    double sel = (double)(K - 1) * B + (double)(pos - qb * B + 1);
-    if (sel > keys) sel = keys;
-    const int l2 = 4 * p->kernel_size, s2 = 4 * p->kernel_stride;
-    const int32_t n1 = infllm_windows(T, p->kernel_size, p->kernel_stride), n2 = infllm_windows(T, l2, s2);
-    const int64_t v1 = infllm_visible_kernels(pos, p->kernel_size, p->kernel_stride, n1);
-    const int64_t v2 = p->exact_lse ? v1 : infllm_visible_kernels(pos, l2, s2, n2);
-    return 2.0 * sel * rowb + (double)(v1 + v2) * rowb;
+    int32_t n1, n2;
+    kernel_counts(o, T, &n1, &n2);
+    double dk, sk, sc;
+    query_cost(o, (int64_t)T - 1, n1, n2, &dk, &sk, &sc);
+    return sparse ? (2.0 * sk + sc) * rowb : 2.0 * dk * rowb;
 }
 
 /* the parts of a row both devices fill the same way */
