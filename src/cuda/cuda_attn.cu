@@ -63,6 +63,12 @@ struct FlashParams {
     const void *dout;
     const float *lse2, *delta;
     float scale;
+    /* the attention backward's pass 1 (cuda_flash_delta_launch), else NULL: the epilogue writes no O but each
+     * row's Delta = fwd_dout . O with O the unrounded f32 output (fwd_delta [total_q, Hq]; a row without keys 0)
+     * and into lse its log2 LSE (+inf: a row without keys) as k_bwd_delta derives it from the natural lse the
+     * forward writes (lse ln 2, then log2 e: the _out calls' softmax is the same bits, so their dv too) */
+    const void *fwd_dout;
+    float *fwd_delta;
 };
 
 /* Returns from the kernel when this sequence (lk keys) is not one of the launch's: p.filter 0 takes
@@ -124,6 +130,25 @@ __device__ __forceinline__ void flash_store_partial(const FlashParams &p, int zz
         *reinterpret_cast<float2 *>(p.part_o + base * D + 8 * j + 2 * tig) = w;
     }
     if (tig == 0) p.part_lse[base] = lse2;
+}
+
+/* The backward's pass 1 (FlashParams::fwd_delta): sum over the row's D columns of O_d dout_d, O unnormalised
+ * (this thread's columns of accumulator row ri, summed over the quad: every lane of the warp calls it); drow:
+ * the row's dout, NULL where the row is not one of the tile's (its lanes add 0). Taken from the f32 O, not
+ * the O rounded to the dtype: the rounding (2^-9 |O| in f16, 2^-8 in bf16) would enter Delta, and in a row
+ * whose softmax one key dominates dS = P (dP - Delta) cancels to far below it (test_cuda_backward's sharp
+ * f16 case: dq / dk 4x the naive 16-bit bound with the rounded O, bench/bwd_delta_model.py) */
+template <typename T, int DT_>
+__device__ __forceinline__ float fwd_delta_dot(const float (&o)[DT_][4], int ri, const T *drow, int tig) {
+    float acc = 0.f;
+    if (drow) {
+#pragma unroll
+        for (int j = 0; j < DT_; j++) {
+            const uint32_t w = *reinterpret_cast<const uint32_t *>(drow + 8 * j + 2 * tig);
+            acc += o[j][2 * ri] * DT<T>::lo(w) + o[j][2 * ri + 1] * DT<T>::hi(w);
+        }
+    }
+    return quad_sum(acc);
 }
 
 /* the block of 64-key chunk c when B % 64 == 0 (positions < 2^31): a shift when B is 64 x a power of 2 */
@@ -482,6 +507,15 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
         int r = warp * 16 + gid + 8 * ri;
         if (p.nsplit > 1) {
             flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
+            continue;
+        }
+        if (p.fwd_delta) {
+            const int64_t row = rvalid[ri] ? (q0 + tok0 + rtt[ri]) * p.Hq + (int64_t)g * G + rhh[ri] : -1;
+            const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
+            if (row >= 0 && tig == 0) {
+                p.fwd_delta[row] = dot * inv;
+                p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY; /* k_bwd_delta's of the lse */
+            }
             continue;
         }
         if (!rvalid[ri]) continue;
@@ -1059,7 +1093,17 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
             continue;
         }
         int tt = r / Gt, hh = hc * Gt + r % Gt;
-        if (!(r < p.TT * Gt && tt < ntok && hh < G)) continue;
+        const bool row_ok = r < p.TT * Gt && tt < ntok && hh < G;
+        if (p.fwd_delta) {
+            const int64_t row = row_ok ? (q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh : -1;
+            const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
+            if (row >= 0 && tig == 0) {
+                p.fwd_delta[row] = dot * inv;
+                p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY; /* k_bwd_delta's of the lse */
+            }
+            continue;
+        }
+        if (!row_ok) continue;
         int64_t trow = q0 + sTix[tt];
         int64_t h = (int64_t)g * G + hh;
         T *orow = (T *)p.out + (trow * p.Hq + h) * D;
@@ -1179,6 +1223,19 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
     }
     const int64_t trow = q0 + tok0 + tt;
     const int64_t h = (int64_t)g * p.G + hh;
+    if (p.fwd_delta) { /* the backward's pass 1: Delta from the unrounded O (fwd_delta_dot) */
+        const T *drow = (const T *)p.fwd_dout + (trow * p.Hq + h) * D + E * lane;
+        float dot = 0.f;
+#pragma unroll
+        for (int e = 0; e < E; e++) dot += acc[e] * DT<T>::to_f(drow[e]);
+#pragma unroll
+        for (int o = 16; o; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (lane == 0) {
+            p.fwd_delta[trow * p.Hq + h] = !(tot <= 0.f) ? dot / tot : 0.f;
+            p.lse[trow * p.Hq + h] = !(tot <= 0.f) ? ((mu + __log2f(tot)) * LN2_F) * LOG2E_F : INFINITY;
+        }
+        return;
+    }
     T *orow = (T *)p.out + (trow * p.Hq + h) * D + E * lane;
 #pragma unroll
     for (int e = 0; e < E; e += 2)
@@ -1509,7 +1566,8 @@ int cuda_flash_dq_usable(const infllm_attn_params *ap, int sparse, int32_t topk_
 /* the forward (dq == NULL) or, with dq, the backward's dq pass on the same walk */
 static infllm_status flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                   const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
-                                  void *split_ws, size_t split_ws_bytes, cudaStream_t st, const CudaFlashDq *dq) {
+                                  void *split_ws, size_t split_ws_bytes, cudaStream_t st, const CudaFlashDq *dq,
+                                  const CudaFlashDelta *fd = NULL) {
     infllm_status s = cuda_check_supported(ap, topk ? "sparse attention" : "dense attention");
     if (s) return s;
     if (ap->total_q == 0 || ap->max_lq == 0) return INFLLM_OK;
@@ -1566,6 +1624,12 @@ static infllm_status flash_launch(const infllm_attn_params *ap, const void *q, c
         p.delta = dq->delta;
         p.scale = ap->scale;
     }
+    if (fd) {
+        p.out = NULL;
+        p.fwd_dout = fd->dout;
+        p.fwd_delta = fd->delta;
+        p.lse = fd->lse2;
+    }
     const int gtiles = flash_group_tiles(c, sparse);
     if (gtiles && split_ws && split_ws_bytes >= group_table_bytes(ap)) {
         /* tiles of similar selections; the table lives where split partials would */
@@ -1593,6 +1657,12 @@ infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, con
                                 const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st) {
     return flash_launch(ap, q, k, v, topk, topk_cols, out, lse, filter, split_ws, split_ws_bytes, st, NULL);
+}
+
+infllm_status cuda_flash_delta_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                      const int32_t *topk, int32_t topk_cols, const CudaFlashDelta *fd, void *split_ws,
+                                      size_t split_ws_bytes, cudaStream_t st) {
+    return flash_launch(ap, q, k, v, topk, topk_cols, NULL, NULL, 0, split_ws, split_ws_bytes, st, NULL, fd);
 }
 
 infllm_status cuda_flash_dq_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,

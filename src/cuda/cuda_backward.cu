@@ -8,12 +8,15 @@
  * Rows are (query token, query head) pairs of one KV head: row rho = i G + hh of sequence-relative token i
  * and head g G + hh, as the forward's k_flash tiles them. Three passes, none with atomics on the gradients,
  * each gradient element written by one CTA with its sums in a fixed order (deterministic):
- *   1. the forward, recomputed by stage 2's / dense attention's own kernels (cuda_flash_launch: k_flash90 on
- *      sm_90a, else k_flash; their tiles, token grouping and block lists), O into dq as scratch and the lse
- *      into the workspace; then k_bwd_delta: Delta = rowsum(dO * O) (FlashAttention's, from O rounded to
- *      the dtype) and the log2 LSE ([total_q, Hq] f32 each). The caller's lse is not read: the forward's
- *      own is recomputed, so any lse (or none that fits) gives the same gradients. (Until session 42 a
- *      statistics pass of this file's did it: 180 ms at 128K against the forward's 43, session 42's run.)
+ *   1. the forward, recomputed by stage 2's / dense attention's own kernels (cuda_flash_delta_launch: k_flash90
+ *      on sm_90a, else k_flash, split ones combined by k_combine; their tiles, token grouping and block lists),
+ *      whose epilogue writes no O but Delta = rowsum(dO * O) from the unrounded f32 O and the log2 LSE
+ *      ([total_q, Hq] f32 each; until session 60 Delta came from O rounded to the dtype, FlashAttention's,
+ *      which a row that one key dominates cannot afford: test_cuda_backward's f16 case at softmax_scale 3.3 /
+ *      sqrt(D) had dq and dk 4x the naive bound). The caller's lse is not read: the forward's own is
+ *      recomputed, so any lse (or none that fits) gives the same gradients. The _out calls skip this pass:
+ *      k_bwd_delta takes Delta from the caller's out (FlashAttention's way, rounded O) and its lse. (Until
+ *      session 42 a statistics pass of this file's did it: 180 ms at 128K against the forward's 43.)
  *   2. dq: P = exp2(s - lse2), dS = P (dP - Delta) rounded to the dtype, dq += dS K, over the walk of pass 1:
  *      k_flash90<DQ> on wgmma where it runs (cuda_flash_dq_launch), else k_bwd_q (mma.sync: 64 rows a CTA, 4
  *      warps x 16, the union of their tokens' 64-key chunks in increasing order).
@@ -71,8 +74,7 @@ struct BwdParams {
     /* k_bwd_kv's work items (bwd_plan.cuh): chunk entry e = (b Hkv + g) max_chunks + c; a piece of a chunk of
      * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
     BwdPlan plan;
-    /* pass 1 (the forward's kernel, cuda_flash_launch, into dq as O's scratch and lse2 as the natural lse, then
-     * k_bwd_delta) and the wgmma dq pass (cuda_flash_dq_launch): their scratch (split partials or the token
+    /* pass 1 (the forward's kernel, cuda_flash_delta_launch, writing Delta and lse2) and the wgmma dq pass (cuda_flash_dq_launch): their scratch (split partials or the token
      * grouping table) */
     void *fwd_ws;
     size_t fwd_ws_bytes;
@@ -310,11 +312,11 @@ __global__ void __launch_bounds__(128, 2) k_bwd_q(BwdParams p) {
     }
 }
 
-/* pass 1's end: stage 2's or dense attention's own kernel has written each row's O into dq (scratch until pass
- * 2) and its natural-log lse into lse2 (o_all, lse; or the caller's forward gave them: its out and lse). A warp a
- * row: Delta = dout . O (FlashAttention's, with O rounded to the
- * dtype: within the test's bound, 0.5-1.4x the naive error by bench/bwd_delta_model.py's float model of the
- * rounding), lse2 = lse log2(e), a row without keys (lse -inf, O 0) +inf and Delta 0, NaN kept. */
+/* pass 1 of the _out calls: the caller's forward gave each row's O (o_all, rounded to the dtype) and natural-log
+ * lse. A warp a row: Delta = dout . O (FlashAttention's), lse2 = lse log2(e), a row without keys (lse -inf, O 0)
+ * +inf and Delta 0, NaN kept. O's rounding enters Delta: within 2x the naive error of a 16-bit backward that
+ * takes Delta from the same O, but in a row that one key dominates well above the call without out's, whose
+ * pass 1 takes Delta from the recomputed forward's f32 O (cuda_flash_delta_launch; bench/bwd_delta_model.py). */
 template <typename T, int D>
 __global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows, const T *o_all, const float *lse) {
     const int64_t r = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
@@ -840,18 +842,27 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse, int32_t to
     return w;
 }
 
-/* pass 1: the forward by stage 2's / dense attention's own kernel (O into dq, the lse into lse2), or the
- * caller's (p.fwd_out, p.fwd_lse), then Delta */
+/* pass 1: the forward by stage 2's / dense attention's own kernel writing Delta and lse2, or, with the caller's
+ * forward (p.fwd_out, p.fwd_lse), k_bwd_delta on it */
 template <typename T, int D>
 static infllm_status bwd_forward_delta(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
-    if (!p.fwd_out) {
+    static std::atomic<int> ab{CUDA_ENV_UNREAD}; /* TEMPORARY A/B (session 60): the old rounded-O Delta */
+    if (!p.fwd_out && cuda_env_int("INFLLM_CUDA_BWD_ROUNDED_DELTA", &ab) == 1) {
         infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2,
                                             0, p.fwd_ws, p.fwd_ws_bytes, st);
         if (s) return s;
+        const int64_t rows = ap->total_q * (int64_t)ap->Hq;
+        k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows, (const T *)p.dq, p.lse2);
+        CU_LAUNCH_CHECK("k_bwd_delta");
+        return INFLLM_OK;
+    }
+    if (!p.fwd_out) {
+        const CudaFlashDelta fd = {p.dout, p.delta, p.lse2};
+        return cuda_flash_delta_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, &fd, p.fwd_ws,
+                                       p.fwd_ws_bytes, st);
     }
     const int64_t rows = ap->total_q * (int64_t)ap->Hq;
-    const T *o = (const T *)(p.fwd_out ? p.fwd_out : p.dq);
-    k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows, o, p.fwd_out ? p.fwd_lse : p.lse2);
+    k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows, (const T *)p.fwd_out, p.fwd_lse);
     CU_LAUNCH_CHECK("k_bwd_delta");
     return INFLLM_OK;
 }

@@ -144,6 +144,9 @@ template <> struct DT<__nv_bfloat16> {
         __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
         return *reinterpret_cast<uint32_t *>(&h);
     }
+    /* pack2's inverse: the element at the lower address, the one at the upper */
+    static __device__ __forceinline__ float lo(uint32_t w) { return __uint_as_float(w << 16); }
+    static __device__ __forceinline__ float hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
 };
 template <> struct DT<__half> {
     static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
@@ -151,6 +154,10 @@ template <> struct DT<__half> {
     static __device__ __forceinline__ uint32_t pack2(float a, float b) {
         __half2 h = __floats2half2_rn(a, b);
         return *reinterpret_cast<uint32_t *>(&h);
+    }
+    static __device__ __forceinline__ float lo(uint32_t w) { return __half2float(__ushort_as_half((unsigned short)w)); }
+    static __device__ __forceinline__ float hi(uint32_t w) {
+        return __half2float(__ushort_as_half((unsigned short)(w >> 16)));
     }
 };
 

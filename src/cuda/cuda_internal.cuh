@@ -103,6 +103,17 @@ infllm_status cuda_fewq_cd_launch(const infllm_attn_params *ap, const void *q, c
 infllm_status cuda_flash_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
                                 const int32_t *topk, int32_t topk_cols, void *out, float *lse, int filter,
                                 void *split_ws, size_t split_ws_bytes, cudaStream_t st);
+/* The attention backward's pass 1: cuda_flash_launch's forward (same kernels, tiles, splits and grouping) whose
+ * epilogue writes, instead of O and the lse, each row's Delta = dout . O from the unrounded f32 O and its log2
+ * LSE (+inf for a row without keys, whose Delta is 0). */
+struct CudaFlashDelta {
+    const void *dout; /* [total_q, Hq, D] */
+    float *delta;     /* [total_q, Hq] written */
+    float *lse2;      /* [total_q, Hq] written */
+};
+infllm_status cuda_flash_delta_launch(const infllm_attn_params *ap, const void *q, const void *k, const void *v,
+                                      const int32_t *topk, int32_t topk_cols, const CudaFlashDelta *fd, void *split_ws,
+                                      size_t split_ws_bytes, cudaStream_t st);
 /* The attention backward's dq pass on the forward's wgmma kernel (k_flash90 DQ; sm_90a builds on cc 9.0):
  * dq = scale sum_j P_j (dP_j - Delta) k_j over the same selection, with P = exp2(s scale log2(e) - lse2). */
 struct CudaFlashDq {
