@@ -1063,11 +1063,67 @@ static void ws_team_add(size_t sum) {
     if (g_ws_cur + sum > g_ws_peak) g_ws_peak = g_ws_cur + sum;
 }
 
-/* One KV head of infllm_sparse_attention's sequence s: its rows of the given top-k (causal entries, ascending, without
- * repeats) into sel / nsel, then stage 2. 0, or 1 when out of memory */
-static int given_head(const ctx *c, const infllm_seq *s, int g, const void *q, const void *k, const void *v,
-                      const int32_t *topk_idx, int32_t topk_cols, int32_t *sel, int32_t *nsel, void *out, float *lse) {
+/* What one KV head's work adds up (sparse_head: the stages' times, summed over heads run side by side, and the
+ * tokens that ran stage 1) */
+typedef struct head_times {
+    double t1, t2;
+    long long s1tok;
+} head_times;
+/* One KV head g of sequence s, for run_heads: slot indexes its own buffers (g when the heads run side by side,
+ * else 0, every head using one set in turn); arg the call's arguments. 0, or a failure code */
+typedef int (*head_fn)(const ctx *c, const infllm_seq *s, int g, int slot, void *arg, head_times *tm);
+
+/* fn on every KV head of s: one after the other (stopping at the first failure, its code returned), or, with hp > 1
+ * (head_threads), hp threads taking a head each with c->nth / hp threads of their own, the working memory counted
+ * as ws_team_* says and the failure codes ORed */
+static int run_heads(const ctx *c, const infllm_seq *s, int hp, head_fn fn, void *arg, head_times *tm) {
+    int fail = 0;
+    if (hp <= 1) {
+        for (int g = 0; g < c->ap->Hkv && !fail; g++) fail = fn(c, s, g, 0, arg, tm);
+        return fail;
+    }
+    ctx ci = *c;
+    ci.nth = c->nth / hp;
+    size_t wsd = 0;
+    double t1 = 0, t2 = 0;
+    long long s1tok = 0;
+#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd, t1, t2, s1tok)
+    {
+        size_t sp;
+        const size_t c0 = ws_team_begin(&sp);
+        head_times mine = {0, 0, 0};
+#pragma omp for schedule(dynamic, 1)
+        for (int g = 0; g < c->ap->Hkv; g++) fail |= fn(&ci, s, g, g, arg, &mine);
+        t1 += mine.t1;
+        t2 += mine.t2;
+        s1tok += mine.s1tok;
+        wsd += ws_team_end(c0, sp);
+    }
+    ws_team_add(wsd);
+    tm->t1 += t1;
+    tm->t2 += t2;
+    tm->s1tok += s1tok;
+    return fail;
+}
+
+typedef struct given_args {
+    const void *q, *k, *v;
+    const int32_t *topk_idx;
+    int32_t topk_cols;
+    int32_t *sel, *nsel; /* per slot: [lq, topk_cols], [lq] */
+    void *out;
+    float *lse;
+} given_args;
+
+/* One KV head of infllm_sparse_attention's sequence s (a head_fn): its rows of the given top-k (causal entries,
+ * ascending, without repeats) into its slot's sel / nsel, then stage 2. 0, or 1 when out of memory */
+static int given_head(const ctx *c, const infllm_seq *s, int g, int slot, void *arg, head_times *tm) {
+    (void)tm;
+    const given_args *a = arg;
     const infllm_attn_params *ap = c->ap;
+    const void *q = a->q, *k = a->k, *v = a->v;
+    const int32_t *topk_idx = a->topk_idx, topk_cols = a->topk_cols;
+    int32_t *sel = a->sel + (size_t)slot * s->lq * topk_cols, *nsel = a->nsel + (size_t)slot * s->lq;
     kvpack kp;
     if (kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 1)) {
         kvpack_free(&kp);
@@ -1085,7 +1141,7 @@ static int given_head(const ctx *c, const infllm_seq *s, int g, const void *q, c
             if (u == 0 || dst[j] != dst[u - 1]) dst[u++] = dst[j];
         nsel[t] = u;
     }
-    const int e = run_attn(c, s, g, &kp, q, out, lse, sel, topk_cols, nsel);
+    const int e = run_attn(c, s, g, &kp, q, a->out, a->lse, sel, topk_cols, nsel);
     kvpack_free(&kp);
     return e;
 }
@@ -1104,24 +1160,10 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
         size_t selb = (size_t)s->lq * topk_cols * sizeof(int32_t) * nbuf, nselb = (size_t)s->lq * sizeof(int32_t) * nbuf;
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         int fail = !sel || !nsel;
-        if (!fail && hp > 1) {
-            ctx ci = c;
-            ci.nth = c.nth / hp;
-            size_t wsd = 0;
-#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd)
-            {
-                size_t sp;
-                const size_t c0 = ws_team_begin(&sp);
-#pragma omp for schedule(dynamic, 1)
-                for (int g = 0; g < ap->Hkv; g++)
-                    fail |= given_head(&ci, s, g, q, k, v, topk_idx, topk_cols, sel + (size_t)g * s->lq * topk_cols,
-                                       nsel + (size_t)g * s->lq, out, lse);
-                wsd += ws_team_end(c0, sp);
-            }
-            ws_team_add(wsd);
-        } else {
-            for (int g = 0; g < ap->Hkv && !fail; g++)
-                fail = given_head(&c, s, g, q, k, v, topk_idx, topk_cols, sel, nsel, out, lse);
+        if (!fail) {
+            given_args a = {q, k, v, topk_idx, topk_cols, sel, nsel, out, lse};
+            head_times tm = {0, 0, 0};
+            fail = run_heads(&c, s, hp, given_head, &a, &tm);
         }
         if (fail) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (sparse attention)");
         ws_free(sel, selb);
@@ -1131,35 +1173,29 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
     return st;
 }
 
-/* One KV head of a dense sequence: 0, or 1 when out of memory */
-static int dense_head(const ctx *c, const infllm_seq *s, int g, const void *q, const void *k, const void *v, void *out,
-                      float *lse) {
+typedef struct dense_args {
+    const void *q, *k, *v;
+    void *out;
+    float *lse;
+} dense_args;
+
+/* One KV head of a dense sequence (a head_fn: no buffers of its own): 0, or 1 when out of memory */
+static int dense_head(const ctx *c, const infllm_seq *s, int g, int slot, void *arg, head_times *tm) {
+    (void)slot;
+    (void)tm;
+    const dense_args *a = arg;
     kvpack kp;
-    const int e = kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 0) || run_attn(c, s, g, &kp, q, out, lse, NULL, 0, NULL);
+    const int e = kvpack_init(c, &kp, a->k, a->v, s->k0, s->lk, g, 0) ||
+                  run_attn(c, s, g, &kp, a->q, a->out, a->lse, NULL, 0, NULL);
     kvpack_free(&kp);
     return e;
 }
 
 static infllm_status dense_seq(const ctx *c, const infllm_seq *s, const void *q, const void *k, const void *v,
                                void *out, float *lse) {
-    const int hp = head_threads(c, s);
-    int fail = 0;
-    if (hp > 1) {
-        ctx ci = *c;
-        ci.nth = c->nth / hp;
-        size_t wsd = 0;
-#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd)
-        {
-            size_t sp;
-            const size_t c0 = ws_team_begin(&sp);
-#pragma omp for schedule(dynamic, 1)
-            for (int g = 0; g < c->ap->Hkv; g++) fail |= dense_head(&ci, s, g, q, k, v, out, lse);
-            wsd += ws_team_end(c0, sp);
-        }
-        ws_team_add(wsd);
-    } else {
-        for (int g = 0; g < c->ap->Hkv && !fail; g++) fail = dense_head(c, s, g, q, k, v, out, lse);
-    }
+    dense_args a = {q, k, v, out, lse};
+    head_times tm = {0, 0, 0};
+    const int fail = run_heads(c, s, head_threads(c, s), dense_head, &a, &tm);
     return fail ? infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)") : INFLLM_OK;
 }
 
@@ -1205,23 +1241,33 @@ static int select_head(const ctx *c, const infllm_seq *s, int g, const void *c1,
     return e;
 }
 
-/* One KV head of a sparse sequence: the selection into sel / nsel, then stage 2. 0, 1 (stage 1 out of memory) or 2
- * (stage 2); the stages' times add to *t1 / *t2, the tokens that ran stage 1 to *s1tok */
-static int sparse_head(const ctx *c, const infllm_seq *s, int g, const void *sc1, int64_t r1, const void *sc2,
-                       int64_t r2, const void *q, const void *k, const void *v, void *out, float *lse, int32_t *sel,
-                       int32_t *nsel, long long *s1tok, double *t1, double *t2) {
+typedef struct sparse_args {
+    const void *sc1, *sc2; /* compressed keys, from rows r1 / r2 */
+    int64_t r1, r2;
+    const void *q, *k, *v;
+    int32_t *sel, *nsel; /* per slot: [lq, topk_total], [lq] */
+    void *out;
+    float *lse;
+} sparse_args;
+
+/* One KV head of a sparse sequence (a head_fn): the selection into its slot's sel / nsel, then stage 2. 0, 1 (stage 1
+ * out of memory) or 2 (stage 2); the stages' times add to tm->t1 / t2, the tokens that ran stage 1 to tm->s1tok */
+static int sparse_head(const ctx *c, const infllm_seq *s, int g, int slot, void *arg, head_times *tm) {
+    const sparse_args *a = arg;
+    const int32_t K = c->ap->topk_total;
+    int32_t *sel = a->sel + (size_t)slot * s->lq * K, *nsel = a->nsel + (size_t)slot * s->lq;
     const double t0 = now_ms();
-    if (select_head(c, s, g, sc1, r1, sc2, r2, q, sel, nsel, s1tok)) {
-        *t1 += now_ms() - t0;
+    if (select_head(c, s, g, a->sc1, a->r1, a->sc2, a->r2, a->q, sel, nsel, &tm->s1tok)) {
+        tm->t1 += now_ms() - t0;
         return 1;
     }
     const double ta = now_ms();
-    *t1 += ta - t0;
+    tm->t1 += ta - t0;
     kvpack kp;
-    const int e = kvpack_init(c, &kp, k, v, s->k0, s->lk, g, 1) ||
-                  run_attn(c, s, g, &kp, q, out, lse, sel, c->ap->topk_total, nsel);
+    const int e = kvpack_init(c, &kp, a->k, a->v, s->k0, s->lk, g, 1) ||
+                  run_attn(c, s, g, &kp, a->q, a->out, a->lse, sel, K, nsel);
     kvpack_free(&kp);
-    *t2 += now_ms() - ta;
+    tm->t2 += now_ms() - ta;
     return e ? 2 : 0;
 }
 
@@ -1279,32 +1325,16 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
         if (!sel || !nsel) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (selection)");
         int fail = 0;
-        double t1 = 0, t2 = 0;
-        long long s1tok = 0;
-        if (!st && hp > 1) {
-            ctx ci = c;
-            ci.nth = c.nth / hp;
-            size_t wsd = 0;
-#pragma omp parallel num_threads(cpu_team(hp)) reduction(| : fail) reduction(+ : wsd, t1, t2, s1tok)
-            {
-                size_t sp;
-                const size_t c0 = ws_team_begin(&sp);
-#pragma omp for schedule(dynamic, 1)
-                for (int g = 0; g < ap->Hkv; g++)
-                    fail |= sparse_head(&ci, s, g, sc1, r1, sc2, r2, q, k, v, out, lse, sel + (size_t)g * s->lq * K,
-                                        nsel + (size_t)g * s->lq, &s1tok, &t1, &t2);
-                wsd += ws_team_end(c0, sp);
-            }
-            ws_team_add(wsd);
-        } else {
-            for (int g = 0; g < ap->Hkv && !st && !fail; g++)
-                fail = sparse_head(&c, s, g, sc1, r1, sc2, r2, q, k, v, out, lse, sel, nsel, &s1tok, &t1, &t2);
+        head_times tm = {0, 0, 0};
+        if (!st) {
+            sparse_args a = {sc1, sc2, r1, r2, q, k, v, sel, nsel, out, lse};
+            fail = run_heads(&c, s, hp, sparse_head, &a, &tm);
         }
         /* with the heads side by side, the stages' times are their sums over the heads */
         if (g_stats) {
-            g_stats->stage1_ms += t1;
-            g_stats->stage2_ms += t2;
-            g_stats->stage1_tokens += s1tok;
+            g_stats->stage1_ms += tm.t1;
+            g_stats->stage2_ms += tm.t2;
+            g_stats->stage1_tokens += tm.s1tok;
         }
         if (fail & 1) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 1)");
         else if (fail) st = infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (stage 2)");
