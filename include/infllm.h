@@ -277,9 +277,9 @@ infllm_status infllm_select_blocks_workspace_size(const infllm_params *p, const 
  * (not from a rounded forward output, which the call does not need). The REF backend computes the
  * exact gradient in float64 from q, k, v alone (lse must still be given).
  * CUDA (bf16 / f16, head_dim 64 / 128): device pointers, on p->cuda_stream, no host synchronisation; the
- * forward is recomputed by the forward's own kernels for its lse and output, Delta = rowsum(dout * out) from
- * that output rounded to the dtype (the lse argument is not read: any lse the host backends take gives the
- * same result), P and dS enter the tensor-core products rounded to the dtype (as FlashAttention's backward);
+ * forward is recomputed by the forward's own kernels for its lse and Delta = rowsum(dout * out) from its f32
+ * output before rounding (the lse argument is not read: any lse the host backends take gives the same
+ * result), P and dS enter the tensor-core products rounded to the dtype (as FlashAttention's backward);
  * deterministic (each gradient element written by one thread block, sums in a fixed order). Workspace:
  * p->workspace of the size function below, or NULL to let the call allocate (not under graph capture). */
 infllm_status infllm_sparse_attention_backward(const infllm_params *p, const infllm_layout *l,
@@ -296,10 +296,13 @@ infllm_status infllm_dense_attention_backward(const infllm_params *p, const infl
 
 /* The two calls above with the forward's output out [total_q, Hq, D] (layout dtype) given, as
  * infllm_sparse_attention / infllm_dense_attention (or infllm_attention) wrote it together with lse: CUDA then
- * takes the softmax from lse and Delta = rowsum(dout * out) instead of recomputing the forward (about a quarter of
- * the backward's time at 128K on an H200), so out and lse must come from one forward of these inputs; with
- * those of this backend's forward the gradients are bitwise the call without out's. out may be NULL (the calls
- * above). CPU and REF do not read out. Workspace: the same size functions. */
+ * takes the softmax from lse and Delta = rowsum(dout * out) from out as given instead of recomputing the forward
+ * (about a quarter of the backward's time at 128K on an H200), so out and lse must come from one forward of
+ * these inputs. FlashAttention's way: out's rounding to the dtype enters Delta, so in rows that one key
+ * dominates (a sharp softmax) dq and dk are less accurate than the call without out's (within 2x the error of
+ * a plain 16-bit backward that takes Delta from the same out); with this backend's forward's out and lse, dv is
+ * bitwise the call without out's. out may be NULL (the calls above). CPU and REF do not read out. Workspace:
+ * the same size functions. */
 infllm_status infllm_sparse_attention_backward_out(const infllm_params *p, const infllm_layout *l,
                                                    const void *q, const void *k, const void *v,
                                                    const int32_t *topk_idx, int32_t topk_cols,
