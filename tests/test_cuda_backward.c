@@ -14,7 +14,10 @@
  *    to the dtype, dP and Delta = sum P dP in f32, the gradients rounded to the dtype.
  * 2. Exact properties, per case: every output element written (outputs poisoned with NaN first, NaN scan);
  *    keys no query attends get exactly 0 in dk / dv; rows with no key (a selection of only -1 or only future
- *    blocks) get dq exactly 0; two identical calls give the same bits (determinism); an lse off by up to
+ *    blocks) get dq exactly 0; two identical calls give the same bits (determinism); the _out calls given this
+ *    backend's forward's out and lse: CUDA within 2x the naive backward that takes Delta = dO . out from that out
+ *    (FlashAttention's Delta; the plain calls take it from the unrounded O), dv bitwise the plain call's, the CPU
+ *    bitwise the plain call; an lse off by up to
  *    1e-3 gives the same bits (the CUDA backward does not read lse; on the host self-check: the same bound);
  *    the dense backward and the sparse backward with every block selected both within the bound of REF's
  *    dense gradients (not bitwise: different kernels).
