@@ -846,16 +846,6 @@ static BwdWs bwd_ws_layout(const infllm_attn_params *ap, bool sparse, int32_t to
  * forward (p.fwd_out, p.fwd_lse), k_bwd_delta on it */
 template <typename T, int D>
 static infllm_status bwd_forward_delta(const infllm_attn_params *ap, const BwdParams &p, cudaStream_t st) {
-    static std::atomic<int> ab{CUDA_ENV_UNREAD}; /* TEMPORARY A/B (session 60): the old rounded-O Delta */
-    if (!p.fwd_out && cuda_env_int("INFLLM_CUDA_BWD_ROUNDED_DELTA", &ab) == 1) {
-        infllm_status s = cuda_flash_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, p.dq, p.lse2,
-                                            0, p.fwd_ws, p.fwd_ws_bytes, st);
-        if (s) return s;
-        const int64_t rows = ap->total_q * (int64_t)ap->Hq;
-        k_bwd_delta<T, D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows, (const T *)p.dq, p.lse2);
-        CU_LAUNCH_CHECK("k_bwd_delta");
-        return INFLLM_OK;
-    }
     if (!p.fwd_out) {
         const CudaFlashDelta fd = {p.dout, p.delta, p.lse2};
         return cuda_flash_delta_launch(ap, p.q, p.k, p.v, p.topk_cols ? p.topk : NULL, p.topk_cols, &fd, p.fwd_ws,
