@@ -135,7 +135,7 @@ __device__ __forceinline__ void flash_store_partial(const FlashParams &p, int zz
 /* The backward's pass 1 (FlashParams::fwd_delta): sum over the row's D columns of O_d dout_d, O unnormalised
  * (this thread's columns of accumulator row ri, summed over the quad: every lane of the warp calls it); drow:
  * the row's dout, NULL where the row is not one of the tile's (its lanes add 0). Taken from the f32 O, not
- * the O rounded to the dtype: the rounding (2^-9 |O| in f16, 2^-8 in bf16) would enter Delta, and in a row
+ * the O rounded to the dtype: the rounding (up to 2^-11 |O| in f16, 2^-8 in bf16) would enter Delta, and in a row
  * whose softmax one key dominates dS = P (dP - Delta) cancels to far below it (test_cuda_backward's sharp
  * f16 case: dq / dk 4x the naive 16-bit bound with the rounded O, bench/bwd_delta_model.py) */
 template <typename T, int DT_>

@@ -74,8 +74,8 @@ struct BwdParams {
     /* k_bwd_kv's work items (bwd_plan.cuh): chunk entry e = (b Hkv + g) max_chunks + c; a piece of a chunk of
      * several writes f32 partials [slot][64][D] (dk scaled, dv) that k_bwd_kv_sum adds in piece order */
     BwdPlan plan;
-    /* pass 1 (the forward's kernel, cuda_flash_delta_launch, writing Delta and lse2) and the wgmma dq pass (cuda_flash_dq_launch): their scratch (split partials or the token
-     * grouping table) */
+    /* pass 1 (the forward's kernel, cuda_flash_delta_launch, writing Delta and lse2) and the wgmma dq pass
+     * (cuda_flash_dq_launch): their scratch (split partials or the token grouping table) */
     void *fwd_ws;
     size_t fwd_ws_bytes;
     /* the caller's forward output and lse (infllm_*_attention_backward_out), or NULL: pass 1 recomputes them */
