@@ -150,6 +150,18 @@ __device__ __forceinline__ float fwd_delta_dot(const float (&o)[DT_][4], int ri,
     }
     return quad_sum(acc);
 }
+/* k_flash's / k_flash90's one-split epilogue in the backward's pass 1: row ([total_q, Hq] index, -1: not one of the
+ * tile's rows; every lane of the warp calls it) gets Delta = inv sum O_d dout_d and the log2 lse as k_bwd_delta
+ * derives it from the natural lse the forward writes, (lse2 ln 2) log2 e, +inf for a row without keys (lt <= 0) */
+template <typename T, int D, int DT_>
+__device__ __forceinline__ void fwd_delta_store(const FlashParams &p, const float (&o)[DT_][4], int ri, int64_t row,
+                                                float inv, float lt, float lse2, int tig) {
+    const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
+    if (row >= 0 && tig == 0) {
+        p.fwd_delta[row] = dot * inv;
+        p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY;
+    }
+}
 
 /* the block of 64-key chunk c when B % 64 == 0 (positions < 2^31): a shift when B is 64 x a power of 2 */
 __device__ __forceinline__ int chunk_block(const FlashParams &p, int c) {
@@ -511,11 +523,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
         }
         if (p.fwd_delta) {
             const int64_t row = rvalid[ri] ? (q0 + tok0 + rtt[ri]) * p.Hq + (int64_t)g * G + rhh[ri] : -1;
-            const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
-            if (row >= 0 && tig == 0) {
-                p.fwd_delta[row] = dot * inv;
-                p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY; /* k_bwd_delta's of the lse */
-            }
+            fwd_delta_store<T, D, DT_>(p, o, ri, row, inv, lt, lse2, tig);
             continue;
         }
         if (!rvalid[ri]) continue;
@@ -1095,12 +1103,8 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         int tt = r / Gt, hh = hc * Gt + r % Gt;
         const bool row_ok = r < p.TT * Gt && tt < ntok && hh < G;
         if (p.fwd_delta) {
-            const int64_t row = row_ok ? (q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh : -1;
-            const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
-            if (row >= 0 && tig == 0) {
-                p.fwd_delta[row] = dot * inv;
-                p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY; /* k_bwd_delta's of the lse */
-            }
+            fwd_delta_store<T, D, DT_>(p, o, ri, row_ok ? (q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh : -1, inv, lt,
+                                       lse2, tig);
             continue;
         }
         if (!row_ok) continue;
