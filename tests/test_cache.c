@@ -230,6 +230,66 @@ done:
     free_data(&d2);
 }
 
+/* Decode steps and few-token attends on more threads than KV heads x tokens take the CPU's few-token path (session
+ * 61: each token's key tiles in segments of 8 spread over the threads and merged in key order, stage 1's tiles side
+ * by side): every result bitwise the one-shot attention's on one thread. Rows long enough for several segments
+ * (2600 keys: 41 dense tiles; topk 16: 19 selected tiles), dense and sparse, the exact LSE, a sliding window. */
+static void test_few_threads(infllm_dtype dt) {
+    const cfg c = {"few-threads", dt, 8, 2, 64, 2600, 64, 32, 16, 1, 2, 16, 0, 0.0f};
+    static const struct {
+        const char *what;
+        infllm_mode mode;
+        int exact, window;
+    } var[] = {{"sparse", INFLLM_MODE_SPARSE, 0, 0},
+               {"sparse, exact LSE", INFLLM_MODE_SPARSE, 1, 0},
+               {"sparse, window 1500", INFLLM_MODE_SPARSE, 0, 1500},
+               {"dense", INFLLM_MODE_DENSE, 0, 0},
+               {"dense, window 1000", INFLLM_MODE_DENSE, 0, 1000}};
+    /* the calls after the prefix: tokens and threads (tokens x 2 KV heads < threads: the few-token path) */
+    static const int steps[][2] = {{1, 3}, {1, 4}, {1, 8}, {2, 5}, {3, 16}, {1, 2}};
+    data d;
+    make_data(&d, &c, 903);
+    const int64_t L = c.L, rq = d.rq;
+    int64_t pre = L;
+    for (size_t j = 0; j < sizeof steps / sizeof steps[0]; j++) pre -= steps[j][0];
+    const size_t es = d.es;
+    void *full = malloc((size_t)(L * rq) * es), *o = malloc((size_t)(4 * rq) * es);
+    float *lfull = malloc((size_t)(L * c.Hq) * 4), *lo = malloc((size_t)(4 * c.Hq) * 4);
+    if (!full || !o || !lfull || !lo) {
+        CHECK(0, "[few-threads %s] setup failed", infllm_dtype_name(dt));
+        goto done;
+    }
+    for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
+        infllm_params p = params_of(&c, INFLLM_BACKEND_CPU, 1);
+        p.mode = var[v].mode;
+        p.exact_lse = var[v].exact;
+        p.window = var[v].window;
+        const infllm_layout l = layout_of(&c, L, L);
+        CHECK_OK(infllm_attention(&p, &l, d.q, d.k, d.v, full, lfull));
+        infllm_cache *cache = NULL;
+        CHECK_OK(infllm_cache_create(&p, dt, c.Hkv, c.D, L, &cache));
+        if (!cache) continue;
+        CHECK_OK(infllm_cache_append(cache, d.k, d.v, pre));
+        int64_t t = pre;
+        for (size_t j = 0; j < sizeof steps / sizeof steps[0]; j++) {
+            const int n = steps[j][0];
+            p.num_threads = steps[j][1];
+            CHECK_OK(infllm_cache_append(cache, (const char *)d.k + (size_t)(t * d.rk) * es,
+                                         (const char *)d.v + (size_t)(t * d.rk) * es, n));
+            CHECK_OK(infllm_cache_attend(cache, &p, (const char *)d.q + (size_t)(t * rq) * es, n, c.Hq, o, lo));
+            CHECK(!memcmp(o, (const char *)full + (size_t)(t * rq) * es, (size_t)(n * rq) * es) &&
+                      !memcmp(lo, lfull + t * c.Hq, (size_t)(n * c.Hq) * 4),
+                  "[few-threads %s] %s: %d token(s) at %lld on %d threads differ (bitwise) from the one-shot "
+                  "attention on one thread", infllm_dtype_name(dt), var[v].what, n, (long long)t, p.num_threads);
+            t += n;
+        }
+        infllm_cache_free(cache);
+    }
+done:
+    free(full), free(o), free(lfull), free(lo);
+    free_data(&d);
+}
+
 static void test_decode(const cfg *c, infllm_backend be, const data *d, int dense_len) {
     infllm_params p = params_of(c, be, 1);
     if (dense_len) {
@@ -807,6 +867,8 @@ int main(void) {
     if (!only_random) {
         test_long_decode(INFLLM_DTYPE_F32);
         test_long_decode(INFLLM_DTYPE_BF16);
+        test_few_threads(INFLLM_DTYPE_F32);
+        test_few_threads(INFLLM_DTYPE_BF16);
     }
     /* random configurations (random_cfg; INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1; starting at
      * INFLLM_CACHE_RANDOM_FIRST, default 0) on the CPU backend: every knob drawn, so that combinations the table above

@@ -391,6 +391,8 @@ static void kvpack_all(const ctx *c, kvpack *p) {
 
 typedef struct scratch {
     float *Q, *O, *S, *P;     /* [RM][D], [RM][D], [RM][64], [RM][64] */
+    float *Oa, *ma, *la;      /* [RM][D], [RM], [RM]: attention's rows over their finished segments (seg_merge) */
+    int *segn;                /* [MT] tiles of the token's current segment so far */
     float *Kw, *Vw;           /* [64*D] one tile of a 16-bit pack widened to f32 (attention only) */
     float *m, *l, *alpha, *c; /* [RM] */
     float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
@@ -411,6 +413,8 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
     }
     w->Q = malloc((size_t)RM * D * sizeof(float));
     w->O = malloc((size_t)RM * D * sizeof(float));
+    w->Oa = malloc((size_t)RM * (D + 2) * sizeof(float));
+    w->segn = malloc((size_t)MT * sizeof(int));
     w->S = malloc((size_t)RM * CPU_KT * sizeof(float));
     w->P = malloc((size_t)RM * CPU_KT * sizeof(float));
     w->m = malloc((size_t)RM * 6 * sizeof(float));
@@ -420,10 +424,12 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
     w->keys = malloc((size_t)(nb + 1) * 2 * sizeof(uint64_t));
     w->kmask = malloc((size_t)RM * sizeof(uint64_t));
     w->tiles = calloc((size_t)(nb + 1), sizeof(uint64_t));
-    if (!w->Q || !w->O || !w->S || !w->P || !w->m || !w->lo || !w->pos || !w->tok || !w->keys || !w->kmask ||
+    if (!w->Q || !w->O || !w->Oa || !w->segn || !w->S || !w->P || !w->m || !w->lo || !w->pos || !w->tok || !w->keys || !w->kmask ||
         !w->tiles)
         return -1;
     w->l = w->m + RM;
+    w->ma = w->Oa + (size_t)RM * D;
+    w->la = w->ma + RM;
     w->alpha = w->m + 2 * RM;
     w->c = w->m + 3 * RM;
     w->sm = w->m + 4 * RM;
@@ -440,6 +446,8 @@ static void scratch_free(scratch *w) {
     free(w->Vw);
     free(w->Q);
     free(w->O);
+    free(w->Oa);
+    free(w->segn);
     free(w->S);
     free(w->P);
     free(w->m);
@@ -452,7 +460,7 @@ static void scratch_free(scratch *w) {
 }
 
 static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
-    return (size_t)RM * (2 * D + 2 * CPU_KT + 6) * sizeof(float) +
+    return (size_t)RM * (3 * D + 2 * CPU_KT + 8) * sizeof(float) + (size_t)MT * sizeof(int) +
            (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
            (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 24 +
            (size_t)RM * 8;
@@ -550,6 +558,75 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     }
 }
 
+/* Rows in segments (session 61): a row's online softmax restarts after every ATTN_SEG_TILES key tiles it attends
+ * (tiles where its key mask is not empty), and each finished segment's state merges into the row's accumulator in
+ * key order (seg_merge). A decode step's few rows can so run their segments on several threads and merge them after
+ * (run_attn_few) in the arithmetic of one thread walking the tiles: the bits depend neither on the thread count nor
+ * on the path, and a decode step still reproduces the prefill result. A row of at most ATTN_SEG_TILES tiles is its
+ * unsegmented result bit for bit (the first merge copies). 8 tiles (512 keys): a merge costs ~3 D flops a row
+ * against a segment's ~2000 D; a sparse decode row of 96 blocks has 12 segments to share out. */
+enum { ATTN_SEG_TILES = 8 };
+
+/* Merges n rows' segment state (m: log2-domain max, l: sum, O: unnormalized output, D columns a row) into their
+ * accumulators (ma, la, Oa). A state of m -inf and l 0 holds nothing; a NaN max or sum propagates. */
+static void seg_merge(const float *m, const float *l, const float *O, float *ma, float *la, float *Oa, int n, int D) {
+    for (int r = 0; r < n; r++) {
+        const float M = ma[r], mr = m[r];
+        float *oa = Oa + (size_t)r * D;
+        const float *o = O + (size_t)r * D;
+        if (mr == -INFINITY && l[r] == 0.0f) continue; /* an empty segment */
+        if (M == -INFINITY && la[r] == 0.0f) {         /* the first one: a copy */
+            memcpy(oa, o, (size_t)D * sizeof *oa);
+            la[r] = l[r];
+            ma[r] = mr;
+            continue;
+        }
+        const float Mn = (mr > M || mr != mr) ? mr : M;
+        const float a = M == Mn ? 1.0f : exp2f(M - Mn), b = mr == Mn ? 1.0f : exp2f(mr - Mn);
+        for (int d = 0; d < D; d++) oa[d] = oa[d] * a + o[d] * b;
+        la[r] = la[r] * a + l[r] * b;
+        ma[r] = Mn;
+    }
+}
+
+/* rows r0..r0+n-1 of w: their segment merged into the accumulators and restarted */
+static void seg_flush(scratch *w, int r0, int n, int D) {
+    seg_merge(w->m + r0, w->l + r0, w->O + (size_t)r0 * D, w->ma + r0, w->la + r0, w->Oa + (size_t)r0 * D, n, D);
+    memset(w->O + (size_t)r0 * D, 0, (size_t)n * D * sizeof(float));
+    for (int r = r0; r < r0 + n; r++) {
+        w->m[r] = -INFINITY;
+        w->l[r] = 0.0f;
+    }
+}
+
+/* after a tile step that included tokens toks[0..ntok) of the group: a token whose segment is full flushes its G
+ * rows */
+static void seg_count(scratch *w, const int *toks, int ntok, int G, int D) {
+    for (int i = 0; i < ntok; i++)
+        if (++w->segn[toks[i]] == ATTN_SEG_TILES) {
+            seg_flush(w, toks[i] * G, G, D);
+            w->segn[toks[i]] = 0;
+        }
+}
+
+/* The output rows (and lse) of local token t, KV head g, from its G accumulated rows (Oa [G][D], la, ma) */
+static void store_token(const ctx *c, const infllm_seq *s, int g, int t, const float *Oa, const float *la,
+                        const float *ma, void *out, float *lse) {
+    const infllm_attn_params *ap = c->ap;
+    const int D = ap->D, G = ap->G;
+    const size_t row = (size_t)(s->q0 + t);
+    for (int h = 0; h < G; h++) {
+        void *dst = (char *)out + (row * ap->o_tok + (size_t)(g * G + h) * D) * c->es;
+        if (la[h] > 0.0f || isnan(la[h])) { /* a NaN score's row is NaN, as REF's (not a row without keys) */
+            c->kn->store(dst, ap->dtype, Oa + (size_t)h * D, 1.0f / la[h], D);
+            if (lse) lse[row * ap->Hq + g * G + h] = (float)(((double)ma[h] + log2((double)la[h])) * M_LN2);
+        } else {
+            memset(dst, 0, (size_t)D * c->es);
+            if (lse) lse[row * ap->Hq + g * G + h] = -INFINITY;
+        }
+    }
+}
+
 /* Attention of tokens t0..t0+nt-1 of sequence s, KV head g. sel == NULL: dense causal;
  * else token t's blocks are sel[t*selw .. +nsel[t]) (ascending, unique, <= its q_block).
  * Both walk the same 64-key tiles in ascending order with per-row key masks, so a row whose
@@ -561,10 +638,14 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
     load_q(c, s, g, q, t0, nt, w->Q);
     memset(w->O, 0, (size_t)R * D * sizeof(float));
     for (int r = 0; r < R; r++) {
-        w->m[r] = -INFINITY;
-        w->l[r] = 0.0f;
+        w->m[r] = w->ma[r] = -INFINITY;
+        w->l[r] = w->la[r] = 0.0f;
     }
-    for (int tt = 0; tt < nt; tt++) w->pos[tt] = s->lk - s->lq + t0 + tt;
+    int toks[CPU_KT], ntok; /* the tokens of a tile step (nt <= CPU_KT) */
+    for (int tt = 0; tt < nt; tt++) {
+        w->pos[tt] = s->lk - s->lq + t0 + tt;
+        w->segn[tt] = 0;
+    }
     /* the sliding window's first key of each row: keys before it are masked like future ones */
     int64_t wlo[CPU_KT] = {0}; /* nt <= CPU_KT rows; zeroed for the compiler (gcc 13 -Wmaybe-uninitialized) */
     for (int tt = 0; tt < nt; tt++) wlo[tt] = infllm_window_start(w->pos[tt], ap->window);
@@ -574,16 +655,21 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             int j0 = t * CPU_KT;
             kvpack_ensure(c, kp, t);
             int R2 = 0;
+            ntok = 0;
             for (int tt = 0; tt < nt; tt++) {
                 if (w->pos[tt] < j0 || wlo[tt] >= j0 + CPU_KT) continue;
                 uint64_t km = bit_range(wlo[tt] > j0 ? (int)(wlo[tt] - j0) : 0,
                                         w->pos[tt] + 1 - j0 < 64 ? w->pos[tt] + 1 - j0 : 64);
+                toks[ntok++] = tt;
                 for (int h = 0; h < G; h++) {
                     w->ridx[R2] = tt * G + h;
                     w->kmask[R2++] = km;
                 }
             }
-            if (R2) tile_step(c, w, kp, R2, t, NULL, NULL);
+            if (R2) {
+                tile_step(c, w, kp, R2, t, NULL, NULL);
+                seg_count(w, toks, ntok, G, D);
+            }
         }
     } else {
         const int B = ap->B;
@@ -619,6 +705,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             kvpack_ensure(c, kp, t);
             const int64_t ts = (int64_t)t * CPU_KT, te = ts + CPU_KT;
             int R2 = 0;
+            ntok = 0;
             for (int tt = 0; tt < nt; tt++) {
                 if (!((tm >> tt) & 1)) continue;
                 const int32_t *sl = sel + (size_t)(t0 + tt) * selw;
@@ -634,33 +721,176 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                 if (lim < 64) km &= bit_range(0, lim < 0 ? 0 : (int)lim);
                 if (wlo[tt] > ts) km &= ~bit_range(0, wlo[tt] - ts < 64 ? (int)(wlo[tt] - ts) : 64); /* window */
                 if (!km) continue;
+                toks[ntok++] = tt;
                 for (int h = 0; h < G; h++) {
                     w->ridx[R2] = tt * G + h;
                     w->kmask[R2++] = km;
                 }
             }
-            if (R2) tile_step(c, w, kp, R2, t, next_k, next_v);
-        }
-    }
-    /* finalize */
-    for (int tt = 0; tt < nt; tt++)
-        for (int h = 0; h < G; h++) {
-            int r = tt * G + h;
-            size_t row = (size_t)(s->q0 + t0 + tt);
-            size_t off = row * ap->o_tok + (size_t)(g * G + h) * D;
-            void *dst = (char *)out + off * c->es;
-            if (w->l[r] > 0.0f || isnan(w->l[r])) { /* a NaN score's row is NaN, as REF's (not a row without keys) */
-                c->kn->store(dst, ap->dtype, w->O + (size_t)r * D, 1.0f / w->l[r], D);
-                if (lse) lse[row * ap->Hq + g * G + h] = (float)(((double)w->m[r] + log2((double)w->l[r])) * M_LN2);
-            } else {
-                memset(dst, 0, (size_t)D * c->es);
-                if (lse) lse[row * ap->Hq + g * G + h] = -INFINITY;
+            if (R2) {
+                tile_step(c, w, kp, R2, t, next_k, next_v);
+                seg_count(w, toks, ntok, G, D);
             }
         }
+    }
+    /* the last segments, then the rows */
+    for (int tt = 0; tt < nt; tt++) {
+        if (w->segn[tt]) seg_flush(w, tt * G, G, D);
+        store_token(c, s, g, t0 + tt, w->Oa + (size_t)tt * G * D, w->la + tt * G, w->ma + tt * G, out, lse);
+    }
+}
+
+/* Whether sequence s has so few query tokens that a call's threads go further on one KV head at a time, each head's
+ * work cut finer than token groups (run_attn_few, select_token_few), than on the heads side by side: a decode step
+ * (one token) with more threads than KV heads (session 61: MiniCPM4's 2 KV heads kept a 16-core decode on 2) */
+static int few_tokens(const ctx *c, const infllm_seq *s) {
+    return c->nth > 1 && (int64_t)s->lq * c->ap->Hkv < c->nth;
+}
+
+/* The key tiles local token t of sequence s attends, ascending, with its key mask in each (those attn_group builds
+ * for its rows): tl[0..n), km[0..n); returns n (at most kp->ntile). sel == NULL: dense causal, else t's blocks
+ * sel[t*selw ..+nsel[t]) (ascending, unique). */
+static int token_tiles(const ctx *c, const infllm_seq *s, int t, const int32_t *sel, int selw, const int32_t *nsel,
+                       int32_t *tl, uint64_t *km) {
+    const infllm_attn_params *ap = c->ap;
+    const int64_t pos = (int64_t)s->lk - s->lq + t, wlo = infllm_window_start(pos, ap->window);
+    int n = 0;
+    if (!sel) {
+        for (int64_t j0 = wlo / CPU_KT * CPU_KT; j0 <= pos; j0 += CPU_KT) {
+            tl[n] = (int32_t)(j0 / CPU_KT);
+            km[n++] = bit_range(wlo > j0 ? (int)(wlo - j0) : 0, pos + 1 - j0 < 64 ? (int)(pos + 1 - j0) : 64);
+        }
+        return n;
+    }
+    const int B = ap->B;
+    const int32_t *sl = sel + (size_t)t * selw;
+    for (int i = 0; i < nsel[t]; i++) {
+        int64_t bs = (int64_t)B * sl[i], be = bs + B;
+        if (be > s->lk) be = s->lk;
+        for (int64_t ts = bs / CPU_KT * CPU_KT; ts < be; ts += CPU_KT) {
+            const int64_t te = ts + CPU_KT;
+            const uint64_t bits = bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
+            if (n && tl[n - 1] == (int32_t)(ts / CPU_KT)) {
+                km[n - 1] |= bits;
+            } else {
+                tl[n] = (int32_t)(ts / CPU_KT);
+                km[n++] = bits;
+            }
+        }
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) { /* keys <= position, and not before the window */
+        const int64_t ts = (int64_t)tl[i] * CPU_KT, lim = pos + 1 - ts;
+        uint64_t k = km[i];
+        if (lim < 64) k &= bit_range(0, lim < 0 ? 0 : (int)lim);
+        if (wlo > ts) k &= ~bit_range(0, wlo - ts < 64 ? (int)(wlo - ts) : 64);
+        if (k) {
+            tl[m] = tl[i];
+            km[m++] = k;
+        }
+    }
+    return m;
+}
+
+/* run_attn for few tokens (few_tokens) on every thread: each token's tiles (token_tiles) cut into segments of
+ * ATTN_SEG_TILES, a segment an item of the threads, then each token's segments merged in key order (seg_merge):
+ * attn_group's arithmetic, bit for bit. Non-zero: out of memory. */
+static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
+                        const int32_t *sel, int selw, const int32_t *nsel) {
+    const infllm_attn_params *ap = c->ap;
+    const int G = ap->G, D = ap->D, lq = s->lq, SEG = ATTN_SEG_TILES;
+    const size_t cap = (size_t)kp->ntile + 1, rowf = (size_t)G * (D + 2); /* tiles a token; floats a segment */
+    const size_t tlb = (size_t)lq * cap * sizeof(int32_t), kmb = (size_t)lq * cap * sizeof(uint64_t),
+                 ib = (size_t)(2 * lq + 1) * sizeof(int);
+    int32_t *tl = ws_alloc(tlb);
+    uint64_t *km = ws_alloc(kmb);
+    int *ntl = ws_alloc(ib), *first = ntl ? ntl + lq : NULL; /* [lq] tiles, [lq + 1] first item of each token */
+    float *part = NULL, *acc = NULL;
+    size_t pb = 0, ab = (size_t)rowf * sizeof(float);
+    int fail = !tl || !km || !ntl, items = 0;
+    if (!fail) {
+        for (int t = 0; t < lq; t++) {
+            ntl[t] = token_tiles(c, s, t, sel, selw, nsel, tl + (size_t)t * cap, km + (size_t)t * cap);
+            first[t] = items;
+            items += (ntl[t] + SEG - 1) / SEG;
+        }
+        first[lq] = items;
+        pb = (size_t)items * rowf * sizeof(float);
+        part = ws_alloc(pb);
+        acc = ws_alloc(ab);
+        fail = !part || !acc;
+    }
+    if (!fail && items) {
+        const int nth = c->nth < items ? c->nth : items;
+        (void)nth; /* without OpenMP */
+#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
+        {
+            scratch w;
+            if (scratch_init(&w, G, 1, D, 0, kp->ntile, kp->half)) {
+                fail = 1;
+            } else {
+#pragma omp for schedule(dynamic, 1)
+                for (int i = 0; i < items; i++) {
+                    int t = 0;
+                    while (first[t + 1] <= i) t++;
+                    const int32_t *ti = tl + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
+                    const uint64_t *mi = km + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
+                    const int n = ntl[t] - (i - first[t]) * SEG < SEG ? ntl[t] - (i - first[t]) * SEG : SEG;
+                    load_q(c, s, g, q, t, 1, w.Q);
+                    memset(w.O, 0, (size_t)G * D * sizeof(float));
+                    for (int r = 0; r < G; r++) {
+                        w.m[r] = -INFINITY;
+                        w.l[r] = 0.0f;
+                        w.ridx[r] = r;
+                    }
+                    for (int j = 0; j < n; j++) {
+                        kvpack_ensure(c, kp, ti[j]);
+                        const void *next_k = NULL, *next_v = NULL; /* the segment's next tile into L2, when packed */
+                        if (j + 1 < n &&
+                            (kp->borrowed || atomic_load_explicit(&kp->state[ti[j + 1]], memory_order_relaxed) == 2)) {
+                            const size_t off = (size_t)ti[j + 1] * CPU_KT * D * kvpack_elem_bytes(kp);
+                            next_k = (const char *)kp->K + off;
+                            next_v = (const char *)kp->V + off;
+                        }
+                        for (int r = 0; r < G; r++) w.kmask[r] = mi[j];
+                        tile_step(c, &w, kp, G, ti[j], next_k, next_v);
+                    }
+                    float *pi = part + (size_t)i * rowf; /* [G][D] O, [G] m, [G] l */
+                    memcpy(pi, w.O, (size_t)G * D * sizeof(float));
+                    memcpy(pi + (size_t)G * D, w.m, (size_t)G * sizeof(float));
+                    memcpy(pi + (size_t)G * (D + 1), w.l, (size_t)G * sizeof(float));
+                }
+            }
+            scratch_free(&w);
+        }
+        size_t sb = scratch_bytes(G, 1, D, 0, kp->ntile, kp->half) * (size_t)nth;
+        if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
+    }
+    if (!fail) {
+        float *Oa = acc, *ma = acc + (size_t)G * D, *la = ma + G;
+        for (int t = 0; t < lq; t++) {
+            for (int r = 0; r < G; r++) {
+                ma[r] = -INFINITY;
+                la[r] = 0.0f;
+            }
+            for (int i = first[t]; i < first[t + 1]; i++) {
+                const float *pi = part + (size_t)i * rowf;
+                seg_merge(pi + (size_t)G * D, pi + (size_t)G * (D + 1), pi, ma, la, Oa, G, D);
+            }
+            store_token(c, s, g, t, Oa, la, ma, out, lse);
+        }
+    }
+    ws_free(tl, tlb);
+    ws_free(km, kmb);
+    ws_free(ntl, ib);
+    ws_free(part, pb);
+    ws_free(acc, ab);
+    return fail;
 }
 
 static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                     const int32_t *sel, int selw, const int32_t *nsel) {
+    if (few_tokens(c, s)) return run_attn_few(c, s, g, kp, q, out, lse, sel, selw, nsel);
     const int G = c->ap->G;
     int MT = group_tokens_sparse(G);
     if (MT > s->lq) MT = s->lq; /* decode / short chunks: no oversized scratch */
@@ -826,6 +1056,99 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
     }
 }
 
+/* The selection of local token t of sequence s from its stage-1 scores sc[0..n1) into sel[t*K ..], nsel[t] (keys,
+ * tmp: [nblocks] of scratch) */
+static void select_row(const infllm_attn_params *ap, const infllm_seq *s, int t, const float *sc, uint64_t *keys,
+                       uint64_t *tmp, int K, int32_t *sel, int32_t *nsel) {
+    int64_t p = (int64_t)s->lk - s->lq + t;
+    int qb = (int)(p / ap->B);
+    /* Only causal blocks compete: every future block scores 0 (its kernels are invisible) or -inf, and loses the
+     * tie to a causal block of score 0 by index. */
+    int ncand = qb + 1, wb = infllm_window_first_block(p, ap->window, ap->B);
+    for (int b = wb; b < ncand; b++) keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
+    nsel[t] = select_from_keys(keys, tmp, wb, ncand, K, qb, sel + (size_t)t * K);
+}
+
+/* The buffers of select_token_few: Q [G][D], S2 [ceil(nl / 64)][G][64] (pass 1's products), tok [n1 + 1], mlc [3][G]
+ * (m, l, LSE), keys / tmp [nblocks + 1] */
+typedef struct few_sel {
+    float *Q, *S2, *tok, *mlc;
+    uint64_t *keys, *tmp;
+} few_sel;
+
+/* Stage 1 and the selection of local token t of sequence s, KV head g, on every thread (few_tokens): stage1_group's
+ * and run_select's arithmetic for that token, bit for bit. Pass 1's products over the c2 tiles side by side into S2,
+ * their LSE in tile order on one thread (the same calls as stage1_group), then pass 2's tiles side by side, each
+ * writing its own kernels' scores. Non-zero: out of memory. */
+static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
+                            const void *q, int t, const few_sel *b, int32_t *sel, int32_t *nsel) {
+    const infllm_attn_params *ap = c->ap;
+    const int D = ap->D, G = ap->G, n1 = s->n1, K = ap->topk_total;
+    const float sl2 = ap->scale * (float)M_LOG2E;
+    const int64_t p = (int64_t)s->lk - s->lq + t;
+    int n1v = infllm_visible_kernels(p, ap->l1, ap->s1, n1);
+    const int nlv = ap->exact_lse ? n1v : infllm_visible_kernels(p, ap->l2, ap->s2, s->n2);
+    { /* only kernels of non-forced blocks reach the selection (stage1_group, fused) */
+        int64_t blast = p / ap->B - ap->local_blocks - 1;
+        int64_t jneed = blast < 0 ? 0 : ((int64_t)ap->B * blast + ap->B - 1) / ap->s1 + 1;
+        if (jneed < n1v) n1v = (int)jneed;
+    }
+    int c_first = 0; /* pass 2 from the window's first block's first kernel's tile (stage1_group) */
+    if (ap->window > 0) {
+        int32_t lo, hi;
+        infllm_block_kernel_range(infllm_window_first_block(p, ap->window, ap->B), ap->B, ap->l1, ap->s1, n1, &lo,
+                                  &hi);
+        c_first = lo / CPU_KT * CPU_KT;
+    }
+    float *m = b->mlc, *l = m + G, *cl = l + G;
+    load_q(c, s, g, q, t, 1, b->Q);
+    memset(b->tok, 0, (size_t)n1 * sizeof(float));
+    for (int r = 0; r < G; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    const int nt1 = (nlv + CPU_KT - 1) / CPU_KT;
+    const int nt2 = nlv > 0 && n1v > c_first ? (n1v - c_first + CPU_KT - 1) / CPU_KT : 0;
+    int nth = nt1 > nt2 ? nt1 : nt2, fail = 0;
+    if (nth > c->nth) nth = c->nth;
+    if (nth < 1) nth = 1;
+#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
+    {
+        float *S = malloc((size_t)G * CPU_KT * sizeof(float));
+        int *hi = malloc((size_t)G * sizeof(int));
+        if (!S || !hi) fail = 1; /* this thread computes nothing below; the call fails */
+#pragma omp for schedule(dynamic, 4)
+        for (int i = 0; i < nt1; i++) {
+            const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
+            if (S) c->kn->qk(b->Q, D, NULL, G, D, (const float *)clp->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) /
+                             CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
+        }
+#pragma omp single
+        if (hi) {
+            for (int i = 0; i < nt1; i++) {
+                const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
+                for (int r = 0; r < G; r++) hi[r] = nlv - c0;
+                c->kn->lse(b->S2 + (size_t)i * G * CPU_KT, G, (cend - c0 + CPU_KG - 1) / CPU_KG * CPU_KG, hi, sl2, m,
+                           l);
+            }
+            for (int r = 0; r < G; r++) cl[r] = l[r] > 0.0f || isnan(l[r]) ? m[r] + log2f(l[r]) : INFINITY;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (int i = 0; i < nt2; i++) {
+            const int c0 = c_first + i * CPU_KT, cend = n1v - c0 < CPU_KT ? n1v : c0 + CPU_KT;
+            if (!S || !hi) continue;
+            for (int r = 0; r < G; r++) hi[r] = n1v - c0;
+            c->kn->qk(b->Q, D, NULL, G, D, (const float *)c1p->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) / CPU_KG,
+                      S);
+            c->kn->expsum(S, 1, G, hi, sl2, cl, b->tok + c0, n1, cend - c0, ap->dtype == INFLLM_DTYPE_BF16);
+        }
+        free(S);
+        free(hi);
+    }
+    if (!fail) select_row(ap, s, t, b->tok, b->keys, b->tmp, K, sel, nsel);
+    return fail;
+}
+
 /* Fused stage 1 + block scores + top-k for sequence s, head g: sel[t*K..], nsel[t].
  * scores_out != NULL (the explicit stage-1 op): writes the stage-1 rows instead and selects nothing. */
 static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp, const void *q,
@@ -848,6 +1171,22 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     const int nneed = s->lq - tfirst;
     if (s1_tokens) *s1_tokens += nneed;
     if (nneed <= 0) return 0;
+    if (!scores_out && few_tokens(c, s)) {
+        const size_t qb = (size_t)G * ap->D * sizeof(float),
+                     s2b = (size_t)((ap->exact_lse ? s->n1 : s->n2) + CPU_KT - 1) / CPU_KT * G * CPU_KT * sizeof(float),
+                     tb = (size_t)(s->n1 + 1) * sizeof(float), mb = (size_t)3 * G * sizeof(float),
+                     kb = (size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t);
+        few_sel b = {ws_alloc(qb), ws_alloc(s2b), ws_alloc(tb), ws_alloc(mb), ws_alloc(kb), NULL};
+        int fail = !b.Q || !b.S2 || !b.tok || !b.mlc || !b.keys;
+        if (!fail) b.tmp = b.keys + s->nblocks + 1;
+        for (int t = tfirst; t < s->lq && !fail; t++) fail = select_token_few(c, s, g, c1p, clp, q, t, &b, sel, nsel);
+        ws_free(b.Q, qb);
+        ws_free(b.S2, s2b);
+        ws_free(b.tok, tb);
+        ws_free(b.mlc, mb);
+        ws_free(b.keys, kb);
+        return fail;
+    }
     const int ngroups = (nneed + MT - 1) / MT;
     const int nth = c->nth < ngroups ? c->nth : ngroups;
     (void)nth; /* without OpenMP */
@@ -874,13 +1213,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
                         for (int j = s->n1; j < ap->max_n1; j++) row[j] = 0.0f;
                         continue;
                     }
-                    int64_t p = (int64_t)s->lk - s->lq + t;
-                    int qb = (int)(p / ap->B);
-                    /* Only causal blocks compete: every future block scores 0 (its kernels are
-                     * invisible) or -inf, and loses the tie to a causal block of score 0 by index. */
-                    int ncand = qb + 1, wb = infllm_window_first_block(p, ap->window, ap->B);
-                    for (int b = wb; b < ncand; b++) w.keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
-                    nsel[t] = select_from_keys(w.keys, w.tmp, wb, ncand, K, qb, sel + (size_t)t * K);
+                    select_row(ap, s, t, sc, w.keys, w.tmp, K, sel, nsel);
                 }
             }
         }
@@ -1041,7 +1374,8 @@ static int cmp_i32(const void *a, const void *b) {
  * arithmetic is unchanged: the same bits), and a head's own regions get the threads left, threads / that. */
 static int head_threads(const ctx *c, const infllm_seq *s) {
     const int MT = group_tokens_sparse(c->ap->G), groups = (int)((s->lq + MT - 1) / MT);
-    if (c->nth <= 1 || c->ap->Hkv <= 1 || groups >= c->nth) return 1;
+    /* fewer tokens than threads a head: the heads one after the other, each cut finer (few_tokens) */
+    if (c->nth <= 1 || c->ap->Hkv <= 1 || groups >= c->nth || few_tokens(c, s)) return 1;
     return c->ap->Hkv < c->nth ? c->ap->Hkv : c->nth;
 }
 
