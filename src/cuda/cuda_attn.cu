@@ -151,15 +151,15 @@ __device__ __forceinline__ float fwd_delta_dot(const float (&o)[DT_][4], int ri,
     return quad_sum(acc);
 }
 /* k_flash's / k_flash90's one-split epilogue in the backward's pass 1: row ([total_q, Hq] index, -1: not one of the
- * tile's rows; every lane of the warp calls it) gets Delta = inv sum O_d dout_d and the log2 lse as k_bwd_delta
- * derives it from the natural lse the forward writes, (lse2 ln 2) log2 e, +inf for a row without keys (lt <= 0) */
+ * tile's rows; every lane of the warp calls it) gets Delta = inv sum O_d dout_d and the log2 lse from the natural lse
+ * the forward would store (bwd_lse2_of, the rule of k_bwd_delta) */
 template <typename T, int D, int DT_>
 __device__ __forceinline__ void fwd_delta_store(const FlashParams &p, const float (&o)[DT_][4], int ri, int64_t row,
                                                 float inv, float lt, float lse2, int tig) {
     const float dot = fwd_delta_dot<T, DT_>(o, ri, row >= 0 ? (const T *)p.fwd_dout + row * D : NULL, tig);
     if (row >= 0 && tig == 0) {
         p.fwd_delta[row] = dot * inv;
-        p.lse[row] = !(lt <= 0.f) ? (lse2 * LN2_F) * LOG2E_F : INFINITY;
+        p.lse[row] = bwd_lse2_of(!(lt <= 0.f) ? lse2 * LN2_F : -INFINITY);
     }
 }
 
@@ -1236,7 +1236,7 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
         for (int o = 16; o; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
         if (lane == 0) {
             p.fwd_delta[trow * p.Hq + h] = !(tot <= 0.f) ? dot / tot : 0.f;
-            p.lse[trow * p.Hq + h] = !(tot <= 0.f) ? ((mu + __log2f(tot)) * LN2_F) * LOG2E_F : INFINITY;
+            p.lse[trow * p.Hq + h] = bwd_lse2_of(!(tot <= 0.f) ? (mu + __log2f(tot)) * LN2_F : -INFINITY);
         }
         return;
     }

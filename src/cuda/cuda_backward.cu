@@ -329,8 +329,7 @@ __global__ void __launch_bounds__(256) k_bwd_delta(BwdParams p, int64_t rows, co
 #pragma unroll
     for (int w = 16; w; w >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, w);
     if (lane == 0) {
-        const float l = lse[r];
-        p.lse2[r] = l == -INFINITY ? INFINITY : l * LOG2E_F;
+        p.lse2[r] = bwd_lse2_of(lse[r]);
         p.delta[r] = acc;
     }
 }

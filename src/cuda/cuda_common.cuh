@@ -34,6 +34,14 @@
 #define LOG2E_F 1.4426950408889634f
 #define LN2_F 0.6931471805599453f
 
+/* The backward's log2 lse of a row from its natural lse (-inf: the row has no keys): lse log2 e, or +inf without
+ * keys so that the row's P = exp2(s - lse2) are all 0. Pass 1 derives it by this one rule whether it reads a stored
+ * lse (k_bwd_delta, the _out calls) or writes Delta itself (the forward's epilogues given the natural lse they would
+ * store, lse2 ln 2), so both give the same bits. */
+#ifdef __CUDACC__
+__device__ __forceinline__ float bwd_lse2_of(float lse) { return lse == -INFINITY ? INFINITY : lse * LOG2E_F; }
+#endif
+
 /* ---------------------------------------------------------------- sequences ---- */
 struct SeqDesc {
     const int32_t *cu_q, *cu_k; /* device, or NULL for one sequence */
