@@ -20,7 +20,10 @@
  *    one token are a row of n1 floats (working memory linear in T, no T x n1 buffer); a
  *    token whose causal block count is <= K selects all of them without stage 1.
  *  - Top-k: 64-bit keys (score, ~index) and quickselect for the K-th largest (no sort).
- * Threads: OpenMP over token groups (dynamic schedule, longest first), ap->num_threads.
+ * Threads: OpenMP over token groups (dynamic schedule, longest first), ap->num_threads. A call of fewer tokens than
+ * its threads cover (a decode step) cuts each KV head finer instead (few_tokens): a token's rows in segments of
+ * ATTN_SEG_TILES key tiles, stage 1's tiles side by side. A row's online softmax restarts at every segment on every
+ * path, so neither the thread count nor the path changes a bit of any result.
  */
 #include <float.h>
 #include <math.h>
@@ -1117,7 +1120,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
         float *S = malloc((size_t)G * CPU_KT * sizeof(float));
         int *hi = malloc((size_t)G * sizeof(int));
         if (!S || !hi) fail = 1; /* this thread computes nothing below; the call fails */
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < nt1; i++) {
             const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
             if (S) c->kn->qk(b->Q, D, NULL, G, D, (const float *)clp->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) /
@@ -1133,7 +1136,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
             }
             for (int r = 0; r < G; r++) cl[r] = l[r] > 0.0f || isnan(l[r]) ? m[r] + log2f(l[r]) : INFINITY;
         }
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < nt2; i++) {
             const int c0 = c_first + i * CPU_KT, cend = n1v - c0 < CPU_KT ? n1v : c0 + CPU_KT;
             if (!S || !hi) continue;
@@ -1371,7 +1374,9 @@ static int cmp_i32(const void *a, const void *b) {
  * groups of one head at a time, so a call of few tokens (a decode step: one group) ran every head on one thread
  * however many were asked for (session 59: 2 KV heads, 2 threads, a 32K dense decode attend 7.2 ms on one thread,
  * 7.8 on two). Where the groups cannot fill the threads, min(Hkv, threads) of them take a head each (the heads'
- * arithmetic is unchanged: the same bits), and a head's own regions get the threads left, threads / that. */
+ * arithmetic is unchanged: the same bits; a head's own regions then run on its one thread, OpenMP's nested regions
+ * being inactive), unless the tokens are so few that the heads go one after the other, each on every thread
+ * (few_tokens; session 61). */
 static int head_threads(const ctx *c, const infllm_seq *s) {
     const int MT = group_tokens_sparse(c->ap->G), groups = (int)((s->lq + MT - 1) / MT);
     /* fewer tokens than threads a head: the heads one after the other, each cut finer (few_tokens) */
