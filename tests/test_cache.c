@@ -232,10 +232,12 @@ done:
 
 /* Decode steps and few-token attends on more threads than KV heads x tokens take the CPU's few-token path (session
  * 61: each token's key tiles in segments of 8 spread over the threads and merged in key order, stage 1's tiles side
- * by side): every result bitwise the one-shot attention's on one thread. Rows long enough for several segments
- * (2600 keys: 41 dense tiles; topk 16: 19 selected tiles), dense and sparse, the exact LSE, a sliding window. */
-static void test_few_threads(infllm_dtype dt) {
-    const cfg c = {"few-threads", dt, 8, 2, 64, 2600, 64, 32, 16, 1, 2, 16, 0, 0.0f};
+ * by side) where the segments keep 2 x Hkv threads busy (few_tokens), else the heads side by side: every result
+ * bitwise the one-shot attention's on one thread. Rows long enough for several segments (4200 keys: 66 dense tiles;
+ * topk 40 + 3: 43 of 66 blocks, 6 segments; 2600 keys, topk 16 + 3: 19 of 41, whose selection near-ties catch a
+ * stage-1 LSE off by one column), dense and sparse, the exact LSE, sliding windows. */
+static void test_few_threads(infllm_dtype dt, int len, int topk) {
+    const cfg c = {"few-threads", dt, 8, 2, 64, len, 64, 32, 16, 1, 2, topk, 0, 0.0f};
     static const struct {
         const char *what;
         infllm_mode mode;
@@ -279,8 +281,9 @@ static void test_few_threads(infllm_dtype dt) {
             CHECK_OK(infllm_cache_attend(cache, &p, (const char *)d.q + (size_t)(t * rq) * es, n, c.Hq, o, lo));
             CHECK(!memcmp(o, (const char *)full + (size_t)(t * rq) * es, (size_t)(n * rq) * es) &&
                       !memcmp(lo, lfull + t * c.Hq, (size_t)(n * c.Hq) * 4),
-                  "[few-threads %s] %s: %d token(s) at %lld on %d threads differ (bitwise) from the one-shot "
-                  "attention on one thread", infllm_dtype_name(dt), var[v].what, n, (long long)t, p.num_threads);
+                  "[few-threads %s L %d topk %d] %s: %d token(s) at %lld on %d threads differ (bitwise) from the "
+                  "one-shot attention on one thread", infllm_dtype_name(dt), len, topk, var[v].what, n, (long long)t,
+                  p.num_threads);
             t += n;
         }
         infllm_cache_free(cache);
@@ -867,8 +870,10 @@ int main(void) {
     if (!only_random) {
         test_long_decode(INFLLM_DTYPE_F32);
         test_long_decode(INFLLM_DTYPE_BF16);
-        test_few_threads(INFLLM_DTYPE_F32);
-        test_few_threads(INFLLM_DTYPE_BF16);
+        test_few_threads(INFLLM_DTYPE_F32, 4200, 40);
+        test_few_threads(INFLLM_DTYPE_BF16, 4200, 40);
+        test_few_threads(INFLLM_DTYPE_F32, 2600, 16);
+        test_few_threads(INFLLM_DTYPE_BF16, 2600, 16);
     }
     /* random configurations (random_cfg; INFLLM_CACHE_RANDOM, default 2; INFLLM_CACHE_SEED, default 1; starting at
      * INFLLM_CACHE_RANDOM_FIRST, default 0) on the CPU backend: every knob drawn, so that combinations the table above

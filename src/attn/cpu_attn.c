@@ -181,6 +181,7 @@ typedef struct ctx {
     size_t es; /* element size of the storage dtype */
     int nth;
     const cpu_kv_tiles *kvt; /* the decode cache's packed K/V (NULL: pack per call) */
+    int few;                 /* the sequence at hand takes the few-token path (few_tokens), its heads one by one */
 } ctx;
 
 /* Packing of one head's keys (or compressed keys) and values, in 64-key tiles. Elements are f32,
@@ -745,9 +746,17 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
 
 /* Whether sequence s has so few query tokens that a call's threads go further on one KV head at a time, each head's
  * work cut finer than token groups (run_attn_few, select_token_few), than on the heads side by side: a decode step
- * (one token) with more threads than KV heads (session 61: MiniCPM4's 2 KV heads kept a 16-core decode on 2) */
-static int few_tokens(const ctx *c, const infllm_seq *s) {
-    return c->nth > 1 && (int64_t)s->lq * c->ap->Hkv < c->nth;
+ * (one token) with more threads than KV heads (session 61: MiniCPM4's 2 KV heads kept a 16-core decode on 2). keys:
+ * the most keys a query attends (a sparse call's selection, at most topk_total blocks), which bounds the segments a
+ * head's work cuts into; the path is taken where they keep at least twice the KV heads' threads busy (short
+ * contexts keep the heads side by side). Either path gives the same bits. */
+static int few_tokens(const ctx *c, const infllm_seq *s, int64_t keys) {
+    const infllm_attn_params *ap = c->ap;
+    if (c->nth <= 1 || (int64_t)s->lq * ap->Hkv >= c->nth) return 0;
+    const int64_t span = ap->window > 0 && ap->window < s->lk ? ap->window : s->lk, seg = (int64_t)CPU_KT * ATTN_SEG_TILES;
+    if (keys > span) keys = span;
+    const int64_t items = (keys + seg - 1) / seg * s->lq;
+    return (items < c->nth ? items : c->nth) >= 2 * (int64_t)ap->Hkv;
 }
 
 /* The key tiles local token t of sequence s attends, ascending, with its key mask in each (those attn_group builds
@@ -893,7 +902,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
 
 static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                     const int32_t *sel, int selw, const int32_t *nsel) {
-    if (few_tokens(c, s)) return run_attn_few(c, s, g, kp, q, out, lse, sel, selw, nsel);
+    if (c->few) return run_attn_few(c, s, g, kp, q, out, lse, sel, selw, nsel);
     const int G = c->ap->G;
     int MT = group_tokens_sparse(G);
     if (MT > s->lq) MT = s->lq; /* decode / short chunks: no oversized scratch */
@@ -1174,7 +1183,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
     const int nneed = s->lq - tfirst;
     if (s1_tokens) *s1_tokens += nneed;
     if (nneed <= 0) return 0;
-    if (!scores_out && few_tokens(c, s)) {
+    if (!scores_out && c->few) {
         const size_t qb = (size_t)G * ap->D * sizeof(float),
                      s2b = (size_t)((ap->exact_lse ? s->n1 : s->n2) + CPU_KT - 1) / CPU_KT * G * CPU_KT * sizeof(float),
                      tb = (size_t)(s->n1 + 1) * sizeof(float), mb = (size_t)3 * G * sizeof(float),
@@ -1235,6 +1244,7 @@ static void ctx_init(ctx *c, const infllm_attn_params *ap) {
     c->es = infllm_dtype_size(ap->dtype);
     c->nth = ap->num_threads > 0 ? ap->num_threads : 1;
     c->kvt = NULL;
+    c->few = 0;
 }
 
 void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len, void *dst,
@@ -1380,7 +1390,7 @@ static int cmp_i32(const void *a, const void *b) {
 static int head_threads(const ctx *c, const infllm_seq *s) {
     const int MT = group_tokens_sparse(c->ap->G), groups = (int)((s->lq + MT - 1) / MT);
     /* fewer tokens than threads a head: the heads one after the other, each cut finer (few_tokens) */
-    if (c->nth <= 1 || c->ap->Hkv <= 1 || groups >= c->nth || few_tokens(c, s)) return 1;
+    if (c->nth <= 1 || c->ap->Hkv <= 1 || groups >= c->nth || c->few) return 1;
     return c->ap->Hkv < c->nth ? c->ap->Hkv : c->nth;
 }
 
@@ -1495,6 +1505,7 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
         const infllm_seq *s = &ap->seqs[b];
         if (s->lq == 0) continue;
         /* heads side by side (head_threads) each need their own rows */
+        c.few = few_tokens(&c, s, (int64_t)topk_cols * ap->B);
         const int hp = head_threads(&c, s), nbuf = hp > 1 ? ap->Hkv : 1;
         size_t selb = (size_t)s->lq * topk_cols * sizeof(int32_t) * nbuf, nselb = (size_t)s->lq * sizeof(int32_t) * nbuf;
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
@@ -1534,7 +1545,9 @@ static infllm_status dense_seq(const ctx *c, const infllm_seq *s, const void *q,
                                void *out, float *lse) {
     dense_args a = {q, k, v, out, lse};
     head_times tm = {0, 0, 0};
-    const int fail = run_heads(c, s, head_threads(c, s), dense_head, &a, &tm);
+    ctx cd = *c;
+    cd.few = few_tokens(&cd, s, s->lk);
+    const int fail = run_heads(&cd, s, head_threads(&cd, s), dense_head, &a, &tm);
     return fail ? infllm_set_error(INFLLM_ERR_NOMEM, "out of memory (dense attention)") : INFLLM_OK;
 }
 
@@ -1659,6 +1672,7 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
             if (g_stats) g_stats->compress_ms += now_ms() - t0;
         }
         /* heads side by side (head_threads) each need their own selection rows */
+        c.few = few_tokens(&c, s, (int64_t)K * ap->B);
         const int hp = head_threads(&c, s), nbuf = hp > 1 ? ap->Hkv : 1;
         size_t selb = (size_t)s->lq * K * sizeof(int32_t) * nbuf, nselb = (size_t)s->lq * sizeof(int32_t) * nbuf;
         int32_t *sel = ws_alloc(selb), *nsel = ws_alloc(nselb);
@@ -1725,6 +1739,7 @@ infllm_status cpu_select_blocks(const infllm_attn_params *ap, const void *q, con
                 nsel[t] = qb - wb + 1;
             }
         }
+        c.few = few_tokens(&c, s, s->lk); /* stage 1 scans every kernel */
         for (int g = 0; g < ap->Hkv && !st; g++) {
             if (!all_causal) {
                 const int e = select_head(&c, s, g, own1, 0, own2, 0, q, sel, nsel, NULL);
