@@ -386,6 +386,7 @@ static void kvpack_ensure(const ctx *c, kvpack *p, int t) {
 }
 
 static void kvpack_all(const ctx *c, kvpack *p) {
+    if (p->borrowed) return; /* the decode cache's: all ready (no team woken for nothing) */
     int nt = p->ntile;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(cpu_team(c->nth))
     for (int t = 0; t < nt; t++) kvpack_ensure(c, p, t);
@@ -833,8 +834,8 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
         fail = !part || !acc;
     }
     if (!fail && items) {
-        const int nth = c->nth < items ? c->nth : items;
-        (void)nth; /* without OpenMP */
+        const int nth = c->nth; /* every thread, as select_token_few's region */
+        (void)nth;              /* without OpenMP */
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
         {
             scratch w;
@@ -1121,10 +1122,10 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
     }
     const int nt1 = (nlv + CPU_KT - 1) / CPU_KT;
     const int nt2 = nlv > 0 && n1v > c_first ? (n1v - c_first + CPU_KT - 1) / CPU_KT : 0;
-    int nth = nt1 > nt2 ? nt1 : nt2, fail = 0;
-    if (nth > c->nth) nth = c->nth;
-    if (nth < 1) nth = 1;
-#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
+    int fail = 0;
+    /* every thread, whatever the tiles: a decode step's regions keep one team size (on 16 cores, teams resized
+     * region after region cost more than the idle threads) */
+#pragma omp parallel num_threads(cpu_team(c->nth)) reduction(| : fail)
     {
         float *S = malloc((size_t)G * CPU_KT * sizeof(float));
         int *hi = malloc((size_t)G * sizeof(int));
