@@ -573,22 +573,42 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
 enum { ATTN_SEG_TILES = 8 };
 
 /* Merges n rows' segment state (m: log2-domain max, l: sum, O: unnormalized output, D columns a row) into their
- * accumulators (ma, la, Oa). A state of m -inf and l 0 holds nothing; a NaN max or sum propagates. */
-static void seg_merge(const float *m, const float *l, const float *O, float *ma, float *la, float *Oa, int n, int D) {
+ * accumulators (ma, la, Oa). A state of m -inf and l 0 holds nothing; a NaN max or sum propagates. clear: the
+ * segment's O is zeroed as it is read (attn_group's restart; the few-token path's partials are read only). A scale
+ * of 1 is skipped: x * 1 is x, so the bits are the general formula's. */
+static void seg_merge(const float *m, const float *l, float *O, float *ma, float *la, float *Oa, int n, int D,
+                      int clear) {
     for (int r = 0; r < n; r++) {
         const float M = ma[r], mr = m[r];
-        float *oa = Oa + (size_t)r * D;
-        const float *o = O + (size_t)r * D;
-        if (mr == -INFINITY && l[r] == 0.0f) continue; /* an empty segment */
-        if (M == -INFINITY && la[r] == 0.0f) {         /* the first one: a copy */
+        float *restrict oa = Oa + (size_t)r * D, *restrict o = O + (size_t)r * D;
+        if (mr == -INFINITY && l[r] == 0.0f) { /* an empty segment */
+            if (clear) memset(o, 0, (size_t)D * sizeof *o);
+            continue;
+        }
+        if (M == -INFINITY && la[r] == 0.0f) { /* the first one: a copy */
             memcpy(oa, o, (size_t)D * sizeof *oa);
+            if (clear) memset(o, 0, (size_t)D * sizeof *o);
             la[r] = l[r];
             ma[r] = mr;
             continue;
         }
         const float Mn = (mr > M || mr != mr) ? mr : M;
         const float a = M == Mn ? 1.0f : exp2f(M - Mn), b = mr == Mn ? 1.0f : exp2f(mr - Mn);
-        for (int d = 0; d < D; d++) oa[d] = oa[d] * a + o[d] * b;
+        /* (omp simd: -O2 leaves these loops scalar; no reduction, so the bits are the scalar loop's) */
+        if (a == 1.0f && clear) {
+#pragma omp simd
+            for (int d = 0; d < D; d++) {
+                oa[d] += o[d] * b;
+                o[d] = 0.0f;
+            }
+        } else if (a == 1.0f) {
+#pragma omp simd
+            for (int d = 0; d < D; d++) oa[d] += o[d] * b;
+        } else {
+#pragma omp simd
+            for (int d = 0; d < D; d++) oa[d] = oa[d] * a + o[d] * b;
+            if (clear) memset(o, 0, (size_t)D * sizeof *o);
+        }
         la[r] = la[r] * a + l[r] * b;
         ma[r] = Mn;
     }
@@ -596,8 +616,7 @@ static void seg_merge(const float *m, const float *l, const float *O, float *ma,
 
 /* rows r0..r0+n-1 of w: their segment merged into the accumulators and restarted */
 static void seg_flush(scratch *w, int r0, int n, int D) {
-    seg_merge(w->m + r0, w->l + r0, w->O + (size_t)r0 * D, w->ma + r0, w->la + r0, w->Oa + (size_t)r0 * D, n, D);
-    memset(w->O + (size_t)r0 * D, 0, (size_t)n * D * sizeof(float));
+    seg_merge(w->m + r0, w->l + r0, w->O + (size_t)r0 * D, w->ma + r0, w->la + r0, w->Oa + (size_t)r0 * D, n, D, 1);
     for (int r = r0; r < r0 + n; r++) {
         w->m[r] = -INFINITY;
         w->l[r] = 0.0f;
@@ -887,8 +906,8 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
                 la[r] = 0.0f;
             }
             for (int i = first[t]; i < first[t + 1]; i++) {
-                const float *pi = part + (size_t)i * rowf;
-                seg_merge(pi + (size_t)G * D, pi + (size_t)G * (D + 1), pi, ma, la, Oa, G, D);
+                float *pi = part + (size_t)i * rowf;
+                seg_merge(pi + (size_t)G * D, pi + (size_t)G * (D + 1), pi, ma, la, Oa, G, D, 0);
             }
             store_token(c, s, g, t, Oa, la, ma, out, lse);
         }
