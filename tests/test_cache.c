@@ -247,7 +247,8 @@ static void test_few_threads(infllm_dtype dt, int len, int topk) {
                {"sparse, window 1500", INFLLM_MODE_SPARSE, 0, 1500},
                {"dense", INFLLM_MODE_DENSE, 0, 0},
                {"dense, window 1000", INFLLM_MODE_DENSE, 0, 1000}};
-    /* the calls after the prefix: tokens and threads (tokens x 2 KV heads < threads: the few-token path) */
+    /* the calls after the prefix: tokens and threads (tokens x 2 KV heads < threads: the few-token path where the
+     * segments suffice; 1 token on 2 threads: the heads side by side) */
     static const int steps[][2] = {{1, 3}, {1, 4}, {1, 8}, {2, 5}, {3, 16}, {1, 2}};
     data d;
     make_data(&d, &c, 903);
