@@ -509,6 +509,14 @@ static inline uint64_t bit_range(int a, int b) {
     return hi & ~((1ull << a) - 1);
 }
 
+/* The keys of the 64-key tile from ts that a query at position pos may attend before any selection: those <= pos
+ * and not before its sliding window's first key wlo. One rule for attn_group and token_tiles, whose masks must
+ * agree bit for bit (the few-token path reproduces attn_group's rows). */
+static inline uint64_t tile_visible(int64_t ts, int64_t pos, int64_t wlo) {
+    const int64_t a = wlo > ts ? wlo - ts : 0, b = pos + 1 - ts;
+    return bit_range(a > 64 ? 64 : (int)a, b < 0 ? 0 : b > 64 ? 64 : (int)b);
+}
+
 /* prefetch the 64-byte lines [a, b) at p into L2 */
 static inline void prefetch_lines(const char *p, size_t a, size_t b) {
     /* every other line: the L2 spatial prefetcher completes each 128-byte pair, and half the
@@ -682,8 +690,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
             ntok = 0;
             for (int tt = 0; tt < nt; tt++) {
                 if (w->pos[tt] < j0 || wlo[tt] >= j0 + CPU_KT) continue;
-                uint64_t km = bit_range(wlo[tt] > j0 ? (int)(wlo[tt] - j0) : 0,
-                                        w->pos[tt] + 1 - j0 < 64 ? w->pos[tt] + 1 - j0 : 64);
+                const uint64_t km = tile_visible(j0, w->pos[tt], wlo[tt]);
                 toks[ntok++] = tt;
                 for (int h = 0; h < G; h++) {
                     w->ridx[R2] = tt * G + h;
@@ -741,9 +748,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                     int64_t bs = (int64_t)B * sl[i], be = bs + B;
                     km |= bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
                 }
-                int64_t lim = (int64_t)w->pos[tt] + 1 - ts; /* keys <= position (and < lk) */
-                if (lim < 64) km &= bit_range(0, lim < 0 ? 0 : (int)lim);
-                if (wlo[tt] > ts) km &= ~bit_range(0, wlo[tt] - ts < 64 ? (int)(wlo[tt] - ts) : 64); /* window */
+                km &= tile_visible(ts, w->pos[tt], wlo[tt]); /* keys <= position (and < lk), in the window */
                 if (!km) continue;
                 toks[ntok++] = tt;
                 for (int h = 0; h < G; h++) {
@@ -790,7 +795,7 @@ static int token_tiles(const ctx *c, const infllm_seq *s, int t, const int32_t *
     if (!sel) {
         for (int64_t j0 = wlo / CPU_KT * CPU_KT; j0 <= pos; j0 += CPU_KT) {
             tl[n] = (int32_t)(j0 / CPU_KT);
-            km[n++] = bit_range(wlo > j0 ? (int)(wlo - j0) : 0, pos + 1 - j0 < 64 ? (int)(pos + 1 - j0) : 64);
+            km[n++] = tile_visible(j0, pos, wlo);
         }
         return n;
     }
@@ -812,10 +817,7 @@ static int token_tiles(const ctx *c, const infllm_seq *s, int t, const int32_t *
     }
     int m = 0;
     for (int i = 0; i < n; i++) { /* keys <= position, and not before the window */
-        const int64_t ts = (int64_t)tl[i] * CPU_KT, lim = pos + 1 - ts;
-        uint64_t k = km[i];
-        if (lim < 64) k &= bit_range(0, lim < 0 ? 0 : (int)lim);
-        if (wlo > ts) k &= ~bit_range(0, wlo - ts < 64 ? (int)(wlo - ts) : 64);
+        const uint64_t k = km[i] & tile_visible((int64_t)tl[i] * CPU_KT, pos, wlo);
         if (k) {
             tl[m] = tl[i];
             km[m++] = k;
