@@ -1020,27 +1020,40 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
     return mx == INFINITY ? FLT_MAX : mx; /* an overflowed stage-1 sum stays below the forced +inf, as in REF */
 }
 
+/* The kernels a query at position p of sequence s scores in stage 1: *n1v of c1, *nlv of its LSE's (c2, or c1 with
+ * exact_lse). fused (the selection): only kernels of non-forced blocks (b <= q_block - local - 1) reach it, the
+ * last of them floor((B*b + B - 1) / s1) of that block. */
+static void stage1_kernels(const infllm_attn_params *ap, const infllm_seq *s, int64_t p, int fused, int *n1v,
+                           int *nlv) {
+    *n1v = infllm_visible_kernels(p, ap->l1, ap->s1, s->n1);
+    *nlv = ap->exact_lse ? *n1v : infllm_visible_kernels(p, ap->l2, ap->s2, s->n2);
+    if (fused) {
+        int64_t blast = p / ap->B - ap->local_blocks - 1;
+        int64_t jneed = blast < 0 ? 0 : ((int64_t)ap->B * blast + ap->B - 1) / ap->s1 + 1;
+        if (jneed < *n1v) *n1v = (int)jneed;
+    }
+}
+
+/* The first c1 kernel (a tile's first) of stage 1's pass 2 for a selection whose earliest query is at p0: under a
+ * sliding window the selection takes no block before that query's window first block, so the kernels before it
+ * keep their 0, which no candidate block reads (the LSE stays whole: stage 1 does not depend on the window) */
+static int stage1_pass2_first(const infllm_attn_params *ap, const infllm_seq *s, int64_t p0) {
+    if (ap->window <= 0) return 0;
+    int32_t lo, hi;
+    infllm_block_kernel_range(infllm_window_first_block(p0, ap->window, ap->B), ap->B, ap->l1, ap->s1, s->n1, &lo,
+                              &hi);
+    return lo / CPU_KT * CPU_KT;
+}
+
 /* Stage-1 scores of tokens t0..t0+nt-1 of sequence s, KV head g, into w->tok[tt*n1 ..]. */
 static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
                          const void *q, int t0, int nt, int fused, scratch *w) {
     const infllm_attn_params *ap = c->ap;
     const int D = ap->D, G = ap->G, R = nt * G, n1 = s->n1;
-    const int nl = ap->exact_lse ? s->n1 : s->n2;
     const float sl2 = ap->scale * (float)M_LOG2E;
     int n1v[CPU_KT], nlv[CPU_KT];
     load_q(c, s, g, q, t0, nt, w->Q);
-    for (int tt = 0; tt < nt; tt++) {
-        int64_t p = (int64_t)s->lk - s->lq + t0 + tt;
-        n1v[tt] = infllm_visible_kernels(p, ap->l1, ap->s1, n1);
-        nlv[tt] = ap->exact_lse ? n1v[tt] : infllm_visible_kernels(p, ap->l2, ap->s2, nl);
-        if (fused) {
-            /* only kernels of non-forced blocks (b <= q_block - local - 1) reach the selection:
-             * the last of them is floor((B*b + B - 1) / s1) of that block */
-            int64_t blast = p / ap->B - ap->local_blocks - 1;
-            int64_t jneed = blast < 0 ? 0 : ((int64_t)ap->B * blast + ap->B - 1) / ap->s1 + 1;
-            if (jneed < n1v[tt]) n1v[tt] = (int)jneed;
-        }
-    }
+    for (int tt = 0; tt < nt; tt++) stage1_kernels(ap, s, (int64_t)s->lk - s->lq + t0 + tt, fused, &n1v[tt], &nlv[tt]);
     memset(w->tok, 0, (size_t)nt * n1 * sizeof(float));
     for (int r = 0; r < R; r++) {
         w->m[r] = -INFINITY;
@@ -1066,14 +1079,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
      * selection takes no block before a token's window first block, and the group's first token's is the earliest:
      * pass 2 starts at the tile of that block's first kernel (the LSE above stays whole: stage 1 does not depend on
      * the window). The kernels before it keep their 0 in w->tok, which no candidate block reads. */
-    int n1max = n1v[nt - 1], c_first = 0;
-    if (fused && ap->window > 0) {
-        const int64_t p0 = (int64_t)s->lk - s->lq + t0;
-        int32_t lo, hi;
-        infllm_block_kernel_range(infllm_window_first_block(p0, ap->window, ap->B), ap->B, ap->l1, ap->s1, n1, &lo,
-                                  &hi);
-        c_first = lo / CPU_KT * CPU_KT;
-    }
+    const int n1max = n1v[nt - 1], c_first = fused ? stage1_pass2_first(ap, s, (int64_t)s->lk - s->lq + t0) : 0;
     for (int c0 = c_first; c0 < n1max; c0 += CPU_KT) {
         int ta = 0;
         while (ta < nt && (n1v[ta] <= c0 || nlv[ta] == 0)) ta++;
@@ -1120,20 +1126,9 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
     const int D = ap->D, G = ap->G, n1 = s->n1, K = ap->topk_total;
     const float sl2 = ap->scale * (float)M_LOG2E;
     const int64_t p = (int64_t)s->lk - s->lq + t;
-    int n1v = infllm_visible_kernels(p, ap->l1, ap->s1, n1);
-    const int nlv = ap->exact_lse ? n1v : infllm_visible_kernels(p, ap->l2, ap->s2, s->n2);
-    { /* only kernels of non-forced blocks reach the selection (stage1_group, fused) */
-        int64_t blast = p / ap->B - ap->local_blocks - 1;
-        int64_t jneed = blast < 0 ? 0 : ((int64_t)ap->B * blast + ap->B - 1) / ap->s1 + 1;
-        if (jneed < n1v) n1v = (int)jneed;
-    }
-    int c_first = 0; /* pass 2 from the window's first block's first kernel's tile (stage1_group) */
-    if (ap->window > 0) {
-        int32_t lo, hi;
-        infllm_block_kernel_range(infllm_window_first_block(p, ap->window, ap->B), ap->B, ap->l1, ap->s1, n1, &lo,
-                                  &hi);
-        c_first = lo / CPU_KT * CPU_KT;
-    }
+    int n1v, nlv;
+    stage1_kernels(ap, s, p, 1, &n1v, &nlv);
+    const int c_first = stage1_pass2_first(ap, s, p); /* stage1_group's bounds for this one token */
     float *m = b->mlc, *l = m + G, *cl = l + G;
     load_q(c, s, g, q, t, 1, b->Q);
     memset(b->tok, 0, (size_t)n1 * sizeof(float));
