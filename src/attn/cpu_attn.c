@@ -517,6 +517,12 @@ static inline uint64_t tile_visible(int64_t ts, int64_t pos, int64_t wlo) {
     return bit_range(a > 64 ? 64 : (int)a, b < 0 ? 0 : b > 64 ? 64 : (int)b);
 }
 
+/* The keys [bs, be) that fall in the 64-key tile from ts (a selected block's part of it) */
+static inline uint64_t tile_span(int64_t bs, int64_t be, int64_t ts) {
+    const int64_t te = ts + CPU_KT;
+    return bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
+}
+
 /* prefetch the 64-byte lines [a, b) at p into L2 */
 static inline void prefetch_lines(const char *p, size_t a, size_t b) {
     /* every other line: the L2 spatial prefetcher completes each 128-byte pair, and half the
@@ -745,8 +751,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                 w->cur[tt] = cidx;
                 uint64_t km = 0;
                 for (int i = cidx; i < n && (int64_t)B * sl[i] < te; i++) {
-                    int64_t bs = (int64_t)B * sl[i], be = bs + B;
-                    km |= bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
+                    km |= tile_span((int64_t)B * sl[i], (int64_t)B * sl[i] + B, ts);
                 }
                 km &= tile_visible(ts, w->pos[tt], wlo[tt]); /* keys <= position (and < lk), in the window */
                 if (!km) continue;
@@ -805,8 +810,7 @@ static int token_tiles(const ctx *c, const infllm_seq *s, int t, const int32_t *
         int64_t bs = (int64_t)B * sl[i], be = bs + B;
         if (be > s->lk) be = s->lk;
         for (int64_t ts = bs / CPU_KT * CPU_KT; ts < be; ts += CPU_KT) {
-            const int64_t te = ts + CPU_KT;
-            const uint64_t bits = bit_range((int)((bs > ts ? bs : ts) - ts), (int)((be < te ? be : te) - ts));
+            const uint64_t bits = tile_span(bs, be, ts);
             if (n && tl[n - 1] == (int32_t)(ts / CPU_KT)) {
                 km[n - 1] |= bits;
             } else {
