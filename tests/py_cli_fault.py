@@ -32,26 +32,40 @@ if why:
 c = Counter("py_cli_fault")
 MAX_RUNS = int(os.environ.get("INFLLM_FAULT_MAX_RUNS", "1000"))  # allocations failed in turn, at most, a command
 # what a message about memory says: the tools' own ("out of memory", "out of host memory"), strerror(ENOMEM) through
-# a failed fopen ("Cannot allocate memory"), libgomp's ("libgomp: Out of memory allocating N bytes")
+# a failed fopen ("Cannot allocate memory"), libgomp's ("libgomp: Out of memory allocating N bytes", and on more than
+# one thread "libgomp: Thread creation failed: Resource temporarily unavailable": pthread_create's EAGAIN when the
+# allocation for a new thread fails; libgomp exits 1 there, before our code can see it)
 WATCH = []  # folders whose temporary files a run must not leave behind
-OOM = re.compile(r"out of (host )?memory|cannot allocate memory", re.I)
+OOM = re.compile(r"out of (host )?memory|cannot allocate memory|libgomp: thread creation failed", re.I)
 
 
-def run(args, spec):
-    env = {**os.environ, "LD_PRELOAD": SHIM, "INFLLM_FAULT_SHIM": spec, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([INFLLM, *args], capture_output=True, text=True, errors="replace", timeout=300,
-                          env=env)
+def run(args, spec, threads=1):
+    """the command under the shim; with threads > 1 a run past HANG_S seconds is killed and returned with returncode
+    None (a hang: a thread whose allocation failed skipped a barrier the others wait at)"""
+    env = {**os.environ, "LD_PRELOAD": SHIM, "INFLLM_FAULT_SHIM": spec, "OMP_NUM_THREADS": str(threads)}
+    try:
+        return subprocess.run([INFLLM, *args], capture_output=True, text=True, errors="replace",
+                              timeout=300 if threads == 1 else HANG_S, env=env)
+    except subprocess.TimeoutExpired as e:
+        if threads == 1:
+            raise
+        return subprocess.CompletedProcess(e.cmd, None, "", "")
 
 
-def count(args):
+HANG_S = 30  # seconds a threaded run may take (each takes well under one)
+
+
+def count(args, threads=1):
     """the command's output without a failure and its allocations (the shim's report on stderr)"""
-    p = run(args, "report=2")
+    p = run(args, "report=2", threads)
     m = re.search(r"allocations (\d+)\n?$", p.stderr)
     return p, int(m.group(1)) if m else 0
 
 
 def judge(p, what, same):
     """no signal; exit 1 with a message about memory, or exit 0 with the output same() accepts"""
+    if p.returncode is None:
+        return f"{what}: still running after {HANG_S} s (a hang), killed"
     if p.returncode < 0:
         return f"{what}: killed by signal {-p.returncode}: {p.stderr[-300:]!r}"
     if p.returncode == 1:
@@ -61,25 +75,31 @@ def judge(p, what, same):
     return f"{what}: exit {p.returncode}: {p.stderr[-300:]!r}"
 
 
-def sweep(name, args, same, before=None):
+def sweep(name, args, same, before=None, threads=1):
     """every allocation of the command failing in turn (at most MAX_RUNS of them, evenly spaced); before() runs
     before each run (it removes the outputs, so that a run that exits 0 without writing them cannot pass on the
-    files of an earlier run)"""
+    files of an earlier run). threads > 1: the command on that many OpenMP threads (its --threads too), where the
+    Kth allocation falls in one thread or another (the count is not exact): no run may hang, and the first hang
+    ends the sweep"""
     if before:
         before()
-    base, n = count(args)
+    base, n = count(args, threads)
     c.check(base.returncode == 0 and n > 0, f"{name}: runs under the shim, {n} allocations counted "
             f"(exit {base.returncode}, {base.stderr[-200:]!r})")
     if base.returncode or not n:
         return
     ks = range(1, n + 1) if n <= MAX_RUNS else sorted({1 + (n - 1) * i // (MAX_RUNS - 1) for i in range(MAX_RUNS)})
-    bad, fails = [], 0
+    bad, fails, done = [], 0, 0
     for k in ks:
+        done += 1
         if before:
             before()
-        p = run(args, f"nth={k}")
+        p = run(args, f"nth={k}", threads)
         fails += p.returncode == 1
         b = judge(p, f"nth={k}", same)
+        if p.returncode is None:
+            bad.append(b)
+            break
         # a failed write leaves no temporary file behind (npy_write writes PATH.tmp.PID, then renames)
         left = [f for d in WATCH for f in glob.glob(os.path.join(d, "**", "*.tmp.*"), recursive=True)]
         for f in left:
@@ -88,7 +108,7 @@ def sweep(name, args, same, before=None):
             b = f"nth={k}: exit {p.returncode} left {[os.path.basename(f) for f in left]}"
         if b:
             bad.append(b)
-    c.check(not bad, f"{name}: {len(ks)} of {n} allocations failed in turn: {fails} exit 1 with a message about "
+    c.check(not bad, f"{name}: {done} of {n} allocations failed in turn: {fails} exit 1 with a message about "
             f"memory, the others as without the failure" + ("".join("\n    " + b for b in bad[:8])))
 
 
@@ -120,6 +140,15 @@ for words in (["attn", "--peak", "10"], ["backward"], ["decode"]):
             f"bench {words[0]} with its tensors' allocations failing: exit {p.returncode}, {p.stderr[-200:]!r}")
     sweep(f"bench {words[0]}", args,
           lambda q: [(r.get("mode"), r.get("seqlen"), r.get("pairs")) for r in (json_rows(q) or [])] == key)
+# a decode step on 4 threads: the few-token path (1 token x 1 KV head < 4 threads; 4096 keys are 8 segments of 512 for
+# the threads), whose regions every thread enters whatever the work
+args = ["bench", "decode", "--seqlen", "4096", "--heads", "4", "--kv-heads", "1", "--head-dim", "64", "--reps", "1",
+        "--threads", "4", "--no-warmup", "--format", "json"]
+base, _ = count(args, 4)
+key = [(r.get("mode"), r.get("seqlen")) for r in (json_rows(base) or [])]
+c.check(len(key) == 2, f"bench decode on 4 threads: runs under the shim ({base.stderr[-200:]!r})")
+sweep("bench decode, 4 threads", args, lambda q: [(r.get("mode"), r.get("seqlen")) for r in (json_rows(q) or [])] == key,
+      threads=4)
 p, n = count(["bench", "peak", "--seconds", "0.05", "--threads", "1", "--format", "json"])
 if p.returncode == 0:
     sweep("bench peak", ["bench", "peak", "--seconds", "0.05", "--threads", "1", "--format", "json"],
@@ -161,6 +190,11 @@ with tempfile.TemporaryDirectory() as tmp:
                 return False
 
         sweep("attn", args, same_out, clear)
+        # on 3 threads (each result the same bits as on one): a thread whose scratch allocation failed used to skip
+        # the region's worksharing loop, and the others waited at its barrier for ever (session 62: nth=64..70 of
+        # 120 hung this command on 2 threads)
+        threaded = [x if x != "1" or args[i - 1] != "--threads" else "3" for i, x in enumerate(args)]
+        sweep("attn, 3 threads", threaded, same_out, clear, threads=3)
         # one query a sequence's last --cache-len rows (the query offsets and the gathered rows are allocated)
         args = args[:-2] + ["--cache-len", "90", "--out", out]
         base, _ = count(args)
@@ -177,6 +211,9 @@ with tempfile.TemporaryDirectory() as tmp:
 
         ref = np.load(out) if base.returncode == 0 else None
         sweep("attn --dump", args, same_dump, clear)
+        # the explicit ops (stage-1 scores, block scores, top-k) on 3 threads
+        threaded = [x if x != "1" or args[i - 1] != "--threads" else "3" for i, x in enumerate(args)]
+        sweep("attn --dump, 3 threads", threaded, same_dump, clear, threads=3)
         np.save(os.path.join(tmp, "dout.npy"), rng.standard_normal((96, 4, 32)).astype(np.float32))
         args = args[:-2] + ["--dout", os.path.join(tmp, "dout.npy"), "--grad-dir", grads]
         base, _ = count(args)

@@ -647,13 +647,14 @@ static void seg_count(scratch *w, const int *toks, int ntok, int G, int D) {
         }
 }
 
-/* The output rows (and lse) of local token t, KV head g, from its G accumulated rows (Oa [G][D], la, ma) */
-static void store_token(const ctx *c, const infllm_seq *s, int g, int t, const float *Oa, const float *la,
-                        const float *ma, void *out, float *lse) {
+/* The output rows (and lse) of local token t, KV head g, heads h0 .. h1 - 1 of the group, from its G accumulated rows
+ * (Oa [G][D], la, ma) */
+static void store_token(const ctx *c, const infllm_seq *s, int g, int t, int h0, int h1, const float *Oa,
+                        const float *la, const float *ma, void *out, float *lse) {
     const infllm_attn_params *ap = c->ap;
     const int D = ap->D, G = ap->G;
     const size_t row = (size_t)(s->q0 + t);
-    for (int h = 0; h < G; h++) {
+    for (int h = h0; h < h1; h++) {
         void *dst = (char *)out + (row * ap->o_tok + (size_t)(g * G + h) * D) * c->es;
         if (la[h] > 0.0f || isnan(la[h])) { /* a NaN score's row is NaN, as REF's (not a row without keys) */
             c->kn->store(dst, ap->dtype, Oa + (size_t)h * D, 1.0f / la[h], D);
@@ -770,7 +771,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
     /* the last segments, then the rows */
     for (int tt = 0; tt < nt; tt++) {
         if (w->segn[tt]) seg_flush(w, tt * G, G, D);
-        store_token(c, s, g, t0 + tt, w->Oa + (size_t)tt * G * D, w->la + tt * G, w->ma + tt * G, out, lse);
+        store_token(c, s, g, t0 + tt, 0, G, w->Oa + (size_t)tt * G * D, w->la + tt * G, w->ma + tt * G, out, lse);
     }
 }
 
@@ -831,8 +832,8 @@ static int token_tiles(const ctx *c, const infllm_seq *s, int t, const int32_t *
 }
 
 /* run_attn for few tokens (few_tokens) on every thread: each token's tiles (token_tiles) cut into segments of
- * ATTN_SEG_TILES, a segment an item of the threads, then each token's segments merged in key order (seg_merge):
- * attn_group's arithmetic, bit for bit. Non-zero: out of memory. */
+ * ATTN_SEG_TILES, a segment an item of the threads, then each row's segments merged in key order (seg_merge), a row a
+ * thread: attn_group's arithmetic, bit for bit. Non-zero: out of memory. */
 static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const void *q, void *out, float *lse,
                         const int32_t *sel, int selw, const int32_t *nsel) {
     const infllm_attn_params *ap = c->ap;
@@ -844,7 +845,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
     uint64_t *km = ws_alloc(kmb);
     int *ntl = ws_alloc(ib), *first = ntl ? ntl + lq : NULL; /* [lq] tiles, [lq + 1] first item of each token */
     float *part = NULL, *acc = NULL;
-    size_t pb = 0, ab = (size_t)rowf * sizeof(float);
+    size_t pb = 0, ab = (size_t)lq * rowf * sizeof(float);
     int fail = !tl || !km || !ntl, items = 0;
     if (!fail) {
         for (int t = 0; t < lq; t++) {
@@ -858,17 +859,23 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
         acc = ws_alloc(ab);
         fail = !part || !acc;
     }
-    if (!fail && items) {
+    if (!fail) {
         const int nth = c->nth; /* every thread, as select_token_few's region */
         (void)nth;              /* without OpenMP */
+        int short_of_scratch = 0; /* shared: some thread could not allocate its scratch (its segments not computed) */
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
         {
             scratch w;
-            if (scratch_init(&w, G, 1, D, 0, kp->ntile, kp->half)) {
+            const int ok = !scratch_init(&w, G, 1, D, 0, kp->ntile, kp->half);
+            if (!ok) { /* this thread skips its items; every thread meets every barrier */
                 fail = 1;
-            } else {
+#pragma omp atomic write
+                short_of_scratch = 1;
+            }
+            {
 #pragma omp for schedule(dynamic, 1)
                 for (int i = 0; i < items; i++) {
+                    if (!ok) continue;
                     int t = 0;
                     while (first[t + 1] <= i) t++;
                     const int32_t *ti = tl + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
@@ -899,24 +906,29 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
                     memcpy(pi + (size_t)G * (D + 1), w.l, (size_t)G * sizeof(float));
                 }
             }
+            int short_seen; /* some segment not computed (read after the items' barrier) */
+#pragma omp atomic read
+            short_seen = short_of_scratch;
+            /* then each row's segments merged in key order and the row stored, a row a thread (seg_merge and
+             * store_token treat rows alike one by one: the bits of a call over all G) */
+#pragma omp for schedule(static)
+            for (int tr = 0; tr < lq * G; tr++) {
+                const int t = tr / G, r = tr % G;
+                float *Oa = acc + (size_t)t * rowf, *ma = Oa + (size_t)G * D, *la = ma + G; /* [G][D], [G], [G] */
+                if (short_seen) continue;
+                ma[r] = -INFINITY;
+                la[r] = 0.0f;
+                for (int i = first[t]; i < first[t + 1]; i++) {
+                    float *pi = part + (size_t)i * rowf;
+                    seg_merge(pi + (size_t)G * D + r, pi + (size_t)G * (D + 1) + r, pi + (size_t)r * D, ma + r, la + r,
+                              Oa + (size_t)r * D, 1, D, 0);
+                }
+                store_token(c, s, g, t, r, r + 1, Oa, la, ma, out, lse);
+            }
             scratch_free(&w);
         }
         size_t sb = scratch_bytes(G, 1, D, 0, kp->ntile, kp->half) * (size_t)nth;
         if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
-    }
-    if (!fail) {
-        float *Oa = acc, *ma = acc + (size_t)G * D, *la = ma + G;
-        for (int t = 0; t < lq; t++) {
-            for (int r = 0; r < G; r++) {
-                ma[r] = -INFINITY;
-                la[r] = 0.0f;
-            }
-            for (int i = first[t]; i < first[t + 1]; i++) {
-                float *pi = part + (size_t)i * rowf;
-                seg_merge(pi + (size_t)G * D, pi + (size_t)G * (D + 1), pi, ma, la, Oa, G, D, 0);
-            }
-            store_token(c, s, g, t, Oa, la, ma, out, lse);
-        }
     }
     ws_free(tl, tlb);
     ws_free(km, kmb);
@@ -939,11 +951,12 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
-        if (scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half)) {
-            fail = 1;
-        } else {
+        const int ok = !scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half);
+        if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
+        {
 #pragma omp for schedule(dynamic, 1)
             for (int i = 0; i < ngroups; i++) {
+                if (!ok) continue;
                 int gi = ngroups - 1 - i; /* longest rows first */
                 int t0 = gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
                 attn_group(c, s, g, kp, q, out, lse, sel, selw, nsel, t0, nt, &w);
@@ -1100,17 +1113,31 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
     }
 }
 
+/* select_row's candidate blocks for local token t of s: *wb .. *ncand - 1 (the causal ones, those before the
+ * sliding window excluded; the last, ncand - 1, is the token's q_block) */
+static void select_candidates(const infllm_attn_params *ap, const infllm_seq *s, int t, int *wb, int *ncand) {
+    const int64_t p = (int64_t)s->lk - s->lq + t;
+    *ncand = (int)(p / ap->B) + 1;
+    *wb = infllm_window_first_block(p, ap->window, ap->B);
+}
+
+/* keys[b] for blocks b0 <= b < b1 of a row of q_block qb with stage-1 scores sc[0..s->n1): its block scores as
+ * select_from_keys ranks them */
+static void block_keys(const infllm_attn_params *ap, const infllm_seq *s, const float *sc, int qb, int b0, int b1,
+                       uint64_t *keys) {
+    for (int b = b0; b < b1; b++) keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
+}
+
 /* The selection of local token t of sequence s from its stage-1 scores sc[0..n1) into sel[t*K ..], nsel[t] (keys,
  * tmp: [nblocks] of scratch) */
 static void select_row(const infllm_attn_params *ap, const infllm_seq *s, int t, const float *sc, uint64_t *keys,
                        uint64_t *tmp, int K, int32_t *sel, int32_t *nsel) {
-    int64_t p = (int64_t)s->lk - s->lq + t;
-    int qb = (int)(p / ap->B);
     /* Only causal blocks compete: every future block scores 0 (its kernels are invisible) or -inf, and loses the
      * tie to a causal block of score 0 by index. */
-    int ncand = qb + 1, wb = infllm_window_first_block(p, ap->window, ap->B);
-    for (int b = wb; b < ncand; b++) keys[b] = block_key(block_score(ap, sc, s->n1, b, qb), b);
-    nsel[t] = select_from_keys(keys, tmp, wb, ncand, K, qb, sel + (size_t)t * K);
+    int wb, ncand;
+    select_candidates(ap, s, t, &wb, &ncand);
+    block_keys(ap, s, sc, ncand - 1, wb, ncand, keys);
+    nsel[t] = select_from_keys(keys, tmp, wb, ncand, K, ncand - 1, sel + (size_t)t * K);
 }
 
 /* The buffers of select_token_few: Q [G][D], S2 [ceil(nl / 64)][G][64] (pass 1's products), tok [n1 + 1], mlc [3][G]
@@ -1122,8 +1149,10 @@ typedef struct few_sel {
 
 /* Stage 1 and the selection of local token t of sequence s, KV head g, on every thread (few_tokens): stage1_group's
  * and run_select's arithmetic for that token, bit for bit. Pass 1's products over the c2 tiles side by side into S2,
- * their LSE in tile order on one thread (the same calls as stage1_group), then pass 2's tiles side by side, each
- * writing its own kernels' scores. Non-zero: out of memory. */
+ * their LSE a row a thread, each row's tiles in order (stage1_group's calls, row by row), then pass 2's tiles side by
+ * side, each writing its own kernels' scores, the block keys side by side, and the top-k on one thread. (Session 62:
+ * the LSE and the block keys had run on one thread, ~1.4% of a 1-thread sparse step at 128K, a fifth of the step
+ * on 16 threads by Amdahl.) Non-zero: out of memory. */
 static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
                             const void *q, int t, const few_sel *b, int32_t *sel, int32_t *nsel) {
     const infllm_attn_params *ap = c->ap;
@@ -1133,6 +1162,9 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
     int n1v, nlv;
     stage1_kernels(ap, s, p, 1, &n1v, &nlv);
     const int c_first = stage1_pass2_first(ap, s, p); /* stage1_group's bounds for this one token */
+    enum { KEY_CHUNK = 64 }; /* blocks a share of the block keys */
+    int wb, ncand;
+    select_candidates(ap, s, t, &wb, &ncand);
     float *m = b->mlc, *l = m + G, *cl = l + G;
     load_q(c, s, g, q, t, 1, b->Q);
     memset(b->tok, 0, (size_t)n1 * sizeof(float));
@@ -1157,15 +1189,15 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
             if (S) c->kn->qk(b->Q, D, NULL, G, D, (const float *)clp->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) /
                              CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
         }
-#pragma omp single
-        if (hi) {
+        /* the LSE, a row a thread (the kernel's rows are independent: each row's bits as in one call over all G) */
+#pragma omp for schedule(static)
+        for (int r = 0; r < G; r++) {
             for (int i = 0; i < nt1; i++) {
-                const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
-                for (int r = 0; r < G; r++) hi[r] = nlv - c0;
-                c->kn->lse(b->S2 + (size_t)i * G * CPU_KT, G, (cend - c0 + CPU_KG - 1) / CPU_KG * CPU_KG, hi, sl2, m,
-                           l);
+                const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT, h = nlv - c0;
+                c->kn->lse(b->S2 + ((size_t)i * G + r) * CPU_KT, 1, (cend - c0 + CPU_KG - 1) / CPU_KG * CPU_KG, &h,
+                           sl2, m + r, l + r);
             }
-            for (int r = 0; r < G; r++) cl[r] = l[r] > 0.0f || isnan(l[r]) ? m[r] + log2f(l[r]) : INFINITY;
+            cl[r] = l[r] > 0.0f || isnan(l[r]) ? m[r] + log2f(l[r]) : INFINITY;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < nt2; i++) {
@@ -1176,10 +1208,15 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
                       S);
             c->kn->expsum(S, 1, G, hi, sl2, cl, b->tok + c0, n1, cend - c0, ap->dtype == INFLLM_DTYPE_BF16);
         }
+        /* select_row's block keys side by side, then its top-k on one thread */
+#pragma omp for schedule(static)
+        for (int b0 = wb; b0 < ncand; b0 += KEY_CHUNK)
+            block_keys(ap, s, b->tok, ncand - 1, b0, ncand - b0 < KEY_CHUNK ? ncand : b0 + KEY_CHUNK, b->keys);
+#pragma omp single
+        nsel[t] = select_from_keys(b->keys, b->tmp, wb, ncand, K, ncand - 1, sel + (size_t)t * K);
         free(S);
         free(hi);
     }
-    if (!fail) select_row(ap, s, t, b->tok, b->keys, b->tmp, K, sel, nsel);
     return fail;
 }
 
@@ -1228,11 +1265,12 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
-        if (scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0)) {
-            fail = 1;
-        } else {
+        const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0);
+        if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
+        {
 #pragma omp for schedule(dynamic, 1)
             for (int i = 0; i < ngroups; i++) {
+                if (!ok) continue;
                 int gi = ngroups - 1 - i;
                 int t0 = tfirst + gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
                 stage1_group(c, s, g, c1p, clp, q, t0, nt, scores_out == NULL, &w);
@@ -1372,10 +1410,11 @@ infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, 
 #pragma omp parallel num_threads(cpu_team(ap->num_threads > 0 ? ap->num_threads : 1)) reduction(| : fail)
         {
             uint64_t *keys = malloc((size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t));
-            if (!keys) fail = 1;
-            else {
+            if (!keys) fail = 1; /* this thread skips its rows; every thread meets every barrier */
+            {
 #pragma omp for schedule(static)
                 for (int64_t i = 0; i < rows; i++) {
+                    if (!keys) continue;
                     int g = (int)(i / s->lq), t = (int)(i % s->lq);
                     size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
                     const float *bs = block_scores + row * nbo;
