@@ -533,8 +533,8 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
 /* One step over key tile t (keys 64t .. 64t+63) for R slots: w->ridx[i] is the group row,
  * w->kmask[i] its valid keys in the tile. next_k / next_v (or NULL): the next tile's packed K and
  * V, fetched into L2 a slice at a time between row chunks of the products, so that the loads
- * overlap this tile's arithmetic instead of stalling on a burst of prefetches. Rows are
- * independent, so chunking leaves every result bitwise the same. */
+ * overlap this tile's arithmetic instead of stalling on a burst of prefetches (not at all for
+ * rows of one chunk). Rows are independent, so chunking leaves every result bitwise the same. */
 static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, const void *next_k,
                       const void *next_v) {
     enum { CHUNK_ROWS = 48 }; /* a multiple of the kernels' 6-row register tiles */
@@ -560,6 +560,10 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
         Vt = (const float *)kp->V + tile;
     }
     const size_t lines = (size_t)CPU_KT * D * kvpack_elem_bytes(kp) / 64; /* per packed K (or V) tile */
+    /* rows that fit one chunk would fetch the whole next tile in one burst, which stalls on the memory queue
+     * (03481f6); the hardware prefetcher does better there (session 62, a 1-thread sparse decode step, G 16:
+     * 32K 1.62-1.72 -> 1.46-1.52 ms, 128K 3.40-3.59 -> 2.86-3.06 ms, perf had 10% of the samples on the prefetches) */
+    if (R <= CHUNK_ROWS) next_k = next_v = NULL;
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
         c->kn->qk(w->Q, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
