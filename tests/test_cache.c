@@ -310,8 +310,9 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
     if (!cache) return;
     CHECK(infllm_cache_length(cache) == 0 && infllm_cache_capacity(cache) == L, "[%s] fresh cache", c->name);
     size_t minb = 2 * (size_t)L * (size_t)rk * es;
-    /* the CPU backend also keeps K/V as f32 tiles of 64 rows (packed once per token) */
-    if (be == INFLLM_BACKEND_CPU) minb += 2 * (size_t)((L + 63) / 64 * 64) * (size_t)rk * sizeof(float);
+    /* the CPU backend also keeps K/V as tiles of 64 rows (packed once per token): a 16-bit cache's 16-bit values,
+     * else f32 */
+    if (be == INFLLM_BACKEND_CPU) minb += 2 * (size_t)((L + 63) / 64 * 64) * (size_t)rk * (es == 2 ? 2 : sizeof(float));
     size_t mem = infllm_cache_memory_bytes(cache);
     CHECK(mem >= minb && mem <= minb * 2 + 65536, "[%s/%s] memory_bytes %zu for %zu bytes of K/V storage", c->name,
           bname(be), mem, minb);

@@ -212,8 +212,10 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     p->n = n;
     p->ntile = (n + CPU_KT - 1) / CPU_KT;
     if (v && c->kvt && row0 == 0 && n <= c->kvt->rows) { /* decode cache: packed as tokens arrived */
-        p->K = c->kvt->K + (size_t)g * c->kvt->head_floats;
-        p->V = c->kvt->V + (size_t)g * c->kvt->head_floats;
+        const size_t off = (size_t)g * c->kvt->head_elems * (c->kvt->half ? sizeof(uint16_t) : sizeof(float));
+        p->K = (char *)c->kvt->K + off;
+        p->V = (char *)c->kvt->V + off;
+        p->half = c->kvt->half;
         p->borrowed = 1;
         return 0;
     }
@@ -314,18 +316,21 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
 
 static size_t tile_floats(int64_t rows, int32_t D) { return (size_t)((rows + CPU_KT - 1) / CPU_KT * CPU_KT) * (size_t)D; }
 
-infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity, int64_t n1cap,
-                                int64_t n2cap) {
+infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv, int32_t D, int64_t capacity,
+                                int64_t n1cap, int64_t n2cap) {
     memset(t, 0, sizeof *t);
     t->Hkv = Hkv;
     t->D = D;
-    t->head_floats = tile_floats(capacity, D);
+    t->dtype = dtype;
+    t->half = infllm_dtype_size(dtype) == 2;
+    const size_t kv_es = t->half ? sizeof(uint16_t) : sizeof(float);
+    t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
-    t->bytes = (size_t)Hkv * (2 * t->head_floats + t->c1_floats + t->c2_floats) * sizeof(float);
+    t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * sizeof(float));
     /* zero rows past the length: the padding pack_tile would write */
-    t->K = calloc((size_t)Hkv * t->head_floats, sizeof(float));
-    t->V = calloc((size_t)Hkv * t->head_floats, sizeof(float));
+    t->K = calloc((size_t)Hkv * t->head_elems, kv_es);
+    t->V = calloc((size_t)Hkv * t->head_elems, kv_es);
     t->C1 = calloc((size_t)Hkv * t->c1_floats + 1, sizeof(float));
     t->C2 = calloc((size_t)Hkv * t->c2_floats + 1, sizeof(float));
     if (!t->K || !t->V || !t->C1 || !t->C2) {
@@ -345,27 +350,33 @@ void cpu_kv_tiles_free(cpu_kv_tiles *t) {
 }
 
 /* rows [*have, rows) of x [., Hkv, D] (V too where v) packed into head g's tiles of K (and V), or rows [rows, *have)
- * zeroed back; *have = rows */
-static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, float *K, float *V,
-                         size_t head_floats, const void *x, const void *v, int64_t *have, int64_t rows) {
+ * zeroed back; *have = rows. half: the tiles hold x's 16-bit values (pack_row16), else f32 (cpu_pack_row). */
+static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, int half, void *K, void *V,
+                         size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows) {
     const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
+    const size_t head_bytes = head_elems * (half ? sizeof(uint16_t) : sizeof(float));
     for (int g = 0; g < Hkv; g++) {
-        float *Kg = K + (size_t)g * head_floats, *Vg = V ? V + (size_t)g * head_floats : NULL;
-        for (int64_t j = *have; j < rows; j++) /* appended rows */
-            cpu_pack_row(kn, dt, D, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es,
-                         v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL);
-        for (int64_t j = rows; j < *have; j++) /* truncated rows back to zero padding */
-            cpu_pack_row(kn, dt, D, Kg, Vg, j, NULL, NULL);
+        void *Kg = (char *)K + (size_t)g * head_bytes, *Vg = V ? (char *)V + (size_t)g * head_bytes : NULL;
+        for (int64_t j = *have; j < rows; j++) { /* appended rows */
+            const void *ks = (const char *)x + (size_t)j * tok + (size_t)g * D * es;
+            const void *vs = v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL;
+            if (half) pack_row16(D, Kg, Vg, j, ks, vs);
+            else cpu_pack_row(kn, dt, D, Kg, Vg, j, ks, vs);
+        }
+        for (int64_t j = rows; j < *have; j++) { /* truncated rows back to zero padding */
+            if (half) pack_row16(D, Kg, Vg, j, NULL, NULL);
+            else cpu_pack_row(kn, dt, D, Kg, Vg, j, NULL, NULL);
+        }
     }
     *have = rows;
 }
 
-void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2,
-                           infllm_dtype dt, int64_t rows, int64_t n1, int64_t n2) {
+void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2, int64_t rows,
+                           int64_t n1, int64_t n2) {
     const cpu_kern *kn = cpu_kern_get();
-    tiles_follow(kn, dt, t->Hkv, t->D, t->K, t->V, t->head_floats, k, v, &t->rows, rows);
-    tiles_follow(kn, dt, t->Hkv, t->D, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1);
-    tiles_follow(kn, dt, t->Hkv, t->D, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, t->half, t->K, t->V, t->head_elems, k, v, &t->rows, rows);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2);
 }
 
 /* Makes tile t ready (packs it, or waits for the thread that does). */
@@ -1692,7 +1703,7 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
                             const void *c1, const void *c2, const cpu_kv_tiles *kvt, void *out, float *lse) {
     ctx c;
     ctx_init(&c, ap);
-    c.kvt = kvt && ap->num_seqs == 1 && kvt->Hkv == ap->Hkv && kvt->D == ap->D ? kvt : NULL;
+    c.kvt = kvt && ap->num_seqs == 1 && kvt->Hkv == ap->Hkv && kvt->D == ap->D && kvt->dtype == ap->dtype ? kvt : NULL;
     g_ws_cur = 0;
     g_ws_peak = 0;
     double t_start = now_ms();

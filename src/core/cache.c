@@ -40,7 +40,7 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     if (capacity < 1 || capacity > INT32_MAX)
         return infllm_set_error(INFLLM_ERR_SHAPE, "cache capacity must be in 1..2^31-1 (got %lld)",
                                 (long long)capacity);
-    /* K, V and their f32 tiles: refuse sizes whose byte counts would not fit a size_t (before the layout's
+    /* K, V and their tiles (f32 at most): refuse sizes whose byte counts would not fit a size_t (before the layout's
      * own address-space check, which would call them a shape error) */
     double need = (double)capacity * (double)num_kv_heads * (double)head_dim * (2.0 * 4.0 + 2.0 * 4.0);
     if (num_kv_heads > 0 && head_dim > 0 && need > (double)(SIZE_MAX / 4))
@@ -100,7 +100,7 @@ infllm_status infllm_cache_create(const infllm_params *p, infllm_dtype dtype, in
     }
     c->bytes = sizeof *c + 2 * kv_bytes + c1_bytes + c2_bytes;
     if (c->backend == INFLLM_BACKEND_CPU) {
-        if ((st = cpu_kv_tiles_init(&c->tiles, num_kv_heads, head_dim, capacity,
+        if ((st = cpu_kv_tiles_init(&c->tiles, dtype, num_kv_heads, head_dim, capacity,
                                     infllm_windows(capacity, c->l1, c->s1), infllm_windows(capacity, c->l2, c->s2)))) {
             infllm_cache_free(c);
             return st;
@@ -174,7 +174,7 @@ infllm_status infllm_cache_append(infllm_cache *c, const void *k, const void *v,
     int64_t old = c->length;
     c->length += n;
     update_kernels(c, old);
-    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->dtype, c->length, c->n1, c->n2);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->length, c->n1, c->n2);
     return INFLLM_OK;
 }
 
@@ -186,7 +186,7 @@ infllm_status infllm_cache_truncate(infllm_cache *c, int64_t new_length) {
     c->length = new_length;
     c->n1 = infllm_windows(new_length, c->l1, c->s1);
     c->n2 = infllm_windows(new_length, c->l2, c->s2);
-    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->dtype, c->length, c->n1, c->n2);
+    if (c->has_tiles) cpu_kv_tiles_set_rows(&c->tiles, c->k, c->v, c->c1, c->c2, c->length, c->n1, c->n2);
     return INFLLM_OK;
 }
 

@@ -183,28 +183,32 @@ infllm_status cpu_sparse_attn(const infllm_attn_params *ap, const void *q, const
                               void *out, float *lse);
 infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const void *k,
                              const void *v, void *out, float *lse);
-/* The decode cache's K/V already in the CPU kernels' f32 tile layout, packed once as tokens
+/* The decode cache's K/V already in the CPU kernels' tile layout, packed once as tokens
  * arrive, so a decode step or a prefill chunk does not repack the whole prefix (the same tiles
  * and arithmetic as packing per call: results are bitwise identical). So are its compressed keys c1 / c2
- * (session 59: the selection packed all of them at every step, ~a quarter of a sparse decode step at 128K). */
+ * (session 59: the selection packed all of them at every step, ~a quarter of a sparse decode step at 128K).
+ * K / V of a 16-bit cache keep its 16-bit values (half), widened exactly to f32 a tile step at a time, as stage 2's
+ * per-call packs do (session 62: f32 tiles doubled what a decode step reads, which on 16 cores bounds it). */
 typedef struct cpu_kv_tiles {
-    float *K, *V;          /* per KV head g: K + g*head_floats, V + g*head_floats */
+    void *K, *V;           /* per KV head g: head_elems elements from K + g*head_elems (V likewise) */
     float *C1, *C2;        /* per KV head g: C1 + g*c1_floats (packed as K, no values), C2 likewise */
     int32_t Hkv, D;
-    size_t head_floats;    /* capacity rounded up to whole tiles, times D */
+    infllm_dtype dtype;    /* the cache's */
+    int half;              /* K / V elements are the cache's 16-bit values (bf16 / f16), else f32 */
+    size_t head_elems;     /* capacity rounded up to whole tiles, times D */
     size_t c1_floats, c2_floats; /* the kernel capacities rounded up to whole tiles, times D */
     int64_t rows;          /* rows packed (the cache length) */
     int64_t rows1, rows2;  /* c1 / c2 kernels packed (the cache's n1 / n2) */
     size_t bytes;
 } cpu_kv_tiles;
 /* n1cap / n2cap: the c1 / c2 kernels at the capacity */
-infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, int32_t Hkv, int32_t D, int64_t capacity, int64_t n1cap,
-                                int64_t n2cap);
+infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv, int32_t D, int64_t capacity,
+                                int64_t n1cap, int64_t n2cap);
 void cpu_kv_tiles_free(cpu_kv_tiles *t);
 /* Makes the packed rows match k/v [rows, Hkv, D] and c1 / c2 [n1 / n2, Hkv, D]: packs rows appended since the last
  * call, zeroes rows dropped by a truncation. */
-void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2,
-                           infllm_dtype dt, int64_t rows, int64_t n1, int64_t n2);
+void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2, int64_t rows,
+                           int64_t n1, int64_t n2);
 
 /* Whole pipeline, per sequence dense or sparse (ap->seqs[b].sparse). c1/c2 (with rows at
  * seqs[b].c1_0 / c2_0) may be given (decode cache) or NULL (computed here); kvt (one sequence
