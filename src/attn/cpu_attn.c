@@ -572,8 +572,8 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     }
     const size_t lines = (size_t)CPU_KT * D * kvpack_elem_bytes(kp) / 64; /* per packed K (or V) tile */
     /* rows that fit one chunk would fetch the whole next tile in one burst, which stalls on the memory queue
-     * (03481f6); the hardware prefetcher does better there (session 62, a 1-thread sparse decode step, G 16:
-     * 32K 1.62-1.72 -> 1.46-1.52 ms, 128K 3.40-3.59 -> 2.86-3.06 ms, perf had 10% of the samples on the prefetches) */
+     * (03481f6); the hardware prefetcher does better there (session 62, a 1-thread sparse decode step, G 16, where
+     * perf had 10% of the samples on the prefetches: 32K 1.38-1.54 -> 1.27-1.32 ms, 128K 1.95-2.07 -> 1.83-1.97) */
     if (R <= CHUNK_ROWS) next_k = next_v = NULL;
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
@@ -1166,8 +1166,8 @@ typedef struct few_sel {
  * and run_select's arithmetic for that token, bit for bit. Pass 1's products over the c2 tiles side by side into S2,
  * their LSE a row a thread, each row's tiles in order (stage1_group's calls, row by row), then pass 2's tiles side by
  * side, each writing its own kernels' scores, the block keys side by side, and the top-k on one thread. (Session 62:
- * the LSE and the block keys had run on one thread, ~1.4% of a 1-thread sparse step at 128K, a fifth of the step
- * on 16 threads by Amdahl.) Non-zero: out of memory. */
+ * the LSE and the block keys had run on one thread, ~1.4% of a 1-thread sparse step at 128K by perf; on 16 threads
+ * the change was inside the noise.) Non-zero: out of memory. */
 static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
                             const void *q, int t, const few_sel *b, int32_t *sel, int32_t *nsel) {
     const infllm_attn_params *ap = c->ap;
