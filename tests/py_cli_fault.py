@@ -112,6 +112,11 @@ def sweep(name, args, same, before=None, threads=1):
             f"memory, the others as without the failure" + ("".join("\n    " + b for b in bad[:8])))
 
 
+def on_threads(args, n):
+    """args with its `--threads 1` made `--threads n`"""
+    return [str(n) if i and args[i - 1] == "--threads" else x for i, x in enumerate(args)]
+
+
 def json_rows(p):
     try:
         return json.loads(p.stdout)
@@ -193,8 +198,7 @@ with tempfile.TemporaryDirectory() as tmp:
         # on 3 threads (each result the same bits as on one): a thread whose scratch allocation failed used to skip
         # the region's worksharing loop, and the others waited at its barrier for ever (session 62: nth=64..70 of
         # 120 hung this command on 2 threads)
-        threaded = [x if x != "1" or args[i - 1] != "--threads" else "3" for i, x in enumerate(args)]
-        sweep("attn, 3 threads", threaded, same_out, clear, threads=3)
+        sweep("attn, 3 threads", on_threads(args, 3), same_out, clear, threads=3)
         # one query a sequence's last --cache-len rows (the query offsets and the gathered rows are allocated)
         args = args[:-2] + ["--cache-len", "90", "--out", out]
         base, _ = count(args)
@@ -212,8 +216,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ref = np.load(out) if base.returncode == 0 else None
         sweep("attn --dump", args, same_dump, clear)
         # the explicit ops (stage-1 scores, block scores, top-k) on 3 threads
-        threaded = [x if x != "1" or args[i - 1] != "--threads" else "3" for i, x in enumerate(args)]
-        sweep("attn --dump, 3 threads", threaded, same_dump, clear, threads=3)
+        sweep("attn --dump, 3 threads", on_threads(args, 3), same_dump, clear, threads=3)
         np.save(os.path.join(tmp, "dout.npy"), rng.standard_normal((96, 4, 32)).astype(np.float32))
         args = args[:-2] + ["--dout", os.path.join(tmp, "dout.npy"), "--grad-dir", grads]
         base, _ = count(args)

@@ -200,8 +200,9 @@ typedef struct kvpack {
     size_t k_bytes;     /* bytes of K (and of V when present) */
 } kvpack;
 
-/* bytes of one packed element */
-static inline size_t kvpack_elem_bytes(const kvpack *p) { return p->half ? sizeof(uint16_t) : sizeof(float); }
+/* bytes of one packed element: 16-bit storage values (half) or f32 */
+static inline size_t pack_elem_bytes(int half) { return half ? sizeof(uint16_t) : sizeof(float); }
+static inline size_t kvpack_elem_bytes(const kvpack *p) { return pack_elem_bytes(p->half); }
 
 /* half16: keep 16-bit K/V as 16-bit (stage 2, where most tiles are fetched cold for a few tokens;
  * dense keeps f32 tiles: it reuses each tile for up to 1024 rows and would only pay the widening) */
@@ -212,7 +213,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     p->n = n;
     p->ntile = (n + CPU_KT - 1) / CPU_KT;
     if (v && c->kvt && row0 == 0 && n <= c->kvt->rows) { /* decode cache: packed as tokens arrived */
-        const size_t off = (size_t)g * c->kvt->head_elems * (c->kvt->half ? sizeof(uint16_t) : sizeof(float));
+        const size_t off = (size_t)g * c->kvt->head_elems * pack_elem_bytes(c->kvt->half);
         p->K = (char *)c->kvt->K + off;
         p->V = (char *)c->kvt->V + off;
         p->half = c->kvt->half;
@@ -291,6 +292,14 @@ static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_
     else memset(V + (size_t)j * D, 0, (size_t)D * sizeof(uint16_t));
 }
 
+/* Row j into packed K / V of either element kind: 16-bit storage values kept (half: pack_row16) or widened to f32
+ * (cpu_pack_row); ksrc NULL zeroes the row */
+static void pack_row_as(const cpu_kern *kn, infllm_dtype dt, int D, int half, void *K, void *V, int64_t j,
+                        const void *ksrc, const void *vsrc) {
+    if (half) pack_row16(D, K, V, j, ksrc, vsrc);
+    else cpu_pack_row(kn, dt, D, K, V, j, ksrc, vsrc);
+}
+
 static void pack_tile(const ctx *c, kvpack *p, int t) {
     /* a tile past the last row is zeroed whole (it is contiguous in K and V) before its rows are packed: row by row,
      * a zero K row is D stores 16 floats apart, most of the packing of short sequences' tiles */
@@ -305,10 +314,7 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
         int64_t j = j0 + n;
         const char *ks = p->kb + (size_t)j * p->stride;
         const char *vs = p->V ? p->vb + (size_t)j * p->stride : NULL;
-        if (p->half)
-            pack_row16(c->ap->D, p->K, p->V, j, (const uint16_t *)ks, (const uint16_t *)vs);
-        else
-            cpu_pack_row(c->kn, c->ap->dtype, c->ap->D, p->K, p->V, j, ks, vs);
+        pack_row_as(c->kn, c->ap->dtype, c->ap->D, p->half, p->K, p->V, j, ks, vs);
     }
 }
 
@@ -323,7 +329,7 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->D = D;
     t->dtype = dtype;
     t->half = infllm_dtype_size(dtype) == 2;
-    const size_t kv_es = t->half ? sizeof(uint16_t) : sizeof(float);
+    const size_t kv_es = pack_elem_bytes(t->half);
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
@@ -354,19 +360,14 @@ void cpu_kv_tiles_free(cpu_kv_tiles *t) {
 static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, int half, void *K, void *V,
                          size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows) {
     const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
-    const size_t head_bytes = head_elems * (half ? sizeof(uint16_t) : sizeof(float));
+    const size_t head_bytes = head_elems * pack_elem_bytes(half);
     for (int g = 0; g < Hkv; g++) {
         void *Kg = (char *)K + (size_t)g * head_bytes, *Vg = V ? (char *)V + (size_t)g * head_bytes : NULL;
-        for (int64_t j = *have; j < rows; j++) { /* appended rows */
-            const void *ks = (const char *)x + (size_t)j * tok + (size_t)g * D * es;
-            const void *vs = v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL;
-            if (half) pack_row16(D, Kg, Vg, j, ks, vs);
-            else cpu_pack_row(kn, dt, D, Kg, Vg, j, ks, vs);
-        }
-        for (int64_t j = rows; j < *have; j++) { /* truncated rows back to zero padding */
-            if (half) pack_row16(D, Kg, Vg, j, NULL, NULL);
-            else cpu_pack_row(kn, dt, D, Kg, Vg, j, NULL, NULL);
-        }
+        for (int64_t j = *have; j < rows; j++) /* appended rows */
+            pack_row_as(kn, dt, D, half, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es,
+                        v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL);
+        for (int64_t j = rows; j < *have; j++) /* truncated rows back to zero padding */
+            pack_row_as(kn, dt, D, half, Kg, Vg, j, NULL, NULL);
     }
     *have = rows;
 }
@@ -878,48 +879,45 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
         const int nth = c->nth; /* every thread, as select_token_few's region */
         (void)nth;              /* without OpenMP */
         int short_of_scratch = 0; /* shared: some thread could not allocate its scratch (its segments not computed) */
-#pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
+#pragma omp parallel num_threads(cpu_team(nth))
         {
             scratch w;
             const int ok = !scratch_init(&w, G, 1, D, 0, kp->ntile, kp->half);
             if (!ok) { /* this thread skips its items; every thread meets every barrier */
-                fail = 1;
 #pragma omp atomic write
                 short_of_scratch = 1;
             }
-            {
 #pragma omp for schedule(dynamic, 1)
-                for (int i = 0; i < items; i++) {
-                    if (!ok) continue;
-                    int t = 0;
-                    while (first[t + 1] <= i) t++;
-                    const int32_t *ti = tl + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
-                    const uint64_t *mi = km + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
-                    const int n = ntl[t] - (i - first[t]) * SEG < SEG ? ntl[t] - (i - first[t]) * SEG : SEG;
-                    load_q(c, s, g, q, t, 1, w.Q);
-                    memset(w.O, 0, (size_t)G * D * sizeof(float));
-                    for (int r = 0; r < G; r++) {
-                        w.m[r] = -INFINITY;
-                        w.l[r] = 0.0f;
-                        w.ridx[r] = r;
-                    }
-                    for (int j = 0; j < n; j++) {
-                        kvpack_ensure(c, kp, ti[j]);
-                        const void *next_k = NULL, *next_v = NULL; /* the segment's next tile into L2, when packed */
-                        if (j + 1 < n &&
-                            (kp->borrowed || atomic_load_explicit(&kp->state[ti[j + 1]], memory_order_relaxed) == 2)) {
-                            const size_t off = (size_t)ti[j + 1] * CPU_KT * D * kvpack_elem_bytes(kp);
-                            next_k = (const char *)kp->K + off;
-                            next_v = (const char *)kp->V + off;
-                        }
-                        for (int r = 0; r < G; r++) w.kmask[r] = mi[j];
-                        tile_step(c, &w, kp, G, ti[j], next_k, next_v);
-                    }
-                    float *pi = part + (size_t)i * rowf; /* [G][D] O, [G] m, [G] l */
-                    memcpy(pi, w.O, (size_t)G * D * sizeof(float));
-                    memcpy(pi + (size_t)G * D, w.m, (size_t)G * sizeof(float));
-                    memcpy(pi + (size_t)G * (D + 1), w.l, (size_t)G * sizeof(float));
+            for (int i = 0; i < items; i++) {
+                if (!ok) continue;
+                int t = 0;
+                while (first[t + 1] <= i) t++;
+                const int32_t *ti = tl + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
+                const uint64_t *mi = km + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
+                const int n = ntl[t] - (i - first[t]) * SEG < SEG ? ntl[t] - (i - first[t]) * SEG : SEG;
+                load_q(c, s, g, q, t, 1, w.Q);
+                memset(w.O, 0, (size_t)G * D * sizeof(float));
+                for (int r = 0; r < G; r++) {
+                    w.m[r] = -INFINITY;
+                    w.l[r] = 0.0f;
+                    w.ridx[r] = r;
                 }
+                for (int j = 0; j < n; j++) {
+                    kvpack_ensure(c, kp, ti[j]);
+                    const void *next_k = NULL, *next_v = NULL; /* the segment's next tile into L2, when packed */
+                    if (j + 1 < n &&
+                        (kp->borrowed || atomic_load_explicit(&kp->state[ti[j + 1]], memory_order_relaxed) == 2)) {
+                        const size_t off = (size_t)ti[j + 1] * CPU_KT * D * kvpack_elem_bytes(kp);
+                        next_k = (const char *)kp->K + off;
+                        next_v = (const char *)kp->V + off;
+                    }
+                    for (int r = 0; r < G; r++) w.kmask[r] = mi[j];
+                    tile_step(c, &w, kp, G, ti[j], next_k, next_v);
+                }
+                float *pi = part + (size_t)i * rowf; /* [G][D] O, [G] m, [G] l */
+                memcpy(pi, w.O, (size_t)G * D * sizeof(float));
+                memcpy(pi + (size_t)G * D, w.m, (size_t)G * sizeof(float));
+                memcpy(pi + (size_t)G * (D + 1), w.l, (size_t)G * sizeof(float));
             }
             int short_seen; /* some segment not computed (read after the items' barrier) */
 #pragma omp atomic read
@@ -942,6 +940,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
             }
             scratch_free(&w);
         }
+        fail = short_of_scratch;
         size_t sb = scratch_bytes(G, 1, D, 0, kp->ntile, kp->half) * (size_t)nth;
         if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     }
@@ -968,14 +967,12 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
         scratch w;
         const int ok = !scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half);
         if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
-        {
 #pragma omp for schedule(dynamic, 1)
-            for (int i = 0; i < ngroups; i++) {
-                if (!ok) continue;
-                int gi = ngroups - 1 - i; /* longest rows first */
-                int t0 = gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
-                attn_group(c, s, g, kp, q, out, lse, sel, selw, nsel, t0, nt, &w);
-            }
+        for (int i = 0; i < ngroups; i++) {
+            if (!ok) continue;
+            int gi = ngroups - 1 - i; /* longest rows first */
+            int t0 = gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
+            attn_group(c, s, g, kp, q, out, lse, sel, selw, nsel, t0, nt, &w);
         }
         scratch_free(&w);
     }
@@ -1282,26 +1279,24 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         scratch w;
         const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0);
         if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
-        {
 #pragma omp for schedule(dynamic, 1)
-            for (int i = 0; i < ngroups; i++) {
-                if (!ok) continue;
-                int gi = ngroups - 1 - i;
-                int t0 = tfirst + gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
-                stage1_group(c, s, g, c1p, clp, q, t0, nt, scores_out == NULL, &w);
-                for (int tt = 0; tt < nt; tt++) {
-                    const float *sc = w.tok + (size_t)tt * s->n1;
-                    int t = t0 + tt;
-                    if (scores_out) {
-                        float *row = scores_out + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * ap->max_n1;
-                        /* NaN (from NaN inputs) -> 0, as REF (the fused selection's block max ignores a NaN,
-                         * which ranks the blocks the same) */
-                        for (int j = 0; j < s->n1; j++) row[j] = sc[j] == sc[j] ? sc[j] : 0.0f;
-                        for (int j = s->n1; j < ap->max_n1; j++) row[j] = 0.0f;
-                        continue;
-                    }
-                    select_row(ap, s, t, sc, w.keys, w.tmp, K, sel, nsel);
+        for (int i = 0; i < ngroups; i++) {
+            if (!ok) continue;
+            int gi = ngroups - 1 - i;
+            int t0 = tfirst + gi * MT, nt = s->lq - t0 < MT ? s->lq - t0 : MT;
+            stage1_group(c, s, g, c1p, clp, q, t0, nt, scores_out == NULL, &w);
+            for (int tt = 0; tt < nt; tt++) {
+                const float *sc = w.tok + (size_t)tt * s->n1;
+                int t = t0 + tt;
+                if (scores_out) {
+                    float *row = scores_out + ((size_t)g * ap->total_q + (size_t)(s->q0 + t)) * ap->max_n1;
+                    /* NaN (from NaN inputs) -> 0, as REF (the fused selection's block max ignores a NaN,
+                     * which ranks the blocks the same) */
+                    for (int j = 0; j < s->n1; j++) row[j] = sc[j] == sc[j] ? sc[j] : 0.0f;
+                    for (int j = s->n1; j < ap->max_n1; j++) row[j] = 0.0f;
+                    continue;
                 }
+                select_row(ap, s, t, sc, w.keys, w.tmp, K, sel, nsel);
             }
         }
         scratch_free(&w);
@@ -1426,22 +1421,20 @@ infllm_status cpu_topk(const infllm_attn_params *ap, const float *block_scores, 
         {
             uint64_t *keys = malloc((size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t));
             if (!keys) fail = 1; /* this thread skips its rows; every thread meets every barrier */
-            {
 #pragma omp for schedule(static)
-                for (int64_t i = 0; i < rows; i++) {
-                    if (!keys) continue;
-                    int g = (int)(i / s->lq), t = (int)(i % s->lq);
-                    size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
-                    const float *bs = block_scores + row * nbo;
-                    int32_t *dst = topk_idx + row * ko;
-                    const int64_t p = (int64_t)s->lk - s->lq + t;
-                    int qb = (int)(p / ap->B), wb = infllm_window_first_block(p, ap->window, ap->B);
-                    int n = s->nblocks;
-                    for (int blk = wb; blk < n; blk++) keys[blk] = block_key(bs[blk], blk);
-                    int k = ko < n - wb ? ko : n - wb;
-                    int cnt = select_from_keys(keys, keys + s->nblocks + 1, wb, n, k, qb, dst);
-                    for (int j = cnt; j < ko; j++) dst[j] = -1;
-                }
+            for (int64_t i = 0; i < rows; i++) {
+                if (!keys) continue;
+                int g = (int)(i / s->lq), t = (int)(i % s->lq);
+                size_t row = (size_t)g * ap->total_q + (size_t)(s->q0 + t);
+                const float *bs = block_scores + row * nbo;
+                int32_t *dst = topk_idx + row * ko;
+                const int64_t p = (int64_t)s->lk - s->lq + t;
+                int qb = (int)(p / ap->B), wb = infllm_window_first_block(p, ap->window, ap->B);
+                int n = s->nblocks;
+                for (int blk = wb; blk < n; blk++) keys[blk] = block_key(bs[blk], blk);
+                int k = ko < n - wb ? ko : n - wb;
+                int cnt = select_from_keys(keys, keys + s->nblocks + 1, wb, n, k, qb, dst);
+                for (int j = cnt; j < ko; j++) dst[j] = -1;
             }
             free(keys);
         }
