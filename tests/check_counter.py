@@ -12,8 +12,8 @@ WINE_RETRIES = []  # the runs tried again under wine: (argv, exit status) each, 
 def _retry_wine_silences():
     """The Windows build's tests run the command under wine (scripts/test.sh's Windows stage sets
     INFLLM_TEST_TARGET_OS=windows). Twice in CI a run there ended with nothing on stderr at all (session 60: --chat's
-    style line missing; session 62: a refused prompt cache, got is None and an empty stderr), and 15 + 50 reruns of the
-    same tests by hand never did it again. The command never ends without a word: it names its failures on stderr,
+    style line missing; session 62: a refused prompt cache, got is None and an empty stderr), and reruns of the same
+    tests by hand (15 in session 60; 20 of py_model_cache and 8 of py_model_cli in session 62) never did it again. The command never ends without a word: it names its failures on stderr,
     and a run that is not -q names its tokens and times there. So a run of it with both streams captured and empty
     that failed, or that was not -q, is wine's, not ours: subprocess.run here runs it once more, prints that it did
     (with the first exit status, for whoever finds the cause) and the test's summary counts it. A second silence
@@ -30,9 +30,10 @@ def _retry_wine_silences():
         argv = args[0] if args else kwargs.get("args")
         if (isinstance(argv, (list, tuple)) and argv and "infllm" in os.path.basename(str(argv[0])) and
                 silent(p, [str(a) for a in argv])):
-            WINE_RETRIES.append((" ".join(map(str, argv[1:3])), p.returncode))
-            print(f"note: under wine, `infllm {' '.join(map(str, argv[1:3]))} ...` ended (exit {p.returncode}) with no "
-                  "output at all: wine's silence, run once more")
+            what = " ".join(map(str, argv[1:3]))
+            WINE_RETRIES.append((what, p.returncode))
+            print(f"note: under wine, `infllm {what} ...` ended (exit {p.returncode}) with no output at all: wine's "
+                  "silence, run once more")
             p = real_run(*args, **kwargs)
         return p
 
