@@ -24,7 +24,8 @@
  *              own
  * Errors: relative Frobenius error <= 2x the naive low-precision error of the same rows (cuda_testlib.h's rule,
  * naive_row_lse over the row's visible keys); LSE within 2x the naive row's LSE error + 8 f32 roundoffs of the
- * largest |LSE|. scripts/cuda_check.sh runs it also on the mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1) and without
+ * largest |LSE|. After the grid, seeded random cases (random_wcase: every knob and the window drawn; main says which
+ * variables pick them). scripts/cuda_check.sh runs it also on the mma.sync kernels (INFLLM_CUDA_NO_WGMMA=1) and without
  * TMA. No GPU (or built without CUDA): exit 77 (skipped).
  */
 #include <math.h>
@@ -400,6 +401,69 @@ static void run_case(const wcase *c, unsigned long long seed) {
 }
 #endif
 
+#ifdef INFLLM_HAVE_CUDA
+/* Random case idx of seed (seeded from both, so that one reruns alone): a dtype, head_dim 64 / 128, 1-2 KV heads of
+ * a group size the grid names or not (1 to 32), a block size of 16 to 128 (default kernels), forced blocks and top-k
+ * small (so that windows of a few blocks need the selection) and now and then past every row's candidates, a mode
+ * (sparse mostly, AUTO with a dense_len, dense), 1-3 sequences of a prefill, a decode step (1-3 queries) or a chunk,
+ * and a window anywhere: 1 key to a few blocks, not a block multiple, a block multiple, most of the longest sequence
+ * or past it. A quarter of the cases are one sequence of up to 16 queries against up to 12000 keys (the decode
+ * kernels and the selection's multi-tile paths under a window). The case's name holds every knob. */
+static void random_wcase(wcase *c, unsigned long long seed, int idx, int maxlk, char *name, size_t name_size) {
+    static const int Gs[12] = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 32}, Bs[6] = {0, 16, 32, 48, 64, 128};
+    unsigned long long rng = seed * 0x9E3779B97F4A7C15ULL + (unsigned long long)idx * 0xBF58476D1CE4E5B9ULL + 1;
+    for (int i = 0; i < 4; i++) (void)h_rng_next(&rng);
+    memset(c, 0, sizeof *c);
+    c->dt = h_rng_next(&rng) % 2 ? INFLLM_DTYPE_BF16 : INFLLM_DTYPE_F16;
+    c->D = h_rng_next(&rng) % 2 ? 128 : 64;
+    c->Hkv = 1 + (int)(h_rng_next(&rng) % 2);
+    c->Hq = c->Hkv * Gs[h_rng_next(&rng) % 12];
+    c->B = Bs[h_rng_next(&rng) % 6];
+    const int B = c->B ? c->B : 64;
+    c->init_blocks = (int)(h_rng_next(&rng) % 4);
+    c->local_blocks = (int)(h_rng_next(&rng) % 4);
+    c->topk = 1 + (int)(h_rng_next(&rng) % 8);
+    if (h_rng_next(&rng) % 10 == 0) c->topk = 500; /* every candidate selected */
+    const int mk = (int)(h_rng_next(&rng) % 8);
+    c->mode = mk < 5 ? INFLLM_MODE_SPARSE : mk < 7 ? INFLLM_MODE_AUTO : INFLLM_MODE_DENSE;
+    if (h_rng_next(&rng) % 4 == 0) { /* one sequence: up to 16 queries against up to 12000 keys */
+        c->nseq = 1;
+        c->lk[0] = 1 + (int)(h_rng_next(&rng) % 12000);
+        c->lq[0] = 1 + (int)(h_rng_next(&rng) % 16);
+        if (c->lq[0] > c->lk[0]) c->lq[0] = c->lk[0];
+    } else {
+        c->nseq = 1 + (int)(h_rng_next(&rng) % 3);
+        const int lkmax = c->nseq == 1 ? maxlk : (maxlk * 2) / 3 > 0 ? (maxlk * 2) / 3 : 1;
+        for (int b = 0; b < c->nseq; b++) {
+            c->lk[b] = 1 + (int)(h_rng_next(&rng) % lkmax);
+            const int kind = (int)(h_rng_next(&rng) % 3); /* prefill, decode (1-3 queries), chunk (run_case needs a
+                                                            * query a sequence) */
+            c->lq[b] = kind == 0   ? c->lk[b]
+                       : kind == 1 ? 1 + (int)(h_rng_next(&rng) % 3)
+                                   : 1 + (int)(h_rng_next(&rng) % c->lk[b]);
+            if (c->lq[b] > c->lk[b]) c->lq[b] = c->lk[b];
+        }
+    }
+    int maxk = 1;
+    for (int b = 0; b < c->nseq; b++) maxk = c->lk[b] > maxk ? c->lk[b] : maxk;
+    switch (h_rng_next(&rng) % 6) {
+    case 0: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)B); break;                /* within a block */
+    case 1: c->window = B * (1 + (int)(h_rng_next(&rng) % 8)); break;                   /* whole blocks */
+    case 2: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)(8 * B)); break;          /* a few blocks, anyhow */
+    case 3: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)maxk); break;             /* anywhere in the longest */
+    case 4: c->window = maxk + (int)(h_rng_next(&rng) % (unsigned)(2 * B)); break;      /* at or past it */
+    default: c->window = maxk / 2 + 1 + (int)(h_rng_next(&rng) % (unsigned)(maxk / 2 + 1)); break; /* most of it */
+    }
+    c->dense_len = c->mode == INFLLM_MODE_AUTO ? (h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (unsigned)(maxk + 1)))
+                                               : -1;
+    snprintf(name, name_size, "rand%llu.%d-%s-d%d-Hq%d-Hkv%d-B%d-i%d-l%d-t%d-w%d-m%d-dl%d-seqs%d:%d/%d,%d/%d,%d/%d", seed,
+             idx, c->dt == INFLLM_DTYPE_BF16 ? "bf16" : "f16", c->D, c->Hq, c->Hkv, B, c->init_blocks, c->local_blocks,
+             c->topk, c->window, (int)c->mode, c->dense_len, c->nseq, c->lq[0], c->lk[0], c->lq[1], c->lk[1], c->lq[2],
+             c->lk[2]);
+    c->name = name;
+}
+#endif
+
 int main(void) {
 #ifndef INFLLM_HAVE_CUDA
     printf("test_cuda_window: SKIP (built without CUDA)\n");
@@ -451,9 +515,24 @@ int main(void) {
         {"g4-cd-dense-w1234", BF, 128, 8, 2, 1, {5}, {8000}, 0, 1, 1, 4, 1234, -1, DN},
     };
     const char *only = getenv("INFLLM_TEST_ONLY");
+    if (only && !*only) only = NULL;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (only && *only && !strstr(cases[i].name, only)) continue;
+        if (only && !strstr(cases[i].name, only)) continue;
         run_case(&cases[i], 5501 + i);
+    }
+    /* random windowed cases (random_wcase): INFLLM_CUDA_WINDOW_RANDOM=N (default 3; with INFLLM_TEST_ONLY none unless
+     * asked) from INFLLM_CUDA_WINDOW_SEED (default 1), starting at case INFLLM_CUDA_WINDOW_RANDOM_FIRST (default 0),
+     * so that one failing case reruns alone; INFLLM_CUDA_WINDOW_RANDOM_MAXLK=N: prefill keys drawn up to N (1500) */
+    const char *rn = getenv("INFLLM_CUDA_WINDOW_RANDOM"), *rs = getenv("INFLLM_CUDA_WINDOW_SEED"),
+               *rf = getenv("INFLLM_CUDA_WINDOW_RANDOM_FIRST"), *rl = getenv("INFLLM_CUDA_WINDOW_RANDOM_MAXLK");
+    const int nrand = rn ? atoi(rn) : only ? 0 : 3, rfirst = rf ? atoi(rf) : 0;
+    const int maxlk = rl && atoi(rl) > 0 ? atoi(rl) : 1500;
+    const unsigned long long rseed = rs ? strtoull(rs, NULL, 10) : 1ULL;
+    for (int i = rfirst; i < rfirst + nrand; i++) {
+        static char name[256];
+        wcase c;
+        random_wcase(&c, rseed, i, maxlk, name, sizeof name);
+        run_case(&c, 7000 + rseed * 1000 + (unsigned long long)i);
     }
     return finish("test_cuda_window");
 #endif
