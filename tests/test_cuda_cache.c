@@ -31,7 +31,8 @@
  * tokens, dense_len at the length of one of its attends - 1 / + 0 / + 1 (where the AUTO switch crosses it) or -1 / 0
  * / INT32_MAX / anywhere, half the time a capacity of exactly the final length (then one more token refused), and
  * every attend with its own parameters (draw_attend: mode, dense_len at its own length's edges, exact_lse,
- * init / local blocks and topk to their extremes, softmax_scale, the workspace sized for its own count), now and
+ * init / local blocks and topk to their extremes, softmax_scale, a sliding window on a quarter of them, the workspace
+ * sized for its own count), now and
  * then repeated without lse (bitwise the same output) and with no queries (nothing written). Every attend is checked
  * as above, against REF and the GPU recompute with its own parameters; the naive-error rule is applied per
  * softmax_scale group (the naive error moves with the scale: groups are not pooled). A failure names the case's
@@ -129,6 +130,22 @@ static int draw_attend(unsigned long long *r, int D, int64_t L, int64_t n, int64
     const int sg = h_rng_next(r) % 4 == 0 ? 1 + (int)(h_rng_next(r) % (NSG - 1)) : 0;
     ep->softmax_scale = sg ? g_scale_fac[sg] / sqrtf((float)D) : 0.0f;
     *wn = h_rng_next(r) % 4 == 0 ? n : maxatt;
+    /* a quarter of the attends under a sliding key window (the decode kernels' window, session 59), drawn from a
+     * stream of its own so that the draws above, and every older seed's schedule, stay as they were: within a
+     * block, whole blocks, a few blocks anyhow, anywhere in the length, or at or past it */
+    unsigned long long wr = *r ^ 0x5851F42D4C957F2DULL;
+    if (h_rng_next(&wr) % 4 == 0) {
+        const int64_t B = ep->block_size, span = L > 0 ? L : 1;
+        int64_t w;
+        switch (h_rng_next(&wr) % 5) {
+        case 0: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)B); break;
+        case 1: w = B * (1 + (int64_t)(h_rng_next(&wr) % 8)); break;
+        case 2: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)(8 * B)); break;
+        case 3: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)span); break;
+        default: w = span + (int64_t)(h_rng_next(&wr) % (uint64_t)(2 * B)); break;
+        }
+        ep->window = w < INT32_MAX ? (int32_t)w : INT32_MAX;
+    }
     return sg;
 }
 
@@ -280,9 +297,9 @@ static void run_case(const ccase *c, const csched *rsch, unsigned long long seed
             }
             snprintf(adesc[nadesc], sizeof adesc[nadesc],
                      "attend %zu: %lld queries at L=%lld, mode %d, dense_len %d, topk %d, init %d, local %d, exact %d, "
-                     "scale %gx default, workspace for %lld", nadesc, (long long)n, (long long)L, (int)ep.mode,
+                     "scale %gx default, window %d, workspace for %lld", nadesc, (long long)n, (long long)L, (int)ep.mode,
                      ep.dense_len, ep.topk, ep.init_blocks, ep.local_blocks, ep.exact_lse, (double)g_scale_fac[sg],
-                     (long long)wn);
+                     ep.window, (long long)wn);
             if (getenv("INFLLM_TEST_VERBOSE")) printf("    %s\n", adesc[nadesc]);
             const int att_no = (int)nadesc++;
             size_t need = wsb;
@@ -367,8 +384,9 @@ static void run_case(const ccase *c, const csched *rsch, unsigned long long seed
                                 if (b >= 0 && b < nb) bsel[b] = 1;
                             }
                         }
-                        int cnt = 0;
-                        for (int64_t j = 0; j <= pos; j++)
+                        int cnt = 0; /* the keys it sees: causal, inside the attend's window */
+                        const int64_t j0 = ep.window > 0 && pos - ep.window + 1 > 0 ? pos - ep.window + 1 : 0;
+                        for (int64_t j = j0; j <= pos; j++)
                             if (!sparse || bsel[j / p.block_size]) keys[cnt++] = j;
                         naive_row(q, k, v, dt, Hq, Hkv, D, pos, h, 0, keys, cnt, scale, sbuf, ob);
                         for (int d = 0; d < D; d++) {

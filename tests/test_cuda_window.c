@@ -129,16 +129,17 @@ static void run_case(const wcase *c, unsigned long long seed) {
     infllm_layout hl32 = hl;
     hl32.dtype = INFLLM_DTYPE_F32;
 
-    /* which reference the pipeline takes: the windowed dense result where no sparse row needs the selection's window */
-    int any_sparse = 0;
-    for (int b = 0; b < c->nseq; b++) any_sparse |= seq_sparse(c, c->lk[b]);
+    /* which reference the pipeline takes: the windowed dense result where every sparse row selects all the blocks it
+     * reaches, i.e. where no sparse sequence has more of them than topk + local_blocks (a row reaches the blocks of
+     * its window's span, or of its sequence where the window is longer: a window past the sequence masks nothing but
+     * selects as without one; the CPU's selects_every_block rule); else REF's pipeline below */
     const int span = c->window > 0 ? (c->window - 1 + B - 1) / B + 1 : 0;
-    /* a window at least as long as every sequence masks nothing; one spanning at most topk + local_blocks blocks
-     * makes every sparse row select all blocks it reaches (CUDA runs both as the windowed dense call) */
-    const int inactive = c->window >= maxk;
-    const int win_all = c->window > 0 && span <= c->topk + c->local_blocks;
-    /* a sparse sequence that needs the selection's window */
-    const int needs_sel = any_sparse && !win_all && !inactive;
+    int needs_sel = 0; /* a sparse sequence that needs the selection (under its window) */
+    for (int b = 0; b < c->nseq; b++) {
+        int reach = (c->lk[b] - 1) / B + 1;
+        if (span > 0 && span < reach) reach = span;
+        needs_sel |= seq_sparse(c, c->lk[b]) && reach > c->topk + c->local_blocks;
+    }
 
     /* REF references (f32 storage, float64 math) */
     p.backend = INFLLM_BACKEND_REF;
