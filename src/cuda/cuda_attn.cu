@@ -289,7 +289,7 @@ __device__ __forceinline__ void softmax_exp2(float (&s)[8][4], const float (&mu)
             }
 }
 
-template <typename T, int D, int NW, bool SPARSE, bool FD = false>
+template <typename T, int D, int NW, bool SPARSE>
 __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams p) {
     constexpr int M = 16 * NW, NT = 32 * NW, CH = D / 8, KS = D / 16, DT_ = D / 8;
     /* 4-warp tiles: 2 stages and <= 168 registers so that 3 CTAs (12 warps) share an SM;
@@ -521,7 +521,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
             flash_store_partial<D, M>(p, zz, split, r, o, ri, inv, lse2, tig);
             continue;
         }
-        if (FD) {
+        if (p.fwd_delta) {
             const int64_t row = rvalid[ri] ? (q0 + tok0 + rtt[ri]) * p.Hq + (int64_t)g * G + rhh[ri] : -1;
             fwd_delta_store<T, D, DT_>(p, o, ri, row, inv, lt, lse2, tig);
             continue;
@@ -563,7 +563,7 @@ __global__ void __launch_bounds__(NW * 32, NW == 4 ? 3 : 1) k_flash(FlashParams 
  * same masks, dS = P (dP - Delta) rounded to the dtype, dq += dS K (dS from registers as P in O += P V, K
  * transposed by its descriptor as V); no softmax state, one split, dq scaled by p.scale at the end. The dS K
  * accumulator, S and dP do not fit 2 CTAs' registers an SM: 1 CTA (8 warps) and a dout tile beside Q. */
-template <typename T, int D, bool SPARSE, bool LIST = false, bool DQ = false, bool FD = false>
+template <typename T, int D, bool SPARSE, bool LIST = false, bool DQ = false>
 __global__ void __launch_bounds__(256, DQ ? 1 : 2)
     k_flash90(FlashParams p, const __grid_constant__ CUtensorMap tmk, const __grid_constant__ CUtensorMap tmv) {
 #ifdef INFLLM_WGMMA_DEVICE
@@ -1102,7 +1102,7 @@ __global__ void __launch_bounds__(256, DQ ? 1 : 2)
         }
         int tt = r / Gt, hh = hc * Gt + r % Gt;
         const bool row_ok = r < p.TT * Gt && tt < ntok && hh < G;
-        if (FD) {
+        if (p.fwd_delta) {
             fwd_delta_store<T, D, DT_>(p, o, ri, row_ok ? (q0 + sTix[tt]) * p.Hq + (int64_t)g * G + hh : -1, inv, lt,
                                        lse2, tig);
             continue;
@@ -1187,7 +1187,7 @@ __device__ __forceinline__ void combine_load(float (&v)[2], const float *src) {
     const float2 x = *reinterpret_cast<const float2 *>(src);
     v[0] = x.x, v[1] = x.y;
 }
-template <typename T, int D, int M, bool FD = false>
+template <typename T, int D, int M>
 __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
     static_assert(M % COMBINE_WARPS == 0 && D % 64 == 0, "k_combine: row groups, 2 or 4 columns a lane");
     constexpr int RG = M / COMBINE_WARPS, E = D / 32;
@@ -1227,7 +1227,7 @@ __global__ void __launch_bounds__(COMBINE_WARPS * 32) k_combine(FlashParams p) {
     }
     const int64_t trow = q0 + tok0 + tt;
     const int64_t h = (int64_t)g * p.G + hh;
-    if (FD) { /* the backward's pass 1: Delta from the unrounded O (fwd_delta_dot) */
+    if (p.fwd_delta) { /* the backward's pass 1: Delta from the unrounded O (fwd_delta_dot) */
         const T *drow = (const T *)p.fwd_dout + (trow * p.Hq + h) * D + E * lane;
         float dot = 0.f;
 #pragma unroll
@@ -1468,16 +1468,16 @@ size_t cuda_flash_split_bytes(const infllm_attn_params *ap, int sparse, int32_t 
     return (size_t)ctas * c.nsplit * 16 * c.NW * (ap->D + 1) * sizeof(float) + 256;
 }
 
-template <typename T, int D, int NW, bool SP, bool FD>
+template <typename T, int D, int NW, bool SP>
 static infllm_status flash_run(const FlashParams &p, const FlashCfg &c, cudaStream_t st) {
-    infllm_status s = cuda_func_smem((const void *)k_flash<T, D, NW, SP, FD>, c.smem, "k_flash");
+    infllm_status s = cuda_func_smem((const void *)k_flash<T, D, NW, SP>, c.smem, "k_flash");
     if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
-    k_flash<T, D, NW, SP, FD><<<grid, NW * 32, c.smem, st>>>(p);
+    k_flash<T, D, NW, SP><<<grid, NW * 32, c.smem, st>>>(p);
     CU_LAUNCH_CHECK("k_flash");
     if (c.nsplit > 1) {
         dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * (16 * NW) / COMBINE_WARPS));
-        k_combine<T, D, 16 * NW, FD><<<g2, COMBINE_WARPS * 32, 0, st>>>(p);
+        k_combine<T, D, 16 * NW><<<g2, COMBINE_WARPS * 32, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_combine");
     }
     return INFLLM_OK;
@@ -1509,7 +1509,7 @@ bool cuda_tma_map_rows(CUtensorMap *m, const void *base, int Hkv, int D, int64_t
 }
 #endif
 
-template <typename T, int D, bool SP, bool LIST, bool DQ, bool FD>
+template <typename T, int D, bool SP, bool LIST, bool DQ = false>
 static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaStream_t st, int64_t total_k) {
     FlashParams p = p0;
     CUtensorMap tmk, tmv;
@@ -1524,45 +1524,34 @@ static infllm_status flash_run90(const FlashParams &p0, const FlashCfg &c, cudaS
     (void)total_k;
     p.tma = 0;
 #endif
-    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP, LIST, DQ, FD>, c.smem, "k_flash90");
+    infllm_status s = cuda_func_smem((const void *)k_flash90<T, D, SP, LIST, DQ>, c.smem, "k_flash90");
     if (s) return s;
     dim3 grid((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * c.nsplit));
-    k_flash90<T, D, SP, LIST, DQ, FD><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
+    k_flash90<T, D, SP, LIST, DQ><<<grid, 256, c.smem, st>>>(p, tmk, tmv);
     CU_LAUNCH_CHECK(DQ ? "k_flash90 (dq)" : "k_flash90");
     if (c.nsplit > 1) {
         dim3 g2((unsigned)c.gx, (unsigned)p.sd.num_seqs, (unsigned)(p.Hkv * c.hchunks * (128) / COMBINE_WARPS));
-        k_combine<T, D, 128, FD><<<g2, COMBINE_WARPS * 32, 0, st>>>(p);
+        k_combine<T, D, 128><<<g2, COMBINE_WARPS * 32, 0, st>>>(p);
         CU_LAUNCH_CHECK("k_combine");
     }
     return INFLLM_OK;
 }
 
-/* the forward's launch, or with FD the backward's pass 1 (p.fwd_delta: the forward writing Delta and the log2 LSE
- * instead of O, fwd_delta_store), whose epilogue gets instances of its own: as a run-time branch of the forward's
- * kernels (session 60) it moved k_flash90's sparse loop code and raised its spills (d 128: 16 / 16 -> 24 / 48 bytes)
- * for every forward call; with FD a template flag the forward's instances compile as before it */
-template <typename T, int D, bool FD>
-static infllm_status flash_dispatch_fwd(const FlashParams &p, const FlashCfg &c, bool sparse, int64_t total_k,
-                                        cudaStream_t st) {
-    if (c.wg) {
-        if (!sparse) return flash_run90<T, D, false, false, false, FD>(p, c, st, total_k);
-        return c.list_w ? flash_run90<T, D, true, true, false, FD>(p, c, st, total_k)
-                        : flash_run90<T, D, true, false, false, FD>(p, c, st, total_k);
-    }
-    if (c.NW == 1) return sparse ? flash_run<T, D, 1, true, FD>(p, c, st) : flash_run<T, D, 1, false, FD>(p, c, st);
-    if (c.NW == 8) return sparse ? flash_run<T, D, 8, true, FD>(p, c, st) : flash_run<T, D, 8, false, FD>(p, c, st);
-    return sparse ? flash_run<T, D, 4, true, FD>(p, c, st) : flash_run<T, D, 4, false, FD>(p, c, st);
-}
 template <typename T, int D>
 static infllm_status flash_dispatch(const FlashParams &p, const FlashCfg &c, bool sparse, int64_t total_k,
                                     cudaStream_t st) {
     if (p.dout) { /* the backward's dq pass (cuda_flash_dq_launch: c.wg, one split) */
-        if (!sparse) return flash_run90<T, D, false, false, true, false>(p, c, st, total_k);
-        return c.list_w ? flash_run90<T, D, true, true, true, false>(p, c, st, total_k)
-                        : flash_run90<T, D, true, false, true, false>(p, c, st, total_k);
+        if (!sparse) return flash_run90<T, D, false, false, true>(p, c, st, total_k);
+        return c.list_w ? flash_run90<T, D, true, true, true>(p, c, st, total_k)
+                        : flash_run90<T, D, true, false, true>(p, c, st, total_k);
     }
-    return p.fwd_delta ? flash_dispatch_fwd<T, D, true>(p, c, sparse, total_k, st)
-                       : flash_dispatch_fwd<T, D, false>(p, c, sparse, total_k, st);
+    if (c.wg) {
+        if (!sparse) return flash_run90<T, D, false, false>(p, c, st, total_k);
+        return c.list_w ? flash_run90<T, D, true, true>(p, c, st, total_k) : flash_run90<T, D, true, false>(p, c, st, total_k);
+    }
+    if (c.NW == 1) return sparse ? flash_run<T, D, 1, true>(p, c, st) : flash_run<T, D, 1, false>(p, c, st);
+    if (c.NW == 8) return sparse ? flash_run<T, D, 8, true>(p, c, st) : flash_run<T, D, 8, false>(p, c, st);
+    return sparse ? flash_run<T, D, 4, true>(p, c, st) : flash_run<T, D, 4, false>(p, c, st);
 }
 
 /* the dq pass's launch (k_flash90 DQ): the forward's tiles, one split, a dout tile beside Q */
