@@ -203,6 +203,8 @@ typedef struct kvpack {
 /* bytes of one packed element: 16-bit storage values (half) or f32 */
 static inline size_t pack_elem_bytes(int half) { return half ? sizeof(uint16_t) : sizeof(float); }
 static inline size_t kvpack_elem_bytes(const kvpack *p) { return pack_elem_bytes(p->half); }
+/* whether the decode cache's K / V tiles hold its 16-bit values (a bf16 / f16 cache), else f32 */
+static inline int kv_tiles_half(const cpu_kv_tiles *t) { return infllm_dtype_size(t->dtype) == 2; }
 
 /* half16: keep 16-bit K/V as 16-bit (stage 2, where most tiles are fetched cold for a few tokens;
  * dense keeps f32 tiles: it reuses each tile for up to 1024 rows and would only pay the widening) */
@@ -213,10 +215,10 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     p->n = n;
     p->ntile = (n + CPU_KT - 1) / CPU_KT;
     if (v && c->kvt && row0 == 0 && n <= c->kvt->rows) { /* decode cache: packed as tokens arrived */
-        const size_t off = (size_t)g * c->kvt->head_elems * pack_elem_bytes(c->kvt->half);
+        p->half = kv_tiles_half(c->kvt);
+        const size_t off = (size_t)g * c->kvt->head_elems * kvpack_elem_bytes(p);
         p->K = (char *)c->kvt->K + off;
         p->V = (char *)c->kvt->V + off;
-        p->half = c->kvt->half;
         p->borrowed = 1;
         return 0;
     }
@@ -328,8 +330,7 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->Hkv = Hkv;
     t->D = D;
     t->dtype = dtype;
-    t->half = infllm_dtype_size(dtype) == 2;
-    const size_t kv_es = pack_elem_bytes(t->half);
+    const size_t kv_es = pack_elem_bytes(kv_tiles_half(t));
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
@@ -375,7 +376,7 @@ static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32
 void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2, int64_t rows,
                            int64_t n1, int64_t n2) {
     const cpu_kern *kn = cpu_kern_get();
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, t->half, t->K, t->V, t->head_elems, k, v, &t->rows, rows);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, kv_tiles_half(t), t->K, t->V, t->head_elems, k, v, &t->rows, rows);
     tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1);
     tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2);
 }

@@ -187,14 +187,13 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
  * arrive, so a decode step or a prefill chunk does not repack the whole prefix (the same tiles
  * and arithmetic as packing per call: results are bitwise identical). So are its compressed keys c1 / c2
  * (session 59: the selection packed all of them at every step, ~a quarter of a sparse decode step at 128K).
- * K / V of a 16-bit cache keep its 16-bit values (half), widened exactly to f32 a tile step at a time, as stage 2's
+ * K / V of a 16-bit cache keep its 16-bit values, widened exactly to f32 a tile step at a time, as stage 2's
  * per-call packs do (session 62: f32 tiles doubled what a decode step reads, which on 16 cores bounds it). */
 typedef struct cpu_kv_tiles {
     void *K, *V;           /* per KV head g: head_elems elements from K + g*head_elems (V likewise) */
     float *C1, *C2;        /* per KV head g: C1 + g*c1_floats (packed as K, no values), C2 likewise */
     int32_t Hkv, D;
-    infllm_dtype dtype;    /* the cache's */
-    int half;              /* K / V elements are the cache's 16-bit values (bf16 / f16), else f32 */
+    infllm_dtype dtype;    /* the cache's: K / V elements are its 16-bit values for bf16 / f16, else f32 */
     size_t head_elems;     /* capacity rounded up to whole tiles, times D */
     size_t c1_floats, c2_floats; /* the kernel capacities rounded up to whole tiles, times D */
     int64_t rows;          /* rows packed (the cache length) */
