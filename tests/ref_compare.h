@@ -103,6 +103,13 @@ static inline sel_diff selection_diff(const float *bs_ref, const int32_t *tk_ref
     return d;
 }
 
+/* The GPU tests' rule for a selection against REF's (issue 3: REF's rows on >= 99% of the rows) with selection_diff's
+ * counts over `rows` rows: no row differs without a near-tie (the rule test_diff holds the CPU path to; before
+ * session 64 a GPU case let 1% of its rows differ in any way), and at least 99% of the rows are identical, or, in a
+ * case of fewer than 100 rows, one row differs (on a near-tie): the least a 99% rule can allow there, where one flip
+ * of a near-tie had failed a small case outright. */
+static inline int sel_rule_ok(sel_diff d, int64_t rows) { return d.not_tie == 0 && (d.differ * 100 <= rows || d.differ <= 1); }
+
 static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
 
 /* naive low-precision attention of one (row t, head h) over keys k0 + keys[j] (n of them), as a plain 16-bit
