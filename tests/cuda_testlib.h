@@ -152,6 +152,24 @@ static inline rand_knobs draw_knobs(unsigned long long *rng) {
     k.mode = (infllm_mode)(h_rng_next(rng) % 3);
     return k;
 }
+/* A sliding key window for a random case (test_cuda_window's cases, test_cuda_cache's windowed attends): within a
+ * block, whole blocks (1-8), a few blocks anyhow, anywhere in `span` (the longest sequence's keys), at or past it, or
+ * most of it. B: the case's block size. */
+static inline int32_t draw_window(unsigned long long *rng, int64_t B, int64_t span) {
+    if (B < 1) B = 1;
+    if (span < 1) span = 1;
+    int64_t w;
+    switch (h_rng_next(rng) % 6) {
+    case 0: w = 1 + (int64_t)(h_rng_next(rng) % (uint64_t)B); break;
+    case 1: w = B * (1 + (int64_t)(h_rng_next(rng) % 8)); break;
+    case 2: w = 1 + (int64_t)(h_rng_next(rng) % (uint64_t)(8 * B)); break;
+    case 3: w = 1 + (int64_t)(h_rng_next(rng) % (uint64_t)span); break;
+    case 4: w = span + (int64_t)(h_rng_next(rng) % (uint64_t)(2 * B)); break;
+    default: w = span / 2 + 1 + (int64_t)(h_rng_next(rng) % (uint64_t)(span / 2 + 1)); break;
+    }
+    return w < INT32_MAX ? (int32_t)w : INT32_MAX;
+}
+
 /* the knobs into a test's case struct, whose fields share their names */
 #define APPLY_KNOBS(c, k)                                                                                         \
     ((c).dt = (k).dt, (c).D = (k).D, (c).Hq = (k).Hq, (c).Hkv = (k).Hkv, (c).B = (k).B, (c).l1 = (k).l1,            \

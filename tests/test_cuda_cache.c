@@ -130,22 +130,10 @@ static int draw_attend(unsigned long long *r, int D, int64_t L, int64_t n, int64
     const int sg = h_rng_next(r) % 4 == 0 ? 1 + (int)(h_rng_next(r) % (NSG - 1)) : 0;
     ep->softmax_scale = sg ? g_scale_fac[sg] / sqrtf((float)D) : 0.0f;
     *wn = h_rng_next(r) % 4 == 0 ? n : maxatt;
-    /* a quarter of the attends under a sliding key window (the decode kernels' window, session 59), drawn from a
-     * stream of its own so that the draws above, and every older seed's schedule, stay as they were: within a
-     * block, whole blocks, a few blocks anyhow, anywhere in the length, or at or past it */
+    /* a quarter of the attends under a sliding key window (the decode kernels' window, session 59; draw_window),
+     * drawn from a stream of its own so that the draws above, and every older seed's schedule, stay as they were */
     unsigned long long wr = *r ^ 0x5851F42D4C957F2DULL;
-    if (h_rng_next(&wr) % 4 == 0) {
-        const int64_t B = ep->block_size, span = L > 0 ? L : 1;
-        int64_t w;
-        switch (h_rng_next(&wr) % 5) {
-        case 0: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)B); break;
-        case 1: w = B * (1 + (int64_t)(h_rng_next(&wr) % 8)); break;
-        case 2: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)(8 * B)); break;
-        case 3: w = 1 + (int64_t)(h_rng_next(&wr) % (uint64_t)span); break;
-        default: w = span + (int64_t)(h_rng_next(&wr) % (uint64_t)(2 * B)); break;
-        }
-        ep->window = w < INT32_MAX ? (int32_t)w : INT32_MAX;
-    }
+    if (h_rng_next(&wr) % 4 == 0) ep->window = draw_window(&wr, ep->block_size, L);
     return sg;
 }
 

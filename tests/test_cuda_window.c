@@ -446,14 +446,7 @@ static void random_wcase(wcase *c, unsigned long long seed, int idx, int maxlk, 
     }
     int maxk = 1;
     for (int b = 0; b < c->nseq; b++) maxk = c->lk[b] > maxk ? c->lk[b] : maxk;
-    switch (h_rng_next(&rng) % 6) {
-    case 0: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)B); break;                /* within a block */
-    case 1: c->window = B * (1 + (int)(h_rng_next(&rng) % 8)); break;                   /* whole blocks */
-    case 2: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)(8 * B)); break;          /* a few blocks, anyhow */
-    case 3: c->window = 1 + (int)(h_rng_next(&rng) % (unsigned)maxk); break;             /* anywhere in the longest */
-    case 4: c->window = maxk + (int)(h_rng_next(&rng) % (unsigned)(2 * B)); break;      /* at or past it */
-    default: c->window = maxk / 2 + 1 + (int)(h_rng_next(&rng) % (unsigned)(maxk / 2 + 1)); break; /* most of it */
-    }
+    c->window = draw_window(&rng, B, maxk);
     c->dense_len = c->mode == INFLLM_MODE_AUTO ? (h_rng_next(&rng) % 4 == 0 ? -1 : (int)(h_rng_next(&rng) % (unsigned)(maxk + 1)))
                                                : -1;
     snprintf(name, name_size, "rand%llu.%d-%s-d%d-Hq%d-Hkv%d-B%d-i%d-l%d-t%d-w%d-m%d-dl%d-seqs%d:%d/%d,%d/%d,%d/%d", seed,
