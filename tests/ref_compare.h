@@ -108,7 +108,9 @@ static inline sel_diff selection_diff(const float *bs_ref, const int32_t *tk_ref
  * session 64 a GPU case let 1% of its rows differ in any way), and at least 99% of the rows are identical, or, in a
  * case of fewer than 100 rows, one row differs (on a near-tie): the least a 99% rule can allow there, where one flip
  * of a near-tie had failed a small case outright. */
-static inline int sel_rule_ok(sel_diff d, int64_t rows) { return d.not_tie == 0 && (d.differ * 100 <= rows || d.differ <= 1); }
+static inline int sel_rule_ok(sel_diff d, int64_t rows) {
+    return d.not_tie == 0 && (d.differ * 100 <= rows || d.differ <= 1);
+}
 
 static inline float ld(const void *p, infllm_dtype dt, int64_t i) { return infllm_load_f32(p, dt, i); }
 

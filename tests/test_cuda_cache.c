@@ -131,7 +131,8 @@ static int draw_attend(unsigned long long *r, int D, int64_t L, int64_t n, int64
     ep->softmax_scale = sg ? g_scale_fac[sg] / sqrtf((float)D) : 0.0f;
     *wn = h_rng_next(r) % 4 == 0 ? n : maxatt;
     /* a quarter of the attends under a sliding key window (the decode kernels' window, session 59; draw_window),
-     * drawn from a stream of its own so that the draws above, and every older seed's schedule, stay as they were */
+     * drawn from a stream of its own so that the draws above stay as they were (the windows drawn changed once, when
+     * session 64 took both tests' draws into one function) */
     unsigned long long wr = *r ^ 0x5851F42D4C957F2DULL;
     if (h_rng_next(&wr) % 4 == 0) ep->window = draw_window(&wr, ep->block_size, L);
     return sg;
