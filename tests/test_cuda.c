@@ -489,8 +489,8 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
         const sel_diff d = selection_diff(rbs, rtk, ctk, Hkv, TQ, sz.nblocks_out, K, dt, NULL, 3, c->name);
         tk_same = rows - (size_t)d.differ;
         CHECK(sel_rule_ok(d, (int64_t)rows),
-              "%s: standalone top-k: %zu of %zu rows identical to REF, %lld differ without a near-tie", c->name, tk_same, rows,
-              (long long)d.not_tie);
+              "%s: standalone top-k: %zu of %zu rows identical to REF, %lld differ without a near-tie", c->name,
+              tk_same, rows, (long long)d.not_tie);
     }
     /* infllm_select_blocks: the fused selection (the pipeline's kernels), every sequence selecting; once
      * allocating its own workspace, once in the caller's (exactly the size asked for, the call captured
@@ -538,8 +538,8 @@ static void run_case_mode(const tcase *c, unsigned long long seed, int ref_only)
         const sel_diff d = selection_diff(rbs, rtk, ctkf, Hkv, TQ, sz.nblocks_out, K, dt, NULL, 3, c->name);
         tkf_same = rows - (size_t)d.differ;
         CHECK(sel_rule_ok(d, (int64_t)rows),
-              "%s: select_blocks: %zu of %zu rows identical to REF, %lld differ without a near-tie", c->name, tkf_same, rows,
-              (long long)d.not_tie);
+              "%s: select_blocks: %zu of %zu rows identical to REF, %lld differ without a near-tie", c->name,
+              tkf_same, rows, (long long)d.not_tie);
         CHECK(!memcmp(ctkf, ctkw, ntk * 4), "%s: select_blocks in the caller's workspace (a graph replay) != in its own",
               c->name);
         free(ctkf);
