@@ -773,8 +773,8 @@ static void golden_pub1(void) {
     printf("  golden pub1: c1/c2 mismatches %zu, fused top-k identical %zu/%zu, out rel err %.3e (official 2.02e-3), "
            "LSE max diff %.2e\n",
            cm, same, nr, err, lmax);
-    npy_free(&q), npy_free(&k), npy_free(&v), npy_free(&c1), npy_free(&c2), npy_free(&tk), npy_free(&bsg), npy_free(&rows);
-    npy_free(&s2ref), npy_free(&lseref);
+    npy_free(&q), npy_free(&k), npy_free(&v), npy_free(&c1), npy_free(&c2), npy_free(&tk), npy_free(&bsg);
+    npy_free(&rows), npy_free(&s2ref), npy_free(&lseref);
     free(hc1), free(hc2), free(hout), free(htk), free(hlse);
     cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dc1), cudaFree(dc2), cudaFree(dtk), cudaFree(dout), cudaFree(dlse);
 }

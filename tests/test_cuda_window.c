@@ -20,9 +20,9 @@
  *              query's answer (poisoned), against the same reference
  *   top-k      infllm_topk_select on REF's block scores: every row identical to REF's (the window's first block)
  *   selection  infllm_select_blocks under the window: REF's rows on >= 99% of (KV head, token) (one row in a case of
- *              fewer than 100), a row that differs only on a near-tie of REF's block scores (sel_rule_ok), and every row exactly
- *              min(K, its window's candidates) blocks, ascending, none before its window's first block or past its
- *              own
+ *              fewer than 100), a row that differs only on a near-tie of REF's block scores (sel_rule_ok), and
+ *              every row exactly min(K, its window's candidates) blocks, ascending, none before its window's first
+ *              block or past its own
  * Errors: relative Frobenius error <= 2x the naive low-precision error of the same rows (cuda_testlib.h's rule,
  * naive_row_lse over the row's visible keys); LSE within 2x the naive row's LSE error + 8 f32 roundoffs of the
  * largest |LSE|. After the grid, seeded random cases (random_wcase: every knob and the window drawn; main says which
