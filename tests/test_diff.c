@@ -359,6 +359,46 @@ static void compare_selection(const ctx *x, const char *what, const float *bs_re
           (long long)(Hkv * tq));
 }
 
+/* The selection comparison rules themselves (ref_compare.h: near_tie, selection_diff, and the GPU tests'
+ * sel_rule_ok) on hand-made rows, so that a rule that passes everything cannot hide behind the backends agreeing:
+ * one REF row of 8 blocks and top-3 selections against it. */
+static void selection_rule_checks(void) {
+    const float bs[8] = {INFINITY, 0.5f, 1.0f, 0.99609375f /* 1 - 2^-8 */, 0.25f, 0.75f, -INFINITY, 0.125f};
+    const int32_t ref[3] = {0, 2, 3}, same[3] = {0, 2, 3}, tie[3] = {0, 2, 5} /* 3 <-> 5: 0.996 vs 0.75 */,
+                  two[3] = {0, 1, 5} /* 2, 3 <-> 1, 5 */, fewer[3] = {0, 2, -1}, forced[3] = {2, 3, 5} /* the +inf block left out */;
+    const float bs_near[8] = {INFINITY, 0.5f, 1.0f, 0.99609375f, 0.25f, 0.9921875f /* 1 - 2^-7 */, -INFINITY, 0.125f};
+    CHECK(near_tie(bs, 8, ref, same, 3, near_tie_rel(INFLLM_DTYPE_BF16)), "near_tie: identical rows not a tie");
+    CHECK(!near_tie(bs, 8, ref, tie, 3, near_tie_rel(INFLLM_DTYPE_BF16)), "near_tie: 0.996 vs 0.75 taken for a tie");
+    CHECK(near_tie(bs_near, 8, ref, tie, 3, near_tie_rel(INFLLM_DTYPE_BF16)),
+          "near_tie: two bf16 ulps apart (0.996 vs 0.992) not a tie in bf16");
+    CHECK(!near_tie(bs_near, 8, ref, tie, 3, near_tie_rel(INFLLM_DTYPE_F16)), "near_tie: 2^-8 apart a tie in f16 (1e-4)");
+    CHECK(!near_tie(bs_near, 8, ref, two, 3, near_tie_rel(INFLLM_DTYPE_BF16)),
+          "near_tie: two swaps, one of them 0.996 for 0.5, taken for a tie");
+    CHECK(!near_tie(bs, 8, ref, fewer, 3, near_tie_rel(INFLLM_DTYPE_BF16)), "near_tie: a -1 in a block's place a tie");
+    CHECK(!near_tie(bs, 8, ref, forced, 3, near_tie_rel(INFLLM_DTYPE_BF16)), "near_tie: a forced block dropped a tie");
+    /* selection_diff over rows, and the 99% rule: 1 near-tie row of 50 passes, 2 of 50 fail, 2 of 300 pass, one row
+     * that differs without a near-tie fails at any count */
+    enum { NR = 300 };
+    static float bsr[NR * 8];
+    static int32_t tr[NR * 3], to[NR * 3];
+    for (int r = 0; r < NR; r++) {
+        memcpy(bsr + r * 8, bs_near, sizeof bs_near);
+        memcpy(tr + r * 3, ref, sizeof ref);
+        memcpy(to + r * 3, ref, sizeof ref);
+    }
+    memcpy(to + 7 * 3, tie, sizeof tie);
+    sel_diff d = selection_diff(bsr, tr, to, 1, 50, 8, 3, INFLLM_DTYPE_BF16, NULL, 0, "rule");
+    CHECK(d.differ == 1 && d.not_tie == 0 && sel_rule_ok(d, 50), "sel_rule_ok: one near-tie row of 50 refused");
+    memcpy(to + 31 * 3, tie, sizeof tie);
+    d = selection_diff(bsr, tr, to, 1, 50, 8, 3, INFLLM_DTYPE_BF16, NULL, 0, "rule");
+    CHECK(d.differ == 2 && !sel_rule_ok(d, 50), "sel_rule_ok: two near-tie rows of 50 (96%%) passed");
+    d = selection_diff(bsr, tr, to, 2, 150, 8, 3, INFLLM_DTYPE_BF16, NULL, 0, "rule"); /* 2 KV heads x 150 */
+    CHECK(d.differ == 2 && sel_rule_ok(d, NR), "sel_rule_ok: two near-tie rows of 300 refused");
+    memcpy(to + 200 * 3, fewer, sizeof fewer);
+    d = selection_diff(bsr, tr, to, 2, 150, 8, 3, INFLLM_DTYPE_BF16, NULL, 0, "rule");
+    CHECK(d.differ == 3 && d.not_tie == 1 && !sel_rule_ok(d, NR), "sel_rule_ok: a row without a near-tie passed");
+}
+
 /* ------------------------------------------------------------ one case ---- */
 
 static void run_case(const dcase *c) {
@@ -1015,6 +1055,7 @@ int main(void) {
     if (sanitized) printf("sanitizer build: of the large cases only T = 1567 and T = 4096 (bf16) run\n");
     const infllm_dtype dts[3] = {INFLLM_DTYPE_F32, INFLLM_DTYPE_F16, INFLLM_DTYPE_BF16};
     int ncase = 0;
+    selection_rule_checks();
 
     /* 1. small T: every dtype x group size x head_dim x exact_lse, cycling the other knobs */
     const int32_t Ts[3] = {1, 17, 97};
