@@ -475,16 +475,20 @@ static void test_chunked(const cfg *c, infllm_backend be, const data *d) {
 
 /* NaN inputs (docs/TESTS.md): a key element set to NaN at one of three positions (outside every selection of the
  * late queries, inside the low blocks that all-zero stage-1 rows pick by index, inside the local window); decode
- * steps through the CPU cache against REF's infllm_attention on each prefix: NaN in exactly the same outputs. */
+ * steps through the CPU cache against REF's infllm_attention on each prefix: NaN in exactly the same outputs. A
+ * fourth case (session 64) puts NaN into two value elements under a dense window of 500 keys: one at 2390, before
+ * the window of every step but in a tile the first steps visit (a masked key: before the fix, P = 0 x NaN reached
+ * every row), and one at 2800, inside it (its column of every row). */
 static void test_nan(void) {
     const int32_t Hq = 32, Hkv = 2, D = 64, T = 3000, L0 = 2900;
     const infllm_dtype dt = INFLLM_DTYPE_BF16;
-    const int32_t at[3] = {1200, 100, 2950};
-    size_t ref_nan[3] = {0, 0, 0};
-    for (int ci = 0; ci < 3; ci++) {
+    const int32_t at[4] = {1200, 100, 2950, 2390};
+    size_t ref_nan[4] = {0, 0, 0, 0};
+    for (int ci = 0; ci < 4; ci++) {
         infllm_params p;
         infllm_params_default(&p);
-        p.mode = INFLLM_MODE_SPARSE;
+        p.mode = ci == 3 ? INFLLM_MODE_DENSE : INFLLM_MODE_SPARSE;
+        p.window = ci == 3 ? 500 : 0;
         p.topk = 6;
         p.local_blocks = 2;
         p.num_threads = 2;
@@ -495,7 +499,12 @@ static void test_nan(void) {
         float l1[32], l2[32];
         unsigned long long rs = 91;
         h_fill_qkv_normal(q, nq, k, v, nk, dt, &rs);
-        infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
+        if (ci < 3) {
+            infllm_store_f32(k, dt, (int64_t)at[ci] * Hkv * D + 3, NAN);
+        } else { /* values of KV head 1 */
+            infllm_store_f32(v, dt, (int64_t)at[ci] * Hkv * D + D + 3, NAN);
+            infllm_store_f32(v, dt, (int64_t)2800 * Hkv * D + D + 5, NAN);
+        }
         infllm_cache *c = NULL;
         CHECK_OK(infllm_cache_create(&p, dt, Hkv, D, T, &c));
         if (!c) break;
@@ -517,14 +526,16 @@ static void test_nan(void) {
             }
             for (int32_t h = 0; h < Hq; h++) bad += isnan(l1[h]) != isnan(l2[h]);
         }
-        CHECK(bad == 0, "NaN key at %d: %zu cache outputs / LSE NaN where REF's are not (or not where they are)", at[ci],
-              bad);
+        CHECK(bad == 0, "NaN %s at %d: %zu cache outputs / LSE NaN where REF's are not (or not where they are)",
+              ci < 3 ? "key" : "value", at[ci], bad);
         infllm_cache_free(c);
         free(q), free(k), free(v), free(o1), free(o2);
     }
     /* the three positions do what they say: outside every late selection, then inside */
     CHECK(ref_nan[0] == 0 && ref_nan[1] > 0 && ref_nan[2] > 0, "NaN cases: REF NaN outputs %zu / %zu / %zu (want 0 / > 0 "
           "/ > 0)", ref_nan[0], ref_nan[1], ref_nan[2]);
+    /* the values' case: one column of KV head 1's 16 heads in each of the 6 steps (the value at 2800 only) */
+    CHECK(ref_nan[3] == (size_t)6 * (Hq / Hkv), "NaN values: REF NaN outputs %zu (want %d)", ref_nan[3], 6 * (Hq / Hkv));
 }
 
 

@@ -757,7 +757,8 @@ static void run_case(const dcase *c) {
  * is written as 0) and have the same all-zero rows; block scores and top-k on REF's scores bitwise; the fused
  * selection (infllm_select_blocks) identical to REF's on the rows the NaN reaches (all-zero stage-1 rows past
  * it: every causal block ties at 0, so the blocks go by index); dense and sparse attention NaN exactly where
- * REF's are (outputs and LSE). Before session 37 the CPU's exp turned a NaN logit into ~0, so its outputs hid
+ * REF's are (outputs and LSE), also for a NaN value element a third into the sequence (its column of the rows that
+ * see it). Before session 37 the CPU's exp turned a NaN logit into ~0, so its outputs hid
  * the NaN and its selection ranked those rows' blocks by their other scores. */
 static void nan_case(const dcase *c) {
     ctx X, *x = &X;
@@ -768,6 +769,10 @@ static void nan_case(const dcase *c) {
     const int64_t tq = x->tq, rowkv = (int64_t)Hkv * D, nan_at = x->s[0].k0 + (int64_t)x->s[0].lk * 2 / 3;
     infllm_store_f32(x->k, c->dt, nan_at * rowkv + 1, NAN);
     infllm_store_f32(x->q, c->dt, ((tq - 1) * Hq + Hq - 1) * D, NAN);
+    /* and one element of a value a third into the first sequence: only the rows that see that key turn NaN, and
+     * only in that column (before session 64 the CPU path turned every row of its tile steps NaN: P = 0 x NaN) */
+    const int64_t vnan_at = x->s[0].k0 + (int64_t)x->s[0].lk / 3;
+    infllm_store_f32(x->v, c->dt, vnan_at * rowkv + 2 % D, NAN);
     infllm_params pr = c->p, pc = c->p;
     pr.backend = INFLLM_BACKEND_REF;
     pc.backend = INFLLM_BACKEND_CPU;

@@ -198,6 +198,7 @@ typedef struct kvpack {
     const char *kb, *vb;/* row 0 of the source (head g), row stride `stride` bytes */
     size_t stride;
     size_t k_bytes;     /* bytes of K (and of V when present) */
+    uint64_t *vbad;     /* [ntile] (with V) the tile's keys whose V row holds a NaN / inf (tile_step's care) */
 } kvpack;
 
 /* bytes of one packed element: 16-bit storage values (half) or f32 */
@@ -219,6 +220,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
         const size_t off = (size_t)g * c->kvt->head_elems * kvpack_elem_bytes(p);
         p->K = (char *)c->kvt->K + off;
         p->V = (char *)c->kvt->V + off;
+        p->vbad = c->kvt->vbad + (size_t)g * (c->kvt->head_elems / ((size_t)CPU_KT * ap->D));
         p->borrowed = 1;
         return 0;
     }
@@ -229,7 +231,8 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     p->K = ws_alloc(nk);
     p->V = v ? ws_alloc(nk) : NULL;
     p->state = ws_alloc((size_t)(p->ntile + 1) * sizeof(atomic_int));
-    if (!p->K || (v && !p->V) || !p->state) return -1;
+    p->vbad = v ? ws_alloc((size_t)(p->ntile + 1) * sizeof(uint64_t)) : NULL;
+    if (!p->K || (v && (!p->V || !p->vbad)) || !p->state) return -1;
     for (int t = 0; t < p->ntile; t++) atomic_init(&p->state[t], 0);
     p->stride = (size_t)ap->kv_tok * c->es;
     p->kb = (const char *)k + ((size_t)row0 * ap->kv_tok + (size_t)g * ap->D) * c->es;
@@ -260,6 +263,7 @@ static void kvpack_free(kvpack *p) {
     ws_free(p->K, p->k_bytes);
     ws_free(p->V, p->k_bytes);
     ws_free(p->state, (size_t)(p->ntile + 1) * sizeof(atomic_int));
+    ws_free(p->vbad, (size_t)(p->ntile + 1) * sizeof(uint64_t));
     memset(p, 0, sizeof *p);
 }
 
@@ -302,6 +306,21 @@ static void pack_row_as(const cpu_kern *kn, infllm_dtype dt, int D, int half, vo
     else cpu_pack_row(kn, dt, D, K, V, j, ksrc, vsrc);
 }
 
+/* whether a row of n storage values of dtype dt holds a NaN or an infinity (all exponent bits set) */
+static int row_nonfinite(const void *x, infllm_dtype dt, int n) {
+    unsigned acc = 0;
+    if (infllm_dtype_size(dt) == 2) {
+        const uint16_t *h = x, e = dt == INFLLM_DTYPE_BF16 ? 0x7f80 : 0x7c00;
+#pragma omp simd reduction(| : acc)
+        for (int i = 0; i < n; i++) acc |= (h[i] & e) == e;
+    } else {
+        const uint32_t *f = x;
+#pragma omp simd reduction(| : acc)
+        for (int i = 0; i < n; i++) acc |= (f[i] & 0x7f800000u) == 0x7f800000u;
+    }
+    return acc != 0;
+}
+
 static void pack_tile(const ctx *c, kvpack *p, int t) {
     /* a tile past the last row is zeroed whole (it is contiguous in K and V) before its rows are packed: row by row,
      * a zero K row is D stores 16 floats apart, most of the packing of short sequences' tiles */
@@ -312,12 +331,15 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
         memset((char *)p->K + (size_t)t * tb, 0, tb);
         if (p->V) memset((char *)p->V + (size_t)t * tb, 0, tb);
     }
+    uint64_t vbad = 0;
     for (int n = 0; n < nin; n++) {
         int64_t j = j0 + n;
         const char *ks = p->kb + (size_t)j * p->stride;
         const char *vs = p->V ? p->vb + (size_t)j * p->stride : NULL;
         pack_row_as(c->kn, c->ap->dtype, c->ap->D, p->half, p->K, p->V, j, ks, vs);
+        if (vs && row_nonfinite(vs, c->ap->dtype, c->ap->D)) vbad |= 1ull << n;
     }
+    if (p->vbad) p->vbad[t] = vbad;
 }
 
 /* ------------------------------------------------- decode-cache tiles ---- */
@@ -334,13 +356,16 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
-    t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * sizeof(float));
+    const size_t ntiles = t->head_elems / ((size_t)CPU_KT * D);
+    t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * sizeof(float) +
+                              ntiles * sizeof(uint64_t));
     /* zero rows past the length: the padding pack_tile would write */
     t->K = calloc((size_t)Hkv * t->head_elems, kv_es);
     t->V = calloc((size_t)Hkv * t->head_elems, kv_es);
     t->C1 = calloc((size_t)Hkv * t->c1_floats + 1, sizeof(float));
     t->C2 = calloc((size_t)Hkv * t->c2_floats + 1, sizeof(float));
-    if (!t->K || !t->V || !t->C1 || !t->C2) {
+    t->vbad = calloc((size_t)Hkv * ntiles + 1, sizeof(uint64_t));
+    if (!t->K || !t->V || !t->C1 || !t->C2 || !t->vbad) {
         cpu_kv_tiles_free(t);
         return infllm_set_error(INFLLM_ERR_NOMEM, "out of memory: packed K/V tiles need %zu bytes", t->bytes);
     }
@@ -353,22 +378,29 @@ void cpu_kv_tiles_free(cpu_kv_tiles *t) {
     free(t->V);
     free(t->C1);
     free(t->C2);
+    free(t->vbad);
     memset(t, 0, sizeof *t);
 }
 
 /* rows [*have, rows) of x [., Hkv, D] (V too where v) packed into head g's tiles of K (and V), or rows [rows, *have)
  * zeroed back; *have = rows. half: the tiles hold x's 16-bit values (pack_row16), else f32 (cpu_pack_row). */
 static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, int half, void *K, void *V,
-                         size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows) {
+                         size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows,
+                         uint64_t *vbad) {
     const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
-    const size_t head_bytes = head_elems * pack_elem_bytes(half);
+    const size_t head_bytes = head_elems * pack_elem_bytes(half), ntiles = head_elems / ((size_t)CPU_KT * D);
     for (int g = 0; g < Hkv; g++) {
         void *Kg = (char *)K + (size_t)g * head_bytes, *Vg = V ? (char *)V + (size_t)g * head_bytes : NULL;
-        for (int64_t j = *have; j < rows; j++) /* appended rows */
-            pack_row_as(kn, dt, D, half, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es,
-                        v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL);
-        for (int64_t j = rows; j < *have; j++) /* truncated rows back to zero padding */
+        uint64_t *vb = vbad ? vbad + (size_t)g * ntiles : NULL;
+        for (int64_t j = *have; j < rows; j++) { /* appended rows */
+            const char *vs = v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL;
+            pack_row_as(kn, dt, D, half, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es, vs);
+            if (vb && vs && row_nonfinite(vs, dt, D)) vb[j / CPU_KT] |= 1ull << (j % CPU_KT);
+        }
+        for (int64_t j = rows; j < *have; j++) { /* truncated rows back to zero padding */
             pack_row_as(kn, dt, D, half, Kg, Vg, j, NULL, NULL);
+            if (vb) vb[j / CPU_KT] &= ~(1ull << (j % CPU_KT));
+        }
     }
     *have = rows;
 }
@@ -376,9 +408,10 @@ static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32
 void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2, int64_t rows,
                            int64_t n1, int64_t n2) {
     const cpu_kern *kn = cpu_kern_get();
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, kv_tiles_half(t), t->K, t->V, t->head_elems, k, v, &t->rows, rows);
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1);
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, kv_tiles_half(t), t->K, t->V, t->head_elems, k, v, &t->rows, rows,
+                 t->vbad);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1, NULL);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2, NULL);
 }
 
 /* Makes tile t ready (packs it, or waits for the thread that does). */
@@ -412,6 +445,7 @@ typedef struct scratch {
     float *Oa, *ma, *la;      /* [RM][D], [RM], [RM]: attention's rows over their finished segments (seg_merge) */
     int *segn;                /* [MT] tiles of the token's current segment so far */
     float *Kw, *Vw;           /* [64*D] one tile of a 16-bit pack widened to f32 (attention only) */
+    float *Vs;                /* [64*D] an f32 pack's V tile with its NaN / inf values zeroed (tile_step; lazily) */
     float *m, *l, *alpha, *c; /* [RM] */
     float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
     int *lo, *hi, *ridx;      /* [RM] */
@@ -462,6 +496,7 @@ static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t n
 static void scratch_free(scratch *w) {
     free(w->Kw);
     free(w->Vw);
+    free(w->Vs);
     free(w->Q);
     free(w->O);
     free(w->Oa);
@@ -543,6 +578,50 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
     for (size_t i = (a + 1) & ~(size_t)1; i < b; i += 2) __builtin_prefetch(p + i * 64, 0, 2);
 }
 
+/* A V tile whose keys vbad hold a NaN or an infinity (kvpack.vbad): P V adds P x V over every column up to the tile's
+ * last visible one, and P = 0 times a NaN (or an infinity) is NaN, so a row that does not see such a key would get
+ * it (before session 64 the CPU path put a NaN value into every row of the tile step; REF's rule is that a NaN
+ * reaches the rows that see it). tile_v_clean returns the tile with those values zeroed (in the widened copy of a
+ * 16-bit pack, or in a copy of an f32 one), so that the P V kernel adds 0 for them with its own arithmetic and every
+ * finite value keeps its bits; tile_v_fixup then adds P x value for each (row, key) that the row sees and each
+ * non-finite value of the key's row (NaN, or an infinity), as REF's sum has them. NULL: no memory for the copy (the
+ * old behaviour, nothing worse). */
+static const float *tile_v_clean(const ctx *c, scratch *w, const kvpack *kp, const float *Vt, uint64_t vbad) {
+    const int D = c->ap->D;
+    float *dst = (float *)Vt;
+    if (!kp->half) {
+        if (!w->Vs) w->Vs = malloc((size_t)CPU_KT * D * sizeof(float));
+        if (!w->Vs) return NULL;
+        memcpy(w->Vs, Vt, (size_t)CPU_KT * D * sizeof(float));
+        dst = w->Vs;
+    }
+    for (uint64_t b = vbad; b; b &= b - 1) {
+        float *row = dst + (size_t)__builtin_ctzll(b) * D;
+        for (int d = 0; d < D; d++)
+            if (!isfinite(row[d])) row[d] = 0.0f;
+    }
+    return dst;
+}
+
+static void tile_v_fixup(const ctx *c, scratch *w, const kvpack *kp, int R, int t, uint64_t vbad) {
+    const int D = c->ap->D;
+    float row[256];
+    for (int i = 0; i < R; i++)
+        for (uint64_t b = w->kmask[i] & vbad; b; b &= b - 1) {
+            const int n = __builtin_ctzll(b);
+            const size_t at = ((size_t)t * CPU_KT + (size_t)n) * D; /* key n's V row in the pack */
+            const float *vr = (const float *)kp->V + at;
+            if (kp->half) {
+                c->kn->load(row, (const uint16_t *)kp->V + at, c->ap->dtype, D);
+                vr = row;
+            }
+            const float pn = w->P[(size_t)i * CPU_KT + n];
+            float *o = w->O + (size_t)w->ridx[i] * D;
+            for (int d = 0; d < D; d++)
+                if (!isfinite(vr[d])) o[d] += pn * vr[d];
+        }
+}
+
 /* One step over key tile t (keys 64t .. 64t+63) for R slots: w->ridx[i] is the group row,
  * w->kmask[i] its valid keys in the tile. next_k / next_v (or NULL): the next tile's packed K and
  * V, fetched into L2 a slice at a time between row chunks of the products, so that the loads
@@ -587,11 +666,15 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
         w->m[w->ridx[i]] = w->sm[i];
         w->l[w->ridx[i]] = w->sl[i];
     }
+    const uint64_t vbad = kp->vbad ? kp->vbad[t] : 0; /* keys whose V row holds a NaN / inf: tile_v_clean */
+    const float *Vclean = vbad ? tile_v_clean(c, w, kp, Vt, vbad) : NULL;
+    if (Vclean) Vt = Vclean;
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
         c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, Vt, ng * CPU_KG);
         if (next_v) prefetch_lines((const char *)next_v, lines * r0 / R, lines * (r0 + rn) / R);
     }
+    if (Vclean) tile_v_fixup(c, w, kp, R, t, vbad);
 }
 
 /* Rows in segments (session 61): a row's online softmax restarts after every ATTN_SEG_TILES key tiles it attends

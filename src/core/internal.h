@@ -198,6 +198,7 @@ typedef struct cpu_kv_tiles {
     size_t c1_floats, c2_floats; /* the kernel capacities rounded up to whole tiles, times D */
     int64_t rows;          /* rows packed (the cache length) */
     int64_t rows1, rows2;  /* c1 / c2 kernels packed (the cache's n1 / n2) */
+    uint64_t *vbad;        /* per KV head g: vbad + g*(head_elems / (64 D)), a tile's keys whose V row holds a NaN / inf */
     size_t bytes;
 } cpu_kv_tiles;
 /* n1cap / n2cap: the c1 / c2 kernels at the capacity */
