@@ -312,13 +312,15 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
     /* what the cache holds: K / V and the compressed keys c1 / c2 (complete windows of (l1, s1) and (4 l1, 4 s1)) in
      * the storage dtype; the CPU backend also keeps them as tiles of 64 rows (packed once per token): K / V in a
      * 16-bit cache's 16-bit values, else f32, c1 / c2 in f32 (a tiny cache's tiles are mostly padding: 7 tokens at
-     * d 192 with 2 KV heads hold 307 KB, session 63's random case that the older "2x the K/V" bound failed).
+     * d 192 with 2 KV heads hold 307 KB, session 63's random case that the older "2x the K/V" bound failed), and a
+     * word a K / V tile flagging its keys whose values are not finite (session 64).
      * memory_bytes reports that plus the struct: at most 64 KB more */
     const int64_t n1 = L >= c->l1 ? (L - c->l1) / c->s1 + 1 : 0, n2 = L >= 4 * c->l1 ? (L - 4 * c->l1) / (4 * c->s1) + 1 : 0;
     size_t minb = (size_t)(2 * L + n1 + n2) * (size_t)rk * es;
     if (be == INFLLM_BACKEND_CPU) {
         const int64_t rows = (L + 63) / 64 * 64, rows12 = (n1 + 63) / 64 * 64 + (n2 + 63) / 64 * 64;
         minb += (size_t)(2 * rows) * (size_t)rk * (es == 2 ? 2 : sizeof(float)) + (size_t)rows12 * (size_t)rk * sizeof(float);
+        minb += (size_t)(rows / 64) * (size_t)(rk / c->D) * sizeof(uint64_t); /* a flag word a tile (session 64) */
     }
     size_t mem = infllm_cache_memory_bytes(cache);
     CHECK(mem >= minb && mem <= minb + 65536, "[%s/%s] memory_bytes %zu for %zu bytes of K/V, compressed keys and tiles",

@@ -314,9 +314,9 @@ static int row_nonfinite(const void *x, infllm_dtype dt, int n) {
 #pragma omp simd reduction(| : acc)
         for (int i = 0; i < n; i++) acc |= (h[i] & e) == e;
     } else {
-        const uint32_t *f = x;
+        const float *f = x;
 #pragma omp simd reduction(| : acc)
-        for (int i = 0; i < n; i++) acc |= (f[i] & 0x7f800000u) == 0x7f800000u;
+        for (int i = 0; i < n; i++) acc |= !isfinite(f[i]);
     }
     return acc != 0;
 }
@@ -588,7 +588,7 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
  * old behaviour, nothing worse). */
 static const float *tile_v_clean(const ctx *c, scratch *w, const kvpack *kp, const float *Vt, uint64_t vbad) {
     const int D = c->ap->D;
-    float *dst = (float *)Vt;
+    float *dst = w->Vw; /* a 16-bit pack: Vt is this step's widened copy, w->Vw */
     if (!kp->half) {
         if (!w->Vs) w->Vs = malloc((size_t)CPU_KT * D * sizeof(float));
         if (!w->Vs) return NULL;
