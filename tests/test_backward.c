@@ -581,9 +581,9 @@ static void select_topk_past_every_block(void) {
 /* NaN inputs: one element of KV head 0's key at token 200 and one element of the last token's last query head
  * set to NaN (dense, f32, 300 tokens, 4 / 2 heads, d 64). REF's rule: a row that sees a NaN score gets NaN
  * gradients (and gives NaN to every key it attends); a row with keys is never a row without keys (REF's backward
- * had taken an all-NaN row for one: m == -inf). The CPU's dk / dv NaN exactly where REF's are; its dq likewise
- * outside the NaN key's 64-key tile, where the rows before the NaN key also get NaN: their masked dS (0) meets the
- * NaN key in the tile's product (0 x NaN), as in flash-attention kernels; REF skips masked keys. */
+ * had taken an all-NaN row for one: m == -inf). The CPU's dq / dk / dv NaN exactly where REF's are (until session
+ * 64 the rows of the NaN key's 64-key tile before it got NaN in dq too: their masked dS, 0, met the NaN key in the
+ * tile's product, 0 x NaN, as in flash-attention kernels; the dq product's copy of K now has it zeroed). */
 /* value_nan 1: one element of KV head 0's value at token 200 instead, where no dq row is exempt: a masked key's
  * NaN dP (dO . v) adds neither to Delta nor to dS (the Delta sum had taken 0 x NaN, which made every dq row
  * before the NaN value in its tile NaN). */
@@ -616,11 +616,9 @@ static void nan_backward(int value_nan) {
     }
     const char *what = value_nan ? "a NaN value" : "a NaN key and query";
     size_t nref[3] = {0, 0, 0}, diff[3] = {0, 0, 0};
-    const int64_t exempt0 = value_nan ? nan_at : nan_at / 64 * 64; /* dq rows [exempt0, nan_at) not compared */
-    for (size_t i = 0; i < nq; i++) {
-        const int64_t t = (int64_t)(i / ((size_t)Hq * D));
+    for (size_t i = 0; i < nq; i++) { /* every dq row (session 64: the NaN key's tile's rows before it were exempt) */
         nref[0] += isnan(g[0][0][i]);
-        if (t < exempt0 || t >= nan_at) diff[0] += isnan(g[0][0][i]) != isnan(g[1][0][i]);
+        diff[0] += isnan(g[0][0][i]) != isnan(g[1][0][i]);
     }
     for (int a = 1; a < 3; a++)
         for (size_t i = 0; i < nk; i++) {

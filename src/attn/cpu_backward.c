@@ -126,6 +126,12 @@ static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_
         const char *ks = (const char *)c->k + src, *vs = (const char *)c->v + src;
         cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.kp, c->hd.kr, key, ks, ks);
         cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.vp, NULL, key, vs, NULL);
+        /* the row-major copy feeds dq += dS K only: a NaN / inf element there would reach, as 0 x NaN, the rows whose
+         * masked dS is 0 (before session 64 the rows of its tile before the key); zeroed, it does not, and a row
+         * that sees the key still gets NaN, from its NaN score's dS (REF's rule) */
+        float *kr = c->hd.kr + (size_t)key * ap->D;
+        for (int32_t d = 0; d < ap->D; d++)
+            if (!isfinite(kr[d])) kr[d] = 0.0f;
     }
 }
 
