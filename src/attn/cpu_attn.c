@@ -512,6 +512,7 @@ static void scratch_free(scratch *w) {
     free(w->tiles);
 }
 
+/* (w->Vs, allocated only when a tile holds a NaN / inf value, is not counted) */
 static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
     return (size_t)RM * (3 * D + 2 * CPU_KT + 8) * sizeof(float) + (size_t)MT * sizeof(int) +
            (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
