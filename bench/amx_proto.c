@@ -145,9 +145,10 @@ static void amx_attention(const uint16_t *q, const uint16_t *k, const uint16_t *
                 int rescale = 0;
                 for (int r = 0; r < H; r++) {
                     __m512 s[4], mx = _mm512_set1_ps(-INFINITY);
+                    __mmask16 vis[4];
                     for (int c = 0; c < 4; c++) {
-                        const __mmask16 vis = nvis >= 16 * (c + 1) ? 0xffff : nvis <= 16 * c ? 0 : (__mmask16)((1u << (nvis - 16 * c)) - 1);
-                        s[c] = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), vis, _mm512_load_ps(S + r * KT + 16 * c), _mm512_set1_ps(sl2));
+                        vis[c] = nvis >= 16 * (c + 1) ? 0xffff : nvis <= 16 * c ? 0 : (__mmask16)((1u << (nvis - 16 * c)) - 1);
+                        s[c] = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), vis[c], _mm512_load_ps(S + r * KT + 16 * c), _mm512_set1_ps(sl2));
                         mx = _mm512_max_ps(mx, s[c]);
                     }
                     const float mn = fmaxf(m[r], _mm512_reduce_max_ps(mx));
@@ -156,7 +157,7 @@ static void amx_attention(const uint16_t *q, const uint16_t *k, const uint16_t *
                     m[r] = mn;
                     __m512 sum = _mm512_setzero_ps();
                     for (int c = 0; c < 4; c++) {
-                        const __m512 p = exp2_ps(_mm512_sub_ps(s[c], _mm512_set1_ps(mn)));
+                        const __m512 p = _mm512_maskz_mov_ps(vis[c], exp2_ps(_mm512_sub_ps(s[c], _mm512_set1_ps(mn))));
                         sum = _mm512_add_ps(sum, p);
                         _mm256_store_si256((__m256i *)(P + r * KT + 16 * c), to_bf16(p));
                     }
