@@ -13,7 +13,8 @@
  * (exp2 by a degree-6 polynomial and vscalefps), P rounded to bf16 (as the naive bf16 implementation and
  * FlashAttention round P for the P V product), O (16 x 128 f32, in memory) rescaled, then O += P V as two halves
  * of 4 C tiles x 2 key chunks x 4 TDPBF16PS. K and V are packed once into VNNI pairs (the library's widening
- * would be this packing).
+ * would be this packing). amx_attention_t is the transposed form (S^T = K Q^T, a vertical softmax, O^T = V^T P^T),
+ * timed in the same run: no faster (bench/CPU_NOTES.md).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -203,6 +204,118 @@ static void amx_attention(const uint16_t *q, const uint16_t *k, const uint16_t *
     free(kp), free(vp);
 }
 
+/* The same attention transposed (session 64, second form): S^T = K Q^T with K read as it is (A operand, 16 keys x 32
+ * dims straight from the input rows) and the token's Q packed once in VNNI pairs (B), so a vector of S^T holds one
+ * key's 16 rows and the online softmax is vertical (no horizontal reductions); O^T = V^T P^T with V^T packed once a
+ * tile and P^T's VNNI pairs made by interleaving two keys' bf16 vectors. k is read in whole 64-row tiles: kpad holds
+ * T rounded up to 64 rows, zeros past T. */
+static void amx_attention_t(const uint16_t *q, const uint16_t *kpad, const uint16_t *v, uint16_t *out, int T, int nth) {
+    const int ntile = (T + KT - 1) / KT;
+    /* vt[tile][key chunk 2][d tile 8][16 d][32 keys]: A[d][key] = V[32 kc + key][16 dt + d]; keys past T: 0 */
+    uint16_t *vt = aligned_alloc(64, (size_t)ntile * KT * D * 2);
+#pragma omp parallel for num_threads(nth)
+    for (int t = 0; t < ntile; t++)
+        for (int kc = 0; kc < 2; kc++)
+            for (int dt = 0; dt < 8; dt++)
+                for (int d = 0; d < 16; d++)
+                    for (int kk = 0; kk < 32; kk++) {
+                        const int key = t * KT + 32 * kc + kk;
+                        vt[((((size_t)t * 2 + kc) * 8 + dt) * 16 + d) * 32 + kk] = key < T ? v[(size_t)key * D + 16 * dt + d] : 0;
+                    }
+    const __m512 sl2 = _mm512_set1_ps((1.0f / sqrtf((float)D)) * 1.4426950408889634f);
+#pragma omp parallel num_threads(nth)
+    {
+        tiles_on();
+        float *St = aligned_alloc(64, KT * H * 4), *Ot = aligned_alloc(64, D * H * 4);
+        uint16_t *Qv = aligned_alloc(64, 4 * 16 * 32 * 2), *PT = aligned_alloc(64, 2 * 16 * 32 * 2);
+#pragma omp for schedule(dynamic, 8)
+        for (int tok = T - 1; tok >= 0; tok--) {
+            const uint16_t *qt = q + (size_t)tok * H * D;
+            for (int dc = 0; dc < 4; dc++) /* Qv[dc][kk][2 n + j] = Q[row n][32 dc + 2 kk + j] */
+                for (int kk = 0; kk < 16; kk++)
+                    for (int n = 0; n < 16; n++) {
+                        Qv[(dc * 16 + kk) * 32 + 2 * n] = qt[n * D + 32 * dc + 2 * kk];
+                        Qv[(dc * 16 + kk) * 32 + 2 * n + 1] = qt[n * D + 32 * dc + 2 * kk + 1];
+                    }
+            __m512 m = _mm512_set1_ps(-INFINITY), l = _mm512_setzero_ps();
+            memset(Ot, 0, D * H * 4);
+            const int last = tok / KT;
+            for (int t = 0; t <= last; t++) {
+                const uint16_t *kt = kpad + (size_t)t * KT * D;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int dc = 0; dc < 4; dc++) {
+                    _tile_loadd(5, Qv + dc * 16 * 32, 64);
+                    _tile_loadd(4, kt + 0 * 16 * D + 32 * dc, D * 2);
+                    _tile_dpbf16ps(0, 4, 5);
+                    _tile_loadd(4, kt + 1 * 16 * D + 32 * dc, D * 2);
+                    _tile_dpbf16ps(1, 4, 5);
+                    _tile_loadd(4, kt + 2 * 16 * D + 32 * dc, D * 2);
+                    _tile_dpbf16ps(2, 4, 5);
+                    _tile_loadd(4, kt + 3 * 16 * D + 32 * dc, D * 2);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+                _tile_stored(0, St, 64);
+                _tile_stored(1, St + 16 * 16, 64);
+                _tile_stored(2, St + 32 * 16, 64);
+                _tile_stored(3, St + 48 * 16, 64);
+                const int nvis = t < last ? KT : tok - t * KT + 1;
+                __m512 mx = m;
+                for (int n = 0; n < nvis; n++) mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_load_ps(St + n * 16), sl2));
+                const __m512 alpha = exp2_ps(_mm512_sub_ps(m, mx)); /* m = -inf on the first tile: O and l are 0 */
+                m = mx;
+                __m512 sum = _mm512_setzero_ps();
+                for (int n = 0; n < KT; n += 2) {
+                    __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
+                    if (n < nvis) p0 = exp2_ps(_mm512_fmsub_ps(_mm512_load_ps(St + n * 16), sl2, m));
+                    if (n + 1 < nvis) p1 = exp2_ps(_mm512_fmsub_ps(_mm512_load_ps(St + (n + 1) * 16), sl2, m));
+                    sum = _mm512_add_ps(sum, _mm512_add_ps(p0, p1));
+                    const __m512i pair = _mm512_or_si512(_mm512_cvtepu16_epi32(to_bf16(p0)),
+                                                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(to_bf16(p1)), 16));
+                    _mm512_store_si512((__m512i *)(PT + (n / 32) * 16 * 32 + ((n % 32) / 2) * 32), pair);
+                }
+                l = _mm512_fmadd_ps(l, alpha, sum);
+                if (_mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ))
+                    for (int d = 0; d < D; d++) _mm512_store_ps(Ot + d * 16, _mm512_mul_ps(_mm512_load_ps(Ot + d * 16), alpha));
+                const uint16_t *vtt = vt + (size_t)t * KT * D;
+                for (int half = 0; half < 2; half++) {
+                    float *Oh = Ot + half * 64 * 16;
+                    _tile_loadd(0, Oh, 64);
+                    _tile_loadd(1, Oh + 16 * 16, 64);
+                    _tile_loadd(2, Oh + 32 * 16, 64);
+                    _tile_loadd(3, Oh + 48 * 16, 64);
+                    for (int kc = 0; kc < 2; kc++) {
+                        _tile_loadd(5, PT + kc * 16 * 32, 64);
+                        const uint16_t *a = vtt + ((size_t)(kc * 8 + 4 * half) * 16) * 32;
+                        _tile_loadd(4, a, 64);
+                        _tile_dpbf16ps(0, 4, 5);
+                        _tile_loadd(4, a + 16 * 32, 64);
+                        _tile_dpbf16ps(1, 4, 5);
+                        _tile_loadd(4, a + 32 * 32, 64);
+                        _tile_dpbf16ps(2, 4, 5);
+                        _tile_loadd(4, a + 48 * 32, 64);
+                        _tile_dpbf16ps(3, 4, 5);
+                    }
+                    _tile_stored(0, Oh, 64);
+                    _tile_stored(1, Oh + 16 * 16, 64);
+                    _tile_stored(2, Oh + 32 * 16, 64);
+                    _tile_stored(3, Oh + 48 * 16, 64);
+                }
+            }
+            float linv[16];
+            _mm512_storeu_ps(linv, _mm512_div_ps(_mm512_set1_ps(1.0f), l));
+            uint16_t *ot = out + (size_t)tok * H * D;
+            for (int r = 0; r < H; r++)
+                for (int d = 0; d < D; d++) ot[r * D + d] = infllm_f32_to_bf16(Ot[d * 16 + r] * linv[r]);
+        }
+        free(St), free(Ot), free(Qv), free(PT);
+        _tile_release();
+    }
+    free(vt);
+}
+
 static double rel_err(const uint16_t *a, const float *ref, size_t n) {
     double e = 0, r = 0;
     for (size_t i = 0; i < n; i++) {
@@ -250,7 +363,10 @@ int main(int argc, char **argv) {
         printf("f32 reference: %s\n", infllm_last_error());
         return 1;
     }
-    double best_cpu = 1e30, best_amx = 1e30;
+    const size_t kpad_rows = (size_t)(T + KT - 1) / KT * KT;
+    uint16_t *kpad = calloc(kpad_rows * D, 2), *o_t = malloc(nq * 2);
+    memcpy(kpad, k, nk * 2);
+    double best_cpu = 1e30, best_amx = 1e30, best_t = 1e30;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = now();
         if (infllm_dense_attention(&p, &l, q, k, v, o_cpu, NULL)) {
@@ -260,8 +376,11 @@ int main(int argc, char **argv) {
         double t1 = now();
         amx_attention(q, k, v, o_amx, T, nth);
         double t2 = now();
+        amx_attention_t(q, kpad, v, o_t, T, nth);
+        double t3 = now();
         if (t1 - t0 < best_cpu) best_cpu = t1 - t0;
         if (t2 - t1 < best_amx) best_amx = t2 - t1;
+        if (t3 - t2 < best_t) best_t = t3 - t2;
     }
     const double flop = 4.0 * H * D * ((double)T * (T + 1) / 2);
     printf("T %d, 16 / 1 heads, d 128, bf16, %d thread(s), best of 3\n", T, nth);
@@ -269,5 +388,7 @@ int main(int argc, char **argv) {
            rel_err(o_cpu, o32, nq));
     printf("AMX prototype    : %8.1f ms  %6.1f GFLOP/s  rel err vs its f32 run %.3e  (%.2fx)\n", best_amx * 1e3,
            flop / best_amx / 1e9, rel_err(o_amx, o32, nq), best_cpu / best_amx);
+    printf("AMX transposed   : %8.1f ms  %6.1f GFLOP/s  rel err vs its f32 run %.3e  (%.2fx)\n", best_t * 1e3,
+           flop / best_t / 1e9, rel_err(o_t, o32, nq), best_cpu / best_t);
     return 0;
 }
