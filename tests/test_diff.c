@@ -772,7 +772,7 @@ static void nan_case(const dcase *c) {
     /* and one element of a value a third into the first sequence: only the rows that see that key turn NaN, and
      * only in that column (before session 64 the CPU path turned every row of its tile steps NaN: P = 0 x NaN) */
     const int64_t vnan_at = x->s[0].k0 + (int64_t)x->s[0].lk / 3;
-    infllm_store_f32(x->v, c->dt, vnan_at * rowkv + 2 % D, NAN);
+    infllm_store_f32(x->v, c->dt, vnan_at * rowkv + 2, NAN); /* KV head 0, element 2 (D >= 16) */
     infllm_params pr = c->p, pc = c->p;
     pr.backend = INFLLM_BACKEND_REF;
     pc.backend = INFLLM_BACKEND_CPU;

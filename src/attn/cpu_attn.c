@@ -206,6 +206,8 @@ static inline size_t pack_elem_bytes(int half) { return half ? sizeof(uint16_t) 
 static inline size_t kvpack_elem_bytes(const kvpack *p) { return pack_elem_bytes(p->half); }
 /* whether the decode cache's K / V tiles hold its 16-bit values (a bf16 / f16 cache), else f32 */
 static inline int kv_tiles_half(const cpu_kv_tiles *t) { return infllm_dtype_size(t->dtype) == 2; }
+/* 64-row tiles of one KV head in head_elems elements of D columns (the cache's vbad words a head) */
+static inline size_t tiles_per_head(size_t head_elems, int32_t D) { return head_elems / ((size_t)CPU_KT * D); }
 
 /* half16: keep 16-bit K/V as 16-bit (stage 2, where most tiles are fetched cold for a few tokens;
  * dense keeps f32 tiles: it reuses each tile for up to 1024 rows and would only pay the widening) */
@@ -220,7 +222,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
         const size_t off = (size_t)g * c->kvt->head_elems * kvpack_elem_bytes(p);
         p->K = (char *)c->kvt->K + off;
         p->V = (char *)c->kvt->V + off;
-        p->vbad = c->kvt->vbad + (size_t)g * (c->kvt->head_elems / ((size_t)CPU_KT * ap->D));
+        p->vbad = c->kvt->vbad + (size_t)g * tiles_per_head(c->kvt->head_elems, ap->D);
         p->borrowed = 1;
         return 0;
     }
@@ -356,7 +358,7 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
-    const size_t ntiles = t->head_elems / ((size_t)CPU_KT * D);
+    const size_t ntiles = tiles_per_head(t->head_elems, D);
     t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * sizeof(float) +
                               ntiles * sizeof(uint64_t));
     /* zero rows past the length: the padding pack_tile would write */
@@ -388,7 +390,7 @@ static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32
                          size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows,
                          uint64_t *vbad) {
     const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
-    const size_t head_bytes = head_elems * pack_elem_bytes(half), ntiles = head_elems / ((size_t)CPU_KT * D);
+    const size_t head_bytes = head_elems * pack_elem_bytes(half), ntiles = tiles_per_head(head_elems, D);
     for (int g = 0; g < Hkv; g++) {
         void *Kg = (char *)K + (size_t)g * head_bytes, *Vg = V ? (char *)V + (size_t)g * head_bytes : NULL;
         uint64_t *vb = vbad ? vbad + (size_t)g * ntiles : NULL;
