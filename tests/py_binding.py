@@ -151,7 +151,7 @@ def raises(fn, exc, text, name):
 # ------------------------------------------------------------------------------------------- library ----
 check(infllm.library_path() == os.environ["INFLLM_LIB"], f"loaded {infllm.library_path()}")
 check(infllm.version() == "0.1.0" and len(infllm.build_commit()) > 0,
-      f"version {infllm.version()}, commit {infllm.build_commit()}, SIMD {infllm.cpu_simd_level()}")
+      f"version {infllm.version()}, commit {infllm.build_commit()}, SIMD {infllm.cpu_simd_level()}, bf16 dot {infllm.cpu_bf16_dot()}")
 
 
 def c_layout():

@@ -319,7 +319,9 @@ static void test_decode(const cfg *c, infllm_backend be, const data *d, int dens
     size_t minb = (size_t)(2 * L + n1 + n2) * (size_t)rk * es;
     if (be == INFLLM_BACKEND_CPU) {
         const int64_t rows = (L + 63) / 64 * 64, rows12 = (n1 + 63) / 64 * 64 + (n2 + 63) / 64 * 64;
-        minb += (size_t)(2 * rows) * (size_t)rk * (es == 2 ? 2 : sizeof(float)) + (size_t)rows12 * (size_t)rk * sizeof(float);
+        /* c1 / c2 tiles in bf16 where bf16 attention runs on the dot-product kernels (session 65) */
+        const size_t c_es = c->dt == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot() ? 2 : sizeof(float);
+        minb += (size_t)(2 * rows) * (size_t)rk * (es == 2 ? 2 : sizeof(float)) + (size_t)rows12 * (size_t)rk * c_es;
         minb += (size_t)(rows / 64) * (size_t)(rk / c->D) * sizeof(uint64_t); /* a flag word a tile (session 64) */
     }
     size_t mem = infllm_cache_memory_bytes(cache);

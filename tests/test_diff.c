@@ -1034,10 +1034,13 @@ static void cpu_features_check(void) {
               f[i].gcc != 0);
         if (ours) snprintf(seen + strlen(seen), sizeof seen - strlen(seen), " %s", f[i].name);
     }
-    printf("cpu features (CPUID, as GCC's):%s\n", seen[0] ? seen : " none of the dispatched ones");
+    printf("cpu features (CPUID, as GCC's):%s%s\n", seen[0] ? seen : " none of the dispatched ones",
+           (have & INFLLM_X86_VENDOR_AMD) ? " (AMD)" : "");
 #else
     printf("cpu features: %s\n", "not compared (not x86, or not GCC)");
 #endif
+    printf("cpu kernels: simd %s, bf16 attention on the %s\n", infllm_cpu_simd_level(),
+           infllm_cpu_bf16_dot() ? "bf16 dot-product kernels" : "f32 FMA kernels");
 }
 
 int main(void) {

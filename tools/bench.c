@@ -719,9 +719,12 @@ static void print_header(const opts *o, const char *cpu) {
         return;
     }
     char la[32], peak[160];
-    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %s, inputs %s\n", infllm_build_commit(),
+    printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %s, inputs %s%s\n", infllm_build_commit(),
            cpu, infllm_cpu_simd_level(), o->threads, md_cell(la, sizeof la, 2, load_avg()),
-           o->structured ? "structured" : "random");
+           o->structured ? "structured" : "random",
+           o->dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
+               ? ", bf16 attention on the bf16 dot-product kernels (frac of peak is of the fp32 FMA peak: it can pass 1)"
+               : "");
     /* the peak as it was had: measured (by the wall clock and by CPU time), given by --peak (one number, which the
      * CPU-time fractions use too: it printed it twice, as if both had been measured), or not measured at all (no
      * peak kernel for this CPU: it printed 0.0) */

@@ -17,6 +17,7 @@ static void print_version(void) {
     printf("infllm %s\n", infllm_version());
     printf("commit: %s\n", infllm_build_commit());
     printf("simd: %s\n", infllm_cpu_simd_level());
+    printf("bf16 attention: %s\n", infllm_cpu_bf16_dot() ? "bf16 dot-product kernels (vdpbf16ps)" : "f32 FMA kernels");
     printf("threads: %d\n", infllm_cpu_num_threads());
     char dev[512];
     const int usable = infllm_cuda_device_info(dev, sizeof dev);

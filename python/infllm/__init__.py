@@ -43,7 +43,7 @@ from ._capi import BACKEND_CPU, BACKEND_CUDA
 
 __all__ = ["InfllmError", "Params", "attention", "select_blocks", "sparse_attention", "dense_attention",
            "sparse_attention_backward", "dense_attention_backward", "DecodeCache", "version", "build_commit",
-           "cpu_simd_level", "cuda_available", "cuda_device_info", "library_path"]
+           "cpu_simd_level", "cpu_bf16_dot", "cuda_available", "cuda_device_info", "library_path"]
 
 _lib = _capi.load()
 
@@ -72,6 +72,11 @@ def build_commit():
 
 def cpu_simd_level():
     return _lib.infllm_cpu_simd_level().decode()
+
+
+def cpu_bf16_dot():
+    """True if the CPU backend runs bf16 attention on its bf16 dot-product kernels (infllm_cpu_bf16_dot)"""
+    return bool(_lib.infllm_cpu_bf16_dot())
 
 
 def cuda_available():

@@ -47,6 +47,7 @@ _SIGNATURES = {
     "infllm_version": (C.c_char_p, []),
     "infllm_build_commit": (C.c_char_p, []),
     "infllm_cpu_simd_level": (C.c_char_p, []),
+    "infllm_cpu_bf16_dot": (_int, []),
     "infllm_cpu_num_threads": (_int, []),
     "infllm_cuda_available": (_int, []),
     "infllm_cuda_built": (_int, []),

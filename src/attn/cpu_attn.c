@@ -103,6 +103,29 @@ const cpu_kern *cpu_kern_get(void) {
     return &cpu_kern_scalar;
 }
 
+const cpu_dot16 *cpu_dot16_get(void) {
+#ifdef INFLLM_CPU_X86
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        v = 0;
+        if (simd_level() >= LVL_AVX512BF16) { /* INFLLM_SIMD below avx512-bf16 turns it off too */
+            const char *e = getenv("INFLLM_BF16_DOT");
+            v = e && *e ? strcmp(e, "0") != 0 : infllm_x86_has(INFLLM_X86_VENDOR_AMD);
+        }
+        atomic_store(&cached, v);
+    }
+    return v ? &cpu_dot16_avx512bf16 : NULL;
+#else
+    return NULL;
+#endif
+}
+
+int cpu_bf16_dot_on(void) { return cpu_dot16_get() != NULL; }
+
+/* the dot-product kernels for attention K / V of this dtype (bf16 only), else NULL */
+static const cpu_dot16 *dot16_for(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL; }
+
 int cpu_default_threads(void) {
 #ifdef _OPENMP
     int n = omp_get_num_procs();
@@ -181,6 +204,7 @@ typedef struct ctx {
     size_t es; /* element size of the storage dtype */
     int nth;
     const cpu_kv_tiles *kvt; /* the decode cache's packed K/V (NULL: pack per call) */
+    const cpu_dot16 *dot;    /* non-NULL: bf16 attention K / V packed in the dot kernels' pair layouts (dot16_for) */
     int few;                 /* the sequence at hand takes the few-token path (few_tokens), its heads one by one */
 } ctx;
 
@@ -192,6 +216,7 @@ typedef struct kvpack {
     void *K;            /* [ntile*4][D][16] */
     void *V;            /* [ntile*64][D] or NULL */
     int half;           /* elements are 16-bit storage values (else f32) */
+    int dot;            /* (with half) bf16 in the dot kernels' pair layouts (cpu_kern.h, cpu_dot16), not [.][D][16] */
     atomic_int *state;  /* per tile: 0 empty, 1 packing, 2 ready */
     int ntile, n;       /* tiles, rows */
     int borrowed;       /* K/V point into a cpu_kv_tiles (all tiles ready, not freed here) */
@@ -219,6 +244,7 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
     p->ntile = (n + CPU_KT - 1) / CPU_KT;
     if (v && c->kvt && row0 == 0 && n <= c->kvt->rows) { /* decode cache: packed as tokens arrived */
         p->half = kv_tiles_half(c->kvt);
+        p->dot = c->kvt->dot;
         const size_t off = (size_t)g * c->kvt->head_elems * kvpack_elem_bytes(p);
         p->K = (char *)c->kvt->K + off;
         p->V = (char *)c->kvt->V + off;
@@ -226,7 +252,8 @@ static int kvpack_init(const ctx *c, kvpack *p, const void *k, const void *v, in
         p->borrowed = 1;
         return 0;
     }
-    p->half = half16 && v && c->es == 2;
+    p->dot = c->dot != NULL; /* dense and the compressed keys too: the dot kernels read bf16 as it is */
+    p->half = p->dot || (half16 && v && c->es == 2);
     size_t tile_elems = (size_t)CPU_KT * ap->D;
     size_t nk = (size_t)p->ntile * tile_elems * kvpack_elem_bytes(p);
     p->k_bytes = nk;
@@ -250,7 +277,9 @@ static int kvpack_init_compressed(const ctx *c, kvpack *p, const void *x, int64_
         memset(p, 0, sizeof *p);
         p->n = n;
         p->ntile = (n + CPU_KT - 1) / CPU_KT;
-        p->K = (level == 1 ? t->C1 : t->C2) + (size_t)g * (level == 1 ? t->c1_floats : t->c2_floats);
+        p->dot = p->half = t->dot;
+        p->K = (char *)(level == 1 ? t->C1 : t->C2) +
+               (size_t)g * (level == 1 ? t->c1_floats : t->c2_floats) * kvpack_elem_bytes(p);
         p->borrowed = 1;
         return 0;
     }
@@ -300,11 +329,31 @@ static void pack_row16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_
     else memset(V + (size_t)j * D, 0, (size_t)D * sizeof(uint16_t));
 }
 
-/* Row j into packed K / V of either element kind: 16-bit storage values kept (half: pack_row16) or widened to f32
- * (cpu_pack_row); ksrc NULL zeroes the row */
-static void pack_row_as(const cpu_kern *kn, infllm_dtype dt, int D, int half, void *K, void *V, int64_t j,
+/* The pair layouts of the dot kernels (cpu_kern.h, cpu_dot16): the element (key j, dim 0) of K, dim d at
+ * (d / 2) * 2 * CPU_KG + (d & 1) further; of V, dim d at 2 d further. */
+static inline size_t dot16_kindex(int D, int64_t j) {
+    int n = (int)(j % CPU_KT);
+    return (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / CPU_KG) * D * CPU_KG + 2 * (size_t)(n % CPU_KG);
+}
+static inline size_t dot16_vindex(int D, int64_t j) {
+    int n = (int)(j % CPU_KT);
+    return (size_t)(j / CPU_KT) * CPU_KT * D + (size_t)(n / 2) * 2 * D + (size_t)(n & 1);
+}
+
+/* pack_row16 in the pair layouts (kvpack.dot) */
+static void pack_row_dot16(int D, uint16_t *K, uint16_t *V, int64_t j, const uint16_t *ksrc, const uint16_t *vsrc) {
+    uint16_t *kg = K + dot16_kindex(D, j), *vg = V ? V + dot16_vindex(D, j) : NULL;
+    for (int d = 0; d < D; d++) kg[(d >> 1) * 2 * CPU_KG + (d & 1)] = ksrc ? ksrc[d] : 0;
+    if (V)
+        for (int d = 0; d < D; d++) vg[2 * d] = ksrc ? vsrc[d] : 0;
+}
+
+/* Row j into packed K / V of any element kind: bf16 in the pair layouts (dot: pack_row_dot16), 16-bit storage
+ * values kept (half: pack_row16) or widened to f32 (cpu_pack_row); ksrc NULL zeroes the row */
+static void pack_row_as(const cpu_kern *kn, infllm_dtype dt, int D, int half, int dot, void *K, void *V, int64_t j,
                         const void *ksrc, const void *vsrc) {
-    if (half) pack_row16(D, K, V, j, ksrc, vsrc);
+    if (dot) pack_row_dot16(D, K, V, j, ksrc, vsrc);
+    else if (half) pack_row16(D, K, V, j, ksrc, vsrc);
     else cpu_pack_row(kn, dt, D, K, V, j, ksrc, vsrc);
 }
 
@@ -338,7 +387,7 @@ static void pack_tile(const ctx *c, kvpack *p, int t) {
         int64_t j = j0 + n;
         const char *ks = p->kb + (size_t)j * p->stride;
         const char *vs = p->V ? p->vb + (size_t)j * p->stride : NULL;
-        pack_row_as(c->kn, c->ap->dtype, c->ap->D, p->half, p->K, p->V, j, ks, vs);
+        pack_row_as(c->kn, c->ap->dtype, c->ap->D, p->half, p->dot, p->K, p->V, j, ks, vs);
         if (vs && row_nonfinite(vs, c->ap->dtype, c->ap->D)) vbad |= 1ull << n;
     }
     if (p->vbad) p->vbad[t] = vbad;
@@ -354,18 +403,20 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->Hkv = Hkv;
     t->D = D;
     t->dtype = dtype;
+    t->dot = dot16_for(dtype) != NULL;
     const size_t kv_es = pack_elem_bytes(kv_tiles_half(t));
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
     t->c2_floats = tile_floats(n2cap, D);
     const size_t ntiles = tiles_per_head(t->head_elems, D);
-    t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * sizeof(float) +
+    const size_t c_es = pack_elem_bytes(t->dot); /* c1 / c2: f32, or bf16 for the dot kernels */
+    t->bytes = (size_t)Hkv * (2 * t->head_elems * kv_es + (t->c1_floats + t->c2_floats) * c_es +
                               ntiles * sizeof(uint64_t));
     /* zero rows past the length: the padding pack_tile would write */
     t->K = calloc((size_t)Hkv * t->head_elems, kv_es);
     t->V = calloc((size_t)Hkv * t->head_elems, kv_es);
-    t->C1 = calloc((size_t)Hkv * t->c1_floats + 1, sizeof(float));
-    t->C2 = calloc((size_t)Hkv * t->c2_floats + 1, sizeof(float));
+    t->C1 = calloc((size_t)Hkv * t->c1_floats + 1, c_es);
+    t->C2 = calloc((size_t)Hkv * t->c2_floats + 1, c_es);
     t->vbad = calloc((size_t)Hkv * ntiles + 1, sizeof(uint64_t));
     if (!t->K || !t->V || !t->C1 || !t->C2 || !t->vbad) {
         cpu_kv_tiles_free(t);
@@ -385,8 +436,10 @@ void cpu_kv_tiles_free(cpu_kv_tiles *t) {
 }
 
 /* rows [*have, rows) of x [., Hkv, D] (V too where v) packed into head g's tiles of K (and V), or rows [rows, *have)
- * zeroed back; *have = rows. half: the tiles hold x's 16-bit values (pack_row16), else f32 (cpu_pack_row). */
-static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, int half, void *K, void *V,
+ * zeroed back; *have = rows. half: the tiles hold x's 16-bit values (pack_row16; dot: in the pair layouts,
+ * pack_row_dot16), else f32 (cpu_pack_row). */
+static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32_t D, int half, int dot, void *K,
+                         void *V,
                          size_t head_elems, const void *x, const void *v, int64_t *have, int64_t rows,
                          uint64_t *vbad) {
     const size_t es = infllm_dtype_size(dt), tok = (size_t)Hkv * (size_t)D * es;
@@ -396,11 +449,12 @@ static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32
         uint64_t *vb = vbad ? vbad + (size_t)g * ntiles : NULL;
         for (int64_t j = *have; j < rows; j++) { /* appended rows */
             const char *vs = v ? (const char *)v + (size_t)j * tok + (size_t)g * D * es : NULL;
-            pack_row_as(kn, dt, D, half, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es, vs);
+            pack_row_as(kn, dt, D, half, dot, Kg, Vg, j, (const char *)x + (size_t)j * tok + (size_t)g * D * es,
+                        vs);
             if (vb && vs && row_nonfinite(vs, dt, D)) vb[j / CPU_KT] |= 1ull << (j % CPU_KT);
         }
         for (int64_t j = rows; j < *have; j++) { /* truncated rows back to zero padding */
-            pack_row_as(kn, dt, D, half, Kg, Vg, j, NULL, NULL);
+            pack_row_as(kn, dt, D, half, dot, Kg, Vg, j, NULL, NULL);
             if (vb) vb[j / CPU_KT] &= ~(1ull << (j % CPU_KT));
         }
     }
@@ -410,10 +464,10 @@ static void tiles_follow(const cpu_kern *kn, infllm_dtype dt, int32_t Hkv, int32
 void cpu_kv_tiles_set_rows(cpu_kv_tiles *t, const void *k, const void *v, const void *c1, const void *c2, int64_t rows,
                            int64_t n1, int64_t n2) {
     const cpu_kern *kn = cpu_kern_get();
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, kv_tiles_half(t), t->K, t->V, t->head_elems, k, v, &t->rows, rows,
-                 t->vbad);
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1, NULL);
-    tiles_follow(kn, t->dtype, t->Hkv, t->D, 0, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2, NULL);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, kv_tiles_half(t), t->dot, t->K, t->V, t->head_elems, k, v, &t->rows,
+                 rows, t->vbad);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, t->dot, t->dot, t->C1, NULL, t->c1_floats, c1, NULL, &t->rows1, n1, NULL);
+    tiles_follow(kn, t->dtype, t->Hkv, t->D, t->dot, t->dot, t->C2, NULL, t->c2_floats, c2, NULL, &t->rows2, n2, NULL);
 }
 
 /* Makes tile t ready (packs it, or waits for the thread that does). */
@@ -448,6 +502,8 @@ typedef struct scratch {
     int *segn;                /* [MT] tiles of the token's current segment so far */
     float *Kw, *Vw;           /* [64*D] one tile of a 16-bit pack widened to f32 (attention only) */
     float *Vs;                /* [64*D] an f32 pack's V tile with its NaN / inf values zeroed (tile_step; lazily) */
+    uint16_t *Q16;            /* [RM][D] the Q rows as bf16 (dot packs: the dot kernels' Q) */
+    uint16_t *Vs16;           /* [64*D] a dot pack's V tile with its NaN / inf values zeroed (tile_step; lazily) */
     float *m, *l, *alpha, *c; /* [RM] */
     float *sm, *sl;           /* [RM] per-slot copies of m, l for one tile step */
     int *lo, *hi, *ridx;      /* [RM] */
@@ -458,9 +514,18 @@ typedef struct scratch {
     uint64_t *keys, *tmp;     /* [nblocks] */
 } scratch;
 
-static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
+/* what a pack's tile steps need in scratch: 0 nothing (f32, or no attention), 1 its tiles widened (a 16-bit pack),
+ * 2 the Q rows as bf16 (a dot pack) */
+enum { SCR_F32 = 0, SCR_WIDEN = 1, SCR_DOT = 2 };
+static int scratch_kind(const kvpack *kp) { return kp->dot ? SCR_DOT : kp->half ? SCR_WIDEN : SCR_F32; }
+
+static int scratch_init(scratch *w, int RM, int MT, int D, int64_t n1, int64_t nb, int kind) {
     memset(w, 0, sizeof *w);
-    if (widen) {
+    if (kind == SCR_DOT) {
+        w->Q16 = malloc((size_t)RM * D * sizeof(uint16_t));
+        if (!w->Q16) return -1;
+    }
+    if (kind == SCR_WIDEN) {
         w->Kw = malloc((size_t)CPU_KT * D * sizeof(float));
         w->Vw = malloc((size_t)CPU_KT * D * sizeof(float));
         if (!w->Kw || !w->Vw) return -1;
@@ -499,6 +564,8 @@ static void scratch_free(scratch *w) {
     free(w->Kw);
     free(w->Vw);
     free(w->Vs);
+    free(w->Q16);
+    free(w->Vs16);
     free(w->Q);
     free(w->O);
     free(w->Oa);
@@ -514,10 +581,11 @@ static void scratch_free(scratch *w) {
     free(w->tiles);
 }
 
-/* (w->Vs, allocated only when a tile holds a NaN / inf value, is not counted) */
-static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int widen) {
+/* (w->Vs / Vs16, allocated only when a tile holds a NaN / inf value, are not counted) */
+static size_t scratch_bytes(int RM, int MT, int D, int64_t n1, int64_t nb, int kind) {
     return (size_t)RM * (3 * D + 2 * CPU_KT + 8) * sizeof(float) + (size_t)MT * sizeof(int) +
-           (widen ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) + (size_t)RM * 3 * sizeof(int) +
+           (kind == SCR_WIDEN ? (size_t)2 * CPU_KT * D * sizeof(float) : 0) +
+           (kind == SCR_DOT ? (size_t)RM * D * sizeof(uint16_t) : 0) + (size_t)RM * 3 * sizeof(int) +
            (size_t)MT * 2 * sizeof(int) + (size_t)(MT * n1 + 1) * sizeof(float) + (size_t)(nb + 1) * 24 +
            (size_t)RM * 8;
 }
@@ -541,13 +609,16 @@ static int group_tokens_sparse(int G) {
     return G >= rows ? 1 : (rows / G > 64 ? 64 : rows / G);
 }
 
-/* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g. */
-static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q) {
+/* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g; Q16 (or NULL): the same rows as
+ * bf16 (the dtype's own values: Q16 is given for bf16 only) */
+static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q, uint16_t *Q16) {
     const infllm_attn_params *ap = c->ap;
     for (int tt = 0; tt < nt; tt++)
         for (int h = 0; h < ap->G; h++) {
             size_t off = (size_t)(s->q0 + t0 + tt) * ap->q_tok + (size_t)(g * ap->G + h) * ap->D;
-            c->kn->load(Q + ((size_t)tt * ap->G + h) * ap->D, (const char *)q + off * c->es, ap->dtype, ap->D);
+            const size_t r = ((size_t)tt * ap->G + h) * ap->D;
+            c->kn->load(Q + r, (const char *)q + off * c->es, ap->dtype, ap->D);
+            if (Q16) memcpy(Q16 + r, (const char *)q + off * c->es, (size_t)ap->D * sizeof(uint16_t));
         }
 }
 
@@ -589,8 +660,19 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
  * finite value keeps its bits; tile_v_fixup then adds P x value for each (row, key) that the row sees and each
  * non-finite value of the key's row (NaN, or an infinity), as REF's sum has them. NULL: no memory for the copy (the
  * old behaviour, nothing worse). */
-static const float *tile_v_clean(const ctx *c, scratch *w, const kvpack *kp, const float *Vt, uint64_t vbad) {
+static const void *tile_v_clean(const ctx *c, scratch *w, const kvpack *kp, const void *Vt, uint64_t vbad) {
     const int D = c->ap->D;
+    if (kp->dot) { /* bf16 pairs: a copy with the non-finite elements (all exponent bits set) of flagged keys zeroed */
+        if (!w->Vs16) w->Vs16 = malloc((size_t)CPU_KT * D * sizeof(uint16_t));
+        if (!w->Vs16) return NULL;
+        memcpy(w->Vs16, Vt, (size_t)CPU_KT * D * sizeof(uint16_t));
+        for (uint64_t b = vbad; b; b &= b - 1) {
+            uint16_t *row = w->Vs16 + dot16_vindex(D, __builtin_ctzll(b));
+            for (int d = 0; d < D; d++)
+                if ((row[2 * d] & 0x7f80) == 0x7f80) row[2 * d] = 0;
+        }
+        return w->Vs16;
+    }
     float *dst = w->Vw; /* a 16-bit pack: Vt is this step's widened copy, w->Vw */
     if (!kp->half) {
         if (!w->Vs) w->Vs = malloc((size_t)CPU_KT * D * sizeof(float));
@@ -614,7 +696,11 @@ static void tile_v_fixup(const ctx *c, scratch *w, const kvpack *kp, int R, int 
             const int n = __builtin_ctzll(b);
             const size_t at = ((size_t)t * CPU_KT + (size_t)n) * D; /* key n's V row in the pack */
             const float *vr = (const float *)kp->V + at;
-            if (kp->half) {
+            if (kp->dot) { /* the row's elements 2 apart in the pair layout */
+                const uint16_t *src = (const uint16_t *)kp->V + dot16_vindex(D, (int64_t)t * CPU_KT + n);
+                for (int d = 0; d < D; d++) row[d] = infllm_bf16_to_f32(src[2 * d]);
+                vr = row;
+            } else if (kp->half) {
                 c->kn->load(row, (const uint16_t *)kp->V + at, c->ap->dtype, D);
                 vr = row;
             }
@@ -644,8 +730,11 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     int top = 64 - __builtin_clzll(any); /* highest valid column + 1 */
     int ng = (top + CPU_KG - 1) / CPU_KG;
     const size_t tile = (size_t)t * CPU_KT * D; /* first element of the tile */
-    const float *Kt, *Vt;
-    if (kp->half) { /* exact widening, once per tile step */
+    const void *Kt, *Vt;
+    if (kp->dot) { /* bf16 pairs, read as they are */
+        Kt = (const uint16_t *)kp->K + tile;
+        Vt = (const uint16_t *)kp->V + tile;
+    } else if (kp->half) { /* exact widening, once per tile step */
         c->kn->load(w->Kw, (const uint16_t *)kp->K + tile, c->ap->dtype, (int64_t)CPU_KT * D);
         c->kn->load(w->Vw, (const uint16_t *)kp->V + tile, c->ap->dtype, (int64_t)CPU_KT * D);
         Kt = w->Kw;
@@ -661,7 +750,10 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
     if (R <= CHUNK_ROWS) next_k = next_v = NULL;
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
-        c->kn->qk(w->Q, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
+        if (kp->dot)
+            c->dot->qk16(w->Q16, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
+        else
+            c->kn->qk(w->Q, D, w->ridx + r0, rn, D, Kt, ng, w->S + (size_t)r0 * CPU_KT);
         if (next_k) prefetch_lines((const char *)next_k, lines * r0 / R, lines * (r0 + rn) / R);
     }
     c->kn->softmax(w->S, R, ng * CPU_KG, w->kmask, c->ap->scale * (float)M_LOG2E, w->sm, w->sl, w->alpha, w->P);
@@ -670,11 +762,14 @@ static void tile_step(const ctx *c, scratch *w, const kvpack *kp, int R, int t, 
         w->l[w->ridx[i]] = w->sl[i];
     }
     const uint64_t vbad = kp->vbad ? kp->vbad[t] : 0; /* keys whose V row holds a NaN / inf: tile_v_clean */
-    const float *Vclean = vbad ? tile_v_clean(c, w, kp, Vt, vbad) : NULL;
+    const void *Vclean = vbad ? tile_v_clean(c, w, kp, Vt, vbad) : NULL;
     if (Vclean) Vt = Vclean;
     for (int r0 = 0; r0 < R; r0 += CHUNK_ROWS) {
         int rn = R - r0 < CHUNK_ROWS ? R - r0 : CHUNK_ROWS;
-        c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, Vt, ng * CPU_KG);
+        if (kp->dot)
+            c->dot->pv16(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, Vt, ng * CPU_KG);
+        else
+            c->kn->pv(w->O, w->ridx + r0, rn, D, w->alpha + r0, w->P + (size_t)r0 * CPU_KT, Vt, ng * CPU_KG);
         if (next_v) prefetch_lines((const char *)next_v, lines * r0 / R, lines * (r0 + rn) / R);
     }
     if (Vclean) tile_v_fixup(c, w, kp, R, t, vbad);
@@ -777,7 +872,7 @@ static void attn_group(const ctx *c, const infllm_seq *s, int g, kvpack *kp, con
                        const int32_t *sel, int selw, const int32_t *nsel, int t0, int nt, scratch *w) {
     const infllm_attn_params *ap = c->ap;
     const int D = ap->D, G = ap->G, R = nt * G;
-    load_q(c, s, g, q, t0, nt, w->Q);
+    load_q(c, s, g, q, t0, nt, w->Q, kp->dot ? w->Q16 : NULL);
     memset(w->O, 0, (size_t)R * D * sizeof(float));
     for (int r = 0; r < R; r++) {
         w->m[r] = w->ma[r] = -INFINITY;
@@ -969,7 +1064,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
 #pragma omp parallel num_threads(cpu_team(nth))
         {
             scratch w;
-            const int ok = !scratch_init(&w, G, 1, D, 0, kp->ntile, kp->half);
+            const int ok = !scratch_init(&w, G, 1, D, 0, kp->ntile, scratch_kind(kp));
             if (!ok) { /* this thread skips its items; every thread meets every barrier */
 #pragma omp atomic write
                 short_of_scratch = 1;
@@ -982,7 +1077,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
                 const int32_t *ti = tl + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
                 const uint64_t *mi = km + (size_t)t * cap + (size_t)(i - first[t]) * SEG;
                 const int n = ntl[t] - (i - first[t]) * SEG < SEG ? ntl[t] - (i - first[t]) * SEG : SEG;
-                load_q(c, s, g, q, t, 1, w.Q);
+                load_q(c, s, g, q, t, 1, w.Q, kp->dot ? w.Q16 : NULL);
                 memset(w.O, 0, (size_t)G * D * sizeof(float));
                 for (int r = 0; r < G; r++) {
                     w.m[r] = -INFINITY;
@@ -1028,7 +1123,7 @@ static int run_attn_few(const ctx *c, const infllm_seq *s, int g, kvpack *kp, co
             scratch_free(&w);
         }
         fail = short_of_scratch;
-        size_t sb = scratch_bytes(G, 1, D, 0, kp->ntile, kp->half) * (size_t)nth;
+        size_t sb = scratch_bytes(G, 1, D, 0, kp->ntile, scratch_kind(kp)) * (size_t)nth;
         if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     }
     ws_free(tl, tlb);
@@ -1052,7 +1147,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
-        const int ok = !scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, kp->half);
+        const int ok = !scratch_init(&w, MT * G, MT, c->ap->D, 0, kp->ntile, scratch_kind(kp));
         if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < ngroups; i++) {
@@ -1063,7 +1158,7 @@ static int run_attn(const ctx *c, const infllm_seq *s, int g, kvpack *kp, const 
         }
         scratch_free(&w);
     }
-    size_t sb = scratch_bytes(MT * G, MT, c->ap->D, 0, kp->ntile, kp->half) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, c->ap->D, 0, kp->ntile, scratch_kind(kp)) * (size_t)c->nth;
     if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
@@ -1139,6 +1234,17 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
 /* The kernels a query at position p of sequence s scores in stage 1: *n1v of c1, *nlv of its LSE's (c2, or c1 with
  * exact_lse). fused (the selection): only kernels of non-forced blocks (b <= q_block - local - 1) reach it, the
  * last of them floor((B*b + B - 1) / s1) of that block. */
+/* S [R][64] = the R rows of Q (Q16 as bf16) . ng groups of 16 of pack kp's keys from key c0 (a multiple of 64): the
+ * dot kernels on a dot pack (cpu_dot16), else the f32 ones */
+static inline void qk_keys(const ctx *c, const kvpack *kp, const float *Q, const uint16_t *Q16, int R, int64_t c0,
+                           int ng, float *S) {
+    const int D = c->ap->D;
+    if (kp->dot)
+        c->dot->qk16(Q16, D, NULL, R, D, (const uint16_t *)kp->K + (size_t)c0 * D, ng, S);
+    else
+        c->kn->qk(Q, D, NULL, R, D, (const float *)kp->K + (size_t)c0 * D, ng, S);
+}
+
 static void stage1_kernels(const infllm_attn_params *ap, const infllm_seq *s, int64_t p, int fused, int *n1v,
                            int *nlv) {
     *n1v = infllm_visible_kernels(p, ap->l1, ap->s1, s->n1);
@@ -1168,7 +1274,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
     const int D = ap->D, G = ap->G, R = nt * G, n1 = s->n1;
     const float sl2 = ap->scale * (float)M_LOG2E;
     int n1v[CPU_KT], nlv[CPU_KT];
-    load_q(c, s, g, q, t0, nt, w->Q);
+    load_q(c, s, g, q, t0, nt, w->Q, c1p->dot ? w->Q16 : NULL);
     for (int tt = 0; tt < nt; tt++) stage1_kernels(ap, s, (int64_t)s->lk - s->lq + t0 + tt, fused, &n1v[tt], &nlv[tt]);
     memset(w->tok, 0, (size_t)nt * n1 * sizeof(float));
     for (int r = 0; r < R; r++) {
@@ -1183,8 +1289,8 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = nlmax - c0 < CPU_KT ? nlmax : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = nlv[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, (const float *)clp->K + (size_t)c0 * D, ng,
-                  w->S + (size_t)ta * G * CPU_KT);
+        qk_keys(c, clp, w->Q + (size_t)ta * G * D, w->Q16 + (size_t)ta * G * D, R - ta * G, c0, ng,
+                w->S + (size_t)ta * G * CPU_KT);
         c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
                    w->l + ta * G);
     }
@@ -1203,8 +1309,8 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = n1max - c0 < CPU_KT ? n1max : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
-        c->kn->qk(w->Q + (size_t)ta * G * D, D, NULL, R - ta * G, D, (const float *)c1p->K + (size_t)c0 * D, ng,
-                  w->S + (size_t)ta * G * CPU_KT);
+        qk_keys(c, c1p, w->Q + (size_t)ta * G * D, w->Q16 + (size_t)ta * G * D, R - ta * G, c0, ng,
+                w->S + (size_t)ta * G * CPU_KT);
         /* P = exp(a - LSE), summed over the group's heads in head order into the tokens' rows
          * (rounded to bf16 for bf16 storage, as the reference) */
         c->kn->expsum(w->S + (size_t)ta * G * CPU_KT, nt - ta, G, w->hi + ta * G, sl2, w->c + ta * G,
@@ -1243,6 +1349,7 @@ static void select_row(const infllm_attn_params *ap, const infllm_seq *s, int t,
  * (m, l, LSE), keys / tmp [nblocks + 1] */
 typedef struct few_sel {
     float *Q, *S2, *tok, *mlc;
+    uint16_t *Q16; /* [G][D] the token's Q rows as bf16 (dot packs) */
     uint64_t *keys, *tmp;
 } few_sel;
 
@@ -1255,7 +1362,7 @@ typedef struct few_sel {
 static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
                             const void *q, int t, const few_sel *b, int32_t *sel, int32_t *nsel) {
     const infllm_attn_params *ap = c->ap;
-    const int D = ap->D, G = ap->G, n1 = s->n1, K = ap->topk_total;
+    const int G = ap->G, n1 = s->n1, K = ap->topk_total;
     const float sl2 = ap->scale * (float)M_LOG2E;
     const int64_t p = (int64_t)s->lk - s->lq + t;
     int n1v, nlv;
@@ -1265,7 +1372,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
     int wb, ncand;
     select_candidates(ap, s, t, &wb, &ncand);
     float *m = b->mlc, *l = m + G, *cl = l + G;
-    load_q(c, s, g, q, t, 1, b->Q);
+    load_q(c, s, g, q, t, 1, b->Q, c1p->dot ? b->Q16 : NULL);
     memset(b->tok, 0, (size_t)n1 * sizeof(float));
     for (int r = 0; r < G; r++) {
         m[r] = -INFINITY;
@@ -1285,8 +1392,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < nt1; i++) {
             const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
-            if (S) c->kn->qk(b->Q, D, NULL, G, D, (const float *)clp->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) /
-                             CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
+            if (S) qk_keys(c, clp, b->Q, b->Q16, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
         }
         /* the LSE, a row a thread (the kernel's rows are independent: each row's bits as in one call over all G) */
 #pragma omp for schedule(static)
@@ -1303,8 +1409,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
             const int c0 = c_first + i * CPU_KT, cend = n1v - c0 < CPU_KT ? n1v : c0 + CPU_KT;
             if (!S || !hi) continue;
             for (int r = 0; r < G; r++) hi[r] = n1v - c0;
-            c->kn->qk(b->Q, D, NULL, G, D, (const float *)c1p->K + (size_t)c0 * D, (cend - c0 + CPU_KG - 1) / CPU_KG,
-                      S);
+            qk_keys(c, c1p, b->Q, b->Q16, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, S);
             c->kn->expsum(S, 1, G, hi, sl2, cl, b->tok + c0, n1, cend - c0, ap->dtype == INFLLM_DTYPE_BF16);
         }
         /* select_row's block keys side by side, then its top-k on one thread */
@@ -1345,9 +1450,11 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         const size_t qb = (size_t)G * ap->D * sizeof(float),
                      s2b = (size_t)((ap->exact_lse ? s->n1 : s->n2) + CPU_KT - 1) / CPU_KT * G * CPU_KT * sizeof(float),
                      tb = (size_t)(s->n1 + 1) * sizeof(float), mb = (size_t)3 * G * sizeof(float),
-                     kb = (size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t);
-        few_sel b = {ws_alloc(qb), ws_alloc(s2b), ws_alloc(tb), ws_alloc(mb), ws_alloc(kb), NULL};
-        int fail = !b.Q || !b.S2 || !b.tok || !b.mlc || !b.keys;
+                     kb = (size_t)(s->nblocks + 1) * 2 * sizeof(uint64_t),
+                     q16b = c1p->dot ? (size_t)G * ap->D * sizeof(uint16_t) : 0;
+        few_sel b = {ws_alloc(qb), ws_alloc(s2b), ws_alloc(tb), ws_alloc(mb), q16b ? ws_alloc(q16b) : NULL,
+                     ws_alloc(kb), NULL};
+        int fail = !b.Q || !b.S2 || !b.tok || !b.mlc || !b.keys || (q16b && !b.Q16);
         if (!fail) b.tmp = b.keys + s->nblocks + 1;
         for (int t = tfirst; t < s->lq && !fail; t++) fail = select_token_few(c, s, g, c1p, clp, q, t, &b, sel, nsel);
         ws_free(b.Q, qb);
@@ -1355,6 +1462,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         ws_free(b.tok, tb);
         ws_free(b.mlc, mb);
         ws_free(b.keys, kb);
+        if (b.Q16) ws_free(b.Q16, q16b);
         return fail;
     }
     const int ngroups = (nneed + MT - 1) / MT;
@@ -1364,7 +1472,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
-        const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, 0);
+        const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, c1p->dot ? SCR_DOT : SCR_F32);
         if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < ngroups; i++) {
@@ -1388,7 +1496,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         }
         scratch_free(&w);
     }
-    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks, 0) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks, c1p->dot ? SCR_DOT : SCR_F32) * (size_t)c->nth;
     if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
@@ -1401,6 +1509,7 @@ static void ctx_init(ctx *c, const infllm_attn_params *ap) {
     c->es = infllm_dtype_size(ap->dtype);
     c->nth = ap->num_threads > 0 ? ap->num_threads : 1;
     c->kvt = NULL;
+    c->dot = dot16_for(ap->dtype);
     c->few = 0;
 }
 

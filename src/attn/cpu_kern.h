@@ -61,6 +61,26 @@ extern const cpu_kern cpu_kern_avx512;
 extern const cpu_kern cpu_kern_neon; /* kern_neon.c: every aarch64 CPU has Advanced SIMD */
 #endif
 
+/* The bf16 dot-product kernels (kern_dot16_avx512bf16.c; cpu_dot16_get): bf16 attention K / V kept as bf16 in
+ * pair layouts, per 64-key tile
+ *   Kp16 [4 groups][D/2][16][2]  element (key 16 g + n, dim d) at g*16*D + (d/2)*32 + 2 n + (d & 1)
+ *   Vp16 [32 pairs][D][2]        element (key n, dim d) at (n/2)*2*D + 2 d + (n & 1)
+ * (dot16_kindex / dot16_vindex in cpu_attn.c). qk16: as qk, Q rows of bf16 values (D even). pv16: as pv, P
+ * rounded to bf16 (nearest even) for the product, nk a multiple of 16, D a multiple of 16. */
+typedef struct cpu_dot16 {
+    const char *name;
+    void (*qk16)(const uint16_t *Q, int64_t ldq, const int *rows, int R, int D, const uint16_t *Kp, int ng, float *S);
+    void (*pv16)(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const uint16_t *V,
+                 int nk);
+} cpu_dot16;
+#ifdef INFLLM_CPU_X86
+extern const cpu_dot16 cpu_dot16_avx512bf16;
+#endif
+
+/* The dot-product kernels where they run and are faster than the f32 FMA path (AVX512_BF16 on an AMD CPU, or
+ * INFLLM_BF16_DOT=1 on any CPU with AVX512_BF16; INFLLM_BF16_DOT=0 never), else NULL. Decided once a process. */
+const cpu_dot16 *cpu_dot16_get(void);
+
 /* Row j of a packed f32 K ([tiles*4][D][16], the qk kernel's layout) and of a row-major V ([rows][D],
  * V may be NULL): from storage ksrc / vsrc of dtype dt (D <= 256), or zeros when ksrc is NULL.
  * The one packing routine of src/attn (cpu_attn.c). */

@@ -1,6 +1,7 @@
 /* kern_avx512.c: AVX-512F kernels (compiled with -mavx512*, called only when the CPU has them).
- * f32 FMA throughout: on the development machine (Emerald Rapids) vdpbf16ps retires at half the
- * f32 FMA rate (bench/CPU_NOTES.md), so bf16 inputs are widened once when packed instead. */
+ * f32 FMA throughout: on Intel's AVX512_BF16 parts (Sapphire / Emerald Rapids) vdpbf16ps retires at half the
+ * f32 FMA rate (bench/CPU_NOTES.md), so bf16 inputs are widened to f32 there; on AMD's (Zen 4 / 5) it runs at
+ * twice the rate, and bf16 attention takes kern_dot16_avx512bf16.c's kernels instead (cpu_dot16_get). */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>

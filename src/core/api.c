@@ -37,6 +37,7 @@ int32_t infllm_params_topk_total(const infllm_params *p) {
 const char *infllm_version(void) { return INFLLM_VERSION_STRING; }
 const char *infllm_build_commit(void) { return INFLLM_COMMIT; }
 const char *infllm_cpu_simd_level(void) { return cpu_simd_level_name(); }
+int infllm_cpu_bf16_dot(void) { return cpu_bf16_dot_on(); }
 int infllm_cpu_num_threads(void) { return cpu_default_threads(); }
 int infllm_cuda_built(void) {
 #ifdef INFLLM_HAVE_CUDA

@@ -17,7 +17,9 @@ static uint64_t read_xcr0(void) {
 
 static unsigned detect(void) {
     unsigned a, b, c, d, f = 0;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    if (b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u) f |= INFLLM_X86_VENDOR_AMD; /* "AuthenticAMD" */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
     const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     const uint64_t xcr0 = osxsave ? read_xcr0() : 0;
     const int ymm = avx && (xcr0 & 0x6) == 0x6;    /* XMM and YMM state */

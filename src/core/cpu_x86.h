@@ -18,6 +18,7 @@ enum {
     INFLLM_X86_AVX512DQ = 1u << 6,
     INFLLM_X86_AVX512VNNI = 1u << 7,
     INFLLM_X86_AVX512BF16 = 1u << 8,
+    INFLLM_X86_VENDOR_AMD = 1u << 9, /* not an extension: CPUID's vendor string is AuthenticAMD (cpu_dot16_get) */
 };
 /* the level sets the dispatchers test */
 #define INFLLM_X86_LEVEL_AVX2 (INFLLM_X86_AVX2 | INFLLM_X86_FMA | INFLLM_X86_F16C)

@@ -191,9 +191,11 @@ infllm_status cpu_dense_attn(const infllm_attn_params *ap, const void *q, const 
  * per-call packs do (session 62: f32 tiles doubled what a decode step reads, which on 16 cores bounds it). */
 typedef struct cpu_kv_tiles {
     void *K, *V;           /* per KV head g: head_elems elements from K + g*head_elems (V likewise) */
-    float *C1, *C2;        /* per KV head g: C1 + g*c1_floats (packed as K, no values), C2 likewise */
+    void *C1, *C2;         /* per KV head g: c1_floats elements from C1 + g*c1_floats (packed as K, no values; f32, or
+                            * bf16 in the dot kernels' K layout where dot), C2 likewise */
     int32_t Hkv, D;
     infllm_dtype dtype;    /* the cache's: K / V elements are its 16-bit values for bf16 / f16, else f32 */
+    int dot;               /* bf16 K / V (and C1 / C2) in the CPU dot kernels' pair layouts (src/attn/cpu_kern.h) */
     size_t head_elems;     /* capacity rounded up to whole tiles, times D */
     size_t c1_floats, c2_floats; /* the kernel capacities rounded up to whole tiles, times D */
     int64_t rows;          /* rows packed (the cache length) */
@@ -223,6 +225,7 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
 void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len,
                      void *dst, int64_t dst_row);
 const char *cpu_simd_level_name(void);
+int cpu_bf16_dot_on(void); /* cpu_dot16_get() != NULL (src/attn/cpu_kern.h) */
 int cpu_default_threads(void);
 /* the threads a call runs on: requested (> 0) or all cores; 1 in a process forked after a call ran more than one
  * (GCC's OpenMP pool does not survive fork: such a child's first parallel region hung) */

@@ -802,12 +802,14 @@ static size_t cache_bytes(const mdl_model *m, int64_t ctx, infllm_dtype dt) {
     if (dt == INFLLM_DTYPE_F16) /* dense sessions also keep V transposed (ggmlc attention) */
         row += (size_t)c->n_head_kv * (size_t)c->head_dim;
     size_t rows = 2 * (size_t)ctx + (size_t)(ctx / 16) + (size_t)(ctx / 64);
-    /* the CPU attention also keeps each layer's K/V (16-bit for a 16-bit cache, else f32) and compressed keys (f32)
-     * as tiles of 64 rows, and a word a K/V tile flagging its keys whose values are not finite */
-    const size_t kv_es = infllm_dtype_size(dt) == 2 ? 2 : sizeof(float);
+    /* the CPU attention also keeps each layer's K/V (16-bit for a 16-bit cache, else f32) and compressed keys (f32;
+     * bf16 for a bf16 cache on the bf16 dot-product kernels) as tiles of 64 rows, and a word a K/V tile flagging its
+     * keys whose values are not finite */
+    const size_t kv_es = infllm_dtype_size(dt) == 2 ? 2 : sizeof(float),
+                 c_es = dt == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot() ? 2 : sizeof(float);
     const size_t kv_tile_rows = 2 * (size_t)((ctx + 63) / 64 * 64),
                  c_tile_rows = (size_t)((ctx / 16 + 63) / 64 * 64) + (size_t)((ctx / 64 + 63) / 64 * 64);
-    size_t tiles = (kv_tile_rows * kv_es + c_tile_rows * sizeof(float)) * (size_t)c->n_head_kv * (size_t)c->head_dim +
+    size_t tiles = (kv_tile_rows * kv_es + c_tile_rows * c_es) * (size_t)c->n_head_kv * (size_t)c->head_dim +
                    (size_t)((ctx + 63) / 64) * sizeof(uint64_t) * (size_t)c->n_head_kv;
     return (size_t)c->n_layer * (rows * row + tiles);
 }
