@@ -213,8 +213,8 @@ typedef struct ctx {
  * widened to f32 (exactly) into per-thread scratch when a tile step uses them: half the bytes of
  * a tile to fetch, which is what a dynamically selected (cold) tile costs. */
 typedef struct kvpack {
-    void *K;            /* [ntile*4][D][16] */
-    void *V;            /* [ntile*64][D] or NULL */
+    void *K;            /* [ntile*4][D][16] (dot: [ntile*4][D/2][16][2]) */
+    void *V;            /* [ntile*64][D] (dot: [ntile*32][D][2]) or NULL */
     int half;           /* elements are 16-bit storage values (else f32) */
     int dot;            /* (with half) bf16 in the dot kernels' pair layouts (cpu_kern.h, cpu_dot16), not [.][D][16] */
     atomic_int *state;  /* per tile: 0 empty, 1 packing, 2 ready */
@@ -656,7 +656,7 @@ static inline void prefetch_lines(const char *p, size_t a, size_t b) {
  * last visible one, and P = 0 times a NaN (or an infinity) is NaN, so a row that does not see such a key would get
  * it (before session 64 the CPU path put a NaN value into every row of the tile step; REF's rule is that a NaN
  * reaches the rows that see it). tile_v_clean returns the tile with those values zeroed (in the widened copy of a
- * 16-bit pack, or in a copy of an f32 one), so that the P V kernel adds 0 for them with its own arithmetic and every
+ * 16-bit pack, or in a copy of an f32 or a dot pack's tile), so that the P V kernel adds 0 for them with its own arithmetic and every
  * finite value keeps its bits; tile_v_fixup then adds P x value for each (row, key) that the row sees and each
  * non-finite value of the key's row (NaN, or an infinity), as REF's sum has them. NULL: no memory for the copy (the
  * old behaviour, nothing worse). */
