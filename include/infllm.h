@@ -393,8 +393,9 @@ const void *infllm_cache_c2(const infllm_cache *c, int64_t *n2);
 const char *infllm_version(void);          /* "0.1.0" */
 const char *infllm_build_commit(void);     /* git commit the library was built from */
 const char *infllm_cpu_simd_level(void);   /* "avx512-bf16", "avx512", "avx2", "scalar" (runtime dispatch) */
-/* 1 if the CPU backend runs bf16 attention (stage 2 and dense) on its bf16 dot-product kernels (vdpbf16ps: P rounded
- * to bf16 for P V, as GPU kernels do), 0 if on f32 FMAs: by default on AVX512_BF16 CPUs of AMD (Zen 4 / 5, where
+/* 1 if the CPU backend runs the products of bf16 attention (stage 2, dense, the selection's scores, the backward's
+ * S and dP) on its bf16 dot-product kernels (vdpbf16ps: P rounded to bf16 for P V, as GPU kernels do), 0 if on f32
+ * FMAs: by default on AVX512_BF16 CPUs of AMD (Zen 4 / 5, where
  * the instruction runs at twice the f32 FMA rate; Intel's at half); INFLLM_BF16_DOT=1 / 0 forces it on (where the CPU
  * has AVX512_BF16) / off. Read once a process. */
 int infllm_cpu_bf16_dot(void);

@@ -1340,9 +1340,12 @@ static int cmd_backward_bench(int argc, char **argv) {
                o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
     else if (!strcmp(o.format, "md")) {
         char la[32];
-        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %s\n"
+        printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %s%s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
                infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
+               o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
+                   ? ", bf16 on the bf16 dot-product kernels (the forward; the backward's S and dP)"
+                   : "",
                o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
                o.reps);
     }
@@ -1711,8 +1714,9 @@ static int cmd_decode_bench(int argc, char **argv) {
         if (o.cuda)
             printf("# infllm bench decode --device cuda: commit %s, %s\n", infllm_build_commit(), cpu);
         else
-            printf("# infllm bench decode: commit %s, %s, simd %s, %d thread(s), load avg %s\n", infllm_build_commit(),
-                   cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()));
+            printf("# infllm bench decode: commit %s, %s, simd %s, %d thread(s), load avg %s%s\n", infllm_build_commit(),
+                   cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
+                   o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot() ? ", bf16 on the bf16 dot-product kernels" : "");
         printf("# one decode step against a cache of `context` tokens (append 1 token + attend its query): Hq %d, Hkv %d, "
                "D %d, dtype %s, B %d, topk %d + local %d, init %d, window %d, inputs %s, reps %d (medians); read MiB: the "
                "K / V rows (and compressed keys) the attend reads, GB/s over the %s\n",

@@ -348,6 +348,8 @@ static void pack_row_dot16(int D, uint16_t *K, uint16_t *V, int64_t j, const uin
         for (int d = 0; d < D; d++) vg[2 * d] = ksrc ? vsrc[d] : 0;
 }
 
+void cpu_pack_row_dot16(int D, uint16_t *K, int64_t j, const uint16_t *src) { pack_row_dot16(D, K, NULL, j, src, NULL); }
+
 /* Row j into packed K / V of any element kind: bf16 in the pair layouts (dot: pack_row_dot16), 16-bit storage
  * values kept (half: pack_row16) or widened to f32 (cpu_pack_row); ksrc NULL zeroes the row */
 static void pack_row_as(const cpu_kern *kn, infllm_dtype dt, int D, int half, int dot, void *K, void *V, int64_t j,

@@ -14,7 +14,9 @@
  * rounding: an f32 lse of magnitude 8-16 is only good to ~1e-6).
  *
  * The K / V of the (sequence, KV head) in hand are packed once into f32 64-key tiles (K and V as
- * the qk kernel wants them, K also row-major for dq's product), then two passes run over them,
+ * the qk kernel wants them, K also row-major for dq's product; bf16 where the forward runs on the bf16
+ * dot-product kernels, cpu_dot16_get: K and V in their K layout for S and dP, the products of two bf16
+ * values being exact, while dq / dk / dv keep f32 P and dS), then two passes run over them,
  * each without atomics (S = Q K^T and dP = dO V^T by qk, P by the softmax kernel on S - lse / scale
  * with the row max set to 0, the dq / dk / dv products by pv):
  *   A. a task per query token (and chunk of up to 64 of its G heads; without a selection, 64 / G
@@ -47,13 +49,15 @@
 
 /* the packed K / V of one (sequence, KV head): tile tau holds keys [64 tau, 64 tau + 64) */
 typedef struct bw_head {
-    float *kp, *vp; /* [ntile][4][D][16] (zero past the sequence's keys) */
+    void *kp, *vp;  /* [ntile][4][D][16] f32, or (dot) [ntile][4][D/2][16][2] bf16 (zero past the sequence's keys) */
     float *kr;      /* [ntile * 64][D] K row-major */
 } bw_head;
 
 typedef struct bw_ctx {
     const infllm_attn_params *ap;
     const cpu_kern *kern;
+    const cpu_dot16 *dot; /* non-NULL: S and dP on the bf16 dot kernels (bf16 inputs on a CPU where they are faster) */
+    size_t kv_es;         /* bytes of a kp / vp element: 2 with dot, else 4 */
     const void *q, *k, *v, *dout;
     const int32_t *topk;
     int32_t cols;
@@ -70,6 +74,7 @@ typedef struct bw_ctx {
 /* per-thread scratch; R <= CPU_KT rows at a time */
 typedef struct bw_scratch {
     float *qf, *df;                            /* [CPU_KT][D] rows of q / dout */
+    uint16_t *q16, *d16;                       /* [CPU_KT][D] the same rows' bf16 values (dot) */
     float *acc, *dkt, *dvt;                    /* [CPU_KT][D] accumulators */
     float *s, *dp, *p, *ds;                    /* [CPU_KT][CPU_KT] */
     float *pt, *dst;                           /* [CPU_KT][CPU_KT] transposed P / dS */
@@ -92,6 +97,8 @@ static int bw_scratch_init(bw_scratch *w, const infllm_attn_params *ap) {
     for (size_t i = 0; i < sizeof tt_bufs / sizeof tt_bufs[0]; i++) ok &= (*tt_bufs[i] = malloc(tt * 4)) != NULL;
     for (size_t i = 0; i < sizeof row_bufs / sizeof row_bufs[0]; i++) ok &= (*row_bufs[i] = malloc(CPU_KT * 4)) != NULL;
     ok &= (w->kmask = malloc(CPU_KT * sizeof(uint64_t))) != NULL;
+    ok &= (w->q16 = malloc(td * sizeof(uint16_t))) != NULL;
+    ok &= (w->d16 = malloc(td * sizeof(uint16_t))) != NULL;
     ok &= (w->sel = malloc((size_t)ap->nblocks_out + 1)) != NULL;
     if (ok)
         for (int r = 0; r < CPU_KT; r++) w->ones[r] = 1.0f;
@@ -104,10 +111,16 @@ static void bw_scratch_free(bw_scratch *w) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(w->kmask);
     free(w->sel);
+    free(w->q16);
+    free(w->d16);
 }
 
-static float *bw_tile_kp(const bw_ctx *c, int64_t tau) { return c->hd.kp + (size_t)tau * CPU_KT * c->ap->D; }
-static float *bw_tile_vp(const bw_ctx *c, int64_t tau) { return c->hd.vp + (size_t)tau * CPU_KT * c->ap->D; }
+static void *bw_tile_kp(const bw_ctx *c, int64_t tau) {
+    return (char *)c->hd.kp + (size_t)tau * CPU_KT * c->ap->D * c->kv_es;
+}
+static void *bw_tile_vp(const bw_ctx *c, int64_t tau) {
+    return (char *)c->hd.vp + (size_t)tau * CPU_KT * c->ap->D * c->kv_es;
+}
 static float *bw_tile_kr(const bw_ctx *c, int64_t tau) { return c->hd.kr + (size_t)tau * CPU_KT * c->ap->D; }
 
 /* tile tau of KV head g of sequence s into c->hd: K packed and row-major, V packed (zeros past the
@@ -117,15 +130,21 @@ static void bw_pack_tile(const bw_ctx *c, const infllm_seq *s, int32_t g, int64_
     const int64_t key0 = tau * CPU_KT, kend = s->lk < key0 + CPU_KT ? s->lk : key0 + CPU_KT;
     if (kend < key0 + CPU_KT) { /* a tile past the last key: zeroed whole (contiguous), then its keys packed */
         const size_t tb = (size_t)CPU_KT * ap->D * sizeof(float);
-        memset(bw_tile_kp(c, tau), 0, tb);
-        memset(bw_tile_vp(c, tau), 0, tb);
+        memset(bw_tile_kp(c, tau), 0, (size_t)CPU_KT * ap->D * c->kv_es);
+        memset(bw_tile_vp(c, tau), 0, (size_t)CPU_KT * ap->D * c->kv_es);
         memset(bw_tile_kr(c, tau), 0, tb);
     }
     for (int64_t key = key0; key < kend; key++) {
         const size_t src = (size_t)((s->k0 + key) * ap->kv_tok + g * ap->kv_head) * c->es;
         const char *ks = (const char *)c->k + src, *vs = (const char *)c->v + src;
-        cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.kp, c->hd.kr, key, ks, ks);
-        cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.vp, NULL, key, vs, NULL);
+        if (c->dot) {
+            cpu_pack_row_dot16(ap->D, c->hd.kp, key, (const uint16_t *)ks);
+            cpu_pack_row_dot16(ap->D, c->hd.vp, key, (const uint16_t *)vs);
+            c->kern->load(c->hd.kr + (size_t)key * ap->D, ks, ap->dtype, ap->D);
+        } else {
+            cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.kp, c->hd.kr, key, ks, ks);
+            cpu_pack_row(c->kern, ap->dtype, ap->D, c->hd.vp, NULL, key, vs, NULL);
+        }
         /* the row-major copy feeds dq += dS K only: a NaN / inf element there would reach, as 0 x NaN, the rows whose
          * masked dS is 0 (before session 64 the rows of its tile before the key); zeroed, it does not, and a row
          * that sees the key still gets NaN, from its NaN score's dS (REF's rule) */
@@ -145,6 +164,12 @@ static void bw_load_rows(const bw_ctx *c, bw_scratch *w, int64_t t, int32_t h0, 
                   ap->dtype, (int64_t)nh * D);
     c->kern->load(w->df + (size_t)r0 * D, (const char *)c->dout + (size_t)(t * ap->o_tok + h0 * ap->o_head) * c->es,
                   ap->dtype, (int64_t)nh * D);
+    if (c->dot) { /* the dtype's own bf16 values */
+        memcpy(w->q16 + (size_t)r0 * D, (const char *)c->q + (size_t)(t * ap->q_tok + h0 * ap->q_head) * c->es,
+               (size_t)nh * D * sizeof(uint16_t));
+        memcpy(w->d16 + (size_t)r0 * D, (const char *)c->dout + (size_t)(t * ap->o_tok + h0 * ap->o_head) * c->es,
+               (size_t)nh * D * sizeof(uint16_t));
+    }
     for (int32_t i = 0; i < nh; i++) {
         w->lse[r0 + i] = c->lse[t * ap->Hq + h0 + i];
         w->delta[r0 + i] = with_delta ? c->delta[t * ap->Hq + h0 + i] : 0.0f;
@@ -156,8 +181,13 @@ static void bw_load_rows(const bw_ctx *c, bw_scratch *w, int64_t t, int32_t h0, 
  * by pscale[r] */
 static void bw_scores(const bw_ctx *c, bw_scratch *w, int32_t R, int64_t tau) {
     const infllm_attn_params *ap = c->ap;
-    c->kern->qk(w->qf, ap->D, NULL, R, ap->D, bw_tile_kp(c, tau), CPU_KT / CPU_KG, w->s);
-    c->kern->qk(w->df, ap->D, NULL, R, ap->D, bw_tile_vp(c, tau), CPU_KT / CPU_KG, w->dp);
+    if (c->dot) {
+        c->dot->qk16(w->q16, ap->D, NULL, R, ap->D, bw_tile_kp(c, tau), CPU_KT / CPU_KG, w->s);
+        c->dot->qk16(w->d16, ap->D, NULL, R, ap->D, bw_tile_vp(c, tau), CPU_KT / CPU_KG, w->dp);
+    } else {
+        c->kern->qk(w->qf, ap->D, NULL, R, ap->D, bw_tile_kp(c, tau), CPU_KT / CPU_KG, w->s);
+        c->kern->qk(w->df, ap->D, NULL, R, ap->D, bw_tile_vp(c, tau), CPU_KT / CPU_KG, w->dp);
+    }
     /* P = exp(scale s - lse) = 2^((s - lse / scale) sl2): the row's lse / scale is subtracted from
      * S first (one rounding, of a value near 0 for the keys that matter; the rounding of lse / scale
      * is the same for the whole row, which the normalisation removes), then the softmax kernel runs
@@ -542,6 +572,8 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     memset(&c, 0, sizeof c);
     c.ap = ap;
     c.kern = cpu_kern_get();
+    c.dot = ap->dtype == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL;
+    c.kv_es = c.dot ? sizeof(uint16_t) : sizeof(float);
     c.q = q, c.k = k, c.v = v, c.dout = dout;
     c.topk = topk_idx, c.cols = topk_cols, c.lse = lse;
     c.dq = dq, c.dk = dk, c.dv = dv;
@@ -554,8 +586,8 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     /* the packed K / V of the largest sequence (one KV head at a time) and Delta */
     const int64_t max_tiles = ((int64_t)ap->max_lk + CPU_KT - 1) / CPU_KT;
     const size_t tile_floats = (size_t)CPU_KT * ap->D;
-    c.hd.kp = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
-    c.hd.vp = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
+    c.hd.kp = malloc(((size_t)max_tiles * tile_floats + 1) * c.kv_es);
+    c.hd.vp = malloc(((size_t)max_tiles * tile_floats + 1) * c.kv_es);
     c.hd.kr = malloc(((size_t)max_tiles * tile_floats + 1) * sizeof(float));
     c.delta = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
     c.pnorm = malloc(((size_t)ap->total_q * ap->Hq + 1) * sizeof(float));
@@ -580,8 +612,8 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
             bw_scratch w;
             bw_ctx own = c; /* the small pairs' context: this thread's tile */
             const size_t tf = (size_t)CPU_KT * ap->D + 1;
-            own.hd.kp = malloc(tf * sizeof(float));
-            own.hd.vp = malloc(tf * sizeof(float));
+            own.hd.kp = malloc(tf * c.kv_es);
+            own.hd.vp = malloc(tf * c.kv_es);
             own.hd.kr = malloc(tf * sizeof(float));
             const int ok = bw_scratch_init(&w, ap) && own.hd.kp && own.hd.vp && own.hd.kr;
             if (!ok) fail = 1; /* a thread without scratch skips its share of the tasks; every thread meets every barrier */

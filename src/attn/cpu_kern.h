@@ -87,6 +87,10 @@ const cpu_dot16 *cpu_dot16_get(void);
 void cpu_pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V, int64_t j, const void *ksrc,
                   const void *vsrc);
 
+/* Row j of a K packed for the dot kernels (Kp16's layout) from bf16 storage src, or zeros when src is NULL (cpu_attn.c;
+ * the backward packs its K and V tiles with it) */
+void cpu_pack_row_dot16(int D, uint16_t *K, int64_t j, const uint16_t *src);
+
 /* The kernel table for the running CPU (INFLLM_SIMD=scalar|avx2|avx512 forces a lower level). */
 const cpu_kern *cpu_kern_get(void);
 

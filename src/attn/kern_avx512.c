@@ -8,6 +8,7 @@
 
 #include "cpu_kern.h"
 #include "dtype.h"
+#include "kern_rows6.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -73,20 +74,7 @@ AI void qk_blk(const float *Q, int64_t ldq, const int *rows, int D, const float 
     }
 
 static void qk_avx512(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
-    int r = 0;
-    if (!rows) {
-        for (; r + 6 <= R; r += 6, Q += 6 * ldq, S += 6 * CPU_KT) QK_NG(6)
-    } else {
-        for (; r + 6 <= R; r += 6, rows += 6, S += 6 * CPU_KT) QK_NG(6)
-    }
-    switch (R - r) {
-    case 1: QK_NG(1) break;
-    case 2: QK_NG(2) break;
-    case 3: QK_NG(3) break;
-    case 4: QK_NG(4) break;
-    case 5: QK_NG(5) break;
-    default: break;
-    }
+    KERN_ROWS6(R, rows, QK_NG, (Q += 6 * ldq, S += 6 * CPU_KT), (rows += 6, S += 6 * CPU_KT));
 }
 
 /* ---------------------------------------------------------------- PV ---- */
@@ -130,20 +118,7 @@ AI void pv_blk(float *O, const int *rows, int D, const float *alpha, const float
 
 static void pv_avx512(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V,
                       int nk) {
-    int r = 0;
-    if (!rows) {
-        for (; r + 6 <= R; r += 6, O += 6 * D, P += 6 * CPU_KT, alpha += 6) PV_DV(6)
-    } else {
-        for (; r + 6 <= R; r += 6, rows += 6, P += 6 * CPU_KT, alpha += 6) PV_DV(6)
-    }
-    switch (R - r) {
-    case 1: PV_DV(1) break;
-    case 2: PV_DV(2) break;
-    case 3: PV_DV(3) break;
-    case 4: PV_DV(4) break;
-    case 5: PV_DV(5) break;
-    default: break;
-    }
+    KERN_ROWS6(R, rows, PV_DV, (O += 6 * D, P += 6 * CPU_KT, alpha += 6), (rows += 6, P += 6 * CPU_KT, alpha += 6));
 }
 
 /* ----------------------------------------------------------- softmax ---- */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cpu_kern.h"
+#include "kern_rows6.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -57,20 +58,7 @@ AI void qk16_blk(const uint16_t *Q, int64_t ldq, const int *rows, int D, const u
 
 static void qk16_avx512bf16(const uint16_t *Q, int64_t ldq, const int *rows, int R, int D, const uint16_t *Kp, int ng,
                             float *S) {
-    int r = 0;
-    if (!rows) {
-        for (; r + 6 <= R; r += 6, Q += 6 * ldq, S += 6 * CPU_KT) QK16_NG(6)
-    } else {
-        for (; r + 6 <= R; r += 6, rows += 6, S += 6 * CPU_KT) QK16_NG(6)
-    }
-    switch (R - r) {
-    case 1: QK16_NG(1) break;
-    case 2: QK16_NG(2) break;
-    case 3: QK16_NG(3) break;
-    case 4: QK16_NG(4) break;
-    case 5: QK16_NG(5) break;
-    default: break;
-    }
+    KERN_ROWS6(R, rows, QK16_NG, (Q += 6 * ldq, S += 6 * CPU_KT), (rows += 6, S += 6 * CPU_KT));
 }
 
 /* ---------------------------------------------------------------- PV ---- */
@@ -133,20 +121,7 @@ AI void p_pairs(const float *P, uint32_t *Pb, const int RR, int nk) {
 /* nk: a multiple of 16 (the qk kernel's groups), so nk / 2 whole pairs */
 static void pv16_avx512bf16(float *O, const int *rows, int R, int D, const float *alpha, const float *P,
                             const uint16_t *V, int nk) {
-    int r = 0;
-    if (!rows) {
-        for (; r + 6 <= R; r += 6, O += 6 * D, P += 6 * CPU_KT, alpha += 6) PV16_DV(6);
-    } else {
-        for (; r + 6 <= R; r += 6, rows += 6, P += 6 * CPU_KT, alpha += 6) PV16_DV(6);
-    }
-    switch (R - r) {
-    case 1: PV16_DV(1); break;
-    case 2: PV16_DV(2); break;
-    case 3: PV16_DV(3); break;
-    case 4: PV16_DV(4); break;
-    case 5: PV16_DV(5); break;
-    default: break;
-    }
+    KERN_ROWS6(R, rows, PV16_DV, (O += 6 * D, P += 6 * CPU_KT, alpha += 6), (rows += 6, P += 6 * CPU_KT, alpha += 6));
 }
 
 const cpu_dot16 cpu_dot16_avx512bf16 = {"avx512-bf16 dot", qk16_avx512bf16, pv16_avx512bf16};
