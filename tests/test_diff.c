@@ -1041,6 +1041,17 @@ static void cpu_features_check(void) {
 #endif
     printf("cpu kernels: simd %s, bf16 attention on the %s\n", infllm_cpu_simd_level(),
            infllm_cpu_bf16_dot() ? "bf16 dot-product kernels" : "f32 FMA kernels");
+#if defined(__x86_64__) || defined(__i386__)
+    /* the dispatch rule (cpu_dot16_get): the dot kernels run where the level is avx512-bf16 (INFLLM_SIMD may lower
+     * it) and INFLLM_BF16_DOT is 1, or unset on an AMD CPU; never otherwise */
+    const char *force = getenv("INFLLM_BF16_DOT");
+    const int level_ok = strcmp(infllm_cpu_simd_level(), "avx512-bf16") == 0;
+    const int want = level_ok && (force && *force ? strcmp(force, "0") != 0
+                                                  : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0);
+    CHECK(infllm_cpu_bf16_dot() == want, "bf16 dot kernels %s (simd %s, INFLLM_BF16_DOT=%s, AMD %d): expected %s",
+          infllm_cpu_bf16_dot() ? "on" : "off", infllm_cpu_simd_level(), force ? force : "(unset)",
+          (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0, want ? "on" : "off");
+#endif
 }
 
 int main(void) {
