@@ -123,8 +123,7 @@ const cpu_dot16 *cpu_dot16_get(void) {
 
 int cpu_bf16_dot_on(void) { return cpu_dot16_get() != NULL; }
 
-/* the dot-product kernels for attention K / V of this dtype (bf16 only), else NULL */
-static const cpu_dot16 *dot16_for(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL; }
+const cpu_dot16 *cpu_dot16_for(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL; }
 
 int cpu_default_threads(void) {
 #ifdef _OPENMP
@@ -204,7 +203,7 @@ typedef struct ctx {
     size_t es; /* element size of the storage dtype */
     int nth;
     const cpu_kv_tiles *kvt; /* the decode cache's packed K/V (NULL: pack per call) */
-    const cpu_dot16 *dot;    /* non-NULL: bf16 attention K / V packed in the dot kernels' pair layouts (dot16_for) */
+    const cpu_dot16 *dot;    /* non-NULL: bf16 K / V packed in the dot kernels' pair layouts (cpu_dot16_for) */
     int few;                 /* the sequence at hand takes the few-token path (few_tokens), its heads one by one */
 } ctx;
 
@@ -405,7 +404,7 @@ infllm_status cpu_kv_tiles_init(cpu_kv_tiles *t, infllm_dtype dtype, int32_t Hkv
     t->Hkv = Hkv;
     t->D = D;
     t->dtype = dtype;
-    t->dot = dot16_for(dtype) != NULL;
+    t->dot = cpu_dot16_for(dtype) != NULL;
     const size_t kv_es = pack_elem_bytes(kv_tiles_half(t));
     t->head_elems = tile_floats(capacity, D);
     t->c1_floats = tile_floats(n1cap, D);
@@ -611,16 +610,18 @@ static int group_tokens_sparse(int G) {
     return G >= rows ? 1 : (rows / G > 64 ? 64 : rows / G);
 }
 
-/* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g; Q16 (or NULL): the same rows as
- * bf16 (the dtype's own values: Q16 is given for bf16 only) */
+/* Loads the Q rows of tokens t0..t0+nt-1 (local to seq s), heads of KV head g: as f32 into Q, or, where Q16 is
+ * given (bf16 on the dot kernels, which read only it), as the dtype's own bf16 values into Q16 instead */
 static void load_q(const ctx *c, const infllm_seq *s, int g, const void *q, int t0, int nt, float *Q, uint16_t *Q16) {
     const infllm_attn_params *ap = c->ap;
     for (int tt = 0; tt < nt; tt++)
         for (int h = 0; h < ap->G; h++) {
             size_t off = (size_t)(s->q0 + t0 + tt) * ap->q_tok + (size_t)(g * ap->G + h) * ap->D;
             const size_t r = ((size_t)tt * ap->G + h) * ap->D;
-            c->kn->load(Q + r, (const char *)q + off * c->es, ap->dtype, ap->D);
-            if (Q16) memcpy(Q16 + r, (const char *)q + off * c->es, (size_t)ap->D * sizeof(uint16_t));
+            if (Q16)
+                memcpy(Q16 + r, (const char *)q + off * c->es, (size_t)ap->D * sizeof(uint16_t));
+            else
+                c->kn->load(Q + r, (const char *)q + off * c->es, ap->dtype, ap->D);
         }
 }
 
@@ -1236,15 +1237,16 @@ static inline float block_score(const infllm_attn_params *ap, const float *sc, i
 /* The kernels a query at position p of sequence s scores in stage 1: *n1v of c1, *nlv of its LSE's (c2, or c1 with
  * exact_lse). fused (the selection): only kernels of non-forced blocks (b <= q_block - local - 1) reach it, the
  * last of them floor((B*b + B - 1) / s1) of that block. */
-/* S [R][64] = the R rows of Q (Q16 as bf16) . ng groups of 16 of pack kp's keys from key c0 (a multiple of 64): the
- * dot kernels on a dot pack (cpu_dot16), else the f32 ones */
-static inline void qk_keys(const ctx *c, const kvpack *kp, const float *Q, const uint16_t *Q16, int R, int64_t c0,
-                           int ng, float *S) {
+/* S [R][64] = rows r0 .. r0 + R - 1 of Q (of Q16, bf16, on a dot pack) . ng groups of 16 of pack kp's keys from key
+ * c0 (a multiple of 64): the dot kernels on a dot pack (cpu_dot16), else the f32 ones; only the buffer the kernel
+ * reads is offset (the other may be NULL) */
+static inline void qk_keys(const ctx *c, const kvpack *kp, const float *Q, const uint16_t *Q16, int r0, int R,
+                           int64_t c0, int ng, float *S) {
     const int D = c->ap->D;
     if (kp->dot)
-        c->dot->qk16(Q16, D, NULL, R, D, (const uint16_t *)kp->K + (size_t)c0 * D, ng, S);
+        c->dot->qk16(Q16 + (size_t)r0 * D, D, NULL, R, D, (const uint16_t *)kp->K + (size_t)c0 * D, ng, S);
     else
-        c->kn->qk(Q, D, NULL, R, D, (const float *)kp->K + (size_t)c0 * D, ng, S);
+        c->kn->qk(Q + (size_t)r0 * D, D, NULL, R, D, (const float *)kp->K + (size_t)c0 * D, ng, S);
 }
 
 static void stage1_kernels(const infllm_attn_params *ap, const infllm_seq *s, int64_t p, int fused, int *n1v,
@@ -1273,7 +1275,7 @@ static int stage1_pass2_first(const infllm_attn_params *ap, const infllm_seq *s,
 static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack *c1p, const kvpack *clp,
                          const void *q, int t0, int nt, int fused, scratch *w) {
     const infllm_attn_params *ap = c->ap;
-    const int D = ap->D, G = ap->G, R = nt * G, n1 = s->n1;
+    const int G = ap->G, R = nt * G, n1 = s->n1;
     const float sl2 = ap->scale * (float)M_LOG2E;
     int n1v[CPU_KT], nlv[CPU_KT];
     load_q(c, s, g, q, t0, nt, w->Q, c1p->dot ? w->Q16 : NULL);
@@ -1291,8 +1293,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = nlmax - c0 < CPU_KT ? nlmax : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = nlv[r / G] - c0;
-        qk_keys(c, clp, w->Q + (size_t)ta * G * D, w->Q16 + (size_t)ta * G * D, R - ta * G, c0, ng,
-                w->S + (size_t)ta * G * CPU_KT);
+        qk_keys(c, clp, w->Q, w->Q16, ta * G, R - ta * G, c0, ng, w->S + (size_t)ta * G * CPU_KT);
         c->kn->lse(w->S + (size_t)ta * G * CPU_KT, R - ta * G, ng * CPU_KG, w->hi + ta * G, sl2, w->m + ta * G,
                    w->l + ta * G);
     }
@@ -1311,8 +1312,7 @@ static void stage1_group(const ctx *c, const infllm_seq *s, int g, const kvpack 
         int cend = n1max - c0 < CPU_KT ? n1max : c0 + CPU_KT;
         int ng = (cend - c0 + CPU_KG - 1) / CPU_KG;
         for (int r = ta * G; r < R; r++) w->hi[r] = n1v[r / G] - c0;
-        qk_keys(c, c1p, w->Q + (size_t)ta * G * D, w->Q16 + (size_t)ta * G * D, R - ta * G, c0, ng,
-                w->S + (size_t)ta * G * CPU_KT);
+        qk_keys(c, c1p, w->Q, w->Q16, ta * G, R - ta * G, c0, ng, w->S + (size_t)ta * G * CPU_KT);
         /* P = exp(a - LSE), summed over the group's heads in head order into the tokens' rows
          * (rounded to bf16 for bf16 storage, as the reference) */
         c->kn->expsum(w->S + (size_t)ta * G * CPU_KT, nt - ta, G, w->hi + ta * G, sl2, w->c + ta * G,
@@ -1394,7 +1394,8 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < nt1; i++) {
             const int c0 = i * CPU_KT, cend = nlv - c0 < CPU_KT ? nlv : c0 + CPU_KT;
-            if (S) qk_keys(c, clp, b->Q, b->Q16, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
+            if (S)
+                qk_keys(c, clp, b->Q, b->Q16, 0, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, b->S2 + (size_t)i * G * CPU_KT);
         }
         /* the LSE, a row a thread (the kernel's rows are independent: each row's bits as in one call over all G) */
 #pragma omp for schedule(static)
@@ -1411,7 +1412,7 @@ static int select_token_few(const ctx *c, const infllm_seq *s, int g, const kvpa
             const int c0 = c_first + i * CPU_KT, cend = n1v - c0 < CPU_KT ? n1v : c0 + CPU_KT;
             if (!S || !hi) continue;
             for (int r = 0; r < G; r++) hi[r] = n1v - c0;
-            qk_keys(c, c1p, b->Q, b->Q16, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, S);
+            qk_keys(c, c1p, b->Q, b->Q16, 0, G, c0, (cend - c0 + CPU_KG - 1) / CPU_KG, S);
             c->kn->expsum(S, 1, G, hi, sl2, cl, b->tok + c0, n1, cend - c0, ap->dtype == INFLLM_DTYPE_BF16);
         }
         /* select_row's block keys side by side, then its top-k on one thread */
@@ -1474,7 +1475,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
 #pragma omp parallel num_threads(cpu_team(nth)) reduction(| : fail)
     {
         scratch w;
-        const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, c1p->dot ? SCR_DOT : SCR_F32);
+        const int ok = !scratch_init(&w, MT * G, MT, ap->D, s->n1, s->nblocks, scratch_kind(c1p));
         if (!ok) fail = 1; /* a thread without scratch skips its groups; every thread meets every barrier */
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < ngroups; i++) {
@@ -1498,7 +1499,7 @@ static int run_select(const ctx *c, const infllm_seq *s, int g, const kvpack *c1
         }
         scratch_free(&w);
     }
-    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks, c1p->dot ? SCR_DOT : SCR_F32) * (size_t)c->nth;
+    size_t sb = scratch_bytes(MT * G, MT, ap->D, s->n1, s->nblocks, scratch_kind(c1p)) * (size_t)c->nth;
     if (g_ws_cur + sb > g_ws_peak) g_ws_peak = g_ws_cur + sb;
     return fail;
 }
@@ -1511,7 +1512,7 @@ static void ctx_init(ctx *c, const infllm_attn_params *ap) {
     c->es = infllm_dtype_size(ap->dtype);
     c->nth = ap->num_threads > 0 ? ap->num_threads : 1;
     c->kvt = NULL;
-    c->dot = dot16_for(ap->dtype);
+    c->dot = cpu_dot16_for(ap->dtype);
     c->few = 0;
 }
 

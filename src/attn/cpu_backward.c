@@ -572,7 +572,7 @@ infllm_status cpu_attn_backward(const infllm_attn_params *ap, const void *q, con
     memset(&c, 0, sizeof c);
     c.ap = ap;
     c.kern = cpu_kern_get();
-    c.dot = ap->dtype == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL;
+    c.dot = cpu_dot16_for(ap->dtype);
     c.kv_es = c.dot ? sizeof(uint16_t) : sizeof(float);
     c.q = q, c.k = k, c.v = v, c.dout = dout;
     c.topk = topk_idx, c.cols = topk_cols, c.lse = lse;

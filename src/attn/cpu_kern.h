@@ -80,6 +80,9 @@ extern const cpu_dot16 cpu_dot16_avx512bf16;
 /* The dot-product kernels where they run and are faster than the f32 FMA path (AVX512_BF16 on an AMD CPU, or
  * INFLLM_BF16_DOT=1 on any CPU with AVX512_BF16; INFLLM_BF16_DOT=0 never), else NULL. Decided once a process. */
 const cpu_dot16 *cpu_dot16_get(void);
+/* the kernels for inputs of dtype dt (bf16 only: the pair layouts hold the storage's own values), else NULL: the one
+ * rule of every pack, the decode cache's tiles and the backward */
+const cpu_dot16 *cpu_dot16_for(infllm_dtype dt);
 
 /* Row j of a packed f32 K ([tiles*4][D][16], the qk kernel's layout) and of a row-major V ([rows][D],
  * V may be NULL): from storage ksrc / vsrc of dtype dt (D <= 256), or zeros when ksrc is NULL.
