@@ -94,6 +94,12 @@ void cpu_pack_row(const cpu_kern *kn, infllm_dtype dt, int D, float *K, float *V
  * the backward packs its K and V tiles with it) */
 void cpu_pack_row_dot16(int D, uint16_t *K, int64_t j, const uint16_t *src);
 
+/* fmaxf's result (the other operand where one is NaN) without its call: a call to libm leaves no vector register
+ * live across it, so in a kernel's row loop the compiler spilled every vector around it. The sign of a zero maximum
+ * may differ from libm's; the kernels only subtract the maximum and compare it with ==, where the sign does not
+ * show. */
+static inline float kern_fmaxf(float a, float b) { return a != a ? b : (b != b || a > b ? a : b); }
+
 /* The kernel table for the running CPU (INFLLM_SIMD=scalar|avx2|avx512 forces a lower level). */
 const cpu_kern *cpu_kern_get(void);
 

@@ -5,6 +5,7 @@
 
 #include "cpu_kern.h"
 #include "dtype.h"
+#include "kern_rows6.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -48,49 +49,45 @@ AI float hsum8(__m256 v) {
     return _mm_cvtss_f32(x);
 }
 
+/* Register tiles of RR <= 6 rows x 16 columns: 12 accumulators, two loaded vectors and one broadcast fill 15 of
+ * AVX2's 16 registers (the 6 x 16 shape of BLAS's Haswell kernels), so that two FMA pipes of 4-5 cycles' latency
+ * have 12 independent chains. Each output element is the same chain of FMAs over d (QK) or n (PV), in the same
+ * order, whatever the row blocking. */
 AI void qk_blk8(const float *Q, int64_t ldq, const int *rows, int D, const float *Kg, float *S, const int RR) {
-    __m256 acc[4][2];
-    const float *qr[4];
-#pragma GCC unroll 4
+    __m256 acc[6][2];
+    const float *qr[6];
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) qr[r] = Q + (rows ? rows[r] : r) * ldq;
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int d = 0; d < D; d++) {
         __m256 k0 = _mm256_loadu_ps(Kg + d * CPU_KG), k1 = _mm256_loadu_ps(Kg + d * CPU_KG + 8);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < RR; r++) {
             __m256 qb = _mm256_broadcast_ss(qr[r] + d);
             acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) {
         _mm256_storeu_ps(S + r * CPU_KT, acc[r][0]);
         _mm256_storeu_ps(S + r * CPU_KT + 8, acc[r][1]);
     }
 }
 
+#define QK_GROUPS(RR)                                                                                                \
+    for (int g = 0; g < ng; g++) qk_blk8(Q, ldq, rows, D, Kp + (int64_t)g * D * CPU_KG, S + g * CPU_KG, RR)
+
 static void qk_avx2(const float *Q, int64_t ldq, const int *rows, int R, int D, const float *Kp, int ng, float *S) {
-    for (int g = 0; g < ng; g++) {
-        const float *Kg = Kp + (int64_t)g * D * CPU_KG;
-        int r = 0;
-#define QB(RR) qk_blk8(rows ? Q : Q + r * ldq, ldq, rows ? rows + r : NULL, D, Kg, S + r * CPU_KT + g * CPU_KG, RR)
-        for (; r + 4 <= R; r += 4) QB(4);
-        switch (R - r) {
-        case 1: QB(1); break;
-        case 2: QB(2); break;
-        case 3: QB(3); break;
-        default: break;
-        }
-    }
+    KERN_ROWS6(R, rows, QK_GROUPS, (Q += 6 * ldq, S += 6 * CPU_KT), (rows += 6, S += 6 * CPU_KT));
 }
 
 AI void pv_blk8(float *O, const int *rows, int D, const float *alpha, const float *P, const float *V, int nk,
                 const int RR) {
-    __m256 acc[4][2];
-    float *orow[4];
-#pragma GCC unroll 4
+    __m256 acc[6][2];
+    float *orow[6];
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) {
         orow[r] = O + (rows ? rows[r] : r) * D;
         __m256 a = _mm256_set1_ps(alpha[r]);
@@ -99,33 +96,26 @@ AI void pv_blk8(float *O, const int *rows, int D, const float *alpha, const floa
     }
     for (int n = 0; n < nk; n++) {
         __m256 v0 = _mm256_loadu_ps(V + (int64_t)n * D), v1 = _mm256_loadu_ps(V + (int64_t)n * D + 8);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
         for (int r = 0; r < RR; r++) {
             __m256 pb = _mm256_broadcast_ss(P + r * CPU_KT + n);
             acc[r][0] = _mm256_fmadd_ps(pb, v0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(pb, v1, acc[r][1]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int r = 0; r < RR; r++) {
         _mm256_storeu_ps(orow[r], acc[r][0]);
         _mm256_storeu_ps(orow[r] + 8, acc[r][1]);
     }
 }
 
+#define PV_DIMS(RR)                                                                                                  \
+    for (int d0 = 0; d0 < D; d0 += 16) pv_blk8(O + d0, rows, D, alpha, P, V + d0, nk, RR)
+
 static void pv_avx2(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const float *V,
                     int nk) {
-    for (int d0 = 0; d0 < D; d0 += 16) {
-        int r = 0;
-#define PB(RR) pv_blk8(rows ? O + d0 : O + r * D + d0, rows ? rows + r : NULL, D, alpha + r, P + r * CPU_KT, V + d0, nk, RR)
-        for (; r + 4 <= R; r += 4) PB(4);
-        switch (R - r) {
-        case 1: PB(1); break;
-        case 2: PB(2); break;
-        case 3: PB(3); break;
-        default: break;
-        }
-    }
+    KERN_ROWS6(R, rows, PV_DIMS, (O += 6 * D, P += 6 * CPU_KT, alpha += 6), (rows += 6, P += 6 * CPU_KT, alpha += 6));
 }
 
 /* lanes of an 8-bit mask as a vector mask */
@@ -135,10 +125,49 @@ AI __m256 bits8(unsigned m) {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, b));
 }
 
+/* One row's masked maximum (the tree of the eight 8-column vectors, in this order: NaN handling depends on it) and,
+ * given the new maximum, its P columns and their sum. x = S * sl2 is recomputed in the second pass (the same
+ * product, so the same bits) rather than held: 8 vectors and their 8 masks would not fit AVX2's 16 registers beside
+ * the exp's constants. FULL: every column valid (the masks are all ones; the blend and the and are identities). */
+AI __m256 sm_x(const float *s, int v, __m256 vs) { return _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), vs); }
+AI __m256 sm_y(const float *s, int v, __m256 vs, uint64_t km, const int FULL) {
+    __m256 x = sm_x(s, v, vs);
+    return FULL ? x : _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, bits8((unsigned)(km >> (8 * v)) & 0xffu));
+}
+AI __m256 sm_p(const float *s, int v, __m256 vs, __m256 vm, uint64_t km, const int FULL) {
+    __m256 e = exp2v8(_mm256_sub_ps(sm_x(s, v, vs), vm));
+    return FULL ? e : _mm256_and_ps(bits8((unsigned)(km >> (8 * v)) & 0xffu), e);
+}
+AI void softmax_row8(const float *s, float *p, uint64_t km, __m256 vs, float *m, float *l, float *alpha,
+                     const int FULL) {
+    __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(sm_y(s, 0, vs, km, FULL), sm_y(s, 1, vs, km, FULL)),
+                                            _mm256_max_ps(sm_y(s, 2, vs, km, FULL), sm_y(s, 3, vs, km, FULL))),
+                              _mm256_max_ps(_mm256_max_ps(sm_y(s, 4, vs, km, FULL), sm_y(s, 5, vs, km, FULL)),
+                                            _mm256_max_ps(sm_y(s, 6, vs, km, FULL), sm_y(s, 7, vs, km, FULL))));
+    float mn = kern_fmaxf(*m, hmax8(mx));
+    /* opaque to the optimiser, so that the second pass recomputes x and the masks instead of keeping pass 1's */
+    __asm__("" : "+r"(km), "+x"(vs));
+    __m256 vm = _mm256_set1_ps(mn), e[8];
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; v++) {
+        e[v] = sm_p(s, v, vs, vm, km, FULL);
+        _mm256_storeu_ps(p + 8 * v, e[v]);
+    }
+    /* the tree ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)) */
+    __m256 e0123 = _mm256_add_ps(_mm256_add_ps(e[0], e[1]), _mm256_add_ps(e[2], e[3]));
+    __m256 e4567 = _mm256_add_ps(_mm256_add_ps(e[4], e[5]), _mm256_add_ps(e[6], e[7]));
+    float sum_p = hsum8(_mm256_add_ps(e0123, e4567));
+    /* alpha last: exp2f is a call, across which no vector register survives */
+    float al = *m == -INFINITY ? 0.0f : (*m == mn ? 1.0f : exp2f(*m - mn));
+    *m = mn;
+    *l = *l * al + sum_p;
+    *alpha = al;
+}
+
 static void softmax_avx2(const float *S, int R, int nk, const uint64_t *kmask, float sl2, float *m, float *l,
                          float *alpha, float *P) {
     (void)nk;
-    const __m256 vs = _mm256_set1_ps(sl2), ninf = _mm256_set1_ps(-INFINITY);
+    const __m256 vs = _mm256_set1_ps(sl2);
     for (int r = 0; r < R; r++) {
         const float *s = S + (int64_t)r * CPU_KT;
         float *p = P + (int64_t)r * CPU_KT;
@@ -146,29 +175,11 @@ static void softmax_avx2(const float *S, int R, int nk, const uint64_t *kmask, f
         if (!km) {
             alpha[r] = 1.0f;
             for (int n = 0; n < CPU_KT; n += 8) _mm256_storeu_ps(p + n, _mm256_setzero_ps());
-            continue;
+        } else if (km == ~(uint64_t)0) {
+            softmax_row8(s, p, km, vs, m + r, l + r, alpha + r, 1);
+        } else {
+            softmax_row8(s, p, km, vs, m + r, l + r, alpha + r, 0);
         }
-        __m256 x[8], k[8];
-        for (int v = 0; v < 8; v++) {
-            k[v] = bits8((unsigned)(km >> (8 * v)) & 0xffu);
-            x[v] = _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), vs);
-        }
-        __m256 y[8];
-        for (int v = 0; v < 8; v++) y[v] = _mm256_blendv_ps(ninf, x[v], k[v]);
-        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(y[0], y[1]), _mm256_max_ps(y[2], y[3])),
-                                  _mm256_max_ps(_mm256_max_ps(y[4], y[5]), _mm256_max_ps(y[6], y[7])));
-        float mn = fmaxf(m[r], hmax8(mx));
-        float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
-        __m256 vm = _mm256_set1_ps(mn);
-        for (int v = 0; v < 8; v++) {
-            x[v] = _mm256_and_ps(k[v], exp2v8(_mm256_sub_ps(x[v], vm)));
-            _mm256_storeu_ps(p + 8 * v, x[v]);
-        }
-        __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(x[0], x[1]), _mm256_add_ps(x[2], x[3])),
-                                   _mm256_add_ps(_mm256_add_ps(x[4], x[5]), _mm256_add_ps(x[6], x[7])));
-        m[r] = mn;
-        l[r] = l[r] * al + hsum8(sum);
-        alpha[r] = al;
     }
 }
 
@@ -183,7 +194,7 @@ static void lse_avx2(const float *S, int R, int nk, const int *hi, float sl2, fl
             __m256 k = range_mask8(n, 0, b);
             mx = _mm256_max_ps(mx, _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_loadu_ps(s + n), vs), k));
         }
-        float mn = fmaxf(m[r], hmax8(mx));
+        float mn = kern_fmaxf(m[r], hmax8(mx));
         float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
         __m256 vm = _mm256_set1_ps(mn), sum = _mm256_setzero_ps();
         for (int n = 0; n < b; n += 8) {

@@ -142,7 +142,7 @@ static void softmax_avx512(const float *S, int R, int nk, const uint64_t *kmask,
         __m512 x2 = _mm512_mul_ps(_mm512_loadu_ps(s + 32), vs), x3 = _mm512_mul_ps(_mm512_loadu_ps(s + 48), vs);
         __m512 y0 = _mm512_mask_mov_ps(ninf, k0, x0), y1 = _mm512_mask_mov_ps(ninf, k1, x1);
         __m512 y2 = _mm512_mask_mov_ps(ninf, k2, x2), y3 = _mm512_mask_mov_ps(ninf, k3, x3);
-        float mn = fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(y0, y1), _mm512_max_ps(y2, y3))));
+        float mn = kern_fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(y0, y1), _mm512_max_ps(y2, y3))));
         float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
         __m512 vm = _mm512_set1_ps(mn);
         x0 = _mm512_maskz_mov_ps(k0, exp2v(_mm512_sub_ps(x0, vm)));
@@ -170,7 +170,7 @@ static void lse_avx512(const float *S, int R, int nk, const int *hi, float sl2, 
             __mmask16 k = range_mask(n, 0, b);
             mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
         }
-        float mn = fmaxf(m[r], _mm512_reduce_max_ps(mx));
+        float mn = kern_fmaxf(m[r], _mm512_reduce_max_ps(mx));
         float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
         __m512 vm = _mm512_set1_ps(mn), sum = _mm512_setzero_ps();
         for (int n = 0; n < b; n += 16) {

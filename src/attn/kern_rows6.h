@@ -1,6 +1,6 @@
 /*
- * kern_rows6.h: the row driver of the AVX-512 attention kernels (kern_avx512.c, kern_dot16_avx512bf16.c), whose
- * register tiles hold 6 rows. Internal to src/attn.
+ * kern_rows6.h: the row driver of the x86 attention kernels (kern_avx512.c, kern_dot16_avx512bf16.c, kern_avx2.c),
+ * whose register tiles hold 6 rows. Internal to src/attn.
  */
 #ifndef INFLLM_KERN_ROWS6_H
 #define INFLLM_KERN_ROWS6_H
