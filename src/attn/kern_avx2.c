@@ -29,6 +29,31 @@ AI __m256 exp2v8(__m256 t) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* 2^t for every t <= 128, subnormal results included (stage 1's scores: a product that underflows must be the
+ * subnormal or the 0 REF has, not exp2v8's 2^-126, which ranked blocks REF scores 0 above their lower-index ties).
+ * The scale goes on in two steps, 2^(r >> 1) then 2^(r - (r >> 1)), each a normal number for r in [-160, 128]: the
+ * first product is exact, so the one rounding is the last's (t < -160 gives 0; where exp2v8's result is normal the
+ * two are bitwise equal). NaN as exp2v8. */
+AI __m256 exp2v8_sub(__m256 t) {
+    t = _mm256_max_ps(_mm256_set1_ps(-160.0f), t);
+    t = _mm256_min_ps(_mm256_set1_ps(128.0f), t);
+    __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(t, r);
+    __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.540353039338160e-04f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355814642844e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    const __m256i ri = _mm256_cvtps_epi32(r), r1 = _mm256_srai_epi32(ri, 1), r2 = _mm256_sub_epi32(ri, r1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(r1, bias), 23));
+    __m256 e2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(r2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, e1), e2);
+}
+
 AI __m256 range_mask8(int n0, int a, int b) {
     __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(n0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i ge = _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(a - 1));
@@ -217,7 +242,7 @@ static void expsum_avx2(const float *S, int nt, int G, const int *hi, float sl2,
             for (int h = 0; h < G; h++) {
                 int r = t * G + h;
                 __m256 x = _mm256_fmsub_ps(_mm256_loadu_ps(S + (int64_t)r * CPU_KT + n), vs, _mm256_set1_ps(c[r]));
-                __m256 p = _mm256_and_ps(range_mask8(n, 0, hi[r]), exp2v8(x));
+                __m256 p = _mm256_and_ps(range_mask8(n, 0, hi[r]), exp2v8_sub(x));
                 acc = h == 0 ? p : _mm256_add_ps(acc, p);
             }
             _mm256_storeu_ps(buf, acc);

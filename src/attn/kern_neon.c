@@ -30,6 +30,26 @@ AI float32x4_t exp2v4(float32x4_t t) {
     return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
+/* 2^t for every t <= 128, subnormal results included: kern_avx2.c's exp2v8_sub on 4 lanes (stage 1's scores) */
+AI float32x4_t exp2v4_sub(float32x4_t t) {
+    t = vmaxq_f32(vdupq_n_f32(-160.0f), t);
+    t = vminq_f32(vdupq_n_f32(128.0f), t);
+    const float32x4_t r = vrndnq_f32(t);
+    const float32x4_t f = vsubq_f32(t, r);
+    float32x4_t p = vdupq_n_f32(1.525273380405984e-05f);
+    p = vfmaq_f32(vdupq_n_f32(1.540353039338160e-04f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(1.333355814642844e-03f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(9.618129107628477e-03f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(5.550410866482158e-02f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(2.402265069591007e-01f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(6.931471805599453e-01f), p, f);
+    p = vfmaq_f32(vdupq_n_f32(1.0f), p, f);
+    const int32x4_t ri = vcvtq_s32_f32(r), r1 = vshrq_n_s32(ri, 1), r2 = vsubq_s32(ri, r1);
+    const int32x4_t e1 = vshlq_n_s32(vaddq_s32(r1, vdupq_n_s32(127)), 23);
+    const int32x4_t e2 = vshlq_n_s32(vaddq_s32(r2, vdupq_n_s32(127)), 23);
+    return vmulq_f32(vmulq_f32(p, vreinterpretq_f32_s32(e1)), vreinterpretq_f32_s32(e2));
+}
+
 /* lanes n0 .. n0 + 3 inside [a, b) */
 AI uint32x4_t range_mask4(int n0, int a, int b) {
     static const int32_t lanes[4] = {0, 1, 2, 3};
@@ -201,7 +221,7 @@ static void expsum_neon(const float *S, int nt, int G, const int *hi, float sl2,
             for (int h = 0; h < G; h++) { /* heads added in order, as the reference */
                 const int r = t * G + h;
                 const float32x4_t x = vfmaq_f32(vdupq_n_f32(-c[r]), vld1q_f32(S + (int64_t)r * CPU_KT + n), vs);
-                const float32x4_t p = and_f32(range_mask4(n, 0, hi[r]), exp2v4(x));
+                const float32x4_t p = and_f32(range_mask4(n, 0, hi[r]), exp2v4_sub(x));
                 acc = h == 0 ? p : vaddq_f32(acc, p);
             }
             vst1q_f32(buf, acc);
