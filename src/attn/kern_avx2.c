@@ -9,14 +9,8 @@
 
 #define AI static inline __attribute__((always_inline))
 
-/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask). A NaN t gives NaN
- * (REF's exp): the clamps name the constant first, since max_ps / min_ps return their second operand when
- * either is NaN (the same results for every other t). */
-AI __m256 exp2v8(__m256 t) {
-    t = _mm256_max_ps(_mm256_set1_ps(-126.0f), t);
-    t = _mm256_min_ps(_mm256_set1_ps(128.0f), t);
-    __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_sub_ps(t, r);
+/* 2^f for f in [-1/2, 1/2] (the fraction after rounding): the degree-7 polynomial of both exps below */
+AI __m256 exp2_frac8(__m256 f) {
     __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.540353039338160e-04f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355814642844e-03f));
@@ -25,6 +19,18 @@ AI __m256 exp2v8(__m256 t) {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    return p;
+}
+
+/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask). A NaN t gives NaN
+ * (REF's exp): the clamps name the constant first, since max_ps / min_ps return their second operand when
+ * either is NaN (the same results for every other t). */
+AI __m256 exp2v8(__m256 t) {
+    t = _mm256_max_ps(_mm256_set1_ps(-126.0f), t);
+    t = _mm256_min_ps(_mm256_set1_ps(128.0f), t);
+    __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(t, r);
+    __m256 p = exp2_frac8(f);
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
@@ -39,14 +45,7 @@ AI __m256 exp2v8_sub(__m256 t) {
     t = _mm256_min_ps(_mm256_set1_ps(128.0f), t);
     __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(t, r);
-    __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.540353039338160e-04f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.333355814642844e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-03f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-02f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256 p = exp2_frac8(f);
     const __m256i ri = _mm256_cvtps_epi32(r), r1 = _mm256_srai_epi32(ri, 1), r2 = _mm256_sub_epi32(ri, r1);
     const __m256i bias = _mm256_set1_epi32(127);
     __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(r1, bias), 23));

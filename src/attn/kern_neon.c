@@ -10,14 +10,8 @@
 
 #define AI static inline __attribute__((always_inline))
 
-/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask): kern_avx2.c's exp2v8
- * on 4 lanes, the same polynomial. A NaN t gives NaN (REF's exp): FMAX / FMIN return NaN when an operand is
- * NaN, and the exponent of a NaN converts to 0. */
-AI float32x4_t exp2v4(float32x4_t t) {
-    t = vmaxq_f32(vdupq_n_f32(-126.0f), t);
-    t = vminq_f32(vdupq_n_f32(128.0f), t);
-    const float32x4_t r = vrndnq_f32(t); /* nearest, ties to even */
-    const float32x4_t f = vsubq_f32(t, r);
+/* 2^f for f in [-1/2, 1/2]: kern_avx2.c's exp2_frac8 on 4 lanes, the polynomial of both exps below */
+AI float32x4_t exp2_frac4(float32x4_t f) {
     float32x4_t p = vdupq_n_f32(1.525273380405984e-05f);
     p = vfmaq_f32(vdupq_n_f32(1.540353039338160e-04f), p, f);
     p = vfmaq_f32(vdupq_n_f32(1.333355814642844e-03f), p, f);
@@ -26,6 +20,18 @@ AI float32x4_t exp2v4(float32x4_t t) {
     p = vfmaq_f32(vdupq_n_f32(2.402265069591007e-01f), p, f);
     p = vfmaq_f32(vdupq_n_f32(6.931471805599453e-01f), p, f);
     p = vfmaq_f32(vdupq_n_f32(1.0f), p, f);
+    return p;
+}
+
+/* 2^t for t <= 128 (t < -126 gives a tiny normal instead of a subnormal; callers mask): kern_avx2.c's exp2v8
+ * on 4 lanes, the same polynomial. A NaN t gives NaN (REF's exp): FMAX / FMIN return NaN when an operand is
+ * NaN, and the exponent of a NaN converts to 0. */
+AI float32x4_t exp2v4(float32x4_t t) {
+    t = vmaxq_f32(vdupq_n_f32(-126.0f), t);
+    t = vminq_f32(vdupq_n_f32(128.0f), t);
+    const float32x4_t r = vrndnq_f32(t); /* nearest, ties to even */
+    const float32x4_t f = vsubq_f32(t, r);
+    const float32x4_t p = exp2_frac4(f);
     const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(r), vdupq_n_s32(127)), 23);
     return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
@@ -36,14 +42,7 @@ AI float32x4_t exp2v4_sub(float32x4_t t) {
     t = vminq_f32(vdupq_n_f32(128.0f), t);
     const float32x4_t r = vrndnq_f32(t);
     const float32x4_t f = vsubq_f32(t, r);
-    float32x4_t p = vdupq_n_f32(1.525273380405984e-05f);
-    p = vfmaq_f32(vdupq_n_f32(1.540353039338160e-04f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(1.333355814642844e-03f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(9.618129107628477e-03f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(5.550410866482158e-02f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(2.402265069591007e-01f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(6.931471805599453e-01f), p, f);
-    p = vfmaq_f32(vdupq_n_f32(1.0f), p, f);
+    const float32x4_t p = exp2_frac4(f);
     const int32x4_t ri = vcvtq_s32_f32(r), r1 = vshrq_n_s32(ri, 1), r2 = vsubq_s32(ri, r1);
     const int32x4_t e1 = vshlq_n_s32(vaddq_s32(r1, vdupq_n_s32(127)), 23);
     const int32x4_t e2 = vshlq_n_s32(vaddq_s32(r2, vdupq_n_s32(127)), 23);
