@@ -247,10 +247,12 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     /* the prefill tile kernel (rows x tokens, used by quant_matmul for >= 4 tokens) on the same
      * quantized activations: exactly the f64 product of the dequantized operands, for every tile
      * edge (37 rows, 1..19 tokens, odd block counts) */
-    if (!isf && quant_avx512_available()) {
+    for (int kern = 0; kern < 2 && !isf; kern++) { /* AVX-512 (qgemm_avx512.c), AVX2 (qgemm_avx2.c) */
+        if (kern == 0 ? !quant_avx512_available() : !quant_avx2_available()) continue;
         for (int nt = 1; nt <= NT; nt++) {
             for (int i = 0; i < NT * NR; i++) y[i] = NAN;
-            int done = quant_gemm_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR);
+            int done = kern == 0 ? quant_gemm_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR)
+                                 : quant_gemm_avx2(type, w, 0, NR, n, q, d, s, nt, y, NR);
             if (!done) break; /* a type without a tile kernel */
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < NR; r++) {
@@ -279,7 +281,7 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
 /* the OpenMP path (products over 2M MACs) gives what the one-row kernel gives */
 static void test_threaded(uint32_t type, int64_t n) {
     unsigned long long rng = 77;
-    enum { R = 1031, T = 11 };
+    enum { R = 1031, T = 17 };
     size_t rb = ggml_row_size(type, n);
     uint8_t *w = malloc(rb * R);
     float *x = malloc(sizeof(float) * n * T), *y = malloc(sizeof(float) * R * T);
@@ -290,10 +292,10 @@ static void test_threaded(uint32_t type, int64_t n) {
     /* the activation scheme quant_matmul uses for this type */
     for (int t = 0; t < T; t++)
         quant_act_row_mode(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32), quant_act_mode(type));
-    /* T tokens (prefill tiles) and 1..3 tokens (decode: two rows per register), each bitwise
+    /* 4 or more tokens (prefill tiles) and 1..3 tokens (decode: two rows per register), each bitwise
      * equal to the one-row kernel; R = 1031 rows leaves odd tiles at the end */
-    const int ntoks[4] = {T, 1, 2, 3};
-    for (int k = 0; k < 4; k++) {
+    const int ntoks[7] = {11, 1, 2, 3, 4, 8, T}; /* 4 / 8 / 17: the AVX2 tiles' 8-token groups, whole and not */
+    for (int k = 0; k < 7; k++) {
         const int nt = ntoks[k];
         int bad = 0;
         CHECK(quant_matmul(type, w, R, n, x, nt, y, R, 2, NULL) == 0, "threaded matmul: %s", mdl_error());

@@ -460,6 +460,9 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
                 quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
+            if (!isf && simd && ntok >= 4 && !quant_avx512_available() && quant_avx2_available() &&
+                quant_gemm_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                continue;
             /* decode: two rows per register (Q4_1, Q8_0), same bits as below */
             if (!isf && simd && ntok < 4 && quant_avx512_available() &&
                 quant_gemv_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))

@@ -1,0 +1,98 @@
+/*
+ * qmm_rate.c: the model runtime's quantized products alone (quant_matmul: activation quantization + the dot
+ * kernels), one or more threads, weights of random codes with unit-range f16 scales, shapes of a small model's
+ * layers by default (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down). Each figure is the
+ * best of many short trials (bench/CPU_NOTES.md: a shared VM's neighbours move long runs +-10%). Not part of the
+ * build; it links the static library:
+ *
+ *   gcc -O2 -std=c11 -Iinclude -Isrc/model bench/qmm_rate.c build/libinfllm_model.a build/libinfllm.a build/libinfllm_util.a -lm -fopenmp -o /tmp/qmm_rate && \
+ *       /tmp/qmm_rate [TOKENS [THREADS]]        (default 512 tokens, 1 thread)
+ *
+ * Prints GMAC/s (multiply-adds of the weight x activation product) per type and shape and the kernel set
+ * (INFLLM_SIMD=avx2 / scalar lowers it).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gguf.h"
+#include "quant.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint32_t rng = 67;
+static uint32_t next_u32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+/* a row of random codes; the f16 scale (and Q4_1's min) of every block in [2^-8, 2^-7) */
+static void fill_rows(uint32_t type, uint8_t *w, int64_t rows, int64_t cols) {
+    const size_t bb = type == GGML_Q8_0 ? 34 : 20;
+    for (int64_t i = 0; i < rows * (cols / 32); i++) {
+        uint8_t *b = w + (size_t)i * bb;
+        for (size_t k = 0; k < bb; k++) b[k] = (uint8_t)next_u32();
+        uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff)); /* 2^-8 .. */
+        memcpy(b, &h, 2);
+        if (type == GGML_Q4_1) {
+            h = (uint16_t)(0x9c00 | (next_u32() & 0x3ff)); /* a negative min */
+            memcpy(b + 2, &h, 2);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const int64_t ntok = argc > 1 ? atoll(argv[1]) : 512;
+    const int nthreads = argc > 2 ? atoi(argv[2]) : 1;
+    if (ntok <= 0 || nthreads <= 0) {
+        fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS]]\n");
+        return 2;
+    }
+    static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}; /* rows (outputs), cols (inputs) */
+    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0};
+    printf("# quant_matmul, %lld tokens, %d thread(s), kernels %s; best of the trials\n", (long long)ntok, nthreads,
+           quant_kernel_name());
+    printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
+    quant_scratch qs = {0};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int64_t rows = shapes[si][0], cols = shapes[si][1];
+            const size_t rb = ggml_row_size(types[ti], cols);
+            uint8_t *w = malloc(rb * (size_t)rows);
+            float *x = malloc(sizeof(float) * (size_t)(ntok * cols)), *y = malloc(sizeof(float) * (size_t)(ntok * rows));
+            if (!w || !x || !y) {
+                fprintf(stderr, "qmm_rate: out of memory\n");
+                return 1;
+            }
+            fill_rows(types[ti], w, rows, cols);
+            for (int64_t i = 0; i < ntok * cols; i++) x[i] = (float)((int)(next_u32() % 2001) - 1000) * 1e-3f;
+            const double macs = (double)rows * (double)cols * (double)ntok;
+            const int calls = (int)(2e8 / macs) + 1, trials = 40;
+            double best = 1e30;
+            for (int k = 0; k < trials; k++) {
+                double t = now_s();
+                for (int c = 0; c < calls; c++)
+                    if (quant_matmul(types[ti], w, rows, cols, x, ntok, y, rows, nthreads, &qs)) {
+                        fprintf(stderr, "qmm_rate: quant_matmul failed\n");
+                        return 1;
+                    }
+                double dt = (now_s() - t) / calls;
+                if (dt < best) best = dt;
+            }
+            printf("| %s | %lld | %lld | %.3f | %.1f |\n", ggml_type_name(types[ti]), (long long)rows, (long long)cols,
+                   best * 1e3, macs / best * 1e-9);
+            free(w), free(x), free(y);
+        }
+    }
+    quant_scratch_free(&qs);
+    return 0;
+}

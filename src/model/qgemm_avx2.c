@@ -1,0 +1,150 @@
+/* qgemm_avx2.c: the prefill product of Q4_1 and Q8_0 weights with int8 activations on AVX2 + FMA CPUs
+ * (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal to the
+ * one-row kernels of quant_x86_kern.h (kx_q4_1, kx_q8_0) that quant_dot_avx2 runs.
+ *
+ * Those kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes of
+ * vpmaddubsw + vpmaddwd -> f32, acc = fma(d_w * d_a, lanes, acc), and for Q4_1 a scalar sum over blocks of
+ * m_w * s_a. Per (block, token) that is, besides the four vector operations, a scalar product d_w * d_a and its
+ * broadcast and (Q4_1) a scalar product and add: the port-bound part of the loop. Here the same operations
+ * run with
+ *   - the scale d_w * d_a as one vector product of two broadcasts (d_a a broadcast load), the same rounded
+ *     product in every lane;
+ *   - Q4_1's m_w * s_a summed for 8 tokens at once from the activations' s transposed to [block][token] once per
+ *     call (lane t: token t's rounded product and rounded add, in block order, as the scalar sum);
+ *   - the rows' m converted once per call, not once per row and token group.
+ * Tile: QA_NR weight rows x 8 tokens (one ymm accumulator each); each row's unpacked block serves 8 tokens, as in
+ * the one-row kernel. The final horizontal sum and the + summs are the one-row kernel's, so the results are
+ * bitwise the same (tests/test_quant.c checks it on every tile edge).
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "quant.h"
+#include "quant_x86.h"
+
+#define AI __attribute__((always_inline)) static inline
+
+#define QA_NT 8 /* tokens per tile: 8 ymm accumulators a row */
+#define QA_NR 1 /* weight rows per tile */
+
+/* 8 int32 lanes, lane k = sum of u[j] * s[j] over bytes j = 4k..4k+3, as quant_avx2.c's dp */
+AI __m256i qa_dp(__m256i u, __m256i s, __m256i ones) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones); }
+
+/* NRR rows (w: the first, rb apart) x QA_NT tokens (qa / da: token 0's rows, qstride / dstride apart; tokens past
+ * ntv repeat the last valid one and are not written); st: s transposed [nb][QA_NT] (Q4_1); mo: the rows' m
+ * [NRR][nb] (Q4_1); y[t * ldy + r] */
+AI void qa_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, const int8_t *qa, int64_t qstride,
+                const float *da, int64_t dstride, const float *st, const float *mo, float *y, int64_t ldy, int ntv,
+                const int NRR) {
+    const size_t bb = TYPE == GGML_Q8_0 ? 34 : 20;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[QA_NR][QA_NT];
+    __m256 summs[QA_NR];
+    int64_t qoff[QA_NT], doff[QA_NT];
+    for (int t = 0; t < QA_NT; t++) {
+        const int tv = t < ntv ? t : ntv - 1;
+        qoff[t] = tv * qstride;
+        doff[t] = tv * dstride;
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NRR; r++) {
+        summs[r] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int t = 0; t < QA_NT; t++) acc[r][t] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i u[QA_NR], sg[QA_NR];
+        __m256 dw[QA_NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NRR; r++) {
+            const uint8_t *wb = w + (size_t)r * rb + (size_t)b * bb;
+            dw[r] = _mm256_set1_ps(qx_h2f(wb));
+            if (TYPE == GGML_Q8_0) {
+                sg[r] = _mm256_loadu_si256((const __m256i *)(const void *)(wb + 2));
+                u[r] = _mm256_abs_epi8(sg[r]);
+            } else {
+                u[r] = qx_q4_unpack(wb + 4);
+                sg[r] = _mm256_setzero_si256();
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < QA_NT; t++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(qa + qoff[t] + b * 32));
+            const __m256 dav = _mm256_broadcast_ss(da + doff[t] + b);
+#pragma GCC unroll 4
+            for (int r = 0; r < NRR; r++) {
+                /* Q8_0: the weights' signs moved onto the activations (|w| unsigned), as kx_q8_0 */
+                const __m256i at = TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg[r]) : a;
+                const __m256i s = qa_dp(u[r], at, ones);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dav), _mm256_cvtepi32_ps(s), acc[r][t]);
+            }
+        }
+        if (TYPE == GGML_Q4_1) {
+            const __m256 sv = _mm256_loadu_ps(st + b * QA_NT);
+#pragma GCC unroll 4
+            for (int r = 0; r < NRR; r++)
+                summs[r] = _mm256_add_ps(summs[r], _mm256_mul_ps(_mm256_set1_ps(mo[(int64_t)r * nb + b]), sv));
+        }
+    }
+    for (int r = 0; r < NRR; r++) {
+        float sm[QA_NT];
+        _mm256_storeu_ps(sm, summs[r]);
+        for (int t = 0; t < ntv; t++) {
+            const float h = qx_hsum256(acc[r][t]);
+            y[t * ldy + r] = TYPE == GGML_Q4_1 ? h + sm[t] : h;
+        }
+    }
+}
+
+int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                    const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    if ((type != GGML_Q4_1 && type != GGML_Q8_0) || cols % QK || r1 <= r0 || ntok <= 0) return 0;
+    const size_t rb = ggml_row_size(type, cols);
+    const int64_t nb = cols / QK, nrows = r1 - r0;
+    const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
+    /* Q4_1: the rows' m per block, and each token group's s transposed to [nb][QA_NT] */
+    float *mo = NULL, *st = NULL;
+    if (type == GGML_Q4_1) {
+        mo = malloc((size_t)nrows * (size_t)nb * sizeof(float));
+        st = malloc((size_t)nb * QA_NT * sizeof(float));
+        if (!mo || !st) {
+            free(mo);
+            free(st);
+            return 0;
+        }
+        for (int64_t r = 0; r < nrows; r++)
+            for (int64_t b = 0; b < nb; b++) mo[r * nb + b] = qx_h2f(w0 + (size_t)r * rb + (size_t)b * 20 + 2);
+    }
+    for (int64_t t0 = 0; t0 < ntok; t0 += QA_NT) {
+        const int ntv = ntok - t0 < QA_NT ? (int)(ntok - t0) : QA_NT;
+        if (st)
+            for (int k = 0; k < QA_NT; k++) {
+                const int64_t t = t0 + (k < ntv ? k : ntv - 1);
+                for (int64_t b = 0; b < nb; b++) st[b * QA_NT + k] = s[t * nb + b];
+            }
+        const int8_t *qa = q + t0 * cols;
+        const float *da = d + t0 * nb;
+        for (int64_t r = 0; r < nrows; r += QA_NR) {
+            const int nr = nrows - r < QA_NR ? (int)(nrows - r) : QA_NR;
+            const uint8_t *wr = w0 + (size_t)r * rb;
+            const float *mr = mo ? mo + r * nb : NULL;
+            float *yr = y + t0 * ldy + r0 + r;
+            for (int k = 0; k < nr; k++) { /* QA_NR rows at once, or one at a time at the edge */
+                if (nr == QA_NR && k == 0) {
+                    if (type == GGML_Q4_1) qa_tile(GGML_Q4_1, wr, rb, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv, QA_NR);
+                    else qa_tile(GGML_Q8_0, wr, rb, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv, QA_NR);
+                    break;
+                }
+                if (type == GGML_Q4_1)
+                    qa_tile(GGML_Q4_1, wr + (size_t)k * rb, rb, nb, qa, cols, da, nb, st, mr ? mr + k * nb : NULL,
+                            yr + k, ldy, ntv, 1);
+                else qa_tile(GGML_Q8_0, wr + (size_t)k * rb, rb, nb, qa, cols, da, nb, st, NULL, yr + k, ldy, ntv, 1);
+            }
+        }
+    }
+    free(mo);
+    free(st);
+    return 1;
+}
