@@ -1,7 +1,8 @@
 /*
  * qmm_rate.c: the model runtime's quantized products alone (quant_matmul: activation quantization + the dot
- * kernels), one or more threads, weights of random codes with unit-range f16 scales, shapes of a small model's
- * layers by default (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down). Each figure is the
+ * kernels), one or more threads, weights of random codes with f16 scales in [2^-8, 2^-7): Q4_1 / Q8_0 at a small
+ * model's layer shapes (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down), Q4_K / Q5_K at
+ * 768 / 2048 (their rows are multiples of 256 values). Each figure is the
  * best of many short trials (bench/CPU_NOTES.md: a shared VM's neighbours move long runs +-10%). Not part of the
  * build; it links the static library:
  *
@@ -35,19 +36,16 @@ static uint32_t next_u32(void) {
     return rng;
 }
 
-/* a row of random codes; the f16 scale (and Q4_1's min) of every block in [2^-8, 2^-7) */
-static void fill_rows(uint32_t type, uint8_t *w, int64_t rows, int64_t cols) {
-    const size_t bb = type == GGML_Q8_0 ? 34 : 20;
-    for (int64_t i = 0; i < rows * (cols / 32); i++) {
-        uint8_t *b = w + (size_t)i * bb;
-        for (size_t k = 0; k < bb; k++) b[k] = (uint8_t)next_u32();
-        uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff)); /* 2^-8 .. */
-        memcpy(b, &h, 2);
-        if (type == GGML_Q4_1) {
-            h = (uint16_t)(0x9c00 | (next_u32() & 0x3ff)); /* a negative min */
-            memcpy(b + 2, &h, 2);
+/* random codes; every f16 scale field (d, and the min / dmin of Q4_1 / Q4_K / Q5_K) of each block in [2^-8, 2^-7) */
+static void fill_rows(uint32_t type, uint8_t *w, size_t bytes) {
+    for (size_t k = 0; k < bytes; k++) w[k] = (uint8_t)next_u32();
+    const size_t bb = type == GGML_Q8_0 ? 34 : type == GGML_Q4_1 ? 20 : type == GGML_Q4_K ? 144 : 176;
+    const int nscales = type == GGML_Q8_0 ? 1 : 2; /* at bytes 0 and 2 */
+    for (size_t i = 0; i + bb <= bytes; i += bb)
+        for (int k = 0; k < nscales; k++) {
+            uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff));
+            memcpy(w + i + 2 * k, &h, 2);
         }
-    }
 }
 
 int main(int argc, char **argv) {
@@ -57,15 +55,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS]]\n");
         return 2;
     }
-    static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}; /* rows (outputs), cols (inputs) */
-    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0};
+    /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
+    static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}, kshapes[][2] = {{2048, 768}, {768, 768}, {768, 2048}};
+    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_K, GGML_Q5_K};
     printf("# quant_matmul, %lld tokens, %d thread(s), kernels %s; best of the trials\n", (long long)ntok, nthreads,
            quant_kernel_name());
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
     quant_scratch qs = {0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-            const int64_t rows = shapes[si][0], cols = shapes[si][1];
+            const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K;
+            const int64_t rows = kq ? kshapes[si][0] : shapes[si][0], cols = kq ? kshapes[si][1] : shapes[si][1];
             const size_t rb = ggml_row_size(types[ti], cols);
             uint8_t *w = malloc(rb * (size_t)rows);
             float *x = malloc(sizeof(float) * (size_t)(ntok * cols)), *y = malloc(sizeof(float) * (size_t)(ntok * rows));
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "qmm_rate: out of memory\n");
                 return 1;
             }
-            fill_rows(types[ti], w, rows, cols);
+            fill_rows(types[ti], w, rb * (size_t)rows);
             for (int64_t i = 0; i < ntok * cols; i++) x[i] = (float)((int)(next_u32() % 2001) - 1000) * 1e-3f;
             const double macs = (double)rows * (double)cols * (double)ntok;
             const int calls = (int)(2e8 / macs) + 1, trials = 40;

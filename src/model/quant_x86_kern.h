@@ -163,7 +163,10 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
                 __m256i s1 = dp(hi, ld(qa[t] + (a0 + 1) * 32));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da[t][a0]), acc[t]);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da[t][a0 + 1]), acc[t]);
-                off[t] -= m0 * sa[t][a0] + m1 * sa[t][a0 + 1];
+                /* two statements: no compiler contracts a product into the sum (clang would in one
+                 * expression), so qgemm_avx2.c's 8-token twin gets these bits under any compiler */
+                const float o0 = m0 * sa[t][a0], o1 = m1 * sa[t][a0 + 1];
+                off[t] -= o0 + o1;
             }
         }
     }
