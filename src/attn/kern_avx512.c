@@ -143,7 +143,6 @@ static void softmax_avx512(const float *S, int R, int nk, const uint64_t *kmask,
         __m512 y0 = _mm512_mask_mov_ps(ninf, k0, x0), y1 = _mm512_mask_mov_ps(ninf, k1, x1);
         __m512 y2 = _mm512_mask_mov_ps(ninf, k2, x2), y3 = _mm512_mask_mov_ps(ninf, k3, x3);
         float mn = kern_fmaxf(m[r], _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(y0, y1), _mm512_max_ps(y2, y3))));
-        float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
         __m512 vm = _mm512_set1_ps(mn);
         x0 = _mm512_maskz_mov_ps(k0, exp2v(_mm512_sub_ps(x0, vm)));
         x1 = _mm512_maskz_mov_ps(k1, exp2v(_mm512_sub_ps(x1, vm)));
@@ -153,8 +152,12 @@ static void softmax_avx512(const float *S, int R, int nk, const uint64_t *kmask,
         _mm512_storeu_ps(p + 16, x1);
         _mm512_storeu_ps(p + 32, x2);
         _mm512_storeu_ps(p + 48, x3);
+        float sum_p = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)));
+        /* alpha last: exp2f is a call, across which no vector or mask register survives (the row's four vectors
+         * and masks were spilled around it) */
+        float al = m[r] == -INFINITY ? 0.0f : (m[r] == mn ? 1.0f : exp2f(m[r] - mn));
         m[r] = mn;
-        l[r] = l[r] * al + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)));
+        l[r] = l[r] * al + sum_p;
         alpha[r] = al;
     }
 }
@@ -171,14 +174,15 @@ static void lse_avx512(const float *S, int R, int nk, const int *hi, float sl2, 
             mx = _mm512_mask_max_ps(mx, k, mx, _mm512_mul_ps(_mm512_loadu_ps(s + n), vs));
         }
         float mn = kern_fmaxf(m[r], _mm512_reduce_max_ps(mx));
-        float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn);
         __m512 vm = _mm512_set1_ps(mn), sum = _mm512_setzero_ps();
         for (int n = 0; n < b; n += 16) {
             __mmask16 k = range_mask(n, 0, b);
             sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, exp2v(_mm512_fmsub_ps(_mm512_loadu_ps(s + n), vs, vm))));
         }
+        const float sum_p = _mm512_reduce_add_ps(sum);
+        const float al = m[r] == -INFINITY ? 0.0f : exp2f(m[r] - mn); /* after the vectors: a call */
         m[r] = mn;
-        l[r] = l[r] * al + _mm512_reduce_add_ps(sum);
+        l[r] = l[r] * al + sum_p;
     }
 }
 
