@@ -1,6 +1,6 @@
 /*
  * qmm_rate.c: the model runtime's quantized products alone (quant_matmul: activation quantization + the dot
- * kernels), one or more threads, weights of random codes with f16 scales in [2^-8, 2^-7): Q4_1 / Q8_0 at a small
+ * kernels), one or more threads, weights of random codes with f16 scales in [2^-8, 2^-7): Q4_1 / Q8_0 / Q4_0 / Q5_0 / Q5_1 at a small
  * model's layer shapes (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down), Q4_K / Q5_K at
  * 768 / 2048 (their rows are multiples of 256 values). Each figure is the
  * best of many short trials (bench/CPU_NOTES.md: a shared VM's neighbours move long runs +-10%). Not part of the
@@ -39,8 +39,8 @@ static uint32_t next_u32(void) {
 /* random codes; every f16 scale field (d, and the min / dmin of Q4_1 / Q4_K / Q5_K) of each block in [2^-8, 2^-7) */
 static void fill_rows(uint32_t type, uint8_t *w, size_t bytes) {
     for (size_t k = 0; k < bytes; k++) w[k] = (uint8_t)next_u32();
-    const size_t bb = type == GGML_Q8_0 ? 34 : type == GGML_Q4_1 ? 20 : type == GGML_Q4_K ? 144 : 176;
-    const int nscales = type == GGML_Q8_0 ? 1 : 2; /* at bytes 0 and 2 */
+    const size_t bb = ggml_row_size(type, type == GGML_Q4_K || type == GGML_Q5_K ? 256 : 32); /* one block */
+    const int nscales = type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 ? 1 : 2; /* at bytes 0 and 2 */
     for (size_t i = 0; i + bb <= bytes; i += bb)
         for (int k = 0; k < nscales; k++) {
             uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff));
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     }
     /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
     static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}, kshapes[][2] = {{2048, 768}, {768, 768}, {768, 2048}};
-    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_K, GGML_Q5_K};
+    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K, GGML_Q5_K};
     printf("# quant_matmul, %lld tokens, %d thread(s), kernels %s; best of the trials\n", (long long)ntok, nthreads,
            quant_kernel_name());
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");

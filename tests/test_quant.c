@@ -648,6 +648,8 @@ int main(void) {
     test_threaded(GGML_Q4_K, 512);
     test_threaded(GGML_Q5_K, 768);
     test_threaded(GGML_Q5_0, 576);
+    test_threaded(GGML_Q5_1, 576);
+    test_threaded(GGML_Q4_0, 576);
     test_threaded(GGML_Q3_K, 512);
     test_threaded(GGML_IQ4_XS, 512);
     test_threaded(GGML_F16, 576);

@@ -1,22 +1,22 @@
-/* qgemm_avx2.c: the prefill product of Q4_1, Q8_0, Q4_K and Q5_K weights with int8 activations on AVX2 + FMA CPUs
- * (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal to the
- * one-row kernels of quant_x86_kern.h (kx_q4_1, kx_q8_0, k_q45_k) that quant_dot_avx2 runs.
+/* qgemm_avx2.c: the prefill product of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
+ * AVX2 + FMA CPUs (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal
+ * to the one-row kernels of quant_x86_kern.h (kx_q8_0, kx_q4_1, k_q45_01, k_q45_k) that quant_dot_avx2 runs.
  *
  * Those kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes of
- * vpmaddubsw + vpmaddwd -> f32, acc = fma(d_w * d_a, lanes, acc), and for Q4_1 a scalar sum over blocks of
- * m_w * s_a. Per (block, token) that is, besides the four vector operations, a scalar product d_w * d_a and its
- * broadcast and (Q4_1) a scalar product and add: the port-bound part of the loop. Here the same operations
- * run with
+ * vpmaddubsw + vpmaddwd -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over
+ * blocks of m_w * s_a. Per (block, token) that is, besides the four vector operations, a scalar product d_w * d_a
+ * and its broadcast and a scalar product and add: the port-bound part of the loop. Here the same operations run
+ * with
  *   - the scale d_w * d_a as one vector product of two broadcasts (d_a a broadcast load), the same rounded
  *     product in every lane;
- *   - Q4_1's m_w * s_a summed for 8 tokens at once from the activations' s transposed to [block][token] once per
- *     call (lane t: token t's rounded product and rounded add, in block order, as the scalar sum);
+ *   - the m_w * s_a sums for 8 tokens at once from the activations' s transposed to [block][token] once per call
+ *     (lane t: token t's rounded product and rounded add, in block order, as the scalar sum);
  *   - the rows' m converted once per call, not once per row and token group.
- * Tile: QA_NR weight rows x 8 tokens (one ymm accumulator each); each row's unpacked block serves 8 tokens, as in
- * the one-row kernel. The final horizontal sum and the + summs are the one-row kernel's, so the results are
- * bitwise the same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) the same way: the
- * sub-blocks' scales as vector products, the mins' sum 8 tokens a vector (1.15-1.2x; Q4_1 ~1.9x, Q8_0 ~1.4x on a
- * Zen 3, bench/qmm_rate.c). Q6_K's one-row kernel already multiplies its scale in vectors: not here.
+ * Tile: one weight row x 8 tokens (one ymm accumulator each); the row's unpacked block serves 8 tokens, as in the
+ * one-row kernel. The final horizontal sum and the + sum are the one-row kernel's, so the results are bitwise the
+ * same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) the same way: the sub-blocks'
+ * scales as vector products, the mins' sum 8 tokens a vector. Zen 3, bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0 ~1.4x,
+ * Q4_K / Q5_K 1.15-1.2x. Q6_K's one-row kernel already multiplies its scale in vectors: not here.
  */
 #include <immintrin.h>
 #include <stdlib.h>
@@ -39,75 +39,62 @@ AI __m256i qx_bits_bytes(uint32_t qh) {
 }
 #include "quant_x86_kern.h"
 
-#define QA_NT 8 /* tokens per tile: 8 ymm accumulators a row */
-#define QA_NR 1 /* weight rows per tile */
+#define QA_NT 8 /* tokens per tile: 8 ymm accumulators, one weight row */
 
 /* 8 int32 lanes, lane k = sum of u[j] * s[j] over bytes j = 4k..4k+3, as quant_avx2.c's dp */
 AI __m256i qa_dp(__m256i u, __m256i s, __m256i ones) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones); }
 
-/* NRR rows (w: the first, rb apart) x QA_NT tokens (qa / da: token 0's rows, qstride / dstride apart; tokens past
- * ntv repeat the last valid one and are not written); st: s transposed [nb][QA_NT] (Q4_1); mo: the rows' m
- * [NRR][nb] (Q4_1); y[t * ldy + r] */
-AI void qa_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, const int8_t *qa, int64_t qstride,
-                const float *da, int64_t dstride, const float *st, const float *mo, float *y, int64_t ldy, int ntv,
-                const int NRR) {
-    const size_t bb = TYPE == GGML_Q8_0 ? 34 : 20;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[QA_NR][QA_NT];
-    __m256 summs[QA_NR];
+/* One weight row (w) x QA_NT tokens (qa / da: token 0's rows, qstride / dstride apart; tokens past ntv repeat the
+ * last valid one and are not written), y[t * ldy]. Q8_0 as kx_q8_0; Q4_1 as kx_q4_1; Q4_0 / Q5_0 / Q5_1 as k_q45_01
+ * (the nibbles, Q5's fifth bit from qh, unsigned; the min m, or Q4_0's -8 d / Q5_0's -16 d, times the activation
+ * sums): per block and token acc = fma(d_w * d_a, lanes, acc) (the product commutes, so both kernels' operand
+ * orders give these bits); the m * s sum in block order, rounded product then rounded add, 8 tokens a vector from
+ * st (s transposed [nb][QA_NT]) with mo the row's m per block (the one-row kernels write the product as its own
+ * statement, so that no compiler contracts it into the add). */
+AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t *qa, int64_t qstride, const float *da,
+                int64_t dstride, const float *st, const float *mo, float *y, int64_t ldy, int ntv) {
+    const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
+    const int offs = TYPE != GGML_Q8_0; /* a min / offset sum */
+    const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
+    const __m256i ones = _mm256_set1_epi16(1), b16 = _mm256_set1_epi8(16);
+    __m256 acc[QA_NT], summs = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
     for (int t = 0; t < QA_NT; t++) {
         const int tv = t < ntv ? t : ntv - 1;
         qoff[t] = tv * qstride;
         doff[t] = tv * dstride;
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < NRR; r++) {
-        summs[r] = _mm256_setzero_ps();
-#pragma GCC unroll 8
-        for (int t = 0; t < QA_NT; t++) acc[r][t] = _mm256_setzero_ps();
+        acc[t] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
-        __m256i u[QA_NR], sg[QA_NR];
-        __m256 dw[QA_NR];
-#pragma GCC unroll 4
-        for (int r = 0; r < NRR; r++) {
-            const uint8_t *wb = w + (size_t)r * rb + (size_t)b * bb;
-            dw[r] = _mm256_set1_ps(qx_h2f(wb));
-            if (TYPE == GGML_Q8_0) {
-                sg[r] = _mm256_loadu_si256((const __m256i *)(const void *)(wb + 2));
-                u[r] = _mm256_abs_epi8(sg[r]);
-            } else {
-                u[r] = qx_q4_unpack(wb + 4);
-                sg[r] = _mm256_setzero_si256();
+        const uint8_t *wb = w + (size_t)b * bb;
+        const __m256 dw = _mm256_set1_ps(qx_h2f(wb));
+        __m256i u, sg = _mm256_setzero_si256();
+        if (TYPE == GGML_Q8_0) {
+            sg = ld(wb + 2);
+            u = _mm256_abs_epi8(sg);
+        } else {
+            u = qx_q4_unpack(wb + hdr + (five ? 4 : 0));
+            if (five) {
+                uint32_t qh;
+                memcpy(&qh, wb + hdr, 4);
+                u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), b16));
             }
         }
 #pragma GCC unroll 8
         for (int t = 0; t < QA_NT; t++) {
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(qa + qoff[t] + b * 32));
+            const __m256i a = ld(qa + qoff[t] + b * 32);
             const __m256 dav = _mm256_broadcast_ss(da + doff[t] + b);
-#pragma GCC unroll 4
-            for (int r = 0; r < NRR; r++) {
-                /* Q8_0: the weights' signs moved onto the activations (|w| unsigned), as kx_q8_0 */
-                const __m256i at = TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg[r]) : a;
-                const __m256i s = qa_dp(u[r], at, ones);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dav), _mm256_cvtepi32_ps(s), acc[r][t]);
-            }
+            /* Q8_0: the weights' signs moved onto the activations (|w| unsigned), as kx_q8_0 */
+            const __m256i s = qa_dp(u, TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg) : a, ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dav), _mm256_cvtepi32_ps(s), acc[t]);
         }
-        if (TYPE == GGML_Q4_1) {
-            const __m256 sv = _mm256_loadu_ps(st + b * QA_NT);
-#pragma GCC unroll 4
-            for (int r = 0; r < NRR; r++)
-                summs[r] = _mm256_add_ps(summs[r], _mm256_mul_ps(_mm256_set1_ps(mo[(int64_t)r * nb + b]), sv));
-        }
+        if (offs) summs = _mm256_add_ps(summs, _mm256_mul_ps(_mm256_set1_ps(mo[b]), _mm256_loadu_ps(st + b * QA_NT)));
     }
-    for (int r = 0; r < NRR; r++) {
-        float sm[QA_NT];
-        _mm256_storeu_ps(sm, summs[r]);
-        for (int t = 0; t < ntv; t++) {
-            const float h = qx_hsum256(acc[r][t]);
-            y[t * ldy + r] = TYPE == GGML_Q4_1 ? h + sm[t] : h;
-        }
+    float sm[QA_NT];
+    _mm256_storeu_ps(sm, summs);
+    for (int t = 0; t < ntv; t++) {
+        const float h = qx_hsum256(acc[t]);
+        y[t * ldy] = offs ? h + sm[t] : h; /* Q8_0: no + 0 (it would turn a -0 into +0) */
     }
 }
 
@@ -166,22 +153,29 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
-    if ((type != GGML_Q4_1 && type != GGML_Q8_0 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
+    if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
-    /* Q4_1: the rows' m per block; Q4_1, Q4_K, Q5_K: each token group's s transposed to [nb][QA_NT] */
+    /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
+     * each token group's s transposed to [nb][QA_NT] */
     float *mo = NULL, *st = NULL;
-    if (type == GGML_Q4_1 || kq) {
-        mo = type == GGML_Q4_1 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
+    if (q45 || kq) {
+        mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
         st = malloc((size_t)nb * QA_NT * sizeof(float));
-        if ((type == GGML_Q4_1 && !mo) || !st) {
+        if ((q45 && !mo) || !st) {
             free(mo);
             free(st);
             return 0;
         }
+        const int five = type == GGML_Q5_0 || type == GGML_Q5_1, has_min = type == GGML_Q4_1 || type == GGML_Q5_1;
+        const size_t bb = (has_min ? 4 : 2) + (five ? 4 : 0) + 16;
         for (int64_t r = 0; mo && r < nrows; r++)
-            for (int64_t b = 0; b < nb; b++) mo[r * nb + b] = qx_h2f(w0 + (size_t)r * rb + (size_t)b * 20 + 2);
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *wb = w0 + (size_t)r * rb + (size_t)b * bb;
+                mo[r * nb + b] = has_min ? qx_h2f(wb + 2) : (five ? -16.f : -8.f) * qx_h2f(wb);
+            }
     }
     for (int64_t t0 = 0; t0 < ntok; t0 += QA_NT) {
         const int ntv = ntok - t0 < QA_NT ? (int)(ntok - t0) : QA_NT;
@@ -192,27 +186,17 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
             }
         const int8_t *qa = q + t0 * cols;
         const float *da = d + t0 * nb;
-        if (kq) {
-            for (int64_t r = 0; r < nrows; r++)
-                qa_tile_k(type == GGML_Q5_K, w0 + (size_t)r * rb, cols / 256, qa, cols, da, nb, st,
-                          y + t0 * ldy + r0 + r, ldy, ntv);
-            continue;
-        }
-        for (int64_t r = 0; r < nrows; r += QA_NR) {
-            const int nr = nrows - r < QA_NR ? (int)(nrows - r) : QA_NR;
+        for (int64_t r = 0; r < nrows; r++) {
             const uint8_t *wr = w0 + (size_t)r * rb;
             const float *mr = mo ? mo + r * nb : NULL;
             float *yr = y + t0 * ldy + r0 + r;
-            for (int k = 0; k < nr; k++) { /* QA_NR rows at once, or one at a time at the edge */
-                if (nr == QA_NR && k == 0) {
-                    if (type == GGML_Q4_1) qa_tile(GGML_Q4_1, wr, rb, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv, QA_NR);
-                    else qa_tile(GGML_Q8_0, wr, rb, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv, QA_NR);
-                    break;
-                }
-                if (type == GGML_Q4_1)
-                    qa_tile(GGML_Q4_1, wr + (size_t)k * rb, rb, nb, qa, cols, da, nb, st, mr ? mr + k * nb : NULL,
-                            yr + k, ldy, ntv, 1);
-                else qa_tile(GGML_Q8_0, wr + (size_t)k * rb, rb, nb, qa, cols, da, nb, st, NULL, yr + k, ldy, ntv, 1);
+            switch (type) { /* constant TYPE: each its own instance */
+            case GGML_Q8_0: qa_tile(GGML_Q8_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q4_0: qa_tile(GGML_Q4_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q4_1: qa_tile(GGML_Q4_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, yr, ldy, ntv); break;
             }
         }
     }

@@ -32,7 +32,11 @@ AI void k_q45_01(int NA, int five, int has_min, int64_t nb, const uint8_t *w, co
         for (int t = 0; t < NA; t++) {
             __m256i s = dp(u, ld(qa[t] + b * 32));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
-            off[t] += m * sa[t][b];
+            /* two statements, as k_q45_k's: clang would contract m * s + off into an FMA, which rounds
+             * otherwise where s is not an f16 value (Q4_0 / Q5_0's activations), and qgemm_avx2.c's twin
+             * rounds the product */
+            const float ms = m * sa[t][b];
+            off[t] += ms;
         }
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
