@@ -44,6 +44,16 @@ AI __m256i qx_bits_bytes(uint32_t qh) {
 /* 8 int32 lanes, lane k = sum of u[j] * s[j] over bytes j = 4k..4k+3, as quant_avx2.c's dp */
 AI __m256i qa_dp(__m256i u, __m256i s, __m256i ones) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones); }
 
+/* the tile's token offsets (tokens past ntv repeat the last valid one) and zeroed accumulators */
+AI void qa_tokens(int ntv, int64_t qstride, int64_t dstride, int64_t *qoff, int64_t *doff, __m256 *acc) {
+    for (int t = 0; t < QA_NT; t++) {
+        const int tv = t < ntv ? t : ntv - 1;
+        qoff[t] = tv * qstride;
+        doff[t] = tv * dstride;
+        acc[t] = _mm256_setzero_ps();
+    }
+}
+
 /* One weight row (w) x QA_NT tokens (qa / da: token 0's rows, qstride / dstride apart; tokens past ntv repeat the
  * last valid one and are not written), y[t * ldy]. Q8_0 as kx_q8_0; Q4_1 as kx_q4_1; Q4_0 / Q5_0 / Q5_1 as k_q45_01
  * (the nibbles, Q5's fifth bit from qh, unsigned; the min m, or Q4_0's -8 d / Q5_0's -16 d, times the activation
@@ -59,12 +69,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
     const __m256i ones = _mm256_set1_epi16(1), b16 = _mm256_set1_epi8(16);
     __m256 acc[QA_NT], summs = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
-    for (int t = 0; t < QA_NT; t++) {
-        const int tv = t < ntv ? t : ntv - 1;
-        qoff[t] = tv * qstride;
-        doff[t] = tv * dstride;
-        acc[t] = _mm256_setzero_ps();
-    }
+    qa_tokens(ntv, qstride, dstride, qoff, doff, acc);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = w + (size_t)b * bb;
         const __m256 dw = _mm256_set1_ps(qx_h2f(wb));
@@ -107,12 +112,7 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
     const size_t bb = five ? 176 : 144;
     __m256 acc[QA_NT], off = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
-    for (int t = 0; t < QA_NT; t++) {
-        const int tv = t < ntv ? t : ntv - 1;
-        qoff[t] = tv * qstride;
-        doff[t] = tv * dstride;
-        acc[t] = _mm256_setzero_ps();
-    }
+    qa_tokens(ntv, qstride, dstride, qoff, doff, acc);
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
         const float d = qx_h2f(w), dmin = qx_h2f(w + 2);
         uint8_t sc[8], mn[8];
