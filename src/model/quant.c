@@ -449,8 +449,8 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             }
         }
         /* rows per work item: 16 stay in L1 while the tokens stream; the prefill tiles
-         * (quant_gemm_avx512) pay a per-call setup (the tokens' s transposed, the rows' m), so
-         * they take 32 (ffn_down rows of 1536 still fit L1) */
+         * (quant_gemm_avx512 / _avx2) pay a per-call setup (the tokens' s transposed, the rows' m),
+         * so they take 32 (ffn_down rows of 1536 still fit L1) */
         const int64_t RC =
             (!isf && simd && ntok >= 4 &&
              (type == GGML_Q4_1 || type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q5_1 ||

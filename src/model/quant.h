@@ -112,8 +112,8 @@ void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, f
  * not apply or is out of memory. */
 int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
-/* internal: the same on AVX2 + FMA for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K (qgemm_avx2.c), bitwise equal to quant_dot_avx2;
- * >= 4 tokens where AVX512-VNNI is absent */
+/* internal: the same on AVX2 + FMA for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K (qgemm_avx2.c), bitwise
+ * equal to quant_dot_avx2; >= 4 tokens where AVX512-VNNI is absent */
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 /* internal: the same for few tokens (decode): 2 weight rows per zmm, each token separately;
