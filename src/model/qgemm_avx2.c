@@ -28,21 +28,10 @@
 #include "quant_x86.h"
 
 #define AI __attribute__((always_inline)) static inline
-/* quant_x86_kern.h's helpers (scales_k4) want these from its includer; quant_avx2.c's definitions */
-AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
-AI __m256i dp(__m256i u, __m256i s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
-AI __m256i qx_bits_bytes(uint32_t qh) {
-    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
-    const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-    return _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi64x(-1));
-}
+#include "quant_avx2_ops.h" /* ld, dp, qx_bits_bytes: the one-row kernels' own */
 #include "quant_x86_kern.h"
 
 #define QA_NT 8 /* tokens per tile: 8 ymm accumulators, one weight row */
-
-/* 8 int32 lanes, lane k = sum of u[j] * s[j] over bytes j = 4k..4k+3, as quant_avx2.c's dp */
-AI __m256i qa_dp(__m256i u, __m256i s, __m256i ones) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones); }
 
 /* the tile's token offsets (tokens past ntv repeat the last valid one) and zeroed accumulators */
 AI void qa_tokens(int ntv, int64_t qstride, int64_t dstride, int64_t *qoff, int64_t *doff, __m256 *acc) {
@@ -66,7 +55,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
     const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
     const int offs = TYPE != GGML_Q8_0; /* a min / offset sum */
     const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
-    const __m256i ones = _mm256_set1_epi16(1), b16 = _mm256_set1_epi8(16);
+    const __m256i b16 = _mm256_set1_epi8(16);
     __m256 acc[QA_NT], summs = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
     qa_tokens(ntv, qstride, dstride, qoff, doff, acc);
@@ -90,7 +79,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
             const __m256i a = ld(qa + qoff[t] + b * 32);
             const __m256 dav = _mm256_broadcast_ss(da + doff[t] + b);
             /* Q8_0: the weights' signs moved onto the activations (|w| unsigned), as kx_q8_0 */
-            const __m256i s = qa_dp(u, TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg) : a, ones);
+            const __m256i s = dp(u, TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg) : a);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dav), _mm256_cvtepi32_ps(s), acc[t]);
         }
         if (offs) summs = _mm256_add_ps(summs, _mm256_mul_ps(_mm256_set1_ps(mo[b]), _mm256_loadu_ps(st + b * QA_NT)));
@@ -108,7 +97,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
  * tokens a vector from st; out = hsum(acc) + off */
 AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da,
                   int64_t dstride, const float *st, float *y, int64_t ldy, int ntv) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
     const size_t bb = five ? 176 : 144;
     __m256 acc[QA_NT], off = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
@@ -136,7 +125,7 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
             for (int t = 0; t < QA_NT; t++) {
                 const int8_t *qt = qa + qoff[t] + a0 * 32;
                 const float *dt = da + doff[t] + a0;
-                const __m256i s0 = qa_dp(lo, ld(qt), ones), s1 = qa_dp(hi, ld(qt + 32), ones);
+                const __m256i s0 = dp(lo, ld(qt)), s1 = dp(hi, ld(qt + 32));
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0v, _mm256_broadcast_ss(dt)), acc[t]);
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1v, _mm256_broadcast_ss(dt + 1)), acc[t]);
             }
