@@ -536,7 +536,7 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
     }
     for (int i = 0; i < 7 * Hq * D; i++) q[i] = (float)h_normal(&rng) * 2.f;
     /* V transposed, [Hkv][D][vcap], finite garbage past nkv (must not matter) */
-    const int64_t vcap = 320;
+    const int64_t vcap = (nkv + 63) / 64 * 64 + 64;
     uint16_t *VT = malloc(2 * (size_t)vcap * Hkv * D);
     for (int64_t i = 0; i < vcap * Hkv * D; i++) VT[i] = mdl_f32_to_f16(1000.f);
     for (int64_t j = 0; j < nkv; j++)
@@ -551,6 +551,14 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
         CHECK(memcmp(o0, o1, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (Hq %d Hkv %d D %d), %d queries: SIMD != scalar bitwise", Hq, Hkv, D, n);
         CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, n, Hq, Hkv, D, 0.125f, o2, 2) == 0, "ggmlc attention (VT)");
         CHECK(memcmp(o0, o2, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (Hq %d Hkv %d D %d), %d queries: transposed V != scalar", Hq, Hkv, D, n);
+        /* one token with V transposed: the decode split over threads (keys in chunks of 256 x KV heads, rows,
+         * KV heads x 16 dims) gives the same bits at any thread count */
+        for (int nt = 1; n == 1 && nt <= 5; nt += 2) {
+            memset(o2, 0xff, 4 * (size_t)Hq * D);
+            CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, 1, Hq, Hkv, D, 0.125f, o2, nt) == 0, "ggmlc decode (VT)");
+            CHECK(memcmp(o0, o2, 4 * (size_t)Hq * D) == 0, "ggmlc decode (Hq %d Hkv %d D %d, %lld keys), %d threads: != scalar",
+                  Hq, Hkv, D, (long long)nkv, nt);
+        }
         double worst = 0;
         for (int t = 0; t < n; t++)
             for (int h = 0; h < Hq; h++) {
@@ -595,6 +603,8 @@ static void test_ggmlc(void) {
     test_ggmlc_attn(16, 1, 64, 150, 24);
     test_ggmlc_attn(4, 2, 256, 90, 26); /* head sizes above the block kernel's 128: the row kernel */
     test_ggmlc_attn(7, 1, 96, 130, 27);
+    test_ggmlc_attn(9, 3, 64, 1100, 28);  /* SmolLM2's heads, decode over 5 key chunks (the last partial) */
+    test_ggmlc_attn(32, 2, 128, 530, 29); /* groups of 16 (MiniCPM4): decode rows above the block kernel's 12 */
     unsigned long long rng = 25;
     enum { F = 1541 };
     static float g0[F], g1[F], u[F];

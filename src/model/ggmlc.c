@@ -136,12 +136,63 @@ static void attn_row_scalar(const uint16_t *K, const uint16_t *V, int64_t ld, in
     }
 }
 
+/* One-token decode with V transposed, in three phases that all threads share, whatever the KV-head count
+ * (one task a KV head left 3 tasks for 2 threads with SmolLM2's 3 heads, 2 for 16 with MiniCPM4's 2):
+ *   scores: (key chunk, KV head) tasks, chunk-major, so a thread's keys are one contiguous run of the cache;
+ *   softmax: one task a query row (max, exp, the sum in order, f16 probabilities);
+ *   P.V: (KV head, 16 dims) tasks over the transposed V.
+ * Each piece computes what the one-task-a-head block kernel computes on its range (each score, each row's
+ * sum in key order, each output's chains), so the bits depend neither on the split nor on the threads. */
+static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t vcap, int64_t nkv, const float *q,
+                       int Hq, int Hkv, int D, float scale, float *out, int nthreads) {
+    const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
+    const int64_t L16 = (nkv + 15) / 16 * 16, LP = (nkv + 63) / 64 * 64, ls = LP + 16;
+    enum { CHUNK = 256 }; /* keys per scores task: 96 KB of SmolLM2's cache rows, a few L2-sized runs */
+    const int64_t nch = (L16 + CHUNK - 1) / CHUNK, ndg = D / 16;
+    const size_t rows_sc = (size_t)(gq < GGMLC_DEC_ROWS ? gq : GGMLC_DEC_ROWS);
+    const size_t per_sc = rows_sc * ((size_t)D + 256), per_pv = (size_t)ls + (size_t)GGMLC_RB * 16 * (size_t)D;
+    const size_t per = per_sc > per_pv ? per_sc : per_pv;
+    int nt = 1;
+#ifdef _OPENMP
+    nt = nthreads > 0 ? nthreads : omp_get_max_threads();
+#endif
+    (void)nthreads;
+    float *sb = malloc(sizeof(float) * ((size_t)Hq * (size_t)ls + per * (size_t)nt)); /* [Hq][ls], then work */
+    if (!sb) return -1;
+    float *work = sb + (size_t)Hq * (size_t)ls;
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *wk = work + per * (size_t)tid;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < nch * Hkv; task++) {
+            const int64_t c = task / Hkv, g = task % Hkv, jb = c * CHUNK, je = jb + CHUNK < L16 ? jb + CHUNK : L16;
+            (simd == 2 ? ggmlc_dec_scores_avx512 : ggmlc_dec_scores_avx2)(K + g * D, ld, nkv, (int)gq, q + g * gq * D, D,
+                                                                            scale, jb, je, sb + g * gq * ls, ls, wk);
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < Hq; r++) (simd == 2 ? ggmlc_dec_softmax_avx512 : ggmlc_dec_softmax_avx2)(sb + r * ls, L16, LP);
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < Hkv * ndg; task++) {
+            const int64_t g = task / ndg, d0 = task % ndg * 16;
+            (simd == 2 ? ggmlc_dec_pv_avx512 : ggmlc_dec_pv_avx2)(VT + g * D * vcap, vcap, D, (int)gq, sb + g * gq * ls, ls,
+                                                                    LP, (int)d0, (int)d0 + 16, out + g * gq * D, wk);
+        }
+    }
+    free(sb);
+    return 0;
+}
+
 int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vcap, int64_t nkv,
                    const float *q, int64_t n, int Hq, int Hkv, int D, float scale, float *out, int nthreads) {
     if (D % 16 || D > 512 || Hq % Hkv || n > nkv || (VT && (vcap % 64 || vcap < nkv))) return -1;
     const int simd = simd_level();
     const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
     const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
+    if (simd && vecdot && VT && (D == 64 || D == 128)) return attn_decode(simd, K, VT, vcap, nkv, q, Hq, Hkv, D, scale, out, nthreads);
     /* blocks of rows sharing each K/V row: the gq heads of a group x tb tokens */
     const int blocked = simd && D <= 128 && gq <= GGMLC_RB && (!vecdot || D % 64 == 0);
     const int64_t tb = blocked ? GGMLC_RB / gq : 1;

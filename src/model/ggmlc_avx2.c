@@ -199,25 +199,31 @@ void ggmlc_attn_row_avx2(const uint16_t *K, const uint16_t *V, int64_t ld, int64
     for (int i = 0; i < nd; i++) fold_lanes(acc, D, 16 * i, vecdot, out);
 }
 
-/* P.V from V transposed (ggmlc_avx512.c's pv_vt): RPV rows at a time (missing rows read zero
- * probabilities), DB dims, each (row, dim) a set of 16 lanes along the keys */
-AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64_t vld, int D, int R,
+/* P.V from V transposed (ggmlc_avx512.c's pv_vt) for dims [db, de) (multiples of 16): RPV rows at a time
+ * (missing rows read zero probabilities), DB dims, each (row, dim) a set of 16 lanes along the keys */
+AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64_t vld, int D, int db, int de, int R,
               const float *sb, int64_t ls, int64_t LP, const float *zrow, float *acc16, float *const *orows) {
     for (int r0 = 0; r0 < R; r0 += RPV) {
         const float *pr[GGMLC_RB];
         for (int r = 0; r < GGMLC_RB; r++) pr[r] = r0 + r < R ? sb + (size_t)(r0 + r) * ls : zrow;
-        for (int d0 = 0; d0 < D; d0 += DB) {
+        for (int d0 = db; d0 < de; d0 += DB) {
             v16 a[GGMLC_RB][4];
+#pragma GCC unroll 12
             for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) a[r][k] = v16_zero();
             if (vecdot) { /* DB == 1: chains k = (j mod 64) / 16 */
                 const uint16_t *vr = VT + (size_t)d0 * vld;
                 for (int64_t j0 = 0; j0 < LP; j0 += 64) {
                     v16 vv[4];
+#pragma GCC unroll 4
                     for (int k = 0; k < 4; k++) vv[k] = ldh(vr + j0 + 16 * k);
+#pragma GCC unroll 12
                     for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
                         for (int k = 0; k < 4; k++) a[r][k] = v16_fmadd(v16_load(pr[r] + j0 + 16 * k), vv[k], a[r][k]);
                 }
+#pragma GCC unroll 12
                 for (int r = 0; r < RPV; r++)
                     if (r0 + r < R)
                         v16_store(acc16 + ((size_t)(r0 + r) * D + d0) * 16,
@@ -225,49 +231,66 @@ AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64
             } else {
                 for (int64_t j0 = 0; j0 < LP; j0 += 16) {
                     v16 vv[4];
+#pragma GCC unroll 4
                     for (int k = 0; k < DB; k++) vv[k] = ldh(VT + (size_t)(d0 + k) * vld + j0);
+#pragma GCC unroll 12
                     for (int r = 0; r < RPV; r++) {
                         v16 p = v16_load(pr[r] + j0);
+#pragma GCC unroll 4
                         for (int k = 0; k < DB; k++) a[r][k] = v16_fmadd(p, vv[k], a[r][k]);
                     }
                 }
+#pragma GCC unroll 12
                 for (int r = 0; r < RPV; r++)
+#pragma GCC unroll 4
                     for (int k = 0; k < DB; k++)
                         if (r0 + r < R) v16_store(acc16 + ((size_t)(r0 + r) * D + d0 + k) * 16, a[r][k]);
             }
         }
     }
     for (int r = 0; r < R; r++)
-        for (int d0 = 0; d0 < D; d0 += 16) {
+        for (int d0 = db; d0 < de; d0 += 16) {
             v16 A[16];
             for (int k = 0; k < 16; k++) A[k] = v16_load(acc16 + ((size_t)r * D + d0 + k) * 16);
             v16_store(orows[r] + d0, reduce16x16(A));
         }
 }
 
-/* R query rows (one KV group's heads, tokens of one block) against keys 0..L[r]-1, each K/V row loaded
- * and converted once for all R rows (ggmlc_avx512.c's attn_block; work as there) */
-AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
-                   const int64_t *L, int R, const float *const *qrows, float scale, float *const *orows, float *work,
-                   int vecdot) {
+/* scores of keys [jb, je) (multiples of 16, je <= Lmax rounded up to 16) for R rows of f16-rounded queries
+ * qh [R][D]: sb[r * ls + j] = scale x (q_r . k_j), -inf from L[r] on; each K row loaded and converted once
+ * for all R rows; A: [R][16][16] scratch (the per-key lanes of one block of 16 keys) */
+AI void block_scores(const int nd, const uint16_t *K, int64_t ld, const int64_t *L, int64_t Lmax, int R,
+                     const float *qh, float scale, int64_t jb, int64_t je, float *A, float *sb, int64_t ls, int vecdot) {
     const int D = nd * 16;
-    int64_t Lmax = 0;
-    for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
-    const int64_t L16 = (Lmax + 15) / 16 * 16, LP = vecdot ? (Lmax + 63) / 64 * 64 : L16, ls = LP + 16;
-    float *qh = work;              /* [R][D] f16-rounded queries */
-    float *A = qh + (size_t)R * D; /* [R][16][16] per-key lanes of one key block */
-    float *sb = A + (size_t)R * 256; /* [R][ls] scores -> probabilities */
-    float *acc = sb + (size_t)R * ls; /* [R][64][D] P.V chains */
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < nd; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(qrows[r] + 16 * i)));
     const v16 vs = v16_set1(scale);
-    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+    for (int64_t j0 = jb; j0 < je; j0 += 16) {
         for (int k = 0; k < 16; k++) {
             int64_t j = j0 + k < Lmax ? j0 + k : Lmax - 1; /* past Lmax: any key, masked below */
             const uint16_t *kr = K + j * ld;
-            if (j + 16 < Lmax) {
-                _mm_prefetch((const char *)(kr + 16 * ld), _MM_HINT_T0);
-                _mm_prefetch((const char *)(kr + 16 * ld) + 64 * (nd > 2), _MM_HINT_T0);
+            if (j + 16 < Lmax) { /* the row's first and last bytes and every line between (3 lines where a
+                                  * 128-byte row starts mid-line: malloc's large blocks start 16 bytes in) */
+                const char *pf = (const char *)(kr + 16 * ld);
+                for (int b = 0; b < 2 * D; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+                _mm_prefetch(pf + 2 * D - 1, _MM_HINT_T0);
+            }
+            if (nd == 4) { /* d 64: the key row converted once into 8 ymm registers, kept for all R rows */
+                v16 kv[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) kv[i] = ldh(kr + 16 * i);
+                for (int r = 0; r < R; r++) {
+                    const float *q = qh + r * D;
+                    v16 a;
+                    if (vecdot) {
+                        a = v16_add(v16_add(v16_mul(v16_load(q), kv[0]), v16_mul(v16_load(q + 32), kv[2])),
+                                    v16_add(v16_mul(v16_load(q + 16), kv[1]), v16_mul(v16_load(q + 48), kv[3])));
+                    } else {
+                        a = v16_mul(v16_load(q), kv[0]);
+#pragma GCC unroll 4
+                        for (int i = 1; i < 4; i++) a = v16_fmadd(v16_load(q + 16 * i), kv[i], a);
+                    }
+                    v16_store(A + (r * 16 + k) * 16, a);
+                }
+                continue;
             }
             /* the key row converted once, in the row's halves of 8 lanes (8 ymm at d 128) */
             float kf[512];
@@ -293,20 +316,40 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uin
             v16_store(sb + r * ls + j0, mask_tail(v16_mul(reduce16x16(Ar), vs), L[r] - j0));
         }
     }
-    for (int r = 0; r < R; r++) {
-        float *srow = sb + r * ls;
-        v16 vmax = v16_set1(-INFINITY);
-        for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = v16_max(vmax, v16_load(srow + j0));
-        softmax_f16(srow, L16, vmax); /* 0 past L[r]: no-op products below */
-        for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
-    }
+}
+
+/* one row's scores srow[0..L16) (-inf past its keys) -> probabilities rounded to f16, zeros on [L16, LP) */
+AI void row_softmax(float *srow, int64_t L16, int64_t LP) {
+    v16 vmax = v16_set1(-INFINITY);
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = v16_max(vmax, v16_load(srow + j0));
+    softmax_f16(srow, L16, vmax); /* 0 past L[r]: no-op products below */
+    for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
+}
+
+/* R query rows (one KV group's heads, tokens of one block) against keys 0..L[r]-1 (ggmlc_avx512.c's
+ * attn_block; work as there) */
+AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                   const int64_t *L, int R, const float *const *qrows, float scale, float *const *orows, float *work,
+                   int vecdot) {
+    const int D = nd * 16;
+    int64_t Lmax = 0;
+    for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
+    const int64_t L16 = (Lmax + 15) / 16 * 16, LP = vecdot ? (Lmax + 63) / 64 * 64 : L16, ls = LP + 16;
+    float *qh = work;              /* [R][D] f16-rounded queries */
+    float *A = qh + (size_t)R * D; /* [R][16][16] per-key lanes of one key block */
+    float *sb = A + (size_t)R * 256; /* [R][ls] scores -> probabilities */
+    float *acc = sb + (size_t)R * ls; /* [R][64][D] P.V chains */
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < nd; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(qrows[r] + 16 * i)));
+    block_scores(nd, K, ld, L, Lmax, R, qh, scale, 0, L16, A, sb, ls, vecdot);
+    for (int r = 0; r < R; r++) row_softmax(sb + r * ls, L16, LP);
     if (VT) {
         float *zrow = acc + (size_t)R * 64 * D; /* [ls] zeros */
         for (int64_t j = 0; j < ls; j++) zrow[j] = 0.f;
         if (vecdot)
-            pv_vt(1, 1, 1, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+            pv_vt(1, 1, 1, VT, vld, D, 0, D, R, sb, ls, LP, zrow, acc, orows);
         else
-            pv_vt(2, 2, 0, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+            pv_vt(2, 2, 0, VT, vld, D, 0, D, R, sb, ls, LP, zrow, acc, orows);
         return;
     }
     /* P.V: chains of keys j = c mod nl, nl = 16 (tinyBLAS) or 64 (ggml_vec_dot_f16); RP rows x IB column
@@ -350,6 +393,39 @@ void ggmlc_attn_block_avx2(const uint16_t *K, const uint16_t *V, const uint16_t 
         attn_block(8, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
     else
         attn_block(D / 16, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
+}
+
+/* one-token decode in pieces that threads share (ggmlc.c's attn_decode; ggmlc.h): scores of keys [jb, je)
+ * for R rows of one group, a row's softmax, P.V for dims [db, de) of R rows. Each piece runs block_scores /
+ * row_softmax / pv_vt on its range, so the results are attn_block's bits whatever the split. */
+void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D, float scale,
+                           int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {
+    const int nd = D / 16;
+    int64_t Lr[GGMLC_DEC_ROWS];
+    for (int r = 0; r < GGMLC_DEC_ROWS; r++) Lr[r] = L;
+    for (int r0 = 0; r0 < R; r0 += GGMLC_DEC_ROWS) {
+        const int Rb = R - r0 < GGMLC_DEC_ROWS ? R - r0 : GGMLC_DEC_ROWS;
+        float *qh = work, *A = work + (size_t)Rb * D; /* [Rb][D] f16-rounded queries, [Rb][16][16] */
+        for (int r = 0; r < Rb; r++)
+            for (int i = 0; i < nd; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(q + (size_t)(r0 + r) * D + 16 * i)));
+        float *sbr = sb + (size_t)r0 * ls;
+        if (nd == 4)
+            block_scores(4, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
+        else /* D 128 */
+            block_scores(8, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
+    }
+}
+void ggmlc_dec_softmax_avx2(float *srow, int64_t L16, int64_t LP) { row_softmax(srow, L16, LP); }
+void ggmlc_dec_pv_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
+                       int db, int de, float *out, float *work) {
+    float *zrow = work, *acc16 = work + ls; /* [ls] zeros, [GGMLC_RB][D][16] */
+    for (int64_t j = 0; j < LP; j++) zrow[j] = 0.f;
+    for (int r0 = 0; r0 < R; r0 += GGMLC_RB) {
+        const int Rb = R - r0 < GGMLC_RB ? R - r0 : GGMLC_RB;
+        float *orows[GGMLC_RB];
+        for (int r = 0; r < Rb; r++) orows[r] = out + (size_t)(r0 + r) * D;
+        pv_vt(1, 1, 1, VT, vld, D, db, de, Rb, sb + (size_t)r0 * ls, ls, LP, zrow, acc16, orows);
+    }
 }
 
 /* f32 <-> f16 rows with F16C (round to nearest even) */

@@ -140,14 +140,15 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
  * floats, ls = the keys rounded up to 16, plus 16. */
 /* P.V from V transposed (VT: row d at VT + d * vld, keys along the row; zeros or finite values past
  * the keys): out lanes run along the keys as in tinyBLAS (16 lanes, one chain each) or
- * ggml_vec_dot_f16 (4 x 16 lanes over steps of 64), rows streamed in order. RPV rows at a time
+ * ggml_vec_dot_f16 (4 x 16 lanes over steps of 64), rows streamed in order, for dims [db, de) (multiples
+ * of 16). RPV rows at a time
  * (missing rows read zero probabilities), the per-(row, d) 16 lanes then reduced 16 at a time. */
-AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64_t vld, int D, int R,
+AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64_t vld, int D, int db, int de, int R,
               const float *sb, int64_t ls, int64_t LP, const float *zrow, float *acc16, float *const *orows) {
     for (int r0 = 0; r0 < R; r0 += RPV) {
         const float *pr[GGMLC_RB];
         for (int r = 0; r < GGMLC_RB; r++) pr[r] = r0 + r < R ? sb + (size_t)(r0 + r) * ls : zrow;
-        for (int d0 = 0; d0 < D; d0 += DB) {
+        for (int d0 = db; d0 < de; d0 += DB) {
             __m512 a[GGMLC_RB][4];
 #pragma GCC unroll 12
             for (int r = 0; r < RPV; r++)
@@ -191,32 +192,21 @@ AI void pv_vt(const int RPV, const int DB, int vecdot, const uint16_t *VT, int64
         }
     }
     for (int r = 0; r < R; r++)
-        for (int d0 = 0; d0 < D; d0 += 16) {
+        for (int d0 = db; d0 < de; d0 += 16) {
             __m512 A[16];
             for (int k = 0; k < 16; k++) A[k] = _mm512_loadu_ps(acc16 + ((size_t)r * D + d0 + k) * 16);
             _mm512_storeu_ps(orows[r] + d0, reduce16x16(A));
         }
 }
 
-AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
-                   const int64_t *L, int R, const float *const *qrows, float scale, float *const *orows, float *work,
-                   int vecdot) {
+/* scores of keys [jb, je) (multiples of 16, je <= Lmax rounded up to 16) for R rows of f16-rounded queries
+ * qh [R][D]: sb[r * ls + j] = scale x (q_r . k_j), -inf from L[r] on; each K row loaded and converted once
+ * for all R rows; A: [R][16][16] scratch (the per-key lanes of one block of 16 keys). nd <= 8. */
+AI void block_scores(const int nd, const uint16_t *K, int64_t ld, const int64_t *L, int64_t Lmax, int R,
+                     const float *qh, float scale, int64_t jb, int64_t je, float *A, float *sb, int64_t ls, int vecdot) {
     const int D = nd * 16;
-    int64_t Lmax = 0;
-    for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
-    const int64_t L16 = (Lmax + 15) / 16 * 16, LP = vecdot ? (Lmax + 63) / 64 * 64 : L16, ls = LP + 16;
-    float *qh = work;                       /* [R][D] f16-rounded queries */
-    float *A = qh + (size_t)R * D;          /* [R][16][16] per-key lanes of one key block */
-    float *sb = A + (size_t)R * 256;        /* [R][ls] scores -> probabilities */
-    float *acc = sb + (size_t)R * ls;       /* [R][64][D] P.V chains */
-    for (int r = 0; r < R; r++)
-        #pragma GCC unroll 8
-        for (int i = 0; i < nd; i++)
-            _mm512_storeu_ps(qh + r * D + 16 * i,
-                             _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(qrows[r] + 16 * i),
-                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
     const __m512 vs = _mm512_set1_ps(scale);
-    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+    for (int64_t j0 = jb; j0 < je; j0 += 16) {
         for (int k = 0; k < 16; k++) {
             int64_t j = j0 + k < Lmax ? j0 + k : Lmax - 1; /* past Lmax: any key, masked below */
             const uint16_t *kr = K + j * ld;
@@ -254,20 +244,42 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uin
             _mm512_storeu_ps(sb + r * ls + j0, _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), sv));
         }
     }
-    for (int r = 0; r < R; r++) {
-        float *srow = sb + r * ls;
-        __m512 vmax = _mm512_set1_ps(-INFINITY);
-        for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(srow + j0));
-        softmax_f16(srow, L16, vmax); /* 0 past L[r]: no-op products below */
-        for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
-    }
+}
+
+/* one row's scores srow[0..L16) (-inf past its keys) -> probabilities rounded to f16, zeros on [L16, LP) */
+AI void row_softmax(float *srow, int64_t L16, int64_t LP) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(srow + j0));
+    softmax_f16(srow, L16, vmax); /* 0 past L[r]: no-op products below */
+    for (int64_t j = L16; j < LP; j++) srow[j] = 0.f;
+}
+
+AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                   const int64_t *L, int R, const float *const *qrows, float scale, float *const *orows, float *work,
+                   int vecdot) {
+    const int D = nd * 16;
+    int64_t Lmax = 0;
+    for (int r = 0; r < R; r++) Lmax = L[r] > Lmax ? L[r] : Lmax;
+    const int64_t L16 = (Lmax + 15) / 16 * 16, LP = vecdot ? (Lmax + 63) / 64 * 64 : L16, ls = LP + 16;
+    float *qh = work;                       /* [R][D] f16-rounded queries */
+    float *A = qh + (size_t)R * D;          /* [R][16][16] per-key lanes of one key block */
+    float *sb = A + (size_t)R * 256;        /* [R][ls] scores -> probabilities */
+    float *acc = sb + (size_t)R * ls;       /* [R][64][D] P.V chains */
+    for (int r = 0; r < R; r++)
+        #pragma GCC unroll 8
+        for (int i = 0; i < nd; i++)
+            _mm512_storeu_ps(qh + r * D + 16 * i,
+                             _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(qrows[r] + 16 * i),
+                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    block_scores(nd, K, ld, L, Lmax, R, qh, scale, 0, L16, A, sb, ls, vecdot);
+    for (int r = 0; r < R; r++) row_softmax(sb + r * ls, L16, LP);
     if (VT) {
         float *zrow = acc + (size_t)R * 64 * D; /* [ls] zeros */
         for (int64_t j = 0; j < ls; j++) zrow[j] = 0.f;
         if (vecdot)
-            pv_vt(6, 1, 1, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+            pv_vt(6, 1, 1, VT, vld, D, 0, D, R, sb, ls, LP, zrow, acc, orows);
         else
-            pv_vt(12, 2, 0, VT, vld, D, R, sb, ls, LP, zrow, acc, orows);
+            pv_vt(12, 2, 0, VT, vld, D, 0, D, R, sb, ls, LP, zrow, acc, orows);
         return;
     }
     /* P.V: chains of keys j = c mod nl, nl = 16 (tinyBLAS) or 64 (ggml_vec_dot_f16); RP rows at a
@@ -338,6 +350,42 @@ void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_
         attn_block(8, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
     else
         attn_block(D / 16, K, V, VT, vld, ld, L, R, qrows, scale, orows, work, vecdot);
+}
+
+/* one-token decode in pieces that threads share (ggmlc.c's attn_decode; ggmlc.h): scores of keys [jb, je)
+ * for R rows of one group, a row's softmax, P.V for dims [db, de) of R rows. Each piece runs block_scores /
+ * row_softmax / pv_vt on its range, so the results are attn_block's bits whatever the split. */
+void ggmlc_dec_scores_avx512(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D, float scale,
+                             int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {
+    const int nd = D / 16;
+    int64_t Lr[GGMLC_DEC_ROWS];
+    for (int r = 0; r < GGMLC_DEC_ROWS; r++) Lr[r] = L;
+    for (int r0 = 0; r0 < R; r0 += GGMLC_DEC_ROWS) {
+        const int Rb = R - r0 < GGMLC_DEC_ROWS ? R - r0 : GGMLC_DEC_ROWS;
+        float *qh = work, *A = work + (size_t)Rb * D; /* [Rb][D] f16-rounded queries, [Rb][16][16] */
+        for (int r = 0; r < Rb; r++)
+            for (int i = 0; i < nd; i++)
+                _mm512_storeu_ps(qh + r * D + 16 * i,
+                                 _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + (size_t)(r0 + r) * D + 16 * i),
+                                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+        float *sbr = sb + (size_t)r0 * ls;
+        if (nd == 4)
+            block_scores(4, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
+        else /* D 128 */
+            block_scores(8, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
+    }
+}
+void ggmlc_dec_softmax_avx512(float *srow, int64_t L16, int64_t LP) { row_softmax(srow, L16, LP); }
+void ggmlc_dec_pv_avx512(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
+                         int db, int de, float *out, float *work) {
+    float *zrow = work, *acc16 = work + ls; /* [ls] zeros, [GGMLC_RB][D][16] */
+    for (int64_t j = 0; j < LP; j++) zrow[j] = 0.f;
+    for (int r0 = 0; r0 < R; r0 += GGMLC_RB) {
+        const int Rb = R - r0 < GGMLC_RB ? R - r0 : GGMLC_RB;
+        float *orows[GGMLC_RB];
+        for (int r = 0; r < Rb; r++) orows[r] = out + (size_t)(r0 + r) * D;
+        pv_vt(6, 1, 1, VT, vld, D, db, de, Rb, sb + (size_t)r0 * ls, ls, LP, zrow, acc16, orows);
+    }
 }
 
 /* f32 <-> f16 rows with F16C (round to nearest even, as ggml's GGML_CPU_FP32_TO_FP16) */
