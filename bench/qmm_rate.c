@@ -7,7 +7,10 @@
  * build; it links the static library:
  *
  *   gcc -O2 -std=c11 -Iinclude -Isrc/model bench/qmm_rate.c build/libinfllm_model.a build/libinfllm.a build/libinfllm_util.a -lm -fopenmp -o /tmp/qmm_rate && \
- *       /tmp/qmm_rate [TOKENS [THREADS]]        (default 512 tokens, 1 thread)
+ *       /tmp/qmm_rate [TOKENS [THREADS [COPIES]]]        (default 512 tokens, 1 thread, 1 copy)
+ *
+ * COPIES > 1 cycles the calls through that many copies of each weight matrix, so that they come from memory as a
+ * model's decode step reads them (96 copies of a SmolLM2 FFN matrix: 53 MB), not from the caches.
  *
  * Prints GMAC/s (multiply-adds of the weight x activation product) per type and shape and the kernel set
  * (INFLLM_SIMD=avx2 / scalar lowers it).
@@ -50,16 +53,16 @@ static void fill_rows(uint32_t type, uint8_t *w, size_t bytes) {
 
 int main(int argc, char **argv) {
     const int64_t ntok = argc > 1 ? atoll(argv[1]) : 512;
-    const int nthreads = argc > 2 ? atoi(argv[2]) : 1;
-    if (ntok <= 0 || nthreads <= 0) {
-        fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS]]\n");
+    const int nthreads = argc > 2 ? atoi(argv[2]) : 1, copies = argc > 3 ? atoi(argv[3]) : 1;
+    if (ntok <= 0 || nthreads <= 0 || copies <= 0) {
+        fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS [COPIES]]]\n");
         return 2;
     }
     /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
     static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}, kshapes[][2] = {{2048, 768}, {768, 768}, {768, 2048}};
     static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K, GGML_Q5_K};
-    printf("# quant_matmul, %lld tokens, %d thread(s), kernels %s; best of the trials\n", (long long)ntok, nthreads,
-           quant_kernel_name());
+    printf("# quant_matmul, %lld tokens, %d thread(s), %d weight cop%s, kernels %s; best of the trials\n", (long long)ntok,
+           nthreads, copies, copies > 1 ? "ies" : "y", quant_kernel_name());
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
     quant_scratch qs = {0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -67,21 +70,22 @@ int main(int argc, char **argv) {
             const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K;
             const int64_t rows = kq ? kshapes[si][0] : shapes[si][0], cols = kq ? kshapes[si][1] : shapes[si][1];
             const size_t rb = ggml_row_size(types[ti], cols);
-            uint8_t *w = malloc(rb * (size_t)rows);
+            uint8_t *w = malloc(rb * (size_t)rows * (size_t)copies);
             float *x = malloc(sizeof(float) * (size_t)(ntok * cols)), *y = malloc(sizeof(float) * (size_t)(ntok * rows));
             if (!w || !x || !y) {
                 fprintf(stderr, "qmm_rate: out of memory\n");
                 return 1;
             }
-            fill_rows(types[ti], w, rb * (size_t)rows);
+            fill_rows(types[ti], w, rb * (size_t)rows * (size_t)copies);
             for (int64_t i = 0; i < ntok * cols; i++) x[i] = (float)((int)(next_u32() % 2001) - 1000) * 1e-3f;
             const double macs = (double)rows * (double)cols * (double)ntok;
-            const int calls = (int)(2e8 / macs) + 1, trials = 40;
+            const int calls = copies > 1 ? copies : (int)(2e8 / macs) + 1, trials = copies > 1 ? 10 : 40;
             double best = 1e30;
             for (int k = 0; k < trials; k++) {
                 double t = now_s();
                 for (int c = 0; c < calls; c++)
-                    if (quant_matmul(types[ti], w, rows, cols, x, ntok, y, rows, nthreads, &qs)) {
+                    if (quant_matmul(types[ti], w + rb * (size_t)rows * (size_t)(c % copies), rows, cols, x, ntok, y, rows,
+                                     nthreads, &qs)) {
                         fprintf(stderr, "qmm_rate: quant_matmul failed\n");
                         return 1;
                     }

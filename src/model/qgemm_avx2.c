@@ -1,4 +1,4 @@
-/* qgemm_avx2.c: the prefill product of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
+/* qgemm_avx2.c: the prefill product (and, at the end, the decode product: quant_gemv_avx2) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
  * AVX2 + FMA CPUs (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal
  * to the one-row kernels of quant_x86_kern.h (kx_q8_0, kx_q4_1, k_q45_01, k_q45_k) that quant_dot_avx2 runs.
  *
@@ -191,5 +191,148 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
     }
     free(mo);
     free(st);
+    return 1;
+}
+
+/* ------------------------------------------------------------ decode ---- */
+/* One token x QV_NR weight rows (w: the first, rb bytes apart; rows past nvalid repeat the last valid one and are
+ * not written), y[r]. Per row and block exactly the one-row kernel's operations (kx_q8_0, kx_q4_1, k_q45_01): the
+ * scale d_w * d_a a rounded scalar product, acc = fma(that, lanes, acc) (the product commutes), the min / offset
+ * sum in block order as a rounded product then a rounded add; the final hsum + sum. What differs is only that the
+ * QV_NR rows' chains run side by side (the one-row kernel's single FMA chain a row was the decode's bound: one
+ * block per FMA latency) and that each activation block is loaded once for them. */
+#define QV_NR 4
+AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, const int8_t *qa, const float *da,
+                const float *sa, float *y, int nvalid) {
+    const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
+    const int offs = TYPE != GGML_Q8_0;
+    const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
+    const __m256i b16 = _mm256_set1_epi8(16);
+    const uint8_t *wr[QV_NR];
+    __m256 acc[QV_NR];
+    float off[QV_NR];
+    for (int r = 0; r < QV_NR; r++) {
+        wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+        acc[r] = _mm256_setzero_ps();
+        off[r] = 0.f;
+    }
+    /* the rows two tiles ahead, a few lines a block: a row is a few hundred bytes, too short a stream for the
+     * hardware prefetcher to run ahead of (decode reads every weight once a token, from memory) */
+    const char *pf = (const char *)w + 2 * QV_NR * rb;
+    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nb - 1) / (64 * nb); /* lines a block */
+    for (int64_t b = 0; b < nb; b++) {
+        for (int64_t k = b * lpb; k < (b + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        const __m256i a = ld(qa + b * 32);
+        const float dab = da[b], sab = offs ? sa[b] : 0.f;
+#pragma GCC unroll 4
+        for (int r = 0; r < QV_NR; r++) {
+            const uint8_t *wb = wr[r] + (size_t)b * bb;
+            const float d = qx_h2f(wb);
+            __m256i s;
+            if (TYPE == GGML_Q8_0) {
+                const __m256i q = ld(wb + 2);
+                s = dp(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q));
+            } else {
+                __m256i u = qx_q4_unpack(wb + hdr + (five ? 4 : 0));
+                if (five) {
+                    uint32_t qh;
+                    memcpy(&qh, wb + hdr, 4);
+                    u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), b16));
+                }
+                s = dp(u, a);
+            }
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dab), _mm256_cvtepi32_ps(s), acc[r]);
+            if (offs) {
+                const float m = has_min ? qx_h2f(wb + 2) : (five ? -16.f : -8.f) * d;
+                const float ms = m * sab;
+                off[r] = off[r] + ms;
+            }
+        }
+    }
+    for (int r = 0; r < nvalid; r++) {
+        const float h = qx_hsum256(acc[r]);
+        y[r] = offs ? h + off[r] : h; /* Q8_0: no + 0 (it would turn a -0 into +0) */
+    }
+}
+
+/* Q4_K / Q5_K (five): one token x QV_NR rows, k_q45_k's operations per row (qa_tile_k's comment) */
+AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
+                  const float *sa, float *y, int nvalid) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const size_t bb = five ? 176 : 144;
+    const uint8_t *wr[QV_NR];
+    __m256 acc[QV_NR];
+    float off[QV_NR];
+    for (int r = 0; r < QV_NR; r++) {
+        wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+        acc[r] = _mm256_setzero_ps();
+        off[r] = 0.f;
+    }
+    const char *pf = (const char *)w + 2 * QV_NR * rb; /* as qv_tile */
+    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb);
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        float d[QV_NR], dmin[QV_NR];
+        uint8_t sc[QV_NR][8], mn[QV_NR][8];
+        for (int r = 0; r < QV_NR; r++) {
+            const uint8_t *ws = wr[r] + (size_t)sb * bb;
+            d[r] = qx_h2f(ws);
+            dmin[r] = qx_h2f(ws + 2);
+            scales_k4(ws + 4, sc[r], mn[r]);
+        }
+        for (int j = 0; j < 4; j++) {
+            const int64_t a0 = sb * 8 + 2 * j;
+            const __m256i qa0 = ld(qa + a0 * 32), qa1 = ld(qa + (a0 + 1) * 32);
+            const float da0 = da[a0], da1 = da[a0 + 1], sa0 = sa[a0], sa1 = sa[a0 + 1];
+#pragma GCC unroll 4
+            for (int r = 0; r < QV_NR; r++) {
+                const uint8_t *ws = wr[r] + (size_t)sb * bb;
+                const __m256i q = ld(ws + (five ? 48 : 16) + 32 * j);
+                __m256i lo = _mm256_and_si256(q, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if (five) {
+                    const __m256i qh = ld(ws + 16);
+                    const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j))), b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
+                    const __m256i s16 = _mm256_set1_epi8(16);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
+                }
+                const float d0 = d[r] * sc[r][2 * j], d1 = d[r] * sc[r][2 * j + 1];
+                const float m0 = dmin[r] * mn[r][2 * j], m1 = dmin[r] * mn[r][2 * j + 1];
+                const __m256i s0 = dp(lo, qa0), s1 = dp(hi, qa1);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da0), acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da1), acc[r]);
+                const float o0 = m0 * sa0, o1 = m1 * sa1;
+                off[r] -= o0 + o1;
+            }
+        }
+    }
+    for (int r = 0; r < nvalid; r++) y[r] = qx_hsum256(acc[r]) + off[r];
+}
+
+int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                    const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
+    const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
+    if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    const size_t rb = ggml_row_size(type, cols);
+    const int64_t nb = cols / QK;
+    for (int64_t t = 0; t < ntok; t++) {
+        const int8_t *qa = q + t * cols;
+        const float *da = d + t * nb, *sa = s + t * nb;
+        for (int64_t r = r0; r < r1; r += QV_NR) {
+            const int nv = r1 - r < QV_NR ? (int)(r1 - r) : QV_NR;
+            const uint8_t *wr = (const uint8_t *)w + (size_t)r * rb;
+            float *yr = y + t * ldy + r;
+            switch (type) { /* constant TYPE: each its own instance */
+            case GGML_Q8_0: qv_tile(GGML_Q8_0, wr, rb, nb, qa, da, sa, yr, nv); break;
+            case GGML_Q4_0: qv_tile(GGML_Q4_0, wr, rb, nb, qa, da, sa, yr, nv); break;
+            case GGML_Q4_1: qv_tile(GGML_Q4_1, wr, rb, nb, qa, da, sa, yr, nv); break;
+            case GGML_Q5_0: qv_tile(GGML_Q5_0, wr, rb, nb, qa, da, sa, yr, nv); break;
+            case GGML_Q5_1: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
+            default: qv_tile_k(type == GGML_Q5_K, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
+            }
+        }
+    }
     return 1;
 }

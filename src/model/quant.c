@@ -470,6 +470,10 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             if (!isf && simd && ntok < 4 && quant_avx512_available() &&
                 quant_gemv_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
+            /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_x, Q5_x, Q4_K, Q5_K), same bits as below */
+            if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
+                quant_gemv_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                continue;
             for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
                 int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
                 const float *xa[QUANT_MAX_NA];
