@@ -1,4 +1,4 @@
-/* qgemm_avx2.c: the prefill product (and, at the end, the decode product: quant_gemv_avx2) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
+/* qgemm_avx2.c: the prefill product (and, at the end, the decode product, quant_gemv_avx2, for all but the K-quants) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
  * AVX2 + FMA CPUs (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal
  * to the one-row kernels of quant_x86_kern.h (kx_q8_0, kx_q4_1, k_q45_01, k_q45_k) that quant_dot_avx2 runs.
  *
@@ -255,66 +255,13 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
     }
 }
 
-/* Q4_K / Q5_K (five): one token x QV_NR rows, k_q45_k's operations per row (qa_tile_k's comment) */
-AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
-                  const float *sa, float *y, int nvalid) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const size_t bb = five ? 176 : 144;
-    const uint8_t *wr[QV_NR];
-    __m256 acc[QV_NR];
-    float off[QV_NR];
-    for (int r = 0; r < QV_NR; r++) {
-        wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
-        acc[r] = _mm256_setzero_ps();
-        off[r] = 0.f;
-    }
-    const char *pf = (const char *)w + 2 * QV_NR * rb; /* as qv_tile */
-    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb);
-    for (int64_t sb = 0; sb < nsb; sb++) {
-        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
-        float d[QV_NR], dmin[QV_NR];
-        uint8_t sc[QV_NR][8], mn[QV_NR][8];
-        for (int r = 0; r < QV_NR; r++) {
-            const uint8_t *ws = wr[r] + (size_t)sb * bb;
-            d[r] = qx_h2f(ws);
-            dmin[r] = qx_h2f(ws + 2);
-            scales_k4(ws + 4, sc[r], mn[r]);
-        }
-        for (int j = 0; j < 4; j++) {
-            const int64_t a0 = sb * 8 + 2 * j;
-            const __m256i qa0 = ld(qa + a0 * 32), qa1 = ld(qa + (a0 + 1) * 32);
-            const float da0 = da[a0], da1 = da[a0 + 1], sa0 = sa[a0], sa1 = sa[a0 + 1];
-#pragma GCC unroll 4
-            for (int r = 0; r < QV_NR; r++) {
-                const uint8_t *ws = wr[r] + (size_t)sb * bb;
-                const __m256i q = ld(ws + (five ? 48 : 16) + 32 * j);
-                __m256i lo = _mm256_and_si256(q, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if (five) {
-                    const __m256i qh = ld(ws + 16);
-                    const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j))), b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
-                    const __m256i s16 = _mm256_set1_epi8(16);
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
-                }
-                const float d0 = d[r] * sc[r][2 * j], d1 = d[r] * sc[r][2 * j + 1];
-                const float m0 = dmin[r] * mn[r][2 * j], m1 = dmin[r] * mn[r][2 * j + 1];
-                const __m256i s0 = dp(lo, qa0), s1 = dp(hi, qa1);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da0), acc[r]);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da1), acc[r]);
-                const float o0 = m0 * sa0, o1 = m1 * sa1;
-                off[r] -= o0 + o1;
-            }
-        }
-    }
-    for (int r = 0; r < nvalid; r++) y[r] = qx_hsum256(acc[r]) + off[r];
-}
-
+/* Q4_K / Q5_K are not here: the same 4-row tile ran them no faster (bench/qmm_rate.c, 1 token, 5-7 GMAC/s either
+ * way): their decode is bound by the per-row scalar scale work (scales_k4, the sub-blocks' d and m products), not
+ * by one FMA chain a row */
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
     const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    if ((type != GGML_Q8_0 && !q45) || cols % QK || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK;
     for (int64_t t = 0; t < ntok; t++) {
@@ -329,8 +276,7 @@ int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
             case GGML_Q4_0: qv_tile(GGML_Q4_0, wr, rb, nb, qa, da, sa, yr, nv); break;
             case GGML_Q4_1: qv_tile(GGML_Q4_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             case GGML_Q5_0: qv_tile(GGML_Q5_0, wr, rb, nb, qa, da, sa, yr, nv); break;
-            case GGML_Q5_1: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
-            default: qv_tile_k(type == GGML_Q5_K, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
+            default: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             }
         }
     }

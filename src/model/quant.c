@@ -470,7 +470,7 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             if (!isf && simd && ntok < 4 && quant_avx512_available() &&
                 quant_gemv_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
-            /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_x, Q5_x, Q4_K, Q5_K), same bits as below */
+            /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), same bits as below */
             if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
                 quant_gemv_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;

@@ -120,8 +120,8 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
  * bitwise equal to quant_dot_avx512 (qgemm_avx512.c). */
 int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
-/* internal: AVX2 + FMA decode for quant_gemm_avx2's types: 4 weight rows' accumulator chains side by side, each
- * token separately; bitwise equal to quant_dot_avx2 (qgemm_avx2.c) */
+/* internal: AVX2 + FMA decode (1-3 tokens) for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1: 4 weight rows' accumulator chains
+ * side by side, each token separately; bitwise equal to quant_dot_avx2 (qgemm_avx2.c) */
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 
