@@ -149,8 +149,7 @@ static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t 
     const int64_t L16 = (nkv + 15) / 16 * 16, LP = (nkv + 63) / 64 * 64, ls = LP + 16;
     enum { CHUNK = 256 }; /* keys per scores task: 96 KB of SmolLM2's cache rows, a few L2-sized runs */
     const int64_t nch = (L16 + CHUNK - 1) / CHUNK, ndg = D / 16;
-    const size_t rows_sc = (size_t)(gq < GGMLC_DEC_ROWS ? gq : GGMLC_DEC_ROWS);
-    const size_t per_sc = rows_sc * ((size_t)D + 256), per_pv = (size_t)ls + (size_t)GGMLC_RB * 16 * (size_t)D;
+    const size_t per_sc = (size_t)gq * ((size_t)D + 256), per_pv = (size_t)ls + (size_t)gq * 16 * (size_t)D;
     const size_t per = per_sc > per_pv ? per_sc : per_pv;
     int nt = 1;
 #ifdef _OPENMP
@@ -158,7 +157,16 @@ static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t 
 #endif
     (void)nthreads;
     float *sb = malloc(sizeof(float) * ((size_t)Hq * (size_t)ls + per * (size_t)nt)); /* [Hq][ls], then work */
-    if (!sb) return -1;
+    int64_t *Ls = malloc(sizeof(int64_t) * (size_t)gq);                              /* each row's keys: nkv */
+    float **orows = malloc(sizeof(float *) * (size_t)Hq);
+    if (!sb || !Ls || !orows) {
+        free(sb);
+        free(Ls);
+        free(orows);
+        return -1;
+    }
+    for (int64_t r = 0; r < gq; r++) Ls[r] = nkv;
+    for (int64_t h = 0; h < Hq; h++) orows[h] = out + h * D;
     float *work = sb + (size_t)Hq * (size_t)ls;
 #pragma omp parallel num_threads(nt)
     {
@@ -170,7 +178,7 @@ static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t 
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < nch * Hkv; task++) {
             const int64_t c = task / Hkv, g = task % Hkv, jb = c * CHUNK, je = jb + CHUNK < L16 ? jb + CHUNK : L16;
-            (simd == 2 ? ggmlc_dec_scores_avx512 : ggmlc_dec_scores_avx2)(K + g * D, ld, nkv, (int)gq, q + g * gq * D, D,
+            (simd == 2 ? ggmlc_dec_scores_avx512 : ggmlc_dec_scores_avx2)(K + g * D, ld, Ls, (int)gq, q + g * gq * D, D,
                                                                             scale, jb, je, sb + g * gq * ls, ls, wk);
         }
 #pragma omp for schedule(static)
@@ -179,9 +187,11 @@ static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t 
         for (int64_t task = 0; task < Hkv * ndg; task++) {
             const int64_t g = task / ndg, d0 = task % ndg * 16;
             (simd == 2 ? ggmlc_dec_pv_avx512 : ggmlc_dec_pv_avx2)(VT + g * D * vcap, vcap, D, (int)gq, sb + g * gq * ls, ls,
-                                                                    LP, (int)d0, (int)d0 + 16, out + g * gq * D, wk);
+                                                                    LP, (int)d0, (int)d0 + 16, orows + g * gq, wk);
         }
     }
+    free(orows);
+    free(Ls);
     free(sb);
     return 0;
 }

@@ -41,21 +41,20 @@ void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_
                              const int64_t *L, int R, const float *const *qrows, int D, float scale,
                              float *const *orows, float *work, int vecdot);
 /* internal: one-token decode in pieces that threads share (ggmlc.c's attn_decode; D 64 or 128): the scores of keys
- * [jb, je) (multiples of 16) of R query rows q [R][D] that share K (one KV head, row stride ld), into
- * sb [R][ls] (-inf from L on); one row's softmax (scores on [0, L16) -> f16 probabilities, zeros on
- * [L16, LP)); P.V from V transposed (VT [D][vld]) for dims [db, de) (multiples of 16) into out [R][D].
- * work: GGMLC_DEC_ROWS x (D + 256) floats for the scores, ls + GGMLC_RB x 16 D for P.V. */
-#define GGMLC_DEC_ROWS 64
-void ggmlc_dec_scores_avx512(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D, float scale,
-                             int64_t jb, int64_t je, float *sb, int64_t ls, float *work);
+ * [jb, je) (multiples of 16) of R query rows q [R][D] that share K (one KV head, row stride ld; L[r] = the keys,
+ * the same for every row) into sb [R][ls] (-inf from L on); one row's softmax (scores on [0, L16) -> f16
+ * probabilities, zeros on [L16, LP)); P.V from V transposed (VT [D][vld]) for dims [db, de) (multiples of 16) into
+ * orows[r]. work: R x (D + 256) floats for the scores, ls + R x 16 D for P.V. */
+void ggmlc_dec_scores_avx512(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D,
+                             float scale, int64_t jb, int64_t je, float *sb, int64_t ls, float *work);
 void ggmlc_dec_softmax_avx512(float *srow, int64_t L16, int64_t LP);
 void ggmlc_dec_pv_avx512(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
-                         int db, int de, float *out, float *work);
-void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D, float scale,
+                         int db, int de, float *const *orows, float *work);
+void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D, float scale,
                            int64_t jb, int64_t je, float *sb, int64_t ls, float *work);
 void ggmlc_dec_softmax_avx2(float *srow, int64_t L16, int64_t LP);
 void ggmlc_dec_pv_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
-                       int db, int de, float *out, float *work);
+                       int db, int de, float *const *orows, float *work);
 /* internal: AVX2 + FMA + F16C kernels (ggmlc_avx2.c), the same bits */
 void ggmlc_swiglu_avx2(float *g, const float *u, int64_t n);
 void ggmlc_attn_row_avx2(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,

@@ -398,34 +398,20 @@ void ggmlc_attn_block_avx2(const uint16_t *K, const uint16_t *V, const uint16_t 
 /* one-token decode in pieces that threads share (ggmlc.c's attn_decode; ggmlc.h): scores of keys [jb, je)
  * for R rows of one group, a row's softmax, P.V for dims [db, de) of R rows. Each piece runs block_scores /
  * row_softmax / pv_vt on its range, so the results are attn_block's bits whatever the split. */
-void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D, float scale,
+void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D, float scale,
                            int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {
-    const int nd = D / 16;
-    int64_t Lr[GGMLC_DEC_ROWS];
-    for (int r = 0; r < GGMLC_DEC_ROWS; r++) Lr[r] = L;
-    for (int r0 = 0; r0 < R; r0 += GGMLC_DEC_ROWS) {
-        const int Rb = R - r0 < GGMLC_DEC_ROWS ? R - r0 : GGMLC_DEC_ROWS;
-        float *qh = work, *A = work + (size_t)Rb * D; /* [Rb][D] f16-rounded queries, [Rb][16][16] */
-        for (int r = 0; r < Rb; r++)
-            for (int i = 0; i < nd; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(q + (size_t)(r0 + r) * D + 16 * i)));
-        float *sbr = sb + (size_t)r0 * ls;
-        if (nd == 4)
-            block_scores(4, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
-        else /* D 128 */
-            block_scores(8, K, ld, Lr, L, Rb, qh, scale, jb, je, A, sbr, ls, 1);
-    }
+    float *qh = work, *A = work + (size_t)R * D; /* [R][D] f16-rounded queries, [R][16][16] */
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < D / 16; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(q + (size_t)r * D + 16 * i)));
+    if (D == 64)
+        block_scores(4, K, ld, L, L[0], R, qh, scale, jb, je, A, sb, ls, 1);
+    else /* D 128 */
+        block_scores(8, K, ld, L, L[0], R, qh, scale, jb, je, A, sb, ls, 1);
 }
 void ggmlc_dec_softmax_avx2(float *srow, int64_t L16, int64_t LP) { row_softmax(srow, L16, LP); }
 void ggmlc_dec_pv_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
-                       int db, int de, float *out, float *work) {
-    float *zrow = work, *acc16 = work + ls; /* [ls] zeros, [GGMLC_RB][D][16] */
-    for (int64_t j = 0; j < LP; j++) zrow[j] = 0.f;
-    for (int r0 = 0; r0 < R; r0 += GGMLC_RB) {
-        const int Rb = R - r0 < GGMLC_RB ? R - r0 : GGMLC_RB;
-        float *orows[GGMLC_RB];
-        for (int r = 0; r < Rb; r++) orows[r] = out + (size_t)(r0 + r) * D;
-        pv_vt(1, 1, 1, VT, vld, D, db, de, Rb, sb + (size_t)r0 * ls, ls, LP, zrow, acc16, orows);
-    }
+                       int db, int de, float *const *orows, float *work) {
+    pv_vt(1, 1, 1, VT, vld, D, db, de, R, sb, ls, LP, NULL, work, orows); /* one row at a time: no zero rows */
 }
 
 /* f32 <-> f16 rows with F16C (round to nearest even) */

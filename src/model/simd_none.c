@@ -49,11 +49,11 @@ int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int6
     void ggmlc_attn_block_##level(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld, \
                                   const int64_t *L, int R, const float *const *qrows, int D, float scale,            \
                                   float *const *orows, float *work, int vecdot) {}                                   \
-    void ggmlc_dec_scores_##level(const uint16_t *K, int64_t ld, int64_t L, int R, const float *q, int D,          \
+    void ggmlc_dec_scores_##level(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D,   \
                                   float scale, int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {}        \
     void ggmlc_dec_softmax_##level(float *srow, int64_t L16, int64_t LP) {}                                         \
     void ggmlc_dec_pv_##level(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls,          \
-                              int64_t LP, int db, int de, float *out, float *work) {}
+                              int64_t LP, int db, int de, float *const *orows, float *work) {}
 GGMLC_NONE(avx512)
 GGMLC_NONE(avx2)
 #undef GGMLC_NONE
