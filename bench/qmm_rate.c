@@ -7,7 +7,8 @@
  * build; it links the static library:
  *
  *   gcc -O2 -std=c11 -Iinclude -Isrc/model bench/qmm_rate.c build/libinfllm_model.a build/libinfllm.a build/libinfllm_util.a -lm -fopenmp -o /tmp/qmm_rate && \
- *       /tmp/qmm_rate [TOKENS [THREADS [COPIES]]]        (default 512 tokens, 1 thread, 1 copy)
+ *       /tmp/qmm_rate [TOKENS [THREADS [COPIES [TYPE]]]]  (default 512 tokens, 1 thread, 1 copy, all types;
+ *                                                        TYPE: one type's name, e.g. Q4_K)
  *
  * COPIES > 1 cycles the calls through that many copies of each weight matrix, so that they come from memory as a
  * model's decode step reads them (96 copies of a SmolLM2 FFN matrix: 53 MB), not from the caches.
@@ -55,7 +56,7 @@ int main(int argc, char **argv) {
     const int64_t ntok = argc > 1 ? atoll(argv[1]) : 512;
     const int nthreads = argc > 2 ? atoi(argv[2]) : 1, copies = argc > 3 ? atoi(argv[3]) : 1;
     if (ntok <= 0 || nthreads <= 0 || copies <= 0) {
-        fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS [COPIES]]]\n");
+        fprintf(stderr, "usage: qmm_rate [TOKENS [THREADS [COPIES [TYPE]]]]\n");
         return 2;
     }
     /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
@@ -66,6 +67,7 @@ int main(int argc, char **argv) {
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
     quant_scratch qs = {0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        if (argc > 4 && strcmp(argv[4], ggml_type_name(types[ti])) != 0) continue;
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K;
             const int64_t rows = kq ? kshapes[si][0] : shapes[si][0], cols = kq ? kshapes[si][1] : shapes[si][1];
