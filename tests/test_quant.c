@@ -596,7 +596,43 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
     free(K); free(V); free(VT); free(q); free(o0); free(o1); free(o2);
 }
 
+/* the one-token decode split at cache lengths around its 16-key blocks, 64-key P.V steps and 256-key chunks
+ * (1 .. 257 keys), groups of 1 and 3, d 64 and 128, 1 and 3 threads: bitwise the scalar path */
+static void test_ggmlc_decode_edges(void) {
+    static const int64_t lens[] = {1, 15, 16, 17, 63, 64, 65, 255, 256, 257};
+    static const int shapes[][3] = {{4, 4, 64}, {6, 2, 128}};
+    unsigned long long rng = 31;
+    for (int si = 0; si < 2; si++) {
+        const int Hq = shapes[si][0], Hkv = shapes[si][1], D = shapes[si][2];
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int64_t nkv = lens[li], vcap = (nkv + 63) / 64 * 64;
+            uint16_t *K = malloc(2 * (size_t)nkv * Hkv * D), *V = malloc(2 * (size_t)nkv * Hkv * D);
+            uint16_t *VT = malloc(2 * (size_t)vcap * Hkv * D);
+            float *q = malloc(4 * (size_t)Hq * D), *o0 = malloc(4 * (size_t)Hq * D), *o1 = malloc(4 * (size_t)Hq * D);
+            for (int64_t i = 0; i < nkv * Hkv * D; i++) {
+                K[i] = mdl_f32_to_f16((float)h_normal(&rng));
+                V[i] = mdl_f32_to_f16((float)h_normal(&rng));
+            }
+            for (int64_t i = 0; i < vcap * Hkv * D; i++) VT[i] = mdl_f32_to_f16(-3.f); /* finite past the keys */
+            for (int64_t j = 0; j < nkv; j++)
+                for (int i = 0; i < Hkv * D; i++) VT[i * vcap + j] = V[j * Hkv * D + i];
+            for (int i = 0; i < Hq * D; i++) q[i] = (float)h_normal(&rng) * 2.f;
+            ggmlc_force_scalar(1);
+            CHECK(ggmlc_attn_f16(K, V, NULL, 0, nkv, q, 1, Hq, Hkv, D, 0.125f, o0, 1) == 0, "ggmlc decode edges (scalar)");
+            ggmlc_force_scalar(0);
+            for (int nt = 1; nt <= 3; nt += 2) {
+                memset(o1, 0xff, 4 * (size_t)Hq * D);
+                CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, 1, Hq, Hkv, D, 0.125f, o1, nt) == 0, "ggmlc decode edges");
+                CHECK(memcmp(o0, o1, 4 * (size_t)Hq * D) == 0, "ggmlc decode (Hq %d Hkv %d D %d), %lld keys, %d threads: != scalar",
+                      Hq, Hkv, D, (long long)nkv, nt);
+            }
+            free(K); free(V); free(VT); free(q); free(o0); free(o1);
+        }
+    }
+}
+
 static void test_ggmlc(void) {
+    test_ggmlc_decode_edges();
     test_ggmlc_attn(6, 2, 64, 301, 21);
     test_ggmlc_attn(8, 2, 128, 203, 22);
     test_ggmlc_attn(4, 1, 80, 77, 23);
