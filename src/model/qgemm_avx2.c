@@ -1,6 +1,7 @@
-/* qgemm_avx2.c: the prefill product (and, at the end, the decode product, quant_gemv_avx2, for all but the K-quants) of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
- * AVX2 + FMA CPUs (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent), bitwise equal
- * to the one-row kernels of quant_x86_kern.h (kx_q8_0, kx_q4_1, k_q45_01, k_q45_k) that quant_dot_avx2 runs.
+/* qgemm_avx2.c: the prefill product of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K weights with int8 activations on
+ * AVX2 + FMA CPUs (quant_gemm_avx2, used by quant_matmul for >= 4 tokens where AVX512-VNNI is absent; at the end
+ * the decode product of all but the K-quants, quant_gemv_avx2), bitwise equal to the one-row kernels of
+ * quant_x86_kern.h (kx_q8_0, kx_q4_1, k_q45_01, k_q45_k) that quant_dot_avx2 runs.
  *
  * Those kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes of
  * vpmaddubsw + vpmaddwd -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over
