@@ -182,7 +182,8 @@ static int attn_decode(int simd, const uint16_t *K, const uint16_t *VT, int64_t 
                                                                             scale, jb, je, sb + g * gq * ls, ls, wk);
         }
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < Hq; r++) (simd == 2 ? ggmlc_dec_softmax_avx512 : ggmlc_dec_softmax_avx2)(sb + r * ls, L16, LP);
+        for (int64_t r = 0; r < Hq; r++)
+            (simd == 2 ? ggmlc_dec_softmax_avx512 : ggmlc_dec_softmax_avx2)(sb + r * ls, L16, LP);
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < Hkv * ndg; task++) {
             const int64_t g = task / ndg, d0 = task % ndg * 16;
@@ -202,7 +203,8 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int
     const int simd = simd_level();
     const int64_t ld = (int64_t)Hkv * D, gq = Hq / Hkv;
     const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
-    if (simd && vecdot && VT && (D == 64 || D == 128)) return attn_decode(simd, K, VT, vcap, nkv, q, Hq, Hkv, D, scale, out, nthreads);
+    if (simd && vecdot && VT && (D == 64 || D == 128)) /* one token: split over all threads */
+        return attn_decode(simd, K, VT, vcap, nkv, q, Hq, Hkv, D, scale, out, nthreads);
     /* blocks of rows sharing each K/V row: the gq heads of a group x tb tokens */
     const int blocked = simd && D <= 128 && gq <= GGMLC_RB && (!vecdot || D % 64 == 0);
     const int64_t tb = blocked ? GGMLC_RB / gq : 1;
