@@ -56,7 +56,6 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
     const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
     const int offs = TYPE != GGML_Q8_0; /* a min / offset sum */
     const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
-    const __m256i b16 = _mm256_set1_epi8(16);
     __m256 acc[QA_NT], summs = _mm256_setzero_ps();
     int64_t qoff[QA_NT], doff[QA_NT];
     qa_tokens(ntv, qstride, dstride, qoff, doff, acc);
@@ -68,12 +67,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
             sg = ld(wb + 2);
             u = _mm256_abs_epi8(sg);
         } else {
-            u = qx_q4_unpack(wb + hdr + (five ? 4 : 0));
-            if (five) {
-                uint32_t qh;
-                memcpy(&qh, wb + hdr, 4);
-                u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), b16));
-            }
+            u = qx_q45_values(wb, hdr, five);
         }
 #pragma GCC unroll 8
         for (int t = 0; t < QA_NT; t++) {
@@ -208,7 +202,6 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
     const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
     const int offs = TYPE != GGML_Q8_0;
     const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
-    const __m256i b16 = _mm256_set1_epi8(16);
     const uint8_t *wr[QV_NR];
     __m256 acc[QV_NR];
     float off[QV_NR];
@@ -234,13 +227,7 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
                 const __m256i q = ld(wb + 2);
                 s = dp(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q));
             } else {
-                __m256i u = qx_q4_unpack(wb + hdr + (five ? 4 : 0));
-                if (five) {
-                    uint32_t qh;
-                    memcpy(&qh, wb + hdr, 4);
-                    u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), b16));
-                }
-                s = dp(u, a);
+                s = dp(qx_q45_values(wb, hdr, five), a);
             }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * dab), _mm256_cvtepi32_ps(s), acc[r]);
             if (offs) {

@@ -10,6 +10,19 @@
 #ifndef INFLLM_QUANT_X86_KERN_H
 #define INFLLM_QUANT_X86_KERN_H
 
+/* one Q4_0 / Q4_1 / (five) Q5_0 / Q5_1 block's 32 values as unsigned bytes: its nibbles (after hdr bytes of d
+ * [, m] and Q5's 4 bytes of qh), plus for Q5 16 where bit j of qh is set (the fifth bit of value j); also
+ * qgemm_avx2.c's prefill and decode tiles */
+AI __m256i qx_q45_values(const uint8_t *w, size_t hdr, int five) {
+    __m256i u = qx_q4_unpack(w + hdr + (five ? 4 : 0));
+    if (five) {
+        uint32_t qh;
+        memcpy(&qh, w + hdr, 4);
+        u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), _mm256_set1_epi8(16)));
+    }
+    return u;
+}
+
 /* Q4_0 / Q4_1 and (five) Q5_0 / Q5_1: blocks of d [, m] [, qh] and 16 bytes of nibbles. The values
  * are unsigned: the nibbles, plus for Q5 the fifth bit of value j = bit j of qh (vpmovm2b); Q4_0's
  * -8 and Q5_0's -16 offsets go through the activation sums (m = -8 d, -16 d) as Q4_1's / Q5_1's min. */
@@ -22,16 +35,10 @@ AI void k_q45_01(int NA, int five, int has_min, int64_t nb, const uint8_t *w, co
         off[t] = 0.f;
     }
     const size_t hdr = has_min ? 4 : 2, bb = hdr + (five ? 4 : 0) + 16;
-    const __m256i b16 = _mm256_set1_epi8(16);
     for (int64_t b = 0; b < nb; b++, w += bb) {
         float d = qx_h2f(w);
         float m = has_min ? qx_h2f(w + 2) : (five ? -16.f : -8.f) * d;
-        __m256i u = qx_q4_unpack(w + hdr + (five ? 4 : 0));
-        if (five) {
-            uint32_t qh;
-            memcpy(&qh, w + hdr, 4);
-            u = _mm256_or_si256(u, _mm256_and_si256(qx_bits_bytes(qh), b16));
-        }
+        const __m256i u = qx_q45_values(w, hdr, five);
         for (int t = 0; t < NA; t++) {
             __m256i s = dp(u, ld(qa[t] + b * 32));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
