@@ -40,6 +40,10 @@ AI v16 ldh(const uint16_t *p) {
 /* round each lane to f16 and back (nearest even) */
 AI __m256 f16r8(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
 AI v16 v16_f16r(v16 a) { return (v16){f16r8(a.lo), f16r8(a.hi)}; }
+/* a query row of nd x 16 values rounded to f16, as llama.cpp converts Q for its f16 products */
+AI void q_f16_row(float *dst, const float *src, int nd) {
+    for (int i = 0; i < nd; i++) v16_store(dst + 16 * i, v16_f16r(v16_load(src + 16 * i)));
+}
 
 /* _mm512_reduce_add_ps's order: (l + 8), (l + 4), then (0 + 2) + (1 + 3) */
 AI float v16_reduce_add(v16 a) {
@@ -173,7 +177,7 @@ void ggmlc_attn_row_avx2(const uint16_t *K, const uint16_t *V, int64_t ld, int64
                          float scale, float *out, float *sbuf, float *acc, int vecdot) {
     const int nd = D / 16;
     float qh[512];
-    for (int i = 0; i < nd; i++) v16_store(qh + 16 * i, v16_f16r(v16_load(q + 16 * i)));
+    q_f16_row(qh, q, nd);
     const v16 vs = v16_set1(scale);
     v16 vmax = v16_set1(-INFINITY);
     const int64_t L16 = (L + 15) / 16 * 16;
@@ -339,8 +343,7 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uin
     float *A = qh + (size_t)R * D; /* [R][16][16] per-key lanes of one key block */
     float *sb = A + (size_t)R * 256; /* [R][ls] scores -> probabilities */
     float *acc = sb + (size_t)R * ls; /* [R][64][D] P.V chains */
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < nd; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(qrows[r] + 16 * i)));
+    for (int r = 0; r < R; r++) q_f16_row(qh + r * D, qrows[r], nd);
     block_scores(nd, K, ld, L, Lmax, R, qh, scale, 0, L16, A, sb, ls, vecdot);
     for (int r = 0; r < R; r++) row_softmax(sb + r * ls, L16, LP);
     if (VT) {
@@ -401,8 +404,7 @@ void ggmlc_attn_block_avx2(const uint16_t *K, const uint16_t *V, const uint16_t 
 void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D, float scale,
                            int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {
     float *qh = work, *A = work + (size_t)R * D; /* [R][D] f16-rounded queries, [R][16][16] */
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < D / 16; i++) v16_store(qh + r * D + 16 * i, v16_f16r(v16_load(q + (size_t)r * D + 16 * i)));
+    for (int r = 0; r < R; r++) q_f16_row(qh + r * D, q + (size_t)r * D, D / 16);
     if (D == 64)
         block_scores(4, K, ld, L, L[0], R, qh, scale, jb, je, A, sb, ls, 1);
     else /* D 128 */

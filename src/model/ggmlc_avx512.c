@@ -36,6 +36,13 @@ void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n) {
 }
 
 AI __m512 ldh(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p)); }
+/* each lane rounded to f16 and back (nearest even) */
+AI __m512 f16r(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)); }
+/* a query row of nd x 16 values rounded to f16, as llama.cpp converts Q for its f16 products */
+AI void q_f16_row(float *dst, const float *src, int nd) {
+#pragma GCC unroll 8
+    for (int i = 0; i < nd; i++) _mm512_storeu_ps(dst + 16 * i, f16r(_mm512_loadu_ps(src + 16 * i)));
+}
 
 /* 16 vectors -> their 16 _mm512_reduce_add_ps sums (same pairing per vector), in order */
 /* ggml_soft_max over s[0..L16) (scores, -inf past the row), given the lanes' running max vmax:
@@ -52,8 +59,7 @@ AI void softmax_f16(float *s, int64_t L16, __m512 vmax) {
     const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
     for (int64_t j0 = 0; j0 < L16; j0 += 16) {
         __m512 p = _mm512_mul_ps(_mm512_loadu_ps(s + j0), sc);
-        p = _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        _mm512_storeu_ps(s + j0, p);
+        _mm512_storeu_ps(s + j0, f16r(p));
     }
 }
 
@@ -75,8 +81,7 @@ void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int
                            float scale, float *out, float *sbuf, float *acc, int vecdot) {
     const int nd = D / 16;
     __m512 qv[32];
-    for (int i = 0; i < nd; i++)
-        qv[i] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + 16 * i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int i = 0; i < nd; i++) qv[i] = f16r(_mm512_loadu_ps(q + 16 * i));
     const __m512 vs = _mm512_set1_ps(scale);
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     int64_t L16 = (L + 15) / 16 * 16;
@@ -265,12 +270,7 @@ AI void attn_block(const int nd, const uint16_t *K, const uint16_t *V, const uin
     float *A = qh + (size_t)R * D;          /* [R][16][16] per-key lanes of one key block */
     float *sb = A + (size_t)R * 256;        /* [R][ls] scores -> probabilities */
     float *acc = sb + (size_t)R * ls;       /* [R][64][D] P.V chains */
-    for (int r = 0; r < R; r++)
-        #pragma GCC unroll 8
-        for (int i = 0; i < nd; i++)
-            _mm512_storeu_ps(qh + r * D + 16 * i,
-                             _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(qrows[r] + 16 * i),
-                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    for (int r = 0; r < R; r++) q_f16_row(qh + r * D, qrows[r], nd);
     block_scores(nd, K, ld, L, Lmax, R, qh, scale, 0, L16, A, sb, ls, vecdot);
     for (int r = 0; r < R; r++) row_softmax(sb + r * ls, L16, LP);
     if (VT) {
@@ -358,11 +358,7 @@ void ggmlc_attn_block_avx512(const uint16_t *K, const uint16_t *V, const uint16_
 void ggmlc_dec_scores_avx512(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D,
                              float scale, int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {
     float *qh = work, *A = work + (size_t)R * D; /* [R][D] f16-rounded queries, [R][16][16] */
-    for (int r = 0; r < R; r++)
-        for (int i = 0; i < D / 16; i++)
-            _mm512_storeu_ps(qh + r * D + 16 * i,
-                             _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + (size_t)r * D + 16 * i),
-                                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    for (int r = 0; r < R; r++) q_f16_row(qh + r * D, q + (size_t)r * D, D / 16);
     if (D == 64)
         block_scores(4, K, ld, L, L[0], R, qh, scale, jb, je, A, sb, ls, 1);
     else /* D 128 */
