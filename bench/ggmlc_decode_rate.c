@@ -8,6 +8,7 @@
  *       build/libinfllm_util.a -lm -fopenmp -o /tmp/ggmlc_decode_rate && \
  *       /tmp/ggmlc_decode_rate [KEYS [THREADS [HQ HKV D [LAYERS]]]]   (default 2048 2 9 3 64 30)
  *
+ * INFLLM_LLAMA_ORDER=avx2|avx512 picks llama.cpp's build order (ggmlc.h; the first column says which ran).
  * Prints microseconds per step (all layers), the best of many steps (bench/CPU_NOTES.md: a shared VM's
  * neighbours move long runs), the median, and the K/V bytes a step reads as GB/s at the best time.
  */
@@ -69,7 +70,8 @@ int main(int argc, char **argv) {
     }
     qsort(t, STEPS, sizeof(double), cmp_d);
     const double bytes = 2.0 * 2.0 * (double)kvn * layers;
-    printf("| keys %lld | threads %d | Hq %d Hkv %d D %d | layers %d | best %.0f us | median %.0f us | %.1f GB/s |\n",
+    printf("| order %d | keys %lld | threads %d | Hq %d Hkv %d D %d | layers %d | best %.0f us | median %.0f us | %.1f GB/s |\n",
+           ggmlc_order(),
            (long long)nkv, nt, Hq, Hkv, D, layers, 1e6 * t[0], 1e6 * t[STEPS / 2], bytes / t[0] / 1e9);
     return 0;
 }

@@ -548,16 +548,16 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
         CHECK(ggmlc_attn_f16(K, V, NULL, 0, nkv, q, n, Hq, Hkv, D, 0.125f, o0, 2) == 0, "ggmlc attention (scalar)");
         ggmlc_force_scalar(0);
         CHECK(ggmlc_attn_f16(K, V, NULL, 0, nkv, q, n, Hq, Hkv, D, 0.125f, o1, 2) == 0, "ggmlc attention");
-        CHECK(memcmp(o0, o1, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (Hq %d Hkv %d D %d), %d queries: SIMD != scalar bitwise", Hq, Hkv, D, n);
+        CHECK(memcmp(o0, o1, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (order %d, Hq %d Hkv %d D %d), %d queries: SIMD != scalar bitwise", ggmlc_order(), Hq, Hkv, D, n);
         CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, n, Hq, Hkv, D, 0.125f, o2, 2) == 0, "ggmlc attention (VT)");
-        CHECK(memcmp(o0, o2, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (Hq %d Hkv %d D %d), %d queries: transposed V != scalar", Hq, Hkv, D, n);
+        CHECK(memcmp(o0, o2, 4 * (size_t)n * Hq * D) == 0, "ggmlc attention (order %d, Hq %d Hkv %d D %d), %d queries: transposed V != scalar", ggmlc_order(), Hq, Hkv, D, n);
         /* one token with V transposed: the decode split over threads (keys in chunks of 256 x KV heads, rows,
          * KV heads x 16 dims) gives the same bits at any thread count */
         for (int nt = 1; n == 1 && nt <= 5; nt += 2) {
             memset(o2, 0xff, 4 * (size_t)Hq * D);
             CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, 1, Hq, Hkv, D, 0.125f, o2, nt) == 0, "ggmlc decode (VT)");
-            CHECK(memcmp(o0, o2, 4 * (size_t)Hq * D) == 0, "ggmlc decode (Hq %d Hkv %d D %d, %lld keys), %d threads: != scalar",
-                  Hq, Hkv, D, (long long)nkv, nt);
+            CHECK(memcmp(o0, o2, 4 * (size_t)Hq * D) == 0, "ggmlc decode (order %d, Hq %d Hkv %d D %d, %lld keys), %d threads: != scalar",
+                  ggmlc_order(), Hq, Hkv, D, (long long)nkv, nt);
         }
         double worst = 0;
         for (int t = 0; t < n; t++)
@@ -581,7 +581,7 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
                 }
                 free(sc);
             }
-        CHECK(worst < 2e-3, "ggmlc attention (Hq %d Hkv %d D %d, %d queries) vs float64: max abs err %g", Hq, Hkv, D, n, worst);
+        CHECK(worst < 2e-3, "ggmlc attention (order %d, Hq %d Hkv %d D %d, %d queries) vs float64: max abs err %g", ggmlc_order(), Hq, Hkv, D, n, worst);
     }
     /* a one-token batch takes another order than the same query inside a batch: both close. The scores differ
      * by f32 rounding, which can flip a probability's rounding to f16 (by 2^-11 of it, rarely: near-ties); all
@@ -591,7 +591,7 @@ static void test_ggmlc_attn(int Hq, int Hkv, int D, int64_t nkv, unsigned long l
     double dmax = 0, vmax = 0;
     for (int i = 0; i < Hq * D; i++) dmax = fmax(dmax, fabs(o0[i] - o1[6 * Hq * D + i]));
     for (int64_t i = 0; i < nkv * Hkv * D; i++) vmax = fmax(vmax, fabs(mdl_f16_to_f32(V[i])));
-    CHECK(dmax <= ldexp(vmax, -11), "one-token vs batch order (Hq %d Hkv %d D %d): %g > 2^-11 max|v| %g", Hq, Hkv, D,
+    CHECK(dmax <= ldexp(vmax, -11), "one-token vs batch order (order %d, Hq %d Hkv %d D %d): %g > 2^-11 max|v| %g", ggmlc_order(), Hq, Hkv, D,
           dmax, ldexp(vmax, -11));
     free(K); free(V); free(VT); free(q); free(o0); free(o1); free(o2);
 }
@@ -623,15 +623,18 @@ static void test_ggmlc_decode_edges(void) {
             for (int nt = 1; nt <= 3; nt += 2) {
                 memset(o1, 0xff, 4 * (size_t)Hq * D);
                 CHECK(ggmlc_attn_f16(K, V, VT, vcap, nkv, q, 1, Hq, Hkv, D, 0.125f, o1, nt) == 0, "ggmlc decode edges");
-                CHECK(memcmp(o0, o1, 4 * (size_t)Hq * D) == 0, "ggmlc decode (Hq %d Hkv %d D %d), %lld keys, %d threads: != scalar",
-                      Hq, Hkv, D, (long long)nkv, nt);
+                CHECK(memcmp(o0, o1, 4 * (size_t)Hq * D) == 0, "ggmlc decode (order %d, Hq %d Hkv %d D %d), %lld keys, %d threads: != scalar",
+                      ggmlc_order(), Hq, Hkv, D, (long long)nkv, nt);
             }
             free(K); free(V); free(VT); free(q); free(o0); free(o1);
         }
     }
 }
 
-static void test_ggmlc(void) {
+/* every case in both of llama.cpp's x86 orders (ggmlc.h): the AVX2 build's 8 lanes (ggmlc_l8_avx2.c, run on AVX-512
+ * CPUs too) and the AVX-512 build's 16 (AVX-512 kernels, or ggmlc_avx2.c's pairs of 8 on AVX2 CPUs), each against
+ * the scalar path in the same order */
+static void test_ggmlc_order(void) {
     test_ggmlc_decode_edges();
     test_ggmlc_attn(6, 2, 64, 301, 21);
     test_ggmlc_attn(8, 2, 128, 203, 22);
@@ -658,8 +661,22 @@ static void test_ggmlc(void) {
         ws = fmax(ws, fabs(ref - g0[i]) / (fabs(ref) + 1e-3));
     }
     ggmlc_swiglu(g1, u, F);
-    CHECK(memcmp(g0, g1, sizeof g0) == 0, "ggmlc SwiGLU: SIMD != scalar bitwise");
-    CHECK(ws < 1e-5, "ggmlc SwiGLU vs float64: rel err %g", ws);
+    CHECK(memcmp(g0, g1, sizeof g0) == 0, "ggmlc SwiGLU (order %d): SIMD != scalar bitwise", ggmlc_order());
+    CHECK(ws < 1e-5, "ggmlc SwiGLU (order %d) vs float64: rel err %g", ggmlc_order(), ws);
+}
+
+static void test_ggmlc(void) {
+    const int dflt = ggmlc_order();
+    CHECK(dflt == (quant_avx512_available() || !quant_avx2_available() ? GGMLC_ORDER_AVX512 : GGMLC_ORDER_AVX2) ||
+              getenv("INFLLM_LLAMA_ORDER"), "default order %d for kernels %s", dflt, quant_kernel_name());
+    static const int orders[2] = {GGMLC_ORDER_AVX2, GGMLC_ORDER_AVX512};
+    for (int i = 0; i < 2; i++) {
+        ggmlc_set_order(orders[i]);
+        CHECK(ggmlc_order() == orders[i], "ggmlc_set_order(%d) took", orders[i]);
+        test_ggmlc_order();
+    }
+    ggmlc_set_order(0);
+    CHECK(ggmlc_order() == dflt, "ggmlc_set_order(0) returns to the default");
 }
 
 int main(void) {

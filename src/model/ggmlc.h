@@ -1,15 +1,26 @@
 /* ggmlc.h: llama.cpp-compatible numerics for the model runtime (ggml CPU backend semantics):
  * SwiGLU with ggml's vectorized expf, and dense causal attention over an f16 K/V cache computed
- * the way ggml's non-flash path does (Q rounded to f16, scores as tinyBLAS f16 dot products of
- * 16 lanes, softmax with ggml's expf and per-16 partial sums, probabilities rounded to f16, P.V
- * as 16-lane dot products over the keys; a one-token batch takes ggml_vec_dot_f16's order
- * instead, as llama.cpp does). Bitwise equal to llama.cpp's results for the same
- * inputs; the scalar, AVX2 and AVX-512 paths give the same bits. */
+ * the way ggml's non-flash path does (Q rounded to f16, scores as tinyBLAS f16 dot products,
+ * softmax with ggml's expf and per-lane-group partial sums, probabilities rounded to f16, P.V
+ * as dot products over the keys; a one-token batch takes ggml_vec_dot_f16's order instead, as
+ * llama.cpp does). llama.cpp's x86 builds compute two sets of bits: its AVX-512 build with 16
+ * lanes and one expf, its AVX2 build with 8 lanes and another expf (ggmlc_l8_avx2.c says where
+ * each comes from); the order (ggmlc_order) picks which one, by default the one llama.cpp built
+ * natively for this CPU computes. Bitwise equal to llama.cpp's results for the same inputs; for
+ * a given order the scalar, AVX2 and AVX-512 paths give the same bits. */
 #ifndef INFLLM_GGMLC_H
 #define INFLLM_GGMLC_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* The lanes of llama.cpp's f16 / f32 vector paths whose bits to compute: its AVX2 build's (8) or its AVX-512
+ * build's (16). ggmlc_order: the one set by ggmlc_set_order, else INFLLM_LLAMA_ORDER=avx2|avx512 (read once),
+ * else the CPU's (as lowered by INFLLM_SIMD): 16 where AVX-512 kernels run, 8 on AVX2, 16 elsewhere.
+ * ggmlc_set_order(0) returns to that default. Not for changing while another thread computes. */
+enum { GGMLC_ORDER_AVX2 = 8, GGMLC_ORDER_AVX512 = 16 };
+int ggmlc_order(void);
+void ggmlc_set_order(int order);
 
 /* g[i] = silu(g[i]) * u[i] (ggml_vec_swiglu_f32) */
 void ggmlc_swiglu(float *g, const float *u, int64_t n);
@@ -55,7 +66,19 @@ void ggmlc_dec_scores_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int 
 void ggmlc_dec_softmax_avx2(float *srow, int64_t L16, int64_t LP);
 void ggmlc_dec_pv_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
                        int db, int de, float *const *orows, float *work);
-/* internal: AVX2 + FMA + F16C kernels (ggmlc_avx2.c), the same bits */
+/* internal: the AVX2 build's order (GGMLC_ORDER_AVX2) in native 8-lane kernels (ggmlc_l8_avx2.c), the calls of the
+ * AVX-512 order's kernels with 8-lane scratch: the block kernel takes any D % 16 == 0 (D % 32 == 0 for one token),
+ * work R x (D + 128 + ls + 32 D) + ls floats; the decode pieces any D % 32 == 0; swiglu the first n / 8 * 8 values */
+void ggmlc_swiglu_l8_avx2(float *g, const float *u, int64_t n);
+void ggmlc_attn_block_l8_avx2(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                              const int64_t *L, int R, const float *const *qrows, int D, float scale,
+                              float *const *orows, float *work, int vecdot);
+void ggmlc_dec_scores_l8_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D,
+                              float scale, int64_t jb, int64_t je, float *sb, int64_t ls, float *work);
+void ggmlc_dec_softmax_l8_avx2(float *srow, int64_t L16, int64_t LP);
+void ggmlc_dec_pv_l8_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
+                          int db, int de, float *const *orows, float *work);
+/* internal: AVX2 + FMA + F16C kernels of the AVX-512 order (ggmlc_avx2.c), the same bits */
 void ggmlc_swiglu_avx2(float *g, const float *u, int64_t n);
 void ggmlc_attn_row_avx2(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
                          float scale, float *out, float *sbuf, float *accbuf, int vecdot);

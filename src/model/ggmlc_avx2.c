@@ -1,6 +1,8 @@
-/* ggmlc_avx2.c: AVX2 + FMA + F16C kernels of ggmlc.h, for x86 CPUs without AVX-512 (before them the
- * llama.cpp-order dense attention and SwiGLU ran ggmlc.c's scalar code there, calling fmaf one lane at a
- * time: about half of a short dense prefill on an AVX2-only machine, session 27).
+/* ggmlc_avx2.c: AVX2 + FMA + F16C kernels of ggmlc.h's AVX-512 order (GGMLC_ORDER_AVX512: llama.cpp's AVX-512
+ * build's bits) for x86 CPUs without AVX-512 (before them the llama.cpp-order dense attention and SwiGLU ran
+ * ggmlc.c's scalar code there, calling fmaf one lane at a time: about half of a short dense prefill on an AVX2-only
+ * machine, session 27). Since session 69 those CPUs default to the AVX2 build's order (ggmlc_l8_avx2.c); these
+ * kernels run there when INFLLM_LLAMA_ORDER=avx512 asks for the AVX-512 build's bits.
  *
  * The same operations, lane for lane, as ggmlc_avx512.c (and so as ggmlc.c's scalar path: the results are
  * bitwise equal, which test_quant checks): a 16-lane vector of that file is a pair of 8-lane halves here

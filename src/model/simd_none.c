@@ -57,6 +57,15 @@ int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int6
 GGMLC_NONE(avx512)
 GGMLC_NONE(avx2)
 #undef GGMLC_NONE
+void ggmlc_swiglu_l8_avx2(float *g, const float *u, int64_t n) {}
+void ggmlc_attn_block_l8_avx2(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
+                              const int64_t *L, int R, const float *const *qrows, int D, float scale,
+                              float *const *orows, float *work, int vecdot) {}
+void ggmlc_dec_scores_l8_avx2(const uint16_t *K, int64_t ld, const int64_t *L, int R, const float *q, int D,
+                              float scale, int64_t jb, int64_t je, float *sb, int64_t ls, float *work) {}
+void ggmlc_dec_softmax_l8_avx2(float *srow, int64_t L16, int64_t LP) {}
+void ggmlc_dec_pv_l8_avx2(const uint16_t *VT, int64_t vld, int D, int R, const float *sb, int64_t ls, int64_t LP,
+                          int db, int de, float *const *orows, float *work) {}
 #else
 typedef int infllm_simd_none_empty; /* ISO C: a translation unit must declare something */
 #endif
