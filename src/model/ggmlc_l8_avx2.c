@@ -221,6 +221,30 @@ AI void pv_vt(const uint16_t *VT, int64_t vld, int D, int db, int de, int R, con
         }
 }
 
+/* batch P.V from V rows: the chains of keys j = c, c + nl, ... < Lmax for two rows of probabilities (p0, p1) and NI
+ * groups of 8 columns from V's column 0, into o0 / o1 (o1 NULL: one row); 2 NI accumulators in registers */
+AI void pv_rows(const int NI, const uint16_t *V, int64_t ld, int64_t c, int nl, int64_t Lmax, const float *p0,
+                const float *p1, float *o0, float *o1) {
+    __m256 a0[4], a1[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+    for (int64_t j = c; j < Lmax; j += nl) {
+        const __m256 b0 = _mm256_set1_ps(p0[j]), b1 = _mm256_set1_ps(p1[j]);
+        const uint16_t *vr = V + j * ld;
+#pragma GCC unroll 4
+        for (int i = 0; i < NI; i++) {
+            const __m256 v = ldh(vr + 8 * i);
+            a0[i] = _mm256_fmadd_ps(v, b0, a0[i]);
+            a1[i] = _mm256_fmadd_ps(v, b1, a1[i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NI; i++) {
+        _mm256_storeu_ps(o0 + 8 * i, a0[i]);
+        if (o1) _mm256_storeu_ps(o1 + 8 * i, a1[i]);
+    }
+}
+
 /* R query rows (heads of one KV group x tokens) against keys 0..L[r]-1: scores, softmax, P.V (from VT for one
  * token, else from the V rows: nl = 8 (tinyBLAS) or 32 (ggml_vec_dot_f16) chains of keys j = c mod nl per column,
  * folded per column as the lanes are). work: R x (D + 128 + ls + 32 D) + ls floats, ls = LP + 16. */
@@ -243,31 +267,17 @@ AI void attn_block(const int n8, const uint16_t *K, const uint16_t *V, const uin
         return;
     }
     const int nl = vd ? 32 : 8;
-    enum { RP = 3, IB = 4 };
-    float *zrow = acc + (size_t)R * 32 * D; /* [ls] zeros: the missing rows' probabilities */
+    float *zrow = acc + (size_t)R * 32 * D; /* [ls] zeros: a missing second row's probabilities */
     for (int64_t j = 0; j < L16; j++) zrow[j] = 0.f;
-    const __m256 zero = _mm256_setzero_ps();
-    for (int r0 = 0; r0 < R; r0 += RP) {
-        const float *pr[RP];
-        for (int r = 0; r < RP; r++) pr[r] = r0 + r < R ? sb + (size_t)(r0 + r) * ls : zrow;
-        for (int c = 0; c < nl; c++)
-            for (int i0 = 0; i0 < n8; i0 += IB) {
-                const int ib = n8 - i0 < IB ? n8 - i0 : IB;
-                __m256 a[RP][IB];
-                for (int r = 0; r < RP; r++)
-                    for (int i = 0; i < IB; i++) a[r][i] = zero;
-                for (int64_t j = c; j < Lmax; j += nl) {
-                    const uint16_t *vr = V + j * ld + 8 * i0;
-                    __m256 vv[IB];
-                    for (int i = 0; i < ib; i++) vv[i] = ldh(vr + 8 * i);
-                    for (int r = 0; r < RP; r++) {
-                        const __m256 p = _mm256_set1_ps(pr[r][j]);
-                        for (int i = 0; i < ib; i++) a[r][i] = _mm256_fmadd_ps(vv[i], p, a[r][i]);
-                    }
-                }
-                for (int r = 0; r < RP && r0 + r < R; r++)
-                    for (int i = 0; i < ib; i++) _mm256_storeu_ps(acc + ((size_t)(r0 + r) * 32 + c) * D + 8 * (i0 + i), a[r][i]);
-            }
+    for (int r0 = 0; r0 < R; r0 += 2) {
+        const int two = r0 + 1 < R;
+        const float *p0 = sb + (size_t)r0 * ls, *p1 = two ? p0 + ls : zrow;
+        float *a0 = acc + (size_t)r0 * 32 * D, *a1 = two ? a0 + 32 * (size_t)D : NULL;
+        for (int c = 0; c < nl; c++) {
+            int i0 = 0;
+            for (; i0 + 4 <= n8; i0 += 4) pv_rows(4, V + 8 * i0, ld, c, nl, Lmax, p0, p1, a0 + c * D + 8 * i0, a1 ? a1 + c * D + 8 * i0 : NULL);
+            for (; i0 < n8; i0++) pv_rows(1, V + 8 * i0, ld, c, nl, Lmax, p0, p1, a0 + c * D + 8 * i0, a1 ? a1 + c * D + 8 * i0 : NULL);
+        }
     }
     for (int r = 0; r < R; r++) {
         const float *ar = acc + (size_t)r * 32 * D;
