@@ -186,32 +186,49 @@ AI void row_softmax(float *s, int64_t L16, int64_t LP) {
     for (int64_t j = L16; j < LP; j++) s[j] = 0.f;
 }
 
-/* one-token P.V from V transposed (VT [D][vld]) for dims [db, de) (multiples of 8): ggml_vec_dot_f16 of a VT row
- * and each row's probabilities over keys [0, LP) (LP % 32 == 0), 2 rows at a time sharing the V loads; the
- * combined chains go to acc8 [R][D][8], then 8 dims at a time are summed in order */
+/* one-token P.V for NR rows (p[r]: their probabilities) and dims [db, de) of VT [D][vld]: ggml_vec_dot_f16 of a VT row
+ * and each row over keys [0, LP) (LP % 32 == 0), the V loads shared by the rows; the combined chains of (row r, dim
+ * d) go to acc8 + (r D + d) 8 */
+AI void pv_vt_rows(const int NR, const uint16_t *VT, int64_t vld, int D, int db, int de, const float *const *p,
+                   int64_t LP, float *acc8) {
+    for (int d = db; d < de; d++) {
+        const uint16_t *vr = VT + (size_t)d * vld;
+        __m256 a[3][4];
+#pragma GCC unroll 3
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) a[r][k] = _mm256_setzero_ps();
+        for (int64_t j0 = 0; j0 < LP; j0 += 32) {
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m256 v = ldh(vr + j0 + 8 * k);
+#pragma GCC unroll 3
+                for (int r = 0; r < NR; r++) a[r][k] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p[r] + j0 + 8 * k), a[r][k]);
+            }
+        }
+#pragma GCC unroll 3
+        for (int r = 0; r < NR; r++)
+            _mm256_storeu_ps(acc8 + ((size_t)r * D + d) * 8,
+                             _mm256_add_ps(_mm256_add_ps(a[r][0], a[r][2]), _mm256_add_ps(a[r][1], a[r][3])));
+    }
+}
+
+/* one-token P.V from V transposed (VT [D][vld]) for dims [db, de) (multiples of 8) of R rows: 3 rows at a time
+ * (then 2 or 1) into acc8 [R][D][8], then 8 dims at a time summed in order (GGML_F32x8_REDUCE) into orows */
 AI void pv_vt(const uint16_t *VT, int64_t vld, int D, int db, int de, int R, const float *sb, int64_t ls, int64_t LP,
               float *acc8, float *const *orows) {
-    const __m256 zero = _mm256_setzero_ps();
-    for (int r0 = 0; r0 < R; r0 += 2) {
-        const int two = r0 + 1 < R;
-        const float *p0 = sb + (size_t)r0 * ls, *p1 = two ? p0 + ls : p0;
-        for (int d = db; d < de; d++) {
-            const uint16_t *vr = VT + (size_t)d * vld;
-            __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero};
-            for (int64_t j0 = 0; j0 < LP; j0 += 32) {
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) {
-                    const __m256 v = ldh(vr + j0 + 8 * k);
-                    a0[k] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p0 + j0 + 8 * k), a0[k]);
-                    a1[k] = _mm256_fmadd_ps(v, _mm256_loadu_ps(p1 + j0 + 8 * k), a1[k]);
-                }
-            }
-            _mm256_storeu_ps(acc8 + ((size_t)r0 * D + d) * 8,
-                             _mm256_add_ps(_mm256_add_ps(a0[0], a0[2]), _mm256_add_ps(a0[1], a0[3])));
-            if (two)
-                _mm256_storeu_ps(acc8 + ((size_t)(r0 + 1) * D + d) * 8,
-                                 _mm256_add_ps(_mm256_add_ps(a1[0], a1[2]), _mm256_add_ps(a1[1], a1[3])));
-        }
+    for (int r0 = 0; r0 < R;) {
+        const int nr = R - r0 >= 3 ? 3 : R - r0;
+        const float *p[3];
+        for (int r = 0; r < nr; r++) p[r] = sb + (size_t)(r0 + r) * ls;
+        float *ar = acc8 + (size_t)r0 * D * 8;
+        if (nr == 3)
+            pv_vt_rows(3, VT, vld, D, db, de, p, LP, ar);
+        else if (nr == 2)
+            pv_vt_rows(2, VT, vld, D, db, de, p, LP, ar);
+        else
+            pv_vt_rows(1, VT, vld, D, db, de, p, LP, ar);
+        r0 += nr;
     }
     for (int r = 0; r < R; r++)
         for (int d0 = db; d0 < de; d0 += 8) {
