@@ -60,8 +60,13 @@ def rel_fro(a, b):
 # ------------------------------------------------------------------ version --
 r = run(["--version"])
 check(r.returncode == 0, "--version exits 0")
-for key in ("infllm ", "commit:", "simd:", "threads:", "cuda:"):
+for key in ("infllm ", "commit:", "simd:", "llama.cpp numerics:", "threads:", "cuda:"):
     check(key in r.stdout, f"--version prints {key!r}: {r.stdout!r}")
+# the llama.cpp build whose bits the model's dense f16 attention computes: INFLLM_LLAMA_ORDER names it
+for want, says in (("avx2", "its AVX2 build's"), ("avx512", "its AVX-512 build's")):
+    rv = subprocess.run([INFLLM, "--version"], capture_output=True, text=True, env={**os.environ, "INFLLM_LLAMA_ORDER": want})
+    check(rv.returncode == 0 and f"llama.cpp numerics: {says}" in rv.stdout,
+          f"--version under INFLLM_LLAMA_ORDER={want} says {says!r}: {rv.stdout!r}")
 
 # ------------------------------------------------------------------- golden --
 cases = []

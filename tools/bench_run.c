@@ -10,6 +10,7 @@
 #include <unistd.h>
 #endif
 
+#include "ggmlc.h"
 #include "fmtout.h"
 #include "infllm.h"
 #include "mcommon.h"
@@ -229,8 +230,9 @@ int cmd_bench_run(int argc, char **argv) {
         st = st * 6364136223846793005ULL + 1442695040888963407ULL;
         toks[i] = lo + (int32_t)((st >> 33) % (uint64_t)(V - lo));
     }
-    fprintf(stderr, "bench run: %s, %d threads, kernels %s, attention simd %s\n", o.model, run_threads(o.threads),
-            quant_kernel_name(), infllm_cpu_simd_level());
+    fprintf(stderr, "bench run: %s, %d threads, kernels %s, attention simd %s, llama.cpp numerics %s\n", o.model,
+            run_threads(o.threads), quant_kernel_name(), infllm_cpu_simd_level(),
+            ggmlc_order() == GGMLC_ORDER_AVX2 ? "avx2" : "avx512");
     for (int i = 0; i < nl; i++) {
         for (int j = 0; j < nm; j++) {
             run_opts oo = run_opts_mode(&o, mode_names[j]);

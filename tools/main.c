@@ -4,13 +4,14 @@
  *   infllm bench ...       benchmarks: attn, peak, run, backward (tools/bench.c)
  *   infllm run ...         run a model (tools/run.c)
  *   infllm eval ...        ppl / passkey evaluation of a model, dense against sparse (tools/eval.c)
- *   infllm --version       version, commit, SIMD level, threads, CUDA
+ *   infllm --version       version, commit, SIMD level, llama.cpp numerics, threads, CUDA
  *   infllm help [COMMAND]  this list, or COMMAND's --help
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
+#include "ggmlc.h"
 #include "infllm.h"
 
 static void print_version(void) {
@@ -18,6 +19,9 @@ static void print_version(void) {
     printf("commit: %s\n", infllm_build_commit());
     printf("simd: %s\n", infllm_cpu_simd_level());
     printf("bf16 attention: %s\n", infllm_cpu_bf16_dot() ? "bf16 dot-product kernels (vdpbf16ps)" : "f32 FMA kernels");
+    /* whose bits the model runtime's dense f16 attention and SwiGLU compute (docs/MODEL.md "Numerics") */
+    printf("llama.cpp numerics: %s build's (INFLLM_LLAMA_ORDER=avx2|avx512 picks)\n",
+           ggmlc_order() == GGMLC_ORDER_AVX2 ? "its AVX2" : "its AVX-512");
     printf("threads: %d\n", infllm_cpu_num_threads());
     char dev[512];
     const int usable = infllm_cuda_device_info(dev, sizeof dev);
