@@ -665,6 +665,54 @@ static void test_ggmlc_order(void) {
     CHECK(ws < 1e-5, "ggmlc SwiGLU (order %d) vs float64: rel err %g", ggmlc_order(), ws);
 }
 
+/* the two orders are two computations: SwiGLU (the expf variants) and the attention (lane counts), batch and one
+ * token, each differ in some element between them (an order switch that changed nothing fails here) and agree to
+ * rounding: SwiGLU within 4 f32 ulps of the larger, the attention within 2^-11 max |v| (probabilities rounded to f16
+ * may flip, as between a batch and a one-token order) */
+static void test_ggmlc_orders_differ(void) {
+    unsigned long long rng = 41;
+    enum { F = 1024, HQ = 6, HKV = 2, D = 64, NKV = 300, NQ = 5 };
+    static float g8[F], g16[F], u[F], q[NQ * HQ * D], o8[NQ * HQ * D], o16[NQ * HQ * D];
+    static uint16_t K[NKV * HKV * D], V[NKV * HKV * D], VT[HKV * D * 320];
+    for (int i = 0; i < F; i++) {
+        g8[i] = g16[i] = (float)(h_normal(&rng) * 6);
+        u[i] = (float)h_normal(&rng);
+    }
+    for (int i = 0; i < NKV * HKV * D; i++) {
+        K[i] = mdl_f32_to_f16((float)h_normal(&rng));
+        V[i] = mdl_f32_to_f16((float)h_normal(&rng));
+    }
+    for (int j = 0; j < 320; j++)
+        for (int i = 0; i < HKV * D; i++) VT[i * 320 + j] = j < NKV ? V[j * HKV * D + i] : 0;
+    for (int i = 0; i < NQ * HQ * D; i++) q[i] = (float)h_normal(&rng) * 2.f;
+    ggmlc_set_order(GGMLC_ORDER_AVX2);
+    ggmlc_swiglu(g8, u, F);
+    ggmlc_set_order(GGMLC_ORDER_AVX512);
+    ggmlc_swiglu(g16, u, F);
+    int ndiff = 0, far = 0;
+    for (int i = 0; i < F; i++) {
+        ndiff += g8[i] != g16[i];
+        far += fabsf(g8[i] - g16[i]) > 4.f * 0x1p-23f * fmaxf(fabsf(g8[i]), fabsf(g16[i]));
+    }
+    CHECK(ndiff > 0 && far == 0, "SwiGLU, AVX2 vs AVX-512 order: %d of %d values differ (want > 0), %d beyond 4 ulps", ndiff, F, far);
+    for (int n = 1; n <= NQ; n += NQ - 1) {
+        ggmlc_set_order(GGMLC_ORDER_AVX2);
+        CHECK(ggmlc_attn_f16(K, V, VT, 320, NKV, q, n, HQ, HKV, D, 0.125f, o8, 2) == 0, "ggmlc attention, AVX2 order");
+        ggmlc_set_order(GGMLC_ORDER_AVX512);
+        CHECK(ggmlc_attn_f16(K, V, VT, 320, NKV, q, n, HQ, HKV, D, 0.125f, o16, 2) == 0, "ggmlc attention, AVX-512 order");
+        double dmax = 0;
+        ndiff = 0;
+        for (int i = 0; i < n * HQ * D; i++) {
+            ndiff += o8[i] != o16[i];
+            dmax = fmax(dmax, fabs(o8[i] - o16[i]));
+        }
+        double vmax = 0;
+        for (int i = 0; i < NKV * HKV * D; i++) vmax = fmax(vmax, fabs(mdl_f16_to_f32(V[i])));
+        CHECK(ndiff > 0 && dmax <= ldexp(vmax, -11), "attention (%d queries), AVX2 vs AVX-512 order: %d of %d values differ "
+              "(want > 0), max %g (bound %g)", n, ndiff, n * HQ * D, dmax, ldexp(vmax, -11));
+    }
+}
+
 static void test_ggmlc(void) {
     const int dflt = ggmlc_order();
     CHECK(dflt == (quant_avx512_available() || !quant_avx2_available() ? GGMLC_ORDER_AVX512 : GGMLC_ORDER_AVX2) ||
@@ -675,6 +723,7 @@ static void test_ggmlc(void) {
         CHECK(ggmlc_order() == orders[i], "ggmlc_set_order(%d) took", orders[i]);
         test_ggmlc_order();
     }
+    test_ggmlc_orders_differ();
     ggmlc_set_order(0);
     CHECK(ggmlc_order() == dflt, "ggmlc_set_order(0) returns to the default");
 }
