@@ -99,10 +99,15 @@ AI __m256 mask_tail(__m256 s, int64_t rem) {
  * chains over steps of 32, n8 % 4 == 0, then (0 + 2) + (1 + 3)); chains start from zero as both do */
 AI __m256 qk8(const float *q, const float *kf, int n8, int vd) {
     const __m256 zero = _mm256_setzero_ps();
-    if (vd) {
-        __m256 c[4] = {zero, zero, zero, zero};
-        for (int i = 0; i < n8; i++) c[i & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(kf + 8 * i), c[i & 3]);
-        return _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3]));
+    if (vd) { /* steps of 4 groups, so that the 4 chains stay in registers (c[i & 3] kept them on the stack) */
+        __m256 c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+        for (int i = 0; i < n8; i += 4) {
+            c0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(kf + 8 * i), c0);
+            c1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i + 8), _mm256_loadu_ps(kf + 8 * i + 8), c1);
+            c2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i + 16), _mm256_loadu_ps(kf + 8 * i + 16), c2);
+            c3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i + 24), _mm256_loadu_ps(kf + 8 * i + 24), c3);
+        }
+        return _mm256_add_ps(_mm256_add_ps(c0, c2), _mm256_add_ps(c1, c3));
     }
     __m256 a = zero;
     for (int i = 0; i < n8; i++) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * i), _mm256_loadu_ps(kf + 8 * i), a);
