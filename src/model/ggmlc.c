@@ -285,9 +285,10 @@ int ggmlc_attn_f16(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int
     const int vecdot = n == 1; /* llama.cpp: one-token batches take ggml_vec_dot_f16, others tinyBLAS */
     if (ks && vecdot && VT && (ks == KS_L8 ? D % 32 == 0 : D == 64 || D == 128)) /* one token: all threads */
         return attn_decode(ks, K, VT, vcap, nkv, q, Hq, Hkv, D, scale, out, nthreads);
-    /* blocks of rows sharing each K/V row: tb tokens x the heads of a group, in hch chunks of hc heads (8 lanes: any
-     * group and head size; 16 lanes: groups of at most GGMLC_RB heads, d <= 128, one chunk) */
-    const int blocked = ks == KS_L8 ? !vecdot || D % 32 == 0 : ks && D <= 128 && gq <= GGMLC_RB && (!vecdot || D % 64 == 0);
+    /* blocks of rows sharing each K/V row: tb tokens x the heads of a group, in hch chunks of at most GGMLC_RB heads
+     * (hc each: a group of 16 as two of 8; before session 69 groups above GGMLC_RB took the row kernel, a K/V pass a
+     * head); 8 lanes: any head size, 16 lanes: d <= 128 */
+    const int blocked = ks == KS_L8 ? !vecdot || D % 32 == 0 : ks && D <= 128 && (!vecdot || D % 64 == 0);
     const int64_t hch = blocked ? (gq + GGMLC_RB - 1) / GGMLC_RB : 1, hc = (gq + hch - 1) / hch;
     const int64_t tb = blocked ? GGMLC_RB / hc : 1;
     const int64_t ntb = (n + tb - 1) / tb, tasks = blocked ? ntb * Hkv * hch : n * Hq;
