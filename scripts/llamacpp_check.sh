@@ -93,6 +93,13 @@ our_pf, our_dec = float(row[2]), float(row[3])
 print(f"### llama.cpp check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, llama-cpp-python {lcpp_version}, "
       f"{threads} threads)\n")
 print(f"SmolLM2-135M-Instruct Q4_1, infllm --attn dense (f16 KV cache, as llama.cpp), greedy, {NGEN} tokens:\n")
+# which llama.cpp build ran (its x86 AVX2 and AVX-512 builds compute different bits) and which one infllm computes
+# (docs/MODEL.md "Numerics"; INFLLM_LLAMA_ORDER=avx2|avx512 picks it): a mismatch here explains a failed check
+import llama_cpp
+lsys = llama_cpp.llama_print_system_info().decode().strip()
+ver = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+inum = next((l.split(":", 1)[1].strip() for l in ver.splitlines() if l.startswith("llama.cpp numerics:")), "unknown")
+print(f"llama.cpp build: `{lsys}`; infllm computes llama.cpp numerics: {inum}\n")
 print("| prompt | tokens | tokenization identical | prompt logits max abs diff / max abs logit | argmax agrees | identical greedy tokens |")
 print("| --- | ---: | --- | ---: | ---: | ---: |")
 for name, n, tok_ok, rel, agree, same, _, _ in rows:
