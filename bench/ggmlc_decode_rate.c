@@ -20,16 +20,7 @@
 
 #include "ggmlc.h"
 #include "mcommon.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_time.h"
 
 int main(int argc, char **argv) {
     const int64_t nkv = argc > 1 ? atoll(argv[1]) : 2048;

@@ -18,12 +18,7 @@
 #include <time.h>
 
 #include "cpu_kern.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_time.h"
 
 enum { D = 128, TRIALS = 300 };
 

@@ -25,12 +25,7 @@
 
 #include "gguf.h"
 #include "quant.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_time.h"
 
 static uint32_t rng = 67;
 static uint32_t next_u32(void) {
