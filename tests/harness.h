@@ -58,6 +58,17 @@ static inline int finish(const char *name) {
     return h_failed ? 1 : 0;
 }
 
+/* The INFLLM_BF16_DOT=amx runs of a test (tests/CMakeLists.txt) are there for the AMX kernels: where they do not run
+ * (no AMX-BF16 granted to the process, or INFLLM_SIMD below avx512-bf16) the run would repeat the INFLLM_BF16_DOT=0
+ * one, so it says so and the test exits 77 (skipped). */
+static inline int h_skip_amx_run(const char *name) {
+    const char *e = getenv("INFLLM_BF16_DOT");
+    if (!e || strcmp(e, "amx") != 0 || infllm_cpu_bf16_dot() == 2) return 0;
+    printf("%s: SKIP (INFLLM_BF16_DOT=amx, and the AMX kernels do not run here: simd %s)\n", name,
+           infllm_cpu_simd_level());
+    return 1;
+}
+
 /* The unit roundoff of a storage dtype (half an ulp at 1.0, relative): 2^-8 bf16, 2^-11 f16, 2^-24 f32. */
 static inline double h_unit_roundoff(infllm_dtype dt) {
     return dt == INFLLM_DTYPE_BF16 ? 0x1p-8 : dt == INFLLM_DTYPE_F16 ? 0x1p-11 : 0x1p-24;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# isa_check.sh BUILD_DIR: the per-instruction-set kernel objects (*_avx512.c.o, *_avx512bf16.c.o, *_avx2.c.o) hold
+# isa_check.sh BUILD_DIR: the per-instruction-set kernel objects (*_avx512.c.o, *_avx512bf16.c.o, *_amx.c.o, *_avx2.c.o) hold
 # only instructions of the extensions that their run-time dispatch checks before calling them:
 #   src/attn/*_avx512: avx512f / bw / vl / dq (cpu_attn.c), src/attn/*_avx512bf16: the same and avx512_bf16
-#   (cpu_dot16_get), src/model/*_avx512: avx512f / bw / vl / dq and avx512vnni (quant_avx512.c), *_avx2: avx2 / fma
+#   (cpu_dot16_get), src/attn/*_amx: the same, avx512_bf16 and AMX-TILE / AMX-BF16 (cpu_dot16_get), src/model/*_avx512: avx512f / bw / vl / dq and avx512vnni (quant_avx512.c), *_avx2: avx2 / fma
 #   / f16c (VEX only: no EVEX register, mask or encoding).
 # Compiling such a file with a flag for any other extension lets the compiler use it anywhere: session 35 found
 # GCC loading 16-bit scalars with AVX512-FP16's `vmovw` in the model's kernels (built with -mavx512fp16), which
@@ -11,14 +11,14 @@
 set -u
 dir=${1:?usage: isa_check.sh BUILD_DIR}
 command -v objdump >/dev/null || { echo "isa_check: SKIP (no objdump)"; exit 77; }
-mapfile -t objs < <(find "$dir" -name '*_avx512.c.o' -o -name '*_avx512bf16.c.o' -o -name '*_avx2.c.o' | sort)
+mapfile -t objs < <(find "$dir" -name '*_avx512.c.o' -o -name '*_avx512bf16.c.o' -o -name '*_amx.c.o' -o -name '*_avx2.c.o' | sort)
 [ ${#objs[@]} -gt 0 ] || { echo "isa_check: SKIP (no per-ISA objects: not an x86 build)"; exit 77; }
 fail=0
 for o in "${objs[@]}"; do
   # "mnemonic operands" of every instruction
   ins=$(objdump -d --no-show-raw-insn "$o" | awk -F'\t' 'NF >= 2 && $1 ~ /^ *[0-9a-f]+:$/ {print $2}')
   case "$o" in
-    *_avx512.c.o | *_avx512bf16.c.o)
+    *_avx512.c.o | *_avx512bf16.c.o | *_amx.c.o)
       # FP16 (v*ph / v*sh / vmovw, but the F16C / AVX512F conversions vcvtph2ps / vcvtps2ph), BF16, AMX,
       # VBMI / VBMI2 / BITALG / VPOPCNTDQ / IFMA / GFNI / VAES / VPCLMULQDQ
       deny='^(vmovw|v[a-z0-9]*(ph|sh|phx|psx)|vcvtne2?ps2bf16|vdpbf16ps|tile[a-z]*|tdp[a-z0-9]*|vperm[it]?2?b|vpermb|vpmultishiftqb|vpcompress[bw]|vpexpand[bw]|vpsh[lr]dv?[wdq]|vpopcnt[bwdq]|vpshufbitqmb|vpmadd52[lh]uq|vgf2p8[a-z0-9]*|vaes[a-z]*|vpclmulqdq)$'
@@ -26,6 +26,8 @@ for o in "${objs[@]}"; do
       case "$o" in */src/model/*) ;; *) deny="${deny%)\$}|vpdpbusds?|vpdpwssds?)\$" ;; esac
       # the bf16 dot kernels' file: its dispatch checks AVX512_BF16 (vdpbf16ps, vcvtne2ps2bf16, vcvtneps2bf16)
       case "$o" in *_avx512bf16.c.o) allow='^(vcvtph2ps|vcvtps2ph|vdpbf16ps|vcvtne2?ps2bf16[a-z]*)$' ;; esac
+      # the AMX kernels' file: AVX512_BF16 and the AMX-TILE / AMX-BF16 instructions (not AMX-INT8's, not FP16's)
+      case "$o" in *_amx.c.o) allow='^(vcvtph2ps|vcvtps2ph|vdpbf16ps|vcvtne2?ps2bf16[a-z]*|ldtilecfg|sttilecfg|tilerelease|tilezero|tileloadd(t1)?|tilestored|tdpbf16ps)$' ;; esac
       bad=$(echo "$ins" | awk '{print $1}' | grep -E "$deny" | grep -vE "$allow" | sort | uniq -c)
       ;;
     *)

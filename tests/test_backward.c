@@ -863,6 +863,7 @@ static void aliased_buffers(void) {
 }
 
 int main(void) {
+    if (h_skip_amx_run("test_backward")) return 77;
     const infllm_dtype BF = INFLLM_DTYPE_BF16, F16 = INFLLM_DTYPE_F16, F32 = INFLLM_DTYPE_F32;
     printf("test_backward: attention backward (REF vs finite differences, CPU vs REF)\n");
     /* name, dtype, Hq, Hkv, D, B, nseq, lq[], lk[], topk_cols (0: dense), softmax_scale factor (0: the default) */

@@ -1039,22 +1039,33 @@ static void cpu_features_check(void) {
 #else
     printf("cpu features: %s\n", "not compared (not x86, or not GCC)");
 #endif
+    static const char *dot_name[] = {"f32 FMA kernels", "bf16 dot-product kernels (vdpbf16ps)",
+                                     "bf16 dot-product kernels (AMX tiles)"};
+    const int dot = infllm_cpu_bf16_dot();
     printf("cpu kernels: simd %s, bf16 attention on the %s\n", infllm_cpu_simd_level(),
-           infllm_cpu_bf16_dot() ? "bf16 dot-product kernels" : "f32 FMA kernels");
+           dot >= 0 && dot <= 2 ? dot_name[dot] : "(unknown kernels)");
 #if defined(__x86_64__) || defined(__i386__)
-    /* the dispatch rule (cpu_dot16_get): the dot kernels run where the level is avx512-bf16 (INFLLM_SIMD may lower
-     * it) and INFLLM_BF16_DOT is 1, or unset on an AMD CPU; never otherwise */
+    /* the dispatch rule (cpu_dot16_get): at level avx512-bf16 (INFLLM_SIMD may lower it) INFLLM_BF16_DOT=0 none,
+     * avx512bf16 vdpbf16ps, amx the AMX tiles where granted (else none), another value the AMX tiles where granted
+     * else vdpbf16ps; unset, the AMX tiles where granted, vdpbf16ps on an AMD CPU, none otherwise; never below it */
     const char *force = getenv("INFLLM_BF16_DOT");
-    const int level_ok = strcmp(infllm_cpu_simd_level(), "avx512-bf16") == 0;
-    const int want = level_ok && (force && *force ? strcmp(force, "0") != 0
-                                                  : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0);
-    CHECK(infllm_cpu_bf16_dot() == want, "bf16 dot kernels %s (simd %s, INFLLM_BF16_DOT=%s, AMD %d): expected %s",
-          infllm_cpu_bf16_dot() ? "on" : "off", infllm_cpu_simd_level(), force ? force : "(unset)",
-          (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0, want ? "on" : "off");
+    const int level_ok = strcmp(infllm_cpu_simd_level(), "avx512-bf16") == 0, amx = infllm_x86_amx_ready();
+    int want = 0;
+    if (level_ok) {
+        if (force && *force)
+            want = strcmp(force, "0") == 0 ? 0 : strcmp(force, "avx512bf16") == 0 ? 1 : strcmp(force, "amx") == 0 ? 2 * amx
+                                                                                      : amx ? 2 : 1;
+        else
+            want = amx ? 2 : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0;
+    }
+    CHECK(dot == want, "bf16 dot kernels %d (simd %s, INFLLM_BF16_DOT=%s, AMD %d, AMX granted %d): expected %d", dot,
+          infllm_cpu_simd_level(), force ? force : "(unset)", (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0,
+          amx, want);
 #endif
 }
 
 int main(void) {
+    if (h_skip_amx_run("test_diff")) return 77;
     verbose = getenv("INFLLM_DIFF_VERBOSE") != NULL;
     cpu_features_check();
     int quick = getenv("INFLLM_DIFF_QUICK") != NULL;

@@ -103,25 +103,47 @@ const cpu_kern *cpu_kern_get(void) {
     return &cpu_kern_scalar;
 }
 
-const cpu_dot16 *cpu_dot16_get(void) {
+/* 0: off, 1: vdpbf16ps (cpu_dot16_avx512bf16), 2: AMX tiles (cpu_dot16_amx). INFLLM_BF16_DOT: 0 off; 1 the best the
+ * CPU has (AMX where granted, else vdpbf16ps); avx512bf16 / amx that one (off where the CPU lacks it); unset, AMX where
+ * granted, vdpbf16ps on AMD (on Intel's AVX512_BF16 parts without AMX it runs at half the f32 FMA rate). */
+static int dot16_choice(void) {
 #ifdef INFLLM_CPU_X86
     static atomic_int cached = -1;
     int v = atomic_load(&cached);
     if (v < 0) {
         v = 0;
-        if (simd_level() >= LVL_AVX512BF16) { /* INFLLM_SIMD below avx512-bf16 turns it off too */
+        if (simd_level() >= LVL_AVX512BF16) { /* INFLLM_SIMD below avx512-bf16 turns them off too */
             const char *e = getenv("INFLLM_BF16_DOT");
-            v = e && *e ? strcmp(e, "0") != 0 : infllm_x86_has(INFLLM_X86_VENDOR_AMD);
+            if (e && *e) {
+                if (strcmp(e, "0") == 0) v = 0;
+                else if (strcmp(e, "avx512bf16") == 0) v = 1;
+                else if (strcmp(e, "amx") == 0) v = infllm_x86_amx_ready() ? 2 : 0;
+                else v = infllm_x86_amx_ready() ? 2 : 1; /* "1" (any other value: on) */
+            } else {
+                v = infllm_x86_amx_ready() ? 2 : infllm_x86_has(INFLLM_X86_VENDOR_AMD) ? 1 : 0;
+            }
         }
         atomic_store(&cached, v);
     }
-    return v ? &cpu_dot16_avx512bf16 : NULL;
+    return v;
+#else
+    return 0;
+#endif
+}
+
+const cpu_dot16 *cpu_dot16_get(void) {
+#ifdef INFLLM_CPU_X86
+    switch (dot16_choice()) {
+    case 1: return &cpu_dot16_avx512bf16;
+    case 2: return &cpu_dot16_amx;
+    default: return NULL;
+    }
 #else
     return NULL;
 #endif
 }
 
-int cpu_bf16_dot_on(void) { return cpu_dot16_get() != NULL; }
+int cpu_bf16_dot_on(void) { return dot16_choice(); }
 
 const cpu_dot16 *cpu_dot16_for(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL; }
 

@@ -75,10 +75,12 @@ typedef struct cpu_dot16 {
 } cpu_dot16;
 #ifdef INFLLM_CPU_X86
 extern const cpu_dot16 cpu_dot16_avx512bf16;
+extern const cpu_dot16 cpu_dot16_amx; /* kern_dot16_amx.c: the same layouts on AMX-BF16 tiles */
 #endif
 
-/* The dot-product kernels where they run and are faster than the f32 FMA path (AVX512_BF16 on an AMD CPU, or
- * INFLLM_BF16_DOT=1 on any CPU with AVX512_BF16; INFLLM_BF16_DOT=0 never), else NULL. Decided once a process. */
+/* The dot-product kernels where they run and are faster than the f32 FMA path (AMX-BF16 granted to the process, else
+ * AVX512_BF16 on an AMD CPU; INFLLM_BF16_DOT=1 / avx512bf16 / amx / 0 chooses, cpu_attn.c), else NULL. Decided once a
+ * process. */
 const cpu_dot16 *cpu_dot16_get(void);
 /* the kernels for inputs of dtype dt (bf16 only: the pair layouts hold the storage's own values), else NULL: the one
  * rule of every pack, the decode cache's tiles and the backward */

@@ -1,4 +1,7 @@
 /* cpu_x86.c: infllm_x86_features (cpu_x86.h) from CPUID and XGETBV. Built without SIMD flags. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* syscall() */
+#endif
 #include "cpu_x86.h"
 
 #include <stdatomic.h>
@@ -29,6 +32,8 @@ static unsigned detect(void) {
     if (__get_cpuid_max(0, NULL) < 7) return f;
     __cpuid_count(7, 0, a, b, c, d);
     const unsigned max_subleaf = a;
+    /* AMX-TILE (EDX bit 24), AMX-BF16 (bit 22), the OS saving XTILECFG and XTILEDATA (XCR0 bits 17, 18) */
+    if (((d >> 24) & 1) && ((d >> 22) & 1) && (xcr0 & 0x60000) == 0x60000) f |= INFLLM_X86_AMX_BF16;
     if (ymm && ((b >> 5) & 1)) f |= INFLLM_X86_AVX2;
     if (!zmm) return f;
     if ((b >> 16) & 1) f |= INFLLM_X86_AVX512F;
@@ -45,6 +50,31 @@ static unsigned detect(void) {
 #else
 static unsigned detect(void) { return 0; }
 #endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+/* Linux 5.16+: a process asks once for the AMX tile data state (XFEATURE_XTILEDATA, 18); a tile instruction before
+ * the grant is SIGILL. ARCH_GET_XCOMP_PERM then lists the granted state components. */
+static int amx_grant(void) {
+    unsigned long bits = 0;
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18UL) != 0) return 0;
+    if (syscall(SYS_arch_prctl, 0x1022 /* ARCH_GET_XCOMP_PERM */, &bits) != 0) return 0;
+    return (bits >> 18) & 1;
+}
+#else
+static int amx_grant(void) { return 0; }
+#endif
+
+int infllm_x86_amx_ready(void) {
+    static atomic_int cached = -1; /* threads racing here all ask the kernel, which grants idempotently */
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = infllm_x86_has(INFLLM_X86_AMX_BF16) && amx_grant();
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
 
 unsigned infllm_x86_features(void) {
     static atomic_uint cached = 1u << 31; /* unread; threads racing here all store the same answer */

@@ -19,6 +19,9 @@ enum {
     INFLLM_X86_AVX512VNNI = 1u << 7,
     INFLLM_X86_AVX512BF16 = 1u << 8,
     INFLLM_X86_VENDOR_AMD = 1u << 9, /* not an extension: CPUID's vendor string is AuthenticAMD (cpu_dot16_get) */
+    /* AMX-TILE and AMX-BF16 with the OS enabling the tile state (XCR0 bits 17 / 18). Linux still wants each process
+     * to ask for the tile data before it runs a tile instruction: infllm_x86_amx_ready */
+    INFLLM_X86_AMX_BF16 = 1u << 10,
 };
 /* the level sets the dispatchers test */
 #define INFLLM_X86_LEVEL_AVX2 (INFLLM_X86_AVX2 | INFLLM_X86_FMA | INFLLM_X86_F16C)
@@ -28,6 +31,11 @@ enum {
 /* The INFLLM_X86_* bits this CPU supports (0 on other architectures). Compiled without SIMD flags, so the
  * SIMD files may call it before they run any instruction of their own. Cached after the first call. */
 unsigned infllm_x86_features(void);
+
+/* 1 if this process may run AMX-BF16 tile instructions: INFLLM_X86_AMX_BF16 and, on Linux, the kernel's grant of
+ * the tile data state to the process (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, as oneDNN and PyTorch ask); 0
+ * elsewhere (other operating systems are not asked: the AMX kernels stay off there). Cached after the first call. */
+int infllm_x86_amx_ready(void);
 
 /* every bit of `need` supported */
 static inline int infllm_x86_has(unsigned need) { return (infllm_x86_features() & need) == need; }

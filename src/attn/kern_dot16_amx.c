@@ -1,0 +1,239 @@
+/* kern_dot16_amx.c: the bf16 dot-product attention kernels (cpu_dot16) on Intel AMX-BF16 tiles (Sapphire / Emerald /
+ * Granite Rapids), compiled with -mamx-tile -mamx-bf16 (and the AVX-512 + AVX512_BF16 flags of the vdpbf16ps file)
+ * and called only where cpu_dot16_get() (cpu_attn.c) found AMX-BF16 granted to the process (infllm_x86_amx_ready)
+ * and AVX512_BF16.
+ *
+ * They take the same packed tiles as kern_dot16_avx512bf16.c (cpu_kern.h): those pair layouts are what TDPBF16PS
+ * reads as its B operand. One 64-key tile's K, Kp16 [4 groups][D/2][16][2], is per group of 16 keys and per 32
+ * dims a B tile of 16 rows (dim pairs) x 64 bytes (16 keys x 2 dims) at a 64-byte stride; V, Vp16 [32 pairs][D][2],
+ * is per 32 keys and 16 dims a B tile of 16 rows (key pairs) x 64 bytes (16 dims x 2 keys) at a 4 D-byte stride.
+ * The A operands are Q's bf16 rows (16 rows x 32 dims) and P's rows rounded to bf16 (16 rows x 32 keys); the C
+ * tiles (16 rows x 16 f32 columns) are S, or O's columns. A row's result depends only on its own row (16-row tiles,
+ * rows padded with zeros), so the bitwise rules of the callers (decode == prefill rows, chunked == one-shot) hold.
+ *
+ * Arithmetic: TDPBF16PS adds, per element and in order of the pairs, the exact f32 products of the two bf16 pairs
+ * into the f32 accumulator with round-to-nearest-even, and flushes denormal inputs and results to zero (it does not
+ * read MXCSR), as vdpbf16ps does, with the pair's two products added one after the other. P is rounded to bf16
+ * (nearest even, vcvtne2ps2bf16) for P V, as the vdpbf16ps kernels, the GPU kernels and FlashAttention round it.
+ *
+ * Tile state: each call loads its tile configuration (LDTILECFG) and releases the tiles (TILERELEASE) before it
+ * returns, so that other AMX users of the thread (oneDNN under PyTorch, say) and ours never see each other's shapes,
+ * and a thread that is not in a kernel holds no tile state for the OS to save. */
+#include <stdint.h>
+#include <string.h>
+
+#include "cpu_kern.h"
+
+#ifdef INFLLM_AMX_EMULATE
+/* tests/test_amx_host.c: this file on a CPU without AMX, the tile instructions and the two vector helpers below
+ * emulated (tests/amx_emu.h) */
+#include "amx_emu.h"
+#else
+#include <immintrin.h>
+
+/* dst[0 .. n / 2) = p[0 .. n) as bf16 pairs (keys 2i, 2i + 1), nearest even (vcvtne2ps2bf16), n a multiple of 32 */
+static inline void p_row_pairs(uint32_t *dst, const float *p, int n) {
+    for (int i = 0; i < n; i += 32) {
+        const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + i + 16), _mm512_loadu_ps(p + i));
+        _mm512_storeu_si512(dst + i / 2, (__m512i)h);
+    }
+}
+
+/* dst[0 .. D) = src[0 .. D) * a (D a multiple of 16; dst may be src) */
+static inline void scale_row(float *dst, const float *src, float a, int D) {
+    const __m512 av = _mm512_set1_ps(a);
+    for (int d = 0; d < D; d += 16) _mm512_storeu_ps(dst + d, _mm512_mul_ps(_mm512_loadu_ps(src + d), av));
+}
+#endif
+
+/* tile numbers: 0-3 accumulators (C), 4 / 5 the A / B operands of a 32-wide step, 6 / 7 those of a 16-wide one
+ * (macros: the intrinsics paste the number into the instruction's register name) */
+#define TA 4
+#define TB 5
+#define TAH 6
+#define TBH 7
+enum { AMX_ROWS = 16, AMX_MAX_D = 256 };
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+static void tiles_begin(void) {
+    amx_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 4; t++) { /* C: 16 rows x 16 f32 */
+        c.rows[t] = AMX_ROWS;
+        c.colsb[t] = 64;
+    }
+    c.rows[TA] = AMX_ROWS; /* A: 16 rows x 32 bf16 */
+    c.colsb[TA] = 64;
+    c.rows[TB] = 16; /* B: 16 pairs x 16 columns of 2 bf16 */
+    c.colsb[TB] = 64;
+    c.rows[TAH] = AMX_ROWS; /* A of a 16-wide step: 16 rows x 16 bf16 */
+    c.colsb[TAH] = 32;
+    c.rows[TBH] = 8; /* B of a 16-wide step: 8 pairs */
+    c.colsb[TBH] = 64;
+    _tile_loadconfig(&c);
+}
+
+/* ---------------------------------------------------------------- QK ---- */
+/* S[r][n] = Q row r . key n for the ng groups of 16 keys of Kp (cpu_dot16.qk16) */
+static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int D, const uint16_t *Kp, int ng,
+                     float *S) {
+    _Alignas(64) uint16_t qb[AMX_ROWS * AMX_MAX_D]; /* [16][D] the block's Q rows, zero past the last */
+    _Alignas(64) float sb[AMX_ROWS * CPU_KT];      /* [16][64] S of a block of fewer than 16 rows */
+    const int64_t gs = (int64_t)D * CPU_KG;       /* elements of one packed group of 16 keys */
+    tiles_begin();
+    for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
+        const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
+        const uint16_t *A = qb;
+        size_t lda = (size_t)D * 2; /* bytes */
+        if (!rows && rb == AMX_ROWS) {
+            A = Q + (int64_t)r0 * ldq;
+            lda = (size_t)ldq * 2;
+        } else {
+            for (int r = 0; r < rb; r++)
+                memcpy(qb + (size_t)r * D, Q + (int64_t)(rows ? rows[r0 + r] : r0 + r) * ldq, (size_t)D * 2);
+            memset(qb + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * 2);
+        }
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        int d = 0;
+        for (; d + 32 <= D; d += 32) {
+            const uint16_t *kd = Kp + (size_t)d * CPU_KG; /* dim pairs d / 2 .. d / 2 + 15 of group 0 */
+            _tile_loadd(TA, A + d, lda);
+            _tile_loadd(TB, kd, 64);
+            _tile_dpbf16ps(0, TA, TB);
+            if (ng > 1) {
+                _tile_loadd(TB, kd + gs, 64);
+                _tile_dpbf16ps(1, TA, TB);
+            }
+            if (ng > 2) {
+                _tile_loadd(TB, kd + 2 * gs, 64);
+                _tile_dpbf16ps(2, TA, TB);
+            }
+            if (ng > 3) {
+                _tile_loadd(TB, kd + 3 * gs, 64);
+                _tile_dpbf16ps(3, TA, TB);
+            }
+        }
+        if (d < D) { /* D = 16 (mod 32): the last 16 dims, 8 pairs */
+            const uint16_t *kd = Kp + (size_t)d * CPU_KG;
+            _tile_loadd(TAH, A + d, lda);
+            _tile_loadd(TBH, kd, 64);
+            _tile_dpbf16ps(0, TAH, TBH);
+            if (ng > 1) {
+                _tile_loadd(TBH, kd + gs, 64);
+                _tile_dpbf16ps(1, TAH, TBH);
+            }
+            if (ng > 2) {
+                _tile_loadd(TBH, kd + 2 * gs, 64);
+                _tile_dpbf16ps(2, TAH, TBH);
+            }
+            if (ng > 3) {
+                _tile_loadd(TBH, kd + 3 * gs, 64);
+                _tile_dpbf16ps(3, TAH, TBH);
+            }
+        }
+        float *Sd = rb == AMX_ROWS ? S + (size_t)r0 * CPU_KT : sb;
+        _tile_stored(0, Sd, CPU_KT * 4);
+        if (ng > 1) _tile_stored(1, Sd + 16, CPU_KT * 4);
+        if (ng > 2) _tile_stored(2, Sd + 32, CPU_KT * 4);
+        if (ng > 3) _tile_stored(3, Sd + 48, CPU_KT * 4);
+        if (rb < AMX_ROWS) /* the block's rows, the ng groups' columns (the others are not S's) */
+            for (int r = 0; r < rb; r++)
+                memcpy(S + (size_t)(r0 + r) * CPU_KT, sb + (size_t)r * CPU_KT, (size_t)ng * CPU_KG * sizeof(float));
+    }
+    _tile_release();
+}
+
+/* ---------------------------------------------------------------- PV ---- */
+/* the 16 C tiles' columns d0 .. d0 + 16 nct - 1 of O (ldo bytes a row) += P V over the tile's keys: full steps of 32
+ * keys (pb's columns 32 s ..), then a 16-key step when half */
+static inline void pv_cols(float *Ob, size_t ldo, int nct, const uint32_t *pb, const uint16_t *V, int D, int d0,
+                           int full, int half) {
+    const size_t ldv = (size_t)D * 4; /* bytes from one key pair to the next in Vp16 */
+    if (nct > 0) _tile_loadd(0, Ob + d0, ldo);
+    if (nct > 1) _tile_loadd(1, Ob + d0 + 16, ldo);
+    if (nct > 2) _tile_loadd(2, Ob + d0 + 32, ldo);
+    if (nct > 3) _tile_loadd(3, Ob + d0 + 48, ldo);
+    for (int s = 0; s <= full; s++) {
+        if (s == full && !half) break;
+        const uint16_t *vs = V + (size_t)s * 32 * D + 2 * (size_t)d0; /* key pair 16 s, dim d0 */
+        if (s < full) {
+            _tile_loadd(TA, pb + 16 * s, CPU_KT * 2);
+            _tile_loadd(TB, vs, ldv);
+            _tile_dpbf16ps(0, TA, TB);
+            if (nct > 1) {
+                _tile_loadd(TB, vs + 32, ldv);
+                _tile_dpbf16ps(1, TA, TB);
+            }
+            if (nct > 2) {
+                _tile_loadd(TB, vs + 64, ldv);
+                _tile_dpbf16ps(2, TA, TB);
+            }
+            if (nct > 3) {
+                _tile_loadd(TB, vs + 96, ldv);
+                _tile_dpbf16ps(3, TA, TB);
+            }
+        } else {
+            _tile_loadd(TAH, pb + 16 * s, CPU_KT * 2);
+            _tile_loadd(TBH, vs, ldv);
+            _tile_dpbf16ps(0, TAH, TBH);
+            if (nct > 1) {
+                _tile_loadd(TBH, vs + 32, ldv);
+                _tile_dpbf16ps(1, TAH, TBH);
+            }
+            if (nct > 2) {
+                _tile_loadd(TBH, vs + 64, ldv);
+                _tile_dpbf16ps(2, TAH, TBH);
+            }
+            if (nct > 3) {
+                _tile_loadd(TBH, vs + 96, ldv);
+                _tile_dpbf16ps(3, TAH, TBH);
+            }
+        }
+    }
+    if (nct > 0) _tile_stored(0, Ob + d0, ldo);
+    if (nct > 1) _tile_stored(1, Ob + d0 + 16, ldo);
+    if (nct > 2) _tile_stored(2, Ob + d0 + 32, ldo);
+    if (nct > 3) _tile_stored(3, Ob + d0 + 48, ldo);
+}
+
+/* O[row r] = O[row r] * alpha[r] + P[r] V over the first nk keys (a multiple of 16) (cpu_dot16.pv16) */
+static void pv16_amx(float *O, const int *rows, int R, int D, const float *alpha, const float *P, const uint16_t *V,
+                     int nk) {
+    _Alignas(64) uint32_t pb[AMX_ROWS * (CPU_KT / 2)]; /* [16][32] P's rows as bf16 pairs */
+    _Alignas(64) float ob[AMX_ROWS * AMX_MAX_D];       /* [16][D] listed rows of O */
+    const int full = nk / 32, half = (nk & 16) != 0, ncols = (nk + 31) & ~31; /* P columns converted */
+    const size_t ldo = (size_t)D * sizeof(float);
+    tiles_begin();
+    for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
+        const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
+        for (int r = 0; r < rb; r++) /* nearest even, as p_pairs in the vdpbf16ps kernels */
+            p_row_pairs(pb + (size_t)r * (CPU_KT / 2), P + (size_t)(r0 + r) * CPU_KT, ncols);
+        if (rb < AMX_ROWS) memset(pb + (size_t)rb * (CPU_KT / 2), 0, (size_t)(AMX_ROWS - rb) * CPU_KT * 2);
+        float *Ob = ob;
+        const int direct = !rows && rb == AMX_ROWS; /* 16 consecutive rows: O itself is the C tiles' memory */
+        if (direct) Ob = O + (size_t)r0 * D;
+        for (int r = 0; r < rb; r++)
+            scale_row(Ob + (size_t)r * D, O + (size_t)(rows ? rows[r0 + r] : r0 + r) * D, alpha[r0 + r], D);
+        if (!direct && rb < AMX_ROWS) memset(ob + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * sizeof(float));
+        for (int d0 = 0; d0 < D; d0 += 64) {
+            const int nct = D - d0 >= 64 ? 4 : (D - d0) / 16;
+            pv_cols(Ob, ldo, nct, pb, V, D, d0, full, half);
+        }
+        if (!direct)
+            for (int r = 0; r < rb; r++)
+                memcpy(O + (size_t)(rows ? rows[r0 + r] : r0 + r) * D, ob + (size_t)r * D, (size_t)D * sizeof(float));
+    }
+    _tile_release();
+}
+
+const cpu_dot16 cpu_dot16_amx = {"amx-bf16 dot", qk16_amx, pv16_amx};
