@@ -723,7 +723,11 @@ static void print_header(const opts *o, const char *cpu) {
            cpu, infllm_cpu_simd_level(), o->threads, md_cell(la, sizeof la, 2, load_avg()),
            o->structured ? "structured" : "random",
            o->dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
-               ? ", bf16 attention on the bf16 dot-product kernels (frac of peak is of the fp32 FMA peak: it can pass 1)"
+               ? (infllm_cpu_bf16_dot() == 2
+                      ? ", bf16 attention on the bf16 dot-product kernels, AMX tiles (frac of peak is of the fp32 FMA peak: "
+                        "it can pass 1)"
+                      : ", bf16 attention on the bf16 dot-product kernels (frac of peak is of the fp32 FMA peak: it can pass "
+                        "1)")
                : "");
     /* the peak as it was had: measured (by the wall clock and by CPU time), given by --peak (one number, which the
      * CPU-time fractions use too: it printed it twice, as if both had been measured), or not measured at all (no
@@ -1344,7 +1348,10 @@ static int cmd_backward_bench(int argc, char **argv) {
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
                infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
                o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
-                   ? ", bf16 on the bf16 dot-product kernels (the forward; the backward's S and dP)"
+                   ? (infllm_cpu_bf16_dot() == 2 ? ", bf16 on the bf16 dot-product kernels, AMX tiles (the forward; the "
+                                                    "backward's S and dP)"
+                                                  : ", bf16 on the bf16 dot-product kernels (the forward; the backward's S "
+                                                    "and dP)")
                    : "",
                o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
                o.reps);
@@ -1716,7 +1723,10 @@ static int cmd_decode_bench(int argc, char **argv) {
         else
             printf("# infllm bench decode: commit %s, %s, simd %s, %d thread(s), load avg %s%s\n", infllm_build_commit(),
                    cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
-                   o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot() ? ", bf16 on the bf16 dot-product kernels" : "");
+                   o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
+                       ? (infllm_cpu_bf16_dot() == 2 ? ", bf16 on the bf16 dot-product kernels, AMX tiles"
+                                                     : ", bf16 on the bf16 dot-product kernels")
+                       : "");
         printf("# one decode step against a cache of `context` tokens (append 1 token + attend its query): Hq %d, Hkv %d, "
                "D %d, dtype %s, B %d, topk %d + local %d, init %d, window %d, inputs %s, reps %d (medians); read MiB: the "
                "K / V rows (and compressed keys) the attend reads, GB/s over the %s\n",

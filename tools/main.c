@@ -18,7 +18,10 @@ static void print_version(void) {
     printf("infllm %s\n", infllm_version());
     printf("commit: %s\n", infllm_build_commit());
     printf("simd: %s\n", infllm_cpu_simd_level());
-    printf("bf16 attention: %s\n", infllm_cpu_bf16_dot() ? "bf16 dot-product kernels (vdpbf16ps)" : "f32 FMA kernels");
+    const int dot = infllm_cpu_bf16_dot();
+    printf("bf16 attention: %s\n", dot == 2   ? "bf16 dot-product kernels (AMX tiles)"
+                                   : dot != 0 ? "bf16 dot-product kernels (vdpbf16ps)"
+                                              : "f32 FMA kernels");
     /* whose bits the model runtime's dense f16 attention and SwiGLU compute (docs/MODEL.md "Numerics") */
     printf("llama.cpp numerics: %s build's (INFLLM_LLAMA_ORDER=avx2|avx512 picks)\n",
            ggmlc_order() == GGMLC_ORDER_AVX2 ? "its AVX2" : "its AVX-512");
