@@ -135,7 +135,9 @@ const cpu_dot16 *cpu_dot16_get(void) {
 #ifdef INFLLM_CPU_X86
     switch (dot16_choice()) {
     case 1: return &cpu_dot16_avx512bf16;
+#ifdef INFLLM_CPU_AMX
     case 2: return &cpu_dot16_amx;
+#endif
     default: return NULL;
     }
 #else

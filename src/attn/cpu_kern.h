@@ -75,7 +75,10 @@ typedef struct cpu_dot16 {
 } cpu_dot16;
 #ifdef INFLLM_CPU_X86
 extern const cpu_dot16 cpu_dot16_avx512bf16;
+#if defined(__linux__) && defined(__x86_64__)
+#define INFLLM_CPU_AMX 1 /* built where the process can ask the OS for the tile state (CMakeLists.txt) */
 extern const cpu_dot16 cpu_dot16_amx; /* kern_dot16_amx.c: the same layouts on AMX-BF16 tiles */
+#endif
 #endif
 
 /* The dot-product kernels where they run and are faster than the f32 FMA path (AMX-BF16 granted to the process, else

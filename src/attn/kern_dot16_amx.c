@@ -61,7 +61,9 @@ typedef struct {
     uint8_t rows[16];
 } amx_tilecfg;
 
-static void tiles_begin(void) {
+/* half: tiles 6 / 7 as the A / B of a 16-wide step (16 rows x 16 bf16, 8 pairs); else as a second A / B of a 32-wide
+ * step (the experiment variants 1 and 2: two B tiles in turn, or 2 x 2 blocks) */
+static void tiles_begin(int half) {
     amx_tilecfg c;
     memset(&c, 0, sizeof c);
     c.palette = 1;
@@ -74,81 +76,180 @@ static void tiles_begin(void) {
     c.rows[TB] = 16; /* B: 16 pairs x 16 columns of 2 bf16 */
     c.colsb[TB] = 64;
     c.rows[TAH] = AMX_ROWS; /* A of a 16-wide step: 16 rows x 16 bf16 */
-    c.colsb[TAH] = 32;
-    c.rows[TBH] = 8; /* B of a 16-wide step: 8 pairs */
+    c.colsb[TAH] = half ? 32 : 64;
+    c.rows[TBH] = half ? 8 : 16; /* B of a 16-wide step: 8 pairs */
     c.colsb[TBH] = 64;
     _tile_loadconfig(&c);
 }
 
+/* INFLLM_AMX_VARIANT (an experiment of session 70, read once): 0 one B tile, 1 two B tiles in turn where no 16-wide
+ * step is needed, 2 as 1 and the QK product in 2 x 2 blocks (32 rows x 2 groups) */
+#ifndef INFLLM_AMX_EMULATE
+#include <stdatomic.h>
+#include <stdlib.h>
+static int amx_variant(void) {
+    static atomic_int v = -1;
+    int x = atomic_load_explicit(&v, memory_order_relaxed);
+    if (x < 0) {
+        const char *e = getenv("INFLLM_AMX_VARIANT");
+        x = e && (*e == '1' || *e == '2') ? *e - '0' : 0;
+        atomic_store_explicit(&v, x, memory_order_relaxed);
+    }
+    return x;
+}
+#else
+static int amx_variant_emu;
+static int amx_variant(void) { return amx_variant_emu; }
+#endif
+
 /* ---------------------------------------------------------------- QK ---- */
-/* S[r][n] = Q row r . key n for the ng groups of 16 keys of Kp (cpu_dot16.qk16) */
-static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int D, const uint16_t *Kp, int ng,
-                     float *S) {
-    _Alignas(64) uint16_t qb[AMX_ROWS * AMX_MAX_D]; /* [16][D] the block's Q rows, zero past the last */
-    _Alignas(64) float sb[AMX_ROWS * CPU_KT];      /* [16][64] S of a block of fewer than 16 rows */
-    const int64_t gs = (int64_t)D * CPU_KG;       /* elements of one packed group of 16 keys */
-    tiles_begin();
-    for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
-        const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
-        const uint16_t *A = qb;
-        size_t lda = (size_t)D * 2; /* bytes */
-        if (!rows && rb == AMX_ROWS) {
-            A = Q + (int64_t)r0 * ldq;
-            lda = (size_t)ldq * 2;
-        } else {
-            for (int r = 0; r < rb; r++)
-                memcpy(qb + (size_t)r * D, Q + (int64_t)(rows ? rows[r0 + r] : r0 + r) * ldq, (size_t)D * 2);
-            memset(qb + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * 2);
-        }
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        int d = 0;
-        for (; d + 32 <= D; d += 32) {
-            const uint16_t *kd = Kp + (size_t)d * CPU_KG; /* dim pairs d / 2 .. d / 2 + 15 of group 0 */
-            _tile_loadd(TA, A + d, lda);
-            _tile_loadd(TB, kd, 64);
-            _tile_dpbf16ps(0, TA, TB);
+/* the A operand of rows r0 .. r0 + 15 (rb of them real): Q itself where 16 consecutive rows are there, else the rows
+ * gathered into qb ([16][D], zero past the last); *lda its row stride in bytes */
+static inline const uint16_t *q_block(const uint16_t *Q, int64_t ldq, const int *rows, int r0, int rb, int D,
+                                      uint16_t *qb, size_t *lda) {
+    if (!rows && rb == AMX_ROWS) {
+        *lda = (size_t)ldq * 2;
+        return Q + (int64_t)r0 * ldq;
+    }
+    for (int r = 0; r < rb; r++)
+        memcpy(qb + (size_t)r * D, Q + (int64_t)(rows ? rows[r0 + r] : r0 + r) * ldq, (size_t)D * 2);
+    memset(qb + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * 2);
+    *lda = (size_t)D * 2;
+    return qb;
+}
+
+/* C tiles 0 .. nc - 1 of a 16-row block into S's rows r0 .. r0 + rb - 1 at columns col0 + 16 i (via sb, [16][64],
+ * when the block has fewer than 16 rows: only the block's rows and those columns are S's) */
+static inline void s_store(float *S, int r0, int rb, int col0, int nc, int t0, float *sb) {
+    float *Sd = rb == AMX_ROWS ? S + (size_t)r0 * CPU_KT + col0 : sb;
+    if (nc > 0) {
+        if (t0 == 0) _tile_stored(0, Sd, CPU_KT * 4);
+        else _tile_stored(2, Sd, CPU_KT * 4);
+    }
+    if (nc > 1) {
+        if (t0 == 0) _tile_stored(1, Sd + 16, CPU_KT * 4);
+        else _tile_stored(3, Sd + 16, CPU_KT * 4);
+    }
+    if (t0 == 0 && nc > 2) _tile_stored(2, Sd + 32, CPU_KT * 4);
+    if (t0 == 0 && nc > 3) _tile_stored(3, Sd + 48, CPU_KT * 4);
+    if (rb < AMX_ROWS)
+        for (int r = 0; r < rb; r++)
+            memcpy(S + (size_t)(r0 + r) * CPU_KT + col0, sb + (size_t)r * CPU_KT, (size_t)nc * CPU_KG * sizeof(float));
+}
+
+/* one 16-row block x ng groups (C tiles 0 .. ng - 1); alt: D a multiple of 32 and tile 7 configured as a second B */
+static inline void qk_1x4(const uint16_t *A, size_t lda, int D, const uint16_t *Kp, int ng, int alt) {
+    const int64_t gs = (int64_t)D * CPU_KG; /* elements of one packed group of 16 keys */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    int d = 0;
+    for (; d + 32 <= D; d += 32) {
+        const uint16_t *kd = Kp + (size_t)d * CPU_KG; /* dim pairs d / 2 .. d / 2 + 15 of group 0 */
+        _tile_loadd(TA, A + d, lda);
+        _tile_loadd(TB, kd, 64);
+        _tile_dpbf16ps(0, TA, TB);
+        if (alt) {
             if (ng > 1) {
-                _tile_loadd(TB, kd + gs, 64);
-                _tile_dpbf16ps(1, TA, TB);
+                _tile_loadd(TBH, kd + gs, 64);
+                _tile_dpbf16ps(1, TA, TBH);
             }
             if (ng > 2) {
                 _tile_loadd(TB, kd + 2 * gs, 64);
                 _tile_dpbf16ps(2, TA, TB);
             }
             if (ng > 3) {
-                _tile_loadd(TB, kd + 3 * gs, 64);
-                _tile_dpbf16ps(3, TA, TB);
-            }
-        }
-        if (d < D) { /* D = 16 (mod 32): the last 16 dims, 8 pairs */
-            const uint16_t *kd = Kp + (size_t)d * CPU_KG;
-            _tile_loadd(TAH, A + d, lda);
-            _tile_loadd(TBH, kd, 64);
-            _tile_dpbf16ps(0, TAH, TBH);
-            if (ng > 1) {
-                _tile_loadd(TBH, kd + gs, 64);
-                _tile_dpbf16ps(1, TAH, TBH);
-            }
-            if (ng > 2) {
-                _tile_loadd(TBH, kd + 2 * gs, 64);
-                _tile_dpbf16ps(2, TAH, TBH);
-            }
-            if (ng > 3) {
                 _tile_loadd(TBH, kd + 3 * gs, 64);
-                _tile_dpbf16ps(3, TAH, TBH);
+                _tile_dpbf16ps(3, TA, TBH);
+            }
+            continue;
+        }
+        if (ng > 1) {
+            _tile_loadd(TB, kd + gs, 64);
+            _tile_dpbf16ps(1, TA, TB);
+        }
+        if (ng > 2) {
+            _tile_loadd(TB, kd + 2 * gs, 64);
+            _tile_dpbf16ps(2, TA, TB);
+        }
+        if (ng > 3) {
+            _tile_loadd(TB, kd + 3 * gs, 64);
+            _tile_dpbf16ps(3, TA, TB);
+        }
+    }
+    if (d < D) { /* D = 16 (mod 32): the last 16 dims, 8 pairs (tiles 6 / 7 configured for it) */
+        const uint16_t *kd = Kp + (size_t)d * CPU_KG;
+        _tile_loadd(TAH, A + d, lda);
+        _tile_loadd(TBH, kd, 64);
+        _tile_dpbf16ps(0, TAH, TBH);
+        if (ng > 1) {
+            _tile_loadd(TBH, kd + gs, 64);
+            _tile_dpbf16ps(1, TAH, TBH);
+        }
+        if (ng > 2) {
+            _tile_loadd(TBH, kd + 2 * gs, 64);
+            _tile_dpbf16ps(2, TAH, TBH);
+        }
+        if (ng > 3) {
+            _tile_loadd(TBH, kd + 3 * gs, 64);
+            _tile_dpbf16ps(3, TAH, TBH);
+        }
+    }
+}
+
+/* two 16-row blocks (A0, A1) x groups g, g + 1 (the second where two): C 0 / 1 the first block's, 2 / 3 the second's;
+ * D a multiple of 32, tiles 6 / 7 configured as a second A / B */
+static inline void qk_2x2(const uint16_t *A0, size_t lda0, const uint16_t *A1, size_t lda1, int D, const uint16_t *Kg,
+                          int two) {
+    const int64_t gs = (int64_t)D * CPU_KG;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int d = 0; d < D; d += 32) {
+        const uint16_t *kd = Kg + (size_t)d * CPU_KG;
+        _tile_loadd(TA, A0 + d, lda0);
+        _tile_loadd(TB, kd, 64);
+        _tile_loadd(TAH, A1 + d, lda1);
+        _tile_dpbf16ps(0, TA, TB);
+        _tile_dpbf16ps(2, TAH, TB);
+        if (two) {
+            _tile_loadd(TBH, kd + gs, 64);
+            _tile_dpbf16ps(1, TA, TBH);
+            _tile_dpbf16ps(3, TAH, TBH);
+        }
+    }
+}
+
+/* S[r][n] = Q row r . key n for the ng groups of 16 keys of Kp (cpu_dot16.qk16) */
+static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int D, const uint16_t *Kp, int ng,
+                     float *S) {
+    _Alignas(64) uint16_t qb[2][AMX_ROWS * AMX_MAX_D]; /* [16][D] gathered Q rows of a block, zero past the last */
+    _Alignas(64) float sb[AMX_ROWS * CPU_KT];         /* [16][64] S of a block of fewer than 16 rows */
+    const int variant = amx_variant(), full = D % 32 == 0;
+    const int alt = variant >= 1 && full;
+    tiles_begin(!alt);
+    int r0 = 0;
+    if (variant == 2 && full)
+        for (; r0 + AMX_ROWS < R; r0 += 2 * AMX_ROWS) { /* two blocks, the second with at least one row */
+            const int rb0 = AMX_ROWS, rb1 = R - r0 - AMX_ROWS < AMX_ROWS ? R - r0 - AMX_ROWS : AMX_ROWS;
+            size_t lda0, lda1;
+            const uint16_t *A0 = q_block(Q, ldq, rows, r0, rb0, D, qb[0], &lda0);
+            const uint16_t *A1 = q_block(Q, ldq, rows, r0 + AMX_ROWS, rb1, D, qb[1], &lda1);
+            for (int g = 0; g < ng; g += 2) {
+                const int two = g + 1 < ng;
+                qk_2x2(A0, lda0, A1, lda1, D, Kp + (size_t)g * D * CPU_KG, two);
+                s_store(S, r0, rb0, g * CPU_KG, 1 + two, 0, sb);
+                s_store(S, r0 + AMX_ROWS, rb1, g * CPU_KG, 1 + two, 2, sb);
             }
         }
-        float *Sd = rb == AMX_ROWS ? S + (size_t)r0 * CPU_KT : sb;
-        _tile_stored(0, Sd, CPU_KT * 4);
-        if (ng > 1) _tile_stored(1, Sd + 16, CPU_KT * 4);
-        if (ng > 2) _tile_stored(2, Sd + 32, CPU_KT * 4);
-        if (ng > 3) _tile_stored(3, Sd + 48, CPU_KT * 4);
-        if (rb < AMX_ROWS) /* the block's rows, the ng groups' columns (the others are not S's) */
-            for (int r = 0; r < rb; r++)
-                memcpy(S + (size_t)(r0 + r) * CPU_KT, sb + (size_t)r * CPU_KT, (size_t)ng * CPU_KG * sizeof(float));
+    for (; r0 < R; r0 += AMX_ROWS) {
+        const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
+        size_t lda;
+        const uint16_t *A = q_block(Q, ldq, rows, r0, rb, D, qb[0], &lda);
+        qk_1x4(A, lda, D, Kp, ng, alt);
+        s_store(S, r0, rb, 0, ng, 0, sb);
     }
     _tile_release();
 }
@@ -157,7 +258,7 @@ static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int
 /* the 16 C tiles' columns d0 .. d0 + 16 nct - 1 of O (ldo bytes a row) += P V over the tile's keys: full steps of 32
  * keys (pb's columns 32 s ..), then a 16-key step when half */
 static inline void pv_cols(float *Ob, size_t ldo, int nct, const uint32_t *pb, const uint16_t *V, int D, int d0,
-                           int full, int half) {
+                           int full, int half, int alt) {
     const size_t ldv = (size_t)D * 4; /* bytes from one key pair to the next in Vp16 */
     if (nct > 0) _tile_loadd(0, Ob + d0, ldo);
     if (nct > 1) _tile_loadd(1, Ob + d0 + 16, ldo);
@@ -166,7 +267,23 @@ static inline void pv_cols(float *Ob, size_t ldo, int nct, const uint32_t *pb, c
     for (int s = 0; s <= full; s++) {
         if (s == full && !half) break;
         const uint16_t *vs = V + (size_t)s * 32 * D + 2 * (size_t)d0; /* key pair 16 s, dim d0 */
-        if (s < full) {
+        if (s < full && alt) { /* B in tiles 5 and 7 in turn (no 16-key step: tile 7 is a second B) */
+            _tile_loadd(TA, pb + 16 * s, CPU_KT * 2);
+            _tile_loadd(TB, vs, ldv);
+            _tile_dpbf16ps(0, TA, TB);
+            if (nct > 1) {
+                _tile_loadd(TBH, vs + 32, ldv);
+                _tile_dpbf16ps(1, TA, TBH);
+            }
+            if (nct > 2) {
+                _tile_loadd(TB, vs + 64, ldv);
+                _tile_dpbf16ps(2, TA, TB);
+            }
+            if (nct > 3) {
+                _tile_loadd(TBH, vs + 96, ldv);
+                _tile_dpbf16ps(3, TA, TBH);
+            }
+        } else if (s < full) {
             _tile_loadd(TA, pb + 16 * s, CPU_KT * 2);
             _tile_loadd(TB, vs, ldv);
             _tile_dpbf16ps(0, TA, TB);
@@ -213,7 +330,8 @@ static void pv16_amx(float *O, const int *rows, int R, int D, const float *alpha
     _Alignas(64) float ob[AMX_ROWS * AMX_MAX_D];       /* [16][D] listed rows of O */
     const int full = nk / 32, half = (nk & 16) != 0, ncols = (nk + 31) & ~31; /* P columns converted */
     const size_t ldo = (size_t)D * sizeof(float);
-    tiles_begin();
+    const int alt = amx_variant() >= 1 && !half;
+    tiles_begin(!alt);
     for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
         const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
         for (int r = 0; r < rb; r++) /* nearest even, as p_pairs in the vdpbf16ps kernels */
@@ -227,7 +345,7 @@ static void pv16_amx(float *O, const int *rows, int R, int D, const float *alpha
         if (!direct && rb < AMX_ROWS) memset(ob + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * sizeof(float));
         for (int d0 = 0; d0 < D; d0 += 64) {
             const int nct = D - d0 >= 64 ? 4 : (D - d0) / 16;
-            pv_cols(Ob, ldo, nct, pb, V, D, d0, full, half);
+            pv_cols(Ob, ldo, nct, pb, V, D, d0, full, half, alt);
         }
         if (!direct)
             for (int r = 0; r < rb; r++)

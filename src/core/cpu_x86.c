@@ -51,7 +51,7 @@ static unsigned detect(void) {
 static unsigned detect(void) { return 0; }
 #endif
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
+#if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
 /* Linux 5.16+: a process asks once for the AMX tile data state (XFEATURE_XTILEDATA, 18); a tile instruction before
