@@ -10,8 +10,11 @@
  *
  * qk / pv GFLOP/s count 2 FLOP a multiply-add; softmax is ns per row of 64 columns (all valid, the dense interior
  * tiles' case, and a random mask with empty rows, the edges'). Compare them with `infllm bench peak`'s one-thread figure.
+ * Where the CPU runs bf16 attention on dot-product kernels (cpu_dot16_get: AMX tiles or vdpbf16ps; INFLLM_BF16_DOT
+ * chooses), their qk16 / pv16 rows follow, on bf16 tiles with the rows listed as the attention's tile steps list them.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +73,46 @@ static void rate(const cpu_kern *kn, int R) {
     free(Q), free(K), free(V), free(S), free(P), free(O), free(alpha), free(m), free(l), free(full), free(part);
 }
 
+/* the dot-product kernels (bf16 K / V in their pair layouts, P f32 rounded by the kernel), rows listed */
+static void rate16(const cpu_dot16 *dk, int R) {
+    uint16_t *Q = calloc((size_t)R * D, 2), *K = calloc((size_t)CPU_KT * D, 2), *V = calloc((size_t)CPU_KT * D, 2);
+    float *S = calloc((size_t)R * CPU_KT, sizeof(float)), *O = calloc((size_t)R * D, sizeof(float));
+    float *alpha = calloc((size_t)R, sizeof(float));
+    int *rows = calloc((size_t)R, sizeof(int));
+    if (!Q || !K || !V || !S || !O || !alpha || !rows) {
+        fprintf(stderr, "kern_rate: out of memory at R %d\n", R);
+        exit(1);
+    }
+    srand(70);
+    for (int i = 0; i < R * D; i++) Q[i] = (uint16_t)(0x3c00 + rand() % 256); /* bf16 values around 0.01 */
+    for (int i = 0; i < CPU_KT * D; i++) K[i] = V[i] = (uint16_t)(0x3c00 + rand() % 256);
+    for (int r = 0; r < R; r++) {
+        alpha[r] = 1.0f;
+        rows[r] = r;
+    }
+    for (int i = 0; i < R * CPU_KT; i++) S[i] = (float)(rand() % 100) * 1e-2f; /* P in [0, 1) */
+    const int calls = 20000 / R + 1;
+    double best[2] = {1e30, 1e30};
+    float *Sq = calloc((size_t)R * CPU_KT, sizeof(float));
+    if (!Sq) exit(1);
+    for (int k = 0; k < TRIALS; k++) {
+        double t = now_s();
+        for (int i = 0; i < calls; i++) dk->qk16(Q, D, rows, R, D, K, CPU_KT / CPU_KG, Sq);
+        double dt = now_s() - t;
+        if (dt < best[0]) best[0] = dt;
+        t = now_s();
+        for (int i = 0; i < calls; i++) dk->pv16(O, rows, R, D, alpha, S, V, CPU_KT);
+        dt = now_s() - t;
+        if (dt < best[1]) best[1] = dt;
+    }
+    const double flop = 2.0 * R * CPU_KT * D * calls;
+    printf("| %s | %d | %.1f | %.1f | - | - |\n", dk->name, R, flop / best[0] * 1e-9, flop / best[1] * 1e-9);
+    free(Q), free(K), free(V), free(S), free(Sq), free(O), free(alpha), free(rows);
+}
+
 int main(int argc, char **argv) {
     const cpu_kern *kn = cpu_kern_get();
+    const cpu_dot16 *dk = cpu_dot16_get();
     static const int defaults[] = {6, 16, 48, 96, 1024};
     printf("# kern_rate: one thread, one 64-key tile hot, d %d, best of %d trials\n", D, TRIALS);
     printf("| kernels | rows | qk GFLOP/s | pv GFLOP/s | softmax ns/row (full) | softmax ns/row (masked) |\n");
@@ -84,9 +125,13 @@ int main(int argc, char **argv) {
                 return 2;
             }
             rate(kn, R);
+            if (dk) rate16(dk, R);
         }
     } else {
-        for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) rate(kn, defaults[i]);
+        for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+            rate(kn, defaults[i]);
+            if (dk) rate16(dk, defaults[i]);
+        }
     }
     return 0;
 }
