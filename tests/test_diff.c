@@ -1047,7 +1047,8 @@ static void cpu_features_check(void) {
 #if defined(__x86_64__) || defined(__i386__)
     /* the dispatch rule (cpu_dot16_get): at level avx512-bf16 (INFLLM_SIMD may lower it) INFLLM_BF16_DOT=0 none,
      * avx512bf16 vdpbf16ps, amx the AMX tiles where granted (else none), another value the AMX tiles where granted
-     * else vdpbf16ps; unset, the AMX tiles where granted, vdpbf16ps on an AMD CPU, none otherwise; never below it */
+     * else vdpbf16ps; unset, the AMX tiles where granted (if cpu_amx_default()), vdpbf16ps on an AMD CPU, none
+     * otherwise; never below it */
     const char *force = getenv("INFLLM_BF16_DOT");
     const int level_ok = strcmp(infllm_cpu_simd_level(), "avx512-bf16") == 0, amx = infllm_x86_amx_ready();
     int want = 0;
@@ -1056,7 +1057,7 @@ static void cpu_features_check(void) {
             want = strcmp(force, "0") == 0 ? 0 : strcmp(force, "avx512bf16") == 0 ? 1 : strcmp(force, "amx") == 0 ? 2 * amx
                                                                                       : amx ? 2 : 1;
         else
-            want = amx ? 2 : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0;
+            want = amx && cpu_amx_default() ? 2 : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0;
     }
     CHECK(dot == want, "bf16 dot kernels %d (simd %s, INFLLM_BF16_DOT=%s, AMD %d, AMX granted %d): expected %d", dot,
           infllm_cpu_simd_level(), force ? force : "(unset)", (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0,

@@ -103,6 +103,10 @@ const cpu_kern *cpu_kern_get(void) {
     return &cpu_kern_scalar;
 }
 
+/* Whether the AMX kernels run by default where they can (1), or only under INFLLM_BF16_DOT=amx / 1 (0) */
+#define CPU_AMX_DEFAULT 0
+int cpu_amx_default(void) { return CPU_AMX_DEFAULT; }
+
 /* 0: off, 1: vdpbf16ps (cpu_dot16_avx512bf16), 2: AMX tiles (cpu_dot16_amx). INFLLM_BF16_DOT: 0 off; 1 the best the
  * CPU has (AMX where granted, else vdpbf16ps); avx512bf16 / amx that one (off where the CPU lacks it); unset, AMX where
  * granted, vdpbf16ps on AMD (on Intel's AVX512_BF16 parts without AMX it runs at half the f32 FMA rate). */
@@ -120,7 +124,7 @@ static int dot16_choice(void) {
                 else if (strcmp(e, "amx") == 0) v = infllm_x86_amx_ready() ? 2 : 0;
                 else v = infllm_x86_amx_ready() ? 2 : 1; /* "1" (any other value: on) */
             } else {
-                v = infllm_x86_amx_ready() ? 2 : infllm_x86_has(INFLLM_X86_VENDOR_AMD) ? 1 : 0;
+                v = CPU_AMX_DEFAULT && infllm_x86_amx_ready() ? 2 : infllm_x86_has(INFLLM_X86_VENDOR_AMD) ? 1 : 0;
             }
         }
         atomic_store(&cached, v);

@@ -225,7 +225,8 @@ infllm_status cpu_attention(const infllm_attn_params *ap, const void *q, const v
 void cpu_mean_window(const void *k, infllm_dtype dt, int64_t row_elems, int64_t row0, int32_t len,
                      void *dst, int64_t dst_row);
 const char *cpu_simd_level_name(void);
-int cpu_bf16_dot_on(void); /* cpu_dot16_get() != NULL (src/attn/cpu_kern.h) */
+int cpu_bf16_dot_on(void); /* cpu_dot16_get() != NULL (src/attn/cpu_kern.h): 2 the AMX kernels, 1 vdpbf16ps */
+int cpu_amx_default(void); /* whether the AMX kernels run by default where the CPU has them (cpu_attn.c) */
 int cpu_default_threads(void);
 /* the threads a call runs on: requested (> 0) or all cores; 1 in a process forked after a call ran more than one
  * (GCC's OpenMP pool does not survive fork: such a child's first parallel region hung) */
