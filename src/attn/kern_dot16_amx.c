@@ -111,9 +111,9 @@ static inline const uint16_t *q_block(const uint16_t *Q, int64_t ldq, const int 
         *lda = (size_t)ldq * 2;
         return Q + (int64_t)r0 * ldq;
     }
+    if (rb < AMX_ROWS) memset(qb, 0, (size_t)AMX_ROWS * AMX_MAX_D * 2); /* whole (see pv16_amx) */
     for (int r = 0; r < rb; r++)
         memcpy(qb + (size_t)r * D, Q + (int64_t)(rows ? rows[r0 + r] : r0 + r) * ldq, (size_t)D * 2);
-    memset(qb + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * 2);
     *lda = (size_t)D * 2;
     return qb;
 }
@@ -334,15 +334,19 @@ static void pv16_amx(float *O, const int *rows, int R, int D, const float *alpha
     tiles_begin(!alt);
     for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
         const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
+        /* a partial block's rows past its last are zero: whole buffers cleared first (a bound the compiler sees:
+         * gcc's -Warray-bounds under the sanitizers took the tail's offset for possibly negative) */
+        if (rb < AMX_ROWS) {
+            memset(pb, 0, sizeof pb);
+            memset(ob, 0, sizeof ob);
+        }
         for (int r = 0; r < rb; r++) /* nearest even, as p_pairs in the vdpbf16ps kernels */
             p_row_pairs(pb + (size_t)r * (CPU_KT / 2), P + (size_t)(r0 + r) * CPU_KT, ncols);
-        if (rb < AMX_ROWS) memset(pb + (size_t)rb * (CPU_KT / 2), 0, (size_t)(AMX_ROWS - rb) * CPU_KT * 2);
         float *Ob = ob;
         const int direct = !rows && rb == AMX_ROWS; /* 16 consecutive rows: O itself is the C tiles' memory */
         if (direct) Ob = O + (size_t)r0 * D;
         for (int r = 0; r < rb; r++)
             scale_row(Ob + (size_t)r * D, O + (size_t)(rows ? rows[r0 + r] : r0 + r) * D, alpha[r0 + r], D);
-        if (!direct && rb < AMX_ROWS) memset(ob + (size_t)rb * D, 0, (size_t)(AMX_ROWS - rb) * D * sizeof(float));
         for (int d0 = 0; d0 < D; d0 += 64) {
             const int nct = D - d0 >= 64 ? 4 : (D - d0) / 16;
             pv_cols(Ob, ldo, nct, pb, V, D, d0, full, half, alt);
