@@ -29,7 +29,7 @@ typedef struct {
     long ops; /* tile products run (the test checks that the kernels used the tiles at all) */
 } amx_emu_state;
 
-static amx_emu_state amx_emu;
+static _Thread_local amx_emu_state amx_emu; /* per thread, as tile registers are (the library's threads) */
 
 static inline void amx_emu_fail(const char *what, int t) {
     fprintf(stderr, "amx_emu: %s (tile %d)\n", what, t);

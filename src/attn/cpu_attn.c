@@ -135,7 +135,13 @@ static int dot16_choice(void) {
 #endif
 }
 
+/* tests/amx_emu_hook.c: the AMX kernels' source with the tile instructions emulated, in place of whatever the CPU
+ * would run (set before any attention work; tests only) */
+static const cpu_dot16 *dot16_test_override;
+void cpu_dot16_test_override(const cpu_dot16 *k) { dot16_test_override = k; }
+
 const cpu_dot16 *cpu_dot16_get(void) {
+    if (dot16_test_override) return dot16_test_override;
 #ifdef INFLLM_CPU_X86
     switch (dot16_choice()) {
     case 1: return &cpu_dot16_avx512bf16;
@@ -149,7 +155,7 @@ const cpu_dot16 *cpu_dot16_get(void) {
 #endif
 }
 
-int cpu_bf16_dot_on(void) { return dot16_choice(); }
+int cpu_bf16_dot_on(void) { return dot16_test_override ? 2 : dot16_choice(); }
 
 const cpu_dot16 *cpu_dot16_for(infllm_dtype dt) { return dt == INFLLM_DTYPE_BF16 ? cpu_dot16_get() : NULL; }
 

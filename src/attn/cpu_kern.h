@@ -85,6 +85,8 @@ extern const cpu_dot16 cpu_dot16_amx; /* kern_dot16_amx.c: the same layouts on A
  * AVX512_BF16 on an AMD CPU; INFLLM_BF16_DOT=1 / avx512bf16 / amx / 0 chooses, cpu_attn.c), else NULL. Decided once a
  * process. */
 const cpu_dot16 *cpu_dot16_get(void);
+/* tests only (tests/amx_emu_hook.c): cpu_dot16_get() returns k from now on (NULL: the CPU's choice again) */
+void cpu_dot16_test_override(const cpu_dot16 *k);
 /* the kernels for inputs of dtype dt (bf16 only: the pair layouts hold the storage's own values), else NULL: the one
  * rule of every pack, the decode cache's tiles and the backward */
 const cpu_dot16 *cpu_dot16_for(infllm_dtype dt);
