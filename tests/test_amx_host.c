@@ -145,7 +145,6 @@ static void pv_case(int D, int R, int nk, int listed) {
 
 int main(void) {
     static const int Ds[] = {16, 48, 64, 80, 128, 256}, Rs[] = {1, 5, 16, 17, 33, 48};
-    for (amx_variant_emu = 0; amx_variant_emu <= 2; amx_variant_emu++)
     for (size_t i = 0; i < sizeof Ds / sizeof *Ds; i++)
         for (size_t j = 0; j < sizeof Rs / sizeof *Rs; j++)
             for (int listed = 0; listed < 2; listed++) {

@@ -104,7 +104,7 @@ const cpu_kern *cpu_kern_get(void) {
 }
 
 /* Whether the AMX kernels run by default where they can (1), or only under INFLLM_BF16_DOT=amx / 1 (0) */
-#define CPU_AMX_DEFAULT 0
+#define CPU_AMX_DEFAULT 1
 int cpu_amx_default(void) { return CPU_AMX_DEFAULT; }
 
 /* 0: off, 1: vdpbf16ps (cpu_dot16_avx512bf16), 2: AMX tiles (cpu_dot16_amx). INFLLM_BF16_DOT: 0 off; 1 the best the

@@ -62,7 +62,7 @@ typedef struct {
 } amx_tilecfg;
 
 /* half: tiles 6 / 7 as the A / B of a 16-wide step (16 rows x 16 bf16, 8 pairs); else as a second A / B of a 32-wide
- * step (the experiment variants 1 and 2: two B tiles in turn, or 2 x 2 blocks) */
+ * step (two B tiles in turn, 2 x 2 blocks) */
 static void tiles_begin(int half) {
     amx_tilecfg c;
     memset(&c, 0, sizeof c);
@@ -81,26 +81,6 @@ static void tiles_begin(int half) {
     c.colsb[TBH] = 64;
     _tile_loadconfig(&c);
 }
-
-/* INFLLM_AMX_VARIANT (an experiment of session 70, read once): 0 one B tile, 1 two B tiles in turn where no 16-wide
- * step is needed, 2 as 1 and the QK product in 2 x 2 blocks (32 rows x 2 groups) */
-#ifndef INFLLM_AMX_EMULATE
-#include <stdatomic.h>
-#include <stdlib.h>
-static int amx_variant(void) {
-    static atomic_int v = -1;
-    int x = atomic_load_explicit(&v, memory_order_relaxed);
-    if (x < 0) {
-        const char *e = getenv("INFLLM_AMX_VARIANT");
-        x = e && (*e == '1' || *e == '2') ? *e - '0' : 0;
-        atomic_store_explicit(&v, x, memory_order_relaxed);
-    }
-    return x;
-}
-#else
-static int amx_variant_emu;
-static int amx_variant(void) { return amx_variant_emu; }
-#endif
 
 /* ---------------------------------------------------------------- QK ---- */
 /* the A operand of rows r0 .. r0 + 15 (rb of them real): Q itself where 16 consecutive rows are there, else the rows
@@ -227,11 +207,10 @@ static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int
                      float *S) {
     _Alignas(64) uint16_t qb[2][AMX_ROWS * AMX_MAX_D]; /* [16][D] gathered Q rows of a block, zero past the last */
     _Alignas(64) float sb[AMX_ROWS * CPU_KT];         /* [16][64] S of a block of fewer than 16 rows */
-    const int variant = amx_variant(), full = D % 32 == 0;
-    const int alt = variant >= 1 && full;
-    tiles_begin(!alt);
+    const int full = D % 32 == 0; /* no 16-dim step: tiles 6 / 7 a second A / B */
+    tiles_begin(!full);
     int r0 = 0;
-    if (variant == 2 && full)
+    if (full)
         for (; r0 + AMX_ROWS < R; r0 += 2 * AMX_ROWS) { /* two blocks, the second with at least one row */
             const int rb0 = AMX_ROWS, rb1 = R - r0 - AMX_ROWS < AMX_ROWS ? R - r0 - AMX_ROWS : AMX_ROWS;
             size_t lda0, lda1;
@@ -248,7 +227,7 @@ static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int
         const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
         size_t lda;
         const uint16_t *A = q_block(Q, ldq, rows, r0, rb, D, qb[0], &lda);
-        qk_1x4(A, lda, D, Kp, ng, alt);
+        qk_1x4(A, lda, D, Kp, ng, full);
         s_store(S, r0, rb, 0, ng, 0, sb);
     }
     _tile_release();
@@ -330,8 +309,8 @@ static void pv16_amx(float *O, const int *rows, int R, int D, const float *alpha
     _Alignas(64) float ob[AMX_ROWS * AMX_MAX_D];       /* [16][D] listed rows of O */
     const int full = nk / 32, half = (nk & 16) != 0, ncols = (nk + 31) & ~31; /* P columns converted */
     const size_t ldo = (size_t)D * sizeof(float);
-    const int alt = amx_variant() >= 1 && !half;
-    tiles_begin(!alt);
+    const int alt = !half; /* no 16-key step: B in tiles 5 and 7 in turn */
+    tiles_begin(half);
     for (int r0 = 0; r0 < R; r0 += AMX_ROWS) {
         const int rb = R - r0 < AMX_ROWS ? R - r0 : AMX_ROWS;
         /* a partial block's rows past its last are zero: whole buffers cleared first (a bound the compiler sees:
