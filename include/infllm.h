@@ -394,11 +394,11 @@ const char *infllm_version(void);          /* "0.1.0" */
 const char *infllm_build_commit(void);     /* git commit the library was built from */
 const char *infllm_cpu_simd_level(void);   /* "avx512-bf16", "avx512", "avx2", "scalar" (runtime dispatch) */
 /* Nonzero if the CPU backend runs the products of bf16 attention (stage 2, dense, the selection's scores, the
- * backward's S and dP) on its bf16 dot-product kernels (P rounded to bf16 for P V, as GPU kernels do): 1 on
- * AVX512_BF16's vdpbf16ps (by default on AMD Zen 4 / 5, where it runs at twice the f32 FMA rate; Intel's run it at
- * half), 2 on Intel AMX-BF16 tiles (Sapphire / Emerald / Granite Rapids under Linux, which grants the process the tile
- * state; where asked for); 0 if on f32 FMAs. INFLLM_BF16_DOT=0 turns them off, =avx512bf16 / =amx picks one (where the
- * CPU has it), =1 the best the CPU has. Read once a process. */
+ * backward's S and dP) on its bf16 dot-product kernels (P rounded to bf16 for P V, as GPU kernels do): 2 on Intel
+ * AMX-BF16 tiles (by default on Sapphire / Emerald / Granite Rapids under Linux, which grants the process the tile
+ * state), 1 on AVX512_BF16's vdpbf16ps (by default on AMD Zen 4 / 5, where it runs at twice the f32 FMA rate; Intel's
+ * run it at half); 0 if on f32 FMAs. INFLLM_BF16_DOT=0 turns them off, =avx512bf16 / =amx picks one (where the CPU has
+ * it), =1 the best the CPU has. Read once a process. */
 int infllm_cpu_bf16_dot(void);
 int infllm_cpu_num_threads(void);          /* threads used when num_threads == 0 */
 int infllm_cuda_available(void);           /* 1 if built with CUDA and a device of compute capability 8.0+ is present */
