@@ -1053,10 +1053,12 @@ static void cpu_features_check(void) {
     const int level_ok = strcmp(infllm_cpu_simd_level(), "avx512-bf16") == 0, amx = infllm_x86_amx_ready();
     int want = 0;
     if (level_ok) {
-        if (force && *force)
-            want = strcmp(force, "0") == 0 ? 0 : strcmp(force, "avx512bf16") == 0 ? 1 : strcmp(force, "amx") == 0 ? 2 * amx
-                                                                                      : amx ? 2 : 1;
-        else
+        if (force && *force) {
+            if (strcmp(force, "0") == 0) want = 0;
+            else if (strcmp(force, "avx512bf16") == 0) want = 1;
+            else if (strcmp(force, "amx") == 0) want = 2 * amx;
+            else want = amx ? 2 : 1;
+        } else
             want = amx && cpu_amx_default() ? 2 : (infllm_x86_features() & INFLLM_X86_VENDOR_AMD) != 0;
     }
     if (getenv("INFLLM_TEST_AMX_EMULATED")) /* test_diff_amxemu: the emulated AMX kernels replace the CPU's choice */
