@@ -117,6 +117,27 @@ static inline void s_store(float *S, int r0, int rb, int col0, int nc, int t0, f
             memcpy(S + (size_t)(r0 + r) * CPU_KT + col0, sb + (size_t)r * CPU_KT, (size_t)nc * CPU_KG * sizeof(float));
 }
 
+/* one 32- (A_ in tile 4 / B in 5 and 7) or 16-wide step (6 / 7) of the groups' C tiles 0 .. ng - 1: A_ from a, each
+ * group's B from kd + g gs into the tile B0 .. B3 names (tile numbers: the intrinsics take them as immediates) */
+#define QK_STEP(A_, B0, B1, B2, B3)                                                                                  \
+    do {                                                                                                             \
+        _tile_loadd(A_, a, lda);                                                                                     \
+        _tile_loadd(B0, kd, 64);                                                                                     \
+        _tile_dpbf16ps(0, A_, B0);                                                                                   \
+        if (ng > 1) {                                                                                                \
+            _tile_loadd(B1, kd + gs, 64);                                                                            \
+            _tile_dpbf16ps(1, A_, B1);                                                                               \
+        }                                                                                                            \
+        if (ng > 2) {                                                                                                \
+            _tile_loadd(B2, kd + 2 * gs, 64);                                                                        \
+            _tile_dpbf16ps(2, A_, B2);                                                                               \
+        }                                                                                                            \
+        if (ng > 3) {                                                                                                \
+            _tile_loadd(B3, kd + 3 * gs, 64);                                                                        \
+            _tile_dpbf16ps(3, A_, B3);                                                                               \
+        }                                                                                                            \
+    } while (0)
+
 /* one 16-row block x ng groups (C tiles 0 .. ng - 1); alt: D a multiple of 32 and tile 7 configured as a second B */
 static inline void qk_1x4(const uint16_t *A, size_t lda, int D, const uint16_t *Kp, int ng, int alt) {
     const int64_t gs = (int64_t)D * CPU_KG; /* elements of one packed group of 16 keys */
@@ -126,55 +147,15 @@ static inline void qk_1x4(const uint16_t *A, size_t lda, int D, const uint16_t *
     _tile_zero(3);
     int d = 0;
     for (; d + 32 <= D; d += 32) {
-        const uint16_t *kd = Kp + (size_t)d * CPU_KG; /* dim pairs d / 2 .. d / 2 + 15 of group 0 */
-        _tile_loadd(TA, A + d, lda);
-        _tile_loadd(TB, kd, 64);
-        _tile_dpbf16ps(0, TA, TB);
-        if (alt) {
-            if (ng > 1) {
-                _tile_loadd(TBH, kd + gs, 64);
-                _tile_dpbf16ps(1, TA, TBH);
-            }
-            if (ng > 2) {
-                _tile_loadd(TB, kd + 2 * gs, 64);
-                _tile_dpbf16ps(2, TA, TB);
-            }
-            if (ng > 3) {
-                _tile_loadd(TBH, kd + 3 * gs, 64);
-                _tile_dpbf16ps(3, TA, TBH);
-            }
-            continue;
-        }
-        if (ng > 1) {
-            _tile_loadd(TB, kd + gs, 64);
-            _tile_dpbf16ps(1, TA, TB);
-        }
-        if (ng > 2) {
-            _tile_loadd(TB, kd + 2 * gs, 64);
-            _tile_dpbf16ps(2, TA, TB);
-        }
-        if (ng > 3) {
-            _tile_loadd(TB, kd + 3 * gs, 64);
-            _tile_dpbf16ps(3, TA, TB);
-        }
+        const uint16_t *kd = Kp + (size_t)d * CPU_KG, *a = A + d; /* dim pairs d / 2 .. d / 2 + 15 of group 0 */
+        if (alt)
+            QK_STEP(TA, TB, TBH, TB, TBH);
+        else
+            QK_STEP(TA, TB, TB, TB, TB);
     }
     if (d < D) { /* D = 16 (mod 32): the last 16 dims, 8 pairs (tiles 6 / 7 configured for it) */
-        const uint16_t *kd = Kp + (size_t)d * CPU_KG;
-        _tile_loadd(TAH, A + d, lda);
-        _tile_loadd(TBH, kd, 64);
-        _tile_dpbf16ps(0, TAH, TBH);
-        if (ng > 1) {
-            _tile_loadd(TBH, kd + gs, 64);
-            _tile_dpbf16ps(1, TAH, TBH);
-        }
-        if (ng > 2) {
-            _tile_loadd(TBH, kd + 2 * gs, 64);
-            _tile_dpbf16ps(2, TAH, TBH);
-        }
-        if (ng > 3) {
-            _tile_loadd(TBH, kd + 3 * gs, 64);
-            _tile_dpbf16ps(3, TAH, TBH);
-        }
+        const uint16_t *kd = Kp + (size_t)d * CPU_KG, *a = A + d;
+        QK_STEP(TAH, TBH, TBH, TBH, TBH);
     }
 }
 
@@ -234,6 +215,26 @@ static void qk16_amx(const uint16_t *Q, int64_t ldq, const int *rows, int R, int
 }
 
 /* ---------------------------------------------------------------- PV ---- */
+/* one 32- or 16-key step s of pv_cols: A_ from pb's columns 32 s .., the C tiles' B from vs + 32 c into B0 .. B3 */
+#define PV_STEP(A_, B0, B1, B2, B3)                                                                                  \
+    do {                                                                                                             \
+        _tile_loadd(A_, pb + 16 * s, CPU_KT * 2);                                                                    \
+        _tile_loadd(B0, vs, ldv);                                                                                    \
+        _tile_dpbf16ps(0, A_, B0);                                                                                   \
+        if (nct > 1) {                                                                                               \
+            _tile_loadd(B1, vs + 32, ldv);                                                                           \
+            _tile_dpbf16ps(1, A_, B1);                                                                               \
+        }                                                                                                            \
+        if (nct > 2) {                                                                                               \
+            _tile_loadd(B2, vs + 64, ldv);                                                                           \
+            _tile_dpbf16ps(2, A_, B2);                                                                               \
+        }                                                                                                            \
+        if (nct > 3) {                                                                                               \
+            _tile_loadd(B3, vs + 96, ldv);                                                                           \
+            _tile_dpbf16ps(3, A_, B3);                                                                               \
+        }                                                                                                            \
+    } while (0)
+
 /* the 16 C tiles' columns d0 .. d0 + 16 nct - 1 of O (ldo bytes a row) += P V over the tile's keys: full steps of 32
  * keys (pb's columns 32 s ..), then a 16-key step when half */
 static inline void pv_cols(float *Ob, size_t ldo, int nct, const uint32_t *pb, const uint16_t *V, int D, int d0,
@@ -246,55 +247,12 @@ static inline void pv_cols(float *Ob, size_t ldo, int nct, const uint32_t *pb, c
     for (int s = 0; s <= full; s++) {
         if (s == full && !half) break;
         const uint16_t *vs = V + (size_t)s * 32 * D + 2 * (size_t)d0; /* key pair 16 s, dim d0 */
-        if (s < full && alt) { /* B in tiles 5 and 7 in turn (no 16-key step: tile 7 is a second B) */
-            _tile_loadd(TA, pb + 16 * s, CPU_KT * 2);
-            _tile_loadd(TB, vs, ldv);
-            _tile_dpbf16ps(0, TA, TB);
-            if (nct > 1) {
-                _tile_loadd(TBH, vs + 32, ldv);
-                _tile_dpbf16ps(1, TA, TBH);
-            }
-            if (nct > 2) {
-                _tile_loadd(TB, vs + 64, ldv);
-                _tile_dpbf16ps(2, TA, TB);
-            }
-            if (nct > 3) {
-                _tile_loadd(TBH, vs + 96, ldv);
-                _tile_dpbf16ps(3, TA, TBH);
-            }
-        } else if (s < full) {
-            _tile_loadd(TA, pb + 16 * s, CPU_KT * 2);
-            _tile_loadd(TB, vs, ldv);
-            _tile_dpbf16ps(0, TA, TB);
-            if (nct > 1) {
-                _tile_loadd(TB, vs + 32, ldv);
-                _tile_dpbf16ps(1, TA, TB);
-            }
-            if (nct > 2) {
-                _tile_loadd(TB, vs + 64, ldv);
-                _tile_dpbf16ps(2, TA, TB);
-            }
-            if (nct > 3) {
-                _tile_loadd(TB, vs + 96, ldv);
-                _tile_dpbf16ps(3, TA, TB);
-            }
-        } else {
-            _tile_loadd(TAH, pb + 16 * s, CPU_KT * 2);
-            _tile_loadd(TBH, vs, ldv);
-            _tile_dpbf16ps(0, TAH, TBH);
-            if (nct > 1) {
-                _tile_loadd(TBH, vs + 32, ldv);
-                _tile_dpbf16ps(1, TAH, TBH);
-            }
-            if (nct > 2) {
-                _tile_loadd(TBH, vs + 64, ldv);
-                _tile_dpbf16ps(2, TAH, TBH);
-            }
-            if (nct > 3) {
-                _tile_loadd(TBH, vs + 96, ldv);
-                _tile_dpbf16ps(3, TAH, TBH);
-            }
-        }
+        if (s < full && alt) /* B in tiles 5 and 7 in turn (no 16-key step: tile 7 is a second B) */
+            PV_STEP(TA, TB, TBH, TB, TBH);
+        else if (s < full)
+            PV_STEP(TA, TB, TB, TB, TB);
+        else
+            PV_STEP(TAH, TBH, TBH, TBH, TBH);
     }
     if (nct > 0) _tile_stored(0, Ob + d0, ldo);
     if (nct > 1) _tile_stored(1, Ob + d0 + 16, ldo);
