@@ -703,6 +703,15 @@ done:
 }
 #endif
 
+/* A CPU header's note on the bf16 dot-product kernels, or "" (inputs of another dtype, or the f32 FMA kernels):
+ * ", WHAT on the bf16 dot-product kernels[, AMX tiles]TAIL", written into buf */
+static const char *dot16_note(infllm_dtype dt, const char *what, const char *tail, char *buf, size_t n) {
+    const int dot = infllm_cpu_bf16_dot();
+    if (dt != INFLLM_DTYPE_BF16 || !dot) return "";
+    snprintf(buf, n, ", %s on the bf16 dot-product kernels%s%s", what, dot == 2 ? ", AMX tiles" : "", tail);
+    return buf;
+}
+
 static void print_header(const opts *o, const char *cpu) {
     if (strcmp(o->format, "md")) return;
     if (o->cuda) {
@@ -718,17 +727,11 @@ static void print_header(const opts *o, const char *cpu) {
         printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         return;
     }
-    char la[32], peak[160];
+    char la[32], peak[160], dn[160];
     printf("# infllm bench attn: commit %s, %s, simd %s, %d thread(s), load avg %s, inputs %s%s\n", infllm_build_commit(),
            cpu, infllm_cpu_simd_level(), o->threads, md_cell(la, sizeof la, 2, load_avg()),
            o->structured ? "structured" : "random",
-           o->dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
-               ? (infllm_cpu_bf16_dot() == 2
-                      ? ", bf16 attention on the bf16 dot-product kernels, AMX tiles (frac of peak is of the fp32 FMA peak: "
-                        "it can pass 1)"
-                      : ", bf16 attention on the bf16 dot-product kernels (frac of peak is of the fp32 FMA peak: it can pass "
-                        "1)")
-               : "");
+           dot16_note(o->dtype, "bf16 attention", " (frac of peak is of the fp32 FMA peak: it can pass 1)", dn, sizeof dn));
     /* the peak as it was had: measured (by the wall clock and by CPU time), given by --peak (one number, which the
      * CPU-time fractions use too: it printed it twice, as if both had been measured), or not measured at all (no
      * peak kernel for this CPU: it printed 0.0) */
@@ -1343,16 +1346,11 @@ static int cmd_backward_bench(int argc, char **argv) {
                infllm_build_commit(), cpu, o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype),
                o.p.block_size, o.p.topk, o.p.local_blocks, o.structured ? "structured" : "random", o.reps);
     else if (!strcmp(o.format, "md")) {
-        char la[32];
+        char la[32], dn[160];
         printf("# infllm bench backward: commit %s, %s, simd %s, %d thread(s), load avg %s%s\n"
                "# Hq %d, Hkv %d, D %d, dtype %s, B %d, topk %d + local %d, reps %d (median)\n",
                infllm_build_commit(), cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
-               o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
-                   ? (infllm_cpu_bf16_dot() == 2 ? ", bf16 on the bf16 dot-product kernels, AMX tiles (the forward; the "
-                                                    "backward's S and dP)"
-                                                  : ", bf16 on the bf16 dot-product kernels (the forward; the backward's S "
-                                                    "and dP)")
-                   : "",
+               dot16_note(o.dtype, "bf16", " (the forward; the backward's S and dP)", dn, sizeof dn),
                o.heads, o.kv_heads, o.head_dim, infllm_dtype_name(o.dtype), o.p.block_size, o.p.topk, o.p.local_blocks,
                o.reps);
     }
@@ -1717,16 +1715,13 @@ static int cmd_decode_bench(int argc, char **argv) {
     if (o.cuda) one = bench_decode_one_cuda;
 #endif
     if (!strcmp(o.format, "md")) {
-        char la[32];
+        char la[32], dn[160];
         if (o.cuda)
             printf("# infllm bench decode --device cuda: commit %s, %s\n", infllm_build_commit(), cpu);
         else
             printf("# infllm bench decode: commit %s, %s, simd %s, %d thread(s), load avg %s%s\n", infllm_build_commit(),
                    cpu, infllm_cpu_simd_level(), o.threads, md_cell(la, sizeof la, 2, load_avg()),
-                   o.dtype == INFLLM_DTYPE_BF16 && infllm_cpu_bf16_dot()
-                       ? (infllm_cpu_bf16_dot() == 2 ? ", bf16 on the bf16 dot-product kernels, AMX tiles"
-                                                     : ", bf16 on the bf16 dot-product kernels")
-                       : "");
+                   dot16_note(o.dtype, "bf16", "", dn, sizeof dn));
         printf("# one decode step against a cache of `context` tokens (append 1 token + attend its query): Hq %d, Hkv %d, "
                "D %d, dtype %s, B %d, topk %d + local %d, init %d, window %d, inputs %s, reps %d (medians); read MiB: the "
                "K / V rows (and compressed keys) the attend reads, GB/s over the %s\n",
