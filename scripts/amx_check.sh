@@ -11,6 +11,8 @@
 #      `infllm bench attn` (LEN tokens, default 16384; THREADS, default all) with the f32 FMA kernels, vdpbf16ps and
 #      AMX, alternated (ROUNDS, default 2): the dense and sparse milliseconds of each.
 # Exit 0 when every check passed (the timings are for reading), 1 on a failed check, 77 where the CPU has no AMX.
+# MORE=1 also times one thread (bench attn at 8K), a decode step (bench decode, 32 / 2 heads, 8K-128K, one and
+# THREADS threads) and the backward (bench backward at 8K), each with the f32 FMA kernels and AMX.
 #   BUILD=...  LEN=16384  THREADS=0  ROUNDS=2  DOTS="0 avx512bf16 amx" (the timed INFLLM_BF16_DOT values)  INFLLM_GOLDEN_DIR=... (test_golden; skipped without the data)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,5 +69,28 @@ for i in $(seq "$ROUNDS"); do
       --reps 2 --peak 1000 --format csv 2>&1 | awk -F, 'NR > 1 && ($1 == "dense" || $1 == "sparse") {printf " %s %s ms", $1, $11} END {print ""}'
   done
 done
+if [ "${MORE:-0}" = 1 ]; then
+  # the paths session 70 did not time: one thread, a decode step (1 and THREADS threads), the backward
+  echo "== MORE: infllm bench attn --seqlen 8192 --threads 1: dense / sparse ms"
+  for d in 0 amx; do
+    printf '%-12s' "$d"
+    INFLLM_BF16_DOT=$d "$BUILD/infllm" bench attn --seqlen 8192 --threads 1 --reps 2 --peak 1000 --format csv 2>&1 |
+      awk -F, 'NR > 1 && ($1 == "dense" || $1 == "sparse") {printf " %s %s ms", $1, $11} END {print ""}'
+  done
+  for th in 1 "$THREADS"; do
+    echo "== MORE: infllm bench decode --seqlen 8192,32768,131072 --heads 32 --kv-heads 2 --threads $th --reps 20"
+    for d in 0 amx; do
+      echo "-- INFLLM_BF16_DOT=$d"
+      INFLLM_BF16_DOT=$d "$BUILD/infllm" bench decode --seqlen 8192,32768,131072 --heads 32 --kv-heads 2 \
+        --threads "$th" --reps 20 2>&1 | grep -E "^\|" | grep -v "^|---"
+    done
+  done
+  echo "== MORE: infllm bench backward --seqlen 8192 --threads $THREADS --reps 3"
+  for d in 0 amx; do
+    echo "-- INFLLM_BF16_DOT=$d"
+    INFLLM_BF16_DOT=$d "$BUILD/infllm" bench backward --seqlen 8192 --threads "$THREADS" --reps 3 2>&1 |
+      grep -E "^\|" | grep -v "^|---"
+  done
+fi
 [ $fail = 0 ] && echo "amx_check: all checks passed" || echo "amx_check: FAILED"
 exit $fail
