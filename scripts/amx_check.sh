@@ -39,7 +39,7 @@ run() { # a check: its summary lines, and a failure counted (77: skipped)
   local out rc
   out=$("$@" 2>&1)
   rc=$?
-  echo "$out" | grep -E "cpu kernels|passed|FAIL|SKIP" | head -6
+  echo "$out" | grep -E "cpu kernels|passed|checks|FAIL|SKIP" | head -6
   if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     echo "amx_check: FAIL: $name (exit $rc)"
     fail=1
