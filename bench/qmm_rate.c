@@ -1,7 +1,7 @@
 /*
  * qmm_rate.c: the model runtime's quantized products alone (quant_matmul: activation quantization + the dot
  * kernels), one or more threads, weights of random codes with f16 scales in [2^-8, 2^-7): Q4_1 / Q8_0 / Q4_0 / Q5_0 / Q5_1 at a small
- * model's layer shapes (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down), Q4_K / Q5_K at
+ * model's layer shapes (SmolLM2-135M: 576 -> 1536 FFN, 576 -> 576 attention, 1536 -> 576 down), Q4_K / Q5_K / Q6_K at
  * 768 / 2048 (their rows are multiples of 256 values). Each figure is the
  * best of many short trials (bench/CPU_NOTES.md: a shared VM's neighbours move long runs +-10%). Not part of the
  * build; it links the static library:
@@ -38,12 +38,14 @@ static uint32_t next_u32(void) {
 /* random codes; every f16 scale field (d, and the min / dmin of Q4_1 / Q4_K / Q5_K) of each block in [2^-8, 2^-7) */
 static void fill_rows(uint32_t type, uint8_t *w, size_t bytes) {
     for (size_t k = 0; k < bytes; k++) w[k] = (uint8_t)next_u32();
-    const size_t bb = ggml_row_size(type, type == GGML_Q4_K || type == GGML_Q5_K ? 256 : 32); /* one block */
-    const int nscales = type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 ? 1 : 2; /* at bytes 0 and 2 */
+    const int super = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
+    const size_t bb = ggml_row_size(type, super ? 256 : 32); /* one block */
+    const int nscales = type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q6_K ? 1 : 2;
+    const size_t at = type == GGML_Q6_K ? 208 : 0; /* Q6_K's d follows its codes and scales; the others' lead */
     for (size_t i = 0; i + bb <= bytes; i += bb)
         for (int k = 0; k < nscales; k++) {
             uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff));
-            memcpy(w + i + 2 * k, &h, 2);
+            memcpy(w + i + at + 2 * k, &h, 2);
         }
 }
 
@@ -56,7 +58,7 @@ int main(int argc, char **argv) {
     }
     /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
     static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}, kshapes[][2] = {{2048, 768}, {768, 768}, {768, 2048}};
-    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K, GGML_Q5_K};
+    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
     printf("# quant_matmul, %lld tokens, %d thread(s), %d weight cop%s, kernels %s; best of the trials\n", (long long)ntok,
            nthreads, copies, copies > 1 ? "ies" : "y", quant_kernel_name());
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
@@ -64,7 +66,7 @@ int main(int argc, char **argv) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         if (argc > 4 && strcmp(argv[4], ggml_type_name(types[ti])) != 0) continue;
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-            const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K;
+            const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K || types[ti] == GGML_Q6_K;
             const int64_t rows = kq ? kshapes[si][0] : shapes[si][0], cols = kq ? kshapes[si][1] : shapes[si][1];
             const size_t rb = ggml_row_size(types[ti], cols);
             uint8_t *w = malloc(rb * (size_t)rows * (size_t)copies);

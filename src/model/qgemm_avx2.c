@@ -138,11 +138,54 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
     for (int t = 0; t < ntv; t++) y[t * ldy] = h[t] + om[t];
 }
 
+/* Q6_K: one row x QA_NT tokens, k_q6_k's lanes and scales (quant_x86_kern.h): per 32-value block, lanes =
+ * dp(q, a) - dp(32, a) = the sum of (q - 32) a over 4 values, exact in int32 either way, here as Q8_0's kernel
+ * takes signed weights: |q - 32| against a with q - 32's sign (|q - 32| <= 32, so vpmaddubsw's pairs stay far from
+ * saturation), which the 8 tokens share the weight half of; acc = fma(cvt(lanes), (d s_lo | d s_hi) * d_a, acc) with
+ * the block's two 16-value scales in the vector's halves; out = hsum(acc). */
+AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da, int64_t dstride,
+                    float *y, int64_t ldy, int ntv) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    QA_ACC_DECL;
+    for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
+        const float d = qx_h2f(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int n = 0; n < 2; n++) {
+            const __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const int8_t *s = sc + 8 * n + 2 * k;
+                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
+                const __m256i sg = _mm256_sub_epi8(q[k], c32), u = _mm256_abs_epi8(sg);
+                const int64_t a = sb * 8 + 4 * n + k;
+                const int8_t *qb = qa + a * 32;
+                const float *db = da + a;
+#define Q6_STEP(t, acc)                                                                                                 \
+    {                                                                                                                   \
+        const __m256i lanes = dp(u, _mm256_sign_epi8(ld(qb + (t) * qstride), sg));                                     \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(sv, _mm256_set1_ps(db[(t) * dstride])), acc); \
+    }
+                QA_T8(Q6_STEP)
+#undef Q6_STEP
+            }
+        }
+    }
+    QA_HSUMS(h);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
+}
+
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K, q6k = type == GGML_Q6_K;
     const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    if ((type != GGML_Q8_0 && !q45 && !kq && !q6k) || cols % (kq || q6k ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
@@ -207,6 +250,7 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
             case GGML_Q4_1: qa_tile(GGML_Q4_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
             default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, yr, ldy, ntv); break;
             }
         }

@@ -454,7 +454,7 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
         const int64_t RC =
             (!isf && simd && ntok >= 4 &&
              (type == GGML_Q4_1 || type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
-              type == GGML_Q4_K || type == GGML_Q5_K)) ? 32 : 16;
+              type == GGML_Q4_K || type == GGML_Q5_K || (type == GGML_Q6_K && !quant_avx512_available()))) ? 32 : 16;
         int64_t nchunks = (rows + RC - 1) / RC;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
