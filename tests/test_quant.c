@@ -247,12 +247,14 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     /* the prefill tile kernel (rows x tokens, used by quant_matmul for >= 4 tokens) on the same
      * quantized activations: exactly the f64 product of the dequantized operands, for every tile
      * edge (37 rows, 1..19 tokens, odd block counts) */
-    for (int kern = 0; kern < 2 && !isf; kern++) { /* AVX-512 (qgemm_avx512.c), AVX2 (qgemm_avx2.c) */
-        if (kern == 0 ? !quant_avx512_available() : !quant_avx2_available()) continue;
+    /* AVX-512 (qgemm_avx512.c), AVX2 (qgemm_avx2.c), AVX-512's 256-bit tiles (qgemm256_avx512.c) */
+    for (int kern = 0; kern < 3 && !isf; kern++) {
+        if (kern == 1 ? !quant_avx2_available() : !quant_avx512_available()) continue;
         for (int nt = 1; nt <= NT; nt++) {
             for (int i = 0; i < NT * NR; i++) y[i] = NAN;
-            int done = kern == 0 ? quant_gemm_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR)
-                                 : quant_gemm_avx2(type, w, 0, NR, n, q, d, s, nt, y, NR);
+            int done = kern == 0   ? quant_gemm_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR)
+                       : kern == 1 ? quant_gemm_avx2(type, w, 0, NR, n, q, d, s, nt, y, NR)
+                                   : quant_gemm256_avx512(type, w, 0, NR, n, q, d, s, nt, y, NR);
             if (!done) break; /* a type without a tile kernel */
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < NR; r++) {

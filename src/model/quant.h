@@ -112,8 +112,12 @@ void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, f
  * not apply or is out of memory. */
 int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
-/* internal: the same on AVX2 + FMA for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q5_K (qgemm_avx2.c), bitwise
- * equal to quant_dot_avx2; >= 4 tokens where AVX512-VNNI is absent */
+/* internal: the same on AVX512-VNNI with 256-bit tiles for Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (qgemm256_avx512.c,
+ * qgemm_x86_tiles.h), bitwise equal to quant_dot_avx512; the types quant_gemm_avx512 does not take */
+int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                         const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
+/* internal: the same on AVX2 + FMA for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (qgemm_avx2.c,
+ * qgemm_x86_tiles.h), bitwise equal to quant_dot_avx2; >= 4 tokens where AVX512-VNNI is absent */
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 /* internal: the same for few tokens (decode): 2 weight rows per zmm, each token separately;

@@ -23,9 +23,7 @@ int quant_avx512_available(void) {
     return v;
 }
 
-AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
-AI __m256i dp(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
-AI __m256i qx_bits_bytes(uint32_t qh) { return _mm256_movm_epi8((__mmask32)qh); }
+#include "quant_avx512_ops.h" /* ld, dp, qx_bits_bytes: the prefill tiles' (qgemm256_avx512.c) too */
 
 #include "quant_x86_kern.h"
 

@@ -1,0 +1,25 @@
+/* qgemm256_avx512.c: the prefill tiles of qgemm_x86_tiles.h on AVX512-VNNI CPUs (256-bit vectors, dp = vpdpbusd),
+ * for the types whose one-row AVX-512 kernels are quant_x86_kern.h's 256-bit ones and which the 512-bit tiles of
+ * qgemm_avx512.c do not take: Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (Q8_0 and Q4_1 have those; Q4_0's AVX-512 kernel
+ * sums two blocks a vpdpbusd, other lanes). Bitwise quant_dot_avx512's results (tests/test_quant.c). Before these
+ * tiles, the five types' prefill ran the one-row kernels on AVX-512 CPUs.
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "mcommon.h"
+#include "quant.h"
+#include "quant_x86.h"
+
+#define AI __attribute__((always_inline)) static inline
+#include "quant_avx512_ops.h" /* ld, dp, qx_bits_bytes: the one-row kernels' own (quant_avx512.c) */
+#include "quant_x86_kern.h"
+#include "qgemm_x86_tiles.h"
+
+int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                         const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    if (type != GGML_Q5_0 && type != GGML_Q5_1 && type != GGML_Q4_K && type != GGML_Q5_K && type != GGML_Q6_K) return 0;
+    return qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
+}

@@ -1,0 +1,256 @@
+/* qgemm_x86_tiles.h: the prefill tiles of one weight row x 8 tokens (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+ * Q6_K) and their driver qgemm_tiles, bitwise the one-row kernels of quant_x86_kern.h that the same file's
+ * includer builds with the same ld / dp / qx_bits_bytes. Two includers: qgemm_avx2.c (AVX2: dp = vpmaddubsw +
+ * vpmaddwd; quant_gemm_avx2) and qgemm256_avx512.c (AVX512-VNNI on 256 bits: dp = vpdpbusd; quant_gemm256_avx512, for
+ * the types the 512-bit tiles of qgemm_avx512.c do not take). Include after AI, the ops and quant_x86_kern.h.
+ *
+ * The one-row kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes
+ * (dp) -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over blocks of
+ * m_w * s_a. Per (block, token) that is, besides the vector operations, a scalar product d_w * d_a and its
+ * broadcast and a scalar product and add: the port-bound part of the loop. Here the same operations run with
+ *   - the scale d_w * d_a as one vector product of two broadcasts (d_a a broadcast load), the same rounded
+ *     product in every lane;
+ *   - the m_w * s_a sums for 8 tokens at once from the activations' s transposed to [block][token] once per call
+ *     (lane t: token t's rounded product and rounded add, in block order, as the scalar sum);
+ *   - the rows' m converted once per call, not once per row and token group.
+ * Tile: one weight row x 8 tokens (one ymm accumulator each); the row's unpacked block serves 8 tokens, as in the
+ * one-row kernel. The final horizontal sum and the + sum are the one-row kernel's, so the results are bitwise the
+ * same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) the same way: the sub-blocks'
+ * scales as vector products, the mins' sum 8 tokens a vector; Q6_K (qa_tile_q6k) with the weights' -32 offset
+ * moved into signed weights. Zen 3 (AVX2), bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0 ~1.4x, Q4_K / Q5_K 1.15-1.2x, Q6_K
+ * ~1.4x over the one-row kernels.
+ */
+#ifndef INFLLM_QGEMM_X86_TILES_H
+#define INFLLM_QGEMM_X86_TILES_H
+
+#define QA_NT 8 /* tokens per tile: 8 ymm accumulators, one weight row */
+
+/* The tile's 8 accumulators are named variables, one per token (QA_T8 writes a token step 8 times): as an array
+ * (acc[QA_NT] and per-token offset arrays) GCC kept it in memory as well, storing every accumulator to the stack
+ * each block, and reloaded the token offsets from the stack: 1.3-1.5x slower on Zen 3 (the same instructions
+ * otherwise). The 8 tokens are rows qstride / dstride apart; qgemm_tiles pads a last partial group. */
+#define QA_T8(STEP) STEP(0, acc0) STEP(1, acc1) STEP(2, acc2) STEP(3, acc3) STEP(4, acc4) STEP(5, acc5) STEP(6, acc6) STEP(7, acc7)
+#define QA_ACC_DECL __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0, \
+                           acc6 = acc0, acc7 = acc0
+#define QA_HSUMS(h) const float h[QA_NT] = {qx_hsum256(acc0), qx_hsum256(acc1), qx_hsum256(acc2), qx_hsum256(acc3), \
+                                            qx_hsum256(acc4), qx_hsum256(acc5), qx_hsum256(acc6), qx_hsum256(acc7)}
+
+/* One weight row (w) x QA_NT tokens (qa / da: token 0's rows, qstride / dstride apart; the first ntv are written),
+ * y[t * ldy]. Q8_0 as kx_q8_0; Q4_1 as kx_q4_1; Q4_0 / Q5_0 / Q5_1 as k_q45_01
+ * (the nibbles, Q5's fifth bit from qh, unsigned; the min m, or Q4_0's -8 d / Q5_0's -16 d, times the activation
+ * sums): per block and token acc = fma(d_w * d_a, lanes, acc) (the product commutes, so both kernels' operand
+ * orders give these bits); the m * s sum in block order, rounded product then rounded add, 8 tokens a vector from
+ * st (s transposed [nb][QA_NT]) with mo the row's m per block (the one-row kernels write the product as its own
+ * statement, so that no compiler contracts it into the add). */
+AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t *qa, int64_t qstride, const float *da,
+                int64_t dstride, const float *st, const float *mo, float *y, int64_t ldy, int ntv) {
+    const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
+    const int offs = TYPE != GGML_Q8_0; /* a min / offset sum */
+    const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
+    QA_ACC_DECL;
+    __m256 summs = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = w + (size_t)b * bb;
+        const __m256 dw = _mm256_set1_ps(qx_h2f(wb));
+        __m256i u, sg = _mm256_setzero_si256();
+        if (TYPE == GGML_Q8_0) {
+            sg = ld(wb + 2);
+            u = _mm256_abs_epi8(sg);
+        } else {
+            u = qx_q45_values(wb, hdr, five);
+        }
+        const int8_t *qb = qa + b * 32;
+        const float *db = da + b;
+        /* Q8_0: the weights' signs moved onto the activations (|w| unsigned), as kx_q8_0 */
+#define QA_STEP(t, acc)                                                                                                \
+    {                                                                                                                  \
+        const __m256i a = ld(qb + (t) * qstride);                                                                      \
+        const __m256i s = dp(u, TYPE == GGML_Q8_0 ? _mm256_sign_epi8(a, sg) : a);                                     \
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_broadcast_ss(db + (t) * dstride)), _mm256_cvtepi32_ps(s), acc); \
+    }
+        QA_T8(QA_STEP)
+#undef QA_STEP
+        if (offs) summs = _mm256_add_ps(summs, _mm256_mul_ps(_mm256_set1_ps(mo[b]), _mm256_loadu_ps(st + b * QA_NT)));
+    }
+    QA_HSUMS(h);
+    float sm[QA_NT];
+    _mm256_storeu_ps(sm, summs);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = offs ? h[t] + sm[t] : h[t]; /* Q8_0: no + 0 (it would turn a -0 into +0) */
+}
+
+/* Q4_K / Q5_K (five): one row x QA_NT tokens, k_q45_k's operations (quant_x86_kern.h): per 32-value sub-block and
+ * token acc = fma(lanes, d_sub * d_a, acc); the mins' sum off = off - (m0 s0 + m1 s1) per sub-block pair, here for 8
+ * tokens a vector from st; out = hsum(acc) + off */
+AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da,
+                  int64_t dstride, const float *st, float *y, int64_t ldy, int ntv) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const size_t bb = five ? 176 : 144;
+    QA_ACC_DECL;
+    __m256 off = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
+        const float d = qx_h2f(w), dmin = qx_h2f(w + 2);
+        uint8_t sc[8], mn[8];
+        scales_k4(w + 4, sc, mn);
+        const uint8_t *qs = w + (five ? 48 : 16);
+        const __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            const __m256i q = ld(qs + 32 * j);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j))), b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
+                const __m256i s16 = _mm256_set1_epi8(16);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
+            }
+            const int64_t a0 = sb * 8 + 2 * j;
+            const float d0 = d * sc[2 * j], d1 = d * sc[2 * j + 1], m0 = dmin * mn[2 * j], m1 = dmin * mn[2 * j + 1];
+            const __m256 d0v = _mm256_set1_ps(d0), d1v = _mm256_set1_ps(d1);
+            const int8_t *qb = qa + a0 * 32;
+            const float *db = da + a0;
+#define QK_STEP(t, acc)                                                                                        \
+    {                                                                                                          \
+        const int8_t *qt = qb + (t) * qstride;                                                                 \
+        const float *dt = db + (t) * dstride;                                                                  \
+        const __m256i s0 = dp(lo, ld(qt)), s1 = dp(hi, ld(qt + 32));                                           \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0v, _mm256_broadcast_ss(dt)), acc);     \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1v, _mm256_broadcast_ss(dt + 1)), acc); \
+    }
+            QA_T8(QK_STEP)
+#undef QK_STEP
+            const __m256 o0 = _mm256_mul_ps(_mm256_set1_ps(m0), _mm256_loadu_ps(st + a0 * QA_NT));
+            const __m256 o1 = _mm256_mul_ps(_mm256_set1_ps(m1), _mm256_loadu_ps(st + (a0 + 1) * QA_NT));
+            off = _mm256_sub_ps(off, _mm256_add_ps(o0, o1));
+        }
+    }
+    QA_HSUMS(h);
+    float om[QA_NT];
+    _mm256_storeu_ps(om, off);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t] + om[t];
+}
+
+/* Q6_K: one row x QA_NT tokens, k_q6_k's lanes and scales (quant_x86_kern.h): per 32-value block, lanes =
+ * dp(q, a) - dp(32, a) = the sum of (q - 32) a over 4 values, exact in int32 either way, here as Q8_0's kernel
+ * takes signed weights: |q - 32| against a with q - 32's sign (|q - 32| <= 32, so vpmaddubsw's pairs stay far from
+ * saturation), which the 8 tokens share the weight half of; acc = fma(cvt(lanes), (d s_lo | d s_hi) * d_a, acc) with
+ * the block's two 16-value scales in the vector's halves; out = hsum(acc). */
+AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da, int64_t dstride,
+                    float *y, int64_t ldy, int ntv) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    QA_ACC_DECL;
+    for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
+        const float d = qx_h2f(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int n = 0; n < 2; n++) {
+            const __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const int8_t *s = sc + 8 * n + 2 * k;
+                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
+                const __m256i sg = _mm256_sub_epi8(q[k], c32), u = _mm256_abs_epi8(sg);
+                const int64_t a = sb * 8 + 4 * n + k;
+                const int8_t *qb = qa + a * 32;
+                const float *db = da + a;
+#define Q6_STEP(t, acc)                                                                                                 \
+    {                                                                                                                   \
+        const __m256i lanes = dp(u, _mm256_sign_epi8(ld(qb + (t) * qstride), sg));                                     \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(sv, _mm256_set1_ps(db[(t) * dstride])), acc); \
+    }
+                QA_T8(Q6_STEP)
+#undef Q6_STEP
+            }
+        }
+    }
+    QA_HSUMS(h);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
+}
+
+static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K, q6k = type == GGML_Q6_K;
+    const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
+    if ((type != GGML_Q8_0 && !q45 && !kq && !q6k) || cols % (kq || q6k ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    const size_t rb = ggml_row_size(type, cols);
+    const int64_t nb = cols / QK, nrows = r1 - r0;
+    const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
+    /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
+     * each token group's s transposed to [nb][QA_NT] */
+    float *mo = NULL, *st = NULL;
+    if (q45 || kq) {
+        mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
+        st = malloc((size_t)nb * QA_NT * sizeof(float));
+        if ((q45 && !mo) || !st) {
+            free(mo);
+            free(st);
+            return 0;
+        }
+        const int five = type == GGML_Q5_0 || type == GGML_Q5_1, has_min = type == GGML_Q4_1 || type == GGML_Q5_1;
+        const size_t bb = (has_min ? 4 : 2) + (five ? 4 : 0) + 16;
+        for (int64_t r = 0; mo && r < nrows; r++)
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *wb = w0 + (size_t)r * rb + (size_t)b * bb;
+                mo[r * nb + b] = has_min ? qx_h2f(wb + 2) : (five ? -16.f : -8.f) * qx_h2f(wb);
+            }
+    }
+    /* a last group of fewer than QA_NT tokens: its rows copied, the last one repeated (computed, not written) */
+    int8_t *qpad = NULL;
+    float *dpad = NULL;
+    if (ntok % QA_NT) {
+        qpad = malloc((size_t)QA_NT * (size_t)cols);
+        dpad = malloc((size_t)QA_NT * (size_t)nb * sizeof(float));
+        if (!qpad || !dpad) {
+            free(qpad);
+            free(dpad);
+            free(mo);
+            free(st);
+            return 0;
+        }
+    }
+    for (int64_t t0 = 0; t0 < ntok; t0 += QA_NT) {
+        const int ntv = ntok - t0 < QA_NT ? (int)(ntok - t0) : QA_NT;
+        if (st)
+            for (int k = 0; k < QA_NT; k++) {
+                const int64_t t = t0 + (k < ntv ? k : ntv - 1);
+                for (int64_t b = 0; b < nb; b++) st[b * QA_NT + k] = s[t * nb + b];
+            }
+        const int8_t *qa = q + t0 * cols;
+        const float *da = d + t0 * nb;
+        if (ntv < QA_NT) {
+            for (int k = 0; k < QA_NT; k++) {
+                const int64_t t = t0 + (k < ntv ? k : ntv - 1);
+                memcpy(qpad + (size_t)k * (size_t)cols, q + t * cols, (size_t)cols);
+                memcpy(dpad + (size_t)k * (size_t)nb, d + t * nb, (size_t)nb * sizeof(float));
+            }
+            qa = qpad;
+            da = dpad;
+        }
+        for (int64_t r = 0; r < nrows; r++) {
+            const uint8_t *wr = w0 + (size_t)r * rb;
+            const float *mr = mo ? mo + r * nb : NULL;
+            float *yr = y + t0 * ldy + r0 + r;
+            switch (type) { /* constant TYPE: each its own instance */
+            case GGML_Q8_0: qa_tile(GGML_Q8_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q4_0: qa_tile(GGML_Q4_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q4_1: qa_tile(GGML_Q4_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+            case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, yr, ldy, ntv); break;
+            }
+        }
+    }
+    free(qpad);
+    free(dpad);
+    free(mo);
+    free(st);
+    return 1;
+}
+
+#endif
