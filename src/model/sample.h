@@ -26,5 +26,9 @@ void mdl_sampler_free(mdl_sampler *s);
 /* Picks a token from logits (modified in place by the penalty). hist: previous tokens. NaN logits are
  * never picked; -1 (mdl_error() says why) when every logit is NaN. */
 int32_t mdl_sample(mdl_sampler *s, float *logits, const int32_t *hist, int64_t n_hist);
+/* internal (tests/test_sample.c): orders the candidate indices idx[0..n) of logits lg (no NaN among them) best first
+ * (higher logit, then lower index) and returns how many lead in that order: the first k where 0 < k < n (the rest
+ * of idx is then unspecified), else all n */
+int mdl_sample_order(const float *lg, int32_t *idx, int n, int k);
 
 #endif
