@@ -100,24 +100,18 @@ if { [ "${CUDA_CHECK_LONG:-1}" = 1 ] || [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; } &&
 fi
 # the planning of other GPUs up to 768K tokens (bench/emulate_check.py, PyTorch), one profile after another,
 # beside the runs below (they are bound by their float64 references on the CPU, the sweep by the GPU)
-emu=""
-if [ $HAVE_TORCH = 1 ] && [ "${CUDA_CHECK_EMULATE:-1}" = 1 ]; then
-  (
-    for prof in t4 a100 rtx3090 orin; do
-      echo "--- emulate_check --profile $prof"
-      timeout -k 10 "$TMO" python3 bench/emulate_check.py --lib "$BUILD/libinfllm.so" --profile $prof || echo "emulate_check $prof: exit $?"
-    done
-  ) >"$LOGS/emulate" 2>&1 &
-  emu=$!
-fi
+emu_sweep() {
+  for prof in t4 a100 rtx3090 orin; do
+    echo "--- emulate_check --profile $prof"
+    timeout -k 10 "$TMO" python3 bench/emulate_check.py --lib "$BUILD/libinfllm.so" --profile $prof || echo "emulate_check $prof: exit $?"
+  done
+}
 # needs PyTorch: sequences past 2^31 query elements (bench/long_check.py: prefix, selection + stage 2, late rows
 # against float64, the last queries as a few-query call, a batch of 3), where the grid's short cases cannot
 # reach, and k_select90's two tile widths against each other (~1.5 minutes in all on the H200). Beside the runs
 # below, as the emulate_check sweep (after them, a whole check on a cold machine came to ~590 s: more than one
 # device call may take); a failure prints "long_check: FAILED" into its log.
-long=""
-if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ]; then
-  (
+long_sweep() {
     lfail=0
     for args in "--T 1048576" "--T 786432 --shape 32,8,128"; do
       echo "--- long_check $args"
@@ -136,8 +130,34 @@ if [ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ]; then
       if [ -z "${dig[0]}" ] || [ "${dig[0]}" != "${dig[1]}" ]; then echo "FAIL: the tile widths differ"; lfail=1; fi
     done
     if [ $lfail != 0 ]; then echo "long_check: FAILED"; fi
-  ) >"$LOGS/long" 2>&1 &
+}
+# Both hold tens of GB of device memory at their largest (37 GB in long_check at 1M tokens, 27 GB in an emulate
+# profile): side by side where the GPU has room (the H200's 141 GB), one after the other below ~100 GB (an H100's
+# 80: session 71's whole check ran them side by side there and emulate_check a100 ran out of memory).
+emu=""
+long=""
+want_long=0
+want_emu=0
+[ "${CUDA_CHECK_LONG:-1}" = 1 ] && [ $HAVE_TORCH = 1 ] && want_long=1
+[ "${CUDA_CHECK_EMULATE:-1}" = 1 ] && [ $HAVE_TORCH = 1 ] && want_emu=1
+gpu_gb=0
+if [ $HAVE_TORCH = 1 ]; then
+  gpu_gb=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory >> 30)" 2>/dev/null || echo 0)
+fi
+if [ $want_long = 1 ] && [ $want_emu = 1 ] && [ "$gpu_gb" -lt 100 ]; then
+  echo "--- long_check, then the emulate_check sweep, one after the other (${gpu_gb} GiB on the GPU)"
+  ( long_sweep >"$LOGS/long" 2>&1; emu_sweep >"$LOGS/emulate" 2>&1 ) &
   long=$!
+  emu=$long
+else
+  if [ $want_emu = 1 ]; then
+    emu_sweep >"$LOGS/emulate" 2>&1 &
+    emu=$!
+  fi
+  if [ $want_long = 1 ]; then
+    long_sweep >"$LOGS/long" 2>&1 &
+    long=$!
+  fi
 fi
 # one run: its output line-buffered (a run killed by its timeout still shows how far it got), its exit status
 # and its seconds
