@@ -136,21 +136,14 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
  * the block's two 16-value scales in the vector's halves; out = hsum(acc). */
 AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da, int64_t dstride,
                     float *y, int64_t ldy, int ntv) {
-    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    const __m256i c32 = _mm256_set1_epi8(32);
     QA_ACC_DECL;
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         const float d = qx_h2f(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int n = 0; n < 2; n++) {
-            const __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+            q6k_unpack(w, n, q);
             for (int k = 0; k < 4; k++) {
                 const int8_t *s = sc + 8 * n + 2 * k;
                 const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));

@@ -190,23 +190,29 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
 }
 
+/* Q6_K: half n (0, 1) of a 210-byte super-block's codes as the unsigned 6-bit values (0..63) of its four 32-value
+ * blocks 4n..4n+3 (low nibbles from ql, the two high bits from qh) */
+AI void q6k_unpack(const uint8_t *w, int n, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+    const __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
+    q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
+    q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
+                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+}
+
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    const __m256i c32 = _mm256_set1_epi8(32);
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         float d = qx_h2f(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int n = 0; n < 2; n++) {
-            __m256i L0 = ld(w + 64 * n), L1 = ld(w + 64 * n + 32), H = ld(w + 128 + 32 * n);
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(L1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
+            q6k_unpack(w, n, q);
             for (int k = 0; k < 4; k++) {
                 const int8_t *s = sc + 8 * n + 2 * k;
                 __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
