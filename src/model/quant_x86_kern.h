@@ -146,6 +146,26 @@ AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     }
 }
 
+/* scales_k4's 8 scales and 8 mins as two vectors of floats times d and dmin (lane j: d * sc[j], dmin * mn[j], the
+ * products scales_k4's bytes give as scalars), unpacked in general registers (llama.cpp's utmp steps): a vector load
+ * of scales_k4's byte stores was a store-forwarding stall */
+AI void scales_k4_ps(const uint8_t *q, float d, float dmin, __m256 *dsc, __m256 *dmn) {
+    uint32_t u[3];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t sc03 = u[0] & m6, mn03 = u[1] & m6;
+    const uint32_t sc47 = (u[2] & m4) | (((u[0] >> 6) & m2) << 4), mn47 = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    *dsc = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)sc47, (int)sc03))));
+    *dmn = _mm256_mul_ps(_mm256_set1_ps(dmin),
+                         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn47, (int)mn03))));
+}
+
+/* Q4_K / Q5_K (five), the one-row kernel: per 32-value sub-block j of a super-block and token, acc = fma(lanes,
+ * (d sc_j) da_j, acc); per sub-block pair off -= (dmin mn_2j) s_2j + (dmin mn_2j+1) s_2j+1; out = hsum(acc) + off.
+ * The 8 sub-blocks' scale products are one vector product (scales_k4_ps, then times the token's 8 consecutive d_a),
+ * each broadcast by a lane permute, and the mins' products one vector product whose pair sums leave through memory
+ * in pair order: the same rounded products, sums and order as qgemm_x86_tiles.h's qa_tile_k computes with scalars,
+ * bitwise (test_quant). A decode step (one token) spent most of its K-quant time on the scalars (session 71). */
 AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
     __m256 acc[8];
@@ -155,11 +175,22 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
         off[t] = 0.f;
     }
     const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i pair_swap = _mm256_setr_epi32(1, 0, 3, 2, 5, 4, 7, 6);
     const size_t bb = five ? 176 : 144;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        float d = qx_h2f(w), dmin = qx_h2f(w + 2);
-        uint8_t sc[8], mn[8];
-        scales_k4(w + 4, sc, mn);
+        __m256 dsc, dmn;
+        scales_k4_ps(w + 4, qx_h2f(w), qx_h2f(w + 2), &dsc, &dmn);
+        __m256 sct[8];
+        for (int t = 0; t < NA; t++) {
+            sct[t] = _mm256_mul_ps(dsc, _mm256_loadu_ps(da[t] + sb * 8)); /* lane j: (d sc_j) da_j */
+            const __m256 o = _mm256_mul_ps(dmn, _mm256_loadu_ps(sa[t] + sb * 8)); /* lane j: (dmin mn_j) s_j */
+            float ps[8];
+            _mm256_storeu_ps(ps, _mm256_add_ps(o, _mm256_permutevar8x32_ps(o, pair_swap))); /* lane 2j: the pair's sum */
+            off[t] -= ps[0];
+            off[t] -= ps[2];
+            off[t] -= ps[4];
+            off[t] -= ps[6];
+        }
         const uint8_t *qs = w + (five ? 48 : 16);
         __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
@@ -173,17 +204,13 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
             }
-            int64_t a0 = sb * 8 + 2 * j;
-            float d0 = d * sc[2 * j], d1 = d * sc[2 * j + 1], m0 = dmin * mn[2 * j], m1 = dmin * mn[2 * j + 1];
+            const int64_t a0 = sb * 8 + 2 * j;
+            const __m256i l0 = _mm256_set1_epi32(2 * j), l1 = _mm256_set1_epi32(2 * j + 1);
             for (int t = 0; t < NA; t++) {
                 __m256i s0 = dp(lo, ld(qa[t] + a0 * 32));
                 __m256i s1 = dp(hi, ld(qa[t] + (a0 + 1) * 32));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * da[t][a0]), acc[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * da[t][a0 + 1]), acc[t]);
-                /* two statements: no compiler contracts a product into the sum (clang would in one
-                 * expression), so qgemm_avx2.c's 8-token twin gets these bits under any compiler */
-                const float o0 = m0 * sa[t][a0], o1 = m1 * sa[t][a0 + 1];
-                off[t] -= o0 + o1;
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_permutevar8x32_ps(sct[t], l0), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(sct[t], l1), acc[t]);
             }
         }
     }
