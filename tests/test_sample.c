@@ -63,9 +63,9 @@ static int32_t ref_draw(const float *lg, const int32_t *idx, int n, float temp, 
 
 int main(void) {
     enum { NMAX = 3000 };
-    float *lg = malloc(sizeof(float) * NMAX), *prob = malloc(sizeof(float) * NMAX), *work = malloc(sizeof(float) * NMAX);
+    float *lg = malloc(sizeof(float) * NMAX);
     int32_t *idx = malloc(sizeof(int32_t) * NMAX), *ref = malloc(sizeof(int32_t) * NMAX);
-    if (!lg || !prob || !work || !idx || !ref) return 1;
+    if (!lg || !idx || !ref) return 1;
     /* the order: sizes 1..NMAX, tie-heavy and distinct logits, k in {0, 1, 2, 3, 40, n - 1, n, n + 5, random} */
     const int sizes[] = {1, 2, 3, 5, 17, 64, 257, 1000, NMAX};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -128,6 +128,6 @@ int main(void) {
                       topks[a], (double)temps[b], (double)topps[c], same, DRAWS);
                 mdl_sampler_free(&s);
             }
-    free(lg); free(prob); free(work); free(idx); free(ref); free(lgv); free(lgc); free(pv); free(iv);
+    free(lg); free(idx); free(ref); free(lgv); free(lgc); free(pv); free(iv);
     return finish("test_sample");
 }

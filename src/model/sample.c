@@ -60,26 +60,15 @@ static void sift_down(const float *lg, int32_t *idx, int root, int end) {
     }
 }
 
-/* Sorts idx[0..n) by `before`, in place. A heap sort rather than qsort: qsort's comparator has no context
- * argument, and the logits it read through a global pointer were another thread's when two sessions sampled at
- * once (test_threads: draws changed, and with a smaller vocabulary there a read past its logits). The order is
- * total, so the result is the one qsort gave. */
-static void sort_candidates(const float *lg, int32_t *idx, int n) {
-    for (int i = n / 2 - 1; i >= 0; i--) sift_down(lg, idx, i, n);
-    for (int end = n - 1; end > 0; end--) {
-        const int32_t t = idx[0];
-        idx[0] = idx[end];
-        idx[end] = t;
-        sift_down(lg, idx, 0, end);
-    }
-}
-
-/* The best k of idx[0..n) (0 < k < n), sorted, into idx[0..k): a heap of the best k so far whose root is the worst
- * of them, each later candidate that comes before the root replacing it, then the heap sorted. O(n log k), where
- * sorting all n candidates was O(n log n): the default top-k of 40 over a 49K vocabulary's candidates (flat logits
- * at temperature 0.8 keep thousands) was 15% of a SmolLM2 decode step. The order is total, so these are the first
- * k that sort_candidates gives, in its order. */
-static void select_best(const float *lg, int32_t *idx, int n, int k) {
+/* The best k of idx[0..n) (0 < k <= n), sorted by `before`, into idx[0..k) (the rest of idx then unspecified): a
+ * heap of the best k so far whose root is the worst of them, each later candidate that comes before the root
+ * replacing it, then the heap sorted; k = n is a plain heap sort of all n. O(n log k): sorting all n candidates to
+ * keep the default top-k of 40 over a 49K vocabulary's (flat logits at temperature 0.8 keep thousands) was 15% of a
+ * SmolLM2 decode step. A heap sort rather than qsort: qsort's comparator has no context argument, and the logits it
+ * read through a global pointer were another thread's when two sessions sampled at once (test_threads: draws
+ * changed, and with a smaller vocabulary there a read past its logits). The order is total, so the result is the
+ * one a full sort gives. */
+static void sort_best(const float *lg, int32_t *idx, int n, int k) {
     for (int i = k / 2 - 1; i >= 0; i--) sift_down(lg, idx, i, k);
     for (int j = k; j < n; j++)
         if (before(lg, idx[j], idx[0])) {
@@ -95,12 +84,9 @@ static void select_best(const float *lg, int32_t *idx, int n, int k) {
 }
 
 int mdl_sample_order(const float *lg, int32_t *idx, int n, int k) {
-    if (k > 0 && k < n) {
-        select_best(lg, idx, n, k);
-        return k;
-    }
-    sort_candidates(lg, idx, n);
-    return n;
+    const int lead = k > 0 && k < n ? k : n;
+    sort_best(lg, idx, n, lead);
+    return lead;
 }
 
 int32_t mdl_sample(mdl_sampler *s, float *lg, const int32_t *hist, int64_t n_hist) {
