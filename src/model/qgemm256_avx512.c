@@ -16,10 +16,11 @@
 #define AI __attribute__((always_inline)) static inline
 #include "quant_avx512_ops.h" /* ld, dp, qx_bits_bytes: the one-row kernels' own (quant_avx512.c) */
 #include "quant_x86_kern.h"
+/* Q8_0 / Q4_1 take qgemm_avx512.c's 512-bit tiles; Q4_0's AVX-512 one-row kernel sums two blocks a vpdpbusd */
+#define QG_TILES_Q8_Q4 0
 #include "qgemm_x86_tiles.h"
 
 int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    if (type != GGML_Q5_0 && type != GGML_Q5_1 && type != GGML_Q4_K && type != GGML_Q5_K && type != GGML_Q6_K) return 0;
     return qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
 }

@@ -2,7 +2,8 @@
  * Q6_K) and their driver qgemm_tiles, bitwise the one-row kernels of quant_x86_kern.h that the same file's
  * includer builds with the same ld / dp / qx_bits_bytes. Two includers: qgemm_avx2.c (AVX2: dp = vpmaddubsw +
  * vpmaddwd; quant_gemm_avx2) and qgemm256_avx512.c (AVX512-VNNI on 256 bits: dp = vpdpbusd; quant_gemm256_avx512, for
- * the types the 512-bit tiles of qgemm_avx512.c do not take). Include after AI, the ops and quant_x86_kern.h.
+ * the types the 512-bit tiles of qgemm_avx512.c do not take). Include after AI, the ops and quant_x86_kern.h, with
+ * QG_TILES_Q8_Q4 defined 1 (all the types) or 0 (not Q8_0 / Q4_0 / Q4_1: qgemm_tiles returns 0 for them).
  *
  * The one-row kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes
  * (dp) -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over blocks of
@@ -169,7 +170,11 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int kq = type == GGML_Q4_K || type == GGML_Q5_K, q6k = type == GGML_Q6_K;
     const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    if ((type != GGML_Q8_0 && !q45 && !kq && !q6k) || cols % (kq || q6k ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
+    /* QG_TILES_Q8_Q4 0: not Q8_0 / Q4_0 / Q4_1 (the AVX-512 includer, whose one-row kernels for them differ) */
+    const int taken = q45 || kq || q6k || type == GGML_Q8_0;
+    if (!taken || (!QG_TILES_Q8_Q4 && (type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q4_1)) ||
+        cols % (kq || q6k ? 256 : QK) || r1 <= r0 || ntok <= 0)
+        return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
@@ -229,9 +234,11 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             const float *mr = mo ? mo + r * nb : NULL;
             float *yr = y + t0 * ldy + r0 + r;
             switch (type) { /* constant TYPE: each its own instance */
+#if QG_TILES_Q8_Q4
             case GGML_Q8_0: qa_tile(GGML_Q8_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q4_0: qa_tile(GGML_Q4_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q4_1: qa_tile(GGML_Q4_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
+#endif
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
