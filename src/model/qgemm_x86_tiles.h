@@ -146,8 +146,7 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
             __m256i q[4];
             q6k_unpack(w, n, q);
             for (int k = 0; k < 4; k++) {
-                const int8_t *s = sc + 8 * n + 2 * k;
-                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
+                const __m256 sv = q6k_scales(sc, d, 4 * n + k);
                 const __m256i sg = _mm256_sub_epi8(q[k], c32), u = _mm256_abs_epi8(sg);
                 const int64_t a = sb * 8 + 4 * n + k;
                 const int8_t *qb = qa + a * 32;

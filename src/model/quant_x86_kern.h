@@ -230,6 +230,12 @@ AI void q6k_unpack(const uint8_t *w, int n, __m256i q[4]) {
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
 }
 
+/* Q6_K: the scale vector of 32-value block b (0..7) of a super-block: d times its two 16-value scales, one a lane
+ * half (sc: the super-block's 16 int8 scales) */
+AI __m256 q6k_scales(const int8_t *sc, float d, int b) {
+    return _mm256_setr_m128(_mm_set1_ps(d * sc[2 * b]), _mm_set1_ps(d * sc[2 * b + 1]));
+}
+
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
@@ -241,8 +247,7 @@ AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, c
             __m256i q[4];
             q6k_unpack(w, n, q);
             for (int k = 0; k < 4; k++) {
-                const int8_t *s = sc + 8 * n + 2 * k;
-                __m256 sv = _mm256_setr_m128(_mm_set1_ps(d * s[0]), _mm_set1_ps(d * s[1]));
+                const __m256 sv = q6k_scales(sc, d, 4 * n + k);
                 int64_t a = sb * 8 + 4 * n + k;
                 for (int t = 0; t < NA; t++) {
                     __m256i av = ld(qa[t] + a * 32);
