@@ -188,7 +188,11 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     float *y = malloc(sizeof(float) * NT * NR);
     for (int r = 0; r < NR; r++) random_row(type, w + r * rb, n, &rng);
     for (int64_t i = 0; i < n * NT; i++) x[i] = (float)h_normal(&rng);
-    for (int t = 0; t < NT; t++) quant_act_row(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32));
+    /* QACT_F32 activations (d and s exactly what the f64 references below multiply; Q8_1's f16 s would not be), but
+     * QACT_Q8_K for the types whose kernels require its scale shared by 256 values */
+    const int amode = quant_act_mode(type) == QACT_Q8_K ? QACT_Q8_K : QACT_F32;
+    for (int t = 0; t < NT; t++)
+        quant_act_row_mode(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32), amode);
     int isf = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
     double worst_q = 0, worst_x = 0, worst_mm = 0, worst_mmq = 0, worst_deq = 0;
     float *deq = malloc(sizeof(float) * n);
@@ -484,24 +488,59 @@ static void test_act_modes(void) {
                   "SIMD activation mode %d differs from the scalar one", mode);
         }
     }
-    /* the AVX2 quantizer (also on AVX-512 CPUs) against the scalar one, every mode, bitwise */
-    for (int mode = QACT_F32; mode <= QACT_Q8_0 && quant_avx2_available(); mode++) {
-        quant_act_row_mode(x, N, q, d, s, mode);
-        memset(q1, 0x55, sizeof q1);
-        quant_act_row_mode_avx2(x, N, q1, d1, s1, mode);
-        CHECK(memcmp(q, q1, N) == 0 && memcmp(d, d1, sizeof d) == 0 && memcmp(s, s1, sizeof s) == 0,
-              "AVX2 activation mode %d differs from the scalar one", mode);
+    /* QACT_Q8_K: one scale amax / 127 per 256 values (its 8 blocks), values rint(x * 127 / amax), s the integer sum */
+    {
+        quant_act_row_mode(x, N, q, d, s, QACT_Q8_K);
+        int bad = 0;
+        for (int g = 0; g < N / 256; g++) {
+            float amax = 0.f;
+            for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[g * 256 + j]));
+            const float id = amax != 0.f ? 127.f / amax : 0.f;
+            for (int b = g * 8; b < g * 8 + 8; b++) {
+                int sum = 0;
+                for (int j = 0; j < 32; j++) {
+                    float v = nearbyintf(x[b * 32 + j] * id);
+                    bad += q[b * 32 + j] != (int8_t)v;
+                    sum += (int)v;
+                }
+                bad += d[b] != amax / 127.f || s[b] != (float)sum;
+            }
+        }
+        CHECK(bad == 0, "activation mode Q8_K: %d values / scales differ from the definition", bad);
     }
+    /* the SIMD quantizers (AVX2 also on AVX-512 CPUs) against the scalar one, every mode, bitwise; also a row whose
+     * last QACT_Q8_K group is 5 blocks */
+    for (int mode = QACT_F32; mode <= QACT_Q8_K; mode++)
+        for (int n = N; n >= N - 96; n -= 96) {
+            memset(q, 0x55, sizeof q);
+            memset(d, 0, sizeof d);
+            memset(s, 0, sizeof s);
+            quant_act_row_mode(x, n, q, d, s, mode);
+            for (int level = 1; level <= 2; level++) {
+                if (level == 1 ? !quant_avx2_available() : !quant_avx512_available()) continue;
+                memset(q1, 0x55, sizeof q1);
+                memset(d1, 0, sizeof d1);
+                memset(s1, 0, sizeof s1);
+                if (level == 1) quant_act_row_mode_avx2(x, n, q1, d1, s1, mode);
+                else quant_act_row_mode_avx512(x, n, q1, d1, s1, mode);
+                CHECK(memcmp(q, q1, N) == 0 && memcmp(d, d1, sizeof d) == 0 && memcmp(s, s1, sizeof s) == 0,
+                      "%s activation mode %d differs from the scalar one (%d values)", level == 1 ? "AVX2" : "AVX-512",
+                      mode, n);
+            }
+        }
     CHECK(quant_act_mode(GGML_Q4_1) == QACT_Q8_1 && quant_act_mode(GGML_Q8_0) == QACT_Q8_0 &&
-              quant_act_mode(GGML_Q4_K) == QACT_F32, "activation mode per weight type");
+              quant_act_mode(GGML_Q4_K) == QACT_Q8_K && quant_act_mode(GGML_Q6_K) == QACT_Q8_K &&
+              quant_act_mode(GGML_Q3_K) == QACT_F32, "activation mode per weight type");
     /* a block holding a NaN or an infinity (at any lane: the SIMD max kept or dropped a NaN by its position, and NaN x
-     * id converted to -127): values 0, scales NaN, on every quantizer; the other blocks as before */
-    for (int mode = QACT_F32; mode <= QACT_Q8_0; mode++) {
+     * id converted to -127): values 0, scales NaN, on every quantizer, in every block sharing its scale (QACT_Q8_K's
+     * 8); the other blocks as before */
+    for (int mode = QACT_F32; mode <= QACT_Q8_K; mode++) {
         static float xn[N];
         static const float bad_vals[3] = {NAN, INFINITY, -INFINITY};
         memcpy(xn, x, sizeof xn);
+        const int G = (int)quant_act_group(mode);
         int nb_bad = 0;
-        for (int b = 0; b < N / 32; b += 5, nb_bad++) xn[b * 32 + (b * 7) % 32] = bad_vals[nb_bad % 3];
+        for (int b = 0; b < N / 32; b += 5 * G, nb_bad++) xn[b * 32 + (b * 7) % 32] = bad_vals[nb_bad % 3];
         for (int level = 0; level < 3; level++) {
             if ((level == 1 && !quant_avx2_available()) || (level == 2 && !quant_avx512_available())) continue;
             memset(q1, 0x55, sizeof q1);
@@ -511,7 +550,7 @@ static void test_act_modes(void) {
             quant_act_row_mode(x, N, q, d, s, mode);
             int wrong = 0;
             for (int b = 0; b < N / 32; b++) {
-                if (b % 5 == 0) {
+                if ((b / G) % 5 == 0) {
                     for (int j = 0; j < 32; j++) wrong += q1[b * 32 + j] != 0;
                     wrong += !isnan(d1[b]) || !isnan(s1[b]);
                 } else {

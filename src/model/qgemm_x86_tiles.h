@@ -79,50 +79,45 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
     for (int t = 0; t < ntv; t++) y[t * ldy] = offs ? h[t] + sm[t] : h[t]; /* Q8_0: no + 0 (it would turn a -0 into +0) */
 }
 
-/* Q4_K / Q5_K (five): one row x QA_NT tokens, k_q45_k's operations (quant_x86_kern.h): per 32-value sub-block and
- * token acc = fma(lanes, d_sub * d_a, acc); the mins' sum off = off - (m0 s0 + m1 s1) per sub-block pair, here for 8
- * tokens a vector from st; out = hsum(acc) + off */
+/* Q4_K / Q5_K (five): one row x QA_NT tokens, k_q45_k's operations (quant_x86_kern.h) per super-block and token: the
+ * int32 lanes of the 8 sub-blocks (two chains), acc = fma(cvt(lanes), d * D_a, acc); the mins' sum m = sum_j mn_j s_j
+ * (exact), off = off - (dmin D_a) m, here 8 tokens a vector from st (s transposed, [nb][QA_NT]) and dt (the tokens'
+ * D_a, [nb][QA_NT]); out = hsum(acc) + off. The super-block's unpacked values and scales serve the 8 tokens. */
 AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da,
-                  int64_t dstride, const float *st, float *y, int64_t ldy, int ntv) {
-    const __m256i m4 = _mm256_set1_epi8(0xF);
+                  int64_t dstride, const float *st, const float *dt, float *y, int64_t ldy, int ntv) {
     const size_t bb = five ? 176 : 144;
     QA_ACC_DECL;
     __m256 off = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        const float d = qx_h2f(w), dmin = qx_h2f(w + 2);
-        uint8_t sc[8], mn[8];
-        scales_k4(w + 4, sc, mn);
-        const uint8_t *qs = w + (five ? 48 : 16);
-        const __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            const __m256i q = ld(qs + 32 * j);
-            __m256i lo = _mm256_and_si256(q, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j))), b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
-                const __m256i s16 = _mm256_set1_epi8(16);
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
-            }
-            const int64_t a0 = sb * 8 + 2 * j;
-            const float d0 = d * sc[2 * j], d1 = d * sc[2 * j + 1], m0 = dmin * mn[2 * j], m1 = dmin * mn[2 * j + 1];
-            const __m256 d0v = _mm256_set1_ps(d0), d1v = _mm256_set1_ps(d1);
-            const int8_t *qb = qa + a0 * 32;
-            const float *db = da + a0;
-#define QK_STEP(t, acc)                                                                                        \
-    {                                                                                                          \
-        const int8_t *qt = qb + (t) * qstride;                                                                 \
-        const float *dt = db + (t) * dstride;                                                                  \
-        const __m256i s0 = dp(lo, ld(qt)), s1 = dp(hi, ld(qt + 32));                                           \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0v, _mm256_broadcast_ss(dt)), acc);     \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1v, _mm256_broadcast_ss(dt + 1)), acc); \
+        __m256i sc[8], u[8];
+        __m256 mn;
+        kq45_scales(w + 4, sc, &mn);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) kq45_values(w, five, j, &u[2 * j], &u[2 * j + 1]);
+        const __m256 dv = _mm256_set1_ps(qx_h2f(w));
+        const int8_t *qb = qa + sb * 256;
+        const float *db = da + sb * 8;
+#define QK_STEP(t, acc)                                                                                           \
+    {                                                                                                             \
+        const int8_t *a = qb + (t) * qstride;                                                                     \
+        __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {                                                                             \
+            i0 = dpsc(i0, u[2 * j], ld(a + 64 * j), sc[2 * j]);                                                   \
+            i1 = dpsc(i1, u[2 * j + 1], ld(a + 64 * j + 32), sc[2 * j + 1]);                                      \
+        }                                                                                                         \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1)),                                       \
+                              _mm256_mul_ps(dv, _mm256_broadcast_ss(db + (t) * dstride)), acc);                   \
     }
-            QA_T8(QK_STEP)
+        QA_T8(QK_STEP)
 #undef QK_STEP
-            const __m256 o0 = _mm256_mul_ps(_mm256_set1_ps(m0), _mm256_loadu_ps(st + a0 * QA_NT));
-            const __m256 o1 = _mm256_mul_ps(_mm256_set1_ps(m1), _mm256_loadu_ps(st + (a0 + 1) * QA_NT));
-            off = _mm256_sub_ps(off, _mm256_add_ps(o0, o1));
-        }
+        /* lane t: token t's m (exact), then (dmin D_a) m */
+        const float *sj = st + sb * 8 * QA_NT;
+        __m256 m = _mm256_mul_ps(_mm256_permutevar8x32_ps(mn, _mm256_setzero_si256()), _mm256_loadu_ps(sj));
+#pragma GCC unroll 7
+        for (int j = 1; j < 8; j++)
+            m = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(mn, _mm256_set1_epi32(j)), _mm256_loadu_ps(sj + j * QA_NT), m);
+        const __m256 f = _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 2)), _mm256_loadu_ps(dt + sb * 8 * QA_NT));
+        off = _mm256_sub_ps(off, _mm256_mul_ps(f, m));
     }
     QA_HSUMS(h);
     float om[QA_NT];
@@ -130,36 +125,32 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
     for (int t = 0; t < ntv; t++) y[t * ldy] = h[t] + om[t];
 }
 
-/* Q6_K: one row x QA_NT tokens, k_q6_k's lanes and scales (quant_x86_kern.h): per 32-value block, lanes =
- * dp(q, a) - dp(32, a) = the sum of (q - 32) a over 4 values, exact in int32 either way, here as Q8_0's kernel
- * takes signed weights: |q - 32| against a with q - 32's sign (|q - 32| <= 32, so vpmaddubsw's pairs stay far from
- * saturation), which the 8 tokens share the weight half of; acc = fma(cvt(lanes), (d s_lo | d s_hi) * d_a, acc) with
- * the block's two 16-value scales in the vector's halves; out = hsum(acc). */
+/* Q6_K: one row x QA_NT tokens, k_q6_k's operations (quant_x86_kern.h) per super-block and token: the int32 lanes of
+ * the 8 blocks (|q - 32| against the activations with q - 32's sign, times the 16-value scales; two chains),
+ * acc = fma(cvt(lanes), d * D_a, acc); out = hsum(acc). */
 AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da, int64_t dstride,
                     float *y, int64_t ldy, int ntv) {
-    const __m256i c32 = _mm256_set1_epi8(32);
     QA_ACC_DECL;
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
-        const float d = qx_h2f(w + 208);
-        const int8_t *sc = (const int8_t *)(w + 192);
-        for (int n = 0; n < 2; n++) {
-            __m256i q[4];
-            q6k_unpack(w, n, q);
-            for (int k = 0; k < 4; k++) {
-                const __m256 sv = q6k_scales(sc, d, 4 * n + k);
-                const __m256i sg = _mm256_sub_epi8(q[k], c32), u = _mm256_abs_epi8(sg);
-                const int64_t a = sb * 8 + 4 * n + k;
-                const int8_t *qb = qa + a * 32;
-                const float *db = da + a;
-#define Q6_STEP(t, acc)                                                                                                 \
-    {                                                                                                                   \
-        const __m256i lanes = dp(u, _mm256_sign_epi8(ld(qb + (t) * qstride), sg));                                     \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(sv, _mm256_set1_ps(db[(t) * dstride])), acc); \
+        __m256i sc[8], u[8], sg[8];
+        kq6_scales(w, sc);
+        q6k_signed(w, u, sg);
+        const __m256 dv = _mm256_set1_ps(qx_h2f(w + 208));
+        const int8_t *qb = qa + sb * 256;
+        const float *db = da + sb * 8;
+#define Q6_STEP(t, acc)                                                                                           \
+    {                                                                                                             \
+        const int8_t *a = qb + (t) * qstride;                                                                     \
+        __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
+        _Pragma("GCC unroll 4") for (int b = 0; b < 8; b += 2) {                                                                          \
+            i0 = dpsc(i0, u[b], _mm256_sign_epi8(ld(a + 32 * b), sg[b]), sc[b]);                                  \
+            i1 = dpsc(i1, u[b + 1], _mm256_sign_epi8(ld(a + 32 * b + 32), sg[b + 1]), sc[b + 1]);                 \
+        }                                                                                                         \
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1)),                                       \
+                              _mm256_mul_ps(dv, _mm256_broadcast_ss(db + (t) * dstride)), acc);                   \
     }
-                QA_T8(Q6_STEP)
+        QA_T8(Q6_STEP)
 #undef Q6_STEP
-            }
-        }
     }
     QA_HSUMS(h);
     for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
@@ -179,13 +170,15 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
     /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
      * each token group's s transposed to [nb][QA_NT] */
-    float *mo = NULL, *st = NULL;
+    float *mo = NULL, *st = NULL, *dt = NULL;
     if (q45 || kq) {
         mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
         st = malloc((size_t)nb * QA_NT * sizeof(float));
-        if ((q45 && !mo) || !st) {
+        dt = kq ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
+        if ((q45 && !mo) || !st || (kq && !dt)) {
             free(mo);
             free(st);
+            free(dt);
             return 0;
         }
         const int five = type == GGML_Q5_0 || type == GGML_Q5_1, has_min = type == GGML_Q4_1 || type == GGML_Q5_1;
@@ -207,6 +200,7 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             free(dpad);
             free(mo);
             free(st);
+            free(dt);
             return 0;
         }
     }
@@ -216,6 +210,7 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             for (int k = 0; k < QA_NT; k++) {
                 const int64_t t = t0 + (k < ntv ? k : ntv - 1);
                 for (int64_t b = 0; b < nb; b++) st[b * QA_NT + k] = s[t * nb + b];
+                for (int64_t b = 0; dt && b < nb; b++) dt[b * QA_NT + k] = d[t * nb + b];
             }
         const int8_t *qa = q + t0 * cols;
         const float *da = d + t0 * nb;
@@ -241,7 +236,7 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
-            default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, yr, ldy, ntv); break;
+            default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, dt, yr, ldy, ntv); break;
             }
         }
     }
@@ -249,6 +244,7 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     free(dpad);
     free(mo);
     free(st);
+    free(dt);
     return 1;
 }
 

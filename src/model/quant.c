@@ -254,6 +254,9 @@ void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
     } else if (mode == QACT_Q8_1) {
         *d = f16r(dd);
         *s = f16r(dd * (float)sum);
+    } else if (mode == QACT_Q8_K) {
+        *d = dd;
+        *s = (float)sum; /* |sum| <= 32 x 127: exact */
     } else {
         *d = f16r(dd);
         *s = *d * (float)sum;
@@ -263,6 +266,7 @@ void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
 int quant_act_mode(uint32_t type) {
     if (type == GGML_Q4_1 || type == GGML_Q5_1) return QACT_Q8_1;
     if (type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q8_0 || type == GGML_IQ4_NL) return QACT_Q8_0;
+    if (type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K) return QACT_Q8_K;
     return QACT_F32;
 }
 
@@ -271,30 +275,34 @@ void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s) {
 }
 
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
-    for (int64_t b = 0; b < n / QK; b++) {
-        const float *xb = x + b * QK;
+    const int64_t nb = n / QK, G = quant_act_group(mode);
+    for (int64_t g0 = 0; g0 < nb; g0 += G) {
+        const int64_t g1 = g0 + G < nb ? g0 + G : nb; /* the blocks g0..g1-1 share one scale */
         float amax = 0.f;
         int finite = 1;
-        for (int j = 0; j < QK; j++) {
-            float a = fabsf(xb[j]);
+        for (int64_t j = g0 * QK; j < g1 * QK; j++) {
+            float a = fabsf(x[j]);
             if (a > amax) amax = a;
             finite &= a <= FLT_MAX; /* false for inf and NaN */
         }
         if (!finite) {
-            quant_act_block_nonfinite(q + b * QK, &d[b], &s[b]);
+            for (int64_t b = g0; b < g1; b++) quant_act_block_nonfinite(q + b * QK, &d[b], &s[b]);
             continue;
         }
         float dd;
         const float id = quant_act_block_inv(mode, amax, &dd);
-        int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            int v = (int)lrintf(xb[j] * id);
-            if (v > 127) v = 127;
-            if (v < -127) v = -127;
-            q[b * QK + j] = (int8_t)v;
-            sum += v;
+        for (int64_t b = g0; b < g1; b++) {
+            const float *xb = x + b * QK;
+            int sum = 0;
+            for (int j = 0; j < QK; j++) {
+                int v = (int)lrintf(xb[j] * id);
+                if (v > 127) v = 127;
+                if (v < -127) v = -127;
+                q[b * QK + j] = (int8_t)v;
+                sum += v;
+            }
+            quant_act_scales(mode, dd, sum, &d[b], &s[b]);
         }
-        quant_act_scales(mode, dd, sum, &d[b], &s[b]);
     }
 }
 
@@ -475,6 +483,10 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), same bits as below */
             if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
                 quant_gemv_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                continue;
+            /* the rest (other types and token counts) on AVX-512 CPUs: the one-row kernels, looped in AVX-512 code */
+            if (simd && !fa && quant_avx512_available() &&
+                quant_rows_avx512(type, w, r0, r1, cols, x, Q, D, S, ntok, y, ldy))
                 continue;
             for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
                 int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;

@@ -32,11 +32,15 @@ typedef struct qact {
     float *s;           /* [rows][n/32] d * sum(q) of the block */
 } qact;
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
-/* Activation quantization schemes: QACT_F32 (scale amax/127 in f32; K-quants), QACT_Q8_1 and
+/* Activation quantization schemes: QACT_F32 (scale amax/127 in f32; Q2_K, Q3_K, IQ4_XS), QACT_Q8_1 and
  * QACT_Q8_0 (llama.cpp's quantize_row_q8_1 / q8_0: values x * (127/amax) rounded to nearest even,
- * the scale rounded to f16, Q8_1's s = f16(d * sum)). quant_matmul picks the one llama.cpp uses
- * for the weight type (Q4_1, Q5_1: Q8_1; Q4_0, Q5_0, Q8_0, IQ4_NL: Q8_0; K-quants, IQ4_XS: F32). */
-enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2 };
+ * the scale rounded to f16, Q8_1's s = f16(d * sum)) and QACT_Q8_K (Q4_K, Q5_K, Q6_K; llama.cpp's q8_K idea: one
+ * f32 scale amax/127 per 256 values, values x * (127/amax), so that a K-quant super-block's products sum in int32
+ * before one float multiply: d holds the 256's scale in each of its 8 blocks, s the block's integer sum as a float,
+ * exact). quant_matmul picks the scheme per weight type (quant_act_mode); the kernels of a type require its scheme. */
+enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2, QACT_Q8_K = 3 };
+/* 32-value blocks that share one scale in the scheme (8 for QACT_Q8_K; a row's last group may be shorter) */
+static inline int64_t quant_act_group(int mode) { return mode == QACT_Q8_K ? 8 : 1; }
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
 /* a block's stored scale d and s = d * sum(q) for the scheme, from the f32 scale dd = amax / 127
  * (the scalar, AVX2 and AVX-512 quantizers finish a block with this) */
@@ -106,6 +110,11 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
 int quant_avx512_available(void);
 void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s);
 void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
+/* internal: quant_dot_avx512 over rows r0..r1-1 and ntok tokens (x: float rows for float weights; else q / d / s) into
+ * y[t * ldy + r], the loop itself in AVX-512 code (quant_avx512.c says why); 0 (nothing written) for a type without
+ * an AVX-512 kernel. Bitwise quant_dot_avx512's results. */
+int quant_rows_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const float *x, const int8_t *q,
+                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 /* internal: register-blocked product of weight rows r0..r1-1 (Q4_1, Q8_0; else returns 0) with
  * ntok quantized activation rows (q [ntok][cols], d and s [ntok][cols/32]) into y[t * ldy + r]
  * (qgemm_avx512.c), bitwise equal to quant_dot_avx512. Returns 0 (nothing written) when it does

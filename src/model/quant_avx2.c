@@ -63,45 +63,57 @@ int quant_dot_avx2(uint32_t type, int64_t n, const void *wrow, const float *cons
     }
 }
 
-/* activation quantization of one row (n a multiple of 32), quant_act_row_mode's results bitwise: the block's
- * max |x| (exact in any order), x * id rounded to nearest even (vcvtps2dq under the default rounding, as
- * lrintf), clamped to +-127, the int32 sum exact in any order */
-void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
+/* activation quantization of one row (n a multiple of 32), quant_act_row_mode's results bitwise: the max |x| of the
+ * blocks that share a scale (one, or QACT_Q8_K's 8; exact in any order), x * id rounded to nearest even (vcvtps2dq
+ * under the default rounding, as lrintf), clamped to +-127, the int32 sum exact in any order */
+AI float act_block_amax(const float *x, int *nonfinite) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
+    __m256 ax = _mm256_setzero_ps(), nf = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k));
+        ax = _mm256_max_ps(ax, a);
+        nf = _mm256_or_ps(nf, _mm256_cmp_ps(a, big, _CMP_NLE_UQ)); /* |x| not <= FLT_MAX: a NaN or an infinity */
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(ax), _mm256_extractf128_ps(ax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    *nonfinite |= _mm256_movemask_ps(nf);
+    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+}
+
+/* one block's 32 values x * id to int8 at q; returns their sum */
+AI int act_block_quantize(const float *x, float id, int8_t *q) {
     const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int64_t b = 0; b < n / 32; b++) {
-        __m256 xv[4];
-        for (int k = 0; k < 4; k++) xv[k] = _mm256_loadu_ps(x + 32 * b + 8 * k);
-        __m256 ax = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, xv[0]), _mm256_andnot_ps(sign, xv[1])),
-                                  _mm256_max_ps(_mm256_andnot_ps(sign, xv[2]), _mm256_andnot_ps(sign, xv[3])));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(ax), _mm256_extractf128_ps(ax, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-        /* a NaN or an infinity in the block (|x| not <= FLT_MAX): quant_act_block_nonfinite, as the scalar one */
-        const __m256 big = _mm256_set1_ps(FLT_MAX);
-        __m256 nf = _mm256_setzero_ps();
-        for (int k = 0; k < 4; k++) nf = _mm256_or_ps(nf, _mm256_cmp_ps(_mm256_andnot_ps(sign, xv[k]), big, _CMP_NLE_UQ));
-        if (_mm256_movemask_ps(nf)) {
-            quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
+    const __m256 iv = _mm256_set1_ps(id);
+    __m256i iq[4];
+    __m256i sum8 = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        iq[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), iv)), lo), hi);
+        sum8 = _mm256_add_epi32(sum8, iq[k]);
+    }
+    /* int32 -> int8 (no saturation: |v| <= 127); the packs interleave 128-bit lanes, the permute undoes it */
+    const __m256i p16a = _mm256_packs_epi32(iq[0], iq[1]), p16b = _mm256_packs_epi32(iq[2], iq[3]);
+    _mm256_storeu_si256((__m256i *)(void *)q, _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    return _mm_cvtsi128_si32(s4);
+}
+
+void quant_act_row_mode_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
+    const int64_t nb = n / 32, G = quant_act_group(mode);
+    for (int64_t g0 = 0; g0 < nb; g0 += G) {
+        const int64_t g1 = g0 + G < nb ? g0 + G : nb; /* the blocks sharing one scale */
+        float amax = 0.f;
+        int nonfinite = 0;
+        for (int64_t b = g0; b < g1; b++) amax = fmaxf(amax, act_block_amax(x + 32 * b, &nonfinite));
+        if (nonfinite) { /* quant_act_block_nonfinite, as the scalar one */
+            for (int64_t b = g0; b < g1; b++) quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
             continue;
         }
         float dd;
         const float id = quant_act_block_inv(mode, amax, &dd);
-        const __m256 iv = _mm256_set1_ps(id);
-        __m256i iq[4];
-        __m256i sum8 = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            iq[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(xv[k], iv)), lo), hi);
-            sum8 = _mm256_add_epi32(sum8, iq[k]);
-        }
-        /* int32 -> int8 (no saturation: |v| <= 127); the packs interleave 128-bit lanes, the permute undoes it */
-        const __m256i p16a = _mm256_packs_epi32(iq[0], iq[1]), p16b = _mm256_packs_epi32(iq[2], iq[3]);
-        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
-        _mm256_storeu_si256((__m256i *)(void *)(q + 32 * b), p8);
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-        quant_act_scales(mode, dd, _mm_cvtsi128_si32(s4), &d[b], &s[b]);
+        for (int64_t b = g0; b < g1; b++)
+            quant_act_scales(mode, dd, act_block_quantize(x + 32 * b, id, q + 32 * b), &d[b], &s[b]);
     }
 }

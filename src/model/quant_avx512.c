@@ -124,6 +124,37 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     }
 }
 
+/* the one-row kernels over rows r0..r1-1, up to QUANT_MAX_NA tokens a call: quant_matmul's own row loop (quant.c), run
+ * here so that the loop between two rows' kernels is VEX code. From quant.c's (legacy SSE) loop, each row's return
+ * from EVEX code that had touched ymm16-31 (whose upper state vzeroupper does not clean) cost the SSE instructions
+ * between calls a state-transition penalty: Q5_K / Q6_K decode products, whose new kernels use those registers, ran
+ * at a third of their speed (Sapphire Rapids). xa / q, d, s as quant_matmul's (float rows for float weights). */
+int quant_rows_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const float *x, const int8_t *q,
+                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    const int isf = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
+    if (!quant_supported(type) || (!isf && cols % QK) || r1 <= r0 || ntok <= 0) return 0;
+    const size_t rb = ggml_row_size(type, cols);
+    const int64_t nb = cols / QK;
+    for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
+        const int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
+        const float *xa[QUANT_MAX_NA];
+        const int8_t *qa[QUANT_MAX_NA];
+        const float *da[QUANT_MAX_NA], *sa[QUANT_MAX_NA];
+        for (int k = 0; k < na; k++) {
+            xa[k] = x + (t0 + k) * cols;
+            qa[k] = isf ? NULL : q + (t0 + k) * cols;
+            da[k] = isf ? NULL : d + (t0 + k) * nb;
+            sa[k] = isf ? NULL : s + (t0 + k) * nb;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            float out[QUANT_MAX_NA];
+            if (!quant_dot_avx512(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out)) return 0;
+            for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
+        }
+    }
+    return 1;
+}
+
 /* activation quantization of one row (n a multiple of 32): same rounding as quant_act_row
  * (round to nearest even via cvtps; lrintf in the default mode) */
 void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s) {
@@ -132,30 +163,37 @@ void quant_act_row_avx512(const float *x, int64_t n, int8_t *q, float *d, float 
 
 /* mode QACT_F32: scale amax/127 kept in f32, values x * (1 / scale); QACT_Q8_1 / QACT_Q8_0:
  * llama.cpp's quantize_row_q8_1 / q8_0 (values x * (127 / amax); the scale rounded to f16; Q8_1's
- * s = f16(d * sum) from the f32 scale, Q8_0's s = f16 scale * sum) */
+ * s = f16(d * sum) from the f32 scale, Q8_0's s = f16 scale * sum); QACT_Q8_K: one scale for 8 blocks (quant.h) */
 void quant_act_row_mode_avx512(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode) {
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    for (int64_t b = 0; b < n / 32; b++) {
-        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
-        __m512 ax = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
-        float amax = _mm512_reduce_max_ps(ax);
-        /* a NaN or an infinity in the block (|x| not <= FLT_MAX): quant_act_block_nonfinite, as the scalar one */
-        const __m512 big = _mm512_set1_ps(FLT_MAX);
-        if (_mm512_cmp_ps_mask(_mm512_andnot_ps(sign, x0), big, _CMP_NLE_UQ) |
-            _mm512_cmp_ps_mask(_mm512_andnot_ps(sign, x1), big, _CMP_NLE_UQ)) {
-            quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
+    const __m512 sign = _mm512_set1_ps(-0.0f), big = _mm512_set1_ps(FLT_MAX);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const int64_t nb = n / 32, G = quant_act_group(mode);
+    for (int64_t g0 = 0; g0 < nb; g0 += G) {
+        const int64_t g1 = g0 + G < nb ? g0 + G : nb; /* the blocks sharing one scale */
+        __m512 ax = _mm512_setzero_ps();
+        __mmask16 nf = 0;
+        for (int64_t b = g0; b < g1; b++) {
+            const __m512 a0 = _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * b));
+            const __m512 a1 = _mm512_andnot_ps(sign, _mm512_loadu_ps(x + 32 * b + 16));
+            ax = _mm512_max_ps(ax, _mm512_max_ps(a0, a1));
+            /* a NaN or an infinity (|x| not <= FLT_MAX): quant_act_block_nonfinite, as the scalar one */
+            nf |= _mm512_cmp_ps_mask(a0, big, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, big, _CMP_NLE_UQ);
+        }
+        if (nf) {
+            for (int64_t b = g0; b < g1; b++) quant_act_block_nonfinite(q + 32 * b, &d[b], &s[b]);
             continue;
         }
         float dd;
-        const float id = quant_act_block_inv(mode, amax, &dd);
-        __m512 iv = _mm512_set1_ps(id);
-        __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, iv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, iv));
-        __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-        i0 = _mm512_min_epi32(_mm512_max_epi32(i0, lo), hi);
-        i1 = _mm512_min_epi32(_mm512_max_epi32(i1, lo), hi);
-        _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
-        int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-        quant_act_scales(mode, dd, sum, &d[b], &s[b]);
+        const float id = quant_act_block_inv(mode, _mm512_reduce_max_ps(ax), &dd);
+        const __m512 iv = _mm512_set1_ps(id);
+        for (int64_t b = g0; b < g1; b++) {
+            __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * b), iv));
+            __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 32 * b + 16), iv));
+            i0 = _mm512_min_epi32(_mm512_max_epi32(i0, lo), hi);
+            i1 = _mm512_min_epi32(_mm512_max_epi32(i1, lo), hi);
+            _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
+            _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
+            quant_act_scales(mode, dd, _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)), &d[b], &s[b]);
+        }
     }
 }

@@ -134,38 +134,49 @@ AI void k_iq4(int NA, int xs, int64_t nb, const uint8_t *w, const int8_t *const 
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
-AI void scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            sc[j] = q[j] & 63;
-            mn[j] = q[j + 4] & 63;
-        } else {
-            sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-            mn[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-        }
+/* ---- Q4_K, Q5_K, Q6_K on QACT_Q8_K activations ----
+ * A super-block's 256 activations share one scale D_a (da[8 sb], the same in its 8 blocks), so its products sum in
+ * int32: lanes = the sum over its sub-blocks of dpsc(values, activations, the sub-block's integer scale), then per
+ * super-block and token acc = fma(cvt(lanes), D_w * D_a, acc) (llama.cpp's q8_K kernels' idea; per 32 values and
+ * token that is vpmaddubsw + vpdpwssd, or + vpmaddwd + vpaddd on AVX2, where the QACT_F32 kernels this replaced
+ * converted and scaled every 32 values in float: 1.5-2x the work). Q4_K / Q5_K's mins: m = sum_j mn_j s_j over the
+ * super-block's sub-blocks, s_j the block's integer activation sum (exact in float in any order: |m| <= 8 x 63 x
+ * 4064 < 2^24), then off = off - (dmin D_a) m, two rounded products and a rounded subtract. out = hsum(acc) + off.
+ * The prefill tiles (qgemm_x86_tiles.h) do the same operations per super-block and token: bitwise equal. */
+
+/* a Q4_K / Q5_K super-block's 8 sub-block scales (the 12 bytes at q, unpacked in general registers: llama.cpp's utmp
+ * steps), each broadcast to the 16 int16 lanes of sc[j], and its 8 mins as floats */
+AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, q, 4);
+    memcpy(&u1, q + 4, 4);
+    memcpy(&u2, q + 8, 4);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t sc03 = u0 & m6, mn03 = u1 & m6;
+    const uint32_t sc47 = (u2 & m4) | (((u0 >> 6) & m2) << 4), mn47 = ((u2 >> 4) & m4) | (((u1 >> 6) & m2) << 4);
+    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc47, (int)sc03)));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) sc[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn47, (int)mn03)));
+}
+
+/* a Q4_K / Q5_K (five) super-block's values of sub-blocks 2j (lo) and 2j + 1 (hi) as unsigned bytes: the nibbles of
+ * 32 bytes, plus for Q5_K 16 where bit 2j / 2j + 1 of qh byte l is set */
+AI void kq45_values(const uint8_t *w, int five, int j, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i q = ld(w + (five ? 48 : 16) + 32 * j);
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (five) {
+        const __m256i qh = ld(w + 16), s16 = _mm256_set1_epi8(16);
+        const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j))), b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
+        *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
+        *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
     }
 }
 
-/* scales_k4's 8 scales and 8 mins as two vectors of floats times d and dmin (lane j: d * sc[j], dmin * mn[j], the
- * products scales_k4's bytes give as scalars), unpacked in general registers (llama.cpp's utmp steps): a vector load
- * of scales_k4's byte stores was a store-forwarding stall */
-AI void scales_k4_ps(const uint8_t *q, float d, float dmin, __m256 *dsc, __m256 *dmn) {
-    uint32_t u[3];
-    memcpy(u, q, 12);
-    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const uint32_t sc03 = u[0] & m6, mn03 = u[1] & m6;
-    const uint32_t sc47 = (u[2] & m4) | (((u[0] >> 6) & m2) << 4), mn47 = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
-    *dsc = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)sc47, (int)sc03))));
-    *dmn = _mm256_mul_ps(_mm256_set1_ps(dmin),
-                         _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn47, (int)mn03))));
-}
-
-/* Q4_K / Q5_K (five), the one-row kernel: per 32-value sub-block j of a super-block and token, acc = fma(lanes,
- * (d sc_j) da_j, acc); per sub-block pair off -= (dmin mn_2j) s_2j + (dmin mn_2j+1) s_2j+1; out = hsum(acc) + off.
- * The 8 sub-blocks' scale products are one vector product (scales_k4_ps, then times the token's 8 consecutive d_a),
- * each broadcast by a lane permute, and the mins' products one vector product whose pair sums leave through memory
- * in pair order: the same rounded products, sums and order as qgemm_x86_tiles.h's qa_tile_k computes with scalars,
- * bitwise (test_quant). A decode step (one token) spent most of its K-quant time on the scalars (session 71). */
+/* Q4_K / Q5_K (five), the one-row kernel (quant_dot_rows; the decode products): NA tokens, two int32 chains a token
+ * (sub-blocks 2j and 2j + 1: vpdpwssd's latency) */
 AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
     __m256 acc[8];
@@ -174,44 +185,30 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
         acc[t] = _mm256_setzero_ps();
         off[t] = 0.f;
     }
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i pair_swap = _mm256_setr_epi32(1, 0, 3, 2, 5, 4, 7, 6);
     const size_t bb = five ? 176 : 144;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        __m256 dsc, dmn;
-        scales_k4_ps(w + 4, qx_h2f(w), qx_h2f(w + 2), &dsc, &dmn);
-        __m256 sct[8];
-        for (int t = 0; t < NA; t++) {
-            sct[t] = _mm256_mul_ps(dsc, _mm256_loadu_ps(da[t] + sb * 8)); /* lane j: (d sc_j) da_j */
-            const __m256 o = _mm256_mul_ps(dmn, _mm256_loadu_ps(sa[t] + sb * 8)); /* lane j: (dmin mn_j) s_j */
-            float ps[8];
-            _mm256_storeu_ps(ps, _mm256_add_ps(o, _mm256_permutevar8x32_ps(o, pair_swap))); /* lane 2j: the pair's sum */
-            off[t] -= ps[0];
-            off[t] -= ps[2];
-            off[t] -= ps[4];
-            off[t] -= ps[6];
-        }
-        const uint8_t *qs = w + (five ? 48 : 16);
-        __m256i qh = five ? ld(w + 16) : _mm256_setzero_si256();
+        __m256i sc[8], i0[8], i1[8];
+        __m256 mn;
+        kq45_scales(w + 4, sc, &mn);
+        const float d = qx_h2f(w), dmin = qx_h2f(w + 2);
+        for (int t = 0; t < NA; t++) i0[t] = i1[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i q = ld(qs + 32 * j);
-            __m256i lo = _mm256_and_si256(q, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * j)));
-                __m256i b2 = _mm256_set1_epi8((char)(1 << (2 * j + 1)));
-                __m256i s16 = _mm256_set1_epi8(16);
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), s16));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b2), b2), s16));
-            }
-            const int64_t a0 = sb * 8 + 2 * j;
-            const __m256i l0 = _mm256_set1_epi32(2 * j), l1 = _mm256_set1_epi32(2 * j + 1);
+            __m256i lo, hi;
+            kq45_values(w, five, j, &lo, &hi);
             for (int t = 0; t < NA; t++) {
-                __m256i s0 = dp(lo, ld(qa[t] + a0 * 32));
-                __m256i s1 = dp(hi, ld(qa[t] + (a0 + 1) * 32));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_permutevar8x32_ps(sct[t], l0), acc[t]);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(sct[t], l1), acc[t]);
+                const int8_t *a = qa[t] + sb * 256 + 64 * j;
+                i0[t] = dpsc(i0[t], lo, ld(a), sc[2 * j]);
+                i1[t] = dpsc(i1[t], hi, ld(a + 32), sc[2 * j + 1]);
             }
+        }
+        for (int t = 0; t < NA; t++) {
+            const float Da = da[t][sb * 8];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0[t], i1[t])), _mm256_set1_ps(d * Da), acc[t]);
+            const float m = qx_hsum256(_mm256_mul_ps(mn, _mm256_loadu_ps(sa[t] + sb * 8))); /* exact */
+            const float f = dmin * Da;
+            const float g = f * m; /* statements of their own: no compiler contracts them into an FMA */
+            off[t] -= g;
         }
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
@@ -230,33 +227,56 @@ AI void q6k_unpack(const uint8_t *w, int n, __m256i q[4]) {
                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), m3), 4));
 }
 
-/* Q6_K: the scale vector of 32-value block b (0..7) of a super-block: d times its two 16-value scales, one a lane
- * half (sc: the super-block's 16 int8 scales) */
-AI __m256 q6k_scales(const int8_t *sc, float d, int b) {
-    return _mm256_setr_m128(_mm_set1_ps(d * sc[2 * b]), _mm_set1_ps(d * sc[2 * b + 1]));
+/* a Q6_K super-block's values minus 32 (sg, signed, -32..31) and their magnitudes (u): the weights' offset moves into
+ * signed weights, whose signs go onto the activations (|q - 32| <= 32 keeps vpmaddubsw's pairs far from saturation),
+ * as Q8_0's kernel does */
+AI void q6k_signed(const uint8_t *w, __m256i u[8], __m256i sg[8]) {
+    const __m256i c32 = _mm256_set1_epi8(32);
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; n++) {
+        __m256i q[4];
+        q6k_unpack(w, n, q);
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            sg[4 * n + k] = _mm256_sub_epi8(q[k], c32);
+            u[4 * n + k] = _mm256_abs_epi8(sg[4 * n + k]);
+        }
+    }
+}
+
+/* a Q6_K super-block's 16 int8 scales as 8 vectors of int16: sc[b] holds block b's two 16-value scales, one a 128-bit
+ * half (lanes 0-7: scale 2b, lanes 8-15: scale 2b + 1) */
+AI void kq6_scales(const uint8_t *w, __m256i sc[8]) {
+    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)));
+    const __m256i lo = _mm256_permute2x128_si256(v, v, 0x00), hi = _mm256_permute2x128_si256(v, v, 0x11);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const __m256i ctl = _mm256_setr_m128i(_mm_set1_epi16((short)((4 * k + 1) << 8 | 4 * k)),
+                                              _mm_set1_epi16((short)((4 * k + 3) << 8 | (4 * k + 2))));
+        sc[k] = _mm256_shuffle_epi8(lo, ctl);
+        sc[4 + k] = _mm256_shuffle_epi8(hi, ctl);
+    }
 }
 
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i c32 = _mm256_set1_epi8(32);
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
-        float d = qx_h2f(w + 208);
-        const int8_t *sc = (const int8_t *)(w + 192);
-        for (int n = 0; n < 2; n++) {
-            __m256i q[4];
-            q6k_unpack(w, n, q);
-            for (int k = 0; k < 4; k++) {
-                const __m256 sv = q6k_scales(sc, d, 4 * n + k);
-                int64_t a = sb * 8 + 4 * n + k;
-                for (int t = 0; t < NA; t++) {
-                    __m256i av = ld(qa[t] + a * 32);
-                    __m256i si = _mm256_sub_epi32(dp(q[k], av), dp(c32, av));
-                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, _mm256_set1_ps(da[t][a])),
-                                             acc[t]);
-                }
+        __m256i sc[8], u[8], sg[8], i0[8], i1[8];
+        kq6_scales(w, sc);
+        q6k_signed(w, u, sg);
+        const float d = qx_h2f(w + 208);
+        for (int t = 0; t < NA; t++) i0[t] = i1[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int b = 0; b < 8; b += 2)
+            for (int t = 0; t < NA; t++) {
+                const int8_t *a = qa[t] + sb * 256 + 32 * b;
+                i0[t] = dpsc(i0[t], u[b], _mm256_sign_epi8(ld(a), sg[b]), sc[b]);
+                i1[t] = dpsc(i1[t], u[b + 1], _mm256_sign_epi8(ld(a + 32), sg[b + 1]), sc[b + 1]);
             }
-        }
+        for (int t = 0; t < NA; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0[t], i1[t])),
+                                     _mm256_set1_ps(d * da[t][sb * 8]), acc[t]);
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }

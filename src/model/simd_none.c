@@ -43,6 +43,10 @@ int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int6
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return 0;
 }
+int quant_rows_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const float *x, const int8_t *q,
+                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    return 0;
+}
 
 #define GGMLC_NONE(level)                                                                                            \
     void ggmlc_swiglu_##level(float *g, const float *u, int64_t n) {}                                                \
