@@ -53,6 +53,7 @@ static void tiles_on(void) {
         c.rows[i] = 16;
         c.colsb[i] = 64;
     }
+    __asm__ volatile("" : : "m"(c) : "memory"); /* GCC 12's _tile_loadconfig reads 8 bytes as far as it knows */
     _tile_loadconfig(&c);
 }
 

@@ -79,6 +79,10 @@ static void tiles_begin(int half) {
     c.colsb[TAH] = half ? 32 : 64;
     c.rows[TBH] = half ? 8 : 16; /* B of a 16-wide step: 8 pairs */
     c.colsb[TBH] = 64;
+    /* GCC 12's _tile_loadconfig tells the compiler it reads only the first 8 bytes of the config ("m" of a pointer),
+     * so at -O2 it dropped the stores of the rows and column widths: a palette-1 config of empty tiles, and the first
+     * tile instruction raised SIGILL (seen on a Sapphire Rapids VM, session 72). This asm reads all 64 bytes. */
+    __asm__ volatile("" : : "m"(c) : "memory");
     _tile_loadconfig(&c);
 }
 
