@@ -16,8 +16,9 @@ from gguf.quants import dequantize, quantize  # noqa: E402
 Q8, F16, F32 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.F32
 Q5_0, Q5_1 = gguf.GGMLQuantizationType.Q5_0, gguf.GGMLQuantizationType.Q5_1
 Q2K, Q3K = gguf.GGMLQuantizationType.Q2_K, gguf.GGMLQuantizationType.Q3_K
+Q4K, Q5K, Q6K = gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q5_K, gguf.GGMLQuantizationType.Q6_K
 IQ4NL, IQ4XS = gguf.GGMLQuantizationType.IQ4_NL, gguf.GGMLQuantizationType.IQ4_XS
-RANDOM_CODE_TYPES = (Q2K, Q3K, IQ4NL, IQ4XS)
+RANDOM_CODE_TYPES = (Q2K, Q3K, Q4K, Q5K, Q6K, IQ4NL, IQ4XS)
 
 
 def random_codes(arr, t, rng):
@@ -38,6 +39,14 @@ def random_codes(arr, t, rng):
         raw[:, :, 82:84] = f16(sd * 3 / 16)
     elif t == Q3K:  # d * (sc6 - 32) * (q3 - 4)
         raw[:, :, 108:110] = f16(sd / 32)
+    elif t == Q4K:  # d * sc6 * q4 - dmin * m6: mean 236 d - 31.5 dmin = 0 at dmin = 7.5 d; sd ~245 d
+        raw[:, :, 0:2] = f16(sd / 245)
+        raw[:, :, 2:4] = f16(sd * 7.5 / 245)
+    elif t == Q5K:  # d * sc6 * q5 - dmin * m6: zero mean at dmin = 15.5 d; sd ~528 d
+        raw[:, :, 0:2] = f16(sd / 528)
+        raw[:, :, 2:4] = f16(sd * 15.5 / 528)
+    elif t == Q6K:  # d * sc8 * (q6 - 32), sc8 signed: sd ~1366 d
+        raw[:, :, 208:210] = f16(sd / 1366)
     elif t == IQ4NL:  # d * table[code], |table| ~ 60
         raw[:, :, 0:2] = f16(sd / 60)
     else:  # IQ4_XS: d * (sc6 - 32) * table[code]
@@ -455,9 +464,11 @@ def chat_fixture_ids(text, bos=False):
 
 
 def act_mode(t):
-    """infllm's activation scheme for weights of type t (quant_act_mode): 'q8_1', 'q8_0' or 'f32'"""
+    """infllm's activation scheme for weights of type t (quant_act_mode): 'q8_1', 'q8_0', 'q8_k' or 'f32'"""
     if t in (gguf.GGMLQuantizationType.Q4_1, Q5_1):
         return "q8_1"
+    if t in (Q4K, Q5K, Q6K):
+        return "q8_k"
     if t in (gguf.GGMLQuantizationType.Q4_0, Q5_0, Q8, IQ4NL):
         return "q8_0"
     return "f32"
@@ -466,9 +477,10 @@ def act_mode(t):
 def quantize_act(v, mode):
     """[T, n] activations through infllm's int8 quantization (quant_act_row_mode) and back, in
     float32 like the C code: per 32 values, amax / 127 the scale (f16-rounded in the q8 modes),
-    values rint(x * id), id = 1 / scale (f32 mode) or 127 / amax, clamped to +-127. (The q8_1 mode's
-    f16 sum term is not modelled: Q4_1 / Q5_1 products differ by its rounding.)"""
-    x = np.asarray(v, np.float32).reshape(v.shape[0], -1, 32)
+    values rint(x * id), id = 1 / scale (f32 mode) or 127 / amax, clamped to +-127; q8_k: one f32 scale
+    per 256 values (the row a multiple of 256). (The q8_1 mode's f16 sum term is not modelled: Q4_1 / Q5_1
+    products differ by its rounding.)"""
+    x = np.asarray(v, np.float32).reshape(v.shape[0], -1, 256 if mode == "q8_k" else 32)
     amax = np.abs(x).max(-1)
     dd = amax / np.float32(127)
     with np.errstate(divide="ignore"):
@@ -477,7 +489,7 @@ def quantize_act(v, mode):
         else:
             inv = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
     q = np.clip(np.rint(x * inv[..., None]), -127, 127)
-    d = dd if mode == "f32" else dd.astype(np.float16).astype(np.float32)
+    d = dd if mode in ("f32", "q8_k") else dd.astype(np.float16).astype(np.float32)
     return (q.astype(np.float64) * d[..., None].astype(np.float64)).reshape(v.shape)
 
 

@@ -1,4 +1,4 @@
-"""Tiny random llama GGUF (Q8_0/Q5_0/Q5_1/Q2_K/Q3_K/IQ4_NL/IQ4_XS/F16/F32 tensors) written with the gguf package: infllm's
+"""Tiny random llama GGUF (Q8_0/Q5_0/Q5_1/Q2_K/Q3_K/Q4_K/Q5_K/Q6_K/IQ4_NL/IQ4_XS/F16/F32 tensors) written with the gguf package: infllm's
 logits agree with an independent numpy float64 forward pass; its safetensors twin (HF
 rotate_half RoPE, unpermuted Q/K) gives the same logits; sparse mode where every block is
 selected equals dense; a genuinely sparse run stays close."""
@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_testlib import (F16, F32, IQ4NL, IQ4XS, Q2K, Q3K, Q5_0, Q5_1, Q8, Counter, Tiny, np,  # noqa: E402
+from model_testlib import (F16, F32, IQ4NL, IQ4XS, Q2K, Q3K, Q4K, Q5K, Q6K, Q5_0, Q5_1, Q8, Counter, Tiny, np,  # noqa: E402
                            patched, rel_err, run_logits)
 
 exe = sys.argv[1]
@@ -67,6 +67,22 @@ with tempfile.TemporaryDirectory() as tmp:
     agree = float((got4.argmax(-1) == ref4.argmax(-1)).mean())
     c.check(e < 4e-2 and agree >= 0.9, f"the same but Q5_1 with int8 activations (the SIMD kernels) vs numpy with the same "
             f"activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
+    # 2c. Q4_K / Q5_K / Q6_K (random codes): the same two checks. Their products take QACT_Q8_K activations (one
+    # scale per 256 values, the super-block's products summed in int32), which Tiny.forward(int8_act=True) models.
+    kmix = {"emb": Q5_0, "out": Q6K, "q": Q4K, "k": Q5K, "v": Q6K, "o": Q4K, "gate": Q5K, "up": Q6K, "down": Q4K}
+    m5 = Tiny("llama", seed=5, n_embd=256, n_ff=512)
+    g5 = os.path.join(tmp, "q456k.gguf")
+    m5.write_gguf(g5, kmix)
+    got5f = run_logits(exe, g5, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"})
+    e = rel_err(got5f, m5.forward(toks))
+    c.check(e < 1e-4, f"Q4_K / Q5_K / Q6_K GGUF, float activations, vs numpy float64 over the gguf package's "
+            f"dequantization: rel err {e:.2e}")
+    got5 = run_logits(exe, g5, toks, tmp, ["--attn", "dense", *KV32])
+    ref5 = m5.forward(toks, int8_act=True)
+    e = rel_err(got5, ref5)
+    agree = float((got5.argmax(-1) == ref5.argmax(-1)).mean())
+    c.check(e < 4e-2 and agree >= 0.9, f"the same with int8 activations (Q8_K scheme, the SIMD kernels) vs numpy with "
+            f"the same activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
     # 3. sparse with every block selected == dense; chunked prefill == one chunk
     got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
     e = rel_err(got_s, got)

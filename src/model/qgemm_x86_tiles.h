@@ -16,10 +16,10 @@
  *   - the rows' m converted once per call, not once per row and token group.
  * Tile: one weight row x 8 tokens (one ymm accumulator each); the row's unpacked block serves 8 tokens, as in the
  * one-row kernel. The final horizontal sum and the + sum are the one-row kernel's, so the results are bitwise the
- * same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) the same way: the sub-blocks'
- * scales as vector products, the mins' sum 8 tokens a vector; Q6_K (qa_tile_q6k) with the weights' -32 offset
- * moved into signed weights. Zen 3 (AVX2), bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0 ~1.4x, Q4_K / Q5_K 1.15-1.2x, Q6_K
- * ~1.4x over the one-row kernels.
+ * same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) and Q6_K (qa_tile_q6k), on
+ * QACT_Q8_K activations: a super-block's values and integer scales unpacked once for 8 tokens, each token's int32
+ * super-block sum then one FMA, the mins' sum 8 tokens a vector. Zen 3 (AVX2), bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0
+ * ~1.4x over the one-row kernels (the K-quants' numbers: BENCHMARKS.md, session 72).
  */
 #ifndef INFLLM_QGEMM_X86_TILES_H
 #define INFLLM_QGEMM_X86_TILES_H

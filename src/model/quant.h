@@ -1,8 +1,8 @@
 /* quant.h: ggml block formats (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K,
  * Q6_K, IQ4_NL, IQ4_XS) and the
  * matrix-vector / matrix-matrix products on the quantized data. Activations are quantized
- * per 32 values to int8 (scale amax/127) and multiplied with integer dot products (AVX512-VNNI
- * when the CPU has it, a portable scalar path otherwise); F32/F16/BF16 weights multiply float
+ * to int8 (scale amax/127 per 32 values, or per 256 for the K-quants' QACT_Q8_K) and multiplied with integer dot
+ * products (AVX512-VNNI or AVX2 when the CPU has it, a portable scalar path otherwise); F32/F16/BF16 weights multiply float
  * activations. Weights are never dequantized as a whole. */
 #ifndef INFLLM_QUANT_H
 #define INFLLM_QUANT_H
@@ -92,8 +92,8 @@ int quant_float_activations(void);
 void quant_force_scalar(int force_scalar);
 
 /* Low level, for tests: dots of one weight row with na (1..QUANT_MAX_NA) activation rows. For float
- * weight types xa holds float rows; for quantized types qa holds quantized rows (only
- * q/d/s pointers of each row are read). */
+ * weight types xa holds float rows; for quantized types qa holds quantized rows in the type's scheme
+ * (quant_act_mode; only q/d/s pointers of each row are read). */
 void quant_dot_rows(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
                     const float *const *da, const float *const *sa, int na, float *out, int use_simd);
 

@@ -13,7 +13,7 @@ AI __m256i ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 AI __m256i dp(__m256i u, __m256i s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
 /* acc + 8 int32 lanes, lane k = the sum over bytes j = 4k..4k+3 of u[j] * s[j] times the int16 scale of its pair
  * (sc: 16 int16 lanes, lane i scaling bytes 2i, 2i+1): the K-quant kernels' scaled super-block sums. vpmaddubsw's
- * pairs (at most 2 x 63 x 127 here) and the int32 sums (at most 8 x 2 x 8128 x 128) stay in range */
+ * pairs (at most 2 x 32 x 127 here: Q6_K's |q - 32|) and the int32 sums (at most 8 x 2 x 8128 x 128 a super-block) stay in range */
 AI __m256i dpsc(__m256i acc, __m256i u, __m256i s, __m256i sc) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
 }

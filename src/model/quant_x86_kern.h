@@ -3,9 +3,10 @@
  * block is unpacked to unsigned bytes, and the including file's dp(u, s) gives 8 int32 lanes, lane k the
  * sum of the products of bytes 4k..4k+3 (vpdpbusd; on AVX2 vpmaddubsw + vpmaddwd, the same sums: no
  * pair of products here reaches the int16 limit, the largest being Q8_0's 2 x 128 x 127), so both files
- * compute bitwise the same results; scales are applied per block in float.
- * The includer defines, before including: AI (always-inline static), ld(p) (a 32-byte load), dp(u, s)
- * and qx_bits_bytes(qh) (byte j = 0xff where bit j of qh is set, else 0), after gguf.h, mcommon.h, quant.h and
+ * compute bitwise the same results; scales are applied per block in float, but for Q4_K / Q5_K / Q6_K, whose
+ * QACT_Q8_K activations let a super-block's sub-block scales apply in int32 (dpsc).
+ * The includer defines, before including: AI (always-inline static), ld(p) (a 32-byte load), dp(u, s),
+ * dpsc(acc, u, s, sc) (acc + dp with each int16 pair sum times its scale) and qx_bits_bytes(qh) (byte j = 0xff where bit j of qh is set, else 0), after gguf.h, mcommon.h, quant.h and
  * quant_x86.h. */
 #ifndef INFLLM_QUANT_X86_KERN_H
 #define INFLLM_QUANT_X86_KERN_H
