@@ -11,16 +11,24 @@
 #include "gguf.h"
 #include "mcommon.h"
 #include "quant.h"
+#include "quant_rows.h"
 #include "quant_x86.h"
 
 #define AI __attribute__((always_inline)) static inline
 #include "quant_avx512_ops.h" /* ld, dp, qx_bits_bytes: the one-row kernels' own (quant_avx512.c) */
 #include "quant_x86_kern.h"
-/* Q8_0 / Q4_1 take qgemm_avx512.c's 512-bit tiles; Q4_0's AVX-512 one-row kernel sums two blocks a vpdpbusd */
+/* prefill: Q8_0 / Q4_1 take qgemm_avx512.c's 512-bit tiles; Q4_0's AVX-512 one-row kernel sums two blocks a
+ * vpdpbusd (so no Q4_0 decode tile either) */
 #define QG_TILES_Q8_Q4 0
 #include "qgemm_x86_tiles.h"
 
 int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
+}
+
+/* decode (1-3 tokens): the 4-row tiles for Q8_0, Q4_1, Q5_0, Q5_1 (not Q4_0), bitwise quant_dot_avx512 */
+int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                         const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+    return qgemv_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
 }

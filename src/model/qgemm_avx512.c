@@ -1,6 +1,7 @@
 /* qgemm_avx512.c: register-blocked products of Q4_1 and Q8_0 weights with int8 activations,
- * used by quant_matmul: quant_gemm_avx512 for prefill (>= 4 tokens), quant_gemv_avx512 for
- * decode (1-3 tokens: two weight rows per zmm, see the decode section below).
+ * used by quant_matmul: quant_gemm_avx512 for prefill (>= 4 tokens). (Decode, 1-3 tokens, took two weight rows per
+ * zmm here until session 72, when the 256-bit 4-row tiles of qgemm_x86_tiles.h, quant_gemv256_avx512, outran it:
+ * 1.3x for Q4_1 and 1.1x for Q8_0 on a Sapphire Rapids VM at 1 token.)
  *
  * The one-row kernels of quant_avx512.c (kx_q4_1, kx_q8_0) reproduce llama.cpp's arithmetic:
  * per 32-value block, 8 int32 lanes of vpdpbusd sums -> f32, acc = fma(d_w * d_a, lanes, acc),
@@ -150,81 +151,5 @@ int quant_gemm_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int6
     }
     free(mo);
     free(st);
-    return 1;
-}
-
-/* ------------------------------------------------------------ decode ---- */
-/* One token against NPR row pairs: a zmm holds rows 2p (lanes 0-7) and 2p+1 (lanes 8-15) of one
- * token, so each vpdpbusd does 64 multiply-adds where the one-row kernel does 32, with the same
- * per-lane operations (bitwise equal results). The pair's second row may repeat the first (an
- * odd row count); nvalid rows are written. */
-AI void qg_gemv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, const int8_t *qa, const float *da,
-                     const float *sa, float *y, int nvalid, const int NPR) {
-    const size_t bb = TYPE == GGML_Q8_0 ? 34 : 20;
-    __m512 acc[4];
-    float summs[8];
-    const uint8_t *wr[8];
-    for (int r = 0; r < 2 * NPR; r++) {
-        wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
-        summs[r] = 0.f;
-    }
-#pragma GCC unroll 4
-    for (int p = 0; p < NPR; p++) acc[p] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m512i a = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qa + b * 32)));
-        __m512 dav = _mm512_set1_ps(da[b]);
-#pragma GCC unroll 4
-        for (int p = 0; p < NPR; p++) {
-            const uint8_t *w0 = wr[2 * p] + (size_t)b * bb, *w1 = wr[2 * p + 1] + (size_t)b * bb;
-            __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(qx_h2f(w0)), _mm256_set1_ps(qx_h2f(w1)), 1);
-            __m512i u, at = a;
-            if (TYPE == GGML_Q8_0) {
-                __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 2))),
-                                               _mm256_loadu_si256((const __m256i *)(w1 + 2)), 1);
-                u = _mm512_abs_epi8(q);
-                at = _mm512_mask_sub_epi8(a, _mm512_movepi8_mask(q), _mm512_setzero_si512(), a);
-            } else {
-                u = _mm512_inserti64x4(_mm512_castsi256_si512(qx_q4_unpack(w0 + 4)), qx_q4_unpack(w1 + 4), 1);
-            }
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, at);
-            acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dav), _mm512_cvtepi32_ps(s), acc[p]);
-            if (TYPE == GGML_Q4_1) {
-                /* the one-row kernel's scalar sum, in block order: rounded product, rounded add */
-                float ms0 = qx_h2f(w0 + 2) * sa[b], ms1 = qx_h2f(w1 + 2) * sa[b];
-                summs[2 * p] = summs[2 * p] + ms0;
-                summs[2 * p + 1] = summs[2 * p + 1] + ms1;
-            }
-        }
-    }
-    for (int p = 0; p < NPR; p++) {
-        if (2 * p < nvalid) y[2 * p] = qx_hsum256(_mm512_castps512_ps256(acc[p])) + summs[2 * p];
-        if (2 * p + 1 < nvalid) y[2 * p + 1] = qx_hsum256(_mm512_extractf32x8_ps(acc[p], 1)) + summs[2 * p + 1];
-    }
-}
-
-int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
-                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    if ((type != GGML_Q4_1 && type != GGML_Q8_0) || cols % QK || r1 <= r0 || ntok <= 0) return 0;
-    const size_t rb = ggml_row_size(type, cols);
-    const int64_t nb = cols / QK;
-    for (int64_t t = 0; t < ntok; t++) {
-        const int8_t *qa = q + t * cols;
-        const float *da = d + t * nb, *sa = s + t * nb;
-        for (int64_t r = r0; r < r1; r += 8) {
-            int nv = r1 - r < 8 ? (int)(r1 - r) : 8;
-            const uint8_t *wr = (const uint8_t *)w + (size_t)r * rb;
-            float *yr = y + t * ldy + r;
-            if (nv == 8) {
-                if (type == GGML_Q4_1) qg_gemv_tile(GGML_Q4_1, wr, rb, nb, qa, da, sa, yr, 8, 4);
-                else qg_gemv_tile(GGML_Q8_0, wr, rb, nb, qa, da, sa, yr, 8, 4);
-            } else {
-                for (int k = 0; k < nv; k += 2) {
-                    int n2 = nv - k < 2 ? nv - k : 2;
-                    if (type == GGML_Q4_1) qg_gemv_tile(GGML_Q4_1, wr + (size_t)k * rb, rb, nb, qa, da, sa, yr + k, n2, 1);
-                    else qg_gemv_tile(GGML_Q8_0, wr + (size_t)k * rb, rb, nb, qa, da, sa, yr + k, n2, 1);
-                }
-            }
-        }
-    }
     return 1;
 }

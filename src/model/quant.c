@@ -1,5 +1,6 @@
 /* quant.c: ggml block formats, scalar kernels and the threaded matmul driver (quant.h). */
 #include "quant.h"
+#include "quant_rows.h"
 
 #include <float.h>
 #include <math.h>
@@ -476,9 +477,9 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             if (!isf && simd && ntok >= 4 && !quant_avx512_available() && quant_avx2_available() &&
                 quant_gemm_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
-            /* decode: two rows per register (Q4_1, Q8_0), same bits as below */
+            /* decode: 4 rows' chains side by side (Q8_0, Q4_1, Q5_0, Q5_1), same bits as below */
             if (!isf && simd && ntok < 4 && quant_avx512_available() &&
-                quant_gemv_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+                quant_gemv256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
                 continue;
             /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), same bits as below */
             if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
@@ -488,28 +489,7 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             if (simd && !fa && quant_avx512_available() &&
                 quant_rows_avx512(type, w, r0, r1, cols, x, Q, D, S, ntok, y, ldy))
                 continue;
-            for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
-                int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
-                const float *xa[QUANT_MAX_NA];
-                const int8_t *qa[QUANT_MAX_NA];
-                const float *da[QUANT_MAX_NA], *sa[QUANT_MAX_NA];
-                for (int k = 0; k < na; k++) {
-                    xa[k] = x + (t0 + k) * cols;
-                    if (!isf) {
-                        qa[k] = Q + (t0 + k) * cols;
-                        da[k] = D + (t0 + k) * nb;
-                        sa[k] = S + (t0 + k) * nb;
-                    } else {
-                        qa[k] = NULL;
-                        da[k] = sa[k] = NULL;
-                    }
-                }
-                for (int64_t r = r0; r < r1; r++) {
-                    float out[QUANT_MAX_NA];
-                    quant_dot_rows(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out, simd && !fa);
-                    for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
-                }
-            }
+            quant_rows_loop(quant_dot_rows, simd && !fa, isf, type, w, rb, r0, r1, cols, x, Q, D, S, ntok, y, ldy);
         }
     }
     return 0;

@@ -129,10 +129,10 @@ int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, i
  * qgemm_x86_tiles.h), bitwise equal to quant_dot_avx2; >= 4 tokens where AVX512-VNNI is absent */
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
-/* internal: the same for few tokens (decode): 2 weight rows per zmm, each token separately;
- * bitwise equal to quant_dot_avx512 (qgemm_avx512.c). */
-int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
-                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
+/* internal: the same for few tokens (decode): 4 weight rows' chains side by side, each token separately, for Q8_0,
+ * Q4_1, Q5_0, Q5_1; bitwise equal to quant_dot_avx512 (qgemm256_avx512.c, qgemm_x86_tiles.h) */
+int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                         const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 /* internal: AVX2 + FMA decode (1-3 tokens) for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1: 4 weight rows' accumulator chains
  * side by side, each token separately; bitwise equal to quant_dot_avx2 (qgemm_avx2.c) */
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,

@@ -10,6 +10,7 @@
 #include "mcommon.h"
 #include "quant.h"
 #include "quant_x86.h"
+#include "quant_rows.h"
 
 #define AI __attribute__((always_inline)) static inline
 
@@ -124,34 +125,23 @@ int quant_dot_avx512(uint32_t type, int64_t n, const void *wrow, const float *co
     }
 }
 
-/* the one-row kernels over rows r0..r1-1, up to QUANT_MAX_NA tokens a call: quant_matmul's own row loop (quant.c), run
- * here so that the loop between two rows' kernels is VEX code. From quant.c's (legacy SSE) loop, each row's return
- * from EVEX code that had touched ymm16-31 (whose upper state vzeroupper does not clean) cost the SSE instructions
- * between calls a state-transition penalty: Q5_K / Q6_K decode products, whose new kernels use those registers, ran
- * at a third of their speed (Sapphire Rapids). xa / q, d, s as quant_matmul's (float rows for float weights). */
+/* quant_dot_avx512 in quant_dot_rows' signature (every type has a kernel here) */
+static void dot_rows_avx512(uint32_t type, int64_t n, const void *wrow, const float *const *xa, const int8_t *const *qa,
+                            const float *const *da, const float *const *sa, int na, float *out, int use_simd) {
+    (void)use_simd;
+    quant_dot_avx512(type, n, wrow, xa, qa, da, sa, na, out);
+}
+
+/* the one-row kernels over rows r0..r1-1 (quant_rows.h's loop), here so that the loop between two rows' kernels is
+ * VEX code. From quant.c's (legacy SSE) loop, each row's return from EVEX code that had touched ymm16-31 (whose upper
+ * state vzeroupper does not clean) cost the SSE instructions between calls a state-transition penalty: Q5_K / Q6_K
+ * decode products, whose kernels use those registers since session 72, ran at a third of their speed (Sapphire
+ * Rapids). x / q, d, s as quant_matmul's (float rows for float weights). */
 int quant_rows_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const float *x, const int8_t *q,
                       const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int isf = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
     if (!quant_supported(type) || (!isf && cols % QK) || r1 <= r0 || ntok <= 0) return 0;
-    const size_t rb = ggml_row_size(type, cols);
-    const int64_t nb = cols / QK;
-    for (int64_t t0 = 0; t0 < ntok; t0 += QUANT_MAX_NA) {
-        const int na = ntok - t0 < QUANT_MAX_NA ? (int)(ntok - t0) : QUANT_MAX_NA;
-        const float *xa[QUANT_MAX_NA];
-        const int8_t *qa[QUANT_MAX_NA];
-        const float *da[QUANT_MAX_NA], *sa[QUANT_MAX_NA];
-        for (int k = 0; k < na; k++) {
-            xa[k] = x + (t0 + k) * cols;
-            qa[k] = isf ? NULL : q + (t0 + k) * cols;
-            da[k] = isf ? NULL : d + (t0 + k) * nb;
-            sa[k] = isf ? NULL : s + (t0 + k) * nb;
-        }
-        for (int64_t r = r0; r < r1; r++) {
-            float out[QUANT_MAX_NA];
-            if (!quant_dot_avx512(type, cols, (const uint8_t *)w + (size_t)r * rb, xa, qa, da, sa, na, out)) return 0;
-            for (int k = 0; k < na; k++) y[(t0 + k) * ldy + r] = out[k];
-        }
-    }
+    quant_rows_loop(dot_rows_avx512, 1, isf, type, w, ggml_row_size(type, cols), r0, r1, cols, x, q, d, s, ntok, y, ldy);
     return 1;
 }
 

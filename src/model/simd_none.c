@@ -39,8 +39,8 @@ int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return 0;
 }
-int quant_gemv_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
-                      const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
+int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
+                         const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return 0;
 }
 int quant_rows_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const float *x, const int8_t *q,
