@@ -103,7 +103,8 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
     {                                                                                                             \
         const int8_t *a = qb + (t) * qstride;                                                                     \
         __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
-        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {                                                                             \
+        _Pragma("GCC unroll 4")                                                                                   \
+        for (int j = 0; j < 4; j++) {                                                                             \
             i0 = dpsc(i0, u[2 * j], ld(a + 64 * j), sc[2 * j]);                                                   \
             i1 = dpsc(i1, u[2 * j + 1], ld(a + 64 * j + 32), sc[2 * j + 1]);                                      \
         }                                                                                                         \
@@ -144,7 +145,8 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
     {                                                                                                             \
         const int8_t *a = qb + (t) * qstride;                                                                     \
         __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
-        _Pragma("GCC unroll 4") for (int b = 0; b < 8; b += 2) {                                                                          \
+        _Pragma("GCC unroll 4")                                                                                   \
+        for (int b = 0; b < 8; b += 2) {                                                                          \
             i0 = dpsc(i0, u[b], _mm256_sign_epi8(ld(a + 32 * b), sg[b]), sc[b]);                                  \
             i1 = dpsc(i1, u[b + 1], _mm256_sign_epi8(ld(a + 32 * b + 32), sg[b + 1]), sc[b + 1]);                 \
         }                                                                                                         \
