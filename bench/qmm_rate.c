@@ -38,10 +38,11 @@ static uint32_t next_u32(void) {
 /* random codes; every f16 scale field (d, and the min / dmin of Q4_1 / Q4_K / Q5_K) of each block in [2^-8, 2^-7) */
 static void fill_rows(uint32_t type, uint8_t *w, size_t bytes) {
     for (size_t k = 0; k < bytes; k++) w[k] = (uint8_t)next_u32();
-    const int super = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
-    const size_t bb = ggml_row_size(type, super ? 256 : 32); /* one block */
-    const int nscales = type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q6_K ? 1 : 2;
-    const size_t at = type == GGML_Q6_K ? 208 : 0; /* Q6_K's d follows its codes and scales; the others' lead */
+    const size_t bb = ggml_row_size(type, ggml_block_size(type)); /* one block */
+    const int nscales = type == GGML_Q4_1 || type == GGML_Q5_1 || type == GGML_Q4_K || type == GGML_Q5_K ||
+                        type == GGML_Q2_K ? 2 : 1;
+    /* the f16 scale(s) d (dmin): Q6_K's, Q2_K's and Q3_K's follow the codes and scales; the others' lead */
+    const size_t at = type == GGML_Q6_K ? 208 : type == GGML_Q2_K ? 80 : type == GGML_Q3_K ? 108 : 0;
     for (size_t i = 0; i + bb <= bytes; i += bb)
         for (int k = 0; k < nscales; k++) {
             uint16_t h = (uint16_t)(0x1c00 | (next_u32() & 0x3ff));
@@ -58,7 +59,8 @@ int main(int argc, char **argv) {
     }
     /* rows (outputs), cols (inputs); the K-quants' rows are multiples of 256 values */
     static const int64_t shapes[][2] = {{1536, 576}, {576, 576}, {576, 1536}}, kshapes[][2] = {{2048, 768}, {768, 768}, {768, 2048}};
-    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    static const uint32_t types[] = {GGML_Q4_1, GGML_Q8_0, GGML_Q4_0, GGML_Q5_0, GGML_Q5_1, GGML_Q4_K,
+                                     GGML_Q5_K, GGML_Q6_K, GGML_Q2_K, GGML_Q3_K, GGML_IQ4_XS};
     printf("# quant_matmul, %lld tokens, %d thread(s), %d weight cop%s, kernels %s; best of the trials\n", (long long)ntok,
            nthreads, copies, copies > 1 ? "ies" : "y", quant_kernel_name());
     printf("| type | rows | cols | ms | GMAC/s |\n|---|---:|---:|---:|---:|\n");
@@ -66,7 +68,7 @@ int main(int argc, char **argv) {
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         if (argc > 4 && strcmp(argv[4], ggml_type_name(types[ti])) != 0) continue;
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-            const int kq = types[ti] == GGML_Q4_K || types[ti] == GGML_Q5_K || types[ti] == GGML_Q6_K;
+            const int kq = ggml_block_size(types[ti]) == 256; /* the K-quants and IQ4_XS: rows of 256s */
             const int64_t rows = kq ? kshapes[si][0] : shapes[si][0], cols = kq ? kshapes[si][1] : shapes[si][1];
             const size_t rb = ggml_row_size(types[ti], cols);
             uint8_t *w = malloc(rb * (size_t)rows * (size_t)copies);

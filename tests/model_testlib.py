@@ -467,7 +467,7 @@ def act_mode(t):
     """infllm's activation scheme for weights of type t (quant_act_mode): 'q8_1', 'q8_0', 'q8_k' or 'f32'"""
     if t in (gguf.GGMLQuantizationType.Q4_1, Q5_1):
         return "q8_1"
-    if t in (Q4K, Q5K, Q6K):
+    if t in (Q2K, Q3K, Q4K, Q5K, Q6K, IQ4XS):
         return "q8_k"
     if t in (gguf.GGMLQuantizationType.Q4_0, Q5_0, Q8, IQ4NL):
         return "q8_0"

@@ -530,7 +530,9 @@ static void test_act_modes(void) {
         }
     CHECK(quant_act_mode(GGML_Q4_1) == QACT_Q8_1 && quant_act_mode(GGML_Q8_0) == QACT_Q8_0 &&
               quant_act_mode(GGML_Q4_K) == QACT_Q8_K && quant_act_mode(GGML_Q6_K) == QACT_Q8_K &&
-              quant_act_mode(GGML_Q3_K) == QACT_F32, "activation mode per weight type");
+              quant_act_mode(GGML_Q2_K) == QACT_Q8_K && quant_act_mode(GGML_Q3_K) == QACT_Q8_K &&
+              quant_act_mode(GGML_IQ4_XS) == QACT_Q8_K && quant_act_mode(GGML_IQ4_NL) == QACT_Q8_0,
+          "activation mode per weight type");
     /* a block holding a NaN or an infinity (at any lane: the SIMD max kept or dropped a NaN by its position, and NaN x
      * id converted to -127): values 0, scales NaN, on every quantizer, in every block sharing its scale (QACT_Q8_K's
      * 8); the other blocks as before */

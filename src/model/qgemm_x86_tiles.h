@@ -136,7 +136,7 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
     QA_ACC_DECL;
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         __m256i sc[8], u[8], sg[8];
-        kq6_scales(w, sc);
+        kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)), sc);
         q6k_signed(w, u, sg);
         const __m256 dv = _mm256_set1_ps(qx_h2f(w + 208));
         const int8_t *qb = qa + sb * 256;

@@ -267,7 +267,9 @@ void quant_act_scales(int mode, float dd, int sum, float *d, float *s) {
 int quant_act_mode(uint32_t type) {
     if (type == GGML_Q4_1 || type == GGML_Q5_1) return QACT_Q8_1;
     if (type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q8_0 || type == GGML_IQ4_NL) return QACT_Q8_0;
-    if (type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K) return QACT_Q8_K;
+    if (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
+        type == GGML_IQ4_XS)
+        return QACT_Q8_K;
     return QACT_F32;
 }
 

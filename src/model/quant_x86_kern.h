@@ -53,84 +53,139 @@ AI void k_q45_01(int NA, int five, int has_min, int64_t nb, const uint8_t *w, co
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
 }
 
-/* Q2_K / Q3_K: a 32-value activation block is two 16-value sub-blocks with their own scales, which
- * vpdpbusd's lanes keep apart (lanes 0-3: values 0-15, lanes 4-7: 16-31). The 2-bit values (plus
- * Q3_K's third bit, as +4) are unsigned; Q2_K's mins and Q3_K's -4 offset multiply the lanes'
- * activation sums (vpdpbusd with ones / fours). */
+/* 8 int16 scales (s16: the low 128 bits), scale j broadcast to the 16 int16 lanes of sc[j]: one scale a 32-value
+ * block (Q4_K, Q5_K, IQ4_XS) */
+AI void kq_bcast8(__m128i s16, __m256i sc[8]) {
+    const __m256i v = _mm256_broadcastsi128_si256(s16);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) sc[j] = _mm256_shuffle_epi8(v, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+}
+
+/* 16 int8 scales (one a 16-value half block: Q6_K, Q2_K, Q3_K) as 8 vectors of int16: sc[b] holds block b's two, one a
+ * 128-bit half (lanes 0-7: scale 2b, lanes 8-15: scale 2b + 1) */
+AI void kq_bcast16(__m128i s8, __m256i sc[8]) {
+    const __m256i v = _mm256_cvtepi8_epi16(s8);
+    const __m256i lo = _mm256_permute2x128_si256(v, v, 0x00), hi = _mm256_permute2x128_si256(v, v, 0x11);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        const __m256i ctl = _mm256_setr_m128i(_mm_set1_epi16((short)((4 * k + 1) << 8 | 4 * k)),
+                                              _mm_set1_epi16((short)((4 * k + 3) << 8 | (4 * k + 2))));
+        sc[k] = _mm256_shuffle_epi8(lo, ctl);
+        sc[4 + k] = _mm256_shuffle_epi8(hi, ctl);
+    }
+}
+
+/* Q2_K / Q3_K on QACT_Q8_K activations: a 32-value block is two 16-value sub-blocks with their own scales, one a
+ * 128-bit half of the block's scale vector (kq_bcast16), so a super-block's products sum in int32 (dpsc) as the other
+ * K-quants' do. Q2_K: the 2-bit values unsigned, its mins times the activations' 16-value sums in int32 too (dpsc with
+ * ones), acc = fma(lanes, d D_a, acc) then acc = acc - mins' lanes x dmin D_a (fnmadd); Q3_K: the value q + 4 h - 4
+ * (-4..3) signed, its magnitude against the activation with its sign (as Q6_K), scales minus 32. */
 AI void k_q23_k(int NA, int three, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+    const __m128i m4 = _mm_set1_epi8(0xF);
     const size_t bb = three ? 110 : 84;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
         const uint8_t *qs = w + (three ? 32 : 16);
-        float d = qx_h2f(w + (three ? 108 : 80)), dmin = three ? 0.f : qx_h2f(w + 82);
-        float dsc[16], msc[16];
-        if (three) {
-            const uint8_t *s12 = w + 96;
-            for (int j = 0; j < 16; j++) {
-                int lo = j < 8 ? s12[j] & 0xF : s12[j - 8] >> 4;
-                int hi = (s12[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
-                dsc[j] = d * (float)((lo | (hi << 4)) - 32);
-            }
+        const float d = qx_h2f(w + (three ? 108 : 80)), dmin = three ? 0.f : qx_h2f(w + 82);
+        __m256i sc[8], mn[8], is[8], ms[8];
+        if (three) { /* the 16 6-bit scales from 12 bytes in general registers (llama.cpp's aux steps), minus 32 */
+            uint32_t a0, a1, t;
+            memcpy(&a0, w + 96, 4);
+            memcpy(&a1, w + 100, 4);
+            memcpy(&t, w + 104, 4);
+            const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
+            const uint32_t s0 = (a0 & k2) | ((t & k1) << 4), s1 = (a1 & k2) | (((t >> 2) & k1) << 4);
+            const uint32_t s2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), s3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4);
+            kq_bcast16(_mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32)), sc);
         } else {
-            for (int j = 0; j < 16; j++) {
-                dsc[j] = d * (float)(w[j] & 0xF);
-                msc[j] = dmin * (float)(w[j] >> 4);
-            }
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)w); /* scale | min << 4, 16 of them */
+            kq_bcast16(_mm_and_si128(raw, m4), sc);
+            kq_bcast16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), mn);
         }
         const __m256i hm = three ? ld(w) : _mm256_setzero_si256();
+        for (int t = 0; t < NA; t++) is[t] = ms[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
         for (int n = 0; n < 2; n++) {
             const __m256i Q = ld(qs + 32 * n);
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
+                const int b = 4 * n + j; /* the 32-value block */
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
-                if (three) /* the third bit of plane 4 n + j: set +4 (u = q + 4 h, value = u - 4) */
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 4 * n + j), one), 2));
-                const int is = 8 * n + 2 * j;
-                const __m256 sv = _mm256_setr_m128(_mm_set1_ps(dsc[is]), _mm_set1_ps(dsc[is + 1]));
-                const __m256 mv = three ? _mm256_setzero_ps() : _mm256_setr_m128(_mm_set1_ps(msc[is]), _mm_set1_ps(msc[is + 1]));
-                const int64_t a = sb * 8 + 4 * n + j;
-                for (int t = 0; t < NA; t++) {
-                    const __m256i av = ld(qa[t] + a * 32);
-                    const __m256 dav = _mm256_set1_ps(da[t][a]);
-                    if (three) {
-                        __m256i si = _mm256_sub_epi32(dp(u, av), dp(four, av));
-                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(sv, dav), acc[t]);
-                    } else {
-                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp(u, av)), _mm256_mul_ps(sv, dav), acc[t]);
-                        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(dp(one, av)), _mm256_mul_ps(mv, dav), acc[t]);
+                if (three) { /* the third bit of plane 4 n + j: set +4 (value = u + 4 h - 4) */
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, b), one), 2));
+                    const __m256i sg = _mm256_sub_epi8(u, four), au = _mm256_abs_epi8(sg);
+                    for (int t = 0; t < NA; t++)
+                        is[t] = dpsc(is[t], au, _mm256_sign_epi8(ld(qa[t] + sb * 256 + 32 * b), sg), sc[b]);
+                } else {
+                    for (int t = 0; t < NA; t++) {
+                        const __m256i a = ld(qa[t] + sb * 256 + 32 * b);
+                        is[t] = dpsc(is[t], u, a, sc[b]);
+                        ms[t] = dpsc(ms[t], one, a, mn[b]);
                     }
                 }
             }
+        }
+        for (int t = 0; t < NA; t++) {
+            const float Da = da[t][sb * 8];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(d * Da), acc[t]);
+            if (!three) acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_set1_ps(dmin * Da), acc[t]);
         }
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
-/* IQ4_NL / IQ4_XS: the codes' signed values by vpshufb from the table, multiplied like Q8_0's
- * (|w| x the activation with w's sign); IQ4_XS: 8 sub-blocks of 32 values, 6-bit scales minus 32 */
-AI void k_iq4(int NA, int xs, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-              float *out) {
+/* IQ4_NL: the codes' signed values by vpshufb from the table, multiplied like Q8_0's (|w| x the activation with w's
+ * sign) */
+AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
     const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
-    const int64_t nsub = xs ? 8 : 1; /* 32-value sub-blocks a block */
-    for (int64_t b = 0; b < nb; b++, w += xs ? 136 : 18) {
+    for (int64_t b = 0; b < nb; b++, w += 18) {
         const float d = qx_h2f(w);
-        uint16_t sh = 0;
-        if (xs) memcpy(&sh, w + 2, 2);
-        for (int64_t ib = 0; ib < nsub; ib++) {
-            float dl = d;
-            if (xs) dl = d * (float)((((w[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)) - 32);
-            const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + (xs ? 8 + 16 * ib : 2)));
-            const __m256i av = _mm256_abs_epi8(v);
-            const int64_t a = b * nsub + ib;
-            for (int t = 0; t < NA; t++) {
-                __m256i s = dp(av, _mm256_sign_epi8(ld(qa[t] + a * 32), v));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dl * da[t][a]), acc[t]);
-            }
+        const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 2));
+        const __m256i av = _mm256_abs_epi8(v);
+        for (int t = 0; t < NA; t++) {
+            __m256i s = dp(av, _mm256_sign_epi8(ld(qa[t] + b * 32), v));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * da[t][b]), acc[t]);
         }
+    }
+    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+}
+
+/* IQ4_XS on QACT_Q8_K activations: 8 blocks of 32 table values a super-block, each with a 6-bit scale minus 32; the
+ * values' magnitudes against the activations with their signs (vpmaddubsw's pairs at most 2 x 127 x 127 < 32768),
+ * times the block's scale, summed in int32 (dpsc); acc = fma(lanes, d D_a, acc) */
+AI void k_iq4xs(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
+    for (int64_t sb = 0; sb < nsb; sb++, w += 136) {
+        const float d = qx_h2f(w);
+        /* the 8 6-bit scales as bytes in a general register (a vector load of stored scalars stalled store
+         * forwarding): low nibbles from scales_l, two high bits each from scales_h; minus 32 */
+        uint16_t sh;
+        uint32_t sl;
+        memcpy(&sh, w + 2, 2);
+        memcpy(&sl, w + 4, 4);
+        uint64_t lsv = 0;
+#pragma GCC unroll 8
+        for (int ib = 0; ib < 8; ib++)
+            lsv |= (uint64_t)(((sl >> (4 * ib)) & 0xF) | (((uint32_t)sh >> (2 * ib)) & 3) << 4) << (8 * ib);
+        __m256i sc[8], is[8];
+        kq_bcast8(_mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)lsv)), _mm_set1_epi16(32)), sc);
+        for (int t = 0; t < NA; t++) is[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int ib = 0; ib < 8; ib++) {
+            const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 8 + 16 * ib));
+            const __m256i av = _mm256_abs_epi8(v);
+            for (int t = 0; t < NA; t++)
+                is[t] = dpsc(is[t], av, _mm256_sign_epi8(ld(qa[t] + sb * 256 + 32 * ib), v), sc[ib]);
+        }
+        for (int t = 0; t < NA; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(d * da[t][sb * 8]), acc[t]);
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
@@ -146,7 +201,7 @@ AI void k_iq4(int NA, int xs, int64_t nb, const uint8_t *w, const int8_t *const 
  * The prefill tiles (qgemm_x86_tiles.h) do the same operations per super-block and token: bitwise equal. */
 
 /* a Q4_K / Q5_K super-block's 8 sub-block scales (the 12 bytes at q, unpacked in general registers: llama.cpp's utmp
- * steps), each broadcast to the 16 int16 lanes of sc[j], and its 8 mins as floats */
+ * steps) broadcast as kq_bcast8's, and its 8 mins as floats */
 AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
     uint32_t u0, u1, u2;
     memcpy(&u0, q, 4);
@@ -155,9 +210,7 @@ AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
     const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
     const uint32_t sc03 = u0 & m6, mn03 = u1 & m6;
     const uint32_t sc47 = (u2 & m4) | (((u0 >> 6) & m2) << 4), mn47 = ((u2 >> 4) & m4) | (((u1 >> 6) & m2) << 4);
-    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc47, (int)sc03)));
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; j++) sc[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)((2 * j + 1) << 8 | 2 * j)));
+    kq_bcast8(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc47, (int)sc03)), sc);
     *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn47, (int)mn03)));
 }
 
@@ -245,26 +298,12 @@ AI void q6k_signed(const uint8_t *w, __m256i u[8], __m256i sg[8]) {
     }
 }
 
-/* a Q6_K super-block's 16 int8 scales as 8 vectors of int16: sc[b] holds block b's two 16-value scales, one a 128-bit
- * half (lanes 0-7: scale 2b, lanes 8-15: scale 2b + 1) */
-AI void kq6_scales(const uint8_t *w, __m256i sc[8]) {
-    const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)));
-    const __m256i lo = _mm256_permute2x128_si256(v, v, 0x00), hi = _mm256_permute2x128_si256(v, v, 0x11);
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        const __m256i ctl = _mm256_setr_m128i(_mm_set1_epi16((short)((4 * k + 1) << 8 | 4 * k)),
-                                              _mm_set1_epi16((short)((4 * k + 3) << 8 | (4 * k + 2))));
-        sc[k] = _mm256_shuffle_epi8(lo, ctl);
-        sc[4 + k] = _mm256_shuffle_epi8(hi, ctl);
-    }
-}
-
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
     __m256 acc[8];
     for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         __m256i sc[8], u[8], sg[8], i0[8], i1[8];
-        kq6_scales(w, sc);
+        kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)), sc);
         q6k_signed(w, u, sg);
         const float d = qx_h2f(w + 208);
         for (int t = 0; t < NA; t++) i0[t] = i1[t] = _mm256_setzero_si256();
@@ -360,8 +399,8 @@ AI void k_float_tail(int NA, uint32_t type, int64_t i, int64_t n, const uint8_t 
     case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;   \
     case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;          \
     case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;          \
-    case GGML_IQ4_NL: DISPATCH(k_iq4(NA, 0, n / 32, w, qa, da, out)); return 1;           \
-    case GGML_IQ4_XS: DISPATCH(k_iq4(NA, 1, n / 256, w, qa, da, out)); return 1;          \
+    case GGML_IQ4_NL: DISPATCH(k_iq4nl(NA, n / 32, w, qa, da, out)); return 1;            \
+    case GGML_IQ4_XS: DISPATCH(k_iq4xs(NA, n / 256, w, qa, da, out)); return 1;           \
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;      \
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;      \
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
