@@ -32,12 +32,13 @@ typedef struct qact {
     float *s;           /* [rows][n/32] d * sum(q) of the block */
 } qact;
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
-/* Activation quantization schemes: QACT_F32 (scale amax/127 in f32; Q2_K, Q3_K, IQ4_XS), QACT_Q8_1 and
- * QACT_Q8_0 (llama.cpp's quantize_row_q8_1 / q8_0: values x * (127/amax) rounded to nearest even,
- * the scale rounded to f16, Q8_1's s = f16(d * sum)) and QACT_Q8_K (Q4_K, Q5_K, Q6_K; llama.cpp's q8_K idea: one
- * f32 scale amax/127 per 256 values, values x * (127/amax), so that a K-quant super-block's products sum in int32
- * before one float multiply: d holds the 256's scale in each of its 8 blocks, s the block's integer sum as a float,
- * exact). quant_matmul picks the scheme per weight type (quant_act_mode); the kernels of a type require its scheme. */
+/* Activation quantization schemes: QACT_F32 (scale amax/127 in f32, values x / scale; no weight type's since session
+ * 72: the tests' scheme whose d * q is exactly what their f64 references multiply), QACT_Q8_1 and QACT_Q8_0
+ * (llama.cpp's quantize_row_q8_1 / q8_0: values x * (127/amax) rounded to nearest even, the scale rounded to f16,
+ * Q8_1's s = f16(d * sum)) and QACT_Q8_K (the K-quants and IQ4_XS, as llama.cpp's q8_K: one f32 scale amax/127 per
+ * 256 values, values x * (127/amax), so that a super-block's products sum in int32 before one float multiply: d holds
+ * the 256's scale in each of its 8 blocks, s the block's integer sum as a float, exact). quant_matmul picks the scheme
+ * per weight type (quant_act_mode); the kernels of a type require its scheme. */
 enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2, QACT_Q8_K = 3 };
 /* 32-value blocks that share one scale in the scheme (8 for QACT_Q8_K; a row's last group may be shorter) */
 static inline int64_t quant_act_group(int mode) { return mode == QACT_Q8_K ? 8 : 1; }
