@@ -806,6 +806,7 @@ int main(void) {
     test_threaded(GGML_Q5_1, 576);
     test_threaded(GGML_Q4_0, 576);
     test_threaded(GGML_Q3_K, 512);
+    test_threaded(GGML_Q2_K, 768);
     test_threaded(GGML_IQ4_XS, 512);
     test_threaded(GGML_F16, 576);
     test_gguf();

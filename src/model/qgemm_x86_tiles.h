@@ -160,14 +160,41 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
     for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
 }
 
+/* Q2_K / Q3_K / IQ4_XS: one row x QA_NT tokens, the one-row kernel's operations (k_kx: kx_unpack once a super-block,
+ * kx_lanes and kx_acc per token), so bitwise equal */
+AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride,
+                   const float *da, int64_t dstride, float *y, int64_t ldy, int ntv) {
+    const size_t bb = ggml_row_size(TYPE, 256);
+    QA_ACC_DECL;
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
+        kx_block k;
+        kx_unpack(TYPE, w, &k);
+        const __m256 dv = _mm256_set1_ps(k.d), dminv = _mm256_set1_ps(k.dmin);
+        const int8_t *qb = qa + sb * 256;
+        const float *db = da + sb * 8;
+#define KX_STEP(t, acc)                                                                                          \
+    {                                                                                                            \
+        __m256i is, ms;                                                                                          \
+        kx_lanes(TYPE, &k, qb + (t) * qstride, &is, &ms);                                                        \
+        const __m256 dat = _mm256_broadcast_ss(db + (t) * dstride);                                              \
+        acc = kx_acc(TYPE, acc, is, ms, _mm256_mul_ps(dv, dat), _mm256_mul_ps(dminv, dat));                      \
+    }
+        QA_T8(KX_STEP)
+#undef KX_STEP
+    }
+    QA_HSUMS(h);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
+}
+
 static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int kq = type == GGML_Q4_K || type == GGML_Q5_K, q6k = type == GGML_Q6_K;
+    const int kx = type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_IQ4_XS;
     const int q45 = type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
     /* QG_TILES_Q8_Q4 0: not Q8_0 / Q4_0 / Q4_1 (the AVX-512 includer, whose one-row kernels for them differ) */
-    const int taken = q45 || kq || q6k || type == GGML_Q8_0;
+    const int taken = q45 || kq || q6k || kx || type == GGML_Q8_0;
     if (!taken || (!QG_TILES_Q8_Q4 && (type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q4_1)) ||
-        cols % (kq || q6k ? 256 : QK) || r1 <= r0 || ntok <= 0)
+        cols % (kq || q6k || kx ? 256 : QK) || r1 <= r0 || ntok <= 0)
         return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK, nrows = r1 - r0;
@@ -240,6 +267,9 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
             default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, dt, yr, ldy, ntv); break;
             }
         }

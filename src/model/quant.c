@@ -465,13 +465,14 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
         const int64_t RC =
             (!isf && simd && ntok >= 4 &&
              (type == GGML_Q4_1 || type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
-              type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K)) ? 32 : 16;
+              type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
+              type == GGML_IQ4_XS)) ? 32 : 16;
         int64_t nchunks = (rows + RC - 1) / RC;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
             int64_t r0 = c * RC, r1 = r0 + RC < rows ? r0 + RC : rows;
-            /* prefill: register-blocked tiles of rows x tokens (AVX-512: Q4_1 and Q8_0 on 512 bits, Q5_0, Q5_1 and
-             * the K-quants but Q2_K / Q3_K on 256; AVX2: those and Q4_0), same bits as below */
+            /* prefill: register-blocked tiles of rows x tokens (AVX-512: Q4_1 and Q8_0 on 512 bits, Q5_0, Q5_1, the
+             * K-quants and IQ4_XS on 256; AVX2: those and Q4_0), same bits as below */
             if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
                 (quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy) ||
                  quant_gemm256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy)))

@@ -75,68 +75,6 @@ AI void kq_bcast16(__m128i s8, __m256i sc[8]) {
     }
 }
 
-/* Q2_K / Q3_K on QACT_Q8_K activations: a 32-value block is two 16-value sub-blocks with their own scales, one a
- * 128-bit half of the block's scale vector (kq_bcast16), so a super-block's products sum in int32 (dpsc) as the other
- * K-quants' do. Q2_K: the 2-bit values unsigned, its mins times the activations' 16-value sums in int32 too (dpsc with
- * ones), acc = fma(lanes, d D_a, acc) then acc = acc - mins' lanes x dmin D_a (fnmadd); Q3_K: the value q + 4 h - 4
- * (-4..3) signed, its magnitude against the activation with its sign (as Q6_K), scales minus 32. */
-AI void k_q23_k(int NA, int three, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
-                float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
-    const __m128i m4 = _mm_set1_epi8(0xF);
-    const size_t bb = three ? 110 : 84;
-    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        const uint8_t *qs = w + (three ? 32 : 16);
-        const float d = qx_h2f(w + (three ? 108 : 80)), dmin = three ? 0.f : qx_h2f(w + 82);
-        __m256i sc[8], mn[8], is[8], ms[8];
-        if (three) { /* the 16 6-bit scales from 12 bytes in general registers (llama.cpp's aux steps), minus 32 */
-            uint32_t a0, a1, t;
-            memcpy(&a0, w + 96, 4);
-            memcpy(&a1, w + 100, 4);
-            memcpy(&t, w + 104, 4);
-            const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
-            const uint32_t s0 = (a0 & k2) | ((t & k1) << 4), s1 = (a1 & k2) | (((t >> 2) & k1) << 4);
-            const uint32_t s2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), s3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4);
-            kq_bcast16(_mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32)), sc);
-        } else {
-            const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)w); /* scale | min << 4, 16 of them */
-            kq_bcast16(_mm_and_si128(raw, m4), sc);
-            kq_bcast16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), mn);
-        }
-        const __m256i hm = three ? ld(w) : _mm256_setzero_si256();
-        for (int t = 0; t < NA; t++) is[t] = ms[t] = _mm256_setzero_si256();
-#pragma GCC unroll 2
-        for (int n = 0; n < 2; n++) {
-            const __m256i Q = ld(qs + 32 * n);
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                const int b = 4 * n + j; /* the 32-value block */
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
-                if (three) { /* the third bit of plane 4 n + j: set +4 (value = u + 4 h - 4) */
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, b), one), 2));
-                    const __m256i sg = _mm256_sub_epi8(u, four), au = _mm256_abs_epi8(sg);
-                    for (int t = 0; t < NA; t++)
-                        is[t] = dpsc(is[t], au, _mm256_sign_epi8(ld(qa[t] + sb * 256 + 32 * b), sg), sc[b]);
-                } else {
-                    for (int t = 0; t < NA; t++) {
-                        const __m256i a = ld(qa[t] + sb * 256 + 32 * b);
-                        is[t] = dpsc(is[t], u, a, sc[b]);
-                        ms[t] = dpsc(ms[t], one, a, mn[b]);
-                    }
-                }
-            }
-        }
-        for (int t = 0; t < NA; t++) {
-            const float Da = da[t][sb * 8];
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(d * Da), acc[t]);
-            if (!three) acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms[t]), _mm256_set1_ps(dmin * Da), acc[t]);
-        }
-    }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
-}
-
 /* IQ4_NL: the codes' signed values by vpshufb from the table, multiplied like Q8_0's (|w| x the activation with w's
  * sign) */
 AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
@@ -155,15 +93,25 @@ AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
-/* IQ4_XS on QACT_Q8_K activations: 8 blocks of 32 table values a super-block, each with a 6-bit scale minus 32; the
- * values' magnitudes against the activations with their signs (vpmaddubsw's pairs at most 2 x 127 x 127 < 32768),
- * times the block's scale, summed in int32 (dpsc); acc = fma(lanes, d D_a, acc) */
-AI void k_iq4xs(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
-    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
-    for (int64_t sb = 0; sb < nsb; sb++, w += 136) {
-        const float d = qx_h2f(w);
+/* Q2_K / Q3_K / IQ4_XS on QACT_Q8_K activations. A super-block is unpacked once (kx_unpack: per 32-value block b its
+ * values u[b] as unsigned bytes, sg[b] the signed values where they are signed, sc[b] its scales as int16 lanes, Q2_K's
+ * mins mn[b]) and each token's int32 lanes come from kx_lanes, which the one-row kernels and the prefill tiles
+ * (qgemm_x86_tiles.h) share, so the two are bitwise equal. Q2_K: 16-value sub-blocks, one a 128-bit half of the
+ * block's scale vector (kq_bcast16); the 2-bit values unsigned; its mins times the activations' 16-value sums in int32
+ * too (dpsc with ones); acc = fma(lanes, d D_a, acc) then acc = acc - min lanes x dmin D_a (fnmadd). Q3_K: the value
+ * q + 4 h - 4 (-4..3) signed, its magnitude against the activation with its sign (as Q6_K), 16-value scales minus 32.
+ * IQ4_XS: 8 blocks of 32 table values, each with a 6-bit scale minus 32 (kq_bcast8); magnitudes against signed
+ * activations (vpmaddubsw's pairs at most 2 x 127 x 127 < 32768). */
+typedef struct kx_block {
+    __m256i u[8], sg[8], sc[8], mn[8];
+    float d, dmin;
+} kx_block;
+
+AI void kx_unpack(const uint32_t TYPE, const uint8_t *w, kx_block *k) {
+    const __m256i one = _mm256_set1_epi8(1);
+    if (TYPE == GGML_IQ4_XS) {
+        k->d = qx_h2f(w);
+        k->dmin = 0.f;
         /* the 8 6-bit scales as bytes in a general register (a vector load of stored scalars stalled store
          * forwarding): low nibbles from scales_l, two high bits each from scales_h; minus 32 */
         uint16_t sh;
@@ -174,18 +122,94 @@ AI void k_iq4xs(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, 
 #pragma GCC unroll 8
         for (int ib = 0; ib < 8; ib++)
             lsv |= (uint64_t)(((sl >> (4 * ib)) & 0xF) | (((uint32_t)sh >> (2 * ib)) & 3) << 4) << (8 * ib);
-        __m256i sc[8], is[8];
-        kq_bcast8(_mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)lsv)), _mm_set1_epi16(32)), sc);
-        for (int t = 0; t < NA; t++) is[t] = _mm256_setzero_si256();
+        kq_bcast8(_mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)lsv)), _mm_set1_epi16(32)), k->sc);
+        const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
 #pragma GCC unroll 8
         for (int ib = 0; ib < 8; ib++) {
-            const __m256i v = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 8 + 16 * ib));
-            const __m256i av = _mm256_abs_epi8(v);
-            for (int t = 0; t < NA; t++)
-                is[t] = dpsc(is[t], av, _mm256_sign_epi8(ld(qa[t] + sb * 256 + 32 * ib), v), sc[ib]);
+            k->sg[ib] = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 8 + 16 * ib));
+            k->u[ib] = _mm256_abs_epi8(k->sg[ib]);
         }
-        for (int t = 0; t < NA; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(d * da[t][sb * 8]), acc[t]);
+        return;
+    }
+    const int three = TYPE == GGML_Q3_K;
+    const uint8_t *qs = w + (three ? 32 : 16);
+    k->d = qx_h2f(w + (three ? 108 : 80));
+    k->dmin = three ? 0.f : qx_h2f(w + 82);
+    if (three) { /* the 16 6-bit scales from 12 bytes in general registers (llama.cpp's aux steps), minus 32 */
+        uint32_t a0, a1, t;
+        memcpy(&a0, w + 96, 4);
+        memcpy(&a1, w + 100, 4);
+        memcpy(&t, w + 104, 4);
+        const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
+        const uint32_t s0 = (a0 & k2) | ((t & k1) << 4), s1 = (a1 & k2) | (((t >> 2) & k1) << 4);
+        const uint32_t s2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), s3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4);
+        kq_bcast16(_mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32)), k->sc);
+    } else {
+        const __m128i m4 = _mm_set1_epi8(0xF);
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)w); /* scale | min << 4, 16 of them */
+        kq_bcast16(_mm_and_si128(raw, m4), k->sc);
+        kq_bcast16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), k->mn);
+    }
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i hm = three ? ld(w) : _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; n++) {
+        const __m256i Q = ld(qs + 32 * n);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const int b = 4 * n + j; /* the 32-value block: plane j of the n-th 32 bytes */
+            __m256i u = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * j), m3);
+            if (three) { /* the third bit of plane 4 n + j: set +4 (value = u + 4 h - 4) */
+                u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, b), one), 2));
+                k->sg[b] = _mm256_sub_epi8(u, four);
+                u = _mm256_abs_epi8(k->sg[b]);
+            }
+            k->u[b] = u;
+        }
+    }
+}
+
+/* one token's lanes over the super-block (a: its 256 activations): *is the scaled value sums, *ms Q2_K's scaled
+ * activation sums (its mins) */
+AI void kx_lanes(const uint32_t TYPE, const kx_block *k, const int8_t *a, __m256i *is, __m256i *ms) {
+    const __m256i one = _mm256_set1_epi8(1);
+    __m256i i = _mm256_setzero_si256(), m = i;
+#pragma GCC unroll 8
+    for (int b = 0; b < 8; b++) {
+        const __m256i av = ld(a + 32 * b);
+        if (TYPE == GGML_Q2_K) {
+            i = dpsc(i, k->u[b], av, k->sc[b]);
+            m = dpsc(m, one, av, k->mn[b]);
+        } else {
+            i = dpsc(i, k->u[b], _mm256_sign_epi8(av, k->sg[b]), k->sc[b]);
+        }
+    }
+    *is = i;
+    *ms = m;
+}
+
+/* acc + the super-block's share: fma(lanes, d D_a), and for Q2_K minus min lanes x dmin D_a (dv, dminv: d D_a and
+ * dmin D_a in every lane) */
+AI __m256 kx_acc(const uint32_t TYPE, __m256 acc, __m256i is, __m256i ms, __m256 dv, __m256 dminv) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), dv, acc);
+    if (TYPE == GGML_Q2_K) acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), dminv, acc);
+    return acc;
+}
+
+AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
+             float *out) {
+    __m256 acc[8];
+    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
+    const size_t bb = ggml_row_size(TYPE, 256);
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
+        kx_block k;
+        kx_unpack(TYPE, w, &k);
+        for (int t = 0; t < NA; t++) {
+            __m256i is, ms;
+            kx_lanes(TYPE, &k, qa[t] + sb * 256, &is, &ms);
+            const float Da = da[t][sb * 8];
+            acc[t] = kx_acc(TYPE, acc[t], is, ms, _mm256_set1_ps(k.d * Da), _mm256_set1_ps(k.dmin * Da));
+        }
     }
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
@@ -397,10 +421,10 @@ AI void k_float_tail(int NA, uint32_t type, int64_t i, int64_t n, const uint8_t 
     case GGML_Q4_1: DISPATCH(kx_q4_1(NA, n / 32, w, qa, da, sa, out)); return 1;          \
     case GGML_Q5_0: DISPATCH(k_q45_01(NA, 1, 0, n / 32, w, qa, da, sa, out)); return 1;   \
     case GGML_Q5_1: DISPATCH(k_q45_01(NA, 1, 1, n / 32, w, qa, da, sa, out)); return 1;   \
-    case GGML_Q2_K: DISPATCH(k_q23_k(NA, 0, n / 256, w, qa, da, out)); return 1;          \
-    case GGML_Q3_K: DISPATCH(k_q23_k(NA, 1, n / 256, w, qa, da, out)); return 1;          \
+    case GGML_Q2_K: DISPATCH(k_kx(NA, GGML_Q2_K, n / 256, w, qa, da, out)); return 1;     \
+    case GGML_Q3_K: DISPATCH(k_kx(NA, GGML_Q3_K, n / 256, w, qa, da, out)); return 1;     \
     case GGML_IQ4_NL: DISPATCH(k_iq4nl(NA, n / 32, w, qa, da, out)); return 1;            \
-    case GGML_IQ4_XS: DISPATCH(k_iq4xs(NA, n / 256, w, qa, da, out)); return 1;           \
+    case GGML_IQ4_XS: DISPATCH(k_kx(NA, GGML_IQ4_XS, n / 256, w, qa, da, out)); return 1; \
     case GGML_Q4_K: DISPATCH(k_q45_k(NA, 0, n / 256, w, qa, da, sa, out)); return 1;      \
     case GGML_Q5_K: DISPATCH(k_q45_k(NA, 1, n / 256, w, qa, da, sa, out)); return 1;      \
     case GGML_Q6_K: DISPATCH(k_q6_k(NA, n / 256, w, qa, da, out)); return 1;
