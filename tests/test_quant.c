@@ -320,6 +320,52 @@ static void test_threaded(uint32_t type, int64_t n) {
     free(w); free(x); free(y); free(q); free(d); free(s);
 }
 
+/* quant_matmul_multi: products of one input with weights of different types and activation schemes (Q4_K: Q8_K,
+ * Q5_0: Q8_0, Q3_K: Q8_K again, F16: float) in one region == one quant_matmul each, bitwise, at decode and prefill
+ * token counts; bad calls refused */
+static void test_multi(void) {
+    unsigned long long rng = 99;
+    enum { N = 512, T = 9 };
+    static const uint32_t types[4] = {GGML_Q4_K, GGML_Q5_0, GGML_F16, GGML_Q3_K};
+    static const int64_t rows[4] = {67, 40, 33, 129};
+    uint8_t *w[4];
+    float *y1[4], *y2[4];
+    float *x = malloc(sizeof(float) * N * T);
+    for (int64_t i = 0; i < N * T; i++) x[i] = (float)h_normal(&rng);
+    quant_mm ops[4];
+    for (int i = 0; i < 4; i++) {
+        const size_t rb = ggml_row_size(types[i], N);
+        w[i] = malloc(rb * (size_t)rows[i]);
+        y1[i] = malloc(sizeof(float) * (size_t)(rows[i] * T));
+        y2[i] = malloc(sizeof(float) * (size_t)(rows[i] * T));
+        for (int64_t r = 0; r < rows[i]; r++) random_row(types[i], w[i] + (size_t)r * rb, N, &rng);
+        ops[i] = (quant_mm){types[i], w[i], rows[i], N, y2[i], rows[i]};
+    }
+    quant_scratch qs = {0};
+    const int ntoks[4] = {1, 3, 4, T};
+    for (int k = 0; k < 4; k++) {
+        const int nt = ntoks[k];
+        int bad = 0;
+        for (int i = 0; i < 4; i++)
+            CHECK(quant_matmul(types[i], w[i], rows[i], N, x, nt, y1[i], rows[i], 2, NULL) == 0, "matmul: %s", mdl_error());
+        CHECK(quant_matmul_multi(ops, 4, x, nt, 2, &qs) == 0, "matmul_multi: %s", mdl_error());
+        for (int i = 0; i < 4; i++) bad += memcmp(y1[i], y2[i], sizeof(float) * (size_t)(rows[i] * nt)) != 0;
+        CHECK(bad == 0, "quant_matmul_multi, %d tokens: %d of 4 products differ from their quant_matmul", nt, bad);
+    }
+    CHECK(quant_matmul_multi(ops, 0, x, 1, 1, &qs) != 0 && quant_matmul_multi(ops, QUANT_MAX_OPS + 1, x, 1, 1, &qs) != 0,
+          "quant_matmul_multi: a product count out of range refused");
+    ops[1].cols = 256;
+    CHECK(quant_matmul_multi(ops, 2, x, 1, 1, &qs) != 0 && strstr(mdl_error(), "differ"),
+          "quant_matmul_multi: different row lengths refused (%s)", mdl_error());
+    quant_scratch_free(&qs);
+    for (int i = 0; i < 4; i++) {
+        free(w[i]);
+        free(y1[i]);
+        free(y2[i]);
+    }
+    free(x);
+}
+
 /* ---------------------------------------------------------------- GGUF ---- */
 typedef struct buf { uint8_t *p; size_t n, cap; } buf;
 static void put(buf *b, const void *d, size_t n) {
@@ -809,6 +855,7 @@ int main(void) {
     test_threaded(GGML_Q2_K, 768);
     test_threaded(GGML_IQ4_XS, 512);
     test_threaded(GGML_F16, 576);
+    test_multi();
     test_gguf();
     return finish("test_quant");
 }

@@ -957,6 +957,17 @@ static int mm(mdl_session *s, const mdl_weight *w, const float *x, int64_t n, fl
     return quant_matmul(w->type, w->data, w->rows, w->cols, x, n, y, w->rows, s->nthreads, &s->qs);
 }
 
+/* two or three products of one input (q / k / v, gate / up) in one parallel region, the input quantized once per
+ * scheme (quant_matmul_multi): the same bits as one mm each */
+static int mm_multi(mdl_session *s, const float *x, int64_t n, const mdl_weight *w0, float *y0, const mdl_weight *w1,
+                    float *y1, const mdl_weight *w2, float *y2) {
+    const quant_mm ops[3] = {{w0->type, w0->data, w0->rows, w0->cols, y0, w0->rows},
+                             {w1->type, w1->data, w1->rows, w1->cols, y1, w1->rows},
+                             {w2 ? w2->type : 0, w2 ? w2->data : NULL, w2 ? w2->rows : 0, w2 ? w2->cols : 0, y2,
+                              w2 ? w2->rows : 0}};
+    return quant_matmul_multi(ops, w2 ? 3 : 2, x, n, s->nthreads, &s->qs);
+}
+
 /* ggml's rotate_pairs as llama.cpp's build computes it (the C++ compiler fuses one product of
  * each expression): x0' = fma(x0, cos, -(x1 sin)), x1' = fma(x0, sin, x1 cos) */
 static void rope(float *v, int nh, int D, const float *cs, const float *sn, int interleaved) {
@@ -1036,7 +1047,7 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         const mdl_layer *L = &m->layers[l];
 #pragma omp parallel for num_threads(NT) if (n > 8)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->attn_norm, E, c->rms_eps);
-        if (mm(s, &L->wq, s->xb, n, s->q) || mm(s, &L->wk, s->xb, n, s->k) || mm(s, &L->wv, s->xb, n, s->v)) {
+        if (mm_multi(s, s->xb, n, &L->wq, s->q, &L->wk, s->k, &L->wv, s->v)) {
             rc = -1;
             break;
         }
@@ -1110,7 +1121,7 @@ static int forward_chunk(mdl_session *s, const int32_t *tok, int n, float *logit
         for (int64_t i = 0; i < n * E; i++) x[i] += rs * s->tmp[i];
 #pragma omp parallel for num_threads(NT) if (n > 8)
         for (int t = 0; t < n; t++) rmsnorm(s->xb + t * E, x + t * E, L->ffn_norm, E, c->rms_eps);
-        if (mm(s, &L->wgate, s->xb, n, s->hb) || mm(s, &L->wup, s->xb, n, s->hb2)) {
+        if (mm_multi(s, s->xb, n, &L->wgate, s->hb, &L->wup, s->hb2, NULL, NULL)) {
             rc = -1;
             break;
         }

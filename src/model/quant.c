@@ -388,30 +388,95 @@ void quant_scratch_free(quant_scratch *qs) {
     memset(qs, 0, sizeof *qs);
 }
 
-static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
-                             float *y, int64_t ldy, int nthreads, quant_scratch *qs);
+static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads,
+                                   quant_scratch *qs);
 
 int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok, float *y,
                  int64_t ldy, int nthreads, quant_scratch *qs) {
-    if (qs) return quant_matmul_with(type, w, rows, cols, x, ntok, y, ldy, nthreads, qs);
+    const quant_mm op = {type, w, rows, cols, y, ldy};
+    return quant_matmul_multi(&op, 1, x, ntok, nthreads, qs);
+}
+
+int quant_matmul_multi(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads, quant_scratch *qs) {
+    if (qs) return quant_matmul_multi_with(ops, nops, x, ntok, nthreads, qs);
     quant_scratch own = {0};
-    int r = quant_matmul_with(type, w, rows, cols, x, ntok, y, ldy, nthreads, &own);
+    int r = quant_matmul_multi_with(ops, nops, x, ntok, nthreads, &own);
     quant_scratch_free(&own);
     return r;
 }
 
-static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
-                             float *y, int64_t ldy, int nthreads, quant_scratch *qs) {
-    if (!quant_supported(type)) return mdl_fail("tensor type %s is not supported for products", ggml_type_name(type));
-    int bs = ggml_block_size(type);
-    if (cols % bs) return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
-    int isf = (type == GGML_F32 || type == GGML_F16 || type == GGML_BF16);
-    int fa = !isf && float_act(); /* debugging: float activations, weights dequantized per block */
-    if (fa) isf = 1;
-    if (!isf && cols % QK) return mdl_fail("row length %lld is not a multiple of 32", (long long)cols);
-    int64_t nb = cols / QK;
-    if (!isf) {
-        size_t nq = (size_t)(ntok * cols), nd = (size_t)(ntok * nb);
+/* rows per work item: 16 stay in L1 while the tokens stream; the prefill tiles (quant_gemm_avx512 / _avx2) pay a
+ * per-call setup (the tokens' s transposed, the rows' m), so they take 32 (ffn_down rows of 1536 still fit L1) */
+static int64_t chunk_rows(uint32_t type, int isf, int simd, int64_t ntok) {
+    return (!isf && simd && ntok >= 4 &&
+            (type == GGML_Q4_1 || type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
+             type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
+             type == GGML_IQ4_XS)) ? 32 : 16;
+}
+
+/* rows r0..r1-1 of one product (isf: float rows x; else the activations Q / D / S of its scheme) */
+static void matmul_rows(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, int isf, int fa, int simd,
+                        const float *x, const int8_t *Q, const float *D, const float *S, int64_t ntok, float *y,
+                        int64_t ldy) {
+    /* prefill: register-blocked tiles of rows x tokens (AVX-512: Q4_1 and Q8_0 on 512 bits, Q5_0, Q5_1, the K-quants
+     * and IQ4_XS on 256; AVX2: those and Q4_0), same bits as below */
+    if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
+        (quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy) ||
+         quant_gemm256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy)))
+        return;
+    if (!isf && simd && ntok >= 4 && !quant_avx512_available() && quant_avx2_available() &&
+        quant_gemm_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+        return;
+    /* decode: 4 rows' chains side by side (Q8_0, Q4_1, Q5_0, Q5_1; AVX2 also Q4_0), same bits as below */
+    if (!isf && simd && ntok < 4 && quant_avx512_available() &&
+        quant_gemv256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+        return;
+    if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
+        quant_gemv_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
+        return;
+    /* the rest (other types and token counts) on AVX-512 CPUs: the one-row kernels, looped in AVX-512 code */
+    if (simd && !fa && quant_avx512_available() && quant_rows_avx512(type, w, r0, r1, cols, x, Q, D, S, ntok, y, ldy))
+        return;
+    quant_rows_loop(quant_dot_rows, simd && !fa, isf, type, w, ggml_row_size(type, cols), r0, r1, cols, x, Q, D, S,
+                    ntok, y, ldy);
+}
+
+static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads,
+                                   quant_scratch *qs) {
+    if (nops < 1 || nops > QUANT_MAX_OPS) return mdl_fail("quant_matmul_multi: %d products (1..%d)", nops, QUANT_MAX_OPS);
+    const int64_t cols = ops[0].cols;
+    int isf[QUANT_MAX_OPS], mi[QUANT_MAX_OPS], modes[QUANT_MAX_OPS], nm = 0, fa = 0;
+    int64_t macs = 0;
+    for (int i = 0; i < nops; i++) {
+        const uint32_t type = ops[i].type;
+        if (!quant_supported(type)) return mdl_fail("tensor type %s is not supported for products", ggml_type_name(type));
+        if (ops[i].cols != cols)
+            return mdl_fail("products of one input: row lengths %lld and %lld differ", (long long)cols,
+                            (long long)ops[i].cols);
+        if (cols % ggml_block_size(type))
+            return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
+        isf[i] = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
+        if (!isf[i] && float_act()) { /* debugging: float activations, weights dequantized per block */
+            isf[i] = 1;
+            fa = 1;
+        }
+        if (!isf[i] && cols % QK) return mdl_fail("row length %lld is not a multiple of 32", (long long)cols);
+        mi[i] = -1;
+        if (!isf[i]) { /* the activations are quantized once per scheme the products take */
+            const int mode = quant_act_mode(type);
+            for (int m = 0; m < nm && mi[i] < 0; m++)
+                if (modes[m] == mode) mi[i] = m;
+            if (mi[i] < 0) {
+                modes[nm] = mode;
+                mi[i] = nm++;
+            }
+        }
+        macs += ops[i].rows * ntok * cols;
+    }
+    const int64_t nb = cols / QK;
+    const size_t per_q = (size_t)(ntok * cols), per_d = (size_t)(ntok * nb);
+    if (nm > 0) {
+        const size_t nq = per_q * (size_t)nm, nd = per_d * (size_t)nm;
         if (nq > qs->cap_q) {
             int8_t *p = realloc(qs->q, nq);
             if (!p) return mdl_fail("out of memory (activation buffer)");
@@ -429,11 +494,15 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
             qs->cap_d = nd;
         }
     }
-    int8_t *Q = qs->q;
-    float *D = qs->d, *S = qs->s;
-    size_t rb = ggml_row_size(type, cols);
-    int simd = !g_force_scalar;
-    const int amode = quant_act_mode(type);
+    const int simd = !g_force_scalar;
+    /* work items: each product's rows in chunks, numbered product after product */
+    int64_t rc[QUANT_MAX_OPS], first[QUANT_MAX_OPS + 1];
+    first[0] = 0;
+    for (int i = 0; i < nops; i++) {
+        rc[i] = chunk_rows(ops[i].type, isf[i], simd, ntok);
+        first[i + 1] = first[i] + (ops[i].rows + rc[i] - 1) / rc[i];
+    }
+    const int64_t nchunks = first[nops];
     int nt = nthreads;
 #ifdef _OPENMP
     if (nt <= 0) nt = omp_get_max_threads();
@@ -441,58 +510,37 @@ static int quant_matmul_with(uint32_t type, const void *w, int64_t rows, int64_t
      * 110K-885K multiply-adds, ~5-30 us) gain from 2 threads on an idle machine: 2K decode went
      * from 35-40 to 48-53 tok/s when the cut-off moved from 2M to 64K multiply-adds (on a loaded
      * machine a barrier can wait for a descheduled thread: -t 1 is then the better choice) */
-    if (rows * ntok * cols < (1 << 16)) nt = 1;
+    if (macs < (1 << 16)) nt = 1;
 #else
     nt = 1;
     (void)nt;
 #endif
 #pragma omp parallel num_threads(nt)
     {
-        if (!isf) {
+        if (nm > 0) {
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < ntok; t++) {
+            for (int64_t k = 0; k < nm * ntok; k++) {
+                const int m = (int)(k / ntok);
+                const int64_t t = k % ntok;
+                int8_t *q = qs->q + (size_t)m * per_q + (size_t)(t * cols);
+                float *d = qs->d + (size_t)m * per_d + (size_t)(t * nb), *sv = qs->s + (size_t)m * per_d + (size_t)(t * nb);
                 if (simd && quant_avx512_available())
-                    quant_act_row_mode_avx512(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
+                    quant_act_row_mode_avx512(x + t * cols, cols, q, d, sv, modes[m]);
                 else if (simd && quant_avx2_available())
-                    quant_act_row_mode_avx2(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
+                    quant_act_row_mode_avx2(x + t * cols, cols, q, d, sv, modes[m]);
                 else
-                    quant_act_row_mode(x + t * cols, cols, Q + t * cols, D + t * nb, S + t * nb, amode);
+                    quant_act_row_mode(x + t * cols, cols, q, d, sv, modes[m]);
             }
         }
-        /* rows per work item: 16 stay in L1 while the tokens stream; the prefill tiles
-         * (quant_gemm_avx512 / _avx2) pay a per-call setup (the tokens' s transposed, the rows' m),
-         * so they take 32 (ffn_down rows of 1536 still fit L1) */
-        const int64_t RC =
-            (!isf && simd && ntok >= 4 &&
-             (type == GGML_Q4_1 || type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q5_0 || type == GGML_Q5_1 ||
-              type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
-              type == GGML_IQ4_XS)) ? 32 : 16;
-        int64_t nchunks = (rows + RC - 1) / RC;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
-            int64_t r0 = c * RC, r1 = r0 + RC < rows ? r0 + RC : rows;
-            /* prefill: register-blocked tiles of rows x tokens (AVX-512: Q4_1 and Q8_0 on 512 bits, Q5_0, Q5_1, the
-             * K-quants and IQ4_XS on 256; AVX2: those and Q4_0), same bits as below */
-            if (!isf && simd && ntok >= 4 && quant_avx512_available() &&
-                (quant_gemm_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy) ||
-                 quant_gemm256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy)))
-                continue;
-            if (!isf && simd && ntok >= 4 && !quant_avx512_available() && quant_avx2_available() &&
-                quant_gemm_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
-                continue;
-            /* decode: 4 rows' chains side by side (Q8_0, Q4_1, Q5_0, Q5_1), same bits as below */
-            if (!isf && simd && ntok < 4 && quant_avx512_available() &&
-                quant_gemv256_avx512(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
-                continue;
-            /* AVX2 decode: 4 rows' chains side by side (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), same bits as below */
-            if (!isf && simd && ntok < 4 && !quant_avx512_available() && quant_avx2_available() &&
-                quant_gemv_avx2(type, w, r0, r1, cols, Q, D, S, ntok, y, ldy))
-                continue;
-            /* the rest (other types and token counts) on AVX-512 CPUs: the one-row kernels, looped in AVX-512 code */
-            if (simd && !fa && quant_avx512_available() &&
-                quant_rows_avx512(type, w, r0, r1, cols, x, Q, D, S, ntok, y, ldy))
-                continue;
-            quant_rows_loop(quant_dot_rows, simd && !fa, isf, type, w, rb, r0, r1, cols, x, Q, D, S, ntok, y, ldy);
+            int i = 0;
+            while (c >= first[i + 1]) i++;
+            const int64_t r0 = (c - first[i]) * rc[i], r1 = r0 + rc[i] < ops[i].rows ? r0 + rc[i] : ops[i].rows;
+            const int m = mi[i] < 0 ? 0 : mi[i];
+            const int8_t *Q = isf[i] ? NULL : qs->q + (size_t)m * per_q;
+            const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
+            matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa, simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
         }
     }
     return 0;

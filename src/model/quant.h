@@ -67,7 +67,8 @@ static inline void quant_act_block_nonfinite(int8_t *q, float *d, float *s) {
 }
 
 /* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32]
- * scales d and s), grown on demand and kept between calls. One per caller that may run in
+ * scales d and s; one such set per activation scheme of a quant_matmul_multi call), grown on demand and kept between
+ * calls. One per caller that may run in
  * parallel with another (a model session owns one); zero-initialise, release with
  * quant_scratch_free. */
 typedef struct quant_scratch {
@@ -83,6 +84,20 @@ void quant_scratch_free(quant_scratch *qs);
  * call). Returns 0, or -1 with mdl_error() set (unsupported type, bad cols, out of memory). */
 int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t ntok,
                  float *y, int64_t ldy, int nthreads, quant_scratch *qs);
+
+/* Several products of one input (a layer's q / k / v, or gate / up): y_i[t * ldy_i + r] = W_i[r,:] . x[t,:] for each
+ * op i (every cols equal), in one OpenMP region with the activations quantized once per scheme the weights take: a
+ * decode step's barriers are fewer (each one waits for the slowest thread; on a loaded machine, for a descheduled
+ * one). The same bits as nops quant_matmul calls. 1 <= nops <= QUANT_MAX_OPS. */
+#define QUANT_MAX_OPS 4
+typedef struct quant_mm {
+    uint32_t type;     /* enum ggml_type */
+    const void *w;     /* [rows][cols] in type */
+    int64_t rows, cols;
+    float *y;          /* [ntok][ldy] */
+    int64_t ldy;
+} quant_mm;
+int quant_matmul_multi(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads, quant_scratch *qs);
 
 /* Which kernel set quant_matmul uses: "avx512-vnni", "avx2" or "scalar". force_scalar != 0 selects
  * the scalar path (tests). INFLLM_SIMD=avx2 / scalar (read once, as the attention kernels read it)
