@@ -14,6 +14,26 @@ exe = sys.argv[1]
 c = Counter("py_model_llama")
 KV32 = ["--kv-type", "f32"]  # float-exact comparisons: f32 cache through the attention library
 rng = np.random.default_rng(7)
+
+
+def check_mix(tmp, toks, label, seed, fmix, imix, ilabel):
+    """a 256-wide Tiny llama written with the types fmix against numpy float64 over the gguf package's dequantization
+    with float activations (INFLLM_FLOAT_ACT=1: within 1e-4), then written with imix and run on the SIMD kernels' int8
+    activations against numpy quantizing each product's input the same way (within 4e-2, argmax >= 90%)"""
+    m = Tiny("llama", seed=seed, n_embd=256, n_ff=512)
+    g = os.path.join(tmp, f"mix{seed}.gguf")
+    m.write_gguf(g, fmix)
+    e = rel_err(run_logits(exe, g, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"}), m.forward(toks))
+    c.check(e < 1e-4, f"{label} GGUF, float activations, vs numpy float64 over the gguf package's dequantization: "
+            f"rel err {e:.2e}")
+    m.write_gguf(g, imix)  # the same weights (seed), stored as imix's types
+    got, ref = run_logits(exe, g, toks, tmp, ["--attn", "dense", *KV32]), m.forward(toks, int8_act=True)
+    e = rel_err(got, ref)
+    agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
+    c.check(e < 4e-2 and agree >= 0.9, f"{ilabel} with int8 activations (the SIMD kernels) vs numpy with the same "
+            f"activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     # 1. float weights: exact comparison, GGUF vs numpy vs HF twin (f32 and bf16)
     m = Tiny("llama", seed=1)
@@ -51,38 +71,13 @@ with tempfile.TemporaryDirectory() as tmp:
     # weights: 5.1e-3, these types without Q5_1: 1.3e-2; Q5_1's f16 sum term is not modelled, so it
     # sits out of that run: tests/test_quant.c holds its kernel to 2e-5 of the exact product).
     mix = {"emb": Q5_0, "out": Q5_1, "q": Q3K, "k": Q2K, "v": IQ4NL, "o": Q2K, "gate": IQ4XS, "up": Q5_1, "down": Q3K}
-    m3 = Tiny("llama", seed=3, n_embd=256, n_ff=512)
-    g3 = os.path.join(tmp, "q5k23.gguf")
-    m3.write_gguf(g3, mix)
-    got3f = run_logits(exe, g3, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"})
-    e = rel_err(got3f, m3.forward(toks))
-    c.check(e < 1e-4, f"Q5_0 / Q5_1 / Q2_K / Q3_K / IQ4_NL / IQ4_XS GGUF, float activations, vs numpy float64 over "
-            f"the gguf package's dequantization: rel err {e:.2e}")
-    m4 = Tiny("llama", seed=3, n_embd=256, n_ff=512)
-    g4 = os.path.join(tmp, "q5k23i8.gguf")
-    m4.write_gguf(g4, {**mix, "out": Q5_0, "up": Q5_0})
-    got4 = run_logits(exe, g4, toks, tmp, ["--attn", "dense", *KV32])
-    ref4 = m4.forward(toks, int8_act=True)
-    e = rel_err(got4, ref4)
-    agree = float((got4.argmax(-1) == ref4.argmax(-1)).mean())
-    c.check(e < 4e-2 and agree >= 0.9, f"the same but Q5_1 with int8 activations (the SIMD kernels) vs numpy with the same "
-            f"activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
-    # 2c. Q4_K / Q5_K / Q6_K (random codes): the same two checks. Their products take QACT_Q8_K activations (one
-    # scale per 256 values, the super-block's products summed in int32), which Tiny.forward(int8_act=True) models.
+    check_mix(tmp, toks, "Q5_0 / Q5_1 / Q2_K / Q3_K / IQ4_NL / IQ4_XS", 3, mix, {**mix, "out": Q5_0, "up": Q5_0},
+              "the same but Q5_1")
+    # 2c. Q4_K / Q5_K / Q6_K (random codes): the same two checks. Their products (and Q2_K / Q3_K / IQ4_XS's above)
+    # take QACT_Q8_K activations (one scale per 256 values, the super-block's products summed in int32), which
+    # Tiny.forward(int8_act=True) models.
     kmix = {"emb": Q5_0, "out": Q6K, "q": Q4K, "k": Q5K, "v": Q6K, "o": Q4K, "gate": Q5K, "up": Q6K, "down": Q4K}
-    m5 = Tiny("llama", seed=5, n_embd=256, n_ff=512)
-    g5 = os.path.join(tmp, "q456k.gguf")
-    m5.write_gguf(g5, kmix)
-    got5f = run_logits(exe, g5, toks, tmp, ["--attn", "dense", *KV32], env={"INFLLM_FLOAT_ACT": "1"})
-    e = rel_err(got5f, m5.forward(toks))
-    c.check(e < 1e-4, f"Q4_K / Q5_K / Q6_K GGUF, float activations, vs numpy float64 over the gguf package's "
-            f"dequantization: rel err {e:.2e}")
-    got5 = run_logits(exe, g5, toks, tmp, ["--attn", "dense", *KV32])
-    ref5 = m5.forward(toks, int8_act=True)
-    e = rel_err(got5, ref5)
-    agree = float((got5.argmax(-1) == ref5.argmax(-1)).mean())
-    c.check(e < 4e-2 and agree >= 0.9, f"the same with int8 activations (Q8_K scheme, the SIMD kernels) vs numpy with "
-            f"the same activation quantization: rel err {e:.2e}, argmax agrees at {agree * 100:.0f}%")
+    check_mix(tmp, toks, "Q4_K / Q5_K / Q6_K", 5, kmix, kmix, "the same")
     # 3. sparse with every block selected == dense; chunked prefill == one chunk
     got_s = run_logits(exe, g, toks, tmp, ["--attn", "sparse", *KV32])
     e = rel_err(got_s, got)
