@@ -445,7 +445,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
                                    quant_scratch *qs) {
     if (nops < 1 || nops > QUANT_MAX_OPS) return mdl_fail("quant_matmul_multi: %d products (1..%d)", nops, QUANT_MAX_OPS);
     const int64_t cols = ops[0].cols;
-    int isf[QUANT_MAX_OPS], mi[QUANT_MAX_OPS], modes[QUANT_MAX_OPS], nm = 0, fa = 0;
+    int isf[QUANT_MAX_OPS], fa[QUANT_MAX_OPS], mi[QUANT_MAX_OPS], modes[QUANT_MAX_OPS], nm = 0;
     int64_t macs = 0;
     for (int i = 0; i < nops; i++) {
         const uint32_t type = ops[i].type;
@@ -456,10 +456,8 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         if (cols % ggml_block_size(type))
             return mdl_fail("row length %lld is not a multiple of the %s block", (long long)cols, ggml_type_name(type));
         isf[i] = type == GGML_F32 || type == GGML_F16 || type == GGML_BF16;
-        if (!isf[i] && float_act()) { /* debugging: float activations, weights dequantized per block */
-            isf[i] = 1;
-            fa = 1;
-        }
+        fa[i] = !isf[i] && float_act(); /* debugging: float activations, weights dequantized per block */
+        if (fa[i]) isf[i] = 1;
         if (!isf[i] && cols % QK) return mdl_fail("row length %lld is not a multiple of 32", (long long)cols);
         mi[i] = -1;
         if (!isf[i]) { /* the activations are quantized once per scheme the products take */
@@ -540,7 +538,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const int m = mi[i] < 0 ? 0 : mi[i];
             const int8_t *Q = isf[i] ? NULL : qs->q + (size_t)m * per_q;
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
-            matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa, simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
+            matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa[i], simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
         }
     }
     return 0;
