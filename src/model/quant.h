@@ -29,7 +29,7 @@ typedef struct qact {
     int64_t rows;
     int8_t *q;          /* [rows][n] */
     float *d;           /* [rows][n/32] block scale */
-    float *s;           /* [rows][n/32] d * sum(q) of the block */
+    float *s;           /* [rows][n/32] d * sum(q) of the block (QACT_Q8_K: sum(q)) */
 } qact;
 void quant_act_row(const float *x, int64_t n, int8_t *q, float *d, float *s);
 /* Activation quantization schemes: QACT_F32 (scale amax/127 in f32, values x / scale; no weight type's since session
@@ -43,7 +43,7 @@ enum { QACT_F32 = 0, QACT_Q8_1 = 1, QACT_Q8_0 = 2, QACT_Q8_K = 3 };
 /* 32-value blocks that share one scale in the scheme (8 for QACT_Q8_K; a row's last group may be shorter) */
 static inline int64_t quant_act_group(int mode) { return mode == QACT_Q8_K ? 8 : 1; }
 void quant_act_row_mode(const float *x, int64_t n, int8_t *q, float *d, float *s, int mode);
-/* a block's stored scale d and s = d * sum(q) for the scheme, from the f32 scale dd = amax / 127
+/* a block's stored scale d and s = d * sum(q) (QACT_Q8_K: sum(q)) for the scheme, from the f32 scale dd = amax / 127
  * (the scalar, AVX2 and AVX-512 quantizers finish a block with this) */
 void quant_act_scales(int mode, float dd, int sum, float *d, float *s);
 /* a block's scale dd = amax / 127 and the factor its values are multiplied by before rounding: 1 / dd (QACT_F32)
@@ -66,10 +66,9 @@ static inline void quant_act_block_nonfinite(int8_t *q, float *d, float *s) {
     *s = NAN;
 }
 
-/* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32]
- * scales d and s; one such set per activation scheme of a quant_matmul_multi call), grown on demand and kept between
- * calls. One per caller that may run in
- * parallel with another (a model session owns one); zero-initialise, release with
+/* The quantized activations of one quant_matmul call ([ntok][cols] int8 values, [ntok][cols/32] scales d and s; one
+ * such set per activation scheme of a quant_matmul_multi call), grown on demand and kept between calls. One per
+ * caller that may run in parallel with another (a model session owns one); zero-initialise, release with
  * quant_scratch_free. */
 typedef struct quant_scratch {
     int8_t *q;
