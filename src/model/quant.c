@@ -512,6 +512,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
 #else
     nt = 1;
     (void)nt;
+    (void)macs;
 #endif
 #pragma omp parallel num_threads(nt)
     {
