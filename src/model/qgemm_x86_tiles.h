@@ -82,24 +82,33 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
 }
 
 /* Q4_K / Q5_K (five): one row x QA_NT tokens, k_q45_k's operations (quant_x86_kern.h) per super-block and token: the
- * int32 lanes of the 8 sub-blocks (two chains), acc = fma(cvt(lanes), d * D_a, acc); the mins' sum m = sum_j mn_j s_j
- * (exact), off = off - (dmin D_a) m, here 8 tokens a vector from st (s transposed, [nb][QA_NT]) and dt (the tokens'
- * D_a, [nb][QA_NT]); out = hsum(acc) + off. The super-block's unpacked values and scales serve the 8 tokens. */
+ * int32 lanes of the 8 sub-blocks (two chains) summed to the super-block's exact int32 (the 8 tokens' sums as one
+ * vector's lanes, kq_hsum8_epi32), acc = fma(cvt(sum), d * D_a, acc) with lane t token t's chain; the mins' sum
+ * m = sum_j mn_j s_j (exact), off = off - (dmin D_a) m, 8 tokens a vector from st (s transposed, [nb][QA_NT]) and dt
+ * (the tokens' D_a, [nb][QA_NT]); out = acc + off. The super-block's unpacked values and scales serve the 8 tokens. */
+AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4, __m256i v5, __m256i v6,
+                          __m256i v7) {
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7));
+    /* h0: 128-bit half 0 holds v0..v3's low-half sums, half 1 their high-half sums; h1 the same for v4..v7 */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
 AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da,
                   int64_t dstride, const float *st, const float *dt, float *y, int64_t ldy, int ntv) {
     const size_t bb = five ? 176 : 144;
-    QA_ACC_DECL;
-    __m256 off = _mm256_setzero_ps();
+    (void)da;
+    (void)dstride;
+    __m256 acc = _mm256_setzero_ps(), off = acc;
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
         __m256i sc[8], u[8];
         __m256 mn;
         kq45_scales(w + 4, sc, &mn);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) kq45_values(w, five, j, &u[2 * j], &u[2 * j + 1]);
-        const __m256 dv = _mm256_set1_ps(qx_h2f(w));
         const int8_t *qb = qa + sb * 256;
-        const float *db = da + sb * 8;
-#define QK_STEP(t, acc)                                                                                           \
+        __m256i is0, is1, is2, is3, is4, is5, is6, is7;
+#define QK_STEP(t, is)                                                                                            \
     {                                                                                                             \
         const int8_t *a = qb + (t) * qstride;                                                                     \
         __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
@@ -108,24 +117,27 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
             i0 = dpsc(i0, u[2 * j], ld(a + 64 * j), sc[2 * j]);                                                   \
             i1 = dpsc(i1, u[2 * j + 1], ld(a + 64 * j + 32), sc[2 * j + 1]);                                      \
         }                                                                                                         \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1)),                                       \
-                              _mm256_mul_ps(dv, _mm256_broadcast_ss(db + (t) * dstride)), acc);                   \
+        is = _mm256_add_epi32(i0, i1);                                                                            \
     }
-        QA_T8(QK_STEP)
+        QK_STEP(0, is0) QK_STEP(1, is1) QK_STEP(2, is2) QK_STEP(3, is3)
+        QK_STEP(4, is4) QK_STEP(5, is5) QK_STEP(6, is6) QK_STEP(7, is7)
 #undef QK_STEP
+        const __m256 dat = _mm256_loadu_ps(dt + sb * 8 * QA_NT); /* lane t: token t's D_a */
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
+                              _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
         /* lane t: token t's m (exact), then (dmin D_a) m */
         const float *sj = st + sb * 8 * QA_NT;
         __m256 m = _mm256_mul_ps(_mm256_permutevar8x32_ps(mn, _mm256_setzero_si256()), _mm256_loadu_ps(sj));
 #pragma GCC unroll 7
         for (int j = 1; j < 8; j++)
             m = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(mn, _mm256_set1_epi32(j)), _mm256_loadu_ps(sj + j * QA_NT), m);
-        const __m256 f = _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 2)), _mm256_loadu_ps(dt + sb * 8 * QA_NT));
+        const __m256 f = _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 2)), dat);
         off = _mm256_sub_ps(off, _mm256_mul_ps(f, m));
     }
-    QA_HSUMS(h);
-    float om[QA_NT];
+    float a8[QA_NT], om[QA_NT];
+    _mm256_storeu_ps(a8, acc);
     _mm256_storeu_ps(om, off);
-    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t] + om[t];
+    for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t] + om[t];
 }
 
 /* Q6_K: one row x QA_NT tokens, k_q6_k's operations (quant_x86_kern.h) per super-block and token: the int32 lanes of
@@ -338,6 +350,57 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
     }
 }
 
+/* Q4_K / Q5_K (five): one token x QV_NR weight rows, k_q45_k's operations per row (bitwise): per super-block each
+ * row's exact int32 sum (the QV_NR rows' sums reduced together, lane r row r), acc = fma((float)sum, d * D_a, acc),
+ * the mins' m exact, off = off - (dmin D_a) m; out = acc + off. Rows ~16 KB ahead are prefetched as in qv_tile. */
+AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
+                  const float *sa, float *y, int nvalid) {
+    const size_t bb = five ? 176 : 144;
+    const uint8_t *wr[QV_NR];
+    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    __m128 acc = _mm_setzero_ps(), off = acc;
+    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
+    const char *pf = (const char *)w + (size_t)pfr * rb;
+    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        const int8_t *a = qa + sb * 256;
+        const __m256 s8 = _mm256_loadu_ps(sa + sb * 8);
+        __m256i is[QV_NR];
+        __m256 mr[QV_NR];
+        float dw[QV_NR], dmw[QV_NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < QV_NR; r++) {
+            const uint8_t *x = wr[r] + (size_t)sb * bb;
+            __m256i sc[8], i0 = _mm256_setzero_si256(), i1 = i0;
+            __m256 mn;
+            kq45_scales(x + 4, sc, &mn);
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m256i lo, hi;
+                kq45_values(x, five, j, &lo, &hi);
+                i0 = dpsc(i0, lo, ld(a + 64 * j), sc[2 * j]);
+                i1 = dpsc(i1, hi, ld(a + 64 * j + 32), sc[2 * j + 1]);
+            }
+            is[r] = _mm256_add_epi32(i0, i1);
+            mr[r] = _mm256_mul_ps(mn, s8);
+            dw[r] = qx_h2f(x);
+            dmw[r] = qx_h2f(x + 2);
+        }
+        /* lane r: row r's sum; the int32 and the (exact) float sums by one reduction for the QV_NR rows */
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
+        const __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m256 hm = _mm256_hadd_ps(_mm256_hadd_ps(mr[0], mr[1]), _mm256_hadd_ps(mr[2], mr[3]));
+        const __m128 m = _mm_add_ps(_mm256_castps256_ps128(hm), _mm256_extractf128_ps(hm, 1));
+        const __m128 Da = _mm_set1_ps(da[sb * 8]);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(_mm_loadu_ps(dw), Da), acc);
+        off = _mm_sub_ps(off, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(dmw), Da), m));
+    }
+    float o[QV_NR];
+    _mm_storeu_ps(o, _mm_add_ps(acc, off));
+    for (int r = 0; r < nvalid; r++) y[r] = o[r];
+}
+
 /* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1 and, where QG_TILES_Q8_Q4 is 1, Q4_0
  * (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. Q4_K / Q5_K are not here: the
  * same 4-row tile ran them no faster before session 72's integer K-quant kernels (bench/qmm_rate.c, 1 token, 5-7
@@ -346,7 +409,8 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
 static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int q45 = (QG_TILES_Q8_Q4 && type == GGML_Q4_0) || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    if ((type != GGML_Q8_0 && !q45) || cols % QK || r1 <= r0 || ntok <= 0) return 0;
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
+    if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK;
     for (int64_t t = 0; t < ntok; t++) {
@@ -363,6 +427,8 @@ static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
 #endif
             case GGML_Q4_1: qv_tile(GGML_Q4_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             case GGML_Q5_0: qv_tile(GGML_Q5_0, wr, rb, nb, qa, da, sa, yr, nv); break;
+            case GGML_Q4_K: qv_tile_k(0, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
+            case GGML_Q5_K: qv_tile_k(1, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
             default: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             }
         }

@@ -75,6 +75,19 @@ AI void kq_bcast16(__m128i s8, __m256i sc[8]) {
     }
 }
 
+/* the sum of v's 8 int32 lanes (exact while it fits) */
+AI int32_t qx_hsum256_epi32(__m256i v) {
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    a = _mm_add_epi32(a, _mm_unpackhi_epi64(a, a));
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 1));
+    return _mm_cvtsi128_si32(a);
+}
+
+/* a * b + c rounded once (vfmadd231ss; written as an intrinsic so that no compiler turns it into two roundings) */
+AI float kq_fma(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
 /* IQ4_NL: the codes' signed values by vpshufb from the table, multiplied like Q8_0's (|w| x the activation with w's
  * sign) */
 AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
@@ -221,8 +234,12 @@ AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const i
  * token that is vpmaddubsw + vpdpwssd, or + vpmaddwd + vpaddd on AVX2, where the QACT_F32 kernels this replaced
  * converted and scaled every 32 values in float: 1.5-2x the work). Q4_K / Q5_K's mins: m = sum_j mn_j s_j over the
  * super-block's sub-blocks, s_j the block's integer activation sum (exact in float in any order: |m| <= 8 x 63 x
- * 4064 < 2^24), then off = off - (dmin D_a) m, two rounded products and a rounded subtract. out = hsum(acc) + off.
- * The prefill tiles (qgemm_x86_tiles.h) do the same operations per super-block and token: bitwise equal. */
+ * 4064 < 2^24), then off = off - (dmin D_a) m, two rounded products and a rounded subtract.
+ * Q4_K / Q5_K sum a super-block's lanes to its one exact int32 (|sum| <= 8 x 63 x 31 x 32 x 127 < 2^26), so that
+ * per (row, token) the float work is a scalar chain that any kernel shape can repeat bit for bit: per super-block
+ * acc = fma((float)isum, D_w * D_a, acc), the product rounded first, in super-block order; out = acc + off. The
+ * prefill tiles (qgemm_x86_tiles.h: 8 tokens' sums as one vector's lanes) and the AMX-INT8 tiles (qgemm_amx.c:
+ * 16 rows x 16 tokens) compute exactly that: bitwise equal. Q6_K still converts its 8 lanes (out = hsum(acc)). */
 
 /* a Q4_K / Q5_K super-block's 8 sub-block scales (the 12 bytes at q, unpacked in general registers: llama.cpp's utmp
  * steps) broadcast as kq_bcast8's, and its 8 mins as floats */
@@ -257,10 +274,9 @@ AI void kq45_values(const uint8_t *w, int five, int j, __m256i *lo, __m256i *hi)
  * (sub-blocks 2j and 2j + 1: vpdpwssd's latency) */
 AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
                 const float *const *sa, float *out) {
-    __m256 acc[8];
-    float off[8];
+    float acc[8], off[8];
     for (int t = 0; t < NA; t++) { /* NA, not 8: zeroing all 8 compiled to rep stos, ~10% of a 1-token Q4_K row */
-        acc[t] = _mm256_setzero_ps();
+        acc[t] = 0.f;
         off[t] = 0.f;
     }
     const size_t bb = five ? 176 : 144;
@@ -282,14 +298,14 @@ AI void k_q45_k(int NA, int five, int64_t nsb, const uint8_t *w, const int8_t *c
         }
         for (int t = 0; t < NA; t++) {
             const float Da = da[t][sb * 8];
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0[t], i1[t])), _mm256_set1_ps(d * Da), acc[t]);
+            acc[t] = kq_fma((float)qx_hsum256_epi32(_mm256_add_epi32(i0[t], i1[t])), d * Da, acc[t]);
             const float m = qx_hsum256(_mm256_mul_ps(mn, _mm256_loadu_ps(sa[t] + sb * 8))); /* exact */
             const float f = dmin * Da;
             const float g = f * m; /* statements of their own: no compiler contracts them into an FMA */
             off[t] -= g;
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]) + off[t];
+    for (int t = 0; t < NA; t++) out[t] = acc[t] + off[t];
 }
 
 /* Q6_K: half n (0, 1) of a 210-byte super-block's codes as the unsigned 6-bit values (0..63) of its four 32-value
