@@ -34,6 +34,8 @@ static unsigned detect(void) {
     const unsigned max_subleaf = a;
     /* AMX-TILE (EDX bit 24), AMX-BF16 (bit 22), the OS saving XTILECFG and XTILEDATA (XCR0 bits 17, 18) */
     if (((d >> 24) & 1) && ((d >> 22) & 1) && (xcr0 & 0x60000) == 0x60000) f |= INFLLM_X86_AMX_BF16;
+    /* AMX-INT8 (EDX bit 25) */
+    if (((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000) f |= INFLLM_X86_AMX_INT8;
     if (ymm && ((b >> 5) & 1)) f |= INFLLM_X86_AVX2;
     if (!zmm) return f;
     if ((b >> 16) & 1) f |= INFLLM_X86_AVX512F;
@@ -66,15 +68,20 @@ static int amx_grant(void) {
 static int amx_grant(void) { return 0; }
 #endif
 
-int infllm_x86_amx_ready(void) {
+/* the grant, asked once for both users (the bf16 attention, the int8 prefill) */
+static int amx_granted(void) {
     static atomic_int cached = -1; /* threads racing here all ask the kernel, which grants idempotently */
     int v = atomic_load_explicit(&cached, memory_order_relaxed);
     if (v < 0) {
-        v = infllm_x86_has(INFLLM_X86_AMX_BF16) && amx_grant();
+        v = amx_grant();
         atomic_store_explicit(&cached, v, memory_order_relaxed);
     }
     return v;
 }
+
+int infllm_x86_amx_ready(void) { return infllm_x86_has(INFLLM_X86_AMX_BF16) && amx_granted(); }
+
+int infllm_x86_amx_int8_ready(void) { return infllm_x86_has(INFLLM_X86_AMX_INT8) && amx_granted(); }
 
 unsigned infllm_x86_features(void) {
     static atomic_uint cached = 1u << 31; /* unread; threads racing here all store the same answer */

@@ -22,6 +22,8 @@ enum {
     /* AMX-TILE and AMX-BF16 with the OS enabling the tile state (XCR0 bits 17 / 18). Linux still wants each process
      * to ask for the tile data before it runs a tile instruction: infllm_x86_amx_ready */
     INFLLM_X86_AMX_BF16 = 1u << 10,
+    /* AMX-TILE and AMX-INT8 with the tile state enabled (the model's quantized prefill: infllm_x86_amx_int8_ready) */
+    INFLLM_X86_AMX_INT8 = 1u << 11,
 };
 /* the level sets the dispatchers test */
 #define INFLLM_X86_LEVEL_AVX2 (INFLLM_X86_AVX2 | INFLLM_X86_FMA | INFLLM_X86_F16C)
@@ -36,6 +38,8 @@ unsigned infllm_x86_features(void);
  * the tile data state to the process (arch_prctl ARCH_REQ_XCOMP_PERM, asked once, as oneDNN and PyTorch ask); 0
  * elsewhere (other operating systems are not asked: the AMX kernels stay off there). Cached after the first call. */
 int infllm_x86_amx_ready(void);
+/* the same for AMX-INT8 (INFLLM_X86_AMX_INT8 and the grant) */
+int infllm_x86_amx_int8_ready(void);
 
 /* every bit of `need` supported */
 static inline int infllm_x86_has(unsigned need) { return (infllm_x86_features() & need) == need; }

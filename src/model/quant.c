@@ -359,6 +359,10 @@ static int float_act(void) {
     return v;
 }
 int quant_float_activations(void) { return float_act(); }
+int quant_amx_allowed(void) {
+    const char *e = getenv("INFLLM_QUANT_AMX"); /* read once by quant_amx_available */
+    return quant_simd_allowed(2) && !(e && e[0] == '0');
+}
 const char *quant_kernel_name(void) {
     if (g_force_scalar) return "scalar";
     return quant_avx512_available() ? "avx512-vnni" : quant_avx2_available() ? "avx2" : "scalar";
@@ -385,6 +389,7 @@ void quant_scratch_free(quant_scratch *qs) {
     free(qs->q);
     free(qs->d);
     free(qs->s);
+    free(qs->amx);
     memset(qs, 0, sizeof *qs);
 }
 
@@ -446,6 +451,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
     if (nops < 1 || nops > QUANT_MAX_OPS) return mdl_fail("quant_matmul_multi: %d products (1..%d)", nops, QUANT_MAX_OPS);
     const int64_t cols = ops[0].cols;
     int isf[QUANT_MAX_OPS], fa[QUANT_MAX_OPS], mi[QUANT_MAX_OPS], modes[QUANT_MAX_OPS], nm = 0;
+    int amx[QUANT_MAX_OPS], amx_m = -1; /* the products on AMX-INT8 tiles, and their (one) activation scheme */
     int64_t macs = 0;
     for (int i = 0; i < nops; i++) {
         const uint32_t type = ops[i].type;
@@ -471,6 +477,12 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         }
         macs += ops[i].rows * ntok * cols;
     }
+    const int simd = !g_force_scalar;
+    for (int i = 0; i < nops; i++) {
+        amx[i] = !isf[i] && simd && quant_amx_takes(ops[i].type, cols, ntok) && quant_amx_available() &&
+                 (amx_m < 0 || amx_m == mi[i]);
+        if (amx[i]) amx_m = mi[i];
+    }
     const int64_t nb = cols / QK;
     const size_t per_q = (size_t)(ntok * cols), per_d = (size_t)(ntok * nb);
     if (nm > 0) {
@@ -492,7 +504,19 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             qs->cap_d = nd;
         }
     }
-    const int simd = !g_force_scalar;
+    if (amx_m >= 0) {
+        const size_t nb_amx = quant_amx_act_bytes(ntok, cols);
+        if (nb_amx > qs->cap_amx) {
+            void *p = realloc(qs->amx, nb_amx);
+            if (p) {
+                qs->amx = p;
+                qs->cap_amx = nb_amx;
+            } else { /* the other kernels, then */
+                for (int i = 0; i < nops; i++) amx[i] = 0;
+                amx_m = -1;
+            }
+        }
+    }
     /* work items: each product's rows in chunks, numbered product after product */
     int64_t rc[QUANT_MAX_OPS], first[QUANT_MAX_OPS + 1];
     first[0] = 0;
@@ -530,6 +554,12 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
                 else
                     quant_act_row_mode(x + t * cols, cols, q, d, sv, modes[m]);
             }
+            if (amx_m >= 0) { /* after the barrier that ends the loop above */
+#pragma omp for schedule(static)
+                for (int64_t tile = 0; tile < (ntok + QUANT_AMX_TILE_TOKENS - 1) / QUANT_AMX_TILE_TOKENS; tile++)
+                    quant_amx_pack_act(qs->q + (size_t)amx_m * per_q, qs->d + (size_t)amx_m * per_d,
+                                       qs->s + (size_t)amx_m * per_d, ntok, cols, tile, qs->amx);
+            }
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
@@ -539,6 +569,8 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const int m = mi[i] < 0 ? 0 : mi[i];
             const int8_t *Q = isf[i] ? NULL : qs->q + (size_t)m * per_q;
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
+            if (amx[i] && quant_gemm_amx(ops[i].type, ops[i].w, r0, r1, cols, qs->amx, ntok, ops[i].y, ops[i].ldy))
+                continue;
             matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa[i], simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
         }
     }

@@ -74,6 +74,8 @@ typedef struct quant_scratch {
     int8_t *q;
     float *d, *s;
     size_t cap_q, cap_d; /* elements */
+    void *amx;           /* the AMX-INT8 products' packed activations (quant_amx_pack_act) */
+    size_t cap_amx;      /* bytes */
 } quant_scratch;
 void quant_scratch_free(quant_scratch *qs);
 
@@ -145,9 +147,24 @@ int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, i
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
 /* internal: the same for few tokens (decode): 4 weight rows' chains side by side, each token separately, for Q8_0,
- * Q4_1, Q5_0, Q5_1; bitwise equal to quant_dot_avx512 (qgemm256_avx512.c, qgemm_x86_tiles.h) */
+ * Q4_1, Q5_0, Q5_1, Q4_K, Q5_K; bitwise equal to quant_dot_avx512 (qgemm256_avx512.c, qgemm_x86_tiles.h) */
 int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
+/* internal: AMX-INT8 prefill of Q4_K / Q5_K (qgemm_amx.c), bitwise equal to quant_dot_avx512 / _avx2. quant_matmul
+ * packs each scheme's activations once a call (quant_amx_pack_act, one 16-token tile at a time, into
+ * quant_amx_act_bytes) where quant_amx_takes the product and quant_amx_available(); then quant_gemm_amx does rows
+ * r0..r1-1 (0: not taken or out of memory, nothing written). Available on Linux x86-64 CPUs with AMX-INT8 and
+ * AVX512-VNNI whose kernel grants the tile state, unless INFLLM_SIMD is below avx512 or INFLLM_QUANT_AMX=0. */
+#define QUANT_AMX_MIN_TOKENS 16
+#define QUANT_AMX_TILE_TOKENS 16 /* tokens a packed tile */
+int quant_amx_available(void);
+int quant_amx_allowed(void); /* INFLLM_SIMD and INFLLM_QUANT_AMX (quant.c) */
+int quant_amx_takes(uint32_t type, int64_t cols, int64_t ntok);
+size_t quant_amx_act_bytes(int64_t ntok, int64_t cols);
+void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t tile,
+                        void *packed);
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                   int64_t ntok, float *y, int64_t ldy);
 /* internal: AVX2 + FMA decode (1-3 tokens) for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1: 4 weight rows' accumulator chains
  * side by side, each token separately; bitwise equal to quant_dot_avx2 (qgemm_avx2.c) */
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,

@@ -1,0 +1,388 @@
+/* qgemm_amx.c: Q4_K / Q5_K prefill products on Intel AMX-INT8 tiles (Sapphire / Emerald / Granite Rapids), bitwise
+ * the one-row kernels (k_q45_k, quant_x86_kern.h) and so the prefill and decode tiles of every other x86 path.
+ *
+ * The arithmetic those kernels share (quant_x86_kern.h): per (row, token) and super-block the exact int32
+ * isum = sum_j sc_j sum_{k in sub-block j} q_k a_k, then acc = fma((float)isum, d * D_a, acc); the mins' exact
+ * m = sum_j mn_j s_j, off = off - (dmin * D_a) * m; out = acc + off. Here:
+ *   - the weights are the A operand (16 rows x 64 values a tile, unsigned) and the activations the B operand (64
+ *     values x 16 tokens in the VNNI layout, signed: TDPBUSD); the activations are packed once a product
+ *     (quant_amx_pack_act: [token tile][64-value step][16 rows of 4 values][16 tokens x 4 bytes]) and serve every row;
+ *   - a sub-block's integer scale sc (0..63) does not fit a byte beside its values (0..31), so each weight is stored
+ *     twice, times sc >> 3 and times sc & 7 (both <= 31 x 7 = 217): two accumulators over the whole super-block
+ *     give 8 x C_hi + C_lo = isum, exact, with the super-block's 8 sub-blocks in 4 full 64-deep tile products each
+ *     (one stored C tile a super-block instead of one a sub-block);
+ *   - m from the activations' block sums as int16 pairs against the mins (vpdpwssd), exact as the float sum is.
+ * Tile: 2 panels of 16 rows x 16 tokens (4 accumulators, the activation tile and 3 weight tiles in turn: 8 tiles);
+ * loops: token tiles in groups of 16 outside, super-blocks, then the group's token tiles, so that a super-block's
+ * unpacked panel rows (16 KB) stay in L1 while the tokens' packed activations stream; acc / off per (row, token) in a
+ * buffer between super-blocks (the order of each chain is the super-blocks').
+ *
+ * Built on Linux x86-64 with -mamx-tile -mamx-int8 and the AVX512-VNNI flags; called only where
+ * quant_amx_available() (AMX-INT8, the process's tile grant, AVX512-VNNI, no lower INFLLM_SIMD). Elsewhere the
+ * entry points report "not taken". Each call loads its tile configuration and releases the tiles before it returns
+ * (as src/attn/kern_dot16_amx.c). tests/test_quant_amx.c runs this source with the tile instructions emulated
+ * (tests/amx_emu.h) and scalar helpers (INFLLM_AMX_EMULATE) on any CPU. */
+#if defined(INFLLM_AMX_EMULATE) || (defined(__x86_64__) && defined(__linux__))
+#define QAMX_BUILT 1
+#else
+#define QAMX_BUILT 0
+#endif
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "mcommon.h"
+#include "quant.h"
+
+#if QAMX_BUILT
+#ifdef INFLLM_AMX_EMULATE
+#include "amx_emu.h"
+#else
+#include <immintrin.h>
+#include <stdatomic.h>
+
+#include "cpu_x86.h"
+#endif
+
+enum {
+    QAMX_T = QUANT_AMX_TILE_TOKENS, /* tokens a tile (16: the tile rows) */
+    QAMX_R = 16,  /* weight rows a panel */
+    QAMX_NP = 2,  /* panels a call's pass */
+    QAMX_TG = 16, /* token tiles a group (acc / off buffers: QAMX_NP x QAMX_TG x 2 KB) */
+};
+
+/* bytes of one packed token tile: the values [cols / 64][16][64], D_a [nsb][16] floats, the block sums as int16
+ * pairs [nsb][4][16] int32 */
+static size_t tile_bytes(int64_t cols) { return (size_t)(16 * cols + 320 * (cols / 256)); }
+
+int quant_amx_takes(uint32_t type, int64_t cols, int64_t ntok) {
+    return (type == GGML_Q4_K || type == GGML_Q5_K) && cols > 0 && cols % 256 == 0 && cols <= (1 << 24) &&
+           ntok >= QUANT_AMX_MIN_TOKENS;
+}
+
+size_t quant_amx_act_bytes(int64_t ntok, int64_t cols) {
+    return (size_t)((ntok + QAMX_T - 1) / QAMX_T) * tile_bytes(cols);
+}
+
+/* a block-sum pair as vpdpwssd reads it: s[0] in the low int16, s[1] in the high one (the sums are integers of at
+ * most 32 x 127; a NaN block's sums, which come with a NaN D_a that makes the output NaN anyway, as 0) */
+static int32_t sum_pair(const float *s) {
+    const int lo = isfinite(s[0]) ? (int)s[0] : 0, hi = isfinite(s[1]) ? (int)s[1] : 0;
+    return (int32_t)(((uint32_t)(uint16_t)(int16_t)hi << 16) | (uint16_t)(int16_t)lo);
+}
+
+/* ---- the vector helpers (AVX-512), or their scalar twins under the emulation ---- */
+#ifdef INFLLM_AMX_EMULATE
+/* qv[c][i][t * 4 + j] = q[t][64 c + 4 i + j] (rows cols apart; tokens >= nv zero) */
+static void pack_values(const int8_t *q, int64_t cols, int nv, int8_t *qv) {
+    for (int64_t c = 0; c < cols / 64; c++)
+        for (int i = 0; i < 16; i++)
+            for (int t = 0; t < 16; t++)
+                for (int j = 0; j < 4; j++)
+                    qv[c * 1024 + i * 64 + t * 4 + j] = t < nv ? q[t * cols + c * 64 + 4 * i + j] : 0;
+}
+
+/* one row's step g: the 64 values of sub-blocks 2g (low nibbles of qs[32g..], plus 16 where qh's bit 2g is set:
+ * Q5_K) and 2g + 1 (high nibbles, bit 2g + 1), times (sc >> 3) into hi and times (sc & 7) into lo */
+static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, int sc0, int sc1, uint8_t *hi,
+                         uint8_t *lo) {
+    for (int k = 0; k < 64; k++) {
+        const int l = k & 31, sc = k < 32 ? sc0 : sc1, bit = 2 * g + (k >= 32);
+        const uint8_t b = qs[32 * g + l];
+        const int v = (k < 32 ? b & 0xF : b >> 4) + (five && ((qh[l] >> bit) & 1) ? 16 : 0);
+        hi[k] = (uint8_t)(v * (sc >> 3));
+        lo[k] = (uint8_t)(v * (sc & 7));
+    }
+}
+
+/* the 16 tokens of panel row n: isum from the two accumulators' rows, acc / off updated (k_q45_k's operations) */
+static void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
+                     float dmw, const int32_t mnp[4], float *acc, float *off) {
+    for (int t = 0; t < 16; t++) {
+        const int32_t is = chi[t] * 8 + clo[t];
+        const float dd = dw * Da[t];
+        acc[t] = fmaf((float)is, dd, acc[t]);
+        int32_t mi = 0;
+        for (int p = 0; p < 4; p++) {
+            const int32_t sp = s2[p * 16 + t];
+            mi += (int32_t)(int16_t)(sp & 0xffff) * (int32_t)(int16_t)(mnp[p] & 0xffff) +
+                  (int32_t)(int16_t)((uint32_t)sp >> 16) * (int32_t)(int16_t)((uint32_t)mnp[p] >> 16);
+        }
+        const float m = (float)mi;
+        const float f = dmw * Da[t];
+        const float g = f * m;
+        off[t] = off[t] - g;
+    }
+}
+#else
+static void pack_values(const int8_t *q, int64_t cols, int nv, int8_t *qv) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)cols));
+    const __mmask16 valid = (__mmask16)((1u << nv) - 1u);
+    for (int64_t c = 0; c < cols / 64; c++)
+        for (int i = 0; i < 16; i++) {
+            const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, idx, q + c * 64 + 4 * i, 1);
+            _mm512_storeu_si512(qv + c * 1024 + i * 64, g);
+        }
+}
+
+static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, int sc0, int sc1, uint8_t *hi,
+                         uint8_t *lo) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), q = _mm256_loadu_si256((const __m256i *)(const void *)(qs + 32 * g));
+    __m256i a = _mm256_and_si256(q, m4), b = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (five) { /* as kq45_values */
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)qh), s16 = _mm256_set1_epi8(16);
+        const __m256i b1 = _mm256_set1_epi8((char)(1 << (2 * g))), b2 = _mm256_set1_epi8((char)(1 << (2 * g + 1)));
+        a = _mm256_or_si256(a, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, b1), b1), s16));
+        b = _mm256_or_si256(b, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, b2), b2), s16));
+    }
+    const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+    /* bytes times a 16-bit lane's multiplier: each product < 256, so the even byte's product stays in the low byte
+     * and the odd byte's in the high one */
+    const __m512i mh = _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 >> 3)), _mm256_set1_epi16((short)(sc1 >> 3)), 1);
+    const __m512i ml = _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 & 7)), _mm256_set1_epi16((short)(sc1 & 7)), 1);
+    _mm512_storeu_si512(hi, _mm512_mullo_epi16(x, mh));
+    _mm512_storeu_si512(lo, _mm512_mullo_epi16(x, ml));
+}
+
+static void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
+                     float dmw, const int32_t mnp[4], float *acc, float *off) {
+    const __m512 da = _mm512_loadu_ps(Da);
+    const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(chi), 3), _mm512_loadu_si512(clo));
+    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), da),
+                                          _mm512_loadu_ps(acc)));
+    __m512i mi = _mm512_setzero_si512();
+    for (int p = 0; p < 4; p++) mi = _mm512_dpwssd_epi32(mi, _mm512_loadu_si512(s2 + p * 16), _mm512_set1_epi32(mnp[p]));
+    const __m512 f = _mm512_mul_ps(_mm512_set1_ps(dmw), da);
+    _mm512_storeu_ps(off, _mm512_sub_ps(_mm512_loadu_ps(off), _mm512_mul_ps(f, _mm512_cvtepi32_ps(mi))));
+}
+#endif
+
+/* the output lines of tokens t0 .. t0 + 255 (< ntok) and rows r0..r1-1, asked for with the intent to write: a
+ * product's y is written once, a few rows of each token row at a time (T x rows floats, often past L2), and the
+ * tiles outran the read-for-ownership misses of those scattered lines (2048 x 768 at 512 tokens: 1.9x where the
+ * 768-row product, whose y stays in L2, ran 3.6x) */
+static void prefetch_out(float *y, int64_t ldy, int64_t t0, int64_t ntok, int64_t r0, int64_t r1) {
+#ifdef INFLLM_AMX_EMULATE
+    (void)y, (void)ldy, (void)t0, (void)ntok, (void)r0, (void)r1;
+#else
+    const int64_t t1 = t0 + QAMX_TG * QAMX_T < ntok ? t0 + QAMX_TG * QAMX_T : ntok;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t r = r0; r < r1; r += 16) __builtin_prefetch(y + t * ldy + r, 1, 3);
+    __builtin_prefetch(y + (t1 - 1) * ldy + r1 - 1, 1, 3);
+#endif
+}
+
+int quant_amx_available(void) {
+#ifdef INFLLM_AMX_EMULATE
+    return 1;
+#else
+    static atomic_int cached = -1; /* threads racing here all store the same answer */
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = quant_avx512_available() && infllm_x86_amx_int8_ready() && quant_amx_allowed();
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+#endif
+}
+
+void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t tile,
+                        void *packed) {
+    const int64_t nsb = cols / 256, nb = cols / 32, t0 = tile * QAMX_T;
+    const int nv = ntok - t0 < QAMX_T ? (int)(ntok - t0) : QAMX_T;
+    uint8_t *base = (uint8_t *)packed + (size_t)tile * tile_bytes(cols);
+    float *dv = (float *)(void *)(base + 16 * cols);                     /* [nsb][16] */
+    int32_t *s2 = (int32_t *)(void *)(base + 16 * cols + 64 * nsb);      /* [nsb][4][16] */
+    pack_values(q + t0 * cols, cols, nv, (int8_t *)base);
+    for (int64_t sb = 0; sb < nsb; sb++)
+        for (int t = 0; t < QAMX_T; t++) {
+            const int64_t r = (t0 + t) * nb + sb * 8;
+            dv[sb * 16 + t] = t < nv ? d[r] : 0.f;
+            for (int p = 0; p < 4; p++) s2[(sb * 4 + p) * 16 + t] = t < nv ? sum_pair(s + r + 2 * p) : 0;
+        }
+}
+
+/* a panel's super-block sb: rows w (rb bytes apart, nvalid of 16; the rest zero), unpacked into hi / lo
+ * [4 steps][16 rows][64], the rows' d / dmin and their mins as int16 pairs */
+typedef struct {
+    uint8_t hi[4][16][64], lo[4][16][64];
+    float dw[16], dmw[16];
+    int32_t mnp[16][4];
+} qamx_panel;
+
+static void unpack_panel(int five, const uint8_t *w, size_t rb, int nvalid, int64_t sb, qamx_panel *P) {
+    const size_t bb = five ? 176 : 144;
+    for (int n = 0; n < QAMX_R; n++) {
+        if (n >= nvalid) {
+            memset(P->hi[0][n], 0, 64), memset(P->hi[1][n], 0, 64), memset(P->hi[2][n], 0, 64), memset(P->hi[3][n], 0, 64);
+            memset(P->lo[0][n], 0, 64), memset(P->lo[1][n], 0, 64), memset(P->lo[2][n], 0, 64), memset(P->lo[3][n], 0, 64);
+            P->dw[n] = P->dmw[n] = 0.f;
+            memset(P->mnp[n], 0, sizeof P->mnp[n]);
+            continue;
+        }
+        const uint8_t *x = w + (size_t)n * rb + (size_t)sb * bb;
+        uint16_t h;
+        memcpy(&h, x, 2);
+        P->dw[n] = mdl_f16_to_f32(h);
+        memcpy(&h, x + 2, 2);
+        P->dmw[n] = mdl_f16_to_f32(h);
+        const uint8_t *sc12 = x + 4, *qh = x + 16, *qs = x + (five ? 48 : 16);
+        int sc[8], mn[8];
+        for (int j = 0; j < 8; j++) { /* ggml's get_scale_min_k4 */
+            if (j < 4) {
+                sc[j] = sc12[j] & 63;
+                mn[j] = sc12[j + 4] & 63;
+            } else {
+                sc[j] = (sc12[j + 4] & 0xF) | ((sc12[j - 4] >> 6) << 4);
+                mn[j] = (sc12[j + 4] >> 4) | ((sc12[j] >> 6) << 4);
+            }
+        }
+        for (int p = 0; p < 4; p++) P->mnp[n][p] = (int32_t)((uint32_t)mn[2 * p + 1] << 16 | (uint32_t)mn[2 * p]);
+        for (int g = 0; g < 4; g++) unpack_scale(qs, qh, five, g, sc[2 * g], sc[2 * g + 1], P->hi[g][n], P->lo[g][n]);
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} qamx_tilecfg;
+
+/* tiles 0-3: the accumulators (panel p: 2p hi, 2p + 1 lo), 4: the activations, 5-7: the weights; all 16 x 64 bytes */
+static void tiles_begin(void) {
+    qamx_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        c.rows[t] = 16;
+        c.colsb[t] = 64;
+    }
+#ifndef INFLLM_AMX_EMULATE
+    /* GCC 12's _tile_loadconfig declares an 8-byte operand: without this the stores above may be dropped (TEAM_NOTES) */
+    __asm__ volatile("" : : "m"(c) : "memory");
+#endif
+    _tile_loadconfig(&c);
+}
+
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                   int64_t ntok, float *y, int64_t ldy) {
+    if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
+    const int five = type == GGML_Q5_K;
+    const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols);
+    const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
+    /* the panels' unpacked super-block, the accumulators' stored tiles, acc / off per (panel, token tile, row, token) */
+    const size_t pan = sizeof(qamx_panel) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
+    const size_t accs = (size_t)QAMX_NP * QAMX_TG * 256 * sizeof(float);
+    uint8_t *mem = aligned_alloc(64, pan + cbs + 2 * accs);
+    if (!mem) return 0;
+    qamx_panel *P = (qamx_panel *)(void *)mem;
+    int32_t *cb = (int32_t *)(void *)(mem + pan);
+    float *accb = (float *)(void *)(mem + pan + cbs), *offb = (float *)(void *)(mem + pan + cbs + accs);
+    tiles_begin();
+    for (int64_t p0 = r0; p0 < r1; p0 += QAMX_NP * QAMX_R) {
+        int nvp[QAMX_NP], np = 0;
+        for (int p = 0; p < QAMX_NP && p0 + p * QAMX_R < r1; p++, np++)
+            nvp[p] = r1 - (p0 + p * QAMX_R) < QAMX_R ? (int)(r1 - (p0 + p * QAMX_R)) : QAMX_R;
+        for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
+            const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
+            memset(accb, 0, 2 * accs);
+            prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + np * QAMX_R < r1 ? p0 + np * QAMX_R : r1);
+            for (int64_t sb = 0; sb < nsb; sb++) {
+                for (int p = 0; p < np; p++)
+                    unpack_panel(five, (const uint8_t *)w + (size_t)(p0 + p * QAMX_R) * rb, rb, nvp[p], sb, &P[p]);
+                for (int i = 0; i < ng; i++) {
+                    const uint8_t *base = (const uint8_t *)packed + (size_t)(g0 + i) * tb;
+                    const int8_t *qv = (const int8_t *)base + sb * 4 * 1024;
+                    const float *Da = (const float *)(const void *)(base + 16 * cols) + sb * 16;
+                    const int32_t *s2 = (const int32_t *)(const void *)(base + 16 * cols + 64 * nsb) + sb * 64;
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int g = 0; g < 4; g++) {
+                        _tile_loadd(4, qv + g * 1024, 64);
+                        _tile_loadd(5, P[0].hi[g][0], 64);
+                        _tile_dpbusd(0, 5, 4);
+                        _tile_loadd(6, P[0].lo[g][0], 64);
+                        _tile_dpbusd(1, 6, 4);
+                        if (np > 1) {
+                            _tile_loadd(7, P[1].hi[g][0], 64);
+                            _tile_dpbusd(2, 7, 4);
+                            _tile_loadd(5, P[1].lo[g][0], 64);
+                            _tile_dpbusd(3, 5, 4);
+                        }
+                    }
+                    _tile_stored(0, cb, 64);
+                    _tile_stored(1, cb + 256, 64);
+                    if (np > 1) {
+                        _tile_stored(2, cb + 512, 64);
+                        _tile_stored(3, cb + 768, 64);
+                    }
+                    for (int p = 0; p < np; p++)
+                        for (int n = 0; n < nvp[p]; n++) {
+                            const size_t o = ((size_t)(p * QAMX_TG + i) * 16 + (size_t)n) * 16;
+                            post_row(cb + (2 * p) * 256 + n * 16, cb + (2 * p + 1) * 256 + n * 16, Da, s2,
+                                     P[p].dw[n], P[p].dmw[n], P[p].mnp[n], accb + o, offb + o);
+                        }
+                }
+            }
+            /* token by token, each token's row segment whole (a row-major loop over the buffers' [row][token] wrote
+             * each output line 16 times, and where ldy is a multiple of 1024 every token's line falls in one cache
+             * set: 1024-, 2048- and 4096-row products ran at half the rate of a 1536-row one) */
+            for (int i = 0; i < ng; i++) {
+                const int64_t t0 = (g0 + i) * QAMX_T;
+                const int tv = ntok - t0 < QAMX_T ? (int)(ntok - t0) : QAMX_T;
+                for (int t = 0; t < tv; t++)
+                    for (int p = 0; p < np; p++) {
+                        float *yr = y + (t0 + t) * ldy + p0 + p * QAMX_R;
+                        const size_t o = (size_t)(p * QAMX_TG + i) * 256 + (size_t)t;
+                        for (int n = 0; n < nvp[p]; n++) yr[n] = accb[o + 16 * (size_t)n] + offb[o + 16 * (size_t)n];
+                    }
+            }
+        }
+    }
+    _tile_release();
+    free(mem);
+    return 1;
+}
+
+#else /* not built: no AMX here */
+/* the output lines of tokens t0 .. t0 + 255 (< ntok) and rows r0..r1-1, asked for with the intent to write: a
+ * product's y is written once, a few rows of each token row at a time (T x rows floats, often past L2), and the
+ * tiles outran the read-for-ownership misses of those scattered lines (2048 x 768 at 512 tokens: 1.9x where the
+ * 768-row product, whose y stays in L2, ran 3.6x) */
+static void prefetch_out(float *y, int64_t ldy, int64_t t0, int64_t ntok, int64_t r0, int64_t r1) {
+#ifdef INFLLM_AMX_EMULATE
+    (void)y, (void)ldy, (void)t0, (void)ntok, (void)r0, (void)r1;
+#else
+    const int64_t t1 = t0 + QAMX_TG * QAMX_T < ntok ? t0 + QAMX_TG * QAMX_T : ntok;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t r = r0; r < r1; r += 16) __builtin_prefetch(y + t * ldy + r, 1, 3);
+    __builtin_prefetch(y + (t1 - 1) * ldy + r1 - 1, 1, 3);
+#endif
+}
+
+int quant_amx_available(void) { return 0; }
+int quant_amx_takes(uint32_t type, int64_t cols, int64_t ntok) {
+    (void)type, (void)cols, (void)ntok;
+    return 0;
+}
+size_t quant_amx_act_bytes(int64_t ntok, int64_t cols) {
+    (void)ntok, (void)cols;
+    return 0;
+}
+void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t tile,
+                        void *packed) {
+    (void)q, (void)d, (void)s, (void)ntok, (void)cols, (void)tile, (void)packed;
+}
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                   int64_t ntok, float *y, int64_t ldy) {
+    (void)type, (void)w, (void)r0, (void)r1, (void)cols, (void)packed, (void)ntok, (void)y, (void)ldy;
+    return 0;
+}
+#endif
