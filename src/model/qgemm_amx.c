@@ -278,7 +278,7 @@ int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
     /* the panels' unpacked super-block, the accumulators' stored tiles, acc / off per (panel, token tile, row, token) */
     const size_t pan = sizeof(qamx_panel) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
     const size_t accs = (size_t)QAMX_NP * QAMX_TG * 256 * sizeof(float);
-    uint8_t *mem = aligned_alloc(64, pan + cbs + 2 * accs);
+    uint8_t *mem = malloc(pan + cbs + 2 * accs); /* every access unaligned-safe (loadu, tile loads) */
     if (!mem) return 0;
     qamx_panel *P = (qamx_panel *)(void *)mem;
     int32_t *cb = (int32_t *)(void *)(mem + pan);
