@@ -141,19 +141,19 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
 }
 
 /* Q6_K: one row x QA_NT tokens, k_q6_k's operations (quant_x86_kern.h) per super-block and token: the int32 lanes of
- * the 8 blocks (|q - 32| against the activations with q - 32's sign, times the 16-value scales; two chains),
- * acc = fma(cvt(lanes), d * D_a, acc); out = hsum(acc). */
-AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da, int64_t dstride,
-                    float *y, int64_t ldy, int ntv) {
-    QA_ACC_DECL;
+ * the 8 blocks (|q - 32| against the activations with q - 32's sign, times the 16-value scales; two chains) summed
+ * to the super-block's exact int32, the 8 tokens' sums one vector (lane t: token t), acc = fma(cvt(sum), d * D_a,
+ * acc) with D_a from dt ([nb][QA_NT]); out = acc. */
+AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *dt, float *y,
+                    int64_t ldy, int ntv) {
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         __m256i sc[8], u[8], sg[8];
         kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)), sc);
         q6k_signed(w, u, sg);
-        const __m256 dv = _mm256_set1_ps(qx_h2f(w + 208));
         const int8_t *qb = qa + sb * 256;
-        const float *db = da + sb * 8;
-#define Q6_STEP(t, acc)                                                                                           \
+        __m256i is0, is1, is2, is3, is4, is5, is6, is7;
+#define Q6_STEP(t, is)                                                                                            \
     {                                                                                                             \
         const int8_t *a = qb + (t) * qstride;                                                                     \
         __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
@@ -162,14 +162,17 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
             i0 = dpsc(i0, u[b], _mm256_sign_epi8(ld(a + 32 * b), sg[b]), sc[b]);                                  \
             i1 = dpsc(i1, u[b + 1], _mm256_sign_epi8(ld(a + 32 * b + 32), sg[b + 1]), sc[b + 1]);                 \
         }                                                                                                         \
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1)),                                       \
-                              _mm256_mul_ps(dv, _mm256_broadcast_ss(db + (t) * dstride)), acc);                   \
+        is = _mm256_add_epi32(i0, i1);                                                                            \
     }
-        QA_T8(Q6_STEP)
+        Q6_STEP(0, is0) Q6_STEP(1, is1) Q6_STEP(2, is2) Q6_STEP(3, is3)
+        Q6_STEP(4, is4) Q6_STEP(5, is5) Q6_STEP(6, is6) Q6_STEP(7, is7)
 #undef Q6_STEP
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
+                              _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 208)), _mm256_loadu_ps(dt + sb * 8 * QA_NT)), acc);
     }
-    QA_HSUMS(h);
-    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
+    float a8[QA_NT];
+    _mm256_storeu_ps(a8, acc);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t];
 }
 
 /* Q2_K / Q3_K / IQ4_XS: one row x QA_NT tokens, the one-row kernel's operations (k_kx: kx_unpack once a super-block,
@@ -212,13 +215,13 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
     /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
-     * each token group's s transposed to [nb][QA_NT] */
+     * each token group's s transposed to [nb][QA_NT]; Q4_K / Q5_K / Q6_K: its d (D_a) too */
     float *mo = NULL, *st = NULL, *dt = NULL;
-    if (q45 || kq) {
+    if (q45 || kq || q6k) {
         mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
         st = malloc((size_t)nb * QA_NT * sizeof(float));
-        dt = kq ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
-        if ((q45 && !mo) || !st || (kq && !dt)) {
+        dt = kq || q6k ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
+        if ((q45 && !mo) || !st || ((kq || q6k) && !dt)) {
             free(mo);
             free(st);
             free(dt);
@@ -278,7 +281,7 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
 #endif
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
-            case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
             case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
             case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
             case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
@@ -401,15 +404,52 @@ AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, cons
     for (int r = 0; r < nvalid; r++) y[r] = o[r];
 }
 
-/* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1 and, where QG_TILES_Q8_Q4 is 1, Q4_0
- * (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. Q4_K / Q5_K are not here: the
- * same 4-row tile ran them no faster before session 72's integer K-quant kernels (bench/qmm_rate.c, 1 token, 5-7
- * GMAC/s either way). On AVX-512 CPUs these 256-bit tiles replaced the 2-rows-a-zmm decode of Q4_1 / Q8_0
+/* Q6_K: one token x QV_NR weight rows, k_q6_k's operations per row (bitwise), the rows' super-block sums reduced
+ * together (lane r: row r), acc = fma((float)sum, d * D_a, acc); rows ~16 KB ahead prefetched as in qv_tile. */
+AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da, float *y, int nvalid) {
+    const uint8_t *wr[QV_NR];
+    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    __m128 acc = _mm_setzero_ps();
+    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
+    const char *pf = (const char *)w + (size_t)pfr * rb;
+    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        const int8_t *a = qa + sb * 256;
+        __m256i is[QV_NR];
+        float dw[QV_NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < QV_NR; r++) {
+            const uint8_t *x = wr[r] + (size_t)sb * 210;
+            __m256i sc[8], u[8], sg[8], i0 = _mm256_setzero_si256(), i1 = i0;
+            kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(x + 192)), sc);
+            q6k_signed(x, u, sg);
+#pragma GCC unroll 4
+            for (int b = 0; b < 8; b += 2) {
+                i0 = dpsc(i0, u[b], _mm256_sign_epi8(ld(a + 32 * b), sg[b]), sc[b]);
+                i1 = dpsc(i1, u[b + 1], _mm256_sign_epi8(ld(a + 32 * b + 32), sg[b + 1]), sc[b + 1]);
+            }
+            is[r] = _mm256_add_epi32(i0, i1);
+            dw[r] = qx_h2f(x + 208);
+        }
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
+        const __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(_mm_loadu_ps(dw), _mm_set1_ps(da[sb * 8])), acc);
+    }
+    float o[QV_NR];
+    _mm_storeu_ps(o, acc);
+    for (int r = 0; r < nvalid; r++) y[r] = o[r];
+}
+
+/* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and, where
+ * QG_TILES_Q8_Q4 is 1, Q4_0 (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. Q4_K /
+ * Q5_K / Q6_K since session 73, whose one exact int32 a super-block makes the 4 rows' conversions one vector (before,
+ * the same 4-row tile ran them no faster: bench/qmm_rate.c, 1 token, 5-7 GMAC/s either way). On AVX-512 CPUs these 256-bit tiles replaced the 2-rows-a-zmm decode of Q4_1 / Q8_0
  * (session 72, Sapphire Rapids, 1 token: Q4_1 1.3x, Q8_0 1.1x; the AVX2 build of the same tiles had outrun it). */
 static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int q45 = (QG_TILES_Q8_Q4 && type == GGML_Q4_0) || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    const int kq = type == GGML_Q4_K || type == GGML_Q5_K;
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
     if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK;
@@ -429,6 +469,7 @@ static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q5_0: qv_tile(GGML_Q5_0, wr, rb, nb, qa, da, sa, yr, nv); break;
             case GGML_Q4_K: qv_tile_k(0, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
             case GGML_Q5_K: qv_tile_k(1, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
+            case GGML_Q6_K: qv_tile_q6k(wr, rb, cols / 256, qa, da, yr, nv); break;
             default: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             }
         }

@@ -239,7 +239,8 @@ AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const i
  * per (row, token) the float work is a scalar chain that any kernel shape can repeat bit for bit: per super-block
  * acc = fma((float)isum, D_w * D_a, acc), the product rounded first, in super-block order; out = acc + off. The
  * prefill tiles (qgemm_x86_tiles.h: 8 tokens' sums as one vector's lanes) and the AMX-INT8 tiles (qgemm_amx.c:
- * 16 rows x 16 tokens) compute exactly that: bitwise equal. Q6_K still converts its 8 lanes (out = hsum(acc)). */
+ * 16 rows x 16 tokens) compute exactly that: bitwise equal. Q6_K the same way: isum = sum_j sc_j sum (q - 32) a over
+ * its 16 sub-blocks (|isum| <= 16 x 128 x 16 x 32 x 127 < 2^27), acc = fma((float)isum, d * D_a, acc), out = acc. */
 
 /* a Q4_K / Q5_K super-block's 8 sub-block scales (the 12 bytes at q, unpacked in general registers: llama.cpp's utmp
  * steps) broadcast as kq_bcast8's, and its 8 mins as floats */
@@ -339,8 +340,8 @@ AI void q6k_signed(const uint8_t *w, __m256i u[8], __m256i sg[8]) {
 }
 
 AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da, float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
+    float acc[8];
+    for (int t = 0; t < NA; t++) acc[t] = 0.f;
     for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
         __m256i sc[8], u[8], sg[8], i0[8], i1[8];
         kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)), sc);
@@ -355,10 +356,9 @@ AI void k_q6_k(int NA, int64_t nsb, const uint8_t *w, const int8_t *const *qa, c
                 i1[t] = dpsc(i1[t], u[b + 1], _mm256_sign_epi8(ld(a + 32), sg[b + 1]), sc[b + 1]);
             }
         for (int t = 0; t < NA; t++)
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i0[t], i1[t])),
-                                     _mm256_set1_ps(d * da[t][sb * 8]), acc[t]);
+            acc[t] = kq_fma((float)qx_hsum256_epi32(_mm256_add_epi32(i0[t], i1[t])), d * da[t][sb * 8], acc[t]);
     }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+    for (int t = 0; t < NA; t++) out[t] = acc[t];
 }
 
 
