@@ -1,7 +1,7 @@
 /*
  * amx_emu.h: the AMX-TILE / AMX-BF16 intrinsics that src/attn/kern_dot16_amx.c uses, emulated in C on any CPU, and
  * its two AVX-512 helpers in scalar code, so that tests/test_amx_host.c runs the kernel file's own source where no
- * AMX is (CI, this project's development machines); and AMX-INT8's TDPBUSD for src/model/qgemm_amx.c
+ * AMX is (CI, this project's development machines); and AMX-INT8's TDPBUSD / TDPBSSD for src/model/qgemm_amx.c
  * (tests/test_quant_amx.c, whose scalar helpers are that file's own). Every tile operation checks its operands' shapes against the
  * loaded configuration as the hardware requires them (A rows = C rows, A's K = B's rows, B's columns = C's) and
  * that a configuration is loaded; a violation aborts with a message, so a layout or configuration mistake in the
@@ -95,13 +95,14 @@ static inline void amx_emu_dp(int c, int a, int b) {
     amx_emu.ops++;
 }
 
-/* TDPBUSD (AMX-INT8): for each (m, n) of C, C += sum over A's 4-byte groups k of the four products of A's unsigned
- * bytes [m][4k + e] and B's signed bytes [k][4n + e], in int32 (wrapping, as the hardware's adds) */
-static inline void amx_emu_dpbusd(int c, int a, int b) {
+/* TDPBUSD / TDPBSSD (AMX-INT8): for each (m, n) of C, C += sum over A's 4-byte groups k of the four products of A's
+ * bytes [m][4k + e] (unsigned, or signed: a_signed) and B's signed bytes [k][4n + e], in int32 (wrapping, as the
+ * hardware's adds) */
+static inline void amx_emu_dpb(int c, int a, int b, int a_signed) {
     amx_emu_check(c);
     amx_emu_check(a);
     amx_emu_check(b);
-    if (c == a || c == b || a == b) amx_emu_fail("TDPBUSD operands must be three different tiles", c);
+    if (c == a || c == b || a == b) amx_emu_fail("TDPB*D operands must be three different tiles", c);
     if (amx_emu.rows[a] != amx_emu.rows[c]) amx_emu_fail("A's rows differ from C's", a);
     if (amx_emu.colsb[a] / 4 != amx_emu.rows[b]) amx_emu_fail("A's 4-byte groups differ from B's rows", b);
     if (amx_emu.colsb[b] != amx_emu.colsb[c]) amx_emu_fail("B's columns differ from C's", b);
@@ -111,8 +112,11 @@ static inline void amx_emu_dpbusd(int c, int a, int b) {
             uint32_t acc;
             memcpy(&acc, &amx_emu.data[c][m][4 * n], 4);
             for (int k = 0; k < K; k++)
-                for (int e = 0; e < 4; e++)
-                    acc += (uint32_t)((int32_t)amx_emu.data[a][m][4 * k + e] * (int32_t)(int8_t)amx_emu.data[b][k][4 * n + e]);
+                for (int e = 0; e < 4; e++) {
+                    const uint8_t av = amx_emu.data[a][m][4 * k + e];
+                    const int32_t x = a_signed ? (int32_t)(int8_t)av : (int32_t)av;
+                    acc += (uint32_t)(x * (int32_t)(int8_t)amx_emu.data[b][k][4 * n + e]);
+                }
             memcpy(&amx_emu.data[c][m][4 * n], &acc, 4);
         }
     amx_emu.ops++;
@@ -124,7 +128,8 @@ static inline void amx_emu_dpbusd(int c, int a, int b) {
 #define _tile_loadd(t, base, stride) amx_emu_load(t, base, (size_t)(stride))
 #define _tile_stored(t, base, stride) amx_emu_store(t, base, (size_t)(stride))
 #define _tile_dpbf16ps(c, a, b) amx_emu_dp(c, a, b)
-#define _tile_dpbusd(c, a, b) amx_emu_dpbusd(c, a, b)
+#define _tile_dpbusd(c, a, b) amx_emu_dpb(c, a, b, 0)
+#define _tile_dpbssd(c, a, b) amx_emu_dpb(c, a, b, 1)
 
 /* the kernel file's two AVX-512 helpers */
 static inline void p_row_pairs(uint32_t *dst, const float *p, int n) {

@@ -1,13 +1,13 @@
 /*
- * test_quant_amx.c: the AMX-INT8 prefill of Q4_K / Q5_K (src/model/qgemm_amx.c) against the one-row kernels
- * (quant_dot_rows, k_q45_k), bitwise: the file's own source on any x86 CPU with the tile instructions emulated
+ * test_quant_amx.c: the AMX-INT8 prefill of Q4_K / Q5_K / Q6_K (src/model/qgemm_amx.c) against the one-row kernels
+ * (quant_dot_rows: k_q45_k, k_q6_k), bitwise: the file's own source on any x86 CPU with the tile instructions emulated
  * (tests/amx_emu.h checks every tile operation's shapes against the loaded configuration) and its vector helpers in
  * their scalar twins (INFLLM_AMX_EMULATE), and the library's build of it where the CPU runs AMX-INT8
  * (quant_amx_available). Cases: 1-70 rows (partial 16-row panels, one or two panels a pass, a call on rows r0..r1
  * that leaves the others untouched), 256-1024 values, 16-300 tokens (partial 16-token tiles, more than one group of
- * 16 tiles), random codes and the extremes (every scale and value at its maximum against activations of +-127:
- * super-block sums past 2^24, which the float conversion rounds), a NaN activation block (NaN exactly where the
- * row kernel's output is NaN). Also: quant_amx_takes only Q4_K / Q5_K, rows of whole super-blocks, 16+ tokens.
+ * 16 tiles), random codes (Q6_K: every scale digit) and the extremes (every scale and value at its largest magnitude
+ * against activations of +-127: super-block sums past 2^24, which the float conversion rounds), a NaN activation block (NaN exactly where the
+ * row kernel's output is NaN). Also: quant_amx_takes only Q4_K / Q5_K / Q6_K, rows of whole super-blocks, 16+ tokens.
  * Where the row kernels are not the x86 SIMD ones (no AVX2) there is nothing bitwise to compare: exit 77.
  */
 #define INFLLM_AMX_EMULATE 1
@@ -38,13 +38,21 @@ static void put_f16(uint8_t *p, float v) {
     memcpy(p, &h, 2);
 }
 
-/* random codes with small positive d / dmin (extreme: every scale / min 63, every value at its maximum) */
+/* random codes with small positive d / dmin (extreme: Q4_K / Q5_K every scale / min 63 and every value at its
+ * maximum; Q6_K every scale -128 and every value -32) */
 static void fill_rows(uint32_t type, uint8_t *w, int64_t rows, int64_t cols, int extreme, unsigned long long *rng) {
-    const size_t bb = type == GGML_Q5_K ? 176 : 144, nsb = (size_t)(cols / 256);
-    for (size_t i = 0; i < (size_t)rows * nsb * bb; i++) w[i] = extreme ? 0xFF : (uint8_t)h_rng_next(rng);
+    const size_t bb = ggml_row_size(type, 256), nsb = (size_t)(cols / 256);
+    const uint8_t fill = type == GGML_Q6_K ? 0x00 : 0xFF;
+    for (size_t i = 0; i < (size_t)rows * nsb * bb; i++) w[i] = extreme ? fill : (uint8_t)h_rng_next(rng);
     for (size_t b = 0; b < (size_t)rows * nsb; b++) {
-        put_f16(w + b * bb, (float)(0.0005 + 0.004 * h_uniform(rng)));
-        put_f16(w + b * bb + 2, (float)(0.0002 + 0.002 * h_uniform(rng)));
+        uint8_t *x = w + b * bb;
+        if (type == GGML_Q6_K) {
+            if (extreme) memset(x + 192, 0x80, 16);
+            put_f16(x + 208, (float)(0.0005 + 0.004 * h_uniform(rng)));
+        } else {
+            put_f16(x, (float)(0.0005 + 0.004 * h_uniform(rng)));
+            put_f16(x + 2, (float)(0.0002 + 0.002 * h_uniform(rng)));
+        }
     }
 }
 
@@ -114,9 +122,11 @@ int main(void) {
         return 77;
     }
     /* what the path takes */
-    CHECK(quant_amx_takes_emu(GGML_Q4_K, 256, 16) && quant_amx_takes_emu(GGML_Q5_K, 4096, 300), "Q4_K / Q5_K taken");
+    CHECK(quant_amx_takes_emu(GGML_Q4_K, 256, 16) && quant_amx_takes_emu(GGML_Q5_K, 4096, 300) &&
+          quant_amx_takes_emu(GGML_Q6_K, 512, 17), "Q4_K / Q5_K / Q6_K taken");
     CHECK(!quant_amx_takes_emu(GGML_Q4_K, 256, 15), "fewer than 16 tokens taken");
-    CHECK(!quant_amx_takes_emu(GGML_Q6_K, 256, 64) && !quant_amx_takes_emu(GGML_Q4_0, 256, 64), "other types taken");
+    CHECK(!quant_amx_takes_emu(GGML_Q8_0, 256, 64) && !quant_amx_takes_emu(GGML_Q4_0, 256, 64) &&
+          !quant_amx_takes_emu(GGML_Q3_K, 256, 64), "other types taken");
     CHECK(!quant_amx_takes_emu(GGML_Q4_K, 288, 64) && !quant_amx_takes_emu(GGML_Q4_K, 0, 64), "partial super-blocks");
 
     const int real = quant_amx_available();
@@ -128,8 +138,9 @@ int main(void) {
         {20, 512, 18, 0, 20, 1, 0},   {18, 512, 35, 0, 18, 0, 1},
     };
     const int nc = (int)(sizeof cases / sizeof cases[0]);
-    for (int ty = 0; ty < 2; ty++) {
-        const uint32_t type = ty ? GGML_Q5_K : GGML_Q4_K;
+    const uint32_t types[3] = {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
+    for (int ty = 0; ty < 3; ty++) {
+        const uint32_t type = types[ty];
         for (int c = 0; c < nc; c++) {
             run_case("emulated", quant_amx_pack_act_emu, quant_gemm_amx_emu, type, cases[c].rows, cases[c].cols,
                      cases[c].ntok, cases[c].r0, cases[c].r1, cases[c].extreme, cases[c].nan_block, 100 + c);
