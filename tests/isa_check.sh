@@ -2,7 +2,7 @@
 # isa_check.sh BUILD_DIR: the per-instruction-set kernel objects (*_avx512.c.o, *_avx512bf16.c.o, *_amx.c.o, *_avx2.c.o) hold
 # only instructions of the extensions that their run-time dispatch checks before calling them:
 #   src/attn/*_avx512: avx512f / bw / vl / dq (cpu_attn.c), src/attn/*_avx512bf16: the same and avx512_bf16
-#   (cpu_dot16_get), src/attn/*_amx: the same, avx512_bf16 and AMX-TILE / AMX-BF16 (cpu_dot16_get), src/model/*_avx512: avx512f / bw / vl / dq and avx512vnni (quant_avx512.c), *_avx2: avx2 / fma
+#   (cpu_dot16_get), src/attn/*_amx: the same, avx512_bf16 and AMX-TILE / AMX-BF16 (cpu_dot16_get), src/model/*_avx512: avx512f / bw / vl / dq and avx512vnni (quant_avx512.c), src/model/*_amx: those and AMX-TILE / AMX-INT8 (quant_amx_available), *_avx2: avx2 / fma
 #   / f16c (VEX only: no EVEX register, mask or encoding).
 # Compiling such a file with a flag for any other extension lets the compiler use it anywhere: session 35 found
 # GCC loading 16-bit scalars with AVX512-FP16's `vmovw` in the model's kernels (built with -mavx512fp16), which
@@ -28,6 +28,8 @@ for o in "${objs[@]}"; do
       case "$o" in *_avx512bf16.c.o) allow='^(vcvtph2ps|vcvtps2ph|vdpbf16ps|vcvtne2?ps2bf16[a-z]*)$' ;; esac
       # the AMX kernels' file: AVX512_BF16 and the AMX-TILE / AMX-BF16 instructions (not AMX-INT8's, not FP16's)
       case "$o" in *_amx.c.o) allow='^(vcvtph2ps|vcvtps2ph|vdpbf16ps|vcvtne2?ps2bf16[a-z]*|ldtilecfg|sttilecfg|tilerelease|tilezero|tileloadd(t1)?|tilestored|tdpbf16ps)$' ;; esac
+      # the model's AMX file (qgemm_amx.c): AVX512-VNNI and AMX-TILE / AMX-INT8 (quant_amx_available), not AMX-BF16
+      case "$o" in */src/model/*_amx.c.o) allow='^(vcvtph2ps|vcvtps2ph|ldtilecfg|sttilecfg|tilerelease|tilezero|tileloadd(t1)?|tilestored|tdpb[su][su]d)$' ;; esac
       bad=$(echo "$ins" | awk '{print $1}' | grep -E "$deny" | grep -vE "$allow" | sort | uniq -c)
       ;;
     *)
