@@ -176,29 +176,31 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
 }
 
 /* Q2_K / Q3_K / IQ4_XS: one row x QA_NT tokens, the one-row kernel's operations (k_kx: kx_unpack once a super-block,
- * kx_lanes and kx_acc per token), so bitwise equal */
+ * kx_lanes per token, the sums exact int32s, 8 tokens' one vector, then k_kx's float steps with lane t token t's
+ * chain; D_a from dt, [nb][QA_NT]), so bitwise equal */
 AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride,
-                   const float *da, int64_t dstride, float *y, int64_t ldy, int ntv) {
+                   const float *dt, float *y, int64_t ldy, int ntv) {
     const size_t bb = ggml_row_size(TYPE, 256);
-    QA_ACC_DECL;
+    __m256 acc = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
         kx_block k;
         kx_unpack(TYPE, w, &k);
-        const __m256 dv = _mm256_set1_ps(k.d), dminv = _mm256_set1_ps(k.dmin);
         const int8_t *qb = qa + sb * 256;
-        const float *db = da + sb * 8;
-#define KX_STEP(t, acc)                                                                                          \
-    {                                                                                                            \
-        __m256i is, ms;                                                                                          \
-        kx_lanes(TYPE, &k, qb + (t) * qstride, &is, &ms);                                                        \
-        const __m256 dat = _mm256_broadcast_ss(db + (t) * dstride);                                              \
-        acc = kx_acc(TYPE, acc, is, ms, _mm256_mul_ps(dv, dat), _mm256_mul_ps(dminv, dat));                      \
-    }
-        QA_T8(KX_STEP)
+        __m256i is0, is1, is2, is3, is4, is5, is6, is7, ms0, ms1, ms2, ms3, ms4, ms5, ms6, ms7;
+#define KX_STEP(t, is, ms) kx_lanes(TYPE, &k, qb + (t) * qstride, &is, &ms);
+        KX_STEP(0, is0, ms0) KX_STEP(1, is1, ms1) KX_STEP(2, is2, ms2) KX_STEP(3, is3, ms3)
+        KX_STEP(4, is4, ms4) KX_STEP(5, is5, ms5) KX_STEP(6, is6, ms6) KX_STEP(7, is7, ms7)
 #undef KX_STEP
+        const __m256 dat = _mm256_loadu_ps(dt + sb * 8 * QA_NT);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
+                              _mm256_mul_ps(_mm256_set1_ps(k.d), dat), acc);
+        if (TYPE == GGML_Q2_K)
+            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(ms0, ms1, ms2, ms3, ms4, ms5, ms6, ms7)),
+                                   _mm256_mul_ps(_mm256_set1_ps(k.dmin), dat), acc);
     }
-    QA_HSUMS(h);
-    for (int t = 0; t < ntv; t++) y[t * ldy] = h[t];
+    float a8[QA_NT];
+    _mm256_storeu_ps(a8, acc);
+    for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t];
 }
 
 static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
@@ -215,13 +217,13 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
     /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
-     * each token group's s transposed to [nb][QA_NT]; Q4_K / Q5_K / Q6_K: its d (D_a) too */
+     * each token group's s transposed to [nb][QA_NT]; the K-quants and IQ4_XS: its d (D_a) too */
     float *mo = NULL, *st = NULL, *dt = NULL;
-    if (q45 || kq || q6k) {
+    if (q45 || kq || q6k || kx) {
         mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
         st = malloc((size_t)nb * QA_NT * sizeof(float));
-        dt = kq || q6k ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
-        if ((q45 && !mo) || !st || ((kq || q6k) && !dt)) {
+        dt = kq || q6k || kx ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
+        if ((q45 && !mo) || !st || ((kq || q6k || kx) && !dt)) {
             free(mo);
             free(st);
             free(dt);
@@ -282,9 +284,9 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
-            case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
-            case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
-            case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, cols / 256, qa, cols, da, nb, yr, ldy, ntv); break;
+            case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
+            case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
+            case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
             default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, dt, yr, ldy, ntv); break;
             }
         }
@@ -441,15 +443,55 @@ AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, 
     for (int r = 0; r < nvalid; r++) y[r] = o[r];
 }
 
-/* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K and, where
- * QG_TILES_Q8_Q4 is 1, Q4_0 (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. Q4_K /
- * Q5_K / Q6_K since session 73, whose one exact int32 a super-block makes the 4 rows' conversions one vector (before,
+/* Q2_K / Q3_K / IQ4_XS: one token x QV_NR weight rows, k_kx's operations per row (bitwise), the rows' sums reduced
+ * together (lane r: row r); rows ~16 KB ahead prefetched as in qv_tile. */
+AI void qv_tile_kx(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
+                   float *y, int nvalid) {
+    const size_t bb = ggml_row_size(TYPE, 256);
+    const uint8_t *wr[QV_NR];
+    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    __m128 acc = _mm_setzero_ps();
+    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
+    const char *pf = (const char *)w + (size_t)pfr * rb;
+    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        __m256i is[QV_NR], ms[QV_NR];
+        float dw[QV_NR], dmw[QV_NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < QV_NR; r++) {
+            kx_block k;
+            kx_unpack(TYPE, wr[r] + (size_t)sb * bb, &k);
+            kx_lanes(TYPE, &k, qa + sb * 256, &is[r], &ms[r]);
+            dw[r] = k.d;
+            dmw[r] = k.dmin;
+        }
+        const __m128 Da = _mm_set1_ps(da[sb * 8]);
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))),
+                           _mm_mul_ps(_mm_loadu_ps(dw), Da), acc);
+        if (TYPE == GGML_Q2_K) {
+            const __m256i hm = _mm256_hadd_epi32(_mm256_hadd_epi32(ms[0], ms[1]), _mm256_hadd_epi32(ms[2], ms[3]));
+            acc = _mm_fnmadd_ps(
+                _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(hm), _mm256_extracti128_si256(hm, 1))),
+                _mm_mul_ps(_mm_loadu_ps(dmw), Da), acc);
+        }
+    }
+    float o[QV_NR];
+    _mm_storeu_ps(o, acc);
+    for (int r = 0; r < nvalid; r++) y[r] = o[r];
+}
+
+/* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1, the K-quants, IQ4_XS and, where
+ * QG_TILES_Q8_Q4 is 1, Q4_0 (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. The
+ * K-quants and IQ4_XS since session 73, whose one exact int32 a super-block makes the 4 rows' conversions one vector (before,
  * the same 4-row tile ran them no faster: bench/qmm_rate.c, 1 token, 5-7 GMAC/s either way). On AVX-512 CPUs these 256-bit tiles replaced the 2-rows-a-zmm decode of Q4_1 / Q8_0
  * (session 72, Sapphire Rapids, 1 token: Q4_1 1.3x, Q8_0 1.1x; the AVX2 build of the same tiles had outrun it). */
 static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int q45 = (QG_TILES_Q8_Q4 && type == GGML_Q4_0) || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
-    const int kq = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
+    const int kq = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K || type == GGML_Q2_K ||
+                   type == GGML_Q3_K || type == GGML_IQ4_XS;
     if ((type != GGML_Q8_0 && !q45 && !kq) || cols % (kq ? 256 : QK) || r1 <= r0 || ntok <= 0) return 0;
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK;
@@ -470,6 +512,9 @@ static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q4_K: qv_tile_k(0, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
             case GGML_Q5_K: qv_tile_k(1, wr, rb, cols / 256, qa, da, sa, yr, nv); break;
             case GGML_Q6_K: qv_tile_q6k(wr, rb, cols / 256, qa, da, yr, nv); break;
+            case GGML_Q2_K: qv_tile_kx(GGML_Q2_K, wr, rb, cols / 256, qa, da, yr, nv); break;
+            case GGML_Q3_K: qv_tile_kx(GGML_Q3_K, wr, rb, cols / 256, qa, da, yr, nv); break;
+            case GGML_IQ4_XS: qv_tile_kx(GGML_IQ4_XS, wr, rb, cols / 256, qa, da, yr, nv); break;
             default: qv_tile(GGML_Q5_1, wr, rb, nb, qa, da, sa, yr, nv); break;
             }
         }

@@ -111,7 +111,7 @@ AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
  * mins mn[b]) and each token's int32 lanes come from kx_lanes, which the one-row kernels and the prefill tiles
  * (qgemm_x86_tiles.h) share, so the two are bitwise equal. Q2_K: 16-value sub-blocks, one a 128-bit half of the
  * block's scale vector (kq_bcast16); the 2-bit values unsigned; its mins times the activations' 16-value sums in int32
- * too (dpsc with ones); acc = fma(lanes, d D_a, acc) then acc = acc - min lanes x dmin D_a (fnmadd). Q3_K: the value
+ * too (dpsc with ones). Q3_K: the value
  * q + 4 h - 4 (-4..3) signed, its magnitude against the activation with its sign (as Q6_K), 16-value scales minus 32.
  * IQ4_XS: 8 blocks of 32 table values, each with a 6-bit scale minus 32 (kq_bcast8); magnitudes against signed
  * activations (vpmaddubsw's pairs at most 2 x 127 x 127 < 32768). */
@@ -201,18 +201,15 @@ AI void kx_lanes(const uint32_t TYPE, const kx_block *k, const int8_t *a, __m256
     *ms = m;
 }
 
-/* acc + the super-block's share: fma(lanes, d D_a), and for Q2_K minus min lanes x dmin D_a (dv, dminv: d D_a and
- * dmin D_a in every lane) */
-AI __m256 kx_acc(const uint32_t TYPE, __m256 acc, __m256i is, __m256i ms, __m256 dv, __m256 dminv) {
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), dv, acc);
-    if (TYPE == GGML_Q2_K) acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), dminv, acc);
-    return acc;
-}
-
+/* The super-block's lanes summed to exact int32s (isum; Q2_K's min sum msum: |msum| <= 16 x 15 x 16 x 127, isum at
+ * most 8 x 32 x 32 x 127 x 127 < 2^31 for IQ4_XS), then per (row, token) a scalar chain as the other K-quants':
+ * acc = fma((float)isum, d * D_a, acc), and for Q2_K acc = fma(-(float)msum, dmin * D_a, acc), in super-block order;
+ * out = acc. The prefill tiles (8 tokens' sums one vector), the decode tiles (4 rows') and the AMX-INT8 tiles
+ * (qgemm_amx.c) compute the same. */
 AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const int8_t *const *qa, const float *const *da,
              float *out) {
-    __m256 acc[8];
-    for (int t = 0; t < NA; t++) acc[t] = _mm256_setzero_ps();
+    float acc[8];
+    for (int t = 0; t < NA; t++) acc[t] = 0.f;
     const size_t bb = ggml_row_size(TYPE, 256);
     for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
         kx_block k;
@@ -221,10 +218,11 @@ AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const i
             __m256i is, ms;
             kx_lanes(TYPE, &k, qa[t] + sb * 256, &is, &ms);
             const float Da = da[t][sb * 8];
-            acc[t] = kx_acc(TYPE, acc[t], is, ms, _mm256_set1_ps(k.d * Da), _mm256_set1_ps(k.dmin * Da));
+            acc[t] = kq_fma((float)qx_hsum256_epi32(is), k.d * Da, acc[t]);
+            if (TYPE == GGML_Q2_K) acc[t] = kq_fma(-(float)qx_hsum256_epi32(ms), k.dmin * Da, acc[t]);
         }
     }
-    for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
+    for (int t = 0; t < NA; t++) out[t] = acc[t];
 }
 
 /* ---- Q4_K, Q5_K, Q6_K on QACT_Q8_K activations ----
