@@ -43,6 +43,25 @@ static void put_f16(uint8_t *p, float v) {
 static void fill_rows(uint32_t type, uint8_t *w, int64_t rows, int64_t cols, int extreme, unsigned long long *rng) {
     const size_t bb = ggml_row_size(type, 256), nsb = (size_t)(cols / 256);
     const uint8_t fill = type == GGML_Q6_K ? 0x00 : 0xFF;
+    if (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_IQ4_XS) { /* extremes as random codes, then d */
+        for (size_t i = 0; i < (size_t)rows * nsb * bb; i++) w[i] = (uint8_t)h_rng_next(rng);
+        for (size_t b = 0; b < (size_t)rows * nsb; b++) {
+            uint8_t *x = w + b * bb;
+            if (extreme && type == GGML_Q3_K) { /* every scale -32 (6-bit 0), every value -4 (no high bit, low 0) */
+                memset(x, 0, 96);
+                memset(x + 96, 0, 12);
+            }
+            if (extreme && type == GGML_IQ4_XS) { /* every scale -32, every value -127 */
+                memset(x + 2, 0, 6);
+                memset(x + 8, 0, 128);
+            }
+            if (extreme && type == GGML_Q2_K) memset(x, 0xFF, 80); /* scales / mins 15, values 3 */
+            const size_t off = type == GGML_Q2_K ? 80 : type == GGML_Q3_K ? 108 : 0;
+            put_f16(x + off, (float)(0.0005 + 0.004 * h_uniform(rng)));
+            if (type == GGML_Q2_K) put_f16(x + 82, (float)(0.0002 + 0.002 * h_uniform(rng)));
+        }
+        return;
+    }
     for (size_t i = 0; i < (size_t)rows * nsb * bb; i++) w[i] = extreme ? fill : (uint8_t)h_rng_next(rng);
     for (size_t b = 0; b < (size_t)rows * nsb; b++) {
         uint8_t *x = w + b * bb;
@@ -125,8 +144,10 @@ int main(void) {
     CHECK(quant_amx_takes_emu(GGML_Q4_K, 256, 16) && quant_amx_takes_emu(GGML_Q5_K, 4096, 300) &&
           quant_amx_takes_emu(GGML_Q6_K, 512, 17), "Q4_K / Q5_K / Q6_K taken");
     CHECK(!quant_amx_takes_emu(GGML_Q4_K, 256, 15), "fewer than 16 tokens taken");
+    CHECK(quant_amx_takes_emu(GGML_Q2_K, 256, 16) && quant_amx_takes_emu(GGML_Q3_K, 256, 16) &&
+          quant_amx_takes_emu(GGML_IQ4_XS, 256, 16), "Q2_K / Q3_K / IQ4_XS taken");
     CHECK(!quant_amx_takes_emu(GGML_Q8_0, 256, 64) && !quant_amx_takes_emu(GGML_Q4_0, 256, 64) &&
-          !quant_amx_takes_emu(GGML_Q3_K, 256, 64), "other types taken");
+          !quant_amx_takes_emu(GGML_IQ4_NL, 256, 64), "other types taken");
     CHECK(!quant_amx_takes_emu(GGML_Q4_K, 288, 64) && !quant_amx_takes_emu(GGML_Q4_K, 0, 64), "partial super-blocks");
 
     const int real = quant_amx_available();
@@ -138,8 +159,8 @@ int main(void) {
         {20, 512, 18, 0, 20, 1, 0},   {18, 512, 35, 0, 18, 0, 1},
     };
     const int nc = (int)(sizeof cases / sizeof cases[0]);
-    const uint32_t types[3] = {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K};
-    for (int ty = 0; ty < 3; ty++) {
+    const uint32_t types[6] = {GGML_Q4_K, GGML_Q5_K, GGML_Q6_K, GGML_Q2_K, GGML_Q3_K, GGML_IQ4_XS};
+    for (int ty = 0; ty < 6; ty++) {
         const uint32_t type = types[ty];
         for (int c = 0; c < nc; c++) {
             run_case("emulated", quant_amx_pack_act_emu, quant_gemm_amx_emu, type, cases[c].rows, cases[c].cols,

@@ -45,6 +45,10 @@
 #include <stdatomic.h>
 
 #include "cpu_x86.h"
+#include "quant_x86.h"
+#define AI __attribute__((always_inline)) static inline
+#include "quant_avx512_ops.h" /* ld, dp, dpsc: the one-row kernels' own */
+#include "quant_x86_kern.h"   /* kx_unpack: the row kernels' reading of Q2_K / Q3_K / IQ4_XS */
 #endif
 
 enum {
@@ -59,7 +63,9 @@ enum {
 static size_t tile_bytes(int64_t cols) { return (size_t)(16 * cols + 320 * (cols / 256)); }
 
 int quant_amx_takes(uint32_t type, int64_t cols, int64_t ntok) {
-    return (type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K) && cols > 0 && cols % 256 == 0 && cols <= (1 << 24) &&
+    return (type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K || type == GGML_Q2_K || type == GGML_Q3_K ||
+            type == GGML_IQ4_XS) &&
+           cols > 0 && cols % 256 == 0 && cols <= (1 << 24) &&
            ntok >= QUANT_AMX_MIN_TOKENS;
 }
 
@@ -117,6 +123,74 @@ static void q6_unpack_step(const uint8_t *x, int g, const int16_t h[3][16], int8
         const uint8_t L = x[64 * n + 32 * half + l], H = x[128 + 32 * n + l];
         const int q = (hi ? L >> 4 : L & 0xF) | (((H >> (2 * (2 * hi + half))) & 3) << 4);
         for (int lv = 0; lv < 3; lv++) v[lv][k] = (int8_t)((q - 32) * h[lv][4 * g + k / 16]);
+    }
+}
+
+/* Q2_K / Q3_K / IQ4_XS: a row's super-block x as its two planes of 256 bytes: Q2_K the values times their 16-value
+ * scales (0..45) and the mins (0..15), unsigned; Q3_K / IQ4_XS w = value x scale (|w| <= 128 / 4064) as
+ * w = 64 p1 + p0 with p0 in -32..31, signed (ggml's block definitions, as kx_unpack reads them); and d / dmin */
+static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+    int16_t w[256];
+    uint16_t h16;
+    if (type == GGML_Q2_K) {
+        for (int v = 0; v < 256; v++) {
+            const int n = v >> 7, j = (v >> 5) & 3, l = v & 31, sc = x[v >> 4];
+            w[v] = (int16_t)(((x[16 + 32 * n + l] >> (2 * j)) & 3) * (sc & 0xF));
+            pl1[v] = (uint8_t)(sc >> 4);
+        }
+        memcpy(&h16, x + 80, 2);
+        *d = mdl_f16_to_f32(h16);
+        memcpy(&h16, x + 82, 2);
+        *dmin = mdl_f16_to_f32(h16);
+        for (int v = 0; v < 256; v++) pl0[v] = (uint8_t)w[v];
+        return;
+    }
+    if (type == GGML_Q3_K) {
+        uint32_t a0, a1, tt;
+        memcpy(&a0, x + 96, 4);
+        memcpy(&a1, x + 100, 4);
+        memcpy(&tt, x + 104, 4);
+        const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
+        const uint32_t aux[4] = {(a0 & k2) | ((tt & k1) << 4), (a1 & k2) | (((tt >> 2) & k1) << 4),
+                                 ((a0 >> 4) & k2) | (((tt >> 4) & k1) << 4), ((a1 >> 4) & k2) | (((tt >> 6) & k1) << 4)};
+        for (int v = 0; v < 256; v++) {
+            const int n = v >> 7, j = (v >> 5) & 3, l = v & 31, i = v >> 4;
+            const int q = ((x[32 + 32 * n + l] >> (2 * j)) & 3) - ((x[l] >> (4 * n + j)) & 1 ? 0 : 4);
+            w[v] = (int16_t)(q * ((int)((aux[i / 4] >> (8 * (i % 4))) & 0xFF) - 32));
+        }
+        memcpy(&h16, x + 108, 2);
+    } else { /* IQ4_XS */
+        uint16_t sh;
+        memcpy(&sh, x + 2, 2);
+        for (int v = 0; v < 256; v++) {
+            const int ib = v >> 5, l = v & 15, hi = (v >> 4) & 1;
+            const int ls = ((x[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+            const uint8_t b = x[8 + 16 * ib + l];
+            w[v] = (int16_t)(quant_iq4nl_values[hi ? b >> 4 : b & 0xF] * (ls - 32));
+        }
+        memcpy(&h16, x, 2);
+    }
+    *d = mdl_f16_to_f32(h16);
+    *dmin = 0.f;
+    for (int v = 0; v < 256; v++) {
+        const int p0 = ((w[v] + 32) & 63) - 32;
+        pl0[v] = (uint8_t)(int8_t)p0;
+        pl1[v] = (uint8_t)(int8_t)((w[v] - p0) / 64);
+    }
+}
+
+static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
+                        float *acc) {
+    for (int t = 0; t < 16; t++) {
+        if (type == GGML_Q2_K) {
+            const float dd = dw * Da[t], dm = dmw * Da[t];
+            acc[t] = fmaf((float)c0[t], dd, acc[t]);
+            acc[t] = fmaf(-(float)c1[t], dm, acc[t]);
+        } else {
+            const int32_t is = c1[t] * 64 + c0[t];
+            const float dd = dw * Da[t];
+            acc[t] = fmaf((float)is, dd, acc[t]);
+        }
     }
 }
 
@@ -217,6 +291,55 @@ static void q6_unpack_step(const uint8_t *x, int g, const int16_t h[3][16], int8
                                                  _mm512_mullo_epi16(vodd, m));
         _mm512_storeu_si512(out[lv], r);
     }
+}
+
+/* 32 int16 products (two 16-lane halves, in value order) into the planes' 32 bytes each */
+static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, __m256i m0, __m256i m1, uint8_t *pl0, uint8_t *pl1) {
+    if (type == GGML_Q2_K) { /* the values x scales and the mins as they are (both < 128) */
+        _mm256_storeu_si256((__m256i *)(void *)pl0, _mm256_permute4x64_epi64(_mm256_packs_epi16(w0, w1), 0xD8));
+        _mm256_storeu_si256((__m256i *)(void *)pl1, _mm256_permute4x64_epi64(_mm256_packs_epi16(m0, m1), 0xD8));
+        return;
+    }
+    const __m256i c32 = _mm256_set1_epi16(32), c63 = _mm256_set1_epi16(63);
+    const __m256i p00 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(w0, c32), c63), c32);
+    const __m256i p01 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(w1, c32), c63), c32);
+    const __m256i p10 = _mm256_srai_epi16(_mm256_sub_epi16(w0, p00), 6), p11 = _mm256_srai_epi16(_mm256_sub_epi16(w1, p01), 6);
+    _mm256_storeu_si256((__m256i *)(void *)pl0, _mm256_permute4x64_epi64(_mm256_packs_epi16(p00, p01), 0xD8));
+    _mm256_storeu_si256((__m256i *)(void *)pl1, _mm256_permute4x64_epi64(_mm256_packs_epi16(p10, p11), 0xD8));
+}
+
+static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+    kx_block k;
+    switch (type) { /* constant TYPE for kx_unpack's instances */
+    case GGML_Q2_K: kx_unpack(GGML_Q2_K, x, &k); break;
+    case GGML_Q3_K: kx_unpack(GGML_Q3_K, x, &k); break;
+    default: kx_unpack(GGML_IQ4_XS, x, &k); break;
+    }
+    *d = k.d;
+    *dmin = k.dmin;
+    for (int b = 0; b < 8; b++) {
+        /* the block's values (Q2_K unsigned, else signed) as int16 halves; its scales as kq_bcast16 / kq_bcast8 laid
+         * them out (int16 lanes 0-7: the first 16 values' scale, 8-15: the second's) */
+        const __m256i v = type == GGML_Q2_K ? k.u[b] : k.sg[b];
+        const __m256i v0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), v1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
+        const __m256i s0 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x00), s1 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x11);
+        const __m256i m0 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x00), m1 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x11);
+        kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), m0, m1, pl0 + 32 * b, pl1 + 32 * b);
+    }
+}
+
+static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
+                        float *acc) {
+    const __m512 da = _mm512_loadu_ps(Da);
+    __m512 a = _mm512_loadu_ps(acc);
+    if (type == GGML_Q2_K) {
+        a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(c0)), _mm512_mul_ps(_mm512_set1_ps(dw), da), a);
+        a = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(c1)), _mm512_mul_ps(_mm512_set1_ps(dmw), da), a);
+    } else {
+        const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(c1), 6), _mm512_loadu_si512(c0));
+        a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), da), a);
+    }
+    _mm512_storeu_ps(acc, a);
 }
 
 static void post_row6(const int32_t *c0, const int32_t *c1, const int32_t *c2, const float *Da, float dw, float *acc) {
@@ -444,10 +567,97 @@ static int gemm_q6k(const void *w, int64_t r0, int64_t r1, int64_t cols, const v
     return 1;
 }
 
+/* Q2_K / Q3_K / IQ4_XS: a panel's super-block as two planes [plane][row][256] and the rows' d / dmin */
+typedef struct {
+    uint8_t pl[2][16][256];
+    float dw[16], dmw[16];
+} qamx_panel_kx;
+
+/* two panels a pass as Q4_K's loop: tiles 0-3 the accumulators (panel p: 2p plane 0, 2p + 1 plane 1), 4 the
+ * activations, 5-7 the weights; Q2_K's planes unsigned (TDPBUSD), Q3_K / IQ4_XS's signed (TDPBSSD) */
+static int gemm_kx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,
+                   float *y, int64_t ldy) {
+    const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols), bb = ggml_row_size(type, 256);
+    const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
+    const size_t pan = sizeof(qamx_panel_kx) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
+    const size_t accs = (size_t)QAMX_NP * QAMX_TG * 256 * sizeof(float);
+    uint8_t *mem = malloc(pan + cbs + accs); /* every access unaligned-safe */
+    if (!mem) return 0;
+    qamx_panel_kx *P = (qamx_panel_kx *)(void *)mem;
+    int32_t *cb = (int32_t *)(void *)(mem + pan);
+    float *accb = (float *)(void *)(mem + pan + cbs);
+    const int uns = type == GGML_Q2_K;
+    tiles_begin();
+    for (int64_t p0 = r0; p0 < r1; p0 += QAMX_NP * QAMX_R) {
+        int nvp[QAMX_NP], np = 0;
+        for (int p = 0; p < QAMX_NP && p0 + p * QAMX_R < r1; p++, np++)
+            nvp[p] = r1 - (p0 + p * QAMX_R) < QAMX_R ? (int)(r1 - (p0 + p * QAMX_R)) : QAMX_R;
+        for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
+            const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
+            memset(accb, 0, accs);
+            prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + np * QAMX_R < r1 ? p0 + np * QAMX_R : r1);
+            for (int64_t sb = 0; sb < nsb; sb++) {
+                for (int p = 0; p < np; p++)
+                    for (int n = 0; n < QAMX_R; n++) {
+                        if (n >= nvp[p]) {
+                            memset(P[p].pl[0][n], 0, 256);
+                            memset(P[p].pl[1][n], 0, 256);
+                            P[p].dw[n] = P[p].dmw[n] = 0.f;
+                            continue;
+                        }
+                        const uint8_t *x = (const uint8_t *)w + (size_t)(p0 + p * QAMX_R + n) * rb + (size_t)sb * bb;
+                        kx_planes(type, x, P[p].pl[0][n], P[p].pl[1][n], &P[p].dw[n], &P[p].dmw[n]);
+                    }
+                for (int i = 0; i < ng; i++) {
+                    const uint8_t *base = (const uint8_t *)packed + (size_t)(g0 + i) * tb;
+                    const int8_t *qv = (const int8_t *)base + sb * 4 * 1024;
+                    const float *Da = (const float *)(const void *)(base + 16 * cols) + sb * 16;
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    for (int g = 0; g < 4; g++) {
+                        _tile_loadd(4, qv + g * 1024, 64);
+                        _tile_loadd(5, P[0].pl[0][0] + 64 * g, 256);
+                        if (uns) _tile_dpbusd(0, 5, 4);
+                        else _tile_dpbssd(0, 5, 4);
+                        _tile_loadd(6, P[0].pl[1][0] + 64 * g, 256);
+                        if (uns) _tile_dpbusd(1, 6, 4);
+                        else _tile_dpbssd(1, 6, 4);
+                        if (np > 1) {
+                            _tile_loadd(7, P[1].pl[0][0] + 64 * g, 256);
+                            if (uns) _tile_dpbusd(2, 7, 4);
+                            else _tile_dpbssd(2, 7, 4);
+                            _tile_loadd(5, P[1].pl[1][0] + 64 * g, 256);
+                            if (uns) _tile_dpbusd(3, 5, 4);
+                            else _tile_dpbssd(3, 5, 4);
+                        }
+                    }
+                    _tile_stored(0, cb, 64);
+                    _tile_stored(1, cb + 256, 64);
+                    if (np > 1) {
+                        _tile_stored(2, cb + 512, 64);
+                        _tile_stored(3, cb + 768, 64);
+                    }
+                    for (int p = 0; p < np; p++)
+                        for (int n = 0; n < nvp[p]; n++)
+                            post_row_kx(type, cb + (2 * p) * 256 + n * 16, cb + (2 * p + 1) * 256 + n * 16, Da,
+                                        P[p].dw[n], P[p].dmw[n], accb + ((size_t)(p * QAMX_TG + i) * 16 + (size_t)n) * 16);
+                }
+            }
+            write_out(accb, NULL, np, nvp, g0, ng, ntok, p0, y, ldy);
+        }
+    }
+    _tile_release();
+    free(mem);
+    return 1;
+}
+
 int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                    int64_t ntok, float *y, int64_t ldy) {
     if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
     if (type == GGML_Q6_K) return gemm_q6k(w, r0, r1, cols, packed, ntok, y, ldy);
+    if (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_IQ4_XS) return gemm_kx(type, w, r0, r1, cols, packed, ntok, y, ldy);
     const int five = type == GGML_Q5_K;
     const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols);
     const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
