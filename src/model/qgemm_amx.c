@@ -104,31 +104,10 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
     }
 }
 
-/* Q6_K: a sub-block scale sc (-128..127) as sc = 64 h2 + 8 h1 + h0 with digits in -3..4, so that (q - 32) x digit
- * fits a signed byte (-128..124) */
-static void q6_digits(const int8_t *sc16, int16_t h[3][16]) {
-    for (int j = 0; j < 16; j++) {
-        const int sc = sc16[j], h0 = ((sc + 3) & 7) - 3, s1 = (sc - h0) / 8, h1 = ((s1 + 3) & 7) - 3;
-        h[0][j] = (int16_t)h0, h[1][j] = (int16_t)h1, h[2][j] = (int16_t)((s1 - h1) / 8);
-    }
-}
-
-/* Q6_K: one row's step g (values 64g..64g + 63 of the super-block at x, sub-blocks 4g..4g + 3), q - 32 times each
- * sub-block's digit of each level into v[level] */
-static void q6_unpack_step(const uint8_t *x, int g, const int16_t h[3][16], int8_t *v0, int8_t *v1, int8_t *v2) {
-    int8_t *v[3] = {v0, v1, v2};
-    const int n = g >> 1, hi = g & 1;
-    for (int k = 0; k < 64; k++) {
-        const int l = k & 31, half = k >> 5; /* ql[64n + 32 half + l], qh[32n + l] bits 2 (2 hi + half) */
-        const uint8_t L = x[64 * n + 32 * half + l], H = x[128 + 32 * n + l];
-        const int q = (hi ? L >> 4 : L & 0xF) | (((H >> (2 * (2 * hi + half))) & 3) << 4);
-        for (int lv = 0; lv < 3; lv++) v[lv][k] = (int8_t)((q - 32) * h[lv][4 * g + k / 16]);
-    }
-}
-
-/* Q2_K / Q3_K / IQ4_XS: a row's super-block x as its two planes of 256 bytes: Q2_K the values times their 16-value
- * scales (0..45) and the mins (0..15), unsigned; Q3_K / IQ4_XS w = value x scale (|w| <= 128 / 4064) as
- * w = 64 p1 + p0 with p0 in -32..31, signed (ggml's block definitions, as kx_unpack reads them); and d / dmin */
+/* Q2_K / Q3_K / Q6_K / IQ4_XS: a row's super-block x as its two planes of 256 bytes: Q2_K the values times their
+ * 16-value scales (0..45) and the mins (0..15), unsigned; the others w = value x scale (|w| <= 128 / 4096 / 4064)
+ * as w = 64 p1 + p0 with p0 in -32..31 (p1 in -64..64), signed (ggml's block definitions, as kx_unpack / q6k_signed
+ * read them); and d / dmin */
 static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
     int16_t w[256];
     uint16_t h16;
@@ -159,6 +138,14 @@ static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl
             w[v] = (int16_t)(q * ((int)((aux[i / 4] >> (8 * (i % 4))) & 0xFF) - 32));
         }
         memcpy(&h16, x + 108, 2);
+    } else if (type == GGML_Q6_K) { /* (q - 32) x the 16-value scale; q from ql's nibble and qh's two bits */
+        for (int v = 0; v < 256; v++) {
+            const int n = v >> 7, k = (v >> 5) & 3, l = v & 31;
+            const uint8_t L = x[64 * n + 32 * (k & 1) + l];
+            const int q = (k >= 2 ? L >> 4 : L & 0xF) | (((x[128 + 32 * n + l] >> (2 * k)) & 3) << 4);
+            w[v] = (int16_t)((q - 32) * (int8_t)x[192 + (v >> 4)]);
+        }
+        memcpy(&h16, x + 208, 2);
     } else { /* IQ4_XS */
         uint16_t sh;
         memcpy(&sh, x + 2, 2);
@@ -191,14 +178,6 @@ static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, con
             const float dd = dw * Da[t];
             acc[t] = fmaf((float)is, dd, acc[t]);
         }
-    }
-}
-
-static void post_row6(const int32_t *c0, const int32_t *c1, const int32_t *c2, const float *Da, float dw, float *acc) {
-    for (int t = 0; t < 16; t++) {
-        const int32_t is = c2[t] * 64 + c1[t] * 8 + c0[t];
-        const float dd = dw * Da[t];
-        acc[t] = fmaf((float)is, dd, acc[t]);
     }
 }
 
@@ -252,47 +231,6 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
     _mm512_storeu_si512(lo, _mm512_mullo_epi16(x, ml));
 }
 
-static void q6_digits(const int8_t *sc16, int16_t h[3][16]) {
-    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)sc16));
-    const __m256i c3 = _mm256_set1_epi16(3), c7 = _mm256_set1_epi16(7);
-    const __m256i h0 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(sc, c3), c7), c3);
-    const __m256i s1 = _mm256_srai_epi16(_mm256_sub_epi16(sc, h0), 3); /* exact: sc - h0 is a multiple of 8 */
-    const __m256i h1 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(s1, c3), c7), c3);
-    _mm256_storeu_si256((__m256i *)(void *)h[0], h0);
-    _mm256_storeu_si256((__m256i *)(void *)h[1], h1);
-    _mm256_storeu_si256((__m256i *)(void *)h[2], _mm256_srai_epi16(_mm256_sub_epi16(s1, h1), 3));
-}
-
-static void q6_unpack_step(const uint8_t *x, int g, const int16_t h[3][16], int8_t *v0, int8_t *v1, int8_t *v2) {
-    const int n = g >> 1, hi = g & 1;
-    const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
-    const __m256i L0 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64 * n));
-    const __m256i L1 = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64 * n + 32));
-    const __m256i H = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(x + 128 + 32 * n)), 4 * hi);
-    const __m256i a = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4 * hi), m4),
-                                      _mm256_slli_epi16(_mm256_and_si256(H, m3), 4));
-    const __m256i b = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4 * hi), m4),
-                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), m3), 4));
-    const __m512i v = _mm512_sub_epi8(_mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1), _mm512_set1_epi8(32));
-    const __m512i vodd = _mm512_and_si512(v, _mm512_set1_epi16((short)0xFF00));
-    /* int16 lane l (bytes 2l, 2l + 1): sub-block 4g + l / 8's digit */
-    const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(4 * g)),
-                                         _mm512_srli_epi16(_mm512_setr_epi32(0x00010000, 0x00030002, 0x00050004,
-                                                                             0x00070006, 0x00090008, 0x000b000a,
-                                                                             0x000d000c, 0x000f000e, 0x00110010,
-                                                                             0x00130012, 0x00150014, 0x00170016,
-                                                                             0x00190018, 0x001b001a, 0x001d001c,
-                                                                             0x001f001e), 3));
-    int8_t *out[3] = {v0, v1, v2};
-    for (int lv = 0; lv < 3; lv++) {
-        const __m512i m = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)h[lv])));
-        /* the even byte's product is the low byte of the lane's product, the odd byte's the high byte of (odd << 8)'s */
-        const __m512i r = _mm512_mask_blend_epi8((__mmask64)0xAAAAAAAAAAAAAAAAull, _mm512_mullo_epi16(v, m),
-                                                 _mm512_mullo_epi16(vodd, m));
-        _mm512_storeu_si512(out[lv], r);
-    }
-}
-
 /* 32 int16 products (two 16-lane halves, in value order) into the planes' 32 bytes each */
 static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, __m256i m0, __m256i m1, uint8_t *pl0, uint8_t *pl1) {
     if (type == GGML_Q2_K) { /* the values x scales and the mins as they are (both < 128) */
@@ -313,6 +251,12 @@ static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl
     switch (type) { /* constant TYPE for kx_unpack's instances */
     case GGML_Q2_K: kx_unpack(GGML_Q2_K, x, &k); break;
     case GGML_Q3_K: kx_unpack(GGML_Q3_K, x, &k); break;
+    case GGML_Q6_K: /* k_q6_k's reading: q - 32 signed, the 16-value scales as Q3_K's */
+        kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(x + 192)), k.sc);
+        q6k_signed(x, k.u, k.sg);
+        k.d = qx_h2f(x + 208);
+        k.dmin = 0.f;
+        break;
     default: kx_unpack(GGML_IQ4_XS, x, &k); break;
     }
     *d = k.d;
@@ -340,14 +284,6 @@ static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, con
         a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), da), a);
     }
     _mm512_storeu_ps(acc, a);
-}
-
-static void post_row6(const int32_t *c0, const int32_t *c1, const int32_t *c2, const float *Da, float dw, float *acc) {
-    const __m512i is = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(c2), 6),
-                                                         _mm512_slli_epi32(_mm512_loadu_si512(c1), 3)),
-                                        _mm512_loadu_si512(c0));
-    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), _mm512_loadu_ps(Da)),
-                                          _mm512_loadu_ps(acc)));
 }
 
 static void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
@@ -448,30 +384,6 @@ static void unpack_panel(int five, const uint8_t *w, size_t rb, int nvalid, int6
     }
 }
 
-/* Q6_K: a panel's super-block as 3 digit levels [level][step][row][64] of signed bytes, and the rows' d */
-typedef struct {
-    int8_t v[3][4][16][64];
-    float dw[16];
-} qamx_panel6;
-
-static void unpack_panel6(const uint8_t *w, size_t rb, int nvalid, int64_t sb, qamx_panel6 *P) {
-    for (int n = 0; n < QAMX_R; n++) {
-        if (n >= nvalid) {
-            for (int lv = 0; lv < 3; lv++)
-                for (int g = 0; g < 4; g++) memset(P->v[lv][g][n], 0, 64);
-            P->dw[n] = 0.f;
-            continue;
-        }
-        const uint8_t *x = w + (size_t)n * rb + (size_t)sb * 210;
-        uint16_t h16;
-        memcpy(&h16, x + 208, 2);
-        P->dw[n] = mdl_f16_to_f32(h16);
-        int16_t h[3][16];
-        q6_digits((const int8_t *)(x + 192), h);
-        for (int g = 0; g < 4; g++) q6_unpack_step(x, g, (const int16_t(*)[16])h, P->v[0][g][n], P->v[1][g][n], P->v[2][g][n]);
-    }
-}
-
 typedef struct {
     uint8_t palette, start_row;
     uint8_t reserved[14];
@@ -514,67 +426,14 @@ static void write_out(const float *accb, const float *offb, int np, const int *n
     }
 }
 
-/* Q6_K: one panel a pass; tiles 0-2 the digit levels' accumulators (TDPBSSD: signed weights, signed activations),
- * 4 the activations, 5-7 the levels' weights; isum = 64 C2 + 8 C1 + C0 */
-static int gemm_q6k(const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok, float *y,
-                    int64_t ldy) {
-    const size_t rb = ggml_row_size(GGML_Q6_K, cols), tb = tile_bytes(cols);
-    const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
-    const size_t cbs = 3 * 256 * sizeof(int32_t), accs = (size_t)QAMX_TG * 256 * sizeof(float);
-    uint8_t *mem = malloc(sizeof(qamx_panel6) + cbs + accs); /* every access unaligned-safe */
-    if (!mem) return 0;
-    qamx_panel6 *P = (qamx_panel6 *)(void *)mem;
-    int32_t *cb = (int32_t *)(void *)(mem + sizeof(qamx_panel6));
-    float *accb = (float *)(void *)(mem + sizeof(qamx_panel6) + cbs);
-    tiles_begin();
-    for (int64_t p0 = r0; p0 < r1; p0 += QAMX_R) {
-        const int nv = r1 - p0 < QAMX_R ? (int)(r1 - p0) : QAMX_R;
-        for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
-            const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
-            memset(accb, 0, accs);
-            prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + nv);
-            for (int64_t sb = 0; sb < nsb; sb++) {
-                unpack_panel6((const uint8_t *)w + (size_t)p0 * rb, rb, nv, sb, P);
-                for (int i = 0; i < ng; i++) {
-                    const uint8_t *base = (const uint8_t *)packed + (size_t)(g0 + i) * tb;
-                    const int8_t *qv = (const int8_t *)base + sb * 4 * 1024;
-                    const float *Da = (const float *)(const void *)(base + 16 * cols) + sb * 16;
-                    _tile_zero(0);
-                    _tile_zero(1);
-                    _tile_zero(2);
-                    for (int g = 0; g < 4; g++) {
-                        _tile_loadd(4, qv + g * 1024, 64);
-                        _tile_loadd(5, P->v[0][g][0], 64);
-                        _tile_dpbssd(0, 5, 4);
-                        _tile_loadd(6, P->v[1][g][0], 64);
-                        _tile_dpbssd(1, 6, 4);
-                        _tile_loadd(7, P->v[2][g][0], 64);
-                        _tile_dpbssd(2, 7, 4);
-                    }
-                    _tile_stored(0, cb, 64);
-                    _tile_stored(1, cb + 256, 64);
-                    _tile_stored(2, cb + 512, 64);
-                    for (int n = 0; n < nv; n++)
-                        post_row6(cb + n * 16, cb + 256 + n * 16, cb + 512 + n * 16, Da, P->dw[n],
-                                  accb + ((size_t)i * 16 + (size_t)n) * 16);
-                }
-            }
-            write_out(accb, NULL, 1, &nv, g0, ng, ntok, p0, y, ldy);
-        }
-    }
-    _tile_release();
-    free(mem);
-    return 1;
-}
-
-/* Q2_K / Q3_K / IQ4_XS: a panel's super-block as two planes [plane][row][256] and the rows' d / dmin */
+/* Q2_K / Q3_K / Q6_K / IQ4_XS: a panel's super-block as two planes [plane][row][256] and the rows' d / dmin */
 typedef struct {
     uint8_t pl[2][16][256];
     float dw[16], dmw[16];
 } qamx_panel_kx;
 
 /* two panels a pass as Q4_K's loop: tiles 0-3 the accumulators (panel p: 2p plane 0, 2p + 1 plane 1), 4 the
- * activations, 5-7 the weights; Q2_K's planes unsigned (TDPBUSD), Q3_K / IQ4_XS's signed (TDPBSSD) */
+ * activations, 5-7 the weights; Q2_K's planes unsigned (TDPBUSD), the others' signed (TDPBSSD) */
 static int gemm_kx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,
                    float *y, int64_t ldy) {
     const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols), bb = ggml_row_size(type, 256);
@@ -656,8 +515,7 @@ static int gemm_kx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
 int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                    int64_t ntok, float *y, int64_t ldy) {
     if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
-    if (type == GGML_Q6_K) return gemm_q6k(w, r0, r1, cols, packed, ntok, y, ldy);
-    if (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_IQ4_XS) return gemm_kx(type, w, r0, r1, cols, packed, ntok, y, ldy);
+    if (type != GGML_Q4_K && type != GGML_Q5_K) return gemm_kx(type, w, r0, r1, cols, packed, ntok, y, ldy);
     const int five = type == GGML_Q5_K;
     const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols);
     const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
