@@ -58,6 +58,10 @@ enum {
     QAMX_TG = 16, /* token tiles a group (acc / off buffers: QAMX_NP x QAMX_TG x 2 KB) */
 };
 
+/* a panel plane's bytes a 64-value step (16 rows x 64), and where a row's value v sits from the row's step-0 start */
+#define QAMX_PSTEP 1024
+#define QAMX_POS(v) ((size_t)((v) >> 6) * QAMX_PSTEP + (size_t)((v) & 63))
+
 /* bytes of one packed token tile: the values [cols / 64][16][64], D_a [nsb][16] floats, the block sums as int16
  * pairs [nsb][4][16] int32 */
 static size_t tile_bytes(int64_t cols) { return (size_t)(16 * cols + 320 * (cols / 256)); }
@@ -108,20 +112,20 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
  * 16-value scales (0..45) and the mins (0..15), unsigned; the others w = value x scale (|w| <= 128 / 4096 / 4064)
  * as w = 64 p1 + p0 with p0 in -32..31 (p1 in -64..64), signed (ggml's block definitions, as kx_unpack / q6k_signed
  * read them); and d / dmin */
-static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
     int16_t w[256];
     uint16_t h16;
     if (type == GGML_Q2_K) {
         for (int v = 0; v < 256; v++) {
             const int n = v >> 7, j = (v >> 5) & 3, l = v & 31, sc = x[v >> 4];
             w[v] = (int16_t)(((x[16 + 32 * n + l] >> (2 * j)) & 3) * (sc & 0xF));
-            pl1[v] = (uint8_t)(sc >> 4);
+            pl1[QAMX_POS(v)] = (uint8_t)(sc >> 4);
         }
         memcpy(&h16, x + 80, 2);
         *d = mdl_f16_to_f32(h16);
         memcpy(&h16, x + 82, 2);
         *dmin = mdl_f16_to_f32(h16);
-        for (int v = 0; v < 256; v++) pl0[v] = (uint8_t)w[v];
+        for (int v = 0; v < 256; v++) pl0[QAMX_POS(v)] = (uint8_t)w[v];
         return;
     }
     if (type == GGML_Q3_K) {
@@ -161,12 +165,12 @@ static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl
     *dmin = 0.f;
     for (int v = 0; v < 256; v++) {
         const int p0 = ((w[v] + 32) & 63) - 32;
-        pl0[v] = (uint8_t)(int8_t)p0;
-        pl1[v] = (uint8_t)(int8_t)((w[v] - p0) / 64);
+        pl0[QAMX_POS(v)] = (uint8_t)(int8_t)p0;
+        pl1[QAMX_POS(v)] = (uint8_t)(int8_t)((w[v] - p0) / 64);
     }
 }
 
-static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
+static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
                         float *acc) {
     for (int t = 0; t < 16; t++) {
         if (type == GGML_Q2_K) {
@@ -182,7 +186,7 @@ static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, con
 }
 
 /* the 16 tokens of panel row n: isum from the two accumulators' rows, acc / off updated (k_q45_k's operations) */
-static void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
+static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
                      float dmw, const int32_t mnp[4], float *acc, float *off) {
     for (int t = 0; t < 16; t++) {
         const int32_t is = chi[t] * 8 + clo[t];
@@ -246,7 +250,7 @@ static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, __m256i m0, _
     _mm256_storeu_si256((__m256i *)(void *)pl1, _mm256_permute4x64_epi64(_mm256_packs_epi16(p10, p11), 0xD8));
 }
 
-static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
     kx_block k;
     switch (type) { /* constant TYPE for kx_unpack's instances */
     case GGML_Q2_K: kx_unpack(GGML_Q2_K, x, &k); break;
@@ -268,11 +272,12 @@ static void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl
         const __m256i v0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), v1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
         const __m256i s0 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x00), s1 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x11);
         const __m256i m0 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x00), m1 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x11);
-        kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), m0, m1, pl0 + 32 * b, pl1 + 32 * b);
+        const size_t o = QAMX_POS(32 * b);
+        kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), m0, m1, pl0 + o, pl1 + o);
     }
 }
 
-static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
+static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
                         float *acc) {
     const __m512 da = _mm512_loadu_ps(Da);
     __m512 a = _mm512_loadu_ps(acc);
@@ -286,7 +291,7 @@ static void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, con
     _mm512_storeu_ps(acc, a);
 }
 
-static void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
+static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
                      float dmw, const int32_t mnp[4], float *acc, float *off) {
     const __m512 da = _mm512_loadu_ps(Da);
     const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(chi), 3), _mm512_loadu_si512(clo));
@@ -344,44 +349,28 @@ void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t
         }
 }
 
-/* a panel's super-block sb: rows w (rb bytes apart, nvalid of 16; the rest zero), unpacked into hi / lo
- * [4 steps][16 rows][64], the rows' d / dmin and their mins as int16 pairs */
-typedef struct {
-    uint8_t hi[4][16][64], lo[4][16][64];
-    float dw[16], dmw[16];
-    int32_t mnp[16][4];
-} qamx_panel;
-
-static void unpack_panel(int five, const uint8_t *w, size_t rb, int nvalid, int64_t sb, qamx_panel *P) {
-    const size_t bb = five ? 176 : 144;
-    for (int n = 0; n < QAMX_R; n++) {
-        if (n >= nvalid) {
-            memset(P->hi[0][n], 0, 64), memset(P->hi[1][n], 0, 64), memset(P->hi[2][n], 0, 64), memset(P->hi[3][n], 0, 64);
-            memset(P->lo[0][n], 0, 64), memset(P->lo[1][n], 0, 64), memset(P->lo[2][n], 0, 64), memset(P->lo[3][n], 0, 64);
-            P->dw[n] = P->dmw[n] = 0.f;
-            memset(P->mnp[n], 0, sizeof P->mnp[n]);
-            continue;
+/* Q4_K / Q5_K (five): a row's super-block x as its two planes (values times sc >> 3, times sc & 7), d / dmin and
+ * the mins as int16 pairs */
+static void q45_planes(int five, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin, int32_t mnp[4]) {
+    uint16_t h;
+    memcpy(&h, x, 2);
+    *d = mdl_f16_to_f32(h);
+    memcpy(&h, x + 2, 2);
+    *dmin = mdl_f16_to_f32(h);
+    const uint8_t *sc12 = x + 4, *qh = x + 16, *qs = x + (five ? 48 : 16);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; j++) { /* ggml's get_scale_min_k4 */
+        if (j < 4) {
+            sc[j] = sc12[j] & 63;
+            mn[j] = sc12[j + 4] & 63;
+        } else {
+            sc[j] = (sc12[j + 4] & 0xF) | ((sc12[j - 4] >> 6) << 4);
+            mn[j] = (sc12[j + 4] >> 4) | ((sc12[j] >> 6) << 4);
         }
-        const uint8_t *x = w + (size_t)n * rb + (size_t)sb * bb;
-        uint16_t h;
-        memcpy(&h, x, 2);
-        P->dw[n] = mdl_f16_to_f32(h);
-        memcpy(&h, x + 2, 2);
-        P->dmw[n] = mdl_f16_to_f32(h);
-        const uint8_t *sc12 = x + 4, *qh = x + 16, *qs = x + (five ? 48 : 16);
-        int sc[8], mn[8];
-        for (int j = 0; j < 8; j++) { /* ggml's get_scale_min_k4 */
-            if (j < 4) {
-                sc[j] = sc12[j] & 63;
-                mn[j] = sc12[j + 4] & 63;
-            } else {
-                sc[j] = (sc12[j + 4] & 0xF) | ((sc12[j - 4] >> 6) << 4);
-                mn[j] = (sc12[j + 4] >> 4) | ((sc12[j] >> 6) << 4);
-            }
-        }
-        for (int p = 0; p < 4; p++) P->mnp[n][p] = (int32_t)((uint32_t)mn[2 * p + 1] << 16 | (uint32_t)mn[2 * p]);
-        for (int g = 0; g < 4; g++) unpack_scale(qs, qh, five, g, sc[2 * g], sc[2 * g + 1], P->hi[g][n], P->lo[g][n]);
     }
+    for (int p = 0; p < 4; p++) mnp[p] = (int32_t)((uint32_t)mn[2 * p + 1] << 16 | (uint32_t)mn[2 * p]);
+    for (int g = 0; g < 4; g++)
+        unpack_scale(qs, qh, five, g, sc[2 * g], sc[2 * g + 1], pl0 + g * QAMX_PSTEP, pl1 + g * QAMX_PSTEP);
 }
 
 typedef struct {
@@ -426,26 +415,31 @@ static void write_out(const float *accb, const float *offb, int np, const int *n
     }
 }
 
-/* Q2_K / Q3_K / Q6_K / IQ4_XS: a panel's super-block as two planes [plane][row][256] and the rows' d / dmin */
+/* a panel's super-block: two planes, the rows' d / dmin, Q4_K / Q5_K's mins as int16 pairs. A row's value v of a
+ * plane sits at step v / 64, offset v % 64 (QAMX_PSTEP bytes a step): the unpack functions below write that. */
 typedef struct {
-    uint8_t pl[2][16][256];
+    uint8_t pl[2][4][16][64]; /* [plane][64-value step][row][64]: a step's 16 rows one tile at a 64-byte stride */
     float dw[16], dmw[16];
-} qamx_panel_kx;
+    int32_t mnp[16][4];
+} qamx_panel;
 
-/* two panels a pass as Q4_K's loop: tiles 0-3 the accumulators (panel p: 2p plane 0, 2p + 1 plane 1), 4 the
- * activations, 5-7 the weights; Q2_K's planes unsigned (TDPBUSD), the others' signed (TDPBSSD) */
-static int gemm_kx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,
-                   float *y, int64_t ldy) {
+/* Two panels a pass: tiles 0-3 the accumulators (panel p: 2p plane 0, 2p + 1 plane 1), 4 the activations, 5-7 the
+ * weights. Q4_K / Q5_K / Q2_K's planes unsigned (TDPBUSD), the others' signed (TDPBSSD). Loops: token tiles in groups
+ * of QAMX_TG, super-blocks, the group's token tiles; acc (and Q4_K / Q5_K's off) per (panel, token tile, row, token)
+ * in buffers between super-blocks. */
+static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type, const void *w, int64_t r0,
+                                                              int64_t r1, int64_t cols, const void *packed,
+                                                              int64_t ntok, float *y, int64_t ldy) {
     const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols), bb = ggml_row_size(type, 256);
     const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
-    const size_t pan = sizeof(qamx_panel_kx) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
+    const int q45 = type == GGML_Q4_K || type == GGML_Q5_K, uns = q45 || type == GGML_Q2_K;
+    const size_t pan = sizeof(qamx_panel) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
     const size_t accs = (size_t)QAMX_NP * QAMX_TG * 256 * sizeof(float);
-    uint8_t *mem = malloc(pan + cbs + accs); /* every access unaligned-safe */
+    uint8_t *mem = malloc(pan + cbs + 2 * accs); /* every access unaligned-safe */
     if (!mem) return 0;
-    qamx_panel_kx *P = (qamx_panel_kx *)(void *)mem;
+    qamx_panel *P = (qamx_panel *)(void *)mem;
     int32_t *cb = (int32_t *)(void *)(mem + pan);
-    float *accb = (float *)(void *)(mem + pan + cbs);
-    const int uns = type == GGML_Q2_K;
+    float *accb = (float *)(void *)(mem + pan + cbs), *offb = q45 ? accb + accs / sizeof(float) : NULL;
     tiles_begin();
     for (int64_t p0 = r0; p0 < r1; p0 += QAMX_NP * QAMX_R) {
         int nvp[QAMX_NP], np = 0;
@@ -453,92 +447,22 @@ static int gemm_kx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
             nvp[p] = r1 - (p0 + p * QAMX_R) < QAMX_R ? (int)(r1 - (p0 + p * QAMX_R)) : QAMX_R;
         for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
             const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
-            memset(accb, 0, accs);
+            memset(accb, 0, (q45 ? 2 : 1) * accs);
             prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + np * QAMX_R < r1 ? p0 + np * QAMX_R : r1);
             for (int64_t sb = 0; sb < nsb; sb++) {
                 for (int p = 0; p < np; p++)
                     for (int n = 0; n < QAMX_R; n++) {
-                        if (n >= nvp[p]) {
-                            memset(P[p].pl[0][n], 0, 256);
-                            memset(P[p].pl[1][n], 0, 256);
-                            P[p].dw[n] = P[p].dmw[n] = 0.f;
+                        if (n >= nvp[p]) { /* rows past the matrix: zero planes, never written out */
+                            for (int g = 0; g < 4; g++) memset(P[p].pl[0][g][n], 0, 64), memset(P[p].pl[1][g][n], 0, 64);
                             continue;
                         }
                         const uint8_t *x = (const uint8_t *)w + (size_t)(p0 + p * QAMX_R + n) * rb + (size_t)sb * bb;
-                        kx_planes(type, x, P[p].pl[0][n], P[p].pl[1][n], &P[p].dw[n], &P[p].dmw[n]);
+                        if (q45)
+                            q45_planes(type == GGML_Q5_K, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n], &P[p].dmw[n],
+                                       P[p].mnp[n]);
+                        else
+                            kx_planes(type, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n], &P[p].dmw[n]);
                     }
-                for (int i = 0; i < ng; i++) {
-                    const uint8_t *base = (const uint8_t *)packed + (size_t)(g0 + i) * tb;
-                    const int8_t *qv = (const int8_t *)base + sb * 4 * 1024;
-                    const float *Da = (const float *)(const void *)(base + 16 * cols) + sb * 16;
-                    _tile_zero(0);
-                    _tile_zero(1);
-                    _tile_zero(2);
-                    _tile_zero(3);
-                    for (int g = 0; g < 4; g++) {
-                        _tile_loadd(4, qv + g * 1024, 64);
-                        _tile_loadd(5, P[0].pl[0][0] + 64 * g, 256);
-                        if (uns) _tile_dpbusd(0, 5, 4);
-                        else _tile_dpbssd(0, 5, 4);
-                        _tile_loadd(6, P[0].pl[1][0] + 64 * g, 256);
-                        if (uns) _tile_dpbusd(1, 6, 4);
-                        else _tile_dpbssd(1, 6, 4);
-                        if (np > 1) {
-                            _tile_loadd(7, P[1].pl[0][0] + 64 * g, 256);
-                            if (uns) _tile_dpbusd(2, 7, 4);
-                            else _tile_dpbssd(2, 7, 4);
-                            _tile_loadd(5, P[1].pl[1][0] + 64 * g, 256);
-                            if (uns) _tile_dpbusd(3, 5, 4);
-                            else _tile_dpbssd(3, 5, 4);
-                        }
-                    }
-                    _tile_stored(0, cb, 64);
-                    _tile_stored(1, cb + 256, 64);
-                    if (np > 1) {
-                        _tile_stored(2, cb + 512, 64);
-                        _tile_stored(3, cb + 768, 64);
-                    }
-                    for (int p = 0; p < np; p++)
-                        for (int n = 0; n < nvp[p]; n++)
-                            post_row_kx(type, cb + (2 * p) * 256 + n * 16, cb + (2 * p + 1) * 256 + n * 16, Da,
-                                        P[p].dw[n], P[p].dmw[n], accb + ((size_t)(p * QAMX_TG + i) * 16 + (size_t)n) * 16);
-                }
-            }
-            write_out(accb, NULL, np, nvp, g0, ng, ntok, p0, y, ldy);
-        }
-    }
-    _tile_release();
-    free(mem);
-    return 1;
-}
-
-int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                   int64_t ntok, float *y, int64_t ldy) {
-    if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
-    if (type != GGML_Q4_K && type != GGML_Q5_K) return gemm_kx(type, w, r0, r1, cols, packed, ntok, y, ldy);
-    const int five = type == GGML_Q5_K;
-    const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols);
-    const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
-    /* the panels' unpacked super-block, the accumulators' stored tiles, acc / off per (panel, token tile, row, token) */
-    const size_t pan = sizeof(qamx_panel) * QAMX_NP, cbs = 4 * 256 * sizeof(int32_t);
-    const size_t accs = (size_t)QAMX_NP * QAMX_TG * 256 * sizeof(float);
-    uint8_t *mem = malloc(pan + cbs + 2 * accs); /* every access unaligned-safe (loadu, tile loads) */
-    if (!mem) return 0;
-    qamx_panel *P = (qamx_panel *)(void *)mem;
-    int32_t *cb = (int32_t *)(void *)(mem + pan);
-    float *accb = (float *)(void *)(mem + pan + cbs), *offb = (float *)(void *)(mem + pan + cbs + accs);
-    tiles_begin();
-    for (int64_t p0 = r0; p0 < r1; p0 += QAMX_NP * QAMX_R) {
-        int nvp[QAMX_NP], np = 0;
-        for (int p = 0; p < QAMX_NP && p0 + p * QAMX_R < r1; p++, np++)
-            nvp[p] = r1 - (p0 + p * QAMX_R) < QAMX_R ? (int)(r1 - (p0 + p * QAMX_R)) : QAMX_R;
-        for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
-            const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
-            memset(accb, 0, 2 * accs);
-            prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + np * QAMX_R < r1 ? p0 + np * QAMX_R : r1);
-            for (int64_t sb = 0; sb < nsb; sb++) {
-                for (int p = 0; p < np; p++)
-                    unpack_panel(five, (const uint8_t *)w + (size_t)(p0 + p * QAMX_R) * rb, rb, nvp[p], sb, &P[p]);
                 for (int i = 0; i < ng; i++) {
                     const uint8_t *base = (const uint8_t *)packed + (size_t)(g0 + i) * tb;
                     const int8_t *qv = (const int8_t *)base + sb * 4 * 1024;
@@ -550,15 +474,19 @@ int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
                     _tile_zero(3);
                     for (int g = 0; g < 4; g++) {
                         _tile_loadd(4, qv + g * 1024, 64);
-                        _tile_loadd(5, P[0].hi[g][0], 64);
-                        _tile_dpbusd(0, 5, 4);
-                        _tile_loadd(6, P[0].lo[g][0], 64);
-                        _tile_dpbusd(1, 6, 4);
+                        _tile_loadd(5, P[0].pl[0][g][0], 64);
+                        if (uns) _tile_dpbusd(0, 5, 4);
+                        else _tile_dpbssd(0, 5, 4);
+                        _tile_loadd(6, P[0].pl[1][g][0], 64);
+                        if (uns) _tile_dpbusd(1, 6, 4);
+                        else _tile_dpbssd(1, 6, 4);
                         if (np > 1) {
-                            _tile_loadd(7, P[1].hi[g][0], 64);
-                            _tile_dpbusd(2, 7, 4);
-                            _tile_loadd(5, P[1].lo[g][0], 64);
-                            _tile_dpbusd(3, 5, 4);
+                            _tile_loadd(7, P[1].pl[0][g][0], 64);
+                            if (uns) _tile_dpbusd(2, 7, 4);
+                            else _tile_dpbssd(2, 7, 4);
+                            _tile_loadd(5, P[1].pl[1][g][0], 64);
+                            if (uns) _tile_dpbusd(3, 5, 4);
+                            else _tile_dpbssd(3, 5, 4);
                         }
                     }
                     _tile_stored(0, cb, 64);
@@ -570,8 +498,11 @@ int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
                     for (int p = 0; p < np; p++)
                         for (int n = 0; n < nvp[p]; n++) {
                             const size_t o = ((size_t)(p * QAMX_TG + i) * 16 + (size_t)n) * 16;
-                            post_row(cb + (2 * p) * 256 + n * 16, cb + (2 * p + 1) * 256 + n * 16, Da, s2,
-                                     P[p].dw[n], P[p].dmw[n], P[p].mnp[n], accb + o, offb + o);
+                            const int32_t *c0 = cb + (2 * p) * 256 + n * 16, *c1 = cb + (2 * p + 1) * 256 + n * 16;
+                            if (q45)
+                                post_row(c0, c1, Da, s2, P[p].dw[n], P[p].dmw[n], P[p].mnp[n], accb + o, offb + o);
+                            else
+                                post_row_kx(type, c0, c1, Da, P[p].dw[n], P[p].dmw[n], accb + o);
                         }
                 }
             }
@@ -581,6 +512,20 @@ int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t
     _tile_release();
     free(mem);
     return 1;
+}
+
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                   int64_t ntok, float *y, int64_t ldy) {
+    if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
+    switch (type) { /* one instance a type: its unpack, signedness and post steps constant (a shared instance ran 8%
+                     * slower) */
+    case GGML_Q4_K: return gemm_planes(GGML_Q4_K, w, r0, r1, cols, packed, ntok, y, ldy);
+    case GGML_Q5_K: return gemm_planes(GGML_Q5_K, w, r0, r1, cols, packed, ntok, y, ldy);
+    case GGML_Q6_K: return gemm_planes(GGML_Q6_K, w, r0, r1, cols, packed, ntok, y, ldy);
+    case GGML_Q2_K: return gemm_planes(GGML_Q2_K, w, r0, r1, cols, packed, ntok, y, ldy);
+    case GGML_Q3_K: return gemm_planes(GGML_Q3_K, w, r0, r1, cols, packed, ntok, y, ldy);
+    default: return gemm_planes(GGML_IQ4_XS, w, r0, r1, cols, packed, ntok, y, ldy);
+    }
 }
 
 #else /* not built: no AMX here */
