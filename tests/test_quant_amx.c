@@ -1,14 +1,15 @@
 /*
- * test_quant_amx.c: the AMX-INT8 prefill of Q4_K / Q5_K / Q6_K (src/model/qgemm_amx.c) against the one-row kernels
- * (quant_dot_rows: k_q45_k, k_q6_k), bitwise: the file's own source on any x86 CPU with the tile instructions emulated
- * (tests/amx_emu.h checks every tile operation's shapes against the loaded configuration) and its vector helpers in
- * their scalar twins (INFLLM_AMX_EMULATE), and the library's build of it where the CPU runs AMX-INT8
- * (quant_amx_available). Cases: 1-70 rows (partial 16-row panels, one or two panels a pass, a call on rows r0..r1
- * that leaves the others untouched), 256-1024 values, 16-300 tokens (partial 16-token tiles, more than one group of
- * 16 tiles), random codes (Q6_K: every scale digit) and the extremes (every scale and value at its largest magnitude
- * against activations of +-127: super-block sums past 2^24, which the float conversion rounds), a NaN activation block (NaN exactly where the
- * row kernel's output is NaN). Also: quant_amx_takes only Q4_K / Q5_K / Q6_K, rows of whole super-blocks, 16+ tokens.
- * Where the row kernels are not the x86 SIMD ones (no AVX2) there is nothing bitwise to compare: exit 77.
+ * test_quant_amx.c: the AMX-INT8 prefill of the K-quants and IQ4_XS (src/model/qgemm_amx.c) against the one-row
+ * kernels (quant_dot_rows: k_q45_k, k_q6_k, k_kx), bitwise: the file's own source on any x86 CPU with the tile
+ * instructions emulated (tests/amx_emu.h checks every tile operation's shapes against the loaded configuration) and
+ * its vector helpers in their scalar twins (INFLLM_AMX_EMULATE), and the library's build of it where the CPU runs
+ * AMX-INT8 (quant_amx_available). Cases: 1-70 rows (partial 16-row panels, one or two panels a pass, a call on rows
+ * r0..r1 that leaves the others untouched), 256-1024 values, 16-300 tokens (partial 16-token tiles, more than one
+ * group of 16 tiles), random codes and the extremes (every scale and value at its largest magnitude against
+ * activations of +-127: super-block sums past 2^24, which the float conversion rounds; products one past a byte), a
+ * NaN activation block (NaN exactly where the row kernel's output is NaN). Also: quant_amx_takes the K-quants and
+ * IQ4_XS only, rows of whole super-blocks, 16+ tokens. Where the row kernels are not the x86 SIMD ones (no AVX2)
+ * there is nothing bitwise to compare: exit 77.
  */
 #define INFLLM_AMX_EMULATE 1
 /* the emulated build's entry points, beside the library's own */
