@@ -365,7 +365,8 @@ int quant_amx_allowed(void) {
 }
 const char *quant_kernel_name(void) {
     if (g_force_scalar) return "scalar";
-    return quant_avx512_available() ? "avx512-vnni" : quant_avx2_available() ? "avx2" : "scalar";
+    if (quant_avx512_available()) return quant_amx_available() ? "avx512-vnni+amx-int8" : "avx512-vnni";
+    return quant_avx2_available() ? "avx2" : "scalar";
 }
 
 int quant_simd_allowed(int level) {

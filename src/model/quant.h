@@ -100,7 +100,8 @@ typedef struct quant_mm {
 } quant_mm;
 int quant_matmul_multi(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads, quant_scratch *qs);
 
-/* Which kernel set quant_matmul uses: "avx512-vnni", "avx2" or "scalar". force_scalar != 0 selects
+/* Which kernel set quant_matmul uses: "avx512-vnni" (with "+amx-int8" where the K-quants' prefill runs on AMX-INT8
+ * tiles), "avx2" or "scalar". force_scalar != 0 selects
  * the scalar path (tests). INFLLM_SIMD=avx2 / scalar (read once, as the attention kernels read it)
  * keeps the model's kernels at that level or below. */
 const char *quant_kernel_name(void);
