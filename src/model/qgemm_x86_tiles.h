@@ -307,27 +307,50 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
  * QV_NR rows' chains run side by side (the one-row kernel's single FMA chain a row was the decode's bound: one
  * block per FMA latency) and that each activation block is loaded once for them. */
 #define QV_NR 4
+/* A decode tile's rows: the QV_NR row pointers (rows past nvalid repeat the last valid one) and its prefetch plan: the
+ * rows pf ahead (quant_rows.h's distance, at least two tiles), a few lines a block (nblk blocks a row): a row is a few
+ * hundred bytes, too short a stream for the hardware prefetcher to run ahead of (decode reads every weight once a
+ * token, from memory). */
+typedef struct qv_rows {
+    const uint8_t *wr[QV_NR];
+    const char *pf;
+    int64_t lpb; /* lines a block */
+} qv_rows;
+
+AI void qv_rows_init(qv_rows *R, const uint8_t *w, size_t rb, int64_t nblk, int nvalid) {
+    for (int r = 0; r < QV_NR; r++) R->wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
+    R->pf = (const char *)w + (size_t)pfr * rb;
+    R->lpb = ((int64_t)(QV_NR * rb) + 64 * nblk - 1) / (64 * nblk);
+}
+
+/* block b's share of the lines ahead */
+AI void qv_prefetch(const qv_rows *R, int64_t b) {
+    for (int64_t k = b * R->lpb; k < (b + 1) * R->lpb; k++) _mm_prefetch(R->pf + 64 * k, _MM_HINT_T0);
+}
+
+/* lane r: the sum of v[r]'s 8 int32 lanes (QV_NR = 4 rows reduced together) */
+AI __m128i qv_hsum4_epi32(const __m256i v[QV_NR]) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, const int8_t *qa, const float *da,
                 const float *sa, float *y, int nvalid) {
     const int five = TYPE == GGML_Q5_0 || TYPE == GGML_Q5_1, has_min = TYPE == GGML_Q4_1 || TYPE == GGML_Q5_1;
     const int offs = TYPE != GGML_Q8_0;
     const size_t hdr = has_min ? 4 : 2, bb = TYPE == GGML_Q8_0 ? 34 : hdr + (five ? 4 : 0) + 16;
-    const uint8_t *wr[QV_NR];
+    qv_rows R;
+    qv_rows_init(&R, w, rb, nb, nvalid);
+    const uint8_t *const *wr = R.wr;
     __m256 acc[QV_NR];
     float off[QV_NR];
     for (int r = 0; r < QV_NR; r++) {
-        wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
         acc[r] = _mm256_setzero_ps();
         off[r] = 0.f;
     }
-    /* the rows pf ahead (quant_rows.h's distance, at least two tiles), a few lines a block: a row is a few hundred
-     * bytes, too short a stream for the hardware prefetcher to run ahead of (decode reads every weight once a token,
-     * from memory) */
-    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
-    const char *pf = (const char *)w + (size_t)pfr * rb;
-    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nb - 1) / (64 * nb); /* lines a block */
     for (int64_t b = 0; b < nb; b++) {
-        for (int64_t k = b * lpb; k < (b + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        qv_prefetch(&R, b);
         const __m256i a = ld(qa + b * 32);
         const float dab = da[b], sab = offs ? sa[b] : 0.f;
 #pragma GCC unroll 4
@@ -357,18 +380,16 @@ AI void qv_tile(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nb, co
 
 /* Q4_K / Q5_K (five): one token x QV_NR weight rows, k_q45_k's operations per row (bitwise): per super-block each
  * row's exact int32 sum (the QV_NR rows' sums reduced together, lane r row r), acc = fma((float)sum, d * D_a, acc),
- * the mins' m exact, off = off - (dmin D_a) m; out = acc + off. Rows ~16 KB ahead are prefetched as in qv_tile. */
+ * the mins' m exact, off = off - (dmin D_a) m; out = acc + off. Rows ~16 KB ahead are prefetched (qv_rows). */
 AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
                   const float *sa, float *y, int nvalid) {
     const size_t bb = five ? 176 : 144;
-    const uint8_t *wr[QV_NR];
-    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    qv_rows R;
+    qv_rows_init(&R, w, rb, nsb, nvalid);
+    const uint8_t *const *wr = R.wr;
     __m128 acc = _mm_setzero_ps(), off = acc;
-    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
-    const char *pf = (const char *)w + (size_t)pfr * rb;
-    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
     for (int64_t sb = 0; sb < nsb; sb++) {
-        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        qv_prefetch(&R, sb);
         const int8_t *a = qa + sb * 256;
         const __m256 s8 = _mm256_loadu_ps(sa + sb * 8);
         __m256i is[QV_NR];
@@ -393,8 +414,7 @@ AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, cons
             dmw[r] = qx_h2f(x + 2);
         }
         /* lane r: row r's sum; the int32 and the (exact) float sums by one reduction for the QV_NR rows */
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
-        const __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m128i isum = qv_hsum4_epi32(is);
         const __m256 hm = _mm256_hadd_ps(_mm256_hadd_ps(mr[0], mr[1]), _mm256_hadd_ps(mr[2], mr[3]));
         const __m128 m = _mm_add_ps(_mm256_castps256_ps128(hm), _mm256_extractf128_ps(hm, 1));
         const __m128 Da = _mm_set1_ps(da[sb * 8]);
@@ -407,16 +427,14 @@ AI void qv_tile_k(const int five, const uint8_t *w, size_t rb, int64_t nsb, cons
 }
 
 /* Q6_K: one token x QV_NR weight rows, k_q6_k's operations per row (bitwise), the rows' super-block sums reduced
- * together (lane r: row r), acc = fma((float)sum, d * D_a, acc); rows ~16 KB ahead prefetched as in qv_tile. */
+ * together (lane r: row r), acc = fma((float)sum, d * D_a, acc); rows ~16 KB ahead prefetched (qv_rows). */
 AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da, float *y, int nvalid) {
-    const uint8_t *wr[QV_NR];
-    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    qv_rows R;
+    qv_rows_init(&R, w, rb, nsb, nvalid);
+    const uint8_t *const *wr = R.wr;
     __m128 acc = _mm_setzero_ps();
-    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
-    const char *pf = (const char *)w + (size_t)pfr * rb;
-    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
     for (int64_t sb = 0; sb < nsb; sb++) {
-        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        qv_prefetch(&R, sb);
         const int8_t *a = qa + sb * 256;
         __m256i is[QV_NR];
         float dw[QV_NR];
@@ -434,9 +452,7 @@ AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, 
             is[r] = _mm256_add_epi32(i0, i1);
             dw[r] = qx_h2f(x + 208);
         }
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
-        const __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(_mm_loadu_ps(dw), _mm_set1_ps(da[sb * 8])), acc);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(is)), _mm_mul_ps(_mm_loadu_ps(dw), _mm_set1_ps(da[sb * 8])), acc);
     }
     float o[QV_NR];
     _mm_storeu_ps(o, acc);
@@ -444,18 +460,16 @@ AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, 
 }
 
 /* Q2_K / Q3_K / IQ4_XS: one token x QV_NR weight rows, k_kx's operations per row (bitwise), the rows' sums reduced
- * together (lane r: row r); rows ~16 KB ahead prefetched as in qv_tile. */
+ * together (lane r: row r); rows ~16 KB ahead prefetched (qv_rows). */
 AI void qv_tile_kx(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, const float *da,
                    float *y, int nvalid) {
     const size_t bb = ggml_row_size(TYPE, 256);
-    const uint8_t *wr[QV_NR];
-    for (int r = 0; r < QV_NR; r++) wr[r] = w + (size_t)(r < nvalid ? r : nvalid - 1) * rb;
+    qv_rows R;
+    qv_rows_init(&R, w, rb, nsb, nvalid);
+    const uint8_t *const *wr = R.wr;
     __m128 acc = _mm_setzero_ps();
-    const int64_t pfr = (int64_t)(QUANT_ROWS_PF_BYTES / rb) > 2 * QV_NR ? (int64_t)(QUANT_ROWS_PF_BYTES / rb) : 2 * QV_NR;
-    const char *pf = (const char *)w + (size_t)pfr * rb;
-    const int64_t lpb = ((int64_t)(QV_NR * rb) + 64 * nsb - 1) / (64 * nsb); /* lines a super-block */
     for (int64_t sb = 0; sb < nsb; sb++) {
-        for (int64_t k = sb * lpb; k < (sb + 1) * lpb; k++) _mm_prefetch(pf + 64 * k, _MM_HINT_T0);
+        qv_prefetch(&R, sb);
         __m256i is[QV_NR], ms[QV_NR];
         float dw[QV_NR], dmw[QV_NR];
 #pragma GCC unroll 4
@@ -467,15 +481,8 @@ AI void qv_tile_kx(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nsb
             dmw[r] = k.dmin;
         }
         const __m128 Da = _mm_set1_ps(da[sb * 8]);
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(is[0], is[1]), _mm256_hadd_epi32(is[2], is[3]));
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1))),
-                           _mm_mul_ps(_mm_loadu_ps(dw), Da), acc);
-        if (TYPE == GGML_Q2_K) {
-            const __m256i hm = _mm256_hadd_epi32(_mm256_hadd_epi32(ms[0], ms[1]), _mm256_hadd_epi32(ms[2], ms[3]));
-            acc = _mm_fnmadd_ps(
-                _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(hm), _mm256_extracti128_si256(hm, 1))),
-                _mm_mul_ps(_mm_loadu_ps(dmw), Da), acc);
-        }
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(is)), _mm_mul_ps(_mm_loadu_ps(dw), Da), acc);
+        if (TYPE == GGML_Q2_K) acc = _mm_fnmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(ms)), _mm_mul_ps(_mm_loadu_ps(dmw), Da), acc);
     }
     float o[QV_NR];
     _mm_storeu_ps(o, acc);
