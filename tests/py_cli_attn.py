@@ -60,13 +60,21 @@ def rel_fro(a, b):
 # ------------------------------------------------------------------ version --
 r = run(["--version"])
 check(r.returncode == 0, "--version exits 0")
-for key in ("infllm ", "commit:", "simd:", "llama.cpp numerics:", "threads:", "cuda:"):
+for key in ("infllm ", "commit:", "simd:", "llama.cpp numerics:", "quantized products:", "threads:", "cuda:"):
     check(key in r.stdout, f"--version prints {key!r}: {r.stdout!r}")
 # the llama.cpp build whose bits the model's dense f16 attention computes: INFLLM_LLAMA_ORDER names it
 for want, says in (("avx2", "its AVX2 build's"), ("avx512", "its AVX-512 build's")):
     rv = subprocess.run([INFLLM, "--version"], capture_output=True, text=True, env={**os.environ, "INFLLM_LLAMA_ORDER": want})
     check(rv.returncode == 0 and f"llama.cpp numerics: {says}" in rv.stdout,
           f"--version under INFLLM_LLAMA_ORDER={want} says {says!r}: {rv.stdout!r}")
+
+# the quantized products' kernels: INFLLM_SIMD=scalar keeps them portable, INFLLM_QUANT_AMX=0 off the AMX-INT8 tiles
+for env, want, bad in ((("INFLLM_SIMD", "scalar"),), "quantized products: scalar", None), \
+                      ((("INFLLM_QUANT_AMX", "0"),), "quantized products: ", "amx"):
+    rv = subprocess.run([INFLLM, "--version"], capture_output=True, text=True, env={**os.environ, **dict(env)})
+    line = next((l for l in rv.stdout.splitlines() if l.startswith("quantized products:")), "")
+    check(rv.returncode == 0 and line.startswith(want) and (bad is None or bad not in line),
+          f"--version under {dict(env)}: {line!r}")
 
 # ------------------------------------------------------------------- golden --
 cases = []

@@ -4,7 +4,7 @@
  *   infllm bench ...       benchmarks: attn, peak, run, backward (tools/bench.c)
  *   infllm run ...         run a model (tools/run.c)
  *   infllm eval ...        ppl / passkey evaluation of a model, dense against sparse (tools/eval.c)
- *   infllm --version       version, commit, SIMD level, llama.cpp numerics, threads, CUDA
+ *   infllm --version       version, commit, SIMD level, llama.cpp numerics, quantized products' kernels, threads, CUDA
  *   infllm help [COMMAND]  this list, or COMMAND's --help
  */
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "ggmlc.h"
 #include "infllm.h"
+#include "quant.h"
 
 static void print_version(void) {
     printf("infllm %s\n", infllm_version());
@@ -25,6 +26,8 @@ static void print_version(void) {
     /* whose bits the model runtime's dense f16 attention and SwiGLU compute (docs/MODEL.md "Numerics") */
     printf("llama.cpp numerics: %s build's (INFLLM_LLAMA_ORDER=avx2|avx512 picks)\n",
            ggmlc_order() == GGMLC_ORDER_AVX2 ? "its AVX2" : "its AVX-512");
+    /* the model's quantized products: avx512-vnni (+amx-int8: the K-quants' prefill on AMX-INT8 tiles), avx2, scalar */
+    printf("quantized products: %s\n", quant_kernel_name());
     printf("threads: %d\n", infllm_cpu_num_threads());
     char dev[512];
     const int usable = infllm_cuda_device_info(dev, sizeof dev);
