@@ -1,27 +1,33 @@
-/* qgemm_amx.c: Q4_K / Q5_K prefill products on Intel AMX-INT8 tiles (Sapphire / Emerald / Granite Rapids), bitwise
- * the one-row kernels (k_q45_k, quant_x86_kern.h) and so the prefill and decode tiles of every other x86 path.
+/* qgemm_amx.c: prefill products of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and IQ4_XS on Intel AMX-INT8 tiles
+ * (Sapphire / Emerald / Granite Rapids), bitwise the one-row kernels (k_q45_k, k_q6_k, k_kx: quant_x86_kern.h) and so
+ * the prefill and decode tiles of every other x86 path.
  *
- * The arithmetic those kernels share (quant_x86_kern.h): per (row, token) and super-block the exact int32
- * isum = sum_j sc_j sum_{k in sub-block j} q_k a_k, then acc = fma((float)isum, d * D_a, acc); the mins' exact
- * m = sum_j mn_j s_j, off = off - (dmin * D_a) * m; out = acc + off. Here:
- *   - the weights are the A operand (16 rows x 64 values a tile, unsigned) and the activations the B operand (64
- *     values x 16 tokens in the VNNI layout, signed: TDPBUSD); the activations are packed once a product
- *     (quant_amx_pack_act: [token tile][64-value step][16 rows of 4 values][16 tokens x 4 bytes]) and serve every row;
- *   - a sub-block's integer scale sc (0..63) does not fit a byte beside its values (0..31), so each weight is stored
- *     twice, times sc >> 3 and times sc & 7 (both <= 31 x 7 = 217): two accumulators over the whole super-block
- *     give 8 x C_hi + C_lo = isum, exact, with the super-block's 8 sub-blocks in 4 full 64-deep tile products each
- *     (one stored C tile a super-block instead of one a sub-block);
- *   - m from the activations' block sums as int16 pairs against the mins (vpdpwssd), exact as the float sum is.
+ * The arithmetic those kernels share (quant_x86_kern.h): per (row, token) and super-block one exact int32
+ * isum = sum_j sc_j sum_{k in sub-block j} q_k a_k, then acc = fma((float)isum, d * D_a, acc) in super-block order;
+ * Q4_K / Q5_K's mins m = sum_j mn_j s_j (exact), off = off - (dmin * D_a) * m, out = acc + off; Q2_K's mins
+ * msum (exact), acc = fma(-(float)msum, dmin * D_a, acc). Here:
+ *   - the weights are the A operand (16 rows x 64 values a tile) and the activations the B operand (64 values x 16
+ *     tokens in the VNNI layout, signed); the activations are packed once a product (quant_amx_pack_act: [token
+ *     tile][64-value step][16 rows of 4 values][16 tokens x 4 bytes]) and serve every row;
+ *   - a value times its sub-block scale does not fit a byte, so each weight goes in as two byte planes whose two
+ *     accumulators give the sums back exactly: Q4_K / Q5_K the value (0..31) times sc >> 3 and times sc & 7 (both
+ *     <= 217, unsigned: 8 C_0 + C_1 = isum); Q2_K the value times its scale (<= 45) and the min (<= 15), unsigned
+ *     (C_0 = isum, C_1 = msum); Q3_K / Q6_K / IQ4_XS w = value x scale (|w| <= 128 / 4096 / 4064) as 64 p1 + p0 with
+ *     p0 in -32..31, signed (64 C_1 + C_0 = isum). A super-block is then whole 64-deep tile products and one stored
+ *     accumulator pair (not one a sub-block);
+ *   - Q4_K / Q5_K's m from the activations' block sums as int16 pairs against the mins (vpdpwssd), exact as the
+ *     float sum is.
  * Tile: 2 panels of 16 rows x 16 tokens (4 accumulators, the activation tile and 3 weight tiles in turn: 8 tiles);
  * loops: token tiles in groups of 16 outside, super-blocks, then the group's token tiles, so that a super-block's
  * unpacked panel rows (16 KB) stay in L1 while the tokens' packed activations stream; acc / off per (row, token) in a
  * buffer between super-blocks (the order of each chain is the super-blocks').
  *
  * Built on Linux x86-64 with -mamx-tile -mamx-int8 and the AVX512-VNNI flags; called only where
- * quant_amx_available() (AMX-INT8, the process's tile grant, AVX512-VNNI, no lower INFLLM_SIMD). Elsewhere the
- * entry points report "not taken". Each call loads its tile configuration and releases the tiles before it returns
- * (as src/attn/kern_dot16_amx.c). tests/test_quant_amx.c runs this source with the tile instructions emulated
- * (tests/amx_emu.h) and scalar helpers (INFLLM_AMX_EMULATE) on any CPU. */
+ * quant_amx_available() (AMX-INT8, the process's tile grant, AVX512-VNNI, no lower INFLLM_SIMD, INFLLM_QUANT_AMX not
+ * 0). Elsewhere the entry points report "not taken". Each call loads its tile configuration and releases the tiles
+ * before it returns (as src/attn/kern_dot16_amx.c), and leaves no dirty upper vector state behind (upper_clean).
+ * tests/test_quant_amx.c runs this source with the tile instructions emulated (tests/amx_emu.h) and scalar helpers
+ * (INFLLM_AMX_EMULATE) on any CPU. */
 #if defined(INFLLM_AMX_EMULATE) || (defined(__x86_64__) && defined(__linux__))
 #define QAMX_BUILT 1
 #else
@@ -48,13 +54,13 @@
 #include "quant_x86.h"
 #define AI __attribute__((always_inline)) static inline
 #include "quant_avx512_ops.h" /* ld, dp, dpsc: the one-row kernels' own */
-#include "quant_x86_kern.h"   /* kx_unpack: the row kernels' reading of Q2_K / Q3_K / IQ4_XS */
+#include "quant_x86_kern.h" /* kx_unpack: the row kernels' reading of Q2_K / Q3_K / IQ4_XS */
 #endif
 
 enum {
     QAMX_T = QUANT_AMX_TILE_TOKENS, /* tokens a tile (16: the tile rows) */
-    QAMX_R = 16,  /* weight rows a panel */
-    QAMX_NP = 2,  /* panels a call's pass */
+    QAMX_R = 16, /* weight rows a panel */
+    QAMX_NP = 2, /* panels a call's pass */
     QAMX_TG = 16, /* token tiles a group (acc / off buffers: QAMX_NP x QAMX_TG x 2 KB) */
 };
 
@@ -69,8 +75,7 @@ static size_t tile_bytes(int64_t cols) { return (size_t)(16 * cols + 320 * (cols
 int quant_amx_takes(uint32_t type, int64_t cols, int64_t ntok) {
     return (type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K || type == GGML_Q2_K || type == GGML_Q3_K ||
             type == GGML_IQ4_XS) &&
-           cols > 0 && cols % 256 == 0 && cols <= (1 << 24) &&
-           ntok >= QUANT_AMX_MIN_TOKENS;
+           cols > 0 && cols % 256 == 0 && cols <= (1 << 24) && ntok >= QUANT_AMX_MIN_TOKENS;
 }
 
 size_t quant_amx_act_bytes(int64_t ntok, int64_t cols) {
@@ -112,7 +117,8 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
  * 16-value scales (0..45) and the mins (0..15), unsigned; the others w = value x scale (|w| <= 128 / 4096 / 4064)
  * as w = 64 p1 + p0 with p0 in -32..31 (p1 in -64..64), signed (ggml's block definitions, as kx_unpack / q6k_signed
  * read them); and d / dmin */
-static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1,
+                                                            float *d, float *dmin) {
     int16_t w[256];
     uint16_t h16;
     if (type == GGML_Q2_K) {
@@ -135,7 +141,8 @@ static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const
         memcpy(&tt, x + 104, 4);
         const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
         const uint32_t aux[4] = {(a0 & k2) | ((tt & k1) << 4), (a1 & k2) | (((tt >> 2) & k1) << 4),
-                                 ((a0 >> 4) & k2) | (((tt >> 4) & k1) << 4), ((a1 >> 4) & k2) | (((tt >> 6) & k1) << 4)};
+                                 ((a0 >> 4) & k2) | (((tt >> 4) & k1) << 4),
+                                 ((a1 >> 4) & k2) | (((tt >> 6) & k1) << 4)};
         for (int v = 0; v < 256; v++) {
             const int n = v >> 7, j = (v >> 5) & 3, l = v & 31, i = v >> 4;
             const int q = ((x[32 + 32 * n + l] >> (2 * j)) & 3) - ((x[l] >> (4 * n + j)) & 1 ? 0 : 4);
@@ -170,8 +177,8 @@ static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const
     }
 }
 
-static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
-                        float *acc) {
+static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1,
+                                                              const float *Da, float dw, float dmw, float *acc) {
     for (int t = 0; t < 16; t++) {
         if (type == GGML_Q2_K) {
             const float dd = dw * Da[t], dm = dmw * Da[t];
@@ -186,8 +193,9 @@ static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, con
 }
 
 /* the 16 tokens of panel row n: isum from the two accumulators' rows, acc / off updated (k_q45_k's operations) */
-static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
-                     float dmw, const int32_t mnp[4], float *acc, float *off) {
+static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da,
+                                                           const int32_t *s2, float dw, float dmw, const int32_t mnp[4],
+                                                           float *acc, float *off) {
     for (int t = 0; t < 16; t++) {
         const int32_t is = chi[t] * 8 + clo[t];
         const float dd = dw * Da[t];
@@ -229,7 +237,8 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
     const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
     /* bytes times a 16-bit lane's multiplier: each product < 256, so the even byte's product stays in the low byte
      * and the odd byte's in the high one */
-    const __m512i mh = _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 >> 3)), _mm256_set1_epi16((short)(sc1 >> 3)), 1);
+    const __m512i mh =
+        _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 >> 3)), _mm256_set1_epi16((short)(sc1 >> 3)), 1);
     const __m512i ml = _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 & 7)), _mm256_set1_epi16((short)(sc1 & 7)), 1);
     _mm512_storeu_si512(hi, _mm512_mullo_epi16(x, mh));
     _mm512_storeu_si512(lo, _mm512_mullo_epi16(x, ml));
@@ -245,12 +254,14 @@ static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, __m256i m0, _
     const __m256i c32 = _mm256_set1_epi16(32), c63 = _mm256_set1_epi16(63);
     const __m256i p00 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(w0, c32), c63), c32);
     const __m256i p01 = _mm256_sub_epi16(_mm256_and_si256(_mm256_add_epi16(w1, c32), c63), c32);
-    const __m256i p10 = _mm256_srai_epi16(_mm256_sub_epi16(w0, p00), 6), p11 = _mm256_srai_epi16(_mm256_sub_epi16(w1, p01), 6);
+    const __m256i p10 = _mm256_srai_epi16(_mm256_sub_epi16(w0, p00), 6),
+                  p11 = _mm256_srai_epi16(_mm256_sub_epi16(w1, p01), 6);
     _mm256_storeu_si256((__m256i *)(void *)pl0, _mm256_permute4x64_epi64(_mm256_packs_epi16(p00, p01), 0xD8));
     _mm256_storeu_si256((__m256i *)(void *)pl1, _mm256_permute4x64_epi64(_mm256_packs_epi16(p10, p11), 0xD8));
 }
 
-static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1, float *d, float *dmin) {
+static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const uint8_t *x, uint8_t *pl0, uint8_t *pl1,
+                                                            float *d, float *dmin) {
     kx_block k;
     switch (type) { /* constant TYPE for kx_unpack's instances */
     case GGML_Q2_K: kx_unpack(GGML_Q2_K, x, &k); break;
@@ -269,16 +280,19 @@ static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const
         /* the block's values (Q2_K unsigned, else signed) as int16 halves; its scales as kq_bcast16 / kq_bcast8 laid
          * them out (int16 lanes 0-7: the first 16 values' scale, 8-15: the second's) */
         const __m256i v = type == GGML_Q2_K ? k.u[b] : k.sg[b];
-        const __m256i v0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), v1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
-        const __m256i s0 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x00), s1 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x11);
-        const __m256i m0 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x00), m1 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x11);
+        const __m256i v0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+                      v1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
+        const __m256i s0 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x00),
+                      s1 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x11);
+        const __m256i m0 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x00),
+                      m1 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x11);
         const size_t o = QAMX_POS(32 * b);
         kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), m0, m1, pl0 + o, pl1 + o);
     }
 }
 
-static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1, const float *Da, float dw, float dmw,
-                        float *acc) {
+static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, const int32_t *c0, const int32_t *c1,
+                                                              const float *Da, float dw, float dmw, float *acc) {
     const __m512 da = _mm512_loadu_ps(Da);
     __m512 a = _mm512_loadu_ps(acc);
     if (type == GGML_Q2_K) {
@@ -291,14 +305,16 @@ static inline __attribute__((always_inline)) void post_row_kx(uint32_t type, con
     _mm512_storeu_ps(acc, a);
 }
 
-static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da, const int32_t *s2, float dw,
-                     float dmw, const int32_t mnp[4], float *acc, float *off) {
+static inline __attribute__((always_inline)) void post_row(const int32_t *chi, const int32_t *clo, const float *Da,
+                                                           const int32_t *s2, float dw, float dmw, const int32_t mnp[4],
+                                                           float *acc, float *off) {
     const __m512 da = _mm512_loadu_ps(Da);
     const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(chi), 3), _mm512_loadu_si512(clo));
-    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), da),
-                                          _mm512_loadu_ps(acc)));
+    _mm512_storeu_ps(
+        acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dw), da), _mm512_loadu_ps(acc)));
     __m512i mi = _mm512_setzero_si512();
-    for (int p = 0; p < 4; p++) mi = _mm512_dpwssd_epi32(mi, _mm512_loadu_si512(s2 + p * 16), _mm512_set1_epi32(mnp[p]));
+    for (int p = 0; p < 4; p++)
+        mi = _mm512_dpwssd_epi32(mi, _mm512_loadu_si512(s2 + p * 16), _mm512_set1_epi32(mnp[p]));
     const __m512 f = _mm512_mul_ps(_mm512_set1_ps(dmw), da);
     _mm512_storeu_ps(off, _mm512_sub_ps(_mm512_loadu_ps(off), _mm512_mul_ps(f, _mm512_cvtepi32_ps(mi))));
 }
@@ -357,8 +373,8 @@ void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t
     const int64_t nsb = cols / 256, nb = cols / 32, t0 = tile * QAMX_T;
     const int nv = ntok - t0 < QAMX_T ? (int)(ntok - t0) : QAMX_T;
     uint8_t *base = (uint8_t *)packed + (size_t)tile * tile_bytes(cols);
-    float *dv = (float *)(void *)(base + 16 * cols);                     /* [nsb][16] */
-    int32_t *s2 = (int32_t *)(void *)(base + 16 * cols + 64 * nsb);      /* [nsb][4][16] */
+    float *dv = (float *)(void *)(base + 16 * cols); /* [nsb][16] */
+    int32_t *s2 = (int32_t *)(void *)(base + 16 * cols + 64 * nsb); /* [nsb][4][16] */
     pack_values(q + t0 * cols, cols, nv, (int8_t *)base);
     for (int64_t sb = 0; sb < nsb; sb++)
         for (int t = 0; t < QAMX_T; t++) {
@@ -410,7 +426,8 @@ static void tiles_begin(void) {
         c.colsb[t] = 64;
     }
 #ifndef INFLLM_AMX_EMULATE
-    /* GCC 12's _tile_loadconfig declares an 8-byte operand: without this the stores above may be dropped (TEAM_NOTES) */
+    /* GCC 12's _tile_loadconfig declares an 8-byte operand: without this the stores above may be dropped (TEAM_NOTES)
+     */
     __asm__ volatile("" : : "m"(c) : "memory");
 #endif
     _tile_loadconfig(&c);
@@ -447,9 +464,9 @@ typedef struct {
  * weights. Q4_K / Q5_K / Q2_K's planes unsigned (TDPBUSD), the others' signed (TDPBSSD). Loops: token tiles in groups
  * of QAMX_TG, super-blocks, the group's token tiles; acc (and Q4_K / Q5_K's off) per (panel, token tile, row, token)
  * in buffers between super-blocks. */
-static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type, const void *w, int64_t r0,
-                                                              int64_t r1, int64_t cols, const void *packed,
-                                                              int64_t ntok, float *y, int64_t ldy) {
+static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type, const void *w, int64_t r0, int64_t r1,
+                                                             int64_t cols, const void *packed, int64_t ntok, float *y,
+                                                             int64_t ldy) {
     const size_t rb = ggml_row_size(type, cols), tb = tile_bytes(cols), bb = ggml_row_size(type, 256);
     const int64_t nsb = cols / 256, ntt = (ntok + QAMX_T - 1) / QAMX_T;
     const int q45 = type == GGML_Q4_K || type == GGML_Q5_K, uns = q45 || type == GGML_Q2_K;
@@ -473,13 +490,14 @@ static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type
                 for (int p = 0; p < np; p++)
                     for (int n = 0; n < QAMX_R; n++) {
                         if (n >= nvp[p]) { /* rows past the matrix: zero planes, never written out */
-                            for (int g = 0; g < 4; g++) memset(P[p].pl[0][g][n], 0, 64), memset(P[p].pl[1][g][n], 0, 64);
+                            for (int g = 0; g < 4; g++)
+                                memset(P[p].pl[0][g][n], 0, 64), memset(P[p].pl[1][g][n], 0, 64);
                             continue;
                         }
                         const uint8_t *x = (const uint8_t *)w + (size_t)(p0 + p * QAMX_R + n) * rb + (size_t)sb * bb;
                         if (q45)
-                            q45_planes(type == GGML_Q5_K, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n], &P[p].dmw[n],
-                                       P[p].mnp[n]);
+                            q45_planes(type == GGML_Q5_K, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n],
+                                       &P[p].dmw[n], P[p].mnp[n]);
                         else
                             kx_planes(type, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n], &P[p].dmw[n]);
                     }
@@ -495,18 +513,26 @@ static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type
                     for (int g = 0; g < 4; g++) {
                         _tile_loadd(4, qv + g * 1024, 64);
                         _tile_loadd(5, P[0].pl[0][g][0], 64);
-                        if (uns) _tile_dpbusd(0, 5, 4);
-                        else _tile_dpbssd(0, 5, 4);
+                        if (uns)
+                            _tile_dpbusd(0, 5, 4);
+                        else
+                            _tile_dpbssd(0, 5, 4);
                         _tile_loadd(6, P[0].pl[1][g][0], 64);
-                        if (uns) _tile_dpbusd(1, 6, 4);
-                        else _tile_dpbssd(1, 6, 4);
+                        if (uns)
+                            _tile_dpbusd(1, 6, 4);
+                        else
+                            _tile_dpbssd(1, 6, 4);
                         if (np > 1) {
                             _tile_loadd(7, P[1].pl[0][g][0], 64);
-                            if (uns) _tile_dpbusd(2, 7, 4);
-                            else _tile_dpbssd(2, 7, 4);
+                            if (uns)
+                                _tile_dpbusd(2, 7, 4);
+                            else
+                                _tile_dpbssd(2, 7, 4);
                             _tile_loadd(5, P[1].pl[1][g][0], 64);
-                            if (uns) _tile_dpbusd(3, 5, 4);
-                            else _tile_dpbssd(3, 5, 4);
+                            if (uns)
+                                _tile_dpbusd(3, 5, 4);
+                            else
+                                _tile_dpbssd(3, 5, 4);
                         }
                     }
                     _tile_stored(0, cb, 64);
@@ -547,8 +573,8 @@ static int gemm_any(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
     }
 }
 
-int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                   int64_t ntok, float *y, int64_t ldy) {
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,
+                   float *y, int64_t ldy) {
     if (!quant_amx_takes(type, cols, ntok) || r1 <= r0) return 0;
     const int r = gemm_any(type, w, r0, r1, cols, packed, ntok, y, ldy);
     upper_clean();
@@ -569,8 +595,8 @@ void quant_amx_pack_act(const int8_t *q, const float *d, const float *s, int64_t
                         void *packed) {
     (void)q, (void)d, (void)s, (void)ntok, (void)cols, (void)tile, (void)packed;
 }
-int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                   int64_t ntok, float *y, int64_t ldy) {
+int quant_gemm_amx(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,
+                   float *y, int64_t ldy) {
     (void)type, (void)w, (void)r0, (void)r1, (void)cols, (void)packed, (void)ntok, (void)y, (void)ldy;
     return 0;
 }

@@ -164,11 +164,12 @@ AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qst
         }                                                                                                         \
         is = _mm256_add_epi32(i0, i1);                                                                            \
     }
-        Q6_STEP(0, is0) Q6_STEP(1, is1) Q6_STEP(2, is2) Q6_STEP(3, is3)
-        Q6_STEP(4, is4) Q6_STEP(5, is5) Q6_STEP(6, is6) Q6_STEP(7, is7)
+        Q6_STEP(0, is0)
+        Q6_STEP(1, is1) Q6_STEP(2, is2) Q6_STEP(3, is3) Q6_STEP(4, is4) Q6_STEP(5, is5) Q6_STEP(6, is6) Q6_STEP(7, is7)
 #undef Q6_STEP
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
-                              _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 208)), _mm256_loadu_ps(dt + sb * 8 * QA_NT)), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
+                                  _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 208)), _mm256_loadu_ps(dt + sb * 8 * QA_NT)),
+                                  acc);
     }
     float a8[QA_NT];
     _mm256_storeu_ps(a8, acc);
@@ -452,7 +453,8 @@ AI void qv_tile_q6k(const uint8_t *w, size_t rb, int64_t nsb, const int8_t *qa, 
             is[r] = _mm256_add_epi32(i0, i1);
             dw[r] = qx_h2f(x + 208);
         }
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(is)), _mm_mul_ps(_mm_loadu_ps(dw), _mm_set1_ps(da[sb * 8])), acc);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(is)), _mm_mul_ps(_mm_loadu_ps(dw), _mm_set1_ps(da[sb * 8])),
+                           acc);
     }
     float o[QV_NR];
     _mm_storeu_ps(o, acc);
@@ -482,7 +484,8 @@ AI void qv_tile_kx(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nsb
         }
         const __m128 Da = _mm_set1_ps(da[sb * 8]);
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(is)), _mm_mul_ps(_mm_loadu_ps(dw), Da), acc);
-        if (TYPE == GGML_Q2_K) acc = _mm_fnmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(ms)), _mm_mul_ps(_mm_loadu_ps(dmw), Da), acc);
+        if (TYPE == GGML_Q2_K)
+            acc = _mm_fnmadd_ps(_mm_cvtepi32_ps(qv_hsum4_epi32(ms)), _mm_mul_ps(_mm_loadu_ps(dmw), Da), acc);
     }
     float o[QV_NR];
     _mm_storeu_ps(o, acc);
@@ -491,9 +494,10 @@ AI void qv_tile_kx(const uint32_t TYPE, const uint8_t *w, size_t rb, int64_t nsb
 
 /* The decode driver (1-3 tokens): QV_NR-row tiles for Q8_0, Q4_1, Q5_0, Q5_1, the K-quants, IQ4_XS and, where
  * QG_TILES_Q8_Q4 is 1, Q4_0 (the AVX-512 one-row Q4_0 kernel pairs blocks in zmm lanes); 0 for other types. The
- * K-quants and IQ4_XS since session 73, whose one exact int32 a super-block makes the 4 rows' conversions one vector (before,
- * the same 4-row tile ran them no faster: bench/qmm_rate.c, 1 token, 5-7 GMAC/s either way). On AVX-512 CPUs these 256-bit tiles replaced the 2-rows-a-zmm decode of Q4_1 / Q8_0
- * (session 72, Sapphire Rapids, 1 token: Q4_1 1.3x, Q8_0 1.1x; the AVX2 build of the same tiles had outrun it). */
+ * K-quants and IQ4_XS since session 73, whose one exact int32 a super-block makes the 4 rows' conversions one vector
+ * (before, the same 4-row tile ran them no faster: bench/qmm_rate.c, 1 token, 5-7 GMAC/s either way). On AVX-512
+ * CPUs these 256-bit tiles replaced the 2-rows-a-zmm decode of Q4_1 / Q8_0 (session 72, Sapphire Rapids, 1 token:
+ * Q4_1 1.3x, Q8_0 1.1x; the AVX2 build of the same tiles had outrun it). */
 static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int q45 = (QG_TILES_Q8_Q4 && type == GGML_Q4_0) || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q5_1;
