@@ -113,6 +113,13 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
     }
 }
 
+/* one tile's outputs: y[t * ldy + n] = acc[n][t] (+ off[n][t]) for t < tv, n < nv (the buffers' [row][token] 16 x 16
+ * block transposed), each token's row segment written whole */
+static void out_block(const float *acc, const float *off, int tv, int nv, float *y, int64_t ldy) {
+    for (int t = 0; t < tv; t++)
+        for (int n = 0; n < nv; n++) y[t * ldy + n] = off ? acc[16 * n + t] + off[16 * n + t] : acc[16 * n + t];
+}
+
 /* Q2_K / Q3_K / Q6_K / IQ4_XS: a row's super-block x as its two planes of 256 bytes: Q2_K the values times their
  * 16-value scales (0..45) and the mins (0..15), unsigned; the others w = value x scale (|w| <= 128 / 4096 / 4064)
  * as w = 64 p1 + p0 with p0 in -32..31 (p1 in -64..64), signed (ggml's block definitions, as kx_unpack / q6k_signed
@@ -242,6 +249,38 @@ static void unpack_scale(const uint8_t *qs, const uint8_t *qh, int five, int g, 
     const __m512i ml = _mm512_inserti64x4(_mm512_set1_epi16((short)(sc0 & 7)), _mm256_set1_epi16((short)(sc1 & 7)), 1);
     _mm512_storeu_si512(hi, _mm512_mullo_epi16(x, mh));
     _mm512_storeu_si512(lo, _mm512_mullo_epi16(x, ml));
+}
+
+static void out_block(const float *acc, const float *off, int tv, int nv, float *y, int64_t ldy) {
+    __m512 r[16];
+    for (int n = 0; n < 16; n++) /* the same rounded sums as the scalar twin's, then a 16 x 16 transpose */
+        r[n] = off ? _mm512_add_ps(_mm512_loadu_ps(acc + 16 * n), _mm512_loadu_ps(off + 16 * n))
+                   : _mm512_loadu_ps(acc + 16 * n);
+    __m512 u[16];
+    for (int k = 0; k < 16; k += 2) { /* 32-bit pairs */
+        u[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        u[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) /* 64-bit pairs */
+        for (int j = 0; j < 2; j++) {
+            r[k + j] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[k + j]), _mm512_castps_pd(u[k + 2 + j])));
+            r[k + 2 + j] =
+                _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[k + j]), _mm512_castps_pd(u[k + 2 + j])));
+        }
+    /* r[4 q + c]: rows 4q..4q + 3 in each 128-bit lane L, at token 4 L + (0, 2, 1, 3)[c]; gather the lanes */
+    for (int k = 0; k < 8; k++) { /* 128-bit lanes: (0, 2) and (1, 3) of rows 0-3 / 8-11 with rows 4-7 / 12-15 */
+        const int a = k < 4 ? k : k + 4, b = a + 4;
+        u[2 * k] = _mm512_shuffle_f32x4(r[a], r[b], 0x88);
+        u[2 * k + 1] = _mm512_shuffle_f32x4(r[a], r[b], 0xDD);
+    }
+    const __mmask16 m = (__mmask16)((1u << nv) - 1u);
+    for (int t = 0; t < tv; t++) {
+        /* token t = 4 L + (0, 2, 1, 3)[c]: 128-bit lane L of the four row blocks' r[4 q + c] */
+        const int L = t >> 2, c = (t & 3) == 1 ? 2 : (t & 3) == 2 ? 1 : (t & 3);
+        const __m512 lo = u[2 * c + (L & 1)], hi = u[2 * (c + 4) + (L & 1)];
+        const __m512 v = (L >> 1) ? _mm512_shuffle_f32x4(lo, hi, 0xDD) : _mm512_shuffle_f32x4(lo, hi, 0x88);
+        _mm512_mask_storeu_ps(y + t * ldy, m, v);
+    }
 }
 
 /* 32 int16 products (two 16-lane halves, in value order) into the planes' 32 bytes each */
@@ -442,13 +481,10 @@ static void write_out(const float *accb, const float *offb, int np, const int *n
     for (int i = 0; i < ng; i++) {
         const int64_t t0 = (g0 + i) * QAMX_T;
         const int tv = ntok - t0 < QAMX_T ? (int)(ntok - t0) : QAMX_T;
-        for (int t = 0; t < tv; t++)
-            for (int p = 0; p < np; p++) {
-                float *yr = y + (t0 + t) * ldy + p0 + p * QAMX_R;
-                const size_t o = (size_t)(p * QAMX_TG + i) * 256 + (size_t)t;
-                for (int n = 0; n < nvp[p]; n++)
-                    yr[n] = offb ? accb[o + 16 * (size_t)n] + offb[o + 16 * (size_t)n] : accb[o + 16 * (size_t)n];
-            }
+        for (int p = 0; p < np; p++) {
+            const size_t o = (size_t)(p * QAMX_TG + i) * 256;
+            out_block(accb + o, offb ? offb + o : NULL, tv, nvp[p], y + t0 * ldy + p0 + p * QAMX_R, ldy);
+        }
     }
 }
 
