@@ -45,6 +45,10 @@ void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n);
 void ggmlc_attn_row_avx512(const uint16_t *K, const uint16_t *V, int64_t ld, int64_t L, const float *q, int D,
                            float scale, float *out, float *sbuf, float *accbuf, int vecdot);
 float ggmlc_silu1(float x);
+/* tests: ggml's AVX-512 expf (vec.h ggml_v_expf) lane by lane as the scalar path computes it, and the AVX-512
+ * kernel's own (n a multiple of 16; needs an AVX-512 CPU) */
+float ggmlc_expf1(float x);
+void ggmlc_expf_avx512(const float *x, float *y, int64_t n);
 void ggmlc_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n);
 void ggmlc_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
 #define GGMLC_RB 12 /* query rows per block kernel call */

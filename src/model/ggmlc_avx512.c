@@ -7,6 +7,24 @@
 
 #define AI __attribute__((always_inline)) static inline
 
+/* _mm512_scalef_ps(j, n)'s bits for j in [0.5, 2) and integral n in lanes where j 2^n is below FLT_MIN, without
+ * subnormal arithmetic: t = j 2^(n + 128) is normal and exact; the result is t's 24-bit significand shifted right by
+ * 129 - exponent(t) with round to nearest even (what vscalefps rounds the exact product to, MXCSR's default), which is
+ * the subnormal's encoding (a carry into the exponent field gives FLT_MIN, as rounding would). Lanes where n >= -126
+ * give garbage (the caller keeps vscalefps there). */
+AI __m512 scalef_denormal(__m512 j, __m512 n) {
+    const __m512i tb = _mm512_castps_si512(_mm512_scalef_ps(j, _mm512_add_ps(n, _mm512_set1_ps(128.f))));
+    const __m512i e = _mm512_srli_epi32(tb, 23); /* biased exponent of t (sign 0) */
+    const __m512i m = _mm512_or_si512(_mm512_and_si512(tb, _mm512_set1_epi32(0x7FFFFF)), _mm512_set1_epi32(0x800000));
+    const __m512i sh = _mm512_min_epi32(_mm512_sub_epi32(_mm512_set1_epi32(129), e), _mm512_set1_epi32(25));
+    const __m512i q = _mm512_srlv_epi32(m, sh);
+    const __m512i r = _mm512_sub_epi32(m, _mm512_sllv_epi32(q, sh));
+    const __m512i half = _mm512_sllv_epi32(_mm512_set1_epi32(1), _mm512_sub_epi32(sh, _mm512_set1_epi32(1)));
+    const __mmask16 up = _mm512_cmpgt_epi32_mask(r, half) |
+                         (_mm512_cmpeq_epi32_mask(r, half) & _mm512_test_epi32_mask(q, _mm512_set1_epi32(1)));
+    return _mm512_castsi512_ps(_mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1)));
+}
+
 AI __m512 v_expf(__m512 x) {
     const __m512 r = _mm512_set1_ps(0x1.8p23f);
     const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
@@ -19,11 +37,24 @@ AI __m512 v_expf(__m512 x) {
         _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
                         _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
         u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0F)));
-    const __m512 res = _mm512_scalef_ps(j, n);
+    /* j * 2^n; where that is below FLT_MIN (n < -126) its bits come from integer steps (scalef_denormal): a
+     * vscalefps with a subnormal result takes a microcode assist (~30% of a Q4_K_M prefill on a Sapphire Rapids,
+     * where softmax rows hold many exps below e^-87) */
+    const __mmask16 sub = _mm512_cmp_ps_mask(n, _mm512_set1_ps(-126.5f), _CMP_LT_OQ);
+    __m512 res;
+    if (sub) {
+        res = _mm512_mask_scalef_ps(scalef_denormal(j, n), (__mmask16)~sub, j, n);
+    } else {
+        res = _mm512_scalef_ps(j, n);
+    }
     if (_mm512_kortestz(d, d)) return res;
     const __m512 zero = _mm512_setzero_ps();
     const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ), _mm512_set1_ps(INFINITY), zero);
     return _mm512_mask_blend_ps(d, res, alt);
+}
+
+void ggmlc_expf_avx512(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i + 15 < n; i += 16) _mm512_storeu_ps(y + i, v_expf(_mm512_loadu_ps(x + i)));
 }
 
 void ggmlc_swiglu_avx512(float *g, const float *u, int64_t n) {
@@ -57,8 +88,12 @@ AI void softmax_f16(float *s, int64_t L16, __m512 vmax) {
         sum += (double)_mm512_reduce_add_ps(e);
     }
     const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f);
     for (int64_t j0 = 0; j0 < L16; j0 += 16) {
-        __m512 p = _mm512_mul_ps(_mm512_loadu_ps(s + j0), sc);
+        /* an exp below 2^-100 times sc (<= 1) is below f16's half-ulp of zero, 2^-25, so f16r makes it +0 either way:
+         * zeroed here instead, so that no product is subnormal (a microcode assist each) */
+        const __m512 e = _mm512_loadu_ps(s + j0);
+        const __m512 p = _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(e, tiny, _CMP_GE_OQ), e, sc);
         _mm512_storeu_ps(s + j0, f16r(p));
     }
 }
