@@ -818,21 +818,25 @@ static void test_ggmlc_orders_differ(void) {
  * probabilities and SwiGLU's 1 + e absorb them, so only this checks them), their edges, exact ties of the rounding
  * cannot be aimed at from x, so every 1/64 step and random points are taken */
 static void test_ggmlc_expf(void) {
-    if (!quant_avx512_available()) return;
     enum { N = 4096 };
     static float x[N], y[N];
     unsigned long long rng = 73;
     for (int i = 0; i < N; i++)
         x[i] = i < 2560 ? -110.f + (float)i / 64.f : (float)(-120.0 + 130.0 * h_uniform(&rng));
-    ggmlc_expf_avx512(x, y, N);
-    int bad = 0, sub = 0;
-    for (int i = 0; i < N; i++) {
-        const float want = ggmlc_expf1(x[i]);
-        sub += want != 0.f && fabsf(want) < 1.17549435e-38f;
-        if (memcmp(&want, &y[i], 4) != 0 && bad++ < 3)
-            printf("  expf(%.9g): kernel %a, scalar %a\n", (double)x[i], (double)y[i], (double)want);
+    /* the AVX-512 kernel, the AVX-512 order on AVX2, the AVX2 build's order on AVX2 (ggmlc_l8_avx2.c) */
+    for (int k = 0; k < 3; k++) {
+        if (k == 0 ? !quant_avx512_available() : !quant_avx2_available()) continue;
+        (k == 0 ? ggmlc_expf_avx512 : k == 1 ? ggmlc_expf_avx2 : ggmlc_expf_l8_avx2)(x, y, N);
+        int bad = 0, sub = 0;
+        for (int i = 0; i < N; i++) {
+            const float want = k == 2 ? ggmlc_expf1_l8(x[i]) : ggmlc_expf1(x[i]);
+            sub += want != 0.f && fabsf(want) < 1.17549435e-38f;
+            if (memcmp(&want, &y[i], 4) != 0 && bad++ < 3)
+                printf("  expf %d (%.9g): kernel %a, scalar %a\n", k, (double)x[i], (double)y[i], (double)want);
+        }
+        CHECK(bad == 0 && sub > 500, "expf kernel %d: %d of %d differ from the scalar twin (%d subnormal results)", k,
+              bad, N, sub);
     }
-    CHECK(bad == 0 && sub > 500, "AVX-512 expf: %d of %d differ from the scalar twin (%d subnormal results)", bad, N, sub);
 }
 
 static void test_ggmlc(void) {

@@ -106,6 +106,7 @@ void ggmlc_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
 
 float ggmlc_silu1(float x) { return x / (1.0f + v_expf1(0.0f - x)); }
 float ggmlc_expf1(float x) { return v_expf1(x); }
+float ggmlc_expf1_l8(float x) { return v_expf1_l8(x); }
 
 void ggmlc_swiglu(float *g, const float *u, int64_t n) {
     const int lv = simd_level(), W = ggmlc_order();

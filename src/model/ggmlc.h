@@ -49,6 +49,11 @@ float ggmlc_silu1(float x);
  * kernel's own (n a multiple of 16; needs an AVX-512 CPU) */
 float ggmlc_expf1(float x);
 void ggmlc_expf_avx512(const float *x, float *y, int64_t n);
+/* the same on AVX2 (n a multiple of 8): the AVX-512 order's expf (ggmlc_avx2.c) and the AVX2 build's (ggmlc_l8_avx2.c,
+ * whose scalar twin is ggmlc_expf1_l8) */
+void ggmlc_expf_avx2(const float *x, float *y, int64_t n);
+void ggmlc_expf_l8_avx2(const float *x, float *y, int64_t n);
+float ggmlc_expf1_l8(float x);
 void ggmlc_f32_to_f16_avx512(const float *src, uint16_t *dst, size_t n);
 void ggmlc_f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n);
 #define GGMLC_RB 12 /* query rows per block kernel call */

@@ -17,6 +17,7 @@
 #include "ggmlc.h"
 
 #define AI __attribute__((always_inline)) static inline
+#include "ggmlc_sub.h"
 
 typedef struct {
     __m256 lo, hi;
@@ -103,13 +104,31 @@ AI __m256 v_expf8(__m256 x) {
     const __m256i bias = _mm256_set1_epi32(127);
     const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    const __m256 res = _mm256_mul_ps(_mm256_mul_ps(j, p1), p2);
+    /* lanes with n < -126 give results below FLT_MIN: from integer steps (ggmlc_sub.h, the same bits) on
+     * t = j 2^(n + 128), their second product kept normal (a subnormal one is a microcode assist) */
+    const __m256 sub = _mm256_cmp_ps(n, _mm256_set1_ps(-126.5f), _CMP_LT_OQ);
+    __m256 res;
+    if (_mm256_testz_ps(sub, sub)) {
+        res = _mm256_mul_ps(_mm256_mul_ps(j, p1), p2);
+    } else {
+        const __m256i nt = _mm256_add_epi32(ni, _mm256_set1_epi32(128));
+        const __m256i t1 = _mm256_srai_epi32(nt, 1), t2 = _mm256_sub_epi32(nt, t1);
+        const __m256 q1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(t1, bias), 23));
+        const __m256 q2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(t2, bias), 23));
+        const __m256 t = _mm256_mul_ps(_mm256_mul_ps(j, q1), q2); /* exact: normal */
+        const __m256 nrm = _mm256_mul_ps(_mm256_mul_ps(j, p1), _mm256_blendv_ps(p2, _mm256_set1_ps(1.f), sub));
+        res = _mm256_blendv_ps(nrm, ggmlc_sub_scale8(t, 128), sub);
+    }
     if (_mm256_testz_ps(d, d)) return res;
     const __m256 zero = _mm256_setzero_ps();
     const __m256 alt = _mm256_blendv_ps(_mm256_set1_ps(INFINITY), zero, _mm256_cmp_ps(n, zero, _CMP_LE_OQ)); /* n <= 0: 0 */
     return _mm256_blendv_ps(res, alt, d);
 }
 AI v16 v_expf(v16 x) { return (v16){v_expf8(x.lo), v_expf8(x.hi)}; }
+
+void ggmlc_expf_avx2(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i + 7 < n; i += 8) _mm256_storeu_ps(y + i, v_expf8(_mm256_loadu_ps(x + i)));
+}
 
 void ggmlc_swiglu_avx2(float *g, const float *u, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.f), zero = _mm256_setzero_ps();
@@ -143,7 +162,15 @@ AI void softmax_f16(float *s, int64_t L16, v16 vmax) {
         sum += (double)v16_reduce_add(e);
     }
     const v16 sc = v16_set1((float)(1.0 / sum));
-    for (int64_t j0 = 0; j0 < L16; j0 += 16) v16_store(s + j0, v16_f16r(v16_mul(v16_load(s + j0), sc)));
+    /* exps below 2^-100 zeroed first: times sc (<= 1) they round to +0 in f16 anyway, and their product could be
+     * subnormal (an assist) */
+    const __m256 tiny = _mm256_set1_ps(0x1p-100f);
+    for (int64_t j0 = 0; j0 < L16; j0 += 16) {
+        v16 e = v16_load(s + j0);
+        e.lo = _mm256_and_ps(e.lo, _mm256_cmp_ps(e.lo, tiny, _CMP_GE_OQ));
+        e.hi = _mm256_and_ps(e.hi, _mm256_cmp_ps(e.hi, tiny, _CMP_GE_OQ));
+        v16_store(s + j0, v16_f16r(v16_mul(e, sc)));
+    }
 }
 
 /* the 16 lanes of acc rows l = 0..15 (stride D), at columns [c0, c0 + 16): _mm512_reduce_add_ps's pairing

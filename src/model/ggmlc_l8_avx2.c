@@ -17,6 +17,7 @@
 #include "ggmlc.h"
 
 #define AI __attribute__((always_inline)) static inline
+#include "ggmlc_sub.h"
 
 /* 8 f16 values -> f32 */
 AI __m256 ldh(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)); }
@@ -47,11 +48,21 @@ AI __m256 v_expf(__m256 x) {
     const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
     const __m256i d =
         _mm256_castps_si256(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    /* the lanes past -126: fma(s2, j, s2) * s1 with s1 = 2^-125 is below FLT_MIN; its rounding from integer steps
+     * (ggmlc_sub.h, the same bits), the multiply kept normal (a subnormal product is a microcode assist) */
+    const __m256 t1 = _mm256_fmadd_ps(s2, j, s2);
+    const __m256 neg = _mm256_and_ps(_mm256_castsi256_ps(c), _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LT_OQ));
+    const __m256 big = _mm256_mul_ps(t1, _mm256_blendv_ps(s1, _mm256_set1_ps(1.f), neg));
+    const __m256 cpath = _mm256_blendv_ps(big, ggmlc_sub_scale8(t1, 125), neg);
     return _mm256_or_ps(
         _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
         _mm256_andnot_ps(_mm256_castsi256_ps(d),
-                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), cpath),
                                       _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+
+void ggmlc_expf_l8_avx2(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i + 7 < n; i += 8) _mm256_storeu_ps(y + i, v_expf(_mm256_loadu_ps(x + i)));
 }
 
 /* ggml_vec_swiglu_f32's AVX2 loop: g = silu(g) * u on the first n / 8 * 8 values (the caller does the tail) */
@@ -186,8 +197,11 @@ AI void row_softmax(float *s, int64_t L16, int64_t LP) {
         _mm256_storeu_ps(s + j0, e);
         sum += (double)hsum(e);
     }
-    const __m256 sc = _mm256_set1_ps((float)(1.0 / sum));
-    for (int64_t j0 = 0; j0 < L16; j0 += 8) _mm256_storeu_ps(s + j0, f16r(_mm256_mul_ps(_mm256_loadu_ps(s + j0), sc)));
+    const __m256 sc = _mm256_set1_ps((float)(1.0 / sum)), tiny = _mm256_set1_ps(0x1p-100f);
+    for (int64_t j0 = 0; j0 < L16; j0 += 8) { /* exps below 2^-100 zeroed first: f16 rounds them to +0 anyway */
+        const __m256 e = _mm256_loadu_ps(s + j0);
+        _mm256_storeu_ps(s + j0, f16r(_mm256_mul_ps(_mm256_and_ps(e, _mm256_cmp_ps(e, tiny, _CMP_GE_OQ)), sc)));
+    }
     for (int64_t j = L16; j < LP; j++) s[j] = 0.f;
 }
 

@@ -66,6 +66,8 @@ GGMLC_NONE(avx512)
 GGMLC_NONE(avx2)
 #undef GGMLC_NONE
 void ggmlc_expf_avx512(const float *x, float *y, int64_t n) {}
+void ggmlc_expf_avx2(const float *x, float *y, int64_t n) {}
+void ggmlc_expf_l8_avx2(const float *x, float *y, int64_t n) {}
 void ggmlc_swiglu_l8_avx2(float *g, const float *u, int64_t n) {}
 void ggmlc_attn_block_l8_avx2(const uint16_t *K, const uint16_t *V, const uint16_t *VT, int64_t vld, int64_t ld,
                               const int64_t *L, int R, const float *const *qrows, int D, float scale,
