@@ -69,14 +69,20 @@ static inline void amx_emu_store(int t, void *base, size_t stride) {
 
 static inline float amx_emu_daz(float x) { return fabsf(x) < 1.17549435e-38f ? copysignf(0.0f, x) : x; }
 
-static inline void amx_emu_dp(int c, int a, int b) {
+/* a tile product's operands: configured, three different tiles, A's rows = C's, A's 4-byte groups = B's rows, B's
+ * columns = C's (what the hardware requires of TDPBF16PS and TDPB*D alike) */
+static inline void amx_emu_dp_check(int c, int a, int b) {
     amx_emu_check(c);
     amx_emu_check(a);
     amx_emu_check(b);
-    if (c == a || c == b || a == b) amx_emu_fail("TDPBF16PS operands must be three different tiles", c);
+    if (c == a || c == b || a == b) amx_emu_fail("a tile product's operands must be three different tiles", c);
     if (amx_emu.rows[a] != amx_emu.rows[c]) amx_emu_fail("A's rows differ from C's", a);
-    if (amx_emu.colsb[a] / 4 != amx_emu.rows[b]) amx_emu_fail("A's pairs differ from B's rows", b);
+    if (amx_emu.colsb[a] / 4 != amx_emu.rows[b]) amx_emu_fail("A's 4-byte groups differ from B's rows", b);
     if (amx_emu.colsb[b] != amx_emu.colsb[c]) amx_emu_fail("B's columns differ from C's", b);
+}
+
+static inline void amx_emu_dp(int c, int a, int b) {
+    amx_emu_dp_check(c, a, b);
     const int M = amx_emu.rows[c], N = amx_emu.colsb[c] / 4, K = amx_emu.colsb[a] / 4;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
@@ -99,13 +105,7 @@ static inline void amx_emu_dp(int c, int a, int b) {
  * bytes [m][4k + e] (unsigned, or signed: a_signed) and B's signed bytes [k][4n + e], in int32 (wrapping, as the
  * hardware's adds) */
 static inline void amx_emu_dpb(int c, int a, int b, int a_signed) {
-    amx_emu_check(c);
-    amx_emu_check(a);
-    amx_emu_check(b);
-    if (c == a || c == b || a == b) amx_emu_fail("TDPB*D operands must be three different tiles", c);
-    if (amx_emu.rows[a] != amx_emu.rows[c]) amx_emu_fail("A's rows differ from C's", a);
-    if (amx_emu.colsb[a] / 4 != amx_emu.rows[b]) amx_emu_fail("A's 4-byte groups differ from B's rows", b);
-    if (amx_emu.colsb[b] != amx_emu.colsb[c]) amx_emu_fail("B's columns differ from C's", b);
+    amx_emu_dp_check(c, a, b);
     const int M = amx_emu.rows[c], N = amx_emu.colsb[c] / 4, K = amx_emu.colsb[a] / 4;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {

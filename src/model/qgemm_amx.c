@@ -284,8 +284,9 @@ static void out_block(const float *acc, const float *off, int tv, int nv, float 
 }
 
 /* 32 int16 products (two 16-lane halves, in value order) into the planes' 32 bytes each */
-static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, __m256i m0, __m256i m1, uint8_t *pl0, uint8_t *pl1) {
-    if (type == GGML_Q2_K) { /* the values x scales and the mins as they are (both < 128) */
+static inline void kx_split(uint32_t type, __m256i w0, __m256i w1, const __m256i *mn, uint8_t *pl0, uint8_t *pl1) {
+    if (type == GGML_Q2_K) { /* the values x scales and the mins (mn: kq_bcast16's layout) as they are (< 128) */
+        const __m256i m0 = _mm256_permute2x128_si256(*mn, *mn, 0x00), m1 = _mm256_permute2x128_si256(*mn, *mn, 0x11);
         _mm256_storeu_si256((__m256i *)(void *)pl0, _mm256_permute4x64_epi64(_mm256_packs_epi16(w0, w1), 0xD8));
         _mm256_storeu_si256((__m256i *)(void *)pl1, _mm256_permute4x64_epi64(_mm256_packs_epi16(m0, m1), 0xD8));
         return;
@@ -323,10 +324,8 @@ static inline __attribute__((always_inline)) void kx_planes(uint32_t type, const
                       v1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1));
         const __m256i s0 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x00),
                       s1 = _mm256_permute2x128_si256(k.sc[b], k.sc[b], 0x11);
-        const __m256i m0 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x00),
-                      m1 = _mm256_permute2x128_si256(k.mn[b], k.mn[b], 0x11);
         const size_t o = QAMX_POS(32 * b);
-        kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), m0, m1, pl0 + o, pl1 + o);
+        kx_split(type, _mm256_mullo_epi16(v0, s0), _mm256_mullo_epi16(v1, s1), &k.mn[b], pl0 + o, pl1 + o);
     }
 }
 
@@ -455,7 +454,8 @@ typedef struct {
     uint8_t rows[16];
 } qamx_tilecfg;
 
-/* tiles 0-3: the accumulators (panel p: 2p hi, 2p + 1 lo), 4: the activations, 5-7: the weights; all 16 x 64 bytes */
+/* tiles 0-3: the accumulators (panel p: 2p plane 0, 2p + 1 plane 1), 4: the activations, 5-7: the weights; all 16 x 64
+ * bytes */
 static void tiles_begin(void) {
     qamx_tilecfg c;
     memset(&c, 0, sizeof c);
@@ -518,18 +518,18 @@ static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type
         int nvp[QAMX_NP], np = 0;
         for (int p = 0; p < QAMX_NP && p0 + p * QAMX_R < r1; p++, np++)
             nvp[p] = r1 - (p0 + p * QAMX_R) < QAMX_R ? (int)(r1 - (p0 + p * QAMX_R)) : QAMX_R;
+        /* rows past the matrix: zero planes for the whole pass (the unpack writes only the valid rows), never
+         * written out */
+        for (int p = 0; p < np; p++)
+            for (int n = nvp[p]; n < QAMX_R; n++)
+                for (int g = 0; g < 4; g++) memset(P[p].pl[0][g][n], 0, 64), memset(P[p].pl[1][g][n], 0, 64);
         for (int64_t g0 = 0; g0 < ntt; g0 += QAMX_TG) {
             const int ng = ntt - g0 < QAMX_TG ? (int)(ntt - g0) : QAMX_TG;
             memset(accb, 0, (q45 ? 2 : 1) * accs);
             prefetch_out(y, ldy, g0 * QAMX_T, ntok, p0, p0 + np * QAMX_R < r1 ? p0 + np * QAMX_R : r1);
             for (int64_t sb = 0; sb < nsb; sb++) {
                 for (int p = 0; p < np; p++)
-                    for (int n = 0; n < QAMX_R; n++) {
-                        if (n >= nvp[p]) { /* rows past the matrix: zero planes, never written out */
-                            for (int g = 0; g < 4; g++)
-                                memset(P[p].pl[0][g][n], 0, 64), memset(P[p].pl[1][g][n], 0, 64);
-                            continue;
-                        }
+                    for (int n = 0; n < nvp[p]; n++) {
                         const uint8_t *x = (const uint8_t *)w + (size_t)(p0 + p * QAMX_R + n) * rb + (size_t)sb * bb;
                         if (q45)
                             q45_planes(type == GGML_Q5_K, x, P[p].pl[0][0][n], P[p].pl[1][0][n], &P[p].dw[n],
@@ -546,31 +546,29 @@ static inline __attribute__((always_inline)) int gemm_planes(const uint32_t type
                     _tile_zero(1);
                     _tile_zero(2);
                     _tile_zero(3);
+/* accumulator C += weights tile A x activations (tile 4), unsigned or signed weights (the intrinsics take the tile
+ * numbers as constants) */
+#define QAMX_DP(C, A)                                                                                                  \
+    do {                                                                                                               \
+        if (uns)                                                                                                       \
+            _tile_dpbusd(C, A, 4);                                                                                     \
+        else                                                                                                           \
+            _tile_dpbssd(C, A, 4);                                                                                     \
+    } while (0)
                     for (int g = 0; g < 4; g++) {
                         _tile_loadd(4, qv + g * 1024, 64);
                         _tile_loadd(5, P[0].pl[0][g][0], 64);
-                        if (uns)
-                            _tile_dpbusd(0, 5, 4);
-                        else
-                            _tile_dpbssd(0, 5, 4);
+                        QAMX_DP(0, 5);
                         _tile_loadd(6, P[0].pl[1][g][0], 64);
-                        if (uns)
-                            _tile_dpbusd(1, 6, 4);
-                        else
-                            _tile_dpbssd(1, 6, 4);
+                        QAMX_DP(1, 6);
                         if (np > 1) {
                             _tile_loadd(7, P[1].pl[0][g][0], 64);
-                            if (uns)
-                                _tile_dpbusd(2, 7, 4);
-                            else
-                                _tile_dpbssd(2, 7, 4);
+                            QAMX_DP(2, 7);
                             _tile_loadd(5, P[1].pl[1][g][0], 64);
-                            if (uns)
-                                _tile_dpbusd(3, 5, 4);
-                            else
-                                _tile_dpbssd(3, 5, 4);
+                            QAMX_DP(3, 5);
                         }
                     }
+#undef QAMX_DP
                     _tile_stored(0, cb, 64);
                     _tile_stored(1, cb + 256, 64);
                     if (np > 1) {
