@@ -284,6 +284,74 @@ static void test_type(uint32_t type, int64_t n, unsigned long long seed) {
     free(w); free(x); free(q); free(d); free(s); free(wr); free(y); free(deq);
 }
 
+/* the codes of a K-quant / IQ4_XS super-block (not its scales) all set to byte c: the extremes of the values (0xff: Q6_K
+ * 63, Q3_K 7, Q2_K 3, Q4_K 15, Q5_K 31, IQ4_XS 113; 0x00: IQ4_XS -127, Q6_K 0, i.e. -32) */
+static void set_codes(uint32_t type, uint8_t *sb, uint8_t c) {
+    switch (type) {
+    case GGML_Q6_K: memset(sb, c, 192); break;
+    case GGML_Q3_K: memset(sb, c, 96); break;
+    case GGML_Q2_K: memset(sb + 16, c, 64); break;
+    case GGML_Q4_K: memset(sb + 16, c, 128); break;
+    case GGML_Q5_K: memset(sb + 16, c, 160); break;
+    case GGML_IQ4_XS: memset(sb + 8, c, 128); break;
+    default: break;
+    }
+}
+
+/* Every prefill tile kernel (AVX2, AVX-512's 256-bit tiles, AVX-512's Q4_1 / Q8_0 tiles) bitwise equal to the one-row
+ * kernel of its instruction set (quant_dot_avx2 / quant_dot_avx512), row by row and token by token: 1..19 tokens (the 8-token groups whole and not), 37 rows, 3 super-blocks, on
+ * random codes and on extremes (codes at their largest magnitudes, activations all +-127 in runs whose 16-value sums
+ * reach +-2032): the int16 pair sums and the 16-value activation sums the tiles use must not saturate. */
+static void test_tiles_exact(uint32_t type) {
+    enum { NR = 37, NT = 19, N = 768 };
+    unsigned long long rng = 4242 + type;
+    const size_t rb = ggml_row_size(type, N);
+    uint8_t *w = malloc(rb * NR);
+    float *x = malloc(sizeof(float) * N * NT), *y = malloc(sizeof(float) * NR * NT);
+    int8_t *q = malloc((size_t)N * NT);
+    float *d = malloc(sizeof(float) * (N / 32) * NT), *s = malloc(sizeof(float) * (N / 32) * NT);
+    const int bsz = ggml_block_size(type);
+    const size_t bb = ggml_row_size(type, bsz);
+    int checked = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        for (int r = 0; r < NR; r++) random_row(type, w + r * rb, N, &rng);
+        for (int64_t i = 0; i < (int64_t)N * NT; i++) x[i] = (float)h_normal(&rng);
+        if (mode == 1) { /* extremes: alternate 0xff / 0x00 codes per super-block; runs of 16 equal signs */
+            for (int r = 0; r < NR; r++)
+                for (int64_t b = 0; b < N / bsz; b++) set_codes(type, w + r * rb + b * bb, (r + b) % 2 ? 0x00 : 0xff);
+            for (int64_t i = 0; i < (int64_t)N * NT; i++) x[i] = ((i / 16 + i / N) % 3) ? 1.f : -1.f;
+        }
+        for (int t = 0; t < NT; t++)
+            quant_act_row_mode(x + t * N, N, q + t * N, d + t * (N / 32), s + t * (N / 32), quant_act_mode(type));
+        for (int kern = 0; kern < 3; kern++) {
+            if (kern == 1 ? !quant_avx2_available() : !quant_avx512_available()) continue;
+            for (int nt = 1; nt <= NT; nt++) {
+                for (int i = 0; i < NT * NR; i++) y[i] = NAN;
+                const int done = kern == 0   ? quant_gemm_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR)
+                                 : kern == 1 ? quant_gemm_avx2(type, w, 0, NR, N, q, d, s, nt, y, NR)
+                                             : quant_gemm256_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR);
+                if (!done) break; /* a type this kernel set does not take */
+                int bad = 0;
+                for (int t = 0; t < nt; t++)
+                    for (int r = 0; r < NR; r++) {
+                        const float *xa[1] = {x + t * N}, *da[1] = {d + t * (N / 32)}, *sa[1] = {s + t * (N / 32)};
+                        const int8_t *qa[1] = {q + t * N};
+                        float o = NAN; /* the one-row kernel of the tile's own instruction set */
+                        if (!(kern == 1 ? quant_dot_avx2 : quant_dot_avx512)(type, N, w + r * rb, xa, qa, da, sa, 1, &o))
+                            bad++;
+                        if (memcmp(&o, &y[t * NR + r], sizeof o) != 0) bad++;
+                    }
+                CHECK(bad == 0, "%s tile kernel %d, %s codes, %d tokens: %d outputs differ from the one-row kernel",
+                      ggml_type_name(type), kern, mode ? "extreme" : "random", nt, bad);
+                checked++;
+            }
+        }
+    }
+    printf("%-6s prefill tiles == one-row kernel, bitwise: %d (kernel, codes, tokens) cases\n", ggml_type_name(type),
+           checked);
+    free(w); free(x); free(y); free(q); free(d); free(s);
+}
+
 /* the OpenMP path (products over 2M MACs) gives what the one-row kernel gives */
 static void test_threaded(uint32_t type, int64_t n) {
     unsigned long long rng = 77;
@@ -880,6 +948,11 @@ int main(void) {
         quant_act_row_avx512(x, N, q1, d1, s1);
         CHECK(memcmp(q0, q1, N) == 0 && memcmp(d0, d1, sizeof d0) == 0 && memcmp(s0, s1, sizeof s0) == 0,
               "SIMD activation quantization differs from the scalar one");
+    }
+    {
+        static const uint32_t tiled[] = {GGML_Q8_0, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1, GGML_Q2_K,
+                                         GGML_Q3_K, GGML_Q4_K, GGML_Q5_K, GGML_Q6_K, GGML_IQ4_XS};
+        for (size_t i = 0; i < sizeof tiled / sizeof tiled[0]; i++) test_tiles_exact(tiled[i]);
     }
     test_threaded(GGML_Q4_1, 576);
     test_threaded(GGML_Q8_0, 576);

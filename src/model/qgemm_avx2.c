@@ -25,6 +25,11 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
     return qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
 }
 
+int quant_gemm_ktile_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                          int64_t ntok, float *y, int64_t ldy) {
+    return qgemm_ktiles(type, w, r0, r1, cols, packed, ntok, y, ldy);
+}
+
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return qgemv_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);

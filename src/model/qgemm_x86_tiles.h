@@ -81,11 +81,40 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
     for (int t = 0; t < ntv; t++) y[t * ldy] = offs ? h[t] + sm[t] : h[t]; /* Q8_0: no + 0 (it would turn a -0 into +0) */
 }
 
-/* Q4_K / Q5_K (five): one row x QA_NT tokens, k_q45_k's operations (quant_x86_kern.h) per super-block and token: the
- * int32 lanes of the 8 sub-blocks (two chains) summed to the super-block's exact int32 (the 8 tokens' sums as one
- * vector's lanes, kq_hsum8_epi32), acc = fma(cvt(sum), d * D_a, acc) with lane t token t's chain; the mins' sum
- * m = sum_j mn_j s_j (exact), off = off - (dmin D_a) m, 8 tokens a vector from st (s transposed, [nb][QA_NT]) and dt
- * (the tokens' D_a, [nb][QA_NT]); out = acc + off. The super-block's unpacked values and scales serve the 8 tokens. */
+/* ---- The K-quant and IQ4_XS tiles: one row x QA_NT tokens on QACT_Q8_K activations ----
+ * Per super-block and token each computes the one-row kernel's exact int32 sum (quant_x86_kern.h: k_q45_k, k_q6_k,
+ * k_kx), the 8 tokens' sums then one vector (lane t: token t), and that kernel's float steps with lane t token t's
+ * chain: bitwise equal, as the sums are exact integers whatever order their lanes add in. The super-block's 32-value
+ * blocks go in turn: each is unpacked to one vector of values and one of int16 scales, which the 8 tokens' products
+ * take into 8 int32 accumulators (one a token) before the next block is unpacked, so that a tile lives in AVX2's 16
+ * registers. (Until session 74 the tiles unpacked a super-block's 8 blocks before the tokens: 16-24 live vectors,
+ * which AVX2 spilled, and GCC stored each token's products to the stack: 45 GMAC/s for Q4_K at 1 thread on a
+ * Sapphire Rapids VM under INFLLM_SIMD=avx2.)
+ * Q6_K and Q3_K take their values unsigned (q, 0..63; q + 4 h, 0..7), not as |w| against the activations with w's
+ * sign: sum_k sc_k sum_i (v_i - o) a_i = sum_k sc_k sum_i v_i a_i - o sum_k sc_k S_k (o = 32, 4), with S_k the
+ * token's 16-value activation sums (bs, [nsb][QA_NT][16] int16, |S_k| <= 16 x 127), one vpmaddwd a super-block and
+ * token; Q2_K's min sum sum_k mn_k S_k the same way (its one-row kernel multiplies each block's activations by ones
+ * for it). vpmaddubsw's pairs stay below 2 x 63 x 127, far from int16 saturation. */
+
+/* 8 int32 lanes of (s | s << 16) from 8 int16 scales s (the low 128 bits of s16): lane j's dword, broadcast by
+ * vpermd, is the 16 int16 lanes of scale j (kq_bcast8's sc[j]) */
+AI __m256i qa_scale_words(__m128i s16) {
+    const __m256i v = _mm256_cvtepu16_epi32(s16);
+    return _mm256_or_si256(v, _mm256_slli_epi32(v, 16));
+}
+
+/* scale vector for the 32-value block whose 16-value halves take dwords i and i + 1 of sw (qa_scale_words of 16-value
+ * scales): lanes 0-7 scale i, lanes 8-15 scale i + 1 (kq_bcast16's sc[b] with i = 2 b mod 8) */
+AI __m256i qa_sc_pair(__m256i sw, int i) {
+    return _mm256_permutevar8x32_epi32(sw, _mm256_setr_epi32(i, i, i, i, i + 1, i + 1, i + 1, i + 1));
+}
+
+#define QA_IS_DECL __m256i is0 = _mm256_setzero_si256(), is1 = is0, is2 = is0, is3 = is0, is4 = is0, is5 = is0, \
+                           is6 = is0, is7 = is0
+#define QA_IS8(STEP) STEP(0, is0) STEP(1, is1) STEP(2, is2) STEP(3, is3) STEP(4, is4) STEP(5, is5) STEP(6, is6) STEP(7, is7)
+#define QA_IS_SUM kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)
+
+/* 8 tokens' int32 sums (lane t: token t) of v, a vector a token */
 AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4, __m256i v5, __m256i v6,
                           __m256i v7) {
     const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
@@ -94,39 +123,45 @@ AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256
     return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
 }
 
-AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *da,
-                  int64_t dstride, const float *st, const float *dt, float *y, int64_t ldy, int ntv) {
+/* a packed activation record's parts (quant.h: QUANT_KTILE_REC bytes a group of QA_NT tokens and super-block) */
+#define KT_Q(r) ((const int8_t *)(r))                          /* [QA_NT][256] values */
+#define KT_BS(r) ((const int16_t *)(const void *)((r) + 2048)) /* [QA_NT][16] 16-value sums */
+#define KT_ST(r) ((const float *)(const void *)((r) + 2304))   /* [8 blocks][QA_NT] block sums s */
+#define KT_DT(r) ((const float *)(const void *)((r) + 2560))   /* [QA_NT] D_a */
+
+/* Q4_K / Q5_K (five): k_q45_k's sums and steps: acc = fma(cvt(isum), d * D_a, acc); the mins' sum
+ * m = sum_j mn_j s_j (exact) 8 tokens a vector, off = off - (dmin D_a) m; out = acc + off. rec: the token group's
+ * first record. */
+AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const uint8_t *rec, float *y, int64_t ldy, int ntv) {
     const size_t bb = five ? 176 : 144;
-    (void)da;
-    (void)dstride;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
     __m256 acc = _mm256_setzero_ps(), off = acc;
-    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        __m256i sc[8], u[8];
-        __m256 mn;
-        kq45_scales(w + 4, sc, &mn);
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) kq45_values(w, five, j, &u[2 * j], &u[2 * j + 1]);
-        const int8_t *qb = qa + sb * 256;
-        __m256i is0, is1, is2, is3, is4, is5, is6, is7;
-#define QK_STEP(t, is)                                                                                            \
-    {                                                                                                             \
-        const int8_t *a = qb + (t) * qstride;                                                                     \
-        __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
-        _Pragma("GCC unroll 4")                                                                                   \
-        for (int j = 0; j < 4; j++) {                                                                             \
-            i0 = dpsc(i0, u[2 * j], ld(a + 64 * j), sc[2 * j]);                                                   \
-            i1 = dpsc(i1, u[2 * j + 1], ld(a + 64 * j + 32), sc[2 * j + 1]);                                      \
-        }                                                                                                         \
-        is = _mm256_add_epi32(i0, i1);                                                                            \
-    }
-        QK_STEP(0, is0) QK_STEP(1, is1) QK_STEP(2, is2) QK_STEP(3, is3)
-        QK_STEP(4, is4) QK_STEP(5, is5) QK_STEP(6, is6) QK_STEP(7, is7)
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb, rec += QUANT_KTILE_REC) {
+        __m128i sc8, mn8;
+        kq45_scale_bytes(w + 4, &sc8, &mn8);
+        const __m256i sw = qa_scale_words(_mm_cvtepu8_epi16(sc8));
+        QA_IS_DECL;
+#pragma GCC unroll 1
+        for (int j = 0; j < 4; j++) { /* sub-blocks 2j (the low nibbles of 32 bytes) and 2j + 1 (their high ones) */
+            const __m256i qv = ld(w + (five ? 48 : 16) + 32 * j);
+            __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+            if (five) { /* + 16 where bit 2j / 2j + 1 of qh byte l is set */
+                const __m256i qh = _mm256_srl_epi16(ld(w + 16), _mm_cvtsi32_si128(2 * j)), c16 = _mm256_set1_epi8(16);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), c16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), c16));
+            }
+            const __m256i sl = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * j));
+            const __m256i sh = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * j + 1));
+            const int8_t *a = KT_Q(rec) + 64 * j;
+#define QK_STEP(t, is) is = dpsc(dpsc(is, lo, ld(a + 256 * (t)), sl), hi, ld(a + 256 * (t) + 32), sh);
+            QA_IS8(QK_STEP)
 #undef QK_STEP
-        const __m256 dat = _mm256_loadu_ps(dt + sb * 8 * QA_NT); /* lane t: token t's D_a */
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
-                              _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
+        }
+        const __m256 dat = _mm256_loadu_ps(KT_DT(rec)); /* lane t: token t's D_a */
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
         /* lane t: token t's m (exact), then (dmin D_a) m */
-        const float *sj = st + sb * 8 * QA_NT;
+        const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn8));
+        const float *sj = KT_ST(rec);
         __m256 m = _mm256_mul_ps(_mm256_permutevar8x32_ps(mn, _mm256_setzero_si256()), _mm256_loadu_ps(sj));
 #pragma GCC unroll 7
         for (int j = 1; j < 8; j++)
@@ -140,68 +175,125 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const int8_t *q
     for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t] + om[t];
 }
 
-/* Q6_K: one row x QA_NT tokens, k_q6_k's operations (quant_x86_kern.h) per super-block and token: the int32 lanes of
- * the 8 blocks (|q - 32| against the activations with q - 32's sign, times the 16-value scales; two chains) summed
- * to the super-block's exact int32, the 8 tokens' sums one vector (lane t: token t), acc = fma(cvt(sum), d * D_a,
- * acc) with D_a from dt ([nb][QA_NT]); out = acc. */
-AI void qa_tile_q6k(const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride, const float *dt, float *y,
-                    int64_t ldy, int ntv) {
+/* Q2_K / Q3_K / Q6_K (16-value scales) and IQ4_XS: the one-row kernels' (k_kx, k_q6_k) sums and steps: per super-block
+ * acc = fma(cvt(isum), d * D_a, acc), for Q2_K then acc = fma(-cvt(msum), dmin * D_a, acc); out = acc. rec: the token
+ * group's first record. */
+AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const uint8_t *rec, float *y, int64_t ldy,
+                   int ntv) {
+    const size_t bb = ggml_row_size(TYPE, 256);
+    const int q6 = TYPE == GGML_Q6_K, q3 = TYPE == GGML_Q3_K, q2 = TYPE == GGML_Q2_K, iq = TYPE == GGML_IQ4_XS;
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; sb++, w += 210) {
-        __m256i sc[8], u[8], sg[8];
-        kq_bcast16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)), sc);
-        q6k_signed(w, u, sg);
-        const int8_t *qb = qa + sb * 256;
-        __m256i is0, is1, is2, is3, is4, is5, is6, is7;
-#define Q6_STEP(t, is)                                                                                            \
-    {                                                                                                             \
-        const int8_t *a = qb + (t) * qstride;                                                                     \
-        __m256i i0 = _mm256_setzero_si256(), i1 = i0;                                                             \
-        _Pragma("GCC unroll 4")                                                                                   \
-        for (int b = 0; b < 8; b += 2) {                                                                          \
-            i0 = dpsc(i0, u[b], _mm256_sign_epi8(ld(a + 32 * b), sg[b]), sc[b]);                                  \
-            i1 = dpsc(i1, u[b + 1], _mm256_sign_epi8(ld(a + 32 * b + 32), sg[b + 1]), sc[b + 1]);                 \
-        }                                                                                                         \
-        is = _mm256_add_epi32(i0, i1);                                                                            \
-    }
-        Q6_STEP(0, is0)
-        Q6_STEP(1, is1) Q6_STEP(2, is2) Q6_STEP(3, is3) Q6_STEP(4, is4) Q6_STEP(5, is5) Q6_STEP(6, is6) Q6_STEP(7, is7)
-#undef Q6_STEP
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
-                                  _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 208)), _mm256_loadu_ps(dt + sb * 8 * QA_NT)),
-                                  acc);
+    for (int64_t sb = 0; sb < nsb; sb++, w += bb, rec += QUANT_KTILE_REC) {
+        const int16_t *bt = KT_BS(rec);
+        float d, dmin = 0.f;
+        __m256i s16 = _mm256_setzero_si256(), m16 = s16; /* the 16 scales (and Q2_K's mins) as int16 */
+        __m256i sw0, sw1 = _mm256_setzero_si256(); /* scale words: 16-value scales 0-7, 8-15; IQ4_XS's 8 in sw0 */
+        if (iq) {
+            d = qx_h2f(w);
+            sw0 = qa_scale_words(iq4xs_scales(w));
+        } else {
+            if (q6) {
+                d = qx_h2f(w + 208);
+                s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(w + 192)));
+            } else if (q3) {
+                d = qx_h2f(w + 108);
+                s16 = _mm256_cvtepi8_epi16(q3k_scales(w));
+            } else {
+                d = qx_h2f(w + 80);
+                dmin = qx_h2f(w + 82);
+                const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)w); /* scale | min << 4 */
+                s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0xF)));
+                m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0xF)));
+            }
+            sw0 = qa_scale_words(_mm256_castsi256_si128(s16));
+            sw1 = qa_scale_words(_mm256_extracti128_si256(s16, 1));
+        }
+        /* Q6_K / Q3_K: the values' offset, - o sum_k sc_k S_k, in lanes of its own */
+        QA_IS_DECL;
+#define QX_OFF(t, is) is = _mm256_sub_epi32(is, _mm256_slli_epi32(_mm256_madd_epi16(s16, ld(bt + 16 * (t))), q6 ? 5 : 2));
+        if (q6 || q3) { QA_IS8(QX_OFF) }
+#undef QX_OFF
+        if (iq) {
+            const __m256i tbl =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
+#pragma GCC unroll 1
+            for (int b = 0; b < 8; b++) {
+                const __m256i sg = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 8 + 16 * b)), u = _mm256_abs_epi8(sg);
+                const __m256i sc = _mm256_permutevar8x32_epi32(sw0, _mm256_set1_epi32(b));
+                const int8_t *a = KT_Q(rec) + 32 * b;
+#define IQ_STEP(t, is) is = dpsc(is, u, _mm256_sign_epi8(ld(a + 256 * (t)), sg), sc);
+                QA_IS8(IQ_STEP)
+#undef IQ_STEP
+            }
+        } else {
+            const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0xF);
+#pragma GCC unroll 1
+            for (int n = 0; n < 2; n++) { /* blocks 4n .. 4n + 3 */
+                const __m256i sw = n ? sw1 : sw0;
+                const uint8_t *qs = w + (q6 ? 64 : 32) * n + (q6 ? 0 : q3 ? 32 : 16);
+                /* Q6_K: the two high bits of blocks 4n..4n+3; Q3_K: the third bits, plane b at bit b - 4n */
+                const __m256i H = q6   ? ld(w + 128 + 32 * n)
+                                  : q3 ? _mm256_srl_epi16(ld(w), _mm_cvtsi32_si128(4 * n))
+                                       : _mm256_setzero_si256();
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    __m256i v;
+                    if (q6) { /* ql: blocks j = 0, 1 the low nibbles of bytes 0-31, 32-63, j = 2, 3 their high ones */
+                        const __m256i L = ld(qs + 32 * (j & 1));
+                        v = _mm256_or_si256(_mm256_and_si256(j < 2 ? L : _mm256_srli_epi16(L, 4), m4),
+                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2 * j), m3), 4));
+                    } else {
+                        v = _mm256_and_si256(_mm256_srli_epi16(ld(qs), 2 * j), m3);
+                        if (q3)
+                            v = _mm256_or_si256(v, _mm256_slli_epi16(
+                                                       _mm256_and_si256(_mm256_srli_epi16(H, j), _mm256_set1_epi8(1)), 2));
+                    }
+                    const __m256i sc = qa_sc_pair(sw, 2 * j);
+                    const int8_t *a = KT_Q(rec) + 32 * (4 * n + j);
+#define KX_STEP(t, is) is = dpsc(is, v, ld(a + 256 * (t)), sc);
+                    QA_IS8(KX_STEP)
+#undef KX_STEP
+                }
+            }
+        }
+        const __m256 dat = _mm256_loadu_ps(KT_DT(rec));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(d), dat), acc);
+        if (q2) {
+#define Q2_MS(t, is) is = _mm256_madd_epi16(m16, ld(bt + 16 * (t)));
+            QA_IS8(Q2_MS)
+#undef Q2_MS
+            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(dmin), dat), acc);
+        }
     }
     float a8[QA_NT];
     _mm256_storeu_ps(a8, acc);
     for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t];
 }
 
-/* Q2_K / Q3_K / IQ4_XS: one row x QA_NT tokens, the one-row kernel's operations (k_kx: kx_unpack once a super-block,
- * kx_lanes per token, the sums exact int32s, 8 tokens' one vector, then k_kx's float steps with lane t token t's
- * chain; D_a from dt, [nb][QA_NT]), so bitwise equal */
-AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const int8_t *qa, int64_t qstride,
-                   const float *dt, float *y, int64_t ldy, int ntv) {
-    const size_t bb = ggml_row_size(TYPE, 256);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; sb++, w += bb) {
-        kx_block k;
-        kx_unpack(TYPE, w, &k);
-        const int8_t *qb = qa + sb * 256;
-        __m256i is0, is1, is2, is3, is4, is5, is6, is7, ms0, ms1, ms2, ms3, ms4, ms5, ms6, ms7;
-#define KX_STEP(t, is, ms) kx_lanes(TYPE, &k, qb + (t) * qstride, &is, &ms);
-        KX_STEP(0, is0, ms0) KX_STEP(1, is1, ms1) KX_STEP(2, is2, ms2) KX_STEP(3, is3, ms3)
-        KX_STEP(4, is4, ms4) KX_STEP(5, is5, ms5) KX_STEP(6, is6, ms6) KX_STEP(7, is7, ms7)
-#undef KX_STEP
-        const __m256 dat = _mm256_loadu_ps(dt + sb * 8 * QA_NT);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(is0, is1, is2, is3, is4, is5, is6, is7)),
-                              _mm256_mul_ps(_mm256_set1_ps(k.d), dat), acc);
-        if (TYPE == GGML_Q2_K)
-            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(kq_hsum8_epi32(ms0, ms1, ms2, ms3, ms4, ms5, ms6, ms7)),
-                                   _mm256_mul_ps(_mm256_set1_ps(k.dmin), dat), acc);
+/* the K-quant / IQ4_XS rows r0..r1-1 on activations packed by quant_ktile_pack */
+static int qgemm_ktiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                        int64_t ntok, float *y, int64_t ldy) {
+    if (!quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;
+    const size_t rb = ggml_row_size(type, cols);
+    const int64_t nsb = cols / 256;
+    const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
+    for (int64_t t0 = 0; t0 < ntok; t0 += QA_NT) {
+        const int ntv = ntok - t0 < QA_NT ? (int)(ntok - t0) : QA_NT;
+        const uint8_t *rec = (const uint8_t *)packed + (size_t)((t0 / QA_NT) * nsb) * QUANT_KTILE_REC;
+        for (int64_t r = 0; r < r1 - r0; r++) {
+            const uint8_t *wr = w0 + (size_t)r * rb;
+            float *yr = y + t0 * ldy + r0 + r;
+            switch (type) { /* constant TYPE: each its own instance */
+            case GGML_Q6_K: qa_tile_kx(GGML_Q6_K, wr, nsb, rec, yr, ldy, ntv); break;
+            case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, nsb, rec, yr, ldy, ntv); break;
+            case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, nsb, rec, yr, ldy, ntv); break;
+            case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, nsb, rec, yr, ldy, ntv); break;
+            case GGML_Q5_K: qa_tile_k(1, wr, nsb, rec, yr, ldy, ntv); break;
+            default: qa_tile_k(0, wr, nsb, rec, yr, ldy, ntv); break;
+            }
+        }
     }
-    float a8[QA_NT];
-    _mm256_storeu_ps(a8, acc);
-    for (int t = 0; t < ntv; t++) y[t * ldy] = a8[t];
+    return 1;
 }
 
 static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
@@ -214,22 +306,34 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     if (!taken || (!QG_TILES_Q8_Q4 && (type == GGML_Q8_0 || type == GGML_Q4_0 || type == GGML_Q4_1)) ||
         cols % (kq || q6k || kx ? 256 : QK) || r1 <= r0 || ntok <= 0)
         return 0;
+    if (kq || q6k || kx) { /* the K-quants and IQ4_XS: their activations packed here (quant_matmul packs them once a
+                              product and calls qgemm_ktiles) */
+        if (!quant_ktile_takes(type, cols, ntok)) return 0;
+        void *packed = malloc(quant_ktile_act_bytes(ntok, cols));
+        if (!packed) return 0;
+        for (int64_t g = 0; g < (ntok + QA_NT - 1) / QA_NT; g++) quant_ktile_pack(q, d, s, ntok, cols, g, packed);
+        const int r = qgemm_ktiles(type, w, r0, r1, cols, packed, ntok, y, ldy);
+        free(packed);
+        return r;
+    }
     const size_t rb = ggml_row_size(type, cols);
     const int64_t nb = cols / QK, nrows = r1 - r0;
     const uint8_t *w0 = (const uint8_t *)w + (size_t)r0 * rb;
-    /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it); those and Q4_K / Q5_K:
-     * each token group's s transposed to [nb][QA_NT]; the K-quants and IQ4_XS: its d (D_a) too */
-    float *mo = NULL, *st = NULL, *dt = NULL;
-    if (q45 || kq || q6k || kx) {
-        mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
-        st = malloc((size_t)nb * QA_NT * sizeof(float));
-        dt = kq || q6k || kx ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
-        if ((q45 && !mo) || !st || ((kq || q6k || kx) && !dt)) {
-            free(mo);
-            free(st);
-            free(dt);
-            return 0;
-        }
+    /* Q4_0 / Q4_1 / Q5_0 / Q5_1: the rows' m per block (as k_q45_01 / kx_q4_1 compute it) and each token group's s
+     * transposed to [nb][QA_NT]; a last group of fewer than QA_NT tokens: its rows copied, the last one repeated
+     * (computed, not written) */
+    float *mo = q45 ? malloc((size_t)nrows * (size_t)nb * sizeof(float)) : NULL;
+    float *st = q45 ? malloc((size_t)nb * QA_NT * sizeof(float)) : NULL;
+    int8_t *qpad = ntok % QA_NT ? malloc((size_t)QA_NT * (size_t)cols) : NULL;
+    float *dpad = ntok % QA_NT ? malloc((size_t)QA_NT * (size_t)nb * sizeof(float)) : NULL;
+    if ((q45 && (!mo || !st)) || (ntok % QA_NT && (!qpad || !dpad))) {
+        free(mo);
+        free(st);
+        free(qpad);
+        free(dpad);
+        return 0;
+    }
+    {
         const int five = type == GGML_Q5_0 || type == GGML_Q5_1, has_min = type == GGML_Q4_1 || type == GGML_Q5_1;
         const size_t bb = (has_min ? 4 : 2) + (five ? 4 : 0) + 16;
         for (int64_t r = 0; mo && r < nrows; r++)
@@ -238,29 +342,12 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
                 mo[r * nb + b] = has_min ? qx_h2f(wb + 2) : (five ? -16.f : -8.f) * qx_h2f(wb);
             }
     }
-    /* a last group of fewer than QA_NT tokens: its rows copied, the last one repeated (computed, not written) */
-    int8_t *qpad = NULL;
-    float *dpad = NULL;
-    if (ntok % QA_NT) {
-        qpad = malloc((size_t)QA_NT * (size_t)cols);
-        dpad = malloc((size_t)QA_NT * (size_t)nb * sizeof(float));
-        if (!qpad || !dpad) {
-            free(qpad);
-            free(dpad);
-            free(mo);
-            free(st);
-            free(dt);
-            return 0;
-        }
-    }
     for (int64_t t0 = 0; t0 < ntok; t0 += QA_NT) {
         const int ntv = ntok - t0 < QA_NT ? (int)(ntok - t0) : QA_NT;
-        if (st)
-            for (int k = 0; k < QA_NT; k++) {
-                const int64_t t = t0 + (k < ntv ? k : ntv - 1);
-                for (int64_t b = 0; b < nb; b++) st[b * QA_NT + k] = s[t * nb + b];
-                for (int64_t b = 0; dt && b < nb; b++) dt[b * QA_NT + k] = d[t * nb + b];
-            }
+        for (int k = 0; st && k < QA_NT; k++) {
+            const int64_t t = t0 + (k < ntv ? k : ntv - 1);
+            for (int64_t b = 0; b < nb; b++) st[b * QA_NT + k] = s[t * nb + b];
+        }
         const int8_t *qa = q + t0 * cols;
         const float *da = d + t0 * nb;
         if (ntv < QA_NT) {
@@ -283,20 +370,14 @@ static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
             case GGML_Q4_1: qa_tile(GGML_Q4_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
 #endif
             case GGML_Q5_0: qa_tile(GGML_Q5_0, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
-            case GGML_Q5_1: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
-            case GGML_Q6_K: qa_tile_q6k(wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
-            case GGML_Q2_K: qa_tile_kx(GGML_Q2_K, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
-            case GGML_Q3_K: qa_tile_kx(GGML_Q3_K, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
-            case GGML_IQ4_XS: qa_tile_kx(GGML_IQ4_XS, wr, cols / 256, qa, cols, dt, yr, ldy, ntv); break;
-            default: qa_tile_k(type == GGML_Q5_K, wr, cols / 256, qa, cols, da, nb, st, dt, yr, ldy, ntv); break;
+            default: qa_tile(GGML_Q5_1, wr, nb, qa, cols, da, nb, st, mr, yr, ldy, ntv); break;
             }
         }
     }
-    free(qpad);
-    free(dpad);
     free(mo);
     free(st);
-    free(dt);
+    free(qpad);
+    free(dpad);
     return 1;
 }
 

@@ -391,6 +391,7 @@ void quant_scratch_free(quant_scratch *qs) {
     free(qs->d);
     free(qs->s);
     free(qs->amx);
+    free(qs->ktile);
     memset(qs, 0, sizeof *qs);
 }
 
@@ -401,6 +402,39 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
                  int64_t ldy, int nthreads, quant_scratch *qs) {
     const quant_mm op = {type, w, rows, cols, y, ldy};
     return quant_matmul_multi(&op, 1, x, ntok, nthreads, qs);
+}
+
+int quant_ktile_takes(uint32_t type, int64_t cols, int64_t ntok) {
+    return (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
+            type == GGML_IQ4_XS) &&
+           cols > 0 && cols % 256 == 0 && ntok >= 1;
+}
+
+size_t quant_ktile_act_bytes(int64_t ntok, int64_t cols) {
+    return (size_t)((ntok + QUANT_KTILE_TOKENS - 1) / QUANT_KTILE_TOKENS) * (size_t)(cols / 256) * QUANT_KTILE_REC;
+}
+
+void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t g,
+                      void *packed) {
+    const int64_t nsb = cols / 256, nb = cols / QK, t0 = g * QUANT_KTILE_TOKENS;
+    uint8_t *rec = (uint8_t *)packed + (size_t)(g * nsb) * QUANT_KTILE_REC;
+    for (int64_t sb = 0; sb < nsb; sb++, rec += QUANT_KTILE_REC) {
+        int8_t *rq = (int8_t *)rec;
+        int16_t *rbs = (int16_t *)(void *)(rec + 2048);
+        float *rst = (float *)(void *)(rec + 2304), *rdt = (float *)(void *)(rec + 2560);
+        for (int k = 0; k < QUANT_KTILE_TOKENS; k++) {
+            const int64_t t = t0 + k < ntok ? t0 + k : ntok - 1;
+            const int8_t *qt = q + t * cols + sb * 256;
+            memcpy(rq + k * 256, qt, 256);
+            for (int j = 0; j < 16; j++) { /* |sum| <= 16 x 127 */
+                int sum = 0;
+                for (int i = 0; i < 16; i++) sum += qt[16 * j + i];
+                rbs[k * 16 + j] = (int16_t)sum;
+            }
+            for (int b = 0; b < 8; b++) rst[b * QUANT_KTILE_TOKENS + k] = s[t * nb + sb * 8 + b];
+            rdt[k] = d[t * nb + sb * 8];
+        }
+    }
 }
 
 int quant_matmul_multi(const quant_mm *ops, int nops, const float *x, int64_t ntok, int nthreads, quant_scratch *qs) {
@@ -453,6 +487,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
     const int64_t cols = ops[0].cols;
     int isf[QUANT_MAX_OPS], fa[QUANT_MAX_OPS], mi[QUANT_MAX_OPS], modes[QUANT_MAX_OPS], nm = 0;
     int amx[QUANT_MAX_OPS], amx_m = -1; /* the products on AMX-INT8 tiles, and their (one) activation scheme */
+    int kt[QUANT_MAX_OPS], kt_m = -1;   /* the products on the packed K-quant tiles (AVX2 / AVX512-VNNI), their scheme */
     int64_t macs = 0;
     for (int i = 0; i < nops; i++) {
         const uint32_t type = ops[i].type;
@@ -483,6 +518,12 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         amx[i] = !isf[i] && simd && quant_amx_takes(ops[i].type, cols, ntok) && quant_amx_available() &&
                  (amx_m < 0 || amx_m == mi[i]);
         if (amx[i]) amx_m = mi[i];
+    }
+    const int kt_avx512 = quant_avx512_available(), kt_isa = kt_avx512 || quant_avx2_available();
+    for (int i = 0; i < nops; i++) {
+        kt[i] = !isf[i] && simd && !amx[i] && kt_isa && ntok >= 4 && quant_ktile_takes(ops[i].type, cols, ntok) &&
+                (kt_m < 0 || kt_m == mi[i]);
+        if (kt[i]) kt_m = mi[i];
     }
     const int64_t nb = cols / QK;
     const size_t per_q = (size_t)(ntok * cols), per_d = (size_t)(ntok * nb);
@@ -515,6 +556,19 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             } else { /* the other kernels, then */
                 for (int i = 0; i < nops; i++) amx[i] = 0;
                 amx_m = -1;
+            }
+        }
+    }
+    if (kt_m >= 0) {
+        const size_t nb_kt = quant_ktile_act_bytes(ntok, cols);
+        if (nb_kt > qs->cap_ktile) {
+            void *p = realloc(qs->ktile, nb_kt);
+            if (p) {
+                qs->ktile = p;
+                qs->cap_ktile = nb_kt;
+            } else { /* the tiles that pack their own, then */
+                for (int i = 0; i < nops; i++) kt[i] = 0;
+                kt_m = -1;
             }
         }
     }
@@ -561,6 +615,12 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
                     quant_amx_pack_act(qs->q + (size_t)amx_m * per_q, qs->d + (size_t)amx_m * per_d,
                                        qs->s + (size_t)amx_m * per_d, ntok, cols, tile, qs->amx);
             }
+            if (kt_m >= 0) {
+#pragma omp for schedule(static)
+                for (int64_t g = 0; g < (ntok + QUANT_KTILE_TOKENS - 1) / QUANT_KTILE_TOKENS; g++)
+                    quant_ktile_pack(qs->q + (size_t)kt_m * per_q, qs->d + (size_t)kt_m * per_d,
+                                     qs->s + (size_t)kt_m * per_d, ntok, cols, g, qs->ktile);
+            }
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunks; c++) {
@@ -571,6 +631,9 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const int8_t *Q = isf[i] ? NULL : qs->q + (size_t)m * per_q;
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
             if (amx[i] && quant_gemm_amx(ops[i].type, ops[i].w, r0, r1, cols, qs->amx, ntok, ops[i].y, ops[i].ldy))
+                continue;
+            if (kt[i] && (kt_avx512 ? quant_gemm_ktile256_avx512 : quant_gemm_ktile_avx2)(
+                             ops[i].type, ops[i].w, r0, r1, cols, qs->ktile, ntok, ops[i].y, ops[i].ldy))
                 continue;
             matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa[i], simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
         }

@@ -76,6 +76,8 @@ typedef struct quant_scratch {
     size_t cap_q, cap_d; /* elements */
     void *amx;           /* the AMX-INT8 products' packed activations (quant_amx_pack_act) */
     size_t cap_amx;      /* bytes */
+    void *ktile;         /* the K-quant prefill tiles' packed activations (quant_ktile_pack) */
+    size_t cap_ktile;    /* bytes */
 } quant_scratch;
 void quant_scratch_free(quant_scratch *qs);
 
@@ -151,6 +153,25 @@ int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_
  * Q4_1, Q5_0, Q5_1, Q4_K, Q5_K; bitwise equal to quant_dot_avx512 (qgemm256_avx512.c, qgemm_x86_tiles.h) */
 int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy);
+/* internal: the K-quant and IQ4_XS prefill tiles of AVX2 and AVX512-VNNI (qgemm_x86_tiles.h: one weight row x 8 tokens)
+ * read their QACT_Q8_K activations packed once a product, where the row loop's chunks share them: per group of 8
+ * tokens (a last group repeats its last token) and super-block one QUANT_KTILE_REC-byte record, 32-byte aligned where
+ * the buffer is: the 8 tokens' 256 values (int8 [8][256]), their 16-value sums (int16 [8][16]), their 32-value block
+ * sums s (float [8 blocks][8 tokens]) and their scale D_a (float [8]). quant_ktile_pack writes group g's records
+ * (g < ceil(ntok / 8)) from quant_matmul's q / d / s; quant_ktile_act_bytes(ntok, cols) is the whole buffer. */
+#define QUANT_KTILE_TOKENS 8
+#define QUANT_KTILE_REC (2048 + 256 + 256 + 32)
+int quant_ktile_takes(uint32_t type, int64_t cols, int64_t ntok); /* Q2_K .. Q6_K, IQ4_XS; cols % 256 */
+size_t quant_ktile_act_bytes(int64_t ntok, int64_t cols);
+void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t g,
+                      void *packed);
+/* rows r0..r1-1 of a K-quant / IQ4_XS product on the packed activations (AVX2: qgemm_avx2.c; AVX512-VNNI's 256-bit
+ * tiles: qgemm256_avx512.c), bitwise quant_dot_avx2 / quant_dot_avx512; 0 (nothing written) when the type or shape is
+ * not taken */
+int quant_gemm_ktile_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                          int64_t ntok, float *y, int64_t ldy);
+int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                               int64_t ntok, float *y, int64_t ldy);
 /* internal: AMX-INT8 prefill of Q4_K / Q5_K (qgemm_amx.c), bitwise equal to quant_dot_avx512 / _avx2. quant_matmul
  * packs each scheme's activations once a call (quant_amx_pack_act, one 16-token tile at a time, into
  * quant_amx_act_bytes) where quant_amx_takes the product and quant_amx_available(); then quant_gemm_amx does rows

@@ -106,6 +106,33 @@ AI void k_iq4nl(int NA, int64_t nb, const uint8_t *w, const int8_t *const *qa, c
     for (int t = 0; t < NA; t++) out[t] = qx_hsum256(acc[t]);
 }
 
+/* an IQ4_XS super-block's 8 6-bit scales minus 32 as int16 (the low 128 bits), built in a general register (a vector
+ * load of stored scalars stalled store forwarding): low nibbles from scales_l, two high bits each from scales_h */
+AI __m128i iq4xs_scales(const uint8_t *w) {
+    uint16_t sh;
+    uint32_t sl;
+    memcpy(&sh, w + 2, 2);
+    memcpy(&sl, w + 4, 4);
+    uint64_t lsv = 0;
+#pragma GCC unroll 8
+    for (int ib = 0; ib < 8; ib++)
+        lsv |= (uint64_t)(((sl >> (4 * ib)) & 0xF) | (((uint32_t)sh >> (2 * ib)) & 3) << 4) << (8 * ib);
+    return _mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)lsv)), _mm_set1_epi16(32));
+}
+
+/* a Q3_K super-block's 16 6-bit scales minus 32 as int8, from its 12 bytes in general registers (llama.cpp's aux
+ * steps) */
+AI __m128i q3k_scales(const uint8_t *w) {
+    uint32_t a0, a1, t;
+    memcpy(&a0, w + 96, 4);
+    memcpy(&a1, w + 100, 4);
+    memcpy(&t, w + 104, 4);
+    const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
+    const uint32_t s0 = (a0 & k2) | ((t & k1) << 4), s1 = (a1 & k2) | (((t >> 2) & k1) << 4);
+    const uint32_t s2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), s3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4);
+    return _mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32));
+}
+
 /* Q2_K / Q3_K / IQ4_XS on QACT_Q8_K activations. A super-block is unpacked once (kx_unpack: per 32-value block b its
  * values u[b] as unsigned bytes, sg[b] the signed values where they are signed, sc[b] its scales as int16 lanes, Q2_K's
  * mins mn[b]) and each token's int32 lanes come from kx_lanes, which the one-row kernels and the prefill tiles
@@ -125,17 +152,7 @@ AI void kx_unpack(const uint32_t TYPE, const uint8_t *w, kx_block *k) {
     if (TYPE == GGML_IQ4_XS) {
         k->d = qx_h2f(w);
         k->dmin = 0.f;
-        /* the 8 6-bit scales as bytes in a general register (a vector load of stored scalars stalled store
-         * forwarding): low nibbles from scales_l, two high bits each from scales_h; minus 32 */
-        uint16_t sh;
-        uint32_t sl;
-        memcpy(&sh, w + 2, 2);
-        memcpy(&sl, w + 4, 4);
-        uint64_t lsv = 0;
-#pragma GCC unroll 8
-        for (int ib = 0; ib < 8; ib++)
-            lsv |= (uint64_t)(((sl >> (4 * ib)) & 0xF) | (((uint32_t)sh >> (2 * ib)) & 3) << 4) << (8 * ib);
-        kq_bcast8(_mm_sub_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)lsv)), _mm_set1_epi16(32)), k->sc);
+        kq_bcast8(iq4xs_scales(w), k->sc);
         const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
 #pragma GCC unroll 8
         for (int ib = 0; ib < 8; ib++) {
@@ -148,15 +165,8 @@ AI void kx_unpack(const uint32_t TYPE, const uint8_t *w, kx_block *k) {
     const uint8_t *qs = w + (three ? 32 : 16);
     k->d = qx_h2f(w + (three ? 108 : 80));
     k->dmin = three ? 0.f : qx_h2f(w + 82);
-    if (three) { /* the 16 6-bit scales from 12 bytes in general registers (llama.cpp's aux steps), minus 32 */
-        uint32_t a0, a1, t;
-        memcpy(&a0, w + 96, 4);
-        memcpy(&a1, w + 100, 4);
-        memcpy(&t, w + 104, 4);
-        const uint32_t k1 = 0x03030303u, k2 = 0x0f0f0f0fu;
-        const uint32_t s0 = (a0 & k2) | ((t & k1) << 4), s1 = (a1 & k2) | (((t >> 2) & k1) << 4);
-        const uint32_t s2 = ((a0 >> 4) & k2) | (((t >> 4) & k1) << 4), s3 = ((a1 >> 4) & k2) | (((t >> 6) & k1) << 4);
-        kq_bcast16(_mm_sub_epi8(_mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0), _mm_set1_epi8(32)), k->sc);
+    if (three) {
+        kq_bcast16(q3k_scales(w), k->sc);
     } else {
         const __m128i m4 = _mm_set1_epi8(0xF);
         const __m128i raw = _mm_loadu_si128((const __m128i *)(const void *)w); /* scale | min << 4, 16 of them */
@@ -242,7 +252,8 @@ AI void k_kx(int NA, const uint32_t TYPE, int64_t nsb, const uint8_t *w, const i
 
 /* a Q4_K / Q5_K super-block's 8 sub-block scales (the 12 bytes at q, unpacked in general registers: llama.cpp's utmp
  * steps) broadcast as kq_bcast8's, and its 8 mins as floats */
-AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
+/* the 8 sub-block scales (sc8) and mins (mn8) of a Q4_K / Q5_K super-block as bytes 0-7, from the 12 bytes at q */
+AI void kq45_scale_bytes(const uint8_t *q, __m128i *sc8, __m128i *mn8) {
     uint32_t u0, u1, u2;
     memcpy(&u0, q, 4);
     memcpy(&u1, q + 4, 4);
@@ -250,8 +261,15 @@ AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
     const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
     const uint32_t sc03 = u0 & m6, mn03 = u1 & m6;
     const uint32_t sc47 = (u2 & m4) | (((u0 >> 6) & m2) << 4), mn47 = ((u2 >> 4) & m4) | (((u1 >> 6) & m2) << 4);
-    kq_bcast8(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sc47, (int)sc03)), sc);
-    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn47, (int)mn03)));
+    *sc8 = _mm_set_epi32(0, 0, (int)sc47, (int)sc03);
+    *mn8 = _mm_set_epi32(0, 0, (int)mn47, (int)mn03);
+}
+
+AI void kq45_scales(const uint8_t *q, __m256i sc[8], __m256 *mn) {
+    __m128i sc8, mn8;
+    kq45_scale_bytes(q, &sc8, &mn8);
+    kq_bcast8(_mm_cvtepu8_epi16(sc8), sc);
+    *mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn8));
 }
 
 /* a Q4_K / Q5_K (five) super-block's values of sub-blocks 2j (lo) and 2j + 1 (hi) as unsigned bytes: the nibbles of
