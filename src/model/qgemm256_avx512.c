@@ -20,6 +20,7 @@
 /* prefill: Q8_0 / Q4_1 take qgemm_avx512.c's 512-bit tiles; Q4_0's AVX-512 one-row kernel sums two blocks a
  * vpdpbusd (so no Q4_0 decode tile either) */
 #define QG_TILES_Q8_Q4 0
+#define QG_YMM_REGS 32 /* AVX-512VL: ymm0-31 */
 #include "qgemm_x86_tiles.h"
 
 int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
