@@ -133,8 +133,8 @@ AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256
 /* a packed activation record's parts (quant.h: QUANT_KTILE_REC bytes a group of QA_NT tokens and super-block) */
 #define KT_Q(r) ((const int8_t *)(r))                          /* [QA_NT][256] values */
 #define KT_BS(r) ((const int16_t *)(const void *)((r) + 2048)) /* [QA_NT][16] 16-value sums */
-#define KT_ST(r) ((const float *)(const void *)((r) + 2304))   /* [8 blocks][QA_NT] block sums s */
-#define KT_DT(r) ((const float *)(const void *)((r) + 2560))   /* [QA_NT] D_a */
+#define KT_S32(r) ((const int16_t *)(const void *)((r) + 2304)) /* [4][2][8 blocks] block sums s, tokens k, k + 4 */
+#define KT_DT(r) ((const float *)(const void *)((r) + 2432))   /* [QA_NT] D_a */
 
 /* Q4_K / Q5_K (five): k_q45_k's sums and steps: acc = fma(cvt(isum), d * D_a, acc); the mins' sum
  * m = sum_j mn_j s_j (exact) 8 tokens a vector, off = off - (dmin D_a) m; out = acc + off. rec: the token group's
@@ -149,30 +149,28 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const uint8_t *
         const __m256i sw = qa_scale_words(_mm_cvtepu8_epi16(sc8));
         QA_IS_DECL;
 QK_PRAGMA_UNROLL
-        for (int j = 0; j < 4; j++) { /* sub-blocks 2j (the low nibbles of 32 bytes) and 2j + 1 (their high ones) */
-            const __m256i qv = ld(w + (five ? 48 : 16) + 32 * j);
-            __m256i lo = _mm256_and_si256(qv, m4), hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-            if (five) { /* + 16 where bit 2j / 2j + 1 of qh byte l is set */
-                const __m256i qh = _mm256_srl_epi16(ld(w + 16), _mm_cvtsi32_si128(2 * j)), c16 = _mm256_set1_epi8(16);
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), c16));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), c16));
-            }
-            const __m256i sl = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * j));
-            const __m256i sh = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * j + 1));
-            const int8_t *a = KT_Q(rec) + 64 * j;
-#define QK_STEP(t, is) is = dpsc(dpsc(is, lo, ld(a + 256 * (t)), sl), hi, ld(a + 256 * (t) + 32), sh);
+        for (int k = 0; k < 8; k++) { /* sub-block k: the low (even k) or high nibbles of 32 bytes */
+            __m256i v = _mm256_and_si256(
+                _mm256_srl_epi16(ld(w + (five ? 48 : 16) + 32 * (k >> 1)), _mm_cvtsi32_si128(4 * (k & 1))), m4);
+            if (five) /* + 16 where bit k of qh byte l is set */
+                v = _mm256_or_si256(v, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(ld(w + 16), _mm_cvtsi32_si128(k)), 4),
+                                                        _mm256_set1_epi8(16)));
+            const __m256i sc = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(k));
+            const int8_t *a = KT_Q(rec) + 32 * k;
+#define QK_STEP(t, is) is = dpsc(is, v, ld(a + 256 * (t)), sc);
             QA_IS8(QK_STEP)
 #undef QK_STEP
         }
         const __m256 dat = _mm256_loadu_ps(KT_DT(rec)); /* lane t: token t's D_a */
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
-        /* lane t: token t's m (exact), then (dmin D_a) m */
-        const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn8));
-        const float *sj = KT_ST(rec);
-        __m256 m = _mm256_mul_ps(_mm256_permutevar8x32_ps(mn, _mm256_setzero_si256()), _mm256_loadu_ps(sj));
-#pragma GCC unroll 7
-        for (int j = 1; j < 8; j++)
-            m = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(mn, _mm256_set1_epi32(j)), _mm256_loadu_ps(sj + j * QA_NT), m);
+        /* lane t: token t's m = sum_j mn_j s_j as an int32 (|m| <= 8 x 63 x 4064: exact as a float, the value the
+         * one-row kernel's float sum gives), then (dmin D_a) m. Tokens k and k + 4 share a vpmaddwd (their sums side by
+         * side in the record, the mins in both halves); three vphaddd leave token t in lane t. */
+        const __m256i mn16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(mn8));
+        const int16_t *s32 = KT_S32(rec);
+        const __m256i m01 = _mm256_hadd_epi32(_mm256_madd_epi16(mn16, ld(s32)), _mm256_madd_epi16(mn16, ld(s32 + 16)));
+        const __m256i m23 = _mm256_hadd_epi32(_mm256_madd_epi16(mn16, ld(s32 + 32)), _mm256_madd_epi16(mn16, ld(s32 + 48)));
+        const __m256 m = _mm256_cvtepi32_ps(_mm256_hadd_epi32(m01, m23));
         const __m256 f = _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w + 2)), dat);
         off = _mm256_sub_ps(off, _mm256_mul_ps(f, m));
     }

@@ -420,8 +420,8 @@ void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t n
     uint8_t *rec = (uint8_t *)packed + (size_t)(g * nsb) * QUANT_KTILE_REC;
     for (int64_t sb = 0; sb < nsb; sb++, rec += QUANT_KTILE_REC) {
         int8_t *rq = (int8_t *)rec;
-        int16_t *rbs = (int16_t *)(void *)(rec + 2048);
-        float *rst = (float *)(void *)(rec + 2304), *rdt = (float *)(void *)(rec + 2560);
+        int16_t *rbs = (int16_t *)(void *)(rec + 2048), *rs32 = (int16_t *)(void *)(rec + 2304);
+        float *rdt = (float *)(void *)(rec + 2432);
         for (int k = 0; k < QUANT_KTILE_TOKENS; k++) {
             const int64_t t = t0 + k < ntok ? t0 + k : ntok - 1;
             const int8_t *qt = q + t * cols + sb * 256;
@@ -431,7 +431,8 @@ void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t n
                 for (int i = 0; i < 16; i++) sum += qt[16 * j + i];
                 rbs[k * 16 + j] = (int16_t)sum;
             }
-            for (int b = 0; b < 8; b++) rst[b * QUANT_KTILE_TOKENS + k] = s[t * nb + sb * 8 + b];
+            /* the 32-value sums (s, an integer <= 32 x 127 in QACT_Q8_K) of tokens k and k + 4 side by side */
+            for (int b = 0; b < 8; b++) rs32[(k % 4) * 16 + (k / 4) * 8 + b] = (int16_t)s[t * nb + sb * 8 + b];
             rdt[k] = d[t * nb + sb * 8];
         }
     }

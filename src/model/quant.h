@@ -157,10 +157,11 @@ int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, i
  * read their QACT_Q8_K activations packed once a product, where the row loop's chunks share them: per group of 8
  * tokens (a last group repeats its last token) and super-block one QUANT_KTILE_REC-byte record, 32-byte aligned where
  * the buffer is: the 8 tokens' 256 values (int8 [8][256]), their 16-value sums (int16 [8][16]), their 32-value block
- * sums s (float [8 blocks][8 tokens]) and their scale D_a (float [8]). quant_ktile_pack writes group g's records
- * (g < ceil(ntok / 8)) from quant_matmul's q / d / s; quant_ktile_act_bytes(ntok, cols) is the whole buffer. */
+ * sums s (int16 [4][2][8 blocks]: tokens k and k + 4 side by side) and their scale D_a (float [8]). quant_ktile_pack
+ * writes group g's records (g < ceil(ntok / 8)) from quant_matmul's q / d / s; quant_ktile_act_bytes(ntok, cols) is
+ * the whole buffer. */
 #define QUANT_KTILE_TOKENS 8
-#define QUANT_KTILE_REC (2048 + 256 + 256 + 32)
+#define QUANT_KTILE_REC (2048 + 256 + 128 + 32)
 int quant_ktile_takes(uint32_t type, int64_t cols, int64_t ntok); /* Q2_K .. Q6_K, IQ4_XS; cols % 256 */
 size_t quant_ktile_act_bytes(int64_t ntok, int64_t cols);
 void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t g,
