@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# isa_check.sh BUILD_DIR: the per-instruction-set kernel objects (*_avx512.c.o, *_avx512bf16.c.o, *_amx.c.o, *_avx2.c.o) hold
+# isa_check.sh BUILD_DIR: the per-instruction-set kernel objects (*_avx512.c.o, *_avx512bf16.c.o, *_amx.c.o, *_avx2.c.o,
+# *_avxvnni.c.o) hold
 # only instructions of the extensions that their run-time dispatch checks before calling them:
 #   src/attn/*_avx512: avx512f / bw / vl / dq (cpu_attn.c), src/attn/*_avx512bf16: the same and avx512_bf16
 #   (cpu_dot16_get), src/attn/*_amx: the same, avx512_bf16 and AMX-TILE / AMX-BF16 (cpu_dot16_get), src/model/*_avx512: avx512f / bw / vl / dq and avx512vnni (quant_avx512.c), src/model/*_amx: those and AMX-TILE / AMX-INT8 (quant_amx_available), *_avx2: avx2 / fma
-#   / f16c (VEX only: no EVEX register, mask or encoding).
+#   / f16c (VEX only: no EVEX register, mask or encoding), src/model/*_avxvnni: those and AVX-VNNI's VEX vpdpbusd /
+#   vpdpwssd (quant_avxvnni_available).
 # Compiling such a file with a flag for any other extension lets the compiler use it anywhere: session 35 found
 # GCC loading 16-bit scalars with AVX512-FP16's `vmovw` in the model's kernels (built with -mavx512fp16), which
 # is SIGILL on AVX-512 CPUs without FP16 (AMD Zen 4 / 5, Ice Lake, Cascade Lake): test_quant died on a Zen 4.
@@ -11,7 +13,8 @@
 set -u
 dir=${1:?usage: isa_check.sh BUILD_DIR}
 command -v objdump >/dev/null || { echo "isa_check: SKIP (no objdump)"; exit 77; }
-mapfile -t objs < <(find "$dir" -name '*_avx512.c.o' -o -name '*_avx512bf16.c.o' -o -name '*_amx.c.o' -o -name '*_avx2.c.o' | sort)
+mapfile -t objs < <(find "$dir" -name '*_avx512.c.o' -o -name '*_avx512bf16.c.o' -o -name '*_amx.c.o' -o -name '*_avx2.c.o' \
+  -o -name '*_avxvnni.c.o' | sort)
 [ ${#objs[@]} -gt 0 ] || { echo "isa_check: SKIP (no per-ISA objects: not an x86 build)"; exit 77; }
 fail=0
 for o in "${objs[@]}"; do
@@ -31,6 +34,12 @@ for o in "${objs[@]}"; do
       # the model's AMX file (qgemm_amx.c): AVX512-VNNI and AMX-TILE / AMX-INT8 (quant_amx_available), not AMX-BF16
       case "$o" in */src/model/*_amx.c.o) allow='^(vcvtph2ps|vcvtps2ph|ldtilecfg|sttilecfg|tilerelease|tilezero|tileloadd(t1)?|tilestored|tdpb[su][su]d)$' ;; esac
       bad=$(echo "$ins" | awk '{print $1}' | grep -E "$deny" | grep -vE "$allow" | sort | uniq -c)
+      ;;
+    *_avxvnni.c.o)
+      # the AVX-VNNI K-quant tiles: VEX only, and of the dot-product instructions only AVX-VNNI's (objdump writes
+      # their VEX forms with a {vex} prefix, so braces other than that one mean EVEX)
+      bad=$( { echo "$ins" | sed 's/^{vex} *//' | grep -E '%zmm|%k[0-7]|\{' ; echo "$ins" | sed 's/^{vex} *//' |
+        awk '{print $1}' | grep -E '^vpdp' | grep -vE '^vpdp(busd|wssd)$'; } | awk '{print $1}' | sort | uniq -c)
       ;;
     *)
       # AVX2 objects: VEX only (no zmm, no mask registers, no EVEX-only forms), no AVX-VNNI

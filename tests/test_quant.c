@@ -298,8 +298,8 @@ static void set_codes(uint32_t type, uint8_t *sb, uint8_t c) {
     }
 }
 
-/* Every prefill tile kernel (AVX2, AVX-512's 256-bit tiles, AVX-512's Q4_1 / Q8_0 tiles) bitwise equal to the one-row
- * kernel of its instruction set (quant_dot_avx2 / quant_dot_avx512), row by row and token by token: 1..19 tokens (the 8-token groups whole and not), 37 rows, 3 super-blocks, on
+/* Every prefill tile kernel (AVX2, AVX-512's 256-bit tiles, AVX-512's Q4_1 / Q8_0 tiles, AVX-VNNI's K-quant tiles)
+ * bitwise equal to the one-row kernel of its instruction set (quant_dot_avx2 / quant_dot_avx512), row by row and token by token: 1..19 tokens (the 8-token groups whole and not), 37 rows, 3 super-blocks, on
  * random codes and on extremes (codes at their largest magnitudes, activations all +-127 in runs whose 16-value sums
  * reach +-2032): the int16 pair sums and the 16-value activation sums the tiles use must not saturate. */
 static void test_tiles_exact(uint32_t type) {
@@ -310,6 +310,7 @@ static void test_tiles_exact(uint32_t type) {
     float *x = malloc(sizeof(float) * N * NT), *y = malloc(sizeof(float) * NR * NT);
     int8_t *q = malloc((size_t)N * NT);
     float *d = malloc(sizeof(float) * (N / 32) * NT), *s = malloc(sizeof(float) * (N / 32) * NT);
+    void *packed = malloc(quant_ktile_act_bytes(NT, N));
     const int bsz = ggml_block_size(type);
     const size_t bb = ggml_row_size(type, bsz);
     int checked = 0;
@@ -323,13 +324,25 @@ static void test_tiles_exact(uint32_t type) {
         }
         for (int t = 0; t < NT; t++)
             quant_act_row_mode(x + t * N, N, q + t * N, d + t * (N / 32), s + t * (N / 32), quant_act_mode(type));
-        for (int kern = 0; kern < 3; kern++) {
-            if (kern == 1 ? !quant_avx2_available() : !quant_avx512_available()) continue;
+        for (int kern = 0; kern < 4; kern++) {
+            if (kern == 1 ? !quant_avx2_available()
+                : kern == 3 ? !quant_avxvnni_available()
+                            : !quant_avx512_available())
+                continue;
             for (int nt = 1; nt <= NT; nt++) {
                 for (int i = 0; i < NT * NR; i++) y[i] = NAN;
-                const int done = kern == 0   ? quant_gemm_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR)
-                                 : kern == 1 ? quant_gemm_avx2(type, w, 0, NR, N, q, d, s, nt, y, NR)
-                                             : quant_gemm256_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR);
+                int done = 0;
+                if (kern == 3) { /* AVX-VNNI: the K-quant tiles only, on activations packed as quant_matmul packs them */
+                    if (quant_ktile_takes(type, N, nt)) {
+                        for (int64_t g = 0; g < (nt + QUANT_KTILE_TOKENS - 1) / QUANT_KTILE_TOKENS; g++)
+                            quant_ktile_pack(q, d, s, nt, N, g, packed);
+                        done = quant_gemm_ktile_avxvnni(type, w, 0, NR, N, packed, nt, y, NR);
+                    }
+                } else {
+                    done = kern == 0   ? quant_gemm_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR)
+                           : kern == 1 ? quant_gemm_avx2(type, w, 0, NR, N, q, d, s, nt, y, NR)
+                                       : quant_gemm256_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR);
+                }
                 if (!done) break; /* a type this kernel set does not take */
                 int bad = 0;
                 for (int t = 0; t < nt; t++)
@@ -337,7 +350,8 @@ static void test_tiles_exact(uint32_t type) {
                         const float *xa[1] = {x + t * N}, *da[1] = {d + t * (N / 32)}, *sa[1] = {s + t * (N / 32)};
                         const int8_t *qa[1] = {q + t * N};
                         float o = NAN; /* the one-row kernel of the tile's own instruction set */
-                        if (!(kern == 1 ? quant_dot_avx2 : quant_dot_avx512)(type, N, w + r * rb, xa, qa, da, sa, 1, &o))
+                        if (!(kern == 1 || kern == 3 ? quant_dot_avx2 : quant_dot_avx512)(type, N, w + r * rb, xa, qa, da,
+                                                                                           sa, 1, &o))
                             bad++;
                         if (memcmp(&o, &y[t * NR + r], sizeof o) != 0) bad++;
                     }
@@ -347,9 +361,9 @@ static void test_tiles_exact(uint32_t type) {
             }
         }
     }
-    printf("%-6s prefill tiles == one-row kernel, bitwise: %d (kernel, codes, tokens) cases\n", ggml_type_name(type),
-           checked);
-    free(w); free(x); free(y); free(q); free(d); free(s);
+    printf("%-6s prefill tiles == one-row kernel, bitwise: %d (kernel, codes, tokens) cases%s\n", ggml_type_name(type),
+           checked, quant_avxvnni_available() ? " (AVX-VNNI's among them)" : "");
+    free(w); free(x); free(y); free(q); free(d); free(s); free(packed);
 }
 
 /* the OpenMP path (products over 2M MACs) gives what the one-row kernel gives */

@@ -37,16 +37,17 @@ static unsigned detect(void) {
     /* AMX-INT8 (EDX bit 25) */
     if (((d >> 24) & 1) && ((d >> 25) & 1) && (xcr0 & 0x60000) == 0x60000) f |= INFLLM_X86_AMX_INT8;
     if (ymm && ((b >> 5) & 1)) f |= INFLLM_X86_AVX2;
+    unsigned a1 = 0, b1, c1, d1; /* leaf 7 subleaf 1: AVX-VNNI (EAX bit 4), AVX512_BF16 (EAX bit 5) */
+    if (max_subleaf >= 1) __cpuid_count(7, 1, a1, b1, c1, d1);
+    (void)b1, (void)c1, (void)d1;
+    if (ymm && ((a1 >> 4) & 1)) f |= INFLLM_X86_AVX_VNNI;
     if (!zmm) return f;
     if ((b >> 16) & 1) f |= INFLLM_X86_AVX512F;
     if ((b >> 17) & 1) f |= INFLLM_X86_AVX512DQ;
     if ((b >> 30) & 1) f |= INFLLM_X86_AVX512BW;
     if ((b >> 31) & 1) f |= INFLLM_X86_AVX512VL;
     if ((c >> 11) & 1) f |= INFLLM_X86_AVX512VNNI;
-    if (max_subleaf >= 1) {
-        __cpuid_count(7, 1, a, b, c, d);
-        if ((a >> 5) & 1) f |= INFLLM_X86_AVX512BF16;
-    }
+    if ((a1 >> 5) & 1) f |= INFLLM_X86_AVX512BF16;
     return f;
 }
 #else

@@ -24,6 +24,9 @@ enum {
     INFLLM_X86_AMX_BF16 = 1u << 10,
     /* AMX-TILE and AMX-INT8 with the tile state enabled (the model's quantized prefill: infllm_x86_amx_int8_ready) */
     INFLLM_X86_AMX_INT8 = 1u << 11,
+    /* AVX-VNNI (the VEX-encoded vpdpbusd / vpdpwssd of Intel's client cores from Alder Lake, with YMM state): the
+     * model's K-quant prefill tiles on AVX2 CPUs (qgemm_avxvnni.c) */
+    INFLLM_X86_AVX_VNNI = 1u << 12,
 };
 /* the level sets the dispatchers test */
 #define INFLLM_X86_LEVEL_AVX2 (INFLLM_X86_AVX2 | INFLLM_X86_FMA | INFLLM_X86_F16C)

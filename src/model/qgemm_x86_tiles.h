@@ -31,8 +31,10 @@
  * values live and spilled the accumulators: 0.9-0.95x), unrolled with AVX-512's 32 (1.04-1.1x) */
 #if QG_YMM_REGS >= 32
 #define QK_PRAGMA_UNROLL _Pragma("GCC unroll 8")
+#define QK45_PRAGMA_UNROLL _Pragma("GCC unroll 8")
 #else
 #define QK_PRAGMA_UNROLL _Pragma("GCC unroll 1")
+#define QK45_PRAGMA_UNROLL _Pragma("GCC unroll 2")
 #endif
 
 /* The tile's 8 accumulators are named variables, one per token (QA_T8 writes a token step 8 times): as an array
@@ -148,7 +150,7 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const uint8_t *
         kq45_scale_bytes(w + 4, &sc8, &mn8);
         const __m256i sw = qa_scale_words(_mm_cvtepu8_epi16(sc8));
         QA_IS_DECL;
-QK_PRAGMA_UNROLL
+QK45_PRAGMA_UNROLL
         for (int k = 0; k < 8; k++) { /* sub-block k: the low (even k) or high nibbles of 32 bytes */
             __m256i v = _mm256_and_si256(
                 _mm256_srl_epi16(ld(w + (five ? 48 : 16) + 32 * (k >> 1)), _mm_cvtsi32_si128(4 * (k & 1))), m4);
@@ -301,6 +303,7 @@ static int qgemm_ktiles(uint32_t type, const void *w, int64_t r0, int64_t r1, in
     return 1;
 }
 
+#if !defined(QG_KTILES_ONLY) /* the includer takes only qgemm_ktiles (qgemm_avxvnni.c) */
 static int qgemm_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                        const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     const int kq = type == GGML_Q4_K || type == GGML_Q5_K, q6k = type == GGML_Q6_K;
@@ -618,5 +621,7 @@ static int qgemv_tiles(uint32_t type, const void *w, int64_t r0, int64_t r1, int
     }
     return 1;
 }
+
+#endif /* !QG_KTILES_ONLY */
 
 #endif

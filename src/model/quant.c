@@ -521,6 +521,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         if (amx[i]) amx_m = mi[i];
     }
     const int kt_avx512 = quant_avx512_available(), kt_isa = kt_avx512 || quant_avx2_available();
+    const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available();
     for (int i = 0; i < nops; i++) {
         kt[i] = !isf[i] && simd && !amx[i] && kt_isa && ntok >= 4 && quant_ktile_takes(ops[i].type, cols, ntok) &&
                 (kt_m < 0 || kt_m == mi[i]);
@@ -633,8 +634,10 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
             if (amx[i] && quant_gemm_amx(ops[i].type, ops[i].w, r0, r1, cols, qs->amx, ntok, ops[i].y, ops[i].ldy))
                 continue;
-            if (kt[i] && (kt_avx512 ? quant_gemm_ktile256_avx512 : quant_gemm_ktile_avx2)(
-                             ops[i].type, ops[i].w, r0, r1, cols, qs->ktile, ntok, ops[i].y, ops[i].ldy))
+            if (kt[i] && (kt_avx512 ? quant_gemm_ktile256_avx512
+                          : kt_vnni ? quant_gemm_ktile_avxvnni
+                                    : quant_gemm_ktile_avx2)(ops[i].type, ops[i].w, r0, r1, cols, qs->ktile, ntok,
+                                                             ops[i].y, ops[i].ldy))
                 continue;
             matmul_rows(ops[i].type, ops[i].w, r0, r1, cols, isf[i], fa[i], simd, x, Q, D, S, ntok, ops[i].y, ops[i].ldy);
         }

@@ -173,6 +173,12 @@ int quant_gemm_ktile_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, 
                           int64_t ntok, float *y, int64_t ldy);
 int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                                int64_t ntok, float *y, int64_t ldy);
+/* the same on AVX2 CPUs with AVX-VNNI (qgemm_avxvnni.c: vpdpwssd for AVX2's vpmaddwd + vpaddd), bitwise
+ * quant_dot_avx2; quant_avxvnni_available: the CPU has AVX2 + FMA + F16C and AVX-VNNI, INFLLM_SIMD allows AVX2
+ * kernels and INFLLM_AVXVNNI is not 0 (0 where the compiler could not build the file) */
+int quant_avxvnni_available(void);
+int quant_gemm_ktile_avxvnni(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                             int64_t ntok, float *y, int64_t ldy);
 /* internal: AMX-INT8 prefill of Q4_K / Q5_K (qgemm_amx.c), bitwise equal to quant_dot_avx512 / _avx2. quant_matmul
  * packs each scheme's activations once a call (quant_amx_pack_act, one 16-token tile at a time, into
  * quant_amx_act_bytes) where quant_amx_takes the product and quant_amx_available(); then quant_gemm_amx does rows
