@@ -69,8 +69,10 @@ for want, says in (("avx2", "its AVX2 build's"), ("avx512", "its AVX-512 build's
           f"--version under INFLLM_LLAMA_ORDER={want} says {says!r}: {rv.stdout!r}")
 
 # the quantized products' kernels: INFLLM_SIMD=scalar keeps them portable, INFLLM_QUANT_AMX=0 off the AMX-INT8 tiles
+# (and INFLLM_AVXVNNI=0 under INFLLM_SIMD=avx2 off the AVX-VNNI tiles)
 for env, want, bad in ((("INFLLM_SIMD", "scalar"),), "quantized products: scalar", None), \
-                      ((("INFLLM_QUANT_AMX", "0"),), "quantized products: ", "amx"):
+                      ((("INFLLM_QUANT_AMX", "0"),), "quantized products: ", "amx"), \
+                      ((("INFLLM_SIMD", "avx2"), ("INFLLM_AVXVNNI", "0")), "quantized products: ", "vnni"):
     rv = subprocess.run([INFLLM, "--version"], capture_output=True, text=True, env={**os.environ, **dict(env)})
     line = next((l for l in rv.stdout.splitlines() if l.startswith("quantized products:")), "")
     check(rv.returncode == 0 and line.startswith(want) and (bad is None or bad not in line),

@@ -366,7 +366,8 @@ int quant_amx_allowed(void) {
 const char *quant_kernel_name(void) {
     if (g_force_scalar) return "scalar";
     if (quant_avx512_available()) return quant_amx_available() ? "avx512-vnni+amx-int8" : "avx512-vnni";
-    return quant_avx2_available() ? "avx2" : "scalar";
+    if (!quant_avx2_available()) return "scalar";
+    return quant_avxvnni_available() ? "avx2+avx-vnni" : "avx2";
 }
 
 int quant_simd_allowed(int level) {
