@@ -21,19 +21,26 @@
  * vpdpbusd (so no Q4_0 decode tile either) */
 #define QG_TILES_Q8_Q4 0
 #define QG_YMM_REGS 32 /* AVX-512VL: ymm0-31 */
+#define QG_ZMM 1 /* the K-quant tiles on 512 bits */
 #include "qgemm_x86_tiles.h"
 
+/* prefill; the K-quants' tiles on 512 bits (QG_ZMM), whose zmm / ymm16-31 state is cleaned before the return to
+ * quant.c (qx_upper_clean) */
 int quant_gemm256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
-    return qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
+    const int r = qgemm_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);
+    qx_upper_clean();
+    return r;
+}
+
+int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                               int64_t ntok, float *y, int64_t ldy) {
+    const int r = qgemm_ktiles(type, w, r0, r1, cols, packed, ntok, y, ldy);
+    qx_upper_clean();
+    return r;
 }
 
 /* decode (1-3 tokens): the 4-row tiles for Q8_0, Q4_1, Q5_0, Q5_1 (not Q4_0), bitwise quant_dot_avx512 */
-int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                               int64_t ntok, float *y, int64_t ldy) {
-    return qgemm_ktiles(type, w, r0, r1, cols, packed, ntok, y, ldy);
-}
-
 int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                          const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return qgemv_tiles(type, w, r0, r1, cols, q, d, s, ntok, y, ldy);

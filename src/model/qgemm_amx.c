@@ -373,22 +373,12 @@ static void prefetch_out(float *y, int64_t ldy, int64_t t0, int64_t ntok, int64_
 #endif
 }
 
-/* zmm16-31 zeroed, then VZEROUPPER (which leaves zmm16-31 as they are), before returning to the callers' SSE code.
- * Without it, after the tile loop's code had used xmm16-18 (GCC's scalar temporaries, a GPR spilled to xmm16), the
- * model's RoPE right after the q / k / v products (SSE code calling libm's VEX fmaf) ran ~25x slower: a Q4_K_M
- * prefill at 245 tok/s with the AMX tiles against 265 without them and 524 with this (Sapphire Rapids VM). */
+/* before returning to the callers' SSE code: quant_avx512_ops.h's qx_upper_clean (without it, the model's RoPE right
+ * after the q / k / v products ran ~25x slower: a Q4_K_M prefill at 245 tok/s with the AMX tiles against 265 without
+ * them and 524 with it, Sapphire Rapids VM) */
 static inline void upper_clean(void) {
 #ifndef INFLLM_AMX_EMULATE
-    __asm__ volatile("vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
-                     "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"
-                     "vpxord %%zmm20, %%zmm20, %%zmm20\n\tvpxord %%zmm21, %%zmm21, %%zmm21\n\t"
-                     "vpxord %%zmm22, %%zmm22, %%zmm22\n\tvpxord %%zmm23, %%zmm23, %%zmm23\n\t"
-                     "vpxord %%zmm24, %%zmm24, %%zmm24\n\tvpxord %%zmm25, %%zmm25, %%zmm25\n\t"
-                     "vpxord %%zmm26, %%zmm26, %%zmm26\n\tvpxord %%zmm27, %%zmm27, %%zmm27\n\t"
-                     "vpxord %%zmm28, %%zmm28, %%zmm28\n\tvpxord %%zmm29, %%zmm29, %%zmm29\n\t"
-                     "vpxord %%zmm30, %%zmm30, %%zmm30\n\tvpxord %%zmm31, %%zmm31, %%zmm31\n\tvzeroupper" ::
-                         : "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25",
-                           "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31");
+    qx_upper_clean();
 #endif
 }
 

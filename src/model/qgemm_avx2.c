@@ -19,6 +19,7 @@
 #include "quant_x86_kern.h"
 #define QG_TILES_Q8_Q4 1 /* every tile type */
 #define QG_YMM_REGS 16 /* AVX2: ymm0-15 */
+#define QG_ZMM 0
 #include "qgemm_x86_tiles.h"
 
 int quant_gemm_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,

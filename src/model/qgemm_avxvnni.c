@@ -44,6 +44,7 @@ AI __m256i qx_bits_bytes(uint32_t qh) {
 #define QG_TILES_Q8_Q4 0
 #define QG_YMM_REGS 16 /* VEX: ymm0-15 */
 #define QG_KTILES_ONLY 1
+#define QG_ZMM 0
 #include "qgemm_x86_tiles.h"
 
 int quant_avxvnni_available(void) {

@@ -133,8 +133,63 @@ AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256
 }
 
 /* a packed activation record's parts (quant.h: QUANT_KTILE_REC bytes a group of QA_NT tokens and super-block) */
-#define KT_Q(r) ((const int8_t *)(r))                          /* [QA_NT][256] values */
-#define KT_BS(r) ((const int16_t *)(const void *)((r) + 2048)) /* [QA_NT][16] 16-value sums */
+#define KT_Q(r) ((const int8_t *)(r))                          /* [8 blocks][4][2][32] values */
+#define KT_BS(r) ((const int16_t *)(const void *)((r) + 2048)) /* [4][2][16] 16-value sums */
+/* token t's bytes in a block's 256 or in the 16-value sums: tokens t and t + 4 side by side, so that one 512-bit
+ * load takes two tokens (quant_ktile_pack) */
+#define KT_TOFF(t) ((t) % 4 * 64 + (t) / 4 * 32)
+
+/* The tiles' token steps at the includer's width. QG_ZMM 0: 8 ymm accumulators, one a token (is_t, lanes of token t).
+ * QG_ZMM 1 (AVX-512, qgemm256_avx512.c): 4 zmm accumulators, one a token pair (is_p: low half token p, high half
+ * token p + 4; one 64-byte load of the record takes both), each block's 256-bit values and scales broadcast to both
+ * halves (KT_W): each vpmaddubsw / vpdpwssd does 64 products, where Intel's cores run 512-bit integer operations on
+ * two ports and 256-bit ones on two or three. KT_ALL(STEP) runs STEP(t, is) for every accumulator, KT_LD(a, t) loads
+ * accumulator t's activations of the block at a, KT_SUM their int32 sums, token t in lane t. */
+#if QG_ZMM
+typedef __m512i kt_vec;
+/* two accumulators a token pair, the even blocks' (is) and the odd blocks' (js): one chain of 8 vpdpwssd a super-block
+ * (latency 5 each) had made the tile wait on it */
+#define KT_DECL kt_vec is0 = _mm512_setzero_si512(), is1 = is0, is2 = is0, is3 = is0, js0 = is0, js1 = is0, js2 = is0, js3 = is0
+#define KT_ALL(STEP) STEP(0, is0) STEP(1, is1) STEP(2, is2) STEP(3, is3)
+#define KT_ALL_K(k, STEP)                                  \
+    if ((k) & 1) {                                         \
+        STEP(0, js0) STEP(1, js1) STEP(2, js2) STEP(3, js3) \
+    } else {                                               \
+        KT_ALL(STEP)                                       \
+    }
+#define KT_CLEAR_ODD js0 = js1 = js2 = js3 = _mm512_setzero_si512();
+#define KT_W(x) _mm512_broadcast_i64x4(x)
+#define KT_LD(a, p) _mm512_loadu_si512((const void *)((const char *)(a) + 64 * (p)))
+#define KT_DPSC(acc, u, s, sc) _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u, s), sc)
+#define KT_MADD(a, b) _mm512_madd_epi16(a, b)
+#define KT_SUB(a, b) _mm512_sub_epi32(a, b)
+#define KT_SLLI(a, n) _mm512_slli_epi32(a, n)
+#define KT_SUM kz_hsum8_epi32(_mm512_add_epi32(is0, js0), _mm512_add_epi32(is1, js1), _mm512_add_epi32(is2, js2), \
+                            _mm512_add_epi32(is3, js3))
+/* the 8 tokens' int32 sums, token t in lane t, of z_p (its low 8 lanes token p's, its high 8 token p + 4's) */
+AI __m256i kz_hsum8_epi32(__m512i z0, __m512i z1, __m512i z2, __m512i z3) {
+    /* per 128-bit lane: [z0 0+2, z1 0+2, z0 1+3, z1 1+3], then [z0, z1, z2, z3] a 128-bit lane's sums */
+    const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(z0, z1), _mm512_unpackhi_epi32(z0, z1));
+    const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi32(z2, z3), _mm512_unpackhi_epi32(z2, z3));
+    const __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v));
+    /* w's 128-bit lanes: tokens 0-3 (half 0 of the pairs' low 256 bits), 0-3 (half 1), 4-7, 4-7 */
+    const __m512i x = _mm512_add_epi32(w, _mm512_shuffle_i64x2(w, w, 0xb1)); /* lanes 0+1, 1+0, 2+3, 3+2 */
+    return _mm512_castsi512_si256(_mm512_shuffle_i64x2(x, x, 0x08)); /* lanes 0, 2 */
+}
+#else
+typedef __m256i kt_vec;
+#define KT_DECL QA_IS_DECL
+#define KT_ALL(STEP) QA_IS8(STEP)
+#define KT_W(x) (x)
+#define KT_LD(a, t) ld((const char *)(a) + KT_TOFF(t))
+#define KT_DPSC(acc, u, s, sc) dpsc(acc, u, s, sc)
+#define KT_MADD(a, b) _mm256_madd_epi16(a, b)
+#define KT_SUB(a, b) _mm256_sub_epi32(a, b)
+#define KT_SLLI(a, n) _mm256_slli_epi32(a, n)
+#define KT_SUM QA_IS_SUM
+#define KT_ALL_K(k, STEP) KT_ALL(STEP)
+#define KT_CLEAR_ODD
+#endif
 #define KT_S32(r) ((const int16_t *)(const void *)((r) + 2304)) /* [4][2][8 blocks] block sums s, tokens k, k + 4 */
 #define KT_DT(r) ((const float *)(const void *)((r) + 2432))   /* [QA_NT] D_a */
 
@@ -149,7 +204,7 @@ AI void qa_tile_k(const int five, const uint8_t *w, int64_t nsb, const uint8_t *
         __m128i sc8, mn8;
         kq45_scale_bytes(w + 4, &sc8, &mn8);
         const __m256i sw = qa_scale_words(_mm_cvtepu8_epi16(sc8));
-        QA_IS_DECL;
+        KT_DECL;
 QK45_PRAGMA_UNROLL
         for (int k = 0; k < 8; k++) { /* sub-block k: the low (even k) or high nibbles of 32 bytes */
             __m256i v = _mm256_and_si256(
@@ -157,14 +212,14 @@ QK45_PRAGMA_UNROLL
             if (five) /* + 16 where bit k of qh byte l is set */
                 v = _mm256_or_si256(v, _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(ld(w + 16), _mm_cvtsi32_si128(k)), 4),
                                                         _mm256_set1_epi8(16)));
-            const __m256i sc = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(k));
-            const int8_t *a = KT_Q(rec) + 32 * k;
-#define QK_STEP(t, is) is = dpsc(is, v, ld(a + 256 * (t)), sc);
-            QA_IS8(QK_STEP)
+            const kt_vec vw = KT_W(v), sc = KT_W(_mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(k)));
+            const int8_t *a = KT_Q(rec) + 256 * k;
+#define QK_STEP(t, is) is = KT_DPSC(is, vw, KT_LD(a, t), sc);
+            KT_ALL_K(k, QK_STEP)
 #undef QK_STEP
         }
         const __m256 dat = _mm256_loadu_ps(KT_DT(rec)); /* lane t: token t's D_a */
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KT_SUM), _mm256_mul_ps(_mm256_set1_ps(qx_h2f(w)), dat), acc);
         /* lane t: token t's m = sum_j mn_j s_j as an int32 (|m| <= 8 x 63 x 4064: exact as a float, the value the
          * one-row kernel's float sum gives), then (dmin D_a) m. Tokens k and k + 4 share a vpmaddwd (their sums side by
          * side in the record, the mins in both halves); three vphaddd leave token t in lane t. */
@@ -216,9 +271,10 @@ AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const uin
             sw1 = qa_scale_words(_mm256_extracti128_si256(s16, 1));
         }
         /* Q6_K / Q3_K: the values' offset, - o sum_k sc_k S_k, in lanes of its own */
-        QA_IS_DECL;
-#define QX_OFF(t, is) is = _mm256_sub_epi32(is, _mm256_slli_epi32(_mm256_madd_epi16(s16, ld(bt + 16 * (t))), q6 ? 5 : 2));
-        if (q6 || q3) { QA_IS8(QX_OFF) }
+        KT_DECL;
+        const kt_vec s16w = KT_W(s16);
+#define QX_OFF(t, is) is = KT_SUB(is, KT_SLLI(KT_MADD(s16w, KT_LD(bt, t)), q6 ? 5 : 2));
+        if (q6 || q3) { KT_ALL(QX_OFF) }
 #undef QX_OFF
         if (iq) {
             const __m256i tbl =
@@ -226,10 +282,19 @@ AI void qa_tile_kx(const uint32_t TYPE, const uint8_t *w, int64_t nsb, const uin
 QK_PRAGMA_UNROLL
             for (int b = 0; b < 8; b++) {
                 const __m256i sg = _mm256_shuffle_epi8(tbl, qx_q4_unpack(w + 8 + 16 * b)), u = _mm256_abs_epi8(sg);
-                const __m256i sc = _mm256_permutevar8x32_epi32(sw0, _mm256_set1_epi32(b));
-                const int8_t *a = KT_Q(rec) + 32 * b;
-#define IQ_STEP(t, is) is = dpsc(is, u, _mm256_sign_epi8(ld(a + 256 * (t)), sg), sc);
-                QA_IS8(IQ_STEP)
+                const kt_vec uw = KT_W(u), sc = KT_W(_mm256_permutevar8x32_epi32(sw0, _mm256_set1_epi32(b)));
+                const int8_t *a = KT_Q(rec) + 256 * b;
+#if QG_ZMM /* no vpsignb on 512 bits: the activations negated where the value is negative (no value is 0) */
+                const __mmask64 neg = _mm512_movepi8_mask(KT_W(sg));
+#define IQ_STEP(t, is)                                                                                                 \
+    {                                                                                                                  \
+        const __m512i av = KT_LD(a, t);                                                                                \
+        is = KT_DPSC(is, uw, _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av), sc);                           \
+    }
+#else
+#define IQ_STEP(t, is) is = dpsc(is, uw, _mm256_sign_epi8(KT_LD(a, t), sg), sc);
+#endif
+                KT_ALL_K(b, IQ_STEP)
 #undef IQ_STEP
             }
         } else {
@@ -255,21 +320,23 @@ QK_PRAGMA_UNROLL
                             v = _mm256_or_si256(v, _mm256_slli_epi16(
                                                        _mm256_and_si256(_mm256_srli_epi16(H, j), _mm256_set1_epi8(1)), 2));
                     }
-                    const __m256i sc = qa_sc_pair(sw, 2 * j);
-                    const int8_t *a = KT_Q(rec) + 32 * (4 * n + j);
-#define KX_STEP(t, is) is = dpsc(is, v, ld(a + 256 * (t)), sc);
-                    QA_IS8(KX_STEP)
+                    const kt_vec vw = KT_W(v), sc = KT_W(qa_sc_pair(sw, 2 * j));
+                    const int8_t *a = KT_Q(rec) + 256 * (4 * n + j);
+#define KX_STEP(t, is) is = KT_DPSC(is, vw, KT_LD(a, t), sc);
+                    KT_ALL_K(j, KX_STEP)
 #undef KX_STEP
                 }
             }
         }
         const __m256 dat = _mm256_loadu_ps(KT_DT(rec));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(d), dat), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(KT_SUM), _mm256_mul_ps(_mm256_set1_ps(d), dat), acc);
         if (q2) {
-#define Q2_MS(t, is) is = _mm256_madd_epi16(m16, ld(bt + 16 * (t)));
-            QA_IS8(Q2_MS)
+            const kt_vec m16w = KT_W(m16);
+#define Q2_MS(t, is) is = KT_MADD(m16w, KT_LD(bt, t));
+            KT_ALL(Q2_MS)
+            KT_CLEAR_ODD
 #undef Q2_MS
-            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(QA_IS_SUM), _mm256_mul_ps(_mm256_set1_ps(dmin), dat), acc);
+            acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(KT_SUM), _mm256_mul_ps(_mm256_set1_ps(dmin), dat), acc);
         }
     }
     float a8[QA_NT];

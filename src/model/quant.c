@@ -426,11 +426,12 @@ void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t n
         for (int k = 0; k < QUANT_KTILE_TOKENS; k++) {
             const int64_t t = t0 + k < ntok ? t0 + k : ntok - 1;
             const int8_t *qt = q + t * cols + sb * 256;
-            memcpy(rq + k * 256, qt, 256);
+            const int off = (k % 4) * 64 + (k / 4) * 32; /* tokens k and k + 4 side by side */
+            for (int b = 0; b < 8; b++) memcpy(rq + b * 256 + off, qt + 32 * b, 32);
             for (int j = 0; j < 16; j++) { /* |sum| <= 16 x 127 */
                 int sum = 0;
                 for (int i = 0; i < 16; i++) sum += qt[16 * j + i];
-                rbs[k * 16 + j] = (int16_t)sum;
+                rbs[off / 2 + j] = (int16_t)sum;
             }
             /* the 32-value sums (s, an integer <= 32 x 127 in QACT_Q8_K) of tokens k and k + 4 side by side */
             for (int b = 0; b < 8; b++) rs32[(k % 4) * 16 + (k / 4) * 8 + b] = (int16_t)s[t * nb + sb * 8 + b];

@@ -156,8 +156,9 @@ int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, i
 /* internal: the K-quant and IQ4_XS prefill tiles of AVX2 and AVX512-VNNI (qgemm_x86_tiles.h: one weight row x 8 tokens)
  * read their QACT_Q8_K activations packed once a product, where the row loop's chunks share them: per group of 8
  * tokens (a last group repeats its last token) and super-block one QUANT_KTILE_REC-byte record, 32-byte aligned where
- * the buffer is: the 8 tokens' 256 values (int8 [8][256]), their 16-value sums (int16 [8][16]), their 32-value block
- * sums s (int16 [4][2][8 blocks]: tokens k and k + 4 side by side) and their scale D_a (float [8]). quant_ktile_pack
+ * the buffer is: the 8 tokens' 256 values (int8 [8 blocks][4][2][32]: per 32-value block tokens k and k + 4 side by
+ * side, k < 4), their 16-value sums (int16 [4][2][16]), their 32-value block sums s (int16 [4][2][8 blocks]) and their
+ * scale D_a (float [8]). quant_ktile_pack
  * writes group g's records (g < ceil(ntok / 8)) from quant_matmul's q / d / s; quant_ktile_act_bytes(ntok, cols) is
  * the whole buffer. */
 #define QUANT_KTILE_TOKENS 8
