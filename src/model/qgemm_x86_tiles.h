@@ -1,16 +1,18 @@
-/* qgemm_x86_tiles.h: the prefill tiles of one weight row x 8 tokens (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
- * Q6_K) and their driver qgemm_tiles, bitwise the one-row kernels of quant_x86_kern.h that the same file's
- * includer builds with the same ld / dp / qx_bits_bytes. Two includers: qgemm_avx2.c (AVX2: dp = vpmaddubsw +
- * vpmaddwd; quant_gemm_avx2) and qgemm256_avx512.c (AVX512-VNNI on 256 bits: dp = vpdpbusd; quant_gemm256_avx512, for
- * the types the 512-bit tiles of qgemm_avx512.c do not take), and the decode tiles of QV_NR rows x 1 token
- * (qgemv_tiles: quant_gemv_avx2, quant_gemv256_avx512). Include after AI, the ops, quant_x86_kern.h and quant_rows.h,
- * with QG_TILES_Q8_Q4 defined 1 (all the types) or 0 (prefill not Q8_0 / Q4_0 / Q4_1: qgemm_tiles returns 0 for them;
- * decode not Q4_0).
+/* qgemm_x86_tiles.h: the prefill tiles of one weight row x 8 tokens (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; the K-quants
+ * Q2_K .. Q6_K and IQ4_XS) and their drivers qgemm_tiles / qgemm_ktiles, bitwise the one-row kernels of
+ * quant_x86_kern.h that the same file's includer builds with the same ld / dp / dpsc / qx_bits_bytes. Three
+ * includers: qgemm_avx2.c (AVX2: dp = vpmaddubsw + vpmaddwd; quant_gemm_avx2, quant_gemm_ktile_avx2),
+ * qgemm256_avx512.c (AVX512-VNNI: dp = vpdpbusd; quant_gemm256_avx512 for the types the 512-bit tiles of
+ * qgemm_avx512.c do not take, quant_gemm_ktile256_avx512 with the K-quant tiles on 512 bits, QG_ZMM) and
+ * qgemm_avxvnni.c (AVX2 + AVX-VNNI, the K-quant tiles only: QG_KTILES_ONLY); and the decode tiles of QV_NR rows x 1
+ * token (qgemv_tiles: quant_gemv_avx2, quant_gemv256_avx512). Include after AI, the ops, quant_x86_kern.h and
+ * quant_rows.h, with QG_TILES_Q8_Q4 defined 1 (all the types) or 0 (prefill not Q8_0 / Q4_0 / Q4_1: qgemm_tiles
+ * returns 0 for them; decode not Q4_0), QG_YMM_REGS (16 or 32) and QG_ZMM (0 or 1).
  *
- * The one-row kernels take a weight row against up to 8 token rows: per 32-value block and token, 8 int32 lanes
- * (dp) -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over blocks of
- * m_w * s_a. Per (block, token) that is, besides the vector operations, a scalar product d_w * d_a and its
- * broadcast and a scalar product and add: the port-bound part of the loop. Here the same operations run with
+ * The one-row kernels of the 32-value types take a weight row against up to 8 token rows: per block and token, 8
+ * int32 lanes (dp) -> f32, acc = fma(d_w * d_a, lanes, acc), and for the types with a min a scalar sum over blocks
+ * of m_w * s_a. Per (block, token) that is, besides the vector operations, a scalar product d_w * d_a and its
+ * broadcast and a scalar product and add: the port-bound part of the loop. qa_tile runs the same operations with
  *   - the scale d_w * d_a as one vector product of two broadcasts (d_a a broadcast load), the same rounded
  *     product in every lane;
  *   - the m_w * s_a sums for 8 tokens at once from the activations' s transposed to [block][token] once per call
@@ -18,10 +20,9 @@
  *   - the rows' m converted once per call, not once per row and token group.
  * Tile: one weight row x 8 tokens (one ymm accumulator each); the row's unpacked block serves 8 tokens, as in the
  * one-row kernel. The final horizontal sum and the + sum are the one-row kernel's, so the results are bitwise the
- * same (tests/test_quant.c checks it on every tile edge). Q4_K / Q5_K (qa_tile_k) and Q6_K (qa_tile_q6k), on
- * QACT_Q8_K activations: a super-block's values and integer scales unpacked once for 8 tokens, each token's int32
- * super-block sum then one FMA, the mins' sum 8 tokens a vector. Zen 3 (AVX2), bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0
- * ~1.4x over the one-row kernels (the K-quants' numbers: BENCHMARKS.md, session 72).
+ * same (tests/test_quant.c checks it on every tile edge). The K-quant tiles (qa_tile_k, qa_tile_kx, below) sum each
+ * super-block to the one-row kernel's exact int32 instead. Zen 3 (AVX2), bench/qmm_rate.c: Q4_1 ~1.9x, Q8_0 ~1.4x
+ * over the one-row kernels (the K-quants' numbers: BENCHMARKS.md, sessions 72 and 74).
  */
 #ifndef INFLLM_QGEMM_X86_TILES_H
 #define INFLLM_QGEMM_X86_TILES_H
@@ -101,7 +102,7 @@ AI void qa_tile(const uint32_t TYPE, const uint8_t *w, int64_t nb, const int8_t 
  * Sapphire Rapids VM under INFLLM_SIMD=avx2.)
  * Q6_K and Q3_K take their values unsigned (q, 0..63; q + 4 h, 0..7), not as |w| against the activations with w's
  * sign: sum_k sc_k sum_i (v_i - o) a_i = sum_k sc_k sum_i v_i a_i - o sum_k sc_k S_k (o = 32, 4), with S_k the
- * token's 16-value activation sums (bs, [nsb][QA_NT][16] int16, |S_k| <= 16 x 127), one vpmaddwd a super-block and
+ * token's 16-value activation sums (the record's KT_BS, int16, |S_k| <= 16 x 127), one vpmaddwd a super-block and
  * token; Q2_K's min sum sum_k mn_k S_k the same way (its one-row kernel multiplies each block's activations by ones
  * for it). vpmaddubsw's pairs stay below 2 x 63 x 127, far from int16 saturation. */
 

@@ -433,8 +433,12 @@ void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t n
                 for (int i = 0; i < 16; i++) sum += qt[16 * j + i];
                 rbs[off / 2 + j] = (int16_t)sum;
             }
-            /* the 32-value sums (s, an integer <= 32 x 127 in QACT_Q8_K) of tokens k and k + 4 side by side */
-            for (int b = 0; b < 8; b++) rs32[(k % 4) * 16 + (k / 4) * 8 + b] = (int16_t)s[t * nb + sb * 8 + b];
+            /* the 32-value sums (s, an integer <= 32 x 127 in QACT_Q8_K) of tokens k and k + 4 side by side; a
+             * non-finite block's NaN s as 0 (its NaN D_a makes the token's outputs NaN either way) */
+            for (int b = 0; b < 8; b++) {
+                const float sv = s[t * nb + sb * 8 + b];
+                rs32[(k % 4) * 16 + (k / 4) * 8 + b] = sv == sv ? (int16_t)sv : 0;
+            }
             rdt[k] = d[t * nb + sb * 8];
         }
     }
