@@ -138,7 +138,7 @@ AI __m256i kq_hsum8_epi32(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256
 #define KT_BS(r) ((const int16_t *)(const void *)((r) + 2048)) /* [4][2][16] 16-value sums */
 /* token t's bytes in a block's 256 or in the 16-value sums: tokens t and t + 4 side by side, so that one 512-bit
  * load takes two tokens (quant_ktile_pack) */
-#define KT_TOFF(t) ((t) % 4 * 64 + (t) / 4 * 32)
+#define KT_TOFF(t) QUANT_KTILE_TOFF(t)
 
 /* The tiles' token steps at the includer's width. QG_ZMM 0: 8 ymm accumulators, one a token (is_t, lanes of token t).
  * QG_ZMM 1 (AVX-512, qgemm256_avx512.c): 4 zmm accumulators, one a token pair (is_p: low half token p, high half

@@ -405,6 +405,17 @@ int quant_matmul(uint32_t type, const void *w, int64_t rows, int64_t cols, const
     return quant_matmul_multi(&op, 1, x, ntok, nthreads, qs);
 }
 
+int quant_rl_allowed(void) {
+    static atomic_int cached = -1; /* threads racing here all store the same answer */
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        const char *e = getenv("INFLLM_QUANT_RL");
+        v = !(e && strcmp(e, "0") == 0);
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
+
 int quant_ktile_takes(uint32_t type, int64_t cols, int64_t ntok) {
     return (type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
             type == GGML_IQ4_XS) &&
@@ -527,7 +538,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         if (amx[i]) amx_m = mi[i];
     }
     const int kt_avx512 = quant_avx512_available(), kt_isa = kt_avx512 || quant_avx2_available();
-    const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available();
+    const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available(), kt_rl = kt_avx512 && quant_rl_allowed();
     for (int i = 0; i < nops; i++) {
         kt[i] = !isf[i] && simd && !amx[i] && kt_isa && ntok >= 4 && quant_ktile_takes(ops[i].type, cols, ntok) &&
                 (kt_m < 0 || kt_m == mi[i]);
@@ -640,7 +651,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
             if (amx[i] && quant_gemm_amx(ops[i].type, ops[i].w, r0, r1, cols, qs->amx, ntok, ops[i].y, ops[i].ldy))
                 continue;
-            if (kt[i] && (kt_avx512 ? quant_gemm_ktile256_avx512
+            if (kt[i] && (kt_avx512 ? (kt_rl ? quant_gemm_ktile_rl512 : quant_gemm_ktile256_avx512)
                           : kt_vnni ? quant_gemm_ktile_avxvnni
                                     : quant_gemm_ktile_avx2)(ops[i].type, ops[i].w, r0, r1, cols, qs->ktile, ntok,
                                                              ops[i].y, ops[i].ldy))

@@ -163,6 +163,8 @@ int quant_gemv256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, i
  * the whole buffer. */
 #define QUANT_KTILE_TOKENS 8
 #define QUANT_KTILE_REC (2048 + 256 + 128 + 32)
+/* record token k's first byte in a block's 256 values and in the 16-value sums (half of it in the block sums) */
+#define QUANT_KTILE_TOFF(k) ((k) % 4 * 64 + (k) / 4 * 32)
 int quant_ktile_takes(uint32_t type, int64_t cols, int64_t ntok); /* Q2_K .. Q6_K, IQ4_XS; cols % 256 */
 size_t quant_ktile_act_bytes(int64_t ntok, int64_t cols);
 void quant_ktile_pack(const int8_t *q, const float *d, const float *s, int64_t ntok, int64_t cols, int64_t g,
@@ -174,6 +176,12 @@ int quant_gemm_ktile_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, 
                           int64_t ntok, float *y, int64_t ldy);
 int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                                int64_t ntok, float *y, int64_t ldy);
+/* the same on AVX512-VNNI CPUs with the weight rows in the lanes (qgemm_rl_avx512.c: 16-row panels unpacked once a
+ * call, vpdpbusd against broadcast activations); the dispatch takes it where quant_avx512_available() and AMX is not
+ * used, unless INFLLM_QUANT_RL=0 (then quant_gemm_ktile256_avx512) */
+int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                           int64_t ntok, float *y, int64_t ldy);
+int quant_rl_allowed(void);
 /* the same on AVX2 CPUs with AVX-VNNI (qgemm_avxvnni.c: vpdpwssd for AVX2's vpmaddwd + vpaddd), bitwise
  * quant_dot_avx2; quant_avxvnni_available: the CPU has AVX2 + FMA + F16C and AVX-VNNI, INFLLM_SIMD allows AVX2
  * kernels and INFLLM_AVXVNNI is not 0 (0 where the compiler could not build the file) */
