@@ -538,7 +538,9 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
         if (amx[i]) amx_m = mi[i];
     }
     const int kt_avx512 = quant_avx512_available(), kt_isa = kt_avx512 || quant_avx2_available();
-    const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available(), kt_rl = kt_avx512 && quant_rl_allowed();
+    /* the rows-in-lanes kernel unpacks its panels once a call: below QUANT_RL_MIN_TOKENS the tiles are faster */
+    const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available();
+    const int kt_rl = kt_avx512 && ntok >= QUANT_RL_MIN_TOKENS && quant_rl_allowed();
     for (int i = 0; i < nops; i++) {
         kt[i] = !isf[i] && simd && !amx[i] && kt_isa && ntok >= 4 && quant_ktile_takes(ops[i].type, cols, ntok) &&
                 (kt_m < 0 || kt_m == mi[i]);

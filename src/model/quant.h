@@ -179,6 +179,7 @@ int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t
 /* the same on AVX512-VNNI CPUs with the weight rows in the lanes (qgemm_rl_avx512.c: 16-row panels unpacked once a
  * call, vpdpbusd against broadcast activations); the dispatch takes it where quant_avx512_available() and AMX is not
  * used, unless INFLLM_QUANT_RL=0 (then quant_gemm_ktile256_avx512) */
+#define QUANT_RL_MIN_TOKENS 32 /* qmm_rate on a Sapphire Rapids VM: 0.5-0.9x the tiles at 4-16 tokens, 1.2-1.5x at 32 */
 int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                            int64_t ntok, float *y, int64_t ldy);
 int quant_rl_allowed(void);
