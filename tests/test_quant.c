@@ -377,7 +377,7 @@ static void test_tiles_exact(uint32_t type) {
 /* the OpenMP path (products over 2M MACs) gives what the one-row kernel gives */
 static void test_threaded(uint32_t type, int64_t n) {
     unsigned long long rng = 77;
-    enum { R = 1031, T = 17 };
+    enum { R = 1031, T = 41 };
     size_t rb = ggml_row_size(type, n);
     uint8_t *w = malloc(rb * R);
     float *x = malloc(sizeof(float) * n * T), *y = malloc(sizeof(float) * R * T);
@@ -390,8 +390,10 @@ static void test_threaded(uint32_t type, int64_t n) {
         quant_act_row_mode(x + t * n, n, q + t * n, d + t * (n / 32), s + t * (n / 32), quant_act_mode(type));
     /* 4 or more tokens (prefill tiles) and 1..3 tokens (decode: two rows per register), each bitwise
      * equal to the one-row kernel; R = 1031 rows leaves odd tiles at the end */
-    const int ntoks[7] = {11, 1, 2, 3, 4, 8, T}; /* 4 / 8 / 17: the AVX2 tiles' 8-token groups, whole and not */
-    for (int k = 0; k < 7; k++) {
+    /* 4 / 8 / 17: the AVX2 tiles' 8-token groups, whole and not; 41: past QUANT_RL_MIN_TOKENS (AVX-512's rows-in-lanes
+     * kernel where AMX is off: test_quant_noamx) */
+    const int ntoks[8] = {11, 1, 2, 3, 4, 8, 17, T};
+    for (int k = 0; k < 8; k++) {
         const int nt = ntoks[k];
         int bad = 0;
         CHECK(quant_matmul(type, w, R, n, x, nt, y, R, 2, NULL) == 0, "threaded matmul: %s", mdl_error());
