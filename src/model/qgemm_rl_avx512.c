@@ -120,6 +120,31 @@ AI void rl_unpack_row(const uint32_t TYPE, const uint8_t *x, int r, uint8_t *tmp
     }
 }
 
+/* R[r] (16 dwords of row r) -> R[j] (dword j of the 16 rows): unpacks within 128-bit lanes, then lane shuffles */
+AI void rl_transpose16(__m512i R[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(R[2 * i], R[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(R[2 * i], R[2 * i + 1]);
+    }
+    /* R[4 i + c]: in 128-bit lane L, rows 4 i .. 4 i + 3 of column 4 L + c */
+    for (int i = 0; i < 4; i++) {
+        R[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        R[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        R[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        R[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512i a = _mm512_shuffle_i32x4(R[c], R[4 + c], 0x88), b = _mm512_shuffle_i32x4(R[c], R[4 + c], 0xdd);
+        const __m512i e = _mm512_shuffle_i32x4(R[8 + c], R[12 + c], 0x88), f = _mm512_shuffle_i32x4(R[8 + c], R[12 + c], 0xdd);
+        t[c] = _mm512_shuffle_i32x4(a, e, 0x88);      /* column c: lanes L0 of R[c], R[4 + c], R[8 + c], R[12 + c] */
+        t[8 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);  /* column 8 + c: their lanes L2 */
+        t[4 + c] = _mm512_shuffle_i32x4(b, f, 0x88);  /* column 4 + c: lanes L1 */
+        t[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd); /* column 12 + c: lanes L3 */
+    }
+    for (int j = 0; j < 16; j++) R[j] = t[j];
+}
+
 /* the panel of rows w0 .. (nv valid; the others repeat the last) for every super-block into P[nsb] */
 static void rl_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64_t nsb, rl_sb *P) {
     const size_t bb = ggml_row_size(type, 256);
@@ -136,11 +161,13 @@ static void rl_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64
             default: rl_unpack_row(GGML_IQ4_XS, x, r, tmp[r], &P[sb]); break;
             }
         }
-        /* the 16 rows x 64 dwords transposed: group g = 8 b + i of row r to P->v[b][i][4 r] */
-        uint32_t *dst = (uint32_t *)(void *)P[sb].v;
-        for (int r = 0; r < RL_R; r++) {
-            const uint32_t *src = (const uint32_t *)(const void *)tmp[r];
-            for (int g = 0; g < 64; g++) dst[g * RL_R + r] = src[g];
+        /* the 16 rows x 64 dwords transposed: group g = 8 b + i of row r to P->v[b][i][4 r], 16 groups at a time */
+        for (int q = 0; q < 4; q++) {
+            __m512i R[RL_R];
+            for (int r = 0; r < RL_R; r++) R[r] = _mm512_load_si512((const void *)(tmp[r] + 64 * q));
+            rl_transpose16(R);
+            __m512i *dst = (__m512i *)(void *)P[sb].v + 16 * q;
+            for (int j = 0; j < RL_R; j++) _mm512_store_si512((void *)(dst + j), R[j]);
         }
     }
 }
