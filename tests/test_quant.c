@@ -299,7 +299,7 @@ static void set_codes(uint32_t type, uint8_t *sb, uint8_t c) {
 }
 
 /* Every prefill tile kernel (AVX2, AVX-512's 256-bit tiles, AVX-512's Q4_1 / Q8_0 tiles, AVX-VNNI's K-quant tiles,
- * AVX-512's rows-in-lanes K-quant kernel) bitwise equal to the one-row kernel of its instruction set (quant_dot_avx2 / quant_dot_avx512), row by row and token by token: 1..19 tokens (the 8-token groups whole and not), 37 rows, 3 super-blocks, on
+ * AVX-512's and AVX2's rows-in-lanes K-quant kernels) bitwise equal to the one-row kernel of its instruction set (quant_dot_avx2 / quant_dot_avx512), row by row and token by token: 1..19 tokens (the 8-token groups whole and not), 37 rows, 3 super-blocks, on
  * random codes, on extremes (codes at their largest magnitudes, activations all +-127 in runs whose 16-value sums
  * reach +-2032: the int16 pair sums and the 16-value activation sums the tiles use must not saturate) and with a NaN
  * and an inf among the activations (NaN outputs where the one-row kernel gives NaN, the payload aside). */
@@ -329,21 +329,22 @@ static void test_tiles_exact(uint32_t type) {
         }
         for (int t = 0; t < NT; t++)
             quant_act_row_mode(x + t * N, N, q + t * N, d + t * (N / 32), s + t * (N / 32), quant_act_mode(type));
-        for (int kern = 0; kern < 5; kern++) {
-            if (kern == 1 ? !quant_avx2_available()
-                : kern == 3 ? !quant_avxvnni_available()
-                            : !quant_avx512_available())
+        for (int kern = 0; kern < 6; kern++) {
+            if (kern == 1 || kern == 5 ? !quant_avx2_available()
+                : kern == 3            ? !quant_avxvnni_available()
+                                       : !quant_avx512_available())
                 continue;
             for (int nt = 1; nt <= NT; nt++) {
                 for (int i = 0; i < NT * NR; i++) y[i] = NAN;
                 int done = 0;
-                if (kern >= 3) { /* AVX-VNNI's tiles, AVX-512's rows-in-lanes: the K-quants only, on activations packed
-                                    as quant_matmul packs them */
+                if (kern >= 3) { /* AVX-VNNI's tiles, AVX-512's / AVX2's rows-in-lanes: the K-quants only, on activations
+                                    packed as quant_matmul packs them */
                     if (quant_ktile_takes(type, N, nt)) {
                         for (int64_t g = 0; g < (nt + QUANT_KTILE_TOKENS - 1) / QUANT_KTILE_TOKENS; g++)
                             quant_ktile_pack(q, d, s, nt, N, g, packed);
-                        done = (kern == 3 ? quant_gemm_ktile_avxvnni : quant_gemm_ktile_rl512)(type, w, 0, NR, N, packed,
-                                                                                               nt, y, NR);
+                        done = (kern == 3   ? quant_gemm_ktile_avxvnni
+                                : kern == 4 ? quant_gemm_ktile_rl512
+                                            : quant_gemm_ktile_rl_avx2)(type, w, 0, NR, N, packed, nt, y, NR);
                     }
                 } else {
                     done = kern == 0   ? quant_gemm_avx512(type, w, 0, NR, N, q, d, s, nt, y, NR)
@@ -357,8 +358,8 @@ static void test_tiles_exact(uint32_t type) {
                         const float *xa[1] = {x + t * N}, *da[1] = {d + t * (N / 32)}, *sa[1] = {s + t * (N / 32)};
                         const int8_t *qa[1] = {q + t * N};
                         float o = NAN; /* the one-row kernel of the tile's own instruction set */
-                        if (!(kern == 1 || kern == 3 ? quant_dot_avx2 : quant_dot_avx512)(type, N, w + r * rb, xa, qa, da,
-                                                                                           sa, 1, &o))
+                        if (!(kern == 1 || kern == 3 || kern == 5 ? quant_dot_avx2 : quant_dot_avx512)(
+                                type, N, w + r * rb, xa, qa, da, sa, 1, &o))
                             bad++;
                         if (memcmp(&o, &y[t * NR + r], sizeof o) != 0 && !(mode == 2 && isnan(o) && isnan(y[t * NR + r])))
                             bad++; /* bitwise; a NaN as a NaN */

@@ -28,6 +28,7 @@
 #define AI __attribute__((always_inline)) static inline
 #include "quant_avx512_ops.h" /* ld, dp, dpsc, qx_bits_bytes, qx_upper_clean */
 #include "quant_x86_kern.h"   /* the row kernels' unpack helpers */
+#include "qgemm_rl.h"
 
 enum { RL_R = 16 }; /* weight rows a panel: one an int32 lane */
 
@@ -43,81 +44,6 @@ typedef struct rl_sb {
 static int rl_takes(uint32_t type) {
     return type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ||
            type == GGML_IQ4_XS;
-}
-
-static inline int32_t rl_pair(int a, int b) { return (int32_t)((uint32_t)(uint16_t)(int16_t)a | (uint32_t)(uint16_t)(int16_t)b << 16); }
-
-/* row r of the panel's super-block x into P: its 256 values into tmp (256 bytes, unsigned), its scales, mins, d */
-AI void rl_unpack_row(const uint32_t TYPE, const uint8_t *x, int r, uint8_t *tmp, rl_sb *P) {
-    if (TYPE == GGML_Q4_K || TYPE == GGML_Q5_K) {
-        const int five = TYPE == GGML_Q5_K;
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            __m256i lo, hi;
-            kq45_values(x, five, j, &lo, &hi);
-            _mm256_storeu_si256((__m256i *)(void *)(tmp + 64 * j), lo);
-            _mm256_storeu_si256((__m256i *)(void *)(tmp + 64 * j + 32), hi);
-        }
-        __m128i sc8, mn8;
-        kq45_scale_bytes(x + 4, &sc8, &mn8);
-        uint8_t s[16], m[16];
-        _mm_storeu_si128((__m128i *)(void *)s, sc8);
-        _mm_storeu_si128((__m128i *)(void *)m, mn8);
-        for (int j = 0; j < 8; j++) P->sc[j][r] = s[j];
-        for (int p = 0; p < 4; p++) P->mp[p][r] = rl_pair(m[2 * p], m[2 * p + 1]);
-        P->d[r] = qx_h2f(x);
-        P->dmin[r] = qx_h2f(x + 2);
-    } else if (TYPE == GGML_Q6_K) {
-#pragma GCC unroll 2
-        for (int n = 0; n < 2; n++) {
-            __m256i q[4];
-            q6k_unpack(x, n, q);
-            for (int k = 0; k < 4; k++) _mm256_storeu_si256((__m256i *)(void *)(tmp + 32 * (4 * n + k)), q[k]);
-        }
-        const int8_t *s = (const int8_t *)(x + 192);
-        for (int k = 0; k < 16; k++) P->sc[k][r] = s[k];
-        for (int p = 0; p < 8; p++) P->op[p][r] = rl_pair(s[2 * p], s[2 * p + 1]);
-        P->d[r] = qx_h2f(x + 208);
-        P->dmin[r] = 0.f;
-    } else if (TYPE == GGML_IQ4_XS) {
-        const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
-        for (int b = 0; b < 8; b++) /* the signed table values + 128 as unsigned bytes */
-            _mm256_storeu_si256((__m256i *)(void *)(tmp + 32 * b),
-                                _mm256_xor_si256(_mm256_shuffle_epi8(tbl, qx_q4_unpack(x + 8 + 16 * b)), _mm256_set1_epi8((char)0x80)));
-        int16_t s[8];
-        _mm_storeu_si128((__m128i *)(void *)s, iq4xs_scales(x));
-        for (int b = 0; b < 8; b++) P->sc[b][r] = s[b];
-        for (int p = 0; p < 4; p++) P->op[p][r] = rl_pair(s[2 * p], s[2 * p + 1]);
-        P->d[r] = qx_h2f(x);
-        P->dmin[r] = 0.f;
-    } else { /* Q2_K, Q3_K: 2-bit planes (Q3_K: + 4 where its hmask bit is set) */
-        const int three = TYPE == GGML_Q3_K;
-        const uint8_t *qs = x + (three ? 32 : 16);
-        const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), hm = three ? ld(x) : _mm256_setzero_si256();
-        for (int n = 0; n < 2; n++) {
-            const __m256i Q = ld(qs + 32 * n);
-            for (int j = 0; j < 4; j++) {
-                const int b = 4 * n + j;
-                __m256i u = _mm256_and_si256(_mm256_srl_epi16(Q, _mm_cvtsi32_si128(2 * j)), m3);
-                if (three)
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(b)), one), 2));
-                _mm256_storeu_si256((__m256i *)(void *)(tmp + 32 * b), u);
-            }
-        }
-        if (three) {
-            int8_t s[16];
-            _mm_storeu_si128((__m128i *)(void *)s, q3k_scales(x));
-            for (int k = 0; k < 16; k++) P->sc[k][r] = s[k];
-            for (int p = 0; p < 8; p++) P->op[p][r] = rl_pair(s[2 * p], s[2 * p + 1]);
-            P->d[r] = qx_h2f(x + 108);
-            P->dmin[r] = 0.f;
-        } else {
-            for (int k = 0; k < 16; k++) P->sc[k][r] = x[k] & 0xF;
-            for (int p = 0; p < 8; p++) P->mp[p][r] = rl_pair(x[2 * p] >> 4, x[2 * p + 1] >> 4);
-            P->d[r] = qx_h2f(x + 80);
-            P->dmin[r] = qx_h2f(x + 82);
-        }
-    }
 }
 
 /* R[r] (16 dwords of row r) -> R[j] (dword j of the 16 rows): unpacks within 128-bit lanes, then lane shuffles */
@@ -152,13 +78,14 @@ static void rl_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64
     for (int64_t sb = 0; sb < nsb; sb++) {
         for (int r = 0; r < RL_R; r++) {
             const uint8_t *x = w0 + (size_t)(r < nv ? r : nv - 1) * rb + (size_t)sb * bb;
+            const rl_panel_sb p = {&P[sb].sc[0][0], &P[sb].op[0][0], &P[sb].mp[0][0], P[sb].d, P[sb].dmin, RL_R};
             switch (type) { /* constant TYPE: each its own instance */
-            case GGML_Q2_K: rl_unpack_row(GGML_Q2_K, x, r, tmp[r], &P[sb]); break;
-            case GGML_Q3_K: rl_unpack_row(GGML_Q3_K, x, r, tmp[r], &P[sb]); break;
-            case GGML_Q4_K: rl_unpack_row(GGML_Q4_K, x, r, tmp[r], &P[sb]); break;
-            case GGML_Q5_K: rl_unpack_row(GGML_Q5_K, x, r, tmp[r], &P[sb]); break;
-            case GGML_Q6_K: rl_unpack_row(GGML_Q6_K, x, r, tmp[r], &P[sb]); break;
-            default: rl_unpack_row(GGML_IQ4_XS, x, r, tmp[r], &P[sb]); break;
+            case GGML_Q2_K: rl_unpack_row(GGML_Q2_K, x, r, tmp[r], p); break;
+            case GGML_Q3_K: rl_unpack_row(GGML_Q3_K, x, r, tmp[r], p); break;
+            case GGML_Q4_K: rl_unpack_row(GGML_Q4_K, x, r, tmp[r], p); break;
+            case GGML_Q5_K: rl_unpack_row(GGML_Q5_K, x, r, tmp[r], p); break;
+            case GGML_Q6_K: rl_unpack_row(GGML_Q6_K, x, r, tmp[r], p); break;
+            default: rl_unpack_row(GGML_IQ4_XS, x, r, tmp[r], p); break;
             }
         }
         /* the 16 rows x 64 dwords transposed: group g = 8 b + i of row r to P->v[b][i][4 r], 16 groups at a time */

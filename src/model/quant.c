@@ -540,7 +540,7 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
     const int kt_avx512 = quant_avx512_available(), kt_isa = kt_avx512 || quant_avx2_available();
     /* the rows-in-lanes kernel unpacks its panels once a call: below QUANT_RL_MIN_TOKENS the tiles are faster */
     const int kt_vnni = !kt_avx512 && kt_isa && quant_avxvnni_available();
-    const int kt_rl = kt_avx512 && ntok >= QUANT_RL_MIN_TOKENS && quant_rl_allowed();
+    const int kt_rl = kt_isa && ntok >= QUANT_RL_MIN_TOKENS && quant_rl_allowed();
     for (int i = 0; i < nops; i++) {
         kt[i] = !isf[i] && simd && !amx[i] && kt_isa && ntok >= 4 && quant_ktile_takes(ops[i].type, cols, ntok) &&
                 (kt_m < 0 || kt_m == mi[i]);
@@ -653,7 +653,13 @@ static int quant_matmul_multi_with(const quant_mm *ops, int nops, const float *x
             const float *D = isf[i] ? NULL : qs->d + (size_t)m * per_d, *S = isf[i] ? NULL : qs->s + (size_t)m * per_d;
             if (amx[i] && quant_gemm_amx(ops[i].type, ops[i].w, r0, r1, cols, qs->amx, ntok, ops[i].y, ops[i].ldy))
                 continue;
-            if (kt[i] && (kt_avx512 ? (kt_rl ? quant_gemm_ktile_rl512 : quant_gemm_ktile256_avx512)
+            /* the K-quants' packed-activation kernels: rows in lanes from QUANT_RL_MIN_TOKENS (AVX2's not for IQ4_XS:
+             * it answers 0), else the 8-token tiles */
+            if (kt[i] && kt_rl &&
+                (kt_avx512 ? quant_gemm_ktile_rl512 : quant_gemm_ktile_rl_avx2)(ops[i].type, ops[i].w, r0, r1, cols,
+                                                                                qs->ktile, ntok, ops[i].y, ops[i].ldy))
+                continue;
+            if (kt[i] && (kt_avx512 ? quant_gemm_ktile256_avx512
                           : kt_vnni ? quant_gemm_ktile_avxvnni
                                     : quant_gemm_ktile_avx2)(ops[i].type, ops[i].w, r0, r1, cols, qs->ktile, ntok,
                                                              ops[i].y, ops[i].ldy))

@@ -183,6 +183,12 @@ int quant_gemm_ktile256_avx512(uint32_t type, const void *w, int64_t r0, int64_t
 int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
                            int64_t ntok, float *y, int64_t ldy);
 int quant_rl_allowed(void);
+/* the same on AVX2 (qgemm_rl_avx2.c: 8-row panels, vpmaddubsw pairs summed in int16 before one vpmaddwd with the
+ * scales) for Q2_K .. Q6_K (0 for IQ4_XS: its values + 128 would saturate vpmaddubsw's pairs), bitwise
+ * quant_dot_avx2; the dispatch takes it on AVX2 CPUs (with or without AVX-VNNI) from QUANT_RL_MIN_TOKENS tokens unless
+ * INFLLM_QUANT_RL=0 */
+int quant_gemm_ktile_rl_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                             int64_t ntok, float *y, int64_t ldy);
 /* the same on AVX2 CPUs with AVX-VNNI (qgemm_avxvnni.c: vpdpwssd for AVX2's vpmaddwd + vpaddd), bitwise
  * quant_dot_avx2; quant_avxvnni_available: the CPU has AVX2 + FMA + F16C and AVX-VNNI, INFLLM_SIMD allows AVX2
  * kernels and INFLLM_AVXVNNI is not 0 (0 where the compiler could not build the file) */

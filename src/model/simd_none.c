@@ -47,6 +47,10 @@ int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1,
                            int64_t ntok, float *y, int64_t ldy) {
     return 0;
 }
+int quant_gemm_ktile_rl_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
+                             int64_t ntok, float *y, int64_t ldy) {
+    return 0;
+}
 int quant_gemv_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const int8_t *q,
                     const float *d, const float *s, int64_t ntok, float *y, int64_t ldy) {
     return 0;
