@@ -13,6 +13,12 @@ typedef struct rl_panel_sb {
     int nr;
 } rl_panel_sb;
 
+/* n bytes 64-byte aligned from malloc (aligned_alloc is missing from some C libraries): free(*base) releases them */
+static inline void *rl_alloc64(size_t n, void **base) {
+    *base = malloc(n + 63);
+    return *base ? (void *)(((uintptr_t)*base + 63) & ~(uintptr_t)63) : NULL;
+}
+
 /* two int16 as one dword: a in the low half */
 static inline int32_t rl_pair(int a, int b) {
     return (int32_t)((uint32_t)(uint16_t)(int16_t)a | (uint32_t)(uint16_t)(int16_t)b << 16);

@@ -155,7 +155,8 @@ int quant_gemm_ktile_rl_avx2(uint32_t type, const void *w, int64_t r0, int64_t r
     if (!rl8_takes(type) || !quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;
     const int64_t nsb = cols / 256;
     const size_t rb = ggml_row_size(type, cols);
-    rl8_sb *P = aligned_alloc(64, sizeof(rl8_sb) * (size_t)nsb);
+    void *base;
+    rl8_sb *P = rl_alloc64(sizeof(rl8_sb) * (size_t)nsb, &base);
     if (!P) return 0;
     for (int64_t p0 = r0; p0 < r1; p0 += RL8) {
         const int nv = r1 - p0 < RL8 ? (int)(r1 - p0) : RL8;
@@ -174,6 +175,6 @@ int quant_gemm_ktile_rl_avx2(uint32_t type, const void *w, int64_t r0, int64_t r
             }
         }
     }
-    free(P);
+    free(base);
     return 1;
 }

@@ -195,7 +195,8 @@ int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1,
     if (!rl_takes(type) || !quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;
     const int64_t nsb = cols / 256;
     const size_t rb = ggml_row_size(type, cols);
-    rl_sb *P = aligned_alloc(64, sizeof(rl_sb) * (size_t)nsb);
+    void *base;
+    rl_sb *P = rl_alloc64(sizeof(rl_sb) * (size_t)nsb, &base);
     if (!P) return 0;
     for (int64_t p0 = r0; p0 < r1; p0 += RL_R) {
         const int nv = r1 - p0 < RL_R ? (int)(r1 - p0) : RL_R;
@@ -215,7 +216,7 @@ int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1,
             }
         }
     }
-    free(P);
+    free(base);
     qx_upper_clean();
     return 1;
 }
