@@ -39,6 +39,26 @@ static int rl8_takes(uint32_t type) {
     return type == GGML_Q2_K || type == GGML_Q3_K || type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K;
 }
 
+/* R[r] (8 dwords of row r) -> R[j] (dword j of the 8 rows) */
+AI void rl8_transpose8(__m256i R[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(R[2 * i], R[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(R[2 * i], R[2 * i + 1]);
+    }
+    /* u[4 h + c]: in 128-bit lane L, rows 4 h .. 4 h + 3 of column 4 L + c */
+    for (int h = 0; h < 2; h++) {
+        u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        R[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);     /* column c: lane 0 of both */
+        R[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31); /* column 4 + c: lane 1 */
+    }
+}
+
 static void rl8_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64_t nsb, rl8_sb *P) {
     const size_t bb = ggml_row_size(type, 256);
     _Alignas(32) uint8_t tmp[RL8][256];
@@ -57,11 +77,13 @@ static void rl8_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int6
         }
         for (int k = 0; k < 16; k++)
             for (int r = 0; r < RL8; r++) S->sc[k][r] = rl_pair(S->sc[k][r], S->sc[k][r]);
-        /* the 8 rows x 64 dwords transposed: group g = 8 b + i of row r to v[b][i][4 r] */
-        uint32_t *dst = (uint32_t *)(void *)S->v;
-        for (int r = 0; r < RL8; r++) {
-            const uint32_t *src = (const uint32_t *)(const void *)tmp[r];
-            for (int g = 0; g < 64; g++) dst[g * RL8 + r] = src[g];
+        /* the 8 rows x 64 dwords transposed: group g = 8 b + i of row r to v[b][i][4 r], 8 groups at a time */
+        for (int q = 0; q < 8; q++) {
+            __m256i R[RL8];
+            for (int r = 0; r < RL8; r++) R[r] = _mm256_load_si256((const __m256i *)(const void *)(tmp[r] + 32 * q));
+            rl8_transpose8(R);
+            __m256i *dst = (__m256i *)(void *)S->v + 8 * q;
+            for (int j = 0; j < RL8; j++) _mm256_store_si256(dst + j, R[j]);
         }
     }
 }
