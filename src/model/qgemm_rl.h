@@ -19,6 +19,37 @@ static inline void *rl_alloc64(size_t n, void **base) {
     return *base ? (void *)(((uintptr_t)*base + 63) & ~(uintptr_t)63) : NULL;
 }
 
+/* The entry point NAME (quant.h's quant_gemm_ktile_rl*): rows r0..r1-1 in panels of NR rows (a last panel's missing
+ * rows repeat its last valid one; their lanes are not stored), each unpacked for every super-block into an array of
+ * SB_T by UNPACK(type, w0, rb, nv, nsb, P), then 4 tokens at a time by QUAD_ANY(type, P, nsb, rec, k0, y, ldy, ntv,
+ * rows) on the packed records; MASK_DECL(nv) declares `rows`, the store mask of the nv valid rows; TAKES(type) the
+ * types the kernel takes; DONE before returning (the AVX-512 file's qx_upper_clean). 0 (nothing written) where the
+ * type or shape is not taken or memory is short. */
+#define RL_GEMM(NAME, TAKES, SB_T, NR, UNPACK, QUAD_ANY, MASK_DECL, DONE)                                              \
+    int NAME(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed, int64_t ntok,     \
+             float *y, int64_t ldy) {                                                                                  \
+        if (!TAKES(type) || !quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;                                \
+        const int64_t nsb = cols / 256;                                                                                \
+        const size_t rb = ggml_row_size(type, cols);                                                                   \
+        void *base;                                                                                                    \
+        SB_T *P = rl_alloc64(sizeof(SB_T) * (size_t)nsb, &base);                                                       \
+        if (!P) return 0;                                                                                              \
+        for (int64_t p0 = r0; p0 < r1; p0 += NR) {                                                                     \
+            const int nv = r1 - p0 < NR ? (int)(r1 - p0) : NR;                                                         \
+            MASK_DECL(nv);                                                                                             \
+            UNPACK(type, (const uint8_t *)w + (size_t)p0 * rb, rb, nv, nsb, P);                                        \
+            for (int64_t t0 = 0; t0 < ntok; t0 += 4) {                                                                 \
+                const uint8_t *rec =                                                                                   \
+                    (const uint8_t *)packed + (size_t)((t0 / QUANT_KTILE_TOKENS) * nsb) * QUANT_KTILE_REC;             \
+                const int k0 = (int)(t0 % QUANT_KTILE_TOKENS), ntv = ntok - t0 < 4 ? (int)(ntok - t0) : 4;             \
+                QUAD_ANY(type, P, nsb, rec, k0, y + t0 * ldy + p0, ldy, ntv, rows);                                    \
+            }                                                                                                          \
+        }                                                                                                              \
+        free(base);                                                                                                    \
+        DONE;                                                                                                          \
+        return 1;                                                                                                      \
+    }
+
 /* two int16 as one dword: a in the low half */
 static inline int32_t rl_pair(int a, int b) {
     return (int32_t)((uint32_t)(uint16_t)(int16_t)a | (uint32_t)(uint16_t)(int16_t)b << 16);

@@ -172,31 +172,17 @@ AI void rl8_quad(const uint32_t TYPE, const rl8_sb *P, int64_t nsb, const uint8_
     if (ntv > 3) _mm256_maskstore_ps(y + 3 * ldy, mask, acc3);
 }
 
-int quant_gemm_ktile_rl_avx2(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                             int64_t ntok, float *y, int64_t ldy) {
-    if (!rl8_takes(type) || !quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;
-    const int64_t nsb = cols / 256;
-    const size_t rb = ggml_row_size(type, cols);
-    void *base;
-    rl8_sb *P = rl_alloc64(sizeof(rl8_sb) * (size_t)nsb, &base);
-    if (!P) return 0;
-    for (int64_t p0 = r0; p0 < r1; p0 += RL8) {
-        const int nv = r1 - p0 < RL8 ? (int)(r1 - p0) : RL8;
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        rl8_unpack(type, (const uint8_t *)w + (size_t)p0 * rb, rb, nv, nsb, P);
-        for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
-            const uint8_t *rec = (const uint8_t *)packed + (size_t)((t0 / QUANT_KTILE_TOKENS) * nsb) * QUANT_KTILE_REC;
-            const int k0 = (int)(t0 % QUANT_KTILE_TOKENS), ntv = ntok - t0 < 4 ? (int)(ntok - t0) : 4;
-            float *yt = y + t0 * ldy + p0;
-            switch (type) {
-            case GGML_Q2_K: rl8_quad(GGML_Q2_K, P, nsb, rec, k0, yt, ldy, ntv, mask); break;
-            case GGML_Q3_K: rl8_quad(GGML_Q3_K, P, nsb, rec, k0, yt, ldy, ntv, mask); break;
-            case GGML_Q4_K: rl8_quad(GGML_Q4_K, P, nsb, rec, k0, yt, ldy, ntv, mask); break;
-            case GGML_Q5_K: rl8_quad(GGML_Q5_K, P, nsb, rec, k0, yt, ldy, ntv, mask); break;
-            default: rl8_quad(GGML_Q6_K, P, nsb, rec, k0, yt, ldy, ntv, mask); break;
-            }
-        }
+/* the instance of rl8_quad for the type (IQ4_XS is not taken: rl8_takes) */
+AI void rl8_quad_any(uint32_t type, const rl8_sb *P, int64_t nsb, const uint8_t *rec, int k0, float *y, int64_t ldy,
+                     int ntv, __m256i rows) {
+    switch (type) {
+    case GGML_Q2_K: rl8_quad(GGML_Q2_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q3_K: rl8_quad(GGML_Q3_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q4_K: rl8_quad(GGML_Q4_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q5_K: rl8_quad(GGML_Q5_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    default: rl8_quad(GGML_Q6_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
     }
-    free(base);
-    return 1;
 }
+
+#define RL_MASK8(nv) const __m256i rows = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+RL_GEMM(quant_gemm_ktile_rl_avx2, rl8_takes, rl8_sb, RL8, rl8_unpack, rl8_quad_any, RL_MASK8, (void)0)

@@ -190,33 +190,18 @@ AI void rl_quad(const uint32_t TYPE, const rl_sb *P, int64_t nsb, const uint8_t 
     if (ntv > 3) _mm512_mask_storeu_ps(y + 3 * ldy, rows, acc3);
 }
 
-int quant_gemm_ktile_rl512(uint32_t type, const void *w, int64_t r0, int64_t r1, int64_t cols, const void *packed,
-                           int64_t ntok, float *y, int64_t ldy) {
-    if (!rl_takes(type) || !quant_ktile_takes(type, cols, ntok) || r1 <= r0) return 0;
-    const int64_t nsb = cols / 256;
-    const size_t rb = ggml_row_size(type, cols);
-    void *base;
-    rl_sb *P = rl_alloc64(sizeof(rl_sb) * (size_t)nsb, &base);
-    if (!P) return 0;
-    for (int64_t p0 = r0; p0 < r1; p0 += RL_R) {
-        const int nv = r1 - p0 < RL_R ? (int)(r1 - p0) : RL_R;
-        const __mmask16 rows = (__mmask16)((1u << nv) - 1);
-        rl_unpack(type, (const uint8_t *)w + (size_t)p0 * rb, rb, nv, nsb, P);
-        for (int64_t t0 = 0; t0 < ntok; t0 += 4) {
-            const uint8_t *rec = (const uint8_t *)packed + (size_t)((t0 / QUANT_KTILE_TOKENS) * nsb) * QUANT_KTILE_REC;
-            const int k0 = (int)(t0 % QUANT_KTILE_TOKENS), ntv = ntok - t0 < 4 ? (int)(ntok - t0) : 4;
-            float *yt = y + t0 * ldy + p0;
-            switch (type) {
-            case GGML_Q2_K: rl_quad(GGML_Q2_K, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            case GGML_Q3_K: rl_quad(GGML_Q3_K, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            case GGML_Q4_K: rl_quad(GGML_Q4_K, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            case GGML_Q5_K: rl_quad(GGML_Q5_K, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            case GGML_Q6_K: rl_quad(GGML_Q6_K, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            default: rl_quad(GGML_IQ4_XS, P, nsb, rec, k0, yt, ldy, ntv, rows); break;
-            }
-        }
+/* the instance of rl_quad for the type */
+AI void rl_quad_any(uint32_t type, const rl_sb *P, int64_t nsb, const uint8_t *rec, int k0, float *y, int64_t ldy,
+                    int ntv, __mmask16 rows) {
+    switch (type) {
+    case GGML_Q2_K: rl_quad(GGML_Q2_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q3_K: rl_quad(GGML_Q3_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q4_K: rl_quad(GGML_Q4_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q5_K: rl_quad(GGML_Q5_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    case GGML_Q6_K: rl_quad(GGML_Q6_K, P, nsb, rec, k0, y, ldy, ntv, rows); break;
+    default: rl_quad(GGML_IQ4_XS, P, nsb, rec, k0, y, ldy, ntv, rows); break;
     }
-    free(base);
-    qx_upper_clean();
-    return 1;
 }
+
+#define RL_MASK16(nv) const __mmask16 rows = (__mmask16)((1u << (nv)) - 1)
+RL_GEMM(quant_gemm_ktile_rl512, rl_takes, rl_sb, RL_R, rl_unpack, rl_quad_any, RL_MASK16, qx_upper_clean())
