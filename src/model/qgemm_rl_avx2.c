@@ -61,7 +61,7 @@ AI void rl8_transpose8(__m256i R[8]) {
 
 static void rl8_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64_t nsb, rl8_sb *P) {
     const size_t bb = ggml_row_size(type, 256);
-    _Alignas(32) uint8_t tmp[RL8][256];
+    uint8_t tmp[RL8][256];
     for (int64_t sb = 0; sb < nsb; sb++) {
         rl8_sb *S = &P[sb];
         const rl_panel_sb p = {&S->sc[0][0], &S->op[0][0], &S->mp[0][0], S->d, S->dmin, RL8};
@@ -80,7 +80,7 @@ static void rl8_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int6
         /* the 8 rows x 64 dwords transposed: group g = 8 b + i of row r to v[b][i][4 r], 8 groups at a time */
         for (int q = 0; q < 8; q++) {
             __m256i R[RL8];
-            for (int r = 0; r < RL8; r++) R[r] = _mm256_load_si256((const __m256i *)(const void *)(tmp[r] + 32 * q));
+            for (int r = 0; r < RL8; r++) R[r] = ld(tmp[r] + 32 * q); /* unaligned: see qgemm_rl_avx512.c */
             rl8_transpose8(R);
             __m256i *dst = (__m256i *)(void *)S->v + 8 * q;
             for (int j = 0; j < RL8; j++) _mm256_store_si256(dst + j, R[j]);

@@ -74,7 +74,7 @@ AI void rl_transpose16(__m512i R[16]) {
 /* the panel of rows w0 .. (nv valid; the others repeat the last) for every super-block into P[nsb] */
 static void rl_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64_t nsb, rl_sb *P) {
     const size_t bb = ggml_row_size(type, 256);
-    _Alignas(64) uint8_t tmp[RL_R][256];
+    uint8_t tmp[RL_R][256];
     for (int64_t sb = 0; sb < nsb; sb++) {
         for (int r = 0; r < RL_R; r++) {
             const uint8_t *x = w0 + (size_t)(r < nv ? r : nv - 1) * rb + (size_t)sb * bb;
@@ -91,7 +91,8 @@ static void rl_unpack(uint32_t type, const uint8_t *w0, size_t rb, int nv, int64
         /* the 16 rows x 64 dwords transposed: group g = 8 b + i of row r to P->v[b][i][4 r], 16 groups at a time */
         for (int q = 0; q < 4; q++) {
             __m512i R[RL_R];
-            for (int r = 0; r < RL_R; r++) R[r] = _mm512_load_si512((const void *)(tmp[r] + 64 * q));
+            /* unaligned loads: MinGW's GCC does not realign the stack for an over-aligned local */
+            for (int r = 0; r < RL_R; r++) R[r] = _mm512_loadu_si512((const void *)(tmp[r] + 64 * q));
             rl_transpose16(R);
             __m512i *dst = (__m512i *)(void *)P[sb].v + 16 * q;
             for (int j = 0; j < RL_R; j++) _mm512_store_si512((void *)(dst + j), R[j]);
